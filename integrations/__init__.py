@@ -1,0 +1,1 @@
+"""Integrations fed by the tracking callback bus: Prometheus, OpenTelemetry, SQL, structlog."""

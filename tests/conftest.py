@@ -1,0 +1,40 @@
+"""Shared fixtures: a real fake upstream on loopback and real PNG files."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+
+import pytest
+from PIL import Image
+
+from tracking.testing import FakeOpenAI
+
+API_KEY = "sk-test-0123456789abcdefSECRET"
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeOpenAI]:
+    """One fake upstream for the session; it accepts only ``API_KEY``."""
+    with FakeOpenAI(api_keys=[API_KEY]) as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(fake: FakeOpenAI) -> dict[str, str]:
+    """The keyword arguments that point a call at the fake."""
+    return {"api_base": fake.url, "api_key": API_KEY}
+
+
+def make_png(width: int = 64, height: int = 64, *, alpha: bool = True) -> bytes:
+    mode = "RGBA" if alpha else "RGB"
+    out = io.BytesIO()
+    Image.new(mode, (width, height), (200, 30, 30, 255) if alpha else (200, 30, 30)).save(
+        out, format="PNG"
+    )
+    return out.getvalue()
+
+
+@pytest.fixture
+def png() -> Callable[..., bytes]:
+    return make_png

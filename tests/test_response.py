@@ -1,0 +1,77 @@
+"""The response has the OpenAI shape and serialises back to exactly what the upstream sent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tracking
+from tests.conftest import make_png
+from tracking.response import ImageResponse
+
+
+def test_gpt_image_response_round_trips_exactly(fake, upstream):
+    response = tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
+    sent = fake.state.responses[-1]
+    assert response.to_dict() == sent
+    assert json.loads(response.to_json()) == sent
+    assert set(response.to_dict()) == {
+        "created",
+        "data",
+        "usage",
+        "size",
+        "quality",
+        "background",
+        "output_format",
+    }
+    assert response.created == sent["created"]
+    assert response.quality == "medium" and response.background == "opaque"
+    assert response.output_format == "png"
+
+
+def test_dall_e_2_response_has_no_invented_null_fields(fake, upstream):
+    response = tracking.image_edit(
+        image=make_png(256, 256), prompt="p", model="dall-e-2", response_format="url", **upstream
+    )
+    assert response.to_dict() == fake.state.responses[-1]
+    assert set(response.to_dict()) == {"created", "data"}
+    assert set(response.to_dict()["data"][0]) == {"url"}
+    assert response.usage is None and response.size is None
+
+
+def test_revised_prompt_and_usage_details_are_read():
+    body = {
+        "created": 1,
+        "data": [{"b64_json": "aGk=", "revised_prompt": "a cat"}],
+        "usage": {
+            "input_tokens": 50,
+            "input_tokens_details": {"text_tokens": 10, "image_tokens": 40, "cached_tokens": 5},
+            "output_tokens": 272,
+            "total_tokens": 322,
+        },
+    }
+    response = ImageResponse.from_json_bytes(json.dumps(body).encode())
+    assert response.data[0].revised_prompt == "a cat"
+    usage = response.usage
+    assert usage is not None
+    assert (usage.input_text_tokens, usage.input_image_tokens, usage.cached_input_tokens) == (
+        10,
+        40,
+        5,
+    )
+    assert usage.total_tokens == 322
+    assert response["data"][0]["b64_json"] == "aGk="
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"created": 1}'])
+def test_malformed_success_body_is_a_typed_error(body):
+    with pytest.raises(tracking.APIResponseError):
+        ImageResponse.from_json_bytes(body)
+
+
+def test_cost_and_ids_sit_beside_the_openai_fields(upstream):
+    response = tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
+    assert response.request_id
+    assert response._hidden_params["litellm_call_id"] == response.request_id
+    assert "request_id" not in response.to_dict()

@@ -1,0 +1,97 @@
+"""Observable, billable OpenAI-style image edits.
+
+``tracking.image_edit(...)`` / ``await tracking.aimage_edit(...)`` call an ``/images/edits``
+endpoint exactly as OpenAI's ``images.edit`` does, and record for every call what it cost, who
+caused it and how it went. Heavy modules (httpx, aiohttp, Pillow) load on first use, so
+``import tracking`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTooLargeError,
+    TrackingError,
+    UnprocessableEntityError,
+    UnsupportedParamsError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from .api import aimage_edit, image_edit
+    from .events import ImageEditEvent
+    from .response import ImageData, ImageResponse, Usage
+
+__version__ = "0.1.0"
+
+#: Callbacks run after every successful call (functions, logger objects, integration names).
+success_callback: list[Any] = []
+#: Callbacks run after every failed call.
+failure_callback: list[Any] = []
+#: Logger objects (``CustomLogger`` subclasses) that see successes and failures.
+callbacks: list[Any] = []
+
+_LAZY = {
+    "image_edit": "tracking.api",
+    "aimage_edit": "tracking.api",
+    "ImageResponse": "tracking.response",
+    "ImageData": "tracking.response",
+    "Usage": "tracking.response",
+    "ImageEditEvent": "tracking.events",
+}
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ImageData",
+    "ImageEditEvent",
+    "ImageResponse",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTooLargeError",
+    "TrackingError",
+    "UnprocessableEntityError",
+    "UnsupportedParamsError",
+    "Usage",
+    "ValidationError",
+    "aimage_edit",
+    "callbacks",
+    "failure_callback",
+    "image_edit",
+    "success_callback",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tracking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,109 @@
+"""``ImageEditEvent``: the one immutable record of a call that every integration receives.
+
+Exactly one event is made per call, success or failure (DESIGN 3). ``to_dict()`` is JSON-safe:
+Decimals become strings, datetimes ISO-8601 UTC strings, tuples lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+__all__ = ["CallStatus", "CostSource", "ImageEditEvent", "TokenUsage"]
+
+CallStatus = Literal["success", "failure"]
+CostSource = Literal["usage", "table", "custom", "unpriced"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """The usage tokens the upstream reported for the call."""
+
+    input_text_tokens: int = 0
+    input_image_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageEditEvent:
+    """Who, what, how much, how long and how it ended, for one image-edit call."""
+
+    # identity
+    request_id: str
+    call_type: Literal["image_edit", "aimage_edit"]
+    status: CallStatus
+    upstream_request_id: str | None = None
+    # who
+    end_user: str | None = None
+    api_key_hash: str | None = None
+    key_alias: str | None = None
+    team: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    # what
+    model: str = ""
+    model_group: str | None = None
+    resolved_model: str | None = None
+    provider: str | None = None
+    deployment_id: str | None = None
+    api_base: str | None = None  #: host[:port] only, never a credential
+    n: int = 1
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    response_format: str | None = None
+    input_images: int = 0
+    input_bytes: int = 0
+    has_mask: bool = False
+    prompt_chars: int = 0
+    # result
+    images_returned: int = 0
+    usage: TokenUsage | None = None
+    # money
+    cost_usd: Decimal | None = None
+    cost_per_image_usd: Decimal | None = None
+    cost_source: CostSource = "unpriced"
+    price_ref: str | None = None
+    # time
+    start_time: datetime
+    end_time: datetime
+    latency_ms: float = 0.0
+    upstream_latency_ms: float | None = None
+    # path
+    attempts: int = 0
+    retries: int = 0
+    fallback_from: tuple[str, ...] = ()
+    # failure
+    error_type: str | None = None
+    http_status: int | None = None
+    error_message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field."""
+        return {f.name: _json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> ImageEditEvent:
+        return dataclasses.replace(self, **changes)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, TokenUsage):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple | list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

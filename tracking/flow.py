@@ -1,0 +1,406 @@
+"""The life of one image-edit call, written once for sync and async callers.
+
+:func:`edit_flow` is a generator that does no I/O: it yields *effects* (:class:`Send` one HTTP
+request, :class:`Sleep` before a retry, :class:`Emit` the finished event) and receives the
+results. :func:`run_sync` and :func:`run_async` drive it; they are the only places where the two
+worlds differ. Parsing, provider choice, retries, error mapping, pricing and the event are here,
+once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+import uuid
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APITimeoutError,
+    ConfigurationError,
+    TrackingError,
+    mask_secrets,
+    status_error_class,
+)
+from .events import ImageEditEvent, TokenUsage
+from .http import POOL
+from .providers import PreparedRequest, get_provider
+from .request import CallOptions, ImageEditRequest, parse_call
+from .response import ImageResponse
+
+__all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
+
+CallType = Literal["image_edit", "aimage_edit"]
+
+#: Retry pacing, as the official client: exponential from 0.5 s, at most 8 s, with jitter;
+#: a Retry-After of up to 60 s is honoured as given.
+_INITIAL_BACKOFF = 0.5
+_MAX_BACKOFF = 8.0
+_MAX_RETRY_AFTER = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    request: PreparedRequest
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    event: ImageEditEvent
+    response: ImageResponse | None
+    exception: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What came back for a :class:`Send`: the HTTP answer, read whole."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+Effect = Send | Sleep | Emit
+
+
+def edit_flow(
+    call_type: CallType, params: dict[str, Any]
+) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+    """One call from raw parameters to a priced response, yielding the effects it needs."""
+    start_time = datetime.now(UTC)
+    started = time.perf_counter()
+    progress = _Progress()
+    request: ImageEditRequest | None = None
+    options: CallOptions | None = None
+    response: ImageResponse | None = None
+    failure: BaseException | None = None
+    try:
+        request, options = parse_call(**params)
+        provider = get_provider(request.provider)
+        prepared = provider.prepare(request, options)
+        progress.api_base = prepared.host
+        while True:
+            progress.attempts += 1
+            sent = time.perf_counter()
+            outcome = yield Send(prepared, options.timeout)
+            progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
+            try:
+                response = _read_answer(outcome, prepared, provider.parse)
+                break
+            except APIError as error:
+                progress.last_error = error
+                if not error.retryable or progress.attempts > options.max_retries:
+                    raise
+                yield Sleep(_backoff(progress.attempts, error.retry_after))
+        progress.last_error = None
+    except GeneratorExit:
+        raise
+    except BaseException as exc:  # every failure, even a cancellation, yields its event
+        failure = exc
+    event = _make_event(
+        call_type, params, request, options, response, failure, progress, start_time, started
+    )
+    if response is not None:
+        response.request_id = event.request_id
+        response.cost_usd = event.cost_usd
+        response._hidden_params.update(
+            response_cost=float(event.cost_usd) if event.cost_usd is not None else None,
+            model=event.resolved_model,
+            provider=event.provider,
+            api_base=event.api_base,
+            request_id=event.request_id,
+            litellm_call_id=event.request_id,
+        )
+    yield Emit(event, response, failure)
+    if failure is not None:
+        raise failure
+    assert response is not None
+    return response
+
+
+@dataclass
+class _Progress:
+    attempts: int = 0
+    api_base: str | None = None
+    upstream_latency_ms: float | None = None
+    last_error: APIError | None = None
+    upstream_request_id: str | None = None
+    http_status: int | None = None
+
+
+def _read_answer(
+    outcome: Answer | BaseException | None,
+    prepared: PreparedRequest,
+    parse: Any,
+) -> ImageResponse:
+    if isinstance(outcome, BaseException):
+        raise _transport_error(outcome, prepared) from None
+    assert outcome is not None
+    upstream_id = outcome.headers.get("x-request-id")
+    if outcome.status >= 400:
+        raise _status_error(outcome, prepared, upstream_id)
+    try:
+        response: ImageResponse = parse(outcome.status, dict(outcome.headers), outcome.body)
+    except APIResponseError as error:
+        error.status_code = outcome.status
+        error.upstream_request_id = upstream_id
+        raise
+    response._hidden_params["upstream_request_id"] = upstream_id
+    response._hidden_params["http_status"] = outcome.status
+    return response
+
+
+def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseException:
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(f"the upstream at {prepared.host} did not answer in time")
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return ConfigurationError(f"api_base: not a usable http(s) URL ({prepared.host})")
+    if isinstance(exc, httpx.HTTPError):
+        detail = mask_secrets(str(exc) or type(exc).__name__, prepared.secrets)
+        return APIConnectionError(f"connection to {prepared.host} failed: {detail}")
+    return exc
+
+
+def _status_error(answer: Answer, prepared: PreparedRequest, upstream_id: str | None) -> APIError:
+    message, param, code = _error_fields(answer.body)
+    message = mask_secrets(message or f"HTTP {answer.status}", prepared.secrets)
+    cls = status_error_class(answer.status)
+    return cls(
+        f"{answer.status} from {prepared.host}: {message}",
+        status_code=answer.status,
+        param=param,
+        code=code,
+        upstream_request_id=upstream_id,
+        retry_after=_retry_after(answer.headers),
+    )
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        return (snippet or None), None, None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return None, None, None
+
+    def text(key: str) -> str | None:
+        value = error.get(key)
+        return value if isinstance(value, str) else None
+
+    return text("message"), text("param"), text("code")
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return max(0.0, (parsed - datetime.now(UTC)).total_seconds())
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None and retry_after <= _MAX_RETRY_AFTER:
+        return retry_after
+    delay: float = min(_INITIAL_BACKOFF * 2.0 ** (attempt - 1), _MAX_BACKOFF)
+    return delay * (1 - 0.25 * random.random())
+
+
+def _make_event(
+    call_type: CallType,
+    params: dict[str, Any],
+    request: ImageEditRequest | None,
+    options: CallOptions | None,
+    response: ImageResponse | None,
+    failure: BaseException | None,
+    progress: _Progress,
+    start_time: datetime,
+    started: float,
+) -> ImageEditEvent:
+    latency_ms = (time.perf_counter() - started) * 1000
+    raw_metadata: Any = options.metadata if options else params.get("metadata")
+    metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+    tags = metadata.get("tags")
+    prompt = params.get("prompt")
+    usage = response.usage if response is not None else None
+    images_returned = response.images_returned if response is not None else 0
+    secrets = (options.api_key,) if options and options.api_key else ()
+    model = params.get("model")
+    return ImageEditEvent(
+        request_id=str(uuid.uuid4()),
+        call_type=call_type,
+        status="success" if failure is None else "failure",
+        upstream_request_id=(
+            response._hidden_params.get("upstream_request_id")
+            if response is not None
+            else getattr(failure, "upstream_request_id", None)
+        ),
+        end_user=params.get("user") if isinstance(params.get("user"), str) else None,
+        team=_str(metadata.get("team")),
+        tags=tuple(str(t) for t in tags) if isinstance(tags, list | tuple) else (),
+        metadata=dict(metadata),
+        model=request.model if request else (model if isinstance(model, str) else ""),
+        model_group=request.model if request else None,
+        resolved_model=request.upstream_model if request else None,
+        provider=request.provider if request else None,
+        api_base=progress.api_base,
+        n=(request.n or 1) if request else 1,
+        size=(response.size if response and response.size else (request.size if request else None)),
+        quality=(
+            response.quality
+            if response and response.quality
+            else (request.quality if request else None)
+        ),
+        background=(response.background if response else None)
+        or (request.background if request else None),
+        output_format=(response.output_format if response else None)
+        or (request.output_format if request else None),
+        response_format=request.requested_response_format if request else None,
+        input_images=len(request.images) if request else 0,
+        input_bytes=request.input_bytes if request else 0,
+        has_mask=bool(request and request.mask),
+        prompt_chars=len(prompt) if isinstance(prompt, str) else 0,
+        images_returned=images_returned,
+        usage=(
+            TokenUsage(
+                input_text_tokens=usage.input_text_tokens,
+                input_image_tokens=usage.input_image_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens,
+            )
+            if usage
+            else None
+        ),
+        start_time=start_time,
+        end_time=datetime.now(UTC),
+        latency_ms=latency_ms,
+        upstream_latency_ms=progress.upstream_latency_ms,
+        attempts=progress.attempts,
+        retries=max(0, progress.attempts - 1),
+        error_type=_error_type(failure),
+        http_status=(
+            response._hidden_params.get("http_status")
+            if response is not None
+            else getattr(failure, "status_code", None)
+        ),
+        error_message=mask_secrets(str(failure), secrets)[:500] if failure is not None else None,
+    )
+
+
+def _error_type(failure: BaseException | None) -> str | None:
+    if failure is None:
+        return None
+    if isinstance(failure, TrackingError):
+        return failure.error_type
+    if isinstance(failure, KeyboardInterrupt) or type(failure).__name__ == "CancelledError":
+        return "cancelled"
+    return "internal_error"
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# -- drivers: the only code that differs between sync and async -----------------------------
+
+
+def run_sync(params: dict[str, Any]) -> ImageResponse:
+    from . import bus
+
+    flow = edit_flow("image_edit", params)
+    result: Answer | BaseException | None = None
+    while True:
+        try:
+            effect = flow.send(result)
+        except StopIteration as stop:
+            value: ImageResponse = stop.value
+            return value
+        result = None
+        if isinstance(effect, Send):
+            result = _send_sync(effect)
+        elif isinstance(effect, Sleep):
+            time.sleep(effect.seconds)
+        else:
+            bus.emit_sync(effect.event, effect.response, effect.exception)
+
+
+async def run_async(params: dict[str, Any]) -> ImageResponse:
+    import asyncio
+
+    from . import bus
+
+    flow = edit_flow("aimage_edit", params)
+    result: Answer | BaseException | None = None
+    while True:
+        try:
+            effect = flow.send(result)
+        except StopIteration as stop:
+            value: ImageResponse = stop.value
+            return value
+        result = None
+        if isinstance(effect, Send):
+            result = await _send_async(effect)
+        elif isinstance(effect, Sleep):
+            await asyncio.sleep(effect.seconds)
+        else:
+            await bus.emit_async(effect.event, effect.response, effect.exception)
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def _send_sync(effect: Send) -> Answer | BaseException:
+    prepared = effect.request
+    try:
+        answer = POOL.sync_client(_origin(prepared.url)).post(
+            prepared.url, content=prepared.body, headers=prepared.headers, timeout=effect.timeout
+        )
+    except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
+        return exc
+    return Answer(answer.status_code, answer.headers, answer.content)
+
+
+async def _send_async(effect: Send) -> Answer | BaseException:
+    prepared = effect.request
+    try:
+        client = await POOL.async_client(_origin(prepared.url))
+        answer = await client.post(
+            prepared.url, content=prepared.body, headers=prepared.headers, timeout=effect.timeout
+        )
+    except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
+        return exc
+    return Answer(answer.status_code, answer.headers, answer.content)

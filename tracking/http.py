@@ -1,0 +1,95 @@
+"""Pooled HTTP clients: one per upstream for sync calls, one per event loop and upstream for async.
+
+Never one client per call. An async client belongs to the loop that made it; when that loop is
+shut down (the end of ``asyncio.run``) its clients are closed through an async generator the loop
+finalises, so repeated ``asyncio.run`` calls work without leaks or warnings. After a fork the
+child starts with empty pools: sockets inherited from the parent are never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import weakref
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx
+
+from .aiohttp_transport import AiohttpTransport
+
+__all__ = ["POOL", "ClientPool"]
+
+_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
+
+
+class _LoopClients:
+    """The async clients of one event loop, closed when that loop finalises its async generators."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.closer: AsyncGenerator[None, None] | None = None
+
+    async def close_at_loop_end(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            clients, self.clients = list(self.clients.values()), {}
+            for client in clients:
+                await client.aclose()
+
+
+class ClientPool:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sync: dict[str, httpx.Client] = {}
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._orphans: list[Any] = []  # a forked child's inherited clients: kept, never used
+
+    def sync_client(self, origin: str) -> httpx.Client:
+        client = self._sync.get(origin)
+        if client is None:
+            with self._lock:
+                client = self._sync.get(origin)
+                if client is None:
+                    client = httpx.Client(limits=_LIMITS, follow_redirects=False)
+                    self._sync[origin] = client
+        return client
+
+    async def async_client(self, origin: str) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(loop)
+        if entry is None:
+            entry = self._async[loop] = _LoopClients()
+        client = entry.clients.get(origin)
+        if client is None:
+            client = httpx.AsyncClient(
+                transport=AiohttpTransport(max_connections=_LIMITS.max_connections or 100),
+                follow_redirects=False,
+            )
+            entry.clients[origin] = client
+            if entry.closer is None:
+                entry.closer = entry.close_at_loop_end()
+                await entry.closer.__anext__()
+        return client
+
+    def after_fork(self) -> None:
+        self._orphans.append((self._sync, dict(self._async)))
+        self._lock = threading.Lock()
+        self._sync = {}
+        self._async = weakref.WeakKeyDictionary()
+
+    def close_sync(self) -> None:
+        with self._lock:
+            clients, self._sync = list(self._sync.values()), {}
+        for client in clients:
+            client.close()
+
+
+POOL = ClientPool()
+os.register_at_fork(after_in_child=POOL.after_fork)
+atexit.register(POOL.close_sync)

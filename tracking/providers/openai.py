@@ -1,0 +1,62 @@
+"""OpenAI's ``POST {api_base}/images/edits``: bearer auth, multipart out, JSON in."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigurationError
+from ..multipart import encode_multipart
+from ..request import DEFAULT_API_BASE
+from ..response import ImageResponse
+from .base import PreparedRequest
+
+if TYPE_CHECKING:
+    from ..images import ImageFile
+    from ..request import CallOptions, ImageEditRequest
+
+__all__ = ["OpenAIProvider", "multipart_files"]
+
+
+def multipart_files(request: ImageEditRequest) -> list[tuple[str, ImageFile]]:
+    """The file parts as the official client names them: ``image``, or ``image[]`` for several."""
+    name = "image" if len(request.images) == 1 else "image[]"
+    files = [(name, image) for image in request.images]
+    if request.mask is not None:
+        files.append(("mask", request.mask))
+    return files
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def api_base(self, options: CallOptions) -> str:
+        return (
+            options.api_base
+            or os.environ.get("OPENAI_BASE_URL")
+            or os.environ.get("OPENAI_API_BASE")
+            or DEFAULT_API_BASE
+        ).rstrip("/")
+
+    def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        api_key = options.api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise ConfigurationError(
+                "api_key: no OpenAI API key; pass api_key=... or set OPENAI_API_KEY"
+            )
+        body, content_type = encode_multipart(request.form_fields(), multipart_files(request))
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": content_type,
+            "Accept": "application/json",
+            **options.extra_headers,
+        }
+        return PreparedRequest(
+            url=f"{self.api_base(options)}/images/edits",
+            headers=headers,
+            body=body,
+            secrets=(api_key,),
+        )
+
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
+        return ImageResponse.from_json_bytes(body)

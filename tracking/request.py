@@ -1,0 +1,315 @@
+"""Parsing and validating the parameters of one image edit into an immutable request.
+
+:func:`parse_call` is the single entry for the SDK, the router and the proxy: it reads the
+images once, applies the per-model rules, and splits what is sent upstream
+(:class:`ImageEditRequest`) from how it is sent (:class:`CallOptions`). Nothing here does I/O
+beyond reading the caller's image arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UnsupportedParamsError, ValidationError
+from .families import Family, family_of
+from .images import ImageFile, ImageInput, read_image, read_images
+
+__all__ = [
+    "DEFAULT_API_BASE",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "CallOptions",
+    "ImageEditRequest",
+    "parse_call",
+    "split_provider",
+]
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_MAX_RETRIES = 2
+MAX_N = 10
+
+#: Provider prefixes understood in ``model`` ("openai/gpt-image-1", "azure/my-deployment").
+KNOWN_PROVIDERS = frozenset({"openai", "azure"})
+
+
+@dataclass(frozen=True, slots=True)
+class ImageEditRequest:
+    """What is sent upstream: validated, immutable, images already in memory."""
+
+    model: str  #: as the caller asked, provider prefix included
+    provider: str
+    upstream_model: str  #: the name sent in the body (no provider prefix)
+    prompt: str
+    images: tuple[ImageFile, ...]
+    mask: ImageFile | None = None
+    n: int | None = None
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    input_fidelity: str | None = None
+    response_format: str | None = None  #: None when not sent (GPT image models)
+    requested_response_format: str | None = None
+    user: str | None = None
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def family(self) -> Family | None:
+        return family_of(self.upstream_model)
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(len(i.content) for i in self.images) + (
+            len(self.mask.content) if self.mask else 0
+        )
+
+    def form_fields(self) -> list[tuple[str, str]]:
+        """The non-file multipart fields, in a stable order, only those the caller set."""
+        fields: list[tuple[str, str]] = [("model", self.upstream_model), ("prompt", self.prompt)]
+        optional: tuple[tuple[str, object], ...] = (
+            ("n", self.n),
+            ("size", self.size),
+            ("quality", self.quality),
+            ("background", self.background),
+            ("output_format", self.output_format),
+            ("output_compression", self.output_compression),
+            ("input_fidelity", self.input_fidelity),
+            ("response_format", self.response_format),
+            ("user", self.user),
+        )
+        fields.extend((name, str(value)) for name, value in optional if value is not None)
+        fields.extend((name, _form_value(value)) for name, value in self.extra_body.items())
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """How one call is sent: credentials, endpoint, timeout, retries. Never logged whole."""
+
+    api_key: str | None = None
+    api_base: str | None = None
+    api_version: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    drop_params: bool = False
+
+    def __repr__(self) -> str:  # the key must never reach a log line or a traceback
+        key = "set" if self.api_key else "unset"
+        return (
+            f"CallOptions(api_key=<{key}>, api_base={self.api_base!r}, timeout={self.timeout}, "
+            f"max_retries={self.max_retries})"
+        )
+
+
+def split_provider(model: str) -> tuple[str, str]:
+    """``"azure/dep"`` -> ``("azure", "dep")``; a bare or unknown prefix means OpenAI."""
+    prefix, sep, rest = model.partition("/")
+    if sep and prefix in KNOWN_PROVIDERS and rest:
+        return prefix, rest
+    return "openai", model
+
+
+def parse_call(
+    *,
+    image: ImageInput | list[ImageInput] | None,
+    prompt: str | None,
+    model: str | None = None,
+    mask: ImageInput | None = None,
+    n: int | None = None,
+    size: str | None = None,
+    response_format: str | None = None,
+    user: str | None = None,
+    quality: str | None = None,
+    background: str | None = None,
+    output_format: str | None = None,
+    output_compression: int | None = None,
+    input_fidelity: str | None = None,
+    stream: bool | None = None,
+    partial_images: int | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    api_key: str | None = None,
+    api_base: str | None = None,
+    api_version: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    drop_params: bool = False,
+) -> tuple[ImageEditRequest, CallOptions]:
+    """Validate every parameter and read the images; the first fault is a ``ValidationError``."""
+    if stream:
+        raise UnsupportedParamsError(
+            "stream: streaming image edits are not supported yet; call without stream=True",
+            param="stream",
+            rule="unsupported",
+        )
+    if partial_images is not None:
+        raise UnsupportedParamsError(
+            "partial_images: only meaningful with stream=True, which is not supported yet",
+            param="partial_images",
+            rule="unsupported",
+        )
+    model = model or os.environ.get("TRACKING_DEFAULT_MODEL") or None
+    if not model or not isinstance(model, str):
+        raise ValidationError(
+            "model: required (for example 'gpt-image-1'); dall-e-2, the old default, was shut "
+            "down on 2026-05-12. Set TRACKING_DEFAULT_MODEL to choose a default.",
+            param="model",
+            rule="required",
+        )
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValidationError(
+            "prompt: required, a non-empty string", param="prompt", rule="required"
+        )
+    if image is None:
+        raise ValidationError("image: required", param="image", rule="required")
+    provider, upstream_model = split_provider(model)
+    family = family_of(upstream_model)
+
+    n = _int_param("n", n, low=1, high=MAX_N)
+    output_compression = _int_param("output_compression", output_compression, low=0, high=100)
+    for name, value in (
+        ("size", size),
+        ("quality", quality),
+        ("background", background),
+        ("output_format", output_format),
+        ("input_fidelity", input_fidelity),
+        ("user", user),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(
+                f"{name}: expected a string, got {type(value).__name__}", param=name, rule="type"
+            )
+    if response_format is not None and response_format not in ("url", "b64_json"):
+        raise ValidationError(
+            f"response_format: must be 'url' or 'b64_json', got {response_format!r}",
+            param="response_format",
+            rule="enum",
+        )
+    sent_response_format = _response_format_to_send(family, response_format, drop_params)
+
+    images = read_images(image, param="image")
+    if family is not None and len(images) > family.max_images:
+        raise ValidationError(
+            f"image: {upstream_model} takes at most {family.max_images} image(s), "
+            f"got {len(images)}",
+            param="image",
+            rule="max_images",
+        )
+    if family is not None and len(prompt) > family.max_prompt_chars:
+        raise ValidationError(
+            f"prompt: {upstream_model} takes at most {family.max_prompt_chars} characters, "
+            f"got {len(prompt)}",
+            param="prompt",
+            rule="max_length",
+        )
+    request = ImageEditRequest(
+        model=model,
+        provider=provider,
+        upstream_model=upstream_model,
+        prompt=prompt,
+        images=images,
+        mask=read_image(mask, param="mask") if mask is not None else None,
+        n=n,
+        size=size,
+        quality=quality,
+        background=background,
+        output_format=output_format,
+        output_compression=output_compression,
+        input_fidelity=input_fidelity,
+        response_format=sent_response_format,
+        requested_response_format=response_format,
+        user=user,
+        extra_body=dict(extra_body or {}),
+    )
+    options = CallOptions(
+        api_key=api_key,
+        api_base=api_base,
+        api_version=api_version,
+        timeout=_timeout(timeout),
+        max_retries=DEFAULT_MAX_RETRIES
+        if max_retries is None
+        else _int_param("max_retries", max_retries, low=0, high=100) or 0,
+        extra_headers=_headers(extra_headers),
+        metadata=dict(metadata or {}),
+        drop_params=drop_params,
+    )
+    return request, options
+
+
+def _response_format_to_send(
+    family: Family | None, response_format: str | None, drop_params: bool
+) -> str | None:
+    if response_format is None or family is None or family.takes_response_format:
+        return response_format
+    # GPT image models always answer in base64 and refuse the parameter itself.
+    if response_format == "b64_json" or drop_params:
+        return None
+    raise UnsupportedParamsError(
+        "response_format: GPT image models always return base64 (b64_json) and do not accept "
+        "response_format='url'; remove it, or pass drop_params=True to drop it",
+        param="response_format",
+        rule="unsupported",
+    )
+
+
+def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            f"{name}: expected an integer, got {type(value).__name__}", param=name, rule="type"
+        )
+    if not low <= value <= high:
+        raise ValidationError(
+            f"{name}: must be between {low} and {high}, got {value}", param=name, rule="range"
+        )
+    return value
+
+
+def _timeout(value: Any) -> float:
+    if value is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValidationError(
+            f"timeout: expected a positive number of seconds, got {value!r}",
+            param="timeout",
+            rule="range",
+        )
+    return float(value)
+
+
+def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "extra_headers: expected a mapping", param="extra_headers", rule="type"
+        )
+    headers: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValidationError(
+                "extra_headers: names and values must be strings",
+                param="extra_headers",
+                rule="type",
+            )
+        if "\n" in key or "\r" in key or "\n" in item or "\r" in item:
+            raise ValidationError(
+                "extra_headers: line breaks are not allowed", param="extra_headers", rule="format"
+            )
+        headers[key] = item
+    return headers
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

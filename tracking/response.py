@@ -1,0 +1,172 @@
+"""The OpenAI-shaped response of an image edit.
+
+:class:`ImageResponse` keeps the upstream's JSON object as it came and reads attributes from it,
+so ``to_dict()`` / ``to_json()`` give back exactly what the upstream sent: no invented null
+fields, nothing renamed. What the library adds (cost, our request id) lives beside it, never in it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .errors import APIResponseError
+
+__all__ = ["ImageData", "ImageResponse", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageData:
+    """One returned image: a URL (dall-e-2) or base64 data, and the revised prompt if any."""
+
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None
+
+    def __repr__(self) -> str:
+        b64 = f"<{len(self.b64_json)} base64 chars>" if self.b64_json else None
+        return (
+            f"ImageData(url={self.url!r}, b64_json={b64}, revised_prompt={self.revised_prompt!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage as GPT image models report it; zero where a field is absent."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    input_text_tokens: int = 0
+    input_image_tokens: int = 0
+    cached_input_tokens: int = 0
+    cached_text_tokens: int = 0
+    cached_image_tokens: int = 0
+    output_image_tokens: int = 0
+    output_text_tokens: int = 0
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Usage | None:
+        if not isinstance(raw, dict):
+            return None
+        details = raw.get("input_tokens_details") or {}
+        out_details = raw.get("output_tokens_details") or {}
+        cached = details.get("cached_tokens_details") or {}
+        input_tokens = _int(raw.get("input_tokens"))
+        output_tokens = _int(raw.get("output_tokens"))
+        text = _int(details.get("text_tokens"))
+        image = _int(details.get("image_tokens"))
+        if not text and not image:
+            text = input_tokens
+        output_image = _int(out_details.get("image_tokens")) if out_details else output_tokens
+        return cls(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=_int(raw.get("total_tokens")) or input_tokens + output_tokens,
+            input_text_tokens=text,
+            input_image_tokens=image,
+            cached_input_tokens=_int(details.get("cached_tokens")),
+            cached_text_tokens=_int(cached.get("text_tokens")),
+            cached_image_tokens=_int(cached.get("image_tokens")),
+            output_image_tokens=output_image,
+            output_text_tokens=_int(out_details.get("text_tokens")) if out_details else 0,
+        )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(eq=False)
+class ImageResponse:
+    """An edit's result in the OpenAI shape, plus the cost and ids the library adds beside it."""
+
+    raw: dict[str, Any]
+    #: Our request id (``x-tracking-request-id`` in the proxy; the ledger's key).
+    request_id: str = ""
+    #: The cost of the call; None when the model is unpriced (never a silent 0).
+    cost_usd: Decimal | None = None
+    #: LiteLLM-compatible extras: ``response_cost`` (float), ``model``, ``provider``...
+    _hidden_params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json_bytes(cls, body: bytes) -> ImageResponse:
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise APIResponseError("the upstream sent a body that is not JSON") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
+            raise APIResponseError("the upstream's JSON has no 'data' list")
+        return cls(raw=raw)
+
+    @property
+    def created(self) -> int | None:
+        value = self.raw.get("created")
+        return value if isinstance(value, int) else None
+
+    @property
+    def data(self) -> list[ImageData]:
+        return [
+            ImageData(
+                url=item.get("url"),
+                b64_json=item.get("b64_json"),
+                revised_prompt=item.get("revised_prompt"),
+            )
+            for item in self.raw.get("data", [])
+            if isinstance(item, dict)
+        ]
+
+    @property
+    def usage(self) -> Usage | None:
+        return Usage.from_json(self.raw.get("usage"))
+
+    @property
+    def size(self) -> str | None:
+        return _str_or_none(self.raw.get("size"))
+
+    @property
+    def quality(self) -> str | None:
+        return _str_or_none(self.raw.get("quality"))
+
+    @property
+    def background(self) -> str | None:
+        return _str_or_none(self.raw.get("background"))
+
+    @property
+    def output_format(self) -> str | None:
+        return _str_or_none(self.raw.get("output_format"))
+
+    @property
+    def images_returned(self) -> int:
+        return len(self.raw.get("data", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The upstream's JSON object, exactly (a deep copy)."""
+        return copy.deepcopy(self.raw)
+
+    model_dump = to_dict  # the name pydantic-based OpenAI objects use
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw)
+
+    def __getitem__(self, key: str) -> Any:  # dict-style access, as LiteLLM responses allow
+        return self.raw[key]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ImageResponse):
+            return self.raw == other.raw
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageResponse(created={self.created}, images={self.images_returned}, "
+            f"size={self.size!r}, quality={self.quality!r}, cost_usd={self.cost_usd}, "
+            f"request_id={self.request_id!r})"
+        )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,5 @@
+"""Test helpers shipped for users' own tests too: a fake OpenAI upstream on loopback."""
+
+from .fake_openai import OUTPUT_TOKENS, FakeOpenAI, ReceivedRequest, build_app
+
+__all__ = ["OUTPUT_TOKENS", "FakeOpenAI", "ReceivedRequest", "build_app"]
