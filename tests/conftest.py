@@ -38,3 +38,6 @@ def make_png(width: int = 64, height: int = 64, *, alpha: bool = True) -> bytes:
 @pytest.fixture
 def png() -> Callable[..., bytes]:
     return make_png
+
+
+pytest_plugins = ["tests.services"]

@@ -10,9 +10,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .events import ImageEditEvent
+    from .integration import CallStart
     from .response import ImageResponse
 
-__all__ = ["emit_async", "emit_sync"]
+__all__ = ["dispatch_start", "emit_async", "emit_sync"]
+
+
+def dispatch_start(call: CallStart) -> None:
+    """Run every integration's cheap ``on_start`` hook; never raises."""
 
 
 def emit_sync(

@@ -9,6 +9,7 @@ once.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import random
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .events import ImageEditEvent, TokenUsage
 from .http import POOL
+from .integration import CallStart
 from .providers import PreparedRequest, get_provider
 from .request import CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
@@ -82,8 +84,11 @@ def edit_flow(
     call_type: CallType, params: dict[str, Any]
 ) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
     """One call from raw parameters to a priced response, yielding the effects it needs."""
+    from . import bus
+
     start_time = datetime.now(UTC)
     started = time.perf_counter()
+    request_id = str(uuid.uuid4())
     progress = _Progress()
     request: ImageEditRequest | None = None
     options: CallOptions | None = None
@@ -94,6 +99,10 @@ def edit_flow(
         provider = get_provider(request.provider)
         prepared = provider.prepare(request, options)
         progress.api_base = prepared.host
+        start = CallStart(request_id, call_type, request, options, prepared.host, start_time)
+        bus.dispatch_start(start)
+        if start.headers:
+            prepared = dataclasses.replace(prepared, headers={**prepared.headers, **start.headers})
         while True:
             progress.attempts += 1
             sent = time.perf_counter()
@@ -113,7 +122,16 @@ def edit_flow(
     except BaseException as exc:  # every failure, even a cancellation, yields its event
         failure = exc
     event = _make_event(
-        call_type, params, request, options, response, failure, progress, start_time, started
+        request_id,
+        call_type,
+        params,
+        request,
+        options,
+        response,
+        failure,
+        progress,
+        start_time,
+        started,
     )
     if response is not None:
         response.request_id = event.request_id
@@ -238,6 +256,7 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
 
 
 def _make_event(
+    request_id: str,
     call_type: CallType,
     params: dict[str, Any],
     request: ImageEditRequest | None,
@@ -258,7 +277,7 @@ def _make_event(
     secrets = (options.api_key,) if options and options.api_key else ()
     model = params.get("model")
     return ImageEditEvent(
-        request_id=str(uuid.uuid4()),
+        request_id=request_id,
         call_type=call_type,
         status="success" if failure is None else "failure",
         upstream_request_id=(
@@ -337,7 +356,7 @@ def _str(value: Any) -> str | None:
 
 
 def run_sync(params: dict[str, Any]) -> ImageResponse:
-    from . import bus
+    from . import bus  # imported here: bus imports integrations lazily and must not cycle
 
     flow = edit_flow("image_edit", params)
     result: Answer | BaseException | None = None

@@ -1,0 +1,53 @@
+"""The internal protocol every built-in integration implements (DESIGN 4).
+
+Four methods over one typed event, nothing else:
+
+* ``on_start(call)`` runs in the call, before the first HTTP attempt, on the caller's thread. It
+  must be cheap and must never block or raise. It may add headers to ``call.headers`` (they are
+  sent upstream: this is how a span propagates W3C trace context).
+* ``on_end(event)`` runs once per call with the finished :class:`~tracking.events.ImageEditEvent`,
+  success or failure. It may run without a matching ``on_start`` (a call refused by validation
+  never starts) and must handle that. Hooks (metrics, span end) do their work here, cheaply;
+  sinks (ledger, logs) enqueue and return.
+* ``flush(timeout)`` delivers everything queued, returning True when all of it was delivered.
+* ``shutdown(timeout)`` flushes and releases resources; calling it twice is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .events import ImageEditEvent
+    from .request import CallOptions, ImageEditRequest
+
+__all__ = ["CallStart", "Integration"]
+
+
+@dataclass(slots=True)
+class CallStart:
+    """What is known of a call when it starts: enough to open a span around the exchange."""
+
+    request_id: str
+    call_type: str
+    request: ImageEditRequest
+    options: CallOptions
+    api_base: str  #: host[:port] of the upstream
+    start_time: datetime
+    #: Extra headers for the upstream request (trace context); integrations may add to it.
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Integration(Protocol):
+    """A built-in integration fed by the bus."""
+
+    def on_start(self, call: CallStart) -> None: ...
+
+    def on_end(self, event: ImageEditEvent) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def shutdown(self, timeout: float | None = None) -> None: ...
