@@ -48,9 +48,9 @@ def test_the_masked_region_is_tinted_and_the_rest_kept(upstream):
         image=make_png(64, 64), mask=half_mask(), prompt=prompt, model="gpt-image-1", **upstream
     )
     picture = decoded(response).convert("RGB")
-    assert picture.size == (128, 128)
-    assert close(picture.getpixel((64, 10)), tinted(prompt))  # top: edited
-    assert close(picture.getpixel((64, 120)), ORIGINAL)  # bottom: kept
+    assert picture.size == (64, 64)
+    assert close(picture.getpixel((32, 5)), tinted(prompt))  # top: edited
+    assert close(picture.getpixel((32, 60)), ORIGINAL)  # bottom: kept
 
 
 def test_without_a_mask_the_whole_image_is_edited(upstream):
@@ -59,7 +59,7 @@ def test_without_a_mask_the_whole_image_is_edited(upstream):
         tracking.image_edit(image=make_png(), prompt=prompt, model="gpt-image-1", **upstream)
     ).convert("RGB")
     assert close(picture.getpixel((5, 5)), tinted(prompt))
-    assert close(picture.getpixel((120, 120)), tinted(prompt))
+    assert close(picture.getpixel((60, 60)), tinted(prompt))
 
 
 def test_the_picture_has_the_requested_aspect_and_format(upstream):
@@ -73,7 +73,7 @@ def test_the_picture_has_the_requested_aspect_and_format(upstream):
         **upstream,
     )
     picture = decoded(response)
-    assert (picture.format, picture.size) == ("JPEG", (128, 85))
+    assert (picture.format, picture.size) == ("JPEG", (64, 42))
     webp = decoded(
         tracking.image_edit(
             image=make_png(), prompt="p", model="gpt-image-1", output_format="webp", **upstream
@@ -114,8 +114,8 @@ def test_dall_e_2_urls_serve_the_edited_picture(upstream):
     url = response.data[0].url
     assert url is not None
     picture = Image.open(io.BytesIO(httpx.get(url).content)).convert("RGB")
-    assert close(picture.getpixel((64, 10)), tinted(prompt))
-    assert close(picture.getpixel((64, 120)), ORIGINAL)
+    assert close(picture.getpixel((32, 5)), tinted(prompt))
+    assert close(picture.getpixel((32, 60)), ORIGINAL)
 
 
 # -- the fake's own checks, reached directly (the SDK would refuse these first) ---------------

@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["PREVIEW_SIDE", "inspect", "prompt_color", "render", "solid_png"]
 
-PREVIEW_SIDE = 128
+PREVIEW_SIDE = 64
 #: the most pixels the fake will decode (the SDK refuses larger images before sending them)
 MAX_DECODED_PIXELS = 40_000_000
 
