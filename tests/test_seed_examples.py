@@ -1,7 +1,8 @@
 """The seed's four SDK examples, each against the fake upstream over loopback.
 
-Where the real API would refuse a parameter the seed passes (``response_format="url"`` for a
-GPT image model), a test asserts the SDK's clear error, and another runs the corrected call.
+Where the real API would refuse a parameter the seed passes (``response_format="url"`` and
+``size="512x512"`` for a GPT image model), a test asserts the SDK's clear error, and another runs
+the corrected call.
 """
 
 from __future__ import annotations
@@ -49,11 +50,12 @@ def test_basic_image_edit(fake, upstream, image_files):
 
 
 def test_mask_example_as_written_is_refused_before_the_network(fake, upstream, image_files):
-    before = len(fake.requests)
+    """The seed asks gpt-image-1 for 512x512 url output: both are refused, in one error."""
+    before = fake.hits
     with (
         open(image_files["original_image"], "rb") as image,
         open(image_files["mask_image"], "rb") as mask,
-        pytest.raises(tracking.UnsupportedParamsError) as caught,
+        pytest.raises(tracking.ValidationError) as caught,
     ):
         tracking.image_edit(
             model="gpt-image-1",
@@ -61,13 +63,36 @@ def test_mask_example_as_written_is_refused_before_the_network(fake, upstream, i
             mask=mask,
             prompt="Replace the background with a beach scene",
             n=2,
+            size="512x512",
+            response_format="url",
+            **upstream,
+        )
+    assert caught.value.param == "size"
+    assert [(v.param, v.rule) for v in caught.value.violations] == [
+        ("size", "enum"),
+        ("response_format", "unsupported"),
+    ]
+    assert "got '512x512'" in str(caught.value)
+    assert "drop_params=True" in str(caught.value)
+    assert fake.hits == before
+
+
+def test_mask_example_with_only_response_format_wrong_is_an_unsupported_param(
+    upstream, image_files
+):
+    with pytest.raises(tracking.UnsupportedParamsError) as caught:
+        tracking.image_edit(
+            model="gpt-image-1",
+            image=image_files["original_image"],
+            mask=image_files["mask_image"],
+            prompt="Replace the background with a beach scene",
+            n=2,
             size="1024x1024",
             response_format="url",
             **upstream,
         )
     assert caught.value.param == "response_format"
-    assert "drop_params=True" in str(caught.value)
-    assert len(fake.requests) == before
+    assert caught.value.rule == "unsupported"
 
 
 def test_mask_example_corrected(fake, upstream, image_files):

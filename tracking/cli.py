@@ -18,7 +18,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _fake_openai(args: argparse.Namespace) -> int:
     from .testing.fake_openai import run
 
-    run(args.host, args.port, canned=args.canned, api_keys=args.api_key or None)
+    run(
+        args.host,
+        args.port,
+        canned=args.canned,
+        api_keys=args.api_key or None,
+        faults=args.fault or (),
+    )
     return 0
 
 
@@ -38,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--canned", action="store_true", help="pre-built answers, no image work")
     fake.add_argument(
         "--api-key", action="append", help="accept only this key (repeatable); default: any"
+    )
+    fake.add_argument(
+        "--fault",
+        action="append",
+        help="inject a fault, e.g. 'status=503;retry_after=1;times=2' (repeatable; see "
+        "tracking.testing.faults)",
     )
     fake.set_defaults(handler=_fake_openai)
     return parser

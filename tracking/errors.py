@@ -8,27 +8,33 @@ Every error a caller can see is a :class:`TrackingError`; none of them ever carr
     ├── ValidationError               bad parameters, refused before any network call (400)
     │   └── UnsupportedParamsError    a parameter the target model does not take
     └── APIError                      the upstream exchange failed
-        ├── APIConnectionError        no usable HTTP response (retryable)
-        │   └── APITimeoutError       the call's timeout ran out (retryable)
-        ├── APIResponseError          a 2xx answer we could not read (malformed JSON)
+        ├── APIConnectionError        no usable HTTP response (retried)
+        │   └── APITimeoutError       the call's timeout ran out (retried)
+        ├── APIResponseError          a 2xx answer we could not read (not retried: it was billed)
         └── APIStatusError            the upstream answered 4xx / 5xx
             ├── BadRequestError       400
+            │   └── ContentPolicyError   400 refused by the upstream's safety system
             ├── AuthenticationError   401
             ├── PermissionDeniedError 403
             ├── NotFoundError         404
+            ├── RequestTimeoutError   408 (retried)
+            ├── ConflictError         409 (retried)
             ├── RequestTooLargeError  413
             ├── UnprocessableEntityError 422
-            ├── RateLimitError        429 (retryable, honours Retry-After)
-            └── InternalServerError   5xx (retryable)
+            ├── RateLimitError        429 (retried, honours Retry-After)
+            └── InternalServerError   5xx (retried, honours Retry-After)
 
 Each error has a short, fixed ``error_type`` (used as a metric label and in the ledger), the
-HTTP ``status_code`` where there is one, the upstream's ``message``, and the ``param`` it is
-about where known.
+HTTP ``status_code`` where there is one, the upstream's own words in ``upstream_message`` (masked),
+and the ``param`` it is about where known. A :class:`ValidationError` also names the ``rule`` that
+was broken and lists every broken rule of the call in ``violations``, so one attempt reports all
+of them. Which errors are retried is the class attribute ``retryable``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "APIConnectionError",
@@ -39,15 +45,19 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "ConflictError",
+    "ContentPolicyError",
     "InternalServerError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "TrackingError",
     "UnprocessableEntityError",
     "UnsupportedParamsError",
     "ValidationError",
+    "Violation",
     "mask_secrets",
     "status_error_class",
 ]
@@ -82,16 +92,48 @@ class ConfigurationError(TrackingError):
     error_type = "configuration_error"
 
 
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule: the parameter, a short rule name, and a sentence saying what to change."""
+
+    param: str
+    rule: str
+    message: str
+    #: the model does not take the parameter at all (``drop_params=True`` would drop it)
+    unsupported: bool = False
+
+
 class ValidationError(TrackingError, ValueError):
-    """A parameter breaks a rule; raised before anything is sent upstream."""
+    """A parameter breaks a rule; raised before anything is sent upstream.
+
+    ``param`` and ``rule`` describe the first broken rule; ``violations`` holds all of them.
+    """
 
     error_type = "validation_error"
     status_code = 400
 
-    def __init__(self, message: str, *, param: str | None = None, rule: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        rule: str | None = None,
+        violations: Sequence[Violation] = (),
+    ) -> None:
         super().__init__(message)
         self.param = param
         self.rule = rule
+        self.violations: tuple[Violation, ...] = tuple(violations) or (
+            (Violation(param, rule or "invalid", message),) if param else ()
+        )
+
+    @classmethod
+    def from_violations(cls, violations: Sequence[Violation]) -> ValidationError:
+        """One error for every broken rule: unsupported-only calls get the narrower type."""
+        first = violations[0]
+        kind = UnsupportedParamsError if all(v.unsupported for v in violations) else ValidationError
+        message = "; ".join(v.message for v in violations)
+        return kind(message, param=first.param, rule=first.rule, violations=violations)
 
 
 class UnsupportedParamsError(ValidationError):
@@ -115,10 +157,12 @@ class APIError(TrackingError):
         code: str | None = None,
         upstream_request_id: str | None = None,
         retry_after: float | None = None,
+        upstream_message: str | None = None,
     ) -> None:
         super().__init__(message)
         if status_code is not None:
             self.status_code = status_code
+        self.upstream_message = upstream_message
         self.param = param
         self.code = code
         self.upstream_request_id = upstream_request_id
@@ -139,10 +183,13 @@ class APITimeoutError(APIConnectionError):
 
 
 class APIResponseError(APIError):
-    """The upstream answered with a success status but a body we cannot read."""
+    """The upstream answered with a success status but a body we cannot read.
+
+    Not retried: the upstream said it succeeded, so the edit was most likely made and billed, and
+    a retry would pay for it twice.
+    """
 
     error_type = "invalid_response"
-    retryable = True
 
 
 class APIStatusError(APIError):
@@ -154,6 +201,12 @@ class APIStatusError(APIError):
 class BadRequestError(APIStatusError):
     error_type = "bad_request"
     status_code = 400
+
+
+class ContentPolicyError(BadRequestError):
+    """The upstream's safety system refused the prompt or an image (400, moderation code)."""
+
+    error_type = "content_policy"
 
 
 class AuthenticationError(APIStatusError):
@@ -169,6 +222,22 @@ class PermissionDeniedError(APIStatusError):
 class NotFoundError(APIStatusError):
     error_type = "not_found"
     status_code = 404
+
+
+class RequestTimeoutError(APIStatusError):
+    """408: the upstream gave up waiting for the request; retried as the official client does."""
+
+    error_type = "request_timeout"
+    status_code = 408
+    retryable = True
+
+
+class ConflictError(APIStatusError):
+    """409: a conflicting request was in progress upstream; retried as the official client does."""
+
+    error_type = "conflict"
+    status_code = 409
+    retryable = True
 
 
 class RequestTooLargeError(APIStatusError):
@@ -198,14 +267,24 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
+    408: RequestTimeoutError,
+    409: ConflictError,
     413: RequestTooLargeError,
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
 
 
-def status_error_class(status: int) -> type[APIStatusError]:
-    """The error class for an upstream HTTP status (5xx share one class; 408/409 retry)."""
+#: ``error.code`` values with which OpenAI and Azure report a refusal by their safety system.
+_CONTENT_POLICY_CODES = frozenset(
+    {"content_policy_violation", "moderation_blocked", "content_filter", "safety_violation"}
+)
+
+
+def status_error_class(status: int, code: str | None = None) -> type[APIStatusError]:
+    """The error class for an upstream HTTP status and error code (5xx share one class)."""
     if status >= 500:
         return InternalServerError
+    if status == 400 and code in _CONTENT_POLICY_CODES:
+        return ContentPolicyError
     return _BY_STATUS.get(status, APIStatusError)

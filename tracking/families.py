@@ -1,53 +1,138 @@
-"""Which image-edit model family a model name belongs to, matched exactly from one table.
+"""The image-edit model families and their rules: one data table, matched by exact model name.
 
-A family decides the parameter rules (see :mod:`tracking.request`). Unknown names belong to no
-family and get only the generic checks: an OpenAI-compatible server may know models we do not.
+Each :class:`Family` says what its edit endpoint accepts: sizes, the values of each enumerated
+parameter (and so which parameters it takes at all), image formats and byte limits, how many
+images, how long a prompt. :mod:`tracking.rules` reads this table and nothing else, so adding a
+model or a family is a data change. Unknown names belong to no family and get only the generic
+checks: an OpenAI-compatible server may know models we do not.
+
+Sources: OpenAI's API reference for ``POST /v1/images/edits`` and its image-generation guide
+(sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
-__all__ = ["FAMILIES", "Family", "family_of"]
+__all__ = ["FAMILIES", "Family", "ImageRule", "SizeRule", "family_of"]
+
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class ImageRule:
+    """What an input image (or mask) must be."""
+
+    formats: frozenset[str]  #: short format names: "png", "jpeg", "webp"
+    max_bytes: int  #: strictly less than this many bytes
+    square: bool = False
+    needs_alpha: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SizeRule:
+    """Free ``WIDTHxHEIGHT`` sizes beyond the fixed list (gpt-image-2)."""
+
+    multiple_of: int
+    max_side: int
+    min_pixels: int
+    max_pixels: int
+    max_aspect: float  #: long side / short side
+
+
+def _choices(**values: tuple[str, ...]) -> Mapping[str, frozenset[str]]:
+    return MappingProxyType({name: frozenset(allowed) for name, allowed in values.items()})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Family:
     """One model family and what its edit endpoint accepts."""
 
     name: str
     models: frozenset[str]
-    #: ``response_format`` is a real parameter (dall-e-2); GPT image models always return base64.
-    takes_response_format: bool
     max_images: int
     max_prompt_chars: int
+    image: ImageRule
+    mask: ImageRule
+    sizes: frozenset[str]
+    #: the enumerated parameters the family takes, with their allowed values; a parameter absent
+    #: here is one the family does not take (an ``UnsupportedParamsError``)
+    choices: Mapping[str, frozenset[str]]
+    #: the integer parameters the family takes, with their inclusive range
+    ranges: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
+    custom_size: SizeRule | None = None
+    max_n: int = 10
+    #: output formats that can carry ``background="transparent"``
+    transparent_formats: frozenset[str] = frozenset()
+    #: output formats ``output_compression`` applies to
+    compression_formats: frozenset[str] = frozenset()
+    default_output_format: str | None = None
+
+    @property
+    def takes_response_format(self) -> bool:
+        """``response_format`` is a real parameter (dall-e-2); GPT image models return base64."""
+        return "response_format" in self.choices
+
+    def takes(self, param: str) -> bool:
+        return param in self.choices or param in self.ranges
 
 
-FAMILIES: tuple[Family, ...] = (
-    Family(
-        name="dall-e-2",
-        models=frozenset({"dall-e-2"}),
-        takes_response_format=True,
-        max_images=1,
-        max_prompt_chars=1000,
+_DALL_E_2 = Family(
+    name="dall-e-2",
+    models=frozenset({"dall-e-2"}),
+    max_images=1,
+    max_prompt_chars=1000,
+    image=ImageRule(formats=frozenset({"png"}), max_bytes=4 * MB, square=True),
+    mask=ImageRule(formats=frozenset({"png"}), max_bytes=4 * MB, needs_alpha=True),
+    sizes=frozenset({"256x256", "512x512", "1024x1024"}),
+    choices=_choices(response_format=("url", "b64_json"), quality=("standard",)),
+)
+
+_GPT_IMAGE = Family(
+    name="gpt-image-1",
+    models=frozenset({"gpt-image-1", "gpt-image-1.5", "chatgpt-image-latest"}),
+    max_images=16,
+    max_prompt_chars=32000,
+    image=ImageRule(formats=frozenset({"png", "webp", "jpeg"}), max_bytes=50 * MB),
+    mask=ImageRule(formats=frozenset({"png"}), max_bytes=50 * MB, needs_alpha=True),
+    sizes=frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"}),
+    choices=_choices(
+        quality=("low", "medium", "high", "auto"),
+        background=("transparent", "opaque", "auto"),
+        output_format=("png", "jpeg", "webp"),
+        input_fidelity=("low", "high"),
     ),
-    Family(
-        name="gpt-image",
-        models=frozenset(
-            {
-                "gpt-image-1",
-                "gpt-image-1-mini",
-                "gpt-image-1.5",
-                "gpt-image-2",
-                "gpt-image-2-2026-04-21",
-                "chatgpt-image-latest",
-            }
-        ),
-        takes_response_format=False,
-        max_images=16,
-        max_prompt_chars=32000,
+    ranges=MappingProxyType({"output_compression": (0, 100)}),
+    transparent_formats=frozenset({"png", "webp"}),
+    compression_formats=frozenset({"jpeg", "webp"}),
+    default_output_format="png",
+)
+
+_GPT_IMAGE_MINI = dataclasses.replace(
+    _GPT_IMAGE,
+    name="gpt-image-1-mini",
+    models=frozenset({"gpt-image-1-mini"}),
+    # input_fidelity is documented as unsupported for gpt-image-1-mini.
+    choices=MappingProxyType(
+        {k: v for k, v in _GPT_IMAGE.choices.items() if k != "input_fidelity"}
     ),
 )
+
+_GPT_IMAGE_2 = dataclasses.replace(
+    _GPT_IMAGE,
+    name="gpt-image-2",
+    models=frozenset({"gpt-image-2", "gpt-image-2-2026-04-21"}),
+    # Any WxH with both sides multiples of 16, aspect within 3:1, 655,360 to 8,294,400 pixels
+    # (3840x2160), no side above 3840.
+    custom_size=SizeRule(
+        multiple_of=16, max_side=3840, min_pixels=655_360, max_pixels=8_294_400, max_aspect=3.0
+    ),
+)
+
+FAMILIES: tuple[Family, ...] = (_DALL_E_2, _GPT_IMAGE, _GPT_IMAGE_MINI, _GPT_IMAGE_2)
 
 _BY_MODEL = {model: family for family in FAMILIES for model in family.models}
 

@@ -197,7 +197,7 @@ def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseExcep
 def _status_error(answer: Answer, prepared: PreparedRequest, upstream_id: str | None) -> APIError:
     message, param, code = _error_fields(answer.body)
     message = mask_secrets(message or f"HTTP {answer.status}", prepared.secrets)
-    cls = status_error_class(answer.status)
+    cls = status_error_class(answer.status, code)
     return cls(
         f"{answer.status} from {prepared.host}: {message}",
         status_code=answer.status,
@@ -205,6 +205,7 @@ def _status_error(answer: Answer, prepared: PreparedRequest, upstream_id: str | 
         code=code,
         upstream_request_id=upstream_id,
         retry_after=_retry_after(answer.headers),
+        upstream_message=message,
     )
 
 

@@ -1,11 +1,18 @@
-"""Turning what callers pass as an image (bytes, paths, open files, lists) into named bytes.
+"""Turning what callers pass as an image (bytes, paths, open files, lists) into inspected bytes.
 
 Every accepted form is read exactly once, up front, so retries and fallbacks resend the same
-bytes and a caller's file object is never read twice.
+bytes and a caller's file object is never read twice. Reading is bounded (``MAX_IMAGE_BYTES``),
+and a recognised image is inspected from its header only: Pillow's PNG, JPEG and GIF parsers stop
+before the pixel data, and WebP's few header bytes are read here (Pillow's WebP opener starts a
+full decoder). An image whose header claims more than ``MAX_IMAGE_PIXELS`` is refused without
+being decoded, so a 100000x100000 "bomb" costs a few kilobytes, never gigabytes. Which formats,
+sizes and shapes a model accepts is not decided here but in :mod:`tracking.rules`.
 """
 
 from __future__ import annotations
 
+import importlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +20,20 @@ from typing import IO, Any, TypeAlias
 
 from .errors import ValidationError
 
-__all__ = ["ImageFile", "ImageInput", "read_image", "read_images", "sniff_content_type"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "ImageFile",
+    "ImageInput",
+    "read_image",
+    "read_images",
+    "sniff_content_type",
+]
+
+#: No image argument is read past this many bytes (the proxy's default body limit too).
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+#: Pillow's own decompression-bomb threshold: about 350 MB once decoded to RGBA.
+MAX_IMAGE_PIXELS = 89_478_485
 
 #: One image as a caller may pass it: raw bytes, a path, an open binary file, or an
 #: ``(filename, content[, content_type])`` tuple as the official ``openai`` client accepts.
@@ -35,6 +55,13 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "image/gif"),
 )
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+#: The header-only Pillow parser for each recognised type (``module:class``), imported lazily.
+_PILLOW_PARSERS = {
+    "image/png": "PIL.PngImagePlugin:PngImageFile",
+    "image/jpeg": "PIL.JpegImagePlugin:JpegImageFile",
+    "image/gif": "PIL.GifImagePlugin:GifImageFile",
+}
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
 def sniff_content_type(data: bytes) -> str:
@@ -49,18 +76,42 @@ def sniff_content_type(data: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ImageFile:
-    """An image read into memory, ready to be sent as one multipart part."""
+    """An image read into memory, ready to be sent as one multipart part.
+
+    ``format``, ``width``, ``height`` and ``has_alpha`` come from the header; they are None for
+    bytes of a type we do not recognise (an OpenAI-compatible server may know it).
+    """
 
     filename: str
     content: bytes
     content_type: str
+    format: str | None = None  #: "png", "jpeg", "webp", "gif"
+    width: int | None = None
+    height: int | None = None
+    has_alpha: bool | None = None
 
     def __repr__(self) -> str:  # never dump image bytes into logs or tracebacks
         return f"ImageFile({self.filename!r}, {len(self.content)} bytes, {self.content_type})"
 
+    @property
+    def dimensions(self) -> str:
+        return f"{self.width}x{self.height}" if self.width is not None else "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    format: str
+    width: int
+    height: int
+    has_alpha: bool
+
 
 def read_image(value: ImageInput, *, param: str = "image") -> ImageFile:
-    """Read one image argument into an :class:`ImageFile`, or raise a ``ValidationError``."""
+    """Read one image argument into an :class:`ImageFile`, or raise a ``ValidationError``.
+
+    The bytes are read at most up to ``MAX_IMAGE_BYTES`` and, when their signature is a known
+    image type, the header is inspected and checked for a plausible size.
+    """
     filename: str | None = None
     content_type: str | None = None
     if isinstance(value, tuple):
@@ -83,7 +134,73 @@ def read_image(value: ImageInput, *, param: str = "image") -> ImageFile:
     content_type = content_type or sniffed
     if not filename:
         filename = f"{param.rstrip('[]')}.{_EXTENSIONS.get(sniffed, 'bin')}"
-    return ImageFile(filename=os.path.basename(filename), content=data, content_type=content_type)
+    header = _inspect(data, sniffed, param)
+    return ImageFile(
+        filename=os.path.basename(filename),
+        content=data,
+        content_type=content_type,
+        format=header.format if header else None,
+        width=header.width if header else None,
+        height=header.height if header else None,
+        has_alpha=header.has_alpha if header else None,
+    )
+
+
+def _inspect(data: bytes, content_type: str, param: str) -> _Header | None:
+    """The header of a recognised image, checked for plausible dimensions; never decodes it."""
+    kind = _EXTENSIONS.get(content_type)
+    if kind is None:
+        return None
+    name = "jpeg" if kind == "jpg" else kind
+    try:
+        header = _webp_header(data) if name == "webp" else _pillow_header(data, content_type)
+    except Exception:  # Pillow's parsers raise many types on garbage; all mean "malformed"
+        header = None
+    if header is None:
+        raise ValidationError(
+            f"{param}: the file starts like a {name.upper()} but its header is malformed or "
+            "truncated",
+            param=param,
+            rule="malformed",
+        )
+    pixels = header.width * header.height
+    if header.width <= 0 or header.height <= 0 or pixels > MAX_IMAGE_PIXELS:
+        raise ValidationError(
+            f"{param}: the {name.upper()} header claims {header.width}x{header.height} pixels, "
+            f"more than the {MAX_IMAGE_PIXELS:,} accepted; refused without decoding it",
+            param=param,
+            rule="dimensions",
+        )
+    return header
+
+
+def _pillow_header(data: bytes, content_type: str) -> _Header:
+    module_name, _, class_name = _PILLOW_PARSERS[content_type].partition(":")
+    parser = getattr(importlib.import_module(module_name), class_name)
+    # The plugin class itself, not Image.open: it parses the header and stops, and it skips
+    # Pillow's decompression-bomb warning, which we replace with a clear error above.
+    with parser(io.BytesIO(data)) as image:
+        width, height = image.size
+        alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
+        return _Header(content_type.rsplit("/", 1)[1], int(width), int(height), bool(alpha))
+
+
+def _webp_header(data: bytes) -> _Header | None:
+    """Canvas size and alpha from a WebP's first chunk (lossy ``VP8 ``, lossless, extended)."""
+    chunk, body = data[12:16], data[20:40]
+    if chunk == b"VP8X" and len(body) >= 10:
+        width = 1 + int.from_bytes(body[4:7], "little")
+        height = 1 + int.from_bytes(body[7:10], "little")
+        return _Header("webp", width, height, bool(body[0] & 0x10))
+    if chunk == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
+        bits = int.from_bytes(body[1:5], "little")
+        width, height = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        return _Header("webp", width, height, bool((bits >> 28) & 1))
+    if chunk == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
+        width = int.from_bytes(body[6:8], "little") & 0x3FFF
+        height = int.from_bytes(body[8:10], "little") & 0x3FFF
+        return _Header("webp", width, height, False)
+    return None
 
 
 def read_images(
@@ -101,15 +218,27 @@ def read_images(
     return (read_image(value, param=param),)
 
 
+def _too_large(param: str, size: str) -> ValidationError:
+    return ValidationError(
+        f"{param}: {size}, more than the {MAX_IMAGE_BYTES // (1024 * 1024)} MB any image may be",
+        param=param,
+        rule="max_bytes",
+    )
+
+
 def _read_bytes(value: Any, param: str) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
+    if isinstance(value, bytes | bytearray | memoryview):
+        if len(value) > MAX_IMAGE_BYTES:
+            raise _too_large(param, f"{len(value):,} bytes")
         return bytes(value)
     if isinstance(value, str | os.PathLike):
         path = Path(value)
         try:
-            return path.read_bytes()
+            with path.open("rb") as handle:
+                # Refuse a huge regular file from its size alone; read() stays bounded anyway.
+                if os.fstat(handle.fileno()).st_size > MAX_IMAGE_BYTES:
+                    raise _too_large(param, f"{os.fspath(path)!r} is larger")
+                data = handle.read(MAX_IMAGE_BYTES + 1)
         except FileNotFoundError:
             raise ValidationError(
                 f"{param}: no such file: {os.fspath(path)!r}", param=param, rule="file"
@@ -120,9 +249,12 @@ def _read_bytes(value: Any, param: str) -> bytes:
                 param=param,
                 rule="file",
             ) from None
+        if len(data) > MAX_IMAGE_BYTES:
+            raise _too_large(param, f"{os.fspath(path)!r} is larger")
+        return data
     read = getattr(value, "read", None)
     if callable(read):
-        data = read()
+        data = read(MAX_IMAGE_BYTES + 1)
         if isinstance(data, str):
             raise ValidationError(
                 f"{param}: the file is open in text mode; open it with 'rb'",
@@ -131,6 +263,8 @@ def _read_bytes(value: Any, param: str) -> bytes:
             )
         if not isinstance(data, bytes | bytearray):
             raise ValidationError(f"{param}: read() did not return bytes", param=param, rule="type")
+        if len(data) > MAX_IMAGE_BYTES:
+            raise _too_large(param, "the file is larger")
         return bytes(data)
     raise ValidationError(
         f"{param}: expected bytes, a path, an open binary file or a list of these, "

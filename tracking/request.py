@@ -1,9 +1,11 @@
 """Parsing and validating the parameters of one image edit into an immutable request.
 
-:func:`parse_call` is the single entry for the SDK, the router and the proxy: it reads the
-images once, applies the per-model rules, and splits what is sent upstream
-(:class:`ImageEditRequest`) from how it is sent (:class:`CallOptions`). Nothing here does I/O
-beyond reading the caller's image arguments.
+:func:`parse_call` is the single entry for the SDK, the router and the proxy: it applies the
+generic checks (types, ranges every model shares), reads and inspects the images once, applies
+the per-model rules of the model's family (:mod:`tracking.rules` over :mod:`tracking.families`),
+and splits what is sent upstream (:class:`ImageEditRequest`) from how it is sent
+(:class:`CallOptions`). Every broken per-model rule is reported in one ``ValidationError``.
+Nothing here does I/O beyond reading the caller's image arguments.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from .errors import UnsupportedParamsError, ValidationError
 from .families import Family, family_of
 from .images import ImageFile, ImageInput, read_image, read_images
+from .providers import is_provider
+from .rules import Call, check
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -31,9 +35,6 @@ DEFAULT_API_BASE = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
 MAX_N = 10
-
-#: Provider prefixes understood in ``model`` ("openai/gpt-image-1", "azure/my-deployment").
-KNOWN_PROVIDERS = frozenset({"openai", "azure"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +110,10 @@ class CallOptions:
 
 
 def split_provider(model: str) -> tuple[str, str]:
-    """``"azure/dep"`` -> ``("azure", "dep")``; a bare or unknown prefix means OpenAI."""
+    """``"azure/dep"`` -> ``("azure", "dep")``; a bare name, or a prefix that names no registered
+    provider, means OpenAI with the whole name (an OpenAI-compatible server may use slashes)."""
     prefix, sep, rest = model.partition("/")
-    if sep and prefix in KNOWN_PROVIDERS and rest:
+    if sep and rest and is_provider(prefix):
         return prefix, rest
     return "openai", model
 
@@ -193,38 +195,47 @@ def parse_call(
             param="response_format",
             rule="enum",
         )
-    sent_response_format = _response_format_to_send(family, response_format, drop_params)
 
     images = read_images(image, param="image")
-    if family is not None and len(images) > family.max_images:
-        raise ValidationError(
-            f"image: {upstream_model} takes at most {family.max_images} image(s), "
-            f"got {len(images)}",
-            param="image",
-            rule="max_images",
+    mask_file = read_image(mask, param="mask") if mask is not None else None
+    optional: dict[str, str | int | None] = {
+        "quality": quality,
+        "background": background,
+        "output_format": output_format,
+        "output_compression": output_compression,
+        "input_fidelity": input_fidelity,
+        "response_format": response_format,
+    }
+    dropped: frozenset[str] = frozenset()
+    if family is not None:
+        call = Call(
+            model=upstream_model,
+            prompt=prompt,
+            images=images,
+            mask=mask_file,
+            n=n,
+            size=size,
+            options={k: v for k, v in optional.items() if v is not None},
         )
-    if family is not None and len(prompt) > family.max_prompt_chars:
-        raise ValidationError(
-            f"prompt: {upstream_model} takes at most {family.max_prompt_chars} characters, "
-            f"got {len(prompt)}",
-            param="prompt",
-            rule="max_length",
-        )
+        violations, dropped = check(call, family, drop_params=drop_params)
+        if violations:
+            raise ValidationError.from_violations(violations)
+    sent = {k: (None if k in dropped else v) for k, v in optional.items()}
     request = ImageEditRequest(
         model=model,
         provider=provider,
         upstream_model=upstream_model,
         prompt=prompt,
         images=images,
-        mask=read_image(mask, param="mask") if mask is not None else None,
+        mask=mask_file,
         n=n,
         size=size,
-        quality=quality,
-        background=background,
-        output_format=output_format,
-        output_compression=output_compression,
-        input_fidelity=input_fidelity,
-        response_format=sent_response_format,
+        quality=_str_or_none(sent["quality"]),
+        background=_str_or_none(sent["background"]),
+        output_format=_str_or_none(sent["output_format"]),
+        output_compression=output_compression if sent["output_compression"] is not None else None,
+        input_fidelity=_str_or_none(sent["input_fidelity"]),
+        response_format=_str_or_none(sent["response_format"]),
         requested_response_format=response_format,
         user=user,
         extra_body=dict(extra_body or {}),
@@ -244,20 +255,8 @@ def parse_call(
     return request, options
 
 
-def _response_format_to_send(
-    family: Family | None, response_format: str | None, drop_params: bool
-) -> str | None:
-    if response_format is None or family is None or family.takes_response_format:
-        return response_format
-    # GPT image models always answer in base64 and refuse the parameter itself.
-    if response_format == "b64_json" or drop_params:
-        return None
-    raise UnsupportedParamsError(
-        "response_format: GPT image models always return base64 (b64_json) and do not accept "
-        "response_format='url'; remove it, or pass drop_params=True to drop it",
-        param="response_format",
-        rule="unsupported",
-    )
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:

@@ -1,4 +1,16 @@
-"""Providers: one module each, chosen through a registry keyed by the model's provider prefix."""
+"""Providers: one module each, chosen through a registry keyed by the model's provider prefix.
+
+``model="azure/my-deployment"`` picks the ``azure`` provider; a bare name, or a prefix that names
+no provider, picks ``openai``. Built-in providers are imported on first use, so unused ones cost
+nothing; :func:`register_provider` adds or replaces one at run time.
+
+* ``openai`` (:mod:`.openai`): ``{api_base}/images/edits`` with a bearer key; OpenAI, or any
+  compatible server given as ``api_base``;
+* ``openai_compatible`` (:mod:`.compatible`): the same request to a server you must name, key
+  optional;
+* ``azure`` (:mod:`.azure`):
+  ``{api_base}/openai/deployments/{deployment}/images/edits?api-version=...`` with ``api-key``.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +20,38 @@ from typing import cast
 from ..errors import ConfigurationError
 from .base import PreparedRequest, Provider
 
-__all__ = ["PreparedRequest", "Provider", "get_provider", "register_provider"]
+__all__ = [
+    "PreparedRequest",
+    "Provider",
+    "get_provider",
+    "is_provider",
+    "provider_names",
+    "register_provider",
+]
 
 #: name -> "module:attribute"; imported on first use so unused providers cost nothing.
 _REGISTRY: dict[str, str] = {
     "openai": "tracking.providers.openai:OpenAIProvider",
+    "openai_compatible": "tracking.providers.compatible:CompatibleProvider",
+    "azure": "tracking.providers.azure:AzureProvider",
 }
 _INSTANCES: dict[str, Provider] = {}
 
 
 def register_provider(name: str, provider: Provider) -> None:
     """Add or replace a provider under ``name`` (used as ``name/model`` in ``model``)."""
+    if not name or "/" in name:
+        raise ConfigurationError(f"provider name {name!r}: must be non-empty, without '/'")
     _INSTANCES[name] = provider
+
+
+def is_provider(name: str) -> bool:
+    """Whether ``name`` is a registered provider (a prefix that selects it in ``model``)."""
+    return name in _REGISTRY or name in _INSTANCES
+
+
+def provider_names() -> list[str]:
+    return sorted(set(_REGISTRY) | set(_INSTANCES))
 
 
 def get_provider(name: str) -> Provider:
@@ -28,7 +60,7 @@ def get_provider(name: str) -> Provider:
         return provider
     target = _REGISTRY.get(name)
     if target is None:
-        known = ", ".join(sorted(set(_REGISTRY) | set(_INSTANCES)))
+        known = ", ".join(provider_names())
         raise ConfigurationError(f"unknown provider {name!r}; known providers: {known}")
     module_name, _, attribute = target.partition(":")
     provider = cast(Provider, getattr(importlib.import_module(module_name), attribute)())

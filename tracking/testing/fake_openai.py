@@ -1,9 +1,17 @@
 """A fake OpenAI ``/images/edits`` upstream that speaks real HTTP on loopback.
 
 It is deliberately its own simple code: it does not import the SDK's request rules, so a wrong
-rule cannot pass on both sides. It parses the multipart body, requires a key, and answers as
+rule cannot pass on both sides (its checks are in :mod:`.fake_rules`). It parses the multipart
+body, requires a key, refuses what OpenAI refuses with OpenAI-shaped error JSON, and answers as
 OpenAI does: base64 images with ``usage`` for GPT image models, ``url``s it serves itself for
-dall-e-2.
+dall-e-2. The images are real and reflect the edit (:mod:`.fake_images`): the input, tinted by
+the prompt where the mask allows. It also serves Azure's deployment route
+(``/openai/deployments/{deployment}/images/edits?api-version=...``, ``api-key`` header).
+
+Faults (:mod:`.faults`) are injected per request with the ``x-fake-fault`` header or per server
+with ``faults=[...]`` / :meth:`FakeOpenAI.inject`: a status code, latency, Retry-After,
+malformed JSON, a dropped connection, a slow body. :attr:`FakeOpenAI.hits` counts every edit
+request that arrived, faulted or not, so tests can count attempts.
 
 Token counts are a documented, deterministic estimate (no tokenizer download):
 
@@ -14,15 +22,13 @@ Token counts are a documented, deterministic estimate (no tokenizer download):
   standard size closest to the first input image's aspect; other sizes scale by area.
 
 ``canned=True`` reads each body but does no multipart or image work and answers a pre-built
-response: for benchmarks, where the fake must cost as little as possible.
+response: for benchmarks, where the fake must cost as little as possible (faults still apply).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import io
 import itertools
 import json
 import math
@@ -34,25 +40,38 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-__all__ = ["OUTPUT_TOKENS", "FakeOpenAI", "ReceivedRequest", "build_app"]
+from .fake_images import inspect, render, solid_png
+from .fake_rules import DALL_E_2, GPT_IMAGE_MODELS, check_edit
+from .faults import FAULT_HEADER, Fault, parse_fault
 
-GPT_IMAGE_MODELS = frozenset(
-    {
-        "gpt-image-1",
-        "gpt-image-1-mini",
-        "gpt-image-1.5",
-        "gpt-image-2",
-        "gpt-image-2-2026-04-21",
-        "chatgpt-image-latest",
-    }
-)
+__all__ = ["OUTPUT_TOKENS", "FakeOpenAI", "Fault", "ReceivedRequest", "build_app"]
+
 OUTPUT_TOKENS: dict[str, dict[str, int]] = {
     "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
     "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
 }
 IMAGE_INPUT_TOKENS = 323
-_PREVIEW_SIDE = 64  # returned images are small previews of the requested aspect: cheap to make
+
+#: OpenAI's usual wording and error type for the statuses a fault may inject.
+_STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
+    400: ("Invalid request.", "invalid_request_error", None),
+    401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    403: ("You are not allowed to use this model.", "invalid_request_error", None),
+    404: ("The requested resource was not found.", "invalid_request_error", None),
+    408: ("Request timed out.", "invalid_request_error", None),
+    409: ("Another request is in progress.", "invalid_request_error", None),
+    413: ("The request is too large.", "invalid_request_error", None),
+    422: ("The request could not be processed.", "invalid_request_error", None),
+    429: (
+        "Rate limit reached for requests. Please try again later.",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    500: ("The server had an error while processing your request.", "server_error", None),
+    502: ("Bad gateway.", "server_error", None),
+    503: ("The engine is currently overloaded, please try again later.", "server_error", None),
+}
 
 
 @dataclass
@@ -74,23 +93,36 @@ def _error(
     param: str | None = None,
     code: str | None = None,
     error_type: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
 
 
 class _FakeState:
-    def __init__(self, api_keys: Iterable[str] | None, canned: bool) -> None:
+    def __init__(
+        self,
+        api_keys: Iterable[str] | None,
+        canned: bool,
+        faults: Iterable[Fault | str],
+        extra_models: Iterable[str],
+        require_key: bool,
+    ) -> None:
         self.api_keys = frozenset(api_keys) if api_keys else None
         self.canned = canned
+        self.extra_models = frozenset(extra_models)
+        self.require_key = require_key
         self.requests: list[ReceivedRequest] = []
         self.files: dict[str, bytes] = {}
         self.responses: list[dict[str, Any]] = []  #: every JSON body answered, oldest first
         self.counter = itertools.count(1)
+        self.hits = 0  #: edit requests received, faulted or not
+        self.faults_lock = threading.Lock()
+        self.faults: list[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self.canned_body = json.dumps(
             {
                 "created": 1_700_000_000,
-                "data": [{"b64_json": base64.b64encode(_png(8, 8, (40, 120, 200))).decode()}],
+                "data": [{"b64_json": base64.b64encode(solid_png(8, 8, (40, 120, 200))).decode()}],
                 "usage": {
                     "input_tokens": 333,
                     "input_tokens_details": {"text_tokens": 10, "image_tokens": 323},
@@ -104,46 +136,65 @@ class _FakeState:
             }
         ).encode()
 
+    def next_fault(self, request: web.Request) -> Fault | None:
+        """The request's own fault header, else the next queued server fault (consuming it)."""
+        spec = request.headers.get(FAULT_HEADER)
+        if spec is not None:
+            return parse_fault(spec)
+        if not self.faults:
+            return None
+        with self.faults_lock:
+            if not self.faults:
+                return None
+            fault = self.faults[0]
+            if fault.times is not None:
+                if fault.times <= 1:
+                    self.faults.pop(0)
+                else:
+                    self.faults[0] = fault.with_changes(times=fault.times - 1)
+            return fault
+
 
 STATE = web.AppKey("state", _FakeState)
 
 
-def build_app(*, api_keys: Iterable[str] | None = None, canned: bool = False) -> web.Application:
+def _gone() -> web.Response:
+    """What a handler returns once the connection is gone: aiohttp cannot write it, moves on."""
+    return web.Response(status=499)
+
+
+def build_app(
+    *,
+    api_keys: Iterable[str] | None = None,
+    canned: bool = False,
+    faults: Iterable[Fault | str] = (),
+    extra_models: Iterable[str] = (),
+    require_key: bool = True,
+) -> web.Application:
     """The fake as an aiohttp application (``FakeOpenAI`` runs it on a thread)."""
-    state = _FakeState(api_keys, canned)
+    state = _FakeState(api_keys, canned, faults, extra_models, require_key)
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app[STATE] = state
 
     async def edits(request: web.Request) -> web.StreamResponse:
-        key = _api_key(request)
-        if not key:
-            return _error(401, "You didn't provide an API key.", error_type="invalid_request_error")
-        if state.api_keys is not None and key not in state.api_keys:
-            # A careless upstream echoes the whole key: the SDK must mask it.
-            return _error(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
-        if state.canned:
-            await request.read()
-            return web.Response(
-                body=state.canned_body,
-                content_type="application/json",
-                headers={"x-request-id": f"req_fake_{next(state.counter)}"},
-            )
+        state.hits += 1
+        fault: Fault | None = None
+        if state.faults or FAULT_HEADER in request.headers:
+            try:
+                fault = state.next_fault(request)
+            except ValueError as exc:
+                return _error(400, f"Invalid {FAULT_HEADER} header: {exc}")
+        if fault is not None:
+            faulted = await _apply_fault(request, fault)
+            if faulted is not None:
+                return faulted
         try:
-            fields, files = await _read_form(request)
-        except ValueError as exc:
-            return _error(400, str(exc))
-        state.requests.append(
-            ReceivedRequest(
-                path=request.path,
-                headers=dict(request.headers),
-                fields=fields,
-                files=[(name, fname, ctype, len(data)) for name, fname, ctype, data in files],
-                query=dict(request.query),
-                peer=_peer(request),
-            )
-        )
-        deployment = request.match_info.get("deployment")
-        return _answer(state, request, fields, files, deployment)
+            response = await _edit(state, request)
+        except ConnectionError:  # the client hung up (e.g. timed out during latency)
+            return _gone()
+        if fault is not None and fault.slow_body:
+            return await _send_slowly(request, response, fault.slow_body)
+        return response
 
     async def serve_file(request: web.Request) -> web.Response:
         data = state.files.get(request.match_info["name"])
@@ -160,6 +211,184 @@ def build_app(*, api_keys: Iterable[str] | None = None, canned: bool = False) ->
     app.router.add_get("/files/{name}", serve_file)
     app.router.add_get("/health", health)
     return app
+
+
+async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse | None:
+    """Answer with the fault, or None when the request should go on (latency, slow body)."""
+    if fault.status is not None or fault.malformed or fault.drop:
+        await request.read()  # as a real server would: the whole upload arrives first
+    if fault.latency:
+        await asyncio.sleep(fault.latency)
+    if fault.drop:
+        if request.transport is not None:
+            request.transport.close()
+        return _gone()
+    if fault.status is not None:
+        message, error_type, code = _STATUS_ERRORS.get(
+            fault.status, (f"HTTP {fault.status}", "invalid_request_error", None)
+        )
+        headers: dict[str, str] = {}
+        if fault.retry_after is not None:
+            headers["retry-after"] = str(math.ceil(fault.retry_after))
+            headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
+        return _error(
+            fault.status,
+            fault.message or message,
+            code=fault.code or code,
+            error_type=error_type,
+            headers=headers,
+        )
+    if fault.malformed:
+        return web.Response(
+            body=b'{"created": 1700000000, "data": [{"b64_json": "iVBOR',
+            content_type="application/json",
+        )
+    return None
+
+
+async def _send_slowly(
+    request: web.Request, response: web.Response, delay: float
+) -> web.StreamResponse:
+    body = response.body if isinstance(response.body, bytes) else b""
+    slow = web.StreamResponse(status=response.status, headers=response.headers)
+    slow.content_length = len(body)
+    try:
+        await slow.prepare(request)
+        await slow.write(body[: len(body) // 2])
+        await asyncio.sleep(delay)
+        await slow.write(body[len(body) // 2 :])
+        await slow.write_eof()
+    except ConnectionError:
+        pass  # the client gave up waiting: exactly what a slow body is for
+    return slow
+
+
+async def _edit(state: _FakeState, request: web.Request) -> web.Response:
+    key = _api_key(request)
+    if not key and state.require_key:
+        return _error(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth.",
+        )
+    if key and state.api_keys is not None and key not in state.api_keys:
+        # A careless upstream echoes the whole key: the SDK must mask it.
+        return _error(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
+    if state.canned:
+        await request.read()
+        return web.Response(
+            body=state.canned_body,
+            content_type="application/json",
+            headers={"x-request-id": f"req_fake_{next(state.counter)}"},
+        )
+    deployment = request.match_info.get("deployment")
+    if deployment is not None and not request.query.get("api-version"):
+        return _error(404, "Resource not found: the api-version query parameter is required.")
+    try:
+        fields, files = await _read_form(request)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    state.requests.append(
+        ReceivedRequest(
+            path=request.path,
+            headers=dict(request.headers),
+            fields=fields,
+            files=[(name, fname, ctype, len(data)) for name, fname, ctype, data in files],
+            query=dict(request.query),
+            peer=_peer(request),
+        )
+    )
+    model = fields.get("model") or deployment or DALL_E_2
+    images = [f for f in files if f[0] in ("image", "image[]")]
+    masks = [f for f in files if f[0] == "mask"]
+    mask = masks[0] if masks else None
+    problem = check_edit(
+        model, fields, images, mask, extra_models=state.extra_models, deployment=deployment
+    )
+    if problem is not None:
+        status, message, param, code = problem
+        return _error(status, message, param=param, code=code)
+    answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
+    body = answer(state, request, fields, images, mask)
+    state.responses.append(body)
+    return web.json_response(body, headers={"x-request-id": f"req_fake_{next(state.counter)}"})
+
+
+def _is_dall_e_2(model: str, deployment: str | None) -> bool:
+    if model == DALL_E_2:
+        return True
+    return deployment is not None and model not in GPT_IMAGE_MODELS and "dall-e" in model
+
+
+def _dall_e_2_answer(
+    state: _FakeState,
+    request: web.Request,
+    fields: dict[str, str],
+    images: list[tuple[str, str, str, bytes]],
+    mask: tuple[str, str, str, bytes] | None,
+) -> dict[str, Any]:
+    n = int(fields.get("n", "1"))
+    dims = _dimensions(fields.get("size", "1024x1024")) or (1024, 1024)
+    png = render(
+        image=images[0][3], mask=mask[3] if mask else None, size=dims, prompt=fields["prompt"]
+    )
+    data: list[dict[str, Any]] = []
+    for _ in range(n):
+        if fields.get("response_format", "url") == "b64_json":
+            data.append({"b64_json": base64.b64encode(png).decode()})
+        else:
+            name = f"img-{next(state.counter)}.png"
+            state.files[name] = png
+            data.append({"url": f"{request.scheme}://{request.host}/files/{name}"})
+    return {"created": int(time.time()), "data": data}
+
+
+def _gpt_image_answer(
+    state: _FakeState,
+    request: web.Request,
+    fields: dict[str, str],
+    images: list[tuple[str, str, str, bytes]],
+    mask: tuple[str, str, str, bytes] | None,
+) -> dict[str, Any]:
+    prompt = fields["prompt"]
+    n = int(fields.get("n", "1"))
+    quality = fields.get("quality", "auto")
+    quality = "medium" if quality == "auto" else quality
+    size = fields.get("size", "auto")
+    if size == "auto":
+        size = _size_for(images[0][3])
+    dims = _dimensions(size) or (1024, 1024)
+    output_format = fields.get("output_format", "png")
+    background = fields.get("background", "auto")
+    background = "opaque" if background == "auto" else background
+    compression = fields.get("output_compression")
+    picture = render(
+        image=images[0][3],
+        mask=mask[3] if mask else None,
+        size=dims,
+        prompt=prompt,
+        output_format=output_format,
+        transparent=background == "transparent",
+        compression=int(compression) if compression and compression.isdigit() else None,
+    )
+    per_image = _output_tokens(quality, size, dims)
+    text_tokens = math.ceil(len(prompt) / 4)
+    image_tokens = IMAGE_INPUT_TOKENS * len(images)
+    encoded = base64.b64encode(picture).decode()
+    return {
+        "created": int(time.time()),
+        "data": [{"b64_json": encoded} for _ in range(n)],
+        "usage": {
+            "input_tokens": text_tokens + image_tokens,
+            "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens},
+            "output_tokens": per_image * n,
+            "total_tokens": text_tokens + image_tokens + per_image * n,
+        },
+        "size": size,
+        "quality": quality,
+        "background": background,
+        "output_format": output_format,
+    }
 
 
 def _peer(request: web.Request) -> tuple[str, int] | None:
@@ -197,85 +426,6 @@ async def _read_form(
     return fields, files
 
 
-def _answer(
-    state: _FakeState,
-    request: web.Request,
-    fields: dict[str, str],
-    files: list[tuple[str, str, str, bytes]],
-    deployment: str | None,
-) -> web.Response:
-    model = fields.get("model") or deployment or "dall-e-2"
-    prompt = fields.get("prompt", "")
-    images = [f for f in files if f[0] in ("image", "image[]")]
-    if not prompt:
-        return _error(400, "Missing required parameter: 'prompt'.", param="prompt")
-    if not images:
-        return _error(400, "Missing required parameter: 'image'.", param="image")
-    try:
-        n = int(fields.get("n", "1"))
-    except ValueError:
-        return _error(400, f"Invalid value for 'n': {fields['n']!r}.", param="n")
-    if not 1 <= n <= 10:
-        return _error(400, f"Invalid value for 'n': must be 1 to 10, got {n}.", param="n")
-    created = int(time.time())
-    color = _color(prompt)
-    request_id = f"req_fake_{next(state.counter)}"
-    is_gpt_image = model in GPT_IMAGE_MODELS or (deployment is not None and "dall-e" not in model)
-    if not is_gpt_image:
-        size = fields.get("size", "1024x1024")
-        width, height = _dimensions(size) or (1024, 1024)
-        png = _png(_PREVIEW_SIDE, _PREVIEW_SIDE * height // width, color)
-        data: list[dict[str, Any]] = []
-        for _ in range(n):
-            if fields.get("response_format", "url") == "b64_json":
-                data.append({"b64_json": base64.b64encode(png).decode()})
-            else:
-                name = f"img-{next(state.counter)}.png"
-                state.files[name] = png
-                data.append({"url": f"{request.scheme}://{request.host}/files/{name}"})
-        body: dict[str, Any] = {"created": created, "data": data}
-        state.responses.append(body)
-        return web.json_response(body, headers={"x-request-id": request_id})
-    if "response_format" in fields:
-        return _error(
-            400,
-            f"Unknown parameter: 'response_format'. ({model} always returns b64_json)",
-            param="response_format",
-            code="unknown_parameter",
-        )
-    quality = fields.get("quality", "auto")
-    quality = "medium" if quality == "auto" else quality
-    size = fields.get("size", "auto")
-    if size == "auto":
-        size = _size_for(images[0][3])
-    dims = _dimensions(size)
-    if dims is None:
-        return _error(400, f"Invalid value for 'size': {size!r}.", param="size")
-    output_format = fields.get("output_format", "png")
-    background = fields.get("background", "auto")
-    background = "opaque" if background == "auto" else background
-    per_image = _output_tokens(quality, size, dims)
-    png = _png(_PREVIEW_SIDE, max(1, _PREVIEW_SIDE * dims[1] // dims[0]), color)
-    text_tokens = math.ceil(len(prompt) / 4)
-    image_tokens = IMAGE_INPUT_TOKENS * len(images)
-    body = {
-        "created": created,
-        "data": [{"b64_json": base64.b64encode(png).decode()} for _ in range(n)],
-        "usage": {
-            "input_tokens": text_tokens + image_tokens,
-            "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens},
-            "output_tokens": per_image * n,
-            "total_tokens": text_tokens + image_tokens + per_image * n,
-        },
-        "size": size,
-        "quality": quality,
-        "background": background,
-        "output_format": output_format,
-    }
-    state.responses.append(body)
-    return web.json_response(body, headers={"x-request-id": request_id})
-
-
 def _dimensions(size: str) -> tuple[int, int] | None:
     width, sep, height = size.partition("x")
     if not sep or not width.isdigit() or not height.isdigit():
@@ -284,13 +434,10 @@ def _dimensions(size: str) -> tuple[int, int] | None:
 
 
 def _size_for(image: bytes) -> str:
-    try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(image)) as img:
-            width, height = img.size
-    except Exception:
+    header = inspect(image)
+    if header is None:
         return "1024x1024"
+    width, height = header[1], header[2]
     if width > height * 1.2:
         return "1536x1024"
     if height > width * 1.2:
@@ -303,19 +450,6 @@ def _output_tokens(quality: str, size: str, dims: tuple[int, int]) -> int:
     if size in table:
         return table[size]
     return round(table["1024x1024"] * dims[0] * dims[1] / (1024 * 1024))
-
-
-def _color(prompt: str) -> tuple[int, int, int]:
-    digest = hashlib.sha256(prompt.encode()).digest()
-    return digest[0], digest[1], digest[2]
-
-
-def _png(width: int, height: int, color: tuple[int, int, int]) -> bytes:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, format="PNG")
-    return out.getvalue()
 
 
 class FakeOpenAI:
@@ -332,10 +466,19 @@ class FakeOpenAI:
         port: int = 0,
         api_keys: Iterable[str] | None = None,
         canned: bool = False,
+        faults: Iterable[Fault | str] = (),
+        extra_models: Iterable[str] = (),
+        require_key: bool = True,
     ) -> None:
         self.host = host
         self.port = port
-        self.app = build_app(api_keys=api_keys, canned=canned)
+        self.app = build_app(
+            api_keys=api_keys,
+            canned=canned,
+            faults=faults,
+            extra_models=extra_models,
+            require_key=require_key,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -348,6 +491,27 @@ class FakeOpenAI:
     def requests(self) -> list[ReceivedRequest]:
         """Every request the fake parsed, oldest first."""
         return self.state.requests
+
+    @property
+    def hits(self) -> int:
+        """Every edit request that arrived, faulted or not: the attempts a client made."""
+        return self.state.hits
+
+    def inject(self, spec: Fault | str | None = None, /, **fields: Any) -> Fault:
+        """Queue a server fault for the next request(s): ``inject("status=503", times=2)``,
+        ``inject(status=429, retry_after=0)``, ``inject(drop=True, times=None)`` (every request).
+        """
+        fault = parse_fault(spec) if isinstance(spec, str) else (spec or Fault())
+        if fields:
+            fault = fault.with_changes(**fields)
+        with self.state.faults_lock:
+            self.state.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        """Forget every queued server fault."""
+        with self.state.faults_lock:
+            self.state.faults.clear()
 
     @property
     def base_url(self) -> str:
@@ -418,10 +582,11 @@ def run(
     *,
     canned: bool = False,
     api_keys: Iterable[str] | None = None,
+    faults: Iterable[Fault | str] = (),
 ) -> None:
     """Serve the fake in the foreground (``tracking fake-openai``) until interrupted."""
     web.run_app(
-        build_app(api_keys=api_keys, canned=canned),
+        build_app(api_keys=api_keys, canned=canned, faults=faults),
         host=host,
         port=port,
         access_log=None,

@@ -1,0 +1,61 @@
+"""Azure OpenAI: ``POST {api_base}/openai/deployments/{deployment}/images/edits?api-version=...``.
+
+``model="azure/<deployment>"`` names the deployment. The resource endpoint (``api_base``, e.g.
+``https://my-resource.openai.azure.com``), the key (sent as the ``api-key`` header) and the
+``api_version`` come from the call or from ``AZURE_API_BASE`` / ``AZURE_API_KEY`` /
+``AZURE_API_VERSION``. There is no default API version, as with the official ``AzureOpenAI``
+client: Azure retires versions, and a silent stale default would fail far from its cause. The
+body is OpenAI's multipart, with the deployment as ``model`` as the official client sends it;
+answers and errors have OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlencode
+
+from ..errors import ConfigurationError
+from ..multipart import encode_multipart
+from ..response import ImageResponse
+from .base import PreparedRequest
+from .openai import multipart_files
+
+if TYPE_CHECKING:
+    from ..request import CallOptions, ImageEditRequest
+
+__all__ = ["AzureProvider"]
+
+
+def _setting(value: str | None, variable: str, what: str) -> str:
+    found = value or os.environ.get(variable)
+    if not found:
+        raise ConfigurationError(f"{what}: not set for Azure; pass {what}=... or set {variable}")
+    return found
+
+
+class AzureProvider:
+    name = "azure"
+
+    def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        api_base = _setting(options.api_base, "AZURE_API_BASE", "api_base").rstrip("/")
+        api_version = _setting(options.api_version, "AZURE_API_VERSION", "api_version")
+        api_key = _setting(options.api_key, "AZURE_API_KEY", "api_key")
+        deployment = quote(request.upstream_model, safe="")
+        body, content_type = encode_multipart(request.form_fields(), multipart_files(request))
+        headers = {
+            "api-key": api_key,
+            "Content-Type": content_type,
+            "Accept": "application/json",
+            **options.extra_headers,
+        }
+        query = urlencode({"api-version": api_version})
+        return PreparedRequest(
+            url=f"{api_base}/openai/deployments/{deployment}/images/edits?{query}",
+            headers=headers,
+            body=body,
+            secrets=(api_key,),
+        )
+
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
+        return ImageResponse.from_json_bytes(body)

@@ -1,0 +1,269 @@
+"""The per-model rules of an image edit, read from the family table, checked before any I/O.
+
+:func:`check` runs every rule of :data:`RULES` over one call and returns every broken one as a
+:class:`~tracking.errors.Violation`, so a caller fixes them all in one go. Each rule is a small
+function of the call and its :class:`~tracking.families.Family`; the numbers and names it checks
+against live in the table, not here. Calls to models of no known family are not checked here
+at all (the generic checks in :mod:`tracking.request` still apply).
+
+A parameter the family does not take is dropped instead of refused when ``drop_params=True``;
+``response_format="b64_json"`` is always dropped for GPT image models, which return base64
+anyway and refuse the parameter itself (DESIGN 7a).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from .errors import Violation
+from .families import Family, ImageRule, SizeRule
+from .images import ImageFile
+
+__all__ = ["RULES", "Call", "check"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the rules look at: the model, the prompt, the images and the optional parameters."""
+
+    model: str
+    prompt: str
+    images: tuple[ImageFile, ...]
+    mask: ImageFile | None
+    n: int | None
+    size: str | None
+    #: the optional model-specific parameters the caller set (quality, background, ...)
+    options: Mapping[str, str | int]
+
+
+Rule = Callable[[Call, Family], Iterator[Violation]]
+
+
+def _allowed(values: frozenset[str]) -> str:
+    return ", ".join(repr(v) for v in sorted(values))
+
+
+def _mb(limit: int) -> str:
+    return f"{limit // (1024 * 1024)} MB"
+
+
+def supported_params(call: Call, family: Family) -> Iterator[Violation]:
+    for name, value in call.options.items():
+        if family.takes(name):
+            continue
+        if name == "response_format":
+            if value == "b64_json":
+                continue  # dropped silently: GPT image models always answer in base64
+            message = (
+                f"response_format: {call.model} always returns base64 (b64_json) and does not "
+                f"accept response_format={value!r}; remove it, or pass drop_params=True to drop it"
+            )
+        else:
+            message = (
+                f"{name}: {call.model} does not take this parameter; remove it, or pass "
+                "drop_params=True to drop it"
+            )
+        yield Violation(name, "unsupported", message, unsupported=True)
+
+
+def enumerated_values(call: Call, family: Family) -> Iterator[Violation]:
+    for name, value in call.options.items():
+        allowed = family.choices.get(name)
+        if allowed is not None and value not in allowed:
+            yield Violation(
+                name,
+                "enum",
+                f"{name}: {call.model} takes {_allowed(allowed)}, got {value!r}",
+            )
+
+
+def integer_ranges(call: Call, family: Family) -> Iterator[Violation]:
+    for name, value in call.options.items():
+        bounds = family.ranges.get(name)
+        if bounds is not None and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
+            yield Violation(
+                name,
+                "range",
+                f"{name}: {call.model} takes {bounds[0]} to {bounds[1]}, got {value}",
+            )
+
+
+def size(call: Call, family: Family) -> Iterator[Violation]:
+    if call.size is None or call.size in family.sizes:
+        return
+    fixed = _allowed(family.sizes)
+    if family.custom_size is None:
+        yield Violation("size", "enum", f"size: {call.model} takes {fixed}, got {call.size!r}")
+        return
+    problem = _custom_size_problem(call.size, family.custom_size)
+    if problem:
+        yield Violation(
+            "size",
+            problem[0],
+            f"size: {call.model} takes {fixed} or WIDTHxHEIGHT with {problem[1]}; "
+            f"got {call.size!r}",
+        )
+
+
+def _custom_size_problem(value: str, rule: SizeRule) -> tuple[str, str] | None:
+    width_text, sep, height_text = value.partition("x")
+    if not (sep and width_text.isdigit() and height_text.isdigit()):
+        return "format", "both sides whole numbers of pixels"
+    width, height = int(width_text), int(height_text)
+    if width == 0 or height == 0 or width % rule.multiple_of or height % rule.multiple_of:
+        return "multiple_of", f"both sides multiples of {rule.multiple_of}"
+    if max(width, height) > rule.max_side:
+        return "max_side", f"no side above {rule.max_side}"
+    if max(width, height) > rule.max_aspect * min(width, height):
+        return "aspect", f"an aspect ratio within {rule.max_aspect:g}:1 and 1:{rule.max_aspect:g}"
+    if not rule.min_pixels <= width * height <= rule.max_pixels:
+        return (
+            "pixels",
+            f"between {rule.min_pixels:,} and {rule.max_pixels:,} pixels in all",
+        )
+    return None
+
+
+def n_images(call: Call, family: Family) -> Iterator[Violation]:
+    if call.n is not None and call.n > family.max_n:
+        yield Violation("n", "range", f"n: {call.model} makes 1 to {family.max_n} images")
+
+
+def prompt_length(call: Call, family: Family) -> Iterator[Violation]:
+    if len(call.prompt) > family.max_prompt_chars:
+        yield Violation(
+            "prompt",
+            "max_length",
+            f"prompt: {call.model} takes at most {family.max_prompt_chars} characters, "
+            f"got {len(call.prompt)}",
+        )
+
+
+def image_count(call: Call, family: Family) -> Iterator[Violation]:
+    if len(call.images) > family.max_images:
+        yield Violation(
+            "image",
+            "max_images",
+            f"image: {call.model} takes at most {family.max_images} image(s), "
+            f"got {len(call.images)}",
+        )
+
+
+def _file_problems(file: ImageFile, rule: ImageRule, param: str, model: str) -> Iterator[Violation]:
+    if file.format not in rule.formats:
+        shown = file.format.upper() if file.format else "not a recognised image"
+        yield Violation(
+            param,
+            "format",
+            f"{param}: {model} takes {'/'.join(sorted(rule.formats)).upper()} files; "
+            f"{file.filename!r} is {shown}",
+        )
+        return
+    if len(file.content) >= rule.max_bytes:
+        yield Violation(
+            param,
+            "max_bytes",
+            f"{param}: {model} takes files under {_mb(rule.max_bytes)}; {file.filename!r} is "
+            f"{len(file.content):,} bytes",
+        )
+    if rule.square and file.width != file.height:
+        yield Violation(
+            param,
+            "square",
+            f"{param}: {model} takes square images; {file.filename!r} is {file.dimensions}",
+        )
+    if rule.needs_alpha and not file.has_alpha:
+        yield Violation(
+            param,
+            "alpha",
+            f"{param}: the mask needs an alpha channel (its fully transparent pixels mark where "
+            f"to edit); {file.filename!r} has none",
+        )
+
+
+def image_files(call: Call, family: Family) -> Iterator[Violation]:
+    for file in call.images:
+        yield from _file_problems(file, family.image, "image", call.model)
+
+
+def mask_file(call: Call, family: Family) -> Iterator[Violation]:
+    mask = call.mask
+    if mask is None:
+        return
+    yield from _file_problems(mask, family.mask, "mask", call.model)
+    first = call.images[0] if call.images else None
+    if (
+        first is not None
+        and first.width is not None
+        and mask.width is not None
+        and (mask.width, mask.height) != (first.width, first.height)
+    ):
+        yield Violation(
+            "mask",
+            "dimensions",
+            f"mask: must have the image's dimensions ({first.dimensions}); "
+            f"{mask.filename!r} is {mask.dimensions}",
+        )
+
+
+def _output_format(call: Call, family: Family) -> str | None:
+    value = call.options.get("output_format", family.default_output_format)
+    return value if isinstance(value, str) else None
+
+
+def transparent_background(call: Call, family: Family) -> Iterator[Violation]:
+    if call.options.get("background") != "transparent" or not family.takes("background"):
+        return
+    output_format = _output_format(call, family)
+    if output_format not in family.transparent_formats:
+        yield Violation(
+            "background",
+            "needs_format",
+            f"background: 'transparent' needs output_format "
+            f"{_allowed(family.transparent_formats)}, got {output_format!r}",
+        )
+
+
+def compression_format(call: Call, family: Family) -> Iterator[Violation]:
+    if "output_compression" not in call.options or not family.takes("output_compression"):
+        return
+    output_format = _output_format(call, family)
+    if output_format not in family.compression_formats:
+        yield Violation(
+            "output_compression",
+            "needs_format",
+            f"output_compression: only for output_format "
+            f"{_allowed(family.compression_formats)}, got {output_format!r}",
+        )
+
+
+#: Every rule, in the order their violations are reported.
+RULES: tuple[Rule, ...] = (
+    prompt_length,
+    image_count,
+    image_files,
+    mask_file,
+    n_images,
+    size,
+    supported_params,
+    enumerated_values,
+    integer_ranges,
+    transparent_background,
+    compression_format,
+)
+
+
+def check(
+    call: Call, family: Family, *, drop_params: bool = False
+) -> tuple[list[Violation], frozenset[str]]:
+    """Every broken rule of ``call``, and the parameters to leave out of the request."""
+    violations = [v for rule in RULES for v in rule(call, family)]
+    dropped = {
+        name
+        for name, value in call.options.items()
+        if not family.takes(name)
+        and (drop_params or (name == "response_format" and value == "b64_json"))
+    }
+    kept = [v for v in violations if not (v.unsupported and v.param in dropped)]
+    return kept, frozenset(dropped)

@@ -1,0 +1,124 @@
+"""The fake upstream's image work: reading an upload's header, and drawing the "edited" result.
+
+The result is a real image that visibly reflects the call: a small preview (longest side
+``PREVIEW_SIDE``) of the first input image, cropped to the requested size's aspect, tinted with
+a colour derived from the prompt. With a mask only the region the mask marks for editing (its
+fully transparent pixels) is tinted; without one the whole picture is. The output is encoded in
+the requested ``output_format``, and keeps its transparency when the background is transparent.
+
+Headers are read without Pillow's decompression-bomb check, and sizes are checked here before
+anything is decoded, so a hostile upload cannot make the fake allocate gigabytes either.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+from typing import Any
+
+__all__ = ["PREVIEW_SIDE", "inspect", "prompt_color", "render", "solid_png"]
+
+PREVIEW_SIDE = 64
+#: the most pixels the fake will decode (the SDK refuses larger images before sending them)
+MAX_DECODED_PIXELS = 40_000_000
+
+
+def _open(data: bytes) -> Any:
+    """A lazily-decoded Pillow image from the bytes, or None if no known format matches."""
+    from PIL import Image
+
+    Image.init()
+    prefix = data[:16]
+    for fmt in ("PNG", "JPEG", "WEBP", "GIF"):
+        factory, accept = Image.OPEN[fmt]
+        verdict = accept(prefix) if accept is not None else False
+        if verdict and not isinstance(verdict, str):  # a str verdict means "known, unsupported"
+            # The plugin factory parses the header only and skips Image.open's bomb warning.
+            return factory(io.BytesIO(data), "")
+    return None
+
+
+def inspect(data: bytes) -> tuple[str, int, int, bool] | None:
+    """``(format, width, height, has_alpha)`` from the header, or None if not an image."""
+    try:
+        image = _open(data)
+    except Exception:  # any parser failure means "not a valid image" to the fake
+        return None
+    if image is None:
+        return None
+    with image:
+        alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+        return str(image.format).lower(), image.width, image.height, bool(alpha)
+
+
+def prompt_color(prompt: str) -> tuple[int, int, int]:
+    digest = hashlib.sha256(prompt.encode()).digest()
+    return digest[0], digest[1], digest[2]
+
+
+def _preview_size(width: int, height: int) -> tuple[int, int]:
+    if width >= height:
+        return PREVIEW_SIDE, max(1, PREVIEW_SIDE * height // width)
+    return max(1, PREVIEW_SIDE * width // height), PREVIEW_SIDE
+
+
+def _decoded(data: bytes | None, size: tuple[int, int]) -> Any:
+    from PIL import ImageOps
+
+    if data is None:
+        return None
+    try:
+        image = _open(data)
+        if image is None or image.width * image.height > MAX_DECODED_PIXELS:
+            return None
+        with image:
+            image.draft("RGB", size)  # JPEG decodes at a fraction of its size: cheaper
+            return ImageOps.fit(image.convert("RGBA"), size)
+    except Exception:  # an undecodable upload is drawn as a grey canvas instead
+        return None
+
+
+@functools.lru_cache(maxsize=64)  # identical calls (tests, benchmarks) draw once
+def render(
+    *,
+    image: bytes | None,
+    mask: bytes | None,
+    size: tuple[int, int],
+    prompt: str,
+    output_format: str = "png",
+    transparent: bool = False,
+    compression: int | None = None,
+) -> bytes:
+    """The edited preview, encoded as ``output_format`` (png, jpeg or webp)."""
+    from PIL import Image
+
+    box = _preview_size(*size)
+    base = _decoded(image, box)
+    if base is None:
+        base = Image.new("RGBA", box, (128, 128, 128, 255))
+    tint = Image.new("RGBA", box, (*prompt_color(prompt), 255))
+    edited = Image.blend(base, tint, 0.65)
+    mask_image = _decoded(mask, box)
+    if mask_image is not None:
+        # Fully transparent mask pixels mark the region to edit.
+        region = mask_image.getchannel("A").point([255] + [0] * 255)
+        edited = Image.composite(edited, base, region)
+    if not transparent or output_format == "jpeg":
+        canvas = Image.new("RGBA", box, (255, 255, 255, 255))
+        canvas.alpha_composite(edited)
+        edited = canvas.convert("RGB")
+    out = io.BytesIO()
+    options: dict[str, Any] = {}
+    if compression is not None and output_format in ("jpeg", "webp"):
+        options["quality"] = max(1, 100 - compression)
+    edited.save(out, format=output_format.upper(), **options)
+    return out.getvalue()
+
+
+def solid_png(width: int, height: int, color: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,184 @@
+"""The fake upstream's own request checks, written from OpenAI's documentation independently of
+the SDK's rule table (DESIGN 7a): if one side gets a rule wrong, a test sees the two disagree.
+
+:func:`check_edit` returns the first problem as ``(status, message, param, code)`` worded as
+OpenAI words it, or None when the request is acceptable. Models the fake does not know are
+refused as OpenAI refuses them, unless the fake was told to serve them (``extra_models``), as an
+OpenAI-compatible server would; those, and Azure deployments of unknown names, get only the
+checks every model shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from .fake_images import inspect
+
+__all__ = ["DALL_E_2", "FLEXIBLE_SIZE_MODELS", "GPT_IMAGE_MODELS", "Problem", "check_edit"]
+
+Problem = tuple[int, str, str | None, str | None]
+Upload = tuple[str, str, str, bytes]  # (field name, filename, content type, bytes)
+
+DALL_E_2 = "dall-e-2"
+GPT_IMAGE_MODELS = frozenset(
+    {
+        "gpt-image-1",
+        "gpt-image-1-mini",
+        "gpt-image-1.5",
+        "gpt-image-2",
+        "gpt-image-2-2026-04-21",
+        "chatgpt-image-latest",
+    }
+)
+FLEXIBLE_SIZE_MODELS = frozenset({"gpt-image-2", "gpt-image-2-2026-04-21"})
+MB = 1024 * 1024
+
+
+def _invalid(message: str, param: str | None, code: str | None = "invalid_value") -> Problem:
+    return 400, message, param, code
+
+
+def _flexible_size_ok(size: str) -> bool:
+    width, sep, height = size.partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        return False
+    w, h = int(width), int(height)
+    return (
+        w > 0
+        and h > 0
+        and w % 16 == 0
+        and h % 16 == 0
+        and max(w, h) <= 3840
+        and max(w, h) <= 3 * min(w, h)
+        and 655_360 <= w * h <= 8_294_400
+    )
+
+
+def _check_shared(fields: dict[str, str], images: list[Upload]) -> Problem | None:
+    if not fields.get("prompt"):
+        return _invalid("Missing required parameter: 'prompt'.", "prompt", "missing_required")
+    if not images:
+        return _invalid("Missing required parameter: 'image'.", "image", "missing_required")
+    try:
+        n = int(fields.get("n", "1"))
+    except ValueError:
+        return _invalid(f"Invalid value for 'n': {fields['n']!r}.", "n")
+    if not 1 <= n <= 10:
+        return _invalid(f"Invalid 'n': integer between 1 and 10 expected, got {n}.", "n")
+    return None
+
+
+def _check_dall_e_2(
+    fields: dict[str, str], images: list[Upload], mask: Upload | None
+) -> Problem | None:
+    if len(fields["prompt"]) > 1000:
+        return _invalid("Invalid 'prompt': maximum length is 1000 characters.", "prompt")
+    if len(images) != 1:
+        return _invalid("dall-e-2 edits exactly one image.", "image")
+    header = inspect(images[0][3])
+    if header is None or header[0] != "png":
+        return _invalid("Invalid image: dall-e-2 needs a PNG image.", "image", "invalid_image")
+    if len(images[0][3]) >= 4 * MB:
+        return _invalid("Invalid image: must be less than 4 MB.", "image", "image_too_large")
+    if header[1] != header[2]:
+        return _invalid("Invalid image: dall-e-2 needs a square image.", "image", "invalid_image")
+    if fields.get("size", "1024x1024") not in ("256x256", "512x512", "1024x1024"):
+        return _invalid(f"Invalid size {fields['size']!r} for dall-e-2.", "size")
+    if fields.get("response_format", "url") not in ("url", "b64_json"):
+        return _invalid("Invalid 'response_format': url or b64_json.", "response_format")
+    for name in ("background", "output_format", "output_compression", "input_fidelity"):
+        if name in fields:
+            return _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    return _check_mask(images, mask, 4 * MB)
+
+
+def _check_gpt_image(
+    model: str, fields: dict[str, str], images: list[Upload], mask: Upload | None
+) -> Problem | None:
+    if len(fields["prompt"]) > 32000:
+        return _invalid("Invalid 'prompt': maximum length is 32000 characters.", "prompt")
+    if len(images) > 16:
+        return _invalid("Invalid 'image': at most 16 images.", "image")
+    for upload in images:
+        header = inspect(upload[3])
+        if header is None or header[0] not in ("png", "jpeg", "webp"):
+            return _invalid(
+                f"Invalid image file {upload[1]!r}: png, jpeg or webp expected.",
+                "image",
+                "invalid_image_format",
+            )
+        if len(upload[3]) >= 50 * MB:
+            return _invalid("Invalid image: must be less than 50 MB.", "image", "image_too_large")
+    if "response_format" in fields:
+        return _invalid(
+            f"Unknown parameter: 'response_format'. ({model} always returns b64_json)",
+            "response_format",
+            "unknown_parameter",
+        )
+    size = fields.get("size", "auto")
+    standard = ("1024x1024", "1536x1024", "1024x1536", "auto")
+    if size not in standard and not (model in FLEXIBLE_SIZE_MODELS and _flexible_size_ok(size)):
+        return _invalid(f"Invalid value for 'size': {size!r}.", "size")
+    enums = {
+        "quality": ("low", "medium", "high", "auto"),
+        "background": ("transparent", "opaque", "auto"),
+        "output_format": ("png", "jpeg", "webp"),
+        "input_fidelity": ("low", "high"),
+    }
+    for name, allowed in enums.items():
+        if name in fields and fields[name] not in allowed:
+            return _invalid(f"Invalid value for '{name}': {fields[name]!r}.", name)
+    if "input_fidelity" in fields and model == "gpt-image-1-mini":
+        return _invalid("input_fidelity is not supported for gpt-image-1-mini.", "input_fidelity")
+    output_format = fields.get("output_format", "png")
+    if fields.get("background") == "transparent" and output_format not in ("png", "webp"):
+        return _invalid("Transparent background needs png or webp output.", "background")
+    if "output_compression" in fields:
+        raw = fields["output_compression"]
+        if not raw.isdigit() or int(raw) > 100:
+            return _invalid("Invalid 'output_compression': 0 to 100.", "output_compression")
+        if output_format not in ("jpeg", "webp"):
+            return _invalid(
+                "output_compression is only for jpeg and webp output.", "output_compression"
+            )
+    return _check_mask(images, mask, 50 * MB)
+
+
+def _check_mask(images: list[Upload], mask: Upload | None, limit: int) -> Problem | None:
+    if mask is None:
+        return None
+    header = inspect(mask[3])
+    if header is None or header[0] != "png":
+        return _invalid("Invalid mask: must be a PNG image.", "mask", "invalid_image")
+    if len(mask[3]) >= limit:
+        return _invalid("Invalid mask: too large.", "mask", "image_too_large")
+    if not header[3]:
+        return _invalid("Invalid mask: needs an alpha channel.", "mask", "invalid_image")
+    first = inspect(images[0][3])
+    if first is not None and first[1:3] != header[1:3]:
+        return _invalid(
+            "Invalid mask: must have the same dimensions as the image.", "mask", "invalid_image"
+        )
+    return None
+
+
+def check_edit(
+    model: str,
+    fields: dict[str, str],
+    images: list[Upload],
+    mask: Upload | None,
+    *,
+    extra_models: Collection[str] = (),
+    deployment: str | None = None,
+) -> Problem | None:
+    """The first problem of one edit request, or None."""
+    problem = _check_shared(fields, images)
+    if problem is not None:
+        return problem
+    if model == DALL_E_2:
+        return _check_dall_e_2(fields, images, mask)
+    if model in GPT_IMAGE_MODELS:
+        return _check_gpt_image(model, fields, images, mask)
+    if model in extra_models or deployment is not None:
+        return None
+    return 404, f"The model '{model}' does not exist.", "model", "model_not_found"

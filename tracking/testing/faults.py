@@ -1,0 +1,93 @@
+"""Faults the fake upstream can inject: a status, latency, Retry-After, bad JSON, a dropped
+connection, a slow body.
+
+A fault is written as ``key=value`` items joined by ``;`` (or ``,``), for example
+``status=503;retry_after=0.1`` or ``drop`` or ``latency=0.2;slow_body=1``:
+
+=================  =========================================================================
+``status=N``       answer with HTTP status N and an OpenAI-shaped error body
+``retry_after=S``  with ``status``: send ``Retry-After`` (whole seconds, rounded up) and
+                   ``retry-after-ms`` (exact), as OpenAI does
+``message=TEXT``   with ``status``: the error message (else OpenAI's usual wording)
+``code=TEXT``      with ``status``: the error ``code`` (e.g. ``moderation_blocked``)
+``latency=S``      wait S seconds before answering (combines with everything else)
+``malformed``      answer 200 with a JSON body cut in the middle
+``drop``           read the request, then close the connection without any answer
+``slow_body=S``    send the headers and half the body, wait S seconds, send the rest
+``times=N``        (server faults only) apply to the next N requests; ``always``: every one
+=================  =========================================================================
+
+Per request, send the fault in the ``x-fake-fault`` header (``extra_headers`` in the SDK); per
+server, pass ``faults=[...]`` to :class:`~tracking.testing.FakeOpenAI`, call its ``inject(...)``,
+or run ``tracking fake-openai --fault SPEC``. A request's header wins over the server's queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FAULT_HEADER", "Fault", "parse_fault"]
+
+FAULT_HEADER = "x-fake-fault"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One fault to inject; see the module docstring for what each field does."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    message: str | None = None
+    code: str | None = None
+    latency: float = 0.0
+    malformed: bool = False
+    drop: bool = False
+    slow_body: float = 0.0
+    #: how many requests a server fault applies to; None: every request until cleared
+    times: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.status is not None and not 100 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP status (100-599), got {self.status}")
+        for name in ("latency", "slow_body", "retry_after"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
+        if self.times is not None and self.times < 1:
+            raise ValueError(f"times must be at least 1, got {self.times}")
+
+    def with_changes(self, **changes: Any) -> Fault:
+        return dataclasses.replace(self, **changes)
+
+
+_NUMBERS = {"retry_after": float, "latency": float, "slow_body": float, "status": int, "times": int}
+_TEXTS = ("message", "code")
+_FLAGS = ("malformed", "drop")
+
+
+def parse_fault(spec: str) -> Fault:
+    """Read a fault written as ``key=value;flag;...``; a ``ValueError`` says what is wrong."""
+    values: dict[str, Any] = {}
+    for item in spec.replace(",", ";").split(";"):
+        key, sep, raw = item.strip().partition("=")
+        key = key.strip().lower().replace("-", "_")
+        raw = raw.strip()
+        if not key:
+            continue
+        if key in _FLAGS and not sep:
+            values[key] = True
+        elif key == "always" and not sep:
+            values["times"] = None
+        elif key in _NUMBERS and sep:
+            try:
+                values[key] = _NUMBERS[key](raw)
+            except ValueError:
+                raise ValueError(f"fault {key}: expected a number, got {raw!r}") from None
+        elif key in _TEXTS and sep:
+            values[key] = raw
+        else:
+            known = ", ".join([*_NUMBERS, *_TEXTS, *_FLAGS, "always"])
+            raise ValueError(f"fault: cannot read {item.strip()!r}; known items: {known}")
+    return Fault(**values)
