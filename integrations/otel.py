@@ -199,6 +199,8 @@ class OtelLogger:
             )
             if event.provider:
                 span.set_attribute("gen_ai.provider.name", _provider_name(event.provider))
+            if event.api_base:
+                span.set_attributes(_server_attributes(event.api_base))
         span.set_attributes(self._end_attributes(event))
         end = _nanos(event.end_time)
         for hop, (source, target) in enumerate(_fallback_hops(event), start=1):

@@ -16,7 +16,7 @@ falling back to the stdlib ``tracking`` logger, which the host configures as usu
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 import os
 import sys
@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 
@@ -47,11 +47,11 @@ def json_line_logger(stream: TextIO | None = None) -> Any:
     Nothing global changes: the host's structlog and logging configurations are left alone.
     """
     return structlog.wrap_logger(
-        structlog.PrintLogger(stream if stream is not None else sys.stdout),
+        structlog.PrintLogger(stream if stream is not None else cast(TextIO, _Stdout())),
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps),
+            structlog.processors.JSONRenderer(),
         ],
     )
 
@@ -77,8 +77,9 @@ def diagnostics() -> Any:
 class StructlogLogger:
     """The ``"structlog"`` integration: one line per call, written off the call path.
 
-    ``logger`` overrides where lines go (any structlog-style logger with ``info``); by default
-    the host's structlog configuration if it has one, else JSON lines on ``stream`` (stdout).
+    ``logger`` overrides where lines go (any structlog-style logger with ``info``); ``stream``
+    sends JSON lines to that text stream; by default the host's structlog configuration applies
+    if it has one, else JSON lines go to stdout.
     ``capture_content`` (or ``TRACKING_CAPTURE_CONTENT=true``) adds the prompt, truncated to
     ``max_prompt_chars``. At most ``queue_size`` lines wait for the writer; past that the oldest
     is dropped, counted in ``dropped`` and warned about once.
@@ -158,7 +159,7 @@ class StructlogLogger:
     def _target(self) -> Any:
         if self._logger is not None:
             return self._logger
-        if structlog.is_configured():
+        if self._stream is None and structlog.is_configured():
             return structlog.get_logger("tracking")
         if self._own_logger is None:
             self._own_logger = json_line_logger(self._stream)
@@ -253,5 +254,11 @@ def _make_current_trace_reader() -> Callable[[], str | None]:
     return read
 
 
-def _dumps(obj: Any, **kwargs: Any) -> str:
-    return json.dumps(obj, default=str, **kwargs)
+class _Stdout(io.TextIOBase):
+    """Whatever ``sys.stdout`` is at each write (it may be swapped after we start)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
