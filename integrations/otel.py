@@ -8,10 +8,13 @@ semantic conventions (v1.41, Development) plus our ``image_edit.*`` ones, marks 
 the call's end time, and records ``gen_ai.client.operation.duration`` and
 ``gen_ai.client.token.usage``. A call refused before it started gets its span in ``on_end``.
 
-The library never installs a provider: it uses the global tracer and meter providers (which
-may be set after this integration is created) unless some are injected. End-user ids are an
-HMAC of the id by default; prompts are recorded only when content capture is on, truncated, and
-images never.
+The span is not made the current span while the request is sent (the call flow is a generator
+driven by sync and async runners; a context attached there could not be detached safely), so
+spans of an instrumented HTTP client are its siblings; the upstream still receives our span as
+its parent through ``traceparent``. The library never installs a provider: it uses the global
+tracer and meter providers (which may be set after this integration is created) unless some
+are injected. End-user ids are an HMAC of the id by default; prompts are recorded only when
+content capture is on, truncated, and images never.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ _END_USER_MODES = ("hashed", "raw", "off")
 _PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai"}
 _INSTRUMENTATION = "tracking"
 DEFAULT_MAX_PROMPT_CHARS = 1000
+_MAX_OPEN_SPANS = 100_000
 
 
 class OtelLogger:
@@ -158,6 +162,9 @@ class OtelLogger:
             )
             with self._lock:
                 self._spans[call.request_id] = span
+                if len(self._spans) > _MAX_OPEN_SPANS:
+                    # An end that never comes (a callback list changed mid-call) must not leak.
+                    self._spans.pop(next(iter(self._spans))).end()
             propagate.inject(call.headers, context=trace.set_span_in_context(span))
         except Exception:
             self._warn_once("on_start", "otel: opening the call's span failed")

@@ -39,6 +39,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from tracking.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
     from tracking.integration import CallStart
@@ -116,7 +118,13 @@ class PrometheusLogger:
         end_user_max_series: int = DEFAULT_END_USER_SERIES,
     ) -> None:
         if end_user_max_series < 1:
-            raise ValueError("end_user_max_series: must be at least 1")
+            raise ConfigurationError("end_user_max_series: must be at least 1")
+        if end_user_metric and _multiprocess_dir():
+            # prometheus_client cannot remove a series from the shared files, so no bound holds.
+            raise ConfigurationError(
+                "end_user_metric: not available with PROMETHEUS_MULTIPROC_DIR (series cannot be "
+                "evicted in multiprocess mode); query spend per end user from the ledger instead"
+            )
         self.registry = registry if registry is not None else REGISTRY
         self.metrics = _metrics_for(self.registry)
         self.end_user_metric = end_user_metric
@@ -423,12 +431,16 @@ def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegi
     With ``PROMETHEUS_MULTIPROC_DIR`` set, a fresh registry reading that directory is returned
     (prometheus_client's rule: a multiprocess registry must not also hold live metrics).
     """
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = _multiprocess_dir()
     if directory:
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected, path=directory)  # type: ignore[no-untyped-call]
         return collected
     return registry if registry is not None else REGISTRY
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def generate_metrics(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:

@@ -38,6 +38,7 @@ _stdlib_log = logging.getLogger("tracking")
 
 DEFAULT_MAX_PROMPT_CHARS = 1000
 DEFAULT_QUEUE_SIZE = 10_000
+_MAX_IN_FLIGHT = 100_000
 _LOG_EVENT = "image_edit"
 
 
@@ -119,8 +120,13 @@ class StructlogLogger:
     # -- the integration protocol --------------------------------------------------------
 
     def on_start(self, call: CallStart) -> None:
-        prompt = call.request.prompt[: self.max_prompt_chars] if self.capture_content else None
-        self._started[call.request_id] = (call.headers, prompt)
+        try:
+            prompt = call.request.prompt[: self.max_prompt_chars] if self.capture_content else None
+            self._started[call.request_id] = (call.headers, prompt)
+            if len(self._started) > _MAX_IN_FLIGHT:  # an end that never comes must not leak
+                self._started.pop(next(iter(self._started)), None)
+        except Exception:
+            self._warn_once("on_start", "structlog: recording a call's start failed")
 
     def on_end(self, event: ImageEditEvent) -> None:
         try:

@@ -183,6 +183,12 @@ def test_end_user_metric_is_bounded_by_lru_and_counts_evictions(registry):
     assert value(registry, "tracking_end_user_series_evicted_total") == 101
 
 
+def test_end_user_metric_is_refused_in_multiprocess_mode(registry, monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with pytest.raises(tracking.ConfigurationError, match="multiprocess mode"):
+        PrometheusLogger(registry, end_user_metric=True)
+
+
 def test_metrics_fed_by_the_router_ledger_and_proxy(registry):
     logger = PrometheusLogger(registry)
     logger.record_cooldown("gpt-image-1", "dep-b")
