@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Literal
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from tracking.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
@@ -105,7 +107,7 @@ class OtelLogger:
 
         mode = enduser_id or os.environ.get("TRACKING_OTEL_ENDUSER_ID", "hashed").strip().lower()
         if mode not in _END_USER_MODES:
-            raise ValueError(f"enduser_id: one of hashed, raw, off; got {mode!r}")
+            raise ConfigurationError(f"enduser_id: one of hashed, raw, off; got {mode!r}")
         self.enduser_id: EndUserMode = mode  # type: ignore[assignment]
         salt = enduser_salt if enduser_salt is not None else os.environ.get("TRACKING_ENDUSER_SALT")
         if isinstance(salt, str):

@@ -243,6 +243,12 @@ def test_enduser_id_is_hashed_by_default_raw_or_off_by_setting(
     assert (only_span(spans).attributes or {}).get("enduser.id") == expected
 
 
+def test_an_unknown_enduser_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRACKING_OTEL_ENDUSER_ID", "plain")
+    with pytest.raises(tracking.ConfigurationError, match="hashed, raw, off"):
+        OtelLogger()
+
+
 def test_enduser_hash_without_a_salt_is_still_not_the_raw_id(tracer_provider, spans):
     OtelLogger(tracer_provider).on_end(make_event(end_user="user-1"))
     value = (only_span(spans).attributes or {})["enduser.id"]
