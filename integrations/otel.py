@@ -1,0 +1,341 @@
+"""OpenTelemetry spans and GenAI metrics for every image-edit call (DESIGN 6).
+
+:class:`OtelLogger` is the ``"otel"`` built-in integration. ``on_start`` opens one CLIENT span,
+``image_edit {model}``, as a child of whatever span is current in the caller, and writes its W3C
+trace context into the headers sent upstream; ``on_end`` sets the attributes of the GenAI
+semantic conventions (v1.41, Development) plus our ``image_edit.*`` ones, marks failures
+(status ERROR and ``error.type``), adds retries and fallbacks as span events, ends the span at
+the call's end time, and records ``gen_ai.client.operation.duration`` and
+``gen_ai.client.token.usage``. A call refused before it started gets its span in ``on_end``.
+
+The span is not made the current span while the request is sent (the call flow is a generator
+driven by sync and async runners; a context attached there could not be detached safely), so
+spans of an instrumented HTTP client are its siblings; the upstream still receives our span as
+its parent through ``traceparent``. The library never installs a provider: it uses the global
+tracer and meter providers (which may be set after this integration is created) unless some
+are injected. End-user ids are an HMAC of the id by default; prompts are recorded only when
+content capture is on, truncated, and images never.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tracking.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.util.types import AttributeValue
+
+    from tracking.events import ImageEditEvent
+    from tracking.integration import CallStart
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "TOKEN_BUCKETS",
+    "EndUserMode",
+    "OtelLogger",
+]
+
+log = logging.getLogger("tracking")
+
+#: The GenAI semantic conventions' advised boundaries (seconds, then tokens).
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+TOKEN_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(14))  # 1 .. 67108864
+
+EndUserMode = Literal["hashed", "raw", "off"]
+_END_USER_MODES = ("hashed", "raw", "off")
+#: ``gen_ai.provider.name`` well-known values for our provider prefixes.
+_PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai"}
+_INSTRUMENTATION = "tracking"
+DEFAULT_MAX_PROMPT_CHARS = 1000
+_MAX_OPEN_SPANS = 100_000
+
+
+class OtelLogger:
+    """The ``"otel"`` integration: one span per call plus the GenAI client metrics.
+
+    ``tracer_provider`` / ``meter_provider`` default to the global ones (never set here).
+    ``enduser_id`` is ``"hashed"`` (HMAC-SHA256 with ``enduser_salt``, default; the salt comes
+    from the argument, else ``TRACKING_ENDUSER_SALT``, else a random per-process one),
+    ``"raw"`` or ``"off"`` (also settable by ``TRACKING_OTEL_ENDUSER_ID``). ``capture_content``
+    (or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``) records the prompt as
+    ``gen_ai.input.messages``, truncated to ``max_prompt_chars``.
+    """
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        *,
+        enduser_id: EndUserMode | None = None,
+        enduser_salt: str | bytes | None = None,
+        capture_content: bool | None = None,
+        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    ) -> None:
+        from tracking import __version__
+
+        mode = enduser_id or os.environ.get("TRACKING_OTEL_ENDUSER_ID", "hashed").strip().lower()
+        if mode not in _END_USER_MODES:
+            raise ConfigurationError(f"enduser_id: one of hashed, raw, off; got {mode!r}")
+        self.enduser_id: EndUserMode = mode  # type: ignore[assignment]
+        salt = enduser_salt if enduser_salt is not None else os.environ.get("TRACKING_ENDUSER_SALT")
+        if isinstance(salt, str):
+            salt = salt.encode()
+        # Without a configured salt, hashes are stable for this process only: safe by default.
+        self._salt: bytes = salt or secrets.token_bytes(32)
+        if capture_content is None:
+            flag = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+            capture_content = flag.strip().lower() in ("1", "true", "yes")
+        self.capture_content = capture_content
+        self.max_prompt_chars = max_prompt_chars
+        self._tracer = trace.get_tracer(
+            _INSTRUMENTATION, __version__, tracer_provider=tracer_provider
+        )
+        meter = metrics.get_meter(_INSTRUMENTATION, __version__, meter_provider=meter_provider)
+        self._duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self._spans: dict[str, Span] = {}
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    # -- the integration protocol --------------------------------------------------------
+
+    def on_start(self, call: CallStart) -> None:
+        try:
+            request = call.request
+            model = request.upstream_model or request.model
+            attributes: dict[str, AttributeValue] = {
+                "gen_ai.operation.name": "image_edit",
+                "gen_ai.provider.name": _provider_name(request.provider),
+                "gen_ai.request.model": model,
+                "gen_ai.output.type": "image",
+                "gen_ai.request.choice.count": request.n or 1,
+                "image_edit.request_id": call.request_id,
+                **_server_attributes(call.api_base),
+            }
+            if self.capture_content:
+                attributes["gen_ai.input.messages"] = self._prompt_messages(request.prompt)
+            span = self._tracer.start_span(
+                f"image_edit {model}",
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+                start_time=_nanos(call.start_time),
+            )
+            with self._lock:
+                self._spans[call.request_id] = span
+                if len(self._spans) > _MAX_OPEN_SPANS:
+                    # An end that never comes (a callback list changed mid-call) must not leak.
+                    self._spans.pop(next(iter(self._spans))).end()
+            propagate.inject(call.headers, context=trace.set_span_in_context(span))
+        except Exception:
+            self._warn_once("on_start", "otel: opening the call's span failed")
+
+    def on_end(self, event: ImageEditEvent) -> None:
+        try:
+            self._end_span(event)
+        except Exception:
+            self._warn_once("span", "otel: ending the call's span failed")
+        try:
+            self._record_metrics(event)
+        except Exception:
+            self._warn_once("metrics", "otel: recording the GenAI metrics failed")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        # Export belongs to the host's providers; the library only hands spans over.
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        pass
+
+    # -- spans ----------------------------------------------------------------------------
+
+    def _end_span(self, event: ImageEditEvent) -> None:
+        with self._lock:
+            span = self._spans.pop(event.request_id, None)
+        if span is None:  # refused before the exchange (validation): a span still records it
+            model = event.resolved_model or event.model or "unknown"
+            span = self._tracer.start_span(
+                f"image_edit {model}",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.operation.name": "image_edit",
+                    "gen_ai.output.type": "image",
+                    "gen_ai.request.model": model,
+                    "image_edit.request_id": event.request_id,
+                },
+                start_time=_nanos(event.start_time),
+            )
+            if event.provider:
+                span.set_attribute("gen_ai.provider.name", _provider_name(event.provider))
+            if event.api_base:
+                span.set_attributes(_server_attributes(event.api_base))
+        span.set_attributes(self._end_attributes(event))
+        end = _nanos(event.end_time)
+        for hop, (source, target) in enumerate(_fallback_hops(event), start=1):
+            span.add_event(
+                "image_edit.fallback",
+                {
+                    "image_edit.fallback.from_model": source,
+                    "image_edit.fallback.to_model": target,
+                    "image_edit.fallback.hop": hop,
+                },
+                timestamp=end,
+            )
+        for attempt in range(2, event.retries + 2):
+            span.add_event("image_edit.retry", {"image_edit.attempt": attempt}, timestamp=end)
+        if event.status == "failure":
+            span.set_attribute("error.type", event.error_type or "_OTHER")
+            span.set_status(Status(StatusCode.ERROR, event.error_message or event.error_type))
+        span.end(end_time=end)
+
+    def _end_attributes(self, event: ImageEditEvent) -> dict[str, AttributeValue]:
+        attributes: dict[str, AttributeValue] = {
+            "image_edit.model": event.model,
+            "image_edit.status": event.status,
+            "image_edit.call_type": event.call_type,
+            "image_edit.images_returned": event.images_returned,
+            "image_edit.input_images": event.input_images,
+            "image_edit.input_bytes": event.input_bytes,
+            "image_edit.has_mask": event.has_mask,
+            "image_edit.prompt_chars": event.prompt_chars,
+            "image_edit.cost_source": event.cost_source,
+            "image_edit.attempts": event.attempts,
+            "image_edit.retries": event.retries,
+        }
+        optional: Mapping[str, AttributeValue | None] = {
+            "image_edit.model_group": event.model_group,
+            "image_edit.deployment_id": event.deployment_id,
+            "image_edit.size": event.size,
+            "image_edit.quality": event.quality,
+            "image_edit.output_format": event.output_format,
+            "image_edit.upstream_request_id": event.upstream_request_id,
+            "image_edit.http_status": event.http_status,
+            "image_edit.price_ref": event.price_ref,
+            "image_edit.cost_usd": _float(event.cost_usd),
+            "image_edit.cost_per_image_usd": _float(event.cost_per_image_usd),
+            "image_edit.upstream_latency_ms": event.upstream_latency_ms,
+            "enduser.id": self._enduser(event.end_user),
+        }
+        attributes.update({k: v for k, v in optional.items() if v is not None})
+        if event.fallback_from:
+            attributes["image_edit.fallback_from"] = list(event.fallback_from)
+        usage = event.usage
+        if usage is not None:
+            attributes["gen_ai.usage.input_tokens"] = _input_tokens(event)
+            attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+            if usage.cached_input_tokens:
+                attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_input_tokens
+        return attributes
+
+    def _enduser(self, end_user: str | None) -> str | None:
+        if not end_user or self.enduser_id == "off":
+            return None
+        if self.enduser_id == "raw":
+            return end_user
+        return hmac.new(self._salt, end_user.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _prompt_messages(self, prompt: str) -> str:
+        text = prompt[: self.max_prompt_chars]
+        return json.dumps([{"role": "user", "parts": [{"type": "text", "content": text}]}])
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def _record_metrics(self, event: ImageEditEvent) -> None:
+        attributes: dict[str, AttributeValue] = {
+            "gen_ai.operation.name": "image_edit",
+            "gen_ai.request.model": event.resolved_model or event.model or "unknown",
+        }
+        if event.provider:
+            attributes["gen_ai.provider.name"] = _provider_name(event.provider)
+        if event.api_base:
+            attributes.update(_server_attributes(event.api_base))
+        if event.status == "failure":
+            attributes["error.type"] = event.error_type or "_OTHER"
+        self._duration.record(event.latency_ms / 1000, attributes)
+        usage = event.usage
+        if usage is not None:
+            self._tokens.record(_input_tokens(event), {**attributes, "gen_ai.token.type": "input"})
+            self._tokens.record(usage.output_tokens, {**attributes, "gen_ai.token.type": "output"})
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, exc_info=True)
+
+
+def _provider_name(provider: str) -> str:
+    return _PROVIDER_NAMES.get(provider, provider)
+
+
+def _server_attributes(api_base: str) -> dict[str, AttributeValue]:
+    """``host[:port]`` (IPv6 hosts in brackets) as ``server.address`` and ``server.port``."""
+    if api_base.startswith("["):
+        host, _, rest = api_base[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = api_base.partition(":")
+    if port.isdigit():
+        return {"server.address": host, "server.port": int(port)}
+    return {"server.address": host}
+
+
+def _input_tokens(event: ImageEditEvent) -> int:
+    usage = event.usage
+    assert usage is not None
+    return usage.input_text_tokens + usage.input_image_tokens
+
+
+def _fallback_hops(event: ImageEditEvent) -> list[tuple[str, str]]:
+    if not event.fallback_from:
+        return []
+    chain = [*event.fallback_from, event.resolved_model or event.model_group or event.model]
+    return list(itertools.pairwise(chain))
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)  # span attributes are floats (DESIGN 5)
+
+
+def _nanos(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000_000)

@@ -1,0 +1,467 @@
+"""Prometheus metrics for every image-edit call (DESIGN 6), ready for one process or many.
+
+:class:`PrometheusLogger` is the ``"prometheus"`` built-in integration. It registers the metrics
+of DESIGN 6 in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
+share a registry share one set of metrics) and updates them in ``on_end``, on the caller's
+thread: a handful of counter increments, no I/O. Metrics whose source is not an event (router
+cooldowns, ledger outbox, proxy rejections) are fed through small public methods so those parts
+can report when they land. Label values are bounded: ``size`` is a standard size or ``custom``,
+``error_type`` one of the library's fixed error types or ``other``, and end users appear only
+on the opt-in per-end-user metric, whose series are capped (least recently used evicted,
+evictions counted). :func:`start_metrics_server`, :func:`metrics_asgi_app` and
+:func:`generate_metrics` expose the metrics; with ``PROMETHEUS_MULTIPROC_DIR`` set they read
+every worker's files (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from tracking.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from tracking.events import ImageEditEvent
+    from tracking.integration import CallStart
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "PROXY_REJECTION_REASONS",
+    "STANDARD_SIZES",
+    "PrometheusLogger",
+    "generate_metrics",
+    "metrics_asgi_app",
+    "metrics_registry",
+    "start_metrics_server",
+]
+
+log = logging.getLogger("tracking")
+
+#: Seconds: image edits take from a fraction of a second to minutes (gpt-image at high quality).
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    180.0,
+)
+LEDGER_WRITE_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+STANDARD_SIZES = frozenset(
+    {"auto", "256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1792x1024", "1024x1792"}
+)
+STANDARD_QUALITIES = frozenset({"auto", "low", "medium", "high", "standard", "hd"})
+PROXY_REJECTION_REASONS = frozenset({"auth", "budget", "size", "rate"})
+#: Error types the core produces beside those of the exception tree.
+_EXTRA_ERROR_TYPES = frozenset({"internal_error", "cancelled"})
+_MAX_LABEL_CHARS = 100  # a pathological model name must not make a huge series
+DEFAULT_END_USER_SERIES = 1000
+
+
+class PrometheusLogger:
+    """The ``"prometheus"`` integration: DESIGN 6's metrics, updated once per call.
+
+    ``registry`` defaults to prometheus_client's global one. ``end_user_metric=True`` turns on
+    ``image_edit_end_user_cost_usd_total{end_user}``, keeping at most ``end_user_max_series``
+    series (the least recently charged end user is evicted and
+    ``tracking_end_user_series_evicted_total`` counts it).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        end_user_metric: bool = False,
+        end_user_max_series: int = DEFAULT_END_USER_SERIES,
+    ) -> None:
+        if end_user_max_series < 1:
+            raise ConfigurationError("end_user_max_series: must be at least 1")
+        if end_user_metric and _multiprocess_dir():
+            # prometheus_client cannot remove a series from the shared files, so no bound holds.
+            raise ConfigurationError(
+                "end_user_metric: not available with PROMETHEUS_MULTIPROC_DIR (series cannot be "
+                "evicted in multiprocess mode); query spend per end user from the ledger instead"
+            )
+        self.registry = registry if registry is not None else REGISTRY
+        self.metrics = _metrics_for(self.registry)
+        self.end_user_metric = end_user_metric
+        self.end_user_max_series = end_user_max_series
+
+    # -- the integration protocol --------------------------------------------------------
+
+    def on_start(self, call: CallStart) -> None:
+        """Nothing to do before the exchange: every metric is recorded at the end."""
+
+    def on_end(self, event: ImageEditEvent) -> None:
+        try:
+            self._record(event)
+        except Exception:
+            _warn_once("on_end", "prometheus: recording a call's metrics failed")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True  # nothing is queued: metrics are updated in the call
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        pass
+
+    # -- what events cannot carry: fed by the router, the ledger and the proxy -----------------
+
+    def record_cooldown(self, model: str, deployment: str) -> None:
+        """Count one deployment put in cooldown by the router."""
+        self.metrics.cooldowns.labels(_bounded(model), _bounded(deployment)).inc()
+
+    def set_ledger_queue_depth(self, depth: int) -> None:
+        """Events waiting for the ledger writer right now."""
+        self.metrics.ledger_queue_depth.set(depth)
+
+    def set_ledger_outbox_rows(self, rows: int) -> None:
+        """Rows acknowledged in the local outbox and not yet in the target database."""
+        self.metrics.ledger_outbox_rows.set(rows)
+
+    def observe_ledger_write(self, seconds: float) -> None:
+        """How long one ledger batch write took."""
+        self.metrics.ledger_write_seconds.observe(seconds)
+
+    def record_ledger_replayed(self, rows: int = 1) -> None:
+        """Rows shipped from the outbox to the target after a delay (outage, restart)."""
+        if rows > 0:
+            self.metrics.ledger_replayed.inc(rows)
+
+    def record_proxy_rejection(self, reason: str) -> None:
+        """One request refused by the proxy: ``auth``, ``budget``, ``size`` or ``rate``."""
+        if reason not in PROXY_REJECTION_REASONS:
+            known = ", ".join(sorted(PROXY_REJECTION_REASONS))
+            raise ValueError(f"reason: one of {known}, got {reason!r}")
+        self.metrics.proxy_rejections.labels(reason).inc()
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def _record(self, event: ImageEditEvent) -> None:
+        m = self.metrics
+        model = _bounded(event.model)  # as the caller asked, even when a fallback answered
+        served = _bounded(event.resolved_model or "")
+        provider = _bounded(event.provider or "")
+        error_type = _error_type_label(event.error_type) if event.status == "failure" else ""
+        m.requests.labels(model, served, provider, event.status, error_type).inc()
+        m.duration.labels(model, provider, event.status).observe(event.latency_ms / 1000)
+        if event.images_returned > 0:
+            m.images.labels(
+                model, served, provider, _size_label(event.size), _quality_label(event.quality)
+            ).inc(event.images_returned)
+        if event.cost_usd is not None:
+            cost = float(event.cost_usd)  # metrics are floats (DESIGN 5); the ledger keeps Decimal
+            m.cost.labels(model, served, provider).inc(cost)
+            if self.end_user_metric and event.end_user:
+                self._charge_end_user(event.end_user, cost)
+        elif event.status == "success" and event.cost_source == "unpriced":
+            m.unpriced.labels(model).inc()
+        usage = event.usage
+        if usage is not None:
+            for token_type, count in (
+                ("input_text", usage.input_text_tokens),
+                ("input_image", usage.input_image_tokens),
+                ("cached_input", usage.cached_input_tokens),
+                ("output_image", usage.output_tokens),
+            ):
+                if count > 0:
+                    m.tokens.labels(model, served, provider, token_type).inc(count)
+        if event.retries > 0:
+            m.retries.labels(model, _bounded(event.deployment_id or "")).inc(event.retries)
+        if event.fallback_from:
+            final = event.resolved_model or event.model_group or event.model
+            chain = [*event.fallback_from, final]
+            last_hop = len(chain) - 2
+            for hop, (source, target) in enumerate(itertools.pairwise(chain)):
+                # Every hop but the last led to another failure, or there would be no next hop.
+                outcome = event.status if hop == last_hop else "failure"
+                m.fallbacks.labels(_bounded(source), _bounded(target), outcome).inc()
+
+    def _charge_end_user(self, end_user: str, cost: float) -> None:
+        m = self.metrics
+        user = _bounded(end_user)
+        with m.end_user_lock:
+            m.end_users[user] = None
+            m.end_users.move_to_end(user)
+            while len(m.end_users) > self.end_user_max_series:
+                evicted, _ = m.end_users.popitem(last=False)
+                with contextlib.suppress(KeyError):
+                    m.end_user_cost.remove(evicted)
+                m.end_user_evicted.inc()
+            m.end_user_cost.labels(user).inc(cost)
+
+
+class _Metrics:
+    """One registry's metric objects: created once, shared by every logger on that registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(name, doc, list(labels), registry=registry)
+
+        model_labels = ("model", "served_model", "provider")
+        self.requests = counter(
+            "image_edit_requests",
+            "Image-edit calls, by how they ended.",
+            (*model_labels, "status", "error_type"),
+        )
+        self.images = counter(
+            "image_edit_images", "Images returned.", (*model_labels, "size", "quality")
+        )
+        self.cost = counter("image_edit_cost_usd", "Spend in US dollars.", model_labels)
+        self.tokens = counter(
+            "image_edit_tokens", "Usage tokens reported upstream.", (*model_labels, "token_type")
+        )
+        self.duration = Histogram(
+            "image_edit_request_duration_seconds",
+            "Wall time of a call, retries included.",
+            ["model", "provider", "status"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.retries = counter("image_edit_retries", "Retried attempts.", ("model", "deployment"))
+        self.fallbacks = counter(
+            "image_edit_fallbacks",
+            "Fallbacks from one model group to the next.",
+            ("from_model", "to_model", "outcome"),
+        )
+        self.cooldowns = counter(
+            "image_edit_deployment_cooldowns",
+            "Deployments put in cooldown.",
+            ("model", "deployment"),
+        )
+        self.unpriced = counter(
+            "image_edit_unpriced_requests", "Successful calls with no known price.", ("model",)
+        )
+        self.end_user_cost = counter(
+            "image_edit_end_user_cost_usd",
+            "Spend per end user (opt-in; the least recently charged series are evicted).",
+            ("end_user",),
+        )
+        self.end_user_evicted = counter(
+            "tracking_end_user_series_evicted", "End-user series evicted to bound memory."
+        )
+        self.ledger_queue_depth = Gauge(
+            "tracking_ledger_queue_depth",
+            "Events waiting for the ledger writer.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_outbox_rows = Gauge(
+            "tracking_ledger_outbox_rows",
+            "Rows acknowledged in the local outbox, not yet in the target database.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_write_seconds = Histogram(
+            "tracking_ledger_write_seconds",
+            "Time to write one ledger batch.",
+            buckets=LEDGER_WRITE_BUCKETS,
+            registry=registry,
+        )
+        self.ledger_replayed = counter(
+            "tracking_ledger_replayed", "Outbox rows shipped to the target after a delay."
+        )
+        self.proxy_rejections = counter(
+            "image_edit_proxy_rejections", "Requests refused by the proxy.", ("reason",)
+        )
+        self.end_users: OrderedDict[str, None] = OrderedDict()
+        self.end_user_lock = threading.Lock()
+        registry.register(BusCountersCollector())
+
+
+_REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+_REGISTRIES_LOCK = threading.Lock()
+
+
+def _metrics_for(registry: CollectorRegistry) -> _Metrics:
+    with _REGISTRIES_LOCK:
+        metrics = _REGISTRIES.get(registry)
+        if metrics is None:
+            metrics = _REGISTRIES[registry] = _Metrics(registry)
+        return metrics
+
+
+class BusCountersCollector(Collector):
+    """``tracking_callback_errors_total{callback}`` and ``tracking_events_dropped_total{sink}``.
+
+    The bus keeps these counts itself (``tracking.bus.counters()``); this collector reads them
+    at scrape time, so the bus needs no Prometheus dependency.
+    """
+
+    def __init__(self, source: Callable[[], Any] | None = None) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        errors = CounterMetricFamily(
+            "tracking_callback_errors",
+            "User callbacks that raised or timed out.",
+            labels=["callback"],
+        )
+        dropped = CounterMetricFamily(
+            "tracking_events_dropped", "Events dropped because a queue was full.", labels=["sink"]
+        )
+        snapshot = self._snapshot()
+        for name, count in _counts(snapshot, "callback_errors"):
+            errors.add_metric([name], count)
+        for sink, count in _counts(snapshot, "events_dropped"):
+            dropped.add_metric([sink], count)
+        yield errors
+        yield dropped
+
+    def _snapshot(self) -> Any:
+        source = self._source
+        if source is None:
+            from tracking import bus
+
+            source = getattr(bus, "counters", None)  # the bus may not provide it yet
+        if source is None:
+            return None
+        try:
+            return source()
+        except Exception:
+            _warn_once("bus-counters", "prometheus: reading the bus counters failed")
+            return None
+
+
+def _counts(snapshot: Any, key: str) -> list[tuple[str, float]]:
+    if snapshot is None:
+        return []
+    table = snapshot.get(key) if isinstance(snapshot, Mapping) else getattr(snapshot, key, None)
+    if not isinstance(table, Mapping):
+        return []
+    return [(_bounded(str(name)), float(count)) for name, count in sorted(table.items())]
+
+
+# -- label bounding ---------------------------------------------------------------------------
+
+
+def _bounded(value: str) -> str:
+    return value if len(value) <= _MAX_LABEL_CHARS else value[:_MAX_LABEL_CHARS]
+
+
+def _size_label(size: str | None) -> str:
+    if not size:
+        return ""
+    return size if size in STANDARD_SIZES else "custom"
+
+
+def _quality_label(quality: str | None) -> str:
+    if not quality:
+        return ""
+    return quality if quality in STANDARD_QUALITIES else "other"
+
+
+_KNOWN_ERROR_TYPES: frozenset[str] | None = None
+
+
+def _error_type_label(error_type: str | None) -> str:
+    global _KNOWN_ERROR_TYPES
+    if _KNOWN_ERROR_TYPES is None:
+        from tracking.errors import TrackingError
+
+        found: set[str] = set(_EXTRA_ERROR_TYPES)
+        pending: list[type[TrackingError]] = [TrackingError]
+        while pending:
+            cls = pending.pop()
+            found.add(cls.error_type)
+            pending.extend(cls.__subclasses__())
+        _KNOWN_ERROR_TYPES = frozenset(found)
+    if not error_type:
+        return "other"
+    return error_type if error_type in _KNOWN_ERROR_TYPES else "other"
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(message, exc_info=True)
+
+
+# -- exposure ---------------------------------------------------------------------------------
+
+
+def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """The registry to expose: every worker's files in multiprocess mode, else ``registry``.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, a fresh registry reading that directory is returned
+    (prometheus_client's rule: a multiprocess registry must not also hold live metrics).
+    """
+    directory = _multiprocess_dir()
+    if directory:
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected, path=directory)  # type: ignore[no-untyped-call]
+        return collected
+    return registry if registry is not None else REGISTRY
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def generate_metrics(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """The text exposition and its content type, e.g. for a framework's ``/metrics`` route."""
+    return generate_latest(metrics_registry(registry)), CONTENT_TYPE_LATEST
+
+
+def metrics_asgi_app(registry: CollectorRegistry | None = None) -> Any:
+    """An ASGI app serving the metrics (mount it at ``/metrics``)."""
+    from prometheus_client import make_asgi_app
+
+    return make_asgi_app(registry=metrics_registry(registry))
+
+
+def start_metrics_server(
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> tuple[Any, threading.Thread]:
+    """Serve ``/metrics`` on a background thread; returns ``(server, thread)``.
+
+    Binds to loopback unless told otherwise; call ``server.shutdown()`` and
+    ``server.server_close()`` to stop it.
+    """
+    server, thread = start_http_server(port, addr=addr, registry=metrics_registry(registry))
+    return server, thread

@@ -1,0 +1,270 @@
+"""One structured log line per image-edit call, and the project's own diagnostics, via structlog.
+
+:class:`StructlogLogger` is the ``"structlog"`` built-in integration, a sink: ``on_end`` queues
+the event and returns; a worker thread writes one line per call, ``event="image_edit"``, with
+the event's fields (DESIGN 3), ``timestamp`` (the call's end, ISO-8601 UTC) and ``trace_id``
+(the W3C trace the call's upstream request carried, else the caller's current OpenTelemetry
+span). API keys and image bytes are never part of an event; the prompt is added only when
+content capture is on, truncated.
+
+Where the line goes: when the host application has configured structlog, its configuration
+applies (processors, renderer, output). Otherwise, and in the proxy, the line is JSON on stdout
+from a private logger: the library never calls ``structlog.configure`` nor touches stdlib
+logging's handlers. :func:`diagnostics` gives the project's own warnings the same treatment,
+falling back to the stdlib ``tracking`` logger, which the host configures as usual.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, TextIO, cast
+
+import structlog
+
+if TYPE_CHECKING:
+    from tracking.events import ImageEditEvent
+    from tracking.integration import CallStart
+
+__all__ = ["StructlogLogger", "diagnostics", "json_line_logger"]
+
+_stdlib_log = logging.getLogger("tracking")
+
+DEFAULT_MAX_PROMPT_CHARS = 1000
+DEFAULT_QUEUE_SIZE = 10_000
+_MAX_IN_FLIGHT = 100_000
+_LOG_EVENT = "image_edit"
+
+
+def json_line_logger(stream: TextIO | None = None) -> Any:
+    """A private structlog logger writing one JSON object per line to ``stream`` (stdout).
+
+    Nothing global changes: the host's structlog and logging configurations are left alone.
+    """
+    return structlog.wrap_logger(
+        structlog.PrintLogger(stream if stream is not None else cast(TextIO, _Stdout())),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+
+def diagnostics() -> Any:
+    """The logger for the project's own diagnostics (callback errors, spooling, unpriced models).
+
+    The host's structlog configuration when there is one; otherwise a structlog logger over
+    the stdlib ``tracking`` logger, whose level and handlers the host sets as usual.
+    """
+    if structlog.is_configured():
+        return structlog.get_logger("tracking")
+    return structlog.wrap_logger(
+        _stdlib_log,
+        processors=[
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=True),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+
+
+class StructlogLogger:
+    """The ``"structlog"`` integration: one line per call, written off the call path.
+
+    ``logger`` overrides where lines go (any structlog-style logger with ``info``); ``stream``
+    sends JSON lines to that text stream; by default the host's structlog configuration applies
+    if it has one, else JSON lines go to stdout.
+    ``capture_content`` (or ``TRACKING_CAPTURE_CONTENT=true``) adds the prompt, truncated to
+    ``max_prompt_chars``. At most ``queue_size`` lines wait for the writer; past that the oldest
+    is dropped, counted in ``dropped`` and warned about once.
+    """
+
+    def __init__(
+        self,
+        logger: Any = None,
+        *,
+        stream: TextIO | None = None,
+        capture_content: bool | None = None,
+        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        self._logger = logger
+        self._stream = stream
+        self._own_logger: Any = None
+        if capture_content is None:
+            flag = os.environ.get("TRACKING_CAPTURE_CONTENT", "")
+            capture_content = flag.strip().lower() in ("1", "true", "yes")
+        self.capture_content = capture_content
+        self.max_prompt_chars = max_prompt_chars
+        self.dropped = 0
+        self.failed = 0
+        # Per call in flight: the headers dict sent upstream (read at the end, when every
+        # integration's on_start has added to it) and the prompt when content capture is on.
+        self._started: dict[str, tuple[dict[str, str], str | None]] = {}
+        self._queue: deque[tuple[ImageEditEvent, str | None, str | None]] = deque()
+        self._queue_size = queue_size
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._worker: threading.Thread | None = None
+        self._worker_pid = 0
+        self._closed = False
+        self._warned: set[str] = set()
+
+    # -- the integration protocol --------------------------------------------------------
+
+    def on_start(self, call: CallStart) -> None:
+        try:
+            prompt = call.request.prompt[: self.max_prompt_chars] if self.capture_content else None
+            self._started[call.request_id] = (call.headers, prompt)
+            if len(self._started) > _MAX_IN_FLIGHT:  # an end that never comes must not leak
+                self._started.pop(next(iter(self._started)), None)
+        except Exception:
+            self._warn_once("on_start", "structlog: recording a call's start failed")
+
+    def on_end(self, event: ImageEditEvent) -> None:
+        try:
+            headers, prompt = self._started.pop(event.request_id, (None, None))
+            trace_id = _trace_id_from(headers) if headers else None
+            if trace_id is None:
+                trace_id = _current_trace_id()
+            self._enqueue((event, trace_id, prompt))
+        except Exception:
+            self._warn_once("on_end", "structlog: queueing a call's log line failed")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued line is written (or ``timeout`` seconds pass)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # -- the line ---------------------------------------------------------------------------
+
+    def fields(
+        self, event: ImageEditEvent, trace_id: str | None = None, prompt: str | None = None
+    ) -> dict[str, Any]:
+        """The key/value pairs of one call's line (``event`` itself is the log message)."""
+        fields = event.to_dict()
+        fields["timestamp"] = event.end_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        fields["trace_id"] = trace_id
+        if prompt is not None:
+            fields["prompt"] = prompt
+        return fields
+
+    def _target(self) -> Any:
+        if self._logger is not None:
+            return self._logger
+        if self._stream is None and structlog.is_configured():
+            return structlog.get_logger("tracking")
+        if self._own_logger is None:
+            self._own_logger = json_line_logger(self._stream)
+        return self._own_logger
+
+    def _write(self, item: tuple[ImageEditEvent, str | None, str | None]) -> None:
+        event, trace_id, prompt = item
+        self._target().info(_LOG_EVENT, **self.fields(event, trace_id, prompt))
+
+    # -- the writer thread: a bounded queue, drained off the call path --------------------------
+
+    def _enqueue(self, item: tuple[ImageEditEvent, str | None, str | None]) -> None:
+        with self._cond:
+            if self._closed:  # after shutdown, write inline: late lines are still worth having
+                self._write_safely(item)
+                return
+            if len(self._queue) >= self._queue_size:
+                self._queue.popleft()
+                self.dropped += 1
+                self._warn_once("dropped", "structlog: log queue full, oldest lines dropped")
+            self._queue.append(item)
+            self._ensure_worker()
+            self._cond.notify()
+
+    def _ensure_worker(self) -> None:
+        # A forked child inherits the deque but not the thread: start a fresh one there.
+        if self._worker is None or self._worker_pid != os.getpid():
+            self._worker_pid = os.getpid()
+            self._worker = threading.Thread(
+                target=self._run, name="tracking-structlog", daemon=True
+            )
+            self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._queue) or self._closed)
+                if not self._queue:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+                self._busy = len(batch)
+            for item in batch:
+                self._write_safely(item)
+            with self._cond:
+                self._busy = 0
+                self._cond.notify_all()
+
+    def _write_safely(self, item: tuple[ImageEditEvent, str | None, str | None]) -> None:
+        try:
+            self._write(item)
+        except Exception:
+            self.failed += 1
+            self._warn_once("write", "structlog: writing a call's log line failed")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            _stdlib_log.warning(message, exc_info=True)
+
+
+def _trace_id_from(headers: dict[str, str]) -> str | None:
+    traceparent = headers.get("traceparent")
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        return parts[1]
+    return None
+
+
+_current_trace: Callable[[], str | None] | None = None
+
+
+def _current_trace_id() -> str | None:
+    global _current_trace
+    if _current_trace is None:
+        _current_trace = _make_current_trace_reader()
+    return _current_trace()
+
+
+def _make_current_trace_reader() -> Callable[[], str | None]:
+    try:
+        from opentelemetry import trace
+    except ImportError:  # the otel extra is optional
+        return lambda: None
+
+    def read() -> str | None:
+        context = trace.get_current_span().get_span_context()
+        return format(context.trace_id, "032x") if context.is_valid else None
+
+    return read
+
+
+class _Stdout(io.TextIOBase):
+    """Whatever ``sys.stdout`` is at each write (it may be swapped after we start)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()

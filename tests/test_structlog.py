@@ -1,0 +1,281 @@
+"""The structlog integration: one JSON line per call, redacted, without taking over logging."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, generate_latest
+
+import tracking
+from integrations.otel import OtelLogger
+from integrations.prometheus import PrometheusLogger
+from integrations.structlog import StructlogLogger, diagnostics
+from tests.conftest import API_KEY, make_png
+from tests.observability_events import failed_event, make_event
+from tracking import bus
+from tracking.events import ImageEditEvent
+
+PLANTED = "sk-planted-secret-9f8e7d6c5b4a3210"
+
+
+@pytest.fixture(autouse=True)
+def _host_has_not_configured_structlog():
+    assert not structlog.is_configured()
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def stream() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def logger(stream, monkeypatch) -> StructlogLogger:
+    integration = StructlogLogger(stream=stream)
+    monkeypatch.setattr(tracking, "success_callback", [integration])
+    monkeypatch.setattr(tracking, "failure_callback", [integration])
+    return integration
+
+
+def lines(logger: StructlogLogger, stream: io.StringIO) -> list[dict[str, Any]]:
+    assert logger.flush(10)
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def event_fields() -> set[str]:
+    return set(make_event().to_dict())
+
+
+def test_one_json_line_per_call_with_exact_fields(logger, stream, upstream):
+    """A success, an upstream failure and a refused call: three lines, known values."""
+    ok = tracking.image_edit(
+        image=make_png(), prompt="hello", model="gpt-image-1", user="u-1", **upstream
+    )
+    with pytest.raises(tracking.AuthenticationError):
+        tracking.image_edit(
+            image=make_png(),
+            prompt="hello",
+            model="gpt-image-1",
+            api_base=upstream["api_base"],
+            api_key=PLANTED,
+            max_retries=0,
+        )
+    with pytest.raises(tracking.ValidationError):
+        tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", n=0, **upstream)
+
+    success, failure, refused = lines(logger, stream)
+    assert set(success) == event_fields() | {"event", "level", "timestamp", "trace_id"}
+    assert success["event"] == "image_edit" and success["level"] == "info"
+    assert success["request_id"] == ok.request_id
+    assert success["status"] == "success"
+    assert success["end_user"] == "u-1"
+    assert success["images_returned"] == 1
+    assert success["usage"] == {
+        "input_text_tokens": 2,
+        "input_image_tokens": 323,
+        "cached_input_tokens": 0,
+        "output_tokens": 1056,
+        "total_tokens": 1381,
+    }
+    assert success["cost_usd"] is None and success["cost_source"] == "unpriced"
+    assert success["trace_id"] is None  # no tracing configured
+    assert success["timestamp"].endswith("Z")
+    stamp = datetime.fromisoformat(success["timestamp"])
+    assert stamp.utcoffset() is not None and stamp.utcoffset().total_seconds() == 0
+    assert stamp == datetime.fromisoformat(success["end_time"])
+    assert (failure["status"], failure["error_type"], failure["http_status"]) == (
+        "failure",
+        "authentication_error",
+        401,
+    )
+    assert (refused["status"], refused["error_type"]) == ("failure", "validation_error")
+
+
+def test_hand_built_events_keep_decimal_costs_exact(logger, stream):
+    logger.on_end(make_event(cost_usd=Decimal("0.0110"), cost_per_image_usd=Decimal("0.0055")))
+    logger.on_end(failed_event(retries=2, fallback_from=("a", "b")))
+    priced, failed = lines(logger, stream)
+    assert priced["cost_usd"] == "0.0110" and priced["cost_per_image_usd"] == "0.0055"
+    assert priced["cost_source"] == "usage" and priced["price_ref"] == "gpt-image-1@2025-04-23"
+    assert priced["timestamp"] == "2026-03-01T12:00:02.500000Z"
+    assert failed["retries"] == 2 and failed["fallback_from"] == ["a", "b"]
+    assert failed["error_message"] == "429 from api.example.test: slow down"
+
+
+def test_trace_id_is_the_one_sent_upstream(stream, monkeypatch, fake, upstream):
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    logs = StructlogLogger(stream=stream)
+    # structlog first: the trace context is read at the end, whatever the order.
+    monkeypatch.setattr(tracking, "success_callback", [logs, OtelLogger(provider)])
+    try:
+        tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
+    finally:
+        provider.shutdown()
+    (line,) = lines(logs, stream)
+    trace_id = fake.requests[-1].headers["traceparent"].split("-")[1]
+    assert line["trace_id"] == trace_id
+    assert trace_id == format(spans.get_finished_spans()[0].context.trace_id, "032x")
+
+
+def test_planted_secret_appears_in_no_log_span_or_metric(monkeypatch, upstream, caplog):
+    """Calls with a planted key (which the fake echoes back) leave no trace of it anywhere."""
+    stream = io.StringIO()
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    registry = CollectorRegistry()
+    logs = StructlogLogger(stream=stream)
+    receivers = [logs, OtelLogger(provider, capture_content=False), PrometheusLogger(registry)]
+    monkeypatch.setattr(tracking, "success_callback", receivers)
+    monkeypatch.setattr(tracking, "failure_callback", receivers)
+    caplog.set_level(logging.DEBUG)
+    image = make_png()
+    try:
+        params = {"image": image, "prompt": "the secret prompt", "model": "gpt-image-1",
+                  "api_base": upstream["api_base"], "metadata": {"team": "blue"}}  # fmt: skip
+        with pytest.raises(tracking.AuthenticationError) as refused:
+            tracking.image_edit(**params, api_key=PLANTED, max_retries=0)
+        assert PLANTED not in str(refused.value)
+        tracking.image_edit(**params, api_key=API_KEY)
+        diagnostics().warning("spooling", rows=3)
+    finally:
+        provider.shutdown()
+    assert logs.flush(10)
+    captured = "\n".join(
+        [
+            stream.getvalue(),
+            caplog.text,
+            generate_latest(registry).decode(),
+            *(span.to_json() for span in spans.get_finished_spans()),
+        ]
+    )
+    assert len(spans.get_finished_spans()) == 2 and stream.getvalue().count("\n") == 2
+    for secret in (PLANTED, API_KEY, PLANTED[8:], "the secret prompt"):
+        assert secret not in captured
+    assert base64.b64encode(image).decode()[:40] not in captured  # no image bytes either
+
+
+def test_prompt_only_with_content_capture_and_truncated(stream, monkeypatch, upstream):
+    logs = StructlogLogger(stream=stream, capture_content=True, max_prompt_chars=10)
+    monkeypatch.setattr(tracking, "success_callback", [logs])
+    tracking.image_edit(
+        image=make_png(), prompt="0123456789ABCDEF", model="gpt-image-1", **upstream
+    )
+    (line,) = lines(logs, stream)
+    assert line["prompt"] == "0123456789"
+
+
+def test_the_hosts_structlog_configuration_applies(monkeypatch, upstream):
+    logs = StructlogLogger()
+    monkeypatch.setattr(tracking, "success_callback", [logs])
+    with structlog.testing.capture_logs() as captured:
+        response = tracking.image_edit(
+            image=make_png(), prompt="p", model="gpt-image-1", **upstream
+        )
+        assert logs.flush(10)
+    (entry,) = captured
+    assert entry["event"] == "image_edit" and entry["request_id"] == response.request_id
+
+
+def test_default_lines_go_to_stdout_as_json(monkeypatch, capsys, upstream):
+    monkeypatch.setattr(tracking, "success_callback", ["structlog"])
+    response = tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
+    assert tracking.bus.resolve("structlog").flush(10)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["request_id"] == response.request_id
+
+
+def test_the_library_never_takes_over_logging_configuration(stream, upstream, caplog):
+    root_handlers = list(logging.getLogger().handlers)
+    logs = StructlogLogger(stream=stream)
+    logs.on_end(make_event())
+    assert logs.flush(10)
+    with caplog.at_level(logging.WARNING, logger="tracking"):
+        diagnostics().warning("unpriced model", model="gpt-image-9")
+    assert not structlog.is_configured()
+    assert logging.getLogger("tracking").handlers == []
+    assert logging.getLogger().handlers == root_handlers
+    (record,) = [r for r in caplog.records if r.name == "tracking"]
+    assert record.levelno == logging.WARNING
+    assert "event='unpriced model'" in record.getMessage()
+    assert "model='gpt-image-9'" in record.getMessage()
+
+
+def test_diagnostics_follow_the_hosts_structlog_configuration():
+    with structlog.testing.capture_logs() as captured:
+        diagnostics().warning("callback failed", callback="my_fn")
+    assert captured == [{"event": "callback failed", "callback": "my_fn", "log_level": "warning"}]
+
+
+def test_a_broken_log_backend_affects_neither_the_call_nor_other_integrations(
+    monkeypatch, upstream
+):
+    closed = io.StringIO()
+    closed.close()
+    logs = StructlogLogger(stream=closed)
+    registry = CollectorRegistry()
+    monkeypatch.setattr(tracking, "success_callback", [logs, PrometheusLogger(registry)])
+    response = tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
+    assert response.images_returned == 1
+    assert logs.flush(10)
+    assert logs.failed == 1
+    labels = {"model": "gpt-image-1", "served_model": "gpt-image-1", "provider": "openai",
+              "status": "success", "error_type": ""}  # fmt: skip
+    assert registry.get_sample_value("image_edit_requests_total", labels) == 1
+
+
+class BlockingLogger:
+    """A log backend that holds its first line until released: the queue then fills."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.written: list[str] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        self.written.append(fields["request_id"])
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_it():
+    backend = BlockingLogger()
+    logs = StructlogLogger(backend, queue_size=2)
+    events: list[ImageEditEvent] = [make_event() for _ in range(4)]
+    logs.on_end(events[0])
+    assert backend.entered.wait(10)  # the writer holds event 0
+    for event in events[1:]:
+        logs.on_end(event)  # 1, 2 queued; 3 pushes 1 out
+    backend.release.set()
+    assert logs.flush(10)
+    assert logs.dropped == 1
+    assert backend.written == [events[0].request_id, events[2].request_id, events[3].request_id]
+    logs.shutdown(5)
+
+
+def test_shutdown_is_idempotent_and_later_lines_are_still_written(stream):
+    logs = StructlogLogger(stream=stream)
+    logs.on_end(make_event())
+    logs.shutdown(5)
+    logs.shutdown(5)
+    logs.on_end(make_event())
+    assert stream.getvalue().count("\n") == 2
+
+
+def test_builtin_name_resolves_to_the_structlog_integration():
+    assert isinstance(bus.resolve("structlog"), StructlogLogger)
