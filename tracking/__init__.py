@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .api import aimage_edit, image_edit
     from .events import ImageEditEvent
     from .response import ImageData, ImageResponse, Usage
+    from .router import NoDeploymentAvailableError, Router
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,8 @@ _LAZY = {
     "ImageData": "tracking.response",
     "Usage": "tracking.response",
     "ImageEditEvent": "tracking.events",
+    "Router": "tracking.router",
+    "NoDeploymentAvailableError": "tracking.router",
 }
 
 __all__ = [
@@ -67,10 +70,12 @@ __all__ = [
     "ImageEditEvent",
     "ImageResponse",
     "InternalServerError",
+    "NoDeploymentAvailableError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTooLargeError",
+    "Router",
     "TrackingError",
     "UnprocessableEntityError",
     "UnsupportedParamsError",
