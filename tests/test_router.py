@@ -420,7 +420,7 @@ def test_fallback_the_request_is_invalid_for_is_skipped(recorder, stub_500, fake
     assert event.input_images == 2
 
 
-def test_when_the_only_fallback_is_invalid_the_primary_error_is_raised(stub_500, fake_b):
+def test_when_the_only_fallback_is_invalid_the_primary_error_is_raised(recorder, stub_500, fake_b):
     router = Router(
         [
             deployment("primary", stub_500.url, id="p"),
@@ -433,6 +433,33 @@ def test_when_the_only_fallback_is_invalid_the_primary_error_is_raised(stub_500,
     with pytest.raises(tracking.InternalServerError) as caught:
         router.image_edit(image=[make_png(), make_png()], prompt="p", model="primary")
     assert any("fallback 'old' skipped" in note for note in caught.value.__notes__)
+    (event,) = recorder.events
+    assert (event.model_group, event.deployment_id, event.fallback_from) == ("primary", "p", ())
+    assert event.resolved_model == "gpt-image-1" and event.error_type == "server_error"
+
+
+def test_a_failed_fallback_chain_is_recorded_on_the_one_failure_event(recorder, stub_500):
+    with StubUpstream(status=429, headers={"Retry-After": "0"}) as limited:
+        router = Router(
+            [
+                deployment("primary", stub_500.url, id="p"),
+                deployment("backup", limited.url, id="b", model="gpt-image-1-mini"),
+            ],
+            fallbacks=[{"primary": ["backup"]}],
+            num_retries=1,
+            allowed_fails=9,
+        )
+        with pytest.raises(tracking.RateLimitError):
+            edit(router, model="primary")
+        assert (stub_500.hits, limited.hits) == (2, 2)
+    (event,) = recorder.events
+    assert (event.status, event.model, event.model_group, event.fallback_from) == (
+        "failure",
+        "primary",
+        "backup",
+        ("primary",),
+    )
+    assert (event.attempts, event.retries, event.resolved_model) == (4, 3, "gpt-image-1-mini")
 
 
 async def test_async_calls_route_and_fall_back_the_same_way(recorder, stub_500, fake):

@@ -204,7 +204,7 @@ def _routed_attempts(
             parsed.append((request, options))
             provider = get_provider(request.provider)
             prepared = provider.prepare(request, options)
-        except BaseException as exc:
+        except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
             route.done(target, exc, None, None)
             failure = exc
             continue
@@ -215,23 +215,23 @@ def _routed_attempts(
             headers = start.headers
         if headers:
             prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
-        response: ImageResponse | None = None
+        latency_ms: float | None = None
         try:
             if target.backoff:
                 yield Sleep(_backoff(progress.attempts, target.retry_after))
             progress.attempts += 1
             sent = time.perf_counter()
             outcome = yield Send(prepared, options.timeout)
-            progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
+            latency_ms = progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
             response = _read_answer(outcome, prepared, provider.parse)
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
-            route.done(target, exc, progress.upstream_latency_ms, None)
+            route.done(target, exc, latency_ms, None)
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
             progress.last_error = exc if isinstance(exc, APIError) else None
             failure = exc
             continue
-        route.done(target, None, progress.upstream_latency_ms, response)
+        route.done(target, None, latency_ms, response)
         progress.last_error = None
         return response
 

@@ -93,7 +93,8 @@ class CallRoute:
         self.retry_after: float | None = None
         self.skipped: list[tuple[str, str]] = []  # (fallback group, why it was skipped)
         self.last_error: APIError | None = None  # the last upstream failure
-        self.deployment: Deployment | None = None  # the last one tried
+        self.deployment: Deployment | None = None  # the last one picked
+        self.attempted: Deployment | None = None  # the last one a request was sent to
 
     # -- Route protocol ------------------------------------------------------------------
 
@@ -140,6 +141,8 @@ class CallRoute:
     ) -> None:
         deployment: Deployment = target.key
         state = self.router.state
+        if not isinstance(error, ValidationError):  # a refused fallback was never sent
+            self.attempted = deployment
         try:
             state.end(deployment.id)
             if error is None:
@@ -166,14 +169,14 @@ class CallRoute:
             log.exception("router: recording the outcome for deployment %s failed", deployment.id)
 
     def annotate(self, event: ImageEditEvent) -> ImageEditEvent:
-        group = self.chain[min(self.group_index, len(self.chain) - 1)] if self.chain else None
-        if self.deployment is not None:
-            group = self.deployment.model_name
+        # the group and deployment that served, or last failed; else the group asked for
+        last = self.attempted
+        group = last.model_name if last is not None else (self.asked or event.model_group)
         served_at = self.chain.index(group) if group in self.chain else 0
         return event.replace(
             model=self.asked if self.asked is not None else event.model,
             model_group=group,
-            deployment_id=self.deployment.id if self.deployment is not None else None,
+            deployment_id=last.id if last is not None else None,
             fallback_from=self.chain[:served_at],
         )
 
@@ -185,7 +188,6 @@ class CallRoute:
             group = self.chain[self.group_index]
             self.skipped.append((group, str(failure)))
             log.warning("router: fallback %r skipped: %s", group, failure)
-            self.deployment = None
             self._advance()
             return
         if not is_deployment_fault(failure):
