@@ -110,6 +110,32 @@ def test_from_config_reads_a_litellm_style_proxy_config():
     assert Router.from_config(config).groups["gpt-image-1"][1].id == two.id
 
 
+def test_the_readme_config_example_is_accepted(monkeypatch):
+    import pathlib
+    import re
+
+    import yaml
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Routing (`tracking.Router`)") :]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None
+    monkeypatch.setenv("OPENAI_KEY_EU", "sk-eu-0123456789")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-main-0123456789")
+    with Router.from_config(yaml.safe_load(example.group(1))) as router:
+        assert sorted(router.groups) == ["gpt-image-1", "gpt-image-1-mini"]
+        assert router.fallbacks == {"gpt-image-1": ("gpt-image-1-mini",)}
+        eu = router.groups["gpt-image-1"][0]
+        assert (eu.id, eu.rpm, eu.weight, eu.timeout, eu.base_model) == (
+            "gpt-image-eu",
+            50,
+            2.0,
+            120.0,
+            "gpt-image-1",
+        )
+        assert type(router.state).__name__ == "RedisState"
+
+
 def test_unknown_model_group_is_a_validation_error_with_its_event(recorder, fake):
     router = Router([deployment("images", fake.url, id="a")])
     with pytest.raises(tracking.ValidationError, match="not a model group"):

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["Deployment", "parse_fallbacks", "parse_model_list"]
+__all__ = ["Deployment", "parse_fallbacks", "parse_model_list", "resolve_env"]
 
 _ENV_PREFIX = "os.environ/"
 
@@ -117,7 +117,7 @@ def _deployment(entry: Any, where: str) -> Deployment:
     if not isinstance(params, Mapping):
         raise ConfigurationError(f"{where}: litellm_params is required (a mapping)")
     params = {
-        key: _resolve_env(value, f"{where}.litellm_params.{key}") for key, value in params.items()
+        key: resolve_env(value, f"{where}.litellm_params.{key}") for key, value in params.items()
     }
     model = params.get("model")
     if not isinstance(model, str) or not model:
@@ -151,7 +151,8 @@ def _deployment(entry: Any, where: str) -> Deployment:
     )
 
 
-def _resolve_env(value: Any, where: str) -> Any:
+def resolve_env(value: Any, where: str) -> Any:
+    """``os.environ/NAME`` -> the variable's value (a clear error when unset); else ``value``."""
     if isinstance(value, str) and value.startswith(_ENV_PREFIX):
         name = value[len(_ENV_PREFIX) :]
         resolved = os.environ.get(name)

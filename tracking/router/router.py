@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 from ..api import _image_edit_params
 from ..errors import ConfigurationError
 from ..flow import run_async, run_sync
-from .deployments import Deployment, parse_fallbacks, parse_model_list
+from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
 from .route import CallRoute
 from .state import MemoryState, RedisState, RouterState
 from .strategies import RoutingStrategy, strategy_named
@@ -148,6 +148,9 @@ class Router:
             if key in litellm_settings:
                 settings[key] = litellm_settings[key]
         settings.update({k: v for k, v in router_settings.items() if k in _SETTINGS})
+        for key in ("redis_url", "redis_host", "redis_password"):
+            if key in settings:
+                settings[key] = resolve_env(settings[key], f"router_settings.{key}")
         host = settings.pop("redis_host", None)
         port = settings.pop("redis_port", None)
         password = settings.pop("redis_password", None)
