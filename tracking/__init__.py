@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .api import aimage_edit, image_edit
     from .events import ImageEditEvent
     from .response import ImageData, ImageResponse, Usage
+    from .router import NoDeploymentAvailableError, Router
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,8 @@ _LAZY = {
     "ImageData": "tracking.response",
     "Usage": "tracking.response",
     "ImageEditEvent": "tracking.events",
+    "Router": "tracking.router",
+    "NoDeploymentAvailableError": "tracking.router",
 }
 
 __all__ = [
@@ -72,11 +75,13 @@ __all__ = [
     "ImageEditEvent",
     "ImageResponse",
     "InternalServerError",
+    "NoDeploymentAvailableError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTimeoutError",
     "RequestTooLargeError",
+    "Router",
     "TrackingError",
     "UnprocessableEntityError",
     "UnsupportedParamsError",

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
@@ -38,6 +38,9 @@ from .integration import CallStart
 from .providers import PreparedRequest, get_provider
 from .request import CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
+
+if TYPE_CHECKING:
+    from .router.protocol import Route
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
@@ -81,9 +84,14 @@ Effect = Send | Sleep | Emit
 
 
 def edit_flow(
-    call_type: CallType, params: dict[str, Any]
+    call_type: CallType, params: dict[str, Any], route: Route | None = None
 ) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
-    """One call from raw parameters to a priced response, yielding the effects it needs."""
+    """One call from raw parameters to a priced response, yielding the effects it needs.
+
+    With a ``route`` (a :class:`tracking.Router` call) the route chooses each attempt's
+    deployment and decides retries and fallbacks; without one the call goes where its
+    parameters say and retries ``max_retries`` times.
+    """
     from . import bus
 
     start_time = datetime.now(UTC)
@@ -95,6 +103,16 @@ def edit_flow(
     response: ImageResponse | None = None
     failure: BaseException | None = None
     try:
+        if route is not None:
+            parsed: list[tuple[ImageEditRequest, CallOptions]] = []
+            try:
+                response = yield from _routed_attempts(
+                    route, call_type, params, request_id, start_time, progress, parsed
+                )
+            finally:
+                if parsed:
+                    request, options = parsed[-1]
+            raise _RoutedCallDone  # ends the try block here; the direct path below is unchanged
         request, options = parse_call(**params)
         provider = get_provider(request.provider)
         prepared = provider.prepare(request, options)
@@ -119,6 +137,8 @@ def edit_flow(
         progress.last_error = None
     except GeneratorExit:
         raise
+    except _RoutedCallDone:
+        pass
     except BaseException as exc:  # every failure, even a cancellation, yields its event
         failure = exc
     event = _make_event(
@@ -133,6 +153,8 @@ def edit_flow(
         start_time,
         started,
     )
+    if route is not None:  # the asked model group, the deployment and the fallback chain
+        event = route.annotate(event)
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd
@@ -149,6 +171,87 @@ def edit_flow(
         raise failure
     assert response is not None
     return response
+
+
+# -- routed calls (tracking.router): the route picks each attempt's deployment ---------------
+
+
+class _RoutedCallDone(Exception):
+    """A routed call finished without error: skip the direct path in :func:`edit_flow`."""
+
+
+def _routed_attempts(
+    route: Route,
+    call_type: CallType,
+    params: dict[str, Any],
+    request_id: str,
+    start_time: datetime,
+    progress: _Progress,
+    parsed: list[tuple[ImageEditRequest, CallOptions]],
+) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+    """Attempts as the route directs: each target is validated anew for its model (a fallback
+    the request does not fit is refused here and the route skips it), sent, and reported back.
+    ``route.next`` raises the error that ends the call once nothing is left to try."""
+    from . import bus
+
+    params = _images_read_once(params)
+    headers: dict[str, str] | None = None
+    failure: BaseException | None = None
+    while True:
+        target = route.next(failure)
+        try:
+            request, options = parse_call(**{**params, **target.overrides})
+            parsed.append((request, options))
+            provider = get_provider(request.provider)
+            prepared = provider.prepare(request, options)
+        except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
+            route.done(target, exc, None, None)
+            failure = exc
+            continue
+        progress.api_base = prepared.host
+        if headers is None:  # integrations see one start per call, for its first target
+            start = CallStart(request_id, call_type, request, options, prepared.host, start_time)
+            bus.dispatch_start(start)
+            headers = start.headers
+        if headers:
+            prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
+        latency_ms: float | None = None
+        try:
+            if target.backoff:
+                yield Sleep(_backoff(progress.attempts, target.retry_after))
+            progress.attempts += 1
+            sent = time.perf_counter()
+            outcome = yield Send(prepared, options.timeout)
+            latency_ms = progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
+            response = _read_answer(outcome, prepared, provider.parse)
+        except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
+            route.done(target, exc, latency_ms, None)
+            if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
+                raise
+            progress.last_error = exc if isinstance(exc, APIError) else None
+            failure = exc
+            continue
+        route.done(target, None, latency_ms, response)
+        progress.last_error = None
+        return response
+
+
+def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:
+    """Images as ``(filename, bytes, type)`` tuples: an open file can be read only once, and
+    every target parses the call again."""
+    from .images import read_image, read_images
+
+    read = dict(params)
+    if params.get("image") is not None:
+        read["image"] = [
+            (f.filename, f.content, f.content_type) for f in read_images(params["image"])
+        ]
+        if not isinstance(params["image"], list):
+            read["image"] = read["image"][0]
+    if params.get("mask") is not None:
+        mask = read_image(params["mask"], param="mask")
+        read["mask"] = (mask.filename, mask.content, mask.content_type)
+    return read
 
 
 @dataclass
@@ -356,10 +459,10 @@ def _str(value: Any) -> str | None:
 # -- drivers: the only code that differs between sync and async -----------------------------
 
 
-def run_sync(params: dict[str, Any]) -> ImageResponse:
+def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     from . import bus  # imported here: bus imports integrations lazily and must not cycle
 
-    flow = edit_flow("image_edit", params)
+    flow = edit_flow("image_edit", params, route)
     result: Answer | BaseException | None = None
     while True:
         try:
@@ -376,12 +479,12 @@ def run_sync(params: dict[str, Any]) -> ImageResponse:
             bus.emit_sync(effect.event, effect.response, effect.exception)
 
 
-async def run_async(params: dict[str, Any]) -> ImageResponse:
+async def run_async(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     import asyncio
 
     from . import bus
 
-    flow = edit_flow("aimage_edit", params)
+    flow = edit_flow("aimage_edit", params, route)
     result: Answer | BaseException | None = None
     while True:
         try:

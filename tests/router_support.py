@@ -1,0 +1,97 @@
+"""Upstreams and helpers for the router tests: scripted stubs on loopback, an event recorder.
+
+``StubUpstream`` is a tiny aiohttp app run on the fake's loopback thread: it answers every edit
+with a fixed status (500 / 429 with ``Retry-After: 0``, 400) or, after an optional delay, with
+a minimal OpenAI-shaped success. It counts its hits. ``closed_port()`` gives a port nobody
+listens on (connection refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+from typing import Any
+
+from aiohttp import web
+
+import tracking
+from tests.conftest import make_png
+from tracking.integration import CallStart
+from tracking.testing import FakeOpenAI
+
+_PNG_B64 = base64.b64encode(make_png(1, 1)).decode()
+
+
+class StubUpstream(FakeOpenAI):
+    """An upstream answering every edit the same way, counting hits (runs like the fake)."""
+
+    def __init__(
+        self, *, status: int = 200, delay: float = 0.0, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__()
+        self.status = status
+        self.delay = delay
+        self.headers = headers or {}
+        self.hits = 0
+        self.app = web.Application()
+        self.app.router.add_post("/v1/images/edits", self._edit)
+
+    async def _edit(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.hits += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.status >= 400:
+            body = {"error": {"message": f"stub says {self.status}", "type": "server_error"}}
+            return web.json_response(body, status=self.status, headers=self.headers)
+        body: dict[str, Any] = {
+            "created": 1_700_000_000,
+            "data": [{"b64_json": _PNG_B64}],
+            "usage": {"input_tokens": 10, "output_tokens": 90, "total_tokens": 100},
+        }
+        return web.Response(body=json.dumps(body), content_type="application/json")
+
+
+def closed_port() -> int:
+    """A loopback port with no listener: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def deployment(
+    group: str,
+    api_base: str,
+    *,
+    id: str,
+    model: str = "gpt-image-1",
+    api_key: str = "sk-test-0123456789abcdefSECRET",
+    **params: Any,
+) -> dict[str, Any]:
+    """One model_list entry."""
+    return {
+        "model_name": group,
+        "litellm_params": {"model": model, "api_base": api_base, "api_key": api_key, **params},
+        "model_info": {"id": id},
+    }
+
+
+class Recorder:
+    """Collects every call's event through the real bus."""
+
+    def __init__(self) -> None:
+        self.events: list[tracking.ImageEditEvent] = []
+
+    def on_start(self, call: CallStart) -> None:
+        pass
+
+    def on_end(self, event: tracking.ImageEditEvent) -> None:
+        self.events.append(event)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        pass

@@ -1,0 +1,515 @@
+"""tracking.Router over real loopback upstreams: balancing, retries, cooldowns, fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+import tracking
+from tests.conftest import API_KEY, make_png
+from tests.router_support import Recorder, StubUpstream, closed_port, deployment
+from tracking.router import (
+    CallShape,
+    Deployment,
+    LowestCost,
+    MemoryState,
+    NoDeploymentAvailableError,
+    Router,
+    WeightedRandom,
+)
+from tracking.testing import FakeOpenAI
+
+WRONG_KEY = "sk-wrong-key-9876543210ZYXWVU"
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    rec = Recorder()
+    monkeypatch.setattr(tracking, "success_callback", [rec])
+    monkeypatch.setattr(tracking, "failure_callback", [rec])
+    return rec
+
+
+@pytest.fixture
+def fake_b():
+    with FakeOpenAI(api_keys=[API_KEY]) as server:
+        yield server
+
+
+@pytest.fixture
+def stub_500():
+    with StubUpstream(status=500, headers={"Retry-After": "0"}) as server:
+        yield server
+
+
+def edit(router: Router, model: str = "images", **params):
+    return router.image_edit(image=make_png(), prompt="a red hat", model=model, **params)
+
+
+# -- the entry points and the config ---------------------------------------------------------
+
+
+def test_router_is_exported_lazily_and_takes_image_edit_parameters():
+    import inspect
+
+    assert "Router" in tracking.__all__
+    assert tracking.Router is Router
+    params = inspect.signature(Router.image_edit).parameters
+    assert list(params)[:4] == ["image", "prompt", "model", "mask"]
+    assert "drop_params" in params
+
+
+def test_config_errors_are_clear_and_name_the_entry(monkeypatch):
+    with pytest.raises(tracking.ConfigurationError, match=r"model_list\[0\]: litellm_params"):
+        Router([{"model_name": "x"}])
+    with pytest.raises(tracking.ConfigurationError, match="'nowhere' is not a model_name"):
+        Router([deployment("a", "http://h/v1", id="a")], fallbacks=[{"a": ["nowhere"]}])
+    with pytest.raises(tracking.ConfigurationError, match="unknown 'fastest'"):
+        Router([deployment("a", "http://h/v1", id="a")], routing_strategy="fastest")
+    with pytest.raises(tracking.ConfigurationError, match="ROUTER_TEST_KEY is not set"):
+        Router([deployment("a", "http://h/v1", id="a", api_key="os.environ/ROUTER_TEST_KEY")])
+    monkeypatch.setenv("ROUTER_TEST_KEY", "sk-from-env-0123456789")
+    router = Router([deployment("a", "http://h/v1", id="a", api_key="os.environ/ROUTER_TEST_KEY")])
+    assert router.deployments[0].api_key == "sk-from-env-0123456789"
+    assert "sk-from-env" not in repr(router.deployments[0]) + repr(router)
+
+
+def test_from_config_reads_a_litellm_style_proxy_config():
+    config = {
+        "model_list": [
+            deployment("gpt-image-1", "http://one/v1", id="one", rpm=60),
+            {
+                "model_name": "gpt-image-1",
+                "litellm_params": {"model": "openai/gpt-image-1", "api_base": "http://two/v1"},
+                "tpm": 1000,
+            },
+            deployment("mini", "http://three/v1", id="three", model="gpt-image-1-mini"),
+        ],
+        "litellm_settings": {"num_retries": 4},
+        "router_settings": {
+            "routing_strategy": "least-busy",
+            "cooldown_time": 30,
+            "allowed_fails": 1,
+            "fallbacks": [{"gpt-image-1": ["mini"]}],
+            "routing_strategy_args": {"ttl": 60},  # accepted, not used
+        },
+    }
+    router = Router.from_config(config)
+    assert type(router.strategy).__name__ == "LeastBusy"
+    assert (router.num_retries, router.cooldown_time, router.allowed_fails) == (4, 30.0, 1)
+    assert router.fallbacks == {"gpt-image-1": ("mini",)}
+    one, two = router.groups["gpt-image-1"]
+    assert (one.rpm, two.tpm) == (60, 1000)
+    assert len(two.id) == 16  # derived, stable: the same config gives the same id
+    assert Router.from_config(config).groups["gpt-image-1"][1].id == two.id
+
+
+def test_the_readme_config_example_is_accepted(monkeypatch):
+    import pathlib
+    import re
+
+    import yaml
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Routing (`tracking.Router`)") :]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None
+    monkeypatch.setenv("OPENAI_KEY_EU", "sk-eu-0123456789")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-main-0123456789")
+    with Router.from_config(yaml.safe_load(example.group(1))) as router:
+        assert sorted(router.groups) == ["gpt-image-1", "gpt-image-1-mini"]
+        assert router.fallbacks == {"gpt-image-1": ("gpt-image-1-mini",)}
+        eu = router.groups["gpt-image-1"][0]
+        assert (eu.id, eu.rpm, eu.weight, eu.timeout, eu.base_model) == (
+            "gpt-image-eu",
+            50,
+            2.0,
+            120.0,
+            "gpt-image-1",
+        )
+        assert type(router.state).__name__ == "RedisState"
+
+
+def test_unknown_model_group_is_a_validation_error_with_its_event(recorder, fake):
+    router = Router([deployment("images", fake.url, id="a")])
+    with pytest.raises(tracking.ValidationError, match="not a model group"):
+        edit(router, model="elsewhere")
+    (event,) = recorder.events
+    assert (event.status, event.error_type, event.model) == (
+        "failure",
+        "validation_error",
+        "elsewhere",
+    )
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+
+def test_weighted_random_follows_the_weights():
+    random.seed(7)
+    heavy = Deployment(id="heavy", model_name="g", model="m", weight=3)
+    light = Deployment(id="light", model_name="g", model="m", weight=1)
+    snapshot = MemoryState().snapshot(["heavy", "light"])
+    picks = Counter(
+        WeightedRandom().choose([heavy, light], snapshot, CallShape("g")).id for _ in range(4000)
+    )
+    assert 2800 <= picks["heavy"] <= 3200  # 3000 expected; more than 8 sd of margin
+
+
+def test_weighted_distribution_over_real_upstreams(fake, fake_b):
+    router = Router(
+        [
+            deployment("images", fake.url, id="a", weight=3),
+            deployment("images", fake_b.url, id="b", weight=1),
+        ]
+    )
+    before_a, before_b = len(fake.requests), len(fake_b.requests)
+    for _ in range(80):
+        edit(router)
+    a, b = len(fake.requests) - before_a, len(fake_b.requests) - before_b
+    assert a + b == 80
+    assert 45 <= a <= 75  # 60 expected; p(outside) < 1e-4
+
+
+async def test_least_busy_spreads_concurrent_calls_evenly():
+    with (
+        StubUpstream(delay=0.2) as one,
+        StubUpstream(delay=0.2) as two,
+        StubUpstream(delay=0.2) as three,
+    ):
+        router = Router(
+            [deployment("images", s.url, id=f"d{i}") for i, s in enumerate((one, two, three))],
+            routing_strategy="least-busy",
+        )
+        calls = [router.aimage_edit(image=make_png(), prompt="p", model="images") for _ in range(9)]
+        await asyncio.gather(*calls)
+        # each pick sees the calls already in flight, so nine concurrent calls split 3/3/3
+        assert [one.hits, two.hits, three.hits] == [3, 3, 3]
+        assert router.state.snapshot(["d0", "d1", "d2"]).in_flight == {"d0": 0, "d1": 0, "d2": 0}
+
+
+def test_lowest_latency_prefers_the_fast_deployment(recorder):
+    with StubUpstream(delay=0.15) as slow, StubUpstream() as fast:
+        router = Router(
+            [deployment("images", slow.url, id="slow"), deployment("images", fast.url, id="fast")],
+            routing_strategy="latency-based-routing",
+        )
+        for _ in range(10):
+            edit(router)
+        # each is measured once (unmeasured deployments go first), then the fast one wins
+        assert (slow.hits, fast.hits) == (1, 9)
+        assert Counter(e.deployment_id for e in recorder.events) == {"fast": 9, "slow": 1}
+
+
+def _wait_out_minute_boundary() -> None:
+    # rpm counts calendar minutes: keep a short test from straddling two of them
+    if time.time() % 60 > 57:
+        time.sleep(60 - time.time() % 60 + 0.05)
+
+
+def test_rpm_limits_are_respected(fake, fake_b):
+    _wait_out_minute_boundary()
+    router = Router(
+        [
+            deployment("images", fake.url, id="a", rpm=2),
+            deployment("images", fake_b.url, id="b", rpm=3),
+        ]
+    )
+    before_a, before_b = len(fake.requests), len(fake_b.requests)
+    for _ in range(5):
+        edit(router)
+    assert (len(fake.requests) - before_a, len(fake_b.requests) - before_b) == (2, 3)
+    with pytest.raises(NoDeploymentAvailableError, match="rpm/tpm limit") as caught:
+        edit(router)
+    assert caught.value.status_code == 429 and caught.value.retry_after
+
+
+def test_usage_based_routing_moves_to_the_less_used_deployment(recorder):
+    with StubUpstream() as one, StubUpstream() as two:
+        router = Router(
+            [deployment("images", one.url, id="one"), deployment("images", two.url, id="two")],
+            routing_strategy="usage-based-routing",
+        )
+        edit(router)
+        edit(router)
+        # the first call used 100 tokens on its deployment: the second goes to the other one
+        assert {e.deployment_id for e in recorder.events} == {"one", "two"}
+        assert (one.hits, two.hits) == (1, 1)
+
+
+def test_lowest_cost_prices_the_call_size_from_model_info(recorder):
+    with StubUpstream() as a, StubUpstream() as b:
+        priced_by_size = deployment("images", a.url, id="by-size")
+        priced_by_size["model_info"]["output_cost_per_image_by_size"] = {
+            "1024x1024": "0.02",
+            "1024x1536": "0.05",
+        }
+        flat = deployment("images", b.url, id="flat")
+        flat["model_info"]["output_cost_per_image"] = "0.03"
+        router = Router([priced_by_size, flat], routing_strategy="cost-based-routing")
+        edit(router, size="1024x1024")
+        edit(router, size="1024x1536")
+        assert [e.deployment_id for e in recorder.events] == ["by-size", "flat"]
+
+
+def test_lowest_cost_takes_an_injected_cost_function(recorder):
+    seen: list[CallShape] = []
+
+    def cost(deployment: Deployment, call: CallShape) -> Decimal | None:
+        seen.append(call)
+        per_image = {"cheap": Decimal("0.01"), "dear": Decimal("0.04")}.get(deployment.id)
+        return None if per_image is None else per_image * call.n
+
+    with StubUpstream() as a, StubUpstream() as b, StubUpstream() as c:
+        router = Router(
+            [
+                deployment("images", a.url, id="dear"),
+                deployment("images", b.url, id="unpriced"),
+                deployment("images", c.url, id="cheap"),
+            ],
+            routing_strategy=LowestCost(cost),
+        )
+        edit(router, n=2, quality="high", size="1024x1024")
+        assert recorder.events[-1].deployment_id == "cheap"
+        assert seen[0] == CallShape("images", n=2, size="1024x1024", quality="high")
+
+
+# -- retries, cooldowns, fallbacks -----------------------------------------------------------
+
+
+def test_retries_land_on_another_deployment(recorder, fake):
+    # weight 0 never wins a draw, so the dead deployment is always tried first
+    router = Router(
+        [
+            deployment("images", f"http://127.0.0.1:{closed_port()}/v1", id="dead", weight=1),
+            deployment("images", fake.url, id="alive", weight=0),
+        ],
+        num_retries=1,
+        allowed_fails=100,
+    )
+    response = edit(router)
+    (event,) = recorder.events
+    assert (event.status, event.deployment_id, event.attempts, event.retries) == (
+        "success",
+        "alive",
+        2,
+        1,
+    )
+    assert response._hidden_params["deployment_id"] == "alive"
+    assert event.model == event.model_group == "images" and event.fallback_from == ()
+
+
+def test_router_retries_never_multiply_with_the_client_retries(recorder, stub_500):
+    router = Router([deployment("images", stub_500.url, id="only")], num_retries=2, allowed_fails=9)
+    with pytest.raises(tracking.InternalServerError):
+        edit(router)
+    # three attempts in all (1 + num_retries), not 3 x (1 + max_retries)
+    assert stub_500.hits == 3
+    assert (recorder.events[0].attempts, recorder.events[0].retries) == (3, 2)
+    with pytest.raises(tracking.InternalServerError):
+        edit(router, max_retries=0)  # the call's own count replaces the router's
+    assert stub_500.hits == 4
+
+
+def test_request_errors_fail_at_once_without_fallback(recorder, fake):
+    with StubUpstream(status=400) as bad:
+        router = Router(
+            [deployment("images", bad.url, id="bad"), deployment("backup", fake.url, id="ok")],
+            fallbacks=[{"images": ["backup"]}],
+        )
+        before = len(fake.requests)
+        with pytest.raises(tracking.BadRequestError):
+            edit(router)
+        assert bad.hits == 1 and len(fake.requests) == before
+        assert recorder.events[-1].attempts == 1
+
+
+def test_cooldown_is_entered_and_left(recorder, caplog):
+    cooled: list[tuple[str, str]] = []
+    with FakeOpenAI(api_keys=["sk-the-right-key-000000"]) as locked, StubUpstream() as good:
+        router = Router(
+            [
+                deployment("images", locked.url, id="bad-key", api_key=WRONG_KEY, weight=1),
+                deployment("images", good.url, id="good", weight=0),
+            ],
+            cooldown_time=0.3,
+        )
+        router.cooldown_observers.append(lambda group, dep: cooled.append((group, dep)))
+        with caplog.at_level(logging.WARNING, "tracking.router"):
+            edit(router)  # 401 on bad-key: cooled at once, the retry lands on good
+        assert cooled == [("images", "bad-key")]
+        assert "bad-key" in router.cooling()
+        assert "cooling down" in caplog.text and WRONG_KEY not in caplog.text
+        edit(router)  # bad-key is skipped although it would win every draw
+        assert [e.attempts for e in recorder.events] == [2, 1]
+        assert good.hits == 2
+        deadline = time.monotonic() + 10
+        while router.cooling() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert router.cooling() == {}
+        edit(router)  # back in rotation: tried (and cooled) again
+        assert cooled == [("images", "bad-key")] * 2
+        for event in recorder.events:
+            assert WRONG_KEY not in (event.error_message or "")
+
+
+def test_when_every_deployment_cools_the_call_fails_fast(recorder):
+    with FakeOpenAI(api_keys=["sk-the-right-key-000000"]) as locked:
+        router = Router(
+            [deployment("images", locked.url, id="bad-key", api_key=WRONG_KEY)], cooldown_time=30
+        )
+        with pytest.raises(tracking.AuthenticationError) as first:
+            edit(router)
+        assert WRONG_KEY not in str(first.value)
+        with pytest.raises(NoDeploymentAvailableError, match="1 cooling down") as caught:
+            edit(router)
+        assert 0 < caught.value.retry_after <= 30
+        assert isinstance(caught.value, tracking.RateLimitError)
+        last = recorder.events[-1]
+        assert (last.error_type, last.attempts, last.http_status) == (
+            "no_deployment_available",
+            0,
+            429,
+        )
+
+
+def test_repeated_failures_cool_a_deployment_after_allowed_fails(stub_500, fake):
+    router = Router(
+        [
+            deployment("images", stub_500.url, id="flaky", weight=1),
+            deployment("images", fake.url, id="fine", weight=0),
+        ],
+        allowed_fails=2,
+        cooldown_time=30,
+    )
+    for _ in range(3):
+        edit(router)
+    # three failures on flaky (one per call) exceed allowed_fails=2: now it is skipped
+    assert "flaky" in router.cooling()
+    hits = stub_500.hits
+    edit(router)
+    assert stub_500.hits == hits == 3
+
+
+def test_fallback_after_the_group_is_exhausted(recorder, stub_500, fake):
+    router = Router(
+        [
+            deployment("primary", stub_500.url, id="p"),
+            deployment("backup", fake.url, id="b", model="gpt-image-1-mini"),
+        ],
+        fallbacks=[{"primary": ["backup"]}],
+        num_retries=1,
+        allowed_fails=9,
+    )
+    response = edit(router, model="primary")
+    assert stub_500.hits == 2
+    assert fake.requests[-1].fields["model"] == "gpt-image-1-mini"
+    (event,) = recorder.events
+    assert (event.model, event.model_group, event.fallback_from) == (
+        "primary",
+        "backup",
+        ("primary",),
+    )
+    assert (event.resolved_model, event.deployment_id, event.attempts) == (
+        "gpt-image-1-mini",
+        "b",
+        3,
+    )
+    assert response._hidden_params["model"] == "gpt-image-1-mini"
+
+
+def test_fallback_the_request_is_invalid_for_is_skipped(recorder, stub_500, fake, fake_b):
+    router = Router(
+        [
+            deployment("primary", stub_500.url, id="p"),
+            deployment("old", fake_b.url, id="d2", model="dall-e-2"),
+            deployment("mini", fake.url, id="m", model="gpt-image-1-mini"),
+        ],
+        fallbacks=[{"primary": ["old", "mini"]}],
+        num_retries=0,
+        allowed_fails=9,
+    )
+    before = len(fake_b.requests)
+    two_images = [make_png(), make_png(32, 32)]
+    response = router.image_edit(image=two_images, prompt="p", model="primary")
+    assert len(fake_b.requests) == before  # dall-e-2 takes one image: never sent
+    (skipped,) = response._hidden_params["fallbacks_skipped"]
+    assert skipped["model"] == "old" and "at most 1 image" in skipped["reason"]
+    (event,) = recorder.events
+    assert event.fallback_from == ("primary", "old") and event.model_group == "mini"
+    assert event.input_images == 2
+
+
+def test_when_the_only_fallback_is_invalid_the_primary_error_is_raised(recorder, stub_500, fake_b):
+    router = Router(
+        [
+            deployment("primary", stub_500.url, id="p"),
+            deployment("old", fake_b.url, id="d2", model="dall-e-2"),
+        ],
+        fallbacks=[{"primary": ["old"]}],
+        num_retries=0,
+        allowed_fails=9,
+    )
+    with pytest.raises(tracking.InternalServerError) as caught:
+        router.image_edit(image=[make_png(), make_png()], prompt="p", model="primary")
+    assert any("fallback 'old' skipped" in note for note in caught.value.__notes__)
+    (event,) = recorder.events
+    assert (event.model_group, event.deployment_id, event.fallback_from) == ("primary", "p", ())
+    assert event.resolved_model == "gpt-image-1" and event.error_type == "server_error"
+
+
+def test_a_failed_fallback_chain_is_recorded_on_the_one_failure_event(recorder, stub_500):
+    with StubUpstream(status=429, headers={"Retry-After": "0"}) as limited:
+        router = Router(
+            [
+                deployment("primary", stub_500.url, id="p"),
+                deployment("backup", limited.url, id="b", model="gpt-image-1-mini"),
+            ],
+            fallbacks=[{"primary": ["backup"]}],
+            num_retries=1,
+            allowed_fails=9,
+        )
+        with pytest.raises(tracking.RateLimitError):
+            edit(router, model="primary")
+        assert (stub_500.hits, limited.hits) == (2, 2)
+    (event,) = recorder.events
+    assert (event.status, event.model, event.model_group, event.fallback_from) == (
+        "failure",
+        "primary",
+        "backup",
+        ("primary",),
+    )
+    assert (event.attempts, event.retries, event.resolved_model) == (4, 3, "gpt-image-1-mini")
+
+
+async def test_async_calls_route_and_fall_back_the_same_way(recorder, stub_500, fake):
+    router = Router(
+        [deployment("primary", stub_500.url, id="p"), deployment("backup", fake.url, id="b")],
+        fallbacks=[{"primary": ["backup"]}],
+        num_retries=0,
+        allowed_fails=9,
+    )
+    response = await router.aimage_edit(image=make_png(), prompt="p", model="primary")
+    assert response.data
+    (event,) = recorder.events
+    assert (event.call_type, event.fallback_from, event.deployment_id) == (
+        "aimage_edit",
+        ("primary",),
+        "b",
+    )
+
+
+def test_plain_image_edit_is_unchanged_by_the_router(recorder, fake, upstream):
+    tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
+    (event,) = recorder.events
+    assert (event.deployment_id, event.model_group, event.fallback_from) == (
+        None,
+        "gpt-image-1",
+        (),
+    )

@@ -1,0 +1,205 @@
+"""Router state shared through Redis: across processes, atomically, and surviving an outage."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import tracking
+from tests.conftest import make_png
+from tests.router_support import Recorder, StubUpstream, closed_port, deployment
+from tracking.router import NoDeploymentAvailableError, RedisState, Router
+from tracking.testing import FakeOpenAI
+
+pytestmark = pytest.mark.redis
+
+WRONG_KEY = "sk-wrong-key-9876543210ZYXWVU"
+
+_OTHER_PROCESS = textwrap.dedent(
+    """
+    import sys
+    import tracking
+    from tracking.router import Router
+
+    api_base, redis_url, prefix, key = sys.argv[1:5]
+    model_list = [{
+        "model_name": "images",
+        "litellm_params": {"model": "gpt-image-1", "api_base": api_base, "api_key": key},
+        "model_info": {"id": "shared"},
+    }]
+    with Router(model_list, redis_url=redis_url, redis_prefix=prefix, cooldown_time=60) as r:
+        try:
+            r.image_edit(image=open(sys.argv[5], "rb"), prompt="p", model="images")
+        except tracking.AuthenticationError:
+            print("cooled")
+    """
+)
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    rec = Recorder()
+    monkeypatch.setattr(tracking, "success_callback", [rec])
+    monkeypatch.setattr(tracking, "failure_callback", [rec])
+    return rec
+
+
+def test_a_cooldown_set_by_one_process_is_seen_by_another(
+    redis_url, redis_prefix, fake, recorder, tmp_path
+):
+    image = tmp_path / "in.png"
+    image.write_bytes(make_png())
+    # another process: its only deployment answers 401 (wrong key) and is cooled in Redis
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, fake.url, redis_url, redis_prefix, WRONG_KEY, image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "cooled"
+    assert WRONG_KEY not in done.stdout + done.stderr
+    with StubUpstream() as other:
+        model_list = [
+            deployment("images", fake.url, id="shared", weight=1),
+            deployment("images", other.url, id="other", weight=0),
+        ]
+        with Router(model_list, redis_url=redis_url, redis_prefix=redis_prefix) as router:
+            assert 50 < router.cooling()["shared"] <= 60
+            before = len(fake.requests)
+            router.image_edit(image=make_png(), prompt="p", model="images")
+            # "shared" would win every draw, but it is cooling in the other process's view
+            assert len(fake.requests) == before and other.hits == 1
+            assert recorder.events[-1].deployment_id == "other"
+
+
+def test_rpm_usage_is_counted_across_routers(redis_url, redis_prefix):
+    if time.time() % 60 > 57:  # rpm counts calendar minutes
+        time.sleep(60 - time.time() % 60 + 0.05)
+    with StubUpstream() as upstream:
+        model_list = [deployment("images", upstream.url, id="limited", rpm=3)]
+        with (
+            Router(model_list, redis_url=redis_url, redis_prefix=redis_prefix) as one,
+            Router(model_list, redis_url=redis_url, redis_prefix=redis_prefix) as two,
+        ):
+            one.image_edit(image=make_png(), prompt="p", model="images")
+            two.image_edit(image=make_png(), prompt="p", model="images")
+            one.image_edit(image=make_png(), prompt="p", model="images")
+            with pytest.raises(NoDeploymentAvailableError):
+                two.image_edit(image=make_png(), prompt="p", model="images")
+            assert upstream.hits == 3
+            snapshot = two.state.snapshot(["limited"])
+            assert snapshot.rpm == {"limited": 3} and snapshot.tpm == {"limited": 300}
+            assert len(snapshot.latency_ms["limited"]) == 3
+
+
+def test_failure_counts_in_flight_and_cooldowns_are_shared_and_expire(redis_url, redis_prefix):
+    import redis
+
+    one = RedisState(redis_url, prefix=redis_prefix)
+    two = RedisState(redis_url, prefix=redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert one.record_failure("x") == 1 and one.record_failure("x") == 2
+        assert two.record_failure("x") == 3  # one atomic counter for both
+        assert 0 < client.ttl(f"{redis_prefix}fails:x") <= 60
+        assert one.begin("y", None) and two.begin("y", None)
+        assert one.snapshot(["y"]).in_flight == {"y": 2}
+        two.end("y")
+        assert one.snapshot(["y"]).in_flight == {"y": 1}
+        assert client.ttl(f"{redis_prefix}inflight:y") > 0  # a crashed process leaks nothing
+        one.cool_down("x", 5)
+        assert 4 < two.snapshot(["x", "y"]).cooling["x"] <= 5
+        assert "y" not in two.snapshot(["x", "y"]).cooling
+        assert client.get(f"{redis_prefix}fails:x") is None  # a cooldown resets the count
+    finally:
+        one.close()
+        two.close()
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private_redis():
+    """A redis-server of this test's own on a free port (never the shared one)."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    process = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield process, f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_a_redis_outage_degrades_to_local_state_and_never_fails_a_call(
+    private_redis, recorder, caplog
+):
+    import redis
+
+    process, url = private_redis
+    with (
+        FakeOpenAI(api_keys=["sk-the-right-key-000000"]) as locked,
+        StubUpstream() as good,
+    ):
+        model_list = [
+            deployment("images", locked.url, id="bad-key", api_key=WRONG_KEY, weight=1),
+            deployment("images", good.url, id="good", weight=0),
+        ]
+        with Router(model_list, redis_url=url, cooldown_time=60) as router:
+            router.image_edit(image=make_png(), prompt="p", model="images", size="1024x1024")
+            client = redis.Redis.from_url(url)
+            try:
+                assert client.pttl("tracking:router:cooldown:bad-key") > 0  # state is in Redis
+            finally:
+                client.close()
+            process.kill()
+            process.wait(10)
+            with caplog.at_level(logging.WARNING, "tracking.router"):
+                for _ in range(3):
+                    router.image_edit(image=make_png(), prompt="p", model="images")
+            assert "Redis unavailable" in caplog.text
+            assert caplog.text.count("Redis unavailable") == 1  # warned once, not per call
+            assert router.state.degraded  # type: ignore[attr-defined]
+            assert [e.status for e in recorder.events] == ["success"] * 4
+            # local state took over: bad-key fails once more, is cooled locally, then skipped
+            assert [e.attempts for e in recorder.events[1:]] == [2, 1, 1]
+            assert "bad-key" in router.cooling()
+
+
+def test_an_unreachable_redis_from_the_start_still_routes(recorder, caplog):
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    with (
+        StubUpstream() as good,
+        Router([deployment("images", good.url, id="g")], redis_url=url) as r,
+    ):
+        with caplog.at_level(logging.WARNING, "tracking.router"):
+            r.image_edit(image=make_png(), prompt="p", model="images")
+        assert good.hits == 1 and "Redis unavailable" in caplog.text

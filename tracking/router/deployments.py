@@ -1,0 +1,197 @@
+"""Deployments: the entries of a LiteLLM-style ``model_list``, validated once.
+
+Each entry names a model group (``model_name``, what callers ask for) and how to reach one
+upstream serving it (``litellm_params``: ``model`` with an optional provider prefix,
+``api_key``, ``api_base``, ``api_version``, ``rpm``, ``tpm``, ``weight``, ``timeout``), with
+optional ``model_info`` (``id``, ``base_model`` for pricing). ``os.environ/NAME`` values are read
+from the environment, as the proxy's config does. A deployment's id is ``model_info.id``, else a
+digest of its parameters, so every process given the same config agrees on it (shared cooldowns
+and usage in Redis are keyed by it); the digest reveals nothing of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["Deployment", "parse_fallbacks", "parse_model_list", "resolve_env"]
+
+_ENV_PREFIX = "os.environ/"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One upstream serving a model group."""
+
+    id: str
+    model_name: str  #: the group callers ask for
+    model: str  #: what is sent, provider prefix included ("azure/my-deployment")
+    api_key: str | None = field(default=None, repr=False)
+    api_base: str | None = None
+    api_version: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    weight: float = 1.0
+    timeout: float | None = None
+    base_model: str | None = None  #: the priced model behind an arbitrary deployment name
+    model_info: Mapping[str, Any] = field(default_factory=dict)
+
+    def overrides(self, call_timeout: Any) -> dict[str, Any]:
+        """The call parameters this deployment sets; the call's own timeout wins if it set one."""
+        values: dict[str, Any] = {"model": self.model}
+        for name in ("api_key", "api_base", "api_version"):
+            value = getattr(self, name)
+            if value is not None:
+                values[name] = value
+        if call_timeout is None and self.timeout is not None:
+            values["timeout"] = self.timeout
+        return values
+
+
+def parse_model_list(model_list: Iterable[Mapping[str, Any]]) -> tuple[Deployment, ...]:
+    """Validate a ``model_list``; the first fault is a ``ConfigurationError`` naming the entry."""
+    entries: Any = model_list  # checked here: it often comes straight from a YAML file
+    if isinstance(entries, str | bytes | Mapping) or not isinstance(entries, Iterable):
+        raise ConfigurationError("model_list: expected a list of deployments")
+    deployments: list[Deployment] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"model_list[{index}]"
+        deployment = _deployment(entry, where)
+        if deployment.id in seen:
+            raise ConfigurationError(f"{where}: duplicate deployment id {deployment.id!r}")
+        seen.add(deployment.id)
+        deployments.append(deployment)
+    if not deployments:
+        raise ConfigurationError("model_list: at least one deployment is required")
+    return tuple(deployments)
+
+
+def parse_fallbacks(
+    fallbacks: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None, groups: Iterable[str]
+) -> dict[str, tuple[str, ...]]:
+    """``[{"gpt-image-1": ["gpt-image-1-mini", "dall-e-2"]}]`` -> group -> fallback groups."""
+    known = set(groups)
+    if fallbacks is None:
+        return {}
+    entries = [fallbacks] if isinstance(fallbacks, Mapping) else list(fallbacks)
+    chains: dict[str, tuple[str, ...]] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise ConfigurationError(
+                f"fallbacks[{index}]: expected a mapping like {{'model-a': ['model-b']}}"
+            )
+        for group, targets in entry.items():
+            if isinstance(targets, str):
+                targets = [targets]
+            if not isinstance(targets, list | tuple) or not all(
+                isinstance(t, str) for t in targets
+            ):
+                raise ConfigurationError(
+                    f"fallbacks[{index}][{group!r}]: expected a list of model group names"
+                )
+            for name in (group, *targets):
+                if name not in known:
+                    raise ConfigurationError(
+                        f"fallbacks[{index}]: {name!r} is not a model_name in model_list "
+                        f"(known: {', '.join(sorted(known))})"
+                    )
+            chain = chains.get(group, ())
+            chains[group] = chain + tuple(t for t in targets if t != group and t not in chain)
+    return chains
+
+
+def _deployment(entry: Any, where: str) -> Deployment:
+    if not isinstance(entry, Mapping):
+        raise ConfigurationError(f"{where}: expected a mapping with model_name and litellm_params")
+    model_name = entry.get("model_name")
+    if not isinstance(model_name, str) or not model_name:
+        raise ConfigurationError(f"{where}: model_name is required (the group callers ask for)")
+    params = entry.get("litellm_params")
+    if not isinstance(params, Mapping):
+        raise ConfigurationError(f"{where}: litellm_params is required (a mapping)")
+    params = {
+        key: resolve_env(value, f"{where}.litellm_params.{key}") for key, value in params.items()
+    }
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        raise ConfigurationError(f"{where}: litellm_params.model is required")
+    info = entry.get("model_info") or {}
+    if not isinstance(info, Mapping):
+        raise ConfigurationError(f"{where}: model_info must be a mapping")
+    for name in ("api_key", "api_base", "api_version"):
+        if params.get(name) is not None and not isinstance(params[name], str):
+            raise ConfigurationError(f"{where}: litellm_params.{name} must be a string")
+    deployment_id = info.get("id")
+    if deployment_id is not None and (not isinstance(deployment_id, str) or not deployment_id):
+        raise ConfigurationError(f"{where}: model_info.id must be a non-empty string")
+    base_model = info.get("base_model")
+    if base_model is not None and not isinstance(base_model, str):
+        raise ConfigurationError(f"{where}: model_info.base_model must be a string")
+    return Deployment(
+        id=deployment_id or _digest(model_name, params),
+        model_name=model_name,
+        model=model,
+        api_key=params.get("api_key"),
+        api_base=params.get("api_base"),
+        api_version=params.get("api_version"),
+        # LiteLLM configs put rpm/tpm in litellm_params or beside it; both are read.
+        rpm=_positive_int(params.get("rpm", entry.get("rpm")), f"{where}: rpm"),
+        tpm=_positive_int(params.get("tpm", entry.get("tpm")), f"{where}: tpm"),
+        weight=_weight(params.get("weight"), where),
+        timeout=_timeout(params.get("timeout"), where),
+        base_model=base_model,
+        model_info=dict(info),
+    )
+
+
+def resolve_env(value: Any, where: str) -> Any:
+    """``os.environ/NAME`` -> the variable's value (a clear error when unset); else ``value``."""
+    if isinstance(value, str) and value.startswith(_ENV_PREFIX):
+        name = value[len(_ENV_PREFIX) :]
+        resolved = os.environ.get(name)
+        if resolved is None:
+            raise ConfigurationError(f"{where}: environment variable {name} is not set")
+        return resolved
+    return value
+
+
+def _digest(model_name: str, params: Mapping[str, Any]) -> str:
+    # Only the parameters that say where a call goes; the key enters hashed, so two deployments
+    # that differ only by key (two organisations) still get different ids.
+    material = {
+        "model_name": model_name,
+        **{k: params.get(k) for k in ("model", "api_base", "api_version")},
+        "key": hashlib.sha256(str(params.get("api_key") or "").encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _positive_int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{where} must be a positive integer, got {value!r}")
+    return value
+
+
+def _weight(value: Any, where: str) -> float:
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigurationError(f"{where}: litellm_params.weight must be a number >= 0")
+    return float(value)
+
+
+def _timeout(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(f"{where}: litellm_params.timeout must be a positive number")
+    return float(value)

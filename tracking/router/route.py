@@ -1,0 +1,253 @@
+"""One routed call: which deployment each attempt goes to, when to give up, where to fall back.
+
+A :class:`CallRoute` implements :class:`~tracking.router.protocol.Route` for a single call.
+The call's model group comes first, then its fallbacks in order. Within a group the call gets
+``1 + num_retries`` attempts (DESIGN 7a: the router's count governs, the client's own retries
+are not added on top); each retry goes to a deployment that has not failed this call while one
+is available, and only waits (backoff, or the upstream's ``Retry-After``) when it must go back
+to one that has.
+
+What an error means for routing:
+
+* the request's fault (400, 413, 422, or any other 4xx but 401/403/404/408/409): the call
+  fails at once, on any group; retrying elsewhere would fail the same way;
+* the deployment's fault (429, 5xx, timeouts, dropped connections, unreadable answers,
+  401/403/404 from a misconfigured deployment, 408/409): counted against the deployment and
+  retried elsewhere; 401/403/404 cool the deployment down at once, the others once it has
+  failed more than ``allowed_fails`` times within a minute;
+* a fallback group the request is not valid for (``ValidationError`` when parsed for its
+  model): skipped, the reason logged and recorded (``fallbacks_skipped``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import APIError, RateLimitError, ValidationError
+from .deployments import Deployment
+from .protocol import Target
+from .strategies import CallShape
+
+if TYPE_CHECKING:
+    from ..events import ImageEditEvent
+    from ..response import ImageResponse
+    from .router import Router
+
+__all__ = ["CallRoute", "NoDeploymentAvailableError"]
+
+log = logging.getLogger("tracking.router")
+
+#: Statuses that say a deployment is misconfigured (key, permissions, deployment name).
+_COOL_AT_ONCE = frozenset({401, 403, 404})
+#: Statuses that are the deployment's business although not marked retryable in the tree.
+_DEPLOYMENT_STATUSES = _COOL_AT_ONCE | {408, 409}
+
+
+class NoDeploymentAvailableError(RateLimitError):
+    """Every deployment of the model group (and of its fallbacks) is cooling down or at its
+    rpm/tpm limit. ``retry_after`` says when the first one comes back, where known."""
+
+    error_type = "no_deployment_available"
+
+
+def is_deployment_fault(error: BaseException) -> bool:
+    """Whether another deployment might succeed where this one failed."""
+    if not isinstance(error, APIError):
+        return False
+    return error.retryable or error.status_code in _DEPLOYMENT_STATUSES
+
+
+class CallRoute:
+    """The routing decisions of one call (see the module docstring)."""
+
+    def __init__(self, router: Router, params: Mapping[str, Any]) -> None:
+        self.router = router
+        asked = params.get("model")
+        self.asked: str | None = asked if isinstance(asked, str) else None
+        self.chain: tuple[str, ...] = ()
+        if self.asked is not None:
+            self.chain = (self.asked, *router.fallbacks.get(self.asked, ()))
+        max_retries = params.get("max_retries")
+        self.num_retries = (
+            max_retries
+            if isinstance(max_retries, int)
+            and not isinstance(max_retries, bool)
+            and max_retries >= 0
+            else router.num_retries
+        )
+        self.call_timeout = params.get("timeout")
+        images = params.get("image")
+        self.shape = CallShape(
+            model_group=self.asked or "",
+            n=params["n"] if isinstance(params.get("n"), int) else 1,
+            size=params.get("size") if isinstance(params.get("size"), str) else None,
+            quality=params.get("quality") if isinstance(params.get("quality"), str) else None,
+            input_images=len(images) if isinstance(images, list) else 1,
+        )
+        self.group_index = 0
+        self.group_attempts = 0
+        self.failed: dict[str, APIError] = {}  # this group's deployments that failed this call
+        self.unavailable: list[str] = []  # why groups had nothing to offer
+        self.retry_after: float | None = None
+        self.skipped: list[tuple[str, str]] = []  # (fallback group, why it was skipped)
+        self.last_error: APIError | None = None  # the last upstream failure
+        self.deployment: Deployment | None = None  # the last one picked
+        self.attempted: Deployment | None = None  # the last one a request was sent to
+
+    # -- Route protocol ------------------------------------------------------------------
+
+    def next(self, failure: BaseException | None) -> Target:
+        if self.asked is None:
+            raise ValidationError(
+                "model: required, the model group to route to", param="model", rule="required"
+            )
+        if self.asked not in self.router.groups:
+            known = ", ".join(sorted(self.router.groups))
+            raise ValidationError(
+                f"model: {self.asked!r} is not a model group of this router (known: {known})",
+                param="model",
+                rule="unknown_model",
+            )
+        if failure is not None:
+            self._after_failure(failure)
+        while self.group_index < len(self.chain):
+            group = self.chain[self.group_index]
+            if self.group_attempts > self.num_retries:
+                self._advance()
+                continue
+            deployment = self._pick(group)
+            if deployment is None:
+                self._advance()
+                continue
+            self.group_attempts += 1
+            self.deployment = deployment
+            earlier = self.failed.get(deployment.id)
+            return Target(
+                overrides=deployment.overrides(self.call_timeout),
+                key=deployment,
+                backoff=earlier is not None,
+                retry_after=earlier.retry_after if earlier is not None else None,
+            )
+        raise self._final_error()
+
+    def done(
+        self,
+        target: Target,
+        error: BaseException | None,
+        latency_ms: float | None,
+        response: ImageResponse | None,
+    ) -> None:
+        deployment: Deployment = target.key
+        state = self.router.state
+        if not isinstance(error, ValidationError):  # a refused fallback was never sent
+            self.attempted = deployment
+        try:
+            state.end(deployment.id)
+            if error is None:
+                usage = response.usage if response is not None else None
+                state.record_success(deployment.id, latency_ms, usage.total_tokens if usage else 0)
+                if response is not None:
+                    response._hidden_params.update(
+                        deployment_id=deployment.id,
+                        model_group=deployment.model_name,
+                        fallbacks_skipped=[
+                            {"model": group, "reason": reason} for group, reason in self.skipped
+                        ],
+                    )
+                return
+            if not is_deployment_fault(error):
+                return
+            assert isinstance(error, APIError)
+            if (
+                error.status_code in _COOL_AT_ONCE
+                or state.record_failure(deployment.id) > self.router.allowed_fails
+            ):
+                self.router.cool_down(deployment, error.error_type)
+        except Exception:  # routing bookkeeping must never break a call
+            log.exception("router: recording the outcome for deployment %s failed", deployment.id)
+
+    def annotate(self, event: ImageEditEvent) -> ImageEditEvent:
+        # the group and deployment that served, or last failed; else the group asked for
+        last = self.attempted
+        group = last.model_name if last is not None else (self.asked or event.model_group)
+        served_at = self.chain.index(group) if group in self.chain else 0
+        return event.replace(
+            model=self.asked if self.asked is not None else event.model,
+            model_group=group,
+            deployment_id=last.id if last is not None else None,
+            fallback_from=self.chain[:served_at],
+        )
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def _after_failure(self, failure: BaseException) -> None:
+        in_fallback = self.group_index > 0
+        if isinstance(failure, ValidationError) and in_fallback:
+            group = self.chain[self.group_index]
+            self.skipped.append((group, str(failure)))
+            log.warning("router: fallback %r skipped: %s", group, failure)
+            self._advance()
+            return
+        if not is_deployment_fault(failure):
+            raise failure
+        assert isinstance(failure, APIError)
+        self.last_error = failure
+        if self.deployment is not None:
+            self.failed[self.deployment.id] = failure
+
+    def _advance(self) -> None:
+        self.group_index += 1
+        self.group_attempts = 0
+        self.failed = {}
+
+    def _pick(self, group: str) -> Deployment | None:
+        router = self.router
+        candidates = router.groups[group]
+        snapshot = router.state.snapshot([d.id for d in candidates])
+        available = [
+            d
+            for d in candidates
+            if d.id not in snapshot.cooling
+            and (d.rpm is None or snapshot.rpm.get(d.id, 0) < d.rpm)
+            and (d.tpm is None or snapshot.tpm.get(d.id, 0) < d.tpm)
+        ]
+        if not available:
+            cooling = [snapshot.cooling[d.id] for d in candidates if d.id in snapshot.cooling]
+            limited = len(candidates) - len(cooling)
+            parts = []
+            if cooling:
+                parts.append(f"{len(cooling)} cooling down")
+                soonest = min(cooling)
+                self.retry_after = (
+                    soonest if self.retry_after is None else min(self.retry_after, soonest)
+                )
+            if limited:
+                parts.append(f"{limited} at their rpm/tpm limit")
+                self.retry_after = min(self.retry_after or 60.0, 60.0)
+            self.unavailable.append(f"{group!r}: {' and '.join(parts)}")
+            return None
+        fresh = [d for d in available if d.id not in self.failed]
+        pool = fresh or available
+        while pool:
+            choice = router.strategy.choose(pool, snapshot, self.shape)
+            if router.state.begin(choice.id, choice.rpm):
+                return choice
+            pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
+        self.unavailable.append(f"{group!r}: every deployment at its rpm limit")
+        return None
+
+    def _final_error(self) -> BaseException:
+        error: APIError
+        if self.last_error is not None:
+            error = self.last_error
+        else:
+            error = NoDeploymentAvailableError(
+                "no deployment available for model "
+                f"{self.asked!r}: {'; '.join(self.unavailable) or 'none left to try'}",
+                retry_after=self.retry_after,
+            )
+        for group, reason in self.skipped:
+            error.add_note(f"fallback {group!r} skipped: {reason}")
+        return error

@@ -1,0 +1,208 @@
+"""``tracking.Router``: image edits load-balanced over a LiteLLM-style ``model_list``.
+
+A router owns the deployments, the routing strategy, the fallbacks and the routing state (in
+memory, or in Redis with ``redis_url``). ``router.image_edit(...)`` and
+``await router.aimage_edit(...)`` take exactly the parameters of :func:`tracking.image_edit`
+(the signature is written once, in :mod:`tracking.api`); ``model`` names a model group. Each
+call runs the one call flow with a :class:`~tracking.router.route.CallRoute`, so it still yields
+exactly one event, which records the asked model, the group and deployment that served, the
+fallback chain, the attempts and the retries.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
+
+from ..api import _image_edit_params
+from ..errors import ConfigurationError
+from ..flow import run_async, run_sync
+from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
+from .route import CallRoute
+from .state import MemoryState, RedisState, RouterState
+from .strategies import RoutingStrategy, strategy_named
+
+if TYPE_CHECKING:
+    from ..response import ImageResponse
+
+__all__ = ["CooldownObserver", "Router"]
+
+log = logging.getLogger("tracking.router")
+
+P = ParamSpec("P")
+
+#: Called with (model group, deployment id) when this process puts a deployment in cooldown.
+CooldownObserver = Callable[[str, str], None]
+
+#: router_settings keys read by :meth:`Router.from_config`; others are accepted and ignored.
+_SETTINGS = (
+    "routing_strategy",
+    "num_retries",
+    "cooldown_time",
+    "allowed_fails",
+    "fallbacks",
+    "redis_url",
+    "redis_host",
+    "redis_port",
+    "redis_password",
+)
+
+
+def _routed_sync(
+    params: Callable[P, dict[str, Any]],
+) -> Callable[Concatenate[Router, P], ImageResponse]:
+    def image_edit(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
+        call = params(*args, **kwargs)
+        return run_sync(call, CallRoute(self, call))
+
+    functools.update_wrapper(image_edit, params)
+    image_edit.__name__ = image_edit.__qualname__ = "image_edit"
+    return image_edit
+
+
+def _routed_async(
+    params: Callable[P, dict[str, Any]],
+) -> Callable[Concatenate[Router, P], Coroutine[Any, Any, ImageResponse]]:
+    async def aimage_edit(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
+        call = params(*args, **kwargs)
+        return await run_async(call, CallRoute(self, call))
+
+    functools.update_wrapper(aimage_edit, params)
+    aimage_edit.__name__ = aimage_edit.__qualname__ = "aimage_edit"
+    return aimage_edit
+
+
+class Router:
+    """Routes image edits across the deployments of each model group.
+
+    ``routing_strategy`` is a name (``simple-shuffle``, the default; ``least-busy``,
+    ``latency-based-routing``, ``usage-based-routing``, ``cost-based-routing``) or a strategy
+    object. ``num_retries`` is the number of retries within a model group (the call's own
+    ``max_retries``, when given, replaces it for that call); ``cooldown_time`` seconds a
+    failing deployment is skipped; ``allowed_fails`` the failures per minute it may have
+    before that. ``fallbacks`` is LiteLLM's ``[{"group": ["other-group", ...]}]``.
+    ``redis_url`` shares the routing state between processes under ``redis_prefix``.
+    """
+
+    image_edit = _routed_sync(_image_edit_params)
+    aimage_edit = _routed_async(_image_edit_params)
+
+    def __init__(
+        self,
+        model_list: Iterable[Mapping[str, Any]],
+        *,
+        fallbacks: Iterable[Mapping[str, Any]] | None = None,
+        routing_strategy: str | RoutingStrategy = "simple-shuffle",
+        num_retries: int = 2,
+        cooldown_time: float = 5.0,
+        allowed_fails: int = 3,
+        redis_url: str | None = None,
+        redis_prefix: str = "tracking:router:",
+        latency_window: int = 10,
+        state: RouterState | None = None,
+    ) -> None:
+        self.deployments: tuple[Deployment, ...] = parse_model_list(model_list)
+        groups: dict[str, list[Deployment]] = {}
+        for deployment in self.deployments:
+            groups.setdefault(deployment.model_name, []).append(deployment)
+        self.groups: dict[str, tuple[Deployment, ...]] = {k: tuple(v) for k, v in groups.items()}
+        self.fallbacks = parse_fallbacks(fallbacks, self.groups)
+        self.strategy = strategy_named(routing_strategy)
+        self.num_retries = _count("num_retries", num_retries)
+        self.allowed_fails = _count("allowed_fails", allowed_fails)
+        if isinstance(cooldown_time, bool) or not isinstance(cooldown_time, int | float):
+            raise ConfigurationError("cooldown_time: expected a number of seconds")
+        if cooldown_time < 0:
+            raise ConfigurationError("cooldown_time: must be >= 0")
+        self.cooldown_time = float(cooldown_time)
+        if state is None:
+            state = (
+                RedisState(redis_url, prefix=redis_prefix, latency_window=latency_window)
+                if redis_url
+                else MemoryState(latency_window=latency_window)
+            )
+        self.state: RouterState = state
+        #: Called with (model group, deployment id) whenever this router starts a cooldown;
+        #: the Prometheus integration counts ``image_edit_deployment_cooldowns_total`` here.
+        self.cooldown_observers: list[CooldownObserver] = []
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Router:
+        """A router from a LiteLLM-style proxy config: ``model_list``, ``router_settings``
+        (and ``fallbacks`` / ``num_retries`` under ``litellm_settings``, where LiteLLM also
+        reads them). ``redis_host`` / ``redis_port`` / ``redis_password`` become a URL."""
+        if not isinstance(config, Mapping):
+            raise ConfigurationError("config: expected a mapping")
+        settings: dict[str, Any] = {}
+        litellm_settings = config.get("litellm_settings") or {}
+        router_settings = config.get("router_settings") or {}
+        for section, name in (
+            (litellm_settings, "litellm_settings"),
+            (router_settings, "router_settings"),
+        ):
+            if not isinstance(section, Mapping):
+                raise ConfigurationError(f"{name}: expected a mapping")
+        for key in ("fallbacks", "num_retries"):
+            if key in litellm_settings:
+                settings[key] = litellm_settings[key]
+        settings.update({k: v for k, v in router_settings.items() if k in _SETTINGS})
+        for key in ("redis_url", "redis_host", "redis_password"):
+            if key in settings:
+                settings[key] = resolve_env(settings[key], f"router_settings.{key}")
+        host = settings.pop("redis_host", None)
+        port = settings.pop("redis_port", None)
+        password = settings.pop("redis_password", None)
+        if host and not settings.get("redis_url"):
+            from urllib.parse import quote
+
+            auth = f":{quote(str(password), safe='')}@" if password else ""
+            settings["redis_url"] = f"redis://{auth}{host}:{port or 6379}/0"
+        settings.update(overrides)
+        return cls(config.get("model_list") or [], **settings)
+
+    def cool_down(self, deployment: Deployment, reason: str) -> None:
+        """Skip ``deployment`` for ``cooldown_time`` seconds, in every process sharing state."""
+        if self.cooldown_time <= 0:
+            return
+        self.state.cool_down(deployment.id, self.cooldown_time)
+        log.warning(
+            "router: deployment %s of %r cooling down for %.3g s (%s)",
+            deployment.id,
+            deployment.model_name,
+            self.cooldown_time,
+            reason,
+        )
+        for observer in tuple(self.cooldown_observers):
+            try:
+                observer(deployment.model_name, deployment.id)
+            except Exception:
+                log.exception("router: cooldown observer %r failed", observer)
+
+    def cooling(self, model_group: str | None = None) -> dict[str, float]:
+        """Deployment id -> seconds of cooldown left, for the group (or all) cooling now."""
+        deployments = self.groups.get(model_group, ()) if model_group else self.deployments
+        return dict(self.state.snapshot([d.id for d in deployments]).cooling)
+
+    def close(self) -> None:
+        """Release the state backend's connections (the Redis client)."""
+        self.state.close()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Router({len(self.deployments)} deployments in {len(self.groups)} groups, "
+            f"strategy={type(self.strategy).__name__})"
+        )
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{name}: expected an integer >= 0, got {value!r}")
+    return value
