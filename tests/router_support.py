@@ -27,6 +27,8 @@ _PNG_B64 = base64.b64encode(make_png(1, 1)).decode()
 class StubUpstream(FakeOpenAI):
     """An upstream answering every edit the same way, counting hits (runs like the fake)."""
 
+    hits: int = 0  # a plain counter here, shadowing the fake's read-only property
+
     def __init__(
         self, *, status: int = 200, delay: float = 0.0, headers: dict[str, str] | None = None
     ) -> None:
