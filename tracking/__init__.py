@@ -33,8 +33,11 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import aimage_edit, image_edit
+    from .bus import flush, register, shutdown
     from .events import ImageEditEvent
+    from .pricing import register_prices
     from .response import ImageData, ImageResponse, Usage
+    from .user_callbacks import CustomLogger
 
 __version__ = "0.1.0"
 
@@ -52,6 +55,11 @@ _LAZY = {
     "ImageData": "tracking.response",
     "Usage": "tracking.response",
     "ImageEditEvent": "tracking.events",
+    "CustomLogger": "tracking.user_callbacks",
+    "register": "tracking.bus",
+    "flush": "tracking.bus",
+    "shutdown": "tracking.bus",
+    "register_prices": "tracking.pricing",
 }
 
 __all__ = [
@@ -63,6 +71,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "CustomLogger",
     "ImageData",
     "ImageEditEvent",
     "ImageResponse",
@@ -79,7 +88,11 @@ __all__ = [
     "aimage_edit",
     "callbacks",
     "failure_callback",
+    "flush",
     "image_edit",
+    "register",
+    "register_prices",
+    "shutdown",
     "success_callback",
 ]
 
