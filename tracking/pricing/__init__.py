@@ -184,7 +184,8 @@ def _day(raw: Any, where: str) -> date | None:
 
 
 def _candidates(request: ImageEditRequest) -> list[str]:
-    keys = [request.model, f"{request.provider}/{request.upstream_model}", request.upstream_model]
+    # Most specific first: a price for "openai/gpt-image-1" beats one for "gpt-image-1".
+    keys = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
     return list(dict.fromkeys(keys))
 
 
