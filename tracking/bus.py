@@ -148,12 +148,17 @@ def counters() -> dict[str, dict[str, int]]:
         }
 
 
-def record_drop(sink: str, count: int = 1) -> None:
-    """Count events a sink dropped (integrations report their own drops here too)."""
+def record_drop(sink: str, count: int = 1, *, reason: str = "its queue is full") -> None:
+    """Count events a sink dropped and warn (at most once a minute per sink and reason).
+
+    Integrations report their own drops here too, so one counter covers every sink.
+    """
     with _COUNTER_LOCK:
         _EVENTS_DROPPED[sink] = _EVENTS_DROPPED.get(sink, 0) + count
-    if _due(f"drop:{sink}"):
-        log.warning("tracking: the %s queue is full; dropping the oldest events", sink)
+    suppressed = _due(f"drop:{sink}:{reason}")
+    if suppressed is not None:
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning("tracking: %s dropped %d event(s): %s%s", sink, count, reason, more)
 
 
 def _due(key: str) -> int | None:
@@ -364,7 +369,7 @@ class _Delivery:
             self._threads_inflight += 1
             self._work.notify()
         if dropped:
-            record_drop(USER_CALLBACKS_SINK)
+            record_drop(USER_CALLBACKS_SINK, reason="the queue is full; the oldest was dropped")
 
     def _start_worker(self) -> None:  # holds the lock
         state = _WorkerState()
@@ -426,8 +431,10 @@ class _Delivery:
         job.started = True
         try:
             kwargs = callback_kwargs(job.event, job.response, job.exception)
-            awaitable = job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
-            await asyncio.wait_for(awaitable, self.timeout)
+            # asyncio.timeout, not wait_for: the callback runs in this task, so it starts in the
+            # task's first step even if the caller's loop is being shut down right after.
+            async with asyncio.timeout(self.timeout):
+                await job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
         except TimeoutError as exc:
             _callback_failed(job.name, exc, timed_out=True)
         except Exception as exc:
@@ -471,7 +478,9 @@ class _Delivery:
                 # run it on our loop instead, so it still runs exactly once.
                 self.submit_loop(job)
             else:
-                record_drop(USER_CALLBACKS_SINK)
+                record_drop(
+                    USER_CALLBACKS_SINK, reason=f"{job.name} was cancelled as its event loop closed"
+                )
 
     # flush / shutdown ---------------------------------------------------------------------
 
