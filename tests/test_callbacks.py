@@ -386,3 +386,31 @@ def test_queued_callbacks_are_delivered_at_interpreter_exit(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = sorted(out.read_text().splitlines())
     assert lines == ["async u1", "async u2", "sync u1", "sync u2"]
+
+
+def test_an_integration_in_any_list_gets_both_outcomes_once(upstream):
+    class Recorder:
+        def __init__(self):
+            self.statuses = []
+
+        def on_start(self, call):
+            pass
+
+        def on_end(self, event):
+            self.statuses.append(event.status)
+
+        def flush(self, timeout=None):
+            return True
+
+        def shutdown(self, timeout=None):
+            pass
+
+    only_failure, everywhere = Recorder(), Recorder()
+    tracking.failure_callback.extend([only_failure, everywhere])
+    tracking.success_callback.append(everywhere)
+    tracking.callbacks.append(everywhere)
+    call(upstream)
+    with pytest.raises(tracking.ValidationError):
+        call(upstream, n=99)
+    assert only_failure.statuses == ["success", "failure"]
+    assert everywhere.statuses == ["success", "failure"]
