@@ -36,9 +36,12 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import aimage_edit, image_edit
+    from .bus import flush, register, shutdown
     from .events import ImageEditEvent
+    from .pricing import register_prices
     from .response import ImageData, ImageResponse, Usage
     from .router import NoDeploymentAvailableError, Router
+    from .user_callbacks import CustomLogger
 
 __version__ = "0.1.0"
 
@@ -58,6 +61,11 @@ _LAZY = {
     "ImageEditEvent": "tracking.events",
     "Router": "tracking.router",
     "NoDeploymentAvailableError": "tracking.router",
+    "CustomLogger": "tracking.user_callbacks",
+    "register": "tracking.bus",
+    "flush": "tracking.bus",
+    "shutdown": "tracking.bus",
+    "register_prices": "tracking.pricing",
 }
 
 __all__ = [
@@ -71,6 +79,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContentPolicyError",
+    "CustomLogger",
     "ImageData",
     "ImageEditEvent",
     "ImageResponse",
@@ -90,7 +99,11 @@ __all__ = [
     "aimage_edit",
     "callbacks",
     "failure_callback",
+    "flush",
     "image_edit",
+    "register",
+    "register_prices",
+    "shutdown",
     "success_callback",
 ]
 

@@ -1,24 +1,47 @@
-"""Delivery of each call's event to integrations and user callbacks.
+"""Delivery of each call's event to integrations and user callbacks (DESIGN 4).
 
 Receivers come from three plain lists in :mod:`tracking`: ``success_callback``,
 ``failure_callback`` and ``callbacks``. Each call takes a snapshot of them (``tuple(...)``), so
-changing the lists while calls are in flight is safe and costs no lock.
+changing the lists while calls are in flight is safe and costs no lock; the snapshot is turned
+into a dispatch plan once and reused while the lists stay the same.
 
-An entry is either a built-in integration name (``"prometheus"``, ``"otel"``, ``"sql"``,
-``"structlog"``), resolved lazily to one shared instance, or an object implementing the
-:class:`~tracking.integration.Integration` protocol. Built-in integrations receive success and
-failure events whichever list names them, each exactly once per call.
+An entry is one of:
+
+* a built-in integration name (``"prometheus"``, ``"otel"``, ``"sql"``, ``"structlog"``), resolved
+  lazily to one shared instance, or an object implementing the
+  :class:`~tracking.integration.Integration` protocol. Integrations receive success and failure
+  events whichever list names them, each exactly once per call, in the call (``on_end``);
+* a plain function ``fn(kwargs, response, start_time, end_time)``, sync or async: called for
+  successes from ``success_callback``, failures from ``failure_callback``, both from ``callbacks``;
+* a :class:`~tracking.user_callbacks.CustomLogger`, likewise by list.
+
+User callbacks never run in the call: sync handlers run on one worker thread fed by a bounded
+queue (when full the oldest item is dropped, counted and warned about); async handlers run as
+tasks on the caller's loop for async calls and on the bus's own loop thread for sync calls. A
+callback that raises is logged once per callback (then at most once a minute) and counted; one
+that runs past the callback timeout is abandoned (a replacement worker takes over the queue) and
+counted. :func:`flush` and :func:`shutdown` deliver everything queued and run at interpreter exit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import concurrent.futures
+import functools
 import importlib
+import inspect
 import logging
+import os
 import threading
-from typing import TYPE_CHECKING, Any
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigurationError
 from .integration import Integration
+from .user_callbacks import CustomLogger, Receiver, callback_kwargs, callback_name, receivers_for
 
 if TYPE_CHECKING:
     from .events import ImageEditEvent
@@ -27,11 +50,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_INTEGRATIONS",
+    "DEFAULT_CALLBACK_TIMEOUT",
+    "DEFAULT_QUEUE_SIZE",
+    "configure",
+    "counters",
     "dispatch_start",
     "emit_async",
     "emit_sync",
+    "flush",
     "integrations",
+    "record_drop",
+    "register",
     "resolve",
+    "shutdown",
 ]
 
 log = logging.getLogger("tracking")
@@ -43,6 +74,12 @@ BUILTIN_INTEGRATIONS: dict[str, str] = {
     "sql": "integrations.sql:SqlLedger",
     "structlog": "integrations.structlog:StructlogLogger",
 }
+DEFAULT_CALLBACK_TIMEOUT = 30.0
+DEFAULT_QUEUE_SIZE = 10_000
+#: The sink name under which user-callback drops are counted.
+USER_CALLBACKS_SINK = "user_callbacks"
+_REPORT_INTERVAL = 60.0  # seconds between repeated log lines about the same callback
+
 _INSTANCES: dict[str, Integration] = {}
 _LOCK = threading.Lock()
 
@@ -78,44 +115,516 @@ def _load(name: str) -> Integration:
     return instance
 
 
-def integrations() -> tuple[Integration, ...]:
-    """The distinct integrations named in the three lists right now, in order."""
+# -- counters ----------------------------------------------------------------------------------
+
+_COUNTER_LOCK = threading.Lock()
+_CALLBACK_ERRORS: dict[str, int] = {}
+_CALLBACK_TIMEOUTS: dict[str, int] = {}
+_EVENTS_DROPPED: dict[str, int] = {}
+_LAST_REPORT: dict[str, float] = {}
+_SUPPRESSED: dict[str, int] = {}
+
+
+def counters() -> dict[str, dict[str, int]]:
+    """The bus's own counters, totals since the process started (a snapshot copy).
+
+    Shape::
+
+        {
+            "callback_errors": {"<callback name>": n, ...},   # raised or timed out
+            "callback_timeouts": {"<callback name>": n, ...}, # the timed-out subset
+            "events_dropped": {"<sink>": n, ...},             # e.g. "user_callbacks"
+        }
+
+    A callback's name is ``module.qualname`` of the function, or of the logger's or integration's
+    class. Exporters map ``callback_errors`` to ``tracking_callback_errors_total{callback}`` and
+    ``events_dropped`` to ``tracking_events_dropped_total{sink}``.
+    """
+    with _COUNTER_LOCK:
+        return {
+            "callback_errors": dict(_CALLBACK_ERRORS),
+            "callback_timeouts": dict(_CALLBACK_TIMEOUTS),
+            "events_dropped": dict(_EVENTS_DROPPED),
+        }
+
+
+def record_drop(sink: str, count: int = 1, *, reason: str = "its queue is full") -> None:
+    """Count events a sink dropped and warn (at most once a minute per sink and reason).
+
+    Integrations report their own drops here too, so one counter covers every sink.
+    """
+    with _COUNTER_LOCK:
+        _EVENTS_DROPPED[sink] = _EVENTS_DROPPED.get(sink, 0) + count
+    suppressed = _due(f"drop:{sink}:{reason}")
+    if suppressed is not None:
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning("tracking: %s dropped %d event(s): %s%s", sink, count, reason, more)
+
+
+def _due(key: str) -> int | None:
+    """Whether a log line about ``key`` is due: the count suppressed since the last one, or None."""
+    now = time.monotonic()
+    with _COUNTER_LOCK:
+        last = _LAST_REPORT.get(key)
+        if last is not None and now - last < _REPORT_INTERVAL:
+            _SUPPRESSED[key] = _SUPPRESSED.get(key, 0) + 1
+            return None
+        _LAST_REPORT[key] = now
+        return _SUPPRESSED.pop(key, 0)
+
+
+def _callback_failed(name: str, exc: BaseException, *, timed_out: bool = False) -> None:
+    with _COUNTER_LOCK:
+        _CALLBACK_ERRORS[name] = _CALLBACK_ERRORS.get(name, 0) + 1
+        if timed_out:
+            _CALLBACK_TIMEOUTS[name] = _CALLBACK_TIMEOUTS.get(name, 0) + 1
+    suppressed = _due(f"callback:{name}")
+    if suppressed is None:
+        return
+    more = f" ({suppressed} more since the last report)" if suppressed else ""
+    if timed_out:
+        log.error(
+            "tracking: callback %s did not finish within %s s and was abandoned%s",
+            name,
+            DELIVERY.timeout,
+            more,
+        )
+    else:
+        log.error("tracking: callback %s raised %s%s", name, type(exc).__name__, more, exc_info=exc)
+
+
+# -- the dispatch plan -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    integrations: tuple[Integration, ...]
+    success: tuple[Receiver, ...]
+    failure: tuple[Receiver, ...]
+
+
+_EMPTY_PLAN = _Plan((), (), ())
+_Snapshot = tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
+#: (ids of the entries, the entries themselves, their plan). Holding the entries keeps their ids
+#: from being reused by other objects while the cache is alive.
+_last_plan: tuple[tuple[tuple[int, ...], ...], _Snapshot, _Plan] | None = None
+
+
+def _validate(entry: Any) -> Integration | None:
+    """The integration an entry is, None for a user callback; a clear error for anything else."""
+    integration = resolve(entry)
+    if integration is not None:
+        return integration
+    if isinstance(entry, CustomLogger):
+        return None
+    if callable(entry):
+        try:
+            inspect.signature(entry).bind(None, None, None, None)
+        except TypeError:
+            raise ConfigurationError(
+                f"callback {callback_name(entry)} must accept "
+                "(kwargs, response, start_time, end_time)"
+            ) from None
+        except ValueError:  # no signature to inspect (some builtins): trust it
+            pass
+        return None
+    known = ", ".join(sorted(BUILTIN_INTEGRATIONS))
+    raise ConfigurationError(
+        f"not a callback: {type(entry).__name__}; expected a function, a tracking.CustomLogger, "
+        f"an integration object or a built-in name ({known})"
+    )
+
+
+def _build_plan(snapshot: _Snapshot) -> _Plan:
+    found: dict[int, Integration] = {}
+    success: dict[int, Receiver] = {}
+    failure: dict[int, Receiver] = {}
+    outcomes = (("success",), ("failure",), ("success", "failure"))
+    for entries, wanted in zip(snapshot, outcomes, strict=True):
+        for entry in entries:
+            integration = _validate(entry)
+            if integration is not None:
+                found.setdefault(id(integration), integration)
+                continue
+            for outcome in wanted:
+                chosen = success if outcome == "success" else failure
+                if id(entry) not in chosen:
+                    receiver = receivers_for(entry, outcome)
+                    if receiver is not None:
+                        chosen[id(entry)] = receiver
+    return _Plan(tuple(found.values()), tuple(success.values()), tuple(failure.values()))
+
+
+def _plan() -> _Plan:
+    """The plan for the lists as they are now; raises ConfigurationError for a bad entry."""
+    global _last_plan
     import tracking
 
-    seen: dict[int, Integration] = {}
-    for entry in (*tracking.success_callback, *tracking.failure_callback, *tracking.callbacks):
-        integration = resolve(entry)
-        if integration is not None:
-            seen.setdefault(id(integration), integration)
-    return tuple(seen.values())
+    snapshot = (
+        tuple(tracking.success_callback),
+        tuple(tracking.failure_callback),
+        tuple(tracking.callbacks),
+    )
+    key = tuple(tuple(map(id, entries)) for entries in snapshot)
+    cached = _last_plan
+    if cached is not None and cached[0] == key:
+        return cached[2]
+    plan = _build_plan(snapshot)
+    _last_plan = (key, snapshot, plan)
+    return plan
+
+
+def _plan_for_end() -> _Plan:
+    try:
+        return _plan()
+    except ConfigurationError as error:  # the call is over: report, never raise into it
+        if _due("plan") is not None:
+            log.error("tracking: callbacks not run: %s", error)
+        return _EMPTY_PLAN
+
+
+def integrations() -> tuple[Integration, ...]:
+    """The distinct integrations named in the three lists right now, in order."""
+    return _plan().integrations
+
+
+def register(*entries: Any, on: Literal["success", "failure", "both"] = "both") -> None:
+    """Validate entries and add them to the list for ``on`` (``both``: ``tracking.callbacks``).
+
+    An unknown built-in name, an integration whose extra is not installed, or something that is
+    not a callback is a :class:`~tracking.errors.ConfigurationError` naming what is known. With no
+    entries, validates what the three lists hold now.
+    """
+    import tracking
+
+    if not entries:
+        _plan()
+        return
+    for entry in entries:
+        _validate(entry)
+    target = {
+        "success": tracking.success_callback,
+        "failure": tracking.failure_callback,
+        "both": tracking.callbacks,
+    }.get(on)
+    if target is None:
+        raise ConfigurationError(f"on: expected 'success', 'failure' or 'both', got {on!r}")
+    for entry in entries:
+        if not any(existing is entry for existing in target):
+            target.append(entry)
+
+
+# -- delivery of user callbacks ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Job:
+    name: str
+    handler: Any
+    event: ImageEditEvent
+    response: ImageResponse | None
+    exception: BaseException | None
+    started: bool = False
+
+
+@dataclass(slots=True)
+class _WorkerState:
+    current: tuple[_Job, float] | None = None
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+
+class _Delivery:
+    """The worker thread, its watchdog, and the bus's own event loop thread."""
+
+    def __init__(self) -> None:
+        self.timeout = float(os.environ.get("TRACKING_CALLBACK_TIMEOUT", DEFAULT_CALLBACK_TIMEOUT))
+        self.max_queue = DEFAULT_QUEUE_SIZE
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._queue: deque[_Job] = deque()
+        self._worker: _WorkerState | None = None
+        self._watchdog: threading.Thread | None = None
+        self._threads_inflight = 0  # worker jobs queued or running, and jobs on our loop
+        self._tasks_inflight = 0  # tasks on callers' loops
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    # worker thread -----------------------------------------------------------------------
+
+    def submit_worker(self, job: _Job) -> None:
+        dropped = False
+        with self._lock:
+            if self._worker is None:
+                self._start_worker()
+            if len(self._queue) >= self.max_queue:
+                self._queue.popleft()
+                self._threads_inflight -= 1
+                dropped = True
+            self._queue.append(job)
+            self._threads_inflight += 1
+            self._work.notify()
+        if dropped:
+            record_drop(USER_CALLBACKS_SINK, reason="the queue is full; the oldest was dropped")
+
+    def _start_worker(self) -> None:  # holds the lock
+        state = _WorkerState()
+        self._worker = state
+        threading.Thread(
+            target=self._run_worker, args=(state,), name="tracking-callbacks", daemon=True
+        ).start()
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name="tracking-callbacks-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
+    def _run_worker(self, state: _WorkerState) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not state.abandoned.is_set():
+                    self._work.wait()
+                if state.abandoned.is_set():
+                    return
+                job = self._queue.popleft()
+                state.current = (job, time.monotonic())
+            self._call_sync(job)
+            with self._lock:
+                if (
+                    state.abandoned.is_set()
+                ):  # the watchdog gave up on us and already counted this job
+                    return
+                state.current = None
+                self._threads_inflight -= 1
+                self._idle.notify_all()
+
+    def _call_sync(self, job: _Job) -> None:
+        try:
+            kwargs = callback_kwargs(job.event, job.response, job.exception)
+            job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
+        except Exception as exc:
+            _callback_failed(job.name, exc)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(max(0.01, min(1.0, self.timeout / 4)))
+            with self._lock:
+                state = self._worker
+                if state is None or state.current is None:
+                    continue
+                job, started = state.current
+                if time.monotonic() - started <= self.timeout:
+                    continue
+                state.abandoned.set()
+                self._threads_inflight -= 1
+                self._start_worker()  # a fresh worker takes over the queue
+                self._idle.notify_all()
+            _callback_failed(job.name, TimeoutError(), timed_out=True)
+
+    # coroutines ---------------------------------------------------------------------------
+
+    async def _call_async(self, job: _Job) -> None:
+        job.started = True
+        try:
+            kwargs = callback_kwargs(job.event, job.response, job.exception)
+            # asyncio.timeout, not wait_for: the callback runs in this task, so it starts in the
+            # task's first step even if the caller's loop is being shut down right after.
+            async with asyncio.timeout(self.timeout):
+                await job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
+        except TimeoutError as exc:
+            _callback_failed(job.name, exc, timed_out=True)
+        except Exception as exc:
+            _callback_failed(job.name, exc)
+
+    def submit_loop(self, job: _Job) -> None:
+        """Run a coroutine callback on the bus's own loop thread (for sync calls)."""
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(
+                    target=loop.run_forever, name="tracking-callbacks-loop", daemon=True
+                )
+                self._loop_thread.start()
+            self._threads_inflight += 1
+        future = asyncio.run_coroutine_threadsafe(self._call_async(job), loop)
+        future.add_done_callback(self._loop_job_done)
+
+    def _loop_job_done(self, future: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._threads_inflight -= 1
+            self._idle.notify_all()
+
+    def submit_task(self, job: _Job) -> None:
+        """Run a coroutine callback as a task on the running (caller's) loop."""
+        task = asyncio.get_running_loop().create_task(self._call_async(job))
+        with self._lock:
+            self._tasks.add(task)
+            self._tasks_inflight += 1
+        task.add_done_callback(functools.partial(self._task_done, job))
+
+    def _task_done(self, job: _Job, task: asyncio.Task[None]) -> None:
+        with self._lock:
+            self._tasks.discard(task)
+            self._tasks_inflight -= 1
+            self._idle.notify_all()
+        if task.cancelled():
+            if not job.started:
+                # The caller's loop is shutting down (asyncio.run ending) before the task ran:
+                # run it on our loop instead, so it still runs exactly once.
+                self.submit_loop(job)
+            else:
+                record_drop(
+                    USER_CALLBACKS_SINK, reason=f"{job.name} was cancelled as its event loop closed"
+                )
+
+    # flush / shutdown ---------------------------------------------------------------------
+
+    def wait_idle(self, deadline: float | None) -> bool:
+        try:
+            asyncio.get_running_loop()
+            include_tasks = False  # waiting here would block the very loop that runs them
+        except RuntimeError:
+            include_tasks = True
+        with self._lock:
+            while self._threads_inflight > 0 or (include_tasks and self._tasks_inflight > 0):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+            return include_tasks or self._tasks_inflight == 0
+
+    def stop_loop(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._loop_thread
+            self._loop = self._loop_thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()
+
+
+DELIVERY = _Delivery()
+if hasattr(os, "register_at_fork"):
+    # Threads do not survive a fork: the child starts with an empty queue and fresh threads.
+    os.register_at_fork(after_in_child=DELIVERY._reset)
+
+
+def configure(*, callback_timeout: float | None = None, max_queue: int | None = None) -> None:
+    """Set how long a user callback may run (default 30 s) and the queue bound (10,000)."""
+    if callback_timeout is not None:
+        if callback_timeout <= 0:
+            raise ConfigurationError("callback_timeout: must be a positive number of seconds")
+        DELIVERY.timeout = float(callback_timeout)
+    if max_queue is not None:
+        if max_queue < 1:
+            raise ConfigurationError("max_queue: must be at least 1")
+        DELIVERY.max_queue = int(max_queue)
+
+
+# -- dispatch ----------------------------------------------------------------------------------
 
 
 def dispatch_start(call: CallStart) -> None:
-    """Run every integration's cheap ``on_start`` hook; never raises."""
-    for integration in integrations():
+    """Run every integration's cheap ``on_start`` hook; only a bad callback list raises."""
+    for integration in _plan().integrations:
         try:
             integration.on_start(call)
-        except Exception:
-            log.exception("integration %r failed in on_start", integration)
+        except Exception as exc:
+            _callback_failed(callback_name(integration), exc)
 
 
-def _dispatch_end(event: ImageEditEvent) -> None:
-    for integration in integrations():
+def _dispatch_end(plan: _Plan, event: ImageEditEvent) -> None:
+    for integration in plan.integrations:
         try:
             integration.on_end(event)
-        except Exception:
-            log.exception("integration %r failed in on_end", integration)
+        except Exception as exc:
+            _callback_failed(callback_name(integration), exc)
 
 
 def emit_sync(
     event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
 ) -> None:
     """Hand a finished sync call's event to every registered receiver."""
-    _dispatch_end(event)
+    plan = _plan_for_end()
+    _dispatch_end(plan, event)
+    for receiver in plan.success if event.status == "success" else plan.failure:
+        if receiver.for_sync is None:
+            continue
+        handler, is_async = receiver.for_sync
+        job = _Job(receiver.name, handler, event, response, exception)
+        if is_async:
+            DELIVERY.submit_loop(job)
+        else:
+            DELIVERY.submit_worker(job)
 
 
 async def emit_async(
     event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
 ) -> None:
     """Hand a finished async call's event to every registered receiver."""
-    _dispatch_end(event)
+    plan = _plan_for_end()
+    _dispatch_end(plan, event)
+    for receiver in plan.success if event.status == "success" else plan.failure:
+        if receiver.for_async is None:
+            continue
+        handler, is_async = receiver.for_async
+        job = _Job(receiver.name, handler, event, response, exception)
+        if is_async:
+            DELIVERY.submit_task(job)
+        else:
+            DELIVERY.submit_worker(job)
+
+
+def _known_integrations() -> list[Integration]:
+    found: dict[int, Integration] = {id(i): i for i in list(_INSTANCES.values())}
+    try:
+        for integration in _plan().integrations:
+            found.setdefault(id(integration), integration)
+    except ConfigurationError:
+        pass
+    return list(found.values())
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Deliver everything queued to user callbacks and integrations; True when all of it was.
+
+    Called from inside a running event loop, it cannot wait for callback tasks on that loop (that
+    would block them) and returns False while any are pending.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delivered = DELIVERY.wait_idle(deadline)
+    for integration in _known_integrations():
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            delivered = integration.flush(remaining) and delivered
+        except Exception as exc:
+            _callback_failed(callback_name(integration), exc)
+            delivered = False
+    return delivered
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Flush, then shut every integration down and stop the bus's threads; safe to repeat."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    flush(timeout)
+    for integration in _known_integrations():
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            integration.shutdown(remaining)
+        except Exception as exc:
+            _callback_failed(callback_name(integration), exc)
+    DELIVERY.stop_loop()
+
+
+def _at_exit() -> None:
+    shutdown(timeout=DELIVERY.timeout + 5.0)
+
+
+atexit.register(_at_exit)

@@ -35,6 +35,7 @@ from .errors import (
 from .events import ImageEditEvent, TokenUsage
 from .http import POOL
 from .integration import CallStart
+from .pricing import price_call
 from .providers import PreparedRequest, get_provider
 from .request import CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
@@ -380,6 +381,7 @@ def _make_event(
     images_returned = response.images_returned if response is not None else 0
     secrets = (options.api_key,) if options and options.api_key else ()
     model = params.get("model")
+    cost = price_call(request, response)
     return ImageEditEvent(
         request_id=request_id,
         call_type=call_type,
@@ -426,6 +428,10 @@ def _make_event(
             if usage
             else None
         ),
+        cost_usd=cost.usd,
+        cost_per_image_usd=cost.per_image_usd,
+        cost_source=cost.source,
+        price_ref=cost.price_ref,
         start_time=start_time,
         end_time=datetime.now(UTC),
         latency_ms=latency_ms,

@@ -1,0 +1,422 @@
+"""User callbacks on the bus: shapes, where they run, exactly once, isolation, drops, flush."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import datetime
+
+import pytest
+
+import tracking
+from tests.conftest import API_KEY, make_png
+from tracking import bus
+
+
+@pytest.fixture(autouse=True)
+def _clean_bus(monkeypatch):
+    monkeypatch.setattr(tracking, "success_callback", [])
+    monkeypatch.setattr(tracking, "failure_callback", [])
+    monkeypatch.setattr(tracking, "callbacks", [])
+    yield
+    assert tracking.flush(10)
+    bus.configure(callback_timeout=bus.DEFAULT_CALLBACK_TIMEOUT, max_queue=bus.DEFAULT_QUEUE_SIZE)
+
+
+def call(upstream, **params):
+    params = {"image": make_png(), "prompt": "a hat", "model": "gpt-image-1", **params}
+    return tracking.image_edit(**params, **upstream)
+
+
+async def acall(upstream, **params):
+    params = {"image": make_png(), "prompt": "a hat", "model": "gpt-image-1", **params}
+    return await tracking.aimage_edit(**params, **upstream)
+
+
+def errors_of(name_part: str) -> int:
+    return sum(n for k, n in bus.counters()["callback_errors"].items() if name_part in k)
+
+
+# -- shapes and where they run ------------------------------------------------------------------
+
+
+def test_sync_function_gets_litellm_arguments_on_the_worker_thread(upstream):
+    seen = []
+
+    def on_success(kwargs, response, start_time, end_time):
+        seen.append((kwargs, response, start_time, end_time, threading.current_thread().name))
+
+    tracking.success_callback.append(on_success)
+    response = call(upstream, user="end-user-7", metadata={"team": "design"})
+    assert tracking.flush(10)
+    ((kwargs, got, start, end, thread),) = seen
+    assert got is response
+    assert isinstance(start, datetime) and isinstance(end, datetime) and start <= end
+    assert thread == "tracking-callbacks"
+    assert kwargs["model"] == "gpt-image-1"
+    assert kwargs["user"] == "end-user-7"
+    assert kwargs["response_cost"] == float(response.cost_usd)
+    assert kwargs["call_type"] == "image_edit"
+    assert kwargs["metadata"] == {"team": "design"}
+    assert kwargs["request_id"] == kwargs["litellm_call_id"] == response.request_id
+    assert kwargs["standard_logging_object"]["end_user"] == "end-user-7"
+    assert kwargs["tracking_event"].end_user == "end-user-7"
+    assert kwargs["tracking_event"].team == "design"
+    assert "exception" not in kwargs
+
+
+def test_async_function_on_a_sync_call_runs_on_the_bus_loop(upstream):
+    seen = []
+
+    async def on_success(kwargs, response, start_time, end_time):
+        seen.append(threading.current_thread().name)
+
+    tracking.success_callback.append(on_success)
+    call(upstream)
+    assert tracking.flush(10)
+    assert seen == ["tracking-callbacks-loop"]
+
+
+def test_async_function_on_an_async_call_runs_on_the_callers_loop(upstream):
+    async def main():
+        caller_loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        seen = []
+
+        async def on_success(kwargs, response, start_time, end_time):
+            seen.append((asyncio.get_running_loop() is caller_loop, kwargs["call_type"]))
+            done.set()
+
+        tracking.success_callback.append(on_success)
+        await acall(upstream)
+        await asyncio.wait_for(done.wait(), 10)
+        return seen
+
+    assert asyncio.run(main()) == [(True, "aimage_edit")]
+
+
+def test_sync_function_on_an_async_call_runs_on_the_worker_thread(upstream):
+    seen = []
+    tracking.success_callback.append(
+        lambda kwargs, response, s, e: seen.append(threading.current_thread().name)
+    )
+    asyncio.run(acall(upstream))
+    assert tracking.flush(10)
+    assert seen == ["tracking-callbacks"]
+
+
+def test_async_callback_survives_asyncio_run_ending_before_it_ran(upstream):
+    seen = []
+
+    async def on_success(kwargs, response, start_time, end_time):
+        seen.append(kwargs["request_id"])
+
+    tracking.success_callback.append(on_success)
+    response = asyncio.run(acall(upstream))  # the loop closes right after the call returns
+    assert tracking.flush(10)
+    assert seen == [response.request_id]
+
+
+class BothTwins(tracking.CustomLogger):
+    def __init__(self):
+        self.calls = []
+
+    def log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self.calls.append("sync-success")
+
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self.calls.append("async-success")
+
+    def log_failure_event(self, kwargs, response_obj, start_time, end_time):
+        self.calls.append(("sync-failure", response_obj, type(kwargs["exception"]).__name__))
+
+    async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
+        self.calls.append(("async-failure", response_obj, type(kwargs["exception"]).__name__))
+
+
+def test_logger_gets_the_twin_matching_the_call(upstream):
+    logger = BothTwins()
+    tracking.callbacks.append(logger)
+    call(upstream)
+    asyncio.run(acall(upstream))
+    with pytest.raises(tracking.ValidationError):
+        call(upstream, n=99)
+    with pytest.raises(tracking.ValidationError):
+        asyncio.run(acall(upstream, n=99))
+    assert tracking.flush(10)
+    # the sync twins run on the worker thread, so only the set (not the order) is fixed
+    assert sorted(map(str, logger.calls)) == sorted(
+        map(
+            str,
+            [
+                "sync-success",
+                "async-success",
+                ("sync-failure", None, "ValidationError"),
+                ("async-failure", None, "ValidationError"),
+            ],
+        )
+    )
+
+
+def test_logger_with_one_twin_gets_it_for_either_kind_of_call(upstream):
+    class SyncOnly(tracking.CustomLogger):
+        def __init__(self):
+            self.threads = []
+
+        def log_success_event(self, kwargs, response_obj, start_time, end_time):
+            self.threads.append(threading.current_thread().name)
+
+    class AsyncOnly(tracking.CustomLogger):
+        def __init__(self):
+            self.threads = []
+
+        async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+            self.threads.append(threading.current_thread().name)
+
+    sync_only, async_only = SyncOnly(), AsyncOnly()
+    tracking.callbacks.extend([sync_only, async_only])
+    call(upstream)
+
+    async def main():
+        await acall(upstream)
+        await asyncio.sleep(0)  # let the task on this loop run
+
+    asyncio.run(main())
+    assert tracking.flush(10)
+    assert sync_only.threads == ["tracking-callbacks", "tracking-callbacks"]
+    assert sorted(async_only.threads) == ["MainThread", "tracking-callbacks-loop"]
+
+
+def test_success_and_failure_lists_see_only_their_outcome(upstream):
+    successes, failures = [], []
+    tracking.success_callback.append(lambda k, r, s, e: successes.append(r))
+    tracking.failure_callback.append(lambda k, r, s, e: failures.append((r, k["exception"])))
+    response = call(upstream)
+    with pytest.raises(tracking.ValidationError) as raised:
+        call(upstream, n=99)
+    assert tracking.flush(10)
+    assert successes == [response]
+    assert failures == [(None, raised.value)]
+
+
+# -- exactly once -------------------------------------------------------------------------------
+
+
+def test_each_callback_runs_exactly_once_per_call_whatever_lists_name_it(upstream):
+    counts = {"fn": 0}
+
+    def fn(kwargs, response, start_time, end_time):
+        counts["fn"] += 1
+
+    logger = BothTwins()
+    tracking.success_callback.extend([fn, logger])
+    tracking.failure_callback.extend([fn, logger])
+    tracking.callbacks.extend([fn, logger, fn])
+    for _ in range(3):
+        call(upstream)
+    asyncio.run(acall(upstream))
+    assert tracking.flush(10)
+    assert counts["fn"] == 4
+    assert sorted(logger.calls) == ["async-success"] + ["sync-success"] * 3
+
+
+# -- isolation ----------------------------------------------------------------------------------
+
+
+def test_a_raising_callback_is_counted_logged_once_and_never_reaches_the_caller(upstream, caplog):
+    caplog.set_level(logging.ERROR, logger="tracking")
+    after = []
+
+    def boom(kwargs, response, start_time, end_time):
+        raise RuntimeError("callback bug")
+
+    tracking.success_callback.extend([boom, lambda k, r, s, e: after.append(1)])
+    before = errors_of("boom")
+    for _ in range(3):
+        assert call(upstream).request_id
+    assert tracking.flush(10)
+    assert errors_of("boom") == before + 3
+    assert after == [1, 1, 1]
+    logged = [r for r in caplog.records if "boom" in r.getMessage()]
+    assert len(logged) == 1
+    assert "RuntimeError" in logged[0].getMessage()
+
+
+def test_a_raising_async_callback_is_counted(upstream):
+    async def aboom(kwargs, response, start_time, end_time):
+        raise ValueError("async bug")
+
+    tracking.success_callback.append(aboom)
+    before = errors_of("aboom")
+    call(upstream)
+    asyncio.run(acall(upstream))
+    assert tracking.flush(10)
+    assert errors_of("aboom") == before + 2
+
+
+def test_a_hanging_sync_callback_is_abandoned_and_the_queue_moves_on(upstream):
+    bus.configure(callback_timeout=0.2)
+    release = threading.Event()
+    later = []
+
+    def hangs(kwargs, response, start_time, end_time):
+        release.wait(30)
+
+    tracking.success_callback.extend([hangs, lambda k, r, s, e: later.append(1)])
+    before = bus.counters()["callback_timeouts"]
+    try:
+        call(upstream)
+        call(upstream)
+        assert tracking.flush(10)  # bounded: each hung call is given up after 0.2 s
+        timeouts = bus.counters()["callback_timeouts"]
+        name = next(k for k in timeouts if k.endswith("hangs"))
+        assert timeouts[name] - before.get(name, 0) == 2
+        assert later == [1, 1]
+    finally:
+        release.set()
+
+
+def test_a_hanging_async_callback_is_abandoned(upstream):
+    bus.configure(callback_timeout=0.2)
+
+    async def sleeps(kwargs, response, start_time, end_time):
+        await asyncio.sleep(30)
+
+    tracking.success_callback.append(sleeps)
+    before = errors_of("sleeps")
+    call(upstream)
+    assert tracking.flush(10)
+    assert errors_of("sleeps") == before + 1
+    assert any(k.endswith("sleeps") for k in bus.counters()["callback_timeouts"])
+
+
+def test_a_full_queue_drops_the_oldest_counts_and_warns(upstream, caplog):
+    caplog.set_level(logging.WARNING, logger="tracking")
+    bus.configure(max_queue=2)
+    entered, release = threading.Event(), threading.Event()
+    seen = []
+
+    def slow(kwargs, response, start_time, end_time):
+        entered.set()
+        release.wait(30)
+        seen.append(kwargs["request_id"])
+
+    tracking.success_callback.append(slow)
+    dropped_before = bus.counters()["events_dropped"].get("user_callbacks", 0)
+    first = call(upstream)
+    assert entered.wait(10)  # the worker is busy with the first; the rest wait in the queue
+    ids = [call(upstream).request_id for _ in range(4)]
+    release.set()
+    assert tracking.flush(10)
+    assert bus.counters()["events_dropped"]["user_callbacks"] - dropped_before == 2
+    assert seen == [first.request_id, *ids[2:]]  # the two oldest queued were dropped
+    assert any("queue is full" in r.getMessage() for r in caplog.records)
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def test_register_validates_and_adds_once():
+    def fn(kwargs, response, start_time, end_time):
+        pass
+
+    tracking.register(fn, fn)
+    tracking.register(fn, on="success")
+    assert tracking.callbacks == [fn]
+    assert tracking.success_callback == [fn]
+    with pytest.raises(tracking.ConfigurationError, match="built-in integrations: otel"):
+        tracking.register("promethus")
+    with pytest.raises(tracking.ConfigurationError, match="not a callback: int"):
+        tracking.register(42)
+    with pytest.raises(tracking.ConfigurationError, match="must accept"):
+        tracking.register(lambda kwargs: None)
+    assert tracking.callbacks == [fn]
+
+
+def test_register_without_arguments_checks_the_lists(monkeypatch):
+    tracking.failure_callback.append("no-such-sink")
+    with pytest.raises(tracking.ConfigurationError, match="unknown callback 'no-such-sink'"):
+        tracking.register()
+    tracking.failure_callback.clear()
+    tracking.register()
+
+
+def test_counters_have_the_documented_shape():
+    snapshot = bus.counters()
+    assert set(snapshot) == {"callback_errors", "callback_timeouts", "events_dropped"}
+    bus.record_drop("test_sink", 3)
+    assert bus.counters()["events_dropped"]["test_sink"] >= 3
+
+
+# -- flush at interpreter exit ------------------------------------------------------------------
+
+
+def test_queued_callbacks_are_delivered_at_interpreter_exit(tmp_path):
+    out = tmp_path / "delivered.txt"
+    script = textwrap.dedent(
+        f"""
+        import io, time
+        from PIL import Image
+        import tracking
+        from tracking.testing import FakeOpenAI
+
+        def slow(kwargs, response, start_time, end_time):
+            time.sleep(0.3)  # still queued when the script ends
+            with open({str(out)!r}, "a") as f:
+                f.write("sync " + kwargs["user"] + "\\n")
+
+        async def aslow(kwargs, response, start_time, end_time):
+            import asyncio
+            await asyncio.sleep(0.3)
+            with open({str(out)!r}, "a") as f:
+                f.write("async " + kwargs["user"] + "\\n")
+
+        tracking.success_callback = [slow, aslow]
+        png = io.BytesIO()
+        Image.new("RGBA", (8, 8)).save(png, format="PNG")
+        with FakeOpenAI(api_keys=["{API_KEY}"]) as fake:
+            for user in ("u1", "u2"):
+                tracking.image_edit(
+                    image=png.getvalue(), prompt="hat", model="gpt-image-1", user=user,
+                    api_base=fake.url, api_key="{API_KEY}",
+                )
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = sorted(out.read_text().splitlines())
+    assert lines == ["async u1", "async u2", "sync u1", "sync u2"]
+
+
+def test_an_integration_in_any_list_gets_both_outcomes_once(upstream):
+    class Recorder:
+        def __init__(self):
+            self.statuses = []
+
+        def on_start(self, call):
+            pass
+
+        def on_end(self, event):
+            self.statuses.append(event.status)
+
+        def flush(self, timeout=None):
+            return True
+
+        def shutdown(self, timeout=None):
+            pass
+
+    only_failure, everywhere = Recorder(), Recorder()
+    tracking.failure_callback.extend([only_failure, everywhere])
+    tracking.success_callback.append(everywhere)
+    tracking.callbacks.append(everywhere)
+    call(upstream)
+    with pytest.raises(tracking.ValidationError):
+        call(upstream, n=99)
+    assert only_failure.statuses == ["success", "failure"]
+    assert everywhere.statuses == ["success", "failure"]

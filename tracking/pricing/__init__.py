@@ -1,0 +1,345 @@
+"""Pricing a call to the cent, in Decimal (DESIGN 5).
+
+:func:`price_call` follows one order: the response's usage tokens times the model's token prices
+when the response carries usage; otherwise the per-image price for the size and quality the
+upstream *billed* (the response's resolved values, never a requested ``auto``) times the images
+returned; otherwise the call is ``unpriced``: cost None, never a silent 0, and a warning logged
+once per model. A failed call costs 0: an error answer is not billed.
+
+Prices come from the packaged file (:mod:`tracking.pricing.table`, loaded on first use) and from
+:func:`register_prices`, whose entries take precedence (Azure deployments mapped to a base model,
+negotiated discounts, models the file does not list).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, Inexact, localcontext
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError
+from .table import TOKEN_KINDS, PriceEntry, load_packaged, load_price_file, to_price
+
+if TYPE_CHECKING:
+    from ..events import CostSource
+    from ..request import ImageEditRequest
+    from ..response import ImageResponse, Usage
+
+__all__ = [
+    "Cost",
+    "PriceEntry",
+    "find_entry",
+    "load_price_file",
+    "price_call",
+    "register_prices",
+    "reset_prices",
+]
+
+log = logging.getLogger("tracking")
+
+_MILLION = Decimal(1_000_000)
+_PER_IMAGE_PLACES = Decimal("1e-12")  # only when the division is inexact
+#: Cached prices fall back to the full price when a model lists none (never under-bill).
+_CACHED_FALLBACK = {"cached_input_text": "input_text", "cached_input_image": "input_image"}
+_ALIAS_DEPTH = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a call cost and how that was worked out."""
+
+    usd: Decimal | None
+    per_image_usd: Decimal | None
+    source: CostSource
+    price_ref: str | None
+
+
+UNPRICED = Cost(None, None, "unpriced", None)
+#: A failed call: OpenAI bills no request that ends in an error answer.
+NOT_BILLED = Cost(Decimal(0), None, "table", "failed-call:not-billed")
+
+_lock = threading.Lock()
+_packaged: dict[str, list[PriceEntry]] | None = None
+#: key -> (own entry or None, base model or None, discount)
+_custom: dict[str, tuple[PriceEntry | None, str | None, Decimal]] = {}
+_warned: set[str] = set()
+
+
+def _packaged_table() -> dict[str, list[PriceEntry]]:
+    global _packaged
+    table = _packaged
+    if table is None:
+        with _lock:
+            table = _packaged = _packaged or load_packaged()
+    return table
+
+
+def register_prices(
+    model_or_entries: str | Mapping[str, Mapping[str, Any]], /, **fields: Any
+) -> None:
+    """Add or override prices; registered entries win over the packaged file.
+
+    ``register_prices("my-model", tokens_per_million={...}, per_image={"high": {"1024x1024":
+    "0.2"}})`` prices a model; ``register_prices("azure/my-deployment", base_model="gpt-image-1",
+    discount="0.15")`` prices a deployment as a base model less a discount. Several at once:
+    ``register_prices({"azure/a": {"base_model": "gpt-image-1"}, ...})``. Amounts are Decimal,
+    int or str (floats are read through their repr). Registering a model again replaces it.
+    """
+    if isinstance(model_or_entries, str):
+        items: list[tuple[str, Mapping[str, Any]]] = [(model_or_entries, fields)]
+    elif isinstance(model_or_entries, Mapping) and not fields:
+        items = list(model_or_entries.items())
+    else:
+        raise ConfigurationError(
+            "register_prices: pass a model name and its fields, or one mapping of them"
+        )
+    parsed = [(key, _custom_entry(key, spec)) for key, spec in items]
+    with _lock:
+        for key, value in parsed:
+            _custom[key] = value
+
+
+def reset_prices() -> None:
+    """Forget every registered price and every unpriced warning (for tests)."""
+    with _lock:
+        _custom.clear()
+        _warned.clear()
+
+
+def _custom_entry(key: Any, spec: Any) -> tuple[PriceEntry | None, str | None, Decimal]:
+    where = f"register_prices({key!r})"
+    if not isinstance(key, str) or not key:
+        raise ConfigurationError("register_prices: a model name must be a non-empty string")
+    if not isinstance(spec, Mapping):
+        raise ConfigurationError(f"{where}: expected a mapping of fields")
+    allowed = {
+        "tokens_per_million",
+        "per_image",
+        "base_model",
+        "discount",
+        "effective_from",
+        "effective_to",
+    }
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
+    discount = to_price(spec.get("discount", 0), f"{where}.discount")
+    if discount >= 1:
+        raise ConfigurationError(f"{where}.discount: a fraction below 1, e.g. '0.15'")
+    base = spec.get("base_model")
+    if base is not None and (not isinstance(base, str) or not base):
+        raise ConfigurationError(f"{where}.base_model: a model name")
+    tokens_raw = spec.get("tokens_per_million") or {}
+    per_image_raw = spec.get("per_image") or {}
+    if not isinstance(tokens_raw, Mapping) or not isinstance(per_image_raw, Mapping):
+        raise ConfigurationError(f"{where}: tokens_per_million and per_image are mappings")
+    tokens: dict[str, Decimal] = {}
+    for kind, value in tokens_raw.items():
+        if kind not in TOKEN_KINDS:
+            raise ConfigurationError(
+                f"{where}.tokens_per_million.{kind}: unknown; known: {', '.join(TOKEN_KINDS)}"
+            )
+        tokens[kind] = to_price(value, f"{where}.tokens_per_million.{kind}")
+    per_image: dict[str, dict[str, Decimal]] = {}
+    for quality, sizes in per_image_raw.items():
+        if not isinstance(sizes, Mapping):
+            raise ConfigurationError(f"{where}.per_image.{quality}: a mapping of size -> price")
+        per_image[str(quality)] = {
+            str(size): to_price(value, f"{where}.per_image.{quality}.{size}")
+            for size, value in sizes.items()
+        }
+    own = None
+    if tokens or per_image:
+        if base is not None:
+            raise ConfigurationError(f"{where}: give prices or a base_model, not both")
+        own = PriceEntry(
+            key=key,
+            tokens=tokens,
+            per_image=per_image,
+            effective_from=_day(spec.get("effective_from"), f"{where}.effective_from"),
+            effective_to=_day(spec.get("effective_to"), f"{where}.effective_to"),
+            custom=True,
+        )
+    elif base is None and discount == 0:
+        raise ConfigurationError(f"{where}: give prices, a base_model or a discount")
+    return own, base, discount
+
+
+def _day(raw: Any, where: str) -> date | None:
+    if raw is None or isinstance(raw, date):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            pass
+    raise ConfigurationError(f"{where}: an ISO date (YYYY-MM-DD)")
+
+
+def _candidates(request: ImageEditRequest) -> list[str]:
+    # Most specific first: a price for "openai/gpt-image-1" beats one for "gpt-image-1".
+    keys = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
+    return list(dict.fromkeys(keys))
+
+
+def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
+    """The entry pricing the first of ``keys`` that has one: registered first, then packaged."""
+    for key in keys:
+        custom = _custom.get(key)
+        if custom is not None:
+            entry = _from_custom(key, custom, day, depth)
+            if entry is not None:
+                return entry
+    packaged = _packaged_table()
+    for key in keys:
+        for entry in packaged.get(key, ()):
+            if entry.covers(day):
+                return entry
+    return None
+
+
+def _from_custom(
+    key: str, custom: tuple[PriceEntry | None, str | None, Decimal], day: date, depth: int
+) -> PriceEntry | None:
+    own, base_model, discount = custom
+    if own is not None:
+        base: PriceEntry | None = own if own.covers(day) else None
+    elif depth >= _ALIAS_DEPTH:
+        base = None
+    elif base_model is not None:
+        base = find_entry([base_model], day, depth + 1)
+    else:  # a discount on the packaged prices of the same model
+        base = next((e for e in _packaged_table().get(key, ()) if e.covers(day)), None)
+    if base is None:
+        return None
+    factor = 1 - discount
+    return PriceEntry(
+        key=key if base.key == key else f"{key}->{base.key}",
+        tokens={kind: price * factor for kind, price in base.tokens.items()},
+        per_image={
+            quality: {size: price * factor for size, price in sizes.items()}
+            for quality, sizes in base.per_image.items()
+        },
+        effective_from=base.effective_from,
+        effective_to=base.effective_to,
+        shutdown=base.shutdown,
+        custom=True,
+    )
+
+
+def price_call(
+    request: ImageEditRequest | None,
+    response: ImageResponse | None,
+    *,
+    day: date | None = None,
+) -> Cost:
+    """The cost of one call: usage first, then the billed size and quality, else unpriced."""
+    if response is None:
+        return NOT_BILLED
+    if request is None:  # cannot happen for a parsed answer; priced as unknown rather than 0
+        return UNPRICED
+    entry = find_entry(_candidates(request), day or datetime.now(UTC).date())
+    if entry is None:
+        _warn_unpriced(request.model, "no price is known for this model")
+        return UNPRICED
+    images = response.images_returned
+    usage = response.usage
+    total: Decimal | None = None
+    source: CostSource = "usage"
+    if usage is not None and entry.tokens:
+        total = _token_cost(entry, usage)
+    if total is None:
+        source = "table"
+        total = _table_cost(entry, request, response, images)
+    if total is None:
+        _warn_unpriced(
+            request.model,
+            "no usage in the answer and no per-image price for "
+            f"size={response.size or request.size} quality={response.quality or request.quality}",
+        )
+        return UNPRICED
+    return Cost(
+        usd=total,
+        per_image_usd=_per_image(total, images),
+        source="custom" if entry.custom else source,
+        price_ref=entry.ref,
+    )
+
+
+def _token_cost(entry: PriceEntry, usage: Usage) -> Decimal | None:
+    cached_text, cached_image = usage.cached_text_tokens, usage.cached_image_tokens
+    if not cached_text and not cached_image and usage.cached_input_tokens:
+        # No split reported: count cached tokens as text first, the smaller discount, so the
+        # ledger never under-states what was billed.
+        cached_text = min(usage.cached_input_tokens, usage.input_text_tokens)
+        cached_image = min(usage.cached_input_tokens - cached_text, usage.input_image_tokens)
+    counts = {
+        "input_text": usage.input_text_tokens - cached_text,
+        "cached_input_text": cached_text,
+        "input_image": usage.input_image_tokens - cached_image,
+        "cached_input_image": cached_image,
+        "output_image": usage.output_image_tokens,
+        "output_text": usage.output_text_tokens,
+    }
+    total = Decimal(0)
+    for kind, count in counts.items():
+        if count <= 0:
+            continue
+        price = entry.tokens.get(kind)
+        if price is None and kind in _CACHED_FALLBACK:
+            price = entry.tokens.get(_CACHED_FALLBACK[kind])
+        if price is None:
+            return None  # tokens we cannot price: usage cannot give the whole bill
+        total += count * price
+    return total / _MILLION
+
+
+def _table_cost(
+    entry: PriceEntry, request: ImageEditRequest, response: ImageResponse, images: int
+) -> Decimal | None:
+    if not entry.per_image or images <= 0:
+        return None
+    size = response.size or _explicit(request.size)
+    if len(entry.per_image) == 1:  # a single quality tier (dall-e-2): quality is not billed
+        (sizes,) = entry.per_image.values()
+    else:
+        quality = response.quality or _explicit(request.quality)
+        sizes = entry.per_image.get(quality or "", {})
+    price = sizes.get(size or "")
+    return None if price is None else price * images
+
+
+def _explicit(value: str | None) -> str | None:
+    return None if value in (None, "auto") else value
+
+
+def _per_image(total: Decimal, images: int) -> Decimal | None:
+    if images <= 0:
+        return None
+    with localcontext() as ctx:
+        ctx.traps[Inexact] = True
+        try:
+            return total / images
+        except Inexact:
+            pass
+    return (total / images).quantize(_PER_IMAGE_PLACES)
+
+
+def _warn_unpriced(model: str, why: str) -> None:
+    with _lock:
+        if model in _warned:
+            return
+        _warned.add(model)
+    log.warning(
+        "tracking: calls to %r are unpriced (%s); cost_usd is None. "
+        "Add prices with tracking.register_prices(...).",
+        model,
+        why,
+    )

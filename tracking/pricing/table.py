@@ -1,0 +1,211 @@
+"""Price entries and the schema-checked loader of the packaged price file (``prices.json``).
+
+The file is data, not code: one entry per model (a provider prefix in ``model`` where prices
+differ by provider) with token prices per 1M tokens, per-image prices by quality and size, the
+window the prices apply in (``effective_from`` / ``effective_to``, either may be null) and the
+model's ``shutdown`` date. Every figure carries the ``source`` it was read from and the date it
+was ``retrieved``; a figure without them is a schema error, so an unverified price cannot ship.
+Prices are strings in the file and :class:`~decimal.Decimal` in memory: never floats.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = [
+    "TOKEN_KINDS",
+    "PriceEntry",
+    "load_packaged",
+    "load_price_file",
+    "parse_price_data",
+    "to_price",
+]
+
+#: Token categories a price may be given for (USD per 1M tokens).
+TOKEN_KINDS = (
+    "input_text",
+    "cached_input_text",
+    "input_image",
+    "cached_input_image",
+    "output_image",
+    "output_text",
+)
+_ENTRY_KEYS = frozenset(
+    {
+        "model",
+        "provider",
+        "effective_from",
+        "effective_to",
+        "shutdown",
+        "tokens_per_million",
+        "per_image",
+        "notes",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEntry:
+    """The prices of one model over one window of time."""
+
+    key: str  #: the model name the entry is filed under
+    tokens: Mapping[str, Decimal] = field(default_factory=dict)  #: USD per 1M tokens, by kind
+    per_image: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)  #: quality->size
+    effective_from: date | None = None
+    effective_to: date | None = None  #: the last day the prices apply
+    shutdown: date | None = None
+    custom: bool = False  #: registered by the user rather than shipped
+
+    def covers(self, day: date) -> bool:
+        if self.effective_from is not None and day < self.effective_from:
+            return False
+        return self.effective_to is None or day <= self.effective_to
+
+    @property
+    def ref(self) -> str:
+        """Which entry priced a call, for the event's ``price_ref``."""
+        origin = "custom" if self.custom else "packaged"
+        since = f"@{self.effective_from.isoformat()}" if self.effective_from else ""
+        return f"{origin}:{self.key}{since}"
+
+
+def load_packaged() -> dict[str, list[PriceEntry]]:
+    """The price file shipped inside the package, checked against the schema."""
+    text = resources.files(__package__).joinpath("prices.json").read_text(encoding="utf-8")
+    return parse_price_data(json.loads(text), origin="tracking/pricing/prices.json")
+
+
+def load_price_file(path: str | Path) -> dict[str, list[PriceEntry]]:
+    """A price file in the packaged format (JSON), checked against the schema."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"price file {path}: cannot read it as JSON ({exc})") from None
+    return parse_price_data(data, origin=str(path))
+
+
+def parse_price_data(data: Any, *, origin: str) -> dict[str, list[PriceEntry]]:
+    """Validate a whole price document; entries grouped by model key."""
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"price file {origin}: expected a JSON object")
+    if data.get("schema") != 1:
+        raise ConfigurationError(f"price file {origin}: 'schema' must be 1")
+    if data.get("currency") != "USD":
+        raise ConfigurationError(f"price file {origin}: 'currency' must be 'USD'")
+    entries = data.get("entries")
+    if not isinstance(entries, list):
+        raise ConfigurationError(f"price file {origin}: 'entries' must be a list")
+    table: dict[str, list[PriceEntry]] = {}
+    for index, raw in enumerate(entries):
+        entry = _entry(raw, f"price file {origin}: entries[{index}]")
+        table.setdefault(entry.key, []).append(entry)
+    return table
+
+
+def _entry(raw: Any, where: str) -> PriceEntry:
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"{where}: expected an object")
+    unknown = set(raw) - _ENTRY_KEYS
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    model = raw.get("model")
+    if not isinstance(model, str) or not model:
+        raise ConfigurationError(f"{where}.model: a non-empty string is required")
+    where = f"{where} ({model})"
+    for required in ("effective_from", "effective_to", "shutdown"):
+        if required not in raw:
+            raise ConfigurationError(f"{where}: '{required}' is required (null when unknown)")
+    shutdown = raw["shutdown"]
+    if shutdown is not None:
+        if not isinstance(shutdown, dict):
+            raise ConfigurationError(f"{where}.shutdown: expected null or an object")
+        _provenance(shutdown, f"{where}.shutdown")
+    tokens_raw = raw.get("tokens_per_million") or {}
+    if not isinstance(tokens_raw, dict):
+        raise ConfigurationError(f"{where}.tokens_per_million: expected an object")
+    tokens: dict[str, Decimal] = {}
+    for kind, figure in tokens_raw.items():
+        if kind not in TOKEN_KINDS:
+            raise ConfigurationError(
+                f"{where}.tokens_per_million.{kind}: unknown; known: {', '.join(TOKEN_KINDS)}"
+            )
+        tokens[kind] = _figure(figure, f"{where}.tokens_per_million.{kind}")
+    per_image_raw = raw.get("per_image") or {}
+    if not isinstance(per_image_raw, dict):
+        raise ConfigurationError(f"{where}.per_image: expected an object")
+    per_image: dict[str, dict[str, Decimal]] = {}
+    for quality, sizes in per_image_raw.items():
+        if not isinstance(sizes, dict) or not sizes:
+            raise ConfigurationError(f"{where}.per_image.{quality}: expected size -> figure")
+        per_image[quality] = {
+            size: _figure(figure, f"{where}.per_image.{quality}.{size}")
+            for size, figure in sizes.items()
+        }
+    if not tokens and not per_image:
+        raise ConfigurationError(f"{where}: needs tokens_per_million or per_image prices")
+    effective_from = _date(raw["effective_from"], f"{where}.effective_from", optional=True)
+    effective_to = _date(raw["effective_to"], f"{where}.effective_to", optional=True)
+    if effective_from and effective_to and effective_to < effective_from:
+        raise ConfigurationError(f"{where}: effective_to is before effective_from")
+    return PriceEntry(
+        key=model,
+        tokens=tokens,
+        per_image=per_image,
+        effective_from=effective_from,
+        effective_to=effective_to,
+        shutdown=_date(shutdown["date"], f"{where}.shutdown.date") if shutdown else None,
+    )
+
+
+def _figure(raw: Any, where: str) -> Decimal:
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"{where}: expected {{usd, source, retrieved}}")
+    _provenance(raw, where)
+    usd = raw.get("usd")
+    if not isinstance(usd, str):  # a JSON number would pass through float on the way in
+        raise ConfigurationError(f'{where}.usd: must be a decimal string, e.g. "0.011"')
+    return to_price(usd, f"{where}.usd")
+
+
+def _provenance(raw: dict[str, Any], where: str) -> None:
+    source = raw.get("source")
+    if not isinstance(source, str) or not source.startswith(("https://", "http://")):
+        raise ConfigurationError(f"{where}: 'source' must be the URL the figure was read from")
+    _date(raw.get("retrieved"), f"{where}.retrieved")
+
+
+def _date(raw: Any, where: str, *, optional: bool = False) -> date | None:
+    if raw is None and optional:
+        return None
+    if not isinstance(raw, str):
+        raise ConfigurationError(f"{where}: expected an ISO date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigurationError(f"{where}: {raw!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def to_price(raw: Any, where: str) -> Decimal:
+    """A non-negative Decimal from a str, int or Decimal (floats go through their repr)."""
+    if isinstance(raw, bool):
+        raise ConfigurationError(f"{where}: expected a price, got {raw!r}")
+    if isinstance(raw, float):
+        raw = repr(raw)
+    if not isinstance(raw, str | int | Decimal):
+        raise ConfigurationError(f"{where}: expected a price, got {type(raw).__name__}")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigurationError(f"{where}: {raw!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigurationError(f"{where}: must be a finite, non-negative amount")
+    return value

@@ -1,0 +1,128 @@
+"""User callbacks in the LiteLLM shapes, adapted onto the bus (DESIGN 4).
+
+Users register plain functions ``fn(kwargs, response, start_time, end_time)`` (sync or async) and
+:class:`CustomLogger` objects. This module turns each registered entry into a :class:`Receiver`:
+a name (for counters and logs) plus, for each kind of call, the callable to run and whether it is
+a coroutine function. The bus (:mod:`tracking.bus`) decides where each runs; this module only
+knows shapes. :func:`callback_kwargs` builds the LiteLLM-style ``kwargs`` dict from the event.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .events import ImageEditEvent
+    from .response import ImageResponse
+
+__all__ = ["CustomLogger", "Receiver", "callback_kwargs", "callback_name", "receivers_for"]
+
+
+class CustomLogger:
+    """Subclass and implement any of the four methods; the others are never called.
+
+    A sync call runs ``log_success_event`` / ``log_failure_event`` when implemented, else the
+    ``async_`` twin on the bus's own event loop; an async call runs the ``async_`` twin on the
+    caller's loop when implemented, else the sync one on the bus's worker thread. Each runs once
+    per call, off the call path; what it raises is logged and counted, never seen by the caller.
+    """
+
+    def log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """Called after a successful call (sync)."""
+
+    def log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """Called after a failed call (sync); ``response_obj`` is None."""
+
+    async def async_log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """Called after a successful call (async)."""
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """Called after a failed call (async); ``response_obj`` is None."""
+
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """One user callback, ready for one outcome (success or failure)."""
+
+    name: str
+    #: What a sync call runs: (handler, is_coroutine_function), or None when nothing applies.
+    for_sync: tuple[Handler, bool] | None
+    #: What an async call runs.
+    for_async: tuple[Handler, bool] | None
+
+
+def callback_name(entry: Any) -> str:
+    """A stable, low-cardinality name for counters and log lines."""
+    target = entry if inspect.isfunction(entry) or inspect.ismethod(entry) else type(entry)
+    module = getattr(target, "__module__", None) or "?"
+    qualname = getattr(target, "__qualname__", None) or type(entry).__name__
+    return f"{module}.{qualname}"
+
+
+def _is_async(fn: Any) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _overrides(logger: CustomLogger, method: str) -> bool:
+    return getattr(type(logger), method) is not getattr(CustomLogger, method)
+
+
+def receivers_for(entry: Any, outcome: str) -> Receiver | None:
+    """The receiver of ``outcome`` ("success" / "failure") for a function or a logger."""
+    name = callback_name(entry)
+    if isinstance(entry, CustomLogger):
+        sync_method = f"log_{outcome}_event"
+        async_method = f"async_log_{outcome}_event"
+        sync_h = getattr(entry, sync_method) if _overrides(entry, sync_method) else None
+        async_h = getattr(entry, async_method) if _overrides(entry, async_method) else None
+        if sync_h is not None:
+            sync_pair: tuple[Handler, bool] = (sync_h, False)
+            return Receiver(name, sync_pair, (async_h, True) if async_h else sync_pair)
+        if async_h is not None:
+            return Receiver(name, (async_h, True), (async_h, True))
+        return None
+    if callable(entry):
+        handler = (entry, _is_async(entry))
+        return Receiver(name, for_sync=handler, for_async=handler)
+    return None
+
+
+def callback_kwargs(
+    event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
+) -> dict[str, Any]:
+    """The LiteLLM-style ``kwargs`` a callback receives (a fresh dict per callback)."""
+    cost = event.cost_usd
+    kwargs: dict[str, Any] = {
+        "model": event.model,
+        "user": event.end_user,
+        "response_cost": float(cost) if cost is not None else None,
+        "call_type": event.call_type,
+        "metadata": dict(event.metadata),
+        "request_id": event.request_id,
+        "litellm_call_id": event.request_id,
+        "standard_logging_object": event.to_dict(),
+        "tracking_event": event,
+        "start_time": event.start_time,
+        "end_time": event.end_time,
+    }
+    kwargs["litellm_params"] = {"metadata": kwargs["metadata"]}
+    if exception is not None:
+        kwargs["exception"] = exception
+    return kwargs
