@@ -11,12 +11,14 @@ from PIL import Image
 from tracking.testing import FakeOpenAI
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
+#: Models the session fake serves that no price entry covers: calls to them are unpriced.
+UNPRICED_MODELS = ("some-new-model", "acme-image-edit-1")
 
 
 @pytest.fixture(scope="session")
 def fake() -> Iterator[FakeOpenAI]:
     """One fake upstream for the session; it accepts only ``API_KEY``."""
-    with FakeOpenAI(api_keys=[API_KEY]) as server:
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=UNPRICED_MODELS) as server:
         yield server
 
 

@@ -112,7 +112,12 @@ def test_successful_call_has_one_client_span_with_the_genai_attributes(otel, spa
         "image_edit.input_bytes": len(make_png()),
         "image_edit.has_mask": False,
         "image_edit.prompt_chars": 5,
-        "image_edit.cost_source": "unpriced",
+        # gpt-image-1 per 1M tokens: $5 text in, $10 image in, $40 image out:
+        # (2 * 5 + 323 * 10 + 1056 * 40) / 1e6 = 0.04548
+        "image_edit.cost_source": "usage",
+        "image_edit.cost_usd": 0.04548,
+        "image_edit.cost_per_image_usd": 0.04548,
+        "image_edit.price_ref": "packaged:gpt-image-1",
         "image_edit.attempts": 1,
         "image_edit.retries": 0,
         "image_edit.size": "1024x1024",

@@ -50,7 +50,7 @@ OPENAI = {"model": "gpt-image-1", "served_model": "gpt-image-1", "provider": "op
 
 
 def test_exact_values_after_real_successful_failed_and_refused_calls(prom, registry, upstream):
-    """Two unpriced successes, one 401 and one validation failure, read back exactly."""
+    """Two priced successes, one 401, one validation failure and one unpriced model, exactly."""
     for _ in range(2):
         tracking.image_edit(image=make_png(), prompt="hello", model="gpt-image-1", **upstream)
     with pytest.raises(tracking.AuthenticationError):
@@ -80,8 +80,11 @@ def test_exact_values_after_real_successful_failed_and_refused_calls(prom, regis
         assert value(registry, "image_edit_tokens_total", **OPENAI, token_type=token_type) == (
             tokens
         )
-    assert value(registry, "image_edit_unpriced_requests_total", model="gpt-image-1") == 2
-    assert value(registry, "image_edit_cost_usd_total", **OPENAI) == 0  # unpriced: no cost
+    assert value(registry, "image_edit_unpriced_requests_total", model="gpt-image-1") == 0
+    # Each success: (2 * $5 + 323 * $10 + 1056 * $40) per 1M tokens = $0.04548.
+    assert value(registry, "image_edit_cost_usd_total", **OPENAI) == pytest.approx(0.09096)
+    tracking.image_edit(image=make_png(), prompt="hello", model="some-new-model", **upstream)
+    assert value(registry, "image_edit_unpriced_requests_total", model="some-new-model") == 1
     duration = {"model": "gpt-image-1", "provider": "openai", "status": "success"}
     assert value(registry, "image_edit_request_duration_seconds_count", **duration) == 2
     assert value(registry, "image_edit_request_duration_seconds_bucket", le="+Inf", **duration) == 2

@@ -90,7 +90,8 @@ def test_one_json_line_per_call_with_exact_fields(logger, stream, upstream):
         "output_tokens": 1056,
         "total_tokens": 1381,
     }
-    assert success["cost_usd"] is None and success["cost_source"] == "unpriced"
+    # (2 * $5 + 323 * $10 + 1056 * $40) per 1M tokens, as an exact decimal string.
+    assert success["cost_usd"] == "0.04548" and success["cost_source"] == "usage"
     assert success["trace_id"] is None  # no tracing configured
     assert success["timestamp"].endswith("Z")
     stamp = datetime.fromisoformat(success["timestamp"])
