@@ -40,7 +40,7 @@ from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import (
     BarGaugeDisplayMode,
-    GraphTresholdsStyleMode,  # (sic: the SDK spells it so)
+    GraphThresholdsStyleMode,
     LegendDisplayMode,
     LegendPlacement,
     SortOrder,
@@ -359,7 +359,9 @@ OPERATIONS = DashboardSpec(
                     "the target database (outbox), per instance. A growing outbox means the "
                     "database is unreachable or slow; nothing is lost.",
                     (
-                        Query("max by (instance) (tracking_ledger_queue_depth)", "queue {{instance}}"),
+                        Query(
+                            "max by (instance) (tracking_ledger_queue_depth)", "queue {{instance}}"
+                        ),
                         Query(
                             "max by (instance) (tracking_ledger_outbox_rows)",
                             "outbox {{instance}}",
@@ -489,7 +491,7 @@ def _panel(spec: PanelSpec, panel_id: int, pos: GridPos) -> Any:
             builder = builder.stacking(StackingConfig().mode(StackingMode.NORMAL))
         if spec.threshold is not None:
             builder = builder.thresholds_style(
-                GraphThresholdsStyleConfig().mode(GraphTresholdsStyleMode.LINE)
+                GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.LINE)
             )
     elif spec.kind == "bargauge":
         builder = (

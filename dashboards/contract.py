@@ -37,9 +37,7 @@ METRICS: dict[str, MetricSpec] = {
     "image_edit_tokens_total": MetricSpec(
         "counter", ("model", "served_model", "provider", "token_type")
     ),
-    "image_edit_request_duration_seconds": MetricSpec(
-        "histogram", ("model", "provider", "status")
-    ),
+    "image_edit_request_duration_seconds": MetricSpec("histogram", ("model", "provider", "status")),
     "image_edit_retries_total": MetricSpec("counter", ("model", "deployment"), "router"),
     "image_edit_fallbacks_total": MetricSpec(
         "counter", ("from_model", "to_model", "outcome"), "router"
