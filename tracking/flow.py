@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -37,11 +37,9 @@ from .http import POOL
 from .integration import CallStart
 from .pricing import price_call
 from .providers import PreparedRequest, get_provider
-from .request import CallOptions, ImageEditRequest, parse_call
+from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
-
-if TYPE_CHECKING:
-    from .router.protocol import Route
+from .targets import Route, Target
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
@@ -93,7 +91,6 @@ def edit_flow(
     deployment and decides retries and fallbacks; without one the call goes where its
     parameters say and retries ``max_retries`` times.
     """
-    from . import bus
 
     start_time = datetime.now(UTC)
     started = time.perf_counter()
@@ -103,43 +100,23 @@ def edit_flow(
     options: CallOptions | None = None
     response: ImageResponse | None = None
     failure: BaseException | None = None
+    parsed: list[tuple[ImageEditRequest, CallOptions]] = []
     try:
-        if route is not None:
-            parsed: list[tuple[ImageEditRequest, CallOptions]] = []
-            try:
-                response = yield from _routed_attempts(
-                    route, call_type, params, request_id, start_time, progress, parsed
-                )
-            finally:
-                if parsed:
-                    request, options = parsed[-1]
-            raise _RoutedCallDone  # ends the try block here; the direct path below is unchanged
-        request, options = parse_call(**params)
-        provider = get_provider(request.provider)
-        prepared = provider.prepare(request, options)
-        progress.api_base = prepared.host
-        start = CallStart(request_id, call_type, request, options, prepared.host, start_time)
-        bus.dispatch_start(start)
-        if start.headers:
-            prepared = dataclasses.replace(prepared, headers={**prepared.headers, **start.headers})
-        while True:
-            progress.attempts += 1
-            sent = time.perf_counter()
-            outcome = yield Send(prepared, options.timeout)
-            progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
-            try:
-                response = _read_answer(outcome, prepared, provider.parse)
-                break
-            except APIError as error:
-                progress.last_error = error
-                if not error.retryable or progress.attempts > options.max_retries:
-                    raise
-                yield Sleep(_backoff(progress.attempts, error.retry_after))
-        progress.last_error = None
+        try:
+            response = yield from _attempts(
+                route or DirectRoute(params),
+                call_type,
+                params,
+                request_id,
+                start_time,
+                progress,
+                parsed,
+            )
+        finally:
+            if parsed:
+                request, options = parsed[-1]
     except GeneratorExit:
         raise
-    except _RoutedCallDone:
-        pass
     except BaseException as exc:  # every failure, even a cancellation, yields its event
         failure = exc
     event = _make_event(
@@ -174,14 +151,51 @@ def edit_flow(
     return response
 
 
-# -- routed calls (tracking.router): the route picks each attempt's deployment ---------------
+# -- attempts: a route (a Router's, or the direct one) picks each attempt's target ----------
 
 
-class _RoutedCallDone(Exception):
-    """A routed call finished without error: skip the direct path in :func:`edit_flow`."""
+class DirectRoute:
+    """The route of a call made without a router: where its parameters say, retried
+    ``max_retries`` times on retryable errors with backoff, then the last error raised."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        # parse_call validates max_retries; a bad value fails the first attempt before any retry
+        max_retries = params.get("max_retries")
+        self.max_retries: int = (
+            max_retries
+            if isinstance(max_retries, int) and not isinstance(max_retries, bool)
+            else DEFAULT_MAX_RETRIES
+        )
+        self.attempts = 0
+
+    def next(self, failure: BaseException | None) -> Target:
+        if failure is not None:
+            retryable = isinstance(failure, APIError) and failure.retryable
+            if not retryable or self.attempts > self.max_retries:
+                raise failure
+        self.attempts += 1
+        if failure is None:
+            return _SAME_TARGET
+        assert isinstance(failure, APIError)
+        return Target(overrides={}, backoff=True, retry_after=failure.retry_after)
+
+    def done(
+        self,
+        target: Target,
+        error: BaseException | None,
+        latency_ms: float | None,
+        response: ImageResponse | None,
+    ) -> None:
+        pass
+
+    def annotate(self, event: ImageEditEvent) -> ImageEditEvent:
+        return event
 
 
-def _routed_attempts(
+_SAME_TARGET = Target(overrides={})
+
+
+def _attempts(
     route: Route,
     call_type: CallType,
     params: dict[str, Any],
@@ -190,32 +204,40 @@ def _routed_attempts(
     progress: _Progress,
     parsed: list[tuple[ImageEditRequest, CallOptions]],
 ) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
-    """Attempts as the route directs: each target is validated anew for its model (a fallback
-    the request does not fit is refused here and the route skips it), sent, and reported back.
-    ``route.next`` raises the error that ends the call once nothing is left to try."""
+    """Attempts as the route directs: a target with overrides (another deployment or a
+    fallback model) is validated anew for its model (a fallback the request does not fit is
+    refused here and the route skips it); a target without reuses the prepared request. Each
+    attempt is sent and reported back; ``route.next`` raises the error that ends the call once
+    nothing is left to try."""
     from . import bus
 
-    params = _images_read_once(params)
+    if not isinstance(route, DirectRoute):  # every target parses again: read files only once
+        params = _images_read_once(params)
     headers: dict[str, str] | None = None
     failure: BaseException | None = None
+    prepared: PreparedRequest | None = None
     while True:
         target = route.next(failure)
-        try:
-            request, options = parse_call(**{**params, **target.overrides})
-            parsed.append((request, options))
-            provider = get_provider(request.provider)
-            prepared = provider.prepare(request, options)
-        except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
-            route.done(target, exc, None, None)
-            failure = exc
-            continue
-        progress.api_base = prepared.host
-        if headers is None:  # integrations see one start per call, for its first target
-            start = CallStart(request_id, call_type, request, options, prepared.host, start_time)
-            bus.dispatch_start(start)
-            headers = start.headers
-        if headers:
-            prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
+        if target.overrides or prepared is None:
+            try:
+                request, options = parse_call(**{**params, **target.overrides})
+                parsed.append((request, options))
+                provider = get_provider(request.provider)
+                prepared = provider.prepare(request, options)
+            except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
+                prepared = None
+                route.done(target, exc, None, None)
+                failure = exc
+                continue
+            progress.api_base = prepared.host
+            if headers is None:  # integrations see one start per call, for its first target
+                start = CallStart(
+                    request_id, call_type, request, options, prepared.host, start_time
+                )
+                bus.dispatch_start(start)
+                headers = start.headers
+            if headers:
+                prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
         latency_ms: float | None = None
         try:
             if target.backoff:
@@ -229,11 +251,9 @@ def _routed_attempts(
             route.done(target, exc, latency_ms, None)
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
-            progress.last_error = exc if isinstance(exc, APIError) else None
             failure = exc
             continue
         route.done(target, None, latency_ms, response)
-        progress.last_error = None
         return response
 
 
@@ -260,7 +280,6 @@ class _Progress:
     attempts: int = 0
     api_base: str | None = None
     upstream_latency_ms: float | None = None
-    last_error: APIError | None = None
     upstream_request_id: str | None = None
     http_status: int | None = None
 

@@ -1,0 +1,58 @@
+"""The contract between the call flow and a router: which deployment to try next, and how it went.
+
+:func:`tracking.flow.edit_flow` takes an optional :class:`Route`. It asks the route for a
+:class:`Target` before every attempt, parses the call again with the target's overrides (so a
+fallback model re-validates the request), sends it, and reports each outcome back with
+:meth:`Route.done`. The route does no effects of its own: it never sleeps or sends, it only
+decides, which keeps the sync and async drivers the only place where I/O happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .events import ImageEditEvent
+    from .response import ImageResponse
+
+__all__ = ["Route", "Target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One attempt's destination."""
+
+    #: Call parameters replaced for this attempt: model, api_key, api_base, api_version, timeout.
+    overrides: Mapping[str, Any]
+    #: Opaque to the flow: what the route needs to recognise the attempt in :meth:`Route.done`.
+    key: Any = None
+    #: Wait before sending (the flow paces it: exponential backoff, or ``retry_after``).
+    backoff: bool = False
+    retry_after: float | None = None
+
+
+class Route(Protocol):
+    """Decides the attempts of one routed call."""
+
+    def next(self, failure: BaseException | None) -> Target:
+        """The next attempt, given why the previous one failed (None before the first).
+
+        Raises the error that ends the call when there is nothing left to try.
+        """
+        ...
+
+    def done(
+        self,
+        target: Target,
+        error: BaseException | None,
+        latency_ms: float | None,
+        response: ImageResponse | None,
+    ) -> None:
+        """Report how an attempt ended (called exactly once per :meth:`next`); never raises."""
+        ...
+
+    def annotate(self, event: ImageEditEvent) -> ImageEditEvent:
+        """The call's event with the routing fields filled in (asked model, group, chain)."""
+        ...
