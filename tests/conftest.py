@@ -40,4 +40,4 @@ def png() -> Callable[..., bytes]:
     return make_png
 
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.services", "tests.ledger_support"]
