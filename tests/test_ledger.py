@@ -1,4 +1,4 @@
-"""The SQL ledger writes every event as one row, exactly and idempotently, on SQLite and PostgreSQL."""
+"""The SQL ledger writes each event as one row, exactly and idempotently, on both dialects."""
 
 from __future__ import annotations
 
@@ -198,7 +198,7 @@ def test_spend_filters_by_user_and_half_open_time_range(ledger):
 
 def test_spend_refuses_naive_times_and_unknown_groupings(ledger):
     with pytest.raises(tracking.ValidationError, match="timezone-aware"):
-        ledger.spend(since=datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+        ledger.spend(since=datetime(2026, 1, 1))  # naive: refused
     with pytest.raises(tracking.ValidationError, match="model, day, user"):
         ledger.spend(by="team")
 
