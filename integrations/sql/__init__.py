@@ -21,7 +21,7 @@ from ._migrate import (
     upgrade,
 )
 from ._queries import GroupBy, SpendRow, query_spend
-from ._schema import VERSION_TABLE, event_to_row, metadata, spend_logs
+from ._schema import VERSION_TABLE, event_to_row, include_object, metadata, spend_logs
 from ._writer import LedgerWriter, WriteHook
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "downgrade",
     "event_to_row",
     "head_revision",
+    "include_object",
     "metadata",
     "migrations_path",
     "query_spend",

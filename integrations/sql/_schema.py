@@ -125,6 +125,8 @@ spend_logs = sa.Table(
 
 #: Tables (and views) the ledger owns; everything else in the database belongs to the host.
 OUR_TABLES = frozenset({"spend_logs", "spend_daily", VERSION_TABLE})
+#: The tables autogenerate compares: the modelled ones (Alembic minds its own version table).
+_MODELLED = frozenset(metadata.tables)
 
 
 def include_object(
@@ -132,10 +134,10 @@ def include_object(
 ) -> bool:
     """Alembic filter: consider only the ledger's own tables, never the host application's."""
     if type_ == "table":
-        return name in OUR_TABLES
+        return name in _MODELLED
     table = getattr(obj, "table", None)
     if table is not None:
-        return str(table.name) in OUR_TABLES
+        return str(table.name) in _MODELLED
     return True
 
 
