@@ -46,7 +46,7 @@ class SpendRow:
             "requests": self.requests,
             "failures": self.failures,
             "images": self.images,
-            "cost_usd": str(self.cost_usd),
+            "cost_usd": f"{self.cost_usd:f}",
             "unpriced_requests": self.unpriced_requests,
         }
 
@@ -76,10 +76,14 @@ def _day(engine: Engine) -> sa.ColumnElement[Any]:
     return sa.cast(sa.func.timezone("UTC", spend_logs.c.start_time), sa.Date)
 
 
+_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+
+
 def _money(value: Any, engine: Engine) -> Decimal:
+    """The summed cost at the ledger's scale, the same on both dialects."""
     if engine.dialect.name == "sqlite":
         return Decimal(int(value)).scaleb(-MONEY_SCALE)
-    return Decimal(value)
+    return Decimal(value).quantize(_QUANTUM)
 
 
 def query_spend(
