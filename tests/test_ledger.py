@@ -8,6 +8,7 @@ import threading
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -339,3 +340,56 @@ def test_an_instance_records_concurrent_real_calls_in_postgres(monkeypatch, post
         }
     finally:
         ledger.shutdown(10)
+
+
+def test_rows_wait_out_a_locked_sqlite_file_and_arrive_once(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        events = [make_event() for _ in range(200)]
+        for event in events:
+            ledger.on_end(event)
+        assert not ledger.flush(0.3)  # nothing can be committed yet...
+        assert ledger.queue_depth() == 200  # ...and nothing is dropped
+        blocker.execute("ROLLBACK")
+        assert ledger.flush(10)
+        assert sorted(r.request_id for r in _rows(ledger)) == sorted(e.request_id for e in events)
+    finally:
+        blocker.close()
+        ledger.shutdown(10)
+
+
+def test_interpreter_exit_delivers_what_was_queued(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    url = f"sqlite:///{tmp_path / 'exit.db'}"
+    script = textwrap.dedent(
+        f"""
+        from tests.ledger_support import make_event
+        from integrations.sql import SqlLedger
+        ledger = SqlLedger({url!r})
+        for i in range(2000):
+            ledger.on_end(make_event(request_id=f"exit-{{i}}"))
+        # no flush: the process just ends
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    reader = open_ledger(url)
+    try:
+        assert reader.spend()[0].requests == 2000
+    finally:
+        reader.shutdown(10)
