@@ -393,3 +393,30 @@ def test_interpreter_exit_delivers_what_was_queued(tmp_path):
         assert reader.spend()[0].requests == 2000
     finally:
         reader.shutdown(10)
+
+
+def test_a_forked_child_writes_through_its_own_connections(ledger):
+    import os
+    import warnings
+
+    ledger.on_end(make_event(request_id="parent-before-fork"))
+    assert ledger.flush(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: 3.12+ warns
+        pid = os.fork()
+    if pid == 0:  # the child: its queue starts empty, its worker and pool are its own
+        code = 1
+        try:
+            ledger.on_end(make_event(request_id="child"))
+            code = 0 if ledger.flush(10) and ledger.queue_depth() == 0 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.on_end(make_event(request_id="parent-after-fork"))
+    assert ledger.flush(10)
+    assert {r.request_id for r in _rows(ledger)} == {
+        "parent-before-fork",
+        "child",
+        "parent-after-fork",
+    }

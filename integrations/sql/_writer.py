@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -81,7 +82,14 @@ class LedgerWriter:
         self._acknowledged = 0  # every row up to this sequence number is committed (or rejected)
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        writer = weakref.ref(self)
+
+        def restart_in_child() -> None:
+            alive = writer()
+            if alive is not None:
+                alive._after_fork()
+
+        os.register_at_fork(after_in_child=restart_in_child)
 
     # -- the call path ----------------------------------------------------------------------
 
@@ -92,8 +100,6 @@ class LedgerWriter:
     def submit_many(self, rows: Sequence[dict[str, Any]]) -> int:
         """Queue several rows; returns the sequence number of the last one."""
         with self._cond:
-            if self._pid != os.getpid():
-                self._after_fork()
             if self._closing:
                 raise RuntimeError("the ledger writer is shut down")
             self._pending.extend(rows)
@@ -139,7 +145,6 @@ class LedgerWriter:
     def _after_fork(self) -> None:
         # The parent's worker thread does not exist here, and its pooled connections must not be
         # shared: start afresh with an empty queue (the parent still owns the rows it queued).
-        self._pid = os.getpid()
         self._cond = threading.Condition()
         self._pending = deque()
         self._submitted = self._acknowledged = 0
