@@ -155,3 +155,11 @@ def test_the_installed_command_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     (total,) = json.loads(result.stdout)
     assert total["requests"] == 5 and total["cost_usd"] == "1.2200000010"
+
+
+def test_an_unreachable_database_is_a_clear_error(capsys):
+    url = "postgresql://postgres:hunter2secret@127.0.0.1:1/nowhere"
+    for command in ("migrate", "spend"):
+        code, _, err = _run(capsys, command, "--database-url", url)
+        assert code == 1 and "cannot open the ledger database" in err
+        assert "hunter2secret" not in err and "Traceback" not in err

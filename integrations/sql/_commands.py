@@ -14,9 +14,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
+import sqlalchemy as sa
+
 from tracking.errors import ConfigurationError
 
-from ._engine import create_ledger_engine, redact, resolve_url
+from ._engine import create_ledger_engine, redact, resolve_url, unreachable
 from ._migrate import check_schema, current_revision
 from ._queries import GroupBy, SpendRow, query_spend
 
@@ -33,6 +35,8 @@ def migrate_command(url: str | None, out: TextIO) -> int:
         # Refuses a newer or foreign schema before touching anything, else migrates to the head.
         check_schema(engine, auto_migrate=True)
         after = current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
     where = redact(engine.url)
@@ -65,6 +69,8 @@ def spend_command(
     try:
         check_schema(engine)
         rows = query_spend(engine, user=user, since=since, until=until, by=by)
+    except sa.exc.OperationalError as exc:
+        raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
     render_spend(rows, by=by, fmt=fmt, out=out)

@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from tracking.errors import ConfigurationError
+from tracking.errors import ConfigurationError, mask_secrets
 
-__all__ = ["DEFAULT_URL", "create_ledger_engine", "redact", "resolve_url"]
+__all__ = ["DEFAULT_URL", "create_ledger_engine", "redact", "resolve_url", "unreachable"]
 
 DEFAULT_URL = "sqlite:///./tracking.db"
 _ENV = "TRACKING_DATABASE_URL"
@@ -87,3 +87,9 @@ def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) ->
     if resolved.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def unreachable(url: URL, exc: sa.exc.DBAPIError) -> ConfigurationError:
+    """A clear error for a database that cannot be reached or opened (password masked)."""
+    reason = mask_secrets(str(exc.orig or exc).strip().splitlines()[0], [url.password])
+    return ConfigurationError(f"cannot open the ledger database {redact(url)}: {reason}")

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from tracking.errors import ConfigurationError
 
-from ._engine import redact
+from ._engine import redact, unreachable
 from ._schema import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -115,6 +115,13 @@ def check_schema(engine: Engine, *, auto_migrate: bool | None = None) -> None:
 
     ``auto_migrate=None`` means: migrate SQLite, never PostgreSQL.
     """
+    try:
+        _check_schema(engine, auto_migrate)
+    except sa.exc.OperationalError as exc:
+        raise unreachable(engine.url, exc) from None
+
+
+def _check_schema(engine: Engine, auto_migrate: bool | None) -> None:
     migrate = engine.dialect.name == "sqlite" if auto_migrate is None else auto_migrate
     where = redact(engine.url)
     head = head_revision()
