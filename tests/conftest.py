@@ -42,4 +42,4 @@ def png() -> Callable[..., bytes]:
     return make_png
 
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.services", "tests.ledger_support"]

@@ -1,10 +1,13 @@
-"""The ``tracking`` command: ``demo``, ``fake-openai`` and the operational subcommands."""
+"""The ``tracking`` command: ``demo``, ``fake-openai``, ``migrate``, ``spend`` and the rest."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+
+from .errors import TrackingError
 
 __all__ = ["main"]
 
@@ -26,6 +29,50 @@ def _fake_openai(args: argparse.Namespace) -> int:
         faults=args.fault or (),
     )
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from integrations.sql._commands import migrate_command
+
+    return migrate_command(args.database_url, sys.stdout)
+
+
+def _spend(args: argparse.Namespace) -> int:
+    from integrations.sql._commands import spend_command
+
+    until = args.until
+    if isinstance(until, date) and not isinstance(until, datetime):
+        until = until + timedelta(days=1)  # a date-only --until includes that whole UTC day
+    return spend_command(
+        args.database_url,
+        user=args.user,
+        since=args.since,
+        until=until,
+        by=args.by,
+        fmt=args.format,
+        out=sys.stdout,
+    )
+
+
+def _date_or_time(text: str) -> date | datetime:
+    """``YYYY-MM-DD`` (a UTC day) or an ISO-8601 time (UTC unless it has an offset)."""
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (YYYY-MM-DD) or an ISO-8601 time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _database_url_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the ledger database (default: $TRACKING_DATABASE_URL, else sqlite:///./tracking.db)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
         "tracking.testing.faults)",
     )
     fake.set_defaults(handler=_fake_openai)
+
+    migrate = commands.add_parser("migrate", help="bring the spend ledger's schema up to date")
+    _database_url_option(migrate)
+    migrate.set_defaults(handler=_migrate)
+
+    spend = commands.add_parser("spend", help="show spend from the ledger")
+    spend.add_argument("--user", help="only this end user")
+    spend.add_argument("--since", type=_date_or_time, metavar="DATE", help="from (inclusive)")
+    spend.add_argument(
+        "--until", type=_date_or_time, metavar="DATE", help="to (a date includes that day)"
+    )
+    spend.add_argument("--by", choices=("model", "day", "user"), help="group the spend")
+    spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    _database_url_option(spend)
+    spend.set_defaults(handler=_spend)
     return parser
 
 
@@ -67,6 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except TrackingError as exc:
+        print(f"tracking {args.command}: error: {exc.message}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        print(
+            f"tracking {args.command}: error: {exc.name or exc} is not installed "
+            "(pip install 'image-edit-tracking[sql]')",
+            file=sys.stderr,
+        )
+        return 1
     return code
 
 

@@ -1,0 +1,50 @@
+"""The SQL spend ledger: ``spend_logs`` on SQLite or PostgreSQL, batched writes, spend queries.
+
+* :class:`SqlLedger` is the ``"sql"`` integration (``tracking.success_callback = ["sql"]``).
+* :func:`query_spend` answers "how much did whom spend on what, when", exactly.
+* :func:`upgrade` / :func:`downgrade` run the packaged Alembic migrations on an engine.
+
+SQLAlchemy and Alembic are imported here, never by ``import tracking``.
+"""
+
+from __future__ import annotations
+
+from ._engine import DEFAULT_URL, create_ledger_engine, resolve_url
+from ._ledger import LedgerMode, SqlLedger
+from ._migrate import (
+    SchemaVersionError,
+    check_schema,
+    current_revision,
+    downgrade,
+    head_revision,
+    migrations_path,
+    upgrade,
+)
+from ._queries import GroupBy, SpendRow, query_spend
+from ._schema import VERSION_TABLE, event_to_row, include_object, metadata, spend_logs
+from ._writer import LedgerWriter, WriteHook
+
+__all__ = [
+    "DEFAULT_URL",
+    "VERSION_TABLE",
+    "GroupBy",
+    "LedgerMode",
+    "LedgerWriter",
+    "SchemaVersionError",
+    "SpendRow",
+    "SqlLedger",
+    "WriteHook",
+    "check_schema",
+    "create_ledger_engine",
+    "current_revision",
+    "downgrade",
+    "event_to_row",
+    "head_revision",
+    "include_object",
+    "metadata",
+    "migrations_path",
+    "query_spend",
+    "resolve_url",
+    "spend_logs",
+    "upgrade",
+]

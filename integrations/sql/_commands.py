@@ -1,0 +1,142 @@
+"""What ``tracking migrate`` and ``tracking spend`` do, kept here so ``tracking.cli`` stays thin.
+
+Each function takes plain values, writes to the given streams and returns the exit status;
+errors are :class:`~tracking.errors.TrackingError` with a message fit for a terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TextIO
+
+import sqlalchemy as sa
+
+from tracking.errors import ConfigurationError
+
+from ._engine import create_ledger_engine, redact, resolve_url, unreachable
+from ._migrate import check_schema, current_revision
+from ._queries import GroupBy, SpendRow, query_spend
+
+__all__ = ["migrate_command", "render_spend", "spend_command"]
+
+FORMATS = ("table", "json", "csv")
+
+
+def migrate_command(url: str | None, out: TextIO) -> int:
+    """Bring the ledger database to the newest schema revision."""
+    engine = create_ledger_engine(url)
+    try:
+        before = current_revision(engine)
+        # Refuses a newer or foreign schema before touching anything, else migrates to the head.
+        check_schema(engine, auto_migrate=True)
+        after = current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        raise unreachable(engine.url, exc) from None
+    finally:
+        engine.dispose()
+    where = redact(engine.url)
+    if before == after:
+        out.write(f"{where}: the ledger is already at revision {after}\n")
+    else:
+        out.write(f"{where}: migrated the ledger from {before or 'empty'} to revision {after}\n")
+    return 0
+
+
+def spend_command(
+    url: str | None,
+    *,
+    user: str | None,
+    since: date | datetime | None,
+    until: date | datetime | None,
+    by: GroupBy | None,
+    fmt: str,
+    out: TextIO,
+) -> int:
+    """Print spend from the ledger."""
+    resolved = resolve_url(url)
+    if resolved.get_backend_name() == "sqlite":
+        path = Path(resolved.database or "")
+        if not path.is_file():
+            raise ConfigurationError(
+                f"no ledger at {path} (set TRACKING_DATABASE_URL or pass --database-url)"
+            )
+    engine = create_ledger_engine(resolved)
+    try:
+        check_schema(engine)
+        rows = query_spend(engine, user=user, since=since, until=until, by=by)
+    except sa.exc.OperationalError as exc:
+        raise unreachable(engine.url, exc) from None
+    finally:
+        engine.dispose()
+    render_spend(rows, by=by, fmt=fmt, out=out)
+    return 0
+
+
+def _money(value: Decimal) -> str:
+    return f"{value:f}"
+
+
+def render_spend(rows: Sequence[SpendRow], *, by: GroupBy | None, fmt: str, out: TextIO) -> None:
+    """Write spend rows as a readable table, JSON or CSV."""
+    key_name = by or "scope"
+    if fmt == "json":
+        json.dump(
+            [
+                {key_name: r.key, **{k: v for k, v in r.to_dict().items() if k != "key"}}
+                for r in rows
+            ],
+            out,
+            indent=2,
+        )
+        out.write("\n")
+        return
+    header = [key_name, "requests", "failures", "images", "cost_usd", "unpriced"]
+    records = [
+        [
+            r.key if r.key is not None else ("(none)" if by else "total"),
+            str(r.requests),
+            str(r.failures),
+            str(r.images),
+            _money(r.cost_usd),
+            str(r.unpriced_requests),
+        ]
+        for r in rows
+    ]
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(
+            [[r.key or "", *record[1:]] for r, record in zip(rows, records, strict=True)]
+        )
+        return
+    if by is not None and len(rows) > 1:
+        records.append(
+            [
+                "total",
+                str(sum(r.requests for r in rows)),
+                str(sum(r.failures for r in rows)),
+                str(sum(r.images for r in rows)),
+                _money(sum((r.cost_usd for r in rows), Decimal(0))),
+                str(sum(r.unpriced_requests for r in rows)),
+            ]
+        )
+    widths = [max(len(line[i]) for line in [header, *records]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip() + "\n"
+
+    out.write(line(header))
+    out.write(line(["-" * w for w in widths]))
+    for index, record in enumerate(records):
+        if by is not None and len(rows) > 1 and index == len(records) - 1:
+            out.write(line(["-" * w for w in widths]))
+        out.write(line(record))
+    if not rows or (by is None and rows[0].requests == 0):
+        out.write("(no calls in this range)\n")

@@ -1,0 +1,95 @@
+"""Where the ledger lives: the database URL and the SQLAlchemy engine made from it.
+
+The URL comes from the caller, else ``TRACKING_DATABASE_URL``, else ``sqlite:///./tracking.db``
+(DESIGN 6). ``postgresql://`` and ``postgres://`` URLs are driven by psycopg 3. SQLite files run
+in WAL mode with ``synchronous=FULL`` (a committed batch survives a power cut, and group commit
+pays the fsync once per batch, not per row) and a busy timeout, so readers such as
+``tracking spend`` never block the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from tracking.errors import ConfigurationError, mask_secrets
+
+__all__ = ["DEFAULT_URL", "create_ledger_engine", "redact", "resolve_url", "unreachable"]
+
+DEFAULT_URL = "sqlite:///./tracking.db"
+_ENV = "TRACKING_DATABASE_URL"
+
+
+def resolve_url(url: str | URL | None = None) -> URL:
+    """The ledger URL: the argument, else ``TRACKING_DATABASE_URL``, else the local SQLite file."""
+    raw = url if url is not None else (os.environ.get(_ENV) or DEFAULT_URL)
+    try:
+        parsed = make_url(raw)
+    except (sa.exc.ArgumentError, ValueError):
+        # The text may hold a password: never repeat it.
+        raise ConfigurationError(
+            "the ledger database URL is not a valid SQLAlchemy URL "
+            "(expected e.g. sqlite:///./tracking.db or postgresql://user@host/db)"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"the ledger supports SQLite and PostgreSQL, not {parsed.get_backend_name()!r}"
+        )
+    return parsed
+
+
+def redact(url: URL) -> str:
+    """The URL as text with any password hidden, for messages."""
+    return url.render_as_string(hide_password=True)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+    finally:
+        cursor.close()
+
+
+def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) -> Engine:
+    """An engine for the ledger database (see the module docstring for the settings)."""
+    resolved = resolve_url(url)
+    options: dict[str, Any] = {"json_serializer": _dumps}
+    if resolved.get_backend_name() == "sqlite":
+        database = resolved.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            raise ConfigurationError(
+                "the ledger needs an SQLite file, not an in-memory database "
+                "(each connection would see a different, empty ledger)"
+            )
+    else:
+        options["pool_pre_ping"] = True
+    options.update(engine_options)
+    try:
+        engine = sa.create_engine(resolved, **options)
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"the ledger database driver {exc.name!r} is not installed "
+            "(pip install 'image-edit-tracking[postgres]')"
+        ) from None
+    if resolved.get_backend_name() == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def unreachable(url: URL, exc: sa.exc.DBAPIError) -> ConfigurationError:
+    """A clear error for a database that cannot be reached or opened (password masked)."""
+    reason = mask_secrets(str(exc.orig or exc).strip().splitlines()[0], [url.password])
+    return ConfigurationError(f"cannot open the ledger database {redact(url)}: {reason}")

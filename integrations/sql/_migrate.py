@@ -1,0 +1,152 @@
+"""Schema migrations of the ledger, run programmatically through Alembic.
+
+The migrations live in the repository's ``migrations/`` folder and ship inside the wheel as
+``integrations/sql/migrations`` (``force-include`` in ``pyproject.toml``), so an installed
+package can migrate a database without any file of the user's. The ledger keeps its own
+version table (``tracking_alembic_version``) and only ever looks at its own tables, so it can
+live in a database the host application already migrates with its own Alembic.
+
+:func:`check_schema` is how a ledger starts: SQLite is brought to the head revision
+automatically; PostgreSQL must be migrated (``tracking migrate`` or ``auto_migrate=True``), and a
+database at an older or a newer revision than this package knows is a clear
+:class:`SchemaVersionError`, never a half-working writer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from tracking.errors import ConfigurationError
+
+from ._engine import redact, unreachable
+from ._schema import VERSION_TABLE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = [
+    "SchemaVersionError",
+    "check_schema",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "migrations_path",
+    "upgrade",
+]
+
+
+class SchemaVersionError(ConfigurationError):
+    """The ledger database is not at the schema revision this version of tracking uses."""
+
+    error_type = "ledger_schema_error"
+
+
+def migrations_path() -> Path:
+    """The folder holding Alembic's ``env.py`` and ``versions/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise ConfigurationError("the ledger's migrations are missing from this installation")
+
+
+def _config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_path()))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this package ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None  # the package ships at least one revision
+    return head
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None when the ledger was never migrated there."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database up to ``revision`` (default: the newest)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Migrate the database down to ``revision`` (default: remove the ledger's tables)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.downgrade(_config(conn), revision)
+
+
+def _has_spend_logs(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return sa.inspect(conn).has_table("spend_logs")
+
+
+def check_schema(engine: Engine, *, auto_migrate: bool | None = None) -> None:
+    """Make sure the database is at the head revision, migrating it where that is allowed.
+
+    ``auto_migrate=None`` means: migrate SQLite, never PostgreSQL.
+    """
+    try:
+        _check_schema(engine, auto_migrate)
+    except sa.exc.OperationalError as exc:
+        raise unreachable(engine.url, exc) from None
+
+
+def _check_schema(engine: Engine, auto_migrate: bool | None) -> None:
+    migrate = engine.dialect.name == "sqlite" if auto_migrate is None else auto_migrate
+    where = redact(engine.url)
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return
+    if current is None and _has_spend_logs(engine):
+        raise SchemaVersionError(
+            f"the database {where} has a spend_logs table that tracking's migrations did not "
+            f"create (no {VERSION_TABLE} row); move it aside or use another database"
+        )
+    if current is not None and current not in _known_revisions():
+        raise SchemaVersionError(
+            f"the ledger in {where} is at schema revision {current!r}, newer than this version "
+            f"of image-edit-tracking knows (it knows up to {head!r}): upgrade the package"
+        )
+    if not migrate:
+        state = "has no ledger tables yet" if current is None else f"is at revision {current!r}"
+        raise SchemaVersionError(
+            f"the ledger database {where} {state}; this version needs revision {head!r}: "
+            "run `tracking migrate --database-url URL` (or pass auto_migrate=True)"
+        )
+    try:
+        upgrade(engine)
+    except sa.exc.SQLAlchemyError:
+        # Another process may have migrated the same file a moment earlier.
+        if current_revision(engine) != head:
+            raise

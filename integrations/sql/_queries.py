@@ -1,0 +1,155 @@
+"""The spend query API: totals by end user, model or UTC day over a time range.
+
+Sums are exact on both dialects. PostgreSQL sums ``NUMERIC`` exactly; SQLite has no decimal type,
+so there each cost (stored as a REAL of at most 15 significant digits) is scaled to an integer
+count of 1e-10 USD, summed as a 64-bit integer (exact up to about $900 million) and turned back
+into a ``Decimal`` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+
+from tracking.errors import ValidationError
+
+from ._schema import MONEY_SCALE, spend_logs
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["GroupBy", "SpendRow", "query_spend", "to_utc_bound"]
+
+GroupBy = Literal["model", "day", "user"]
+GROUPINGS: tuple[str, ...] = ("model", "day", "user")
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    """Spend of one group (a model, a UTC day, an end user), or the total when ungrouped."""
+
+    key: str | None  #: the model, ``YYYY-MM-DD`` day or end user; None for no end user / total
+    requests: int
+    failures: int
+    images: int
+    cost_usd: Decimal
+    unpriced_requests: int  #: calls with no known price (their cost is not in ``cost_usd``)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "requests": self.requests,
+            "failures": self.failures,
+            "images": self.images,
+            "cost_usd": f"{self.cost_usd:f}",
+            "unpriced_requests": self.unpriced_requests,
+        }
+
+
+def to_utc_bound(value: date | datetime, name: str) -> datetime:
+    """A date (its UTC midnight) or an aware datetime, as an aware UTC datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValidationError(f"{name} must be timezone-aware (or a date)", param=name)
+        return value.astimezone(UTC)
+    return datetime.combine(value, time(0), tzinfo=UTC)
+
+
+def _cost_sum(engine: Engine) -> sa.ColumnElement[Any]:
+    if engine.dialect.name == "sqlite":
+        scaled = sa.cast(
+            sa.func.round(spend_logs.c.cost_usd * sa.literal_column(f"1e{MONEY_SCALE}")),
+            sa.Integer,
+        )
+        return sa.type_coerce(sa.func.coalesce(sa.func.sum(scaled), 0), sa.Integer)
+    return sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
+
+
+def _day(engine: Engine) -> sa.ColumnElement[Any]:
+    if engine.dialect.name == "sqlite":
+        return sa.func.date(spend_logs.c.start_time)
+    return sa.cast(sa.func.timezone("UTC", spend_logs.c.start_time), sa.Date)
+
+
+_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+
+
+def _money(value: Any, engine: Engine) -> Decimal:
+    """The summed cost at the ledger's scale, the same on both dialects."""
+    if engine.dialect.name == "sqlite":
+        return Decimal(int(value)).scaleb(-MONEY_SCALE)
+    return Decimal(value).quantize(_QUANTUM)
+
+
+def query_spend(
+    engine: Engine,
+    *,
+    user: str | None = None,
+    since: date | datetime | None = None,
+    until: date | datetime | None = None,
+    by: GroupBy | None = None,
+    limit: int | None = None,
+) -> list[SpendRow]:
+    """Spend from ``since`` (inclusive) to ``until`` (exclusive), optionally for one end user.
+
+    ``by`` groups by ``"model"``, ``"user"`` (both most expensive first) or ``"day"`` (oldest
+    first); without it the result is one total row. Dates are UTC midnights.
+    """
+    if by is not None and by not in GROUPINGS:
+        raise ValidationError(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}", param="by")
+    cost = _cost_sum(engine).label("cost")
+    measures: list[sa.ColumnElement[Any]] = [
+        sa.func.count().label("requests"),
+        sa.func.coalesce(
+            sa.func.sum(sa.case((spend_logs.c.status == "failure", 1), else_=0)), 0
+        ).label("failures"),
+        sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
+        cost,
+        sa.func.coalesce(
+            sa.func.sum(sa.case((spend_logs.c.cost_usd.is_(None), 1), else_=0)), 0
+        ).label("unpriced"),
+    ]
+    key: sa.ColumnElement[Any] | None = None
+    if by == "model":
+        key = spend_logs.c.model
+    elif by == "user":
+        key = spend_logs.c.end_user
+    elif by == "day":
+        key = _day(engine)
+    columns: Sequence[sa.ColumnElement[Any]] = (
+        [key.label("key"), *measures] if key is not None else measures
+    )
+    statement = sa.select(*columns)
+    if user is not None:
+        statement = statement.where(spend_logs.c.end_user == user)
+    if since is not None:
+        statement = statement.where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
+    if until is not None:
+        statement = statement.where(spend_logs.c.start_time < to_utc_bound(until, "until"))
+    if key is not None:
+        statement = statement.group_by(key)
+        order = (key,) if by == "day" else (cost.desc(), key)
+        statement = statement.order_by(*order)
+    if limit is not None:
+        statement = statement.limit(limit)
+    with engine.connect() as conn:
+        result = conn.execute(statement).all()
+    rows = []
+    for record in result:
+        raw_key = record.key if key is not None else None
+        rows.append(
+            SpendRow(
+                key=raw_key.isoformat() if isinstance(raw_key, date) else raw_key,
+                requests=int(record.requests),
+                failures=int(record.failures),
+                images=int(record.images),
+                cost_usd=_money(record.cost, engine),
+                unpriced_requests=int(record.unpriced),
+            )
+        )
+    return rows

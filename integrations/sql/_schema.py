@@ -1,0 +1,198 @@
+"""The ledger's tables as SQLAlchemy Core objects, and how an event becomes a row.
+
+``spend_logs`` is a public contract (documented in the README): one row per call, keyed by our
+``request_id``. Money is ``NUMERIC(20, 10)``: exact on PostgreSQL; SQLite has no decimal type and
+keeps it as a REAL of at most 15 significant digits, which round-trips to the same ``Decimal``
+(the query API sums it exactly, see :mod:`integrations.sql._queries`). Timestamps are UTC: on
+PostgreSQL ``timestamptz``, on SQLite naive UTC text, which sorts and compares correctly.
+
+The schema only changes through Alembic (``migrations/``); a test proves these objects and the
+migrations agree. The ``spend_daily`` rollup is a view created by the migrations, so it does not
+appear here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+if TYPE_CHECKING:
+    from tracking.events import ImageEditEvent
+
+__all__ = [
+    "MONEY_SCALE",
+    "OUR_TABLES",
+    "VERSION_TABLE",
+    "event_to_row",
+    "include_object",
+    "metadata",
+    "spend_logs",
+]
+
+#: Alembic's version table for the ledger, apart from any version table the host app has.
+VERSION_TABLE = "tracking_alembic_version"
+#: Digits after the point kept for money.
+MONEY_SCALE = 10
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every dialect (naive values are refused)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("ledger timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME drops the offset: store the UTC wall time so text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _money() -> sa.Numeric[Any]:
+    return sa.Numeric(20, MONEY_SCALE)
+
+
+metadata = sa.MetaData()
+
+spend_logs = sa.Table(
+    "spend_logs",
+    metadata,
+    sa.Column("request_id", sa.String(), primary_key=True),
+    sa.Column("call_type", sa.String(), nullable=False),
+    sa.Column("status", sa.String(), nullable=False),
+    sa.Column("upstream_request_id", sa.String()),
+    # who
+    sa.Column("end_user", sa.String()),
+    sa.Column("api_key_hash", sa.String()),
+    sa.Column("key_alias", sa.String()),
+    sa.Column("team", sa.String()),
+    sa.Column("tags", _json()),
+    sa.Column("metadata", _json()),
+    # what
+    sa.Column("model", sa.String(), nullable=False),
+    sa.Column("model_group", sa.String()),
+    sa.Column("served_model", sa.String()),
+    sa.Column("provider", sa.String()),
+    sa.Column("deployment_id", sa.String()),
+    sa.Column("api_base", sa.String()),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("images_returned", sa.Integer, nullable=False),
+    sa.Column("size", sa.String()),
+    sa.Column("quality", sa.String()),
+    # tokens
+    sa.Column("input_text_tokens", sa.Integer),
+    sa.Column("input_image_tokens", sa.Integer),
+    sa.Column("cached_input_tokens", sa.Integer),
+    sa.Column("output_tokens", sa.Integer),
+    sa.Column("total_tokens", sa.Integer),
+    # money
+    sa.Column("cost_usd", _money()),
+    sa.Column("cost_per_image_usd", _money()),
+    sa.Column("cost_source", sa.String(), nullable=False),
+    sa.Column("price_ref", sa.String()),
+    # time
+    sa.Column("start_time", UTCDateTime(), nullable=False),
+    sa.Column("end_time", UTCDateTime(), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    # path and failure
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("fallback_from", _json()),
+    sa.Column("error_type", sa.String()),
+    sa.Column("http_status", sa.Integer),
+    sa.Index("ix_spend_logs_end_user_start_time", "end_user", "start_time"),
+    sa.Index("ix_spend_logs_model_start_time", "model", "start_time"),
+    sa.Index("ix_spend_logs_api_key_hash_start_time", "api_key_hash", "start_time"),
+    sa.Index("ix_spend_logs_start_time", "start_time"),
+)
+
+#: Tables (and views) the ledger owns; everything else in the database belongs to the host.
+OUR_TABLES = frozenset({"spend_logs", "spend_daily", VERSION_TABLE})
+#: The tables autogenerate compares: the modelled ones (Alembic minds its own version table).
+_MODELLED = frozenset(metadata.tables)
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter: consider only the ledger's own tables, never the host application's."""
+    if type_ == "table":
+        return name in _MODELLED
+    table = getattr(obj, "table", None)
+    if table is not None:
+        return str(table.name) in _MODELLED
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of caller metadata (Decimals, datetimes and other objects as text)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def event_to_row(event: ImageEditEvent) -> dict[str, Any]:
+    """The ``spend_logs`` row for one event."""
+    usage = event.usage
+    return {
+        "request_id": event.request_id,
+        "call_type": event.call_type,
+        "status": event.status,
+        "upstream_request_id": event.upstream_request_id,
+        "end_user": event.end_user,
+        "api_key_hash": event.api_key_hash,
+        "key_alias": event.key_alias,
+        "team": event.team,
+        "tags": list(event.tags),
+        "metadata": _plain(event.metadata),
+        "model": event.model,
+        "model_group": event.model_group,
+        "served_model": event.resolved_model,
+        "provider": event.provider,
+        "deployment_id": event.deployment_id,
+        "api_base": event.api_base,
+        "n": event.n,
+        "images_returned": event.images_returned,
+        "size": event.size,
+        "quality": event.quality,
+        "input_text_tokens": usage.input_text_tokens if usage else None,
+        "input_image_tokens": usage.input_image_tokens if usage else None,
+        "cached_input_tokens": usage.cached_input_tokens if usage else None,
+        "output_tokens": usage.output_tokens if usage else None,
+        "total_tokens": usage.total_tokens if usage else None,
+        "cost_usd": event.cost_usd,
+        "cost_per_image_usd": event.cost_per_image_usd,
+        "cost_source": event.cost_source,
+        "price_ref": event.price_ref,
+        "start_time": event.start_time,
+        "end_time": event.end_time,
+        "latency_ms": float(event.latency_ms),
+        "attempts": event.attempts,
+        "retries": event.retries,
+        "fallback_from": list(event.fallback_from),
+        "error_type": event.error_type,
+        "http_status": event.http_status,
+    }

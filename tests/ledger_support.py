@@ -1,0 +1,76 @@
+"""Helpers for the ledger tests: hand-built events with exact costs, and a ledger per dialect."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from integrations.sql import SqlLedger
+from tracking.events import ImageEditEvent, TokenUsage
+
+BASE_TIME = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
+
+
+def make_event(
+    *,
+    request_id: str | None = None,
+    user: str | None = "alice",
+    model: str = "gpt-image-1",
+    cost: Decimal | None = Decimal("0.0420000000"),
+    start: datetime = BASE_TIME,
+    status: str = "success",
+    images: int = 1,
+    **extra: Any,
+) -> ImageEditEvent:
+    fields: dict[str, Any] = {
+        "request_id": request_id or str(uuid.uuid4()),
+        "call_type": "image_edit",
+        "status": status,
+        "end_user": user,
+        "model": model,
+        "model_group": model,
+        "resolved_model": model,
+        "provider": "openai",
+        "api_base": "api.example.test",
+        "n": images,
+        "images_returned": images if status == "success" else 0,
+        "size": "1024x1024",
+        "quality": "medium",
+        "usage": TokenUsage(10, 323, 0, 1056, 1389),
+        "cost_usd": cost,
+        "cost_per_image_usd": (cost / images) if cost is not None and images else None,
+        "cost_source": "table" if cost is not None else "unpriced",
+        "start_time": start,
+        "end_time": start + timedelta(seconds=2),
+        "latency_ms": 2000.0,
+        "attempts": 1,
+        "error_type": None if status == "success" else "server_error",
+        "http_status": 200 if status == "success" else 500,
+    }
+    fields.update(extra)
+    return ImageEditEvent(**fields)
+
+
+def open_ledger(url: str, **options: Any) -> SqlLedger:
+    return SqlLedger(url, auto_migrate=True, **options)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A fresh, empty database of each dialect: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[SqlLedger]:
+    instance = open_ledger(ledger_url)
+    yield instance
+    instance.shutdown(10)

@@ -1,0 +1,192 @@
+"""The ledger's Alembic migrations: up and down on both dialects, in agreement with the models,
+and a clear error for a database at another schema revision."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+import tracking
+from integrations.sql import (
+    VERSION_TABLE,
+    SchemaVersionError,
+    SqlLedger,
+    create_ledger_engine,
+    current_revision,
+    downgrade,
+    head_revision,
+    include_object,
+    metadata,
+    migrations_path,
+    upgrade,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def engine(ledger_url):
+    engine = create_ledger_engine(ledger_url)
+    yield engine
+    engine.dispose()
+
+
+def _names(engine) -> tuple[set[str], set[str]]:
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        return set(inspector.get_table_names()), set(inspector.get_view_names())
+
+
+def _stamp(engine, revision: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = :r"), {"r": revision})
+
+
+def test_migrations_go_up_and_down(engine):
+    assert current_revision(engine) is None
+    upgrade(engine)
+    assert current_revision(engine) == head_revision() == "0002"
+    tables, views = _names(engine)
+    assert {"spend_logs", VERSION_TABLE} <= tables and "spend_daily" in views
+    with engine.connect() as conn:
+        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("spend_logs")}
+    assert indexes >= {
+        "ix_spend_logs_end_user_start_time",
+        "ix_spend_logs_model_start_time",
+        "ix_spend_logs_api_key_hash_start_time",
+        "ix_spend_logs_start_time",
+    }
+
+    downgrade(engine, "0001")
+    assert current_revision(engine) == "0001"
+    tables, views = _names(engine)
+    assert "spend_logs" in tables and "spend_daily" not in views
+
+    downgrade(engine)
+    assert current_revision(engine) is None
+    tables, views = _names(engine)
+    assert "spend_logs" not in tables and not views
+
+    upgrade(engine)  # and back up again from nothing
+    assert current_revision(engine) == "0002"
+
+
+def test_models_and_migrations_agree(engine):
+    upgrade(engine)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_object": include_object,
+                "compare_type": True,
+                "version_table": VERSION_TABLE,
+            },
+        )
+        assert compare_metadata(context, metadata) == []
+
+
+def test_only_the_ledgers_tables_are_touched(engine):
+    host = sa.MetaData()
+    sa.Table("customers", host, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table("alembic_version", host, sa.Column("version_num", sa.String(32), primary_key=True))
+    host.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('host_app_rev_9')"))
+
+    upgrade(engine)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_object": include_object,
+                "compare_type": True,
+                "version_table": VERSION_TABLE,
+            },
+        )
+        # The host's tables are not ours to drop: autogenerate proposes nothing about them.
+        assert compare_metadata(context, metadata) == []
+    downgrade(engine)
+    tables, _ = _names(engine)
+    assert {"customers", "alembic_version"} <= tables and "spend_logs" not in tables
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == (
+            "host_app_rev_9"
+        )
+
+
+def test_sqlite_is_migrated_automatically_from_empty_and_from_an_older_revision(tmp_path):
+    url = f"sqlite:///{tmp_path / 'auto.db'}"
+    SqlLedger(url).shutdown()
+    engine = create_ledger_engine(url)
+    try:
+        assert current_revision(engine) == head_revision()
+        downgrade(engine, "0001")
+        SqlLedger(url).shutdown()
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_postgres_must_be_migrated(postgres_url):
+    with pytest.raises(SchemaVersionError, match="no ledger tables yet") as info:
+        SqlLedger(postgres_url)
+    assert "tracking migrate" in str(info.value)
+    assert isinstance(info.value, tracking.ConfigurationError)
+    SqlLedger(postgres_url, auto_migrate=True).shutdown()
+    SqlLedger(postgres_url).shutdown()  # now at the head: fine without auto_migrate
+
+
+def test_postgres_at_an_older_revision_is_a_clear_error(postgres_url):
+    engine = create_ledger_engine(postgres_url)
+    try:
+        upgrade(engine, "0001")
+        with pytest.raises(SchemaVersionError, match=r"at revision '0001'.*needs revision '0002'"):
+            SqlLedger(postgres_url)
+    finally:
+        engine.dispose()
+
+
+def test_a_newer_schema_is_a_clear_error_on_both_dialects(engine, ledger_url):
+    upgrade(engine)
+    _stamp(engine, "9999_from_the_future")
+    with pytest.raises(SchemaVersionError, match="newer than this version") as info:
+        SqlLedger(ledger_url, auto_migrate=True)
+    assert "upgrade the package" in str(info.value)
+
+
+def test_a_spend_logs_table_not_made_by_our_migrations_is_refused(engine, ledger_url):
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE spend_logs (id INTEGER PRIMARY KEY)"))
+    with pytest.raises(SchemaVersionError, match="did not create"):
+        SqlLedger(ledger_url, auto_migrate=True)
+
+
+def test_migrations_ship_inside_the_wheel():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    force = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert force["migrations"] == "integrations/sql/migrations"
+    here = migrations_path()
+    assert (here / "env.py").is_file()
+    assert sorted(p.name for p in (here / "versions").glob("0*.py")) == [
+        "0001_spend_logs.py",
+        "0002_spend_daily_view.py",
+    ]
+
+
+def test_the_agreement_check_does_see_a_difference(engine):
+    upgrade(engine)
+    drifted = sa.MetaData()
+    for table in metadata.tables.values():
+        table.to_metadata(drifted)
+    drifted.tables["spend_logs"].append_column(sa.Column("surprise", sa.Integer))
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"include_object": include_object, "version_table": VERSION_TABLE}
+        )
+        diff = compare_metadata(context, drifted)
+    assert [(op[0], op[3].name) for op in diff] == [("add_column", "surprise")]

@@ -1,0 +1,165 @@
+"""``tracking migrate`` and ``tracking spend`` against real SQLite files and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from integrations.sql import create_ledger_engine, current_revision
+from tests.ledger_support import make_event, open_ledger
+from tracking.cli import main
+
+DAY = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+
+
+def _fill(url: str) -> None:
+    ledger = open_ledger(url)
+    try:
+        for user, model, cost, start in [
+            ("alice", "gpt-image-1", "0.0420000000", DAY),
+            ("alice", "gpt-image-1-mini", "0.0110000001", DAY + timedelta(days=1)),
+            ("bob", "gpt-image-1", "0.1670000000", DAY + timedelta(days=1)),
+            ("bob", "gpt-image-1", "1.0000000009", DAY + timedelta(days=9)),
+            (None, "dall-e-2", None, DAY),
+        ]:
+            ledger.on_end(
+                make_event(user=user, model=model, cost=cost and Decimal(cost), start=start)
+            )
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_migrate_creates_then_reports_up_to_date(capsys, ledger_url):
+    code, out, _ = _run(capsys, "migrate", "--database-url", ledger_url)
+    assert code == 0 and "migrated the ledger from empty to revision 0002" in out
+    code, out, _ = _run(capsys, "migrate", "--database-url", ledger_url)
+    assert code == 0 and "already at revision 0002" in out
+    engine = create_ledger_engine(ledger_url)
+    try:
+        assert current_revision(engine) == "0002"
+    finally:
+        engine.dispose()
+
+
+def test_migrate_never_prints_the_password(capsys, postgres_url):
+    url = postgres_url.replace("postgres@", "postgres:hunter2secret@")  # trust auth ignores it
+    code, out, err = _run(capsys, "migrate", "--database-url", url)
+    assert code == 0 and "***" in out
+    assert "hunter2secret" not in out + err
+
+
+def test_migrate_uses_the_environment_url(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TRACKING_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    assert _run(capsys, "migrate")[0] == 0
+    assert (tmp_path / "env.db").is_file()
+
+
+def test_spend_by_user_as_a_readable_table(capsys, ledger_url):
+    _fill(ledger_url)
+    code, out, _ = _run(capsys, "spend", "--by", "user", "--database-url", ledger_url)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["user", "requests", "failures", "images", "cost_usd", "unpriced"]
+    assert lines[2].split() == ["bob", "2", "0", "2", "1.1670000009", "0"]
+    assert lines[3].split() == ["alice", "2", "0", "2", "0.0530000001", "0"]
+    assert lines[4].split() == ["(none)", "1", "0", "1", "0.0000000000", "1"]
+    assert lines[-1].split() == ["total", "5", "0", "5", "1.2200000010", "1"]
+
+
+def test_spend_for_one_user_and_a_date_range_as_json(capsys, ledger_url):
+    _fill(ledger_url)
+    code, out, _ = _run(
+        capsys,
+        "spend",
+        "--user", "bob",
+        "--since", "2026-05-04",
+        "--until", "2026-05-05",  # a date: includes the whole of May 5
+        "--by", "day",
+        "--format", "json",
+        "--database-url", ledger_url,
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(out) == [
+        {
+            "day": "2026-05-05",
+            "requests": 1,
+            "failures": 0,
+            "images": 1,
+            "cost_usd": "0.1670000000",
+            "unpriced_requests": 0,
+        }
+    ]
+
+
+def test_spend_by_model_as_csv(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'csv.db'}"
+    _fill(url)
+    code, out, _ = _run(capsys, "spend", "--by", "model", "--format", "csv", "--database-url", url)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["model"], r["cost_usd"]) for r in rows] == [
+        ("gpt-image-1", "1.2090000009"),
+        ("gpt-image-1-mini", "0.0110000001"),
+        ("dall-e-2", "0.0000000000"),
+    ]
+
+
+def test_spend_total_by_default_and_an_iso_time_bound(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'total.db'}"
+    _fill(url)
+    code, out, _ = _run(
+        capsys, "spend", "--since", "2026-05-05T00:00:00+00:00", "--database-url", url
+    )
+    assert code == 0
+    assert out.splitlines()[2].split() == ["total", "3", "0", "3", "1.1780000010", "0"]
+
+
+def test_spend_errors_are_clear_and_never_tracebacks(capsys, tmp_path, postgres_url):
+    code, _, err = _run(capsys, "spend", "--database-url", f"sqlite:///{tmp_path / 'none.db'}")
+    assert code == 1 and "no ledger at" in err and "Traceback" not in err
+    assert not (tmp_path / "none.db").exists()  # reading never creates a database
+
+    code, _, err = _run(capsys, "spend", "--database-url", postgres_url)
+    assert code == 1 and "tracking migrate" in err
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["spend", "--since", "last tuesday"])
+    assert exit_info.value.code == 2
+    assert "is not a date (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+def test_the_installed_command_runs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'proc.db'}"
+    _fill(url)
+    result = subprocess.run(
+        [sys.executable, "-m", "tracking.cli", "spend", "--format", "json", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (total,) = json.loads(result.stdout)
+    assert total["requests"] == 5 and total["cost_usd"] == "1.2200000010"
+
+
+def test_an_unreachable_database_is_a_clear_error(capsys):
+    url = "postgresql://postgres:hunter2secret@127.0.0.1:1/nowhere"
+    for command in ("migrate", "spend"):
+        code, _, err = _run(capsys, command, "--database-url", url)
+        assert code == 1 and "cannot open the ledger database" in err
+        assert "hunter2secret" not in err and "Traceback" not in err
