@@ -176,7 +176,8 @@ async def read_multipart(receive: Receive, content_type: str, limit: int) -> lis
 
 def form_params(parts: list[FormPart]) -> dict[str, Any]:
     """The keyword arguments of ``tracking.aimage_edit`` that the form's parts spell."""
-    params: dict[str, Any] = {}
+    # image and prompt are always present, so a missing one is the SDK's clear 400, not a TypeError.
+    params: dict[str, Any] = {"image": None, "prompt": None}
     extra_body: dict[str, str] = {}
     images: list[tuple[str | None, bytes, str | None]] = []
     several = False
