@@ -193,7 +193,9 @@ class TroubleUpstream:
 
     def __enter__(self) -> TroubleUpstream:
         ready = threading.Event()
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self._app(), access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
 
         def serve() -> None:
             loop = asyncio.new_event_loop()

@@ -144,7 +144,7 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
 
 
 def test_openai_client_sync_seed_example(client, proxy, fake, images):
-    """The seed's OpenAI-SDK example, unchanged but for the URL and key, gets the upstream's JSON."""
+    """The seed's OpenAI-SDK example, changed only in URL and key, gets the upstream's JSON."""
     raw = client.images.with_raw_response.edit(
         model="gpt-image-1",
         image=images["original_image"],
@@ -325,9 +325,11 @@ def test_401_missing_or_wrong_key(proxy):
     response = post_edit(proxy, {"model": "gpt-image-1", "prompt": "x"}, key=wrong)
     assert_openai_error(response, 401, "invalid_api_key")
     assert wrong not in response.text
-    with openai.OpenAI(base_url=proxy.url, api_key=wrong, max_retries=0) as bad_client:
-        with pytest.raises(openai.AuthenticationError):
-            bad_client.models.list()
+    with (
+        openai.OpenAI(base_url=proxy.url, api_key=wrong, max_retries=0) as bad_client,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        bad_client.models.list()
 
 
 def test_404_unknown_model_and_route(proxy):

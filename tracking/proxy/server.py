@@ -70,6 +70,8 @@ def serve(
     from .lifecycle import check_callbacks
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    # httpx logs every upstream request at INFO: noise at proxy rates.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         config = load_config(config_path)
         check_callbacks(config)
