@@ -125,6 +125,8 @@ class ProxyApp:
             await _send_error(send, error)
         except ClientDisconnected:
             return
+        except Exception as exc:  # a bug of ours still answers OpenAI-shaped JSON (logged)
+            await _send_error(send, from_exception(exc))
 
     def _no_route(self, scope: Scope) -> ProxyError:
         if any(path == scope["path"] for _, path in self._routes):
