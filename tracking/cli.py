@@ -75,6 +75,48 @@ def _database_url_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# -- serve / quickstart: the proxy (tracking.proxy) ------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .proxy.server import serve
+
+    return serve(
+        args.config, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level
+    )
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from .proxy.quickstart import main as quickstart
+
+    return quickstart(port=args.port, keep_running=args.keep_running)
+
+
+def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the proxy (OpenAI-compatible /v1/images/edits)")
+    serve.add_argument("--config", required=True, help="LiteLLM-style config.yaml")
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the seed's default
+    serve.add_argument("--port", type=int, default=4000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.set_defaults(handler=_serve)
+
+    quick = commands.add_parser(
+        "quickstart",
+        help="offline: the proxy on embedded defaults + the fake upstream + the seed's examples",
+    )
+    quick.add_argument("--port", type=int, default=0, help="proxy port (default: a free one)")
+    quick.add_argument(
+        "--keep-running", action="store_true", help="leave the proxy up after the examples"
+    )
+    quick.set_defaults(handler=_quickstart)
+
+
+# ------------------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracking", description="Observable, billable OpenAI-style image edits."
@@ -114,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _database_url_option(spend)
     spend.set_defaults(handler=_spend)
+    _add_proxy_commands(commands)
     return parser
 
 

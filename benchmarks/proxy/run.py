@@ -1,0 +1,243 @@
+"""Proxy benchmark, one command: ``.venv/bin/python benchmarks/proxy/run.py [--duration 5]``.
+
+wrk (Debian's package) posts a ~143 KB PNG as multipart at concurrency 16 and 64 to, in the same
+run: the canned fake upstream directly, a minimal forwarding proxy (``minimal_forwarder.py``:
+raw ASGI + aiohttp + multipart parse + one SQLite WAL row per request) as the ceiling, and
+``tracking serve`` (one worker) in front of the same fake. Reported per target: requests/s,
+p50/p99 latency, server CPU per request (from /proc), idle memory and start-up time, and the
+proxy's throughput as a ratio of the minimal forwarder's. Everything runs on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+MASTER_KEY = "sk-bench-master"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tracking() -> list[str]:
+    script = Path(sys.executable).parent / "tracking"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tracking.cli"]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start(command: list[str], health: str, env: dict[str, str] | None = None):
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"{command} exited with {process.returncode}")
+        try:
+            if httpx.get(health, timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.01)
+    return process, time.perf_counter() - began
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def make_body(folder: Path) -> tuple[Path, str]:
+    from PIL import Image
+
+    side = 218  # random RGB pixels barely compress: about 143 KB of PNG
+    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    boundary = "benchboundary7f3a"
+    body = b"".join(
+        [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
+            "gpt-image-1\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n'
+            "Add a red hat\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            'filename="image.png"\r\nContent-Type: image/png\r\n\r\n'.encode(),
+            png.getvalue(),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    path = folder / "body.bin"
+    path.write_bytes(body)
+    script = folder / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.headers["Content-Type"] = "multipart/form-data; boundary={boundary}"\n'
+        f'wrk.headers["Authorization"] = "Bearer {MASTER_KEY}"\n'
+        f'local f = io.open("{path}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+    )
+    print(f"request body: {len(body) / 1024:.0f} KB (PNG {len(png.getvalue()) / 1024:.0f} KB)")
+    return script, boundary
+
+
+def _ms(text: str) -> float:
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> dict[str, float]:
+    before = cpu_seconds(pid)
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    command += ["-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - before
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "cpu_ms_per_request": 1000 * cpu / max(1, requests),
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+    folder = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
+    script, _ = make_body(folder)
+
+    fake_port = free_port()
+    fake, _ = start(
+        [*tracking(), "fake-openai", "--canned", "--port", str(fake_port)],
+        f"http://127.0.0.1:{fake_port}/health",
+    )
+    upstream = f"http://127.0.0.1:{fake_port}/v1"
+    config = folder / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": "gpt-image-1",
+                        "litellm_params": {
+                            "model": "gpt-image-1",
+                            "api_key": "sk-bench",
+                            "api_base": upstream,
+                        },
+                    }
+                ],
+                "general_settings": {"master_key": MASTER_KEY},
+            }
+        )
+    )
+    results: dict[str, dict[str, float]] = {}
+    try:
+        targets = {
+            "fake upstream": None,
+            "minimal forwarder": [
+                sys.executable,
+                str(HERE / "minimal_forwarder.py"),
+                "{port}",
+                f"{upstream}/images/edits",
+                str(folder / "minimal.db"),
+            ],
+            "tracking serve": [
+                *tracking(),
+                "serve",
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--log-level",
+                "warning",
+            ],
+        }
+        for name, command in targets.items():
+            if command is None:
+                process, started, port = fake, float("nan"), fake_port
+            else:
+                port = free_port()
+                process, started = start(
+                    [part.replace("{port}", str(port)) for part in command],
+                    f"http://127.0.0.1:{port}/health/liveliness",
+                )
+            try:
+                idle = rss_mb(process.pid)
+                url = f"http://127.0.0.1:{port}/v1/images/edits"
+                wrk(url, script, 16, 1, process.pid)  # warm-up
+                for connections in (16, 64):
+                    figures = wrk(url, script, connections, args.duration, process.pid)
+                    figures.update(start_s=started, idle_rss_mb=idle)
+                    results[f"{name} c{connections}"] = figures
+            finally:
+                if command is not None:
+                    stop(process)
+    finally:
+        stop(fake)
+    print(
+        f"\n{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
+        f"{'errors':>8}{'idle MB':>9}{'start s':>9}"
+    )
+    for name, f in results.items():
+        print(
+            f"{name:<26}{f['rps']:>9.0f}{f['p50_ms']:>9.2f}{f['p99_ms']:>9.2f}"
+            f"{f['cpu_ms_per_request']:>12.3f}{f['errors']:>8.0f}{f['idle_rss_mb']:>9.1f}"
+            f"{f['start_s']:>9.2f}"
+        )
+    for connections in (16, 64):
+        ratio = (
+            results[f"tracking serve c{connections}"]["rps"]
+            / results[f"minimal forwarder c{connections}"]["rps"]
+        )
+        print(f"tracking serve / minimal forwarder at c{connections}: {ratio:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

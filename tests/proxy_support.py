@@ -1,0 +1,227 @@
+"""Helpers for the proxy tests: the proxy as a real subprocess, and a misbehaving upstream.
+
+``ProxyProcess`` runs ``tracking serve --config ...`` exactly as a user would, on a free loopback
+port, and waits until it answers. ``TroubleUpstream`` is a small aiohttp server on a thread whose
+paths choose a failure: ``/status/<code>/v1`` answers that status with an OpenAI-shaped error,
+``/slow/<seconds>/v1`` answers a valid edit late, ``/garbage/v1`` answers 200 with a body that is
+not JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+MASTER_KEY = "sk-master-proxy-test-0123456789"
+
+_EDIT_BODY = {
+    "created": 1_700_000_000,
+    "data": [{"b64_json": "iVBORw0KGgo="}],
+    "usage": {
+        "input_tokens": 10,
+        "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+        "output_tokens": 272,
+        "total_tokens": 282,
+    },
+    "size": "1024x1024",
+    "quality": "low",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tracking_command() -> list[str]:
+    script = Path(sys.executable).parent / "tracking"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tracking.cli"]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+class ProxyProcess:
+    """``tracking serve`` in a subprocess; its output goes to a log file the tests can read."""
+
+    def __init__(
+        self,
+        config: Path,
+        *,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config
+        self.port = free_port()
+        self.log_path = config.parent / f"proxy-{self.port}.log"
+        self.env = {**os.environ, **(env or {})}
+        self.workers = workers
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        command = [
+            *tracking_command(),
+            "serve",
+            "--config",
+            str(self.config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            *self.extra_args,
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        return self.process
+
+    def start(self, timeout: float = 20.0) -> ProxyProcess:
+        process = self.launch()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"the proxy exited with {process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health/liveliness", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"the proxy did not start in {timeout} s:\n{self.log()}")
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process is None:
+            return 0
+        self.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+            raise AssertionError(f"the proxy ignored SIGTERM:\n{self.log()}") from None
+
+    def __enter__(self) -> ProxyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    return web.json_response(body, status=status, headers=extra.get("headers"))
+
+
+class TroubleUpstream:
+    """An upstream that fails on purpose, chosen by path; counts the requests it got."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.started = threading.Event()  # set when a slow request has arrived
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def url(self, kind: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{kind}/v1"
+
+    def _app(self) -> web.Application:
+        async def status(request: web.Request) -> web.Response:
+            self.hits += 1
+            await request.read()
+            code = int(request.match_info["code"])
+            headers = {"retry-after": "0"} if code == 429 else None
+            return _error(code, f"upstream says {code}", headers=headers)
+
+        async def slow(request: web.Request) -> web.Response:
+            self.hits += 1
+            await request.read()
+            self.started.set()
+            await asyncio.sleep(float(request.match_info["seconds"]))
+            return web.json_response(_EDIT_BODY)
+
+        async def garbage(request: web.Request) -> web.Response:
+            self.hits += 1
+            await request.read()
+            return web.Response(body=b"<html>not json</html>", content_type="text/html")
+
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/status/{code}/v1/images/edits", status)
+        app.router.add_post("/slow/{seconds}/v1/images/edits", slow)
+        app.router.add_post("/garbage/v1/images/edits", garbage)
+        return app
+
+    def __enter__(self) -> TroubleUpstream:
+        ready = threading.Event()
+        runner = web.AppRunner(
+            self._app(), access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            server: Any = site._server
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._thread is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def write_config(path: Path, document: dict[str, Any]) -> Path:
+    """Config files are YAML; JSON is YAML, and keeps the tests free of formatting details."""
+    path.write_text(json.dumps(document, indent=2))
+    return path

@@ -1,0 +1,164 @@
+"""``config.yaml`` as the proxy reads it: the seed's shape verbatim, ``os.environ/`` references,
+defaults from the environment, warnings for unknown keys and errors naming the bad key's path."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tracking.config import DEFAULT_MAX_REQUEST_SIZE_MB, load_config, parse_config
+from tracking.errors import ConfigurationError
+
+SEED_CONFIG = """\
+model_list:
+  - model_name: gpt-image-1
+    litellm_params:
+      model: gpt-image-1
+      api_key: os.environ/OPENAI_API_KEY
+"""
+
+
+def test_the_seed_config_loads_verbatim(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(SEED_CONFIG)
+    config = load_config(path, environ={"OPENAI_API_KEY": "sk-from-env-0123456789"})
+    (deployment,) = config.model_list
+    assert deployment.model_name == "gpt-image-1"
+    assert deployment.litellm_params == {
+        "model": "gpt-image-1",
+        "api_key": "sk-from-env-0123456789",
+    }
+    assert config.model_names() == ["gpt-image-1"]
+    assert config.general_settings.master_key is None
+    assert config.general_settings.max_request_size_mb == DEFAULT_MAX_REQUEST_SIZE_MB
+    assert config.general_settings.ledger_mode == "durable"
+    assert config.source == path.resolve()
+    assert config.warnings == ()
+
+
+def test_secrets_never_show_in_repr():
+    config = parse_config(
+        {
+            "model_list": [
+                {
+                    "model_name": "m",
+                    "litellm_params": {"model": "gpt-image-1", "api_key": "sk-a1b2c3d4e5f6"},
+                }
+            ],
+            "general_settings": {"master_key": "sk-master-secret-1"},
+        }
+    )
+    shown = repr(config)
+    assert "sk-a1b2c3d4e5f6" not in shown and "sk-master-secret-1" not in shown
+    assert "gpt-image-1" in shown
+
+
+def test_every_fault_is_listed_with_its_path():
+    with pytest.raises(ConfigurationError) as caught:
+        parse_config(
+            {
+                "model_list": [
+                    {"model_name": "a", "litellm_params": {"model": "gpt-image-1"}},
+                    {"model_name": "b", "litellm_params": {"model": "gpt-image-1", "rpm": "ten"}},
+                    {"model_name": "c", "litellm_params": {"api_key": "sk-x"}},
+                    {"litellm_params": {"model": "gpt-image-1", "api_base": "ftp://nope"}},
+                    "just a string",
+                ],
+                "general_settings": {"max_request_size_mb": 0, "ledger_mode": "sometimes"},
+                "litellm_settings": {"success_callback": "prometheus"},
+            },
+            environ={},
+        )
+    message = caught.value.message
+    for expected in (
+        "model_list[1].litellm_params.rpm: expected an integer",
+        "model_list[2].litellm_params.model: required",
+        "model_list[3].model_name: required",
+        "model_list[3].litellm_params.api_base: expected an http(s) URL",
+        "model_list[4]: expected a mapping",
+        "general_settings.max_request_size_mb: must be greater than 0",
+        "general_settings.ledger_mode: must be one of durable, background",
+        "litellm_settings.success_callback: expected a list of names",
+    ):
+        assert expected in message
+    assert "model_list[0]" not in message
+
+
+def test_missing_environment_variable_names_the_key_and_the_variable():
+    with pytest.raises(ConfigurationError) as caught:
+        parse_config(
+            {
+                "model_list": [
+                    {
+                        "model_name": "m",
+                        "litellm_params": {"model": "x", "api_key": "os.environ/NOPE_KEY"},
+                    }
+                ]
+            },
+            environ={},
+        )
+    assert "model_list[0].litellm_params.api_key: environment variable NOPE_KEY is not set" in (
+        caught.value.message
+    )
+
+
+def test_unknown_keys_warn_and_are_ignored(caplog):
+    with caplog.at_level(logging.WARNING, logger="tracking.config"):
+        config = parse_config(
+            {
+                "model_list": [
+                    {"model_name": "m", "litellm_params": {"model": "x", "mystery": 1}, "extra": 2}
+                ],
+                "litellm_settings": {"cache": True},
+                "whatever": {},
+            }
+        )
+    assert set(config.warnings) == {
+        "whatever: unknown key, ignored",
+        "model_list[0].extra: unknown key, ignored",
+        "model_list[0].litellm_params.mystery: unknown key, ignored",
+        "litellm_settings.cache: unknown key, ignored",
+    }
+    assert "whatever: unknown key, ignored" in caplog.text
+
+
+def test_environment_fills_settings_and_environment_variables_section():
+    config = parse_config(
+        {
+            "environment_variables": {"UPSTREAM_KEY": "sk-from-section-1"},
+            "model_list": [
+                {
+                    "model_name": "m",
+                    "litellm_params": {"model": "x", "api_key": "os.environ/UPSTREAM_KEY"},
+                }
+            ],
+            "litellm_settings": {"success_callback": ["prometheus"], "drop_params": True},
+            "router_settings": {"num_retries": 3, "routing_strategy": "simple-shuffle"},
+            "general_settings": {"max_request_size_mb": 1.5},
+        },
+        environ={"TRACKING_MASTER_KEY": "sk-env-master", "TRACKING_DATABASE_URL": "sqlite:///x.db"},
+    )
+    assert config.model_list[0].litellm_params["api_key"] == "sk-from-section-1"
+    assert config.general_settings.master_key == "sk-env-master"
+    assert config.general_settings.database_url == "sqlite:///x.db"
+    assert config.general_settings.max_request_bytes == int(1.5 * 1024 * 1024)
+    assert config.litellm_settings.success_callback == ("prometheus",)
+    assert config.litellm_settings.drop_params is True
+    assert config.router_settings == {"num_retries": 3, "routing_strategy": "simple-shuffle"}
+
+
+def test_file_problems_are_configuration_errors(tmp_path):
+    with pytest.raises(ConfigurationError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_list:\n  - model_name: [unclosed\n")
+    with pytest.raises(ConfigurationError, match=r"line \d+"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just text\n")
+    with pytest.raises(ConfigurationError, match="top level must be a mapping"):
+        load_config(scalar)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty).model_list == ()

@@ -1,0 +1,456 @@
+"""The proxy as users meet it: ``tracking serve`` in a subprocess, called by the official
+``openai`` client (sync and async) and by ``curl -F``, in front of the bundled fake upstream and
+a deliberately failing one. One proxy serves the whole module."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import API_KEY, make_png
+from tests.proxy_support import MASTER_KEY, ProxyProcess, TroubleUpstream, rss_bytes
+from tracking.testing import FakeOpenAI
+
+LIMIT_MB = 8
+
+SEED_SHAPED_CONFIG = """\
+model_list:
+  - model_name: gpt-image-1
+    litellm_params:
+      model: gpt-image-1
+      api_key: os.environ/OPENAI_API_KEY
+      api_base: {fake}
+  # A second entry with the same name: the proxy serves the first one.
+  - model_name: gpt-image-1
+    litellm_params:
+      model: gpt-image-1
+      api_key: os.environ/OPENAI_API_KEY
+      api_base: http://127.0.0.1:9/v1
+  - model_name: dall-e-2
+    litellm_params:
+      model: dall-e-2
+      api_key: os.environ/OPENAI_API_KEY
+      api_base: {fake}
+  - model_name: limited
+    litellm_params:
+      model: gpt-image-1
+      api_key: os.environ/OPENAI_API_KEY
+      api_base: {fake}
+      rpm: 2
+  - model_name: lenient
+    litellm_params:
+      model: gpt-image-1
+      api_key: os.environ/OPENAI_API_KEY
+      api_base: {fake}
+      drop_params: true
+  - model_name: broken
+    litellm_params: {{model: gpt-image-1, api_key: sk-x, api_base: "{status500}", max_retries: 0}}
+  - model_name: busy
+    litellm_params: {{model: gpt-image-1, api_key: sk-x, api_base: "{status429}", max_retries: 0}}
+  - model_name: slow
+    litellm_params:
+      {{model: gpt-image-1, api_key: sk-x, api_base: "{slow}", timeout: 0.5, max_retries: 0}}
+  - model_name: garbage
+    litellm_params: {{model: gpt-image-1, api_key: sk-x, api_base: "{garbage}", max_retries: 0}}
+  - model_name: unreachable
+    litellm_params:
+      {{model: gpt-image-1, api_key: sk-x, api_base: "http://127.0.0.1:9/v1", max_retries: 0}}
+  - model_name: wrong-key
+    litellm_params:
+      model: gpt-image-1
+      api_key: sk-wrong-upstream-key-0123456789
+      api_base: {fake}
+      max_retries: 0
+
+general_settings:
+  master_key: os.environ/PROXY_MASTER_KEY
+  max_request_size_mb: {limit}
+"""
+
+
+@pytest.fixture(scope="module")
+def trouble() -> Iterator[TroubleUpstream]:
+    with TroubleUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    fake: FakeOpenAI, trouble: TroubleUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
+    folder = tmp_path_factory.mktemp("proxy")
+    config = folder / "config.yaml"
+    config.write_text(
+        SEED_SHAPED_CONFIG.format(
+            fake=fake.url,
+            status500=trouble.url("status/500"),
+            status429=trouble.url("status/429"),
+            slow=trouble.url("slow/3"),
+            garbage=trouble.url("garbage"),
+            limit=LIMIT_MB,
+        )
+    )
+    env = {"OPENAI_API_KEY": API_KEY, "PROXY_MASTER_KEY": MASTER_KEY}
+    with ProxyProcess(config, env=env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = {}
+    for name, size in (("original_image", 96), ("portrait", 80), ("mask_image", 96)):
+        paths[name] = folder / f"{name}.png"
+        paths[name].write_bytes(make_png(size, size))
+    return paths
+
+
+@pytest.fixture
+def client(proxy: ProxyProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=proxy.url, api_key=MASTER_KEY, max_retries=0) as c:
+        yield c
+
+
+def post_edit(
+    proxy: ProxyProcess, fields: dict[str, str], *, key: str | None = MASTER_KEY, files=None
+):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    files = files if files is not None else {"image": ("a.png", make_png(), "image/png")}
+    return httpx.post(
+        f"{proxy.url}/v1/images/edits", data=fields, files=files, headers=headers, timeout=30
+    )
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+# -- the seed's proxy section ----------------------------------------------------------------
+
+
+def test_openai_client_sync_seed_example(client, proxy, fake, images):
+    """The seed's OpenAI-SDK example, changed only in URL and key, gets the upstream's JSON."""
+    raw = client.images.with_raw_response.edit(
+        model="gpt-image-1",
+        image=images["original_image"],
+        prompt="Add a red hat to the person in the image",
+        n=1,
+        size="1024x1024",
+    )
+    response = raw.parse()
+    assert len(response.data) == 1 and response.data[0].b64_json
+    assert response.usage is not None and response.usage.output_tokens == 1056
+    assert raw.headers["x-tracking-request-id"]
+    cost = raw.headers["x-tracking-response-cost"]
+    assert cost == "unpriced" or Decimal(cost) >= 0
+    # The body is the upstream's answer unchanged.
+    assert json.loads(raw.http_response.content) == fake.state.responses[-1]
+    sent = fake.requests[-1]
+    assert sent.fields["prompt"] == "Add a red hat to the person in the image"
+    assert sent.headers["Authorization"] == f"Bearer {API_KEY}"  # the proxy's key, not the caller's
+
+
+async def test_openai_client_async(proxy, fake, images):
+    async with openai.AsyncOpenAI(base_url=proxy.url, api_key=MASTER_KEY, max_retries=0) as aclient:
+        response = await aclient.images.edit(
+            model="gpt-image-1",
+            image=images["original_image"],
+            prompt="Make the image look like a painting",
+            n=2,
+            size="1024x1536",
+            user="user-123",
+        )
+    assert len(response.data) == 2
+    assert response.size == "1024x1536"
+    assert fake.requests[-1].fields["user"] == "user-123"
+
+
+def test_several_images_and_mask_reach_the_upstream(client, fake, images):
+    client.images.edit(
+        model="gpt-image-1",
+        image=[images["original_image"], images["portrait"]],
+        mask=images["mask_image"],
+        prompt="Combine them",
+    )
+    files = fake.requests[-1].files
+    assert [name for name, *_ in files] == ["image[]", "image[]", "mask"]
+    assert files[0][3] == images["original_image"].stat().st_size
+    assert files[2][3] == images["mask_image"].stat().st_size
+
+
+def test_every_form_field_is_forwarded(client, fake, images):
+    client.images.edit(
+        model="gpt-image-1",
+        image=images["original_image"],
+        prompt="fields",
+        n=1,
+        size="1024x1024",
+        quality="low",
+        background="transparent",
+        output_format="webp",
+        output_compression=50,
+        input_fidelity="high",
+        user="end-user-7",
+        extra_body={"moderation": "low"},
+    )
+    fields = fake.requests[-1].fields
+    assert fields == {
+        "model": "gpt-image-1",
+        "prompt": "fields",
+        "n": "1",
+        "size": "1024x1024",
+        "quality": "low",
+        "background": "transparent",
+        "output_format": "webp",
+        "output_compression": "50",
+        "input_fidelity": "high",
+        "user": "end-user-7",
+        "moderation": "low",
+    }
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_seed_example(proxy, fake, images):
+    """The seed's curl example: gpt-image-1 refuses response_format=url with a clear 400 naming
+    the parameter; the same command without it works; dall-e-2 takes it and answers URLs."""
+
+    def curl(*fields: str) -> tuple[int, dict]:
+        command = [
+            "curl", "-s", "-w", "\n%{http_code}", "-X", "POST", f"{proxy.url}/v1/images/edits",
+            "-H", f"Authorization: Bearer {MASTER_KEY}",
+            "-F", f"image=@{images['original_image']}",
+            "-F", f"mask=@{images['mask_image']}",
+            "-F", "prompt=Add a beautiful sunset in the background",
+            "-F", "n=1",
+            "-F", "size=1024x1024",
+        ]  # fmt: skip
+        for field in fields:
+            command += ["-F", field]
+        out = subprocess.run(command, capture_output=True, check=True, timeout=30).stdout.decode()
+        body, _, status = out.rpartition("\n")
+        return int(status), json.loads(body)
+
+    status, body = curl("model=gpt-image-1", "response_format=url")
+    assert status == 400
+    assert body["error"]["param"] == "response_format"
+    assert "drop_params" in body["error"]["message"]
+
+    status, body = curl("model=gpt-image-1")
+    assert status == 200 and body["data"][0]["b64_json"]
+    assert [f[0] for f in fake.requests[-1].files] == ["image", "mask"]
+
+    status, body = curl("model=dall-e-2", "response_format=url")
+    assert status == 200 and body["data"][0]["url"].startswith("http://127.0.0.1:")
+
+    status, body = curl("model=lenient", "response_format=url")  # drop_params: true
+    assert status == 200 and "response_format" not in fake.requests[-1].fields
+
+
+def test_also_served_without_v1_and_first_deployment_wins(proxy, fake):
+    before = len(fake.requests)
+    response = httpx.post(
+        f"{proxy.url}/images/edits",
+        data={"model": "gpt-image-1", "prompt": "short path"},
+        files={"image": ("a.png", make_png(), "image/png")},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert len(fake.requests) == before + 1  # the second gpt-image-1 entry (port 9) was not used
+
+
+# -- errors, each with its status and OpenAI's shape --------------------------------------------
+
+
+def test_400_validation_errors(proxy, client, images):
+    assert_openai_error(post_edit(proxy, {"model": "gpt-image-1", "prompt": "x", "n": "11"}), 400)
+    error = assert_openai_error(
+        post_edit(proxy, {"model": "gpt-image-1", "prompt": "x", "n": "two"}), 400, "type"
+    )
+    assert error["param"] == "n"
+    error = assert_openai_error(post_edit(proxy, {"model": "gpt-image-1"}), 400)
+    assert error["param"] == "prompt"
+    error = assert_openai_error(post_edit(proxy, {"prompt": "x"}), 400)
+    assert error["param"] == "model"
+    error = assert_openai_error(
+        post_edit(
+            proxy,
+            {"model": "gpt-image-1", "prompt": "x"},
+            files={"mask": ("m.png", make_png(), "image/png")},
+        ),
+        400,
+    )
+    assert error["param"] == "image"
+    not_multipart = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        json={"model": "gpt-image-1", "prompt": "x"},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert_openai_error(not_multipart, 400, "invalid_content_type")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.edit(model="gpt-image-1", image=images["original_image"], prompt="x", n=0)
+    assert caught.value.status_code == 400
+
+
+def test_upstream_400_passes_through(proxy, fake):
+    error = assert_openai_error(
+        post_edit(proxy, {"model": "gpt-image-1", "prompt": "x", "size": "huge"}), 400
+    )
+    assert error["param"] == "size"
+    assert "Invalid value for 'size'" in error["message"]
+    assert "127.0.0.1" not in error["message"]  # the upstream's address stays private
+
+
+def test_401_missing_or_wrong_key(proxy):
+    error = assert_openai_error(
+        post_edit(proxy, {"model": "gpt-image-1", "prompt": "x"}, key=None), 401
+    )
+    assert error["code"] == "missing_api_key"
+    wrong = "sk-not-the-master-key-999"
+    response = post_edit(proxy, {"model": "gpt-image-1", "prompt": "x"}, key=wrong)
+    assert_openai_error(response, 401, "invalid_api_key")
+    assert wrong not in response.text
+    with (
+        openai.OpenAI(base_url=proxy.url, api_key=wrong, max_retries=0) as bad_client,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        bad_client.models.list()
+
+
+def test_404_unknown_model_and_route(proxy):
+    error = assert_openai_error(
+        post_edit(proxy, {"model": "gpt-image-99", "prompt": "x"}), 404, "model_not_found"
+    )
+    assert error["param"] == "model"
+    response = httpx.get(f"{proxy.url}/v1/nothing-here")
+    assert_openai_error(response, 404)
+
+
+def test_413_declared_too_large_is_refused_before_reading(proxy):
+    """A Content-Length over the limit gets 413 without a byte of the body being sent."""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                "POST /v1/images/edits HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {MASTER_KEY}\r\n"
+                "Content-Type: multipart/form-data; boundary=abc\r\n"
+                f"Content-Length: {(LIMIT_MB + 1) * 1024 * 1024}\r\n\r\n"
+            ).encode()
+        )
+        received = b""
+        while b"}}" not in received:
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+    answer = received.decode()
+    assert answer.startswith("HTTP/1.1 413")
+    assert '"code": "request_too_large"' in answer
+
+
+def test_413_streamed_upload_without_memory_growth(proxy):
+    """A 160 MB chunked upload (no Content-Length) is cut off at the limit while it streams in;
+    the proxy's memory does not grow by anything like the upload's size."""
+    total = 160 * 1024 * 1024
+    chunk = b"\0" * (1024 * 1024)
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+
+    def body():
+        yield head
+        for _ in range(total // len(chunk)):
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    before = rss_bytes(proxy.pid)
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        content=body(),
+        headers={
+            "Authorization": f"Bearer {MASTER_KEY}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        timeout=30,
+    )
+    grown = rss_bytes(proxy.pid) - before
+    assert_openai_error(response, 413, "request_too_large")
+    assert grown < 64 * 1024 * 1024, f"the proxy grew by {grown / 1e6:.0f} MB"
+
+
+def test_429_rate_limits(proxy):
+    fields = {"model": "limited", "prompt": "x"}
+    assert post_edit(proxy, fields).status_code == 200
+    assert post_edit(proxy, fields).status_code == 200
+    response = post_edit(proxy, fields)  # rpm: 2
+    error = assert_openai_error(response, 429, "rate_limit_exceeded")
+    assert error["type"] == "rate_limit_error"
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    # The upstream's own 429 passes through as 429.
+    assert_openai_error(post_edit(proxy, {"model": "busy", "prompt": "x"}), 429)
+
+
+def test_502_and_504_upstream_failures(proxy, trouble):
+    for model in ("broken", "garbage", "unreachable", "wrong-key"):
+        error = assert_openai_error(post_edit(proxy, {"model": model, "prompt": "x"}), 502)
+        assert error["type"] == "server_error"
+        assert "sk-" not in error["message"]
+    assert_openai_error(post_edit(proxy, {"model": "slow", "prompt": "x"}), 504, "upstream_timeout")
+
+
+# -- health, models, metrics ---------------------------------------------------------------
+
+
+def test_health_and_models(proxy, client):
+    assert httpx.get(f"{proxy.url}/health/liveliness").json() == {"status": "alive"}
+    readiness = httpx.get(f"{proxy.url}/health/readiness")
+    assert readiness.status_code == 200
+    assert readiness.json() == {"status": "ready", "database": "not configured"}
+    assert [m.id for m in client.models.list()] == [
+        "gpt-image-1",
+        "dall-e-2",
+        "limited",
+        "lenient",
+        "broken",
+        "busy",
+        "slow",
+        "garbage",
+        "unreachable",
+        "wrong-key",
+    ]
+    assert httpx.get(f"{proxy.url}/v1/models").status_code == 401
+
+
+def _rejections(proxy: ProxyProcess) -> dict[str, float]:
+    text = httpx.get(f"{proxy.url}/metrics").text
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("image_edit_proxy_rejections_total{"):
+            labels, _, value = line.rpartition(" ")
+            counts[labels.split('"')[1]] = float(value)
+    return counts
+
+
+def test_metrics_count_rejections(proxy):
+    before = _rejections(proxy)
+    post_edit(proxy, {"model": "gpt-image-1", "prompt": "x"}, key="sk-bad-key-for-metrics")
+    post_edit(proxy, {"model": "gpt-image-1", "prompt": "x"}, key=None)
+    after = _rejections(proxy)
+    assert after["auth"] == before["auth"] + 2

@@ -1,0 +1,224 @@
+"""The proxy's life: start-up checks, the open-proxy warning, readiness, SIGTERM draining
+in-flight requests and flushing sinks, and ``--workers 2`` with correct ``/metrics`` totals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import API_KEY, make_png
+from tests.proxy_support import (
+    MASTER_KEY,
+    ProxyProcess,
+    TroubleUpstream,
+    tracking_command,
+    write_config,
+)
+
+CUSTOM_SINK = '''\
+"""A user's integration, named in the config as custom_sink.sink."""
+import json
+import signal
+import pathlib
+
+OUT = pathlib.Path(__file__).with_name("sink.json")
+
+
+class Sink:
+    def __init__(self):
+        self.events = []
+        self.flushed = False
+
+    def on_start(self, call):
+        pass
+
+    def on_end(self, event):
+        self.events.append(event.request_id)
+
+    def flush(self, timeout=None):
+        self.flushed = True
+        return True
+
+    def shutdown(self, timeout=None):
+        OUT.write_text(json.dumps({"events": self.events, "flushed": self.flushed}))
+
+
+sink = Sink()
+'''
+
+
+def _edit(url: str, key: str | None = MASTER_KEY, model: str = "gpt-image-1") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(
+        f"{url}/v1/images/edits",
+        data={"model": model, "prompt": "a hat"},
+        files={"image": ("a.png", make_png(), "image/png")},
+        headers=headers,
+        timeout=30,
+    )
+
+
+def test_sigterm_drains_in_flight_requests_and_flushes_sinks(tmp_path):
+    (tmp_path / "custom_sink.py").write_text(CUSTOM_SINK)
+    with TroubleUpstream() as trouble:
+        config = write_config(
+            tmp_path / "config.yaml",
+            {
+                "model_list": [
+                    {
+                        "model_name": "gpt-image-1",
+                        "litellm_params": {
+                            "model": "gpt-image-1",
+                            "api_key": "sk-x",
+                            "api_base": trouble.url("slow/1.5"),
+                        },
+                    }
+                ],
+                "litellm_settings": {"success_callback": ["custom_sink.sink"]},
+                "general_settings": {"master_key": MASTER_KEY},
+            },
+        )
+        proxy = ProxyProcess(config).start()
+        answers: list[httpx.Response] = []
+        caller = threading.Thread(target=lambda: answers.append(_edit(proxy.url)))
+        caller.start()
+        assert trouble.started.wait(10), "the request never reached the upstream"
+        proxy.terminate()  # SIGTERM while the request is in flight
+        caller.join(20)
+        code = proxy.stop()
+    # uvicorn re-raises the signal once it has shut down cleanly, as a SIGTERM'd process should.
+    assert code in (0, -signal.SIGTERM), proxy.log()
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    written = json.loads((tmp_path / "sink.json").read_text())
+    assert written == {"events": [answer.headers["x-tracking-request-id"]], "flushed": True}
+
+
+def _serve(config_path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*tracking_command(), "serve", "--config", str(config_path), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_bad_config_and_unknown_callback_fail_at_start(tmp_path):
+    bad = write_config(
+        tmp_path / "bad.yaml",
+        {"model_list": [{"model_name": "m", "litellm_params": {"api_key": "sk-hidden-123456"}}]},
+    )
+    result = _serve(bad)
+    assert result.returncode == 2
+    assert "model_list[0].litellm_params.model: required" in result.stderr
+    assert "sk-hidden-123456" not in result.stderr + result.stdout
+
+    unknown = write_config(
+        tmp_path / "unknown.yaml",
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-1"}}],
+            "litellm_settings": {"success_callback": ["nope"]},
+        },
+    )
+    result = _serve(unknown)
+    assert result.returncode == 2
+    assert "unknown callback 'nope'" in result.stderr
+    assert "built-in integrations: otel, prometheus, sql, structlog" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_open_proxy_warns_loudly_and_applies_the_default_size_limit(tmp_path, fake):
+    config = write_config(
+        tmp_path / "config.yaml",
+        {
+            "model_list": [
+                {
+                    "model_name": "gpt-image-1",
+                    "litellm_params": {"model": "gpt-image-1", "api_base": fake.url},
+                }
+            ],
+            "general_settings": {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        },
+    )
+    with ProxyProcess(config, env={"OPENAI_API_KEY": API_KEY}) as proxy:
+        assert "no master_key is set: this proxy is OPEN" in proxy.log()
+        assert _edit(proxy.url, key=None).status_code == 200
+        readiness = httpx.get(f"{proxy.url}/health/readiness")
+        assert readiness.json() == {"status": "ready", "database": "connected"}
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/images/edits HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: multipart/form-data; boundary=abc\r\n"
+                b"Content-Length: %d\r\n\r\n" % (65 * 1024 * 1024)
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_readiness_reports_an_unreachable_database(tmp_path):
+    config = write_config(
+        tmp_path / "config.yaml",
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-1"}}],
+            "general_settings": {
+                "master_key": MASTER_KEY,
+                "database_url": "postgresql://postgres@127.0.0.1:9/nothing",
+            },
+        },
+    )
+    with ProxyProcess(config) as proxy:
+        readiness = httpx.get(f"{proxy.url}/health/readiness", timeout=20)
+        assert readiness.status_code == 503
+        assert readiness.json() == {"status": "unready", "database": "unreachable"}
+        assert "postgres@" not in proxy.log()  # a URL may embed a password: never logged
+
+
+def _metric(text: str, name: str, reason: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{reason="{reason}"}}'):
+            return float(line.rpartition(" ")[2])
+    raise AssertionError(f"{name} {reason} not in the exposition")
+
+
+@pytest.mark.slow
+def test_two_workers_report_the_same_totals(tmp_path, fake):
+    config = write_config(
+        tmp_path / "config.yaml",
+        {
+            "model_list": [
+                {
+                    "model_name": "gpt-image-1",
+                    "litellm_params": {
+                        "model": "gpt-image-1",
+                        "api_key": API_KEY,
+                        "api_base": fake.url,
+                    },
+                }
+            ],
+            "general_settings": {"master_key": MASTER_KEY},
+        },
+    )
+    folder = tmp_path / "prometheus"
+    with ProxyProcess(config, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}) as proxy:
+        refused = 40
+
+        def refuse(_: int) -> int:
+            # A fresh connection each time, so both workers take their share.
+            return _edit(proxy.url, key="sk-wrong-key-for-workers").status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(refuse, range(refused)))
+        assert statuses == [401] * refused
+        assert _edit(proxy.url).status_code == 200
+        # Every scrape, whichever worker answers it, sums both workers' counts.
+        scrapes = [httpx.get(f"{proxy.url}/metrics").text for _ in range(6)]
+        assert {_metric(s, "image_edit_proxy_rejections_total", "auth") for s in scrapes} == {
+            float(refused)
+        }
+        assert len(list(folder.glob("counter_*.db"))) == 2  # one file per worker process

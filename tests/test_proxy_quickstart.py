@@ -1,0 +1,24 @@
+"""``tracking quickstart``, the offline main job: the seed's proxy section end to end."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.proxy_support import tracking_command
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_quickstart_runs_the_seed_proxy_examples_offline():
+    result = subprocess.run(
+        [*tracking_command(), "quickstart"], capture_output=True, text=True, timeout=120
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "api_key: os.environ/OPENAI_API_KEY" in out  # the seed's config shape
+    assert "HTTP 400: response_format: GPT image models always return base64" in out
+    assert "HTTP 200: 1 image(s), size=1024x1024" in out
+    assert "x-tracking-request-id=" in out
+    assert "4. Spend: 2 successful call(s) through the proxy" in out

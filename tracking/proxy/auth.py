@@ -1,0 +1,84 @@
+"""Who is calling: the proxy's auth step, run before any byte of the body is read.
+
+:class:`Authenticator` turns the request's key (``Authorization: Bearer ...``, or ``api-key`` /
+``x-api-key``) into a :class:`Principal`. Today it knows the master key; virtual keys (hashed,
+with allowed models and budgets) plug in as further :class:`KeyCheck` objects consulted after the
+master key, without changing the app. Without a master key and without checks the proxy is open
+and every caller is the anonymous principal. Keys are compared in constant time and never
+appear in a message.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from .errors import ProxyError
+
+__all__ = ["OPEN", "Authenticator", "KeyCheck", "Principal", "bearer_token"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller as far as the proxy knows it."""
+
+    kind: Literal["open", "master", "virtual"]
+    #: The virtual key's hash (the ledger's ``api_key_hash``); None for master and open.
+    key_hash: str | None = None
+    key_alias: str | None = None
+    team: str | None = None
+    #: Model names the key may call; None means every model.
+    models: frozenset[str] | None = None
+
+    def may_call(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+OPEN = Principal("open")
+MASTER = Principal("master")
+
+
+class KeyCheck(Protocol):
+    """A further way to accept a key (virtual keys); None means "not mine"."""
+
+    async def check(self, token: str) -> Principal | None: ...
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The caller's key from the headers OpenAI-style clients use."""
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("api-key") or headers.get("x-api-key") or None
+
+
+class Authenticator:
+    def __init__(self, master_key: str | None, checks: Sequence[KeyCheck] = ()) -> None:
+        self._master = master_key.encode() if master_key else None
+        self._checks = tuple(checks)
+
+    @property
+    def open(self) -> bool:
+        return self._master is None and not self._checks
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        if self.open:
+            return OPEN
+        token = bearer_token(headers)
+        if not token:
+            raise ProxyError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                code="missing_api_key",
+                reason="auth",
+            )
+        if self._master is not None and hmac.compare_digest(token.encode(), self._master):
+            return MASTER
+        for check in self._checks:
+            principal = await check.check(token)
+            if principal is not None:
+                return principal
+        raise ProxyError(401, "invalid API key", code="invalid_api_key", reason="auth")

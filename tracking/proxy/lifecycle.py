@@ -1,0 +1,195 @@
+"""What the proxy does at start and at stop, apart from serving requests.
+
+At start, :func:`install_callbacks` puts ``litellm_settings``' callbacks into
+``tracking.success_callback`` / ``failure_callback`` / ``callbacks``, the same lists an SDK user
+fills, so proxied calls reach exactly the integrations an SDK call would. A built-in name
+(``"prometheus"``, ``"sql"``...) is checked against the known ones; a dotted name
+(``"custom_callbacks.handler"``, as LiteLLM configs spell a user's object) is imported, with the
+config file's folder on the import path. Any name that cannot be used stops the start with a
+clear error. The ledger's URL from ``general_settings.database_url`` is handed to the ledger
+through ``TRACKING_DATABASE_URL``, and spans are configured from the standard ``OTEL_*``
+variables when the otel extra is installed. At stop, :func:`shut_down_sinks` flushes and shuts
+down every integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from ..config import ProxyConfig
+from ..errors import ConfigurationError
+
+__all__ = ["check_callbacks", "check_database", "install_callbacks", "shut_down_sinks"]
+
+log = logging.getLogger("tracking.proxy")
+
+_SHUTDOWN_TIMEOUT = 30.0
+
+
+def _entry(name: str, config: ProxyConfig, *, resolve: bool) -> Any:
+    from .. import bus
+
+    target = bus.BUILTIN_INTEGRATIONS.get(name)
+    if target is not None:
+        integration_module = target.partition(":")[0]
+        if resolve:
+            bus.resolve(name)  # loads it now: a missing extra fails the start, not each call
+        elif not _findable(integration_module):
+            raise ConfigurationError(
+                f"callback {name!r}: its integration ({integration_module}) is not installed"
+            )
+        return name
+    module_name, dot, attribute = name.rpartition(".")
+    if not dot:
+        known = ", ".join(sorted(bus.BUILTIN_INTEGRATIONS))
+        raise ConfigurationError(
+            f"litellm_settings: unknown callback {name!r}; built-in integrations: {known}, "
+            "or a dotted path to your own object (module.attribute)"
+        )
+    folder = str(config.source.parent) if config.source else os.getcwd()
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"callback {name!r}: cannot import {module_name!r}: {exc}"
+        ) from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigurationError(
+            f"callback {name!r}: {module_name!r} has no attribute {attribute!r}"
+        ) from None
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def check_callbacks(config: ProxyConfig) -> None:
+    """Fail early (in the parent process) on callbacks that could never load; loads nothing."""
+    settings = config.litellm_settings
+    for name in (*settings.success_callback, *settings.failure_callback, *settings.callbacks):
+        _entry(name, config, resolve=False)
+
+
+def install_callbacks(config: ProxyConfig, *, resolve: bool) -> None:
+    """Fill the SDK's callback lists from the config (replacing what they held)."""
+    import tracking
+
+    settings = config.litellm_settings
+    success = [_entry(n, config, resolve=resolve) for n in settings.success_callback]
+    failure = [_entry(n, config, resolve=resolve) for n in settings.failure_callback]
+    others = [_entry(n, config, resolve=resolve) for n in settings.callbacks]
+    tracking.success_callback = success
+    tracking.failure_callback = failure
+    tracking.callbacks = others
+    url = config.general_settings.database_url
+    if url:
+        os.environ["TRACKING_DATABASE_URL"] = url
+    _configure_otel()
+
+
+def _configure_otel() -> None:
+    """Spans from the standard OTEL_* variables, when asked for and the otel extra is present."""
+    wanted = os.environ.get("OTEL_TRACES_EXPORTER", "").lower()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    if wanted == "none" or not (endpoint or wanted == "otlp"):
+        return
+    try:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        log.warning("OTEL_* is set but the otel extra is not installed; no spans are exported")
+        return
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "tracking")})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def shut_down_sinks(timeout: float = _SHUTDOWN_TIMEOUT) -> None:
+    """Deliver everything queued and release every integration; never raises."""
+    import tracking
+
+    shutdown = getattr(tracking, "shutdown", None)
+    if callable(shutdown):
+        try:
+            shutdown(timeout)
+        except Exception:
+            log.exception("tracking.shutdown failed")
+    else:
+        _shut_down_integrations(time.monotonic() + timeout)
+    try:
+        from opentelemetry import trace
+
+        provider: Any = trace.get_tracer_provider()
+        if hasattr(provider, "shutdown"):
+            provider.shutdown()
+    except ImportError:
+        pass
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+
+
+def _shut_down_integrations(deadline: float) -> None:
+    from .. import bus
+
+    try:
+        integrations = bus.integrations()
+    except Exception:
+        log.exception("cannot list the integrations to flush")
+        return
+    for integration in integrations:
+        try:
+            if not integration.flush(max(0.0, deadline - time.monotonic())):
+                log.warning("integration %r did not deliver everything in time", integration)
+            integration.shutdown(max(0.0, deadline - time.monotonic()))
+        except Exception:
+            log.exception("integration %r failed to shut down", integration)
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+async def check_database(url: str | None) -> str:
+    """``connected``, ``not configured``, or ``unreachable`` (the reason is logged)."""
+    if not url:
+        return "not configured"
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_ping, url), timeout=5.0)
+    except Exception as exc:
+        log.warning("readiness: the database is unreachable: %s", type(exc).__name__)
+        return "unreachable"
+    return "connected"
+
+
+def _ping(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = _ENGINES.get(url)
+    if engine is None:
+        if url.startswith("postgresql://"):
+            url_for_driver = "postgresql+psycopg://" + url[len("postgresql://") :]
+        else:
+            url_for_driver = url
+        engine = _ENGINES[url] = create_engine(url_for_driver, pool_pre_ping=True, pool_size=1)
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))

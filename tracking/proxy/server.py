@@ -1,0 +1,116 @@
+"""``tracking serve``: validate the config, then run the proxy on uvicorn, in one or N processes.
+
+The config is read and checked in the starting process, so a bad file fails before anything
+binds a port. One worker serves the app object directly. With ``--workers N`` uvicorn's
+supervisor spawns N fresh processes that each load the config from ``TRACKING_PROXY_CONFIG``;
+Prometheus multiprocess mode is switched on for them through ``PROMETHEUS_MULTIPROC_DIR`` (a
+private temporary folder unless the variable is already set), set before any worker imports
+prometheus_client, so ``/metrics`` answers the same totals whichever worker is scraped.
+SIGTERM (or Ctrl-C) stops accepting, lets in-flight requests finish, then flushes every sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ..config import ProxyConfig, load_config
+from ..errors import ConfigurationError
+from .metrics import MULTIPROC_ENV
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
+
+DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a proxy is meant to be reached; the seed's default
+DEFAULT_PORT = 4000
+
+log = logging.getLogger("tracking.proxy")
+
+
+def _warn_if_open(config: ProxyConfig) -> None:
+    if config.general_settings.master_key:
+        return
+    line = "!" * 78
+    print(
+        f"{line}\n"
+        "!! WARNING: no master_key is set: this proxy is OPEN. Anyone who can reach it can\n"
+        "!! spend on its upstream keys. Set general_settings.master_key in the config (or\n"
+        "!! TRACKING_MASTER_KEY) before exposing it.\n"
+        f"{line}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _multiprocess_dir() -> tuple[str, bool]:
+    """The metrics folder for the workers, emptied; True when it is ours to remove at the end."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Files left by an earlier run would be summed into this run's totals.
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        return str(folder), False
+    return tempfile.mkdtemp(prefix="tracking-metrics-"), True
+
+
+def serve(
+    config_path: str | os.PathLike[str],
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    workers: int = 1,
+    log_level: str = "info",
+) -> int:
+    """Run the proxy until it is stopped; returns the process exit code."""
+    from .lifecycle import check_callbacks
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    # httpx logs every upstream request at INFO: noise at proxy rates.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        config = load_config(config_path)
+        check_callbacks(config)
+    except ConfigurationError as exc:
+        print(f"tracking serve: {exc.message}", file=sys.stderr)
+        return 2
+    if workers < 1:
+        print("tracking serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    _warn_if_open(config)
+    import uvicorn
+
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+        "lifespan": "on",
+        "server_header": False,
+    }
+    if workers == 1:
+        from .app import create_app
+
+        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+        return 0
+
+    from .app import CONFIG_ENV
+
+    folder, ours = _multiprocess_dir()
+    os.environ[MULTIPROC_ENV] = folder
+    os.environ[CONFIG_ENV] = os.fspath(Path(config_path).resolve())
+    try:
+        uvicorn.run(
+            "tracking.proxy.app:app_from_environment",
+            factory=True,
+            workers=workers,
+            **options,  # type: ignore[arg-type]
+        )
+    finally:
+        if ours:
+            shutil.rmtree(folder, ignore_errors=True)
+    return 0
