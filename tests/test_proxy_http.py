@@ -307,12 +307,23 @@ def test_400_validation_errors(proxy, client, images):
     assert caught.value.status_code == 400
 
 
-def test_upstream_400_passes_through(proxy, fake):
+def test_invalid_parameter_is_a_400_naming_it_before_any_upstream_call(proxy, fake):
+    before = fake.hits
     error = assert_openai_error(
         post_edit(proxy, {"model": "gpt-image-1", "prompt": "x", "size": "huge"}), 400
     )
     assert error["param"] == "size"
-    assert "Invalid value for 'size'" in error["message"]
+    assert "got 'huge'" in error["message"]
+    assert fake.hits == before
+
+
+def test_upstream_400_passes_through(proxy, fake):
+    fake.inject(status=400, message="Your request was rejected by the upstream.")
+    try:
+        error = assert_openai_error(post_edit(proxy, {"model": "gpt-image-1", "prompt": "x"}), 400)
+    finally:
+        fake.clear_faults()
+    assert "rejected by the upstream" in error["message"]
     assert "127.0.0.1" not in error["message"]  # the upstream's address stays private
 
 

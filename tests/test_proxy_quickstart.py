@@ -18,7 +18,7 @@ def test_quickstart_runs_the_seed_proxy_examples_offline():
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "api_key: os.environ/OPENAI_API_KEY" in out  # the seed's config shape
-    assert "HTTP 400: response_format: GPT image models always return base64" in out
+    assert "HTTP 400: response_format: gpt-image-1 always returns base64" in out
     assert "HTTP 200: 1 image(s), size=1024x1024" in out
     assert "x-tracking-request-id=" in out
     assert "4. Spend: 2 successful call(s) through the proxy" in out

@@ -182,9 +182,12 @@ def _show_spend(spend: _Spend, config: Path) -> None:
         [*_tracking_command(), "spend", "--help"], capture_output=True, check=False, timeout=60
     )
     if probe.returncode == 0:  # the ledger's spend command is installed
-        print(f"   $ tracking spend --config {config}")
+        database_url = f"sqlite:///{config.parent / 'tracking.db'}"
+        print(f"   $ tracking spend --by model --database-url {database_url}")
         subprocess.run(  # noqa: S603 - our own commands
-            [*_tracking_command(), "spend", "--config", str(config)], check=False, timeout=60
+            [*_tracking_command(), "spend", "--by", "model", "--database-url", database_url],
+            check=False,
+            timeout=60,
         )
 
 
