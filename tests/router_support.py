@@ -16,9 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-import tracking
 from tests.conftest import make_png
-from tracking.integration import CallStart
+from tests.recorder import EventRecorder
 from tracking.testing import FakeOpenAI
 
 _PNG_B64 = base64.b64encode(make_png(1, 1)).decode()
@@ -80,20 +79,4 @@ def deployment(
     }
 
 
-class Recorder:
-    """Collects every call's event through the real bus."""
-
-    def __init__(self) -> None:
-        self.events: list[tracking.ImageEditEvent] = []
-
-    def on_start(self, call: CallStart) -> None:
-        pass
-
-    def on_end(self, event: tracking.ImageEditEvent) -> None:
-        self.events.append(event)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def shutdown(self, timeout: float | None = None) -> None:
-        pass
+Recorder = EventRecorder  # the shared recorder of tests/recorder.py
