@@ -18,8 +18,6 @@ from typing import Any
 
 import httpx
 
-from .aiohttp_transport import AiohttpTransport
-
 __all__ = ["POOL", "ClientPool"]
 
 _LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
@@ -67,6 +65,10 @@ class ClientPool:
             entry = self._async[loop] = _LoopClients()
         client = entry.clients.get(origin)
         if client is None:
+            # Imported here: aiohttp costs more to import than httpx, and sync callers never
+            # need it (it would more than double the time until a first sync call is ready).
+            from .aiohttp_transport import AiohttpTransport
+
             client = httpx.AsyncClient(
                 transport=AiohttpTransport(max_connections=_LIMITS.max_connections or 100),
                 follow_redirects=False,
