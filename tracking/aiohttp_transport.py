@@ -6,8 +6,8 @@ httpx's exceptions (a dropped connection is a ``RemoteProtocolError``, not a tim
 call flow sees the same exceptions from the sync and the async clients.
 
 Per request it does as little as it can (measured by ``benchmarks/async_throughput.py``): the
-session keeps no cookies (the pooled client serves every caller, and httpx's layer above handles
-cookies anyway), answer headers are handed to httpx as the raw bytes aiohttp read, and timeout
+session keeps no cookies (the pooled clients never share cookies between callers, see
+:mod:`tracking.http`), answer headers are handed to httpx as the raw bytes aiohttp read, and timeout
 objects are reused.
 """
 

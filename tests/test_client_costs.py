@@ -1,4 +1,4 @@
-"""Import-cost promises on the sync path: a sync call never loads aiohttp."""
+"""Costs of the HTTP layer: a sync call never loads aiohttp; pooled clients keep no cookies."""
 
 from __future__ import annotations
 
@@ -55,3 +55,29 @@ def test_sync_call_against_the_fake_does_not_import_aiohttp(tmp_path):
     finally:
         fake.terminate()
         fake.wait(10)
+
+
+def _answer_setting_a_cookie(url: str):
+    import httpx
+
+    return httpx.Response(
+        200, headers={"set-cookie": "session=abc; Path=/"}, request=httpx.Request("POST", url)
+    )
+
+
+def test_pooled_sync_client_never_keeps_a_cookie_for_the_next_caller(fake):
+    from tracking.http import POOL
+
+    client = POOL.sync_client(fake.base_url)
+    client.cookies.extract_cookies(_answer_setting_a_cookie(fake.url + "/images/edits"))
+    assert not client.cookies
+    request = client.build_request("POST", fake.url + "/images/edits")
+    assert "cookie" not in request.headers
+
+
+async def test_pooled_async_client_never_keeps_a_cookie_for_the_next_caller(fake):
+    from tracking.http import POOL
+
+    client = await POOL.async_client(fake.base_url)
+    client.cookies.extract_cookies(_answer_setting_a_cookie(fake.url + "/images/edits"))
+    assert not client.cookies
