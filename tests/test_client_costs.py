@@ -81,3 +81,53 @@ async def test_pooled_async_client_never_keeps_a_cookie_for_the_next_caller(fake
     client = await POOL.async_client(fake.base_url)
     client.cookies.extract_cookies(_answer_setting_a_cookie(fake.url + "/images/edits"))
     assert not client.cookies
+
+
+def _live_responses() -> int:
+    import gc
+
+    import httpx
+
+    return sum(isinstance(o, httpx.Response | httpx.Request) for o in gc.get_objects())
+
+
+def _call_params(upstream, png) -> dict:
+    return {"model": "gpt-image-1", "image": png(), "prompt": "a hat", **upstream}
+
+
+def test_sync_call_frees_its_response_and_request_body_without_the_gc(upstream, png):
+    # httpx links a response and its stream both ways; unlinked, the request (and its image
+    # body) is freed when the call returns instead of at the next garbage collection.
+    import gc
+
+    import tracking
+
+    params = _call_params(upstream, png)
+    tracking.image_edit(**params)
+    gc.collect()
+    gc.disable()
+    try:
+        before = _live_responses()
+        for _ in range(5):
+            tracking.image_edit(**params)
+        assert _live_responses() == before
+    finally:
+        gc.enable()
+
+
+async def test_async_call_frees_its_response_and_request_body_without_the_gc(upstream, png):
+    import gc
+
+    import tracking
+
+    params = _call_params(upstream, png)
+    await tracking.aimage_edit(**params)
+    gc.collect()
+    gc.disable()
+    try:
+        before = _live_responses()
+        for _ in range(5):
+            await tracking.aimage_edit(**params)
+        assert _live_responses() == before
+    finally:
+        gc.enable()
