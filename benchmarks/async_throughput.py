@@ -7,6 +7,11 @@ process's CPU per request (all threads). Background sinks are flushed at the end
 inside the measured time and CPU, so deferred work is charged to the run that made it. The fake's
 own CPU use is reported too: near 100% it, not the client, is the limit.
 
+Other tenants of a shared machine steal CPU in bursts, so req/s is the best of the rounds (what
+the client can do when left alone) and CPU per request, the steadier figure, is their median.
+``x raw CPU`` compares CPU per request with the leanest raw client: for a load generator that is
+CPU-bound, as here, it is the throughput ratio the client can reach.
+
 The raw clients post the exact multipart body and headers the SDK sends, encoded once:
 
 * ``httpx.AsyncClient``: httpx with its default transport (httpcore).
@@ -147,7 +152,7 @@ async def _drive(
 def main() -> None:
     args = parse_args("async_throughput", __doc__.splitlines()[0])
     pinning = pin_self(args)
-    rounds, warmup, window = (1, 0.1, 0.3) if args.quick else (2, 0.4, 1.5)
+    rounds, warmup, window = (1, 0.1, 0.3) if args.quick else (3, 0.3, 1.2)
 
     with workdir() as tmp, fake_upstream(args) as fake:
         png = make_png(143)
@@ -187,26 +192,32 @@ def main() -> None:
         per_variant: dict[str, Any] = {}
         for name in variants:
             samples = runs[concurrency][name]
+            best = max(samples, key=lambda s: s["req_per_s"])
             per_variant[name] = {
-                key: median([s[key] for s in samples])
-                for key in (
-                    "req_per_s",
-                    "cpu_ms_per_request",
-                    "client_cpu_util",
-                    "fake_cpu_util",
-                )
+                "req_per_s": best["req_per_s"],
+                "client_cpu_util": best["client_cpu_util"],
+                "fake_cpu_util": best["fake_cpu_util"],
+                "cpu_ms_per_request": median([s["cpu_ms_per_request"] for s in samples]),
             }
             per_variant[name]["requests"] = sum(int(s["requests"]) for s in samples)
         fastest = max(RAW, key=lambda n: per_variant[n]["req_per_s"])
-        best = per_variant[fastest]["req_per_s"]
+        leanest = min(RAW, key=lambda n: per_variant[n]["cpu_ms_per_request"])
+        top = per_variant[fastest]["req_per_s"]
+        least = per_variant[leanest]["cpu_ms_per_request"]
         for name in variants:
-            per_variant[name]["ratio_vs_fastest_raw"] = per_variant[name]["req_per_s"] / best
+            r = per_variant[name]
+            r["ratio_vs_fastest_raw"] = r["req_per_s"] / top
+            r["cpu_ratio_vs_leanest_raw"] = least / r["cpu_ms_per_request"]
         if not integrations.available:
             per_variant[SDK_ALL] = {"available": False, "reason": integrations.reason}
-        results[str(concurrency)] = {"fastest_raw": fastest, "variants": per_variant}
+        results[str(concurrency)] = {
+            "fastest_raw": fastest,
+            "leanest_raw": leanest,
+            "variants": per_variant,
+        }
         for name, r in per_variant.items():
             if r.get("available") is False:
-                rows.append([concurrency, name, "not available", None, None, None, None])
+                rows.append([concurrency, name, "not available", None, None, None, None, None])
                 continue
             rows.append(
                 [
@@ -215,6 +226,7 @@ def main() -> None:
                     r["req_per_s"],
                     r["ratio_vs_fastest_raw"],
                     r["cpu_ms_per_request"],
+                    r["cpu_ratio_vs_leanest_raw"],
                     f"{r['client_cpu_util'] * 100:.0f}%",
                     f"{r['fake_cpu_util'] * 100:.0f}%",
                 ]
@@ -226,17 +238,28 @@ def main() -> None:
                 )
     print_table(
         f"Async throughput, {len(png) // 1024} KB image, canned fake "
-        f"({rounds} round(s) x {window} s per cell; {pinning})",
-        ["conc.", "variant", "req/s", "x fastest raw", "CPU ms/req", "client CPU", "fake CPU"],
+        f"(best of {rounds} round(s) x {window} s per cell; {pinning})",
+        [
+            "conc.",
+            "variant",
+            "req/s",
+            "x fastest raw",
+            "CPU ms/req",
+            "x raw CPU",
+            "client CPU",
+            "fake CPU",
+        ],
         rows,
     )
     if not integrations.available:
         print(f"\n'{SDK_ALL}' not available: {integrations.reason}")
     for concurrency in CONCURRENCY:
         r = results[str(concurrency)]
+        bare = r["variants"][SDK_BARE]
         print(
-            f"concurrency {concurrency}: fastest raw client {r['fastest_raw']}; "
-            f"no integrations {r['variants'][SDK_BARE]['ratio_vs_fastest_raw']:.2f}x "
+            f"concurrency {concurrency}: fastest raw client {r['fastest_raw']}; no integrations "
+            f"{bare['ratio_vs_fastest_raw']:.2f}x its req/s, "
+            f"{bare['cpu_ratio_vs_leanest_raw']:.2f}x its CPU efficiency "
             f"(target with all on: >= {TARGET_RATIO}x)"
         )
     write_json(

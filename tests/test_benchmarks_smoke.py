@@ -71,6 +71,7 @@ def test_async_throughput_compares_the_sdk_with_raw_clients(tmp_path):
         variants = cell["variants"]
         assert cell["fastest_raw"] in {"httpx.AsyncClient", "httpx + AiohttpTransport", "aiohttp"}
         assert variants[cell["fastest_raw"]]["ratio_vs_fastest_raw"] == 1.0
+        assert variants[cell["leanest_raw"]]["cpu_ratio_vs_leanest_raw"] == 1.0
         bare = variants["tracking.aimage_edit, no integrations"]
         assert bare["requests"] > 0 and bare["req_per_s"] > 0
         assert "tracking.aimage_edit, all integrations" in variants
