@@ -204,6 +204,7 @@ class Integrations:
     names: tuple[str, ...] = ()
     tracer_flush: Callable[[], object] | None = None
     closers: list[Callable[[], object]] = field(default_factory=list)
+    instances: list[Any] = field(default_factory=list)
 
     def on(self) -> None:
         import tracking
@@ -221,14 +222,12 @@ class Integrations:
     def flush(self) -> None:
         """Deliver what the background sinks hold, so its CPU is charged to the run that made it."""
         import tracking
-        from tracking import bus
 
         flush = getattr(tracking, "flush", None)
         if callable(flush):
             flush(10.0)
-        else:
-            self.on()
-            for integration in bus.integrations():
+        else:  # before the full bus is merged: flush each integration directly
+            for integration in self.instances:
                 integration.flush(10.0)
         if self.tracer_flush is not None:
             self.tracer_flush()
@@ -292,17 +291,20 @@ def all_integrations(workdir: Path) -> Integrations:
         cache_logger_on_first_use=True,
     )
     missing: list[str] = []
+    instances: list[Any] = []
     for name in ALL_INTEGRATIONS:
         try:
-            bus.resolve(name)
-        except (TrackingError, ImportError) as exc:
+            instances.append(bus.resolve(name))
+        except (TrackingError, ImportError, AttributeError) as exc:
             missing.append(f"{name} ({exc})")
     if missing:
         for closer in closers:
             closer()
         return Integrations(False, "missing: " + "; ".join(missing))
     tracking.success_callback[:] = []
-    return Integrations(True, None, ALL_INTEGRATIONS, lambda: provider.force_flush(10_000), closers)
+    return Integrations(
+        True, None, ALL_INTEGRATIONS, lambda: provider.force_flush(10_000), closers, instances
+    )
 
 
 @contextlib.contextmanager
