@@ -33,7 +33,7 @@ from .errors import (
     status_error_class,
 )
 from .events import ImageEditEvent, TokenUsage
-from .http import POOL
+from .http import POOL, unlink_response
 from .integration import CallStart
 from .pricing import price_call
 from .providers import PreparedRequest, get_provider
@@ -539,6 +539,7 @@ def _send_sync(effect: Send) -> Answer | BaseException:
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc
+    unlink_response(answer)
     return Answer(answer.status_code, answer.headers, answer.content)
 
 
@@ -551,4 +552,5 @@ async def _send_async(effect: Send) -> Answer | BaseException:
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc
+    unlink_response(answer)
     return Answer(answer.status_code, answer.headers, answer.content)

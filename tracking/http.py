@@ -4,12 +4,17 @@ Never one client per call. An async client belongs to the loop that made it; whe
 shut down (the end of ``asyncio.run``) its clients are closed through an async generator the loop
 finalises, so repeated ``asyncio.run`` calls work without leaks or warnings. After a fork the
 child starts with empty pools: sockets inherited from the parent are never reused.
+
+The pooled clients keep no cookies: one client serves every caller, so a cookie an upstream sets
+in answer to one caller must never ride along on another caller's request (and skipping the
+cookie jar saves parsing every answer's headers for it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import http.cookiejar
 import os
 import threading
 import weakref
@@ -18,11 +23,30 @@ from typing import Any
 
 import httpx
 
-from .aiohttp_transport import AiohttpTransport
-
-__all__ = ["POOL", "ClientPool"]
+__all__ = ["POOL", "ClientPool", "unlink_response"]
 
 _LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
+
+
+def unlink_response(response: httpx.Response) -> None:
+    """Break the cycle httpx makes between a fully read response and its stream.
+
+    The cycle (response -> stream -> response) keeps the response, its request and so the whole
+    request body alive until the garbage collector runs; with image bodies of hundreds of KB per
+    call that churn costs more CPU than the rest of the SDK (benchmarks/async_throughput.py).
+    Once the body is read, a plain byte stream over the content serves any later read.
+    """
+    response.stream = httpx.ByteStream(response.content)
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that never stores or sends a cookie."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
 
 
 class _LoopClients:
@@ -56,7 +80,9 @@ class ClientPool:
             with self._lock:
                 client = self._sync.get(origin)
                 if client is None:
-                    client = httpx.Client(limits=_LIMITS, follow_redirects=False)
+                    client = httpx.Client(
+                        limits=_LIMITS, follow_redirects=False, cookies=_NoCookies()
+                    )
                     self._sync[origin] = client
         return client
 
@@ -67,9 +93,14 @@ class ClientPool:
             entry = self._async[loop] = _LoopClients()
         client = entry.clients.get(origin)
         if client is None:
+            # Imported here: aiohttp costs more to import than httpx, and sync callers never
+            # need it (it would more than double the time until a first sync call is ready).
+            from .aiohttp_transport import AiohttpTransport
+
             client = httpx.AsyncClient(
                 transport=AiohttpTransport(max_connections=_LIMITS.max_connections or 100),
                 follow_redirects=False,
+                cookies=_NoCookies(),
             )
             entry.clients[origin] = client
             if entry.closer is None:
