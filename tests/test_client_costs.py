@@ -42,8 +42,9 @@ def test_sync_call_against_the_fake_does_not_import_aiohttp(tmp_path):
                 assert time.monotonic() < deadline, "fake-openai did not start"
                 time.sleep(0.05)
         code = (
-            "import sys, tracking; "
-            "r = tracking.image_edit(model='gpt-image-1', image=b'\\x89PNG\\r\\n\\x1a\\n0', "
+            "import io, sys, tracking; from PIL import Image; png = io.BytesIO(); "
+            "Image.new('RGB', (8, 8)).save(png, 'PNG'); "
+            "r = tracking.image_edit(model='gpt-image-1', image=png.getvalue(), "
             f"prompt='x', api_key='sk-test', api_base='http://127.0.0.1:{port}/v1'); "
             "print(len(r.data), 'aiohttp' in sys.modules)"
         )
