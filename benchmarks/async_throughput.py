@@ -49,8 +49,7 @@ from _harness import (
     workdir,
     write_json,
 )
-
-from tracking.aiohttp_transport import AiohttpTransport
+from httpx_aiohttp_transport import AiohttpTransport
 
 RAW = ("httpx.AsyncClient", "httpx + AiohttpTransport", "aiohttp")
 SDK_BARE = "tracking.aimage_edit, no integrations"

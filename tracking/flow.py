@@ -546,11 +546,10 @@ def _send_sync(effect: Send) -> Answer | BaseException:
 async def _send_async(effect: Send) -> Answer | BaseException:
     prepared = effect.request
     try:
-        client = await POOL.async_client(_origin(prepared.url))
-        answer = await client.post(
-            prepared.url, content=prepared.body, headers=prepared.headers, timeout=effect.timeout
+        sender = await POOL.async_client(_origin(prepared.url))
+        status, headers, body = await sender.post(
+            prepared.url, body=prepared.body, headers=prepared.headers, timeout=effect.timeout
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc
-    unlink_response(answer)
-    return Answer(answer.status_code, answer.headers, answer.content)
+    return Answer(status, headers, body)

@@ -1,4 +1,5 @@
-"""Pooled HTTP clients: one per upstream for sync calls, one per event loop and upstream for async.
+"""Pooled HTTP clients: one per upstream for sync calls (httpx), one per event loop and upstream
+for async calls (aiohttp, see :mod:`tracking.aiohttp_sender`).
 
 Never one client per call. An async client belongs to the loop that made it; when that loop is
 shut down (the end of ``asyncio.run``) its clients are closed through an async generator the loop
@@ -19,9 +20,12 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from .aiohttp_sender import AiohttpSender
 
 __all__ = ["POOL", "ClientPool", "unlink_response"]
 
@@ -53,7 +57,7 @@ class _LoopClients:
     """The async clients of one event loop, closed when that loop finalises its async generators."""
 
     def __init__(self) -> None:
-        self.clients: dict[str, httpx.AsyncClient] = {}
+        self.clients: dict[str, AiohttpSender] = {}
         self.closer: AsyncGenerator[None, None] | None = None
 
     async def close_at_loop_end(self) -> AsyncGenerator[None, None]:
@@ -86,7 +90,7 @@ class ClientPool:
                     self._sync[origin] = client
         return client
 
-    async def async_client(self, origin: str) -> httpx.AsyncClient:
+    async def async_client(self, origin: str) -> AiohttpSender:
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
         if entry is None:
@@ -95,13 +99,9 @@ class ClientPool:
         if client is None:
             # Imported here: aiohttp costs more to import than httpx, and sync callers never
             # need it (it would more than double the time until a first sync call is ready).
-            from .aiohttp_transport import AiohttpTransport
+            from .aiohttp_sender import AiohttpSender
 
-            client = httpx.AsyncClient(
-                transport=AiohttpTransport(max_connections=_LIMITS.max_connections or 100),
-                follow_redirects=False,
-                cookies=_NoCookies(),
-            )
+            client = AiohttpSender(max_connections=_LIMITS.max_connections or 200)
             entry.clients[origin] = client
             if entry.closer is None:
                 entry.closer = entry.close_at_loop_end()

@@ -1,9 +1,8 @@
-"""An httpx async transport over aiohttp.
+"""An httpx async transport over aiohttp: a comparison point for ``async_throughput.py``.
 
-httpx's own async transport costs several times the CPU of aiohttp per request (DESIGN 9), so
-the async path keeps httpx's API and sends through aiohttp. Errors are mapped precisely onto
-httpx's exceptions (a dropped connection is a ``RemoteProtocolError``, not a timeout), so the
-call flow sees the same exceptions from the sync and the async clients.
+The SDK's async path once sent through httpx over this transport; it now sends with aiohttp
+directly (``tracking/aiohttp_sender.py``), which saves httpx's client layer and the conversion of
+every request and answer between the two libraries. This variant stays as a measured baseline.
 
 Per request it does as little as it can (measured by ``benchmarks/async_throughput.py``): the
 session keeps no cookies (the pooled clients never share cookies between callers, see
