@@ -382,6 +382,10 @@ def load_config(
         raise ConfigurationError(f"config file not found: {os.fspath(source)}") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot read {os.fspath(source)}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{os.fspath(source)}: not UTF-8 text (byte {exc.start} cannot be decoded)"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
