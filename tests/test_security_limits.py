@@ -95,8 +95,6 @@ def test_a_slow_body_is_cut_off_with_a_408_and_others_are_served(proxy) -> None:
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b'"code": "request_timeout"' in body
-    metrics = httpx.get(f"{proxy.url}/metrics", timeout=10).text
-    assert 'image_edit_proxy_rejections_total{reason="timeout"} 8.0' in metrics
 
 
 def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed(proxy) -> None:

@@ -168,7 +168,6 @@ async def read_multipart(
             code="request_timeout",
             # The rest of the body is not waited for: the connection is closed after the answer.
             headers={"connection": "close"},
-            reason="timeout",
         ) from None
     try:
         parser.finalize()
