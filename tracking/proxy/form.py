@@ -4,7 +4,7 @@ The body is fed chunk by chunk to python-multipart's streaming parser; only the 
 are kept (so memory per request stays near the size of its images), and the size limit is
 enforced on the bytes received so far: an oversized upload is refused with 413 as soon as it
 crosses the limit, never buffered whole. The whole body must arrive within a deadline
-(``general_settings.body_read_timeout``), else 408: a client trickling bytes cannot hold a
+(``general_settings.request_read_timeout``), else 408: a client trickling bytes cannot hold a
 connection and its buffers open for ever. :func:`form_params` then turns the parts into the exact
 keyword arguments of :func:`tracking.aimage_edit`, so a proxied call takes the SDK's path.
 """
@@ -164,7 +164,7 @@ async def read_multipart(
         raise ProxyError(
             408,
             f"the request body did not arrive within {within:g} s "
-            "(general_settings.body_read_timeout)",
+            "(general_settings.request_read_timeout)",
             code="request_timeout",
             # The rest of the body is not waited for: the connection is closed after the answer.
             headers={"connection": "close"},
