@@ -1,6 +1,7 @@
 """Limits that keep a hostile client from holding the proxy: a body trickled in slowly
-(slowloris) is cut off with a 408 once ``general_settings.body_read_timeout`` runs out, while
-other clients keep being served; a declared or streamed oversized body is a 413."""
+(slowloris) is cut off with a 408 once ``general_settings.request_read_timeout`` runs out, and
+headers trickled in slowly get their connection closed, while other clients keep being served;
+a declared or streamed oversized body is a 413."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def proxy(fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProce
             ],
             "general_settings": {
                 "master_key": MASTER_KEY,
-                "body_read_timeout": READ_TIMEOUT,
+                "request_read_timeout": READ_TIMEOUT,
                 "max_request_size_mb": 1,
             },
         },
@@ -70,6 +71,42 @@ def _slow_client(port: int, seconds: float) -> tuple[float, bytes]:
                 break
             answer += chunk
         return time.monotonic() - started, answer
+
+
+def _slow_headers(port: int, seconds: float, *, after_a_request: bool = False) -> float:
+    """Sends a header line one byte every 0.2 s (optionally after a complete request on the
+    same kept-alive connection); returns how long the proxy kept the connection open."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(0.2)
+        if after_a_request:
+            sock.sendall(b"GET /health/liveliness HTTP/1.1\r\nHost: proxy\r\n\r\n")
+            assert b"200 OK" in sock.recv(65536)
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: proxy\r\nX-Slow: ")
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            try:
+                if sock.recv(65536) == b"":
+                    break  # closed by the proxy
+            except TimeoutError:
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    break
+            except OSError:
+                break
+        return time.monotonic() - started
+
+
+def test_slowly_trickled_headers_get_the_connection_closed(proxy) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        slow = [
+            pool.submit(_slow_headers, proxy.port, 15.0, after_a_request=i % 2 == 1)
+            for i in range(6)
+        ]
+        time.sleep(0.3)
+        assert _good_edit(proxy.url).status_code == 200
+        held = [s.result() for s in slow]
+    assert max(held) < READ_TIMEOUT + 5, f"slow header senders held {held}"
 
 
 def _good_edit(url: str) -> httpx.Response:
