@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from PIL import Image
 
 from tracking.testing import FakeOpenAI
+
+# Property-based tests: "ci" (the default) keeps every run small and bounded; run with
+# HYPOTHESIS_PROFILE=thorough to search harder locally. No example database is written.
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", max_examples=500, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
 #: Models the session fake serves that no price entry covers: calls to them are unpriced.

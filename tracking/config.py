@@ -33,6 +33,9 @@ __all__ = [
 log = logging.getLogger("tracking.config")
 
 DEFAULT_MAX_REQUEST_SIZE_MB = 64.0
+#: Seconds a client has to send a request's headers, and again its body (a slow client cannot
+#: hold the server).
+DEFAULT_REQUEST_READ_TIMEOUT = 120.0
 _ENV_PREFIX = "os.environ/"
 
 Check = Callable[[Any], str | None]  # returns a fault ("expected ...") or None
@@ -156,6 +159,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "master_key": _is_str,
     "database_url": _is_str,
     "max_request_size_mb": _is_positive_number,
+    "request_read_timeout": _is_positive_number,
     "require_auth_for_metrics": _is_bool,
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
@@ -202,6 +206,7 @@ class GeneralSettings:
     master_key: str | None = field(default=None, repr=False)
     database_url: str | None = field(default=None, repr=False)  # may embed a password
     max_request_size_mb: float = DEFAULT_MAX_REQUEST_SIZE_MB
+    request_read_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
     require_auth_for_metrics: bool = False
     ledger_mode: str = "durable"
     auto_migrate: bool = False
@@ -360,6 +365,9 @@ def parse_config(
             max_request_size_mb=float(
                 general.get("max_request_size_mb", DEFAULT_MAX_REQUEST_SIZE_MB)
             ),
+            request_read_timeout=float(
+                general.get("request_read_timeout", DEFAULT_REQUEST_READ_TIMEOUT)
+            ),
             require_auth_for_metrics=general.get("require_auth_for_metrics", False),
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),
@@ -382,6 +390,10 @@ def load_config(
         raise ConfigurationError(f"config file not found: {os.fspath(source)}") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot read {os.fspath(source)}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{os.fspath(source)}: not UTF-8 text (byte {exc.start} cannot be decoded)"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -35,6 +35,8 @@ DEFAULT_API_BASE = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
 MAX_N = 10
+#: A day: longer is a mistake, and a non-finite or huge value breaks the socket layer untyped.
+MAX_TIMEOUT = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,9 +278,14 @@ def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:
 def _timeout(value: Any) -> float:
     if value is None:
         return DEFAULT_TIMEOUT
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_TIMEOUT  # also False for NaN
+    ):
         raise ValidationError(
-            f"timeout: expected a positive number of seconds, got {value!r}",
+            f"timeout: expected a positive number of seconds, at most {MAX_TIMEOUT:g}, "
+            f"got {value!r}",
             param="timeout",
             rule="range",
         )

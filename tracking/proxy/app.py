@@ -60,6 +60,7 @@ class ProxyApp:
         self.auth = Authenticator(config.general_settings.master_key, key_checks)
         self.metrics = MetricsExposition(metrics_registry)
         self.max_body = config.general_settings.max_request_bytes
+        self.body_timeout = config.general_settings.request_read_timeout
         self.model_names = frozenset(config.model_names())
         self._models_body = json.dumps(
             {
@@ -139,7 +140,9 @@ class ProxyApp:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise too_large(self.max_body)  # refused before a byte of the body is read
-        parts = await read_multipart(receive, headers.get("content-type", ""), self.max_body)
+        parts = await read_multipart(
+            receive, headers.get("content-type", ""), self.max_body, self.body_timeout
+        )
         params = form_params(parts)
         del parts  # the images now live only in params
         model = params.get("model")
@@ -231,4 +234,8 @@ def create_app(
 
 def app_from_environment() -> ProxyApp:
     """The app of a worker process: the config path comes from ``TRACKING_PROXY_CONFIG``."""
-    return create_app(load_config(os.environ[CONFIG_ENV]))
+    from .server import header_deadline_protocol
+
+    config = load_config(os.environ[CONFIG_ENV])
+    header_deadline_protocol(config)  # this worker's protocol class gets the configured deadline
+    return create_app(config)

@@ -3,12 +3,15 @@
 The body is fed chunk by chunk to python-multipart's streaming parser; only the parts' contents
 are kept (so memory per request stays near the size of its images), and the size limit is
 enforced on the bytes received so far: an oversized upload is refused with 413 as soon as it
-crosses the limit, never buffered whole. :func:`form_params` then turns the parts into the exact
+crosses the limit, never buffered whole. The whole body must arrive within a deadline
+(``general_settings.request_read_timeout``), else 408: a client trickling bytes cannot hold a
+connection and its buffers open for ever. :func:`form_params` then turns the parts into the exact
 keyword arguments of :func:`tracking.aimage_edit`, so a proxied call takes the SDK's path.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +61,7 @@ def too_large(limit: int) -> ProxyError:
         f"request body too large: the limit is {megabytes:g} MB (general_settings."
         "max_request_size_mb)",
         code="request_too_large",
+        headers={"connection": "close"},  # the unread rest of the body is not drained
         reason="size",
     )
 
@@ -129,8 +133,11 @@ class _PartCollector:
         self.finished = True
 
 
-async def read_multipart(receive: Receive, content_type: str, limit: int) -> list[FormPart]:
-    """Parse the request body from ``receive`` as it arrives, refusing it past ``limit`` bytes."""
+async def read_multipart(
+    receive: Receive, content_type: str, limit: int, within: float | None = None
+) -> list[FormPart]:
+    """Parse the request body from ``receive`` as it arrives, refusing it past ``limit`` bytes
+    or when it has not all arrived ``within`` that many seconds."""
     from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -149,6 +156,31 @@ async def read_multipart(receive: Receive, content_type: str, limit: int) -> lis
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     except FormParserError as exc:
         raise _bad_form(f"malformed multipart body: {exc}") from None
+    try:
+        # One timer for the whole body, not one per chunk: cheap at proxy rates.
+        async with asyncio.timeout(within):
+            await _feed(receive, parser, limit)
+    except TimeoutError:
+        raise ProxyError(
+            408,
+            f"the request body did not arrive within {within:g} s "
+            "(general_settings.request_read_timeout)",
+            code="request_timeout",
+            # The rest of the body is not waited for: the connection is closed after the answer.
+            headers={"connection": "close"},
+        ) from None
+    try:
+        parser.finalize()
+    except FormParserError as exc:
+        raise _bad_form(f"malformed multipart body: {exc}") from None
+    if not collector.finished:
+        raise _bad_form("the multipart body ended before its closing boundary")
+    return collector.parts
+
+
+async def _feed(receive: Receive, parser: Any, limit: int) -> None:
+    from python_multipart.exceptions import FormParserError
+
     received = 0
     more = True
     while more:
@@ -165,13 +197,6 @@ async def read_multipart(receive: Receive, content_type: str, limit: int) -> lis
                 parser.write(chunk)
             except FormParserError as exc:
                 raise _bad_form(f"malformed multipart body: {exc}") from None
-    try:
-        parser.finalize()
-    except FormParserError as exc:
-        raise _bad_form(f"malformed multipart body: {exc}") from None
-    if not collector.finished:
-        raise _bad_form("the multipart body ended before its closing boundary")
-    return collector.parts
 
 
 def form_params(parts: list[FormPart]) -> dict[str, Any]:

@@ -89,15 +89,16 @@ def install_callbacks(config: ProxyConfig, *, resolve: bool) -> None:
     import tracking
 
     settings = config.litellm_settings
+    url = config.general_settings.database_url
+    if url:
+        # Before resolving: "sql" builds its ledger on the URL it finds when it is loaded.
+        os.environ["TRACKING_DATABASE_URL"] = url
     success = [_entry(n, config, resolve=resolve) for n in settings.success_callback]
     failure = [_entry(n, config, resolve=resolve) for n in settings.failure_callback]
     others = [_entry(n, config, resolve=resolve) for n in settings.callbacks]
     tracking.success_callback = success
     tracking.failure_callback = failure
     tracking.callbacks = others
-    url = config.general_settings.database_url
-    if url:
-        os.environ["TRACKING_DATABASE_URL"] = url
     _configure_otel()
 
 

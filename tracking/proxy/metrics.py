@@ -28,13 +28,11 @@ def _rejections() -> Any:
     if _REJECTIONS is None:
         with _LOCK:
             if _REJECTIONS is None:
-                from prometheus_client import Counter
+                from integrations.prometheus import PrometheusLogger
 
-                _REJECTIONS = Counter(
-                    "image_edit_proxy_rejections",
-                    "Requests the proxy refused before calling the upstream, by reason.",
-                    ["reason"],
-                )
+                # The "prometheus" integration defines this metric in the same registry: one
+                # definition, or a config naming that integration could not start.
+                _REJECTIONS = PrometheusLogger().metrics.proxy_rejections
                 for reason in ("auth", "size", "rate", "budget"):
                     _REJECTIONS.labels(reason=reason)
     return _REJECTIONS

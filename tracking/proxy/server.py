@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..config import ProxyConfig, load_config
 from ..errors import ConfigurationError
@@ -58,6 +59,18 @@ def _multiprocess_dir() -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="tracking-metrics-"), True
 
 
+def header_deadline_protocol(config: ProxyConfig) -> Any:
+    """The HTTP protocol bounding how long a request's headers may take (this process's copy is
+    set from ``config``); None without httptools, where uvicorn's default applies."""
+    try:
+        from .protocol import HeaderDeadlineProtocol
+    except ImportError:
+        log.warning("httptools is not installed: request headers have no read deadline")
+        return None
+    HeaderDeadlineProtocol.header_timeout = config.general_settings.request_read_timeout
+    return HeaderDeadlineProtocol
+
+
 def serve(
     config_path: str | os.PathLike[str],
     *,
@@ -84,7 +97,7 @@ def serve(
     _warn_if_open(config)
     import uvicorn
 
-    options = {
+    options: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": log_level,
@@ -92,10 +105,13 @@ def serve(
         "lifespan": "on",
         "server_header": False,
     }
+    protocol = header_deadline_protocol(config)
+    if protocol is not None:
+        options["http"] = protocol
     if workers == 1:
         from .app import create_app
 
-        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(config), **options)
         return 0
 
     from .app import CONFIG_ENV
@@ -108,7 +124,7 @@ def serve(
             "tracking.proxy.app:app_from_environment",
             factory=True,
             workers=workers,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
     finally:
         if ours:

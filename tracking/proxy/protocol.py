@@ -1,0 +1,56 @@
+"""The proxy's HTTP protocol: uvicorn's httptools protocol with a deadline on the header section.
+
+uvicorn bounds the idle time between requests (keep-alive) but not how long a client may take
+to send a request's headers, so a client trickling a header line byte by byte ("slowloris")
+holds its connection for ever. Here every request's header section must be complete within
+``header_timeout`` seconds (``general_settings.request_read_timeout``) of the connection being
+made or of the request's first byte, else the connection is closed; the body has its own
+deadline in :mod:`tracking.proxy.form`. Imported only by the server: it needs uvicorn and
+httptools (the proxy extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..config import DEFAULT_REQUEST_READ_TIMEOUT
+
+__all__ = ["HeaderDeadlineProtocol"]
+
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    #: Set once per process from the config (a class attribute: uvicorn builds the protocol).
+    header_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        self.transport.close()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()  # a later request on a kept-alive connection gets its own deadline
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
