@@ -154,7 +154,7 @@ class RedisCounters:
         url: str,
         *,
         prefix: str = "tracking:proxy:",
-        socket_timeout: float = 0.25,
+        socket_timeout: float = 1.0,
         retry_interval: float = 5.0,
     ) -> None:
         try:
