@@ -23,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ProxyError
 from .shared_counters import UNITS_PER_USD, Counters, to_units
@@ -53,6 +53,7 @@ PERIODS = ("daily", "monthly", "total")
 #: real count only after the call).
 INPUT_IMAGE_TOKENS = 1_000
 _MILLION = Decimal(1_000_000)
+T = TypeVar("T")
 
 
 def period_window(period: str, now: datetime) -> tuple[datetime | None, str]:
@@ -117,6 +118,22 @@ def max_expected_cost(
     return max(costs) if costs else None
 
 
+async def _from_store(read: Callable[..., T], *args: Any) -> T:
+    """A database read off the loop; an unreachable database is a 503, never a 500."""
+    try:
+        return await asyncio.to_thread(read, *args)
+    except ProxyError:
+        raise
+    except Exception as exc:
+        log.warning("the budget store is unavailable: %s", type(exc).__name__)
+        raise ProxyError(
+            503,
+            "budgets cannot be checked right now (database unavailable); try again shortly",
+            type="server_error",
+            code="budget_store_unavailable",
+        ) from None
+
+
 def _usd(units: int) -> str:
     return f"${Decimal(units) / UNITS_PER_USD:.4f}"
 
@@ -164,7 +181,7 @@ class Budgets:
         cached = self._users.get(end_user_id)
         if cached is not None and now - cached[1] < self.cache_seconds:
             return cached[0]
-        record = await asyncio.to_thread(self.store.get_end_user, end_user_id)
+        record = await _from_store(self.store.get_end_user, end_user_id)
         if len(self._users) >= 10_000:
             self._users.clear()
         self._users[end_user_id] = (record, now)
@@ -228,7 +245,7 @@ class Budgets:
     ) -> None:
         result = await self.counters.reserve(name, amount, limit, None)
         if result is None:
-            spent = await asyncio.to_thread(self.store.spent, **ledger_filter)
+            spent = await _from_store(lambda: self.store.spent(**ledger_filter))
             result = await self.counters.reserve(name, amount, limit, to_units(spent))
         if result is None or result >= 0:
             return
