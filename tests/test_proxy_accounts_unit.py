@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 
 from integrations.sql import VERSION_TABLE, create_ledger_engine, downgrade, upgrade
 from tracking.config import parse_config
+from tracking.proxy.account_store import AccountStore
 from tracking.proxy.account_tables import account_metadata, include_account_object
 from tracking.proxy.accounts import Accounts
 from tracking.proxy.auth import Authenticator
@@ -140,3 +141,13 @@ async def test_key_management_on_an_open_proxy_is_refused():
     assert info.value.status == 403 and info.value.code == "master_key_required"
     assert accounts.key_checks == () and not sent
     await accounts.aclose()
+
+
+def test_reads_without_a_configured_database_create_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRACKING_DATABASE_URL", raising=False)
+    store = AccountStore(None)
+    assert store.get_end_user("alice") is None and store.get_key("0" * 64) is None
+    assert store.spent(end_user="alice", since=None) == 0
+    assert not (tmp_path / "tracking.db").exists()
+    store.close()

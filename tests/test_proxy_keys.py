@@ -24,6 +24,7 @@ from tests.accounts_support import (
     wait_for,
 )
 from tests.proxy_support import MASTER_KEY, ProxyProcess
+from tracking.proxy.keys import generate_key
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +106,9 @@ def test_401_missing_wrong_and_expired_keys(proxy, client, fake):
     before = fake.hits
     missing = edit(client, proxy.url, None)
     assert missing.status_code == 401 and _error(missing)["code"] == "missing_api_key"
-    wrong = edit(client, proxy.url, "sk-not-a-key-of-this-proxy")
-    assert wrong.status_code == 401 and _error(wrong)["code"] == "invalid_api_key"
+    for token in ("sk-not-a-key-of-this-proxy", generate_key()):  # badly shaped, well shaped
+        wrong = edit(client, proxy.url, token)
+        assert wrong.status_code == 401 and _error(wrong)["code"] == "invalid_api_key"
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     expired = generate(client, proxy.url, expires=past)["key"]
     refused = edit(client, proxy.url, expired)

@@ -10,11 +10,13 @@ from ``spend_logs``, the one record of what was spent.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProxyError
@@ -115,6 +117,15 @@ class AccountStore:
                     self._engine = engine
         return self._engine
 
+    def nothing_stored(self) -> bool:
+        """True while no database is configured and the default SQLite file does not exist:
+        reads then find nothing rather than create the file (writes create it)."""
+        if self._engine is not None or self._url or os.environ.get("TRACKING_DATABASE_URL"):
+            return False
+        from integrations.sql import DEFAULT_URL
+
+        return not Path(DEFAULT_URL.removeprefix("sqlite:///")).exists()
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
@@ -141,6 +152,9 @@ class AccountStore:
 
     def get_key(self, key_hash: str) -> KeyRecord | None:
         import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return None
 
         from .account_tables import keys
 
@@ -181,6 +195,9 @@ class AccountStore:
 
     def get_end_user(self, end_user_id: str) -> EndUserRecord | None:
         import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return None
 
         from .account_tables import end_users
 
@@ -241,6 +258,9 @@ class AccountStore:
         """What one key or end user spent from ``since`` (inclusive) on, per the ledger."""
         import sqlalchemy as sa
 
+        if self.nothing_stored():
+            return Decimal(0)
+
         from integrations.sql import spend_logs
 
         statement = sa.select(sa.func.sum(spend_logs.c.cost_usd))
@@ -265,6 +285,9 @@ class AccountStore:
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of ledger rows, newest first, and the number of rows matching."""
         import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return [], 0
 
         from integrations.sql import spend_logs
 
@@ -294,6 +317,9 @@ class AccountStore:
     def key_summary(self, key_hash: str | None) -> list[dict[str, Any]]:
         """Spend per virtual key (one key, or every key that spent), dearest first."""
         import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return []
 
         from integrations.sql import spend_logs
 

@@ -48,6 +48,8 @@ DEFAULT_CACHE_SECONDS = 5.0
 _CACHE_LIMIT = 10_000
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+#: What generate_key makes; any other token cannot be one of ours and costs no database read.
+_KEY_SHAPE = re.compile(r"^sk-[A-Za-z0-9_-]{43}$")
 
 
 def generate_key() -> str:
@@ -133,6 +135,8 @@ class VirtualKeys:
         self._cache.pop(key_hash, None)
 
     async def check(self, token: str) -> Principal | None:
+        if not _KEY_SHAPE.match(token):
+            return None
         digest = hash_key(token)
         record = await self.record(digest)
         if record is None or not hmac.compare_digest(record.key_hash, digest):
