@@ -120,6 +120,18 @@ def test_a_keys_rpm_is_one_window_across_instances(pair, client):
     statuses = [edit(client, pair[i % 2].url, key).status_code for i in range(6)]
     assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
     assert statuses[:3] == [200, 200, 200]
+    # Metrics stay per instance: each counts the refusals it answered.
+    for index, proxy in enumerate(pair):
+        refused_here = statuses[index::2].count(429)
+        assert _rate_rejections(client, proxy) == refused_here
+
+
+def _rate_rejections(client: httpx.Client, proxy: ProxyProcess) -> int:
+    text = client.get(f"{proxy.url}/metrics").text
+    for line in text.splitlines():
+        if line.startswith('image_edit_proxy_rejections_total{reason="rate"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError("no rate rejections metric")
 
 
 def test_a_planted_key_never_appears_in_logs_responses_rows_or_redis(
