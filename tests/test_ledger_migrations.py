@@ -50,7 +50,7 @@ def _stamp(engine, revision: str) -> None:
 def test_migrations_go_up_and_down(engine):
     assert current_revision(engine) is None
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     tables, views = _names(engine)
     assert {"spend_logs", VERSION_TABLE} <= tables and "spend_daily" in views
     with engine.connect() as conn:
@@ -73,7 +73,7 @@ def test_migrations_go_up_and_down(engine):
     assert "spend_logs" not in tables and not views
 
     upgrade(engine)  # and back up again from nothing
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
 
 
 def test_models_and_migrations_agree(engine):
@@ -145,7 +145,7 @@ def test_postgres_at_an_older_revision_is_a_clear_error(postgres_url):
     engine = create_ledger_engine(postgres_url)
     try:
         upgrade(engine, "0001")
-        with pytest.raises(SchemaVersionError, match=r"at revision '0001'.*needs revision '0002'"):
+        with pytest.raises(SchemaVersionError, match=r"at revision '0001'.*needs revision '0003'"):
             SqlLedger(postgres_url)
     finally:
         engine.dispose()
@@ -175,6 +175,7 @@ def test_migrations_ship_inside_the_wheel():
     assert sorted(p.name for p in (here / "versions").glob("0*.py")) == [
         "0001_spend_logs.py",
         "0002_spend_daily_view.py",
+        "0003_proxy_keys_and_end_users.py",
     ]
 
 

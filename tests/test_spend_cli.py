@@ -45,12 +45,12 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_migrate_creates_then_reports_up_to_date(capsys, ledger_url):
     code, out, _ = _run(capsys, "migrate", "--database-url", ledger_url)
-    assert code == 0 and "migrated the ledger from empty to revision 0002" in out
+    assert code == 0 and "migrated the ledger from empty to revision 0003" in out
     code, out, _ = _run(capsys, "migrate", "--database-url", ledger_url)
-    assert code == 0 and "already at revision 0002" in out
+    assert code == 0 and "already at revision 0003" in out
     engine = create_ledger_engine(ledger_url)
     try:
-        assert current_revision(engine) == "0002"
+        assert current_revision(engine) == "0003"
     finally:
         engine.dispose()
 

@@ -411,6 +411,9 @@ def _make_event(
             else getattr(failure, "upstream_request_id", None)
         ),
         end_user=params.get("user") if isinstance(params.get("user"), str) else None,
+        # The proxy names the caller's virtual key in metadata (tracking.proxy.accounts).
+        api_key_hash=_str(metadata.get("user_api_key_hash")),
+        key_alias=_str(metadata.get("user_api_key_alias")),
         team=_str(metadata.get("team")),
         tags=tuple(str(t) for t in tags) if isinstance(tags, list | tuple) else (),
         metadata=dict(metadata),

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..config import ProxyConfig, load_config
+from .accounts import Accounts
 from .auth import Authenticator, KeyCheck
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
@@ -57,7 +58,10 @@ class ProxyApp:
     ) -> None:
         self.config = config
         self.dispatcher = dispatcher if dispatcher is not None else build_dispatcher(config)
-        self.auth = Authenticator(config.general_settings.master_key, key_checks)
+        self.accounts = Accounts(config)
+        self.auth = Authenticator(
+            config.general_settings.master_key, (*key_checks, *self.accounts.key_checks)
+        )
         self.metrics = MetricsExposition(metrics_registry)
         self.max_body = config.general_settings.max_request_bytes
         self.body_timeout = config.general_settings.request_read_timeout
@@ -82,6 +86,7 @@ class ProxyApp:
         }
         for path in _EDIT_PATHS:
             self._routes["POST", path] = self._edit
+        self._routes.update(self.accounts.routes(self.auth))  # keys, customers, spend
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -105,6 +110,7 @@ class ProxyApp:
             elif message["type"] == "lifespan.shutdown":
                 # The server has stopped accepting and drained in-flight requests by now.
                 await asyncio.to_thread(shut_down_sinks)
+                await self.accounts.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -136,7 +142,7 @@ class ProxyApp:
 
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
-        await self.auth.authenticate(headers)
+        principal = await self.auth.authenticate(headers)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise too_large(self.max_body)  # refused before a byte of the body is read
@@ -156,10 +162,16 @@ class ProxyApp:
                 param="model",
                 code="model_not_found",
             )
+        # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
+        reservation = await self.accounts.admit(principal, params, model)
         try:
             response = await self.dispatcher.aimage_edit(**params)
-        except Exception as exc:
+        except BaseException as exc:
+            await reservation.release()
+            if not isinstance(exc, Exception):
+                raise
             raise from_exception(exc) from None
+        await reservation.settle(response.cost_usd)
         cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
         await _send_json(
             send,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal, Protocol
 
 from .errors import ProxyError
@@ -31,6 +32,10 @@ class Principal:
     team: str | None = None
     #: Model names the key may call; None means every model.
     models: frozenset[str] | None = None
+    #: The virtual key's requests-per-minute limit, shared by every instance (None: no limit).
+    rpm_limit: int | None = None
+    #: The virtual key's total budget in USD (None: no budget).
+    max_budget_usd: Decimal | None = None
 
     def may_call(self, model: str) -> bool:
         return self.models is None or model in self.models

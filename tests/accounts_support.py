@@ -1,0 +1,107 @@
+"""Helpers for the tests of the proxy's keys, budgets, rate limits and spend endpoints.
+
+A config for ``tracking serve`` in front of the session's fake upstream with a master key and the
+``"sql"`` ledger, and small HTTP helpers: an edit call with a key (and optionally an end user),
+and JSON calls to the management endpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import API_KEY, make_png
+from tests.proxy_support import MASTER_KEY, write_config
+
+PNG = make_png(32, 32)
+
+
+def accounts_config(
+    folder: Path,
+    fake_url: str,
+    database_url: str,
+    *,
+    redis_url: str | None = None,
+    name: str = "config.yaml",
+) -> Path:
+    document: dict[str, Any] = {
+        "model_list": [
+            {
+                "model_name": model,
+                "litellm_params": {
+                    "model": model,
+                    "api_key": API_KEY,
+                    "api_base": fake_url,
+                    "max_retries": 0,
+                },
+            }
+            for model in ("gpt-image-1", "dall-e-2")
+        ],
+        "litellm_settings": {"success_callback": ["sql"], "failure_callback": ["sql"]},
+        "general_settings": {
+            "master_key": MASTER_KEY,
+            "database_url": database_url,
+            "auto_migrate": True,
+        },
+    }
+    if redis_url:
+        document["router_settings"] = {"redis_url": redis_url}
+    return write_config(folder / name, document)
+
+
+def ledger_env(database_url: str) -> dict[str, str]:
+    """The ledger integration reads its URL from the environment when it is resolved, which
+    happens before the proxy copies ``database_url`` there: name it in the process's env too."""
+    return {"TRACKING_DATABASE_URL": database_url}
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def edit(
+    client: httpx.Client,
+    base: str,
+    key: str | None,
+    *,
+    model: str = "gpt-image-1",
+    user: str | None = None,
+    **fields: str,
+) -> httpx.Response:
+    data = {"model": model, "prompt": "make it blue", "quality": "low", "size": "1024x1024"}
+    if model == "dall-e-2":
+        data = {"model": model, "prompt": "make it blue", "size": "256x256"}
+    if user is not None:
+        data["user"] = user
+    data.update(fields)
+    return client.post(
+        f"{base}/v1/images/edits",
+        headers=bearer(key),
+        data=data,
+        files={"image": ("a.png", PNG, "image/png")},
+    )
+
+
+def generate(client: httpx.Client, base: str, **fields: Any) -> dict[str, Any]:
+    response = client.post(f"{base}/key/generate", headers=bearer(MASTER_KEY), json=fields)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def spend_rows(client: httpx.Client, base: str, key: str = MASTER_KEY, **query: Any) -> Any:
+    response = client.get(f"{base}/spend/logs", headers=bearer(key), params=query)
+    assert response.status_code == 200, response.text
+    return response.json()

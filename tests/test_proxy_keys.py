@@ -1,0 +1,313 @@
+"""Virtual keys, end-user budgets, per-key rpm and the spend endpoints on one proxy.
+
+One ``tracking serve`` subprocess (SQLite ledger, no Redis: counters in the process) in front of
+the session's fake upstream serves the module; each test makes its own keys and end users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.accounts_support import (
+    accounts_config,
+    bearer,
+    edit,
+    generate,
+    ledger_env,
+    spend_rows,
+    wait_for,
+)
+from tests.proxy_support import MASTER_KEY, ProxyProcess
+from tracking.proxy.keys import generate_key
+
+
+@pytest.fixture(scope="module")
+def ledger_file(tmp_path_factory: pytest.TempPathFactory):
+    return tmp_path_factory.mktemp("keys") / "ledger.db"
+
+
+@pytest.fixture(scope="module")
+def proxy(fake, ledger_file) -> Iterator[ProxyProcess]:
+    url = f"sqlite:///{ledger_file}"
+    config = accounts_config(ledger_file.parent, fake.url, url)
+    with ProxyProcess(config, env=ledger_env(url)) as process:
+        yield process
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as http:
+        yield http
+
+
+def _error(response: httpx.Response) -> dict:
+    return response.json()["error"]
+
+
+def test_key_lifecycle_generate_use_info_delete(proxy, client):
+    made = generate(
+        client,
+        proxy.url,
+        models=["gpt-image-1"],
+        max_budget="5",
+        rpm_limit=100,
+        duration="30d",
+        key_alias="lifecycle",
+        team="imaging",
+    )
+    key = made["key"]
+    assert key.startswith("sk-") and len(key) > 40
+    assert made["key_alias"] == "lifecycle" and made["team"] == "imaging"
+    assert made["models"] == ["gpt-image-1"] and made["max_budget"] == "5"
+    assert made["expires"] is not None
+
+    response = edit(client, proxy.url, key, user="lifecycle-user")
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-tracking-request-id"]
+
+    info = client.get(f"{proxy.url}/key/info", headers=bearer(key))
+    assert info.status_code == 200
+    assert info.json()["key_hash"] == made["key_hash"]
+    assert info.json()["info"]["key_alias"] == "lifecycle"
+    assert key not in info.text
+
+    # The ledger row names the key by hash, alias and team.
+    wait_for(lambda: spend_rows(client, proxy.url, user="lifecycle-user")["total"] == 1)
+    row = spend_rows(client, proxy.url, user="lifecycle-user")["data"][0]
+    assert row["request_id"] == request_id
+    assert (row["api_key_hash"], row["key_alias"], row["team"]) == (
+        made["key_hash"],
+        "lifecycle",
+        "imaging",
+    )
+    info = client.get(
+        f"{proxy.url}/key/info", headers=bearer(MASTER_KEY), params={"key_hash": made["key_hash"]}
+    )
+    assert Decimal(info.json()["info"]["spend"]) == Decimal(row["cost_usd"]) > 0
+
+    deleted = client.post(
+        f"{proxy.url}/key/delete", headers=bearer(MASTER_KEY), json={"keys": [key]}
+    )
+    assert deleted.status_code == 200 and deleted.json() == {"deleted_keys": [made["key_hash"]]}
+    # The instance that deleted the key forgets it at once.
+    refused = edit(client, proxy.url, key)
+    assert refused.status_code == 401 and _error(refused)["code"] == "invalid_api_key"
+    again = client.post(f"{proxy.url}/key/delete", headers=bearer(MASTER_KEY), json={"keys": [key]})
+    assert again.status_code == 404
+
+
+def test_401_missing_wrong_and_expired_keys(proxy, client, fake):
+    before = fake.hits
+    missing = edit(client, proxy.url, None)
+    assert missing.status_code == 401 and _error(missing)["code"] == "missing_api_key"
+    for token in ("sk-not-a-key-of-this-proxy", generate_key()):  # badly shaped, well shaped
+        wrong = edit(client, proxy.url, token)
+        assert wrong.status_code == 401 and _error(wrong)["code"] == "invalid_api_key"
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    expired = generate(client, proxy.url, expires=past)["key"]
+    refused = edit(client, proxy.url, expired)
+    assert refused.status_code == 401 and _error(refused)["code"] == "expired_api_key"
+    assert fake.hits == before  # nothing reached the upstream
+
+
+def test_403_model_not_allowed_and_master_only_endpoints(proxy, client, fake):
+    key = generate(client, proxy.url, models=["dall-e-2"])["key"]
+    before = fake.hits
+    refused = edit(client, proxy.url, key, model="gpt-image-1")
+    assert refused.status_code == 403 and _error(refused)["code"] == "model_not_allowed"
+    assert fake.hits == before
+    assert edit(client, proxy.url, key, model="dall-e-2").status_code == 200
+
+    for method, path, body in (
+        ("POST", "/key/generate", {}),
+        ("POST", "/key/delete", {"keys": [key]}),
+        ("POST", "/customer/new", {"user_id": "x"}),
+        ("POST", "/customer/update", {"user_id": "x"}),
+        ("GET", "/customer/info?end_user_id=x", None),
+    ):
+        response = client.request(method, f"{proxy.url}{path}", headers=bearer(key), json=body)
+        assert response.status_code == 403, path
+        assert _error(response)["code"] == "master_key_required"
+    other = generate(client, proxy.url)
+    peek = client.get(
+        f"{proxy.url}/key/info", headers=bearer(key), params={"key_hash": other["key_hash"]}
+    )
+    assert peek.status_code == 403
+
+
+def test_bad_key_requests_are_400s(proxy, client):
+    for body, param in (
+        ({"models": ["no-such-model"]}, "models"),
+        ({"max_budget": "-1"}, "max_budget"),
+        ({"rpm_limit": 0}, "rpm_limit"),
+        ({"duration": "forever"}, "duration"),
+        ({"expires": "tomorrow"}, "expires"),
+    ):
+        response = client.post(f"{proxy.url}/key/generate", headers=bearer(MASTER_KEY), json=body)
+        assert response.status_code == 400, body
+        assert _error(response)["param"] == param
+    broken = client.post(
+        f"{proxy.url}/key/generate", headers={**bearer(MASTER_KEY)}, content=b"{not json"
+    )
+    assert broken.status_code == 400 and _error(broken)["code"] == "invalid_json"
+
+
+def test_429_rpm_limit_of_a_key(proxy, client, fake):
+    key = generate(client, proxy.url, rpm_limit=2)["key"]
+    # A calendar minute must not turn over in the middle of the three calls.
+    wait_for(lambda: datetime.now(UTC).second < 50, timeout=15)
+    assert [edit(client, proxy.url, key).status_code for _ in range(2)] == [200, 200]
+    before = fake.hits
+    refused = edit(client, proxy.url, key)
+    assert refused.status_code == 429 and _error(refused)["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert fake.hits == before
+
+
+def test_429_key_budget_before_any_upstream_call(proxy, client, fake):
+    key = generate(client, proxy.url, max_budget="0.05", key_alias="small")["key"]
+    statuses = [edit(client, proxy.url, key).status_code for _ in range(6)]
+    # Each call reserves about $0.02 (low, 1024x1024, input allowance) and costs about $0.015.
+    assert statuses[0] == 200 and statuses[-1] == 429
+    before = fake.hits
+    refused = edit(client, proxy.url, key)
+    assert refused.status_code == 429
+    error = _error(refused)
+    assert error["code"] == "budget_exceeded" and "small" in error["message"]
+    assert fake.hits == before
+    spent = client.get(f"{proxy.url}/key/info", headers=bearer(key)).json()["info"]["spend"]
+    wait_for(
+        lambda: (
+            Decimal(
+                client.get(f"{proxy.url}/key/info", headers=bearer(key)).json()["info"]["spend"]
+            )
+            > 0
+        )
+    )
+    assert Decimal(spent) <= Decimal("0.05")
+
+
+def test_end_user_budget_blocked_flag_and_info(proxy, client, fake):
+    user = "budget-user-1"
+    made = client.post(
+        f"{proxy.url}/customer/new",
+        headers=bearer(MASTER_KEY),
+        json={"user_id": user, "max_budget": 0.04, "budget_period": "daily"},
+    )
+    assert made.status_code == 200 and made.json()["budget"] == "0.04"
+    duplicate = client.post(
+        f"{proxy.url}/customer/new", headers=bearer(MASTER_KEY), json={"user_id": user}
+    )
+    assert duplicate.status_code == 400
+
+    statuses = [edit(client, proxy.url, MASTER_KEY, user=user).status_code for _ in range(5)]
+    assert statuses[0] == 200 and statuses[-1] == 429
+    refused = edit(client, proxy.url, MASTER_KEY, user=user)
+    assert "end user 'budget-user-1'" in _error(refused)["message"]
+    assert "daily budget" in _error(refused)["message"]
+    # Another end user is not affected.
+    assert edit(client, proxy.url, MASTER_KEY, user="someone-else").status_code == 200
+
+    successes = statuses.count(200)
+    wait_for(lambda: spend_rows(client, proxy.url, user=user)["total"] == successes)
+    info = client.get(
+        f"{proxy.url}/customer/info", headers=bearer(MASTER_KEY), params={"end_user_id": user}
+    )
+    assert info.status_code == 200
+    body = info.json()
+    assert body["budget_period"] == "daily" and body["blocked"] is False
+    assert Decimal("0") < Decimal(body["period_spend"]) <= Decimal("0.04")
+    assert body["period_spend"] == body["total_spend"]
+
+    blocked = client.post(
+        f"{proxy.url}/customer/update",
+        headers=bearer(MASTER_KEY),
+        json={"user_id": user, "blocked": True, "max_budget": "100"},
+    )
+    assert blocked.status_code == 200 and blocked.json()["blocked"] is True
+    refused = edit(client, proxy.url, MASTER_KEY, user=user)
+    assert refused.status_code == 403 and _error(refused)["code"] == "end_user_blocked"
+    client.post(
+        f"{proxy.url}/customer/update",
+        headers=bearer(MASTER_KEY),
+        json={"user_id": user, "blocked": False},
+    )
+    assert edit(client, proxy.url, MASTER_KEY, user=user).status_code == 200
+
+    unknown = client.get(
+        f"{proxy.url}/customer/info", headers=bearer(MASTER_KEY), params={"end_user_id": "nobody"}
+    )
+    assert unknown.status_code == 404
+    missing = client.post(
+        f"{proxy.url}/customer/update", headers=bearer(MASTER_KEY), json={"user_id": "nobody"}
+    )
+    assert missing.status_code == 404
+
+
+def test_spend_endpoints_master_sees_all_a_key_only_its_own(proxy, client):
+    first = generate(client, proxy.url, key_alias="spend-a")
+    second = generate(client, proxy.url, key_alias="spend-b")
+    for made, count in ((first, 2), (second, 1)):
+        for _ in range(count):
+            assert edit(client, proxy.url, made["key"], user="spend-user").status_code == 200
+    wait_for(lambda: spend_rows(client, proxy.url, user="spend-user")["total"] == 3)
+
+    everything = spend_rows(client, proxy.url, user="spend-user")
+    assert {r["api_key_hash"] for r in everything["data"]} == {
+        first["key_hash"],
+        second["key_hash"],
+    }
+    own = spend_rows(client, proxy.url, first["key"], user="spend-user")
+    assert own["total"] == 2 and {r["key_alias"] for r in own["data"]} == {"spend-a"}
+    # A key cannot widen its view by naming another key's hash.
+    sneaky = spend_rows(client, proxy.url, first["key"], api_key_hash=second["key_hash"])
+    assert {r["api_key_hash"] for r in sneaky["data"]} == {first["key_hash"]}
+
+    page_one = spend_rows(client, proxy.url, user="spend-user", page=1, page_size=2)
+    page_two = spend_rows(client, proxy.url, user="spend-user", page=2, page_size=2)
+    assert len(page_one["data"]) == 2 and page_one["has_more"] is True
+    assert len(page_two["data"]) == 1 and page_two["has_more"] is False
+    ids = {r["request_id"] for r in page_one["data"] + page_two["data"]}
+    assert len(ids) == 3
+
+    today = datetime.now(UTC).date()
+    window = spend_rows(
+        client,
+        proxy.url,
+        user="spend-user",
+        start_date=today.isoformat(),
+        end_date=(today + timedelta(days=1)).isoformat(),
+    )
+    assert window["total"] == 3
+    past = spend_rows(client, proxy.url, user="spend-user", end_date=today.isoformat())
+    assert past["total"] == 0
+    bad = client.get(
+        f"{proxy.url}/spend/logs", headers=bearer(MASTER_KEY), params={"start_date": "soon"}
+    )
+    assert bad.status_code == 400
+
+    summary = client.get(f"{proxy.url}/spend/keys", headers=bearer(MASTER_KEY)).json()["data"]
+    by_hash = {row["key_hash"]: row for row in summary}
+    assert by_hash[first["key_hash"]]["requests"] == 2
+    assert by_hash[second["key_hash"]]["requests"] == 1
+    mine = client.get(f"{proxy.url}/spend/keys", headers=bearer(second["key"])).json()["data"]
+    assert [row["key_hash"] for row in mine] == [second["key_hash"]]
+    assert client.get(f"{proxy.url}/spend/logs").status_code == 401
+
+
+def test_keys_are_stored_hashed_only(proxy, client, ledger_file):
+    made = generate(client, proxy.url, key_alias="hashed")
+    engine = sa.create_engine(f"sqlite:///{ledger_file}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT * FROM proxy_keys")).all()
+    finally:
+        engine.dispose()
+    text = repr(rows)
+    assert made["key_hash"] in text and made["key"] not in text

@@ -1,0 +1,379 @@
+"""Reading and writing the proxy's keys and end users, and the ledger sums budgets start from.
+
+:class:`AccountStore` is synchronous SQLAlchemy Core over the ledger's database (the proxy calls
+it through ``asyncio.to_thread``); every instance of a proxy points at the same database, so a key
+generated on one is valid on all. Its schema is the ledger's Alembic chain: SQLite is migrated on
+first use, PostgreSQL by ``tracking migrate`` (or ``auto_migrate: true``), as for the ledger.
+The spend figures (per key, per end user since a period's start, the paginated log) are read
+from ``spend_logs``, the one record of what was spent.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ProxyError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["AccountStore", "EndUserRecord", "KeyRecord"]
+
+_QUANTUM = Decimal("1e-10")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A virtual key as stored: everything but the key itself."""
+
+    key_hash: str
+    key_alias: str | None
+    team: str | None
+    models: tuple[str, ...] | None
+    max_budget_usd: Decimal | None
+    rpm_limit: int | None
+    expires_at: datetime | None
+    created_at: datetime
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_hash": self.key_hash,
+            "key_alias": self.key_alias,
+            "team": self.team,
+            "models": list(self.models) if self.models is not None else None,
+            "max_budget": _money_text(self.max_budget_usd),
+            "rpm_limit": self.rpm_limit,
+            "expires": self.expires_at.isoformat() if self.expires_at else None,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EndUserRecord:
+    """An end user's budget and blocked flag."""
+
+    end_user_id: str
+    budget_usd: Decimal | None
+    budget_period: str | None
+    blocked: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "end_user_id": self.end_user_id,
+            "budget": _money_text(self.budget_usd),
+            "budget_period": self.budget_period,
+            "blocked": self.blocked,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def _money_text(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value.normalize():f}"
+
+
+def _money(value: Any) -> Decimal:
+    # SQLite hands back a float (at most 15 significant digits): its text is the stored value.
+    if value is None:
+        return Decimal(0)
+    return Decimal(str(value)).quantize(_QUANTUM)
+
+
+class AccountStore:
+    """Keys, end users and spend sums in one database."""
+
+    def __init__(self, url: str | None, *, auto_migrate: bool | None = None) -> None:
+        self._url = url
+        self._auto_migrate = auto_migrate
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, created and checked against the schema on first use."""
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    from integrations.sql import check_schema, create_ledger_engine
+
+                    engine = create_ledger_engine(self._url)
+                    try:
+                        check_schema(engine, auto_migrate=self._auto_migrate)
+                    except BaseException:
+                        engine.dispose()
+                        raise
+                    self._engine = engine
+        return self._engine
+
+    def nothing_stored(self) -> bool:
+        """True while no database is configured and the default SQLite file does not exist:
+        reads then find nothing rather than create the file (writes create it)."""
+        if self._engine is not None or self._url or os.environ.get("TRACKING_DATABASE_URL"):
+            return False
+        from integrations.sql import DEFAULT_URL
+
+        return not Path(DEFAULT_URL.removeprefix("sqlite:///")).exists()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def insert_key(self, record: KeyRecord) -> None:
+        from .account_tables import keys
+
+        with self.engine.begin() as conn:
+            conn.execute(
+                keys.insert().values(
+                    key_hash=record.key_hash,
+                    key_alias=record.key_alias,
+                    team=record.team,
+                    models=list(record.models) if record.models is not None else None,
+                    max_budget_usd=record.max_budget_usd,
+                    rpm_limit=record.rpm_limit,
+                    expires_at=record.expires_at,
+                    created_at=record.created_at,
+                )
+            )
+
+    def get_key(self, key_hash: str) -> KeyRecord | None:
+        import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return None
+
+        from .account_tables import keys
+
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(keys).where(keys.c.key_hash == key_hash)).first()
+        if row is None:
+            return None
+        models = row.models
+        return KeyRecord(
+            key_hash=row.key_hash,
+            key_alias=row.key_alias,
+            team=row.team,
+            models=tuple(str(m) for m in models) if models is not None else None,
+            max_budget_usd=_money(row.max_budget_usd) if row.max_budget_usd is not None else None,
+            rpm_limit=row.rpm_limit,
+            expires_at=row.expires_at,
+            created_at=row.created_at,
+        )
+
+    def delete_keys(self, key_hashes: Sequence[str]) -> list[str]:
+        """Delete the keys; returns the hashes that existed."""
+        import sqlalchemy as sa
+
+        from .account_tables import keys
+
+        with self.engine.begin() as conn:
+            found = [
+                str(h)
+                for h in conn.execute(
+                    sa.select(keys.c.key_hash).where(keys.c.key_hash.in_(list(key_hashes)))
+                ).scalars()
+            ]
+            if found:
+                conn.execute(keys.delete().where(keys.c.key_hash.in_(found)))
+        return found
+
+    # -- end users --------------------------------------------------------------------------
+
+    def get_end_user(self, end_user_id: str) -> EndUserRecord | None:
+        import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return None
+
+        from .account_tables import end_users
+
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(end_users).where(end_users.c.end_user_id == end_user_id)
+            ).first()
+        if row is None:
+            return None
+        return EndUserRecord(
+            end_user_id=row.end_user_id,
+            budget_usd=_money(row.budget_usd) if row.budget_usd is not None else None,
+            budget_period=row.budget_period,
+            blocked=bool(row.blocked),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def create_end_user(self, record: EndUserRecord) -> None:
+        import sqlalchemy as sa
+
+        from .account_tables import end_users
+
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(end_users.insert().values(**_end_user_values(record)))
+        except sa.exc.IntegrityError:
+            raise ProxyError(
+                400,
+                f"end user {record.end_user_id!r} already exists; use POST /customer/update",
+                param="user_id",
+                code="end_user_exists",
+            ) from None
+
+    def update_end_user(self, end_user_id: str, changes: Mapping[str, Any]) -> EndUserRecord:
+        from .account_tables import end_users
+
+        values = {**changes, "updated_at": datetime.now(UTC)}
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                end_users.update().where(end_users.c.end_user_id == end_user_id).values(**values)
+            ).rowcount
+        record = self.get_end_user(end_user_id) if updated else None
+        if record is None:
+            raise ProxyError(
+                404,
+                f"no end user {end_user_id!r}; create it with POST /customer/new",
+                param="user_id",
+                code="end_user_not_found",
+            )
+        return record
+
+    # -- spend (from spend_logs) ------------------------------------------------------------
+
+    def spent(
+        self, *, key_hash: str | None = None, end_user: str | None = None, since: datetime | None
+    ) -> Decimal:
+        """What one key or end user spent from ``since`` (inclusive) on, per the ledger."""
+        import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return Decimal(0)
+
+        from integrations.sql import spend_logs
+
+        statement = sa.select(sa.func.sum(spend_logs.c.cost_usd))
+        if key_hash is not None:
+            statement = statement.where(spend_logs.c.api_key_hash == key_hash)
+        if end_user is not None:
+            statement = statement.where(spend_logs.c.end_user == end_user)
+        if since is not None:
+            statement = statement.where(spend_logs.c.start_time >= since)
+        with self.engine.connect() as conn:
+            return _money(conn.execute(statement).scalar())
+
+    def spend_logs(
+        self,
+        *,
+        key_hash: str | None,
+        end_user: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        page: int,
+        page_size: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of ledger rows, newest first, and the number of rows matching."""
+        import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return [], 0
+
+        from integrations.sql import spend_logs
+
+        conditions: list[Any] = []
+        if key_hash is not None:
+            conditions.append(spend_logs.c.api_key_hash == key_hash)
+        if end_user is not None:
+            conditions.append(spend_logs.c.end_user == end_user)
+        if start is not None:
+            conditions.append(spend_logs.c.start_time >= start)
+        if end is not None:
+            conditions.append(spend_logs.c.start_time < end)
+        columns = [c for c in spend_logs.c if c.name not in ("metadata",)]
+        statement = (
+            sa.select(*columns)
+            .where(*conditions)
+            .order_by(spend_logs.c.start_time.desc(), spend_logs.c.request_id)
+            .limit(page_size)
+            .offset((page - 1) * page_size)
+        )
+        count = sa.select(sa.func.count()).select_from(spend_logs).where(*conditions)
+        with self.engine.connect() as conn:
+            rows = [_plain_row(row._mapping) for row in conn.execute(statement)]
+            total = int(conn.execute(count).scalar_one())
+        return rows, total
+
+    def key_summary(self, key_hash: str | None) -> list[dict[str, Any]]:
+        """Spend per virtual key (one key, or every key that spent), dearest first."""
+        import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return []
+
+        from integrations.sql import spend_logs
+
+        cost = sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
+        statement = (
+            sa.select(
+                spend_logs.c.api_key_hash,
+                sa.func.max(spend_logs.c.key_alias).label("key_alias"),
+                sa.func.max(spend_logs.c.team).label("team"),
+                sa.func.count().label("requests"),
+                sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
+                cost.label("cost"),
+            )
+            .where(spend_logs.c.api_key_hash.is_not(None))
+            .group_by(spend_logs.c.api_key_hash)
+            .order_by(cost.desc(), spend_logs.c.api_key_hash)
+        )
+        if key_hash is not None:
+            statement = statement.where(spend_logs.c.api_key_hash == key_hash)
+        with self.engine.connect() as conn:
+            result = conn.execute(statement).all()
+        return [
+            {
+                "key_hash": row.api_key_hash,
+                "key_alias": row.key_alias,
+                "team": row.team,
+                "requests": int(row.requests),
+                "images": int(row.images),
+                "spend": f"{_money(row.cost):f}",
+            }
+            for row in result
+        ]
+
+
+def _end_user_values(record: EndUserRecord) -> dict[str, Any]:
+    return {
+        "end_user_id": record.end_user_id,
+        "budget_usd": record.budget_usd,
+        "budget_period": record.budget_period,
+        "blocked": record.blocked,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _plain_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if isinstance(value, Decimal):
+            out[name] = f"{value:f}"
+        elif isinstance(value, float) and name.endswith("_usd"):
+            out[name] = f"{_money(value):f}"
+        elif isinstance(value, datetime | date):
+            out[name] = value.isoformat()
+        else:
+            out[name] = value
+    return out

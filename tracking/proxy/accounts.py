@@ -1,0 +1,137 @@
+"""Who may spend what: the proxy's virtual keys, end-user budgets, rate limits and spend reads.
+
+:class:`Accounts` puts the pieces together for the app: the key check the authenticator
+consults after the master key, the management and spend routes, and :meth:`Accounts.admit`, run
+for each edit once its form is read and before anything is forwarded (model allowed for the key,
+the key's rpm, the end user's blocked flag, the key's and end user's budgets). It is switched on
+by ``general_settings.master_key``: without one the proxy is open, keys cannot exist and the
+management endpoints answer 403.
+
+Shared state: keys and end users live in the ledger's database (``database_url``), counters in
+Redis (``router_settings.redis_url``, or ``redis_host`` / ``redis_port`` / ``redis_password``, or
+``TRACKING_REDIS_URL``), under the key prefix ``TRACKING_REDIS_PREFIX`` (default
+``tracking:proxy:``). Without Redis the counters live in the process (one instance only).
+
+How the call's event learns the key: :meth:`Accounts.admit` adds ``user_api_key_hash``,
+``user_api_key_alias`` and ``team`` to the call's ``metadata``, which the SDK's call path copies
+into the event's ``api_key_hash``, ``key_alias`` and ``team`` (and so into the ledger).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .budgets import Budgets, Reservation
+from .errors import ProxyError
+from .keys import VirtualKeys, cache_seconds_from_environment
+from .ratelimit import RateLimiter
+from .shared_counters import Counters, LocalCounters, RedisCounters
+
+if TYPE_CHECKING:
+    from ..config import ProxyConfig
+    from .auth import Authenticator, KeyCheck, Principal
+    from .json_io import Receive, Scope, Send
+
+__all__ = ["PREFIX_ENV", "REDIS_ENV", "Accounts", "redis_url_of"]
+
+log = logging.getLogger("tracking.proxy")
+
+REDIS_ENV = "TRACKING_REDIS_URL"
+PREFIX_ENV = "TRACKING_REDIS_PREFIX"
+
+Handler = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
+
+
+def redis_url_of(config: ProxyConfig) -> str | None:
+    """The Redis the instances share, as the router's settings name it (LiteLLM's keys)."""
+    settings = config.router_settings
+    url = settings.get("redis_url")
+    if url:
+        return str(url)
+    host = settings.get("redis_host")
+    if host:
+        password = settings.get("redis_password")
+        auth = f":{password}@" if password else ""
+        return f"redis://{auth}{host}:{settings.get('redis_port') or 6379}/0"
+    return os.environ.get(REDIS_ENV) or None
+
+
+class Accounts:
+    def __init__(self, config: ProxyConfig) -> None:
+        from .account_store import AccountStore
+
+        settings = config.general_settings
+        self.enabled = bool(settings.master_key)
+        self.model_names = frozenset(config.model_names())
+        self.store = AccountStore(
+            settings.database_url, auto_migrate=True if settings.auto_migrate else None
+        )
+        cache_seconds = cache_seconds_from_environment()
+        url = redis_url_of(config) if self.enabled else None
+        self.counters: Counters = (
+            RedisCounters(url, prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:")
+            if url
+            else LocalCounters()
+        )
+        self.virtual_keys = VirtualKeys(self.store, cache_seconds=cache_seconds)
+        self.rate_limiter = RateLimiter(self.counters)
+        self.budgets = Budgets(config, self.store, self.counters, cache_seconds=cache_seconds)
+
+    @property
+    def key_checks(self) -> tuple[KeyCheck, ...]:
+        return (self.virtual_keys,) if self.enabled else ()
+
+    def routes(self, auth: Authenticator) -> dict[tuple[str, str], Handler]:
+        from .management_routes import management_routes
+        from .spend_routes import spend_routes
+
+        routes: dict[tuple[str, str], Handler] = {}
+        routes.update(spend_routes(auth, self.store))
+        if self.enabled:
+            routes.update(management_routes(self, auth))
+        else:
+            for route in management_routes(self, auth):
+                routes[route] = _needs_master_key
+        return routes
+
+    async def admit(self, principal: Principal, params: dict[str, Any], model: str) -> Reservation:
+        """Refuse the call (403/429) or hold its budget; fills the call's key metadata."""
+        if not principal.may_call(model):
+            raise ProxyError(
+                403,
+                f"this key may not call model {model!r}",
+                type="permission_error",
+                param="model",
+                code="model_not_allowed",
+                reason="auth",
+            )
+        if principal.kind == "virtual":
+            metadata = dict(params.get("metadata") or {})
+            metadata["user_api_key_hash"] = principal.key_hash
+            if principal.key_alias:
+                metadata["user_api_key_alias"] = principal.key_alias
+            if principal.team:
+                metadata["team"] = principal.team
+            params["metadata"] = metadata
+        if not self.enabled:
+            return Reservation()
+        await self.rate_limiter.admit(principal)
+        return await self.budgets.reserve(principal, params, model)
+
+    async def aclose(self) -> None:
+        import asyncio
+
+        await self.counters.aclose()
+        await asyncio.to_thread(self.store.close)
+
+
+async def _needs_master_key(scope: Scope, receive: Receive, send: Send) -> None:
+    raise ProxyError(
+        403,
+        "keys and end users need general_settings.master_key: this proxy is open",
+        type="permission_error",
+        code="master_key_required",
+    )

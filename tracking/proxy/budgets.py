@@ -1,0 +1,260 @@
+"""Budgets of keys and end users: reserve a call's maximum expected cost, settle to the real one.
+
+Before a call is forwarded, :meth:`Budgets.reserve` works out the most it can be expected to cost
+(:func:`max_expected_cost`, from the pricing table for its model, ``n``, ``size``, ``quality``,
+prompt and input images) and reserves that amount on each budget that applies: the key's
+``max_budget`` (its total) and the end user's budget for the current period (a UTC day, a UTC
+calendar month, or all time). A budget that cannot take the reservation refuses the call with
+429 before any upstream call. After the call, :meth:`Reservation.settle` replaces the reservation
+with the real cost; a failed call releases it.
+
+Counters are shared by every instance through Redis (:mod:`tracking.proxy.shared_counters`) and
+start from the ledger's figure, so the check-and-reserve is atomic across instances. Overshoot
+bound: while the reservation covers the real cost (it does whenever the upstream bills at most the
+table's price for the requested size and quality and at most :data:`INPUT_IMAGE_TOKENS` tokens per
+input image) a budget is never exceeded, whatever the concurrency; otherwise it can be exceeded by
+at most what the calls in flight at that moment cost beyond their reservations. A model without a
+known price reserves nothing and is only stopped once the budget is already spent. With Redis down
+each instance counts alone, so N instances may together spend up to N times a budget's remainder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import ProxyError
+from .shared_counters import UNITS_PER_USD, Counters, to_units
+
+if TYPE_CHECKING:
+    from ..config import ProxyConfig
+    from .account_store import AccountStore, EndUserRecord
+    from .auth import Principal
+
+__all__ = [
+    "INPUT_IMAGE_TOKENS",
+    "PERIODS",
+    "Budgets",
+    "Reservation",
+    "max_expected_cost",
+    "period_window",
+]
+
+log = logging.getLogger("tracking.proxy")
+
+PERIODS = ("daily", "monthly", "total")
+#: Input image tokens reserved per input image for token-priced models (the upstream reports the
+#: real count only after the call).
+INPUT_IMAGE_TOKENS = 1_000
+_MILLION = Decimal(1_000_000)
+T = TypeVar("T")
+
+
+def period_window(period: str, now: datetime) -> tuple[datetime | None, str]:
+    """The start of the current period (None for all time) and its counter name."""
+    if period == "daily":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start.strftime("d%Y-%m-%d")
+    if period == "monthly":
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return start, start.strftime("m%Y-%m")
+    return None, "total"
+
+
+def _image_count(image: Any) -> int:
+    if image is None:
+        return 0
+    return len(image) if isinstance(image, list) else 1
+
+
+def _entry_cost(entry: Any, params: Mapping[str, Any]) -> Decimal | None:
+    n = params.get("n") or 1
+    quality, size = params.get("quality"), params.get("size")
+    tables = entry.per_image
+    chosen = [tables[quality]] if quality in tables else list(tables.values())
+    # An unknown or "auto" size (or quality) reserves the dearest one the table lists.
+    listed = {name for sizes in chosen for name in sizes}
+    prices = [
+        price
+        for sizes in chosen
+        for name, price in sizes.items()
+        if size not in listed or name == size
+    ]
+    if not prices:
+        return None
+    total: Decimal = max(prices) * n
+    if entry.tokens:
+        prompt = params.get("prompt")
+        text_tokens = len(prompt) if isinstance(prompt, str) else 0  # at least 1 char per token
+        image_tokens = INPUT_IMAGE_TOKENS * _image_count(params.get("image"))
+        total += entry.tokens.get("input_text", Decimal(0)) * text_tokens / _MILLION
+        total += entry.tokens.get("input_image", Decimal(0)) * image_tokens / _MILLION
+    return total
+
+
+def max_expected_cost(
+    upstream_models: Sequence[str], params: Mapping[str, Any], day: Any = None
+) -> Decimal | None:
+    """The most a call can be expected to cost on any of the deployments serving it; None when
+    no price is known for any of them."""
+    from ..pricing import find_entry
+
+    today = day or datetime.now(UTC).date()
+    costs = []
+    for model in upstream_models:
+        keys = [model]
+        if "/" in model:
+            keys.append(model.split("/", 1)[1])
+        entry = find_entry(keys, today)
+        cost = _entry_cost(entry, params) if entry is not None else None
+        if cost is not None:
+            costs.append(cost)
+    return max(costs) if costs else None
+
+
+async def _from_store(read: Callable[..., T], *args: Any) -> T:
+    """A database read off the loop; an unreachable database is a 503, never a 500."""
+    try:
+        return await asyncio.to_thread(read, *args)
+    except ProxyError:
+        raise
+    except Exception as exc:
+        log.warning("the budget store is unavailable: %s", type(exc).__name__)
+        raise ProxyError(
+            503,
+            "budgets cannot be checked right now (database unavailable); try again shortly",
+            type="server_error",
+            code="budget_store_unavailable",
+        ) from None
+
+
+def _usd(units: int) -> str:
+    return f"${Decimal(units) / UNITS_PER_USD:.4f}"
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What one call holds on its budgets until it is settled or released."""
+
+    counters: Counters | None = None
+    held: list[tuple[str, int]] = field(default_factory=list)
+    done: bool = False
+
+    async def settle(self, cost: Decimal | None) -> None:
+        """Replace the reservation with the real cost (None: unpriced, counted as 0)."""
+        if self.done or self.counters is None:
+            return
+        self.done = True
+        real = to_units(cost) if cost is not None else 0
+        for name, units in self.held:
+            await self.counters.adjust(name, real - units)
+
+    async def release(self) -> None:
+        await self.settle(Decimal(0))
+
+
+class Budgets:
+    """Reserves on the key's and the end user's budgets; the end users' records are cached."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        store: AccountStore,
+        counters: Counters,
+        *,
+        cache_seconds: float,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.counters = counters
+        self.cache_seconds = cache_seconds
+        self._users: dict[str, tuple[EndUserRecord | None, float]] = {}
+
+    async def end_user(self, end_user_id: str) -> EndUserRecord | None:
+        now = time.monotonic()
+        cached = self._users.get(end_user_id)
+        if cached is not None and now - cached[1] < self.cache_seconds:
+            return cached[0]
+        record = await _from_store(self.store.get_end_user, end_user_id)
+        if len(self._users) >= 10_000:
+            self._users.clear()
+        self._users[end_user_id] = (record, now)
+        return record
+
+    def forget(self, end_user_id: str) -> None:
+        self._users.pop(end_user_id, None)
+
+    async def reserve(
+        self, principal: Principal, params: Mapping[str, Any], model: str
+    ) -> Reservation:
+        user = params.get("user")
+        record = await self.end_user(user) if isinstance(user, str) and user else None
+        if record is not None and record.blocked:
+            raise ProxyError(
+                403,
+                f"end user {record.end_user_id!r} is blocked on this proxy",
+                param="user",
+                code="end_user_blocked",
+                reason="budget",
+            )
+        budgets: list[tuple[str, Decimal, str, dict[str, Any]]] = []
+        if principal.key_hash is not None and principal.max_budget_usd is not None:
+            budgets.append(
+                (
+                    f"key:{principal.key_hash}:total",
+                    principal.max_budget_usd,
+                    f"this key ({principal.key_alias or principal.key_hash[:12]}) has reached "
+                    "its budget",
+                    {"key_hash": principal.key_hash, "since": None},
+                )
+            )
+        if record is not None and record.budget_usd is not None and record.budget_period:
+            start, window = period_window(record.budget_period, datetime.now(UTC))
+            budgets.append(
+                (
+                    f"user:{record.end_user_id}:{window}",
+                    record.budget_usd,
+                    f"end user {record.end_user_id!r} has reached its "
+                    f"{record.budget_period} budget",
+                    {"end_user": record.end_user_id, "since": start},
+                )
+            )
+        reservation = Reservation(self.counters)
+        if not budgets:
+            return reservation
+        upstream = [d.model for d in self.config.deployments(model)] or [model]
+        expected = max_expected_cost(upstream, params)
+        amount = to_units(expected) if expected is not None else 0
+        try:
+            for name, limit, message, ledger_filter in budgets:
+                await self._reserve_one(name, amount, to_units(limit), message, ledger_filter)
+                reservation.held.append((name, amount))
+        except BaseException:
+            await reservation.release()
+            raise
+        return reservation
+
+    async def _reserve_one(
+        self, name: str, amount: int, limit: int, message: str, ledger_filter: dict[str, Any]
+    ) -> None:
+        result = await self.counters.reserve(name, amount, limit, None)
+        if result is None:
+            spent = await _from_store(lambda: self.store.spent(**ledger_filter))
+            result = await self.counters.reserve(name, amount, limit, to_units(spent))
+        if result is None or result >= 0:
+            return
+        counted = -result - 1
+        raise ProxyError(
+            429,
+            f"budget exceeded: {message} of {_usd(limit)} (spent or reserved: {_usd(counted)}; "
+            f"this call may cost up to {_usd(amount)})",
+            type="budget_exceeded",
+            code="budget_exceeded",
+            reason="budget",
+        )

@@ -1,0 +1,149 @@
+"""Small JSON request and response helpers for the proxy's management endpoints.
+
+The key, customer and spend endpoints take a JSON body (bounded: they are small documents) or a
+query string, and answer JSON. Parsing faults are OpenAI-shaped 400s naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .errors import ProxyError
+from .form import ClientDisconnected
+
+__all__ = [
+    "Receive",
+    "Scope",
+    "Send",
+    "headers_of",
+    "optional_date",
+    "optional_int",
+    "optional_money",
+    "optional_str",
+    "query_of",
+    "read_json",
+    "send_json",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_MAX_JSON_BYTES = 64 * 1024
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def query_of(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return dict(parse_qsl(raw, keep_blank_values=False))
+
+
+async def read_json(receive: Receive) -> dict[str, Any]:
+    """The request body as a JSON object (an empty body is ``{}``)."""
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        body += message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        if len(body) > _MAX_JSON_BYTES:
+            raise ProxyError(413, "request body too large for this endpoint (64 KB)")
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ProxyError(400, "the request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(document, dict):
+        raise ProxyError(400, "the request body must be a JSON object", code="invalid_json")
+    return document
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+async def send_json(send: Send, status: int, document: Any) -> None:
+    body = json.dumps(document, default=_default).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _bad(param: str, message: str) -> ProxyError:
+    return ProxyError(400, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def optional_str(document: Mapping[str, Any], name: str) -> str | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(name, "expected a non-empty string")
+    return value.strip()
+
+
+def optional_int(document: Mapping[str, Any], name: str, *, low: int = 0) -> int | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(name, "expected an integer")
+    if value < low:
+        raise _bad(name, f"must be at least {low}")
+    return value
+
+
+def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
+    """A non-negative USD amount given as a number or a decimal string."""
+    value = document.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _bad(name, "expected an amount in USD")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise _bad(name, "expected an amount in USD") from None
+    if not amount.is_finite() or amount < 0:
+        raise _bad(name, "must be a finite amount of at least 0")
+    return amount
+
+
+def optional_date(query: Mapping[str, str], name: str) -> datetime | None:
+    """``YYYY-MM-DD`` (UTC midnight) or an ISO-8601 datetime (UTC if it names no offset)."""
+    value = query.get(name)
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _bad(name, "expected a date (YYYY-MM-DD) or an ISO-8601 datetime") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -1,0 +1,146 @@
+"""Virtual keys: how they are made, stored (as a SHA-256 digest) and recognised on each request.
+
+A key is ``sk-`` followed by 43 URL-safe characters (256 random bits). Only its SHA-256 hex digest
+is stored and logged: the digest of a random 256-bit secret cannot be turned back into the key,
+and it is the ``api_key_hash`` of the ledger's rows. :class:`VirtualKeys` is the authenticator's
+:class:`~tracking.proxy.auth.KeyCheck` for them: it hashes the presented key, finds the record
+(in a short cache, else the database), compares the digests with ``hmac.compare_digest``, and
+refuses an expired key.
+
+Revocation bound: each instance caches a key's record (and "no such key") for
+``cache_seconds`` (default 5 s, ``TRACKING_KEY_CACHE_SECONDS``). ``POST /key/delete`` drops the
+key from the cache of the instance that served it at once; every other instance stops accepting
+it at most ``cache_seconds`` later. Expiry is checked on every request, never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from .auth import Principal
+from .errors import ProxyError
+
+if TYPE_CHECKING:
+    from .account_store import AccountStore, KeyRecord
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_CACHE_SECONDS",
+    "VirtualKeys",
+    "generate_key",
+    "hash_key",
+    "parse_duration",
+]
+
+log = logging.getLogger("tracking.proxy")
+
+CACHE_ENV = "TRACKING_KEY_CACHE_SECONDS"
+DEFAULT_CACHE_SECONDS = 5.0
+_CACHE_LIMIT = 10_000
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+#: What generate_key makes; any other token cannot be one of ours and costs no database read.
+_KEY_SHAPE = re.compile(r"^sk-[A-Za-z0-9_-]{43}$")
+
+
+def generate_key() -> str:
+    return "sk-" + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a key: its SHA-256 digest in hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_duration(text: str, param: str = "duration") -> timedelta:
+    """``30s``, ``15m``, ``12h``, ``30d``."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise ProxyError(
+            400,
+            f"{param}: expected a positive duration such as 30s, 15m, 12h or 30d",
+            param=param,
+            code="invalid_value",
+        )
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def cache_seconds_from_environment() -> float:
+    raw = os.environ.get(CACHE_ENV)
+    if not raw:
+        return DEFAULT_CACHE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        log.warning("%s=%r is not a number of seconds; using %s", CACHE_ENV, raw, 5)
+        return DEFAULT_CACHE_SECONDS
+    return value
+
+
+def principal_of(record: KeyRecord) -> Principal:
+    return Principal(
+        "virtual",
+        key_hash=record.key_hash,
+        key_alias=record.key_alias,
+        team=record.team,
+        models=frozenset(record.models) if record.models is not None else None,
+        rpm_limit=record.rpm_limit,
+        max_budget_usd=record.max_budget_usd,
+    )
+
+
+class VirtualKeys:
+    """The key check for virtual keys, with a short per-instance cache."""
+
+    def __init__(self, store: AccountStore, *, cache_seconds: float = DEFAULT_CACHE_SECONDS):
+        self.store = store
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+
+    async def record(self, key_hash: str) -> KeyRecord | None:
+        """The key's record, from the cache while it is fresh."""
+        now = time.monotonic()
+        cached = self._cache.get(key_hash)
+        if cached is not None and now - cached[1] < self.cache_seconds:
+            return cached[0]
+        try:
+            record = await asyncio.to_thread(self.store.get_key, key_hash)
+        except ProxyError:
+            raise
+        except Exception as exc:
+            log.warning("the key store is unavailable: %s", type(exc).__name__)
+            raise ProxyError(
+                503,
+                "the key store is unavailable; try again shortly",
+                type="server_error",
+                code="key_store_unavailable",
+            ) from None
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()  # a flood of made-up keys must not grow memory without bound
+        self._cache[key_hash] = (record, now)
+        return record
+
+    def forget(self, key_hash: str) -> None:
+        self._cache.pop(key_hash, None)
+
+    async def check(self, token: str) -> Principal | None:
+        if not _KEY_SHAPE.match(token):
+            return None
+        digest = hash_key(token)
+        record = await self.record(digest)
+        if record is None or not hmac.compare_digest(record.key_hash, digest):
+            return None
+        if record.expired(datetime.now(UTC)):
+            raise ProxyError(401, "this API key has expired", code="expired_api_key", reason="auth")
+        return principal_of(record)

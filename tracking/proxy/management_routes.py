@@ -1,0 +1,241 @@
+"""``/key/*`` and ``/customer/*``: managing virtual keys and end users' budgets over HTTP.
+
+Generating and deleting keys and creating or changing end users take the master key (any other
+caller gets 403). ``GET /key/info`` answers the master key about any key and a virtual key about
+itself. Keys are never echoed back except once, by ``POST /key/generate``; every other answer
+names a key by its SHA-256 hash (``key_hash``) and alias.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .account_store import EndUserRecord, KeyRecord
+from .budgets import PERIODS, period_window
+from .errors import ProxyError
+from .json_io import (
+    Receive,
+    Scope,
+    Send,
+    headers_of,
+    optional_int,
+    optional_money,
+    optional_str,
+    query_of,
+    read_json,
+    send_json,
+)
+from .keys import generate_key, hash_key, parse_duration
+
+if TYPE_CHECKING:
+    from .accounts import Accounts
+    from .auth import Authenticator, Principal
+
+__all__ = ["management_routes"]
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def require_master(principal: Principal) -> None:
+    if principal.kind != "master":
+        raise ProxyError(
+            403,
+            "this endpoint needs the master key",
+            type="permission_error",
+            code="master_key_required",
+            reason="auth",
+        )
+
+
+def _models(document: dict[str, Any], known: frozenset[str]) -> tuple[str, ...] | None:
+    value = document.get("models")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise ProxyError(400, "models: expected a list of model names", param="models")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ProxyError(
+            400,
+            f"models: this proxy serves no model {', '.join(map(repr, unknown))}",
+            param="models",
+            code="model_not_found",
+        )
+    return tuple(dict.fromkeys(value))
+
+
+def _expiry(document: dict[str, Any], now: datetime) -> datetime | None:
+    duration = optional_str(document, "duration")
+    expires = optional_str(document, "expires")
+    if duration and expires:
+        raise ProxyError(400, "give duration or expires, not both", param="expires")
+    if duration:
+        return now + parse_duration(duration)
+    if expires:
+        try:
+            parsed = datetime.fromisoformat(expires)
+        except ValueError:
+            raise ProxyError(
+                400, "expires: expected an ISO-8601 datetime", param="expires"
+            ) from None
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return None
+
+
+def _period(document: dict[str, Any], default: str | None) -> str | None:
+    value = document.get("budget_period", default)
+    if value is None:
+        return None
+    if value not in PERIODS:
+        raise ProxyError(
+            400,
+            f"budget_period: must be one of {', '.join(PERIODS)}",
+            param="budget_period",
+            code="invalid_value",
+        )
+    return str(value)
+
+
+def _blocked(document: dict[str, Any]) -> bool | None:
+    value = document.get("blocked")
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ProxyError(400, "blocked: expected true or false", param="blocked")
+    return value
+
+
+def _user_id(value: Any, param: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ProxyError(400, f"{param}: required", param=param, code="required")
+    return value.strip()
+
+
+def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, str], Handler]:
+    store = accounts.store
+
+    async def generate(scope: Scope, receive: Receive, send: Send) -> None:
+        require_master(await auth.authenticate(headers_of(scope)))
+        document = await read_json(receive)
+        now = datetime.now(UTC)
+        key = generate_key()
+        record = KeyRecord(
+            key_hash=hash_key(key),
+            key_alias=optional_str(document, "key_alias"),
+            team=optional_str(document, "team") or optional_str(document, "team_id"),
+            models=_models(document, accounts.model_names),
+            max_budget_usd=optional_money(document, "max_budget"),
+            rpm_limit=optional_int(document, "rpm_limit", low=1),
+            expires_at=_expiry(document, now),
+            created_at=now,
+        )
+        await asyncio.to_thread(store.insert_key, record)
+        await send_json(send, 200, {"key": key, **record.to_dict()})
+
+    async def info(scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await auth.authenticate(headers_of(scope))
+        query = query_of(scope)
+        wanted = query.get("key_hash") or (hash_key(query["key"]) if query.get("key") else None)
+        if principal.kind != "master":
+            if principal.key_hash is None or (wanted and wanted != principal.key_hash):
+                raise ProxyError(
+                    403,
+                    "a virtual key may only read its own information",
+                    type="permission_error",
+                    code="forbidden",
+                    reason="auth",
+                )
+            wanted = principal.key_hash
+        if not wanted:
+            raise ProxyError(400, "key_hash: required with the master key", param="key_hash")
+        record = await asyncio.to_thread(store.get_key, wanted)
+        if record is None:
+            raise ProxyError(404, "no such key", param="key_hash", code="key_not_found")
+        spent = await asyncio.to_thread(store.spent, key_hash=wanted, since=None)
+        await send_json(
+            send, 200, {"key_hash": wanted, "info": {**record.to_dict(), "spend": f"{spent:f}"}}
+        )
+
+    async def delete(scope: Scope, receive: Receive, send: Send) -> None:
+        require_master(await auth.authenticate(headers_of(scope)))
+        document = await read_json(receive)
+        keys, hashes = document.get("keys", []), document.get("key_hashes", [])
+        if not isinstance(keys, list) or not isinstance(hashes, list):
+            raise ProxyError(400, "keys / key_hashes: expected lists", param="keys")
+        wanted = [hash_key(k) for k in keys if isinstance(k, str)]
+        wanted += [h for h in hashes if isinstance(h, str)]
+        if not wanted:
+            raise ProxyError(400, "keys: give the keys (or key_hashes) to delete", param="keys")
+        deleted = await asyncio.to_thread(store.delete_keys, wanted)
+        for key_hash in wanted:
+            accounts.virtual_keys.forget(key_hash)
+        if not deleted:
+            raise ProxyError(404, "none of these keys exist", param="keys", code="key_not_found")
+        await send_json(send, 200, {"deleted_keys": deleted})
+
+    async def customer_new(scope: Scope, receive: Receive, send: Send) -> None:
+        require_master(await auth.authenticate(headers_of(scope)))
+        document = await read_json(receive)
+        user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
+        budget = optional_money(document, "max_budget")
+        now = datetime.now(UTC)
+        record = EndUserRecord(
+            end_user_id=user_id,
+            budget_usd=budget,
+            budget_period=_period(document, "total" if budget is not None else None),
+            blocked=bool(_blocked(document)),
+            created_at=now,
+            updated_at=now,
+        )
+        await asyncio.to_thread(store.create_end_user, record)
+        accounts.budgets.forget(user_id)
+        await send_json(send, 200, record.to_dict())
+
+    async def customer_update(scope: Scope, receive: Receive, send: Send) -> None:
+        require_master(await auth.authenticate(headers_of(scope)))
+        document = await read_json(receive)
+        user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
+        changes: dict[str, Any] = {}
+        if "max_budget" in document:
+            changes["budget_usd"] = optional_money(document, "max_budget")
+        if "budget_period" in document:
+            changes["budget_period"] = _period(document, None)
+        blocked = _blocked(document)
+        if blocked is not None:
+            changes["blocked"] = blocked
+        if changes.get("budget_usd") is not None and "budget_period" not in changes:
+            current = await asyncio.to_thread(store.get_end_user, user_id)
+            if current is not None and current.budget_period is None:
+                changes["budget_period"] = "total"
+        record = await asyncio.to_thread(store.update_end_user, user_id, changes)
+        accounts.budgets.forget(user_id)
+        await send_json(send, 200, record.to_dict())
+
+    async def customer_info(scope: Scope, receive: Receive, send: Send) -> None:
+        require_master(await auth.authenticate(headers_of(scope)))
+        user_id = _user_id(query_of(scope).get("end_user_id"), "end_user_id")
+        record = await asyncio.to_thread(store.get_end_user, user_id)
+        if record is None:
+            raise ProxyError(404, f"no end user {user_id!r}", code="end_user_not_found")
+        total = await asyncio.to_thread(store.spent, end_user=user_id, since=None)
+        body: dict[str, Any] = {**record.to_dict(), "total_spend": f"{total:f}"}
+        if record.budget_period is not None:
+            start, _ = period_window(record.budget_period, datetime.now(UTC))
+            period_spend = await asyncio.to_thread(store.spent, end_user=user_id, since=start)
+            body["period_start"] = start.isoformat() if start else None
+            body["period_spend"] = f"{period_spend:f}"
+            if record.budget_usd is not None:
+                body["remaining"] = f"{max(record.budget_usd - period_spend, 0):f}"
+        await send_json(send, 200, body)
+
+    return {
+        ("POST", "/key/generate"): generate,
+        ("GET", "/key/info"): info,
+        ("POST", "/key/delete"): delete,
+        ("POST", "/customer/new"): customer_new,
+        ("POST", "/customer/update"): customer_update,
+        ("GET", "/customer/info"): customer_info,
+    }

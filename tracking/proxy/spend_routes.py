@@ -1,0 +1,80 @@
+"""``/spend/logs`` and ``/spend/keys``: what was spent, read from the ledger (``spend_logs``).
+
+The master key sees every row; a virtual key sees only the rows of its own calls (filtered by its
+hash, whatever the query asks). ``/spend/logs`` pages newest first (``page`` from 1,
+``page_size`` up to 1000) and filters by end user (``user``) and UTC time (``start_date``
+inclusive, ``end_date`` exclusive; dates or ISO-8601 datetimes). ``/spend/keys`` sums spend per
+key. On a proxy without a master key (open), anyone may read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from .errors import ProxyError
+from .json_io import Receive, Scope, Send, headers_of, optional_date, query_of, send_json
+
+if TYPE_CHECKING:
+    from .account_store import AccountStore
+    from .auth import Authenticator, Principal
+
+__all__ = ["spend_routes"]
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+_MAX_PAGE_SIZE = 1000
+
+
+def _page_number(query: dict[str, str], name: str, default: int, high: int | None) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1 or (high is not None and int(raw) > high):
+        limit = f" and at most {high}" if high else ""
+        raise ProxyError(400, f"{name}: expected an integer of at least 1{limit}", param=name)
+    return int(raw)
+
+
+def _own_hash(principal: Principal) -> str | None:
+    """The key hash a caller is confined to; None for the master key (and an open proxy)."""
+    if principal.kind == "virtual":
+        assert principal.key_hash is not None
+        return principal.key_hash
+    return None
+
+
+def spend_routes(auth: Authenticator, store: AccountStore) -> dict[tuple[str, str], Handler]:
+    async def logs(scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await auth.authenticate(headers_of(scope))
+        query = query_of(scope)
+        page = _page_number(query, "page", 1, None)
+        page_size = _page_number(query, "page_size", 100, _MAX_PAGE_SIZE)
+        key_hash = _own_hash(principal) or query.get("api_key_hash") or None
+        rows, total = await asyncio.to_thread(
+            store.spend_logs,
+            key_hash=key_hash,
+            end_user=query.get("user") or None,
+            start=optional_date(query, "start_date"),
+            end=optional_date(query, "end_date"),
+            page=page,
+            page_size=page_size,
+        )
+        await send_json(
+            send,
+            200,
+            {
+                "data": rows,
+                "page": page,
+                "page_size": page_size,
+                "total": total,
+                "has_more": page * page_size < total,
+            },
+        )
+
+    async def keys(scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await auth.authenticate(headers_of(scope))
+        summary = await asyncio.to_thread(store.key_summary, _own_hash(principal))
+        await send_json(send, 200, {"data": summary})
+
+    return {("GET", "/spend/logs"): logs, ("GET", "/spend/keys"): keys}
