@@ -60,6 +60,8 @@ class ImageEditRequest:
     requested_response_format: str | None = None
     user: str | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    #: The model whose prices apply (a router deployment's ``model_info.base_model``).
+    base_model: str | None = None
 
     @property
     def family(self) -> Family | None:
@@ -146,6 +148,7 @@ def parse_call(
     extra_body: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     drop_params: bool = False,
+    base_model: str | None = None,
 ) -> tuple[ImageEditRequest, CallOptions]:
     """Validate every parameter and read the images; the first fault is a ``ValidationError``."""
     if stream:
@@ -241,6 +244,7 @@ def parse_call(
         requested_response_format=response_format,
         user=user,
         extra_body=dict(extra_body or {}),
+        base_model=base_model,
     )
     options = CallOptions(
         api_key=api_key,

@@ -184,8 +184,11 @@ def _day(raw: Any, where: str) -> date | None:
 
 
 def _candidates(request: ImageEditRequest) -> list[str]:
-    # Most specific first: a price for "openai/gpt-image-1" beats one for "gpt-image-1".
+    # A deployment's base model first (that is what it bills as); then most specific first: a
+    # price for "openai/gpt-image-1" beats one for "gpt-image-1".
     keys = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
+    if request.base_model:
+        keys.insert(0, request.base_model)
     return list(dict.fromkeys(keys))
 
 

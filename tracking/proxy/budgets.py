@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..pricing.estimate import INPUT_IMAGE_TOKENS, max_expected_cost
 from .errors import ProxyError
 from .shared_counters import UNITS_PER_USD, Counters, to_units
 
@@ -51,8 +52,6 @@ log = logging.getLogger("tracking.proxy")
 PERIODS = ("daily", "monthly", "total")
 #: Input image tokens reserved per input image for token-priced models (the upstream reports the
 #: real count only after the call).
-INPUT_IMAGE_TOKENS = 1_000
-_MILLION = Decimal(1_000_000)
 T = TypeVar("T")
 
 
@@ -65,57 +64,6 @@ def period_window(period: str, now: datetime) -> tuple[datetime | None, str]:
         start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         return start, start.strftime("m%Y-%m")
     return None, "total"
-
-
-def _image_count(image: Any) -> int:
-    if image is None:
-        return 0
-    return len(image) if isinstance(image, list) else 1
-
-
-def _entry_cost(entry: Any, params: Mapping[str, Any]) -> Decimal | None:
-    n = params.get("n") or 1
-    quality, size = params.get("quality"), params.get("size")
-    tables = entry.per_image
-    chosen = [tables[quality]] if quality in tables else list(tables.values())
-    # An unknown or "auto" size (or quality) reserves the dearest one the table lists.
-    listed = {name for sizes in chosen for name in sizes}
-    prices = [
-        price
-        for sizes in chosen
-        for name, price in sizes.items()
-        if size not in listed or name == size
-    ]
-    if not prices:
-        return None
-    total: Decimal = max(prices) * n
-    if entry.tokens:
-        prompt = params.get("prompt")
-        text_tokens = len(prompt) if isinstance(prompt, str) else 0  # at least 1 char per token
-        image_tokens = INPUT_IMAGE_TOKENS * _image_count(params.get("image"))
-        total += entry.tokens.get("input_text", Decimal(0)) * text_tokens / _MILLION
-        total += entry.tokens.get("input_image", Decimal(0)) * image_tokens / _MILLION
-    return total
-
-
-def max_expected_cost(
-    upstream_models: Sequence[str], params: Mapping[str, Any], day: Any = None
-) -> Decimal | None:
-    """The most a call can be expected to cost on any of the deployments serving it; None when
-    no price is known for any of them."""
-    from ..pricing import find_entry
-
-    today = day or datetime.now(UTC).date()
-    costs = []
-    for model in upstream_models:
-        keys = [model]
-        if "/" in model:
-            keys.append(model.split("/", 1)[1])
-        entry = find_entry(keys, today)
-        cost = _entry_cost(entry, params) if entry is not None else None
-        if cost is not None:
-            costs.append(cost)
-    return max(costs) if costs else None
 
 
 async def _from_store(read: Callable[..., T], *args: Any) -> T:

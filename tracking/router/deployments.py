@@ -45,6 +45,8 @@ class Deployment:
     def overrides(self, call_timeout: Any) -> dict[str, Any]:
         """The call parameters this deployment sets; the call's own timeout wins if it set one."""
         values: dict[str, Any] = {"model": self.model}
+        if self.base_model is not None:
+            values["base_model"] = self.base_model
         for name in ("api_key", "api_base", "api_version"):
             value = getattr(self, name)
             if value is not None:

@@ -127,7 +127,21 @@ CostFunction = Callable[[Deployment, CallShape], Decimal | None]
 def model_info_cost(deployment: Deployment, call: CallShape) -> Decimal | None:
     """The default cost function: ``model_info`` prices, per image (``output_cost_per_image``),
     optionally by size and quality (``output_cost_per_image_by_size`` keyed ``"1024x1024"`` or
-    ``"1024x1024/high"``), times ``n``. A deployment without prices is ranked last."""
+    ``"1024x1024/high"``), times ``n``; else the price table's estimate for the deployment's
+    model (or its ``base_model``) at the call's n, size and quality
+    (:func:`tracking.pricing.estimate.estimate_max_cost`). A deployment without prices is ranked
+    last."""
+    explicit = _model_info_price(deployment, call)
+    if explicit is not None:
+        return explicit
+    from ..pricing.estimate import estimate_max_cost
+
+    shape: dict[str, Any] = {"n": call.n, "size": call.size, "quality": call.quality}
+    shape["image"] = [None] * call.input_images
+    return estimate_max_cost(deployment.base_model or deployment.model, shape)
+
+
+def _model_info_price(deployment: Deployment, call: CallShape) -> Decimal | None:
     info = deployment.model_info
     table = info.get("output_cost_per_image_by_size")
     price: Any = None
