@@ -3,7 +3,8 @@
 wrk (Debian's package) posts a ~143 KB PNG as multipart at concurrency 16 and 64 to, in the same
 run: the canned fake upstream directly, a minimal forwarding proxy (``minimal_forwarder.py``:
 raw ASGI + aiohttp + multipart parse + one SQLite WAL row per request) as the ceiling, and
-``tracking serve`` (one worker) in front of the same fake. Reported per target: requests/s,
+``tracking serve`` (one worker, full tracking: router, durable SQLite ledger, Prometheus) in
+front of the same fake. Reported per target: requests/s,
 p50/p99 latency, server CPU per request (from /proc), idle memory and start-up time, and the
 proxy's throughput as a ratio of the minimal forwarder's. Everything runs on loopback.
 """
@@ -167,7 +168,12 @@ def main() -> int:
                         },
                     }
                 ],
-                "general_settings": {"master_key": MASTER_KEY},
+                # Full tracking: the router, the durable SQLite ledger and Prometheus are the
+                # proxy's defaults; structlog (one JSON line per call) is left out here.
+                "general_settings": {
+                    "master_key": MASTER_KEY,
+                    "database_url": f"sqlite:///{folder / 'ledger.db'}",
+                },
             }
         )
     )

@@ -24,9 +24,10 @@ from ..config import ProxyConfig, load_config
 from .auth import Authenticator, KeyCheck
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
-from .lifecycle import check_database, install_callbacks, shut_down_sinks
-from .metrics import MetricsExposition, count_rejection
-from .models import Dispatcher, build_dispatcher
+from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
+from .metrics import MetricsExposition
+from .models import Dispatcher, RoutedModels, build_dispatcher
+from .prices import register_config_prices
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
 
@@ -58,7 +59,10 @@ class ProxyApp:
         self.config = config
         self.dispatcher = dispatcher if dispatcher is not None else build_dispatcher(config)
         self.auth = Authenticator(config.general_settings.master_key, key_checks)
-        self.metrics = MetricsExposition(metrics_registry)
+        self._metrics_registry = metrics_registry
+        #: Set at start-up (the ASGI lifespan): the Prometheus integration and the ledger.
+        self.sinks: ProxySinks | None = None
+        self.metrics: MetricsExposition | None = None
         self.max_body = config.general_settings.max_request_bytes
         self.model_names = frozenset(config.model_names())
         self._models_body = json.dumps(
@@ -104,12 +108,21 @@ class ProxyApp:
             elif message["type"] == "lifespan.shutdown":
                 # The server has stopped accepting and drained in-flight requests by now.
                 await asyncio.to_thread(shut_down_sinks)
+                if isinstance(self.dispatcher, RoutedModels):
+                    self.dispatcher.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     def startup(self) -> None:
-        """Install the configured callbacks (failing on any that cannot load)."""
-        install_callbacks(self.config, resolve=True)
+        """Install the callbacks and the proxy's sinks (failing on any that cannot load),
+        register the config's prices, and let the router report cooldowns to Prometheus."""
+        register_config_prices(self.config)
+        self.sinks = install_callbacks(
+            self.config, resolve=True, metrics_registry=self._metrics_registry
+        )
+        self.metrics = MetricsExposition(self.sinks.prometheus)
+        if isinstance(self.dispatcher, RoutedModels):
+            self.dispatcher.router.cooldown_observers.append(self.sinks.prometheus.record_cooldown)
 
     # -- http -------------------------------------------------------------------------------
 
@@ -120,8 +133,8 @@ class ProxyApp:
                 raise self._no_route(scope)
             await handler(scope, receive, send)
         except ProxyError as error:
-            if error.reason:
-                count_rejection(error.reason)
+            if error.reason and self.metrics is not None:
+                self.metrics.count_rejection(error.reason)
             await _send_error(send, error)
         except ClientDisconnected:
             return
@@ -156,7 +169,11 @@ class ProxyApp:
         try:
             response = await self.dispatcher.aimage_edit(**params)
         except Exception as exc:
-            raise from_exception(exc) from None
+            error = from_exception(exc)
+            request_id = getattr(exc, "request_id", None)
+            if request_id:  # the failure's event (and ledger row) has this id too
+                error.headers["x-tracking-request-id"] = request_id
+            raise error from None
         cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
         await _send_json(
             send,
@@ -172,8 +189,8 @@ class ProxyApp:
         await _send_json(send, 200, b'{"status":"alive"}')
 
     async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
-        database = await check_database(self.config.general_settings.database_url)
-        ready = database in ("connected", "not configured")
+        database = "not started" if self.sinks is None else await check_ledger(self.sinks.ledger)
+        ready = database == "connected"
         body = {"status": "ready" if ready else "unready", "database": database}
         await _send_json(send, 200 if ready else 503, json.dumps(body).encode())
 
@@ -185,6 +202,8 @@ class ProxyApp:
         headers = _headers(scope)
         if self.config.general_settings.require_auth_for_metrics:
             await self.auth.authenticate(headers)
+        if self.metrics is None:
+            raise ProxyError(503, "metrics are not ready yet", type="server_error")
         body, content_type = await asyncio.to_thread(self.metrics.render, headers.get("accept"))
         await send(
             {
