@@ -166,14 +166,21 @@ class ProxyApp:
                 param="model",
                 code="model_not_found",
             )
+        ledger = self.sinks.ledger if self.sinks is not None else None
+        if ledger is not None:
+            ledger.begin()
         try:
             response = await self.dispatcher.aimage_edit(**params)
         except Exception as exc:
+            if ledger is not None:
+                await ledger.acknowledged()  # the failure's row is in before the answer leaves
             error = from_exception(exc)
             request_id = getattr(exc, "request_id", None)
             if request_id:  # the failure's event (and ledger row) has this id too
                 error.headers["x-tracking-request-id"] = request_id
             raise error from None
+        if ledger is not None:
+            await ledger.acknowledged()  # DESIGN 7: the row is committed before the answer
         cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
         await _send_json(
             send,

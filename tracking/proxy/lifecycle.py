@@ -24,22 +24,21 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..config import ProxyConfig
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from integrations.prometheus import PrometheusLogger
-    from integrations.sql import SqlLedger
+
+    from .ledger import ProxyLedger
 
 __all__ = [
     "ProxySinks",
     "check_callbacks",
     "check_ledger",
     "install_callbacks",
-    "ledger_url",
-    "open_ledger",
     "shut_down_sinks",
 ]
 
@@ -104,7 +103,7 @@ class ProxySinks:
     """The integrations the proxy itself feeds and reads, beside the configured ones."""
 
     prometheus: PrometheusLogger
-    ledger: SqlLedger
+    ledger: ProxyLedger
 
 
 def install_callbacks(
@@ -113,6 +112,8 @@ def install_callbacks(
     """Fill the SDK's callback lists from the config (replacing what they held), with the
     proxy's own two sinks always in: Prometheus (``/metrics``) and the SQL ledger."""
     import tracking
+
+    from .ledger import ledger_url, open_ledger
 
     settings = config.litellm_settings
     # "prometheus" and "sql" are the proxy's own sinks: named in the config, they are still
@@ -145,27 +146,6 @@ def _prometheus(registry: Any) -> PrometheusLogger:
     logger = bus.resolve("prometheus")
     assert logger is not None
     return cast("PrometheusLogger", logger)
-
-
-def ledger_url(config: ProxyConfig) -> str:
-    """general_settings.database_url, else TRACKING_DATABASE_URL, else ./tracking.db."""
-    from integrations.sql import DEFAULT_URL
-
-    return config.general_settings.database_url or DEFAULT_URL
-
-
-def open_ledger(config: ProxyConfig) -> SqlLedger:
-    """The ledger every proxied call is recorded in, its schema checked (SQLite migrated;
-    PostgreSQL only with ``auto_migrate: true``, else ``tracking migrate`` first)."""
-    from integrations.sql import SqlLedger
-
-    general = config.general_settings
-    mode: Literal["durable", "background"] = (
-        "background" if general.ledger_mode == "background" else "durable"
-    )
-    return SqlLedger(
-        url=ledger_url(config), mode=mode, auto_migrate=True if general.auto_migrate else None
-    )
 
 
 def _configure_otel() -> None:
@@ -230,10 +210,10 @@ def _shut_down_integrations(deadline: float) -> None:
             log.exception("integration %r failed to shut down", integration)
 
 
-async def check_ledger(ledger: SqlLedger) -> str:
+async def check_ledger(ledger: ProxyLedger) -> str:
     """``connected`` or ``unreachable`` (the reason is logged, never the URL)."""
     try:
-        await asyncio.wait_for(asyncio.to_thread(_ping, ledger.engine), timeout=5.0)
+        await asyncio.wait_for(asyncio.to_thread(_ping, ledger.ledger.engine), timeout=5.0)
     except Exception as exc:
         log.warning("readiness: the ledger database is unreachable: %s", type(exc).__name__)
         return "unreachable"
