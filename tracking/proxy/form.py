@@ -37,6 +37,7 @@ _TEXT_FIELDS = frozenset(
 )
 _IMAGE_FIELDS = ("image", "image[]")
 _MAX_PARTS = 64  # more parts than any real edit has: a cheap guard against part floods
+_FEED = 256 * 1024  # bytes handed to the multipart parser at once
 
 
 class ClientDisconnected(Exception):
@@ -96,7 +97,7 @@ class _PartCollector:
         self.headers = {}
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        self.current.data += data[start:end]
+        self.current.data += memoryview(data)[start:end]  # one copy, not two
 
     def on_part_end(self) -> None:
         self.parts.append(self.current)
@@ -151,6 +152,10 @@ async def read_multipart(receive: Receive, content_type: str, limit: int) -> lis
         raise _bad_form(f"malformed multipart body: {exc}") from None
     received = 0
     more = True
+    # The server hands the body over in socket-sized chunks; each parser.write has a fixed
+    # Python cost, so chunks are fed in slices of up to _FEED bytes (memory stays bounded).
+    pending: list[bytes] = []
+    pending_size = 0
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -161,8 +166,14 @@ async def read_multipart(receive: Receive, content_type: str, limit: int) -> lis
         if received > limit:
             raise too_large(limit)
         if chunk:
+            pending.append(chunk)
+            pending_size += len(chunk)
+        if pending and (pending_size >= _FEED or not more):
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            pending_size = 0
             try:
-                parser.write(chunk)
+                parser.write(data)
             except FormParserError as exc:
                 raise _bad_form(f"malformed multipart body: {exc}") from None
     try:
