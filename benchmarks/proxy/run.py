@@ -117,8 +117,11 @@ def make_body(folder: Path) -> tuple[Path, str]:
 
 
 def _ms(text: str) -> float:
-    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    found = re.match(r"([\d.]+)(us|ms|s|m)\b", text)
+    if found is None:
+        return float("nan")
+    number, unit = found.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> dict[str, float]:
@@ -223,8 +226,9 @@ def main() -> int:
                     stop(process)
     finally:
         stop(fake)
+    print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(
-        f"\n{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
+        f"{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
         f"{'errors':>8}{'idle MB':>9}{'start s':>9}"
     )
     for name, f in results.items():
