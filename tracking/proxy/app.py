@@ -4,11 +4,15 @@ Raw ASGI keeps the per-request work to what the call needs (the HTTP client and 
 parse dominate the CPU, DESIGN 9). One edit request: authenticate from the headers, refuse a
 declared oversized body before reading it, stream the multipart body in under the size limit,
 turn it into the SDK's parameters, check the model, and hand the call to the dispatcher (the
-SDK's own call path). The answer is the upstream's JSON with ``x-tracking-request-id`` and
-``x-tracking-response-cost``; every refusal is an OpenAI-shaped error.
+router over the config's ``model_list``, on the SDK's own call path), then wait until the call's
+ledger row is committed. The answer is the upstream's JSON with ``x-tracking-request-id`` and
+``x-tracking-response-cost``; every refusal is an OpenAI-shaped error, with the failed call's
+``x-tracking-request-id`` when it got as far as an event.
 
-Start-up (the ASGI lifespan) installs the configured callbacks and checks them; shutdown runs
-after the server has drained in-flight requests, and flushes every sink.
+Start-up (the ASGI lifespan) registers the config's prices, installs the configured callbacks
+and the proxy's own sinks (Prometheus, the ledger) and checks them, and lets the router report
+cooldowns to Prometheus; shutdown runs after the server has drained in-flight requests, and
+flushes every sink.
 """
 
 from __future__ import annotations
