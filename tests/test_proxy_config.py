@@ -162,3 +162,75 @@ def test_file_problems_are_configuration_errors(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_config(empty).model_list == ()
+
+
+PRICED_CONFIG = """\
+model_list:
+  - model_name: images-eu
+    litellm_params: {model: azure/images-prod, api_base: https://example.openai.azure.com,
+                     api_key: sk-azure-key-0123456789, api_version: 2025-04-01-preview}
+    model_info:
+      base_model: gpt-image-1
+  - model_name: house-model
+    litellm_params: {model: openai/house-model, api_base: http://gpu-box:8000/v1}
+    model_info:
+      input_cost_per_token: 0.000005
+      output_cost_per_token: 0.00004
+      cache_read_input_token_cost: 0.0000012
+prices:
+  azure/images-us: {base_model: gpt-image-1, discount: "0.15"}
+  acme-image-edit-1:
+    tokens_per_million: {input_text: "5", input_image: "10", output_image: "40"}
+    per_image: {high: {1024x1024: "0.17"}}
+"""
+
+
+def test_config_prices_as_the_readme_writes_them():
+    from decimal import Decimal
+
+    import yaml
+
+    from tracking.pricing import reset_prices
+    from tracking.proxy.prices import config_prices, register_config_prices
+
+    config = parse_config(yaml.safe_load(PRICED_CONFIG))
+    found = {model: spec for model, (_, spec) in config_prices(config).items()}
+    assert found["azure/images-prod"] == {"base_model": "gpt-image-1"}
+    assert found["openai/house-model"]["tokens_per_million"] == {
+        "input_text": Decimal("5"),  # 0.000005 per token, read exactly
+        "input_image": Decimal("5"),
+        "output_image": Decimal("40"),
+        "cached_input_text": Decimal("1.2"),
+        "cached_input_image": Decimal("1.2"),
+    }
+    assert found["azure/images-us"] == {"base_model": "gpt-image-1", "discount": "0.15"}
+    try:
+        assert register_config_prices(config) == 4
+    finally:
+        reset_prices()
+
+
+def test_a_bad_price_names_its_path_in_the_config():
+    from tracking.proxy.prices import register_config_prices
+
+    bad = parse_config(
+        {
+            "model_list": [
+                {
+                    "model_name": "m",
+                    "litellm_params": {"model": "openai/m"},
+                    "model_info": {"input_cost_per_token": "cheap"},
+                }
+            ]
+        }
+    )
+    with pytest.raises(ConfigurationError, match=r"model_list\[0\]\.model_info\.input_cost"):
+        register_config_prices(bad)
+    wrong_field = parse_config(
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "openai/m"}}],
+            "prices": {"openai/m": {"per_token": "1"}},
+        }
+    )
+    with pytest.raises(ConfigurationError, match=r"prices\.openai/m: .*unknown field"):
+        register_config_prices(wrong_field)

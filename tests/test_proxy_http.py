@@ -1,6 +1,8 @@
 """The proxy as users meet it: ``tracking serve`` in a subprocess, called by the official
 ``openai`` client (sync and async) and by ``curl -F``, in front of the bundled fake upstream and
-a deliberately failing one. One proxy serves the whole module."""
+a deliberately failing one. One proxy serves the whole module; its calls go through the router
+(load balancing, fallbacks, ``num_retries``), are priced (config prices included) and recorded
+in its SQLite ledger before each answer leaves."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from integrations.sql import create_ledger_engine, spend_logs
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess, TroubleUpstream, rss_bytes
 from tracking.testing import FakeOpenAI
@@ -29,12 +32,12 @@ model_list:
       model: gpt-image-1
       api_key: os.environ/OPENAI_API_KEY
       api_base: {fake}
-  # A second entry with the same name: the proxy serves the first one.
-  - model_name: gpt-image-1
+  # Two entries with one name, on two upstreams: the router balances them.
+  - model_name: balanced
+    litellm_params: {{model: gpt-image-1, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake}"}}
+  - model_name: balanced
     litellm_params:
-      model: gpt-image-1
-      api_key: os.environ/OPENAI_API_KEY
-      api_base: http://127.0.0.1:9/v1
+      {{model: gpt-image-1, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake_b}"}}
   - model_name: dall-e-2
     litellm_params:
       model: dall-e-2
@@ -70,6 +73,30 @@ model_list:
       api_key: sk-wrong-upstream-key-0123456789
       api_base: {fake}
       max_retries: 0
+  - model_name: primary-down
+    litellm_params: {{model: gpt-image-1, api_key: sk-x, api_base: "{status503}"}}
+  # Prices from the config: a base model, LiteLLM's per-token fields, the prices: section.
+  - model_name: azure-based
+    litellm_params:
+      {{model: azure/images-prod, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake_base}",
+       api_version: 2025-04-01-preview}}
+    model_info: {{base_model: gpt-image-1}}
+  - model_name: azure-per-token
+    litellm_params:
+      {{model: azure/house-model, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake_base}",
+       api_version: 2025-04-01-preview}}
+    model_info: {{input_cost_per_token: 0.00001, output_cost_per_token: 0.00004}}
+  - model_name: azure-half
+    litellm_params:
+      {{model: azure/half-price, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake_base}",
+       api_version: 2025-04-01-preview}}
+
+prices:
+  azure/half-price: {{base_model: gpt-image-1, discount: "0.5"}}
+
+router_settings:
+  num_retries: 0
+  fallbacks: [{{primary-down: [gpt-image-1]}}]
 
 general_settings:
   master_key: os.environ/PROXY_MASTER_KEY
@@ -84,15 +111,27 @@ def trouble() -> Iterator[TroubleUpstream]:
 
 
 @pytest.fixture(scope="module")
+def fake_b() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_keys=[API_KEY]) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def proxy(
-    fake: FakeOpenAI, trouble: TroubleUpstream, tmp_path_factory: pytest.TempPathFactory
+    fake: FakeOpenAI,
+    fake_b: FakeOpenAI,
+    trouble: TroubleUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ProxyProcess]:
     folder = tmp_path_factory.mktemp("proxy")
     config = folder / "config.yaml"
     config.write_text(
         SEED_SHAPED_CONFIG.format(
             fake=fake.url,
+            fake_b=fake_b.url,
+            fake_base=fake.base_url,
             status500=trouble.url("status/500"),
+            status503=trouble.url("status/503"),
             status429=trouble.url("status/429"),
             slow=trouble.url("slow/3"),
             garbage=trouble.url("garbage"),
@@ -261,7 +300,7 @@ def test_curl_seed_example(proxy, fake, images):
     assert status == 200 and "response_format" not in fake.requests[-1].fields
 
 
-def test_also_served_without_v1_and_first_deployment_wins(proxy, fake):
+def test_also_served_without_v1(proxy, fake):
     before = len(fake.requests)
     response = httpx.post(
         f"{proxy.url}/images/edits",
@@ -271,7 +310,82 @@ def test_also_served_without_v1_and_first_deployment_wins(proxy, fake):
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    assert len(fake.requests) == before + 1  # the second gpt-image-1 entry (port 9) was not used
+    assert len(fake.requests) == before + 1
+
+
+# -- routing, ledger, prices ---------------------------------------------------------------------
+
+
+def ledger_rows(proxy: ProxyProcess, request_ids: list[str]) -> dict[str, dict]:
+    """The proxy's ledger rows (./tracking.db beside its config) for these request ids."""
+    engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'tracking.db'}")
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                spend_logs.select().where(spend_logs.c.request_id.in_(request_ids))
+            ).mappings()
+            return {row["request_id"]: dict(row) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def test_several_deployments_of_one_model_share_the_load(proxy, fake, fake_b):
+    before = (fake.hits, fake_b.hits)
+    ids = []
+    for _ in range(24):
+        response = post_edit(proxy, {"model": "balanced", "prompt": "share"})
+        assert response.status_code == 200, response.text
+        ids.append(response.headers["x-tracking-request-id"])
+    a, b = fake.hits - before[0], fake_b.hits - before[1]
+    assert a + b == 24
+    assert a > 0 and b > 0, (a, b)  # simple-shuffle: both get some (each 1 in 2**23 to miss)
+    rows = ledger_rows(proxy, ids)
+    assert {row["model"] for row in rows.values()} == {"balanced"}  # the name the caller asked
+    assert len({row["deployment_id"] for row in rows.values()}) == 2
+
+
+def test_fallback_answers_and_the_event_keeps_the_asked_model(proxy, trouble):
+    before = trouble.hits
+    response = post_edit(proxy, {"model": "primary-down", "prompt": "fall back"})
+    assert response.status_code == 200, response.text
+    assert trouble.hits == before + 1  # num_retries: 0, then the fallback group
+    (row,) = ledger_rows(proxy, [response.headers["x-tracking-request-id"]]).values()
+    assert row["model"] == "primary-down"
+    assert row["model_group"] == "gpt-image-1"
+    assert row["status"] == "success"
+
+
+def test_every_answer_has_its_ledger_row_before_it_leaves(proxy):
+    """Durable mode: the row is committed when the response arrives; costs match exactly."""
+    answers = [post_edit(proxy, {"model": "gpt-image-1", "prompt": f"row {i}"}) for i in range(5)]
+    failed = post_edit(proxy, {"model": "broken", "prompt": "x"})
+    ids = [a.headers["x-tracking-request-id"] for a in [*answers, failed]]
+    rows = ledger_rows(proxy, ids)
+    assert set(rows) == set(ids)
+    for answer in answers:
+        row = rows[answer.headers["x-tracking-request-id"]]
+        assert row["status"] == "success"
+        assert row["cost_usd"] == Decimal(answer.headers["x-tracking-response-cost"])
+    assert rows[failed.headers["x-tracking-request-id"]]["status"] == "failure"
+
+
+def _cost(response: httpx.Response) -> Decimal:
+    assert response.status_code == 200, response.text
+    return Decimal(response.headers["x-tracking-response-cost"])
+
+
+def test_config_prices_base_model_per_token_and_prices_section(proxy, fake):
+    fields = {"prompt": "price me", "size": "1024x1024", "quality": "low"}
+    reference = _cost(post_edit(proxy, {**fields, "model": "gpt-image-1"}))
+    assert reference > 0
+    assert _cost(post_edit(proxy, {**fields, "model": "azure-based"})) == reference
+    assert _cost(post_edit(proxy, {**fields, "model": "azure-half"})) == reference / 2
+    per_token = post_edit(proxy, {**fields, "model": "azure-per-token"})
+    usage = per_token.json()["usage"]
+    expected = Decimal(usage["input_tokens"]) * Decimal("0.00001") + Decimal(
+        usage["output_tokens"]
+    ) * Decimal("0.00004")
+    assert _cost(per_token) == expected
 
 
 # -- errors, each with its status and OpenAI's shape --------------------------------------------
@@ -408,9 +522,14 @@ def test_413_streamed_upload_without_memory_growth(proxy):
 
 def test_429_rate_limits(proxy):
     fields = {"model": "limited", "prompt": "x"}
-    assert post_edit(proxy, fields).status_code == 200
-    assert post_edit(proxy, fields).status_code == 200
-    response = post_edit(proxy, fields)  # rpm: 2
+    statuses = []
+    # rpm: 2 counts calendar minutes: a minute may turn between calls, so allow two more.
+    for _ in range(5):
+        response = post_edit(proxy, fields)
+        statuses.append(response.status_code)
+        if response.status_code != 200:
+            break
+    assert statuses[:2] == [200, 200] and statuses[-1] == 429, statuses
     error = assert_openai_error(response, 429, "rate_limit_exceeded")
     assert error["type"] == "rate_limit_error"
     assert 1 <= int(response.headers["retry-after"]) <= 60
@@ -433,9 +552,10 @@ def test_health_and_models(proxy, client):
     assert httpx.get(f"{proxy.url}/health/liveliness").json() == {"status": "alive"}
     readiness = httpx.get(f"{proxy.url}/health/readiness")
     assert readiness.status_code == 200
-    assert readiness.json() == {"status": "ready", "database": "not configured"}
+    assert readiness.json() == {"status": "ready", "database": "connected"}
     assert [m.id for m in client.models.list()] == [
         "gpt-image-1",
+        "balanced",
         "dall-e-2",
         "limited",
         "lenient",
@@ -445,6 +565,10 @@ def test_health_and_models(proxy, client):
         "garbage",
         "unreachable",
         "wrong-key",
+        "primary-down",
+        "azure-based",
+        "azure-per-token",
+        "azure-half",
     ]
     assert httpx.get(f"{proxy.url}/v1/models").status_code == 401
 
@@ -465,3 +589,59 @@ def test_metrics_count_rejections(proxy):
     post_edit(proxy, {"model": "gpt-image-1", "prompt": "x"}, key=None)
     after = _rejections(proxy)
     assert after["auth"] == before["auth"] + 2
+
+
+def _metric(proxy: ProxyProcess, prefix: str) -> float:
+    """The value of the exposition line starting with ``prefix`` (0 when absent)."""
+    for line in httpx.get(f"{proxy.url}/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rpartition(" ")[2])
+    return 0.0
+
+
+def test_metrics_count_size_and_rate_rejections(proxy):
+    before = _rejections(proxy)
+    body = b"x" * ((LIMIT_MB + 1) * 1024 * 1024)
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {MASTER_KEY}",
+            "Content-Type": "multipart/form-data; boundary=abc",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 413
+    rate = [post_edit(proxy, {"model": "limited", "prompt": "x"}) for _ in range(4)]
+    limited = sum(r.status_code == 429 for r in rate)
+    assert limited >= 1
+    after = _rejections(proxy)
+    assert after["size"] == before["size"] + 1
+    assert after["rate"] >= before["rate"] + limited
+
+
+def test_calls_and_cooldowns_reach_the_prometheus_integration(proxy):
+    ok = 'image_edit_requests_total{error_type="",model="gpt-image-1",provider="openai",'
+    before = _metric(proxy, ok)
+    assert post_edit(proxy, {"model": "gpt-image-1", "prompt": "count me"}).status_code == 200
+    assert _metric(proxy, ok) == before + 1
+    # The upstream refusing the proxy's own key cools that deployment down at once.
+    cooldowns = 'image_edit_deployment_cooldowns_total{deployment="'
+    assert post_edit(proxy, {"model": "wrong-key", "prompt": "x"}).status_code in (429, 502)
+    text = httpx.get(f"{proxy.url}/metrics").text
+    assert any(
+        line.startswith(cooldowns) and 'model="wrong-key"' in line and not line.endswith(" 0.0")
+        for line in text.splitlines()
+    ), text
+
+
+def test_error_answers_carry_the_request_id_of_their_event(proxy):
+    for model, status in (("broken", 502), ("gpt-image-1", 400)):
+        fields = {"model": model, "prompt": "x"}
+        if status == 400:
+            fields["size"] = "huge"
+        response = post_edit(proxy, fields)
+        assert_openai_error(response, status)
+        request_id = response.headers["x-tracking-request-id"]
+        (row,) = ledger_rows(proxy, [request_id]).values()
+        assert row["status"] == "failure"

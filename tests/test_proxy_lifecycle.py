@@ -4,6 +4,7 @@ in-flight requests and flushing sinks, and ``--workers 2`` with correct ``/metri
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from tests.conftest import API_KEY, make_png
 from tests.proxy_support import (
     MASTER_KEY,
     ProxyProcess,
+    TcpRelay,
     TroubleUpstream,
     tracking_command,
     write_config,
@@ -25,6 +27,7 @@ from tests.proxy_support import (
 CUSTOM_SINK = '''\
 """A user's integration, named in the config as custom_sink.sink."""
 import json
+import shutil
 import signal
 import pathlib
 
@@ -161,22 +164,45 @@ def test_open_proxy_warns_loudly_and_applies_the_default_size_limit(tmp_path, fa
             assert sock.recv(4096).startswith(b"HTTP/1.1 413")
 
 
-def test_readiness_reports_an_unreachable_database(tmp_path):
-    config = write_config(
+def _postgres_config(tmp_path, url: str, **general) -> object:
+    return write_config(
         tmp_path / "config.yaml",
         {
             "model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-1"}}],
-            "general_settings": {
-                "master_key": MASTER_KEY,
-                "database_url": "postgresql://postgres@127.0.0.1:9/nothing",
-            },
+            "general_settings": {"master_key": MASTER_KEY, "database_url": url, **general},
         },
     )
-    with ProxyProcess(config) as proxy:
-        readiness = httpx.get(f"{proxy.url}/health/readiness", timeout=20)
-        assert readiness.status_code == 503
-        assert readiness.json() == {"status": "unready", "database": "unreachable"}
-        assert "postgres@" not in proxy.log()  # a URL may embed a password: never logged
+
+
+def test_postgresql_ledger_must_be_migrated_unless_auto_migrate(tmp_path, postgres_url):
+    proxy = ProxyProcess(_postgres_config(tmp_path, postgres_url))
+    with pytest.raises(AssertionError, match="exited with") as failed:
+        proxy.start()
+    assert "tracking migrate" in str(failed.value)
+    with ProxyProcess(_postgres_config(tmp_path, postgres_url, auto_migrate=True)) as migrated:
+        readiness = httpx.get(f"{migrated.url}/health/readiness", timeout=20)
+        assert readiness.json() == {"status": "ready", "database": "connected"}
+
+
+def test_readiness_reports_an_unreachable_database(tmp_path, postgres_url):
+    """The ledger's PostgreSQL behind a relay the test cuts: readiness turns 503."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url)
+    relay = TcpRelay(url.host or "127.0.0.1", url.port or 5432)
+    relayed = url.set(port=relay.port).render_as_string(hide_password=False)
+    config = _postgres_config(tmp_path, relayed, auto_migrate=True)
+    try:
+        with ProxyProcess(config) as proxy:
+            readiness = httpx.get(f"{proxy.url}/health/readiness", timeout=20)
+            assert readiness.json() == {"status": "ready", "database": "connected"}
+            relay.cut()
+            readiness = httpx.get(f"{proxy.url}/health/readiness", timeout=20)
+            assert readiness.status_code == 503
+            assert readiness.json() == {"status": "unready", "database": "unreachable"}
+            assert "postgres@" not in proxy.log()  # a URL may embed a password: never logged
+    finally:
+        relay.cut()
 
 
 def _metric(text: str, name: str, reason: str) -> float:
@@ -184,6 +210,22 @@ def _metric(text: str, name: str, reason: str) -> float:
         if line.startswith(f'{name}{{reason="{reason}"}}'):
             return float(line.rpartition(" ")[2])
     raise AssertionError(f"{name} {reason} not in the exposition")
+
+
+def _per_worker_rejections(folder) -> dict[str, float]:
+    """Each worker's own auth-rejection count, read from its multiprocess file alone."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    counts = {}
+    for path in folder.glob("counter_*.db"):
+        alone = folder.parent / f"alone-{path.stem}"
+        alone.mkdir()
+        shutil.copy(path, alone / path.name)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(alone))
+        text = generate_latest(registry).decode()
+        counts[path.stem] = _metric(text, "image_edit_proxy_rejections_total", "auth")
+    return counts
 
 
 @pytest.mark.slow
@@ -206,7 +248,7 @@ def test_two_workers_report_the_same_totals(tmp_path, fake):
     )
     folder = tmp_path / "prometheus"
     with ProxyProcess(config, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}) as proxy:
-        refused = 40
+        refused, served = 160, 12
 
         def refuse(_: int) -> int:
             # A fresh connection each time, so both workers take their share.
@@ -214,11 +256,23 @@ def test_two_workers_report_the_same_totals(tmp_path, fake):
 
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(refuse, range(refused)))
+            answers = list(pool.map(lambda _: _edit(proxy.url).status_code, range(served)))
         assert statuses == [401] * refused
-        assert _edit(proxy.url).status_code == 200
+        assert answers == [200] * served
         # Every scrape, whichever worker answers it, sums both workers' counts.
         scrapes = [httpx.get(f"{proxy.url}/metrics").text for _ in range(6)]
         assert {_metric(s, "image_edit_proxy_rejections_total", "auth") for s in scrapes} == {
             float(refused)
         }
-        assert len(list(folder.glob("counter_*.db"))) == 2  # one file per worker process
+        success = (
+            'image_edit_requests_total{error_type="",model="gpt-image-1",'
+            'provider="openai",served_model="gpt-image-1",status="success"}'
+        )
+        for scrape in scrapes:
+            (line,) = [line for line in scrape.splitlines() if line.startswith(success)]
+            assert float(line.rpartition(" ")[2]) == served
+        # Both workers really served: each one's own file holds part of the total.
+        per_worker = _per_worker_rejections(folder)
+        assert len(per_worker) == 2, per_worker  # one file per worker process
+        assert all(count > 0 for count in per_worker.values()), per_worker
+        assert sum(per_worker.values()) == refused

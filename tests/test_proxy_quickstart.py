@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from decimal import Decimal
 
 import pytest
 
@@ -22,3 +24,10 @@ def test_quickstart_runs_the_seed_proxy_examples_offline():
     assert "HTTP 200: 1 image(s), size=1024x1024" in out
     assert "x-tracking-request-id=" in out
     assert "4. Spend: 2 successful call(s) through the proxy" in out
+    # The ledger holds a row per call, and its total is exactly what the headers said.
+    headers = [Decimal(cost) for cost in re.findall(r"cost=\$([0-9.]+)", out)]
+    assert len(headers) == 2
+    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("gpt-image-1 ")]
+    _model, requests, failures, images, cost_usd, unpriced = row
+    assert (requests, failures, images, unpriced) == ("3", "1", "2", "0")  # the 400 is a row too
+    assert Decimal(cost_usd) == sum(headers)

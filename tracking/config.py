@@ -126,6 +126,7 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "success_callback": _is_str_list,
     "failure_callback": _is_str_list,
     "callbacks": _is_str_list,
+    "fallbacks": _is_list,
     "drop_params": _is_bool,
     "num_retries": _is_int(0),
     "request_timeout": _is_positive_number,
@@ -170,6 +171,7 @@ _TOP_LEVEL: dict[str, Check] = {
     "router_settings": _is_mapping,
     "general_settings": _is_mapping,
     "environment_variables": _is_mapping,
+    "prices": _is_mapping,
 }
 
 
@@ -196,6 +198,8 @@ class LitellmSettings:
     success_callback: tuple[str, ...] = ()
     failure_callback: tuple[str, ...] = ()
     callbacks: tuple[str, ...] = ()
+    #: LiteLLM's ``[{"model-a": ["model-b"]}]``; the router reads it beside router_settings'.
+    fallbacks: tuple[Any, ...] = ()
     drop_params: bool = False
     num_retries: int | None = None
     request_timeout: float | None = None
@@ -225,6 +229,8 @@ class ProxyConfig:
     #: Kept as given (checked where known): the router takes them as keyword arguments.
     router_settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
     general_settings: GeneralSettings = field(default_factory=GeneralSettings)
+    #: The top-level ``prices:`` section, model -> ``tracking.register_prices`` fields.
+    prices: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
 
@@ -354,6 +360,7 @@ def parse_config(
             success_callback=tuple(litellm.get("success_callback", ())),
             failure_callback=tuple(litellm.get("failure_callback", ())),
             callbacks=tuple(litellm.get("callbacks", ())),
+            fallbacks=tuple(litellm.get("fallbacks", ())),
             drop_params=litellm.get("drop_params", False),
             num_retries=litellm.get("num_retries"),
             request_timeout=litellm.get("request_timeout"),
@@ -372,6 +379,7 @@ def parse_config(
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),
         ),
+        prices=dict(top.get("prices", {})),
         source=source,
         warnings=tuple(faults.warnings),
     )

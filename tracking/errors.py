@@ -80,6 +80,8 @@ class TrackingError(Exception):
 
     error_type: str = "error"
     status_code: int | None = None
+    #: The ``request_id`` of the call's event (and ledger row), set when a call ends with it.
+    request_id: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -133,6 +133,8 @@ def edit_flow(
     )
     if route is not None:  # the asked model group, the deployment and the fallback chain
         event = route.annotate(event)
+    if isinstance(failure, TrackingError):  # the caller can find the failure's event by it
+        failure.request_id = event.request_id
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd

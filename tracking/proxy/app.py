@@ -4,16 +4,21 @@ Raw ASGI keeps the per-request work to what the call needs (the HTTP client and 
 parse dominate the CPU, DESIGN 9). One edit request: authenticate from the headers, refuse a
 declared oversized body before reading it, stream the multipart body in under the size limit,
 turn it into the SDK's parameters, check the model, and hand the call to the dispatcher (the
-SDK's own call path). The answer is the upstream's JSON with ``x-tracking-request-id`` and
-``x-tracking-response-cost``; every refusal is an OpenAI-shaped error.
+router over the config's ``model_list``, on the SDK's own call path), then wait until the call's
+ledger row is committed. The answer is the upstream's JSON with ``x-tracking-request-id`` and
+``x-tracking-response-cost``; every refusal is an OpenAI-shaped error, with the failed call's
+``x-tracking-request-id`` when it got as far as an event.
 
-Start-up (the ASGI lifespan) installs the configured callbacks and checks them; shutdown runs
-after the server has drained in-flight requests, and flushes every sink.
+Start-up (the ASGI lifespan) registers the config's prices, installs the configured callbacks
+and the proxy's own sinks (Prometheus, the ledger) and checks them, and lets the router report
+cooldowns to Prometheus; shutdown runs after the server has drained in-flight requests, and
+flushes every sink.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -25,9 +30,10 @@ from .accounts import Accounts
 from .auth import Authenticator, KeyCheck
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
-from .lifecycle import check_database, install_callbacks, shut_down_sinks
-from .metrics import MetricsExposition, count_rejection
-from .models import Dispatcher, build_dispatcher
+from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
+from .metrics import MetricsExposition
+from .models import Dispatcher, RoutedModels, build_dispatcher
+from .prices import register_config_prices
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
 
@@ -62,7 +68,10 @@ class ProxyApp:
         self.auth = Authenticator(
             config.general_settings.master_key, (*key_checks, *self.accounts.key_checks)
         )
-        self.metrics = MetricsExposition(metrics_registry)
+        self._metrics_registry = metrics_registry
+        #: Set at start-up (the ASGI lifespan): the Prometheus integration and the ledger.
+        self.sinks: ProxySinks | None = None
+        self.metrics: MetricsExposition | None = None
         self.max_body = config.general_settings.max_request_bytes
         self.body_timeout = config.general_settings.request_read_timeout
         self.model_names = frozenset(config.model_names())
@@ -111,12 +120,25 @@ class ProxyApp:
                 # The server has stopped accepting and drained in-flight requests by now.
                 await asyncio.to_thread(shut_down_sinks)
                 await self.accounts.aclose()
+                if isinstance(self.dispatcher, RoutedModels):
+                    self.dispatcher.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     def startup(self) -> None:
-        """Install the configured callbacks (failing on any that cannot load)."""
-        install_callbacks(self.config, resolve=True)
+        """Install the callbacks and the proxy's sinks (failing on any that cannot load),
+        register the config's prices, and let the router report cooldowns to Prometheus."""
+        register_config_prices(self.config)
+        self.sinks = install_callbacks(
+            self.config, resolve=True, metrics_registry=self._metrics_registry
+        )
+        self.metrics = MetricsExposition(self.sinks.prometheus)
+        if isinstance(self.dispatcher, RoutedModels):
+            self.dispatcher.router.cooldown_observers.append(self.sinks.prometheus.record_cooldown)
+        # What start-up built lives as long as the process: move it out of the collector's
+        # generations, so the collections that per-request garbage triggers stay small.
+        gc.collect()
+        gc.freeze()
 
     # -- http -------------------------------------------------------------------------------
 
@@ -127,8 +149,8 @@ class ProxyApp:
                 raise self._no_route(scope)
             await handler(scope, receive, send)
         except ProxyError as error:
-            if error.reason:
-                count_rejection(error.reason)
+            if error.reason and self.metrics is not None:
+                self.metrics.count_rejection(error.reason)
             await _send_error(send, error)
         except ClientDisconnected:
             return
@@ -164,14 +186,25 @@ class ProxyApp:
             )
         # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
         reservation = await self.accounts.admit(principal, params, model)
+        ledger = self.sinks.ledger if self.sinks is not None else None
+        if ledger is not None:
+            ledger.begin()
         try:
             response = await self.dispatcher.aimage_edit(**params)
         except BaseException as exc:
             await reservation.release()
             if not isinstance(exc, Exception):
                 raise
-            raise from_exception(exc) from None
+            if ledger is not None:
+                await ledger.acknowledged()  # the failure's row is in before the answer leaves
+            error = from_exception(exc)
+            request_id = getattr(exc, "request_id", None)
+            if request_id:  # the failure's event (and ledger row) has this id too
+                error.headers["x-tracking-request-id"] = request_id
+            raise error from None
         await reservation.settle(response.cost_usd)
+        if ledger is not None:
+            await ledger.acknowledged()  # DESIGN 7: the row is committed before the answer
         cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
         await _send_json(
             send,
@@ -187,8 +220,8 @@ class ProxyApp:
         await _send_json(send, 200, b'{"status":"alive"}')
 
     async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
-        database = await check_database(self.config.general_settings.database_url)
-        ready = database in ("connected", "not configured")
+        database = "not started" if self.sinks is None else await check_ledger(self.sinks.ledger)
+        ready = database == "connected"
         body = {"status": "ready" if ready else "unready", "database": database}
         await _send_json(send, 200 if ready else 503, json.dumps(body).encode())
 
@@ -200,6 +233,8 @@ class ProxyApp:
         headers = _headers(scope)
         if self.config.general_settings.require_auth_for_metrics:
             await self.auth.authenticate(headers)
+        if self.metrics is None:
+            raise ProxyError(503, "metrics are not ready yet", type="server_error")
         body, content_type = await asyncio.to_thread(self.metrics.render, headers.get("accept"))
         await send(
             {

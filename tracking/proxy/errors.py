@@ -4,7 +4,9 @@ Each refusal is a :class:`ProxyError` carrying its HTTP status and the four fiel
 error object (``message``, ``type``, ``param``, ``code``). :func:`from_exception` maps the SDK's
 exception tree: a validation fault is the caller's 400; an upstream 4xx passes through with its
 status (except 401/403, which mean the proxy's own provider credential was refused and so are a
-502: the caller's key is fine); 5xx, dropped connections and unreadable answers are 502, and a
+502: the caller's key is fine); the router finding no deployment free (every one at its rpm/tpm
+limit or cooling down) is a 429 the proxy decides itself (rejection reason ``rate``); 5xx,
+dropped connections and unreadable answers are 502, and a
 timeout is 504. Messages never carry secrets (the SDK masks them) nor the upstream's address.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 
 from ..errors import (
@@ -88,6 +91,8 @@ def from_exception(exc: BaseException) -> ProxyError:
             code="upstream_invalid_response",
         )
     if isinstance(exc, APIStatusError):
+        if exc.error_type == "no_deployment_available":  # the router's rpm/tpm or cooldowns
+            return _no_deployment(exc)
         return _from_status_error(exc)
     if isinstance(exc, APIError):
         return ProxyError(502, _message(exc), type="server_error", code="upstream_error")
@@ -125,6 +130,20 @@ def _from_status_error(exc: APIStatusError) -> ProxyError:
     if 400 <= status < 500:
         return ProxyError(status, message, param=exc.param, code=exc.code)
     return ProxyError(502, message, type="server_error", code=exc.code or "upstream_error")
+
+
+def _no_deployment(exc: APIStatusError) -> ProxyError:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+    return ProxyError(
+        429,
+        exc.message,
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers=headers,
+        reason="rate",
+    )
 
 
 def _message(exc: APIError) -> str:

@@ -6,10 +6,12 @@ fills, so proxied calls reach exactly the integrations an SDK call would. A buil
 (``"prometheus"``, ``"sql"``...) is checked against the known ones; a dotted name
 (``"custom_callbacks.handler"``, as LiteLLM configs spell a user's object) is imported, with the
 config file's folder on the import path. Any name that cannot be used stops the start with a
-clear error. The ledger's URL from ``general_settings.database_url`` is handed to the ledger
-through ``TRACKING_DATABASE_URL``, and spans are configured from the standard ``OTEL_*``
-variables when the otel extra is installed. At stop, :func:`shut_down_sinks` flushes and shuts
-down every integration.
+clear error. Two sinks are always in: the Prometheus integration (what ``/metrics`` shows) and
+the SQL ledger (``general_settings.database_url``, else ``TRACKING_DATABASE_URL``, else
+``sqlite:///./tracking.db``), in ``durable`` mode unless ``ledger_mode: background``, so a
+response leaves only once its row is acknowledged. Spans are configured from the standard
+``OTEL_*`` variables when the otel extra is installed. At stop, :func:`shut_down_sinks` flushes
+and shuts down every integration.
 """
 
 from __future__ import annotations
@@ -21,12 +23,24 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from ..config import ProxyConfig
 from ..errors import ConfigurationError
 
-__all__ = ["check_callbacks", "check_database", "install_callbacks", "shut_down_sinks"]
+if TYPE_CHECKING:
+    from integrations.prometheus import PrometheusLogger
+
+    from .ledger import ProxyLedger
+
+__all__ = [
+    "ProxySinks",
+    "check_callbacks",
+    "check_ledger",
+    "install_callbacks",
+    "shut_down_sinks",
+]
 
 log = logging.getLogger("tracking.proxy")
 
@@ -84,22 +98,55 @@ def check_callbacks(config: ProxyConfig) -> None:
         _entry(name, config, resolve=False)
 
 
-def install_callbacks(config: ProxyConfig, *, resolve: bool) -> None:
-    """Fill the SDK's callback lists from the config (replacing what they held)."""
+@dataclass(frozen=True, slots=True)
+class ProxySinks:
+    """The integrations the proxy itself feeds and reads, beside the configured ones."""
+
+    prometheus: PrometheusLogger
+    ledger: ProxyLedger
+
+
+def install_callbacks(
+    config: ProxyConfig, *, resolve: bool, metrics_registry: Any = None
+) -> ProxySinks:
+    """Fill the SDK's callback lists from the config (replacing what they held), with the
+    proxy's own two sinks always in: Prometheus (``/metrics``) and the SQL ledger."""
     import tracking
 
+    from .ledger import ledger_url, open_ledger
+
     settings = config.litellm_settings
-    url = config.general_settings.database_url
-    if url:
-        # Before resolving: "sql" builds its ledger on the URL it finds when it is loaded.
-        os.environ["TRACKING_DATABASE_URL"] = url
-    success = [_entry(n, config, resolve=resolve) for n in settings.success_callback]
-    failure = [_entry(n, config, resolve=resolve) for n in settings.failure_callback]
-    others = [_entry(n, config, resolve=resolve) for n in settings.callbacks]
+    # "prometheus" and "sql" are the proxy's own sinks: named in the config, they are still
+    # one instance each, configured from general_settings.
+    own = ("prometheus", "sql")
+    # Before resolving: anything reading the ledger's URL (spend and key stores) finds this one.
+    os.environ["TRACKING_DATABASE_URL"] = ledger_url(config)
+    success = [
+        _entry(n, config, resolve=resolve) for n in settings.success_callback if n not in own
+    ]
+    failure = [
+        _entry(n, config, resolve=resolve) for n in settings.failure_callback if n not in own
+    ]
+    others = [_entry(n, config, resolve=resolve) for n in settings.callbacks if n not in own]
+    prometheus = _prometheus(metrics_registry)
+    ledger = open_ledger(config)
     tracking.success_callback = success
     tracking.failure_callback = failure
-    tracking.callbacks = others
+    tracking.callbacks = [*others, prometheus, ledger]
     _configure_otel()
+    return ProxySinks(prometheus, ledger)
+
+
+def _prometheus(registry: Any) -> PrometheusLogger:
+    from .. import bus
+
+    if registry is not None:
+        from integrations.prometheus import PrometheusLogger
+
+        return PrometheusLogger(registry)
+    logger = bus.resolve("prometheus")
+    assert logger is not None
+    return cast("PrometheusLogger", logger)
 
 
 def _configure_otel() -> None:
@@ -145,9 +192,6 @@ def shut_down_sinks(timeout: float = _SHUTDOWN_TIMEOUT) -> None:
             provider.shutdown()
     except ImportError:
         pass
-    for engine in _ENGINES.values():
-        engine.dispose()
-    _ENGINES.clear()
 
 
 def _shut_down_integrations(deadline: float) -> None:
@@ -167,30 +211,18 @@ def _shut_down_integrations(deadline: float) -> None:
             log.exception("integration %r failed to shut down", integration)
 
 
-_ENGINES: dict[str, Any] = {}
-
-
-async def check_database(url: str | None) -> str:
-    """``connected``, ``not configured``, or ``unreachable`` (the reason is logged)."""
-    if not url:
-        return "not configured"
+async def check_ledger(ledger: ProxyLedger) -> str:
+    """``connected`` or ``unreachable`` (the reason is logged, never the URL)."""
     try:
-        await asyncio.wait_for(asyncio.to_thread(_ping, url), timeout=5.0)
+        await asyncio.wait_for(asyncio.to_thread(_ping, ledger.ledger.engine), timeout=5.0)
     except Exception as exc:
-        log.warning("readiness: the database is unreachable: %s", type(exc).__name__)
+        log.warning("readiness: the ledger database is unreachable: %s", type(exc).__name__)
         return "unreachable"
     return "connected"
 
 
-def _ping(url: str) -> None:
-    from sqlalchemy import create_engine, text
+def _ping(engine: Any) -> None:
+    from sqlalchemy import text
 
-    engine = _ENGINES.get(url)
-    if engine is None:
-        if url.startswith("postgresql://"):
-            url_for_driver = "postgresql+psycopg://" + url[len("postgresql://") :]
-        else:
-            url_for_driver = url
-        engine = _ENGINES[url] = create_engine(url_for_driver, pool_pre_ping=True, pool_size=1)
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))

@@ -1,70 +1,40 @@
-"""``/metrics``: the Prometheus exposition of one proxy, in one process or across its workers.
+"""``/metrics``: the Prometheus integration's registry, in one process or across its workers.
 
-The exposed registry is, in order: the one given to the app (how an integration with its own
-registry plugs in), else, with ``PROMETHEUS_MULTIPROC_DIR`` set (``--workers N``), a fresh
-registry that sums every worker's files on each scrape, as prometheus_client's multiprocess mode
-requires, else prometheus_client's default registry, where metrics created without a
-``registry=`` argument land. The proxy's own counter,
-``image_edit_proxy_rejections_total{reason}``, counts what it refuses before the SDK call (auth,
-size, rate).
+The proxy always runs the ``"prometheus"`` integration (:class:`integrations.prometheus.
+PrometheusLogger`): every call's metrics, the router's cooldowns and the proxy's own
+``image_edit_proxy_rejections_total{reason}`` (auth, size, rate) land in its registry. A scrape
+renders that registry, or, with ``PROMETHEUS_MULTIPROC_DIR`` set (``--workers N``), a fresh
+registry summing every worker's files, so any worker answers the same totals.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["MULTIPROC_ENV", "MetricsExposition", "count_rejection"]
+if TYPE_CHECKING:
+    from integrations.prometheus import PrometheusLogger
+
+__all__ = ["MULTIPROC_ENV", "MetricsExposition"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-_REJECTIONS: Any = None
-_LOCK = threading.Lock()
-
-
-def _rejections() -> Any:
-    global _REJECTIONS
-    if _REJECTIONS is None:
-        with _LOCK:
-            if _REJECTIONS is None:
-                from integrations.prometheus import PrometheusLogger
-
-                # The "prometheus" integration defines this metric in the same registry: one
-                # definition, or a config naming that integration could not start.
-                _REJECTIONS = PrometheusLogger().metrics.proxy_rejections
-                for reason in ("auth", "size", "rate", "budget"):
-                    _REJECTIONS.labels(reason=reason)
-    return _REJECTIONS
-
-
-def count_rejection(reason: str) -> None:
-    _rejections().labels(reason=reason).inc()
-
 
 class MetricsExposition:
-    """Renders the exposition for a scrape; cheap to build, safe to share between requests."""
+    """Renders the exposition of one logger's registry; safe to share between requests."""
 
-    def __init__(self, registry: Any = None) -> None:
-        self._registry = registry
-        _rejections()  # the proxy's metrics exist (at zero) from the first scrape on
+    def __init__(self, logger: PrometheusLogger) -> None:
+        self.logger = logger
+        for reason in ("auth", "size", "rate", "budget"):
+            logger.metrics.proxy_rejections.labels(reason)  # present, at zero, from the start
 
-    def registry(self) -> Any:
-        if self._registry is not None:
-            return self._registry
-        if os.environ.get(MULTIPROC_ENV):
-            from prometheus_client import CollectorRegistry, multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return registry
-        from prometheus_client import REGISTRY
-
-        return REGISTRY
+    def count_rejection(self, reason: str) -> None:
+        self.logger.record_proxy_rejection(reason)
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         from prometheus_client.exposition import choose_encoder
 
+        from integrations.prometheus import metrics_registry
+
         encoder, content_type = choose_encoder(accept or "")
-        output: bytes = encoder(self.registry())
+        output: bytes = encoder(metrics_registry(self.logger.registry))
         return output, content_type

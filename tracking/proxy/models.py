@@ -1,109 +1,96 @@
-"""Where a proxied edit goes: the seam between the proxy and the SDK's call path.
+"""Where a proxied edit goes: the config's ``model_list`` as a :class:`tracking.Router`.
 
-:class:`ModelTable` maps each public ``model_name`` to its deployment's ``litellm_params`` and
-calls :func:`tracking.aimage_edit` with them, exactly as an SDK user would. It serves a single
-deployment per model (the first entry of a ``model_name``; the others are reported at start) and
-enforces each deployment's ``rpm`` in this process. Anything with the same
-``aimage_edit(model=..., **params)`` method can take its place: :func:`build_dispatcher` is the
-one line that becomes ``tracking.Router(model_list=..., **router_settings)`` once the router
-exists.
+:func:`build_dispatcher` builds the router from the config exactly as
+:meth:`tracking.Router.from_config` reads a LiteLLM config: several entries under one
+``model_name`` are load-balanced by ``router_settings.routing_strategy``; ``num_retries``
+(``router_settings``, else ``litellm_settings``) governs retries; ``fallbacks``, cooldowns and
+each deployment's ``rpm`` / ``tpm`` apply. The call then takes the SDK's own path (validation,
+pricing, the event on the bus), and the event's ``model`` is the name the caller asked for.
+
+Two settings the router does not take per deployment are applied here: a deployment's
+``timeout`` falls back to ``litellm_settings.request_timeout``, and ``drop_params`` holds for a
+model name when ``litellm_settings`` or every deployment of that name sets it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ProxyError
-
 if TYPE_CHECKING:
-    from ..config import Deployment, ProxyConfig
+    from ..config import ProxyConfig
     from ..response import ImageResponse
+    from ..router import Router
 
-__all__ = ["Dispatcher", "ModelTable", "build_dispatcher"]
+__all__ = ["Dispatcher", "RoutedModels", "build_dispatcher", "router_config"]
 
 log = logging.getLogger("tracking.proxy")
-
-#: litellm_params passed to the SDK call as they are.
-_CALL_PARAMS = ("api_key", "api_base", "api_version", "timeout", "max_retries", "drop_params")
 
 
 class Dispatcher(Protocol):
     async def aimage_edit(self, *, model: str, **params: Any) -> ImageResponse: ...
 
 
-def build_dispatcher(config: ProxyConfig) -> Dispatcher:
-    """The object every proxied edit is handed to."""
-    return ModelTable(config)
+def router_config(config: ProxyConfig) -> dict[str, Any]:
+    """The config as :meth:`tracking.Router.from_config` reads it (references resolved)."""
+    request_timeout = config.litellm_settings.request_timeout
+    model_list = []
+    for deployment in config.model_list:
+        params = dict(deployment.litellm_params)
+        if request_timeout is not None:
+            params.setdefault("timeout", request_timeout)
+        model_list.append(
+            {
+                "model_name": deployment.model_name,
+                "litellm_params": params,
+                "model_info": dict(deployment.model_info),
+            }
+        )
+    litellm_settings: dict[str, Any] = {}
+    if config.litellm_settings.num_retries is not None:
+        litellm_settings["num_retries"] = config.litellm_settings.num_retries
+    if config.litellm_settings.fallbacks:
+        litellm_settings["fallbacks"] = list(config.litellm_settings.fallbacks)
+    return {
+        "model_list": model_list,
+        "router_settings": dict(config.router_settings),
+        "litellm_settings": litellm_settings,
+    }
 
 
-class _RequestsPerMinute:
-    """A sliding one-minute window of call times: exact, and small for the limits rpm takes."""
+class RoutedModels:
+    """The proxy's dispatcher: the router, plus the per-model-name call defaults."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.times: deque[float] = deque()
-
-    def admit(self) -> float | None:
-        """None when admitted (and counted); else the seconds until a slot frees up."""
-        now = time.monotonic()
-        while self.times and now - self.times[0] >= 60.0:
-            self.times.popleft()
-        if len(self.times) >= self.limit:
-            return 60.0 - (now - self.times[0])
-        self.times.append(now)
-        return None
-
-
-class ModelTable:
-    def __init__(self, config: ProxyConfig) -> None:
-        self._deployments: dict[str, Deployment] = {}
-        self._limits: dict[str, _RequestsPerMinute] = {}
-        self._defaults: dict[str, Any] = {}
-        settings = config.litellm_settings
-        if settings.drop_params:
-            self._defaults["drop_params"] = True
-        if settings.request_timeout is not None:
-            self._defaults["timeout"] = settings.request_timeout
-        retries = config.router_settings.get("num_retries", settings.num_retries)
-        if retries is not None:
-            self._defaults["max_retries"] = retries
-        for deployment in config.model_list:
-            name = deployment.model_name
-            if name in self._deployments:
-                log.warning(
-                    "model %r has several deployments; this proxy serves the first one only "
-                    "(load balancing arrives with the router)",
-                    name,
-                )
-                continue
-            self._deployments[name] = deployment
-            rpm = deployment.litellm_params.get("rpm")
-            if rpm is not None:
-                self._limits[name] = _RequestsPerMinute(rpm)
+    def __init__(self, router: Router, config: ProxyConfig) -> None:
+        self.router = router
+        self._defaults: dict[str, dict[str, Any]] = {}
+        everywhere = config.litellm_settings.drop_params
+        for name in config.model_names():
+            deployments = config.deployments(name)
+            if everywhere or all(d.litellm_params.get("drop_params") for d in deployments):
+                self._defaults[name] = {"drop_params": True}
 
     async def aimage_edit(self, *, model: str, **params: Any) -> ImageResponse:
-        import tracking
+        defaults = self._defaults.get(model)
+        if defaults:
+            params = {**defaults, **params}
+        return await self.router.aimage_edit(model=model, **params)
 
-        deployment = self._deployments[model]
-        limit = self._limits.get(model)
-        if limit is not None:
-            wait = limit.admit()
-            if wait is not None:
-                raise ProxyError(
-                    429,
-                    f"rate limit reached for model {model!r}: {limit.limit} requests per minute",
-                    type="rate_limit_error",
-                    code="rate_limit_exceeded",
-                    headers={"retry-after": str(max(1, math.ceil(wait)))},
-                    reason="rate",
-                )
-        call = {**params, **self._defaults, "model": deployment.model}
-        for name in _CALL_PARAMS:
-            value = deployment.litellm_params.get(name)
-            if value is not None:
-                call[name] = value
-        return await tracking.aimage_edit(**call)
+    def close(self) -> None:
+        self.router.close()
+
+
+def build_dispatcher(config: ProxyConfig) -> RoutedModels:
+    """The object every proxied edit is handed to: a router over the config's model_list."""
+    from ..router import Router
+
+    router = Router.from_config(router_config(config))
+    for name in config.model_names():
+        if len(router.groups.get(name, ())) > 1:
+            log.info(
+                "model %r: %d deployments, routed by %s",
+                name,
+                len(router.groups[name]),
+                type(router.strategy).__name__,
+            )
+    return RoutedModels(router, config)

@@ -178,17 +178,17 @@ def _show_spend(spend: _Spend, config: Path) -> None:
     print(f"   priced total: ${spend.priced}; unpriced calls: {spend.unpriced}")
     if spend.unpriced:
         print("   (a model without a price is reported as unpriced, never as a silent $0)")
-    probe = subprocess.run(  # noqa: S603 - our own commands
-        [*_tracking_command(), "spend", "--help"], capture_output=True, check=False, timeout=60
+    # The proxy recorded every call (the refused one too) in its ledger before answering.
+    database_url = f"sqlite:///{config.parent / 'tracking.db'}"
+    print(f"\n   The ledger's view:\n   $ tracking spend --by model --database-url {database_url}")
+    shown = subprocess.run(  # noqa: S603 - our own command
+        [*_tracking_command(), "spend", "--by", "model", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
-    if probe.returncode == 0:  # the ledger's spend command is installed
-        database_url = f"sqlite:///{config.parent / 'tracking.db'}"
-        print(f"   $ tracking spend --by model --database-url {database_url}")
-        subprocess.run(  # noqa: S603 - our own commands
-            [*_tracking_command(), "spend", "--by", "model", "--database-url", database_url],
-            check=False,
-            timeout=60,
-        )
+    print("\n".join(f"   {line}" for line in (shown.stdout + shown.stderr).splitlines()))
 
 
 def main(*, port: int = 0, keep_running: bool = False) -> int:

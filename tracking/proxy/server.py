@@ -81,13 +81,16 @@ def serve(
 ) -> int:
     """Run the proxy until it is stopped; returns the process exit code."""
     from .lifecycle import check_callbacks
+    from .prices import register_config_prices
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    # httpx logs every upstream request at INFO: noise at proxy rates.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # httpx logs every upstream request at INFO, alembic each migration step: noise here.
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         config = load_config(config_path)
         check_callbacks(config)
+        register_config_prices(config)  # a bad price fails here, before any port is bound
     except ConfigurationError as exc:
         print(f"tracking serve: {exc.message}", file=sys.stderr)
         return 2

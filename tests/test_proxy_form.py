@@ -1,0 +1,103 @@
+"""The proxy's multipart reader (tracking/proxy/form.py) on bodies as clients write them and as
+they go wrong: every refusal is a 400 ``invalid_multipart`` (or 413), never a crash."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from tracking.proxy.errors import ProxyError
+from tracking.proxy.form import form_params, parse_multipart, read_multipart
+
+B = b"xYz123"
+
+
+def body(*parts: bytes, preamble: bytes = b"", epilogue: bytes = b"") -> bytes:
+    return (
+        preamble
+        + b"".join(b"--" + B + b"\r\n" + p + b"\r\n" for p in parts)
+        + (b"--" + B + b"--" + epilogue)
+    )
+
+
+def field(name: str, value: bytes) -> bytes:
+    return f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value
+
+
+def test_parts_as_httpx_builds_them_for_the_openai_client():
+    request = httpx.Request(
+        "POST",
+        "http://proxy/v1/images/edits",
+        data={"model": "gpt-image-1", "prompt": "a hat", "n": "2"},
+        files=[
+            ("image[]", ("a.png", b"\x89PNG first\r\n--not-the-boundary", "image/png")),
+            ("image[]", ("b.png", b"\x89PNG second", "image/png")),
+            ("mask", ("m.png", b"\x89PNG mask", "image/png")),
+        ],
+    )
+    content_type = request.headers["content-type"]
+    raw = request.read()
+
+    async def receive_in_pieces():
+        pieces = [raw[i : i + 7] for i in range(0, len(raw), 7)]
+        for index, piece in enumerate(pieces):
+            yield {"type": "http.request", "body": piece, "more_body": index < len(pieces) - 1}
+
+    pieces = receive_in_pieces()
+    parts = asyncio.run(read_multipart(pieces.__anext__, content_type, 1 << 20))
+    params = form_params(parts)
+    assert params["model"] == "gpt-image-1" and params["n"] == 2
+    assert params["image"] == [
+        ("a.png", b"\x89PNG first\r\n--not-the-boundary", "image/png"),
+        ("b.png", b"\x89PNG second", "image/png"),
+    ]
+    assert params["mask"] == ("m.png", b"\x89PNG mask", "image/png")
+
+
+def test_preamble_epilogue_padding_and_crlf_inside_content():
+    raw = body(
+        field("prompt", b"line one\r\nline two\r\n"),
+        field("model", b"gpt-image-1"),
+        preamble=b"ignored preamble\r\n",
+        epilogue=b"\r\nignored epilogue",
+    ).replace(b"--" + B + b"\r\n", b"--" + B + b"  \r\n", 1)  # transport padding
+    parts = parse_multipart(raw, B)
+    assert [(p.name, p.data) for p in parts] == [
+        ("prompt", b"line one\r\nline two\r\n"),
+        ("model", b"gpt-image-1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"no delimiter at all", "no part delimited"),
+        (b"--" + B + b"\r\n" + field("a", b"1"), "ended before its closing boundary"),
+        (b"--" + B + b"\r\nContent-Disposition: form-data", "ended before"),
+        (body(b"Content-Disposition form-data\r\n\r\nx"), "without a colon"),
+        (body(b"Content-Type: text/plain\r\n\r\nx"), "Content-Disposition: form-data"),
+        (body(*[field("f", b"1")] * 65), "too many form parts"),
+        (b"--" + B + b"garbage\r\n" + field("a", b"1") + b"\r\n--" + B + b"--", "closing"),
+    ],
+)
+def test_malformed_bodies_are_a_400_naming_the_fault(raw, message):
+    with pytest.raises(ProxyError) as refused:
+        parse_multipart(raw, B)
+    assert refused.value.status == 400
+    assert refused.value.code == "invalid_multipart"
+    assert message in refused.value.message
+
+
+def test_a_body_past_the_limit_is_refused_while_it_streams():
+    sent = []
+
+    async def receive():
+        sent.append(1)
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+    with pytest.raises(ProxyError) as refused:
+        asyncio.run(read_multipart(receive, f"multipart/form-data; boundary={B.decode()}", 4500))
+    assert refused.value.status == 413
+    assert len(sent) == 5  # stopped at the chunk that crossed the limit
