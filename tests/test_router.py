@@ -359,6 +359,18 @@ def test_cooldown_is_entered_and_left(recorder, caplog):
             assert WRONG_KEY not in (event.error_message or "")
 
 
+def test_the_only_deployment_of_a_group_is_not_cooled_down_for_passing_faults(recorder):
+    with StubUpstream(status=503, headers={"Retry-After": "0"}) as flaky:
+        router = Router(
+            [deployment("images", flaky.url, id="only")], allowed_fails=0, cooldown_time=60
+        )
+        for _ in range(3):
+            with pytest.raises(tracking.InternalServerError):
+                edit(router, max_retries=1)
+        assert router.cooling() == {}
+        assert flaky.hits == 6  # every call reached the upstream: none was refused locally
+
+
 def test_when_every_deployment_cools_the_call_fails_fast(recorder):
     with FakeOpenAI(api_keys=["sk-the-right-key-000000"]) as locked:
         router = Router(

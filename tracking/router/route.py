@@ -14,7 +14,8 @@ What an error means for routing:
 * the deployment's fault (429, 5xx, timeouts, dropped connections, unreadable answers,
   401/403/404 from a misconfigured deployment, 408/409): counted against the deployment and
   retried elsewhere; 401/403/404 cool the deployment down at once, the others once it has
-  failed more than ``allowed_fails`` times within a minute;
+  failed more than ``allowed_fails`` times within a minute, unless it is the only deployment of
+  its group (cooling it down would refuse every call for ``cooldown_time`` over a passing fault);
 * a fallback group the request is not valid for (``ValidationError`` when parsed for its
   model): skipped, the reason logged and recorded (``fallbacks_skipped``).
 """
@@ -160,9 +161,12 @@ class CallRoute:
             if not is_deployment_fault(error):
                 return
             assert isinstance(error, APIError)
-            if (
-                error.status_code in _COOL_AT_ONCE
-                or state.record_failure(deployment.id) > self.router.allowed_fails
+            # The only deployment of a group is not cooled down for failures that pass (429, 5xx,
+            # timeouts): that would turn a brief upstream hiccup into a minute of refusals.
+            alone = len(self.router.groups.get(deployment.model_name, ())) <= 1
+            failures = state.record_failure(deployment.id)
+            if error.status_code in _COOL_AT_ONCE or (
+                not alone and failures > self.router.allowed_fails
             ):
                 self.router.cool_down(deployment, error.error_type)
         except Exception:  # routing bookkeeping must never break a call
