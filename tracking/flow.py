@@ -260,20 +260,16 @@ def _attempts(
 
 
 def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:
-    """Images as ``(filename, bytes, type)`` tuples: an open file can be read only once, and
-    every target parses the call again."""
+    """Images read and inspected once, as :class:`~tracking.images.ImageFile` objects: an open
+    file can be read only once, and every target parses the call again (reusing them as read)."""
     from .images import read_image, read_images
 
     read = dict(params)
     if params.get("image") is not None:
-        read["image"] = [
-            (f.filename, f.content, f.content_type) for f in read_images(params["image"])
-        ]
-        if not isinstance(params["image"], list):
-            read["image"] = read["image"][0]
+        images = list(read_images(params["image"]))
+        read["image"] = images if isinstance(params["image"], list) else images[0]
     if params.get("mask") is not None:
-        mask = read_image(params["mask"], param="mask")
-        read["mask"] = (mask.filename, mask.content, mask.content_type)
+        read["mask"] = read_image(params["mask"], param="mask")
     return read
 
 

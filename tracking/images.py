@@ -46,6 +46,7 @@ ImageInput: TypeAlias = (
     | IO[bytes]
     | tuple[str | None, Any]
     | tuple[str | None, Any, str | None]
+    | "ImageFile"
 )
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -112,6 +113,8 @@ def read_image(value: ImageInput, *, param: str = "image") -> ImageFile:
     The bytes are read at most up to ``MAX_IMAGE_BYTES`` and, when their signature is a known
     image type, the header is inspected and checked for a plausible size.
     """
+    if isinstance(value, ImageFile):  # already read and inspected (a routed call's next target)
+        return value
     filename: str | None = None
     content_type: str | None = None
     if isinstance(value, tuple):
