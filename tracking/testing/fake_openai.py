@@ -539,6 +539,12 @@ class FakeOpenAI:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._stop_site())
+            # Handlers still running (a latency fault mid-sleep) end here, not in a warning.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=serve, name="fake-openai", daemon=True)
