@@ -29,6 +29,7 @@ __all__ = [
     "SQLITE_INSERT",
     "decode_row",
     "encode_row",
+    "line_request_id",
     "postgres_batch",
     "sqlite_params",
 ]
@@ -70,11 +71,21 @@ def _wire(value: Any) -> str:
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_wire, allow_nan=False)
 _JSON_TEXT = json.JSONEncoder(separators=(",", ":"), default=str)
+_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_MONEY_AT = tuple(_INDEX[c] for c in COLUMNS if c in _MONEY)
+_TIMES_AT = tuple(_INDEX[c] for c in COLUMNS if c in _TIMES)
+_JSON_AT = tuple(_INDEX[c] for c in COLUMNS if c in _JSON)
 
 
 def encode_row(row: Mapping[str, Any]) -> str:
     """The row as one line of JSON; ValueError for a value the ledger cannot store."""
-    return _ENCODER.encode(row)
+    # Converting the few typed values first keeps the whole encode inside the C encoder.
+    plain = dict(row)
+    for name in _MONEY | _TIMES:
+        value = plain.get(name)
+        if value is not None:
+            plain[name] = _wire(value)
+    return _ENCODER.encode(plain)
 
 
 def decode_row(text: str) -> dict[str, Any]:
@@ -91,30 +102,46 @@ def decode_row(text: str) -> dict[str, Any]:
     return row
 
 
+def line_request_id(line: str) -> str:
+    """The request id of an encoded row, for messages; never raises."""
+    try:
+        return str(json.loads(line).get("request_id"))
+    except (ValueError, AttributeError):
+        return "(unreadable)"
+
+
 def _sqlite_time(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("ledger timestamps must be timezone-aware")
-    t = value.astimezone(UTC)
-    # SQLAlchemy's SQLite DATETIME format: microseconds always present, so text order is time order
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d} "
-        f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}"
-    )
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # SQLAlchemy's SQLite DATETIME format: microseconds always, so text order is time order.
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _json_text(value: Any) -> str:
+    if not value:  # the common empty cases, without a trip through the encoder
+        return (
+            "null"
+            if value is None
+            else "[]"
+            if isinstance(value, list)
+            else _JSON_TEXT.encode(value)
+        )
+    return _JSON_TEXT.encode(value)
 
 
 def sqlite_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """The parameters of :data:`SQLITE_INSERT` for one row, as SQLAlchemy would bind them."""
-    params: list[Any] = []
-    for name, kind in zip(COLUMNS, _KINDS, strict=True):
-        value = row.get(name)
-        if kind and value is not None:
-            if kind == "money":
-                value = float(value)
-            elif kind == "time":
-                value = _sqlite_time(value)
-        if kind == "json":
-            value = _JSON_TEXT.encode(value)  # None is stored as JSON null, as SQLAlchemy does
-        params.append(value)
+    params: list[Any] = list(map(row.get, COLUMNS))
+    for i in _MONEY_AT:
+        if params[i] is not None:
+            params[i] = float(params[i])
+    for i in _TIMES_AT:
+        if params[i] is not None:
+            params[i] = _sqlite_time(params[i])
+    for i in _JSON_AT:  # None is stored as JSON null, as SQLAlchemy does
+        params[i] = _json_text(params[i])
     return tuple(params)
 
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tracking.errors import ConfigurationError
 
-from ._codec import encode_row
+from ._codec import encode_row, line_request_id
 from ._engine import create_ledger_engine, redact
 from ._migrate import check_schema
 from ._outbox import default_outbox_dir, open_own_outbox
@@ -109,8 +109,13 @@ class _OutboxDestination:
                 self._shipper, self._pid = shipper, os.getpid()
             return self._shipper
 
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        lines = [encode_row(row) for row in rows]  # ValueError: a row that cannot be stored
+    def prepare(self, row: dict[str, Any]) -> str:
+        return encode_row(row)  # ValueError: a row that cannot be stored
+
+    def request_id(self, item: str) -> str:
+        return line_request_id(item)
+
+    def write(self, lines: Sequence[str]) -> None:
         shipper = self.shipper()
         shipper.outbox.append(lines)
         shipper.wake()

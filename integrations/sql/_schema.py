@@ -141,12 +141,17 @@ def include_object(
     return True
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe copy of caller metadata (Decimals, datetimes and other objects as text)."""
+    if type(value) in _SCALARS:  # the common case first: exact types, no isinstance chain
+        return value
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): v if type(v) in _SCALARS else _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_plain(v) for v in value]
     if isinstance(value, datetime):

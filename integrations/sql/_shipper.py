@@ -16,12 +16,12 @@ Rows that reach the target late (after a failure, or from an orphan or a previou
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 
+from ._codec import line_request_id
 from ._outbox import Outbox, claim_orphans
 from ._target import SpendLogsInserter
 
@@ -172,7 +172,7 @@ class OutboxShipper:
                 reason = type(getattr(exc, "orig", None) or exc).__name__
                 log.error(
                     "ledger row %s refused by the target (%s); kept in %s, table rejected",
-                    _request_id(line),
+                    line_request_id(line),
                     reason,
                     source.path,
                 )
@@ -195,10 +195,3 @@ class OutboxShipper:
                     replay_hook(replayed)
                 except Exception:
                     log.exception("ledger replay hook %r failed", replay_hook)
-
-
-def _request_id(line: str) -> str:
-    try:
-        return str(json.loads(line).get("request_id"))
-    except (ValueError, AttributeError):
-        return "(unreadable)"

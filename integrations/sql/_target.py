@@ -23,6 +23,7 @@ from ._codec import (
     SQLITE_INSERT,
     decode_row,
     encode_row,
+    line_request_id,
     postgres_batch,
     sqlite_params,
 )
@@ -54,6 +55,23 @@ class SpendLogsInserter:
     def is_transient(self, exc: BaseException) -> bool:
         """True for failures worth retrying (connection, server, lock), False for refused data."""
         return isinstance(exc, self._transient)
+
+    def prepare(self, row: Mapping[str, Any]) -> Any:
+        """The row as this dialect's writer item: SQLite parameters, else an outbox line."""
+        return sqlite_params(row) if self.dialect == "sqlite" else encode_row(row)
+
+    def insert_prepared(self, items: Sequence[Any]) -> None:
+        """Insert items made by :meth:`prepare`, in one transaction."""
+        if self.dialect == "sqlite":
+            self._run(lambda cursor: cursor.executemany(SQLITE_INSERT, items))
+        else:
+            self.insert_lines(items)
+
+    def request_id(self, item: Any) -> str:
+        """The request id of an item made by :meth:`prepare` (for messages)."""
+        if isinstance(item, tuple):
+            return str(item[0])  # request_id is the first column
+        return line_request_id(item)
 
     def insert_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert row dicts in one transaction; duplicates of existing rows are ignored."""

@@ -1,18 +1,21 @@
 """``LedgerWriter``: group commit of ledger rows on one background thread, and acknowledgement.
 
-Callers hand rows to :meth:`LedgerWriter.submit`, which only appends to an in-memory queue and
-returns a sequence number. One worker thread takes everything queued (up to ``max_batch`` rows)
-and writes it to its *destination* in one transaction: the SQLite ledger itself, or the local
-outbox in front of another database (:mod:`integrations.sql._outbox`). That is group commit: rows
-that arrive while a commit is in progress share the next one, and no artificial delay is added.
+Callers hand rows to :meth:`LedgerWriter.submit`, which prepares each row for its destination
+(parameters or an outbox line, on the caller's thread, so the worker's time goes to the
+database), appends it to an in-memory queue and returns a sequence number. One worker thread
+takes everything queued (up to ``max_batch`` rows) and writes it to its *destination* in one
+transaction: the SQLite ledger itself, or the local outbox in front of another database
+(:mod:`integrations.sql._outbox`). That is group commit: rows that arrive while a commit is in
+progress share the next one, and no artificial delay is added.
 
 A row is *acknowledged* once its batch has committed there; :meth:`wait` blocks until a given
 sequence number is (what ``durable`` mode waits on in a sync call), :meth:`wait_async` awaits it
 without blocking the event loop (one wake-up per loop per batch, however many calls wait), and
 :meth:`flush` waits for everything submitted so far. Transient failures (a lock held elsewhere,
 a lost connection) are retried with capped exponential backoff, keeping the rows: the ledger
-never drops. A row the destination itself refuses is isolated from its batch, logged with its
-request id and counted in ``rejected_rows``, so it cannot block the rows behind it.
+never drops. A row that cannot be prepared (a naive timestamp) or that the destination itself
+refuses is isolated from its batch, logged with its request id and counted in
+``rejected_rows``, so it cannot block the rows behind it.
 
 The queue is bounded (``max_queue``): it only fills when the destination cannot commit at all
 (the outbox's disk, or a locked SQLite ledger), and then :meth:`submit` waits for room instead
@@ -48,11 +51,17 @@ _Waiter = tuple[int, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
 class BatchDestination(Protocol):
-    """Where the writer commits: one transaction per ``write``."""
+    """Where the writer commits: rows are prepared once, then written a batch per transaction."""
 
-    def write(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def prepare(self, row: dict[str, Any]) -> Any:
+        """The row in the form ``write`` takes; ValueError for a row that cannot be stored."""
+        ...
+
+    def write(self, items: Sequence[Any]) -> None: ...
 
     def is_transient(self, exc: BaseException) -> bool: ...
+
+    def request_id(self, item: Any) -> str: ...
 
 
 class _DirectDestination:
@@ -63,9 +72,9 @@ class _DirectDestination:
 
         self.inserter = SpendLogsInserter(engine)
         self.is_transient = self.inserter.is_transient
-
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.inserter.insert_rows(rows)
+        self.prepare = self.inserter.prepare
+        self.write = self.inserter.insert_prepared
+        self.request_id = self.inserter.request_id
 
 
 def _resolve(waiters: list[asyncio.Future[None]]) -> None:
@@ -114,8 +123,10 @@ class LedgerWriter:
     def _reset(self) -> None:
         # Also run in a forked child: the parent's worker thread does not exist there, and the
         # parent still owns the rows it queued, so the child starts afresh.
-        self._cond = threading.Condition()
-        self._pending: deque[dict[str, Any]] = deque()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the worker waits here for rows
+        self._acked = threading.Condition(lock)  # callers wait here for acknowledgements (or room)
+        self._pending: deque[Any] = deque()
         self._submitted = 0  # sequence number of the last row submitted
         self._acknowledged = 0  # every row up to this sequence number is committed (or rejected)
         self._async_waiters: list[_Waiter] = []
@@ -131,12 +142,17 @@ class LedgerWriter:
 
     def submit_many(self, rows: Sequence[dict[str, Any]]) -> int:
         """Queue several rows; returns the sequence number of the last one."""
+        prepare = self.destination.prepare
+        try:
+            rows = [prepare(row) for row in rows]
+        except ValueError:
+            rows = self._prepare_one_by_one(rows)
         with self._cond:
             if self._closing:
                 raise RuntimeError("the ledger writer is shut down")
             if len(self._pending) + len(rows) > self.max_queue and self._pending:
                 # The destination is not committing: wait for room rather than grow unbounded.
-                self._cond.wait_for(
+                self._acked.wait_for(
                     lambda: len(self._pending) + len(rows) <= self.max_queue or not self._pending
                 )
             self._pending.extend(rows)
@@ -144,8 +160,18 @@ class LedgerWriter:
             seq = self._submitted
             if self._thread is None:
                 self._start()
-            self._cond.notify_all()
+            self._cond.notify()
             return seq
+
+    def _prepare_one_by_one(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        prepared = []
+        for row in rows:
+            try:
+                prepared.append(self.destination.prepare(row))
+            except ValueError as exc:
+                self.rejected_rows += 1
+                log.error("ledger row %s cannot be stored (%s)", row.get("request_id"), exc)
+        return prepared
 
     def queue_depth(self) -> int:
         """Rows submitted and not yet acknowledged (queued or in the batch being written)."""
@@ -154,7 +180,7 @@ class LedgerWriter:
     def wait(self, seq: int, timeout: float | None = None) -> bool:
         """Block until row ``seq`` is acknowledged; False if ``timeout`` ran out first."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._acknowledged >= seq, timeout)
+            return self._acked.wait_for(lambda: self._acknowledged >= seq, timeout)
 
     async def wait_async(self, seq: int) -> None:
         """Wait, without blocking the running event loop, until row ``seq`` is acknowledged."""
@@ -178,6 +204,7 @@ class LedgerWriter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            self._acked.notify_all()
             thread = self._thread
         if thread is not None and delivered:
             thread.join(timeout)
@@ -202,7 +229,7 @@ class LedgerWriter:
             self._write_with_retries(batch)
             with self._cond:
                 self._acknowledged += len(batch)
-                self._cond.notify_all()
+                self._acked.notify_all()
                 ready = self._ready_waiters()
             for loop, futures in ready.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
@@ -216,7 +243,7 @@ class LedgerWriter:
             ready.setdefault(loop, []).append(future)
         return ready
 
-    def _write_with_retries(self, batch: list[dict[str, Any]]) -> None:
+    def _write_with_retries(self, batch: list[Any]) -> None:
         delay = self.retry_initial
         while True:
             try:
@@ -235,7 +262,7 @@ class LedgerWriter:
             time.sleep(delay)
             delay = min(delay * 2, self.retry_max)
 
-    def _write(self, batch: Sequence[dict[str, Any]]) -> None:
+    def _write(self, batch: Sequence[Any]) -> None:
         started = time.perf_counter()
         self.destination.write(batch)
         elapsed = time.perf_counter() - started
@@ -245,7 +272,7 @@ class LedgerWriter:
             except Exception:
                 log.exception("ledger write hook %r failed", hook)
 
-    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
+    def _write_one_by_one(self, batch: list[Any]) -> None:
         for row in batch:
             delay = self.retry_initial
             while True:
@@ -260,7 +287,7 @@ class LedgerWriter:
                     self.rejected_rows += 1
                     log.error(
                         "ledger row %s refused (%s); it is not recorded",
-                        row.get("request_id"),
+                        self.destination.request_id(row),
                         type(getattr(exc, "orig", None) or exc).__name__,
                     )
                     break
