@@ -15,7 +15,6 @@ moved to the ``rejected`` table of the same file, kept for inspection rather tha
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import logging
@@ -155,9 +154,6 @@ class Outbox:
                 lock_path.unlink(missing_ok=True)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
-        if empty:
-            with contextlib.suppress(OSError):  # the last outbox of the target: no empty folder
-                self.path.parent.rmdir()
 
 
 def open_own_outbox(directory: Path) -> Outbox:

@@ -58,6 +58,7 @@ class OutboxShipper:
         self._cond = threading.Condition()
         self._closing = False
         self._next_scan = 0.0
+        self._scan_orphans()  # before returning, so a flush right after start includes them
         self._thread = threading.Thread(target=self._run, name="tracking-ledger-ship", daemon=True)
         self._thread.start()
 
@@ -73,9 +74,14 @@ class OutboxShipper:
         return self.outbox.pending() + sum(o.pending() for o in tuple(self._orphans))
 
     def wait_shipped(self, seq: int, timeout: float | None = None) -> bool:
-        """Wait until every row of the own outbox up to ``seq`` has reached the target."""
+        """Wait until the own outbox's rows up to ``seq``, and the orphans', reached the target."""
+
+        def shipped() -> bool:
+            drained = not any(o.pending() for o in tuple(self._orphans))
+            return drained and self.outbox.shipped_through >= seq
+
         with self._cond:
-            return self._cond.wait_for(lambda: self.outbox.shipped_through >= seq, timeout)
+            return self._cond.wait_for(shipped, timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the thread (between batches) and close the outboxes; unshipped rows stay on disk."""
