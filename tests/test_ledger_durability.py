@@ -422,3 +422,85 @@ def test_a_row_the_target_refuses_is_kept_aside_in_the_outbox(postgres_url, tmp_
     finally:
         db.close()
     assert "refused-row" in line
+
+
+def _varied_events():
+    from datetime import UTC, datetime, timedelta, timezone
+    from decimal import Decimal
+
+    return [
+        make_event(),
+        make_event(start=datetime(2026, 1, 1, tzinfo=UTC), cost=None),  # no microseconds
+        make_event(
+            start=datetime(2026, 3, 15, 17, 0, 0, 5, tzinfo=timezone(timedelta(hours=9))),
+            cost=Decimal("0.0123456789"),
+            metadata={"price": Decimal("1.5"), "nested": {"x": [1, "ü"]}},
+            tags=("a", 'quote"d'),
+            fallback_from=("dall-e-2",),
+        ),
+        make_event(status="failure", cost=Decimal("2"), usage=None, end_user=None),
+    ]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_the_fast_insert_path_stores_exactly_what_sqlalchemy_would(dialect, request, tmp_path):
+    """Rows written through the raw-driver path equal rows inserted by SQLAlchemy Core."""
+    from integrations.sql import event_to_row
+
+    if dialect == "sqlite":
+        urls = [f"sqlite:///{tmp_path / 'fast.db'}", f"sqlite:///{tmp_path / 'core.db'}"]
+    else:
+        first = request.getfixturevalue("postgres_url")
+        urls = [first, first]
+    events = _varied_events()
+    fast = SqlLedger(urls[0], auto_migrate=True, outbox_dir=tmp_path / "outbox")
+    core = SqlLedger(urls[1], auto_migrate=True, outbox_dir=tmp_path / "outbox")
+    try:
+        for event in events:
+            fast.on_end(event)
+        assert fast.flush(10)
+        table = spend_logs
+        if dialect == "postgres":  # same database: a twin table for the Core inserts
+            table = spend_logs.to_metadata(sa.MetaData(), name="spend_logs_core")
+            table.indexes.clear()  # index names are per schema: the twin needs none
+            table.create(core.engine)
+        with core.engine.begin() as conn:
+            conn.execute(table.insert(), [event_to_row(e) for e in events])
+        with fast.engine.connect() as conn:
+            if dialect == "sqlite":  # compare storage classes too: REAL, TEXT, INTEGER, NULL
+                select = "SELECT *, typeof(cost_usd), typeof(start_time), typeof(tags) FROM "
+                got = conn.exec_driver_sql(select + "spend_logs ORDER BY request_id").all()
+                with core.engine.connect() as other:
+                    want = other.exec_driver_sql(select + "spend_logs ORDER BY request_id").all()
+            else:
+                got = conn.execute(sa.select(spend_logs).order_by("request_id")).all()
+                want = conn.execute(sa.select(table).order_by("request_id")).all()
+        assert got == want and len(got) == len(events)
+    finally:
+        fast.shutdown(10)
+        core.shutdown(10)
+
+
+def test_outbox_lines_round_trip_every_value():
+    from integrations.sql import event_to_row
+    from integrations.sql._codec import decode_row, encode_row, encode_values
+    from integrations.sql._schema import event_values
+
+    for event in _varied_events():
+        row = event_to_row(event)
+        assert decode_row(encode_row(row)) == row
+        assert encode_values(event_values(event)) == encode_row(row)
+
+
+def test_a_naive_timestamp_is_refused_and_counted_not_queued(tmp_path, caplog):
+    from datetime import datetime
+
+    ledger = SqlLedger(f"sqlite:///{tmp_path / 'naive.db'}")
+    try:
+        ledger.on_end(make_event(request_id="naive-one", start=datetime(2026, 1, 1)))
+        ledger.on_end(make_event(request_id="fine"))
+        assert ledger.flush(10)
+        assert ledger.rejected_rows == 1 and "naive-one" in caplog.text
+        assert ledger.spend()[0].requests == 1
+    finally:
+        ledger.shutdown(10)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ._schema import spend_logs
+from ._schema import COLUMN_NAMES
 
 __all__ = [
     "COLUMNS",
@@ -29,12 +29,14 @@ __all__ = [
     "SQLITE_INSERT",
     "decode_row",
     "encode_row",
+    "encode_values",
     "line_request_id",
     "postgres_batch",
     "sqlite_params",
+    "sqlite_values",
 ]
 
-COLUMNS: tuple[str, ...] = tuple(column.name for column in spend_logs.columns)
+COLUMNS = COLUMN_NAMES
 _MONEY = frozenset({"cost_usd", "cost_per_image_usd"})
 _TIMES = frozenset({"start_time", "end_time"})
 _JSON = frozenset({"tags", "metadata", "fallback_from"})
@@ -88,6 +90,11 @@ def encode_row(row: Mapping[str, Any]) -> str:
     return _ENCODER.encode(plain)
 
 
+def encode_values(values: Iterable[Any]) -> str:
+    """:func:`encode_row` for a row's values in column order (``event_values``)."""
+    return encode_row(dict(zip(COLUMNS, values, strict=True)))
+
+
 def decode_row(text: str) -> dict[str, Any]:
     """The row :func:`encode_row` wrote, with its ``Decimal`` and ``datetime`` values restored."""
     row: dict[str, Any] = json.loads(text)
@@ -133,7 +140,12 @@ def _json_text(value: Any) -> str:
 
 def sqlite_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """The parameters of :data:`SQLITE_INSERT` for one row, as SQLAlchemy would bind them."""
-    params: list[Any] = list(map(row.get, COLUMNS))
+    return sqlite_values(map(row.get, COLUMNS))
+
+
+def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
+    """:func:`sqlite_params` for a row's values in column order (``event_values``)."""
+    params: list[Any] = list(values)
     for i in _MONEY_AT:
         if params[i] is not None:
             params[i] = float(params[i])

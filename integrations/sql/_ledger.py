@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tracking.errors import ConfigurationError
 
-from ._codec import encode_row, line_request_id
+from ._codec import encode_row, encode_values, line_request_id, sqlite_values
 from ._engine import create_ledger_engine, redact
 from ._migrate import check_schema
 from ._outbox import default_outbox_dir, open_own_outbox
 from ._queries import GroupBy, SpendRow, query_spend
-from ._schema import event_to_row
+from ._schema import event_to_row, event_values
 from ._shipper import OutboxShipper
 from ._target import SpendLogsInserter
 from ._writer import LedgerWriter, WriteHook
@@ -201,6 +201,9 @@ class SqlLedger:
             retry_max=retry_max,
         )
         self.writer.write_hooks.append(self._feed_written)
+        self._prepare: Callable[[tuple[Any, ...]], Any] = (
+            encode_values if self._outbox is not None else sqlite_values
+        )
         self._closed = False
         ledger = weakref.ref(self)
 
@@ -221,15 +224,23 @@ class SqlLedger:
         """Nothing to do before the exchange: the row is written when the call ends."""
 
     def on_end(self, event: ImageEditEvent) -> None:
-        seq = self.writer.submit(event_to_row(event))
+        seq = self._submit(event)
         if self.mode == "durable":
             self.writer.wait(seq)
 
     async def aon_end(self, event: ImageEditEvent) -> None:
         """``on_end`` for async calls: a durable call awaits its acknowledgement, loop free."""
-        seq = self.writer.submit(event_to_row(event))
+        seq = self._submit(event)
         if self.mode == "durable":
             await self.writer.wait_async(seq)
+
+    def _submit(self, event: ImageEditEvent) -> int:
+        # The hot path: the event goes straight to the writer's form, with no row dict between.
+        try:
+            item = self._prepare(event_values(event))
+        except ValueError:  # a value the ledger cannot store: the writer logs and counts it
+            return self.writer.submit(event_to_row(event))
+        return self.writer.submit_prepared((item,))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row handed over so far is in the target database."""

@@ -144,9 +144,14 @@ class LedgerWriter:
         """Queue several rows; returns the sequence number of the last one."""
         prepare = self.destination.prepare
         try:
-            rows = [prepare(row) for row in rows]
+            items = [prepare(row) for row in rows]
         except ValueError:
-            rows = self._prepare_one_by_one(rows)
+            items = self._prepare_one_by_one(rows)
+        return self.submit_prepared(items)
+
+    def submit_prepared(self, items: Sequence[Any]) -> int:
+        """Queue items already in the destination's form; returns the last one's number."""
+        rows = items
         with self._cond:
             if self._closing:
                 raise RuntimeError("the ledger writer is shut down")
