@@ -504,3 +504,20 @@ def test_a_naive_timestamp_is_refused_and_counted_not_queued(tmp_path, caplog):
         assert ledger.spend()[0].requests == 1
     finally:
         ledger.shutdown(10)
+
+
+def test_a_missing_table_keeps_rows_in_the_outbox_until_it_is_back(postgres_url, tmp_path):
+    ledger = SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path, retry_max=0.2)
+    try:
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE spend_logs RENAME TO spend_logs_away")
+        event = make_event()
+        ledger.on_end(event)
+        assert not ledger.flush(1)  # not a refused row: kept and retried, never rejected
+        assert ledger.outbox_rows() == 1 and ledger.rejected_rows == 0
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE spend_logs_away RENAME TO spend_logs")
+        assert ledger.flush(10)
+        assert _target_ids(postgres_url) == [event.request_id]
+    finally:
+        ledger.shutdown(10)

@@ -61,6 +61,8 @@ LedgerMode = Literal["background", "durable"]
 #: Called with the number of rows that reached the target late (after an outage, from an orphan).
 ReplayHook = Callable[[int], None]
 _EXIT_TIMEOUT = 10.0
+#: At shutdown, how long to keep shipping: acknowledged rows are safe on disk either way.
+_SHIP_AT_SHUTDOWN = 5.0
 _MODE_ENV = "TRACKING_LEDGER_MODE"
 
 
@@ -253,7 +255,7 @@ class SqlLedger:
         return self._outbox.wait_shipped(remaining)
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Acknowledge and ship what is queued (within ``timeout``), then release everything.
+        """Acknowledge what is queued (within ``timeout``), ship for at most 5 s, then close.
 
         Rows acknowledged but not yet shipped stay in the outbox file; the next ledger for the
         same target (in this process or another) ships them.
@@ -265,7 +267,9 @@ class SqlLedger:
         deadline = None if timeout is None else time.monotonic() + timeout
         self.writer.close(timeout)
         if self._outbox is not None:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            remaining = _SHIP_AT_SHUTDOWN
+            if deadline is not None:
+                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
             self._outbox.close(remaining)
         if self._owns_engine:
             self.engine.dispose()

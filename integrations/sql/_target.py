@@ -33,13 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SpendLogsInserter"]
 
-_SA_TRANSIENT = (
-    sa.exc.OperationalError,
-    sa.exc.InterfaceError,
-    sa.exc.TimeoutError,
-    sa.exc.DisconnectionError,
-)
-
 
 class SpendLogsInserter:
     """Writes batches of rows into ``spend_logs``; see the module docstring."""
@@ -48,13 +41,25 @@ class SpendLogsInserter:
         self.engine = engine
         self.dialect = engine.dialect.name
         dbapi = engine.dialect.dbapi
-        self._transient: tuple[type[BaseException], ...] = _SA_TRANSIENT
+        self._database_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,)
+        self._refused: tuple[type[BaseException], ...] = ()
         if dbapi is not None:
-            self._transient += (dbapi.OperationalError, dbapi.InterfaceError)
+            self._database_errors += (dbapi.Error,)
+            self._refused = (dbapi.IntegrityError, dbapi.DataError)
 
     def is_transient(self, exc: BaseException) -> bool:
-        """True for failures worth retrying (connection, server, lock), False for refused data."""
-        return isinstance(exc, self._transient)
+        """True for failures worth retrying, False for a row the database refuses.
+
+        Only integrity and data errors (a NOT NULL column missing, a value that does not parse)
+        condemn a row; any other database error (connection lost, lock held, even a missing
+        table) keeps the rows and is retried, because dropping billing data is worse than
+        waiting for someone to fix the database.
+        """
+        if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+            exc = exc.orig
+        if isinstance(exc, self._refused):
+            return False
+        return isinstance(exc, self._database_errors)
 
     def prepare(self, row: Mapping[str, Any]) -> Any:
         """The row as this dialect's writer item: SQLite parameters, else an outbox line."""
