@@ -125,11 +125,12 @@ class LedgerWriter:
         # parent still owns the rows it queued, so the child starts afresh.
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # the worker waits here for rows
-        self._acked = threading.Condition(lock)  # callers wait here for acknowledgements (or room)
+        self._acked = threading.Condition(lock)  # callers wait here for room in the queue
         self._pending: deque[Any] = deque()
         self._submitted = 0  # sequence number of the last row submitted
         self._acknowledged = 0  # every row up to this sequence number is committed (or rejected)
         self._async_waiters: list[_Waiter] = []
+        self._sync_waiters: list[tuple[int, int, threading.Lock]] = []
         self._tiebreak = itertools.count()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -184,8 +185,17 @@ class LedgerWriter:
 
     def wait(self, seq: int, timeout: float | None = None) -> bool:
         """Block until row ``seq`` is acknowledged; False if ``timeout`` ran out first."""
+        # Each waiter sleeps on a lock of its own that the worker releases: no thundering herd
+        # of threads re-taking one shared lock after every batch.
         with self._cond:
-            return self._acked.wait_for(lambda: self._acknowledged >= seq, timeout)
+            if self._acknowledged >= seq:
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            heapq.heappush(self._sync_waiters, (seq, next(self._tiebreak), waiter))
+        if waiter.acquire(timeout=-1 if timeout is None else timeout):
+            return True
+        return self._acknowledged >= seq
 
     async def wait_async(self, seq: int) -> None:
         """Wait, without blocking the running event loop, until row ``seq`` is acknowledged."""
@@ -235,6 +245,9 @@ class LedgerWriter:
             with self._cond:
                 self._acknowledged += len(batch)
                 self._acked.notify_all()
+                sync_waiters = self._sync_waiters
+                while sync_waiters and sync_waiters[0][0] <= self._acknowledged:
+                    heapq.heappop(sync_waiters)[2].release()
                 ready = self._ready_waiters()
             for loop, futures in ready.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
