@@ -123,7 +123,9 @@ class _OutboxDestination:
         shipper.wake()
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.OperationalError)  # disk full, file locked: retry
+        # Row content never fails here (prepare encoded it); disk full, a lock, even a damaged
+        # file: keep the rows in memory and retry rather than drop them.
+        return isinstance(exc, sqlite3.Error)
 
     def pending(self) -> int:
         return 0 if self._shipper is None else self._shipper.pending()

@@ -57,6 +57,7 @@ class OutboxShipper:
         self._replaying = outbox.pending() > 0  # rows left by a previous run of this pid
         self._cond = threading.Condition()
         self._closing = False
+        self._failing = False
         self._next_scan = 0.0
         self._scan_orphans()  # before returning, so a flush right after start includes them
         self._thread = threading.Thread(target=self._run, name="tracking-ledger-ship", daemon=True)
@@ -117,7 +118,10 @@ class OutboxShipper:
         delay = self.retry_initial
         while True:
             if time.monotonic() >= self._next_scan:
-                self._scan_orphans()
+                try:
+                    self._scan_orphans()
+                except Exception:
+                    log.exception("ledger: looking for outboxes of dead processes failed")
             with self._cond:
                 if self._closing:
                     return
@@ -128,16 +132,22 @@ class OutboxShipper:
             try:
                 self._ship(source)
                 delay = self.retry_initial
+                if self._failing:
+                    self._failing = False
+                    log.info("ledger: the target is reachable again; shipping the backlog")
             except Exception as exc:
-                if not self.inserter.is_transient(exc):
-                    raise  # _ship isolates refused rows; anything else is a bug to surface
-                self._replaying = True
-                log.warning(
+                # Never let the thread die: the rows are safe in the outbox, so log and retry
+                # (once per outage at warning level; the retries after it at debug level).
+                level = logging.DEBUG if self._failing else logging.WARNING
+                self._failing = self._replaying = True
+                log.log(
+                    level,
                     "ledger: shipping to the target failed (%s); %d rows wait in the outbox, "
                     "retrying in %.2fs",
                     type(getattr(exc, "orig", None) or exc).__name__,
                     self.pending(),
                     delay,
+                    exc_info=not self.inserter.is_transient(exc),
                 )
                 with self._cond:
                     self._cond.wait_for(lambda: self._closing, delay)
