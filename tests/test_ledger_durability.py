@@ -210,6 +210,7 @@ def test_postgres_down_for_seconds_under_load_nothing_lost_nothing_doubled(
         assert len(ids) == len(set(ids))  # nothing doubled
         assert set(ids) == set(load.acked)  # nothing lost
         assert sum(replayed) >= acked_in_outage
+        assert ledger.replayed_rows == sum(replayed)
     finally:
         ledger.shutdown(10)
     assert registry.get_sample_value("tracking_ledger_replayed_total") == sum(replayed)
@@ -386,14 +387,12 @@ def test_rows_left_in_an_outbox_by_a_previous_run_are_shipped_at_start(postgres_
     stale_path.rename(tmp_path / "outbox-999999999.db")
     stale_path.with_suffix(".lock").rename(tmp_path / "outbox-999999999.lock")
 
-    replayed: list[int] = []
     ledger = SqlLedger(postgres_url, outbox_dir=tmp_path)
-    ledger.replay_hooks.append(replayed.append)
     try:
         assert ledger.flush(20)
         ids = _target_ids(postgres_url)
         assert sorted(ids) == sorted(e.request_id for e in events)
-        assert sum(replayed) == 31
+        assert ledger.replayed_rows == 31
         assert not (tmp_path / "outbox-999999999.db").exists()
     finally:
         ledger.shutdown(10)

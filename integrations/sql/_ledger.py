@@ -28,6 +28,7 @@ import atexit
 import logging
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -83,8 +84,6 @@ class _OutboxDestination:
         max_batch: int,
         retry_max: float,
     ) -> None:
-        import threading
-
         self.directory = directory
         self.inserter = inserter
         self._replay_hooks = replay_hooks
@@ -95,6 +94,14 @@ class _OutboxDestination:
         self._pid = 0
         self._shipper: OutboxShipper | None = None
         self.shipper()
+        destination = weakref.ref(self)
+
+        def new_lock_in_child() -> None:  # another thread may have held it at the fork
+            alive = destination()
+            if alive is not None:
+                alive._lock = threading.Lock()
+
+        os.register_at_fork(after_in_child=new_lock_in_child)
 
     def shipper(self) -> OutboxShipper:
         with self._lock:
@@ -105,9 +112,9 @@ class _OutboxDestination:
                     self.inserter,
                     max_batch=self._max_batch,
                     retry_max=self._retry_max,
+                    replay_hooks=self._replay_hooks,
+                    ship_hooks=self._ship_hooks,
                 )
-                shipper.replay_hooks = self._replay_hooks
-                shipper.ship_hooks = self._ship_hooks
                 self._shipper, self._pid = shipper, os.getpid()
             return self._shipper
 
@@ -299,6 +306,11 @@ class SqlLedger:
         """Rows refused for good (logged; with an outbox, kept in its ``rejected`` table)."""
         shipped = 0 if self._outbox is None else self._outbox.shipper().rejected_rows
         return self.writer.rejected_rows + shipped
+
+    @property
+    def replayed_rows(self) -> int:
+        """Rows this process shipped late: after an outage, or from a dead process's outbox."""
+        return 0 if self._outbox is None else self._outbox.shipper().replayed_rows
 
     @property
     def write_hooks(self) -> list[WriteHook]:

@@ -42,6 +42,8 @@ class OutboxShipper:
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
         rescan: float = 30.0,
+        replay_hooks: list[Callable[[int], None]] | None = None,
+        ship_hooks: list[Callable[[float, int], None]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.inserter = inserter
@@ -49,8 +51,9 @@ class OutboxShipper:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.rescan = rescan
-        self.replay_hooks: list[Callable[[int], None]] = []
-        self.ship_hooks: list[Callable[[float, int], None]] = []
+        # Given before the thread starts, so rows drained from orphans at once are reported too.
+        self.replay_hooks = replay_hooks if replay_hooks is not None else []
+        self.ship_hooks = ship_hooks if ship_hooks is not None else []
         self.rejected_rows = 0
         self.replayed_rows = 0
         self._orphans: list[Outbox] = []
