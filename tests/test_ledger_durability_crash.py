@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from integrations.sql import SqlLedger, spend_logs
+from tests.test_ledger_durability import TcpRelay
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,28 +69,49 @@ def _writer(url: str, outbox: Path | None, prefix: str, count: int) -> subproces
 def test_sigkill_mid_stream_then_restart_keeps_every_acknowledged_row_once(
     dialect, request, tmp_path
 ):
+    relay = None
     if dialect == "sqlite":
         url, outbox = f"sqlite:///{tmp_path / 'ledger.db'}", None
+        child_url = url
     else:
+        # Through a relay the test cuts halfway, so the dead process surely leaves acknowledged
+        # rows in its outbox that only the restarted one can deliver.
         url, outbox = request.getfixturevalue("postgres_url"), tmp_path / "outbox"
+        relay = TcpRelay()
+        child_url = relay.url(url)
     SqlLedger(url, auto_migrate=True).shutdown(10)
 
-    child = _writer(url, outbox, "killed", 0)
-    assert child.stdout is not None
-    acknowledged: list[str] = []
-    deadline = time.monotonic() + 30
-    while len(acknowledged) < 600 and time.monotonic() < deadline:
-        acknowledged.append(child.stdout.readline().rstrip("\n"))
-    os.kill(child.pid, signal.SIGKILL)  # mid-stream: calls in flight, batches half-shipped
-    rest = child.stdout.read()
-    child.wait(10)
-    child.stdout.close()
+    try:
+        child = _writer(child_url, outbox, "killed", 0)
+        assert child.stdout is not None
+        acknowledged: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < 600 and time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line.endswith("\n"):
+                break  # the writer died on its own: the assertions below say so
+            acknowledged.append(line.rstrip("\n"))
+            if relay is not None and len(acknowledged) == 300:
+                relay.cut()
+        os.kill(child.pid, signal.SIGKILL)  # mid-stream: calls in flight, batches half-shipped
+        rest = child.stdout.read()
+        child.wait(10)
+        child.stdout.close()
+    finally:
+        if relay is not None:
+            relay.close()
     assert child.returncode == -signal.SIGKILL
     # Only whole lines count: a line cut by the kill was not fully reported.
     acknowledged += [line for line in rest.split("\n")[:-1] if line]
     assert len(acknowledged) >= 600
     if outbox is not None:
-        assert list(outbox.glob("outbox-*.db"))  # the dead process left its outbox behind
+        (left,) = outbox.glob("outbox-*.db")  # the dead process left its outbox behind...
+        db = sqlite3.connect(left)
+        try:
+            (waiting,) = db.execute("SELECT count(*) FROM outbox").fetchone()
+        finally:
+            db.close()
+        assert waiting >= 200  # ...holding the rows it acknowledged while the database was away
 
     restarted = _writer(url, outbox, "restarted", 25)
     out, _ = restarted.communicate(timeout=60)
