@@ -520,3 +520,41 @@ def test_a_missing_table_keeps_rows_in_the_outbox_until_it_is_back(postgres_url,
         assert _target_ids(postgres_url) == [event.request_id]
     finally:
         ledger.shutdown(10)
+
+
+def test_exit_with_the_database_down_is_quick_and_the_next_start_delivers(
+    postgres_url, relay, tmp_path
+):
+    SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
+    script = (
+        "import sys, tracking\n"
+        "from tests.ledger_support import make_event\n"
+        "from integrations.sql import SqlLedger\n"
+        "ledger = SqlLedger(sys.argv[1], outbox_dir=sys.argv[2])\n"
+        "tracking.callbacks = [ledger]\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()  # the database goes away now\n"
+        "for i in range(100):\n"
+        "    ledger.on_end(make_event(request_id=f'at-exit-{i}'))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, relay.url(postgres_url), str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    relay.cut()
+    started = time.monotonic()
+    _, stderr = child.communicate("go\n", timeout=60)
+    assert child.returncode == 0, stderr
+    assert time.monotonic() - started < 20  # ships for at most 5 s, then leaves it on disk
+    assert "wait in" in stderr  # and says where the rows wait
+    ledger = SqlLedger(postgres_url, outbox_dir=tmp_path)  # the next start
+    try:
+        assert ledger.flush(20)
+        assert sorted(_target_ids(postgres_url)) == sorted(f"at-exit-{i}" for i in range(100))
+    finally:
+        ledger.shutdown(10)

@@ -255,6 +255,8 @@ class SqlLedger:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row handed over so far is in the target database."""
+        if self._closed:  # what is left waits in the outbox for the next start
+            return self.queue_depth() == 0 and self.outbox_rows() == 0
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.writer.flush(timeout):
             return False
