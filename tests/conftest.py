@@ -30,6 +30,15 @@ API_KEY = "sk-test-0123456789abcdefSECRET"
 UNPRICED_MODELS = ("some-new-model", "acme-image-edit-1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_outboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Ledger outboxes (PostgreSQL targets) go to a session folder, not the user's state folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TRACKING_OUTBOX_DIR", str(tmp_path_factory.mktemp("outboxes")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def fake() -> Iterator[FakeOpenAI]:
     """One fake upstream for the session; it accepts only ``API_KEY``."""

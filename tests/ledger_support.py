@@ -61,8 +61,12 @@ def open_ledger(url: str, **options: Any) -> SqlLedger:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def ledger_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    """A fresh, empty database of each dialect: an SQLite file, then a PostgreSQL database."""
+def ledger_url(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> str:
+    """A fresh, empty database of each dialect: an SQLite file, then a PostgreSQL database.
+
+    Outboxes (PostgreSQL's) go to the test's own folder, never the user's state directory.
+    """
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     url: str = request.getfixturevalue("postgres_url")

@@ -59,6 +59,7 @@ __all__ = [
     "emit_sync",
     "flush",
     "integrations",
+    "loaded_integrations",
     "record_drop",
     "register",
     "resolve",
@@ -548,6 +549,20 @@ def _dispatch_end(plan: _Plan, event: ImageEditEvent) -> None:
             _callback_failed(callback_name(integration), exc)
 
 
+async def _dispatch_end_async(plan: _Plan, event: ImageEditEvent) -> None:
+    # An integration may offer an async ``aon_end`` (see tracking.integration): awaited instead of
+    # ``on_end``, so a durable ledger's acknowledgement never blocks the caller's loop.
+    for integration in plan.integrations:
+        try:
+            acknowledge = getattr(integration, "aon_end", None)
+            if acknowledge is None:
+                integration.on_end(event)
+            else:
+                await acknowledge(event)
+        except Exception as exc:
+            _callback_failed(callback_name(integration), exc)
+
+
 def emit_sync(
     event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
 ) -> None:
@@ -570,7 +585,7 @@ async def emit_async(
 ) -> None:
     """Hand a finished async call's event to every registered receiver."""
     plan = _plan_for_end()
-    _dispatch_end(plan, event)
+    await _dispatch_end_async(plan, event)
     for receiver in plan.success if event.status == "success" else plan.failure:
         if receiver.for_async is None:
             continue
@@ -580,6 +595,17 @@ async def emit_async(
             DELIVERY.submit_task(job)
         else:
             DELIVERY.submit_worker(job)
+
+
+def loaded_integrations() -> tuple[Integration, ...]:
+    """Integrations already in use, without resolving (loading) any: for integrations that feed
+    each other, such as the ledger reporting its queue to the Prometheus logger."""
+    cached = _last_plan
+    found: dict[int, Integration] = {id(i): i for i in list(_INSTANCES.values())}
+    if cached is not None:
+        for integration in cached[2].integrations:
+            found.setdefault(id(integration), integration)
+    return tuple(found.values())
 
 
 def _known_integrations() -> list[Integration]:

@@ -11,6 +11,12 @@ Four methods over one typed event, nothing else:
   sinks (ledger, logs) enqueue and return.
 * ``flush(timeout)`` delivers everything queued, returning True when all of it was delivered.
 * ``shutdown(timeout)`` flushes and releases resources; calling it twice is harmless.
+
+One optional method: ``async aon_end(event)``. When an integration has it, async calls await it
+*instead of* calling ``on_end`` (sync calls still call ``on_end``). It is for an integration
+that must finish something before the call returns without blocking the caller's event loop:
+the SQL ledger in ``durable`` mode awaits its row's acknowledgement there. Like ``on_end`` it
+must not raise; an exception is logged and counted, never passed to the caller.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The SQL spend ledger: ``spend_logs`` on SQLite or PostgreSQL, batched writes, spend queries.
 
-* :class:`SqlLedger` is the ``"sql"`` integration (``tracking.success_callback = ["sql"]``).
+* :class:`SqlLedger` is the ``"sql"`` integration (``tracking.success_callback = ["sql"]``), with
+  ``background`` and ``durable`` modes and, in front of PostgreSQL, a local outbox on disk.
 * :func:`query_spend` answers "how much did whom spend on what, when", exactly.
 * :func:`upgrade` / :func:`downgrade` run the packaged Alembic migrations on an engine.
 
@@ -10,7 +11,7 @@ SQLAlchemy and Alembic are imported here, never by ``import tracking``.
 from __future__ import annotations
 
 from ._engine import DEFAULT_URL, create_ledger_engine, resolve_url
-from ._ledger import LedgerMode, SqlLedger
+from ._ledger import LedgerMode, ReplayHook, SqlLedger
 from ._migrate import (
     SchemaVersionError,
     check_schema,
@@ -20,16 +21,19 @@ from ._migrate import (
     migrations_path,
     upgrade,
 )
+from ._outbox import default_outbox_dir
 from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import VERSION_TABLE, event_to_row, include_object, metadata, spend_logs
-from ._writer import LedgerWriter, WriteHook
+from ._writer import BatchDestination, LedgerWriter, WriteHook
 
 __all__ = [
     "DEFAULT_URL",
     "VERSION_TABLE",
+    "BatchDestination",
     "GroupBy",
     "LedgerMode",
     "LedgerWriter",
+    "ReplayHook",
     "SchemaVersionError",
     "SpendRow",
     "SqlLedger",
@@ -37,6 +41,7 @@ __all__ = [
     "check_schema",
     "create_ledger_engine",
     "current_revision",
+    "default_outbox_dir",
     "downgrade",
     "event_to_row",
     "head_revision",

@@ -2,24 +2,50 @@
 
 Registered by name (``tracking.success_callback = ["sql"]``, URL from ``TRACKING_DATABASE_URL``,
 else ``sqlite:///./tracking.db``) or as an instance (``SqlLedger(url=...)``). ``on_end`` turns the
-event into a row and hands it to a :class:`~integrations.sql._writer.LedgerWriter`, which writes
-off the call path. In ``background`` mode (the SDK's default) the call returns at once and
-``flush()`` or interpreter exit delivers what is queued; in ``durable`` mode ``on_end`` returns
-only once the row is committed.
+event into a row and hands it to a :class:`~integrations.sql._writer.LedgerWriter`, which
+group-commits rows off the call path to where they are *acknowledged*:
+
+* an SQLite target is its own outbox: a row is acknowledged once committed to the ledger file;
+* any other target (PostgreSQL), or an SQLite target given an ``outbox_dir``, gets a local outbox
+  (:mod:`integrations.sql._outbox`): a row is acknowledged once committed there, and an
+  :class:`~integrations.sql._shipper.OutboxShipper` moves it to the target, retrying through
+  outages and resuming after a crash or restart.
+
+Two modes (DESIGN 6): ``background`` (the SDK's default) returns at once and acknowledges off the
+call path, so a kill -9 can lose rows not yet acknowledged; ``durable`` returns only once the
+row is acknowledged (sync calls wait in ``on_end``, async calls await ``aon_end`` without
+blocking their loop). ``flush()`` waits until rows are in the target; ``shutdown()`` and
+interpreter exit deliver what they can and leave the rest in the outbox for the next start.
+
+Metrics: ``queue_depth()``, ``outbox_rows()``, ``write_hooks`` (each acknowledgement commit) and
+``replay_hooks`` (rows shipped late). When a Prometheus integration is registered, the ledger
+feeds it these (``tracking_ledger_*``) after every commit and every shipped batch.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from tracking.errors import ConfigurationError
 
-from ._engine import create_ledger_engine
+from ._codec import encode_row, encode_values, line_request_id, sqlite_values
+from ._engine import create_ledger_engine, redact
 from ._migrate import check_schema
+from ._outbox import default_outbox_dir, open_own_outbox
 from ._queries import GroupBy, SpendRow, query_spend
-from ._schema import event_to_row
+from ._schema import event_to_row, event_values
+from ._shipper import OutboxShipper
+from ._target import SpendLogsInserter
 from ._writer import LedgerWriter, WriteHook
 
 if TYPE_CHECKING:
@@ -28,10 +54,106 @@ if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
     from tracking.integration import CallStart
 
-__all__ = ["LedgerMode", "SqlLedger"]
+__all__ = ["LedgerMode", "ReplayHook", "SqlLedger"]
+
+log = logging.getLogger("tracking.ledger")
 
 LedgerMode = Literal["background", "durable"]
+#: Called with the number of rows that reached the target late (after an outage, from an orphan).
+ReplayHook = Callable[[int], None]
 _EXIT_TIMEOUT = 10.0
+#: At shutdown, how long to keep shipping: acknowledged rows are safe on disk either way.
+_SHIP_AT_SHUTDOWN = 5.0
+_MODE_ENV = "TRACKING_LEDGER_MODE"
+
+
+class _OutboxDestination:
+    """The writer's destination in front of a remote target: this process's outbox.
+
+    Opened (and its shipper started, draining orphans) at once, and again in a forked child,
+    which must have an outbox of its own.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        inserter: SpendLogsInserter,
+        replay_hooks: list[ReplayHook],
+        ship_hooks: list[WriteHook],
+        *,
+        max_batch: int,
+        retry_max: float,
+    ) -> None:
+        self.directory = directory
+        self.inserter = inserter
+        self._replay_hooks = replay_hooks
+        self._ship_hooks = ship_hooks
+        self._max_batch = max_batch
+        self._retry_max = retry_max
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._shipper: OutboxShipper | None = None
+        self.shipper()
+        destination = weakref.ref(self)
+
+        def new_lock_in_child() -> None:  # another thread may have held it at the fork
+            alive = destination()
+            if alive is not None:
+                alive._lock = threading.Lock()
+
+        os.register_at_fork(after_in_child=new_lock_in_child)
+
+    def shipper(self) -> OutboxShipper:
+        with self._lock:
+            if self._shipper is None or self._pid != os.getpid():
+                # A forked child leaves the parent's outbox alone (the parent owns its rows).
+                shipper = OutboxShipper(
+                    open_own_outbox(self.directory),
+                    self.inserter,
+                    max_batch=self._max_batch,
+                    retry_max=self._retry_max,
+                    replay_hooks=self._replay_hooks,
+                    ship_hooks=self._ship_hooks,
+                )
+                self._shipper, self._pid = shipper, os.getpid()
+            return self._shipper
+
+    def prepare(self, row: dict[str, Any]) -> str:
+        return encode_row(row)  # ValueError: a row that cannot be stored
+
+    def request_id(self, item: str) -> str:
+        return line_request_id(item)
+
+    def write(self, lines: Sequence[str]) -> None:
+        shipper = self.shipper()
+        shipper.outbox.append(lines)
+        shipper.wake()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        # Row content never fails here (prepare encoded it); disk full, a lock, even a damaged
+        # file: keep the rows in memory and retry rather than drop them.
+        return isinstance(exc, sqlite3.Error)
+
+    def pending(self) -> int:
+        return 0 if self._shipper is None else self._shipper.pending()
+
+    def wait_shipped(self, timeout: float | None) -> bool:
+        shipper = self.shipper()
+        return shipper.wait_shipped(shipper.outbox.last_seq, timeout)
+
+    def close(self, timeout: float | None) -> None:
+        with self._lock:
+            shipper = self._shipper if self._pid == os.getpid() else None
+        if shipper is None:
+            return
+        delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
+        if not delivered:
+            log.warning(
+                "ledger: %d acknowledged rows wait in %s for the target; the next start ships them",
+                shipper.outbox.pending(),
+                shipper.outbox.path,
+            )
+        shipper.close(timeout)
 
 
 class SqlLedger:
@@ -43,11 +165,17 @@ class SqlLedger:
         *,
         engine: Engine | None = None,
         auto_migrate: bool | None = None,
-        mode: LedgerMode = "background",
+        mode: LedgerMode | None = None,
+        outbox_dir: str | os.PathLike[str] | None = None,
         max_batch: int = 2000,
+        max_queue: int = 100_000,
+        retry_max: float = 2.0,
     ) -> None:
-        if mode not in ("background", "durable"):
-            raise ConfigurationError(f"ledger mode must be 'background' or 'durable', not {mode!r}")
+        chosen = mode or os.environ.get(_MODE_ENV) or "background"
+        if chosen not in ("background", "durable"):
+            raise ConfigurationError(
+                f"ledger mode must be 'background' or 'durable', not {chosen!r}"
+            )
         if engine is not None and url is not None:
             raise ConfigurationError("give the ledger a url or an engine, not both")
         self._owns_engine = engine is None
@@ -58,14 +186,48 @@ class SqlLedger:
             if self._owns_engine:
                 self.engine.dispose()
             raise
-        self.mode: LedgerMode = mode
-        self.writer = LedgerWriter(self.engine, max_batch=max_batch)
+        self.mode: LedgerMode = "durable" if chosen == "durable" else "background"
+        self.replay_hooks: list[ReplayHook] = [self._feed_replayed]
+        self._ship_hooks: list[WriteHook] = [self._feed_shipped]
+        inserter = SpendLogsInserter(self.engine)
+        self._outbox: _OutboxDestination | None = None
+        if outbox_dir is not None or self.engine.dialect.name != "sqlite":
+            directory = (
+                Path(outbox_dir)
+                if outbox_dir is not None
+                else default_outbox_dir(redact(self.engine.url))
+            )
+            self._outbox = _OutboxDestination(
+                directory,
+                inserter,
+                self.replay_hooks,
+                self._ship_hooks,
+                max_batch=max_batch,
+                retry_max=retry_max,
+            )
+        self.writer = LedgerWriter(
+            self._outbox if self._outbox is not None else self.engine,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            retry_max=retry_max,
+        )
+        self.writer.write_hooks.append(self._feed_written)
+        self._prepare: Callable[[tuple[Any, ...]], Any] = (
+            encode_values if self._outbox is not None else sqlite_values
+        )
         self._closed = False
+        ledger = weakref.ref(self)
+
+        def dispose_in_child() -> None:
+            alive = ledger()
+            if alive is not None:  # the parent's pooled connections must not be shared
+                alive.engine.dispose(close=False)
+
+        os.register_at_fork(after_in_child=dispose_in_child)
         atexit.register(self._at_exit)
 
     def __repr__(self) -> str:
-        url = self.engine.url.render_as_string(hide_password=True)
-        return f"SqlLedger({url!r}, mode={self.mode!r})"
+        return f"SqlLedger({redact(self.engine.url)!r}, mode={self.mode!r})"
 
     # -- the integration protocol -------------------------------------------------------------
 
@@ -73,19 +235,53 @@ class SqlLedger:
         """Nothing to do before the exchange: the row is written when the call ends."""
 
     def on_end(self, event: ImageEditEvent) -> None:
-        seq = self.writer.submit(event_to_row(event))
+        seq = self._submit(event)
         if self.mode == "durable":
             self.writer.wait(seq)
 
+    async def aon_end(self, event: ImageEditEvent) -> None:
+        """``on_end`` for async calls: a durable call awaits its acknowledgement, loop free."""
+        seq = self._submit(event)
+        if self.mode == "durable":
+            await self.writer.wait_async(seq)
+
+    def _submit(self, event: ImageEditEvent) -> int:
+        # The hot path: the event goes straight to the writer's form, with no row dict between.
+        try:
+            item = self._prepare(event_values(event))
+        except ValueError:  # a value the ledger cannot store: the writer logs and counts it
+            return self.writer.submit(event_to_row(event))
+        return self.writer.submit_prepared((item,))
+
     def flush(self, timeout: float | None = None) -> bool:
-        return self.writer.flush(timeout)
+        """Wait until every row handed over so far is in the target database."""
+        if self._closed:  # what is left waits in the outbox for the next start
+            return self.queue_depth() == 0 and self.outbox_rows() == 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.writer.flush(timeout):
+            return False
+        if self._outbox is None:
+            return True
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._outbox.wait_shipped(remaining)
 
     def shutdown(self, timeout: float | None = None) -> None:
+        """Acknowledge what is queued (within ``timeout``), ship for at most 5 s, then close.
+
+        Rows acknowledged but not yet shipped stay in the outbox file; the next ledger for the
+        same target (in this process or another) ships them.
+        """
         if self._closed:
             return
         self._closed = True
         atexit.unregister(self._at_exit)
+        deadline = None if timeout is None else time.monotonic() + timeout
         self.writer.close(timeout)
+        if self._outbox is not None:
+            remaining = _SHIP_AT_SHUTDOWN
+            if deadline is not None:
+                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
+            self._outbox.close(remaining)
         if self._owns_engine:
             self.engine.dispose()
 
@@ -95,13 +291,47 @@ class SqlLedger:
     # -- metrics feed -------------------------------------------------------------------------
 
     def queue_depth(self) -> int:
-        """Rows handed to the ledger and not yet committed."""
+        """Rows handed to the ledger and not yet acknowledged."""
         return self.writer.queue_depth()
+
+    def outbox_rows(self) -> int:
+        """Rows acknowledged in the local outbox and not yet in the target (0 without one)."""
+        return 0 if self._outbox is None else self._outbox.pending()
+
+    @property
+    def outbox_path(self) -> Path | None:
+        """This process's outbox file, None when the SQLite ledger is its own outbox."""
+        return None if self._outbox is None else self._outbox.shipper().outbox.path
+
+    @property
+    def rejected_rows(self) -> int:
+        """Rows refused for good (logged; with an outbox, kept in its ``rejected`` table)."""
+        shipped = 0 if self._outbox is None else self._outbox.shipper().rejected_rows
+        return self.writer.rejected_rows + shipped
+
+    @property
+    def replayed_rows(self) -> int:
+        """Rows this process shipped late: after an outage, or from a dead process's outbox."""
+        return 0 if self._outbox is None else self._outbox.shipper().replayed_rows
 
     @property
     def write_hooks(self) -> list[WriteHook]:
-        """Callables run as ``hook(seconds, rows)`` after every commit."""
+        """Callables run as ``hook(seconds, rows)`` after every acknowledgement commit."""
         return self.writer.write_hooks
+
+    def _feed_written(self, seconds: float, rows: int) -> None:
+        for sink in _metric_sinks():
+            sink.observe_ledger_write(seconds)
+            sink.set_ledger_queue_depth(self.queue_depth())
+            sink.set_ledger_outbox_rows(self.outbox_rows())
+
+    def _feed_shipped(self, seconds: float, rows: int) -> None:
+        for sink in _metric_sinks():
+            sink.set_ledger_outbox_rows(self.outbox_rows())
+
+    def _feed_replayed(self, rows: int) -> None:
+        for sink in _metric_sinks():
+            sink.record_ledger_replayed(rows)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -120,3 +350,10 @@ class SqlLedger:
     ) -> list[SpendRow]:
         """Spend in the ledger; see :func:`integrations.sql.query_spend`."""
         return query_spend(self.engine, user=user, since=since, until=until, by=by, limit=limit)
+
+
+def _metric_sinks() -> tuple[Any, ...]:
+    """Registered integrations that take the ledger's metrics (the Prometheus logger)."""
+    from tracking import bus
+
+    return tuple(i for i in bus.loaded_integrations() if hasattr(i, "set_ledger_outbox_rows"))

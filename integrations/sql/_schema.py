@@ -25,10 +25,12 @@ if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
 
 __all__ = [
+    "COLUMN_NAMES",
     "MONEY_SCALE",
     "OUR_TABLES",
     "VERSION_TABLE",
     "event_to_row",
+    "event_values",
     "include_object",
     "metadata",
     "spend_logs",
@@ -123,6 +125,8 @@ spend_logs = sa.Table(
     sa.Index("ix_spend_logs_start_time", "start_time"),
 )
 
+#: The columns of ``spend_logs`` in table order: the order of :func:`event_values`.
+COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in spend_logs.columns)
 #: Tables (and views) the ledger owns; everything else in the database belongs to the host.
 OUR_TABLES = frozenset({"spend_logs", "spend_daily", VERSION_TABLE})
 #: The tables autogenerate compares: the modelled ones (Alembic minds its own version table).
@@ -141,12 +145,22 @@ def include_object(
     return True
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe copy of caller metadata (Decimals, datetimes and other objects as text)."""
+    if type(value) in _SCALARS:  # the common case first: exact types, no isinstance chain
+        return value
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {
+            k if type(k) is str else str(k): v if type(v) in _SCALARS else _plain(v)
+            for k, v in value.items()
+        }
+    if type(value) is list and all(type(v) in _SCALARS for v in value):
+        return list(value)  # a flat list (tags), copied without a call per item
     if isinstance(value, list | tuple | set | frozenset):
         return [_plain(v) for v in value]
     if isinstance(value, datetime):
@@ -154,45 +168,50 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def event_values(event: ImageEditEvent) -> tuple[Any, ...]:
+    """The ``spend_logs`` row for one event as values in column order (the writer's fast form)."""
+    usage = event.usage
+    return (  # the order of the columns in the table above
+        event.request_id,
+        event.call_type,
+        event.status,
+        event.upstream_request_id,
+        event.end_user,
+        event.api_key_hash,
+        event.key_alias,
+        event.team,
+        list(event.tags),
+        _plain(event.metadata),
+        event.model,
+        event.model_group,
+        event.resolved_model,  # served_model
+        event.provider,
+        event.deployment_id,
+        event.api_base,
+        event.n,
+        event.images_returned,
+        event.size,
+        event.quality,
+        usage.input_text_tokens if usage else None,
+        usage.input_image_tokens if usage else None,
+        usage.cached_input_tokens if usage else None,
+        usage.output_tokens if usage else None,
+        usage.total_tokens if usage else None,
+        event.cost_usd,
+        event.cost_per_image_usd,
+        event.cost_source,
+        event.price_ref,
+        event.start_time,
+        event.end_time,
+        float(event.latency_ms),
+        event.attempts,
+        event.retries,
+        list(event.fallback_from),
+        event.error_type,
+        event.http_status,
+    )
+
+
 def event_to_row(event: ImageEditEvent) -> dict[str, Any]:
     """The ``spend_logs`` row for one event."""
-    usage = event.usage
-    return {
-        "request_id": event.request_id,
-        "call_type": event.call_type,
-        "status": event.status,
-        "upstream_request_id": event.upstream_request_id,
-        "end_user": event.end_user,
-        "api_key_hash": event.api_key_hash,
-        "key_alias": event.key_alias,
-        "team": event.team,
-        "tags": list(event.tags),
-        "metadata": _plain(event.metadata),
-        "model": event.model,
-        "model_group": event.model_group,
-        "served_model": event.resolved_model,
-        "provider": event.provider,
-        "deployment_id": event.deployment_id,
-        "api_base": event.api_base,
-        "n": event.n,
-        "images_returned": event.images_returned,
-        "size": event.size,
-        "quality": event.quality,
-        "input_text_tokens": usage.input_text_tokens if usage else None,
-        "input_image_tokens": usage.input_image_tokens if usage else None,
-        "cached_input_tokens": usage.cached_input_tokens if usage else None,
-        "output_tokens": usage.output_tokens if usage else None,
-        "total_tokens": usage.total_tokens if usage else None,
-        "cost_usd": event.cost_usd,
-        "cost_per_image_usd": event.cost_per_image_usd,
-        "cost_source": event.cost_source,
-        "price_ref": event.price_ref,
-        "start_time": event.start_time,
-        "end_time": event.end_time,
-        "latency_ms": float(event.latency_ms),
-        "attempts": event.attempts,
-        "retries": event.retries,
-        "fallback_from": list(event.fallback_from),
-        "error_type": event.error_type,
-        "http_status": event.http_status,
-    }
+    return dict(zip(COLUMN_NAMES, event_values(event), strict=True))

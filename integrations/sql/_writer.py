@@ -1,24 +1,34 @@
-"""``LedgerWriter``: batched, idempotent writes of ledger rows on one background thread.
+"""``LedgerWriter``: group commit of ledger rows on one background thread, and acknowledgement.
 
-Callers hand rows to :meth:`LedgerWriter.submit`, which only appends to an in-memory queue and
-returns a sequence number. One worker thread takes everything queued (up to ``max_batch`` rows),
-inserts it in one transaction with ``INSERT ... ON CONFLICT (request_id) DO NOTHING`` and
-commits: group commit, so rows that arrive while a commit is in progress share the next one
-and no artificial delay is ever added. A replayed row is a no-op, never a double count.
+Callers hand rows to :meth:`LedgerWriter.submit`, which prepares each row for its destination
+(parameters or an outbox line, on the caller's thread, so the worker's time goes to the
+database), appends it to an in-memory queue and returns a sequence number. One worker thread
+takes everything queued (up to ``max_batch`` rows) and writes it to its *destination* in one
+transaction: the SQLite ledger itself, or the local outbox in front of another database
+(:mod:`integrations.sql._outbox`). That is group commit: rows that arrive while a commit is in
+progress share the next one, and no artificial delay is added.
 
-A row is *acknowledged* once its transaction has committed; :meth:`wait` blocks until a given
-sequence number is, which is what a ``durable`` mode waits on, and :meth:`flush` waits for
-everything submitted so far. Connection failures and lock timeouts are retried with capped
-exponential backoff, keeping the rows (the ledger never drops); a row the database itself refuses
-(bad data) is isolated from its batch, logged with its request id and counted in
+A row is *acknowledged* once its batch has committed there; :meth:`wait` blocks until a given
+sequence number is (what ``durable`` mode waits on in a sync call), :meth:`wait_async` awaits it
+without blocking the event loop (one wake-up per loop per batch, however many calls wait), and
+:meth:`flush` waits for everything submitted so far. Transient failures (a lock held elsewhere,
+a lost connection) are retried with capped exponential backoff, keeping the rows: the ledger
+never drops. A row that cannot be prepared (a naive timestamp) or that the destination itself
+refuses is isolated from its batch, logged with its request id and counted in
 ``rejected_rows``, so it cannot block the rows behind it.
 
-For the metrics integration: :meth:`queue_depth` (rows submitted but not yet acknowledged) and
-``write_hooks``, callables run as ``hook(seconds, rows)`` after every commit.
+The queue is bounded (``max_queue``): it only fills when the destination cannot commit at all
+(the outbox's disk, or a locked SQLite ledger), and then :meth:`submit` waits for room instead
+of growing without limit. For metrics: :meth:`queue_depth` and ``write_hooks``, callables run as
+``hook(seconds, rows)`` after every commit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -26,70 +36,104 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-
-import sqlalchemy as sa
-
-from ._schema import spend_logs
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["LedgerWriter", "WriteHook"]
+__all__ = ["BatchDestination", "LedgerWriter", "WriteHook"]
 
 log = logging.getLogger("tracking.ledger")
 
 #: Called after each commit with the seconds the write took and the rows it carried.
 WriteHook = Callable[[float, int], None]
+_Waiter = tuple[int, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
-_TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+
+class BatchDestination(Protocol):
+    """Where the writer commits: rows are prepared once, then written a batch per transaction."""
+
+    def prepare(self, row: dict[str, Any]) -> Any:
+        """The row in the form ``write`` takes; ValueError for a row that cannot be stored."""
+        ...
+
+    def write(self, items: Sequence[Any]) -> None: ...
+
+    def is_transient(self, exc: BaseException) -> bool: ...
+
+    def request_id(self, item: Any) -> str: ...
 
 
-def insert_ignoring_duplicates(engine: Engine) -> sa.Executable:
-    """``INSERT INTO spend_logs ... ON CONFLICT (request_id) DO NOTHING`` for the engine."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+class _DirectDestination:
+    """The target database itself (an SQLite ledger is its own outbox)."""
 
-        return pg_insert(spend_logs).on_conflict_do_nothing(index_elements=["request_id"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    def __init__(self, engine: Engine) -> None:
+        from ._target import SpendLogsInserter
 
-    return sqlite_insert(spend_logs).on_conflict_do_nothing(index_elements=["request_id"])
+        self.inserter = SpendLogsInserter(engine)
+        self.is_transient = self.inserter.is_transient
+        self.prepare = self.inserter.prepare
+        self.write = self.inserter.insert_prepared
+        self.request_id = self.inserter.request_id
+
+
+def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for future in waiters:
+        if not future.done():  # a caller may have been cancelled meanwhile
+            future.set_result(None)
 
 
 class LedgerWriter:
-    """Group-commits rows into ``spend_logs``; see the module docstring."""
+    """Group-commits rows into a destination; see the module docstring."""
 
     def __init__(
         self,
-        engine: Engine,
+        destination: Engine | BatchDestination,
         *,
         max_batch: int = 2000,
+        max_queue: int = 100_000,
         retry_initial: float = 0.05,
         retry_max: float = 5.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        self.engine = engine
+        if max_queue < max_batch:
+            raise ValueError("max_queue must be at least max_batch")
+        from sqlalchemy.engine import Engine
+
+        self.destination: BatchDestination = (
+            _DirectDestination(destination) if isinstance(destination, Engine) else destination
+        )
         self.max_batch = max_batch
+        self.max_queue = max_queue
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.write_hooks: list[WriteHook] = []
         self.rejected_rows = 0
-        self._statement = insert_ignoring_duplicates(engine)
-        self._cond = threading.Condition()
-        self._pending: deque[dict[str, Any]] = deque()
-        self._submitted = 0  # sequence number of the last row submitted
-        self._acknowledged = 0  # every row up to this sequence number is committed (or rejected)
-        self._closing = False
-        self._thread: threading.Thread | None = None
+        self._reset()
         writer = weakref.ref(self)
 
         def restart_in_child() -> None:
             alive = writer()
             if alive is not None:
-                alive._after_fork()
+                alive._reset()
 
         os.register_at_fork(after_in_child=restart_in_child)
+
+    def _reset(self) -> None:
+        # Also run in a forked child: the parent's worker thread does not exist there, and the
+        # parent still owns the rows it queued, so the child starts afresh.
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the worker waits here for rows
+        self._acked = threading.Condition(lock)  # callers wait here for room in the queue
+        self._pending: deque[Any] = deque()
+        self._submitted = 0  # sequence number of the last row submitted
+        self._acknowledged = 0  # every row up to this sequence number is committed (or rejected)
+        self._async_waiters: list[_Waiter] = []
+        self._sync_waiters: list[tuple[int, int, threading.Lock]] = []
+        self._tiebreak = itertools.count()
+        self._closing = False
+        self._thread: threading.Thread | None = None
 
     # -- the call path ----------------------------------------------------------------------
 
@@ -99,16 +143,41 @@ class LedgerWriter:
 
     def submit_many(self, rows: Sequence[dict[str, Any]]) -> int:
         """Queue several rows; returns the sequence number of the last one."""
+        prepare = self.destination.prepare
+        try:
+            items = [prepare(row) for row in rows]
+        except ValueError:
+            items = self._prepare_one_by_one(rows)
+        return self.submit_prepared(items)
+
+    def submit_prepared(self, items: Sequence[Any]) -> int:
+        """Queue items already in the destination's form; returns the last one's number."""
+        rows = items
         with self._cond:
             if self._closing:
                 raise RuntimeError("the ledger writer is shut down")
+            if len(self._pending) + len(rows) > self.max_queue and self._pending:
+                # The destination is not committing: wait for room rather than grow unbounded.
+                self._acked.wait_for(
+                    lambda: len(self._pending) + len(rows) <= self.max_queue or not self._pending
+                )
             self._pending.extend(rows)
             self._submitted += len(rows)
             seq = self._submitted
             if self._thread is None:
                 self._start()
-            self._cond.notify_all()
+            self._cond.notify()
             return seq
+
+    def _prepare_one_by_one(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        prepared = []
+        for row in rows:
+            try:
+                prepared.append(self.destination.prepare(row))
+            except ValueError as exc:
+                self.rejected_rows += 1
+                log.error("ledger row %s cannot be stored (%s)", row.get("request_id"), exc)
+        return prepared
 
     def queue_depth(self) -> int:
         """Rows submitted and not yet acknowledged (queued or in the batch being written)."""
@@ -116,8 +185,29 @@ class LedgerWriter:
 
     def wait(self, seq: int, timeout: float | None = None) -> bool:
         """Block until row ``seq`` is acknowledged; False if ``timeout`` ran out first."""
+        # Each waiter sleeps on a lock of its own that the worker releases: no thundering herd
+        # of threads re-taking one shared lock after every batch.
         with self._cond:
-            return self._cond.wait_for(lambda: self._acknowledged >= seq, timeout)
+            if self._acknowledged >= seq:
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            heapq.heappush(self._sync_waiters, (seq, next(self._tiebreak), waiter))
+        if waiter.acquire(timeout=-1 if timeout is None else timeout):
+            return True
+        return self._acknowledged >= seq
+
+    async def wait_async(self, seq: int) -> None:
+        """Wait, without blocking the running event loop, until row ``seq`` is acknowledged."""
+        if self._acknowledged >= seq:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self._acknowledged >= seq:
+                return
+            heapq.heappush(self._async_waiters, (seq, next(self._tiebreak), loop, future))
+        await future
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row submitted so far is acknowledged."""
@@ -129,6 +219,7 @@ class LedgerWriter:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            self._acked.notify_all()
             thread = self._thread
         if thread is not None and delivered:
             thread.join(timeout)
@@ -142,15 +233,6 @@ class LedgerWriter:
         self._thread = threading.Thread(target=self._run, name="tracking-ledger", daemon=True)
         self._thread.start()
 
-    def _after_fork(self) -> None:
-        # The parent's worker thread does not exist here, and its pooled connections must not be
-        # shared: start afresh with an empty queue (the parent still owns the rows it queued).
-        self._cond = threading.Condition()
-        self._pending = deque()
-        self._submitted = self._acknowledged = 0
-        self._thread = None
-        self.engine.dispose(close=False)
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -162,31 +244,45 @@ class LedgerWriter:
             self._write_with_retries(batch)
             with self._cond:
                 self._acknowledged += len(batch)
-                self._cond.notify_all()
+                self._acked.notify_all()
+                sync_waiters = self._sync_waiters
+                while sync_waiters and sync_waiters[0][0] <= self._acknowledged:
+                    heapq.heappop(sync_waiters)[2].release()
+                ready = self._ready_waiters()
+            for loop, futures in ready.items():
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                    loop.call_soon_threadsafe(_resolve, futures)
 
-    def _write_with_retries(self, batch: list[dict[str, Any]]) -> None:
+    def _ready_waiters(self) -> dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]]:
+        ready: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        waiters = self._async_waiters
+        while waiters and waiters[0][0] <= self._acknowledged:
+            _, _, loop, future = heapq.heappop(waiters)
+            ready.setdefault(loop, []).append(future)
+        return ready
+
+    def _write_with_retries(self, batch: list[Any]) -> None:
         delay = self.retry_initial
         while True:
             try:
                 self._write(batch)
                 return
-            except _TRANSIENT as exc:
+            except Exception as exc:
+                if not self.destination.is_transient(exc):
+                    self._write_one_by_one(batch)
+                    return
                 log.warning(
                     "ledger write of %d rows failed (%s); retrying in %.2fs",
                     len(batch),
                     type(getattr(exc, "orig", None) or exc).__name__,
                     delay,
                 )
-            except sa.exc.SQLAlchemyError:
-                self._write_one_by_one(batch)
-                return
             time.sleep(delay)
             delay = min(delay * 2, self.retry_max)
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _write(self, batch: Sequence[Any]) -> None:
         started = time.perf_counter()
-        with self.engine.begin() as conn:
-            conn.execute(self._statement, batch)
+        self.destination.write(batch)
         elapsed = time.perf_counter() - started
         for hook in tuple(self.write_hooks):
             try:
@@ -194,21 +290,22 @@ class LedgerWriter:
             except Exception:
                 log.exception("ledger write hook %r failed", hook)
 
-    def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
+    def _write_one_by_one(self, batch: list[Any]) -> None:
         for row in batch:
             delay = self.retry_initial
             while True:
                 try:
                     self._write([row])
                     break
-                except _TRANSIENT:
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.retry_max)
-                except sa.exc.SQLAlchemyError as exc:
+                except Exception as exc:
+                    if self.destination.is_transient(exc):
+                        time.sleep(delay)
+                        delay = min(delay * 2, self.retry_max)
+                        continue
                     self.rejected_rows += 1
                     log.error(
-                        "ledger row %s refused by the database (%s); it is not recorded",
-                        row.get("request_id"),
+                        "ledger row %s refused (%s); it is not recorded",
+                        self.destination.request_id(row),
                         type(getattr(exc, "orig", None) or exc).__name__,
                     )
                     break

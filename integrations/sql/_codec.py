@@ -1,0 +1,162 @@
+"""How a ledger row travels: JSON text in the outbox, parameters for the target's driver.
+
+A row (the dict :func:`~integrations.sql._schema.event_to_row` makes) is committed to the local
+outbox as one line of compact JSON: money as a decimal string (never a float), timestamps as
+ISO-8601 with their UTC offset, JSON columns nested as they are. :func:`decode_row` restores the
+``Decimal`` and ``datetime`` values, so a row read back is equal to the row written.
+
+Inserts bypass SQLAlchemy's per-row parameter processing, which costs more than the database
+itself at ledger rates: :func:`sqlite_params` builds the tuple SQLAlchemy would have bound for
+SQLite (money as REAL, UTC wall time as text, JSON as text), so rows written either way are
+identical; for PostgreSQL a whole batch of JSON lines is sent as one ``jsonb`` parameter and the
+server spreads it over the columns (:data:`POSTGRES_INSERT`), with ``NUMERIC`` and
+``timestamptz`` parsed by PostgreSQL itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from ._schema import COLUMN_NAMES
+
+__all__ = [
+    "COLUMNS",
+    "POSTGRES_INSERT",
+    "SQLITE_INSERT",
+    "decode_row",
+    "encode_row",
+    "encode_values",
+    "line_request_id",
+    "postgres_batch",
+    "sqlite_params",
+    "sqlite_values",
+]
+
+COLUMNS = COLUMN_NAMES
+_MONEY = frozenset({"cost_usd", "cost_per_image_usd"})
+_TIMES = frozenset({"start_time", "end_time"})
+_JSON = frozenset({"tags", "metadata", "fallback_from"})
+_KINDS = tuple(
+    "money" if c in _MONEY else "time" if c in _TIMES else "json" if c in _JSON else ""
+    for c in COLUMNS
+)
+
+# The statements are built from our own column names, never from data.
+_column_list = ", ".join(f'"{c}"' for c in COLUMNS)
+SQLITE_INSERT = (
+    f"INSERT INTO spend_logs ({_column_list}) VALUES ({', '.join('?' for _ in COLUMNS)}) "  # noqa: S608
+    "ON CONFLICT (request_id) DO NOTHING"
+)
+#: One statement per batch: ``%s`` is a JSON array of encoded rows.
+POSTGRES_INSERT = (
+    f"INSERT INTO spend_logs ({_column_list}) SELECT {_column_list} "  # noqa: S608
+    "FROM jsonb_populate_recordset(NULL::spend_logs, %s::jsonb) "
+    "ON CONFLICT (request_id) DO NOTHING"
+)
+
+
+def _wire(value: Any) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"ledger money must be finite, not {value}")
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("ledger timestamps must be timezone-aware")
+        return value.isoformat()
+    return str(value)  # caller metadata is already plain; anything else is kept as text
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_wire, allow_nan=False)
+_JSON_TEXT = json.JSONEncoder(separators=(",", ":"), default=str)
+_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_MONEY_AT = tuple(_INDEX[c] for c in COLUMNS if c in _MONEY)
+_TIMES_AT = tuple(_INDEX[c] for c in COLUMNS if c in _TIMES)
+_JSON_AT = tuple(_INDEX[c] for c in COLUMNS if c in _JSON)
+
+
+def encode_row(row: Mapping[str, Any]) -> str:
+    """The row as one line of JSON; ValueError for a value the ledger cannot store."""
+    # Converting the few typed values first keeps the whole encode inside the C encoder.
+    plain = dict(row)
+    for name in _MONEY | _TIMES:
+        value = plain.get(name)
+        if value is not None:
+            plain[name] = _wire(value)
+    return _ENCODER.encode(plain)
+
+
+def encode_values(values: Iterable[Any]) -> str:
+    """:func:`encode_row` for a row's values in column order (``event_values``)."""
+    return encode_row(dict(zip(COLUMNS, values, strict=True)))
+
+
+def decode_row(text: str) -> dict[str, Any]:
+    """The row :func:`encode_row` wrote, with its ``Decimal`` and ``datetime`` values restored."""
+    row: dict[str, Any] = json.loads(text)
+    for name in _MONEY:
+        value = row.get(name)
+        if value is not None:
+            row[name] = Decimal(value)
+    for name in _TIMES:
+        value = row.get(name)
+        if value is not None:
+            row[name] = datetime.fromisoformat(value)
+    return row
+
+
+def line_request_id(line: str) -> str:
+    """The request id of an encoded row, for messages; never raises."""
+    try:
+        return str(json.loads(line).get("request_id"))
+    except (ValueError, AttributeError):
+        return "(unreadable)"
+
+
+def _sqlite_time(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("ledger timestamps must be timezone-aware")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # SQLAlchemy's SQLite DATETIME format: microseconds always, so text order is time order.
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _json_text(value: Any) -> str:
+    if not value:  # the common empty cases, without a trip through the encoder
+        return (
+            "null"
+            if value is None
+            else "[]"
+            if isinstance(value, list)
+            else _JSON_TEXT.encode(value)
+        )
+    return _JSON_TEXT.encode(value)
+
+
+def sqlite_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The parameters of :data:`SQLITE_INSERT` for one row, as SQLAlchemy would bind them."""
+    return sqlite_values(map(row.get, COLUMNS))
+
+
+def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
+    """:func:`sqlite_params` for a row's values in column order (``event_values``)."""
+    params: list[Any] = list(values)
+    for i in _MONEY_AT:
+        if params[i] is not None:
+            params[i] = float(params[i])
+    for i in _TIMES_AT:
+        if params[i] is not None:
+            params[i] = _sqlite_time(params[i])
+    for i in _JSON_AT:  # None is stored as JSON null, as SQLAlchemy does
+        params[i] = _json_text(params[i])
+    return tuple(params)
+
+
+def postgres_batch(lines: Iterable[str]) -> str:
+    """The JSON array parameter of :data:`POSTGRES_INSERT` for encoded rows."""
+    return "[" + ",".join(lines) + "]"

@@ -1,0 +1,196 @@
+"""The local outbox: an SQLite file in WAL mode where rows are acknowledged before shipping.
+
+Each process writes its own outbox, ``outbox-<pid>.db`` in a directory kept per target database,
+and holds an exclusive ``flock`` on the matching ``.lock`` file for as long as it lives. The
+kernel drops that lock when the process dies, however it dies, so a file whose lock can be taken
+belongs to nobody: :func:`claim_orphans` hands such outboxes to a live process, whose shipper
+drains them into the target. Two ledgers of one process (or a pid reused on another host
+sharing the directory) simply get ``outbox-<pid>-1.db`` and so on.
+
+Rows are kept as JSON lines (:mod:`integrations.sql._codec`) under an increasing ``seq``. The
+file runs with ``synchronous=FULL``: a committed batch survives a crash of the process and of
+the machine, which is what makes it an acknowledgement. Rows the target refuses for good are
+moved to the ``rejected`` table of the same file, kept for inspection rather than lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+__all__ = ["Outbox", "claim_orphans", "default_outbox_dir", "open_own_outbox"]
+
+log = logging.getLogger("tracking.ledger")
+
+_ENV = "TRACKING_OUTBOX_DIR"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, line TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rejected "
+    "(seq INTEGER PRIMARY KEY, line TEXT NOT NULL, reason TEXT NOT NULL, rejected_at TEXT)",
+)
+
+
+def default_outbox_dir(target: str) -> Path:
+    """Where a target's outboxes live: ``$TRACKING_OUTBOX_DIR`` or the user's state directory.
+
+    ``target`` is the database URL with its password hidden; one sub-folder per target keeps
+    rows bound for different databases apart.
+    """
+    base = os.environ.get(_ENV)
+    if base:
+        root = Path(base)
+    else:
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        root = Path(state) / "tracking" / "outbox"
+    return root / hashlib.sha256(target.encode()).hexdigest()[:16]
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class Outbox:
+    """One outbox file, locked by this process; see the module docstring."""
+
+    def __init__(self, path: Path, lock_fd: int) -> None:
+        self.path = path
+        self._lock_fd = lock_fd
+        self._owner_pid = os.getpid()
+        self._mutex = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        count, last = self._db.execute("SELECT count(*), max(seq) FROM outbox").fetchone()
+        self._pending: int = count
+        self.last_seq: int = last or 0  #: the newest row appended (or found at open)
+        self.shipped_through = 0  #: every row up to this seq has left the outbox
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"Outbox({str(self.path)!r}, pending={self._pending})"
+
+    def pending(self) -> int:
+        """Rows acknowledged here and not yet in the target."""
+        return self._pending
+
+    def append(self, lines: Sequence[str]) -> int:
+        """Commit rows in one transaction; returns the seq of the last one."""
+        with self._mutex:
+            first = self.last_seq + 1
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO outbox (seq, line) VALUES (?, ?)",
+                    zip(range(first, first + len(lines)), lines, strict=True),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.last_seq = first + len(lines) - 1
+            self._pending += len(lines)
+            return self.last_seq
+
+    def peek(self, limit: int) -> list[tuple[int, str]]:
+        """The oldest rows still waiting, at most ``limit``."""
+        with self._mutex:
+            return self._db.execute(
+                "SELECT seq, line FROM outbox ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+
+    def remove_through(self, seq: int, count: int) -> None:
+        """Forget the ``count`` oldest rows, now in the target: every row up to ``seq``."""
+        with self._mutex:
+            if count:
+                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+            self._pending -= count
+            self.shipped_through = max(self.shipped_through, seq)
+
+    def reject(self, seq: int, line: str, reason: str) -> None:
+        """Move a row the target refuses for good to the ``rejected`` table."""
+        now = datetime.now(UTC).isoformat()
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR REPLACE INTO rejected (seq, line, reason, rejected_at) "
+                "VALUES (?, ?, ?, ?)",
+                (seq, line, reason, now),
+            )
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._db.execute("COMMIT")
+            self._pending -= 1
+
+    def close(self) -> None:
+        """Close and unlock; the files are removed when nothing is left in them. Idempotent."""
+        with self._mutex:
+            if self.closed:
+                return
+            self.closed = True
+            if os.getpid() != self._owner_pid:
+                return  # a forked child: the parent still owns this file, its lock and its rows
+            (rejected,) = self._db.execute("SELECT count(*) FROM rejected").fetchone()
+            empty = self._pending == 0 and rejected == 0
+            self._db.close()
+            lock_path = self.path.with_suffix(".lock")
+            if empty:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                lock_path.unlink(missing_ok=True)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+
+
+def open_own_outbox(directory: Path) -> Outbox:
+    """This process's outbox in ``directory`` (created), locked for as long as it is open."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    for n in range(1000):
+        name = f"outbox-{pid}" if n == 0 else f"outbox-{pid}-{n}"
+        fd = _try_lock(directory / f"{name}.lock")
+        if fd is not None:
+            return Outbox(directory / f"{name}.db", fd)
+    raise RuntimeError(f"no free outbox name in {directory}")
+
+
+def claim_orphans(directory: Path, skip: frozenset[Path] = frozenset()) -> list[Outbox]:
+    """Outboxes in ``directory`` whose process is gone, now locked by this one."""
+    claimed: list[Outbox] = []
+    try:
+        candidates = sorted(directory.glob("outbox-*.db"))
+    except OSError:
+        return claimed
+    for path in candidates:
+        if path in skip:
+            continue
+        lock_path = path.with_suffix(".lock")
+        fd = _try_lock(lock_path)
+        if fd is None:
+            continue  # its process is alive
+        if not path.exists():  # removed by its owner while we looked
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            continue
+        try:
+            claimed.append(Outbox(path, fd))
+        except sqlite3.Error:
+            log.exception("ledger outbox %s cannot be opened; left in place", path)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    return claimed

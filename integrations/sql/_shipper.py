@@ -1,0 +1,216 @@
+"""``OutboxShipper``: one thread draining outboxes into the target database, resumably.
+
+The shipper reads the oldest rows of an outbox in batches, inserts them into the target with
+``ON CONFLICT (request_id) DO NOTHING`` (:class:`~integrations.sql._target.SpendLogsInserter`)
+and only then deletes them from the outbox. A crash between the two steps replays the batch on
+restart, and the conflict clause turns the replay into a no-op: every acknowledged row reaches
+the target exactly once. While the target is unreachable the rows stay on disk and the shipper
+retries with capped exponential backoff; a row the target refuses for good is moved to the
+outbox's ``rejected`` table, logged and counted, so it cannot block the rows behind it.
+
+Besides its own process's outbox, the shipper drains orphans (outboxes of dead processes, see
+:func:`~integrations.sql._outbox.claim_orphans`): at start, and again every ``rescan`` seconds.
+Rows that reach the target late (after a failure, or from an orphan or a previous run) are
+*replayed* and reported to ``replay_hooks``; ``ship_hooks`` run after every shipped batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ._codec import line_request_id
+from ._outbox import Outbox, claim_orphans
+from ._target import SpendLogsInserter
+
+__all__ = ["OutboxShipper"]
+
+log = logging.getLogger("tracking.ledger")
+
+
+class OutboxShipper:
+    """Drains an outbox (and orphaned ones) into the target; see the module docstring."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        inserter: SpendLogsInserter,
+        *,
+        max_batch: int = 2000,
+        retry_initial: float = 0.05,
+        retry_max: float = 2.0,
+        rescan: float = 30.0,
+        replay_hooks: list[Callable[[int], None]] | None = None,
+        ship_hooks: list[Callable[[float, int], None]] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.inserter = inserter
+        self.max_batch = max_batch
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.rescan = rescan
+        # Given before the thread starts, so rows drained from orphans at once are reported too.
+        self.replay_hooks = replay_hooks if replay_hooks is not None else []
+        self.ship_hooks = ship_hooks if ship_hooks is not None else []
+        self.rejected_rows = 0
+        self.replayed_rows = 0
+        self._orphans: list[Outbox] = []
+        self._replaying = outbox.pending() > 0  # rows left by a previous run of this pid
+        self._cond = threading.Condition()
+        self._closing = False
+        self._failing = False
+        self._next_scan = 0.0
+        self._scan_orphans()  # before returning, so a flush right after start includes them
+        self._thread = threading.Thread(target=self._run, name="tracking-ledger-ship", daemon=True)
+        self._thread.start()
+
+    # -- called by others -----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New rows were committed to the outbox."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        """Rows in this process's outbox and in the orphans it is draining."""
+        return self.outbox.pending() + sum(o.pending() for o in tuple(self._orphans))
+
+    def wait_shipped(self, seq: int, timeout: float | None = None) -> bool:
+        """Wait until the own outbox's rows up to ``seq``, and the orphans', reached the target."""
+
+        def shipped() -> bool:
+            drained = not any(o.pending() for o in tuple(self._orphans))
+            return drained and self.outbox.shipped_through >= seq
+
+        with self._cond:
+            return self._cond.wait_for(shipped, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the thread (between batches) and close the outboxes; unshipped rows stay on disk."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("ledger shipper did not stop in time; its outbox is left to the next run")
+            return
+        for outbox in (*self._orphans, self.outbox):
+            outbox.close()
+
+    # -- the thread -----------------------------------------------------------------------------
+
+    def _scan_orphans(self) -> None:
+        self._next_scan = time.monotonic() + self.rescan
+        skip = frozenset({self.outbox.path, *(o.path for o in self._orphans)})
+        found = claim_orphans(self.outbox.path.parent, skip)
+        for orphan in found:
+            log.info("ledger: draining %d rows left in %s", orphan.pending(), orphan.path)
+        self._orphans.extend(found)
+
+    def _next_source(self) -> Outbox | None:
+        for orphan in list(self._orphans):
+            if orphan.pending() > 0:
+                return orphan
+            orphan.close()  # drained: its files go away
+            self._orphans.remove(orphan)
+        return self.outbox if self.outbox.pending() > 0 else None
+
+    def _run(self) -> None:
+        delay = self.retry_initial
+        while True:
+            if time.monotonic() >= self._next_scan:
+                try:
+                    self._scan_orphans()
+                except Exception:
+                    log.exception("ledger: looking for outboxes of dead processes failed")
+            with self._cond:
+                if self._closing:
+                    return
+                source = self._next_source()
+                if source is None:
+                    self._cond.wait(max(0.0, self._next_scan - time.monotonic()))
+                    continue
+            try:
+                self._ship(source)
+                delay = self.retry_initial
+                if self._failing:
+                    self._failing = False
+                    log.info("ledger: the target is reachable again; shipping the backlog")
+            except Exception as exc:
+                # Never let the thread die: the rows are safe in the outbox, so log and retry
+                # (once per outage at warning level; the retries after it at debug level).
+                level = logging.DEBUG if self._failing else logging.WARNING
+                self._failing = self._replaying = True
+                log.log(
+                    level,
+                    "ledger: shipping to the target failed (%s); %d rows wait in the outbox, "
+                    "retrying in %.2fs",
+                    type(getattr(exc, "orig", None) or exc).__name__,
+                    self.pending(),
+                    delay,
+                    exc_info=not self.inserter.is_transient(exc),
+                )
+                with self._cond:
+                    self._cond.wait_for(lambda: self._closing, delay)
+                delay = min(delay * 2, self.retry_max)
+
+    def _ship(self, source: Outbox) -> None:
+        rows = source.peek(self.max_batch)
+        if not rows:
+            return
+        started = time.perf_counter()
+        lines = [line for _, line in rows]
+        try:
+            self.inserter.insert_lines(lines)
+        except Exception as exc:
+            if self.inserter.is_transient(exc):
+                raise
+            self._ship_one_by_one(source, rows)
+        else:
+            source.remove_through(rows[-1][0], len(rows))
+        elapsed = time.perf_counter() - started
+        replayed = self._replaying or source is not self.outbox
+        if source is self.outbox and source.pending() == 0:
+            self._replaying = False  # the backlog is gone: shipping is on time again
+        with self._cond:
+            self._cond.notify_all()
+        self._report(elapsed, len(rows), len(rows) if replayed else 0)
+
+    def _ship_one_by_one(self, source: Outbox, rows: list[tuple[int, str]]) -> None:
+        shipped = 0
+        for seq, line in rows:
+            try:
+                self.inserter.insert_lines([line])
+            except Exception as exc:
+                if self.inserter.is_transient(exc):
+                    source.remove_through(seq - 1, shipped)  # keep what already went through
+                    raise
+                self.rejected_rows += 1
+                reason = type(getattr(exc, "orig", None) or exc).__name__
+                log.error(
+                    "ledger row %s refused by the target (%s); kept in %s, table rejected",
+                    line_request_id(line),
+                    reason,
+                    source.path,
+                )
+                source.reject(seq, line, reason)
+            else:
+                shipped += 1
+        source.remove_through(rows[-1][0], shipped)
+
+    def _report(self, seconds: float, rows: int, replayed: int) -> None:
+        if replayed:
+            self.replayed_rows += replayed
+        for hook in tuple(self.ship_hooks):
+            try:
+                hook(seconds, rows)
+            except Exception:
+                log.exception("ledger ship hook %r failed", hook)
+        if replayed:
+            for replay_hook in tuple(self.replay_hooks):
+                try:
+                    replay_hook(replayed)
+                except Exception:
+                    log.exception("ledger replay hook %r failed", replay_hook)

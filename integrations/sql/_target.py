@@ -1,0 +1,114 @@
+"""Idempotent batch inserts into the target's ``spend_logs``, through the raw driver.
+
+:class:`SpendLogsInserter` writes a batch in one transaction with
+``ON CONFLICT (request_id) DO NOTHING``, so a replayed row is a no-op, never a double count. It
+takes rows (dicts) or outbox lines (JSON text) and encodes them for the dialect with
+:mod:`~integrations.sql._codec`, bypassing SQLAlchemy's per-row parameter processing; connections
+still come from the engine's pool, with its settings (SQLite pragmas, pre-ping).
+
+:meth:`SpendLogsInserter.is_transient` sorts failures: a connection lost, a server gone or a lock
+held elsewhere is worth retrying with the rows kept; a row the database refuses (a NOT NULL
+column missing, a value it cannot parse) will be refused every time and must be set aside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ._codec import (
+    POSTGRES_INSERT,
+    SQLITE_INSERT,
+    decode_row,
+    encode_row,
+    line_request_id,
+    postgres_batch,
+    sqlite_params,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["SpendLogsInserter"]
+
+
+class SpendLogsInserter:
+    """Writes batches of rows into ``spend_logs``; see the module docstring."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        dbapi = engine.dialect.dbapi
+        self._database_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError,)
+        self._refused: tuple[type[BaseException], ...] = ()
+        if dbapi is not None:
+            self._database_errors += (dbapi.Error,)
+            self._refused = (dbapi.IntegrityError, dbapi.DataError)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True for failures worth retrying, False for a row the database refuses.
+
+        Only integrity and data errors (a NOT NULL column missing, a value that does not parse)
+        condemn a row; any other database error (connection lost, lock held, even a missing
+        table) keeps the rows and is retried, because dropping billing data is worse than
+        waiting for someone to fix the database.
+        """
+        if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+            exc = exc.orig
+        if isinstance(exc, self._refused):
+            return False
+        return isinstance(exc, self._database_errors)
+
+    def prepare(self, row: Mapping[str, Any]) -> Any:
+        """The row as this dialect's writer item: SQLite parameters, else an outbox line."""
+        return sqlite_params(row) if self.dialect == "sqlite" else encode_row(row)
+
+    def insert_prepared(self, items: Sequence[Any]) -> None:
+        """Insert items made by :meth:`prepare`, in one transaction."""
+        if self.dialect == "sqlite":
+            self._run(lambda cursor: cursor.executemany(SQLITE_INSERT, items))
+        else:
+            self.insert_lines(items)
+
+    def request_id(self, item: Any) -> str:
+        """The request id of an item made by :meth:`prepare` (for messages)."""
+        if isinstance(item, tuple):
+            return str(item[0])  # request_id is the first column
+        return line_request_id(item)
+
+    def insert_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert row dicts in one transaction; duplicates of existing rows are ignored."""
+        if self.dialect == "sqlite":
+            params = [sqlite_params(row) for row in rows]
+            self._run(lambda cursor: cursor.executemany(SQLITE_INSERT, params))
+        else:
+            self.insert_lines([encode_row(row) for row in rows])
+
+    def insert_lines(self, lines: Sequence[str]) -> None:
+        """Insert rows encoded as outbox lines, in one transaction."""
+        if self.dialect == "sqlite":
+            self.insert_rows([decode_row(line) for line in lines])
+        else:
+            batch = postgres_batch(lines)
+            self._run(lambda cursor: cursor.execute(POSTGRES_INSERT, (batch,)))
+
+    def _run(self, work: Callable[[Any], object]) -> None:
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                work(cursor)
+            finally:
+                cursor.close()
+            connection.commit()
+        except BaseException as exc:
+            if self.is_transient(exc):
+                # The connection may be dead (server gone, relay cut): never hand it out again.
+                connection.invalidate()
+            else:
+                connection.rollback()
+            raise
+        finally:
+            connection.close()

@@ -1,0 +1,560 @@
+"""No acknowledged row is lost or doubled: database outages, locked files, the outbox's rules.
+
+PostgreSQL outages are made with a TCP relay on loopback that the test controls (never by
+touching the machine's shared server); SQLite locks by another process holding the file's write
+lock. The SIGKILL-and-restart test lives in ``test_ledger_durability_crash.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import tracking
+from integrations.sql import SqlLedger, spend_logs
+from tests.conftest import make_png
+from tests.ledger_support import make_event
+
+PG = ("127.0.0.1", 5432)
+
+
+class TcpRelay:
+    """Forwards loopback connections to PostgreSQL until cut; while cut, refuses them."""
+
+    def __init__(self, target: tuple[str, int] = PG) -> None:
+        self.target = target
+        self.up = True
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.05)
+        self.port: int = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def url(self, postgres_url: str) -> str:
+        return postgres_url.replace(f"{PG[0]}:{PG[1]}", f"127.0.0.1:{self.port}")
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self.up:
+                client.close()  # the database is "down": the connection is refused at once
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._drop(src, dst)
+
+    def _drop(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with self._lock:
+                self._sockets.discard(sock)
+            with contextlib.suppress(OSError):  # already shut by the other side
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def cut(self) -> None:
+        """The database becomes unreachable: live connections die, new ones are refused."""
+        self.up = False
+        with self._lock:
+            live = list(self._sockets)
+        self._drop(*live)
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self._stopping = True
+        self.cut()
+        self._acceptor.join(5)
+        self._server.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def relay() -> Iterator[TcpRelay]:
+    instance = TcpRelay()
+    yield instance
+    instance.close()
+
+
+def _target_ids(url: str) -> list[str]:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(spend_logs.c.request_id))]
+    finally:
+        engine.dispose()
+
+
+def _outbox_ids(path: Path) -> set[str]:
+    import json
+
+    db = sqlite3.connect(path)
+    try:
+        return {json.loads(line)["request_id"] for (line,) in db.execute("SELECT line FROM outbox")}
+    finally:
+        db.close()
+
+
+class Load:
+    """Threads making durable ledger calls until stopped; records what was acknowledged."""
+
+    def __init__(self, ledger: SqlLedger, threads: int = 4) -> None:
+        self.ledger = ledger
+        self.acked: list[str] = []
+        self.slowest = 0.0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            event = make_event()
+            started = time.monotonic()
+            self.ledger.on_end(event)  # durable: returns once acknowledged
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            self.acked.append(event.request_id)
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def _prometheus(monkeypatch):
+    from prometheus_client import CollectorRegistry
+
+    from integrations.prometheus import PrometheusLogger
+
+    registry = CollectorRegistry()
+    logger = PrometheusLogger(registry)
+    monkeypatch.setattr(tracking, "callbacks", [logger])
+    tracking.register()  # the bus now knows the logger: the ledger feeds it
+    return registry
+
+
+def test_postgres_down_for_seconds_under_load_nothing_lost_nothing_doubled(
+    postgres_url, relay, tmp_path, monkeypatch
+):
+    registry = _prometheus(monkeypatch)
+    SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
+    ledger = SqlLedger(
+        relay.url(postgres_url), mode="durable", outbox_dir=tmp_path / "outbox", retry_max=0.5
+    )
+    replayed: list[int] = []
+    ledger.replay_hooks.append(replayed.append)
+    load = Load(ledger)
+    try:
+        time.sleep(0.5)
+        relay.cut()
+        during_outage = len(load.acked)
+        highest_outbox, highest_queue = 0, 0
+        outage_ends = time.monotonic() + 5
+        while time.monotonic() < outage_ends:
+            highest_outbox = max(highest_outbox, ledger.outbox_rows())
+            highest_queue = max(highest_queue, ledger.queue_depth())
+            time.sleep(0.05)
+        acked_in_outage = len(load.acked) - during_outage
+        relay.restore()
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    try:
+        assert acked_in_outage > 200  # calls kept succeeding while the database was away...
+        assert load.slowest < 3  # ...without waiting for it (a generous bound)
+        assert highest_outbox > 200  # the rows waited on disk...
+        assert highest_queue < 500  # ...not in memory
+        assert ledger.flush(30)
+        assert ledger.outbox_rows() == 0
+        ids = _target_ids(postgres_url)
+        assert len(ids) == len(set(ids))  # nothing doubled
+        assert set(ids) == set(load.acked)  # nothing lost
+        assert sum(replayed) >= acked_in_outage
+        assert ledger.replayed_rows == sum(replayed)
+    finally:
+        ledger.shutdown(10)
+    assert registry.get_sample_value("tracking_ledger_replayed_total") == sum(replayed)
+    assert registry.get_sample_value("tracking_ledger_outbox_rows") == 0
+    assert registry.get_sample_value("tracking_ledger_write_seconds_count") > 0
+    assert not list((tmp_path / "outbox").glob("*.db"))  # drained and shut down: files removed
+
+
+def test_a_locked_sqlite_target_delays_rows_but_loses_and_doubles_none(tmp_path):
+    target = tmp_path / "ledger.db"
+    SqlLedger(f"sqlite:///{target}").shutdown(10)
+    ledger = SqlLedger(f"sqlite:///{target}", mode="durable", outbox_dir=tmp_path / "outbox")
+    locker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys\n"
+            f"db = sqlite3.connect({str(target)!r}, isolation_level=None)\n"
+            "db.execute('BEGIN EXCLUSIVE')\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    load = None
+    try:
+        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+        load = Load(ledger)
+        time.sleep(4)
+        acked_while_locked = len(load.acked)
+        outbox_while_locked = ledger.outbox_rows()
+    finally:
+        assert locker.stdin is not None
+        locker.stdin.close()  # the other process lets go
+        locker.wait(10)
+        locker.stdout.close()  # type: ignore[union-attr]
+        if load is not None:
+            load.stop()
+    try:
+        assert acked_while_locked > 200 and outbox_while_locked > 100
+        assert load.slowest < 3  # a call waiting for the lock would take about 4 s
+        assert ledger.flush(30)
+        db = sqlite3.connect(target)
+        ids = [r[0] for r in db.execute("SELECT request_id FROM spend_logs")]
+        db.close()
+        assert len(ids) == len(set(ids)) and set(ids) == set(load.acked)
+    finally:
+        ledger.shutdown(10)
+
+
+def test_a_durable_sync_call_returns_with_its_row_in_the_outbox_while_the_db_is_down(
+    postgres_url, relay, tmp_path, monkeypatch, upstream
+):
+    SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
+    ledger = SqlLedger(relay.url(postgres_url), mode="durable", outbox_dir=tmp_path, retry_max=0.2)
+    monkeypatch.setattr(tracking, "callbacks", [ledger])
+    try:
+        relay.cut()
+        response = tracking.image_edit(
+            image=make_png(), prompt="p", model="gpt-image-1", **upstream
+        )
+        assert response.request_id in _outbox_ids(ledger.outbox_path)  # type: ignore[arg-type]
+
+        async def acall() -> str:
+            result = await tracking.aimage_edit(
+                image=make_png(), prompt="p", model="gpt-image-1", **upstream
+            )
+            return result.request_id
+
+        async_id = asyncio.run(acall())
+        assert async_id in _outbox_ids(ledger.outbox_path)  # type: ignore[arg-type]
+        assert not ledger.flush(0.5)  # not yet in the target...
+        relay.restore()
+        assert ledger.flush(20)  # ...until it is back
+        assert set(_target_ids(postgres_url)) == {response.request_id, async_id}
+    finally:
+        ledger.shutdown(10)
+
+
+def test_a_durable_async_call_waits_for_its_row_without_blocking_the_loop(
+    tmp_path, monkeypatch, upstream
+):
+    path = tmp_path / "slow.db"
+    ledger = SqlLedger(f"sqlite:///{path}", mode="durable")
+    monkeypatch.setattr(tracking, "callbacks", [ledger])
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # the ledger's commit must wait: a slow write
+
+        async def main() -> tuple[str, int, list[str]]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            def unlock() -> None:
+                blocker.execute("ROLLBACK")
+
+            running = asyncio.create_task(ticker())
+            asyncio.get_running_loop().call_later(1.0, unlock)
+            response = await tracking.aimage_edit(
+                image=make_png(), prompt="p", model="gpt-image-1", **upstream
+            )
+            seen = [r[0] for r in blocker.execute("SELECT request_id FROM spend_logs")]
+            running.cancel()
+            return response.request_id, ticks, seen
+
+        request_id, ticks, seen = asyncio.run(main())
+        assert ticks >= 20  # the loop kept running other tasks while the call awaited its row
+        assert seen == [request_id]  # and the call returned only once the row was committed
+    finally:
+        blocker.close()
+        ledger.shutdown(10)
+
+
+def test_background_mode_returns_before_acknowledgement_and_flush_delivers(tmp_path):
+    path = tmp_path / "bg.db"
+    ledger = SqlLedger(f"sqlite:///{path}")  # background is the default
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        events = [make_event() for _ in range(50)]
+        for event in events:
+            ledger.on_end(event)  # returns at once although nothing can be committed
+        assert ledger.queue_depth() == 50
+        blocker.execute("ROLLBACK")
+        assert ledger.flush(10)
+        assert len(ledger.spend()) == 1 and ledger.spend()[0].requests == 50
+    finally:
+        blocker.close()
+        ledger.shutdown(10)
+
+
+def test_each_ledger_has_its_own_outbox_and_a_live_ones_is_never_claimed(postgres_url, tmp_path):
+    first = SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path)
+    second = SqlLedger(postgres_url, outbox_dir=tmp_path)
+    try:
+        assert first.outbox_path != second.outbox_path
+        assert first.outbox_path is not None and second.outbox_path is not None
+        assert first.outbox_path.parent == second.outbox_path.parent == tmp_path
+        first.on_end(make_event(request_id="one"))
+        second.on_end(make_event(request_id="two"))
+        assert first.flush(10) and second.flush(10)
+        assert sorted(_target_ids(postgres_url)) == ["one", "two"]
+    finally:
+        first.shutdown(10)
+        second.shutdown(10)
+    assert list(tmp_path.iterdir()) == []  # both drained: their files are gone
+
+
+def test_rows_left_in_an_outbox_by_a_previous_run_are_shipped_at_start(postgres_url, tmp_path):
+    from integrations.sql._codec import encode_row
+    from integrations.sql._outbox import open_own_outbox
+    from integrations.sql._schema import event_to_row
+
+    SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
+    events = [make_event() for _ in range(30)]
+    # A process that acknowledged rows and died before shipping them: its outbox, unlocked.
+    stale = open_own_outbox(tmp_path)
+    stale.append([encode_row(event_to_row(e)) for e in events])
+    stale.append([encode_row(event_to_row(events[0]))])  # shipped twice: must count once
+    stale_path = stale.path
+    stale._db.close()
+    import fcntl
+    import os
+
+    fcntl.flock(stale._lock_fd, fcntl.LOCK_UN)
+    os.close(stale._lock_fd)
+    stale_path.rename(tmp_path / "outbox-999999999.db")
+    stale_path.with_suffix(".lock").rename(tmp_path / "outbox-999999999.lock")
+
+    ledger = SqlLedger(postgres_url, outbox_dir=tmp_path)
+    try:
+        assert ledger.flush(20)
+        ids = _target_ids(postgres_url)
+        assert sorted(ids) == sorted(e.request_id for e in events)
+        assert ledger.replayed_rows == 31
+        assert not (tmp_path / "outbox-999999999.db").exists()
+    finally:
+        ledger.shutdown(10)
+
+
+def test_a_row_the_target_refuses_is_kept_aside_in_the_outbox(postgres_url, tmp_path, caplog):
+    from integrations.sql import event_to_row
+
+    ledger = SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path)
+    try:
+        bad = event_to_row(make_event(request_id="refused-row"))
+        bad["model"] = None  # NOT NULL in the target
+        good = make_event()
+        ledger.writer.submit_many([bad, event_to_row(good)])
+        assert ledger.flush(10)
+        assert _target_ids(postgres_url) == [good.request_id]
+        assert ledger.rejected_rows == 1
+        assert "refused-row" in caplog.text
+        path = ledger.outbox_path
+    finally:
+        ledger.shutdown(10)
+    assert path is not None and path.exists()  # kept because it holds a rejected row
+    db = sqlite3.connect(path)
+    try:
+        (line,) = db.execute("SELECT line FROM rejected").fetchone()
+    finally:
+        db.close()
+    assert "refused-row" in line
+
+
+def _varied_events():
+    from datetime import UTC, datetime, timedelta, timezone
+    from decimal import Decimal
+
+    return [
+        make_event(),
+        make_event(start=datetime(2026, 1, 1, tzinfo=UTC), cost=None),  # no microseconds
+        make_event(
+            start=datetime(2026, 3, 15, 17, 0, 0, 5, tzinfo=timezone(timedelta(hours=9))),
+            cost=Decimal("0.0123456789"),
+            metadata={"price": Decimal("1.5"), "nested": {"x": [1, "ü"]}},
+            tags=("a", 'quote"d'),
+            fallback_from=("dall-e-2",),
+        ),
+        make_event(status="failure", cost=Decimal("2"), usage=None, end_user=None),
+    ]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_the_fast_insert_path_stores_exactly_what_sqlalchemy_would(dialect, request, tmp_path):
+    """Rows written through the raw-driver path equal rows inserted by SQLAlchemy Core."""
+    from integrations.sql import event_to_row
+
+    if dialect == "sqlite":
+        urls = [f"sqlite:///{tmp_path / 'fast.db'}", f"sqlite:///{tmp_path / 'core.db'}"]
+    else:
+        first = request.getfixturevalue("postgres_url")
+        urls = [first, first]
+    events = _varied_events()
+    fast = SqlLedger(urls[0], auto_migrate=True, outbox_dir=tmp_path / "outbox")
+    core = SqlLedger(urls[1], auto_migrate=True, outbox_dir=tmp_path / "outbox")
+    try:
+        for event in events:
+            fast.on_end(event)
+        assert fast.flush(10)
+        table = spend_logs
+        if dialect == "postgres":  # same database: a twin table for the Core inserts
+            table = spend_logs.to_metadata(sa.MetaData(), name="spend_logs_core")
+            table.indexes.clear()  # index names are per schema: the twin needs none
+            table.create(core.engine)
+        with core.engine.begin() as conn:
+            conn.execute(table.insert(), [event_to_row(e) for e in events])
+        with fast.engine.connect() as conn:
+            if dialect == "sqlite":  # compare storage classes too: REAL, TEXT, INTEGER, NULL
+                select = "SELECT *, typeof(cost_usd), typeof(start_time), typeof(tags) FROM "
+                got = conn.exec_driver_sql(select + "spend_logs ORDER BY request_id").all()
+                with core.engine.connect() as other:
+                    want = other.exec_driver_sql(select + "spend_logs ORDER BY request_id").all()
+            else:
+                got = conn.execute(sa.select(spend_logs).order_by("request_id")).all()
+                want = conn.execute(sa.select(table).order_by("request_id")).all()
+        assert got == want and len(got) == len(events)
+    finally:
+        fast.shutdown(10)
+        core.shutdown(10)
+
+
+def test_outbox_lines_round_trip_every_value():
+    from integrations.sql import event_to_row
+    from integrations.sql._codec import decode_row, encode_row, encode_values
+    from integrations.sql._schema import event_values
+
+    for event in _varied_events():
+        row = event_to_row(event)
+        assert decode_row(encode_row(row)) == row
+        assert encode_values(event_values(event)) == encode_row(row)
+
+
+def test_a_naive_timestamp_is_refused_and_counted_not_queued(tmp_path, caplog):
+    from datetime import datetime
+
+    ledger = SqlLedger(f"sqlite:///{tmp_path / 'naive.db'}")
+    try:
+        ledger.on_end(make_event(request_id="naive-one", start=datetime(2026, 1, 1)))
+        ledger.on_end(make_event(request_id="fine"))
+        assert ledger.flush(10)
+        assert ledger.rejected_rows == 1 and "naive-one" in caplog.text
+        assert ledger.spend()[0].requests == 1
+    finally:
+        ledger.shutdown(10)
+
+
+def test_a_missing_table_keeps_rows_in_the_outbox_until_it_is_back(postgres_url, tmp_path):
+    ledger = SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path, retry_max=0.2)
+    try:
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE spend_logs RENAME TO spend_logs_away")
+        event = make_event()
+        ledger.on_end(event)
+        assert not ledger.flush(1)  # not a refused row: kept and retried, never rejected
+        assert ledger.outbox_rows() == 1 and ledger.rejected_rows == 0
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE spend_logs_away RENAME TO spend_logs")
+        assert ledger.flush(10)
+        assert _target_ids(postgres_url) == [event.request_id]
+    finally:
+        ledger.shutdown(10)
+
+
+def test_exit_with_the_database_down_is_quick_and_the_next_start_delivers(
+    postgres_url, relay, tmp_path
+):
+    SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
+    script = (
+        "import sys, tracking\n"
+        "from tests.ledger_support import make_event\n"
+        "from integrations.sql import SqlLedger\n"
+        "ledger = SqlLedger(sys.argv[1], outbox_dir=sys.argv[2])\n"
+        "tracking.callbacks = [ledger]\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()  # the database goes away now\n"
+        "for i in range(100):\n"
+        "    ledger.on_end(make_event(request_id=f'at-exit-{i}'))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, relay.url(postgres_url), str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    relay.cut()
+    started = time.monotonic()
+    _, stderr = child.communicate("go\n", timeout=60)
+    assert child.returncode == 0, stderr
+    assert time.monotonic() - started < 20  # ships for at most 5 s, then leaves it on disk
+    assert "wait in" in stderr  # and says where the rows wait
+    ledger = SqlLedger(postgres_url, outbox_dir=tmp_path)  # the next start
+    try:
+        assert ledger.flush(20)
+        assert sorted(_target_ids(postgres_url)) == sorted(f"at-exit-{i}" for i in range(100))
+    finally:
+        ledger.shutdown(10)
