@@ -1,14 +1,26 @@
-"""The proxy's ledger wait (tracking/proxy/ledger.py) on a real SQLite ledger: each request's
-await returns only once its own row is committed, concurrent requests share commits without
-blocking the event loop, and ``background`` mode does not wait."""
+"""The proxy's ledger (tracking/proxy/ledger.py): durable unless the config says background, and
+in durable mode an async call returns only once its row is committed, the loop staying free."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 
-from tests.ledger_support import make_event, open_ledger
-from tracking.proxy.ledger import ProxyLedger
+import pytest
+
+import tracking
+from tests.conftest import make_png
+from tracking.config import parse_config
+from tracking.proxy.ledger import open_ledger
+
+
+def _config(path, **general):
+    return parse_config(
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-1"}}],
+            "general_settings": {"database_url": f"sqlite:///{path}", **general},
+        }
+    )
 
 
 def _committed(path, request_id: str) -> bool:
@@ -17,9 +29,22 @@ def _committed(path, request_id: str) -> bool:
         return found.fetchone() is not None
 
 
-async def test_each_request_waits_for_its_own_row_and_the_loop_stays_free(tmp_path):
+def test_the_mode_follows_general_settings(tmp_path):
+    durable = open_ledger(_config(tmp_path / "a.db"))
+    background = open_ledger(_config(tmp_path / "b.db", ledger_mode="background"))
+    try:
+        assert (durable.mode, background.mode) == ("durable", "background")
+    finally:
+        durable.shutdown(5)
+        background.shutdown(5)
+
+
+async def test_durable_calls_return_with_their_row_committed_and_the_loop_free(
+    tmp_path, upstream, monkeypatch
+):
     path = tmp_path / "ledger.db"
-    proxy_ledger = ProxyLedger(open_ledger(f"sqlite:///{path}", mode="background"))
+    ledger = open_ledger(_config(path))
+    monkeypatch.setattr(tracking, "callbacks", [ledger])
     ticks = 0
 
     async def heartbeat() -> None:  # runs only while the loop is free
@@ -28,50 +53,33 @@ async def test_each_request_waits_for_its_own_row_and_the_loop_stays_free(tmp_pa
             ticks += 1
             await asyncio.sleep(0)
 
-    async def serve_one() -> tuple[str, bool]:
-        proxy_ledger.begin()
-        event = make_event()
-        proxy_ledger.on_end(event)  # what the bus does at the end of the call
-        await proxy_ledger.acknowledged()
-        return event.request_id, _committed(path, event.request_id)
+    async def one() -> tuple[str, bool]:
+        response = await tracking.aimage_edit(
+            image=make_png(), prompt="p", model="gpt-image-1", **upstream
+        )
+        return response.request_id, _committed(path, response.request_id)
 
     beating = asyncio.create_task(heartbeat())
     try:
-        answers = await asyncio.wait_for(
-            asyncio.gather(*(asyncio.create_task(serve_one()) for _ in range(200))), 30
-        )
+        answers = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(50))), 60)
     finally:
         beating.cancel()
-        proxy_ledger.shutdown(10)
-    assert len({request_id for request_id, _ in answers}) == 200
+        ledger.shutdown(10)
+    assert len({request_id for request_id, _ in answers}) == 50
     assert all(committed for _, committed in answers)
-    assert ticks > 0  # the loop ran other work while the rows were being committed
-    assert proxy_ledger.ledger.writer.queue_depth() == 0
+    assert ticks > 0
 
 
-async def test_a_request_without_a_row_and_background_mode_do_not_wait(tmp_path):
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", mode="background")
-    commits: list[int] = []
-    ledger.write_hooks.append(lambda seconds, rows: commits.append(rows))
-    durable = ProxyLedger(ledger)
-    durable.begin()
-    await asyncio.wait_for(durable.acknowledged(), 5)  # no call ended: nothing to wait for
-
-    async def burst(count: int) -> None:
-        async def one() -> None:
-            durable.begin()
-            durable.on_end(make_event())
-            await durable.acknowledged()
-
-        await asyncio.gather(*(asyncio.create_task(one()) for _ in range(count)))
-
-    await asyncio.wait_for(burst(100), 30)
-    assert sum(commits) == 100
-    assert len(commits) < 100  # group commits: requests in flight together share one
-
-    background = ProxyLedger(ledger, durable=False)
-    background.begin()
-    background.on_end(make_event())
-    await asyncio.wait_for(background.acknowledged(), 5)
-    durable.shutdown(10)
-    assert sum(commits) == 101
+@pytest.mark.parametrize("mode", ["durable", "background"])
+async def test_a_failed_call_is_recorded_too(tmp_path, upstream, monkeypatch, mode):
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(_config(path, ledger_mode=mode))
+    monkeypatch.setattr(tracking, "callbacks", [ledger])
+    with pytest.raises(tracking.ValidationError) as caught:
+        await tracking.aimage_edit(image=make_png(), prompt="p", model="gpt-image-1", n=99)
+    try:
+        if mode == "background":
+            assert ledger.flush(10)
+        assert _committed(path, caught.value.request_id)
+    finally:
+        ledger.shutdown(10)

@@ -186,25 +186,18 @@ class ProxyApp:
             )
         # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
         reservation = await self.accounts.admit(principal, params, model)
-        ledger = self.sinks.ledger if self.sinks is not None else None
-        if ledger is not None:
-            ledger.begin()
-        try:
+        try:  # with a durable ledger the bus returns only once the call's row is acknowledged
             response = await self.dispatcher.aimage_edit(**params)
         except BaseException as exc:
             await reservation.release()
             if not isinstance(exc, Exception):
                 raise
-            if ledger is not None:
-                await ledger.acknowledged()  # the failure's row is in before the answer leaves
             error = from_exception(exc)
             request_id = getattr(exc, "request_id", None)
             if request_id:  # the failure's event (and ledger row) has this id too
                 error.headers["x-tracking-request-id"] = request_id
             raise error from None
         await reservation.settle(response.cost_usd)
-        if ledger is not None:
-            await ledger.acknowledged()  # DESIGN 7: the row is committed before the answer
         cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
         await _send_json(
             send,

@@ -31,8 +31,7 @@ from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from integrations.prometheus import PrometheusLogger
-
-    from .ledger import ProxyLedger
+    from integrations.sql import SqlLedger
 
 __all__ = [
     "ProxySinks",
@@ -103,7 +102,7 @@ class ProxySinks:
     """The integrations the proxy itself feeds and reads, beside the configured ones."""
 
     prometheus: PrometheusLogger
-    ledger: ProxyLedger
+    ledger: SqlLedger
 
 
 def install_callbacks(
@@ -211,10 +210,10 @@ def _shut_down_integrations(deadline: float) -> None:
             log.exception("integration %r failed to shut down", integration)
 
 
-async def check_ledger(ledger: ProxyLedger) -> str:
+async def check_ledger(ledger: SqlLedger) -> str:
     """``connected`` or ``unreachable`` (the reason is logged, never the URL)."""
     try:
-        await asyncio.wait_for(asyncio.to_thread(_ping, ledger.ledger.engine), timeout=5.0)
+        await asyncio.wait_for(asyncio.to_thread(_ping, ledger.engine), timeout=5.0)
     except Exception as exc:
         log.warning("readiness: the ledger database is unreachable: %s", type(exc).__name__)
         return "unreachable"
