@@ -7,9 +7,12 @@ free loopback port with its own config and data directory, scraping every second
 
 * every panel query, variable query and rule expression parses and evaluates;
 * an SDK process with the real ``prometheus`` integration runs a mixed workload against the fake
-  upstream, and every panel that workload exercises (``MUST_HAVE_DATA``) returns data;
+  upstream (priced and unpriced calls, failures, and through a ``tracking.Router`` a retry, a
+  fallback and a cooldown), a ``tracking serve`` subprocess refuses a wrong key and an oversized
+  body, and every panel that workload exercises (``MUST_HAVE_DATA``) returns data;
 * every panel and rule returns data against an exposition built from the contract table itself,
-  which covers the parts no SDK workload can reach yet (router, ledger, proxy).
+  which covers the parts the workload does not reach (ledger gauges, dropped events, callback
+  errors, the opt-in per-end-user metric).
 
 Outside CI, a missing Prometheus binary skips those tests with the reason; in CI it fails.
 """
