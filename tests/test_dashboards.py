@@ -7,9 +7,12 @@ free loopback port with its own config and data directory, scraping every second
 
 * every panel query, variable query and rule expression parses and evaluates;
 * an SDK process with the real ``prometheus`` integration runs a mixed workload against the fake
-  upstream, and every panel that workload exercises (``MUST_HAVE_DATA``) returns data;
+  upstream (priced and unpriced calls, failures, and through a ``tracking.Router`` a retry, a
+  fallback and a cooldown), a ``tracking serve`` subprocess refuses a wrong key and an oversized
+  body, and every panel that workload exercises (``MUST_HAVE_DATA``) returns data;
 * every panel and rule returns data against an exposition built from the contract table itself,
-  which covers the parts no SDK workload can reach yet (router, ledger, proxy).
+  which covers the parts the workload does not reach (ledger gauges, dropped events, callback
+  errors, the opt-in per-end-user metric).
 
 Outside CI, a missing Prometheus binary skips those tests with the reason; in CI it fails.
 """
@@ -45,29 +48,33 @@ RULES_DIR = ROOT / "dashboards" / "rules"
 PROVISIONING_DIR = ROOT / "dashboards" / "provisioning"
 RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
 
-#: Panels the SDK workload (tests/prometheus_workload.py) exercises: each must return data.
-#: Spend panels join the list when the workload saw a priced call (pricing present).
+#: Panels the end-to-end workload exercises: each must return data. The SDK process
+#: (tests/prometheus_workload.py) makes priced and unpriced calls, failures, and routed calls with
+#: a retry, a fallback and a cooldown; a ``tracking serve`` subprocess refuses a wrong key and an
+#: oversized body.
 MUST_HAVE_DATA = (
+    "Spend per hour by model",
+    "Spend today by model",
+    "Spend today",
     "Images per minute by model, size and quality",
     "Request rate by status",
     "Error ratio by error type",
     "Tokens per minute by type",
     "Latency p50 / p95 / p99 by model",
     "Unpriced requests by model",
+    "Retries by model and deployment",
+    "Fallbacks by route and outcome",
+    "Deployment cooldowns",
+    "Proxy rejections by reason",
 )
-SPEND_PANELS = ("Spend per hour by model", "Spend today by model", "Spend today")
-#: Panels the SDK workload cannot reach yet; they are checked against the contract exposition.
+#: Panels the workload does not reach; they are checked against the contract exposition.
 NOT_EXERCISED_BY_SDK = (
     "Top end users by spend",  # opt-in metric, off by default
-    "Retries by model and deployment",  # router
-    "Fallbacks by route and outcome",  # router
-    "Deployment cooldowns",  # router
-    "Ledger queue and outbox",  # SQL ledger
+    "Ledger queue and outbox",  # SQL ledger's gauges (the proxy's ledger is not instrumented)
     "Ledger write latency p95 and replays",  # SQL ledger
     "Dropped events by sink",  # only when a queue overflows
     "Callback errors by callback",  # only when a callback fails
     "End-user series evicted",  # opt-in metric
-    "Proxy rejections by reason",  # proxy
 )
 
 # Grafana's built-in variables and the dashboard's own, as the test substitutes them.
@@ -202,8 +209,9 @@ def test_every_issue_panel_exists_with_its_unit():
     }
     for title, unit in expected.items():
         assert units.get(title) == unit, title
-    # Every panel is accounted for by the end-to-end test: exercised, spend, or not reachable.
-    assert set(units) == set(MUST_HAVE_DATA) | set(SPEND_PANELS) | set(NOT_EXERCISED_BY_SDK)
+    # Every panel is accounted for by the end-to-end test: exercised, or not reachable.
+    assert set(units) == set(MUST_HAVE_DATA) | set(NOT_EXERCISED_BY_SDK)
+    assert not set(MUST_HAVE_DATA) & set(NOT_EXERCISED_BY_SDK)
 
 
 def test_dashboards_have_the_datasource_model_and_provider_variables():
@@ -481,7 +489,7 @@ def _assert_rules_loaded_and_healthy(prom: Prometheus) -> None:
         assert rule["health"] == "ok", rule
 
 
-# --- the real SDK workload -------------------------------------------------------------------
+# --- the real workload: an SDK process and the proxy ------------------------------------------
 
 
 class WorkloadProcess:
@@ -527,39 +535,140 @@ def _require_integration() -> None:
         pytest.skip("Prometheus integration not present (integrations/prometheus.py)")
 
 
+#: The proxy's request size limit in the workload; the oversized body is twice as large.
+PROXY_LIMIT_MB = 0.05
+PROXY_CONFIG = """
+model_list:
+  - model_name: gpt-image-1
+    litellm_params: {{model: gpt-image-1, api_key: "{api_key}", api_base: "{fake}"}}
+general_settings:
+  master_key: "{master_key}"
+  max_request_size_mb: {limit}
+"""
+
+
+class ProxyWorkload:
+    """``tracking serve`` in a subprocess, sent one success, a wrong key and an oversized body
+    per round; it counts what it sent so the test can compare with Prometheus."""
+
+    def __init__(self, fake_url: str, folder: Path) -> None:
+        from tests.proxy_support import MASTER_KEY, ProxyProcess
+
+        folder.mkdir()
+        config = folder / "config.yaml"
+        config.write_text(
+            PROXY_CONFIG.format(
+                api_key=API_KEY, fake=fake_url, master_key=MASTER_KEY, limit=PROXY_LIMIT_MB
+            )
+        )
+        self.master_key = MASTER_KEY
+        self.proxy = ProxyProcess(config)
+        self.sent = {"success": 0, "auth": 0, "size": 0}
+
+    def start(self) -> None:
+        self.proxy.start()
+
+    def stop(self) -> None:
+        self.proxy.stop()  # SIGTERM; it raises when the proxy ignores it
+
+    def round(self, png: bytes) -> None:
+        def post(key: str, image: bytes) -> httpx.Response:
+            return httpx.post(
+                f"{self.proxy.url}/v1/images/edits",
+                data={"model": "gpt-image-1", "prompt": "add a red hat", "size": "1024x1024"},
+                files={"image": ("a.png", image, "image/png")},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+
+        assert post(self.master_key, png).status_code == 200, self.proxy.log()
+        self.sent["success"] += 1
+        assert post("sk-not-a-key-of-this-proxy-000", png).status_code == 401
+        self.sent["auth"] += 1
+        oversized = png + b"\0" * int(2 * PROXY_LIMIT_MB * 1024 * 1024)
+        assert post(self.master_key, oversized).status_code == 413
+        self.sent["size"] += 1
+
+
+def _small_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGBA", (64, 64), (200, 30, 30, 255)).save(out, format="PNG")
+    return out.getvalue()
+
+
 @pytest.mark.slow
-def test_sdk_workload_fills_every_exercised_panel(start_prometheus, fake, tmp_path):
+def test_workload_fills_every_exercised_panel(start_prometheus, fake, tmp_path):
     _require_integration()
+    _require_binary("prometheus")
     sdk_port = _free_port()
-    prom = start_prometheus({"sdk": sdk_port})
-    workload = WorkloadProcess(fake.url, sdk_port, tmp_path / "workload.log")
+    proxy = ProxyWorkload(fake.url, tmp_path / "proxy")
+    proxy.start()
+    workload: WorkloadProcess | None = None
     try:
+        prom = start_prometheus({"sdk": sdk_port, "proxy": proxy.proxy.port})
+        workload = WorkloadProcess(fake.url, sdk_port, tmp_path / "workload.log")
+        png = _small_png()
         first = workload.read_round()
-        prom.scraped_once_more("sdk")  # every series exists before the second round moves it
-        second = workload.another_round()
+        proxy.round(png)
+        # Every series exists before the second round moves it, so rates see both rounds.
         prom.scraped_once_more("sdk")
-        # The process stays up while querying: a target that goes away marks its series stale.
-        _check_sdk_workload(prom, first, second)
+        prom.scraped_once_more("proxy")
+        second = workload.another_round()
+        proxy.round(png)
+        prom.scraped_once_more("sdk")
+        prom.scraped_once_more("proxy")
+        # The processes stay up while querying: a target that goes away marks its series stale.
+        _check_sdk_workload(prom, [first, second])
+        _check_proxy_workload(prom, proxy)
+        _check_panels_and_rules(prom)
     finally:
-        workload.close()
+        if workload is not None:
+            workload.close()
+        proxy.stop()
     assert workload.process.returncode == 0, workload.log.read_text()
 
 
-def _check_sdk_workload(prom: Prometheus, first: dict[str, Any], second: dict[str, Any]) -> None:
-    calls = first["calls"] + second["calls"]
-    assert first["failures"] == 2 and first["successes"] == 3
+def _by(prom: Prometheus, label: str, expr: str) -> dict[str, float]:
+    return {s["metric"].get(label, ""): float(s["value"][1]) for s in prom.query(expr)}
+
+
+def _check_sdk_workload(prom: Prometheus, rounds: list[dict[str, Any]]) -> None:
+    def total(key: str) -> int:
+        return sum(r[key] for r in rounds)
+
+    assert rounds[0]["failures"] == 2 and rounds[0]["successes"] >= 6
+    assert total("priced") > 0, "pricing exists, yet no workload call was priced"
 
     # Prometheus saw exactly the calls the workload made, successes and failures alike.
-    by_status = {
-        s["metric"]["status"]: float(s["value"][1])
-        for s in prom.query('sum by (status) (image_edit_requests_total{job="sdk"})')
-    }
-    assert by_status == {"success": 6.0, "failure": 4.0} and sum(by_status.values()) == calls
+    by_status = _by(prom, "status", 'sum by (status) (image_edit_requests_total{job="sdk"})')
+    assert by_status == {"success": total("successes"), "failure": total("failures")}
+    assert sum(by_status.values()) == total("calls")
     error_types = {
         s["metric"].get("error_type")
         for s in prom.query('image_edit_requests_total{job="sdk", status="failure"}')
     }
     assert len(error_types) == 2, error_types  # authentication and validation differ
+
+    # The router's work, counted exactly: the retries of the flaky and the pool groups, the
+    # fallback of the group that is down, the cooldowns of the revoked deployment.
+    retries = _by(prom, "model", 'sum by (model) (image_edit_retries_total{job="sdk"})')
+    for group in ("flaky-gpt-image-1", "pool-gpt-image-1"):
+        assert retries.get(group) == sum(r["retries"][group] for r in rounds), retries
+    (fallback,) = prom.query('image_edit_fallbacks_total{job="sdk"}')
+    assert {k: fallback["metric"][k] for k in ("from_model", "to_model", "outcome")} == {
+        "from_model": "down-gpt-image-1",
+        "to_model": "gpt-image-1",
+        "outcome": "success",
+    }
+    assert float(fallback["value"][1]) == total("fallbacks") == len(rounds)
+    cooldowns = _by(prom, "deployment", 'image_edit_deployment_cooldowns_total{job="sdk"}')
+    assert cooldowns == {"pool-revoked": total("cooldowns")} and total("cooldowns") == len(rounds)
+    spend = _by(prom, "model", 'sum by (model) (image_edit_cost_usd_total{job="sdk"})')
+    assert spend.get("gpt-image-1", 0) > 0 and spend.get("down-gpt-image-1", 0) > 0, spend
 
     # What the code exports is inside the contract, with the contract's labels.
     exported = prom.client.get(
@@ -577,21 +686,37 @@ def _check_sdk_workload(prom: Prometheus, first: dict[str, Any], second: dict[st
         labels = set(series) - {"__name__", *TARGET_LABELS, "le"}
         assert labels <= set(METRICS[metric].labels), (name, labels)
         assert not any("sk-" in value for value in series.values()), "a key leaked into labels"
-    unexercised_sdk_metrics = {"image_edit_cost_usd_total"} if not first["priced"] else set()
-    sdk_metrics = {n for n, spec in METRICS.items() if spec.source == "sdk"}
-    assert sdk_metrics - unexercised_sdk_metrics <= seen, sdk_metrics - seen
+    expected = {n for n, spec in METRICS.items() if spec.source in ("sdk", "router")}
+    assert expected <= seen, expected - seen
 
-    must_have = set(MUST_HAVE_DATA)
-    if importlib.util.find_spec("tracking.pricing") is not None:
-        assert first["priced"] > 0, "pricing exists, yet no workload call was priced"
-    if first["priced"]:
-        must_have |= set(SPEND_PANELS)
+
+def _check_proxy_workload(prom: Prometheus, proxy: ProxyWorkload) -> None:
+    rejections = _by(
+        prom, "reason", 'sum by (reason) (image_edit_proxy_rejections_total{job="proxy"})'
+    )
+    assert rejections.get("auth") == proxy.sent["auth"], rejections
+    assert rejections.get("size") == proxy.sent["size"], rejections
+    served = _by(prom, "status", 'sum by (status) (image_edit_requests_total{job="proxy"})')
+    assert served.get("success") == proxy.sent["success"], served
+    exported = prom.client.get(
+        "/api/v1/series", params={"match[]": '{job="proxy", __name__=~"(image_edit|tracking)_.+"}'}
+    ).json()["data"]
+    for series in exported:
+        assert not any("sk-" in value for value in series.values()), "a key leaked into labels"
+
+
+def _check_panels_and_rules(prom: Prometheus) -> None:
     empty = []
     for query in panel_queries():
         result = prom.query(substitute(query.expr))
-        if query.panel in must_have and not _has_data(result):
+        if query.panel in MUST_HAVE_DATA and not _has_data(result):
             empty.append(f"{query.panel} [{query.ref_id}]")
     assert not empty, f"panels without data after the workload: {empty}"
+    # Rates over both rounds are above zero, not merely present.
+    for title in ("Retries by model and deployment", "Fallbacks by route and outcome",
+                  "Proxy rejections by reason", "Spend per hour by model"):  # fmt: skip
+        (query,) = [q for q in panel_queries() if q.panel == title]
+        assert any(v > 0 for v in _values(prom.query(substitute(query.expr)))), title
     for where, expr in variable_queries().items():
         assert prom.query(substitute(expr)), f"variable {where} lists nothing"
 
