@@ -161,6 +161,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "database_url": _is_str,
     "max_request_size_mb": _is_positive_number,
     "request_read_timeout": _is_positive_number,
+    "max_parallel_requests_per_key": _is_int(1),
     "require_auth_for_metrics": _is_bool,
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
@@ -211,6 +212,8 @@ class GeneralSettings:
     database_url: str | None = field(default=None, repr=False)  # may embed a password
     max_request_size_mb: float = DEFAULT_MAX_REQUEST_SIZE_MB
     request_read_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
+    #: Edits of one key in flight on one instance at most (None: no limit).
+    max_parallel_requests_per_key: int | None = None
     require_auth_for_metrics: bool = False
     ledger_mode: str = "durable"
     auto_migrate: bool = False
@@ -375,6 +378,7 @@ def parse_config(
             request_read_timeout=float(
                 general.get("request_read_timeout", DEFAULT_REQUEST_READ_TIMEOUT)
             ),
+            max_parallel_requests_per_key=general.get("max_parallel_requests_per_key"),
             require_auth_for_metrics=general.get("require_auth_for_metrics", False),
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),

@@ -27,7 +27,8 @@ from typing import Any
 
 from ..config import ProxyConfig, load_config
 from .accounts import Accounts
-from .auth import Authenticator, KeyCheck
+from .auth import Authenticator, KeyCheck, Principal
+from .concurrency import ParallelLimit
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
@@ -74,6 +75,7 @@ class ProxyApp:
         self.metrics: MetricsExposition | None = None
         self.max_body = config.general_settings.max_request_bytes
         self.body_timeout = config.general_settings.request_read_timeout
+        self.parallel = ParallelLimit(config.general_settings.max_parallel_requests_per_key)
         self.model_names = frozenset(config.model_names())
         self._models_body = json.dumps(
             {
@@ -165,6 +167,12 @@ class ProxyApp:
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         principal = await self.auth.authenticate(headers)
+        with self.parallel.hold(principal):  # before the body: a key cannot hold every buffer
+            await self._edit_for(principal, headers, receive, send)
+
+    async def _edit_for(
+        self, principal: Principal, headers: dict[str, str], receive: Receive, send: Send
+    ) -> None:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise too_large(self.max_body)  # refused before a byte of the body is read
