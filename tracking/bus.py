@@ -205,9 +205,9 @@ class _Plan:
 
 _EMPTY_PLAN = _Plan((), (), ())
 _Snapshot = tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
-#: (the entries of the three lists, their plan). The entries are compared by identity, and
-#: holding them keeps their ids from being reused by other objects while the cache is alive.
-_last_plan: tuple[_Snapshot, _Plan] | None = None
+#: (ids of the entries, the entries themselves, their plan). Holding the entries keeps their ids
+#: from being reused by other objects while the cache is alive.
+_last_plan: tuple[tuple[tuple[int, ...], ...], _Snapshot, _Plan] | None = None
 
 
 def _validate(entry: Any) -> Integration | None:
@@ -265,23 +265,14 @@ def _plan() -> _Plan:
         tuple(tracking.failure_callback),
         tuple(tracking.callbacks),
     )
+    # Spelled out rather than a generator: this runs twice per call.
+    key = (tuple(map(id, snapshot[0])), tuple(map(id, snapshot[1])), tuple(map(id, snapshot[2])))
     cached = _last_plan
-    if cached is not None and _same_entries(cached[0], snapshot):
-        return cached[1]
+    if cached is not None and cached[0] == key:
+        return cached[2]
     plan = _build_plan(snapshot)
-    _last_plan = (snapshot, plan)
+    _last_plan = (key, snapshot, plan)
     return plan
-
-
-def _same_entries(old: _Snapshot, new: _Snapshot) -> bool:
-    # Plain loops, no key built: this runs twice per call and is nearly always true.
-    for old_entries, new_entries in zip(old, new, strict=True):
-        if len(old_entries) != len(new_entries):
-            return False
-        for before, now in zip(old_entries, new_entries, strict=True):
-            if before is not now:
-                return False
-    return True
 
 
 def _plan_for_end() -> _Plan:
