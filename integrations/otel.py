@@ -19,6 +19,7 @@ content capture is on, truncated, and images never.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import itertools
@@ -80,6 +81,8 @@ _PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai"}
 _INSTRUMENTATION = "tracking"
 DEFAULT_MAX_PROMPT_CHARS = 1000
 _MAX_OPEN_SPANS = 100_000
+#: Entries kept by each per-label-value cache below (reset past it: model names are unbounded).
+_MAX_CACHED = 4096
 
 
 class OtelLogger:
@@ -138,6 +141,8 @@ class OtelLogger:
         self._spans: dict[str, Span] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        # The same end users call again and again: their HMAC is computed once (bounded).
+        self._hashed_users: dict[str, str] = {}
 
     # -- the integration protocol --------------------------------------------------------
 
@@ -145,14 +150,9 @@ class OtelLogger:
         try:
             request = call.request
             model = request.upstream_model or request.model
-            attributes: dict[str, AttributeValue] = {
-                "gen_ai.operation.name": "image_edit",
-                "gen_ai.provider.name": _provider_name(request.provider),
-                "gen_ai.request.model": model,
-                "gen_ai.output.type": "image",
-                "gen_ai.request.choice.count": request.n or 1,
+            attributes = {
+                **_start_attributes(model, request.provider, request.n or 1, call.api_base),
                 "image_edit.request_id": call.request_id,
-                **_server_attributes(call.api_base),
             }
             if self.capture_content:
                 attributes["gen_ai.input.messages"] = self._prompt_messages(request.prompt)
@@ -273,7 +273,13 @@ class OtelLogger:
             return None
         if self.enduser_id == "raw":
             return end_user
-        return hmac.new(self._salt, end_user.encode(), hashlib.sha256).hexdigest()[:32]
+        hashed = self._hashed_users.get(end_user)
+        if hashed is None:
+            hashed = hmac.new(self._salt, end_user.encode(), hashlib.sha256).hexdigest()[:32]
+            if len(self._hashed_users) >= _MAX_CACHED:
+                self._hashed_users.clear()
+            self._hashed_users[end_user] = hashed
+        return hashed
 
     def _prompt_messages(self, prompt: str) -> str:
         text = prompt[: self.max_prompt_chars]
@@ -282,21 +288,18 @@ class OtelLogger:
     # -- metrics --------------------------------------------------------------------------
 
     def _record_metrics(self, event: ImageEditEvent) -> None:
-        attributes: dict[str, AttributeValue] = {
-            "gen_ai.operation.name": "image_edit",
-            "gen_ai.request.model": event.resolved_model or event.model or "unknown",
-        }
-        if event.provider:
-            attributes["gen_ai.provider.name"] = _provider_name(event.provider)
-        if event.api_base:
-            attributes.update(_server_attributes(event.api_base))
-        if event.status == "failure":
-            attributes["error.type"] = event.error_type or "_OTHER"
+        error_type = (event.error_type or "_OTHER") if event.status == "failure" else None
+        attributes, input_attributes, output_attributes = _metric_attributes(
+            event.resolved_model or event.model or "unknown",
+            event.provider,
+            event.api_base,
+            error_type,
+        )
         self._duration.record(event.latency_ms / 1000, attributes)
         usage = event.usage
         if usage is not None:
-            self._tokens.record(_input_tokens(event), {**attributes, "gen_ai.token.type": "input"})
-            self._tokens.record(usage.output_tokens, {**attributes, "gen_ai.token.type": "output"})
+            self._tokens.record(_input_tokens(event), input_attributes)
+            self._tokens.record(usage.output_tokens, output_attributes)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -306,6 +309,49 @@ class OtelLogger:
 
 def _provider_name(provider: str) -> str:
     return _PROVIDER_NAMES.get(provider, provider)
+
+
+# The attribute sets below depend only on label values that repeat call after call (model,
+# provider, upstream address); they are built once and shared read-only (the SDK copies what it
+# keeps), so a call builds one small dict at most.
+
+
+@functools.lru_cache(maxsize=_MAX_CACHED)
+def _start_attributes(
+    model: str, provider: str, count: int, api_base: str
+) -> Mapping[str, AttributeValue]:
+    return {
+        "gen_ai.operation.name": "image_edit",
+        "gen_ai.provider.name": _provider_name(provider),
+        "gen_ai.request.model": model,
+        "gen_ai.output.type": "image",
+        "gen_ai.request.choice.count": count,
+        **_server_attributes(api_base),
+    }
+
+
+@functools.lru_cache(maxsize=_MAX_CACHED)
+def _metric_attributes(
+    model: str, provider: str | None, api_base: str | None, error_type: str | None
+) -> tuple[
+    Mapping[str, AttributeValue], Mapping[str, AttributeValue], Mapping[str, AttributeValue]
+]:
+    """The duration's attributes, then the input and output token counts' ones."""
+    attributes: dict[str, AttributeValue] = {
+        "gen_ai.operation.name": "image_edit",
+        "gen_ai.request.model": model,
+    }
+    if provider:
+        attributes["gen_ai.provider.name"] = _provider_name(provider)
+    if api_base:
+        attributes.update(_server_attributes(api_base))
+    if error_type is not None:
+        attributes["error.type"] = error_type
+    return (
+        attributes,
+        {**attributes, "gen_ai.token.type": "input"},
+        {**attributes, "gen_ai.token.type": "output"},
+    )
 
 
 def _server_attributes(api_base: str) -> dict[str, AttributeValue]:

@@ -98,6 +98,7 @@ PROXY_REJECTION_REASONS = frozenset({"auth", "budget", "size", "rate"})
 #: Error types the core produces beside those of the exception tree.
 _EXTRA_ERROR_TYPES = frozenset({"internal_error", "cancelled"})
 _MAX_LABEL_CHARS = 100  # a pathological model name must not make a huge series
+_MAX_CACHED_SERIES = 10_000  # (model, served, provider) triples whose children are kept
 DEFAULT_END_USER_SERIES = 1000
 
 
@@ -181,23 +182,26 @@ class PrometheusLogger:
 
     def _record(self, event: ImageEditEvent) -> None:
         m = self.metrics
-        model = _bounded(event.model)  # as the caller asked, even when a fallback answered
-        served = _bounded(event.resolved_model or "")
-        provider = _bounded(event.provider or "")
-        error_type = _error_type_label(event.error_type) if event.status == "failure" else ""
-        m.requests.labels(model, served, provider, event.status, error_type).inc()
-        m.duration.labels(model, provider, event.status).observe(event.latency_ms / 1000)
+        model = event.model
+        served = event.resolved_model or ""
+        provider = event.provider or ""
+        # as the caller asked (model), even when a fallback answered (served)
+        series = m.series_for(model, served, provider)
+        status = event.status
+        error_type = _error_type_label(event.error_type) if status == "failure" else ""
+        series.requests(status, error_type).inc()
+        series.duration(status).observe(event.latency_ms / 1000)
         if event.images_returned > 0:
-            m.images.labels(
-                model, served, provider, _size_label(event.size), _quality_label(event.quality)
-            ).inc(event.images_returned)
+            series.images(_size_label(event.size), _quality_label(event.quality)).inc(
+                event.images_returned
+            )
         if event.cost_usd is not None:
             cost = float(event.cost_usd)  # metrics are floats (DESIGN 5); the ledger keeps Decimal
-            m.cost.labels(model, served, provider).inc(cost)
+            series.cost.inc(cost)
             if self.end_user_metric and event.end_user:
                 self._charge_end_user(event.end_user, cost)
-        elif event.status == "success" and event.cost_source == "unpriced":
-            m.unpriced.labels(model).inc()
+        elif status == "success" and event.cost_source == "unpriced":
+            m.unpriced.labels(series.model).inc()
         usage = event.usage
         if usage is not None:
             for token_type, count in (
@@ -207,9 +211,9 @@ class PrometheusLogger:
                 ("output_image", usage.output_tokens),
             ):
                 if count > 0:
-                    m.tokens.labels(model, served, provider, token_type).inc(count)
+                    series.tokens(token_type).inc(count)
         if event.retries > 0:
-            m.retries.labels(model, _bounded(event.deployment_id or "")).inc(event.retries)
+            m.retries.labels(series.model, _bounded(event.deployment_id or "")).inc(event.retries)
         if event.fallback_from:
             final = event.resolved_model or event.model_group or event.model
             chain = [*event.fallback_from, final]
@@ -308,7 +312,73 @@ class _Metrics:
         )
         self.end_users: OrderedDict[str, None] = OrderedDict()
         self.end_user_lock = threading.Lock()
+        self._series: dict[tuple[str, str, str], _ModelSeries] = {}
         registry.register(BusCountersCollector())
+
+    def series_for(self, model: str, served: str, provider: str) -> _ModelSeries:
+        """The children of one (model, served model, provider), found once and reused.
+
+        ``labels()`` formats and looks its values up under a lock on every call; the same few
+        label values repeat call after call, so their children are kept here. The cache holds
+        no more series than the metrics themselves already do (it is reset past a bound all the
+        same, so a stream of distinct model names cannot grow it without limit).
+        """
+        key = (model, served, provider)
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= _MAX_CACHED_SERIES:
+                self._series = {}
+            series = _ModelSeries(self, _bounded(model), _bounded(served), _bounded(provider))
+            self._series[key] = series
+        return series
+
+
+class _ModelSeries:
+    """The label children of one (model, served model, provider), created as they are used."""
+
+    __slots__ = ("_children", "_metrics", "cost", "model", "provider", "served")
+
+    def __init__(self, metrics: _Metrics, model: str, served: str, provider: str) -> None:
+        self._metrics = metrics
+        self.model, self.served, self.provider = model, served, provider
+        self.cost = metrics.cost.labels(model, served, provider)
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def requests(self, status: str, error_type: str) -> Any:
+        key = ("requests", status, error_type)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics.requests.labels(
+                self.model, self.served, self.provider, status, error_type
+            )
+        return child
+
+    def duration(self, status: str) -> Any:
+        key = ("duration", status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics.duration.labels(
+                self.model, self.provider, status
+            )
+        return child
+
+    def images(self, size: str, quality: str) -> Any:
+        key = ("images", size, quality)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics.images.labels(
+                self.model, self.served, self.provider, size, quality
+            )
+        return child
+
+    def tokens(self, token_type: str) -> Any:
+        key = ("tokens", token_type)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics.tokens.labels(
+                self.model, self.served, self.provider, token_type
+            )
+        return child
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()

@@ -319,3 +319,31 @@ def test_multiprocess_mode_sums_real_worker_processes(fake, tmp_path, monkeypatc
         'image_edit_request_duration_seconds_count{model="gpt-image-1",provider="openai",'
         'status="success"} 6.0' in text
     )
+
+
+def test_cached_label_children_count_exactly_past_the_cache_bound(registry, monkeypatch):
+    import integrations.prometheus as prometheus_module
+
+    monkeypatch.setattr(prometheus_module, "_MAX_CACHED_SERIES", 2)
+    logger = PrometheusLogger(registry)
+    for model in ("m-a", "m-b", "m-c", "m-a", "m-a"):  # the cache is reset when m-c arrives
+        logger.on_end(make_event(model=model, resolved_model=model))
+    logger.on_end(failed_event(model="m-a", resolved_model="m-a"))
+    for model, successes in (("m-a", 3), ("m-b", 1), ("m-c", 1)):
+        labels = {"model": model, "served_model": model, "provider": "openai"}
+        assert (
+            value(registry, "image_edit_requests_total", **labels, status="success", error_type="")
+            == successes
+        )
+    failures = {"model": "m-a", "served_model": "m-a", "provider": "openai"}
+    assert (
+        value(
+            registry,
+            "image_edit_requests_total",
+            **failures,
+            status="failure",
+            error_type="rate_limit",
+        )
+        == 1
+    )
+    assert len(logger.metrics._series) <= 2

@@ -101,3 +101,25 @@ def test_a_body_past_the_limit_is_refused_while_it_streams():
         asyncio.run(read_multipart(receive, f"multipart/form-data; boundary={B.decode()}", 4500))
     assert refused.value.status == 413
     assert len(sent) == 5  # stopped at the chunk that crossed the limit
+
+
+def test_repeated_and_long_part_headers_parse_alike():
+    # Short header values are remembered between requests, long ones parsed each time: both
+    # must give the same parts, and a bad value must still be refused the second time.
+    long_name = "f" * 600
+    upload = (
+        b'Content-Disposition: form-data; name="image"; filename="cat.png"\r\n'
+        b"Content-Type: image/png\r\n\r\nPNGDATA"
+    )
+    raw = body(field("model", b"gpt-image-1"), field(long_name, b"x"), upload)
+    for _ in range(2):
+        parts = parse_multipart(raw, B)
+        assert [(p.name, p.filename, p.content_type, p.data) for p in parts] == [
+            ("model", None, None, b"gpt-image-1"),
+            (long_name, None, None, b"x"),
+            ("image", "cat.png", "image/png", b"PNGDATA"),
+        ]
+    bad = body(b"Content-Disposition: attachment; name=x\r\n\r\nx")
+    for _ in range(2):
+        with pytest.raises(ProxyError, match="Content-Disposition: form-data"):
+            parse_multipart(bad, B)

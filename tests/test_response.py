@@ -75,3 +75,13 @@ def test_cost_and_ids_sit_beside_the_openai_fields(upstream):
     assert response.request_id
     assert response._hidden_params["litellm_call_id"] == response.request_id
     assert "request_id" not in response.to_dict()
+
+
+def test_usage_is_parsed_once_and_never_added_to_the_upstream_json():
+    raw = {"created": 1, "data": [{"b64_json": "AA=="}], "usage": {"input_tokens": 7}}
+    response = ImageResponse.from_json_bytes(json.dumps(raw).encode())
+    first = response.usage
+    assert first is not None and first.input_tokens == 7
+    assert response.usage is first  # parsed once, reused by routing, pricing and the event
+    assert response.to_dict() == raw
+    assert json.loads(response.to_json()) == raw

@@ -266,7 +266,8 @@ def _plan() -> _Plan:
         tuple(tracking.failure_callback),
         tuple(tracking.callbacks),
     )
-    key = tuple(tuple(map(id, entries)) for entries in snapshot)
+    # Spelled out rather than a generator: this runs twice per call.
+    key = (tuple(map(id, snapshot[0])), tuple(map(id, snapshot[1])), tuple(map(id, snapshot[2])))
     cached = _last_plan
     if cached is not None and cached[0] == key:
         return cached[2]

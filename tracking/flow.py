@@ -408,7 +408,7 @@ def _make_event(
             if response is not None
             else getattr(failure, "upstream_request_id", None)
         ),
-        end_user=params.get("user") if isinstance(params.get("user"), str) else None,
+        end_user=user if isinstance(user := params.get("user"), str) else None,
         # The proxy names the caller's virtual key in metadata (tracking.proxy.accounts).
         api_key_hash=_str(metadata.get("user_api_key_hash")),
         key_alias=_str(metadata.get("user_api_key_alias")),
@@ -421,12 +421,8 @@ def _make_event(
         provider=request.provider if request else None,
         api_base=progress.api_base,
         n=(request.n or 1) if request else 1,
-        size=(response.size if response and response.size else (request.size if request else None)),
-        quality=(
-            response.quality
-            if response and response.quality
-            else (request.quality if request else None)
-        ),
+        size=(response.size if response else None) or (request.size if request else None),
+        quality=(response.quality if response else None) or (request.quality if request else None),
         background=(response.background if response else None)
         or (request.background if request else None),
         output_format=(response.output_format if response else None)

@@ -8,6 +8,7 @@ fields, nothing renamed. What the library adds (cost, our request id) lives besi
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -119,8 +120,10 @@ class ImageResponse:
             if isinstance(item, dict)
         ]
 
-    @property
+    @functools.cached_property
     def usage(self) -> Usage | None:
+        # Parsed once: routing, pricing and the event all read it. Kept in the instance's
+        # __dict__, never in ``raw``, so to_dict() stays exactly the upstream's JSON.
         return Usage.from_json(self.raw.get("usage"))
 
     @property

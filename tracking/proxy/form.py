@@ -14,6 +14,7 @@ keyword arguments of :func:`tracking.aimage_edit`, so a proxied call takes the S
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ _TEXT_FIELDS = frozenset(
 _IMAGE_FIELDS = ("image", "image[]")
 _MAX_PARTS = 64  # more parts than any real edit has: a cheap guard against part floods
 _MAX_BOUNDARY = 200  # RFC 2046 allows 70 characters; anything far longer is not a client
+_MAX_CACHED_HEADER = 512  # header values longer than this are parsed each time, never cached
+_CACHED_HEADERS = 1024
 
 
 class ClientDisconnected(Exception):
@@ -72,22 +75,57 @@ def _bad_form(message: str, param: str | None = None) -> ProxyError:
     return ProxyError(400, message, param=param, code="invalid_multipart")
 
 
-def _part(headers_block: bytes, content: bytes) -> FormPart:
-    """One part from its header lines and its content."""
+def _options(value: bytes | str | None) -> tuple[bytes, dict[bytes, bytes]]:
+    """``parse_options_header``, remembered for the short header values that repeat.
+
+    Every request carries the same few Content-Type and Content-Disposition values (the field
+    names, the client's boundary and file name), and parsing them cost about 5% of the proxy's
+    CPU per request. Long values are parsed every time, so a client cannot fill the cache with
+    big ones. Callers must not modify the returned dict (it may be shared).
+    """
+    if value is not None and len(value) <= _MAX_CACHED_HEADER:
+        return _cached_options(value)
+    return _parse_options(value)
+
+
+def _parse_options(value: bytes | str | None) -> tuple[bytes, dict[bytes, bytes]]:
     from python_multipart.multipart import parse_options_header
 
+    return parse_options_header(value)
+
+
+_cached_options = functools.lru_cache(maxsize=_CACHED_HEADERS)(_parse_options)
+
+
+def _disposition(value: bytes | None) -> tuple[str, str | None]:
+    """A part's field name and file name from its (short) Content-Disposition value."""
+    disposition, options = _parse_options(value)
+    if disposition != b"form-data" or b"name" not in options:
+        raise _bad_form("every multipart part needs Content-Disposition: form-data; name=...")
+    filename = options.get(b"filename")
+    return (
+        options[b"name"].decode("utf-8", "replace"),
+        None if filename is None else filename.decode("utf-8", "replace"),
+    )
+
+
+_cached_disposition = functools.lru_cache(maxsize=_CACHED_HEADERS)(_disposition)
+
+
+def _part(headers_block: bytes, content: bytes) -> FormPart:
+    """One part from its header lines and its content."""
     headers: dict[bytes, bytes] = {}
     for line in headers_block.split(b"\r\n"):
         name, colon, value = line.partition(b":")
         if not colon:
             raise _bad_form("malformed multipart body: a part header line without a colon")
         headers[name.strip().lower()] = value.strip()
-    disposition, options = parse_options_header(headers.get(b"content-disposition"))
-    if disposition != b"form-data" or b"name" not in options:
-        raise _bad_form("every multipart part needs Content-Disposition: form-data; name=...")
-    part = FormPart(name=options[b"name"].decode("utf-8", "replace"), data=content)
-    if b"filename" in options:
-        part.filename = options[b"filename"].decode("utf-8", "replace")
+    raw_disposition = headers.get(b"content-disposition")
+    if raw_disposition is not None and len(raw_disposition) <= _MAX_CACHED_HEADER:
+        field, filename = _cached_disposition(raw_disposition)
+    else:
+        field, filename = _disposition(raw_disposition)
+    part = FormPart(name=field, filename=filename, data=content)
     content_type = headers.get(b"content-type")
     if content_type:
         part.content_type = content_type.decode("latin-1")
@@ -139,9 +177,7 @@ async def read_multipart(
 ) -> list[FormPart]:
     """Read the request body from ``receive`` as it arrives, refusing it past ``limit`` bytes or
     when it has not all arrived ``within`` that many seconds, then split it into its parts."""
-    from python_multipart.multipart import parse_options_header
-
-    kind, options = parse_options_header(content_type)
+    kind, options = _options(content_type)
     if kind != b"multipart/form-data":
         raise ProxyError(
             400,
