@@ -3,6 +3,10 @@ and a clear error for a database at another schema revision."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -191,3 +195,36 @@ def test_the_agreement_check_does_see_a_difference(engine):
         )
         diff = compare_metadata(context, drifted)
     assert [(op[0], op[3].name) for op in diff] == [("add_column", "surprise")]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_processes_starting_together_on_a_new_database_migrate_it_once(dialect, tmp_path, request):
+    """`tracking serve --workers N` on a new database: every process opens the ledger at once;
+    one migrates, the others wait for it, none fails."""
+    url = (
+        f"sqlite:///{tmp_path / 'new.db'}"
+        if dialect == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    code = (
+        "import sys, time; from integrations.sql import SqlLedger; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "SqlLedger(url=sys.argv[1], auto_migrate=True).shutdown(5)"
+    )
+    start_at = str(time.time() + 2.0)  # all four open the ledger at the same moment
+    env = {**os.environ, "TRACKING_OUTBOX_DIR": str(tmp_path / "outboxes")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, start_at],
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    engine = sa.create_engine(url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

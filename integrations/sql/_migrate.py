@@ -14,6 +14,8 @@ database at an older or a newer revision than this package knows is a clear
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,9 +146,37 @@ def _check_schema(engine: Engine, auto_migrate: bool | None) -> None:
             f"the ledger database {where} {state}; this version needs revision {head!r}: "
             "run `tracking migrate --database-url URL` (or pass auto_migrate=True)"
         )
-    try:
-        upgrade(engine)
-    except sa.exc.SQLAlchemyError:
-        # Another process may have migrated the same file a moment earlier.
+    # Several processes may start on one new database at once (`tracking serve --workers N`):
+    # one migrates while the others wait for it, then find the schema current.
+    with _migration_lock(engine):
         if current_revision(engine) != head:
-            raise
+            upgrade(engine)
+
+
+#: pg_advisory_lock key serialising migrations of one PostgreSQL database ("trackmig" in hex).
+_PG_LOCK_KEY = 0x747261636B6D6967
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Hold a lock no other process migrating the same database can hold at the same time."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_KEY})
+        return
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
