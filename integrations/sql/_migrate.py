@@ -127,6 +127,16 @@ def _check_schema(engine: Engine, auto_migrate: bool | None) -> None:
     migrate = engine.dialect.name == "sqlite" if auto_migrate is None else auto_migrate
     where = redact(engine.url)
     head = head_revision()
+    if current_revision(engine) == head:
+        return
+    # Several processes may start on one new database at once (`tracking serve --workers N`):
+    # one migrates while the others wait for it, then find the schema current. Everything is
+    # decided under the lock: mid-migration, another process would see half a schema.
+    with _migration_lock(engine):
+        _migrate_locked(engine, migrate, where, head)
+
+
+def _migrate_locked(engine: Engine, migrate: bool, where: str, head: str) -> None:
     current = current_revision(engine)
     if current == head:
         return
@@ -146,11 +156,7 @@ def _check_schema(engine: Engine, auto_migrate: bool | None) -> None:
             f"the ledger database {where} {state}; this version needs revision {head!r}: "
             "run `tracking migrate --database-url URL` (or pass auto_migrate=True)"
         )
-    # Several processes may start on one new database at once (`tracking serve --workers N`):
-    # one migrates while the others wait for it, then find the schema current.
-    with _migration_lock(engine):
-        if current_revision(engine) != head:
-            upgrade(engine)
+    upgrade(engine)
 
 
 #: pg_advisory_lock key serialising migrations of one PostgreSQL database ("trackmig" in hex).
