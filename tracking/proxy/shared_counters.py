@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol, TypeVar
 
+from ..redis_outage import RedisOutage
+
 __all__ = [
     "IDLE_TTL",
     "UNITS_PER_USD",
@@ -157,18 +159,15 @@ class RedisCounters:
         socket_timeout: float = 1.0,
         retry_interval: float = 5.0,
     ) -> None:
-        try:
-            import redis
-            import redis.asyncio
-        except ModuleNotFoundError:
-            from ..errors import ConfigurationError
+        self.outage = RedisOutage(
+            log,
+            "proxy counters: Redis unavailable (%s); rate limits and budgets are enforced by "
+            "this instance alone, retrying Redis in %.0f s",
+            retry_interval,
+        )
+        import redis.asyncio
 
-            raise ConfigurationError(
-                "redis_url needs the 'redis' package (pip install 'image-edit-tracking[redis]')"
-            ) from None
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self.prefix = prefix
-        self.retry_interval = retry_interval
         self.local = LocalCounters()
         self._client: Any = redis.asyncio.Redis.from_url(
             url,
@@ -178,12 +177,11 @@ class RedisCounters:
         )
         self._reserve: Any = self._client.register_script(_RESERVE)
         self._adjust: Any = self._client.register_script(_ADJUST)
-        self._down_until = 0.0
 
     @property
     def degraded(self) -> bool:
         """True while Redis is considered down and local counters are used."""
-        return time.monotonic() < self._down_until
+        return self.outage.down
 
     async def _guarded(
         self, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
@@ -192,16 +190,8 @@ class RedisCounters:
             return await local()
         try:
             return await remote()
-        except self._errors as exc:
-            first = not self.degraded
-            self._down_until = time.monotonic() + self.retry_interval
-            if first:
-                log.warning(
-                    "proxy counters: Redis unavailable (%s); rate limits and budgets are "
-                    "enforced by this instance alone, retrying Redis in %.0f s",
-                    type(exc).__name__,
-                    self.retry_interval,
-                )
+        except self.outage.errors as exc:
+            self.outage.failed(exc)
             return await local()
 
     async def hit_rpm(self, name: str, limit: int) -> float | None:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from ..redis_outage import RedisOutage
+
 __all__ = ["MemoryState", "RedisState", "RouterState", "Snapshot"]
 
 log = logging.getLogger("tracking.router")
@@ -163,19 +165,17 @@ class RedisState:
         retry_interval: float = 5.0,
         client: Any = None,
     ) -> None:
-        try:
-            import redis
-        except ModuleNotFoundError:
-            from ..errors import ConfigurationError
+        self.outage = RedisOutage(
+            log,
+            "router state: Redis unavailable (%s); routing on local state, retrying Redis in "
+            "%.0f s",
+            retry_interval,
+        )
+        import redis
 
-            raise ConfigurationError(
-                "redis_url needs the 'redis' package (pip install 'image-edit-tracking[redis]')"
-            ) from None
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self.prefix = prefix
         self.latency_window = latency_window
         self.failure_window = failure_window
-        self.retry_interval = retry_interval
         self.local = MemoryState(latency_window=latency_window, failure_window=failure_window)
         self._client = client or redis.Redis.from_url(
             url,
@@ -183,32 +183,21 @@ class RedisState:
             socket_connect_timeout=socket_timeout,
             retry_on_timeout=False,
         )
-        self._down_until = 0.0
-        self._lock = threading.Lock()
 
     # -- the outage guard: every operation runs through here ---------------------------------
 
     @property
     def degraded(self) -> bool:
         """True while Redis is considered down and local state is used."""
-        return time.monotonic() < self._down_until
+        return self.outage.down
 
     def _guarded(self, remote: Callable[[], T], local: Callable[[], T]) -> T:
         if self.degraded:
             return local()
         try:
             return remote()
-        except self._errors as exc:
-            with self._lock:
-                first = not self.degraded
-                self._down_until = time.monotonic() + self.retry_interval
-            if first:
-                log.warning(
-                    "router state: Redis unavailable (%s); routing on local state, retrying "
-                    "Redis in %.0f s",
-                    type(exc).__name__,
-                    self.retry_interval,
-                )
+        except self.outage.errors as exc:
+            self.outage.failed(exc)
             return local()
 
     def _key(self, kind: str, deployment_id: str, *suffix: object) -> str:

@@ -1,0 +1,54 @@
+"""Living through a Redis outage: shared by the router's state and the proxy's counters.
+
+Both keep their state in Redis when it answers and fall back to local state when it does not.
+:class:`RedisOutage` remembers that Redis is down for ``retry_interval`` seconds (so a dead
+server costs one timeout per interval, not one per call) and warns once per outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import ModuleType
+
+from .errors import ConfigurationError
+
+__all__ = ["RedisOutage", "import_redis"]
+
+
+def import_redis() -> ModuleType:
+    """The ``redis`` package, or a clear error naming the extra that installs it."""
+    try:
+        import redis
+    except ModuleNotFoundError:
+        raise ConfigurationError(
+            "redis_url needs the 'redis' package (pip install 'image-edit-tracking[redis]')"
+        ) from None
+    return redis
+
+
+class RedisOutage:
+    """Whether Redis is considered down right now; the first failure of an outage is logged."""
+
+    def __init__(self, log: logging.Logger, warning: str, retry_interval: float) -> None:
+        redis = import_redis()
+        #: What counts as Redis being unavailable.
+        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.retry_interval = retry_interval
+        self._log = log
+        self._warning = warning  # formatted with the error's type name and the interval
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def failed(self, exc: BaseException) -> None:
+        """Redis just failed: use local state for ``retry_interval`` seconds."""
+        with self._lock:
+            first = not self.down
+            self._down_until = time.monotonic() + self.retry_interval
+        if first:
+            self._log.warning(self._warning, type(exc).__name__, self.retry_interval)
