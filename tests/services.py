@@ -8,6 +8,7 @@ service is absent the test skips with the reason, except under CI (``CI`` set), 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -26,13 +27,25 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def require_service(name: str, host: str, port: int) -> None:
-    if _reachable(host, port):
-        return
-    reason = f"{name} is not reachable on {host}:{port}"
+def unavailable(reason: str) -> None:
+    """Skip with ``reason`` on a developer's machine; fail under CI, which installs everything."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason}, and CI requires it")
     pytest.skip(reason)
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    if not _reachable(host, port):
+        unavailable(f"{name} is not reachable on {host}:{port}")
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of command ``name``, or :func:`unavailable` naming the Debian package."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"{name} is not installed (apt-get install {package})")
+    assert path is not None
+    return path
 
 
 @pytest.fixture

@@ -19,12 +19,9 @@ Outside CI, a missing Prometheus binary skips those tests with the reason; in CI
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -41,6 +38,7 @@ import yaml
 from dashboards import build
 from dashboards.contract import METRICS, TARGET_LABELS, exposed_names, metric_of_series
 from tests.conftest import API_KEY
+from tests.services import require_tool, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "dashboards" / "grafana"
@@ -284,7 +282,7 @@ def _design_file() -> Path | None:
 def test_contract_table_matches_design_section_6():
     design = _design_file()
     if design is None:
-        pytest.skip("shared/DESIGN.md is not beside this checkout")
+        unavailable("shared/DESIGN.md is not beside this checkout")
     text = design.read_text(encoding="utf-8")
     section = text.split("## 6.", 1)[1].split("\n## ", 1)[0]
     table: dict[str, tuple[str, ...]] = {}
@@ -326,13 +324,7 @@ def test_rules_cover_the_issue_alerts():
 
 
 def _require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}, and CI requires it")
-        pytest.skip(reason)
-    return path
+    return require_tool(name, "prometheus")
 
 
 def _free_port() -> int:
@@ -530,11 +522,6 @@ class WorkloadProcess:
             self._log.close()
 
 
-def _require_integration() -> None:
-    if importlib.util.find_spec("integrations.prometheus") is None:
-        pytest.skip("Prometheus integration not present (integrations/prometheus.py)")
-
-
 #: The proxy's request size limit in the workload; the oversized body is twice as large.
 PROXY_LIMIT_MB = 0.05
 PROXY_CONFIG = """
@@ -602,7 +589,6 @@ def _small_png() -> bytes:
 
 @pytest.mark.slow
 def test_workload_fills_every_exercised_panel(start_prometheus, fake, tmp_path):
-    _require_integration()
     _require_binary("prometheus")
     sdk_port = _free_port()
     proxy = ProxyWorkload(fake.url, tmp_path / "proxy")

@@ -7,7 +7,6 @@ in its SQLite ledger before each answer leaves."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 from integrations.sql import create_ledger_engine, spend_logs
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess, TroubleUpstream, rss_bytes
+from tests.services import require_tool
 from tracking.testing import FakeOpenAI
 
 LIMIT_MB = 8
@@ -263,8 +263,8 @@ def test_every_form_field_is_forwarded(client, fake, images):
     }
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_seed_example(proxy, fake, images):
+    require_tool("curl", "curl")
     """The seed's curl example: gpt-image-1 refuses response_format=url with a clear 400 naming
     the parameter; the same command without it works; dall-e-2 takes it and answers URLs."""
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from decimal import Decimal
 
-import pytest
-
 from tests.proxy_support import tracking_command
+from tests.services import require_tool
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_quickstart_runs_the_seed_proxy_examples_offline():
+    require_tool("curl", "curl")  # the quickstart runs the seed's curl example
     result = subprocess.run(
         [*tracking_command(), "quickstart"], capture_output=True, text=True, timeout=120
     )

@@ -6,15 +6,11 @@ in the proxy a response is sent only once its row is acknowledged in the local o
 * make PostgreSQL unreachable for several seconds under load (through a TCP relay the test
   controls, never by touching the machine's server): requests keep being served, the backlog
   shows in ``tracking_ledger_outbox_rows`` meanwhile, and afterwards nothing is lost or doubled.
-
-Both need the durable outbox; until it is in the tree they skip with that reason (a capability
-check, so they run as soon as it lands).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import socket
 import threading
 import time
@@ -31,21 +27,6 @@ from .conftest import API_KEY
 from .proxy_support import ProxyProcess, free_port
 from .test_reliability_faults import edit, proxy_config
 
-
-def _has_outbox() -> bool:
-    import integrations.sql as sql
-
-    if any("outbox" in name.lower() for name in dir(sql)):
-        return True
-    return any(
-        importlib.util.find_spec(f"integrations.sql.{name}") is not None
-        for name in ("_outbox", "outbox")
-    )
-
-
-needs_outbox = pytest.mark.skipif(
-    not _has_outbox(), reason="needs the durable ledger outbox (issue 6)"
-)
 DURABLE = {"ledger_mode": "durable"}
 
 
@@ -125,7 +106,6 @@ def _migrate(url: str) -> None:
         engine.dispose()
 
 
-@needs_outbox
 @pytest.mark.parametrize("target", ["sqlite", "postgres"])
 def test_sigkill_under_load_loses_and_doubles_no_acknowledged_call(
     tmp_path: Path, monkeypatch, request, target: str
@@ -243,7 +223,6 @@ def _outbox_rows(proxy: ProxyProcess) -> float:
     return 0.0
 
 
-@needs_outbox
 def test_a_postgres_outage_under_load_delays_rows_but_loses_and_doubles_none(
     tmp_path: Path, monkeypatch, postgres_url: str, relay
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 import tracking
 from tests.conftest import make_png
 from tests.router_support import Recorder, StubUpstream, closed_port, deployment
+from tests.services import require_tool
 from tracking.router import NoDeploymentAvailableError, RedisState, Router
 from tracking.testing import FakeOpenAI
 
@@ -134,9 +134,7 @@ def _free_port() -> int:
 @pytest.fixture
 def private_redis():
     """A redis-server of this test's own on a free port (never the shared one)."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
+    server = require_tool("redis-server", "redis-server")
     port = _free_port()
     process = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
