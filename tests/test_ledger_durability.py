@@ -8,8 +8,6 @@ lock. The SIGKILL-and-restart test lives in ``test_ledger_durability_crash.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,92 +23,12 @@ import tracking
 from integrations.sql import SqlLedger, spend_logs
 from tests.conftest import make_png
 from tests.ledger_support import make_event
-
-PG = ("127.0.0.1", 5432)
-
-
-class TcpRelay:
-    """Forwards loopback connections to PostgreSQL until cut; while cut, refuses them."""
-
-    def __init__(self, target: tuple[str, int] = PG) -> None:
-        self.target = target
-        self.up = True
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.05)
-        self.port: int = self._server.getsockname()[1]
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    def url(self, postgres_url: str) -> str:
-        return postgres_url.replace(f"{PG[0]}:{PG[1]}", f"127.0.0.1:{self.port}")
-
-    def _accept(self) -> None:
-        while not self._stopping:
-            try:
-                client, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self.up:
-                client.close()  # the database is "down": the connection is refused at once
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
-                self._threads.append(thread)
-                thread.start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            self._drop(src, dst)
-
-    def _drop(self, *sockets: socket.socket) -> None:
-        for sock in sockets:
-            with self._lock:
-                self._sockets.discard(sock)
-            with contextlib.suppress(OSError):  # already shut by the other side
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def cut(self) -> None:
-        """The database becomes unreachable: live connections die, new ones are refused."""
-        self.up = False
-        with self._lock:
-            live = list(self._sockets)
-        self._drop(*live)
-
-    def restore(self) -> None:
-        self.up = True
-
-    def close(self) -> None:
-        self._stopping = True
-        self.cut()
-        self._acceptor.join(5)
-        self._server.close()
-        for thread in self._threads:
-            thread.join(5)
+from tests.relay import TcpRelay
 
 
 @pytest.fixture
-def relay() -> Iterator[TcpRelay]:
-    instance = TcpRelay()
+def relay(postgres_url: str) -> Iterator[TcpRelay]:
+    instance = TcpRelay(postgres_url)
     yield instance
     instance.close()
 
@@ -178,9 +96,7 @@ def test_postgres_down_for_seconds_under_load_nothing_lost_nothing_doubled(
 ):
     registry = _prometheus(monkeypatch)
     SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
-    ledger = SqlLedger(
-        relay.url(postgres_url), mode="durable", outbox_dir=tmp_path / "outbox", retry_max=0.5
-    )
+    ledger = SqlLedger(relay.url, mode="durable", outbox_dir=tmp_path / "outbox", retry_max=0.5)
     replayed: list[int] = []
     ledger.replay_hooks.append(replayed.append)
     load = Load(ledger)
@@ -267,7 +183,7 @@ def test_a_durable_sync_call_returns_with_its_row_in_the_outbox_while_the_db_is_
     postgres_url, relay, tmp_path, monkeypatch, upstream
 ):
     SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
-    ledger = SqlLedger(relay.url(postgres_url), mode="durable", outbox_dir=tmp_path, retry_max=0.2)
+    ledger = SqlLedger(relay.url, mode="durable", outbox_dir=tmp_path, retry_max=0.2)
     monkeypatch.setattr(tracking, "callbacks", [ledger])
     try:
         relay.cut()
@@ -538,7 +454,7 @@ def test_exit_with_the_database_down_is_quick_and_the_next_start_delivers(
         "    ledger.on_end(make_event(request_id=f'at-exit-{i}'))\n"
     )
     child = subprocess.Popen(
-        [sys.executable, "-c", script, relay.url(postgres_url), str(tmp_path)],
+        [sys.executable, "-c", script, relay.url, str(tmp_path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from integrations.sql import SqlLedger, spend_logs
-from tests.test_ledger_durability import TcpRelay
+from tests.relay import TcpRelay
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,8 +77,8 @@ def test_sigkill_mid_stream_then_restart_keeps_every_acknowledged_row_once(
         # Through a relay the test cuts halfway, so the dead process surely leaves acknowledged
         # rows in its outbox that only the restarted one can deliver.
         url, outbox = request.getfixturevalue("postgres_url"), tmp_path / "outbox"
-        relay = TcpRelay()
-        child_url = relay.url(url)
+        relay = TcpRelay(url)
+        child_url = relay.url
     SqlLedger(url, auto_migrate=True).shutdown(10)
 
     try:

@@ -18,11 +18,11 @@ from tests.conftest import API_KEY, make_png
 from tests.proxy_support import (
     MASTER_KEY,
     ProxyProcess,
-    TcpRelay,
     TroubleUpstream,
     tracking_command,
     write_config,
 )
+from tests.relay import TcpRelay
 
 CUSTOM_SINK = '''\
 """A user's integration, named in the config as custom_sink.sink."""
@@ -186,12 +186,8 @@ def test_postgresql_ledger_must_be_migrated_unless_auto_migrate(tmp_path, postgr
 
 def test_readiness_reports_an_unreachable_database(tmp_path, postgres_url):
     """The ledger's PostgreSQL behind a relay the test cuts: readiness turns 503."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(postgres_url)
-    relay = TcpRelay(url.host or "127.0.0.1", url.port or 5432)
-    relayed = url.set(port=relay.port).render_as_string(hide_password=False)
-    config = _postgres_config(tmp_path, relayed, auto_migrate=True)
+    relay = TcpRelay(postgres_url)
+    config = _postgres_config(tmp_path, relay.url, auto_migrate=True)
     try:
         with ProxyProcess(config) as proxy:
             readiness = httpx.get(f"{proxy.url}/health/readiness", timeout=20)
@@ -202,7 +198,7 @@ def test_readiness_reports_an_unreachable_database(tmp_path, postgres_url):
             assert readiness.json() == {"status": "unready", "database": "unreachable"}
             assert "postgres@" not in proxy.log()  # a URL may embed a password: never logged
     finally:
-        relay.cut()
+        relay.close()
 
 
 def _metric(text: str, name: str, reason: str) -> float:

@@ -10,8 +10,6 @@ in the proxy a response is sent only once its row is acknowledged in the local o
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections import Counter
@@ -24,7 +22,8 @@ import pytest
 from tracking.testing import FakeOpenAI
 
 from .conftest import API_KEY
-from .proxy_support import ProxyProcess, free_port
+from .proxy_support import ProxyProcess
+from .relay import TcpRelay
 from .test_reliability_faults import edit, proxy_config
 
 DURABLE = {"ledger_mode": "durable"}
@@ -136,81 +135,11 @@ def test_sigkill_under_load_loses_and_doubles_no_acknowledged_call(
     assert not doubled, f"{len(doubled)} calls are in the ledger more than once"
 
 
-class TcpRelay:
-    """A loopback TCP relay to a server; ``cut()`` drops every connection and refuses new ones
-    until ``restore()``: the database is unreachable, as in a network outage."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self.up = threading.Event()
-        self.up.set()
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets.update((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                self._drop(sock)
-
-    def _drop(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.discard(sock)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
-    def cut(self) -> None:
-        self.up.clear()
-        with self._lock:
-            live = list(self._sockets)
-        for sock in live:
-            self._drop(sock)
-
-    def restore(self) -> None:
-        self.up.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self.cut()
-        self._listener.close()
-
-
 @pytest.fixture
 def relay(postgres_url: str) -> Iterator[tuple[TcpRelay, str]]:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(postgres_url)
-    relay = TcpRelay((parsed.host or "127.0.0.1", parsed.port or 5432))
+    relay = TcpRelay(postgres_url)
     try:
-        yield relay, parsed.set(port=relay.port).render_as_string(hide_password=False)
+        yield relay, relay.url
     finally:
         relay.close()
 

@@ -1,0 +1,92 @@
+"""A loopback TCP relay to a real database server that a test can cut, as an outage would.
+
+``cut()`` drops every relayed connection and refuses new ones until ``restore()``; the server
+behind it keeps running for every other test (the machine's shared PostgreSQL is never touched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class TcpRelay:
+    """Relays ``127.0.0.1:<port>`` to the host and port of ``database_url``."""
+
+    def __init__(self, database_url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(database_url)
+        self.target = (parsed.host or "127.0.0.1", parsed.port or 5432)
+        self.up = True
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.05)
+        self.port: int = self._server.getsockname()[1]
+        #: ``database_url`` pointed at the relay instead of the server.
+        self.url: str = parsed.set(port=self.port).render_as_string(hide_password=False)
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self.up:
+                client.close()  # the database is "down": the connection is refused at once
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._drop(src, dst)
+
+    def _drop(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with self._lock:
+                self._sockets.discard(sock)
+            with contextlib.suppress(OSError):  # already shut by the other side
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def cut(self) -> None:
+        """The database becomes unreachable: live connections die, new ones are refused."""
+        self.up = False
+        with self._lock:
+            live = list(self._sockets)
+        self._drop(*live)
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self._stopping = True
+        self.cut()
+        self._acceptor.join(5)
+        self._server.close()
+        for thread in self._threads:
+            thread.join(5)
