@@ -10,16 +10,36 @@ from ``spend_logs``, the one record of what was spent.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ProxyError
+
+T = TypeVar("T")
+log = logging.getLogger("tracking.proxy")
+
+
+async def read_store(what: str, message: str, read: Callable[..., T], *args: Any) -> T:
+    """A read of the key/budget store off the event loop; an unreachable database is a 503
+    (``code: <what>_store_unavailable``) with ``message``, never a 500."""
+    try:
+        return await asyncio.to_thread(read, *args)
+    except ProxyError:
+        raise
+    except Exception as exc:
+        log.warning("the %s store is unavailable: %s", what, type(exc).__name__)
+        raise ProxyError(
+            503, message, type="server_error", code=f"{what}_store_unavailable"
+        ) from None
+
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -20,7 +20,6 @@ each instance counts alone, so N instances may together spend up to N times a bu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..pricing.estimate import INPUT_IMAGE_TOKENS, max_expected_cost
+from .account_store import read_store
 from .errors import ProxyError
 from .shared_counters import UNITS_PER_USD, Counters, to_units
 
@@ -67,19 +67,12 @@ def period_window(period: str, now: datetime) -> tuple[datetime | None, str]:
 
 
 async def _from_store(read: Callable[..., T], *args: Any) -> T:
-    """A database read off the loop; an unreachable database is a 503, never a 500."""
-    try:
-        return await asyncio.to_thread(read, *args)
-    except ProxyError:
-        raise
-    except Exception as exc:
-        log.warning("the budget store is unavailable: %s", type(exc).__name__)
-        raise ProxyError(
-            503,
-            "budgets cannot be checked right now (database unavailable); try again shortly",
-            type="server_error",
-            code="budget_store_unavailable",
-        ) from None
+    return await read_store(
+        "budget",
+        "budgets cannot be checked right now (database unavailable); try again shortly",
+        read,
+        *args,
+    )
 
 
 def _usd(units: int) -> str:

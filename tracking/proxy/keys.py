@@ -15,7 +15,6 @@ it at most ``cache_seconds`` later. Expiry is checked on every request, never ca
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -26,6 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from .account_store import read_store
 from .auth import Principal
 from .errors import ProxyError
 
@@ -114,18 +114,9 @@ class VirtualKeys:
         cached = self._cache.get(key_hash)
         if cached is not None and now - cached[1] < self.cache_seconds:
             return cached[0]
-        try:
-            record = await asyncio.to_thread(self.store.get_key, key_hash)
-        except ProxyError:
-            raise
-        except Exception as exc:
-            log.warning("the key store is unavailable: %s", type(exc).__name__)
-            raise ProxyError(
-                503,
-                "the key store is unavailable; try again shortly",
-                type="server_error",
-                code="key_store_unavailable",
-            ) from None
+        record = await read_store(
+            "key", "the key store is unavailable; try again shortly", self.store.get_key, key_hash
+        )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()  # a flood of made-up keys must not grow memory without bound
         self._cache[key_hash] = (record, now)
