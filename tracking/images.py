@@ -2,23 +2,24 @@
 
 Every accepted form is read exactly once, up front, so retries and fallbacks resend the same
 bytes and a caller's file object is never read twice. Reading is bounded (``MAX_IMAGE_BYTES``),
-and a recognised image is inspected from its header only: Pillow's PNG, JPEG and GIF parsers stop
-before the pixel data, and WebP's few header bytes are read here (Pillow's WebP opener starts a
-full decoder). An image whose header claims more than ``MAX_IMAGE_PIXELS`` is refused without
-being decoded, so a 100000x100000 "bomb" costs a few kilobytes, never gigabytes. Which formats,
-sizes and shapes a model accepts is not decided here but in :mod:`tracking.rules`.
+and a recognised image is inspected from its header only: PNG, JPEG and WebP headers by
+:mod:`tracking.image_headers` (a few slices, no decoder), GIF by Pillow's parser, which stops
+before the pixel data. An image whose header claims more than ``MAX_IMAGE_PIXELS`` is refused
+without being decoded, so a 100000x100000 "bomb" costs a few kilobytes, never gigabytes. Which
+formats, sizes and shapes a model accepts is not decided here but in :mod:`tracking.rules`.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeAlias
 
 from .errors import ValidationError
+from .image_headers import Header, jpeg_header, png_header, webp_header
 
 __all__ = [
     "MAX_IMAGE_BYTES",
@@ -56,11 +57,10 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "image/gif"),
 )
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
-#: The header-only Pillow parser for each recognised type (``module:class``), imported lazily.
-_PILLOW_PARSERS = {
-    "image/png": "PIL.PngImagePlugin:PngImageFile",
-    "image/jpeg": "PIL.JpegImagePlugin:JpegImageFile",
-    "image/gif": "PIL.GifImagePlugin:GifImageFile",
+_HEADER_PARSERS: dict[str, Callable[[bytes], Header | None]] = {
+    "image/png": png_header,
+    "image/jpeg": jpeg_header,
+    "image/webp": webp_header,
 }
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
@@ -97,14 +97,6 @@ class ImageFile:
     @property
     def dimensions(self) -> str:
         return f"{self.width}x{self.height}" if self.width is not None else "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class _Header:
-    format: str
-    width: int
-    height: int
-    has_alpha: bool
 
 
 def read_image(value: ImageInput, *, param: str = "image") -> ImageFile:
@@ -149,15 +141,16 @@ def read_image(value: ImageInput, *, param: str = "image") -> ImageFile:
     )
 
 
-def _inspect(data: bytes, content_type: str, param: str) -> _Header | None:
+def _inspect(data: bytes, content_type: str, param: str) -> Header | None:
     """The header of a recognised image, checked for plausible dimensions; never decodes it."""
     kind = _EXTENSIONS.get(content_type)
     if kind is None:
         return None
     name = "jpeg" if kind == "jpg" else kind
     try:
-        header = _webp_header(data) if name == "webp" else _pillow_header(data, content_type)
-    except Exception:  # Pillow's parsers raise many types on garbage; all mean "malformed"
+        parse = _HEADER_PARSERS.get(content_type, _gif_header)
+        header = parse(data)
+    except Exception:  # Pillow's GIF parser raises many types on garbage; all mean "malformed"
         header = None
     if header is None:
         raise ValidationError(
@@ -177,33 +170,15 @@ def _inspect(data: bytes, content_type: str, param: str) -> _Header | None:
     return header
 
 
-def _pillow_header(data: bytes, content_type: str) -> _Header:
-    module_name, _, class_name = _PILLOW_PARSERS[content_type].partition(":")
-    parser = getattr(importlib.import_module(module_name), class_name)
+def _gif_header(data: bytes) -> Header:
+    from PIL.GifImagePlugin import GifImageFile
+
     # The plugin class itself, not Image.open: it parses the header and stops, and it skips
     # Pillow's decompression-bomb warning, which we replace with a clear error above.
-    with parser(io.BytesIO(data)) as image:
+    with GifImageFile(io.BytesIO(data)) as image:
         width, height = image.size
         alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
-        return _Header(content_type.rsplit("/", 1)[1], int(width), int(height), bool(alpha))
-
-
-def _webp_header(data: bytes) -> _Header | None:
-    """Canvas size and alpha from a WebP's first chunk (lossy ``VP8 ``, lossless, extended)."""
-    chunk, body = data[12:16], data[20:40]
-    if chunk == b"VP8X" and len(body) >= 10:
-        width = 1 + int.from_bytes(body[4:7], "little")
-        height = 1 + int.from_bytes(body[7:10], "little")
-        return _Header("webp", width, height, bool(body[0] & 0x10))
-    if chunk == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
-        bits = int.from_bytes(body[1:5], "little")
-        width, height = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-        return _Header("webp", width, height, bool((bits >> 28) & 1))
-    if chunk == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
-        width = int.from_bytes(body[6:8], "little") & 0x3FFF
-        height = int.from_bytes(body[8:10], "little") & 0x3FFF
-        return _Header("webp", width, height, False)
-    return None
+        return Header("gif", int(width), int(height), bool(alpha))
 
 
 def read_images(
