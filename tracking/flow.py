@@ -9,6 +9,7 @@ once.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email.utils
 import json
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 import httpx
 
+from . import bus
 from .errors import (
     APIConnectionError,
     APIError,
@@ -34,12 +36,13 @@ from .errors import (
 )
 from .events import ImageEditEvent, TokenUsage
 from .http import POOL, unlink_response
+from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
 from .providers import PreparedRequest, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
-from .targets import Route, Target
+from .targets import Route, Routing, Target
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
@@ -95,6 +98,8 @@ def edit_flow(
     start_time = datetime.now(UTC)
     started = time.perf_counter()
     request_id = str(uuid.uuid4())
+    if route is None:
+        route = DirectRoute(params)
     progress = _Progress()
     request: ImageEditRequest | None = None
     options: CallOptions | None = None
@@ -104,7 +109,7 @@ def edit_flow(
     try:
         try:
             response = yield from _attempts(
-                route or DirectRoute(params),
+                route,
                 call_type,
                 params,
                 request_id,
@@ -130,9 +135,8 @@ def edit_flow(
         progress,
         start_time,
         started,
+        route,
     )
-    if route is not None:  # the asked model group, the deployment and the fallback chain
-        event = route.annotate(event)
     if isinstance(failure, TrackingError):  # the caller can find the failure's event by it
         failure.request_id = event.request_id
     if response is not None:
@@ -190,8 +194,8 @@ class DirectRoute:
     ) -> None:
         pass
 
-    def annotate(self, event: ImageEditEvent) -> ImageEditEvent:
-        return event
+    def routing(self, model: str, model_group: str | None) -> Routing:
+        return Routing(model, model_group)
 
 
 _SAME_TARGET = Target(overrides={})
@@ -211,8 +215,6 @@ def _attempts(
     refused here and the route skips it); a target without reuses the prepared request. Each
     attempt is sent and reported back; ``route.next`` raises the error that ends the call once
     nothing is left to try."""
-    from . import bus
-
     if not isinstance(route, DirectRoute):  # every target parses again: read files only once
         params = _images_read_once(params)
     headers: dict[str, str] | None = None
@@ -262,8 +264,6 @@ def _attempts(
 def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:
     """Images read and inspected once, as :class:`~tracking.images.ImageFile` objects: an open
     file can be read only once, and every target parses the call again (reusing them as read)."""
-    from .images import read_image, read_images
-
     read = dict(params)
     if params.get("image") is not None:
         images = list(read_images(params["image"]))
@@ -388,6 +388,7 @@ def _make_event(
     progress: _Progress,
     start_time: datetime,
     started: float,
+    route: Route,
 ) -> ImageEditEvent:
     latency_ms = (time.perf_counter() - started) * 1000
     raw_metadata: Any = options.metadata if options else params.get("metadata")
@@ -397,7 +398,12 @@ def _make_event(
     usage = response.usage if response is not None else None
     images_returned = response.images_returned if response is not None else 0
     secrets = (options.api_key,) if options and options.api_key else ()
-    model = params.get("model")
+    asked = params.get("model")
+    # the asked model group, the deployment and the fallback chain (a router's call)
+    routing = route.routing(
+        request.model if request else (asked if isinstance(asked, str) else ""),
+        request.model if request else None,
+    )
     cost = price_call(request, response)
     return ImageEditEvent(
         request_id=request_id,
@@ -415,8 +421,10 @@ def _make_event(
         team=_str(metadata.get("team")),
         tags=tuple(str(t) for t in tags) if isinstance(tags, list | tuple) else (),
         metadata=dict(metadata),
-        model=request.model if request else (model if isinstance(model, str) else ""),
-        model_group=request.model if request else None,
+        model=routing.model,
+        model_group=routing.model_group,
+        deployment_id=routing.deployment_id,
+        fallback_from=routing.fallback_from,
         resolved_model=request.upstream_model if request else None,
         provider=request.provider if request else None,
         api_base=progress.api_base,
@@ -482,8 +490,6 @@ def _str(value: Any) -> str | None:
 
 
 def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
-    from . import bus  # imported here: bus imports integrations lazily and must not cycle
-
     flow = edit_flow("image_edit", params, route)
     result: Answer | BaseException | None = None
     while True:
@@ -502,10 +508,6 @@ def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageRespons
 
 
 async def run_async(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
-    import asyncio
-
-    from . import bus
-
     flow = edit_flow("aimage_edit", params, route)
     result: Answer | BaseException | None = None
     while True:

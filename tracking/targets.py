@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from .events import ImageEditEvent
     from .response import ImageResponse
 
-__all__ = ["Route", "Target"]
+__all__ = ["Route", "Routing", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +30,15 @@ class Target:
     #: Wait before sending (the flow paces it: exponential backoff, or ``retry_after``).
     backoff: bool = False
     retry_after: float | None = None
+
+
+class Routing(NamedTuple):
+    """The event fields a route decides."""
+
+    model: str  #: the model the caller asked for
+    model_group: str | None  #: the group that served (or last failed)
+    deployment_id: str | None = None
+    fallback_from: tuple[str, ...] = ()  #: the groups tried before the one that served
 
 
 class Route(Protocol):
@@ -53,6 +61,6 @@ class Route(Protocol):
         """Report how an attempt ended (called exactly once per :meth:`next`); never raises."""
         ...
 
-    def annotate(self, event: ImageEditEvent) -> ImageEditEvent:
-        """The call's event with the routing fields filled in (asked model, group, chain)."""
+    def routing(self, model: str, model_group: str | None) -> Routing:
+        """The call's routing fields, given the model and group the flow saw last."""
         ...

@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import APIError, RateLimitError, ValidationError
 from .deployments import Deployment
-from .protocol import Target
+from .protocol import Routing, Target
 from .strategies import CallShape
 
 if TYPE_CHECKING:
-    from ..events import ImageEditEvent
     from ..response import ImageResponse
     from .router import Router
 
@@ -172,16 +171,16 @@ class CallRoute:
         except Exception:  # routing bookkeeping must never break a call
             log.exception("router: recording the outcome for deployment %s failed", deployment.id)
 
-    def annotate(self, event: ImageEditEvent) -> ImageEditEvent:
+    def routing(self, model: str, model_group: str | None) -> Routing:
         # the group and deployment that served, or last failed; else the group asked for
         last = self.attempted
-        group = last.model_name if last is not None else (self.asked or event.model_group)
+        group = last.model_name if last is not None else (self.asked or model_group)
         served_at = self.chain.index(group) if group in self.chain else 0
-        return event.replace(
-            model=self.asked if self.asked is not None else event.model,
-            model_group=group,
-            deployment_id=last.id if last is not None else None,
-            fallback_from=self.chain[:served_at],
+        return Routing(
+            self.asked if self.asked is not None else model,
+            group,
+            last.id if last is not None else None,
+            self.chain[:served_at],
         )
 
     # -- decisions ----------------------------------------------------------------------------
