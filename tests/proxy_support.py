@@ -154,6 +154,15 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response(body, status=status, headers=extra.get("headers"))
 
 
+#: An answer as OpenAI formats them (indented, non-ASCII text unescaped): the proxy must pass
+#: these bytes on exactly.
+PRETTY_BODY = json.dumps(
+    {**_EDIT_BODY, "data": [{"b64_json": "iVBORw0KGgo=", "revised_prompt": "un chapeau rouge ☂"}]},
+    indent=2,
+    ensure_ascii=False,
+).encode()
+
+
 class TroubleUpstream:
     """An upstream that fails on purpose, chosen by path; counts the requests it got."""
 
@@ -187,7 +196,13 @@ class TroubleUpstream:
             await request.read()
             return web.Response(body=b"<html>not json</html>", content_type="text/html")
 
+        async def pretty(request: web.Request) -> web.Response:
+            self.hits += 1
+            await request.read()
+            return web.Response(body=PRETTY_BODY, content_type="application/json")
+
         app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/pretty/v1/images/edits", pretty)
         app.router.add_post("/status/{code}/v1/images/edits", status)
         app.router.add_post("/slow/{seconds}/v1/images/edits", slow)
         app.router.add_post("/garbage/v1/images/edits", garbage)
@@ -210,6 +225,11 @@ class TroubleUpstream:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(runner.cleanup())
+            # A handler still sleeping (the slow route) is cancelled and awaited, not destroyed.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=serve, daemon=True)

@@ -19,7 +19,13 @@ import pytest
 
 from integrations.sql import create_ledger_engine, spend_logs
 from tests.conftest import API_KEY, make_png
-from tests.proxy_support import MASTER_KEY, ProxyProcess, TroubleUpstream, rss_bytes
+from tests.proxy_support import (
+    MASTER_KEY,
+    PRETTY_BODY,
+    ProxyProcess,
+    TroubleUpstream,
+    rss_bytes,
+)
 from tests.services import require_tool
 from tracking.testing import FakeOpenAI
 
@@ -64,6 +70,8 @@ model_list:
       {{model: gpt-image-1, api_key: sk-x, api_base: "{slow}", timeout: 0.5, max_retries: 0}}
   - model_name: garbage
     litellm_params: {{model: gpt-image-1, api_key: sk-x, api_base: "{garbage}", max_retries: 0}}
+  - model_name: pretty
+    litellm_params: {{model: gpt-image-1, api_key: sk-x, api_base: "{pretty}", max_retries: 0}}
   - model_name: unreachable
     litellm_params:
       {{model: gpt-image-1, api_key: sk-x, api_base: "http://127.0.0.1:9/v1", max_retries: 0}}
@@ -135,6 +143,7 @@ def proxy(
             status429=trouble.url("status/429"),
             slow=trouble.url("slow/3"),
             garbage=trouble.url("garbage"),
+            pretty=trouble.url("pretty"),
             limit=LIMIT_MB,
         )
     )
@@ -202,6 +211,15 @@ def test_openai_client_sync_seed_example(client, proxy, fake, images):
     sent = fake.requests[-1]
     assert sent.fields["prompt"] == "Add a red hat to the person in the image"
     assert sent.headers["Authorization"] == f"Bearer {API_KEY}"  # the proxy's key, not the caller's
+
+
+def test_the_upstream_body_is_passed_on_byte_for_byte(proxy):
+    """Indentation, key order and unescaped non-ASCII text survive: no decode and re-encode."""
+    response = post_edit(proxy, {"model": "pretty", "prompt": "a red hat"})
+    assert response.status_code == 200, response.text
+    assert response.content == PRETTY_BODY
+    assert response.headers["content-length"] == str(len(PRETTY_BODY))
+    assert Decimal(response.headers["x-tracking-response-cost"]) > 0
 
 
 async def test_openai_client_async(proxy, fake, images):
@@ -563,6 +581,7 @@ def test_health_and_models(proxy, client):
         "busy",
         "slow",
         "garbage",
+        "pretty",
         "unreachable",
         "wrong-key",
         "primary-down",

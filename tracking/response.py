@@ -92,6 +92,8 @@ class ImageResponse:
     cost_usd: Decimal | None = None
     #: LiteLLM-compatible extras: ``response_cost`` (float), ``model``, ``provider``...
     _hidden_params: dict[str, Any] = field(default_factory=dict)
+    #: The upstream's body as it came, when the response was read from bytes (``json_bytes``).
+    _body: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_json_bytes(cls, body: bytes) -> ImageResponse:
@@ -101,7 +103,7 @@ class ImageResponse:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
             raise APIResponseError("the upstream's JSON has no 'data' list")
-        return cls(raw=raw)
+        return cls(raw=raw, _body=bytes(body))
 
     @property
     def created(self) -> int | None:
@@ -154,6 +156,11 @@ class ImageResponse:
 
     def to_json(self) -> str:
         return json.dumps(self.raw)
+
+    def json_bytes(self) -> bytes:
+        """The upstream's JSON as bytes: its body exactly as it came when there was one (the
+        proxy passes it on without re-encoding several megabytes of base64), else ``to_json``."""
+        return self._body if self._body is not None else self.to_json().encode()
 
     def __getitem__(self, key: str) -> Any:  # dict-style access, as LiteLLM responses allow
         return self.raw[key]

@@ -210,7 +210,7 @@ class ProxyApp:
         await _send_json(
             send,
             200,
-            response.to_json().encode(),
+            response.json_bytes(),
             [
                 (b"x-tracking-request-id", response.request_id.encode()),
                 (b"x-tracking-response-cost", cost.encode()),
