@@ -15,7 +15,6 @@ import email.utils
 import json
 import random
 import time
-import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from .errors import (
 )
 from .events import ImageEditEvent, TokenUsage
 from .http import POOL, unlink_response
+from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
@@ -97,7 +97,7 @@ def edit_flow(
 
     start_time = datetime.now(UTC)
     started = time.perf_counter()
-    request_id = str(uuid.uuid4())
+    request_id = new_request_id()
     if route is None:
         route = DirectRoute(params)
     progress = _Progress()
