@@ -4,9 +4,12 @@ wrk (Debian's package) posts a ~143 KB PNG as multipart at concurrency 16 and 64
 run: the canned fake upstream directly, a minimal forwarding proxy (``minimal_forwarder.py``:
 raw ASGI + aiohttp + multipart parse + one SQLite WAL row per request) as the ceiling, and
 ``tracking serve`` (one worker, full tracking: router, durable SQLite ledger, Prometheus) in
-front of the same fake. Reported per target: requests/s,
-p50/p99 latency, server CPU per request (from /proc), idle memory and start-up time, and the
-proxy's throughput as a ratio of the minimal forwarder's. Everything runs on loopback.
+front of the same fake. The three run side by side and are measured in interleaved rounds
+(``--rounds``, each target once per round and concurrency), so a change in the machine's load
+hits all of them alike; figures are medians over the rounds, and the ratio to the minimal
+forwarder is the median of the per-round ratios. Reported per target: requests/s, p50/p99
+latency, server CPU per request (from /proc), idle memory and start-up time. Everything runs on
+loopback.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,18 +136,26 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> di
     cpu = cpu_seconds(pid) - before
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    # The latency distribution's own lines: "72.50%" in the thread stats above must not match.
+    p50 = re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(p50.group(1)) if p50 else float("nan"),
+        "p99_ms": _ms(p99.group(1)) if p99 else float("nan"),
         "cpu_ms_per_request": 1000 * cpu / max(1, requests),
         "errors": float(errors.group(1)) if errors else 0.0,
     }
 
 
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -180,53 +192,63 @@ def main() -> int:
             }
         )
     )
-    results: dict[str, dict[str, float]] = {}
+    commands = {
+        "minimal forwarder": [
+            sys.executable,
+            str(HERE / "minimal_forwarder.py"),
+            "{port}",
+            f"{upstream}/images/edits",
+            str(folder / "minimal.db"),
+        ],
+        "tracking serve": [
+            *tracking(),
+            "serve",
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+        ],
+    }
+    servers: dict[str, tuple[subprocess.Popen[bytes], int, float, float]] = {
+        "fake upstream": (fake, fake_port, float("nan"), rss_mb(fake.pid))
+    }
+    runs: dict[str, list[dict[str, float]]] = {}
     try:
-        targets = {
-            "fake upstream": None,
-            "minimal forwarder": [
-                sys.executable,
-                str(HERE / "minimal_forwarder.py"),
-                "{port}",
-                f"{upstream}/images/edits",
-                str(folder / "minimal.db"),
-            ],
-            "tracking serve": [
-                *tracking(),
-                "serve",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--log-level",
-                "warning",
-            ],
-        }
-        for name, command in targets.items():
-            if command is None:
-                process, started, port = fake, float("nan"), fake_port
-            else:
-                port = free_port()
-                process, started = start(
-                    [part.replace("{port}", str(port)) for part in command],
-                    f"http://127.0.0.1:{port}/health/liveliness",
-                )
-            try:
-                idle = rss_mb(process.pid)
-                url = f"http://127.0.0.1:{port}/v1/images/edits"
-                wrk(url, script, 16, 1, process.pid)  # warm-up
-                for connections in (16, 64):
+        for name, command in commands.items():
+            port = free_port()
+            process, started = start(
+                [part.replace("{port}", str(port)) for part in command],
+                f"http://127.0.0.1:{port}/health/liveliness",
+            )
+            servers[name] = (process, port, started, rss_mb(process.pid))
+        for process, port, _, _ in servers.values():
+            wrk(f"http://127.0.0.1:{port}/v1/images/edits", script, 16, 1, process.pid)  # warm-up
+        for _ in range(args.rounds):
+            for connections in (16, 64):
+                for name, (process, port, _, _) in servers.items():
+                    url = f"http://127.0.0.1:{port}/v1/images/edits"
                     figures = wrk(url, script, connections, args.duration, process.pid)
-                    figures.update(start_s=started, idle_rss_mb=idle)
-                    results[f"{name} c{connections}"] = figures
-            finally:
-                if command is not None:
-                    stop(process)
+                    runs.setdefault(f"{name} c{connections}", []).append(figures)
     finally:
-        stop(fake)
-    print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        for process, *_ in servers.values():
+            stop(process)
+    results: dict[str, dict[str, float]] = {}
+    for key, figures in runs.items():
+        name = key.rsplit(" c", 1)[0]
+        _, _, started, idle = servers[name]
+        results[key] = {
+            field: median([f[field] for f in figures])
+            for field in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request", "errors")
+        }
+        results[key].update(start_s=started, idle_rss_mb=idle, rounds=len(figures))
+    print(
+        f"\nload average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+        f"medians of {args.rounds} interleaved rounds of {args.duration} s"
+    )
     print(
         f"{'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
         f"{'errors':>8}{'idle MB':>9}{'start s':>9}"
@@ -238,11 +260,19 @@ def main() -> int:
             f"{f['start_s']:>9.2f}"
         )
     for connections in (16, 64):
-        ratio = (
-            results[f"tracking serve c{connections}"]["rps"]
-            / results[f"minimal forwarder c{connections}"]["rps"]
+        ratios = [
+            proxy["rps"] / minimal["rps"]
+            for proxy, minimal in zip(
+                runs[f"tracking serve c{connections}"],
+                runs[f"minimal forwarder c{connections}"],
+                strict=True,
+            )
+        ]
+        results[f"ratio c{connections}"] = {"median": median(ratios), "runs": ratios}  # type: ignore[dict-item]
+        print(
+            f"tracking serve / minimal forwarder at c{connections}: {median(ratios):.2f}x "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
-        print(f"tracking serve / minimal forwarder at c{connections}: {ratio:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
