@@ -77,6 +77,8 @@ class ClientPool:
             weakref.WeakKeyDictionary()
         )
         self._orphans: list[Any] = []  # a forked child's inherited clients: kept, never used
+        #: The loop of the latest async call and its clients (skips the weak-dict lookup).
+        self._last: tuple[asyncio.AbstractEventLoop, _LoopClients] | None = None
 
     def sync_client(self, origin: str) -> httpx.Client:
         client = self._sync.get(origin)
@@ -92,9 +94,14 @@ class ClientPool:
 
     async def async_client(self, origin: str) -> AiohttpSender:
         loop = asyncio.get_running_loop()
-        entry = self._async.get(loop)
-        if entry is None:
-            entry = self._async[loop] = _LoopClients()
+        last = self._last
+        if last is not None and last[0] is loop:  # the usual case: the same loop as last time
+            entry = last[1]
+        else:
+            entry = self._async.get(loop)
+            if entry is None:
+                entry = self._async[loop] = _LoopClients()
+            self._last = (loop, entry)
         client = entry.clients.get(origin)
         if client is None:
             # Imported here: aiohttp costs more to import than httpx, and sync callers never
@@ -113,6 +120,7 @@ class ClientPool:
         self._lock = threading.Lock()
         self._sync = {}
         self._async = weakref.WeakKeyDictionary()
+        self._last = None
 
     def close_sync(self) -> None:
         with self._lock:

@@ -234,7 +234,10 @@ class CallRoute:
         fresh = [d for d in available if d.id not in self.failed]
         pool = fresh or available
         while pool:
-            choice = router.strategy.choose(pool, snapshot, self.shape)
+            # One candidate leaves nothing to choose (and skips the strategy's scoring).
+            choice = (
+                pool[0] if len(pool) == 1 else router.strategy.choose(pool, snapshot, self.shape)
+            )
             if router.state.begin(choice.id, choice.rpm):
                 return choice
             pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
