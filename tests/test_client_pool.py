@@ -61,12 +61,14 @@ def test_sync_calls_from_threads_share_one_client(fake, upstream):
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(8)]
+    before = set(POOL._sync)  # other tests' upstreams may be pooled already
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
-    assert list(POOL._sync) == [fake.base_url]
+    assert set(POOL._sync) - before <= {fake.base_url}
+    assert fake.base_url in POOL._sync
 
 
 def test_pool_is_rebuilt_after_fork(fake):

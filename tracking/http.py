@@ -98,9 +98,9 @@ class ClientPool:
         if last is not None and last[0] is loop:  # the usual case: the same loop as last time
             entry = last[1]
         else:
-            entry = self._async.get(loop)
-            if entry is None:
-                entry = self._async[loop] = _LoopClients()
+            found = self._async.get(loop)
+            entry = found if found is not None else _LoopClients()
+            self._async[loop] = entry
             self._last = (loop, entry)
         client = entry.clients.get(origin)
         if client is None:
