@@ -36,3 +36,18 @@ def test_a_call_carries_a_version_7_id(upstream: dict[str, str]) -> None:
         model="gpt-image-1", image=make_png(), prompt="a hat", **upstream
     )
     assert uuid.UUID(response.request_id).version == 7
+
+
+def test_a_forked_child_makes_different_ids_than_its_parent() -> None:
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    parent_id = new_request_id()
+    assert child_id[14:] != parent_id[14:]  # the random parts differ

@@ -3,11 +3,15 @@
 A time-ordered id keeps the ledger's primary-key index appending at its end instead of writing
 to a random page per row, and lets anyone sort rows by id. The text form is the usual
 36-character UUID, so nothing that reads it as a UUID needs to change.
+
+The random bits come from :mod:`random` (seeded from the OS at start and again in every forked
+child), not from ``os.urandom``: an id must be unique, not secret, and a system call per id would
+also hand the GIL to the ledger's writer thread in the middle of every request.
 """
 
 from __future__ import annotations
 
-import os
+import random
 import time
 
 __all__ = ["new_request_id"]
@@ -19,6 +23,6 @@ _KEEP = ~((0xF << 76) | (0x3 << 62))
 
 def new_request_id() -> str:
     """A new UUIDv7 string: 48 bits of Unix milliseconds, then 74 random bits."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
     text = f"{(value & _KEEP) | _VERSION_7 | _VARIANT_RFC:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
