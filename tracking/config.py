@@ -10,6 +10,7 @@ settings we do not use. Secrets (provider keys, the master key) are never shown 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -22,6 +23,9 @@ from .errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE_MB",
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_CONFIG_NODES",
     "Deployment",
     "GeneralSettings",
     "LitellmSettings",
@@ -37,6 +41,15 @@ DEFAULT_MAX_REQUEST_SIZE_MB = 64.0
 #: hold the server).
 DEFAULT_REQUEST_READ_TIMEOUT = 120.0
 _ENV_PREFIX = "os.environ/"
+
+#: A config file larger than this is refused before it is read (ordinary ones are a few KB).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+#: YAML nodes a config document may hold, counted with every alias expanded where it is used: a
+#: ``<<: *defaults`` merge counts the nodes of ``defaults`` again. A few thousand deployments fit;
+#: an alias bomb ("billion laughs", nested aliases expanding to billions of nodes) does not.
+MAX_CONFIG_NODES = 100_000
+#: Collections nested in one another at most (LiteLLM configs nest about six deep).
+MAX_CONFIG_DEPTH = 64
 
 Check = Callable[[Any], str | None]  # returns a fault ("expected ...") or None
 
@@ -389,25 +402,121 @@ def parse_config(
     )
 
 
+class _Refused(Exception):
+    """A document refused for its shape (too large once expanded, too deep, self-referencing)."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        self.message = f"{problem}{where}"
+
+
+@functools.cache
+def _bounded_loader() -> type[Any]:
+    """A ``yaml.SafeLoader`` that counts the document's nodes, aliases expanded, as it composes
+    them, and stops at the first that passes a limit: nothing is built for a refused document."""
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self._expanded = 0  # nodes composed so far, each alias counting its anchor's nodes
+            self._aliases = 0
+            self._depth = 0
+            self._anchor_sizes: dict[str, int] = {}
+            self._open_anchors: set[str] = set()
+
+        def _count(self, nodes: int, mark: Any) -> None:
+            self._expanded += nodes
+            if self._expanded > MAX_CONFIG_NODES:
+                aliases = " once its aliases are expanded (an alias bomb?)" if self._aliases else ""
+                limit = f"more than {MAX_CONFIG_NODES:,} YAML nodes{aliases}"
+                raise _Refused(f"{limit}; refused before building it", mark)
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            anchor: str | None = event.anchor
+            if isinstance(event, yaml.AliasEvent):
+                if anchor in self._open_anchors:
+                    raise _Refused(
+                        f"alias *{anchor} refers to a node that contains it", event.start_mark
+                    )
+                node = super().compose_node(parent, index)  # an unknown alias is a ComposerError
+                self._aliases += 1
+                self._count(self._anchor_sizes[anchor], event.start_mark)  # type: ignore[index]
+                return node
+            if self._depth > MAX_CONFIG_DEPTH:  # collections around this node
+                raise _Refused(f"nested more than {MAX_CONFIG_DEPTH} levels deep", event.start_mark)
+            before = self._expanded
+            self._count(1, event.start_mark)
+            self._depth += 1
+            if anchor is not None:
+                self._open_anchors.add(anchor)
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+                if anchor is not None:
+                    self._open_anchors.discard(anchor)
+            if anchor is not None:
+                self._anchor_sizes[anchor] = self._expanded - before
+            return node
+
+    return BoundedLoader
+
+
+def _read_bounded(source: Path) -> bytes:
+    """The file's bytes, refused past :data:`MAX_CONFIG_BYTES` without reading the rest."""
+    too_large = ConfigurationError(
+        f"{os.fspath(source)}: larger than the {MAX_CONFIG_BYTES:,} bytes a config file may be; "
+        "refused without parsing it"
+    )
+    with source.open("rb") as file:
+        if os.fstat(file.fileno()).st_size > MAX_CONFIG_BYTES:
+            raise too_large
+        # In chunks: a pipe or device has no size to check first, and read(n) would reserve n.
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := file.read(64 * 1024):
+            total += len(chunk)
+            if total > MAX_CONFIG_BYTES:
+                raise too_large
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def load_config(
     path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
 ) -> ProxyConfig:
-    """Read and validate a ``config.yaml``; every fault is a ``ConfigurationError``."""
+    """Read and validate a ``config.yaml``; every fault is a ``ConfigurationError``.
+
+    The file is parsed as safe YAML (no Python tags) within fixed bounds, so that no file can
+    exhaust memory or CPU at start: it may be at most :data:`MAX_CONFIG_BYTES` (4 MiB, checked
+    before parsing) and hold at most :data:`MAX_CONFIG_NODES` (100,000) nodes *counting every
+    alias as the nodes it stands for*, nested at most :data:`MAX_CONFIG_DEPTH` (64) levels; an
+    alias inside the node it names is refused too. Anchors, aliases and ``<<: *defaults`` merges
+    of ordinary size are fine; an alias bomb is refused after composing at most that many nodes,
+    before any of it is built.
+    """
     import yaml
 
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        raw = _read_bounded(source)
     except FileNotFoundError:
         raise ConfigurationError(f"config file not found: {os.fspath(source)}") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot read {os.fspath(source)}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigurationError(
             f"{os.fspath(source)}: not UTF-8 text (byte {exc.start} cannot be decoded)"
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_bounded_loader())  # noqa: S506 - a SafeLoader
+    except _Refused as exc:
+        raise ConfigurationError(f"{os.fspath(source)}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
