@@ -19,9 +19,12 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._schema import COLUMN_NAMES
+from ._schema import COLUMN_NAMES, plain_json
+
+if TYPE_CHECKING:
+    from tracking.events import ImageEditEvent
 
 __all__ = [
     "COLUMNS",
@@ -30,6 +33,7 @@ __all__ = [
     "decode_row",
     "encode_row",
     "encode_values",
+    "event_sqlite_params",
     "line_request_id",
     "postgres_batch",
     "sqlite_params",
@@ -122,8 +126,9 @@ def _sqlite_time(value: datetime) -> str:
         raise ValueError("ledger timestamps must be timezone-aware")
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    # SQLAlchemy's SQLite DATETIME format: microseconds always, so text order is time order.
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # SQLAlchemy's SQLite DATETIME format: microseconds always, so text order is time order;
+    # the UTC wall time, i.e. without the "+00:00" a UTC value's isoformat ends with.
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 def _json_text(value: Any) -> str:
@@ -155,6 +160,66 @@ def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
     for i in _JSON_AT:  # None is stored as JSON null, as SQLAlchemy does
         params[i] = _json_text(params[i])
     return tuple(params)
+
+
+def event_sqlite_params(event: ImageEditEvent) -> tuple[Any, ...]:
+    """``sqlite_values(event_values(event))`` in one step: the SQLite ledger's hot path.
+
+    ValueError for a naive timestamp. A test keeps the two equal for every kind of event.
+    """
+    usage = event.usage
+    cost = event.cost_usd
+    per_image = event.cost_per_image_usd
+    tags = event.tags
+    fallback = event.fallback_from
+    return (  # the order of the columns (see event_values)
+        event.request_id,
+        event.call_type,
+        event.status,
+        event.upstream_request_id,
+        event.end_user,
+        event.api_key_hash,
+        event.key_alias,
+        event.team,
+        _JSON_TEXT.encode(tags) if tags else "[]",
+        _json_text(plain_json(event.metadata)),
+        event.model,
+        event.model_group,
+        event.resolved_model,
+        event.provider,
+        event.deployment_id,
+        event.api_base,
+        event.n,
+        event.images_returned,
+        event.size,
+        event.quality,
+        *(
+            (
+                usage.input_text_tokens,
+                usage.input_image_tokens,
+                usage.cached_input_tokens,
+                usage.output_tokens,
+                usage.total_tokens,
+            )
+            if usage
+            else _NO_USAGE
+        ),
+        None if cost is None else float(cost),
+        None if per_image is None else float(per_image),
+        event.cost_source,
+        event.price_ref,
+        _sqlite_time(event.start_time),
+        _sqlite_time(event.end_time),
+        float(event.latency_ms),
+        event.attempts,
+        event.retries,
+        _JSON_TEXT.encode(fallback) if fallback else "[]",
+        event.error_type,
+        event.http_status,
+    )
+
+
+_NO_USAGE = (None, None, None, None, None)
 
 
 def postgres_batch(lines: Iterable[str]) -> str:
