@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from integrations.sql import SqlLedger, event_to_row
 from integrations.sql._codec import COLUMNS, SQLITE_INSERT, sqlite_params
+from integrations.sql._engine import _sqlite_pragmas
 from tracking.events import ImageEditEvent, TokenUsage
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -152,8 +153,7 @@ def count_rows(ledger: SqlLedger) -> int:
 def sqlite_baseline(path: Path, params: list[tuple[object, ...]]) -> float:
     SqlLedger(f"sqlite:///{path}").shutdown()  # the same migrated schema and indexes
     db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    _sqlite_pragmas(db, None)  # the ledger's own settings: WAL, synchronous=FULL, checkpoints
     for i in range(0, len(params), BATCH):
         db.executemany(SQLITE_INSERT, params[i : i + BATCH])
         db.commit()
