@@ -229,3 +229,27 @@ def test_the_sqlite_hot_path_refuses_a_naive_timestamp():
 
     with pytest.raises(ValueError, match="timezone-aware"):
         event_sqlite_params(make_event(start=datetime(2026, 1, 1)))
+
+
+def test_the_prebuilt_json_encoders_write_the_text_json_writes():
+    import json
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from integrations.sql._codec import _ENCODER, _JSON_TEXT, one_shot
+
+    values = [
+        {"team": "red", "tags": ["a", 'quote"d', "ü€"], "n": 1, "f": 0.1, "none": None},
+        ("a", "b"),
+        [],
+        "plain",
+        {"price": Decimal("1.50"), "at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)},
+        {"nested": {"x": [1, 2.5, True, False, {"y": []}]}},
+    ]
+    for encoder in (_ENCODER, _JSON_TEXT):
+        fast = one_shot(encoder)
+        for value in values:
+            assert fast(value) == encoder.encode(value)
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        one_shot(_ENCODER)({"x": float("nan")})  # money and lines never carry NaN
+    assert one_shot(json.JSONEncoder(indent=2))({"a": 1}) == '{\n  "a": 1\n}'

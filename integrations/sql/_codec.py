@@ -16,9 +16,10 @@ server spreads it over the columns (:data:`POSTGRES_INSERT`), with ``NUMERIC`` a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from ._schema import COLUMN_NAMES, plain_json
@@ -75,8 +76,41 @@ def _wire(value: Any) -> str:
     return str(value)  # caller metadata is already plain; anything else is kept as text
 
 
+def one_shot(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with the C encoder built once instead of at every call.
+
+    The same text (a test holds them equal). No circular-reference check: ledger values are
+    fresh copies (``plain_json``) that cannot contain a cycle. Falls back to ``encode`` where
+    the C encoder is missing or takes other arguments.
+    """
+    make: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or getattr(encoder, "indent", None) is not None:  # json: no C then
+        return encoder.encode
+    try:
+        iterencode = make(
+            None,  # markers: no circular check
+            encoder.default,
+            encode_basestring_ascii if encoder.ensure_ascii else encode_basestring,
+            None,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+    except TypeError:
+        return encoder.encode
+
+    def encode(value: Any) -> str:
+        return "".join(iterencode(value, 0))
+
+    return encode
+
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_wire, allow_nan=False)
 _JSON_TEXT = json.JSONEncoder(separators=(",", ":"), default=str)
+_encode_line = one_shot(_ENCODER)
+_encode_json = one_shot(_JSON_TEXT)
 _INDEX = {name: i for i, name in enumerate(COLUMNS)}
 _MONEY_AT = tuple(_INDEX[c] for c in COLUMNS if c in _MONEY)
 _TIMES_AT = tuple(_INDEX[c] for c in COLUMNS if c in _TIMES)
@@ -91,7 +125,7 @@ def encode_row(row: Mapping[str, Any]) -> str:
         value = plain.get(name)
         if value is not None:
             plain[name] = _wire(value)
-    return _ENCODER.encode(plain)
+    return _encode_line(plain)
 
 
 def encode_values(values: Iterable[Any]) -> str:
@@ -133,14 +167,8 @@ def _sqlite_time(value: datetime) -> str:
 
 def _json_text(value: Any) -> str:
     if not value:  # the common empty cases, without a trip through the encoder
-        return (
-            "null"
-            if value is None
-            else "[]"
-            if isinstance(value, list)
-            else _JSON_TEXT.encode(value)
-        )
-    return _JSON_TEXT.encode(value)
+        return "null" if value is None else "[]" if isinstance(value, list) else _encode_json(value)
+    return _encode_json(value)
 
 
 def sqlite_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -181,7 +209,7 @@ def event_sqlite_params(event: ImageEditEvent) -> tuple[Any, ...]:
         event.api_key_hash,
         event.key_alias,
         event.team,
-        _JSON_TEXT.encode(tags) if tags else "[]",
+        _encode_json(tags) if tags else "[]",
         _json_text(plain_json(event.metadata)),
         event.model,
         event.model_group,
@@ -213,7 +241,7 @@ def event_sqlite_params(event: ImageEditEvent) -> tuple[Any, ...]:
         float(event.latency_ms),
         event.attempts,
         event.retries,
-        _JSON_TEXT.encode(fallback) if fallback else "[]",
+        _encode_json(fallback) if fallback else "[]",
         event.error_type,
         event.http_status,
     )
