@@ -45,6 +45,7 @@ COLUMNS = COLUMN_NAMES
 _MONEY = frozenset({"cost_usd", "cost_per_image_usd"})
 _TIMES = frozenset({"start_time", "end_time"})
 _JSON = frozenset({"tags", "metadata", "fallback_from"})
+_TYPED = tuple(c for c in COLUMNS if c in _MONEY or c in _TIMES)
 _KINDS = tuple(
     "money" if c in _MONEY else "time" if c in _TIMES else "json" if c in _JSON else ""
     for c in COLUMNS
@@ -130,7 +131,12 @@ def encode_row(row: Mapping[str, Any]) -> str:
 
 def encode_values(values: Iterable[Any]) -> str:
     """:func:`encode_row` for a row's values in column order (``event_values``)."""
-    return encode_row(dict(zip(COLUMNS, values, strict=True)))
+    row = dict(zip(COLUMNS, values, strict=True))  # a fresh dict: converted in place
+    for name in _TYPED:
+        value = row[name]
+        if value is not None:
+            row[name] = _wire(value)
+    return _encode_line(row)
 
 
 def decode_row(text: str) -> dict[str, Any]:
