@@ -5,7 +5,8 @@ and 10,000 events/s into PostgreSQL on a 2-core machine). For each target the sa
 events go, in the same run, through:
 
 * baseline: a bare driver ``executemany`` of the same rows (already converted to parameters) in
-  batches of 2,000, one commit each: no event-to-row work, no acknowledgement, no outbox;
+  batches of 2,000, one commit each (SQLite with the ledger's own pragmas): no event-to-row
+  work, no acknowledgement, no outbox;
 * durable, asyncio: ``--tasks`` tasks on one loop, each ``await ledger.aon_end(event)`` in turn
   (how the proxy and the async SDK path call it): every event's row is acknowledged before its
   task moves on;

@@ -11,11 +11,16 @@ progress share the next one, and no artificial delay is added.
 A row is *acknowledged* once its batch has committed there; :meth:`wait` blocks until a given
 sequence number is (what ``durable`` mode waits on in a sync call), :meth:`wait_async` awaits it
 without blocking the event loop (one wake-up per loop per batch, however many calls wait), and
-:meth:`flush` waits for everything submitted so far. Transient failures (a lock held elsewhere,
-a lost connection) are retried with capped exponential backoff, keeping the rows: the ledger
-never drops. A row that cannot be prepared (a naive timestamp) or that the destination itself
-refuses is isolated from its batch, logged with its request id and counted in
-``rejected_rows``, so it cannot block the rows behind it.
+:meth:`flush` waits for everything submitted so far. Waiting threads are woken in a chain: the
+worker releases the first one a commit acknowledged, each woken thread releases the next, and
+the worker waits for the last (at most ``_CHAIN_WAIT``) before it takes its next batch. So the
+woken threads do not all contend for the GIL at once, nor with the worker in mid-insert, and
+the rows they hand in next share one commit instead of trickling into several.
+
+Transient failures (a lock held elsewhere, a lost connection) are retried with capped
+exponential backoff, keeping the rows: the ledger never drops. A row that cannot be prepared (a
+naive timestamp) or that the destination itself refuses is isolated from its batch, logged with
+its request id and counted in ``rejected_rows``, so it cannot block the rows behind it.
 
 The queue is bounded (``max_queue``): it only fills when the destination cannot commit at all
 (the outbox's disk, or a locked SQLite ledger), and then :meth:`submit` waits for room instead
