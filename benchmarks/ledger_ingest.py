@@ -5,7 +5,8 @@ and 10,000 events/s into PostgreSQL on a 2-core machine). For each target the sa
 events go, in the same run, through:
 
 * baseline: a bare driver ``executemany`` of the same rows (already converted to parameters) in
-  batches of 2,000, one commit each: no event-to-row work, no acknowledgement, no outbox;
+  batches of 2,000, one commit each (SQLite with the ledger's own pragmas): no event-to-row
+  work, no acknowledgement, no outbox;
 * durable, asyncio: ``--tasks`` tasks on one loop, each ``await ledger.aon_end(event)`` in turn
   (how the proxy and the async SDK path call it): every event's row is acknowledged before its
   task moves on;
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from integrations.sql import SqlLedger, event_to_row
 from integrations.sql._codec import COLUMNS, SQLITE_INSERT, sqlite_params
+from integrations.sql._engine import _sqlite_pragmas
 from tracking.events import ImageEditEvent, TokenUsage
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -152,8 +154,7 @@ def count_rows(ledger: SqlLedger) -> int:
 def sqlite_baseline(path: Path, params: list[tuple[object, ...]]) -> float:
     SqlLedger(f"sqlite:///{path}").shutdown()  # the same migrated schema and indexes
     db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    _sqlite_pragmas(db, None)  # the ledger's own settings: WAL, synchronous=FULL, checkpoints
     for i in range(0, len(params), BATCH):
         db.executemany(SQLITE_INSERT, params[i : i + BATCH])
         db.commit()

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tracking.errors import ConfigurationError
 
-from ._codec import encode_row, encode_values, line_request_id, sqlite_values
+from ._codec import encode_row, encode_values, event_sqlite_params, line_request_id
 from ._engine import create_ledger_engine, redact
 from ._migrate import check_schema
 from ._outbox import default_outbox_dir, open_own_outbox
@@ -212,8 +212,8 @@ class SqlLedger:
             retry_max=retry_max,
         )
         self.writer.write_hooks.append(self._feed_written)
-        self._prepare: Callable[[tuple[Any, ...]], Any] = (
-            encode_values if self._outbox is not None else sqlite_values
+        self._prepare: Callable[[ImageEditEvent], Any] = (
+            _outbox_line if self._outbox is not None else event_sqlite_params
         )
         self._closed = False
         ledger = weakref.ref(self)
@@ -248,7 +248,7 @@ class SqlLedger:
     def _submit(self, event: ImageEditEvent) -> int:
         # The hot path: the event goes straight to the writer's form, with no row dict between.
         try:
-            item = self._prepare(event_values(event))
+            item = self._prepare(event)
         except ValueError:  # a value the ledger cannot store: the writer logs and counts it
             return self.writer.submit(event_to_row(event))
         return self.writer.submit_prepared((item,))
@@ -350,6 +350,10 @@ class SqlLedger:
     ) -> list[SpendRow]:
         """Spend in the ledger; see :func:`integrations.sql.query_spend`."""
         return query_spend(self.engine, user=user, since=since, until=until, by=by, limit=limit)
+
+
+def _outbox_line(event: ImageEditEvent) -> str:
+    return encode_values(event_values(event))
 
 
 def _metric_sinks() -> tuple[Any, ...]:

@@ -33,6 +33,7 @@ __all__ = [
     "event_values",
     "include_object",
     "metadata",
+    "plain_json",
     "spend_logs",
 ]
 
@@ -148,7 +149,7 @@ def include_object(
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _plain(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
     """JSON-safe copy of caller metadata (Decimals, datetimes and other objects as text)."""
     if type(value) in _SCALARS:  # the common case first: exact types, no isinstance chain
         return value
@@ -156,13 +157,13 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         return {
-            k if type(k) is str else str(k): v if type(v) in _SCALARS else _plain(v)
+            k if type(k) is str else str(k): v if type(v) in _SCALARS else plain_json(v)
             for k, v in value.items()
         }
     if type(value) is list and all(type(v) in _SCALARS for v in value):
         return list(value)  # a flat list (tags), copied without a call per item
     if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
+        return [plain_json(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
@@ -181,7 +182,7 @@ def event_values(event: ImageEditEvent) -> tuple[Any, ...]:
         event.key_alias,
         event.team,
         list(event.tags),
-        _plain(event.metadata),
+        plain_json(event.metadata),
         event.model,
         event.model_group,
         event.resolved_model,  # served_model

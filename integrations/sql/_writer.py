@@ -11,11 +11,16 @@ progress share the next one, and no artificial delay is added.
 A row is *acknowledged* once its batch has committed there; :meth:`wait` blocks until a given
 sequence number is (what ``durable`` mode waits on in a sync call), :meth:`wait_async` awaits it
 without blocking the event loop (one wake-up per loop per batch, however many calls wait), and
-:meth:`flush` waits for everything submitted so far. Transient failures (a lock held elsewhere,
-a lost connection) are retried with capped exponential backoff, keeping the rows: the ledger
-never drops. A row that cannot be prepared (a naive timestamp) or that the destination itself
-refuses is isolated from its batch, logged with its request id and counted in
-``rejected_rows``, so it cannot block the rows behind it.
+:meth:`flush` waits for everything submitted so far. Waiting threads are woken in a chain: the
+worker releases the first one a commit acknowledged, each woken thread releases the next, and
+the worker waits for the last (at most ``_CHAIN_WAIT``) before it takes its next batch. So the
+woken threads do not all contend for the GIL at once, nor with the worker in mid-insert, and
+the rows they hand in next share one commit instead of trickling into several.
+
+Transient failures (a lock held elsewhere, a lost connection) are retried with capped
+exponential backoff, keeping the rows: the ledger never drops. A row that cannot be prepared (a
+naive timestamp) or that the destination itself refuses is isolated from its batch, logged with
+its request id and counted in ``rejected_rows``, so it cannot block the rows behind it.
 
 The queue is bounded (``max_queue``): it only fills when the destination cannot commit at all
 (the outbox's disk, or a locked SQLite ledger), and then :meth:`submit` waits for room instead
@@ -47,6 +52,8 @@ log = logging.getLogger("tracking.ledger")
 
 #: Called after each commit with the seconds the write took and the rows it carried.
 WriteHook = Callable[[float, int], None]
+#: How long the worker waits at most for the threads it woke to be awake (see ``_run``).
+_CHAIN_WAIT = 0.02
 _Waiter = tuple[int, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
@@ -81,6 +88,23 @@ def _resolve(waiters: list[asyncio.Future[None]]) -> None:
     for future in waiters:
         if not future.done():  # a caller may have been cancelled meanwhile
             future.set_result(None)
+
+
+class _SyncWaiter:
+    """A thread waiting in :meth:`LedgerWriter.wait`, asleep on a lock of its own."""
+
+    __slots__ = ("abandoned", "chained", "lock", "next")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.next: _SyncWaiter | None = None
+        self.chained = False  # in a chain of acknowledged waiters: it will be woken
+        self.abandoned = False  # its wait timed out before that
+
+    def pass_on(self) -> None:
+        if self.next is not None:
+            self.next.lock.release()
 
 
 class LedgerWriter:
@@ -130,7 +154,7 @@ class LedgerWriter:
         self._submitted = 0  # sequence number of the last row submitted
         self._acknowledged = 0  # every row up to this sequence number is committed (or rejected)
         self._async_waiters: list[_Waiter] = []
-        self._sync_waiters: list[tuple[int, int, threading.Lock]] = []
+        self._sync_waiters: list[tuple[int, int, _SyncWaiter]] = []
         self._tiebreak = itertools.count()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -185,17 +209,31 @@ class LedgerWriter:
 
     def wait(self, seq: int, timeout: float | None = None) -> bool:
         """Block until row ``seq`` is acknowledged; False if ``timeout`` ran out first."""
-        # Each waiter sleeps on a lock of its own that the worker releases: no thundering herd
-        # of threads re-taking one shared lock after every batch.
+        # Each waiter sleeps on a lock of its own. After a commit the worker releases only the
+        # first acknowledged waiter; each one woken wakes the next (see ``_run``).
         with self._cond:
             if self._acknowledged >= seq:
                 return True
-            waiter = threading.Lock()
-            waiter.acquire()
+            waiter = _SyncWaiter()
             heapq.heappush(self._sync_waiters, (seq, next(self._tiebreak), waiter))
-        if waiter.acquire(timeout=-1 if timeout is None else timeout):
-            return True
-        return self._acknowledged >= seq
+        woken = False
+        try:
+            woken = waiter.lock.acquire(timeout=-1 if timeout is None else timeout)
+        finally:  # also on an exception (KeyboardInterrupt): the chain must go on
+            if woken:
+                waiter.pass_on()
+            else:
+                woken = self._leave(waiter)
+        return woken
+
+    def _leave(self, waiter: _SyncWaiter) -> bool:
+        """A waiter gives up (timeout): True if its row was acknowledged after all."""
+        with self._cond:
+            if not waiter.chained:
+                waiter.abandoned = True  # the worker skips it
+                return False
+        waiter.pass_on()  # woken any moment: wake the next one (before its turn is fine)
+        return True
 
     async def wait_async(self, seq: int) -> None:
         """Wait, without blocking the running event loop, until row ``seq`` is acknowledged."""
@@ -242,16 +280,41 @@ class LedgerWriter:
                 count = min(len(self._pending), self.max_batch)
                 batch = [self._pending.popleft() for _ in range(count)]
             self._write_with_retries(batch)
+            sentinel = _SyncWaiter()
             with self._cond:
                 self._acknowledged += len(batch)
                 self._acked.notify_all()
-                sync_waiters = self._sync_waiters
-                while sync_waiters and sync_waiters[0][0] <= self._acknowledged:
-                    heapq.heappop(sync_waiters)[2].release()
+                head = self._chain_sync_waiters(sentinel)
                 ready = self._ready_waiters()
             for loop, futures in ready.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                     loop.call_soon_threadsafe(_resolve, futures)
+            if head is not None:
+                head.lock.release()
+                # Until the last of them is awake, most of those threads are handing in their
+                # next row: waiting for it makes the next batch one group instead of a trickle
+                # (and keeps them from contending for the GIL with the next write).
+                sentinel.lock.acquire(timeout=_CHAIN_WAIT)
+
+    def _chain_sync_waiters(self, sentinel: _SyncWaiter) -> _SyncWaiter | None:
+        # The acknowledged waiters are woken in a chain, each by the one before it, so that
+        # they do not all contend for the GIL (and with this thread) at once.
+        head: _SyncWaiter | None = None
+        tail: _SyncWaiter | None = None
+        waiters = self._sync_waiters
+        while waiters and waiters[0][0] <= self._acknowledged:
+            waiter = heapq.heappop(waiters)[2]
+            if waiter.abandoned:
+                continue
+            waiter.chained = True
+            if tail is None:
+                head = waiter
+            else:
+                tail.next = waiter
+            tail = waiter
+        if tail is not None:
+            tail.next = sentinel  # the last one wakes this thread
+        return head
 
     def _ready_waiters(self) -> dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]]:
         ready: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
