@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,27 @@ def test_the_prebuilt_json_encoders_write_the_text_json_writes():
     with pytest.raises(ValueError, match="not JSON compliant"):
         one_shot(_ENCODER)({"x": float("nan")})  # money and lines never carry NaN
     assert one_shot(json.JSONEncoder(indent=2))({"a": 1}) == '{\n  "a": 1\n}'
+
+
+@pytest.mark.parametrize("rows", [2, 17, 48, 49, 120])
+def test_batches_in_one_statement_or_row_by_row_store_the_same_rows(tmp_path, rows):
+    """Small batches go in one INSERT, bigger ones through executemany: the same rows either
+    way, and a request id twice in one batch is stored once."""
+    from integrations.sql._target import ONE_STATEMENT_ROWS, SpendLogsInserter
+
+    events = [make_event(user=f"user-{i}", cost=Decimal(i) / 1000) for i in range(rows)]
+    events.append(events[0])  # replayed within its own batch
+    stored = {}
+    for name, limit in (("one statement", ONE_STATEMENT_ROWS), ("row by row", 0)):
+        ledger = SqlLedger(url=f"sqlite:///{tmp_path / name}.db", mode="durable")
+        inserter = SpendLogsInserter(ledger.engine)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("integrations.sql._target.ONE_STATEMENT_ROWS", limit)
+            inserter.insert_prepared([event_sqlite_params(e) for e in events])
+        with ledger.engine.connect() as connection:
+            stored[name] = connection.execute(
+                sa.select(spend_logs).order_by(spend_logs.c.request_id)
+            ).all()
+        ledger.shutdown()
+    assert len(stored["one statement"]) == rows
+    assert stored["one statement"] == stored["row by row"]

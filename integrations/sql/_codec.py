@@ -15,6 +15,7 @@ server spreads it over the columns (:data:`POSTGRES_INSERT`), with ``NUMERIC`` a
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ __all__ = [
     "event_sqlite_params",
     "line_request_id",
     "postgres_batch",
+    "sqlite_insert_rows",
     "sqlite_params",
     "sqlite_values",
 ]
@@ -57,6 +59,18 @@ SQLITE_INSERT = (
     f"INSERT INTO spend_logs ({_column_list}) VALUES ({', '.join('?' for _ in COLUMNS)}) "  # noqa: S608
     "ON CONFLICT (request_id) DO NOTHING"
 )
+
+
+@functools.lru_cache(maxsize=64)
+def sqlite_insert_rows(rows: int) -> str:
+    """:data:`SQLITE_INSERT` for ``rows`` rows in one statement (their parameters in a row)."""
+    one = f"({', '.join('?' for _ in COLUMNS)})"
+    return (
+        f"INSERT INTO spend_logs ({_column_list}) VALUES {', '.join([one] * rows)} "  # noqa: S608
+        "ON CONFLICT (request_id) DO NOTHING"
+    )
+
+
 #: One statement per batch: ``%s`` is a JSON array of encoded rows.
 POSTGRES_INSERT = (
     f"INSERT INTO spend_logs ({_column_list}) SELECT {_column_list} "  # noqa: S608
