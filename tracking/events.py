@@ -13,12 +13,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from .frozen import fast_init
+
 __all__ = ["CallStatus", "CostSource", "ImageEditEvent", "TokenUsage"]
 
 CallStatus = Literal["success", "failure"]
 CostSource = Literal["usage", "table", "custom", "unpriced"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
     """The usage tokens the upstream reported for the call."""
@@ -30,6 +33,7 @@ class TokenUsage:
     total_tokens: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageEditEvent:
     """Who, what, how much, how long and how it ended, for one image-edit call."""

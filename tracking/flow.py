@@ -34,6 +34,7 @@ from .errors import (
     status_error_class,
 )
 from .events import ImageEditEvent, TokenUsage
+from .frozen import fast_init
 from .http import POOL, unlink_response
 from .ids import new_request_id
 from .images import read_image, read_images
@@ -55,6 +56,7 @@ _MAX_BACKOFF = 8.0
 _MAX_RETRY_AFTER = 60.0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Send:
     request: PreparedRequest
@@ -66,6 +68,7 @@ class Sleep:
     seconds: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Emit:
     event: ImageEditEvent
@@ -73,6 +76,7 @@ class Emit:
     exception: BaseException | None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What came back for a :class:`Send`: the HTTP answer, read whole."""

@@ -13,9 +13,12 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from .frozen import fast_init
+
 __all__ = ["Header", "jpeg_header", "png_header", "webp_header"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Header:
     format: str

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, TypeAlias
 
 from .errors import ValidationError
+from .frozen import fast_init
 from .image_headers import Header, jpeg_header, png_header, webp_header
 
 __all__ = [
@@ -75,6 +76,7 @@ def sniff_content_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ImageFile:
     """An image read into memory, ready to be sent as one multipart part.

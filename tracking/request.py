@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import UnsupportedParamsError, ValidationError
 from .families import Family, family_of
+from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
 from .providers import is_provider
 from .rules import Call, check
@@ -39,6 +40,7 @@ MAX_N = 10
 MAX_TIMEOUT = 86_400.0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ImageEditRequest:
     """What is sent upstream: validated, immutable, images already in memory."""
@@ -92,6 +94,7 @@ class ImageEditRequest:
         return fields
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallOptions:
     """How one call is sent: credentials, endpoint, timeout, retries. Never logged whole."""

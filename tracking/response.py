@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import APIResponseError
+from .frozen import fast_init
 
 __all__ = ["ImageData", "ImageResponse", "Usage"]
 
@@ -34,6 +35,7 @@ class ImageData:
         )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token usage as GPT image models report it; zero where a field is absent."""

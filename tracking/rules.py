@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 from .errors import Violation
 from .families import Family, ImageRule, SizeRule
+from .frozen import fast_init
 from .images import ImageFile
 
 __all__ = ["RULES", "Call", "check"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Call:
     """What the rules look at: the model, the prompt, the images and the optional parameters."""

@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .frozen import fast_init
+
 if TYPE_CHECKING:
     from .response import ImageResponse
 
 __all__ = ["Route", "Routing", "Target"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Target:
     """One attempt's destination."""

@@ -22,6 +22,7 @@ from decimal import Decimal, Inexact, localcontext
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+from ..frozen import fast_init
 from .table import TOKEN_KINDS, PriceEntry, load_packaged, load_price_file, to_price
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ _CACHED_FALLBACK = {"cached_input_text": "input_text", "cached_input_image": "in
 _ALIAS_DEPTH = 4
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Cost:
     """What a call cost and how that was worked out."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..frozen import fast_init
+
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
     from ..response import ImageResponse
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["PreparedRequest", "Provider"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PreparedRequest:
     """One upstream HTTP request, body encoded once; ``secrets`` are masked in every error."""

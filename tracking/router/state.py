@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from ..frozen import fast_init
 from ..redis_outage import RedisOutage
 
 __all__ = ["MemoryState", "RedisState", "RouterState", "Snapshot"]
@@ -38,6 +39,7 @@ _LATENCY_TTL = 3600
 _USAGE_TTL = 120
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What a strategy may look at, for the candidate deployments of one decision."""

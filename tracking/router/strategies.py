@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from ..errors import ConfigurationError
+from ..frozen import fast_init
 from .deployments import Deployment
 from .state import Snapshot
 
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallShape:
     """What a strategy may know of the call itself (enough to price it)."""
