@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC
@@ -38,6 +39,7 @@ _stdlib_log = logging.getLogger("tracking")
 
 DEFAULT_MAX_PROMPT_CHARS = 1000
 DEFAULT_QUEUE_SIZE = 10_000
+DEFAULT_LINGER = 0.05
 _MAX_IN_FLIGHT = 100_000
 _LOG_EVENT = "image_edit"
 
@@ -112,6 +114,12 @@ class StructlogLogger:
         self._queue_size = queue_size
         self._cond = threading.Condition()
         self._busy = 0
+        self._idle = False  # the writer waits for a first line: a new line must wake it
+        self._hurry = 0  # callers in flush(): the writer stops gathering lines
+        #: Seconds the writer gathers lines after the first before writing them all (cut short
+        #: by flush, shutdown or a half-full queue): one thread wake-up per batch of lines
+        #: instead of one per call, which cost a sync call several times the line itself.
+        self.linger = DEFAULT_LINGER
         self._worker: threading.Thread | None = None
         self._worker_pid = 0
         self._closed = False
@@ -141,7 +149,12 @@ class StructlogLogger:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued line is written (or ``timeout`` seconds pass)."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            self._hurry += 1
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            finally:
+                self._hurry -= 1
 
     def shutdown(self, timeout: float | None = None) -> None:
         self.flush(timeout)
@@ -188,7 +201,8 @@ class StructlogLogger:
                 self._warn_once("dropped", "structlog: log queue full, oldest lines dropped")
             self._queue.append(item)
             self._ensure_worker()
-            self._cond.notify()
+            if self._idle or len(self._queue) >= self._queue_size // 2:
+                self._cond.notify()
 
     def _ensure_worker(self) -> None:
         # A forked child inherits the deque but not the thread: start a fresh one there.
@@ -202,7 +216,17 @@ class StructlogLogger:
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._idle = True
                 self._cond.wait_for(lambda: bool(self._queue) or self._closed)
+                self._idle = False
+                deadline = time.monotonic() + self.linger
+                while (
+                    not self._closed
+                    and not self._hurry
+                    and len(self._queue) < self._queue_size // 2
+                    and (remaining := deadline - time.monotonic()) > 0
+                ):
+                    self._cond.wait(remaining)
                 if not self._queue:
                     return
                 batch = list(self._queue)

@@ -278,3 +278,33 @@ def test_batches_in_one_statement_or_row_by_row_store_the_same_rows(tmp_path, ro
         ledger.shutdown()
     assert len(stored["one statement"]) == rows
     assert stored["one statement"] == stored["row by row"]
+
+
+def test_a_background_ledger_gathers_rows_and_flush_commits_them_at_once(tmp_path):
+    """Background mode lingers (an hour here) so a stream of rows becomes one commit; flush cuts
+    the wait short, and every row is in the ledger when it returns."""
+    ledger = SqlLedger(url=f"sqlite:///{tmp_path / 'bg.db'}", mode="background", linger=3600.0)
+    commits: list[int] = []
+    ledger.write_hooks.append(lambda seconds, rows: commits.append(rows))
+    events = [make_event() for _ in range(30)]
+    for event in events:
+        ledger.on_end(event)
+    assert ledger.flush(30)
+    assert commits == [30]
+    with ledger.engine.connect() as connection:
+        stored = connection.execute(sa.select(spend_logs.c.request_id)).scalars().all()
+    assert sorted(stored) == sorted(e.request_id for e in events)
+    ledger.on_end(make_event())  # lingering again: shutdown delivers it too
+    ledger.shutdown(30)
+    assert commits == [30, 1]
+
+
+def test_a_durable_ledger_never_lingers(tmp_path):
+    ledger = SqlLedger(url=f"sqlite:///{tmp_path / 'd.db'}", mode="durable")
+    assert ledger.writer.linger == 0
+    background = SqlLedger(url=f"sqlite:///{tmp_path / 'b.db'}", mode="background")
+    assert background.writer.linger > 0
+    background.shutdown()
+    ledger.on_end(make_event())  # returns with its row committed
+    assert ledger.queue_depth() == 0
+    ledger.shutdown()

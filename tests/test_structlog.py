@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -280,3 +281,28 @@ def test_shutdown_is_idempotent_and_later_lines_are_still_written(stream):
 
 def test_builtin_name_resolves_to_the_structlog_integration():
     assert isinstance(bus.resolve("structlog"), StructlogLogger)
+
+
+def test_lines_gathered_by_the_writer_are_all_written_by_flush(stream):
+    """The writer gathers lines for ``linger`` seconds; flush cuts that short (an hour here, so
+    a flush that waited for it would time out) and writes every line, in order."""
+    logger = StructlogLogger(stream=stream)
+    logger.linger = 3600.0
+    events = [make_event(request_id=f"req-{i}") for i in range(25)]
+    for event in events:
+        logger.on_end(event)
+    assert logger.flush(30)
+    written = [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
+    assert written == [e.request_id for e in events]
+    logger.on_end(make_event(request_id="after"))  # the writer lingers again, then flushes
+    logger.shutdown(30)
+    assert json.loads(stream.getvalue().splitlines()[-1])["request_id"] == "after"
+
+
+def test_to_dict_is_json_safe_for_every_field_kind():
+    event = failed_event(retries=2, fallback_from=("a", "b"), metadata={"n": 1, "t": ("x",)})
+    out = event.to_dict()
+    assert json.loads(json.dumps(out)) == out
+    assert out["fallback_from"] == ["a", "b"] and out["metadata"] == {"n": 1, "t": ["x"]}
+    assert out["start_time"] == event.start_time.isoformat()
+    assert list(out) == [f.name for f in dataclasses.fields(ImageEditEvent)]

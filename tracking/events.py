@@ -91,10 +91,20 @@ class ImageEditEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of every field."""
-        return {f.name: _json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out = {}
+        for name in _EVENT_FIELDS:
+            value = getattr(self, name)
+            out[name] = value if type(value) in _PLAIN else _json_safe(value)
+        return out
 
     def replace(self, **changes: Any) -> ImageEditEvent:
         return dataclasses.replace(self, **changes)
+
+
+#: The event's field names, in order (``dataclasses.fields`` rebuilds its tuple on every call).
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(ImageEditEvent))
+#: Values that are JSON as they are (exact types: a subclass, say an IntEnum, goes the long way).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _json_safe(value: Any) -> Any:

@@ -58,6 +58,11 @@ __all__ = ["LedgerMode", "ReplayHook", "SqlLedger"]
 
 log = logging.getLogger("tracking.ledger")
 
+#: Seconds a ``background`` ledger's writer gathers rows before committing them (cut short by
+#: ``flush()``, shutdown and a full batch). A stream of calls then costs one commit per 50 ms
+#: instead of one per call; a kill -9 may lose at most these rows more than without it.
+BACKGROUND_LINGER = 0.05
+
 LedgerMode = Literal["background", "durable"]
 #: Called with the number of rows that reached the target late (after an outage, from an orphan).
 ReplayHook = Callable[[int], None]
@@ -170,6 +175,7 @@ class SqlLedger:
         max_batch: int = 2000,
         max_queue: int = 100_000,
         retry_max: float = 2.0,
+        linger: float | None = None,
     ) -> None:
         chosen = mode or os.environ.get(_MODE_ENV) or "background"
         if chosen not in ("background", "durable"):
@@ -205,11 +211,14 @@ class SqlLedger:
                 max_batch=max_batch,
                 retry_max=retry_max,
             )
+        if linger is None:  # nobody waits in background mode: gather rows into fewer commits
+            linger = BACKGROUND_LINGER if self.mode == "background" else 0.0
         self.writer = LedgerWriter(
             self._outbox if self._outbox is not None else self.engine,
             max_batch=max_batch,
             max_queue=max_queue,
             retry_max=retry_max,
+            linger=linger,
         )
         self.writer.write_hooks.append(self._feed_written)
         self._prepare: Callable[[ImageEditEvent], Any] = (

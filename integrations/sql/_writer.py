@@ -118,6 +118,7 @@ class LedgerWriter:
         max_queue: int = 100_000,
         retry_initial: float = 0.05,
         retry_max: float = 5.0,
+        linger: float = 0.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -132,6 +133,11 @@ class LedgerWriter:
         self.max_queue = max_queue
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        #: Seconds the worker waits for more rows after the first of a batch arrives, unless
+        #: someone waits for a row (``wait``, ``flush``, ``close``) or the batch fills: for
+        #: ``background`` mode, where nobody waits, so that a stream of single rows becomes one
+        #: commit per ``linger`` instead of one commit (and one thread wake-up) per row.
+        self.linger = linger
         self.write_hooks: list[WriteHook] = []
         self.rejected_rows = 0
         self._reset()
@@ -157,6 +163,8 @@ class LedgerWriter:
         self._sync_waiters: list[tuple[int, int, _SyncWaiter]] = []
         self._tiebreak = itertools.count()
         self._closing = False
+        self._idle = False  # the worker waits for a first row: a submit must wake it
+        self._lingering = False  # the worker waits for more rows: only a waiter wakes it
         self._thread: threading.Thread | None = None
 
     # -- the call path ----------------------------------------------------------------------
@@ -190,7 +198,8 @@ class LedgerWriter:
             seq = self._submitted
             if self._thread is None:
                 self._start()
-            self._cond.notify()
+            if self._idle or len(self._pending) >= self.max_batch:
+                self._cond.notify()  # a busy worker takes these rows when its commit is done
             return seq
 
     def _prepare_one_by_one(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
@@ -216,6 +225,8 @@ class LedgerWriter:
                 return True
             waiter = _SyncWaiter()
             heapq.heappush(self._sync_waiters, (seq, next(self._tiebreak), waiter))
+            if self._lingering:
+                self._cond.notify()  # someone waits now: commit without lingering
         woken = False
         try:
             woken = waiter.lock.acquire(timeout=-1 if timeout is None else timeout)
@@ -245,6 +256,8 @@ class LedgerWriter:
             if self._acknowledged >= seq:
                 return
             heapq.heappush(self._async_waiters, (seq, next(self._tiebreak), loop, future))
+            if self._lingering:
+                self._cond.notify()
         await future
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -274,7 +287,11 @@ class LedgerWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._idle = True
                 self._cond.wait_for(lambda: bool(self._pending) or self._closing)
+                self._idle = False
+                if self.linger > 0:
+                    self._linger()
                 if not self._pending:
                     return  # closing and drained
                 count = min(len(self._pending), self.max_batch)
@@ -295,6 +312,24 @@ class LedgerWriter:
                 # next row: waiting for it makes the next batch one group instead of a trickle
                 # (and keeps them from contending for the GIL with the next write).
                 sentinel.lock.acquire(timeout=_CHAIN_WAIT)
+
+    def _linger(self) -> None:
+        """Wait (holding ``_cond``'s lock between waits) for more rows, up to ``linger``."""
+        deadline = time.monotonic() + self.linger
+        self._lingering = True
+        try:
+            while (
+                len(self._pending) < self.max_batch
+                and not self._closing
+                and not self._sync_waiters
+                and not self._async_waiters
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+        finally:
+            self._lingering = False
 
     def _chain_sync_waiters(self, sentinel: _SyncWaiter) -> _SyncWaiter | None:
         # The acknowledged waiters are woken in a chain, each by the one before it, so that
