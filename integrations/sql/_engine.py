@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,13 +63,30 @@ def _dumps(value: Any) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=10000")
+        _wal_mode(cursor)
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA cache_size=-8000")
         cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
     finally:
         cursor.close()
+
+
+def _wal_mode(cursor: Any, within: float = 10.0) -> None:
+    """Switch to WAL, retrying while other processes hold the file: several processes opening
+    a new ledger at once (``tracking serve --workers N``) race for the exclusive lock the
+    switch needs, and SQLite may refuse it at once ("database is locked") instead of waiting."""
+    deadline = time.monotonic() + within
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) -> Engine:
