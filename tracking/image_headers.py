@@ -4,8 +4,8 @@ These are the formats image-edit calls carry, and every proxied request has its 
 so the parsing is done here in a few slicing steps instead of by Pillow (whose plugin objects
 cost more than the rest of the check). Each parser returns ``None`` for a header it cannot read
 (truncated, a bad checksum, an impossible combination); the caller refuses those as malformed.
-What they report matches what Pillow reports for the same bytes (``tests/test_image_headers.py``
-compares them on every mode Pillow writes).
+The PNG and JPEG parsers report what Pillow reports for the same bytes
+(``tests/test_image_headers.py`` compares them on every mode Pillow writes).
 """
 
 from __future__ import annotations
