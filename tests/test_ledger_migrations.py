@@ -228,3 +228,26 @@ def test_processes_starting_together_on_a_new_database_migrate_it_once(dialect, 
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+def test_the_head_revision_constant_is_alembics_head():
+    from integrations.sql._migrate import HEAD_REVISION
+
+    assert head_revision() == HEAD_REVISION  # bump HEAD_REVISION with every new migration
+
+
+def test_opening_a_current_ledger_does_not_import_alembic(tmp_path):
+    """A database already at the head is recognised with one query: no Alembic at start-up."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    code = (
+        "import sys; from integrations.sql import SqlLedger; "
+        "SqlLedger(url=sys.argv[1]).shutdown(5); "
+        "print(any(m == 'alembic' or m.startswith('alembic.') for m in sys.modules))"
+    )
+    first, second = (
+        subprocess.run(
+            [sys.executable, "-c", code, url], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    )
+    assert (first, second) == ("True", "False")  # the first start migrated the new file

@@ -123,7 +123,23 @@ def check_schema(engine: Engine, *, auto_migrate: bool | None = None) -> None:
         raise unreachable(engine.url, exc) from None
 
 
+#: The newest revision under ``migrations/versions`` (a test keeps it equal to Alembic's head):
+#: a database already there is recognised with one query, without importing Alembic (75 ms).
+HEAD_REVISION = "0003"
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """The revision in the ledger's version table, read with plain SQL (None: no table)."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(VERSION_TABLE):
+            return None
+        row = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).first()  # noqa: S608
+    return None if row is None else str(row[0])
+
+
 def _check_schema(engine: Engine, auto_migrate: bool | None) -> None:
+    if _stored_revision(engine) == HEAD_REVISION:
+        return  # the usual start: nothing to migrate, and no Alembic to import
     migrate = engine.dialect.name == "sqlite" if auto_migrate is None else auto_migrate
     where = redact(engine.url)
     head = head_revision()
