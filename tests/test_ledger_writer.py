@@ -258,16 +258,21 @@ def test_the_prebuilt_json_encoders_write_the_text_json_writes():
 
 @pytest.mark.parametrize("rows", [2, 17, 48, 49, 120])
 def test_batches_in_one_statement_or_row_by_row_store_the_same_rows(tmp_path, rows):
-    """Small batches go in one INSERT, bigger ones through executemany: the same rows either
-    way, and a request id twice in one batch is stored once."""
+    """Small batches go in one INSERT, bigger ones through executemany (or, in background mode,
+    statements of 48 rows): the same rows every way, and a request id twice in one batch is
+    stored once."""
     from integrations.sql._target import ONE_STATEMENT_ROWS, SpendLogsInserter
 
     events = [make_event(user=f"user-{i}", cost=Decimal(i) / 1000) for i in range(rows)]
     events.append(events[0])  # replayed within its own batch
     stored = {}
-    for name, limit in (("one statement", ONE_STATEMENT_ROWS), ("row by row", 0)):
+    for name, limit, callers_run_on in (
+        ("one statement", ONE_STATEMENT_ROWS, False),
+        ("row by row", 0, False),
+        ("statements of 48 rows", ONE_STATEMENT_ROWS, True),  # background mode
+    ):
         ledger = SqlLedger(url=f"sqlite:///{tmp_path / name}.db", mode="durable")
-        inserter = SpendLogsInserter(ledger.engine)
+        inserter = SpendLogsInserter(ledger.engine, callers_run_on=callers_run_on)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr("integrations.sql._target.ONE_STATEMENT_ROWS", limit)
             inserter.insert_prepared([event_sqlite_params(e) for e in events])
@@ -277,7 +282,7 @@ def test_batches_in_one_statement_or_row_by_row_store_the_same_rows(tmp_path, ro
             ).all()
         ledger.shutdown()
     assert len(stored["one statement"]) == rows
-    assert stored["one statement"] == stored["row by row"]
+    assert stored["one statement"] == stored["row by row"] == stored["statements of 48 rows"]
 
 
 def test_a_background_ledger_gathers_rows_and_flush_commits_them_at_once(tmp_path):
@@ -302,8 +307,10 @@ def test_a_background_ledger_gathers_rows_and_flush_commits_them_at_once(tmp_pat
 def test_a_durable_ledger_never_lingers(tmp_path):
     ledger = SqlLedger(url=f"sqlite:///{tmp_path / 'd.db'}", mode="durable")
     assert ledger.writer.linger == 0
+    assert not ledger.writer.destination.inserter.callers_run_on  # type: ignore[attr-defined]
     background = SqlLedger(url=f"sqlite:///{tmp_path / 'b.db'}", mode="background")
     assert background.writer.linger > 0
+    assert background.writer.destination.inserter.callers_run_on  # type: ignore[attr-defined]
     background.shutdown()
     ledger.on_end(make_event())  # returns with its row committed
     assert ledger.queue_depth() == 0

@@ -46,7 +46,7 @@ from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import event_to_row, event_values
 from ._shipper import OutboxShipper
 from ._target import SpendLogsInserter
-from ._writer import LedgerWriter, WriteHook
+from ._writer import DirectDestination, LedgerWriter, WriteHook
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -214,7 +214,10 @@ class SqlLedger:
         if linger is None:  # nobody waits in background mode: gather rows into fewer commits
             linger = BACKGROUND_LINGER if self.mode == "background" else 0.0
         self.writer = LedgerWriter(
-            self._outbox if self._outbox is not None else self.engine,
+            self._outbox
+            if self._outbox is not None
+            # in background mode the callers go on while their rows are written
+            else DirectDestination(self.engine, callers_run_on=self.mode == "background"),
             max_batch=max_batch,
             max_queue=max_queue,
             retry_max=retry_max,

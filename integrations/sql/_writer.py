@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["BatchDestination", "LedgerWriter", "WriteHook"]
+__all__ = ["BatchDestination", "DirectDestination", "LedgerWriter", "WriteHook"]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -73,13 +73,13 @@ class BatchDestination(Protocol):
     def request_id(self, item: Any) -> str: ...
 
 
-class _DirectDestination:
+class DirectDestination:
     """The target database itself (an SQLite ledger is its own outbox)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, callers_run_on: bool = False) -> None:
         from ._target import SpendLogsInserter
 
-        self.inserter = SpendLogsInserter(engine)
+        self.inserter = SpendLogsInserter(engine, callers_run_on=callers_run_on)
         self.is_transient = self.inserter.is_transient
         self.prepare = self.inserter.prepare
         self.write = self.inserter.insert_prepared
@@ -129,7 +129,7 @@ class LedgerWriter:
         from sqlalchemy.engine import Engine
 
         self.destination: BatchDestination = (
-            _DirectDestination(destination) if isinstance(destination, Engine) else destination
+            DirectDestination(destination) if isinstance(destination, Engine) else destination
         )
         self.max_batch = max_batch
         self.max_queue = max_queue
