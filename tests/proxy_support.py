@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from tracking.testing.app_thread import AppThread
+
 MASTER_KEY = "sk-master-proxy-test-0123456789"
 
 _EDIT_BODY = {
@@ -170,8 +172,7 @@ class TroubleUpstream:
         self.hits = 0
         self.started = threading.Event()  # set when a slow request has arrived
         self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._server: AppThread | None = None
 
     def url(self, kind: str) -> str:
         return f"http://127.0.0.1:{self.port}/{kind}/v1"
@@ -209,39 +210,13 @@ class TroubleUpstream:
         return app
 
     def __enter__(self) -> TroubleUpstream:
-        ready = threading.Event()
-        runner = web.AppRunner(
-            self._app(), access_log=None, handle_signals=False, shutdown_timeout=0.1
-        )
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            server: Any = site._server
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            # A handler still sleeping (the slow route) is cancelled and awaited, not destroyed.
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, daemon=True)
-        self._thread.start()
-        assert ready.wait(10)
+        self._server = AppThread(self._app(), name="trouble-upstream", shutdown_timeout=0.1)
+        self.port = self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._thread is not None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        assert self._server is not None
+        self._server.stop()
 
 
 def write_config(path: Path, document: dict[str, Any]) -> Path:

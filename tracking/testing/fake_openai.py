@@ -40,6 +40,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from .app_thread import AppThread
 from .fake_images import inspect, render, solid_png
 from .fake_rules import DALL_E_2, GPT_IMAGE_MODELS, check_edit
 from .faults import FAULT_HEADER, Fault, parse_fault
@@ -479,9 +480,7 @@ class FakeOpenAI:
             extra_models=extra_models,
             require_key=require_key,
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: AppThread | None = None
 
     @property
     def state(self) -> _FakeState:
@@ -523,57 +522,14 @@ class FakeOpenAI:
         return f"{self.base_url}/v1"
 
     def start(self) -> FakeOpenAI:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._start_site())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._stop_site())
-            # Handlers still running (a latency fault mid-sleep) end here, not in a warning.
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="fake-openai", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
+        self._server = AppThread(self.app, self.host, self.port, name="fake-openai")
+        self.port = self._server.start()
         return self
 
-    async def _start_site(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        server = site._server
-        if self.port == 0 and server is not None:
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1]
-
-    async def _stop_site(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop = None
-            self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> FakeOpenAI:
         return self.start()

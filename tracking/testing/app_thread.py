@@ -1,0 +1,92 @@
+"""An aiohttp application served on loopback from a thread with its own event loop.
+
+The fake upstream (:class:`~tracking.testing.FakeOpenAI`) and the tests' purpose-built upstreams
+use it, so that sync code under test can call them while the server keeps answering. Stopping
+ends the loop: handlers still running (a fault's sleep) are cancelled and awaited, never left
+to be destroyed with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["AppThread"]
+
+
+class AppThread:
+    """Serve ``app`` on ``host:port`` (0: a free port) until :meth:`stop`."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        name: str = "aiohttp-app",
+        shutdown_timeout: float = 60.0,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.name = name
+        self.shutdown_timeout = shutdown_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Start serving; returns the port. A failure to bind is raised here."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.shutdown_timeout,
+        )
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._start_site(runner))
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name=self.name, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise failure[0]
+        return self.port
+
+    async def _start_site(self, runner: web.AppRunner) -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server: Any = site._server
+        if self.port == 0 and server is not None:
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+            self._thread = None
