@@ -34,6 +34,7 @@ def _image_edit_params(
     output_format: str | None = None,
     output_compression: int | None = None,
     input_fidelity: str | None = None,
+    safety_identifier: str | None = None,
     stream: bool | None = None,
     partial_images: int | None = None,
     timeout: float | None = None,
@@ -52,7 +53,9 @@ def _image_edit_params(
     tuple, or (``image`` only) a list of these. ``model`` is required unless
     ``TRACKING_DEFAULT_MODEL`` is set; prefix it with a provider (``azure/<deployment>``) to
     choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
-    (default 2) retries 429, 5xx, timeouts and dropped connections with backoff. ``metadata``
+    (default 2) retries 429, 5xx, timeouts and dropped connections with backoff.
+    ``safety_identifier`` (OpenAI's successor of ``user``) names the end user, and wins over
+    ``user`` when both are given (the other is kept in the event's metadata). ``metadata``
     is recorded on the call's event (``team`` and ``tags`` are read from it). Returns an
     :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost.
     """

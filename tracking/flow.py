@@ -23,6 +23,7 @@ from typing import Any, Literal
 import httpx
 
 from . import bus
+from .call_control import CallControl, CallerGone, claim, current_control
 from .errors import (
     APIConnectionError,
     APIError,
@@ -41,7 +42,7 @@ from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
 from .providers import PreparedRequest, get_provider
-from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
+from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, end_user_of, parse_call
 from .response import ImageResponse
 from .targets import Route, Routing, Target
 
@@ -101,7 +102,8 @@ def edit_flow(
 
     start_time = datetime.now(UTC)
     started = time.perf_counter()
-    request_id = new_request_id()
+    control, preset_id = claim()  # the proxy's request id, and whether its client has left
+    request_id = preset_id or new_request_id()
     if route is None:
         route = DirectRoute(params)
     progress = _Progress()
@@ -120,6 +122,7 @@ def edit_flow(
                 start_time,
                 progress,
                 parsed,
+                control,
             )
         finally:
             if parsed:
@@ -213,18 +216,22 @@ def _attempts(
     start_time: datetime,
     progress: _Progress,
     parsed: list[tuple[ImageEditRequest, CallOptions]],
+    control: CallControl | None = None,
 ) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
     """Attempts as the route directs: a target with overrides (another deployment or a
     fallback model) is validated anew for its model (a fallback the request does not fit is
     refused here and the route skips it); a target without reuses the prepared request. Each
     attempt is sent and reported back; ``route.next`` raises the error that ends the call once
-    nothing is left to try."""
+    nothing is left to try. Once the caller has gone (``control.abandoned``) no new attempt
+    starts: the last failure ends the call."""
     if not isinstance(route, DirectRoute):  # every target parses again: read files only once
         params = _images_read_once(params)
     headers: dict[str, str] | None = None
     failure: BaseException | None = None
     prepared: PreparedRequest | None = None
     while True:
+        if failure is not None and control is not None and control.abandoned:
+            raise failure
         target = route.next(failure)
         if target.overrides or prepared is None:
             try:
@@ -250,6 +257,8 @@ def _attempts(
         try:
             if target.backoff:
                 yield Sleep(_backoff(progress.attempts, target.retry_after))
+            if failure is not None and control is not None and control.abandoned:
+                raise CallerGone  # left while we waited: the target is released, not sent
             progress.attempts += 1
             sent = time.perf_counter()
             outcome = yield Send(prepared, options.timeout)
@@ -257,6 +266,8 @@ def _attempts(
             response = _read_answer(outcome, prepared, provider.parse)
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
             route.done(target, exc, latency_ms, None)
+            if isinstance(exc, CallerGone) and failure is not None:
+                raise failure from None
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
             failure = exc
@@ -320,7 +331,7 @@ def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseExcep
 
 
 def _status_error(answer: Answer, prepared: PreparedRequest, upstream_id: str | None) -> APIError:
-    message, param, code = _error_fields(answer.body)
+    message, param, code, error_type = _error_fields(answer.body)
     message = mask_secrets(message or f"HTTP {answer.status}", prepared.secrets)
     cls = status_error_class(answer.status, code)
     return cls(
@@ -331,24 +342,26 @@ def _status_error(answer: Answer, prepared: PreparedRequest, upstream_id: str | 
         upstream_request_id=upstream_id,
         retry_after=_retry_after(answer.headers),
         upstream_message=message,
+        upstream_type=error_type,
     )
 
 
-def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
+def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    """``message``, ``param``, ``code`` and ``type`` of an OpenAI-shaped error body."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         snippet = body[:200].decode("utf-8", "replace").strip()
-        return (snippet or None), None, None
+        return (snippet or None), None, None, None
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, dict):
-        return None, None, None
+        return None, None, None, None
 
     def text(key: str) -> str | None:
         value = error.get(key)
         return value if isinstance(value, str) else None
 
-    return text("message"), text("param"), text("code")
+    return text("message"), text("param"), text("code"), text("type")
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -397,6 +410,9 @@ def _make_event(
     latency_ms = (time.perf_counter() - started) * 1000
     raw_metadata: Any = options.metadata if options else params.get("metadata")
     metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+    end_user, other_user = end_user_of(params)
+    if other_user is not None:  # both ids were sent: the event keeps the one that lost
+        metadata = {**metadata, "user": other_user}
     tags = metadata.get("tags")
     prompt = params.get("prompt")
     usage = response.usage if response is not None else None
@@ -418,7 +434,7 @@ def _make_event(
             if response is not None
             else getattr(failure, "upstream_request_id", None)
         ),
-        end_user=user if isinstance(user := params.get("user"), str) else None,
+        end_user=end_user,
         # The proxy names the caller's virtual key in metadata (tracking.proxy.accounts).
         api_key_hash=_str(metadata.get("user_api_key_hash")),
         key_alias=_str(metadata.get("user_api_key_alias")),
@@ -524,7 +540,8 @@ async def run_async(params: dict[str, Any], route: Route | None = None) -> Image
         if isinstance(effect, Send):
             result = await _send_async(effect)
         elif isinstance(effect, Sleep):
-            await asyncio.sleep(effect.seconds)
+            control = current_control()
+            await (control.sleep if control else asyncio.sleep)(effect.seconds)
         else:
             await bus.emit_async(effect.event, effect.response, effect.exception)
 

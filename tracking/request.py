@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UnsupportedParamsError, ValidationError
+from .errors import UnsupportedParamsError, ValidationError, range_code
 from .families import Family, family_of
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "CallOptions",
     "ImageEditRequest",
+    "end_user_of",
     "parse_call",
     "split_provider",
 ]
@@ -61,6 +62,7 @@ class ImageEditRequest:
     response_format: str | None = None  #: None when not sent (GPT image models)
     requested_response_format: str | None = None
     user: str | None = None
+    safety_identifier: str | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     #: The model whose prices apply (a router deployment's ``model_info.base_model``).
     base_model: str | None = None
@@ -88,6 +90,7 @@ class ImageEditRequest:
             ("input_fidelity", self.input_fidelity),
             ("response_format", self.response_format),
             ("user", self.user),
+            ("safety_identifier", self.safety_identifier),
         )
         fields.extend((name, str(value)) for name, value in optional if value is not None)
         fields.extend((name, _form_value(value)) for name, value in self.extra_body.items())
@@ -116,6 +119,21 @@ class CallOptions:
         )
 
 
+def end_user_of(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The call's end user, and the other id when the caller sent two that differ.
+
+    ``safety_identifier`` (OpenAI's successor of ``user``) wins when it is a non-empty string,
+    else ``user``: OpenAI's own rule for the two. The one place both SDK and proxy read it from.
+    """
+    user = params.get("user")
+    safety = params.get("safety_identifier")
+    user = user if isinstance(user, str) and user else None
+    safety = safety if isinstance(safety, str) and safety else None
+    if safety is None:
+        return user, None
+    return safety, (user if user is not None and user != safety else None)
+
+
 def split_provider(model: str) -> tuple[str, str]:
     """``"azure/dep"`` -> ``("azure", "dep")``; a bare name, or a prefix that names no registered
     provider, means OpenAI with the whole name (an OpenAI-compatible server may use slashes)."""
@@ -140,6 +158,7 @@ def parse_call(
     output_format: str | None = None,
     output_compression: int | None = None,
     input_fidelity: str | None = None,
+    safety_identifier: str | None = None,
     stream: bool | None = None,
     partial_images: int | None = None,
     timeout: float | None = None,
@@ -192,6 +211,7 @@ def parse_call(
         ("output_format", output_format),
         ("input_fidelity", input_fidelity),
         ("user", user),
+        ("safety_identifier", safety_identifier),
     ):
         if value is not None and not isinstance(value, str):
             raise ValidationError(
@@ -246,6 +266,7 @@ def parse_call(
         response_format=_str_or_none(sent["response_format"]),
         requested_response_format=response_format,
         user=user,
+        safety_identifier=safety_identifier,
         extra_body=dict(extra_body or {}),
         base_model=base_model,
     )
@@ -277,7 +298,10 @@ def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:
         )
     if not low <= value <= high:
         raise ValidationError(
-            f"{name}: must be between {low} and {high}, got {value}", param=name, rule="range"
+            f"{name}: must be between {low} and {high}, got {value}",
+            param=name,
+            rule="range",
+            code=range_code(value, low),
         )
     return value
 
