@@ -445,3 +445,88 @@ def test_openapi_fuzz_run_finds_no_server_error(proxy, tmp_path: Path):
     output = result.stdout
     failures = output.find("FAILURES")
     assert result.returncode == 0, output[max(0, failures) :][:8000] + result.stderr[-2000:]
+
+
+# -- the official Node client ---------------------------------------------------------------------
+
+NODE_SCRIPT = """
+import OpenAI, { toFile } from 'openai';
+const [base, key, pngB64] = process.argv.slice(2);
+const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: key });  // default: maxRetries 2
+const image = () => toFile(Buffer.from(pngB64, 'base64'), 'a.png', { type: 'image/png' });
+const failure = async (params) => {
+  try {
+    await client.images.edit({ image: await image(), prompt: 'x', ...params });
+    return null;
+  } catch (e) {
+    return { status: e.status, code: e.code, type: e.type, param: e.param,
+             requestID: e.requestID, retry: e.headers?.get('x-should-retry') };
+  }
+};
+const { response, request_id } = await client.images
+  .edit({ model: 'gpt-image-1', image: await image(), prompt: 'x', safety_identifier: 'node-si' })
+  .withResponse();
+console.log(JSON.stringify({
+  ok: { request_id, header: response.headers.get('x-request-id') },
+  always500: await failure({ model: 'always-500' }),
+  always429: await failure({ model: 'always-429' }),
+  budget: await failure({ model: 'gpt-image-1', safety_identifier: 'node-thrifty' }),
+  validation: await failure({ model: 'gpt-image-1', n: 0 }),
+}));
+"""
+
+
+@pytest.fixture(scope="module")
+def node_openai(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the official ``openai`` Node package installed (npm, version 6)."""
+    import subprocess
+
+    from tests.services import require_tool, unavailable
+
+    require_tool("node", "nodejs")
+    npm = require_tool("npm", "npm")
+    folder = tmp_path_factory.mktemp("node-openai")
+    (folder / "package.json").write_text('{"private": true, "type": "module"}')
+    installed = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--silent", "openai@6"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if installed.returncode != 0:
+        unavailable(f"npm could not install openai: {installed.stderr[-500:]}")
+    (folder / "calls.mjs").write_text(NODE_SCRIPT)
+    return folder
+
+
+def test_the_official_node_client_retries_reads_ids_and_codes_as_against_openai(
+    proxy, trouble, node_openai
+):
+    import base64
+    import subprocess
+
+    _customer(proxy, user_id="node-thrifty", max_budget="0", budget_period="total")
+    hits, rejected = trouble.hits, _rejections(proxy).get("budget", 0)
+    run = subprocess.run(
+        ["node", "calls.mjs", proxy.url, MASTER_KEY, base64.b64encode(PNG).decode()],
+        cwd=node_openai,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+
+    assert out["ok"]["request_id"] == out["ok"]["header"]
+    assert _row(proxy, out["ok"]["request_id"])["end_user"] == "node-si"
+    for name in ("always500", "always429"):
+        assert out[name]["retry"] == "false"
+        assert _row(proxy, out[name]["requestID"])["attempts"] == 3
+    assert trouble.hits - hits == 6  # the proxy's 3 attempts per call, never the client's 9
+    assert (out["budget"]["status"], out["budget"]["code"]) == (429, "budget_exceeded")
+    assert _rejections(proxy)["budget"] == rejected + 1  # not retried
+    assert (out["validation"]["code"], out["validation"]["param"]) == (
+        "integer_below_min_value",
+        "n",
+    )
