@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..frozen import fast_init
 from ..response import ImageResponse
@@ -16,7 +16,15 @@ from ..response import ImageResponse
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
 
-__all__ = ["OpenAIAnswers", "PreparedRequest", "Provider", "UpstreamError", "openai_error"]
+__all__ = [
+    "OpenAIAnswers",
+    "PreparedRequest",
+    "Provider",
+    "UpstreamError",
+    "error_object",
+    "openai_error",
+    "text_field",
+]
 
 
 @fast_init
@@ -68,23 +76,33 @@ class Provider(Protocol):
     def read_error(self, status: int, body: bytes) -> UpstreamError: ...
 
 
-def openai_error(status: int, body: bytes) -> UpstreamError:
-    """OpenAI's error shape: ``{"error": {"message", "param", "code", "type"}}``; a body that is
-    not JSON gives its first 200 characters as the message."""
+def error_object(body: bytes) -> dict[str, Any] | UpstreamError:
+    """The ``error`` object of a JSON error body; else what can be said without one (a body
+    that is not JSON gives its first 200 characters as the message)."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         snippet = body[:200].decode("utf-8", "replace").strip()
         return UpstreamError(message=snippet or None)
     error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
-        return UpstreamError()
+    return error if isinstance(error, dict) else UpstreamError()
 
-    def text(key: str) -> str | None:
-        value = error.get(key)
-        return value if isinstance(value, str) else None
 
-    return UpstreamError(message=text("message"), param=text("param"), code=text("code"))
+def text_field(error: dict[str, Any], key: str) -> str | None:
+    value = error.get(key)
+    return value if isinstance(value, str) else None
+
+
+def openai_error(status: int, body: bytes) -> UpstreamError:
+    """OpenAI's error shape: ``{"error": {"message", "param", "code", "type"}}``."""
+    error = error_object(body)
+    if isinstance(error, UpstreamError):
+        return error
+    return UpstreamError(
+        message=text_field(error, "message"),
+        param=text_field(error, "param"),
+        code=text_field(error, "code"),
+    )
 
 
 class OpenAIAnswers:

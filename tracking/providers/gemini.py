@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
 from ..response import ImageResponse
-from .base import PreparedRequest, UpstreamError
+from .base import PreparedRequest, UpstreamError, error_object, text_field
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -184,16 +184,9 @@ class GeminiAnswers:
         return ImageResponse(raw=raw)
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            snippet = body[:200].decode("utf-8", "replace").strip()
-            return UpstreamError(message=snippet or None)
-        error = payload.get("error") if isinstance(payload, dict) else None
-        if not isinstance(error, dict):
-            return UpstreamError()
-        message = error.get("message") if isinstance(error.get("message"), str) else None
-        code = error.get("status") if isinstance(error.get("status"), str) else None
+        error = error_object(body)
+        if isinstance(error, UpstreamError):
+            return error
         retry_after: float | None = None
         override: int | None = None
         for detail in error.get("details") or ():
@@ -207,7 +200,12 @@ class GeminiAnswers:
                 "API_KEY_EXPIRED",
             ):
                 override = 401
-        return UpstreamError(message=message, code=code, status=override, retry_after=retry_after)
+        return UpstreamError(
+            message=text_field(error, "message"),
+            code=text_field(error, "status"),
+            status=override,
+            retry_after=retry_after,
+        )
 
 
 def openai_usage(metadata: Any) -> dict[str, Any] | None:

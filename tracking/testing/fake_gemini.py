@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .app_thread import AppThread
+from .app_thread import ServedApp
 from .fake_images import inspect, render
 from .faults import FAULT_HEADER, Fault, parse_fault
 
@@ -279,12 +279,14 @@ def _dims(config: dict[str, str]) -> tuple[int, int]:
     return round(side * math.sqrt(ratio)), round(side / math.sqrt(ratio))
 
 
-class FakeGemini:
+class FakeGemini(ServedApp):
     """Runs the fake Gemini API on a loopback port in a background thread.
 
     >>> with FakeGemini(api_keys=["g-key"]) as fake:
     ...     tracking.image_edit(model="gemini/gemini-3.1-flash-image", api_base=fake.url, ...)
     """
+
+    thread_name = "fake-gemini"
 
     def __init__(
         self,
@@ -297,7 +299,6 @@ class FakeGemini:
         self.host = host
         self.port = port
         self.app = build_app(api_keys=api_keys, faults=faults)
-        self._server: AppThread | None = None
 
     @property
     def requests(self) -> list[GeminiRequest]:
@@ -314,19 +315,3 @@ class FakeGemini:
     def url(self) -> str:
         """The ``api_base`` for the ``gemini`` and ``vertex_ai`` providers."""
         return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeGemini:
-        self._server = AppThread(self.app, self.host, self.port, name="fake-gemini")
-        self.port = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
