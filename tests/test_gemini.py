@@ -379,3 +379,26 @@ def test_a_fallback_from_openai_to_gemini_is_priced_with_gemini_prices(proxy, ge
     assert Decimal(row["cost_usd"]) == expected_cost(
         Decimal("0.5"), Decimal("0.5"), Decimal("60"), 1120
     )
+
+
+def test_retry_info_and_invalid_keys_are_read_from_googles_error_details():
+    from tracking.providers.gemini import GeminiProvider
+
+    provider = GeminiProvider()
+    busy = json.dumps(
+        {
+            "error": {
+                "code": 429,
+                "message": "Resource has been exhausted (e.g. check quota).",
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}
+                ],
+            }
+        }
+    ).encode()
+    said = provider.read_error(429, busy)
+    assert (said.code, said.retry_after, said.status) == ("RESOURCE_EXHAUSTED", 37.0, None)
+    assert (
+        provider.read_error(502, b"<html>bad gateway</html>").message == "<html>bad gateway</html>"
+    )
