@@ -7,7 +7,8 @@ built, with the sync or the async client, and hands the answer to :meth:`Provide
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..frozen import fast_init
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OpenAIAnswers",
+    "Poll",
     "PreparedRequest",
     "Provider",
     "UpstreamError",
@@ -37,14 +39,34 @@ class PreparedRequest:
     body: bytes
     secrets: tuple[str, ...] = ()
     #: the size key the answer's per-image price is listed under when the answer does not say
-    #: it (Gemini bills by resolution tier: "1K", "2K", "4K")
+    #: it (Gemini bills by resolution tier: "1K", "2K", "4K"; "any" for one price per image)
     price_size: str | None = None
+    #: the model whose prices apply when the provider serves the call with another model than
+    #: the one asked (a FLUX Kontext edit with a mask runs on FLUX Fill)
+    price_model: str | None = None
+    #: "POST" (an edit) or "GET" (a job's status, a result to download)
+    method: str = "POST"
+    #: reads this request's answer instead of the provider's ``parse`` (a job's polls)
+    read: Callable[[int, dict[str, str], bytes], ImageResponse | Poll] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def host(self) -> str:
         """``host[:port]`` of the upstream: safe to log, never a credential."""
         rest = self.url.split("://", 1)[-1]
         return rest.split("/", 1)[0].rsplit("@", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """An answer that is not the result yet (a job to poll, a result to download): the call
+    sends ``request`` after ``wait`` seconds and reads its answer with ``request.read``. The
+    call's timeout bounds the whole job; once a job is submitted, nothing is sent again (it is
+    billed)."""
+
+    request: PreparedRequest
+    wait: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +93,7 @@ class Provider(Protocol):
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest: ...
 
-    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse: ...
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse | Poll: ...
 
     def read_error(self, status: int, body: bytes) -> UpstreamError: ...
 
