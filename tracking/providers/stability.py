@@ -19,7 +19,6 @@ JSON (``{"image": base64, "finish_reason", "seed"}``) and becomes ``data[0].b64_
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,15 @@ from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
 from ..images import ImageFile
 from ..multipart import encode_multipart
 from ..response import ImageResponse
-from .base import Poll, PreparedRequest, UpstreamError, error_object, text_field
+from .base import (
+    Poll,
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    error_object,
+    text_field,
+)
 from .masks import white_means_edit
 
 if TYPE_CHECKING:
@@ -44,14 +51,8 @@ class StabilityProvider:
     name = "stability"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
-        api_key = options.api_key or os.environ.get("STABILITY_API_KEY")
-        if not api_key:
-            raise ConfigurationError(
-                "api_key: no Stability AI key; pass api_key=... or set STABILITY_API_KEY"
-            )
-        api_base = (
-            options.api_base or os.environ.get("STABILITY_API_BASE") or DEFAULT_STABILITY_API_BASE
-        ).rstrip("/")
+        api_key = api_key_for(options, "Stability AI", "STABILITY_API_KEY")
+        api_base = api_base_for(options, "STABILITY_API_BASE", DEFAULT_STABILITY_API_BASE)
         operation = request.upstream_model
         if operation not in OPERATIONS:
             raise ConfigurationError(
