@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import tracking
-from tests.conftest import make_png
+from tests.conftest import make_half_mask, make_png
 from tests.proxy_support import ProxyProcess, write_config
 from tracking.errors import AuthenticationError, BadRequestError
 from tracking.providers.recraft import _charged
@@ -33,14 +33,6 @@ def upstream(recraft: FakeRecraft) -> dict[str, str]:
     return {"api_base": recraft.url, "api_key": KEY}
 
 
-def _mask() -> bytes:
-    image = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
-    image.paste((0, 0, 0, 0), (0, 0, 32, 64))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
 def test_image_to_image_is_priced_from_the_credits_recraft_reports(recraft, upstream):
     response = tracking.image_edit(
         image=PNG, prompt="a hat", model="recraft/recraftv3", n=2, **upstream
@@ -54,7 +46,7 @@ def test_image_to_image_is_priced_from_the_credits_recraft_reports(recraft, upst
 
 async def test_inpainting_sends_recrafts_mask(recraft, upstream):
     response = await tracking.aimage_edit(
-        image=PNG, mask=_mask(), prompt="sky", model="recraft/recraftv3_vector", **upstream
+        image=PNG, mask=make_half_mask(), prompt="sky", model="recraft/recraftv3_vector", **upstream
     )
     sent = recraft.requests[-1]
     assert sent.endpoint == "inpaint" and "strength" not in sent.fields

@@ -20,8 +20,6 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..images import ImageFile
-from ..multipart import encode_multipart
 from ..response import ImageResponse
 from .base import (
     OpenAIAnswers,
@@ -32,7 +30,7 @@ from .base import (
     openai_error,
     text_field,
 )
-from .masks import white_means_edit
+from .masks import bearer_multipart, mask_part
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -60,24 +58,13 @@ class RecraftProvider(OpenAIAnswers):
         files = [("image", request.images[0])]
         if request.mask is not None:
             endpoint = "inpaint"
-            mask = white_means_edit(request.mask)
-            files.append(("mask", ImageFile("mask.png", mask, "image/png", "png")))
+            files.append(mask_part(request.mask))
         else:
             endpoint = "imageToImage"
             extra.setdefault("strength", 0.5)
         fields.extend((name, str(value)) for name, value in extra.items())
-        body, content_type = encode_multipart(fields, files)
-        return PreparedRequest(
-            url=f"{api_base}/images/{endpoint}",
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": content_type,
-                "Accept": "application/json",
-                **options.extra_headers,
-            },
-            body=body,
-            secrets=(api_key,),
-            price_size="any",
+        return bearer_multipart(
+            f"{api_base}/images/{endpoint}", api_key, fields, files, options, price_size="any"
         )
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:

@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from .app_thread import ServedApp
 from .fake_images import inspect, render
+from .forms import read_form
 
 __all__ = ["UNITS", "FakeRecraft", "RecraftRequest"]
 
@@ -66,17 +67,10 @@ def build_app(*, api_keys: Iterable[str] | None = None) -> web.Application:
         key = auth[7:] if auth.startswith("Bearer ") else ""
         if not key or (state.api_keys is not None and key not in state.api_keys):
             return _error(401, "not_authenticated", "Invalid API token")
-        fields: dict[str, str] = {}
-        files: dict[str, bytes] = {}
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                return _error(400, "invalid_request", "malformed multipart body")
-            data = bytes(await part.read())
-            if part.filename is not None:
-                files[part.name] = data
-            else:
-                fields[part.name] = data.decode()
+        form = await read_form(request)
+        if form is None:
+            return _error(400, "invalid_request", "malformed multipart body")
+        fields, files = form
         endpoint = request.match_info["endpoint"]
         state.requests.append(RecraftRequest(endpoint, fields, files))
         model = fields.get("model", "recraftv3")
