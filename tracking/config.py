@@ -178,6 +178,8 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "require_auth_for_metrics": _is_bool,
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
+    "allow_unpriced_with_budgets": _is_bool,
+    "prices_file": _is_str,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -230,6 +232,10 @@ class GeneralSettings:
     require_auth_for_metrics: bool = False
     ledger_mode: str = "durable"
     auto_migrate: bool = False
+    #: Let a key or end user with a budget call a model that has no price (not counted).
+    allow_unpriced_with_budgets: bool = False
+    #: A user's prices file (``tracking prices import`` writes one); relative to the config.
+    prices_file: Path | None = None
 
     @property
     def max_request_bytes(self) -> int:
@@ -395,11 +401,21 @@ def parse_config(
             require_auth_for_metrics=general.get("require_auth_for_metrics", False),
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),
+            allow_unpriced_with_budgets=general.get("allow_unpriced_with_budgets", False),
+            prices_file=_beside(source, general.get("prices_file")),
         ),
         prices=dict(top.get("prices", {})),
         source=source,
         warnings=tuple(faults.warnings),
     )
+
+
+def _beside(source: Path | None, path: str | None) -> Path | None:
+    """A path from the config, relative to the config file's folder when not absolute."""
+    if not path:
+        return None
+    found = Path(path).expanduser()
+    return found if found.is_absolute() or source is None else source.parent / found
 
 
 class _Refused(Exception):
