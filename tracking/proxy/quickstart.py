@@ -32,9 +32,9 @@ UPSTREAM_KEY = "sk-quickstart-upstream-key"
 
 CONFIG = """\
 model_list:
-  - model_name: gpt-image-1
+  - model_name: gpt-image-2
     litellm_params:
-      model: gpt-image-1
+      model: gpt-image-2
       api_key: os.environ/OPENAI_API_KEY
       api_base: {api_base}   # the bundled fake upstream; remove this line for OpenAI itself
 
@@ -94,13 +94,16 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         return True
     ok = True
     for title, extra in (
-        ("as the seed writes it (gpt-image-1 with response_format=url)", ["response_format=url"]),
+        (
+            "as the seed writes it, on gpt-image-2 (with response_format=url)",
+            ["response_format=url"],
+        ),
         ("corrected: without response_format (GPT image models answer base64)", []),
     ):
         command = [
             "curl", "-s", "-X", "POST", f"{url}/v1/images/edits",
             "-H", f"Authorization: Bearer {MASTER_KEY}",
-            "-F", "model=gpt-image-1",
+            "-F", "model=gpt-image-2",
             "-F", f"image=@{paths['original_image']}",
             "-F", f"mask=@{paths['mask_image']}",
             "-F", "prompt=Add a beautiful sunset in the background",
@@ -146,7 +149,7 @@ def _openai_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         return True
     print(
         '\n  client = OpenAI(base_url="' + url + '", api_key="' + MASTER_KEY + '")\n'
-        "  client.images.edit(model='gpt-image-1', image=open('original_image.png', 'rb'),\n"
+        "  client.images.edit(model='gpt-image-2', image=open('original_image.png', 'rb'),\n"
         "                     prompt='Add a red hat to the person in the image', n=1,"
         " size='1024x1024')"
     )
@@ -155,7 +158,7 @@ def _openai_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         open(paths["original_image"], "rb") as image,
     ):
         raw = client.images.with_raw_response.edit(
-            model="gpt-image-1",
+            model="gpt-image-2",
             image=image,
             prompt="Add a red hat to the person in the image",
             n=1,
