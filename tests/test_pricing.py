@@ -390,9 +390,7 @@ def test_price_file_schema_refuses_a_figure_without_provenance():
     with pytest.raises(tracking.ConfigurationError, match="'confidence' must be one of"):
         parse_price_data(_doc({**good, "confidence": "sure"}), origin="t")
     with pytest.raises(tracking.ConfigurationError, match="decimal string"):
-        parse_price_data(
-            _doc({**good, "usd": 0.01}), origin="t"
-        )
+        parse_price_data(_doc({**good, "usd": 0.01}), origin="t")
 
 
 def test_price_file_from_disk_with_a_clear_error(tmp_path):

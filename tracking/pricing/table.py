@@ -214,7 +214,7 @@ def _figure(raw: Any, where: str) -> Decimal:
 
 def _provenance(raw: dict[str, Any], where: str) -> None:
     source = raw.get("source")
-    if not isinstance(source, str) or not source.startswith(("https://", "http://")):
+    if not isinstance(source, str) or not source.startswith(("https://", "http://", "file://")):
         raise ConfigurationError(f"{where}: 'source' must be the URL the figure was read from")
     _date(raw.get("retrieved"), f"{where}.retrieved")
     if raw.get("confidence") not in CONFIDENCE:
