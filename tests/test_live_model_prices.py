@@ -22,11 +22,10 @@ from prometheus_client import CollectorRegistry
 import tracking
 from integrations.prometheus import PrometheusLogger
 from tests.conftest import API_KEY, make_png
+from tests.test_pricing import answer, request_for
 from tracking.cli import main as cli
 from tracking.pricing import estimate_call_cost, price_call, reset_prices, use_prices_file
 from tracking.pricing.commands import prices_import
-from tracking.request import parse_call
-from tracking.response import ImageResponse
 
 LIVE_MODELS = [
     "gpt-image-2",
@@ -51,18 +50,6 @@ def _fresh_prices(monkeypatch):
     reset_prices()
     yield
     reset_prices()
-
-
-def request_for(model: str, **params):
-    request, _ = parse_call(image=make_png(), prompt="a red hat", model=model, **params)
-    return request
-
-
-def answer(images: int = 1, usage=None, **fields) -> ImageResponse:
-    raw: dict = {"created": 1, "data": [{"b64_json": "AA=="} for _ in range(images)], **fields}
-    if usage is not None:
-        raw["usage"] = usage
-    return ImageResponse(raw=raw)
 
 
 # -- every live model, priced exactly from the usage the fake reports ---------------------------

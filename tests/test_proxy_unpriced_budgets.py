@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.accounts_support import bearer, edit, generate, ledger_env
-from tests.conftest import API_KEY
-from tests.proxy_support import MASTER_KEY, ProxyProcess, write_config
+from tests.accounts_support import accounts_config, bearer, edit, generate, ledger_env
+from tests.proxy_support import MASTER_KEY, ProxyProcess
 
 UNPRICED = "some-new-model"
 
@@ -26,29 +25,11 @@ def _config(
     folder: Path, fake_url: str, *, allow: bool, prices_file: str | None = None
 ) -> tuple[Path, str]:
     url = f"sqlite:///{folder / 'ledger.db'}"
-    document = {
-        "model_list": [
-            {
-                "model_name": model,
-                "litellm_params": {
-                    "model": model,
-                    "api_key": API_KEY,
-                    "api_base": fake_url,
-                    "max_retries": 0,
-                },
-            }
-            for model in (UNPRICED, "gpt-image-2", "acme-image-edit-1")
-        ],
-        "general_settings": {
-            "master_key": MASTER_KEY,
-            "database_url": url,
-            "auto_migrate": True,
-            "allow_unpriced_with_budgets": allow,
-        },
-    }
+    general: dict[str, object] = {"allow_unpriced_with_budgets": allow}
     if prices_file is not None:
-        document["general_settings"]["prices_file"] = prices_file
-    return write_config(folder / "config.yaml", document), url
+        general["prices_file"] = prices_file
+    models = (UNPRICED, "gpt-image-2", "acme-image-edit-1")
+    return accounts_config(folder, fake_url, url, models=models, general=general), url
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +40,7 @@ def strict(fake, tmp_path_factory) -> Iterator[ProxyProcess]:
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
+def client() -> Iterator[httpx.Client]:  # a client of its own for each test
     with httpx.Client(timeout=30) as http:
         yield http
 
