@@ -335,7 +335,7 @@ def test_packaged_file_loads_with_provenance_and_dates():
     snapshots = {"gpt-image-2-2026-04-21", "gpt-image-2.5-flare-2026-09-08"}
     snapshots |= {"gpt-image-2.5-sunburst-2026-09-08", "gpt-image-1.5-2025-12-16"}
     retired = {"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest"}
-    assert set(table) == live | snapshots | retired | {"dall-e-2"}
+    assert live | snapshots | retired | {"dall-e-2", "gemini-3.1-flash-image"} <= set(table)
     (g1,) = table["gpt-image-1"]
     assert g1.tokens["cached_input_image"] == Decimal("2.50")
     assert g1.shutdown == date(2026, 10, 23)
@@ -353,8 +353,16 @@ def test_packaged_file_loads_with_provenance_and_dates():
         for figure in figures:
             assert figure["source"].startswith("https://")
             assert date.fromisoformat(figure["retrieved"])
-            official = figure["source"].startswith("https://developers.openai.com/")
+            official = figure["source"].startswith(OFFICIAL_PAGES)
             assert figure["confidence"] == ("official" if official else "secondary")
+
+
+#: The providers' own pages: a figure read there is "official", any other "secondary".
+OFFICIAL_PAGES = (
+    "https://developers.openai.com/",
+    "https://ai.google.dev/",
+    "https://cloud.google.com/",
+)
 
 
 def _doc(figure):

@@ -366,7 +366,7 @@ def _estimate(
 ) -> Cost:
     from .estimate import entry_estimate
 
-    size = (response.size if response else None) or request.size
+    size = (response.price_size or response.size if response else None) or request.size
     quality = (response.quality if response else None) or request.quality
     total = entry_estimate(entry, images, quality, size)  # the output: what a price list states
     if total is None:
@@ -409,7 +409,7 @@ def _table_cost(
 ) -> Decimal | None:
     if not entry.per_image or images <= 0:
         return None
-    size = response.size or _explicit(request.size)
+    size = response.price_size or response.size or _explicit(request.size)
     if len(entry.per_image) == 1:  # a single quality tier (dall-e-2): quality is not billed
         (sizes,) = entry.per_image.values()
     else:

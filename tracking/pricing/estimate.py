@@ -3,10 +3,11 @@ routing) and after a billed outcome whose usage we could not read.
 
 One rule serves both, and errs high rather than low. The output is the per-image price for the
 size and quality (an unknown or ``auto`` quality takes the dearest tier the table lists; an
-``auto`` size the dearest listed size); a size the table does not list (gpt-image-2's free
-``WIDTHxHEIGHT`` sizes), or a model priced only by tokens, is estimated from the output token
-price and :data:`REFERENCE_OUTPUT_TOKENS`, scaled by the image's area. Before a call, models
-billed by tokens add an allowance for the input: one token per prompt character and
+``auto`` size, or a size a table of tiers such as Gemini's ``1K`` / ``2K`` does not list, the
+dearest listed price). A ``WIDTHxHEIGHT`` the table does not list (gpt-image-2's free sizes), or
+a model priced only by tokens, is estimated from the output token price and
+:data:`REFERENCE_OUTPUT_TOKENS`, scaled by the image's area. Before a call, models billed by
+tokens add an allowance for the input: one token per prompt character and
 :data:`INPUT_IMAGE_TOKENS` per input image; an estimate after a billed call counts the output
 (what a price list states) unless given the prompt's length and the number of input images.
 Everything is Decimal; None only when the table has nothing to go on.
@@ -64,8 +65,9 @@ def _listed_price(entry: PriceEntry, quality: str | None, size: str | None) -> D
     listed = {name for sizes in chosen for name in sizes}
     if size in listed:
         return max(sizes[size] for sizes in chosen if size in sizes)
-    if _pixels(size) is not None and "output_image" in entry.tokens:
-        return None  # a free size: scale tokens by its area instead
+    sized = any(_pixels(name) is not None for name in listed)
+    if sized and _pixels(size) is not None and "output_image" in entry.tokens:
+        return None  # a free WIDTHxHEIGHT among listed ones: scale tokens by its area instead
     return max(price for sizes in chosen for price in sizes.values())
 
 
