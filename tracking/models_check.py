@@ -1,5 +1,5 @@
-"""``tracking models check``: which models of a config (or of the price table) the provider has
-retired or will retire, read from the upstream's ``GET /v1/models``.
+"""``tracking models check``: which models of a config (or the OpenAI models of the price table)
+the provider has retired or will retire, read from the upstream's ``GET /v1/models``.
 
 OpenAI's List models answer carries a ``shutdown_date`` (``YYYY-MM-DD``, or null) per model. Each
 model is reported as ``live``, ``retires DATE``, ``retired DATE`` or ``not listed`` by the
@@ -93,7 +93,12 @@ def check_models(
     else:
         from .pricing import price_table
 
-        models, config_base, config_key = sorted(price_table()), None, None
+        models = sorted(
+            model
+            for model, (override, packaged) in price_table().items()
+            if any(e.provider in (None, "openai") for e in (*override, *packaged))
+        )
+        config_base, config_key = None, None
     base = api_base or config_base or os.environ.get("OPENAI_API_BASE") or DEFAULT_API_BASE
     key = api_key or config_key or os.environ.get("OPENAI_API_KEY")
     dates = fetch_shutdown_dates(base, key)
