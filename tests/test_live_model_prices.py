@@ -354,3 +354,15 @@ def test_the_2_5_and_2_6_qualities_are_accepted_and_others_refused(upstream):
         tracking.image_edit(
             image=make_png(), prompt="x", model="gpt-image-2", quality="max", **upstream
         )
+
+
+def test_import_from_a_url(fake, tmp_path, capsys):
+    # The fake upstream serves any bytes it holds under /files/: here, a LiteLLM-shaped map.
+    fake.state.files["prices.json"] = json.dumps(LITELLM_FIXTURE).encode()
+    url = f"{fake.base_url}/files/prices.json"
+    out = tmp_path / "from-url.json"
+    assert cli(["prices", "import", url, "--out", str(out)]) == 0
+    assert "imported 3 model(s)" in capsys.readouterr().out
+    entries = json.loads(out.read_text())["entries"]
+    assert {e["model"] for e in entries} == {"acme-image-1", "acme-pixel-1", "gpt-image-2"}
+    assert entries[0]["tokens_per_million"]["input_text"]["source"] == url
