@@ -366,3 +366,13 @@ def test_import_from_a_url(fake, tmp_path, capsys):
     entries = json.loads(out.read_text())["entries"]
     assert {e["model"] for e in entries} == {"acme-image-1", "acme-pixel-1", "gpt-image-2"}
     assert entries[0]["tokens_per_million"]["input_text"]["source"] == url
+
+
+def test_import_refuses_to_add_to_a_broken_file(tmp_path, capsys):
+    source = tmp_path / "litellm.json"
+    source.write_text(json.dumps(LITELLM_FIXTURE))
+    broken = tmp_path / "mine.json"
+    broken.write_text("{not json")
+    assert cli(["prices", "import", str(source), "--out", str(broken)]) == 1
+    assert "cannot read it as JSON" in capsys.readouterr().err
+    assert broken.read_text() == "{not json"

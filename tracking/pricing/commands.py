@@ -145,8 +145,8 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
     path = Path(target or os.environ.get(PRICES_FILE_ENV) or DEFAULT_OUT)
     kept: list[Any] = []
     if path.exists():
-        existing = json.loads(path.read_text(encoding="utf-8"))
         load_price_file(path)  # the file we add to must be valid too
+        existing = json.loads(path.read_text(encoding="utf-8"))
         replaced = {e["model"] for e in document["entries"]}
         kept = [e for e in existing["entries"] if e["model"] not in replaced]
     merged = {
