@@ -1,4 +1,4 @@
-"""Pricing a call to the cent, in Decimal (DESIGN 5).
+"""Pricing a call to the cent, in Decimal (docs/architecture.md, "Pricing").
 
 :func:`price_call` follows one order: the response's usage tokens times the model's token prices
 when the response carries usage; otherwise the per-image price for the size and quality the
