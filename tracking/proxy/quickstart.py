@@ -145,7 +145,7 @@ def _openai_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
     try:
         from openai import OpenAI
     except ImportError:
-        print("  the openai package is not installed (pip install openai): skipped")
+        print("  openai is not installed (pip install 'image-edit-tracking[proxy]'): skipped")
         return True
     print(
         '\n  client = OpenAI(base_url="' + url + '", api_key="' + MASTER_KEY + '")\n'
