@@ -209,3 +209,16 @@ def test_every_test_the_docs_name_exists():
     for match in named:
         source = (ROOT / "tests" / match[1]).read_text(encoding="utf-8")
         assert re.search(rf"^(async )?def {match[2]}\(", source, re.M), match[0]
+
+
+_JARGON = re.compile(r"\bDESIGN\s+\d|\bthe seed\b|\bseed's\b|\bmain job\b", re.I)
+
+
+def test_no_internal_jargon_reaches_users():
+    """Docs, docstrings, CLI help and output speak to users: no references to planning
+    documents that are not in the repository, nor to the project's own brief."""
+    files = [*PAGES, *ROOT.glob("tracking/**/*.py"), *ROOT.glob("integrations/**/*.py")]
+    files += [*ROOT.glob("dashboards/**/*.py"), *ROOT.glob("dashboards/**/*.yml")]
+    for path in files:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not _JARGON.search(line), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
