@@ -18,7 +18,9 @@ A block's language decides what happens to it:
 
 A block that cannot run (it needs a real provider, a second machine, or would install a
 virtualenv) has ``<!-- no-run: reason -->`` on the line just before its fence, and the reason
-must say why.
+must say why. A block marked ``<!-- continues -->`` goes on from the previous runnable block of
+its page (the same shell session: a proxy that block started, variables it set), so it runs
+as the previous block's code followed by its own.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LANGUAGES = {"python", "bash", "yaml", "json", "sql", "text"}
 _FENCE = re.compile(r"^```(\S*)\s*$")
 _NO_RUN = re.compile(r"^<!--\s*no-run:(.*?)-->\s*$")
+_CONTINUES = re.compile(r"^<!--\s*continues\s*-->\s*$")
 _SQL_TITLE = re.compile(r"^-- .+ \((PostgreSQL|SQLite|both)\)$")
 _PORTS = ("8090", "4000", "4001", "9464")
 TIMEOUT = 90
@@ -67,6 +70,7 @@ class Block:
 def blocks(page: Path) -> Iterator[Block]:
     lines = page.read_text(encoding="utf-8").split("\n")
     i = 0
+    previous = ""  # the code the next ``continues`` block goes on from
     while i < len(lines):
         opening = _FENCE.match(lines[i])
         if opening is None:
@@ -77,10 +81,14 @@ def blocks(page: Path) -> Iterator[Block]:
         while end < len(lines) and lines[end].rstrip() != "```":
             end += 1
         assert end < len(lines), f"{page.name}:{i + 1}: unclosed code block"
-        yield Block(
-            page, i + 1, opening[1], "\n".join(lines[i + 1 : end]) + "\n",
-            marker[1].strip() if marker else None,
-        )  # fmt: skip
+        code = "\n".join(lines[i + 1 : end]) + "\n"
+        if i and _CONTINUES.match(lines[i - 1]):
+            assert previous, f"{page.name}:{i + 1}: continues nothing"
+            code = previous + code
+        block = Block(page, i + 1, opening[1], code, marker[1].strip() if marker else None)
+        if block.no_run is None and block.language in {"python", "bash"}:
+            previous = code
+        yield block
         i = end + 1
 
 
