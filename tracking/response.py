@@ -99,6 +99,8 @@ class ImageResponse:
     #: The size key of the per-image price that applies when ``size`` is not it (a Gemini
     #: resolution tier such as ``"2K"``); set from the request the provider prepared.
     price_size: str | None = field(default=None, repr=False)
+    #: The model whose prices apply when the provider served another than the one asked.
+    price_model: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_json_bytes(cls, body: bytes) -> ImageResponse:
