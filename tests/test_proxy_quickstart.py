@@ -1,4 +1,4 @@
-"""``tracking quickstart``, the offline main job: the seed's proxy section end to end."""
+"""``tracking quickstart``: the proxy tried offline, end to end, as a new user runs it."""
 
 from __future__ import annotations
 

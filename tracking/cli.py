@@ -135,7 +135,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the proxy (OpenAI-compatible /v1/images/edits)")
     serve.add_argument("--config", required=True, help="LiteLLM-style config.yaml")
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the seed's default
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - LiteLLM's proxy default
     serve.add_argument("--port", type=int, default=4000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument(
@@ -145,7 +145,7 @@ def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
     quick = commands.add_parser(
         "quickstart",
-        help="offline: the proxy on embedded defaults + the fake upstream + the seed's examples",
+        help="try the proxy offline: its defaults, the bundled fake upstream, client examples",
     )
     quick.add_argument("--port", type=int, default=0, help="proxy port (default: a free one)")
     quick.add_argument(
@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run the seed's examples offline against the fake")
+    demo = commands.add_parser(
+        "demo", help="run the SDK examples offline against the fake upstream"
+    )
     demo.set_defaults(handler=_demo)
 
     fake = commands.add_parser("fake-openai", help="serve the fake OpenAI upstream")

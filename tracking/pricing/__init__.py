@@ -1,4 +1,4 @@
-"""Pricing a call to the cent, in Decimal (DESIGN 5).
+"""Pricing a call to the cent, in Decimal (docs/architecture.md, "Pricing").
 
 :func:`price_call` follows one order. A model billed by tokens is priced from the response's
 usage tokens times its token prices; when the usage is missing or in a shape we cannot read
