@@ -1,8 +1,9 @@
-"""The Prometheus metric contract of DESIGN 6, as data the dashboards and tests check against.
+"""The Prometheus metric contract, as data the dashboards and tests check against.
 
 Metric names and label names are a public contract: dashboards, alerts and users' own queries
-depend on them. This table restates DESIGN 6 so that a dashboard or rule naming a metric or label
-outside it fails a test, and so the test suite can compare it with what the code exports.
+depend on them. This table is the contract (docs/observability.md) so that a dashboard or
+rule naming a metric or label outside it fails a test, and so the test suite can compare it
+with what the code exports.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Prometheus metrics for every image-edit call (DESIGN 6), ready for one process or many.
+"""Prometheus metrics for every image-edit call, ready for one process or many.
 
 :class:`PrometheusLogger` is the ``"prometheus"`` built-in integration. It registers the metrics
-of DESIGN 6 in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
+of the contract in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
 share a registry share one set of metrics) and updates them in ``on_end``, on the caller's
 thread: a handful of counter increments, no I/O. Metrics whose source is not an event (router
 cooldowns, ledger outbox, proxy rejections) are fed through small public methods so those parts
@@ -103,7 +103,7 @@ DEFAULT_END_USER_SERIES = 1000
 
 
 class PrometheusLogger:
-    """The ``"prometheus"`` integration: DESIGN 6's metrics, updated once per call.
+    """The ``"prometheus"`` integration: the contract's metrics, updated once per call.
 
     ``registry`` defaults to prometheus_client's global one. ``end_user_metric=True`` turns on
     ``image_edit_end_user_cost_usd_total{end_user}``, keeping at most ``end_user_max_series``
@@ -196,7 +196,7 @@ class PrometheusLogger:
                 event.images_returned
             )
         if event.cost_usd is not None:
-            cost = float(event.cost_usd)  # metrics are floats (DESIGN 5); the ledger keeps Decimal
+            cost = float(event.cost_usd)  # metrics are floats; the ledger keeps Decimal
             series.cost.inc(cost)
             if self.end_user_metric and event.end_user:
                 self._charge_end_user(event.end_user, cost)

@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from .errors import TrackingError
 
@@ -55,6 +56,44 @@ def _spend(args: argparse.Namespace) -> int:
     )
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    from .reconcile import ReconcileError, reconcile, render
+
+    until = args.until or datetime.now(UTC).date()
+    try:
+        rows = reconcile(
+            database_url=args.database_url,
+            since=args.since,
+            until=until,
+            by=args.by,
+            threshold=args.threshold,
+            api_base=args.api_base,
+            admin_key=args.admin_key,
+        )
+    except ReconcileError as exc:
+        print(f"tracking reconcile: error: {exc.message}", file=sys.stderr)
+        return 2
+    render(rows, by=args.by, fmt=args.format, out=sys.stdout)
+    return 1 if any(row.drift for row in rows) else 0
+
+
+def _utc_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _percent(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError("the threshold is a percentage of 0 or more")
+    return value
+
+
 def _date_or_time(text: str) -> date | datetime:
     """``YYYY-MM-DD`` (a UTC day) or an ISO-8601 time (UTC unless it has an offset)."""
     try:
@@ -96,7 +135,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the proxy (OpenAI-compatible /v1/images/edits)")
     serve.add_argument("--config", required=True, help="LiteLLM-style config.yaml")
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the seed's default
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - LiteLLM's proxy default
     serve.add_argument("--port", type=int, default=4000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument(
@@ -106,7 +145,7 @@ def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
     quick = commands.add_parser(
         "quickstart",
-        help="offline: the proxy on embedded defaults + the fake upstream + the seed's examples",
+        help="try the proxy offline: its defaults, the bundled fake upstream, client examples",
     )
     quick.add_argument("--port", type=int, default=0, help="proxy port (default: a free one)")
     quick.add_argument(
@@ -175,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run the seed's examples offline against the fake")
+    demo = commands.add_parser(
+        "demo", help="run the SDK examples offline against the fake upstream"
+    )
     demo.set_defaults(handler=_demo)
 
     fake = commands.add_parser("fake-openai", help="serve the fake OpenAI upstream")
@@ -207,6 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _database_url_option(spend)
     spend.set_defaults(handler=_spend)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="compare the ledger with OpenAI's Usage and Costs APIs (exit 1: drift)"
+    )
+    reconcile.add_argument("--since", type=_utc_day, required=True, metavar="DATE")
+    reconcile.add_argument(
+        "--until", type=_utc_day, metavar="DATE", help="last UTC day, inclusive (default: today)"
+    )
+    reconcile.add_argument("--by", choices=("day", "model", "project"), default="model")
+    reconcile.add_argument(
+        "--threshold",
+        type=_percent,
+        default=Decimal(2),
+        metavar="PERCENT",
+        help="a group whose cost differs by more than this drifts (default 2)",
+    )
+    reconcile.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    reconcile.add_argument("--admin-key", help="an organization admin key (or OPENAI_ADMIN_KEY)")
+    reconcile.add_argument(
+        "--api-base", help="the provider's API base (default: OPENAI_BASE_URL or OpenAI's)"
+    )
+    _database_url_option(reconcile)
+    reconcile.set_defaults(handler=_reconcile)
     _add_proxy_commands(commands)
     _add_price_commands(commands)
     return parser

@@ -178,6 +178,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "require_auth_for_metrics": _is_bool,
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
+    "image_store": _is_mapping,
     "allow_unpriced_with_budgets": _is_bool,
     "prices_file": _is_str,
 }
@@ -232,6 +233,8 @@ class GeneralSettings:
     require_auth_for_metrics: bool = False
     ledger_mode: str = "durable"
     auto_migrate: bool = False
+    #: URL answers for base64-only models (checked by :mod:`tracking.proxy.image_store`).
+    image_store: Mapping[str, Any] = field(default_factory=dict)
     #: Let a key or end user with a budget call a model that has no price (not counted).
     allow_unpriced_with_budgets: bool = False
     #: A user's prices file (``tracking prices import`` writes one); relative to the config.
@@ -401,6 +404,7 @@ def parse_config(
             require_auth_for_metrics=general.get("require_auth_for_metrics", False),
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),
+            image_store=dict(general.get("image_store", {})),
             allow_unpriced_with_budgets=general.get("allow_unpriced_with_budgets", False),
             prices_file=_beside(source, general.get("prices_file")),
         ),

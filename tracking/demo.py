@@ -1,7 +1,7 @@
-"""``tracking demo``: the seed's SDK examples, run offline against the bundled fake upstream.
+"""``tracking demo``: OpenAI's image-edit examples as SDK calls, offline against the bundled fake.
 
-Each example runs as the seed wrote it, on gpt-image-2: the seed's gpt-image-1 was shut down on
-2026-10-23 (the fake still serves it for compatibility tests). Where the real API would refuse a
+Each example runs as OpenAI's documentation has it, on gpt-image-2 (gpt-image-1 was shut down on
+2026-10-23; the fake still serves it for compatibility tests). Where the real API would refuse a
 parameter (GPT image models take no ``response_format="url"`` and no 512x512), the demo shows the
 clear error the SDK raises and then runs the corrected call.
 """
@@ -75,10 +75,7 @@ def main() -> int:
                 ),
             )
 
-        print(
-            "\n2. Image edit with mask (the seed asks for url output at 512x512; "
-            "on gpt-image-2, a live model)"
-        )
+        print("\n2. Image edit with mask (asking gpt-image-2 for url output at 512x512)")
         try:
             with open(paths["original_image"], "rb") as image, open(paths["mask_image"], "rb") as m:
                 tracking.image_edit(
@@ -110,7 +107,7 @@ def main() -> int:
         print("\n3. Async image edit")
 
         async def edit_image() -> tracking.ImageResponse:
-            # As the seed writes it; a blocking open is fine in a demo.
+            # As the documentation writes it; a blocking open is fine in a demo.
             with open(paths["original_image"], "rb") as image:  # noqa: ASYNC230
                 return await tracking.aimage_edit(
                     model="gpt-image-2",
@@ -156,7 +153,7 @@ def main() -> int:
         _show("corrected (no response_format)", response)
         print(f"  Generated {len(response.data)} image variations")
 
-        print("\n5. dall-e-2 still answers with URLs, as the seed's response shape shows")
+        print("\n5. dall-e-2 still answers with URLs, as OpenAI's documented response shape shows")
         _show(
             "dall-e-2",
             tracking.image_edit(

@@ -201,7 +201,27 @@ _GEMINI_25_FLASH = dataclasses.replace(
     max_images=3,
 )
 
+# Black Forest Labs' FLUX.1 Kontext (``black_forest_labs/``), from BFL's API reference (read
+# 2026-12-03): the image and up to three more references as base64, an aspect ratio between 21:9
+# and 9:21, PNG or JPEG out, one image per job; a mask sends the edit to FLUX.1 Fill instead.
+_FLUX_KONTEXT = Family(
+    name="flux-kontext",
+    models=frozenset({"flux-kontext-pro", "flux-kontext-max"}),
+    max_images=4,
+    max_prompt_chars=10_000,
+    image=ImageRule(formats=frozenset({"png", "jpeg", "webp"}), max_bytes=20 * MB),
+    mask=ImageRule(formats=frozenset({"png"}), max_bytes=20 * MB, needs_alpha=True),
+    sizes=frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"}),
+    choices=_choices(output_format=("png", "jpeg")),
+    custom_size=SizeRule(
+        multiple_of=1, max_side=8192, min_pixels=1, max_pixels=8192 * 8192, max_aspect=21 / 9
+    ),
+    max_n=1,
+    default_output_format="png",
+)
+
 FAMILIES: tuple[Family, ...] = (
+    _FLUX_KONTEXT,
     _DALL_E_2,
     _GPT_IMAGE,
     _GPT_IMAGE_MINI,

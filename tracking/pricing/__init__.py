@@ -1,4 +1,4 @@
-"""Pricing a call to the cent, in Decimal (DESIGN 5).
+"""Pricing a call to the cent, in Decimal (docs/architecture.md, "Pricing").
 
 :func:`price_call` follows one order. A model billed by tokens is priced from the response's
 usage tokens times its token prices; when the usage is missing or in a shape we cannot read
@@ -326,6 +326,15 @@ def price_call(
         if entry is not None and _unreadable_success(failure):
             return _estimate(entry, request, None, request.n or 1)
         return NOT_BILLED
+    if response.billed_usd is not None:  # the provider said what it charged: that is the cost
+        return Cost(
+            usd=response.billed_usd,
+            per_image_usd=_per_image(response.billed_usd, response.images_returned),
+            source="usage",
+            price_ref=f"provider:{request.provider}",
+        )
+    if response.price_model is not None:  # served by another model than the one asked
+        entry = find_entry([response.price_model, *_candidates(request)], day)
     if entry is None:
         _warn_unpriced(request.model, "no price is known for this model")
         return UNPRICED

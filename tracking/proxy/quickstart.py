@@ -1,8 +1,8 @@
-"""``tracking quickstart``: the seed's proxy section, run offline from start to finish.
+"""``tracking quickstart``: the proxy tried offline from start to finish.
 
-It starts the bundled fake upstream, writes the seed's ``config.yaml`` (one model, its key from
+It starts the bundled fake upstream, writes a LiteLLM-style ``config.yaml`` (one model, its key from
 ``os.environ/OPENAI_API_KEY``, pointed at the fake, with a master key and an SQLite ledger),
-starts ``tracking serve --config`` on it as a real subprocess, then runs the seed's ``curl -F``
+starts ``tracking serve --config`` on it as a real subprocess, then runs the ``curl -F``
 and ``openai`` client examples against the proxy and shows what each call cost. Nothing leaves
 the machine. With ``--keep-running`` the proxy stays up so the printed commands can be tried by
 hand.
@@ -24,6 +24,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 __all__ = ["main"]
 
@@ -95,10 +97,11 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
     ok = True
     for title, extra in (
         (
-            "as the seed writes it, on gpt-image-2 (with response_format=url)",
+            "as the original example writes it, on gpt-image-2 (response_format=url: GPT image "
+            "models answer base64 only, so the proxy stores the image and answers a signed URL)",
             ["response_format=url"],
         ),
-        ("corrected: without response_format (GPT image models answer base64)", []),
+        ("without response_format (the upstream's base64 answer)", []),
     ):
         command = [
             "curl", "-s", "-X", "POST", f"{url}/v1/images/edits",
@@ -138,6 +141,15 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
                 f"cost={cost}, x-tracking-request-id={headers.get('x-tracking-request-id')}"
             )
             ok = ok and status == "200"
+            image_url = payload["data"][0].get("url")
+            if image_url:
+                fetched = httpx.get(image_url, timeout=30)
+                print(f"  url={image_url}")
+                print(
+                    f"  GET url (no key needed): HTTP {fetched.status_code}, "
+                    f"{fetched.headers.get('content-type')}, {len(fetched.content)} bytes"
+                )
+                ok = ok and fetched.status_code == 200
     return ok
 
 
@@ -145,7 +157,7 @@ def _openai_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
     try:
         from openai import OpenAI
     except ImportError:
-        print("  the openai package is not installed (pip install openai): skipped")
+        print("  openai is not installed (pip install 'image-edit-tracking[proxy]'): skipped")
         return True
     print(
         '\n  client = OpenAI(base_url="' + url + '", api_key="' + MASTER_KEY + '")\n'
@@ -209,7 +221,7 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
         config.write_text(
             CONFIG.format(api_base=fake.url, master_key=MASTER_KEY, ledger=folder / "tracking.db")
         )
-        print(f"1. The fake OpenAI upstream is on {fake.url}; the seed's config, pointed at it:")
+        print(f"1. The fake OpenAI upstream is on {fake.url}; a proxy config, pointed at it:")
         print("\n".join(f"   {line}" for line in config.read_text().splitlines()))
         command = [*_tracking_command(), "serve", "--config", str(config), "--port", str(port)]
         print(f"\n2. Starting the proxy:\n   $ OPENAI_API_KEY=... {shlex.join(command)}")
@@ -222,7 +234,7 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
             _wait_until_up(url, proxy)
             print(f"   RUNNING on {url} (log: {folder / 'proxy.log'})")
             spend = _Spend()
-            print("\n3. The seed's examples against the proxy")
+            print("\n3. The curl and openai client examples against the proxy")
             print("\n  cURL:")
             ok = _curl_example(url, paths, spend)
             print("\n  OpenAI SDK:")

@@ -46,6 +46,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from .app_thread import ServedApp
+from .fake_admin import Billing, add_admin_routes
 from .fake_images import inspect, render, solid_png
 from .fake_models import models_body
 from .fake_rules import DALL_E_2, FLEXIBLE_SIZE_MODELS, GPT_IMAGE_MODELS, check_edit
@@ -142,6 +143,7 @@ class _FakeState:
         self.responses: list[dict[str, Any]] = []  #: every JSON body answered, oldest first
         self.counter = itertools.count(1)
         self.hits = 0  #: edit requests received, faulted or not
+        self.billing = Billing()  #: what the admin endpoints bill (:mod:`.fake_admin`)
         self.faults_lock = threading.Lock()
         self.faults: list[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self.canned_body = json.dumps(
@@ -238,6 +240,7 @@ def build_app(
     app.router.add_post("/openai/deployments/{deployment}/images/edits", edits)
     app.router.add_get("/files/{name}", serve_file)
     app.router.add_get("/health", health)
+    add_admin_routes(app, state.billing)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
     return app
@@ -341,6 +344,7 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
     answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
     body = answer(state, request, fields, images, mask)
     state.responses.append(body)
+    state.billing.record(model, body)
     return web.json_response(body, headers={"x-request-id": f"req_fake_{next(state.counter)}"})
 
 
@@ -532,6 +536,12 @@ class FakeOpenAI(ServedApp):
     def hits(self) -> int:
         """Every edit request that arrived, faulted or not: the attempts a client made."""
         return self.state.hits
+
+    @property
+    def billing(self) -> Billing:
+        """What the fake billed, for its admin Usage and Costs endpoints; ``billing.factor``
+        bills a model at another price."""
+        return self.state.billing
 
     def inject(self, spec: Fault | str | None = None, /, **fields: Any) -> Fault:
         """Queue a server fault for the next request(s): ``inject("status=503", times=2)``,

@@ -1,5 +1,5 @@
 """The fake upstream's own request checks, written from OpenAI's documentation independently of
-the SDK's rule table (DESIGN 7a): if one side gets a rule wrong, a test sees the two disagree.
+the SDK's rule table: if one side gets a rule wrong, a test sees the two disagree.
 
 :func:`check_edit` returns the first problem as ``(status, message, param, code)`` worded as
 OpenAI words it, or None when the request is acceptable. Models the fake does not know are
