@@ -7,7 +7,8 @@ model or a family is a data change. Unknown names belong to no family and get on
 checks: an OpenAI-compatible server may know models we do not.
 
 Sources: OpenAI's API reference for ``POST /v1/images/edits`` and its image-generation guide
-(sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes).
+(sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes; streaming
+and ``partial_images`` for the GPT image models, read 2026-12-03).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Family:
     #: output formats ``output_compression`` applies to
     compression_formats: frozenset[str] = frozenset()
     default_output_format: str | None = None
+    #: the edit endpoint can answer as Server-Sent Events (``stream=True``, ``partial_images``
+    #: in :attr:`ranges`)
+    streams: bool = False
 
     @property
     def takes_response_format(self) -> bool:
@@ -105,10 +109,12 @@ _GPT_IMAGE = Family(
         output_format=("png", "jpeg", "webp"),
         input_fidelity=("low", "high"),
     ),
-    ranges=MappingProxyType({"output_compression": (0, 100)}),
+    # partial_images: 0 to 3, only with stream=True (OpenAI's API reference, images.edit)
+    ranges=MappingProxyType({"output_compression": (0, 100), "partial_images": (0, 3)}),
     transparent_formats=frozenset({"png", "webp"}),
     compression_formats=frozenset({"jpeg", "webp"}),
     default_output_format="png",
+    streams=True,
 )
 
 _GPT_IMAGE_MINI = dataclasses.replace(

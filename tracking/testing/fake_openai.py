@@ -23,6 +23,14 @@ Token counts are a documented, deterministic estimate (no tokenizer download):
 
 ``canned=True`` reads each body but does no multipart or image work and answers a pre-built
 response: for benchmarks, where the fake must cost as little as possible (faults still apply).
+
+Streaming (``stream=true``, GPT image models) answers ``text/event-stream`` as OpenAI does:
+``partial_images`` (0 to 3) ``image_edit.partial_image`` events, then one ``image_edit.completed``
+event with the final image and ``usage``. The fake's convention for that usage: the plain
+answer's usage plus ``PARTIAL_IMAGE_OUTPUT_TOKENS`` (100) output tokens per partial image, and no
+``output_tokens_details``. The faults ``break_after=N`` (close the connection after N events) and
+``event_delay=S`` (pause between events) apply to streamed answers; a canned stream is one
+partial image and the completed event.
 """
 
 from __future__ import annotations
@@ -45,7 +53,14 @@ from .fake_images import inspect, render, solid_png
 from .fake_rules import DALL_E_2, GPT_IMAGE_MODELS, check_edit
 from .faults import FAULT_HEADER, Fault, parse_fault
 
-__all__ = ["OUTPUT_TOKENS", "FakeOpenAI", "Fault", "ReceivedRequest", "build_app"]
+__all__ = [
+    "OUTPUT_TOKENS",
+    "PARTIAL_IMAGE_OUTPUT_TOKENS",
+    "FakeOpenAI",
+    "Fault",
+    "ReceivedRequest",
+    "build_app",
+]
 
 OUTPUT_TOKENS: dict[str, dict[str, int]] = {
     "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
@@ -53,6 +68,10 @@ OUTPUT_TOKENS: dict[str, dict[str, int]] = {
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
 }
 IMAGE_INPUT_TOKENS = 323
+#: Output tokens each partial image adds to a streamed answer's usage (the fake's convention,
+#: after OpenAI's image generation guide: about 100 per partial image).
+PARTIAL_IMAGE_OUTPUT_TOKENS = 100
+_CANNED_STREAM_MARK = b'name="stream"'
 
 #: OpenAI's usual wording and error type for the statuses a fault may inject.
 _STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
@@ -136,6 +155,7 @@ class _FakeState:
                 "output_format": "png",
             }
         ).encode()
+        self.canned_events = _stream_events(json.loads(self.canned_body), 1)
 
     def next_fault(self, request: web.Request) -> Fault | None:
         """The request's own fault header, else the next queued server fault (consuming it)."""
@@ -193,6 +213,8 @@ def build_app(
             response = await _edit(state, request)
         except ConnectionError:  # the client hung up (e.g. timed out during latency)
             return _gone()
+        if isinstance(response, _Streamed):
+            return await _send_events(request, response, fault)
         if fault is not None and fault.slow_body:
             return await _send_slowly(request, response, fault.slow_body)
         return response
@@ -264,7 +286,86 @@ async def _send_slowly(
     return slow
 
 
-async def _edit(state: _FakeState, request: web.Request) -> web.Response:
+@dataclass
+class _Streamed:
+    """A streamed answer to send: its SSE events, already encoded."""
+
+    events: list[bytes]
+    request_id: str
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+def _stream_events(body: dict[str, Any], partial_images: int) -> list[bytes]:
+    """A plain GPT image answer as OpenAI streams it: the partial images, then the completed
+    event, whose usage counts the partial images' output tokens."""
+    keys: tuple[str, ...] = ("size", "quality", "background", "output_format")
+    shown: dict[str, Any] = {k: body[k] for k in keys if k in body}
+    b64 = body["data"][0]["b64_json"]
+    created = body["created"]
+    events = [
+        _sse(
+            {
+                "type": "image_edit.partial_image",
+                "b64_json": b64,
+                "created_at": created,
+                **shown,
+                "partial_image_index": index,
+            }
+        )
+        for index in range(partial_images)
+    ]
+    usage: dict[str, Any] = dict(body["usage"])
+    extra = PARTIAL_IMAGE_OUTPUT_TOKENS * partial_images
+    usage["output_tokens"] += extra
+    usage["total_tokens"] += extra
+    completed: dict[str, Any] = {
+        "type": "image_edit.completed",
+        "b64_json": b64,
+        "created_at": created,
+        **shown,
+        "usage": usage,
+    }
+    events.append(_sse(completed))
+    return events
+
+
+async def _send_events(
+    request: web.Request, streamed: _Streamed, fault: Fault | None
+) -> web.StreamResponse:
+    answer = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "x-request-id": streamed.request_id,
+        },
+    )
+    break_after = fault.break_after if fault is not None else None
+    delay = fault.event_delay if fault is not None else 0.0
+    try:
+        await answer.prepare(request)
+        for index, event in enumerate(streamed.events):
+            if break_after is not None and index >= break_after:
+                if request.transport is not None:
+                    request.transport.close()  # mid-stream: no closing chunk, no more events
+                return answer
+            if index and delay:
+                await asyncio.sleep(delay)
+            await answer.write(event)
+        await answer.write_eof()
+    except ConnectionError:
+        pass  # the client went away mid-stream
+    return answer
+
+
+def _streams(fields: dict[str, str]) -> bool:
+    return fields.get("stream", "false").lower() in ("true", "1")
+
+
+async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Streamed:
     key = _api_key(request)
     if not key and state.require_key:
         return _error(
@@ -276,7 +377,9 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
         # A careless upstream echoes the whole key: the SDK must mask it.
         return _error(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
     if state.canned:
-        await request.read()
+        raw = await request.read()
+        if _CANNED_STREAM_MARK in raw:
+            return _Streamed(state.canned_events, f"req_fake_{next(state.counter)}")
         return web.Response(
             body=state.canned_body,
             content_type="application/json",
@@ -311,8 +414,13 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
         return _error(status, message, param=param, code=code)
     answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
     body = answer(state, request, fields, images, mask)
+    request_id = f"req_fake_{next(state.counter)}"
+    if _streams(fields):  # the rules let only GPT image models stream
+        events = _stream_events(body, int(fields.get("partial_images", "0")))
+        state.responses.append(json.loads(events[-1].split(b"data: ", 1)[1]))
+        return _Streamed(events, request_id)
     state.responses.append(body)
-    return web.json_response(body, headers={"x-request-id": f"req_fake_{next(state.counter)}"})
+    return web.json_response(body, headers={"x-request-id": request_id})
 
 
 def _is_dall_e_2(model: str, deployment: str | None) -> bool:
