@@ -137,6 +137,7 @@ class _FakeState:
         self.responses: list[dict[str, Any]] = []  #: every JSON body answered, oldest first
         self.counter = itertools.count(1)
         self.hits = 0  #: edit requests received, faulted or not
+        self.streams_cut = 0  #: streamed answers whose client went away before their end
         self.faults_lock = threading.Lock()
         self.faults: list[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self.canned_body = json.dumps(
@@ -352,13 +353,24 @@ async def _send_events(
                 if request.transport is not None:
                     request.transport.close()  # mid-stream: no closing chunk, no more events
                 return answer
-            if index and delay:
-                await asyncio.sleep(delay)
+            if index and delay and not await _pause_unless_gone(request, delay):
+                raise ConnectionResetError("the client went away")
             await answer.write(event)
         await answer.write_eof()
-    except ConnectionError:
-        pass  # the client went away mid-stream
+    except ConnectionError:  # the client went away mid-stream
+        state = request.app[STATE]
+        state.streams_cut += 1
     return answer
+
+
+async def _pause_unless_gone(request: web.Request, seconds: float) -> bool:
+    """Wait ``seconds``; False as soon as the client's connection is found closed."""
+    end = asyncio.get_running_loop().time() + seconds
+    while (left := end - asyncio.get_running_loop().time()) > 0:
+        await asyncio.sleep(min(left, 0.02))
+        if request.transport is None or request.transport.is_closing():
+            return False
+    return True
 
 
 def _streams(fields: dict[str, str]) -> bool:
