@@ -90,25 +90,35 @@ def image_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def ledger_row(proxy: ProxyProcess, request_id: str, deadline: float = 10.0) -> dict[str, Any]:
-    """The call's ledger row, waiting for it (a disconnected call's row follows its cleanup)."""
+def ledger_rows(proxy: ProxyProcess, request_id: str) -> list[dict[str, Any]]:
     engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'tracking.db'}")
-    end = time.monotonic() + deadline
     try:
-        while True:
-            with engine.connect() as connection:
-                rows = list(
-                    connection.execute(
-                        spend_logs.select().where(spend_logs.c.request_id == request_id)
-                    ).mappings()
-                )
-            if rows or time.monotonic() > end:
-                break
-            time.sleep(0.05)
+        with engine.connect() as connection:
+            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
+            return [dict(row) for row in connection.execute(query).mappings()]
     finally:
         engine.dispose()
+
+
+def ledger_row(proxy: ProxyProcess, request_id: str, deadline: float = 10.0) -> dict[str, Any]:
+    """The call's one ledger row, waiting for it (a disconnected call's row follows its cleanup)."""
+    end = time.monotonic() + deadline
+    while not (rows := ledger_rows(proxy, request_id)) and time.monotonic() < end:
+        time.sleep(0.05)
     assert len(rows) == 1, f"{len(rows)} ledger rows for {request_id}"
-    return dict(rows[0])
+    return rows[0]
+
+
+def stream_edit(proxy: ProxyProcess, image_file: Path, **fields: str) -> Any:
+    """A raw streamed edit through the proxy with httpx (a context manager)."""
+    return httpx.stream(
+        "POST",
+        f"{proxy.url}/v1/images/edits",
+        data={"stream": "true", **fields},
+        files={"image": ("photo.png", image_file.read_bytes(), "image/png")},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
 
 
 def hand_priced(usage: Any) -> Decimal:
@@ -207,39 +217,23 @@ def test_curl_no_buffer_sees_each_event(proxy, image_file):
 def test_the_first_event_is_relayed_before_the_upstream_has_finished(proxy, image_file):
     """Structural, not timed: the first event is in hand while the call's row is not yet written
     (it is written only after the completed event)."""
-    files = {"image": ("photo.png", image_file.read_bytes(), "image/png")}
-    data = {"model": "paused", "prompt": "slowly", "stream": "true", "partial_images": "2"}
-    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
-    with httpx.stream(
-        "POST", f"{proxy.url}/v1/images/edits", data=data, files=files, headers=headers, timeout=30
+    with stream_edit(
+        proxy, image_file, model="paused", prompt="slowly", partial_images="2"
     ) as response:
         assert response.status_code == 200
         request_id = response.headers["x-tracking-request-id"]
         lines = response.iter_lines()
         assert next(lines) == "event: image_edit.partial_image"
-        assert ledger_row_count(proxy, request_id) == 0
+        assert ledger_rows(proxy, request_id) == []
         rest = list(lines)
     assert "event: image_edit.completed" in rest
     assert ledger_row(proxy, request_id)["status"] == "success"
 
 
-def ledger_row_count(proxy: ProxyProcess, request_id: str) -> int:
-    engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'tracking.db'}")
-    try:
-        with engine.connect() as connection:
-            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
-            return len(list(connection.execute(query)))
-    finally:
-        engine.dispose()
-
-
 def test_a_client_that_disconnects_mid_stream_gets_a_marked_row(proxy, slow_fake, image_file):
     cut_before = slow_fake.state.streams_cut
-    files = {"image": ("photo.png", image_file.read_bytes(), "image/png")}
-    data = {"model": "paused", "prompt": "then leave", "stream": "true", "partial_images": "3"}
-    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
-    with httpx.stream(
-        "POST", f"{proxy.url}/v1/images/edits", data=data, files=files, headers=headers, timeout=30
+    with stream_edit(
+        proxy, image_file, model="paused", prompt="then leave", partial_images="3"
     ) as response:
         request_id = response.headers["x-tracking-request-id"]
         assert next(response.iter_lines()) == "event: image_edit.partial_image"
