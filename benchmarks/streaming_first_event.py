@@ -10,7 +10,9 @@ both as subprocesses. One client (httpx, keep-alive) then posts the same multipa
 start to the end of its first complete SSE event, then reads the rest of the stream (the call
 completes, and through the proxy its ledger row is written, before the next round). Reported:
 median, p10 and p90 of each, and the proxy's added time as the difference of the medians and
-as the median of the per-round differences. Target (issue 19): at most 1 ms added. Loopback only.
+as the median of the per-round differences. Target (issue 19): at most 1 ms added. For
+comparison the same rounds time a plain (not streamed) call's whole answer both ways: what the
+proxy adds to any call. Loopback only.
 """
 
 from __future__ import annotations
@@ -78,9 +80,12 @@ def small_png() -> bytes:
     return out.getvalue()
 
 
-def first_event_ms(client: httpx.Client, url: str, key: str, png: bytes) -> float:
-    """Milliseconds from the request's start to its first complete event; the rest is read."""
-    fields = {"model": "gpt-image-1", "prompt": "hat", "stream": "true", "partial_images": "1"}
+def first_event_ms(client: httpx.Client, url: str, key: str, png: bytes, stream: bool) -> float:
+    """Milliseconds from the request's start to its first complete event (the rest is read), or
+    with ``stream=False`` to the end of the plain JSON answer."""
+    fields = {"model": "gpt-image-1", "prompt": "hat"}
+    if stream:
+        fields.update(stream="true", partial_images="1")
     began = time.perf_counter()
     with client.stream(
         "POST",
@@ -94,10 +99,12 @@ def first_event_ms(client: httpx.Client, url: str, key: str, png: bytes) -> floa
         seen = b""
         elapsed: float | None = None
         for chunk in response.iter_raw():
-            if elapsed is None:
+            if elapsed is None and stream:
                 seen += chunk
                 if b"\n\n" in seen:
                     elapsed = (time.perf_counter() - began) * 1000
+        if not stream:
+            elapsed = (time.perf_counter() - began) * 1000
     if elapsed is None:
         raise SystemExit(f"{url}: the stream ended without an event")
     return elapsed
@@ -153,9 +160,14 @@ def main() -> int:
             f"http://127.0.0.1:{proxy_port}/health/liveliness",
             folder,
         )
+        direct_url = f"http://127.0.0.1:{fake_port}/v1/images/edits"
+        proxy_url = f"http://127.0.0.1:{proxy_port}/v1/images/edits"
         targets = {
-            "upstream direct": (f"http://127.0.0.1:{fake_port}/v1/images/edits", "sk-bench"),
-            "through the proxy": (f"http://127.0.0.1:{proxy_port}/v1/images/edits", MASTER_KEY),
+            "upstream direct": (direct_url, "sk-bench", True),
+            "through the proxy": (proxy_url, MASTER_KEY, True),
+            # for comparison: a plain (not streamed) call's whole answer, both ways
+            "plain, direct": (direct_url, "sk-bench", False),
+            "plain, proxy": (proxy_url, MASTER_KEY, False),
         }
         times: dict[str, list[float]] = {name: [] for name in targets}
         try:
@@ -163,8 +175,8 @@ def main() -> int:
                 for round_index in range(args.warmup + args.rounds):
                     order = list(targets) if round_index % 2 else list(reversed(targets))
                     for name in order:
-                        url, key = targets[name]
-                        elapsed = first_event_ms(client, url, key, png)
+                        url, key, stream = targets[name]
+                        elapsed = first_event_ms(client, url, key, png, stream)
                         if round_index >= args.warmup:
                             times[name].append(elapsed)
         finally:
@@ -180,6 +192,12 @@ def main() -> int:
             statistics.median(proxied) - statistics.median(direct), 3
         ),
         "added_ms_median_per_round": round(statistics.median(per_round), 3),
+        "plain, direct": summary(times["plain, direct"]),
+        "plain, proxy": summary(times["plain, proxy"]),
+        "plain_added_ms_difference_of_medians": round(
+            statistics.median(times["plain, proxy"]) - statistics.median(times["plain, direct"]),
+            3,
+        ),
         "target_ms": 1.0,
         "load_average": os.getloadavg()[0],
     }
@@ -194,6 +212,10 @@ def main() -> int:
         f"added by the proxy: {result['added_ms_difference_of_medians']:.3f} ms (medians), "
         f"{result['added_ms_median_per_round']:.3f} ms (median per round); target <= 1 ms; "
         f"load average {result['load_average']:.2f}"
+    )
+    print(
+        f"a plain call, for comparison: the proxy adds "
+        f"{result['plain_added_ms_difference_of_medians']:.3f} ms (medians)"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["AsyncImageEditStream", "ImageEditStream"]
 
 _CLOSED_EARLY = "the caller closed the stream before its completed event"
+#: After the completed event, what is left of an answer is read for at most this long and this
+#: much, so its connection can be pooled (async calls; a sync call closes it).
+_DRAIN_SECONDS = 0.05
+_DRAIN_BYTES = 64 * 1024
 
 
 class _StreamState:
@@ -236,6 +240,8 @@ async def _drive_async(
             elif isinstance(effect, Sleep):
                 await asyncio.sleep(effect.seconds)
             elif isinstance(effect, Emit):
+                if effect.exception is None:
+                    await answer.finish()  # the connection goes back to the pool if it can
                 answer.close()
                 state.event = effect.event
                 await bus.emit_async(effect.event, effect.response, effect.exception)
@@ -330,6 +336,27 @@ class _AsyncAnswer:
                 return await response.content.readany()
         except BaseException as exc:
             return exc
+
+    async def finish(self) -> None:
+        """After the completed event: read what is left of the answer (its closing chunk, in
+        practice already there) for a moment, so that a finished answer's connection is pooled
+        for the next call instead of closed. An upstream that lingers is simply closed."""
+        from .aiohttp_sender import as_httpx_errors
+
+        response = self._response
+        if response is None:
+            return
+        left = _DRAIN_BYTES
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                with as_httpx_errors():
+                    while left > 0 and (chunk := await response.content.readany()):
+                        left -= len(chunk)
+        except Exception:  # noqa: S110 - lingering or broken: close() below drops it
+            pass
+        if response.content.at_eof():
+            self._response = None
+            response.release()
 
     def close(self) -> None:
         response, self._response = self._response, None
