@@ -100,6 +100,7 @@ def test_sync_stream_yields_openai_shaped_events_and_one_priced_event(
     assert event.usage is not None and event.usage.output_tokens == completed.usage.output_tokens
     assert event.time_to_first_image_ms is not None and event.time_to_first_image_ms > 0
     assert event.request_id == stream.request_id and event.images_returned == 1
+    assert event.http_status == 200 and (event.upstream_request_id or "").startswith("req_fake_")
 
 
 def test_partial_images_add_100_output_tokens_each(upstream):

@@ -90,6 +90,8 @@ class _StreamReader:
         self.accepted = False  #: an upstream answered 2xx: the call may be billed
         self.first_image_ms: float | None = None
         self.completed: ImageEditCompletedEvent | None = None
+        self.upstream_request_id: str | None = None
+        self.http_status: int | None = None
         self._decoder = SSEDecoder()
         self._ready: deque[ImageEditStreamEvent] = deque()
         self._prepared: PreparedRequest | None = None
@@ -107,8 +109,8 @@ class _StreamReader:
         if isinstance(outcome, BaseException):
             raise _transport_error(outcome, prepared) from None
         upstream_id = outcome.headers.get("x-request-id")
-        progress.upstream_request_id = upstream_id
-        progress.http_status = outcome.status
+        progress.upstream_request_id = self.upstream_request_id = upstream_id
+        progress.http_status = self.http_status = outcome.status
         if outcome.status >= 400:
             raise _status_error(outcome, prepared, upstream_id)
         self.accepted = True
@@ -170,7 +172,11 @@ class _StreamReader:
         }
         if "usage" in done.raw:
             raw["usage"] = done.raw["usage"]
-        return ImageResponse(raw={k: v for k, v in raw.items() if v is not None})
+        response = ImageResponse(raw={k: v for k, v in raw.items() if v is not None})
+        response._hidden_params.update(
+            upstream_request_id=self.upstream_request_id, http_status=self.http_status
+        )
+        return response
 
 
 def stream_flow(

@@ -22,7 +22,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ..errors import TrackingError
+from ..errors import StreamInterruptedError, TrackingError
 from ..sse import encode_event
 from ..streaming import AsyncImageEditStream
 from .budgets import Reservation
@@ -71,10 +71,15 @@ async def _pump(stream: AsyncImageEditStream, send: Send) -> None:
             await send({"type": "http.response.body", "body": body, "more_body": True})
     except TrackingError as exc:  # broke off after the first event: its event is recorded
         error = from_exception(exc)
+        message = (
+            "the upstream's stream broke off before its completed event"
+            if isinstance(exc, StreamInterruptedError)
+            else error.message
+        )
         payload = {
             "type": "error",
             "error": {
-                "message": error.message,
+                "message": message,
                 "type": error.type,
                 "param": error.param,
                 "code": exc.error_type,
