@@ -40,7 +40,7 @@ from .flow import (
 from .frozen import fast_init
 from .ids import new_request_id
 from .pricing.estimate import estimate_incomplete_stream
-from .providers import PreparedRequest
+from .providers import PreparedRequest, Provider
 from .request import CallOptions, ImageEditRequest
 from .response import ImageResponse
 from .sse import EventTooLarge, SSEDecoder
@@ -97,7 +97,7 @@ class _StreamReader:
         self._prepared: PreparedRequest | None = None
 
     def open(
-        self, prepared: PreparedRequest, timeout: float, parse: Any, progress: _Progress
+        self, prepared: PreparedRequest, timeout: float, provider: Provider, progress: _Progress
     ) -> Generator[StreamEffect, Any, ImageEditStreamEvent]:
         """One attempt: open the answer and read up to its first event."""
         self._decoder = SSEDecoder()
@@ -112,7 +112,7 @@ class _StreamReader:
         progress.upstream_request_id = self.upstream_request_id = upstream_id
         progress.http_status = self.http_status = outcome.status
         if outcome.status >= 400:
-            raise _status_error(outcome, prepared, upstream_id)
+            raise _status_error(outcome, prepared, upstream_id, provider)
         self.accepted = True
         content_type = outcome.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
