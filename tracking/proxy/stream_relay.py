@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import StreamInterruptedError, TrackingError
 from ..sse import encode_event
+from ..stream_events import ImageEditStreamEvent
 from ..streaming import AsyncImageEditStream
 from .budgets import Reservation
 from .errors import from_exception
@@ -49,6 +50,8 @@ async def relay_stream(
     ]
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        first = await anext(stream)  # already in hand: sent before any task is made
+        await send({"type": "http.response.body", "body": _encoded(first), "more_body": True})
         pump = asyncio.create_task(_pump(stream, send))
         gone = asyncio.create_task(_disconnected(receive))
         try:
@@ -67,8 +70,7 @@ async def relay_stream(
 async def _pump(stream: AsyncImageEditStream, send: Send) -> None:
     try:
         async for item in stream:
-            body = encode_event(item.type, item.data)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": _encoded(item), "more_body": True})
     except TrackingError as exc:  # broke off after the first event: its event is recorded
         error = from_exception(exc)
         message = (
@@ -90,6 +92,10 @@ async def _pump(stream: AsyncImageEditStream, send: Send) -> None:
     finally:
         await stream.aclose()
     await send(_END)
+
+
+def _encoded(item: ImageEditStreamEvent) -> bytes:
+    return encode_event(item.type, item.data)  # the upstream's JSON as it came
 
 
 async def _disconnected(receive: Receive) -> None:
