@@ -23,16 +23,23 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from dataclasses import dataclass
 from math import gcd
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
+from ..errors import APIResponseError, ContentPolicyError
 from ..response import ImageResponse
-from .base import Poll, PreparedRequest, UpstreamError, error_object, text_field
+from .base import (
+    Poll,
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    error_object,
+    text_field,
+)
 from .masks import white_means_edit
 
 if TYPE_CHECKING:
@@ -149,14 +156,8 @@ class BlackForestLabsProvider:
     name = "black_forest_labs"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
-        api_key = options.api_key or os.environ.get("BFL_API_KEY")
-        if not api_key:
-            raise ConfigurationError(
-                "api_key: no Black Forest Labs key; pass api_key=... or set BFL_API_KEY"
-            )
-        api_base = (
-            options.api_base or os.environ.get("BFL_API_BASE") or DEFAULT_BFL_API_BASE
-        ).rstrip("/")
+        api_key = api_key_for(options, "Black Forest Labs", "BFL_API_KEY")
+        api_base = api_base_for(options, "BFL_API_BASE", DEFAULT_BFL_API_BASE)
         output_format = request.output_format or "png"
         if request.mask is not None:
             model = FILL_MODEL

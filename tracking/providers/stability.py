@@ -19,16 +19,21 @@ JSON (``{"image": base64, "finish_reason", "seed"}``) and becomes ``data[0].b64_
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import TYPE_CHECKING
 
 from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
-from ..images import ImageFile
-from ..multipart import encode_multipart
 from ..response import ImageResponse
-from .base import Poll, PreparedRequest, UpstreamError, error_object, text_field
-from .masks import white_means_edit
+from .base import (
+    Poll,
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    error_object,
+    text_field,
+)
+from .masks import bearer_multipart, mask_part
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -44,14 +49,8 @@ class StabilityProvider:
     name = "stability"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
-        api_key = options.api_key or os.environ.get("STABILITY_API_KEY")
-        if not api_key:
-            raise ConfigurationError(
-                "api_key: no Stability AI key; pass api_key=... or set STABILITY_API_KEY"
-            )
-        api_base = (
-            options.api_base or os.environ.get("STABILITY_API_BASE") or DEFAULT_STABILITY_API_BASE
-        ).rstrip("/")
+        api_key = api_key_for(options, "Stability AI", "STABILITY_API_KEY")
+        api_base = api_base_for(options, "STABILITY_API_BASE", DEFAULT_STABILITY_API_BASE)
         operation = request.upstream_model
         if operation not in OPERATIONS:
             raise ConfigurationError(
@@ -66,20 +65,14 @@ class StabilityProvider:
         fields.extend((name, str(value)) for name, value in request.extra_body.items())
         files = [("image", request.images[0])]
         if request.mask is not None:
-            converted = white_means_edit(request.mask)
-            files.append(("mask", ImageFile("mask.png", converted, "image/png", "png")))
-        body, content_type = encode_multipart(fields, files)
+            files.append(mask_part(request.mask))
         output_format = request.output_format or "png"
-        return PreparedRequest(
-            url=f"{api_base}/v2beta/stable-image/edit/{operation}",
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": content_type,
-                "Accept": "application/json",
-                **options.extra_headers,
-            },
-            body=body,
-            secrets=(api_key,),
+        return bearer_multipart(
+            f"{api_base}/v2beta/stable-image/edit/{operation}",
+            api_key,
+            fields,
+            files,
+            options,
             price_size="any",
             price_model=f"stability/{operation}",
             read=lambda status, headers, body: self.image(body, output_format),
