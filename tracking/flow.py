@@ -496,37 +496,45 @@ def _str(value: Any) -> str | None:
 def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     flow = edit_flow("image_edit", params, route)
     result: Answer | BaseException | None = None
+    interrupted: BaseException | None = None
     while True:
         try:
-            effect = flow.send(result)
+            effect = flow.send(result) if interrupted is None else flow.throw(interrupted)
         except StopIteration as stop:
             value: ImageResponse = stop.value
             return value
-        result = None
-        if isinstance(effect, Send):
-            result = _send_sync(effect)
-        elif isinstance(effect, Sleep):
-            time.sleep(effect.seconds)
-        else:
-            bus.emit_sync(effect.event, effect.response, effect.exception)
+        result = interrupted = None
+        try:
+            if isinstance(effect, Send):
+                result = _send_sync(effect)
+            elif isinstance(effect, Sleep):
+                time.sleep(effect.seconds)
+            else:
+                bus.emit_sync(effect.event, effect.response, effect.exception)
+        except BaseException as exc:  # an interrupted effect ends the flow through its own path
+            interrupted = exc
 
 
 async def run_async(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     flow = edit_flow("aimage_edit", params, route)
     result: Answer | BaseException | None = None
+    interrupted: BaseException | None = None
     while True:
         try:
-            effect = flow.send(result)
+            effect = flow.send(result) if interrupted is None else flow.throw(interrupted)
         except StopIteration as stop:
             value: ImageResponse = stop.value
             return value
-        result = None
-        if isinstance(effect, Send):
-            result = await _send_async(effect)
-        elif isinstance(effect, Sleep):
-            await asyncio.sleep(effect.seconds)
-        else:
-            await bus.emit_async(effect.event, effect.response, effect.exception)
+        result = interrupted = None
+        try:
+            if isinstance(effect, Send):
+                result = await _send_async(effect)
+            elif isinstance(effect, Sleep):
+                await asyncio.sleep(effect.seconds)
+            else:
+                await bus.emit_async(effect.event, effect.response, effect.exception)
+        except BaseException as exc:  # a cancelled effect (a backoff sleep) yields its event too
+            interrupted = exc
 
 
 def _origin(url: str) -> str:
