@@ -85,3 +85,105 @@ def test_calls_after_random_seed_in_two_threads_get_distinct_ids_and_one_row_eac
     ledger.shutdown(10)
     assert len(ids) == len(set(ids)) == 1000
     assert rows == 1000
+
+
+#: Records a failure, then imports the router, then records the router's own error type; or the
+#: other way round. Prints the error_type labels the metric ended with.
+LABEL_SCRIPT = """\
+import sys
+from prometheus_client import CollectorRegistry
+from integrations.prometheus import PrometheusLogger
+from tests.ledger_support import make_event
+
+logger = PrometheusLogger(CollectorRegistry())
+if sys.argv[1] == "router-first":
+    import tracking.router
+logger.on_end(make_event(status="failure", error_type="server_error"))
+import tracking.router
+logger.on_end(make_event(status="failure", error_type="no_deployment_available"))
+labels = sorted(
+    sample.labels["error_type"]
+    for metric in logger.registry.collect()
+    if metric.name == "image_edit_requests"
+    for sample in metric.samples
+    if sample.name == "image_edit_requests_total"
+)
+print(",".join(labels))
+"""
+
+
+@pytest.mark.parametrize("order", ["router-first", "failure-first"])
+def test_the_error_type_label_is_the_same_whatever_the_import_order(order, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "labels.py"
+    script.write_text(LABEL_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), order],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "no_deployment_available,server_error"
+
+
+def test_every_error_class_uses_an_error_type_of_the_fixed_table():
+    import integrations.sql  # noqa: F401  (defines the ledger's schema error)
+    import tracking.router  # noqa: F401  (defines no_deployment_available)
+    from tracking.errors import ERROR_TYPES, TrackingError
+
+    pending: list[type[TrackingError]] = [TrackingError]
+    seen: set[str] = set()
+    while pending:
+        cls = pending.pop()
+        seen.add(cls.error_type)
+        pending.extend(cls.__subclasses__())
+    assert seen <= ERROR_TYPES
+
+
+def _sample(exposition: str, line_start: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_an_integration_that_fails_inside_itself_is_counted_on_metrics(upstream):
+    """The structlog integration cannot write its line (its stream is closed): the call goes
+    on, and the failure shows as ``tracking_integration_errors_total{integration="structlog"}``
+    on the ``/metrics`` page of a Prometheus logger."""
+    import io
+
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from integrations.prometheus import PrometheusLogger, start_metrics_server
+    from integrations.structlog import StructlogLogger
+
+    closed = io.StringIO()
+    closed.close()
+    logs = StructlogLogger(stream=closed)
+    registry = CollectorRegistry()
+    server, thread = start_metrics_server(0, registry=registry)
+    series = 'tracking_integration_errors_total{integration="structlog"}'
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    try:
+        before = _sample(httpx.get(url).text, series)
+        tracking.callbacks.extend([logs, PrometheusLogger(registry)])
+        try:
+            tracking.image_edit(image=PNG, prompt="p", model="gpt-image-1", **upstream)
+            assert logs.flush(10)
+        finally:
+            del tracking.callbacks[-2:]
+        after = _sample(httpx.get(url).text, series)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert after == before + 1

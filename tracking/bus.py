@@ -62,6 +62,7 @@ __all__ = [
     "loaded_integrations",
     "record_drop",
     "register",
+    "report_failure",
     "resolve",
     "shutdown",
 ]
@@ -122,6 +123,7 @@ _COUNTER_LOCK = threading.Lock()
 _CALLBACK_ERRORS: dict[str, int] = {}
 _CALLBACK_TIMEOUTS: dict[str, int] = {}
 _EVENTS_DROPPED: dict[str, int] = {}
+_INTEGRATION_ERRORS: dict[str, int] = {}
 _LAST_REPORT: dict[str, float] = {}
 _SUPPRESSED: dict[str, int] = {}
 
@@ -135,17 +137,20 @@ def counters() -> dict[str, dict[str, int]]:
             "callback_errors": {"<callback name>": n, ...},   # raised or timed out
             "callback_timeouts": {"<callback name>": n, ...}, # the timed-out subset
             "events_dropped": {"<sink>": n, ...},             # e.g. "user_callbacks"
+            "integration_errors": {"<integration>": n, ...},  # failures caught inside one
         }
 
     A callback's name is ``module.qualname`` of the function, or of the logger's or integration's
-    class. Exporters map ``callback_errors`` to ``tracking_callback_errors_total{callback}`` and
-    ``events_dropped`` to ``tracking_events_dropped_total{sink}``.
+    class. Exporters map ``callback_errors`` to ``tracking_callback_errors_total{callback}``,
+    ``events_dropped`` to ``tracking_events_dropped_total{sink}`` and ``integration_errors`` to
+    ``tracking_integration_errors_total{integration}``.
     """
     with _COUNTER_LOCK:
         return {
             "callback_errors": dict(_CALLBACK_ERRORS),
             "callback_timeouts": dict(_CALLBACK_TIMEOUTS),
             "events_dropped": dict(_EVENTS_DROPPED),
+            "integration_errors": dict(_INTEGRATION_ERRORS),
         }
 
 
@@ -160,6 +165,23 @@ def record_drop(sink: str, count: int = 1, *, reason: str = "its queue is full")
     if suppressed is not None:
         more = f" ({suppressed} more since the last report)" if suppressed else ""
         log.warning("tracking: %s dropped %d event(s): %s%s", sink, count, reason, more)
+
+
+def report_failure(integration: str, what: str, exc: BaseException | None = None) -> None:
+    """Count one failure an integration caught inside itself, and log it.
+
+    The one place integrations report what they swallow (a metric not recorded, a log line not
+    written, a span not ended): counted under ``integration`` (``integration_errors`` in
+    :func:`counters`, ``tracking_integration_errors_total`` on ``/metrics``) and logged with its
+    traceback the first time for each ``what``, then at most once a minute with the count of
+    those not logged meanwhile. Never raises.
+    """
+    with _COUNTER_LOCK:
+        _INTEGRATION_ERRORS[integration] = _INTEGRATION_ERRORS.get(integration, 0) + 1
+    suppressed = _due(f"integration:{integration}:{what}")
+    if suppressed is not None:
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning("tracking: %s: %s%s", integration, what, more, exc_info=exc)
 
 
 def _due(key: str) -> int | None:
