@@ -11,6 +11,7 @@ import pytest
 
 import tracking
 from tests.conftest import API_KEY, make_png
+from tests.forward_proxy import ForwardProxy
 from tracking.testing import FakeOpenAI, recording
 
 PNG = make_png(16, 16)
@@ -187,3 +188,39 @@ def test_an_integration_that_fails_inside_itself_is_counted_on_metrics(upstream)
         server.server_close()
         thread.join(5)
     assert after == before + 1
+
+
+@pytest.fixture
+def proxy_env(monkeypatch) -> Iterator[ForwardProxy]:
+    """A forward proxy on loopback, named by HTTP_PROXY (every other proxy variable unset)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        yield proxy
+
+
+def _call_both_ways(fake: FakeOpenAI) -> None:
+    params = {"image": PNG, "prompt": "p", "model": "gpt-image-1", "api_base": fake.url,
+              "api_key": API_KEY}  # fmt: skip
+    tracking.image_edit(**params)
+    asyncio.run(tracking.aimage_edit(**params))
+
+
+def test_sync_and_async_calls_go_through_the_same_proxy_with_the_same_user_agent(proxy_env):
+    with FakeOpenAI(api_keys=[API_KEY]) as fake:  # a new upstream: clients made under the env
+        _call_both_ways(fake)
+        arrived = [request.headers.get("User-Agent") for request in fake.requests]
+    target = f"{fake.url}/images/edits"
+    agent = f"image-edit-tracking/{tracking.__version__}"
+    assert proxy_env.seen == [(target, agent), (target, agent)]
+    assert arrived == [agent, agent]
+
+
+def test_sync_and_async_calls_honour_no_proxy_alike(proxy_env, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "example.com,127.0.0.1")
+    with FakeOpenAI(api_keys=[API_KEY]) as fake:
+        _call_both_ways(fake)
+        assert fake.hits == 2
+    assert proxy_env.seen == []
