@@ -224,3 +224,60 @@ def test_sync_and_async_calls_honour_no_proxy_alike(proxy_env, monkeypatch):
         _call_both_ways(fake)
         assert fake.hits == 2
     assert proxy_env.seen == []
+
+
+@pytest.fixture
+def silent_redis() -> Iterator[tuple[str, threading.Event]]:
+    """A "Redis" that accepts connections and never answers (as a paused server does): its URL,
+    and an event set once a client has connected."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    connected, over = threading.Event(), threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while not over.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+            connected.set()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", connected
+    over.set()
+    thread.join(5)
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+def test_a_redis_that_stops_answering_never_blocks_the_event_loop(silent_redis, upstream):
+    """The router's state waits for Redis without holding the event loop: while the call waits
+    for the silent server, other coroutines run (the loop observes the connection while Redis is
+    still considered up); once the configured timeout passes, the call routes on local state."""
+    from tests.router_support import deployment
+    from tracking.router import RedisState, Router
+
+    url, connected = silent_redis
+    state = RedisState(url, prefix="tracking:test:silent:", socket_timeout=1.0)
+    model_list = [deployment("images", upstream["api_base"], id="only")]
+
+    async def scenario() -> tuple[bool, bool]:
+        with Router(model_list, state=state) as router:
+            call = asyncio.create_task(
+                router.aimage_edit(image=PNG, prompt="p", model="images", max_retries=0)
+            )
+            while not connected.is_set():  # this coroutine runs while the call waits on Redis
+                await asyncio.sleep(0.005)
+            waiting_on_redis = not call.done() and not state.degraded
+            response = await call
+            return waiting_on_redis, response.images_returned == 1
+
+    waiting_on_redis, answered = asyncio.run(scenario())
+    assert waiting_on_redis
+    assert answered and state.degraded

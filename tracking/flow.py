@@ -43,7 +43,7 @@ from .pricing import price_call
 from .providers import PreparedRequest, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
-from .targets import Route, Routing, Target
+from .targets import Consult, Route, Routing, Steps, Target, run_steps
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
@@ -86,12 +86,12 @@ class Answer:
     body: bytes
 
 
-Effect = Send | Sleep | Emit
+Effect = Send | Sleep | Emit | Consult
 
 
 def edit_flow(
     call_type: CallType, params: dict[str, Any], route: Route | None = None
-) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+) -> Generator[Effect, Any, ImageResponse]:
     """One call from raw parameters to a priced response, yielding the effects it needs.
 
     With a ``route`` (a :class:`tracking.Router` call) the route chooses each attempt's
@@ -178,7 +178,11 @@ class DirectRoute:
         )
         self.attempts = 0
 
-    def next(self, failure: BaseException | None) -> Target:
+    def next(self, failure: BaseException | None) -> Steps[Target]:
+        yield from ()  # nothing to consult: a direct call has no shared state
+        return self._next(failure)
+
+    def _next(self, failure: BaseException | None) -> Target:
         if failure is not None:
             retryable = isinstance(failure, APIError) and failure.retryable
             if not retryable or self.attempts > self.max_retries:
@@ -195,8 +199,8 @@ class DirectRoute:
         error: BaseException | None,
         latency_ms: float | None,
         response: ImageResponse | None,
-    ) -> None:
-        pass
+    ) -> Steps[None]:
+        yield from ()
 
     def routing(self, model: str, model_group: str | None) -> Routing:
         return Routing(model, model_group)
@@ -213,7 +217,7 @@ def _attempts(
     start_time: datetime,
     progress: _Progress,
     parsed: list[tuple[ImageEditRequest, CallOptions]],
-) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+) -> Generator[Effect, Any, ImageResponse]:
     """Attempts as the route directs: a target with overrides (another deployment or a
     fallback model) is validated anew for its model (a fallback the request does not fit is
     refused here and the route skips it); a target without reuses the prepared request. Each
@@ -225,7 +229,7 @@ def _attempts(
     failure: BaseException | None = None
     prepared: PreparedRequest | None = None
     while True:
-        target = route.next(failure)
+        target = yield from route.next(failure)
         if target.overrides or prepared is None:
             try:
                 request, options = parse_call(**{**params, **target.overrides})
@@ -234,7 +238,7 @@ def _attempts(
                 prepared = provider.prepare(request, options)
             except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
                 prepared = None
-                route.done(target, exc, None, None)
+                yield from route.done(target, exc, None, None)
                 failure = exc
                 continue
             progress.api_base = prepared.host
@@ -256,12 +260,15 @@ def _attempts(
             latency_ms = progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
             response = _read_answer(outcome, prepared, provider.parse)
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
-            route.done(target, exc, latency_ms, None)
+            if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
+                run_steps(route.done(target, exc, latency_ms, None))
+                raise
+            yield from route.done(target, exc, latency_ms, None)
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
             failure = exc
             continue
-        route.done(target, None, latency_ms, response)
+        yield from route.done(target, None, latency_ms, response)
         return response
 
 
@@ -495,7 +502,7 @@ def _str(value: Any) -> str | None:
 
 def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     flow = edit_flow("image_edit", params, route)
-    result: Answer | BaseException | None = None
+    result: Any = None  # an Answer, a consulted value, or an exception as a value
     interrupted: BaseException | None = None
     while True:
         try:
@@ -509,6 +516,8 @@ def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageRespons
                 result = _send_sync(effect)
             elif isinstance(effect, Sleep):
                 time.sleep(effect.seconds)
+            elif isinstance(effect, Consult):
+                result = _consult_sync(effect)
             else:
                 bus.emit_sync(effect.event, effect.response, effect.exception)
         except BaseException as exc:  # an interrupted effect ends the flow through its own path
@@ -517,7 +526,7 @@ def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageRespons
 
 async def run_async(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     flow = edit_flow("aimage_edit", params, route)
-    result: Answer | BaseException | None = None
+    result: Any = None  # an Answer, a consulted value, or an exception as a value
     interrupted: BaseException | None = None
     while True:
         try:
@@ -531,10 +540,26 @@ async def run_async(params: dict[str, Any], route: Route | None = None) -> Image
                 result = await _send_async(effect)
             elif isinstance(effect, Sleep):
                 await asyncio.sleep(effect.seconds)
+            elif isinstance(effect, Consult):
+                result = await _consult_async(effect)
             else:
                 await bus.emit_async(effect.event, effect.response, effect.exception)
         except BaseException as exc:  # a cancelled effect (a backoff sleep) yields its event too
             interrupted = exc
+
+
+def _consult_sync(effect: Consult) -> Any:
+    try:
+        return effect.run()
+    except Exception as exc:  # handed to the route's state, which falls back to local state
+        return exc
+
+
+async def _consult_async(effect: Consult) -> Any:
+    try:
+        return await effect.arun()
+    except Exception as exc:  # handed to the route's state, which falls back to local state
+        return exc
 
 
 def _origin(url: str) -> str:
