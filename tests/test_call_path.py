@@ -281,3 +281,17 @@ def test_a_redis_that_stops_answering_never_blocks_the_event_loop(silent_redis, 
     waiting_on_redis, answered = asyncio.run(scenario())
     assert waiting_on_redis
     assert answered and state.degraded
+
+
+def test_the_parameters_are_defined_once_for_both_entry_points_and_the_parser():
+    import inspect
+
+    from tracking.request import PARAMETERS, image_edit_params, parse_call
+
+    for entry in (tracking.image_edit, tracking.aimage_edit):
+        assert (
+            inspect.signature(entry).parameters == inspect.signature(image_edit_params).parameters
+        )
+    assert len(PARAMETERS) == 24
+    with pytest.raises(TypeError, match="colour"):
+        parse_call(image=PNG, prompt="p", model="gpt-image-1", colour="red")

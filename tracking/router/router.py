@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
-from ..api import _image_edit_params
 from ..errors import ConfigurationError
 from ..flow import run_async, run_sync
+from ..request import image_edit_params
 from ..targets import Steps, run_steps
 from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
 from .route import CallRoute
@@ -87,8 +87,8 @@ class Router:
     ``redis_url`` shares the routing state between processes under ``redis_prefix``.
     """
 
-    image_edit = _routed_sync(_image_edit_params)
-    aimage_edit = _routed_async(_image_edit_params)
+    image_edit = _routed_sync(image_edit_params)
+    aimage_edit = _routed_async(image_edit_params)
 
     def __init__(
         self,
