@@ -15,6 +15,7 @@ import pytest
 import tracking
 from tests.conftest import API_KEY, make_png
 from tracking import bus
+from tracking.testing import EventRecorder
 
 
 @pytest.fixture(autouse=True)
@@ -414,28 +415,12 @@ def test_queued_callbacks_are_delivered_at_interpreter_exit(tmp_path):
 
 
 def test_an_integration_in_any_list_gets_both_outcomes_once(upstream):
-    class Recorder:
-        def __init__(self):
-            self.statuses = []
-
-        def on_start(self, call):
-            pass
-
-        def on_end(self, event):
-            self.statuses.append(event.status)
-
-        def flush(self, timeout=None):
-            return True
-
-        def shutdown(self, timeout=None):
-            pass
-
-    only_failure, everywhere = Recorder(), Recorder()
+    only_failure, everywhere = EventRecorder(), EventRecorder()
     tracking.failure_callback.extend([only_failure, everywhere])
     tracking.success_callback.append(everywhere)
     tracking.callbacks.append(everywhere)
     call(upstream)
     with pytest.raises(tracking.ValidationError):
         call(upstream, n=99)
-    assert only_failure.statuses == ["success", "failure"]
-    assert everywhere.statuses == ["success", "failure"]
+    assert [e.status for e in only_failure.events] == ["success", "failure"]
+    assert [e.status for e in everywhere.events] == ["success", "failure"]
