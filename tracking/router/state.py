@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -145,14 +145,28 @@ class _InProcessSteps:
         self.state.cool_down(deployment_id, seconds)
 
 
-def _minute() -> int:
-    return int(time.time() // 60)
+#: Where routing state reads the time: wall-clock seconds for the calendar-minute usage windows,
+#: monotonic seconds for cooldowns and failure windows. Tests inject their own.
+Clock = Callable[[], float]
+
+
+def _minute(clock: Clock) -> int:
+    return int(clock() // 60)
 
 
 class MemoryState:
     """Routing state in this process."""
 
-    def __init__(self, *, latency_window: int = 10, failure_window: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        latency_window: int = 10,
+        failure_window: float = 60.0,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self.monotonic = monotonic
         self.latency_window = latency_window
         self.failure_window = failure_window
         self._lock = threading.Lock()
@@ -163,8 +177,8 @@ class MemoryState:
         self._latency: dict[str, deque[float]] = {}
 
     def snapshot(self, ids: Sequence[str]) -> Snapshot:
-        now = time.monotonic()
-        minute = _minute()
+        now = self.monotonic()
+        minute = _minute(self.clock)
         with self._lock:
             cooling = {i: self._cooling[i] - now for i in ids if self._cooling.get(i, 0) > now}
             usage = {i: u for i in ids if (u := self._usage.get(i)) and u[0] == minute}
@@ -177,7 +191,7 @@ class MemoryState:
             )
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
-        minute = _minute()
+        minute = _minute(self.clock)
         with self._lock:
             used_minute, requests, tokens = self._usage.get(deployment_id, (minute, 0, 0))
             if used_minute != minute:
@@ -193,7 +207,7 @@ class MemoryState:
             self._in_flight[deployment_id] = max(0, self._in_flight.get(deployment_id, 0) - 1)
 
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
-        minute = _minute()
+        minute = _minute(self.clock)
         with self._lock:
             if latency_ms is not None:
                 window = self._latency.get(deployment_id)
@@ -207,7 +221,7 @@ class MemoryState:
                 self._usage[deployment_id] = (minute, requests, used + tokens)
 
     def record_failure(self, deployment_id: str) -> int:
-        now = time.monotonic()
+        now = self.monotonic()
         with self._lock:
             count, deadline = self._failures.get(deployment_id, (0, 0.0))
             if deadline <= now:
@@ -217,7 +231,7 @@ class MemoryState:
 
     def cool_down(self, deployment_id: str, seconds: float) -> None:
         with self._lock:
-            self._cooling[deployment_id] = time.monotonic() + seconds
+            self._cooling[deployment_id] = self.monotonic() + seconds
             self._failures.pop(deployment_id, None)
 
     def close(self) -> None:
@@ -240,6 +254,7 @@ class RedisState:
         socket_timeout: float = 0.25,
         retry_interval: float = 5.0,
         client: Any = None,
+        clock: Clock = time.time,
     ) -> None:
         self.outage = RedisOutage(
             log,
@@ -254,7 +269,10 @@ class RedisState:
         self.latency_window = latency_window
         self.failure_window = failure_window
         self.socket_timeout = socket_timeout
-        self.local = MemoryState(latency_window=latency_window, failure_window=failure_window)
+        self.clock = clock
+        self.local = MemoryState(
+            latency_window=latency_window, failure_window=failure_window, clock=clock
+        )
         self._client = client or redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
@@ -374,7 +392,7 @@ class _RedisSteps:
         return result
 
     def snapshot(self, ids: Sequence[str]) -> Steps[Snapshot]:
-        minute = _minute()
+        minute = _minute(self.state.clock)
         commands: list[Command] = []
         for i in ids:
             commands += [
@@ -403,7 +421,7 @@ class _RedisSteps:
         return Snapshot(cooling, in_flight, rpm, tpm, latency)
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
-        rpm_key = self._key("rpm", deployment_id, _minute())
+        rpm_key = self._key("rpm", deployment_id, _minute(self.state.clock))
         flying_key = self._key("inflight", deployment_id)
         replies = yield from self._replies(
             [
@@ -439,7 +457,7 @@ class _RedisSteps:
                 ("expire", (key, _LATENCY_TTL), {}),
             ]
         if tokens:
-            key = self._key("tpm", deployment_id, _minute())
+            key = self._key("tpm", deployment_id, _minute(self.state.clock))
             commands += [("incrby", (key, tokens), {}), ("expire", (key, _USAGE_TTL), {})]
         if not commands:
             return
