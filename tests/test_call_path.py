@@ -295,3 +295,30 @@ def test_the_parameters_are_defined_once_for_both_entry_points_and_the_parser():
     assert len(PARAMETERS) == 24
     with pytest.raises(TypeError, match="colour"):
         parse_call(image=PNG, prompt="p", model="gpt-image-1", colour="red")
+
+
+def test_no_module_imports_a_private_module_of_another_package():
+    """``integrations.sql._schema`` may be imported inside ``integrations.sql`` only: other
+    packages go through its public ``__init__``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    offending: list[str] = []
+    for top in ("tracking", "integrations", "dashboards"):
+        for path in (root / top).rglob("*.py"):
+            package = ".".join(path.relative_to(root).parent.parts)
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    if node.level:  # relative: resolve against this file's package
+                        base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                        module = ".".join([*base, node.module])
+                    else:
+                        module = node.module
+                    parts = module.split(".")
+                    private = [i for i, part in enumerate(parts) if part.startswith("_")]
+                    if private and module != "__future__":
+                        owner = ".".join(parts[: private[0]])
+                        if package != owner:
+                            offending.append(f"{path.relative_to(root)}: {module}")
+    assert offending == []

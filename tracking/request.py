@@ -294,7 +294,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         upstream_model=upstream_model,
         prompt=prompt,
         images=images,
-        mask=mask_file,
+        mask=None if "mask" in dropped else mask_file,
         n=n,
         size=size,
         quality=_str_or_none(sent["quality"]),

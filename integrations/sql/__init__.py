@@ -10,6 +10,7 @@ SQLAlchemy and Alembic are imported here, never by ``import tracking``.
 
 from __future__ import annotations
 
+from ._billing import BilledRow, query_billed
 from ._commands import migrate_command, spend_command
 from ._engine import DEFAULT_URL, create_ledger_engine, resolve_url
 from ._ledger import LedgerMode, ReplayHook, SqlLedger
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_URL",
     "VERSION_TABLE",
     "BatchDestination",
+    "BilledRow",
     "GroupBy",
     "LedgerMode",
     "LedgerWriter",
@@ -58,6 +60,7 @@ __all__ = [
     "metadata",
     "migrate_command",
     "migrations_path",
+    "query_billed",
     "query_spend",
     "resolve_url",
     "spend_command",
