@@ -61,7 +61,7 @@ def test_a_safety_identifier_that_is_not_text_is_refused_with_openais_code(upstr
         ({"n": 11}, "range", "integer_above_max_value"),
         ({"n": 0}, "range", "integer_below_min_value"),
         ({"quality": "ultra"}, "enum", "invalid_value"),
-        ({"response_format": "url"}, "unsupported", "unknown_parameter"),
+        ({"response_format": "url"}, "unsupported", "unsupported_parameter"),
         ({"prompt": "x" * 40_000}, "max_length", "string_above_max_length"),
     ],
 )

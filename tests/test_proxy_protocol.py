@@ -298,7 +298,7 @@ PIXELS = make_png(64, 32)
         ({"quality": "ultra"}, None, "quality", "invalid_value"),
         ({"size": "999x999"}, None, "size", "invalid_value"),
         ({"model": "dall-e-2", "size": "256x256", "background": "opaque"}, None, "background",
-         "unknown_parameter"),
+         "unsupported_parameter"),
         ({"prompt": "x" * 32_001}, None, "prompt", "string_above_max_length"),
         ({}, {"image": ("a.txt", b"not an image at all", "text/plain")}, "image",
          "invalid_image_format"),

@@ -7,7 +7,8 @@ turn it into the SDK's parameters, check the model, and hand the call to the dis
 router over the config's ``model_list``, on the SDK's own call path), then wait until the call's
 ledger row is committed. The answer is the upstream's JSON with ``x-tracking-request-id`` and
 ``x-tracking-response-cost``; every refusal is an OpenAI-shaped error, with the failed call's
-``x-tracking-request-id`` when it got as far as an event.
+``x-tracking-request-id`` when it got as far as an event. A ``stream=true`` call is answered
+as Server-Sent Events once its first event is in (:mod:`tracking.proxy.stream_relay`).
 
 Every answer carries ``x-request-id``: the id the proxy gives the HTTP request as it arrives,
 which an edit's call takes as its own (so it is the ledger row's key, and what the official
@@ -36,6 +37,7 @@ from typing import Any
 from ..call_control import CallControl, controlled, current_control
 from ..config import ProxyConfig, load_config
 from ..ids import new_request_id
+from ..streaming import AsyncImageEditStream
 from .accounts import Accounts
 from .auth import Authenticator, KeyCheck, Principal
 from .concurrency import ParallelLimit
@@ -47,6 +49,7 @@ from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher
 from .openapi import docs_page, openapi_document
 from .prices import register_config_prices
+from .stream_relay import relay_stream
 from .url_answers import base64_only_models, serve_stored, to_url_answer
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
@@ -299,6 +302,9 @@ class ProxyApp:
                 error.headers["x-request-id"] = request_id
             raise error from None
         watcher.cancel()
+        if isinstance(response, AsyncImageEditStream):  # stream=true: its first event is in
+            await relay_stream(response, reservation, receive, send)
+            return
         await reservation.settle(response.cost_usd)
         cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
         body = response.json_bytes()
