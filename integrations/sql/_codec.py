@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring, encode_basestring_ascii
@@ -36,6 +36,7 @@ __all__ = [
     "encode_row",
     "encode_values",
     "event_sqlite_params",
+    "line_of_sqlite_params",
     "line_request_id",
     "postgres_batch",
     "sqlite_insert_rows",
@@ -173,6 +174,24 @@ def line_request_id(line: str) -> str:
         return str(json.loads(line).get("request_id"))
     except (ValueError, AttributeError):
         return "(unreadable)"
+
+
+def line_of_sqlite_params(params: Sequence[Any]) -> str:
+    """The outbox line of a row given as :func:`sqlite_params` made it (to quarantine it)."""
+    row = dict(zip(COLUMNS, params, strict=True))
+    for name in _MONEY:
+        value = row[name]
+        if isinstance(value, float):
+            row[name] = Decimal(repr(value))
+    for name in _TIMES:
+        value = row[name]
+        if isinstance(value, str):
+            row[name] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    for name in _JSON:
+        value = row[name]
+        if isinstance(value, str):
+            row[name] = json.loads(value)
+    return encode_row(row)
 
 
 def _sqlite_time(value: datetime) -> str:

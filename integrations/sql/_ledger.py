@@ -85,6 +85,7 @@ class _OutboxDestination:
         inserter: SpendLogsInserter,
         replay_hooks: list[ReplayHook],
         ship_hooks: list[WriteHook],
+        quarantine_hooks: list[ReplayHook],
         *,
         max_batch: int,
         retry_max: float,
@@ -93,6 +94,7 @@ class _OutboxDestination:
         self.inserter = inserter
         self._replay_hooks = replay_hooks
         self._ship_hooks = ship_hooks
+        self._quarantine_hooks = quarantine_hooks
         self._max_batch = max_batch
         self._retry_max = retry_max
         self._lock = threading.Lock()
@@ -119,6 +121,7 @@ class _OutboxDestination:
                     retry_max=self._retry_max,
                     replay_hooks=self._replay_hooks,
                     ship_hooks=self._ship_hooks,
+                    quarantine_hooks=self._quarantine_hooks,
                 )
                 self._shipper, self._pid = shipper, os.getpid()
             return self._shipper
@@ -139,6 +142,9 @@ class _OutboxDestination:
         # file: keep the rows in memory and retry rather than drop them.
         return isinstance(exc, sqlite3.Error)
 
+    def quarantine_item(self, item: str, error: str) -> None:
+        self.shipper().outbox.keep_refused(item, error)
+
     def pending(self) -> int:
         return 0 if self._shipper is None else self._shipper.pending()
 
@@ -147,10 +153,12 @@ class _OutboxDestination:
         return shipper.wait_shipped(shipper.outbox.last_seq, timeout)
 
     def close(self, timeout: float | None) -> None:
+        """Ship for at most ``timeout`` seconds in all, then stop the shipper."""
         with self._lock:
             shipper = self._shipper if self._pid == os.getpid() else None
         if shipper is None:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
         if not delivered:
             log.warning(
@@ -158,7 +166,8 @@ class _OutboxDestination:
                 shipper.outbox.pending(),
                 shipper.outbox.path,
             )
-        shipper.close(timeout)
+        # What is left of the time, not the whole of it again (and a moment to stop in).
+        shipper.close(None if deadline is None else max(0.1, deadline - time.monotonic()))
 
 
 class SqlLedger:
@@ -195,6 +204,8 @@ class SqlLedger:
         self.mode: LedgerMode = "durable" if chosen == "durable" else "background"
         self.replay_hooks: list[ReplayHook] = [self._feed_replayed]
         self._ship_hooks: list[WriteHook] = [self._feed_shipped]
+        #: Called with a count of rows moved to ``ledger_quarantine`` (refused for good).
+        self.quarantine_hooks: list[ReplayHook] = [self._feed_quarantined]
         inserter = SpendLogsInserter(self.engine)
         self._outbox: _OutboxDestination | None = None
         if outbox_dir is not None or self.engine.dialect.name != "sqlite":
@@ -208,6 +219,7 @@ class SqlLedger:
                 inserter,
                 self.replay_hooks,
                 self._ship_hooks,
+                self.quarantine_hooks,
                 max_batch=max_batch,
                 retry_max=retry_max,
             )
@@ -224,6 +236,7 @@ class SqlLedger:
             linger=linger,
         )
         self.writer.write_hooks.append(self._feed_written)
+        self.writer.quarantine_hooks = self.quarantine_hooks
         self._prepare: Callable[[ImageEditEvent], Any] = (
             _outbox_line if self._outbox is not None else event_sqlite_params
         )
@@ -322,6 +335,20 @@ class SqlLedger:
         return self.writer.rejected_rows + shipped
 
     @property
+    def quarantined_rows(self) -> int:
+        """Rows this process moved to the target's ``ledger_quarantine`` table."""
+        shipped = 0 if self._outbox is None else self._outbox.shipper().quarantined_rows
+        return self.writer.quarantined_rows + shipped
+
+    def stuck_for(self) -> float:
+        """Seconds acknowledged rows have waited for a target that refuses them all (0: fine).
+
+        Only a ledger with an outbox can be stuck: an SQLite ledger's writer holds its
+        callers instead (``queue_depth``).
+        """
+        return 0.0 if self._outbox is None else self._outbox.shipper().stuck_for()
+
+    @property
     def replayed_rows(self) -> int:
         """Rows this process shipped late: after an outage, or from a dead process's outbox."""
         return 0 if self._outbox is None else self._outbox.shipper().replayed_rows
@@ -340,6 +367,12 @@ class SqlLedger:
     def _feed_shipped(self, seconds: float, rows: int) -> None:
         for sink in _metric_sinks():
             sink.set_ledger_outbox_rows(self.outbox_rows())
+
+    def _feed_quarantined(self, rows: int) -> None:
+        for sink in _metric_sinks():
+            record = getattr(sink, "record_ledger_quarantined", None)
+            if record is not None:
+                record(rows)
 
     def _feed_replayed(self, rows: int) -> None:
         for sink in _metric_sinks():

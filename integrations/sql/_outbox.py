@@ -136,6 +136,15 @@ class Outbox:
             self._db.execute("COMMIT")
             self._pending -= 1
 
+    def keep_refused(self, line: str, reason: str) -> None:
+        """Keep a row that never entered the outbox in the ``rejected`` table."""
+        now = datetime.now(UTC).isoformat()
+        with self._mutex:
+            self._db.execute(
+                "INSERT INTO rejected (line, reason, rejected_at) VALUES (?, ?, ?)",
+                (line, reason, now),
+            )
+
     def close(self) -> None:
         """Close and unlock; the files are removed when nothing is left in them. Idempotent."""
         with self._mutex:

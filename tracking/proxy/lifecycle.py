@@ -210,13 +210,27 @@ def _shut_down_integrations(deadline: float) -> None:
             log.exception("integration %r failed to shut down", integration)
 
 
-async def check_ledger(ledger: SqlLedger) -> str:
-    """``connected`` or ``unreachable`` (the reason is logged, never the URL)."""
+async def check_ledger(ledger: SqlLedger, stuck_after: float = 60.0) -> str:
+    """``connected``, ``unreachable`` or ``stuck`` (the reason is logged, never the URL).
+
+    ``stuck``: the database answers, but for ``stuck_after`` seconds every attempt to ship the
+    outbox's rows into it has failed (a table missing, a permission revoked): calls are still
+    recorded locally, yet nothing reaches the ledger anyone queries.
+    """
     try:
         await asyncio.wait_for(asyncio.to_thread(_ping, ledger.engine), timeout=5.0)
     except Exception as exc:
         log.warning("readiness: the ledger database is unreachable: %s", type(exc).__name__)
         return "unreachable"
+    stuck = ledger.stuck_for()
+    if stuck >= stuck_after:
+        log.warning(
+            "readiness: for %.0f s no ledger row reached the database; %d rows wait in %s",
+            stuck,
+            ledger.outbox_rows(),
+            ledger.outbox_path,
+        )
+        return "stuck"
     return "connected"
 
 
