@@ -125,9 +125,7 @@ class Budgets:
         self.counters = counters
         self.cache_seconds = cache_seconds
         self._users: dict[str, tuple[EndUserRecord | None, float]] = {}
-        self.allow_when_unavailable = (
-            config.general_settings.budget_store_unavailable == "allow"
-        )
+        self.allow_when_unavailable = config.general_settings.budget_store_unavailable == "allow"
         #: End users with a budget or a block, as last read (None: never read, or too many).
         self._with_rules: frozenset[str] | None = None
         self._with_rules_at = float("-inf")
