@@ -44,6 +44,7 @@ from .providers import PreparedRequest, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
 from .targets import Route, Routing, Target
+from .unknown_outcomes import estimate_unknown_outcomes, outcome_unknown
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
@@ -247,6 +248,7 @@ def _attempts(
             if headers:
                 prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
         latency_ms: float | None = None
+        outcome: Answer | BaseException | None = None
         try:
             if target.backoff:
                 yield Sleep(_backoff(progress.attempts, target.retry_after))
@@ -257,6 +259,8 @@ def _attempts(
             response = _read_answer(outcome, prepared, provider.parse)
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
             route.done(target, exc, latency_ms, None)
+            if outcome_unknown(outcome, exc):  # sent whole, answer lost: maybe billed
+                progress.unknown_outcomes += 1
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
             failure = exc
@@ -284,6 +288,7 @@ class _Progress:
     upstream_latency_ms: float | None = None
     upstream_request_id: str | None = None
     http_status: int | None = None
+    unknown_outcomes: int = 0  #: attempts sent whole whose answer never came back whole
 
 
 def _read_answer(
@@ -409,6 +414,8 @@ def _make_event(
         request.model if request else None,
     )
     cost = price_call(request, response)
+    if failure is not None and progress.unknown_outcomes:
+        cost = estimate_unknown_outcomes(request, progress.unknown_outcomes)
     return ImageEditEvent(
         request_id=request_id,
         call_type=call_type,

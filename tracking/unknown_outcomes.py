@@ -1,0 +1,63 @@
+"""Attempts the upstream may have billed although we never learnt how they ended.
+
+An attempt whose request went out whole but whose answer never came back whole (the read timed
+out, the connection dropped while we waited or read, a 2xx answer we cannot read) may well have
+been carried out, and billed, upstream. Recording such a call as a failure costing $0 would
+under-state spend, so the call path counts these attempts and, when the call ends in failure,
+its event carries an *estimate*: the most the attempt could be expected to cost
+(:func:`tracking.pricing.estimate.estimate_max_cost`, per attempt), with
+``cost_source="estimate"``. A model without a price stays unpriced (``cost_usd`` None), never $0.
+
+Attempts that cannot have been billed are not counted: a connection refused or timed out before
+it was made, a request body that could not be written whole, or any HTTP error answer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+
+from .errors import APIResponseError
+from .pricing import UNPRICED, Cost
+from .pricing.estimate import estimate_max_cost
+
+if TYPE_CHECKING:
+    from .request import ImageEditRequest
+
+__all__ = ["ESTIMATE_REF", "estimate_unknown_outcomes", "outcome_unknown"]
+
+#: ``price_ref`` of an estimated row (the price entry's own reference follows it).
+ESTIMATE_REF = "estimate:outcome-unknown"
+#: Transport failures that happen only once the request was written whole.
+_AFTER_SENDING = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+
+def outcome_unknown(outcome: object, error: BaseException) -> bool:
+    """True when an attempt that failed with ``error`` may have been billed.
+
+    ``outcome`` is what the transport gave back: the exception it raised, or the answer.
+    """
+    if isinstance(outcome, _AFTER_SENDING):
+        return True
+    status = getattr(outcome, "status", None)
+    return isinstance(error, APIResponseError) and isinstance(status, int) and status < 300
+
+
+def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -> Cost:
+    """The estimated cost of ``attempts`` attempts of ``request`` whose outcome is unknown."""
+    if request is None or attempts <= 0:
+        return UNPRICED
+    params = {
+        "n": request.n,
+        "size": request.size,
+        "quality": request.quality,
+        "prompt": request.prompt,
+        "image": list(request.images),
+    }
+    candidates = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
+    for model in dict.fromkeys(m for m in candidates if m):
+        each = estimate_max_cost(model, params)
+        if each is not None:
+            return Cost(each * attempts, None, "estimate", f"{ESTIMATE_REF}:{model}")
+    return UNPRICED
