@@ -102,7 +102,10 @@ def test_an_error_answer_is_still_not_billed(faulty, monkeypatch):
 
 def test_an_unpriced_model_with_an_unknown_outcome_stays_unpriced_never_zero(monkeypatch):
     recorder = record_events(monkeypatch)
-    with FakeOpenAI(api_keys=[API_KEY], extra_models=["image-model-without-a-price"]) as fake:
-        with pytest.raises(tracking.APIConnectionError):
-            _call(fake, "drop", use_async=False, max_retries=0, model="image-model-without-a-price")
+    unpriced = "image-model-without-a-price"
+    with (
+        FakeOpenAI(api_keys=[API_KEY], extra_models=[unpriced]) as fake,
+        pytest.raises(tracking.APIConnectionError),
+    ):
+        _call(fake, "drop", use_async=False, max_retries=0, model=unpriced)
     assert recorder.last.cost_usd is None and recorder.last.cost_source == "unpriced"
