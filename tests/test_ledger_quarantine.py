@@ -239,3 +239,17 @@ def test_proxy_readiness_reports_a_stuck_shipper(tmp_path: Path, monkeypatch, po
                     time.sleep(0.3)
             finally:
                 engine.dispose()
+
+
+def test_the_queue_depth_a_commit_reports_counts_that_commit_as_done(ledger_url):  # noqa: F811
+    """The Prometheus gauge is set from a write hook: after the last commit it must read 0."""
+    ledger = open_ledger(ledger_url, mode="durable")
+    seen: list[int] = []
+    ledger.write_hooks.append(lambda seconds, rows: seen.append(ledger.queue_depth()))
+    try:
+        for _ in range(3):
+            ledger.on_end(make_event())
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+    assert seen and seen[-1] == 0

@@ -56,9 +56,16 @@ _KINDS = tuple(
 
 # The statements are built from our own column names, never from data.
 _column_list = ", ".join(f'"{c}"' for c in COLUMNS)
+#: A row already there is kept (a replay is a no-op), unless it is the ``incomplete`` row a
+#: dead process's intent left (integrations.sql._intents): the call's own row then replaces it.
+ON_CONFLICT = (
+    "ON CONFLICT (request_id) DO UPDATE SET "
+    + ", ".join(f'"{c}" = excluded."{c}"' for c in COLUMNS if c != "request_id")
+    + " WHERE spend_logs.status = 'incomplete'"
+)
 SQLITE_INSERT = (
     f"INSERT INTO spend_logs ({_column_list}) VALUES ({', '.join('?' for _ in COLUMNS)}) "  # noqa: S608
-    "ON CONFLICT (request_id) DO NOTHING"
+    + ON_CONFLICT
 )
 
 
@@ -68,15 +75,14 @@ def sqlite_insert_rows(rows: int) -> str:
     one = f"({', '.join('?' for _ in COLUMNS)})"
     return (
         f"INSERT INTO spend_logs ({_column_list}) VALUES {', '.join([one] * rows)} "  # noqa: S608
-        "ON CONFLICT (request_id) DO NOTHING"
+        + ON_CONFLICT
     )
 
 
 #: One statement per batch: ``%s`` is a JSON array of encoded rows.
 POSTGRES_INSERT = (
     f"INSERT INTO spend_logs ({_column_list}) SELECT {_column_list} "  # noqa: S608
-    "FROM jsonb_populate_recordset(NULL::spend_logs, %s::jsonb) "
-    "ON CONFLICT (request_id) DO NOTHING"
+    "FROM jsonb_populate_recordset(NULL::spend_logs, %s::jsonb) " + ON_CONFLICT
 )
 
 

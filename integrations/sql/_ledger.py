@@ -40,11 +40,12 @@ from tracking.errors import ConfigurationError
 
 from ._codec import encode_row, encode_values, event_sqlite_params, line_request_id
 from ._engine import create_ledger_engine, redact
+from ._intents import IntentJournal
 from ._migrate import check_schema
 from ._outbox import default_outbox_dir, open_own_outbox
 from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import event_to_row, event_values
-from ._shipper import OutboxShipper
+from ._shipper import OutboxShipper, ShipperOwner
 from ._target import SpendLogsInserter
 from ._writer import DirectDestination, LedgerWriter, WriteHook
 
@@ -72,7 +73,7 @@ _SHIP_AT_SHUTDOWN = 5.0
 _MODE_ENV = "TRACKING_LEDGER_MODE"
 
 
-class _OutboxDestination:
+class _OutboxDestination(ShipperOwner):
     """The writer's destination in front of a remote target: this process's outbox.
 
     Opened (and its shipper started, draining orphans) at once, and again in a forked child,
@@ -145,29 +146,12 @@ class _OutboxDestination:
     def quarantine_item(self, item: str, error: str) -> None:
         self.shipper().outbox.keep_refused(item, error)
 
-    def pending(self) -> int:
-        return 0 if self._shipper is None else self._shipper.pending()
-
-    def wait_shipped(self, timeout: float | None) -> bool:
-        shipper = self.shipper()
-        return shipper.wait_shipped(shipper.outbox.last_seq, timeout)
-
     def close(self, timeout: float | None) -> None:
         """Ship for at most ``timeout`` seconds in all, then stop the shipper."""
         with self._lock:
             shipper = self._shipper if self._pid == os.getpid() else None
-        if shipper is None:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
-        if not delivered:
-            log.warning(
-                "ledger: %d acknowledged rows wait in %s for the target; the next start ships them",
-                shipper.outbox.pending(),
-                shipper.outbox.path,
-            )
-        # What is left of the time, not the whole of it again (and a moment to stop in).
-        shipper.close(None if deadline is None else max(0.1, deadline - time.monotonic()))
+        if shipper is not None:
+            self.ship_then_close(shipper, timeout)
 
 
 class SqlLedger:
@@ -185,12 +169,15 @@ class SqlLedger:
         max_queue: int = 100_000,
         retry_max: float = 2.0,
         linger: float | None = None,
+        intents: bool = False,
     ) -> None:
         chosen = mode or os.environ.get(_MODE_ENV) or "background"
         if chosen not in ("background", "durable"):
             raise ConfigurationError(
                 f"ledger mode must be 'background' or 'durable', not {chosen!r}"
             )
+        if intents and chosen != "durable":
+            raise ConfigurationError("ledger intents need mode='durable'")
         if engine is not None and url is not None:
             raise ConfigurationError("give the ledger a url or an engine, not both")
         self._owns_engine = engine is None
@@ -221,6 +208,17 @@ class SqlLedger:
                 self._ship_hooks,
                 self.quarantine_hooks,
                 max_batch=max_batch,
+                retry_max=retry_max,
+            )
+        self._intents: IntentJournal | None = None
+        if intents:
+            self._intents = IntentJournal(
+                Path(outbox_dir)
+                if outbox_dir is not None
+                else default_outbox_dir(redact(self.engine.url)),
+                inserter,
+                replay_hooks=self.replay_hooks,
+                quarantine_hooks=self.quarantine_hooks,
                 retry_max=retry_max,
             )
         if linger is None:  # nobody waits in background mode: gather rows into fewer commits
@@ -257,18 +255,24 @@ class SqlLedger:
     # -- the integration protocol -------------------------------------------------------------
 
     def on_start(self, call: CallStart) -> None:
-        """Nothing to do before the exchange: the row is written when the call ends."""
+        """With intents, commit the call's intent before it is sent (see ``_intents``)."""
+        if self._intents is not None:
+            self._intents.record(call)
 
     def on_end(self, event: ImageEditEvent) -> None:
         seq = self._submit(event)
         if self.mode == "durable":
             self.writer.wait(seq)
+            if self._intents is not None:
+                self._intents.complete(event.request_id)
 
     async def aon_end(self, event: ImageEditEvent) -> None:
         """``on_end`` for async calls: a durable call awaits its acknowledgement, loop free."""
         seq = self._submit(event)
         if self.mode == "durable":
             await self.writer.wait_async(seq)
+            if self._intents is not None:
+                self._intents.complete(event.request_id)
 
     def _submit(self, event: ImageEditEvent) -> int:
         # The hot path: the event goes straight to the writer's form, with no row dict between.
@@ -285,10 +289,13 @@ class SqlLedger:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.writer.flush(timeout):
             return False
-        if self._outbox is None:
-            return True
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return self._outbox.wait_shipped(remaining)
+        for shipping in (self._outbox, self._intents):
+            if shipping is None:
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not shipping.wait_shipped(remaining):
+                return False
+        return True
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Acknowledge what is queued (within ``timeout``), ship for at most 5 s, then close.
@@ -307,6 +314,11 @@ class SqlLedger:
             if deadline is not None:
                 remaining = min(remaining, max(0.0, deadline - time.monotonic()))
             self._outbox.close(remaining)
+        if self._intents is not None:
+            remaining = _SHIP_AT_SHUTDOWN
+            if deadline is not None:
+                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
+            self._intents.close(remaining)
         if self._owns_engine:
             self.engine.dispose()
 
@@ -320,8 +332,10 @@ class SqlLedger:
         return self.writer.queue_depth()
 
     def outbox_rows(self) -> int:
-        """Rows acknowledged in the local outbox and not yet in the target (0 without one)."""
-        return 0 if self._outbox is None else self._outbox.pending()
+        """Rows acknowledged in the local outbox and not yet in the target (0 without one),
+        with the rows that dead processes' intents left."""
+        rows = 0 if self._outbox is None else self._outbox.pending()
+        return rows + (0 if self._intents is None else self._intents.pending())
 
     @property
     def outbox_path(self) -> Path | None:
@@ -337,8 +351,8 @@ class SqlLedger:
     @property
     def quarantined_rows(self) -> int:
         """Rows this process moved to the target's ``ledger_quarantine`` table."""
-        shipped = 0 if self._outbox is None else self._outbox.shipper().quarantined_rows
-        return self.writer.quarantined_rows + shipped
+        shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
+        return self.writer.quarantined_rows + sum(s.quarantined_rows for s in shippers)
 
     def stuck_for(self) -> float:
         """Seconds acknowledged rows have waited for a target that refuses them all (0: fine).
@@ -346,7 +360,8 @@ class SqlLedger:
         Only a ledger with an outbox can be stuck: an SQLite ledger's writer holds its
         callers instead (``queue_depth``).
         """
-        return 0.0 if self._outbox is None else self._outbox.shipper().stuck_for()
+        shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
+        return max((shipper.stuck_for() for shipper in shippers), default=0.0)
 
     @property
     def replayed_rows(self) -> int:

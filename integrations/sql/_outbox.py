@@ -10,7 +10,14 @@ sharing the directory) simply get ``outbox-<pid>-1.db`` and so on.
 Rows are kept as JSON lines (:mod:`integrations.sql._codec`) under an increasing ``seq``. The
 file runs with ``synchronous=FULL``: a committed batch survives a crash of the process and of
 the machine, which is what makes it an acknowledgement. Rows the target refuses for good are
-moved to the ``rejected`` table of the same file, kept for inspection rather than lost.
+quarantined in the target (see :mod:`integrations.sql._shipper`); only those its quarantine
+refuses too stay behind, in the ``rejected`` table of the same file.
+
+An outbox can also be an intent journal (:mod:`integrations.sql._intents`): its ``intents``
+table holds the calls in flight. Intents found in a file that this process has just locked
+belong to a process that died: opening the file turns them into ordinary rows waiting to ship
+(rows marked ``incomplete``), so a dead process's calls in flight reach the ledger like its
+acknowledged rows do.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, line TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rejected "
     "(seq INTEGER PRIMARY KEY, line TEXT NOT NULL, reason TEXT NOT NULL, rejected_at TEXT)",
+    # Calls about to be sent (integrations.sql._intents): each line is the call's row as it
+    # stands should the process die before the call's own row is written.
+    "CREATE TABLE IF NOT EXISTS intents (request_id TEXT PRIMARY KEY, line TEXT NOT NULL)",
 )
 
 
@@ -65,17 +75,20 @@ def _try_lock(path: Path) -> int | None:
 class Outbox:
     """One outbox file, locked by this process; see the module docstring."""
 
-    def __init__(self, path: Path, lock_fd: int) -> None:
+    def __init__(self, path: Path, lock_fd: int, *, synchronous: str = "FULL") -> None:
         self.path = path
         self._lock_fd = lock_fd
         self._owner_pid = os.getpid()
         self._mutex = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # FULL: a commit survives the machine's crash. NORMAL (intent journals): it survives
+        # the process's death, without an fsync per commit.
+        self._db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
         self._db.execute("PRAGMA busy_timeout=10000")
         for statement in _SCHEMA:
             self._db.execute(statement)
+        self.settled_intents = self._settle_intents()
         count, last = self._db.execute("SELECT count(*), max(seq) FROM outbox").fetchone()
         self._pending: int = count
         self.last_seq: int = last or 0  #: the newest row appended (or found at open)
@@ -88,6 +101,53 @@ class Outbox:
     def pending(self) -> int:
         """Rows acknowledged here and not yet in the target."""
         return self._pending
+
+    def _settle_intents(self) -> int:
+        """Turn a dead process's intents into rows to ship (see the module docstring)."""
+        (count,) = self._db.execute("SELECT count(*) FROM intents").fetchone()
+        if count:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO outbox (line) SELECT line FROM intents ORDER BY request_id"
+                )
+                self._db.execute("DELETE FROM intents")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            log.warning(
+                "ledger: %d calls were in flight when their process died; recorded as incomplete",
+                count,
+            )
+        return int(count)
+
+    def record_intent(self, request_id: str, line: str, completed: Sequence[str] = ()) -> None:
+        """Commit one call's intent, and forget those of ``completed`` calls, in one go."""
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO intents (request_id, line) VALUES (?, ?)",
+                    (request_id, line),
+                )
+                if completed:
+                    self._forget(completed)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def forget_intents(self, completed: Sequence[str]) -> None:
+        """Forget the intents of calls whose own rows are written."""
+        if completed:
+            with self._mutex:
+                self._forget(completed)
+
+    def _forget(self, completed: Sequence[str]) -> None:
+        self._db.executemany(
+            "DELETE FROM intents WHERE request_id = ?", [(rid,) for rid in completed]
+        )
 
     def append(self, lines: Sequence[str]) -> int:
         """Commit rows in one transaction; returns the seq of the last one."""
@@ -153,8 +213,10 @@ class Outbox:
             self.closed = True
             if os.getpid() != self._owner_pid:
                 return  # a forked child: the parent still owns this file, its lock and its rows
-            (rejected,) = self._db.execute("SELECT count(*) FROM rejected").fetchone()
-            empty = self._pending == 0 and rejected == 0
+            (kept,) = self._db.execute(
+                "SELECT (SELECT count(*) FROM rejected) + (SELECT count(*) FROM intents)"
+            ).fetchone()
+            empty = self._pending == 0 and kept == 0
             self._db.close()
             lock_path = self.path.with_suffix(".lock")
             if empty:
@@ -165,7 +227,7 @@ class Outbox:
             os.close(self._lock_fd)
 
 
-def open_own_outbox(directory: Path) -> Outbox:
+def open_own_outbox(directory: Path, *, synchronous: str = "FULL") -> Outbox:
     """This process's outbox in ``directory`` (created), locked for as long as it is open."""
     directory.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
@@ -173,7 +235,7 @@ def open_own_outbox(directory: Path) -> Outbox:
         name = f"outbox-{pid}" if n == 0 else f"outbox-{pid}-{n}"
         fd = _try_lock(directory / f"{name}.lock")
         if fd is not None:
-            return Outbox(directory / f"{name}.db", fd)
+            return Outbox(directory / f"{name}.db", fd, synchronous=synchronous)
     raise RuntimeError(f"no free outbox name in {directory}")
 
 

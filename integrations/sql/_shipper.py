@@ -31,7 +31,7 @@ from ._codec import line_request_id
 from ._outbox import Outbox, claim_orphans
 from ._target import SpendLogsInserter, announce_quarantined, error_text
 
-__all__ = ["OutboxShipper"]
+__all__ = ["OutboxShipper", "ShipperOwner"]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -260,3 +260,34 @@ class OutboxShipper:
                     replay_hook(replayed)
                 except Exception:
                     log.exception("ledger replay hook %r failed", replay_hook)
+
+
+class ShipperOwner:
+    """What owns one process's shipper (made anew in a forked child): the parts in common."""
+
+    _shipper: OutboxShipper | None = None
+
+    def shipper(self) -> OutboxShipper:
+        raise NotImplementedError
+
+    def pending(self) -> int:
+        return 0 if self._shipper is None else self._shipper.pending()
+
+    def wait_shipped(self, timeout: float | None) -> bool:
+        shipper = self.shipper()
+        return shipper.wait_shipped(shipper.outbox.last_seq, timeout)
+
+    @staticmethod
+    def ship_then_close(shipper: OutboxShipper, timeout: float | None) -> bool:
+        """Ship for at most ``timeout`` seconds in all, then stop; True if all was shipped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
+        if not delivered:
+            log.warning(
+                "ledger: %d rows wait in %s for the target; the next start ships them",
+                shipper.outbox.pending(),
+                shipper.outbox.path,
+            )
+        # What is left of the time, not the whole of it again (and a moment to stop in).
+        shipper.close(None if deadline is None else max(0.1, deadline - time.monotonic()))
+        return delivered
