@@ -1,23 +1,31 @@
 """Intents: a call is written down before it is sent, so a crash leaves a row, never nothing.
 
 With ``SqlLedger(intents=True)`` (the proxy's durable ledger), the ledger's ``on_start`` hook,
-which the call path runs before the first request goes upstream, commits the call's *intent*
-to a journal: the row the call would leave if the process died before its own row is written,
-marked ``status="incomplete"``, ``error_type="incomplete"``, with the most the call could be
-expected to cost (``cost_source="estimate"``, see :mod:`tracking.unknown_outcomes`). Once the
-call's own row is acknowledged the intent is forgotten (batched with the next intent's commit).
+which the call path runs before the first request goes upstream, writes the call's *intent*: the
+row the call would leave if the process died before its own row is written, marked
+``status="incomplete"``, ``error_type="incomplete"``, with the most the call could be expected to
+cost (``cost_source="estimate"``, see :mod:`tracking.unknown_outcomes`). Once the call's own row
+is acknowledged, the intent is marked done (with the next intent's write).
 
-The journal is an outbox file of the process's own (:mod:`integrations.sql._outbox`), locked
-while the process lives and committed with ``synchronous=NORMAL``: a commit is a write into the
-file's WAL, no fsync, and survives the process's death (kill -9), not a power cut. Its
-:class:`~integrations.sql._shipper.OutboxShipper` drains the journals of dead processes: opening
-one turns its intents into rows that ship into the target like any other. The target's insert
-lets a call's own row replace an ``incomplete`` one with the same request id, and never the
-other way round, so the order in which a dead process's rows and intents arrive does not matter.
+The intents go to an append-only file of the process's own, ``intents-<pid>.log`` beside the
+outboxes, locked (``flock``) for as long as the process lives: one ``write`` per call, ``+`` and
+the row's outbox line for an intent, ``-`` and the request id for one done. A write is in the
+kernel's hands at once, so it survives the process's death (kill -9), though not a power cut,
+and costs no fsync. The file is rewritten with only the open intents once it grows past
+:data:`ROTATE_BYTES`, and removed at a clean stop.
+
+A log whose lock can be taken belongs to a dead process. When a ledger with intents starts, it
+claims those: their open intents become rows in its journal outbox (an outbox file of its own,
+:mod:`integrations.sql._outbox`) and its :class:`~integrations.sql._shipper.OutboxShipper` ships
+them into the target like any other row. The target's insert lets a call's own row replace an
+``incomplete`` one with the same request id, and never the other way round, so the order in
+which a dead process's rows and intents arrive does not matter.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -26,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from tracking.unknown_outcomes import estimate_unknown_outcomes
 
-from ._codec import encode_row
-from ._outbox import open_own_outbox
+from ._codec import encode_row, line_request_id
+from ._outbox import Outbox, lock_own_file, open_own_outbox, try_lock
 from ._schema import plain_json
 from ._shipper import OutboxShipper, ShipperOwner
 from ._target import SpendLogsInserter
@@ -35,12 +43,22 @@ from ._target import SpendLogsInserter
 if TYPE_CHECKING:
     from tracking.integration import CallStart
 
-__all__ = ["INCOMPLETE", "IntentJournal", "intent_row"]
+__all__ = [
+    "INCOMPLETE",
+    "ROTATE_BYTES",
+    "IntentJournal",
+    "IntentLog",
+    "intent_row",
+    "open_intents",
+    "recover_dead_logs",
+]
+
+log = logging.getLogger("tracking.ledger")
 
 #: ``status`` and ``error_type`` of a row left by a call whose process died in the middle of it.
 INCOMPLETE = "incomplete"
-#: Completed calls whose intents are forgotten in one statement at most (then at once).
-_FORGET_BATCH = 512
+#: Bytes an intents file may grow to before it is rewritten with only the open intents.
+ROTATE_BYTES = 8 * 1024 * 1024
 
 
 def _str(value: Any) -> str | None:
@@ -94,8 +112,119 @@ def intent_row(call: CallStart) -> dict[str, Any]:
     }
 
 
+class IntentLog:
+    """This process's intents file; see the module docstring."""
+
+    def __init__(self, directory: Path) -> None:
+        base, self._lock_fd = lock_own_file(directory, "intents")
+        self.path = base.with_name(f"{base.name}.log")
+        self._lock = threading.Lock()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._open: dict[str, str] = {}  # request id -> line, for a rewrite
+        self._done: list[str] = []
+        self._size = 0
+        self.closed = False
+
+    def record(self, request_id: str, line: str) -> None:
+        """Write one intent (and the calls done since the last write)."""
+        with self._lock:
+            if self.closed:
+                return
+            done = "".join(f"-{rid}\n" for rid in self._done)
+            self._done.clear()
+            data = f"{done}+{line}\n".encode()
+            _write_all(self._fd, data)
+            self._open[request_id] = line
+            self._size += len(data)
+            if self._size > ROTATE_BYTES:
+                self._rewrite()
+
+    def complete(self, request_id: str) -> None:
+        """The call's own row is acknowledged: its intent is done."""
+        with self._lock:
+            if self._open.pop(request_id, None) is not None:
+                self._done.append(request_id)
+
+    def _rewrite(self) -> None:
+        # Replaced in one rename: a crash leaves the old file or the new one, both complete.
+        fresh = self.path.with_name(f"{self.path.name}.new")
+        data = "".join(f"+{line}\n" for line in self._open.values()).encode()
+        fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        _write_all(fd, data)
+        os.replace(fresh, self.path)
+        os.close(self._fd)
+        self._fd, self._size, self._done = fd, len(data), []
+
+    def close(self) -> None:
+        """Stop; the file goes when no intent is open (else the next start recovers them)."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._open:
+                _write_all(self._fd, "".join(f"-{rid}\n" for rid in self._done).encode())
+            os.close(self._fd)
+            if not self._open:
+                self.path.unlink(missing_ok=True)
+                self.path.with_name(self.path.name.removesuffix(".log") + ".lock").unlink(
+                    missing_ok=True
+                )
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def open_intents(text: str) -> list[str]:
+    """The lines of the intents a log's text leaves open (a torn last line is skipped)."""
+    open_: dict[str, str] = {}
+    for entry in text.splitlines():
+        if entry.startswith("+"):
+            line = entry[1:]
+            request_id = line_request_id(line)
+            if request_id != "(unreadable)":
+                open_[request_id] = line
+        elif entry.startswith("-"):
+            open_.pop(entry[1:], None)
+    return list(open_.values())
+
+
+def recover_dead_logs(directory: Path, into: Outbox) -> int:
+    """Move the open intents of dead processes' logs into ``into``; returns how many."""
+    recovered = 0
+    for path in sorted(directory.glob("intents-*.log")):
+        lock_path = path.with_name(path.name.removesuffix(".log") + ".lock")
+        fd = try_lock(lock_path)
+        if fd is None:
+            continue  # its process is alive
+        try:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                text = ""  # removed by its owner at a clean stop while we looked
+            lines = open_intents(text)
+            if lines:
+                into.append(lines)
+                recovered += len(lines)
+                log.warning(
+                    "ledger: %d calls were in flight when process %s died; recorded as incomplete",
+                    len(lines),
+                    path.stem.removeprefix("intents-"),
+                )
+            path.unlink(missing_ok=True)
+            lock_path.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    return recovered
+
+
 class IntentJournal(ShipperOwner):
-    """This process's intents, and the shipper draining dead processes' journals."""
+    """This process's intents, and the shipper of what dead processes' intents left."""
 
     def __init__(
         self,
@@ -111,49 +240,44 @@ class IntentJournal(ShipperOwner):
         self._replay_hooks = replay_hooks
         self._quarantine_hooks = quarantine_hooks
         self._retry_max = retry_max
-        self._lock = threading.Lock()
-        self._completed: list[str] = []
         self._pid = 0
         self._shipper: OutboxShipper | None = None
+        self._log: IntentLog | None = None
         self.shipper()
 
     def shipper(self) -> OutboxShipper:
         """The journal's shipper (a forked child opens a journal of its own)."""
         if self._shipper is None or self._pid != os.getpid():
-            self._lock = threading.Lock()
-            self._completed = []
+            outbox = open_own_outbox(self.directory, synchronous="NORMAL")
+            recover_dead_logs(self.directory, outbox)  # before the shipper first looks
             self._shipper = OutboxShipper(
-                open_own_outbox(self.directory, synchronous="NORMAL"),
+                outbox,
                 self._inserter,
                 retry_max=self._retry_max,
                 replay_hooks=self._replay_hooks,
                 quarantine_hooks=self._quarantine_hooks,
             )
+            self._log = IntentLog(self.directory)
             self._pid = os.getpid()
         return self._shipper
 
     def record(self, call: CallStart) -> None:
-        """Commit the call's intent (before it is sent)."""
+        """Write the call's intent (before it is sent)."""
         line = encode_row(intent_row(call))
-        journal = self.shipper().outbox
-        with self._lock:
-            completed, self._completed = self._completed, []
-            journal.record_intent(call.request_id, line, completed)
+        if self._pid != os.getpid():
+            self.shipper()
+        assert self._log is not None
+        self._log.record(call.request_id, line)
 
     def complete(self, request_id: str) -> None:
-        """The call's own row is acknowledged: its intent may go (with the next commit)."""
-        with self._lock:
-            self._completed.append(request_id)
-            if len(self._completed) < _FORGET_BATCH:
-                return
-            completed, self._completed = self._completed, []
-        self.shipper().outbox.forget_intents(completed)
+        """The call's own row is acknowledged: its intent is done."""
+        if self._log is not None and self._pid == os.getpid():
+            self._log.complete(request_id)
 
     def close(self, timeout: float | None) -> None:
-        """Forget the completed intents, ship what came from dead journals, stop."""
+        """Close the log, ship what came from dead processes' logs, stop."""
         if self._shipper is None or self._pid != os.getpid():
             return
-        with self._lock:
-            completed, self._completed = self._completed, []
-        self._shipper.outbox.forget_intents(completed)
+        if self._log is not None:
+            self._log.close()
         self.ship_then_close(self._shipper, timeout)

@@ -10,14 +10,7 @@ sharing the directory) simply get ``outbox-<pid>-1.db`` and so on.
 Rows are kept as JSON lines (:mod:`integrations.sql._codec`) under an increasing ``seq``. The
 file runs with ``synchronous=FULL``: a committed batch survives a crash of the process and of
 the machine, which is what makes it an acknowledgement. Rows the target refuses for good are
-quarantined in the target (see :mod:`integrations.sql._shipper`); only those its quarantine
-refuses too stay behind, in the ``rejected`` table of the same file.
-
-An outbox can also be an intent journal (:mod:`integrations.sql._intents`): its ``intents``
-table holds the calls in flight. Intents found in a file that this process has just locked
-belong to a process that died: opening the file turns them into ordinary rows waiting to ship
-(rows marked ``incomplete``), so a dead process's calls in flight reach the ledger like its
-acknowledged rows do.
+moved to the ``rejected`` table of the same file, kept for inspection rather than lost.
 """
 
 from __future__ import annotations
@@ -32,7 +25,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Outbox", "claim_orphans", "default_outbox_dir", "open_own_outbox"]
+__all__ = [
+    "Outbox",
+    "claim_orphans",
+    "default_outbox_dir",
+    "lock_own_file",
+    "open_own_outbox",
+    "try_lock",
+]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -41,9 +41,6 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, line TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rejected "
     "(seq INTEGER PRIMARY KEY, line TEXT NOT NULL, reason TEXT NOT NULL, rejected_at TEXT)",
-    # Calls about to be sent (integrations.sql._intents): each line is the call's row as it
-    # stands should the process die before the call's own row is written.
-    "CREATE TABLE IF NOT EXISTS intents (request_id TEXT PRIMARY KEY, line TEXT NOT NULL)",
 )
 
 
@@ -62,7 +59,7 @@ def default_outbox_dir(target: str) -> Path:
     return root / hashlib.sha256(target.encode()).hexdigest()[:16]
 
 
-def _try_lock(path: Path) -> int | None:
+def try_lock(path: Path) -> int | None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -82,13 +79,12 @@ class Outbox:
         self._mutex = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit survives the machine's crash. NORMAL (intent journals): it survives
-        # the process's death, without an fsync per commit.
+        # FULL: a commit survives the machine's crash. NORMAL (the rows an intent journal
+        # recovered): it survives the process's death, without an fsync per commit.
         self._db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
         self._db.execute("PRAGMA busy_timeout=10000")
         for statement in _SCHEMA:
             self._db.execute(statement)
-        self.settled_intents = self._settle_intents()
         count, last = self._db.execute("SELECT count(*), max(seq) FROM outbox").fetchone()
         self._pending: int = count
         self.last_seq: int = last or 0  #: the newest row appended (or found at open)
@@ -101,53 +97,6 @@ class Outbox:
     def pending(self) -> int:
         """Rows acknowledged here and not yet in the target."""
         return self._pending
-
-    def _settle_intents(self) -> int:
-        """Turn a dead process's intents into rows to ship (see the module docstring)."""
-        (count,) = self._db.execute("SELECT count(*) FROM intents").fetchone()
-        if count:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO outbox (line) SELECT line FROM intents ORDER BY request_id"
-                )
-                self._db.execute("DELETE FROM intents")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            log.warning(
-                "ledger: %d calls were in flight when their process died; recorded as incomplete",
-                count,
-            )
-        return int(count)
-
-    def record_intent(self, request_id: str, line: str, completed: Sequence[str] = ()) -> None:
-        """Commit one call's intent, and forget those of ``completed`` calls, in one go."""
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO intents (request_id, line) VALUES (?, ?)",
-                    (request_id, line),
-                )
-                if completed:
-                    self._forget(completed)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-
-    def forget_intents(self, completed: Sequence[str]) -> None:
-        """Forget the intents of calls whose own rows are written."""
-        if completed:
-            with self._mutex:
-                self._forget(completed)
-
-    def _forget(self, completed: Sequence[str]) -> None:
-        self._db.executemany(
-            "DELETE FROM intents WHERE request_id = ?", [(rid,) for rid in completed]
-        )
 
     def append(self, lines: Sequence[str]) -> int:
         """Commit rows in one transaction; returns the seq of the last one."""
@@ -213,10 +162,8 @@ class Outbox:
             self.closed = True
             if os.getpid() != self._owner_pid:
                 return  # a forked child: the parent still owns this file, its lock and its rows
-            (kept,) = self._db.execute(
-                "SELECT (SELECT count(*) FROM rejected) + (SELECT count(*) FROM intents)"
-            ).fetchone()
-            empty = self._pending == 0 and kept == 0
+            (rejected,) = self._db.execute("SELECT count(*) FROM rejected").fetchone()
+            empty = self._pending == 0 and rejected == 0
             self._db.close()
             lock_path = self.path.with_suffix(".lock")
             if empty:
@@ -227,16 +174,23 @@ class Outbox:
             os.close(self._lock_fd)
 
 
-def open_own_outbox(directory: Path, *, synchronous: str = "FULL") -> Outbox:
-    """This process's outbox in ``directory`` (created), locked for as long as it is open."""
+def lock_own_file(directory: Path, stem: str) -> tuple[Path, int]:
+    """A name ``<stem>-<pid>[-n]`` in ``directory`` (created) whose ``.lock`` this process now
+    holds, and the lock's descriptor."""
     directory.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     for n in range(1000):
-        name = f"outbox-{pid}" if n == 0 else f"outbox-{pid}-{n}"
-        fd = _try_lock(directory / f"{name}.lock")
+        name = f"{stem}-{pid}" if n == 0 else f"{stem}-{pid}-{n}"
+        fd = try_lock(directory / f"{name}.lock")
         if fd is not None:
-            return Outbox(directory / f"{name}.db", fd, synchronous=synchronous)
-    raise RuntimeError(f"no free outbox name in {directory}")
+            return directory / name, fd
+    raise RuntimeError(f"no free {stem} name in {directory}")
+
+
+def open_own_outbox(directory: Path, *, synchronous: str = "FULL") -> Outbox:
+    """This process's outbox in ``directory`` (created), locked for as long as it is open."""
+    base, fd = lock_own_file(directory, "outbox")
+    return Outbox(base.with_name(f"{base.name}.db"), fd, synchronous=synchronous)
 
 
 def claim_orphans(directory: Path, skip: frozenset[Path] = frozenset()) -> list[Outbox]:
@@ -250,7 +204,7 @@ def claim_orphans(directory: Path, skip: frozenset[Path] = frozenset()) -> list[
         if path in skip:
             continue
         lock_path = path.with_suffix(".lock")
-        fd = _try_lock(lock_path)
+        fd = try_lock(lock_path)
         if fd is None:
             continue  # its process is alive
         if not path.exists():  # removed by its owner while we looked
