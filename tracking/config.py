@@ -180,6 +180,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "auto_migrate": _is_bool,
     "ledger_stuck_after": _is_positive_number,
     "budget_store_unavailable": _one_of("deny", "allow"),
+    "image_store": _is_mapping,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -237,6 +238,8 @@ class GeneralSettings:
     #: With the budget store (PostgreSQL) away, calls naming an end user who has a budget are
     #: refused (``deny``) or served unchecked (``allow``); users without a budget are served.
     budget_store_unavailable: str = "deny"
+    #: URL answers for base64-only models (checked by :mod:`tracking.proxy.image_store`).
+    image_store: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def max_request_bytes(self) -> int:
@@ -404,6 +407,7 @@ def parse_config(
             auto_migrate=general.get("auto_migrate", False),
             ledger_stuck_after=float(general.get("ledger_stuck_after", 60.0)),
             budget_store_unavailable=general.get("budget_store_unavailable", "deny"),
+            image_store=dict(general.get("image_store", {})),
         ),
         prices=dict(top.get("prices", {})),
         source=source,
