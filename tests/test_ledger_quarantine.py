@@ -237,6 +237,12 @@ def test_proxy_readiness_reports_a_stuck_shipper(tmp_path: Path, monkeypatch, po
                 while httpx.get(f"{proxy.url}/health/readiness", timeout=10).status_code != 200:
                     assert time.monotonic() < deadline, "readiness did not recover"
                     time.sleep(0.3)
+                with engine.begin() as conn:  # stuck again: SIGTERM must not wait for it
+                    conn.execute(sa.text("ALTER TABLE spend_logs RENAME TO spend_logs_away"))
+                assert _edit(proxy).status_code == 200
+                started = time.monotonic()
+                proxy.stop(timeout=30)
+                assert time.monotonic() - started < 15, "shutdown waited for a stuck database"
             finally:
                 engine.dispose()
 

@@ -172,9 +172,21 @@ def _configure_otel() -> None:
 
 
 def shut_down_sinks(timeout: float = _SHUTDOWN_TIMEOUT) -> None:
-    """Deliver everything queued and release every integration; never raises."""
+    """Deliver everything queued and release every integration; never raises.
+
+    The ledger goes first, shipping for at most a few seconds: its acknowledged rows are safe in
+    the local outbox either way, and a database that is away must not hold the whole timeout.
+    """
     import tracking
 
+    deadline = time.monotonic() + timeout
+    for integration in list(tracking.callbacks):
+        if type(integration).__name__ == "SqlLedger":
+            try:
+                integration.shutdown(timeout)
+            except Exception:
+                log.exception("the ledger failed to shut down")
+    timeout = max(0.0, deadline - time.monotonic())
     shutdown = getattr(tracking, "shutdown", None)
     if callable(shutdown):
         try:
