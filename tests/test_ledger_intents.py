@@ -130,3 +130,34 @@ def test_a_calls_own_row_replaces_its_incomplete_one_never_the_reverse(
     finally:
         ledger.shutdown(10)
     assert [tuple(r) for r in rows] == [("success", "alice")]
+
+
+def test_a_dead_processes_log_leaves_its_open_intents_priced_and_nothing_else(tmp_path: Path):
+    """Done intents are skipped, a torn last line too; open ones become estimated rows."""
+    import json
+    from datetime import UTC, datetime
+
+    from integrations.sql._codec import decode_row, encode_row
+    from integrations.sql._intents import IntentLog, intent_row, open_intents
+    from tracking.integration import CallStart
+    from tracking.request import parse_call
+
+    request, options = parse_call(
+        model="gpt-image-1", prompt="a hat", image=PNG, api_key="sk-x", user="zoe", quality="low"
+    )
+    log = IntentLog(tmp_path)
+    for request_id in ("open-1", "done-1", "open-2"):
+        call = CallStart(request_id, "aimage_edit", request, options, "h", datetime.now(UTC))
+        log.record(request_id, encode_row(intent_row(call)))
+    log.complete("done-1")
+    log.record("open-3", "{torn")  # a write cut short
+    text = log.path.read_text()
+    rows = [decode_row(line) for line in open_intents(text)]
+    assert [r["request_id"] for r in rows] == ["open-1", "open-2"]
+    for row in rows:
+        assert row["status"] == "incomplete" and row["end_user"] == "zoe"
+        assert row["cost_source"] == "estimate" and row["cost_usd"] > 0
+        assert "tracking_estimate" not in row
+        json.dumps(row, default=str)
+    log.close()
+    assert log.path.exists()  # open intents stay for the next start

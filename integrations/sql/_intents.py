@@ -3,9 +3,10 @@
 With ``SqlLedger(intents=True)`` (the proxy's durable ledger), the ledger's ``on_start`` hook,
 which the call path runs before the first request goes upstream, writes the call's *intent*: the
 row the call would leave if the process died before its own row is written, marked
-``status="incomplete"``, ``error_type="incomplete"``, with the most the call could be expected to
-cost (``cost_source="estimate"``, see :mod:`tracking.unknown_outcomes`). Once the call's own row
-is acknowledged, the intent is marked done (with the next intent's write).
+``status="incomplete"``, ``error_type="incomplete"``, with what its estimate needs; the estimate
+(the most the call could be expected to cost, ``cost_source="estimate"``) is worked out when a
+dead process's intent is recovered (:func:`priced`), not on the call path. Once the call's own
+row is acknowledged, the intent is marked done (with the next intent's write).
 
 The intents go to an append-only file of the process's own, ``intents-<pid>.log`` beside the
 outboxes, locked (``flock``) for as long as the process lives: one ``write`` per call, ``+`` and
@@ -32,9 +33,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracking.unknown_outcomes import estimate_unknown_outcomes
+from tracking.pricing.estimate import estimate_max_cost
+from tracking.unknown_outcomes import ESTIMATE_REF
 
-from ._codec import encode_row, line_request_id
+from ._codec import decode_row, encode_row, line_request_id
 from ._outbox import Outbox, lock_own_file, open_own_outbox, try_lock
 from ._schema import plain_json
 from ._shipper import OutboxShipper, ShipperOwner
@@ -50,6 +52,7 @@ __all__ = [
     "IntentLog",
     "intent_row",
     "open_intents",
+    "priced",
     "recover_dead_logs",
 ]
 
@@ -59,6 +62,8 @@ log = logging.getLogger("tracking.ledger")
 INCOMPLETE = "incomplete"
 #: Bytes an intents file may grow to before it is rewritten with only the open intents.
 ROTATE_BYTES = 8 * 1024 * 1024
+#: The key of an intent's line holding what its estimate needs (not a column).
+_ESTIMATE = "tracking_estimate"
 
 
 def _str(value: Any) -> str | None:
@@ -70,7 +75,7 @@ def intent_row(call: CallStart) -> dict[str, Any]:
     request, options = call.request, call.options
     metadata: Any = options.metadata if isinstance(options.metadata, dict) else {}
     tags = metadata.get("tags")
-    cost = estimate_unknown_outcomes(request, 1)
+    models = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
     return {
         "request_id": call.request_id,
         "call_type": call.call_type,
@@ -97,10 +102,19 @@ def intent_row(call: CallStart) -> dict[str, Any]:
         "cached_input_tokens": None,
         "output_tokens": None,
         "total_tokens": None,
-        "cost_usd": cost.usd,
+        # Priced when recovered (``priced``), not on the call path: what the estimate needs.
+        "cost_usd": None,
         "cost_per_image_usd": None,
-        "cost_source": cost.source,
-        "price_ref": cost.price_ref,
+        "cost_source": "estimate",
+        "price_ref": None,
+        _ESTIMATE: {
+            "models": [m for m in dict.fromkeys(models) if m],
+            "n": request.n,
+            "size": request.size,
+            "quality": request.quality,
+            "prompt_chars": len(request.prompt),
+            "images": len(request.images),
+        },
         "start_time": call.start_time,
         "end_time": call.start_time,
         "latency_ms": 0.0,
@@ -179,8 +193,31 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def priced(line: str) -> str:
+    """An intent's line as a ``spend_logs`` row, with its estimated cost (None: unpriced)."""
+    row = decode_row(line)
+    spec = row.pop(_ESTIMATE, None)
+    cost = None
+    if isinstance(spec, dict):
+        params = {
+            "n": spec.get("n"),
+            "size": spec.get("size"),
+            "quality": spec.get("quality"),
+            "prompt": " " * int(spec.get("prompt_chars") or 0),
+            "image": [None] * int(spec.get("images") or 0),
+        }
+        for model in spec.get("models") or ():
+            cost = estimate_max_cost(str(model), params)
+            if cost is not None:
+                row["price_ref"] = f"{ESTIMATE_REF}:{model}"
+                break
+    row["cost_usd"] = cost
+    row["cost_source"] = "estimate" if cost is not None else "unpriced"
+    return encode_row(row)
+
+
 def open_intents(text: str) -> list[str]:
-    """The lines of the intents a log's text leaves open (a torn last line is skipped)."""
+    """The rows the intents a log's text leaves open make (a torn last line is skipped)."""
     open_: dict[str, str] = {}
     for entry in text.splitlines():
         if entry.startswith("+"):
@@ -190,7 +227,13 @@ def open_intents(text: str) -> list[str]:
                 open_[request_id] = line
         elif entry.startswith("-"):
             open_.pop(entry[1:], None)
-    return list(open_.values())
+    rows = []
+    for line in open_.values():
+        try:
+            rows.append(priced(line))
+        except (ValueError, TypeError, AttributeError):
+            log.exception("ledger: an intent cannot be read back; skipped: %s", line[:200])
+    return rows
 
 
 def recover_dead_logs(directory: Path, into: Outbox) -> int:
