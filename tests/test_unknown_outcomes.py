@@ -3,8 +3,9 @@
 An attempt sent whole whose answer never came back whole (a read timeout, a connection dropped
 after sending, an unreadable 2xx) may have been billed: its failed call is recorded with the
 most it could have cost per such attempt and ``cost_source="estimate"``, in the event and in the
-ledger, never as $0. Attempts that cannot have been billed (an HTTP error answer, a connection
-refused) stay at $0 as before.
+ledger, never as $0; a call that succeeds after such an attempt costs its own price plus the
+estimate. Attempts that cannot have been billed (an HTTP error answer, a connection refused)
+stay at $0 as before.
 """
 
 from __future__ import annotations
@@ -109,3 +110,17 @@ def test_an_unpriced_model_with_an_unknown_outcome_stays_unpriced_never_zero(mon
     ):
         _call(fake, "drop", use_async=False, max_retries=0, model=unpriced)
     assert recorder.last.cost_usd is None and recorder.last.cost_source == "unpriced"
+
+
+def test_a_success_after_an_unanswered_attempt_adds_the_estimate(monkeypatch):
+    recorder = record_events(monkeypatch)
+    with FakeOpenAI(api_keys=[API_KEY], faults=["latency=3"]) as fake:  # the first request only
+        response = tracking.image_edit(
+            image=PNG, api_base=fake.url, api_key=API_KEY, timeout=0.5, max_retries=1, **PARAMS
+        )
+    event = recorder.last
+    assert event.status == "success" and event.attempts == 2
+    own = event.cost_usd - _one_attempt()
+    assert own > 0  # the answered attempt's own price (usage), plus one estimate
+    assert event.cost_source == "estimate" and response.cost_usd == event.cost_usd
+    assert event.price_ref and "estimate:outcome-unknown" in event.price_ref

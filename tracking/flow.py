@@ -43,7 +43,7 @@ from .providers import Poll, PreparedRequest, Provider, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
 from .targets import Route, Routing, Target
-from .unknown_outcomes import estimate_unknown_outcomes, outcome_unknown
+from .unknown_outcomes import outcome_unknown, with_unknown_outcomes
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
@@ -456,8 +456,10 @@ def _make_event(
         request.model if request else None,
     )
     cost = price_call(request, response)
-    if failure is not None and progress.unknown_outcomes:
-        cost = estimate_unknown_outcomes(request, progress.unknown_outcomes)
+    if progress.unknown_outcomes:  # attempts that may have been billed unseen
+        cost = with_unknown_outcomes(
+            cost, request, progress.unknown_outcomes, failed=failure is not None
+        )
     return ImageEditEvent(
         request_id=request_id,
         call_type=call_type,

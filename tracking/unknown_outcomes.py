@@ -3,10 +3,12 @@
 An attempt whose request went out whole but whose answer never came back whole (the read timed
 out, the connection dropped while we waited or read, a 2xx answer we cannot read) may well have
 been carried out, and billed, upstream. Recording such a call as a failure costing $0 would
-under-state spend, so the call path counts these attempts and, when the call ends in failure,
-its event carries an *estimate*: the most the attempt could be expected to cost
-(:func:`tracking.pricing.estimate.estimate_max_cost`, per attempt), with
-``cost_source="estimate"``. A model without a price stays unpriced (``cost_usd`` None), never $0.
+under-state spend, so the call path counts these attempts and the call's event carries an
+*estimate* for them: the most each could be expected to cost
+(:func:`tracking.pricing.estimate.estimate_max_cost`), with ``cost_source="estimate"``. A call
+that failed costs that estimate; a call that succeeded after such an attempt costs its own
+price plus the estimate (:func:`with_unknown_outcomes`). A model without a price stays unpriced
+(``cost_usd`` None), never $0.
 
 Attempts that cannot have been billed are not counted: a connection refused or timed out before
 it was made, a request body that could not be written whole, or any HTTP error answer.
@@ -25,7 +27,12 @@ from .pricing.estimate import estimate_max_cost
 if TYPE_CHECKING:
     from .request import ImageEditRequest
 
-__all__ = ["ESTIMATE_REF", "estimate_unknown_outcomes", "outcome_unknown"]
+__all__ = [
+    "ESTIMATE_REF",
+    "estimate_unknown_outcomes",
+    "outcome_unknown",
+    "with_unknown_outcomes",
+]
 
 #: ``price_ref`` of an estimated row (the price entry's own reference follows it).
 ESTIMATE_REF = "estimate:outcome-unknown"
@@ -61,3 +68,20 @@ def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -
         if each is not None:
             return Cost(each * attempts, None, "estimate", f"{ESTIMATE_REF}:{model}")
     return UNPRICED
+
+
+def with_unknown_outcomes(
+    cost: Cost, request: ImageEditRequest | None, attempts: int, *, failed: bool
+) -> Cost:
+    """The call's cost with ``attempts`` unknown outcomes added (see the module docstring)."""
+    estimate = estimate_unknown_outcomes(request, attempts)
+    if failed:
+        return estimate
+    if estimate.usd is None or cost.usd is None:
+        return cost  # nothing to add to, or nothing known to add: the call's own price stands
+    return Cost(
+        cost.usd + estimate.usd,
+        cost.per_image_usd,
+        "estimate",
+        f"{cost.price_ref}+{estimate.price_ref}" if cost.price_ref else estimate.price_ref,
+    )
