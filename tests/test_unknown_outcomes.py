@@ -22,7 +22,7 @@ from integrations.sql import SqlLedger
 from tests.conftest import API_KEY, make_png
 from tests.recorder import record_events
 from tracking import flow
-from tracking.pricing.estimate import estimate_max_cost
+from tracking.pricing.estimate import estimate_call_cost
 from tracking.testing import FakeOpenAI
 
 PNG = make_png(16, 16)
@@ -55,9 +55,11 @@ def _call(fake: FakeOpenAI, fault: str, *, use_async: bool, **kwargs):
 
 
 def _one_attempt() -> Decimal:
-    each = estimate_max_cost("gpt-image-1", {**PARAMS, "n": 1, "image": [PNG]})
-    assert each is not None and each > 0
-    return each
+    each = estimate_call_cost(
+        "gpt-image-1", PARAMS["size"], PARAMS["quality"], prompt_chars=9, input_images=1
+    )
+    assert each.usd is not None and each.usd > 0
+    return each.usd
 
 
 @pytest.mark.parametrize("use_async", [False, True])

@@ -181,6 +181,8 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "ledger_stuck_after": _is_positive_number,
     "budget_store_unavailable": _one_of("deny", "allow"),
     "image_store": _is_mapping,
+    "allow_unpriced_with_budgets": _is_bool,
+    "prices_file": _is_str,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -240,6 +242,10 @@ class GeneralSettings:
     budget_store_unavailable: str = "deny"
     #: URL answers for base64-only models (checked by :mod:`tracking.proxy.image_store`).
     image_store: Mapping[str, Any] = field(default_factory=dict)
+    #: Let a key or end user with a budget call a model that has no price (not counted).
+    allow_unpriced_with_budgets: bool = False
+    #: A user's prices file (``tracking prices import`` writes one); relative to the config.
+    prices_file: Path | None = None
 
     @property
     def max_request_bytes(self) -> int:
@@ -408,11 +414,21 @@ def parse_config(
             ledger_stuck_after=float(general.get("ledger_stuck_after", 60.0)),
             budget_store_unavailable=general.get("budget_store_unavailable", "deny"),
             image_store=dict(general.get("image_store", {})),
+            allow_unpriced_with_budgets=general.get("allow_unpriced_with_budgets", False),
+            prices_file=_beside(source, general.get("prices_file")),
         ),
         prices=dict(top.get("prices", {})),
         source=source,
         warnings=tuple(faults.warnings),
     )
+
+
+def _beside(source: Path | None, path: str | None) -> Path | None:
+    """A path from the config, relative to the config file's folder when not absolute."""
+    if not path:
+        return None
+    found = Path(path).expanduser()
+    return found if found.is_absolute() or source is None else source.parent / found
 
 
 class _Refused(Exception):

@@ -455,7 +455,7 @@ def _make_event(
         request.model if request else (asked if isinstance(asked, str) else ""),
         request.model if request else None,
     )
-    cost = price_call(request, response)
+    cost = price_call(request, response, failure=failure)
     if progress.unknown_outcomes:  # attempts that may have been billed unseen
         cost = with_unknown_outcomes(
             cost, request, progress.unknown_outcomes, failed=failure is not None

@@ -4,8 +4,8 @@ An attempt whose request went out whole but whose answer never came back whole (
 out, the connection dropped while we waited or read, a 2xx answer we cannot read) may well have
 been carried out, and billed, upstream. Recording such a call as a failure costing $0 would
 under-state spend, so the call path counts these attempts and the call's event carries an
-*estimate* for them: the most each could be expected to cost
-(:func:`tracking.pricing.estimate.estimate_max_cost`), with ``cost_source="estimate"``. A call
+*estimate* for them: what each could be expected to cost
+(:func:`tracking.pricing.estimate.estimate_call_cost`), with ``cost_source="estimate"``. A call
 that failed costs that estimate; a call that succeeded after such an attempt costs its own
 price plus the estimate (:func:`with_unknown_outcomes`). A model without a price stays unpriced
 (``cost_usd`` None), never $0.
@@ -22,7 +22,7 @@ import httpx
 
 from .errors import APIResponseError
 from .pricing import UNPRICED, Cost
-from .pricing.estimate import estimate_max_cost
+from .pricing.estimate import estimate_call_cost
 
 if TYPE_CHECKING:
     from .request import ImageEditRequest
@@ -55,18 +55,18 @@ def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -
     """The estimated cost of ``attempts`` attempts of ``request`` whose outcome is unknown."""
     if request is None or attempts <= 0:
         return UNPRICED
-    params = {
-        "n": request.n,
-        "size": request.size,
-        "quality": request.quality,
-        "prompt": request.prompt,
-        "image": list(request.images),
-    }
     candidates = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
     for model in dict.fromkeys(m for m in candidates if m):
-        each = estimate_max_cost(model, params)
-        if each is not None:
-            return Cost(each * attempts, None, "estimate", f"{ESTIMATE_REF}:{model}")
+        each = estimate_call_cost(
+            model,
+            request.size,
+            request.quality,
+            request.n or 1,
+            prompt_chars=len(request.prompt),
+            input_images=len(request.images),
+        )
+        if each.usd is not None:
+            return Cost(each.usd * attempts, None, "estimate", f"{ESTIMATE_REF}:{each.price_ref}")
     return UNPRICED
 
 

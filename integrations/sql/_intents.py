@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracking.pricing.estimate import estimate_max_cost
+from tracking.pricing.estimate import estimate_call_cost
 from tracking.unknown_outcomes import ESTIMATE_REF
 
 from ._codec import decode_row, encode_row, line_request_id
@@ -199,17 +199,18 @@ def priced(line: str) -> str:
     spec = row.pop(_ESTIMATE, None)
     cost = None
     if isinstance(spec, dict):
-        params = {
-            "n": spec.get("n"),
-            "size": spec.get("size"),
-            "quality": spec.get("quality"),
-            "prompt": " " * int(spec.get("prompt_chars") or 0),
-            "image": [None] * int(spec.get("images") or 0),
-        }
         for model in spec.get("models") or ():
-            cost = estimate_max_cost(str(model), params)
-            if cost is not None:
-                row["price_ref"] = f"{ESTIMATE_REF}:{model}"
+            estimate = estimate_call_cost(
+                str(model),
+                spec.get("size"),
+                spec.get("quality"),
+                int(spec.get("n") or 1),
+                prompt_chars=int(spec.get("prompt_chars") or 0),
+                input_images=int(spec.get("images") or 0),
+            )
+            if estimate.usd is not None:
+                cost = estimate.usd
+                row["price_ref"] = f"{ESTIMATE_REF}:{estimate.price_ref}"
                 break
     row["cost_usd"] = cost
     row["cost_source"] = "estimate" if cost is not None else "unpriced"

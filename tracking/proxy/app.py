@@ -1,7 +1,7 @@
 """The proxy as a raw ASGI application: routes, the edit handler, health, models, metrics.
 
 Raw ASGI keeps the per-request work to what the call needs (the HTTP client and the multipart
-parse dominate the CPU, DESIGN 9). One edit request: authenticate from the headers, refuse a
+parse dominate the CPU). One edit request: authenticate from the headers, refuse a
 declared oversized body before reading it, stream the multipart body in under the size limit,
 turn it into the SDK's parameters, check the model, and hand the call to the dispatcher (the
 router over the config's ``model_list``, on the SDK's own call path), then wait until the call's
