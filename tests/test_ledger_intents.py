@@ -82,7 +82,10 @@ def test_kill_9_under_load_leaves_a_row_for_every_request_the_upstream_received(
         try:
             with LoadUntilStopped(lambda: current["proxy"].url, post=edit_as_a_new_user) as load:
                 load.wait_for(16)
-                time.sleep(0.2)  # mid-flight
+                deadline = time.monotonic() + 20
+                while upstream.hits - len(load.successes) < 3:  # calls in flight upstream
+                    assert time.monotonic() < deadline, "no calls in flight to kill"
+                    time.sleep(0.01)
                 current["proxy"].process.kill()  # SIGKILL with calls in flight
                 current["proxy"].process.wait(10)
                 current["proxy"] = ProxyProcess(config).start(timeout=60)  # a loaded machine

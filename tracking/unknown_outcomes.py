@@ -74,8 +74,14 @@ def with_unknown_outcomes(
     cost: Cost, request: ImageEditRequest | None, attempts: int, *, failed: bool
 ) -> Cost:
     """The call's cost with ``attempts`` unknown outcomes added (see the module docstring)."""
+    if failed and cost.source == "estimate":
+        # The pricing already estimated the last attempt (a 2xx it could not read): the
+        # estimate covers the others.
+        attempts -= 1
+        if attempts <= 0:
+            return cost
     estimate = estimate_unknown_outcomes(request, attempts)
-    if failed:
+    if failed and cost.source != "estimate":
         return estimate
     if estimate.usd is None or cost.usd is None:
         return cost  # nothing to add to, or nothing known to add: the call's own price stands
