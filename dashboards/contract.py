@@ -23,7 +23,8 @@ class MetricSpec:
     type: MetricType
     labels: tuple[str, ...]
     #: ``sdk`` (every SDK process with the prometheus integration), ``opt_in`` (only when
-    #: switched on), ``router``, ``ledger`` or ``proxy`` (only once that part runs).
+    #: switched on), ``router``, ``ledger`` or ``proxy`` (only once that part runs), ``stream``
+    #: (only once a streamed call has had its first image).
     source: str = "sdk"
 
 
@@ -39,6 +40,9 @@ METRICS: dict[str, MetricSpec] = {
         "counter", ("model", "served_model", "provider", "token_type")
     ),
     "image_edit_request_duration_seconds": MetricSpec("histogram", ("model", "provider", "status")),
+    "image_edit_time_to_first_image_seconds": MetricSpec(
+        "histogram", ("model", "provider"), "stream"
+    ),
     "image_edit_retries_total": MetricSpec("counter", ("model", "deployment"), "router"),
     "image_edit_fallbacks_total": MetricSpec(
         "counter", ("from_model", "to_model", "outcome"), "router"

@@ -258,6 +258,8 @@ class OtelLogger:
             "enduser.id": self._enduser(event.end_user),
         }
         attributes.update({k: v for k, v in optional.items() if v is not None})
+        if event.time_to_first_image_ms is not None:  # a streamed call (semconv: seconds)
+            attributes["gen_ai.response.time_to_first_chunk"] = event.time_to_first_image_ms / 1000
         if event.fallback_from:
             attributes["image_edit.fallback_from"] = list(event.fallback_from)
         usage = event.usage

@@ -196,6 +196,10 @@ class PrometheusLogger:
         error_type = _error_type_label(event.error_type) if status == "failure" else ""
         series.requests(status, error_type).inc()
         series.duration(status).observe(event.latency_ms / 1000)
+        if event.time_to_first_image_ms is not None:  # a streamed call's first image arrived
+            m.time_to_first_image.labels(series.model, series.provider).observe(
+                event.time_to_first_image_ms / 1000
+            )
         if event.images_returned > 0:
             series.images(_size_label(event.size), _quality_label(event.quality)).inc(
                 event.images_returned
@@ -268,6 +272,13 @@ class _Metrics:
             "image_edit_request_duration_seconds",
             "Wall time of a call, retries included.",
             ["model", "provider", "status"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_first_image = Histogram(
+            "image_edit_time_to_first_image_seconds",
+            "Streamed calls: time from the call's start to its first image event.",
+            ["model", "provider"],
             buckets=DURATION_BUCKETS,
             registry=registry,
         )

@@ -109,7 +109,8 @@ def main() -> int:
         async def edit_image() -> tracking.ImageResponse:
             # As the documentation writes it; a blocking open is fine in a demo.
             with open(paths["original_image"], "rb") as image:  # noqa: ASYNC230
-                return await tracking.aimage_edit(
+                # **common could hold stream=True for all mypy knows: name the plain result
+                response: tracking.ImageResponse = await tracking.aimage_edit(
                     model="gpt-image-2",
                     image=image,
                     prompt="Make the image look like a painting",
@@ -118,6 +119,7 @@ def main() -> int:
                     response_format="b64_json",
                     **common,
                 )
+            return response
 
         _show("aimage_edit", asyncio.run(edit_image()))
 

@@ -7,9 +7,11 @@ Every error a caller can see is a :class:`TrackingError`; none of them ever carr
     ├── ConfigurationError            bad settings, unknown callback names, missing API key
     ├── ValidationError               bad parameters, refused before any network call (400)
     │   └── UnsupportedParamsError    a parameter the target model does not take
+    ├── StreamClosed                  a streamed call closed by its caller before it completed
     └── APIError                      the upstream exchange failed
         ├── APIConnectionError        no usable HTTP response (retried)
-        │   └── APITimeoutError       the call's timeout ran out (retried)
+        │   ├── APITimeoutError       the call's timeout ran out (retried)
+        │   └── StreamInterruptedError  a stream that ended before its completed event
         ├── APIResponseError          a 2xx answer we could not read (not retried: it was billed)
         └── APIStatusError            the upstream answered 4xx / 5xx
             ├── BadRequestError       400
@@ -53,6 +55,8 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "RequestTooLargeError",
+    "StreamClosed",
+    "StreamInterruptedError",
     "TrackingError",
     "UnprocessableEntityError",
     "UnsupportedParamsError",
@@ -182,6 +186,22 @@ class APITimeoutError(APIConnectionError):
     """The call's timeout ran out before the upstream answered."""
 
     error_type = "timeout"
+
+
+class StreamInterruptedError(APIConnectionError):
+    """A streamed answer broke off (or ended) before its ``image_edit.completed`` event.
+
+    Retried only while no event has been handed to the caller; after that the call ends with it.
+    """
+
+    error_type = "stream_interrupted"
+
+
+class StreamClosed(TrackingError):
+    """A streamed call's iterator was closed (or abandoned, or cancelled) by its caller before
+    the completed event: the call's event records it, with an estimated cost."""
+
+    error_type = "stream_closed"
 
 
 class APIResponseError(APIError):

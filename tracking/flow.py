@@ -14,10 +14,10 @@ import dataclasses
 import email.utils
 import random
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -87,6 +87,10 @@ class Answer:
 
 
 Effect = Send | Sleep | Emit
+R = TypeVar("R")
+#: One attempt: (prepared request, timeout, provider, progress) -> its effects and result
+#: (:func:`send_once`, or a streamed call's opening in :mod:`tracking.stream_flow`).
+Attempt = Callable[[PreparedRequest, float, Provider, "_Progress"], Generator[Any, Any, R]]
 
 
 def edit_flow(
@@ -205,6 +209,23 @@ class DirectRoute:
 _SAME_TARGET = Target(overrides={})
 
 
+def send_once(
+    prepared: PreparedRequest,
+    timeout: float,
+    provider: Provider,
+    progress: _Progress,
+) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+    """One attempt of a plain call: send the request, read the whole answer (following a
+    provider's job until its result when the answer is a :class:`Poll`)."""
+    sent = time.perf_counter()
+    outcome = progress.outcome = yield Send(prepared, timeout)
+    answer = _read_answer(outcome, prepared, provider)
+    if isinstance(answer, Poll):
+        answer = yield from _follow(answer, provider, timeout)
+    progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
+    return _priced_as(answer, prepared)
+
+
 def _attempts(
     route: Route,
     call_type: CallType,
@@ -213,12 +234,14 @@ def _attempts(
     start_time: datetime,
     progress: _Progress,
     parsed: list[tuple[ImageEditRequest, CallOptions]],
-) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+    attempt: Attempt[R] = send_once,  # type: ignore[assignment]  # R is ImageResponse here
+) -> Generator[Any, Any, R]:  # the effects of ``attempt`` (a streamed call's too)
     """Attempts as the route directs: a target with overrides (another deployment or a
     fallback model) is validated anew for its model (a fallback the request does not fit is
     refused here and the route skips it); a target without reuses the prepared request. Each
-    attempt is sent and reported back; ``route.next`` raises the error that ends the call once
-    nothing is left to try."""
+    attempt is made by ``attempt`` (:func:`send_once`; a streamed call opens the stream and
+    reads its first event) and reported back; ``route.next`` raises the error that ends the
+    call once nothing is left to try."""
     if not isinstance(route, DirectRoute):  # every target parses again: read files only once
         params = _images_read_once(params)
     headers: dict[str, str] | None = None
@@ -247,28 +270,27 @@ def _attempts(
             if headers:
                 prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
         latency_ms: float | None = None
-        outcome: Answer | BaseException | None = None
+        sent: float | None = None
+        progress.outcome = None
         try:
             if target.backoff:
                 yield Sleep(_backoff(progress.attempts, target.retry_after))
             progress.attempts += 1
             sent = time.perf_counter()
-            outcome = yield Send(prepared, options.timeout)
-            answer = _read_answer(outcome, prepared, provider)
-            if isinstance(answer, Poll):
-                answer = yield from _follow(answer, provider, options.timeout)
-            latency_ms = progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
-            response = _priced_as(answer, prepared)
+            result = yield from attempt(prepared, options.timeout, provider, progress)
+            latency_ms = progress.upstream_latency_ms
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
+            if sent is not None:
+                latency_ms = (time.perf_counter() - sent) * 1000
             route.done(target, exc, latency_ms, None)
-            if outcome_unknown(outcome, exc):  # sent whole, answer lost: maybe billed
+            if outcome_unknown(progress.outcome, exc):  # sent whole, answer lost: maybe billed
                 progress.unknown_outcomes += 1
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
             failure = exc
             continue
-        route.done(target, None, latency_ms, response)
-        return response
+        route.done(target, None, latency_ms, result if isinstance(result, ImageResponse) else None)
+        return result
 
 
 def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:
@@ -291,6 +313,7 @@ class _Progress:
     upstream_request_id: str | None = None
     http_status: int | None = None
     unknown_outcomes: int = 0  #: attempts sent whole whose answer never came back whole
+    outcome: Any = None  #: what the transport gave back for the attempt's request
 
 
 def _read_answer(

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UnsupportedParamsError, ValidationError
+from .errors import ValidationError
 from .families import Family, family_of
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
@@ -36,6 +36,8 @@ DEFAULT_API_BASE = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
 MAX_N = 10
+#: OpenAI's bound on ``partial_images`` (images.edit); a model family may narrow it.
+MAX_PARTIAL_IMAGES = 3
 #: A day: longer is a mistake, and a non-finite or huge value breaks the socket layer untyped.
 MAX_TIMEOUT = 86_400.0
 
@@ -64,6 +66,9 @@ class ImageEditRequest:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     #: The model whose prices apply (a router deployment's ``model_info.base_model``).
     base_model: str | None = None
+    #: Answered as Server-Sent Events (:mod:`tracking.streaming`), with this many partial images.
+    stream: bool = False
+    partial_images: int | None = None
 
     @property
     def family(self) -> Family | None:
@@ -88,6 +93,8 @@ class ImageEditRequest:
             ("input_fidelity", self.input_fidelity),
             ("response_format", self.response_format),
             ("user", self.user),
+            ("stream", "true" if self.stream else None),
+            ("partial_images", self.partial_images),
         )
         fields.extend((name, str(value)) for name, value in optional if value is not None)
         fields.extend((name, _form_value(value)) for name, value in self.extra_body.items())
@@ -154,17 +161,18 @@ def parse_call(
     base_model: str | None = None,
 ) -> tuple[ImageEditRequest, CallOptions]:
     """Validate every parameter and read the images; the first fault is a ``ValidationError``."""
-    if stream:
-        raise UnsupportedParamsError(
-            "stream: streaming image edits are not supported yet; call without stream=True",
+    if stream is not None and not isinstance(stream, bool):
+        raise ValidationError(
+            f"stream: expected true or false, got {type(stream).__name__}",
             param="stream",
-            rule="unsupported",
+            rule="type",
         )
-    if partial_images is not None:
-        raise UnsupportedParamsError(
-            "partial_images: only meaningful with stream=True, which is not supported yet",
+    partial_images = _int_param("partial_images", partial_images, low=0, high=MAX_PARTIAL_IMAGES)
+    if partial_images is not None and not stream:
+        raise ValidationError(
+            "partial_images: only with stream=True (partial images are streamed events)",
             param="partial_images",
-            rule="unsupported",
+            rule="needs_stream",
         )
     model = model or os.environ.get("TRACKING_DEFAULT_MODEL") or None
     if not model or not isinstance(model, str):
@@ -213,6 +221,7 @@ def parse_call(
         "output_compression": output_compression,
         "input_fidelity": input_fidelity,
         "response_format": response_format,
+        "partial_images": partial_images,
     }
     dropped: frozenset[str] = frozenset()
     if family is not None:
@@ -224,6 +233,7 @@ def parse_call(
             n=n,
             size=size,
             options={k: v for k, v in optional.items() if v is not None},
+            stream=bool(stream),
         )
         violations, dropped = check(call, family, drop_params=drop_params)
         if violations:
@@ -248,6 +258,8 @@ def parse_call(
         user=user,
         extra_body=dict(extra_body or {}),
         base_model=base_model,
+        stream=bool(stream),
+        partial_images=_int_or_none(sent["partial_images"]),
     )
     options = CallOptions(
         api_key=api_key,
@@ -266,6 +278,10 @@ def parse_call(
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) else None
 
 
 def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:

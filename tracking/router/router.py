@@ -16,9 +16,8 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
-from ..api import _image_edit_params
+from ..api import _image_edit_params, call_async, call_sync
 from ..errors import ConfigurationError
-from ..flow import run_async, run_sync
 from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
 from .route import CallRoute
 from .state import MemoryState, RedisState, RouterState
@@ -53,9 +52,11 @@ _SETTINGS = (
 def _routed_sync(
     params: Callable[P, dict[str, Any]],
 ) -> Callable[Concatenate[Router, P], ImageResponse]:
+    # With stream=True the answer is an ImageEditStream (typed on tracking.image_edit).
     def image_edit(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
         call = params(*args, **kwargs)
-        return run_sync(call, CallRoute(self, call))
+        response: ImageResponse = call_sync(call, CallRoute(self, call))
+        return response
 
     functools.update_wrapper(image_edit, params)
     image_edit.__name__ = image_edit.__qualname__ = "image_edit"
@@ -67,7 +68,8 @@ def _routed_async(
 ) -> Callable[Concatenate[Router, P], Coroutine[Any, Any, ImageResponse]]:
     async def aimage_edit(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
         call = params(*args, **kwargs)
-        return await run_async(call, CallRoute(self, call))
+        response: ImageResponse = await call_async(call, CallRoute(self, call))
+        return response
 
     functools.update_wrapper(aimage_edit, params)
     aimage_edit.__name__ = aimage_edit.__qualname__ = "aimage_edit"
