@@ -47,6 +47,7 @@ METRICS: dict[str, MetricSpec] = {
         "counter", ("model", "deployment"), "router"
     ),
     "image_edit_unpriced_requests_total": MetricSpec("counter", ("model",)),
+    "image_edit_retired_model_requests_total": MetricSpec("counter", ("model",)),
     "image_edit_end_user_cost_usd_total": MetricSpec("counter", ("end_user",), "opt_in"),
     "tracking_end_user_series_evicted_total": MetricSpec("counter", (), "opt_in"),
     "tracking_callback_errors_total": MetricSpec("counter", ("callback",), "bus"),

@@ -202,6 +202,8 @@ class PrometheusLogger:
                 self._charge_end_user(event.end_user, cost)
         elif status == "success" and event.cost_source == "unpriced":
             m.unpriced.labels(series.model).inc()
+        if series.shutdown is not None and event.start_time.date() >= series.shutdown:
+            m.retired.labels(series.served or series.model).inc()
         usage = event.usage
         if usage is not None:
             for token_type, count in (
@@ -278,6 +280,11 @@ class _Metrics:
         self.unpriced = counter(
             "image_edit_unpriced_requests", "Successful calls with no known price.", ("model",)
         )
+        self.retired = counter(
+            "image_edit_retired_model_requests",
+            "Calls to a model past its provider's shutdown date.",
+            ("model",),
+        )
         self.end_user_cost = counter(
             "image_edit_end_user_cost_usd",
             "Spend per end user (opt-in; the least recently charged series are evicted).",
@@ -336,13 +343,17 @@ class _Metrics:
 class _ModelSeries:
     """The label children of one (model, served model, provider), created as they are used."""
 
-    __slots__ = ("_children", "_metrics", "cost", "model", "provider", "served")
+    __slots__ = ("_children", "_metrics", "cost", "model", "provider", "served", "shutdown")
 
     def __init__(self, metrics: _Metrics, model: str, served: str, provider: str) -> None:
+        from tracking.pricing import shutdown_date
+
         self._metrics = metrics
         self.model, self.served, self.provider = model, served, provider
         self.cost = metrics.cost.labels(model, served, provider)
         self._children: dict[tuple[str, ...], Any] = {}
+        #: when the served model (else the asked one) is shut down, from the price table
+        self.shutdown = shutdown_date(served or model)
 
     def requests(self, status: str, error_type: str) -> Any:
         key = ("requests", status, error_type)

@@ -25,7 +25,7 @@ def test_quickstart_runs_the_seed_proxy_examples_offline():
     # The ledger holds a row per call, and its total is exactly what the headers said.
     headers = [Decimal(cost) for cost in re.findall(r"cost=\$([0-9.]+)", out)]
     assert len(headers) == 3
-    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("gpt-image-1 ")]
+    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("gpt-image-2 ")]
     _model, requests, failures, images, cost_usd, unpriced = row
     assert (requests, failures, images, unpriced) == ("3", "0", "3", "0")
     assert Decimal(cost_usd) == sum(headers)

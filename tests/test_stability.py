@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import tracking
-from tests.conftest import make_png
+from tests.conftest import make_half_mask, make_png
 from tests.proxy_support import ProxyProcess, write_config
 from tests.recorder import record_events
 from tracking.errors import (
@@ -39,19 +39,11 @@ def upstream(stability: FakeStability) -> dict[str, str]:
     return {"api_base": stability.url, "api_key": KEY}
 
 
-def _mask() -> bytes:
-    image = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
-    image.paste((0, 0, 0, 0), (0, 0, 32, 64))  # the left half is to be edited
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
 def test_a_masked_edit_runs_as_inpaint_with_stabilitys_mask(monkeypatch, stability, upstream):
     events = record_events(monkeypatch)
     response = tracking.image_edit(
         image=PNG,
-        mask=_mask(),
+        mask=make_half_mask(),
         prompt="a beach",
         model="stability/search-and-replace",
         **upstream,
@@ -145,7 +137,7 @@ def test_the_official_client_through_the_proxy(stability, tmp_path):
     )
     image, mask = tmp_path / "in.png", tmp_path / "mask.png"
     image.write_bytes(PNG)
-    mask.write_bytes(_mask())
+    mask.write_bytes(make_half_mask())
     with (
         ProxyProcess(config) as proxy,
         openai.OpenAI(base_url=proxy.url, api_key="sk-any", max_retries=0) as client,

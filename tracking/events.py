@@ -18,7 +18,7 @@ from .frozen import fast_init
 __all__ = ["CallStatus", "CostSource", "ImageEditEvent", "TokenUsage"]
 
 CallStatus = Literal["success", "failure"]
-CostSource = Literal["usage", "table", "custom", "unpriced"]
+CostSource = Literal["usage", "table", "custom", "estimate", "unpriced"]
 
 
 @fast_init

@@ -450,7 +450,7 @@ def _make_event(
         request.model if request else (asked if isinstance(asked, str) else ""),
         request.model if request else None,
     )
-    cost = price_call(request, response)
+    cost = price_call(request, response, failure=failure)
     return ImageEditEvent(
         request_id=request_id,
         call_type=call_type,

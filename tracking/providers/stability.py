@@ -23,8 +23,6 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
-from ..images import ImageFile
-from ..multipart import encode_multipart
 from ..response import ImageResponse
 from .base import (
     Poll,
@@ -35,7 +33,7 @@ from .base import (
     error_object,
     text_field,
 )
-from .masks import white_means_edit
+from .masks import bearer_multipart, mask_part
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -67,20 +65,14 @@ class StabilityProvider:
         fields.extend((name, str(value)) for name, value in request.extra_body.items())
         files = [("image", request.images[0])]
         if request.mask is not None:
-            converted = white_means_edit(request.mask)
-            files.append(("mask", ImageFile("mask.png", converted, "image/png", "png")))
-        body, content_type = encode_multipart(fields, files)
+            files.append(mask_part(request.mask))
         output_format = request.output_format or "png"
-        return PreparedRequest(
-            url=f"{api_base}/v2beta/stable-image/edit/{operation}",
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": content_type,
-                "Accept": "application/json",
-                **options.extra_headers,
-            },
-            body=body,
-            secrets=(api_key,),
+        return bearer_multipart(
+            f"{api_base}/v2beta/stable-image/edit/{operation}",
+            api_key,
+            fields,
+            files,
+            options,
             price_size="any",
             price_model=f"stability/{operation}",
             read=lambda status, headers, body: self.image(body, output_format),

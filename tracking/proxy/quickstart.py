@@ -34,9 +34,9 @@ UPSTREAM_KEY = "sk-quickstart-upstream-key"
 
 CONFIG = """\
 model_list:
-  - model_name: gpt-image-1
+  - model_name: gpt-image-2
     litellm_params:
-      model: gpt-image-1
+      model: gpt-image-2
       api_key: os.environ/OPENAI_API_KEY
       api_base: {api_base}   # the bundled fake upstream; remove this line for OpenAI itself
 
@@ -97,8 +97,8 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
     ok = True
     for title, extra in (
         (
-            "as dall-e-2 examples send it (response_format=url: gpt-image-1 answers base64 "
-            "only, so the proxy stores the image and answers a signed URL that expires in an hour)",
+            "as the original example writes it, on gpt-image-2 (response_format=url: GPT image "
+            "models answer base64 only, so the proxy stores the image and answers a signed URL)",
             ["response_format=url"],
         ),
         ("without response_format (the upstream's base64 answer)", []),
@@ -106,7 +106,7 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         command = [
             "curl", "-s", "-X", "POST", f"{url}/v1/images/edits",
             "-H", f"Authorization: Bearer {MASTER_KEY}",
-            "-F", "model=gpt-image-1",
+            "-F", "model=gpt-image-2",
             "-F", f"image=@{paths['original_image']}",
             "-F", f"mask=@{paths['mask_image']}",
             "-F", "prompt=Add a beautiful sunset in the background",
@@ -161,7 +161,7 @@ def _openai_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         return True
     print(
         '\n  client = OpenAI(base_url="' + url + '", api_key="' + MASTER_KEY + '")\n'
-        "  client.images.edit(model='gpt-image-1', image=open('original_image.png', 'rb'),\n"
+        "  client.images.edit(model='gpt-image-2', image=open('original_image.png', 'rb'),\n"
         "                     prompt='Add a red hat to the person in the image', n=1,"
         " size='1024x1024')"
     )
@@ -170,7 +170,7 @@ def _openai_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         open(paths["original_image"], "rb") as image,
     ):
         raw = client.images.with_raw_response.edit(
-            model="gpt-image-1",
+            model="gpt-image-2",
             image=image,
             prompt="Add a red hat to the person in the image",
             n=1,

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from .app_thread import ServedApp
 from .fake_images import inspect, render
 from .faults import FAULT_HEADER, parse_fault
+from .forms import read_form
 
 __all__ = ["FakeStability", "StabilityRequest"]
 
@@ -65,17 +66,10 @@ def build_app(*, api_keys: Iterable[str] | None = None) -> web.Application:
         operation = request.match_info["operation"]
         if operation not in _OPERATIONS:
             return _error(404, "not_found", f"no edit operation {operation}")
-        fields: dict[str, str] = {}
-        files: dict[str, bytes] = {}
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                return _error(400, "bad_request", "malformed multipart body")
-            data = bytes(await part.read())
-            if part.filename is not None:
-                files[part.name] = data
-            else:
-                fields[part.name] = data.decode()
+        form = await read_form(request)
+        if form is None:
+            return _error(400, "bad_request", "malformed multipart body")
+        fields, files = form
         state.requests.append(StabilityRequest(operation, fields, files, dict(request.headers)))
         fault = (
             parse_fault(request.headers[FAULT_HEADER]) if FAULT_HEADER in request.headers else None
