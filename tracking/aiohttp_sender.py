@@ -9,6 +9,9 @@ driver posts with aiohttp directly. Errors are raised as the same httpx
 exception types the sync client raises (a dropped connection is a ``RemoteProtocolError``, not a
 timeout), so the flow maps both paths' failures with one piece of code.
 
+Its proxy, TLS context and User-Agent come from :mod:`tracking.client_settings`, as the sync
+client's do.
+
 The session keeps no cookies: one session serves every caller of an event loop, so a cookie an
 upstream sets for one caller must never ride along on another's request.
 """
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ssl
 from collections.abc import Iterator, Mapping
 
 import aiohttp
 import httpx
+
+from .client_settings import ClientSettings
 
 __all__ = ["AiohttpSender", "as_httpx_errors"]
 
@@ -53,7 +59,10 @@ def as_httpx_errors() -> Iterator[None]:
 class AiohttpSender:
     """One aiohttp session (created lazily in the running loop) posting prepared requests."""
 
-    def __init__(self, *, max_connections: int = 200) -> None:
+    def __init__(self, settings: ClientSettings, *, max_connections: int = 200) -> None:
+        self._settings = settings
+        # aiohttp's own default (True) for plain http, where no TLS context is needed
+        self._ssl: ssl.SSLContext | bool = settings.ssl if settings.ssl is not None else True
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -66,8 +75,9 @@ class AiohttpSender:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": self._settings.user_agent},
                 cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,  # the settings read the environment, for both paths
             )
         return self._session
 
@@ -90,6 +100,8 @@ class AiohttpSender:
                 headers=headers,
                 timeout=_timeout(timeout),
                 allow_redirects=False,
+                proxy=self._settings.proxy,
+                ssl=self._ssl,
             ) as answer:
                 return answer.status, answer.headers, await answer.read()
 

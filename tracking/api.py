@@ -1,7 +1,8 @@
 """``image_edit`` and ``aimage_edit``: one signature, driven sync or async.
 
-The parameters are written once, in :func:`_image_edit_params`; the two entry points take that
-exact signature (``ParamSpec``), so editors and type checkers show every parameter on both. With
+The parameters are written once, in :func:`tracking.request.image_edit_params` (which
+:func:`~tracking.request.parse_call` reads too); the two entry points take that exact signature
+(``ParamSpec``), so editors and type checkers show every parameter on both. With
 ``stream=True`` they return a stream of events (:mod:`tracking.streaming`), and their types say
 so (an overload on ``stream: Literal[True]``).
 """
@@ -9,11 +10,11 @@ so (an overload on ``stream: Literal[True]``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, ParamSpec, Protocol, cast, overload
 
 from .flow import run_async, run_sync
-from .images import ImageInput
+from .request import image_edit_params
 from .response import ImageResponse
 from .streaming import AsyncImageEditStream, ImageEditStream, open_async_stream
 from .targets import Route
@@ -21,48 +22,6 @@ from .targets import Route
 __all__ = ["AsyncEdit", "SyncEdit", "aimage_edit", "call_async", "call_sync", "image_edit"]
 
 P = ParamSpec("P")
-
-
-def _image_edit_params(
-    image: ImageInput | list[ImageInput],
-    prompt: str,
-    model: str | None = None,
-    mask: ImageInput | None = None,
-    n: int | None = None,
-    size: str | None = None,
-    response_format: str | None = None,
-    user: str | None = None,
-    *,
-    quality: str | None = None,
-    background: str | None = None,
-    output_format: str | None = None,
-    output_compression: int | None = None,
-    input_fidelity: str | None = None,
-    stream: Literal[False] | None = None,  # True: the overloads of SyncEdit and AsyncEdit
-    partial_images: int | None = None,
-    timeout: float | None = None,
-    max_retries: int | None = None,
-    api_key: str | None = None,
-    api_base: str | None = None,
-    api_version: str | None = None,
-    extra_headers: Mapping[str, str] | None = None,
-    extra_body: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    drop_params: bool = False,
-) -> dict[str, Any]:
-    """Edit an image (or several) with a prompt, as OpenAI's ``images.edit``, tracked.
-
-    ``image`` and ``mask`` may be bytes, a path, an open binary file, an ``(filename, bytes)``
-    tuple, or (``image`` only) a list of these. ``model`` is required unless
-    ``TRACKING_DEFAULT_MODEL`` is set; prefix it with a provider (``azure/<deployment>``) to
-    choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
-    (default 2) retries 429, 5xx, timeouts and dropped connections with backoff. ``metadata``
-    is recorded on the call's event (``team`` and ``tags`` are read from it). Returns an
-    :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
-    ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's stream events
-    instead (:class:`~tracking.ImageEditStream`, see docs/streaming.md).
-    """
-    return dict(locals())
 
 
 class SyncEdit(Protocol[P]):
@@ -120,5 +79,5 @@ def _driven_async(params: Callable[P, dict[str, Any]]) -> AsyncEdit[P]:
     return cast("AsyncEdit[P]", aimage_edit)
 
 
-image_edit = _driven_sync(_image_edit_params)
-aimage_edit = _driven_async(_image_edit_params)
+image_edit = _driven_sync(image_edit_params)
+aimage_edit = _driven_async(image_edit_params)

@@ -18,10 +18,11 @@ import tracking
 
 from .testing import FakeOpenAI
 
-__all__ = ["main"]
+__all__ = ["main", "write_images"]
 
 
-def _write_images(folder: Path) -> dict[str, Path]:
+def write_images(folder: Path) -> dict[str, Path]:
+    """The demo's input PNGs, written into ``folder``: name -> path (the quickstart uses them)."""
     from PIL import Image, ImageDraw
 
     paths = {}
@@ -57,7 +58,7 @@ def _show(title: str, response: tracking.ImageResponse) -> None:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI() as fake:
-        paths = _write_images(Path(tmp))
+        paths = write_images(Path(tmp))
         common: dict[str, Any] = {"api_base": fake.url, "api_key": "sk-demo-offline"}
         print(f"Fake OpenAI upstream on {fake.url}\n")
 

@@ -42,7 +42,7 @@ from .pricing import price_call
 from .providers import Poll, PreparedRequest, Provider, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
-from .targets import Route, Routing, Target
+from .targets import Consult, Route, Routing, Steps, Target, run_steps
 from .unknown_outcomes import outcome_unknown, with_unknown_outcomes
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
@@ -86,7 +86,7 @@ class Answer:
     body: bytes
 
 
-Effect = Send | Sleep | Emit
+Effect = Send | Sleep | Emit | Consult
 R = TypeVar("R")
 #: One attempt: (prepared request, timeout, provider, progress) -> its effects and result
 #: (:func:`send_once`, or a streamed call's opening in :mod:`tracking.stream_flow`).
@@ -95,7 +95,7 @@ Attempt = Callable[[PreparedRequest, float, Provider, "_Progress"], Generator[An
 
 def edit_flow(
     call_type: CallType, params: dict[str, Any], route: Route | None = None
-) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+) -> Generator[Effect, Any, ImageResponse]:
     """One call from raw parameters to a priced response, yielding the effects it needs.
 
     With a ``route`` (a :class:`tracking.Router` call) the route chooses each attempt's
@@ -182,7 +182,11 @@ class DirectRoute:
         )
         self.attempts = 0
 
-    def next(self, failure: BaseException | None) -> Target:
+    def next(self, failure: BaseException | None) -> Steps[Target]:
+        yield from ()  # nothing to consult: a direct call has no shared state
+        return self._next(failure)
+
+    def _next(self, failure: BaseException | None) -> Target:
         if failure is not None:
             retryable = isinstance(failure, APIError) and failure.retryable
             if not retryable or self.attempts > self.max_retries:
@@ -199,8 +203,8 @@ class DirectRoute:
         error: BaseException | None,
         latency_ms: float | None,
         response: ImageResponse | None,
-    ) -> None:
-        pass
+    ) -> Steps[None]:
+        yield from ()
 
     def routing(self, model: str, model_group: str | None) -> Routing:
         return Routing(model, model_group)
@@ -248,7 +252,7 @@ def _attempts(
     failure: BaseException | None = None
     prepared: PreparedRequest | None = None
     while True:
-        target = route.next(failure)
+        target = yield from route.next(failure)
         if target.overrides or prepared is None:
             try:
                 request, options = parse_call(**{**params, **target.overrides})
@@ -257,7 +261,7 @@ def _attempts(
                 prepared = provider.prepare(request, options)
             except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
                 prepared = None
-                route.done(target, exc, None, None)
+                yield from route.done(target, exc, None, None)
                 failure = exc
                 continue
             progress.api_base = prepared.host
@@ -282,14 +286,18 @@ def _attempts(
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
             if sent is not None:
                 latency_ms = (time.perf_counter() - sent) * 1000
-            route.done(target, exc, latency_ms, None)
             if outcome_unknown(progress.outcome, exc):  # sent whole, answer lost: maybe billed
                 progress.unknown_outcomes += 1
+            if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
+                run_steps(route.done(target, exc, latency_ms, None))
+                raise
+            yield from route.done(target, exc, latency_ms, None)
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
             failure = exc
             continue
-        route.done(target, None, latency_ms, result if isinstance(result, ImageResponse) else None)
+        done = result if isinstance(result, ImageResponse) else None
+        yield from route.done(target, None, latency_ms, done)
         return result
 
 
@@ -569,38 +577,64 @@ def _str(value: Any) -> str | None:
 
 def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     flow = edit_flow("image_edit", params, route)
-    result: Answer | BaseException | None = None
+    result: Any = None  # an Answer, a consulted value, or an exception as a value
+    interrupted: BaseException | None = None
     while True:
         try:
-            effect = flow.send(result)
+            effect = flow.send(result) if interrupted is None else flow.throw(interrupted)
         except StopIteration as stop:
             value: ImageResponse = stop.value
             return value
-        result = None
-        if isinstance(effect, Send):
-            result = _send_sync(effect)
-        elif isinstance(effect, Sleep):
-            time.sleep(effect.seconds)
-        else:
-            bus.emit_sync(effect.event, effect.response, effect.exception)
+        result = interrupted = None
+        try:
+            if isinstance(effect, Send):
+                result = _send_sync(effect)
+            elif isinstance(effect, Sleep):
+                time.sleep(effect.seconds)
+            elif isinstance(effect, Consult):
+                result = consult_sync(effect)
+            else:
+                bus.emit_sync(effect.event, effect.response, effect.exception)
+        except BaseException as exc:  # an interrupted effect ends the flow through its own path
+            interrupted = exc
 
 
 async def run_async(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     flow = edit_flow("aimage_edit", params, route)
-    result: Answer | BaseException | None = None
+    result: Any = None  # an Answer, a consulted value, or an exception as a value
+    interrupted: BaseException | None = None
     while True:
         try:
-            effect = flow.send(result)
+            effect = flow.send(result) if interrupted is None else flow.throw(interrupted)
         except StopIteration as stop:
             value: ImageResponse = stop.value
             return value
-        result = None
-        if isinstance(effect, Send):
-            result = await _send_async(effect)
-        elif isinstance(effect, Sleep):
-            await asyncio.sleep(effect.seconds)
-        else:
-            await bus.emit_async(effect.event, effect.response, effect.exception)
+        result = interrupted = None
+        try:
+            if isinstance(effect, Send):
+                result = await _send_async(effect)
+            elif isinstance(effect, Sleep):
+                await asyncio.sleep(effect.seconds)
+            elif isinstance(effect, Consult):
+                result = await consult_async(effect)
+            else:
+                await bus.emit_async(effect.event, effect.response, effect.exception)
+        except BaseException as exc:  # a cancelled effect (a backoff sleep) yields its event too
+            interrupted = exc
+
+
+def consult_sync(effect: Consult) -> Any:
+    try:
+        return effect.run()
+    except Exception as exc:  # handed to the route's state, which falls back to local state
+        return exc
+
+
+async def consult_async(effect: Consult) -> Any:
+    try:
+        return await effect.arun()
+    except Exception as exc:  # handed to the route's state, which falls back to local state
+        return exc
 
 
 def _origin(url: str) -> str:

@@ -10,6 +10,7 @@ Nothing here does I/O beyond reading the caller's image arguments.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ __all__ = [
     "DEFAULT_API_BASE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "PARAMETERS",
     "CallOptions",
     "ImageEditRequest",
+    "image_edit_params",
     "parse_call",
     "split_provider",
 ]
@@ -132,16 +135,16 @@ def split_provider(model: str) -> tuple[str, str]:
     return "openai", model
 
 
-def parse_call(
-    *,
-    image: ImageInput | list[ImageInput] | None,
-    prompt: str | None,
+def image_edit_params(
+    image: ImageInput | list[ImageInput],
+    prompt: str,
     model: str | None = None,
     mask: ImageInput | None = None,
     n: int | None = None,
     size: str | None = None,
     response_format: str | None = None,
     user: str | None = None,
+    *,
     quality: str | None = None,
     background: str | None = None,
     output_format: str | None = None,
@@ -158,9 +161,67 @@ def parse_call(
     extra_body: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     drop_params: bool = False,
-    base_model: str | None = None,
-) -> tuple[ImageEditRequest, CallOptions]:
-    """Validate every parameter and read the images; the first fault is a ``ValidationError``."""
+) -> dict[str, Any]:
+    """The call's parameters, defined once: ``image_edit`` and ``aimage_edit`` take this
+    signature, :func:`parse_call` reads what it returns.
+
+    Edit an image (or several) with a prompt, as OpenAI's ``images.edit``, tracked.
+
+    ``image`` and ``mask`` may be bytes, a path, an open binary file, an ``(filename, bytes)``
+    tuple, or (``image`` only) a list of these. ``model`` is required unless
+    ``TRACKING_DEFAULT_MODEL`` is set; prefix it with a provider (``azure/<deployment>``) to
+    choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
+    (default 2) retries 429, 5xx, timeouts and dropped connections with backoff. ``metadata``
+    is recorded on the call's event (``team`` and ``tags`` are read from it). Returns an
+    :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
+    ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's stream events
+    instead (:class:`~tracking.ImageEditStream`, see docs/streaming.md).
+    """
+    return dict(locals())
+
+
+#: The names of the call's parameters, in order (from :func:`image_edit_params`).
+PARAMETERS: tuple[str, ...] = tuple(inspect.signature(image_edit_params).parameters)
+#: What :func:`parse_call` accepts: the parameters and the router's ``base_model`` (the model
+#: whose prices apply to a deployment).
+_ACCEPTED = frozenset((*PARAMETERS, "base_model"))
+
+
+def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
+    """Validate every parameter and read the images; the first fault is a ``ValidationError``.
+
+    ``params`` are those of :func:`image_edit_params` (missing ones take its defaults) and
+    optionally ``base_model``; any other name is a ``TypeError``, as for a function call.
+    """
+    unknown = params.keys() - _ACCEPTED
+    if unknown:
+        raise TypeError(f"parse_call() got unexpected keyword arguments: {sorted(unknown)}")
+    get = params.get
+    image: ImageInput | list[ImageInput] | None = get("image")
+    prompt: str | None = get("prompt")
+    model: str | None = get("model")
+    mask: ImageInput | None = get("mask")
+    n: int | None = get("n")
+    size: str | None = get("size")
+    response_format: str | None = get("response_format")
+    user: str | None = get("user")
+    quality: str | None = get("quality")
+    background: str | None = get("background")
+    output_format: str | None = get("output_format")
+    output_compression: int | None = get("output_compression")
+    input_fidelity: str | None = get("input_fidelity")
+    stream: bool | None = get("stream")
+    partial_images: int | None = get("partial_images")
+    timeout: float | None = get("timeout")
+    max_retries: int | None = get("max_retries")
+    api_key: str | None = get("api_key")
+    api_base: str | None = get("api_base")
+    api_version: str | None = get("api_version")
+    extra_headers: Mapping[str, str] | None = get("extra_headers")
+    extra_body: Mapping[str, Any] | None = get("extra_body")
+    metadata: Mapping[str, Any] | None = get("metadata")
+    drop_params: bool = get("drop_params", False)
+    base_model: str | None = get("base_model")
     if stream is not None and not isinstance(stream, bool):
         raise ValidationError(
             f"stream: expected true or false, got {type(stream).__name__}",

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 from . import bus
 from .errors import StreamClosed
 from .events import ImageEditEvent
-from .flow import Answer, Emit, Sleep, _origin
+from .flow import Answer, Emit, Sleep, _origin, consult_async, consult_sync
 from .http import POOL
 from .stream_events import ImageEditStreamEvent
 from .stream_flow import Deliver, OpenStream, ReadStream, stream_flow
-from .targets import Route
+from .targets import Consult, Route
 
 if TYPE_CHECKING:
     import aiohttp
@@ -209,6 +209,8 @@ def _drive_sync(
                 result = answer.open(effect)
             elif isinstance(effect, Sleep):
                 time.sleep(effect.seconds)
+            elif isinstance(effect, Consult):  # the router's shared state (Redis)
+                result = consult_sync(effect)
             elif isinstance(effect, Emit):
                 answer.close()  # the upstream is done with before receivers run
                 state.event = effect.event
@@ -239,6 +241,8 @@ async def _drive_async(
                 result = await answer.open(effect)
             elif isinstance(effect, Sleep):
                 await asyncio.sleep(effect.seconds)
+            elif isinstance(effect, Consult):
+                result = await consult_async(effect)
             elif isinstance(effect, Emit):
                 if effect.exception is None:
                     await answer.finish()  # the connection goes back to the pool if it can

@@ -16,11 +16,13 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
-from ..api import _image_edit_params, call_async, call_sync
+from ..api import call_async, call_sync
 from ..errors import ConfigurationError
+from ..request import image_edit_params
+from ..targets import Steps, run_steps
 from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
 from .route import CallRoute
-from .state import MemoryState, RedisState, RouterState
+from .state import MemoryState, RedisState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
 
 if TYPE_CHECKING:
@@ -88,8 +90,8 @@ class Router:
     ``redis_url`` shares the routing state between processes under ``redis_prefix``.
     """
 
-    image_edit = _routed_sync(_image_edit_params)
-    aimage_edit = _routed_async(_image_edit_params)
+    image_edit = _routed_sync(image_edit_params)
+    aimage_edit = _routed_async(image_edit_params)
 
     def __init__(
         self,
@@ -126,6 +128,8 @@ class Router:
                 else MemoryState(latency_window=latency_window)
             )
         self.state: RouterState = state
+        #: The state's operations as routing steps: awaited on the async path (see ``stepwise``).
+        self.stepwise_state = stepwise(state)
         #: Called with (model group, deployment id) whenever this router starts a cooldown;
         #: the Prometheus integration counts ``image_edit_deployment_cooldowns_total`` here.
         self.cooldown_observers: list[CooldownObserver] = []
@@ -166,9 +170,13 @@ class Router:
 
     def cool_down(self, deployment: Deployment, reason: str) -> None:
         """Skip ``deployment`` for ``cooldown_time`` seconds, in every process sharing state."""
+        run_steps(self.cool_down_steps(deployment, reason))
+
+    def cool_down_steps(self, deployment: Deployment, reason: str) -> Steps[None]:
+        """:meth:`cool_down` as routing steps (a routed call's state exchange is yielded)."""
         if self.cooldown_time <= 0:
             return
-        self.state.cool_down(deployment.id, self.cooldown_time)
+        yield from self.stepwise_state.cool_down(deployment.id, self.cooldown_time)
         log.warning(
             "router: deployment %s of %r cooling down for %.3g s (%s)",
             deployment.id,
