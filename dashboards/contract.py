@@ -61,6 +61,7 @@ METRICS: dict[str, MetricSpec] = {
     "tracking_ledger_outbox_rows": MetricSpec("gauge", (), "ledger"),
     "tracking_ledger_write_seconds": MetricSpec("histogram", (), "ledger"),
     "tracking_ledger_replayed_total": MetricSpec("counter", (), "ledger"),
+    "tracking_ledger_quarantined_total": MetricSpec("counter", (), "ledger"),
     "image_edit_proxy_rejections_total": MetricSpec("counter", ("reason",), "proxy"),
 }
 
