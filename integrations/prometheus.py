@@ -93,7 +93,24 @@ STANDARD_SIZES = frozenset(
     {"auto", "256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1792x1024", "1024x1792"}
 )
 STANDARD_QUALITIES = frozenset({"auto", "low", "medium", "high", "standard", "hd"})
-PROXY_REJECTION_REASONS = frozenset({"auth", "budget", "size", "rate"})
+#: Why the proxy refused a request (a closed set: the label's series are bounded).
+PROXY_REJECTION_REASONS = frozenset(
+    {
+        "auth",  # no key, a wrong or expired one, a management call without the master key
+        "model_not_allowed",  # the key's models do not include the one asked for
+        "unknown_model",  # a model the config does not list
+        "blocked",  # the end user is blocked
+        "budget",  # the key's or the end user's budget
+        "rate",  # the key's rpm or parallel limit, or no deployment free
+        "size",  # the body is too large
+        "validation",  # a parameter breaks a rule, a malformed body
+        "body_timeout",  # the body did not arrive in time
+        "not_found",  # an unknown path or record
+        "method_not_allowed",
+        "store_unavailable",  # the database could not be read to decide
+        "invalid_request",  # any other refusal
+    }
+)
 _MAX_LABEL_CHARS = 100  # a pathological model name must not make a huge series
 _MAX_CACHED_SERIES = 10_000  # (model, served, provider) triples whose children are kept
 DEFAULT_END_USER_SERIES = 1000
@@ -174,7 +191,7 @@ class PrometheusLogger:
             self.metrics.ledger_quarantined.inc(rows)
 
     def record_proxy_rejection(self, reason: str) -> None:
-        """One request refused by the proxy: ``auth``, ``budget``, ``size`` or ``rate``."""
+        """One request refused by the proxy, under one of :data:`PROXY_REJECTION_REASONS`."""
         if reason not in PROXY_REJECTION_REASONS:
             known = ", ".join(sorted(PROXY_REJECTION_REASONS))
             raise ValueError(f"reason: one of {known}, got {reason!r}")

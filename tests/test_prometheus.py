@@ -201,7 +201,7 @@ def test_metrics_fed_by_the_router_ledger_and_proxy(registry):
     logger.observe_ledger_write(0.004)
     logger.record_ledger_replayed(5)
     logger.record_proxy_rejection("budget")
-    with pytest.raises(ValueError, match="auth, budget, rate, size"):
+    with pytest.raises(ValueError, match="auth, blocked, body_timeout, budget"):
         logger.record_proxy_rejection("because")
     cooldowns = "image_edit_deployment_cooldowns_total"
     assert value(registry, cooldowns, model="gpt-image-1", deployment="dep-b") == 2

@@ -412,7 +412,7 @@ def test_config_prices_base_model_per_token_and_prices_section(proxy, fake):
 def test_400_validation_errors(proxy, client, images):
     assert_openai_error(post_edit(proxy, {"model": "gpt-image-1", "prompt": "x", "n": "11"}), 400)
     error = assert_openai_error(
-        post_edit(proxy, {"model": "gpt-image-1", "prompt": "x", "n": "two"}), 400, "type"
+        post_edit(proxy, {"model": "gpt-image-1", "prompt": "x", "n": "two"}), 400, "invalid_type"
     )
     assert error["param"] == "n"
     error = assert_openai_error(post_edit(proxy, {"model": "gpt-image-1"}), 400)
@@ -549,8 +549,9 @@ def test_429_rate_limits(proxy):
             break
     assert statuses[:2] == [200, 200] and statuses[-1] == 429, statuses
     error = assert_openai_error(response, 429, "rate_limit_exceeded")
-    assert error["type"] == "rate_limit_error"
+    assert error["type"] == "requests"  # OpenAI's type for a rate limit
     assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert response.headers["x-should-retry"] == "true"  # no deployment free yet: wait and retry
     # The upstream's own 429 passes through as 429.
     assert_openai_error(post_edit(proxy, {"model": "busy", "prompt": "x"}), 429)
 

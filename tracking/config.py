@@ -183,6 +183,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "image_store": _is_mapping,
     "allow_unpriced_with_budgets": _is_bool,
     "prices_file": _is_str,
+    "cors_allow_origins": _is_str_list,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -246,6 +247,8 @@ class GeneralSettings:
     allow_unpriced_with_budgets: bool = False
     #: A user's prices file (``tracking prices import`` writes one); relative to the config.
     prices_file: Path | None = None
+    #: Browser origins allowed to call the proxy (CORS); empty: CORS off. ``"*"``: any.
+    cors_allow_origins: tuple[str, ...] = ()
 
     @property
     def max_request_bytes(self) -> int:
@@ -416,6 +419,7 @@ def parse_config(
             image_store=dict(general.get("image_store", {})),
             allow_unpriced_with_budgets=general.get("allow_unpriced_with_budgets", False),
             prices_file=_beside(source, general.get("prices_file")),
+            cors_allow_origins=tuple(general.get("cors_allow_origins", ())),
         ),
         prices=dict(top.get("prices", {})),
         source=source,

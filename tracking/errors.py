@@ -30,9 +30,11 @@ Each error has a short, fixed ``error_type`` (used as a metric label and in the 
 HTTP ``status_code`` where there is one, the upstream's own words in ``upstream_message`` (masked),
 and the ``param`` it is about where known. A :class:`ValidationError` also names the ``rule`` that
 was broken and lists every broken rule of the call in ``violations``, so one attempt reports all
-of them. Which errors are retried is the class attribute ``retryable``. :data:`ERROR_TYPES` is
-the fixed table of every ``error_type`` an event can carry, this tree's and those of the
-subclasses other modules define, so a metric label never depends on what was imported.
+of them; its ``code`` is the rule in OpenAI's own error vocabulary (:func:`openai_code`), the
+value OpenAI's API would put in ``error.code``. Which errors are retried is the class attribute
+``retryable``. :data:`ERROR_TYPES` is the fixed table of every ``error_type`` an event can carry,
+this tree's and those of the subclasses other modules define, so a metric label never depends on
+what was imported.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ __all__ = [
     "ValidationError",
     "Violation",
     "mask_secrets",
+    "openai_code",
+    "range_code",
     "status_error_class",
 ]
 
@@ -138,6 +142,43 @@ class ConfigurationError(TrackingError):
     error_type = "configuration_error"
 
 
+#: Our rule names in OpenAI's ``error.code`` vocabulary (codes OpenAI's API answers, read
+#: 2026-12-03: ``invalid_value``, ``unknown_parameter``, ``missing_required_parameter``,
+#: ``invalid_type``, ``integer_above_max_value`` / ``integer_below_min_value``,
+#: ``string_above_max_length``, ``array_above_max_length``, ``invalid_image_format``, ...).
+_OPENAI_CODES: dict[str, str] = {
+    "required": "missing_required_parameter",
+    "type": "invalid_type",
+    "enum": "invalid_value",
+    "range": "invalid_value",  # the direction, when known, gives integer_above/below_...
+    "unsupported": "unsupported_parameter",  # known to the API, not taken by this model
+    "max_length": "string_above_max_length",
+    "max_images": "array_above_max_length",
+    "unknown_model": "model_not_found",
+    "max_bytes": "image_too_large",
+    "empty": "invalid_image",
+    "malformed": "invalid_image",
+    "square": "invalid_image",
+    "alpha": "invalid_image",
+    "dimensions": "invalid_image",
+}
+#: ``format`` of an image file is OpenAI's ``invalid_image_format``; of a value, ``invalid_value``.
+_IMAGE_PARAMS = frozenset({"image", "mask", "image[]"})
+
+
+def openai_code(rule: str | None, param: str | None = None) -> str:
+    """The ``error.code`` OpenAI's API gives for a broken rule of ours (``invalid_value`` when
+    it has no narrower one)."""
+    if rule == "format" and param in _IMAGE_PARAMS:
+        return "invalid_image_format"
+    return _OPENAI_CODES.get(rule or "", "invalid_value")
+
+
+def range_code(value: int, low: int) -> str:
+    """OpenAI's code for an integer outside its range, by the side it fell off."""
+    return "integer_below_min_value" if value < low else "integer_above_max_value"
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
     """One broken rule: the parameter, a short rule name, and a sentence saying what to change."""
@@ -147,6 +188,12 @@ class Violation:
     message: str
     #: the model does not take the parameter at all (``drop_params=True`` would drop it)
     unsupported: bool = False
+    #: OpenAI's ``error.code`` when the rule alone does not tell it (a range's direction)
+    openai_code: str | None = None
+
+    @property
+    def code(self) -> str:
+        return self.openai_code or openai_code(self.rule, self.param)
 
 
 class ValidationError(TrackingError, ValueError):
@@ -165,12 +212,17 @@ class ValidationError(TrackingError, ValueError):
         param: str | None = None,
         rule: str | None = None,
         violations: Sequence[Violation] = (),
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.param = param
         self.rule = rule
         self.violations: tuple[Violation, ...] = tuple(violations) or (
-            (Violation(param, rule or "invalid", message),) if param else ()
+            (Violation(param, rule or "invalid", message, openai_code=code),) if param else ()
+        )
+        #: The first broken rule in OpenAI's ``error.code`` vocabulary.
+        self.code = code or (
+            self.violations[0].code if self.violations else openai_code(rule, param)
         )
 
     @classmethod
@@ -179,7 +231,9 @@ class ValidationError(TrackingError, ValueError):
         first = violations[0]
         kind = UnsupportedParamsError if all(v.unsupported for v in violations) else ValidationError
         message = "; ".join(v.message for v in violations)
-        return kind(message, param=first.param, rule=first.rule, violations=violations)
+        return kind(
+            message, param=first.param, rule=first.rule, violations=violations, code=first.code
+        )
 
 
 class UnsupportedParamsError(ValidationError):
@@ -204,11 +258,14 @@ class APIError(TrackingError):
         upstream_request_id: str | None = None,
         retry_after: float | None = None,
         upstream_message: str | None = None,
+        upstream_type: str | None = None,
     ) -> None:
         super().__init__(message)
         if status_code is not None:
             self.status_code = status_code
         self.upstream_message = upstream_message
+        #: The upstream's own ``error.type`` (``image_generation_user_error``, ...), untouched.
+        self.upstream_type = upstream_type
         self.param = param
         self.code = code
         self.upstream_request_id = upstream_request_id

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 
 from . import bus
+from .call_control import CallControl, CallerGone, claim, current_control
 from .errors import (
     APIConnectionError,
     APIError,
@@ -40,7 +41,7 @@ from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
 from .providers import Poll, PreparedRequest, Provider, get_provider
-from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
+from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, end_user_of, parse_call
 from .response import ImageResponse
 from .targets import Consult, Route, Routing, Steps, Target, run_steps
 from .unknown_outcomes import outcome_unknown, with_unknown_outcomes
@@ -66,6 +67,8 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
+    #: A retry's backoff: cut short when the caller goes away (a poll's wait is not).
+    before_retry: bool = False
 
 
 @fast_init
@@ -105,7 +108,8 @@ def edit_flow(
 
     start_time = datetime.now(UTC)
     started = time.perf_counter()
-    request_id = new_request_id()
+    control, preset_id = claim()  # the proxy's request id, and whether its client has left
+    request_id = preset_id or new_request_id()
     if route is None:
         route = DirectRoute(params)
     progress = _Progress()
@@ -124,6 +128,7 @@ def edit_flow(
                 start_time,
                 progress,
                 parsed,
+                control=control,
             )
         finally:
             if parsed:
@@ -239,19 +244,23 @@ def _attempts(
     progress: _Progress,
     parsed: list[tuple[ImageEditRequest, CallOptions]],
     attempt: Attempt[R] = send_once,  # type: ignore[assignment]  # R is ImageResponse here
+    control: CallControl | None = None,
 ) -> Generator[Any, Any, R]:  # the effects of ``attempt`` (a streamed call's too)
     """Attempts as the route directs: a target with overrides (another deployment or a
     fallback model) is validated anew for its model (a fallback the request does not fit is
     refused here and the route skips it); a target without reuses the prepared request. Each
     attempt is made by ``attempt`` (:func:`send_once`; a streamed call opens the stream and
     reads its first event) and reported back; ``route.next`` raises the error that ends the
-    call once nothing is left to try."""
+    call once nothing is left to try. Once the caller has gone (``control.abandoned``) no new
+    attempt starts: the last failure ends the call."""
     if not isinstance(route, DirectRoute):  # every target parses again: read files only once
         params = _images_read_once(params)
     headers: dict[str, str] | None = None
     failure: BaseException | None = None
     prepared: PreparedRequest | None = None
     while True:
+        if failure is not None and control is not None and control.abandoned:
+            raise failure
         target = yield from route.next(failure)
         if target.overrides or prepared is None:
             try:
@@ -278,7 +287,9 @@ def _attempts(
         progress.outcome = None
         try:
             if target.backoff:
-                yield Sleep(_backoff(progress.attempts, target.retry_after))
+                yield Sleep(_backoff(progress.attempts, target.retry_after), before_retry=True)
+            if failure is not None and control is not None and control.abandoned:
+                raise CallerGone  # left while we waited: the target is released, not sent
             progress.attempts += 1
             sent = time.perf_counter()
             result = yield from attempt(prepared, options.timeout, provider, progress)
@@ -292,6 +303,8 @@ def _attempts(
                 run_steps(route.done(target, exc, latency_ms, None))
                 raise
             yield from route.done(target, exc, latency_ms, None)
+            if isinstance(exc, CallerGone) and failure is not None:
+                raise failure from None
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
             failure = exc
@@ -426,6 +439,7 @@ def _status_error(
         upstream_request_id=upstream_id,
         retry_after=said.retry_after if retry_after is None else retry_after,
         upstream_message=message,
+        upstream_type=said.type,
     )
 
 
@@ -475,6 +489,9 @@ def _make_event(
     latency_ms = (time.perf_counter() - started) * 1000
     raw_metadata: Any = options.metadata if options else params.get("metadata")
     metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+    end_user, other_user = end_user_of(params)
+    if other_user is not None:  # both ids were sent: the event keeps the one that lost
+        metadata = {**metadata, "user": other_user}
     tags = metadata.get("tags")
     prompt = params.get("prompt")
     usage = response.usage if response is not None else None
@@ -500,7 +517,7 @@ def _make_event(
             if response is not None
             else getattr(failure, "upstream_request_id", None)
         ),
-        end_user=user if isinstance(user := params.get("user"), str) else None,
+        end_user=end_user,
         # The proxy names the caller's virtual key in metadata (tracking.proxy.accounts).
         api_key_hash=_str(metadata.get("user_api_key_hash")),
         key_alias=_str(metadata.get("user_api_key_alias")),
@@ -614,7 +631,8 @@ async def run_async(params: dict[str, Any], route: Route | None = None) -> Image
             if isinstance(effect, Send):
                 result = await _send_async(effect)
             elif isinstance(effect, Sleep):
-                await asyncio.sleep(effect.seconds)
+                control = current_control() if effect.before_retry else None
+                await (control.sleep if control else asyncio.sleep)(effect.seconds)
             elif isinstance(effect, Consult):
                 result = await consult_async(effect)
             else:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ValidationError
+from .errors import ValidationError, range_code
 from .families import Family, family_of
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
@@ -30,6 +30,7 @@ __all__ = [
     "PARAMETERS",
     "CallOptions",
     "ImageEditRequest",
+    "end_user_of",
     "image_edit_params",
     "parse_call",
     "split_provider",
@@ -66,6 +67,7 @@ class ImageEditRequest:
     response_format: str | None = None  #: None when not sent (GPT image models)
     requested_response_format: str | None = None
     user: str | None = None
+    safety_identifier: str | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     #: The model whose prices apply (a router deployment's ``model_info.base_model``).
     base_model: str | None = None
@@ -96,6 +98,7 @@ class ImageEditRequest:
             ("input_fidelity", self.input_fidelity),
             ("response_format", self.response_format),
             ("user", self.user),
+            ("safety_identifier", self.safety_identifier),
             ("stream", "true" if self.stream else None),
             ("partial_images", self.partial_images),
         )
@@ -126,6 +129,21 @@ class CallOptions:
         )
 
 
+def end_user_of(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The call's end user, and the other id when the caller sent two that differ.
+
+    ``safety_identifier`` (OpenAI's successor of ``user``) wins when it is a non-empty string,
+    else ``user``: OpenAI's own rule for the two. The one place both SDK and proxy read it from.
+    """
+    user = params.get("user")
+    safety = params.get("safety_identifier")
+    user = user if isinstance(user, str) and user else None
+    safety = safety if isinstance(safety, str) and safety else None
+    if safety is None:
+        return user, None
+    return safety, (user if user is not None and user != safety else None)
+
+
 def split_provider(model: str) -> tuple[str, str]:
     """``"azure/dep"`` -> ``("azure", "dep")``; a bare name, or a prefix that names no registered
     provider, means OpenAI with the whole name (an OpenAI-compatible server may use slashes)."""
@@ -150,6 +168,7 @@ def image_edit_params(
     output_format: str | None = None,
     output_compression: int | None = None,
     input_fidelity: str | None = None,
+    safety_identifier: str | None = None,
     stream: bool | None = None,
     partial_images: int | None = None,
     timeout: float | None = None,
@@ -171,7 +190,9 @@ def image_edit_params(
     tuple, or (``image`` only) a list of these. ``model`` is required unless
     ``TRACKING_DEFAULT_MODEL`` is set; prefix it with a provider (``azure/<deployment>``) to
     choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
-    (default 2) retries 429, 5xx, timeouts and dropped connections with backoff. ``metadata``
+    (default 2) retries 429, 5xx, timeouts and dropped connections with backoff.
+    ``safety_identifier`` (OpenAI's successor of ``user``) names the end user, and wins over
+    ``user`` when both are given (the other is kept in the event's metadata). ``metadata``
     is recorded on the call's event (``team`` and ``tags`` are read from it). Returns an
     :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
     ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's stream events
@@ -210,6 +231,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     output_format: str | None = get("output_format")
     output_compression: int | None = get("output_compression")
     input_fidelity: str | None = get("input_fidelity")
+    safety_identifier: str | None = get("safety_identifier")
     stream: bool | None = get("stream")
     partial_images: int | None = get("partial_images")
     timeout: float | None = get("timeout")
@@ -261,6 +283,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         ("output_format", output_format),
         ("input_fidelity", input_fidelity),
         ("user", user),
+        ("safety_identifier", safety_identifier),
     ):
         if value is not None and not isinstance(value, str):
             raise ValidationError(
@@ -317,6 +340,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         response_format=_str_or_none(sent["response_format"]),
         requested_response_format=response_format,
         user=user,
+        safety_identifier=safety_identifier,
         extra_body=dict(extra_body or {}),
         base_model=base_model,
         stream=bool(stream),
@@ -354,7 +378,10 @@ def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:
         )
     if not low <= value <= high:
         raise ValidationError(
-            f"{name}: must be between {low} and {high}, got {value}", param=name, rule="range"
+            f"{name}: must be between {low} and {high}, got {value}",
+            param=name,
+            rule="range",
+            code=range_code(value, low),
         )
     return value
 

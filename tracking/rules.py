@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from .errors import Violation
+from .errors import Violation, range_code
 from .families import Family, ImageRule, SizeRule
 from .frozen import fast_init
 from .images import ImageFile
@@ -90,6 +90,7 @@ def integer_ranges(call: Call, family: Family) -> Iterator[Violation]:
                 name,
                 "range",
                 f"{name}: {call.model} takes {bounds[0]} to {bounds[1]}, got {value}",
+                openai_code=range_code(value, bounds[0]),
             )
 
 
@@ -131,7 +132,12 @@ def _custom_size_problem(value: str, rule: SizeRule) -> tuple[str, str] | None:
 
 def n_images(call: Call, family: Family) -> Iterator[Violation]:
     if call.n is not None and call.n > family.max_n:
-        yield Violation("n", "range", f"n: {call.model} makes 1 to {family.max_n} images")
+        yield Violation(
+            "n",
+            "range",
+            f"n: {call.model} makes 1 to {family.max_n} images",
+            openai_code="integer_above_max_value",
+        )
 
 
 def prompt_length(call: Call, family: Family) -> Iterator[Violation]:

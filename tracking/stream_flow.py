@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .call_control import claim
 from .errors import APIResponseError, StreamClosed, StreamInterruptedError, TrackingError
 from .flow import (
     Answer,
@@ -185,7 +186,8 @@ def stream_flow(
     """One streamed call from raw parameters to its delivered events and its one event."""
     start_time = datetime.now(UTC)
     started = time.perf_counter()
-    request_id = new_request_id()
+    control, preset_id = claim()  # the proxy's request id, and whether its client has left
+    request_id = preset_id or new_request_id()
     if route is None:
         route = DirectRoute(params)
     progress = _Progress()
@@ -194,7 +196,15 @@ def stream_flow(
     failure: BaseException | None = None
     try:
         item = yield from _attempts(
-            route, call_type, params, request_id, start_time, progress, parsed, reader.open
+            route,
+            call_type,
+            params,
+            request_id,
+            start_time,
+            progress,
+            parsed,
+            reader.open,
+            control=control,
         )
         while True:
             try:

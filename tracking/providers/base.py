@@ -88,6 +88,8 @@ class UpstreamError:
     code: str | None = None
     status: int | None = None
     retry_after: float | None = None
+    #: The upstream's own error ``type`` (``image_generation_user_error``, ...), untouched.
+    type: str | None = None
 
 
 class Provider(Protocol):
@@ -128,6 +130,7 @@ def openai_error(status: int, body: bytes) -> UpstreamError:
         message=text_field(error, "message"),
         param=text_field(error, "param"),
         code=text_field(error, "code"),
+        type=text_field(error, "type"),
     )
 
 

@@ -37,7 +37,11 @@ async def read_store(what: str, message: str, read: Callable[..., T], *args: Any
     except Exception as exc:
         log.warning("the %s store is unavailable: %s", what, type(exc).__name__)
         raise ProxyError(
-            503, message, type="server_error", code=f"{what}_store_unavailable"
+            503,
+            message,
+            code=f"{what}_store_unavailable",
+            reason="store_unavailable",
+            retry=True,
         ) from None
 
 

@@ -103,10 +103,9 @@ class Accounts:
             raise ProxyError(
                 403,
                 f"this key may not call model {model!r}",
-                type="permission_error",
                 param="model",
                 code="model_not_allowed",
-                reason="auth",
+                reason="model_not_allowed",
             )
         if principal.kind == "virtual":
             metadata = dict(params.get("metadata") or {})
@@ -132,6 +131,5 @@ async def _needs_master_key(scope: Scope, receive: Receive, send: Send) -> None:
     raise ProxyError(
         403,
         "keys and end users need general_settings.master_key: this proxy is open",
-        type="permission_error",
         code="master_key_required",
     )

@@ -10,6 +10,14 @@ ledger row is committed. The answer is the upstream's JSON with ``x-tracking-req
 ``x-tracking-request-id`` when it got as far as an event. A ``stream=true`` call is answered
 as Server-Sent Events once its first event is in (:mod:`tracking.proxy.stream_relay`).
 
+Every answer carries ``x-request-id``: the id the proxy gives the HTTP request as it arrives,
+which an edit's call takes as its own (so it is the ledger row's key, and what the official
+clients show as ``request_id``); the upstream's id, when there is one, is in
+``x-upstream-request-id``. While the upstream call runs the proxy listens for the client
+hanging up: from then on no new attempt starts (:mod:`tracking.call_control`). Paths match with
+or without a trailing slash; a known path with the wrong method is a 405 with ``Allow``; CORS
+answers browsers from ``general_settings.cors_allow_origins`` (off when empty).
+
 Start-up (the ASGI lifespan) registers the config's prices, installs the configured callbacks
 and the proxy's own sinks (Prometheus, the ledger) and checks them, and lets the router report
 cooldowns to Prometheus; shutdown runs after the server has drained in-flight requests, and
@@ -26,7 +34,9 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..call_control import CallControl, controlled, current_control
 from ..config import ProxyConfig, load_config
+from ..ids import new_request_id
 from ..streaming import AsyncImageEditStream
 from .accounts import Accounts
 from .auth import Authenticator, KeyCheck, Principal
@@ -37,6 +47,7 @@ from .image_store import STORED_PREFIX, build_image_store, parse_store_settings,
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher
+from .openapi import docs_page, openapi_document
 from .prices import register_config_prices
 from .stream_relay import relay_stream
 from .url_answers import base64_only_models, serve_stored, to_url_answer
@@ -104,11 +115,21 @@ class ProxyApp:
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("GET", "/metrics"): self._metrics,
-            ("GET", "/metrics/"): self._metrics,
+            ("GET", "/openapi.json"): self._openapi,
+            ("GET", "/docs"): self._docs,
         }
         for path in _EDIT_PATHS:
             self._routes["POST", path] = self._edit
         self._routes.update(self.accounts.routes(self.auth))  # keys, customers, spend
+        self._allowed: dict[str, str] = {}  # path -> its methods, for 405's Allow
+        for method, path in self._routes:
+            known = self._allowed.get(path)
+            self._allowed[path] = f"{known}, {method}" if known else method
+        self._cors = _Cors(config.general_settings.cors_allow_origins)
+        self._openapi_body = json.dumps(
+            openapi_document(self._routes, _version()), separators=(",", ":")
+        ).encode()
+        self._docs_body = docs_page(json.loads(self._openapi_body))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -160,31 +181,71 @@ class ProxyApp:
     # -- http -------------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self._routes.get((scope["method"], scope["path"]))
+        request_id = new_request_id()
+        headers = _headers(scope) if self._cors.enabled else None
+        origin = headers.get("origin") if headers is not None else None
+        send = _stamped(send, request_id, self._cors.answer_headers(origin))
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/") or "/"
+        method = scope["method"]
+        handler = self._routes.get((method, path))
+        control = CallControl(request_id=request_id)  # an edit's call takes this id
         try:
             if handler is None:
                 if self.image_store is not None and scope["path"].startswith(STORED_PREFIX):
-                    if scope["method"] != "GET":
-                        raise ProxyError(405, f"method {scope['method']} not allowed")
+                    if method != "GET":
+                        raise ProxyError(
+                            405,
+                            f"Method not allowed: {method} (allowed: GET)",
+                            code="method_not_allowed",
+                            headers={"allow": "GET"},
+                        )
                     await serve_stored(
                         self.image_store, scope["path"], scope.get("query_string", b""), send
                     )
                     return
-                raise self._no_route(scope)
-            await handler(scope, receive, send)
+                if method == "OPTIONS" and headers is not None and self._cors.allows(origin):
+                    await self._preflight(path, headers, send)
+                    return
+                raise self._no_route(method, path)
+            with controlled(control):
+                await handler(scope, receive, send)
         except ProxyError as error:
-            if error.reason and self.metrics is not None:
-                self.metrics.count_rejection(error.reason)
+            reason = error.rejection_reason()
+            if reason is not None and self.metrics is not None:
+                self.metrics.count_rejection(reason)
             await _send_error(send, error)
         except ClientDisconnected:
             return
         except Exception as exc:  # a bug of ours still answers OpenAI-shaped JSON (logged)
             await _send_error(send, from_exception(exc))
 
-    def _no_route(self, scope: Scope) -> ProxyError:
-        if any(path == scope["path"] for _, path in self._routes):
-            return ProxyError(405, f"method {scope['method']} not allowed on {scope['path']}")
-        return ProxyError(404, f"no route {scope['path']}", code="unknown_url")
+    def _no_route(self, method: str, path: str) -> ProxyError:
+        allowed = self._allowed.get(path)
+        if allowed is not None:
+            return ProxyError(
+                405,
+                f"Method not allowed: {method} {path} (allowed: {allowed})",
+                code="method_not_allowed",
+                headers={"allow": allowed},
+            )
+        return ProxyError(404, f"Invalid URL ({method} {path})", code="unknown_url")
+
+    async def _preflight(self, path: str, headers: dict[str, str], send: Send) -> None:
+        """A browser's CORS preflight for a known path (the origin is allowed)."""
+        allowed = self._allowed.get(path)
+        if allowed is None:
+            raise self._no_route("OPTIONS", path)
+        extra = [
+            (b"access-control-allow-methods", allowed.encode()),
+            (b"access-control-max-age", b"600"),
+        ]
+        asked = headers.get("access-control-request-headers")
+        if asked:
+            extra.append((b"access-control-allow-headers", asked.encode("latin-1")))
+        await send({"type": "http.response.start", "status": 204, "headers": extra})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
@@ -210,7 +271,9 @@ class ProxyApp:
         del parts  # the images now live only in params
         model = params.get("model")
         if not model:
-            raise ProxyError(400, "model: required", param="model", code="required")
+            raise ProxyError(
+                400, "model: required", param="model", code="missing_required_parameter"
+            )
         if model not in self.model_names:
             raise ProxyError(
                 404,
@@ -218,13 +281,17 @@ class ProxyApp:
                 f"see GET /v1/models for the models it serves",
                 param="model",
                 code="model_not_found",
+                reason="unknown_model",
             )
         as_urls = self._url_answer(params, model)
         # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
         reservation = await self.accounts.admit(principal, params, model)
+        control = current_control()
+        watcher = asyncio.create_task(_watch_disconnect(receive, control))
         try:  # with a durable ledger the bus returns only once the call's row is acknowledged
             response = await self.dispatcher.aimage_edit(**params)
         except BaseException as exc:
+            watcher.cancel()
             await reservation.release()
             if not isinstance(exc, Exception):
                 raise
@@ -232,7 +299,9 @@ class ProxyApp:
             request_id = getattr(exc, "request_id", None)
             if request_id:  # the failure's event (and ledger row) has this id too
                 error.headers["x-tracking-request-id"] = request_id
+                error.headers["x-request-id"] = request_id
             raise error from None
+        watcher.cancel()
         if isinstance(response, AsyncImageEditStream):  # stream=true: its first event is in
             await relay_stream(response, reservation, receive, send)
             return
@@ -244,15 +313,15 @@ class ProxyApp:
                 f"{headers.get('x-forwarded-proto', scheme)}://{headers.get('host', 'localhost')}"
             )
             body, _ = await to_url_answer(self.image_store, body, response.request_id, base)
-        await _send_json(
-            send,
-            200,
-            body,
-            [
-                (b"x-tracking-request-id", response.request_id.encode()),
-                (b"x-tracking-response-cost", cost.encode()),
-            ],
-        )
+        extra = [
+            (b"x-request-id", response.request_id.encode()),
+            (b"x-tracking-request-id", response.request_id.encode()),
+            (b"x-tracking-response-cost", cost.encode()),
+        ]
+        upstream_id = response._hidden_params.get("upstream_request_id")
+        if isinstance(upstream_id, str) and upstream_id:
+            extra.append((b"x-upstream-request-id", upstream_id.encode("latin-1", "replace")))
+        await _send_json(send, 200, body, extra)
 
     def _url_answer(self, params: dict[str, Any], model: str) -> bool:
         """Whether the proxy serves this call's images as URLs; if so the upstream is asked
@@ -297,7 +366,7 @@ class ProxyApp:
         if self.config.general_settings.require_auth_for_metrics:
             await self.auth.authenticate(headers)
         if self.metrics is None:
-            raise ProxyError(503, "metrics are not ready yet", type="server_error")
+            raise ProxyError(503, "metrics are not ready yet", code="not_ready", retry=True)
         body, content_type = await asyncio.to_thread(self.metrics.render, headers.get("accept"))
         await send(
             {
@@ -307,6 +376,84 @@ class ProxyApp:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _send_json(send, 200, self._openapi_body)
+
+    async def _docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self._docs_body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/html; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _watch_disconnect(receive: Receive, control: CallControl | None) -> None:
+    """Wait for the client to hang up (the body is read: the next message is the disconnect)
+    and tell the call: it starts no new attempt after that."""
+    message = await receive()
+    if message["type"] == "http.disconnect" and control is not None:
+        log.info("client disconnected during the upstream call: no further attempts")
+        control.abandon()
+
+
+class _Cors:
+    """``general_settings.cors_allow_origins``: which browser origins may call the proxy."""
+
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self.any = "*" in origins
+        self.origins = frozenset(origins)
+        self.enabled = bool(origins)
+
+    def allows(self, origin: str | None) -> bool:
+        return origin is not None and (self.any or origin in self.origins)
+
+    def answer_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        if not self.allows(origin):
+            return []
+        assert origin is not None
+        return [
+            (b"access-control-allow-origin", b"*" if self.any else origin.encode("latin-1")),
+            (b"vary", b"origin"),
+            (
+                b"access-control-expose-headers",
+                b"x-request-id, x-upstream-request-id, x-should-retry, retry-after, "
+                b"x-tracking-request-id, x-tracking-response-cost",
+            ),
+        ]
+
+
+def _stamped(send: Send, request_id: str, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds ``x-request-id`` (unless the answer names its call's own) and the
+    CORS headers to the answer's start."""
+    stamp = (b"x-request-id", request_id.encode())
+
+    async def stamped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name == b"x-request-id" for name, _ in headers):
+                headers.append(stamp)
+            headers.extend(extra)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return stamped
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("image-edit-tracking")
+    except PackageNotFoundError:
+        return "0"
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -38,6 +38,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..pricing.estimate import INPUT_IMAGE_TOKENS, max_expected_cost
+from ..request import end_user_of
 from .account_store import read_store
 from .errors import ProxyError
 from .shared_counters import UNITS_PER_USD, Counters, to_units
@@ -184,15 +185,15 @@ class Budgets:
     async def reserve(
         self, principal: Principal, params: Mapping[str, Any], model: str
     ) -> Reservation:
-        user = params.get("user")
-        record = await self.end_user(user) if isinstance(user, str) and user else None
+        user, _ = end_user_of(params)
+        record = await self.end_user(user) if user is not None else None
         if record is not None and record.blocked:
             raise ProxyError(
                 403,
                 f"end user {record.end_user_id!r} is blocked on this proxy",
-                param="user",
+                param="safety_identifier" if params.get("safety_identifier") == user else "user",
                 code="end_user_blocked",
-                reason="budget",
+                reason="blocked",
             )
         budgets: list[tuple[str, Decimal, str, dict[str, Any]]] = []
         if principal.key_hash is not None and principal.max_budget_usd is not None:
@@ -247,7 +248,7 @@ class Budgets:
             429,
             f"budget exceeded: {message} of {_usd(limit)} (spent or reserved: {_usd(counted)}; "
             f"this call may cost up to {_usd(amount)})",
-            type="budget_exceeded",
+            type="insufficient_quota",  # OpenAI's type for a spent quota; never retried
             code="budget_exceeded",
             reason="budget",
         )

@@ -36,9 +36,10 @@ class ParallelLimit:
                 429,
                 f"too many requests in flight for this key (at most {self.limit} at once on "
                 "this proxy; general_settings.max_parallel_requests_per_key)",
-                type="rate_limit_error",
+                type="requests",
                 code="too_many_parallel_requests",
                 reason="rate",
+                retry=True,  # refused before the body was read: one of the others will end
             )
         self._in_flight[caller] = count + 1
         try:

@@ -39,6 +39,7 @@ _TEXT_FIELDS = frozenset(
         "input_fidelity",
         "response_format",
         "user",
+        "safety_identifier",
     }
 )
 _IMAGE_FIELDS = ("image", "image[]")
@@ -199,6 +200,8 @@ async def read_multipart(
             code="request_timeout",
             # The rest of the body is not waited for: the connection is closed after the answer.
             headers={"connection": "close"},
+            reason="body_timeout",
+            retry=True,  # a slow upload may go through on a better try
         ) from None
     return parse_multipart(body, boundary)
 
@@ -282,7 +285,10 @@ def _integer(name: str, text: str) -> int:
         return int(text.strip())
     except ValueError:
         raise ProxyError(
-            400, f"{name}: expected an integer, got {text[:40]!r}", param=name, code="type"
+            400,
+            f"{name}: expected an integer, got {text[:40]!r}",
+            param=name,
+            code="invalid_type",
         ) from None
 
 
@@ -292,4 +298,4 @@ def _boolean(name: str, text: str) -> bool:
         return True
     if value in ("false", "0"):
         return False
-    raise ProxyError(400, f"{name}: expected true or false", param=name, code="type")
+    raise ProxyError(400, f"{name}: expected true or false", param=name, code="invalid_type")

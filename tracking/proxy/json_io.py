@@ -36,6 +36,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _MAX_JSON_BYTES = 64 * 1024
+#: Bounds of the numbers the management endpoints store: past them a value is a mistake, and a
+#: database integer or NUMERIC column cannot hold it.
+MAX_INT = 1_000_000_000
+MAX_USD = Decimal(1_000_000_000)
 
 
 def headers_of(scope: Scope) -> dict[str, str]:
@@ -106,7 +110,9 @@ def optional_str(document: Mapping[str, Any], name: str) -> str | None:
     return value.strip()
 
 
-def optional_int(document: Mapping[str, Any], name: str, *, low: int = 0) -> int | None:
+def optional_int(
+    document: Mapping[str, Any], name: str, *, low: int = 0, high: int = MAX_INT
+) -> int | None:
     value = document.get(name)
     if value is None:
         return None
@@ -116,6 +122,8 @@ def optional_int(document: Mapping[str, Any], name: str, *, low: int = 0) -> int
         raise _bad(name, "expected an integer")
     if value < low:
         raise _bad(name, f"must be at least {low}")
+    if value > high:
+        raise _bad(name, f"must be at most {high}")
     return value
 
 
@@ -132,6 +140,8 @@ def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
         raise _bad(name, "expected an amount in USD") from None
     if not amount.is_finite() or amount < 0:
         raise _bad(name, "must be a finite amount of at least 0")
+    if amount > MAX_USD:
+        raise _bad(name, f"must be at most {MAX_USD:,} USD")
     return amount
 
 

@@ -44,7 +44,6 @@ def require_master(principal: Principal) -> None:
         raise ProxyError(
             403,
             "this endpoint needs the master key",
-            type="permission_error",
             code="master_key_required",
             reason="auth",
         )
@@ -110,7 +109,7 @@ def _blocked(document: dict[str, Any]) -> bool | None:
 
 def _user_id(value: Any, param: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ProxyError(400, f"{param}: required", param=param, code="required")
+        raise ProxyError(400, f"{param}: required", param=param, code="missing_required_parameter")
     return value.strip()
 
 
@@ -144,7 +143,6 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
                 raise ProxyError(
                     403,
                     "a virtual key may only read its own information",
-                    type="permission_error",
                     code="forbidden",
                     reason="auth",
                 )

@@ -2,9 +2,10 @@
 
 The proxy always runs the ``"prometheus"`` integration (:class:`integrations.prometheus.
 PrometheusLogger`): every call's metrics, the router's cooldowns and the proxy's own
-``image_edit_proxy_rejections_total{reason}`` (auth, size, rate) land in its registry. A scrape
-renders that registry, or, with ``PROMETHEUS_MULTIPROC_DIR`` set (``--workers N``), a fresh
-registry summing every worker's files, so any worker answers the same totals.
+``image_edit_proxy_rejections_total{reason}`` (a label per kind of refusal) land in its
+registry. A scrape renders that registry, or, with ``PROMETHEUS_MULTIPROC_DIR`` set
+(``--workers N``), a fresh registry summing every worker's files, so any worker answers the
+same totals.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ class MetricsExposition:
 
     def __init__(self, logger: PrometheusLogger) -> None:
         self.logger = logger
-        for reason in ("auth", "size", "rate", "budget"):
+        from integrations.prometheus import PROXY_REJECTION_REASONS
+
+        for reason in sorted(PROXY_REJECTION_REASONS):
             logger.metrics.proxy_rejections.labels(reason)  # present, at zero, from the start
 
     def count_rejection(self, reason: str) -> None:

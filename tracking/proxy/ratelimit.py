@@ -29,8 +29,9 @@ class RateLimiter:
             raise ProxyError(
                 429,
                 f"rate limit reached for this key: {limit} requests per minute",
-                type="rate_limit_error",
+                type="requests",
                 code="rate_limit_exceeded",
                 headers={"retry-after": seconds_text(wait)},
                 reason="rate",
+                retry=True,
             )

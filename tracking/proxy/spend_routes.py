@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .errors import ProxyError
-from .json_io import Receive, Scope, Send, headers_of, optional_date, query_of, send_json
+from .json_io import (
+    MAX_INT,
+    Receive,
+    Scope,
+    Send,
+    headers_of,
+    optional_date,
+    query_of,
+    send_json,
+)
 
 if TYPE_CHECKING:
     from .account_store import AccountStore
@@ -30,9 +39,14 @@ def _page_number(query: dict[str, str], name: str, default: int, high: int | Non
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1 or (high is not None and int(raw) > high):
-        limit = f" and at most {high}" if high else ""
-        raise ProxyError(400, f"{name}: expected an integer of at least 1{limit}", param=name)
+    high = MAX_INT if high is None else high  # an offset past it overflows the database
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= high:
+        raise ProxyError(
+            400,
+            f"{name}: expected an integer of at least 1 and at most {high}",
+            param=name,
+            code="invalid_value",
+        )
     return int(raw)
 
 

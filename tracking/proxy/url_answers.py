@@ -96,7 +96,6 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
             403,
             "this image URL is expired or its signature does not match",
             code="invalid_signature",
-            type="permission_error",
         )
     data = await asyncio.to_thread(store.get, name)
     if data is None:

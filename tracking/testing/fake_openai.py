@@ -285,7 +285,7 @@ async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse
             fault.status,
             fault.message or message,
             code=fault.code or code,
-            error_type=error_type,
+            error_type=fault.type or error_type,
             headers=headers,
         )
     if fault.malformed:

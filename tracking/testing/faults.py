@@ -10,6 +10,7 @@ A fault is written as ``key=value`` items joined by ``;`` (or ``,``), for exampl
                    ``retry-after-ms`` (exact), as OpenAI does
 ``message=TEXT``   with ``status``: the error message (else OpenAI's usual wording)
 ``code=TEXT``      with ``status``: the error ``code`` (e.g. ``moderation_blocked``)
+``type=TEXT``      with ``status``: the error ``type`` (e.g. ``image_generation_user_error``)
 ``latency=S``      wait S seconds before answering (combines with everything else)
 ``malformed``      answer 200 with a JSON body cut in the middle
 ``drop``           read the request, then close the connection without any answer
@@ -43,6 +44,7 @@ class Fault:
     retry_after: float | None = None
     message: str | None = None
     code: str | None = None
+    type: str | None = None
     latency: float = 0.0
     malformed: bool = False
     drop: bool = False
@@ -77,7 +79,7 @@ _NUMBERS = {
     "break_after": int,
     "event_delay": float,
 }
-_TEXTS = ("message", "code")
+_TEXTS = ("message", "code", "type")
 _FLAGS = ("malformed", "drop")
 
 

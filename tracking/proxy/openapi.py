@@ -1,0 +1,293 @@
+"""The proxy's OpenAPI 3.1 document (``/openapi.json``) and a self-contained page (``/docs``).
+
+The document is built from the app's own route table, so every route the proxy serves is in it:
+each route's description comes from :data:`OPERATIONS` (a test checks none is missing). The
+``/docs`` page is plain HTML rendered here from the same document, with no script and nothing
+fetched from elsewhere, so it works on a machine without internet access.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["OPERATIONS", "docs_page", "openapi_document"]
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JSON_OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _json(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": dict(schema)}}
+
+
+def _answers(ok: str, *errors: int, ok_schema: Mapping[str, Any] = _JSON_OBJECT) -> dict[str, Any]:
+    answers: dict[str, Any] = {"200": {"description": ok, "content": _json(ok_schema)}}
+    for status in errors:
+        answers[str(status)] = {"description": _STATUS_TEXT[status], "content": _json(_ERROR)}
+    return answers
+
+
+_STATUS_TEXT = {
+    400: "A parameter breaks a rule (`param` names it)",
+    401: "Missing or wrong key",
+    403: "The key may not do this (or the end user is blocked)",
+    404: "Unknown model or record",
+    405: "Method not allowed on this path (see `Allow`)",
+    408: "The body did not arrive in time",
+    413: "The body is too large",
+    429: "A rate limit or a budget (see `x-should-retry` and `Retry-After`)",
+    502: "The upstream failed (after the proxy's own retries)",
+    503: "Not ready, or the database is unavailable",
+    504: "The upstream did not answer in time",
+}
+
+
+def _query(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+        for name in names
+    ]
+
+
+_EDIT_FORM = {
+    "type": "object",
+    "required": ["image", "prompt"],
+    "properties": {
+        "image": {
+            "description": "One image, or several as repeated `image[]` parts",
+            "type": "string",
+            "format": "binary",
+        },
+        "prompt": {"type": "string"},
+        "model": {"type": "string", "description": "A model name from GET /v1/models"},
+        "mask": {"type": "string", "format": "binary"},
+        "n": {"type": "integer"},
+        "size": {"type": "string"},
+        "quality": {"type": "string"},
+        "background": {"type": "string"},
+        "output_format": {"type": "string"},
+        "output_compression": {"type": "integer"},
+        "input_fidelity": {"type": "string"},
+        "response_format": {"type": "string"},
+        "safety_identifier": {"type": "string", "description": "The end user (wins over user)"},
+        "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
+    },
+}
+_EDIT = {
+    "summary": "Edit images (OpenAI's images.edit), tracked and billed",
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _EDIT_FORM}}},
+    "responses": _answers(
+        "The upstream's JSON, byte for byte",
+        400,
+        401,
+        403,
+        404,
+        408,
+        413,
+        429,
+        502,
+        504,
+    ),
+}
+_MODELS = {
+    "summary": "The model names this proxy serves",
+    "responses": _answers("A list of models", 401),
+}
+_HEALTH = {"summary": "Liveness", "security": [], "responses": _answers("Alive")}
+_KEY_BODY = {
+    "type": "object",
+    "properties": {
+        "models": {"type": "array", "items": {"type": "string"}},
+        "key_alias": {"type": "string"},
+        "team": {"type": "string"},
+        "max_budget": {"type": ["number", "string"]},
+        "rpm_limit": {"type": "integer"},
+        "duration": {"type": "string"},
+    },
+}
+_CUSTOMER_BODY = {
+    "type": "object",
+    "properties": {
+        "user_id": {"type": "string"},
+        "max_budget": {"type": ["number", "string"]},
+        "budget_period": {"type": "string", "enum": ["daily", "monthly", "total"]},
+        "blocked": {"type": "boolean"},
+    },
+}
+
+
+def _json_body(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"required": False, "content": _json(schema)}
+
+
+#: Each route's OpenAPI operation, by path (every method of a path shares it).
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "/v1/images/edits": _EDIT,
+    "/images/edits": _EDIT,
+    "/v1/models": _MODELS,
+    "/models": _MODELS,
+    "/health/liveliness": _HEALTH,
+    "/health/liveness": _HEALTH,
+    "/health/readiness": {
+        "summary": "Readiness: whether the ledger's database answers",
+        "security": [],
+        "responses": _answers("Ready", 503),
+    },
+    "/metrics": {
+        "summary": "Prometheus metrics",
+        "security": [],
+        "responses": {
+            "200": {"description": "The exposition", "content": {"text/plain": {}}},
+            "401": {"description": _STATUS_TEXT[401], "content": _json(_ERROR)},
+            "503": {"description": _STATUS_TEXT[503], "content": _json(_ERROR)},
+        },
+    },
+    "/key/generate": {
+        "summary": "Create a virtual key (master key only)",
+        "requestBody": _json_body(_KEY_BODY),
+        "responses": _answers("The new key, shown once", 400, 401, 403, 413),
+    },
+    "/key/info": {
+        "summary": "A key's settings and spend",
+        "parameters": _query("key_hash", "key"),
+        "responses": _answers("The key's record", 400, 401, 403, 404),
+    },
+    "/key/delete": {
+        "summary": "Delete virtual keys (master key only)",
+        "requestBody": _json_body(
+            {
+                "type": "object",
+                "properties": {
+                    "keys": {"type": "array", "items": {"type": "string"}},
+                    "key_hashes": {"type": "array", "items": {"type": "string"}},
+                },
+            }
+        ),
+        "responses": _answers("The keys deleted", 400, 401, 403, 413),
+    },
+    "/customer/new": {
+        "summary": "Create an end user with a budget (master key only)",
+        "requestBody": _json_body(_CUSTOMER_BODY),
+        "responses": _answers("The end user", 400, 401, 403, 413),
+    },
+    "/customer/update": {
+        "summary": "Change an end user's budget or blocked flag (master key only)",
+        "requestBody": _json_body(_CUSTOMER_BODY),
+        "responses": _answers("The end user", 400, 401, 403, 404, 413),
+    },
+    "/customer/info": {
+        "summary": "An end user's budget and spend",
+        "parameters": _query("end_user_id"),
+        "responses": _answers("The end user", 400, 401, 403, 404),
+    },
+    "/spend/logs": {
+        "summary": "The ledger's rows, newest first",
+        "parameters": _query("page", "page_size", "api_key_hash", "user", "start_date", "end_date"),
+        "responses": _answers("A page of rows", 400, 401, 503),
+    },
+    "/spend/keys": {
+        "summary": "Spend per key",
+        "parameters": _query("page", "page_size"),
+        "responses": _answers("Keys with their spend", 400, 401, 503),
+    },
+    "/openapi.json": {
+        "summary": "This document",
+        "security": [],
+        "responses": _answers("OpenAPI 3.1"),
+    },
+    "/docs": {
+        "summary": "This document as a page",
+        "security": [],
+        "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+    },
+}
+
+
+def openapi_document(routes: Iterable[tuple[str, str]], version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes`` (``(method, path)`` pairs)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in sorted(routes, key=lambda route: (route[1], route[0])):
+        operation = OPERATIONS.get(path, {"summary": path, "responses": _answers("OK")})
+        entry = dict(operation)
+        entry["operationId"] = f"{method.lower()}_{path.strip('/').replace('/', '_') or 'root'}"
+        paths.setdefault(path, {})[method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "image-edit-tracking proxy",
+            "version": version,
+            "description": (
+                "An OpenAI-compatible proxy for image edits that prices, records and budgets "
+                "every call. Errors are OpenAI-shaped; every answer carries `x-request-id` "
+                "(the ledger's row id) and `x-should-retry`."
+            ),
+        },
+        "paths": paths,
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["message", "type", "param", "code"],
+                            "properties": {
+                                "message": {"type": "string"},
+                                "type": {"type": "string"},
+                                "param": {"type": ["string", "null"]},
+                                "code": {"type": ["string", "null"]},
+                            },
+                        }
+                    },
+                }
+            },
+        },
+    }
+
+
+def docs_page(document: Mapping[str, Any]) -> bytes:
+    """A readable HTML page of ``document``: every path, method, parameter and answer."""
+    esc = html.escape
+    rows: list[str] = []
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            rows.append(
+                f"<section><h2><code>{esc(method.upper())} {esc(path)}</code></h2>"
+                f"<p>{esc(operation.get('summary', ''))}</p>"
+            )
+            parameters = operation.get("parameters") or []
+            if parameters:
+                names = ", ".join(f"<code>{esc(p['name'])}</code>" for p in parameters)
+                rows.append(f"<p>Query: {names}</p>")
+            body = operation.get("requestBody")
+            if body:
+                for media, spec in body["content"].items():
+                    fields = spec.get("schema", {}).get("properties", {})
+                    listed = ", ".join(f"<code>{esc(name)}</code>" for name in fields)
+                    rows.append(f"<p>Body ({esc(media)}): {listed}</p>")
+            answers = ", ".join(
+                f"{esc(status)} {esc(answer.get('description', ''))}"
+                for status, answer in operation["responses"].items()
+            )
+            rows.append(f"<p>Answers: {answers}</p></section>")
+    info = document["info"]
+    spec = esc(json.dumps(document, indent=1))
+    page = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{esc(info['title'])}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;"
+        "padding:0 1em}h2{font-size:1.1em;margin-bottom:.2em}section{border-top:1px solid #ddd}"
+        "pre{background:#f6f6f6;padding:1em;overflow:auto}</style></head><body>"
+        f"<h1>{esc(info['title'])} {esc(info['version'])}</h1><p>{esc(info['description'])}</p>"
+        '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a></p>'
+        + "".join(rows)
+        + f"<details><summary>The OpenAPI document</summary><pre>{spec}</pre></details>"
+        "</body></html>"
+    )
+    return page.encode()
