@@ -57,7 +57,7 @@ def _spend(args: argparse.Namespace) -> int:
 
 
 def _quarantine(args: argparse.Namespace) -> int:
-    from integrations.sql._quarantine import quarantine_list_command, quarantine_replay_command
+    from integrations.sql import quarantine_list_command, quarantine_replay_command
 
     if args.action == "list":
         return quarantine_list_command(args.database_url, fmt=args.format, out=sys.stdout)

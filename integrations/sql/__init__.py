@@ -24,6 +24,7 @@ from ._migrate import (
     upgrade,
 )
 from ._outbox import default_outbox_dir
+from ._quarantine import quarantine_list_command, quarantine_replay_command
 from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import (
     VERSION_TABLE,
@@ -60,6 +61,8 @@ __all__ = [
     "metadata",
     "migrate_command",
     "migrations_path",
+    "quarantine_list_command",
+    "quarantine_replay_command",
     "query_billed",
     "query_spend",
     "resolve_url",
