@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProxyError
+from .limits import bounded_text, end_user_id
 
 __all__ = ["ClientDisconnected", "FormPart", "form_params", "read_multipart", "too_large"]
 
@@ -250,8 +251,13 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
             params[name] = _integer(name, text)
         elif name in _BOOL_FIELDS:
             params[name] = _boolean(name, text)
-        elif name in _TEXT_FIELDS:
+        elif name == "user":  # the one end-user id rule; an empty one names nobody
+            if (user := end_user_id(text)) is not None:
+                params["user"] = user
+        elif name == "prompt":  # never stored (only its length is): the SDK bounds it
             params[name] = text
+        elif name in _TEXT_FIELDS:  # short words that the ledger records
+            params[name] = bounded_text(text, name)
         else:
             # Parameters this version does not know are sent upstream as they came.
             extra_body[name] = text

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from .errors import ProxyError
 from .form import ClientDisconnected
+from .limits import MAX_ID_CHARS, bounded_int, bounded_text, money_limit
 
 __all__ = [
     "Receive",
@@ -97,26 +98,28 @@ def _bad(param: str, message: str) -> ProxyError:
     return ProxyError(400, f"{param}: {message}", param=param, code="invalid_value")
 
 
-def optional_str(document: Mapping[str, Any], name: str) -> str | None:
+def optional_str(
+    document: Mapping[str, Any], name: str, *, limit: int = MAX_ID_CHARS
+) -> str | None:
+    """A non-empty string (surrounding spaces removed) of at most ``limit`` characters, without
+    control characters."""
     value = document.get(name)
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise _bad(name, "expected a non-empty string")
-    return value.strip()
+    return bounded_text(value.strip(), name, limit=limit)
 
 
-def optional_int(document: Mapping[str, Any], name: str, *, low: int = 0) -> int | None:
+def optional_int(document: Mapping[str, Any], name: str, *, low: int, high: int) -> int | None:
     value = document.get(name)
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(name, "expected an integer")
-    if value < low:
-        raise _bad(name, f"must be at least {low}")
-    return value
+    return bounded_int(value, name, low=low, high=high)
 
 
 def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
@@ -130,9 +133,7 @@ def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise _bad(name, "expected an amount in USD") from None
-    if not amount.is_finite() or amount < 0:
-        raise _bad(name, "must be a finite amount of at least 0")
-    return amount
+    return money_limit(amount, name)
 
 
 def optional_date(query: Mapping[str, str], name: str) -> datetime | None:

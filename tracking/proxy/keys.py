@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from .account_store import read_store
 from .auth import Principal
 from .errors import ProxyError
+from .limits import MAX_KEY_LIFETIME
 
 if TYPE_CHECKING:
     from .account_store import AccountStore, KeyRecord
@@ -46,7 +47,7 @@ log = logging.getLogger("tracking.proxy")
 CACHE_ENV = "TRACKING_KEY_CACHE_SECONDS"
 DEFAULT_CACHE_SECONDS = 5.0
 _CACHE_LIMIT = 10_000
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 #: What generate_key makes; any other token cannot be one of ours and costs no database read.
 _KEY_SHAPE = re.compile(r"^sk-[A-Za-z0-9_-]{43}$")
@@ -62,7 +63,7 @@ def hash_key(key: str) -> str:
 
 
 def parse_duration(text: str, param: str = "duration") -> timedelta:
-    """``30s``, ``15m``, ``12h``, ``30d``."""
+    """``30s``, ``15m``, ``12h``, ``30d``: positive, and at most :data:`MAX_KEY_LIFETIME`."""
     match = _DURATION.match(text)
     if not match or int(match.group(1)) <= 0:
         raise ProxyError(
@@ -71,7 +72,18 @@ def parse_duration(text: str, param: str = "duration") -> timedelta:
             param=param,
             code="invalid_value",
         )
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        duration = MAX_KEY_LIFETIME * 2
+    if duration > MAX_KEY_LIFETIME:
+        raise ProxyError(
+            400,
+            f"{param}: at most {MAX_KEY_LIFETIME.days} days",
+            param=param,
+            code="invalid_value",
+        )
+    return duration
 
 
 def cache_seconds_from_environment() -> float:
