@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import email.utils
 import json
+import math
 import random
 import time
 from collections.abc import Generator, Mapping
@@ -54,6 +55,10 @@ CallType = Literal["image_edit", "aimage_edit"]
 _INITIAL_BACKOFF = 0.5
 _MAX_BACKOFF = 8.0
 _MAX_RETRY_AFTER = 60.0
+#: An upstream's Retry-After is read as at most a day (and passed on to callers as such).
+MAX_RETRY_AFTER_HINT = 86_400.0
+#: Upstream request ids, error codes and params are kept to this many characters.
+_MAX_UPSTREAM_TEXT = 256
 
 
 @fast_init
@@ -294,7 +299,7 @@ def _read_answer(
     if isinstance(outcome, BaseException):
         raise _transport_error(outcome, prepared) from None
     assert outcome is not None
-    upstream_id = outcome.headers.get("x-request-id")
+    upstream_id = _upstream_text(outcome.headers.get("x-request-id"), prepared.secrets)
     if outcome.status >= 400:
         raise _status_error(outcome, prepared, upstream_id)
     try:
@@ -322,6 +327,9 @@ def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseExcep
 def _status_error(answer: Answer, prepared: PreparedRequest, upstream_id: str | None) -> APIError:
     message, param, code = _error_fields(answer.body)
     message = mask_secrets(message or f"HTTP {answer.status}", prepared.secrets)
+    # Every upstream word that flows on (to clients, the ledger, logs, spans) is masked.
+    param = _upstream_text(param, prepared.secrets)
+    code = _upstream_text(code, prepared.secrets)
     cls = status_error_class(answer.status, code)
     return cls(
         f"{answer.status} from {prepared.host}: {message}",
@@ -351,27 +359,46 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
     return text("message"), text("param"), text("code")
 
 
+def _upstream_text(value: str | None, secrets: tuple[str, ...]) -> str | None:
+    """A short upstream word (an error's code or param, a request id): masked and bounded."""
+    if value is None:
+        return None
+    return mask_secrets(value, secrets)[:_MAX_UPSTREAM_TEXT]
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date):
+    always finite, from 0 to :data:`MAX_RETRY_AFTER_HINT`; None when absent or unreadable."""
     milliseconds = headers.get("retry-after-ms")
     if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
+        seconds = _seconds(milliseconds)
+        if seconds is not None:
+            return _bounded_wait(seconds / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return _bounded_wait(seconds)
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return max(0.0, (parsed - datetime.now(UTC)).total_seconds())
+    return _bounded_wait((parsed - datetime.now(UTC)).total_seconds())
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None  # "inf" and "nan" say nothing usable
+
+
+def _bounded_wait(seconds: float) -> float:
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_HINT)
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
