@@ -20,7 +20,7 @@ from tracking.proxy.keys import VirtualKeys, generate_key, hash_key
 @pytest.fixture
 def store(tmp_path) -> Iterator[AccountStore]:
     store = AccountStore(f"sqlite:///{tmp_path / 'ledger.db'}", auto_migrate=True)
-    store.engine  # migrated before counting
+    assert store.engine is not None  # migrated before counting
     yield store
     store.close()
 
