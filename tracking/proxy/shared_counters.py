@@ -98,7 +98,7 @@ class Counters(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _minute_and_wait() -> tuple[int, float]:
+def minute_and_wait() -> tuple[int, float]:
     now = time.time()
     return int(now // 60), 60.0 - (now % 60)
 
@@ -112,7 +112,7 @@ class LocalCounters:
         self._money: dict[str, tuple[int, float]] = {}  # name -> (units, monotonic expiry)
 
     async def hit_rpm(self, name: str, limit: int) -> float | None:
-        minute, wait = _minute_and_wait()
+        minute, wait = minute_and_wait()
         with self._lock:
             used_minute, count = self._rpm.get(name, (minute, 0))
             if used_minute != minute:
@@ -196,7 +196,7 @@ class RedisCounters:
 
     async def hit_rpm(self, name: str, limit: int) -> float | None:
         async def remote() -> float | None:
-            minute, wait = _minute_and_wait()
+            minute, wait = minute_and_wait()
             key = f"{self.prefix}rpm:{name}:{minute}"
             pipe = self._client.pipeline(transaction=False)
             pipe.incr(key)
