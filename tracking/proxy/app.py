@@ -28,7 +28,7 @@ from typing import Any
 from ..config import ProxyConfig, load_config
 from .accounts import Accounts
 from .auth import Authenticator, KeyCheck, Principal
-from .concurrency import ParallelLimit
+from .concurrency import ParallelLimit, UploadBytes, UploadHold
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
@@ -76,6 +76,7 @@ class ProxyApp:
         self.max_body = config.general_settings.max_request_bytes
         self.body_timeout = config.general_settings.request_read_timeout
         self.parallel = ParallelLimit(config.general_settings.max_parallel_requests_per_key)
+        self.uploads = UploadBytes(config.general_settings.max_inflight_upload_bytes)
         self.model_names = frozenset(config.model_names())
         self._models_body = json.dumps(
             {
@@ -167,17 +168,29 @@ class ProxyApp:
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         principal = await self.auth.authenticate(headers)
-        with self.parallel.hold(principal):  # before the body: a key cannot hold every buffer
-            await self._edit_for(principal, headers, receive, send)
+        # Before the body: a key cannot hold every buffer, nor all keys together every byte.
+        with self.parallel.hold(principal), self.uploads.hold() as upload:
+            await self._edit_for(principal, headers, receive, send, upload)
 
     async def _edit_for(
-        self, principal: Principal, headers: dict[str, str], receive: Receive, send: Send
+        self,
+        principal: Principal,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+        upload: UploadHold,
     ) -> None:
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise too_large(self.max_body)  # refused before a byte of the body is read
+        if declared is not None and declared.isascii() and declared.isdigit():
+            if int(declared) > self.max_body:
+                raise too_large(self.max_body)  # refused before a byte of the body is read
+            upload.grow_to(int(declared))
         parts = await read_multipart(
-            receive, headers.get("content-type", ""), self.max_body, self.body_timeout
+            receive,
+            headers.get("content-type", ""),
+            self.max_body,
+            self.body_timeout,
+            upload.grow_to,
         )
         params = form_params(parts)
         del parts  # the images now live only in params

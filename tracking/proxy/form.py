@@ -174,10 +174,15 @@ def parse_multipart(body: bytes, boundary: bytes) -> list[FormPart]:
 
 
 async def read_multipart(
-    receive: Receive, content_type: str, limit: int, within: float | None = None
+    receive: Receive,
+    content_type: str,
+    limit: int,
+    within: float | None = None,
+    received: Callable[[int], None] | None = None,
 ) -> list[FormPart]:
     """Read the request body from ``receive`` as it arrives, refusing it past ``limit`` bytes or
-    when it has not all arrived ``within`` that many seconds, then split it into its parts."""
+    when it has not all arrived ``within`` that many seconds, then split it into its parts.
+    ``received`` is told the bytes read so far after each chunk (it may refuse by raising)."""
     kind, options = _options(content_type)
     if kind != b"multipart/form-data":
         raise ProxyError(
@@ -191,7 +196,7 @@ async def read_multipart(
     try:
         # One timer for the whole body, not one per chunk: cheap at proxy rates.
         async with asyncio.timeout(within):
-            body = await _collect(receive, limit)
+            body = await _collect(receive, limit, received)
     except TimeoutError:
         raise ProxyError(
             408,
@@ -204,7 +209,9 @@ async def read_multipart(
     return parse_multipart(body, boundary)
 
 
-async def _collect(receive: Receive, limit: int) -> bytes:
+async def _collect(
+    receive: Receive, limit: int, report: Callable[[int], None] | None = None
+) -> bytes:
     chunks: list[bytes] = []
     received = 0
     more = True
@@ -217,6 +224,8 @@ async def _collect(receive: Receive, limit: int) -> bytes:
         received += len(chunk)
         if received > limit:
             raise too_large(limit)  # counted as it streams in: never buffered past the limit
+        if report is not None:
+            report(received)
         if chunk:
             chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
