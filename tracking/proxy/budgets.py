@@ -15,7 +15,8 @@ table's price for the requested size and quality and at most :data:`INPUT_IMAGE_
 input image) a budget is never exceeded, whatever the concurrency; otherwise it can be exceeded by
 at most what the calls in flight at that moment cost beyond their reservations. A model without a
 known price reserves nothing and is only stopped once the budget is already spent. With Redis down
-each instance counts alone, so N instances may together spend up to N times a budget's remainder.
+budgets are computed from the ledger (plus this instance's calls in flight) and the counters are
+merged back on recovery (:mod:`tracking.proxy.shared_counters`).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Reservation:
         self.done = True
         real = to_units(cost) if cost is not None else 0
         for name, units in self.held:
-            await self.counters.adjust(name, real - units)
+            await self.counters.adjust(name, real - units, self)
 
     async def release(self) -> None:
         await self.settle(Decimal(0))
@@ -174,7 +175,9 @@ class Budgets:
         amount = to_units(expected) if expected is not None else 0
         try:
             for name, limit, message, ledger_filter in budgets:
-                await self._reserve_one(name, amount, to_units(limit), message, ledger_filter)
+                await self._reserve_one(
+                    name, amount, to_units(limit), message, ledger_filter, reservation
+                )
                 reservation.held.append((name, amount))
         except BaseException:
             await reservation.release()
@@ -182,12 +185,18 @@ class Budgets:
         return reservation
 
     async def _reserve_one(
-        self, name: str, amount: int, limit: int, message: str, ledger_filter: dict[str, Any]
+        self,
+        name: str,
+        amount: int,
+        limit: int,
+        message: str,
+        ledger_filter: dict[str, Any],
+        hold: Reservation,
     ) -> None:
-        result = await self.counters.reserve(name, amount, limit, None)
+        result = await self.counters.reserve(name, amount, limit, None, hold)
         if result is None:
             spent = await _from_store(lambda: self.store.spent(**ledger_filter))
-            result = await self.counters.reserve(name, amount, limit, to_units(spent))
+            result = await self.counters.reserve(name, amount, limit, to_units(spent), hold)
         if result is None or result >= 0:
             return
         counted = -result - 1

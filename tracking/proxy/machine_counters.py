@@ -81,7 +81,9 @@ class MachineCounters:
 
         return await self._run(hit)
 
-    async def reserve(self, name: str, amount: int, limit: int, seed: int | None) -> int | None:
+    async def reserve(
+        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+    ) -> int | None:
         def reserve(conn: sqlite3.Connection) -> int | None:
             now = time.time()
             row = conn.execute(
@@ -103,7 +105,7 @@ class MachineCounters:
 
         return await self._run(reserve)
 
-    async def adjust(self, name: str, delta: int) -> None:
+    async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         def adjust(conn: sqlite3.Connection) -> None:
             now = time.time()
             conn.execute(
