@@ -26,6 +26,7 @@ again).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -239,6 +240,7 @@ class RedisCounters:
         self.prefix = prefix
         self.local = LocalCounters()  # rpm windows while Redis is away
         self._outage = OutageBudgets()
+        self._merging = asyncio.Lock()
         self._client: Any = redis.asyncio.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
@@ -314,12 +316,16 @@ class RedisCounters:
     async def _merge_outage(self) -> None:
         """Apply what budget counters missed while Redis was away (before any other use)."""
         merged = 0
-        for name, delta in self._outage.pending():
-            await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
-            self._outage.merged(name, delta)
-            merged += 1
+        async with self._merging:  # calls arriving together must not merge the same change twice
+            for name, delta in self._outage.pending():
+                await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
+                self._outage.merged(name, delta)
+                merged += 1
         if merged:
-            log.warning("proxy counters: Redis is back; merged the outage's spend into %d", merged)
+            log.warning(
+                "proxy counters: Redis is back; merged the outage's spend into %d budget counters",
+                merged,
+            )
 
     async def aclose(self) -> None:
         await self._client.aclose()
