@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from .errors import TrackingError
 
@@ -52,6 +53,44 @@ def _spend(args: argparse.Namespace) -> int:
         fmt=args.format,
         out=sys.stdout,
     )
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from .reconcile import ReconcileError, reconcile, render
+
+    until = args.until or datetime.now(UTC).date()
+    try:
+        rows = reconcile(
+            database_url=args.database_url,
+            since=args.since,
+            until=until,
+            by=args.by,
+            threshold=args.threshold,
+            api_base=args.api_base,
+            admin_key=args.admin_key,
+        )
+    except ReconcileError as exc:
+        print(f"tracking reconcile: error: {exc.message}", file=sys.stderr)
+        return 2
+    render(rows, by=args.by, fmt=args.format, out=sys.stdout)
+    return 1 if any(row.drift for row in rows) else 0
+
+
+def _utc_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _percent(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError("the threshold is a percentage of 0 or more")
+    return value
 
 
 def _date_or_time(text: str) -> date | datetime:
@@ -156,6 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _database_url_option(spend)
     spend.set_defaults(handler=_spend)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="compare the ledger with OpenAI's Usage and Costs APIs (exit 1: drift)"
+    )
+    reconcile.add_argument("--since", type=_utc_day, required=True, metavar="DATE")
+    reconcile.add_argument(
+        "--until", type=_utc_day, metavar="DATE", help="last UTC day, inclusive (default: today)"
+    )
+    reconcile.add_argument("--by", choices=("day", "model", "project"), default="model")
+    reconcile.add_argument(
+        "--threshold",
+        type=_percent,
+        default=Decimal(2),
+        metavar="PERCENT",
+        help="a group whose cost differs by more than this drifts (default 2)",
+    )
+    reconcile.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    reconcile.add_argument("--admin-key", help="an organization admin key (or OPENAI_ADMIN_KEY)")
+    reconcile.add_argument(
+        "--api-base", help="the provider's API base (default: OPENAI_BASE_URL or OpenAI's)"
+    )
+    _database_url_option(reconcile)
+    reconcile.set_defaults(handler=_reconcile)
     _add_proxy_commands(commands)
     return parser
 

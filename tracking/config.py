@@ -191,6 +191,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "require_auth_for_metrics": _is_bool,
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
+    "image_store": _is_mapping,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -245,6 +246,8 @@ class GeneralSettings:
     require_auth_for_metrics: bool = False
     ledger_mode: str = "durable"
     auto_migrate: bool = False
+    #: URL answers for base64-only models (checked by :mod:`tracking.proxy.image_store`).
+    image_store: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def max_request_bytes(self) -> int:
@@ -420,6 +423,7 @@ def parse_config(
             require_auth_for_metrics=general.get("require_auth_for_metrics", False),
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),
+            image_store=dict(general.get("image_store", {})),
         ),
         prices=dict(top.get("prices", {})),
         source=source,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import json
 import math
 import random
 import time
@@ -41,7 +40,7 @@ from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
-from .providers import PreparedRequest, get_provider
+from .providers import Poll, PreparedRequest, Provider, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
 from .targets import Route, Routing, Target
@@ -258,8 +257,11 @@ def _attempts(
             progress.attempts += 1
             sent = time.perf_counter()
             outcome = yield Send(prepared, options.timeout)
+            answer = _read_answer(outcome, prepared, provider)
+            if isinstance(answer, Poll):
+                answer = yield from _follow(answer, provider, options.timeout)
             latency_ms = progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
-            response = _read_answer(outcome, prepared, provider.parse)
+            response = _priced_as(answer, prepared)
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
             route.done(target, exc, latency_ms, None)
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
@@ -294,23 +296,76 @@ class _Progress:
 def _read_answer(
     outcome: Answer | BaseException | None,
     prepared: PreparedRequest,
-    parse: Any,
-) -> ImageResponse:
+    provider: Provider,
+) -> ImageResponse | Poll:
     if isinstance(outcome, BaseException):
         raise _transport_error(outcome, prepared) from None
     assert outcome is not None
     upstream_id = _upstream_text(outcome.headers.get("x-request-id"), prepared.secrets)
     if outcome.status >= 400:
-        raise _status_error(outcome, prepared, upstream_id)
+        raise _status_error(outcome, prepared, upstream_id, provider)
     try:
-        response: ImageResponse = parse(outcome.status, dict(outcome.headers), outcome.body)
+        parse = prepared.read or provider.parse
+        response = parse(outcome.status, dict(outcome.headers), outcome.body)
     except APIResponseError as error:
         error.status_code = outcome.status
         error.upstream_request_id = upstream_id
         raise
-    response._hidden_params["upstream_request_id"] = upstream_id
-    response._hidden_params["http_status"] = outcome.status
+    if isinstance(response, ImageResponse):
+        response._hidden_params["upstream_request_id"] = upstream_id
+        response._hidden_params["http_status"] = outcome.status
     return response
+
+
+def _priced_as(response: ImageResponse, prepared: PreparedRequest) -> ImageResponse:
+    """The response, told which per-image price applies when its own fields do not say it."""
+    if prepared.price_size is not None:
+        response.price_size = prepared.price_size
+    if prepared.price_model is not None:
+        response.price_model = prepared.price_model
+    return response
+
+
+#: Transient failures of one poll tolerated in a row before the job is given up.
+_MAX_POLL_FAILURES = 5
+
+
+def _follow(
+    poll: Poll, provider: Provider, timeout: float
+) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+    """A submitted job followed to its result: each poll after its wait, within ``timeout``.
+
+    A poll that fails transiently (a dropped connection, a 5xx, a 429) is tried again after a
+    pause; any error that ends the job is made not retryable, because the route would otherwise
+    submit (and pay for) the job again."""
+    deadline = time.monotonic() + timeout
+    failures = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if poll.wait >= remaining:
+            raise _not_retried(
+                APITimeoutError(f"the job at {poll.request.host} did not finish in {timeout:g} s")
+            )
+        if poll.wait > 0:
+            yield Sleep(poll.wait)
+        outcome = yield Send(poll.request, max(0.001, deadline - time.monotonic()))
+        try:
+            answer = _read_answer(outcome, poll.request, provider)
+        except APIError as exc:
+            failures += 1
+            if not exc.retryable or failures > _MAX_POLL_FAILURES:
+                raise _not_retried(exc) from None
+            poll = dataclasses.replace(poll, wait=_backoff(failures, exc.retry_after))
+            continue
+        failures = 0
+        if isinstance(answer, ImageResponse):
+            return answer
+        poll = answer
+
+
+def _not_retried(error: APIError) -> APIError:
+    error.retryable = False  # this instance only: the job was submitted, so it is billed
+    return error
 
 
 def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseException:
@@ -324,39 +379,28 @@ def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseExcep
     return exc
 
 
-def _status_error(answer: Answer, prepared: PreparedRequest, upstream_id: str | None) -> APIError:
-    message, param, code = _error_fields(answer.body)
-    message = mask_secrets(message or f"HTTP {answer.status}", prepared.secrets)
+def _status_error(
+    answer: Answer, prepared: PreparedRequest, upstream_id: str | None, provider: Provider
+) -> APIError:
+    said = provider.read_error(answer.status, answer.body)
+    message = mask_secrets(said.message or f"HTTP {answer.status}", prepared.secrets)
     # Every upstream word that flows on (to clients, the ledger, logs, spans) is masked.
-    param = _upstream_text(param, prepared.secrets)
-    code = _upstream_text(code, prepared.secrets)
-    cls = status_error_class(answer.status, code)
+    param = _upstream_text(said.param, prepared.secrets)
+    code = _upstream_text(said.code, prepared.secrets)
+    status = said.status or answer.status
+    cls = status_error_class(status, code)
+    retry_after = _retry_after(answer.headers)
+    if retry_after is None and said.retry_after is not None:
+        retry_after = _bounded_wait(said.retry_after)
     return cls(
         f"{answer.status} from {prepared.host}: {message}",
-        status_code=answer.status,
+        status_code=status,
         param=param,
         code=code,
         upstream_request_id=upstream_id,
-        retry_after=_retry_after(answer.headers),
+        retry_after=retry_after,
         upstream_message=message,
     )
-
-
-def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        snippet = body[:200].decode("utf-8", "replace").strip()
-        return (snippet or None), None, None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
-        return None, None, None
-
-    def text(key: str) -> str | None:
-        value = error.get(key)
-        return value if isinstance(value, str) else None
-
-    return text("message"), text("param"), text("code")
 
 
 def _upstream_text(value: str | None, secrets: tuple[str, ...]) -> str | None:
@@ -564,8 +608,12 @@ def _origin(url: str) -> str:
 def _send_sync(effect: Send) -> Answer | BaseException:
     prepared = effect.request
     try:
-        answer = POOL.sync_client(_origin(prepared.url)).post(
-            prepared.url, content=prepared.body, headers=prepared.headers, timeout=effect.timeout
+        answer = POOL.sync_client(_origin(prepared.url)).request(
+            prepared.method,
+            prepared.url,
+            content=prepared.body,
+            headers=prepared.headers,
+            timeout=effect.timeout,
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc
@@ -578,7 +626,11 @@ async def _send_async(effect: Send) -> Answer | BaseException:
     try:
         sender = await POOL.async_client(_origin(prepared.url))
         status, headers, body = await sender.post(
-            prepared.url, body=prepared.body, headers=prepared.headers, timeout=effect.timeout
+            prepared.url,
+            body=prepared.body,
+            headers=prepared.headers,
+            timeout=effect.timeout,
+            method=prepared.method,
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc

@@ -250,7 +250,10 @@ def price_call(
         return NOT_BILLED
     if request is None:  # cannot happen for a parsed answer; priced as unknown rather than 0
         return UNPRICED
-    entry = find_entry(_candidates(request), day or datetime.now(UTC).date())
+    keys = _candidates(request)
+    if response.price_model is not None:
+        keys.insert(0, response.price_model)
+    entry = find_entry(keys, day or datetime.now(UTC).date())
     if entry is None:
         _warn_unpriced(request.model, "no price is known for this model")
         return UNPRICED
@@ -311,7 +314,7 @@ def _table_cost(
 ) -> Decimal | None:
     if not entry.per_image or images <= 0:
         return None
-    size = response.size or _explicit(request.size)
+    size = response.price_size or response.size or _explicit(request.size)
     if len(entry.per_image) == 1:  # a single quality tier (dall-e-2): quality is not billed
         (sizes,) = entry.per_image.values()
     else:

@@ -9,7 +9,14 @@ nothing; :func:`register_provider` adds or replaces one at run time.
 * ``openai_compatible`` (:mod:`.compatible`): the same request to a server you must name, key
   optional;
 * ``azure`` (:mod:`.azure`):
-  ``{api_base}/openai/deployments/{deployment}/images/edits?api-version=...`` with ``api-key``.
+  ``{api_base}/openai/deployments/{deployment}/images/edits?api-version=...`` with ``api-key``;
+* ``gemini`` (:mod:`.gemini`): Google's Gemini API,
+  ``{api_base}/v1beta/models/{model}:generateContent`` with ``x-goog-api-key``; JSON both ways,
+  answers turned into OpenAI's shape;
+* ``vertex_ai`` (:mod:`.vertex_ai`): the same body to Vertex AI's ``generateContent`` for a
+  project and location, with a bearer access token;
+* ``black_forest_labs`` (:mod:`.black_forest_labs`): FLUX Kontext and Fill, submitted as a job
+  and polled until its result is ready.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import importlib
 from typing import cast
 
 from ..errors import ConfigurationError
-from .base import PreparedRequest, Provider
+from .base import Poll, PreparedRequest, Provider
 
 __all__ = [
+    "Poll",
     "PreparedRequest",
     "Provider",
     "get_provider",
@@ -34,6 +42,9 @@ _REGISTRY: dict[str, str] = {
     "openai": "tracking.providers.openai:OpenAIProvider",
     "openai_compatible": "tracking.providers.compatible:CompatibleProvider",
     "azure": "tracking.providers.azure:AzureProvider",
+    "gemini": "tracking.providers.gemini:GeminiProvider",
+    "vertex_ai": "tracking.providers.vertex_ai:VertexAIProvider",
+    "black_forest_labs": "tracking.providers.black_forest_labs:BlackForestLabsProvider",
 }
 _INSTANCES: dict[str, Provider] = {}
 

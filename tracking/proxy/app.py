@@ -31,10 +31,12 @@ from .auth import Authenticator, KeyCheck, Principal
 from .concurrency import ParallelLimit, UploadBytes, UploadHold
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
+from .image_store import STORED_PREFIX, build_image_store, parse_store_settings, sweep_forever
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher
 from .prices import register_config_prices
+from .url_answers import base64_only_models, serve_stored, to_url_answer
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
 
@@ -78,6 +80,12 @@ class ProxyApp:
         self.parallel = ParallelLimit(config.general_settings.max_parallel_requests_per_key)
         self.uploads = UploadBytes(config.general_settings.max_inflight_upload_bytes)
         self.model_names = frozenset(config.model_names())
+        general = config.general_settings
+        self.image_store = build_image_store(
+            parse_store_settings(general.image_store, general.database_url)
+        )
+        self.url_models = base64_only_models(config) if self.image_store else frozenset()
+        self._sweeper: asyncio.Task[None] | None = None
         self._models_body = json.dumps(
             {
                 "object": "list",
@@ -118,9 +126,13 @@ class ProxyApp:
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                if self.image_store is not None:
+                    self._sweeper = asyncio.create_task(sweep_forever(self.image_store))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # The server has stopped accepting and drained in-flight requests by now.
+                if self._sweeper is not None:
+                    self._sweeper.cancel()
                 await asyncio.to_thread(shut_down_sinks)
                 await self.accounts.aclose()
                 if isinstance(self.dispatcher, RoutedModels):
@@ -149,6 +161,13 @@ class ProxyApp:
         handler = self._routes.get((scope["method"], scope["path"]))
         try:
             if handler is None:
+                if self.image_store is not None and scope["path"].startswith(STORED_PREFIX):
+                    if scope["method"] != "GET":
+                        raise ProxyError(405, f"method {scope['method']} not allowed")
+                    await serve_stored(
+                        self.image_store, scope["path"], scope.get("query_string", b""), send
+                    )
+                    return
                 raise self._no_route(scope)
             await handler(scope, receive, send)
         except ProxyError as error:
@@ -170,7 +189,9 @@ class ProxyApp:
         principal = await self.auth.authenticate(headers)
         # Before the body: a key cannot hold every buffer, nor all keys together every byte.
         with self.parallel.hold(principal), self.uploads.hold() as upload:
-            await self._edit_for(principal, headers, receive, send, upload)
+            await self._edit_for(
+                principal, headers, receive, send, upload, scope.get("scheme", "http")
+            )
 
     async def _edit_for(
         self,
@@ -179,6 +200,7 @@ class ProxyApp:
         receive: Receive,
         send: Send,
         upload: UploadHold,
+        scheme: str = "http",
     ) -> None:
         declared = headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdigit():
@@ -205,6 +227,7 @@ class ProxyApp:
                 param="model",
                 code="model_not_found",
             )
+        as_urls = self._url_answer(params, model)
         # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
         reservation = await self.accounts.admit(principal, params, model)
         try:  # with a durable ledger the bus returns only once the call's row is acknowledged
@@ -220,15 +243,40 @@ class ProxyApp:
             raise error from None
         await reservation.settle(response.cost_usd)
         cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
+        body = response.json_bytes()
+        if as_urls and self.image_store is not None:
+            base = self.image_store.settings.external_base_url or (
+                f"{headers.get('x-forwarded-proto', scheme)}://{headers.get('host', 'localhost')}"
+            )
+            body, _ = await to_url_answer(self.image_store, body, response.request_id, base)
         await _send_json(
             send,
             200,
-            response.json_bytes(),
+            body,
             [
                 (b"x-tracking-request-id", response.request_id.encode()),
                 (b"x-tracking-response-cost", cost.encode()),
             ],
         )
+
+    def _url_answer(self, params: dict[str, Any], model: str) -> bool:
+        """Whether the proxy serves this call's images as URLs; if so the upstream is asked
+        without ``response_format`` and the call's metadata records how it was answered."""
+        if params.get("response_format") != "url" or model not in self.url_models:
+            return False
+        assert self.image_store is not None
+        if self.image_store.full():
+            raise ProxyError(
+                507,
+                "the proxy's image store is full, so it cannot answer with URLs now; ask for "
+                "b64_json, or try again after expired images are swept",
+                type="server_error",
+                param="response_format",
+                code="image_store_full",
+            )
+        params.pop("response_format")
+        params["metadata"] = {**(params.get("metadata") or {}), "response_format": "url"}
+        return True
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(send, 200, b'{"status":"alive"}')

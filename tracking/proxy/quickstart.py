@@ -25,6 +25,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 __all__ = ["main"]
 
 MASTER_KEY = "sk-quickstart-master-key"
@@ -94,8 +96,12 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         return True
     ok = True
     for title, extra in (
-        ("as the seed writes it (gpt-image-1 with response_format=url)", ["response_format=url"]),
-        ("corrected: without response_format (GPT image models answer base64)", []),
+        (
+            "as the seed writes it (response_format=url: gpt-image-1 answers base64 only, so the "
+            "proxy stores the image and answers a signed URL that expires in an hour)",
+            ["response_format=url"],
+        ),
+        ("without response_format (the upstream's base64 answer)", []),
     ):
         command = [
             "curl", "-s", "-X", "POST", f"{url}/v1/images/edits",
@@ -135,6 +141,15 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
                 f"cost={cost}, x-tracking-request-id={headers.get('x-tracking-request-id')}"
             )
             ok = ok and status == "200"
+            image_url = payload["data"][0].get("url")
+            if image_url:
+                fetched = httpx.get(image_url, timeout=30)
+                print(f"  url={image_url}")
+                print(
+                    f"  GET url (no key needed): HTTP {fetched.status_code}, "
+                    f"{fetched.headers.get('content-type')}, {len(fetched.content)} bytes"
+                )
+                ok = ok and fetched.status_code == 200
     return ok
 
 

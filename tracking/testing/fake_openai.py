@@ -40,7 +40,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from .app_thread import AppThread
+from .app_thread import ServedApp
+from .fake_admin import Billing, add_admin_routes
 from .fake_images import inspect, render, solid_png
 from .fake_rules import DALL_E_2, GPT_IMAGE_MODELS, check_edit
 from .faults import FAULT_HEADER, Fault, parse_fault
@@ -118,6 +119,7 @@ class _FakeState:
         self.responses: list[dict[str, Any]] = []  #: every JSON body answered, oldest first
         self.counter = itertools.count(1)
         self.hits = 0  #: edit requests received, faulted or not
+        self.billing = Billing()  #: what the admin endpoints bill (:mod:`.fake_admin`)
         self.faults_lock = threading.Lock()
         self.faults: list[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self.canned_body = json.dumps(
@@ -211,6 +213,7 @@ def build_app(
     app.router.add_post("/openai/deployments/{deployment}/images/edits", edits)
     app.router.add_get("/files/{name}", serve_file)
     app.router.add_get("/health", health)
+    add_admin_routes(app, state.billing)
     return app
 
 
@@ -312,6 +315,7 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
     answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
     body = answer(state, request, fields, images, mask)
     state.responses.append(body)
+    state.billing.record(model, body)
     return web.json_response(body, headers={"x-request-id": f"req_fake_{next(state.counter)}"})
 
 
@@ -453,12 +457,14 @@ def _output_tokens(quality: str, size: str, dims: tuple[int, int]) -> int:
     return round(table["1024x1024"] * dims[0] * dims[1] / (1024 * 1024))
 
 
-class FakeOpenAI:
+class FakeOpenAI(ServedApp):
     """Runs the fake on a loopback port in a background thread.
 
     >>> with FakeOpenAI() as fake:
     ...     tracking.image_edit(..., api_base=fake.url, api_key="sk-test")
     """
+
+    thread_name = "fake-openai"
 
     def __init__(
         self,
@@ -480,7 +486,6 @@ class FakeOpenAI:
             extra_models=extra_models,
             require_key=require_key,
         )
-        self._server: AppThread | None = None
 
     @property
     def state(self) -> _FakeState:
@@ -495,6 +500,12 @@ class FakeOpenAI:
     def hits(self) -> int:
         """Every edit request that arrived, faulted or not: the attempts a client made."""
         return self.state.hits
+
+    @property
+    def billing(self) -> Billing:
+        """What the fake billed, for its admin Usage and Costs endpoints; ``billing.factor``
+        bills a model at another price."""
+        return self.state.billing
 
     def inject(self, spec: Fault | str | None = None, /, **fields: Any) -> Fault:
         """Queue a server fault for the next request(s): ``inject("status=503", times=2)``,
@@ -520,22 +531,6 @@ class FakeOpenAI:
     def url(self) -> str:
         """The ``api_base`` to pass to the SDK (it includes ``/v1``)."""
         return f"{self.base_url}/v1"
-
-    def start(self) -> FakeOpenAI:
-        self._server = AppThread(self.app, self.host, self.port, name="fake-openai")
-        self.port = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def run(
