@@ -12,7 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.accounts_support import accounts_config, bearer, edit, generate, ledger_env, spend_rows
+from tests.accounts_support import (
+    accounts_config,
+    bearer,
+    edit,
+    generate,
+    ledger_env,
+    spend_rows,
+    wait_for,
+)
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tracking.proxy.limits import MAX_BUDGET_USD, MAX_ID_CHARS
 
@@ -143,4 +151,5 @@ def test_hostile_call_fields_are_clear_400s_and_later_calls_are_recorded(proxy, 
     longest = "é" * MAX_ID_CHARS  # the longest id allowed, 2 bytes a character
     for _ in range(3):
         assert edit(client, proxy.url, MASTER_KEY, user=longest).status_code == 200
-    assert spend_rows(client, proxy.url, user=longest)["total"] == 3
+    # PostgreSQL rows arrive through the outbox: within seconds, not at once.
+    wait_for(lambda: spend_rows(client, proxy.url, user=longest)["total"] == 3, timeout=20)
