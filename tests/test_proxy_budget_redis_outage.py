@@ -1,13 +1,15 @@
 """A key's budget holds through a Redis outage, with one and with two proxy instances sharing a
 PostgreSQL ledger: strictly sequential calls before, during and after the outage never spend more
 than the budget plus one call's maximum cost. A private ``redis-server`` is frozen (SIGSTOP, so
-it keeps its counters, now stale) and thawed (SIGCONT); with the outage's spend merged back, the
-counters are exact again after recovery (or over-state by the reservation whose Redis command
+it keeps its counters, now stale) and thawed (SIGCONT), or killed and started again empty; with
+the outage's spend merged back (or the counters seeded from the ledger again), the counters are
+exact again after recovery (or over-state by the reservation whose Redis command
 timed out as the outage began: never an overspend)."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -72,34 +74,66 @@ def _spent(client: httpx.Client, base: str, key_hash: str) -> Decimal:
     return sum((Decimal(row["cost_usd"]) for row in rows), Decimal(0))
 
 
-def test_a_budget_holds_through_a_frozen_redis(instances):
+def _restart(stopped: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """The same redis-server command again (same port), empty."""
+    server = subprocess.Popen(stopped.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = int(str(stopped.args[2]))  # type: ignore[index]
+    wait_for(lambda: _listening(port), timeout=10)
+    return server
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("outage", ["frozen", "restarted"])
+def test_a_budget_holds_through_a_redis_outage(instances, outage):
     proxies, redis_server = instances
     one_call = max_expected_cost(["gpt-image-1"], CALL)
     assert one_call is not None
-    with httpx.Client(timeout=60) as client:
-        made = generate(client, proxies[0].url, max_budget=str(BUDGET))
-        turn = iter(range(1_000))
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        with httpx.Client(timeout=60) as client:
+            made = generate(client, proxies[0].url, max_budget=str(BUDGET))
+            turn = iter(range(1_000))
 
-        def call() -> int:
-            proxy = proxies[next(turn) % len(proxies)]
-            return edit(client, proxy.url, made["key"]).status_code
+            def call() -> int:
+                proxy = proxies[next(turn) % len(proxies)]
+                return edit(client, proxy.url, made["key"]).status_code
 
-        before = [call() for _ in range(3)]
-        redis_server.send_signal(signal.SIGSTOP)
-        during = [call() for _ in range(6)]
-        redis_server.send_signal(signal.SIGCONT)
-        time.sleep(5.5)  # past the counters' retry interval: the next calls use Redis again
-        after = []
-        while len(after) < 30 and after[-2:] != [429, 429]:
-            after.append(call())
-        served = (before + during + after).count(200)
-        # PostgreSQL rows arrive through the outbox: wait until every call's row is there.
-        wait_for(lambda: _rows(client, proxies[0].url, made["key_hash"])["total"] == served)
-        spent = _spent(client, proxies[0].url, made["key_hash"])
+            before = [call() for _ in range(3)]
+            if outage == "frozen":  # Redis keeps its (now stale) counters
+                redis_server.send_signal(signal.SIGSTOP)
+            else:  # Redis loses everything
+                redis_server.kill()
+                redis_server.wait(10)
+            during = [call() for _ in range(6)]
+            if outage == "frozen":
+                redis_server.send_signal(signal.SIGCONT)
+            else:
+                restarted = _restart(redis_server)
+            time.sleep(5.5)  # past the counters' retry interval: the next calls use Redis
+            after: list[int] = []
+            while len(after) < 30 and after[-2:] != [429, 429]:
+                after.append(call())
+            served = (before + during + after).count(200)
+            # PostgreSQL rows arrive through the outbox: wait until every call's row is there.
+            wait_for(lambda: _rows(client, proxies[0].url, made["key_hash"])["total"] == served)
+            spent = _spent(client, proxies[0].url, made["key_hash"])
+    finally:
+        if restarted is not None:
+            restarted.kill()
+            restarted.wait(10)
     assert before == [200] * 3 and during == [200] * 6, (before, during)
     assert after[-2:] == [429, 429] and 200 in after, after
-    print(f"{len(proxies)} instance(s): spent {spent} of {BUDGET} (one call at most {one_call})")
+    print(f"{outage}, {len(proxies)} instance(s): spent {spent} of {BUDGET} (a call <= {one_call})")
     assert spent <= BUDGET + one_call
     logs = "".join(proxy.log() for proxy in proxies)
-    assert "Redis unavailable" in logs and "merged the outage's spend" in logs
+    assert "Redis unavailable" in logs and ("merged the outage's spend" in logs) == (
+        outage == "frozen"
+    )
     assert "Traceback" not in logs

@@ -20,8 +20,8 @@ reservation re-reads what the ledger says was spent and adds this instance's res
 flight, so instances that share the database stay within a budget (calls in flight on another
 instance aside), and rpm windows are counted per instance. Everything a budget counter would
 have been changed by during the outage is kept and merged back (``INCRBY``) before Redis is used
-again, so the counters are exact after recovery (a counter Redis lost is seeded from the ledger
-again).
+again, so the counters are exact after recovery. A Redis that restarted (its ``run_id`` changed)
+lost its counters: nothing is merged, and each counter is seeded from the ledger again.
 """
 
 from __future__ import annotations
@@ -213,6 +213,10 @@ class OutageBudgets:
         with self._lock:
             return list(self._pending.items())
 
+    def forget_pending(self) -> None:
+        with self._lock:
+            self._pending.clear()
+
     def merged(self, name: str, delta: int) -> None:
         with self._lock:
             self._add(name, -delta)
@@ -241,6 +245,8 @@ class RedisCounters:
         self.local = LocalCounters()  # rpm windows while Redis is away
         self._outage = OutageBudgets()
         self._merging = asyncio.Lock()
+        #: The server's run id when first reached; a different one after an outage: restarted.
+        self._run_id: str | None = None
         self._client: Any = redis.asyncio.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
@@ -261,6 +267,8 @@ class RedisCounters:
         if self.degraded:
             return await local()
         try:
+            if self._run_id is None:
+                self._run_id = await self._server_run_id()
             if self._outage.has_pending:
                 await self._merge_outage()
             return await remote()
@@ -317,6 +325,16 @@ class RedisCounters:
         """Apply what budget counters missed while Redis was away (before any other use)."""
         merged = 0
         async with self._merging:  # calls arriving together must not merge the same change twice
+            run_id = await self._server_run_id()
+            if run_id != self._run_id:
+                # A restarted Redis lost every counter: each is seeded from the ledger again,
+                # which has the outage's spend; merging it too would count it twice.
+                self._run_id = run_id
+                self._outage.forget_pending()
+                log.warning(
+                    "proxy counters: Redis is back, restarted; counters start from the ledger"
+                )
+                return
             for name, delta in self._outage.pending():
                 await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
                 self._outage.merged(name, delta)
@@ -326,6 +344,11 @@ class RedisCounters:
                 "proxy counters: Redis is back; merged the outage's spend into %d budget counters",
                 merged,
             )
+
+    async def _server_run_id(self) -> str:
+        """The Redis server's run id: it changes when the server restarts."""
+        info = await self._client.info("server")
+        return str(info.get("run_id", ""))
 
     async def aclose(self) -> None:
         await self._client.aclose()
