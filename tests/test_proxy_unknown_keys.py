@@ -1,7 +1,8 @@
 """Unknown keys cost no query: a flood of random well-formed ``sk-`` keys is answered from the
 instance's set of stored key hashes (one query per ``unknown_seconds`` at most), a key generated
 on this instance is known at once, and one stored by another instance is found on the first
-reload after it. Statements are counted on the real SQLite store's engine."""
+reload after it, or at once when the instances share Redis. Statements are counted on the real
+SQLite store's engine."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from tests.accounts_support import wait_for
 from tracking.proxy.account_store import AccountStore, KeyRecord
 from tracking.proxy.keys import VirtualKeys, generate_key, hash_key
+from tracking.proxy.shared_counters import RedisCounters
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def test_keys_stored_here_are_known_at_once_and_elsewhere_after_a_reload(store):
     keys = VirtualKeys(store, cache_seconds=60, unknown_seconds=0.3)
     assert asyncio.run(keys.check(generate_key())) is None  # the set is loaded (empty)
     here = _store_key(store)
-    keys.learn(hash_key(here))  # what POST /key/generate does on this instance
+    asyncio.run(keys.learn(hash_key(here)))  # what POST /key/generate does here
     assert asyncio.run(keys.check(here)) is not None
     elsewhere = _store_key(store)  # as another instance would
     wait_for(lambda: asyncio.run(keys.check(elsewhere)) is not None, timeout=5)
@@ -82,3 +84,26 @@ def test_with_too_many_keys_unknown_ones_are_cached_one_by_one(store, monkeypatc
     for _ in range(5):
         assert asyncio.run(keys.check(stranger)) is None
     assert len(statements) == 2  # the (too large) set, then this hash once
+
+
+async def test_instances_sharing_redis_know_each_others_new_keys_at_once(
+    store, tmp_path, redis_url, redis_prefix
+):
+    other_store = AccountStore(f"sqlite:///{tmp_path / 'ledger.db'}")  # another instance's
+    here_redis = RedisCounters(redis_url, prefix=redis_prefix)
+    there_redis = RedisCounters(redis_url, prefix=redis_prefix)
+    here = VirtualKeys(store, cache_seconds=60, unknown_seconds=60, changes=here_redis)
+    there = VirtualKeys(other_store, cache_seconds=60, unknown_seconds=60, changes=there_redis)
+    try:
+        assert await there.check(generate_key()) is None  # its set is loaded, and fresh
+        statements = _count_statements(other_store)
+        for _ in range(200):  # a flood costs Redis reads, no query
+            assert await there.check(generate_key()) is None
+        assert statements == []
+        key = _store_key(store)
+        await here.learn(hash_key(key))  # POST /key/generate on this instance
+        assert await there.check(key) is not None  # at once, though its set is fresh
+    finally:
+        await here_redis.aclose()
+        await there_redis.aclose()
+        other_store.close()

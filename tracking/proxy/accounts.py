@@ -74,7 +74,11 @@ class Accounts:
         cache_seconds = cache_seconds_from_environment()
         url = redis_url_of(config) if self.enabled else None
         self.counters: Counters = _counters(url)
-        self.virtual_keys = VirtualKeys(self.store, cache_seconds=cache_seconds)
+        self.virtual_keys = VirtualKeys(
+            self.store,
+            cache_seconds=cache_seconds,
+            changes=self.counters if isinstance(self.counters, RedisCounters) else None,
+        )
         self.rate_limiter = RateLimiter(self.counters)
         self.budgets = Budgets(config, self.store, self.counters, cache_seconds=cache_seconds)
 

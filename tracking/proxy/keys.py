@@ -27,7 +27,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .account_store import read_store
 from .auth import Principal
@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_CACHE_SECONDS",
     "DEFAULT_UNKNOWN_SECONDS",
     "KNOWN_KEYS_LIMIT",
+    "KeyChanges",
     "VirtualKeys",
     "generate_key",
     "hash_key",
@@ -55,7 +56,7 @@ DEFAULT_CACHE_SECONDS = 5.0
 #: How long a key absent from this instance's set of stored keys is taken as unknown, at most.
 DEFAULT_UNKNOWN_SECONDS = 1.0
 #: Above this many stored keys, unknown keys are looked up one by one (cached per hash).
-KNOWN_KEYS_LIMIT = 200_000
+KNOWN_KEYS_LIMIT = 50_000
 _CACHE_LIMIT = 10_000
 _DURATION = re.compile(r"^\s*([0-9]+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -122,6 +123,17 @@ def principal_of(record: KeyRecord) -> Principal:
     )
 
 
+class KeyChanges(Protocol):
+    """A count of key changes that several instances share (Redis): a new value means another
+    instance stored a key, so the set of known keys is reloaded at once."""
+
+    async def keys_version(self) -> int | None:
+        """The current count; None when it cannot be read (fall back to the set's age)."""
+        ...
+
+    async def keys_changed(self) -> None: ...
+
+
 class VirtualKeys:
     """The key check for virtual keys, with a short per-instance cache.
 
@@ -130,9 +142,10 @@ class VirtualKeys:
     while it is younger than ``unknown_seconds``; a miss on an older set reloads it once (one
     query however many requests wait for it). A flood of made-up keys therefore costs at most
     one query per ``unknown_seconds``. Keys generated or deleted here update the set at once;
-    a key generated on another instance is found by the first reload after it (at most
-    ``unknown_seconds`` later). With more stored keys than the limit, each hash is looked up
-    and "no such key" is cached per hash instead.
+    a key generated on another instance is found at once when the instances share Redis
+    (:class:`KeyChanges`: one Redis read per unknown key, no database query), else by the first
+    reload after it (at most ``unknown_seconds`` later). With more stored keys than the limit,
+    each hash is looked up and "no such key" is cached per hash instead.
     """
 
     def __init__(
@@ -141,8 +154,11 @@ class VirtualKeys:
         *,
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         unknown_seconds: float | None = None,
+        changes: KeyChanges | None = None,
     ) -> None:
         self.store = store
+        self.changes = changes
+        self._version: int | None = None  # the shared change count the set was loaded at
         self.cache_seconds = cache_seconds
         self.unknown_seconds = (
             min(cache_seconds, DEFAULT_UNKNOWN_SECONDS)
@@ -177,9 +193,12 @@ class VirtualKeys:
             return True
         if self._known is not None and key_hash in self._known:
             return True
-        if time.monotonic() - self._known_at >= self.unknown_seconds:
+        stale = time.monotonic() - self._known_at >= self.unknown_seconds
+        version = await self.changes.keys_version() if self.changes is not None else None
+        if stale or (version is not None and version != self._version):
             async with self._reload:  # one reload however many requests miss at once
-                if time.monotonic() - self._known_at >= self.unknown_seconds:
+                stale = time.monotonic() - self._known_at >= self.unknown_seconds
+                if stale or (version is not None and version != self._version):
                     known = await read_store(
                         "key",
                         "the key store is unavailable; try again shortly",
@@ -188,13 +207,17 @@ class VirtualKeys:
                     )
                     self._known = set(known) if known is not None else None
                     self._known_at = time.monotonic()
+                    self._version = version
         return self._known is None or key_hash in self._known
 
-    def learn(self, key_hash: str) -> None:
-        """A key was just stored (here): known at once, whatever the set's age."""
+    async def learn(self, key_hash: str) -> None:
+        """A key was just stored (here): known at once here, and on every instance sharing
+        :attr:`changes` at its next miss."""
         if self._known is not None:
             self._known.add(key_hash)
         self._cache.pop(key_hash, None)
+        if self.changes is not None:
+            await self.changes.keys_changed()
 
     def forget(self, key_hash: str) -> None:
         self._cache.pop(key_hash, None)

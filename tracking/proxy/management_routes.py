@@ -144,7 +144,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
             created_at=now,
         )
         await asyncio.to_thread(store.insert_key, record)
-        accounts.virtual_keys.learn(record.key_hash)
+        await accounts.virtual_keys.learn(record.key_hash)
         await send_json(send, 200, {"key": key, **record.to_dict()})
 
     async def info(scope: Scope, receive: Receive, send: Send) -> None:

@@ -345,6 +345,27 @@ class RedisCounters:
                 merged,
             )
 
+    async def keys_version(self) -> int | None:
+        """How many times keys changed (any instance); None while Redis is away."""
+
+        async def remote() -> int | None:
+            value = await self._client.get(f"{self.prefix}keys:version")
+            return int(value) if value is not None else 0
+
+        async def unknown() -> int | None:
+            return None
+
+        return await self._guarded(remote, unknown)
+
+    async def keys_changed(self) -> None:
+        async def remote() -> None:
+            await self._client.incr(f"{self.prefix}keys:version")
+
+        async def lost() -> None:  # the other instances fall back to their sets' age
+            return None
+
+        await self._guarded(remote, lost)
+
     async def _server_run_id(self) -> str:
         """The Redis server's run id: it changes when the server restarts."""
         info = await self._client.info("server")
