@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import tracking
-from tests.conftest import make_png
+from tests.conftest import make_half_mask, make_png
 from tests.proxy_support import ProxyProcess, write_config
 from tests.recorder import record_events
 from tracking.errors import (
@@ -40,15 +40,6 @@ def bfl() -> Iterator[FakeBFL]:
 @pytest.fixture
 def upstream(bfl: FakeBFL) -> dict[str, str]:
     return {"api_base": bfl.url, "api_key": BFL_KEY}
-
-
-def _mask() -> bytes:
-    """Transparent (to edit) on the left half, opaque on the right."""
-    image = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
-    image.paste((0, 0, 0, 0), (0, 0, 32, 64))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_a_kontext_edit_is_submitted_polled_downloaded_and_priced(monkeypatch, bfl, upstream):
@@ -81,7 +72,9 @@ async def test_async_kontext_max_costs_its_own_price(bfl, upstream):
 
 def test_a_mask_runs_on_flux_fill_with_the_mask_converted(bfl, upstream):
     before = len(bfl.jobs)
-    response = tracking.image_edit(image=PNG, mask=_mask(), prompt="sky", model=MODEL, **upstream)
+    response = tracking.image_edit(
+        image=PNG, mask=make_half_mask(), prompt="sky", model=MODEL, **upstream
+    )
     (job,) = list(bfl.jobs.values())[before:]
     assert job.model == "flux-pro-1.0-fill"
     mask = Image.open(io.BytesIO(base64.b64decode(job.body["mask"])))

@@ -336,8 +336,8 @@ def test_packaged_file_loads_with_provenance_and_dates():
         (__import__("pathlib").Path(tracking.__file__).parent / "pricing/prices.json").read_text()
     )
     for entry in raw["entries"]:
-        figures = list(entry["tokens_per_million"].values())
-        figures += [f for sizes in entry["per_image"].values() for f in sizes.values()]
+        figures = list(entry.get("tokens_per_million", {}).values())
+        figures += [f for sizes in entry.get("per_image", {}).values() for f in sizes.values()]
         for figure in figures:
             assert figure["source"].startswith("https://")
             assert date.fromisoformat(figure["retrieved"])

@@ -250,6 +250,14 @@ def price_call(
         return NOT_BILLED
     if request is None:  # cannot happen for a parsed answer; priced as unknown rather than 0
         return UNPRICED
+    if response.billed_usd is not None:  # the provider said what it charged: that is the cost
+        images = response.images_returned
+        return Cost(
+            usd=response.billed_usd,
+            per_image_usd=_per_image(response.billed_usd, images),
+            source="usage",
+            price_ref=f"provider:{request.provider}",
+        )
     keys = _candidates(request)
     if response.price_model is not None:
         keys.insert(0, response.price_model)

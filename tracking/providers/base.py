@@ -7,10 +7,12 @@ built, with the sync or the async client, and hands the answer to :meth:`Provide
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import ConfigurationError
 from ..frozen import fast_init
 from ..response import ImageResponse
 
@@ -23,6 +25,8 @@ __all__ = [
     "PreparedRequest",
     "Provider",
     "UpstreamError",
+    "api_base_for",
+    "api_key_for",
     "error_object",
     "openai_error",
     "text_field",
@@ -136,3 +140,17 @@ class OpenAIAnswers:
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
         return openai_error(status, body)
+
+
+def api_key_for(options: CallOptions, provider: str, *variables: str) -> str:
+    """The call's key, else the first set environment variable; a clear error without one."""
+    key = options.api_key or next((os.environ[v] for v in variables if os.environ.get(v)), None)
+    if not key:
+        names = " (or ".join(variables) + ")" * (len(variables) - 1)
+        raise ConfigurationError(f"api_key: no {provider} key; pass api_key=... or set {names}")
+    return key
+
+
+def api_base_for(options: CallOptions, variable: str, default: str) -> str:
+    """The call's ``api_base``, else the environment variable, else the provider's own."""
+    return (options.api_base or os.environ.get(variable) or default).rstrip("/")

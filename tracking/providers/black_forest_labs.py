@@ -22,24 +22,31 @@ white image where white is edited, so the mask is converted (alpha 0 becomes whi
 from __future__ import annotations
 
 import base64
-import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from math import gcd
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
+from ..errors import APIResponseError, ContentPolicyError
 from ..response import ImageResponse
-from .base import Poll, PreparedRequest, UpstreamError, error_object, text_field
+from .base import (
+    Poll,
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    error_object,
+    text_field,
+)
+from .masks import white_means_edit
 
 if TYPE_CHECKING:
     from ..images import ImageFile
     from ..request import CallOptions, ImageEditRequest
 
-__all__ = ["FILL_MODEL", "BlackForestLabsProvider", "fill_mask"]
+__all__ = ["FILL_MODEL", "BlackForestLabsProvider"]
 
 DEFAULT_BFL_API_BASE = "https://api.bfl.ai"
 FILL_MODEL = "flux-pro-1.0-fill"
@@ -48,18 +55,6 @@ _MAX_WAIT = 5.0
 _PENDING = frozenset({"Pending", "Processing", "Queued", "Task not found"})
 _MODERATED = frozenset({"Content Moderated", "Request Moderated"})
 _EXTRA_IMAGES = ("input_image_2", "input_image_3", "input_image_4")
-
-
-def fill_mask(mask: ImageFile) -> str:
-    """OpenAI's mask (transparent = edit) as FLUX Fill's (white = edit), base64 PNG."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(mask.content)) as image:
-        alpha = image.convert("RGBA").getchannel("A")
-    converted = alpha.point(lambda value: 255 if value == 0 else 0).convert("L")
-    out = io.BytesIO()
-    converted.save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def _aspect_ratio(size: str | None) -> str | None:
@@ -161,21 +156,15 @@ class BlackForestLabsProvider:
     name = "black_forest_labs"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
-        api_key = options.api_key or os.environ.get("BFL_API_KEY")
-        if not api_key:
-            raise ConfigurationError(
-                "api_key: no Black Forest Labs key; pass api_key=... or set BFL_API_KEY"
-            )
-        api_base = (
-            options.api_base or os.environ.get("BFL_API_BASE") or DEFAULT_BFL_API_BASE
-        ).rstrip("/")
+        api_key = api_key_for(options, "Black Forest Labs", "BFL_API_KEY")
+        api_base = api_base_for(options, "BFL_API_BASE", DEFAULT_BFL_API_BASE)
         output_format = request.output_format or "png"
         if request.mask is not None:
             model = FILL_MODEL
             body: dict[str, Any] = {
                 "prompt": request.prompt,
                 "image": _b64(request.images[0]),
-                "mask": fill_mask(request.mask),
+                "mask": base64.b64encode(white_means_edit(request.mask)).decode("ascii"),
                 "output_format": output_format,
             }
         else:
