@@ -10,6 +10,7 @@ default is 100 (0 in the config: no limit).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,8 @@ __all__ = ["ParallelLimit", "UploadBytes", "UploadHold"]
 
 #: Upload bytes seen since memory was last handed back, before it is worth doing again.
 _RELEASE_AFTER = 16 * 1024 * 1024
+#: Seconds after the last upload left before memory is handed back a second time.
+_SECOND_PASS = 1.0
 
 
 class ParallelLimit:
@@ -84,6 +87,13 @@ class UploadBytes:
             if self.in_flight == 0 and self._since_release >= _RELEASE_AFTER:
                 self._since_release = 0
                 release_free_memory()
+                # Buffers the connection pool and the sinks drop a little later are handed
+                # back by a second pass, if no upload has started meanwhile.
+                asyncio.get_running_loop().call_later(_SECOND_PASS, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        if self.in_flight == 0:
+            release_free_memory()
 
     def _take(self, amount: int) -> None:
         limit = self.limit
