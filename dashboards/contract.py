@@ -1,8 +1,9 @@
-"""The Prometheus metric contract of DESIGN 6, as data the dashboards and tests check against.
+"""The Prometheus metric contract, as data the dashboards and tests check against.
 
 Metric names and label names are a public contract: dashboards, alerts and users' own queries
-depend on them. This table restates DESIGN 6 so that a dashboard or rule naming a metric or label
-outside it fails a test, and so the test suite can compare it with what the code exports.
+depend on them. This table is the contract (docs/observability.md) so that a dashboard or
+rule naming a metric or label outside it fails a test, and so the test suite can compare it
+with what the code exports.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class MetricSpec:
     type: MetricType
     labels: tuple[str, ...]
     #: ``sdk`` (every SDK process with the prometheus integration), ``opt_in`` (only when
-    #: switched on), ``router``, ``ledger`` or ``proxy`` (only once that part runs).
+    #: switched on), ``router``, ``ledger`` or ``proxy`` (only once that part runs), ``stream``
+    #: (only once a streamed call has had its first image).
     source: str = "sdk"
 
 
@@ -38,6 +40,9 @@ METRICS: dict[str, MetricSpec] = {
         "counter", ("model", "served_model", "provider", "token_type")
     ),
     "image_edit_request_duration_seconds": MetricSpec("histogram", ("model", "provider", "status")),
+    "image_edit_time_to_first_image_seconds": MetricSpec(
+        "histogram", ("model", "provider"), "stream"
+    ),
     "image_edit_retries_total": MetricSpec("counter", ("model", "deployment"), "router"),
     "image_edit_fallbacks_total": MetricSpec(
         "counter", ("from_model", "to_model", "outcome"), "router"
@@ -46,6 +51,7 @@ METRICS: dict[str, MetricSpec] = {
         "counter", ("model", "deployment"), "router"
     ),
     "image_edit_unpriced_requests_total": MetricSpec("counter", ("model",)),
+    "image_edit_retired_model_requests_total": MetricSpec("counter", ("model",)),
     "image_edit_end_user_cost_usd_total": MetricSpec("counter", ("end_user",), "opt_in"),
     "tracking_end_user_series_evicted_total": MetricSpec("counter", (), "opt_in"),
     "tracking_callback_errors_total": MetricSpec("counter", ("callback",), "bus"),

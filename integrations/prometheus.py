@@ -1,7 +1,7 @@
-"""Prometheus metrics for every image-edit call (DESIGN 6), ready for one process or many.
+"""Prometheus metrics for every image-edit call, ready for one process or many.
 
 :class:`PrometheusLogger` is the ``"prometheus"`` built-in integration. It registers the metrics
-of DESIGN 6 in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
+of the contract in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
 share a registry share one set of metrics) and updates them in ``on_end``, on the caller's
 thread: a handful of counter increments, no I/O. Metrics whose source is not an event (router
 cooldowns, ledger outbox, proxy rejections) are fed through small public methods so those parts
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import os
 import threading
 import weakref
@@ -39,7 +38,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from tracking.errors import ConfigurationError
+from tracking import bus
+from tracking.errors import ERROR_TYPES, ConfigurationError
 
 if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
@@ -56,7 +56,6 @@ __all__ = [
     "start_metrics_server",
 ]
 
-log = logging.getLogger("tracking")
 
 #: Seconds: image edits take from a fraction of a second to minutes (gpt-image at high quality).
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -95,15 +94,13 @@ STANDARD_SIZES = frozenset(
 )
 STANDARD_QUALITIES = frozenset({"auto", "low", "medium", "high", "standard", "hd"})
 PROXY_REJECTION_REASONS = frozenset({"auth", "budget", "size", "rate"})
-#: Error types the core produces beside those of the exception tree.
-_EXTRA_ERROR_TYPES = frozenset({"internal_error", "cancelled"})
 _MAX_LABEL_CHARS = 100  # a pathological model name must not make a huge series
 _MAX_CACHED_SERIES = 10_000  # (model, served, provider) triples whose children are kept
 DEFAULT_END_USER_SERIES = 1000
 
 
 class PrometheusLogger:
-    """The ``"prometheus"`` integration: DESIGN 6's metrics, updated once per call.
+    """The ``"prometheus"`` integration: the contract's metrics, updated once per call.
 
     ``registry`` defaults to prometheus_client's global one. ``end_user_metric=True`` turns on
     ``image_edit_end_user_cost_usd_total{end_user}``, keeping at most ``end_user_max_series``
@@ -139,8 +136,8 @@ class PrometheusLogger:
     def on_end(self, event: ImageEditEvent) -> None:
         try:
             self._record(event)
-        except Exception:
-            _warn_once("on_end", "prometheus: recording a call's metrics failed")
+        except Exception as exc:
+            bus.report_failure("prometheus", "recording a call's metrics failed", exc)
 
     def flush(self, timeout: float | None = None) -> bool:
         return True  # nothing is queued: metrics are updated in the call
@@ -191,17 +188,23 @@ class PrometheusLogger:
         error_type = _error_type_label(event.error_type) if status == "failure" else ""
         series.requests(status, error_type).inc()
         series.duration(status).observe(event.latency_ms / 1000)
+        if event.time_to_first_image_ms is not None:  # a streamed call's first image arrived
+            m.time_to_first_image.labels(series.model, series.provider).observe(
+                event.time_to_first_image_ms / 1000
+            )
         if event.images_returned > 0:
             series.images(_size_label(event.size), _quality_label(event.quality)).inc(
                 event.images_returned
             )
         if event.cost_usd is not None:
-            cost = float(event.cost_usd)  # metrics are floats (DESIGN 5); the ledger keeps Decimal
+            cost = float(event.cost_usd)  # metrics are floats; the ledger keeps Decimal
             series.cost.inc(cost)
             if self.end_user_metric and event.end_user:
                 self._charge_end_user(event.end_user, cost)
         elif status == "success" and event.cost_source == "unpriced":
             m.unpriced.labels(series.model).inc()
+        if series.shutdown is not None and event.start_time.date() >= series.shutdown:
+            m.retired.labels(series.served or series.model).inc()
         usage = event.usage
         if usage is not None:
             for token_type, count in (
@@ -264,6 +267,13 @@ class _Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self.time_to_first_image = Histogram(
+            "image_edit_time_to_first_image_seconds",
+            "Streamed calls: time from the call's start to its first image event.",
+            ["model", "provider"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
         self.retries = counter("image_edit_retries", "Retried attempts.", ("model", "deployment"))
         self.fallbacks = counter(
             "image_edit_fallbacks",
@@ -277,6 +287,11 @@ class _Metrics:
         )
         self.unpriced = counter(
             "image_edit_unpriced_requests", "Successful calls with no known price.", ("model",)
+        )
+        self.retired = counter(
+            "image_edit_retired_model_requests",
+            "Calls to a model past its provider's shutdown date.",
+            ("model",),
         )
         self.end_user_cost = counter(
             "image_edit_end_user_cost_usd",
@@ -336,13 +351,17 @@ class _Metrics:
 class _ModelSeries:
     """The label children of one (model, served model, provider), created as they are used."""
 
-    __slots__ = ("_children", "_metrics", "cost", "model", "provider", "served")
+    __slots__ = ("_children", "_metrics", "cost", "model", "provider", "served", "shutdown")
 
     def __init__(self, metrics: _Metrics, model: str, served: str, provider: str) -> None:
+        from tracking.pricing import shutdown_date
+
         self._metrics = metrics
         self.model, self.served, self.provider = model, served, provider
         self.cost = metrics.cost.labels(model, served, provider)
         self._children: dict[tuple[str, ...], Any] = {}
+        #: when the served model (else the asked one) is shut down, from the price table
+        self.shutdown = shutdown_date(served or model)
 
     def requests(self, status: str, error_type: str) -> Any:
         key = ("requests", status, error_type)
@@ -394,7 +413,8 @@ def _metrics_for(registry: CollectorRegistry) -> _Metrics:
 
 
 class BusCountersCollector(Collector):
-    """``tracking_callback_errors_total{callback}`` and ``tracking_events_dropped_total{sink}``.
+    """``tracking_callback_errors_total{callback}``, ``tracking_events_dropped_total{sink}`` and
+    ``tracking_integration_errors_total{integration}``.
 
     The bus keeps these counts itself (``tracking.bus.counters()``); this collector reads them
     at scrape time, so the bus needs no Prometheus dependency.
@@ -412,26 +432,26 @@ class BusCountersCollector(Collector):
         dropped = CounterMetricFamily(
             "tracking_events_dropped", "Events dropped because a queue was full.", labels=["sink"]
         )
+        failed = CounterMetricFamily(
+            "tracking_integration_errors",
+            "Failures an integration caught inside itself (a metric, line or span lost).",
+            labels=["integration"],
+        )
         snapshot = self._snapshot()
-        for name, count in _counts(snapshot, "callback_errors"):
-            errors.add_metric([name], count)
-        for sink, count in _counts(snapshot, "events_dropped"):
-            dropped.add_metric([sink], count)
-        yield errors
-        yield dropped
+        for family, key in (
+            (errors, "callback_errors"),
+            (dropped, "events_dropped"),
+            (failed, "integration_errors"),
+        ):
+            for name, count in _counts(snapshot, key):
+                family.add_metric([name], count)
+            yield family
 
     def _snapshot(self) -> Any:
-        source = self._source
-        if source is None:
-            from tracking import bus
-
-            source = getattr(bus, "counters", None)  # the bus may not provide it yet
-        if source is None:
-            return None
         try:
-            return source()
-        except Exception:
-            _warn_once("bus-counters", "prometheus: reading the bus counters failed")
+            return (self._source or bus.counters)()
+        except Exception as exc:
+            bus.report_failure("prometheus", "reading the bus counters failed", exc)
             return None
 
 
@@ -463,33 +483,9 @@ def _quality_label(quality: str | None) -> str:
     return quality if quality in STANDARD_QUALITIES else "other"
 
 
-_KNOWN_ERROR_TYPES: frozenset[str] | None = None
-
-
 def _error_type_label(error_type: str | None) -> str:
-    global _KNOWN_ERROR_TYPES
-    if _KNOWN_ERROR_TYPES is None:
-        from tracking.errors import TrackingError
-
-        found: set[str] = set(_EXTRA_ERROR_TYPES)
-        pending: list[type[TrackingError]] = [TrackingError]
-        while pending:
-            cls = pending.pop()
-            found.add(cls.error_type)
-            pending.extend(cls.__subclasses__())
-        _KNOWN_ERROR_TYPES = frozenset(found)
-    if not error_type:
-        return "other"
-    return error_type if error_type in _KNOWN_ERROR_TYPES else "other"
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        log.warning(message, exc_info=True)
+    # One fixed table (tracking.errors.ERROR_TYPES): the label never depends on import order.
+    return error_type if error_type in ERROR_TYPES else "other"
 
 
 # -- exposure ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``tracking quickstart``, the offline main job: the seed's proxy section end to end."""
+"""``tracking quickstart``: the proxy tried offline, end to end, as a new user runs it."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_quickstart_runs_the_seed_proxy_examples_offline():
     # The ledger holds a row per call, and its total is exactly what the headers said.
     headers = [Decimal(cost) for cost in re.findall(r"cost=\$([0-9.]+)", out)]
     assert len(headers) == 3
-    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("gpt-image-1 ")]
+    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("gpt-image-2 ")]
     _model, requests, failures, images, cost_usd, unpriced = row
     assert (requests, failures, images, unpriced) == ("3", "0", "3", "0")
     assert Decimal(cost_usd) == sum(headers)

@@ -1,4 +1,5 @@
-"""The ``tracking`` command: ``demo``, ``fake-openai``, ``migrate``, ``spend`` and the rest."""
+"""The ``tracking`` command: ``demo``, ``fake-openai``, ``migrate``, ``spend``, ``prices``,
+``models`` and the rest."""
 
 from __future__ import annotations
 
@@ -33,13 +34,13 @@ def _fake_openai(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from integrations.sql._commands import migrate_command
+    from integrations.sql import migrate_command
 
     return migrate_command(args.database_url, sys.stdout)
 
 
 def _spend(args: argparse.Namespace) -> int:
-    from integrations.sql._commands import spend_command
+    from integrations.sql import spend_command
 
     until = args.until
     if isinstance(until, date) and not isinstance(until, datetime):
@@ -134,7 +135,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the proxy (OpenAI-compatible /v1/images/edits)")
     serve.add_argument("--config", required=True, help="LiteLLM-style config.yaml")
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the seed's default
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - LiteLLM's proxy default
     serve.add_argument("--port", type=int, default=4000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument(
@@ -144,13 +145,63 @@ def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
     quick = commands.add_parser(
         "quickstart",
-        help="offline: the proxy on embedded defaults + the fake upstream + the seed's examples",
+        help="try the proxy offline: its defaults, the bundled fake upstream, client examples",
     )
     quick.add_argument("--port", type=int, default=0, help="proxy port (default: a free one)")
     quick.add_argument(
         "--keep-running", action="store_true", help="leave the proxy up after the examples"
     )
     quick.set_defaults(handler=_quickstart)
+
+
+# -- prices / models: price data and model lifecycle (tracking.pricing.commands) ------------
+
+
+def _prices(args: argparse.Namespace) -> int:
+    from .pricing import commands
+
+    if args.action == "list":
+        return commands.prices_list(sys.stdout, prices_file=args.prices_file, as_json=args.json)
+    if args.action == "import":
+        return commands.prices_import(args.source, sys.stdout, target=args.out)
+    return commands.prices_diff(sys.stdout, prices_file=args.prices_file)
+
+
+def _models_check(args: argparse.Namespace) -> int:
+    from .models_check import check_models
+
+    return check_models(
+        sys.stdout, config=args.config, api_base=args.api_base, api_key=args.api_key
+    )
+
+
+def _add_price_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    prices = commands.add_parser("prices", help="list, import and compare model prices")
+    actions = prices.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every priced model: status, prices, source")
+    listing.add_argument("--prices-file", help="an override file (default: $TRACKING_PRICES_FILE)")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    importing = actions.add_parser(
+        "import", help="import prices (our format or LiteLLM's) into an override file"
+    )
+    importing.add_argument("source", metavar="FILE_OR_URL")
+    importing.add_argument(
+        "--out",
+        help="the override file (default: $TRACKING_PRICES_FILE, else ./tracking-prices.json)",
+    )
+    diff = actions.add_parser("diff", help="what an override file changes in the packaged table")
+    diff.add_argument("prices_file", nargs="?", help="default: $TRACKING_PRICES_FILE")
+    prices.set_defaults(handler=_prices)
+
+    models = commands.add_parser("models", help="model lifecycle from the upstream")
+    model_actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = model_actions.add_parser(
+        "check", help="which models of a config (or of the price table) are retired or retiring"
+    )
+    check.add_argument("--config", help="a proxy config.yaml (default: the price table's models)")
+    check.add_argument("--api-base", help="default: the config's, $OPENAI_API_BASE or OpenAI")
+    check.add_argument("--api-key", help="default: the config's or $OPENAI_API_KEY")
+    check.set_defaults(handler=_models_check)
 
 
 # ------------------------------------------------------------------------------------------
@@ -163,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run the seed's examples offline against the fake")
+    demo = commands.add_parser(
+        "demo", help="run the SDK examples offline against the fake upstream"
+    )
     demo.set_defaults(handler=_demo)
 
     fake = commands.add_parser("fake-openai", help="serve the fake OpenAI upstream")
@@ -219,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     _database_url_option(reconcile)
     reconcile.set_defaults(handler=_reconcile)
     _add_proxy_commands(commands)
+    _add_price_commands(commands)
     return parser
 
 

@@ -1,8 +1,9 @@
-"""``tracking demo``: the seed's SDK examples, run offline against the bundled fake upstream.
+"""``tracking demo``: OpenAI's image-edit examples as SDK calls, offline against the bundled fake.
 
-Each example runs as the seed wrote it. Where the real API would refuse a parameter (GPT image
-models take no ``response_format="url"`` and no 512x512), the demo shows the clear error the
-SDK raises and then runs the corrected call.
+Each example runs as OpenAI's documentation has it, on gpt-image-2 (gpt-image-1 was shut down on
+2026-10-23; the fake still serves it for compatibility tests). Where the real API would refuse a
+parameter (GPT image models take no ``response_format="url"`` and no 512x512), the demo shows the
+clear error the SDK raises and then runs the corrected call.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import tracking
 
 from .testing import FakeOpenAI
 
-__all__ = ["main"]
+__all__ = ["main", "write_images"]
 
 
-def _write_images(folder: Path) -> dict[str, Path]:
+def write_images(folder: Path) -> dict[str, Path]:
+    """The demo's input PNGs, written into ``folder``: name -> path (the quickstart uses them)."""
     from PIL import Image, ImageDraw
 
     paths = {}
@@ -56,16 +58,16 @@ def _show(title: str, response: tracking.ImageResponse) -> None:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI() as fake:
-        paths = _write_images(Path(tmp))
+        paths = write_images(Path(tmp))
         common: dict[str, Any] = {"api_base": fake.url, "api_key": "sk-demo-offline"}
         print(f"Fake OpenAI upstream on {fake.url}\n")
 
         print("1. Basic image edit")
         with open(paths["original_image"], "rb") as image:
             _show(
-                "gpt-image-1",
+                "gpt-image-2",
                 tracking.image_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     prompt="Add a red hat to the person in the image",
                     n=1,
@@ -74,11 +76,11 @@ def main() -> int:
                 ),
             )
 
-        print("\n2. Image edit with mask (the seed asks gpt-image-1 for url output at 512x512)")
+        print("\n2. Image edit with mask (asking gpt-image-2 for url output at 512x512)")
         try:
             with open(paths["original_image"], "rb") as image, open(paths["mask_image"], "rb") as m:
                 tracking.image_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     mask=m,
                     prompt="Replace the background with a beach scene",
@@ -93,7 +95,7 @@ def main() -> int:
             _show(
                 "corrected (b64_json, 1024x1024)",
                 tracking.image_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     mask=m,
                     prompt="Replace the background with a beach scene",
@@ -106,10 +108,11 @@ def main() -> int:
         print("\n3. Async image edit")
 
         async def edit_image() -> tracking.ImageResponse:
-            # As the seed writes it; a blocking open is fine in a demo.
+            # As the documentation writes it; a blocking open is fine in a demo.
             with open(paths["original_image"], "rb") as image:  # noqa: ASYNC230
-                return await tracking.aimage_edit(
-                    model="gpt-image-1",
+                # **common could hold stream=True for all mypy knows: name the plain result
+                response: tracking.ImageResponse = await tracking.aimage_edit(
+                    model="gpt-image-2",
                     image=image,
                     prompt="Make the image look like a painting",
                     n=1,
@@ -117,6 +120,7 @@ def main() -> int:
                     response_format="b64_json",
                     **common,
                 )
+            return response
 
         _show("aimage_edit", asyncio.run(edit_image()))
 
@@ -124,7 +128,7 @@ def main() -> int:
         try:
             with open(paths["portrait"], "rb") as image:
                 tracking.image_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     prompt="Add sunglasses and a smile",
                     n=3,
@@ -139,7 +143,7 @@ def main() -> int:
             print(f"  refused before any network call: {exc}")
         with open(paths["portrait"], "rb") as image:
             response = tracking.image_edit(
-                model="gpt-image-1",
+                model="gpt-image-2",
                 image=image,
                 prompt="Add sunglasses and a smile",
                 n=3,
@@ -152,7 +156,7 @@ def main() -> int:
         _show("corrected (no response_format)", response)
         print(f"  Generated {len(response.data)} image variations")
 
-        print("\n5. dall-e-2 still answers with URLs, as the seed's response shape shows")
+        print("\n5. dall-e-2 still answers with URLs, as OpenAI's documented response shape shows")
         _show(
             "dall-e-2",
             tracking.image_edit(

@@ -7,7 +7,12 @@ model or a family is a data change. Unknown names belong to no family and get on
 checks: an OpenAI-compatible server may know models we do not.
 
 Sources: OpenAI's API reference for ``POST /v1/images/edits`` and its image-generation guide
-(sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes).
+(sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes). The 2.5 and
+2.6 models (Flare and Sunburst, read 2026-12-03): the same flexible sizes as gpt-image-2
+(docs.comfy.org's GPT Image 2.6 node page) and two more qualities, ``xhigh`` and ``max``
+(docs.apiyi.com's GPT-image-2.5 launch notes). Their other announced parameters (2.6's
+``complexity``) have no confirmed values and are left to the upstream to judge. Streaming and
+``partial_images`` for the GPT image models were read on 2026-12-03 too.
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ class Family:
     default_output_format: str | None = None
     #: all input images together must be smaller than this many bytes (inline request limits)
     max_total_bytes: int | None = None
+    #: the edit endpoint can answer as Server-Sent Events (``stream=True``, ``partial_images``
+    #: in :attr:`ranges`)
+    streams: bool = False
 
     @property
     def takes_response_format(self) -> bool:
@@ -108,10 +116,12 @@ _GPT_IMAGE = Family(
         output_format=("png", "jpeg", "webp"),
         input_fidelity=("low", "high"),
     ),
-    ranges=MappingProxyType({"output_compression": (0, 100)}),
+    # partial_images: 0 to 3, only with stream=True (OpenAI's API reference, images.edit)
+    ranges=MappingProxyType({"output_compression": (0, 100), "partial_images": (0, 3)}),
     transparent_formats=frozenset({"png", "webp"}),
     compression_formats=frozenset({"jpeg", "webp"}),
     default_output_format="png",
+    streams=True,
 )
 
 _GPT_IMAGE_MINI = dataclasses.replace(
@@ -133,6 +143,31 @@ _GPT_IMAGE_2 = dataclasses.replace(
     custom_size=SizeRule(
         multiple_of=16, max_side=3840, min_pixels=655_360, max_pixels=8_294_400, max_aspect=3.0
     ),
+)
+
+_GPT_IMAGE_2_5 = dataclasses.replace(
+    _GPT_IMAGE_2,
+    name="gpt-image-2.5",
+    models=frozenset(
+        {
+            "gpt-image-2.5-flare",
+            "gpt-image-2.5-flare-2026-09-08",
+            "gpt-image-2.5-sunburst",
+            "gpt-image-2.5-sunburst-2026-09-08",
+        }
+    ),
+    choices=MappingProxyType(
+        {
+            **_GPT_IMAGE_2.choices,
+            "quality": frozenset({*_GPT_IMAGE_2.choices["quality"], "xhigh", "max"}),
+        }
+    ),
+)
+
+_GPT_IMAGE_2_6 = dataclasses.replace(
+    _GPT_IMAGE_2_5,
+    name="gpt-image-2.6",
+    models=frozenset({"gpt-image-2.6-flare", "gpt-image-2.6-sunburst"}),
 )
 
 # Gemini's native image models (``gemini/`` and ``vertex_ai/``), from Google's image-generation
@@ -197,6 +232,8 @@ FAMILIES: tuple[Family, ...] = (
     _GPT_IMAGE,
     _GPT_IMAGE_MINI,
     _GPT_IMAGE_2,
+    _GPT_IMAGE_2_5,
+    _GPT_IMAGE_2_6,
     _GEMINI_FLASH,
     _GEMINI_PRO,
     _GEMINI_25_FLASH,

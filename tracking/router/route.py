@@ -2,7 +2,7 @@
 
 A :class:`CallRoute` implements :class:`~tracking.router.protocol.Route` for a single call.
 The call's model group comes first, then its fallbacks in order. Within a group the call gets
-``1 + num_retries`` attempts (DESIGN 7a: the router's count governs, the client's own retries
+``1 + num_retries`` attempts (the router's count governs, the client's own retries
 are not added on top); each retry goes to a deployment that has not failed this call while one
 is available, and only waits (backoff, or the upstream's ``Retry-After``) when it must go back
 to one that has.
@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import APIError, RateLimitError, ValidationError
+from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
 from .strategies import CallShape
@@ -98,7 +99,7 @@ class CallRoute:
 
     # -- Route protocol ------------------------------------------------------------------
 
-    def next(self, failure: BaseException | None) -> Target:
+    def next(self, failure: BaseException | None) -> Steps[Target]:
         if self.asked is None:
             raise ValidationError(
                 "model: required, the model group to route to", param="model", rule="required"
@@ -117,7 +118,7 @@ class CallRoute:
             if self.group_attempts > self.num_retries:
                 self._advance()
                 continue
-            deployment = self._pick(group)
+            deployment = yield from self._pick(group)
             if deployment is None:
                 self._advance()
                 continue
@@ -138,16 +139,17 @@ class CallRoute:
         error: BaseException | None,
         latency_ms: float | None,
         response: ImageResponse | None,
-    ) -> None:
+    ) -> Steps[None]:
         deployment: Deployment = target.key
-        state = self.router.state
+        state = self.router.stepwise_state
         if not isinstance(error, ValidationError):  # a refused fallback was never sent
             self.attempted = deployment
         try:
-            state.end(deployment.id)
+            yield from state.end(deployment.id)
             if error is None:
                 usage = response.usage if response is not None else None
-                state.record_success(deployment.id, latency_ms, usage.total_tokens if usage else 0)
+                tokens = usage.total_tokens if usage else 0
+                yield from state.record_success(deployment.id, latency_ms, tokens)
                 if response is not None:
                     response._hidden_params.update(
                         deployment_id=deployment.id,
@@ -163,11 +165,11 @@ class CallRoute:
             # The only deployment of a group is not cooled down for failures that pass (429, 5xx,
             # timeouts): that would turn a brief upstream hiccup into a minute of refusals.
             alone = len(self.router.groups.get(deployment.model_name, ())) <= 1
-            failures = state.record_failure(deployment.id)
+            failures = yield from state.record_failure(deployment.id)
             if error.status_code in _COOL_AT_ONCE or (
                 not alone and failures > self.router.allowed_fails
             ):
-                self.router.cool_down(deployment, error.error_type)
+                yield from self.router.cool_down_steps(deployment, error.error_type)
         except Exception:  # routing bookkeeping must never break a call
             log.exception("router: recording the outcome for deployment %s failed", deployment.id)
 
@@ -205,10 +207,10 @@ class CallRoute:
         self.group_attempts = 0
         self.failed = {}
 
-    def _pick(self, group: str) -> Deployment | None:
+    def _pick(self, group: str) -> Steps[Deployment | None]:
         router = self.router
         candidates = router.groups[group]
-        snapshot = router.state.snapshot([d.id for d in candidates])
+        snapshot = yield from router.stepwise_state.snapshot([d.id for d in candidates])
         available = [
             d
             for d in candidates
@@ -238,7 +240,7 @@ class CallRoute:
             choice = (
                 pool[0] if len(pool) == 1 else router.strategy.choose(pool, snapshot, self.shape)
             )
-            if router.state.begin(choice.id, choice.rpm):
+            if (yield from router.stepwise_state.begin(choice.id, choice.rpm)):
                 return choice
             pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
         self.unavailable.append(f"{group!r}: every deployment at its rpm limit")

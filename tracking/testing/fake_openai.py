@@ -11,18 +11,31 @@ the prompt where the mask allows. It also serves Azure's deployment route
 Faults (:mod:`.faults`) are injected per request with the ``x-fake-fault`` header or per server
 with ``faults=[...]`` / :meth:`FakeOpenAI.inject`: a status code, latency, Retry-After,
 malformed JSON, a dropped connection, a slow body. :attr:`FakeOpenAI.hits` counts every edit
-request that arrived, faulted or not, so tests can count attempts.
+request that arrived, faulted or not, so tests can count attempts. ``GET /v1/models`` lists the
+image models with their ``shutdown_date`` (:mod:`.fake_models`). A request without ``model``
+gets gpt-image-2, a live model.
 
 Token counts are a documented, deterministic estimate (no tokenizer download):
 
 * input text tokens: ``ceil(len(prompt) / 4)``;
 * input image tokens: 323 per input image (and mask is not counted);
 * output image tokens per image, by quality and size, as OpenAI publishes for gpt-image-1
-  (``OUTPUT_TOKENS``); an ``auto`` quality answers ``medium``; an ``auto`` size answers the
-  standard size closest to the first input image's aspect; other sizes scale by area.
+  (``OUTPUT_TOKENS``); for gpt-image-2 and the 2.5 / 2.6 models, the counts behind gpt-image-2's
+  published per-image prices at $30 per 1M tokens (``OUTPUT_TOKENS_2``; ``xhigh`` and ``max``,
+  which have no published figure, are the fake's own 1.5x and 2x of ``high``); an ``auto``
+  quality answers ``medium``; an ``auto`` size answers the standard size closest to the first
+  input image's aspect; other sizes scale by area.
 
 ``canned=True`` reads each body but does no multipart or image work and answers a pre-built
 response: for benchmarks, where the fake must cost as little as possible (faults still apply).
+
+Streaming (``stream=true``, GPT image models) answers ``text/event-stream`` as OpenAI does:
+``partial_images`` (0 to 3) ``image_edit.partial_image`` events, then one ``image_edit.completed``
+event with the final image and ``usage``. The fake's convention for that usage: the plain
+answer's usage plus ``PARTIAL_IMAGE_OUTPUT_TOKENS`` (100) output tokens per partial image, and no
+``output_tokens_details``. The faults ``break_after=N`` (close the connection after N events) and
+``event_delay=S`` (pause between events) apply to streamed answers; a canned stream is one
+partial image and the completed event.
 """
 
 from __future__ import annotations
@@ -43,17 +56,41 @@ from aiohttp import BodyPartReader, web
 from .app_thread import ServedApp
 from .fake_admin import Billing, add_admin_routes
 from .fake_images import inspect, render, solid_png
-from .fake_rules import DALL_E_2, GPT_IMAGE_MODELS, check_edit
+from .fake_models import models_body
+from .fake_rules import DALL_E_2, FLEXIBLE_SIZE_MODELS, GPT_IMAGE_MODELS, check_edit
 from .faults import FAULT_HEADER, Fault, parse_fault
 
-__all__ = ["OUTPUT_TOKENS", "FakeOpenAI", "Fault", "ReceivedRequest", "build_app"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "OUTPUT_TOKENS",
+    "OUTPUT_TOKENS_2",
+    "PARTIAL_IMAGE_OUTPUT_TOKENS",
+    "FakeOpenAI",
+    "Fault",
+    "ReceivedRequest",
+    "build_app",
+]
+
+#: The model of a request that names none.
+DEFAULT_MODEL = "gpt-image-2"
 
 OUTPUT_TOKENS: dict[str, dict[str, int]] = {
     "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
     "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
 }
+OUTPUT_TOKENS_2: dict[str, dict[str, int]] = {
+    "low": {"1024x1024": 200, "1024x1536": 167, "1536x1024": 167},
+    "medium": {"1024x1024": 1767, "1024x1536": 1367, "1536x1024": 1367},
+    "high": {"1024x1024": 7024, "1024x1536": 5500, "1536x1024": 5500},
+    "xhigh": {"1024x1024": 10536, "1024x1536": 8250, "1536x1024": 8250},
+    "max": {"1024x1024": 14048, "1024x1536": 11000, "1536x1024": 11000},
+}
 IMAGE_INPUT_TOKENS = 323
+#: Output tokens each partial image adds to a streamed answer's usage (the fake's convention,
+#: after OpenAI's image generation guide: about 100 per partial image).
+PARTIAL_IMAGE_OUTPUT_TOKENS = 100
+_CANNED_STREAM_MARK = b'name="stream"'
 
 #: OpenAI's usual wording and error type for the statuses a fault may inject.
 _STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
@@ -119,6 +156,7 @@ class _FakeState:
         self.responses: list[dict[str, Any]] = []  #: every JSON body answered, oldest first
         self.counter = itertools.count(1)
         self.hits = 0  #: edit requests received, faulted or not
+        self.streams_cut = 0  #: streamed answers whose client went away before their end
         self.billing = Billing()  #: what the admin endpoints bill (:mod:`.fake_admin`)
         self.faults_lock = threading.Lock()
         self.faults: list[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
@@ -138,6 +176,7 @@ class _FakeState:
                 "output_format": "png",
             }
         ).encode()
+        self.canned_events = _stream_events(json.loads(self.canned_body), 1)
 
     def next_fault(self, request: web.Request) -> Fault | None:
         """The request's own fault header, else the next queued server fault (consuming it)."""
@@ -195,6 +234,8 @@ def build_app(
             response = await _edit(state, request)
         except ConnectionError:  # the client hung up (e.g. timed out during latency)
             return _gone()
+        if isinstance(response, _Streamed):
+            return await _send_events(request, response, fault)
         if fault is not None and fault.slow_body:
             return await _send_slowly(request, response, fault.slow_body)
         return response
@@ -208,12 +249,17 @@ def build_app(
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(models_body(state.extra_models))
+
     app.router.add_post("/v1/images/edits", edits)
     app.router.add_post("/images/edits", edits)
     app.router.add_post("/openai/deployments/{deployment}/images/edits", edits)
     app.router.add_get("/files/{name}", serve_file)
     app.router.add_get("/health", health)
     add_admin_routes(app, state.billing)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/models", models)
     return app
 
 
@@ -267,7 +313,97 @@ async def _send_slowly(
     return slow
 
 
-async def _edit(state: _FakeState, request: web.Request) -> web.Response:
+@dataclass
+class _Streamed:
+    """A streamed answer to send: its SSE events, already encoded."""
+
+    events: list[bytes]
+    request_id: str
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+def _stream_events(body: dict[str, Any], partial_images: int) -> list[bytes]:
+    """A plain GPT image answer as OpenAI streams it: the partial images, then the completed
+    event, whose usage counts the partial images' output tokens."""
+    keys: tuple[str, ...] = ("size", "quality", "background", "output_format")
+    shown: dict[str, Any] = {k: body[k] for k in keys if k in body}
+    b64 = body["data"][0]["b64_json"]
+    created = body["created"]
+    events = [
+        _sse(
+            {
+                "type": "image_edit.partial_image",
+                "b64_json": b64,
+                "created_at": created,
+                **shown,
+                "partial_image_index": index,
+            }
+        )
+        for index in range(partial_images)
+    ]
+    usage: dict[str, Any] = dict(body["usage"])
+    extra = PARTIAL_IMAGE_OUTPUT_TOKENS * partial_images
+    usage["output_tokens"] += extra
+    usage["total_tokens"] += extra
+    completed: dict[str, Any] = {
+        "type": "image_edit.completed",
+        "b64_json": b64,
+        "created_at": created,
+        **shown,
+        "usage": usage,
+    }
+    events.append(_sse(completed))
+    return events
+
+
+async def _send_events(
+    request: web.Request, streamed: _Streamed, fault: Fault | None
+) -> web.StreamResponse:
+    answer = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "x-request-id": streamed.request_id,
+        },
+    )
+    break_after = fault.break_after if fault is not None else None
+    delay = fault.event_delay if fault is not None else 0.0
+    try:
+        await answer.prepare(request)
+        for index, event in enumerate(streamed.events):
+            if break_after is not None and index >= break_after:
+                if request.transport is not None:
+                    request.transport.close()  # mid-stream: no closing chunk, no more events
+                return answer
+            if index and delay and not await _pause_unless_gone(request, delay):
+                raise ConnectionResetError("the client went away")
+            await answer.write(event)
+        await answer.write_eof()
+    except ConnectionError:  # the client went away mid-stream
+        state = request.app[STATE]
+        state.streams_cut += 1
+    return answer
+
+
+async def _pause_unless_gone(request: web.Request, seconds: float) -> bool:
+    """Wait ``seconds``; False as soon as the client's connection is found closed."""
+    end = asyncio.get_running_loop().time() + seconds
+    while (left := end - asyncio.get_running_loop().time()) > 0:
+        await asyncio.sleep(min(left, 0.02))
+        if request.transport is None or request.transport.is_closing():
+            return False
+    return True
+
+
+def _streams(fields: dict[str, str]) -> bool:
+    return fields.get("stream", "false").lower() in ("true", "1")
+
+
+async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Streamed:
     key = _api_key(request)
     if not key and state.require_key:
         return _error(
@@ -279,7 +415,9 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
         # A careless upstream echoes the whole key: the SDK must mask it.
         return _error(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
     if state.canned:
-        await request.read()
+        raw = await request.read()
+        if _CANNED_STREAM_MARK in raw:
+            return _Streamed(state.canned_events, f"req_fake_{next(state.counter)}")
         return web.Response(
             body=state.canned_body,
             content_type="application/json",
@@ -302,7 +440,7 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
             peer=_peer(request),
         )
     )
-    model = fields.get("model") or deployment or DALL_E_2
+    model = fields.get("model") or deployment or DEFAULT_MODEL
     images = [f for f in files if f[0] in ("image", "image[]")]
     masks = [f for f in files if f[0] == "mask"]
     mask = masks[0] if masks else None
@@ -314,9 +452,16 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
         return _error(status, message, param=param, code=code)
     answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
     body = answer(state, request, fields, images, mask)
+    request_id = f"req_fake_{next(state.counter)}"
+    if _streams(fields):  # the rules let only GPT image models stream
+        events = _stream_events(body, int(fields.get("partial_images", "0")))
+        completed = json.loads(events[-1].split(b"data: ", 1)[1])
+        state.responses.append(completed)
+        state.billing.record(model, {**body, "usage": completed["usage"]})  # partials billed
+        return _Streamed(events, request_id)
     state.responses.append(body)
     state.billing.record(model, body)
-    return web.json_response(body, headers={"x-request-id": f"req_fake_{next(state.counter)}"})
+    return web.json_response(body, headers={"x-request-id": request_id})
 
 
 def _is_dall_e_2(model: str, deployment: str | None) -> bool:
@@ -376,7 +521,12 @@ def _gpt_image_answer(
         transparent=background == "transparent",
         compression=int(compression) if compression and compression.isdigit() else None,
     )
-    per_image = _output_tokens(quality, size, dims)
+    per_image = _output_tokens(
+        OUTPUT_TOKENS_2 if fields.get("model") in FLEXIBLE_SIZE_MODELS else OUTPUT_TOKENS,
+        quality,
+        size,
+        dims,
+    )
     text_tokens = math.ceil(len(prompt) / 4)
     image_tokens = IMAGE_INPUT_TOKENS * len(images)
     encoded = base64.b64encode(picture).decode()
@@ -450,8 +600,10 @@ def _size_for(image: bytes) -> str:
     return "1024x1024"
 
 
-def _output_tokens(quality: str, size: str, dims: tuple[int, int]) -> int:
-    table = OUTPUT_TOKENS.get(quality, OUTPUT_TOKENS["medium"])
+def _output_tokens(
+    tables: dict[str, dict[str, int]], quality: str, size: str, dims: tuple[int, int]
+) -> int:
+    table = tables.get(quality, tables["medium"])
     if size in table:
         return table[size]
     return round(table["1024x1024"] * dims[0] * dims[1] / (1024 * 1024))
