@@ -56,10 +56,12 @@ METRICS: dict[str, MetricSpec] = {
     "tracking_end_user_series_evicted_total": MetricSpec("counter", (), "opt_in"),
     "tracking_callback_errors_total": MetricSpec("counter", ("callback",), "bus"),
     "tracking_events_dropped_total": MetricSpec("counter", ("sink",), "bus"),
+    "tracking_integration_errors_total": MetricSpec("counter", ("integration",), "bus"),
     "tracking_ledger_queue_depth": MetricSpec("gauge", (), "ledger"),
     "tracking_ledger_outbox_rows": MetricSpec("gauge", (), "ledger"),
     "tracking_ledger_write_seconds": MetricSpec("histogram", (), "ledger"),
     "tracking_ledger_replayed_total": MetricSpec("counter", (), "ledger"),
+    "tracking_ledger_quarantined_total": MetricSpec("counter", (), "ledger"),
     "image_edit_proxy_rejections_total": MetricSpec("counter", ("reason",), "proxy"),
 }
 

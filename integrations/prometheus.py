@@ -168,6 +168,11 @@ class PrometheusLogger:
         if rows > 0:
             self.metrics.ledger_replayed.inc(rows)
 
+    def record_ledger_quarantined(self, rows: int = 1) -> None:
+        """Rows the ledger's database refused for good, moved to ``ledger_quarantine``."""
+        if rows > 0:
+            self.metrics.ledger_quarantined.inc(rows)
+
     def record_proxy_rejection(self, reason: str) -> None:
         """One request refused by the proxy: ``auth``, ``budget``, ``size`` or ``rate``."""
         if reason not in PROXY_REJECTION_REASONS:
@@ -321,6 +326,10 @@ class _Metrics:
         )
         self.ledger_replayed = counter(
             "tracking_ledger_replayed", "Outbox rows shipped to the target after a delay."
+        )
+        self.ledger_quarantined = counter(
+            "tracking_ledger_quarantined",
+            "Ledger rows the database refused for good, kept in ledger_quarantine.",
         )
         self.proxy_rejections = counter(
             "image_edit_proxy_rejections", "Requests refused by the proxy.", ("reason",)

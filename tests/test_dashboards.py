@@ -307,6 +307,7 @@ def test_rules_cover_the_issue_alerts():
         "ImageEditErrorRatioHigh",
         "ImageEditUnpricedModelSeen",
         "ImageEditLedgerOutboxGrowing",
+        "ImageEditLedgerRowsQuarantined",
         "ImageEditCallbacksFailing",
         "ImageEditEventsDropped",
     }
@@ -812,7 +813,11 @@ def test_every_panel_and_rule_returns_data_for_the_contract(start_prometheus):
         assert series["metric"] == {"error_type": "rate_limit_error"}
         assert float(series["value"][1]) == pytest.approx(0.5)
         # Alerts that fire on any occurrence fire here (the others need real thresholds).
-        for alert in ("ImageEditUnpricedModelSeen", "ImageEditCallbacksFailing"):
+        for alert in (
+            "ImageEditUnpricedModelSeen",
+            "ImageEditCallbacksFailing",
+            "ImageEditLedgerRowsQuarantined",
+        ):
             (rule,) = [r for r in rules() if r.get("alert") == alert]
             assert prom.query(rule["expr"]), alert
         _assert_rules_loaded_and_healthy(prom)

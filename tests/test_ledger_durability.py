@@ -314,8 +314,9 @@ def test_rows_left_in_an_outbox_by_a_previous_run_are_shipped_at_start(postgres_
         ledger.shutdown(10)
 
 
-def test_a_row_the_target_refuses_is_kept_aside_in_the_outbox(postgres_url, tmp_path, caplog):
+def test_a_row_the_target_refuses_is_quarantined_in_the_target(postgres_url, tmp_path, caplog):
     from integrations.sql import event_to_row
+    from integrations.sql._quarantine import list_quarantine
 
     ledger = SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path)
     try:
@@ -325,18 +326,14 @@ def test_a_row_the_target_refuses_is_kept_aside_in_the_outbox(postgres_url, tmp_
         ledger.writer.submit_many([bad, event_to_row(good)])
         assert ledger.flush(10)
         assert _target_ids(postgres_url) == [good.request_id]
-        assert ledger.rejected_rows == 1
+        assert ledger.quarantined_rows == 1 and ledger.rejected_rows == 0
         assert "refused-row" in caplog.text
+        (kept,) = list_quarantine(ledger.engine)
+        assert kept.request_id == "refused-row" and "[23502]" in kept.error  # not_null_violation
         path = ledger.outbox_path
     finally:
         ledger.shutdown(10)
-    assert path is not None and path.exists()  # kept because it holds a rejected row
-    db = sqlite3.connect(path)
-    try:
-        (line,) = db.execute("SELECT line FROM rejected").fetchone()
-    finally:
-        db.close()
-    assert "refused-row" in line
+    assert path is not None and not path.exists()  # nothing is left behind in the outbox
 
 
 def _varied_events():

@@ -32,8 +32,14 @@ DURABLE = {"ledger_mode": "durable"}
 class LoadUntilStopped:
     """Client threads posting edits until stopped; keeps the request id of every success."""
 
-    def __init__(self, url: Callable[[], str], threads: int = 8) -> None:
+    def __init__(
+        self,
+        url: Callable[[], str],
+        threads: int = 8,
+        post: Callable[[str], httpx.Response] = lambda url: edit(url, timeout=20),
+    ) -> None:
         self.url = url
+        self.post = post
         self.successes: list[str] = []
         self.errors = 0
         self._stop = threading.Event()
@@ -43,7 +49,7 @@ class LoadUntilStopped:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                response = edit(self.url(), timeout=20)
+                response = self.post(self.url())
             except httpx.HTTPError:
                 with self._lock:
                     self.errors += 1

@@ -56,6 +56,41 @@ def _spend(args: argparse.Namespace) -> int:
     )
 
 
+def _quarantine(args: argparse.Namespace) -> int:
+    from integrations.sql._quarantine import quarantine_list_command, quarantine_replay_command
+
+    if args.action == "list":
+        return quarantine_list_command(args.database_url, fmt=args.format, out=sys.stdout)
+    return quarantine_replay_command(
+        args.database_url, ids=args.id or None, repair=args.repair, out=sys.stdout
+    )
+
+
+def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ledger = commands.add_parser("ledger", help="look after the spend ledger")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="WHAT")
+    kept = ledger_commands.add_parser(
+        "quarantine", help="rows the ledger's database refused: list them, or replay them"
+    )
+    actions = kept.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="show the quarantined rows and their errors")
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    _database_url_option(listing)
+    listing.set_defaults(handler=_quarantine)
+    replay = actions.add_parser("replay", help="insert quarantined rows into spend_logs again")
+    replay.add_argument(
+        "--id", type=int, action="append", help="only this quarantined row (repeatable)"
+    )
+    replay.add_argument(
+        "--repair",
+        action="store_true",
+        help="first make refused values storable (control characters removed, long text cut, "
+        "out-of-range integers emptied); money and times are kept",
+    )
+    _database_url_option(replay)
+    replay.set_defaults(handler=_quarantine)
+
+
 def _reconcile(args: argparse.Namespace) -> int:
     from .reconcile import ReconcileError, reconcile, render
 
@@ -248,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _database_url_option(spend)
     spend.set_defaults(handler=_spend)
+    _add_ledger_commands(commands)
 
     reconcile = commands.add_parser(
         "reconcile", help="compare the ledger with OpenAI's Usage and Costs APIs (exit 1: drift)"

@@ -191,6 +191,8 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "require_auth_for_metrics": _is_bool,
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
+    "ledger_stuck_after": _is_positive_number,
+    "budget_store_unavailable": _one_of("deny", "allow"),
     "image_store": _is_mapping,
     "allow_unpriced_with_budgets": _is_bool,
     "prices_file": _is_str,
@@ -248,6 +250,11 @@ class GeneralSettings:
     require_auth_for_metrics: bool = False
     ledger_mode: str = "durable"
     auto_migrate: bool = False
+    #: Seconds the ledger's shipper may fail to reach its database before readiness says so.
+    ledger_stuck_after: float = 60.0
+    #: With the budget store (PostgreSQL) away, calls naming an end user who has a budget are
+    #: refused (``deny``) or served unchecked (``allow``); users without a budget are served.
+    budget_store_unavailable: str = "deny"
     #: URL answers for base64-only models (checked by :mod:`tracking.proxy.image_store`).
     image_store: Mapping[str, Any] = field(default_factory=dict)
     #: Let a key or end user with a budget call a model that has no price (not counted).
@@ -429,6 +436,8 @@ def parse_config(
             require_auth_for_metrics=general.get("require_auth_for_metrics", False),
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),
+            ledger_stuck_after=float(general.get("ledger_stuck_after", 60.0)),
+            budget_store_unavailable=general.get("budget_store_unavailable", "deny"),
             image_store=dict(general.get("image_store", {})),
             allow_unpriced_with_budgets=general.get("allow_unpriced_with_budgets", False),
             prices_file=_beside(source, general.get("prices_file")),

@@ -44,6 +44,7 @@ from .providers import Poll, PreparedRequest, Provider, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
 from .targets import Consult, Route, Routing, Steps, Target, run_steps
+from .unknown_outcomes import outcome_unknown, with_unknown_outcomes
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
@@ -226,7 +227,7 @@ def send_once(
     """One attempt of a plain call: send the request, read the whole answer (following a
     provider's job until its result when the answer is a :class:`Poll`)."""
     sent = time.perf_counter()
-    outcome = yield Send(prepared, timeout)
+    outcome = progress.outcome = yield Send(prepared, timeout)
     answer = _read_answer(outcome, prepared, provider)
     if isinstance(answer, Poll):
         answer = yield from _follow(answer, provider, timeout)
@@ -279,6 +280,7 @@ def _attempts(
                 prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
         latency_ms: float | None = None
         sent: float | None = None
+        progress.outcome = None
         try:
             if target.backoff:
                 yield Sleep(_backoff(progress.attempts, target.retry_after))
@@ -289,6 +291,8 @@ def _attempts(
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
             if sent is not None:
                 latency_ms = (time.perf_counter() - sent) * 1000
+            if outcome_unknown(progress.outcome, exc):  # sent whole, answer lost: maybe billed
+                progress.unknown_outcomes += 1
             if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
                 run_steps(route.done(target, exc, latency_ms, None))
                 raise
@@ -321,6 +325,8 @@ class _Progress:
     upstream_latency_ms: float | None = None
     upstream_request_id: str | None = None
     http_status: int | None = None
+    unknown_outcomes: int = 0  #: attempts sent whole whose answer never came back whole
+    outcome: Any = None  #: what the transport gave back for the attempt's request
 
 
 def _read_answer(
@@ -510,6 +516,10 @@ def _make_event(
         request.model if request else None,
     )
     cost = price_call(request, response, failure=failure)
+    if progress.unknown_outcomes:  # attempts that may have been billed unseen
+        cost = with_unknown_outcomes(
+            cost, request, progress.unknown_outcomes, failed=failure is not None
+        )
     return ImageEditEvent(
         request_id=request_id,
         call_type=call_type,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring, encode_basestring_ascii
@@ -36,6 +36,7 @@ __all__ = [
     "encode_row",
     "encode_values",
     "event_sqlite_params",
+    "line_of_sqlite_params",
     "line_request_id",
     "postgres_batch",
     "sqlite_insert_rows",
@@ -55,9 +56,16 @@ _KINDS = tuple(
 
 # The statements are built from our own column names, never from data.
 _column_list = ", ".join(f'"{c}"' for c in COLUMNS)
+#: A row already there is kept (a replay is a no-op), unless it is the ``incomplete`` row a
+#: dead process's intent left (integrations.sql._intents): the call's own row then replaces it.
+ON_CONFLICT = (
+    "ON CONFLICT (request_id) DO UPDATE SET "
+    + ", ".join(f'"{c}" = excluded."{c}"' for c in COLUMNS if c != "request_id")
+    + " WHERE spend_logs.status = 'incomplete'"
+)
 SQLITE_INSERT = (
     f"INSERT INTO spend_logs ({_column_list}) VALUES ({', '.join('?' for _ in COLUMNS)}) "  # noqa: S608
-    "ON CONFLICT (request_id) DO NOTHING"
+    + ON_CONFLICT
 )
 
 
@@ -67,15 +75,14 @@ def sqlite_insert_rows(rows: int) -> str:
     one = f"({', '.join('?' for _ in COLUMNS)})"
     return (
         f"INSERT INTO spend_logs ({_column_list}) VALUES {', '.join([one] * rows)} "  # noqa: S608
-        "ON CONFLICT (request_id) DO NOTHING"
+        + ON_CONFLICT
     )
 
 
 #: One statement per batch: ``%s`` is a JSON array of encoded rows.
 POSTGRES_INSERT = (
     f"INSERT INTO spend_logs ({_column_list}) SELECT {_column_list} "  # noqa: S608
-    "FROM jsonb_populate_recordset(NULL::spend_logs, %s::jsonb) "
-    "ON CONFLICT (request_id) DO NOTHING"
+    "FROM jsonb_populate_recordset(NULL::spend_logs, %s::jsonb) " + ON_CONFLICT
 )
 
 
@@ -173,6 +180,24 @@ def line_request_id(line: str) -> str:
         return str(json.loads(line).get("request_id"))
     except (ValueError, AttributeError):
         return "(unreadable)"
+
+
+def line_of_sqlite_params(params: Sequence[Any]) -> str:
+    """The outbox line of a row given as :func:`sqlite_params` made it (to quarantine it)."""
+    row = dict(zip(COLUMNS, params, strict=True))
+    for name in _MONEY:
+        value = row[name]
+        if isinstance(value, float):
+            row[name] = Decimal(repr(value))
+    for name in _TIMES:
+        value = row[name]
+        if isinstance(value, str):
+            row[name] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    for name in _JSON:
+        value = row[name]
+        if isinstance(value, str):
+            row[name] = json.loads(value)
+    return encode_row(row)
 
 
 def _sqlite_time(value: datetime) -> str:

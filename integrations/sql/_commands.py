@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import sqlalchemy as sa
 
@@ -22,7 +22,10 @@ from ._engine import create_ledger_engine, redact, resolve_url, unreachable
 from ._migrate import check_schema, current_revision
 from ._queries import GroupBy, SpendRow, query_spend
 
-__all__ = ["migrate_command", "render_spend", "spend_command"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["migrate_command", "open_existing_ledger", "render_spend", "spend_command"]
 
 FORMATS = ("table", "json", "csv")
 
@@ -58,6 +61,19 @@ def spend_command(
     out: TextIO,
 ) -> int:
     """Print spend from the ledger."""
+    engine = open_existing_ledger(url)
+    try:
+        rows = query_spend(engine, user=user, since=since, until=until, by=by)
+    except sa.exc.OperationalError as exc:
+        raise unreachable(engine.url, exc) from None
+    finally:
+        engine.dispose()
+    render_spend(rows, by=by, fmt=fmt, out=out)
+    return 0
+
+
+def open_existing_ledger(url: str | None) -> Engine:
+    """An engine for a ledger that must already exist, its schema checked (never created)."""
     resolved = resolve_url(url)
     if resolved.get_backend_name() == "sqlite":
         path = Path(resolved.database or "")
@@ -68,13 +84,13 @@ def spend_command(
     engine = create_ledger_engine(resolved)
     try:
         check_schema(engine)
-        rows = query_spend(engine, user=user, since=since, until=until, by=by)
     except sa.exc.OperationalError as exc:
-        raise unreachable(engine.url, exc) from None
-    finally:
         engine.dispose()
-    render_spend(rows, by=by, fmt=fmt, out=out)
-    return 0
+        raise unreachable(engine.url, exc) from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def _money(value: Decimal) -> str:

@@ -40,11 +40,12 @@ from tracking.errors import ConfigurationError
 
 from ._codec import encode_row, encode_values, event_sqlite_params, line_request_id
 from ._engine import create_ledger_engine, redact
+from ._intents import IntentJournal
 from ._migrate import check_schema
 from ._outbox import default_outbox_dir, open_own_outbox
 from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import event_to_row, event_values
-from ._shipper import OutboxShipper
+from ._shipper import OutboxShipper, ShipperOwner
 from ._target import SpendLogsInserter
 from ._writer import DirectDestination, LedgerWriter, WriteHook
 
@@ -72,7 +73,7 @@ _SHIP_AT_SHUTDOWN = 5.0
 _MODE_ENV = "TRACKING_LEDGER_MODE"
 
 
-class _OutboxDestination:
+class _OutboxDestination(ShipperOwner):
     """The writer's destination in front of a remote target: this process's outbox.
 
     Opened (and its shipper started, draining orphans) at once, and again in a forked child,
@@ -85,6 +86,7 @@ class _OutboxDestination:
         inserter: SpendLogsInserter,
         replay_hooks: list[ReplayHook],
         ship_hooks: list[WriteHook],
+        quarantine_hooks: list[ReplayHook],
         *,
         max_batch: int,
         retry_max: float,
@@ -93,6 +95,7 @@ class _OutboxDestination:
         self.inserter = inserter
         self._replay_hooks = replay_hooks
         self._ship_hooks = ship_hooks
+        self._quarantine_hooks = quarantine_hooks
         self._max_batch = max_batch
         self._retry_max = retry_max
         self._lock = threading.Lock()
@@ -119,6 +122,7 @@ class _OutboxDestination:
                     retry_max=self._retry_max,
                     replay_hooks=self._replay_hooks,
                     ship_hooks=self._ship_hooks,
+                    quarantine_hooks=self._quarantine_hooks,
                 )
                 self._shipper, self._pid = shipper, os.getpid()
             return self._shipper
@@ -139,26 +143,15 @@ class _OutboxDestination:
         # file: keep the rows in memory and retry rather than drop them.
         return isinstance(exc, sqlite3.Error)
 
-    def pending(self) -> int:
-        return 0 if self._shipper is None else self._shipper.pending()
-
-    def wait_shipped(self, timeout: float | None) -> bool:
-        shipper = self.shipper()
-        return shipper.wait_shipped(shipper.outbox.last_seq, timeout)
+    def quarantine_item(self, item: str, error: str) -> None:
+        self.shipper().outbox.keep_refused(item, error)
 
     def close(self, timeout: float | None) -> None:
+        """Ship for at most ``timeout`` seconds in all, then stop the shipper."""
         with self._lock:
             shipper = self._shipper if self._pid == os.getpid() else None
-        if shipper is None:
-            return
-        delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
-        if not delivered:
-            log.warning(
-                "ledger: %d acknowledged rows wait in %s for the target; the next start ships them",
-                shipper.outbox.pending(),
-                shipper.outbox.path,
-            )
-        shipper.close(timeout)
+        if shipper is not None:
+            self.ship_then_close(shipper, timeout)
 
 
 class SqlLedger:
@@ -176,12 +169,15 @@ class SqlLedger:
         max_queue: int = 100_000,
         retry_max: float = 2.0,
         linger: float | None = None,
+        intents: bool = False,
     ) -> None:
         chosen = mode or os.environ.get(_MODE_ENV) or "background"
         if chosen not in ("background", "durable"):
             raise ConfigurationError(
                 f"ledger mode must be 'background' or 'durable', not {chosen!r}"
             )
+        if intents and chosen != "durable":
+            raise ConfigurationError("ledger intents need mode='durable'")
         if engine is not None and url is not None:
             raise ConfigurationError("give the ledger a url or an engine, not both")
         self._owns_engine = engine is None
@@ -195,6 +191,8 @@ class SqlLedger:
         self.mode: LedgerMode = "durable" if chosen == "durable" else "background"
         self.replay_hooks: list[ReplayHook] = [self._feed_replayed]
         self._ship_hooks: list[WriteHook] = [self._feed_shipped]
+        #: Called with a count of rows moved to ``ledger_quarantine`` (refused for good).
+        self.quarantine_hooks: list[ReplayHook] = [self._feed_quarantined]
         inserter = SpendLogsInserter(self.engine)
         self._outbox: _OutboxDestination | None = None
         if outbox_dir is not None or self.engine.dialect.name != "sqlite":
@@ -208,7 +206,19 @@ class SqlLedger:
                 inserter,
                 self.replay_hooks,
                 self._ship_hooks,
+                self.quarantine_hooks,
                 max_batch=max_batch,
+                retry_max=retry_max,
+            )
+        self._intents: IntentJournal | None = None
+        if intents:
+            self._intents = IntentJournal(
+                Path(outbox_dir)
+                if outbox_dir is not None
+                else default_outbox_dir(redact(self.engine.url)),
+                inserter,
+                replay_hooks=self.replay_hooks,
+                quarantine_hooks=self.quarantine_hooks,
                 retry_max=retry_max,
             )
         if linger is None:  # nobody waits in background mode: gather rows into fewer commits
@@ -224,6 +234,7 @@ class SqlLedger:
             linger=linger,
         )
         self.writer.write_hooks.append(self._feed_written)
+        self.writer.quarantine_hooks = self.quarantine_hooks
         self._prepare: Callable[[ImageEditEvent], Any] = (
             _outbox_line if self._outbox is not None else event_sqlite_params
         )
@@ -244,18 +255,24 @@ class SqlLedger:
     # -- the integration protocol -------------------------------------------------------------
 
     def on_start(self, call: CallStart) -> None:
-        """Nothing to do before the exchange: the row is written when the call ends."""
+        """With intents, commit the call's intent before it is sent (see ``_intents``)."""
+        if self._intents is not None:
+            self._intents.record(call)
 
     def on_end(self, event: ImageEditEvent) -> None:
         seq = self._submit(event)
         if self.mode == "durable":
             self.writer.wait(seq)
+            if self._intents is not None:
+                self._intents.complete(event.request_id)
 
     async def aon_end(self, event: ImageEditEvent) -> None:
         """``on_end`` for async calls: a durable call awaits its acknowledgement, loop free."""
         seq = self._submit(event)
         if self.mode == "durable":
             await self.writer.wait_async(seq)
+            if self._intents is not None:
+                self._intents.complete(event.request_id)
 
     def _submit(self, event: ImageEditEvent) -> int:
         # The hot path: the event goes straight to the writer's form, with no row dict between.
@@ -272,10 +289,13 @@ class SqlLedger:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.writer.flush(timeout):
             return False
-        if self._outbox is None:
-            return True
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return self._outbox.wait_shipped(remaining)
+        for shipping in (self._outbox, self._intents):
+            if shipping is None:
+                continue
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not shipping.wait_shipped(remaining):
+                return False
+        return True
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Acknowledge what is queued (within ``timeout``), ship for at most 5 s, then close.
@@ -294,6 +314,11 @@ class SqlLedger:
             if deadline is not None:
                 remaining = min(remaining, max(0.0, deadline - time.monotonic()))
             self._outbox.close(remaining)
+        if self._intents is not None:
+            remaining = _SHIP_AT_SHUTDOWN
+            if deadline is not None:
+                remaining = min(remaining, max(0.0, deadline - time.monotonic()))
+            self._intents.close(remaining)
         if self._owns_engine:
             self.engine.dispose()
 
@@ -307,8 +332,10 @@ class SqlLedger:
         return self.writer.queue_depth()
 
     def outbox_rows(self) -> int:
-        """Rows acknowledged in the local outbox and not yet in the target (0 without one)."""
-        return 0 if self._outbox is None else self._outbox.pending()
+        """Rows acknowledged in the local outbox and not yet in the target (0 without one),
+        with the rows that dead processes' intents left."""
+        rows = 0 if self._outbox is None else self._outbox.pending()
+        return rows + (0 if self._intents is None else self._intents.pending())
 
     @property
     def outbox_path(self) -> Path | None:
@@ -320,6 +347,21 @@ class SqlLedger:
         """Rows refused for good (logged; with an outbox, kept in its ``rejected`` table)."""
         shipped = 0 if self._outbox is None else self._outbox.shipper().rejected_rows
         return self.writer.rejected_rows + shipped
+
+    @property
+    def quarantined_rows(self) -> int:
+        """Rows this process moved to the target's ``ledger_quarantine`` table."""
+        shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
+        return self.writer.quarantined_rows + sum(s.quarantined_rows for s in shippers)
+
+    def stuck_for(self) -> float:
+        """Seconds acknowledged rows have waited for a target that refuses them all (0: fine).
+
+        Only a ledger with an outbox can be stuck: an SQLite ledger's writer holds its
+        callers instead (``queue_depth``).
+        """
+        shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
+        return max((shipper.stuck_for() for shipper in shippers), default=0.0)
 
     @property
     def replayed_rows(self) -> int:
@@ -340,6 +382,12 @@ class SqlLedger:
     def _feed_shipped(self, seconds: float, rows: int) -> None:
         for sink in _metric_sinks():
             sink.set_ledger_outbox_rows(self.outbox_rows())
+
+    def _feed_quarantined(self, rows: int) -> None:
+        for sink in _metric_sinks():
+            record = getattr(sink, "record_ledger_quarantined", None)
+            if record is not None:
+                record(rows)
 
     def _feed_replayed(self, rows: int) -> None:
         for sink in _metric_sinks():

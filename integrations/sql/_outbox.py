@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Outbox", "claim_orphans", "default_outbox_dir", "open_own_outbox"]
+__all__ = [
+    "Outbox",
+    "claim_orphans",
+    "default_outbox_dir",
+    "lock_own_file",
+    "open_own_outbox",
+    "try_lock",
+]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -52,7 +59,7 @@ def default_outbox_dir(target: str) -> Path:
     return root / hashlib.sha256(target.encode()).hexdigest()[:16]
 
 
-def _try_lock(path: Path) -> int | None:
+def try_lock(path: Path) -> int | None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -65,14 +72,16 @@ def _try_lock(path: Path) -> int | None:
 class Outbox:
     """One outbox file, locked by this process; see the module docstring."""
 
-    def __init__(self, path: Path, lock_fd: int) -> None:
+    def __init__(self, path: Path, lock_fd: int, *, synchronous: str = "FULL") -> None:
         self.path = path
         self._lock_fd = lock_fd
         self._owner_pid = os.getpid()
         self._mutex = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # FULL: a commit survives the machine's crash. NORMAL (the rows an intent journal
+        # recovered): it survives the process's death, without an fsync per commit.
+        self._db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
         self._db.execute("PRAGMA busy_timeout=10000")
         for statement in _SCHEMA:
             self._db.execute(statement)
@@ -136,6 +145,15 @@ class Outbox:
             self._db.execute("COMMIT")
             self._pending -= 1
 
+    def keep_refused(self, line: str, reason: str) -> None:
+        """Keep a row that never entered the outbox in the ``rejected`` table."""
+        now = datetime.now(UTC).isoformat()
+        with self._mutex:
+            self._db.execute(
+                "INSERT INTO rejected (line, reason, rejected_at) VALUES (?, ?, ?)",
+                (line, reason, now),
+            )
+
     def close(self) -> None:
         """Close and unlock; the files are removed when nothing is left in them. Idempotent."""
         with self._mutex:
@@ -156,16 +174,23 @@ class Outbox:
             os.close(self._lock_fd)
 
 
-def open_own_outbox(directory: Path) -> Outbox:
-    """This process's outbox in ``directory`` (created), locked for as long as it is open."""
+def lock_own_file(directory: Path, stem: str) -> tuple[Path, int]:
+    """A name ``<stem>-<pid>[-n]`` in ``directory`` (created) whose ``.lock`` this process now
+    holds, and the lock's descriptor."""
     directory.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     for n in range(1000):
-        name = f"outbox-{pid}" if n == 0 else f"outbox-{pid}-{n}"
-        fd = _try_lock(directory / f"{name}.lock")
+        name = f"{stem}-{pid}" if n == 0 else f"{stem}-{pid}-{n}"
+        fd = try_lock(directory / f"{name}.lock")
         if fd is not None:
-            return Outbox(directory / f"{name}.db", fd)
-    raise RuntimeError(f"no free outbox name in {directory}")
+            return directory / name, fd
+    raise RuntimeError(f"no free {stem} name in {directory}")
+
+
+def open_own_outbox(directory: Path, *, synchronous: str = "FULL") -> Outbox:
+    """This process's outbox in ``directory`` (created), locked for as long as it is open."""
+    base, fd = lock_own_file(directory, "outbox")
+    return Outbox(base.with_name(f"{base.name}.db"), fd, synchronous=synchronous)
 
 
 def claim_orphans(directory: Path, skip: frozenset[Path] = frozenset()) -> list[Outbox]:
@@ -179,7 +204,7 @@ def claim_orphans(directory: Path, skip: frozenset[Path] = frozenset()) -> list[
         if path in skip:
             continue
         lock_path = path.with_suffix(".lock")
-        fd = _try_lock(lock_path)
+        fd = try_lock(lock_path)
         if fd is None:
             continue  # its process is alive
         if not path.exists():  # removed by its owner while we looked

@@ -34,6 +34,7 @@ __all__ = [
     "include_object",
     "metadata",
     "plain_json",
+    "quarantine",
     "spend_logs",
 ]
 
@@ -126,10 +127,23 @@ spend_logs = sa.Table(
     sa.Index("ix_spend_logs_start_time", "start_time"),
 )
 
+#: Rows the target refused for good (a value it cannot store): kept with the database's error
+#: text, never lost and never in the way of the rows behind them. ``line`` is the row as the
+#: outbox encodes it (JSON text; ``tracking ledger quarantine replay`` inserts it again).
+quarantine = sa.Table(
+    "ledger_quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String()),
+    sa.Column("line", sa.Text(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=False),
+    sa.Column("quarantined_at", UTCDateTime(), nullable=False),
+)
+
 #: The columns of ``spend_logs`` in table order: the order of :func:`event_values`.
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in spend_logs.columns)
 #: Tables (and views) the ledger owns; everything else in the database belongs to the host.
-OUR_TABLES = frozenset({"spend_logs", "spend_daily", VERSION_TABLE})
+OUR_TABLES = frozenset({"spend_logs", "spend_daily", "ledger_quarantine", VERSION_TABLE})
 #: The tables autogenerate compares: the modelled ones (Alembic minds its own version table).
 _MODELLED = frozenset(metadata.tables)
 

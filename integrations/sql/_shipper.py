@@ -5,8 +5,14 @@ The shipper reads the oldest rows of an outbox in batches, inserts them into the
 and only then deletes them from the outbox. A crash between the two steps replays the batch on
 restart, and the conflict clause turns the replay into a no-op: every acknowledged row reaches
 the target exactly once. While the target is unreachable the rows stay on disk and the shipper
-retries with capped exponential backoff; a row the target refuses for good is moved to the
-outbox's ``rejected`` table, logged and counted, so it cannot block the rows behind it.
+retries with capped exponential backoff; a row the target refuses for good (see
+:meth:`~integrations.sql._target.SpendLogsInserter.is_transient`) is moved to the target's
+``ledger_quarantine`` table with the database's error text, logged and counted
+(``quarantine_hooks``), so it cannot block the rows behind it. Only when the quarantine itself
+refuses the row does it stay behind in the outbox's local ``rejected`` table.
+
+:meth:`OutboxShipper.stuck_for` tells how long rows have been waiting without any reaching the
+target (what the proxy's readiness reports).
 
 Besides its own process's outbox, the shipper drains orphans (outboxes of dead processes, see
 :func:`~integrations.sql._outbox.claim_orphans`): at start, and again every ``rescan`` seconds.
@@ -23,9 +29,9 @@ from collections.abc import Callable
 
 from ._codec import line_request_id
 from ._outbox import Outbox, claim_orphans
-from ._target import SpendLogsInserter
+from ._target import SpendLogsInserter, announce_quarantined, error_text
 
-__all__ = ["OutboxShipper"]
+__all__ = ["OutboxShipper", "ShipperOwner"]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -44,6 +50,7 @@ class OutboxShipper:
         rescan: float = 30.0,
         replay_hooks: list[Callable[[int], None]] | None = None,
         ship_hooks: list[Callable[[float, int], None]] | None = None,
+        quarantine_hooks: list[Callable[[int], None]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.inserter = inserter
@@ -54,7 +61,11 @@ class OutboxShipper:
         # Given before the thread starts, so rows drained from orphans at once are reported too.
         self.replay_hooks = replay_hooks if replay_hooks is not None else []
         self.ship_hooks = ship_hooks if ship_hooks is not None else []
+        self.quarantine_hooks = quarantine_hooks if quarantine_hooks is not None else []
         self.rejected_rows = 0
+        self.quarantined_rows = 0
+        #: When the current failure began (monotonic), None while shipping works.
+        self._failing_since: float | None = None
         self.replayed_rows = 0
         self._orphans: list[Outbox] = []
         self._replaying = outbox.pending() > 0  # rows left by a previous run of this pid
@@ -76,6 +87,13 @@ class OutboxShipper:
     def pending(self) -> int:
         """Rows in this process's outbox and in the orphans it is draining."""
         return self.outbox.pending() + sum(o.pending() for o in tuple(self._orphans))
+
+    def stuck_for(self) -> float:
+        """Seconds rows have waited while every attempt to ship them failed (0: shipping)."""
+        since = self._failing_since
+        if since is None or self.pending() == 0:
+            return 0.0
+        return time.monotonic() - since
 
     def wait_shipped(self, seq: int, timeout: float | None = None) -> bool:
         """Wait until the own outbox's rows up to ``seq``, and the orphans', reached the target."""
@@ -135,6 +153,7 @@ class OutboxShipper:
             try:
                 self._ship(source)
                 delay = self.retry_initial
+                self._failing_since = None
                 if self._failing:
                     self._failing = False
                     log.info("ledger: the target is reachable again; shipping the backlog")
@@ -142,6 +161,8 @@ class OutboxShipper:
                 # Never let the thread die: the rows are safe in the outbox, so log and retry
                 # (once per outage at warning level; the retries after it at debug level).
                 level = logging.DEBUG if self._failing else logging.WARNING
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 self._failing = self._replaying = True
                 log.log(
                     level,
@@ -179,26 +200,51 @@ class OutboxShipper:
         self._report(elapsed, len(rows), len(rows) if replayed else 0)
 
     def _ship_one_by_one(self, source: Outbox, rows: list[tuple[int, str]]) -> None:
-        shipped = 0
+        # A row quarantined has left the outbox as surely as one shipped: both are counted in
+        # ``gone``, which ``remove_through`` takes off the pending count.
+        gone = 0
         for seq, line in rows:
             try:
                 self.inserter.insert_lines([line])
             except Exception as exc:
                 if self.inserter.is_transient(exc):
-                    source.remove_through(seq - 1, shipped)  # keep what already went through
+                    source.remove_through(seq - 1, gone)  # keep what already went through
                     raise
-                self.rejected_rows += 1
-                reason = type(getattr(exc, "orig", None) or exc).__name__
-                log.error(
-                    "ledger row %s refused by the target (%s); kept in %s, table rejected",
-                    line_request_id(line),
-                    reason,
-                    source.path,
-                )
-                source.reject(seq, line, reason)
-            else:
-                shipped += 1
-        source.remove_through(rows[-1][0], shipped)
+                try:
+                    in_target = self._quarantine(source, seq, line, exc)
+                except Exception:
+                    source.remove_through(seq - 1, gone)
+                    raise
+                if not in_target:
+                    continue  # moved to the outbox's rejected table, off the pending count
+            gone += 1
+        source.remove_through(rows[-1][0], gone)
+
+    def _quarantine(self, source: Outbox, seq: int, line: str, refusal: BaseException) -> bool:
+        """Move a refused row to the target's quarantine: True, or False when the quarantine
+        refused it too and it went to the outbox's ``rejected`` table. A transient failure of
+        the quarantine raises (the row stays in the outbox for the next attempt)."""
+        request_id = line_request_id(line)
+        error = error_text(refusal)
+        try:
+            self.inserter.quarantine([(request_id, line, error)])
+        except Exception as exc:
+            if self.inserter.is_transient(exc):
+                raise
+            self.rejected_rows += 1
+            log.error(
+                "ledger row %s refused by the target (%s) and by its quarantine (%s); "
+                "kept in %s, table rejected",
+                request_id,
+                error,
+                error_text(exc),
+                source.path,
+            )
+            source.reject(seq, line, error)
+            return False
+        self.quarantined_rows += 1
+        announce_quarantined(request_id, error, self.quarantine_hooks)
+        return True
 
     def _report(self, seconds: float, rows: int, replayed: int) -> None:
         if replayed:
@@ -214,3 +260,34 @@ class OutboxShipper:
                     replay_hook(replayed)
                 except Exception:
                     log.exception("ledger replay hook %r failed", replay_hook)
+
+
+class ShipperOwner:
+    """What owns one process's shipper (made anew in a forked child): the parts in common."""
+
+    _shipper: OutboxShipper | None = None
+
+    def shipper(self) -> OutboxShipper:
+        raise NotImplementedError
+
+    def pending(self) -> int:
+        return 0 if self._shipper is None else self._shipper.pending()
+
+    def wait_shipped(self, timeout: float | None) -> bool:
+        shipper = self.shipper()
+        return shipper.wait_shipped(shipper.outbox.last_seq, timeout)
+
+    @staticmethod
+    def ship_then_close(shipper: OutboxShipper, timeout: float | None) -> bool:
+        """Ship for at most ``timeout`` seconds in all, then stop; True if all was shipped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
+        if not delivered:
+            log.warning(
+                "ledger: %d rows wait in %s for the target; the next start ships them",
+                shipper.outbox.pending(),
+                shipper.outbox.path,
+            )
+        # What is left of the time, not the whole of it again (and a moment to stop in).
+        shipper.close(None if deadline is None else max(0.1, deadline - time.monotonic()))
+        return delivered

@@ -6,14 +6,19 @@ takes rows (dicts) or outbox lines (JSON text) and encodes them for the dialect 
 :mod:`~integrations.sql._codec`, bypassing SQLAlchemy's per-row parameter processing; connections
 still come from the engine's pool, with its settings (SQLite pragmas, pre-ping).
 
-:meth:`SpendLogsInserter.is_transient` sorts failures: a connection lost, a server gone or a lock
-held elsewhere is worth retrying with the rows kept; a row the database refuses (a NOT NULL
-column missing, a value it cannot parse) will be refused every time and must be set aside.
+:meth:`SpendLogsInserter.is_transient` sorts failures: a connection lost, a server gone, a
+timeout, a serialization failure or a deadlock is worth retrying with the rows kept; a row the
+database refuses (a value it cannot parse or store, a constraint, an encoding, a number out of
+range, PostgreSQL's index row size limit) will be refused every time and must be set aside.
+:meth:`SpendLogsInserter.quarantine` sets it aside in the target's ``ledger_quarantine`` table,
+with the database's error text, where ``tracking ledger quarantine list|replay`` finds it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -23,6 +28,7 @@ from ._codec import (
     SQLITE_INSERT,
     decode_row,
     encode_row,
+    line_of_sqlite_params,
     line_request_id,
     postgres_batch,
     sqlite_insert_rows,
@@ -32,7 +38,42 @@ from ._codec import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["SpendLogsInserter"]
+__all__ = ["SpendLogsInserter", "announce_quarantined", "error_text"]
+
+log = logging.getLogger("tracking.ledger")
+
+#: SQLSTATE classes (PostgreSQL, Appendix A) of errors a row brings on itself: retrying it can
+#: only fail the same way. 21 cardinality violation, 22 data exception (a value out of range, an
+#: encoding, a NUL in text), 23 integrity constraint, 54 program limit exceeded (an index entry
+#: over the B-tree limit). Every other class (08 connection, 40 serialization or deadlock, 53
+#: resources, 57 operator intervention and timeouts, 42 a missing table...) keeps the rows.
+_PERMANENT_CLASSES = frozenset({"21", "22", "23", "54"})
+#: How much of a database's error message is kept with a quarantined row.
+_ERROR_TEXT_CHARS = 2000
+_QUARANTINE_INSERT = (
+    "INSERT INTO ledger_quarantine (request_id, line, error, quarantined_at) VALUES "
+)
+
+
+def error_text(exc: BaseException) -> str:
+    """The database's own message for a failure (the driver's, not SQLAlchemy's wrapper)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().replace("\x00", "") or type(orig).__name__
+    state = getattr(orig, "sqlstate", None)
+    prefix = f"{type(orig).__name__}" + (f" [{state}]" if state else "")
+    return f"{prefix}: {text}"[:_ERROR_TEXT_CHARS]
+
+
+def announce_quarantined(
+    request_id: str, error: str, hooks: Sequence[Callable[[int], None]]
+) -> None:
+    """Log a row just quarantined and run the quarantine hooks (the metric) for it."""
+    log.error("ledger row %s refused (%s); kept in ledger_quarantine", request_id, error)
+    for hook in tuple(hooks):
+        try:
+            hook(1)
+        except Exception:
+            log.exception("ledger quarantine hook %r failed", hook)
 
 
 class SpendLogsInserter:
@@ -54,16 +95,36 @@ class SpendLogsInserter:
     def is_transient(self, exc: BaseException) -> bool:
         """True for failures worth retrying, False for a row the database refuses.
 
-        Only integrity and data errors (a NOT NULL column missing, a value that does not parse)
+        PostgreSQL says which with the error's SQLSTATE class (see ``_PERMANENT_CLASSES``):
+        psycopg files an index entry over the size limit under OperationalError, the same as a
+        lost connection, so the class, not the exception type, decides. Without a SQLSTATE
+        (SQLite, or an error raised before the server answered), integrity and data errors
         condemn a row; any other database error (connection lost, lock held, even a missing
-        table) keeps the rows and is retried, because dropping billing data is worse than
+        table) keeps the rows and is retried, because setting billing data aside is worse than
         waiting for someone to fix the database.
         """
         if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
             exc = exc.orig
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and len(state) == 5:
+            return state[:2] not in _PERMANENT_CLASSES
         if isinstance(exc, self._refused):
             return False
         return isinstance(exc, self._database_errors)
+
+    def quarantine(self, entries: Sequence[tuple[str, str, str]]) -> None:
+        """Keep ``(request_id, line, error)`` rows the target refused, in one transaction.
+
+        The line is kept as text (a JSON string escapes a NUL, so PostgreSQL takes it) and no
+        index covers it, so whatever made ``spend_logs`` refuse the row cannot refuse this.
+        """
+        now = datetime.now(UTC)
+        marker = "?" if self.dialect == "sqlite" else "%s"
+        one = f"({marker}, {marker}, {marker}, {marker})"
+        statement = _QUARANTINE_INSERT + ", ".join([one] * len(entries))
+        stamp: Any = now.isoformat(" ", "microseconds")[:-6] if self.dialect == "sqlite" else now
+        params = [v for entry in entries for v in (*entry, stamp)]
+        self._run(lambda cursor: cursor.execute(statement, params))
 
     def prepare(self, row: Mapping[str, Any]) -> Any:
         """The row as this dialect's writer item: SQLite parameters, else an outbox line."""
@@ -81,6 +142,11 @@ class SpendLogsInserter:
         if isinstance(item, tuple):
             return str(item[0])  # request_id is the first column
         return line_request_id(item)
+
+    def quarantine_item(self, item: Any, error: str) -> None:
+        """:meth:`quarantine` for one item made by :meth:`prepare`."""
+        line = line_of_sqlite_params(item) if isinstance(item, tuple) else item
+        self.quarantine([(self.request_id(item), line, error)])
 
     def insert_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert row dicts in one transaction; duplicates of existing rows are ignored."""

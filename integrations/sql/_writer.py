@@ -72,6 +72,10 @@ class BatchDestination(Protocol):
 
     def request_id(self, item: Any) -> str: ...
 
+    def quarantine_item(self, item: Any, error: str) -> None:
+        """Keep an item the destination refused for good, with the error (see _target)."""
+        ...
+
 
 class DirectDestination:
     """The target database itself (an SQLite ledger is its own outbox)."""
@@ -84,6 +88,7 @@ class DirectDestination:
         self.prepare = self.inserter.prepare
         self.write = self.inserter.insert_prepared
         self.request_id = self.inserter.request_id
+        self.quarantine_item = self.inserter.quarantine_item
 
 
 def _resolve(waiters: list[asyncio.Future[None]]) -> None:
@@ -141,7 +146,10 @@ class LedgerWriter:
         #: commit per ``linger`` instead of one commit (and one thread wake-up) per row.
         self.linger = linger
         self.write_hooks: list[WriteHook] = []
+        #: Called with a count of rows moved to the quarantine.
+        self.quarantine_hooks: list[Callable[[int], None]] = []
         self.rejected_rows = 0
+        self.quarantined_rows = 0
         self._reset()
         writer = weakref.ref(self)
 
@@ -168,6 +176,7 @@ class LedgerWriter:
         self._idle = False  # the worker waits for a first row: a submit must wake it
         self._lingering = False  # the worker waits for more rows: only a waiter wakes it
         self._thread: threading.Thread | None = None
+        self._write_seconds = 0.0  # time the current batch's writes took, for write_hooks
 
     # -- the call path ----------------------------------------------------------------------
 
@@ -305,6 +314,7 @@ class LedgerWriter:
                 self._acked.notify_all()
                 head = self._chain_sync_waiters(sentinel)
                 ready = self._ready_waiters()
+            self._report_written(len(batch))
             for loop, futures in ready.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                     loop.call_soon_threadsafe(_resolve, futures)
@@ -383,10 +393,15 @@ class LedgerWriter:
     def _write(self, batch: Sequence[Any]) -> None:
         started = time.perf_counter()
         self.destination.write(batch)
-        elapsed = time.perf_counter() - started
+        self._write_seconds += time.perf_counter() - started
+
+    def _report_written(self, rows: int) -> None:
+        # After the acknowledgement, so a hook reading ``queue_depth`` sees these rows gone (an
+        # idle ledger's gauge reads 0, not the size of its last batch).
+        seconds, self._write_seconds = self._write_seconds, 0.0
         for hook in tuple(self.write_hooks):
             try:
-                hook(elapsed, len(batch))
+                hook(seconds, rows)
             except Exception:
                 log.exception("ledger write hook %r failed", hook)
 
@@ -402,10 +417,31 @@ class LedgerWriter:
                         time.sleep(delay)
                         delay = min(delay * 2, self.retry_max)
                         continue
-                    self.rejected_rows += 1
-                    log.error(
-                        "ledger row %s refused (%s); it is not recorded",
-                        self.destination.request_id(row),
-                        type(getattr(exc, "orig", None) or exc).__name__,
-                    )
+                    refusal = exc
+                if self._set_aside(row, refusal):
                     break
+                time.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+
+    def _set_aside(self, row: Any, refusal: BaseException) -> bool:
+        """Quarantine a row the destination refused for good; False to try again later."""
+        from ._target import announce_quarantined, error_text
+
+        request_id = self.destination.request_id(row)
+        error = error_text(refusal)
+        try:
+            self.destination.quarantine_item(row, error)
+        except Exception as exc:
+            if self.destination.is_transient(exc):
+                return False
+            self.rejected_rows += 1
+            log.error(
+                "ledger row %s refused (%s) and cannot be quarantined (%s); it is not recorded",
+                request_id,
+                error,
+                error_text(exc),
+            )
+            return True
+        self.quarantined_rows += 1
+        announce_quarantined(request_id, error, self.quarantine_hooks)
+        return True

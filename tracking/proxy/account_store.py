@@ -249,6 +249,24 @@ class AccountStore:
             updated_at=row.updated_at,
         )
 
+    def end_users_with_rules(self, limit: int) -> list[str] | None:
+        """The ids of end users with a budget or a block; None when there are over ``limit``."""
+        import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return []
+
+        from .account_tables import end_users
+
+        query = (
+            sa.select(end_users.c.end_user_id)
+            .where(sa.or_(end_users.c.budget_usd.is_not(None), end_users.c.blocked))
+            .limit(limit + 1)
+        )
+        with self.engine.connect() as conn:
+            ids = [row[0] for row in conn.execute(query)]
+        return None if len(ids) > limit else ids
+
     def create_end_user(self, record: EndUserRecord) -> None:
         import sqlalchemy as sa
 

@@ -288,7 +288,13 @@ class ProxyApp:
         await _send_json(send, 200, b'{"status":"alive"}')
 
     async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
-        database = "not started" if self.sinks is None else await check_ledger(self.sinks.ledger)
+        database = (
+            "not started"
+            if self.sinks is None
+            else await check_ledger(
+                self.sinks.ledger, self.config.general_settings.ledger_stuck_after
+            )
+        )
         ready = database == "connected"
         body = {"status": "ready" if ready else "unready", "database": database}
         await _send_json(send, 200 if ready else 503, json.dumps(body).encode())

@@ -19,6 +19,13 @@ its spend could not be counted; ``general_settings.allow_unpriced_with_budgets: 
 through, reserving nothing. With Redis down budgets are computed from the ledger (plus this
 instance's calls in flight) and the counters are merged back on recovery
 (:mod:`tracking.proxy.shared_counters`).
+
+With the budget store (the database) away, a call naming an end user is served as any other when
+that user has no budget and no block: the proxy keeps the list of the end users that have one
+(read again every ``cache_seconds`` while the database answers). For a user on that list, or
+while the list was never read, ``general_settings.budget_store_unavailable`` decides: ``deny``
+(the default) refuses the call with 503 ``budget_store_unavailable``; ``allow`` serves it without
+the end user's budget (a block last seen is still honoured).
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ __all__ = [
 log = logging.getLogger("tracking.proxy")
 
 PERIODS = ("daily", "monthly", "total")
+#: End users with a budget or a block the proxy keeps a list of (beyond it: the setting decides).
+_MAX_USERS_WITH_RULES = 100_000
 #: Input image tokens reserved per input image for token-priced models (the upstream reports the
 #: real count only after the call).
 T = TypeVar("T")
@@ -119,20 +128,59 @@ class Budgets:
         self.counters = counters
         self.cache_seconds = cache_seconds
         self._users: dict[str, tuple[EndUserRecord | None, float]] = {}
+        self.allow_when_unavailable = config.general_settings.budget_store_unavailable == "allow"
+        #: End users with a budget or a block, as last read (None: never read, or too many).
+        self._with_rules: frozenset[str] | None = None
+        self._with_rules_at = float("-inf")
 
     async def end_user(self, end_user_id: str) -> EndUserRecord | None:
         now = time.monotonic()
         cached = self._users.get(end_user_id)
         if cached is not None and now - cached[1] < self.cache_seconds:
             return cached[0]
-        record = await _from_store(self.store.get_end_user, end_user_id)
+        try:
+            if now - self._with_rules_at >= self.cache_seconds:
+                await self._read_rules(now)
+            record = await _from_store(self.store.get_end_user, end_user_id)
+        except ProxyError as unavailable:
+            return self._without_store(end_user_id, cached, unavailable)
         if len(self._users) >= 10_000:
             self._users.clear()
         self._users[end_user_id] = (record, now)
         return record
 
+    async def _read_rules(self, now: float) -> None:
+        ids = await _from_store(self.store.end_users_with_rules, _MAX_USERS_WITH_RULES)
+        self._with_rules = frozenset(ids) if ids is not None else None
+        self._with_rules_at = now
+
+    def _without_store(
+        self,
+        end_user_id: str,
+        cached: tuple[EndUserRecord | None, float] | None,
+        unavailable: ProxyError,
+    ) -> EndUserRecord | None:
+        """The end user's record while the store is away (see the module docstring)."""
+        if self._with_rules is not None and end_user_id not in self._with_rules:
+            return None  # no budget and no block: nothing to check
+        if not self.allow_when_unavailable:
+            raise ProxyError(
+                503,
+                f"end user {end_user_id!r} may have a budget, and budgets cannot be checked right "
+                "now (database unavailable); try again shortly (general_settings."
+                "budget_store_unavailable: allow serves such calls unchecked)",
+                type="server_error",
+                code=unavailable.code,
+            ) from None
+        log.warning("budget store unavailable: serving end user %r unchecked", end_user_id)
+        last = cached[0] if cached is not None else None
+        if last is not None and last.blocked:
+            return last
+        return None
+
     def forget(self, end_user_id: str) -> None:
         self._users.pop(end_user_id, None)
+        self._with_rules_at = float("-inf")  # a budget or block may have come or gone
 
     async def reserve(
         self, principal: Principal, params: Mapping[str, Any], model: str

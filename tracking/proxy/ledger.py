@@ -3,8 +3,11 @@
 The proxy registers one :class:`integrations.sql.SqlLedger` in ``durable`` mode: for the async
 calls the proxy makes, the bus awaits the ledger's ``aon_end``, which returns once the row is
 committed to the ledger (or, with a PostgreSQL target, to the process's local outbox), without
-blocking the event loop; concurrent requests share group commits. ``ledger_mode: background``
-in ``general_settings`` answers without waiting (a crash may then lose the rows not yet written).
+blocking the event loop; concurrent requests share group commits. Before each call goes
+upstream its *intent* is committed to a local journal (:mod:`integrations.sql._intents`), so a
+process killed mid-call leaves a row marked ``incomplete`` with an estimated cost, never nothing.
+``ledger_mode: background`` in ``general_settings`` answers without waiting and keeps no intents
+(a crash may then lose the rows not yet written).
 
 The ledger is ``general_settings.database_url``, else ``TRACKING_DATABASE_URL``, else
 ``sqlite:///./tracking.db``; SQLite is migrated at start, PostgreSQL only with ``auto_migrate:
@@ -35,8 +38,10 @@ def open_ledger(config: ProxyConfig) -> SqlLedger:
     from integrations.sql import SqlLedger
 
     general = config.general_settings
+    durable = general.ledger_mode != "background"
     return SqlLedger(
         url=ledger_url(config),
-        mode="background" if general.ledger_mode == "background" else "durable",
+        mode="durable" if durable else "background",
         auto_migrate=True if general.auto_migrate else None,
+        intents=durable,  # a call killed in flight leaves an incomplete row, never nothing
     )

@@ -172,9 +172,21 @@ def _configure_otel() -> None:
 
 
 def shut_down_sinks(timeout: float = _SHUTDOWN_TIMEOUT) -> None:
-    """Deliver everything queued and release every integration; never raises."""
+    """Deliver everything queued and release every integration; never raises.
+
+    The ledger goes first, shipping for at most a few seconds: its acknowledged rows are safe in
+    the local outbox either way, and a database that is away must not hold the whole timeout.
+    """
     import tracking
 
+    deadline = time.monotonic() + timeout
+    for integration in list(tracking.callbacks):
+        if type(integration).__name__ == "SqlLedger":
+            try:
+                integration.shutdown(timeout)
+            except Exception:
+                log.exception("the ledger failed to shut down")
+    timeout = max(0.0, deadline - time.monotonic())
     shutdown = getattr(tracking, "shutdown", None)
     if callable(shutdown):
         try:
@@ -210,13 +222,27 @@ def _shut_down_integrations(deadline: float) -> None:
             log.exception("integration %r failed to shut down", integration)
 
 
-async def check_ledger(ledger: SqlLedger) -> str:
-    """``connected`` or ``unreachable`` (the reason is logged, never the URL)."""
+async def check_ledger(ledger: SqlLedger, stuck_after: float = 60.0) -> str:
+    """``connected``, ``unreachable`` or ``stuck`` (the reason is logged, never the URL).
+
+    ``stuck``: the database answers, but for ``stuck_after`` seconds every attempt to ship the
+    outbox's rows into it has failed (a table missing, a permission revoked): calls are still
+    recorded locally, yet nothing reaches the ledger anyone queries.
+    """
     try:
         await asyncio.wait_for(asyncio.to_thread(_ping, ledger.engine), timeout=5.0)
     except Exception as exc:
         log.warning("readiness: the ledger database is unreachable: %s", type(exc).__name__)
         return "unreachable"
+    stuck = ledger.stuck_for()
+    if stuck >= stuck_after:
+        log.warning(
+            "readiness: for %.0f s no ledger row reached the database; %d rows wait in %s",
+            stuck,
+            ledger.outbox_rows(),
+            ledger.outbox_path,
+        )
+        return "stuck"
     return "connected"
 
 

@@ -1,0 +1,327 @@
+"""Intents: a call is written down before it is sent, so a crash leaves a row, never nothing.
+
+With ``SqlLedger(intents=True)`` (the proxy's durable ledger), the ledger's ``on_start`` hook,
+which the call path runs before the first request goes upstream, writes the call's *intent*: the
+row the call would leave if the process died before its own row is written, marked
+``status="incomplete"``, ``error_type="incomplete"``, with what its estimate needs; the estimate
+(the most the call could be expected to cost, ``cost_source="estimate"``) is worked out when a
+dead process's intent is recovered (:func:`priced`), not on the call path. Once the call's own
+row is acknowledged, the intent is marked done (with the next intent's write).
+
+The intents go to an append-only file of the process's own, ``intents-<pid>.log`` beside the
+outboxes, locked (``flock``) for as long as the process lives: one ``write`` per call, ``+`` and
+the row's outbox line for an intent, ``-`` and the request id for one done. A write is in the
+kernel's hands at once, so it survives the process's death (kill -9), though not a power cut,
+and costs no fsync. The file is rewritten with only the open intents once it grows past
+:data:`ROTATE_BYTES`, and removed at a clean stop.
+
+A log whose lock can be taken belongs to a dead process. When a ledger with intents starts, it
+claims those: their open intents become rows in its journal outbox (an outbox file of its own,
+:mod:`integrations.sql._outbox`) and its :class:`~integrations.sql._shipper.OutboxShipper` ships
+them into the target like any other row. The target's insert lets a call's own row replace an
+``incomplete`` one with the same request id, and never the other way round, so the order in
+which a dead process's rows and intents arrive does not matter.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracking.pricing.estimate import estimate_call_cost
+from tracking.unknown_outcomes import ESTIMATE_REF
+
+from ._codec import decode_row, encode_row, line_request_id
+from ._outbox import Outbox, lock_own_file, open_own_outbox, try_lock
+from ._schema import plain_json
+from ._shipper import OutboxShipper, ShipperOwner
+from ._target import SpendLogsInserter
+
+if TYPE_CHECKING:
+    from tracking.integration import CallStart
+
+__all__ = [
+    "INCOMPLETE",
+    "ROTATE_BYTES",
+    "IntentJournal",
+    "IntentLog",
+    "intent_row",
+    "open_intents",
+    "priced",
+    "recover_dead_logs",
+]
+
+log = logging.getLogger("tracking.ledger")
+
+#: ``status`` and ``error_type`` of a row left by a call whose process died in the middle of it.
+INCOMPLETE = "incomplete"
+#: Bytes an intents file may grow to before it is rewritten with only the open intents.
+ROTATE_BYTES = 8 * 1024 * 1024
+#: The key of an intent's line holding what its estimate needs (not a column).
+_ESTIMATE = "tracking_estimate"
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def intent_row(call: CallStart) -> dict[str, Any]:
+    """The ``spend_logs`` row a call leaves if its process dies before the call's own row."""
+    request, options = call.request, call.options
+    metadata: Any = options.metadata if isinstance(options.metadata, dict) else {}
+    tags = metadata.get("tags")
+    models = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
+    return {
+        "request_id": call.request_id,
+        "call_type": call.call_type,
+        "status": INCOMPLETE,
+        "upstream_request_id": None,
+        "end_user": request.user,
+        "api_key_hash": _str(metadata.get("user_api_key_hash")),
+        "key_alias": _str(metadata.get("user_api_key_alias")),
+        "team": _str(metadata.get("team")),
+        "tags": [str(t) for t in tags] if isinstance(tags, list | tuple) else [],
+        "metadata": plain_json(metadata),
+        "model": request.model,
+        "model_group": request.model,
+        "served_model": request.upstream_model,
+        "provider": request.provider,
+        "deployment_id": None,
+        "api_base": call.api_base,
+        "n": request.n or 1,
+        "images_returned": 0,
+        "size": request.size,
+        "quality": request.quality,
+        "input_text_tokens": None,
+        "input_image_tokens": None,
+        "cached_input_tokens": None,
+        "output_tokens": None,
+        "total_tokens": None,
+        # Priced when recovered (``priced``), not on the call path: what the estimate needs.
+        "cost_usd": None,
+        "cost_per_image_usd": None,
+        "cost_source": "estimate",
+        "price_ref": None,
+        _ESTIMATE: {
+            "models": [m for m in dict.fromkeys(models) if m],
+            "n": request.n,
+            "size": request.size,
+            "quality": request.quality,
+            "prompt_chars": len(request.prompt),
+            "images": len(request.images),
+        },
+        "start_time": call.start_time,
+        "end_time": call.start_time,
+        "latency_ms": 0.0,
+        "attempts": 1,
+        "retries": 0,
+        "fallback_from": [],
+        "error_type": INCOMPLETE,
+        "http_status": None,
+    }
+
+
+class IntentLog:
+    """This process's intents file; see the module docstring."""
+
+    def __init__(self, directory: Path) -> None:
+        base, self._lock_fd = lock_own_file(directory, "intents")
+        self.path = base.with_name(f"{base.name}.log")
+        self._lock = threading.Lock()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._open: dict[str, str] = {}  # request id -> line, for a rewrite
+        self._done: list[str] = []
+        self._size = 0
+        self.closed = False
+
+    def record(self, request_id: str, line: str) -> None:
+        """Write one intent (and the calls done since the last write)."""
+        with self._lock:
+            if self.closed:
+                return
+            done = "".join(f"-{rid}\n" for rid in self._done)
+            self._done.clear()
+            data = f"{done}+{line}\n".encode()
+            _write_all(self._fd, data)
+            self._open[request_id] = line
+            self._size += len(data)
+            if self._size > ROTATE_BYTES:
+                self._rewrite()
+
+    def complete(self, request_id: str) -> None:
+        """The call's own row is acknowledged: its intent is done."""
+        with self._lock:
+            if self._open.pop(request_id, None) is not None:
+                self._done.append(request_id)
+
+    def _rewrite(self) -> None:
+        # Replaced in one rename: a crash leaves the old file or the new one, both complete.
+        fresh = self.path.with_name(f"{self.path.name}.new")
+        data = "".join(f"+{line}\n" for line in self._open.values()).encode()
+        fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        _write_all(fd, data)
+        os.replace(fresh, self.path)
+        os.close(self._fd)
+        self._fd, self._size, self._done = fd, len(data), []
+
+    def close(self) -> None:
+        """Stop; the file goes when no intent is open (else the next start recovers them)."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._open:
+                _write_all(self._fd, "".join(f"-{rid}\n" for rid in self._done).encode())
+            os.close(self._fd)
+            if not self._open:
+                self.path.unlink(missing_ok=True)
+                self.path.with_name(self.path.name.removesuffix(".log") + ".lock").unlink(
+                    missing_ok=True
+                )
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def priced(line: str) -> str:
+    """An intent's line as a ``spend_logs`` row, with its estimated cost (None: unpriced)."""
+    row = decode_row(line)
+    spec = row.pop(_ESTIMATE, None)
+    cost = None
+    if isinstance(spec, dict):
+        for model in spec.get("models") or ():
+            estimate = estimate_call_cost(
+                str(model),
+                spec.get("size"),
+                spec.get("quality"),
+                int(spec.get("n") or 1),
+                prompt_chars=int(spec.get("prompt_chars") or 0),
+                input_images=int(spec.get("images") or 0),
+            )
+            if estimate.usd is not None:
+                cost = estimate.usd
+                row["price_ref"] = f"{ESTIMATE_REF}:{estimate.price_ref}"
+                break
+    row["cost_usd"] = cost
+    row["cost_source"] = "estimate" if cost is not None else "unpriced"
+    return encode_row(row)
+
+
+def open_intents(text: str) -> list[str]:
+    """The rows the intents a log's text leaves open make (a torn last line is skipped)."""
+    open_: dict[str, str] = {}
+    for entry in text.splitlines():
+        if entry.startswith("+"):
+            line = entry[1:]
+            request_id = line_request_id(line)
+            if request_id != "(unreadable)":
+                open_[request_id] = line
+        elif entry.startswith("-"):
+            open_.pop(entry[1:], None)
+    rows = []
+    for line in open_.values():
+        try:
+            rows.append(priced(line))
+        except (ValueError, TypeError, AttributeError):
+            log.exception("ledger: an intent cannot be read back; skipped: %s", line[:200])
+    return rows
+
+
+def recover_dead_logs(directory: Path, into: Outbox) -> int:
+    """Move the open intents of dead processes' logs into ``into``; returns how many."""
+    recovered = 0
+    for path in sorted(directory.glob("intents-*.log")):
+        lock_path = path.with_name(path.name.removesuffix(".log") + ".lock")
+        fd = try_lock(lock_path)
+        if fd is None:
+            continue  # its process is alive
+        try:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                text = ""  # removed by its owner at a clean stop while we looked
+            lines = open_intents(text)
+            if lines:
+                into.append(lines)
+                recovered += len(lines)
+                log.warning(
+                    "ledger: %d calls were in flight when process %s died; recorded as incomplete",
+                    len(lines),
+                    path.stem.removeprefix("intents-"),
+                )
+            path.unlink(missing_ok=True)
+            lock_path.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    return recovered
+
+
+class IntentJournal(ShipperOwner):
+    """This process's intents, and the shipper of what dead processes' intents left."""
+
+    def __init__(
+        self,
+        directory: Path,
+        inserter: SpendLogsInserter,
+        *,
+        replay_hooks: list[Callable[[int], None]],
+        quarantine_hooks: list[Callable[[int], None]],
+        retry_max: float,
+    ) -> None:
+        self.directory = directory
+        self._inserter = inserter
+        self._replay_hooks = replay_hooks
+        self._quarantine_hooks = quarantine_hooks
+        self._retry_max = retry_max
+        self._pid = 0
+        self._shipper: OutboxShipper | None = None
+        self._log: IntentLog | None = None
+        self.shipper()
+
+    def shipper(self) -> OutboxShipper:
+        """The journal's shipper (a forked child opens a journal of its own)."""
+        if self._shipper is None or self._pid != os.getpid():
+            outbox = open_own_outbox(self.directory, synchronous="NORMAL")
+            recover_dead_logs(self.directory, outbox)  # before the shipper first looks
+            self._shipper = OutboxShipper(
+                outbox,
+                self._inserter,
+                retry_max=self._retry_max,
+                replay_hooks=self._replay_hooks,
+                quarantine_hooks=self._quarantine_hooks,
+            )
+            self._log = IntentLog(self.directory)
+            self._pid = os.getpid()
+        return self._shipper
+
+    def record(self, call: CallStart) -> None:
+        """Write the call's intent (before it is sent)."""
+        line = encode_row(intent_row(call))
+        if self._pid != os.getpid():
+            self.shipper()
+        assert self._log is not None
+        self._log.record(call.request_id, line)
+
+    def complete(self, request_id: str) -> None:
+        """The call's own row is acknowledged: its intent is done."""
+        if self._log is not None and self._pid == os.getpid():
+            self._log.complete(request_id)
+
+    def close(self, timeout: float | None) -> None:
+        """Close the log, ship what came from dead processes' logs, stop."""
+        if self._shipper is None or self._pid != os.getpid():
+            return
+        if self._log is not None:
+            self._log.close()
+        self.ship_then_close(self._shipper, timeout)

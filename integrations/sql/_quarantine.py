@@ -1,0 +1,231 @@
+"""The ledger's quarantine: rows the database refused for good, listed and replayed.
+
+A row ``spend_logs`` refuses (a NUL in text on PostgreSQL, a number out of its column's range,
+an end-user id over the B-tree index's size limit) is moved, with the database's error text,
+to ``ledger_quarantine`` by the writer or the outbox's shipper (see
+:mod:`integrations.sql._target`), so it never blocks the rows behind it. From there:
+
+* ``tracking ledger quarantine list`` shows what is kept and why;
+* ``tracking ledger quarantine replay`` inserts the rows again (after the cause was fixed:
+  a column widened, an index changed), removing each one that goes in; with ``--repair`` the
+  values the database refused are first made storable: NUL and other control characters
+  removed, text cut to :data:`REPAIR_TEXT_CHARS` characters, integers outside 32 bits emptied.
+  Money, times and ids are never changed, so a repaired row still counts what the call cost;
+  its metadata says it was repaired.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+import sqlalchemy as sa
+
+from ._codec import decode_row, encode_row
+from ._schema import quarantine
+from ._target import SpendLogsInserter, error_text
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = [
+    "REPAIR_TEXT_CHARS",
+    "QuarantinedRow",
+    "ReplayResult",
+    "list_quarantine",
+    "quarantine_list_command",
+    "quarantine_replay_command",
+    "repair_line",
+    "replay_quarantine",
+]
+
+#: Text kept per value by ``--repair``: 512 characters are at most 2,048 bytes of UTF-8, under
+#: PostgreSQL's B-tree entry limit (2,704 bytes) for the indexed columns.
+REPAIR_TEXT_CHARS = 512
+_INT_COLUMNS = frozenset(
+    {
+        "n",
+        "images_returned",
+        "input_text_tokens",
+        "input_image_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "attempts",
+        "retries",
+        "http_status",
+    }
+)
+#: Columns whose values are kept as they are: money, times, the id.
+_UNTOUCHED = frozenset(
+    {"request_id", "cost_usd", "cost_per_image_usd", "start_time", "end_time", "latency_ms"}
+)
+_INT32 = 2**31 - 1
+_NOT_NULL_INTS = {"n": 1, "images_returned": 0, "attempts": 0, "retries": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRow:
+    """One row kept in ``ledger_quarantine``."""
+
+    id: int
+    request_id: str | None
+    error: str
+    quarantined_at: datetime
+    line: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "request_id": self.request_id,
+            "error": self.error,
+            "quarantined_at": self.quarantined_at.isoformat(),
+            "row": json.loads(self.line),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What a replay did: ids now in ``spend_logs``, and ids refused again (with the error)."""
+
+    replayed: tuple[int, ...]
+    refused: tuple[tuple[int, str], ...]
+
+
+def list_quarantine(engine: Engine, *, limit: int | None = None) -> list[QuarantinedRow]:
+    """The quarantined rows, oldest first."""
+    query = sa.select(quarantine).order_by(quarantine.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return [
+            QuarantinedRow(r.id, r.request_id, r.error, r.quarantined_at, r.line)
+            for r in conn.execute(query)
+        ]
+
+
+def _clean_text(value: str) -> str:
+    kept = "".join(c for c in value if c >= " " or c in "\t\n")
+    return kept[:REPAIR_TEXT_CHARS]
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, dict):
+        return {_clean_text(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def repair_line(line: str) -> str:
+    """The row made storable (see the module docstring); money, times and ids unchanged."""
+    row = decode_row(line)
+    for name, value in list(row.items()):
+        if name in _UNTOUCHED:
+            continue
+        if name in _INT_COLUMNS:
+            if isinstance(value, int) and not -_INT32 - 1 <= value <= _INT32:
+                row[name] = _NOT_NULL_INTS.get(name)
+        elif isinstance(value, str):
+            row[name] = _clean_text(value)
+        elif isinstance(value, dict | list):
+            row[name] = _clean_json(value)
+    metadata = row.get("metadata")
+    row["metadata"] = {
+        **(metadata if isinstance(metadata, dict) else {}),
+        "tracking_repaired_from_quarantine": True,
+    }
+    return encode_row(row)
+
+
+def replay_quarantine(
+    engine: Engine, *, ids: Sequence[int] | None = None, repair: bool = False
+) -> ReplayResult:
+    """Insert quarantined rows into ``spend_logs`` again; each one that goes in leaves.
+
+    A replayed row that is already in ``spend_logs`` is a no-op (the insert is idempotent). A
+    row refused again stays, with the new error. A transient failure (the database went away)
+    raises, leaving the rest as they were.
+    """
+    inserter = SpendLogsInserter(engine)
+    rows = list_quarantine(engine)
+    if ids is not None:
+        wanted = set(ids)
+        rows = [r for r in rows if r.id in wanted]
+    replayed: list[int] = []
+    refused: list[tuple[int, str]] = []
+    for row in rows:
+        line = repair_line(row.line) if repair else row.line
+        try:
+            inserter.insert_lines([line])
+        except Exception as exc:
+            if inserter.is_transient(exc):
+                raise
+            error = error_text(exc)
+            refused.append((row.id, error))
+            with engine.begin() as conn:
+                conn.execute(
+                    quarantine.update().where(quarantine.c.id == row.id).values(error=error)
+                )
+            continue
+        with engine.begin() as conn:
+            conn.execute(quarantine.delete().where(quarantine.c.id == row.id))
+        replayed.append(row.id)
+    return ReplayResult(tuple(replayed), tuple(refused))
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+
+def _open(url: str | None) -> Engine:
+    from ._commands import open_existing_ledger
+
+    return open_existing_ledger(url)
+
+
+def quarantine_list_command(url: str | None, *, fmt: str, out: TextIO) -> int:
+    """Print the quarantined rows (``table`` or ``json``)."""
+    engine = _open(url)
+    try:
+        rows = list_quarantine(engine)
+    finally:
+        engine.dispose()
+    if fmt == "json":
+        json.dump([r.to_dict() for r in rows], out, indent=2)
+        out.write("\n")
+        return 0
+    if not rows:
+        out.write("the ledger's quarantine is empty\n")
+        return 0
+    for row in rows:
+        when = row.quarantined_at.isoformat(timespec="seconds")
+        error = row.error.splitlines()[0] if row.error else ""
+        out.write(f"{row.id}  {when}  {row.request_id}  {error[:160]}\n")
+    out.write(f"{len(rows)} rows in quarantine\n")
+    return 0
+
+
+def quarantine_replay_command(
+    url: str | None, *, ids: Sequence[int] | None, repair: bool, out: TextIO
+) -> int:
+    """Replay quarantined rows; exit status 1 when any was refused again."""
+    engine = _open(url)
+    try:
+        result = replay_quarantine(engine, ids=ids, repair=repair)
+    except sa.exc.OperationalError as exc:
+        from ._engine import unreachable
+
+        raise unreachable(engine.url, exc) from None
+    finally:
+        engine.dispose()
+    out.write(f"replayed {len(result.replayed)} rows into spend_logs\n")
+    for row_id, error in result.refused:
+        out.write(f"row {row_id} refused again: {error.splitlines()[0][:160]}\n")
+    if result.refused and not repair:
+        out.write("fix the cause, or replay with --repair to store what the database accepts\n")
+    return 1 if result.refused else 0

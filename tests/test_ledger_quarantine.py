@@ -1,0 +1,261 @@
+"""A ledger no single row can stop (issue 18, findings 1, 4 and 11).
+
+A row the database refuses for good (a NUL in text and an end-user id over the B-tree index
+limit on PostgreSQL, a token count out of the column's range on both) moves to
+``ledger_quarantine`` with the database's error, counted; the rows behind it go through at
+once; ``tracking ledger quarantine list|replay`` shows and restores it. A target that refuses
+every row for a transient reason keeps them and is reported stuck, and shutdown still keeps its
+timeout. The ledger's queue-depth gauge reads 0 once idle.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from integrations.sql import SqlLedger, spend_logs
+from integrations.sql._quarantine import list_quarantine
+from integrations.sql._schema import quarantine
+from tests.ledger_support import ledger_url, make_event, open_ledger  # noqa: F401
+from tracking.cli import main
+from tracking.events import TokenUsage
+from tracking.testing import FakeOpenAI
+
+from .conftest import API_KEY, make_png
+from .proxy_support import MASTER_KEY, ProxyProcess
+from .test_reliability_faults import proxy_config
+
+
+def hostile_user(length: int = 3000) -> str:
+    """Random text that does not compress: over PostgreSQL's 2,704-byte B-tree entry limit."""
+    rng = random.Random(18)
+    return "".join(chr(rng.randint(0x100, 0x7FF)) for _ in range(length))
+
+
+def _ids_in(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(sa.select(spend_logs.c.request_id))}
+
+
+def _refused_rows(dialect: str) -> list[tuple[str, dict[str, object]]]:
+    huge_tokens = TokenUsage(10, 323, 0, 2**70, 2**70)  # out of range for SQLite and PostgreSQL
+    rows: list[tuple[str, dict[str, object]]] = [("tokens", {"usage": huge_tokens})]
+    if dialect == "postgresql":  # SQLite stores these two
+        rows += [("nul", {"user": "bob\x00"}), ("long", {"user": hostile_user()})]
+    return rows
+
+
+def test_refused_rows_are_quarantined_and_the_rows_behind_them_go_through(ledger_url):  # noqa: F811
+    ledger = open_ledger(ledger_url, mode="durable")
+    quarantined: list[int] = []
+    ledger.quarantine_hooks.append(quarantined.append)
+    dialect = ledger.engine.dialect.name
+    refused = _refused_rows(dialect)
+    try:
+        for name, fields in refused:
+            ledger.on_end(make_event(request_id=f"bad-{name}", **fields))  # type: ignore[arg-type]
+        good = [f"good-{i}" for i in range(5)]
+        for request_id in good:
+            ledger.on_end(make_event(request_id=request_id))
+        assert ledger.flush(10), "the rows behind the refused ones did not reach the database"
+        assert set(good) <= _ids_in(ledger.engine)
+        kept = list_quarantine(ledger.engine)
+        assert sorted(r.request_id or "" for r in kept) == sorted(f"bad-{n}" for n, _ in refused)
+        assert all(r.error for r in kept)
+        assert sum(quarantined) == ledger.quarantined_rows == len(refused)
+        if dialect == "postgresql":
+            errors = {r.request_id: r.error for r in kept}
+            assert "[54000]" in errors["bad-long"]  # program_limit_exceeded: the index entry
+            assert "[22" in errors["bad-nul"] and "[22003]" in errors["bad-tokens"]
+        assert ledger.outbox_rows() == 0 and ledger.stuck_for() == 0.0
+    finally:
+        ledger.shutdown(10)
+
+
+def test_quarantine_list_and_replay_with_repair(ledger_url, capsys):  # noqa: F811
+    ledger = open_ledger(ledger_url, mode="durable")
+    try:
+        ledger.on_end(
+            make_event(
+                request_id="bad-1",
+                user="carol\x00" + hostile_user(),
+                usage=TokenUsage(10, 323, 0, 2**70, 2**70),
+                cost=Decimal("0.1670000000"),
+            )
+        )
+        assert ledger.flush(10)
+        assert [r.request_id for r in list_quarantine(ledger.engine)] == ["bad-1"]
+    finally:
+        ledger.shutdown(10)
+
+    assert main(["ledger", "quarantine", "list", "--database-url", ledger_url]) == 0
+    out = capsys.readouterr().out
+    assert "bad-1" in out and "1 rows in quarantine" in out
+    assert (
+        main(["ledger", "quarantine", "list", "--format", "json", "--database-url", ledger_url])
+        == 0
+    )
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert Decimal(listed["row"]["cost_usd"]) == Decimal("0.167") and listed["error"]
+
+    # As it is, the database refuses it again: it stays, with the new error.
+    assert main(["ledger", "quarantine", "replay", "--database-url", ledger_url]) == 1
+    assert "refused again" in capsys.readouterr().out
+
+    assert main(["ledger", "quarantine", "replay", "--repair", "--database-url", ledger_url]) == 0
+    assert "replayed 1 rows" in capsys.readouterr().out
+    engine = sa.create_engine(ledger_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(spend_logs).where(spend_logs.c.request_id == "bad-1")
+            ).one()
+            left = conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar()
+    finally:
+        engine.dispose()
+    assert Decimal(str(row.cost_usd)).quantize(Decimal("1e-10")) == Decimal("0.1670000000")
+    assert row.end_user.startswith("carol") and "\x00" not in row.end_user
+    assert len(row.end_user) <= 512 and row.output_tokens is None
+    metadata = row.metadata if isinstance(row.metadata, dict) else json.loads(row.metadata)
+    assert metadata["tracking_repaired_from_quarantine"] is True
+    assert left == 0
+
+
+def test_a_target_refusing_everything_is_reported_stuck_and_shutdown_keeps_its_timeout(
+    postgres_url, tmp_path
+):
+    ledger = SqlLedger(postgres_url, auto_migrate=True, mode="durable", outbox_dir=tmp_path)
+    try:
+        with ledger.engine.begin() as conn:  # 42P01 undefined table: transient, rows wait
+            conn.execute(sa.text("ALTER TABLE spend_logs RENAME TO spend_logs_away"))
+        ledger.on_end(make_event(request_id="waits-1"))
+        deadline = time.monotonic() + 10
+        while ledger.stuck_for() < 0.5:
+            assert time.monotonic() < deadline, "the shipper never reported being stuck"
+            time.sleep(0.1)
+        assert ledger.outbox_rows() == 1 and ledger.quarantined_rows == 0
+        started = time.monotonic()
+        ledger.shutdown(2)
+        assert time.monotonic() - started < 4
+    finally:
+        ledger.shutdown(1)
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE spend_logs_away RENAME TO spend_logs"))
+    ledger.engine.dispose()
+    # The row waited in the outbox; the next ledger for the target ships it.
+    again = SqlLedger(postgres_url, mode="durable", outbox_dir=tmp_path)
+    try:
+        assert again.flush(10)
+        assert "waits-1" in _ids_in(again.engine)
+    finally:
+        again.shutdown(5)
+
+
+def _metric(proxy: ProxyProcess, name: str) -> float:
+    for line in httpx.get(f"{proxy.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def _edit(proxy: ProxyProcess, **fields: str) -> httpx.Response:
+    return httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers={"authorization": f"Bearer {MASTER_KEY}"},
+        data={"model": "gpt-image-1", "prompt": "a hat", "quality": "low", **fields},
+        files={"image": ("a.png", make_png(16, 16), "image/png")},
+        timeout=30,
+    )
+
+
+def test_proxy_on_postgres_a_hostile_user_cannot_stop_the_ledger(
+    tmp_path: Path, monkeypatch, postgres_url
+):
+    monkeypatch.chdir(tmp_path)
+    general = {"database_url": postgres_url, "auto_migrate": True, "ledger_stuck_after": 1}
+    with FakeOpenAI(api_keys=[API_KEY]) as upstream:
+        config = proxy_config(tmp_path, upstream.url, general=general)
+        with ProxyProcess(config) as proxy:
+            hostile = _edit(proxy, user=hostile_user())
+            assert hostile.status_code in (200, 400), hostile.text
+            ids = []
+            for _ in range(5):
+                answer = _edit(proxy, user="dave")
+                assert answer.status_code == 200, answer.text
+                ids.append(answer.headers["x-tracking-request-id"])
+            engine = sa.create_engine(postgres_url)
+            try:
+                deadline = time.monotonic() + 5
+                while not set(ids) <= _ids_in(engine):
+                    assert time.monotonic() < deadline, "ordinary calls did not reach PostgreSQL"
+                    time.sleep(0.1)
+                if hostile.status_code == 200:  # the edge let it through: the ledger kept it
+                    kept = list_quarantine(engine)
+                    assert [r.request_id for r in kept] == [
+                        hostile.headers["x-tracking-request-id"]
+                    ]
+                    assert _metric(proxy, "tracking_ledger_quarantined_total") == 1
+            finally:
+                engine.dispose()
+            time.sleep(1.2)  # past ledger_stuck_after: nothing is stuck, so still ready
+            ready = httpx.get(f"{proxy.url}/health/readiness", timeout=10)
+            assert ready.status_code == 200, ready.text
+            assert _metric(proxy, "tracking_ledger_queue_depth") == 0  # idle: nothing queued
+            started = time.monotonic()
+            proxy.stop(timeout=20)
+            assert time.monotonic() - started < 10
+
+
+def test_proxy_readiness_reports_a_stuck_shipper(tmp_path: Path, monkeypatch, postgres_url):
+    monkeypatch.chdir(tmp_path)
+    general = {"database_url": postgres_url, "auto_migrate": True, "ledger_stuck_after": 1}
+    with FakeOpenAI(api_keys=[API_KEY]) as upstream:
+        config = proxy_config(tmp_path, upstream.url, general=general)
+        with ProxyProcess(config) as proxy:
+            engine = sa.create_engine(postgres_url)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.text("ALTER TABLE spend_logs RENAME TO spend_logs_away"))
+                assert _edit(proxy).status_code == 200  # recorded in the outbox all the same
+                deadline = time.monotonic() + 15
+                while True:
+                    ready = httpx.get(f"{proxy.url}/health/readiness", timeout=10)
+                    if ready.status_code == 503:
+                        break
+                    assert time.monotonic() < deadline, "readiness never reported the shipper"
+                    time.sleep(0.3)
+                assert ready.json()["database"] == "stuck"
+                with engine.begin() as conn:
+                    conn.execute(sa.text("ALTER TABLE spend_logs_away RENAME TO spend_logs"))
+                deadline = time.monotonic() + 15
+                while httpx.get(f"{proxy.url}/health/readiness", timeout=10).status_code != 200:
+                    assert time.monotonic() < deadline, "readiness did not recover"
+                    time.sleep(0.3)
+                with engine.begin() as conn:  # stuck again: SIGTERM must not wait for it
+                    conn.execute(sa.text("ALTER TABLE spend_logs RENAME TO spend_logs_away"))
+                assert _edit(proxy).status_code == 200
+                started = time.monotonic()
+                proxy.stop(timeout=30)
+                assert time.monotonic() - started < 15, "shutdown waited for a stuck database"
+            finally:
+                engine.dispose()
+
+
+def test_the_queue_depth_a_commit_reports_counts_that_commit_as_done(ledger_url):  # noqa: F811
+    """The Prometheus gauge is set from a write hook: after the last commit it must read 0."""
+    ledger = open_ledger(ledger_url, mode="durable")
+    seen: list[int] = []
+    ledger.write_hooks.append(lambda seconds, rows: seen.append(ledger.queue_depth()))
+    try:
+        for _ in range(3):
+            ledger.on_end(make_event())
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+    assert seen and seen[-1] == 0
