@@ -22,6 +22,8 @@ from typing import Any
 from .errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_MAX_INFLIGHT_UPLOAD_MB",
+    "DEFAULT_MAX_PARALLEL_REQUESTS_PER_KEY",
     "DEFAULT_MAX_REQUEST_SIZE_MB",
     "MAX_CONFIG_BYTES",
     "MAX_CONFIG_DEPTH",
@@ -37,6 +39,10 @@ __all__ = [
 log = logging.getLogger("tracking.config")
 
 DEFAULT_MAX_REQUEST_SIZE_MB = 64.0
+#: One key's edits in flight on one instance, by default (0 in the config: no limit).
+DEFAULT_MAX_PARALLEL_REQUESTS_PER_KEY = 100
+#: The request bytes of all edits in flight on one instance, by default (3 largest requests).
+DEFAULT_MAX_INFLIGHT_UPLOAD_MB = 192.0
 #: Seconds a client has to send a request's headers, and again its body (a slow client cannot
 #: hold the server).
 DEFAULT_REQUEST_READ_TIMEOUT = 120.0
@@ -75,6 +81,12 @@ def _is_positive_number(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return "expected a number"
     return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def _is_non_negative_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "expected a number"
+    return None if value >= 0 else f"must be at least 0, got {value}"
 
 
 def _is_number(value: Any) -> str | None:
@@ -174,7 +186,8 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "database_url": _is_str,
     "max_request_size_mb": _is_positive_number,
     "request_read_timeout": _is_positive_number,
-    "max_parallel_requests_per_key": _is_int(1),
+    "max_parallel_requests_per_key": _is_int(0),
+    "max_inflight_upload_mb": _is_non_negative_number,
     "require_auth_for_metrics": _is_bool,
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
@@ -231,8 +244,10 @@ class GeneralSettings:
     database_url: str | None = field(default=None, repr=False)  # may embed a password
     max_request_size_mb: float = DEFAULT_MAX_REQUEST_SIZE_MB
     request_read_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
-    #: Edits of one key in flight on one instance at most (None: no limit).
-    max_parallel_requests_per_key: int | None = None
+    #: Edits of one key in flight on one instance at most (None: no limit; 0 in the file).
+    max_parallel_requests_per_key: int | None = DEFAULT_MAX_PARALLEL_REQUESTS_PER_KEY
+    #: Request bytes of every edit in flight on one instance together, at most (0: no cap).
+    max_inflight_upload_mb: float = DEFAULT_MAX_INFLIGHT_UPLOAD_MB
     require_auth_for_metrics: bool = False
     ledger_mode: str = "durable"
     auto_migrate: bool = False
@@ -253,6 +268,10 @@ class GeneralSettings:
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_size_mb * 1024 * 1024)
+
+    @property
+    def max_inflight_upload_bytes(self) -> int | None:
+        return int(self.max_inflight_upload_mb * 1024 * 1024) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +429,13 @@ def parse_config(
             request_read_timeout=float(
                 general.get("request_read_timeout", DEFAULT_REQUEST_READ_TIMEOUT)
             ),
-            max_parallel_requests_per_key=general.get("max_parallel_requests_per_key"),
+            max_parallel_requests_per_key=general.get(
+                "max_parallel_requests_per_key", DEFAULT_MAX_PARALLEL_REQUESTS_PER_KEY
+            )
+            or None,
+            max_inflight_upload_mb=float(
+                general.get("max_inflight_upload_mb", DEFAULT_MAX_INFLIGHT_UPLOAD_MB)
+            ),
             require_auth_for_metrics=general.get("require_auth_for_metrics", False),
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),

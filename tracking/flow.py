@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import math
 import random
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -55,6 +56,10 @@ CallType = Literal["image_edit", "aimage_edit"]
 _INITIAL_BACKOFF = 0.5
 _MAX_BACKOFF = 8.0
 _MAX_RETRY_AFTER = 60.0
+#: An upstream's Retry-After is read as at most a day (and passed on to callers as such).
+MAX_RETRY_AFTER_HINT = 86_400.0
+#: Upstream request ids, error codes and params are kept to this many characters.
+_MAX_UPSTREAM_TEXT = 256
 
 
 @fast_init
@@ -345,7 +350,7 @@ def _read_answer(
     if isinstance(outcome, BaseException):
         raise _transport_error(outcome, prepared) from None
     assert outcome is not None
-    upstream_id = outcome.headers.get("x-request-id")
+    upstream_id = _upstream_text(outcome.headers.get("x-request-id"), prepared.secrets)
     if outcome.status >= 400:
         raise _status_error(outcome, prepared, upstream_id, provider)
     try:
@@ -428,42 +433,66 @@ def _status_error(
 ) -> APIError:
     said = provider.read_error(answer.status, answer.body)
     message = mask_secrets(said.message or f"HTTP {answer.status}", prepared.secrets)
+    # Every upstream word that flows on (to clients, the ledger, logs, spans) is masked.
+    param = _upstream_text(said.param, prepared.secrets)
+    code = _upstream_text(said.code, prepared.secrets)
     status = said.status or answer.status
-    cls = status_error_class(status, said.code)
+    cls = status_error_class(status, code)
     retry_after = _retry_after(answer.headers)
+    if retry_after is None and said.retry_after is not None:
+        retry_after = _bounded_wait(said.retry_after)
     return cls(
         f"{answer.status} from {prepared.host}: {message}",
         status_code=status,
-        param=said.param,
-        code=said.code,
+        param=param,
+        code=code,
         upstream_request_id=upstream_id,
-        retry_after=said.retry_after if retry_after is None else retry_after,
+        retry_after=retry_after,
         upstream_message=message,
         upstream_type=said.type,
     )
 
 
+def _upstream_text(value: str | None, secrets: tuple[str, ...]) -> str | None:
+    """A short upstream word (an error's code or param, a request id): masked and bounded."""
+    if value is None:
+        return None
+    return mask_secrets(value, secrets)[:_MAX_UPSTREAM_TEXT]
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date):
+    always finite, from 0 to :data:`MAX_RETRY_AFTER_HINT`; None when absent or unreadable."""
     milliseconds = headers.get("retry-after-ms")
     if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
+        seconds = _seconds(milliseconds)
+        if seconds is not None:
+            return _bounded_wait(seconds / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return _bounded_wait(seconds)
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return max(0.0, (parsed - datetime.now(UTC)).total_seconds())
+    return _bounded_wait((parsed - datetime.now(UTC)).total_seconds())
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None  # "inf" and "nan" say nothing usable
+
+
+def _bounded_wait(seconds: float) -> float:
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_HINT)
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:

@@ -198,6 +198,19 @@ class AccountStore:
             created_at=row.created_at,
         )
 
+    def key_hashes(self, limit: int) -> frozenset[str] | None:
+        """Every stored key's hash, or None when there are more than ``limit``."""
+        import sqlalchemy as sa
+
+        if self.nothing_stored():
+            return frozenset()
+
+        from .account_tables import keys
+
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(keys.c.key_hash).limit(limit + 1)).scalars().all()
+        return frozenset(str(h) for h in found) if len(found) <= limit else None
+
     def delete_keys(self, key_hashes: Sequence[str]) -> list[str]:
         """Delete the keys; returns the hashes that existed."""
         import sqlalchemy as sa

@@ -10,7 +10,8 @@ management endpoints answer 403.
 Shared state: keys and end users live in the ledger's database (``database_url``), counters in
 Redis (``router_settings.redis_url``, or ``redis_host`` / ``redis_port`` / ``redis_password``, or
 ``TRACKING_REDIS_URL``), under the key prefix ``TRACKING_REDIS_PREFIX`` (default
-``tracking:proxy:``). Without Redis the counters live in the process (one instance only).
+``tracking:proxy:``). Without Redis the counters live in the process (one instance), or in a
+SQLite file the workers of ``tracking serve --workers N`` share (:mod:`.machine_counters`).
 
 How the call's event learns the key: :meth:`Accounts.admit` adds ``user_api_key_hash``,
 ``user_api_key_alias`` and ``team`` to the call's ``metadata``, which the SDK's call path copies
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .budgets import Budgets, Reservation
 from .errors import ProxyError
 from .keys import VirtualKeys, cache_seconds_from_environment
+from .machine_counters import COUNTERS_FILE_ENV, MachineCounters
 from .ratelimit import RateLimiter
 from .shared_counters import Counters, LocalCounters, RedisCounters
 
@@ -71,12 +73,12 @@ class Accounts:
         )
         cache_seconds = cache_seconds_from_environment()
         url = redis_url_of(config) if self.enabled else None
-        self.counters: Counters = (
-            RedisCounters(url, prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:")
-            if url
-            else LocalCounters()
+        self.counters: Counters = _counters(url)
+        self.virtual_keys = VirtualKeys(
+            self.store,
+            cache_seconds=cache_seconds,
+            changes=self.counters if isinstance(self.counters, RedisCounters) else None,
         )
-        self.virtual_keys = VirtualKeys(self.store, cache_seconds=cache_seconds)
         self.rate_limiter = RateLimiter(self.counters)
         self.budgets = Budgets(config, self.store, self.counters, cache_seconds=cache_seconds)
 
@@ -125,6 +127,17 @@ class Accounts:
 
         await self.counters.aclose()
         await asyncio.to_thread(self.store.close)
+
+
+def _counters(redis_url: str | None) -> Counters:
+    """Redis when configured; else the machine's file shared by ``--workers N``; else this
+    process alone."""
+    if redis_url:
+        return RedisCounters(redis_url, prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:")
+    shared_file = os.environ.get(COUNTERS_FILE_ENV)
+    if shared_file:
+        return MachineCounters(shared_file)
+    return LocalCounters()
 
 
 async def _needs_master_key(scope: Scope, receive: Receive, send: Send) -> None:

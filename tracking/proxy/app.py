@@ -40,7 +40,7 @@ from ..ids import new_request_id
 from ..streaming import AsyncImageEditStream
 from .accounts import Accounts
 from .auth import Authenticator, KeyCheck, Principal
-from .concurrency import ParallelLimit
+from .concurrency import ParallelLimit, UploadBytes, UploadHold
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
 from .image_store import STORED_PREFIX, build_image_store, parse_store_settings, sweep_forever
@@ -92,6 +92,7 @@ class ProxyApp:
         self.max_body = config.general_settings.max_request_bytes
         self.body_timeout = config.general_settings.request_read_timeout
         self.parallel = ParallelLimit(config.general_settings.max_parallel_requests_per_key)
+        self.uploads = UploadBytes(config.general_settings.max_inflight_upload_bytes)
         self.model_names = frozenset(config.model_names())
         general = config.general_settings
         self.image_store = build_image_store(
@@ -250,8 +251,11 @@ class ProxyApp:
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         principal = await self.auth.authenticate(headers)
-        with self.parallel.hold(principal):  # before the body: a key cannot hold every buffer
-            await self._edit_for(principal, headers, receive, send, scope.get("scheme", "http"))
+        # Before the body: a key cannot hold every buffer, nor all keys together every byte.
+        with self.parallel.hold(principal), self.uploads.hold() as upload:
+            await self._edit_for(
+                principal, headers, receive, send, upload, scope.get("scheme", "http")
+            )
 
     async def _edit_for(
         self,
@@ -259,13 +263,20 @@ class ProxyApp:
         headers: dict[str, str],
         receive: Receive,
         send: Send,
+        upload: UploadHold,
         scheme: str = "http",
     ) -> None:
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise too_large(self.max_body)  # refused before a byte of the body is read
+        if declared is not None and declared.isascii() and declared.isdigit():
+            if int(declared) > self.max_body:
+                raise too_large(self.max_body)  # refused before a byte of the body is read
+            upload.grow_to(int(declared))
         parts = await read_multipart(
-            receive, headers.get("content-type", ""), self.max_body, self.body_timeout
+            receive,
+            headers.get("content-type", ""),
+            self.max_body,
+            self.body_timeout,
+            upload.grow_to,
         )
         params = form_params(parts)
         del parts  # the images now live only in params

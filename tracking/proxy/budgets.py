@@ -16,8 +16,9 @@ input image) a budget is never exceeded, whatever the concurrency; otherwise it 
 at most what the calls in flight at that moment cost beyond their reservations. A model without a
 known price is refused (400, before any upstream call) for a key or end user with a budget, since
 its spend could not be counted; ``general_settings.allow_unpriced_with_budgets: true`` lets it
-through, reserving nothing. With Redis down
-each instance counts alone, so N instances may together spend up to N times a budget's remainder.
+through, reserving nothing. With Redis down budgets are computed from the ledger (plus this
+instance's calls in flight) and the counters are merged back on recovery
+(:mod:`tracking.proxy.shared_counters`).
 
 With the budget store (the database) away, a call naming an end user is served as any other when
 that user has no budget and no block: the proxy keeps the list of the end users that have one
@@ -106,7 +107,7 @@ class Reservation:
         self.done = True
         real = to_units(cost) if cost is not None else 0
         for name, units in self.held:
-            await self.counters.adjust(name, real - units)
+            await self.counters.adjust(name, real - units, self)
 
     async def release(self) -> None:
         await self.settle(Decimal(0))
@@ -227,7 +228,9 @@ class Budgets:
         amount = to_units(expected) if expected is not None else 0
         try:
             for name, limit, message, ledger_filter in budgets:
-                await self._reserve_one(name, amount, to_units(limit), message, ledger_filter)
+                await self._reserve_one(
+                    name, amount, to_units(limit), message, ledger_filter, reservation
+                )
                 reservation.held.append((name, amount))
         except BaseException:
             await reservation.release()
@@ -235,12 +238,18 @@ class Budgets:
         return reservation
 
     async def _reserve_one(
-        self, name: str, amount: int, limit: int, message: str, ledger_filter: dict[str, Any]
+        self,
+        name: str,
+        amount: int,
+        limit: int,
+        message: str,
+        ledger_filter: dict[str, Any],
+        hold: Reservation,
     ) -> None:
-        result = await self.counters.reserve(name, amount, limit, None)
+        result = await self.counters.reserve(name, amount, limit, None, hold)
         if result is None:
             spent = await _from_store(lambda: self.store.spent(**ledger_filter))
-            result = await self.counters.reserve(name, amount, limit, to_units(spent))
+            result = await self.counters.reserve(name, amount, limit, to_units(spent), hold)
         if result is None or result >= 0:
             return
         counted = -result - 1

@@ -1,19 +1,29 @@
-"""Per-key concurrency: at most ``general_settings.max_parallel_requests_per_key`` edits of one
+"""Per-key concurrency and the upload bytes in flight.
+
+Per-key concurrency: at most ``general_settings.max_parallel_requests_per_key`` edits of one
 caller in flight on this instance, so one key cannot take every upstream connection (or every
 upload buffer) of the proxy. Over the limit the request is refused with 429 before its body is
 read. The count is per instance (several instances each allow that many): it bounds this
-process's resources, which is what it is for; budgets and rpm are the shared limits.
+process's resources, which is what it is for; budgets and rpm are the shared limits. The
+default is 100 (0 in the config: no limit).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .auth import Principal
 from .errors import ProxyError
+from .memory import release_free_memory
 
-__all__ = ["ParallelLimit"]
+__all__ = ["ParallelLimit", "UploadBytes", "UploadHold"]
+
+#: Upload bytes seen since memory was last handed back, before it is worth doing again.
+_RELEASE_AFTER = 16 * 1024 * 1024
+#: Seconds after the last upload left before memory is handed back a second time.
+_SECOND_PASS = 1.0
 
 
 class ParallelLimit:
@@ -50,3 +60,76 @@ class ParallelLimit:
                 self._in_flight[caller] = left
             else:
                 del self._in_flight[caller]
+
+
+class UploadBytes:
+    """The request bytes of every edit in flight on this instance, capped at ``limit``.
+
+    Each edit holds what it has received (or declared in Content-Length) until its call has
+    finished, since its images live that long. An edit that would pass the cap is refused with
+    429 (retry shortly) before more of its body is read; one that could never fit, with 413.
+    When the last large upload has gone, freed memory is handed back to the system
+    (:func:`~tracking.proxy.memory.release_free_memory`), so the process returns near its
+    baseline after a burst of uploads.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self._since_release = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[UploadHold]:
+        hold = UploadHold(self)
+        try:
+            yield hold
+        finally:
+            self.in_flight -= hold.held
+            if self.in_flight == 0 and self._since_release >= _RELEASE_AFTER:
+                self._since_release = 0
+                release_free_memory()
+                # Buffers the connection pool and the sinks drop a little later are handed
+                # back by a second pass, if no upload has started meanwhile.
+                asyncio.get_running_loop().call_later(_SECOND_PASS, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        if self.in_flight == 0:
+            release_free_memory()
+
+    def _take(self, amount: int) -> None:
+        limit = self.limit
+        if limit is not None and self.in_flight + amount > limit:
+            megabytes = f"{limit / (1024 * 1024):g} MB"
+            if amount > limit:
+                raise ProxyError(
+                    413,
+                    f"request body too large: uploads in flight are capped at {megabytes} "
+                    "(general_settings.max_inflight_upload_mb)",
+                    code="request_too_large",
+                    reason="size",
+                )
+            raise ProxyError(
+                429,
+                f"too many upload bytes in flight on this proxy (at most {megabytes} at once; "
+                "general_settings.max_inflight_upload_mb); retry shortly",
+                type="rate_limit_error",
+                code="upload_capacity_exceeded",
+                headers={"retry-after": "1"},
+                reason="size",
+            )
+        self.in_flight += amount
+        self._since_release += amount
+
+
+class UploadHold:
+    """One edit's share of :class:`UploadBytes`."""
+
+    def __init__(self, budget: UploadBytes) -> None:
+        self._budget = budget
+        self.held = 0
+
+    def grow_to(self, total: int) -> None:
+        """Hold at least ``total`` bytes (refused with 429/413 past the cap)."""
+        if total > self.held:
+            self._budget._take(total - self.held)  # one event loop: no lock needed
+            self.held = total

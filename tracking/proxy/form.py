@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProxyError
+from .limits import bounded_text, end_user_id
 
 __all__ = ["ClientDisconnected", "FormPart", "form_params", "read_multipart", "too_large"]
 
@@ -174,10 +175,15 @@ def parse_multipart(body: bytes, boundary: bytes) -> list[FormPart]:
 
 
 async def read_multipart(
-    receive: Receive, content_type: str, limit: int, within: float | None = None
+    receive: Receive,
+    content_type: str,
+    limit: int,
+    within: float | None = None,
+    received: Callable[[int], None] | None = None,
 ) -> list[FormPart]:
     """Read the request body from ``receive`` as it arrives, refusing it past ``limit`` bytes or
-    when it has not all arrived ``within`` that many seconds, then split it into its parts."""
+    when it has not all arrived ``within`` that many seconds, then split it into its parts.
+    ``received`` is told the bytes read so far after each chunk (it may refuse by raising)."""
     kind, options = _options(content_type)
     if kind != b"multipart/form-data":
         raise ProxyError(
@@ -191,7 +197,7 @@ async def read_multipart(
     try:
         # One timer for the whole body, not one per chunk: cheap at proxy rates.
         async with asyncio.timeout(within):
-            body = await _collect(receive, limit)
+            body = await _collect(receive, limit, received)
     except TimeoutError:
         raise ProxyError(
             408,
@@ -206,7 +212,9 @@ async def read_multipart(
     return parse_multipart(body, boundary)
 
 
-async def _collect(receive: Receive, limit: int) -> bytes:
+async def _collect(
+    receive: Receive, limit: int, report: Callable[[int], None] | None = None
+) -> bytes:
     chunks: list[bytes] = []
     received = 0
     more = True
@@ -219,6 +227,8 @@ async def _collect(receive: Receive, limit: int) -> bytes:
         received += len(chunk)
         if received > limit:
             raise too_large(limit)  # counted as it streams in: never buffered past the limit
+        if report is not None:
+            report(received)
         if chunk:
             chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -253,8 +263,13 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
             params[name] = _integer(name, text)
         elif name in _BOOL_FIELDS:
             params[name] = _boolean(name, text)
-        elif name in _TEXT_FIELDS:
+        elif name == "user":  # the one end-user id rule; an empty one names nobody
+            if (user := end_user_id(text)) is not None:
+                params["user"] = user
+        elif name == "prompt":  # never stored (only its length is): the SDK bounds it
             params[name] = text
+        elif name in _TEXT_FIELDS:  # short words that the ledger records
+            params[name] = bounded_text(text, name)
         else:
             # Parameters this version does not know are sent upstream as they came.
             extra_body[name] = text

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from .errors import ProxyError
 from .form import ClientDisconnected
+from .limits import MAX_ID_CHARS, bounded_int, bounded_text, money_limit
 
 __all__ = [
     "Receive",
@@ -101,13 +102,17 @@ def _bad(param: str, message: str) -> ProxyError:
     return ProxyError(400, f"{param}: {message}", param=param, code="invalid_value")
 
 
-def optional_str(document: Mapping[str, Any], name: str) -> str | None:
+def optional_str(
+    document: Mapping[str, Any], name: str, *, limit: int = MAX_ID_CHARS
+) -> str | None:
+    """A non-empty string (surrounding spaces removed) of at most ``limit`` characters, without
+    control characters."""
     value = document.get(name)
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise _bad(name, "expected a non-empty string")
-    return value.strip()
+    return bounded_text(value.strip(), name, limit=limit)
 
 
 def optional_int(
@@ -116,15 +121,11 @@ def optional_int(
     value = document.get(name)
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(name, "expected an integer")
-    if value < low:
-        raise _bad(name, f"must be at least {low}")
-    if value > high:
-        raise _bad(name, f"must be at most {high}")
-    return value
+    return bounded_int(value, name, low=low, high=high)
 
 
 def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
@@ -138,11 +139,7 @@ def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise _bad(name, "expected an amount in USD") from None
-    if not amount.is_finite() or amount < 0:
-        raise _bad(name, "must be a finite amount of at least 0")
-    if amount > MAX_USD:
-        raise _bad(name, f"must be at most {MAX_USD:,} USD")
-    return amount
+    return money_limit(amount, name)
 
 
 def optional_date(query: Mapping[str, str], name: str) -> datetime | None:

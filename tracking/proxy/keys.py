@@ -10,24 +10,29 @@ refuses an expired key.
 Revocation bound: each instance caches a key's record (and "no such key") for
 ``cache_seconds`` (default 5 s, ``TRACKING_KEY_CACHE_SECONDS``). ``POST /key/delete`` drops the
 key from the cache of the instance that served it at once; every other instance stops accepting
-it at most ``cache_seconds`` later. Expiry is checked on every request, never cached.
+it at most ``cache_seconds`` later. Expiry is checked on every request, never cached. A key
+unknown to an instance costs no database query for ``min(cache_seconds, 1 s)``
+(:class:`VirtualKeys`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .account_store import read_store
 from .auth import Principal
 from .errors import ProxyError
+from .limits import MAX_KEY_LIFETIME
 
 if TYPE_CHECKING:
     from .account_store import AccountStore, KeyRecord
@@ -35,6 +40,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_ENV",
     "DEFAULT_CACHE_SECONDS",
+    "DEFAULT_UNKNOWN_SECONDS",
+    "KNOWN_KEYS_LIMIT",
+    "KeyChanges",
     "VirtualKeys",
     "generate_key",
     "hash_key",
@@ -45,8 +53,12 @@ log = logging.getLogger("tracking.proxy")
 
 CACHE_ENV = "TRACKING_KEY_CACHE_SECONDS"
 DEFAULT_CACHE_SECONDS = 5.0
+#: How long a key absent from this instance's set of stored keys is taken as unknown, at most.
+DEFAULT_UNKNOWN_SECONDS = 1.0
+#: Above this many stored keys, unknown keys are looked up one by one (cached per hash).
+KNOWN_KEYS_LIMIT = 50_000
 _CACHE_LIMIT = 10_000
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 #: What generate_key makes; any other token cannot be one of ours and costs no database read.
 _KEY_SHAPE = re.compile(r"^sk-[A-Za-z0-9_-]{43}$")
@@ -62,7 +74,7 @@ def hash_key(key: str) -> str:
 
 
 def parse_duration(text: str, param: str = "duration") -> timedelta:
-    """``30s``, ``15m``, ``12h``, ``30d``."""
+    """``30s``, ``15m``, ``12h``, ``30d``: positive, and at most :data:`MAX_KEY_LIFETIME`."""
     match = _DURATION.match(text)
     if not match or int(match.group(1)) <= 0:
         raise ProxyError(
@@ -71,7 +83,18 @@ def parse_duration(text: str, param: str = "duration") -> timedelta:
             param=param,
             code="invalid_value",
         )
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        duration = MAX_KEY_LIFETIME * 2
+    if duration > MAX_KEY_LIFETIME:
+        raise ProxyError(
+            400,
+            f"{param}: at most {MAX_KEY_LIFETIME.days} days",
+            param=param,
+            code="invalid_value",
+        )
+    return duration
 
 
 def cache_seconds_from_environment() -> float:
@@ -100,13 +123,53 @@ def principal_of(record: KeyRecord) -> Principal:
     )
 
 
-class VirtualKeys:
-    """The key check for virtual keys, with a short per-instance cache."""
+class KeyChanges(Protocol):
+    """A count of key changes that several instances share (Redis): a new value means another
+    instance stored a key, so the set of known keys is reloaded at once."""
 
-    def __init__(self, store: AccountStore, *, cache_seconds: float = DEFAULT_CACHE_SECONDS):
+    async def keys_version(self) -> int | None:
+        """The current count; None when it cannot be read (fall back to the set's age)."""
+        ...
+
+    async def keys_changed(self) -> None: ...
+
+
+class VirtualKeys:
+    """The key check for virtual keys, with a short per-instance cache.
+
+    Unknown keys cost no query: the instance keeps the set of every stored key's hash (loaded
+    with one query, at most :data:`KNOWN_KEYS_LIMIT` of them) and answers "no such key" from it
+    while it is younger than ``unknown_seconds``; a miss on an older set reloads it once (one
+    query however many requests wait for it). A flood of made-up keys therefore costs at most
+    one query per ``unknown_seconds``. Keys generated or deleted here update the set at once;
+    a key generated on another instance is found at once when the instances share Redis
+    (:class:`KeyChanges`: one Redis read per unknown key, no database query), else by the first
+    reload after it (at most ``unknown_seconds`` later). With more stored keys than the limit,
+    each hash is looked up and "no such key" is cached per hash instead.
+    """
+
+    def __init__(
+        self,
+        store: AccountStore,
+        *,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        unknown_seconds: float | None = None,
+        changes: KeyChanges | None = None,
+    ) -> None:
         self.store = store
+        self.changes = changes
+        self._version: int | None = None  # the shared change count the set was loaded at
         self.cache_seconds = cache_seconds
+        self.unknown_seconds = (
+            min(cache_seconds, DEFAULT_UNKNOWN_SECONDS)
+            if unknown_seconds is None
+            else unknown_seconds
+        )
         self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+        #: Every stored key's hash as of ``_known_at`` (None: too many, or not loaded).
+        self._known: set[str] | None = None
+        self._known_at = -math.inf
+        self._reload = asyncio.Lock()
 
     async def record(self, key_hash: str) -> KeyRecord | None:
         """The key's record, from the cache while it is fresh."""
@@ -114,6 +177,8 @@ class VirtualKeys:
         cached = self._cache.get(key_hash)
         if cached is not None and now - cached[1] < self.cache_seconds:
             return cached[0]
+        if not await self._may_exist(key_hash):
+            return None
         record = await read_store(
             "key", "the key store is unavailable; try again shortly", self.store.get_key, key_hash
         )
@@ -122,8 +187,42 @@ class VirtualKeys:
         self._cache[key_hash] = (record, now)
         return record
 
+    async def _may_exist(self, key_hash: str) -> bool:
+        """False when the set of stored hashes, fresh enough, does not hold ``key_hash``."""
+        if self.unknown_seconds <= 0:
+            return True
+        if self._known is not None and key_hash in self._known:
+            return True
+        stale = time.monotonic() - self._known_at >= self.unknown_seconds
+        version = await self.changes.keys_version() if self.changes is not None else None
+        if stale or (version is not None and version != self._version):
+            async with self._reload:  # one reload however many requests miss at once
+                stale = time.monotonic() - self._known_at >= self.unknown_seconds
+                if stale or (version is not None and version != self._version):
+                    known = await read_store(
+                        "key",
+                        "the key store is unavailable; try again shortly",
+                        self.store.key_hashes,
+                        KNOWN_KEYS_LIMIT,
+                    )
+                    self._known = set(known) if known is not None else None
+                    self._known_at = time.monotonic()
+                    self._version = version
+        return self._known is None or key_hash in self._known
+
+    async def learn(self, key_hash: str) -> None:
+        """A key was just stored (here): known at once here, and on every instance sharing
+        :attr:`changes` at its next miss."""
+        if self._known is not None:
+            self._known.add(key_hash)
+        self._cache.pop(key_hash, None)
+        if self.changes is not None:
+            await self.changes.keys_changed()
+
     def forget(self, key_hash: str) -> None:
         self._cache.pop(key_hash, None)
+        if self._known is not None:
+            self._known.discard(key_hash)
 
     async def check(self, token: str) -> Principal | None:
         if not _KEY_SHAPE.match(token):

@@ -29,6 +29,7 @@ from .json_io import (
     send_json,
 )
 from .keys import generate_key, hash_key, parse_duration
+from .limits import MAX_KEY_LIFETIME, MAX_RPM_LIMIT, end_user_id, key_hash
 
 if TYPE_CHECKING:
     from .accounts import Accounts
@@ -76,11 +77,19 @@ def _expiry(document: dict[str, Any], now: datetime) -> datetime | None:
     if expires:
         try:
             parsed = datetime.fromisoformat(expires)
-        except ValueError:
+            parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
             raise ProxyError(
                 400, "expires: expected an ISO-8601 datetime", param="expires"
             ) from None
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        if parsed - now > MAX_KEY_LIFETIME:
+            raise ProxyError(
+                400,
+                f"expires: at most {MAX_KEY_LIFETIME.days} days ahead",
+                param="expires",
+                code="invalid_value",
+            )
+        return parsed
     return None
 
 
@@ -108,9 +117,11 @@ def _blocked(document: dict[str, Any]) -> bool | None:
 
 
 def _user_id(value: Any, param: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+    """An end user's id, by the one rule calls use too (exact text, bounded)."""
+    user_id = end_user_id(value, param)
+    if user_id is None:
         raise ProxyError(400, f"{param}: required", param=param, code="missing_required_parameter")
-    return value.strip()
+    return user_id
 
 
 def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, str], Handler]:
@@ -127,17 +138,26 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
             team=optional_str(document, "team") or optional_str(document, "team_id"),
             models=_models(document, accounts.model_names),
             max_budget_usd=optional_money(document, "max_budget"),
-            rpm_limit=optional_int(document, "rpm_limit", low=1),
+            rpm_limit=optional_int(document, "rpm_limit", low=1, high=MAX_RPM_LIMIT),
             expires_at=_expiry(document, now),
             created_at=now,
         )
         await asyncio.to_thread(store.insert_key, record)
+        await accounts.virtual_keys.learn(record.key_hash)
         await send_json(send, 200, {"key": key, **record.to_dict()})
 
     async def info(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await auth.authenticate(headers_of(scope))
         query = query_of(scope)
-        wanted = query.get("key_hash") or (hash_key(query["key"]) if query.get("key") else None)
+        if "key" in query:  # a secret in a URL ends up in access logs and proxies' histories
+            raise ProxyError(
+                400,
+                "key: a key is never accepted in the query string; ask with key_hash=<its "
+                "SHA-256 hex digest>, or call with the key itself as the bearer token",
+                param="key",
+                code="secret_in_query_string",
+            )
+        wanted = key_hash(query.get("key_hash"))
         if principal.kind != "master":
             if principal.key_hash is None or (wanted and wanted != principal.key_hash):
                 raise ProxyError(
@@ -164,12 +184,12 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         if not isinstance(keys, list) or not isinstance(hashes, list):
             raise ProxyError(400, "keys / key_hashes: expected lists", param="keys")
         wanted = [hash_key(k) for k in keys if isinstance(k, str)]
-        wanted += [h for h in hashes if isinstance(h, str)]
+        wanted += [d for h in hashes if isinstance(h, str) and (d := key_hash(h, "key_hashes"))]
         if not wanted:
             raise ProxyError(400, "keys: give the keys (or key_hashes) to delete", param="keys")
         deleted = await asyncio.to_thread(store.delete_keys, wanted)
-        for key_hash in wanted:
-            accounts.virtual_keys.forget(key_hash)
+        for digest in wanted:
+            accounts.virtual_keys.forget(digest)
         if not deleted:
             raise ProxyError(404, "none of these keys exist", param="keys", code="key_not_found")
         await send_json(send, 200, {"deleted_keys": deleted})

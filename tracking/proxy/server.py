@@ -119,9 +119,14 @@ def serve(
 
     from .app import CONFIG_ENV
 
+    refusal = _unshared_limits(config)
+    if refusal:
+        print(f"tracking serve: --workers {workers}: {refusal}", file=sys.stderr)
+        return 2
     folder, ours = _multiprocess_dir()
     os.environ[MULTIPROC_ENV] = folder
     os.environ[CONFIG_ENV] = os.fspath(Path(config_path).resolve())
+    counters_folder = _machine_counters(config)
     try:
         uvicorn.run(
             "tracking.proxy.app:app_from_environment",
@@ -132,4 +137,39 @@ def serve(
     finally:
         if ours:
             shutil.rmtree(folder, ignore_errors=True)
+        if counters_folder:
+            shutil.rmtree(counters_folder, ignore_errors=True)
     return 0
+
+
+def _unshared_limits(config: ProxyConfig) -> str | None:
+    """Why N workers would enforce the deployments' rpm/tpm each alone, or None."""
+    settings = config.router_settings
+    if settings.get("redis_url") or settings.get("redis_host"):
+        return None
+    limited = [
+        d.model_name
+        for d in config.model_list
+        if d.litellm_params.get("rpm") or d.litellm_params.get("tpm")
+    ]
+    if not limited:
+        return None
+    return (
+        f"deployment rpm/tpm limits ({', '.join(sorted(set(limited)))}) would be counted by "
+        "each worker alone; set router_settings.redis_url so the workers share them, or run "
+        "one worker"
+    )
+
+
+def _machine_counters(config: ProxyConfig) -> str | None:
+    """Without Redis, the folder of the SQLite file the workers share their keys' rpm windows
+    and budget counters through (None when Redis is configured or keys are off)."""
+    from .accounts import redis_url_of
+    from .machine_counters import COUNTERS_FILE_ENV
+
+    if not config.general_settings.master_key or redis_url_of(config):
+        return None
+    folder = tempfile.mkdtemp(prefix="tracking-counters-")
+    os.environ[COUNTERS_FILE_ENV] = os.path.join(folder, "counters.db")
+    log.info("no Redis: the workers share rate limits and budgets through %s", folder)
+    return folder

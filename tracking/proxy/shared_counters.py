@@ -10,14 +10,23 @@ the counter with it, unless another instance seeded it first. A reservation is a
 ``counter + amount <= limit``, in the same script, so two instances can never both take the last
 of a budget.
 
-Without Redis (no ``redis_url``), or while it is down, the same logic runs on counters in this
-process (:class:`LocalCounters`): one instance stays exact, several each enforce the limits alone
-(see docs/proxy.md for what that allows). A Redis error never fails a call: the first is logged as a
-warning, local counters are used, and Redis is tried again after ``retry_interval`` seconds.
+Without Redis (no ``redis_url``) the same logic runs on counters in this process
+(:class:`LocalCounters`, exact for one instance) or in the machine's file that the workers of
+``tracking serve --workers N`` share (:mod:`.machine_counters`).
+
+A Redis error never fails a call: the first is logged as a warning and Redis is tried again
+after ``retry_interval`` seconds. Meanwhile budgets are computed from the durable ledger: every
+reservation re-reads what the ledger says was spent and adds this instance's reservations in
+flight, so instances that share the database stay within a budget (calls in flight on another
+instance aside), and rpm windows are counted per instance. Everything a budget counter would
+have been changed by during the outage is kept and merged back (``INCRBY``) before Redis is used
+again, so the counters are exact after recovery. A Redis that restarted (its ``run_id`` changed)
+lost its counters: nothing is merged, and each counter is seeded from the ledger again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -87,18 +96,21 @@ class Counters(Protocol):
         """Count one request of this minute; None when admitted, else seconds to wait."""
         ...
 
-    async def reserve(self, name: str, amount: int, limit: int, seed: int | None) -> int | None:
+    async def reserve(
+        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+    ) -> int | None:
         """Reserve ``amount`` if the counter stays within ``limit``: the counter after (admitted)
         or ``-(counter) - 1`` (refused: it would pass the limit, or the limit is reached). None
-        means the counter is missing: call again with the ledger's figure as ``seed``."""
+        means the counter is missing: call again with the ledger's figure as ``seed``. ``hold``
+        names the reservation (the same object is given to :meth:`adjust` when it settles)."""
         ...
 
-    async def adjust(self, name: str, delta: int) -> None: ...
+    async def adjust(self, name: str, delta: int, hold: object = None) -> None: ...
 
     async def aclose(self) -> None: ...
 
 
-def _minute_and_wait() -> tuple[int, float]:
+def minute_and_wait() -> tuple[int, float]:
     now = time.time()
     return int(now // 60), 60.0 - (now % 60)
 
@@ -112,7 +124,7 @@ class LocalCounters:
         self._money: dict[str, tuple[int, float]] = {}  # name -> (units, monotonic expiry)
 
     async def hit_rpm(self, name: str, limit: int) -> float | None:
-        minute, wait = _minute_and_wait()
+        minute, wait = minute_and_wait()
         with self._lock:
             used_minute, count = self._rpm.get(name, (minute, 0))
             if used_minute != minute:
@@ -122,7 +134,9 @@ class LocalCounters:
             self._rpm[name] = (minute, count + 1)
             return None
 
-    async def reserve(self, name: str, amount: int, limit: int, seed: int | None) -> int | None:
+    async def reserve(
+        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+    ) -> int | None:
         now = time.monotonic()
         with self._lock:
             entry = self._money.get(name)
@@ -137,7 +151,7 @@ class LocalCounters:
             self._money[name] = (current + amount, now + IDLE_TTL)
             return current + amount
 
-    async def adjust(self, name: str, delta: int) -> None:
+    async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         now = time.monotonic()
         with self._lock:
             entry = self._money.get(name)
@@ -146,6 +160,66 @@ class LocalCounters:
 
     async def aclose(self) -> None:
         pass
+
+
+class OutageBudgets:
+    """Budget counting while Redis is away: from the ledger's figure plus this instance's
+    reservations in flight, and the changes Redis missed, to merge back on recovery."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: name -> {id(hold): units}: reservations made while Redis was away, not settled yet.
+        self._holds: dict[str, dict[int, int]] = {}
+        #: name -> units: what the Redis counter missed (reservations and settlements).
+        self._pending: dict[str, int] = {}
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def reserve(
+        self, name: str, amount: int, limit: int, seed: int | None, hold: object
+    ) -> int | None:
+        if seed is None:
+            return None  # always from the ledger while Redis is away
+        with self._lock:
+            holds = self._holds.setdefault(name, {})
+            current = seed + sum(holds.values())
+            if current >= limit or current + amount > limit:
+                return -current - 1
+            holds[id(hold)] = holds.get(id(hold), 0) + amount
+            self._add(name, amount)
+            return current + amount
+
+    def settled(self, name: str, hold: object) -> None:
+        """The reservation ``hold`` is over (its real cost is in the ledger now)."""
+        with self._lock:
+            holds = self._holds.get(name)
+            if holds is not None and holds.pop(id(hold), None) is not None and not holds:
+                del self._holds[name]
+
+    def keep(self, name: str, delta: int) -> None:
+        with self._lock:
+            self._add(name, delta)
+
+    def _add(self, name: str, delta: int) -> None:
+        total = self._pending.get(name, 0) + delta
+        if total:
+            self._pending[name] = total
+        else:
+            self._pending.pop(name, None)
+
+    def pending(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._pending.items())
+
+    def forget_pending(self) -> None:
+        with self._lock:
+            self._pending.clear()
+
+    def merged(self, name: str, delta: int) -> None:
+        with self._lock:
+            self._add(name, -delta)
 
 
 class RedisCounters:
@@ -161,14 +235,18 @@ class RedisCounters:
     ) -> None:
         self.outage = RedisOutage(
             log,
-            "proxy counters: Redis unavailable (%s); rate limits and budgets are enforced by "
-            "this instance alone, retrying Redis in %.0f s",
+            "proxy counters: Redis unavailable (%s); rate limits are counted by this instance "
+            "alone and budgets from the ledger, retrying Redis in %.0f s",
             retry_interval,
         )
         import redis.asyncio
 
         self.prefix = prefix
-        self.local = LocalCounters()
+        self.local = LocalCounters()  # rpm windows while Redis is away
+        self._outage = OutageBudgets()
+        self._merging = asyncio.Lock()
+        #: The server's run id when first reached; a different one after an outage: restarted.
+        self._run_id: str | None = None
         self._client: Any = redis.asyncio.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
@@ -189,6 +267,10 @@ class RedisCounters:
         if self.degraded:
             return await local()
         try:
+            if self._run_id is None:
+                self._run_id = await self._server_run_id()
+            if self._outage.has_pending:
+                await self._merge_outage()
             return await remote()
         except self.outage.errors as exc:
             self.outage.failed(exc)
@@ -196,7 +278,7 @@ class RedisCounters:
 
     async def hit_rpm(self, name: str, limit: int) -> float | None:
         async def remote() -> float | None:
-            minute, wait = _minute_and_wait()
+            minute, wait = minute_and_wait()
             key = f"{self.prefix}rpm:{name}:{minute}"
             pipe = self._client.pipeline(transaction=False)
             pipe.incr(key)
@@ -210,7 +292,9 @@ class RedisCounters:
 
         return await self._guarded(remote, lambda: self.local.hit_rpm(name, limit))
 
-    async def reserve(self, name: str, amount: int, limit: int, seed: int | None) -> int | None:
+    async def reserve(
+        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+    ) -> int | None:
         async def remote() -> int | None:
             status, value = await self._reserve(
                 keys=[f"{self.prefix}budget:{name}"],
@@ -220,16 +304,72 @@ class RedisCounters:
                 return None
             return int(value) if int(status) == 1 else -int(value) - 1
 
-        return await self._guarded(remote, lambda: self.local.reserve(name, amount, limit, seed))
+        async def from_ledger() -> int | None:
+            return self._outage.reserve(name, amount, limit, seed, hold)
 
-    async def adjust(self, name: str, delta: int) -> None:
-        if delta == 0:
-            return
+        return await self._guarded(remote, from_ledger)
 
+    async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         async def remote() -> None:
-            await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
+            if delta:
+                await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
+            self._outage.settled(name, hold)
 
-        await self._guarded(remote, lambda: self.local.adjust(name, delta))
+        async def later() -> None:
+            self._outage.settled(name, hold)
+            self._outage.keep(name, delta)
+
+        await self._guarded(remote, later)
+
+    async def _merge_outage(self) -> None:
+        """Apply what budget counters missed while Redis was away (before any other use)."""
+        merged = 0
+        async with self._merging:  # calls arriving together must not merge the same change twice
+            run_id = await self._server_run_id()
+            if run_id != self._run_id:
+                # A restarted Redis lost every counter: each is seeded from the ledger again,
+                # which has the outage's spend; merging it too would count it twice.
+                self._run_id = run_id
+                self._outage.forget_pending()
+                log.warning(
+                    "proxy counters: Redis is back, restarted; counters start from the ledger"
+                )
+                return
+            for name, delta in self._outage.pending():
+                await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
+                self._outage.merged(name, delta)
+                merged += 1
+        if merged:
+            log.warning(
+                "proxy counters: Redis is back; merged the outage's spend into %d budget counters",
+                merged,
+            )
+
+    async def keys_version(self) -> int | None:
+        """How many times keys changed (any instance); None while Redis is away."""
+
+        async def remote() -> int | None:
+            value = await self._client.get(f"{self.prefix}keys:version")
+            return int(value) if value is not None else 0
+
+        async def unknown() -> int | None:
+            return None
+
+        return await self._guarded(remote, unknown)
+
+    async def keys_changed(self) -> None:
+        async def remote() -> None:
+            await self._client.incr(f"{self.prefix}keys:version")
+
+        async def lost() -> None:  # the other instances fall back to their sets' age
+            return None
+
+        await self._guarded(remote, lost)
+
+    async def _server_run_id(self) -> str:
+        """The Redis server's run id: it changes when the server restarts."""
+        info = await self._client.info("server")
+        return str(info.get("run_id", ""))
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -14,16 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .errors import ProxyError
-from .json_io import (
-    MAX_INT,
-    Receive,
-    Scope,
-    Send,
-    headers_of,
-    optional_date,
-    query_of,
-    send_json,
-)
+from .json_io import Receive, Scope, Send, headers_of, optional_date, query_of, send_json
+from .limits import MAX_PAGE, bounded_int, end_user_id, key_hash
 
 if TYPE_CHECKING:
     from .account_store import AccountStore
@@ -35,19 +27,16 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MAX_PAGE_SIZE = 1000
 
 
-def _page_number(query: dict[str, str], name: str, default: int, high: int | None) -> int:
+def _page_number(query: dict[str, str], name: str, default: int, high: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    high = MAX_INT if high is None else high  # an offset past it overflows the database
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= high:
+    # ASCII digits only: "²".isdigit() is true, yet int("²") fails.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise ProxyError(
-            400,
-            f"{name}: expected an integer of at least 1 and at most {high}",
-            param=name,
-            code="invalid_value",
+            400, f"{name}: expected an integer from 1 to {high}", param=name, code="invalid_value"
         )
-    return int(raw)
+    return bounded_int(int(raw), name, low=1, high=high)
 
 
 def _own_hash(principal: Principal) -> str | None:
@@ -62,13 +51,13 @@ def spend_routes(auth: Authenticator, store: AccountStore) -> dict[tuple[str, st
     async def logs(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await auth.authenticate(headers_of(scope))
         query = query_of(scope)
-        page = _page_number(query, "page", 1, None)
+        page = _page_number(query, "page", 1, MAX_PAGE)
         page_size = _page_number(query, "page_size", 100, _MAX_PAGE_SIZE)
-        key_hash = _own_hash(principal) or query.get("api_key_hash") or None
+        wanted_hash = _own_hash(principal) or key_hash(query.get("api_key_hash"), "api_key_hash")
         rows, total = await asyncio.to_thread(
             store.spend_logs,
-            key_hash=key_hash,
-            end_user=query.get("user") or None,
+            key_hash=wanted_hash,
+            end_user=end_user_id(query.get("user")),
             start=optional_date(query, "start_date"),
             end=optional_date(query, "end_date"),
             page=page,

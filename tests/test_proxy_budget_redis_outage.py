@@ -1,0 +1,139 @@
+"""A key's budget holds through a Redis outage, with one and with two proxy instances sharing a
+PostgreSQL ledger: strictly sequential calls before, during and after the outage never spend more
+than the budget plus one call's maximum cost. A private ``redis-server`` is frozen (SIGSTOP, so
+it keeps its counters, now stale) and thawed (SIGCONT), or killed and started again empty; with
+the outage's spend merged back (or the counters seeded from the ledger again), the counters are
+exact again after recovery (or over-state by the reservation whose Redis command
+timed out as the outage began: never an overspend)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from integrations.sql import create_ledger_engine, upgrade
+from tests.accounts_support import (
+    accounts_config,
+    edit,
+    generate,
+    ledger_env,
+    spend_rows,
+    wait_for,
+)
+from tests.proxy_support import ProxyProcess
+from tests.test_router_redis import private_redis  # noqa: F401 - a fixture, used by name
+from tracking.proxy.budgets import max_expected_cost
+
+pytestmark = pytest.mark.redis
+
+BUDGET = Decimal("0.2")
+CALL = {"quality": "low", "size": "1024x1024", "prompt": "make it blue", "n": 1, "image": b"png"}
+
+
+@pytest.fixture(params=[1, 2], ids=["one-instance", "two-instances"])
+def instances(
+    request,
+    fake,
+    tmp_path,
+    postgres_url,
+    private_redis,  # noqa: F811
+) -> Iterator[tuple[list[ProxyProcess], subprocess.Popen[bytes]]]:
+    process, url = private_redis
+    engine = create_ledger_engine(postgres_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    config = accounts_config(tmp_path, fake.url, postgres_url, redis_url=url)
+    proxies = [ProxyProcess(config, env=ledger_env(postgres_url)) for _ in range(request.param)]
+    try:
+        for proxy in proxies:
+            proxy.start()
+        yield proxies, process
+    finally:
+        process.send_signal(signal.SIGCONT)
+        for proxy in proxies:
+            proxy.stop()
+
+
+def _rows(client: httpx.Client, base: str, key_hash: str) -> dict[str, Any]:
+    rows: dict[str, Any] = spend_rows(client, base, api_key_hash=key_hash, page_size=1000)
+    return rows
+
+
+def _spent(client: httpx.Client, base: str, key_hash: str) -> Decimal:
+    rows = _rows(client, base, key_hash)["data"]
+    return sum((Decimal(row["cost_usd"]) for row in rows), Decimal(0))
+
+
+def _restart(stopped: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """The same redis-server command again (same port), empty."""
+    server = subprocess.Popen(stopped.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = int(str(stopped.args[2]))  # type: ignore[index]
+    wait_for(lambda: _listening(port), timeout=10)
+    return server
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("outage", ["frozen", "restarted"])
+def test_a_budget_holds_through_a_redis_outage(instances, outage):
+    proxies, redis_server = instances
+    one_call = max_expected_cost(["gpt-image-1"], CALL)
+    assert one_call is not None
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        with httpx.Client(timeout=60) as client:
+            made = generate(client, proxies[0].url, max_budget=str(BUDGET))
+            turn = iter(range(1_000))
+
+            def call() -> int:
+                proxy = proxies[next(turn) % len(proxies)]
+                return edit(client, proxy.url, made["key"]).status_code
+
+            before = [call() for _ in range(3)]
+            if outage == "frozen":  # Redis keeps its (now stale) counters
+                redis_server.send_signal(signal.SIGSTOP)
+            else:  # Redis loses everything
+                redis_server.kill()
+                redis_server.wait(10)
+            during = [call() for _ in range(6)]
+            if outage == "frozen":
+                redis_server.send_signal(signal.SIGCONT)
+            else:
+                restarted = _restart(redis_server)
+            time.sleep(5.5)  # past the counters' retry interval: the next calls use Redis
+            after: list[int] = []
+            while len(after) < 30 and after[-2:] != [429, 429]:
+                after.append(call())
+            served = (before + during + after).count(200)
+            # PostgreSQL rows arrive through the outbox: wait until every call's row is there.
+            wait_for(lambda: _rows(client, proxies[0].url, made["key_hash"])["total"] == served)
+            spent = _spent(client, proxies[0].url, made["key_hash"])
+    finally:
+        if restarted is not None:
+            restarted.kill()
+            restarted.wait(10)
+    assert before == [200] * 3 and during == [200] * 6, (before, during)
+    assert after[-2:] == [429, 429] and 200 in after, after
+    print(f"{outage}, {len(proxies)} instance(s): spent {spent} of {BUDGET} (a call <= {one_call})")
+    assert spent <= BUDGET + one_call
+    logs = "".join(proxy.log() for proxy in proxies)
+    assert "Redis unavailable" in logs and ("merged the outage's spend" in logs) == (
+        outage == "frozen"
+    )
+    assert "Traceback" not in logs

@@ -1,0 +1,155 @@
+"""Hostile values at the proxy's edge get a clear 400 naming the field, never a 5xx, on SQLite and
+on PostgreSQL: budgets that overflow the money column (``1e400``, ``1e10``, inf, nan), huge
+durations, expiry dates and rpm limits, NUL and control characters in ids, 5,000-character ids,
+page numbers that are not ASCII digits or are huge, and a key in ``/key/info``'s query string.
+After them all the proxy still serves an ordinary call and records it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.accounts_support import (
+    accounts_config,
+    bearer,
+    edit,
+    generate,
+    ledger_env,
+    spend_rows,
+    wait_for,
+)
+from tests.proxy_support import MASTER_KEY, ProxyProcess
+from tracking.proxy.limits import MAX_BUDGET_USD, MAX_ID_CHARS
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def proxy(request, fake, tmp_path) -> Iterator[ProxyProcess]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    config = accounts_config(tmp_path, fake.url, url)
+    with ProxyProcess(config, env=ledger_env(url)) as process:
+        yield process
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30) as http:
+        yield http
+
+
+def _raw_json(client: httpx.Client, url: str, body: str) -> httpx.Response:
+    headers = {**bearer(MASTER_KEY), "content-type": "application/json"}
+    return client.post(url, headers=headers, content=body.encode())
+
+
+def _refused(response: httpx.Response, param: str) -> dict[str, Any]:
+    assert response.status_code == 400, (response.status_code, response.text)
+    error: dict[str, Any] = response.json()["error"]
+    assert error["param"] == param, error
+    assert param in error["message"]
+    return error
+
+
+KEY_BODIES = [
+    ('{"max_budget": 1e400}', "max_budget"),
+    ('{"max_budget": "1e400"}', "max_budget"),
+    ('{"max_budget": 1e10}', "max_budget"),
+    ('{"max_budget": "10000000000"}', "max_budget"),
+    ('{"max_budget": "inf"}', "max_budget"),
+    ('{"max_budget": NaN}', "max_budget"),
+    ('{"max_budget": "nan"}', "max_budget"),
+    ('{"max_budget": "0.00000000001"}', "max_budget"),
+    ('{"duration": "99999999999999999999d"}', "duration"),
+    ('{"duration": "4000d"}', "duration"),
+    ('{"expires": "9999-12-31T23:59:59"}', "expires"),
+    ('{"expires": "9999-12-31T23:59:59-14:00"}', "expires"),
+    ('{"rpm_limit": 99999999999999}', "rpm_limit"),
+    ('{"rpm_limit": "99999999999999"}', "rpm_limit"),
+    ('{"key_alias": "a\\u0000b"}', "key_alias"),
+    ('{"key_alias": "line\\nbreak"}', "key_alias"),
+    ('{"team": "t\\u0000"}', "team"),
+    ('{"key_alias": "' + "x" * 5000 + '"}', "key_alias"),
+]
+
+
+def test_hostile_key_fields_are_clear_400s(proxy, client):
+    for body, param in KEY_BODIES:
+        _refused(_raw_json(client, f"{proxy.url}/key/generate", body), param)
+    # The largest budget allowed is stored and read back exactly; the key works.
+    made = generate(client, proxy.url, max_budget=str(MAX_BUDGET_USD), rpm_limit=1_000_000)
+    assert made["max_budget"] == str(MAX_BUDGET_USD)
+    assert edit(client, proxy.url, made["key"]).status_code == 200
+
+
+def test_hostile_customer_fields_are_clear_400s(proxy, client):
+    url = f"{proxy.url}/customer/new"
+    for body, param in [
+        ('{"user_id": "' + "c" * 5000 + '"}', "user_id"),
+        ('{"user_id": "bob\\u0000"}', "user_id"),
+        ('{"user_id": "bob", "max_budget": 1e10}', "max_budget"),
+        ('{"user_id": "bob", "max_budget": 1e400}', "max_budget"),
+    ]:
+        _refused(_raw_json(client, url, body), param)
+    info = client.get(
+        f"{proxy.url}/customer/info", headers=bearer(MASTER_KEY), params={"end_user_id": "b\0"}
+    )
+    _refused(info, "end_user_id")
+
+
+def test_hostile_spend_queries_are_clear_400s(proxy, client):
+    for query, param in [
+        ({"page": "²"}, "page"),
+        ({"page": "9" * 40}, "page"),
+        ({"page": "999999999999"}, "page"),
+        ({"page_size": "²"}, "page_size"),
+        ({"user": "u\0"}, "user"),
+        ({"user": "u" * 5000}, "user"),
+        ({"api_key_hash": "\0"}, "api_key_hash"),
+    ]:
+        response = client.get(f"{proxy.url}/spend/logs", headers=bearer(MASTER_KEY), params=query)
+        _refused(response, param)
+    virtual = generate(client, proxy.url)["key"]
+    response = client.get(f"{proxy.url}/spend/logs", headers=bearer(virtual), params={"page": "²"})
+    _refused(response, "page")
+
+
+def test_a_key_in_the_query_string_is_refused(proxy, client):
+    key = generate(client, proxy.url)["key"]
+    for caller in (MASTER_KEY, key):
+        response = client.get(f"{proxy.url}/key/info", headers=bearer(caller), params={"key": key})
+        error = _refused(response, "key")
+        assert key not in response.text and error["code"] == "secret_in_query_string"
+    _refused(
+        client.get(f"{proxy.url}/key/info", headers=bearer(MASTER_KEY), params={"key_hash": "\0"}),
+        "key_hash",
+    )
+    # The documented ways still work: the key as the bearer token, or its hash.
+    own = client.get(f"{proxy.url}/key/info", headers=bearer(key))
+    assert own.status_code == 200
+    by_hash = client.get(
+        f"{proxy.url}/key/info",
+        headers=bearer(MASTER_KEY),
+        params={"key_hash": own.json()["key_hash"]},
+    )
+    assert by_hash.status_code == 200
+
+
+def test_hostile_call_fields_are_clear_400s_and_later_calls_are_recorded(proxy, client):
+    for fields, param in [
+        ({"user": "u" * 3000}, "user"),
+        ({"user": "nul\0user"}, "user"),
+        ({"user": "tab\tuser"}, "user"),
+        ({"size": "1024x1024\0"}, "size"),
+        ({"quality": "q" * 5000}, "quality"),
+    ]:
+        _refused(edit(client, proxy.url, MASTER_KEY, **fields), param)
+    longest = "é" * MAX_ID_CHARS  # the longest id allowed, 2 bytes a character
+    for _ in range(3):
+        assert edit(client, proxy.url, MASTER_KEY, user=longest).status_code == 200
+    # PostgreSQL rows arrive through the outbox: within seconds, not at once.
+    wait_for(lambda: spend_rows(client, proxy.url, user=longest)["total"] == 3, timeout=20)

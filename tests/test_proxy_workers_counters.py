@@ -1,0 +1,70 @@
+"""``tracking serve --workers N`` without Redis: a key's rpm window and budget are one for the
+machine (the workers share a SQLite counters file), never one per worker; deployment rpm/tpm
+limits, which only Redis can share, make it refuse to start with a one-line reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.accounts_support import accounts_config, edit, generate, ledger_env, spend_rows, wait_for
+from tests.proxy_support import ProxyProcess
+
+
+@pytest.fixture
+def workers(fake, tmp_path) -> Iterator[ProxyProcess]:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = accounts_config(tmp_path, fake.url, url)
+    with ProxyProcess(config, env=ledger_env(url), workers=2) as process:
+        yield process
+
+
+def _fresh_edit(base: str, key: str) -> int:
+    # A new connection per call, so that both workers take calls.
+    with httpx.Client(timeout=30) as client:
+        return edit(client, base, key).status_code
+
+
+def test_a_keys_rpm_is_one_window_for_all_workers(workers):
+    with httpx.Client(timeout=30) as client:
+        key = generate(client, workers.url, rpm_limit=6)["key"]
+    wait_for(lambda: datetime.now(UTC).second < 45, timeout=20)
+    statuses = [_fresh_edit(workers.url, key) for _ in range(16)]
+    assert statuses.count(200) == 6 and statuses.count(429) == 10, statuses
+
+
+def test_a_keys_budget_is_one_budget_for_all_workers(workers):
+    budget = Decimal("0.05")
+    with httpx.Client(timeout=30) as client:
+        made = generate(client, workers.url, max_budget=str(budget))
+        statuses = [_fresh_edit(workers.url, made["key"]) for _ in range(12)]
+        assert statuses[-3:] == [429, 429, 429], statuses
+        served = statuses.count(200)
+        wait_for(lambda: spend_rows(client, workers.url)["total"] >= served, timeout=20)
+        rows = spend_rows(client, workers.url, api_key_hash=made["key_hash"], page_size=100)
+    spent = sum(Decimal(row["cost_usd"]) for row in rows["data"])
+    assert rows["total"] == served and 0 < spent <= budget
+
+
+def test_deployment_rpm_without_redis_refuses_several_workers(fake, tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = accounts_config(tmp_path, fake.url, url)
+    document = json.loads(config.read_text())
+    document["model_list"][0]["litellm_params"]["rpm"] = 10
+    config.write_text(json.dumps(document))
+    process = ProxyProcess(config, env=ledger_env(url), workers=2).launch()
+    try:
+        assert process.wait(30) == 2
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    log = (tmp_path / next(p.name for p in tmp_path.glob("proxy-*.log"))).read_text()
+    assert "--workers 2: deployment rpm/tpm limits (gpt-image-1)" in log
+    assert "router_settings.redis_url" in log and "Traceback" not in log

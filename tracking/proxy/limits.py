@@ -1,0 +1,100 @@
+"""The bounds every value a client sends must respect before it reaches storage or a counter.
+
+One place for the proxy's edge limits (documented in ``docs/limits-and-safety.md``): identifiers
+(end-user ids, key aliases, teams), money, counts and durations, and page numbers. Each check
+returns the value or raises a 400 :class:`~tracking.proxy.errors.ProxyError` that names the
+field and its limit, so no client value can make a database refuse a row (PostgreSQL's B-tree
+entry limit, ``NUMERIC(20, 10)``, a 32-bit integer column, a NUL byte) or overflow a date.
+
+End-user ids follow one rule everywhere (calls, blocks, budgets, customers, spend queries, the
+ledger): :func:`end_user_id` keeps the exact text, never stripped or case-folded, so the id a
+block or budget names is exactly the id the ledger records. Empty means "no end user" on a call.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from .errors import ProxyError
+
+__all__ = [
+    "MAX_BUDGET_USD",
+    "MAX_ID_CHARS",
+    "MAX_KEY_LIFETIME",
+    "MAX_PAGE",
+    "MAX_RPM_LIMIT",
+    "bounded_int",
+    "bounded_text",
+    "end_user_id",
+    "key_hash",
+    "money_limit",
+]
+
+#: End-user ids, key aliases, teams and customer ids: characters at most. PostgreSQL refuses
+#: an index entry above about 2,700 bytes; 256 characters of 4-byte UTF-8 stay well below.
+MAX_ID_CHARS = 256
+#: Budgets in USD: below ``NUMERIC(20, 10)``'s 1e10, and small enough for 64-bit counters.
+MAX_BUDGET_USD = Decimal(1_000_000_000)
+#: Decimal places a budget may carry (the column's scale).
+MAX_BUDGET_PLACES = 10
+#: A key's ``rpm_limit`` at most (the column is a 32-bit integer).
+MAX_RPM_LIMIT = 1_000_000
+#: A key's ``duration`` / ``expires`` at most this far ahead.
+MAX_KEY_LIFETIME = timedelta(days=3650)
+#: ``/spend/logs`` pages: the page number at most (page x page_size stays a small offset).
+MAX_PAGE = 100_000
+
+# C0 controls (NUL included), DEL and the C1 controls: never part of an identifier.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_KEY_HASH = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _bad(param: str, message: str) -> ProxyError:
+    return ProxyError(400, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def bounded_text(value: str, param: str, *, limit: int = MAX_ID_CHARS) -> str:
+    """``value`` if it has at most ``limit`` characters and no control character."""
+    if len(value) > limit:
+        raise _bad(param, f"at most {limit} characters (got {len(value)})")
+    if _CONTROL.search(value):
+        raise _bad(param, "control characters (NUL, newlines, tabs, ...) are not allowed")
+    return value
+
+
+def end_user_id(value: Any, param: str = "user") -> str | None:
+    """The end-user id as given (exact text, never stripped); None when absent or empty."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _bad(param, "expected a string")
+    return bounded_text(value, param)
+
+
+def key_hash(value: str | None, param: str = "key_hash") -> str | None:
+    """A key's SHA-256 hex digest as a query names it; None when absent."""
+    if not value:
+        return None
+    if not _KEY_HASH.fullmatch(value):
+        raise _bad(param, "expected a key's SHA-256 digest (64 hexadecimal characters)")
+    return value.lower()
+
+
+def bounded_int(value: int, param: str, *, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise _bad(param, f"must be between {low} and {high}")
+    return value
+
+
+def money_limit(amount: Decimal, param: str) -> Decimal:
+    """A finite, non-negative budget of at most :data:`MAX_BUDGET_USD` with at most
+    :data:`MAX_BUDGET_PLACES` decimal places."""
+    if not amount.is_finite() or amount < 0 or amount > MAX_BUDGET_USD:
+        raise _bad(param, f"must be a finite amount from 0 to {MAX_BUDGET_USD} USD")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_BUDGET_PLACES:
+        raise _bad(param, f"at most {MAX_BUDGET_PLACES} decimal places")
+    return amount

@@ -1,0 +1,121 @@
+"""Counters the worker processes of one machine share through a SQLite file (no Redis needed).
+
+``tracking serve --workers N`` without Redis gives every worker the same file (named by
+``TRACKING_PROXY_COUNTERS_FILE``, created by the supervisor in a private temporary folder and
+removed when it stops), so the per-key rpm windows and the budget counters are one set for the
+whole machine, never one per worker. Each operation is one ``BEGIN IMMEDIATE`` transaction: SQLite
+takes the file's write lock before reading, so two workers can never both take the last of a
+budget. The semantics are those of :class:`~tracking.proxy.shared_counters.LocalCounters`
+(seeded from the ledger, idle counters expire after ``IDLE_TTL``); operations run off the event
+loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from .shared_counters import IDLE_TTL, minute_and_wait
+
+__all__ = ["COUNTERS_FILE_ENV", "MachineCounters"]
+
+COUNTERS_FILE_ENV = "TRACKING_PROXY_COUNTERS_FILE"
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rpm (name TEXT NOT NULL, minute INTEGER NOT NULL,
+                                count INTEGER NOT NULL, PRIMARY KEY (name, minute));
+CREATE TABLE IF NOT EXISTS money (name TEXT PRIMARY KEY, units INTEGER NOT NULL,
+                                  expires REAL NOT NULL);
+"""
+
+
+class MachineCounters:
+    """The :class:`~tracking.proxy.shared_counters.Counters` of one machine's workers."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()  # one connection, used by one thread at a time
+        self._conn = sqlite3.connect(
+            path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.executescript(_SCHEMA)
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        def transaction() -> T:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = operation(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+                return result
+
+        return await asyncio.to_thread(transaction)
+
+    async def hit_rpm(self, name: str, limit: int) -> float | None:
+        minute, wait = minute_and_wait()
+
+        def hit(conn: sqlite3.Connection) -> float | None:
+            conn.execute("DELETE FROM rpm WHERE name = ? AND minute < ?", (name, minute))
+            row = conn.execute(
+                "SELECT count FROM rpm WHERE name = ? AND minute = ?", (name, minute)
+            ).fetchone()
+            if row is not None and row[0] >= limit:
+                return wait
+            conn.execute(
+                "INSERT INTO rpm (name, minute, count) VALUES (?, ?, 1) "
+                "ON CONFLICT (name, minute) DO UPDATE SET count = count + 1",
+                (name, minute),
+            )
+            return None
+
+        return await self._run(hit)
+
+    async def reserve(
+        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+    ) -> int | None:
+        def reserve(conn: sqlite3.Connection) -> int | None:
+            now = time.time()
+            row = conn.execute(
+                "SELECT units FROM money WHERE name = ? AND expires > ?", (name, now)
+            ).fetchone()
+            if row is None and seed is None:
+                return None
+            current = int(row[0]) if row is not None else seed
+            assert current is not None
+            admitted = current < limit and current + amount <= limit
+            after = current + amount if admitted else current
+            conn.execute(
+                "INSERT INTO money (name, units, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET units = excluded.units, "
+                "expires = excluded.expires",
+                (name, after, now + IDLE_TTL),
+            )
+            return after if admitted else -current - 1
+
+        return await self._run(reserve)
+
+    async def adjust(self, name: str, delta: int, hold: object = None) -> None:
+        def adjust(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute(
+                "UPDATE money SET units = units + ?, expires = ? WHERE name = ? AND expires > ?",
+                (delta, now + IDLE_TTL, name, now),
+            )
+
+        if delta:
+            await self._run(adjust)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._conn.close()
