@@ -30,6 +30,7 @@ __all__ = [
     "GeneralSettings",
     "LitellmSettings",
     "ProxyConfig",
+    "export_environment",
     "load_config",
     "parse_config",
 ]
@@ -178,6 +179,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "require_auth_for_metrics": _is_bool,
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
+    "allow_open_spend_reads": _is_bool,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -230,6 +232,8 @@ class GeneralSettings:
     require_auth_for_metrics: bool = False
     ledger_mode: str = "durable"
     auto_migrate: bool = False
+    #: Without a master key ``/spend/*`` answers 403 unless this is true (anyone may read then).
+    allow_open_spend_reads: bool = False
 
     @property
     def max_request_bytes(self) -> int:
@@ -249,6 +253,9 @@ class ProxyConfig:
     prices: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
+    #: The ``environment_variables:`` section (values as text): :func:`export_environment`
+    #: puts them into the process environment, as LiteLLM's proxy does. May hold secrets.
+    environment_variables: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def model_names(self) -> list[str]:
         """The public model names, each once, in the order of ``model_list``."""
@@ -322,8 +329,10 @@ def parse_config(
         raise ConfigurationError(f"{_where(source)}the top level must be a mapping of sections")
     # environment_variables (as LiteLLM) are applied first so later references can use them.
     env_section = data.get("environment_variables") or {}
+    exported: dict[str, str] = {}
     if isinstance(env_section, Mapping) and env_section:
-        environ = {**environ, **{str(k): str(v) for k, v in env_section.items() if v is not None}}
+        exported = {str(k): str(v) for k, v in env_section.items() if v is not None}
+        environ = {**environ, **exported}
     data = _resolve_env(data, "", environ, faults)
     top = faults.check_section(data, _TOP_LEVEL, "")
 
@@ -395,11 +404,22 @@ def parse_config(
             require_auth_for_metrics=general.get("require_auth_for_metrics", False),
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),
+            allow_open_spend_reads=general.get("allow_open_spend_reads", False),
         ),
         prices=dict(top.get("prices", {})),
         source=source,
         warnings=tuple(faults.warnings),
+        environment_variables=exported,
     )
+
+
+def export_environment(config: ProxyConfig) -> list[str]:
+    """Put the config's ``environment_variables`` into ``os.environ`` (as LiteLLM does), so a
+    provider reading ``OPENAI_BASE_URL`` or ``OPENAI_API_KEY`` finds them; the file wins over
+    the shell. Returns the names exported (never the values: they may be secrets)."""
+    for name, value in config.environment_variables.items():
+        os.environ[name] = value
+    return sorted(config.environment_variables)
 
 
 class _Refused(Exception):

@@ -22,15 +22,18 @@ import gc
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ..config import ProxyConfig, load_config
+from ..config import ProxyConfig, export_environment, load_config
+from .access_log import ACCESS_SCOPE_KEY, AccessEntry
 from .accounts import Accounts
 from .auth import Authenticator, KeyCheck, Principal
 from .concurrency import ParallelLimit
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
+from .health import HealthReport
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher
@@ -64,6 +67,7 @@ class ProxyApp:
         metrics_registry: Any = None,
     ) -> None:
         self.config = config
+        export_environment(config)  # as LiteLLM: before any provider reads OPENAI_BASE_URL & co
         self.dispatcher = dispatcher if dispatcher is not None else build_dispatcher(config)
         self.accounts = Accounts(config)
         self.auth = Authenticator(
@@ -90,6 +94,7 @@ class ProxyApp:
             ("GET", "/health/liveliness"): self._liveliness,
             ("GET", "/health/liveness"): self._liveliness,
             ("GET", "/health/readiness"): self._readiness,
+            ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("GET", "/metrics"): self._metrics,
@@ -145,7 +150,11 @@ class ProxyApp:
     # -- http -------------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entry = AccessEntry.begin(scope)
+        send = entry.watch(send)
         handler = self._routes.get((scope["method"], scope["path"]))
+        if handler is None and scope["method"] == "GET":
+            handler = self._model_route(scope["path"])
         try:
             if handler is None:
                 raise self._no_route(scope)
@@ -158,6 +167,8 @@ class ProxyApp:
             return
         except Exception as exc:  # a bug of ours still answers OpenAI-shaped JSON (logged)
             await _send_error(send, from_exception(exc))
+        finally:
+            entry.emit()
 
     def _no_route(self, scope: Scope) -> ProxyError:
         if any(path == scope["path"] for _, path in self._routes):
@@ -167,11 +178,18 @@ class ProxyApp:
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         principal = await self.auth.authenticate(headers)
+        entry: AccessEntry = scope[ACCESS_SCOPE_KEY]
+        entry.caller, entry.key_alias = principal.kind, principal.key_alias
         with self.parallel.hold(principal):  # before the body: a key cannot hold every buffer
-            await self._edit_for(principal, headers, receive, send)
+            await self._edit_for(principal, headers, receive, send, entry)
 
     async def _edit_for(
-        self, principal: Principal, headers: dict[str, str], receive: Receive, send: Send
+        self,
+        principal: Principal,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+        entry: AccessEntry,
     ) -> None:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
@@ -182,6 +200,7 @@ class ProxyApp:
         params = form_params(parts)
         del parts  # the images now live only in params
         model = params.get("model")
+        entry.model = model if isinstance(model, str) else None
         if not model:
             raise ProxyError(400, "model: required", param="model", code="required")
         if model not in self.model_names:
@@ -206,16 +225,7 @@ class ProxyApp:
                 error.headers["x-tracking-request-id"] = request_id
             raise error from None
         await reservation.settle(response.cost_usd)
-        cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
-        await _send_json(
-            send,
-            200,
-            response.json_bytes(),
-            [
-                (b"x-tracking-request-id", response.request_id.encode()),
-                (b"x-tracking-response-cost", cost.encode()),
-            ],
-        )
+        await _send_json(send, 200, response.json_bytes(), _answer_headers(response, entry))
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(send, 200, b'{"status":"alive"}')
@@ -229,6 +239,32 @@ class ProxyApp:
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.auth.authenticate(_headers(scope))
         await _send_json(send, 200, self._models_body)
+
+    def _model_route(self, path: str) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        """``GET /v1/models/{id}`` (``client.models.retrieve``); None for other paths."""
+        for prefix in ("/v1/models/", "/models/"):
+            if path.startswith(prefix) and len(path) > len(prefix):
+                name = path[len(prefix) :]
+                return lambda scope, receive, send: self._model(name, scope, send)
+        return None
+
+    async def _model(self, name: str, scope: Scope, send: Send) -> None:
+        await self.auth.authenticate(_headers(scope))
+        if name not in self.model_names:
+            raise ProxyError(
+                404,
+                f"The model {name[:200]!r} does not exist on this proxy",
+                param="model",
+                code="model_not_found",
+            )
+        body = {"id": name, "object": "model", "created": 0, "owned_by": "tracking"}
+        await _send_json(send, 200, json.dumps(body).encode())
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """LiteLLM's ``GET /health``, from the configuration alone: no paid upstream call."""
+        await self.auth.authenticate(_headers(scope))
+        report = HealthReport.of(self.config)
+        await _send_json(send, 200, json.dumps(report.to_dict()).encode())
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
@@ -245,6 +281,28 @@ class ProxyApp:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _answer_headers(response: Any, entry: AccessEntry) -> list[tuple[bytes, bytes]]:
+    """Our headers and LiteLLM's beside them (``x-litellm-response-cost`` only for a priced
+    call: clients parse it as a number, and an unpriced call has none)."""
+    cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
+    hidden = response._hidden_params
+    headers = [
+        (b"x-tracking-request-id", response.request_id.encode()),
+        (b"x-tracking-response-cost", cost.encode()),
+        (b"x-litellm-call-id", response.request_id.encode()),
+    ]
+    if response.cost_usd is not None:
+        headers.append((b"x-litellm-response-cost", cost.encode()))
+    deployment = hidden.get("deployment_id")
+    if isinstance(deployment, str):
+        headers.append((b"x-litellm-model-id", deployment.encode("latin-1", "replace")))
+    upstream_ms = hidden.get("upstream_latency_ms")
+    total_ms = (time.perf_counter() - entry.started) * 1000
+    overhead = max(0.0, total_ms - upstream_ms) if isinstance(upstream_ms, float) else total_ms
+    headers.append((b"x-litellm-overhead-duration-ms", f"{overhead:.3f}".encode()))
+    return headers
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..config import ProxyConfig, load_config
+from ..config import ProxyConfig, export_environment, load_config
 from ..errors import ConfigurationError
+from .access_log import startup_summary
 from .metrics import MULTIPROC_ENV
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
@@ -98,6 +99,7 @@ def serve(
         print("tracking serve: --workers must be at least 1", file=sys.stderr)
         return 2
     _warn_if_open(config)
+    startup_summary(config, export_environment(config))
     import uvicorn
 
     options: dict[str, Any] = {
