@@ -304,3 +304,23 @@ def test_open_spend_reads_when_the_config_says_so(fake, tmp_path, client):
     )
     with ProxyProcess(config) as proxy:
         assert client.get(f"{proxy.url}/spend/logs").status_code == 200
+
+
+# -- budget refusals say which budget and why ----------------------------------------------------
+
+
+def test_budget_refusal_tells_reached_from_does_not_fit(proxy, client, fake):
+    before = fake.hits
+    small = generate(client, proxy.url, key_alias="small", max_budget="0.001")["key"]
+    refused = edit(client, proxy.url, small)
+    assert refused.status_code == 429
+    message = refused.json()["error"]["message"]
+    assert "worst-case cost" in message and "does not fit" in message
+    assert "has reached" not in message  # nothing was spent
+
+    spent = generate(client, proxy.url, key_alias="spent", max_budget="0")["key"]
+    refused = edit(client, proxy.url, spent)
+    assert refused.status_code == 429
+    message = refused.json()["error"]["message"]
+    assert "this key (spent) has reached its budget of $0.0000" in message
+    assert fake.hits == before  # neither reached the upstream

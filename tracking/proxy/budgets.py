@@ -144,14 +144,14 @@ class Budgets:
                 code="end_user_blocked",
                 reason="budget",
             )
-        budgets: list[tuple[str, Decimal, str, dict[str, Any]]] = []
+        # (counter, limit, (whose, which budget), the ledger's filter for what was spent)
+        budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any]]] = []
         if principal.key_hash is not None and principal.max_budget_usd is not None:
             budgets.append(
                 (
                     f"key:{principal.key_hash}:total",
                     principal.max_budget_usd,
-                    f"this key ({principal.key_alias or principal.key_hash[:12]}) has reached "
-                    "its budget",
+                    (f"this key ({principal.key_alias or principal.key_hash[:12]})", "budget"),
                     {"key_hash": principal.key_hash, "since": None},
                 )
             )
@@ -161,8 +161,7 @@ class Budgets:
                 (
                     f"user:{record.end_user_id}:{window}",
                     record.budget_usd,
-                    f"end user {record.end_user_id!r} has reached its "
-                    f"{record.budget_period} budget",
+                    (f"end user {record.end_user_id!r}", f"{record.budget_period} budget"),
                     {"end_user": record.end_user_id, "since": start},
                 )
             )
@@ -173,8 +172,8 @@ class Budgets:
         expected = max_expected_cost(upstream, params)
         amount = to_units(expected) if expected is not None else 0
         try:
-            for name, limit, message, ledger_filter in budgets:
-                await self._reserve_one(name, amount, to_units(limit), message, ledger_filter)
+            for name, limit, label, ledger_filter in budgets:
+                await self._reserve_one(name, amount, to_units(limit), label, ledger_filter)
                 reservation.held.append((name, amount))
         except BaseException:
             await reservation.release()
@@ -182,7 +181,12 @@ class Budgets:
         return reservation
 
     async def _reserve_one(
-        self, name: str, amount: int, limit: int, message: str, ledger_filter: dict[str, Any]
+        self,
+        name: str,
+        amount: int,
+        limit: int,
+        label: tuple[str, str],
+        ledger_filter: dict[str, Any],
     ) -> None:
         result = await self.counters.reserve(name, amount, limit, None)
         if result is None:
@@ -193,9 +197,25 @@ class Budgets:
         counted = -result - 1
         raise ProxyError(
             429,
-            f"budget exceeded: {message} of {_usd(limit)} (spent or reserved: {_usd(counted)}; "
-            f"this call may cost up to {_usd(amount)})",
+            _refusal(label, limit, counted, amount),
             type="budget_exceeded",
             code="budget_exceeded",
             reason="budget",
         )
+
+
+def _refusal(label: tuple[str, str], limit: int, counted: int, amount: int) -> str:
+    """Why a budget refused a call: reached (nothing left), or this call's worst case does not
+    fit in what is left (a cheaper call, or one after others settle, may still pass)."""
+    who, budget = label
+    if counted >= limit:
+        return (
+            f"budget exceeded: {who} has reached its {budget} of {_usd(limit)} "
+            f"(spent or reserved: {_usd(counted)})"
+        )
+    return (
+        f"budget exceeded: this call's worst-case cost of {_usd(amount)} does not fit in the "
+        f"{_usd(limit - counted)} left of {who}'s {budget} of {_usd(limit)} "
+        f"(spent or reserved: {_usd(counted)}); a cheaper call (smaller size, lower quality, "
+        "fewer images) may still fit"
+    )
