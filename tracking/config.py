@@ -146,6 +146,7 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "request_timeout": _is_positive_number,
     "set_verbose": _is_bool,
     "json_logs": _is_bool,
+    "enable_end_user_cost_tracking_prometheus_only": _is_bool,
 }
 _ROUTER_SETTINGS: dict[str, Check] = {
     "routing_strategy": _one_of(
@@ -219,6 +220,9 @@ class LitellmSettings:
     drop_params: bool = False
     num_retries: int | None = None
     request_timeout: float | None = None
+    #: LiteLLM's ``enable_end_user_cost_tracking_prometheus_only``: the opt-in per-end-user cost
+    #: metric (``image_edit_end_user_cost_usd_total{end_user}``, series bounded).
+    end_user_metric: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +393,7 @@ def parse_config(
             drop_params=litellm.get("drop_params", False),
             num_retries=litellm.get("num_retries"),
             request_timeout=litellm.get("request_timeout"),
+            end_user_metric=litellm.get("enable_end_user_cost_tracking_prometheus_only", False),
         ),
         router_settings=router,
         general_settings=GeneralSettings(

@@ -109,8 +109,7 @@ def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) ->
         from tracking.extras import install_hint
 
         raise ConfigurationError(
-            f"the ledger database driver {exc.name!r} is not installed: "
-            f"{install_hint('postgres')}"
+            f"the ledger database driver {exc.name!r} is not installed: {install_hint('postgres')}"
         ) from None
     if resolved.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
