@@ -7,6 +7,7 @@ their own. Everything goes over HTTP on loopback, through the official OpenAI cl
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -324,3 +325,21 @@ def test_budget_refusal_tells_reached_from_does_not_fit(proxy, client, fake):
     message = refused.json()["error"]["message"]
     assert "this key (spent) has reached its budget of $0.0000" in message
     assert fake.hits == before  # neither reached the upstream
+
+
+def test_environment_variables_resolve_references_before_they_are_exported(monkeypatch):
+    from tracking.config import export_environment, parse_config
+
+    config = parse_config(
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-1"}}],
+            "environment_variables": {"OPENAI_API_KEY": "os.environ/GATEWAY_KEY", "N": 3},
+        },
+        environ={"GATEWAY_KEY": "sk-from-the-shell"},
+    )
+    # set first, so that monkeypatch restores what was there after the export
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-before")
+    monkeypatch.setenv("N", "0")
+    assert export_environment(config) == ["N", "OPENAI_API_KEY"]
+    assert os.environ["OPENAI_API_KEY"] == "sk-from-the-shell" and os.environ["N"] == "3"
+    assert "sk-from-the-shell" not in repr(config)

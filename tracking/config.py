@@ -333,11 +333,16 @@ def parse_config(
         raise ConfigurationError(f"{_where(source)}the top level must be a mapping of sections")
     # environment_variables (as LiteLLM) are applied first so later references can use them.
     env_section = data.get("environment_variables") or {}
-    exported: dict[str, str] = {}
     if isinstance(env_section, Mapping) and env_section:
-        exported = {str(k): str(v) for k, v in env_section.items() if v is not None}
-        environ = {**environ, **exported}
+        raw = {str(k): str(v) for k, v in env_section.items() if v is not None}
+        environ = {**environ, **raw}
     data = _resolve_env(data, "", environ, faults)
+    resolved_section = data.get("environment_variables") or {}
+    exported: dict[str, str] = (
+        {str(k): str(v) for k, v in resolved_section.items() if v is not None}
+        if isinstance(resolved_section, Mapping)
+        else {}
+    )
     top = faults.check_section(data, _TOP_LEVEL, "")
 
     deployments: list[Deployment] = []
