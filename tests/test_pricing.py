@@ -328,7 +328,7 @@ def test_a_failed_call_costs_zero(monkeypatch, fake):
 
 def test_packaged_file_loads_with_provenance_and_dates():
     table = load_packaged()
-    assert set(table) == {"gpt-image-1", "gpt-image-1-mini", "dall-e-2"}
+    assert {"gpt-image-1", "gpt-image-1-mini", "dall-e-2", "gemini-3.1-flash-image"} <= set(table)
     (g1,) = table["gpt-image-1"]
     assert g1.tokens["cached_input_image"] == Decimal("2.50")
     assert g1.shutdown == date(2026, 10, 23)
@@ -339,7 +339,7 @@ def test_packaged_file_loads_with_provenance_and_dates():
         figures = list(entry["tokens_per_million"].values())
         figures += [f for sizes in entry["per_image"].values() for f in sizes.values()]
         for figure in figures:
-            assert figure["source"].startswith("https://developers.openai.com/")
+            assert figure["source"].startswith("https://")
             assert date.fromisoformat(figure["retrieved"])
 
 

@@ -240,7 +240,8 @@ def test_an_unknown_provider_lists_the_known_ones():
     with pytest.raises(tracking.ConfigurationError) as caught:
         providers.get_provider("nope")
     assert str(caught.value) == (
-        "unknown provider 'nope'; known providers: azure, openai, openai_compatible"
+        "unknown provider 'nope'; known providers: azure, gemini, openai, openai_compatible, "
+        "vertex_ai"
     )
 
 

@@ -56,7 +56,8 @@ class Family:
     max_images: int
     max_prompt_chars: int
     image: ImageRule
-    mask: ImageRule
+    #: None: the family takes no mask (an ``UnsupportedParamsError``, dropped with drop_params)
+    mask: ImageRule | None
     sizes: frozenset[str]
     #: the enumerated parameters the family takes, with their allowed values; a parameter absent
     #: here is one the family does not take (an ``UnsupportedParamsError``)
@@ -70,6 +71,8 @@ class Family:
     #: output formats ``output_compression`` applies to
     compression_formats: frozenset[str] = frozenset()
     default_output_format: str | None = None
+    #: all input images together must be smaller than this many bytes (inline request limits)
+    max_total_bytes: int | None = None
 
     @property
     def takes_response_format(self) -> bool:
@@ -132,7 +135,52 @@ _GPT_IMAGE_2 = dataclasses.replace(
     ),
 )
 
-FAMILIES: tuple[Family, ...] = (_DALL_E_2, _GPT_IMAGE, _GPT_IMAGE_MINI, _GPT_IMAGE_2)
+# Gemini's native image models (``gemini/`` and ``vertex_ai/``), from Google's image-generation
+# guide and model pages (read 2026-12-03): PNG/JPEG/WebP inputs sent inline, up to 14 reference
+# images (3 for gemini-2.5-flash-image), one image per request, no mask and none of OpenAI's
+# quality/background/format options. Inline data is bounded by the request size limit (100 MB
+# since 2026-01-08; base64 grows data by 4/3, so 75 MB of images). Any WIDTHxHEIGHT is accepted
+# and mapped to the nearest aspect ratio the model offers, within its widest ratio.
+_GEMINI_IMAGE_RULE = ImageRule(formats=frozenset({"png", "jpeg", "webp"}), max_bytes=75 * MB)
+_GEMINI_SIZES = frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"})
+_GEMINI_ANY_SIZE = SizeRule(
+    multiple_of=1, max_side=8192, min_pixels=1, max_pixels=8192 * 8192, max_aspect=8.0
+)
+_GEMINI_FLASH = Family(
+    name="gemini-3.1-flash-image",
+    models=frozenset({"gemini-3.1-flash-image", "gemini-3.1-flash-image-preview"}),
+    max_images=14,
+    max_prompt_chars=200_000,
+    image=_GEMINI_IMAGE_RULE,
+    mask=None,
+    sizes=_GEMINI_SIZES,
+    choices=_choices(),
+    custom_size=_GEMINI_ANY_SIZE,
+    max_n=1,
+    max_total_bytes=75 * MB,
+)
+_GEMINI_PRO = dataclasses.replace(
+    _GEMINI_FLASH,
+    name="gemini-3-pro-image",
+    models=frozenset({"gemini-3-pro-image", "gemini-3-pro-image-preview"}),
+    custom_size=dataclasses.replace(_GEMINI_ANY_SIZE, max_aspect=2.4),  # 21:9
+)
+_GEMINI_25_FLASH = dataclasses.replace(
+    _GEMINI_PRO,
+    name="gemini-2.5-flash-image",
+    models=frozenset({"gemini-2.5-flash-image"}),
+    max_images=3,
+)
+
+FAMILIES: tuple[Family, ...] = (
+    _DALL_E_2,
+    _GPT_IMAGE,
+    _GPT_IMAGE_MINI,
+    _GPT_IMAGE_2,
+    _GEMINI_FLASH,
+    _GEMINI_PRO,
+    _GEMINI_25_FLASH,
+)
 
 _BY_MODEL = {model: family for family in FAMILIES for model in family.models}
 

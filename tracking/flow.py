@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import json
 import random
 import time
 from collections.abc import Generator, Mapping
@@ -40,7 +39,7 @@ from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
-from .providers import PreparedRequest, get_provider
+from .providers import PreparedRequest, Provider, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
 from .targets import Route, Routing, Target
@@ -255,7 +254,7 @@ def _attempts(
             sent = time.perf_counter()
             outcome = yield Send(prepared, options.timeout)
             latency_ms = progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
-            response = _read_answer(outcome, prepared, provider.parse)
+            response = _read_answer(outcome, prepared, provider)
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
             route.done(target, exc, latency_ms, None)
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
@@ -290,22 +289,24 @@ class _Progress:
 def _read_answer(
     outcome: Answer | BaseException | None,
     prepared: PreparedRequest,
-    parse: Any,
+    provider: Provider,
 ) -> ImageResponse:
     if isinstance(outcome, BaseException):
         raise _transport_error(outcome, prepared) from None
     assert outcome is not None
     upstream_id = outcome.headers.get("x-request-id")
     if outcome.status >= 400:
-        raise _status_error(outcome, prepared, upstream_id)
+        raise _status_error(outcome, prepared, upstream_id, provider)
     try:
-        response: ImageResponse = parse(outcome.status, dict(outcome.headers), outcome.body)
+        response = provider.parse(outcome.status, dict(outcome.headers), outcome.body)
     except APIResponseError as error:
         error.status_code = outcome.status
         error.upstream_request_id = upstream_id
         raise
     response._hidden_params["upstream_request_id"] = upstream_id
     response._hidden_params["http_status"] = outcome.status
+    if prepared.price_size is not None:
+        response.price_size = prepared.price_size
     return response
 
 
@@ -320,36 +321,23 @@ def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseExcep
     return exc
 
 
-def _status_error(answer: Answer, prepared: PreparedRequest, upstream_id: str | None) -> APIError:
-    message, param, code = _error_fields(answer.body)
-    message = mask_secrets(message or f"HTTP {answer.status}", prepared.secrets)
-    cls = status_error_class(answer.status, code)
+def _status_error(
+    answer: Answer, prepared: PreparedRequest, upstream_id: str | None, provider: Provider
+) -> APIError:
+    said = provider.read_error(answer.status, answer.body)
+    message = mask_secrets(said.message or f"HTTP {answer.status}", prepared.secrets)
+    status = said.status or answer.status
+    cls = status_error_class(status, said.code)
+    retry_after = _retry_after(answer.headers)
     return cls(
         f"{answer.status} from {prepared.host}: {message}",
-        status_code=answer.status,
-        param=param,
-        code=code,
+        status_code=status,
+        param=said.param,
+        code=said.code,
         upstream_request_id=upstream_id,
-        retry_after=_retry_after(answer.headers),
+        retry_after=said.retry_after if retry_after is None else retry_after,
         upstream_message=message,
     )
-
-
-def _error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        snippet = body[:200].decode("utf-8", "replace").strip()
-        return (snippet or None), None, None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
-        return None, None, None
-
-    def text(key: str) -> str | None:
-        value = error.get(key)
-        return value if isinstance(value, str) else None
-
-    return text("message"), text("param"), text("code")
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -235,7 +235,7 @@ def parse_call(
         upstream_model=upstream_model,
         prompt=prompt,
         images=images,
-        mask=mask_file,
+        mask=None if "mask" in dropped else mask_file,
         n=n,
         size=size,
         quality=_str_or_none(sent["quality"]),

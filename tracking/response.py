@@ -96,6 +96,9 @@ class ImageResponse:
     _hidden_params: dict[str, Any] = field(default_factory=dict)
     #: The upstream's body as it came, when the response was read from bytes (``json_bytes``).
     _body: bytes | None = field(default=None, repr=False)
+    #: The size key of the per-image price that applies when ``size`` is not it (a Gemini
+    #: resolution tier such as ``"2K"``); set from the request the provider prepared.
+    price_size: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_json_bytes(cls, body: bytes) -> ImageResponse:

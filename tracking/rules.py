@@ -187,11 +187,29 @@ def _file_problems(file: ImageFile, rule: ImageRule, param: str, model: str) -> 
 def image_files(call: Call, family: Family) -> Iterator[Violation]:
     for file in call.images:
         yield from _file_problems(file, family.image, "image", call.model)
+    limit = family.max_total_bytes
+    total = sum(len(file.content) for file in call.images)
+    if limit is not None and len(call.images) > 1 and total >= limit:
+        yield Violation(
+            "image",
+            "max_total_bytes",
+            f"image: {call.model} takes images of under {_mb(limit)} in all; these are "
+            f"{total:,} bytes",
+        )
 
 
 def mask_file(call: Call, family: Family) -> Iterator[Violation]:
     mask = call.mask
     if mask is None:
+        return
+    if family.mask is None:
+        yield Violation(
+            "mask",
+            "unsupported",
+            f"mask: {call.model} does not take a mask (describe the area to change in the "
+            "prompt instead); remove it, or pass drop_params=True to drop it",
+            unsupported=True,
+        )
         return
     yield from _file_problems(mask, family.mask, "mask", call.model)
     first = call.images[0] if call.images else None
@@ -267,5 +285,7 @@ def check(
         if not family.takes(name)
         and (drop_params or (name == "response_format" and value == "b64_json"))
     }
+    if drop_params and call.mask is not None and family.mask is None:
+        dropped.add("mask")
     kept = [v for v in violations if not (v.unsupported and v.param in dropped)]
     return kept, frozenset(dropped)

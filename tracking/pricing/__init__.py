@@ -311,7 +311,7 @@ def _table_cost(
 ) -> Decimal | None:
     if not entry.per_image or images <= 0:
         return None
-    size = response.size or _explicit(request.size)
+    size = response.price_size or response.size or _explicit(request.size)
     if len(entry.per_image) == 1:  # a single quality tier (dall-e-2): quality is not billed
         (sizes,) = entry.per_image.values()
     else:

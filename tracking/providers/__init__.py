@@ -9,7 +9,12 @@ nothing; :func:`register_provider` adds or replaces one at run time.
 * ``openai_compatible`` (:mod:`.compatible`): the same request to a server you must name, key
   optional;
 * ``azure`` (:mod:`.azure`):
-  ``{api_base}/openai/deployments/{deployment}/images/edits?api-version=...`` with ``api-key``.
+  ``{api_base}/openai/deployments/{deployment}/images/edits?api-version=...`` with ``api-key``;
+* ``gemini`` (:mod:`.gemini`): Google's Gemini API,
+  ``{api_base}/v1beta/models/{model}:generateContent`` with ``x-goog-api-key``; JSON both ways,
+  answers turned into OpenAI's shape;
+* ``vertex_ai`` (:mod:`.vertex_ai`): the same body to Vertex AI's ``generateContent`` for a
+  project and location, with a bearer access token.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ _REGISTRY: dict[str, str] = {
     "openai": "tracking.providers.openai:OpenAIProvider",
     "openai_compatible": "tracking.providers.compatible:CompatibleProvider",
     "azure": "tracking.providers.azure:AzureProvider",
+    "gemini": "tracking.providers.gemini:GeminiProvider",
+    "vertex_ai": "tracking.providers.vertex_ai:VertexAIProvider",
 }
 _INSTANCES: dict[str, Provider] = {}
 

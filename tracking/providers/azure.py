@@ -17,8 +17,7 @@ from urllib.parse import quote, urlencode
 
 from ..errors import ConfigurationError
 from ..multipart import encode_multipart
-from ..response import ImageResponse
-from .base import PreparedRequest
+from .base import OpenAIAnswers, PreparedRequest
 from .openai import multipart_files
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ def _setting(value: str | None, variable: str, what: str) -> str:
     return found
 
 
-class AzureProvider:
+class AzureProvider(OpenAIAnswers):
     name = "azure"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
@@ -56,6 +55,3 @@ class AzureProvider:
             body=body,
             secrets=(api_key,),
         )
-
-    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
-        return ImageResponse.from_json_bytes(body)

@@ -6,16 +6,25 @@ built, with the sync or the async client, and hands the answer to :meth:`Provide
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..frozen import fast_init
+from ..response import ImageResponse
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
-    from ..response import ImageResponse
 
-__all__ = ["PreparedRequest", "Provider"]
+__all__ = [
+    "OpenAIAnswers",
+    "PreparedRequest",
+    "Provider",
+    "UpstreamError",
+    "error_object",
+    "openai_error",
+    "text_field",
+]
 
 
 @fast_init
@@ -27,12 +36,32 @@ class PreparedRequest:
     headers: dict[str, str]
     body: bytes
     secrets: tuple[str, ...] = ()
+    #: the size key the answer's per-image price is listed under when the answer does not say
+    #: it (Gemini bills by resolution tier: "1K", "2K", "4K")
+    price_size: str | None = None
 
     @property
     def host(self) -> str:
         """``host[:port]`` of the upstream: safe to log, never a credential."""
         rest = self.url.split("://", 1)[-1]
         return rest.split("/", 1)[0].rsplit("@", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamError:
+    """What an upstream's 4xx/5xx body says, in the library's terms.
+
+    ``status`` overrides the HTTP status when the provider reports a condition under another one
+    (Gemini answers a bad API key with 400 ``API_KEY_INVALID``: an authentication failure);
+    ``retry_after`` is a wait the body asks for (Gemini's ``RetryInfo``), used when no
+    ``Retry-After`` header gives one.
+    """
+
+    message: str | None = None
+    param: str | None = None
+    code: str | None = None
+    status: int | None = None
+    retry_after: float | None = None
 
 
 class Provider(Protocol):
@@ -43,3 +72,45 @@ class Provider(Protocol):
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest: ...
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse: ...
+
+    def read_error(self, status: int, body: bytes) -> UpstreamError: ...
+
+
+def error_object(body: bytes) -> dict[str, Any] | UpstreamError:
+    """The ``error`` object of a JSON error body; else what can be said without one (a body
+    that is not JSON gives its first 200 characters as the message)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        return UpstreamError(message=snippet or None)
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return error if isinstance(error, dict) else UpstreamError()
+
+
+def text_field(error: dict[str, Any], key: str) -> str | None:
+    value = error.get(key)
+    return value if isinstance(value, str) else None
+
+
+def openai_error(status: int, body: bytes) -> UpstreamError:
+    """OpenAI's error shape: ``{"error": {"message", "param", "code", "type"}}``."""
+    error = error_object(body)
+    if isinstance(error, UpstreamError):
+        return error
+    return UpstreamError(
+        message=text_field(error, "message"),
+        param=text_field(error, "param"),
+        code=text_field(error, "code"),
+    )
+
+
+class OpenAIAnswers:
+    """Answers in OpenAI's shape (OpenAI, Azure, compatible servers): the JSON body as it came,
+    errors as ``{"error": {...}}``."""
+
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
+        return ImageResponse.from_json_bytes(body)
+
+    def read_error(self, status: int, body: bytes) -> UpstreamError:
+        return openai_error(status, body)

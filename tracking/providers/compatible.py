@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from ..multipart import encode_multipart
-from ..response import ImageResponse
-from .base import PreparedRequest
+from .base import OpenAIAnswers, PreparedRequest
 from .openai import multipart_files
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["CompatibleProvider"]
 
 
-class CompatibleProvider:
+class CompatibleProvider(OpenAIAnswers):
     name = "openai_compatible"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
@@ -47,6 +46,3 @@ class CompatibleProvider:
             body=body,
             secrets=(api_key,) if api_key else (),
         )
-
-    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
-        return ImageResponse.from_json_bytes(body)

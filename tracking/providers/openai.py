@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigurationError
 from ..multipart import encode_multipart
 from ..request import DEFAULT_API_BASE
-from ..response import ImageResponse
-from .base import PreparedRequest
+from .base import OpenAIAnswers, PreparedRequest
 
 if TYPE_CHECKING:
     from ..images import ImageFile
@@ -27,7 +26,7 @@ def multipart_files(request: ImageEditRequest) -> list[tuple[str, ImageFile]]:
     return files
 
 
-class OpenAIProvider:
+class OpenAIProvider(OpenAIAnswers):
     name = "openai"
 
     def api_base(self, options: CallOptions) -> str:
@@ -57,6 +56,3 @@ class OpenAIProvider:
             body=body,
             secrets=(api_key,),
         )
-
-    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
-        return ImageResponse.from_json_bytes(body)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
-__all__ = ["AppThread"]
+__all__ = ["AppThread", "ServedApp"]
 
 
 class AppThread:
@@ -90,3 +90,30 @@ class AppThread:
             self._thread.join(10)
             self._loop = None
             self._thread = None
+
+
+class ServedApp:
+    """A fake upstream's lifecycle: :meth:`start` serves ``self.app`` on ``host:port`` from a
+    thread (a port of 0 becomes the free port chosen), :meth:`stop` ends it; a context manager."""
+
+    app: web.Application
+    host: str
+    port: int
+    thread_name = "fake-upstream"
+    _server: AppThread | None = None
+
+    def start(self) -> Self:
+        self._server = AppThread(self.app, self.host, self.port, name=self.thread_name)
+        self.port = self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -40,7 +40,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from .app_thread import AppThread
+from .app_thread import ServedApp
 from .fake_images import inspect, render, solid_png
 from .fake_rules import DALL_E_2, GPT_IMAGE_MODELS, check_edit
 from .faults import FAULT_HEADER, Fault, parse_fault
@@ -453,12 +453,14 @@ def _output_tokens(quality: str, size: str, dims: tuple[int, int]) -> int:
     return round(table["1024x1024"] * dims[0] * dims[1] / (1024 * 1024))
 
 
-class FakeOpenAI:
+class FakeOpenAI(ServedApp):
     """Runs the fake on a loopback port in a background thread.
 
     >>> with FakeOpenAI() as fake:
     ...     tracking.image_edit(..., api_base=fake.url, api_key="sk-test")
     """
+
+    thread_name = "fake-openai"
 
     def __init__(
         self,
@@ -480,7 +482,6 @@ class FakeOpenAI:
             extra_models=extra_models,
             require_key=require_key,
         )
-        self._server: AppThread | None = None
 
     @property
     def state(self) -> _FakeState:
@@ -520,22 +521,6 @@ class FakeOpenAI:
     def url(self) -> str:
         """The ``api_base`` to pass to the SDK (it includes ``/v1``)."""
         return f"{self.base_url}/v1"
-
-    def start(self) -> FakeOpenAI:
-        self._server = AppThread(self.app, self.host, self.port, name="fake-openai")
-        self.port = self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def run(

@@ -1,0 +1,302 @@
+"""Google's Gemini API: ``POST {api_base}/v1beta/models/{model}:generateContent``.
+
+``model="gemini/gemini-3.1-flash-image"`` edits with Gemini's native image models ("Nano
+Banana"). The key goes in the ``x-goog-api-key`` header, from ``api_key`` or ``GEMINI_API_KEY``
+(then ``GOOGLE_API_KEY``); ``api_base`` defaults to Google's endpoint (``GEMINI_API_BASE``
+overrides it). The request is JSON: the prompt as a text part, each input image as an
+``inlineData`` part (base64), image output asked for with ``responseModalities: ["IMAGE"]``.
+
+OpenAI's ``size`` becomes ``imageConfig``: ``WIDTHxHEIGHT`` picks the model's nearest aspect
+ratio (compared on a log scale, so 2:1 is as far from 1:1 as 1:2) and, for models that take it,
+the smallest resolution tier (1K, 2K, 4K) whose side is at least two thirds of the long side;
+``auto`` or no size leaves both to the model (it keeps the input's aspect, at 1K). The answer's
+inline images become ``data[].b64_json`` and ``usageMetadata`` becomes OpenAI-style ``usage``
+split by modality (text and image input, image and text output, thinking counted as text
+output), so pricing, the SDK, the proxy and the official clients see the OpenAI shape.
+
+A refusal by Google's safety system (``promptFeedback.blockReason``, a safety finish reason, or
+an answer with no image) is a :class:`~tracking.errors.ContentPolicyError`. Error bodies
+(``{"error": {"code", "message", "status", "details"}}``) keep Google's ``status`` as the error
+``code``; a ``RetryInfo`` detail gives the wait before a retry; ``API_KEY_INVALID`` (sent with
+HTTP 400) is an authentication failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
+from ..response import ImageResponse
+from .base import PreparedRequest, UpstreamError, error_object, text_field
+
+if TYPE_CHECKING:
+    from ..request import CallOptions, ImageEditRequest
+
+__all__ = ["GEMINI_IMAGE_MODELS", "GeminiImageModel", "GeminiProvider", "image_config"]
+
+DEFAULT_GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
+
+_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+_TIERS = {"1K": 1024, "2K": 2048, "4K": 4096}
+
+
+@dataclass(frozen=True, slots=True)
+class GeminiImageModel:
+    """What one Gemini image model takes in ``imageConfig`` (from Google's image guide)."""
+
+    aspect_ratios: tuple[str, ...]
+    #: resolution tiers for ``imageSize``; empty: the model takes no ``imageSize`` (1K only)
+    image_sizes: tuple[str, ...] = ()
+
+
+#: Sources: Google's Gemini API image-generation guide and model pages, read 2026-12-03.
+GEMINI_IMAGE_MODELS: Mapping[str, GeminiImageModel] = {
+    "gemini-3.1-flash-image": GeminiImageModel(
+        (*_RATIOS, "1:4", "4:1", "1:8", "8:1"), ("1K", "2K", "4K")
+    ),
+    "gemini-3-pro-image": GeminiImageModel(_RATIOS, ("1K", "2K", "4K")),
+    "gemini-3.1-flash-image-preview": GeminiImageModel(
+        (*_RATIOS, "1:4", "4:1", "1:8", "8:1"), ("1K", "2K", "4K")
+    ),
+    "gemini-3-pro-image-preview": GeminiImageModel(_RATIOS, ("1K", "2K", "4K")),
+    "gemini-2.5-flash-image": GeminiImageModel(_RATIOS),
+}
+_DEFAULT_MODEL = GeminiImageModel(_RATIOS)
+
+#: Finish reasons with which Gemini reports that its safety system withheld the image.
+_SAFETY_FINISH = frozenset(
+    {
+        "SAFETY",
+        "IMAGE_SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_RECITATION",
+        "NO_IMAGE",
+        "IMAGE_OTHER",
+    }
+)
+
+
+def _ratio_value(ratio: str) -> float:
+    width, _, height = ratio.partition(":")
+    return int(width) / int(height)
+
+
+def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
+    """``imageConfig`` for an OpenAI ``size``, and the resolution tier it bills at."""
+    spec = GEMINI_IMAGE_MODELS.get(model, _DEFAULT_MODEL)
+    if not size or size == "auto":
+        return {}, "1K"
+    width_text, _, height_text = size.partition("x")
+    width, height = int(width_text), int(height_text)
+    target = math.log(width / height)
+    ratio = min(spec.aspect_ratios, key=lambda r: abs(math.log(_ratio_value(r)) - target))
+    config = {"aspectRatio": ratio}
+    if not spec.image_sizes:
+        return config, "1K"
+    long_side = max(width, height)
+    # The smallest tier whose side is at least two thirds of the long side: OpenAI's standard
+    # 1536x1024 stays at 1K, 2048 or 1920 wide is 2K, 4096 is 4K.
+    tier = next((t for t in spec.image_sizes if long_side <= _TIERS[t] * 1.5), spec.image_sizes[-1])
+    config["imageSize"] = tier
+    return config, tier
+
+
+def generate_content_body(request: ImageEditRequest) -> tuple[bytes, str]:
+    """The ``generateContent`` JSON for an edit, and the tier it bills at."""
+    parts: list[dict[str, Any]] = [{"text": request.prompt}]
+    parts.extend(
+        {
+            "inlineData": {
+                "mimeType": image.content_type,
+                "data": base64.b64encode(image.content).decode("ascii"),
+            }
+        }
+        for image in request.images
+    )
+    config, tier = image_config(request.size, request.upstream_model)
+    generation: dict[str, Any] = {"responseModalities": ["IMAGE"]}
+    if config:
+        generation["imageConfig"] = config
+    body: dict[str, Any] = {
+        "contents": [{"role": "user", "parts": parts}],
+        "generationConfig": generation,
+        **request.extra_body,
+    }
+    return json.dumps(body).encode(), tier
+
+
+class GeminiAnswers:
+    """Reading Gemini's ``generateContent`` answers and errors (Gemini API and Vertex AI)."""
+
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise APIResponseError("the upstream sent a body that is not JSON") from None
+        if not isinstance(payload, dict):
+            raise APIResponseError("the upstream's JSON is not an object")
+        feedback = payload.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            raise ContentPolicyError(
+                f"the upstream's safety system blocked the prompt ({feedback['blockReason']})",
+                code="content_policy_violation",
+            )
+        candidates = payload.get("candidates")
+        first = candidates[0] if isinstance(candidates, list) and candidates else {}
+        content = first.get("content") if isinstance(first, dict) else None
+        parts = content.get("parts") if isinstance(content, dict) else None
+        images = [
+            part["inlineData"]
+            for part in (parts if isinstance(parts, list) else [])
+            if isinstance(part, dict)
+            and isinstance(part.get("inlineData"), dict)
+            and isinstance(part["inlineData"].get("data"), str)
+        ]
+        finish = first.get("finishReason") if isinstance(first, dict) else None
+        if not images:
+            if finish in _SAFETY_FINISH or finish is None or not isinstance(candidates, list):
+                raise ContentPolicyError(
+                    f"the upstream returned no image (finish reason {finish or 'none'}); its "
+                    "safety system most likely withheld it",
+                    code="content_policy_violation",
+                )
+            raise APIResponseError(f"the upstream returned no image (finish reason {finish})")
+        raw: dict[str, Any] = {
+            "created": int(time.time()),
+            "data": [{"b64_json": image["data"]} for image in images],
+            "output_format": _format_of(images[0].get("mimeType")),
+        }
+        usage = openai_usage(payload.get("usageMetadata"))
+        if usage is not None:
+            raw["usage"] = usage
+        return ImageResponse(raw=raw)
+
+    def read_error(self, status: int, body: bytes) -> UpstreamError:
+        error = error_object(body)
+        if isinstance(error, UpstreamError):
+            return error
+        retry_after: float | None = None
+        override: int | None = None
+        for detail in error.get("details") or ():
+            if not isinstance(detail, dict):
+                continue
+            kind = str(detail.get("@type", ""))
+            if kind.endswith("google.rpc.RetryInfo"):
+                retry_after = _seconds(detail.get("retryDelay"))
+            elif kind.endswith("google.rpc.ErrorInfo") and detail.get("reason") in (
+                "API_KEY_INVALID",
+                "API_KEY_EXPIRED",
+            ):
+                override = 401
+        return UpstreamError(
+            message=text_field(error, "message"),
+            code=text_field(error, "status"),
+            status=override,
+            retry_after=retry_after,
+        )
+
+
+def openai_usage(metadata: Any) -> dict[str, Any] | None:
+    """Gemini's ``usageMetadata`` as OpenAI's Images API ``usage``, split by modality.
+
+    Tokens of a modality the answer does not break down are counted as the dearer kind (image
+    output, text input), so a cost is never understated; thinking tokens are billed as text
+    output, and ``cachedContentTokenCount`` becomes ``cached_tokens``.
+    """
+    if not isinstance(metadata, dict):
+        return None
+    prompt = _count(metadata.get("promptTokenCount"))
+    candidates = _count(metadata.get("candidatesTokenCount"))
+    thoughts = _count(metadata.get("thoughtsTokenCount"))
+    cached = _count(metadata.get("cachedContentTokenCount"))
+    by_input = _by_modality(metadata.get("promptTokensDetails"))
+    by_output = _by_modality(metadata.get("candidatesTokensDetails"))
+    input_image = by_input.get("IMAGE", 0)
+    input_text = prompt - input_image if by_input else prompt
+    output_text = by_output.get("TEXT", 0) if by_output else 0
+    output_image = candidates - output_text
+    output_text += thoughts
+    details: dict[str, int] = {"text_tokens": input_text, "image_tokens": input_image}
+    if cached:
+        details["cached_tokens"] = cached
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": details,
+        "output_tokens": output_image + output_text,
+        "output_tokens_details": {"image_tokens": output_image, "text_tokens": output_text},
+        "total_tokens": _count(metadata.get("totalTokenCount")) or prompt + candidates + thoughts,
+    }
+
+
+def _by_modality(details: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in details if isinstance(details, list) else ():
+        if isinstance(item, dict) and isinstance(item.get("modality"), str):
+            counts[item["modality"]] = counts.get(item["modality"], 0) + _count(
+                item.get("tokenCount")
+            )
+    return counts
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _seconds(value: Any) -> float | None:
+    """``"37s"`` or ``"1.5s"`` (protobuf Duration in JSON) -> seconds; None when unreadable."""
+    if not isinstance(value, str) or not value.endswith("s"):
+        return None
+    try:
+        seconds = float(value[:-1])
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _format_of(mime_type: Any) -> str:
+    if isinstance(mime_type, str) and mime_type.startswith("image/"):
+        return {"jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}.get(mime_type[6:], "png")
+    return "png"
+
+
+class GeminiProvider(GeminiAnswers):
+    name = "gemini"
+
+    def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        api_key = (
+            options.api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
+        )
+        if not api_key:
+            raise ConfigurationError(
+                "api_key: no Gemini API key; pass api_key=... or set GEMINI_API_KEY "
+                "(or GOOGLE_API_KEY)"
+            )
+        api_base = (
+            options.api_base or os.environ.get("GEMINI_API_BASE") or DEFAULT_GEMINI_API_BASE
+        ).rstrip("/")
+        body, tier = generate_content_body(request)
+        model = quote(request.upstream_model, safe="")
+        return PreparedRequest(
+            url=f"{api_base}/v1beta/models/{model}:generateContent",
+            headers={
+                "x-goog-api-key": api_key,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **options.extra_headers,
+            },
+            body=body,
+            secrets=(api_key,),
+            price_size=tier,
+        )

@@ -1,0 +1,78 @@
+"""Vertex AI: Gemini's image models through a Google Cloud project.
+
+``model="vertex_ai/gemini-3.1-flash-image"`` sends the same ``generateContent`` body as the
+``gemini`` provider to
+``{api_base}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent``
+with a bearer access token. The project comes from ``VERTEXAI_PROJECT`` (or
+``GOOGLE_CLOUD_PROJECT``), the location from ``VERTEXAI_LOCATION`` (or ``GOOGLE_CLOUD_LOCATION``,
+default ``global``), the token from ``api_key`` or ``VERTEX_ACCESS_TOKEN`` (for example the
+output of ``gcloud auth print-access-token``; tokens expire after about an hour, so a long-running
+process should refresh the variable or pass ``api_key`` per call). ``api_base`` defaults to
+``https://aiplatform.googleapis.com`` for the global location and
+``https://{location}-aiplatform.googleapis.com`` for a region. Answers, errors and prices are the
+Gemini provider's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from ..errors import ConfigurationError
+from .base import PreparedRequest
+from .gemini import GeminiAnswers, generate_content_body
+
+if TYPE_CHECKING:
+    from ..request import CallOptions, ImageEditRequest
+
+__all__ = ["VertexAIProvider"]
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+class VertexAIProvider(GeminiAnswers):
+    name = "vertex_ai"
+
+    def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        project = _env("VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT")
+        if not project:
+            raise ConfigurationError(
+                "vertex_ai: no Google Cloud project; set VERTEXAI_PROJECT (or GOOGLE_CLOUD_PROJECT)"
+            )
+        location = _env("VERTEXAI_LOCATION", "GOOGLE_CLOUD_LOCATION") or "global"
+        token = options.api_key or _env("VERTEX_ACCESS_TOKEN")
+        if not token:
+            raise ConfigurationError(
+                "api_key: no Vertex AI access token; pass api_key=... or set VERTEX_ACCESS_TOKEN "
+                "(e.g. from `gcloud auth print-access-token`)"
+            )
+        default_base = (
+            "https://aiplatform.googleapis.com"
+            if location == "global"
+            else f"https://{location}-aiplatform.googleapis.com"
+        )
+        api_base = (options.api_base or default_base).rstrip("/")
+        body, tier = generate_content_body(request)
+        path = (
+            f"/v1/projects/{quote(project, safe='')}/locations/{quote(location, safe='')}"
+            f"/publishers/google/models/{quote(request.upstream_model, safe='')}:generateContent"
+        )
+        return PreparedRequest(
+            url=f"{api_base}{path}",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **options.extra_headers,
+            },
+            body=body,
+            secrets=(token,),
+            price_size=tier,
+        )

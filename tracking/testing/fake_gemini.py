@@ -1,0 +1,317 @@
+"""A fake Gemini API (and Vertex AI) ``generateContent`` upstream for image models, on loopback.
+
+Written from Google's Gemini API reference, independently of the SDK's provider code: it checks
+the request as Google documents it (an API key in ``x-goog-api-key`` or ``?key=``; on the Vertex
+route a bearer token), refuses what Google refuses with Google-shaped errors
+(``{"error": {"code", "message", "status", "details"}}``), and answers with an inline PNG and
+``usageMetadata`` split by modality.
+
+Token counts are the fake's documented convention, not Google's tokenizer:
+
+* input text tokens: ``ceil(len(text) / 4)``; input image tokens: ``INPUT_IMAGE_TOKENS`` each;
+* output image tokens per image by model and ``imageSize``, as Google's pricing page lists them
+  (``OUTPUT_IMAGE_TOKENS``; 1K when no size is asked).
+
+Faults (:mod:`.faults`, the ``x-fake-fault`` header or ``faults=[...]``): ``status=N`` answers a
+Google-shaped error (429 ``RESOURCE_EXHAUSTED`` carries a ``RetryInfo`` of ``retry_after``
+seconds, default 0), ``latency``, ``drop``, ``malformed``; ``code=blocked`` answers 200 with
+``promptFeedback.blockReason``; ``code=image_safety`` answers 200 with a candidate that has
+finish reason ``IMAGE_SAFETY`` and no image; ``code=no_usage`` leaves ``usageMetadata`` out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .app_thread import ServedApp
+from .fake_images import inspect, render
+from .faults import FAULT_HEADER, Fault, parse_fault
+
+__all__ = ["INPUT_IMAGE_TOKENS", "OUTPUT_IMAGE_TOKENS", "FakeGemini", "GeminiRequest"]
+
+INPUT_IMAGE_TOKENS = 258
+#: image output tokens per image, by model and imageSize (Google's pricing page, 2026-12-03)
+OUTPUT_IMAGE_TOKENS: dict[str, dict[str, int]] = {
+    "gemini-3.1-flash-image": {"1K": 1120, "2K": 1680, "4K": 2520},
+    "gemini-3-pro-image": {"1K": 1120, "2K": 1120, "4K": 2000},
+    "gemini-2.5-flash-image": {"1K": 1290},
+}
+_RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"}
+_WIDE = {"1:4", "4:1", "1:8", "8:1"}
+_MIME_TYPES = {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+@dataclass
+class GeminiRequest:
+    """What the fake saw of one request."""
+
+    path: str
+    model: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+def _error(
+    status: int, message: str, *, details: list[dict[str, Any]] | None = None
+) -> web.Response:
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+    }
+    if details:
+        error["details"] = details
+    return web.json_response({"error": error}, status=status)
+
+
+def _base_model(model: str) -> str:
+    return model.removesuffix("-preview")
+
+
+class _State:
+    def __init__(self, api_keys: Iterable[str] | None, faults: Iterable[Fault | str]) -> None:
+        self.api_keys = frozenset(api_keys) if api_keys else None
+        self.faults = [parse_fault(f) if isinstance(f, str) else f for f in faults]
+        self.requests: list[GeminiRequest] = []
+        self.hits = 0
+        self.counter = itertools.count(1)
+
+    def next_fault(self, request: web.Request) -> Fault | None:
+        spec = request.headers.get(FAULT_HEADER)
+        if spec is not None:
+            return parse_fault(spec)
+        if not self.faults:
+            return None
+        fault = self.faults[0]
+        if fault.times is not None:
+            if fault.times <= 1:
+                self.faults.pop(0)
+            else:
+                self.faults[0] = fault.with_changes(times=fault.times - 1)
+        return fault
+
+
+STATE = web.AppKey("gemini_state", _State)
+
+
+def build_app(
+    *, api_keys: Iterable[str] | None = None, faults: Iterable[Fault | str] = ()
+) -> web.Application:
+    state = _State(api_keys, faults)
+    app = web.Application(client_max_size=128 * 1024 * 1024)
+    app[STATE] = state
+
+    async def gemini(request: web.Request) -> web.StreamResponse:
+        key = request.headers.get("x-goog-api-key") or request.query.get("key")
+        if not key:
+            return _error(403, "Method doesn't allow unregistered callers. Please use an API key.")
+        if state.api_keys is not None and key not in state.api_keys:
+            return _error(
+                400,
+                "API key not valid. Please pass a valid API key.",
+                details=[
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com",
+                    }
+                ],
+            )
+        return await _generate(state, request)
+
+    async def vertex(request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return _error(401, "Request is missing required authentication credential.")
+        if state.api_keys is not None and auth[7:].strip() not in state.api_keys:
+            return _error(401, "Request had invalid authentication credentials.")
+        return await _generate(state, request)
+
+    app.router.add_post("/v1beta/models/{target}", gemini)
+    app.router.add_post(
+        "/v1/projects/{project}/locations/{location}/publishers/google/models/{target}", vertex
+    )
+    return app
+
+
+async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
+    state.hits += 1
+    model, _, method = request.match_info["target"].partition(":")
+    try:
+        fault = state.next_fault(request)
+    except ValueError as exc:
+        return _error(400, f"Invalid {FAULT_HEADER} header: {exc}")
+    raw = await request.read()
+    if fault is not None and fault.latency:
+        await asyncio.sleep(fault.latency)
+    if fault is not None and fault.drop:
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=499)
+    if fault is not None and fault.status is not None:
+        details = None
+        if fault.status == 429:
+            wait = fault.retry_after or 0
+            details = [
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{wait}s"}
+            ]
+        return _error(fault.status, fault.message or "Injected fault.", details=details)
+    if fault is not None and fault.malformed:
+        return web.Response(body=b'{"candidates": [{"content": ', content_type="application/json")
+    if method != "generateContent":
+        return _error(404, f"Method {method or '(none)'} is not found.")
+    base = _base_model(model)
+    if base not in OUTPUT_IMAGE_TOKENS:
+        return _error(404, f"models/{model} is not found for API version v1beta.")
+    try:
+        body = json.loads(raw)
+        prompt, images, config = _read_body(body, base)
+    except (ValueError, KeyError, TypeError) as exc:
+        return _error(400, f"Invalid JSON payload received. {exc}")
+    state.requests.append(GeminiRequest(request.path, model, dict(request.headers), body))
+    code = fault.code if fault is not None else None
+    if code == "blocked":
+        return web.json_response(
+            {
+                "promptFeedback": {"blockReason": "SAFETY"},
+                "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10},
+            }
+        )
+    if code == "image_safety":
+        return web.json_response(
+            {"candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}], "modelVersion": model}
+        )
+    size = config.get("imageSize", "1K")
+    tokens = OUTPUT_IMAGE_TOKENS[base]
+    output_tokens = tokens.get(size, tokens["1K"])
+    picture = render(image=images[0], mask=None, size=_dims(config), prompt=prompt)
+    text_tokens = math.ceil(len(prompt) / 4)
+    image_tokens = INPUT_IMAGE_TOKENS * len(images)
+    answer: dict[str, Any] = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {
+                            "inlineData": {
+                                "mimeType": "image/png",
+                                "data": base64.b64encode(picture).decode(),
+                            }
+                        }
+                    ],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "modelVersion": model,
+        "responseId": f"fake-gemini-{next(state.counter)}",
+    }
+    if code != "no_usage":
+        answer["usageMetadata"] = {
+            "promptTokenCount": text_tokens + image_tokens,
+            "candidatesTokenCount": output_tokens,
+            "totalTokenCount": text_tokens + image_tokens + output_tokens,
+            "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": text_tokens},
+                {"modality": "IMAGE", "tokenCount": image_tokens},
+            ],
+            "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": output_tokens}],
+        }
+    return web.json_response(answer)
+
+
+def _read_body(body: Any, model: str) -> tuple[str, list[bytes], dict[str, str]]:
+    contents = body["contents"]
+    parts = contents[-1]["parts"]
+    texts = [part["text"] for part in parts if "text" in part]
+    images: list[bytes] = []
+    for part in parts:
+        inline = part.get("inlineData")
+        if inline is None:
+            continue
+        if inline.get("mimeType") not in _MIME_TYPES:
+            raise ValueError(f"Unsupported MIME type: {inline.get('mimeType')}")
+        data = base64.b64decode(inline["data"], validate=True)
+        if inspect(data) is None:
+            raise ValueError("Unable to process input image.")
+        images.append(data)
+    if not texts or not images:
+        raise ValueError("An edit needs a text part and at least one image part.")
+    generation = body.get("generationConfig") or {}
+    if "IMAGE" not in (generation.get("responseModalities") or ["TEXT", "IMAGE"]):
+        raise ValueError("responseModalities must include IMAGE for an image model.")
+    config = generation.get("imageConfig") or {}
+    ratio = config.get("aspectRatio")
+    allowed = _RATIOS | (_WIDE if model == "gemini-3.1-flash-image" else set())
+    if ratio is not None and ratio not in allowed:
+        raise ValueError(f"Unsupported aspect ratio: {ratio}")
+    size = config.get("imageSize")
+    if size is not None and size not in OUTPUT_IMAGE_TOKENS[model]:
+        raise ValueError(f"Unsupported image size: {size}")
+    return " ".join(texts), images, config
+
+
+def _dims(config: dict[str, str]) -> tuple[int, int]:
+    width, _, height = config.get("aspectRatio", "1:1").partition(":")
+    side = {"1K": 1024, "2K": 2048, "4K": 4096}.get(config.get("imageSize", "1K"), 1024)
+    ratio = int(width) / int(height)
+    return round(side * math.sqrt(ratio)), round(side / math.sqrt(ratio))
+
+
+class FakeGemini(ServedApp):
+    """Runs the fake Gemini API on a loopback port in a background thread.
+
+    >>> with FakeGemini(api_keys=["g-key"]) as fake:
+    ...     tracking.image_edit(model="gemini/gemini-3.1-flash-image", api_base=fake.url, ...)
+    """
+
+    thread_name = "fake-gemini"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_keys: Iterable[str] | None = None,
+        faults: Iterable[Fault | str] = (),
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.app = build_app(api_keys=api_keys, faults=faults)
+
+    @property
+    def requests(self) -> list[GeminiRequest]:
+        return self.app[STATE].requests
+
+    @property
+    def hits(self) -> int:
+        return self.app[STATE].hits
+
+    def inject(self, spec: Fault | str) -> None:
+        self.app[STATE].faults.append(parse_fault(spec) if isinstance(spec, str) else spec)
+
+    @property
+    def url(self) -> str:
+        """The ``api_base`` for the ``gemini`` and ``vertex_ai`` providers."""
+        return f"http://{self.host}:{self.port}"
