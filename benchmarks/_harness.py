@@ -33,7 +33,7 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CLIENT_CORE = 0
 FAKE_CORE = 1
-#: The integrations the "all on" variants register by name (DESIGN 4).
+#: The integrations the "all on" variants register by name.
 ALL_INTEGRATIONS = ("prometheus", "otel", "sql", "structlog")
 
 

@@ -19,7 +19,7 @@ The raw clients post the exact multipart body and headers the SDK sends, encoded
   the SDK's async path uses.
 * ``aiohttp``: a bare ``aiohttp.ClientSession``.
 
-Every client may open up to 200 connections. Target (DESIGN 9): with all integrations on, at
+Every client may open up to 200 connections. Target: with all integrations on, at
 least 0.8x the fastest raw client at concurrency 32.
 """
 

@@ -11,7 +11,7 @@ import (interpreter start-up is excluded; the whole process's wall time is repor
   httpx`` and one ``httpx.post`` of the same multipart body to the same fake.
 
 It also counts the modules each variant loads and checks that no integration (prometheus, otel,
-sql, structlog) is imported unless registered. Target (DESIGN 9): under 2x ``import httpx``.
+sql, structlog) is imported unless registered. Target: under 2x ``import httpx``.
 """
 
 from __future__ import annotations

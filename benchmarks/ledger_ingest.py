@@ -1,6 +1,6 @@
 """Ledger ingest benchmark, one command: ``.venv/bin/python benchmarks/ledger_ingest.py``.
 
-Sustained ingest with durable acknowledgement (DESIGN 9: at least 20,000 events/s into SQLite
+Sustained ingest with durable acknowledgement (target: at least 20,000 events/s into SQLite
 and 10,000 events/s into PostgreSQL on a 2-core machine). For each target the same pre-built
 events go, in the same run, through:
 

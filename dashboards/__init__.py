@@ -1,4 +1,4 @@
-"""Grafana dashboards, provisioning and Prometheus rules for the metrics of DESIGN 6, as code.
+"""Grafana dashboards, provisioning and Prometheus rules for the tracking metrics, as code.
 
 ``dashboards.contract`` holds the metric contract the dashboards and rules are written against;
 ``dashboards.build`` generates the committed Grafana JSON (``python -m dashboards.build``).

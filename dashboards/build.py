@@ -5,7 +5,8 @@ and ``python -m dashboards.build --check`` exits non-zero when they are out of d
 suite does the same). Dashboards are built with ``grafana-foundation-sdk``, Grafana Labs' own
 typed builders, so a misspelt option is a type error rather than a panel Grafana ignores.
 
-Every query is written against the metric contract in :mod:`dashboards.contract` (DESIGN 6).
+Every query is written against the metric contract in :mod:`dashboards.contract`
+(docs/observability.md).
 Queries use Grafana's ``$__rate_interval`` / ``$__range`` and the dashboard variables
 ``$datasource``, ``$model`` and ``$provider``; the tests substitute them and run each query
 through a real Prometheus.
@@ -140,7 +141,7 @@ OVERVIEW = DashboardSpec(
     title="Image edits: spend and traffic",
     description=(
         "Spend, images, requests, errors and latency of /v1/images/edits calls made through "
-        "tracking (SDK processes and the proxy), from the metrics of DESIGN 6."
+        "tracking (SDK processes and the proxy), from the tracking metrics."
     ),
     rows=(
         RowSpec(

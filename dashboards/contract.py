@@ -1,8 +1,9 @@
-"""The Prometheus metric contract of DESIGN 6, as data the dashboards and tests check against.
+"""The Prometheus metric contract, as data the dashboards and tests check against.
 
 Metric names and label names are a public contract: dashboards, alerts and users' own queries
-depend on them. This table restates DESIGN 6 so that a dashboard or rule naming a metric or label
-outside it fails a test, and so the test suite can compare it with what the code exports.
+depend on them. This table is the contract (docs/observability.md) so that a dashboard or
+rule naming a metric or label outside it fails a test, and so the test suite can compare it
+with what the code exports.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ METRICS: dict[str, MetricSpec] = {
         "counter", ("model", "deployment"), "router"
     ),
     "image_edit_unpriced_requests_total": MetricSpec("counter", ("model",)),
+    "image_edit_retired_model_requests_total": MetricSpec("counter", ("model",)),
     "image_edit_end_user_cost_usd_total": MetricSpec("counter", ("end_user",), "opt_in"),
     "tracking_end_user_series_evicted_total": MetricSpec("counter", (), "opt_in"),
     "tracking_callback_errors_total": MetricSpec("counter", ("callback",), "bus"),

@@ -1,4 +1,4 @@
-"""OpenTelemetry spans and GenAI metrics for every image-edit call (DESIGN 6).
+"""OpenTelemetry spans and GenAI metrics for every image-edit call (docs/observability.md).
 
 :class:`OtelLogger` is the ``"otel"`` built-in integration. ``on_start`` opens one CLIENT span,
 ``image_edit {model}``, as a child of whatever span is current in the caller, and writes its W3C
@@ -380,7 +380,7 @@ def _fallback_hops(event: ImageEditEvent) -> list[tuple[str, str]]:
 
 
 def _float(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)  # span attributes are floats (DESIGN 5)
+    return None if value is None else float(value)  # span attributes are floats
 
 
 def _nanos(moment: datetime) -> int:

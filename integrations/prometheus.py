@@ -1,7 +1,7 @@
-"""Prometheus metrics for every image-edit call (DESIGN 6), ready for one process or many.
+"""Prometheus metrics for every image-edit call, ready for one process or many.
 
 :class:`PrometheusLogger` is the ``"prometheus"`` built-in integration. It registers the metrics
-of DESIGN 6 in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
+of the contract in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
 share a registry share one set of metrics) and updates them in ``on_end``, on the caller's
 thread: a handful of counter increments, no I/O. Metrics whose source is not an event (router
 cooldowns, ledger outbox, proxy rejections) are fed through small public methods so those parts
@@ -103,7 +103,7 @@ DEFAULT_END_USER_SERIES = 1000
 
 
 class PrometheusLogger:
-    """The ``"prometheus"`` integration: DESIGN 6's metrics, updated once per call.
+    """The ``"prometheus"`` integration: the contract's metrics, updated once per call.
 
     ``registry`` defaults to prometheus_client's global one. ``end_user_metric=True`` turns on
     ``image_edit_end_user_cost_usd_total{end_user}``, keeping at most ``end_user_max_series``
@@ -196,12 +196,14 @@ class PrometheusLogger:
                 event.images_returned
             )
         if event.cost_usd is not None:
-            cost = float(event.cost_usd)  # metrics are floats (DESIGN 5); the ledger keeps Decimal
+            cost = float(event.cost_usd)  # metrics are floats; the ledger keeps Decimal
             series.cost.inc(cost)
             if self.end_user_metric and event.end_user:
                 self._charge_end_user(event.end_user, cost)
         elif status == "success" and event.cost_source == "unpriced":
             m.unpriced.labels(series.model).inc()
+        if series.shutdown is not None and event.start_time.date() >= series.shutdown:
+            m.retired.labels(series.served or series.model).inc()
         usage = event.usage
         if usage is not None:
             for token_type, count in (
@@ -278,6 +280,11 @@ class _Metrics:
         self.unpriced = counter(
             "image_edit_unpriced_requests", "Successful calls with no known price.", ("model",)
         )
+        self.retired = counter(
+            "image_edit_retired_model_requests",
+            "Calls to a model past its provider's shutdown date.",
+            ("model",),
+        )
         self.end_user_cost = counter(
             "image_edit_end_user_cost_usd",
             "Spend per end user (opt-in; the least recently charged series are evicted).",
@@ -336,13 +343,17 @@ class _Metrics:
 class _ModelSeries:
     """The label children of one (model, served model, provider), created as they are used."""
 
-    __slots__ = ("_children", "_metrics", "cost", "model", "provider", "served")
+    __slots__ = ("_children", "_metrics", "cost", "model", "provider", "served", "shutdown")
 
     def __init__(self, metrics: _Metrics, model: str, served: str, provider: str) -> None:
+        from tracking.pricing import shutdown_date
+
         self._metrics = metrics
         self.model, self.served, self.provider = model, served, provider
         self.cost = metrics.cost.labels(model, served, provider)
         self._children: dict[tuple[str, ...], Any] = {}
+        #: when the served model (else the asked one) is shut down, from the price table
+        self.shutdown = shutdown_date(served or model)
 
     def requests(self, status: str, error_type: str) -> Any:
         key = ("requests", status, error_type)

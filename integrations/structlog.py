@@ -2,7 +2,7 @@
 
 :class:`StructlogLogger` is the ``"structlog"`` built-in integration, a sink: ``on_end`` queues
 the event and returns; a worker thread writes one line per call, ``event="image_edit"``, with
-the event's fields (DESIGN 3), ``timestamp`` (the call's end, ISO-8601 UTC) and ``trace_id``
+the event's fields, ``timestamp`` (the call's end, ISO-8601 UTC) and ``trace_id``
 (the W3C trace the call's upstream request carried, else the caller's current OpenTelemetry
 span). API keys and image bytes are never part of an event; the prompt is added only when
 content capture is on, truncated.

@@ -27,6 +27,8 @@ def accounts_config(
     *,
     redis_url: str | None = None,
     name: str = "config.yaml",
+    models: tuple[str, ...] = ("gpt-image-1", "dall-e-2"),
+    general: dict[str, Any] | None = None,
 ) -> Path:
     document: dict[str, Any] = {
         "model_list": [
@@ -39,13 +41,14 @@ def accounts_config(
                     "max_retries": 0,
                 },
             }
-            for model in ("gpt-image-1", "dall-e-2")
+            for model in models
         ],
         "litellm_settings": {"success_callback": ["sql"], "failure_callback": ["sql"]},
         "general_settings": {
             "master_key": MASTER_KEY,
             "database_url": database_url,
             "auto_migrate": True,
+            **(general or {}),
         },
     }
     if redis_url:

@@ -61,6 +61,15 @@ def make_png(width: int = 64, height: int = 64, *, alpha: bool = True) -> bytes:
     return out.getvalue()
 
 
+def make_half_mask(size: int = 64) -> bytes:
+    """OpenAI's mask convention: the left half fully transparent (to edit), the rest opaque."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 255))
+    image.paste((0, 0, 0, 0), (0, 0, size // 2, size))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 @pytest.fixture
 def png() -> Callable[..., bytes]:
     return make_png

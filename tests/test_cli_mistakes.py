@@ -89,6 +89,13 @@ def _mistakes(tmp: Path, busy: int) -> list[tuple[list[str], str | None, tuple[s
         (["spend", "--database-url", "bogus://x"], None, ("SQLite and PostgreSQL",)),
         (["spend", "--by", "colour"], None, ("--by",)),
         (["migrate"], "sqlalchemy", ("sqlalchemy", "'sql' extra")),
+        # prices, models and reconcile
+        (["prices"], None, ("ACTION",)),
+        (["prices", "bogus"], None, ("invalid choice",)),
+        (["prices", "import", str(tmp / "missing.json")], None, ("cannot read",)),
+        (["models", "check", "--config", str(tmp / "missing.yaml")], None, ("not found",)),
+        (["reconcile", "--since", "x"], None, ("--since",)),
+        (["reconcile", "--threshold", "-1"], None, ("--threshold",)),
         # the command itself
         (["demo", "extra"], None, ("unrecognized arguments",)),
         (["nosuch"], None, ("invalid choice",)),
@@ -130,8 +137,8 @@ def test_serve_model_starts_a_proxy_for_one_model_without_a_config(fake, tmp_pat
         assert [m["id"] for m in models] == ["gpt-image-2"]
         response = edit(client, proxy.url, None, model="gpt-image-2")
         assert response.status_code == 200, response.text
-        assert response.headers["x-tracking-response-cost"] == "unpriced"
-        assert "x-litellm-response-cost" not in response.headers  # never a made-up number
+        cost = response.headers["x-litellm-response-cost"]
+        assert cost == response.headers["x-tracking-response-cost"] and float(cost) > 0
         assert "models: gpt-image-2" in proxy.log()
 
 

@@ -1,7 +1,8 @@
 """The Grafana dashboards and Prometheus rules under dashboards/, checked as code and for real.
 
 Structural checks need nothing but Python: the committed JSON is what the generator produces,
-every metric and label a query names is in the DESIGN 6 contract, units and variables are set.
+every metric and label a query names is in the metric contract (``dashboards/contract.py``, which
+must match the metric reference in docs/observability.md), units and variables are set.
 The rest runs a real Prometheus (Debian's ``prometheus`` package; ``.ci/run`` installs it) on a
 free loopback port with its own config and data directory, scraping every second:
 
@@ -38,7 +39,7 @@ import yaml
 from dashboards import build
 from dashboards.contract import METRICS, TARGET_LABELS, exposed_names, metric_of_series
 from tests.conftest import API_KEY
-from tests.services import require_tool, unavailable
+from tests.services import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "dashboards" / "grafana"
@@ -255,7 +256,7 @@ def test_every_metric_and_label_named_is_in_the_contract():
                 continue
             names.add(series)
             metric = metric_of_series(series)
-            assert metric is not None, f"{where}: {series} is not a DESIGN 6 metric"
+            assert metric is not None, f"{where}: {series} is not a contract metric"
             for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers):
                 allowed = {*METRICS[metric].labels, *TARGET_LABELS}
                 if series.endswith("_bucket"):
@@ -271,27 +272,20 @@ def test_every_metric_and_label_named_is_in_the_contract():
                 assert label in available, f"{where}: grouping by unknown label {label!r}"
 
 
-def _design_file() -> Path | None:
-    for parent in (ROOT, *ROOT.parents):
-        candidate = parent / "shared" / "DESIGN.md"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def test_contract_table_matches_design_section_6():
-    design = _design_file()
-    if design is None:
-        unavailable("shared/DESIGN.md is not beside this checkout")
-    text = design.read_text(encoding="utf-8")
-    section = text.split("## 6.", 1)[1].split("\n## ", 1)[0]
-    table: dict[str, tuple[str, ...]] = {}
-    for name, labels in re.findall(r"^\s*\| `(\w+)` \|[^|]*\|([^|]*)\|", section, re.M):
-        table[name] = tuple(re.findall(r"\b[a-z_]+\b", re.sub(r"\(.*?\)", "", labels)))
-    for name, labels in re.findall(r"`(\w+_proxy_\w+)\{(\w+)\}`", section):
-        table[name] = (labels,)
+def test_contract_table_matches_the_documented_metric_reference():
+    """The metric table users read (docs/observability.md) names exactly the contract's metrics,
+    each with exactly its labels and type."""
+    text = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
+    table: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for name, kind, labels in re.findall(r"^\| `(\w+)` \| ([^|]*) \|([^|]*)\|", text, re.M):
+        # Label names are the backticked words outside parentheses (which list their values).
+        table[name] = (
+            kind.split()[0].rstrip(","),
+            tuple(re.findall(r"`(\w+)`", re.sub(r"\(.*?\)", "", labels))),
+        )
     assert set(table) == set(METRICS)
-    for name, labels in table.items():
+    for name, (kind, labels) in table.items():
+        assert kind == METRICS[name].type, name
         assert set(labels) == set(METRICS[name].labels), name
 
 
@@ -667,7 +661,7 @@ def _check_sdk_workload(prom: Prometheus, rounds: list[dict[str, Any]]) -> None:
         if metric is None and name.endswith("_created"):  # prometheus_client's creation stamps
             base = name.removesuffix("_created")
             metric = metric_of_series(base + "_total") or metric_of_series(base)
-        assert metric is not None, f"exported {name} is not in DESIGN 6"
+        assert metric is not None, f"exported {name} is not in the contract"
         seen.add(metric)
         labels = set(series) - {"__name__", *TARGET_LABELS, "le"}
         assert labels <= set(METRICS[metric].labels), (name, labels)
@@ -723,7 +717,7 @@ def _check_panels_and_rules(prom: Prometheus) -> None:
 
 
 class ContractExposition:
-    """Every DESIGN 6 metric with every label, counters growing with time (a custom collector).
+    """Every contract metric with every label, counters growing with time (a custom collector).
 
     It is built from ``dashboards.contract.METRICS``, not from any integration: it proves each
     query is well-formed for the contract (labels, joins, histogram buckets), including the

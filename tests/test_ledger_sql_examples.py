@@ -1,7 +1,7 @@
-"""The plain SQL examples in the README's ledger section, run as written on both dialects.
+"""The plain SQL examples of docs/ledger.md, run as written on both dialects.
 
 Each ```sql block starts with ``-- <title> (<dialect>)``, the dialect being PostgreSQL, SQLite
-or both; the blocks are read from README.md so the documentation cannot drift from what works.
+or both; the blocks are read from docs/ledger.md so the documentation cannot drift from what works.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from tests.ledger_support import make_event, open_ledger
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+LEDGER_PAGE = Path(__file__).resolve().parent.parent / "docs" / "ledger.md"
 _BLOCK = re.compile(
     r"```sql\n-- (?P<title>.+?) \((?P<dialect>PostgreSQL|SQLite|both)\)\n(?P<sql>.*?)```", re.S
 )
@@ -26,7 +26,7 @@ _BLOCK = re.compile(
 
 def _examples(dialect: str) -> dict[str, str]:
     found = {}
-    for match in _BLOCK.finditer(README.read_text()):
+    for match in _BLOCK.finditer(LEDGER_PAGE.read_text()):
         wanted = {"PostgreSQL": "postgresql", "SQLite": "sqlite", "both": dialect}[match["dialect"]]
         if wanted == dialect:
             found[match["title"]] = match["sql"].strip().rstrip(";")

@@ -117,7 +117,7 @@ def test_successful_call_has_one_client_span_with_the_genai_attributes(otel, spa
         "image_edit.cost_source": "usage",
         "image_edit.cost_usd": 0.04548,
         "image_edit.cost_per_image_usd": 0.04548,
-        "image_edit.price_ref": "packaged:gpt-image-1",
+        "image_edit.price_ref": "packaged:gpt-image-1#official",
         "image_edit.attempts": 1,
         "image_edit.retries": 0,
         "image_edit.size": "1024x1024",

@@ -121,7 +121,7 @@ def test_event_carries_cost_per_image_source_and_ref(recorder, upstream):
     assert event.cost_usd == Decimal("0.0388255")
     assert event.cost_per_image_usd == Decimal("0.012941833333")
     assert event.cost_source == "usage"
-    assert event.price_ref == "packaged:gpt-image-1-mini"
+    assert event.price_ref == "packaged:gpt-image-1-mini#official"
     assert event.to_dict()["cost_usd"] == "0.0388255"
 
 
@@ -133,6 +133,8 @@ def test_dall_e_2_is_priced_per_image_by_the_size_billed(upstream):
 
 
 # -- usage absent: the per-image table, every shipped model, size and quality --------------------
+# dall-e-2 is billed per image ("table"); the GPT image models are billed by tokens, so without
+# usage their per-image price is an estimate ("estimate"), never a silent 0 or None.
 
 TABLE_CASES = [
     ("gpt-image-1", "low", "1024x1024", "0.011"),
@@ -165,7 +167,7 @@ def test_per_image_table_when_usage_is_absent(model, quality, size, each):
     cost = price_call(request_for(model, size=size), answer(1, **fields))
     assert cost.usd == Decimal(each)
     assert cost.per_image_usd == Decimal(each)
-    assert cost.source == "table"
+    assert cost.source == ("table" if model == "dall-e-2" else "estimate")
 
 
 def test_table_bills_the_size_and_quality_the_response_resolved_not_auto():
@@ -180,11 +182,11 @@ def test_table_counts_images_returned_not_requested():
     assert price_call(request, answer(2, size="1024x1024", quality="low")).usd == Decimal("0.022")
 
 
-def test_auto_without_a_resolved_value_is_unpriced_never_zero(caplog):
+def test_auto_without_a_resolved_value_is_estimated_at_the_dearest_price_never_zero():
     request = request_for("gpt-image-1", size="auto", quality="auto")
     cost = price_call(request, answer(1))
-    assert cost.usd is None
-    assert cost.source == "unpriced"
+    assert cost.usd == Decimal("0.25")  # the dearest listed: high, 1024x1536 / 1536x1024
+    assert cost.source == "estimate"
 
 
 # -- cached tokens ------------------------------------------------------------------------------
@@ -265,8 +267,8 @@ def test_azure_deployment_maps_to_a_base_model_with_a_discount():
     register_prices("azure/images-prod", base_model="gpt-image-1", discount="0.2")
     request = request_for("azure/images-prod")
     cost = price_call(request, answer(1, size="1024x1024", quality="high"))
-    assert cost.usd == Decimal("0.1336")  # 0.167 x 0.8
-    assert cost.source == "custom"
+    assert cost.usd == Decimal("0.1336")  # 0.167 x 0.8 (no usage in the answer: an estimate)
+    assert cost.source == "estimate"
     assert cost.price_ref == "custom:azure/images-prod->gpt-image-1"
 
 
@@ -328,19 +330,41 @@ def test_a_failed_call_costs_zero(monkeypatch, fake):
 
 def test_packaged_file_loads_with_provenance_and_dates():
     table = load_packaged()
-    assert {"gpt-image-1", "gpt-image-1-mini", "dall-e-2", "gemini-3.1-flash-image"} <= set(table)
+    live = {"gpt-image-2", "gpt-image-2.5-flare", "gpt-image-2.5-sunburst"}
+    live |= {"gpt-image-2.6-flare", "gpt-image-2.6-sunburst"}
+    snapshots = {"gpt-image-2-2026-04-21", "gpt-image-2.5-flare-2026-09-08"}
+    snapshots |= {"gpt-image-2.5-sunburst-2026-09-08", "gpt-image-1.5-2025-12-16"}
+    retired = {"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest"}
+    assert live | snapshots | retired | {"dall-e-2", "gemini-3.1-flash-image"} <= set(table)
     (g1,) = table["gpt-image-1"]
     assert g1.tokens["cached_input_image"] == Decimal("2.50")
     assert g1.shutdown == date(2026, 10, 23)
+    assert all(e.shutdown is None for m in live for e in table[m])
+    assert all(e.shutdown is not None for m in retired for e in table[m])
+    assert table["gpt-image-2-2026-04-21"] == table["gpt-image-2"]
+    assert table["gpt-image-2.6-sunburst"][0].confidence == "official"
+    assert table["gpt-image-2"][0].confidence == "secondary"
     raw = json.loads(
         (__import__("pathlib").Path(tracking.__file__).parent / "pricing/prices.json").read_text()
     )
     for entry in raw["entries"]:
-        figures = list(entry["tokens_per_million"].values())
-        figures += [f for sizes in entry["per_image"].values() for f in sizes.values()]
+        figures = list(entry.get("tokens_per_million", {}).values())
+        figures += [f for sizes in entry.get("per_image", {}).values() for f in sizes.values()]
         for figure in figures:
             assert figure["source"].startswith("https://")
             assert date.fromisoformat(figure["retrieved"])
+            official = figure["source"].startswith(OFFICIAL_PAGES)
+            assert figure["confidence"] == ("official" if official else "secondary")
+
+
+#: The providers' own pages: a figure read there is "official", any other "secondary".
+OFFICIAL_PAGES = (
+    "https://developers.openai.com/",
+    "https://ai.google.dev/",
+    "https://cloud.google.com/",
+    "https://docs.bfl.ml/",
+    "https://www.recraft.ai/",
+)
 
 
 def _doc(figure):
@@ -360,7 +384,12 @@ def _doc(figure):
 
 
 def test_price_file_schema_refuses_a_figure_without_provenance():
-    good = {"usd": "0.01", "source": "https://example.test/p", "retrieved": "2026-01-01"}
+    good = {
+        "usd": "0.01",
+        "source": "https://example.test/p",
+        "retrieved": "2026-01-01",
+        "confidence": "secondary",
+    }
     assert parse_price_data(_doc(good), origin="t")["m"][0].per_image["low"]["1024x1024"] == (
         Decimal("0.01")
     )
@@ -368,10 +397,10 @@ def test_price_file_schema_refuses_a_figure_without_provenance():
         parse_price_data(_doc({"usd": "0.01", "retrieved": "2026-01-01"}), origin="t")
     with pytest.raises(tracking.ConfigurationError, match="retrieved"):
         parse_price_data(_doc({"usd": "0.01", "source": "https://e.test"}), origin="t")
+    with pytest.raises(tracking.ConfigurationError, match="'confidence' must be one of"):
+        parse_price_data(_doc({**good, "confidence": "sure"}), origin="t")
     with pytest.raises(tracking.ConfigurationError, match="decimal string"):
-        parse_price_data(
-            _doc({"usd": 0.01, "source": "https://e.test", "retrieved": "2026-01-01"}), origin="t"
-        )
+        parse_price_data(_doc({**good, "usd": 0.01}), origin="t")
 
 
 def test_price_file_from_disk_with_a_clear_error(tmp_path):

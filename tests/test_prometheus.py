@@ -1,4 +1,4 @@
-"""The Prometheus integration: DESIGN 6's metrics with exact values, exposure, multiprocess mode."""
+"""The Prometheus integration: the contract's metrics, exact values, exposure, multiprocess mode."""
 
 from __future__ import annotations
 

@@ -295,8 +295,9 @@ def test_every_form_field_is_forwarded(client, fake, images):
 
 def test_curl_seed_example(proxy, fake, images):
     require_tool("curl", "curl")
-    """The seed's curl example: gpt-image-1 refuses response_format=url with a clear 400 naming
-    the parameter; the same command without it works; dall-e-2 takes it and answers URLs."""
+    """The seed's curl example as written: gpt-image-1 returns base64 only, so the proxy asks
+    without response_format and answers a URL it serves; without it, base64; dall-e-2 takes
+    response_format itself and answers the upstream's own URLs."""
 
     def curl(*fields: str) -> tuple[int, dict]:
         command = [
@@ -315,9 +316,8 @@ def test_curl_seed_example(proxy, fake, images):
         return int(status), json.loads(body)
 
     status, body = curl("model=gpt-image-1", "response_format=url")
-    assert status == 400
-    assert body["error"]["param"] == "response_format"
-    assert "drop_params" in body["error"]["message"]
+    assert status == 200 and "/v1/images/stored/" in body["data"][0]["url"]
+    assert "response_format" not in fake.requests[-1].fields
 
     status, body = curl("model=gpt-image-1")
     assert status == 200 and body["data"][0]["b64_json"]

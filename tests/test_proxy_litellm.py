@@ -260,6 +260,7 @@ def test_environment_variables_are_exported_before_providers_read_them(fake, tmp
         {
             "model_list": [
                 {"model_name": "images", "litellm_params": {"model": "gpt-image-1"}},
+                {"model_name": "unpriced", "litellm_params": {"model": "some-new-model"}},
             ],
             "environment_variables": {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": API_KEY},
             "general_settings": {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
@@ -272,6 +273,11 @@ def test_environment_variables_are_exported_before_providers_read_them(fake, tmp
         response = edit(client, proxy.url, None, model="images")
         assert response.status_code == 200, response.text
         assert fake.hits == before + 1
+        # an unpriced call has no x-litellm-response-cost: never a made-up 0
+        unpriced = edit(client, proxy.url, None, model="unpriced")
+        assert unpriced.status_code == 200, unpriced.text
+        assert unpriced.headers["x-tracking-response-cost"] == "unpriced"
+        assert "x-litellm-response-cost" not in unpriced.headers
         assert "environment_variables exported: OPENAI_API_KEY, OPENAI_BASE_URL" in proxy.log()
         assert API_KEY not in proxy.log()
         assert "auth: OFF" in proxy.log()

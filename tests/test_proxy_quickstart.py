@@ -1,4 +1,4 @@
-"""``tracking quickstart``, the offline main job: the seed's proxy section end to end."""
+"""``tracking quickstart``: the proxy tried offline, end to end, as a new user runs it."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ def test_quickstart_runs_the_seed_proxy_examples_offline():
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "api_key: os.environ/OPENAI_API_KEY" in out  # the seed's config shape
-    assert "HTTP 400: response_format: gpt-image-1 always returns base64" in out
-    assert "HTTP 200: 1 image(s), size=1024x1024" in out
+    assert out.count("HTTP 200: 1 image(s), size=1024x1024") == 2  # the seed's curl, as written
+    assert "GET url (no key needed): HTTP 200, image/png" in out
     assert "x-tracking-request-id=" in out
-    assert "4. Spend: 2 successful call(s) through the proxy" in out
+    assert "4. Spend: 3 successful call(s) through the proxy" in out
     # The ledger holds a row per call, and its total is exactly what the headers said.
     headers = [Decimal(cost) for cost in re.findall(r"cost=\$([0-9.]+)", out)]
-    assert len(headers) == 2
-    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("gpt-image-1 ")]
+    assert len(headers) == 3
+    (row,) = [line.split() for line in out.splitlines() if line.strip().startswith("gpt-image-2 ")]
     _model, requests, failures, images, cost_usd, unpriced = row
-    assert (requests, failures, images, unpriced) == ("3", "1", "2", "0")  # the 400 is a row too
+    assert (requests, failures, images, unpriced) == ("3", "0", "3", "0")
     assert Decimal(cost_usd) == sum(headers)

@@ -128,7 +128,7 @@ def test_misbehaving_callbacks_never_touch_calls_and_others_get_every_event(fake
             *(tracking.aimage_edit(**params) for _ in range(ASYNC_CALLS))
         )
         # Async callbacks of async calls run on this loop: keep it open until they have run
-        # (asyncio.run cancels what is still running when it returns; see the README).
+        # (asyncio.run cancels what is still running when it returns; see docs/guarantees.md).
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not all(
             recorder.seen[f"async:{r.request_id}"] for r in responses

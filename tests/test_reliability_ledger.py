@@ -1,4 +1,4 @@
-"""The ledger's promise under a crash and a database outage (DESIGN 6 and 10, durable mode):
+"""The ledger's promise under a crash and a database outage (docs/guarantees.md, durable mode):
 in the proxy a response is sent only once its row is acknowledged in the local outbox, so
 
 * SIGKILL the proxy while it serves concurrent requests and restart it: every request whose

@@ -1,5 +1,5 @@
 """A Redis outage under concurrent load: a private ``redis-server`` (never the machine's shared
-one) holds the router's state and is killed while calls are in flight. As the README documents,
+one) holds the router's state and is killed while calls are in flight. As docs/routing.md documents,
 the router warns once, goes on with local state, and no call fails; every call is one event."""
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def test_an_azure_deployment_is_priced_as_its_base_model(recorder, fake):
     expected = (2 * Decimal(5) + 323 * Decimal(10) + 272 * Decimal(40)) / Decimal(1_000_000)
     assert event.cost_usd == expected == Decimal("0.01412")
     assert event.cost_source == "usage"
-    assert event.price_ref == "packaged:gpt-image-1"
+    assert event.price_ref == "packaged:gpt-image-1#official"
     assert response.cost_usd == expected
     assert (event.model, event.deployment_id, event.provider) == ("edits", "eu", "azure")
 

@@ -57,11 +57,18 @@ class AiohttpSender:
         body: bytes,
         headers: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 - per-attempt connect/read timeouts, as the sync client takes them
+        method: str = "POST",
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """POST and read the whole answer: ``(status, headers, body)``, or an httpx error."""
+        """POST (or ``method``: a job's status, a result to download) and read the whole answer:
+        ``(status, headers, body)``, or an httpx error."""
         try:
-            async with self.session.post(
-                url, data=body, headers=headers, timeout=_timeout(timeout), allow_redirects=False
+            async with self.session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=_timeout(timeout),
+                allow_redirects=False,
             ) as answer:
                 return answer.status, answer.headers, await answer.read()
         except aiohttp.ConnectionTimeoutError as exc:

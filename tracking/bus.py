@@ -1,4 +1,4 @@
-"""Delivery of each call's event to integrations and user callbacks (DESIGN 4).
+"""Delivery of each call's event to integrations and user callbacks (docs/architecture.md).
 
 Receivers come from three plain lists in :mod:`tracking`: ``success_callback``,
 ``failure_callback`` and ``callbacks``. Each call takes a snapshot of them (``tuple(...)``), so

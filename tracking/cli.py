@@ -1,4 +1,5 @@
-"""The ``tracking`` command: ``demo``, ``fake-openai``, ``migrate``, ``spend`` and the rest.
+"""The ``tracking`` command: ``demo``, ``fake-openai``, ``migrate``, ``spend``, ``prices``,
+``models``, ``reconcile`` and the proxy's ``serve`` and ``quickstart``.
 
 A mistake on the command line (an unknown option, a port out of range, a fault that cannot be
 read, a busy port, a missing optional package) is one line on stderr, ``tracking COMMAND:
@@ -11,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import NoReturn
 
 from .errors import TrackingError
@@ -104,6 +106,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    from .reconcile import ReconcileError, reconcile, render
+
+    until = args.until or datetime.now(UTC).date()
+    try:
+        rows = reconcile(
+            database_url=args.database_url,
+            since=args.since,
+            until=until,
+            by=args.by,
+            threshold=args.threshold,
+            api_base=args.api_base,
+            admin_key=args.admin_key,
+        )
+    except ReconcileError as exc:
+        print(f"tracking reconcile: error: {exc.message}", file=sys.stderr)
+        return 2
+    render(rows, by=args.by, fmt=args.format, out=sys.stdout)
+    return 1 if any(row.drift for row in rows) else 0
+
+
+def _utc_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _percent(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError("the threshold is a percentage of 0 or more")
+    return value
+
+
 def _date_or_time(text: str) -> date | datetime:
     """``YYYY-MM-DD`` (a UTC day) or an ISO-8601 time (UTC unless it has an offset)."""
     try:
@@ -178,13 +218,63 @@ def _add_proxy_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
 
     quick = commands.add_parser(
         "quickstart",
-        help="offline: the proxy on embedded defaults + the fake upstream + the seed's examples",
+        help="try the proxy offline: its defaults, the bundled fake upstream, client examples",
     )
     quick.add_argument("--port", type=_port, default=0, help="proxy port (default: a free one)")
     quick.add_argument(
         "--keep-running", action="store_true", help="leave the proxy up after the examples"
     )
     quick.set_defaults(handler=_quickstart)
+
+
+# -- prices / models: price data and model lifecycle (tracking.pricing.commands) ------------
+
+
+def _prices(args: argparse.Namespace) -> int:
+    from .pricing import commands
+
+    if args.action == "list":
+        return commands.prices_list(sys.stdout, prices_file=args.prices_file, as_json=args.json)
+    if args.action == "import":
+        return commands.prices_import(args.source, sys.stdout, target=args.out)
+    return commands.prices_diff(sys.stdout, prices_file=args.prices_file)
+
+
+def _models_check(args: argparse.Namespace) -> int:
+    from .models_check import check_models
+
+    return check_models(
+        sys.stdout, config=args.config, api_base=args.api_base, api_key=args.api_key
+    )
+
+
+def _add_price_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    prices = commands.add_parser("prices", help="list, import and compare model prices")
+    actions = prices.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every priced model: status, prices, source")
+    listing.add_argument("--prices-file", help="an override file (default: $TRACKING_PRICES_FILE)")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    importing = actions.add_parser(
+        "import", help="import prices (our format or LiteLLM's) into an override file"
+    )
+    importing.add_argument("source", metavar="FILE_OR_URL")
+    importing.add_argument(
+        "--out",
+        help="the override file (default: $TRACKING_PRICES_FILE, else ./tracking-prices.json)",
+    )
+    diff = actions.add_parser("diff", help="what an override file changes in the packaged table")
+    diff.add_argument("prices_file", nargs="?", help="default: $TRACKING_PRICES_FILE")
+    prices.set_defaults(handler=_prices)
+
+    models = commands.add_parser("models", help="model lifecycle from the upstream")
+    model_actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = model_actions.add_parser(
+        "check", help="which models of a config (or of the price table) are retired or retiring"
+    )
+    check.add_argument("--config", help="a proxy config.yaml (default: the price table's models)")
+    check.add_argument("--api-base", help="default: the config's, $OPENAI_API_BASE or OpenAI")
+    check.add_argument("--api-key", help="default: the config's or $OPENAI_API_KEY")
+    check.set_defaults(handler=_models_check)
 
 
 # ------------------------------------------------------------------------------------------
@@ -197,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
 
-    demo = commands.add_parser("demo", help="run the seed's examples offline against the fake")
+    demo = commands.add_parser(
+        "demo", help="run the SDK examples offline against the fake upstream"
+    )
     demo.set_defaults(handler=_demo)
 
     fake = commands.add_parser("fake-openai", help="serve the fake OpenAI upstream")
@@ -230,7 +322,31 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _database_url_option(spend)
     spend.set_defaults(handler=_spend)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="compare the ledger with OpenAI's Usage and Costs APIs (exit 1: drift)"
+    )
+    reconcile.add_argument("--since", type=_utc_day, required=True, metavar="DATE")
+    reconcile.add_argument(
+        "--until", type=_utc_day, metavar="DATE", help="last UTC day, inclusive (default: today)"
+    )
+    reconcile.add_argument("--by", choices=("day", "model", "project"), default="model")
+    reconcile.add_argument(
+        "--threshold",
+        type=_percent,
+        default=Decimal(2),
+        metavar="PERCENT",
+        help="a group whose cost differs by more than this drifts (default 2)",
+    )
+    reconcile.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    reconcile.add_argument("--admin-key", help="an organization admin key (or OPENAI_ADMIN_KEY)")
+    reconcile.add_argument(
+        "--api-base", help="the provider's API base (default: OPENAI_BASE_URL or OpenAI's)"
+    )
+    _database_url_option(reconcile)
+    reconcile.set_defaults(handler=_reconcile)
     _add_proxy_commands(commands)
+    _add_price_commands(commands)
     return parser
 
 

@@ -181,6 +181,9 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "ledger_mode": _one_of("durable", "background"),
     "auto_migrate": _is_bool,
     "allow_open_spend_reads": _is_bool,
+    "image_store": _is_mapping,
+    "allow_unpriced_with_budgets": _is_bool,
+    "prices_file": _is_str,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -238,6 +241,12 @@ class GeneralSettings:
     auto_migrate: bool = False
     #: Without a master key ``/spend/*`` answers 403 unless this is true (anyone may read then).
     allow_open_spend_reads: bool = False
+    #: URL answers for base64-only models (checked by :mod:`tracking.proxy.image_store`).
+    image_store: Mapping[str, Any] = field(default_factory=dict)
+    #: Let a key or end user with a budget call a model that has no price (not counted).
+    allow_unpriced_with_budgets: bool = False
+    #: A user's prices file (``tracking prices import`` writes one); relative to the config.
+    prices_file: Path | None = None
 
     @property
     def max_request_bytes(self) -> int:
@@ -415,6 +424,9 @@ def parse_config(
             ledger_mode=general.get("ledger_mode", "durable"),
             auto_migrate=general.get("auto_migrate", False),
             allow_open_spend_reads=general.get("allow_open_spend_reads", False),
+            image_store=dict(general.get("image_store", {})),
+            allow_unpriced_with_budgets=general.get("allow_unpriced_with_budgets", False),
+            prices_file=_beside(source, general.get("prices_file")),
         ),
         prices=dict(top.get("prices", {})),
         source=source,
@@ -430,6 +442,14 @@ def export_environment(config: ProxyConfig) -> list[str]:
     for name, value in config.environment_variables.items():
         os.environ[name] = value
     return sorted(config.environment_variables)
+
+
+def _beside(source: Path | None, path: str | None) -> Path | None:
+    """A path from the config, relative to the config file's folder when not absolute."""
+    if not path:
+        return None
+    found = Path(path).expanduser()
+    return found if found.is_absolute() or source is None else source.parent / found
 
 
 class _Refused(Exception):

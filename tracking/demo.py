@@ -1,8 +1,9 @@
-"""``tracking demo``: the seed's SDK examples, run offline against the bundled fake upstream.
+"""``tracking demo``: OpenAI's image-edit examples as SDK calls, offline against the bundled fake.
 
-Each example runs as the seed wrote it. Where the real API would refuse a parameter (GPT image
-models take no ``response_format="url"`` and no 512x512), the demo shows the clear error the
-SDK raises and then runs the corrected call.
+Each example runs as OpenAI's documentation has it, on gpt-image-2 (gpt-image-1 was shut down on
+2026-10-23; the fake still serves it for compatibility tests). Where the real API would refuse a
+parameter (GPT image models take no ``response_format="url"`` and no 512x512), the demo shows the
+clear error the SDK raises and then runs the corrected call.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ def main() -> int:
         print("1. Basic image edit")
         with open(paths["original_image"], "rb") as image:
             _show(
-                "gpt-image-1",
+                "gpt-image-2",
                 tracking.image_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     prompt="Add a red hat to the person in the image",
                     n=1,
@@ -74,11 +75,11 @@ def main() -> int:
                 ),
             )
 
-        print("\n2. Image edit with mask (the seed asks gpt-image-1 for url output at 512x512)")
+        print("\n2. Image edit with mask (asking gpt-image-2 for url output at 512x512)")
         try:
             with open(paths["original_image"], "rb") as image, open(paths["mask_image"], "rb") as m:
                 tracking.image_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     mask=m,
                     prompt="Replace the background with a beach scene",
@@ -93,7 +94,7 @@ def main() -> int:
             _show(
                 "corrected (b64_json, 1024x1024)",
                 tracking.image_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     mask=m,
                     prompt="Replace the background with a beach scene",
@@ -106,10 +107,10 @@ def main() -> int:
         print("\n3. Async image edit")
 
         async def edit_image() -> tracking.ImageResponse:
-            # As the seed writes it; a blocking open is fine in a demo.
+            # As the documentation writes it; a blocking open is fine in a demo.
             with open(paths["original_image"], "rb") as image:  # noqa: ASYNC230
                 return await tracking.aimage_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     prompt="Make the image look like a painting",
                     n=1,
@@ -124,7 +125,7 @@ def main() -> int:
         try:
             with open(paths["portrait"], "rb") as image:
                 tracking.image_edit(
-                    model="gpt-image-1",
+                    model="gpt-image-2",
                     image=image,
                     prompt="Add sunglasses and a smile",
                     n=3,
@@ -139,7 +140,7 @@ def main() -> int:
             print(f"  refused before any network call: {exc}")
         with open(paths["portrait"], "rb") as image:
             response = tracking.image_edit(
-                model="gpt-image-1",
+                model="gpt-image-2",
                 image=image,
                 prompt="Add sunglasses and a smile",
                 n=3,
@@ -152,7 +153,7 @@ def main() -> int:
         _show("corrected (no response_format)", response)
         print(f"  Generated {len(response.data)} image variations")
 
-        print("\n5. dall-e-2 still answers with URLs, as the seed's response shape shows")
+        print("\n5. dall-e-2 still answers with URLs, as OpenAI's documented response shape shows")
         _show(
             "dall-e-2",
             tracking.image_edit(

@@ -1,7 +1,7 @@
 """``ImageEditEvent``: the one immutable record of a call that every integration receives.
 
-Exactly one event is made per call, success or failure (DESIGN 3). ``to_dict()`` is JSON-safe:
-Decimals become strings, datetimes ISO-8601 UTC strings, tuples lists.
+Exactly one event is made per call, success or failure (docs/architecture.md).
+``to_dict()`` is JSON-safe: Decimals become strings, datetimes ISO-8601 UTC strings, tuples lists.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .frozen import fast_init
 __all__ = ["CallStatus", "CostSource", "ImageEditEvent", "TokenUsage"]
 
 CallStatus = Literal["success", "failure"]
-CostSource = Literal["usage", "table", "custom", "unpriced"]
+CostSource = Literal["usage", "table", "custom", "estimate", "unpriced"]
 
 
 @fast_init

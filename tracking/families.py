@@ -7,7 +7,11 @@ model or a family is a data change. Unknown names belong to no family and get on
 checks: an OpenAI-compatible server may know models we do not.
 
 Sources: OpenAI's API reference for ``POST /v1/images/edits`` and its image-generation guide
-(sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes).
+(sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes). The 2.5 and
+2.6 models (Flare and Sunburst, read 2026-12-03): the same flexible sizes as gpt-image-2
+(docs.comfy.org's GPT Image 2.6 node page) and two more qualities, ``xhigh`` and ``max``
+(docs.apiyi.com's GPT-image-2.5 launch notes). Their other announced parameters (2.6's
+``complexity``) have no confirmed values and are left to the upstream to judge.
 """
 
 from __future__ import annotations
@@ -135,6 +139,31 @@ _GPT_IMAGE_2 = dataclasses.replace(
     ),
 )
 
+_GPT_IMAGE_2_5 = dataclasses.replace(
+    _GPT_IMAGE_2,
+    name="gpt-image-2.5",
+    models=frozenset(
+        {
+            "gpt-image-2.5-flare",
+            "gpt-image-2.5-flare-2026-09-08",
+            "gpt-image-2.5-sunburst",
+            "gpt-image-2.5-sunburst-2026-09-08",
+        }
+    ),
+    choices=MappingProxyType(
+        {
+            **_GPT_IMAGE_2.choices,
+            "quality": frozenset({*_GPT_IMAGE_2.choices["quality"], "xhigh", "max"}),
+        }
+    ),
+)
+
+_GPT_IMAGE_2_6 = dataclasses.replace(
+    _GPT_IMAGE_2_5,
+    name="gpt-image-2.6",
+    models=frozenset({"gpt-image-2.6-flare", "gpt-image-2.6-sunburst"}),
+)
+
 # Gemini's native image models (``gemini/`` and ``vertex_ai/``), from Google's image-generation
 # guide and model pages (read 2026-12-03): PNG/JPEG/WebP inputs sent inline, up to 14 reference
 # images (3 for gemini-2.5-flash-image), one image per request, no mask and none of OpenAI's
@@ -172,11 +201,33 @@ _GEMINI_25_FLASH = dataclasses.replace(
     max_images=3,
 )
 
+# Black Forest Labs' FLUX.1 Kontext (``black_forest_labs/``), from BFL's API reference (read
+# 2026-12-03): the image and up to three more references as base64, an aspect ratio between 21:9
+# and 9:21, PNG or JPEG out, one image per job; a mask sends the edit to FLUX.1 Fill instead.
+_FLUX_KONTEXT = Family(
+    name="flux-kontext",
+    models=frozenset({"flux-kontext-pro", "flux-kontext-max"}),
+    max_images=4,
+    max_prompt_chars=10_000,
+    image=ImageRule(formats=frozenset({"png", "jpeg", "webp"}), max_bytes=20 * MB),
+    mask=ImageRule(formats=frozenset({"png"}), max_bytes=20 * MB, needs_alpha=True),
+    sizes=frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"}),
+    choices=_choices(output_format=("png", "jpeg")),
+    custom_size=SizeRule(
+        multiple_of=1, max_side=8192, min_pixels=1, max_pixels=8192 * 8192, max_aspect=21 / 9
+    ),
+    max_n=1,
+    default_output_format="png",
+)
+
 FAMILIES: tuple[Family, ...] = (
+    _FLUX_KONTEXT,
     _DALL_E_2,
     _GPT_IMAGE,
     _GPT_IMAGE_MINI,
     _GPT_IMAGE_2,
+    _GPT_IMAGE_2_5,
+    _GPT_IMAGE_2_6,
     _GEMINI_FLASH,
     _GEMINI_PRO,
     _GEMINI_25_FLASH,

@@ -39,7 +39,7 @@ from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
-from .providers import PreparedRequest, Provider, get_provider
+from .providers import Poll, PreparedRequest, Provider, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
 from .targets import Route, Routing, Target
@@ -253,8 +253,11 @@ def _attempts(
             progress.attempts += 1
             sent = time.perf_counter()
             outcome = yield Send(prepared, options.timeout)
+            answer = _read_answer(outcome, prepared, provider)
+            if isinstance(answer, Poll):
+                answer = yield from _follow(answer, provider, options.timeout)
             latency_ms = progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
-            response = _read_answer(outcome, prepared, provider)
+            response = _priced_as(answer, prepared)
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
             route.done(target, exc, latency_ms, None)
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
@@ -290,7 +293,7 @@ def _read_answer(
     outcome: Answer | BaseException | None,
     prepared: PreparedRequest,
     provider: Provider,
-) -> ImageResponse:
+) -> ImageResponse | Poll:
     if isinstance(outcome, BaseException):
         raise _transport_error(outcome, prepared) from None
     assert outcome is not None
@@ -298,16 +301,67 @@ def _read_answer(
     if outcome.status >= 400:
         raise _status_error(outcome, prepared, upstream_id, provider)
     try:
-        response = provider.parse(outcome.status, dict(outcome.headers), outcome.body)
+        parse = prepared.read or provider.parse
+        response = parse(outcome.status, dict(outcome.headers), outcome.body)
     except APIResponseError as error:
         error.status_code = outcome.status
         error.upstream_request_id = upstream_id
         raise
-    response._hidden_params["upstream_request_id"] = upstream_id
-    response._hidden_params["http_status"] = outcome.status
+    if isinstance(response, ImageResponse):
+        response._hidden_params["upstream_request_id"] = upstream_id
+        response._hidden_params["http_status"] = outcome.status
+    return response
+
+
+def _priced_as(response: ImageResponse, prepared: PreparedRequest) -> ImageResponse:
+    """The response, told which per-image price applies when its own fields do not say it."""
     if prepared.price_size is not None:
         response.price_size = prepared.price_size
+    if prepared.price_model is not None:
+        response.price_model = prepared.price_model
     return response
+
+
+#: Transient failures of one poll tolerated in a row before the job is given up.
+_MAX_POLL_FAILURES = 5
+
+
+def _follow(
+    poll: Poll, provider: Provider, timeout: float
+) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+    """A submitted job followed to its result: each poll after its wait, within ``timeout``.
+
+    A poll that fails transiently (a dropped connection, a 5xx, a 429) is tried again after a
+    pause; any error that ends the job is made not retryable, because the route would otherwise
+    submit (and pay for) the job again."""
+    deadline = time.monotonic() + timeout
+    failures = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if poll.wait >= remaining:
+            raise _not_retried(
+                APITimeoutError(f"the job at {poll.request.host} did not finish in {timeout:g} s")
+            )
+        if poll.wait > 0:
+            yield Sleep(poll.wait)
+        outcome = yield Send(poll.request, max(0.001, deadline - time.monotonic()))
+        try:
+            answer = _read_answer(outcome, poll.request, provider)
+        except APIError as exc:
+            failures += 1
+            if not exc.retryable or failures > _MAX_POLL_FAILURES:
+                raise _not_retried(exc) from None
+            poll = dataclasses.replace(poll, wait=_backoff(failures, exc.retry_after))
+            continue
+        failures = 0
+        if isinstance(answer, ImageResponse):
+            return answer
+        poll = answer
+
+
+def _not_retried(error: APIError) -> APIError:
+    error.retryable = False  # this instance only: the job was submitted, so it is billed
+    return error
 
 
 def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseException:
@@ -397,7 +451,7 @@ def _make_event(
         request.model if request else (asked if isinstance(asked, str) else ""),
         request.model if request else None,
     )
-    cost = price_call(request, response)
+    cost = price_call(request, response, failure=failure)
     return ImageEditEvent(
         request_id=request_id,
         call_type=call_type,
@@ -526,8 +580,12 @@ def _origin(url: str) -> str:
 def _send_sync(effect: Send) -> Answer | BaseException:
     prepared = effect.request
     try:
-        answer = POOL.sync_client(_origin(prepared.url)).post(
-            prepared.url, content=prepared.body, headers=prepared.headers, timeout=effect.timeout
+        answer = POOL.sync_client(_origin(prepared.url)).request(
+            prepared.method,
+            prepared.url,
+            content=prepared.body,
+            headers=prepared.headers,
+            timeout=effect.timeout,
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc
@@ -540,7 +598,11 @@ async def _send_async(effect: Send) -> Answer | BaseException:
     try:
         sender = await POOL.async_client(_origin(prepared.url))
         status, headers, body = await sender.post(
-            prepared.url, body=prepared.body, headers=prepared.headers, timeout=effect.timeout
+            prepared.url,
+            body=prepared.body,
+            headers=prepared.headers,
+            timeout=effect.timeout,
+            method=prepared.method,
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc

@@ -1,4 +1,4 @@
-"""The internal protocol every built-in integration implements (DESIGN 4).
+"""The internal protocol every built-in integration implements (docs/architecture.md).
 
 Four methods over one typed event, nothing else:
 

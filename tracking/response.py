@@ -99,6 +99,11 @@ class ImageResponse:
     #: The size key of the per-image price that applies when ``size`` is not it (a Gemini
     #: resolution tier such as ``"2K"``); set from the request the provider prepared.
     price_size: str | None = field(default=None, repr=False)
+    #: The model whose prices apply when the provider served another than the one asked.
+    price_model: str | None = field(default=None, repr=False)
+    #: What the provider says it charged for the call (Recraft's ``credits``), in USD; when set
+    #: it is the call's cost.
+    billed_usd: Decimal | None = field(default=None, repr=False)
 
     @classmethod
     def from_json_bytes(cls, body: bytes) -> ImageResponse:

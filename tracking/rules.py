@@ -8,7 +8,7 @@ at all (the generic checks in :mod:`tracking.request` still apply).
 
 A parameter the family does not take is dropped instead of refused when ``drop_params=True``;
 ``response_format="b64_json"`` is always dropped for GPT image models, which return base64
-anyway and refuse the parameter itself (DESIGN 7a).
+anyway and refuse the parameter itself (docs/architecture.md, "Validation").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""User callbacks in the LiteLLM shapes, adapted onto the bus (DESIGN 4).
+"""User callbacks in the LiteLLM shapes, adapted onto the bus (docs/architecture.md).
 
 Users register plain functions ``fn(kwargs, response, start_time, end_time)`` (sync or async) and
 :class:`CustomLogger` objects. This module turns each registered entry into a :class:`Receiver`:

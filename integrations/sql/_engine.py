@@ -1,7 +1,7 @@
 """Where the ledger lives: the database URL and the SQLAlchemy engine made from it.
 
-The URL comes from the caller, else ``TRACKING_DATABASE_URL``, else ``sqlite:///./tracking.db``
-(DESIGN 6). ``postgresql://`` and ``postgres://`` URLs are driven by psycopg 3. SQLite files run
+The URL comes from the caller, else ``TRACKING_DATABASE_URL``, else ``sqlite:///./tracking.db``.
+``postgresql://`` and ``postgres://`` URLs are driven by psycopg 3. SQLite files run
 in WAL mode with ``synchronous=FULL`` (a committed batch survives a power cut, and group commit
 pays the fsync once per batch, not per row) and a busy timeout, so readers such as
 ``tracking spend`` never block the writer. The WAL is checkpointed into the database every

@@ -11,7 +11,7 @@ group-commits rows off the call path to where they are *acknowledged*:
   :class:`~integrations.sql._shipper.OutboxShipper` moves it to the target, retrying through
   outages and resuming after a crash or restart.
 
-Two modes (DESIGN 6): ``background`` (the SDK's default) returns at once and acknowledges off the
+Two modes: ``background`` (the SDK's default) returns at once and acknowledges off the
 call path, so a kill -9 can lose rows not yet acknowledged; ``durable`` returns only once the
 row is acknowledged (sync calls wait in ``on_end``, async calls await ``aon_end`` without
 blocking their loop). ``flush()`` waits until rows are in the target; ``shutdown()`` and

@@ -1,6 +1,6 @@
 """The ledger's tables as SQLAlchemy Core objects, and how an event becomes a row.
 
-``spend_logs`` is a public contract (documented in the README): one row per call, keyed by our
+``spend_logs`` is a public contract (documented in docs/ledger.md): one row per call, keyed by our
 ``request_id``. Money is ``NUMERIC(20, 10)``: exact on PostgreSQL; SQLite has no decimal type and
 keeps it as a REAL of at most 15 significant digits, which round-trips to the same ``Decimal``
 (the query API sums it exactly, see :mod:`integrations.sql._queries`). Timestamps are UTC: on

@@ -1,27 +1,37 @@
-"""Pricing a call to the cent, in Decimal (DESIGN 5).
+"""Pricing a call to the cent, in Decimal (docs/architecture.md, "Pricing").
 
-:func:`price_call` follows one order: the response's usage tokens times the model's token prices
-when the response carries usage; otherwise the per-image price for the size and quality the
-upstream *billed* (the response's resolved values, never a requested ``auto``) times the images
-returned; otherwise the call is ``unpriced``: cost None, never a silent 0, and a warning logged
-once per model. A failed call costs 0: an error answer is not billed.
+:func:`price_call` follows one order. A model billed by tokens is priced from the response's
+usage tokens times its token prices; when the usage is missing or in a shape we cannot read
+(``{}``, only ``total_tokens``, chat-style names) the call is *estimated* instead
+(:func:`estimate_call_cost`: the per-image price for the size and quality billed, else a token
+estimate) with ``cost_source="estimate"``, never a silent 0 or None. A model billed per image
+(dall-e-2) is priced from the per-image table for the size and quality the upstream *billed*
+(the response's resolved values, never a requested ``auto``). A model with no credible price at
+all is ``unpriced``: cost None and a warning logged once per model. A call refused before
+sending, or answered with an error, costs 0: it is not billed. A success answer we cannot read
+is most likely billed, so it is estimated from the request.
 
-Prices come from the packaged file (:mod:`tracking.pricing.table`, loaded on first use) and from
-:func:`register_prices`, whose entries take precedence (Azure deployments mapped to a base model,
-negotiated discounts, models the file does not list).
+Prices come from three places, the first that has the model winning: :func:`register_prices`
+(Azure deployments mapped to a base model, negotiated discounts), a user's prices file
+(:func:`use_prices_file`, ``TRACKING_PRICES_FILE``, the proxy's
+``general_settings.prices_file``; written by ``tracking prices import``), and the packaged file
+(:mod:`tracking.pricing.table`, loaded on first use). A call to a model past its shutdown date
+is still priced (from history) and logs one warning per model.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, Inexact, localcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError
+from ..errors import APIResponseError, ConfigurationError
 from ..frozen import fast_init
 from .table import TOKEN_KINDS, PriceEntry, load_packaged, load_price_file, to_price
 
@@ -31,14 +41,22 @@ if TYPE_CHECKING:
     from ..response import ImageResponse, Usage
 
 __all__ = [
+    "PRICES_FILE_ENV",
     "Cost",
     "PriceEntry",
+    "estimate_call_cost",
     "find_entry",
     "load_price_file",
     "price_call",
+    "price_table",
     "register_prices",
     "reset_prices",
+    "shutdown_date",
+    "use_prices_file",
 ]
+
+#: The environment variable naming a user's prices file (``tracking prices import`` writes one).
+PRICES_FILE_ENV = "TRACKING_PRICES_FILE"
 
 log = logging.getLogger("tracking")
 
@@ -69,6 +87,9 @@ _packaged: dict[str, list[PriceEntry]] | None = None
 #: key -> (own entry or None, base model or None, discount)
 _custom: dict[str, tuple[PriceEntry | None, str | None, Decimal]] = {}
 _warned: set[str] = set()
+_warned_retired: set[str] = set()
+#: the user's prices file, once read (None: not read yet; read from the environment on first use)
+_override: dict[str, list[PriceEntry]] | None = None
 
 
 def _packaged_table() -> dict[str, list[PriceEntry]]:
@@ -78,6 +99,37 @@ def _packaged_table() -> dict[str, list[PriceEntry]]:
         with _lock:
             table = _packaged = _packaged or load_packaged()
     return table
+
+
+def _override_table() -> dict[str, list[PriceEntry]]:
+    global _override
+    table = _override
+    if table is None:
+        path = os.environ.get(PRICES_FILE_ENV)
+        table = load_price_file(path) if path else {}
+        with _lock:
+            _override = table
+    return table
+
+
+def use_prices_file(path: str | Path | None) -> int:
+    """Price from a user's prices file (our format, as ``tracking prices import`` writes it),
+    whose entries win over the packaged file; None goes back to ``$TRACKING_PRICES_FILE``.
+
+    The file is read and checked now, so a bad file fails at start. Returns the number of
+    models it prices.
+    """
+    global _override
+    table = load_price_file(path) if path is not None else None
+    with _lock:
+        _override = table
+    return len(table) if table is not None else 0
+
+
+def price_table() -> dict[str, tuple[list[PriceEntry], list[PriceEntry]]]:
+    """model -> (the user's prices file's entries, the packaged entries), for listing."""
+    override, packaged = _override_table(), _packaged_table()
+    return {m: (override.get(m, []), packaged.get(m, [])) for m in {*packaged, *override}}
 
 
 def register_prices(
@@ -106,10 +158,13 @@ def register_prices(
 
 
 def reset_prices() -> None:
-    """Forget every registered price and every unpriced warning (for tests)."""
+    """Forget every registered price, the prices file and every warning (for tests)."""
+    global _override
     with _lock:
         _custom.clear()
         _warned.clear()
+        _warned_retired.clear()
+        _override = None
 
 
 def _custom_entry(key: Any, spec: Any) -> tuple[PriceEntry | None, str | None, Decimal]:
@@ -202,12 +257,23 @@ def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
             entry = _from_custom(key, custom, day, depth)
             if entry is not None:
                 return entry
-    packaged = _packaged_table()
-    for key in keys:
-        for entry in packaged.get(key, ()):
-            if entry.covers(day):
-                return entry
+    for table in (_override_table(), _packaged_table()):
+        for key in keys:
+            for entry in table.get(key, ()):
+                if entry.covers(day):
+                    return entry
     return None
+
+
+def _model_keys(model: str) -> list[str]:
+    """A model as asked (``provider/name`` or a bare name), then without its provider prefix."""
+    return [model, model.split("/", 1)[1]] if "/" in model else [model]
+
+
+def shutdown_date(model: str, day: date | None = None) -> date | None:
+    """The day ``model`` was or will be shut down by its provider, when the price table knows."""
+    entry = find_entry(_model_keys(model), day or datetime.now(UTC).date())
+    return entry.shutdown if entry is not None else None
 
 
 def _from_custom(
@@ -244,38 +310,79 @@ def price_call(
     response: ImageResponse | None,
     *,
     day: date | None = None,
+    failure: BaseException | None = None,
 ) -> Cost:
-    """The cost of one call: usage first, then the billed size and quality, else unpriced."""
+    """The cost of one call: usage first, an estimate when usage is unreadable, the per-image
+    table for per-image models, else unpriced. ``failure`` is why there is no response: a
+    success answer that could not be read (:class:`~tracking.APIResponseError` with a 2xx
+    status) is estimated from the request, any other failure was not billed."""
+    if request is None:  # refused before a request existed: nothing was sent
+        return NOT_BILLED if response is None else UNPRICED
+    day = day or datetime.now(UTC).date()
+    entry = find_entry(_candidates(request), day)
+    if entry is not None and entry.retired_on(day):
+        _warn_retired(request.model, entry)
     if response is None:
+        if entry is not None and _unreadable_success(failure):
+            return _estimate(entry, request, None, request.n or 1)
         return NOT_BILLED
-    if request is None:  # cannot happen for a parsed answer; priced as unknown rather than 0
-        return UNPRICED
-    entry = find_entry(_candidates(request), day or datetime.now(UTC).date())
+    if response.billed_usd is not None:  # the provider said what it charged: that is the cost
+        return Cost(
+            usd=response.billed_usd,
+            per_image_usd=_per_image(response.billed_usd, response.images_returned),
+            source="usage",
+            price_ref=f"provider:{request.provider}",
+        )
+    if response.price_model is not None:  # served by another model than the one asked
+        entry = find_entry([response.price_model, *_candidates(request)], day)
     if entry is None:
         _warn_unpriced(request.model, "no price is known for this model")
         return UNPRICED
     images = response.images_returned
-    usage = response.usage
-    total: Decimal | None = None
-    source: CostSource = "usage"
-    if usage is not None and entry.tokens:
-        total = _token_cost(entry, usage)
-    if total is None:
-        source = "table"
-        total = _table_cost(entry, request, response, images)
-    if total is None:
-        _warn_unpriced(
-            request.model,
-            "no usage in the answer and no per-image price for "
-            f"size={response.size or request.size} quality={response.quality or request.quality}",
-        )
-        return UNPRICED
+    if entry.tokens:  # billed by tokens: the usage, else an estimate
+        usage = response.usage
+        total = _token_cost(entry, usage) if usage is not None and _readable(usage) else None
+        if total is None:
+            return _estimate(entry, request, response, images or request.n or 1)
+        source: CostSource = "usage"
+    else:  # billed per image
+        table_total = _table_cost(entry, request, response, images)
+        if table_total is None:
+            return _estimate(entry, request, response, images or request.n or 1)
+        total, source = table_total, "table"
     return Cost(
         usd=total,
         per_image_usd=_per_image(total, images),
         source="custom" if entry.custom else source,
         price_ref=entry.ref,
     )
+
+
+def _readable(usage: Usage) -> bool:
+    """Usage we can bill from: an image was made, so output tokens must be reported."""
+    return usage.output_image_tokens > 0 or usage.output_text_tokens > 0
+
+
+def _unreadable_success(failure: BaseException | None) -> bool:
+    if not isinstance(failure, APIResponseError):
+        return False
+    status = failure.status_code
+    return status is None or 200 <= status < 300
+
+
+def _estimate(
+    entry: PriceEntry, request: ImageEditRequest, response: ImageResponse | None, images: int
+) -> Cost:
+    from .estimate import entry_estimate
+
+    size = (response.price_size or response.size if response else None) or request.size
+    quality = (response.quality if response else None) or request.quality
+    total = entry_estimate(entry, images, quality, size)  # the output: what a price list states
+    if total is None:
+        _warn_unpriced(request.model, f"no price for size={size} quality={quality}")
+        return UNPRICED
+    log.debug("tracking: %s priced by estimate (%s)", request.model, entry.ref)
+    return Cost(total, _per_image(total, images), "estimate", entry.ref)
 
 
 def _token_cost(entry: PriceEntry, usage: Usage) -> Decimal | None:
@@ -337,6 +444,19 @@ def _per_image(total: Decimal, images: int) -> Decimal | None:
     return (total / images).quantize(_PER_IMAGE_PLACES)
 
 
+def _warn_retired(model: str, entry: PriceEntry) -> None:
+    with _lock:
+        if model in _warned_retired:
+            return
+        _warned_retired.add(model)
+    log.warning(
+        "tracking: %r was shut down by its provider on %s; its answer is passed on as it is and "
+        "the call is priced from the price history. Move to a live model (tracking prices list).",
+        model,
+        entry.shutdown,
+    )
+
+
 def _warn_unpriced(model: str, why: str) -> None:
     with _lock:
         if model in _warned:
@@ -344,7 +464,10 @@ def _warn_unpriced(model: str, why: str) -> None:
         _warned.add(model)
     log.warning(
         "tracking: calls to %r are unpriced (%s); cost_usd is None. "
-        "Add prices with tracking.register_prices(...).",
+        "Add prices with tracking.register_prices(...) or `tracking prices import`.",
         model,
         why,
     )
+
+
+from .estimate import estimate_call_cost  # noqa: E402  (it uses Cost and find_entry above)

@@ -1,26 +1,128 @@
-"""The most a call can be expected to cost, before it is sent: for budgets and lowest-cost routing.
+"""What a call costs when the upstream does not say: before it is sent (budgets, lowest-cost
+routing) and after a billed outcome whose usage we could not read.
 
-From the price table for the model: the per-image price for the requested size and quality
-(an unknown or ``auto`` size or quality takes the dearest the table lists) times ``n``, plus, for
-models billed by tokens, an allowance for the input: at least one token per prompt character and
-:data:`INPUT_IMAGE_TOKENS` per input image. None when no price is known.
+One rule serves both, and errs high rather than low. The output is the per-image price for the
+size and quality (an unknown or ``auto`` quality takes the dearest tier the table lists; an
+``auto`` size, or a size a table of tiers such as Gemini's ``1K`` / ``2K`` does not list, the
+dearest listed price). A ``WIDTHxHEIGHT`` the table does not list (gpt-image-2's free sizes), or
+a model priced only by tokens, is estimated from the output token price and
+:data:`REFERENCE_OUTPUT_TOKENS`, scaled by the image's area. Before a call, models billed by
+tokens add an allowance for the input: one token per prompt character and
+:data:`INPUT_IMAGE_TOKENS` per input image; an estimate after a billed call counts the output
+(what a price list states) unless given the prompt's length and the number of input images.
+Everything is Decimal; None only when the table has nothing to go on.
+
+:func:`estimate_call_cost` is the public entry point: a :class:`~tracking.pricing.Cost` with
+``source="estimate"`` for a model, size, quality and ``n``, for any code that must record a
+billed call whose real cost is unknown (a timeout after sending, a dropped connection, an answer
+that could not be read).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from . import find_entry
+from . import UNPRICED, Cost, _model_keys, _per_image, find_entry
 from .table import PriceEntry
 
-__all__ = ["INPUT_IMAGE_TOKENS", "estimate_max_cost", "max_expected_cost"]
+__all__ = [
+    "INPUT_IMAGE_TOKENS",
+    "REFERENCE_OUTPUT_TOKENS",
+    "entry_estimate",
+    "estimate_call_cost",
+    "estimate_max_cost",
+    "max_expected_cost",
+]
 
 #: Input image tokens allowed per image in an estimate (the largest inputs stay below it).
 INPUT_IMAGE_TOKENS = 1_000
+#: Output image tokens of one 1024x1024 image by quality, from gpt-image-2's published per-image
+#: prices at $30 per 1M output tokens ($0.006 / $0.053 / $0.211; 7,024 tokens for high). Used
+#: for models and sizes without a per-image price; qualities beyond ``high`` (``xhigh``,
+#: ``max``) have no published figure and take ``high``'s.
+REFERENCE_OUTPUT_TOKENS: Mapping[str, int] = {"low": 200, "medium": 1767, "high": 7024}
+_REFERENCE_PIXELS = 1024 * 1024
+#: The largest standard size an ``auto`` size resolves to (1536x1024 or 1024x1536).
+_AUTO_PIXELS = 1536 * 1024
 _MILLION = Decimal(1_000_000)
+
+
+def _pixels(size: str | None) -> int | None:
+    width, sep, height = (size or "").partition("x")
+    if sep and width.isdigit() and height.isdigit():
+        return int(width) * int(height)
+    return None
+
+
+def _listed_price(entry: PriceEntry, quality: str | None, size: str | None) -> Decimal | None:
+    tables = entry.per_image
+    if not tables:
+        return None
+    chosen = [tables[quality]] if quality is not None and quality in tables else [*tables.values()]
+    listed = {name for sizes in chosen for name in sizes}
+    if size in listed:
+        return max(sizes[size] for sizes in chosen if size in sizes)
+    sized = any(_pixels(name) is not None for name in listed)
+    if sized and _pixels(size) is not None and "output_image" in entry.tokens:
+        return None  # a free WIDTHxHEIGHT among listed ones: scale tokens by its area instead
+    return max(price for sizes in chosen for price in sizes.values())
+
+
+def _token_price(entry: PriceEntry, quality: str | None, size: str | None) -> Decimal | None:
+    price = entry.tokens.get("output_image")
+    if price is None:
+        return None
+    reference = REFERENCE_OUTPUT_TOKENS.get(quality or "", REFERENCE_OUTPUT_TOKENS["high"])
+    pixels = _pixels(size) or _AUTO_PIXELS
+    tokens = (Decimal(reference) * pixels / _REFERENCE_PIXELS).to_integral_value(ROUND_CEILING)
+    return tokens * price / _MILLION
+
+
+def entry_estimate(
+    entry: PriceEntry,
+    n: int,
+    quality: str | None,
+    size: str | None,
+    prompt_chars: int = 0,
+    input_images: int = 0,
+) -> Decimal | None:
+    """The estimated cost of ``n`` images of ``size`` and ``quality`` priced by ``entry``."""
+    each = _listed_price(entry, quality, size)
+    if each is None:
+        each = _token_price(entry, quality, size)
+    if each is None:
+        return None
+    total: Decimal = each * n
+    if entry.tokens:
+        total += entry.tokens.get("input_text", Decimal(0)) * prompt_chars / _MILLION
+        image_tokens = INPUT_IMAGE_TOKENS * input_images
+        total += entry.tokens.get("input_image", Decimal(0)) * image_tokens / _MILLION
+    return total
+
+
+def estimate_call_cost(
+    model: str,
+    size: str | None = None,
+    quality: str | None = None,
+    n: int = 1,
+    *,
+    prompt_chars: int = 0,
+    input_images: int = 0,
+    day: date | None = None,
+) -> Cost:
+    """An estimated :class:`~tracking.pricing.Cost` (``source="estimate"``) of a billed call
+    whose real cost is unknown; ``source="unpriced"`` (cost None) when the model has no price.
+
+    ``model`` may carry a provider prefix (``azure/...`` falls back to the bare name).
+    """
+    entry = find_entry(_model_keys(model), day or datetime.now(UTC).date())
+    total = entry_estimate(entry, n, quality, size, prompt_chars, input_images) if entry else None
+    if entry is None or total is None:
+        return UNPRICED
+    return Cost(total, _per_image(total, n), "estimate", entry.ref)
 
 
 def _image_count(image: Any) -> int:
@@ -29,44 +131,24 @@ def _image_count(image: Any) -> int:
     return len(image) if isinstance(image, list) else 1
 
 
-def _entry_cost(entry: PriceEntry, params: Mapping[str, Any]) -> Decimal | None:
-    n = params.get("n") or 1
-    quality, size = params.get("quality"), params.get("size")
-    tables = entry.per_image
-    chosen = (
-        [tables[quality]]
-        if isinstance(quality, str) and quality in tables
-        else list(tables.values())
-    )
-    listed = {name for sizes in chosen for name in sizes}
-    prices = [
-        price
-        for sizes in chosen
-        for name, price in sizes.items()
-        if size not in listed or name == size
-    ]
-    if not prices:
-        return None
-    total: Decimal = max(prices) * n
-    if entry.tokens:
-        prompt = params.get("prompt")
-        text_tokens = len(prompt) if isinstance(prompt, str) else 0
-        image_tokens = INPUT_IMAGE_TOKENS * _image_count(params.get("image"))
-        total += entry.tokens.get("input_text", Decimal(0)) * text_tokens / _MILLION
-        total += entry.tokens.get("input_image", Decimal(0)) * image_tokens / _MILLION
-    return total
-
-
 def estimate_max_cost(
     model: str, params: Mapping[str, Any], day: date | None = None
 ) -> Decimal | None:
     """The most one call with ``params`` (n, size, quality, prompt, image) may cost on ``model``
     (a provider prefix is allowed)."""
-    keys = [model]
-    if "/" in model:
-        keys.append(model.split("/", 1)[1])
-    entry = find_entry(keys, day or datetime.now(UTC).date())
-    return _entry_cost(entry, params) if entry is not None else None
+    entry = find_entry(_model_keys(model), day or datetime.now(UTC).date())
+    if entry is None:
+        return None
+    prompt = params.get("prompt")
+    quality, size = params.get("quality"), params.get("size")
+    return entry_estimate(
+        entry,
+        params.get("n") or 1,
+        quality if isinstance(quality, str) else None,
+        size if isinstance(size, str) else None,
+        len(prompt) if isinstance(prompt, str) else 0,
+        _image_count(params.get("image")),
+    )
 
 
 def max_expected_cost(

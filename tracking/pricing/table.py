@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import ConfigurationError
 
 __all__ = [
+    "CONFIDENCE",
     "TOKEN_KINDS",
     "PriceEntry",
     "load_packaged",
@@ -39,9 +40,12 @@ TOKEN_KINDS = (
     "output_image",
     "output_text",
 )
+#: How sure a figure is, strongest first.
+CONFIDENCE = ("official", "secondary")
 _ENTRY_KEYS = frozenset(
     {
         "model",
+        "aliases",
         "provider",
         "effective_from",
         "effective_to",
@@ -64,6 +68,14 @@ class PriceEntry:
     effective_to: date | None = None  #: the last day the prices apply
     shutdown: date | None = None
     custom: bool = False  #: registered by the user rather than shipped
+    provider: str | None = None
+    #: the weakest confidence of the entry's figures (None: the user's own, registered prices)
+    confidence: str | None = None
+    #: the page the output price (else the first figure) was read from
+    source: str | None = None
+    aliases: tuple[str, ...] = ()
+    #: where the entry came from: ``packaged``, ``override`` (a prices file) or ``custom``
+    origin: str = "packaged"
 
     def covers(self, day: date) -> bool:
         if self.effective_from is not None and day < self.effective_from:
@@ -73,9 +85,14 @@ class PriceEntry:
     @property
     def ref(self) -> str:
         """Which entry priced a call, for the event's ``price_ref``."""
-        origin = "custom" if self.custom else "packaged"
+        origin = "custom" if self.custom else self.origin
         since = f"@{self.effective_from.isoformat()}" if self.effective_from else ""
-        return f"{origin}:{self.key}{since}"
+        sure = f"#{self.confidence}" if self.confidence else ""
+        return f"{origin}:{self.key}{since}{sure}"
+
+    def retired_on(self, day: date) -> bool:
+        """Whether the model is past its shutdown date on ``day``."""
+        return self.shutdown is not None and day >= self.shutdown
 
 
 def load_packaged() -> dict[str, list[PriceEntry]]:
@@ -84,16 +101,18 @@ def load_packaged() -> dict[str, list[PriceEntry]]:
     return parse_price_data(json.loads(text), origin="tracking/pricing/prices.json")
 
 
-def load_price_file(path: str | Path) -> dict[str, list[PriceEntry]]:
+def load_price_file(path: str | Path, *, kind: str = "override") -> dict[str, list[PriceEntry]]:
     """A price file in the packaged format (JSON), checked against the schema."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"price file {path}: cannot read it as JSON ({exc})") from None
-    return parse_price_data(data, origin=str(path))
+    return parse_price_data(data, origin=str(path), kind=kind)
 
 
-def parse_price_data(data: Any, *, origin: str) -> dict[str, list[PriceEntry]]:
+def parse_price_data(
+    data: Any, *, origin: str, kind: str = "packaged"
+) -> dict[str, list[PriceEntry]]:
     """Validate a whole price document; entries grouped by model key."""
     if not isinstance(data, dict):
         raise ConfigurationError(f"price file {origin}: expected a JSON object")
@@ -106,12 +125,13 @@ def parse_price_data(data: Any, *, origin: str) -> dict[str, list[PriceEntry]]:
         raise ConfigurationError(f"price file {origin}: 'entries' must be a list")
     table: dict[str, list[PriceEntry]] = {}
     for index, raw in enumerate(entries):
-        entry = _entry(raw, f"price file {origin}: entries[{index}]")
-        table.setdefault(entry.key, []).append(entry)
+        entry = _entry(raw, f"price file {origin}: entries[{index}]", kind)
+        for name in (entry.key, *entry.aliases):
+            table.setdefault(name, []).append(entry)
     return table
 
 
-def _entry(raw: Any, where: str) -> PriceEntry:
+def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{where}: expected an object")
     unknown = set(raw) - _ENTRY_KEYS
@@ -124,11 +144,18 @@ def _entry(raw: Any, where: str) -> PriceEntry:
     for required in ("effective_from", "effective_to", "shutdown"):
         if required not in raw:
             raise ConfigurationError(f"{where}: '{required}' is required (null when unknown)")
+    aliases = raw.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise ConfigurationError(f"{where}.aliases: expected a list of model names")
+    provider = raw.get("provider")
+    if provider is not None and not isinstance(provider, str):
+        raise ConfigurationError(f"{where}.provider: expected a string")
     shutdown = raw["shutdown"]
     if shutdown is not None:
         if not isinstance(shutdown, dict):
             raise ConfigurationError(f"{where}.shutdown: expected null or an object")
         _provenance(shutdown, f"{where}.shutdown")
+    provenance: list[tuple[str, dict[str, Any]]] = []  # (kind of figure, its raw object)
     tokens_raw = raw.get("tokens_per_million") or {}
     if not isinstance(tokens_raw, dict):
         raise ConfigurationError(f"{where}.tokens_per_million: expected an object")
@@ -139,6 +166,7 @@ def _entry(raw: Any, where: str) -> PriceEntry:
                 f"{where}.tokens_per_million.{kind}: unknown; known: {', '.join(TOKEN_KINDS)}"
             )
         tokens[kind] = _figure(figure, f"{where}.tokens_per_million.{kind}")
+        provenance.append((kind, figure))
     per_image_raw = raw.get("per_image") or {}
     if not isinstance(per_image_raw, dict):
         raise ConfigurationError(f"{where}.per_image: expected an object")
@@ -150,12 +178,15 @@ def _entry(raw: Any, where: str) -> PriceEntry:
             size: _figure(figure, f"{where}.per_image.{quality}.{size}")
             for size, figure in sizes.items()
         }
+        provenance.extend(("per_image", figure) for figure in sizes.values())
     if not tokens and not per_image:
         raise ConfigurationError(f"{where}: needs tokens_per_million or per_image prices")
     effective_from = _date(raw["effective_from"], f"{where}.effective_from", optional=True)
     effective_to = _date(raw["effective_to"], f"{where}.effective_to", optional=True)
     if effective_from and effective_to and effective_to < effective_from:
         raise ConfigurationError(f"{where}: effective_to is before effective_from")
+    weakest = max(CONFIDENCE.index(figure["confidence"]) for _, figure in provenance)
+    main = next((f for k, f in provenance if k == "output_image"), provenance[0][1])
     return PriceEntry(
         key=model,
         tokens=tokens,
@@ -163,12 +194,17 @@ def _entry(raw: Any, where: str) -> PriceEntry:
         effective_from=effective_from,
         effective_to=effective_to,
         shutdown=_date(shutdown["date"], f"{where}.shutdown.date") if shutdown else None,
+        provider=provider,
+        confidence=CONFIDENCE[weakest],
+        source=main["source"],
+        aliases=tuple(aliases),
+        origin=origin,
     )
 
 
 def _figure(raw: Any, where: str) -> Decimal:
     if not isinstance(raw, dict):
-        raise ConfigurationError(f"{where}: expected {{usd, source, retrieved}}")
+        raise ConfigurationError(f"{where}: expected {{usd, source, retrieved, confidence}}")
     _provenance(raw, where)
     usd = raw.get("usd")
     if not isinstance(usd, str):  # a JSON number would pass through float on the way in
@@ -178,9 +214,14 @@ def _figure(raw: Any, where: str) -> Decimal:
 
 def _provenance(raw: dict[str, Any], where: str) -> None:
     source = raw.get("source")
-    if not isinstance(source, str) or not source.startswith(("https://", "http://")):
+    if not isinstance(source, str) or not source.startswith(("https://", "http://", "file://")):
         raise ConfigurationError(f"{where}: 'source' must be the URL the figure was read from")
     _date(raw.get("retrieved"), f"{where}.retrieved")
+    if raw.get("confidence") not in CONFIDENCE:
+        raise ConfigurationError(
+            f"{where}: 'confidence' must be one of {', '.join(CONFIDENCE)} "
+            "(official: the provider's own page)"
+        )
 
 
 def _date(raw: Any, where: str, *, optional: bool = False) -> date | None:

@@ -14,7 +14,13 @@ nothing; :func:`register_provider` adds or replaces one at run time.
   ``{api_base}/v1beta/models/{model}:generateContent`` with ``x-goog-api-key``; JSON both ways,
   answers turned into OpenAI's shape;
 * ``vertex_ai`` (:mod:`.vertex_ai`): the same body to Vertex AI's ``generateContent`` for a
-  project and location, with a bearer access token.
+  project and location, with a bearer access token;
+* ``black_forest_labs`` (:mod:`.black_forest_labs`): FLUX Kontext and Fill, submitted as a job
+  and polled until its result is ready;
+* ``stability`` (:mod:`.stability`): Stability AI's edit operations (inpaint, erase,
+  search-and-replace, outpaint), multipart out, JSON in;
+* ``recraft`` (:mod:`.recraft`): Recraft's image-to-image and inpainting, priced from the
+  credits each answer reports.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import importlib
 from typing import cast
 
 from ..errors import ConfigurationError
-from .base import PreparedRequest, Provider
+from .base import Poll, PreparedRequest, Provider
 
 __all__ = [
+    "Poll",
     "PreparedRequest",
     "Provider",
     "get_provider",
@@ -41,6 +48,9 @@ _REGISTRY: dict[str, str] = {
     "azure": "tracking.providers.azure:AzureProvider",
     "gemini": "tracking.providers.gemini:GeminiProvider",
     "vertex_ai": "tracking.providers.vertex_ai:VertexAIProvider",
+    "black_forest_labs": "tracking.providers.black_forest_labs:BlackForestLabsProvider",
+    "stability": "tracking.providers.stability:StabilityProvider",
+    "recraft": "tracking.providers.recraft:RecraftProvider",
 }
 _INSTANCES: dict[str, Provider] = {}
 

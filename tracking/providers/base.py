@@ -7,9 +7,12 @@ built, with the sync or the async client, and hands the answer to :meth:`Provide
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import ConfigurationError
 from ..frozen import fast_init
 from ..response import ImageResponse
 
@@ -18,9 +21,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OpenAIAnswers",
+    "Poll",
     "PreparedRequest",
     "Provider",
     "UpstreamError",
+    "api_base_for",
+    "api_key_for",
     "error_object",
     "openai_error",
     "text_field",
@@ -37,14 +43,34 @@ class PreparedRequest:
     body: bytes
     secrets: tuple[str, ...] = ()
     #: the size key the answer's per-image price is listed under when the answer does not say
-    #: it (Gemini bills by resolution tier: "1K", "2K", "4K")
+    #: it (Gemini bills by resolution tier: "1K", "2K", "4K"; "any" for one price per image)
     price_size: str | None = None
+    #: the model whose prices apply when the provider serves the call with another model than
+    #: the one asked (a FLUX Kontext edit with a mask runs on FLUX Fill)
+    price_model: str | None = None
+    #: "POST" (an edit) or "GET" (a job's status, a result to download)
+    method: str = "POST"
+    #: reads this request's answer instead of the provider's ``parse`` (a job's polls)
+    read: Callable[[int, dict[str, str], bytes], ImageResponse | Poll] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def host(self) -> str:
         """``host[:port]`` of the upstream: safe to log, never a credential."""
         rest = self.url.split("://", 1)[-1]
         return rest.split("/", 1)[0].rsplit("@", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """An answer that is not the result yet (a job to poll, a result to download): the call
+    sends ``request`` after ``wait`` seconds and reads its answer with ``request.read``. The
+    call's timeout bounds the whole job; once a job is submitted, nothing is sent again (it is
+    billed)."""
+
+    request: PreparedRequest
+    wait: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +97,7 @@ class Provider(Protocol):
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest: ...
 
-    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse: ...
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse | Poll: ...
 
     def read_error(self, status: int, body: bytes) -> UpstreamError: ...
 
@@ -114,3 +140,17 @@ class OpenAIAnswers:
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
         return openai_error(status, body)
+
+
+def api_key_for(options: CallOptions, provider: str, *variables: str) -> str:
+    """The call's key, else the first set environment variable; a clear error without one."""
+    key = options.api_key or next((os.environ[v] for v in variables if os.environ.get(v)), None)
+    if not key:
+        names = " (or ".join(variables) + ")" * (len(variables) - 1)
+        raise ConfigurationError(f"api_key: no {provider} key; pass api_key=... or set {names}")
+    return key
+
+
+def api_base_for(options: CallOptions, variable: str, default: str) -> str:
+    """The call's ``api_base``, else the environment variable, else the provider's own."""
+    return (options.api_base or os.environ.get(variable) or default).rstrip("/")

@@ -26,16 +26,22 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
+from ..errors import APIResponseError, ContentPolicyError
 from ..response import ImageResponse
-from .base import PreparedRequest, UpstreamError, error_object, text_field
+from .base import (
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    error_object,
+    text_field,
+)
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -275,17 +281,8 @@ class GeminiProvider(GeminiAnswers):
     name = "gemini"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
-        api_key = (
-            options.api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
-        )
-        if not api_key:
-            raise ConfigurationError(
-                "api_key: no Gemini API key; pass api_key=... or set GEMINI_API_KEY "
-                "(or GOOGLE_API_KEY)"
-            )
-        api_base = (
-            options.api_base or os.environ.get("GEMINI_API_BASE") or DEFAULT_GEMINI_API_BASE
-        ).rstrip("/")
+        api_key = api_key_for(options, "Gemini", "GEMINI_API_KEY", "GOOGLE_API_KEY")
+        api_base = api_base_for(options, "GEMINI_API_BASE", DEFAULT_GEMINI_API_BASE)
         body, tier = generate_content_body(request)
         model = quote(request.upstream_model, safe="")
         return PreparedRequest(

@@ -1,7 +1,7 @@
 """The proxy as a raw ASGI application: routes, the edit handler, health, models, metrics.
 
 Raw ASGI keeps the per-request work to what the call needs (the HTTP client and the multipart
-parse dominate the CPU, DESIGN 9). One edit request: authenticate from the headers, refuse a
+parse dominate the CPU). One edit request: authenticate from the headers, refuse a
 declared oversized body before reading it, stream the multipart body in under the size limit,
 turn it into the SDK's parameters, check the model, and hand the call to the dispatcher (the
 router over the config's ``model_list``, on the SDK's own call path), then wait until the call's
@@ -34,10 +34,12 @@ from .concurrency import ParallelLimit
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
 from .health import HealthReport
+from .image_store import STORED_PREFIX, build_image_store, parse_store_settings, sweep_forever
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher
 from .prices import register_config_prices
+from .url_answers import base64_only_models, serve_stored, to_url_answer
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
 
@@ -81,6 +83,12 @@ class ProxyApp:
         self.body_timeout = config.general_settings.request_read_timeout
         self.parallel = ParallelLimit(config.general_settings.max_parallel_requests_per_key)
         self.model_names = frozenset(config.model_names())
+        general = config.general_settings
+        self.image_store = build_image_store(
+            parse_store_settings(general.image_store, general.database_url)
+        )
+        self.url_models = base64_only_models(config) if self.image_store else frozenset()
+        self._sweeper: asyncio.Task[None] | None = None
         self._models_body = json.dumps(
             {
                 "object": "list",
@@ -122,9 +130,13 @@ class ProxyApp:
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                if self.image_store is not None:
+                    self._sweeper = asyncio.create_task(sweep_forever(self.image_store))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # The server has stopped accepting and drained in-flight requests by now.
+                if self._sweeper is not None:
+                    self._sweeper.cancel()
                 await asyncio.to_thread(shut_down_sinks)
                 await self.accounts.aclose()
                 if isinstance(self.dispatcher, RoutedModels):
@@ -157,6 +169,13 @@ class ProxyApp:
             handler = self._model_route(scope["path"])
         try:
             if handler is None:
+                if self.image_store is not None and scope["path"].startswith(STORED_PREFIX):
+                    if scope["method"] != "GET":
+                        raise ProxyError(405, f"method {scope['method']} not allowed")
+                    await serve_stored(
+                        self.image_store, scope["path"], scope.get("query_string", b""), send
+                    )
+                    return
                 raise self._no_route(scope)
             await handler(scope, receive, send)
         except ProxyError as error:
@@ -181,7 +200,9 @@ class ProxyApp:
         entry: AccessEntry = scope[ACCESS_SCOPE_KEY]
         entry.caller, entry.key_alias = principal.kind, principal.key_alias
         with self.parallel.hold(principal):  # before the body: a key cannot hold every buffer
-            await self._edit_for(principal, headers, receive, send, entry)
+            await self._edit_for(
+                principal, headers, receive, send, entry, scope.get("scheme", "http")
+            )
 
     async def _edit_for(
         self,
@@ -190,6 +211,7 @@ class ProxyApp:
         receive: Receive,
         send: Send,
         entry: AccessEntry,
+        scheme: str = "http",
     ) -> None:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
@@ -211,6 +233,7 @@ class ProxyApp:
                 param="model",
                 code="model_not_found",
             )
+        as_urls = self._url_answer(params, model)
         # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
         reservation = await self.accounts.admit(principal, params, model)
         try:  # with a durable ledger the bus returns only once the call's row is acknowledged
@@ -225,7 +248,32 @@ class ProxyApp:
                 error.headers["x-tracking-request-id"] = request_id
             raise error from None
         await reservation.settle(response.cost_usd)
-        await _send_json(send, 200, response.json_bytes(), _answer_headers(response, entry))
+        body = response.json_bytes()
+        if as_urls and self.image_store is not None:
+            base = self.image_store.settings.external_base_url or (
+                f"{headers.get('x-forwarded-proto', scheme)}://{headers.get('host', 'localhost')}"
+            )
+            body, _ = await to_url_answer(self.image_store, body, response.request_id, base)
+        await _send_json(send, 200, body, _answer_headers(response, entry))
+
+    def _url_answer(self, params: dict[str, Any], model: str) -> bool:
+        """Whether the proxy serves this call's images as URLs; if so the upstream is asked
+        without ``response_format`` and the call's metadata records how it was answered."""
+        if params.get("response_format") != "url" or model not in self.url_models:
+            return False
+        assert self.image_store is not None
+        if self.image_store.full():
+            raise ProxyError(
+                507,
+                "the proxy's image store is full, so it cannot answer with URLs now; ask for "
+                "b64_json, or try again after expired images are swept",
+                type="server_error",
+                param="response_format",
+                code="image_store_full",
+            )
+        params.pop("response_format")
+        params["metadata"] = {**(params.get("metadata") or {}), "response_format": "url"}
+        return True
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _send_json(send, 200, b'{"status":"alive"}')

@@ -14,7 +14,9 @@ bound: while the reservation covers the real cost (it does whenever the upstream
 table's price for the requested size and quality and at most :data:`INPUT_IMAGE_TOKENS` tokens per
 input image) a budget is never exceeded, whatever the concurrency; otherwise it can be exceeded by
 at most what the calls in flight at that moment cost beyond their reservations. A model without a
-known price reserves nothing and is only stopped once the budget is already spent. With Redis down
+known price is refused (400, before any upstream call) for a key or end user with a budget, since
+its spend could not be counted; ``general_settings.allow_unpriced_with_budgets: true`` lets it
+through, reserving nothing. With Redis down
 each instance counts alone, so N instances may together spend up to N times a budget's remainder.
 """
 
@@ -170,6 +172,8 @@ class Budgets:
             return reservation
         upstream = [d.model for d in self.config.deployments(model)] or [model]
         expected = max_expected_cost(upstream, params)
+        if expected is None and not self.config.general_settings.allow_unpriced_with_budgets:
+            raise _unpriced(model, "this key" if budgets[0][0].startswith("key:") else "end user")
         amount = to_units(expected) if expected is not None else 0
         try:
             for name, limit, label, ledger_filter in budgets:
@@ -218,4 +222,17 @@ def _refusal(label: tuple[str, str], limit: int, counted: int, amount: int) -> s
         f"{_usd(limit - counted)} left of {who}'s {budget} of {_usd(limit)} "
         f"(spent or reserved: {_usd(counted)}); a cheaper call (smaller size, lower quality, "
         "fewer images) may still fit"
+    )
+
+
+def _unpriced(model: str, who: str) -> ProxyError:
+    return ProxyError(
+        400,
+        f"model {model!r} has no known price, and {who} has a budget that could not count its "
+        "spend. Add a price (the config's prices: section or model_info, "
+        "general_settings.prices_file, or `tracking prices import`), or set "
+        "general_settings.allow_unpriced_with_budgets: true to let unpriced calls through.",
+        param="model",
+        code="model_unpriced",
+        reason="budget",
     )

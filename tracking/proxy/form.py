@@ -5,7 +5,7 @@ far: an oversized upload is refused with 413 as soon as it crosses the limit, ne
 past it, and it must all arrive within a deadline (``general_settings.request_read_timeout``),
 else 408: a client trickling bytes cannot hold a connection and its buffers open for ever. The
 complete body is then split at its boundary with ``bytes.find`` (python-multipart's
-byte-level state machine cost several times more CPU per request, DESIGN 9), each part's content
+byte-level state machine cost several times more CPU per request), each part's content
 copied once into its own ``bytes``, so memory per request stays near a small multiple of the
 size of its images. :func:`form_params` then turns the parts into the exact
 keyword arguments of :func:`tracking.aimage_edit`, so a proxied call takes the SDK's path.

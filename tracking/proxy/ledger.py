@@ -1,4 +1,4 @@
-"""The proxy's ledger: every call's row acknowledged before its answer leaves (DESIGN 7).
+"""The proxy's ledger: every call's row acknowledged before its answer leaves.
 
 The proxy registers one :class:`integrations.sql.SqlLedger` in ``durable`` mode: for the async
 calls the proxy makes, the bus awaits the ledger's ``aon_end``, which returns once the row is

@@ -7,7 +7,8 @@ deployment's ``model_info`` prices its ``litellm_params.model``: the same fields
 per-token spelling (``input_cost_per_token``, ``output_cost_per_token``,
 ``cache_read_input_token_cost``, in USD per token, turned into USD per million tokens exactly).
 Entries of the ``prices:`` section win over ``model_info`` for the same model. A bad entry
-fails the start with the path of the key in the config.
+fails the start with the path of the key in the config. ``general_settings.prices_file`` names a
+user's prices file (as ``tracking prices import`` writes it), loaded at start too.
 """
 
 from __future__ import annotations
@@ -91,8 +92,16 @@ def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
 
 def register_config_prices(config: ProxyConfig) -> int:
     """Register every price of the config; returns how many models got one."""
-    from ..pricing import register_prices
+    from ..pricing import register_prices, use_prices_file
 
+    prices_file = config.general_settings.prices_file
+    if prices_file is not None:
+        try:
+            use_prices_file(prices_file)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"{_source(config)}general_settings.prices_file: {exc.message}"
+            ) from None
     entries = config_prices(config)
     for model, (where, spec) in entries.items():
         try:

@@ -1,8 +1,8 @@
-"""``tracking quickstart``: the seed's proxy section, run offline from start to finish.
+"""``tracking quickstart``: the proxy tried offline from start to finish.
 
-It starts the bundled fake upstream, writes the seed's ``config.yaml`` (one model, its key from
+It starts the bundled fake upstream, writes a LiteLLM-style ``config.yaml`` (one model, its key from
 ``os.environ/OPENAI_API_KEY``, pointed at the fake, with a master key and an SQLite ledger),
-starts ``tracking serve --config`` on it as a real subprocess, then runs the seed's ``curl -F``
+starts ``tracking serve --config`` on it as a real subprocess, then runs the ``curl -F``
 and ``openai`` client examples against the proxy and shows what each call cost. Nothing leaves
 the machine. With ``--keep-running`` the proxy stays up so the printed commands can be tried by
 hand.
@@ -25,6 +25,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 __all__ = ["main"]
 
 MASTER_KEY = "sk-quickstart-master-key"
@@ -32,9 +34,9 @@ UPSTREAM_KEY = "sk-quickstart-upstream-key"
 
 CONFIG = """\
 model_list:
-  - model_name: gpt-image-1
+  - model_name: gpt-image-2
     litellm_params:
-      model: gpt-image-1
+      model: gpt-image-2
       api_key: os.environ/OPENAI_API_KEY
       api_base: {api_base}   # the bundled fake upstream; remove this line for OpenAI itself
 
@@ -94,13 +96,17 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         return True
     ok = True
     for title, extra in (
-        ("as the seed writes it (gpt-image-1 with response_format=url)", ["response_format=url"]),
-        ("corrected: without response_format (GPT image models answer base64)", []),
+        (
+            "as the original example writes it, on gpt-image-2 (response_format=url: GPT image "
+            "models answer base64 only, so the proxy stores the image and answers a signed URL)",
+            ["response_format=url"],
+        ),
+        ("without response_format (the upstream's base64 answer)", []),
     ):
         command = [
             "curl", "-s", "-X", "POST", f"{url}/v1/images/edits",
             "-H", f"Authorization: Bearer {MASTER_KEY}",
-            "-F", "model=gpt-image-1",
+            "-F", "model=gpt-image-2",
             "-F", f"image=@{paths['original_image']}",
             "-F", f"mask=@{paths['mask_image']}",
             "-F", "prompt=Add a beautiful sunset in the background",
@@ -135,6 +141,15 @@ def _curl_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
                 f"cost={cost}, x-tracking-request-id={headers.get('x-tracking-request-id')}"
             )
             ok = ok and status == "200"
+            image_url = payload["data"][0].get("url")
+            if image_url:
+                fetched = httpx.get(image_url, timeout=30)
+                print(f"  url={image_url}")
+                print(
+                    f"  GET url (no key needed): HTTP {fetched.status_code}, "
+                    f"{fetched.headers.get('content-type')}, {len(fetched.content)} bytes"
+                )
+                ok = ok and fetched.status_code == 200
     return ok
 
 
@@ -142,11 +157,11 @@ def _openai_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
     try:
         from openai import OpenAI
     except ImportError:
-        print("  the openai package is not installed (pip install openai): skipped")
+        print("  openai is not installed (pip install 'image-edit-tracking[proxy]'): skipped")
         return True
     print(
         '\n  client = OpenAI(base_url="' + url + '", api_key="' + MASTER_KEY + '")\n'
-        "  client.images.edit(model='gpt-image-1', image=open('original_image.png', 'rb'),\n"
+        "  client.images.edit(model='gpt-image-2', image=open('original_image.png', 'rb'),\n"
         "                     prompt='Add a red hat to the person in the image', n=1,"
         " size='1024x1024')"
     )
@@ -155,7 +170,7 @@ def _openai_example(url: str, paths: dict[str, Path], spend: _Spend) -> bool:
         open(paths["original_image"], "rb") as image,
     ):
         raw = client.images.with_raw_response.edit(
-            model="gpt-image-1",
+            model="gpt-image-2",
             image=image,
             prompt="Add a red hat to the person in the image",
             n=1,
@@ -206,7 +221,7 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
         config.write_text(
             CONFIG.format(api_base=fake.url, master_key=MASTER_KEY, ledger=folder / "tracking.db")
         )
-        print(f"1. The fake OpenAI upstream is on {fake.url}; the seed's config, pointed at it:")
+        print(f"1. The fake OpenAI upstream is on {fake.url}; a proxy config, pointed at it:")
         print("\n".join(f"   {line}" for line in config.read_text().splitlines()))
         command = [*_tracking_command(), "serve", "--config", str(config), "--port", str(port)]
         print(f"\n2. Starting the proxy:\n   $ OPENAI_API_KEY=... {shlex.join(command)}")
@@ -219,7 +234,7 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
             _wait_until_up(url, proxy)
             print(f"   RUNNING on {url} (log: {folder / 'proxy.log'})")
             spend = _Spend()
-            print("\n3. The seed's examples against the proxy")
+            print("\n3. The curl and openai client examples against the proxy")
             print("\n  cURL:")
             ok = _curl_example(url, paths, spend)
             print("\n  OpenAI SDK:")

@@ -27,7 +27,7 @@ from .metrics import MULTIPROC_ENV
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
 
-DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a proxy is meant to be reached; the seed's default
+DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a proxy is meant to be reached; LiteLLM's default too
 DEFAULT_PORT = 4000
 
 log = logging.getLogger("tracking.proxy")

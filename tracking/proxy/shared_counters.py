@@ -12,7 +12,7 @@ of a budget.
 
 Without Redis (no ``redis_url``), or while it is down, the same logic runs on counters in this
 process (:class:`LocalCounters`): one instance stays exact, several each enforce the limits alone
-(see the README for what that allows). A Redis error never fails a call: the first is logged as a
+(see docs/proxy.md for what that allows). A Redis error never fails a call: the first is logged as a
 warning, local counters are used, and Redis is tried again after ``retry_interval`` seconds.
 """
 

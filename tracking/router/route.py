@@ -2,7 +2,7 @@
 
 A :class:`CallRoute` implements :class:`~tracking.router.protocol.Route` for a single call.
 The call's model group comes first, then its fallbacks in order. Within a group the call gets
-``1 + num_retries`` attempts (DESIGN 7a: the router's count governs, the client's own retries
+``1 + num_retries`` attempts (the router's count governs, the client's own retries
 are not added on top); each retry goes to a deployment that has not failed this call while one
 is available, and only waits (backoff, or the upstream's ``Retry-After``) when it must go back
 to one that has.

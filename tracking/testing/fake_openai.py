@@ -11,15 +11,20 @@ the prompt where the mask allows. It also serves Azure's deployment route
 Faults (:mod:`.faults`) are injected per request with the ``x-fake-fault`` header or per server
 with ``faults=[...]`` / :meth:`FakeOpenAI.inject`: a status code, latency, Retry-After,
 malformed JSON, a dropped connection, a slow body. :attr:`FakeOpenAI.hits` counts every edit
-request that arrived, faulted or not, so tests can count attempts.
+request that arrived, faulted or not, so tests can count attempts. ``GET /v1/models`` lists the
+image models with their ``shutdown_date`` (:mod:`.fake_models`). A request without ``model``
+gets gpt-image-2, a live model.
 
 Token counts are a documented, deterministic estimate (no tokenizer download):
 
 * input text tokens: ``ceil(len(prompt) / 4)``;
 * input image tokens: 323 per input image (and mask is not counted);
 * output image tokens per image, by quality and size, as OpenAI publishes for gpt-image-1
-  (``OUTPUT_TOKENS``); an ``auto`` quality answers ``medium``; an ``auto`` size answers the
-  standard size closest to the first input image's aspect; other sizes scale by area.
+  (``OUTPUT_TOKENS``); for gpt-image-2 and the 2.5 / 2.6 models, the counts behind gpt-image-2's
+  published per-image prices at $30 per 1M tokens (``OUTPUT_TOKENS_2``; ``xhigh`` and ``max``,
+  which have no published figure, are the fake's own 1.5x and 2x of ``high``); an ``auto``
+  quality answers ``medium``; an ``auto`` size answers the standard size closest to the first
+  input image's aspect; other sizes scale by area.
 
 ``canned=True`` reads each body but does no multipart or image work and answers a pre-built
 response: for benchmarks, where the fake must cost as little as possible (faults still apply).
@@ -41,16 +46,36 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from .app_thread import ServedApp
+from .fake_admin import Billing, add_admin_routes
 from .fake_images import inspect, render, solid_png
-from .fake_rules import DALL_E_2, GPT_IMAGE_MODELS, check_edit
+from .fake_models import models_body
+from .fake_rules import DALL_E_2, FLEXIBLE_SIZE_MODELS, GPT_IMAGE_MODELS, check_edit
 from .faults import FAULT_HEADER, Fault, parse_fault
 
-__all__ = ["OUTPUT_TOKENS", "FakeOpenAI", "Fault", "ReceivedRequest", "build_app"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "OUTPUT_TOKENS",
+    "OUTPUT_TOKENS_2",
+    "FakeOpenAI",
+    "Fault",
+    "ReceivedRequest",
+    "build_app",
+]
+
+#: The model of a request that names none.
+DEFAULT_MODEL = "gpt-image-2"
 
 OUTPUT_TOKENS: dict[str, dict[str, int]] = {
     "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
     "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
+}
+OUTPUT_TOKENS_2: dict[str, dict[str, int]] = {
+    "low": {"1024x1024": 200, "1024x1536": 167, "1536x1024": 167},
+    "medium": {"1024x1024": 1767, "1024x1536": 1367, "1536x1024": 1367},
+    "high": {"1024x1024": 7024, "1024x1536": 5500, "1536x1024": 5500},
+    "xhigh": {"1024x1024": 10536, "1024x1536": 8250, "1536x1024": 8250},
+    "max": {"1024x1024": 14048, "1024x1536": 11000, "1536x1024": 11000},
 }
 IMAGE_INPUT_TOKENS = 323
 
@@ -118,6 +143,7 @@ class _FakeState:
         self.responses: list[dict[str, Any]] = []  #: every JSON body answered, oldest first
         self.counter = itertools.count(1)
         self.hits = 0  #: edit requests received, faulted or not
+        self.billing = Billing()  #: what the admin endpoints bill (:mod:`.fake_admin`)
         self.faults_lock = threading.Lock()
         self.faults: list[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
         self.canned_body = json.dumps(
@@ -206,11 +232,17 @@ def build_app(
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(models_body(state.extra_models))
+
     app.router.add_post("/v1/images/edits", edits)
     app.router.add_post("/images/edits", edits)
     app.router.add_post("/openai/deployments/{deployment}/images/edits", edits)
     app.router.add_get("/files/{name}", serve_file)
     app.router.add_get("/health", health)
+    add_admin_routes(app, state.billing)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/models", models)
     return app
 
 
@@ -299,7 +331,7 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
             peer=_peer(request),
         )
     )
-    model = fields.get("model") or deployment or DALL_E_2
+    model = fields.get("model") or deployment or DEFAULT_MODEL
     images = [f for f in files if f[0] in ("image", "image[]")]
     masks = [f for f in files if f[0] == "mask"]
     mask = masks[0] if masks else None
@@ -312,6 +344,7 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
     answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
     body = answer(state, request, fields, images, mask)
     state.responses.append(body)
+    state.billing.record(model, body)
     return web.json_response(body, headers={"x-request-id": f"req_fake_{next(state.counter)}"})
 
 
@@ -372,7 +405,12 @@ def _gpt_image_answer(
         transparent=background == "transparent",
         compression=int(compression) if compression and compression.isdigit() else None,
     )
-    per_image = _output_tokens(quality, size, dims)
+    per_image = _output_tokens(
+        OUTPUT_TOKENS_2 if fields.get("model") in FLEXIBLE_SIZE_MODELS else OUTPUT_TOKENS,
+        quality,
+        size,
+        dims,
+    )
     text_tokens = math.ceil(len(prompt) / 4)
     image_tokens = IMAGE_INPUT_TOKENS * len(images)
     encoded = base64.b64encode(picture).decode()
@@ -446,8 +484,10 @@ def _size_for(image: bytes) -> str:
     return "1024x1024"
 
 
-def _output_tokens(quality: str, size: str, dims: tuple[int, int]) -> int:
-    table = OUTPUT_TOKENS.get(quality, OUTPUT_TOKENS["medium"])
+def _output_tokens(
+    tables: dict[str, dict[str, int]], quality: str, size: str, dims: tuple[int, int]
+) -> int:
+    table = tables.get(quality, tables["medium"])
     if size in table:
         return table[size]
     return round(table["1024x1024"] * dims[0] * dims[1] / (1024 * 1024))
@@ -496,6 +536,12 @@ class FakeOpenAI(ServedApp):
     def hits(self) -> int:
         """Every edit request that arrived, faulted or not: the attempts a client made."""
         return self.state.hits
+
+    @property
+    def billing(self) -> Billing:
+        """What the fake billed, for its admin Usage and Costs endpoints; ``billing.factor``
+        bills a model at another price."""
+        return self.state.billing
 
     def inject(self, spec: Fault | str | None = None, /, **fields: Any) -> Fault:
         """Queue a server fault for the next request(s): ``inject("status=503", times=2)``,

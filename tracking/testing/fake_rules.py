@@ -1,5 +1,5 @@
 """The fake upstream's own request checks, written from OpenAI's documentation independently of
-the SDK's rule table (DESIGN 7a): if one side gets a rule wrong, a test sees the two disagree.
+the SDK's rule table: if one side gets a rule wrong, a test sees the two disagree.
 
 :func:`check_edit` returns the first problem as ``(status, message, param, code)`` worded as
 OpenAI words it, or None when the request is acceptable. Models the fake does not know are
@@ -14,23 +14,35 @@ from collections.abc import Collection
 
 from .fake_images import inspect
 
-__all__ = ["DALL_E_2", "FLEXIBLE_SIZE_MODELS", "GPT_IMAGE_MODELS", "Problem", "check_edit"]
+__all__ = [
+    "DALL_E_2",
+    "EXTRA_QUALITY_MODELS",
+    "FLEXIBLE_SIZE_MODELS",
+    "GPT_IMAGE_MODELS",
+    "Problem",
+    "check_edit",
+]
 
 Problem = tuple[int, str, str | None, str | None]
 Upload = tuple[str, str, str, bytes]  # (field name, filename, content type, bytes)
 
 DALL_E_2 = "dall-e-2"
-GPT_IMAGE_MODELS = frozenset(
+#: The 2.5 and 2.6 models: gpt-image-2's flexible sizes plus the ``xhigh`` and ``max`` qualities.
+EXTRA_QUALITY_MODELS = frozenset(
     {
-        "gpt-image-1",
-        "gpt-image-1-mini",
-        "gpt-image-1.5",
-        "gpt-image-2",
-        "gpt-image-2-2026-04-21",
-        "chatgpt-image-latest",
+        "gpt-image-2.5-flare",
+        "gpt-image-2.5-flare-2026-09-08",
+        "gpt-image-2.5-sunburst",
+        "gpt-image-2.5-sunburst-2026-09-08",
+        "gpt-image-2.6-flare",
+        "gpt-image-2.6-sunburst",
     }
 )
-FLEXIBLE_SIZE_MODELS = frozenset({"gpt-image-2", "gpt-image-2-2026-04-21"})
+FLEXIBLE_SIZE_MODELS = frozenset({"gpt-image-2", "gpt-image-2-2026-04-21"}) | EXTRA_QUALITY_MODELS
+GPT_IMAGE_MODELS = (
+    frozenset({"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest"})
+    | FLEXIBLE_SIZE_MODELS
+)
 MB = 1024 * 1024
 
 
@@ -119,8 +131,9 @@ def _check_gpt_image(
     standard = ("1024x1024", "1536x1024", "1024x1536", "auto")
     if size not in standard and not (model in FLEXIBLE_SIZE_MODELS and _flexible_size_ok(size)):
         return _invalid(f"Invalid value for 'size': {size!r}.", "size")
+    qualities = ("low", "medium", "high", "auto")
     enums = {
-        "quality": ("low", "medium", "high", "auto"),
+        "quality": (*qualities, "xhigh", "max") if model in EXTRA_QUALITY_MODELS else qualities,
         "background": ("transparent", "opaque", "auto"),
         "output_format": ("png", "jpeg", "webp"),
         "input_fidelity": ("low", "high"),

@@ -1,0 +1,70 @@
+"""The ledger's side of a reconciliation: what it recorded of one provider's calls, grouped by
+UTC day or by the model the provider served, with exact sums (see :mod:`._queries`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+
+from ._queries import _cost_sum, _day, _money, to_utc_bound
+from ._schema import spend_logs
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["BilledRow", "query_billed"]
+
+
+@dataclass(frozen=True, slots=True)
+class BilledRow:
+    key: str  #: the UTC day (``YYYY-MM-DD``) or the model the provider served
+    requests: int  #: calls that reached the provider and succeeded
+    images: int
+    output_tokens: int
+    cost_usd: Decimal  #: every row's cost, estimates of billed failures included
+
+
+def query_billed(
+    engine: Engine,
+    *,
+    provider: str,
+    since: date | datetime,
+    until: date | datetime,
+    by: Literal["day", "model"],
+) -> list[BilledRow]:
+    """The ledger's calls to ``provider`` from ``since`` (inclusive) to ``until`` (exclusive)."""
+    key: sa.ColumnElement[Any] = (
+        _day(engine) if by == "day" else sa.func.coalesce(spend_logs.c.served_model, "")
+    )
+    statement = (
+        sa.select(
+            key.label("key"),
+            sa.func.coalesce(
+                sa.func.sum(sa.case((spend_logs.c.status == "success", 1), else_=0)), 0
+            ).label("requests"),
+            sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
+            sa.func.coalesce(sa.func.sum(spend_logs.c.output_tokens), 0).label("output_tokens"),
+            _cost_sum(engine).label("cost"),
+        )
+        .where(spend_logs.c.provider == provider)
+        .where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
+        .where(spend_logs.c.start_time < to_utc_bound(until, "until"))
+        .group_by(key)
+        .order_by(key)
+    )
+    with engine.connect() as conn:
+        result = conn.execute(statement).all()
+    return [
+        BilledRow(
+            key=record.key.isoformat() if isinstance(record.key, date) else str(record.key),
+            requests=int(record.requests),
+            images=int(record.images),
+            output_tokens=int(record.output_tokens),
+            cost_usd=_money(record.cost, engine),
+        )
+        for record in result
+    ]

@@ -1,0 +1,185 @@
+"""``tracking reconcile`` against the fake upstream's Usage and Costs admin endpoints: agreement,
+planted price drift with the implied prices, calls made around the tracker, pagination, a refused
+admin key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+import tracking
+from integrations.sql import SqlLedger
+from tests.conftest import make_png
+from tests.proxy_support import ProxyProcess, write_config
+from tracking.cli import main
+from tracking.testing import FakeOpenAI
+
+KEY = "sk-reconcile-0123456789abcdef"
+ADMIN = "sk-admin-reconcile-0123456789"
+TODAY = datetime.now(UTC).date()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_keys=[KEY]) as server:
+        yield server
+
+
+@pytest.fixture
+def ledger(fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh ledger file and a fresh bill: SDK calls are recorded durably into it."""
+    fake.billing.served.clear()
+    fake.billing.factor.clear()
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    sink = SqlLedger(url, auto_migrate=True)
+    monkeypatch.setattr(tracking, "success_callback", [sink])
+    monkeypatch.setattr(tracking, "failure_callback", [sink])
+    yield url
+    sink.shutdown(10)
+
+
+def edit(fake: FakeOpenAI, *, quality: str = "low", n: int = 1) -> None:
+    tracking.image_edit(
+        image=make_png(),
+        prompt="a hat",
+        model="gpt-image-1",
+        quality=quality,
+        n=n,
+        size="1024x1024",
+        api_base=fake.url,
+        api_key=KEY,
+    )
+    assert tracking.flush(10)  # the ledger's row is written before the bill is compared
+
+
+def run(
+    capsys: pytest.CaptureFixture[str], ledger: str, fake: FakeOpenAI, *args: str, days: int = 1
+):
+    code = main(
+        [
+            "reconcile",
+            "--since",
+            (TODAY - timedelta(days=days)).isoformat(),
+            "--database-url",
+            ledger,
+            "--api-base",
+            fake.url,
+            "--admin-key",
+            ADMIN,
+            *args,
+        ]
+    )
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_calls_through_the_sdk_and_the_proxy_agree_with_the_bill(capsys, fake, ledger, tmp_path):
+    edit(fake, quality="low")
+    edit(fake, quality="high", n=2)
+    config = write_config(
+        tmp_path / "config.yaml",
+        {
+            "model_list": [
+                {
+                    "model_name": "gpt-image-1",
+                    "litellm_params": {
+                        "model": "gpt-image-1",
+                        "api_key": KEY,
+                        "api_base": fake.url,
+                    },
+                }
+            ],
+            "general_settings": {"database_url": ledger},
+        },
+    )
+    with ProxyProcess(config) as proxy:
+        answer = httpx.post(
+            f"{proxy.url}/v1/images/edits",
+            data={"model": "gpt-image-1", "prompt": "through the proxy", "quality": "medium"},
+            files={"image": ("a.png", make_png(), "image/png")},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+    code, out, _ = run(capsys, ledger, fake, "--format", "json")
+    assert code == 0, out
+    (row,) = json.loads(out)
+    assert row["key"] == "gpt-image-1"
+    assert (row["our_images"], row["their_images"]) == (4, 4)
+    assert Decimal(row["our_cost_usd"]) == Decimal(row["their_cost_usd"]) > 0
+    assert Decimal(row["diff_usd"]) == 0 and not row["drift"] and row["note"] == "agrees"
+
+
+def test_a_planted_price_change_is_drift_with_the_implied_prices(capsys, fake, ledger):
+    edit(fake)
+    edit(fake, quality="medium")
+    fake.billing.factor["gpt-image-1"] = Decimal("1.25")
+    code, out, _ = run(capsys, ledger, fake)
+    assert code == 1
+    assert "DRIFT gpt-image-1: same images, billed 1.2500x our prices" in out
+    implied = json.loads(out[out.index("{") :])
+    (entry,) = implied["entries"]
+    assert entry["model"] == "gpt-image-1"
+    assert entry["tokens_per_million"]["output_image"]["usd"] == "50.0000"  # 40 x 1.25
+    assert entry["tokens_per_million"]["input_text"]["usd"] == "6.2500"
+    code, out, _ = run(capsys, ledger, fake, "--format", "json")
+    (row,) = json.loads(out)
+    assert Decimal(row["diff_pct"]) == Decimal("-20.00")  # ours is 20% below the bill
+
+
+def test_calls_made_around_the_tracker_are_reported_missing_from_the_ledger(capsys, fake, ledger):
+    edit(fake)
+    around = httpx.post(
+        f"{fake.url}/images/edits",
+        data={"model": "gpt-image-1", "prompt": "not tracked", "quality": "low"},
+        files={"image": ("a.png", make_png(), "image/png")},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=30,
+    )
+    assert around.status_code == 200
+    code, out, _ = run(capsys, ledger, fake)
+    assert code == 1
+    assert "the provider counted 1 more image(s): calls made outside the tracker" in out
+
+
+def test_the_bill_is_read_across_pages_and_by_day(capsys, fake, ledger):
+    edit(fake)
+    # 45 days of daily buckets: two pages of at most 31; today's bucket is on the second.
+    code, out, _ = run(capsys, ledger, fake, "--by", "day", "--format", "json", days=45)
+    assert code == 0, out
+    (row,) = json.loads(out)
+    assert row["key"] == TODAY.isoformat() and row["their_images"] == 1
+
+
+def test_a_bad_admin_key_is_one_clear_line_and_exit_2(capsys, fake, ledger):
+    code = main(
+        [
+            "reconcile",
+            "--since",
+            TODAY.isoformat(),
+            "--database-url",
+            ledger,
+            "--api-base",
+            fake.url,
+            "--admin-key",
+            "sk-not-an-admin-key",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "refused the admin key (HTTP 401)" in err
+
+
+def test_by_project_lists_the_providers_side_only(capsys, fake, ledger):
+    edit(fake)
+    code, out, _ = run(capsys, ledger, fake, "--by", "project", "--format", "json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert row["key"] == "proj_fake" and row["their_images"] == 1
+    assert row["our_images"] is None and "does not know OpenAI projects" in row["note"]

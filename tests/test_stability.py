@@ -1,0 +1,149 @@
+"""Stability AI edits against the fake: each operation, the mask converted and sent to inpaint,
+costs per operation, the content filter, error mapping, and the proxy with the official client."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from decimal import Decimal
+
+import openai
+import pytest
+from PIL import Image
+
+import tracking
+from tests.conftest import make_half_mask, make_png
+from tests.proxy_support import ProxyProcess, write_config
+from tests.recorder import record_events
+from tracking.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ContentPolicyError,
+)
+from tracking.testing.fake_stability import FakeStability
+
+KEY = "sk-stability-test-0123456789"
+PNG = make_png(64, 64)
+
+
+@pytest.fixture(scope="module")
+def stability() -> Iterator[FakeStability]:
+    with FakeStability(api_keys=[KEY]) as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(stability: FakeStability) -> dict[str, str]:
+    return {"api_base": stability.url, "api_key": KEY}
+
+
+def test_a_masked_edit_runs_as_inpaint_with_stabilitys_mask(monkeypatch, stability, upstream):
+    events = record_events(monkeypatch)
+    response = tracking.image_edit(
+        image=PNG,
+        mask=make_half_mask(),
+        prompt="a beach",
+        model="stability/search-and-replace",
+        **upstream,
+    )
+    sent = stability.requests[-1]
+    assert sent.operation == "inpaint" and sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert sent.headers["Accept"] == "application/json"
+    assert sent.fields["prompt"] == "a beach" and sent.files["image"] == PNG
+    mask = Image.open(io.BytesIO(sent.files["mask"]))
+    assert mask.getpixel((5, 5)) == 255 and mask.getpixel((60, 5)) == 0  # white = edit
+    assert base64.b64decode(response.data[0].b64_json or "").startswith(b"\x89PNG")
+    assert response.cost_usd == Decimal("0.03")  # priced as inpaint, the operation that ran
+    assert events.last.provider == "stability"
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "cost"),
+    [
+        ("stability/erase", {}, Decimal("0.03")),
+        ("stability/search-and-replace", {"search_prompt": "the dog"}, Decimal("0.04")),
+        ("stability/outpaint", {"left": 64}, Decimal("0.04")),
+    ],
+)
+async def test_each_operation_is_priced_as_itself(stability, upstream, model, extra, cost):
+    response = await tracking.aimage_edit(
+        image=PNG, prompt="a cat", model=model, extra_body=extra, **upstream
+    )
+    sent = stability.requests[-1]
+    assert sent.operation == model.split("/", 1)[1]
+    assert ("prompt" in sent.fields) is (sent.operation != "erase")
+    for name, value in extra.items():
+        assert sent.fields[name] == str(value)
+    assert response.cost_usd == cost
+
+
+def test_stabilitys_own_errors_keep_their_name(stability, upstream):
+    with pytest.raises(BadRequestError, match="search_prompt: cannot be empty") as caught:
+        tracking.image_edit(
+            image=PNG, prompt="a cat", model="stability/search-and-replace", **upstream
+        )
+    assert caught.value.code == "bad_request"
+    with pytest.raises(AuthenticationError):
+        tracking.image_edit(
+            image=PNG,
+            prompt="a cat",
+            model="stability/inpaint",
+            api_base=stability.url,
+            api_key="sk-wrong-000000000",
+        )
+
+
+@pytest.mark.parametrize("fault", ["code=filtered", "code=moderation"])
+def test_the_content_filter_is_a_content_policy_error_at_no_cost(
+    monkeypatch, stability, upstream, fault
+):
+    events = record_events(monkeypatch)
+    with pytest.raises(ContentPolicyError):
+        tracking.image_edit(
+            image=PNG,
+            prompt="a cat",
+            model="stability/inpaint",
+            extra_headers={"x-fake-fault": fault},
+            **upstream,
+        )
+    assert events.last.error_type == "content_policy" and events.last.cost_usd == 0
+
+
+def test_an_unknown_operation_is_refused_before_sending(stability, upstream):
+    before = len(stability.requests)
+    with pytest.raises(ConfigurationError, match="not an edit operation"):
+        tracking.image_edit(image=PNG, prompt="a cat", model="stability/upscale", **upstream)
+    assert len(stability.requests) == before
+
+
+def test_the_official_client_through_the_proxy(stability, tmp_path):
+    config = write_config(
+        tmp_path / "config.yaml",
+        {
+            "model_list": [
+                {
+                    "model_name": "sd-inpaint",
+                    "litellm_params": {
+                        "model": "stability/inpaint",
+                        "api_key": KEY,
+                        "api_base": stability.url,
+                    },
+                }
+            ],
+            "general_settings": {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        },
+    )
+    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    image.write_bytes(PNG)
+    mask.write_bytes(make_half_mask())
+    with (
+        ProxyProcess(config) as proxy,
+        openai.OpenAI(base_url=proxy.url, api_key="sk-any", max_retries=0) as client,
+    ):
+        raw = client.images.with_raw_response.edit(
+            model="sd-inpaint", image=image, mask=mask, prompt="a beach"
+        )
+    assert raw.parse().data[0].b64_json
+    assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.03")

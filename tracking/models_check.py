@@ -1,0 +1,120 @@
+"""``tracking models check``: which models of a config (or the OpenAI models of the price table)
+the provider has retired or will retire, read from the upstream's ``GET /v1/models``.
+
+OpenAI's List models answer carries a ``shutdown_date`` (``YYYY-MM-DD``, or null) per model. Each
+model is reported as ``live``, ``retires DATE``, ``retired DATE`` or ``not listed`` by the
+upstream. The exit status is 1 when a model is retired, so a deploy pipeline can stop on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any, TextIO
+
+from .errors import ConfigurationError
+
+__all__ = ["DEFAULT_API_BASE", "MAX_MODELS_BYTES", "check_models", "fetch_shutdown_dates"]
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+#: The most a models list may hold before it is refused (OpenAI's is a few tens of KB).
+MAX_MODELS_BYTES = 8 * 1024 * 1024
+
+
+def fetch_shutdown_dates(api_base: str, api_key: str | None) -> dict[str, date | None]:
+    """model -> its shutdown date (None when none is announced), from ``{api_base}/models``."""
+    import httpx
+
+    url = f"{api_base.rstrip('/')}/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.stream("GET", url, headers=headers, timeout=30) as answer:
+            body = bytearray()
+            for chunk in answer.iter_bytes():
+                body += chunk
+                if len(body) > MAX_MODELS_BYTES:
+                    raise ConfigurationError(f"{url}: the models list is too large")
+            status = answer.status_code
+    except httpx.HTTPError as exc:
+        raise ConfigurationError(f"{url}: cannot reach it ({type(exc).__name__})") from None
+    if status != 200:
+        raise ConfigurationError(f"{url}: answered HTTP {status}")
+    import json
+
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ConfigurationError(f"{url}: the answer is not JSON") from None
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    if not isinstance(data, list):
+        raise ConfigurationError(f"{url}: the answer has no 'data' list")
+    found: dict[str, date | None] = {}
+    for item in data:
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
+            continue
+        raw = item.get("shutdown_date")
+        try:
+            found[item["id"]] = date.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            found[item["id"]] = None
+    return found
+
+
+def _config_models(config_path: str) -> tuple[list[str], str | None, str | None]:
+    """The upstream model names of a config, and the first deployment's api_base and key."""
+    from .config import load_config
+
+    config = load_config(config_path)
+    models: list[str] = []
+    api_base: str | None = None
+    api_key: str | None = None
+    for deployment in config.model_list:
+        name = deployment.model
+        models.append(name.split("/", 1)[1] if name.startswith("openai/") else name)
+        params: Mapping[str, Any] = deployment.litellm_params
+        if api_base is None and isinstance(params.get("api_base"), str):
+            api_base = params["api_base"]
+            api_key = params.get("api_key") if isinstance(params.get("api_key"), str) else None
+    return list(dict.fromkeys(models)), api_base, api_key
+
+
+def check_models(
+    out: TextIO,
+    *,
+    config: str | None = None,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    today: date | None = None,
+) -> int:
+    """Report each model's lifecycle; 1 when one is retired, else 0."""
+    if config is not None:
+        models, config_base, config_key = _config_models(config)
+    else:
+        from .pricing import price_table
+
+        models = sorted(
+            model
+            for model, (override, packaged) in price_table().items()
+            if any(e.provider in (None, "openai") for e in (*override, *packaged))
+        )
+        config_base, config_key = None, None
+    base = api_base or config_base or os.environ.get("OPENAI_API_BASE") or DEFAULT_API_BASE
+    key = api_key or config_key or os.environ.get("OPENAI_API_KEY")
+    dates = fetch_shutdown_dates(base, key)
+    day = today or datetime.now(UTC).date()
+    retired = 0
+    width = max((len(m) for m in models), default=5)
+    for model in models:
+        if model not in dates:
+            status = "not listed by the upstream"
+        elif (shutdown := dates[model]) is None:
+            status = "live"
+        elif shutdown <= day:
+            status = f"retired {shutdown.isoformat()}"
+            retired += 1
+        else:
+            status = f"retires {shutdown.isoformat()} (in {(shutdown - day).days} days)"
+        out.write(f"{model.ljust(width)}  {status}\n")
+    out.write(f"{len(models)} model(s) checked against {base}/models; {retired} retired\n")
+    return 1 if retired else 0

@@ -1,0 +1,211 @@
+"""``tracking prices list | import | diff``: see, update and compare prices without a release.
+
+``list`` shows every model the table prices: provider, live or retired (with the date), token
+prices, how many per-image prices, confidence and source. ``import FILE_OR_URL`` reads our format
+or LiteLLM's price map (:mod:`.litellm_import`) and writes the models it prices into an override
+file (``--out``, default ``$TRACKING_PRICES_FILE`` or ``./tracking-prices.json``), keeping the
+file's other models; the SDK reads it through ``TRACKING_PRICES_FILE`` and the proxy through
+``general_settings.prices_file``, and its prices win over the packaged ones. ``diff`` shows what
+an override file changes against the packaged table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import ConfigurationError
+from . import PRICES_FILE_ENV, price_table, use_prices_file
+from .litellm_import import from_litellm, is_litellm_document
+from .table import PriceEntry, load_packaged, load_price_file, parse_price_data
+
+__all__ = ["DEFAULT_OUT", "MAX_IMPORT_BYTES", "prices_diff", "prices_import", "prices_list"]
+
+DEFAULT_OUT = "tracking-prices.json"
+#: The most an imported file or URL may hold (LiteLLM's whole map is a few MB).
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _status(entry: PriceEntry, today: date) -> str:
+    if entry.shutdown is None:
+        return "live"
+    verb = "retired" if entry.retired_on(today) else "retires"
+    return f"{verb} {entry.shutdown.isoformat()}"
+
+
+def _money(value: Decimal | None) -> str:
+    return "-" if value is None else f"${value}"
+
+
+def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = False) -> int:
+    """Print the price table (the override file's entries win), one model a line."""
+    if prices_file is not None:
+        use_prices_file(prices_file)
+    today = _today()
+    rows: list[dict[str, Any]] = []
+    for model, (override, packaged) in sorted(price_table().items()):
+        entry = next((e for e in (*override, *packaged) if e.covers(today)), None)
+        if entry is None or model != entry.key:  # a snapshot alias is listed with its entry
+            continue
+        rows.append(
+            {
+                "model": model,
+                "aliases": list(entry.aliases),
+                "provider": entry.provider,
+                "status": _status(entry, today),
+                "shutdown": entry.shutdown.isoformat() if entry.shutdown else None,
+                "tokens_per_million": {k: str(v) for k, v in entry.tokens.items()},
+                "per_image_prices": sum(len(s) for s in entry.per_image.values()),
+                "confidence": entry.confidence,
+                "origin": entry.origin,
+                "source": entry.source,
+            }
+        )
+    if as_json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    header = ("model", "provider", "status", "text in", "image in", "image out", "per-image")
+    lines = [(*header, "confidence", "source")]
+    for row in rows:
+        tokens = {k: Decimal(v) for k, v in row["tokens_per_million"].items()}
+        lines.append(
+            (
+                row["model"] + (f" (+{len(row['aliases'])} snapshot)" if row["aliases"] else ""),
+                row["provider"] or "-",
+                row["status"],
+                _money(tokens.get("input_text")),
+                _money(tokens.get("input_image")),
+                _money(tokens.get("output_image")),
+                str(row["per_image_prices"] or "-"),
+                f"{row['confidence']} ({row['origin']})",
+                row["source"] or "-",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    for line in lines:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        out.write("  ".join([*cells, line[-1]]).rstrip() + "\n")
+    out.write("Token prices are USD per 1M tokens; per-image: how many size/quality prices.\n")
+    return 0
+
+
+def _read_source(source: str) -> Any:
+    if source.startswith(("https://", "http://")):
+        import httpx
+
+        try:
+            with httpx.stream("GET", source, timeout=30, follow_redirects=True) as answer:
+                answer.raise_for_status()
+                body = bytearray()
+                for chunk in answer.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_IMPORT_BYTES:
+                        raise ConfigurationError(f"{source}: larger than {MAX_IMPORT_BYTES} bytes")
+        except httpx.HTTPError as exc:
+            raise ConfigurationError(f"{source}: cannot fetch it ({exc})") from None
+        raw = bytes(body)
+    else:
+        path = Path(source)
+        try:
+            if path.stat().st_size > MAX_IMPORT_BYTES:
+                raise ConfigurationError(f"{source}: larger than {MAX_IMPORT_BYTES} bytes")
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"{source}: cannot read it ({exc.strerror})") from None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{source}: not JSON ({exc})") from None
+
+
+def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int:
+    """Import ``source`` (our format or LiteLLM's) into the override file ``target``."""
+    data = _read_source(source)
+    if is_litellm_document(data):
+        document = from_litellm(data, source=_as_url(source), today=_today())
+        kind = "LiteLLM"
+    elif isinstance(data, Mapping) and "entries" in data:
+        document = dict(data)
+        kind = "tracking"
+    else:
+        raise ConfigurationError(
+            f"{source}: neither a tracking prices file nor a LiteLLM price map with image models"
+        )
+    imported = parse_price_data(document, origin=source, kind="override")  # refuse bad data
+    path = Path(target or os.environ.get(PRICES_FILE_ENV) or DEFAULT_OUT)
+    kept: list[Any] = []
+    if path.exists():
+        load_price_file(path)  # the file we add to must be valid too
+        existing = json.loads(path.read_text(encoding="utf-8"))
+        replaced = {e["model"] for e in document["entries"]}
+        kept = [e for e in existing["entries"] if e["model"] not in replaced]
+    merged = {
+        "schema": 1,
+        "currency": "USD",
+        "notes": f"A user's prices (tracking prices import, last from {source}).",
+        "entries": [*kept, *document["entries"]],
+    }
+    parse_price_data(merged, origin=str(path), kind="override")
+    path.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    models = sorted({e.key for entries in imported.values() for e in entries})
+    out.write(f"imported {len(models)} model(s) from {kind} data into {path}:\n")
+    out.write("".join(f"  {m}\n" for m in models))
+    out.write(
+        f"Use it with {PRICES_FILE_ENV}={path} (SDK) or general_settings.prices_file (proxy).\n"
+    )
+    return 0
+
+
+def _as_url(source: str) -> str:
+    if source.startswith(("https://", "http://")):
+        return source
+    return Path(source).resolve().as_uri()
+
+
+def _figures(entry: PriceEntry) -> dict[str, Decimal]:
+    flat = {f"tokens.{kind}": price for kind, price in entry.tokens.items()}
+    for quality, sizes in entry.per_image.items():
+        flat.update({f"per_image.{quality}.{size}": price for size, price in sizes.items()})
+    return flat
+
+
+def prices_diff(out: TextIO, *, prices_file: str | None = None) -> int:
+    """What the override file changes against the packaged table; 0 even when it differs."""
+    path = prices_file or os.environ.get(PRICES_FILE_ENV)
+    if not path:
+        raise ConfigurationError(f"name a prices file, or set {PRICES_FILE_ENV}")
+    override, packaged = load_price_file(path), load_packaged()
+    today = _today()
+    changes = 0
+    for model in sorted(override):
+        mine = next((e for e in override[model] if e.covers(today)), None)
+        if mine is None or mine.key != model:
+            continue
+        theirs = next((e for e in packaged.get(model, ()) if e.covers(today)), None)
+        if theirs is None:
+            out.write(f"+ {model}: not in the packaged table ({len(_figures(mine))} prices)\n")
+            changes += 1
+            continue
+        new, old = _figures(mine), _figures(theirs)
+        for name in sorted({*new, *old}):
+            if name not in new:
+                out.write(f"- {model} {name}: {_money(old[name])} (packaged only)\n")
+            elif name not in old:
+                out.write(f"+ {model} {name}: {_money(new[name])}\n")
+            elif new[name] != old[name]:
+                out.write(f"~ {model} {name}: {_money(old[name])} -> {_money(new[name])}\n")
+            else:
+                continue
+            changes += 1
+    out.write(f"{changes} difference(s) between {path} and the packaged table\n")
+    return 0

@@ -1,0 +1,151 @@
+"""Image-model prices from LiteLLM's ``model_prices_and_context_window.json``, in our format.
+
+LiteLLM keeps one flat object keyed by model, with prices in USD per token or per image. Only the
+image entries (``mode`` ``image_generation`` or ``image_edit``) are read, in three shapes:
+
+* ``gpt-image-2`` (or ``azure/...``): token prices, ``input_cost_per_token`` (text input),
+  ``input_cost_per_image_token``, ``output_cost_per_image_token``, ``output_cost_per_token``
+  (text output) and the ``cache_read_input_token_cost`` / ``cache_read_input_image_token_cost``
+  cached rates, all per token (we keep them per 1M tokens);
+* ``low/1024-x-1024/gpt-image-1``: one quality and size of a model, priced per image. LiteLLM
+  files the *output* image's price under the misleading name ``input_cost_per_image`` (some
+  entries use ``output_cost_per_image``); either is read as the price of one output image;
+* ``1024-x-1024/dall-e-2`` (optionally ``hd/...``): priced per pixel (``input_cost_per_pixel``),
+  turned into a per-image price for that size.
+
+Every figure gets the file or URL it came from as ``source``, today as ``retrieved`` and
+``confidence: secondary`` (a peer's catalogue, not the provider's page); a ``deprecation_date``
+becomes the entry's ``shutdown``. Numbers go through their decimal text, never a float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["IMAGE_MODES", "from_litellm", "is_litellm_document"]
+
+IMAGE_MODES = frozenset({"image_generation", "image_edit"})
+#: LiteLLM per-token keys -> our token kinds.
+_PER_TOKEN = {
+    "input_cost_per_token": "input_text",
+    "cache_read_input_token_cost": "cached_input_text",
+    "input_cost_per_image_token": "input_image",
+    "cache_read_input_image_token_cost": "cached_input_image",
+    "output_cost_per_image_token": "output_image",
+    "output_cost_per_token": "output_text",
+}
+#: Per-image keys, in the order tried: LiteLLM's ``input_cost_per_image`` holds the output price.
+_PER_IMAGE = ("output_cost_per_image", "input_cost_per_image")
+_MILLION = Decimal(1_000_000)
+_DEFAULT_QUALITY = "standard"
+
+
+def is_litellm_document(data: Any) -> bool:
+    """A LiteLLM price map: an object of objects, at least one with an image ``mode``."""
+    return isinstance(data, Mapping) and any(
+        isinstance(v, Mapping) and v.get("mode") in IMAGE_MODES for v in data.values()
+    )
+
+
+def _amount(raw: Any, where: str) -> Decimal | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ConfigurationError(f"{where}: expected a number, got {type(raw).__name__}")
+    try:
+        value = Decimal(repr(raw) if isinstance(raw, float) else str(raw))
+    except InvalidOperation:
+        raise ConfigurationError(f"{where}: {raw!r} is not a number") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigurationError(f"{where}: must be a finite, non-negative amount")
+    return value
+
+
+def _text(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text if "." in text or text != "0" else "0"
+
+
+def _parse_key(key: str) -> tuple[str, str | None, str | None]:
+    """``model``, or ``[quality/]WxH/model`` -> (model, quality, size)."""
+    parts = key.split("/")
+    for index, part in enumerate(parts):
+        width, sep, height = part.partition("-x-")
+        if sep and width.isdigit() and height.isdigit() and index < len(parts) - 1:
+            quality = "/".join(parts[:index]) or None
+            return "/".join(parts[index + 1 :]), quality, f"{width}x{height}"
+    return key, None, None
+
+
+def from_litellm(data: Mapping[str, Any], *, source: str, today: date) -> dict[str, Any]:
+    """Our price document (schema 1) from the image entries of a LiteLLM price map."""
+    retrieved = today.isoformat()
+    entries: dict[str, dict[str, Any]] = {}
+
+    def figure(value: Decimal) -> dict[str, str]:
+        return {
+            "usd": _text(value),
+            "source": source,
+            "retrieved": retrieved,
+            "confidence": "secondary",
+        }
+
+    for key, info in data.items():
+        if not isinstance(info, Mapping) or info.get("mode") not in IMAGE_MODES:
+            continue
+        where = f"{source}: {key}"
+        model, quality, size = _parse_key(str(key))
+        entry = entries.setdefault(
+            model,
+            {
+                "model": model,
+                "provider": info.get("litellm_provider"),
+                "effective_from": None,
+                "effective_to": None,
+                "shutdown": None,
+                "tokens_per_million": {},
+                "per_image": {},
+            },
+        )
+        deprecated = info.get("deprecation_date")
+        if isinstance(deprecated, str) and entry["shutdown"] is None:
+            entry["shutdown"] = {
+                "date": deprecated,
+                "source": source,
+                "retrieved": retrieved,
+                "confidence": "secondary",
+            }
+        if size is None:
+            for litellm_key, kind in _PER_TOKEN.items():
+                per_token = _amount(info.get(litellm_key), f"{where}.{litellm_key}")
+                if per_token is not None:
+                    entry["tokens_per_million"][kind] = figure(per_token * _MILLION)
+            continue
+        each = next(
+            (
+                v
+                for k in _PER_IMAGE
+                if (v := _amount(info.get(k), f"{where}.{k}")) is not None and v > 0
+            ),
+            None,
+        )
+        if each is None:
+            per_pixel = _amount(info.get("input_cost_per_pixel"), f"{where}.input_cost_per_pixel")
+            if per_pixel is not None:
+                width, _, height = size.partition("x")
+                each = per_pixel * int(width) * int(height)
+        if each is not None:
+            tier = entry["per_image"].setdefault(quality or _DEFAULT_QUALITY, {})
+            tier[size] = figure(each)
+    priced = [e for e in entries.values() if e["tokens_per_million"] or e["per_image"]]
+    return {
+        "schema": 1,
+        "currency": "USD",
+        "notes": f"Imported from LiteLLM's price map at {source} on {retrieved}.",
+        "entries": priced,
+    }

@@ -1,0 +1,213 @@
+"""Black Forest Labs (FLUX): ``POST {api_base}/v1/{model}``, then poll the job, then download.
+
+``model="black_forest_labs/flux-kontext-pro"`` (or ``flux-kontext-max``) edits with FLUX.1
+Kontext; a call with a ``mask`` runs on ``flux-pro-1.0-fill`` instead (Kontext takes no mask) and
+is priced as Fill. The key goes in the ``x-key`` header, from ``api_key`` or ``BFL_API_KEY``;
+``api_base`` defaults to ``https://api.bfl.ai`` (``BFL_API_BASE`` overrides it).
+
+The API answers asynchronously: the submission returns a job ``id`` and a ``polling_url``; the
+job is polled (0.5 s, then 1.5 times longer each time, at most 5 s apart) until it is ``Ready``,
+and its ``result.sample`` URL, which expires after about ten minutes, is downloaded at once and
+answered as ``data[0].b64_json``. The call's ``timeout`` bounds the whole job. A job that ends
+``Error`` or ``Failed`` is an :class:`~tracking.errors.APIResponseError`, one refused by the
+moderation (``Content Moderated``, ``Request Moderated``) a
+:class:`~tracking.errors.ContentPolicyError`; none is submitted again (it was billed). The key is
+only sent to the API's own host or to ``*.bfl.ai``: a ``polling_url`` elsewhere is refused, and the
+result is downloaded without the key.
+
+The mask: OpenAI's marks the area to edit with transparent pixels; FLUX Fill takes a black and
+white image where white is edited, so the mask is converted (alpha 0 becomes white).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from math import gcd
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..errors import APIResponseError, ContentPolicyError
+from ..response import ImageResponse
+from .base import (
+    Poll,
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    error_object,
+    text_field,
+)
+from .masks import white_means_edit
+
+if TYPE_CHECKING:
+    from ..images import ImageFile
+    from ..request import CallOptions, ImageEditRequest
+
+__all__ = ["FILL_MODEL", "BlackForestLabsProvider"]
+
+DEFAULT_BFL_API_BASE = "https://api.bfl.ai"
+FILL_MODEL = "flux-pro-1.0-fill"
+_FIRST_WAIT = 0.5
+_MAX_WAIT = 5.0
+_PENDING = frozenset({"Pending", "Processing", "Queued", "Task not found"})
+_MODERATED = frozenset({"Content Moderated", "Request Moderated"})
+_EXTRA_IMAGES = ("input_image_2", "input_image_3", "input_image_4")
+
+
+def _aspect_ratio(size: str | None) -> str | None:
+    if not size or size == "auto":
+        return None
+    width, _, height = size.partition("x")
+    w, h = int(width), int(height)
+    divisor = gcd(w, h)
+    return f"{w // divisor}:{h // divisor}"
+
+
+def _b64(image: ImageFile) -> str:
+    return base64.b64encode(image.content).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What the polls of one job share: where the key may go, and how to call back."""
+
+    api_key: str
+    trusted_host: str
+    output_format: str
+
+    def may_receive_key(self, url: str) -> bool:
+        host = urlsplit(url).hostname or ""
+        return host == self.trusted_host or host.endswith(".bfl.ai")
+
+    def poll(self, url: str, wait: float) -> Poll:
+        if not self.may_receive_key(url):
+            raise APIResponseError(
+                f"the job's polling_url is on another host ({urlsplit(url).hostname}); "
+                "not polled, so the key does not leave the provider"
+            )
+        request = PreparedRequest(
+            url=url,
+            headers={"x-key": self.api_key, "Accept": "application/json"},
+            body=b"",
+            secrets=(self.api_key,),
+            method="GET",
+            read=lambda status, headers, body: self.status(url, wait, body),
+        )
+        return Poll(request, wait)
+
+    def submitted(self, status: int, headers: dict[str, str], body: bytes) -> Poll:
+        answer = _json(body)
+        url = answer.get("polling_url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise APIResponseError("the submission's answer has no polling_url")
+        return self.poll(url, _FIRST_WAIT)
+
+    def status(self, url: str, wait: float, body: bytes) -> ImageResponse | Poll:
+        answer = _json(body)
+        state = answer.get("status")
+        if state == "Ready":
+            result = answer.get("result") or {}
+            sample = result.get("sample") if isinstance(result, dict) else None
+            if not isinstance(sample, str) or not sample.startswith(("http://", "https://")):
+                raise APIResponseError("the job is Ready but has no result.sample URL")
+            download = PreparedRequest(
+                url=sample,
+                headers={},
+                body=b"",
+                method="GET",
+                read=lambda status, headers, body: self.image(body),
+            )
+            return Poll(download, 0.0)
+        if state in _MODERATED:
+            raise ContentPolicyError(
+                f"the provider's moderation refused the job ({state})",
+                code="content_policy_violation",
+            )
+        if state in _PENDING:
+            return self.poll(url, min(wait * 1.5, _MAX_WAIT))
+        raise APIResponseError(f"the job ended with status {state!r}")
+
+    def image(self, body: bytes) -> ImageResponse:
+        if not body:
+            raise APIResponseError("the job's result was empty")
+        return ImageResponse(
+            raw={
+                "created": int(time.time()),
+                "data": [{"b64_json": base64.b64encode(body).decode("ascii")}],
+                "output_format": self.output_format,
+            }
+        )
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise APIResponseError("the upstream sent a body that is not JSON") from None
+    if not isinstance(answer, dict):
+        raise APIResponseError("the upstream's JSON is not an object")
+    return answer
+
+
+class BlackForestLabsProvider:
+    name = "black_forest_labs"
+
+    def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        api_key = api_key_for(options, "Black Forest Labs", "BFL_API_KEY")
+        api_base = api_base_for(options, "BFL_API_BASE", DEFAULT_BFL_API_BASE)
+        output_format = request.output_format or "png"
+        if request.mask is not None:
+            model = FILL_MODEL
+            body: dict[str, Any] = {
+                "prompt": request.prompt,
+                "image": _b64(request.images[0]),
+                "mask": base64.b64encode(white_means_edit(request.mask)).decode("ascii"),
+                "output_format": output_format,
+            }
+        else:
+            model = request.upstream_model
+            body = {
+                "prompt": request.prompt,
+                "input_image": _b64(request.images[0]),
+                "output_format": output_format,
+            }
+            body.update(zip(_EXTRA_IMAGES, map(_b64, request.images[1:]), strict=False))
+            ratio = _aspect_ratio(request.size)
+            if ratio is not None:
+                body["aspect_ratio"] = ratio
+        body.update(request.extra_body)
+        job = _Job(api_key, urlsplit(api_base).hostname or "", output_format)
+        return PreparedRequest(
+            url=f"{api_base}/v1/{model}",
+            headers={
+                "x-key": api_key,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **options.extra_headers,
+            },
+            body=json.dumps(body).encode(),
+            secrets=(api_key,),
+            price_size="any",
+            price_model=FILL_MODEL if model == FILL_MODEL else None,
+            read=job.submitted,
+        )
+
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse | Poll:
+        # Every request this provider prepares carries its own reader (the job's).
+        raise APIResponseError("a FLUX answer arrived without its job")
+
+    def read_error(self, status: int, body: bytes) -> UpstreamError:
+        error = error_object(body)
+        if isinstance(error, UpstreamError):
+            # FastAPI's shape: {"detail": "..."} or {"detail": [{"msg": ...}]}
+            try:
+                detail = json.loads(body).get("detail")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                return error
+            if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+                detail = detail[0].get("msg")
+            return UpstreamError(message=str(detail)) if detail else error
+        return UpstreamError(message=text_field(error, "message"), code=text_field(error, "code"))

@@ -1,0 +1,98 @@
+"""Recraft: ``POST {api_base}/images/imageToImage``, or ``/images/inpaint`` with a mask.
+
+``model="recraft/recraftv3"`` (or another Recraft model: ``recraftv3_vector``, ``recraftv4``...)
+edits with Recraft. The key is a bearer token from ``api_key`` or ``RECRAFT_API_TOKEN`` (also
+``RECRAFT_API_KEY``); ``api_base`` defaults to ``https://external.api.recraft.ai/v1``
+(``RECRAFT_API_BASE`` overrides it).
+
+The request is multipart: ``image``, ``prompt``, ``model``, ``n`` (1 to 6) and
+``response_format=b64_json``; image-to-image also takes ``strength`` (0 to 1, from ``extra_body``,
+0.5 when not given), inpainting the mask, converted from OpenAI's convention (transparent = edit)
+to Recraft's (white = edit). Other Recraft fields (``style``, ``negative_prompt``...) go in
+``extra_body``. The answer already has OpenAI's shape (``data[].b64_json``); its ``credits`` are
+the API units charged (1,000 units = 1 USD, Recraft's pricing page), so the call's cost is what
+Recraft says it charged, not an estimate from a table.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from ..response import ImageResponse
+from .base import (
+    OpenAIAnswers,
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    openai_error,
+    text_field,
+)
+from .masks import bearer_multipart, mask_part
+
+if TYPE_CHECKING:
+    from ..request import CallOptions, ImageEditRequest
+
+__all__ = ["API_UNITS_PER_USD", "RecraftProvider"]
+
+DEFAULT_RECRAFT_API_BASE = "https://external.api.recraft.ai/v1"
+API_UNITS_PER_USD = Decimal(1000)
+
+
+class RecraftProvider(OpenAIAnswers):
+    name = "recraft"
+
+    def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        api_key = api_key_for(options, "Recraft", "RECRAFT_API_TOKEN", "RECRAFT_API_KEY")
+        api_base = api_base_for(options, "RECRAFT_API_BASE", DEFAULT_RECRAFT_API_BASE)
+        fields = [
+            ("prompt", request.prompt),
+            ("model", request.upstream_model),
+            ("response_format", "b64_json"),
+        ]
+        if request.n is not None:
+            fields.append(("n", str(request.n)))
+        extra = dict(request.extra_body)
+        files = [("image", request.images[0])]
+        if request.mask is not None:
+            endpoint = "inpaint"
+            files.append(mask_part(request.mask))
+        else:
+            endpoint = "imageToImage"
+            extra.setdefault("strength", 0.5)
+        fields.extend((name, str(value)) for name, value in extra.items())
+        return bearer_multipart(
+            f"{api_base}/images/{endpoint}", api_key, fields, files, options, price_size="any"
+        )
+
+    def read_error(self, status: int, body: bytes) -> UpstreamError:
+        """OpenAI's ``{"error": {...}}``, or Recraft's flat ``{"code", "message"}``."""
+        said = openai_error(status, body)
+        if said.message or said.code:
+            return said
+        try:
+            answer = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return said
+        if not isinstance(answer, dict):
+            return said
+        return UpstreamError(message=text_field(answer, "message"), code=text_field(answer, "code"))
+
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
+        response = ImageResponse.from_json_bytes(body)
+        response.billed_usd = _charged(response.raw.get("credits"))
+        return response
+
+
+def _charged(credits: object) -> Decimal | None:
+    """USD from the answer's ``credits``; None when absent or not a plain amount (the price
+    table then applies, so a malformed figure never zeroes a billed call)."""
+    if isinstance(credits, bool) or not isinstance(credits, int | float | str):
+        return None
+    try:
+        units = Decimal(str(credits))
+    except ArithmeticError:
+        return None
+    return units / API_UNITS_PER_USD if units.is_finite() and units > 0 else None

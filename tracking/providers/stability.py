@@ -1,0 +1,124 @@
+"""Stability AI's image editing: ``POST {api_base}/v2beta/stable-image/edit/{operation}``.
+
+``model="stability/inpaint"`` (``erase``, ``search-and-replace``, ``outpaint``) names the edit
+operation; a call with a ``mask`` to a model that is not ``inpaint`` or ``erase`` runs as
+``inpaint`` (the operation a mask means) and is priced as one. The key is a bearer token from
+``api_key`` or ``STABILITY_API_KEY``; ``api_base`` defaults to ``https://api.stability.ai``
+(``STABILITY_API_BASE`` overrides it).
+
+The request is multipart: ``image``, ``prompt``, ``output_format``, and the mask converted from
+OpenAI's convention (transparent = edit) to Stability's (white = edit). Operation-specific
+fields go in ``extra_body`` (``search_prompt`` for search-and-replace, ``left``/``right``/``up``/
+``down`` for outpaint, ``negative_prompt``, ``seed``, ``grow_mask``). The answer is asked for as
+JSON (``{"image": base64, "finish_reason", "seed"}``) and becomes ``data[0].b64_json``; a
+``CONTENT_FILTERED`` finish reason, or a 403 ``content_moderation`` error, is a
+:class:`~tracking.errors.ContentPolicyError`. Errors (``{"name", "errors": [...]}``) keep
+``name`` as the error's code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
+from ..response import ImageResponse
+from .base import (
+    Poll,
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    error_object,
+    text_field,
+)
+from .masks import bearer_multipart, mask_part
+
+if TYPE_CHECKING:
+    from ..request import CallOptions, ImageEditRequest
+
+__all__ = ["OPERATIONS", "StabilityProvider"]
+
+DEFAULT_STABILITY_API_BASE = "https://api.stability.ai"
+OPERATIONS = frozenset({"inpaint", "erase", "search-and-replace", "outpaint"})
+_MASKED = frozenset({"inpaint", "erase"})
+
+
+class StabilityProvider:
+    name = "stability"
+
+    def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        api_key = api_key_for(options, "Stability AI", "STABILITY_API_KEY")
+        api_base = api_base_for(options, "STABILITY_API_BASE", DEFAULT_STABILITY_API_BASE)
+        operation = request.upstream_model
+        if operation not in OPERATIONS:
+            raise ConfigurationError(
+                f"model: stability/{operation} is not an edit operation; one of "
+                f"{', '.join(sorted(OPERATIONS))}"
+            )
+        if request.mask is not None and operation not in _MASKED:
+            operation = "inpaint"
+        fields = [("output_format", request.output_format or "png")]
+        if operation != "erase":  # erase takes no prompt
+            fields.insert(0, ("prompt", request.prompt))
+        fields.extend((name, str(value)) for name, value in request.extra_body.items())
+        files = [("image", request.images[0])]
+        if request.mask is not None:
+            files.append(mask_part(request.mask))
+        output_format = request.output_format or "png"
+        return bearer_multipart(
+            f"{api_base}/v2beta/stable-image/edit/{operation}",
+            api_key,
+            fields,
+            files,
+            options,
+            price_size="any",
+            price_model=f"stability/{operation}",
+            read=lambda status, headers, body: self.image(body, output_format),
+        )
+
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse | Poll:
+        return self.image(body, "png")
+
+    def image(self, body: bytes, output_format: str) -> ImageResponse:
+        """The JSON answer (``{"image": base64, "finish_reason"}``) in OpenAI's shape."""
+        try:
+            answer = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise APIResponseError("the upstream sent a body that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise APIResponseError("the upstream's JSON is not an object")
+        if answer.get("finish_reason") == "CONTENT_FILTERED":
+            raise ContentPolicyError(
+                "the provider's content filter withheld the image (CONTENT_FILTERED)",
+                code="content_policy_violation",
+            )
+        image = answer.get("image")
+        if not isinstance(image, str) or not image:
+            raise APIResponseError("the upstream's answer has no image")
+        raw = {
+            "created": int(time.time()),
+            "data": [{"b64_json": image}],
+            "output_format": output_format,
+        }
+        return ImageResponse(raw=raw)
+
+    def read_error(self, status: int, body: bytes) -> UpstreamError:
+        error = error_object(body)
+        if not isinstance(error, UpstreamError):  # an OpenAI-shaped body from a gateway
+            return UpstreamError(
+                message=text_field(error, "message"), code=text_field(error, "code")
+            )
+        try:
+            answer = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return error
+        if not isinstance(answer, dict):
+            return error
+        name = answer.get("name") if isinstance(answer.get("name"), str) else None
+        errors = answer.get("errors")
+        message = "; ".join(str(e) for e in errors) if isinstance(errors, list) else None
+        if name == "content_moderation":
+            return UpstreamError(message=message, code="content_policy_violation", status=400)
+        return UpstreamError(message=message or error.message, code=name)

@@ -1,0 +1,334 @@
+"""URL answers for models that only return base64: stored images behind signed, expiring URLs.
+
+GPT image models (and Gemini) answer with base64 only and refuse ``response_format``. When a
+client asks such a model for ``response_format=url``, the proxy calls the upstream without it,
+stores each returned image, and answers ``data[i].url`` instead of ``data[i].b64_json``: a URL
+on the proxy itself, ``{base}/v1/images/stored/{name}?expires={unix}&signature={hex}``, signed
+with HMAC-SHA256 over the name and the expiry. ``GET`` on it needs no key (as OpenAI's image
+URLs); a changed name, expiry or signature, or an expired URL, is refused with 403, never served.
+
+Two stores, chosen in ``general_settings.image_store``:
+
+* ``local`` (the default): a folder beside the SQLite ledger (``images/`` next to the database
+  file; ``./tracking-images`` for other databases). The signing secret is the config's
+  ``signing_secret`` or, without one, 32 random bytes written once to ``.signing-secret`` in the
+  folder (mode 0600). Expired files are swept in the background.
+* ``s3``: any S3-compatible bucket (boto3, the ``s3`` extra) shared by several instances; they
+  must share ``signing_secret`` so each serves the URLs the others minted. ``presign: true``
+  hands out the store's own presigned URLs instead, so images never pass through the proxy.
+
+``max_bytes`` bounds what the store holds: when it is full, a URL request is refused with 507
+before anything is sent upstream (so nothing is billed for an answer that could not be stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from ..errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_URL_TTL",
+    "ImageStore",
+    "LocalImageStore",
+    "S3ImageStore",
+    "StoreSettings",
+    "UrlSigner",
+    "build_image_store",
+    "parse_store_settings",
+]
+
+log = logging.getLogger("tracking.proxy")
+
+DEFAULT_URL_TTL = 3600  #: seconds, as OpenAI's own image URLs
+DEFAULT_MAX_BYTES = 10 * 1024**3
+STORED_PREFIX = "/v1/images/stored/"
+_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_KEYS = {
+    "type",
+    "path",
+    "bucket",
+    "prefix",
+    "endpoint_url",
+    "region",
+    "url_ttl_seconds",
+    "max_bytes",
+    "external_base_url",
+    "signing_secret",
+    "presign",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    kind: str  #: "local", "s3" or "off"
+    path: Path | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    ttl: int = DEFAULT_URL_TTL
+    max_bytes: int = DEFAULT_MAX_BYTES
+    external_base_url: str | None = None
+    secret: bytes | None = None
+    presign: bool = False
+
+
+def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> StoreSettings:
+    """``general_settings.image_store`` checked; a fault is a ``ConfigurationError``."""
+    where = "general_settings.image_store"
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    kind = raw.get("type", "local")
+    if kind not in ("local", "s3", "off"):
+        raise ConfigurationError(f"{where}.type: must be local, s3 or off; got {kind!r}")
+    ttl = raw.get("url_ttl_seconds", DEFAULT_URL_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 7 * 86400:
+        raise ConfigurationError(f"{where}.url_ttl_seconds: 1 to 604800 seconds, got {ttl!r}")
+    max_bytes = raw.get("max_bytes", DEFAULT_MAX_BYTES)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ConfigurationError(f"{where}.max_bytes: a positive number of bytes")
+    base = raw.get("external_base_url")
+    if base is not None and (not isinstance(base, str) or not base.startswith("http")):
+        raise ConfigurationError(f"{where}.external_base_url: an http(s) URL")
+    secret = raw.get("signing_secret")
+    if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+        raise ConfigurationError(f"{where}.signing_secret: a string of at least 16 characters")
+    path: Path | None = None
+    if kind == "local":
+        path = Path(raw["path"]) if raw.get("path") else _beside_ledger(database_url)
+    bucket = raw.get("bucket")
+    presign = bool(raw.get("presign", False))
+    if kind == "s3":
+        if not isinstance(bucket, str) or not bucket:
+            raise ConfigurationError(f"{where}.bucket: required for type s3")
+        if secret is None and not presign:
+            raise ConfigurationError(
+                f"{where}.signing_secret: required for type s3 (every instance must share it), "
+                "unless presign: true"
+            )
+    return StoreSettings(
+        kind=kind,
+        path=path,
+        bucket=bucket,
+        prefix=str(raw.get("prefix") or ""),
+        endpoint_url=raw.get("endpoint_url"),
+        region=raw.get("region"),
+        ttl=ttl,
+        max_bytes=max_bytes,
+        external_base_url=base.rstrip("/") if base else None,
+        secret=secret.encode() if secret else None,
+        presign=presign,
+    )
+
+
+def _beside_ledger(database_url: str | None) -> Path:
+    url = database_url or "sqlite:///tracking.db"
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url[len("sqlite:///") :]).parent / "images"
+    return Path("tracking-images")
+
+
+class UrlSigner:
+    """HMAC-SHA256 over ``name`` and ``expires``; comparisons in constant time."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def signature(self, name: str, expires: int) -> str:
+        message = f"{name}\n{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def valid(self, name: str, expires: str, signature: str, now: float) -> bool:
+        if not expires.isdigit() or len(expires) > 12:
+            return False
+        expected = self.signature(name, int(expires))
+        return hmac.compare_digest(expected, signature) and int(expires) >= now
+
+
+class ImageStore(Protocol):
+    settings: StoreSettings
+    signer: UrlSigner | None
+
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def get(self, name: str) -> bytes | None: ...
+
+    def full(self) -> bool: ...
+
+    def presigned_url(self, name: str) -> str | None: ...
+
+    def sweep(self, now: float) -> int: ...
+
+
+def content_type(name: str) -> str:
+    return _CONTENT_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+
+
+def valid_name(name: str) -> bool:
+    """Names the proxy mints: ``{request id}-{index}.{ext}``; nothing else is ever served."""
+    stem, _, ext = name.rpartition(".")
+    return (
+        ext in _CONTENT_TYPES
+        and 0 < len(stem) <= 80
+        and all(c.isalnum() or c in "-_" for c in stem)
+    )
+
+
+class LocalImageStore:
+    """Images as files in one folder; the used size is counted once at start, then kept."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        assert settings.path is not None
+        self.settings = settings
+        self.root = settings.path
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
+        self._used = sum(p.stat().st_size for p in self.root.iterdir() if valid_name(p.name))
+
+    def _persisted_secret(self) -> bytes:
+        path = self.root / ".signing-secret"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as file:  # the first process to start writes it, once
+            file.write(secrets.token_bytes(32))
+        return path.read_bytes()
+
+    def put(self, name: str, data: bytes) -> None:
+        temporary = self.root / f".{name}.tmp"
+        temporary.write_bytes(data)
+        temporary.replace(self.root / name)
+        self._used += len(data)
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def full(self) -> bool:
+        return self._used >= self.settings.max_bytes
+
+    def presigned_url(self, name: str) -> str | None:
+        return None
+
+    def sweep(self, now: float) -> int:
+        removed = 0
+        for path in self.root.iterdir():
+            if not valid_name(path.name):
+                continue
+            stat = path.stat()
+            if stat.st_mtime + self.settings.ttl < now:
+                path.unlink(missing_ok=True)
+                self._used -= stat.st_size
+                removed += 1
+        return removed
+
+
+class S3ImageStore:
+    """Images as objects in an S3-compatible bucket (boto3; calls run in a worker thread)."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        try:
+            import boto3
+        except ImportError:
+            raise ConfigurationError(
+                "general_settings.image_store: type s3 needs boto3 "
+                "(pip install 'image-edit-tracking[s3]')"
+            ) from None
+        self.settings = settings
+        self.signer: UrlSigner | None = UrlSigner(settings.secret) if settings.secret else None
+        self.client: Any = boto3.client(
+            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region
+        )
+        self._used = 0  # what this instance stored; the bucket's own quota is the real bound
+
+    def _key(self, name: str) -> str:
+        return f"{self.settings.prefix}{name}"
+
+    def put(self, name: str, data: bytes) -> None:
+        self.client.put_object(
+            Bucket=self.settings.bucket,
+            Key=self._key(name),
+            Body=data,
+            ContentType=content_type(name),
+        )
+        self._used += len(data)
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            answer = self.client.get_object(Bucket=self.settings.bucket, Key=self._key(name))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        data: bytes = answer["Body"].read()
+        return data
+
+    def full(self) -> bool:
+        return self._used >= self.settings.max_bytes
+
+    def presigned_url(self, name: str) -> str | None:
+        if not self.settings.presign:
+            return None
+        url: str = self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.settings.bucket, "Key": self._key(name)},
+            ExpiresIn=self.settings.ttl,
+        )
+        return url
+
+    def sweep(self, now: float) -> int:
+        removed = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.settings.bucket, Prefix=self.settings.prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                if item["LastModified"].timestamp() + self.settings.ttl < now:
+                    self.client.delete_object(Bucket=self.settings.bucket, Key=item["Key"])
+                    removed += 1
+        return removed
+
+
+def build_image_store(settings: StoreSettings) -> ImageStore | None:
+    if settings.kind == "off":
+        return None
+    if settings.kind == "s3":
+        return S3ImageStore(settings)
+    return LocalImageStore(settings)
+
+
+def stored_url(store: ImageStore, name: str, base: str, now: float) -> str:
+    """The URL a client gets for one stored image: presigned by the store, or signed here."""
+    presigned = store.presigned_url(name)
+    if presigned is not None:
+        return presigned
+    assert store.signer is not None
+    expires = int(now) + store.settings.ttl
+    signature = store.signer.signature(name, expires)
+    return f"{base}{STORED_PREFIX}{quote(name)}?expires={expires}&signature={signature}"
+
+
+async def sweep_forever(store: ImageStore, every: float = 60.0) -> None:
+    """Delete expired images every ``every`` seconds until cancelled; a failure is logged."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(store.sweep, time.time())
+            if removed:
+                log.debug("image store: swept %d expired image(s)", removed)
+        except Exception:
+            log.warning("image store: sweeping expired images failed", exc_info=True)
+        await asyncio.sleep(every)

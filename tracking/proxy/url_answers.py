@@ -1,0 +1,116 @@
+"""The proxy's side of URL answers: which models need them, rewriting an answer, serving a URL.
+
+See :mod:`.image_store` for the stores and the signed URLs. A public model name gets URL answers
+from the proxy when every deployment behind it is of a family that returns base64 only (the GPT
+image models, Gemini): for those, ``response_format=url`` is taken off the upstream request, the
+call's ``metadata`` records ``"response_format": "url"`` (so the event and the ledger row say how
+the answer was served), and the answer's ``b64_json`` items become ``url`` items. Models of
+unknown families (an OpenAI-compatible server) get ``response_format`` passed through as sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from ..config import ProxyConfig
+from ..families import family_of
+from ..request import split_provider
+from .errors import ProxyError
+from .image_store import STORED_PREFIX, ImageStore, content_type, stored_url, valid_name
+
+__all__ = ["base64_only_models", "serve_stored", "to_url_answer"]
+
+log = logging.getLogger("tracking.proxy")
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+_EXTENSIONS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
+
+
+def base64_only_models(config: ProxyConfig) -> frozenset[str]:
+    """Public model names whose deployments all return base64 only."""
+    names = set()
+    for name in config.model_names():
+        families = [family_of(split_provider(d.model)[1]) for d in config.deployments(name)]
+        if families and all(f is not None and not f.takes_response_format for f in families):
+            names.add(name)
+    return frozenset(names)
+
+
+async def to_url_answer(
+    store: ImageStore, body: bytes, request_id: str, base: str
+) -> tuple[bytes, int]:
+    """The answer with each ``b64_json`` image stored and replaced by its URL, and the bytes
+    stored. An answer that cannot be stored is returned unchanged (base64): the image was paid
+    for, so it is never dropped; the failure is logged."""
+    answer = json.loads(body)
+    items = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        return body, 0
+    extension = _EXTENSIONS.get(str(answer.get("output_format") or "png"), "png")
+    images: list[tuple[int, str, bytes]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
+            try:
+                data = base64.b64decode(item["b64_json"], validate=True)
+            except (binascii.Error, ValueError):
+                return body, 0
+            images.append((index, f"{request_id}-{index}.{extension}", data))
+    try:
+        for _, name, data in images:
+            await asyncio.to_thread(store.put, name, data)
+    except Exception:
+        log.warning(
+            "image store: could not store the images of %s; answering base64",
+            request_id,
+            exc_info=True,
+        )
+        return body, 0
+    now = time.time()
+    for index, name, _ in images:
+        item = dict(items[index])
+        del item["b64_json"]
+        item["url"] = stored_url(store, name, base, now)
+        items[index] = item
+    return json.dumps(answer).encode(), sum(len(data) for _, _, data in images)
+
+
+async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -> None:
+    """``GET {STORED_PREFIX}{name}?expires=...&signature=...``: the image, or 403/404."""
+    name = unquote(path[len(STORED_PREFIX) :])
+    params = parse_qs(query.decode("latin-1"))
+    expires = (params.get("expires") or [""])[0]
+    signature = (params.get("signature") or [""])[0]
+    signer = store.signer
+    if signer is None or not valid_name(name):
+        raise ProxyError(404, "no such image", code="not_found")
+    if not signer.valid(name, expires, signature, time.time()):
+        raise ProxyError(
+            403,
+            "this image URL is expired or its signature does not match",
+            code="invalid_signature",
+            type="permission_error",
+        )
+    data = await asyncio.to_thread(store.get, name)
+    if data is None:
+        raise ProxyError(404, "no such image (expired images are deleted)", code="not_found")
+    max_age = max(0, int(expires) - int(time.time()))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", content_type(name).encode()),
+                (b"content-length", str(len(data)).encode()),
+                (b"cache-control", f"private, max-age={max_age}, immutable".encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})

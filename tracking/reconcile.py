@@ -1,0 +1,372 @@
+"""``tracking reconcile``: the ledger's figures against what OpenAI actually billed.
+
+The ledger prices every call from a price table; the provider's bill is the truth. This reads,
+for one window of UTC days, the ledger's OpenAI calls and OpenAI's own Usage API
+(``GET /v1/organization/usage/images``, image counts) and Costs API
+(``GET /v1/organization/costs``, amounts), both with an admin key, and compares them per day or
+per model. A group whose cost differs by more than the threshold (2% by default) is *drift*:
+the command exits 1, so it can run as a scheduled job.
+
+Each difference comes with a reason:
+
+* the same images, another cost: the provider billed another price; the implied price (the
+  provider's cost over our cost, applied to our token prices) is printed in the price-file
+  format ``tracking prices`` reads, to update the table;
+* the provider counted more images: calls made outside the tracker, failed calls it billed, or
+  retries it counted;
+* the ledger counted more: calls the provider did not bill, or not yet (its usage lags).
+
+Costs are matched to models by their line item (``"<model>, ..."``: the text before the first
+comma); only image models' line items are counted. OpenAI's projects are not known to the ledger,
+so ``--by project`` lists the provider's side only. Amounts are read as ``Decimal``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Literal, TextIO
+
+import httpx
+
+from .errors import TrackingError
+from .families import family_of
+from .pricing import find_entry
+
+__all__ = ["ProviderRow", "ReconcileError", "ReconcileRow", "fetch_provider", "reconcile"]
+
+By = Literal["day", "model", "project"]
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+DEFAULT_THRESHOLD = Decimal(2)  #: percent
+_PAGE_LIMIT = 31
+
+
+class ReconcileError(TrackingError):
+    """The provider's figures could not be read (a refused key, an unreachable API)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRow:
+    key: str
+    images: int = 0
+    requests: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRow:
+    key: str
+    our_images: int | None
+    their_images: int
+    our_cost: Decimal | None
+    their_cost: Decimal
+    diff_usd: Decimal | None
+    diff_pct: Decimal | None
+    drift: bool
+    note: str
+    implied_prices: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def money(value: Decimal | None) -> str | None:
+            return None if value is None else f"{value:f}"
+
+        return {
+            "key": self.key,
+            "our_images": self.our_images,
+            "their_images": self.their_images,
+            "our_cost_usd": money(self.our_cost),
+            "their_cost_usd": money(self.their_cost),
+            "diff_usd": money(self.diff_usd),
+            "diff_pct": money(self.diff_pct),
+            "drift": self.drift,
+            "note": self.note,
+            "implied_prices": self.implied_prices,
+        }
+
+
+def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every bucket of a paged admin endpoint, following ``next_page``."""
+    page: str | None = None
+    for _ in range(1000):  # a bound on a misbehaving cursor
+        query = {**params, "limit": _PAGE_LIMIT, **({"page": page} if page else {})}
+        try:
+            answer = client.get(path, params=query)
+        except httpx.HTTPError as exc:
+            raise ReconcileError(f"cannot reach the provider's admin API: {exc}") from None
+        if answer.status_code in (401, 403):
+            raise ReconcileError(
+                f"the provider refused the admin key (HTTP {answer.status_code}); pass an "
+                "organization admin key with --admin-key or OPENAI_ADMIN_KEY"
+            )
+        if answer.status_code != 200:
+            raise ReconcileError(f"{path}: HTTP {answer.status_code}: {answer.text[:200]}")
+        try:
+            body = json.loads(answer.content, parse_float=Decimal)
+        except ValueError:
+            raise ReconcileError(f"{path}: the answer is not JSON") from None
+        yield from body.get("data") or ()
+        page = body.get("next_page")
+        if not body.get("has_more") or not page:
+            return
+    raise ReconcileError(f"{path}: more than 1000 pages; narrow the window")
+
+
+def _bucket_day(bucket: Mapping[str, Any]) -> str:
+    return datetime.fromtimestamp(int(bucket["start_time"]), UTC).date().isoformat()
+
+
+def _is_image_model(model: str, known: set[str]) -> bool:
+    return model in known or family_of(model) is not None
+
+
+def fetch_provider(
+    *,
+    api_base: str,
+    admin_key: str,
+    since: date,
+    until: date,
+    by: By,
+    known_models: set[str],
+) -> dict[str, ProviderRow]:
+    """The provider's images and costs from ``since`` to ``until`` (both UTC days, inclusive)."""
+    start = int(datetime.combine(since, time(0), tzinfo=UTC).timestamp())
+    end = int(datetime.combine(until + timedelta(days=1), time(0), tzinfo=UTC).timestamp())
+    window = {"start_time": start, "end_time": end, "bucket_width": "1d"}
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    images: dict[str, int] = {}
+    requests: dict[str, int] = {}
+    costs: dict[str, Decimal] = {}
+    with httpx.Client(base_url=api_base.rstrip("/"), headers=headers, timeout=60) as client:
+        usage_group = {"day": [], "model": ["model"], "project": ["project_id"]}[by]
+        for bucket in _pages(
+            client,
+            "/organization/usage/images",
+            {**window, "group_by": usage_group, "sources": ["image.edit"]},
+        ):
+            for result in bucket.get("results") or ():
+                key = _key(by, bucket, result.get("model"), result.get("project_id"))
+                images[key] = images.get(key, 0) + int(result.get("images") or 0)
+                requests[key] = requests.get(key, 0) + int(result.get("num_model_requests") or 0)
+        cost_group = ["line_item", "project_id"] if by == "project" else ["line_item"]
+        for bucket in _pages(client, "/organization/costs", {**window, "group_by": cost_group}):
+            for result in bucket.get("results") or ():
+                model = str(result.get("line_item") or "").split(",", 1)[0].strip()
+                if not _is_image_model(model, known_models):
+                    continue
+                key = _key(by, bucket, model, result.get("project_id"))
+                amount = (result.get("amount") or {}).get("value") or 0
+                costs[key] = costs.get(key, Decimal(0)) + Decimal(str(amount))
+    return {
+        key: ProviderRow(key, images.get(key, 0), requests.get(key, 0), costs.get(key, Decimal(0)))
+        for key in sorted(set(images) | set(costs))
+    }
+
+
+def _key(by: By, bucket: Mapping[str, Any], model: Any, project: Any) -> str:
+    if by == "day":
+        return _bucket_day(bucket)
+    if by == "model":
+        return str(model or "")
+    return str(project or "")
+
+
+def compare(
+    ours: Mapping[str, Any],
+    theirs: Mapping[str, ProviderRow],
+    *,
+    by: By,
+    threshold: Decimal,
+    day: date,
+    api_base: str,
+) -> list[ReconcileRow]:
+    """One row per group: both sides, the difference, whether it drifts, and why."""
+    rows = []
+    for key in sorted(set(ours) | set(theirs)):
+        mine = ours.get(key)
+        other = theirs.get(key, ProviderRow(key))
+        if by == "project":
+            rows.append(
+                ReconcileRow(
+                    key,
+                    None,
+                    other.images,
+                    None,
+                    other.cost_usd,
+                    None,
+                    None,
+                    False,
+                    "the ledger does not know OpenAI projects: the provider's side only",
+                )
+            )
+            continue
+        our_images = mine.images if mine is not None else 0
+        our_cost = mine.cost_usd if mine is not None else Decimal(0)
+        diff = our_cost - other.cost_usd
+        pct = (diff / other.cost_usd * 100).quantize(Decimal("0.01")) if other.cost_usd else None
+        drift = (abs(pct) > threshold) if pct is not None else our_cost != 0
+        note, implied = _explain(key, by, our_images, other, our_cost, drift, day, api_base)
+        rows.append(
+            ReconcileRow(
+                key,
+                our_images,
+                other.images,
+                our_cost,
+                other.cost_usd,
+                diff,
+                pct,
+                drift,
+                note,
+                implied,
+            )
+        )
+    return rows
+
+
+def _explain(
+    key: str,
+    by: By,
+    our_images: int,
+    other: ProviderRow,
+    our_cost: Decimal,
+    drift: bool,
+    day: date,
+    api_base: str,
+) -> tuple[str, Mapping[str, Any] | None]:
+    if our_images < other.images:
+        return (
+            f"the provider counted {other.images - our_images} more image(s): calls made "
+            "outside the tracker, failed calls it billed, or retries",
+            None,
+        )
+    if our_images > other.images:
+        return (
+            f"the ledger counted {our_images - other.images} more image(s): calls the provider "
+            "did not bill, or not yet (its usage lags)",
+            None,
+        )
+    if not drift:
+        return "agrees", None
+    if by != "model" or not our_cost:
+        return "same images, another cost: see the per-model view for the implied price", None
+    ratio = other.cost_usd / our_cost
+    entry = find_entry([key], day)
+    if entry is None or not entry.tokens:
+        return f"same images, billed {ratio:.4f}x our prices", None
+    source = f"{api_base.rstrip('/')}/organization/costs"
+    implied = {
+        "schema": 1,
+        "currency": "USD",
+        "entries": [
+            {
+                "model": key,
+                "provider": "openai",
+                "effective_from": None,
+                "effective_to": None,
+                "shutdown": None,
+                "tokens_per_million": {
+                    kind: {
+                        "usd": f"{(price * ratio).quantize(Decimal('0.0001')):f}",
+                        "source": source,
+                        "retrieved": day.isoformat(),
+                    }
+                    for kind, price in entry.tokens.items()
+                },
+            }
+        ],
+    }
+    return f"same images, billed {ratio:.4f}x our prices: the implied prices follow", implied
+
+
+def reconcile(
+    *,
+    database_url: str | None,
+    since: date,
+    until: date,
+    by: By,
+    threshold: Decimal,
+    api_base: str | None,
+    admin_key: str | None,
+) -> list[ReconcileRow]:
+    from integrations.sql._billing import query_billed
+    from integrations.sql._engine import create_ledger_engine
+
+    key = admin_key or os.environ.get("OPENAI_ADMIN_KEY")
+    if not key:
+        raise ReconcileError("no admin key: pass --admin-key or set OPENAI_ADMIN_KEY")
+    base = api_base or os.environ.get("OPENAI_BASE_URL") or DEFAULT_API_BASE
+    engine = create_ledger_engine(database_url)
+    try:
+        billed = query_billed(
+            engine,
+            provider="openai",
+            since=since,
+            until=until + timedelta(days=1),
+            by="model" if by == "project" else by,
+        )
+    finally:
+        engine.dispose()
+    ours = {row.key: row for row in billed} if by != "project" else {}
+    theirs = fetch_provider(
+        api_base=base,
+        admin_key=key,
+        since=since,
+        until=until,
+        by=by,
+        known_models={row.key for row in billed},
+    )
+    return compare(
+        ours, theirs, by=by, threshold=threshold, day=datetime.now(UTC).date(), api_base=base
+    )
+
+
+def render(rows: Sequence[ReconcileRow], *, by: By, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        json.dump([row.to_dict() for row in rows], out, indent=2)
+        out.write("\n")
+        return
+    header = [by, "our images", "their images", "our cost", "their cost", "diff USD", "diff %"]
+
+    def cells(row: ReconcileRow) -> list[str]:
+        def show(value: object) -> str:
+            if value is None:
+                return "-"
+            return f"{value:f}" if isinstance(value, Decimal) else str(value)
+
+        return [
+            row.key or "(none)",
+            show(row.our_images),
+            str(row.their_images),
+            show(row.our_cost),
+            f"{row.their_cost:f}",
+            show(row.diff_usd),
+            show(row.diff_pct),
+        ]
+
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*header, "drift", "note"])
+        writer.writerows([*cells(row), str(row.drift).lower(), row.note] for row in rows)
+        return
+    table = [header, *(cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for index, line in enumerate(table):
+        padded = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.write("  ".join(padded).rstrip() + "\n")
+        if index == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+    if not rows:
+        out.write("(no calls on either side in this window)\n")
+    for row in rows:
+        if row.note != "agrees":
+            flag = "DRIFT " if row.drift else ""
+            out.write(f"{flag}{row.key or '(none)'}: {row.note}\n")
+        if row.implied_prices is not None:
+            out.write(json.dumps(row.implied_prices, indent=2) + "\n")
