@@ -208,7 +208,7 @@ def _add_proxy_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="serve this one model without a config file (e.g. gpt-image-2; the key from "
         "OPENAI_API_KEY, the upstream from OPENAI_BASE_URL or OpenAI)",
     )
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - the seed's default
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - LiteLLM's proxy default
     serve.add_argument("--port", type=_port, default=4000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument(
