@@ -2,8 +2,8 @@
 
 Errors about a missing optional package name the extra that brings it (``uvicorn`` -> ``proxy``,
 ``sqlalchemy`` -> ``sql``...) rather than guessing, and say how to install an extra of this
-project without claiming where the project is published: from a checkout, ``pip install -e
-'.[proxy]'``; from wherever it was installed from, the same extra in brackets.
+project without claiming where the project is published: from a checkout,
+``pip install -e '.[proxy]'``; from wherever it was installed from, the same extra in brackets.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ MODULE_EXTRAS: dict[str, str] = {
     "structlog": "structlog",
     "opentelemetry": "otel",
     "redis": "redis",
+    "boto3": "s3",
+    "botocore": "s3",
 }
 
 
