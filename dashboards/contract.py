@@ -23,7 +23,8 @@ class MetricSpec:
     type: MetricType
     labels: tuple[str, ...]
     #: ``sdk`` (every SDK process with the prometheus integration), ``opt_in`` (only when
-    #: switched on), ``router``, ``ledger`` or ``proxy`` (only once that part runs).
+    #: switched on), ``router``, ``ledger`` or ``proxy`` (only once that part runs), ``stream``
+    #: (only once a streamed call has had its first image).
     source: str = "sdk"
 
 
@@ -39,6 +40,9 @@ METRICS: dict[str, MetricSpec] = {
         "counter", ("model", "served_model", "provider", "token_type")
     ),
     "image_edit_request_duration_seconds": MetricSpec("histogram", ("model", "provider", "status")),
+    "image_edit_time_to_first_image_seconds": MetricSpec(
+        "histogram", ("model", "provider"), "stream"
+    ),
     "image_edit_retries_total": MetricSpec("counter", ("model", "deployment"), "router"),
     "image_edit_fallbacks_total": MetricSpec(
         "counter", ("from_model", "to_model", "outcome"), "router"
@@ -52,6 +56,7 @@ METRICS: dict[str, MetricSpec] = {
     "tracking_end_user_series_evicted_total": MetricSpec("counter", (), "opt_in"),
     "tracking_callback_errors_total": MetricSpec("counter", ("callback",), "bus"),
     "tracking_events_dropped_total": MetricSpec("counter", ("sink",), "bus"),
+    "tracking_integration_errors_total": MetricSpec("counter", ("integration",), "bus"),
     "tracking_ledger_queue_depth": MetricSpec("gauge", (), "ledger"),
     "tracking_ledger_outbox_rows": MetricSpec("gauge", (), "ledger"),
     "tracking_ledger_write_seconds": MetricSpec("histogram", (), "ledger"),

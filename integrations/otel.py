@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import logging
 import os
 import secrets
 import threading
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from tracking import bus
 from tracking.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -53,7 +53,6 @@ __all__ = [
     "OtelLogger",
 ]
 
-log = logging.getLogger("tracking")
 
 #: The GenAI semantic conventions' advised boundaries (seconds, then tokens).
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -140,7 +139,6 @@ class OtelLogger:
         )
         self._spans: dict[str, Span] = {}
         self._lock = threading.Lock()
-        self._warned: set[str] = set()
         # The same end users call again and again: their HMAC is computed once (bounded).
         self._hashed_users: dict[str, str] = {}
 
@@ -168,18 +166,18 @@ class OtelLogger:
                     # An end that never comes (a callback list changed mid-call) must not leak.
                     self._spans.pop(next(iter(self._spans))).end()
             propagate.inject(call.headers, context=trace.set_span_in_context(span))
-        except Exception:
-            self._warn_once("on_start", "otel: opening the call's span failed")
+        except Exception as exc:
+            bus.report_failure("otel", "opening the call's span failed", exc)
 
     def on_end(self, event: ImageEditEvent) -> None:
         try:
             self._end_span(event)
-        except Exception:
-            self._warn_once("span", "otel: ending the call's span failed")
+        except Exception as exc:
+            bus.report_failure("otel", "ending the call's span failed", exc)
         try:
             self._record_metrics(event)
-        except Exception:
-            self._warn_once("metrics", "otel: recording the GenAI metrics failed")
+        except Exception as exc:
+            bus.report_failure("otel", "recording the GenAI metrics failed", exc)
 
     def flush(self, timeout: float | None = None) -> bool:
         # Export belongs to the host's providers; the library only hands spans over.
@@ -258,6 +256,8 @@ class OtelLogger:
             "enduser.id": self._enduser(event.end_user),
         }
         attributes.update({k: v for k, v in optional.items() if v is not None})
+        if event.time_to_first_image_ms is not None:  # a streamed call (semconv: seconds)
+            attributes["gen_ai.response.time_to_first_chunk"] = event.time_to_first_image_ms / 1000
         if event.fallback_from:
             attributes["image_edit.fallback_from"] = list(event.fallback_from)
         usage = event.usage
@@ -300,11 +300,6 @@ class OtelLogger:
         if usage is not None:
             self._tokens.record(_input_tokens(event), input_attributes)
             self._tokens.record(usage.output_tokens, output_attributes)
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message, exc_info=True)
 
 
 def _provider_name(provider: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import os
 import threading
 import weakref
@@ -39,7 +38,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from tracking.errors import ConfigurationError
+from tracking import bus
+from tracking.errors import ERROR_TYPES, ConfigurationError
 
 if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
@@ -56,7 +56,6 @@ __all__ = [
     "start_metrics_server",
 ]
 
-log = logging.getLogger("tracking")
 
 #: Seconds: image edits take from a fraction of a second to minutes (gpt-image at high quality).
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -95,8 +94,6 @@ STANDARD_SIZES = frozenset(
 )
 STANDARD_QUALITIES = frozenset({"auto", "low", "medium", "high", "standard", "hd"})
 PROXY_REJECTION_REASONS = frozenset({"auth", "budget", "size", "rate"})
-#: Error types the core produces beside those of the exception tree.
-_EXTRA_ERROR_TYPES = frozenset({"internal_error", "cancelled"})
 _MAX_LABEL_CHARS = 100  # a pathological model name must not make a huge series
 _MAX_CACHED_SERIES = 10_000  # (model, served, provider) triples whose children are kept
 DEFAULT_END_USER_SERIES = 1000
@@ -139,8 +136,8 @@ class PrometheusLogger:
     def on_end(self, event: ImageEditEvent) -> None:
         try:
             self._record(event)
-        except Exception:
-            _warn_once("on_end", "prometheus: recording a call's metrics failed")
+        except Exception as exc:
+            bus.report_failure("prometheus", "recording a call's metrics failed", exc)
 
     def flush(self, timeout: float | None = None) -> bool:
         return True  # nothing is queued: metrics are updated in the call
@@ -191,6 +188,10 @@ class PrometheusLogger:
         error_type = _error_type_label(event.error_type) if status == "failure" else ""
         series.requests(status, error_type).inc()
         series.duration(status).observe(event.latency_ms / 1000)
+        if event.time_to_first_image_ms is not None:  # a streamed call's first image arrived
+            m.time_to_first_image.labels(series.model, series.provider).observe(
+                event.time_to_first_image_ms / 1000
+            )
         if event.images_returned > 0:
             series.images(_size_label(event.size), _quality_label(event.quality)).inc(
                 event.images_returned
@@ -263,6 +264,13 @@ class _Metrics:
             "image_edit_request_duration_seconds",
             "Wall time of a call, retries included.",
             ["model", "provider", "status"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_first_image = Histogram(
+            "image_edit_time_to_first_image_seconds",
+            "Streamed calls: time from the call's start to its first image event.",
+            ["model", "provider"],
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
@@ -405,7 +413,8 @@ def _metrics_for(registry: CollectorRegistry) -> _Metrics:
 
 
 class BusCountersCollector(Collector):
-    """``tracking_callback_errors_total{callback}`` and ``tracking_events_dropped_total{sink}``.
+    """``tracking_callback_errors_total{callback}``, ``tracking_events_dropped_total{sink}`` and
+    ``tracking_integration_errors_total{integration}``.
 
     The bus keeps these counts itself (``tracking.bus.counters()``); this collector reads them
     at scrape time, so the bus needs no Prometheus dependency.
@@ -423,26 +432,26 @@ class BusCountersCollector(Collector):
         dropped = CounterMetricFamily(
             "tracking_events_dropped", "Events dropped because a queue was full.", labels=["sink"]
         )
+        failed = CounterMetricFamily(
+            "tracking_integration_errors",
+            "Failures an integration caught inside itself (a metric, line or span lost).",
+            labels=["integration"],
+        )
         snapshot = self._snapshot()
-        for name, count in _counts(snapshot, "callback_errors"):
-            errors.add_metric([name], count)
-        for sink, count in _counts(snapshot, "events_dropped"):
-            dropped.add_metric([sink], count)
-        yield errors
-        yield dropped
+        for family, key in (
+            (errors, "callback_errors"),
+            (dropped, "events_dropped"),
+            (failed, "integration_errors"),
+        ):
+            for name, count in _counts(snapshot, key):
+                family.add_metric([name], count)
+            yield family
 
     def _snapshot(self) -> Any:
-        source = self._source
-        if source is None:
-            from tracking import bus
-
-            source = getattr(bus, "counters", None)  # the bus may not provide it yet
-        if source is None:
-            return None
         try:
-            return source()
-        except Exception:
-            _warn_once("bus-counters", "prometheus: reading the bus counters failed")
+            return (self._source or bus.counters)()
+        except Exception as exc:
+            bus.report_failure("prometheus", "reading the bus counters failed", exc)
             return None
 
 
@@ -474,33 +483,9 @@ def _quality_label(quality: str | None) -> str:
     return quality if quality in STANDARD_QUALITIES else "other"
 
 
-_KNOWN_ERROR_TYPES: frozenset[str] | None = None
-
-
 def _error_type_label(error_type: str | None) -> str:
-    global _KNOWN_ERROR_TYPES
-    if _KNOWN_ERROR_TYPES is None:
-        from tracking.errors import TrackingError
-
-        found: set[str] = set(_EXTRA_ERROR_TYPES)
-        pending: list[type[TrackingError]] = [TrackingError]
-        while pending:
-            cls = pending.pop()
-            found.add(cls.error_type)
-            pending.extend(cls.__subclasses__())
-        _KNOWN_ERROR_TYPES = frozenset(found)
-    if not error_type:
-        return "other"
-    return error_type if error_type in _KNOWN_ERROR_TYPES else "other"
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        log.warning(message, exc_info=True)
+    # One fixed table (tracking.errors.ERROR_TYPES): the label never depends on import order.
+    return error_type if error_type in ERROR_TYPES else "other"
 
 
 # -- exposure ---------------------------------------------------------------------------------

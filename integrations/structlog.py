@@ -1,4 +1,4 @@
-"""One structured log line per image-edit call, and the project's own diagnostics, via structlog.
+"""One structured log line per image-edit call, via structlog.
 
 :class:`StructlogLogger` is the ``"structlog"`` built-in integration, a sink: ``on_end`` queues
 the event and returns; a worker thread writes one line per call, ``event="image_edit"``, with
@@ -10,14 +10,15 @@ content capture is on, truncated.
 Where the line goes: when the host application has configured structlog, its configuration
 applies (processors, renderer, output). Otherwise, and in the proxy, the line is JSON on stdout
 from a private logger: the library never calls ``structlog.configure`` nor touches stdlib
-logging's handlers. :func:`diagnostics` gives the project's own warnings the same treatment,
-falling back to the stdlib ``tracking`` logger, which the host configures as usual.
+logging's handlers. The integration's own failures (a line that could not be written, a full
+queue) go to the bus's one failure reporter, which counts them
+(``tracking_integration_errors_total``, ``tracking_events_dropped_total``) and logs them on the
+stdlib ``tracking`` logger.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import os
 import sys
 import threading
@@ -29,13 +30,13 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 
+from tracking import bus
+
 if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
     from tracking.integration import CallStart
 
-__all__ = ["StructlogLogger", "diagnostics", "json_line_logger"]
-
-_stdlib_log = logging.getLogger("tracking")
+__all__ = ["StructlogLogger", "json_line_logger"]
 
 DEFAULT_MAX_PROMPT_CHARS = 1000
 DEFAULT_QUEUE_SIZE = 10_000
@@ -59,24 +60,6 @@ def json_line_logger(stream: TextIO | None = None) -> Any:
     )
 
 
-def diagnostics() -> Any:
-    """The logger for the project's own diagnostics (callback errors, spooling, unpriced models).
-
-    The host's structlog configuration when there is one; otherwise a structlog logger over
-    the stdlib ``tracking`` logger, whose level and handlers the host sets as usual.
-    """
-    if structlog.is_configured():
-        return structlog.get_logger("tracking")
-    return structlog.wrap_logger(
-        _stdlib_log,
-        processors=[
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=True),
-        ],
-        wrapper_class=structlog.stdlib.BoundLogger,
-    )
-
-
 class StructlogLogger:
     """The ``"structlog"`` integration: one line per call, written off the call path.
 
@@ -85,7 +68,7 @@ class StructlogLogger:
     if it has one, else JSON lines go to stdout.
     ``capture_content`` (or ``TRACKING_CAPTURE_CONTENT=true``) adds the prompt, truncated to
     ``max_prompt_chars``. At most ``queue_size`` lines wait for the writer; past that the oldest
-    is dropped, counted in ``dropped`` and warned about once.
+    is dropped, counted in ``dropped`` and reported to the bus (``tracking_events_dropped_total``).
     """
 
     def __init__(
@@ -123,7 +106,6 @@ class StructlogLogger:
         self._worker: threading.Thread | None = None
         self._worker_pid = 0
         self._closed = False
-        self._warned: set[str] = set()
 
     # -- the integration protocol --------------------------------------------------------
 
@@ -133,8 +115,8 @@ class StructlogLogger:
             self._started[call.request_id] = (call.headers, prompt)
             if len(self._started) > _MAX_IN_FLIGHT:  # an end that never comes must not leak
                 self._started.pop(next(iter(self._started)), None)
-        except Exception:
-            self._warn_once("on_start", "structlog: recording a call's start failed")
+        except Exception as exc:
+            bus.report_failure("structlog", "recording a call's start failed", exc)
 
     def on_end(self, event: ImageEditEvent) -> None:
         try:
@@ -143,8 +125,8 @@ class StructlogLogger:
             if trace_id is None:
                 trace_id = _current_trace_id()
             self._enqueue((event, trace_id, prompt))
-        except Exception:
-            self._warn_once("on_end", "structlog: queueing a call's log line failed")
+        except Exception as exc:
+            bus.report_failure("structlog", "queueing a call's log line failed", exc)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued line is written (or ``timeout`` seconds pass)."""
@@ -198,7 +180,9 @@ class StructlogLogger:
             if len(self._queue) >= self._queue_size:
                 self._queue.popleft()
                 self.dropped += 1
-                self._warn_once("dropped", "structlog: log queue full, oldest lines dropped")
+                bus.record_drop(
+                    "structlog", reason="its log queue is full; the oldest line was dropped"
+                )
             self._queue.append(item)
             self._ensure_worker()
             if self._idle or len(self._queue) >= self._queue_size // 2:
@@ -241,14 +225,9 @@ class StructlogLogger:
     def _write_safely(self, item: tuple[ImageEditEvent, str | None, str | None]) -> None:
         try:
             self._write(item)
-        except Exception:
+        except Exception as exc:
             self.failed += 1
-            self._warn_once("write", "structlog: writing a call's log line failed")
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            _stdlib_log.warning(message, exc_info=True)
+            bus.report_failure("structlog", "writing a call's log line failed", exc)
 
 
 def _trace_id_from(headers: dict[str, str]) -> str | None:

@@ -1,33 +1,13 @@
-"""A real integration object that keeps every event it receives (for asserting on attempts)."""
+"""Registering the shipped :class:`tracking.testing.EventRecorder` for one test."""
 
 from __future__ import annotations
 
 import pytest
 
 import tracking
+from tracking.testing import EventRecorder
 
-
-class EventRecorder:
-    """Implements the internal integration protocol; ``events`` holds each call's event."""
-
-    def __init__(self) -> None:
-        self.events: list[tracking.ImageEditEvent] = []
-
-    def on_start(self, call: object) -> None:
-        pass
-
-    def on_end(self, event: tracking.ImageEditEvent) -> None:
-        self.events.append(event)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def shutdown(self, timeout: float | None = None) -> None:
-        pass
-
-    @property
-    def last(self) -> tracking.ImageEditEvent:
-        return self.events[-1]
+__all__ = ["EventRecorder", "record_events"]
 
 
 def record_events(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:

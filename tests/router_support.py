@@ -80,3 +80,21 @@ def deployment(
 
 
 Recorder = EventRecorder  # the shared recorder of tests/recorder.py
+
+
+class ManualClock:
+    """Time for a router's state that moves only when a test says so (``advance``): no test
+    sleeps past a cooldown or dodges a minute boundary. Pass ``clock=clock.time`` and
+    ``monotonic=clock.monotonic`` to the state."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start  # the start of a calendar minute
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -9,27 +9,15 @@ import pytest
 import tracking
 from tests.conftest import make_png
 from tracking.integration import CallStart
+from tracking.testing import EventRecorder
 
 
-class Recorder:
-    """A real integration object implementing the internal protocol."""
-
-    def __init__(self) -> None:
-        self.started: list[CallStart] = []
-        self.ended: list[tracking.ImageEditEvent] = []
+class Recorder(EventRecorder):
+    """The shipped recorder, adding a header upstream as a tracing integration would."""
 
     def on_start(self, call: CallStart) -> None:
-        self.started.append(call)
+        super().on_start(call)
         call.headers["x-recorder"] = call.request_id
-
-    def on_end(self, event: tracking.ImageEditEvent) -> None:
-        self.ended.append(event)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def shutdown(self, timeout: float | None = None) -> None:
-        pass
 
 
 @pytest.fixture
@@ -46,7 +34,7 @@ def test_integration_sees_start_and_one_end_per_call(recorder, fake, upstream):
     )
     assert [c.request_id for c in recorder.started] == [response.request_id]
     assert fake.requests[-1].headers["x-recorder"] == response.request_id
-    (event,) = recorder.ended
+    (event,) = recorder.events
     assert event.request_id == response.request_id
     assert event.status == "success"
     assert event.end_user == "user-9"
@@ -60,7 +48,7 @@ def test_failed_call_yields_a_failure_event(recorder, upstream):
                 image=make_png(), prompt="p", model="gpt-image-1", n=99, **upstream
             )
         )
-    (event,) = recorder.ended
+    (event,) = recorder.events
     assert event.status == "failure"
     assert event.error_type == "validation_error"
     assert event.call_type == "aimage_edit"

@@ -15,6 +15,7 @@ import pytest
 import tracking
 from tests.conftest import API_KEY, make_png
 from tracking import bus
+from tracking.testing import EventRecorder
 
 
 @pytest.fixture(autouse=True)
@@ -81,22 +82,40 @@ def test_async_function_on_a_sync_call_runs_on_the_bus_loop(upstream):
     assert seen == ["tracking-callbacks-loop"]
 
 
-def test_async_function_on_an_async_call_runs_on_the_callers_loop(upstream):
+def test_async_function_on_an_async_call_runs_on_the_bus_loop(upstream):
+    seen = []
+
+    async def on_success(kwargs, response, start_time, end_time):
+        seen.append((threading.current_thread().name, kwargs["call_type"]))
+
+    tracking.success_callback.append(on_success)
+    asyncio.run(acall(upstream))
+    assert tracking.flush(10)
+    assert seen == [("tracking-callbacks-loop", "aimage_edit")]
+
+
+def test_an_async_callback_still_running_when_asyncio_run_returns_finishes_once(upstream):
+    """The caller's loop ends while the callback is in the middle of its work: the callback is
+    not cancelled (it runs on the bus's loop) and nothing is counted as dropped."""
+    started, finished = threading.Event(), []
+    dropped = tracking.bus.counters()["events_dropped"].get("user_callbacks", 0)
+
+    async def on_success(kwargs, response, start_time, end_time):
+        started.set()
+        await asyncio.sleep(0.2)
+        finished.append(kwargs["request_id"])
+
     async def main():
-        caller_loop = asyncio.get_running_loop()
-        done = asyncio.Event()
-        seen = []
+        response = await acall(upstream)
+        while not started.is_set():  # the callback is running; now end this loop
+            await asyncio.sleep(0.005)
+        return response
 
-        async def on_success(kwargs, response, start_time, end_time):
-            seen.append((asyncio.get_running_loop() is caller_loop, kwargs["call_type"]))
-            done.set()
-
-        tracking.success_callback.append(on_success)
-        await acall(upstream)
-        await asyncio.wait_for(done.wait(), 10)
-        return seen
-
-    assert asyncio.run(main()) == [(True, "aimage_edit")]
+    tracking.success_callback.append(on_success)
+    response = asyncio.run(main())
+    assert tracking.flush(10)
+    assert finished == [response.request_id]
+    assert tracking.bus.counters()["events_dropped"].get("user_callbacks", 0) == dropped
 
 
 def test_sync_function_on_an_async_call_runs_on_the_worker_thread(upstream):
@@ -181,14 +200,10 @@ def test_logger_with_one_twin_gets_it_for_either_kind_of_call(upstream):
     tracking.callbacks.extend([sync_only, async_only])
     call(upstream)
 
-    async def main():
-        await acall(upstream)
-        await asyncio.sleep(0)  # let the task on this loop run
-
-    asyncio.run(main())
+    asyncio.run(acall(upstream))
     assert tracking.flush(10)
     assert sync_only.threads == ["tracking-callbacks", "tracking-callbacks"]
-    assert sorted(async_only.threads) == ["MainThread", "tracking-callbacks-loop"]
+    assert async_only.threads == ["tracking-callbacks-loop", "tracking-callbacks-loop"]
 
 
 def test_success_and_failure_lists_see_only_their_outcome(upstream):
@@ -347,7 +362,12 @@ def test_register_without_arguments_checks_the_lists(monkeypatch):
 
 def test_counters_have_the_documented_shape():
     snapshot = bus.counters()
-    assert set(snapshot) == {"callback_errors", "callback_timeouts", "events_dropped"}
+    assert set(snapshot) == {
+        "callback_errors",
+        "callback_timeouts",
+        "events_dropped",
+        "integration_errors",
+    }
     bus.record_drop("test_sink", 3)
     assert bus.counters()["events_dropped"]["test_sink"] >= 3
 
@@ -395,28 +415,12 @@ def test_queued_callbacks_are_delivered_at_interpreter_exit(tmp_path):
 
 
 def test_an_integration_in_any_list_gets_both_outcomes_once(upstream):
-    class Recorder:
-        def __init__(self):
-            self.statuses = []
-
-        def on_start(self, call):
-            pass
-
-        def on_end(self, event):
-            self.statuses.append(event.status)
-
-        def flush(self, timeout=None):
-            return True
-
-        def shutdown(self, timeout=None):
-            pass
-
-    only_failure, everywhere = Recorder(), Recorder()
+    only_failure, everywhere = EventRecorder(), EventRecorder()
     tracking.failure_callback.extend([only_failure, everywhere])
     tracking.success_callback.append(everywhere)
     tracking.callbacks.append(everywhere)
     call(upstream)
     with pytest.raises(tracking.ValidationError):
         call(upstream, n=99)
-    assert only_failure.statuses == ["success", "failure"]
-    assert everywhere.statuses == ["success", "failure"]
+    assert [e.status for e in only_failure.events] == ["success", "failure"]
+    assert [e.status for e in everywhere.events] == ["success", "failure"]

@@ -100,9 +100,9 @@ def test_api_key_and_base_from_the_environment(monkeypatch, fake, upstream):
     assert response.images_returned == 1
 
 
-def test_stream_is_refused_clearly(upstream):
+def test_stream_is_refused_clearly_for_a_model_that_does_not_stream(upstream):
     with pytest.raises(tracking.UnsupportedParamsError, match="stream") as caught:
-        tracking.image_edit(image=PNG, prompt="p", model="gpt-image-1", stream=True, **upstream)
+        tracking.image_edit(image=PNG, prompt="p", model="dall-e-2", stream=True, **upstream)
     assert caught.value.param == "stream"
 
 

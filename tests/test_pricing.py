@@ -24,6 +24,7 @@ from tracking.pricing import NOT_BILLED, price_call, register_prices, reset_pric
 from tracking.pricing.table import load_packaged, load_price_file, parse_price_data
 from tracking.request import parse_call
 from tracking.response import ImageResponse
+from tracking.testing import EventRecorder
 
 
 @pytest.fixture(autouse=True)
@@ -66,28 +67,9 @@ USAGE_CASES = [
 ]
 
 
-class Recorder:
-    """An integration object that keeps every event it is handed."""
-
-    def __init__(self):
-        self.events = []
-
-    def on_start(self, call):
-        pass
-
-    def on_end(self, event):
-        self.events.append(event)
-
-    def flush(self, timeout=None):
-        return True
-
-    def shutdown(self, timeout=None):
-        pass
-
-
 @pytest.fixture
 def recorder(monkeypatch):
-    rec = Recorder()
+    rec = EventRecorder()
     monkeypatch.setattr(tracking, "callbacks", [rec])
     return rec
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import Counter
 from decimal import Decimal
 
@@ -13,7 +12,7 @@ import pytest
 
 import tracking
 from tests.conftest import API_KEY, make_png
-from tests.router_support import Recorder, StubUpstream, closed_port, deployment
+from tests.router_support import ManualClock, Recorder, StubUpstream, closed_port, deployment
 from tracking.router import (
     CallShape,
     Deployment,
@@ -206,19 +205,14 @@ def test_lowest_latency_prefers_the_fast_deployment(recorder):
         assert Counter(e.deployment_id for e in recorder.events) == {"fast": 9, "slow": 1}
 
 
-def _wait_out_minute_boundary() -> None:
-    # rpm counts calendar minutes: keep a short test from straddling two of them
-    if time.time() % 60 > 57:
-        time.sleep(60 - time.time() % 60 + 0.05)
-
-
 def test_rpm_limits_are_respected(fake, fake_b):
-    _wait_out_minute_boundary()
+    clock = ManualClock()  # rpm counts calendar minutes: this test stays inside one
     router = Router(
         [
             deployment("images", fake.url, id="a", rpm=2),
             deployment("images", fake_b.url, id="b", rpm=3),
-        ]
+        ],
+        state=MemoryState(clock=clock.time, monotonic=clock.monotonic),
     )
     before_a, before_b = len(fake.requests), len(fake_b.requests)
     for _ in range(5):
@@ -227,6 +221,8 @@ def test_rpm_limits_are_respected(fake, fake_b):
     with pytest.raises(NoDeploymentAvailableError, match="rpm/tpm limit") as caught:
         edit(router)
     assert caught.value.status_code == 429 and caught.value.retry_after
+    clock.advance(60)  # the next minute: both deployments take calls again
+    edit(router)
 
 
 def test_usage_based_routing_moves_to_the_less_used_deployment(recorder):
@@ -331,13 +327,15 @@ def test_request_errors_fail_at_once_without_fallback(recorder, fake):
 
 def test_cooldown_is_entered_and_left(recorder, caplog):
     cooled: list[tuple[str, str]] = []
+    clock = ManualClock()
     with FakeOpenAI(api_keys=["sk-the-right-key-000000"]) as locked, StubUpstream() as good:
         router = Router(
             [
                 deployment("images", locked.url, id="bad-key", api_key=WRONG_KEY, weight=1),
                 deployment("images", good.url, id="good", weight=0),
             ],
-            cooldown_time=0.3,
+            cooldown_time=30,
+            state=MemoryState(clock=clock.time, monotonic=clock.monotonic),
         )
         router.cooldown_observers.append(lambda group, dep: cooled.append((group, dep)))
         with caplog.at_level(logging.WARNING, "tracking.router"):
@@ -348,9 +346,9 @@ def test_cooldown_is_entered_and_left(recorder, caplog):
         edit(router)  # bad-key is skipped although it would win every draw
         assert [e.attempts for e in recorder.events] == [2, 1]
         assert good.hits == 2
-        deadline = time.monotonic() + 10
-        while router.cooling() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        clock.advance(29.9)
+        assert 0 < router.cooling()["bad-key"] <= 0.1 + 1e-9
+        clock.advance(0.1)  # the cooldown is over
         assert router.cooling() == {}
         edit(router)  # back in rotation: tried (and cooled) again
         assert cooled == [("images", "bad-key")] * 2

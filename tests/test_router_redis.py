@@ -13,7 +13,7 @@ import pytest
 
 import tracking
 from tests.conftest import make_png
-from tests.router_support import Recorder, StubUpstream, closed_port, deployment
+from tests.router_support import ManualClock, Recorder, StubUpstream, closed_port, deployment
 from tests.services import require_tool
 from tracking.router import NoDeploymentAvailableError, RedisState, Router
 from tracking.testing import FakeOpenAI
@@ -88,14 +88,14 @@ def test_a_cooldown_set_by_one_process_is_seen_by_another(
 
 
 def test_rpm_usage_is_counted_across_routers(redis_url, redis_prefix):
-    if time.time() % 60 > 57:  # rpm counts calendar minutes
-        time.sleep(60 - time.time() % 60 + 0.05)
+    clock = ManualClock()  # rpm counts calendar minutes: both routers stay inside one
+
+    def state() -> RedisState:
+        return RedisState(redis_url, prefix=redis_prefix, clock=clock.time)
+
     with StubUpstream() as upstream:
         model_list = [deployment("images", upstream.url, id="limited", rpm=3)]
-        with (
-            Router(model_list, redis_url=redis_url, redis_prefix=redis_prefix) as one,
-            Router(model_list, redis_url=redis_url, redis_prefix=redis_prefix) as two,
-        ):
+        with Router(model_list, state=state()) as one, Router(model_list, state=state()) as two:
             one.image_edit(image=make_png(), prompt="p", model="images")
             two.image_edit(image=make_png(), prompt="p", model="images")
             one.image_edit(image=make_png(), prompt="p", model="images")

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 import tracking
 from integrations.otel import OtelLogger
 from integrations.prometheus import PrometheusLogger
-from integrations.structlog import StructlogLogger, diagnostics
+from integrations.structlog import StructlogLogger
 from tests.conftest import API_KEY, make_png
 from tests.observability_events import failed_event, make_event
 from tracking import bus
@@ -154,7 +154,6 @@ def test_planted_secret_appears_in_no_log_span_or_metric(monkeypatch, upstream, 
             tracking.image_edit(**params, api_key=PLANTED, max_retries=0)
         assert PLANTED not in str(refused.value)
         tracking.image_edit(**params, api_key=API_KEY)
-        diagnostics().warning("spooling", rows=3)
     finally:
         provider.shutdown()
     assert logs.flush(10)
@@ -207,21 +206,9 @@ def test_the_library_never_takes_over_logging_configuration(stream, upstream, ca
     logs = StructlogLogger(stream=stream)
     logs.on_end(make_event())
     assert logs.flush(10)
-    with caplog.at_level(logging.WARNING, logger="tracking"):
-        diagnostics().warning("unpriced model", model="gpt-image-9")
     assert not structlog.is_configured()
     assert logging.getLogger("tracking").handlers == []
     assert logging.getLogger().handlers == root_handlers
-    (record,) = [r for r in caplog.records if r.name == "tracking"]
-    assert record.levelno == logging.WARNING
-    assert "event='unpriced model'" in record.getMessage()
-    assert "model='gpt-image-9'" in record.getMessage()
-
-
-def test_diagnostics_follow_the_hosts_structlog_configuration():
-    with structlog.testing.capture_logs() as captured:
-        diagnostics().warning("callback failed", callback="my_fn")
-    assert captured == [{"event": "callback failed", "callback": "my_fn", "log_level": "warning"}]
 
 
 def test_a_broken_log_backend_affects_neither_the_call_nor_other_integrations(
@@ -258,6 +245,7 @@ class BlockingLogger:
 def test_a_full_queue_drops_the_oldest_and_counts_it():
     backend = BlockingLogger()
     logs = StructlogLogger(backend, queue_size=2)
+    before = tracking.bus.counters()["events_dropped"].get("structlog", 0)
     events: list[ImageEditEvent] = [make_event() for _ in range(4)]
     logs.on_end(events[0])
     assert backend.entered.wait(10)  # the writer holds event 0
@@ -266,6 +254,7 @@ def test_a_full_queue_drops_the_oldest_and_counts_it():
     backend.release.set()
     assert logs.flush(10)
     assert logs.dropped == 1
+    assert tracking.bus.counters()["events_dropped"]["structlog"] == before + 1
     assert backend.written == [events[0].request_id, events[2].request_id, events[3].request_id]
     logs.shutdown(5)
 

@@ -28,6 +28,8 @@ from .errors import (
     RateLimitError,
     RequestTimeoutError,
     RequestTooLargeError,
+    StreamClosed,
+    StreamInterruptedError,
     TrackingError,
     UnprocessableEntityError,
     UnsupportedParamsError,
@@ -41,6 +43,12 @@ if TYPE_CHECKING:
     from .pricing import register_prices
     from .response import ImageData, ImageResponse, Usage
     from .router import NoDeploymentAvailableError, Router
+    from .stream_events import (
+        ImageEditCompletedEvent,
+        ImageEditPartialImageEvent,
+        ImageEditStreamEvent,
+    )
+    from .streaming import AsyncImageEditStream, ImageEditStream
     from .user_callbacks import CustomLogger
 
 __version__ = "0.1.0"
@@ -66,6 +74,11 @@ _LAZY = {
     "flush": "tracking.bus",
     "shutdown": "tracking.bus",
     "register_prices": "tracking.pricing",
+    "ImageEditStream": "tracking.streaming",
+    "AsyncImageEditStream": "tracking.streaming",
+    "ImageEditPartialImageEvent": "tracking.stream_events",
+    "ImageEditCompletedEvent": "tracking.stream_events",
+    "ImageEditStreamEvent": "tracking.stream_events",
 }
 
 __all__ = [
@@ -74,6 +87,7 @@ __all__ = [
     "APIResponseError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncImageEditStream",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
@@ -81,7 +95,11 @@ __all__ = [
     "ContentPolicyError",
     "CustomLogger",
     "ImageData",
+    "ImageEditCompletedEvent",
     "ImageEditEvent",
+    "ImageEditPartialImageEvent",
+    "ImageEditStream",
+    "ImageEditStreamEvent",
     "ImageResponse",
     "InternalServerError",
     "NoDeploymentAvailableError",
@@ -91,6 +109,8 @@ __all__ = [
     "RequestTimeoutError",
     "RequestTooLargeError",
     "Router",
+    "StreamClosed",
+    "StreamInterruptedError",
     "TrackingError",
     "UnprocessableEntityError",
     "UnsupportedParamsError",

@@ -3,10 +3,14 @@
 httpx's async client costs several times the CPU of aiohttp per request, and even httpx over an
 aiohttp transport spends as much again converting requests and answers between the two libraries
 (``benchmarks/async_throughput.py`` measures all three). The call flow needs none of httpx's
-client features on this path (no redirects, cookies, auth or streaming; the body is encoded
-once), so the async driver posts with aiohttp directly. Errors are raised as the same httpx
+client features on this path (no redirects, cookies or auth; the body is encoded once; a
+streamed answer is opened with :meth:`AiohttpSender.open` and read by its driver), so the async
+driver posts with aiohttp directly. Errors are raised as the same httpx
 exception types the sync client raises (a dropped connection is a ``RemoteProtocolError``, not a
 timeout), so the flow maps both paths' failures with one piece of code.
+
+Its proxy, TLS context and User-Agent come from :mod:`tracking.client_settings`, as the sync
+client's do.
 
 The session keeps no cookies: one session serves every caller of an event loop, so a cookie an
 upstream sets for one caller must never ride along on another's request.
@@ -14,13 +18,17 @@ upstream sets for one caller must never ride along on another's request.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
+import ssl
+from collections.abc import Iterator, Mapping
 
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpSender"]
+from .client_settings import ClientSettings
+
+__all__ = ["AiohttpSender", "as_httpx_errors"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -29,10 +37,32 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
+@contextlib.contextmanager
+def as_httpx_errors() -> Iterator[None]:
+    """aiohttp's errors raised as the httpx errors the sync client raises for the same faults."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(str(exc)) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        raise httpx.RemoteProtocolError(str(exc) or "server disconnected") from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.InvalidURL(str(exc)) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+
 class AiohttpSender:
     """One aiohttp session (created lazily in the running loop) posting prepared requests."""
 
-    def __init__(self, *, max_connections: int = 200) -> None:
+    def __init__(self, settings: ClientSettings, *, max_connections: int = 200) -> None:
+        self._settings = settings
+        # aiohttp's own default (True) for plain http, where no TLS context is needed
+        self._ssl: ssl.SSLContext | bool = settings.ssl if settings.ssl is not None else True
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -45,8 +75,9 @@ class AiohttpSender:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+                headers={"User-Agent": self._settings.user_agent},
                 cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,  # the settings read the environment, for both paths
             )
         return self._session
 
@@ -61,7 +92,7 @@ class AiohttpSender:
     ) -> tuple[int, Mapping[str, str], bytes]:
         """POST (or ``method``: a job's status, a result to download) and read the whole answer:
         ``(status, headers, body)``, or an httpx error."""
-        try:
+        with as_httpx_errors():
             async with self.session.request(
                 method,
                 url,
@@ -69,20 +100,25 @@ class AiohttpSender:
                 headers=headers,
                 timeout=_timeout(timeout),
                 allow_redirects=False,
+                proxy=self._settings.proxy,
+                ssl=self._ssl,
             ) as answer:
                 return answer.status, answer.headers, await answer.read()
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc)) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            raise httpx.RemoteProtocolError(str(exc) or "server disconnected") from exc
-        except aiohttp.InvalidURL as exc:
-            raise httpx.InvalidURL(str(exc)) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+    async def open(
+        self,
+        url: str,
+        *,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: float,  # noqa: ASYNC109 - as post()
+    ) -> aiohttp.ClientResponse:
+        """POST and return the answer once its headers are in, its body unread (a stream): the
+        caller reads it under :func:`as_httpx_errors` and must ``close()`` it."""
+        with as_httpx_errors():
+            return await self.session.post(
+                url, data=body, headers=headers, timeout=_timeout(timeout), allow_redirects=False
+            )
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -16,8 +16,10 @@ An entry is one of:
 * a :class:`~tracking.user_callbacks.CustomLogger`, likewise by list.
 
 User callbacks never run in the call: sync handlers run on one worker thread fed by a bounded
-queue (when full the oldest item is dropped, counted and warned about); async handlers run as
-tasks on the caller's loop for async calls and on the bus's own loop thread for sync calls. A
+queue (when full the oldest item is dropped, counted and warned about); async handlers run on
+the bus's own event loop thread, for sync and async calls alike, so a callback still running
+when the caller's loop ends (``asyncio.run`` returning) is not cancelled: it runs exactly once,
+whatever the caller's loop does. A
 callback that raises is logged once per callback (then at most once a minute) and counted; one
 that runs past the callback timeout is abandoned (a replacement worker takes over the queue) and
 counted. :func:`flush` and :func:`shutdown` deliver everything queued and run at interpreter exit.
@@ -28,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import functools
 import importlib
 import inspect
 import logging
@@ -62,6 +63,7 @@ __all__ = [
     "loaded_integrations",
     "record_drop",
     "register",
+    "report_failure",
     "resolve",
     "shutdown",
 ]
@@ -124,6 +126,7 @@ _COUNTER_LOCK = threading.Lock()
 _CALLBACK_ERRORS: dict[str, int] = {}
 _CALLBACK_TIMEOUTS: dict[str, int] = {}
 _EVENTS_DROPPED: dict[str, int] = {}
+_INTEGRATION_ERRORS: dict[str, int] = {}
 _LAST_REPORT: dict[str, float] = {}
 _SUPPRESSED: dict[str, int] = {}
 
@@ -137,17 +140,20 @@ def counters() -> dict[str, dict[str, int]]:
             "callback_errors": {"<callback name>": n, ...},   # raised or timed out
             "callback_timeouts": {"<callback name>": n, ...}, # the timed-out subset
             "events_dropped": {"<sink>": n, ...},             # e.g. "user_callbacks"
+            "integration_errors": {"<integration>": n, ...},  # failures caught inside one
         }
 
     A callback's name is ``module.qualname`` of the function, or of the logger's or integration's
-    class. Exporters map ``callback_errors`` to ``tracking_callback_errors_total{callback}`` and
-    ``events_dropped`` to ``tracking_events_dropped_total{sink}``.
+    class. Exporters map ``callback_errors`` to ``tracking_callback_errors_total{callback}``,
+    ``events_dropped`` to ``tracking_events_dropped_total{sink}`` and ``integration_errors`` to
+    ``tracking_integration_errors_total{integration}``.
     """
     with _COUNTER_LOCK:
         return {
             "callback_errors": dict(_CALLBACK_ERRORS),
             "callback_timeouts": dict(_CALLBACK_TIMEOUTS),
             "events_dropped": dict(_EVENTS_DROPPED),
+            "integration_errors": dict(_INTEGRATION_ERRORS),
         }
 
 
@@ -162,6 +168,23 @@ def record_drop(sink: str, count: int = 1, *, reason: str = "its queue is full")
     if suppressed is not None:
         more = f" ({suppressed} more since the last report)" if suppressed else ""
         log.warning("tracking: %s dropped %d event(s): %s%s", sink, count, reason, more)
+
+
+def report_failure(integration: str, what: str, exc: BaseException | None = None) -> None:
+    """Count one failure an integration caught inside itself, and log it.
+
+    The one place integrations report what they swallow (a metric not recorded, a log line not
+    written, a span not ended): counted under ``integration`` (``integration_errors`` in
+    :func:`counters`, ``tracking_integration_errors_total`` on ``/metrics``) and logged with its
+    traceback the first time for each ``what``, then at most once a minute with the count of
+    those not logged meanwhile. Never raises.
+    """
+    with _COUNTER_LOCK:
+        _INTEGRATION_ERRORS[integration] = _INTEGRATION_ERRORS.get(integration, 0) + 1
+    suppressed = _due(f"integration:{integration}:{what}")
+    if suppressed is not None:
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning("tracking: %s: %s%s", integration, what, more, exc_info=exc)
 
 
 def _due(key: str) -> int | None:
@@ -328,7 +351,6 @@ class _Job:
     event: ImageEditEvent
     response: ImageResponse | None
     exception: BaseException | None
-    started: bool = False
 
 
 @dataclass(slots=True)
@@ -353,8 +375,6 @@ class _Delivery:
         self._worker: _WorkerState | None = None
         self._watchdog: threading.Thread | None = None
         self._threads_inflight = 0  # worker jobs queued or running, and jobs on our loop
-        self._tasks_inflight = 0  # tasks on callers' loops
-        self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
@@ -432,11 +452,8 @@ class _Delivery:
     # coroutines ---------------------------------------------------------------------------
 
     async def _call_async(self, job: _Job) -> None:
-        job.started = True
         try:
             kwargs = callback_kwargs(job.event, job.response, job.exception)
-            # asyncio.timeout, not wait_for: the callback runs in this task, so it starts in the
-            # task's first step even if the caller's loop is being shut down right after.
             async with asyncio.timeout(self.timeout):
                 await job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
         except TimeoutError as exc:
@@ -445,7 +462,7 @@ class _Delivery:
             _callback_failed(job.name, exc)
 
     def submit_loop(self, job: _Job) -> None:
-        """Run a coroutine callback on the bus's own loop thread (for sync calls)."""
+        """Run a coroutine callback on the bus's own loop thread."""
         with self._lock:
             loop = self._loop
             if loop is None:
@@ -463,44 +480,16 @@ class _Delivery:
             self._threads_inflight -= 1
             self._idle.notify_all()
 
-    def submit_task(self, job: _Job) -> None:
-        """Run a coroutine callback as a task on the running (caller's) loop."""
-        task = asyncio.get_running_loop().create_task(self._call_async(job))
-        with self._lock:
-            self._tasks.add(task)
-            self._tasks_inflight += 1
-        task.add_done_callback(functools.partial(self._task_done, job))
-
-    def _task_done(self, job: _Job, task: asyncio.Task[None]) -> None:
-        with self._lock:
-            self._tasks.discard(task)
-            self._tasks_inflight -= 1
-            self._idle.notify_all()
-        if task.cancelled():
-            if not job.started:
-                # The caller's loop is shutting down (asyncio.run ending) before the task ran:
-                # run it on our loop instead, so it still runs exactly once.
-                self.submit_loop(job)
-            else:
-                record_drop(
-                    USER_CALLBACKS_SINK, reason=f"{job.name} was cancelled as its event loop closed"
-                )
-
     # flush / shutdown ---------------------------------------------------------------------
 
     def wait_idle(self, deadline: float | None) -> bool:
-        try:
-            asyncio.get_running_loop()
-            include_tasks = False  # waiting here would block the very loop that runs them
-        except RuntimeError:
-            include_tasks = True
         with self._lock:
-            while self._threads_inflight > 0 or (include_tasks and self._tasks_inflight > 0):
+            while self._threads_inflight > 0:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 self._idle.wait(remaining)
-            return include_tasks or self._tasks_inflight == 0
+            return True
 
     def stop_loop(self) -> None:
         with self._lock:
@@ -595,7 +584,7 @@ async def emit_async(
         handler, is_async = receiver.for_async
         job = _Job(receiver.name, handler, event, response, exception)
         if is_async:
-            DELIVERY.submit_task(job)
+            DELIVERY.submit_loop(job)
         else:
             DELIVERY.submit_worker(job)
 
@@ -622,11 +611,7 @@ def _known_integrations() -> list[Integration]:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Deliver everything queued to user callbacks and integrations; True when all of it was.
-
-    Called from inside a running event loop, it cannot wait for callback tasks on that loop (that
-    would block them) and returns False while any are pending.
-    """
+    """Deliver everything queued to user callbacks and integrations; True when all of it was."""
     deadline = None if timeout is None else time.monotonic() + timeout
     delivered = DELIVERY.wait_idle(deadline)
     for integration in _known_integrations():

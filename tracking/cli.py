@@ -41,13 +41,13 @@ def _fake_openai(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from integrations.sql._commands import migrate_command
+    from integrations.sql import migrate_command
 
     return migrate_command(args.database_url, sys.stdout)
 
 
 def _spend(args: argparse.Namespace) -> int:
-    from integrations.sql._commands import spend_command
+    from integrations.sql import spend_command
 
     until = args.until
     if isinstance(until, date) and not isinstance(until, datetime):

@@ -18,10 +18,11 @@ import tracking
 
 from .testing import FakeOpenAI
 
-__all__ = ["main"]
+__all__ = ["main", "write_images"]
 
 
-def _write_images(folder: Path) -> dict[str, Path]:
+def write_images(folder: Path) -> dict[str, Path]:
+    """The demo's input PNGs, written into ``folder``: name -> path (the quickstart uses them)."""
     from PIL import Image, ImageDraw
 
     paths = {}
@@ -57,7 +58,7 @@ def _show(title: str, response: tracking.ImageResponse) -> None:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI() as fake:
-        paths = _write_images(Path(tmp))
+        paths = write_images(Path(tmp))
         common: dict[str, Any] = {"api_base": fake.url, "api_key": "sk-demo-offline"}
         print(f"Fake OpenAI upstream on {fake.url}\n")
 
@@ -109,7 +110,8 @@ def main() -> int:
         async def edit_image() -> tracking.ImageResponse:
             # As the documentation writes it; a blocking open is fine in a demo.
             with open(paths["original_image"], "rb") as image:  # noqa: ASYNC230
-                return await tracking.aimage_edit(
+                # **common could hold stream=True for all mypy knows: name the plain result
+                response: tracking.ImageResponse = await tracking.aimage_edit(
                     model="gpt-image-2",
                     image=image,
                     prompt="Make the image look like a painting",
@@ -118,6 +120,7 @@ def main() -> int:
                     response_format="b64_json",
                     **common,
                 )
+            return response
 
         _show("aimage_edit", asyncio.run(edit_image()))
 

@@ -7,9 +7,11 @@ Every error a caller can see is a :class:`TrackingError`; none of them ever carr
     ├── ConfigurationError            bad settings, unknown callback names, missing API key
     ├── ValidationError               bad parameters, refused before any network call (400)
     │   └── UnsupportedParamsError    a parameter the target model does not take
+    ├── StreamClosed                  a streamed call closed by its caller before it completed
     └── APIError                      the upstream exchange failed
         ├── APIConnectionError        no usable HTTP response (retried)
-        │   └── APITimeoutError       the call's timeout ran out (retried)
+        │   ├── APITimeoutError       the call's timeout ran out (retried)
+        │   └── StreamInterruptedError  a stream that ended before its completed event
         ├── APIResponseError          a 2xx answer we could not read (not retried: it was billed)
         └── APIStatusError            the upstream answered 4xx / 5xx
             ├── BadRequestError       400
@@ -28,7 +30,9 @@ Each error has a short, fixed ``error_type`` (used as a metric label and in the 
 HTTP ``status_code`` where there is one, the upstream's own words in ``upstream_message`` (masked),
 and the ``param`` it is about where known. A :class:`ValidationError` also names the ``rule`` that
 was broken and lists every broken rule of the call in ``violations``, so one attempt reports all
-of them. Which errors are retried is the class attribute ``retryable``.
+of them. Which errors are retried is the class attribute ``retryable``. :data:`ERROR_TYPES` is
+the fixed table of every ``error_type`` an event can carry, this tree's and those of the
+subclasses other modules define, so a metric label never depends on what was imported.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "ERROR_TYPES",
     "APIConnectionError",
     "APIError",
     "APIResponseError",
@@ -53,6 +58,8 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "RequestTooLargeError",
+    "StreamClosed",
+    "StreamInterruptedError",
     "TrackingError",
     "UnprocessableEntityError",
     "UnsupportedParamsError",
@@ -61,6 +68,43 @@ __all__ = [
     "mask_secrets",
     "status_error_class",
 ]
+
+
+#: Every ``error_type`` an event can carry: the tree below, the subclasses defined elsewhere
+#: (the router's ``no_deployment_available``, the ledger's ``ledger_schema_error``) and what the
+#: flow gives a failure that is not a :class:`TrackingError` (``cancelled``, ``internal_error``).
+#: Written out, not collected from ``__subclasses__()``: that walk sees only imported modules.
+#: A test checks that every class in the tree uses one of these.
+ERROR_TYPES: frozenset[str] = frozenset(
+    {
+        "error",
+        "configuration_error",
+        "validation_error",
+        "unsupported_param",
+        "api_error",
+        "connection_error",
+        "timeout",
+        "invalid_response",
+        "api_status_error",
+        "bad_request",
+        "content_policy",
+        "authentication_error",
+        "permission_denied",
+        "not_found",
+        "request_timeout",
+        "conflict",
+        "request_too_large",
+        "unprocessable_entity",
+        "rate_limit",
+        "server_error",
+        "no_deployment_available",
+        "ledger_schema_error",
+        "cancelled",
+        "internal_error",
+        "stream_closed",
+        "stream_interrupted",
+    }
+)
 
 
 def mask_secrets(text: str, secrets: Iterable[str | None]) -> str:
@@ -182,6 +226,22 @@ class APITimeoutError(APIConnectionError):
     """The call's timeout ran out before the upstream answered."""
 
     error_type = "timeout"
+
+
+class StreamInterruptedError(APIConnectionError):
+    """A streamed answer broke off (or ended) before its ``image_edit.completed`` event.
+
+    Retried only while no event has been handed to the caller; after that the call ends with it.
+    """
+
+    error_type = "stream_interrupted"
+
+
+class StreamClosed(TrackingError):
+    """A streamed call's iterator was closed (or abandoned, or cancelled) by its caller before
+    the completed event: the call's event records it, with an estimated cost."""
+
+    error_type = "stream_closed"
 
 
 class APIResponseError(APIError):

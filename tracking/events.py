@@ -80,6 +80,8 @@ class ImageEditEvent:
     end_time: datetime
     latency_ms: float = 0.0
     upstream_latency_ms: float | None = None
+    #: A streamed call's time from its start to the first image event (partial or final).
+    time_to_first_image_ms: float | None = None
     # path
     attempts: int = 0
     retries: int = 0

@@ -11,7 +11,8 @@ Sources: OpenAI's API reference for ``POST /v1/images/edits`` and its image-gene
 2.6 models (Flare and Sunburst, read 2026-12-03): the same flexible sizes as gpt-image-2
 (docs.comfy.org's GPT Image 2.6 node page) and two more qualities, ``xhigh`` and ``max``
 (docs.apiyi.com's GPT-image-2.5 launch notes). Their other announced parameters (2.6's
-``complexity``) have no confirmed values and are left to the upstream to judge.
+``complexity``) have no confirmed values and are left to the upstream to judge. Streaming and
+``partial_images`` for the GPT image models were read on 2026-12-03 too.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class Family:
     default_output_format: str | None = None
     #: all input images together must be smaller than this many bytes (inline request limits)
     max_total_bytes: int | None = None
+    #: the edit endpoint can answer as Server-Sent Events (``stream=True``, ``partial_images``
+    #: in :attr:`ranges`)
+    streams: bool = False
 
     @property
     def takes_response_format(self) -> bool:
@@ -112,10 +116,12 @@ _GPT_IMAGE = Family(
         output_format=("png", "jpeg", "webp"),
         input_fidelity=("low", "high"),
     ),
-    ranges=MappingProxyType({"output_compression": (0, 100)}),
+    # partial_images: 0 to 3, only with stream=True (OpenAI's API reference, images.edit)
+    ranges=MappingProxyType({"output_compression": (0, 100), "partial_images": (0, 3)}),
     transparent_formats=frozenset({"png", "webp"}),
     compression_formats=frozenset({"jpeg", "webp"}),
     default_output_format="png",
+    streams=True,
 )
 
 _GPT_IMAGE_MINI = dataclasses.replace(

@@ -14,10 +14,10 @@ import dataclasses
 import email.utils
 import random
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -42,7 +42,7 @@ from .pricing import price_call
 from .providers import Poll, PreparedRequest, Provider, get_provider
 from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, parse_call
 from .response import ImageResponse
-from .targets import Route, Routing, Target
+from .targets import Consult, Route, Routing, Steps, Target, run_steps
 
 __all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
@@ -85,12 +85,16 @@ class Answer:
     body: bytes
 
 
-Effect = Send | Sleep | Emit
+Effect = Send | Sleep | Emit | Consult
+R = TypeVar("R")
+#: One attempt: (prepared request, timeout, provider, progress) -> its effects and result
+#: (:func:`send_once`, or a streamed call's opening in :mod:`tracking.stream_flow`).
+Attempt = Callable[[PreparedRequest, float, Provider, "_Progress"], Generator[Any, Any, R]]
 
 
 def edit_flow(
     call_type: CallType, params: dict[str, Any], route: Route | None = None
-) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+) -> Generator[Effect, Any, ImageResponse]:
     """One call from raw parameters to a priced response, yielding the effects it needs.
 
     With a ``route`` (a :class:`tracking.Router` call) the route chooses each attempt's
@@ -178,7 +182,11 @@ class DirectRoute:
         )
         self.attempts = 0
 
-    def next(self, failure: BaseException | None) -> Target:
+    def next(self, failure: BaseException | None) -> Steps[Target]:
+        yield from ()  # nothing to consult: a direct call has no shared state
+        return self._next(failure)
+
+    def _next(self, failure: BaseException | None) -> Target:
         if failure is not None:
             retryable = isinstance(failure, APIError) and failure.retryable
             if not retryable or self.attempts > self.max_retries:
@@ -195,14 +203,31 @@ class DirectRoute:
         error: BaseException | None,
         latency_ms: float | None,
         response: ImageResponse | None,
-    ) -> None:
-        pass
+    ) -> Steps[None]:
+        yield from ()
 
     def routing(self, model: str, model_group: str | None) -> Routing:
         return Routing(model, model_group)
 
 
 _SAME_TARGET = Target(overrides={})
+
+
+def send_once(
+    prepared: PreparedRequest,
+    timeout: float,
+    provider: Provider,
+    progress: _Progress,
+) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+    """One attempt of a plain call: send the request, read the whole answer (following a
+    provider's job until its result when the answer is a :class:`Poll`)."""
+    sent = time.perf_counter()
+    outcome = yield Send(prepared, timeout)
+    answer = _read_answer(outcome, prepared, provider)
+    if isinstance(answer, Poll):
+        answer = yield from _follow(answer, provider, timeout)
+    progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
+    return _priced_as(answer, prepared)
 
 
 def _attempts(
@@ -213,19 +238,21 @@ def _attempts(
     start_time: datetime,
     progress: _Progress,
     parsed: list[tuple[ImageEditRequest, CallOptions]],
-) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
+    attempt: Attempt[R] = send_once,  # type: ignore[assignment]  # R is ImageResponse here
+) -> Generator[Any, Any, R]:  # the effects of ``attempt`` (a streamed call's too)
     """Attempts as the route directs: a target with overrides (another deployment or a
     fallback model) is validated anew for its model (a fallback the request does not fit is
     refused here and the route skips it); a target without reuses the prepared request. Each
-    attempt is sent and reported back; ``route.next`` raises the error that ends the call once
-    nothing is left to try."""
+    attempt is made by ``attempt`` (:func:`send_once`; a streamed call opens the stream and
+    reads its first event) and reported back; ``route.next`` raises the error that ends the
+    call once nothing is left to try."""
     if not isinstance(route, DirectRoute):  # every target parses again: read files only once
         params = _images_read_once(params)
     headers: dict[str, str] | None = None
     failure: BaseException | None = None
     prepared: PreparedRequest | None = None
     while True:
-        target = route.next(failure)
+        target = yield from route.next(failure)
         if target.overrides or prepared is None:
             try:
                 request, options = parse_call(**{**params, **target.overrides})
@@ -234,7 +261,7 @@ def _attempts(
                 prepared = provider.prepare(request, options)
             except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
                 prepared = None
-                route.done(target, exc, None, None)
+                yield from route.done(target, exc, None, None)
                 failure = exc
                 continue
             progress.api_base = prepared.host
@@ -247,25 +274,28 @@ def _attempts(
             if headers:
                 prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
         latency_ms: float | None = None
+        sent: float | None = None
         try:
             if target.backoff:
                 yield Sleep(_backoff(progress.attempts, target.retry_after))
             progress.attempts += 1
             sent = time.perf_counter()
-            outcome = yield Send(prepared, options.timeout)
-            answer = _read_answer(outcome, prepared, provider)
-            if isinstance(answer, Poll):
-                answer = yield from _follow(answer, provider, options.timeout)
-            latency_ms = progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
-            response = _priced_as(answer, prepared)
+            result = yield from attempt(prepared, options.timeout, provider, progress)
+            latency_ms = progress.upstream_latency_ms
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
-            route.done(target, exc, latency_ms, None)
+            if sent is not None:
+                latency_ms = (time.perf_counter() - sent) * 1000
+            if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
+                run_steps(route.done(target, exc, latency_ms, None))
+                raise
+            yield from route.done(target, exc, latency_ms, None)
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
             failure = exc
             continue
-        route.done(target, None, latency_ms, response)
-        return response
+        done = result if isinstance(result, ImageResponse) else None
+        yield from route.done(target, None, latency_ms, done)
+        return result
 
 
 def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:
@@ -538,38 +568,64 @@ def _str(value: Any) -> str | None:
 
 def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     flow = edit_flow("image_edit", params, route)
-    result: Answer | BaseException | None = None
+    result: Any = None  # an Answer, a consulted value, or an exception as a value
+    interrupted: BaseException | None = None
     while True:
         try:
-            effect = flow.send(result)
+            effect = flow.send(result) if interrupted is None else flow.throw(interrupted)
         except StopIteration as stop:
             value: ImageResponse = stop.value
             return value
-        result = None
-        if isinstance(effect, Send):
-            result = _send_sync(effect)
-        elif isinstance(effect, Sleep):
-            time.sleep(effect.seconds)
-        else:
-            bus.emit_sync(effect.event, effect.response, effect.exception)
+        result = interrupted = None
+        try:
+            if isinstance(effect, Send):
+                result = _send_sync(effect)
+            elif isinstance(effect, Sleep):
+                time.sleep(effect.seconds)
+            elif isinstance(effect, Consult):
+                result = consult_sync(effect)
+            else:
+                bus.emit_sync(effect.event, effect.response, effect.exception)
+        except BaseException as exc:  # an interrupted effect ends the flow through its own path
+            interrupted = exc
 
 
 async def run_async(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
     flow = edit_flow("aimage_edit", params, route)
-    result: Answer | BaseException | None = None
+    result: Any = None  # an Answer, a consulted value, or an exception as a value
+    interrupted: BaseException | None = None
     while True:
         try:
-            effect = flow.send(result)
+            effect = flow.send(result) if interrupted is None else flow.throw(interrupted)
         except StopIteration as stop:
             value: ImageResponse = stop.value
             return value
-        result = None
-        if isinstance(effect, Send):
-            result = await _send_async(effect)
-        elif isinstance(effect, Sleep):
-            await asyncio.sleep(effect.seconds)
-        else:
-            await bus.emit_async(effect.event, effect.response, effect.exception)
+        result = interrupted = None
+        try:
+            if isinstance(effect, Send):
+                result = await _send_async(effect)
+            elif isinstance(effect, Sleep):
+                await asyncio.sleep(effect.seconds)
+            elif isinstance(effect, Consult):
+                result = await consult_async(effect)
+            else:
+                await bus.emit_async(effect.event, effect.response, effect.exception)
+        except BaseException as exc:  # a cancelled effect (a backoff sleep) yields its event too
+            interrupted = exc
+
+
+def consult_sync(effect: Consult) -> Any:
+    try:
+        return effect.run()
+    except Exception as exc:  # handed to the route's state, which falls back to local state
+        return exc
+
+
+async def consult_async(effect: Consult) -> Any:
+    try:
+        return await effect.arun()
+    except Exception as exc:  # handed to the route's state, which falls back to local state
+        return exc
 
 
 def _origin(url: str) -> str:

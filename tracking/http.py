@@ -6,6 +6,9 @@ shut down (the end of ``asyncio.run``) its clients are closed through an async g
 finalises, so repeated ``asyncio.run`` calls work without leaks or warnings. After a fork the
 child starts with empty pools: sockets inherited from the parent are never reused.
 
+Both kinds are configured from :func:`tracking.client_settings.settings_for` (proxy variables,
+CA bundle, User-Agent), so the sync and async paths leave the same way.
+
 The pooled clients keep no cookies: one client serves every caller, so a cookie an upstream sets
 in answer to one caller must never ride along on another caller's request (and skipping the
 cookie jar saves parsing every answer's headers for it).
@@ -23,6 +26,8 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from .client_settings import settings_for
 
 if TYPE_CHECKING:
     from .aiohttp_sender import AiohttpSender
@@ -111,7 +116,15 @@ class ClientPool:
             with self._lock:
                 client = self._sync.get(origin)
                 if client is None:
-                    client = _CookielessClient(limits=_LIMITS, follow_redirects=False)
+                    settings = settings_for(origin)
+                    client = _CookielessClient(
+                        limits=_LIMITS,
+                        follow_redirects=False,
+                        trust_env=False,  # the settings read the environment, for both paths
+                        proxy=settings.proxy,
+                        verify=settings.ssl if settings.ssl is not None else True,
+                        headers={"User-Agent": settings.user_agent},
+                    )
                     self._sync[origin] = client
         return client
 
@@ -131,7 +144,9 @@ class ClientPool:
             # need it (it would more than double the time until a first sync call is ready).
             from .aiohttp_sender import AiohttpSender
 
-            client = AiohttpSender(max_connections=_LIMITS.max_connections or 200)
+            client = AiohttpSender(
+                settings_for(origin), max_connections=_LIMITS.max_connections or 200
+            )
             entry.clients[origin] = client
             if entry.closer is None:
                 entry.closer = entry.close_at_loop_end()

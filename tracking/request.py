@@ -10,12 +10,13 @@ Nothing here does I/O beyond reading the caller's image arguments.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UnsupportedParamsError, ValidationError
+from .errors import ValidationError
 from .families import Family, family_of
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
@@ -26,8 +27,10 @@ __all__ = [
     "DEFAULT_API_BASE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "PARAMETERS",
     "CallOptions",
     "ImageEditRequest",
+    "image_edit_params",
     "parse_call",
     "split_provider",
 ]
@@ -36,6 +39,8 @@ DEFAULT_API_BASE = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
 MAX_N = 10
+#: OpenAI's bound on ``partial_images`` (images.edit); a model family may narrow it.
+MAX_PARTIAL_IMAGES = 3
 #: A day: longer is a mistake, and a non-finite or huge value breaks the socket layer untyped.
 MAX_TIMEOUT = 86_400.0
 
@@ -64,6 +69,9 @@ class ImageEditRequest:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     #: The model whose prices apply (a router deployment's ``model_info.base_model``).
     base_model: str | None = None
+    #: Answered as Server-Sent Events (:mod:`tracking.streaming`), with this many partial images.
+    stream: bool = False
+    partial_images: int | None = None
 
     @property
     def family(self) -> Family | None:
@@ -88,6 +96,8 @@ class ImageEditRequest:
             ("input_fidelity", self.input_fidelity),
             ("response_format", self.response_format),
             ("user", self.user),
+            ("stream", "true" if self.stream else None),
+            ("partial_images", self.partial_images),
         )
         fields.extend((name, str(value)) for name, value in optional if value is not None)
         fields.extend((name, _form_value(value)) for name, value in self.extra_body.items())
@@ -125,16 +135,16 @@ def split_provider(model: str) -> tuple[str, str]:
     return "openai", model
 
 
-def parse_call(
-    *,
-    image: ImageInput | list[ImageInput] | None,
-    prompt: str | None,
+def image_edit_params(
+    image: ImageInput | list[ImageInput],
+    prompt: str,
     model: str | None = None,
     mask: ImageInput | None = None,
     n: int | None = None,
     size: str | None = None,
     response_format: str | None = None,
     user: str | None = None,
+    *,
     quality: str | None = None,
     background: str | None = None,
     output_format: str | None = None,
@@ -151,20 +161,79 @@ def parse_call(
     extra_body: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     drop_params: bool = False,
-    base_model: str | None = None,
-) -> tuple[ImageEditRequest, CallOptions]:
-    """Validate every parameter and read the images; the first fault is a ``ValidationError``."""
-    if stream:
-        raise UnsupportedParamsError(
-            "stream: streaming image edits are not supported yet; call without stream=True",
+) -> dict[str, Any]:
+    """The call's parameters, defined once: ``image_edit`` and ``aimage_edit`` take this
+    signature, :func:`parse_call` reads what it returns.
+
+    Edit an image (or several) with a prompt, as OpenAI's ``images.edit``, tracked.
+
+    ``image`` and ``mask`` may be bytes, a path, an open binary file, an ``(filename, bytes)``
+    tuple, or (``image`` only) a list of these. ``model`` is required unless
+    ``TRACKING_DEFAULT_MODEL`` is set; prefix it with a provider (``azure/<deployment>``) to
+    choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
+    (default 2) retries 429, 5xx, timeouts and dropped connections with backoff. ``metadata``
+    is recorded on the call's event (``team`` and ``tags`` are read from it). Returns an
+    :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
+    ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's stream events
+    instead (:class:`~tracking.ImageEditStream`, see docs/streaming.md).
+    """
+    return dict(locals())
+
+
+#: The names of the call's parameters, in order (from :func:`image_edit_params`).
+PARAMETERS: tuple[str, ...] = tuple(inspect.signature(image_edit_params).parameters)
+#: What :func:`parse_call` accepts: the parameters and the router's ``base_model`` (the model
+#: whose prices apply to a deployment).
+_ACCEPTED = frozenset((*PARAMETERS, "base_model"))
+
+
+def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
+    """Validate every parameter and read the images; the first fault is a ``ValidationError``.
+
+    ``params`` are those of :func:`image_edit_params` (missing ones take its defaults) and
+    optionally ``base_model``; any other name is a ``TypeError``, as for a function call.
+    """
+    unknown = params.keys() - _ACCEPTED
+    if unknown:
+        raise TypeError(f"parse_call() got unexpected keyword arguments: {sorted(unknown)}")
+    get = params.get
+    image: ImageInput | list[ImageInput] | None = get("image")
+    prompt: str | None = get("prompt")
+    model: str | None = get("model")
+    mask: ImageInput | None = get("mask")
+    n: int | None = get("n")
+    size: str | None = get("size")
+    response_format: str | None = get("response_format")
+    user: str | None = get("user")
+    quality: str | None = get("quality")
+    background: str | None = get("background")
+    output_format: str | None = get("output_format")
+    output_compression: int | None = get("output_compression")
+    input_fidelity: str | None = get("input_fidelity")
+    stream: bool | None = get("stream")
+    partial_images: int | None = get("partial_images")
+    timeout: float | None = get("timeout")
+    max_retries: int | None = get("max_retries")
+    api_key: str | None = get("api_key")
+    api_base: str | None = get("api_base")
+    api_version: str | None = get("api_version")
+    extra_headers: Mapping[str, str] | None = get("extra_headers")
+    extra_body: Mapping[str, Any] | None = get("extra_body")
+    metadata: Mapping[str, Any] | None = get("metadata")
+    drop_params: bool = get("drop_params", False)
+    base_model: str | None = get("base_model")
+    if stream is not None and not isinstance(stream, bool):
+        raise ValidationError(
+            f"stream: expected true or false, got {type(stream).__name__}",
             param="stream",
-            rule="unsupported",
+            rule="type",
         )
-    if partial_images is not None:
-        raise UnsupportedParamsError(
-            "partial_images: only meaningful with stream=True, which is not supported yet",
+    partial_images = _int_param("partial_images", partial_images, low=0, high=MAX_PARTIAL_IMAGES)
+    if partial_images is not None and not stream:
+        raise ValidationError(
+            "partial_images: only with stream=True (partial images are streamed events)",
             param="partial_images",
-            rule="unsupported",
+            rule="needs_stream",
         )
     model = model or os.environ.get("TRACKING_DEFAULT_MODEL") or None
     if not model or not isinstance(model, str):
@@ -213,6 +282,7 @@ def parse_call(
         "output_compression": output_compression,
         "input_fidelity": input_fidelity,
         "response_format": response_format,
+        "partial_images": partial_images,
     }
     dropped: frozenset[str] = frozenset()
     if family is not None:
@@ -224,6 +294,7 @@ def parse_call(
             n=n,
             size=size,
             options={k: v for k, v in optional.items() if v is not None},
+            stream=bool(stream),
         )
         violations, dropped = check(call, family, drop_params=drop_params)
         if violations:
@@ -248,6 +319,8 @@ def parse_call(
         user=user,
         extra_body=dict(extra_body or {}),
         base_model=base_model,
+        stream=bool(stream),
+        partial_images=_int_or_none(sent["partial_images"]),
     )
     options = CallOptions(
         api_key=api_key,
@@ -266,6 +339,10 @@ def parse_call(
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) else None
 
 
 def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:

@@ -37,6 +37,8 @@ class Call:
     size: str | None
     #: the optional model-specific parameters the caller set (quality, background, ...)
     options: Mapping[str, str | int]
+    #: the caller asked for a streamed answer (``stream=True``)
+    stream: bool = False
 
 
 Rule = Callable[[Call, Family], Iterator[Violation]]
@@ -258,6 +260,16 @@ def compression_format(call: Call, family: Family) -> Iterator[Violation]:
         )
 
 
+def streaming(call: Call, family: Family) -> Iterator[Violation]:
+    if call.stream and not family.streams:
+        yield Violation(
+            "stream",
+            "unsupported",
+            f"stream: {call.model} does not stream its answer; call without stream=True",
+            unsupported=True,
+        )
+
+
 #: Every rule, in the order their violations are reported.
 RULES: tuple[Rule, ...] = (
     prompt_length,
@@ -271,6 +283,7 @@ RULES: tuple[Rule, ...] = (
     integer_ranges,
     transparent_background,
     compression_format,
+    streaming,
 )
 
 

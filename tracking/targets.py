@@ -3,22 +3,56 @@
 :func:`tracking.flow.edit_flow` takes an optional :class:`Route`. It asks the route for a
 :class:`Target` before every attempt, parses the call again with the target's overrides (so a
 fallback model re-validates the request), sends it, and reports each outcome back with
-:meth:`Route.done`. The route does no effects of its own: it never sleeps or sends, it only
-decides, which keeps the sync and async drivers the only place where I/O happens.
+:meth:`Route.done`. The route does no I/O of its own: it never sleeps or sends, and where it
+must read or write shared state (a router's Redis) it yields a :class:`Consult` effect that the
+flow passes on to its driver: the sync driver runs it with a blocking client, the async driver
+awaits it with an async one. So ``next`` and ``done`` are generators (:data:`Steps`), and the
+sync and async drivers stay the only place where I/O happens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from .frozen import fast_init
 
 if TYPE_CHECKING:
     from .response import ImageResponse
 
-__all__ = ["Route", "Routing", "Target"]
+__all__ = ["Consult", "Route", "Routing", "Steps", "Target", "run_steps"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Consult:
+    """An exchange with shared routing state, run by the flow's driver: ``run()`` on the sync
+    path, ``await arun()`` on the async one. The answer (or the ``Exception`` it raised, as a
+    value) is sent back into the generator that yielded it."""
+
+    run: Callable[[], Any]
+    arun: Callable[[], Awaitable[Any]]
+
+
+#: A routing step: yields :class:`Consult` effects, returns its result.
+Steps = Generator[Consult, Any, T]
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Drive ``steps`` on this thread (the sync path, and the router's own sync methods)."""
+    answer: Any = None
+    while True:
+        try:
+            consult = steps.send(answer)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            answer = consult.run()
+        except Exception as exc:  # handed back: the state decides what an error means
+            answer = exc
 
 
 @fast_init
@@ -47,7 +81,7 @@ class Routing(NamedTuple):
 class Route(Protocol):
     """Decides the attempts of one routed call."""
 
-    def next(self, failure: BaseException | None) -> Target:
+    def next(self, failure: BaseException | None) -> Steps[Target]:
         """The next attempt, given why the previous one failed (None before the first).
 
         Raises the error that ends the call when there is nothing left to try.
@@ -60,7 +94,7 @@ class Route(Protocol):
         error: BaseException | None,
         latency_ms: float | None,
         response: ImageResponse | None,
-    ) -> None:
+    ) -> Steps[None]:
         """Report how an attempt ended (called exactly once per :meth:`next`); never raises."""
         ...
 

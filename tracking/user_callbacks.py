@@ -25,9 +25,10 @@ class CustomLogger:
     """Subclass and implement any of the four methods; the others are never called.
 
     A sync call runs ``log_success_event`` / ``log_failure_event`` when implemented, else the
-    ``async_`` twin on the bus's own event loop; an async call runs the ``async_`` twin on the
-    caller's loop when implemented, else the sync one on the bus's worker thread. Each runs once
-    per call, off the call path; what it raises is logged and counted, never seen by the caller.
+    ``async_`` twin on the bus's own event loop; an async call runs the ``async_`` twin (on the
+    bus's own loop too) when implemented, else the sync one on the bus's worker thread. Each runs
+    once per call, off the call path; what it raises is logged and counted, never seen by the
+    caller.
     """
 
     def log_success_event(

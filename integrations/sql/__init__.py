@@ -10,6 +10,8 @@ SQLAlchemy and Alembic are imported here, never by ``import tracking``.
 
 from __future__ import annotations
 
+from ._billing import BilledRow, query_billed
+from ._commands import migrate_command, spend_command
 from ._engine import DEFAULT_URL, create_ledger_engine, resolve_url
 from ._ledger import LedgerMode, ReplayHook, SqlLedger
 from ._migrate import (
@@ -23,13 +25,21 @@ from ._migrate import (
 )
 from ._outbox import default_outbox_dir
 from ._queries import GroupBy, SpendRow, query_spend
-from ._schema import VERSION_TABLE, event_to_row, include_object, metadata, spend_logs
+from ._schema import (
+    VERSION_TABLE,
+    UTCDateTime,
+    event_to_row,
+    include_object,
+    metadata,
+    spend_logs,
+)
 from ._writer import BatchDestination, LedgerWriter, WriteHook
 
 __all__ = [
     "DEFAULT_URL",
     "VERSION_TABLE",
     "BatchDestination",
+    "BilledRow",
     "GroupBy",
     "LedgerMode",
     "LedgerWriter",
@@ -37,6 +47,7 @@ __all__ = [
     "SchemaVersionError",
     "SpendRow",
     "SqlLedger",
+    "UTCDateTime",
     "WriteHook",
     "check_schema",
     "create_ledger_engine",
@@ -47,9 +58,12 @@ __all__ = [
     "head_revision",
     "include_object",
     "metadata",
+    "migrate_command",
     "migrations_path",
+    "query_billed",
     "query_spend",
     "resolve_url",
+    "spend_command",
     "spend_logs",
     "upgrade",
 ]

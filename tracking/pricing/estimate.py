@@ -23,16 +23,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import UNPRICED, Cost, _model_keys, _per_image, find_entry
+from . import UNPRICED, Cost, _candidates, _model_keys, _per_image, find_entry
 from .table import PriceEntry
+
+if TYPE_CHECKING:
+    from ..request import ImageEditRequest
 
 __all__ = [
     "INPUT_IMAGE_TOKENS",
+    "PARTIAL_IMAGE_TOKENS",
     "REFERENCE_OUTPUT_TOKENS",
     "entry_estimate",
     "estimate_call_cost",
+    "estimate_incomplete_stream",
     "estimate_max_cost",
     "max_expected_cost",
 ]
@@ -157,3 +162,36 @@ def max_expected_cost(
     """The most a call can be expected to cost on any of ``models``; None when none is priced."""
     costs = [c for m in models if (c := estimate_max_cost(m, params, day)) is not None]
     return max(costs) if costs else None
+
+
+#: Output tokens each partial image of a streamed call adds to its usage (OpenAI's image
+#: generation guide: about 100 per partial image; the bundled fake upstream bills the same).
+PARTIAL_IMAGE_TOKENS = 100
+
+
+def estimate_incomplete_stream(
+    request: ImageEditRequest, day: date | None = None
+) -> Decimal | None:
+    """What a streamed call that never reached its completed event may have cost.
+
+    The upstream accepted the call and may bill it in full even though no usage came back: the
+    most the call can cost (:func:`estimate_max_cost`'s allowance) plus its partial images'
+    output tokens. None when no price is known for the model.
+    """
+    entry = find_entry(_candidates(request), day or datetime.now(UTC).date())
+    if entry is None:
+        return None
+    total = entry_estimate(
+        entry,
+        request.n or 1,
+        request.quality,
+        request.size,
+        len(request.prompt),
+        len(request.images),
+    )
+    if total is None:
+        return None
+    if request.partial_images and entry.tokens:
+        output = entry.tokens.get("output_image", Decimal(0))
+        total += output * PARTIAL_IMAGE_TOKENS * request.partial_images / 1_000_000
+    return total

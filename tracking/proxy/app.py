@@ -7,7 +7,8 @@ turn it into the SDK's parameters, check the model, and hand the call to the dis
 router over the config's ``model_list``, on the SDK's own call path), then wait until the call's
 ledger row is committed. The answer is the upstream's JSON with ``x-tracking-request-id`` and
 ``x-tracking-response-cost``; every refusal is an OpenAI-shaped error, with the failed call's
-``x-tracking-request-id`` when it got as far as an event.
+``x-tracking-request-id`` when it got as far as an event. A ``stream=true`` call is answered
+as Server-Sent Events once its first event is in (:mod:`tracking.proxy.stream_relay`).
 
 Start-up (the ASGI lifespan) registers the config's prices, installs the configured callbacks
 and the proxy's own sinks (Prometheus, the ledger) and checks them, and lets the router report
@@ -27,6 +28,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..config import ProxyConfig, export_environment, load_config
+from ..streaming import AsyncImageEditStream
 from .access_log import ACCESS_SCOPE_KEY, AccessEntry
 from .accounts import Accounts
 from .auth import Authenticator, KeyCheck, Principal
@@ -39,6 +41,7 @@ from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_si
 from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher
 from .prices import register_config_prices
+from .stream_relay import relay_stream
 from .url_answers import base64_only_models, serve_stored, to_url_answer
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
@@ -247,6 +250,9 @@ class ProxyApp:
             if request_id:  # the failure's event (and ledger row) has this id too
                 error.headers["x-tracking-request-id"] = request_id
             raise error from None
+        if isinstance(response, AsyncImageEditStream):  # stream=true: its first event is in
+            await relay_stream(response, reservation, receive, send)
+            return
         await reservation.settle(response.cost_usd)
         body = response.json_bytes()
         if as_urls and self.image_store is not None:

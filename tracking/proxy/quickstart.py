@@ -207,11 +207,11 @@ def _show_spend(spend: _Spend, config: Path) -> None:
 
 
 def main(*, port: int = 0, keep_running: bool = False) -> int:
-    from ..demo import _write_images
+    from ..demo import write_images
     from ..testing import FakeOpenAI
 
     folder = Path(tempfile.mkdtemp(prefix="tracking-quickstart-"))
-    paths = _write_images(folder)
+    paths = write_images(folder)
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
     proxy: subprocess.Popen[bytes] | None = None

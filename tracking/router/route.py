@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import APIError, RateLimitError, ValidationError
+from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
 from .strategies import CallShape
@@ -98,7 +99,7 @@ class CallRoute:
 
     # -- Route protocol ------------------------------------------------------------------
 
-    def next(self, failure: BaseException | None) -> Target:
+    def next(self, failure: BaseException | None) -> Steps[Target]:
         if self.asked is None:
             raise ValidationError(
                 "model: required, the model group to route to", param="model", rule="required"
@@ -117,7 +118,7 @@ class CallRoute:
             if self.group_attempts > self.num_retries:
                 self._advance()
                 continue
-            deployment = self._pick(group)
+            deployment = yield from self._pick(group)
             if deployment is None:
                 self._advance()
                 continue
@@ -138,16 +139,17 @@ class CallRoute:
         error: BaseException | None,
         latency_ms: float | None,
         response: ImageResponse | None,
-    ) -> None:
+    ) -> Steps[None]:
         deployment: Deployment = target.key
-        state = self.router.state
+        state = self.router.stepwise_state
         if not isinstance(error, ValidationError):  # a refused fallback was never sent
             self.attempted = deployment
         try:
-            state.end(deployment.id)
+            yield from state.end(deployment.id)
             if error is None:
                 usage = response.usage if response is not None else None
-                state.record_success(deployment.id, latency_ms, usage.total_tokens if usage else 0)
+                tokens = usage.total_tokens if usage else 0
+                yield from state.record_success(deployment.id, latency_ms, tokens)
                 if response is not None:
                     response._hidden_params.update(
                         deployment_id=deployment.id,
@@ -165,11 +167,11 @@ class CallRoute:
             # refused credential (401/403/404) callers would see a misleading 429 "no deployment
             # available" instead of the upstream's own answer.
             alone = len(self.router.groups.get(deployment.model_name, ())) <= 1
-            failures = state.record_failure(deployment.id)
+            failures = yield from state.record_failure(deployment.id)
             if not alone and (
                 error.status_code in _COOL_AT_ONCE or failures > self.router.allowed_fails
             ):
-                self.router.cool_down(deployment, error.error_type)
+                yield from self.router.cool_down_steps(deployment, error.error_type)
         except Exception:  # routing bookkeeping must never break a call
             log.exception("router: recording the outcome for deployment %s failed", deployment.id)
 
@@ -207,10 +209,10 @@ class CallRoute:
         self.group_attempts = 0
         self.failed = {}
 
-    def _pick(self, group: str) -> Deployment | None:
+    def _pick(self, group: str) -> Steps[Deployment | None]:
         router = self.router
         candidates = router.groups[group]
-        snapshot = router.state.snapshot([d.id for d in candidates])
+        snapshot = yield from router.stepwise_state.snapshot([d.id for d in candidates])
         available = [
             d
             for d in candidates
@@ -240,7 +242,7 @@ class CallRoute:
             choice = (
                 pool[0] if len(pool) == 1 else router.strategy.choose(pool, snapshot, self.shape)
             )
-            if router.state.begin(choice.id, choice.rpm):
+            if (yield from router.stepwise_state.begin(choice.id, choice.rpm)):
                 return choice
             pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
         self.unavailable.append(f"{group!r}: every deployment at its rpm limit")

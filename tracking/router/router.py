@@ -16,12 +16,13 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
-from ..api import _image_edit_params
+from ..api import call_async, call_sync
 from ..errors import ConfigurationError
-from ..flow import run_async, run_sync
+from ..request import image_edit_params
+from ..targets import Steps, run_steps
 from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
 from .route import CallRoute
-from .state import MemoryState, RedisState, RouterState
+from .state import MemoryState, RedisState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
 
 if TYPE_CHECKING:
@@ -53,9 +54,11 @@ _SETTINGS = (
 def _routed_sync(
     params: Callable[P, dict[str, Any]],
 ) -> Callable[Concatenate[Router, P], ImageResponse]:
+    # With stream=True the answer is an ImageEditStream (typed on tracking.image_edit).
     def image_edit(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
         call = params(*args, **kwargs)
-        return run_sync(call, CallRoute(self, call))
+        response: ImageResponse = call_sync(call, CallRoute(self, call))
+        return response
 
     functools.update_wrapper(image_edit, params)
     image_edit.__name__ = image_edit.__qualname__ = "image_edit"
@@ -67,7 +70,8 @@ def _routed_async(
 ) -> Callable[Concatenate[Router, P], Coroutine[Any, Any, ImageResponse]]:
     async def aimage_edit(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
         call = params(*args, **kwargs)
-        return await run_async(call, CallRoute(self, call))
+        response: ImageResponse = await call_async(call, CallRoute(self, call))
+        return response
 
     functools.update_wrapper(aimage_edit, params)
     aimage_edit.__name__ = aimage_edit.__qualname__ = "aimage_edit"
@@ -86,8 +90,8 @@ class Router:
     ``redis_url`` shares the routing state between processes under ``redis_prefix``.
     """
 
-    image_edit = _routed_sync(_image_edit_params)
-    aimage_edit = _routed_async(_image_edit_params)
+    image_edit = _routed_sync(image_edit_params)
+    aimage_edit = _routed_async(image_edit_params)
 
     def __init__(
         self,
@@ -124,6 +128,8 @@ class Router:
                 else MemoryState(latency_window=latency_window)
             )
         self.state: RouterState = state
+        #: The state's operations as routing steps: awaited on the async path (see ``stepwise``).
+        self.stepwise_state = stepwise(state)
         #: Called with (model group, deployment id) whenever this router starts a cooldown;
         #: the Prometheus integration counts ``image_edit_deployment_cooldowns_total`` here.
         self.cooldown_observers: list[CooldownObserver] = []
@@ -164,9 +170,13 @@ class Router:
 
     def cool_down(self, deployment: Deployment, reason: str) -> None:
         """Skip ``deployment`` for ``cooldown_time`` seconds, in every process sharing state."""
+        run_steps(self.cool_down_steps(deployment, reason))
+
+    def cool_down_steps(self, deployment: Deployment, reason: str) -> Steps[None]:
+        """:meth:`cool_down` as routing steps (a routed call's state exchange is yielded)."""
         if self.cooldown_time <= 0:
             return
-        self.state.cool_down(deployment.id, self.cooldown_time)
+        yield from self.stepwise_state.cool_down(deployment.id, self.cooldown_time)
         log.warning(
             "router: deployment %s of %r cooling down for %.3g s (%s)",
             deployment.id,

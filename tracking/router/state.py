@@ -10,28 +10,39 @@ to a local :class:`MemoryState` and Redis is tried again after ``retry_interval`
 dead server costs one fast failure per interval, not one per call). What was recorded locally
 meanwhile is not copied back.
 
+A routed call reaches the state through :func:`stepwise`: Redis exchanges are yielded as
+:class:`~tracking.targets.Consult` effects, so a sync call runs them with the blocking client and
+an async call awaits them with ``redis.asyncio`` (one client per event loop, closed when that
+loop ends) without ever blocking its loop; both bounded by ``socket_timeout``. A state kept in
+the process (:class:`MemoryState`, or your own :class:`RouterState`) is called directly.
+
 Usage windows are calendar minutes (``rpm`` / ``tpm`` count the current minute); failure counts
 for ``allowed_fails`` expire ``failure_window`` seconds after the first failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ..frozen import fast_init
 from ..redis_outage import RedisOutage
+from ..targets import Consult, Steps, run_steps
 
-__all__ = ["MemoryState", "RedisState", "RouterState", "Snapshot"]
+__all__ = ["MemoryState", "RedisState", "RouterState", "Snapshot", "StepwiseState", "stepwise"]
 
 log = logging.getLogger("tracking.router")
 
 T = TypeVar("T")
+#: One Redis command of a pipeline: (method name, positional arguments, keyword arguments).
+Command = tuple[str, tuple[Any, ...], dict[str, Any]]
 
 #: In-flight counters expire if nothing touches them for this long (a process died mid-call).
 _IN_FLIGHT_TTL = 600
@@ -74,14 +85,88 @@ class RouterState(Protocol):
     def close(self) -> None: ...
 
 
-def _minute() -> int:
-    return int(time.time() // 60)
+class StepwiseState(Protocol):
+    """A :class:`RouterState`'s operations as routing steps (see :func:`stepwise`)."""
+
+    def snapshot(self, ids: Sequence[str]) -> Steps[Snapshot]: ...
+
+    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]: ...
+
+    def end(self, deployment_id: str) -> Steps[None]: ...
+
+    def record_success(
+        self, deployment_id: str, latency_ms: float | None, tokens: int
+    ) -> Steps[None]: ...
+
+    def record_failure(self, deployment_id: str) -> Steps[int]: ...
+
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]: ...
+
+
+def stepwise(state: RouterState) -> StepwiseState:
+    """``state``'s operations for a routed call: a :class:`RedisState` yields its exchanges
+    (run blocking on the sync path, awaited on the async one); any other state is in the process
+    and is called directly."""
+    if isinstance(state, RedisState):
+        return state.steps
+    return _InProcessSteps(state)
+
+
+class _InProcessSteps:
+    """A state with no I/O to yield: each step calls the state's own method."""
+
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+
+    def snapshot(self, ids: Sequence[str]) -> Steps[Snapshot]:
+        yield from ()
+        return self.state.snapshot(ids)
+
+    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
+        yield from ()
+        return self.state.begin(deployment_id, rpm_limit)
+
+    def end(self, deployment_id: str) -> Steps[None]:
+        yield from ()
+        self.state.end(deployment_id)
+
+    def record_success(
+        self, deployment_id: str, latency_ms: float | None, tokens: int
+    ) -> Steps[None]:
+        yield from ()
+        self.state.record_success(deployment_id, latency_ms, tokens)
+
+    def record_failure(self, deployment_id: str) -> Steps[int]:
+        yield from ()
+        return self.state.record_failure(deployment_id)
+
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]:
+        yield from ()
+        self.state.cool_down(deployment_id, seconds)
+
+
+#: Where routing state reads the time: wall-clock seconds for the calendar-minute usage windows,
+#: monotonic seconds for cooldowns and failure windows. Tests inject their own.
+Clock = Callable[[], float]
+
+
+def _minute(clock: Clock) -> int:
+    return int(clock() // 60)
 
 
 class MemoryState:
     """Routing state in this process."""
 
-    def __init__(self, *, latency_window: int = 10, failure_window: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        latency_window: int = 10,
+        failure_window: float = 60.0,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self.monotonic = monotonic
         self.latency_window = latency_window
         self.failure_window = failure_window
         self._lock = threading.Lock()
@@ -92,8 +177,8 @@ class MemoryState:
         self._latency: dict[str, deque[float]] = {}
 
     def snapshot(self, ids: Sequence[str]) -> Snapshot:
-        now = time.monotonic()
-        minute = _minute()
+        now = self.monotonic()
+        minute = _minute(self.clock)
         with self._lock:
             cooling = {i: self._cooling[i] - now for i in ids if self._cooling.get(i, 0) > now}
             usage = {i: u for i in ids if (u := self._usage.get(i)) and u[0] == minute}
@@ -106,7 +191,7 @@ class MemoryState:
             )
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
-        minute = _minute()
+        minute = _minute(self.clock)
         with self._lock:
             used_minute, requests, tokens = self._usage.get(deployment_id, (minute, 0, 0))
             if used_minute != minute:
@@ -122,7 +207,7 @@ class MemoryState:
             self._in_flight[deployment_id] = max(0, self._in_flight.get(deployment_id, 0) - 1)
 
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
-        minute = _minute()
+        minute = _minute(self.clock)
         with self._lock:
             if latency_ms is not None:
                 window = self._latency.get(deployment_id)
@@ -136,7 +221,7 @@ class MemoryState:
                 self._usage[deployment_id] = (minute, requests, used + tokens)
 
     def record_failure(self, deployment_id: str) -> int:
-        now = time.monotonic()
+        now = self.monotonic()
         with self._lock:
             count, deadline = self._failures.get(deployment_id, (0, 0.0))
             if deadline <= now:
@@ -146,7 +231,7 @@ class MemoryState:
 
     def cool_down(self, deployment_id: str, seconds: float) -> None:
         with self._lock:
-            self._cooling[deployment_id] = time.monotonic() + seconds
+            self._cooling[deployment_id] = self.monotonic() + seconds
             self._failures.pop(deployment_id, None)
 
     def close(self) -> None:
@@ -154,7 +239,10 @@ class MemoryState:
 
 
 class RedisState:
-    """Routing state in Redis under ``prefix``, degrading to a local :class:`MemoryState`."""
+    """Routing state in Redis under ``prefix``, degrading to a local :class:`MemoryState`.
+
+    ``socket_timeout`` bounds every exchange (connecting, and each answer) on both paths.
+    """
 
     def __init__(
         self,
@@ -166,6 +254,7 @@ class RedisState:
         socket_timeout: float = 0.25,
         retry_interval: float = 5.0,
         client: Any = None,
+        clock: Clock = time.time,
     ) -> None:
         self.outage = RedisOutage(
             log,
@@ -175,129 +264,224 @@ class RedisState:
         )
         import redis
 
+        self.url = url
         self.prefix = prefix
         self.latency_window = latency_window
         self.failure_window = failure_window
-        self.local = MemoryState(latency_window=latency_window, failure_window=failure_window)
+        self.socket_timeout = socket_timeout
+        self.clock = clock
+        self.local = MemoryState(
+            latency_window=latency_window, failure_window=failure_window, clock=clock
+        )
         self._client = client or redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             retry_on_timeout=False,
         )
-
-    # -- the outage guard: every operation runs through here ---------------------------------
+        #: The async clients, one per event loop (a redis.asyncio client belongs to its loop).
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
+        self.steps = _RedisSteps(self)
 
     @property
     def degraded(self) -> bool:
         """True while Redis is considered down and local state is used."""
         return self.outage.down
 
-    def _guarded(self, remote: Callable[[], T], local: Callable[[], T]) -> T:
-        if self.degraded:
-            return local()
-        try:
-            return remote()
-        except self.outage.errors as exc:
-            self.outage.failed(exc)
-            return local()
-
-    def _key(self, kind: str, deployment_id: str, *suffix: object) -> str:
-        tail = "".join(f":{part}" for part in suffix)
-        return f"{self.prefix}{kind}:{deployment_id}{tail}"
-
-    # -- the RouterState protocol ------------------------------------------------------------
+    # -- the RouterState protocol, for sync callers (the sync path drives the same steps) ----
 
     def snapshot(self, ids: Sequence[str]) -> Snapshot:
-        def remote() -> Snapshot:
-            minute = _minute()
-            pipe = self._client.pipeline(transaction=False)
-            for i in ids:
-                pipe.pttl(self._key("cooldown", i))
-                pipe.get(self._key("inflight", i))
-                pipe.get(self._key("rpm", i, minute))
-                pipe.get(self._key("tpm", i, minute))
-                pipe.lrange(self._key("latency", i), 0, self.latency_window - 1)
-            values = pipe.execute()
-            cooling: dict[str, float] = {}
-            in_flight: dict[str, int] = {}
-            rpm: dict[str, int] = {}
-            tpm: dict[str, int] = {}
-            latency: dict[str, tuple[float, ...]] = {}
-            for index, i in enumerate(ids):
-                ttl, flying, requests, tokens, recent = values[index * 5 : index * 5 + 5]
-                if ttl is not None and ttl > 0:
-                    cooling[i] = ttl / 1000
-                in_flight[i] = max(0, int(flying or 0))
-                rpm[i] = int(requests or 0)
-                tpm[i] = int(tokens or 0)
-                latency[i] = tuple(float(v) for v in recent)
-            return Snapshot(cooling, in_flight, rpm, tpm, latency)
-
-        return self._guarded(remote, lambda: self.local.snapshot(ids))
+        return run_steps(self.steps.snapshot(ids))
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
-        def remote() -> bool:
-            rpm_key = self._key("rpm", deployment_id, _minute())
-            flying_key = self._key("inflight", deployment_id)
-            pipe = self._client.pipeline(transaction=False)
-            pipe.incr(rpm_key)
-            pipe.expire(rpm_key, _USAGE_TTL)
-            pipe.incr(flying_key)
-            pipe.expire(flying_key, _IN_FLIGHT_TTL)
-            requests = int(pipe.execute()[0])
-            if rpm_limit is not None and requests > rpm_limit:
-                # INCR first and give back when over: two processes can never both pass the
-                # limit; at worst a borderline call is refused.
-                pipe = self._client.pipeline(transaction=False)
-                pipe.decr(rpm_key)
-                pipe.decr(flying_key)
-                pipe.execute()
-                return False
-            return True
-
-        return self._guarded(remote, lambda: self.local.begin(deployment_id, rpm_limit))
+        return run_steps(self.steps.begin(deployment_id, rpm_limit))
 
     def end(self, deployment_id: str) -> None:
-        def remote() -> None:
-            self._client.decr(self._key("inflight", deployment_id))
-
-        self._guarded(remote, lambda: self.local.end(deployment_id))
+        run_steps(self.steps.end(deployment_id))
 
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
-        def remote() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            if latency_ms is not None:
-                key = self._key("latency", deployment_id)
-                pipe.lpush(key, f"{latency_ms:.3f}")
-                pipe.ltrim(key, 0, self.latency_window - 1)
-                pipe.expire(key, _LATENCY_TTL)
-            if tokens:
-                key = self._key("tpm", deployment_id, _minute())
-                pipe.incrby(key, tokens)
-                pipe.expire(key, _USAGE_TTL)
-            pipe.execute()
-
-        self._guarded(remote, lambda: self.local.record_success(deployment_id, latency_ms, tokens))
+        run_steps(self.steps.record_success(deployment_id, latency_ms, tokens))
 
     def record_failure(self, deployment_id: str) -> int:
-        def remote() -> int:
-            key = self._key("fails", deployment_id)
-            pipe = self._client.pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, max(1, round(self.failure_window)), nx=True)
-            return int(pipe.execute()[0])
-
-        return self._guarded(remote, lambda: self.local.record_failure(deployment_id))
+        return run_steps(self.steps.record_failure(deployment_id))
 
     def cool_down(self, deployment_id: str, seconds: float) -> None:
-        def remote() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.set(self._key("cooldown", deployment_id), "1", px=max(1, round(seconds * 1000)))
-            pipe.delete(self._key("fails", deployment_id))
-            pipe.execute()
-
-        self._guarded(remote, lambda: self.local.cool_down(deployment_id, seconds))
+        run_steps(self.steps.cool_down(deployment_id, seconds))
 
     def close(self) -> None:
         self._client.close()
+
+    # -- one pipelined exchange, blocking or awaited --------------------------------------------
+
+    def exchange(self, commands: Sequence[Command]) -> Consult:
+        """The effect that sends ``commands`` as one pipeline and answers their replies."""
+        return Consult(lambda: self._execute(commands), lambda: self._aexecute(commands))
+
+    def _execute(self, commands: Sequence[Command]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for name, args, kwargs in commands:
+            getattr(pipe, name)(*args, **kwargs)
+        replies: list[Any] = pipe.execute()
+        return replies
+
+    async def _aexecute(self, commands: Sequence[Command]) -> list[Any]:
+        client = await self._async_client()
+        # The socket timeouts bound each step; this bounds the whole exchange as well.
+        async with asyncio.timeout(self.socket_timeout):
+            pipe = client.pipeline(transaction=False)
+            for name, args, kwargs in commands:
+                getattr(pipe, name)(*args, **kwargs)
+            replies: list[Any] = await pipe.execute()
+        return replies
+
+    async def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(loop)
+        if entry is None:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(
+                self.url,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.socket_timeout,
+                retry_on_timeout=False,
+            )
+            closer = _close_at_loop_end(client)
+            await closer.__anext__()
+            entry = self._async[loop] = (client, closer)
+        return entry[0]
+
+
+async def _close_at_loop_end(client: Any) -> AsyncGenerator[None, None]:
+    """Suspended until its loop finalises its async generators (the end of ``asyncio.run``)."""
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+class _RedisSteps:
+    """:class:`RedisState`'s operations as steps: each exchange is yielded, its reply read here.
+
+    A failed exchange (Redis down, or not answering within ``socket_timeout``) marks the outage
+    and the operation is done on the local state instead.
+    """
+
+    def __init__(self, state: RedisState) -> None:
+        self.state = state
+        self.local = state.local
+
+    def _key(self, kind: str, deployment_id: str, *suffix: object) -> str:
+        tail = "".join(f":{part}" for part in suffix)
+        return f"{self.state.prefix}{kind}:{deployment_id}{tail}"
+
+    def _replies(self, commands: Sequence[Command]) -> Steps[list[Any] | None]:
+        """The commands' replies, or None when Redis is (or just went) down."""
+        outage = self.state.outage
+        if outage.down:
+            return None
+        replies = yield self.state.exchange(commands)
+        if isinstance(replies, BaseException):
+            if not isinstance(replies, (*outage.errors, TimeoutError)):
+                raise replies
+            outage.failed(replies)
+            return None
+        result: list[Any] = replies
+        return result
+
+    def snapshot(self, ids: Sequence[str]) -> Steps[Snapshot]:
+        minute = _minute(self.state.clock)
+        commands: list[Command] = []
+        for i in ids:
+            commands += [
+                ("pttl", (self._key("cooldown", i),), {}),
+                ("get", (self._key("inflight", i),), {}),
+                ("get", (self._key("rpm", i, minute),), {}),
+                ("get", (self._key("tpm", i, minute),), {}),
+                ("lrange", (self._key("latency", i), 0, self.state.latency_window - 1), {}),
+            ]
+        values = yield from self._replies(commands)
+        if values is None:
+            return self.local.snapshot(ids)
+        cooling: dict[str, float] = {}
+        in_flight: dict[str, int] = {}
+        rpm: dict[str, int] = {}
+        tpm: dict[str, int] = {}
+        latency: dict[str, tuple[float, ...]] = {}
+        for index, i in enumerate(ids):
+            ttl, flying, requests, tokens, recent = values[index * 5 : index * 5 + 5]
+            if ttl is not None and ttl > 0:
+                cooling[i] = ttl / 1000
+            in_flight[i] = max(0, int(flying or 0))
+            rpm[i] = int(requests or 0)
+            tpm[i] = int(tokens or 0)
+            latency[i] = tuple(float(v) for v in recent)
+        return Snapshot(cooling, in_flight, rpm, tpm, latency)
+
+    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
+        rpm_key = self._key("rpm", deployment_id, _minute(self.state.clock))
+        flying_key = self._key("inflight", deployment_id)
+        replies = yield from self._replies(
+            [
+                ("incr", (rpm_key,), {}),
+                ("expire", (rpm_key, _USAGE_TTL), {}),
+                ("incr", (flying_key,), {}),
+                ("expire", (flying_key, _IN_FLIGHT_TTL), {}),
+            ]
+        )
+        if replies is None:
+            return self.local.begin(deployment_id, rpm_limit)
+        if rpm_limit is not None and int(replies[0]) > rpm_limit:
+            # INCR first and give back when over: two processes can never both pass the
+            # limit; at worst a borderline call is refused.
+            yield from self._replies([("decr", (rpm_key,), {}), ("decr", (flying_key,), {})])
+            return False
+        return True
+
+    def end(self, deployment_id: str) -> Steps[None]:
+        replies = yield from self._replies([("decr", (self._key("inflight", deployment_id),), {})])
+        if replies is None:
+            self.local.end(deployment_id)
+
+    def record_success(
+        self, deployment_id: str, latency_ms: float | None, tokens: int
+    ) -> Steps[None]:
+        commands: list[Command] = []
+        if latency_ms is not None:
+            key = self._key("latency", deployment_id)
+            commands += [
+                ("lpush", (key, f"{latency_ms:.3f}"), {}),
+                ("ltrim", (key, 0, self.state.latency_window - 1), {}),
+                ("expire", (key, _LATENCY_TTL), {}),
+            ]
+        if tokens:
+            key = self._key("tpm", deployment_id, _minute(self.state.clock))
+            commands += [("incrby", (key, tokens), {}), ("expire", (key, _USAGE_TTL), {})]
+        if not commands:
+            return
+        replies = yield from self._replies(commands)
+        if replies is None:
+            self.local.record_success(deployment_id, latency_ms, tokens)
+
+    def record_failure(self, deployment_id: str) -> Steps[int]:
+        key = self._key("fails", deployment_id)
+        window = max(1, round(self.state.failure_window))
+        replies = yield from self._replies(
+            [("incr", (key,), {}), ("expire", (key, window), {"nx": True})]
+        )
+        if replies is None:
+            return self.local.record_failure(deployment_id)
+        return int(replies[0])
+
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]:
+        cooldown = self._key("cooldown", deployment_id)
+        replies = yield from self._replies(
+            [
+                ("set", (cooldown, "1"), {"px": max(1, round(seconds * 1000))}),
+                ("delete", (self._key("fails", deployment_id),), {}),
+            ]
+        )
+        if replies is None:
+            self.local.cool_down(deployment_id, seconds)

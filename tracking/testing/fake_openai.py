@@ -28,6 +28,14 @@ Token counts are a documented, deterministic estimate (no tokenizer download):
 
 ``canned=True`` reads each body but does no multipart or image work and answers a pre-built
 response: for benchmarks, where the fake must cost as little as possible (faults still apply).
+
+Streaming (``stream=true``, GPT image models) answers ``text/event-stream`` as OpenAI does:
+``partial_images`` (0 to 3) ``image_edit.partial_image`` events, then one ``image_edit.completed``
+event with the final image and ``usage``. The fake's convention for that usage: the plain
+answer's usage plus ``PARTIAL_IMAGE_OUTPUT_TOKENS`` (100) output tokens per partial image, and no
+``output_tokens_details``. The faults ``break_after=N`` (close the connection after N events) and
+``event_delay=S`` (pause between events) apply to streamed answers; a canned stream is one
+partial image and the completed event.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "OUTPUT_TOKENS",
     "OUTPUT_TOKENS_2",
+    "PARTIAL_IMAGE_OUTPUT_TOKENS",
     "FakeOpenAI",
     "Fault",
     "ReceivedRequest",
@@ -78,6 +87,10 @@ OUTPUT_TOKENS_2: dict[str, dict[str, int]] = {
     "max": {"1024x1024": 14048, "1024x1536": 11000, "1536x1024": 11000},
 }
 IMAGE_INPUT_TOKENS = 323
+#: Output tokens each partial image adds to a streamed answer's usage (the fake's convention,
+#: after OpenAI's image generation guide: about 100 per partial image).
+PARTIAL_IMAGE_OUTPUT_TOKENS = 100
+_CANNED_STREAM_MARK = b'name="stream"'
 
 #: OpenAI's usual wording and error type for the statuses a fault may inject.
 _STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
@@ -143,6 +156,7 @@ class _FakeState:
         self.responses: list[dict[str, Any]] = []  #: every JSON body answered, oldest first
         self.counter = itertools.count(1)
         self.hits = 0  #: edit requests received, faulted or not
+        self.streams_cut = 0  #: streamed answers whose client went away before their end
         self.billing = Billing()  #: what the admin endpoints bill (:mod:`.fake_admin`)
         self.faults_lock = threading.Lock()
         self.faults: list[Fault] = [parse_fault(f) if isinstance(f, str) else f for f in faults]
@@ -162,6 +176,7 @@ class _FakeState:
                 "output_format": "png",
             }
         ).encode()
+        self.canned_events = _stream_events(json.loads(self.canned_body), 1)
 
     def next_fault(self, request: web.Request) -> Fault | None:
         """The request's own fault header, else the next queued server fault (consuming it)."""
@@ -219,6 +234,8 @@ def build_app(
             response = await _edit(state, request)
         except ConnectionError:  # the client hung up (e.g. timed out during latency)
             return _gone()
+        if isinstance(response, _Streamed):
+            return await _send_events(request, response, fault)
         if fault is not None and fault.slow_body:
             return await _send_slowly(request, response, fault.slow_body)
         return response
@@ -296,7 +313,97 @@ async def _send_slowly(
     return slow
 
 
-async def _edit(state: _FakeState, request: web.Request) -> web.Response:
+@dataclass
+class _Streamed:
+    """A streamed answer to send: its SSE events, already encoded."""
+
+    events: list[bytes]
+    request_id: str
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+def _stream_events(body: dict[str, Any], partial_images: int) -> list[bytes]:
+    """A plain GPT image answer as OpenAI streams it: the partial images, then the completed
+    event, whose usage counts the partial images' output tokens."""
+    keys: tuple[str, ...] = ("size", "quality", "background", "output_format")
+    shown: dict[str, Any] = {k: body[k] for k in keys if k in body}
+    b64 = body["data"][0]["b64_json"]
+    created = body["created"]
+    events = [
+        _sse(
+            {
+                "type": "image_edit.partial_image",
+                "b64_json": b64,
+                "created_at": created,
+                **shown,
+                "partial_image_index": index,
+            }
+        )
+        for index in range(partial_images)
+    ]
+    usage: dict[str, Any] = dict(body["usage"])
+    extra = PARTIAL_IMAGE_OUTPUT_TOKENS * partial_images
+    usage["output_tokens"] += extra
+    usage["total_tokens"] += extra
+    completed: dict[str, Any] = {
+        "type": "image_edit.completed",
+        "b64_json": b64,
+        "created_at": created,
+        **shown,
+        "usage": usage,
+    }
+    events.append(_sse(completed))
+    return events
+
+
+async def _send_events(
+    request: web.Request, streamed: _Streamed, fault: Fault | None
+) -> web.StreamResponse:
+    answer = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "x-request-id": streamed.request_id,
+        },
+    )
+    break_after = fault.break_after if fault is not None else None
+    delay = fault.event_delay if fault is not None else 0.0
+    try:
+        await answer.prepare(request)
+        for index, event in enumerate(streamed.events):
+            if break_after is not None and index >= break_after:
+                if request.transport is not None:
+                    request.transport.close()  # mid-stream: no closing chunk, no more events
+                return answer
+            if index and delay and not await _pause_unless_gone(request, delay):
+                raise ConnectionResetError("the client went away")
+            await answer.write(event)
+        await answer.write_eof()
+    except ConnectionError:  # the client went away mid-stream
+        state = request.app[STATE]
+        state.streams_cut += 1
+    return answer
+
+
+async def _pause_unless_gone(request: web.Request, seconds: float) -> bool:
+    """Wait ``seconds``; False as soon as the client's connection is found closed."""
+    end = asyncio.get_running_loop().time() + seconds
+    while (left := end - asyncio.get_running_loop().time()) > 0:
+        await asyncio.sleep(min(left, 0.02))
+        if request.transport is None or request.transport.is_closing():
+            return False
+    return True
+
+
+def _streams(fields: dict[str, str]) -> bool:
+    return fields.get("stream", "false").lower() in ("true", "1")
+
+
+async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Streamed:
     key = _api_key(request)
     if not key and state.require_key:
         return _error(
@@ -308,7 +415,9 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
         # A careless upstream echoes the whole key: the SDK must mask it.
         return _error(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
     if state.canned:
-        await request.read()
+        raw = await request.read()
+        if _CANNED_STREAM_MARK in raw:
+            return _Streamed(state.canned_events, f"req_fake_{next(state.counter)}")
         return web.Response(
             body=state.canned_body,
             content_type="application/json",
@@ -343,9 +452,16 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response:
         return _error(status, message, param=param, code=code)
     answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
     body = answer(state, request, fields, images, mask)
+    request_id = f"req_fake_{next(state.counter)}"
+    if _streams(fields):  # the rules let only GPT image models stream
+        events = _stream_events(body, int(fields.get("partial_images", "0")))
+        completed = json.loads(events[-1].split(b"data: ", 1)[1])
+        state.responses.append(completed)
+        state.billing.record(model, {**body, "usage": completed["usage"]})  # partials billed
+        return _Streamed(events, request_id)
     state.responses.append(body)
     state.billing.record(model, body)
-    return web.json_response(body, headers={"x-request-id": f"req_fake_{next(state.counter)}"})
+    return web.json_response(body, headers={"x-request-id": request_id})
 
 
 def _is_dall_e_2(model: str, deployment: str | None) -> bool:

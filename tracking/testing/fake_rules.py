@@ -98,7 +98,14 @@ def _check_dall_e_2(
         return _invalid(f"Invalid size {fields['size']!r} for dall-e-2.", "size")
     if fields.get("response_format", "url") not in ("url", "b64_json"):
         return _invalid("Invalid 'response_format': url or b64_json.", "response_format")
-    for name in ("background", "output_format", "output_compression", "input_fidelity"):
+    for name in (
+        "background",
+        "output_format",
+        "output_compression",
+        "input_fidelity",
+        "stream",
+        "partial_images",
+    ):
         if name in fields:
             return _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
     return _check_mask(images, mask, 4 * MB)
@@ -143,6 +150,9 @@ def _check_gpt_image(
             return _invalid(f"Invalid value for '{name}': {fields[name]!r}.", name)
     if "input_fidelity" in fields and model == "gpt-image-1-mini":
         return _invalid("input_fidelity is not supported for gpt-image-1-mini.", "input_fidelity")
+    problem = _check_stream(fields)
+    if problem is not None:
+        return problem
     output_format = fields.get("output_format", "png")
     if fields.get("background") == "transparent" and output_format not in ("png", "webp"):
         return _invalid("Transparent background needs png or webp output.", "background")
@@ -155,6 +165,20 @@ def _check_gpt_image(
                 "output_compression is only for jpeg and webp output.", "output_compression"
             )
     return _check_mask(images, mask, 50 * MB)
+
+
+def _check_stream(fields: dict[str, str]) -> Problem | None:
+    """``stream`` is a boolean; ``partial_images`` is 0 to 3 and only streamed answers have any."""
+    stream = fields.get("stream", "false").lower()
+    if stream not in ("true", "false", "1", "0"):
+        return _invalid(f"Invalid value for 'stream': {fields['stream']!r}.", "stream")
+    if "partial_images" in fields:
+        raw = fields["partial_images"]
+        if not raw.isdigit() or int(raw) > 3:
+            return _invalid("Invalid 'partial_images': 0 to 3.", "partial_images")
+        if stream not in ("true", "1"):
+            return _invalid("partial_images is only for streamed answers.", "partial_images")
+    return None
 
 
 def _check_mask(images: list[Upload], mask: Upload | None, limit: int) -> Problem | None:

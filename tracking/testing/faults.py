@@ -1,5 +1,5 @@
 """Faults the fake upstream can inject: a status, latency, Retry-After, bad JSON, a dropped
-connection, a slow body.
+connection, a slow body, a stream that breaks off or pauses between events.
 
 A fault is written as ``key=value`` items joined by ``;`` (or ``,``), for example
 ``status=503;retry_after=0.1`` or ``drop`` or ``latency=0.2;slow_body=1``:
@@ -14,6 +14,8 @@ A fault is written as ``key=value`` items joined by ``;`` (or ``,``), for exampl
 ``malformed``      answer 200 with a JSON body cut in the middle
 ``drop``           read the request, then close the connection without any answer
 ``slow_body=S``    send the headers and half the body, wait S seconds, send the rest
+``break_after=N``  a streamed answer: send N events, then close the connection mid-stream
+``event_delay=S``  a streamed answer: wait S seconds before each event after the first
 ``times=N``        (server faults only) apply to the next N requests; ``always``: every one
 =================  =========================================================================
 
@@ -45,13 +47,17 @@ class Fault:
     malformed: bool = False
     drop: bool = False
     slow_body: float = 0.0
+    #: a streamed answer: the events sent before the connection is closed (None: all of them)
+    break_after: int | None = None
+    #: a streamed answer: seconds between one event and the next
+    event_delay: float = 0.0
     #: how many requests a server fault applies to; None: every request until cleared
     times: int | None = 1
 
     def __post_init__(self) -> None:
         if self.status is not None and not 100 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP status (100-599), got {self.status}")
-        for name in ("latency", "slow_body", "retry_after"):
+        for name in ("latency", "slow_body", "retry_after", "event_delay", "break_after"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative, got {value}")
@@ -62,7 +68,15 @@ class Fault:
         return dataclasses.replace(self, **changes)
 
 
-_NUMBERS = {"retry_after": float, "latency": float, "slow_body": float, "status": int, "times": int}
+_NUMBERS = {
+    "retry_after": float,
+    "latency": float,
+    "slow_body": float,
+    "status": int,
+    "times": int,
+    "break_after": int,
+    "event_delay": float,
+}
 _TEXTS = ("message", "code")
 _FLAGS = ("malformed", "drop")
 

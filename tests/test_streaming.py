@@ -1,0 +1,325 @@
+"""Streamed image edits through the SDK: typed events, one event per call, costs, closing.
+
+Every test talks HTTP to the bundled fake upstream, which streams as OpenAI does (its usage
+convention: 100 output tokens per partial image). The events are checked against the official
+``openai`` package's own types, and costs against the completed event's usage priced by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import openai.types as oai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+import tracking
+from integrations.otel import OtelLogger
+from integrations.prometheus import PrometheusLogger
+from tests.conftest import API_KEY, make_png
+from tests.recorder import EventRecorder, record_events
+from tracking.pricing import reset_prices
+from tracking.pricing.estimate import estimate_incomplete_stream
+from tracking.request import parse_call
+from tracking.testing import FakeOpenAI
+
+MODEL = "gpt-image-2"
+#: Test prices for gpt-image-2 (USD per million tokens; per image): registered by the tests
+#: whatever the packaged price file holds, so the expected costs below are worked out by hand.
+TOKEN_PRICES = {"input_text": "5", "input_image": "8", "output_image": "30"}
+PER_IMAGE = {
+    "low": {"1024x1024": "0.006"},
+    "medium": {"1024x1024": "0.053"},
+    "high": {"1024x1024": "0.211"},
+}
+MILLION = Decimal(1_000_000)
+
+
+@pytest.fixture(autouse=True)
+def gpt_image_2_prices() -> Iterator[None]:
+    tracking.register_prices(MODEL, tokens_per_million=TOKEN_PRICES, per_image=PER_IMAGE)
+    yield
+    reset_prices()
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
+    return record_events(monkeypatch)
+
+
+def call(upstream: dict[str, str], **extra: object) -> dict[str, object]:
+    return {
+        "image": make_png(),
+        "prompt": "add a red hat",
+        "model": MODEL,
+        "size": "1024x1024",
+        **upstream,
+        **extra,
+    }
+
+
+def hand_priced(usage: oai.image_edit_completed_event.Usage) -> Decimal:
+    details = usage.input_tokens_details
+    return (
+        details.text_tokens * Decimal(TOKEN_PRICES["input_text"])
+        + details.image_tokens * Decimal(TOKEN_PRICES["input_image"])
+        + usage.output_tokens * Decimal(TOKEN_PRICES["output_image"])
+    ) / MILLION
+
+
+# -- the events -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("partial_images", [0, 1, 3])
+def test_sync_stream_yields_openai_shaped_events_and_one_priced_event(
+    partial_images, upstream, recorder
+):
+    stream = tracking.image_edit(**call(upstream), stream=True, partial_images=partial_images)
+    events = list(stream)
+    assert [e.type for e in events] == ["image_edit.partial_image"] * partial_images + [
+        "image_edit.completed"
+    ]
+    # Each event reads as the official client's own type, field for field.
+    for index, event in enumerate(events[:-1]):
+        official = oai.ImageEditPartialImageEvent.model_validate(event.to_dict())
+        assert official.partial_image_index == event.partial_image_index == index
+        assert official.b64_json == event.b64_json and official.size == event.size == "1024x1024"
+    completed = oai.ImageEditCompletedEvent.model_validate(events[-1].to_dict())
+    assert "output_tokens_details" not in events[-1].to_dict()["usage"]
+    (event,) = recorder.events  # exactly one event for the call
+    assert event.status == "success" and event.cost_source == "custom"
+    assert event.cost_usd == hand_priced(completed.usage) == stream.cost_usd
+    assert event.usage is not None and event.usage.output_tokens == completed.usage.output_tokens
+    assert event.time_to_first_image_ms is not None and event.time_to_first_image_ms > 0
+    assert event.request_id == stream.request_id and event.images_returned == 1
+    assert event.http_status == 200 and (event.upstream_request_id or "").startswith("req_fake_")
+
+
+def test_partial_images_add_100_output_tokens_each(upstream):
+    def output_tokens(partial_images: int) -> int:
+        *_, completed = tracking.image_edit(
+            **call(upstream), quality="low", stream=True, partial_images=partial_images
+        )
+        assert completed.type == "image_edit.completed" and completed.usage is not None
+        return completed.usage.output_tokens
+
+    assert output_tokens(3) - output_tokens(0) == 300
+
+
+@pytest.mark.parametrize("partial_images", [0, 1, 3])
+def test_async_stream_yields_the_same_events(partial_images, upstream, recorder):
+    async def main() -> list[tracking.ImageEditStreamEvent]:
+        stream = await tracking.aimage_edit(
+            **call(upstream), stream=True, partial_images=partial_images
+        )
+        return [event async for event in stream]
+
+    events = asyncio.run(main())
+    assert [e.type for e in events].count("image_edit.partial_image") == partial_images
+    assert events[-1].type == "image_edit.completed"
+    completed = oai.ImageEditCompletedEvent.model_validate(events[-1].to_dict())
+    (event,) = recorder.events
+    assert event.call_type == "aimage_edit" and event.status == "success"
+    assert event.cost_usd == hand_priced(completed.usage)
+
+
+def test_the_request_sent_upstream_asks_for_the_stream(fake, upstream):
+    list(tracking.image_edit(**call(upstream), stream=True, partial_images=2))
+    sent = fake.requests[-1].fields
+    assert sent["stream"] == "true" and sent["partial_images"] == "2"
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "param"),
+    [
+        ({"stream": True, "partial_images": 4}, tracking.ValidationError, "partial_images"),
+        ({"stream": True, "partial_images": -1}, tracking.ValidationError, "partial_images"),
+        ({"partial_images": 1}, tracking.ValidationError, "partial_images"),
+        ({"stream": "yes"}, tracking.ValidationError, "stream"),
+    ],
+)
+def test_bad_streaming_parameters_are_refused_before_sending(fake, upstream, extra, error, param):
+    before = fake.hits
+    with pytest.raises(error) as caught:
+        tracking.image_edit(**call(upstream), **extra)
+    assert caught.value.param == param
+    assert fake.hits == before
+
+
+def test_a_model_that_does_not_stream_is_refused(fake, upstream):
+    before = fake.hits
+    with pytest.raises(tracking.UnsupportedParamsError, match="does not stream"):
+        tracking.image_edit(**call(upstream, model="dall-e-2", size=None), stream=True)
+    assert fake.hits == before
+
+
+# -- ending early: broken, closed, abandoned ---------------------------------------------------
+
+
+def test_an_upstream_that_breaks_mid_stream_ends_with_an_estimated_failure(upstream, recorder):
+    broken = {"x-fake-fault": "break_after=2"}
+    stream = tracking.image_edit(
+        **call(upstream), stream=True, partial_images=3, extra_headers=broken
+    )
+    seen: list[str] = []
+    with pytest.raises(tracking.StreamInterruptedError) as caught:
+        seen.extend(event.type for event in stream)
+    assert seen == ["image_edit.partial_image"] * 2
+    (event,) = recorder.events
+    assert event.status == "failure" and event.error_type == "stream_interrupted"
+    assert caught.value.request_id == event.request_id
+    request, _ = parse_call(**call(upstream), stream=True, partial_images=3)
+    assert event.cost_source == "estimate" and event.price_ref == "estimate:stream-incomplete"
+    assert event.cost_usd == estimate_incomplete_stream(request) and event.cost_usd > 0
+    assert event.attempts == 1  # events were delivered: never retried
+
+
+def test_a_break_before_the_first_event_is_retried(upstream, recorder):
+    with FakeOpenAI(api_keys=[API_KEY], faults=["break_after=0"]) as fake:
+        events = list(
+            tracking.image_edit(**call(upstream, api_base=fake.url), stream=True, partial_images=1)
+        )
+        assert fake.hits == 2
+    assert events[-1].type == "image_edit.completed"
+    (event,) = recorder.events
+    assert event.status == "success" and event.attempts == 2
+
+
+def test_closing_early_records_the_call_once_as_closed(upstream, recorder):
+    slow = {"x-fake-fault": "event_delay=0.2"}
+    with tracking.image_edit(
+        **call(upstream), stream=True, partial_images=3, extra_headers=slow
+    ) as stream:
+        first = next(stream)
+    assert first.type == "image_edit.partial_image"
+    (event,) = recorder.events
+    assert event.status == "failure" and event.error_type == "stream_closed"
+    assert event.cost_source == "estimate" and event.cost_usd == stream.cost_usd > 0
+    assert list(stream) == []  # closed: nothing more, and no second event
+    assert len(recorder.events) == 1
+
+
+def test_closing_after_the_completed_event_is_a_success(upstream, recorder):
+    stream = tracking.image_edit(**call(upstream), stream=True, partial_images=1)
+    assert next(stream).type == "image_edit.partial_image"
+    assert next(stream).type == "image_edit.completed"
+    stream.close()
+    (event,) = recorder.events
+    assert event.status == "success" and event.cost_source == "custom"
+
+
+def test_async_close_records_the_call_once(upstream, recorder):
+    async def main() -> None:
+        stream = await tracking.aimage_edit(
+            **call(upstream),
+            stream=True,
+            partial_images=3,
+            extra_headers={"x-fake-fault": "event_delay=0.2"},
+        )
+        async with stream:
+            assert (await anext(stream)).type == "image_edit.partial_image"
+
+    asyncio.run(main())
+    (event,) = recorder.events
+    assert event.status == "failure" and event.error_type == "stream_closed"
+
+
+def client_connections(port: int) -> int:
+    """ESTABLISHED TCP connections on this machine whose remote end is ``port``."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        path = Path(table)
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            remote, state = fields[2], fields[3]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def settled_connections(port: int, deadline: float = 10.0) -> int:
+    """The count once it has dropped to 0 (closing is asynchronous), or what is left."""
+    end = time.monotonic() + deadline
+    while (count := client_connections(port)) and time.monotonic() < end:
+        time.sleep(0.05)
+    return count
+
+
+ABANDONED = 100
+SLOW = {"x-fake-fault": "event_delay=30"}  # the completed event would come much later
+
+
+def test_100_abandoned_sync_streams_leak_no_connection(recorder):
+    with FakeOpenAI(api_keys=[API_KEY], canned=True) as fake:
+        for _ in range(ABANDONED):
+            stream = tracking.image_edit(
+                **call({"api_base": fake.url, "api_key": API_KEY}),
+                stream=True,
+                partial_images=1,
+                extra_headers=SLOW,
+            )
+            assert next(stream).type == "image_edit.partial_image"
+            del stream  # dropped mid-stream, never closed by hand
+        gc.collect()
+        assert settled_connections(fake.port) == 0
+    assert len(recorder.events) == ABANDONED
+    assert {e.error_type for e in recorder.events} == {"stream_closed"}
+
+
+def test_100_abandoned_async_streams_leak_no_connection(recorder):
+    with FakeOpenAI(api_keys=[API_KEY], canned=True) as fake:
+        upstream = {"api_base": fake.url, "api_key": API_KEY}
+
+        async def main() -> int:
+            for _ in range(ABANDONED):
+                stream = await tracking.aimage_edit(
+                    **call(upstream), stream=True, partial_images=1, extra_headers=SLOW
+                )
+                assert (await anext(stream)).type == "image_edit.partial_image"
+                del stream
+            gc.collect()
+            for _ in range(100):  # the loop runs each dropped stream's aclose()
+                await asyncio.sleep(0.01)
+                if len(recorder.events) == ABANDONED:
+                    break
+            return await asyncio.to_thread(settled_connections, fake.port)
+
+        assert asyncio.run(main()) == 0
+    assert len(recorder.events) == ABANDONED
+    assert {e.error_type for e in recorder.events} == {"stream_closed"}
+
+
+# -- time to first image on the span and in Prometheus ---------------------------------------
+
+
+def test_time_to_first_image_on_the_span_and_the_histogram(upstream, monkeypatch):
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    registry = CollectorRegistry()
+    loggers = [OtelLogger(provider), PrometheusLogger(registry)]
+    monkeypatch.setattr(tracking, "success_callback", loggers)
+    monkeypatch.setattr(tracking, "failure_callback", loggers)
+    stream = tracking.image_edit(**call(upstream), stream=True, partial_images=1)
+    list(stream)
+    assert stream.event is not None and stream.event.time_to_first_image_ms is not None
+    (span,) = spans.get_finished_spans()
+    seconds = (span.attributes or {})["gen_ai.response.time_to_first_chunk"]
+    assert seconds == stream.event.time_to_first_image_ms / 1000
+    labels = {"model": MODEL, "provider": "openai"}
+    count = registry.get_sample_value("image_edit_time_to_first_image_seconds_count", labels)
+    assert count == 1
+    provider.shutdown()

@@ -1,0 +1,99 @@
+"""Server-Sent Events: an incremental decoder for what the upstream streams, and the encoder the
+proxy relays with.
+
+:class:`SSEDecoder` takes the answer's bytes as they arrive, in chunks of any size, and returns
+each event once its closing blank line has arrived: the ``event:`` name and the ``data:`` lines
+joined by ``\\n``, as bytes (a streamed image is a few MB of base64: it is neither decoded nor
+copied more than once). Lines end in ``\\n`` or ``\\r\\n``; comment lines (``:``) and fields other
+than ``event`` and ``data`` are skipped, as the SSE specification says. One event may hold at
+most ``max_event_bytes``: an upstream that never ends its event gets an error, not all memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MAX_EVENT_BYTES", "SSEDecoder", "ServerSentEvent", "encode_event"]
+
+#: The most one event may hold: a 3840x2160 PNG in base64 stays well below it.
+MAX_EVENT_BYTES = 96 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One event: its name (``event:``, None when absent) and its data lines joined by ``\\n``."""
+
+    event: str | None
+    data: bytes
+
+
+class EventTooLarge(ValueError):
+    """An event grew past :data:`MAX_EVENT_BYTES` without ending."""
+
+
+class SSEDecoder:
+    """Bytes in, complete events out (see the module docstring)."""
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  #: bytes of the buffer already searched for a line end
+        self._event: str | None = None
+        self._data: list[bytes] = []
+        self._size = 0
+        self._max = max_event_bytes
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """The events completed by ``chunk`` (often none, sometimes several)."""
+        buffer = self._buffer
+        buffer += chunk
+        events: list[ServerSentEvent] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n", max(start, self._scanned))
+            if end < 0:
+                break
+            line = bytes(buffer[start:end])
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        if start:
+            del buffer[:start]
+        self._scanned = len(buffer)
+        if self._size + len(buffer) > self._max:
+            raise EventTooLarge(f"a streamed event grew past {self._max:,} bytes without ending")
+        return events
+
+    def _line(self, line: bytes) -> ServerSentEvent | None:
+        if not line:  # a blank line ends the event, if it has any data
+            if not self._data:
+                self._event = None
+                return None
+            event = ServerSentEvent(self._event, b"\n".join(self._data))
+            self._event, self._data, self._size = None, [], 0
+            return event
+        if line.startswith(b":"):
+            return None
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+            self._size += len(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        return None
+
+    @property
+    def pending(self) -> bool:
+        """Part of an event has arrived and not its end."""
+        return bool(self._buffer or self._data)
+
+
+def encode_event(event: str, data: bytes) -> bytes:
+    """One event as SSE bytes: ``event: NAME``, one ``data:`` line per line of ``data``."""
+    lines = data.split(b"\n") if b"\n" in data else (data,)
+    body = b"".join(b"data: " + line + b"\n" for line in lines)
+    return b"event: " + event.encode() + b"\n" + body + b"\n"

@@ -1,0 +1,247 @@
+"""The life of one streamed image-edit call, written once for sync and async callers.
+
+:func:`stream_flow` is a generator that does no I/O, like :func:`tracking.flow.edit_flow`, and
+shares its attempts, routing, error mapping and event. Its own effects: :class:`OpenStream`
+(send the request, keep the answer open once it says 2xx), :class:`ReadStream` (the next bytes
+of that answer) and :class:`Deliver` (hand one typed event to the caller; a caller that stops
+listening is thrown :class:`~tracking.errors.StreamClosed` there). The drivers are in
+:mod:`tracking.streaming`.
+
+The order of a call: attempts (retries, fallbacks) until one answer is open *and* its first
+event has arrived; from then on nothing is retried, since the caller has seen that event. Events
+are delivered as they arrive, the completed event last; then the call's one
+:class:`~tracking.events.ImageEditEvent` is emitted. A call that completed is priced from the
+completed event's usage; one that broke off, was cancelled or was closed early after the upstream
+accepted it is a failure priced by estimate (``cost_source="estimate"``): the upstream may bill it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import APIResponseError, StreamClosed, StreamInterruptedError, TrackingError
+from .flow import (
+    Answer,
+    CallType,
+    DirectRoute,
+    Emit,
+    Sleep,
+    _attempts,
+    _make_event,
+    _Progress,
+    _status_error,
+    _transport_error,
+)
+from .frozen import fast_init
+from .ids import new_request_id
+from .pricing.estimate import estimate_incomplete_stream
+from .providers import PreparedRequest, Provider
+from .request import CallOptions, ImageEditRequest
+from .response import ImageResponse
+from .sse import EventTooLarge, SSEDecoder
+from .stream_events import (
+    ImageEditCompletedEvent,
+    ImageEditStreamEvent,
+    parse_stream_event,
+)
+from .targets import Route
+
+__all__ = ["Deliver", "OpenStream", "ReadStream", "StreamEffect", "stream_flow"]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """Send the request; answer an :class:`~tracking.flow.Answer` whose body is empty when the
+    status is 2xx (the answer then stays open for :class:`ReadStream`), else the whole body."""
+
+    request: PreparedRequest
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStream:
+    """The next bytes of the open answer: ``b""`` at its end, or the exception reading raised."""
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand ``item`` to the caller; resumes when the caller asks for the next one."""
+
+    item: ImageEditStreamEvent
+    request_id: str
+
+
+StreamEffect = OpenStream | ReadStream | Deliver | Sleep | Emit
+_READ = ReadStream()
+
+
+class _StreamReader:
+    """The open answer of the current attempt: its decoder and the events parsed ahead."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.accepted = False  #: an upstream answered 2xx: the call may be billed
+        self.first_image_ms: float | None = None
+        self.completed: ImageEditCompletedEvent | None = None
+        self.upstream_request_id: str | None = None
+        self.http_status: int | None = None
+        self._decoder = SSEDecoder()
+        self._ready: deque[ImageEditStreamEvent] = deque()
+        self._prepared: PreparedRequest | None = None
+
+    def open(
+        self, prepared: PreparedRequest, timeout: float, provider: Provider, progress: _Progress
+    ) -> Generator[StreamEffect, Any, ImageEditStreamEvent]:
+        """One attempt: open the answer and read up to its first event."""
+        self._decoder = SSEDecoder()
+        self._ready.clear()
+        self._prepared = prepared
+        sent = time.perf_counter()
+        outcome: Answer | BaseException = yield OpenStream(prepared, timeout)
+        progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
+        if isinstance(outcome, BaseException):
+            raise _transport_error(outcome, prepared) from None
+        upstream_id = outcome.headers.get("x-request-id")
+        progress.upstream_request_id = self.upstream_request_id = upstream_id
+        progress.http_status = self.http_status = outcome.status
+        if outcome.status >= 400:
+            raise _status_error(outcome, prepared, upstream_id, provider)
+        self.accepted = True
+        content_type = outcome.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise APIResponseError(
+                f"{prepared.host} answered {content_type or 'no content type'}, "
+                "not a stream of events (text/event-stream)",
+                status_code=outcome.status,
+                upstream_request_id=upstream_id,
+            )
+        return (yield from self.next_event())
+
+    def next_event(self) -> Generator[StreamEffect, Any, ImageEditStreamEvent]:
+        """The next typed event, reading as much of the answer as it takes."""
+        prepared = self._prepared
+        assert prepared is not None
+        while not self._ready:
+            chunk: bytes | BaseException = yield _READ
+            if isinstance(chunk, BaseException):
+                error = _transport_error(chunk, prepared)
+                if not isinstance(error, TrackingError):
+                    raise error  # cancelled or interrupted: not an upstream failure
+                raise StreamInterruptedError(
+                    f"the stream from {prepared.host} broke off before its completed event: {error}"
+                ) from None
+            if not chunk:
+                raise StreamInterruptedError(
+                    f"the stream from {prepared.host} ended before its completed event"
+                )
+            try:
+                decoded = self._decoder.feed(chunk)
+            except EventTooLarge as exc:
+                raise APIResponseError(str(exc)) from None
+            for sse in decoded:
+                item = parse_stream_event(sse)
+                if item is None:
+                    continue
+                if self.first_image_ms is None:
+                    self.first_image_ms = (time.perf_counter() - self.started) * 1000
+                self._ready.append(item)
+        item = self._ready.popleft()
+        if isinstance(item, ImageEditCompletedEvent):
+            self.completed = item
+        return item
+
+    def response(self) -> ImageResponse | None:
+        """The completed event as the plain call's response (what pricing and receivers read)."""
+        done = self.completed
+        if done is None:
+            return None
+        raw: dict[str, Any] = {
+            "created": done.created_at,
+            "data": [{"b64_json": done.b64_json}],
+            "size": done.size,
+            "quality": done.quality,
+            "background": done.background,
+            "output_format": done.output_format,
+        }
+        if "usage" in done.raw:
+            raw["usage"] = done.raw["usage"]
+        response = ImageResponse(raw={k: v for k, v in raw.items() if v is not None})
+        response._hidden_params.update(
+            upstream_request_id=self.upstream_request_id, http_status=self.http_status
+        )
+        return response
+
+
+def stream_flow(
+    call_type: CallType, params: dict[str, Any], route: Route | None = None
+) -> Generator[StreamEffect, Any, None]:
+    """One streamed call from raw parameters to its delivered events and its one event."""
+    start_time = datetime.now(UTC)
+    started = time.perf_counter()
+    request_id = new_request_id()
+    if route is None:
+        route = DirectRoute(params)
+    progress = _Progress()
+    parsed: list[tuple[ImageEditRequest, CallOptions]] = []
+    reader = _StreamReader(started)
+    failure: BaseException | None = None
+    try:
+        item = yield from _attempts(
+            route, call_type, params, request_id, start_time, progress, parsed, reader.open
+        )
+        while True:
+            try:
+                yield Deliver(item, request_id)
+            except StreamClosed:
+                if isinstance(item, ImageEditCompletedEvent):
+                    break  # closed once it had everything: a success
+                raise
+            if isinstance(item, ImageEditCompletedEvent):
+                break
+            item = yield from reader.next_event()
+    except GeneratorExit:
+        raise
+    except BaseException as exc:  # every failure, even a cancellation, yields its event
+        failure = exc
+    request, options = parsed[-1] if parsed else (None, None)
+    response = reader.response() if failure is None else None
+    event = _make_event(
+        request_id,
+        call_type,
+        params,
+        request,
+        options,
+        response,
+        failure,
+        progress,
+        start_time,
+        started,
+        route,
+    )
+    changes: dict[str, Any] = {"time_to_first_image_ms": reader.first_image_ms}
+    if failure is not None and reader.accepted and request is not None:
+        estimate = estimate_incomplete_stream(request)
+        changes.update(
+            cost_usd=estimate,
+            cost_per_image_usd=None,
+            cost_source="estimate" if estimate is not None else "unpriced",
+            price_ref="estimate:stream-incomplete" if estimate is not None else None,
+            upstream_request_id=progress.upstream_request_id,
+            http_status=progress.http_status,
+        )
+    event = event.replace(**changes)
+    if isinstance(failure, TrackingError):
+        failure.request_id = event.request_id
+    if response is not None:
+        response.request_id = event.request_id
+        response.cost_usd = event.cost_usd
+    yield Emit(event, response, failure)
+    if failure is not None:
+        raise failure

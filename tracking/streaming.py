@@ -1,0 +1,368 @@
+"""Streamed image edits for the caller: ``image_edit(..., stream=True)`` and its async twin.
+
+:class:`ImageEditStream` (sync) and :class:`AsyncImageEditStream` iterate over the typed events
+of :mod:`tracking.stream_events` as the upstream sends them. Both drive the one
+:func:`~tracking.stream_flow.stream_flow`; the two drivers below are the only code that differs
+(httpx for sync calls, aiohttp for async ones, from the same pools as plain calls).
+
+Making the stream sends the request and waits for its first event, so a refused call raises
+there, as the ``openai`` client does. Closing the stream, leaving its ``with`` block, breaking
+out of the loop and dropping it all close the upstream connection, and a stream closed before its
+completed event still ends with its one event (a failure, ``error_type="stream_closed"``, priced
+by estimate). The call's event is emitted once the completed event has been handed over and the
+caller asks for more (the end of a ``for`` loop), or when the stream is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Generator, Iterator
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import bus
+from .errors import StreamClosed
+from .events import ImageEditEvent
+from .flow import Answer, Emit, Sleep, _origin, consult_async, consult_sync
+from .http import POOL
+from .stream_events import ImageEditStreamEvent
+from .stream_flow import Deliver, OpenStream, ReadStream, stream_flow
+from .targets import Consult, Route
+
+if TYPE_CHECKING:
+    import aiohttp
+    import httpx
+
+__all__ = ["AsyncImageEditStream", "ImageEditStream"]
+
+_CLOSED_EARLY = "the caller closed the stream before its completed event"
+#: After the completed event, what is left of an answer is read for at most this long and this
+#: much, so its connection can be pooled (async calls; a sync call closes it).
+_DRAIN_SECONDS = 0.05
+_DRAIN_BYTES = 64 * 1024
+
+
+class _StreamState:
+    """What the driver tells its stream object; separate, so that the two hold no cycle and a
+    dropped stream is closed at once."""
+
+    __slots__ = ("event", "request_id")
+
+    def __init__(self) -> None:
+        self.request_id = ""
+        self.event: ImageEditEvent | None = None
+
+
+class _StreamFacts:
+    """The read-only facts both stream classes expose."""
+
+    _state: _StreamState
+
+    @property
+    def request_id(self) -> str:
+        """Our id for the call (its event's and ledger row's), known from the first event on."""
+        return self._state.request_id
+
+    @property
+    def event(self) -> ImageEditEvent | None:
+        """The call's one event, once the stream has ended (completed, broken or closed)."""
+        return self._state.event
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """The call's cost once it has ended: from the completed event's usage, else estimated."""
+        event = self._state.event
+        return event.cost_usd if event is not None else None
+
+
+class ImageEditStream(_StreamFacts):
+    """The events of a streamed edit (``tracking.image_edit(..., stream=True)``)."""
+
+    def __init__(self, params: dict[str, Any], route: Route | None = None) -> None:
+        self._state = _StreamState()
+        self._events: Generator[ImageEditStreamEvent, None, None] = _drive_sync(
+            stream_flow("image_edit", params, route), self._state
+        )
+        self._first: ImageEditStreamEvent | None = next(self._events)
+
+    def __iter__(self) -> ImageEditStream:
+        return self
+
+    def __next__(self) -> ImageEditStreamEvent:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop listening: the upstream connection is closed and the call's event emitted."""
+        self._first = None
+        self._events.close()
+
+    def __enter__(self) -> ImageEditStream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncImageEditStream(_StreamFacts):
+    """The events of a streamed async edit (``await tracking.aimage_edit(..., stream=True)``)."""
+
+    def __init__(self, params: dict[str, Any], route: Route | None = None) -> None:
+        self._state = _StreamState()
+        self._events = _drive_async(stream_flow("aimage_edit", params, route), self._state)
+        self._first: ImageEditStreamEvent | None = None
+
+    async def _start(self) -> AsyncImageEditStream:
+        self._first = await self._events.__anext__()
+        return self
+
+    def __aiter__(self) -> AsyncImageEditStream:
+        return self
+
+    async def __anext__(self) -> ImageEditStreamEvent:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop listening: the upstream connection is closed and the call's event emitted."""
+        self._first = None
+        await self._events.aclose()
+
+    close = aclose  # the name the openai package's AsyncStream uses
+
+    async def __aenter__(self) -> AsyncImageEditStream:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+async def open_async_stream(
+    params: dict[str, Any], route: Route | None = None
+) -> AsyncImageEditStream:
+    """An async stream whose first event has arrived (a refused call raises here)."""
+    return await AsyncImageEditStream(params, route)._start()
+
+
+# -- drivers: the only code that differs between sync and async -----------------------------
+
+
+class _Stepper:
+    """Steps the flow for a driver: sends results, and throws :class:`StreamClosed` into it once
+    the caller has stopped listening (the flow then emits the call's event and ends)."""
+
+    __slots__ = ("_throw", "closed", "flow")
+
+    def __init__(self, flow: Generator[Any, Any, None]) -> None:
+        self.flow = flow
+        self.closed = False
+        self._throw = False
+
+    def next(self, result: Any) -> Any:
+        """The flow's next effect, or None once it has ended (or ended closed by the caller)."""
+        try:
+            if self._throw:
+                self._throw = False
+                return self.flow.throw(StreamClosed(_CLOSED_EARLY))
+            return self.flow.send(result)
+        except StopIteration:
+            return None
+        except StreamClosed:
+            if self.closed:
+                return None  # the flow has emitted the closed call's event
+            raise
+
+    def caller_closed(self) -> None:
+        self.closed = self._throw = True
+
+
+def _drive_sync(
+    flow: Generator[Any, Any, None], state: _StreamState
+) -> Generator[ImageEditStreamEvent, None, None]:
+    answer = _SyncAnswer()
+    stepper = _Stepper(flow)
+    result: Any = None
+    try:
+        while (effect := stepper.next(result)) is not None:
+            result = None
+            if isinstance(effect, ReadStream):
+                result = answer.read()
+            elif isinstance(effect, Deliver):
+                state.request_id = effect.request_id
+                try:
+                    yield effect.item
+                except GeneratorExit:  # closed or dropped: the flow records it, then we stop
+                    stepper.caller_closed()
+            elif isinstance(effect, OpenStream):
+                result = answer.open(effect)
+            elif isinstance(effect, Sleep):
+                time.sleep(effect.seconds)
+            elif isinstance(effect, Consult):  # the router's shared state (Redis)
+                result = consult_sync(effect)
+            elif isinstance(effect, Emit):
+                answer.close()  # the upstream is done with before receivers run
+                state.event = effect.event
+                bus.emit_sync(effect.event, effect.response, effect.exception)
+    finally:
+        answer.close()
+        flow.close()
+
+
+async def _drive_async(
+    flow: Generator[Any, Any, None], state: _StreamState
+) -> AsyncGenerator[ImageEditStreamEvent, None]:
+    answer = _AsyncAnswer()
+    stepper = _Stepper(flow)
+    result: Any = None
+    try:
+        while (effect := stepper.next(result)) is not None:
+            result = None
+            if isinstance(effect, ReadStream):
+                result = await answer.read()
+            elif isinstance(effect, Deliver):
+                state.request_id = effect.request_id
+                try:
+                    yield effect.item
+                except GeneratorExit:
+                    stepper.caller_closed()
+            elif isinstance(effect, OpenStream):
+                result = await answer.open(effect)
+            elif isinstance(effect, Sleep):
+                await asyncio.sleep(effect.seconds)
+            elif isinstance(effect, Consult):
+                result = await consult_async(effect)
+            elif isinstance(effect, Emit):
+                if effect.exception is None:
+                    await answer.finish()  # the connection goes back to the pool if it can
+                answer.close()
+                state.event = effect.event
+                await bus.emit_async(effect.event, effect.response, effect.exception)
+    finally:
+        answer.close()
+        flow.close()
+
+
+class _SyncAnswer:
+    """The open streamed answer of a sync call (httpx, from the shared pool)."""
+
+    def __init__(self) -> None:
+        self._response: httpx.Response | None = None
+        self._chunks: Iterator[bytes] = iter(())
+
+    def open(self, effect: OpenStream) -> Answer | BaseException:
+        self.close()
+        prepared = effect.request
+        try:
+            client = POOL.sync_client(_origin(prepared.url))
+            request = client.build_request(
+                "POST",
+                prepared.url,
+                content=prepared.body,
+                headers=prepared.headers,
+                timeout=effect.timeout,
+            )
+            response = client.send(request, stream=True)
+            if response.status_code >= 400:  # an error answer is small: read it whole
+                try:
+                    body = response.read()
+                finally:
+                    response.close()
+                return Answer(response.status_code, response.headers, body)
+        except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
+            return exc
+        self._response = response
+        self._chunks = response.iter_bytes()
+        return Answer(response.status_code, response.headers, b"")
+
+    def read(self) -> bytes | BaseException:
+        try:
+            for chunk in self._chunks:
+                if chunk:
+                    return chunk
+        except BaseException as exc:
+            return exc
+        return b""
+
+    def close(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()  # unread: httpx closes the connection rather than pooling it
+
+
+class _AsyncAnswer:
+    """The open streamed answer of an async call (aiohttp, from the loop's shared session)."""
+
+    def __init__(self) -> None:
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def open(self, effect: OpenStream) -> Answer | BaseException:
+        from .aiohttp_sender import as_httpx_errors
+
+        self.close()
+        prepared = effect.request
+        try:
+            sender = await POOL.async_client(_origin(prepared.url))
+            response = await sender.open(
+                prepared.url, body=prepared.body, headers=prepared.headers, timeout=effect.timeout
+            )
+            if response.status >= 400:
+                try:
+                    with as_httpx_errors():
+                        body = await response.read()
+                finally:
+                    response.release()
+                return Answer(response.status, response.headers, body)
+        except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
+            return exc
+        self._response = response
+        return Answer(response.status, response.headers, b"")
+
+    async def read(self) -> bytes | BaseException:
+        from .aiohttp_sender import as_httpx_errors
+
+        response = self._response
+        if response is None:
+            return b""
+        try:
+            with as_httpx_errors():
+                return await response.content.readany()
+        except BaseException as exc:
+            return exc
+
+    async def finish(self) -> None:
+        """After the completed event: read what is left of the answer (its closing chunk, in
+        practice already there) for a moment, so that a finished answer's connection is pooled
+        for the next call instead of closed. An upstream that lingers is simply closed."""
+        from .aiohttp_sender import as_httpx_errors
+
+        response = self._response
+        if response is None:
+            return
+        left = _DRAIN_BYTES
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                with as_httpx_errors():
+                    while left > 0 and (chunk := await response.content.readany()):
+                        left -= len(chunk)
+        except Exception:  # noqa: S110 - lingering or broken: close() below drops it
+            pass
+        if response.content.at_eof():
+            self._response = None
+            response.release()
+
+    def close(self) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()  # drops the connection: an unread stream is never pooled
