@@ -594,13 +594,20 @@ def render_all() -> dict[Path, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    return write_or_check(render_all(), argv, "dashboards.build", __doc__)
+
+
+def write_or_check(
+    files: dict[Path, str], argv: Sequence[str] | None, module: str, doc: str | None
+) -> int:
+    """``python -m <module> [--check]``: write the generated files, or fail on stale ones."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument(
         "--check", action="store_true", help="fail if the committed JSON is out of date"
     )
     args = parser.parse_args(argv)
     stale = []
-    for path, text in render_all().items():
+    for path, text in files.items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:
             continue
@@ -611,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
     if stale:
-        print(f"out of date: {', '.join(stale)}; run python -m dashboards.build", file=sys.stderr)
+        print(f"out of date: {', '.join(stale)}; run python -m {module}", file=sys.stderr)
         return 1
     return 0
 

@@ -81,6 +81,18 @@ model_list:
       api_key: sk-wrong-upstream-key-0123456789
       api_base: {fake}
       max_retries: 0
+  # Two deployments refusing the proxy's key: a refused credential cools one down at once
+  # (the only deployment of a group, like wrong-key, is never cooled down).
+  - model_name: wrong-key-pair
+    litellm_params:
+      {{model: gpt-image-1, api_key: sk-wrong-upstream-key-0123456789, api_base: "{fake}",
+       max_retries: 0}}
+    model_info: {{id: wrong-key-a}}
+  - model_name: wrong-key-pair
+    litellm_params:
+      {{model: gpt-image-1, api_key: sk-wrong-upstream-key-0123456789, api_base: "{fake}",
+       max_retries: 0}}
+    model_info: {{id: wrong-key-b}}
   - model_name: primary-down
     litellm_params: {{model: gpt-image-1, api_key: sk-x, api_base: "{status503}"}}
   # Prices from the config: a base model, LiteLLM's per-token fields, the prices: section.
@@ -585,6 +597,7 @@ def test_health_and_models(proxy, client):
         "pretty",
         "unreachable",
         "wrong-key",
+        "wrong-key-pair",
         "primary-down",
         "azure-based",
         "azure-per-token",
@@ -645,14 +658,23 @@ def test_calls_and_cooldowns_reach_the_prometheus_integration(proxy):
     before = _metric(proxy, ok)
     assert post_edit(proxy, {"model": "gpt-image-1", "prompt": "count me"}).status_code == 200
     assert _metric(proxy, ok) == before + 1
-    # The upstream refusing the proxy's own key cools that deployment down at once.
+    # The upstream refusing the proxy's own key cools that deployment down at once, when the
+    # group has another; the only deployment of a group keeps answering the upstream's refusal.
     cooldowns = 'image_edit_deployment_cooldowns_total{deployment="'
-    assert post_edit(proxy, {"model": "wrong-key", "prompt": "x"}).status_code in (429, 502)
+    assert post_edit(proxy, {"model": "wrong-key-pair", "prompt": "x"}).status_code in (429, 502)
     text = httpx.get(f"{proxy.url}/metrics").text
     assert any(
-        line.startswith(cooldowns) and 'model="wrong-key"' in line and not line.endswith(" 0.0")
+        line.startswith(cooldowns)
+        and 'model="wrong-key-pair"' in line
+        and not line.endswith(" 0.0")
         for line in text.splitlines()
     ), text
+    for _ in range(3):
+        error = assert_openai_error(post_edit(proxy, {"model": "wrong-key", "prompt": "x"}), 502)
+        assert error["code"] == "upstream_authentication_error"
+    assert 'model="wrong-key"' not in "".join(
+        line for line in text.splitlines() if line.startswith(cooldowns)
+    )
 
 
 def test_error_answers_carry_the_request_id_of_their_event(proxy):

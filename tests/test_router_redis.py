@@ -29,16 +29,23 @@ _OTHER_PROCESS = textwrap.dedent(
     from tracking.router import Router
 
     api_base, redis_url, prefix, key = sys.argv[1:5]
-    model_list = [{
-        "model_name": "images",
-        "litellm_params": {"model": "gpt-image-1", "api_base": api_base, "api_key": key},
-        "model_info": {"id": "shared"},
-    }]
+    # Two deployments ("shared" always drawn first): the only deployment of a group is never
+    # cooled down.
+    model_list = [
+        {
+            "model_name": "images",
+            "litellm_params": {
+                "model": "gpt-image-1", "api_base": api_base, "api_key": key, "weight": weight
+            },
+            "model_info": {"id": name},
+        }
+        for name, weight in (("shared", 1), ("spare", 0))
+    ]
     with Router(model_list, redis_url=redis_url, redis_prefix=prefix, cooldown_time=60) as r:
         try:
             r.image_edit(image=open(sys.argv[5], "rb"), prompt="p", model="images")
-        except tracking.AuthenticationError:
-            print("cooled")
+        except tracking.APIError:
+            print("cooled" if "shared" in r.cooling() else "not cooled")
     """
 )
 
@@ -56,7 +63,7 @@ def test_a_cooldown_set_by_one_process_is_seen_by_another(
 ):
     image = tmp_path / "in.png"
     image.write_bytes(make_png())
-    # another process: its only deployment answers 401 (wrong key) and is cooled in Redis
+    # another process: its deployments answer 401 (wrong key) and are cooled in Redis
     done = subprocess.run(
         [sys.executable, "-c", _OTHER_PROCESS, fake.url, redis_url, redis_prefix, WRONG_KEY, image],
         capture_output=True,

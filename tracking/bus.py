@@ -102,6 +102,8 @@ def resolve(entry: Any) -> Integration | None:
 
 
 def _load(name: str) -> Integration:
+    from .extras import extra_for, install_hint
+
     target = BUILTIN_INTEGRATIONS.get(name)
     if target is None:
         known = ", ".join(sorted(BUILTIN_INTEGRATIONS))
@@ -111,8 +113,8 @@ def _load(name: str) -> Integration:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise ConfigurationError(
-            f"callback {name!r} needs {exc.name!r}, which is not installed "
-            f"(pip install 'image-edit-tracking[{name}]')"
+            f"callback {name!r} needs {exc.name!r}, which is not installed: "
+            f"{install_hint(extra_for(exc.name, name) or name)}"
         ) from None
     instance: Integration = getattr(module, attribute)()
     return instance

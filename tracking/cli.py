@@ -1,5 +1,10 @@
 """The ``tracking`` command: ``demo``, ``fake-openai``, ``migrate``, ``spend``, ``prices``,
-``models`` and the rest."""
+``models``, ``reconcile`` and the proxy's ``serve`` and ``quickstart``.
+
+A mistake on the command line (an unknown option, a port out of range, a fault that cannot be
+read, a busy port, a missing optional package) is one line on stderr, ``tracking COMMAND:
+error: ...``, and a non-zero exit: never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import NoReturn
 
 from .errors import TrackingError
 
@@ -23,6 +29,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _fake_openai(args: argparse.Namespace) -> int:
     from .testing.fake_openai import run
 
+    _check_port_free(args.host, args.port)
     run(
         args.host,
         args.port,
@@ -66,7 +73,7 @@ def _quarantine(args: argparse.Namespace) -> int:
     )
 
 
-def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_ledger_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     ledger = commands.add_parser("ledger", help="look after the spend ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="WHAT")
     kept = ledger_commands.add_parser(
@@ -89,6 +96,49 @@ def _add_ledger_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     _database_url_option(replay)
     replay.set_defaults(handler=_quarantine)
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
+
+
+def _fault(text: str) -> str:
+    """A ``--fault`` spec, checked now so a typo is a usage error rather than a traceback."""
+    from .testing.faults import parse_fault
+
+    try:
+        parse_fault(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one line when the port is taken (the servers would raise from deep inside)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+class CommandError(Exception):
+    """A mistake the command reports in one line (exit status 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage mistakes reported in one line (and ``--help`` for the rest)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _reconcile(args: argparse.Namespace) -> int:
@@ -154,24 +204,47 @@ def _database_url_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _require("proxy", "uvicorn")
     from .proxy.server import serve
 
+    if (args.config is None) == (args.model is None):
+        raise CommandError("give --config FILE, or --model NAME for one model without a file")
+    _check_port_free(args.host, args.port)
     return serve(
-        args.config, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level
+        args.config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        model=args.model,
     )
 
 
+def _require(extra: str, *modules: str) -> None:
+    from .extras import install_hint, missing_modules
+
+    missing = missing_modules(*modules)
+    if missing:
+        raise CommandError(f"{', '.join(missing)} is not installed: {install_hint(extra)}")
+
+
 def _quickstart(args: argparse.Namespace) -> int:
+    _require("proxy", "uvicorn", "multipart", "sqlalchemy")
     from .proxy.quickstart import main as quickstart
 
     return quickstart(port=args.port, keep_running=args.keep_running)
 
 
-def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_proxy_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve = commands.add_parser("serve", help="run the proxy (OpenAI-compatible /v1/images/edits)")
-    serve.add_argument("--config", required=True, help="LiteLLM-style config.yaml")
+    serve.add_argument("--config", help="LiteLLM-style config.yaml")
+    serve.add_argument(
+        "--model",
+        help="serve this one model without a config file (e.g. gpt-image-2; the key from "
+        "OPENAI_API_KEY, the upstream from OPENAI_BASE_URL or OpenAI)",
+    )
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - LiteLLM's proxy default
-    serve.add_argument("--port", type=int, default=4000)
+    serve.add_argument("--port", type=_port, default=4000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
@@ -182,7 +255,7 @@ def _add_proxy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "quickstart",
         help="try the proxy offline: its defaults, the bundled fake upstream, client examples",
     )
-    quick.add_argument("--port", type=int, default=0, help="proxy port (default: a free one)")
+    quick.add_argument("--port", type=_port, default=0, help="proxy port (default: a free one)")
     quick.add_argument(
         "--keep-running", action="store_true", help="leave the proxy up after the examples"
     )
@@ -210,7 +283,7 @@ def _models_check(args: argparse.Namespace) -> int:
     )
 
 
-def _add_price_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_price_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     prices = commands.add_parser("prices", help="list, import and compare model prices")
     actions = prices.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="every priced model: status, prices, source")
@@ -243,11 +316,11 @@ def _add_price_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tracking", description="Observable, billable OpenAI-style image edits."
-    )
+    parser = _Parser(prog="tracking", description="Observable, billable OpenAI-style image edits.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     demo = commands.add_parser(
         "demo", help="run the SDK examples offline against the fake upstream"
@@ -256,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fake = commands.add_parser("fake-openai", help="serve the fake OpenAI upstream")
     fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8090)
+    fake.add_argument("--port", type=_port, default=8090)
     fake.add_argument("--canned", action="store_true", help="pre-built answers, no image work")
     fake.add_argument(
         "--api-key", action="append", help="accept only this key (repeatable); default: any"
@@ -264,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--fault",
         action="append",
+        type=_fault,
         help="inject a fault, e.g. 'status=503;retry_after=1;times=2' (repeatable; see "
         "tracking.testing.faults)",
     )
@@ -327,10 +401,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrackingError as exc:
         print(f"tracking {args.command}: error: {exc.message}", file=sys.stderr)
         return 1
+    except CommandError as exc:
+        print(f"tracking {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except ImportError as exc:
+        from .extras import extra_for, install_hint
+
+        extra = extra_for(exc.name)
+        hint = f": {install_hint(extra)}" if extra else ""
         print(
-            f"tracking {args.command}: error: {exc.name or exc} is not installed "
-            "(pip install 'image-edit-tracking[sql]')",
+            f"tracking {args.command}: error: {exc.name or exc} is not installed{hint}",
             file=sys.stderr,
         )
         return 1

@@ -32,6 +32,7 @@ __all__ = [
     "GeneralSettings",
     "LitellmSettings",
     "ProxyConfig",
+    "export_environment",
     "load_config",
     "parse_config",
 ]
@@ -157,6 +158,7 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "request_timeout": _is_positive_number,
     "set_verbose": _is_bool,
     "json_logs": _is_bool,
+    "enable_end_user_cost_tracking_prometheus_only": _is_bool,
 }
 _ROUTER_SETTINGS: dict[str, Check] = {
     "routing_strategy": _one_of(
@@ -193,6 +195,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "auto_migrate": _is_bool,
     "ledger_stuck_after": _is_positive_number,
     "budget_store_unavailable": _one_of("deny", "allow"),
+    "allow_open_spend_reads": _is_bool,
     "image_store": _is_mapping,
     "allow_unpriced_with_budgets": _is_bool,
     "prices_file": _is_str,
@@ -236,6 +239,9 @@ class LitellmSettings:
     drop_params: bool = False
     num_retries: int | None = None
     request_timeout: float | None = None
+    #: LiteLLM's ``enable_end_user_cost_tracking_prometheus_only``: the opt-in per-end-user cost
+    #: metric (``image_edit_end_user_cost_usd_total{end_user}``, series bounded).
+    end_user_metric: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +262,8 @@ class GeneralSettings:
     #: With the budget store (PostgreSQL) away, calls naming an end user who has a budget are
     #: refused (``deny``) or served unchecked (``allow``); users without a budget are served.
     budget_store_unavailable: str = "deny"
+    #: Without a master key ``/spend/*`` answers 403 unless this is true (anyone may read then).
+    allow_open_spend_reads: bool = False
     #: URL answers for base64-only models (checked by :mod:`tracking.proxy.image_store`).
     image_store: Mapping[str, Any] = field(default_factory=dict)
     #: Let a key or end user with a budget call a model that has no price (not counted).
@@ -287,6 +295,9 @@ class ProxyConfig:
     prices: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
     warnings: tuple[str, ...] = ()
+    #: The ``environment_variables:`` section (values as text): :func:`export_environment`
+    #: puts them into the process environment, as LiteLLM's proxy does. May hold secrets.
+    environment_variables: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def model_names(self) -> list[str]:
         """The public model names, each once, in the order of ``model_list``."""
@@ -361,8 +372,15 @@ def parse_config(
     # environment_variables (as LiteLLM) are applied first so later references can use them.
     env_section = data.get("environment_variables") or {}
     if isinstance(env_section, Mapping) and env_section:
-        environ = {**environ, **{str(k): str(v) for k, v in env_section.items() if v is not None}}
+        raw = {str(k): str(v) for k, v in env_section.items() if v is not None}
+        environ = {**environ, **raw}
     data = _resolve_env(data, "", environ, faults)
+    resolved_section = data.get("environment_variables") or {}
+    exported: dict[str, str] = (
+        {str(k): str(v) for k, v in resolved_section.items() if v is not None}
+        if isinstance(resolved_section, Mapping)
+        else {}
+    )
     top = faults.check_section(data, _TOP_LEVEL, "")
 
     deployments: list[Deployment] = []
@@ -418,6 +436,7 @@ def parse_config(
             drop_params=litellm.get("drop_params", False),
             num_retries=litellm.get("num_retries"),
             request_timeout=litellm.get("request_timeout"),
+            end_user_metric=litellm.get("enable_end_user_cost_tracking_prometheus_only", False),
         ),
         router_settings=router,
         general_settings=GeneralSettings(
@@ -441,6 +460,7 @@ def parse_config(
             auto_migrate=general.get("auto_migrate", False),
             ledger_stuck_after=float(general.get("ledger_stuck_after", 60.0)),
             budget_store_unavailable=general.get("budget_store_unavailable", "deny"),
+            allow_open_spend_reads=general.get("allow_open_spend_reads", False),
             image_store=dict(general.get("image_store", {})),
             allow_unpriced_with_budgets=general.get("allow_unpriced_with_budgets", False),
             prices_file=_beside(source, general.get("prices_file")),
@@ -449,7 +469,17 @@ def parse_config(
         prices=dict(top.get("prices", {})),
         source=source,
         warnings=tuple(faults.warnings),
+        environment_variables=exported,
     )
+
+
+def export_environment(config: ProxyConfig) -> list[str]:
+    """Put the config's ``environment_variables`` into ``os.environ`` (as LiteLLM does), so a
+    provider reading ``OPENAI_BASE_URL`` or ``OPENAI_API_KEY`` finds them; the file wins over
+    the shell. Returns the names exported (never the values: they may be secrets)."""
+    for name, value in config.environment_variables.items():
+        os.environ[name] = value
+    return sorted(config.environment_variables)
 
 
 def _beside(source: Path | None, path: str | None) -> Path | None:

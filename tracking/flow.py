@@ -167,6 +167,7 @@ def edit_flow(
             api_base=event.api_base,
             request_id=event.request_id,
             litellm_call_id=event.request_id,
+            upstream_latency_ms=event.upstream_latency_ms,
         )
     yield Emit(event, response, failure)
     if failure is not None:

@@ -22,8 +22,10 @@ def import_redis() -> ModuleType:
     try:
         import redis
     except ModuleNotFoundError:
+        from .extras import install_hint
+
         raise ConfigurationError(
-            "redis_url needs the 'redis' package (pip install 'image-edit-tracking[redis]')"
+            f"redis_url needs the 'redis' package: {install_hint('redis')}"
         ) from None
     return redis
 

@@ -106,9 +106,10 @@ def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) ->
     try:
         engine = sa.create_engine(resolved, **options)
     except ModuleNotFoundError as exc:
+        from tracking.extras import install_hint
+
         raise ConfigurationError(
-            f"the ledger database driver {exc.name!r} is not installed "
-            "(pip install 'image-edit-tracking[postgres]')"
+            f"the ledger database driver {exc.name!r} is not installed: {install_hint('postgres')}"
         ) from None
     if resolved.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)

@@ -213,20 +213,10 @@ class AccountStore:
 
     def delete_keys(self, key_hashes: Sequence[str]) -> list[str]:
         """Delete the keys; returns the hashes that existed."""
-        import sqlalchemy as sa
-
         from .account_tables import keys
+        from .litellm_store import delete_existing
 
-        with self.engine.begin() as conn:
-            found = [
-                str(h)
-                for h in conn.execute(
-                    sa.select(keys.c.key_hash).where(keys.c.key_hash.in_(list(key_hashes)))
-                ).scalars()
-            ]
-            if found:
-                conn.execute(keys.delete().where(keys.c.key_hash.in_(found)))
-        return found
+        return delete_existing(self, keys.c.key_hash, key_hashes)
 
     # -- end users --------------------------------------------------------------------------
 

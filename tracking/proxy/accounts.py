@@ -67,6 +67,8 @@ class Accounts:
 
         settings = config.general_settings
         self.enabled = bool(settings.master_key)
+        #: ``/spend/*`` on a proxy without a master key: refused unless the config opens them.
+        self.open_spend_reads = settings.allow_open_spend_reads
         self.model_names = frozenset(config.model_names())
         self.store = AccountStore(
             settings.database_url, auto_migrate=True if settings.auto_migrate else None
@@ -87,15 +89,17 @@ class Accounts:
         return (self.virtual_keys,) if self.enabled else ()
 
     def routes(self, auth: Authenticator) -> dict[tuple[str, str], Handler]:
+        from .litellm_routes import litellm_routes
         from .management_routes import management_routes
         from .spend_routes import spend_routes
 
         routes: dict[tuple[str, str], Handler] = {}
-        routes.update(spend_routes(auth, self.store))
+        routes.update(spend_routes(auth, self.store, open_reads=self.open_spend_reads))
+        managed = {**management_routes(self, auth), **litellm_routes(self, auth)}
         if self.enabled:
-            routes.update(management_routes(self, auth))
+            routes.update(managed)
         else:
-            for route in management_routes(self, auth):
+            for route in managed:
                 routes[route] = _needs_master_key
         return routes
 

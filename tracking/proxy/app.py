@@ -31,18 +31,21 @@ import gc
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..call_control import CallControl, controlled, current_control
-from ..config import ProxyConfig, load_config
+from ..config import ProxyConfig, export_environment, load_config
 from ..ids import new_request_id
 from ..streaming import AsyncImageEditStream
+from .access_log import ACCESS_SCOPE_KEY, AccessEntry
 from .accounts import Accounts
 from .auth import Authenticator, KeyCheck, Principal
 from .concurrency import ParallelLimit, UploadBytes, UploadHold
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
+from .health import HealthReport
 from .image_store import STORED_PREFIX, build_image_store, parse_store_settings, sweep_forever
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
@@ -80,6 +83,7 @@ class ProxyApp:
         metrics_registry: Any = None,
     ) -> None:
         self.config = config
+        export_environment(config)  # as LiteLLM: before any provider reads OPENAI_BASE_URL & co
         self.dispatcher = dispatcher if dispatcher is not None else build_dispatcher(config)
         self.accounts = Accounts(config)
         self.auth = Authenticator(
@@ -113,6 +117,7 @@ class ProxyApp:
             ("GET", "/health/liveliness"): self._liveliness,
             ("GET", "/health/liveness"): self._liveliness,
             ("GET", "/health/readiness"): self._readiness,
+            ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("GET", "/metrics"): self._metrics,
@@ -183,14 +188,17 @@ class ProxyApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
+        entry = AccessEntry.begin(scope)
         headers = _headers(scope) if self._cors.enabled else None
         origin = headers.get("origin") if headers is not None else None
-        send = _stamped(send, request_id, self._cors.answer_headers(origin))
+        send = entry.watch(_stamped(send, request_id, self._cors.answer_headers(origin)))
         path = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/") or "/"
         method = scope["method"]
         handler = self._routes.get((method, path))
+        if handler is None and method == "GET":
+            handler = self._model_route(path)
         control = CallControl(request_id=request_id)  # an edit's call takes this id
         try:
             if handler is None:
@@ -221,6 +229,8 @@ class ProxyApp:
             return
         except Exception as exc:  # a bug of ours still answers OpenAI-shaped JSON (logged)
             await _send_error(send, from_exception(exc))
+        finally:
+            entry.emit()
 
     def _no_route(self, method: str, path: str) -> ProxyError:
         allowed = self._allowed.get(path)
@@ -251,10 +261,12 @@ class ProxyApp:
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
         principal = await self.auth.authenticate(headers)
+        entry: AccessEntry = scope[ACCESS_SCOPE_KEY]
+        entry.caller, entry.key_alias = principal.kind, principal.key_alias
         # Before the body: a key cannot hold every buffer, nor all keys together every byte.
         with self.parallel.hold(principal), self.uploads.hold() as upload:
             await self._edit_for(
-                principal, headers, receive, send, upload, scope.get("scheme", "http")
+                principal, headers, receive, send, upload, entry, scope.get("scheme", "http")
             )
 
     async def _edit_for(
@@ -264,6 +276,7 @@ class ProxyApp:
         receive: Receive,
         send: Send,
         upload: UploadHold,
+        entry: AccessEntry,
         scheme: str = "http",
     ) -> None:
         declared = headers.get("content-length")
@@ -281,6 +294,7 @@ class ProxyApp:
         params = form_params(parts)
         del parts  # the images now live only in params
         model = params.get("model")
+        entry.model = model if isinstance(model, str) else None
         if not model:
             raise ProxyError(
                 400, "model: required", param="model", code="missing_required_parameter"
@@ -317,22 +331,13 @@ class ProxyApp:
             await relay_stream(response, reservation, receive, send)
             return
         await reservation.settle(response.cost_usd)
-        cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
         body = response.json_bytes()
         if as_urls and self.image_store is not None:
             base = self.image_store.settings.external_base_url or (
                 f"{headers.get('x-forwarded-proto', scheme)}://{headers.get('host', 'localhost')}"
             )
             body, _ = await to_url_answer(self.image_store, body, response.request_id, base)
-        extra = [
-            (b"x-request-id", response.request_id.encode()),
-            (b"x-tracking-request-id", response.request_id.encode()),
-            (b"x-tracking-response-cost", cost.encode()),
-        ]
-        upstream_id = response._hidden_params.get("upstream_request_id")
-        if isinstance(upstream_id, str) and upstream_id:
-            extra.append((b"x-upstream-request-id", upstream_id.encode("latin-1", "replace")))
-        await _send_json(send, 200, body, extra)
+        await _send_json(send, 200, body, _answer_headers(response, entry))
 
     def _url_answer(self, params: dict[str, Any], model: str) -> bool:
         """Whether the proxy serves this call's images as URLs; if so the upstream is asked
@@ -371,6 +376,32 @@ class ProxyApp:
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.auth.authenticate(_headers(scope))
         await _send_json(send, 200, self._models_body)
+
+    def _model_route(self, path: str) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        """``GET /v1/models/{id}`` (``client.models.retrieve``); None for other paths."""
+        for prefix in ("/v1/models/", "/models/"):
+            if path.startswith(prefix) and len(path) > len(prefix):
+                name = path[len(prefix) :]
+                return lambda scope, receive, send: self._model(name, scope, send)
+        return None
+
+    async def _model(self, name: str, scope: Scope, send: Send) -> None:
+        await self.auth.authenticate(_headers(scope))
+        if name not in self.model_names:
+            raise ProxyError(
+                404,
+                f"The model {name[:200]!r} does not exist on this proxy",
+                param="model",
+                code="model_not_found",
+            )
+        body = {"id": name, "object": "model", "created": 0, "owned_by": "tracking"}
+        await _send_json(send, 200, json.dumps(body).encode())
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """LiteLLM's ``GET /health``, from the configuration alone: no paid upstream call."""
+        await self.auth.authenticate(_headers(scope))
+        report = HealthReport.of(self.config)
+        await _send_json(send, 200, json.dumps(report.to_dict()).encode())
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
@@ -465,6 +496,32 @@ def _version() -> str:
         return version("image-edit-tracking")
     except PackageNotFoundError:
         return "0"
+
+
+def _answer_headers(response: Any, entry: AccessEntry) -> list[tuple[bytes, bytes]]:
+    """Our headers and LiteLLM's beside them (``x-litellm-response-cost`` only for a priced
+    call: clients parse it as a number, and an unpriced call has none)."""
+    cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
+    hidden = response._hidden_params
+    headers = [
+        (b"x-request-id", response.request_id.encode()),
+        (b"x-tracking-request-id", response.request_id.encode()),
+        (b"x-tracking-response-cost", cost.encode()),
+        (b"x-litellm-call-id", response.request_id.encode()),
+    ]
+    upstream_id = hidden.get("upstream_request_id")
+    if isinstance(upstream_id, str) and upstream_id:
+        headers.append((b"x-upstream-request-id", upstream_id.encode("latin-1", "replace")))
+    if response.cost_usd is not None:
+        headers.append((b"x-litellm-response-cost", cost.encode()))
+    deployment = hidden.get("deployment_id")
+    if isinstance(deployment, str):
+        headers.append((b"x-litellm-model-id", deployment.encode("latin-1", "replace")))
+    upstream_ms = hidden.get("upstream_latency_ms")
+    total_ms = (time.perf_counter() - entry.started) * 1000
+    overhead = max(0.0, total_ms - upstream_ms) if isinstance(upstream_ms, float) else total_ms
+    headers.append((b"x-litellm-overhead-duration-ms", f"{overhead:.3f}".encode()))
+    return headers
 
 
 def _headers(scope: Scope) -> dict[str, str]:

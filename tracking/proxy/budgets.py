@@ -196,14 +196,14 @@ class Budgets:
                 code="end_user_blocked",
                 reason="blocked",
             )
-        budgets: list[tuple[str, Decimal, str, dict[str, Any]]] = []
+        # (counter, limit, (whose, which budget), the ledger's filter for what was spent)
+        budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any]]] = []
         if principal.key_hash is not None and principal.max_budget_usd is not None:
             budgets.append(
                 (
                     f"key:{principal.key_hash}:total",
                     principal.max_budget_usd,
-                    f"this key ({principal.key_alias or principal.key_hash[:12]}) has reached "
-                    "its budget",
+                    (f"this key ({principal.key_alias or principal.key_hash[:12]})", "budget"),
                     {"key_hash": principal.key_hash, "since": None},
                 )
             )
@@ -213,8 +213,7 @@ class Budgets:
                 (
                     f"user:{record.end_user_id}:{window}",
                     record.budget_usd,
-                    f"end user {record.end_user_id!r} has reached its "
-                    f"{record.budget_period} budget",
+                    (f"end user {record.end_user_id!r}", f"{record.budget_period} budget"),
                     {"end_user": record.end_user_id, "since": start},
                 )
             )
@@ -227,9 +226,9 @@ class Budgets:
             raise _unpriced(model, "this key" if budgets[0][0].startswith("key:") else "end user")
         amount = to_units(expected) if expected is not None else 0
         try:
-            for name, limit, message, ledger_filter in budgets:
+            for name, limit, label, ledger_filter in budgets:
                 await self._reserve_one(
-                    name, amount, to_units(limit), message, ledger_filter, reservation
+                    name, amount, to_units(limit), label, ledger_filter, reservation
                 )
                 reservation.held.append((name, amount))
         except BaseException:
@@ -242,7 +241,7 @@ class Budgets:
         name: str,
         amount: int,
         limit: int,
-        message: str,
+        label: tuple[str, str],
         ledger_filter: dict[str, Any],
         hold: Reservation,
     ) -> None:
@@ -255,12 +254,28 @@ class Budgets:
         counted = -result - 1
         raise ProxyError(
             429,
-            f"budget exceeded: {message} of {_usd(limit)} (spent or reserved: {_usd(counted)}; "
-            f"this call may cost up to {_usd(amount)})",
+            _refusal(label, limit, counted, amount),
             type="insufficient_quota",  # OpenAI's type for a spent quota; never retried
             code="budget_exceeded",
             reason="budget",
         )
+
+
+def _refusal(label: tuple[str, str], limit: int, counted: int, amount: int) -> str:
+    """Why a budget refused a call: reached (nothing left), or this call's worst case does not
+    fit in what is left (a cheaper call, or one after others settle, may still pass)."""
+    who, budget = label
+    if counted >= limit:
+        return (
+            f"budget exceeded: {who} has reached its {budget} of {_usd(limit)} "
+            f"(spent or reserved: {_usd(counted)})"
+        )
+    return (
+        f"budget exceeded: this call's worst-case cost of {_usd(amount)} does not fit in the "
+        f"{_usd(limit - counted)} left of {who}'s {budget} of {_usd(limit)} "
+        f"(spent or reserved: {_usd(counted)}); a cheaper call (smaller size, lower quality, "
+        "fewer images) may still fit"
+    )
 
 
 def _unpriced(model: str, who: str) -> ProxyError:

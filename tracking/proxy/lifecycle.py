@@ -10,8 +10,10 @@ clear error. Two sinks are always in: the Prometheus integration (what ``/metric
 the SQL ledger (``general_settings.database_url``, else ``TRACKING_DATABASE_URL``, else
 ``sqlite:///./tracking.db``), in ``durable`` mode unless ``ledger_mode: background``, so a
 response leaves only once its row is acknowledged. Spans are configured from the standard
-``OTEL_*`` variables when the otel extra is installed. At stop, :func:`shut_down_sinks` flushes
-and shuts down every integration.
+``OTEL_*`` variables when the otel extra is installed: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+``OTEL_TRACES_EXPORTER=otlp`` / ``console``) alone turns the ``otel`` integration on, without
+naming it in the callbacks (``console`` prints each span as JSON on stdout). At stop,
+:func:`shut_down_sinks` flushes and shuts down every integration.
 """
 
 from __future__ import annotations
@@ -127,7 +129,15 @@ def install_callbacks(
         _entry(n, config, resolve=resolve) for n in settings.failure_callback if n not in own
     ]
     others = [_entry(n, config, resolve=resolve) for n in settings.callbacks if n not in own]
-    prometheus = _prometheus(metrics_registry)
+    named = {*settings.success_callback, *settings.failure_callback, *settings.callbacks}
+    if _otel_exporters() and "otel" not in named and _findable("integrations.otel"):
+        others.append(_entry("otel", config, resolve=resolve))  # the OTEL_* variables ask for it
+    prometheus = _prometheus(metrics_registry, end_user_metric=settings.end_user_metric)
+    # A Prometheus logger of the user's (a dotted callback) on the same registry would count
+    # every call a second time: the proxy's own one already feeds /metrics.
+    others = _without_prometheus(others)
+    success = _without_prometheus(success)
+    failure = _without_prometheus(failure)
     ledger = open_ledger(config)
     tracking.success_callback = success
     tracking.failure_callback = failure
@@ -136,39 +146,74 @@ def install_callbacks(
     return ProxySinks(prometheus, ledger)
 
 
-def _prometheus(registry: Any) -> PrometheusLogger:
+def _prometheus(registry: Any, *, end_user_metric: bool) -> PrometheusLogger:
     from .. import bus
 
-    if registry is not None:
+    if registry is not None or end_user_metric:
         from integrations.prometheus import PrometheusLogger
 
-        return PrometheusLogger(registry)
+        return PrometheusLogger(registry, end_user_metric=end_user_metric)
     logger = bus.resolve("prometheus")
     assert logger is not None
     return cast("PrometheusLogger", logger)
 
 
-def _configure_otel() -> None:
-    """Spans from the standard OTEL_* variables, when asked for and the otel extra is present."""
-    wanted = os.environ.get("OTEL_TRACES_EXPORTER", "").lower()
+def _without_prometheus(entries: list[Any]) -> list[Any]:
+    from integrations.prometheus import PrometheusLogger
+
+    kept = []
+    for entry in entries:
+        if isinstance(entry, PrometheusLogger) or entry is PrometheusLogger:
+            log.warning(
+                "litellm_settings: a second Prometheus callback (%r) is ignored: the proxy's own "
+                "already counts every call on /metrics",
+                entry,
+            )
+            continue
+        kept.append(entry)
+    return kept
+
+
+def _otel_exporters() -> set[str]:
+    """The span exporters the standard variables ask for: ``otlp`` when an endpoint is set
+    (OpenTelemetry's default exporter), else what ``OTEL_TRACES_EXPORTER`` lists."""
+    listed = {
+        name.strip().lower()
+        for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")
+        if name.strip()
+    }
+    if "none" in listed:
+        return set()
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
-    if wanted == "none" or not (endpoint or wanted == "otlp"):
+    if not listed and endpoint:
+        listed = {"otlp"}
+    return listed & {"otlp", "console"}
+
+
+def _configure_otel() -> None:
+    """Spans from the standard OTEL_* variables, when asked for and the otel extra is present."""
+    exporters = _otel_exporters()
+    if not exporters:
         return
     try:
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     except ImportError:
         log.warning("OTEL_* is set but the otel extra is not installed; no spans are exported")
         return
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "tracking")})
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if "otlp" in exporters:
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if "console" in exporters:
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
+    log.info("OpenTelemetry: spans exported to %s", ", ".join(sorted(exporters)))
 
 
 def shut_down_sinks(timeout: float = _SHUTDOWN_TIMEOUT) -> None:

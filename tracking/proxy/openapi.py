@@ -193,6 +193,73 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": _query("page", "page_size"),
         "responses": _answers("Keys with their spend", 400, 401, 503),
     },
+    "/health": {
+        "summary": "Configuration health: each deployment's request is built, none is sent",
+        "responses": _answers("Healthy and unhealthy deployments", 401, 403),
+    },
+    "/key/list": {
+        "summary": "Virtual keys, a page at a time (master key only; LiteLLM's shape)",
+        "parameters": _query("page", "size", "return_full_object"),
+        "responses": _answers("A page of keys", 400, 401, 403),
+    },
+    "/key/update": {
+        "summary": "Change a key's alias, models, budget or limits (master key only)",
+        "requestBody": _json_body(_KEY_BODY),
+        "responses": _answers("The key's record", 400, 401, 403, 404, 413),
+    },
+    "/key/regenerate": {
+        "summary": "A new secret for a key, its settings kept (master key only)",
+        "requestBody": _json_body(_JSON_OBJECT),
+        "responses": _answers("The new key, shown once", 400, 401, 403, 404, 413),
+    },
+    "/customer/list": {
+        "summary": "End users with budgets or blocks (master key only)",
+        "responses": _answers("The end users", 401, 403),
+    },
+    "/customer/delete": {
+        "summary": "Delete end users (master key only)",
+        "requestBody": _json_body(_JSON_OBJECT),
+        "responses": _answers("How many were deleted", 400, 401, 403, 413),
+    },
+    "/customer/block": {
+        "summary": "Block end users (master key only)",
+        "requestBody": _json_body(_JSON_OBJECT),
+        "responses": _answers("The end users blocked", 400, 401, 403, 413),
+    },
+    "/customer/unblock": {
+        "summary": "Unblock end users (master key only)",
+        "requestBody": _json_body(_JSON_OBJECT),
+        "responses": _answers("The end users unblocked", 400, 401, 403, 413),
+    },
+    "/global/spend": {
+        "summary": "Total spend from the ledger (master key only)",
+        "responses": _answers("The total", 401, 403, 503),
+    },
+    "/global/spend/keys": {
+        "summary": "Spend per key (master key only)",
+        "parameters": _query("limit"),
+        "responses": _answers("Keys with their spend", 400, 401, 403, 503),
+    },
+    "/global/spend/models": {
+        "summary": "Spend per model (master key only)",
+        "parameters": _query("limit"),
+        "responses": _answers("Models with their spend", 400, 401, 403, 503),
+    },
+    "/global/spend/end_users": {
+        "summary": "Spend per end user (master key only)",
+        "parameters": _query("limit"),
+        "responses": _answers("End users with their spend", 400, 401, 403, 503),
+    },
+    "/global/spend/teams": {
+        "summary": "Spend per team (master key only)",
+        "parameters": _query("limit"),
+        "responses": _answers("Teams with their spend", 400, 401, 403, 503),
+    },
+    "/global/spend/report": {
+        "summary": "Spend per day, by team or customer (master key only)",
+        "parameters": _query("start_date", "end_date", "group_by"),
+        "responses": _answers("Daily spend", 400, 401, 403, 503),
+    },
     "/openapi.json": {
         "summary": "This document",
         "security": [],

@@ -11,6 +11,7 @@ SIGTERM (or Ctrl-C) stops accepting, lets in-flight requests finish, then flushe
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -19,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..config import ProxyConfig, load_config
+from ..config import ProxyConfig, export_environment, load_config
 from ..errors import ConfigurationError
+from .access_log import startup_summary
 from .metrics import MULTIPROC_ENV
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
@@ -59,6 +61,18 @@ def _multiprocess_dir() -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="tracking-metrics-"), True
 
 
+def _written(document: dict[str, Any]) -> Path:
+    """A generated config as a file (worker processes load their config from a path)."""
+    import json
+
+    handle, name = tempfile.mkstemp(prefix="tracking-serve-", suffix=".yaml")
+    with os.fdopen(handle, "w") as out:
+        json.dump(document, out)  # JSON is YAML
+    path = Path(name)
+    atexit.register(path.unlink, missing_ok=True)
+    return path
+
+
 def header_deadline_protocol(config: ProxyConfig) -> Any:
     """The HTTP protocol bounding how long a request's headers may take (this process's copy is
     set from ``config``); None without httptools, where uvicorn's default applies."""
@@ -71,15 +85,24 @@ def header_deadline_protocol(config: ProxyConfig) -> Any:
     return HeaderDeadlineProtocol
 
 
+def one_model_config(model: str) -> dict[str, Any]:
+    """The config ``tracking serve --model NAME`` serves: that model under its own name, its key
+    and upstream from the environment (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``), as a file
+    listing it would."""
+    return {"model_list": [{"model_name": model, "litellm_params": {"model": model}}]}
+
+
 def serve(
-    config_path: str | os.PathLike[str],
+    config_path: str | os.PathLike[str] | None,
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     workers: int = 1,
     log_level: str = "info",
+    model: str | None = None,
 ) -> int:
-    """Run the proxy until it is stopped; returns the process exit code."""
+    """Run the proxy until it is stopped; returns the process exit code. With ``model`` (and no
+    ``config_path``) it serves that one model without a config file."""
     from .lifecycle import check_callbacks
     from .prices import register_config_prices
 
@@ -88,6 +111,10 @@ def serve(
     for noisy in ("httpx", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        if config_path is None:
+            if not model:
+                raise ConfigurationError("give a config file or a model")
+            config_path = _written(one_model_config(model))
         config = load_config(config_path)
         check_callbacks(config)
         register_config_prices(config)  # a bad price fails here, before any port is bound
@@ -98,6 +125,7 @@ def serve(
         print("tracking serve: --workers must be at least 1", file=sys.stderr)
         return 2
     _warn_if_open(config)
+    startup_summary(config, export_environment(config))
     import uvicorn
 
     options: dict[str, Any] = {

@@ -4,7 +4,9 @@ The master key sees every row; a virtual key sees only the rows of its own calls
 hash, whatever the query asks). ``/spend/logs`` pages newest first (``page`` from 1,
 ``page_size`` up to 1000) and filters by end user (``user``) and UTC time (``start_date``
 inclusive, ``end_date`` exclusive; dates or ISO-8601 datetimes). ``/spend/keys`` sums spend per
-key. On a proxy without a master key (open), anyone may read.
+key. On a proxy without a master key (open) they answer 403 (``code: spend_reads_closed``):
+anyone could otherwise read every end user's spend; ``general_settings.allow_open_spend_reads:
+true`` opens them deliberately.
 """
 
 from __future__ import annotations
@@ -47,9 +49,25 @@ def _own_hash(principal: Principal) -> str | None:
     return None
 
 
-def spend_routes(auth: Authenticator, store: AccountStore) -> dict[tuple[str, str], Handler]:
-    async def logs(scope: Scope, receive: Receive, send: Send) -> None:
+def spend_routes(
+    auth: Authenticator, store: AccountStore, *, open_reads: bool = False
+) -> dict[tuple[str, str], Handler]:
+    async def caller(scope: Scope) -> Principal:
         principal = await auth.authenticate(headers_of(scope))
+        if principal.kind == "open" and not open_reads:
+            raise ProxyError(
+                403,
+                "spend reads need general_settings.master_key: this proxy has none, so anyone "
+                "could read every end user's spend. Set a master key, or set "
+                "general_settings.allow_open_spend_reads: true to open them deliberately",
+                type="permission_error",
+                code="spend_reads_closed",
+                reason="auth",
+            )
+        return principal
+
+    async def logs(scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await caller(scope)
         query = query_of(scope)
         page = _page_number(query, "page", 1, MAX_PAGE)
         page_size = _page_number(query, "page_size", 100, _MAX_PAGE_SIZE)
@@ -76,7 +94,7 @@ def spend_routes(auth: Authenticator, store: AccountStore) -> dict[tuple[str, st
         )
 
     async def keys(scope: Scope, receive: Receive, send: Send) -> None:
-        principal = await auth.authenticate(headers_of(scope))
+        principal = await caller(scope)
         summary = await asyncio.to_thread(store.key_summary, _own_hash(principal))
         await send_json(send, 200, {"data": summary})
 

@@ -162,12 +162,14 @@ class CallRoute:
             if not is_deployment_fault(error):
                 return
             assert isinstance(error, APIError)
-            # The only deployment of a group is not cooled down for failures that pass (429, 5xx,
-            # timeouts): that would turn a brief upstream hiccup into a minute of refusals.
+            # The only deployment of a group is never cooled down: for failures that pass (429,
+            # 5xx, timeouts) that would turn a brief hiccup into a minute of refusals, and for a
+            # refused credential (401/403/404) callers would see a misleading 429 "no deployment
+            # available" instead of the upstream's own answer.
             alone = len(self.router.groups.get(deployment.model_name, ())) <= 1
             failures = yield from state.record_failure(deployment.id)
-            if error.status_code in _COOL_AT_ONCE or (
-                not alone and failures > self.router.allowed_fails
+            if not alone and (
+                error.status_code in _COOL_AT_ONCE or failures > self.router.allowed_fails
             ):
                 yield from self.router.cool_down_steps(deployment, error.error_type)
         except Exception:  # routing bookkeeping must never break a call

@@ -1,0 +1,166 @@
+"""Every ``tracking`` command on the mistakes people make: one line, no traceback, non-zero exit.
+
+Each case runs the real command in a subprocess. A missing optional package is simulated by
+starting the command with that module made unimportable (``sys.modules[name] = None``), which is
+what Python reports for a package that is not installed.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.accounts_support import edit
+from tests.conftest import API_KEY
+from tests.proxy_support import ProxyProcess, tracking_command
+
+_WITHOUT = (
+    "import sys\n"
+    "for name in sys.argv[1].split(','):\n"
+    "    sys.modules[name] = None\n"
+    "from tracking.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def busy_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def _run(
+    args: list[str], cwd: Path, *, without: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = (
+        [sys.executable, "-c", _WITHOUT, without, *args]
+        if without
+        else [*tracking_command(), *args]
+    )
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def _one_line_failure(done: subprocess.CompletedProcess[str], *expected: str) -> str:
+    assert done.returncode != 0, done
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def _mistakes(tmp: Path, busy: int) -> list[tuple[list[str], str | None, tuple[str, ...]]]:
+    return [
+        # fake-openai
+        (["fake-openai", "--port", str(busy)], None, ("cannot listen", str(busy))),
+        (["fake-openai", "--fault", "status=five"], None, ("--fault",)),
+        (["fake-openai", "--fault", "bogus"], None, ("--fault", "known items")),
+        (["fake-openai", "--port", "99999"], None, ("not a port",)),
+        # serve
+        (["serve"], None, ("--config", "--model")),
+        (["serve", "--config", str(tmp / "missing.yaml")], None, ("not found",)),
+        (["serve", "--model", "gpt-image-2", "--port", "99999"], None, ("not a port",)),
+        (
+            ["serve", "--model", "gpt-image-2", "--host", "127.0.0.1", "--port", str(busy)],
+            None,
+            ("cannot listen",),
+        ),
+        (["serve", "--model", "gpt-image-2"], "uvicorn", ("uvicorn", "'proxy' extra", ".[proxy]")),
+        # quickstart
+        (["quickstart"], "uvicorn", ("uvicorn", "'proxy' extra")),
+        (["quickstart", "--port", "99999"], None, ("not a port",)),
+        # migrate and spend
+        (["migrate", "--database-url", "bogus://x"], None, ("SQLite and PostgreSQL",)),
+        (
+            ["migrate", "--database-url", f"sqlite:///{tmp}/no/such/dir/x.db"],
+            None,
+            ("cannot open",),
+        ),
+        (["spend", "--since", "yesterday"], None, ("--since",)),
+        (["spend", "--database-url", "bogus://x"], None, ("SQLite and PostgreSQL",)),
+        (["spend", "--by", "colour"], None, ("--by",)),
+        (["migrate"], "sqlalchemy", ("sqlalchemy", "'sql' extra")),
+        # prices, models and reconcile
+        (["prices"], None, ("ACTION",)),
+        (["prices", "bogus"], None, ("invalid choice",)),
+        (["prices", "import", str(tmp / "missing.json")], None, ("cannot read",)),
+        (["models", "check", "--config", str(tmp / "missing.yaml")], None, ("not found",)),
+        (["reconcile", "--since", "x"], None, ("--since",)),
+        (["reconcile", "--threshold", "-1"], None, ("--threshold",)),
+        # the command itself
+        (["demo", "extra"], None, ("unrecognized arguments",)),
+        (["nosuch"], None, ("invalid choice",)),
+        ([], None, ("COMMAND",)),
+    ]
+
+
+def test_every_command_reports_common_mistakes_in_one_line(tmp_path, busy_port):
+    for args, without, expected in _mistakes(tmp_path, busy_port):
+        _one_line_failure(_run(args, tmp_path, without=without), *expected)
+
+
+def test_a_bad_config_lists_every_fault_without_a_traceback(tmp_path):
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("model_list: [{model_name: x}, {model_name: y}]\n")
+    done = _run(["serve", "--config", str(bad_config)], tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("tracking serve: ")
+    assert "model_list[0].litellm_params: required" in done.stderr
+    assert "model_list[1].litellm_params: required" in done.stderr
+
+
+def test_install_hints_make_no_claim_about_a_package_index(tmp_path):
+    line = _one_line_failure(_run(["quickstart"], tmp_path, without="uvicorn"))
+    assert "pip install 'image-edit-tracking[" not in line
+    assert "pip install -e '.[proxy]'" in line
+
+
+def test_serve_model_starts_a_proxy_for_one_model_without_a_config(fake, tmp_path):
+    # A ProxyProcess normally passes --config; here the folder holds no config at all.
+    process = ProxyProcess(
+        tmp_path / "unused.yaml",
+        env={"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": API_KEY},
+        extra_args=("--model", "gpt-image-2"),
+    )
+    process.launch = _without_config(process)  # type: ignore[method-assign]
+    with process as proxy, httpx.Client(timeout=30) as client:
+        models = client.get(f"{proxy.url}/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["gpt-image-2"]
+        response = edit(client, proxy.url, None, model="gpt-image-2")
+        assert response.status_code == 200, response.text
+        cost = response.headers["x-litellm-response-cost"]
+        assert cost == response.headers["x-tracking-response-cost"] and float(cost) > 0
+        assert "models: gpt-image-2" in proxy.log()
+
+
+def _without_config(process: ProxyProcess):  # the command ProxyProcess runs, minus --config
+    def launch() -> subprocess.Popen[bytes]:
+        command = [
+            *tracking_command(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(process.port),
+            *process.extra_args,
+        ]
+        with process.log_path.open("wb") as log:
+            process.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=process.env,
+                cwd=process.config.parent,
+            )
+        return process.process
+
+    return launch

@@ -1,0 +1,80 @@
+"""``GET /health`` in LiteLLM's shape, from the configuration alone (no paid upstream call).
+
+LiteLLM's ``/health`` sends a real request to every deployment; for image edits that is a billed
+call each time a load balancer probes. Ours builds each deployment's upstream request as a real
+call would (the provider's ``prepare``: model name, credential present, endpoint) without sending
+it, and also reports whether the model has a price. Answer: ``healthy_endpoints`` and
+``unhealthy_endpoints`` (each ``model``, ``model_name``, ``model_id``, ``api_base`` as
+``host[:port]``, and ``error`` for an unhealthy one), ``healthy_count`` and ``unhealthy_count``,
+and ``"checks": "configuration"`` to say what was checked. Secrets never appear.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TrackingError
+
+if TYPE_CHECKING:
+    from ..config import Deployment, ProxyConfig
+
+__all__ = ["HealthReport"]
+
+# A 1x1 PNG: enough for the provider to encode a request; never sent.
+_PROBE_IMAGE = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def _check(deployment: Deployment) -> dict[str, Any]:
+    from ..pricing import find_entry
+    from ..providers import get_provider
+    from ..request import parse_call, split_provider
+
+    params = deployment.litellm_params
+    entry: dict[str, Any] = {
+        "model": deployment.model,
+        "model_name": deployment.model_name,
+        "model_id": deployment.model_info.get("id"),
+    }
+    try:
+        request, options = parse_call(
+            image=_PROBE_IMAGE,
+            prompt="health check (never sent)",
+            model=deployment.model,
+            api_key=params.get("api_key"),
+            api_base=params.get("api_base"),
+            api_version=params.get("api_version"),
+        )
+        provider = get_provider(split_provider(deployment.model)[0])
+        prepared = provider.prepare(request, options)
+    except TrackingError as exc:
+        entry["error"] = exc.message
+        return entry
+    entry["api_base"] = prepared.host
+    keys = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
+    entry["priced"] = find_entry(list(dict.fromkeys(keys)), date.today()) is not None
+    return entry
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    healthy: list[dict[str, Any]]
+    unhealthy: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, config: ProxyConfig) -> HealthReport:
+        checked = [_check(d) for d in config.model_list]
+        return cls([e for e in checked if "error" not in e], [e for e in checked if "error" in e])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "healthy_endpoints": self.healthy,
+            "unhealthy_endpoints": self.unhealthy,
+            "healthy_count": len(self.healthy),
+            "unhealthy_count": len(self.unhealthy),
+            "checks": "configuration",
+        }

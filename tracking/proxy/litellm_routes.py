@@ -1,0 +1,270 @@
+"""LiteLLM's management routes beyond the basic ones, with LiteLLM's request and response shapes.
+
+``GET /key/list``, ``POST /key/update``, ``POST /key/regenerate``, ``GET /customer/list``,
+``POST /customer/delete|block|unblock``, and ``/global/spend``, ``/global/spend/keys``,
+``/global/spend/models``, ``/global/spend/end_users``, ``/global/spend/teams`` and
+``/global/spend/report`` (the ledger's ``spend_logs`` summed per key, model, end user, team or
+day). All of them take the master key. Keys are still never echoed, except the new one that
+``/key/regenerate`` makes (once, like ``/key/generate``); a listing names keys by hash.
+
+Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /customers and
+/cost_tracking, read 2026-12-03): ``/key/list`` answers ``keys``, ``total_count``,
+``current_page`` and ``total_pages``; ``/customer/*`` name end users by ``user_id`` (lists of
+``user_ids``); ``/global/spend/keys`` answers ``api_key`` + ``total_spend`` rows. Where LiteLLM
+returns a float we return the amount as a decimal string (money is never a float here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from . import litellm_store
+from .errors import ProxyError
+from .json_io import (
+    Receive,
+    Scope,
+    Send,
+    headers_of,
+    optional_date,
+    optional_int,
+    optional_money,
+    optional_str,
+    query_of,
+    read_json,
+    send_json,
+)
+from .keys import generate_key, hash_key
+from .management_routes import _expiry, _models, require_master
+
+if TYPE_CHECKING:
+    from .account_store import EndUserRecord, KeyRecord
+    from .accounts import Accounts
+    from .auth import Authenticator
+
+__all__ = ["litellm_routes"]
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+_MAX_PAGE = 1000
+
+
+def _positive(query: dict[str, str], name: str, default: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= high:
+        raise ProxyError(
+            400, f"{name}: expected an integer from 1 to {high}", param=name, code="invalid_value"
+        )
+    return int(raw)
+
+
+def _key_hash_of(document: dict[str, Any]) -> str:
+    """The key a body names: ``key`` (the secret, or a hash as LiteLLM also accepts) or
+    ``key_hash``."""
+    key = optional_str(document, "key")
+    if key is not None:
+        return key if len(key) == 64 and key.isalnum() else hash_key(key)
+    key_hash = optional_str(document, "key_hash")
+    if key_hash is None:
+        raise ProxyError(400, "key: required (the key, or key_hash)", param="key", code="required")
+    return key_hash
+
+
+def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]:
+    """Column values for the fields a ``/key/update`` body gives (absent fields stay)."""
+    changes: dict[str, Any] = {}
+    if "key_alias" in document:
+        changes["key_alias"] = optional_str(document, "key_alias")
+    if "team_id" in document or "team" in document:
+        changes["team"] = optional_str(document, "team_id") or optional_str(document, "team")
+    if "models" in document:
+        models = _models(document, accounts.model_names)
+        changes["models"] = list(models) if models else None
+    if "max_budget" in document:
+        changes["max_budget_usd"] = optional_money(document, "max_budget")
+    if "rpm_limit" in document:
+        changes["rpm_limit"] = optional_int(document, "rpm_limit", low=1)
+    if "duration" in document or "expires" in document:
+        changes["expires_at"] = _expiry(document, datetime.now(UTC))
+    return changes
+
+
+def _user_ids(document: dict[str, Any]) -> list[str]:
+    ids = document.get("user_ids")
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or not all(isinstance(i, str) and i.strip() for i in ids)
+    ):
+        raise ProxyError(
+            400, "user_ids: expected a non-empty list of end-user ids", param="user_ids"
+        )
+    if len(ids) > _MAX_PAGE:
+        raise ProxyError(400, f"user_ids: at most {_MAX_PAGE} at once", param="user_ids")
+    return list(dict.fromkeys(i.strip() for i in ids))
+
+
+def _customer(record: EndUserRecord, spend: str | None = None) -> dict[str, Any]:
+    """An end user as LiteLLM names it (``user_id``, ``blocked``, ``spend``), with ours."""
+    body = {"user_id": record.end_user_id, **record.to_dict()}
+    if record.budget_usd is not None:
+        body["max_budget"] = body["budget"]
+    if spend is not None:
+        body["spend"] = spend
+    return body
+
+
+def _key(record: KeyRecord) -> dict[str, Any]:
+    return {"token": record.key_hash, "team_id": record.team, **record.to_dict()}
+
+
+def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, str], Handler]:
+    store = accounts.store
+
+    async def master(scope: Scope) -> None:
+        require_master(await auth.authenticate(headers_of(scope)))
+
+    async def key_list(scope: Scope, receive: Receive, send: Send) -> None:
+        await master(scope)
+        query = query_of(scope)
+        page = _positive(query, "page", 1, 10**9)
+        size = _positive(query, "size", 10, _MAX_PAGE)
+        records, total = await asyncio.to_thread(
+            litellm_store.list_keys,
+            store,
+            page=page,
+            size=size,
+            key_alias=query.get("key_alias") or None,
+            team=query.get("team_id") or None,
+        )
+        full = query.get("return_full_object", "").lower() == "true"
+        await send_json(
+            send,
+            200,
+            {
+                "keys": [_key(r) if full else r.key_hash for r in records],
+                "total_count": total,
+                "current_page": page,
+                "total_pages": math.ceil(total / size) if total else 0,
+            },
+        )
+
+    async def key_update(scope: Scope, receive: Receive, send: Send) -> None:
+        await master(scope)
+        document = await read_json(receive)
+        key_hash = _key_hash_of(document)
+        changes = _key_changes(document, accounts)
+        record = await asyncio.to_thread(litellm_store.update_key, store, key_hash, changes)
+        accounts.virtual_keys.forget(key_hash)  # its cached settings are stale
+        await accounts.virtual_keys.learn(key_hash)  # still a known key, with the new settings
+        await send_json(send, 200, _key(record))
+
+    async def key_regenerate(scope: Scope, receive: Receive, send: Send) -> None:
+        await master(scope)
+        document = await read_json(receive)
+        old_hash = _key_hash_of(document)
+        changes = _key_changes(document, accounts)
+        key = generate_key()
+        changes["key_hash"] = hash_key(key)
+        record = await asyncio.to_thread(litellm_store.update_key, store, old_hash, changes)
+        accounts.virtual_keys.forget(old_hash)  # the old secret stops here at once
+        await accounts.virtual_keys.learn(record.key_hash)  # the new one works at once
+        await send_json(send, 200, {"key": key, **_key(record)})
+
+    async def customer_list(scope: Scope, receive: Receive, send: Send) -> None:
+        await master(scope)
+        records = await asyncio.to_thread(litellm_store.list_end_users, store)
+        spend = dict(
+            (value, amount)
+            for value, amount, _ in await asyncio.to_thread(
+                litellm_store.spend_by, store, "customer", start=None, end=None, limit=10**6
+            )
+        )
+        body = [_customer(r, spend.get(r.end_user_id, "0")) for r in records]
+        await send_json(send, 200, body)
+
+    async def customer_delete(scope: Scope, receive: Receive, send: Send) -> None:
+        await master(scope)
+        ids = _user_ids(await read_json(receive))
+        deleted = await asyncio.to_thread(litellm_store.delete_end_users, store, ids)
+        for user_id in ids:
+            accounts.budgets.forget(user_id)
+        if not deleted:
+            raise ProxyError(
+                404, "none of these end users exist", param="user_ids", code="end_user_not_found"
+            )
+        await send_json(send, 200, {"deleted_customers": len(deleted), "deleted_user_ids": deleted})
+
+    def blocking(blocked: bool) -> Handler:
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await master(scope)
+            ids = _user_ids(await read_json(receive))
+            records = await asyncio.to_thread(litellm_store.set_blocked, store, ids, blocked)
+            for user_id in ids:
+                accounts.budgets.forget(user_id)
+            field = "blocked_users" if blocked else "unblocked_users"
+            await send_json(send, 200, {field: [_customer(r) for r in records]})
+
+        return handler
+
+    def window(scope: Scope) -> tuple[dict[str, str], datetime | None, datetime | None]:
+        query = query_of(scope)
+        return query, optional_date(query, "start_date"), optional_date(query, "end_date")
+
+    async def spend_total(scope: Scope, receive: Receive, send: Send) -> None:
+        await master(scope)
+        _, start, end = window(scope)
+        total = await asyncio.to_thread(litellm_store.total_spend, store, start, end)
+        await send_json(send, 200, {"spend": total})
+
+    def spend_per(group: str, name: str) -> Handler:
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await master(scope)
+            query, start, end = window(scope)
+            limit = _positive(query, "limit", 100, _MAX_PAGE)
+            rows = await asyncio.to_thread(
+                litellm_store.spend_by, store, group, start=start, end=end, limit=limit
+            )
+            await send_json(
+                send,
+                200,
+                [{name: v, "total_spend": s, "requests": n} for v, s, n in rows],
+            )
+
+        return handler
+
+    async def spend_report(scope: Scope, receive: Receive, send: Send) -> None:
+        await master(scope)
+        query, start, end = window(scope)
+        group = query.get("group_by", "team")
+        if group not in ("team", "customer", "api_key"):
+            raise ProxyError(
+                400,
+                "group_by: one of team, customer, api_key",
+                param="group_by",
+                code="invalid_value",
+            )
+        report = await asyncio.to_thread(
+            litellm_store.spend_report, store, group, start=start, end=end
+        )
+        await send_json(send, 200, report)
+
+    return {
+        ("GET", "/key/list"): key_list,
+        ("POST", "/key/update"): key_update,
+        ("POST", "/key/regenerate"): key_regenerate,
+        ("GET", "/customer/list"): customer_list,
+        ("POST", "/customer/delete"): customer_delete,
+        ("POST", "/customer/block"): blocking(True),
+        ("POST", "/customer/unblock"): blocking(False),
+        ("GET", "/global/spend"): spend_total,
+        ("GET", "/global/spend/keys"): spend_per("api_key", "api_key"),
+        ("GET", "/global/spend/models"): spend_per("model", "model"),
+        ("GET", "/global/spend/end_users"): spend_per("customer", "end_user"),
+        ("GET", "/global/spend/teams"): spend_per("team", "team"),
+        ("GET", "/global/spend/report"): spend_report,
+    }

@@ -1,0 +1,263 @@
+"""The reads and writes behind LiteLLM's extra management routes (:mod:`.litellm_routes`).
+
+Listing, changing and re-keying virtual keys, listing, deleting and (un)blocking end users, and
+the ``/global/spend/*`` sums, all over the same tables :class:`~.account_store.AccountStore`
+uses (``proxy_keys``, ``proxy_end_users`` and the ledger's ``spend_logs``). Synchronous
+SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures come only
+from ``spend_logs``, the one record of what was spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from .errors import ProxyError
+
+if TYPE_CHECKING:
+    from .account_store import AccountStore, EndUserRecord, KeyRecord
+
+__all__ = [
+    "delete_end_users",
+    "delete_existing",
+    "list_end_users",
+    "list_keys",
+    "set_blocked",
+    "spend_by",
+    "spend_report",
+    "total_spend",
+    "update_key",
+]
+
+_QUANTUM = Decimal("1e-10")
+#: What ``/global/spend/*`` groups by, LiteLLM's names -> the ledger's columns.
+GROUPS = {"api_key": "api_key_hash", "customer": "end_user", "team": "team", "model": "model"}
+
+
+def _money(value: Any) -> str:
+    return f"{Decimal(str(value or 0)).quantize(_QUANTUM).normalize():f}"
+
+
+def _missing_key() -> ProxyError:
+    return ProxyError(404, "no such key", param="key", code="key_not_found")
+
+
+def list_keys(
+    store: AccountStore,
+    *,
+    page: int,
+    size: int,
+    key_alias: str | None,
+    team: str | None,
+) -> tuple[list[KeyRecord], int]:
+    """One page of keys (oldest first) and how many match."""
+    import sqlalchemy as sa
+
+    if store.nothing_stored():
+        return [], 0
+    from .account_tables import keys
+
+    conditions: list[Any] = []
+    if key_alias is not None:
+        conditions.append(keys.c.key_alias == key_alias)
+    if team is not None:
+        conditions.append(keys.c.team == team)
+    statement = (
+        sa.select(keys.c.key_hash)
+        .where(*conditions)
+        .order_by(keys.c.created_at, keys.c.key_hash)
+        .limit(size)
+        .offset((page - 1) * size)
+    )
+    count = sa.select(sa.func.count()).select_from(keys).where(*conditions)
+    with store.engine.connect() as conn:
+        hashes = [str(h) for h in conn.execute(statement).scalars()]
+        total = int(conn.execute(count).scalar_one())
+    records = [store.get_key(h) for h in hashes]
+    return [r for r in records if r is not None], total
+
+
+def update_key(store: AccountStore, key_hash: str, changes: Mapping[str, Any]) -> KeyRecord:
+    """Change some of a key's fields (``keys`` column names; a new ``key_hash`` re-keys it: its
+    alias, limits and spend history stay); 404 for an unknown key."""
+    from .account_tables import keys
+
+    values = dict(changes)
+    if values.get("models") is not None:
+        values["models"] = list(values["models"])
+    if values:
+        with store.engine.begin() as conn:
+            found = conn.execute(
+                keys.update().where(keys.c.key_hash == key_hash).values(**values)
+            ).rowcount
+        if not found:
+            raise _missing_key()
+    record = store.get_key(values.get("key_hash", key_hash))
+    if record is None:
+        raise _missing_key()
+    return record
+
+
+def delete_existing(store: AccountStore, column: Any, values: Sequence[str]) -> list[str]:
+    """Delete the rows whose ``column`` is one of ``values``; returns the values found."""
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        found = [
+            str(v)
+            for v in conn.execute(sa.select(column).where(column.in_(list(values)))).scalars()
+        ]
+        if found:
+            conn.execute(sa.delete(column.table).where(column.in_(found)))
+    return found
+
+
+def list_end_users(store: AccountStore) -> list[EndUserRecord]:
+    import sqlalchemy as sa
+
+    if store.nothing_stored():
+        return []
+    from .account_tables import end_users
+
+    with store.engine.connect() as conn:
+        ids = [
+            str(i)
+            for i in conn.execute(
+                sa.select(end_users.c.end_user_id).order_by(end_users.c.end_user_id)
+            ).scalars()
+        ]
+    records = [store.get_end_user(i) for i in ids]
+    return [r for r in records if r is not None]
+
+
+def delete_end_users(store: AccountStore, ids: Sequence[str]) -> list[str]:
+    """Delete the end users' budgets and flags (their ledger rows stay); returns those found."""
+    from .account_tables import end_users
+
+    return delete_existing(store, end_users.c.end_user_id, ids)
+
+
+def set_blocked(store: AccountStore, ids: Sequence[str], blocked: bool) -> list[EndUserRecord]:
+    """Block or unblock end users, creating those not known yet (as LiteLLM does)."""
+    from .account_store import EndUserRecord
+
+    records = []
+    for end_user_id in ids:
+        current = store.get_end_user(end_user_id)
+        if current is None:
+            now = datetime.now(UTC)
+            record = EndUserRecord(end_user_id, None, None, blocked, now, now)
+            try:
+                store.create_end_user(record)
+            except ProxyError:  # created meanwhile by another call: update it instead
+                record = store.update_end_user(end_user_id, {"blocked": blocked})
+        elif current.blocked != blocked:
+            record = store.update_end_user(end_user_id, {"blocked": blocked})
+        else:
+            record = replace(current)
+        records.append(record)
+    return records
+
+
+def _window(statement: Any, column: Any, start: datetime | None, end: datetime | None) -> Any:
+    if start is not None:
+        statement = statement.where(column >= start)
+    if end is not None:
+        statement = statement.where(column < end)
+    return statement
+
+
+def total_spend(store: AccountStore, start: datetime | None, end: datetime | None) -> str:
+    import sqlalchemy as sa
+
+    if store.nothing_stored():
+        return _money(0)
+    from integrations.sql import spend_logs
+
+    statement = _window(
+        sa.select(sa.func.sum(spend_logs.c.cost_usd)), spend_logs.c.start_time, start, end
+    )
+    with store.engine.connect() as conn:
+        return _money(conn.execute(statement).scalar())
+
+
+def spend_by(
+    store: AccountStore,
+    group: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[tuple[str, str, int]]:
+    """``(value, spend, requests)`` per value of a ledger column, dearest first."""
+    import sqlalchemy as sa
+
+    if store.nothing_stored():
+        return []
+    from integrations.sql import spend_logs
+
+    column = spend_logs.c[GROUPS[group]]
+    cost = sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
+    statement = (
+        sa.select(column.label("value"), cost.label("spend"), sa.func.count().label("requests"))
+        .where(column.is_not(None))
+        .group_by(column)
+        .order_by(cost.desc(), column)
+        .limit(limit)
+    )
+    statement = _window(statement, spend_logs.c.start_time, start, end)
+    with store.engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    return [(str(r.value), _money(r.spend), int(r.requests)) for r in rows]
+
+
+def spend_report(
+    store: AccountStore, group: str, *, start: datetime | None, end: datetime | None
+) -> list[dict[str, Any]]:
+    """LiteLLM's ``/global/spend/report``: per UTC day, per group value, per model."""
+    import sqlalchemy as sa
+
+    if store.nothing_stored():
+        return []
+    from integrations.sql import spend_logs
+
+    column = spend_logs.c[GROUPS[group]]
+    statement = sa.select(
+        spend_logs.c.start_time,
+        column.label("value"),
+        spend_logs.c.model,
+        spend_logs.c.cost_usd,
+        spend_logs.c.total_tokens,
+    ).order_by(spend_logs.c.start_time)
+    statement = _window(statement, spend_logs.c.start_time, start, end)
+    days: dict[str, dict[str | None, dict[str, list[Decimal | int]]]] = {}
+    with store.engine.connect() as conn:
+        for row in conn.execute(statement):
+            day = row.start_time.astimezone(UTC).date().isoformat()
+            value = None if row.value is None else str(row.value)
+            by_model = days.setdefault(day, {}).setdefault(value, {})
+            figures = by_model.setdefault(row.model, [Decimal(0), 0])
+            figures[0] = Decimal(figures[0]) + Decimal(str(row.cost_usd or 0))
+            figures[1] = int(figures[1]) + int(row.total_tokens or 0)
+    key = {"api_key": "api_key", "customer": "customer", "team": "team_name"}.get(group, group)
+    plural = {"api_key": "api_keys", "customer": "customers", "team": "teams"}.get(group, group)
+    report = []
+    for day, groups in days.items():
+        entries = []
+        for value, models in groups.items():
+            total = sum((Decimal(f[0]) for f in models.values()), Decimal(0))
+            entries.append(
+                {
+                    key: value,
+                    "total_spend": _money(total),
+                    "metadata": [
+                        {"model": m, "spend": _money(f[0]), "total_tokens": int(f[1])}
+                        for m, f in sorted(models.items())
+                    ],
+                }
+            )
+        report.append({"group_by_day": day, plural: entries})
+    return report
