@@ -26,6 +26,7 @@ import base64
 import itertools
 import json
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from aiohttp import web
 
 from .app_thread import ServedApp
 from .fake_images import inspect, render
-from .faults import FAULT_HEADER, Fault, parse_fault
+from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 
 __all__ = ["INPUT_IMAGE_TOKENS", "OUTPUT_IMAGE_TOKENS", "FakeGemini", "GeminiRequest"]
 
@@ -94,20 +95,10 @@ class _State:
         self.requests: list[GeminiRequest] = []
         self.hits = 0
         self.counter = itertools.count(1)
+        self.lock = threading.Lock()
 
     def next_fault(self, request: web.Request) -> Fault | None:
-        spec = request.headers.get(FAULT_HEADER)
-        if spec is not None:
-            return parse_fault(spec)
-        if not self.faults:
-            return None
-        fault = self.faults[0]
-        if fault.times is not None:
-            if fault.times <= 1:
-                self.faults.pop(0)
-            else:
-                self.faults[0] = fault.with_changes(times=fault.times - 1)
-        return fault
+        return next_fault(request.headers, self.faults, self.lock)
 
 
 STATE = web.AppKey("gemini_state", _State)

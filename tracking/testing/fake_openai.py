@@ -58,7 +58,7 @@ from .fake_admin import Billing, add_admin_routes
 from .fake_images import inspect, render, solid_png
 from .fake_models import models_body
 from .fake_rules import DALL_E_2, FLEXIBLE_SIZE_MODELS, GPT_IMAGE_MODELS, check_edit
-from .faults import FAULT_HEADER, Fault, parse_fault
+from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -180,21 +180,7 @@ class _FakeState:
 
     def next_fault(self, request: web.Request) -> Fault | None:
         """The request's own fault header, else the next queued server fault (consuming it)."""
-        spec = request.headers.get(FAULT_HEADER)
-        if spec is not None:
-            return parse_fault(spec)
-        if not self.faults:
-            return None
-        with self.faults_lock:
-            if not self.faults:
-                return None
-            fault = self.faults[0]
-            if fault.times is not None:
-                if fault.times <= 1:
-                    self.faults.pop(0)
-                else:
-                    self.faults[0] = fault.with_changes(times=fault.times - 1)
-            return fault
+        return next_fault(request.headers, self.faults, self.faults_lock)
 
 
 STATE = web.AppKey("state", _FakeState)

@@ -28,10 +28,12 @@ or run ``tracking fake-openai --fault SPEC``. A request's header wins over the s
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FAULT_HEADER", "Fault", "parse_fault"]
+__all__ = ["FAULT_HEADER", "Fault", "next_fault", "parse_fault"]
 
 FAULT_HEADER = "x-fake-fault"
 
@@ -107,3 +109,25 @@ def parse_fault(spec: str) -> Fault:
             known = ", ".join([*_NUMBERS, *_TEXTS, *_FLAGS, "always"])
             raise ValueError(f"fault: cannot read {item.strip()!r}; known items: {known}")
     return Fault(**values)
+
+
+def next_fault(
+    headers: Mapping[str, str], queue: list[Fault], lock: threading.Lock
+) -> Fault | None:
+    """The request's own fault header, else the next queued server fault (consuming it: a
+    fault with ``times`` applies to that many requests, ``None`` to every one)."""
+    spec = headers.get(FAULT_HEADER)
+    if spec is not None:
+        return parse_fault(spec)
+    if not queue:
+        return None
+    with lock:
+        if not queue:
+            return None
+        fault = queue[0]
+        if fault.times is not None:
+            if fault.times <= 1:
+                queue.pop(0)
+            else:
+                queue[0] = fault.with_changes(times=fault.times - 1)
+        return fault
