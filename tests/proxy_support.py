@@ -223,3 +223,34 @@ def write_config(path: Path, document: dict[str, Any]) -> Path:
     """Config files are YAML; JSON is YAML, and keeps the tests free of formatting details."""
     path.write_text(json.dumps(document, indent=2))
     return path
+
+
+def edit_through_proxy(
+    folder: Path, model_name: str, litellm_params: dict[str, Any], **edit: Any
+) -> Any:
+    """One edit with the official ``openai`` client through a proxy serving one deployment.
+
+    The proxy runs on ``folder`` (its config and SQLite ledger go there) and stops afterwards;
+    ``edit`` holds the ``images.edit`` arguments besides ``model`` (paths are opened here).
+    Returns the client's raw response (headers and ``parse()``)."""
+    import contextlib
+
+    import openai
+
+    config = write_config(
+        folder / "config.yaml",
+        {
+            "model_list": [{"model_name": model_name, "litellm_params": litellm_params}],
+            "general_settings": {"database_url": f"sqlite:///{folder / 'ledger.db'}"},
+        },
+    )
+    with (
+        ProxyProcess(config) as proxy,
+        openai.OpenAI(base_url=proxy.url, api_key="sk-any", max_retries=0) as client,
+        contextlib.ExitStack() as files,
+    ):
+        opened = {
+            name: files.enter_context(value.open("rb")) if isinstance(value, Path) else value
+            for name, value in edit.items()
+        }
+        return client.images.with_raw_response.edit(model=model_name, **opened)

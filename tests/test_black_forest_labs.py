@@ -10,13 +10,12 @@ import io
 from collections.abc import Iterator
 from decimal import Decimal
 
-import openai
 import pytest
 from PIL import Image
 
 import tracking
 from tests.conftest import make_half_mask, make_png
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import edit_through_proxy
 from tests.recorder import record_events
 from tracking.errors import (
     APIResponseError,
@@ -167,24 +166,9 @@ async def test_200_concurrent_jobs_share_the_pool(bfl, upstream):
 
 
 def test_the_official_client_edits_with_flux_through_the_proxy(bfl, tmp_path):
-    config = write_config(
-        tmp_path / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "flux",
-                    "litellm_params": {"model": MODEL, "api_key": BFL_KEY, "api_base": bfl.url},
-                }
-            ],
-            "general_settings": {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        },
-    )
     image = tmp_path / "in.png"
     image.write_bytes(PNG)
-    with (
-        ProxyProcess(config) as proxy,
-        openai.OpenAI(base_url=proxy.url, api_key="sk-any", max_retries=0) as client,
-    ):
-        raw = client.images.with_raw_response.edit(model="flux", image=image, prompt="a hat")
+    params = {"model": MODEL, "api_key": BFL_KEY, "api_base": bfl.url}
+    raw = edit_through_proxy(tmp_path, "flux", params, image=image, prompt="a hat")
     assert raw.parse().data[0].b64_json
     assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.04")

@@ -7,13 +7,12 @@ import io
 from collections.abc import Iterator
 from decimal import Decimal
 
-import openai
 import pytest
 from PIL import Image
 
 import tracking
 from tests.conftest import make_half_mask, make_png
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import edit_through_proxy
 from tracking.errors import AuthenticationError, BadRequestError
 from tracking.providers.recraft import _charged
 from tracking.testing.fake_recraft import FakeRecraft
@@ -83,28 +82,9 @@ def test_recrafts_errors_map_into_the_tree(recraft, upstream):
 
 
 def test_the_official_client_through_the_proxy(recraft, tmp_path):
-    config = write_config(
-        tmp_path / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "recraft",
-                    "litellm_params": {
-                        "model": "recraft/recraftv3",
-                        "api_key": KEY,
-                        "api_base": recraft.url,
-                    },
-                }
-            ],
-            "general_settings": {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        },
-    )
     image = tmp_path / "in.png"
     image.write_bytes(PNG)
-    with (
-        ProxyProcess(config) as proxy,
-        openai.OpenAI(base_url=proxy.url, api_key="sk-any", max_retries=0) as client,
-    ):
-        raw = client.images.with_raw_response.edit(model="recraft", image=image, prompt="a hat")
+    params = {"model": "recraft/recraftv3", "api_key": KEY, "api_base": recraft.url}
+    raw = edit_through_proxy(tmp_path, "recraft", params, image=image, prompt="a hat")
     assert raw.parse().data[0].b64_json
     assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.04")

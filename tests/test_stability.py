@@ -8,13 +8,12 @@ import io
 from collections.abc import Iterator
 from decimal import Decimal
 
-import openai
 import pytest
 from PIL import Image
 
 import tracking
 from tests.conftest import make_half_mask, make_png
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import edit_through_proxy
 from tests.recorder import record_events
 from tracking.errors import (
     AuthenticationError,
@@ -119,31 +118,12 @@ def test_an_unknown_operation_is_refused_before_sending(stability, upstream):
 
 
 def test_the_official_client_through_the_proxy(stability, tmp_path):
-    config = write_config(
-        tmp_path / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "sd-inpaint",
-                    "litellm_params": {
-                        "model": "stability/inpaint",
-                        "api_key": KEY,
-                        "api_base": stability.url,
-                    },
-                }
-            ],
-            "general_settings": {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        },
-    )
     image, mask = tmp_path / "in.png", tmp_path / "mask.png"
     image.write_bytes(PNG)
     mask.write_bytes(make_half_mask())
-    with (
-        ProxyProcess(config) as proxy,
-        openai.OpenAI(base_url=proxy.url, api_key="sk-any", max_retries=0) as client,
-    ):
-        raw = client.images.with_raw_response.edit(
-            model="sd-inpaint", image=image, mask=mask, prompt="a beach"
-        )
+    params = {"model": "stability/inpaint", "api_key": KEY, "api_base": stability.url}
+    raw = edit_through_proxy(
+        tmp_path, "sd-inpaint", params, image=image, mask=mask, prompt="a beach"
+    )
     assert raw.parse().data[0].b64_json
     assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.03")
