@@ -38,10 +38,10 @@ from _harness import (
 )
 
 _INTEGRATION_MODULES = (
-    "integrations.prometheus",
-    "integrations.otel",
-    "integrations.sql",
-    "integrations.structlog",
+    "tracking.integrations.prometheus",
+    "tracking.integrations.otel",
+    "tracking.integrations.sql",
+    "tracking.integrations.structlog",
     "prometheus_client",
     "opentelemetry",
     "sqlalchemy",

@@ -40,10 +40,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from integrations.sql import SqlLedger, event_to_row
-from integrations.sql._codec import COLUMNS, SQLITE_INSERT, sqlite_params
-from integrations.sql._engine import _sqlite_pragmas
 from tracking.events import ImageEditEvent, TokenUsage
+from tracking.integrations.sql import SqlLedger, event_to_row
+from tracking.integrations.sql._codec import COLUMNS, SQLITE_INSERT, sqlite_params
+from tracking.integrations.sql._engine import _sqlite_pragmas
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 BATCH = 2000

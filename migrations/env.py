@@ -1,7 +1,7 @@
 """Alembic environment of the spend ledger.
 
-Run through :func:`integrations.sql.upgrade` (or ``tracking migrate``), which passes an open
-connection in ``config.attributes["connection"]``; a ``sqlalchemy.url`` main option works too.
+Run through :func:`tracking.integrations.sql.upgrade` (or ``tracking migrate``), which passes an
+open connection in ``config.attributes["connection"]``; a ``sqlalchemy.url`` main option works too.
 The ledger keeps its own version table and looks only at its own tables, so it can share a
 database with the host application; SQLite runs in batch mode (copy-and-move ALTERs).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from integrations.sql._engine import create_ledger_engine
-from integrations.sql._schema import VERSION_TABLE, include_object, metadata
+from tracking.integrations.sql._engine import create_ledger_engine
+from tracking.integrations.sql._schema import VERSION_TABLE, include_object, metadata
 
 config = context.config
 

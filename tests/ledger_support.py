@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from integrations.sql import SqlLedger
 from tracking.events import ImageEditEvent, TokenUsage
+from tracking.integrations.sql import SqlLedger
 
 BASE_TIME = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 

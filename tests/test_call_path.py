@@ -56,7 +56,7 @@ def test_calls_after_random_seed_in_two_threads_get_distinct_ids_and_one_row_eac
     calls each) still gets 1,000 distinct request ids, and the ledger keeps 1,000 rows."""
     import sqlalchemy as sa
 
-    from integrations.sql import SqlLedger, spend_logs
+    from tracking.integrations.sql import SqlLedger, spend_logs
 
     ledger = SqlLedger(f"sqlite:///{tmp_path / 'ledger.db'}", auto_migrate=True)
     ids: list[str] = []
@@ -93,7 +93,7 @@ def test_calls_after_random_seed_in_two_threads_get_distinct_ids_and_one_row_eac
 LABEL_SCRIPT = """\
 import sys
 from prometheus_client import CollectorRegistry
-from integrations.prometheus import PrometheusLogger
+from tracking.integrations.prometheus import PrometheusLogger
 from tests.ledger_support import make_event
 
 logger = PrometheusLogger(CollectorRegistry())
@@ -135,7 +135,7 @@ def test_the_error_type_label_is_the_same_whatever_the_import_order(order, tmp_p
 
 
 def test_every_error_class_uses_an_error_type_of_the_fixed_table():
-    import integrations.sql  # noqa: F401  (defines the ledger's schema error)
+    import tracking.integrations.sql
     import tracking.router  # noqa: F401  (defines no_deployment_available)
     from tracking.errors import ERROR_TYPES, TrackingError
 
@@ -164,8 +164,8 @@ def test_an_integration_that_fails_inside_itself_is_counted_on_metrics(upstream)
     import httpx
     from prometheus_client import CollectorRegistry
 
-    from integrations.prometheus import PrometheusLogger, start_metrics_server
-    from integrations.structlog import StructlogLogger
+    from tracking.integrations.prometheus import PrometheusLogger, start_metrics_server
+    from tracking.integrations.structlog import StructlogLogger
 
     closed = io.StringIO()
     closed.close()
@@ -298,8 +298,8 @@ def test_the_parameters_are_defined_once_for_both_entry_points_and_the_parser():
 
 
 def test_no_module_imports_a_private_module_of_another_package():
-    """``integrations.sql._schema`` may be imported inside ``integrations.sql`` only: other
-    packages go through its public ``__init__``."""
+    """``tracking.integrations.sql._schema`` may be imported inside ``tracking.integrations.sql``
+    only: other packages go through its public ``__init__``."""
     import ast
     from pathlib import Path
 

@@ -332,7 +332,7 @@ def proxy(gemini: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def _row(proxy: ProxyProcess, request_id: str) -> dict:
-    from integrations.sql import create_ledger_engine, spend_logs
+    from tracking.integrations.sql import create_ledger_engine, spend_logs
 
     engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
     try:

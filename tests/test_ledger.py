@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 import tracking
-from integrations.sql import SqlLedger, query_spend, spend_logs
 from tests.conftest import make_png
 from tests.ledger_support import BASE_TIME, make_event, open_ledger
+from tracking.integrations.sql import SqlLedger, query_spend, spend_logs
 
 
 def _rows(ledger: SqlLedger) -> list[sa.Row]:
@@ -231,7 +231,7 @@ def test_durable_mode_returns_only_once_the_row_is_committed(ledger_url):
 
 
 def test_a_row_the_database_refuses_does_not_block_the_others(ledger, caplog):
-    from integrations.sql import event_to_row
+    from tracking.integrations.sql import event_to_row
 
     good = [make_event() for _ in range(5)]
     bad = event_to_row(make_event())
@@ -376,7 +376,7 @@ def test_interpreter_exit_delivers_what_was_queued(tmp_path):
     script = textwrap.dedent(
         f"""
         from tests.ledger_support import make_event
-        from integrations.sql import SqlLedger
+        from tracking.integrations.sql import SqlLedger
         ledger = SqlLedger({url!r})
         for i in range(2000):
             ledger.on_end(make_event(request_id=f"exit-{{i}}"))

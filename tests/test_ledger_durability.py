@@ -20,10 +20,10 @@ import pytest
 import sqlalchemy as sa
 
 import tracking
-from integrations.sql import SqlLedger, spend_logs
 from tests.conftest import make_png
 from tests.ledger_support import make_event
 from tests.relay import TcpRelay
+from tracking.integrations.sql import SqlLedger, spend_logs
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ class Load:
 def _prometheus(monkeypatch):
     from prometheus_client import CollectorRegistry
 
-    from integrations.prometheus import PrometheusLogger
+    from tracking.integrations.prometheus import PrometheusLogger
 
     registry = CollectorRegistry()
     logger = PrometheusLogger(registry)
@@ -283,9 +283,9 @@ def test_each_ledger_has_its_own_outbox_and_a_live_ones_is_never_claimed(postgre
 
 
 def test_rows_left_in_an_outbox_by_a_previous_run_are_shipped_at_start(postgres_url, tmp_path):
-    from integrations.sql._codec import encode_row
-    from integrations.sql._outbox import open_own_outbox
-    from integrations.sql._schema import event_to_row
+    from tracking.integrations.sql._codec import encode_row
+    from tracking.integrations.sql._outbox import open_own_outbox
+    from tracking.integrations.sql._schema import event_to_row
 
     SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
     events = [make_event() for _ in range(30)]
@@ -315,8 +315,8 @@ def test_rows_left_in_an_outbox_by_a_previous_run_are_shipped_at_start(postgres_
 
 
 def test_a_row_the_target_refuses_is_quarantined_in_the_target(postgres_url, tmp_path, caplog):
-    from integrations.sql import event_to_row
-    from integrations.sql._quarantine import list_quarantine
+    from tracking.integrations.sql import event_to_row
+    from tracking.integrations.sql._quarantine import list_quarantine
 
     ledger = SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path)
     try:
@@ -357,7 +357,7 @@ def _varied_events():
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
 def test_the_fast_insert_path_stores_exactly_what_sqlalchemy_would(dialect, request, tmp_path):
     """Rows written through the raw-driver path equal rows inserted by SQLAlchemy Core."""
-    from integrations.sql import event_to_row
+    from tracking.integrations.sql import event_to_row
 
     if dialect == "sqlite":
         urls = [f"sqlite:///{tmp_path / 'fast.db'}", f"sqlite:///{tmp_path / 'core.db'}"]
@@ -394,9 +394,9 @@ def test_the_fast_insert_path_stores_exactly_what_sqlalchemy_would(dialect, requ
 
 
 def test_outbox_lines_round_trip_every_value():
-    from integrations.sql import event_to_row
-    from integrations.sql._codec import decode_row, encode_row, encode_values
-    from integrations.sql._schema import event_values
+    from tracking.integrations.sql import event_to_row
+    from tracking.integrations.sql._codec import decode_row, encode_row, encode_values
+    from tracking.integrations.sql._schema import event_values
 
     for event in _varied_events():
         row = event_to_row(event)
@@ -442,7 +442,7 @@ def test_exit_with_the_database_down_is_quick_and_the_next_start_delivers(
     script = (
         "import sys, tracking\n"
         "from tests.ledger_support import make_event\n"
-        "from integrations.sql import SqlLedger\n"
+        "from tracking.integrations.sql import SqlLedger\n"
         "ledger = SqlLedger(sys.argv[1], outbox_dir=sys.argv[2])\n"
         "tracking.callbacks = [ledger]\n"
         "print('ready', flush=True)\n"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from integrations.sql import SqlLedger, spend_logs
 from tests.relay import TcpRelay
+from tracking.integrations.sql import SqlLedger, spend_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ WRITER = textwrap.dedent(
     """
     import sys, threading
     from tests.ledger_support import make_event
-    from integrations.sql import SqlLedger
+    from tracking.integrations.sql import SqlLedger
 
     url, outbox, prefix, count = sys.argv[1], sys.argv[2] or None, sys.argv[3], int(sys.argv[4])
     ledger = SqlLedger(url, mode="durable", outbox_dir=outbox)

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from integrations.sql import SqlLedger, spend_logs
 from tests.ledger_support import ledger_url, make_event  # noqa: F401
+from tracking.integrations.sql import SqlLedger, spend_logs
 from tracking.testing import FakeOpenAI
 
 from .conftest import API_KEY, make_png
@@ -116,7 +116,7 @@ def test_a_calls_own_row_replaces_its_incomplete_one_never_the_reverse(
     ledger_url: str,  # noqa: F811
 ) -> None:
     """A dead process's intent and its acknowledged row may reach the target in either order."""
-    from integrations.sql import event_to_row
+    from tracking.integrations.sql import event_to_row
 
     ledger = SqlLedger(ledger_url, auto_migrate=True, mode="durable", outbox_dir=tmp_path)
     try:
@@ -140,9 +140,9 @@ def test_a_dead_processes_log_leaves_its_open_intents_priced_and_nothing_else(tm
     import json
     from datetime import UTC, datetime
 
-    from integrations.sql._codec import decode_row, encode_row
-    from integrations.sql._intents import IntentLog, intent_row, open_intents
     from tracking.integration import CallStart
+    from tracking.integrations.sql._codec import decode_row, encode_row
+    from tracking.integrations.sql._intents import IntentLog, intent_row, open_intents
     from tracking.request import parse_call
 
     request, options = parse_call(

@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 import tracking
-from integrations.sql import (
+from tracking.integrations.sql import (
     VERSION_TABLE,
     SchemaVersionError,
     SqlLedger,
@@ -210,7 +210,7 @@ def test_processes_starting_together_on_a_new_database_migrate_it_once(dialect, 
         else request.getfixturevalue("postgres_url")
     )
     code = (
-        "import sys, time; from integrations.sql import SqlLedger; "
+        "import sys, time; from tracking.integrations.sql import SqlLedger; "
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
         "SqlLedger(url=sys.argv[1], auto_migrate=True).shutdown(5)"
     )
@@ -234,7 +234,7 @@ def test_processes_starting_together_on_a_new_database_migrate_it_once(dialect, 
 
 
 def test_the_head_revision_constant_is_alembics_head():
-    from integrations.sql._migrate import HEAD_REVISION
+    from tracking.integrations.sql._migrate import HEAD_REVISION
 
     assert head_revision() == HEAD_REVISION  # bump HEAD_REVISION with every new migration
 
@@ -243,7 +243,7 @@ def test_opening_a_current_ledger_does_not_import_alembic(tmp_path):
     """A database already at the head is recognised with one query: no Alembic at start-up."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     code = (
-        "import sys; from integrations.sql import SqlLedger; "
+        "import sys; from tracking.integrations.sql import SqlLedger; "
         "SqlLedger(url=sys.argv[1]).shutdown(5); "
         "print(any(m == 'alembic' or m.startswith('alembic.') for m in sys.modules))"
     )

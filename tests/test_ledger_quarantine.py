@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from integrations.sql import SqlLedger, spend_logs
-from integrations.sql._quarantine import list_quarantine
-from integrations.sql._schema import quarantine
 from tests.ledger_support import ledger_url, make_event, open_ledger  # noqa: F401
 from tracking.cli import main
 from tracking.events import TokenUsage
+from tracking.integrations.sql import SqlLedger, spend_logs
+from tracking.integrations.sql._quarantine import list_quarantine
+from tracking.integrations.sql._schema import quarantine
 from tracking.testing import FakeOpenAI
 
 from .conftest import API_KEY, make_png

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from integrations.sql import SqlLedger, spend_logs
-from integrations.sql._codec import event_sqlite_params, sqlite_values
-from integrations.sql._schema import event_values
-from integrations.sql._writer import LedgerWriter
 from tests.ledger_support import make_event
+from tracking.integrations.sql import SqlLedger, spend_logs
+from tracking.integrations.sql._codec import event_sqlite_params, sqlite_values
+from tracking.integrations.sql._schema import event_values
+from tracking.integrations.sql._writer import LedgerWriter
 
 
 class FlakyFile:
@@ -237,7 +237,7 @@ def test_the_prebuilt_json_encoders_write_the_text_json_writes():
     from datetime import UTC, datetime
     from decimal import Decimal
 
-    from integrations.sql._codec import _ENCODER, _JSON_TEXT, one_shot
+    from tracking.integrations.sql._codec import _ENCODER, _JSON_TEXT, one_shot
 
     values = [
         {"team": "red", "tags": ["a", 'quote"d', "ü€"], "n": 1, "f": 0.1, "none": None},
@@ -261,7 +261,7 @@ def test_batches_in_one_statement_or_row_by_row_store_the_same_rows(tmp_path, ro
     """Small batches go in one INSERT, bigger ones through executemany (or, in background mode,
     statements of 48 rows): the same rows every way, and a request id twice in one batch is
     stored once."""
-    from integrations.sql._target import ONE_STATEMENT_ROWS, SpendLogsInserter
+    from tracking.integrations.sql._target import ONE_STATEMENT_ROWS, SpendLogsInserter
 
     events = [make_event(user=f"user-{i}", cost=Decimal(i) / 1000) for i in range(rows)]
     events.append(events[0])  # replayed within its own batch
@@ -274,7 +274,7 @@ def test_batches_in_one_statement_or_row_by_row_store_the_same_rows(tmp_path, ro
         ledger = SqlLedger(url=f"sqlite:///{tmp_path / name}.db", mode="durable")
         inserter = SpendLogsInserter(ledger.engine, callers_run_on=callers_run_on)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("integrations.sql._target.ONE_STATEMENT_ROWS", limit)
+            patch.setattr("tracking.integrations.sql._target.ONE_STATEMENT_ROWS", limit)
             inserter.insert_prepared([event_sqlite_params(e) for e in events])
         with ledger.engine.connect() as connection:
             stored[name] = connection.execute(

@@ -20,10 +20,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import tracking
-from integrations.prometheus import PrometheusLogger
 from tests.conftest import API_KEY, make_png
 from tests.test_pricing import answer, request_for
 from tracking.cli import main as cli
+from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import estimate_call_cost, price_call, reset_prices, use_prices_file
 from tracking.pricing.commands import prices_import
 

@@ -27,11 +27,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 import tracking
-from integrations.otel import DURATION_BUCKETS, TOKEN_BUCKETS, OtelLogger
-from integrations.prometheus import PrometheusLogger
 from tests.conftest import API_KEY, make_png
 from tests.observability_events import failed_event, make_event
 from tracking.events import TokenUsage
+from tracking.integrations.otel import DURATION_BUCKETS, TOKEN_BUCKETS, OtelLogger
+from tracking.integrations.prometheus import PrometheusLogger
 
 SALT = "test-salt"
 

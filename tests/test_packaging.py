@@ -70,10 +70,13 @@ def test_the_wheel_and_sdist_carry_the_one_distribution_name_and_the_right_files
     assert dist["sdist"].name.startswith(DISTRIBUTION.replace("-", "_") + "-")
     names = zipfile.ZipFile(dist["wheel"]).namelist()
     top = {name.split("/", 1)[0] for name in names if "/" in name}
-    assert "tracking" in top and not any(t in top for t in ("dashboards", "tests", "docs"))
+    assert top == {"tracking", "image_edit_tracking-0.1.0.dist-info"} or (
+        "tracking" in top
+        and not any(t in top for t in ("integrations", "migrations", "dashboards", "tests", "docs"))
+    ), top
     assert "tracking/py.typed" in names
     assert "tracking/pricing/prices.json" in names
-    assert any(n.startswith("integrations/sql/migrations/versions/") for n in names)
+    assert any(n.startswith("tracking/integrations/sql/migrations/versions/") for n in names)
     with tarfile.open(dist["sdist"]) as sdist:
         members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name}
     for wanted in ("dashboards/grafana/image-edit-overview.json", "docs/index.md", "README.md"):
@@ -114,11 +117,6 @@ print(greet(), bus.resolve("prometheus").__class__.__name__)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the wheel still installs a top-level 'integrations' package; it moves to "
-    "tracking.integrations (docs/architecture.md, 'Packaging'), and then this passes",
-)
 def test_a_users_own_integrations_package_and_ours_both_import(venv, tmp_path):
     package = tmp_path / "integrations"
     package.mkdir()
@@ -127,3 +125,32 @@ def test_a_users_own_integrations_package_and_ours_both_import(venv, tmp_path):
     (tmp_path / "app.py").write_text(USER_APP)
     out = _run([str(venv / "python"), "app.py"], cwd=tmp_path)
     assert "hello from the app PrometheusLogger" in out
+
+
+CHECK_IMPORTS = """
+import importlib, pkgutil, sys
+import tracking, tracking.integrations
+for info in pkgutil.walk_packages(tracking.integrations.__path__, "tracking.integrations."):
+    importlib.import_module(info.name)
+import tracking.proxy.app, tracking.cli, tracking.router
+print(sorted(m for m in sys.modules if m == "integrations" or m.startswith("integrations.")))
+"""
+
+
+@pytest.mark.slow
+def test_the_checkout_imports_the_integrations_only_as_tracking_integrations():
+    """Two module objects for one file would mean two registries and two metric sets: everything
+    in the repository imports ``tracking.integrations``, never the top-level directory's name."""
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_IMPORTS], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", out
+    offenders = [
+        f"{path}:{number}"
+        for base in ("tracking", "tests", "benchmarks", "dashboards", "migrations")
+        for path in (ROOT / base).rglob("*.py")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.lstrip().startswith(("from integrations", "import integrations"))
+        and path.name != "test_packaging.py"
+    ]
+    assert offenders == []

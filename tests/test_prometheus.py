@@ -14,17 +14,17 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 import tracking
-from integrations.prometheus import (
+from tests.conftest import API_KEY, make_png
+from tests.observability_events import failed_event, make_event
+from tracking import bus
+from tracking.events import TokenUsage
+from tracking.integrations.prometheus import (
     DURATION_BUCKETS,
     PrometheusLogger,
     generate_metrics,
     metrics_asgi_app,
     start_metrics_server,
 )
-from tests.conftest import API_KEY, make_png
-from tests.observability_events import failed_event, make_event
-from tracking import bus
-from tracking.events import TokenUsage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -322,7 +322,7 @@ def test_multiprocess_mode_sums_real_worker_processes(fake, tmp_path, monkeypatc
 
 
 def test_cached_label_children_count_exactly_past_the_cache_bound(registry, monkeypatch):
-    import integrations.prometheus as prometheus_module
+    import tracking.integrations.prometheus as prometheus_module
 
     monkeypatch.setattr(prometheus_module, "_MAX_CACHED_SERIES", 2)
     logger = PrometheusLogger(registry)

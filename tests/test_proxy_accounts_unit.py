@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from integrations.sql import VERSION_TABLE, create_ledger_engine, downgrade, upgrade
 from tracking.config import parse_config
+from tracking.integrations.sql import VERSION_TABLE, create_ledger_engine, downgrade, upgrade
 from tracking.proxy.account_store import AccountStore
 from tracking.proxy.account_tables import account_metadata, include_account_object
 from tracking.proxy.accounts import Accounts

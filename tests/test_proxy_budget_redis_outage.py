@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 
-from integrations.sql import create_ledger_engine, upgrade
 from tests.accounts_support import (
     accounts_config,
     edit,
@@ -30,6 +29,7 @@ from tests.accounts_support import (
 )
 from tests.proxy_support import ProxyProcess
 from tests.test_router_redis import private_redis  # noqa: F401 - a fixture, used by name
+from tracking.integrations.sql import create_ledger_engine, upgrade
 from tracking.proxy.budgets import max_expected_cost
 
 pytestmark = pytest.mark.redis

@@ -17,7 +17,6 @@ import httpx
 import openai
 import pytest
 
-from integrations.sql import create_ledger_engine, spend_logs
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import (
     MASTER_KEY,
@@ -27,6 +26,7 @@ from tests.proxy_support import (
     rss_bytes,
 )
 from tests.services import require_tool
+from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.testing import FakeOpenAI
 
 LIMIT_MB = 8

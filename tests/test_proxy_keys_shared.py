@@ -17,7 +17,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from integrations.sql import create_ledger_engine, upgrade
 from tests.accounts_support import (
     accounts_config,
     bearer,
@@ -28,6 +27,7 @@ from tests.accounts_support import (
     wait_for,
 )
 from tests.proxy_support import MASTER_KEY, ProxyProcess
+from tracking.integrations.sql import create_ledger_engine, upgrade
 
 BUDGET = Decimal("0.1")
 

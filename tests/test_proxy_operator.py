@@ -83,7 +83,8 @@ def test_otel_traces_exporter_console_prints_spans(fake, tmp_path):
 def test_end_user_metric_switch_and_no_double_count_from_a_second_prometheus_logger(fake, tmp_path):
     # The user's own module holding a Prometheus logger, named as a callback beside ours.
     (tmp_path / "my_callbacks.py").write_text(
-        "from integrations.prometheus import PrometheusLogger\nprometheus = PrometheusLogger()\n"
+        "from tracking.integrations.prometheus import PrometheusLogger\n"
+        "prometheus = PrometheusLogger()\n"
     )
     config = _config(
         tmp_path,

@@ -21,10 +21,10 @@ import httpx
 import openai
 import pytest
 
-from integrations.sql import create_ledger_engine, spend_logs
 from tests.accounts_support import bearer, ledger_env
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess, TroubleUpstream, write_config
+from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.proxy.openapi import OPERATIONS
 from tracking.testing import FakeOpenAI
 

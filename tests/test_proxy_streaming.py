@@ -21,10 +21,10 @@ import httpx
 import openai
 import pytest
 
-from integrations.sql import create_ledger_engine, spend_logs
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tests.services import unavailable
+from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.testing import FakeOpenAI
 
 CONFIG = """\

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 import tracking
-from integrations.sql import SqlLedger
 from tests.conftest import make_png
 from tests.proxy_support import ProxyProcess, write_config
 from tracking.cli import main
+from tracking.integrations.sql import SqlLedger
 from tracking.testing import FakeOpenAI
 
 KEY = "sk-reconcile-0123456789abcdef"

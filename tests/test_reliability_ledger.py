@@ -102,7 +102,7 @@ def _wait_for_rows(url: str, expected: set[str], timeout: float = 15) -> Counter
 def _migrate(url: str) -> None:
     from sqlalchemy import create_engine
 
-    from integrations.sql import upgrade
+    from tracking.integrations.sql import upgrade
 
     engine = create_engine(url)
     try:

@@ -12,9 +12,9 @@ from decimal import Decimal
 
 import pytest
 
-from integrations.sql import create_ledger_engine, current_revision, head_revision
 from tests.ledger_support import make_event, open_ledger
 from tracking.cli import main
+from tracking.integrations.sql import create_ledger_engine, current_revision, head_revision
 
 DAY = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 

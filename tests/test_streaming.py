@@ -22,10 +22,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import tracking
-from integrations.otel import OtelLogger
-from integrations.prometheus import PrometheusLogger
 from tests.conftest import API_KEY, make_png
 from tests.recorder import EventRecorder, record_events
+from tracking.integrations.otel import OtelLogger
+from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import reset_prices
 from tracking.pricing.estimate import estimate_incomplete_stream
 from tracking.request import parse_call

@@ -20,13 +20,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry, generate_latest
 
 import tracking
-from integrations.otel import OtelLogger
-from integrations.prometheus import PrometheusLogger
-from integrations.structlog import StructlogLogger
 from tests.conftest import API_KEY, make_png
 from tests.observability_events import failed_event, make_event
 from tracking import bus
 from tracking.events import ImageEditEvent
+from tracking.integrations.otel import OtelLogger
+from tracking.integrations.prometheus import PrometheusLogger
+from tracking.integrations.structlog import StructlogLogger
 
 PLANTED = "sk-planted-secret-9f8e7d6c5b4a3210"
 

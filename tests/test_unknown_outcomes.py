@@ -18,10 +18,10 @@ from decimal import Decimal
 import pytest
 
 import tracking
-from integrations.sql import SqlLedger
 from tests.conftest import API_KEY, make_png
 from tests.recorder import record_events
 from tracking import flow
+from tracking.integrations.sql import SqlLedger
 from tracking.pricing.estimate import estimate_call_cost
 from tracking.testing import FakeOpenAI
 

@@ -122,7 +122,7 @@ def test_the_openai_client_mask_example_with_two_url_images(proxy, fake, images)
     expected = _upstream_images(fake)
     assert [httpx.get(url or "", timeout=10).content for url in urls] == expected
     # The ledger row records how the answer was served; the cost is the same as for base64.
-    from integrations.sql import create_ledger_engine, spend_logs
+    from tracking.integrations.sql import create_ledger_engine, spend_logs
 
     engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
     with engine.connect() as connection:

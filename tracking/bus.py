@@ -72,10 +72,10 @@ log = logging.getLogger("tracking")
 
 #: Built-in names -> "module:class"; imported on first use so unused integrations cost nothing.
 BUILTIN_INTEGRATIONS: dict[str, str] = {
-    "prometheus": "integrations.prometheus:PrometheusLogger",
-    "otel": "integrations.otel:OtelLogger",
-    "sql": "integrations.sql:SqlLedger",
-    "structlog": "integrations.structlog:StructlogLogger",
+    "prometheus": "tracking.integrations.prometheus:PrometheusLogger",
+    "otel": "tracking.integrations.otel:OtelLogger",
+    "sql": "tracking.integrations.sql:SqlLedger",
+    "structlog": "tracking.integrations.structlog:StructlogLogger",
 }
 DEFAULT_CALLBACK_TIMEOUT = 30.0
 DEFAULT_QUEUE_SIZE = 10_000

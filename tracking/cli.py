@@ -41,13 +41,13 @@ def _fake_openai(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from integrations.sql import migrate_command
+    from tracking.integrations.sql import migrate_command
 
     return migrate_command(args.database_url, sys.stdout)
 
 
 def _spend(args: argparse.Namespace) -> int:
-    from integrations.sql import spend_command
+    from tracking.integrations.sql import spend_command
 
     until = args.until
     if isinstance(until, date) and not isinstance(until, datetime):
@@ -64,7 +64,7 @@ def _spend(args: argparse.Namespace) -> int:
 
 
 def _quarantine(args: argparse.Namespace) -> int:
-    from integrations.sql import quarantine_list_command, quarantine_replay_command
+    from tracking.integrations.sql import quarantine_list_command, quarantine_replay_command
 
     if args.action == "list":
         return quarantine_list_command(args.database_url, fmt=args.format, out=sys.stdout)

@@ -292,7 +292,7 @@ def reconcile(
     api_base: str | None,
     admin_key: str | None,
 ) -> list[ReconcileRow]:
-    from integrations.sql import create_ledger_engine, query_billed
+    from tracking.integrations.sql import create_ledger_engine, query_billed
 
     key = admin_key or os.environ.get("OPENAI_ADMIN_KEY")
     if not key:

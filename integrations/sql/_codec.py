@@ -1,7 +1,7 @@
 """How a ledger row travels: JSON text in the outbox, parameters for the target's driver.
 
-A row (the dict :func:`~integrations.sql._schema.event_to_row` makes) is committed to the local
-outbox as one line of compact JSON: money as a decimal string (never a float), timestamps as
+A row (the dict :func:`~tracking.integrations.sql._schema.event_to_row` makes) is committed to the
+local outbox as one line of compact JSON: money as a decimal string (never a float), timestamps as
 ISO-8601 with their UTC offset, JSON columns nested as they are. :func:`decode_row` restores the
 ``Decimal`` and ``datetime`` values, so a row read back is equal to the row written.
 
@@ -57,7 +57,8 @@ _KINDS = tuple(
 # The statements are built from our own column names, never from data.
 _column_list = ", ".join(f'"{c}"' for c in COLUMNS)
 #: A row already there is kept (a replay is a no-op), unless it is the ``incomplete`` row a
-#: dead process's intent left (integrations.sql._intents): the call's own row then replaces it.
+#: dead process's intent left (tracking.integrations.sql._intents): the call's own row then
+#: replaces it.
 ON_CONFLICT = (
     "ON CONFLICT (request_id) DO UPDATE SET "
     + ", ".join(f'"{c}" = excluded."{c}"' for c in COLUMNS if c != "request_id")

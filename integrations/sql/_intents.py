@@ -17,10 +17,11 @@ and costs no fsync. The file is rewritten with only the open intents once it gro
 
 A log whose lock can be taken belongs to a dead process. When a ledger with intents starts, it
 claims those: their open intents become rows in its journal outbox (an outbox file of its own,
-:mod:`integrations.sql._outbox`) and its :class:`~integrations.sql._shipper.OutboxShipper` ships
-them into the target like any other row. The target's insert lets a call's own row replace an
-``incomplete`` one with the same request id, and never the other way round, so the order in
-which a dead process's rows and intents arrive does not matter.
+:mod:`tracking.integrations.sql._outbox`) and its
+:class:`~tracking.integrations.sql._shipper.OutboxShipper` ships them into the target like any
+other row. The target's insert lets a call's own row replace an ``incomplete`` one with the same
+request id, and never the other way round, so the order in which a dead process's rows and intents
+arrive does not matter.
 """
 
 from __future__ import annotations

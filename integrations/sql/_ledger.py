@@ -2,14 +2,14 @@
 
 Registered by name (``tracking.success_callback = ["sql"]``, URL from ``TRACKING_DATABASE_URL``,
 else ``sqlite:///./tracking.db``) or as an instance (``SqlLedger(url=...)``). ``on_end`` turns the
-event into a row and hands it to a :class:`~integrations.sql._writer.LedgerWriter`, which
+event into a row and hands it to a :class:`~tracking.integrations.sql._writer.LedgerWriter`, which
 group-commits rows off the call path to where they are *acknowledged*:
 
 * an SQLite target is its own outbox: a row is acknowledged once committed to the ledger file;
 * any other target (PostgreSQL), or an SQLite target given an ``outbox_dir``, gets a local outbox
-  (:mod:`integrations.sql._outbox`): a row is acknowledged once committed there, and an
-  :class:`~integrations.sql._shipper.OutboxShipper` moves it to the target, retrying through
-  outages and resuming after a crash or restart.
+  (:mod:`tracking.integrations.sql._outbox`): a row is acknowledged once committed there, and an
+  :class:`~tracking.integrations.sql._shipper.OutboxShipper` moves it to the target, retrying
+  through outages and resuming after a crash or restart.
 
 Two modes: ``background`` (the SDK's default) returns at once and acknowledges off the
 call path, so a kill -9 can lose rows not yet acknowledged; ``durable`` returns only once the
@@ -408,7 +408,7 @@ class SqlLedger:
         by: GroupBy | None = None,
         limit: int | None = None,
     ) -> list[SpendRow]:
-        """Spend in the ledger; see :func:`integrations.sql.query_spend`."""
+        """Spend in the ledger; see :func:`tracking.integrations.sql.query_spend`."""
         return query_spend(self.engine, user=user, since=since, until=until, by=by, limit=limit)
 
 

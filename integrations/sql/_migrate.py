@@ -1,7 +1,7 @@
 """Schema migrations of the ledger, run programmatically through Alembic.
 
 The migrations live in the repository's ``migrations/`` folder and ship inside the wheel as
-``integrations/sql/migrations`` (``force-include`` in ``pyproject.toml``), so an installed
+``tracking/integrations/sql/migrations`` (``force-include`` in ``pyproject.toml``), so an installed
 package can migrate a database without any file of the user's. The ledger keeps its own
 version table (``tracking_alembic_version``) and only ever looks at its own tables, so it can
 live in a database the host application already migrates with its own Alembic.

@@ -7,8 +7,8 @@ belongs to nobody: :func:`claim_orphans` hands such outboxes to a live process, 
 drains them into the target. Two ledgers of one process (or a pid reused on another host
 sharing the directory) simply get ``outbox-<pid>-1.db`` and so on.
 
-Rows are kept as JSON lines (:mod:`integrations.sql._codec`) under an increasing ``seq``. The
-file runs with ``synchronous=FULL``: a committed batch survives a crash of the process and of
+Rows are kept as JSON lines (:mod:`tracking.integrations.sql._codec`) under an increasing ``seq``.
+The file runs with ``synchronous=FULL``: a committed batch survives a crash of the process and of
 the machine, which is what makes it an acknowledgement. Rows the target refuses for good are
 moved to the ``rejected`` table of the same file, kept for inspection rather than lost.
 """

@@ -3,7 +3,7 @@
 A row ``spend_logs`` refuses (a NUL in text on PostgreSQL, a number out of its column's range,
 an end-user id over the B-tree index's size limit) is moved, with the database's error text,
 to ``ledger_quarantine`` by the writer or the outbox's shipper (see
-:mod:`integrations.sql._target`), so it never blocks the rows behind it. From there:
+:mod:`tracking.integrations.sql._target`), so it never blocks the rows behind it. From there:
 
 * ``tracking ledger quarantine list`` shows what is kept and why;
 * ``tracking ledger quarantine replay`` inserts the rows again (after the cause was fixed:

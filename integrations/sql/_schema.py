@@ -3,8 +3,8 @@
 ``spend_logs`` is a public contract (documented in docs/ledger.md): one row per call, keyed by our
 ``request_id``. Money is ``NUMERIC(20, 10)``: exact on PostgreSQL; SQLite has no decimal type and
 keeps it as a REAL of at most 15 significant digits, which round-trips to the same ``Decimal``
-(the query API sums it exactly, see :mod:`integrations.sql._queries`). Timestamps are UTC: on
-PostgreSQL ``timestamptz``, on SQLite naive UTC text, which sorts and compares correctly.
+(the query API sums it exactly, see :mod:`tracking.integrations.sql._queries`). Timestamps are UTC:
+on PostgreSQL ``timestamptz``, on SQLite naive UTC text, which sorts and compares correctly.
 
 The schema only changes through Alembic (``migrations/``); a test proves these objects and the
 migrations agree. The ``spend_daily`` rollup is a view created by the migrations, so it does not

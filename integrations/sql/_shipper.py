@@ -1,12 +1,13 @@
 """``OutboxShipper``: one thread draining outboxes into the target database, resumably.
 
 The shipper reads the oldest rows of an outbox in batches, inserts them into the target with
-``ON CONFLICT (request_id) DO NOTHING`` (:class:`~integrations.sql._target.SpendLogsInserter`)
-and only then deletes them from the outbox. A crash between the two steps replays the batch on
-restart, and the conflict clause turns the replay into a no-op: every acknowledged row reaches
-the target exactly once. While the target is unreachable the rows stay on disk and the shipper
-retries with capped exponential backoff; a row the target refuses for good (see
-:meth:`~integrations.sql._target.SpendLogsInserter.is_transient`) is moved to the target's
+``ON CONFLICT (request_id) DO NOTHING``
+(:class:`~tracking.integrations.sql._target.SpendLogsInserter`) and only then deletes them from the
+outbox. A crash between the two steps replays the batch on restart, and the conflict clause turns
+the replay into a no-op: every acknowledged row reaches the target exactly once. While the target
+is unreachable the rows stay on disk and the shipper retries with capped exponential backoff; a row
+the target refuses for good (see
+:meth:`~tracking.integrations.sql._target.SpendLogsInserter.is_transient`) is moved to the target's
 ``ledger_quarantine`` table with the database's error text, logged and counted
 (``quarantine_hooks``), so it cannot block the rows behind it. Only when the quarantine itself
 refuses the row does it stay behind in the outbox's local ``rejected`` table.
@@ -15,8 +16,8 @@ refuses the row does it stay behind in the outbox's local ``rejected`` table.
 target (what the proxy's readiness reports).
 
 Besides its own process's outbox, the shipper drains orphans (outboxes of dead processes, see
-:func:`~integrations.sql._outbox.claim_orphans`): at start, and again every ``rescan`` seconds.
-Rows that reach the target late (after a failure, or from an orphan or a previous run) are
+:func:`~tracking.integrations.sql._outbox.claim_orphans`): at start, and again every ``rescan``
+seconds. Rows that reach the target late (after a failure, or from an orphan or a previous run) are
 *replayed* and reported to ``replay_hooks``; ``ship_hooks`` run after every shipped batch.
 """
 

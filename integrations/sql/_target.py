@@ -3,8 +3,8 @@
 :class:`SpendLogsInserter` writes a batch in one transaction with
 ``ON CONFLICT (request_id) DO NOTHING``, so a replayed row is a no-op, never a double count. It
 takes rows (dicts) or outbox lines (JSON text) and encodes them for the dialect with
-:mod:`~integrations.sql._codec`, bypassing SQLAlchemy's per-row parameter processing; connections
-still come from the engine's pool, with its settings (SQLite pragmas, pre-ping).
+:mod:`~tracking.integrations.sql._codec`, bypassing SQLAlchemy's per-row parameter processing;
+connections still come from the engine's pool, with its settings (SQLite pragmas, pre-ping).
 
 :meth:`SpendLogsInserter.is_transient` sorts failures: a connection lost, a server gone, a
 timeout, a serialization failure or a deadlock is worth retrying with the rows kept; a row the

@@ -5,8 +5,8 @@ Callers hand rows to :meth:`LedgerWriter.submit`, which prepares each row for it
 database), appends it to an in-memory queue and returns a sequence number. One worker thread
 takes everything queued (up to ``max_batch`` rows) and writes it to its *destination* in one
 transaction: the SQLite ledger itself, or the local outbox in front of another database
-(:mod:`integrations.sql._outbox`). That is group commit: rows that arrive while a commit is in
-progress share the next one. No delay is added while anyone waits for a row; only with
+(:mod:`tracking.integrations.sql._outbox`). That is group commit: rows that arrive while a commit
+is in progress share the next one. No delay is added while anyone waits for a row; only with
 ``linger`` (``background`` mode, where nobody waits) does the worker gather rows for that long
 before committing, and a ``wait``, ``flush`` or ``close`` cuts the gathering short.
 

@@ -130,7 +130,7 @@ class AccountStore:
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
-                    from integrations.sql import check_schema, create_ledger_engine
+                    from tracking.integrations.sql import check_schema, create_ledger_engine
 
                     engine = create_ledger_engine(self._url)
                     try:
@@ -146,7 +146,7 @@ class AccountStore:
         reads then find nothing rather than create the file (writes create it)."""
         if self._engine is not None or self._url or os.environ.get("TRACKING_DATABASE_URL"):
             return False
-        from integrations.sql import DEFAULT_URL
+        from tracking.integrations.sql import DEFAULT_URL
 
         return not Path(DEFAULT_URL.removeprefix("sqlite:///")).exists()
 
@@ -306,7 +306,7 @@ class AccountStore:
         if self.nothing_stored():
             return Decimal(0)
 
-        from integrations.sql import spend_logs
+        from tracking.integrations.sql import spend_logs
 
         statement = sa.select(sa.func.sum(spend_logs.c.cost_usd))
         if key_hash is not None:
@@ -334,7 +334,7 @@ class AccountStore:
         if self.nothing_stored():
             return [], 0
 
-        from integrations.sql import spend_logs
+        from tracking.integrations.sql import spend_logs
 
         conditions: list[Any] = []
         if key_hash is not None:
@@ -366,7 +366,7 @@ class AccountStore:
         if self.nothing_stored():
             return []
 
-        from integrations.sql import spend_logs
+        from tracking.integrations.sql import spend_logs
 
         cost = sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
         statement = (

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from integrations.sql import UTCDateTime
+from tracking.integrations.sql import UTCDateTime
 
 __all__ = ["ACCOUNT_TABLES", "account_metadata", "end_users", "include_account_object", "keys"]
 

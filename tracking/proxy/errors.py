@@ -98,7 +98,7 @@ class ProxyError(Exception):
         return _REASON_BY_STATUS.get(self.status, "invalid_request")
 
 
-#: Labels (``integrations.prometheus.PROXY_REJECTION_REASONS``) for refusals raised without
+#: Labels (``tracking.integrations.prometheus.PROXY_REJECTION_REASONS``) for refusals raised without
 #: a reason of their own.
 _REASON_BY_STATUS = {
     400: "validation",

@@ -1,13 +1,13 @@
 """The proxy's ledger: every call's row acknowledged before its answer leaves.
 
-The proxy registers one :class:`integrations.sql.SqlLedger` in ``durable`` mode: for the async
-calls the proxy makes, the bus awaits the ledger's ``aon_end``, which returns once the row is
+The proxy registers one :class:`tracking.integrations.sql.SqlLedger` in ``durable`` mode: for the
+async calls the proxy makes, the bus awaits the ledger's ``aon_end``, which returns once the row is
 committed to the ledger (or, with a PostgreSQL target, to the process's local outbox), without
 blocking the event loop; concurrent requests share group commits. Before each call goes
-upstream its *intent* is committed to a local journal (:mod:`integrations.sql._intents`), so a
-process killed mid-call leaves a row marked ``incomplete`` with an estimated cost, never nothing.
-``ledger_mode: background`` in ``general_settings`` answers without waiting and keeps no intents
-(a crash may then lose the rows not yet written).
+upstream its *intent* is committed to a local journal (:mod:`tracking.integrations.sql._intents`),
+so a process killed mid-call leaves a row marked ``incomplete`` with an estimated cost, never
+nothing. ``ledger_mode: background`` in ``general_settings`` answers without waiting and keeps no
+intents (a crash may then lose the rows not yet written).
 
 The ledger is ``general_settings.database_url``, else ``TRACKING_DATABASE_URL``, else
 ``sqlite:///./tracking.db``; SQLite is migrated at start, PostgreSQL only with ``auto_migrate:
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from integrations.sql import SqlLedger
+    from tracking.integrations.sql import SqlLedger
 
     from ..config import ProxyConfig
 
@@ -28,14 +28,14 @@ __all__ = ["ledger_url", "open_ledger"]
 
 def ledger_url(config: ProxyConfig) -> str:
     """general_settings.database_url, else TRACKING_DATABASE_URL, else ./tracking.db."""
-    from integrations.sql import DEFAULT_URL
+    from tracking.integrations.sql import DEFAULT_URL
 
     return config.general_settings.database_url or DEFAULT_URL
 
 
 def open_ledger(config: ProxyConfig) -> SqlLedger:
     """The ledger every proxied call is recorded in, its schema checked at once."""
-    from integrations.sql import SqlLedger
+    from tracking.integrations.sql import SqlLedger
 
     general = config.general_settings
     durable = general.ledger_mode != "background"

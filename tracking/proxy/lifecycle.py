@@ -32,8 +32,8 @@ from ..config import ProxyConfig
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from integrations.prometheus import PrometheusLogger
-    from integrations.sql import SqlLedger
+    from tracking.integrations.prometheus import PrometheusLogger
+    from tracking.integrations.sql import SqlLedger
 
 __all__ = [
     "ProxySinks",
@@ -130,7 +130,7 @@ def install_callbacks(
     ]
     others = [_entry(n, config, resolve=resolve) for n in settings.callbacks if n not in own]
     named = {*settings.success_callback, *settings.failure_callback, *settings.callbacks}
-    if _otel_exporters() and "otel" not in named and _findable("integrations.otel"):
+    if _otel_exporters() and "otel" not in named and _findable("tracking.integrations.otel"):
         others.append(_entry("otel", config, resolve=resolve))  # the OTEL_* variables ask for it
     prometheus = _prometheus(metrics_registry, end_user_metric=settings.end_user_metric)
     # A Prometheus logger of the user's (a dotted callback) on the same registry would count
@@ -150,7 +150,7 @@ def _prometheus(registry: Any, *, end_user_metric: bool) -> PrometheusLogger:
     from .. import bus
 
     if registry is not None or end_user_metric:
-        from integrations.prometheus import PrometheusLogger
+        from tracking.integrations.prometheus import PrometheusLogger
 
         return PrometheusLogger(registry, end_user_metric=end_user_metric)
     logger = bus.resolve("prometheus")
@@ -159,7 +159,7 @@ def _prometheus(registry: Any, *, end_user_metric: bool) -> PrometheusLogger:
 
 
 def _without_prometheus(entries: list[Any]) -> list[Any]:
-    from integrations.prometheus import PrometheusLogger
+    from tracking.integrations.prometheus import PrometheusLogger
 
     kept = []
     for entry in entries:

@@ -175,7 +175,7 @@ def total_spend(store: AccountStore, start: datetime | None, end: datetime | Non
 
     if store.nothing_stored():
         return _money(0)
-    from integrations.sql import spend_logs
+    from tracking.integrations.sql import spend_logs
 
     statement = _window(
         sa.select(sa.func.sum(spend_logs.c.cost_usd)), spend_logs.c.start_time, start, end
@@ -197,7 +197,7 @@ def spend_by(
 
     if store.nothing_stored():
         return []
-    from integrations.sql import spend_logs
+    from tracking.integrations.sql import spend_logs
 
     column = spend_logs.c[GROUPS[group]]
     cost = sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
@@ -222,7 +222,7 @@ def spend_report(
 
     if store.nothing_stored():
         return []
-    from integrations.sql import spend_logs
+    from tracking.integrations.sql import spend_logs
 
     column = spend_logs.c[GROUPS[group]]
     statement = sa.select(

@@ -1,6 +1,6 @@
 """``/metrics``: the Prometheus integration's registry, in one process or across its workers.
 
-The proxy always runs the ``"prometheus"`` integration (:class:`integrations.prometheus.
+The proxy always runs the ``"prometheus"`` integration (:class:`tracking.integrations.prometheus.
 PrometheusLogger`): every call's metrics, the router's cooldowns and the proxy's own
 ``image_edit_proxy_rejections_total{reason}`` (a label per kind of refusal) land in its
 registry. A scrape renders that registry, or, with ``PROMETHEUS_MULTIPROC_DIR`` set
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from integrations.prometheus import PrometheusLogger
+    from tracking.integrations.prometheus import PrometheusLogger
 
 __all__ = ["MULTIPROC_ENV", "MetricsExposition"]
 
@@ -25,7 +25,7 @@ class MetricsExposition:
 
     def __init__(self, logger: PrometheusLogger) -> None:
         self.logger = logger
-        from integrations.prometheus import PROXY_REJECTION_REASONS
+        from tracking.integrations.prometheus import PROXY_REJECTION_REASONS
 
         for reason in sorted(PROXY_REJECTION_REASONS):
             logger.metrics.proxy_rejections.labels(reason)  # present, at zero, from the start
@@ -36,7 +36,7 @@ class MetricsExposition:
     def render(self, accept: str | None) -> tuple[bytes, str]:
         from prometheus_client.exposition import choose_encoder
 
-        from integrations.prometheus import metrics_registry
+        from tracking.integrations.prometheus import metrics_registry
 
         encoder, content_type = choose_encoder(accept or "")
         output: bytes = encoder(metrics_registry(self.logger.registry))
