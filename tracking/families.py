@@ -226,8 +226,30 @@ _FLUX_KONTEXT = Family(
     default_output_format="png",
 )
 
+# xAI's Grok Imagine (``xai/``), from xAI's image guides and API reference (read 2026-12-03):
+# JSON with the image(s) as URLs or base64 data URIs, up to three references, 1 to 10 outputs, no
+# mask in xAI's own guides (so none is sent), no ``size`` (xAI refuses it): a size is mapped to
+# the nearest of xAI's aspect ratios, 1:2 to 2:1 or wider (20:9), and to its 1k or 2k resolution.
+_GROK_IMAGINE = Family(
+    name="grok-imagine-image",
+    models=frozenset({"grok-imagine-image"}),
+    max_images=3,
+    # xAI states no prompt limit for edits: a generous bound, the rest is xAI's to judge
+    max_prompt_chars=32_000,
+    # 20 MB per image: xAI's stated limit for images sent to Grok (unconfirmed for edits)
+    image=ImageRule(formats=frozenset({"png", "jpeg", "webp"}), max_bytes=20 * MB),
+    mask=None,
+    sizes=frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"}),
+    choices=_choices(response_format=("url", "b64_json")),
+    custom_size=SizeRule(
+        multiple_of=1, max_side=3072, min_pixels=1, max_pixels=2048 * 2048, max_aspect=20 / 9
+    ),
+    max_n=10,
+)
+
 FAMILIES: tuple[Family, ...] = (
     _FLUX_KONTEXT,
+    _GROK_IMAGINE,
     _DALL_E_2,
     _GPT_IMAGE,
     _GPT_IMAGE_MINI,

@@ -20,7 +20,9 @@ nothing; :func:`register_provider` adds or replaces one at run time.
 * ``stability`` (:mod:`.stability`): Stability AI's edit operations (inpaint, erase,
   search-and-replace, outpaint), multipart out, JSON in;
 * ``recraft`` (:mod:`.recraft`): Recraft's image-to-image and inpainting, priced from the
-  credits each answer reports.
+  credits each answer reports;
+* ``xai`` (:mod:`.xai`): xAI's Grok Imagine edits, JSON with the images as data URIs, priced
+  from the cost each answer reports.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ _REGISTRY: dict[str, str] = {
     "black_forest_labs": "tracking.providers.black_forest_labs:BlackForestLabsProvider",
     "stability": "tracking.providers.stability:StabilityProvider",
     "recraft": "tracking.providers.recraft:RecraftProvider",
+    "xai": "tracking.providers.xai:XAIProvider",
 }
 _INSTANCES: dict[str, Provider] = {}
 

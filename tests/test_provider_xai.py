@@ -1,0 +1,275 @@
+"""xAI (Grok Imagine) edits against the fake: the JSON request, sizes mapped to xAI's aspect
+ratios and resolutions, costs from the ticks xAI reports, the table price when it reports none,
+errors and retries, the proxy with the official client, and a router fallback to OpenAI."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+import tracking
+from tests.conftest import API_KEY, make_half_mask, make_png
+from tests.proxy_support import edit_through_proxy
+from tests.recorder import record_events
+from tests.router_support import deployment
+from tracking.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ContentPolicyError,
+    InternalServerError,
+    RateLimitError,
+    UnsupportedParamsError,
+    ValidationError,
+)
+from tracking.pricing import price_call
+from tracking.providers.xai import XAIProvider, _charged, output_shape
+from tracking.request import parse_call
+from tracking.router import Router
+from tracking.testing import FakeOpenAI
+from tracking.testing.fake_xai import FakeXAI
+
+KEY = "xai-test-key-0123456789"
+MODEL = "xai/grok-imagine-image"
+PNG = make_png(64, 64)
+
+
+@pytest.fixture(scope="module")
+def xai() -> Iterator[FakeXAI]:
+    with FakeXAI(api_keys=[KEY]) as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(xai: FakeXAI) -> dict[str, str]:
+    return {"api_base": xai.url, "api_key": KEY}
+
+
+def _sent_image(url: str) -> bytes:
+    header, _, encoded = url.partition(",")
+    assert header == "data:image/png;base64"
+    return base64.b64decode(encoded)
+
+
+def test_one_image_goes_as_a_data_uri_and_the_reported_ticks_are_the_cost(
+    monkeypatch, xai, upstream
+):
+    events = record_events(monkeypatch)
+    response = tracking.image_edit(image=PNG, prompt="a hat", model=MODEL, n=2, **upstream)
+    sent = xai.requests[-1]
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert sent.headers["Content-Type"] == "application/json"
+    assert _sent_image(sent.body["image"]["url"]) == PNG and "images" not in sent.body
+    assert (sent.body["model"], sent.body["n"], sent.body["response_format"]) == (
+        "grok-imagine-image",
+        2,
+        "b64_json",
+    )
+    assert "size" not in sent.body and "aspect_ratio" not in sent.body
+    assert response.images_returned == 2
+    assert base64.b64decode(response.data[0].b64_json or "").startswith(b"\x89PNG")
+    # the fake bills 2 outputs x 200,000,000 + 1 input x 20,000,000 = 420,000,000 ticks;
+    # 420,000,000 / 10,000,000,000 ticks per USD = $0.042
+    assert response.cost_usd == Decimal("0.042")
+    assert (events.last.provider, events.last.cost_usd) == ("xai", Decimal("0.042"))
+
+
+async def test_three_references_go_as_images_async(xai, upstream):
+    refs = [make_png(64, 64), make_png(32, 32), make_png(48, 16)]
+    response = await tracking.aimage_edit(
+        image=refs, prompt="<IMAGE_0> wearing <IMAGE_1>", model=MODEL, size="1024x1536", **upstream
+    )
+    sent = xai.requests[-1]
+    assert "image" not in sent.body
+    assert [_sent_image(item["url"]) for item in sent.body["images"]] == refs
+    assert (sent.body["aspect_ratio"], sent.body["resolution"]) == ("2:3", "1k")
+    # 1 output x 200,000,000 + 3 inputs x 20,000,000 = 260,000,000 ticks = $0.026
+    assert response.cost_usd == Decimal("0.026")
+
+
+def test_four_references_are_refused_before_sending(xai, upstream):
+    before = len(xai.requests)
+    with pytest.raises(ValidationError, match="at most 3"):
+        tracking.image_edit(image=[PNG] * 4, prompt="p", model=MODEL, **upstream)
+    assert len(xai.requests) == before
+
+
+@pytest.mark.parametrize(
+    ("size", "shape"),
+    [
+        (None, {}),
+        ("auto", {}),
+        ("1024x1024", {"aspect_ratio": "1:1", "resolution": "1k"}),
+        ("1536x1024", {"aspect_ratio": "3:2", "resolution": "1k"}),
+        ("1920x1080", {"aspect_ratio": "16:9", "resolution": "2k"}),
+        ("2000x900", {"aspect_ratio": "20:9", "resolution": "2k"}),
+        ("600x1300", {"aspect_ratio": "9:19.5", "resolution": "1k"}),
+    ],
+)
+def test_sizes_become_xais_aspect_ratio_and_resolution(size, shape):
+    assert output_shape(size) == shape
+
+
+@pytest.mark.parametrize(
+    ("size", "rule"),
+    [("3000x1000", "aspect"), ("3072x3072", "max_pixels"), ("big", "format"), ("0x10", "format")],
+)
+def test_sizes_xai_cannot_make_are_typed_errors(size, rule):
+    with pytest.raises(ValidationError) as caught:
+        output_shape(size)
+    assert (caught.value.param, caught.value.rule) == ("size", rule)
+
+
+def test_a_size_beyond_xai_is_refused_before_sending(xai, upstream):
+    before = len(xai.requests)
+    with pytest.raises(ValidationError, match="size") as caught:
+        tracking.image_edit(image=PNG, prompt="p", model=MODEL, size="4096x1024", **upstream)
+    assert caught.value.param == "size"
+    assert len(xai.requests) == before
+
+
+def test_a_mask_is_unsupported_or_dropped(xai, upstream):
+    before = len(xai.requests)
+    with pytest.raises(UnsupportedParamsError, match="mask"):
+        tracking.image_edit(image=PNG, mask=make_half_mask(), prompt="p", model=MODEL, **upstream)
+    assert len(xai.requests) == before
+    tracking.image_edit(
+        image=PNG, mask=make_half_mask(), prompt="p", model=MODEL, drop_params=True, **upstream
+    )
+    assert "mask" not in xai.requests[-1].body
+
+
+def test_a_url_answer_is_passed_through_when_asked(xai, upstream):
+    response = tracking.image_edit(
+        image=PNG, prompt="p", model=MODEL, response_format="url", **upstream
+    )
+    assert xai.requests[-1].body["response_format"] == "url"
+    assert (response.data[0].url or "").startswith(f"http://{xai.host}:{xai.port}/imgen/")
+
+
+@pytest.mark.parametrize(
+    ("ticks", "usd"),
+    [
+        (200_000_000, Decimal("0.02")),
+        ("37756000", Decimal("0.0037756")),
+        (None, None),
+        (True, None),
+        (-5, None),
+        (1.5, None),
+        ("12.5", None),
+    ],
+)
+def test_only_a_whole_positive_tick_count_is_a_charge(ticks, usd):
+    assert _charged(ticks) == usd
+
+
+def test_without_reported_ticks_the_table_prices_the_output_images():
+    # An answer in the shape xAI documents, without its usage: the table price applies.
+    image = {"b64_json": base64.b64encode(PNG).decode(), "mime_type": "image/png"}
+    body = json.dumps({"created": 1, "data": [image] * 3, "block_reason": None}).encode()
+    response = XAIProvider().parse(200, {}, body)
+    assert response.billed_usd is None and response.images_returned == 3
+    request, options = parse_call(image=PNG, prompt="p", model=MODEL, n=3, api_key=KEY)
+    # the call flow gives the answer the price key its request was prepared with
+    response.price_size = XAIProvider().prepare(request, options).price_size
+    cost = price_call(request, response)
+    # no ticks: 3 output images x $0.02 (xAI's per-image price) = $0.06, from the table
+    assert (cost.usd, cost.source) == (Decimal("0.06"), "table")
+
+
+@pytest.mark.parametrize("fault", ["code=moderation", "code=blocked"])
+def test_xais_moderation_is_a_content_policy_error(monkeypatch, xai, upstream, fault):
+    events = record_events(monkeypatch)
+    with pytest.raises(ContentPolicyError):
+        tracking.image_edit(
+            image=PNG,
+            prompt="p",
+            model=MODEL,
+            extra_headers={"x-fake-fault": fault},
+            **upstream,
+        )
+    assert events.last.error_type == "content_policy"
+
+
+def test_an_incorrect_key_sent_back_as_400_is_an_authentication_error(xai):
+    with pytest.raises(AuthenticationError, match="Incorrect API key"):
+        tracking.image_edit(
+            image=PNG, prompt="p", model=MODEL, api_base=xai.url, api_key="xai-wrong-0000000"
+        )
+
+
+def test_xais_own_refusals_are_bad_requests_with_its_message(xai, upstream):
+    with pytest.raises(BadRequestError, match="Argument not supported: style"):
+        tracking.image_edit(
+            image=PNG, prompt="p", model=MODEL, extra_body={"style": "vivid"}, **upstream
+        )
+
+
+def test_rate_limits_are_rate_limit_errors(xai, upstream):
+    with pytest.raises(RateLimitError):
+        tracking.image_edit(
+            image=PNG,
+            prompt="p",
+            model=MODEL,
+            max_retries=0,
+            extra_headers={"x-fake-fault": "status=429;retry_after=0;message=slow down"},
+            **upstream,
+        )
+
+
+def test_a_5xx_is_retried_and_billed_once(monkeypatch, upstream):
+    events = record_events(monkeypatch)
+    with FakeXAI(api_keys=[KEY], faults=["status=503;retry_after=0"]) as server:
+        response = tracking.image_edit(
+            image=PNG, prompt="p", model=MODEL, max_retries=1, api_base=server.url, api_key=KEY
+        )
+        assert len(server.requests) == 2
+        server.inject("status=500;always")
+        with pytest.raises(InternalServerError):
+            tracking.image_edit(
+                image=PNG, prompt="p", model=MODEL, max_retries=1, api_base=server.url, api_key=KEY
+            )
+        assert len(server.requests) == 4
+    assert response.cost_usd == Decimal("0.022")  # 200,000,000 + 20,000,000 ticks
+    assert events.events[-2].cost_usd == Decimal("0.022")
+
+
+def test_the_official_client_through_the_proxy(xai, tmp_path):
+    image = tmp_path / "in.png"
+    image.write_bytes(PNG)
+    params = {"model": MODEL, "api_key": KEY, "api_base": xai.url}
+    raw = edit_through_proxy(tmp_path, "grok", params, image=image, prompt="a hat", n=2)
+    assert len(raw.parse().data) == 2 and raw.parse().data[0].b64_json
+    assert xai.requests[-1].headers["Content-Type"] == "application/json"
+    # 2 x 200,000,000 + 1 x 20,000,000 ticks = $0.042
+    assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.042")
+
+
+def test_a_router_falls_back_from_xai_to_openai(monkeypatch):
+    events = record_events(monkeypatch)
+    with (
+        FakeXAI(api_keys=[KEY], faults=["status=503;always"]) as server,
+        FakeOpenAI(api_keys=[API_KEY]) as openai_fake,
+    ):
+        router = Router(
+            [
+                deployment("grok", server.url, id="x", model=MODEL, api_key=KEY),
+                deployment("backup", openai_fake.url, id="o", model="gpt-image-1"),
+            ],
+            fallbacks=[{"grok": ["backup"]}],
+            num_retries=0,
+            allowed_fails=9,
+        )
+        response = router.image_edit(image=PNG, prompt="a hat", model="grok")
+        assert len(server.requests) >= 1
+        assert openai_fake.requests[-1].fields["model"] == "gpt-image-1"
+    assert response.images_returned == 1
+    event = events.last
+    assert (event.model_group, event.fallback_from, event.deployment_id) == (
+        "backup",
+        ("grok",),
+        "o",
+    )

@@ -1,0 +1,218 @@
+"""xAI (Grok Imagine): ``POST {api_base}/images/edits`` with a JSON body.
+
+``model="xai/grok-imagine-image"`` edits with xAI's Grok Imagine. The key is a bearer token from
+``api_key`` or ``XAI_API_KEY``; ``api_base`` defaults to ``https://api.x.ai/v1``
+(``XAI_API_BASE`` overrides it).
+
+xAI takes JSON, not OpenAI's multipart form: each input image goes as a base64 data URI, one as
+``image: {"url"}``, two or three as ``images: [{"url"}, ...]`` (the prompt may name them
+``<IMAGE_0>``, ``<IMAGE_1>``...). xAI refuses OpenAI's ``size``, so a ``WIDTHxHEIGHT`` becomes
+the nearest of its :data:`ASPECT_RATIOS` and the smallest of its :data:`RESOLUTIONS` that covers
+the long side; wider than 20:9 or larger than 2k is a :class:`~tracking.errors.ValidationError`
+before anything is sent. xAI's guides document no mask, so a mask is an
+:class:`~tracking.errors.UnsupportedParamsError` (``drop_params=True`` drops it). The answer is
+asked for as ``b64_json`` unless the caller asked for ``url`` (xAI's URLs are temporary).
+
+The answer has OpenAI's shape plus ``usage.cost_in_usd_ticks``, what xAI charged for the call
+(input and output images together; 10^10 ticks = 1 USD, xAI's cost-tracking page): that is the
+call's cost. A ``block_reason`` with no image, or an error that names xAI's content moderation,
+is a :class:`~tracking.errors.ContentPolicyError`. Errors come as ``{"code", "error"}``; xAI
+answers an incorrect key with HTTP 400, which is read as the authentication failure it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ..errors import APIResponseError, ContentPolicyError, UnsupportedParamsError, ValidationError
+from ..response import ImageResponse
+from .base import (
+    PreparedRequest,
+    UpstreamError,
+    api_base_for,
+    api_key_for,
+    error_object,
+    text_field,
+)
+
+if TYPE_CHECKING:
+    from ..images import ImageFile
+    from ..request import CallOptions, ImageEditRequest
+
+__all__ = ["ASPECT_RATIOS", "RESOLUTIONS", "TICKS_PER_USD", "XAIProvider", "output_shape"]
+
+DEFAULT_XAI_API_BASE = "https://api.x.ai/v1"
+TICKS_PER_USD = Decimal(10) ** 10
+#: The ``aspect_ratio`` values xAI's image endpoints take (width:height).
+ASPECT_RATIOS = (
+    "1:1",
+    "3:4",
+    "4:3",
+    "9:16",
+    "16:9",
+    "2:3",
+    "3:2",
+    "9:19.5",
+    "19.5:9",
+    "9:20",
+    "20:9",
+    "1:2",
+    "2:1",
+)
+#: xAI's ``resolution`` values and the side each stands for; a tier serves sizes up to one and a
+#: half times its side (1536x1024 stays at 1k).
+RESOLUTIONS = (("1k", 1024), ("2k", 2048))
+_WIDEST = 20 / 9
+_MODERATION_WORDS = ("moderation", "content policy", "safety")
+_BAD_KEY_WORDS = ("incorrect api key", "invalid api key")
+
+
+def _ratio(value: str) -> float:
+    width, _, height = value.partition(":")
+    return float(width) / float(height)
+
+
+def _size_error(size: str, rule: str, why: str) -> ValidationError:
+    return ValidationError(
+        f"size: xAI takes 'auto' or WIDTHxHEIGHT {why}; got {size!r}", param="size", rule=rule
+    )
+
+
+def output_shape(size: str | None) -> dict[str, str]:
+    """``aspect_ratio`` and ``resolution`` for an OpenAI ``size``; none for ``auto`` or none."""
+    if not size or size == "auto":
+        return {}
+    width_text, sep, height_text = size.partition("x")
+    if not (sep and width_text.isdigit() and height_text.isdigit()):
+        raise _size_error(size, "format", "with both sides whole numbers of pixels")
+    width, height = int(width_text), int(height_text)
+    if not width or not height:
+        raise _size_error(size, "format", "with both sides above zero")
+    if max(width, height) / min(width, height) > _WIDEST + 1e-9:
+        raise _size_error(size, "aspect", "no wider than 20:9 or 9:20")
+    long_side = max(width, height)
+    tier = next((name for name, side in RESOLUTIONS if long_side <= side * 1.5), None)
+    if tier is None or width * height > RESOLUTIONS[-1][1] ** 2:
+        raise _size_error(size, "max_pixels", "of at most 2k (2048x2048 pixels, 3072 a side)")
+    target = math.log(width / height)
+    ratio = min(ASPECT_RATIOS, key=lambda r: abs(math.log(_ratio(r)) - target))
+    return {"aspect_ratio": ratio, "resolution": tier}
+
+
+def _data_uri(image: ImageFile) -> dict[str, str]:
+    encoded = base64.b64encode(image.content).decode("ascii")
+    return {"url": f"data:{image.content_type};base64,{encoded}"}
+
+
+class XAIProvider:
+    name = "xai"
+
+    def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        if request.mask is not None:
+            raise UnsupportedParamsError(
+                "mask: xAI's image edits take no mask; describe the area in the prompt, or "
+                "pass drop_params=True to drop it",
+                param="mask",
+                rule="unsupported",
+            )
+        api_key = api_key_for(options, "xAI", "XAI_API_KEY")
+        api_base = api_base_for(options, "XAI_API_BASE", DEFAULT_XAI_API_BASE)
+        body: dict[str, Any] = {
+            "model": request.upstream_model,
+            "prompt": request.prompt,
+            "response_format": "url" if request.requested_response_format == "url" else "b64_json",
+        }
+        images = [_data_uri(image) for image in request.images]
+        if len(images) == 1:
+            body["image"] = images[0]
+        else:
+            body["images"] = images
+        if request.n is not None:
+            body["n"] = request.n
+        if request.user is not None:
+            body["user"] = request.user
+        body.update(output_shape(request.size))
+        body.update(request.extra_body)
+        return PreparedRequest(
+            url=f"{api_base}/images/edits",
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **options.extra_headers,
+            },
+            body=json.dumps(body).encode(),
+            secrets=(api_key,),
+            price_size="any",
+        )
+
+    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
+        answer = ImageResponse.from_json_bytes(body).raw
+        data = answer.get("data")
+        items = [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+        if not any(item.get("b64_json") or item.get("url") for item in items):
+            reason = answer.get("block_reason")
+            if reason:
+                raise ContentPolicyError(
+                    f"xAI's content moderation withheld the image ({reason})",
+                    code="content_policy_violation",
+                )
+            raise APIResponseError("the upstream's answer has no image")
+        for item in items:  # a data URI in b64_json becomes the bare base64 OpenAI sends
+            encoded = item.get("b64_json")
+            if isinstance(encoded, str) and encoded.startswith("data:"):
+                item["b64_json"] = encoded.partition(",")[2]
+        mime = items[0].get("mime_type")
+        if isinstance(mime, str) and mime.startswith("image/"):
+            answer.setdefault("output_format", mime.removeprefix("image/"))
+        response = ImageResponse(raw=answer)
+        usage = answer.get("usage")
+        response.billed_usd = _charged(
+            usage.get("cost_in_usd_ticks") if isinstance(usage, dict) else None
+        )
+        return response
+
+    def read_error(self, status: int, body: bytes) -> UpstreamError:
+        """xAI's ``{"code", "error"}``, or OpenAI's ``{"error": {...}}`` from a gateway."""
+        error = error_object(body)
+        if isinstance(error, dict):
+            said = UpstreamError(
+                message=text_field(error, "message"), code=text_field(error, "code")
+            )
+        else:
+            said = _flat_error(body) or error
+        text = (said.message or "").lower()
+        if any(word in text for word in _MODERATION_WORDS):
+            return UpstreamError(message=said.message, code="content_policy_violation", status=400)
+        if status == 400 and any(word in text for word in _BAD_KEY_WORDS):
+            return UpstreamError(message=said.message, code="invalid_api_key", status=401)
+        return said
+
+
+def _flat_error(body: bytes) -> UpstreamError | None:
+    try:
+        answer = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(answer, dict):
+        return None
+    message = text_field(answer, "error")
+    return UpstreamError(message=message, code=text_field(answer, "code")) if message else None
+
+
+def _charged(ticks: object) -> Decimal | None:
+    """USD from ``cost_in_usd_ticks``; None when absent or not a whole positive count (the price
+    table then applies, so a malformed figure never zeroes a billed call)."""
+    if isinstance(ticks, bool) or not isinstance(ticks, int | str):
+        return None
+    try:
+        count = Decimal(str(ticks))
+    except ArithmeticError:
+        return None
+    if not count.is_finite() or count <= 0 or count != count.to_integral_value():
+        return None
+    return count / TICKS_PER_USD
