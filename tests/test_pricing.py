@@ -346,6 +346,7 @@ OFFICIAL_PAGES = (
     "https://cloud.google.com/",
     "https://docs.bfl.ml/",
     "https://www.recraft.ai/",
+    "https://docs.x.ai/",
 )
 
 
