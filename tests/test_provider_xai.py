@@ -21,6 +21,7 @@ from tracking.errors import (
     BadRequestError,
     ContentPolicyError,
     InternalServerError,
+    NotFoundError,
     RateLimitError,
     UnsupportedParamsError,
     ValidationError,
@@ -142,6 +143,32 @@ def test_a_mask_is_unsupported_or_dropped(xai, upstream):
     assert "mask" not in xai.requests[-1].body
 
 
+def test_models_outside_the_rule_table_get_the_providers_own_checks(monkeypatch, xai, upstream):
+    events = record_events(monkeypatch)
+    before = len(xai.requests)
+    with pytest.raises(ValidationError, match="no wider than 20:9") as caught:
+        tracking.image_edit(
+            image=PNG, prompt="p", model="xai/grok-imagine-next", size="5000x1000", **upstream
+        )
+    assert caught.value.param == "size"
+    with pytest.raises(UnsupportedParamsError, match="mask"):
+        tracking.image_edit(
+            image=PNG, mask=make_half_mask(), prompt="p", model="xai/grok-imagine-next", **upstream
+        )
+    assert len(xai.requests) == before
+    assert [e.error_type for e in events.events] == ["validation_error", "unsupported_param"]
+    with pytest.raises(NotFoundError, match="does not exist"):  # the fake knows no such model
+        tracking.image_edit(
+            image=PNG,
+            mask=make_half_mask(),
+            prompt="p",
+            model="xai/grok-imagine-next",
+            drop_params=True,
+            **upstream,
+        )
+    assert "mask" not in xai.requests[-1].body
+
+
 def test_a_url_answer_is_passed_through_when_asked(xai, upstream):
     response = tracking.image_edit(
         image=PNG, prompt="p", model=MODEL, response_format="url", **upstream
@@ -246,6 +273,19 @@ def test_the_official_client_through_the_proxy(xai, tmp_path):
     assert xai.requests[-1].headers["Content-Type"] == "application/json"
     # 2 x 200,000,000 + 1 x 20,000,000 ticks = $0.042
     assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.042")
+
+
+def test_the_proxy_answers_a_size_xai_cannot_make_with_a_400(xai, tmp_path):
+    import openai
+
+    image = tmp_path / "in.png"
+    image.write_bytes(PNG)
+    params = {"model": "xai/grok-imagine-next", "api_key": KEY, "api_base": xai.url}
+    before = len(xai.requests)
+    with pytest.raises(openai.BadRequestError) as caught:
+        edit_through_proxy(tmp_path, "grok", params, image=image, prompt="p", size="5000x1000")
+    assert caught.value.status_code == 400 and "20:9" in caught.value.message
+    assert len(xai.requests) == before
 
 
 def test_a_router_falls_back_from_xai_to_openai(monkeypatch):

@@ -112,7 +112,7 @@ class XAIProvider:
     name = "xai"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
-        if request.mask is not None:
+        if request.mask is not None and not options.drop_params:
             raise UnsupportedParamsError(
                 "mask: xAI's image edits take no mask; describe the area in the prompt, or "
                 "pass drop_params=True to drop it",
