@@ -22,6 +22,7 @@ import sqlalchemy as sa
 import tracking
 from tests.conftest import make_png
 from tests.ledger_support import make_event
+from tests.loop_ticks import loop_ticks
 from tests.relay import TcpRelay
 from tracking.integrations.sql import SqlLedger, spend_logs
 
@@ -221,25 +222,16 @@ def test_a_durable_async_call_waits_for_its_row_without_blocking_the_loop(
         blocker.execute("BEGIN EXCLUSIVE")  # the ledger's commit must wait: a slow write
 
         async def main() -> tuple[str, int, list[str]]:
-            ticks = 0
-
-            async def ticker() -> None:
-                nonlocal ticks
-                while True:
-                    await asyncio.sleep(0.01)
-                    ticks += 1
-
             def unlock() -> None:
                 blocker.execute("ROLLBACK")
 
-            running = asyncio.create_task(ticker())
-            asyncio.get_running_loop().call_later(1.0, unlock)
-            response = await tracking.aimage_edit(
-                image=make_png(), prompt="p", model="gpt-image-1", **upstream
-            )
-            seen = [r[0] for r in blocker.execute("SELECT request_id FROM spend_logs")]
-            running.cancel()
-            return response.request_id, ticks, seen
+            async with loop_ticks() as ticks:
+                asyncio.get_running_loop().call_later(1.0, unlock)
+                response = await tracking.aimage_edit(
+                    image=make_png(), prompt="p", model="gpt-image-1", **upstream
+                )
+                seen = [r[0] for r in blocker.execute("SELECT request_id FROM spend_logs")]
+            return response.request_id, ticks.count, seen
 
         request_id, ticks, seen = asyncio.run(main())
         assert ticks >= 20  # the loop kept running other tasks while the call awaited its row
