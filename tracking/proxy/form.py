@@ -22,7 +22,14 @@ from typing import Any
 from .errors import ProxyError
 from .limits import bounded_text, end_user_id
 
-__all__ = ["ClientDisconnected", "FormPart", "form_params", "read_multipart", "too_large"]
+__all__ = [
+    "ClientDisconnected",
+    "FormPart",
+    "form_params",
+    "read_body",
+    "read_multipart",
+    "too_large",
+]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -194,6 +201,17 @@ async def read_multipart(
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > _MAX_BOUNDARY:
         raise _bad_form("the multipart/form-data content type has no usable boundary")
+    return parse_multipart(await read_body(receive, limit, within, received), boundary)
+
+
+async def read_body(
+    receive: Receive,
+    limit: int,
+    within: float | None = None,
+    received: Callable[[int], None] | None = None,
+) -> bytes:
+    """The whole request body, refused past ``limit`` bytes (413) or when it has not all
+    arrived ``within`` that many seconds (408); ``received`` as for :func:`read_multipart`."""
     try:
         # One timer for the whole body, not one per chunk: cheap at proxy rates.
         async with asyncio.timeout(within):
@@ -209,7 +227,7 @@ async def read_multipart(
             reason="body_timeout",
             retry=True,  # a slow upload may go through on a better try
         ) from None
-    return parse_multipart(body, boundary)
+    return body
 
 
 async def _collect(

@@ -92,6 +92,31 @@ _EDIT = {
         504,
     ),
 }
+_GENERATION_BODY = {
+    "type": "object",
+    "required": ["prompt"],
+    "properties": {
+        "prompt": {"type": "string"},
+        "model": {"type": "string", "description": "A model name from GET /v1/models"},
+        "n": {"type": "integer"},
+        "size": {"type": "string"},
+        "quality": {"type": "string"},
+        "background": {"type": "string"},
+        "moderation": {"type": "string", "enum": ["low", "auto"]},
+        "output_format": {"type": "string"},
+        "output_compression": {"type": "integer"},
+        "response_format": {"type": "string"},
+        "stream": {"type": "boolean"},
+        "partial_images": {"type": "integer"},
+        "safety_identifier": {"type": "string", "description": "The end user (wins over user)"},
+        "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
+    },
+}
+_GENERATION = {
+    "summary": "Generate images (OpenAI's images.generate), tracked and billed",
+    "requestBody": {"required": True, "content": _json(_GENERATION_BODY)},
+    "responses": _EDIT["responses"],
+}
 _MODELS = {
     "summary": "The model names this proxy serves",
     "responses": _answers("A list of models", 401),
@@ -127,6 +152,8 @@ def _json_body(schema: Mapping[str, Any]) -> dict[str, Any]:
 OPERATIONS: dict[str, dict[str, Any]] = {
     "/v1/images/edits": _EDIT,
     "/images/edits": _EDIT,
+    "/v1/images/generations": _GENERATION,
+    "/images/generations": _GENERATION,
     "/v1/models": _MODELS,
     "/models": _MODELS,
     "/health/liveliness": _HEALTH,
