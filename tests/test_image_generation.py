@@ -15,6 +15,7 @@ import io
 import json
 import math
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -476,3 +477,23 @@ def test_gemini_generates_from_the_prompt_alone():
     parts = body["contents"][0]["parts"]
     assert parts == [{"text": PROMPT}]
     assert response.images_returned == 1 and response.cost_usd is not None
+
+
+def test_the_price_file_records_which_operations_a_price_was_read_for():
+    from tracking.pricing import find_entry
+    from tracking.pricing.table import parse_price_data
+
+    entry = find_entry(["gpt-image-2"], date(2026, 12, 3))
+    assert entry is not None and entry.operations == {"image_edit", "image_generation"}
+    figure = {"usd": "30", "source": "https://example.test/p", "retrieved": "2026-12-03",
+              "confidence": "official"}  # fmt: skip
+    raw = {"model": "m", "effective_from": None, "effective_to": None, "shutdown": None,
+           "tokens_per_million": {"output_image": figure}}  # fmt: skip
+    provenance = {k: v for k, v in figure.items() if k != "usd"}
+    document = {"schema": 1, "currency": "USD"}
+    generation_only = {**raw, "operations": {"image_generation": provenance}}
+    parsed = parse_price_data({**document, "entries": [generation_only]}, origin="test")
+    assert parsed["m"][0].operations == {"image_generation"}
+    for bad in ({"image_variation": provenance}, {"image_generation": {"source": "nowhere"}}, {}):
+        with pytest.raises(tracking.ConfigurationError):
+            parse_price_data({**document, "entries": [{**raw, "operations": bad}]}, origin="test")
