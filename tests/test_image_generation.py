@@ -413,30 +413,20 @@ def test_hostile_json_gets_openai_shaped_400s(proxy, body, param):
         assert error["param"] == param
 
 
-def test_a_multipart_body_and_an_edit_only_provider_are_refused_by_name(proxy):
+def generate_raw(proxy: ProxyProcess, path: str = "/v1/images/generations", **body: Any):
+    """A generation posted by hand with the master key (``data=`` sends a form instead)."""
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
-    form = httpx.post(
-        f"{proxy.url}/images/generations",
-        data={"prompt": "x", "model": "gpt-image-2"},
-        headers=headers,
-        timeout=10,
-    )
+    return httpx.post(f"{proxy.url}{path}", headers=headers, timeout=10, **body)
+
+
+def test_a_multipart_body_and_an_edit_only_provider_are_refused_by_name(proxy):
+    form = generate_raw(proxy, "/images/generations", data={"prompt": "x", "model": "gpt-image-2"})
     assert form.status_code == 400 and form.json()["error"]["code"] == "invalid_content_type"
-    unsupported = httpx.post(
-        f"{proxy.url}/v1/images/generations",
-        json={"prompt": "x", "model": "inpaint"},
-        headers=headers,
-        timeout=10,
-    )
+    unsupported = generate_raw(proxy, json={"prompt": "x", "model": "inpaint"})
     assert unsupported.status_code == 400
     assert unsupported.json()["error"]["code"] == "unsupported_operation"
     assert unsupported.headers["x-tracking-request-id"]
-    unknown = httpx.post(
-        f"{proxy.url}/v1/images/generations",
-        json={"prompt": "x", "model": "no-such-model"},
-        headers=headers,
-        timeout=10,
-    )
+    unknown = generate_raw(proxy, json={"prompt": "x", "model": "no-such-model"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
     anonymous = httpx.post(
         f"{proxy.url}/v1/images/generations", json={"prompt": "x", "model": "gpt-image-2"}

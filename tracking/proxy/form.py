@@ -23,6 +23,9 @@ from .errors import ProxyError
 from .limits import bounded_text, end_user_id
 
 __all__ = [
+    "BOOL_FIELDS",
+    "INT_FIELDS",
+    "TEXT_FIELDS",
     "ClientDisconnected",
     "FormPart",
     "form_params",
@@ -34,9 +37,9 @@ __all__ = [
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 #: Text fields read as integers / booleans; every other known text field is a string.
-_INT_FIELDS = frozenset({"n", "output_compression", "partial_images"})
-_BOOL_FIELDS = frozenset({"stream", "drop_params"})
-_TEXT_FIELDS = frozenset(
+INT_FIELDS = frozenset({"n", "output_compression", "partial_images"})
+BOOL_FIELDS = frozenset({"stream", "drop_params"})
+TEXT_FIELDS = frozenset(
     {
         "model",
         "prompt",
@@ -277,16 +280,16 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
             raise _bad_form(f"{name}: given more than once", name)
         seen.add(name)
         text = _text(part)
-        if name in _INT_FIELDS:
+        if name in INT_FIELDS:
             params[name] = _integer(name, text)
-        elif name in _BOOL_FIELDS:
+        elif name in BOOL_FIELDS:
             params[name] = _boolean(name, text)
         elif name == "user":  # the one end-user id rule; an empty one names nobody
             if (user := end_user_id(text)) is not None:
                 params["user"] = user
         elif name == "prompt":  # never stored (only its length is): the SDK bounds it
             params[name] = text
-        elif name in _TEXT_FIELDS:  # short words that the ledger records
+        elif name in TEXT_FIELDS:  # short words that the ledger records
             params[name] = bounded_text(text, name)
         else:
             # Parameters this version does not know are sent upstream as they came.

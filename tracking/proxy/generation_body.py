@@ -16,28 +16,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .errors import ProxyError
-from .form import read_body
+from .form import BOOL_FIELDS, INT_FIELDS, TEXT_FIELDS, read_body
 from .limits import bounded_text, end_user_id
 
 __all__ = ["generation_params", "read_generation"]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
-_INT_FIELDS = frozenset({"n", "output_compression", "partial_images"})
-_BOOL_FIELDS = frozenset({"stream", "drop_params"})
-#: Short words the ledger records (bounded); ``prompt`` is bounded by the SDK, never stored.
-_TEXT_FIELDS = frozenset(
-    {
-        "model",
-        "size",
-        "quality",
-        "background",
-        "moderation",
-        "output_format",
-        "response_format",
-        "safety_identifier",
-    }
-)
+#: Short words the ledger records (bounded), as an edit's form has them; ``prompt`` is bounded by
+#: the SDK (never stored) and ``user`` read by the end-user rule, as for edits.
+_TEXT_FIELDS = (TEXT_FIELDS - {"prompt", "user", "input_fidelity"}) | {"moderation"}
 _MAX_KEYS = 64  # more keys than any real generation has
 _MAX_DEPTH = 32  # nesting deeper than this in an unknown key is not a real client
 
@@ -106,11 +94,11 @@ def generation_params(payload: dict[str, Any]) -> dict[str, Any]:
     for name, value in payload.items():
         if value is None:  # JSON null: not given, as the official clients mean it
             continue
-        if name in _INT_FIELDS:
+        if name in INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise _bad(f"{name}: expected an integer", name, "invalid_type")
             params[name] = value
-        elif name in _BOOL_FIELDS:
+        elif name in BOOL_FIELDS:
             if not isinstance(value, bool):
                 raise _bad(f"{name}: expected true or false", name, "invalid_type")
             params[name] = value

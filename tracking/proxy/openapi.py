@@ -52,30 +52,27 @@ def _query(*names: str) -> list[dict[str, Any]]:
     ]
 
 
-_EDIT_FORM = {
-    "type": "object",
-    "required": ["image", "prompt"],
-    "properties": {
-        "image": {
-            "description": "One image, or several as repeated `image[]` parts",
-            "type": "string",
-            "format": "binary",
-        },
-        "prompt": {"type": "string"},
-        "model": {"type": "string", "description": "A model name from GET /v1/models"},
-        "mask": {"type": "string", "format": "binary"},
-        "n": {"type": "integer"},
-        "size": {"type": "string"},
-        "quality": {"type": "string"},
-        "background": {"type": "string"},
-        "output_format": {"type": "string"},
-        "output_compression": {"type": "integer"},
-        "input_fidelity": {"type": "string"},
-        "response_format": {"type": "string"},
-        "safety_identifier": {"type": "string", "description": "The end user (wins over user)"},
-        "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
+_EDIT_FIELDS: dict[str, Any] = {
+    "image": {
+        "description": "One image, or several as repeated `image[]` parts",
+        "type": "string",
+        "format": "binary",
     },
+    "prompt": {"type": "string"},
+    "model": {"type": "string", "description": "A model name from GET /v1/models"},
+    "mask": {"type": "string", "format": "binary"},
+    "n": {"type": "integer"},
+    "size": {"type": "string"},
+    "quality": {"type": "string"},
+    "background": {"type": "string"},
+    "output_format": {"type": "string"},
+    "output_compression": {"type": "integer"},
+    "input_fidelity": {"type": "string"},
+    "response_format": {"type": "string"},
+    "safety_identifier": {"type": "string", "description": "The end user (wins over user)"},
+    "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
 }
+_EDIT_FORM = {"type": "object", "required": ["image", "prompt"], "properties": _EDIT_FIELDS}
 _EDIT = {
     "summary": "Edit images (OpenAI's images.edit), tracked and billed",
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _EDIT_FORM}}},
@@ -92,24 +89,15 @@ _EDIT = {
         504,
     ),
 }
+_EDIT_ONLY = frozenset({"image", "mask", "input_fidelity"})
 _GENERATION_BODY = {
     "type": "object",
     "required": ["prompt"],
     "properties": {
-        "prompt": {"type": "string"},
-        "model": {"type": "string", "description": "A model name from GET /v1/models"},
-        "n": {"type": "integer"},
-        "size": {"type": "string"},
-        "quality": {"type": "string"},
-        "background": {"type": "string"},
+        **{k: v for k, v in _EDIT_FIELDS.items() if k not in _EDIT_ONLY},
         "moderation": {"type": "string", "enum": ["low", "auto"]},
-        "output_format": {"type": "string"},
-        "output_compression": {"type": "integer"},
-        "response_format": {"type": "string"},
         "stream": {"type": "boolean"},
         "partial_images": {"type": "integer"},
-        "safety_identifier": {"type": "string", "description": "The end user (wins over user)"},
-        "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
     },
 }
 _GENERATION = {
