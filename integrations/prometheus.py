@@ -3,15 +3,17 @@
 :class:`PrometheusLogger` is the ``"prometheus"`` built-in integration. It registers the metrics
 of the contract in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
 share a registry share one set of metrics) and updates them in ``on_end``, on the caller's
-thread: a handful of counter increments, no I/O. Metrics whose source is not an event (router
-cooldowns, ledger outbox, proxy rejections) are fed through small public methods so those parts
-can report when they land. Label values are bounded: ``operation`` is ``image_edit`` or
-``image_generation``, ``size`` is a standard size or ``custom``,
+thread: a handful of counter increments, no I/O. The router's cooldowns and the proxy's
+rejections are fed through small public methods; the ledger's figures (``tracking_ledger_*``)
+are read from the live ledgers at scrape time (:mod:`tracking.ledger_stats`), as are the bus's
+counters. Label values are bounded: ``operation`` is ``image_edit`` or ``image_generation``,
+``size`` is a standard size or ``custom``,
 ``error_type`` one of the library's fixed error types or ``other``, and end users appear only
 on the opt-in per-end-user metric, whose series are capped (least recently used evicted,
 evictions counted). :func:`start_metrics_server`, :func:`metrics_asgi_app` and
 :func:`generate_metrics` expose the metrics; with ``PROMETHEUS_MULTIPROC_DIR`` set they read
-every worker's files (prometheus_client's multiprocess mode).
+every worker's files (prometheus_client's multiprocess mode), and the ledger's figures that
+every worker shares in the same folder.
 """
 
 from __future__ import annotations
@@ -29,17 +31,21 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from tracking import bus
+from tracking import bus, ledger_stats
 from tracking.errors import ERROR_TYPES, ConfigurationError
 
 if TYPE_CHECKING:
@@ -74,21 +80,6 @@ DURATION_BUCKETS: tuple[float, ...] = (
     90.0,
     120.0,
     180.0,
-)
-LEDGER_WRITE_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
 )
 STANDARD_SIZES = frozenset(
     {"auto", "256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1792x1024", "1024x1792"}
@@ -163,33 +154,11 @@ class PrometheusLogger:
     def shutdown(self, timeout: float | None = None) -> None:
         pass
 
-    # -- what events cannot carry: fed by the router, the ledger and the proxy -----------------
+    # -- what events cannot carry: fed by the router and the proxy -----------------------------
 
     def record_cooldown(self, model: str, deployment: str) -> None:
         """Count one deployment put in cooldown by the router."""
         self.metrics.cooldowns.labels(_bounded(model), _bounded(deployment)).inc()
-
-    def set_ledger_queue_depth(self, depth: int) -> None:
-        """Events waiting for the ledger writer right now."""
-        self.metrics.ledger_queue_depth.set(depth)
-
-    def set_ledger_outbox_rows(self, rows: int) -> None:
-        """Rows acknowledged in the local outbox and not yet in the target database."""
-        self.metrics.ledger_outbox_rows.set(rows)
-
-    def observe_ledger_write(self, seconds: float) -> None:
-        """How long one ledger batch write took."""
-        self.metrics.ledger_write_seconds.observe(seconds)
-
-    def record_ledger_replayed(self, rows: int = 1) -> None:
-        """Rows shipped from the outbox to the target after a delay (outage, restart)."""
-        if rows > 0:
-            self.metrics.ledger_replayed.inc(rows)
-
-    def record_ledger_quarantined(self, rows: int = 1) -> None:
-        """Rows the ledger's database refused for good, moved to ``ledger_quarantine``."""
-        if rows > 0:
-            self.metrics.ledger_quarantined.inc(rows)
 
     def record_proxy_rejection(self, reason: str) -> None:
         """One request refused by the proxy, under one of :data:`PROXY_REJECTION_REASONS`."""
@@ -325,31 +294,6 @@ class _Metrics:
         self.end_user_evicted = counter(
             "tracking_end_user_series_evicted", "End-user series evicted to bound memory."
         )
-        self.ledger_queue_depth = Gauge(
-            "tracking_ledger_queue_depth",
-            "Events waiting for the ledger writer.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.ledger_outbox_rows = Gauge(
-            "tracking_ledger_outbox_rows",
-            "Rows acknowledged in the local outbox, not yet in the target database.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.ledger_write_seconds = Histogram(
-            "tracking_ledger_write_seconds",
-            "Time to write one ledger batch.",
-            buckets=LEDGER_WRITE_BUCKETS,
-            registry=registry,
-        )
-        self.ledger_replayed = counter(
-            "tracking_ledger_replayed", "Outbox rows shipped to the target after a delay."
-        )
-        self.ledger_quarantined = counter(
-            "tracking_ledger_quarantined",
-            "Ledger rows the database refused for good, kept in ledger_quarantine.",
-        )
         self.proxy_rejections = counter(
             "image_edit_proxy_rejections", "Requests refused by the proxy.", ("reason",)
         )
@@ -357,6 +301,11 @@ class _Metrics:
         self.end_user_lock = threading.Lock()
         self._series: dict[tuple[str, str, str, str], _ModelSeries] = {}
         registry.register(BusCountersCollector())
+        directory = _multiprocess_dir()
+        if directory:  # the scraped worker reads the others' figures from the shared folder
+            ledger_stats.start_sharing(directory)
+        else:
+            registry.register(LedgerCollector())
 
     def series_for(
         self, model: str, served: str, provider: str, operation: str = "image_edit"
@@ -501,6 +450,51 @@ class BusCountersCollector(Collector):
             return None
 
 
+class LedgerCollector(Collector):
+    """``tracking_ledger_*``: the live ledgers' figures, read when the metrics are scraped.
+
+    Given the multiprocess folder, every worker's shared figures are summed (a worker that has
+    ended keeps its counts, not its gauges); otherwise this process's ledgers are read.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        if self._directory is None:
+            stats = ledger_stats.live_stats()
+        else:
+            stats = ledger_stats.shared_stats(self._directory)
+        yield GaugeMetricFamily(
+            "tracking_ledger_queue_depth",
+            "Events waiting for the ledger writer.",
+            value=stats.queue_depth,
+        )
+        yield GaugeMetricFamily(
+            "tracking_ledger_outbox_rows",
+            "Rows acknowledged in the local outbox, not yet in the target database.",
+            value=stats.outbox_rows,
+        )
+        cumulative = list(itertools.accumulate(stats.write_counts))
+        bounds = [*(repr(b) for b in ledger_stats.WRITE_BUCKETS), "+Inf"]
+        yield HistogramMetricFamily(
+            "tracking_ledger_write_seconds",
+            "Time to write one ledger batch.",
+            buckets=list(zip(bounds, cumulative, strict=True)),
+            sum_value=stats.write_seconds,
+        )
+        yield CounterMetricFamily(
+            "tracking_ledger_replayed",
+            "Outbox rows shipped to the target after a delay.",
+            value=stats.replayed_rows,
+        )
+        yield CounterMetricFamily(
+            "tracking_ledger_quarantined",
+            "Ledger rows the database refused for good, kept in ledger_quarantine.",
+            value=stats.quarantined_rows,
+        )
+
+
 def _counts(snapshot: Any, key: str) -> list[tuple[str, float]]:
     if snapshot is None:
         return []
@@ -547,6 +541,7 @@ def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegi
     if directory:
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected, path=directory)  # type: ignore[no-untyped-call]
+        collected.register(LedgerCollector(directory))
         return collected
     return registry if registry is not None else REGISTRY
 

@@ -1,7 +1,9 @@
 """A loopback TCP relay to a real database server that a test can cut, as an outage would.
 
-``cut()`` drops every relayed connection and refuses new ones until ``restore()``; the server
-behind it keeps running for every other test (the machine's shared PostgreSQL is never touched).
+``cut()`` drops every relayed connection and refuses new ones until ``restore()``; ``pause()``
+keeps the connections open but forwards nothing, as a server that stops answering (not down:
+paused) would. The server behind it keeps running for every other test (the machine's shared
+PostgreSQL and Redis are never touched).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class TcpRelay:
@@ -20,6 +23,7 @@ class TcpRelay:
         parsed = make_url(database_url)
         self.target = (parsed.host or "127.0.0.1", parsed.port or 5432)
         self.up = True
+        self.paused = False
         self._server = socket.create_server(("127.0.0.1", 0))
         self._server.settimeout(0.05)
         self.port: int = self._server.getsockname()[1]
@@ -59,6 +63,8 @@ class TcpRelay:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                while self.paused and not self._stopping:  # held, never delivered while paused
+                    time.sleep(0.01)
                 dst.sendall(data)
         except OSError:
             pass
@@ -80,8 +86,13 @@ class TcpRelay:
             live = list(self._sockets)
         self._drop(*live)
 
+    def pause(self) -> None:
+        """Connections stay open, but nothing reaches either side until ``restore()``."""
+        self.paused = True
+
     def restore(self) -> None:
         self.up = True
+        self.paused = False
 
     def close(self) -> None:
         self._stopping = True

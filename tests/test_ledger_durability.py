@@ -22,6 +22,7 @@ import sqlalchemy as sa
 import tracking
 from tests.conftest import make_png
 from tests.ledger_support import make_event
+from tests.loop_ticks import loop_ticks
 from tests.relay import TcpRelay
 from tracking.integrations.sql import SqlLedger, spend_logs
 
@@ -87,7 +88,7 @@ def _prometheus(monkeypatch):
     registry = CollectorRegistry()
     logger = PrometheusLogger(registry)
     monkeypatch.setattr(tracking, "callbacks", [logger])
-    tracking.register()  # the bus now knows the logger: the ledger feeds it
+    tracking.register()
     return registry
 
 
@@ -96,6 +97,7 @@ def test_postgres_down_for_seconds_under_load_nothing_lost_nothing_doubled(
 ):
     registry = _prometheus(monkeypatch)
     SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
+    replayed_before = registry.get_sample_value("tracking_ledger_replayed_total") or 0
     ledger = SqlLedger(relay.url, mode="durable", outbox_dir=tmp_path / "outbox", retry_max=0.5)
     replayed: list[int] = []
     ledger.replay_hooks.append(replayed.append)
@@ -129,7 +131,8 @@ def test_postgres_down_for_seconds_under_load_nothing_lost_nothing_doubled(
         assert ledger.replayed_rows == sum(replayed)
     finally:
         ledger.shutdown(10)
-    assert registry.get_sample_value("tracking_ledger_replayed_total") == sum(replayed)
+    replayed_total = registry.get_sample_value("tracking_ledger_replayed_total")
+    assert replayed_total == replayed_before + sum(replayed)
     assert registry.get_sample_value("tracking_ledger_outbox_rows") == 0
     assert registry.get_sample_value("tracking_ledger_write_seconds_count") > 0
     assert not list((tmp_path / "outbox").glob("*.db"))  # drained and shut down: files removed
@@ -219,25 +222,16 @@ def test_a_durable_async_call_waits_for_its_row_without_blocking_the_loop(
         blocker.execute("BEGIN EXCLUSIVE")  # the ledger's commit must wait: a slow write
 
         async def main() -> tuple[str, int, list[str]]:
-            ticks = 0
-
-            async def ticker() -> None:
-                nonlocal ticks
-                while True:
-                    await asyncio.sleep(0.01)
-                    ticks += 1
-
             def unlock() -> None:
                 blocker.execute("ROLLBACK")
 
-            running = asyncio.create_task(ticker())
-            asyncio.get_running_loop().call_later(1.0, unlock)
-            response = await tracking.aimage_edit(
-                image=make_png(), prompt="p", model="gpt-image-1", **upstream
-            )
-            seen = [r[0] for r in blocker.execute("SELECT request_id FROM spend_logs")]
-            running.cancel()
-            return response.request_id, ticks, seen
+            async with loop_ticks() as ticks:
+                asyncio.get_running_loop().call_later(1.0, unlock)
+                response = await tracking.aimage_edit(
+                    image=make_png(), prompt="p", model="gpt-image-1", **upstream
+                )
+                seen = [r[0] for r in blocker.execute("SELECT request_id FROM spend_logs")]
+            return response.request_id, ticks.count, seen
 
         request_id, ticks, seen = asyncio.run(main())
         assert ticks >= 20  # the loop kept running other tasks while the call awaited its row

@@ -3,6 +3,9 @@
 Both keep their state in Redis when it answers and fall back to local state when it does not.
 :class:`RedisOutage` remembers that Redis is down for ``retry_interval`` seconds (so a dead
 server costs one timeout per interval, not one per call) and warns once per outage.
+:func:`redis_client` and :func:`async_redis_client` make every client either of them uses, with
+the same settings: ``timeout`` bounds connecting and each answer, and a timeout is never retried
+by the client (it is an outage, which :class:`RedisOutage` handles).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ import logging
 import threading
 import time
 from types import ModuleType
+from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["RedisOutage", "import_redis"]
+__all__ = ["RedisOutage", "async_redis_client", "import_redis", "redis_client"]
 
 
 def import_redis() -> ModuleType:
@@ -28,6 +32,28 @@ def import_redis() -> ModuleType:
             f"redis_url needs the 'redis' package: {install_hint('redis')}"
         ) from None
     return redis
+
+
+def _settings(timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry_on_timeout": False,
+    }
+
+
+def redis_client(url: str, timeout: float) -> Any:
+    """A blocking client for ``url`` (for sync callers only, never on an event loop)."""
+    redis = import_redis()
+    return redis.Redis.from_url(url, **_settings(timeout))
+
+
+def async_redis_client(url: str, timeout: float) -> Any:
+    """A ``redis.asyncio`` client for ``url``; it belongs to the event loop that first uses it."""
+    import_redis()
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(url, **_settings(timeout))
 
 
 class RedisOutage:

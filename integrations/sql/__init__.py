@@ -11,6 +11,7 @@ SQLAlchemy and Alembic are imported here, never by ``import tracking``.
 from __future__ import annotations
 
 from ._billing import BilledRow, query_billed
+from ._columns import UTCDateTime
 from ._commands import migrate_command, spend_command
 from ._engine import DEFAULT_URL, create_ledger_engine, resolve_url
 from ._ledger import LedgerMode, ReplayHook, SqlLedger
@@ -28,7 +29,6 @@ from ._quarantine import quarantine_list_command, quarantine_replay_command
 from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import (
     VERSION_TABLE,
-    UTCDateTime,
     event_to_row,
     include_object,
     metadata,

@@ -21,12 +21,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring, encode_basestring_ascii
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._columns import columns_of_kind, compile_reader
 from ._schema import COLUMN_NAMES, plain_json
-
-if TYPE_CHECKING:
-    from tracking.events import ImageEditEvent
 
 __all__ = [
     "COLUMNS",
@@ -45,9 +43,9 @@ __all__ = [
 ]
 
 COLUMNS = COLUMN_NAMES
-_MONEY = frozenset({"cost_usd", "cost_per_image_usd"})
-_TIMES = frozenset({"start_time", "end_time"})
-_JSON = frozenset({"tags", "metadata", "fallback_from"})
+_MONEY = frozenset(columns_of_kind("money"))
+_TIMES = frozenset(columns_of_kind("time"))
+_JSON = frozenset(columns_of_kind("json"))
 _TYPED = tuple(c for c in COLUMNS if c in _MONEY or c in _TIMES)
 _KINDS = tuple(
     "money" if c in _MONEY else "time" if c in _TIMES else "json" if c in _JSON else ""
@@ -236,64 +234,22 @@ def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(params)
 
 
-def event_sqlite_params(event: ImageEditEvent) -> tuple[Any, ...]:
-    """``sqlite_values(event_values(event))`` in one step: the SQLite ledger's hot path.
-
-    ValueError for a naive timestamp. A test keeps the two equal for every kind of event.
-    """
-    usage = event.usage
-    cost = event.cost_usd
-    per_image = event.cost_per_image_usd
-    tags = event.tags
-    fallback = event.fallback_from
-    return (  # the order of the columns (see event_values)
-        event.request_id,
-        event.call_type,
-        event.status,
-        event.upstream_request_id,
-        event.end_user,
-        event.api_key_hash,
-        event.key_alias,
-        event.team,
-        _encode_json(tags) if tags else "[]",
-        _json_text(plain_json(event.metadata)),
-        event.model,
-        event.model_group,
-        event.resolved_model,
-        event.provider,
-        event.deployment_id,
-        event.api_base,
-        event.n,
-        event.images_returned,
-        event.size,
-        event.quality,
-        *(
-            (
-                usage.input_text_tokens,
-                usage.input_image_tokens,
-                usage.cached_input_tokens,
-                usage.output_tokens,
-                usage.total_tokens,
-            )
-            if usage
-            else _NO_USAGE
-        ),
-        None if cost is None else float(cost),
-        None if per_image is None else float(per_image),
-        event.cost_source,
-        event.price_ref,
-        _sqlite_time(event.start_time),
-        _sqlite_time(event.end_time),
-        float(event.latency_ms),
-        event.attempts,
-        event.retries,
-        _encode_json(fallback) if fallback else "[]",
-        event.error_type,
-        event.http_status,
-    )
+def _sqlite_money(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
-_NO_USAGE = (None, None, None, None, None)
+#: ``sqlite_values(event_values(event))`` in one step: the SQLite ledger's hot path, made from
+#: the same column definitions. ValueError for a naive timestamp.
+event_sqlite_params = compile_reader(
+    "event_sqlite_params",
+    {"money": "_sqlite_money", "time": "_sqlite_time", "json": "_json_text"},
+    {
+        "plain_json": plain_json,
+        "_sqlite_money": _sqlite_money,
+        "_sqlite_time": _sqlite_time,
+        "_json_text": _json_text,
+    },
+)
 
 
 def postgres_batch(lines: Iterable[str]) -> str:

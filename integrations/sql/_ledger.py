@@ -18,8 +18,10 @@ blocking their loop). ``flush()`` waits until rows are in the target; ``shutdown
 interpreter exit deliver what they can and leave the rest in the outbox for the next start.
 
 Metrics: ``queue_depth()``, ``outbox_rows()``, ``write_hooks`` (each acknowledgement commit) and
-``replay_hooks`` (rows shipped late). When a Prometheus integration is registered, the ledger
-feeds it these (``tracking_ledger_*``) after every commit and every shipped batch.
+``replay_hooks`` (rows shipped late). The ledger keeps its figures itself and answers
+``ledger_stats()`` (a :class:`tracking.ledger_stats.LedgerStats`); every ledger adds itself to
+:mod:`tracking.ledger_stats`'s live set, which the Prometheus integration reads at scrape time
+(``tracking_ledger_*``), so the ledger pushes nothing and needs no exporter loaded before it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tracking import ledger_stats
 from tracking.errors import ConfigurationError
+from tracking.ledger_stats import LedgerStats, WriteTimes
 
 from ._codec import encode_row, encode_values, event_sqlite_params, line_request_id
 from ._engine import create_ledger_engine, redact
@@ -85,7 +89,6 @@ class _OutboxDestination(ShipperOwner):
         directory: Path,
         inserter: SpendLogsInserter,
         replay_hooks: list[ReplayHook],
-        ship_hooks: list[WriteHook],
         quarantine_hooks: list[ReplayHook],
         *,
         max_batch: int,
@@ -94,7 +97,6 @@ class _OutboxDestination(ShipperOwner):
         self.directory = directory
         self.inserter = inserter
         self._replay_hooks = replay_hooks
-        self._ship_hooks = ship_hooks
         self._quarantine_hooks = quarantine_hooks
         self._max_batch = max_batch
         self._retry_max = retry_max
@@ -121,7 +123,6 @@ class _OutboxDestination(ShipperOwner):
                     max_batch=self._max_batch,
                     retry_max=self._retry_max,
                     replay_hooks=self._replay_hooks,
-                    ship_hooks=self._ship_hooks,
                     quarantine_hooks=self._quarantine_hooks,
                 )
                 self._shipper, self._pid = shipper, os.getpid()
@@ -189,10 +190,13 @@ class SqlLedger:
                 self.engine.dispose()
             raise
         self.mode: LedgerMode = "durable" if chosen == "durable" else "background"
-        self.replay_hooks: list[ReplayHook] = [self._feed_replayed]
-        self._ship_hooks: list[WriteHook] = [self._feed_shipped]
+        self._tally_lock = threading.Lock()
+        self._replayed_total = 0
+        self._quarantined_total = 0
+        self._write_times = WriteTimes()
+        self.replay_hooks: list[ReplayHook] = [self._count_replayed]
         #: Called with a count of rows moved to ``ledger_quarantine`` (refused for good).
-        self.quarantine_hooks: list[ReplayHook] = [self._feed_quarantined]
+        self.quarantine_hooks: list[ReplayHook] = [self._count_quarantined]
         inserter = SpendLogsInserter(self.engine)
         self._outbox: _OutboxDestination | None = None
         if outbox_dir is not None or self.engine.dialect.name != "sqlite":
@@ -205,7 +209,6 @@ class SqlLedger:
                 directory,
                 inserter,
                 self.replay_hooks,
-                self._ship_hooks,
                 self.quarantine_hooks,
                 max_batch=max_batch,
                 retry_max=retry_max,
@@ -233,7 +236,7 @@ class SqlLedger:
             retry_max=retry_max,
             linger=linger,
         )
-        self.writer.write_hooks.append(self._feed_written)
+        self.writer.write_hooks.append(self._count_written)
         self.writer.quarantine_hooks = self.quarantine_hooks
         self._prepare: Callable[[ImageEditEvent], Any] = (
             _outbox_line if self._outbox is not None else event_sqlite_params
@@ -248,6 +251,7 @@ class SqlLedger:
 
         os.register_at_fork(after_in_child=dispose_in_child)
         atexit.register(self._at_exit)
+        ledger_stats.add_source(self)
 
     def __repr__(self) -> str:
         return f"SqlLedger({redact(self.engine.url)!r}, mode={self.mode!r})"
@@ -319,6 +323,7 @@ class SqlLedger:
             if deadline is not None:
                 remaining = min(remaining, max(0.0, deadline - time.monotonic()))
             self._intents.close(remaining)
+        ledger_stats.retire_source(self)
         if self._owns_engine:
             self.engine.dispose()
 
@@ -373,25 +378,30 @@ class SqlLedger:
         """Callables run as ``hook(seconds, rows)`` after every acknowledgement commit."""
         return self.writer.write_hooks
 
-    def _feed_written(self, seconds: float, rows: int) -> None:
-        for sink in _metric_sinks():
-            sink.observe_ledger_write(seconds)
-            sink.set_ledger_queue_depth(self.queue_depth())
-            sink.set_ledger_outbox_rows(self.outbox_rows())
+    def ledger_stats(self) -> LedgerStats:
+        """This ledger's figures now, as the metrics show them (``tracking_ledger_*``)."""
+        counts, seconds = self._write_times.snapshot()
+        with self._tally_lock:
+            replayed, quarantined = self._replayed_total, self._quarantined_total
+        return LedgerStats(
+            queue_depth=self.queue_depth(),
+            outbox_rows=self.outbox_rows(),
+            replayed_rows=replayed,
+            quarantined_rows=quarantined,
+            write_counts=counts,
+            write_seconds=seconds,
+        )
 
-    def _feed_shipped(self, seconds: float, rows: int) -> None:
-        for sink in _metric_sinks():
-            sink.set_ledger_outbox_rows(self.outbox_rows())
+    def _count_written(self, seconds: float, rows: int) -> None:
+        self._write_times.observe(seconds)
 
-    def _feed_quarantined(self, rows: int) -> None:
-        for sink in _metric_sinks():
-            record = getattr(sink, "record_ledger_quarantined", None)
-            if record is not None:
-                record(rows)
+    def _count_replayed(self, rows: int) -> None:
+        with self._tally_lock:
+            self._replayed_total += rows
 
-    def _feed_replayed(self, rows: int) -> None:
-        for sink in _metric_sinks():
-            sink.record_ledger_replayed(rows)
+    def _count_quarantined(self, rows: int) -> None:
+        with self._tally_lock:
+            self._quarantined_total += rows
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -414,10 +424,3 @@ class SqlLedger:
 
 def _outbox_line(event: ImageEditEvent) -> str:
     return encode_values(event_values(event))
-
-
-def _metric_sinks() -> tuple[Any, ...]:
-    """Registered integrations that take the ledger's metrics (the Prometheus logger)."""
-    from tracking import bus
-
-    return tuple(i for i in bus.loaded_integrations() if hasattr(i, "set_ledger_outbox_rows"))

@@ -55,8 +55,9 @@ def _multiprocess_dir() -> tuple[str, bool]:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
         # Files left by an earlier run would be summed into this run's totals.
-        for stale in folder.glob("*.db"):
-            stale.unlink()
+        for pattern in ("*.db", "ledger-*.json"):  # the ledger's shared figures too
+            for stale in folder.glob(pattern):
+                stale.unlink()
         return str(folder), False
     return tempfile.mkdtemp(prefix="tracking-metrics-"), True
 

@@ -14,6 +14,11 @@ Without Redis (no ``redis_url``) the same logic runs on counters in this process
 (:class:`LocalCounters`, exact for one instance) or in the machine's file that the workers of
 ``tracking serve --workers N`` share (:mod:`.machine_counters`).
 
+Every exchange is awaited on the event loop with ``redis.asyncio`` (never a blocking client), and
+bounded by ``socket_timeout`` as a whole, so a Redis that stops answering holds a call for at most
+that long and never the loop; the client's settings are the router's
+(:func:`tracking.redis_outage.async_redis_client`).
+
 A Redis error never fails a call: the first is logged as a warning and Redis is tried again
 after ``retry_interval`` seconds. Meanwhile budgets are computed from the durable ledger: every
 reservation re-reads what the ledger says was spent and adds this instance's reservations in
@@ -35,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol, TypeVar
 
-from ..redis_outage import RedisOutage
+from ..redis_outage import RedisOutage, async_redis_client
 
 __all__ = [
     "IDLE_TTL",
@@ -239,20 +244,14 @@ class RedisCounters:
             "alone and budgets from the ledger, retrying Redis in %.0f s",
             retry_interval,
         )
-        import redis.asyncio
-
         self.prefix = prefix
+        self.socket_timeout = socket_timeout
         self.local = LocalCounters()  # rpm windows while Redis is away
         self._outage = OutageBudgets()
         self._merging = asyncio.Lock()
         #: The server's run id when first reached; a different one after an outage: restarted.
         self._run_id: str | None = None
-        self._client: Any = redis.asyncio.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry_on_timeout=False,
-        )
+        self._client: Any = async_redis_client(url, socket_timeout)
         self._reserve: Any = self._client.register_script(_RESERVE)
         self._adjust: Any = self._client.register_script(_ADJUST)
 
@@ -268,11 +267,14 @@ class RedisCounters:
             return await local()
         try:
             if self._run_id is None:
-                self._run_id = await self._server_run_id()
-            if self._outage.has_pending:
+                async with asyncio.timeout(self.socket_timeout):
+                    self._run_id = await self._server_run_id()
+            if self._outage.has_pending:  # one exchange per counter, each bounded by the client
                 await self._merge_outage()
-            return await remote()
-        except self.outage.errors as exc:
+            # The socket timeout bounds each step; this bounds the whole operation as well.
+            async with asyncio.timeout(self.socket_timeout):
+                return await remote()
+        except self.outage.errors as exc:  # TimeoutError is an OSError
             self.outage.failed(exc)
             return await local()
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ..frozen import fast_init
-from ..redis_outage import RedisOutage
+from ..redis_outage import RedisOutage, async_redis_client, redis_client
 from ..targets import Consult, Steps, run_steps
 
 __all__ = ["MemoryState", "RedisState", "RouterState", "Snapshot", "StepwiseState", "stepwise"]
@@ -262,8 +262,6 @@ class RedisState:
             "%.0f s",
             retry_interval,
         )
-        import redis
-
         self.url = url
         self.prefix = prefix
         self.latency_window = latency_window
@@ -273,12 +271,7 @@ class RedisState:
         self.local = MemoryState(
             latency_window=latency_window, failure_window=failure_window, clock=clock
         )
-        self._client = client or redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry_on_timeout=False,
-        )
+        self._client = client or redis_client(url, socket_timeout)
         #: The async clients, one per event loop (a redis.asyncio client belongs to its loop).
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
@@ -340,14 +333,7 @@ class RedisState:
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
         if entry is None:
-            import redis.asyncio
-
-            client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_timeout=self.socket_timeout,
-                socket_connect_timeout=self.socket_timeout,
-                retry_on_timeout=False,
-            )
+            client = async_redis_client(self.url, self.socket_timeout)
             closer = _close_at_loop_end(client)
             await closer.__anext__()
             entry = self._async[loop] = (client, closer)
