@@ -31,6 +31,7 @@ from grafana_foundation_sdk.builders.common import (
     VizTooltipOptions,
 )
 from grafana_foundation_sdk.builders.dashboard import (
+    CustomVariable,
     Dashboard,
     DatasourceVariable,
     QueryVariable,
@@ -59,6 +60,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from .contract import OPERATIONS as OPERATION_VALUES
+
 __all__ = ["DASHBOARDS", "OUTPUT_DIR", "build_dashboard", "main", "render", "render_all"]
 
 OUTPUT_DIR = Path(__file__).resolve().parent / "grafana"
@@ -73,8 +76,9 @@ IMAGES_PER_MIN = "suffix: img/min"
 TOKENS_PER_MIN = "suffix: tok/min"
 COUNT = "short"
 
-# Label filters every model-scoped query carries, so the variables narrow every panel.
-SEL = 'model=~"$model", provider=~"$provider"'
+# Label filters every model-scoped query carries, so the variables narrow every panel; the
+# per-call metrics also carry ``operation`` (image_edit / image_generation).
+SEL = 'model=~"$model", provider=~"$provider", operation=~"$operation"'
 MODEL_SEL = 'model=~"$model"'
 
 
@@ -138,10 +142,11 @@ def _quantile(q: float) -> Query:
 
 OVERVIEW = DashboardSpec(
     uid="image-edit-overview",
-    title="Image edits: spend and traffic",
+    title="Image edits and generations: spend and traffic",
     description=(
-        "Spend, images, requests, errors and latency of /v1/images/edits calls made through "
-        "tracking (SDK processes and the proxy), from the tracking metrics."
+        "Spend, images, requests, errors and latency of /v1/images/edits and "
+        "/v1/images/generations calls made through tracking (SDK processes and the proxy), "
+        "from the tracking metrics. The Operation variable keeps edits, generations or both."
     ),
     rows=(
         RowSpec(
@@ -152,6 +157,19 @@ OVERVIEW = DashboardSpec(
                     "USD per hour at the current rate, by the model the caller asked for. "
                     "Unpriced calls add nothing here: see 'Unpriced requests'.",
                     (Query(f"{_rate('image_edit_cost_usd_total')} * 3600", "{{model}}"),),
+                    USD,
+                    stacked=True,
+                ),
+                PanelSpec(
+                    "Spend per hour by operation",
+                    "USD per hour at the current rate, edits and generations apart (the "
+                    "operation label: image_edit or image_generation).",
+                    (
+                        Query(
+                            f"{_rate('image_edit_cost_usd_total', by='operation')} * 3600",
+                            "{{operation}}",
+                        ),
+                    ),
                     USD,
                     stacked=True,
                 ),
@@ -548,7 +566,16 @@ def _variables() -> list[Any]:
         .include_all(True)
         .all_value(".*")
     )
-    return [datasource, model, provider]
+    operation = (
+        CustomVariable("operation")
+        .label("Operation")
+        .description("What the calls did: image_edit, image_generation, or both.")
+        .values(",".join(OPERATION_VALUES))
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+    return [datasource, model, provider, operation]
 
 
 def build_dashboard(spec: DashboardSpec) -> dict[str, Any]:

@@ -11,7 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["METRICS", "TARGET_LABELS", "MetricSpec", "exposed_names", "metric_of_series"]
+__all__ = [
+    "METRICS",
+    "OPERATIONS",
+    "TARGET_LABELS",
+    "MetricSpec",
+    "exposed_names",
+    "metric_of_series",
+]
+
+#: The values of the ``operation`` label: what a call did (an edit, or a generation).
+OPERATIONS = ("image_edit", "image_generation")
 
 MetricType = Literal["counter", "gauge", "histogram"]
 
@@ -30,18 +40,22 @@ class MetricSpec:
 
 METRICS: dict[str, MetricSpec] = {
     "image_edit_requests_total": MetricSpec(
-        "counter", ("model", "served_model", "provider", "status", "error_type")
+        "counter", ("model", "served_model", "provider", "operation", "status", "error_type")
     ),
     "image_edit_images_total": MetricSpec(
-        "counter", ("model", "served_model", "provider", "size", "quality")
+        "counter", ("model", "served_model", "provider", "operation", "size", "quality")
     ),
-    "image_edit_cost_usd_total": MetricSpec("counter", ("model", "served_model", "provider")),
+    "image_edit_cost_usd_total": MetricSpec(
+        "counter", ("model", "served_model", "provider", "operation")
+    ),
     "image_edit_tokens_total": MetricSpec(
-        "counter", ("model", "served_model", "provider", "token_type")
+        "counter", ("model", "served_model", "provider", "operation", "token_type")
     ),
-    "image_edit_request_duration_seconds": MetricSpec("histogram", ("model", "provider", "status")),
+    "image_edit_request_duration_seconds": MetricSpec(
+        "histogram", ("model", "provider", "operation", "status")
+    ),
     "image_edit_time_to_first_image_seconds": MetricSpec(
-        "histogram", ("model", "provider"), "stream"
+        "histogram", ("model", "provider", "operation"), "stream"
     ),
     "image_edit_retries_total": MetricSpec("counter", ("model", "deployment"), "router"),
     "image_edit_fallbacks_total": MetricSpec(

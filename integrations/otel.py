@@ -1,7 +1,8 @@
-"""OpenTelemetry spans and GenAI metrics for every image-edit call (docs/observability.md).
+"""OpenTelemetry spans and GenAI metrics for every image call (docs/observability.md).
 
 :class:`OtelLogger` is the ``"otel"`` built-in integration. ``on_start`` opens one CLIENT span,
-``image_edit {model}``, as a child of whatever span is current in the caller, and writes its W3C
+``{operation} {model}`` (``image_edit`` or ``image_generation``, also its
+``gen_ai.operation.name``), as a child of whatever span is current in the caller, and writes its W3C
 trace context into the headers sent upstream; ``on_end`` sets the attributes of the GenAI
 semantic conventions (v1.41, Development) plus our ``image_edit.*`` ones, marks failures
 (status ERROR and ``error.type``), adds retries and fallbacks as span events, ends the span at
@@ -149,13 +150,15 @@ class OtelLogger:
             request = call.request
             model = request.upstream_model or request.model
             attributes = {
-                **_start_attributes(model, request.provider, request.n or 1, call.api_base),
+                **_start_attributes(
+                    model, request.provider, request.n or 1, call.api_base, request.operation
+                ),
                 "image_edit.request_id": call.request_id,
             }
             if self.capture_content:
                 attributes["gen_ai.input.messages"] = self._prompt_messages(request.prompt)
             span = self._tracer.start_span(
-                f"image_edit {model}",
+                f"{request.operation} {model}",
                 kind=SpanKind.CLIENT,
                 attributes=attributes,
                 start_time=_nanos(call.start_time),
@@ -194,10 +197,10 @@ class OtelLogger:
         if span is None:  # refused before the exchange (validation): a span still records it
             model = event.resolved_model or event.model or "unknown"
             span = self._tracer.start_span(
-                f"image_edit {model}",
+                f"{event.operation} {model}",
                 kind=SpanKind.CLIENT,
                 attributes={
-                    "gen_ai.operation.name": "image_edit",
+                    "gen_ai.operation.name": event.operation,
                     "gen_ai.output.type": "image",
                     "gen_ai.request.model": model,
                     "image_edit.request_id": event.request_id,
@@ -294,6 +297,7 @@ class OtelLogger:
             event.provider,
             event.api_base,
             error_type,
+            event.operation,
         )
         self._duration.record(event.latency_ms / 1000, attributes)
         usage = event.usage
@@ -313,10 +317,10 @@ def _provider_name(provider: str) -> str:
 
 @functools.lru_cache(maxsize=_MAX_CACHED)
 def _start_attributes(
-    model: str, provider: str, count: int, api_base: str
+    model: str, provider: str, count: int, api_base: str, operation: str = "image_edit"
 ) -> Mapping[str, AttributeValue]:
     return {
-        "gen_ai.operation.name": "image_edit",
+        "gen_ai.operation.name": operation,
         "gen_ai.provider.name": _provider_name(provider),
         "gen_ai.request.model": model,
         "gen_ai.output.type": "image",
@@ -327,13 +331,17 @@ def _start_attributes(
 
 @functools.lru_cache(maxsize=_MAX_CACHED)
 def _metric_attributes(
-    model: str, provider: str | None, api_base: str | None, error_type: str | None
+    model: str,
+    provider: str | None,
+    api_base: str | None,
+    error_type: str | None,
+    operation: str = "image_edit",
 ) -> tuple[
     Mapping[str, AttributeValue], Mapping[str, AttributeValue], Mapping[str, AttributeValue]
 ]:
     """The duration's attributes, then the input and output token counts' ones."""
     attributes: dict[str, AttributeValue] = {
-        "gen_ai.operation.name": "image_edit",
+        "gen_ai.operation.name": operation,
         "gen_ai.request.model": model,
     }
     if provider:

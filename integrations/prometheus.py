@@ -1,4 +1,4 @@
-"""Prometheus metrics for every image-edit call, ready for one process or many.
+"""Prometheus metrics for every image call (edit or generation), ready for one process or many.
 
 :class:`PrometheusLogger` is the ``"prometheus"`` built-in integration. It registers the metrics
 of the contract in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
@@ -6,7 +6,8 @@ share a registry share one set of metrics) and updates them in ``on_end``, on th
 thread: a handful of counter increments, no I/O. The router's cooldowns and the proxy's
 rejections are fed through small public methods; the ledger's figures (``tracking_ledger_*``)
 are read from the live ledgers at scrape time (:mod:`tracking.ledger_stats`), as are the bus's
-counters. Label values are bounded: ``size`` is a standard size or ``custom``,
+counters. Label values are bounded: ``operation`` is ``image_edit`` or ``image_generation``,
+``size`` is a standard size or ``custom``,
 ``error_type`` one of the library's fixed error types or ``other``, and end users appear only
 on the opt-in per-end-user metric, whose series are capped (least recently used evicted,
 evictions counted). :func:`start_metrics_server`, :func:`metrics_asgi_app` and
@@ -174,13 +175,13 @@ class PrometheusLogger:
         served = event.resolved_model or ""
         provider = event.provider or ""
         # as the caller asked (model), even when a fallback answered (served)
-        series = m.series_for(model, served, provider)
+        series = m.series_for(model, served, provider, event.operation)
         status = event.status
         error_type = _error_type_label(event.error_type) if status == "failure" else ""
         series.requests(status, error_type).inc()
         series.duration(status).observe(event.latency_ms / 1000)
         if event.time_to_first_image_ms is not None:  # a streamed call's first image arrived
-            m.time_to_first_image.labels(series.model, series.provider).observe(
+            m.time_to_first_image.labels(series.model, series.provider, series.operation).observe(
                 event.time_to_first_image_ms / 1000
             )
         if event.images_returned > 0:
@@ -238,10 +239,11 @@ class _Metrics:
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
             return Counter(name, doc, list(labels), registry=registry)
 
-        model_labels = ("model", "served_model", "provider")
+        # operation: image_edit or image_generation (the event's), on every per-call metric
+        model_labels = ("model", "served_model", "provider", "operation")
         self.requests = counter(
             "image_edit_requests",
-            "Image-edit calls, by how they ended.",
+            "Image calls (edits and generations), by how they ended.",
             (*model_labels, "status", "error_type"),
         )
         self.images = counter(
@@ -254,14 +256,14 @@ class _Metrics:
         self.duration = Histogram(
             "image_edit_request_duration_seconds",
             "Wall time of a call, retries included.",
-            ["model", "provider", "status"],
+            ["model", "provider", "operation", "status"],
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
         self.time_to_first_image = Histogram(
             "image_edit_time_to_first_image_seconds",
             "Streamed calls: time from the call's start to its first image event.",
-            ["model", "provider"],
+            ["model", "provider", "operation"],
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
@@ -297,7 +299,7 @@ class _Metrics:
         )
         self.end_users: OrderedDict[str, None] = OrderedDict()
         self.end_user_lock = threading.Lock()
-        self._series: dict[tuple[str, str, str], _ModelSeries] = {}
+        self._series: dict[tuple[str, str, str, str], _ModelSeries] = {}
         registry.register(BusCountersCollector())
         directory = _multiprocess_dir()
         if directory:  # the scraped worker reads the others' figures from the shared folder
@@ -305,35 +307,53 @@ class _Metrics:
         else:
             registry.register(LedgerCollector())
 
-    def series_for(self, model: str, served: str, provider: str) -> _ModelSeries:
-        """The children of one (model, served model, provider), found once and reused.
+    def series_for(
+        self, model: str, served: str, provider: str, operation: str = "image_edit"
+    ) -> _ModelSeries:
+        """The children of one (model, served model, provider, operation), found once and
+        reused.
 
         ``labels()`` formats and looks its values up under a lock on every call; the same few
         label values repeat call after call, so their children are kept here. The cache holds
         no more series than the metrics themselves already do (it is reset past a bound all the
         same, so a stream of distinct model names cannot grow it without limit).
         """
-        key = (model, served, provider)
+        key = (model, served, provider, operation)
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= _MAX_CACHED_SERIES:
                 self._series = {}
-            series = _ModelSeries(self, _bounded(model), _bounded(served), _bounded(provider))
+            series = _ModelSeries(
+                self, _bounded(model), _bounded(served), _bounded(provider), operation
+            )
             self._series[key] = series
         return series
 
 
 class _ModelSeries:
-    """The label children of one (model, served model, provider), created as they are used."""
+    """The label children of one (model, served model, provider, operation), created as they
+    are used."""
 
-    __slots__ = ("_children", "_metrics", "cost", "model", "provider", "served", "shutdown")
+    __slots__ = (
+        "_children",
+        "_metrics",
+        "cost",
+        "model",
+        "operation",
+        "provider",
+        "served",
+        "shutdown",
+    )
 
-    def __init__(self, metrics: _Metrics, model: str, served: str, provider: str) -> None:
+    def __init__(
+        self, metrics: _Metrics, model: str, served: str, provider: str, operation: str
+    ) -> None:
         from tracking.pricing import shutdown_date
 
         self._metrics = metrics
         self.model, self.served, self.provider = model, served, provider
-        self.cost = metrics.cost.labels(model, served, provider)
+        self.operation = operation
+        self.cost = metrics.cost.labels(model, served, provider, operation)
         self._children: dict[tuple[str, ...], Any] = {}
         #: when the served model (else the asked one) is shut down, from the price table
         self.shutdown = shutdown_date(served or model)
@@ -343,7 +363,7 @@ class _ModelSeries:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._metrics.requests.labels(
-                self.model, self.served, self.provider, status, error_type
+                self.model, self.served, self.provider, self.operation, status, error_type
             )
         return child
 
@@ -352,7 +372,7 @@ class _ModelSeries:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._metrics.duration.labels(
-                self.model, self.provider, status
+                self.model, self.provider, self.operation, status
             )
         return child
 
@@ -361,7 +381,7 @@ class _ModelSeries:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._metrics.images.labels(
-                self.model, self.served, self.provider, size, quality
+                self.model, self.served, self.provider, self.operation, size, quality
             )
         return child
 
@@ -370,7 +390,7 @@ class _ModelSeries:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._metrics.tokens.labels(
-                self.model, self.served, self.provider, token_type
+                self.model, self.served, self.provider, self.operation, token_type
             )
         return child
 

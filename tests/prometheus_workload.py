@@ -125,6 +125,12 @@ class Workload:
                 )
             )
         )
+        record(
+            tracking.image_generation(
+                prompt="a red hat", model="gpt-image-1", quality="low", api_key=key,
+                api_base=self.api_base, user="user-7",
+            )
+        )  # fmt: skip
         record(tracking.image_edit(model=UNPRICED_MODEL, api_key=key, max_retries=0, **direct))
         try:
             tracking.image_edit(model="gpt-image-1", api_key=WRONG_KEY, max_retries=0, **direct)

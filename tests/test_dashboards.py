@@ -53,6 +53,7 @@ RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
 #: oversized body.
 MUST_HAVE_DATA = (
     "Spend per hour by model",
+    "Spend per hour by operation",
     "Spend today by model",
     "Spend today",
     "Images per minute by model, size and quality",
@@ -145,10 +146,11 @@ def rules() -> list[dict[str, Any]]:
     return out
 
 
-def substitute(expr: str, model: str = ".*", provider: str = ".*") -> str:
+def substitute(expr: str, model: str = ".*", provider: str = ".*", operation: str = ".*") -> str:
     for name, value in GRAFANA_VARIABLES.items():
         expr = expr.replace(name, value)
-    return expr.replace("$model", model).replace("$provider", provider)
+    expr = expr.replace("$model", model).replace("$provider", provider)
+    return expr.replace("$operation", operation)
 
 
 def all_expressions() -> dict[str, str]:
@@ -191,6 +193,7 @@ def test_every_issue_panel_exists_with_its_unit():
                 units[panel["title"]] = panel["fieldConfig"]["defaults"].get("unit")
     expected = {
         "Spend per hour by model": "currencyUSD",
+        "Spend per hour by operation": "currencyUSD",
         "Spend today by model": "currencyUSD",
         "Images per minute by model, size and quality": "suffix: img/min",
         "Request rate by status": "reqps",
@@ -216,7 +219,12 @@ def test_every_issue_panel_exists_with_its_unit():
 def test_dashboards_have_the_datasource_model_and_provider_variables():
     for name, dashboard in _dashboards().items():
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-        assert set(variables) == {"datasource", "model", "provider"}, name
+        assert set(variables) == {"datasource", "model", "provider", "operation"}, name
+        operation = variables["operation"]
+        assert operation["type"] == "custom" and operation["query"] == (
+            "image_edit,image_generation"
+        )
+        assert operation["multi"] and operation["includeAll"], name
         assert variables["datasource"]["query"] == "prometheus"
         for var in ("model", "provider"):
             assert variables[var]["multi"] and variables[var]["includeAll"], (name, var)
@@ -236,6 +244,7 @@ def test_model_scoped_queries_follow_the_variables():
             for m in ("image_edit_requests_total", "image_edit_cost_usd_total", "_images_total")
         ):
             assert '$model"' in query.expr and '$provider"' in query.expr, query
+            assert '$operation"' in query.expr, query
 
 
 def _selectors(expr: str) -> Iterator[tuple[str, str]]:
@@ -708,6 +717,13 @@ def _check_panels_and_rules(prom: Prometheus) -> None:
     everything = prom.query(substitute(rate_query.expr))
     assert {s["metric"]["model"] for s in everything} > {"gpt-image-1"}
     assert all(v > 0 for v in _values(narrowed))
+
+    # Edits and generations apart: both operations spend, and the variable keeps one of them.
+    (by_operation,) = [q for q in panel_queries() if q.panel == "Spend per hour by operation"]
+    spent = {s["metric"]["operation"] for s in prom.query(substitute(by_operation.expr))}
+    assert spent == {"image_edit", "image_generation"}
+    only = prom.query(substitute(by_operation.expr, operation="image_generation"))
+    assert {s["metric"]["operation"] for s in only} == {"image_generation"}
 
     for rule in rules():
         prom.query(rule["expr"])  # parses and evaluates against real series

@@ -46,7 +46,12 @@ def value(registry, name, **labels):
     return registry.get_sample_value(name, labels) or 0.0
 
 
-OPENAI = {"model": "gpt-image-1", "served_model": "gpt-image-1", "provider": "openai"}
+OPENAI = {
+    "model": "gpt-image-1",
+    "served_model": "gpt-image-1",
+    "provider": "openai",
+    "operation": "image_edit",
+}
 
 
 def test_exact_values_after_real_successful_failed_and_refused_calls(prom, registry, upstream):
@@ -85,7 +90,8 @@ def test_exact_values_after_real_successful_failed_and_refused_calls(prom, regis
     assert value(registry, "image_edit_cost_usd_total", **OPENAI) == pytest.approx(0.09096)
     tracking.image_edit(image=make_png(), prompt="hello", model="some-new-model", **upstream)
     assert value(registry, "image_edit_unpriced_requests_total", model="some-new-model") == 1
-    duration = {"model": "gpt-image-1", "provider": "openai", "status": "success"}
+    duration = {"model": "gpt-image-1", "provider": "openai", "operation": "image_edit",
+                "status": "success"}  # fmt: skip
     assert value(registry, "image_edit_request_duration_seconds_count", **duration) == 2
     assert value(registry, "image_edit_request_duration_seconds_bucket", le="+Inf", **duration) == 2
 
@@ -117,10 +123,11 @@ def test_exact_values_from_priced_retried_and_fallback_events(registry):
     )
 
     assert value(registry, "image_edit_cost_usd_total", **OPENAI) == pytest.approx(0.261)
-    mini = {"model": "gpt-image-1", "served_model": "gpt-image-1-mini", "provider": "openai"}
+    mini = {**OPENAI, "served_model": "gpt-image-1-mini"}
     assert value(registry, "image_edit_cost_usd_total", **mini) == pytest.approx(0.005)
-    assert value(registry, "image_edit_cost_usd_total", model="gpt-image-1", served_model="c",
-                 provider="openai") == pytest.approx(0.002)  # fmt: skip
+    assert value(registry, "image_edit_cost_usd_total", **{**OPENAI, "served_model": "c"}) == (
+        pytest.approx(0.002)
+    )
     assert value(registry, "image_edit_tokens_total", **OPENAI, token_type="cached_input") == 20
     assert value(registry, "image_edit_tokens_total", **OPENAI, token_type="input_text") == 20
     assert value(registry, "image_edit_images_total", **OPENAI, size="1024x1024",
@@ -131,12 +138,12 @@ def test_exact_values_from_priced_retried_and_fallback_events(registry):
                  outcome="success") == 1  # fmt: skip
     assert value(registry, fallbacks, from_model="a", to_model="b", outcome="failure") == 1
     assert value(registry, fallbacks, from_model="b", to_model="c", outcome="failure") == 1
-    other = {"model": "gpt-image-1", "served_model": "c", "provider": "openai",
-             "status": "failure", "error_type": "other"}  # fmt: skip
+    other = {**OPENAI, "served_model": "c", "status": "failure", "error_type": "other"}
     assert value(registry, "image_edit_requests_total", **other) == 1  # unknown type: bounded
     assert value(registry, "image_edit_requests_total", **{**other, "error_type": "rate_limit"})
     assert value(registry, "image_edit_unpriced_requests_total", model="gpt-image-1") == 0
-    slow = {"model": "gpt-image-1", "provider": "openai", "status": "success"}
+    slow = {"model": "gpt-image-1", "provider": "openai", "operation": "image_edit",
+            "status": "success"}  # fmt: skip
     bucket = "image_edit_request_duration_seconds_bucket"
     assert value(registry, bucket, le="2.5", **slow) == 2
     assert value(registry, bucket, le="30.0", **slow) == 2
@@ -300,7 +307,10 @@ def test_multiprocess_mode_sums_real_worker_processes(fake, tmp_path, monkeypatc
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     body, _ = generate_metrics()
     text = body.decode()
-    ok = 'image_edit_requests_total{error_type="",model="gpt-image-1",provider="openai",'
+    ok = (
+        'image_edit_requests_total{error_type="",model="gpt-image-1",operation="image_edit",'
+        'provider="openai",'
+    )
     assert f'{ok}served_model="gpt-image-1",status="success"}} 6.0' in text
     failed = 'error_type="authentication_error",model="gpt-image-1"'
     assert f"image_edit_requests_total{{{failed}" in text
@@ -308,7 +318,7 @@ def test_multiprocess_mode_sums_real_worker_processes(fake, tmp_path, monkeypatc
         'image_edit_deployment_cooldowns_total{deployment="dep-a",model="gpt-image-1"} 3.0' in text
     )
     assert (
-        'image_edit_request_duration_seconds_count{model="gpt-image-1",provider="openai",'
+        'image_edit_request_duration_seconds_count{model="gpt-image-1",operation="image_edit",provider="openai",'
         'status="success"} 6.0' in text
     )
 
@@ -322,12 +332,14 @@ def test_cached_label_children_count_exactly_past_the_cache_bound(registry, monk
         logger.on_end(make_event(model=model, resolved_model=model))
     logger.on_end(failed_event(model="m-a", resolved_model="m-a"))
     for model, successes in (("m-a", 3), ("m-b", 1), ("m-c", 1)):
-        labels = {"model": model, "served_model": model, "provider": "openai"}
+        labels = {"model": model, "served_model": model, "provider": "openai",
+                  "operation": "image_edit"}  # fmt: skip
         assert (
             value(registry, "image_edit_requests_total", **labels, status="success", error_type="")
             == successes
         )
-    failures = {"model": "m-a", "served_model": "m-a", "provider": "openai"}
+    failures = {"model": "m-a", "served_model": "m-a", "provider": "openai",
+                "operation": "image_edit"}  # fmt: skip
     assert (
         value(
             registry,

@@ -654,7 +654,10 @@ def test_metrics_count_size_and_rate_rejections(proxy):
 
 
 def test_calls_and_cooldowns_reach_the_prometheus_integration(proxy):
-    ok = 'image_edit_requests_total{error_type="",model="gpt-image-1",provider="openai",'
+    ok = (
+        'image_edit_requests_total{error_type="",model="gpt-image-1",operation="image_edit",'
+        'provider="openai",'
+    )
     before = _metric(proxy, ok)
     assert post_edit(proxy, {"model": "gpt-image-1", "prompt": "count me"}).status_code == 200
     assert _metric(proxy, ok) == before + 1

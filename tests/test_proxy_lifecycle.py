@@ -272,7 +272,7 @@ def test_two_workers_report_the_same_totals(tmp_path, fake):
         }
         success = (
             'image_edit_requests_total{error_type="",model="gpt-image-1",'
-            'provider="openai",served_model="gpt-image-1",status="success"}'
+            'operation="image_edit",provider="openai",served_model="gpt-image-1",status="success"}'
         )
         for scrape in scrapes:
             (line,) = [line for line in scrape.splitlines() if line.startswith(success)]

@@ -319,7 +319,7 @@ def test_time_to_first_image_on_the_span_and_the_histogram(upstream, monkeypatch
     (span,) = spans.get_finished_spans()
     seconds = (span.attributes or {})["gen_ai.response.time_to_first_chunk"]
     assert seconds == stream.event.time_to_first_image_ms / 1000
-    labels = {"model": MODEL, "provider": "openai"}
+    labels = {"model": MODEL, "provider": "openai", "operation": "image_edit"}
     count = registry.get_sample_value("image_edit_time_to_first_image_seconds_count", labels)
     assert count == 1
     provider.shutdown()

@@ -224,7 +224,7 @@ def test_a_broken_log_backend_affects_neither_the_call_nor_other_integrations(
     assert logs.flush(10)
     assert logs.failed == 1
     labels = {"model": "gpt-image-1", "served_model": "gpt-image-1", "provider": "openai",
-              "status": "success", "error_type": ""}  # fmt: skip
+              "operation": "image_edit", "status": "success", "error_type": ""}  # fmt: skip
     assert registry.get_sample_value("image_edit_requests_total", labels) == 1
 
 

@@ -1,9 +1,10 @@
-"""Observable, billable OpenAI-style image edits.
+"""Observable, billable OpenAI-style image edits and generations.
 
 ``tracking.image_edit(...)`` / ``await tracking.aimage_edit(...)`` call an ``/images/edits``
-endpoint exactly as OpenAI's ``images.edit`` does, and record for every call what it cost, who
-caused it and how it went. Heavy modules (httpx, aiohttp, Pillow) load on first use, so
-``import tracking`` stays cheap.
+endpoint exactly as OpenAI's ``images.edit`` does, ``tracking.image_generation(...)`` /
+``await tracking.aimage_generation(...)`` an ``/images/generations`` one as ``images.generate``
+does, and both record for every call what it cost, who caused it and how it went. Heavy
+modules (httpx, aiohttp, Pillow) load on first use, so ``import tracking`` stays cheap.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from .errors import (
     StreamInterruptedError,
     TrackingError,
     UnprocessableEntityError,
+    UnsupportedOperationError,
     UnsupportedParamsError,
     ValidationError,
 )
 
 if TYPE_CHECKING:
-    from .api import aimage_edit, image_edit
+    from .api import aimage_edit, aimage_generation, image_edit, image_generation
     from .bus import flush, register, shutdown
     from .events import ImageEditEvent
     from .pricing import register_prices
@@ -63,6 +65,8 @@ callbacks: list[Any] = []
 _LAZY = {
     "image_edit": "tracking.api",
     "aimage_edit": "tracking.api",
+    "image_generation": "tracking.api",
+    "aimage_generation": "tracking.api",
     "ImageResponse": "tracking.response",
     "ImageData": "tracking.response",
     "Usage": "tracking.response",
@@ -113,14 +117,17 @@ __all__ = [
     "StreamInterruptedError",
     "TrackingError",
     "UnprocessableEntityError",
+    "UnsupportedOperationError",
     "UnsupportedParamsError",
     "Usage",
     "ValidationError",
     "aimage_edit",
+    "aimage_generation",
     "callbacks",
     "failure_callback",
     "flush",
     "image_edit",
+    "image_generation",
     "register",
     "register_prices",
     "shutdown",

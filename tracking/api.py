@@ -1,10 +1,12 @@
-"""``image_edit`` and ``aimage_edit``: one signature, driven sync or async.
+"""``image_edit`` / ``aimage_edit`` and ``image_generation`` / ``aimage_generation``: one
+signature per operation, driven sync or async.
 
-The parameters are written once, in :func:`tracking.request.image_edit_params` (which
-:func:`~tracking.request.parse_call` reads too); the two entry points take that exact signature
-(``ParamSpec``), so editors and type checkers show every parameter on both. With
-``stream=True`` they return a stream of events (:mod:`tracking.streaming`), and their types say
-so (an overload on ``stream: Literal[True]``).
+The parameters are written once per operation, in :func:`tracking.request.image_edit_params`
+and :func:`tracking.request.image_generation_params` (which
+:func:`~tracking.request.parse_call` reads too); the entry points take that exact signature
+(``ParamSpec``), so editors and type checkers show every parameter. Both operations run the one
+call flow. With ``stream=True`` they return a stream of events (:mod:`tracking.streaming`), and
+their types say so (an overload on ``stream: Literal[True]``).
 """
 
 from __future__ import annotations
@@ -14,18 +16,28 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, ParamSpec, Protocol, cast, overload
 
 from .flow import run_async, run_sync
-from .request import image_edit_params
+from .request import image_edit_params, image_generation_params
 from .response import ImageResponse
 from .streaming import AsyncImageEditStream, ImageEditStream, open_async_stream
 from .targets import Route
 
-__all__ = ["AsyncEdit", "SyncEdit", "aimage_edit", "call_async", "call_sync", "image_edit"]
+__all__ = [
+    "AsyncEdit",
+    "SyncEdit",
+    "aimage_edit",
+    "aimage_generation",
+    "call_async",
+    "call_sync",
+    "image_edit",
+    "image_generation",
+]
 
 P = ParamSpec("P")
 
 
 class SyncEdit(Protocol[P]):
-    """``image_edit``'s type: a stream with ``stream=True``, else the response."""
+    """``image_edit``'s (and ``image_generation``'s) type: a stream with ``stream=True``, else
+    the response."""
 
     # mypy cannot see that P (the signature below) takes no stream=True: no real overlap
     @overload
@@ -37,7 +49,8 @@ class SyncEdit(Protocol[P]):
 
 
 class AsyncEdit(Protocol[P]):
-    """``aimage_edit``'s type: an async stream with ``stream=True``, else the response."""
+    """``aimage_edit``'s (and ``aimage_generation``'s) type: an async stream with
+    ``stream=True``, else the response."""
 
     @overload
     def __call__(  # type: ignore[overload-overlap]  # as SyncEdit
@@ -61,23 +74,25 @@ async def call_async(params: dict[str, Any], route: Route | None = None) -> Any:
     return await run_async(params, route)
 
 
-def _driven_sync(params: Callable[P, dict[str, Any]]) -> SyncEdit[P]:
+def _driven_sync(params: Callable[P, dict[str, Any]], name: str) -> SyncEdit[P]:
     @functools.wraps(params)
-    def image_edit(*args: P.args, **kwargs: P.kwargs) -> Any:
+    def call(*args: P.args, **kwargs: P.kwargs) -> Any:
         return call_sync(params(*args, **kwargs))
 
-    image_edit.__name__ = image_edit.__qualname__ = "image_edit"
-    return cast("SyncEdit[P]", image_edit)
+    call.__name__ = call.__qualname__ = name
+    return cast("SyncEdit[P]", call)
 
 
-def _driven_async(params: Callable[P, dict[str, Any]]) -> AsyncEdit[P]:
+def _driven_async(params: Callable[P, dict[str, Any]], name: str) -> AsyncEdit[P]:
     @functools.wraps(params)
-    async def aimage_edit(*args: P.args, **kwargs: P.kwargs) -> Any:
+    async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
         return await call_async(params(*args, **kwargs))
 
-    aimage_edit.__name__ = aimage_edit.__qualname__ = "aimage_edit"
-    return cast("AsyncEdit[P]", aimage_edit)
+    call.__name__ = call.__qualname__ = name
+    return cast("AsyncEdit[P]", call)
 
 
-image_edit = _driven_sync(image_edit_params)
-aimage_edit = _driven_async(image_edit_params)
+image_edit = _driven_sync(image_edit_params, "image_edit")
+aimage_edit = _driven_async(image_edit_params, "aimage_edit")
+image_generation = _driven_sync(image_generation_params, "image_generation")
+aimage_generation = _driven_async(image_generation_params, "aimage_generation")

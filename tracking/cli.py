@@ -60,6 +60,7 @@ def _spend(args: argparse.Namespace) -> int:
         by=args.by,
         fmt=args.format,
         out=sys.stdout,
+        operation=args.operation,
     )
 
 
@@ -353,7 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument(
         "--until", type=_date_or_time, metavar="DATE", help="to (a date includes that day)"
     )
-    spend.add_argument("--by", choices=("model", "day", "user"), help="group the spend")
+    spend.add_argument(
+        "--by", choices=("model", "day", "user", "operation"), help="group the spend"
+    )
+    spend.add_argument(
+        "--operation",
+        choices=("image_edit", "image_generation"),
+        help="only edits or only generations",
+    )
     spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _database_url_option(spend)
     spend.set_defaults(handler=_spend)

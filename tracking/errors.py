@@ -64,6 +64,7 @@ __all__ = [
     "StreamInterruptedError",
     "TrackingError",
     "UnprocessableEntityError",
+    "UnsupportedOperationError",
     "UnsupportedParamsError",
     "ValidationError",
     "Violation",
@@ -85,6 +86,7 @@ ERROR_TYPES: frozenset[str] = frozenset(
         "configuration_error",
         "validation_error",
         "unsupported_param",
+        "unsupported_operation",
         "api_error",
         "connection_error",
         "timeout",
@@ -240,6 +242,20 @@ class UnsupportedParamsError(ValidationError):
     """A parameter the target model does not accept (``drop_params=True`` drops it instead)."""
 
     error_type = "unsupported_param"
+
+
+class UnsupportedOperationError(ValidationError):
+    """The provider cannot do this operation (an image generation on an edit-only provider);
+    raised before anything is sent. A router tries the call's fallbacks instead."""
+
+    error_type = "unsupported_operation"
+
+    def __init__(self, message: str, *, operation: str, provider: str) -> None:
+        super().__init__(
+            message, param="model", rule="unsupported_operation", code="unsupported_operation"
+        )
+        self.operation = operation
+        self.provider = provider
 
 
 class APIError(TrackingError):

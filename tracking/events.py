@@ -36,11 +36,13 @@ class TokenUsage:
 @fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageEditEvent:
-    """Who, what, how much, how long and how it ended, for one image-edit call."""
+    """Who, what, how much, how long and how it ended, for one image call (an edit or a
+    generation: :attr:`call_type` and :attr:`operation` say which)."""
 
     # identity
     request_id: str
-    call_type: Literal["image_edit", "aimage_edit"]
+    #: the operation, ``a``-prefixed for async callers (:attr:`operation` without it)
+    call_type: Literal["image_edit", "aimage_edit", "image_generation", "aimage_generation"]
     status: CallStatus
     upstream_request_id: str | None = None
     # who
@@ -98,6 +100,11 @@ class ImageEditEvent:
             value = getattr(self, name)
             out[name] = value if type(value) in _PLAIN else _json_safe(value)
         return out
+
+    @property
+    def operation(self) -> Literal["image_edit", "image_generation"]:
+        """What the call did: ``image_edit`` or ``image_generation`` (the metrics' label)."""
+        return "image_generation" if self.call_type.endswith("generation") else "image_edit"
 
     def replace(self, **changes: Any) -> ImageEditEvent:
         return dataclasses.replace(self, **changes)

@@ -13,6 +13,15 @@ Sources: OpenAI's API reference for ``POST /v1/images/edits`` and its image-gene
 (docs.apiyi.com's GPT-image-2.5 launch notes). Their other announced parameters (2.6's
 ``complexity``) have no confirmed values and are left to the upstream to judge. Streaming and
 ``partial_images`` for the GPT image models were read on 2026-12-03 too.
+
+Generations (``POST /v1/images/generations``) take the same sizes, qualities, formats, ``n``
+and streaming as edits for the GPT image models, plus ``moderation`` (``low`` or ``auto``) and
+without ``input_fidelity`` (OpenAI's API reference for ``images.generate``, as the official
+clients' ``ImageGenerateParams`` spell it, read 2026-12-03); Gemini's image models generate
+from a prompt alone through the same ``generateContent`` call. A family's
+:class:`GenerationRule` says this; :func:`family_for` gives the family's rules for one
+operation. A family without one (FLUX Kontext, dall-e-2) is checked only by the generic rules
+for a generation, and its provider decides whether it can make one.
 """
 
 from __future__ import annotations
@@ -22,7 +31,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["FAMILIES", "Family", "ImageRule", "SizeRule", "family_of"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "GenerationRule",
+    "ImageRule",
+    "SizeRule",
+    "family_for",
+    "family_of",
+]
 
 MB = 1024 * 1024
 
@@ -50,6 +67,16 @@ class SizeRule:
 
 def _choices(**values: tuple[str, ...]) -> Mapping[str, frozenset[str]]:
     return MappingProxyType({name: frozenset(allowed) for name, allowed in values.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRule:
+    """How a family's generations differ from its edits (same sizes, formats and limits)."""
+
+    #: enumerated parameters only generations take (``moderation``), with their values
+    choices: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    #: parameters only edits take (``input_fidelity``)
+    edit_only: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -81,6 +108,8 @@ class Family:
     #: the edit endpoint can answer as Server-Sent Events (``stream=True``, ``partial_images``
     #: in :attr:`ranges`)
     streams: bool = False
+    #: what its generations take differently; None: the family documents no generations
+    generation: GenerationRule | None = None
 
     @property
     def takes_response_format(self) -> bool:
@@ -122,6 +151,9 @@ _GPT_IMAGE = Family(
     compression_formats=frozenset({"jpeg", "webp"}),
     default_output_format="png",
     streams=True,
+    generation=GenerationRule(
+        choices=_choices(moderation=("low", "auto")), edit_only=frozenset({"input_fidelity"})
+    ),
 )
 
 _GPT_IMAGE_MINI = dataclasses.replace(
@@ -193,6 +225,7 @@ _GEMINI_FLASH = Family(
     custom_size=_GEMINI_ANY_SIZE,
     max_n=1,
     max_total_bytes=75 * MB,
+    generation=GenerationRule(),  # the same generateContent call, with the prompt alone
 )
 _GEMINI_PRO = dataclasses.replace(
     _GEMINI_FLASH,
@@ -267,3 +300,31 @@ _BY_MODEL = {model: family for family in FAMILIES for model in family.models}
 def family_of(model: str) -> Family | None:
     """The family of a bare model name (no provider prefix), or None when unknown."""
     return _BY_MODEL.get(model)
+
+
+def _generating(family: Family) -> Family | None:
+    rule = family.generation
+    if rule is None:
+        return None
+    choices = {k: v for k, v in family.choices.items() if k not in rule.edit_only}
+    return dataclasses.replace(
+        family, choices=MappingProxyType({**choices, **rule.choices}), mask=None
+    )
+
+
+#: Each family with a generation rule, as its generations are checked.
+_GENERATING = {
+    family.name: generating
+    for family in FAMILIES
+    if (generating := _generating(family)) is not None
+}
+
+
+def family_for(model: str, operation: str) -> Family | None:
+    """The rules of ``model``'s family for ``operation`` (``image_edit`` or
+    ``image_generation``); None when the model is unknown, or its family documents no
+    generations (only the generic checks then apply)."""
+    family = _BY_MODEL.get(model)
+    if family is None or operation == "image_edit":
+        return family
+    return _GENERATING.get(family.name)

@@ -1,4 +1,5 @@
-"""The life of one image-edit call, written once for sync and async callers.
+"""The life of one image call (an edit or a generation), written once for sync and async
+callers.
 
 :func:`edit_flow` is a generator that does no I/O: it yields *effects* (:class:`Send` one HTTP
 request, :class:`Sleep` before a retry, :class:`Emit` the finished event) and receives the
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -41,15 +42,21 @@ from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
-from .providers import Poll, PreparedRequest, Provider, get_provider
-from .request import DEFAULT_MAX_RETRIES, CallOptions, ImageEditRequest, end_user_of, parse_call
+from .providers import Poll, PreparedRequest, Provider, prepare_call
+from .request import (
+    DEFAULT_MAX_RETRIES,
+    CallOptions,
+    CallType,
+    ImageEditRequest,
+    call_type_of,
+    end_user_of,
+    parse_call,
+)
 from .response import ImageResponse
 from .targets import Consult, Route, Routing, Steps, Target, run_steps
 from .unknown_outcomes import outcome_unknown, with_unknown_outcomes
 
-__all__ = ["Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
-
-CallType = Literal["image_edit", "aimage_edit"]
+__all__ = ["CallType", "Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
 
 #: Retry pacing, as the official client: exponential from 0.5 s, at most 8 s, with jitter;
 #: a Retry-After of up to 60 s is honoured as given.
@@ -272,8 +279,7 @@ def _attempts(
             try:
                 request, options = parse_call(**{**params, **target.overrides})
                 parsed.append((request, options))
-                provider = get_provider(request.provider)
-                prepared = provider.prepare(request, options)
+                provider, prepared = prepare_call(request, options)
             except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
                 prepared = None
                 yield from route.done(target, exc, None, None)
@@ -623,7 +629,7 @@ def _str(value: Any) -> str | None:
 
 
 def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
-    flow = edit_flow("image_edit", params, route)
+    flow = edit_flow(call_type_of(params, asynchronous=False), params, route)
     result: Any = None  # an Answer, a consulted value, or an exception as a value
     interrupted: BaseException | None = None
     while True:
@@ -647,7 +653,7 @@ def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageRespons
 
 
 async def run_async(params: dict[str, Any], route: Route | None = None) -> ImageResponse:
-    flow = edit_flow("aimage_edit", params, route)
+    flow = edit_flow(call_type_of(params, asynchronous=True), params, route)
     result: Any = None  # an Answer, a consulted value, or an exception as a value
     interrupted: BaseException | None = None
     while True:

@@ -1,11 +1,15 @@
-"""Parsing and validating the parameters of one image edit into an immutable request.
+"""Parsing and validating the parameters of one image call into an immutable request.
 
-:func:`parse_call` is the single entry for the SDK, the router and the proxy: it applies the
-generic checks (types, ranges every model shares), reads and inspects the images once, applies
-the per-model rules of the model's family (:mod:`tracking.rules` over :mod:`tracking.families`),
-and splits what is sent upstream (:class:`ImageEditRequest`) from how it is sent
-(:class:`CallOptions`). Every broken per-model rule is reported in one ``ValidationError``.
-Nothing here does I/O beyond reading the caller's image arguments.
+A call is an *operation*: ``image_edit`` (OpenAI's ``images.edit``: a prompt and input images)
+or ``image_generation`` (``images.generate``: a prompt alone). Their parameters are written
+once each (:func:`image_edit_params`, :func:`image_generation_params`), and
+:func:`parse_call` is the single entry for both, for the SDK, the router and the proxy: it
+applies the generic checks (types, ranges every model shares), reads and inspects the images
+once, applies the per-model rules of the model's family for the operation
+(:mod:`tracking.rules` over :mod:`tracking.families`), and splits what is sent upstream
+(:class:`ImageEditRequest`) from how it is sent (:class:`CallOptions`). Every broken per-model
+rule is reported in one ``ValidationError``. Nothing here does I/O beyond reading the caller's
+image arguments.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ValidationError, range_code
-from .families import Family, family_of
+from .families import Family, family_for
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
 from .providers import is_provider
@@ -27,14 +31,28 @@ __all__ = [
     "DEFAULT_API_BASE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "GENERATION_PARAMETERS",
+    "OPERATIONS",
     "PARAMETERS",
     "CallOptions",
+    "CallType",
     "ImageEditRequest",
+    "Operation",
+    "call_type_of",
     "end_user_of",
     "image_edit_params",
+    "image_generation_params",
+    "operation_of",
     "parse_call",
     "split_provider",
 ]
+
+#: What a call does: edit input images, or generate images from a prompt alone.
+Operation = Literal["image_edit", "image_generation"]
+#: Every operation, in a stable order (metric labels, the spend split, the dashboards).
+OPERATIONS: tuple[Operation, ...] = ("image_edit", "image_generation")
+#: The event's ``call_type``: the operation, ``a``-prefixed when the caller was async.
+CallType = Literal["image_edit", "aimage_edit", "image_generation", "aimage_generation"]
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 600.0
@@ -49,13 +67,16 @@ MAX_TIMEOUT = 86_400.0
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ImageEditRequest:
-    """What is sent upstream: validated, immutable, images already in memory."""
+    """What is sent upstream: validated, immutable, images already in memory.
+
+    ``operation`` says which call it is; a generation has no images, no mask and no
+    ``input_fidelity``, and may have ``moderation``."""
 
     model: str  #: as the caller asked, provider prefix included
     provider: str
     upstream_model: str  #: the name sent in the body (no provider prefix)
     prompt: str
-    images: tuple[ImageFile, ...]
+    images: tuple[ImageFile, ...] = ()
     mask: ImageFile | None = None
     n: int | None = None
     size: str | None = None
@@ -74,10 +95,12 @@ class ImageEditRequest:
     #: Answered as Server-Sent Events (:mod:`tracking.streaming`), with this many partial images.
     stream: bool = False
     partial_images: int | None = None
+    operation: Operation = "image_edit"
+    moderation: str | None = None
 
     @property
     def family(self) -> Family | None:
-        return family_of(self.upstream_model)
+        return family_for(self.upstream_model, self.operation)
 
     @property
     def input_bytes(self) -> int:
@@ -105,6 +128,28 @@ class ImageEditRequest:
         fields.extend((name, str(value)) for name, value in optional if value is not None)
         fields.extend((name, _form_value(value)) for name, value in self.extra_body.items())
         return fields
+
+    def json_body(self) -> dict[str, Any]:
+        """A generation's JSON body as OpenAI's ``images.generate`` sends it: only the fields
+        the caller set, numbers and booleans as JSON ones, then ``extra_body``."""
+        body: dict[str, Any] = {"model": self.upstream_model, "prompt": self.prompt}
+        optional: tuple[tuple[str, object], ...] = (
+            ("n", self.n),
+            ("size", self.size),
+            ("quality", self.quality),
+            ("background", self.background),
+            ("moderation", self.moderation),
+            ("output_format", self.output_format),
+            ("output_compression", self.output_compression),
+            ("response_format", self.response_format),
+            ("user", self.user),
+            ("safety_identifier", self.safety_identifier),
+            ("stream", True if self.stream else None),
+            ("partial_images", self.partial_images),
+        )
+        body.update((name, value) for name, value in optional if value is not None)
+        body.update(self.extra_body)
+        return body
 
 
 @fast_init
@@ -201,22 +246,99 @@ def image_edit_params(
     return dict(locals())
 
 
-#: The names of the call's parameters, in order (from :func:`image_edit_params`).
+def image_generation_params(
+    prompt: str,
+    model: str | None = None,
+    n: int | None = None,
+    quality: str | None = None,
+    response_format: str | None = None,
+    size: str | None = None,
+    user: str | None = None,
+    *,
+    background: str | None = None,
+    moderation: str | None = None,
+    output_format: str | None = None,
+    output_compression: int | None = None,
+    safety_identifier: str | None = None,
+    stream: bool | None = None,
+    partial_images: int | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    api_key: str | None = None,
+    api_base: str | None = None,
+    api_version: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    drop_params: bool = False,
+) -> dict[str, Any]:
+    """A generation's parameters, defined once: ``image_generation`` and
+    ``aimage_generation`` take this signature, :func:`parse_call` reads what it returns.
+
+    Generate images from a prompt, as OpenAI's ``images.generate``, tracked. The parameters
+    are OpenAI's (``moderation`` is ``"low"`` or ``"auto"``; ``response_format`` only where the
+    model takes it) and the tracking ones are those of ``image_edit``: ``timeout``,
+    ``max_retries``, ``api_key``, ``api_base``, ``metadata``, ``drop_params``... Returns an
+    :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
+    ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's
+    ``image_generation.*`` stream events instead.
+    """
+    return {**locals(), "operation": "image_generation"}
+
+
+#: The names of an edit's parameters, in order (from :func:`image_edit_params`).
 PARAMETERS: tuple[str, ...] = tuple(inspect.signature(image_edit_params).parameters)
-#: What :func:`parse_call` accepts: the parameters and the router's ``base_model`` (the model
-#: whose prices apply to a deployment).
-_ACCEPTED = frozenset((*PARAMETERS, "base_model"))
+#: The names of a generation's parameters, in order (from :func:`image_generation_params`).
+GENERATION_PARAMETERS: tuple[str, ...] = tuple(
+    inspect.signature(image_generation_params).parameters
+)
+#: What :func:`parse_call` accepts: both operations' parameters, the ``operation`` and the
+#: router's ``base_model`` (the model whose prices apply to a deployment).
+_ACCEPTED = frozenset((*PARAMETERS, *GENERATION_PARAMETERS, "operation", "base_model"))
+#: Parameters only an edit takes, and only a generation takes.
+_EDIT_ONLY = ("image", "mask", "input_fidelity")
+_GENERATION_ONLY = ("moderation",)
+
+
+def operation_of(params: Mapping[str, Any]) -> Operation:
+    """The operation a call's parameters are for (an edit unless they say otherwise)."""
+    return "image_generation" if params.get("operation") == "image_generation" else "image_edit"
+
+
+def call_type_of(params: Mapping[str, Any], *, asynchronous: bool) -> CallType:
+    """The event's ``call_type``: the operation, ``a``-prefixed for an async caller."""
+    if operation_of(params) == "image_generation":
+        return "aimage_generation" if asynchronous else "image_generation"
+    return "aimage_edit" if asynchronous else "image_edit"
 
 
 def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     """Validate every parameter and read the images; the first fault is a ``ValidationError``.
 
-    ``params`` are those of :func:`image_edit_params` (missing ones take its defaults) and
-    optionally ``base_model``; any other name is a ``TypeError``, as for a function call.
+    ``params`` are those of :func:`image_edit_params` or, with
+    ``operation="image_generation"``, of :func:`image_generation_params` (missing ones take
+    their defaults) and optionally ``base_model``; any other name is a ``TypeError``, as for a
+    function call. A parameter of the other operation is a ``ValidationError``.
     """
     unknown = params.keys() - _ACCEPTED
     if unknown:
         raise TypeError(f"parse_call() got unexpected keyword arguments: {sorted(unknown)}")
+    operation = params.get("operation", "image_edit")
+    if operation not in OPERATIONS:
+        raise ValidationError(
+            f"operation: one of {', '.join(OPERATIONS)}, got {operation!r}",
+            param="operation",
+            rule="enum",
+        )
+    generating = operation == "image_generation"
+    for name in _EDIT_ONLY if generating else _GENERATION_ONLY:
+        if params.get(name) is not None:
+            other = "an edit" if generating else "a generation"
+            raise ValidationError(
+                f"{name}: only {other} takes this parameter ({operation} does not)",
+                param=name,
+                rule="unsupported",
+            )
     get = params.get
     image: ImageInput | list[ImageInput] | None = get("image")
     prompt: str | None = get("prompt")
@@ -232,6 +354,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     output_compression: int | None = get("output_compression")
     input_fidelity: str | None = get("input_fidelity")
     safety_identifier: str | None = get("safety_identifier")
+    moderation: str | None = get("moderation")
     stream: bool | None = get("stream")
     partial_images: int | None = get("partial_images")
     timeout: float | None = get("timeout")
@@ -269,10 +392,10 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         raise ValidationError(
             "prompt: required, a non-empty string", param="prompt", rule="required"
         )
-    if image is None:
+    if image is None and not generating:
         raise ValidationError("image: required", param="image", rule="required")
     provider, upstream_model = split_provider(model)
-    family = family_of(upstream_model)
+    family = family_for(upstream_model, operation)
 
     n = _int_param("n", n, low=1, high=MAX_N)
     output_compression = _int_param("output_compression", output_compression, low=0, high=100)
@@ -282,6 +405,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         ("background", background),
         ("output_format", output_format),
         ("input_fidelity", input_fidelity),
+        ("moderation", moderation),
         ("user", user),
         ("safety_identifier", safety_identifier),
     ):
@@ -296,11 +420,12 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             rule="enum",
         )
 
-    images = read_images(image, param="image")
+    images = read_images(image, param="image") if image is not None else ()
     mask_file = read_image(mask, param="mask") if mask is not None else None
     optional: dict[str, str | int | None] = {
         "quality": quality,
         "background": background,
+        "moderation": moderation,
         "output_format": output_format,
         "output_compression": output_compression,
         "input_fidelity": input_fidelity,
@@ -345,6 +470,8 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         base_model=base_model,
         stream=bool(stream),
         partial_images=_int_or_none(sent["partial_images"]),
+        operation=operation,
+        moderation=_str_or_none(sent["moderation"]),
     )
     options = CallOptions(
         api_key=api_key,

@@ -1,12 +1,16 @@
-"""The typed events of a streamed image edit, as OpenAI names and shapes them.
+"""The typed events of a streamed image call, as OpenAI names and shapes them.
 
 OpenAI's ``images.edit`` with ``stream=True`` answers Server-Sent Events: zero or more
 ``image_edit.partial_image`` events, then one ``image_edit.completed`` event carrying the final
 image and the call's ``usage`` (OpenAI's API reference, "Image edit streaming events", and the
 ``openai`` package's ``ImageEditPartialImageEvent`` / ``ImageEditCompletedEvent``, read
-2026-12-03). Each class here is a frozen dataclass whose ``type`` is OpenAI's event name and
-whose fields are OpenAI's; ``to_dict()`` gives back the upstream's JSON exactly, and ``data``
-keeps its bytes so the proxy relays them without encoding them again.
+2026-12-03). ``images.generate`` streams the same two events named
+``image_generation.partial_image`` and ``image_generation.completed`` (the package's
+``ImageGenPartialImageEvent`` / ``ImageGenCompletedEvent``); one class serves each pair, its
+``type`` the name the upstream used. Each class here is a frozen dataclass whose ``type`` is
+OpenAI's event name and whose fields are OpenAI's; ``to_dict()`` gives back the upstream's
+JSON exactly, and ``data`` keeps its bytes so the proxy relays them without encoding them
+again.
 
 :func:`parse_stream_event` turns one decoded SSE event into one of these. An ``error`` event (or
 a payload with an ``error`` object) raises :class:`~tracking.errors.APIResponseError`; events of
@@ -26,6 +30,8 @@ from .sse import ServerSentEvent
 
 __all__ = [
     "COMPLETED",
+    "GENERATION_COMPLETED",
+    "GENERATION_PARTIAL_IMAGE",
     "PARTIAL_IMAGE",
     "ImageEditCompletedEvent",
     "ImageEditPartialImageEvent",
@@ -37,6 +43,11 @@ __all__ = [
 
 PARTIAL_IMAGE = "image_edit.partial_image"
 COMPLETED = "image_edit.completed"
+#: The same events of a streamed generation.
+GENERATION_PARTIAL_IMAGE = "image_generation.partial_image"
+GENERATION_COMPLETED = "image_generation.completed"
+_PARTIAL_KINDS = frozenset({PARTIAL_IMAGE, GENERATION_PARTIAL_IMAGE})
+_COMPLETED_KINDS = frozenset({COMPLETED, GENERATION_COMPLETED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +85,9 @@ class _Raw:
 class ImageEditPartialImageEvent(_Raw):
     """A partial image, sent while the final one is being made."""
 
-    type: Literal["image_edit.partial_image"] = "image_edit.partial_image"
+    type: Literal["image_edit.partial_image", "image_generation.partial_image"] = (
+        "image_edit.partial_image"
+    )
     b64_json: str
     partial_image_index: int
     background: str | None = None
@@ -97,7 +110,7 @@ class ImageEditPartialImageEvent(_Raw):
 class ImageEditCompletedEvent(_Raw):
     """The final image, and the call's usage (partial images included)."""
 
-    type: Literal["image_edit.completed"] = "image_edit.completed"
+    type: Literal["image_edit.completed", "image_generation.completed"] = "image_edit.completed"
     b64_json: str
     background: str | None = None
     created_at: int | None = None
@@ -137,7 +150,7 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
             code=code if isinstance(code, str) else None,
             upstream_message=message if isinstance(message, str) else None,
         )
-    if kind not in (PARTIAL_IMAGE, COMPLETED):
+    if kind not in _PARTIAL_KINDS and kind not in _COMPLETED_KINDS:
         return None
     b64 = payload.get("b64_json")
     if not isinstance(b64, str):
@@ -152,11 +165,18 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
         "raw": payload,
         "data": sse.data,
     }
-    if kind == PARTIAL_IMAGE:
+    generation = kind.startswith("image_generation.")
+    if kind in _PARTIAL_KINDS:
         return ImageEditPartialImageEvent(
-            partial_image_index=_int(payload.get("partial_image_index")) or 0, **common
+            type="image_generation.partial_image" if generation else "image_edit.partial_image",
+            partial_image_index=_int(payload.get("partial_image_index")) or 0,
+            **common,
         )
-    return ImageEditCompletedEvent(usage=_usage(payload.get("usage")), **common)
+    return ImageEditCompletedEvent(
+        type="image_generation.completed" if generation else "image_edit.completed",
+        usage=_usage(payload.get("usage")),
+        **common,
+    )
 
 
 def _usage(raw: Any) -> ImageEditStreamUsage | None:

@@ -27,6 +27,7 @@ from .errors import StreamClosed
 from .events import ImageEditEvent
 from .flow import Answer, Emit, Sleep, _origin, consult_async, consult_sync
 from .http import POOL
+from .request import call_type_of
 from .stream_events import ImageEditStreamEvent
 from .stream_flow import Deliver, OpenStream, ReadStream, stream_flow
 from .targets import Consult, Route
@@ -83,7 +84,7 @@ class ImageEditStream(_StreamFacts):
     def __init__(self, params: dict[str, Any], route: Route | None = None) -> None:
         self._state = _StreamState()
         self._events: Generator[ImageEditStreamEvent, None, None] = _drive_sync(
-            stream_flow("image_edit", params, route), self._state
+            stream_flow(call_type_of(params, asynchronous=False), params, route), self._state
         )
         self._first: ImageEditStreamEvent | None = next(self._events)
 
@@ -116,7 +117,8 @@ class AsyncImageEditStream(_StreamFacts):
 
     def __init__(self, params: dict[str, Any], route: Route | None = None) -> None:
         self._state = _StreamState()
-        self._events = _drive_async(stream_flow("aimage_edit", params, route), self._state)
+        flow = stream_flow(call_type_of(params, asynchronous=True), params, route)
+        self._events = _drive_async(flow, self._state)
         self._first: ImageEditStreamEvent | None = None
 
     async def _start(self) -> AsyncImageEditStream:

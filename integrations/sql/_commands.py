@@ -59,11 +59,12 @@ def spend_command(
     by: GroupBy | None,
     fmt: str,
     out: TextIO,
+    operation: str | None = None,
 ) -> int:
-    """Print spend from the ledger."""
+    """Print spend from the ledger (``operation``: only edits or only generations)."""
     engine = open_existing_ledger(url)
     try:
-        rows = query_spend(engine, user=user, since=since, until=until, by=by)
+        rows = query_spend(engine, user=user, since=since, until=until, by=by, operation=operation)
     except sa.exc.OperationalError as exc:
         raise unreachable(engine.url, exc) from None
     finally:

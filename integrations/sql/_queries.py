@@ -1,4 +1,8 @@
-"""The spend query API: totals by end user, model or UTC day over a time range.
+"""The spend query API: totals by end user, model, UTC day or operation over a time range.
+
+The operation (``image_edit`` or ``image_generation``) is read from the row's ``call_type``
+(``aimage_generation`` is a generation made by an async caller), so edits and generations can be
+split (``by="operation"``) or one of them kept (``operation=...``).
 
 Sums are exact on both dialects. PostgreSQL sums ``NUMERIC`` exactly; SQLite has no decimal type,
 so there each cost (stored as a REAL of at most 15 significant digits) is scaled to an integer
@@ -25,15 +29,19 @@ if TYPE_CHECKING:
 
 __all__ = ["GroupBy", "SpendRow", "query_spend", "to_utc_bound"]
 
-GroupBy = Literal["model", "day", "user"]
-GROUPINGS: tuple[str, ...] = ("model", "day", "user")
+GroupBy = Literal["model", "day", "user", "operation"]
+GROUPINGS: tuple[str, ...] = ("model", "day", "user", "operation")
+#: The operations a row can be of (its ``call_type`` without the async ``a`` prefix).
+OPERATIONS: tuple[str, ...] = ("image_edit", "image_generation")
+_GENERATION_CALL_TYPES = ("image_generation", "aimage_generation")
 
 
 @dataclass(frozen=True, slots=True)
 class SpendRow:
-    """Spend of one group (a model, a UTC day, an end user), or the total when ungrouped."""
+    """Spend of one group (a model, a UTC day, an end user, an operation), or the total when
+    ungrouped."""
 
-    key: str | None  #: the model, ``YYYY-MM-DD`` day or end user; None for no end user / total
+    key: str | None  #: the model, ``YYYY-MM-DD`` day, end user or operation; None for the total
     requests: int
     failures: int
     images: int
@@ -76,6 +84,13 @@ def _day(engine: Engine) -> sa.ColumnElement[Any]:
     return sa.cast(sa.func.timezone("UTC", spend_logs.c.start_time), sa.Date)
 
 
+def _operation() -> sa.ColumnElement[Any]:
+    return sa.case(
+        (spend_logs.c.call_type.in_(_GENERATION_CALL_TYPES), "image_generation"),
+        else_="image_edit",
+    )
+
+
 _QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 
 
@@ -94,14 +109,21 @@ def query_spend(
     until: date | datetime | None = None,
     by: GroupBy | None = None,
     limit: int | None = None,
+    operation: str | None = None,
 ) -> list[SpendRow]:
-    """Spend from ``since`` (inclusive) to ``until`` (exclusive), optionally for one end user.
+    """Spend from ``since`` (inclusive) to ``until`` (exclusive), optionally for one end user
+    and one operation (``image_edit`` or ``image_generation``).
 
-    ``by`` groups by ``"model"``, ``"user"`` (both most expensive first) or ``"day"`` (oldest
-    first); without it the result is one total row. Dates are UTC midnights.
+    ``by`` groups by ``"model"``, ``"user"``, ``"operation"`` (most expensive first) or
+    ``"day"`` (oldest first); without it the result is one total row. Dates are UTC midnights.
     """
     if by is not None and by not in GROUPINGS:
         raise ValidationError(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}", param="by")
+    if operation is not None and operation not in OPERATIONS:
+        raise ValidationError(
+            f"operation must be one of {', '.join(OPERATIONS)}, not {operation!r}",
+            param="operation",
+        )
     cost = _cost_sum(engine).label("cost")
     measures: list[sa.ColumnElement[Any]] = [
         sa.func.count().label("requests"),
@@ -121,12 +143,16 @@ def query_spend(
         key = spend_logs.c.end_user
     elif by == "day":
         key = _day(engine)
+    elif by == "operation":
+        key = _operation()
     columns: Sequence[sa.ColumnElement[Any]] = (
         [key.label("key"), *measures] if key is not None else measures
     )
     statement = sa.select(*columns)
     if user is not None:
         statement = statement.where(spend_logs.c.end_user == user)
+    if operation is not None:
+        statement = statement.where(_operation() == operation)
     if since is not None:
         statement = statement.where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
     if until is not None:

@@ -53,8 +53,11 @@ _ENTRY_KEYS = frozenset(
         "tokens_per_million",
         "per_image",
         "notes",
+        "operations",
     }
 )
+#: The operations an entry's ``operations`` may name.
+OPERATION_NAMES = ("image_edit", "image_generation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,9 @@ class PriceEntry:
     aliases: tuple[str, ...] = ()
     #: where the entry came from: ``packaged``, ``override`` (a prices file) or ``custom``
     origin: str = "packaged"
+    #: the operations the prices were read for (each with its source in the file); empty when
+    #: the file does not say (the prices then apply to every operation)
+    operations: frozenset[str] = frozenset()
 
     def covers(self, day: date) -> bool:
         if self.effective_from is not None and day < self.effective_from:
@@ -181,6 +187,7 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
         provenance.extend(("per_image", figure) for figure in sizes.values())
     if not tokens and not per_image:
         raise ConfigurationError(f"{where}: needs tokens_per_million or per_image prices")
+    operations = _operations(raw.get("operations"), f"{where}.operations")
     effective_from = _date(raw["effective_from"], f"{where}.effective_from", optional=True)
     effective_to = _date(raw["effective_to"], f"{where}.effective_to", optional=True)
     if effective_from and effective_to and effective_to < effective_from:
@@ -199,7 +206,24 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
         source=main["source"],
         aliases=tuple(aliases),
         origin=origin,
+        operations=operations,
     )
+
+
+def _operations(raw: Any, where: str) -> frozenset[str]:
+    """``{"image_generation": {source, retrieved, confidence}, ...}``: the operations the
+    page says these prices bill, each with the page it was read from."""
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigurationError(f"{where}: expected operation -> {{source, retrieved, ...}}")
+    for name, provenance in raw.items():
+        if name not in OPERATION_NAMES:
+            raise ConfigurationError(f"{where}.{name}: one of {', '.join(OPERATION_NAMES)}")
+        if not isinstance(provenance, dict):
+            raise ConfigurationError(f"{where}.{name}: expected {{source, retrieved, confidence}}")
+        _provenance(provenance, f"{where}.{name}")
+    return frozenset(raw)
 
 
 def _figure(raw: Any, where: str) -> Decimal:

@@ -23,15 +23,23 @@ nothing; :func:`register_provider` adds or replaces one at run time.
   credits each answer reports;
 * ``xai`` (:mod:`.xai`): xAI's Grok Imagine edits, JSON with the images as data URIs, priced
   from the cost each answer reports.
+
+Each provider says which operations it serves in its ``operations`` attribute (edits only when
+it has none); :func:`prepare_call` refuses any other with an
+:class:`~tracking.errors.UnsupportedOperationError` before anything is sent. OpenAI, Azure,
+OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit them.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from ..errors import ConfigurationError
-from .base import Poll, PreparedRequest, Provider
+from ..errors import ConfigurationError, UnsupportedOperationError
+from .base import EDITS_ONLY, Poll, PreparedRequest, Provider
+
+if TYPE_CHECKING:
+    from ..request import CallOptions, ImageEditRequest
 
 __all__ = [
     "Poll",
@@ -39,6 +47,8 @@ __all__ = [
     "Provider",
     "get_provider",
     "is_provider",
+    "operations_of",
+    "prepare_call",
     "provider_names",
     "register_provider",
 ]
@@ -86,3 +96,27 @@ def get_provider(name: str) -> Provider:
     provider = cast(Provider, getattr(importlib.import_module(module_name), attribute)())
     _INSTANCES[name] = provider
     return provider
+
+
+def operations_of(provider: Provider) -> frozenset[str]:
+    """The operations ``provider`` serves: its ``operations`` attribute, else edits only."""
+    operations = getattr(provider, "operations", EDITS_ONLY)
+    return operations if isinstance(operations, frozenset) else EDITS_ONLY
+
+
+def prepare_call(
+    request: ImageEditRequest, options: CallOptions
+) -> tuple[Provider, PreparedRequest]:
+    """The request's provider and its prepared HTTP request; an
+    :class:`~tracking.errors.UnsupportedOperationError` when the provider cannot do the
+    request's operation."""
+    provider = get_provider(request.provider)
+    if request.operation not in operations_of(provider):
+        served = ", ".join(sorted(operations_of(provider)))
+        raise UnsupportedOperationError(
+            f"model: the {request.provider} provider does not serve {request.operation} "
+            f"(it serves {served}); choose a model of a provider that does",
+            operation=request.operation,
+            provider=request.provider,
+        )
+    return provider, provider.prepare(request, options)

@@ -1,4 +1,5 @@
-"""Azure OpenAI: ``POST {api_base}/openai/deployments/{deployment}/images/edits?api-version=...``.
+"""Azure OpenAI: ``POST {api_base}/openai/deployments/{deployment}/images/edits?api-version=...``
+(and ``.../images/generations`` for a generation).
 
 ``model="azure/<deployment>"`` names the deployment. The resource endpoint (``api_base``, e.g.
 ``https://my-resource.openai.azure.com``), the key (sent as the ``api-key`` header) and the
@@ -16,9 +17,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from ..errors import ConfigurationError
-from ..multipart import encode_multipart
-from .base import OpenAIAnswers, PreparedRequest
-from .openai import multipart_files
+from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest
+from .openai import encoded_body
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -35,13 +35,14 @@ def _setting(value: str | None, variable: str, what: str) -> str:
 
 class AzureProvider(OpenAIAnswers):
     name = "azure"
+    operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_base = _setting(options.api_base, "AZURE_API_BASE", "api_base").rstrip("/")
         api_version = _setting(options.api_version, "AZURE_API_VERSION", "api_version")
         api_key = _setting(options.api_key, "AZURE_API_KEY", "api_key")
         deployment = quote(request.upstream_model, safe="")
-        body, content_type = encode_multipart(request.form_fields(), multipart_files(request))
+        body, content_type, endpoint = encoded_body(request)
         headers = {
             "api-key": api_key,
             "Content-Type": content_type,
@@ -50,7 +51,7 @@ class AzureProvider(OpenAIAnswers):
         }
         query = urlencode({"api-version": api_version})
         return PreparedRequest(
-            url=f"{api_base}/openai/deployments/{deployment}/images/edits?{query}",
+            url=f"{api_base}/openai/deployments/{deployment}/{endpoint}?{query}",
             headers=headers,
             body=body,
             secrets=(api_key,),

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
 
 __all__ = [
+    "EDITS_AND_GENERATIONS",
+    "EDITS_ONLY",
     "OpenAIAnswers",
     "Poll",
     "PreparedRequest",
@@ -31,6 +33,11 @@ __all__ = [
     "openai_error",
     "text_field",
 ]
+
+
+#: A provider's ``operations``: what it serves (:func:`tracking.providers.prepare_call`).
+EDITS_ONLY: frozenset[str] = frozenset({"image_edit"})
+EDITS_AND_GENERATIONS: frozenset[str] = frozenset({"image_edit", "image_generation"})
 
 
 @fast_init

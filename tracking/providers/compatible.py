@@ -1,6 +1,7 @@
 """Any OpenAI-compatible server: ``model="openai_compatible/<model>"`` with an explicit api_base.
 
-The request is OpenAI's (``POST {api_base}/images/edits``, multipart, JSON back), but nothing
+The request is OpenAI's (``POST {api_base}/images/edits``, multipart, or
+``POST {api_base}/images/generations``, JSON; JSON back), but nothing
 defaults to OpenAI: ``api_base`` must be given (or ``OPENAI_COMPATIBLE_API_BASE``), so a call
 meant for a local server never reaches api.openai.com by accident, and the key is optional
 (``OPENAI_COMPATIBLE_API_KEY``; many local servers take none, and then no Authorization header
@@ -13,9 +14,8 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
-from ..multipart import encode_multipart
-from .base import OpenAIAnswers, PreparedRequest
-from .openai import multipart_files
+from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest
+from .openai import encoded_body
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -25,6 +25,7 @@ __all__ = ["CompatibleProvider"]
 
 class CompatibleProvider(OpenAIAnswers):
     name = "openai_compatible"
+    operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_base = options.api_base or os.environ.get("OPENAI_COMPATIBLE_API_BASE")
@@ -35,13 +36,13 @@ class CompatibleProvider(OpenAIAnswers):
                 "OPENAI_COMPATIBLE_API_BASE"
             )
         api_key = options.api_key or os.environ.get("OPENAI_COMPATIBLE_API_KEY")
-        body, content_type = encode_multipart(request.form_fields(), multipart_files(request))
+        body, content_type, endpoint = encoded_body(request)
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         headers.update(options.extra_headers)
         return PreparedRequest(
-            url=f"{api_base.rstrip('/')}/images/edits",
+            url=f"{api_base.rstrip('/')}/{endpoint}",
             headers=headers,
             body=body,
             secrets=(api_key,) if api_key else (),

@@ -4,7 +4,8 @@
 Banana"). The key goes in the ``x-goog-api-key`` header, from ``api_key`` or ``GEMINI_API_KEY``
 (then ``GOOGLE_API_KEY``); ``api_base`` defaults to Google's endpoint (``GEMINI_API_BASE``
 overrides it). The request is JSON: the prompt as a text part, each input image as an
-``inlineData`` part (base64), image output asked for with ``responseModalities: ["IMAGE"]``.
+``inlineData`` part (base64), image output asked for with ``responseModalities: ["IMAGE"]``;
+a generation sends the text part alone.
 
 OpenAI's ``size`` becomes ``imageConfig``: ``WIDTHxHEIGHT`` picks the model's nearest aspect
 ratio (compared on a log scale, so 2:1 is as far from 1:1 as 1:2) and, for models that take it,
@@ -35,6 +36,7 @@ from urllib.parse import quote
 from ..errors import APIResponseError, ContentPolicyError
 from ..response import ImageResponse
 from .base import (
+    EDITS_AND_GENERATIONS,
     PreparedRequest,
     UpstreamError,
     api_base_for,
@@ -120,7 +122,8 @@ def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
 
 
 def generate_content_body(request: ImageEditRequest) -> tuple[bytes, str]:
-    """The ``generateContent`` JSON for an edit, and the tier it bills at."""
+    """The ``generateContent`` JSON for an edit (or a generation: the prompt alone, no image
+    parts), and the tier it bills at."""
     parts: list[dict[str, Any]] = [{"text": request.prompt}]
     parts.extend(
         {
@@ -279,6 +282,7 @@ def _format_of(mime_type: Any) -> str:
 
 class GeminiProvider(GeminiAnswers):
     name = "gemini"
+    operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_key = api_key_for(options, "Gemini", "GEMINI_API_KEY", "GOOGLE_API_KEY")

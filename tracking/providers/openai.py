@@ -1,20 +1,22 @@
-"""OpenAI's ``POST {api_base}/images/edits``: bearer auth, multipart out, JSON in."""
+"""OpenAI's ``POST {api_base}/images/edits`` (multipart out) and
+``POST {api_base}/images/generations`` (JSON out): bearer auth, JSON in."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from ..multipart import encode_multipart
 from ..request import DEFAULT_API_BASE
-from .base import OpenAIAnswers, PreparedRequest
+from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest
 
 if TYPE_CHECKING:
     from ..images import ImageFile
     from ..request import CallOptions, ImageEditRequest
 
-__all__ = ["OpenAIProvider", "multipart_files"]
+__all__ = ["OpenAIProvider", "encoded_body", "multipart_files"]
 
 
 def multipart_files(request: ImageEditRequest) -> list[tuple[str, ImageFile]]:
@@ -26,8 +28,19 @@ def multipart_files(request: ImageEditRequest) -> list[tuple[str, ImageFile]]:
     return files
 
 
+def encoded_body(request: ImageEditRequest) -> tuple[bytes, str, str]:
+    """The body in OpenAI's shape for the request's operation, its content type, and the
+    endpoint it goes to (``images/edits`` or ``images/generations``)."""
+    if request.operation == "image_generation":
+        body = json.dumps(request.json_body(), separators=(",", ":")).encode()
+        return body, "application/json", "images/generations"
+    form, content_type = encode_multipart(request.form_fields(), multipart_files(request))
+    return form, content_type, "images/edits"
+
+
 class OpenAIProvider(OpenAIAnswers):
     name = "openai"
+    operations = EDITS_AND_GENERATIONS
 
     def api_base(self, options: CallOptions) -> str:
         return (
@@ -43,7 +56,7 @@ class OpenAIProvider(OpenAIAnswers):
             raise ConfigurationError(
                 "api_key: no OpenAI API key; pass api_key=... or set OPENAI_API_KEY"
             )
-        body, content_type = encode_multipart(request.form_fields(), multipart_files(request))
+        body, content_type, endpoint = encoded_body(request)
         headers = {
             "Authorization": f"Bearer {api_key}",
             "Content-Type": content_type,
@@ -51,7 +64,7 @@ class OpenAIProvider(OpenAIAnswers):
             **options.extra_headers,
         }
         return PreparedRequest(
-            url=f"{self.api_base(options)}/images/edits",
+            url=f"{self.api_base(options)}/{endpoint}",
             headers=headers,
             body=body,
             secrets=(api_key,),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import ConfigurationError
-from .base import PreparedRequest
+from .base import EDITS_AND_GENERATIONS, PreparedRequest
 from .gemini import GeminiAnswers, generate_content_body
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def _env(*names: str) -> str | None:
 
 class VertexAIProvider(GeminiAnswers):
     name = "vertex_ai"
+    operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         project = _env("VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT")

@@ -1,14 +1,16 @@
-"""The proxy as a raw ASGI application: routes, the edit handler, health, models, metrics.
+"""The proxy as a raw ASGI application: routes, the edit and generation handler, health,
+models, metrics.
 
 Raw ASGI keeps the per-request work to what the call needs (the HTTP client and the multipart
-parse dominate the CPU). One edit request: authenticate from the headers, refuse a
-declared oversized body before reading it, stream the multipart body in under the size limit,
-turn it into the SDK's parameters, check the model, and hand the call to the dispatcher (the
-router over the config's ``model_list``, on the SDK's own call path), then wait until the call's
-ledger row is committed. The answer is the upstream's JSON with ``x-tracking-request-id`` and
-``x-tracking-response-cost``; every refusal is an OpenAI-shaped error, with the failed call's
-``x-tracking-request-id`` when it got as far as an event. A ``stream=true`` call is answered
-as Server-Sent Events once its first event is in (:mod:`tracking.proxy.stream_relay`).
+parse dominate the CPU). One edit (or generation) request: authenticate from the headers, refuse
+a declared oversized body before reading it, stream the body (an edit's multipart, a
+generation's JSON) in under the size limit, turn it into the SDK's parameters, check the model,
+and hand the call to the dispatcher (the router over the config's ``model_list``, on the SDK's
+own call path), then wait until the call's ledger row is committed. The answer is the upstream's
+JSON with ``x-tracking-request-id`` and ``x-tracking-response-cost``; every refusal is an
+OpenAI-shaped error, with the failed call's ``x-tracking-request-id`` when it got as far as an
+event. A ``stream=true`` call is answered as Server-Sent Events once its first event is in
+(:mod:`tracking.proxy.stream_relay`).
 
 Every answer carries ``x-request-id``: the id the proxy gives the HTTP request as it arrives,
 which an edit's call takes as its own (so it is the ledger row's key, and what the official
@@ -45,6 +47,7 @@ from .auth import Authenticator, KeyCheck, Principal
 from .concurrency import ParallelLimit, UploadBytes, UploadHold
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
+from .generation_body import read_generation
 from .health import HealthReport
 from .image_store import STORED_PREFIX, build_image_store, parse_store_settings, sweep_forever
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
@@ -66,9 +69,12 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+#: Reads one call's body into the SDK's parameters (an edit's multipart, a generation's JSON).
+ParamsReader = Callable[[Receive, dict[str, str], UploadHold], Awaitable[dict[str, Any]]]
 
 _JSON = (b"content-type", b"application/json")
 _EDIT_PATHS = frozenset({"/v1/images/edits", "/images/edits"})
+_GENERATION_PATHS = frozenset({"/v1/images/generations", "/images/generations"})
 
 
 class ProxyApp:
@@ -126,6 +132,8 @@ class ProxyApp:
         }
         for path in _EDIT_PATHS:
             self._routes["POST", path] = self._edit
+        for path in _GENERATION_PATHS:
+            self._routes["POST", path] = self._generate
         self._routes.update(self.accounts.routes(self.auth))  # keys, customers, spend
         self._allowed: dict[str, str] = {}  # path -> its methods, for 405's Allow
         for method, path in self._routes:
@@ -259,31 +267,14 @@ class ProxyApp:
         await send({"type": "http.response.body", "body": b""})
 
     async def _edit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)
-        principal = await self.auth.authenticate(headers)
-        entry: AccessEntry = scope[ACCESS_SCOPE_KEY]
-        entry.caller, entry.key_alias = principal.kind, principal.key_alias
-        # Before the body: a key cannot hold every buffer, nor all keys together every byte.
-        with self.parallel.hold(principal), self.uploads.hold() as upload:
-            await self._edit_for(
-                principal, headers, receive, send, upload, entry, scope.get("scheme", "http")
-            )
+        await self._image_call(scope, receive, send, self._edit_params, "aimage_edit")
 
-    async def _edit_for(
-        self,
-        principal: Principal,
-        headers: dict[str, str],
-        receive: Receive,
-        send: Send,
-        upload: UploadHold,
-        entry: AccessEntry,
-        scheme: str = "http",
-    ) -> None:
-        declared = headers.get("content-length")
-        if declared is not None and declared.isascii() and declared.isdigit():
-            if int(declared) > self.max_body:
-                raise too_large(self.max_body)  # refused before a byte of the body is read
-            upload.grow_to(int(declared))
+    async def _generate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._image_call(scope, receive, send, self._generation_params, "aimage_generation")
+
+    async def _edit_params(
+        self, receive: Receive, headers: dict[str, str], upload: UploadHold
+    ) -> dict[str, Any]:
         parts = await read_multipart(
             receive,
             headers.get("content-type", ""),
@@ -291,8 +282,60 @@ class ProxyApp:
             self.body_timeout,
             upload.grow_to,
         )
-        params = form_params(parts)
-        del parts  # the images now live only in params
+        return form_params(parts)  # the parts go: the images now live only in the params
+
+    async def _generation_params(
+        self, receive: Receive, headers: dict[str, str], upload: UploadHold
+    ) -> dict[str, Any]:
+        return await read_generation(
+            receive,
+            headers.get("content-type", ""),
+            self.max_body,
+            self.body_timeout,
+            upload.grow_to,
+        )
+
+    async def _image_call(
+        self, scope: Scope, receive: Receive, send: Send, read: ParamsReader, dispatch: str
+    ) -> None:
+        headers = _headers(scope)
+        principal = await self.auth.authenticate(headers)
+        entry: AccessEntry = scope[ACCESS_SCOPE_KEY]
+        entry.caller, entry.key_alias = principal.kind, principal.key_alias
+        # Before the body: a key cannot hold every buffer, nor all keys together every byte.
+        with self.parallel.hold(principal), self.uploads.hold() as upload:
+            await self._call_for(
+                principal,
+                headers,
+                receive,
+                send,
+                upload,
+                entry,
+                read,
+                dispatch,
+                scope.get("scheme", "http"),
+            )
+
+    async def _call_for(
+        self,
+        principal: Principal,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+        upload: UploadHold,
+        entry: AccessEntry,
+        read: ParamsReader,
+        dispatch: str,
+        scheme: str = "http",
+    ) -> None:
+        """One edit or generation: its body read by ``read``, handed to the dispatcher's
+        ``dispatch`` method (``aimage_edit`` or ``aimage_generation``)."""
+        declared = headers.get("content-length")
+        if declared is not None and declared.isascii() and declared.isdigit():
+            if int(declared) > self.max_body:
+                raise too_large(self.max_body)  # refused before a byte of the body is read
+            upload.grow_to(int(declared))
+        params = await read(receive, headers, upload)
         model = params.get("model")
         entry.model = model if isinstance(model, str) else None
         if not model:
@@ -314,7 +357,7 @@ class ProxyApp:
         control = current_control()
         watcher = asyncio.create_task(_watch_disconnect(receive, control))
         try:  # with a durable ledger the bus returns only once the call's row is acknowledged
-            response = await self.dispatcher.aimage_edit(**params)
+            response = await getattr(self.dispatcher, dispatch)(**params)
         except BaseException as exc:
             watcher.cancel()
             await reservation.release()

@@ -22,14 +22,24 @@ from typing import Any
 from .errors import ProxyError
 from .limits import bounded_text, end_user_id
 
-__all__ = ["ClientDisconnected", "FormPart", "form_params", "read_multipart", "too_large"]
+__all__ = [
+    "BOOL_FIELDS",
+    "INT_FIELDS",
+    "TEXT_FIELDS",
+    "ClientDisconnected",
+    "FormPart",
+    "form_params",
+    "read_body",
+    "read_multipart",
+    "too_large",
+]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 #: Text fields read as integers / booleans; every other known text field is a string.
-_INT_FIELDS = frozenset({"n", "output_compression", "partial_images"})
-_BOOL_FIELDS = frozenset({"stream", "drop_params"})
-_TEXT_FIELDS = frozenset(
+INT_FIELDS = frozenset({"n", "output_compression", "partial_images"})
+BOOL_FIELDS = frozenset({"stream", "drop_params"})
+TEXT_FIELDS = frozenset(
     {
         "model",
         "prompt",
@@ -194,6 +204,17 @@ async def read_multipart(
     boundary = options.get(b"boundary")
     if not boundary or len(boundary) > _MAX_BOUNDARY:
         raise _bad_form("the multipart/form-data content type has no usable boundary")
+    return parse_multipart(await read_body(receive, limit, within, received), boundary)
+
+
+async def read_body(
+    receive: Receive,
+    limit: int,
+    within: float | None = None,
+    received: Callable[[int], None] | None = None,
+) -> bytes:
+    """The whole request body, refused past ``limit`` bytes (413) or when it has not all
+    arrived ``within`` that many seconds (408); ``received`` as for :func:`read_multipart`."""
     try:
         # One timer for the whole body, not one per chunk: cheap at proxy rates.
         async with asyncio.timeout(within):
@@ -209,7 +230,7 @@ async def read_multipart(
             reason="body_timeout",
             retry=True,  # a slow upload may go through on a better try
         ) from None
-    return parse_multipart(body, boundary)
+    return body
 
 
 async def _collect(
@@ -259,16 +280,16 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
             raise _bad_form(f"{name}: given more than once", name)
         seen.add(name)
         text = _text(part)
-        if name in _INT_FIELDS:
+        if name in INT_FIELDS:
             params[name] = _integer(name, text)
-        elif name in _BOOL_FIELDS:
+        elif name in BOOL_FIELDS:
             params[name] = _boolean(name, text)
         elif name == "user":  # the one end-user id rule; an empty one names nobody
             if (user := end_user_id(text)) is not None:
                 params["user"] = user
         elif name == "prompt":  # never stored (only its length is): the SDK bounds it
             params[name] = text
-        elif name in _TEXT_FIELDS:  # short words that the ledger records
+        elif name in TEXT_FIELDS:  # short words that the ledger records
             params[name] = bounded_text(text, name)
         else:
             # Parameters this version does not know are sent upstream as they came.

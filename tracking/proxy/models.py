@@ -30,6 +30,8 @@ log = logging.getLogger("tracking.proxy")
 class Dispatcher(Protocol):
     async def aimage_edit(self, *, model: str, **params: Any) -> ImageResponse: ...
 
+    async def aimage_generation(self, *, model: str, **params: Any) -> ImageResponse: ...
+
 
 def router_config(config: ProxyConfig) -> dict[str, Any]:
     """The config as :meth:`tracking.Router.from_config` reads it (references resolved)."""
@@ -71,17 +73,22 @@ class RoutedModels:
                 self._defaults[name] = {"drop_params": True}
 
     async def aimage_edit(self, *, model: str, **params: Any) -> ImageResponse:
+        return await self.router.aimage_edit(model=model, **self._with_defaults(model, params))
+
+    async def aimage_generation(self, *, model: str, **params: Any) -> ImageResponse:
+        params = self._with_defaults(model, params)
+        return await self.router.aimage_generation(model=model, **params)
+
+    def _with_defaults(self, model: str, params: dict[str, Any]) -> dict[str, Any]:
         defaults = self._defaults.get(model)
-        if defaults:
-            params = {**defaults, **params}
-        return await self.router.aimage_edit(model=model, **params)
+        return {**defaults, **params} if defaults else params
 
     def close(self) -> None:
         self.router.close()
 
 
 def build_dispatcher(config: ProxyConfig) -> RoutedModels:
-    """The object every proxied edit is handed to: a router over the config's model_list."""
+    """The object every proxied call is handed to: a router over the config's model_list."""
     from ..router import Router
 
     router = Router.from_config(router_config(config))

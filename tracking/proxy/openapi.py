@@ -52,30 +52,27 @@ def _query(*names: str) -> list[dict[str, Any]]:
     ]
 
 
-_EDIT_FORM = {
-    "type": "object",
-    "required": ["image", "prompt"],
-    "properties": {
-        "image": {
-            "description": "One image, or several as repeated `image[]` parts",
-            "type": "string",
-            "format": "binary",
-        },
-        "prompt": {"type": "string"},
-        "model": {"type": "string", "description": "A model name from GET /v1/models"},
-        "mask": {"type": "string", "format": "binary"},
-        "n": {"type": "integer"},
-        "size": {"type": "string"},
-        "quality": {"type": "string"},
-        "background": {"type": "string"},
-        "output_format": {"type": "string"},
-        "output_compression": {"type": "integer"},
-        "input_fidelity": {"type": "string"},
-        "response_format": {"type": "string"},
-        "safety_identifier": {"type": "string", "description": "The end user (wins over user)"},
-        "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
+_EDIT_FIELDS: dict[str, Any] = {
+    "image": {
+        "description": "One image, or several as repeated `image[]` parts",
+        "type": "string",
+        "format": "binary",
     },
+    "prompt": {"type": "string"},
+    "model": {"type": "string", "description": "A model name from GET /v1/models"},
+    "mask": {"type": "string", "format": "binary"},
+    "n": {"type": "integer"},
+    "size": {"type": "string"},
+    "quality": {"type": "string"},
+    "background": {"type": "string"},
+    "output_format": {"type": "string"},
+    "output_compression": {"type": "integer"},
+    "input_fidelity": {"type": "string"},
+    "response_format": {"type": "string"},
+    "safety_identifier": {"type": "string", "description": "The end user (wins over user)"},
+    "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
 }
+_EDIT_FORM = {"type": "object", "required": ["image", "prompt"], "properties": _EDIT_FIELDS}
 _EDIT = {
     "summary": "Edit images (OpenAI's images.edit), tracked and billed",
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _EDIT_FORM}}},
@@ -91,6 +88,22 @@ _EDIT = {
         502,
         504,
     ),
+}
+_EDIT_ONLY = frozenset({"image", "mask", "input_fidelity"})
+_GENERATION_BODY = {
+    "type": "object",
+    "required": ["prompt"],
+    "properties": {
+        **{k: v for k, v in _EDIT_FIELDS.items() if k not in _EDIT_ONLY},
+        "moderation": {"type": "string", "enum": ["low", "auto"]},
+        "stream": {"type": "boolean"},
+        "partial_images": {"type": "integer"},
+    },
+}
+_GENERATION = {
+    "summary": "Generate images (OpenAI's images.generate), tracked and billed",
+    "requestBody": {"required": True, "content": _json(_GENERATION_BODY)},
+    "responses": _EDIT["responses"],
 }
 _MODELS = {
     "summary": "The model names this proxy serves",
@@ -127,6 +140,8 @@ def _json_body(schema: Mapping[str, Any]) -> dict[str, Any]:
 OPERATIONS: dict[str, dict[str, Any]] = {
     "/v1/images/edits": _EDIT,
     "/images/edits": _EDIT,
+    "/v1/images/generations": _GENERATION,
+    "/images/generations": _GENERATION,
     "/v1/models": _MODELS,
     "/models": _MODELS,
     "/health/liveliness": _HEALTH,

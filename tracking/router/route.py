@@ -26,7 +26,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import APIError, RateLimitError, ValidationError
+from ..errors import APIError, RateLimitError, UnsupportedOperationError, ValidationError
 from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
@@ -85,7 +85,7 @@ class CallRoute:
             n=params["n"] if isinstance(params.get("n"), int) else 1,
             size=params.get("size") if isinstance(params.get("size"), str) else None,
             quality=params.get("quality") if isinstance(params.get("quality"), str) else None,
-            input_images=len(images) if isinstance(images, list) else 1,
+            input_images=len(images) if isinstance(images, list) else int(images is not None),
         )
         self.group_index = 0
         self.group_attempts = 0
@@ -94,6 +94,9 @@ class CallRoute:
         self.retry_after: float | None = None
         self.skipped: list[tuple[str, str]] = []  # (fallback group, why it was skipped)
         self.last_error: APIError | None = None  # the last upstream failure
+        #: a group whose provider cannot do the call's operation (a generation on an edit-only
+        #: provider): its fallbacks are tried, and this is raised when none serves the call
+        self.unsupported: UnsupportedOperationError | None = None
         self.deployment: Deployment | None = None  # the last one picked
         self.attempted: Deployment | None = None  # the last one a request was sent to
 
@@ -191,6 +194,10 @@ class CallRoute:
 
     def _after_failure(self, failure: BaseException) -> None:
         in_fallback = self.group_index > 0
+        if isinstance(failure, UnsupportedOperationError) and not in_fallback:
+            self.unsupported = failure
+            self._advance()
+            return
         if isinstance(failure, ValidationError) and in_fallback:
             group = self.chain[self.group_index]
             self.skipped.append((group, str(failure)))
@@ -249,9 +256,11 @@ class CallRoute:
         return None
 
     def _final_error(self) -> BaseException:
-        error: APIError
+        error: APIError | UnsupportedOperationError
         if self.last_error is not None:
             error = self.last_error
+        elif self.unsupported is not None:
+            error = self.unsupported
         else:
             error = NoDeploymentAvailableError(
                 "no deployment available for model "

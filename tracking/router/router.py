@@ -1,9 +1,12 @@
-"""``tracking.Router``: image edits load-balanced over a LiteLLM-style ``model_list``.
+"""``tracking.Router``: image edits and generations load-balanced over a LiteLLM-style
+``model_list``.
 
 A router owns the deployments, the routing strategy, the fallbacks and the routing state (in
 memory, or in Redis with ``redis_url``). ``router.image_edit(...)`` and
-``await router.aimage_edit(...)`` take exactly the parameters of :func:`tracking.image_edit`
-(the signature is written once, in :mod:`tracking.api`); ``model`` names a model group. Each
+``await router.aimage_edit(...)`` take exactly the parameters of :func:`tracking.image_edit`,
+``router.image_generation(...)`` and ``await router.aimage_generation(...)`` those of
+:func:`tracking.image_generation` (each signature is written once, in :mod:`tracking.request`);
+``model`` names a model group. Each
 call runs the one call flow with a :class:`~tracking.router.route.CallRoute`, so it still yields
 exactly one event, which records the asked model, the group and deployment that served, the
 fallback chain, the attempts and the retries.
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from ..api import call_async, call_sync
 from ..errors import ConfigurationError
-from ..request import image_edit_params
+from ..request import image_edit_params, image_generation_params
 from ..targets import Steps, run_steps
 from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
 from .route import CallRoute
@@ -52,34 +55,34 @@ _SETTINGS = (
 
 
 def _routed_sync(
-    params: Callable[P, dict[str, Any]],
+    params: Callable[P, dict[str, Any]], name: str
 ) -> Callable[Concatenate[Router, P], ImageResponse]:
     # With stream=True the answer is an ImageEditStream (typed on tracking.image_edit).
-    def image_edit(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
+    def routed(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
         call = params(*args, **kwargs)
         response: ImageResponse = call_sync(call, CallRoute(self, call))
         return response
 
-    functools.update_wrapper(image_edit, params)
-    image_edit.__name__ = image_edit.__qualname__ = "image_edit"
-    return image_edit
+    functools.update_wrapper(routed, params)
+    routed.__name__ = routed.__qualname__ = name
+    return routed
 
 
 def _routed_async(
-    params: Callable[P, dict[str, Any]],
+    params: Callable[P, dict[str, Any]], name: str
 ) -> Callable[Concatenate[Router, P], Coroutine[Any, Any, ImageResponse]]:
-    async def aimage_edit(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
+    async def routed(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
         call = params(*args, **kwargs)
         response: ImageResponse = await call_async(call, CallRoute(self, call))
         return response
 
-    functools.update_wrapper(aimage_edit, params)
-    aimage_edit.__name__ = aimage_edit.__qualname__ = "aimage_edit"
-    return aimage_edit
+    functools.update_wrapper(routed, params)
+    routed.__name__ = routed.__qualname__ = name
+    return routed
 
 
 class Router:
-    """Routes image edits across the deployments of each model group.
+    """Routes image edits and generations across the deployments of each model group.
 
     ``routing_strategy`` is a name (``simple-shuffle``, the default; ``least-busy``,
     ``latency-based-routing``, ``usage-based-routing``, ``cost-based-routing``) or a strategy
@@ -90,8 +93,10 @@ class Router:
     ``redis_url`` shares the routing state between processes under ``redis_prefix``.
     """
 
-    image_edit = _routed_sync(image_edit_params)
-    aimage_edit = _routed_async(image_edit_params)
+    image_edit = _routed_sync(image_edit_params, "image_edit")
+    aimage_edit = _routed_async(image_edit_params, "aimage_edit")
+    image_generation = _routed_sync(image_generation_params, "image_generation")
+    aimage_generation = _routed_async(image_generation_params, "aimage_generation")
 
     def __init__(
         self,

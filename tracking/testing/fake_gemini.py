@@ -4,7 +4,8 @@ Written from Google's Gemini API reference, independently of the SDK's provider 
 the request as Google documents it (an API key in ``x-goog-api-key`` or ``?key=``; on the Vertex
 route a bearer token), refuses what Google refuses with Google-shaped errors
 (``{"error": {"code", "message", "status", "details"}}``), and answers with an inline PNG and
-``usageMetadata`` split by modality.
+``usageMetadata`` split by modality. A request with a text part and no image part generates an
+image from the prompt alone (Gemini's text-to-image); images without text are refused.
 
 Token counts are the fake's documented convention, not Google's tokenizer:
 
@@ -194,7 +195,8 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
     size = config.get("imageSize", "1K")
     tokens = OUTPUT_IMAGE_TOKENS[base]
     output_tokens = tokens.get(size, tokens["1K"])
-    picture = render(image=images[0], mask=None, size=_dims(config), prompt=prompt)
+    first = images[0] if images else None
+    picture = render(image=first, mask=None, size=_dims(config), prompt=prompt)
     text_tokens = math.ceil(len(prompt) / 4)
     image_tokens = INPUT_IMAGE_TOKENS * len(images)
     answer: dict[str, Any] = {
@@ -247,8 +249,8 @@ def _read_body(body: Any, model: str) -> tuple[str, list[bytes], dict[str, str]]
         if inspect(data) is None:
             raise ValueError("Unable to process input image.")
         images.append(data)
-    if not texts or not images:
-        raise ValueError("An edit needs a text part and at least one image part.")
+    if not texts:  # images alone are refused; a text part alone generates an image
+        raise ValueError("A request needs a text part.")
     generation = body.get("generationConfig") or {}
     if "IMAGE" not in (generation.get("responseModalities") or ["TEXT", "IMAGE"]):
         raise ValueError("responseModalities must include IMAGE for an image model.")

@@ -1,4 +1,5 @@
-"""A fake OpenAI ``/images/edits`` upstream that speaks real HTTP on loopback.
+"""A fake OpenAI ``/images/edits`` and ``/images/generations`` upstream that speaks real HTTP
+on loopback (generations: :mod:`.fake_generations`).
 
 It is deliberately its own simple code: it does not import the SDK's request rules, so a wrong
 rule cannot pass on both sides (its checks are in :mod:`.fake_rules`). It parses the multipart
@@ -10,7 +11,7 @@ the prompt where the mask allows. It also serves Azure's deployment route
 
 Faults (:mod:`.faults`) are injected per request with the ``x-fake-fault`` header or per server
 with ``faults=[...]`` / :meth:`FakeOpenAI.inject`: a status code, latency, Retry-After,
-malformed JSON, a dropped connection, a slow body. :attr:`FakeOpenAI.hits` counts every edit
+malformed JSON, a dropped connection, a slow body. :attr:`FakeOpenAI.hits` counts every image
 request that arrived, faulted or not, so tests can count attempts. ``GET /v1/models`` lists the
 image models with their ``shutdown_date`` (:mod:`.fake_models`). A request without ``model``
 gets gpt-image-2, a live model.
@@ -47,7 +48,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,27 +205,37 @@ def build_app(
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app[STATE] = state
 
-    async def edits(request: web.Request) -> web.StreamResponse:
-        state.hits += 1
-        fault: Fault | None = None
-        if state.faults or FAULT_HEADER in request.headers:
+    from .fake_generations import generate  # it builds on this module's answers
+
+    def serving(
+        answer: Callable[[_FakeState, web.Request], Awaitable[web.Response | _Streamed]],
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            state.hits += 1
+            fault: Fault | None = None
+            if state.faults or FAULT_HEADER in request.headers:
+                try:
+                    fault = state.next_fault(request)
+                except ValueError as exc:
+                    return _error(400, f"Invalid {FAULT_HEADER} header: {exc}")
+            if fault is not None:
+                faulted = await _apply_fault(request, fault)
+                if faulted is not None:
+                    return faulted
             try:
-                fault = state.next_fault(request)
-            except ValueError as exc:
-                return _error(400, f"Invalid {FAULT_HEADER} header: {exc}")
-        if fault is not None:
-            faulted = await _apply_fault(request, fault)
-            if faulted is not None:
-                return faulted
-        try:
-            response = await _edit(state, request)
-        except ConnectionError:  # the client hung up (e.g. timed out during latency)
-            return _gone()
-        if isinstance(response, _Streamed):
-            return await _send_events(request, response, fault)
-        if fault is not None and fault.slow_body:
-            return await _send_slowly(request, response, fault.slow_body)
-        return response
+                response = await answer(state, request)
+            except ConnectionError:  # the client hung up (e.g. timed out during latency)
+                return _gone()
+            if isinstance(response, _Streamed):
+                return await _send_events(request, response, fault)
+            if fault is not None and fault.slow_body:
+                return await _send_slowly(request, response, fault.slow_body)
+            return response
+
+        return handler
+
+    edits = serving(_edit)
+    generations = serving(generate)
 
     async def serve_file(request: web.Request) -> web.Response:
         data = state.files.get(request.match_info["name"])
@@ -241,6 +252,9 @@ def build_app(
     app.router.add_post("/v1/images/edits", edits)
     app.router.add_post("/images/edits", edits)
     app.router.add_post("/openai/deployments/{deployment}/images/edits", edits)
+    app.router.add_post("/v1/images/generations", generations)
+    app.router.add_post("/images/generations", generations)
+    app.router.add_post("/openai/deployments/{deployment}/images/generations", generations)
     app.router.add_get("/files/{name}", serve_file)
     app.router.add_get("/health", health)
     add_admin_routes(app, state.billing)
@@ -311,9 +325,12 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n".encode()
 
 
-def _stream_events(body: dict[str, Any], partial_images: int) -> list[bytes]:
+def _stream_events(
+    body: dict[str, Any], partial_images: int, kind: str = "image_edit"
+) -> list[bytes]:
     """A plain GPT image answer as OpenAI streams it: the partial images, then the completed
-    event, whose usage counts the partial images' output tokens."""
+    event, whose usage counts the partial images' output tokens. ``kind`` names the events
+    (``image_edit`` or ``image_generation``)."""
     keys: tuple[str, ...] = ("size", "quality", "background", "output_format")
     shown: dict[str, Any] = {k: body[k] for k in keys if k in body}
     b64 = body["data"][0]["b64_json"]
@@ -321,7 +338,7 @@ def _stream_events(body: dict[str, Any], partial_images: int) -> list[bytes]:
     events = [
         _sse(
             {
-                "type": "image_edit.partial_image",
+                "type": f"{kind}.partial_image",
                 "b64_json": b64,
                 "created_at": created,
                 **shown,
@@ -335,7 +352,7 @@ def _stream_events(body: dict[str, Any], partial_images: int) -> list[bytes]:
     usage["output_tokens"] += extra
     usage["total_tokens"] += extra
     completed: dict[str, Any] = {
-        "type": "image_edit.completed",
+        "type": f"{kind}.completed",
         "b64_json": b64,
         "created_at": created,
         **shown,
@@ -389,7 +406,8 @@ def _streams(fields: dict[str, str]) -> bool:
     return fields.get("stream", "false").lower() in ("true", "1")
 
 
-async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Streamed:
+def _refused_key(state: _FakeState, request: web.Request) -> web.Response | None:
+    """OpenAI's 401 for a missing or unknown key; None when the key is fine."""
     key = _api_key(request)
     if not key and state.require_key:
         return _error(
@@ -400,6 +418,29 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Stre
     if key and state.api_keys is not None and key not in state.api_keys:
         # A careless upstream echoes the whole key: the SDK must mask it.
         return _error(401, f"Incorrect API key provided: {key}.", code="invalid_api_key")
+    return None
+
+
+def _answered(
+    state: _FakeState, model: str, fields: dict[str, str], body: dict[str, Any], kind: str
+) -> web.Response | _Streamed:
+    """A GPT image (or dall-e-2) answer, streamed when asked, recorded and billed."""
+    request_id = f"req_fake_{next(state.counter)}"
+    if _streams(fields):  # the rules let only GPT image models stream
+        events = _stream_events(body, int(fields.get("partial_images", "0")), kind)
+        completed = json.loads(events[-1].split(b"data: ", 1)[1])
+        state.responses.append(completed)
+        state.billing.record(model, {**body, "usage": completed["usage"]})  # partials billed
+        return _Streamed(events, request_id)
+    state.responses.append(body)
+    state.billing.record(model, body)
+    return web.json_response(body, headers={"x-request-id": request_id})
+
+
+async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Streamed:
+    refused = _refused_key(state, request)
+    if refused is not None:
+        return refused
     if state.canned:
         raw = await request.read()
         if _CANNED_STREAM_MARK in raw:
@@ -438,16 +479,7 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Stre
         return _error(status, message, param=param, code=code)
     answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
     body = answer(state, request, fields, images, mask)
-    request_id = f"req_fake_{next(state.counter)}"
-    if _streams(fields):  # the rules let only GPT image models stream
-        events = _stream_events(body, int(fields.get("partial_images", "0")))
-        completed = json.loads(events[-1].split(b"data: ", 1)[1])
-        state.responses.append(completed)
-        state.billing.record(model, {**body, "usage": completed["usage"]})  # partials billed
-        return _Streamed(events, request_id)
-    state.responses.append(body)
-    state.billing.record(model, body)
-    return web.json_response(body, headers={"x-request-id": request_id})
+    return _answered(state, model, fields, body, "image_edit")
 
 
 def _is_dall_e_2(model: str, deployment: str | None) -> bool:
@@ -491,15 +523,15 @@ def _gpt_image_answer(
     quality = fields.get("quality", "auto")
     quality = "medium" if quality == "auto" else quality
     size = fields.get("size", "auto")
-    if size == "auto":
-        size = _size_for(images[0][3])
+    if size == "auto":  # a generation has no input: the fake makes it square
+        size = _size_for(images[0][3]) if images else "1024x1024"
     dims = _dimensions(size) or (1024, 1024)
     output_format = fields.get("output_format", "png")
     background = fields.get("background", "auto")
     background = "opaque" if background == "auto" else background
     compression = fields.get("output_compression")
     picture = render(
-        image=images[0][3],
+        image=images[0][3] if images else None,
         mask=mask[3] if mask else None,
         size=dims,
         prompt=prompt,

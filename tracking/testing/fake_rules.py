@@ -2,10 +2,12 @@
 the SDK's rule table: if one side gets a rule wrong, a test sees the two disagree.
 
 :func:`check_edit` returns the first problem as ``(status, message, param, code)`` worded as
-OpenAI words it, or None when the request is acceptable. Models the fake does not know are
-refused as OpenAI refuses them, unless the fake was told to serve them (``extra_models``), as an
-OpenAI-compatible server would; those, and Azure deployments of unknown names, get only the
-checks every model shares.
+OpenAI words it, or None when the request is acceptable; :func:`check_generation` does the same
+for a ``/images/generations`` JSON body (read from OpenAI's ``images.generate`` reference: the
+edit's parameters without images, mask and ``input_fidelity``, plus ``moderation``). Models
+the fake does not know are refused as OpenAI refuses them, unless the fake was told to serve
+them (``extra_models``), as an OpenAI-compatible server would; those, and Azure deployments of
+unknown names, get only the checks every model shares.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "GPT_IMAGE_MODELS",
     "Problem",
     "check_edit",
+    "check_generation",
 ]
 
 Problem = tuple[int, str, str | None, str | None]
@@ -216,6 +219,65 @@ def check_edit(
         return _check_dall_e_2(fields, images, mask)
     if model in GPT_IMAGE_MODELS:
         return _check_gpt_image(model, fields, images, mask)
+    if model in extra_models or deployment is not None:
+        return None
+    return 404, f"The model '{model}' does not exist.", "model", "model_not_found"
+
+
+#: The JSON type each generation parameter must have (OpenAI's ``images.generate`` reference).
+_GENERATION_TYPES: dict[str, tuple[type, ...]] = {
+    "prompt": (str,),
+    "model": (str,),
+    "n": (int,),
+    "size": (str,),
+    "quality": (str,),
+    "background": (str,),
+    "moderation": (str,),
+    "output_format": (str,),
+    "output_compression": (int,),
+    "response_format": (str,),
+    "style": (str,),
+    "user": (str,),
+    "safety_identifier": (str,),
+    "stream": (bool,),
+    "partial_images": (int,),
+}
+
+
+def generation_fields(body: dict[str, object]) -> dict[str, str] | Problem:
+    """A generation's JSON body as the text fields the edit checks read, or its type problem."""
+    fields: dict[str, str] = {}
+    for name, value in body.items():
+        if value is None:
+            continue
+        allowed = _GENERATION_TYPES.get(name)
+        if allowed is None:
+            return _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+        if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
+            return _invalid(f"Invalid type for '{name}'.", name, "invalid_type")
+        fields[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return fields
+
+
+def check_generation(
+    model: str,
+    fields: dict[str, str],
+    *,
+    extra_models: Collection[str] = (),
+    deployment: str | None = None,
+) -> Problem | None:
+    """The first problem of one generation request (its fields as text), or None."""
+    if not fields.get("prompt"):
+        return _invalid("Missing required parameter: 'prompt'.", "prompt", "missing_required")
+    n = int(fields.get("n", "1"))
+    if not 1 <= n <= 10:
+        return _invalid(f"Invalid 'n': integer between 1 and 10 expected, got {n}.", "n")
+    if fields.get("moderation", "auto") not in ("low", "auto"):
+        return _invalid(f"Invalid value for 'moderation': {fields['moderation']!r}.", "moderation")
+    if model in GPT_IMAGE_MODELS:
+        if "style" in fields:
+            return _invalid("Unknown parameter: 'style'.", "style", "unknown_parameter")
+        return _check_gpt_image(model, fields, [], None)
     if model in extra_models or deployment is not None:
         return None
     return 404, f"The model '{model}' does not exist.", "model", "model_not_found"
