@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -40,6 +39,7 @@ from _harness import (
     Integrations,
     all_integrations,
     fake_upstream,
+    keep_in_flight,
     make_png,
     median,
     parse_args,
@@ -117,34 +117,24 @@ async def _drive(
     fake: FakeProcess,
     flush: Callable[[], None],
 ) -> dict[str, float]:
+    fake_cpu = [0.0, 0.0]  # at the window's start and end
+
+    def window_started() -> None:
+        fake_cpu[0] = fake.cpu_seconds()
+
+    def window_ended() -> None:
+        flush()
+        fake_cpu[1] = fake.cpu_seconds()
+
     async with client as send:
-        completed = 0
-        stop = False
-
-        async def worker() -> None:
-            nonlocal completed
-            while not stop:
-                await send()
-                completed += 1
-
-        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        await asyncio.sleep(warmup)
-        done_before, cpu_before, fake_before = completed, time.process_time(), fake.cpu_seconds()
-        started = time.perf_counter()
-        await asyncio.sleep(window)
-        done = completed - done_before
-        flush()  # blocks the loop: no new requests start while the sinks drain
-        elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu_before
-        fake_cpu = fake.cpu_seconds() - fake_before
-        stop = True
-        await asyncio.gather(*workers)
+        seen = await keep_in_flight(send, concurrency, warmup, window, window_ended, window_started)
+    done, elapsed, cpu = seen.requests, seen.elapsed, seen.cpu
     return {
         "requests": done,
         "req_per_s": done / elapsed,
         "cpu_ms_per_request": cpu / max(done, 1) * 1000,
         "client_cpu_util": cpu / elapsed,
-        "fake_cpu_util": fake_cpu / elapsed,
+        "fake_cpu_util": (fake_cpu[1] - fake_cpu[0]) / elapsed,
     }
 
 

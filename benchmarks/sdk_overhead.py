@@ -25,7 +25,6 @@ CPU under 0.5 ms per call.
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +41,7 @@ from _harness import (
     pin_self,
     print_table,
     raw_request,
+    timed_calls,
     workdir,
     write_json,
 )
@@ -100,16 +100,7 @@ def main() -> None:
                 enabled.on()
             else:
                 Integrations.off()
-            samples = []
-            cpu_started = time.process_time()
-            for _ in range(calls):
-                started = time.perf_counter()
-                call()
-                samples.append(time.perf_counter() - started)
-            if enabled is not None:
-                enabled.flush()
-            cpu = (time.process_time() - cpu_started) / calls
-            return samples, cpu
+            return timed_calls(call, calls, enabled.flush if enabled is not None else None)
 
         for name in variants:  # warm-up: connections, lazy imports, integration set-up
             run_batch(name, max(5, batch // 10))

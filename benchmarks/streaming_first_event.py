@@ -83,7 +83,7 @@ def small_png() -> bytes:
 def first_event_ms(client: httpx.Client, url: str, key: str, png: bytes, stream: bool) -> float:
     """Milliseconds from the request's start to its first complete event (the rest is read), or
     with ``stream=False`` to the end of the plain JSON answer."""
-    fields = {"model": "gpt-image-1", "prompt": "hat"}
+    fields = {"model": "gpt-image-2", "prompt": "hat"}
     if stream:
         fields.update(stream="true", partial_images="1")
     began = time.perf_counter()
@@ -140,9 +140,9 @@ def main() -> int:
                 {
                     "model_list": [
                         {
-                            "model_name": "gpt-image-1",
+                            "model_name": "gpt-image-2",
                             "litellm_params": {
-                                "model": "gpt-image-1",
+                                "model": "gpt-image-2",
                                 "api_key": "sk-bench",
                                 "api_base": f"http://127.0.0.1:{fake_port}/v1",
                             },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,49 @@ def test_async_throughput_compares_the_sdk_with_raw_clients(tmp_path):
         bare = variants["tracking.aimage_edit, no integrations"]
         assert bare["requests"] > 0 and bare["req_per_s"] > 0
         assert "tracking.aimage_edit, all integrations" in variants
+
+
+@pytest.mark.timeout(240)
+def test_vs_litellm_quick_measures_our_side_and_never_installs_litellm(tmp_path):
+    """--quick with no LiteLLM virtualenv: our side is measured, LiteLLM's skipped with a reason."""
+    venvs = tmp_path / "venvs"
+    out = tmp_path / "vs.json"
+    script = BENCHMARKS / "vs_litellm" / "run.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out), "--venvs", str(venvs)],
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LiteLLM side skipped" in result.stdout
+    assert not venvs.exists()  # nothing was installed
+    document = json.loads(out.read_text())
+    assert document["benchmark"] == "vs_litellm" and document["quick"] is True
+    litellm = document["litellm"]
+    assert litellm["available"] is False and "--quick installs nothing" in litellm["reason"]
+    assert litellm["version"].count(".") == 2
+    sync, asynchronous = document["sync"], document["async"]
+    assert sync["variants"]["litellm"] == {"available": False, "reason": litellm["reason"]}
+    assert asynchronous["variants"]["litellm"]["available"] is False
+    for name in ("raw httpx", "tracking", "tracking, all integrations"):
+        figures = sync["variants"][name]
+        assert figures["calls"] == sync["rounds"] * sync["batch"]
+        assert figures["cpu_ms_per_call"] > 0 and figures["p50_ms"] > 0
+    assert sync["variants"]["raw httpx"]["cpu_efficiency_vs_raw"] == 1.0
+    assert asynchronous["concurrency"] == 32
+    for name in ("raw aiohttp", "tracking", "tracking, all integrations"):
+        assert asynchronous["variants"][name]["requests"] > 0
+    proxy = document["proxy"]
+    if shutil.which("wrk") is None:
+        assert proxy == {"available": False, "reason": proxy["reason"]}
+        assert "wrk" in proxy["reason"]
+    else:
+        for connections in (16, 64):
+            for name in ("fake upstream", "minimal forwarder", "tracking serve"):
+                figures = proxy["targets"][f"{name} c{connections}"]
+                assert figures["rps"] > 0 and figures["errors"] == 0
+            assert set(proxy["ratios"][f"c{connections}"]) == {
+                "tracking serve / minimal forwarder req/s",
+                "tracking serve / minimal forwarder p99",
+            }

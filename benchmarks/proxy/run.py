@@ -98,7 +98,7 @@ def make_body(folder: Path) -> tuple[Path, str]:
     body = b"".join(
         [
             f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
-            "gpt-image-1\r\n".encode(),
+            "gpt-image-2\r\n".encode(),
             f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n'
             "Add a red hat\r\n".encode(),
             f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
@@ -148,6 +148,59 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> di
     }
 
 
+def tracking_config(folder: Path, upstream: str) -> Path:
+    """A one-deployment ``tracking serve`` config in front of ``upstream`` with full tracking."""
+    config = folder / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": "gpt-image-2",
+                        "litellm_params": {
+                            "model": "gpt-image-2",
+                            "api_key": "sk-bench",
+                            "api_base": upstream,
+                        },
+                    }
+                ],
+                # Full tracking: the router, the durable SQLite ledger and Prometheus are the
+                # proxy's defaults; structlog (one JSON line per call) is left out here.
+                "general_settings": {
+                    "master_key": MASTER_KEY,
+                    "database_url": f"sqlite:///{folder / 'ledger.db'}",
+                },
+            }
+        )
+    )
+    return config
+
+
+def server_commands(folder: Path, upstream: str, config: Path) -> dict[str, list[str]]:
+    """The minimal forwarder and ``tracking serve`` (``{port}`` is filled in at start)."""
+    return {
+        "minimal forwarder": [
+            sys.executable,
+            str(HERE / "minimal_forwarder.py"),
+            "{port}",
+            f"{upstream}/images/edits",
+            str(folder / "minimal.db"),
+        ],
+        "tracking serve": [
+            *tracking(),
+            "serve",
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+        ],
+    }
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -169,50 +222,8 @@ def main() -> int:
         f"http://127.0.0.1:{fake_port}/health",
     )
     upstream = f"http://127.0.0.1:{fake_port}/v1"
-    config = folder / "config.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "model_list": [
-                    {
-                        "model_name": "gpt-image-1",
-                        "litellm_params": {
-                            "model": "gpt-image-1",
-                            "api_key": "sk-bench",
-                            "api_base": upstream,
-                        },
-                    }
-                ],
-                # Full tracking: the router, the durable SQLite ledger and Prometheus are the
-                # proxy's defaults; structlog (one JSON line per call) is left out here.
-                "general_settings": {
-                    "master_key": MASTER_KEY,
-                    "database_url": f"sqlite:///{folder / 'ledger.db'}",
-                },
-            }
-        )
-    )
-    commands = {
-        "minimal forwarder": [
-            sys.executable,
-            str(HERE / "minimal_forwarder.py"),
-            "{port}",
-            f"{upstream}/images/edits",
-            str(folder / "minimal.db"),
-        ],
-        "tracking serve": [
-            *tracking(),
-            "serve",
-            "--config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--log-level",
-            "warning",
-        ],
-    }
+    config = tracking_config(folder, upstream)
+    commands = server_commands(folder, upstream, config)
     servers: dict[str, tuple[subprocess.Popen[bytes], int, float, float]] = {
         "fake upstream": (fake, fake_port, float("nan"), rss_mb(fake.pid))
     }
