@@ -6,9 +6,19 @@ import json
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from tests.services import (
+    PG_HOST,
+    PG_PORT,
+    REDIS_HOST,
+    REDIS_PORT,
+    require_service,
+    require_tool,
+)
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -122,3 +132,39 @@ def test_vs_litellm_quick_measures_our_side_and_never_installs_litellm(tmp_path)
                 "tracking serve / minimal forwarder req/s",
                 "tracking serve / minimal forwarder p99",
             }
+
+
+@pytest.mark.timeout(240)
+def test_two_workers_keep_a_budget_exact_under_load(tmp_path):
+    """Two workers, PostgreSQL ledger, Redis counters: a key's budget exhausted by wrk at
+    concurrency 64 is never overspent by more than one call, and every answer has its row."""
+    require_tool("wrk", "wrk")
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    out = tmp_path / "two.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "proxy" / "run.py"),
+            "--two-workers",
+            *("--rounds", "1", "--duration", "2", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document["workers"] == 2
+    for name in ("fake upstream", "two workers"):
+        for connections in (16, 64):
+            figures = document["throughput"][f"{name} c{connections}"]
+            assert figures["rps"] > 0 and figures["errors"] == 0
+    budget = document["budget"]
+    assert budget["refused"] > 0  # the load went past the budget
+    assert Decimal(budget["spend_usd"]) <= Decimal(budget["budget_usd"]) + Decimal(
+        budget["call_cost_usd"]
+    )
+    assert budget["within_budget_plus_one_call"] is True
+    assert budget["ledger_rows"] >= budget["successes_counted_by_wrk"] > 0
+    assert Decimal(budget["spend_usd"]) == budget["ledger_rows"] * Decimal(budget["call_cost_usd"])

@@ -87,7 +87,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def make_body(folder: Path) -> tuple[Path, str]:
+def make_body(folder: Path, key: str = MASTER_KEY, name: str = "post") -> tuple[Path, str]:
+    """The request body (a ~143 KB PNG and the form's fields) and a wrk script posting it
+    with ``key``."""
     from PIL import Image
 
     side = 218  # random RGB pixels barely compress: about 143 KB of PNG
@@ -101,6 +103,10 @@ def make_body(folder: Path) -> tuple[Path, str]:
             "gpt-image-2\r\n".encode(),
             f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n'
             "Add a red hat\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="size"\r\n\r\n'
+            "1024x1024\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="quality"\r\n\r\n'
+            "low\r\n".encode(),
             f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
             'filename="image.png"\r\nContent-Type: image/png\r\n\r\n'.encode(),
             png.getvalue(),
@@ -109,11 +115,11 @@ def make_body(folder: Path) -> tuple[Path, str]:
     )
     path = folder / "body.bin"
     path.write_bytes(body)
-    script = folder / "post.lua"
+    script = folder / f"{name}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f'wrk.headers["Content-Type"] = "multipart/form-data; boundary={boundary}"\n'
-        f'wrk.headers["Authorization"] = "Bearer {MASTER_KEY}"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
         f'local f = io.open("{path}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
     )
     print(f"request body: {len(body) / 1024:.0f} KB (PNG {len(png.getvalue()) / 1024:.0f} KB)")
@@ -128,12 +134,28 @@ def _ms(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> dict[str, float]:
-    before = cpu_seconds(pid)
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children (``tracking serve --workers N``: uvicorn's workers)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += tree_cpu_seconds(int(child))
+            except (OSError, IndexError):  # exited in between
+                continue
+    return total
+
+
+def wrk(
+    url: str, script: Path, connections: int, duration: int, pid: int, tree: bool = False
+) -> dict[str, float]:
+    """One wrk run; the server's CPU (with ``tree``, its children's too) per request."""
+    cpu_of = tree_cpu_seconds if tree else cpu_seconds
+    before = cpu_of(pid)
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     command += ["-s", str(script), url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - before
+    cpu = cpu_of(pid) - before
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     # The latency distribution's own lines: "72.50%" in the thread stats above must not match.
@@ -145,6 +167,7 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> di
         "p99_ms": _ms(p99.group(1)) if p99 else float("nan"),
         "cpu_ms_per_request": 1000 * cpu / max(1, requests),
         "errors": float(errors.group(1)) if errors else 0.0,
+        "requests": float(requests),
     }
 
 
@@ -210,9 +233,23 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--two-workers",
+        action="store_true",
+        help="instead: two workers with PostgreSQL and Redis, and a budget exhausted under load "
+        "(benchmarks/proxy/two_workers.py)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+    if args.two_workers:
+        import two_workers
+
+        shared = two_workers.run(sys.modules[__name__], args.rounds, args.duration)
+        two_workers.report(shared)
+        if args.json:
+            args.json.write_text(json.dumps(shared, indent=2) + "\n")
+        return 0
     folder = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
     script, _ = make_body(folder)
 

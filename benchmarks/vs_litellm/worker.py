@@ -3,8 +3,9 @@
 Runs under the project's virtualenv (``--side ours``: raw httpx / raw aiohttp and the tracking
 SDK) or under the LiteLLM virtualenv (``--side litellm``: ``litellm.image_edit`` and
 ``litellm.aimage_edit``), so the two libraries never share an interpreter. The LiteLLM side
-imports nothing of the tracking package. Each command measures one batch of one variant and answers its
-figures; CPU is this process's (every thread), so background work is charged to the calls.
+imports nothing of the tracking package. Each command measures one batch of one variant and
+answers its figures; CPU is this process's (every thread), so background work is charged to
+the calls.
 
 Commands: ``{"mode": "sync", "variant": NAME, "calls": N}``,
 ``{"mode": "async", "variant": NAME, "concurrency": C, "warmup": S, "window": S}``,
