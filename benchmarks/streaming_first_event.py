@@ -32,7 +32,8 @@ from pathlib import Path
 
 import httpx
 
-MASTER_KEY = "sk-bench-master"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "proxy"))
+from run import MASTER_KEY, tracking_config
 
 
 def free_port() -> int:
@@ -134,27 +135,7 @@ def main() -> int:
             f"http://127.0.0.1:{fake_port}/health",
             folder,
         )
-        config = folder / "config.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "model_list": [
-                        {
-                            "model_name": "gpt-image-2",
-                            "litellm_params": {
-                                "model": "gpt-image-2",
-                                "api_key": "sk-bench",
-                                "api_base": f"http://127.0.0.1:{fake_port}/v1",
-                            },
-                        }
-                    ],
-                    "general_settings": {
-                        "master_key": MASTER_KEY,
-                        "database_url": f"sqlite:///{folder / 'ledger.db'}",
-                    },
-                }
-            )
-        )
+        config = tracking_config(folder, f"http://127.0.0.1:{fake_port}/v1")
         proxy = start(
             [*tracking(), "serve", "--config", str(config), "--port", str(proxy_port)],
             f"http://127.0.0.1:{proxy_port}/health/liveliness",

@@ -171,8 +171,14 @@ def wrk(
     }
 
 
-def tracking_config(folder: Path, upstream: str) -> Path:
-    """A one-deployment ``tracking serve`` config in front of ``upstream`` with full tracking."""
+def tracking_config(
+    folder: Path,
+    upstream: str,
+    database_url: str | None = None,
+    router_settings: dict[str, str] | None = None,
+) -> Path:
+    """A one-deployment ``tracking serve`` config in front of ``upstream`` with full tracking
+    (the ledger in ``database_url``, by default a SQLite file in ``folder``)."""
     config = folder / "config.yaml"
     config.write_text(
         json.dumps(
@@ -191,8 +197,9 @@ def tracking_config(folder: Path, upstream: str) -> Path:
                 # proxy's defaults; structlog (one JSON line per call) is left out here.
                 "general_settings": {
                     "master_key": MASTER_KEY,
-                    "database_url": f"sqlite:///{folder / 'ledger.db'}",
+                    "database_url": database_url or f"sqlite:///{folder / 'ledger.db'}",
                 },
+                "router_settings": router_settings or {},
             }
         )
     )

@@ -21,7 +21,6 @@ shared by the workers. Two phases:
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -46,32 +45,6 @@ def _reachable(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _config(folder: Path, upstream: str, database: str, master_key: str) -> Path:
-    config = folder / "two_workers.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "model_list": [
-                    {
-                        "model_name": "gpt-image-2",
-                        "litellm_params": {
-                            "model": "gpt-image-2",
-                            "api_key": "sk-bench",
-                            "api_base": upstream,
-                        },
-                    }
-                ],
-                "general_settings": {
-                    "master_key": master_key,
-                    "database_url": f"postgresql://postgres@127.0.0.1:5432/{database}",
-                },
-                "router_settings": {"redis_url": REDIS_URL},
-            }
-        )
-    )
-    return config
 
 
 def _ledger(database: str, key_hash: str) -> tuple[int, Decimal]:
@@ -161,9 +134,11 @@ def run(bench: ModuleType, rounds: int, duration: int) -> dict[str, Any]:
             f"http://127.0.0.1:{fake_port}/health",
         )
         servers.append(fake)
-        config = _config(folder, f"http://127.0.0.1:{fake_port}/v1", database, bench.MASTER_KEY)
         url = f"postgresql://postgres@127.0.0.1:5432/{database}"
         subprocess.run([*bench.tracking(), "migrate", "--database-url", url], check=True)
+        config = bench.tracking_config(
+            folder, f"http://127.0.0.1:{fake_port}/v1", url, {"redis_url": REDIS_URL}
+        )
         proxy, started = bench.start(
             [
                 *(*bench.tracking(), "serve", "--config", str(config), "--workers", "2"),
