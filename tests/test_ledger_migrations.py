@@ -175,7 +175,7 @@ def test_a_spend_logs_table_not_made_by_our_migrations_is_refused(engine, ledger
 def test_migrations_ship_inside_the_wheel():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     force = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
-    assert force["migrations"] == "integrations/sql/migrations"
+    assert force["migrations"] == "tracking/integrations/sql/migrations"
     here = migrations_path()
     assert (here / "env.py").is_file()
     assert sorted(p.name for p in (here / "versions").glob("0*.py")) == [
