@@ -33,6 +33,9 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 MASTER_KEY = "sk-bench-master"
+#: Targets against the minimal forwarder, at concurrency 16 and 64 alike.
+TARGET_RPS_RATIO = 0.75
+TARGET_P99_RATIO = 1.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -323,10 +326,28 @@ def main() -> int:
                 strict=True,
             )
         ]
-        results[f"ratio c{connections}"] = {"median": median(ratios), "runs": ratios}  # type: ignore[dict-item]
+        p99 = median(
+            [
+                proxy["p99_ms"] / minimal["p99_ms"]
+                for proxy, minimal in zip(
+                    runs[f"tracking serve c{connections}"],
+                    runs[f"minimal forwarder c{connections}"],
+                    strict=True,
+                )
+            ]
+        )
+        met = median(ratios) >= TARGET_RPS_RATIO and p99 <= TARGET_P99_RATIO
+        results[f"ratio c{connections}"] = {  # type: ignore[assignment]
+            "median": median(ratios),
+            "runs": ratios,
+            "p99_ratio": p99,
+            "target_met": met,
+        }
         print(
-            f"tracking serve / minimal forwarder at c{connections}: {median(ratios):.2f}x "
-            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+            f"tracking serve / minimal forwarder at c{connections}: {median(ratios):.2f}x req/s "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}), {p99:.2f}x p99; target "
+            f">= {TARGET_RPS_RATIO}x req/s and <= {TARGET_P99_RATIO}x p99: "
+            f"{'met' if met else 'missed'}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
