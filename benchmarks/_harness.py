@@ -11,6 +11,7 @@ so they never steal each other's CPU and the process CPU we report is the client
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,16 @@ ALL_INTEGRATIONS = ("prometheus", "otel", "sql", "structlog")
 
 
 def parse_args(
-    name: str, description: str, argv: Sequence[str] | None = None
+    name: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
+    script: str | None = None,
 ) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=description)
+    """The options every benchmark takes; ``extra`` adds a benchmark's own."""
+    parser = argparse.ArgumentParser(
+        prog=script or f"benchmarks/{name}.py", description=description
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds: a smoke run")
     parser.add_argument(
         "--out",
@@ -49,6 +57,8 @@ def parse_args(
         help="where to write the JSON results (default: %(default)s)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args(argv)
 
 
@@ -176,7 +186,7 @@ def make_png(kilobytes: int) -> bytes:
 
 #: The parameters every SDK call in the benchmarks sends (apart from the image and api_base).
 CALL_PARAMS: dict[str, Any] = {
-    "model": "gpt-image-1",
+    "model": "gpt-image-2",
     "prompt": "Add a red hat to the person in the image",
     "size": "1024x1024",
     "quality": "low",
@@ -313,6 +323,68 @@ def workdir() -> Iterator[Path]:
         yield Path(path)
 
 
+def timed_calls(
+    call: Callable[[], object], calls: int, flush: Callable[[], object] | None = None
+) -> tuple[list[float], float]:
+    """Each call's latency (s) and the process CPU per call (s), ``flush`` inside the window."""
+    samples = []
+    cpu_started = time.process_time()
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    if flush is not None:
+        flush()
+    return samples, (time.process_time() - cpu_started) / calls
+
+
+@dataclass
+class Window:
+    """What one window of :func:`keep_in_flight` saw."""
+
+    requests: int
+    elapsed: float
+    cpu: float
+
+
+async def keep_in_flight(
+    send: Callable[[], Awaitable[object]],
+    concurrency: int,
+    warmup: float,
+    window: float,
+    flush: Callable[[], object] | None = None,
+    window_started: Callable[[], object] | None = None,
+) -> Window:
+    """Keep ``concurrency`` calls in flight; count completions and CPU over ``window`` seconds.
+
+    ``flush`` runs at the end of the window, inside the measured time and CPU (it blocks the
+    loop, so nothing new starts while background sinks drain).
+    """
+    completed = 0
+    stop = False
+
+    async def worker() -> None:
+        nonlocal completed
+        while not stop:
+            await send()
+            completed += 1
+
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await asyncio.sleep(warmup)
+    if window_started is not None:
+        window_started()
+    done_before, cpu_before = completed, time.process_time()
+    started = time.perf_counter()
+    await asyncio.sleep(window)
+    done = completed - done_before
+    if flush is not None:
+        flush()
+    measured = Window(done, time.perf_counter() - started, time.process_time() - cpu_before)
+    stop = True
+    await asyncio.gather(*workers)
+    return measured
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -344,11 +416,15 @@ def _cell(value: Any) -> str:
 
 
 def write_json(
-    path: Path, benchmark: str, args: argparse.Namespace, payload: dict[str, Any]
+    path: Path,
+    benchmark: str,
+    args: argparse.Namespace,
+    payload: dict[str, Any],
+    script: str | None = None,
 ) -> None:
     document = {
         "benchmark": benchmark,
-        "command": " ".join(["python", f"benchmarks/{benchmark}.py", *sys.argv[1:]]),
+        "command": " ".join(["python", script or f"benchmarks/{benchmark}.py", *sys.argv[1:]]),
         "quick": bool(args.quick),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),

@@ -20,14 +20,13 @@ The raw clients post the exact multipart body and headers the SDK sends, encoded
 * ``aiohttp``: a bare ``aiohttp.ClientSession``.
 
 Every client may open up to 200 connections. Target: with all integrations on, at
-least 0.8x the fastest raw client at concurrency 32.
+least 0.35x the leanest raw client's CPU efficiency (``x raw CPU``) at concurrency 32.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -40,6 +39,7 @@ from _harness import (
     Integrations,
     all_integrations,
     fake_upstream,
+    keep_in_flight,
     make_png,
     median,
     parse_args,
@@ -56,7 +56,7 @@ SDK_BARE = "tracking.aimage_edit, no integrations"
 SDK_ALL = "tracking.aimage_edit, all integrations"
 CONCURRENCY = (32, 128)
 MAX_CONNECTIONS = 200
-TARGET_RATIO = 0.8
+TARGET_CPU_RATIO = 0.35
 
 Sender = Callable[[], Awaitable[None]]
 
@@ -117,34 +117,24 @@ async def _drive(
     fake: FakeProcess,
     flush: Callable[[], None],
 ) -> dict[str, float]:
+    fake_cpu = [0.0, 0.0]  # at the window's start and end
+
+    def window_started() -> None:
+        fake_cpu[0] = fake.cpu_seconds()
+
+    def window_ended() -> None:
+        flush()
+        fake_cpu[1] = fake.cpu_seconds()
+
     async with client as send:
-        completed = 0
-        stop = False
-
-        async def worker() -> None:
-            nonlocal completed
-            while not stop:
-                await send()
-                completed += 1
-
-        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        await asyncio.sleep(warmup)
-        done_before, cpu_before, fake_before = completed, time.process_time(), fake.cpu_seconds()
-        started = time.perf_counter()
-        await asyncio.sleep(window)
-        done = completed - done_before
-        flush()  # blocks the loop: no new requests start while the sinks drain
-        elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu_before
-        fake_cpu = fake.cpu_seconds() - fake_before
-        stop = True
-        await asyncio.gather(*workers)
+        seen = await keep_in_flight(send, concurrency, warmup, window, window_ended, window_started)
+    done, elapsed, cpu = seen.requests, seen.elapsed, seen.cpu
     return {
         "requests": done,
         "req_per_s": done / elapsed,
         "cpu_ms_per_request": cpu / max(done, 1) * 1000,
         "client_cpu_util": cpu / elapsed,
-        "fake_cpu_util": fake_cpu / elapsed,
+        "fake_cpu_util": (fake_cpu[1] - fake_cpu[0]) / elapsed,
     }
 
 
@@ -233,7 +223,7 @@ def main() -> None:
         for name in (SDK_BARE, SDK_ALL):
             if per_variant[name].get("available") is not False:
                 verdicts[f"{name} @ {concurrency}"] = (
-                    per_variant[name]["ratio_vs_fastest_raw"] >= TARGET_RATIO
+                    per_variant[name]["cpu_ratio_vs_leanest_raw"] >= TARGET_CPU_RATIO
                 )
     print_table(
         f"Async throughput, {len(png) // 1024} KB image, canned fake "
@@ -259,7 +249,7 @@ def main() -> None:
             f"concurrency {concurrency}: fastest raw client {r['fastest_raw']}; no integrations "
             f"{bare['ratio_vs_fastest_raw']:.2f}x its req/s, "
             f"{bare['cpu_ratio_vs_leanest_raw']:.2f}x its CPU efficiency "
-            f"(target with all on: >= {TARGET_RATIO}x)"
+            f"(target with all on: >= {TARGET_CPU_RATIO}x its CPU efficiency at 32)"
         )
     write_json(
         args.out,
@@ -278,7 +268,7 @@ def main() -> None:
                 "reason": integrations.reason,
                 "names": list(integrations.names),
             },
-            "target": {"ratio_vs_fastest_raw_at_least": TARGET_RATIO, "concurrency": 32},
+            "target": {"cpu_ratio_vs_leanest_raw_at_least": TARGET_CPU_RATIO, "concurrency": 32},
             "verdicts": verdicts,
             "concurrency": results,
         },

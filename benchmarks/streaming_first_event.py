@@ -32,7 +32,8 @@ from pathlib import Path
 
 import httpx
 
-MASTER_KEY = "sk-bench-master"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "proxy"))
+from run import MASTER_KEY, tracking_config
 
 
 def free_port() -> int:
@@ -83,7 +84,7 @@ def small_png() -> bytes:
 def first_event_ms(client: httpx.Client, url: str, key: str, png: bytes, stream: bool) -> float:
     """Milliseconds from the request's start to its first complete event (the rest is read), or
     with ``stream=False`` to the end of the plain JSON answer."""
-    fields = {"model": "gpt-image-1", "prompt": "hat"}
+    fields = {"model": "gpt-image-2", "prompt": "hat"}
     if stream:
         fields.update(stream="true", partial_images="1")
     began = time.perf_counter()
@@ -134,27 +135,7 @@ def main() -> int:
             f"http://127.0.0.1:{fake_port}/health",
             folder,
         )
-        config = folder / "config.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "model_list": [
-                        {
-                            "model_name": "gpt-image-1",
-                            "litellm_params": {
-                                "model": "gpt-image-1",
-                                "api_key": "sk-bench",
-                                "api_base": f"http://127.0.0.1:{fake_port}/v1",
-                            },
-                        }
-                    ],
-                    "general_settings": {
-                        "master_key": MASTER_KEY,
-                        "database_url": f"sqlite:///{folder / 'ledger.db'}",
-                    },
-                }
-            )
-        )
+        config = tracking_config(folder, f"http://127.0.0.1:{fake_port}/v1")
         proxy = start(
             [*tracking(), "serve", "--config", str(config), "--port", str(proxy_port)],
             f"http://127.0.0.1:{proxy_port}/health/liveliness",

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from tests.services import (
+    PG_HOST,
+    PG_PORT,
+    REDIS_HOST,
+    REDIS_PORT,
+    require_service,
+    require_tool,
+)
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -75,3 +86,85 @@ def test_async_throughput_compares_the_sdk_with_raw_clients(tmp_path):
         bare = variants["tracking.aimage_edit, no integrations"]
         assert bare["requests"] > 0 and bare["req_per_s"] > 0
         assert "tracking.aimage_edit, all integrations" in variants
+
+
+@pytest.mark.timeout(240)
+def test_vs_litellm_quick_measures_our_side_and_never_installs_litellm(tmp_path):
+    """--quick with no LiteLLM virtualenv: our side is measured, LiteLLM's skipped with a reason."""
+    venvs = tmp_path / "venvs"
+    out = tmp_path / "vs.json"
+    script = BENCHMARKS / "vs_litellm" / "run.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out), "--venvs", str(venvs)],
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LiteLLM side skipped" in result.stdout
+    assert not venvs.exists()  # nothing was installed
+    document = json.loads(out.read_text())
+    assert document["benchmark"] == "vs_litellm" and document["quick"] is True
+    litellm = document["litellm"]
+    assert litellm["available"] is False and "--quick installs nothing" in litellm["reason"]
+    assert litellm["version"].count(".") == 2
+    sync, asynchronous = document["sync"], document["async"]
+    assert sync["variants"]["litellm"] == {"available": False, "reason": litellm["reason"]}
+    assert asynchronous["variants"]["litellm"]["available"] is False
+    for name in ("raw httpx", "tracking", "tracking, all integrations"):
+        figures = sync["variants"][name]
+        assert figures["calls"] == sync["rounds"] * sync["batch"]
+        assert figures["cpu_ms_per_call"] > 0 and figures["p50_ms"] > 0
+    assert sync["variants"]["raw httpx"]["cpu_efficiency_vs_raw"] == 1.0
+    assert asynchronous["concurrency"] == 32
+    for name in ("raw aiohttp", "tracking", "tracking, all integrations"):
+        assert asynchronous["variants"][name]["requests"] > 0
+    proxy = document["proxy"]
+    if shutil.which("wrk") is None:
+        assert proxy == {"available": False, "reason": proxy["reason"]}
+        assert "wrk" in proxy["reason"]
+    else:
+        for connections in (16, 64):
+            for name in ("fake upstream", "minimal forwarder", "tracking serve"):
+                figures = proxy["targets"][f"{name} c{connections}"]
+                assert figures["rps"] > 0 and figures["errors"] == 0
+            assert set(proxy["ratios"][f"c{connections}"]) == {
+                "tracking serve / minimal forwarder req/s",
+                "tracking serve / minimal forwarder p99",
+            }
+
+
+@pytest.mark.timeout(240)
+def test_two_workers_keep_a_budget_exact_under_load(tmp_path):
+    """Two workers, PostgreSQL ledger, Redis counters: a key's budget exhausted by wrk at
+    concurrency 64 is never overspent by more than one call, and every answer has its row."""
+    require_tool("wrk", "wrk")
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    out = tmp_path / "two.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "proxy" / "run.py"),
+            "--two-workers",
+            *("--rounds", "1", "--duration", "2", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document["workers"] == 2
+    for name in ("fake upstream", "two workers"):
+        for connections in (16, 64):
+            figures = document["throughput"][f"{name} c{connections}"]
+            assert figures["rps"] > 0 and figures["errors"] == 0
+    budget = document["budget"]
+    assert budget["refused"] > 0  # the load went past the budget
+    assert Decimal(budget["spend_usd"]) <= Decimal(budget["budget_usd"]) + Decimal(
+        budget["call_cost_usd"]
+    )
+    assert budget["within_budget_plus_one_call"] is True
+    assert budget["ledger_rows"] >= budget["successes_counted_by_wrk"] > 0
+    assert Decimal(budget["spend_usd"]) == budget["ledger_rows"] * Decimal(budget["call_cost_usd"])

@@ -33,6 +33,9 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 MASTER_KEY = "sk-bench-master"
+#: Targets against the minimal forwarder, at concurrency 16 and 64 alike.
+TARGET_RPS_RATIO = 0.75
+TARGET_P99_RATIO = 1.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -87,7 +90,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def make_body(folder: Path) -> tuple[Path, str]:
+def make_body(folder: Path, key: str = MASTER_KEY, name: str = "post") -> tuple[Path, str]:
+    """The request body (a ~143 KB PNG and the form's fields) and a wrk script posting it
+    with ``key``."""
     from PIL import Image
 
     side = 218  # random RGB pixels barely compress: about 143 KB of PNG
@@ -98,9 +103,13 @@ def make_body(folder: Path) -> tuple[Path, str]:
     body = b"".join(
         [
             f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
-            "gpt-image-1\r\n".encode(),
+            "gpt-image-2\r\n".encode(),
             f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n'
             "Add a red hat\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="size"\r\n\r\n'
+            "1024x1024\r\n".encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="quality"\r\n\r\n'
+            "low\r\n".encode(),
             f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
             'filename="image.png"\r\nContent-Type: image/png\r\n\r\n'.encode(),
             png.getvalue(),
@@ -109,11 +118,11 @@ def make_body(folder: Path) -> tuple[Path, str]:
     )
     path = folder / "body.bin"
     path.write_bytes(body)
-    script = folder / "post.lua"
+    script = folder / f"{name}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f'wrk.headers["Content-Type"] = "multipart/form-data; boundary={boundary}"\n'
-        f'wrk.headers["Authorization"] = "Bearer {MASTER_KEY}"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
         f'local f = io.open("{path}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
     )
     print(f"request body: {len(body) / 1024:.0f} KB (PNG {len(png.getvalue()) / 1024:.0f} KB)")
@@ -128,12 +137,28 @@ def _ms(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> dict[str, float]:
-    before = cpu_seconds(pid)
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children (``tracking serve --workers N``: uvicorn's workers)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += tree_cpu_seconds(int(child))
+            except (OSError, IndexError):  # exited in between
+                continue
+    return total
+
+
+def wrk(
+    url: str, script: Path, connections: int, duration: int, pid: int, tree: bool = False
+) -> dict[str, float]:
+    """One wrk run; the server's CPU (with ``tree``, its children's too) per request."""
+    cpu_of = tree_cpu_seconds if tree else cpu_seconds
+    before = cpu_of(pid)
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     command += ["-s", str(script), url]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - before
+    cpu = cpu_of(pid) - before
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     # The latency distribution's own lines: "72.50%" in the thread stats above must not match.
@@ -145,39 +170,27 @@ def wrk(url: str, script: Path, connections: int, duration: int, pid: int) -> di
         "p99_ms": _ms(p99.group(1)) if p99 else float("nan"),
         "cpu_ms_per_request": 1000 * cpu / max(1, requests),
         "errors": float(errors.group(1)) if errors else 0.0,
+        "requests": float(requests),
     }
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install -y wrk)")
-    folder = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
-    script, _ = make_body(folder)
-
-    fake_port = free_port()
-    fake, _ = start(
-        [*tracking(), "fake-openai", "--canned", "--port", str(fake_port)],
-        f"http://127.0.0.1:{fake_port}/health",
-    )
-    upstream = f"http://127.0.0.1:{fake_port}/v1"
+def tracking_config(
+    folder: Path,
+    upstream: str,
+    database_url: str | None = None,
+    router_settings: dict[str, str] | None = None,
+) -> Path:
+    """A one-deployment ``tracking serve`` config in front of ``upstream`` with full tracking
+    (the ledger in ``database_url``, by default a SQLite file in ``folder``)."""
     config = folder / "config.yaml"
     config.write_text(
         json.dumps(
             {
                 "model_list": [
                     {
-                        "model_name": "gpt-image-1",
+                        "model_name": "gpt-image-2",
                         "litellm_params": {
-                            "model": "gpt-image-1",
+                            "model": "gpt-image-2",
                             "api_key": "sk-bench",
                             "api_base": upstream,
                         },
@@ -187,12 +200,18 @@ def main() -> int:
                 # proxy's defaults; structlog (one JSON line per call) is left out here.
                 "general_settings": {
                     "master_key": MASTER_KEY,
-                    "database_url": f"sqlite:///{folder / 'ledger.db'}",
+                    "database_url": database_url or f"sqlite:///{folder / 'ledger.db'}",
                 },
+                "router_settings": router_settings or {},
             }
         )
     )
-    commands = {
+    return config
+
+
+def server_commands(folder: Path, upstream: str, config: Path) -> dict[str, list[str]]:
+    """The minimal forwarder and ``tracking serve`` (``{port}`` is filled in at start)."""
+    return {
         "minimal forwarder": [
             sys.executable,
             str(HERE / "minimal_forwarder.py"),
@@ -213,6 +232,45 @@ def main() -> int:
             "warning",
         ],
     }
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--two-workers",
+        action="store_true",
+        help="instead: two workers with PostgreSQL and Redis, and a budget exhausted under load "
+        "(benchmarks/proxy/two_workers.py)",
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+    if args.two_workers:
+        import two_workers
+
+        shared = two_workers.run(sys.modules[__name__], args.rounds, args.duration)
+        two_workers.report(shared)
+        if args.json:
+            args.json.write_text(json.dumps(shared, indent=2) + "\n")
+        return 0
+    folder = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
+    script, _ = make_body(folder)
+
+    fake_port = free_port()
+    fake, _ = start(
+        [*tracking(), "fake-openai", "--canned", "--port", str(fake_port)],
+        f"http://127.0.0.1:{fake_port}/health",
+    )
+    upstream = f"http://127.0.0.1:{fake_port}/v1"
+    config = tracking_config(folder, upstream)
+    commands = server_commands(folder, upstream, config)
     servers: dict[str, tuple[subprocess.Popen[bytes], int, float, float]] = {
         "fake upstream": (fake, fake_port, float("nan"), rss_mb(fake.pid))
     }
@@ -268,10 +326,28 @@ def main() -> int:
                 strict=True,
             )
         ]
-        results[f"ratio c{connections}"] = {"median": median(ratios), "runs": ratios}  # type: ignore[dict-item]
+        p99 = median(
+            [
+                proxy["p99_ms"] / minimal["p99_ms"]
+                for proxy, minimal in zip(
+                    runs[f"tracking serve c{connections}"],
+                    runs[f"minimal forwarder c{connections}"],
+                    strict=True,
+                )
+            ]
+        )
+        met = median(ratios) >= TARGET_RPS_RATIO and p99 <= TARGET_P99_RATIO
+        results[f"ratio c{connections}"] = {  # type: ignore[assignment]
+            "median": median(ratios),
+            "runs": ratios,
+            "p99_ratio": p99,
+            "target_met": met,
+        }
         print(
-            f"tracking serve / minimal forwarder at c{connections}: {median(ratios):.2f}x "
-            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+            f"tracking serve / minimal forwarder at c{connections}: {median(ratios):.2f}x req/s "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}), {p99:.2f}x p99; target "
+            f">= {TARGET_RPS_RATIO}x req/s and <= {TARGET_P99_RATIO}x p99: "
+            f"{'met' if met else 'missed'}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
