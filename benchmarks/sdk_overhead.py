@@ -16,6 +16,7 @@ Variants, interleaved batch by batch in a rotating order so drift hits them all 
   processor, discarding exporter), sql (background mode, a tmp SQLite file) and structlog
   registered by name. After each of its batches the background sinks are flushed inside the
   measured CPU window, so work they defer is charged to the calls that made it.
+* with ``--each``, ``tracking, only <name>`` for each of the four on its own, flushed the same way.
 
 "Added" figures are the median over batches of the paired difference against the baseline's
 batch of the same round. Targets with everything on: added p50 under 0.25 ms, added
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -52,7 +54,13 @@ TARGET_ADDED_CPU_MS = 0.3
 
 
 def main() -> None:
-    args = parse_args("sdk_overhead", __doc__.splitlines()[0])
+    args = parse_args(
+        "sdk_overhead",
+        __doc__.splitlines()[0],
+        extra=lambda parser: parser.add_argument(
+            "--each", action="store_true", help="also each integration on its own"
+        ),
+    )
     pinning = pin_self(args)
     rounds, batch = (2, 20) if args.quick else (30, 200)
 
@@ -89,6 +97,9 @@ def main() -> None:
         all_on = "tracking, all integrations"
         if integrations.available:
             variants[all_on] = (sdk, integrations)
+            if args.each:  # what each integration costs on its own, flushed the same way
+                for name in integrations.names:
+                    variants[f"tracking, only {name}"] = (sdk, replace(integrations, names=(name,)))
 
         latencies: dict[str, list[float]] = {name: [] for name in variants}
         round_p50: dict[str, list[float]] = {name: [] for name in variants}

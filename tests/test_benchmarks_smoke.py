@@ -23,9 +23,9 @@ from tests.services import (
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _run(name: str, out: Path) -> dict:
+def _run(name: str, out: Path, *extra: str) -> dict:
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--out", str(out)],
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--out", str(out), *extra],
         capture_output=True,
         text=True,
         timeout=120,
@@ -72,6 +72,17 @@ def test_sdk_overhead_reports_added_latency_and_cpu(tmp_path):
         assert everything["calls"] == bare["calls"]
     else:
         assert everything == {"available": False, "reason": document["integrations"]["reason"]}
+
+
+def test_sdk_overhead_each_reports_every_integration_on_its_own(tmp_path):
+    document = _run("sdk_overhead", tmp_path / "sdk.json", "--each")
+    assert document["integrations"]["available"], document["integrations"]["reason"]
+    names = document["integrations"]["names"]
+    assert sorted(names) == ["otel", "prometheus", "sql", "structlog"]
+    for name in names:
+        alone = document["variants"][f"tracking, only {name}"]
+        assert alone["calls"] == document["rounds"] * document["batch"]
+        assert isinstance(alone["added_cpu_ms_per_call"], float)
 
 
 @pytest.mark.timeout(180)
