@@ -10,6 +10,11 @@ hits all of them alike; figures are medians over the rounds, and the ratio to th
 forwarder is the median of the per-round ratios. Reported per target: requests/s, p50/p99
 latency, server CPU per request (from /proc), idle memory and start-up time. Everything runs on
 loopback.
+
+``--against REV`` adds a fourth target: ``tracking serve`` from the git revision ``REV`` (its
+files extracted with ``git archive`` into a temporary folder and put first on ``PYTHONPATH``),
+measured in the same interleaved rounds, with the ratio of this tree to it: the A/B figure a cut
+is kept or dropped by.
 """
 
 from __future__ import annotations
@@ -234,6 +239,19 @@ def server_commands(folder: Path, upstream: str, config: Path) -> dict[str, list
     }
 
 
+def extract_revision(revision: str, folder: Path) -> Path:
+    """The repository's files at ``revision`` (``git archive``), in a folder under ``folder``."""
+    target = folder / "against"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(HERE), "archive", "--format=tar", revision],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -243,6 +261,11 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per target")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run tracking serve from this git revision and compare this tree with it",
+    )
     parser.add_argument(
         "--two-workers",
         action="store_true",
@@ -271,6 +294,16 @@ def main() -> int:
     upstream = f"http://127.0.0.1:{fake_port}/v1"
     config = tracking_config(folder, upstream)
     commands = server_commands(folder, upstream, config)
+    environments: dict[str, dict[str, str]] = {}
+    if args.against:
+        baseline = f"tracking serve @{args.against}"
+        commands[baseline] = [
+            sys.executable,
+            "-m",
+            "tracking.cli",
+            *commands["tracking serve"][len(tracking()) :],
+        ]
+        environments[baseline] = {"PYTHONPATH": str(extract_revision(args.against, folder))}
     servers: dict[str, tuple[subprocess.Popen[bytes], int, float, float]] = {
         "fake upstream": (fake, fake_port, float("nan"), rss_mb(fake.pid))
     }
@@ -281,6 +314,7 @@ def main() -> int:
             process, started = start(
                 [part.replace("{port}", str(port)) for part in command],
                 f"http://127.0.0.1:{port}/health/liveliness",
+                environments.get(name),
             )
             servers[name] = (process, port, started, rss_mb(process.pid))
         for process, port, _, _ in servers.values():
@@ -349,6 +383,25 @@ def main() -> int:
             f">= {TARGET_RPS_RATIO}x req/s and <= {TARGET_P99_RATIO}x p99: "
             f"{'met' if met else 'missed'}"
         )
+    if args.against:
+        baseline = f"tracking serve @{args.against}"
+        for connections in (16, 64):
+            pairs = list(
+                zip(
+                    runs[f"tracking serve c{connections}"],
+                    runs[f"{baseline} c{connections}"],
+                    strict=True,
+                )
+            )
+            rps = median([new["rps"] / old["rps"] for new, old in pairs])
+            cpu = median(
+                [new["cpu_ms_per_request"] / old["cpu_ms_per_request"] for new, old in pairs]
+            )
+            results[f"against c{connections}"] = {"rps_ratio": rps, "cpu_ratio": cpu}
+            print(
+                f"this tree / {args.against} at c{connections}: {rps:.3f}x req/s, "
+                f"{cpu:.3f}x CPU per request (medians of per-round ratios)"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
