@@ -179,3 +179,31 @@ def test_two_workers_keep_a_budget_exact_under_load(tmp_path):
     assert budget["within_budget_plus_one_call"] is True
     assert budget["ledger_rows"] >= budget["successes_counted_by_wrk"] > 0
     assert Decimal(budget["spend_usd"]) == budget["ledger_rows"] * Decimal(budget["call_cost_usd"])
+
+
+@pytest.mark.timeout(240)
+def test_proxy_against_a_revision_runs_that_revision_in_the_same_rounds(tmp_path):
+    """--against REV: tracking serve from a git revision is a fourth target, measured in the
+    same rounds, and this tree's ratios to it are reported."""
+    require_tool("wrk", "wrk")
+    require_tool("git", "git")
+    out = tmp_path / "against.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "proxy" / "run.py"),
+            *("--against", "HEAD", "--rounds", "1", "--duration", "1", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    for connections in (16, 64):
+        for name in ("minimal forwarder", "tracking serve", "tracking serve @HEAD"):
+            figures = document[f"{name} c{connections}"]
+            assert figures["rps"] > 0 and figures["errors"] == 0
+        against = document[f"against c{connections}"]
+        assert against["rps_ratio"] > 0 and against["cpu_ratio"] > 0
+    assert "this tree / HEAD at c64" in result.stdout
