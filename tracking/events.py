@@ -112,6 +112,7 @@ class ImageEditEvent:
 
 #: The event's field names, in order (``dataclasses.fields`` rebuilds its tuple on every call).
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(ImageEditEvent))
+_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(TokenUsage))
 #: Values that are JSON as they are (exact types: a subclass, say an IntEnum, goes the long way).
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
@@ -121,8 +122,8 @@ def _json_safe(value: Any) -> Any:
         return str(value)
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, TokenUsage):
-        return dataclasses.asdict(value)
+    if isinstance(value, TokenUsage):  # plain ints: no deep copy (dataclasses.asdict) needed
+        return {name: getattr(value, name) for name in _USAGE_FIELDS}
     if isinstance(value, tuple | list):
         return [_json_safe(v) for v in value]
     if isinstance(value, Mapping):
