@@ -37,7 +37,7 @@ from .errors import (
 )
 from .events import ImageEditEvent, TokenUsage
 from .frozen import fast_init
-from .http import POOL, unlink_response
+from .http import POOL, origin_of, unlink_response
 from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
@@ -691,15 +691,10 @@ async def consult_async(effect: Consult) -> Any:
         return exc
 
 
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
-
-
 def _send_sync(effect: Send) -> Answer | BaseException:
     prepared = effect.request
     try:
-        answer = POOL.sync_client(_origin(prepared.url)).request(
+        answer = POOL.sync_client(origin_of(prepared.url)).request(
             prepared.method,
             prepared.url,
             content=prepared.body,
@@ -715,7 +710,7 @@ def _send_sync(effect: Send) -> Answer | BaseException:
 async def _send_async(effect: Send) -> Answer | BaseException:
     prepared = effect.request
     try:
-        sender = await POOL.async_client(_origin(prepared.url))
+        sender = await POOL.async_client(origin_of(prepared.url))
         status, headers, body = await sender.post(
             prepared.url,
             body=prepared.body,

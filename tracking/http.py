@@ -32,7 +32,7 @@ from .client_settings import settings_for
 if TYPE_CHECKING:
     from .aiohttp_sender import AiohttpSender
 
-__all__ = ["POOL", "ClientPool", "unlink_response"]
+__all__ = ["POOL", "ClientPool", "origin_of", "unlink_response"]
 
 _LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
 
@@ -97,6 +97,12 @@ class _LoopClients:
             clients, self.clients = list(self.clients.values()), {}
             for client in clients:
                 await client.aclose()
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: the key the pool keeps one client per."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 class ClientPool:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from . import bus
 from .errors import StreamClosed
 from .events import ImageEditEvent
-from .flow import Answer, Emit, Sleep, _origin, consult_async, consult_sync
-from .http import POOL
+from .flow import Answer, Emit, Sleep, consult_async, consult_sync
+from .http import POOL, origin_of
 from .request import call_type_of
 from .stream_events import ImageEditStreamEvent
 from .stream_flow import Deliver, OpenStream, ReadStream, stream_flow
@@ -267,7 +267,7 @@ class _SyncAnswer:
         self.close()
         prepared = effect.request
         try:
-            client = POOL.sync_client(_origin(prepared.url))
+            client = POOL.sync_client(origin_of(prepared.url))
             request = client.build_request(
                 "POST",
                 prepared.url,
@@ -315,7 +315,7 @@ class _AsyncAnswer:
         self.close()
         prepared = effect.request
         try:
-            sender = await POOL.async_client(_origin(prepared.url))
+            sender = await POOL.async_client(origin_of(prepared.url))
             response = await sender.open(
                 prepared.url, body=prepared.body, headers=prepared.headers, timeout=effect.timeout
             )

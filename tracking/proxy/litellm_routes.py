@@ -38,7 +38,7 @@ from .json_io import (
     send_json,
 )
 from .keys import generate_key, hash_key
-from .management_routes import _expiry, _models, require_master
+from .management_routes import requested_expiry, requested_models, require_master
 
 if TYPE_CHECKING:
     from .account_store import EndUserRecord, KeyRecord
@@ -82,14 +82,14 @@ def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]
     if "team_id" in document or "team" in document:
         changes["team"] = optional_str(document, "team_id") or optional_str(document, "team")
     if "models" in document:
-        models = _models(document, accounts.model_names)
+        models = requested_models(document, accounts.model_names)
         changes["models"] = list(models) if models else None
     if "max_budget" in document:
         changes["max_budget_usd"] = optional_money(document, "max_budget")
     if "rpm_limit" in document:
         changes["rpm_limit"] = optional_int(document, "rpm_limit", low=1)
     if "duration" in document or "expires" in document:
-        changes["expires_at"] = _expiry(document, datetime.now(UTC))
+        changes["expires_at"] = requested_expiry(document, datetime.now(UTC))
     return changes
 
 

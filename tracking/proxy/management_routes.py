@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .accounts import Accounts
     from .auth import Authenticator, Principal
 
-__all__ = ["management_routes"]
+__all__ = ["management_routes", "requested_expiry", "requested_models", "require_master"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -50,7 +50,8 @@ def require_master(principal: Principal) -> None:
         )
 
 
-def _models(document: dict[str, Any], known: frozenset[str]) -> tuple[str, ...] | None:
+def requested_models(document: dict[str, Any], known: frozenset[str]) -> tuple[str, ...] | None:
+    """A key request's ``models`` (each one this proxy serves, in order, once), or None."""
     value = document.get("models")
     if value is None:
         return None
@@ -67,7 +68,8 @@ def _models(document: dict[str, Any], known: frozenset[str]) -> tuple[str, ...] 
     return tuple(dict.fromkeys(value))
 
 
-def _expiry(document: dict[str, Any], now: datetime) -> datetime | None:
+def requested_expiry(document: dict[str, Any], now: datetime) -> datetime | None:
+    """When a requested key expires: ``duration`` from ``now`` or ``expires`` (not both)."""
     duration = optional_str(document, "duration")
     expires = optional_str(document, "expires")
     if duration and expires:
@@ -136,10 +138,10 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
             key_hash=hash_key(key),
             key_alias=optional_str(document, "key_alias"),
             team=optional_str(document, "team") or optional_str(document, "team_id"),
-            models=_models(document, accounts.model_names),
+            models=requested_models(document, accounts.model_names),
             max_budget_usd=optional_money(document, "max_budget"),
             rpm_limit=optional_int(document, "rpm_limit", low=1, high=MAX_RPM_LIMIT),
-            expires_at=_expiry(document, now),
+            expires_at=requested_expiry(document, now),
             created_at=now,
         )
         await asyncio.to_thread(store.insert_key, record)
