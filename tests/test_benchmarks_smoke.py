@@ -207,3 +207,17 @@ def test_proxy_against_a_revision_runs_that_revision_in_the_same_rounds(tmp_path
         against = document[f"against c{connections}"]
         assert against["rps_ratio"] > 0 and against["cpu_ratio"] > 0
     assert "this tree / HEAD at c64" in result.stdout
+
+
+def test_proxy_against_an_unknown_revision_says_so_before_starting_anything():
+    require_tool("wrk", "wrk")
+    require_tool("git", "git")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "proxy" / "run.py"), "--against", "no-such-revision"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "--against no-such-revision: git archive failed" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -246,9 +246,11 @@ def extract_revision(revision: str, folder: Path) -> Path:
     archive = subprocess.run(
         ["git", "-C", str(HERE), "archive", "--format=tar", revision],
         capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    )
+    if archive.returncode != 0:
+        reason = archive.stderr.decode(errors="replace").strip()
+        raise SystemExit(f"--against {revision}: git archive failed: {reason}")
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
 
 
@@ -285,6 +287,8 @@ def main() -> int:
         return 0
     folder = Path(tempfile.mkdtemp(prefix="tracking-bench-"))
     script, _ = make_body(folder)
+    # Before any process starts: a revision that cannot be extracted leaves nothing running.
+    against = extract_revision(args.against, folder) if args.against else None
 
     fake_port = free_port()
     fake, _ = start(
@@ -303,7 +307,7 @@ def main() -> int:
             "tracking.cli",
             *commands["tracking serve"][len(tracking()) :],
         ]
-        environments[baseline] = {"PYTHONPATH": str(extract_revision(args.against, folder))}
+        environments[baseline] = {"PYTHONPATH": str(against)}
     servers: dict[str, tuple[subprocess.Popen[bytes], int, float, float]] = {
         "fake upstream": (fake, fake_port, float("nan"), rss_mb(fake.pid))
     }
