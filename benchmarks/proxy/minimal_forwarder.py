@@ -25,9 +25,6 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from tracking.images import ImageFile
 from tracking.multipart import encode_multipart
 
-#: The SQLite ``synchronous`` level: the ledger's own (``FULL``), so both are equally durable.
-SYNCHRONOUS = "FULL"
-
 
 class GroupCommit:
     def __init__(self, path: str) -> None:
@@ -40,9 +37,7 @@ class GroupCommit:
     def _run(self) -> None:
         db = sqlite3.connect(self.path)
         db.execute("PRAGMA journal_mode=WAL")
-        # FULL, as the ledger's SQLite files: a committed row survives a power cut, not only a
-        # crash of the process (NORMAL skips the fsync per commit; see docs/benchmarks.md).
-        db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+        db.execute("PRAGMA synchronous=FULL")  # as durable as the ledger (module docstring)
         db.execute("CREATE TABLE IF NOT EXISTS rows (id TEXT PRIMARY KEY, size INTEGER)")
         while True:
             batch = [self.queue.get()]

@@ -258,6 +258,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def round_ratios(
+    runs: dict[str, list[dict[str, float]]], new: str, old: str, field: str
+) -> list[float]:
+    """``field`` of target ``new`` over target ``old``, round by round (same rounds)."""
+    return [a[field] / b[field] for a, b in zip(runs[new], runs[old], strict=True)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -299,8 +306,8 @@ def main() -> int:
     config = tracking_config(folder, upstream)
     commands = server_commands(folder, upstream, config)
     environments: dict[str, dict[str, str]] = {}
+    baseline = f"tracking serve @{args.against}"
     if args.against:
-        baseline = f"tracking serve @{args.against}"
         commands[baseline] = [
             sys.executable,
             "-m",
@@ -356,24 +363,9 @@ def main() -> int:
             f"{f['start_s']:>9.2f}"
         )
     for connections in (16, 64):
-        ratios = [
-            proxy["rps"] / minimal["rps"]
-            for proxy, minimal in zip(
-                runs[f"tracking serve c{connections}"],
-                runs[f"minimal forwarder c{connections}"],
-                strict=True,
-            )
-        ]
-        p99 = median(
-            [
-                proxy["p99_ms"] / minimal["p99_ms"]
-                for proxy, minimal in zip(
-                    runs[f"tracking serve c{connections}"],
-                    runs[f"minimal forwarder c{connections}"],
-                    strict=True,
-                )
-            ]
-        )
+        ours, forwarder = f"tracking serve c{connections}", f"minimal forwarder c{connections}"
+        ratios = round_ratios(runs, ours, forwarder, "rps")
+        p99 = median(round_ratios(runs, ours, forwarder, "p99_ms"))
         met = median(ratios) >= TARGET_RPS_RATIO and p99 <= TARGET_P99_RATIO
         results[f"ratio c{connections}"] = {  # type: ignore[assignment]
             "median": median(ratios),
@@ -388,19 +380,10 @@ def main() -> int:
             f"{'met' if met else 'missed'}"
         )
     if args.against:
-        baseline = f"tracking serve @{args.against}"
         for connections in (16, 64):
-            pairs = list(
-                zip(
-                    runs[f"tracking serve c{connections}"],
-                    runs[f"{baseline} c{connections}"],
-                    strict=True,
-                )
-            )
-            rps = median([new["rps"] / old["rps"] for new, old in pairs])
-            cpu = median(
-                [new["cpu_ms_per_request"] / old["cpu_ms_per_request"] for new, old in pairs]
-            )
+            ours, old = f"tracking serve c{connections}", f"{baseline} c{connections}"
+            rps = median(round_ratios(runs, ours, old, "rps"))
+            cpu = median(round_ratios(runs, ours, old, "cpu_ms_per_request"))
             results[f"against c{connections}"] = {"rps_ratio": rps, "cpu_ratio": cpu}
             print(
                 f"this tree / {args.against} at c{connections}: {rps:.3f}x req/s, "

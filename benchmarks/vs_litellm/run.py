@@ -325,13 +325,9 @@ def measure_proxy(
     for connections in (16, 64):
         cell = ratios.setdefault(f"c{connections}", {})
         for top, bottom in pairs:
-            a, b = runs[f"{top} c{connections}"], runs[f"{bottom} c{connections}"]
-            cell[f"{top} / {bottom} req/s"] = median(
-                [x["rps"] / y["rps"] for x, y in zip(a, b, strict=True)]
-            )
-            cell[f"{top} / {bottom} p99"] = median(
-                [x["p99_ms"] / y["p99_ms"] for x, y in zip(a, b, strict=True)]
-            )
+            a, b = f"{top} c{connections}", f"{bottom} c{connections}"
+            cell[f"{top} / {bottom} req/s"] = median(bench.round_ratios(runs, a, b, "rps"))
+            cell[f"{top} / {bottom} p99"] = median(bench.round_ratios(runs, a, b, "p99_ms"))
     return {
         "available": True,
         "rounds": rounds,
