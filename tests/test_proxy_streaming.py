@@ -37,6 +37,10 @@ model_list:
     litellm_params:
       {{model: gpt-image-2, api_key: os.environ/OPENAI_API_KEY, api_base: "{broken}",
        max_retries: 0}}
+  - model_name: drops
+    litellm_params:
+      {{model: gpt-image-2, api_key: os.environ/OPENAI_API_KEY, api_base: "{dropping}",
+       max_retries: 0}}
   - model_name: dall-e-2
     litellm_params: {{model: dall-e-2, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake}"}}
 
@@ -69,15 +73,26 @@ def broken_fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
+def dropping_fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_keys=[API_KEY], faults=["drop;always"]) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def proxy(
     fake: FakeOpenAI,
     slow_fake: FakeOpenAI,
     broken_fake: FakeOpenAI,
+    dropping_fake: FakeOpenAI,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ProxyProcess]:
     folder = tmp_path_factory.mktemp("proxy-stream")
     config = folder / "config.yaml"
-    config.write_text(CONFIG.format(fake=fake.url, slow=slow_fake.url, broken=broken_fake.url))
+    config.write_text(
+        CONFIG.format(
+            fake=fake.url, slow=slow_fake.url, broken=broken_fake.url, dropping=dropping_fake.url
+        )
+    )
     env = {"OPENAI_API_KEY": API_KEY, "PROXY_MASTER_KEY": MASTER_KEY}
     with ProxyProcess(config, env=env) as process:
         yield process
@@ -261,6 +276,22 @@ def test_an_upstream_that_breaks_mid_stream_ends_with_an_error_event(proxy, imag
     row = ledger_row(proxy, request_id)
     assert row["status"] == "failure" and row["error_type"] == "stream_interrupted"
     assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
+
+
+def test_a_stream_sent_but_never_answered_gets_an_estimated_row(proxy, image_file):
+    """The upstream read the request and hung up: it may bill the call, so its row is estimated."""
+    with httpx.Client(timeout=30) as client:
+        response = client.post(
+            f"{proxy.url}/v1/images/edits",
+            data={"model": "drops", "prompt": "p", "stream": "true"},
+            files={"image": ("photo.png", image_file.read_bytes(), "image/png")},
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        )
+    assert response.status_code == 502 and "error" in response.json()
+    row = ledger_row(proxy, response.headers["x-tracking-request-id"])
+    assert row["status"] == "failure" and row["attempts"] == 1
+    assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
+    assert row["price_ref"].startswith("estimate:outcome-unknown")
 
 
 def test_a_model_that_does_not_stream_is_refused_as_json(proxy, image_file):

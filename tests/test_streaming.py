@@ -30,6 +30,7 @@ from tracking.pricing import reset_prices
 from tracking.pricing.estimate import estimate_incomplete_stream
 from tracking.request import parse_call
 from tracking.testing import FakeOpenAI
+from tracking.unknown_outcomes import estimate_unknown_outcomes
 
 MODEL = "gpt-image-2"
 #: Test prices for gpt-image-2 (USD per million tokens; per image): registered by the tests
@@ -194,6 +195,80 @@ def test_a_break_before_the_first_event_is_retried(upstream, recorder):
     assert events[-1].type == "image_edit.completed"
     (event,) = recorder.events
     assert event.status == "success" and event.attempts == 2
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("fault", "error", "kwargs"),
+    [
+        ("latency=3", tracking.APITimeoutError, {"timeout": 0.3}),  # no answer before the timeout
+        ("drop", tracking.APIConnectionError, {}),  # dropped after the request was read
+    ],
+)
+def test_a_stream_sent_but_never_answered_is_estimated_never_zero(
+    upstream, recorder, use_async, fault, error, kwargs
+):
+    """Streamed attempts sent whole and never answered may be billed, as plain calls' are."""
+    params = {
+        **call(upstream),
+        "stream": True,
+        "max_retries": 1,
+        "extra_headers": {"x-fake-fault": fault},
+        **kwargs,
+    }
+
+    async def consume_async() -> None:
+        async for _ in await tracking.aimage_edit(**params):
+            pass
+
+    with pytest.raises(error):
+        if use_async:
+            asyncio.run(consume_async())
+        else:
+            list(tracking.image_edit(**params))
+    (event,) = recorder.events
+    assert event.status == "failure" and event.attempts == 2
+    request, _ = parse_call(**call(upstream), stream=True)
+    each = estimate_unknown_outcomes(request, 1).usd
+    assert each is not None and each > 0
+    assert event.cost_source == "estimate" and event.cost_usd == 2 * each
+    assert event.price_ref and event.price_ref.startswith("estimate:outcome-unknown")
+
+
+def test_a_success_after_a_stream_that_broke_off_adds_its_estimate(upstream, recorder):
+    with FakeOpenAI(api_keys=[API_KEY], faults=["break_after=0"]) as fake:  # the first only
+        events = list(
+            tracking.image_edit(**call(upstream, api_base=fake.url), stream=True, partial_images=1)
+        )
+    completed = oai.ImageEditCompletedEvent.model_validate(events[-1].to_dict())
+    (event,) = recorder.events
+    assert event.status == "success" and event.attempts == 2
+    request, _ = parse_call(**call(upstream), stream=True, partial_images=1)
+    broken = estimate_incomplete_stream(request)
+    assert broken is not None and broken > 0
+    assert event.cost_usd == hand_priced(completed.usage) + broken  # its own price, plus
+    assert event.cost_source == "estimate"
+    assert event.price_ref and event.price_ref.endswith("+estimate:stream-incomplete")
+
+
+def test_a_failure_after_a_timeout_and_a_break_adds_both_estimates(upstream, recorder):
+    with FakeOpenAI(
+        api_keys=[API_KEY], faults=["latency=3;times=1", "break_after=0;times=1"]
+    ) as fake:
+        with pytest.raises(tracking.StreamInterruptedError):
+            list(
+                tracking.image_edit(
+                    **call(upstream, api_base=fake.url), stream=True, max_retries=1, timeout=0.3
+                )
+            )
+    (event,) = recorder.events
+    assert event.status == "failure" and event.attempts == 2
+    request, _ = parse_call(**call(upstream), stream=True)
+    unanswered = estimate_unknown_outcomes(request, 1).usd
+    broken = estimate_incomplete_stream(request)
+    assert unanswered and broken
+    assert event.cost_usd == unanswered + broken and event.cost_source == "estimate"
+    assert event.price_ref.startswith("estimate:stream-incomplete+estimate:outcome-unknown")
 
 
 def test_closing_early_records_the_call_once_as_closed(upstream, recorder):

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .call_control import claim
 from .errors import APIResponseError, StreamClosed, StreamInterruptedError, TrackingError
@@ -52,6 +52,9 @@ from .stream_events import (
 )
 from .targets import Route
 
+if TYPE_CHECKING:
+    from .events import ImageEditEvent
+
 __all__ = ["Deliver", "OpenStream", "ReadStream", "StreamEffect", "stream_flow"]
 
 
@@ -80,6 +83,8 @@ class Deliver:
 
 
 StreamEffect = OpenStream | ReadStream | Deliver | Sleep | Emit
+#: ``price_ref`` of the estimate for streamed attempts accepted upstream that broke off.
+INCOMPLETE_STREAM_REF = "estimate:stream-incomplete"
 _READ = ReadStream()
 
 
@@ -88,7 +93,8 @@ class _StreamReader:
 
     def __init__(self, started: float) -> None:
         self.started = started
-        self.accepted = False  #: an upstream answered 2xx: the call may be billed
+        #: attempts an upstream answered 2xx: each may be billed, whole, even if it broke off
+        self.accepted = 0
         self.first_image_ms: float | None = None
         self.completed: ImageEditCompletedEvent | None = None
         self.upstream_request_id: str | None = None
@@ -108,13 +114,14 @@ class _StreamReader:
         outcome: Answer | BaseException = yield OpenStream(prepared, timeout)
         progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
         if isinstance(outcome, BaseException):
+            progress.outcome = outcome  # sent whole, then lost? (the call path's unknown outcomes)
             raise _transport_error(outcome, prepared) from None
         upstream_id = outcome.headers.get("x-request-id")
         progress.upstream_request_id = self.upstream_request_id = upstream_id
         progress.http_status = self.http_status = outcome.status
         if outcome.status >= 400:
             raise _status_error(outcome, prepared, upstream_id, provider)
-        self.accepted = True
+        self.accepted += 1
         content_type = outcome.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
             raise APIResponseError(
@@ -236,16 +243,15 @@ def stream_flow(
         route,
     )
     changes: dict[str, Any] = {"time_to_first_image_ms": reader.first_image_ms}
-    if failure is not None and reader.accepted and request is not None:
-        estimate = estimate_incomplete_stream(request)
-        changes.update(
-            cost_usd=estimate,
-            cost_per_image_usd=None,
-            cost_source="estimate" if estimate is not None else "unpriced",
-            price_ref="estimate:stream-incomplete" if estimate is not None else None,
-            upstream_request_id=progress.upstream_request_id,
-            http_status=progress.http_status,
-        )
+    # Accepted attempts that broke off (all of them when the call failed, else all but the
+    # last) may each have been billed in full: their estimate is added to the call's cost.
+    broken = reader.accepted - (failure is None)
+    if broken > 0 and request is not None:
+        changes.update(_with_broken_streams(event, request, broken))
+        if failure is not None:
+            changes.update(
+                upstream_request_id=progress.upstream_request_id, http_status=progress.http_status
+            )
     event = event.replace(**changes)
     if isinstance(failure, TrackingError):
         failure.request_id = event.request_id
@@ -255,3 +261,46 @@ def stream_flow(
     yield Emit(event, response, failure)
     if failure is not None:
         raise failure
+
+
+def _with_broken_streams(
+    event: ImageEditEvent, request: ImageEditRequest, broken: int
+) -> dict[str, Any]:
+    """The cost fields of ``event`` with ``broken`` accepted-then-broken attempts estimated.
+
+    A failed call costs their estimate, plus the estimate of attempts whose answer never came
+    (already in ``event``); a call that succeeded costs its own price plus theirs. No price for
+    the model: a failed call stays unpriced (never $0), a successful one keeps its own price.
+    """
+    each = estimate_incomplete_stream(request)
+    failed = event.status == "failure"
+    if each is None:
+        return (
+            {
+                "cost_usd": None,
+                "cost_per_image_usd": None,
+                "cost_source": "unpriced",
+                "price_ref": None,
+            }
+            if failed
+            else {}
+        )
+    total = each * broken
+    ref = INCOMPLETE_STREAM_REF
+    if failed:
+        if event.cost_source == "estimate" and event.cost_usd is not None:
+            total += event.cost_usd  # attempts sent whole whose answer never came back
+            ref = f"{ref}+{event.price_ref}" if event.price_ref else ref
+        return {
+            "cost_usd": total,
+            "cost_per_image_usd": None,
+            "cost_source": "estimate",
+            "price_ref": ref,
+        }
+    if event.cost_usd is None:
+        return {}
+    return {
+        "cost_usd": event.cost_usd + total,
+        "cost_source": "estimate",
+        "price_ref": f"{event.price_ref}+{ref}" if event.price_ref else ref,
+    }
