@@ -44,6 +44,7 @@ __all__ = [
     "image_generation_params",
     "operation_of",
     "parse_call",
+    "require_text",
     "split_provider",
 ]
 
@@ -413,6 +414,10 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             raise ValidationError(
                 f"{name}: expected a string, got {type(value).__name__}", param=name, rule="type"
             )
+        if value is not None:
+            require_text(name, value)
+    require_text("model", model)
+    require_text("prompt", prompt)
     if response_format is not None and response_format not in ("url", "b64_json"):
         raise ValidationError(
             f"response_format: must be 'url' or 'b64_json', got {response_format!r}",
@@ -486,6 +491,23 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         drop_params=drop_params,
     )
     return request, options
+
+
+def require_text(name: str, value: str) -> None:
+    """Refuse a string no UTF-8 request can carry: one with a lone UTF-16 surrogate
+    (U+D800..U+DFFF, as a JSON ``"\\ud800"`` escape decodes), which every upstream, database and
+    log would refuse or mangle after the call was billed."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"{name}: not valid text (a lone UTF-16 surrogate at character {exc.start})",
+            param=name,
+            rule="type",
+            code="invalid_value",
+        ) from None
 
 
 def _str_or_none(value: object) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -292,8 +293,9 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
         elif name in TEXT_FIELDS:  # short words that the ledger records
             params[name] = bounded_text(text, name)
         else:
-            # Parameters this version does not know are sent upstream as they came.
-            extra_body[name] = text
+            # Parameters this version does not know are sent upstream as they came (a name
+            # with a control character is no parameter: refused here, never sent and retried).
+            extra_body[bounded_text(name, "field name")] = text
     if images:
         params["image"] = images if several else images[0]
     if extra_body:
@@ -316,16 +318,21 @@ def _text(part: FormPart) -> str:
         raise _bad_form(f"{part.name}: not valid UTF-8 text", part.name) from None
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def _integer(name: str, text: str) -> int:
+    # ASCII digits only, as OpenAI reads them: Python's int() would take "1_0" (10 images
+    # billed) or other scripts' digits.
+    value = text.strip()
     try:
-        return int(text.strip())
-    except ValueError:
-        raise ProxyError(
-            400,
-            f"{name}: expected an integer, got {text[:40]!r}",
-            param=name,
-            code="invalid_type",
-        ) from None
+        if _INTEGER.fullmatch(value):
+            return int(value)
+    except ValueError:  # past Python's 4,300 digits
+        pass
+    raise ProxyError(
+        400, f"{name}: expected an integer, got {text[:40]!r}", param=name, code="invalid_type"
+    )
 
 
 def _boolean(name: str, text: str) -> bool:
