@@ -53,34 +53,65 @@ class Usage:
 
     @classmethod
     def from_json(cls, raw: Any) -> Usage | None:
+        """The usage an answer reports; None when it has none or one that cannot be trusted
+        (a details field that is not an object, a count that is not a whole number from 0 to
+        :data:`MAX_TOKENS`, cached tokens above the input): the call is then priced by
+        estimate, never from numbers that would bill it wrongly."""
         if not isinstance(raw, dict):
             return None
-        details = raw.get("input_tokens_details") or {}
-        out_details = raw.get("output_tokens_details") or {}
-        cached = details.get("cached_tokens_details") or {}
-        input_tokens = _int(raw.get("input_tokens"))
-        output_tokens = _int(raw.get("output_tokens"))
-        text = _int(details.get("text_tokens"))
-        image = _int(details.get("image_tokens"))
-        if not text and not image:
-            text = input_tokens
-        output_image = _int(out_details.get("image_tokens")) if out_details else output_tokens
-        return cls(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            total_tokens=_int(raw.get("total_tokens")) or input_tokens + output_tokens,
-            input_text_tokens=text,
-            input_image_tokens=image,
-            cached_input_tokens=_int(details.get("cached_tokens")),
-            cached_text_tokens=_int(cached.get("text_tokens")),
-            cached_image_tokens=_int(cached.get("image_tokens")),
-            output_image_tokens=output_image,
-            output_text_tokens=_int(out_details.get("text_tokens")) if out_details else 0,
-        )
+        try:
+            details = _object(raw.get("input_tokens_details"))
+            out_details = _object(raw.get("output_tokens_details"))
+            cached = _object(details.get("cached_tokens_details"))
+            input_tokens = _count(raw.get("input_tokens"))
+            output_tokens = _count(raw.get("output_tokens"))
+            text = _count(details.get("text_tokens"))
+            image = _count(details.get("image_tokens"))
+            if not text and not image:
+                text = input_tokens
+            output_image = _count(out_details.get("image_tokens")) if out_details else output_tokens
+            usage = cls(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=_count(raw.get("total_tokens")) or input_tokens + output_tokens,
+                input_text_tokens=text,
+                input_image_tokens=image,
+                cached_input_tokens=_count(details.get("cached_tokens")),
+                cached_text_tokens=_count(cached.get("text_tokens")),
+                cached_image_tokens=_count(cached.get("image_tokens")),
+                output_image_tokens=output_image,
+                output_text_tokens=_count(out_details.get("text_tokens")) if out_details else 0,
+            )
+        except _Untrusted:
+            return None
+        if usage.cached_input_tokens > max(usage.input_tokens, text + image):
+            return None
+        return usage
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+#: Tokens one count may report: a hundred times the largest call an image model answers today
+#: (ten 4K images); past it the count is a fault, not a bill.
+MAX_TOKENS = 10_000_000
+
+
+class _Untrusted(Exception):
+    """A usage field that cannot be read as what it should be."""
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Untrusted
+    return value
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        raise _Untrusted
+    return value
 
 
 @dataclass(eq=False)

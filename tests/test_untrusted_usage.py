@@ -1,0 +1,143 @@
+"""A billed answer whose ``usage`` cannot be trusted is priced by estimate, never from it.
+
+An upstream (an OpenAI-compatible server, a broken gateway) may answer 200 with a ``usage`` whose
+details are not objects, whose counts are negative, absurd or not whole numbers. Before, a string
+``input_tokens_details`` raised a bare ``AttributeError`` after the call was billed (no event, no
+row, the image lost), and ``cached_tokens: -1000000`` billed $5.03 for a $0.03 call as ``usage``.
+Now such a usage is ignored: the call succeeds, its cost is the model's estimate, flagged
+``cost_source="estimate"``, and the event carries no usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+import tracking
+from tracking.response import MAX_TOKENS
+from tracking.testing.app_thread import AppThread
+
+from .conftest import make_png
+from .recorder import EventRecorder, record_events
+
+B64_PNG = "iVBORw0KGgo="  # what the image is does not matter here: only the usage is read
+GOOD = {
+    "input_tokens": 100,
+    "output_tokens": 1000,
+    "total_tokens": 1100,
+    "input_tokens_details": {"text_tokens": 100, "image_tokens": 0},
+}
+
+
+class UsageUpstream:
+    """Answers every edit 200 with one image and the usage the request's ``x-usage`` header
+    holds (JSON)."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self._server: AppThread | None = None
+        self.url = ""
+
+    def __enter__(self) -> UsageUpstream:
+        async def edit(request: web.Request) -> web.Response:
+            self.hits += 1
+            await request.read()
+            usage = json.loads(request.headers["x-usage"])
+            body = {"created": 1, "data": [{"b64_json": B64_PNG}], "usage": usage}
+            return web.json_response(body)
+
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/images/edits", edit)
+        self._server = AppThread(app, name="usage-upstream", shutdown_timeout=0.1)
+        self.url = f"http://127.0.0.1:{self._server.start()}/v1"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UsageUpstream]:
+    with UsageUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
+    return record_events(monkeypatch)
+
+
+def _edit(upstream: UsageUpstream, usage: Any, *, use_async: bool) -> tracking.ImageResponse:
+    params: dict[str, Any] = {
+        "model": "gpt-image-2",
+        "image": make_png(),
+        "prompt": "a red hat",
+        "size": "1024x1024",
+        "quality": "low",
+        "api_base": upstream.url,
+        "api_key": "sk-test",
+        "max_retries": 0,
+        "extra_headers": {"x-usage": json.dumps(usage)},
+    }
+    if use_async:
+        return asyncio.run(tracking.aimage_edit(**params))
+    return tracking.image_edit(**params)
+
+
+UNTRUSTED = {
+    "details a string": {**GOOD, "input_tokens_details": "x"},
+    "details a list": {**GOOD, "input_tokens_details": [1]},
+    "output details a string": {**GOOD, "output_tokens_details": "x"},
+    "cached details a string": {
+        **GOOD,
+        "input_tokens_details": {"text_tokens": 100, "cached_tokens_details": "x"},
+    },
+    "negative cached tokens": {
+        **GOOD,
+        "input_tokens_details": {"text_tokens": 100, "cached_tokens": -1_000_000},
+    },
+    "more cached than input": {
+        **GOOD,
+        "input_tokens_details": {"text_tokens": 100, "cached_tokens": 5000},
+    },
+    "negative output": {**GOOD, "output_tokens": -5},
+    "absurd output": {**GOOD, "output_tokens": 10**26},
+    "just past the bound": {**GOOD, "output_tokens": MAX_TOKENS + 1},
+    "a float count": {**GOOD, "output_tokens": 1000.5},
+    "a string count": {**GOOD, "output_tokens": "1000"},
+    "a boolean count": {**GOOD, "input_tokens": True},
+}
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("case", list(UNTRUSTED))
+def test_an_untrusted_usage_is_priced_by_estimate(upstream, recorder, case, use_async):
+    response = _edit(upstream, UNTRUSTED[case], use_async=use_async)
+    assert len(response.data) == 1  # the billed image reaches the caller
+    (event,) = recorder.events
+    assert event.status == "success" and event.usage is None
+    assert event.cost_source == "estimate"
+    assert event.cost_usd is not None and Decimal(0) < event.cost_usd < Decimal(1)
+    assert response.cost_usd == event.cost_usd
+
+
+def test_a_trusted_usage_is_still_priced_from_its_tokens(upstream, recorder):
+    _edit(upstream, GOOD, use_async=False)
+    (event,) = recorder.events
+    assert event.cost_source == "usage" and event.usage is not None
+    assert event.usage.output_tokens == 1000 and event.usage.input_text_tokens == 100
+
+
+def test_null_details_and_counts_read_as_absent(upstream, recorder):
+    usage = {**GOOD, "output_tokens_details": None, "input_tokens_details": None}
+    _edit(upstream, usage, use_async=False)
+    (event,) = recorder.events
+    assert event.cost_source == "usage" and event.usage is not None
+    assert event.usage.input_text_tokens == 100  # all input counted as text, as before
