@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 from collections.abc import Iterator
@@ -322,3 +323,58 @@ def test_no_module_imports_a_private_module_of_another_package():
                         if package != owner:
                             offending.append(f"{path.relative_to(root)}: {module}")
     assert offending == []
+
+
+class _Held:
+    """Something a call's parameters hold, whose release a weak reference sees."""
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("fault", "image"),
+    [(None, b"not an image"), ("status=400", PNG), ("drop", PNG), ("break_after=0", PNG)],
+)
+def test_a_failed_call_releases_its_parameters_without_the_collector(
+    upstream, use_async, fault, image
+):
+    """A failed call's frames held its parameters (the upload) in a reference cycle with the
+    exception, freed only by a full collection: unbounded in a proxy that collects rarely."""
+    import gc
+    import weakref
+
+    held = _Held()
+    alive = weakref.ref(held)
+    params = {
+        "model": "gpt-image-2",
+        "image": image,
+        "prompt": "a hat",
+        "api_base": upstream["api_base"],
+        "api_key": API_KEY,
+        "max_retries": 0,
+        "metadata": {"held": held},
+    }
+    if fault:
+        params["extra_headers"] = {"x-fake-fault": fault}
+    stream = fault == "break_after=0"  # a streamed call that broke off before its first event
+    if stream:
+        params["stream"] = True
+
+    async def in_one_loop() -> bool:
+        nonlocal params, held
+        with contextlib.suppress(tracking.TrackingError):
+            await tracking.aimage_edit(**params)
+        del params, held
+        return alive() is None
+
+    gc.disable()
+    try:
+        if use_async:
+            released = asyncio.run(in_one_loop())
+        else:
+            with contextlib.suppress(tracking.TrackingError):
+                tracking.image_edit(**params)
+            del params, held
+            released = alive() is None
+    finally:
+        gc.enable()
+    assert released

@@ -221,11 +221,14 @@ def test_a_stream_sent_but_never_answered_is_estimated_never_zero(
         async for _ in await tracking.aimage_edit(**params):
             pass
 
-    with pytest.raises(error):
+    def consume() -> None:
         if use_async:
             asyncio.run(consume_async())
         else:
             list(tracking.image_edit(**params))
+
+    with pytest.raises(error):
+        consume()
     (event,) = recorder.events
     assert event.status == "failure" and event.attempts == 2
     request, _ = parse_call(**call(upstream), stream=True)
@@ -252,15 +255,17 @@ def test_a_success_after_a_stream_that_broke_off_adds_its_estimate(upstream, rec
 
 
 def test_a_failure_after_a_timeout_and_a_break_adds_both_estimates(upstream, recorder):
-    with FakeOpenAI(
-        api_keys=[API_KEY], faults=["latency=3;times=1", "break_after=0;times=1"]
-    ) as fake:
-        with pytest.raises(tracking.StreamInterruptedError):
-            list(
-                tracking.image_edit(
-                    **call(upstream, api_base=fake.url), stream=True, max_retries=1, timeout=0.3
-                )
+    with (
+        FakeOpenAI(
+            api_keys=[API_KEY], faults=["latency=3;times=1", "break_after=0;times=1"]
+        ) as fake,
+        pytest.raises(tracking.StreamInterruptedError),
+    ):
+        list(
+            tracking.image_edit(
+                **call(upstream, api_base=fake.url), stream=True, max_retries=1, timeout=0.3
             )
+        )
     (event,) = recorder.events
     assert event.status == "failure" and event.attempts == 2
     request, _ = parse_call(**call(upstream), stream=True)

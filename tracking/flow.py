@@ -16,6 +16,7 @@ import email.utils
 import math
 import random
 import time
+import traceback
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -638,6 +639,10 @@ def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageRespons
         except StopIteration as stop:
             value: ImageResponse = stop.value
             return value
+        except BaseException as exc:
+            result = interrupted = None  # no frame may hold the failure: see release_frames
+            release_frames(exc)
+            raise
         result = interrupted = None
         try:
             if isinstance(effect, Send):
@@ -648,6 +653,7 @@ def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageRespons
                 result = consult_sync(effect)
             else:
                 bus.emit_sync(effect.event, effect.response, effect.exception)
+                del effect  # the flow raises its failure next: no frame may hold it
         except BaseException as exc:  # an interrupted effect ends the flow through its own path
             interrupted = exc
 
@@ -662,6 +668,10 @@ async def run_async(params: dict[str, Any], route: Route | None = None) -> Image
         except StopIteration as stop:
             value: ImageResponse = stop.value
             return value
+        except BaseException as exc:
+            result = interrupted = None  # no frame may hold the failure: see release_frames
+            release_frames(exc)
+            raise
         result = interrupted = None
         try:
             if isinstance(effect, Send):
@@ -673,8 +683,21 @@ async def run_async(params: dict[str, Any], route: Route | None = None) -> Image
                 result = await consult_async(effect)
             else:
                 await bus.emit_async(effect.event, effect.response, effect.exception)
+                del effect  # the flow raises its failure next: no frame may hold it
         except BaseException as exc:  # a cancelled effect (a backoff sleep) yields its event too
             interrupted = exc
+
+
+def release_frames(exc: BaseException) -> BaseException:
+    """``exc`` with the variables of the finished frames its traceback holds released.
+
+    A call's frames keep its parameters (the images, the prompt) and the exception itself (the
+    flow stores it to emit and raise it): a cycle only the garbage collector breaks, so every
+    failed call held its upload until a full collection, which a proxy that freezes its heap
+    and collects rarely (``tracking.proxy.app``) made unbounded. The traceback keeps its files
+    and lines; only the finished frames' variables go."""
+    traceback.clear_frames(exc.__traceback__)
+    return exc
 
 
 def consult_sync(effect: Consult) -> Any:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from . import bus
 from .errors import StreamClosed
 from .events import ImageEditEvent
-from .flow import Answer, Emit, Sleep, consult_async, consult_sync
+from .flow import Answer, Emit, Sleep, consult_async, consult_sync, release_frames
 from .http import POOL, origin_of
 from .request import call_type_of
 from .stream_events import ImageEditStreamEvent
@@ -181,9 +181,13 @@ class _Stepper:
             return self.flow.send(result)
         except StopIteration:
             return None
-        except StreamClosed:
+        except StreamClosed as exc:
             if self.closed:
                 return None  # the flow has emitted the closed call's event
+            release_frames(exc)
+            raise
+        except BaseException as exc:
+            release_frames(exc)
             raise
 
     def caller_closed(self) -> None:
@@ -217,6 +221,7 @@ def _drive_sync(
                 answer.close()  # the upstream is done with before receivers run
                 state.event = effect.event
                 bus.emit_sync(effect.event, effect.response, effect.exception)
+                del effect  # the flow raises its failure next: no frame may hold it
     finally:
         answer.close()
         flow.close()
@@ -251,6 +256,7 @@ async def _drive_async(
                 answer.close()
                 state.event = effect.event
                 await bus.emit_async(effect.event, effect.response, effect.exception)
+                del effect  # the flow raises its failure next: no frame may hold it
     finally:
         answer.close()
         flow.close()

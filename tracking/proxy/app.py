@@ -370,12 +370,9 @@ class ProxyApp:
             await reservation.release()
             if not isinstance(exc, Exception):
                 raise
-            error = from_exception(exc)
-            request_id = getattr(exc, "request_id", None)
-            if request_id:  # the failure's event (and ledger row) has this id too
-                error.headers["x-tracking-request-id"] = request_id
-                error.headers["x-request-id"] = request_id
-            raise error from None
+            # Not bound to a name here: this frame holding its own exception would be a cycle
+            # keeping the call's upload alive until a full collection (tracking.flow).
+            raise _answer_for(exc) from None
         watcher.cancel()
         if isinstance(response, AsyncImageEditStream):  # stream=true: its first event is in
             await relay_stream(response, reservation, receive, send)
@@ -587,6 +584,16 @@ async def _send_json(
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _answer_for(exc: Exception) -> ProxyError:
+    """The answer for a call that failed, naming its request id (its event and row have it)."""
+    error = from_exception(exc)
+    request_id = getattr(exc, "request_id", None)
+    if request_id:
+        error.headers["x-tracking-request-id"] = request_id
+        error.headers["x-request-id"] = request_id
+    return error
 
 
 async def _send_error(send: Send, error: ProxyError) -> None:
