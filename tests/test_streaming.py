@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -403,3 +404,53 @@ def test_time_to_first_image_on_the_span_and_the_histogram(upstream, monkeypatch
     count = registry.get_sample_value("image_edit_time_to_first_image_seconds_count", labels)
     assert count == 1
     provider.shutdown()
+
+
+def test_a_done_marker_after_the_completed_event_ends_the_stream_cleanly(recorder):
+    """OpenAI-compatible servers often end a stream with ``data: [DONE]``; it failed the call
+    (an event that is not JSON) and threw away the image the upstream had billed."""
+    from aiohttp import web
+
+    from tracking.testing.app_thread import AppThread
+
+    completed = {
+        "type": "image_edit.completed",
+        "b64_json": "iVBORw0KGgo=",
+        "created_at": 1,
+        "background": "opaque",
+        "size": "1024x1024",
+        "quality": "medium",
+        "output_format": "png",
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 100,
+            "total_tokens": 110,
+            "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+        },
+    }
+
+    async def edit(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        answer = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await answer.prepare(request)
+        data = json.dumps(completed)
+        await answer.write(
+            f"event: image_edit.completed\ndata: {data}\n\ndata: [DONE]\n\n".encode()
+        )
+        await answer.write_eof()
+        return answer
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/images/edits", edit)
+    server = AppThread(app, name="done-marker", shutdown_timeout=0.1)
+    port = server.start()
+    try:
+        upstream = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": API_KEY}
+        events = list(tracking.image_edit(**call(upstream), stream=True))
+    finally:
+        server.stop()
+    assert [e.type for e in events] == ["image_edit.completed"]
+    (event,) = recorder.events
+    assert event.status == "success" and event.cost_source == "custom"
+    usage = oai.ImageEditCompletedEvent.model_validate(completed).usage
+    assert event.cost_usd == hand_priced(usage)

@@ -132,7 +132,10 @@ ImageEditStreamEvent = ImageEditPartialImageEvent | ImageEditCompletedEvent
 
 
 def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
-    """One decoded SSE event as a typed event; None for a type this version does not know."""
+    """One decoded SSE event as a typed event; None for a type this version does not know, and
+    for the ``data: [DONE]`` end marker OpenAI-compatible servers send after the last event."""
+    if sse.data.strip() == b"[DONE]":
+        return None
     try:
         payload = json.loads(sse.data)
     except (ValueError, UnicodeDecodeError):
