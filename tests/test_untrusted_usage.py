@@ -50,6 +50,8 @@ class UsageUpstream:
             await request.read()
             usage = json.loads(request.headers["x-usage"])
             body = {"created": 1, "data": [{"b64_json": B64_PNG}], "usage": usage}
+            if "x-size" in request.headers:  # the size the answer says it made
+                body["size"] = request.headers["x-size"]
             return web.json_response(body)
 
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -74,7 +76,9 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
     return record_events(monkeypatch)
 
 
-def _edit(upstream: UsageUpstream, usage: Any, *, use_async: bool) -> tracking.ImageResponse:
+def _edit(
+    upstream: UsageUpstream, usage: Any, *, use_async: bool, size: str | None = None
+) -> tracking.ImageResponse:
     params: dict[str, Any] = {
         "model": "gpt-image-2",
         "image": make_png(),
@@ -84,7 +88,7 @@ def _edit(upstream: UsageUpstream, usage: Any, *, use_async: bool) -> tracking.I
         "api_base": upstream.url,
         "api_key": "sk-test",
         "max_retries": 0,
-        "extra_headers": {"x-usage": json.dumps(usage)},
+        "extra_headers": {"x-usage": json.dumps(usage), **({"x-size": size} if size else {})},
     }
     if use_async:
         return asyncio.run(tracking.aimage_edit(**params))
@@ -141,3 +145,23 @@ def test_null_details_and_counts_read_as_absent(upstream, recorder):
     (event,) = recorder.events
     assert event.cost_source == "usage" and event.usage is not None
     assert event.usage.input_text_tokens == 100  # all input counted as text, as before
+
+
+@pytest.mark.parametrize("reported", ["99999x99999", "3840x2161000"])
+def test_an_estimate_never_prices_a_size_the_model_cannot_make(upstream, recorder, reported):
+    """Without usage the estimate prices the size the answer reports; a size larger than the
+    model produces is a fault (it priced one image at $2,009), so the requested size is used."""
+    _edit(upstream, {}, use_async=False, size="1024x1024")
+    _edit(upstream, {}, use_async=False, size=reported)
+    requested, absurd = recorder.events
+    assert requested.cost_source == absurd.cost_source == "estimate"
+    assert absurd.cost_usd == requested.cost_usd and requested.cost_usd is not None
+    assert requested.cost_usd < Decimal(1)
+
+
+def test_an_estimate_still_prices_a_larger_size_the_model_makes(upstream, recorder):
+    _edit(upstream, {}, use_async=False, size="1024x1024")
+    _edit(upstream, {}, use_async=False, size="3840x2160")
+    small, large = recorder.events
+    assert large.cost_usd is not None and small.cost_usd is not None
+    assert large.cost_usd > small.cost_usd  # 4K priced by its area, as before

@@ -119,6 +119,17 @@ class Family:
     def takes(self, param: str) -> bool:
         return param in self.choices or param in self.ranges
 
+    @property
+    def max_pixels(self) -> int:
+        """The most pixels an image of this family can have (its largest size)."""
+        listed = (
+            int(w) * int(h)
+            for w, _, h in (s.partition("x") for s in self.sizes)
+            if w.isdigit() and h.isdigit()
+        )
+        free = self.custom_size.max_pixels if self.custom_size else 0
+        return max(free, *listed, 0)
+
 
 _DALL_E_2 = Family(
     name="dall-e-2",

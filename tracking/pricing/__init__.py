@@ -373,9 +373,9 @@ def _unreadable_success(failure: BaseException | None) -> bool:
 def _estimate(
     entry: PriceEntry, request: ImageEditRequest, response: ImageResponse | None, images: int
 ) -> Cost:
-    from .estimate import entry_estimate
+    from .estimate import entry_estimate, plausible_size
 
-    size = (response.price_size or response.size if response else None) or request.size
+    size = plausible_size(response.price_size or response.size if response else None, request)
     quality = (response.quality if response else None) or request.quality
     total = entry_estimate(entry, images, quality, size)  # the output: what a price list states
     if total is None:

@@ -20,11 +20,13 @@ that could not be read).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
+from ..families import family_for
 from . import UNPRICED, Cost, _candidates, _model_keys, _per_image, find_entry
 from .table import PriceEntry
 
@@ -53,6 +55,7 @@ _REFERENCE_PIXELS = 1024 * 1024
 #: The largest standard size an ``auto`` size resolves to (1536x1024 or 1024x1536).
 _AUTO_PIXELS = 1536 * 1024
 _MILLION = Decimal(1_000_000)
+log = logging.getLogger("tracking.pricing")
 
 
 def _pixels(size: str | None) -> int | None:
@@ -60,6 +63,30 @@ def _pixels(size: str | None) -> int | None:
     if sep and width.isdigit() and height.isdigit():
         return int(width) * int(height)
     return None
+
+
+#: Pixels an answer's reported size may have for a model whose family is not known (the largest
+#: any family here produces): past it the size is a fault, not what was billed.
+_MAX_PIXELS = 8192 * 8192
+
+
+def plausible_size(reported: str | None, request: ImageEditRequest) -> str | None:
+    """The size an estimate prices: the answer's, unless it is larger than any image the model
+    can produce (an upstream's fault must not bill 99999x99999), then the request's."""
+    pixels = _pixels(reported)
+    if pixels is None:
+        return reported or request.size
+    family = family_for(request.upstream_model, request.operation)
+    if pixels > (family.max_pixels if family is not None else _MAX_PIXELS):
+        log.warning(
+            "tracking: %s reported size %s, larger than the model produces: "
+            "the estimate prices the requested size %s",
+            request.model,
+            reported,
+            request.size,
+        )
+        return request.size
+    return reported
 
 
 def _listed_price(entry: PriceEntry, quality: str | None, size: str | None) -> Decimal | None:
