@@ -454,3 +454,26 @@ def test_a_done_marker_after_the_completed_event_ends_the_stream_cleanly(recorde
     assert event.status == "success" and event.cost_source == "custom"
     usage = oai.ImageEditCompletedEvent.model_validate(completed).usage
     assert event.cost_usd == hand_priced(usage)
+
+
+def test_an_async_stream_dropped_as_its_loop_ends_still_records_the_call(upstream, recorder):
+    """Dropped as ``asyncio.run`` returns, the loop cancels the task that would close it before
+    it starts: the call, accepted and maybe billed upstream, left no event and no row."""
+
+    async def open_and_drop() -> None:
+        await tracking.aimage_edit(**call(upstream), stream=True, partial_images=1)
+
+    asyncio.run(open_and_drop())
+    (event,) = recorder.events
+    assert event.status == "failure" and event.error_type == "stream_closed"
+    assert event.cost_source == "estimate" and event.cost_usd and event.cost_usd > 0
+
+
+def test_an_async_stream_read_to_its_end_and_dropped_records_one_success(upstream, recorder):
+    async def read_all() -> int:
+        stream = await tracking.aimage_edit(**call(upstream), stream=True, partial_images=1)
+        return len([event async for event in stream])
+
+    assert asyncio.run(read_all()) == 2
+    (event,) = recorder.events
+    assert event.status == "success"

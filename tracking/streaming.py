@@ -16,7 +16,9 @@ caller asks for more (the end of a ``for`` loop), or when the stream is closed.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
+import weakref
 from collections.abc import AsyncGenerator, Generator, Iterator
 from decimal import Decimal
 from types import TracebackType
@@ -118,8 +120,13 @@ class AsyncImageEditStream(_StreamFacts):
     def __init__(self, params: dict[str, Any], route: Route | None = None) -> None:
         self._state = _StreamState()
         flow = stream_flow(call_type_of(params, asynchronous=True), params, route)
-        self._events = _drive_async(flow, self._state)
+        answer = _AsyncAnswer()
+        self._events = _drive_async(flow, self._state, answer)
         self._first: ImageEditStreamEvent | None = None
+        # A dropped async stream is closed by the loop, which may never get to it (dropped as
+        # its loop ends: asyncio.run cancels the closing task before it starts); this finishes
+        # the call's closing path without the loop, once, unless the driver has emitted.
+        weakref.finalize(self, _finish_abandoned, flow, self._state, answer)
 
     async def _start(self) -> AsyncImageEditStream:
         self._first = await self._events.__anext__()
@@ -228,9 +235,8 @@ def _drive_sync(
 
 
 async def _drive_async(
-    flow: Generator[Any, Any, None], state: _StreamState
+    flow: Generator[Any, Any, None], state: _StreamState, answer: _AsyncAnswer
 ) -> AsyncGenerator[ImageEditStreamEvent, None]:
-    answer = _AsyncAnswer()
     stepper = _Stepper(flow)
     result: Any = None
     try:
@@ -259,6 +265,35 @@ async def _drive_async(
                 del effect  # the flow raises its failure next: no frame may hold it
     finally:
         answer.close()
+        flow.close()
+
+
+def _finish_abandoned(
+    flow: Generator[Any, Any, None], state: _StreamState, answer: _AsyncAnswer
+) -> None:
+    """An async stream was dropped before its end: close its answer and run the flow's closing
+    path here, emitting the call's event (``stream_closed``, estimated) synchronously. Nothing
+    when the driver has emitted it; a flow that is running or finished is left alone."""
+    if state.event is not None or inspect.getgeneratorstate(flow) != inspect.GEN_SUSPENDED:
+        return
+    answer.close()
+    try:
+        effect = flow.throw(StreamClosed(_CLOSED_EARLY))
+        while True:
+            result: Any = None
+            if isinstance(effect, Emit):
+                state.event = effect.event
+                bus.emit_sync(effect.event, effect.response, effect.exception)
+            elif isinstance(effect, Consult):  # the router's shared state (Redis)
+                result = consult_sync(effect)
+            else:  # nothing else follows a close: the flow is not awaited any more
+                return
+            effect = flow.send(result)
+    except (StopIteration, StreamClosed):
+        pass
+    except Exception as exc:  # a finalizer must not raise: report, as the bus does
+        bus.report_failure("stream", "finishing a dropped stream failed", exc)
+    finally:
         flow.close()
 
 
