@@ -424,3 +424,67 @@ def test_an_integration_in_any_list_gets_both_outcomes_once(upstream):
         call(upstream, n=99)
     assert [e.status for e in only_failure.events] == ["success", "failure"]
     assert [e.status for e in everywhere.events] == ["success", "failure"]
+
+
+# -- the lists changed while calls are in flight ------------------------------------------------
+
+SLOW_CALL = {"extra_headers": {"x-fake-fault": "latency=1"}}
+
+
+def changed_mid_call(upstream, change, **params):
+    """Make a call the fake holds for 1 s, running ``change`` 0.5 s into it."""
+    timer = threading.Timer(0.5, change)
+    timer.start()
+    try:
+        return call(upstream, **SLOW_CALL, **params)
+    finally:
+        timer.join()
+
+
+def integration_errors_of(name: str) -> int:
+    return bus.counters()["integration_errors"].get(name, 0)
+
+
+def test_a_bad_entry_added_mid_call_is_skipped_and_reported_and_the_others_get_the_event(
+    upstream,
+):
+    recorder, seen = EventRecorder(), []
+    tracking.callbacks.append(recorder)
+    tracking.success_callback.append(lambda k, r, s, e: seen.append(k["request_id"]))
+    before = integration_errors_of("builtins.int")
+    response = changed_mid_call(upstream, lambda: tracking.success_callback.append(5))
+    assert tracking.flush(10)
+    assert [e.request_id for e in recorder.events] == [response.request_id]
+    assert seen == [response.request_id]
+    assert integration_errors_of("builtins.int") == before + 1
+
+
+def test_a_list_set_to_none_mid_call_is_empty_and_never_reaches_the_caller(upstream):
+    recorder = EventRecorder()
+    tracking.callbacks.append(recorder)
+    tracking.success_callback.append(lambda k, r, s, e: None)
+
+    def clear() -> None:
+        tracking.success_callback = None
+
+    response = changed_mid_call(upstream, clear)
+    assert [e.request_id for e in recorder.events] == [response.request_id]
+    assert tracking.flush(10)  # also the exit hook's path
+    tracking.shutdown(10)
+
+
+def test_none_or_a_lone_entry_instead_of_a_list(upstream, monkeypatch):
+    seen = []
+
+    def on_success(kwargs, response, start_time, end_time):
+        seen.append(kwargs["request_id"])
+
+    monkeypatch.setattr(tracking, "failure_callback", None)
+    monkeypatch.setattr(tracking, "success_callback", on_success)
+    monkeypatch.setattr(tracking, "callbacks", "prometheus")  # a name, not its letters
+    response = call(upstream)
+    assert tracking.flush(10)
+    assert seen == [response.request_id]
+    assert [type(i).__name__ for i in bus.integrations()] == ["PrometheusLogger"]
+    tracking.register(on_success, on="failure")  # makes the None a list again
+    assert tracking.failure_callback == [on_success]

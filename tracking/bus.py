@@ -3,7 +3,11 @@
 Receivers come from three plain lists in :mod:`tracking`: ``success_callback``,
 ``failure_callback`` and ``callbacks``. Each call takes a snapshot of them (``tuple(...)``), so
 changing the lists while calls are in flight is safe and costs no lock; the snapshot is turned
-into a dispatch plan once and reused while the lists stay the same.
+into a dispatch plan once and reused while the lists stay the same. A list set to None is empty,
+and a lone entry assigned without a list is one entry. A bad entry refuses a call with a
+:class:`~tracking.errors.ConfigurationError` at its start, before anything is sent; one that
+appears while a call is in flight is skipped at its end, reported (:func:`report_failure`) and
+never raised into it, and every other entry still receives the event.
 
 An entry is one of:
 
@@ -227,13 +231,39 @@ class _Plan:
     integrations: tuple[Integration, ...]
     success: tuple[Receiver, ...]
     failure: tuple[Receiver, ...]
+    #: The entries left out, each with why: (its name, the ConfigurationError).
+    skipped: tuple[tuple[str, ConfigurationError], ...] = ()
+
+    def check(self) -> _Plan:
+        """The plan itself, or the first skipped entry's ConfigurationError."""
+        if self.skipped:
+            raise self.skipped[0][1]
+        return self
 
 
-_EMPTY_PLAN = _Plan((), (), ())
 _Snapshot = tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
 #: (ids of the entries, the entries themselves, their plan). Holding the entries keeps their ids
 #: from being reused by other objects while the cache is alive.
 _last_plan: tuple[tuple[tuple[int, ...], ...], _Snapshot, _Plan] | None = None
+
+
+def _entries(value: Any) -> tuple[Any, ...]:
+    """What one of the three lists holds, as a tuple, whatever the user assigned to it.
+
+    None is no entry; a lone name, function, logger or integration assigned without a list
+    (``tracking.success_callback = "prometheus"``) is one entry, never a string's letters;
+    anything else that cannot be iterated is one (bad) entry, skipped and reported.
+    """
+    if type(value) is list or type(value) is tuple:  # the common case: one C-level copy
+        return tuple(value)
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes | CustomLogger | Integration) or callable(value):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        return (value,)
 
 
 def _validate(entry: Any) -> Integration | None:
@@ -265,10 +295,16 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
     found: dict[int, Integration] = {}
     success: dict[int, Receiver] = {}
     failure: dict[int, Receiver] = {}
+    skipped: list[tuple[str, ConfigurationError]] = []
     outcomes = (("success",), ("failure",), ("success", "failure"))
     for entries, wanted in zip(snapshot, outcomes, strict=True):
         for entry in entries:
-            integration = _validate(entry)
+            try:
+                integration = _validate(entry)
+            except ConfigurationError as error:  # one bad entry leaves the others working
+                name = entry if isinstance(entry, str) else callback_name(entry)
+                skipped.append((name, error))
+                continue
             if integration is not None:
                 found.setdefault(id(integration), integration)
                 continue
@@ -278,18 +314,20 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
                     receiver = receivers_for(entry, outcome)
                     if receiver is not None:
                         chosen[id(entry)] = receiver
-    return _Plan(tuple(found.values()), tuple(success.values()), tuple(failure.values()))
+    return _Plan(
+        tuple(found.values()), tuple(success.values()), tuple(failure.values()), tuple(skipped)
+    )
 
 
-def _plan() -> _Plan:
-    """The plan for the lists as they are now; raises ConfigurationError for a bad entry."""
+def _current_plan() -> _Plan:
+    """The plan for the lists as they are now, bad entries left out (listed in ``skipped``)."""
     global _last_plan
     import tracking
 
     snapshot = (
-        tuple(tracking.success_callback),
-        tuple(tracking.failure_callback),
-        tuple(tracking.callbacks),
+        _entries(tracking.success_callback),
+        _entries(tracking.failure_callback),
+        _entries(tracking.callbacks),
     )
     # Spelled out rather than a generator: this runs twice per call.
     key = (tuple(map(id, snapshot[0])), tuple(map(id, snapshot[1])), tuple(map(id, snapshot[2])))
@@ -301,13 +339,18 @@ def _plan() -> _Plan:
     return plan
 
 
+def _plan() -> _Plan:
+    """The plan for the lists as they are now; raises ConfigurationError for a bad entry."""
+    return _current_plan().check()
+
+
 def _plan_for_end() -> _Plan:
-    try:
-        return _plan()
-    except ConfigurationError as error:  # the call is over: report, never raise into it
-        if _due("plan") is not None:
-            log.error("tracking: callbacks not run: %s", error)
-        return _EMPTY_PLAN
+    """The plan for a call that is over: a bad entry is reported and skipped, never raised into
+    the call, and every good entry still receives the event."""
+    plan = _current_plan()
+    for name, error in plan.skipped:
+        report_failure(name, f"callback not run: {error}")
+    return plan
 
 
 def integrations() -> tuple[Integration, ...]:
@@ -329,13 +372,13 @@ def register(*entries: Any, on: Literal["success", "failure", "both"] = "both") 
         return
     for entry in entries:
         _validate(entry)
-    target = {
-        "success": tracking.success_callback,
-        "failure": tracking.failure_callback,
-        "both": tracking.callbacks,
-    }.get(on)
-    if target is None:
+    attribute = {"success": "success_callback", "failure": "failure_callback", "both": "callbacks"}
+    if on not in attribute:
         raise ConfigurationError(f"on: expected 'success', 'failure' or 'both', got {on!r}")
+    target = getattr(tracking, attribute[on])
+    if not isinstance(target, list):  # None or a lone entry assigned: make it a list again
+        target = list(_entries(target))
+        setattr(tracking, attribute[on], target)
     for entry in entries:
         if not any(existing is entry for existing in target):
             target.append(entry)
@@ -602,11 +645,8 @@ def loaded_integrations() -> tuple[Integration, ...]:
 
 def _known_integrations() -> list[Integration]:
     found: dict[int, Integration] = {id(i): i for i in list(_INSTANCES.values())}
-    try:
-        for integration in _plan().integrations:
-            found.setdefault(id(integration), integration)
-    except ConfigurationError:
-        pass
+    for integration in _current_plan().integrations:  # bad entries are skipped, never raised
+        found.setdefault(id(integration), integration)
     return list(found.values())
 
 
