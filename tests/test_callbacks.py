@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import threading
 from datetime import datetime
 
 import pytest
+import sqlalchemy as sa
 
 import tracking
 from tests.conftest import API_KEY, make_png
 from tracking import bus
+from tracking.integrations.sql import SqlLedger, spend_logs
 from tracking.testing import EventRecorder
 
 
@@ -55,7 +58,7 @@ def test_sync_function_gets_litellm_arguments_on_the_worker_thread(upstream):
     response = call(upstream, user="end-user-7", metadata={"team": "design"})
     assert tracking.flush(10)
     ((kwargs, got, start, end, thread),) = seen
-    assert got is response
+    assert got == response and got is not response  # its own copy
     assert isinstance(start, datetime) and isinstance(end, datetime) and start <= end
     assert thread == "tracking-callbacks"
     assert kwargs["model"] == "gpt-image-1"
@@ -488,3 +491,60 @@ def test_none_or_a_lone_entry_instead_of_a_list(upstream, monkeypatch):
     assert [type(i).__name__ for i in bus.integrations()] == ["PrometheusLogger"]
     tracking.register(on_success, on="failure")  # makes the None a list again
     assert tracking.failure_callback == [on_success]
+
+
+# -- callbacks change nothing but their own copies ---------------------------------------------
+
+
+def _vandal(kwargs, response, start_time, end_time):
+    """Changes everything a callback is handed, as a buggy or hostile callback might."""
+    response.raw["data"].clear()
+    response._hidden_params["response_cost"] = 0
+    kwargs["metadata"]["tags"].append("EVIL")
+    kwargs["metadata"]["team"] = "HACKED"
+    event = kwargs["tracking_event"]
+    for change in (
+        lambda: event.metadata.__setitem__("team", "HACKED"),
+        lambda: event.metadata["tags"].append("EVIL"),
+        lambda: event.metadata["nested"].__setitem__("x", "EVIL"),
+    ):
+        with contextlib.suppress(TypeError, AttributeError):
+            change()
+
+
+def test_a_callback_changes_neither_the_callers_response_and_metadata_nor_what_others_see(
+    upstream, tmp_path
+):
+    ledger = SqlLedger(f"sqlite:///{tmp_path / 'spend.db'}", auto_migrate=True)
+    recorder, later = EventRecorder(), []
+    tracking.callbacks.extend([recorder, ledger])
+    tracking.success_callback.extend(
+        [_vandal, lambda k, r, s, e: later.append((k["metadata"], r, k["tracking_event"]))]
+    )
+    metadata = {"team": "design", "tags": ["a"], "nested": {"x": 1}}
+    response = call(upstream, metadata=metadata)
+    assert tracking.flush(10)
+    assert metadata == {"team": "design", "tags": ["a"], "nested": {"x": 1}}
+    assert len(response.data) == len(response.raw["data"]) == 1
+    assert response._hidden_params["response_cost"] > 0
+    ((seen_metadata, seen_response, event),) = later
+    assert seen_metadata == metadata  # a fresh copy per callback, lists as the caller sent them
+    assert len(seen_response.data) == 1
+    assert event is recorder.events[0]
+    assert event.to_dict()["metadata"] == metadata
+    with ledger.engine.connect() as conn:
+        (row,) = conn.execute(sa.select(spend_logs)).all()
+    assert row.metadata == metadata and row.team == "design"
+    ledger.shutdown(10)
+
+
+def test_an_async_callback_cannot_change_the_callers_response(upstream):
+    async def avandal(kwargs, response, start_time, end_time):
+        _vandal(kwargs, response, start_time, end_time)
+
+    tracking.success_callback.append(avandal)
+    metadata = {"team": "design", "tags": ["a"], "nested": {"x": 1}}
+    response = asyncio.run(acall(upstream, metadata=metadata))
+    assert tracking.flush(10)
+    assert metadata == {"team": "design", "tags": ["a"], "nested": {"x": 1}}
+    assert len(response.raw["data"]) == 1 and response._hidden_params["response_cost"] > 0

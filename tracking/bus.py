@@ -604,15 +604,7 @@ def emit_sync(
     """Hand a finished sync call's event to every registered receiver."""
     plan = _plan_for_end()
     _dispatch_end(plan, event)
-    for receiver in plan.success if event.status == "success" else plan.failure:
-        if receiver.for_sync is None:
-            continue
-        handler, is_async = receiver.for_sync
-        job = _Job(receiver.name, handler, event, response, exception)
-        if is_async:
-            DELIVERY.submit_loop(job)
-        else:
-            DELIVERY.submit_worker(job)
+    _submit_callbacks(plan, event, response, exception, asynchronous=False)
 
 
 async def emit_async(
@@ -621,11 +613,30 @@ async def emit_async(
     """Hand a finished async call's event to every registered receiver."""
     plan = _plan_for_end()
     await _dispatch_end_async(plan, event)
+    _submit_callbacks(plan, event, response, exception, asynchronous=True)
+
+
+def _submit_callbacks(
+    plan: _Plan,
+    event: ImageEditEvent,
+    response: ImageResponse | None,
+    exception: BaseException | None,
+    *,
+    asynchronous: bool,
+) -> None:
+    """Queue the user callbacks for a finished call, each with its own copy of the response.
+
+    The copy is made here, in the call, before the caller gets its response back: a callback
+    may change its copy freely (it runs on another thread, while the caller uses its own) and
+    sees the response as it was when the call ended. Nothing is copied without callbacks.
+    """
     for receiver in plan.success if event.status == "success" else plan.failure:
-        if receiver.for_async is None:
+        chosen = receiver.for_async if asynchronous else receiver.for_sync
+        if chosen is None:
             continue
-        handler, is_async = receiver.for_async
-        job = _Job(receiver.name, handler, event, response, exception)
+        handler, is_async = chosen
+        copied = response.copy() if response is not None else None
+        job = _Job(receiver.name, handler, event, copied, exception)
         if is_async:
             DELIVERY.submit_loop(job)
         else:
