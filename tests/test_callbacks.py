@@ -548,3 +548,49 @@ def test_an_async_callback_cannot_change_the_callers_response(upstream):
     assert tracking.flush(10)
     assert metadata == {"team": "design", "tags": ["a"], "nested": {"x": 1}}
     assert len(response.raw["data"]) == 1 and response._hidden_params["response_cost"] > 0
+
+
+# -- nothing a hook or callback raises reaches the call -----------------------------------------
+
+
+class _Exiting(EventRecorder):
+    """An integration whose hooks raise SystemExit (say, a library calling sys.exit)."""
+
+    def on_start(self, call):
+        raise SystemExit(3)
+
+    def on_end(self, event):
+        raise SystemExit(4)
+
+
+def test_an_integration_raising_system_exit_never_reaches_the_call(upstream):
+    recorder = EventRecorder()
+    tracking.callbacks.extend([_Exiting(), recorder])
+    before = errors_of("_Exiting")
+    response = call(upstream)
+    aresponse = asyncio.run(acall(upstream))
+    assert [e.request_id for e in recorder.events] == [response.request_id, aresponse.request_id]
+    assert errors_of("_Exiting") == before + 4  # on_start and on_end, of each call
+
+
+def test_a_callback_raising_system_exit_stops_neither_the_worker_nor_the_bus_loop(upstream):
+    seen = []
+
+    def exits(kwargs, response, start_time, end_time):
+        raise SystemExit(1)
+
+    async def aexits(kwargs, response, start_time, end_time):
+        raise SystemExit(1)
+
+    async def arecords(kwargs, response, start_time, end_time):
+        seen.append(("async", kwargs["request_id"]))
+
+    tracking.success_callback.extend(
+        [exits, aexits, lambda k, r, s, e: seen.append(("sync", k["request_id"])), arecords]
+    )
+    before = errors_of("exits")
+    first, second = call(upstream), call(upstream)
+    assert tracking.flush(5)  # a dead worker or loop would hold these until the timeout
+    ids = (first.request_id, second.request_id)
+    assert sorted(seen) == sorted((kind, i) for kind in ("async", "sync") for i in ids)
+    assert errors_of("exits") == before + 4  # exits and aexits, for each call

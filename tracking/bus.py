@@ -14,7 +14,10 @@ An entry is one of:
 * a built-in integration name (``"prometheus"``, ``"otel"``, ``"sql"``, ``"structlog"``), resolved
   lazily to one shared instance, or an object implementing the
   :class:`~tracking.integration.Integration` protocol. Integrations receive success and failure
-  events whichever list names them, each exactly once per call, in the call (``on_end``);
+  events whichever list names them, each exactly once per call, in the call on the caller's
+  thread (``on_start`` before the request is sent, ``on_end`` before the call returns), so they
+  must be fast; what they raise, except ``KeyboardInterrupt``, is counted, never raised into the
+  call;
 * a plain function ``fn(kwargs, response, start_time, end_time)``, sync or async: called for
   successes from ``success_callback``, failures from ``failure_callback``, both from ``callbacks``;
 * a :class:`~tracking.user_callbacks.CustomLogger`, likewise by list.
@@ -23,10 +26,10 @@ User callbacks never run in the call: sync handlers run on one worker thread fed
 queue (when full the oldest item is dropped, counted and warned about); async handlers run on
 the bus's own event loop thread, for sync and async calls alike, so a callback still running
 when the caller's loop ends (``asyncio.run`` returning) is not cancelled: it runs exactly once,
-whatever the caller's loop does. A
-callback that raises is logged once per callback (then at most once a minute) and counted; one
-that runs past the callback timeout is abandoned (a replacement worker takes over the queue) and
-counted. :func:`flush` and :func:`shutdown` deliver everything queued and run at interpreter exit.
+whatever the caller's loop does. A callback that raises (anything, ``SystemExit`` included) is
+logged once per callback (then at most once a minute) and counted; one that runs past the
+callback timeout is abandoned (a replacement worker takes over the queue) and counted.
+:func:`flush` and :func:`shutdown` deliver everything queued and run at interpreter exit.
 """
 
 from __future__ import annotations
@@ -473,7 +476,7 @@ class _Delivery:
         try:
             kwargs = callback_kwargs(job.event, job.response, job.exception)
             job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: it would end the worker, stalling the queue
             _callback_failed(job.name, exc)
 
     def _watch(self) -> None:
@@ -501,7 +504,9 @@ class _Delivery:
                 await job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
         except TimeoutError as exc:
             _callback_failed(job.name, exc, timed_out=True)
-        except Exception as exc:
+        except asyncio.CancelledError:  # the loop is stopping: not the callback's failure
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: they would stop our loop
             _callback_failed(job.name, exc)
 
     def submit_loop(self, job: _Job) -> None:
@@ -567,12 +572,20 @@ def configure(*, callback_timeout: float | None = None, max_queue: int | None = 
 # -- dispatch ----------------------------------------------------------------------------------
 
 
+#: What an integration's hook may raise into the call: only a Ctrl-C. Anything else (SystemExit
+#: included) is counted and logged, never passed to a call that may have been billed.
+_PASSED_ON = (KeyboardInterrupt,)
+
+
 def dispatch_start(call: CallStart) -> None:
-    """Run every integration's cheap ``on_start`` hook; only a bad callback list raises."""
+    """Run every integration's ``on_start`` hook, inline on the caller's thread (a hook may add
+    headers); only a bad callback list raises."""
     for integration in _plan().integrations:
         try:
             integration.on_start(call)
-        except Exception as exc:
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
 
 
@@ -580,7 +593,9 @@ def _dispatch_end(plan: _Plan, event: ImageEditEvent) -> None:
     for integration in plan.integrations:
         try:
             integration.on_end(event)
-        except Exception as exc:
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
 
 
@@ -594,7 +609,9 @@ async def _dispatch_end_async(plan: _Plan, event: ImageEditEvent) -> None:
                 integration.on_end(event)
             else:
                 await acknowledge(event)
-        except Exception as exc:
+        except (*_PASSED_ON, asyncio.CancelledError):  # the caller's task was cancelled
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
 
 
@@ -669,7 +686,9 @@ def flush(timeout: float | None = None) -> bool:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             delivered = integration.flush(remaining) and delivered
-        except Exception as exc:
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
             delivered = False
     return delivered
@@ -683,7 +702,9 @@ def shutdown(timeout: float | None = None) -> None:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             integration.shutdown(remaining)
-        except Exception as exc:
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
     DELIVERY.stop_loop()
 
