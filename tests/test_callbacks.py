@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import threading
 from datetime import datetime
 
 import pytest
+import sqlalchemy as sa
 
 import tracking
 from tests.conftest import API_KEY, make_png
 from tracking import bus
+from tracking.integrations.sql import SqlLedger, spend_logs
 from tracking.testing import EventRecorder
 
 
@@ -55,7 +58,7 @@ def test_sync_function_gets_litellm_arguments_on_the_worker_thread(upstream):
     response = call(upstream, user="end-user-7", metadata={"team": "design"})
     assert tracking.flush(10)
     ((kwargs, got, start, end, thread),) = seen
-    assert got is response
+    assert got == response and got is not response  # its own copy
     assert isinstance(start, datetime) and isinstance(end, datetime) and start <= end
     assert thread == "tracking-callbacks"
     assert kwargs["model"] == "gpt-image-1"
@@ -424,3 +427,170 @@ def test_an_integration_in_any_list_gets_both_outcomes_once(upstream):
         call(upstream, n=99)
     assert [e.status for e in only_failure.events] == ["success", "failure"]
     assert [e.status for e in everywhere.events] == ["success", "failure"]
+
+
+# -- the lists changed while calls are in flight ------------------------------------------------
+
+SLOW_CALL = {"extra_headers": {"x-fake-fault": "latency=1"}}
+
+
+def changed_mid_call(upstream, change, **params):
+    """Make a call the fake holds for 1 s, running ``change`` 0.5 s into it."""
+    timer = threading.Timer(0.5, change)
+    timer.start()
+    try:
+        return call(upstream, **SLOW_CALL, **params)
+    finally:
+        timer.join()
+
+
+def integration_errors_of(name: str) -> int:
+    return bus.counters()["integration_errors"].get(name, 0)
+
+
+def test_a_bad_entry_added_mid_call_is_skipped_and_reported_and_the_others_get_the_event(
+    upstream,
+):
+    recorder, seen = EventRecorder(), []
+    tracking.callbacks.append(recorder)
+    tracking.success_callback.append(lambda k, r, s, e: seen.append(k["request_id"]))
+    before = integration_errors_of("builtins.int")
+    response = changed_mid_call(upstream, lambda: tracking.success_callback.append(5))
+    assert tracking.flush(10)
+    assert [e.request_id for e in recorder.events] == [response.request_id]
+    assert seen == [response.request_id]
+    assert integration_errors_of("builtins.int") == before + 1
+
+
+def test_a_list_set_to_none_mid_call_is_empty_and_never_reaches_the_caller(upstream):
+    recorder = EventRecorder()
+    tracking.callbacks.append(recorder)
+    tracking.success_callback.append(lambda k, r, s, e: None)
+
+    def clear() -> None:
+        tracking.success_callback = None
+
+    response = changed_mid_call(upstream, clear)
+    assert [e.request_id for e in recorder.events] == [response.request_id]
+    assert tracking.flush(10)  # also the exit hook's path
+    tracking.shutdown(10)
+
+
+def test_none_or_a_lone_entry_instead_of_a_list(upstream, monkeypatch):
+    seen = []
+
+    def on_success(kwargs, response, start_time, end_time):
+        seen.append(kwargs["request_id"])
+
+    monkeypatch.setattr(tracking, "failure_callback", None)
+    monkeypatch.setattr(tracking, "success_callback", on_success)
+    monkeypatch.setattr(tracking, "callbacks", "prometheus")  # a name, not its letters
+    response = call(upstream)
+    assert tracking.flush(10)
+    assert seen == [response.request_id]
+    assert [type(i).__name__ for i in bus.integrations()] == ["PrometheusLogger"]
+    tracking.register(on_success, on="failure")  # makes the None a list again
+    assert tracking.failure_callback == [on_success]
+
+
+# -- callbacks change nothing but their own copies ---------------------------------------------
+
+
+def _vandal(kwargs, response, start_time, end_time):
+    """Changes everything a callback is handed, as a buggy or hostile callback might."""
+    response.raw["data"].clear()
+    response._hidden_params["response_cost"] = 0
+    kwargs["metadata"]["tags"].append("EVIL")
+    kwargs["metadata"]["team"] = "HACKED"
+    event = kwargs["tracking_event"]
+    for change in (
+        lambda: event.metadata.__setitem__("team", "HACKED"),
+        lambda: event.metadata["tags"].append("EVIL"),
+        lambda: event.metadata["nested"].__setitem__("x", "EVIL"),
+    ):
+        with contextlib.suppress(TypeError, AttributeError):
+            change()
+
+
+def test_a_callback_changes_neither_the_callers_response_and_metadata_nor_what_others_see(
+    upstream, tmp_path
+):
+    ledger = SqlLedger(f"sqlite:///{tmp_path / 'spend.db'}", auto_migrate=True)
+    recorder, later = EventRecorder(), []
+    tracking.callbacks.extend([recorder, ledger])
+    tracking.success_callback.extend(
+        [_vandal, lambda k, r, s, e: later.append((k["metadata"], r, k["tracking_event"]))]
+    )
+    metadata = {"team": "design", "tags": ["a"], "nested": {"x": 1}}
+    response = call(upstream, metadata=metadata)
+    assert tracking.flush(10)
+    assert metadata == {"team": "design", "tags": ["a"], "nested": {"x": 1}}
+    assert len(response.data) == len(response.raw["data"]) == 1
+    assert response._hidden_params["response_cost"] > 0
+    ((seen_metadata, seen_response, event),) = later
+    assert seen_metadata == metadata  # a fresh copy per callback, lists as the caller sent them
+    assert len(seen_response.data) == 1
+    assert event is recorder.events[0]
+    assert event.to_dict()["metadata"] == metadata
+    with ledger.engine.connect() as conn:
+        (row,) = conn.execute(sa.select(spend_logs)).all()
+    assert row.metadata == metadata and row.team == "design"
+    ledger.shutdown(10)
+
+
+def test_an_async_callback_cannot_change_the_callers_response(upstream):
+    async def avandal(kwargs, response, start_time, end_time):
+        _vandal(kwargs, response, start_time, end_time)
+
+    tracking.success_callback.append(avandal)
+    metadata = {"team": "design", "tags": ["a"], "nested": {"x": 1}}
+    response = asyncio.run(acall(upstream, metadata=metadata))
+    assert tracking.flush(10)
+    assert metadata == {"team": "design", "tags": ["a"], "nested": {"x": 1}}
+    assert len(response.raw["data"]) == 1 and response._hidden_params["response_cost"] > 0
+
+
+# -- nothing a hook or callback raises reaches the call -----------------------------------------
+
+
+class _Exiting(EventRecorder):
+    """An integration whose hooks raise SystemExit (say, a library calling sys.exit)."""
+
+    def on_start(self, call):
+        raise SystemExit(3)
+
+    def on_end(self, event):
+        raise SystemExit(4)
+
+
+def test_an_integration_raising_system_exit_never_reaches_the_call(upstream):
+    recorder = EventRecorder()
+    tracking.callbacks.extend([_Exiting(), recorder])
+    before = errors_of("_Exiting")
+    response = call(upstream)
+    aresponse = asyncio.run(acall(upstream))
+    assert [e.request_id for e in recorder.events] == [response.request_id, aresponse.request_id]
+    assert errors_of("_Exiting") == before + 4  # on_start and on_end, of each call
+
+
+def test_a_callback_raising_system_exit_stops_neither_the_worker_nor_the_bus_loop(upstream):
+    seen = []
+
+    def exits(kwargs, response, start_time, end_time):
+        raise SystemExit(1)
+
+    async def aexits(kwargs, response, start_time, end_time):
+        raise SystemExit(1)
+
+    async def arecords(kwargs, response, start_time, end_time):
+        seen.append(("async", kwargs["request_id"]))
+
+    tracking.success_callback.extend(
+        [exits, aexits, lambda k, r, s, e: seen.append(("sync", k["request_id"])), arecords]
+    )
+    before = errors_of("exits")
+    first, second = call(upstream), call(upstream)
+    assert tracking.flush(5)  # a dead worker or loop would hold these until the timeout
+    ids = (first.request_id, second.request_id)
+    assert sorted(seen) == sorted((kind, i) for kind in ("async", "sync") for i in ids)
+    assert errors_of("exits") == before + 4  # exits and aexits, for each call

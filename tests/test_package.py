@@ -16,6 +16,13 @@ def test_import_tracking_loads_no_http_stack():
     assert out.stdout.strip() == ""
 
 
+def test_tracking_bus_is_reachable_right_after_import_as_the_docs_use_it():
+    code = "import tracking; print(sorted(tracking.bus.counters()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "callback_errors" in out.stdout
+
+
 def test_public_names_resolve():
     import tracking
 

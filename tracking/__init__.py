@@ -39,6 +39,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from . import bus
     from .api import aimage_edit, aimage_generation, image_edit, image_generation
     from .bus import flush, register, shutdown
     from .events import ImageEditEvent
@@ -84,6 +85,8 @@ _LAZY = {
     "ImageEditCompletedEvent": "tracking.stream_events",
     "ImageEditStreamEvent": "tracking.stream_events",
 }
+#: Submodules the docs use as ``tracking.<name>`` without importing them first.
+_LAZY_MODULES = frozenset({"bus"})
 
 __all__ = [
     "APIConnectionError",
@@ -123,6 +126,7 @@ __all__ = [
     "ValidationError",
     "aimage_edit",
     "aimage_generation",
+    "bus",
     "callbacks",
     "failure_callback",
     "flush",
@@ -136,6 +140,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:  # importing it binds it here: this runs once
+        return importlib.import_module(f"tracking.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'tracking' has no attribute {name!r}")
@@ -145,4 +151,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _LAZY_MODULES)

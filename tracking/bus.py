@@ -3,14 +3,21 @@
 Receivers come from three plain lists in :mod:`tracking`: ``success_callback``,
 ``failure_callback`` and ``callbacks``. Each call takes a snapshot of them (``tuple(...)``), so
 changing the lists while calls are in flight is safe and costs no lock; the snapshot is turned
-into a dispatch plan once and reused while the lists stay the same.
+into a dispatch plan once and reused while the lists stay the same. A list set to None is empty,
+and a lone entry assigned without a list is one entry. A bad entry refuses a call with a
+:class:`~tracking.errors.ConfigurationError` at its start, before anything is sent; one that
+appears while a call is in flight is skipped at its end, reported (:func:`report_failure`) and
+never raised into it, and every other entry still receives the event.
 
 An entry is one of:
 
 * a built-in integration name (``"prometheus"``, ``"otel"``, ``"sql"``, ``"structlog"``), resolved
   lazily to one shared instance, or an object implementing the
   :class:`~tracking.integration.Integration` protocol. Integrations receive success and failure
-  events whichever list names them, each exactly once per call, in the call (``on_end``);
+  events whichever list names them, each exactly once per call, in the call on the caller's
+  thread (``on_start`` before the request is sent, ``on_end`` before the call returns), so they
+  must be fast; what they raise, except ``KeyboardInterrupt``, is counted, never raised into the
+  call;
 * a plain function ``fn(kwargs, response, start_time, end_time)``, sync or async: called for
   successes from ``success_callback``, failures from ``failure_callback``, both from ``callbacks``;
 * a :class:`~tracking.user_callbacks.CustomLogger`, likewise by list.
@@ -19,10 +26,10 @@ User callbacks never run in the call: sync handlers run on one worker thread fed
 queue (when full the oldest item is dropped, counted and warned about); async handlers run on
 the bus's own event loop thread, for sync and async calls alike, so a callback still running
 when the caller's loop ends (``asyncio.run`` returning) is not cancelled: it runs exactly once,
-whatever the caller's loop does. A
-callback that raises is logged once per callback (then at most once a minute) and counted; one
-that runs past the callback timeout is abandoned (a replacement worker takes over the queue) and
-counted. :func:`flush` and :func:`shutdown` deliver everything queued and run at interpreter exit.
+whatever the caller's loop does. A callback that raises (anything, ``SystemExit`` included) is
+logged once per callback (then at most once a minute) and counted; one that runs past the
+callback timeout is abandoned (a replacement worker takes over the queue) and counted.
+:func:`flush` and :func:`shutdown` deliver everything queued and run at interpreter exit.
 """
 
 from __future__ import annotations
@@ -227,13 +234,39 @@ class _Plan:
     integrations: tuple[Integration, ...]
     success: tuple[Receiver, ...]
     failure: tuple[Receiver, ...]
+    #: The entries left out, each with why: (its name, the ConfigurationError).
+    skipped: tuple[tuple[str, ConfigurationError], ...] = ()
+
+    def check(self) -> _Plan:
+        """The plan itself, or the first skipped entry's ConfigurationError."""
+        if self.skipped:
+            raise self.skipped[0][1]
+        return self
 
 
-_EMPTY_PLAN = _Plan((), (), ())
 _Snapshot = tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
 #: (ids of the entries, the entries themselves, their plan). Holding the entries keeps their ids
 #: from being reused by other objects while the cache is alive.
 _last_plan: tuple[tuple[tuple[int, ...], ...], _Snapshot, _Plan] | None = None
+
+
+def _entries(value: Any) -> tuple[Any, ...]:
+    """What one of the three lists holds, as a tuple, whatever the user assigned to it.
+
+    None is no entry; a lone name, function, logger or integration assigned without a list
+    (``tracking.success_callback = "prometheus"``) is one entry, never a string's letters;
+    anything else that cannot be iterated is one (bad) entry, skipped and reported.
+    """
+    if type(value) is list or type(value) is tuple:  # the common case: one C-level copy
+        return tuple(value)
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes | CustomLogger | Integration) or callable(value):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        return (value,)
 
 
 def _validate(entry: Any) -> Integration | None:
@@ -265,10 +298,16 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
     found: dict[int, Integration] = {}
     success: dict[int, Receiver] = {}
     failure: dict[int, Receiver] = {}
+    skipped: list[tuple[str, ConfigurationError]] = []
     outcomes = (("success",), ("failure",), ("success", "failure"))
     for entries, wanted in zip(snapshot, outcomes, strict=True):
         for entry in entries:
-            integration = _validate(entry)
+            try:
+                integration = _validate(entry)
+            except ConfigurationError as error:  # one bad entry leaves the others working
+                name = entry if isinstance(entry, str) else callback_name(entry)
+                skipped.append((name, error))
+                continue
             if integration is not None:
                 found.setdefault(id(integration), integration)
                 continue
@@ -278,18 +317,20 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
                     receiver = receivers_for(entry, outcome)
                     if receiver is not None:
                         chosen[id(entry)] = receiver
-    return _Plan(tuple(found.values()), tuple(success.values()), tuple(failure.values()))
+    return _Plan(
+        tuple(found.values()), tuple(success.values()), tuple(failure.values()), tuple(skipped)
+    )
 
 
-def _plan() -> _Plan:
-    """The plan for the lists as they are now; raises ConfigurationError for a bad entry."""
+def _current_plan() -> _Plan:
+    """The plan for the lists as they are now, bad entries left out (listed in ``skipped``)."""
     global _last_plan
     import tracking
 
     snapshot = (
-        tuple(tracking.success_callback),
-        tuple(tracking.failure_callback),
-        tuple(tracking.callbacks),
+        _entries(tracking.success_callback),
+        _entries(tracking.failure_callback),
+        _entries(tracking.callbacks),
     )
     # Spelled out rather than a generator: this runs twice per call.
     key = (tuple(map(id, snapshot[0])), tuple(map(id, snapshot[1])), tuple(map(id, snapshot[2])))
@@ -301,13 +342,18 @@ def _plan() -> _Plan:
     return plan
 
 
+def _plan() -> _Plan:
+    """The plan for the lists as they are now; raises ConfigurationError for a bad entry."""
+    return _current_plan().check()
+
+
 def _plan_for_end() -> _Plan:
-    try:
-        return _plan()
-    except ConfigurationError as error:  # the call is over: report, never raise into it
-        if _due("plan") is not None:
-            log.error("tracking: callbacks not run: %s", error)
-        return _EMPTY_PLAN
+    """The plan for a call that is over: a bad entry is reported and skipped, never raised into
+    the call, and every good entry still receives the event."""
+    plan = _current_plan()
+    for name, error in plan.skipped:
+        report_failure(name, f"callback not run: {error}")
+    return plan
 
 
 def integrations() -> tuple[Integration, ...]:
@@ -329,13 +375,13 @@ def register(*entries: Any, on: Literal["success", "failure", "both"] = "both") 
         return
     for entry in entries:
         _validate(entry)
-    target = {
-        "success": tracking.success_callback,
-        "failure": tracking.failure_callback,
-        "both": tracking.callbacks,
-    }.get(on)
-    if target is None:
+    attribute = {"success": "success_callback", "failure": "failure_callback", "both": "callbacks"}
+    if on not in attribute:
         raise ConfigurationError(f"on: expected 'success', 'failure' or 'both', got {on!r}")
+    target = getattr(tracking, attribute[on])
+    if not isinstance(target, list):  # None or a lone entry assigned: make it a list again
+        target = list(_entries(target))
+        setattr(tracking, attribute[on], target)
     for entry in entries:
         if not any(existing is entry for existing in target):
             target.append(entry)
@@ -430,7 +476,7 @@ class _Delivery:
         try:
             kwargs = callback_kwargs(job.event, job.response, job.exception)
             job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: it would end the worker, stalling the queue
             _callback_failed(job.name, exc)
 
     def _watch(self) -> None:
@@ -458,7 +504,9 @@ class _Delivery:
                 await job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
         except TimeoutError as exc:
             _callback_failed(job.name, exc, timed_out=True)
-        except Exception as exc:
+        except asyncio.CancelledError:  # the loop is stopping: not the callback's failure
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: they would stop our loop
             _callback_failed(job.name, exc)
 
     def submit_loop(self, job: _Job) -> None:
@@ -524,12 +572,20 @@ def configure(*, callback_timeout: float | None = None, max_queue: int | None = 
 # -- dispatch ----------------------------------------------------------------------------------
 
 
+#: What an integration's hook may raise into the call: only a Ctrl-C. Anything else (SystemExit
+#: included) is counted and logged, never passed to a call that may have been billed.
+_PASSED_ON = (KeyboardInterrupt,)
+
+
 def dispatch_start(call: CallStart) -> None:
-    """Run every integration's cheap ``on_start`` hook; only a bad callback list raises."""
+    """Run every integration's ``on_start`` hook, inline on the caller's thread (a hook may add
+    headers); only a bad callback list raises."""
     for integration in _plan().integrations:
         try:
             integration.on_start(call)
-        except Exception as exc:
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
 
 
@@ -537,7 +593,9 @@ def _dispatch_end(plan: _Plan, event: ImageEditEvent) -> None:
     for integration in plan.integrations:
         try:
             integration.on_end(event)
-        except Exception as exc:
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
 
 
@@ -551,7 +609,9 @@ async def _dispatch_end_async(plan: _Plan, event: ImageEditEvent) -> None:
                 integration.on_end(event)
             else:
                 await acknowledge(event)
-        except Exception as exc:
+        except (*_PASSED_ON, asyncio.CancelledError):  # the caller's task was cancelled
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
 
 
@@ -561,15 +621,7 @@ def emit_sync(
     """Hand a finished sync call's event to every registered receiver."""
     plan = _plan_for_end()
     _dispatch_end(plan, event)
-    for receiver in plan.success if event.status == "success" else plan.failure:
-        if receiver.for_sync is None:
-            continue
-        handler, is_async = receiver.for_sync
-        job = _Job(receiver.name, handler, event, response, exception)
-        if is_async:
-            DELIVERY.submit_loop(job)
-        else:
-            DELIVERY.submit_worker(job)
+    _submit_callbacks(plan, event, response, exception, asynchronous=False)
 
 
 async def emit_async(
@@ -578,11 +630,30 @@ async def emit_async(
     """Hand a finished async call's event to every registered receiver."""
     plan = _plan_for_end()
     await _dispatch_end_async(plan, event)
+    _submit_callbacks(plan, event, response, exception, asynchronous=True)
+
+
+def _submit_callbacks(
+    plan: _Plan,
+    event: ImageEditEvent,
+    response: ImageResponse | None,
+    exception: BaseException | None,
+    *,
+    asynchronous: bool,
+) -> None:
+    """Queue the user callbacks for a finished call, each with its own copy of the response.
+
+    The copy is made here, in the call, before the caller gets its response back: a callback
+    may change its copy freely (it runs on another thread, while the caller uses its own) and
+    sees the response as it was when the call ended. Nothing is copied without callbacks.
+    """
     for receiver in plan.success if event.status == "success" else plan.failure:
-        if receiver.for_async is None:
+        chosen = receiver.for_async if asynchronous else receiver.for_sync
+        if chosen is None:
             continue
-        handler, is_async = receiver.for_async
-        job = _Job(receiver.name, handler, event, response, exception)
+        handler, is_async = chosen
+        copied = response.copy() if response is not None else None
+        job = _Job(receiver.name, handler, event, copied, exception)
         if is_async:
             DELIVERY.submit_loop(job)
         else:
@@ -602,11 +673,8 @@ def loaded_integrations() -> tuple[Integration, ...]:
 
 def _known_integrations() -> list[Integration]:
     found: dict[int, Integration] = {id(i): i for i in list(_INSTANCES.values())}
-    try:
-        for integration in _plan().integrations:
-            found.setdefault(id(integration), integration)
-    except ConfigurationError:
-        pass
+    for integration in _current_plan().integrations:  # bad entries are skipped, never raised
+        found.setdefault(id(integration), integration)
     return list(found.values())
 
 
@@ -618,7 +686,9 @@ def flush(timeout: float | None = None) -> bool:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             delivered = integration.flush(remaining) and delivered
-        except Exception as exc:
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
             delivered = False
     return delivered
@@ -632,7 +702,9 @@ def shutdown(timeout: float | None = None) -> None:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             integration.shutdown(remaining)
-        except Exception as exc:
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
     DELIVERY.stop_loop()
 

@@ -2,23 +2,85 @@
 
 Exactly one event is made per call, success or failure (docs/architecture.md).
 ``to_dict()`` is JSON-safe: Decimals become strings, datetimes ISO-8601 UTC strings, tuples lists.
+Its ``metadata`` is read-only all the way down (:func:`freeze_metadata`, made once per call from
+the caller's dict), so no callback or integration can change what the others see, nor the
+caller's own dict.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Literal
 
 from .frozen import fast_init
 
-__all__ = ["CallStatus", "CostSource", "ImageEditEvent", "TokenUsage"]
+__all__ = [
+    "NO_METADATA",
+    "CallStatus",
+    "CostSource",
+    "ImageEditEvent",
+    "TokenUsage",
+    "freeze_metadata",
+    "thaw_metadata",
+]
 
 CallStatus = Literal["success", "failure"]
 CostSource = Literal["usage", "table", "custom", "estimate", "unpriced"]
+
+#: Metadata of a call that had none (one shared, read-only, empty mapping).
+NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+#: Values kept as they are when metadata is frozen: immutable already.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), Decimal, datetime, bytes})
+
+
+def freeze_metadata(
+    value: Mapping[str, Any] | Iterable[tuple[str, Any]] | None,
+) -> Mapping[str, Any]:
+    """A read-only copy of caller metadata, all the way down: mappings become
+    ``MappingProxyType``, lists and tuples tuples, sets frozensets. Plain values are immutable
+    already; other objects are kept as they are (nothing general copies them safely)."""
+    if not value:
+        return NO_METADATA
+    if not isinstance(value, Mapping):
+        value = dict(value)  # pairs, as dict() takes them; anything else raises as it did
+    return MappingProxyType(
+        {k: v if type(v) in _IMMUTABLE else _freeze(v) for k, v in value.items()}
+    )
+
+
+def _freeze(value: Any) -> Any:
+    if type(value) in _IMMUTABLE:
+        return value
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return frozenset(value)  # members are hashable, which in practice means immutable
+    return value
+
+
+def thaw_metadata(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A fresh mutable copy of frozen metadata in the shapes callers pass (dicts and lists), for
+    LiteLLM-style callbacks, which may change their copy freely."""
+    return {k: v if type(v) in _IMMUTABLE else _thaw(v) for k, v in value.items()}
+
+
+def _thaw(value: Any) -> Any:
+    if type(value) in _IMMUTABLE:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    if isinstance(value, frozenset):
+        return set(value)
+    return value
 
 
 @fast_init
@@ -51,7 +113,8 @@ class ImageEditEvent:
     key_alias: str | None = None
     team: str | None = None
     tags: tuple[str, ...] = ()
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: The caller's metadata, read-only all the way down (:func:`freeze_metadata`).
+    metadata: Mapping[str, Any] = field(default_factory=lambda: NO_METADATA)
     # what
     model: str = ""
     model_group: str | None = None
@@ -124,7 +187,7 @@ def _json_safe(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, TokenUsage):  # plain ints: no deep copy (dataclasses.asdict) needed
         return {name: getattr(value, name) for name in _USAGE_FIELDS}
-    if isinstance(value, tuple | list):
+    if isinstance(value, tuple | list | set | frozenset):
         return [_json_safe(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v) for k, v in value.items()}

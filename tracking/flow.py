@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import httpx
@@ -36,7 +37,7 @@ from .errors import (
     mask_secrets,
     status_error_class,
 )
-from .events import ImageEditEvent, TokenUsage
+from .events import ImageEditEvent, TokenUsage, freeze_metadata
 from .frozen import fast_init
 from .http import POOL, origin_of, unlink_response
 from .ids import new_request_id
@@ -524,11 +525,15 @@ def _make_event(
     route: Route,
 ) -> ImageEditEvent:
     latency_ms = (time.perf_counter() - started) * 1000
-    raw_metadata: Any = options.metadata if options else params.get("metadata")
-    metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+    # Read-only all the way down (parse_call froze it once), so callbacks cannot change it.
+    if options is not None:
+        metadata = options.metadata
+    else:  # refused before parsing: frozen here, once
+        raw_metadata: Any = params.get("metadata")
+        metadata = freeze_metadata(raw_metadata if isinstance(raw_metadata, Mapping) else None)
     end_user, other_user = end_user_of(params)
     if other_user is not None:  # both ids were sent: the event keeps the one that lost
-        metadata = {**metadata, "user": other_user}
+        metadata = MappingProxyType({**metadata, "user": other_user})
     tags = metadata.get("tags")
     prompt = params.get("prompt")
     usage = response.usage if response is not None else None
@@ -560,7 +565,7 @@ def _make_event(
         key_alias=_str(metadata.get("user_api_key_alias")),
         team=_str(metadata.get("team")),
         tags=tuple(str(t) for t in tags) if isinstance(tags, list | tuple) else (),
-        metadata=dict(metadata),
+        metadata=metadata,
         model=routing.model,
         model_group=routing.model_group,
         deployment_id=routing.deployment_id,

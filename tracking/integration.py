@@ -3,8 +3,9 @@
 Four methods over one typed event, nothing else:
 
 * ``on_start(call)`` runs in the call, before the first HTTP attempt, on the caller's thread. It
-  must be cheap and must never block or raise. It may add headers to ``call.headers`` (they are
-  sent upstream: this is how a span propagates W3C trace context).
+  must be cheap and must never block or raise (what it raises, except ``KeyboardInterrupt``, is
+  counted and logged by the bus, never passed to the call). It may add headers to
+  ``call.headers`` (they are sent upstream: this is how a span propagates W3C trace context).
 * ``on_end(event)`` runs once per call with the finished :class:`~tracking.events.ImageEditEvent`,
   success or failure. It may run without a matching ``on_start`` (a call refused by validation
   never starts) and must handle that. Hooks (metrics, span end) do their work here, cheaply;

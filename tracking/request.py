@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ValidationError, range_code
+from .events import freeze_metadata
 from .families import Family, family_for
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
@@ -487,7 +488,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         if max_retries is None
         else _int_param("max_retries", max_retries, low=0, high=100) or 0,
         extra_headers=_headers(extra_headers),
-        metadata=dict(metadata or {}),
+        metadata=freeze_metadata(metadata),
         drop_params=drop_params,
     )
     return request, options

@@ -8,6 +8,7 @@ fields, nothing renamed. What the library adds (cost, our request id) lives besi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
@@ -188,6 +189,14 @@ class ImageResponse:
     @property
     def images_returned(self) -> int:
         return len(self.raw.get("data", []))
+
+    def copy(self) -> ImageResponse:
+        """An independent copy: changing it (its ``raw``, ``_hidden_params``) leaves this one as
+        it is. What user callbacks receive. The body's bytes and the strings inside ``raw`` (the
+        base64 images) are immutable and shared, not duplicated."""
+        return dataclasses.replace(
+            self, raw=copy.deepcopy(self.raw), _hidden_params=copy.deepcopy(self._hidden_params)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The upstream's JSON object, exactly (a deep copy)."""

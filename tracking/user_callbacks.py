@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .events import thaw_metadata
+
 if TYPE_CHECKING:
     from .events import ImageEditEvent
     from .response import ImageResponse
@@ -108,14 +110,18 @@ def receivers_for(entry: Any, outcome: str) -> Receiver | None:
 def callback_kwargs(
     event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
 ) -> dict[str, Any]:
-    """The LiteLLM-style ``kwargs`` a callback receives (a fresh dict per callback)."""
+    """The LiteLLM-style ``kwargs`` a callback receives (a fresh dict per callback).
+
+    Built on the callback's thread, off the call path. ``tracking_event`` is the event itself:
+    frozen, its metadata read-only, so one callback cannot change what others see.
+    """
     cost = event.cost_usd
     kwargs: dict[str, Any] = {
         "model": event.model,
         "user": event.end_user,
         "response_cost": float(cost) if cost is not None else None,
         "call_type": event.call_type,
-        "metadata": dict(event.metadata),
+        "metadata": thaw_metadata(event.metadata),  # its own copy: a callback may change it
         "request_id": event.request_id,
         "litellm_call_id": event.request_id,
         "standard_logging_object": event.to_dict(),

@@ -30,7 +30,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +74,7 @@ def _str(value: Any) -> str | None:
 def intent_row(call: CallStart) -> dict[str, Any]:
     """The ``spend_logs`` row a call leaves if its process dies before the call's own row."""
     request, options = call.request, call.options
-    metadata: Any = options.metadata if isinstance(options.metadata, dict) else {}
+    metadata: Any = options.metadata if isinstance(options.metadata, Mapping) else {}
     tags = metadata.get("tags")
     models = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
     return {
