@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .endpoint import check_api_base, check_api_key, header_value_problem, is_header_name
 from .errors import ValidationError, range_code
 from .families import Family, family_for
 from .frozen import fast_init
@@ -425,6 +426,9 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             rule="enum",
         )
 
+    api_key = check_api_key(api_key)
+    api_base = check_api_base(api_base)
+
     images = read_images(image, param="image") if image is not None else ()
     mask_file = read_image(mask, param="mask") if mask is not None else None
     optional: dict[str, str | int | None] = {
@@ -567,9 +571,19 @@ def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
                 param="extra_headers",
                 rule="type",
             )
-        if "\n" in key or "\r" in key or "\n" in item or "\r" in item:
+        if not is_header_name(key):
             raise ValidationError(
-                "extra_headers: line breaks are not allowed", param="extra_headers", rule="format"
+                "extra_headers: a header name must be an HTTP token (letters, digits and "
+                "!#$%&'*+-.^_`|~; no spaces, colons or line breaks)",
+                param="extra_headers",
+                rule="format",
+            )
+        problem = header_value_problem(item)
+        if problem is not None:  # the value is never echoed: it may be a credential
+            raise ValidationError(
+                f"extra_headers: the value of {key!r}: {problem}",
+                param="extra_headers",
+                rule="format",
             )
         headers[key] = item
     return headers
