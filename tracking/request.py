@@ -419,6 +419,12 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             require_text(name, value)
     require_text("model", model)
     require_text("prompt", prompt)
+    if size is not None and not (size.isascii() and size.isprintable()):
+        raise ValidationError(
+            f"size: WIDTHxHEIGHT in ASCII digits or a size name such as 'auto', got {size!r}",
+            param="size",
+            rule="format",
+        )
     if response_format is not None and response_format not in ("url", "b64_json"):
         raise ValidationError(
             f"response_format: must be 'url' or 'b64_json', got {response_format!r}",
@@ -428,6 +434,8 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
 
     api_key = check_api_key(api_key)
     api_base = check_api_base(api_base)
+    metadata = _mapping("metadata", metadata)
+    extra_body = _mapping("extra_body", extra_body)
 
     images = read_images(image, param="image") if image is not None else ()
     mask_file = read_image(mask, param="mask") if mask is not None else None
@@ -475,7 +483,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         requested_response_format=response_format,
         user=user,
         safety_identifier=safety_identifier,
-        extra_body=dict(extra_body or {}),
+        extra_body=extra_body,
         base_model=base_model,
         stream=bool(stream),
         partial_images=_int_or_none(sent["partial_images"]),
@@ -491,7 +499,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         if max_retries is None
         else _int_param("max_retries", max_retries, low=0, high=100) or 0,
         extra_headers=_headers(extra_headers),
-        metadata=dict(metadata or {}),
+        metadata=metadata,
         drop_params=drop_params,
     )
     return request, options
@@ -587,6 +595,19 @@ def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
             )
         headers[key] = item
     return headers
+
+
+def _mapping(name: str, value: Any) -> dict[str, Any]:
+    """``metadata`` / ``extra_body``: None or a mapping with string keys, copied."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"{name}: expected a dict, got {type(value).__name__}", param=name, rule="type"
+        )
+    if not all(isinstance(key, str) for key in value):
+        raise ValidationError(f"{name}: keys must be strings", param=name, rule="type")
+    return dict(value)
 
 
 def _form_value(value: Any) -> str:
