@@ -27,6 +27,7 @@ import aiohttp
 import httpx
 
 from .client_settings import ClientSettings
+from .http import AnswerTooLarge, CappedBody
 
 __all__ = ["AiohttpSender", "as_httpx_errors"]
 
@@ -89,9 +90,11 @@ class AiohttpSender:
         headers: Mapping[str, str],
         timeout: float,  # noqa: ASYNC109 - per-attempt connect/read timeouts, as the sync client takes them
         method: str = "POST",
+        limit: int,
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """POST (or ``method``: a job's status, a result to download) and read the whole answer:
-        ``(status, headers, body)``, or an httpx error."""
+        """POST (or ``method``: a job's status, a result to download) and read the answer up to
+        ``limit`` bytes (:class:`~tracking.http.CappedBody`): ``(status, headers, body)``, or an
+        httpx error, or :class:`~tracking.http.AnswerTooLarge`."""
         with as_httpx_errors():
             async with self.session.request(
                 method,
@@ -103,7 +106,16 @@ class AiohttpSender:
                 proxy=self._settings.proxy,
                 ssl=self._ssl,
             ) as answer:
-                return answer.status, answer.headers, await answer.read()
+                try:
+                    capped = CappedBody(answer.status, answer.headers, limit)
+                    async for chunk in answer.content.iter_any():
+                        if not capped.add(chunk):
+                            answer.close()  # the rest unread: the connection is not reused
+                            break
+                except AnswerTooLarge:
+                    answer.close()
+                    raise
+                return answer.status, answer.headers, capped.body()
 
     async def open(
         self,

@@ -39,6 +39,7 @@ what was imported.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -113,12 +114,39 @@ ERROR_TYPES: frozenset[str] = frozenset(
 )
 
 
-def mask_secrets(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every occurrence of each secret (and of its Bearer form) with a masked stand-in."""
+def mask_secrets(text: str, secrets: Iterable[object]) -> str:
+    """Replace every occurrence of each secret with a masked stand-in: the secret as it is, and
+    the escaped forms an exception message may quote it in (``repr`` of the string or of its
+    bytes, JSON), and the secret without surrounding whitespace. Anything that is not a string
+    of at least 4 characters is skipped (never an error: this runs while reporting one)."""
     for secret in secrets:
-        if secret and len(secret) >= 4 and secret in text:
-            text = text.replace(secret, _masked(secret))
+        if not isinstance(secret, str) or len(secret) < 4:
+            continue
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, _masked(secret))
     return text
+
+
+#: Characters whose escaped forms differ from the character itself.
+_ESCAPED = frozenset("\\'\"")
+
+
+def _forms(secret: str) -> tuple[str, ...]:
+    """``secret`` and its escaped forms, longest first (so none is left half-masked)."""
+    usual = secret.isascii() and secret.isprintable() and secret == secret.strip()
+    if usual and _ESCAPED.isdisjoint(secret):  # every escaped form is the key itself
+        return (secret,)
+    forms = {
+        secret,
+        secret.strip(),
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret.encode("utf-8", "surrogatepass"))[2:-1],
+        repr(secret.encode("latin-1", "backslashreplace"))[2:-1],
+    }
+    return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
 
 
 def _masked(secret: str) -> str:
@@ -139,9 +167,16 @@ class TrackingError(Exception):
 
 
 class ConfigurationError(TrackingError):
-    """The library or proxy is configured wrongly (unknown names, missing keys, bad files)."""
+    """The library or proxy is configured wrongly (unknown names, missing keys, bad files).
+
+    ``param`` names the call's setting at fault when there is one (``api_key``, ``api_base``).
+    """
 
     error_type = "configuration_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 #: Our rule names in OpenAI's ``error.code`` vocabulary (codes OpenAI's API answers, read

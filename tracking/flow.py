@@ -39,7 +39,7 @@ from .errors import (
 )
 from .events import ImageEditEvent, TokenUsage, freeze_metadata
 from .frozen import fast_init
-from .http import POOL, origin_of, unlink_response
+from .http import POOL, AnswerTooLarge, max_response_bytes, origin_of, send_sync
 from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
@@ -427,6 +427,13 @@ def _not_retried(error: APIError) -> APIError:
 
 
 def _transport_error(exc: BaseException, prepared: PreparedRequest) -> BaseException:
+    if isinstance(exc, AnswerTooLarge):  # a success, maybe billed: recorded as unreadable
+        return APIResponseError(
+            f"the answer from {prepared.host} is larger than {exc.limit:,} bytes "
+            "(TRACKING_MAX_RESPONSE_BYTES); it was not read past that",
+            status_code=exc.status,
+            upstream_request_id=_upstream_text(exc.headers.get("x-request-id"), prepared.secrets),
+        )
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(f"the upstream at {prepared.host} did not answer in time")
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
@@ -722,17 +729,18 @@ async def consult_async(effect: Consult) -> Any:
 def _send_sync(effect: Send) -> Answer | BaseException:
     prepared = effect.request
     try:
-        answer = POOL.sync_client(origin_of(prepared.url)).request(
+        status, headers, body = send_sync(
+            POOL.sync_client(origin_of(prepared.url)),
             prepared.method,
             prepared.url,
-            content=prepared.body,
+            body=prepared.body,
             headers=prepared.headers,
             timeout=effect.timeout,
+            limit=max_response_bytes(),
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc
-    unlink_response(answer)
-    return Answer(answer.status_code, answer.headers, answer.content)
+    return Answer(status, headers, body)
 
 
 async def _send_async(effect: Send) -> Answer | BaseException:
@@ -745,6 +753,7 @@ async def _send_async(effect: Send) -> Answer | BaseException:
             headers=prepared.headers,
             timeout=effect.timeout,
             method=prepared.method,
+            limit=max_response_bytes(),
         )
     except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
         return exc

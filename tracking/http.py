@@ -12,40 +12,164 @@ CA bundle, User-Agent), so the sync and async paths leave the same way.
 The pooled clients keep no cookies: one client serves every caller, so a cookie an upstream sets
 in answer to one caller must never ride along on another caller's request (and skipping the
 cookie jar saves parsing every answer's headers for it).
+
+No answer is read past a cap (:data:`DEFAULT_MAX_RESPONSE_BYTES`, 512 MiB, or
+``TRACKING_MAX_RESPONSE_BYTES``): both clients read the body in chunks into one
+:class:`CappedBody`, so an upstream sending gigabytes costs the cap at most, never the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import http.cookiejar
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .client_settings import settings_for
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .aiohttp_sender import AiohttpSender
 
-__all__ = ["POOL", "ClientPool", "origin_of", "unlink_response"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "MAX_RESPONSE_BYTES_ENV",
+    "POOL",
+    "AnswerTooLarge",
+    "CappedBody",
+    "ClientPool",
+    "max_response_bytes",
+    "origin_of",
+    "send_sync",
+]
 
 _LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
 
 
-def unlink_response(response: httpx.Response) -> None:
-    """Break the cycle httpx makes between a fully read response and its stream.
+#: The most bytes of one answer's body the SDK reads (a non-streamed answer, decoded), unless
+#: ``TRACKING_MAX_RESPONSE_BYTES`` says otherwise. The largest legitimate answer is ten images of
+#: gpt-image-2's largest size (3840x2160) as incompressible PNGs in base64: about 10 x 44 MB,
+#: 440 MB; real ones are a fraction of that. A larger answer is not read past this cap.
+DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+MAX_RESPONSE_BYTES_ENV = "TRACKING_MAX_RESPONSE_BYTES"
+
+
+def max_response_bytes() -> int:
+    """The cap on one answer's body: ``TRACKING_MAX_RESPONSE_BYTES``, else the default."""
+    raw = os.environ.get(MAX_RESPONSE_BYTES_ENV)
+    return DEFAULT_MAX_RESPONSE_BYTES if not raw else _cap(raw)
+
+
+@functools.lru_cache(maxsize=8)
+def _cap(raw: str) -> int:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
+        raise ConfigurationError(
+            f"{MAX_RESPONSE_BYTES_ENV}: a positive whole number of bytes, got {raw!r}"
+        )
+    return int(text)
+
+
+class AnswerTooLarge(Exception):
+    """A success answer (status below 400) whose body is larger than the cap: it was not read
+    past the cap, and the connection was closed. The call flow makes it an
+    :class:`~tracking.errors.APIResponseError` (the upstream may well have billed it)."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], limit: int) -> None:
+        super().__init__(f"the answer's body is larger than {limit:,} bytes")
+        self.status = status
+        self.headers = headers
+        self.limit = limit
+
+
+class CappedBody:
+    """An answer's body collected chunk by chunk up to ``limit`` bytes: one rule for the sync
+    and async clients. A success answer over the limit raises :class:`AnswerTooLarge` (from
+    its declared length, before any of it is read, when it is not compressed); an error
+    answer's body is cut at the limit (its first bytes say what went wrong)."""
+
+    __slots__ = ("_chunks", "_headers", "_limit", "_size", "_status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], limit: int) -> None:
+        self._status = status
+        self._headers = headers
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        declared = headers.get("content-length")
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+            and encoding == "identity"
+        ):
+            self._over()
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; False once the limit is reached (read no further)."""
+        room = self._limit - self._size
+        if len(chunk) > room:
+            self._over()
+            self._chunks.append(chunk[:room])
+            self._size = self._limit
+            return False
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        return True
+
+    def body(self) -> bytes:
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+
+    def _over(self) -> None:
+        if self._status < 400:
+            raise AnswerTooLarge(self._status, self._headers, self._limit)
+
+
+def send_sync(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    limit: int,
+) -> tuple[int, httpx.Headers, bytes]:
+    """Send one request and read its answer up to ``limit`` bytes (:class:`CappedBody`):
+    ``(status, headers, body)``, or an httpx error, or :class:`AnswerTooLarge`."""
+    request = client.build_request(method, url, content=body, headers=headers, timeout=timeout)
+    response = client.send(request, stream=True)
+    try:
+        capped = CappedBody(response.status_code, response.headers, limit)
+        for chunk in response.iter_bytes():
+            if not capped.add(chunk):
+                break
+        return response.status_code, response.headers, capped.body()
+    finally:
+        response.close()  # a body left unread closes the connection rather than reusing it
+        _unlink(response)
+
+
+def _unlink(response: httpx.Response) -> None:
+    """Break the cycle httpx makes between a response and its stream.
 
     The cycle (response -> stream -> response) keeps the response, its request and so the whole
     request body alive until the garbage collector runs; with image bodies of hundreds of KB per
     call that churn costs more CPU than the rest of the SDK (benchmarks/async_throughput.py).
-    Once the body is read, a plain byte stream over the content serves any later read.
     """
-    response.stream = httpx.ByteStream(response.content)
+    response.stream = _EMPTY
+
+
+_EMPTY = httpx.ByteStream(b"")
 
 
 class _NoCookies(http.cookiejar.CookieJar):

@@ -234,13 +234,28 @@ def _read_bytes(value: Any, param: str) -> bytes:
         return data
     read = getattr(value, "read", None)
     if callable(read):
-        data = read(MAX_IMAGE_BYTES + 1)
-        if isinstance(data, str):
+        if isinstance(value, io.TextIOBase):
+            raise _text_mode(param)  # before reading: decoding image bytes fails or garbles them
+        if getattr(value, "closed", False) is True:
             raise ValidationError(
-                f"{param}: the file is open in text mode; open it with 'rb'",
+                f"{param}: the file is closed; pass it open (or pass its path)",
                 param=param,
-                rule="type",
+                rule="file",
             )
+        try:
+            data = read(MAX_IMAGE_BYTES + 1)
+        except ValidationError:
+            raise
+        except UnicodeDecodeError:  # a text-mode file that is not an io.TextIOBase
+            raise _text_mode(param) from None
+        except (OSError, ValueError) as exc:  # closed underneath us, not readable, ...
+            raise ValidationError(
+                f"{param}: cannot read the file ({type(exc).__name__}: {str(exc)[:200]})",
+                param=param,
+                rule="file",
+            ) from None
+        if isinstance(data, str):
+            raise _text_mode(param)
         if not isinstance(data, bytes | bytearray):
             raise ValidationError(f"{param}: read() did not return bytes", param=param, rule="type")
         if len(data) > MAX_IMAGE_BYTES:
@@ -251,6 +266,12 @@ def _read_bytes(value: Any, param: str) -> bytes:
         f"got {type(value).__name__}",
         param=param,
         rule="type",
+    )
+
+
+def _text_mode(param: str) -> ValidationError:
+    return ValidationError(
+        f"{param}: the file is open in text mode; open it with 'rb'", param=param, rule="type"
     )
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .endpoint import check_api_base, check_api_key, header_value_problem, is_header_name
 from .errors import ValidationError, range_code
 from .events import freeze_metadata
 from .families import Family, family_for
@@ -419,12 +420,23 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             require_text(name, value)
     require_text("model", model)
     require_text("prompt", prompt)
+    if size is not None and not (size.isascii() and size.isprintable()):
+        raise ValidationError(
+            f"size: WIDTHxHEIGHT in ASCII digits or a size name such as 'auto', got {size!r}",
+            param="size",
+            rule="format",
+        )
     if response_format is not None and response_format not in ("url", "b64_json"):
         raise ValidationError(
             f"response_format: must be 'url' or 'b64_json', got {response_format!r}",
             param="response_format",
             rule="enum",
         )
+
+    api_key = check_api_key(api_key)
+    api_base = check_api_base(api_base)
+    metadata = _mapping("metadata", metadata)
+    extra_body = _mapping("extra_body", extra_body)
 
     images = read_images(image, param="image") if image is not None else ()
     mask_file = read_image(mask, param="mask") if mask is not None else None
@@ -472,7 +484,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         requested_response_format=response_format,
         user=user,
         safety_identifier=safety_identifier,
-        extra_body=dict(extra_body or {}),
+        extra_body=extra_body,
         base_model=base_model,
         stream=bool(stream),
         partial_images=_int_or_none(sent["partial_images"]),
@@ -568,12 +580,35 @@ def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
                 param="extra_headers",
                 rule="type",
             )
-        if "\n" in key or "\r" in key or "\n" in item or "\r" in item:
+        if not is_header_name(key):
             raise ValidationError(
-                "extra_headers: line breaks are not allowed", param="extra_headers", rule="format"
+                "extra_headers: a header name must be an HTTP token (letters, digits and "
+                "!#$%&'*+-.^_`|~; no spaces, colons or line breaks)",
+                param="extra_headers",
+                rule="format",
+            )
+        problem = header_value_problem(item)
+        if problem is not None:  # the value is never echoed: it may be a credential
+            raise ValidationError(
+                f"extra_headers: the value of {key!r}: {problem}",
+                param="extra_headers",
+                rule="format",
             )
         headers[key] = item
     return headers
+
+
+def _mapping(name: str, value: Any) -> dict[str, Any]:
+    """``metadata`` / ``extra_body``: None or a mapping with string keys, copied."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"{name}: expected a dict, got {type(value).__name__}", param=name, rule="type"
+        )
+    if not all(isinstance(key, str) for key in value):
+        raise ValidationError(f"{name}: keys must be strings", param=name, rule="type")
+    return dict(value)
 
 
 def _form_value(value: Any) -> str:

@@ -111,9 +111,14 @@ def size(call: Call, family: Family) -> Iterator[Violation]:
         )
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` (and ``int``) also take full-width digits and "²"."""
+    return text.isascii() and text.isdigit()
+
+
 def _custom_size_problem(value: str, rule: SizeRule) -> tuple[str, str] | None:
     width_text, sep, height_text = value.partition("x")
-    if not (sep and width_text.isdigit() and height_text.isdigit()):
+    if not (sep and _digits(width_text) and _digits(height_text)):
         return "format", "both sides whole numbers of pixels"
     width, height = int(width_text), int(height_text)
     if width == 0 or height == 0 or width % rule.multiple_of or height % rule.multiple_of:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, cast
 
+from ..endpoint import check_prepared
 from ..errors import ConfigurationError, UnsupportedOperationError
 from .base import EDITS_ONLY, Poll, PreparedRequest, Provider
 
@@ -109,7 +110,9 @@ def prepare_call(
 ) -> tuple[Provider, PreparedRequest]:
     """The request's provider and its prepared HTTP request; an
     :class:`~tracking.errors.UnsupportedOperationError` when the provider cannot do the
-    request's operation."""
+    request's operation, a :class:`~tracking.errors.ConfigurationError` when the request cannot
+    be sent as built (a key no header can carry, a URL that is not a plain http(s) one; see
+    :mod:`tracking.endpoint`)."""
     provider = get_provider(request.provider)
     if request.operation not in operations_of(provider):
         served = ", ".join(sorted(operations_of(provider)))
@@ -119,4 +122,7 @@ def prepare_call(
             operation=request.operation,
             provider=request.provider,
         )
-    return provider, provider.prepare(request, options)
+    prepared = provider.prepare(request, options)
+    # A key or URL from the environment is held to the rules the call's own were (request.py).
+    check_prepared(prepared.url, prepared.headers, prepared.secrets)
+    return provider, prepared

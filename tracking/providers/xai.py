@@ -82,12 +82,16 @@ def _size_error(size: str, rule: str, why: str) -> ValidationError:
     )
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # not full-width digits: int() reads them
+
+
 def output_shape(size: str | None) -> dict[str, str]:
     """``aspect_ratio`` and ``resolution`` for an OpenAI ``size``; none for ``auto`` or none."""
     if not size or size == "auto":
         return {}
     width_text, sep, height_text = size.partition("x")
-    if not (sep and width_text.isdigit() and height_text.isdigit()):
+    if not (sep and _digits(width_text) and _digits(height_text)):
         raise _size_error(size, "format", "with both sides whole numbers of pixels")
     width, height = int(width_text), int(height_text)
     if not width or not height:

@@ -265,7 +265,7 @@ def build_app(
 
 async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse | None:
     """Answer with the fault, or None when the request should go on (latency, slow body)."""
-    if fault.status is not None or fault.malformed or fault.drop:
+    if fault.status is not None or fault.malformed or fault.drop or fault.big_body is not None:
         await request.read()  # as a real server would: the whole upload arrives first
     if fault.latency:
         await asyncio.sleep(fault.latency)
@@ -293,7 +293,30 @@ async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse
             body=b'{"created": 1700000000, "data": [{"b64_json": "iVBOR',
             content_type="application/json",
         )
+    if fault.big_body is not None:
+        return await _send_big(request, fault.big_body)
     return None
+
+
+async def _send_big(request: web.Request, size: int) -> web.StreamResponse:
+    """A 200 JSON answer of ``size`` bytes, chunked, made as it is sent (never held whole)."""
+    head = b'{"created": 1700000000, "data": [{"b64_json": "'
+    tail = b'"}]}'
+    block = b"A" * 65536
+    big = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    big.enable_chunked_encoding()
+    try:
+        await big.prepare(request)
+        await big.write(head)
+        left = size - len(head) - len(tail)
+        while left > 0:
+            await big.write(block[: min(left, len(block))])
+            left -= len(block)
+        await big.write(tail)
+        await big.write_eof()
+    except ConnectionError:
+        pass  # the client stopped reading: what a cap on answers is for
+    return big
 
 
 async def _send_slowly(

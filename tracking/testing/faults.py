@@ -17,6 +17,8 @@ A fault is written as ``key=value`` items joined by ``;`` (or ``,``), for exampl
 ``slow_body=S``    send the headers and half the body, wait S seconds, send the rest
 ``break_after=N``  a streamed answer: send N events, then close the connection mid-stream
 ``event_delay=S``  a streamed answer: wait S seconds before each event after the first
+``big_body=N``     answer 200 with a JSON body of N bytes (one huge ``b64_json``), sent in
+                   chunks without a Content-Length and generated as it goes
 ``times=N``        (server faults only) apply to the next N requests; ``always``: every one
 =================  =========================================================================
 
@@ -55,13 +57,22 @@ class Fault:
     break_after: int | None = None
     #: a streamed answer: seconds between one event and the next
     event_delay: float = 0.0
+    #: answer 200 with a JSON body of this many bytes, chunked (None: a normal answer)
+    big_body: int | None = None
     #: how many requests a server fault applies to; None: every request until cleared
     times: int | None = 1
 
     def __post_init__(self) -> None:
         if self.status is not None and not 100 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP status (100-599), got {self.status}")
-        for name in ("latency", "slow_body", "retry_after", "event_delay", "break_after"):
+        for name in (
+            "latency",
+            "slow_body",
+            "retry_after",
+            "event_delay",
+            "break_after",
+            "big_body",
+        ):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative, got {value}")
@@ -80,6 +91,7 @@ _NUMBERS = {
     "times": int,
     "break_after": int,
     "event_delay": float,
+    "big_body": int,
 }
 _TEXTS = ("message", "code", "type")
 _FLAGS = ("malformed", "drop")

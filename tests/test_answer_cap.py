@@ -1,0 +1,88 @@
+"""An answer's body is read up to a cap (``TRACKING_MAX_RESPONSE_BYTES``, default 512 MiB),
+never past it, on the sync (httpx) and async (aiohttp) paths alike: a larger success answer is
+an ``APIResponseError``, not retried, and recorded like any unreadable 2xx, with an estimated
+cost (it may have been billed)."""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+from typing import Any
+
+import pytest
+
+import tracking
+from tests.conftest import API_KEY
+from tests.recorder import record_events
+from tracking.http import DEFAULT_MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES_ENV
+from tracking.testing.fake_images import solid_png
+
+PNG = solid_png(256, 256, (10, 20, 30))
+PARAMS = {"model": "gpt-image-2", "prompt": "x", "quality": "low", "size": "1024x1024"}
+CAP = 1_000_000
+
+
+def _call(fake, use_async: bool, fault: str, **kwargs: Any) -> Any:
+    params: dict[str, Any] = {
+        "image": PNG,
+        "api_base": fake.url,
+        "api_key": API_KEY,
+        "extra_headers": {"x-fake-fault": fault},
+        **PARAMS,
+        **kwargs,
+    }
+    if use_async:
+        return asyncio.run(tracking.aimage_edit(**params))
+    return tracking.image_edit(**params)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_an_answer_over_the_cap_is_not_read_past_it_and_is_recorded_as_maybe_billed(
+    fake, monkeypatch, use_async
+):
+    monkeypatch.setenv(MAX_RESPONSE_BYTES_ENV, str(CAP))
+    recorder = record_events(monkeypatch)
+    under = _call(fake, use_async, f"big_body={CAP - 1000}")  # under the cap: read whole
+    assert len(under.data[0].b64_json) > CAP - 2000
+
+    hits = fake.hits
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            tracking.APIResponseError, match="larger than 1,000,000 bytes"
+        ) as caught:
+            _call(fake, use_async, "big_body=200000000", max_retries=2)  # 200 MB
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 30 * CAP  # a few chunks past the cap at most, never the 200 MB
+    assert caught.value.status_code == 200
+    assert fake.hits == hits + 1  # a success answer: not retried (it was likely billed)
+    event = recorder.last
+    assert event.status == "failure" and event.error_type == "invalid_response"
+    assert event.attempts == 1 and event.http_status == 200
+    assert event.cost_source == "estimate" and event.cost_usd and event.cost_usd > 0
+    with pytest.raises(tracking.APIResponseError):  # a 2xx cut in the middle, for comparison
+        _call(fake, use_async, "malformed", max_retries=2)
+    unreadable = recorder.last
+    assert (event.cost_usd, event.cost_source, event.price_ref) == (
+        unreadable.cost_usd,
+        unreadable.cost_source,
+        unreadable.price_ref,
+    )
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("value", ["0", "-5", "lots", "1e9"])
+def test_a_cap_that_is_not_a_positive_number_of_bytes_is_a_configuration_error(
+    fake, monkeypatch, use_async, value
+):
+    monkeypatch.setenv(MAX_RESPONSE_BYTES_ENV, value)
+    with pytest.raises(tracking.ConfigurationError, match=MAX_RESPONSE_BYTES_ENV):
+        _call(fake, use_async, "latency=0")
+
+
+def test_the_default_cap_holds_the_largest_legitimate_answer():
+    # ten 3840x2160 RGBA images, incompressible PNG, in base64
+    largest = 10 * (3840 * 2160 * 4) * 4 // 3
+    assert largest < DEFAULT_MAX_RESPONSE_BYTES <= 2 * largest

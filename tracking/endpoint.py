@@ -1,0 +1,147 @@
+"""Where and how a call is sent, checked before anything is sent: the API key, ``api_base``
+and every header value.
+
+An HTTP client handed a key with a trailing newline, a NUL or a non-ASCII character raises its
+own exception quoting the whole header (key included), and httpx and aiohttp do not even agree
+on which values they refuse; a URL with an out-of-range port, a broken IPv6 host or a ``ftp://``
+scheme fails deep inside them with untyped errors, differently on the sync and async paths. So
+the call path checks these itself and raises a
+:class:`~tracking.errors.ConfigurationError` naming the setting (``api_key``, ``api_base``),
+never echoing a key, before a byte is sent: the same error on both paths, and never retried.
+
+:func:`check_api_key` and :func:`check_api_base` check what the caller passed
+(:func:`tracking.request.parse_call`); :func:`check_prepared` checks the request a provider
+built, so keys and URLs read from environment variables are held to the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "check_api_base",
+    "check_api_key",
+    "check_prepared",
+    "header_value_problem",
+    "is_header_name",
+]
+
+#: What a key may hold: visible ASCII, as every provider's keys and tokens are. No spaces, no
+#: control characters (a newline read from a file), nothing an HTTP header cannot carry.
+_KEY = re.compile(r"[\x21-\x7e]+")
+#: A header value both HTTP clients send unchanged: printable ASCII, spaces and tabs.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+#: A header name: an RFC 9110 token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What a URL may hold: printable ASCII without spaces, or any non-ASCII letter (an IDN host or
+#: path, which both clients encode); never a control character or whitespace.
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\s]")
+
+
+def check_api_key(value: object) -> str | None:
+    """The caller's ``api_key``: None (read from the environment), else a usable key."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"api_key: expected a string, got {type(value).__name__}", param="api_key"
+        )
+    problem = _key_problem(value)
+    if problem:
+        raise ConfigurationError(f"api_key: {problem}", param="api_key")
+    return value
+
+
+def _key_problem(key: str) -> str | None:
+    if not key.strip():
+        return "empty; pass the key, or leave api_key out to read it from the environment"
+    if _KEY.fullmatch(key) is None:
+        return (
+            "the key holds characters an HTTP header cannot carry (whitespace, a line break, a "
+            "control or non-ASCII character; keys are visible ASCII): check for a stray newline "
+            "or a copy-paste accident"
+        )
+    return None
+
+
+def check_api_base(value: object) -> str | None:
+    """The caller's ``api_base``: None (the environment's, else the provider's default), else a
+    non-blank string (the full URL is checked once the provider has built it)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"api_base: expected a URL string, got {type(value).__name__}", param="api_base"
+        )
+    if not value.strip():
+        raise ConfigurationError(
+            "api_base: empty; pass the upstream's URL, or leave api_base out (None) for the "
+            "default",
+            param="api_base",
+        )
+    return value
+
+
+def check_prepared(url: str, headers: Mapping[str, str], secrets: tuple[str, ...]) -> None:
+    """Refuse a request no HTTP client can send as built: a URL that is not a plain http(s)
+    URL, a header that carries a key no header can hold (from an environment variable), or a
+    header value with a character a header cannot carry."""
+    _check_url(url)
+    for name, value in headers.items():
+        if not isinstance(name, str) or not is_header_name(name):
+            raise ConfigurationError(f"a header name is not an HTTP token: {name!r}")
+        if not isinstance(value, str) or header_value_problem(value) is None:
+            continue
+        if any(secret and secret in value for secret in secrets):
+            raise ConfigurationError(
+                "api_key: the key (passed or read from the provider's environment variable) "
+                "holds characters an HTTP header cannot carry (whitespace, a line break, a "
+                "control or non-ASCII character; keys are visible ASCII)",
+                param="api_key",
+            )
+        raise ConfigurationError(
+            f"header {name}: {header_value_problem(value)}", param="extra_headers"
+        )
+
+
+def is_header_name(name: str) -> bool:
+    """Whether ``name`` is a valid HTTP header name (an RFC 9110 token)."""
+    return _TOKEN.fullmatch(name) is not None
+
+
+def header_value_problem(value: str) -> str | None:
+    """What makes ``value`` unfit for an HTTP header, or None when it is fit."""
+    if _HEADER_VALUE.fullmatch(value) is not None:
+        return None
+    if "\r" in value or "\n" in value:
+        return "line breaks are not allowed"
+    return "only printable ASCII is allowed (no control or non-ASCII characters)"
+
+
+def _check_url(url: str) -> None:
+    def refuse(problem: str) -> ConfigurationError:
+        return ConfigurationError(f"api_base: {problem}", param="api_base")
+
+    if _URL_FORBIDDEN.search(url):
+        raise refuse("the URL holds whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # reading it checks it: a ValueError when out of range
+    except ValueError as exc:
+        raise refuse(f"not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = parts.scheme if parts.scheme.isascii() and parts.scheme.isalnum() else "?"
+        raise refuse(f"not an http(s) URL (scheme {scheme!r})")
+    if parts.username is not None or parts.password is not None:
+        raise refuse(
+            "a URL with a user name or password (user:pass@host) is not accepted: pass the key "
+            "as api_key"
+        )
+    if not parts.hostname:
+        raise refuse("the URL has no host")
+    if port == 0:
+        raise refuse("port 0 is not a usable port")
