@@ -118,6 +118,28 @@ def test_hostile_spend_queries_are_clear_400s(proxy, client):
     _refused(response, "page")
 
 
+EDGE_DATES = [
+    ("end_date", "9999-12-31T23:59:59-14:00"),  # past datetime.max in UTC
+    ("start_date", "0001-01-01T00:00:00+01:00"),  # before datetime.min in UTC
+]
+
+
+def test_dates_past_the_datetime_range_are_clear_400s(proxy, client):
+    for path in ("/spend/logs", "/global/spend", "/global/spend/keys", "/global/spend/report"):
+        for name, value in EDGE_DATES:
+            response = client.get(
+                f"{proxy.url}{path}", headers=bearer(MASTER_KEY), params={name: value}
+            )
+            assert _refused(response, name)["code"] == "invalid_value", path
+    # The last datetime that is still in range in UTC is an ordinary filter.
+    response = client.get(
+        f"{proxy.url}/spend/logs",
+        headers=bearer(MASTER_KEY),
+        params={"start_date": "0001-01-01T00:00:00Z", "end_date": "9999-12-31T23:59:59Z"},
+    )
+    assert response.status_code == 200, response.text
+
+
 def test_a_key_in_the_query_string_is_refused(proxy, client):
     key = generate(client, proxy.url)["key"]
     for caller in (MASTER_KEY, key):

@@ -18,6 +18,7 @@ from .form import ClientDisconnected
 from .limits import MAX_ID_CHARS, bounded_int, bounded_text, money_limit
 
 __all__ = [
+    "DATE_RANGE",
     "Receive",
     "Scope",
     "Send",
@@ -29,6 +30,7 @@ __all__ = [
     "query_of",
     "read_json",
     "send_json",
+    "utc_datetime",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -41,6 +43,8 @@ _MAX_JSON_BYTES = 64 * 1024
 #: database integer or NUMERIC column cannot hold it.
 MAX_INT = 1_000_000_000
 MAX_USD = Decimal(1_000_000_000)
+#: Why a well-formed datetime is refused: in UTC it falls outside the years 1 to 9999.
+DATE_RANGE = "outside the dates this proxy can store (years 1 to 9999 in UTC)"
 
 
 def headers_of(scope: Scope) -> dict[str, str]:
@@ -150,7 +154,15 @@ def optional_date(query: Mapping[str, str], name: str) -> datetime | None:
     try:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
-        parsed = datetime.fromisoformat(value)
+        return utc_datetime(value)
     except ValueError:
         raise _bad(name, "expected a date (YYYY-MM-DD) or an ISO-8601 datetime") from None
+    except OverflowError:
+        raise _bad(name, DATE_RANGE) from None
+
+
+def utc_datetime(value: str) -> datetime:
+    """An ISO-8601 datetime in UTC (UTC if it names no offset). Raises ``ValueError`` when it
+    is not one, ``OverflowError`` when its UTC time is outside the years 1 to 9999."""
+    parsed = datetime.fromisoformat(value)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

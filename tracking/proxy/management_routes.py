@@ -17,6 +17,7 @@ from .account_store import EndUserRecord, KeyRecord
 from .budgets import PERIODS, period_window
 from .errors import ProxyError
 from .json_io import (
+    DATE_RANGE,
     Receive,
     Scope,
     Send,
@@ -27,6 +28,7 @@ from .json_io import (
     query_of,
     read_json,
     send_json,
+    utc_datetime,
 )
 from .keys import generate_key, hash_key, parse_duration
 from .limits import MAX_KEY_LIFETIME, MAX_RPM_LIMIT, end_user_id, key_hash
@@ -78,11 +80,14 @@ def requested_expiry(document: dict[str, Any], now: datetime) -> datetime | None
         return now + parse_duration(duration)
     if expires:
         try:
-            parsed = datetime.fromisoformat(expires)
-            parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-        except (ValueError, OverflowError):
+            parsed = utc_datetime(expires)
+        except ValueError:
             raise ProxyError(
                 400, "expires: expected an ISO-8601 datetime", param="expires"
+            ) from None
+        except OverflowError:
+            raise ProxyError(
+                400, f"expires: {DATE_RANGE}", param="expires", code="invalid_value"
             ) from None
         if parsed - now > MAX_KEY_LIFETIME:
             raise ProxyError(
