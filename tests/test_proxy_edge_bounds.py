@@ -6,7 +6,9 @@ After them all the proxy still serves an ordinary call and records it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -118,6 +120,28 @@ def test_hostile_spend_queries_are_clear_400s(proxy, client):
     _refused(response, "page")
 
 
+EDGE_DATES = [
+    ("end_date", "9999-12-31T23:59:59-14:00"),  # past datetime.max in UTC
+    ("start_date", "0001-01-01T00:00:00+01:00"),  # before datetime.min in UTC
+]
+
+
+def test_dates_past_the_datetime_range_are_clear_400s(proxy, client):
+    for path in ("/spend/logs", "/global/spend", "/global/spend/keys", "/global/spend/report"):
+        for name, value in EDGE_DATES:
+            response = client.get(
+                f"{proxy.url}{path}", headers=bearer(MASTER_KEY), params={name: value}
+            )
+            assert _refused(response, name)["code"] == "invalid_value", path
+    # The last datetime that is still in range in UTC is an ordinary filter.
+    response = client.get(
+        f"{proxy.url}/spend/logs",
+        headers=bearer(MASTER_KEY),
+        params={"start_date": "0001-01-01T00:00:00Z", "end_date": "9999-12-31T23:59:59Z"},
+    )
+    assert response.status_code == 200, response.text
+
+
 def test_a_key_in_the_query_string_is_refused(proxy, client):
     key = generate(client, proxy.url)["key"]
     for caller in (MASTER_KEY, key):
@@ -153,3 +177,63 @@ def test_hostile_call_fields_are_clear_400s_and_later_calls_are_recorded(proxy, 
         assert edit(client, proxy.url, MASTER_KEY, user=longest).status_code == 200
     # PostgreSQL rows arrive through the outbox: within seconds, not at once.
     wait_for(lambda: spend_rows(client, proxy.url, user=longest)["total"] == 3, timeout=20)
+
+
+def test_management_json_is_read_as_strictly_as_a_generation(proxy, client):
+    for path in ("/key/generate", "/customer/new", "/key/delete", "/key/update"):
+        # A key given twice is refused, not resolved by "the last one wins".
+        error = _refused(
+            _raw_json(client, f"{proxy.url}{path}", '{"max_budget": 1, "max_budget": 2}'),
+            "max_budget",
+        )
+        assert error["code"] == "invalid_json", path
+        nested = '{"key_alias": ' + "[" * 5000 + "]" * 5000 + "}"
+        answer = _raw_json(client, f"{proxy.url}{path}", nested)
+        assert answer.status_code == 400, (path, answer.status_code, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_json"
+    listed = client.get(f"{proxy.url}/key/list", headers=bearer(MASTER_KEY)).json()
+    assert listed["total_count"] == 0  # nothing was made from a refused body
+
+
+def test_a_key_cannot_be_made_already_expired(proxy, client):
+    for expires in ("2001-01-01T00:00:00Z", "2001-01-01", "0001-01-01T00:00:00+01:00"):
+        body = json.dumps({"expires": expires})
+        error = _refused(_raw_json(client, f"{proxy.url}/key/generate", body), "expires")
+        assert error["code"] == "invalid_value", expires
+    key = generate(client, proxy.url)["key"]
+    body = json.dumps({"key": key, "expires": "2001-01-01T00:00:00Z"})
+    _refused(_raw_json(client, f"{proxy.url}/key/update", body), "expires")
+    assert edit(client, proxy.url, key).status_code == 200  # the refused update changed nothing
+    ahead = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    made = generate(client, proxy.url, expires=ahead)
+    assert edit(client, proxy.url, made["key"]).status_code == 200
+
+
+MANAGEMENT_REFUSALS = [
+    ("POST", "/key/generate", {"models": "gpt-image-1"}, 400, "invalid_type"),
+    ("POST", "/key/generate", {"expires": "tomorrow"}, 400, "invalid_value"),
+    ("POST", "/key/generate", {"expires": "2099-01-01", "duration": "1d"}, 400, "invalid_value"),
+    ("GET", "/key/info", None, 400, "missing_required_parameter"),
+    ("POST", "/key/delete", {}, 400, "missing_required_parameter"),
+    ("POST", "/key/delete", {"keys": "sk-x"}, 400, "invalid_type"),
+    ("POST", "/key/update", {}, 400, "missing_required_parameter"),
+    ("POST", "/customer/new", {"user_id": "u", "blocked": "yes"}, 400, "invalid_type"),
+    ("POST", "/customer/delete", {"user_ids": "u"}, 400, "invalid_type"),
+    (
+        "POST",
+        "/customer/block",
+        {"user_ids": [str(i) for i in range(1001)]},
+        400,
+        "array_above_max_length",
+    ),
+    ("POST", "/key/generate", {"key_alias": "x" * 70_000}, 413, "request_too_large"),
+]
+
+
+def test_every_management_refusal_has_a_code(proxy, client):
+    for method, path, document, status, code in MANAGEMENT_REFUSALS:
+        answer = client.request(
+            method, f"{proxy.url}{path}", headers=bearer(MASTER_KEY), json=document
+        )
+        assert answer.status_code == status, (path, document, answer.text)
+        assert answer.json()["error"]["code"] == code, (path, document, answer.text)

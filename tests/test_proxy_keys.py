@@ -6,6 +6,7 @@ the session's fake upstream serves the module; each test makes its own keys and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -109,8 +110,8 @@ def test_401_missing_wrong_and_expired_keys(proxy, client, fake):
     for token in ("sk-not-a-key-of-this-proxy", generate_key()):  # badly shaped, well shaped
         wrong = edit(client, proxy.url, token)
         assert wrong.status_code == 401 and _error(wrong)["code"] == "invalid_api_key"
-    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
-    expired = generate(client, proxy.url, expires=past)["key"]
+    expired = generate(client, proxy.url, duration="1s")["key"]  # a past `expires` is a 400
+    time.sleep(1.1)
     refused = edit(client, proxy.url, expired)
     assert refused.status_code == 401 and _error(refused)["code"] == "expired_api_key"
     assert fake.hits == before  # nothing reached the upstream

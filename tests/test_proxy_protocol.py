@@ -359,7 +359,40 @@ def test_405_names_the_allowed_methods(proxy):
     response = httpx.get(f"{proxy.url}/v1/images/edits")
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert response.json()["error"]["code"] == "method_not_allowed"
-    assert httpx.delete(f"{proxy.url}/v1/models").headers["allow"] == "GET"
+    assert httpx.delete(f"{proxy.url}/v1/models").headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/health/liveliness",
+        "/health/liveness",
+        "/health/readiness",
+        "/health",
+        "/metrics",
+        "/v1/models",
+        "/v1/models/gpt-image-1",
+        "/openapi.json",
+        "/docs",
+    ],
+)
+def test_head_answers_wherever_get_does(proxy, path):
+    got = httpx.get(f"{proxy.url}{path}", headers=bearer(MASTER_KEY))
+    head = httpx.head(f"{proxy.url}{path}", headers=bearer(MASTER_KEY))
+    assert got.status_code == 200 and head.status_code == 200, (path, head.headers)
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    if path != "/metrics":  # its counters move between the two requests
+        assert head.headers["content-length"] == str(len(got.content))
+    # Refusals too: the same status and headers, no body.
+    refused = httpx.head(f"{proxy.url}/v1/models", headers=bearer("sk-wrong"))
+    assert refused.status_code == 401 and refused.content == b""
+    assert refused.headers["x-should-retry"] == "false"
+
+
+def test_head_on_a_post_only_path_is_a_405(proxy):
+    response = httpx.head(f"{proxy.url}/v1/images/edits")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
 
 
 def test_trailing_slashes_are_accepted(proxy):

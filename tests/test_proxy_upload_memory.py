@@ -58,7 +58,11 @@ def test_upload_bytes_in_flight_are_capped(tmp_path):
             assert statuses == [200, 200, 429, 429], [a.text for a in answers]
             refused = [a for a in answers if a.status_code == 429]
             assert {a.json()["error"]["code"] for a in refused} == {"upload_capacity_exceeded"}
+            # A refusal that waiting fixes, typed as every other rate limit of the proxy: the
+            # official clients obey x-should-retry and would not retry on "false".
+            assert {a.json()["error"]["type"] for a in refused} == {"requests"}
             assert all(a.headers["retry-after"] == "1" for a in refused)
+            assert all(a.headers["x-should-retry"] == "true" for a in refused)
             assert trouble.hits == 2
             too_big = _upload(proxy.url, 30)  # under max_request_size_mb, over the cap
             assert too_big.status_code == 413

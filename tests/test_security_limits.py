@@ -5,6 +5,7 @@ a declared or streamed oversized body is a 413."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -149,3 +150,38 @@ def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed(proxy) -> N
     streamed = httpx.post(f"{proxy.url}/v1/images/edits", content=chunks(), headers=headers)
     assert streamed.status_code == 413
     assert streamed.json()["error"]["code"] == "request_too_large"
+
+
+MALFORMED_REQUESTS = [
+    b"POST /v1/images/edits HTTP/1.1\r\nHost: p\r\nContent-Length: abc\r\n\r\n",
+    b"POST /v1/images/edits HTTP/1.1\r\nHost: p\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    b"POST /v1/images/edits HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Length: 5\r\n\r\n",
+    b"FROB /v1/models HTTP/1.1\r\nHost: p\r\n\r\n",
+    b"GET /v1/models?" + b"q" * 100_000 + b" HTTP/1.1\r\nHost: p\r\n\r\n",
+]
+
+
+def _raw_answer(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):  # the proxy closes the connection after a 400
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED_REQUESTS, ids=lambda r: r[:40].decode())
+def test_malformed_http_framing_gets_an_openai_shaped_400(proxy, request_bytes) -> None:
+    answer = _raw_answer(proxy.port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "HTTP/1.1 400 Bad Request", answer[:300]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    assert headers["content-type"] == "application/json"
+    assert headers["x-should-retry"] == "false" and headers["x-request-id"]
+    assert int(headers["content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_http_request"
+    assert httpx.get(f"{proxy.url}/health/liveliness").status_code == 200  # still serving

@@ -155,7 +155,11 @@ def _minted(proxy, model: str = "gpt-image-2") -> str:
 
 def test_a_tampered_or_expired_url_is_refused_never_served(proxy):
     url = _minted(proxy)
-    assert httpx.get(url, timeout=10).status_code == 200
+    served = httpx.get(url, timeout=10)
+    assert served.status_code == 200
+    head = httpx.head(url, timeout=10)  # HEAD as GET, without the body
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(served.content))
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     name = parts.path.rsplit("/", 1)[-1]

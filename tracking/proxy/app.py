@@ -17,8 +17,9 @@ which an edit's call takes as its own (so it is the ledger row's key, and what t
 clients show as ``request_id``); the upstream's id, when there is one, is in
 ``x-upstream-request-id``. While the upstream call runs the proxy listens for the client
 hanging up: from then on no new attempt starts (:mod:`tracking.call_control`). Paths match with
-or without a trailing slash; a known path with the wrong method is a 405 with ``Allow``; CORS
-answers browsers from ``general_settings.cors_allow_origins`` (off when empty).
+or without a trailing slash; ``HEAD`` works wherever ``GET`` does (the same status and headers,
+no body); a known path with the wrong method is a 405 with ``Allow``; CORS answers browsers
+from ``general_settings.cors_allow_origins`` (off when empty).
 
 Start-up (the ASGI lifespan) registers the config's prices, installs the configured callbacks
 and the proxy's own sinks (Prometheus, the ledger) and checks them, and lets the router report
@@ -141,7 +142,8 @@ class ProxyApp:
         self._allowed: dict[str, str] = {}  # path -> its methods, for 405's Allow
         for method, path in self._routes:
             known = self._allowed.get(path)
-            self._allowed[path] = f"{known}, {method}" if known else method
+            methods = "GET, HEAD" if method == "GET" else method
+            self._allowed[path] = f"{known}, {methods}" if known else methods
         self._cors = _Cors(config.general_settings.cors_allow_origins)
         self._openapi_body = json.dumps(
             openapi_document(self._routes, _version()), separators=(",", ":")
@@ -206,24 +208,27 @@ class ProxyApp:
         entry = AccessEntry.begin(scope)
         headers = _headers(scope) if self._cors.enabled else None
         origin = headers.get("origin") if headers is not None else None
+        method = scope["method"]
+        if method == "HEAD":  # GET's answer without its body
+            send = _without_body(send)
         send = entry.watch(_stamped(send, request_id, self._cors.answer_headers(origin)))
         path = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/") or "/"
-        method = scope["method"]
-        handler = self._routes.get((method, path))
-        if handler is None and method == "GET":
+        route_method = "GET" if method == "HEAD" else method
+        handler = self._routes.get((route_method, path))
+        if handler is None and route_method == "GET":
             handler = self._model_route(path)
         control = CallControl(request_id=request_id)  # an edit's call takes this id
         try:
             if handler is None:
                 if self.image_store is not None and scope["path"].startswith(STORED_PREFIX):
-                    if method != "GET":
+                    if route_method != "GET":
                         raise ProxyError(
                             405,
-                            f"Method not allowed: {method} (allowed: GET)",
+                            f"Method not allowed: {method} (allowed: GET, HEAD)",
                             code="method_not_allowed",
-                            headers={"allow": "GET"},
+                            headers={"allow": "GET, HEAD"},
                         )
                     await serve_stored(
                         self.image_store, scope["path"], scope.get("query_string", b""), send
@@ -461,7 +466,10 @@ class ProxyApp:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", content_type.encode())],
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -534,6 +542,20 @@ def _stamped(send: Send, request_id: str, extra: list[tuple[bytes, bytes]]) -> S
         await send(message)
 
     return stamped
+
+
+def _without_body(send: Send) -> Send:
+    """``send`` for a HEAD request: the answer's start (its ``content-length`` kept, as GET's
+    would be) and an empty body."""
+
+    async def headless(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return  # the last body message ends the answer
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return headless
 
 
 def _version() -> str:

@@ -112,10 +112,11 @@ class UploadBytes:
                 429,
                 f"too many upload bytes in flight on this proxy (at most {megabytes} at once; "
                 "general_settings.max_inflight_upload_mb); retry shortly",
-                type="rate_limit_error",
+                type="requests",
                 code="upload_capacity_exceeded",
                 headers={"retry-after": "1"},
                 reason="size",
+                retry=True,  # refused before more of the body was read: other uploads will end
             )
         self.in_flight += amount
         self._since_release += amount

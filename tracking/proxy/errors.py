@@ -11,7 +11,8 @@ Every answer says whether the official clients should retry it (``x-should-retry
 obey before looking at the status): ``false`` for every answer about an upstream call (the proxy
 has spent the call's retries already, so a client retry would multiply them) and for refusals a
 retry cannot fix (validation, auth, budgets, blocks); ``true``, with ``Retry-After``, only where
-waiting helps (a key's rpm, its parallel limit, no deployment free, the database briefly away).
+waiting helps (a key's rpm, its parallel limit, the upload bytes in flight at their cap, no
+deployment free, the database briefly away).
 
 :func:`from_exception` maps the SDK's exception tree: a validation fault is the caller's 400;
 an upstream 4xx passes through with its status and the upstream's own ``type`` and ``code``

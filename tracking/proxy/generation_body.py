@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ProxyError
 from .form import BOOL_FIELDS, INT_FIELDS, TEXT_FIELDS, read_body
+from .json_io import load_json_object
 from .limits import bounded_text, end_user_id
 
 __all__ = ["generation_params", "read_generation"]
@@ -32,19 +33,6 @@ _MAX_DEPTH = 32  # nesting deeper than this in an unknown key is not a real clie
 
 def _bad(message: str, param: str | None = None, code: str = "invalid_value") -> ProxyError:
     return ProxyError(400, message, param=param, code=code)
-
-
-def _no_constant(name: str) -> Any:
-    raise _bad(f"the JSON body has {name}, which is not a JSON number", code="invalid_json")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _bad(f"{key}: given more than once", key, "invalid_json")
-        result[key] = value
-    return result
 
 
 def _depth(value: Any, level: int = 0) -> int:
@@ -73,15 +61,7 @@ async def read_generation(
             code="invalid_content_type",
         )
     body = await read_body(receive, limit, within, received)
-    try:
-        payload = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except ProxyError:
-        raise
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _bad("the request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise _bad("the JSON body must be an object", code="invalid_json")
-    return generation_params(payload)
+    return generation_params(load_json_object(body))
 
 
 def generation_params(payload: dict[str, Any]) -> dict[str, Any]:

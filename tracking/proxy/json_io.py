@@ -2,6 +2,9 @@
 
 The key, customer and spend endpoints take a JSON body (bounded: they are small documents) or a
 query string, and answer JSON. Parsing faults are OpenAI-shaped 400s naming the field.
+:func:`load_json_object` is the one strict reading of a JSON request body, for these endpoints
+and for ``/images/generations`` alike: a key given twice, ``NaN`` / ``Infinity`` and nesting past
+the parser's depth are refused, never silently resolved (last key wins) or a 500.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from .form import ClientDisconnected
 from .limits import MAX_ID_CHARS, bounded_int, bounded_text, money_limit
 
 __all__ = [
+    "DATE_RANGE",
     "Receive",
     "Scope",
     "Send",
     "headers_of",
+    "load_json_object",
     "optional_date",
     "optional_int",
     "optional_money",
@@ -29,6 +34,7 @@ __all__ = [
     "query_of",
     "read_json",
     "send_json",
+    "utc_datetime",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -41,6 +47,8 @@ _MAX_JSON_BYTES = 64 * 1024
 #: database integer or NUMERIC column cannot hold it.
 MAX_INT = 1_000_000_000
 MAX_USD = Decimal(1_000_000_000)
+#: Why a well-formed datetime is refused: in UTC it falls outside the years 1 to 9999.
+DATE_RANGE = "outside the dates this proxy can store (years 1 to 9999 in UTC)"
 
 
 def headers_of(scope: Scope) -> dict[str, str]:
@@ -52,8 +60,58 @@ def query_of(scope: Scope) -> dict[str, str]:
     return dict(parse_qsl(raw, keep_blank_values=False))
 
 
+class _Constant:
+    """A ``NaN`` / ``Infinity`` / ``-Infinity`` in a body, refused by the object holding it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _constant_in(value: Any) -> _Constant | None:
+    """The first constant ``value`` is or holds in its lists (objects check their own values)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, _Constant):
+            return item
+        if isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ProxyError(400, f"{key}: given more than once", param=key, code="invalid_json")
+        constant = _constant_in(value)
+        if constant is not None:
+            raise ProxyError(
+                400,
+                f"{key}: {constant.name} is not a JSON number",
+                param=key,
+                code="invalid_json",
+            )
+        result[key] = value
+    return result
+
+
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object, read strictly: not JSON, not an object, a key given twice,
+    ``NaN`` or ``Infinity``, or nesting deeper than the parser goes is a 400 (``invalid_json``,
+    naming the key where there is one)."""
+    try:
+        document = json.loads(body, object_pairs_hook=_strict_object, parse_constant=_Constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ProxyError(400, "the request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(document, dict):
+        raise ProxyError(400, "the request body must be a JSON object", code="invalid_json")
+    return document
+
+
 async def read_json(receive: Receive) -> dict[str, Any]:
-    """The request body as a JSON object (an empty body is ``{}``)."""
+    """The request body as a JSON object, read by :func:`load_json_object` (an empty body is
+    ``{}``)."""
     body = bytearray()
     more = True
     while more:
@@ -63,16 +121,12 @@ async def read_json(receive: Receive) -> dict[str, Any]:
         body += message.get("body", b"")
         more = bool(message.get("more_body", False))
         if len(body) > _MAX_JSON_BYTES:
-            raise ProxyError(413, "request body too large for this endpoint (64 KB)")
+            raise ProxyError(
+                413, "request body too large for this endpoint (64 KB)", code="request_too_large"
+            )
     if not body.strip():
         return {}
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ProxyError(400, "the request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(document, dict):
-        raise ProxyError(400, "the request body must be a JSON object", code="invalid_json")
-    return document
+    return load_json_object(bytes(body))
 
 
 def _default(value: Any) -> Any:
@@ -150,7 +204,15 @@ def optional_date(query: Mapping[str, str], name: str) -> datetime | None:
     try:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
-        parsed = datetime.fromisoformat(value)
+        return utc_datetime(value)
     except ValueError:
         raise _bad(name, "expected a date (YYYY-MM-DD) or an ISO-8601 datetime") from None
+    except OverflowError:
+        raise _bad(name, DATE_RANGE) from None
+
+
+def utc_datetime(value: str) -> datetime:
+    """An ISO-8601 datetime in UTC (UTC if it names no offset). Raises ``ValueError`` when it
+    is not one, ``OverflowError`` when its UTC time is outside the years 1 to 9999."""
+    parsed = datetime.fromisoformat(value)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -70,7 +70,12 @@ def _key_hash_of(document: dict[str, Any]) -> str:
         return key if len(key) == 64 and key.isalnum() else hash_key(key)
     key_hash = optional_str(document, "key_hash")
     if key_hash is None:
-        raise ProxyError(400, "key: required (the key, or key_hash)", param="key", code="required")
+        raise ProxyError(
+            400,
+            "key: required (the key, or key_hash)",
+            param="key",
+            code="missing_required_parameter",
+        )
     return key_hash
 
 
@@ -101,10 +106,18 @@ def _user_ids(document: dict[str, Any]) -> list[str]:
         or not all(isinstance(i, str) and i.strip() for i in ids)
     ):
         raise ProxyError(
-            400, "user_ids: expected a non-empty list of end-user ids", param="user_ids"
+            400,
+            "user_ids: expected a non-empty list of end-user ids",
+            param="user_ids",
+            code="invalid_type",
         )
     if len(ids) > _MAX_PAGE:
-        raise ProxyError(400, f"user_ids: at most {_MAX_PAGE} at once", param="user_ids")
+        raise ProxyError(
+            400,
+            f"user_ids: at most {_MAX_PAGE} at once",
+            param="user_ids",
+            code="array_above_max_length",
+        )
     return list(dict.fromkeys(i.strip() for i in ids))
 
 

@@ -17,6 +17,7 @@ from .account_store import EndUserRecord, KeyRecord
 from .budgets import PERIODS, period_window
 from .errors import ProxyError
 from .json_io import (
+    DATE_RANGE,
     Receive,
     Scope,
     Send,
@@ -27,6 +28,7 @@ from .json_io import (
     query_of,
     read_json,
     send_json,
+    utc_datetime,
 )
 from .keys import generate_key, hash_key, parse_duration
 from .limits import MAX_KEY_LIFETIME, MAX_RPM_LIMIT, end_user_id, key_hash
@@ -56,7 +58,9 @@ def requested_models(document: dict[str, Any], known: frozenset[str]) -> tuple[s
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
-        raise ProxyError(400, "models: expected a list of model names", param="models")
+        raise ProxyError(
+            400, "models: expected a list of model names", param="models", code="invalid_type"
+        )
     unknown = sorted(set(value) - known)
     if unknown:
         raise ProxyError(
@@ -73,17 +77,29 @@ def requested_expiry(document: dict[str, Any], now: datetime) -> datetime | None
     duration = optional_str(document, "duration")
     expires = optional_str(document, "expires")
     if duration and expires:
-        raise ProxyError(400, "give duration or expires, not both", param="expires")
+        raise ProxyError(
+            400, "give duration or expires, not both", param="expires", code="invalid_value"
+        )
     if duration:
         return now + parse_duration(duration)
     if expires:
         try:
-            parsed = datetime.fromisoformat(expires)
-            parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-        except (ValueError, OverflowError):
+            parsed = utc_datetime(expires)
+        except ValueError:
             raise ProxyError(
-                400, "expires: expected an ISO-8601 datetime", param="expires"
+                400, "expires: expected an ISO-8601 datetime", param="expires", code="invalid_value"
             ) from None
+        except OverflowError:
+            raise ProxyError(
+                400, f"expires: {DATE_RANGE}", param="expires", code="invalid_value"
+            ) from None
+        if parsed <= now:  # a key born expired is a mistake; /key/delete ends a key
+            raise ProxyError(
+                400,
+                f"expires: must be in the future (got {parsed.isoformat()})",
+                param="expires",
+                code="invalid_value",
+            )
         if parsed - now > MAX_KEY_LIFETIME:
             raise ProxyError(
                 400,
@@ -114,7 +130,9 @@ def _blocked(document: dict[str, Any]) -> bool | None:
     if value is None:
         return None
     if not isinstance(value, bool):
-        raise ProxyError(400, "blocked: expected true or false", param="blocked")
+        raise ProxyError(
+            400, "blocked: expected true or false", param="blocked", code="invalid_type"
+        )
     return value
 
 
@@ -170,7 +188,12 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
                 )
             wanted = principal.key_hash
         if not wanted:
-            raise ProxyError(400, "key_hash: required with the master key", param="key_hash")
+            raise ProxyError(
+                400,
+                "key_hash: required with the master key",
+                param="key_hash",
+                code="missing_required_parameter",
+            )
         record = await asyncio.to_thread(store.get_key, wanted)
         if record is None:
             raise ProxyError(404, "no such key", param="key_hash", code="key_not_found")
@@ -184,11 +207,18 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         document = await read_json(receive)
         keys, hashes = document.get("keys", []), document.get("key_hashes", [])
         if not isinstance(keys, list) or not isinstance(hashes, list):
-            raise ProxyError(400, "keys / key_hashes: expected lists", param="keys")
+            raise ProxyError(
+                400, "keys / key_hashes: expected lists", param="keys", code="invalid_type"
+            )
         wanted = [hash_key(k) for k in keys if isinstance(k, str)]
         wanted += [d for h in hashes if isinstance(h, str) and (d := key_hash(h, "key_hashes"))]
         if not wanted:
-            raise ProxyError(400, "keys: give the keys (or key_hashes) to delete", param="keys")
+            raise ProxyError(
+                400,
+                "keys: give the keys (or key_hashes) to delete",
+                param="keys",
+                code="missing_required_parameter",
+            )
         deleted = await asyncio.to_thread(store.delete_keys, wanted)
         for digest in wanted:
             accounts.virtual_keys.forget(digest)

@@ -1,4 +1,5 @@
-"""The proxy's HTTP protocol: uvicorn's httptools protocol with a deadline on the header section.
+"""The proxy's HTTP protocol: uvicorn's httptools protocol with a deadline on the header section,
+and OpenAI-shaped refusals of requests the HTTP parser cannot read.
 
 uvicorn bounds the idle time between requests (keep-alive) but not how long a client may take
 to send a request's headers, so a client trickling a header line byte by byte ("slowloris")
@@ -7,6 +8,13 @@ holds its connection for ever. Here every request's header section must be compl
 made or of the request's first byte, else the connection is closed; the body has its own
 deadline in :mod:`tracking.proxy.form`. Imported only by the server: it needs uvicorn and
 httptools (the proxy extra).
+
+A request whose framing httptools refuses (a malformed or repeated ``Content-Length``,
+``Transfer-Encoding`` beside ``Content-Length``, an unknown method, a request line or header
+past the parser's limits) never reaches the app: uvicorn answers it with a 400 and closes the
+connection. That answer keeps uvicorn's status and ``connection: close`` but carries the
+proxy's JSON error (``code: invalid_http_request``, ``x-should-retry: false``, an
+``x-request-id``) instead of ``text/plain`` "Invalid HTTP request received.".
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..config import DEFAULT_REQUEST_READ_TIMEOUT
+from ..ids import new_request_id
+from .errors import ProxyError
 
 __all__ = ["HeaderDeadlineProtocol"]
 
@@ -50,6 +60,28 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools cannot parse, as an OpenAI-shaped error."""
+        error = ProxyError(
+            400,
+            "invalid HTTP request: its request line or headers could not be parsed "
+            "(for example a malformed or repeated Content-Length, or Transfer-Encoding "
+            "with Content-Length)",
+            code="invalid_http_request",
+        )
+        body = error.body()
+        headers = [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()),
+            (b"x-request-id", new_request_id().encode()),
+            (b"connection", b"close"),
+        ]
+        head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\n" + head + b"\r\n" + body)
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
