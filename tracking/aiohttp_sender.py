@@ -108,6 +108,8 @@ class AiohttpSender:
             ) as answer:
                 try:
                     capped = CappedBody(answer.status, answer.headers, limit)
+                    if capped.declared_within:  # the common case: one read, as before the cap
+                        return answer.status, answer.headers, await answer.read()
                     async for chunk in answer.content.iter_any():
                         if not capped.add(chunk):
                             answer.close()  # the rest unread: the connection is not reused

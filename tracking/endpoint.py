@@ -16,6 +16,7 @@ built, so keys and URLs read from environment variables are held to the same rul
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -122,6 +123,7 @@ def header_value_problem(value: str) -> str | None:
     return "only printable ASCII is allowed (no control or non-ASCII characters)"
 
 
+@functools.lru_cache(maxsize=256)  # the same few upstream URLs, call after call
 def _check_url(url: str) -> None:
     def refuse(problem: str) -> ConfigurationError:
         return ConfigurationError(f"api_base: {problem}", param="api_base")

@@ -95,7 +95,7 @@ class CappedBody:
     its declared length, before any of it is read, when it is not compressed); an error
     answer's body is cut at the limit (its first bytes say what went wrong)."""
 
-    __slots__ = ("_chunks", "_headers", "_limit", "_size", "_status")
+    __slots__ = ("_chunks", "_headers", "_limit", "_size", "_status", "declared_within")
 
     def __init__(self, status: int, headers: Mapping[str, str], limit: int) -> None:
         self._status = status
@@ -105,13 +105,15 @@ class CappedBody:
         self._size = 0
         declared = headers.get("content-length")
         encoding = headers.get("content-encoding", "identity").strip().lower()
-        if (
-            declared is not None
-            and declared.isascii()
-            and declared.isdigit()
-            and int(declared) > limit
-            and encoding == "identity"
-        ):
+        length = (
+            int(declared)
+            if declared is not None and declared.isascii() and declared.isdigit()
+            else None
+        )
+        #: The answer declares an uncompressed length within the limit: the client, which
+        #: reads no more than a declared length, can read it whole in one go.
+        self.declared_within = length is not None and length <= limit and encoding == "identity"
+        if length is not None and length > limit and encoding == "identity":
             self._over()
 
     def add(self, chunk: bytes) -> bool:
