@@ -86,3 +86,55 @@ def test_the_default_cap_holds_the_largest_legitimate_answer():
     # ten 3840x2160 RGBA images, incompressible PNG, in base64
     largest = 10 * (3840 * 2160 * 4) * 4 // 3
     assert largest < DEFAULT_MAX_RESPONSE_BYTES <= 2 * largest
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_streamed_calls_error_answer_is_read_only_as_far_as_its_message(use_async):
+    """An error answer to a streamed call was read whole, however large: an upstream sending
+    an endless error body held all of it in memory."""
+    from aiohttp import web
+
+    from tracking.testing.app_thread import AppThread
+
+    async def endless_error(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        answer = web.StreamResponse(status=400, headers={"content-type": "application/json"})
+        await answer.prepare(request)
+        await answer.write(b'{"error": {"message": "no", "type": "invalid_request_error"}}')
+        chunk = b" " * 65536
+        for _ in range(3200):  # 200 MB unless the reader stops
+            await answer.write(chunk)
+        await answer.write_eof()
+        return answer
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/images/edits", endless_error)
+    server = AppThread(app, name="endless-error", shutdown_timeout=0.1)
+    port = server.start()
+    params: dict[str, Any] = {
+        "image": PNG,
+        "api_base": f"http://127.0.0.1:{port}/v1",
+        "api_key": API_KEY,
+        "stream": True,
+        "max_retries": 0,
+        **PARAMS,
+    }
+
+    async def open_async() -> None:
+        await tracking.aimage_edit(**params)
+
+    def open_stream() -> None:
+        if use_async:
+            asyncio.run(open_async())
+        else:
+            tracking.image_edit(**params)
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(tracking.BadRequestError, match="no"):
+            open_stream()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        server.stop()
+    assert peak < 20 * 1024 * 1024, peak

@@ -28,7 +28,7 @@ from . import bus
 from .errors import StreamClosed
 from .events import ImageEditEvent
 from .flow import Answer, Emit, Sleep, consult_async, consult_sync, release_frames
-from .http import POOL, origin_of
+from .http import POOL, CappedBody, origin_of
 from .request import call_type_of
 from .stream_events import ImageEditStreamEvent
 from .stream_flow import Deliver, OpenStream, ReadStream, stream_flow
@@ -45,6 +45,8 @@ _CLOSED_EARLY = "the caller closed the stream before its completed event"
 #: much, so its connection can be pooled (async calls; a sync call closes it).
 _DRAIN_SECONDS = 0.05
 _DRAIN_BYTES = 64 * 1024
+#: An error answer to a streamed call is read up to this much (its message is at the start).
+_ERROR_BYTES = 1024 * 1024
 
 
 class _StreamState:
@@ -317,9 +319,13 @@ class _SyncAnswer:
                 timeout=effect.timeout,
             )
             response = client.send(request, stream=True)
-            if response.status_code >= 400:  # an error answer is small: read it whole
+            if response.status_code >= 400:  # an error answer: its first bytes say what failed
                 try:
-                    body = response.read()
+                    capped = CappedBody(response.status_code, response.headers, _ERROR_BYTES)
+                    for chunk in response.iter_bytes():
+                        if not capped.add(chunk):
+                            break
+                    body = capped.body()
                 finally:
                     response.close()
                 return Answer(response.status_code, response.headers, body)
@@ -362,10 +368,14 @@ class _AsyncAnswer:
             )
             if response.status >= 400:
                 try:
+                    capped = CappedBody(response.status, response.headers, _ERROR_BYTES)
                     with as_httpx_errors():
-                        body = await response.read()
+                        async for chunk in response.content.iter_any():
+                            if not capped.add(chunk):
+                                break
+                    body = capped.body()
                 finally:
-                    response.release()
+                    response.close()  # an error answer's connection is not worth pooling
                 return Answer(response.status, response.headers, body)
         except BaseException as exc:  # handed to the flow, which maps, records and re-raises it
             return exc
