@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, settings
 from PIL import Image
 
 from tracking.testing import FakeOpenAI
+from tracking.testing.app_thread import AppThread
 
 # Property-based tests: "ci" (the default) keeps every run small and bounded; run with
 # HYPOTHESIS_PROFILE=thorough to search harder locally. No example database is written.
@@ -76,3 +79,19 @@ def png() -> Callable[..., bytes]:
 
 
 pytest_plugins = ["tests.services", "tests.ledger_support"]
+
+
+@contextlib.contextmanager
+def edits_upstream(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], name: str = "test-upstream"
+) -> Iterator[str]:
+    """Serve ``handler`` as ``POST /v1/images/edits`` on loopback (an upstream that misbehaves
+    in one particular way); yields its ``api_base``."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/images/edits", handler)
+    server = AppThread(app, name=name, shutdown_timeout=0.1)
+    port = server.start()
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.stop()

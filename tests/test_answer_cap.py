@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import tracking
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, edits_upstream
 from tests.recorder import record_events
 from tracking.http import DEFAULT_MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES_ENV
 from tracking.testing.fake_images import solid_png
@@ -94,8 +94,6 @@ def test_a_streamed_calls_error_answer_is_read_only_as_far_as_its_message(use_as
     an endless error body held all of it in memory."""
     from aiohttp import web
 
-    from tracking.testing.app_thread import AppThread
-
     async def endless_error(request: web.Request) -> web.StreamResponse:
         await request.read()
         answer = web.StreamResponse(status=400, headers={"content-type": "application/json"})
@@ -107,18 +105,8 @@ def test_a_streamed_calls_error_answer_is_read_only_as_far_as_its_message(use_as
         await answer.write_eof()
         return answer
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/v1/images/edits", endless_error)
-    server = AppThread(app, name="endless-error", shutdown_timeout=0.1)
-    port = server.start()
-    params: dict[str, Any] = {
-        "image": PNG,
-        "api_base": f"http://127.0.0.1:{port}/v1",
-        "api_key": API_KEY,
-        "stream": True,
-        "max_retries": 0,
-        **PARAMS,
-    }
+    params: dict[str, Any] = {"image": PNG, "api_key": API_KEY, "stream": True, **PARAMS}
+    params["max_retries"] = 0
 
     async def open_async() -> None:
         await tracking.aimage_edit(**params)
@@ -129,12 +117,13 @@ def test_a_streamed_calls_error_answer_is_read_only_as_far_as_its_message(use_as
         else:
             tracking.image_edit(**params)
 
-    tracemalloc.start()
-    try:
-        with pytest.raises(tracking.BadRequestError, match="no"):
-            open_stream()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        server.stop()
+    with edits_upstream(endless_error, "endless-error") as api_base:
+        params["api_base"] = api_base
+        tracemalloc.start()
+        try:
+            with pytest.raises(tracking.BadRequestError, match="no"):
+                open_stream()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
     assert peak < 20 * 1024 * 1024, peak

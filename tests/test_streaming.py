@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import tracking
-from tests.conftest import API_KEY, make_png
+from tests.conftest import API_KEY, edits_upstream, make_png
 from tests.recorder import EventRecorder, record_events
 from tracking.integrations.otel import OtelLogger
 from tracking.integrations.prometheus import PrometheusLogger
@@ -411,8 +411,6 @@ def test_a_done_marker_after_the_completed_event_ends_the_stream_cleanly(recorde
     (an event that is not JSON) and threw away the image the upstream had billed."""
     from aiohttp import web
 
-    from tracking.testing.app_thread import AppThread
-
     completed = {
         "type": "image_edit.completed",
         "b64_json": "iVBORw0KGgo=",
@@ -440,15 +438,9 @@ def test_a_done_marker_after_the_completed_event_ends_the_stream_cleanly(recorde
         await answer.write_eof()
         return answer
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/v1/images/edits", edit)
-    server = AppThread(app, name="done-marker", shutdown_timeout=0.1)
-    port = server.start()
-    try:
-        upstream = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": API_KEY}
+    with edits_upstream(edit, "done-marker") as api_base:
+        upstream = {"api_base": api_base, "api_key": API_KEY}
         events = list(tracking.image_edit(**call(upstream), stream=True))
-    finally:
-        server.stop()
     assert [e.type for e in events] == ["image_edit.completed"]
     (event,) = recorder.events
     assert event.status == "success" and event.cost_source == "custom"

@@ -21,9 +21,8 @@ from aiohttp import web
 
 import tracking
 from tracking.response import MAX_TOKENS
-from tracking.testing.app_thread import AppThread
 
-from .conftest import make_png
+from .conftest import edits_upstream, make_png
 from .recorder import EventRecorder, record_events
 
 B64_PNG = "iVBORw0KGgo="  # what the image is does not matter here: only the usage is read
@@ -35,40 +34,21 @@ GOOD = {
 }
 
 
-class UsageUpstream:
-    """Answers every edit 200 with one image and the usage the request's ``x-usage`` header
-    holds (JSON)."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self._server: AppThread | None = None
-        self.url = ""
-
-    def __enter__(self) -> UsageUpstream:
-        async def edit(request: web.Request) -> web.Response:
-            self.hits += 1
-            await request.read()
-            usage = json.loads(request.headers["x-usage"])
-            body = {"created": 1, "data": [{"b64_json": B64_PNG}], "usage": usage}
-            if "x-size" in request.headers:  # the size the answer says it made
-                body["size"] = request.headers["x-size"]
-            return web.json_response(body)
-
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/images/edits", edit)
-        self._server = AppThread(app, name="usage-upstream", shutdown_timeout=0.1)
-        self.url = f"http://127.0.0.1:{self._server.start()}/v1"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.stop()
+async def _answer(request: web.Request) -> web.Response:
+    """One image and the usage the request's ``x-usage`` header holds (JSON), with the size its
+    ``x-size`` header names, if any."""
+    await request.read()
+    body: dict[str, Any] = {"created": 1, "data": [{"b64_json": B64_PNG}]}
+    body["usage"] = json.loads(request.headers["x-usage"])
+    if "x-size" in request.headers:  # the size the answer says it made
+        body["size"] = request.headers["x-size"]
+    return web.json_response(body)
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[UsageUpstream]:
-    with UsageUpstream() as server:
-        yield server
+def upstream() -> Iterator[str]:
+    with edits_upstream(_answer, "usage-upstream") as api_base:
+        yield api_base
 
 
 @pytest.fixture
@@ -77,7 +57,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
 
 
 def _edit(
-    upstream: UsageUpstream, usage: Any, *, use_async: bool, size: str | None = None
+    upstream: str, usage: Any, *, use_async: bool, size: str | None = None
 ) -> tracking.ImageResponse:
     params: dict[str, Any] = {
         "model": "gpt-image-2",
@@ -85,7 +65,7 @@ def _edit(
         "prompt": "a red hat",
         "size": "1024x1024",
         "quality": "low",
-        "api_base": upstream.url,
+        "api_base": upstream,
         "api_key": "sk-test",
         "max_retries": 0,
         "extra_headers": {"x-usage": json.dumps(usage), **({"x-size": size} if size else {})},
