@@ -127,6 +127,14 @@ def _deployment(entry: Any, where: str) -> Deployment:
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigurationError(f"{where}: litellm_params.model is required")
+    from ..request import model_without_name
+
+    bare = model_without_name(model)
+    if bare is not None:
+        raise ConfigurationError(
+            f"{where}: litellm_params.model {model!r} names the provider {bare!r} but no model "
+            f"after it (for example '{bare}/<model>')"
+        )
     info = entry.get("model_info") or {}
     if not isinstance(info, Mapping):
         raise ConfigurationError(f"{where}: model_info must be a mapping")
