@@ -165,6 +165,9 @@ _DEPLOYMENT: dict[str, Check] = {
     "model_name": _is_str,
     "litellm_params": _is_mapping,
     "model_info": _is_mapping,
+    # LiteLLM reads these beside litellm_params too (inside it wins): passed to the router.
+    "rpm": _is_int(1),
+    "tpm": _is_int(1),
 }
 _LITELLM_SETTINGS: dict[str, Check] = {
     "success_callback": _is_str_list,
@@ -415,6 +418,9 @@ def parse_config(
         if not isinstance(params, Mapping):
             continue
         checked = faults.check_section(params, _LITELLM_PARAMS, f"{path}.litellm_params")
+        for limit in ("rpm", "tpm"):  # beside litellm_params: the same limit
+            if limit in good and limit not in checked:
+                checked[limit] = good[limit]
         if params.get("model") is None:
             faults.errors.append(f"{path}.litellm_params.model: required")
         if "model_name" in good and "model" in checked:
