@@ -48,6 +48,11 @@ DEFAULT_MAX_INFLIGHT_UPLOAD_MB = 192.0
 #: hold the server).
 DEFAULT_REQUEST_READ_TIMEOUT = 120.0
 _ENV_PREFIX = "os.environ/"
+#: The longest timeout or cooldown a config may set, in seconds (a call's own ``timeout`` may be
+#: at most this long too: :data:`tracking.request.MAX_TIMEOUT`).
+MAX_SECONDS = 86_400.0
+#: The most retries a config may give a call (a call's own ``max_retries`` too).
+MAX_RETRIES = 100
 
 #: A config file larger than this is refused before it is read (ordinary ones are a few KB).
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -69,11 +74,13 @@ def _is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "expected true or false"
 
 
-def _is_int(low: int = 0) -> Check:
+def _is_int(low: int = 0, high: int | None = None) -> Check:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return "expected an integer"
-        return None if value >= low else f"must be at least {low}, got {value}"
+        if value < low:
+            return f"must be at least {low}, got {value}"
+        return None if high is None or value <= high else f"must be at most {high}, got {value}"
 
     return check
 
@@ -90,9 +97,20 @@ def _is_non_negative_number(value: Any) -> str | None:
     return None if value >= 0 else f"must be at least 0, got {value}"
 
 
-def _is_number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "expected a number"
+def _is_seconds(value: Any) -> str | None:
+    """A duration: finite, > 0 and at most a day (what a call's own ``timeout`` may be)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "expected a number of seconds"
+    if not 0 < value <= MAX_SECONDS:
+        return f"must be greater than 0 and at most {MAX_SECONDS:g} seconds, got {value}"
+    return None
+
+
+def _is_cooldown(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "expected a number of seconds"
+    if not 0 <= value <= MAX_SECONDS:
+        return f"must be between 0 and {MAX_SECONDS:g} seconds, got {value}"
     return None
 
 
@@ -133,20 +151,23 @@ _LITELLM_PARAMS: dict[str, Check] = {
     "api_key": _is_str,
     "api_base": _is_url,
     "api_version": _is_str,
-    "rpm": _is_int(0),
-    "tpm": _is_int(0),
-    "timeout": _is_positive_number,
-    "stream_timeout": _is_positive_number,
-    "max_retries": _is_int(0),
+    "rpm": _is_int(1),
+    "tpm": _is_int(1),
+    "timeout": _is_seconds,
+    "stream_timeout": _is_seconds,
+    "max_retries": _is_int(0, MAX_RETRIES),
     "drop_params": _is_bool,
     "organization": _is_str,
-    "weight": _is_number,
+    "weight": _is_non_negative_number,
     "order": _is_int(1),
 }
 _DEPLOYMENT: dict[str, Check] = {
     "model_name": _is_str,
     "litellm_params": _is_mapping,
     "model_info": _is_mapping,
+    # LiteLLM reads these beside litellm_params too (inside it wins): passed to the router.
+    "rpm": _is_int(1),
+    "tpm": _is_int(1),
 }
 _LITELLM_SETTINGS: dict[str, Check] = {
     "success_callback": _is_str_list,
@@ -154,8 +175,8 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "callbacks": _is_str_list,
     "fallbacks": _is_list,
     "drop_params": _is_bool,
-    "num_retries": _is_int(0),
-    "request_timeout": _is_positive_number,
+    "num_retries": _is_int(0, MAX_RETRIES),
+    "request_timeout": _is_seconds,
     "set_verbose": _is_bool,
     "json_logs": _is_bool,
     "enable_end_user_cost_tracking_prometheus_only": _is_bool,
@@ -169,11 +190,11 @@ _ROUTER_SETTINGS: dict[str, Check] = {
         "latency-based-routing",
         "cost-based-routing",
     ),
-    "num_retries": _is_int(0),
-    "timeout": _is_positive_number,
+    "num_retries": _is_int(0, MAX_RETRIES),
+    "timeout": _is_seconds,
     "allowed_fails": _is_int(0),
-    "cooldown_time": _is_number,
-    "retry_after": _is_number,
+    "cooldown_time": _is_cooldown,
+    "retry_after": _is_non_negative_number,
     "fallbacks": _is_list,
     "context_window_fallbacks": _is_list,
     "enable_pre_call_checks": _is_bool,
@@ -187,7 +208,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "master_key": _is_str,
     "database_url": _is_str,
     "max_request_size_mb": _is_positive_number,
-    "request_read_timeout": _is_positive_number,
+    "request_read_timeout": _is_seconds,
     "max_parallel_requests_per_key": _is_int(0),
     "max_inflight_upload_mb": _is_non_negative_number,
     "require_auth_for_metrics": _is_bool,
@@ -397,6 +418,9 @@ def parse_config(
         if not isinstance(params, Mapping):
             continue
         checked = faults.check_section(params, _LITELLM_PARAMS, f"{path}.litellm_params")
+        for limit in ("rpm", "tpm"):  # beside litellm_params: the same limit
+            if limit in good and limit not in checked:
+                checked[limit] = good[limit]
         if params.get("model") is None:
             faults.errors.append(f"{path}.litellm_params.model: required")
         if "model_name" in good and "model" in checked:

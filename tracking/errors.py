@@ -298,6 +298,9 @@ class APIError(TrackingError):
 
     error_type = "api_error"
     retryable = False
+    #: Raised once the provider had accepted the call's job (FLUX's submit, then polls): the
+    #: job is billed whatever followed, so it is never submitted again, on any deployment.
+    job_submitted = False
 
     def __init__(
         self,

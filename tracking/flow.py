@@ -33,6 +33,7 @@ from .errors import (
     APIResponseError,
     APITimeoutError,
     ConfigurationError,
+    ContentPolicyError,
     TrackingError,
     mask_secrets,
     status_error_class,
@@ -245,6 +246,7 @@ def send_once(
     outcome = progress.outcome = yield Send(prepared, timeout)
     answer = _read_answer(outcome, prepared, provider)
     if isinstance(answer, Poll):
+        progress.job_accepted = True  # billed from here on, whatever the polls say
         answer = yield from _follow(answer, provider, timeout)
     progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
     return _priced_as(answer, prepared)
@@ -299,6 +301,7 @@ def _attempts(
         latency_ms: float | None = None
         sent: float | None = None
         progress.outcome = None
+        progress.job_accepted = False
         try:
             if target.backoff:
                 yield Sleep(_backoff(progress.attempts, target.retry_after), before_retry=True)
@@ -311,7 +314,11 @@ def _attempts(
         except BaseException as exc:  # reported (in-flight counts, cooldowns) before deciding
             if sent is not None:
                 latency_ms = (time.perf_counter() - sent) * 1000
-            if outcome_unknown(progress.outcome, exc):  # sent whole, answer lost: maybe billed
+            if outcome_unknown(progress.outcome, exc) or (  # sent whole, answer lost: maybe billed
+                # an accepted job whose result never came (its polls failed, it timed out, its
+                # result could not be downloaded) is billed all the same; a moderated one is not
+                progress.job_accepted and not isinstance(exc, ContentPolicyError)
+            ):
                 progress.unknown_outcomes += 1
             if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
                 run_steps(route.done(target, exc, latency_ms, None))
@@ -349,6 +356,8 @@ class _Progress:
     http_status: int | None = None
     unknown_outcomes: int = 0  #: attempts sent whole whose answer never came back whole
     outcome: Any = None  #: what the transport gave back for the attempt's request
+    #: the attempt's job was accepted upstream (its answer was a poll): billed, whatever follows
+    job_accepted: bool = False
 
 
 def _read_answer(
@@ -423,6 +432,7 @@ def _follow(
 
 def _not_retried(error: APIError) -> APIError:
     error.retryable = False  # this instance only: the job was submitted, so it is billed
+    error.job_submitted = True  # nor sent to another deployment by a router (401/403/404)
     return error
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "end_user_of",
     "image_edit_params",
     "image_generation_params",
+    "model_without_name",
     "operation_of",
     "parse_call",
     "require_text",
@@ -199,6 +200,13 @@ def split_provider(model: str) -> tuple[str, str]:
     if sep and rest and is_provider(prefix):
         return prefix, rest
     return "openai", model
+
+
+def model_without_name(model: str) -> str | None:
+    """The provider of a ``model`` that names a registered provider and nothing after it
+    (``"gemini/"``, ``"azure/ "``); None for any other name."""
+    prefix, sep, rest = model.partition("/")
+    return prefix if sep and not rest.strip() and is_provider(prefix) else None
 
 
 def image_edit_params(
@@ -397,6 +405,14 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         )
     if image is None and not generating:
         raise ValidationError("image: required", param="image", rule="required")
+    bare = model_without_name(model)
+    if bare is not None:  # "gemini/": sent to OpenAI as is, with the key meant for Gemini
+        raise ValidationError(
+            f"model: {model!r} names the provider {bare!r} but no model after it "
+            f"(for example '{bare}/<model>')",
+            param="model",
+            rule="required",
+        )
     provider, upstream_model = split_provider(model)
     family = family_for(upstream_model, operation)
 

@@ -145,6 +145,11 @@ class ImageResponse:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
             raise APIResponseError("the upstream's JSON has no 'data' list")
+        for index, item in enumerate(raw["data"]):
+            if not _has_image(item):  # null, 5, {"b64_json": 5}: no image to hand on
+                raise APIResponseError(
+                    f"the upstream's data[{index}] holds no image (a b64_json or url string)"
+                )
         return cls(raw=raw, _body=bytes(body))
 
     @property
@@ -226,6 +231,13 @@ class ImageResponse:
             f"size={self.size!r}, quality={self.quality!r}, cost_usd={self.cost_usd}, "
             f"request_id={self.request_id!r})"
         )
+
+
+def _has_image(item: Any) -> bool:
+    """Whether an answer's ``data`` item carries an image: a non-empty ``b64_json`` or ``url``."""
+    if not isinstance(item, dict):
+        return False
+    return any(isinstance(item.get(k), str) and item[k] for k in ("b64_json", "url"))
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from ..errors import ConfigurationError
 __all__ = ["Deployment", "parse_fallbacks", "parse_model_list", "resolve_env"]
 
 _ENV_PREFIX = "os.environ/"
+#: The longest timeout a deployment may set (a call's own ``timeout`` is held to it too).
+MAX_TIMEOUT = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,14 @@ def _deployment(entry: Any, where: str) -> Deployment:
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigurationError(f"{where}: litellm_params.model is required")
+    from ..request import model_without_name
+
+    bare = model_without_name(model)
+    if bare is not None:
+        raise ConfigurationError(
+            f"{where}: litellm_params.model {model!r} names the provider {bare!r} but no model "
+            f"after it (for example '{bare}/<model>')"
+        )
     info = entry.get("model_info") or {}
     if not isinstance(info, Mapping):
         raise ConfigurationError(f"{where}: model_info must be a mapping")
@@ -186,14 +197,28 @@ def _positive_int(value: Any, where: str) -> int | None:
 def _weight(value: Any, where: str) -> float:
     if value is None:
         return 1.0
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigurationError(f"{where}: litellm_params.weight must be a number >= 0")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigurationError(
+            f"{where}: litellm_params.weight must be a finite number >= 0, got {value!r}"
+        )
     return float(value)
 
 
 def _timeout(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigurationError(f"{where}: litellm_params.timeout must be a positive number")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_TIMEOUT  # also False for NaN
+    ):
+        raise ConfigurationError(
+            f"{where}: litellm_params.timeout must be a positive number of seconds, "
+            f"at most {MAX_TIMEOUT:g}, got {value!r}"
+        )
     return float(value)

@@ -55,7 +55,7 @@ class NoDeploymentAvailableError(RateLimitError):
 
 def is_deployment_fault(error: BaseException) -> bool:
     """Whether another deployment might succeed where this one failed."""
-    if not isinstance(error, APIError):
+    if not isinstance(error, APIError) or error.job_submitted:  # a billed job: never again
         return False
     return error.retryable or error.status_code in _DEPLOYMENT_STATUSES
 

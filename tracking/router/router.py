@@ -23,7 +23,13 @@ from ..api import call_async, call_sync
 from ..errors import ConfigurationError
 from ..request import image_edit_params, image_generation_params
 from ..targets import Steps, run_steps
-from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
+from .deployments import (
+    MAX_TIMEOUT,
+    Deployment,
+    parse_fallbacks,
+    parse_model_list,
+    resolve_env,
+)
 from .route import CallRoute
 from .state import MemoryState, RedisState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
@@ -36,6 +42,10 @@ __all__ = ["CooldownObserver", "Router"]
 log = logging.getLogger("tracking.router")
 
 P = ParamSpec("P")
+
+#: The most retries within a group a router may give a call (a call's own ``max_retries`` is
+#: held to the same bound).
+MAX_RETRIES = 100
 
 #: Called with (model group, deployment id) when this process puts a deployment in cooldown.
 CooldownObserver = Callable[[str, str], None]
@@ -119,12 +129,15 @@ class Router:
         self.groups: dict[str, tuple[Deployment, ...]] = {k: tuple(v) for k, v in groups.items()}
         self.fallbacks = parse_fallbacks(fallbacks, self.groups)
         self.strategy = strategy_named(routing_strategy)
-        self.num_retries = _count("num_retries", num_retries)
+        self.num_retries = _count("num_retries", num_retries, high=MAX_RETRIES)
         self.allowed_fails = _count("allowed_fails", allowed_fails)
         if isinstance(cooldown_time, bool) or not isinstance(cooldown_time, int | float):
             raise ConfigurationError("cooldown_time: expected a number of seconds")
-        if cooldown_time < 0:
-            raise ConfigurationError("cooldown_time: must be >= 0")
+        if not 0 <= cooldown_time <= MAX_TIMEOUT:  # also False for NaN
+            raise ConfigurationError(
+                f"cooldown_time: must be between 0 and {MAX_TIMEOUT:g} seconds, "
+                f"got {cooldown_time!r}"
+            )
         self.cooldown_time = float(cooldown_time)
         if state is None:
             state = (
@@ -217,7 +230,9 @@ class Router:
         )
 
 
-def _count(name: str, value: Any) -> int:
+def _count(name: str, value: Any, *, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigurationError(f"{name}: expected an integer >= 0, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigurationError(f"{name}: must be at most {high}, got {value!r}")
     return value

@@ -76,9 +76,11 @@ class WeightedRandom:
         self, candidates: Sequence[Deployment], snapshot: Snapshot, call: CallShape
     ) -> Deployment:
         weights = [d.weight for d in candidates]
-        if sum(weights) <= 0:
+        heaviest = max(weights)
+        if heaviest <= 0:
             return random.choice(list(candidates))
-        return random.choices(list(candidates), weights=weights)[0]
+        # Relative to the heaviest: huge weights (1e308 each) would otherwise sum to infinity.
+        return random.choices(list(candidates), weights=[w / heaviest for w in weights])[0]
 
 
 class LeastBusy:
