@@ -183,3 +183,27 @@ def test_by_project_lists_the_providers_side_only(capsys, fake, ledger):
     (row,) = json.loads(out)
     assert row["key"] == "proj_fake" and row["their_images"] == 1
     assert row["our_images"] is None and "does not know OpenAI projects" in row["note"]
+
+
+def test_a_missing_or_stray_ledger_and_bad_windows_are_one_line_errors(capsys, fake, tmp_path):
+    base = ["reconcile", "--api-base", fake.url, "--admin-key", ADMIN]
+    missing = tmp_path / "missing.db"
+    code = main([*base, "--since", TODAY.isoformat(), "--database-url", f"sqlite:///{missing}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no ledger at" in err and "Traceback" not in err
+    assert not missing.exists()  # reconciling never creates a ledger
+
+    stray = tmp_path / "stray.db"
+    stray.write_bytes(b"\x00garbage" * 512)
+    code = main([*base, "--since", TODAY.isoformat(), "--database-url", f"sqlite:///{stray}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "file is not a database" in err and "Traceback" not in err
+
+    code = main([*base, "--since", "2026-05-09", "--until", "2026-05-01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is after --until" in err  # never 1 (drift)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--since", "2026-05-01", "--until", "9999-12-31"])
+    assert exit_info.value.code == 2
+    assert "out of range" in capsys.readouterr().err

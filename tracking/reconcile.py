@@ -292,13 +292,17 @@ def reconcile(
     api_base: str | None,
     admin_key: str | None,
 ) -> list[ReconcileRow]:
-    from tracking.integrations.sql import create_ledger_engine, query_billed
+    import sqlalchemy as sa
+
+    from tracking.integrations.sql import query_billed
+    from tracking.integrations.sql._commands import open_existing_ledger
+    from tracking.integrations.sql._engine import unreachable
 
     key = admin_key or os.environ.get("OPENAI_ADMIN_KEY")
     if not key:
         raise ReconcileError("no admin key: pass --admin-key or set OPENAI_ADMIN_KEY")
     base = api_base or os.environ.get("OPENAI_BASE_URL") or DEFAULT_API_BASE
-    engine = create_ledger_engine(database_url)
+    engine = open_existing_ledger(database_url)  # never creates one; its schema checked
     try:
         billed = query_billed(
             engine,
@@ -307,6 +311,8 @@ def reconcile(
             until=until + timedelta(days=1),
             by="model" if by == "project" else by,
         )
+    except sa.exc.DatabaseError as exc:
+        raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
     ours = {row.key: row for row in billed} if by != "project" else {}

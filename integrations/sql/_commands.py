@@ -38,7 +38,7 @@ def migrate_command(url: str | None, out: TextIO) -> int:
         # Refuses a newer or foreign schema before touching anything, else migrates to the head.
         check_schema(engine, auto_migrate=True)
         after = current_revision(engine)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:
         raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
@@ -65,7 +65,7 @@ def spend_command(
     engine = open_existing_ledger(url)
     try:
         rows = query_spend(engine, user=user, since=since, until=until, by=by, operation=operation)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:
         raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
@@ -85,7 +85,7 @@ def open_existing_ledger(url: str | None) -> Engine:
     engine = create_ledger_engine(resolved)
     try:
         check_schema(engine)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:
         engine.dispose()
         raise unreachable(engine.url, exc) from None
     except BaseException:
