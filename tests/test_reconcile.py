@@ -207,3 +207,65 @@ def test_a_missing_or_stray_ledger_and_bad_windows_are_one_line_errors(capsys, f
         main([*base, "--since", "2026-05-01", "--until", "9999-12-31"])
     assert exit_info.value.code == 2
     assert "out of range" in capsys.readouterr().err
+
+
+_HOSTILE_COSTS = {
+    "nan": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": NaN}}]}]}',
+    "infinity": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": "Infinity"}}]}]}',
+    "text": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": "twelve"}}]}]}',
+    "huge": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": 1e999999999}}]}]}',
+    "a list": b"[1, 2]",
+    "a bucket that is a number": b'{"data": [1]}',
+    "a start that is text": b'{"data": [{"start_time": "monday", "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": 1}}]}]}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HOSTILE_COSTS))
+def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, ledger, case):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Provider(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if "/usage/" in self.path:
+                raw = b'{"data": [{"start_time": 1767225600, "results": [{"images": "many"}]}]}'
+                raw = raw if case == "text" else b'{"data": []}'
+            else:
+                raw = _HOSTILE_COSTS[case]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = main(
+            [
+                "reconcile",
+                "--since",
+                TODAY.isoformat(),
+                "--database-url",
+                ledger,
+                "--api-base",
+                f"http://127.0.0.1:{server.server_address[1]}",
+                "--admin-key",
+                ADMIN,
+                "--by",
+                "day" if case == "a start that is text" else "model",
+            ]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code == 2, err  # never 1: a scheduled job reads that as drift
+    assert err.startswith("tracking reconcile: error: ") and err.count("\n") == 1

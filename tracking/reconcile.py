@@ -109,15 +109,58 @@ def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[
             body = json.loads(answer.content, parse_float=Decimal)
         except ValueError:
             raise ReconcileError(f"{path}: the answer is not JSON") from None
-        yield from body.get("data") or ()
+        if not isinstance(body, dict) or not isinstance(body.get("data") or [], list):
+            raise ReconcileError(f"{path}: the answer is not a page of buckets")
+        for bucket in body.get("data") or ():
+            if not isinstance(bucket, dict) or not isinstance(bucket.get("results") or [], list):
+                raise ReconcileError(f"{path}: a bucket of the answer is not an object")
+            for result in bucket.get("results") or ():
+                if not isinstance(result, dict):
+                    raise ReconcileError(f"{path}: a result of the answer is not an object")
+            yield bucket
         page = body.get("next_page")
         if not body.get("has_more") or not page:
             return
     raise ReconcileError(f"{path}: more than 1000 pages; narrow the window")
 
 
+#: No image bill comes near a trillion dollars (10**12): a larger amount is a broken answer,
+#: and would overflow the comparison's arithmetic.
+_MAX_AMOUNT_DIGITS = 12
+
+
 def _bucket_day(bucket: Mapping[str, Any]) -> str:
-    return datetime.fromtimestamp(int(bucket["start_time"]), UTC).date().isoformat()
+    start = bucket.get("start_time")
+    try:
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise TypeError
+        return datetime.fromtimestamp(start, UTC).date().isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise ReconcileError(f"the provider's bucket start {start!r} is not a time") from None
+
+
+def _count(value: Any, what: str) -> int:
+    """A count from the provider's answer: a whole number of 0 or more (absent: 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ReconcileError(f"the provider's {what} {str(value)[:40]!r} is not a count")
+    return value
+
+
+def _amount(value: Any) -> Decimal:
+    """An amount from the provider's answer: a finite number of dollars (absent: 0)."""
+    if value is None:
+        return Decimal(0)
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
+            raise TypeError
+        amount = Decimal(value)
+    except (TypeError, ArithmeticError):
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount.adjusted() >= _MAX_AMOUNT_DIGITS:  # no arithmetic
+        raise ReconcileError(f"the provider's cost {str(value)[:40]!r} is not an amount of dollars")
+    return amount
 
 
 def _is_image_model(model: str, known: set[str]) -> bool:
@@ -150,8 +193,10 @@ def fetch_provider(
         ):
             for result in bucket.get("results") or ():
                 key = _key(by, bucket, result.get("model"), result.get("project_id"))
-                images[key] = images.get(key, 0) + int(result.get("images") or 0)
-                requests[key] = requests.get(key, 0) + int(result.get("num_model_requests") or 0)
+                images[key] = images.get(key, 0) + _count(result.get("images"), "image count")
+                requests[key] = requests.get(key, 0) + _count(
+                    result.get("num_model_requests"), "request count"
+                )
         cost_group = ["line_item", "project_id"] if by == "project" else ["line_item"]
         for bucket in _pages(client, "/organization/costs", {**window, "group_by": cost_group}):
             for result in bucket.get("results") or ():
@@ -159,8 +204,10 @@ def fetch_provider(
                 if not _is_image_model(model, known_models):
                     continue
                 key = _key(by, bucket, model, result.get("project_id"))
-                amount = (result.get("amount") or {}).get("value") or 0
-                costs[key] = costs.get(key, Decimal(0)) + Decimal(str(amount))
+                amount = result.get("amount") or {}
+                if not isinstance(amount, dict):
+                    raise ReconcileError("the provider's cost is not an object with a value")
+                costs[key] = costs.get(key, Decimal(0)) + _amount(amount.get("value"))
     return {
         key: ProviderRow(key, images.get(key, 0), requests.get(key, 0), costs.get(key, Decimal(0)))
         for key in sorted(set(images) | set(costs))
