@@ -218,9 +218,23 @@ def _start(value: date | datetime) -> datetime:
     return datetime.combine(value, datetime.min.time(), tzinfo=UTC)
 
 
+def _text(text: str) -> str:
+    """A value sent to the database: UTF-8 without NUL (argv bytes that are not UTF-8 reach
+    Python as lone surrogates, which no driver can send)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        # never echoed: a database URL may hold a password
+        raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("contains a NUL character")
+    return text
+
+
 def _database_url_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
+        type=_text,
         metavar="URL",
         help="the ledger database (default: $TRACKING_DATABASE_URL, else sqlite:///./tracking.db)",
     )
@@ -374,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_migrate)
 
     spend = commands.add_parser("spend", help="show spend from the ledger")
-    spend.add_argument("--user", help="only this end user")
+    spend.add_argument("--user", type=_text, help="only this end user")
     spend.add_argument("--since", type=_date_or_time, metavar="DATE", help="from (inclusive)")
     spend.add_argument(
         "--until", type=_date_or_time, metavar="DATE", help="to (a date includes that day)"

@@ -348,6 +348,8 @@ def reconcile(
     key = admin_key or os.environ.get("OPENAI_ADMIN_KEY")
     if not key:
         raise ReconcileError("no admin key: pass --admin-key or set OPENAI_ADMIN_KEY")
+    if not (key.isascii() and key.isprintable()):  # it goes in a header (never echoed)
+        raise ReconcileError("the admin key has characters no key has (non-ASCII or control)")
     base = api_base or os.environ.get("OPENAI_BASE_URL") or DEFAULT_API_BASE
     engine = open_existing_ledger(database_url)  # never creates one; its schema checked
     try:
