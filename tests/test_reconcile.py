@@ -269,3 +269,50 @@ def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, ledge
     err = capsys.readouterr().err
     assert code == 2, err  # never 1: a scheduled job reads that as drift
     assert err.startswith("tracking reconcile: error: ") and err.count("\n") == 1
+
+
+def test_an_endless_answer_is_refused_without_reading_it_whole(capsys, ledger):
+    """A broken admin API streaming without end: one line, exit 2, memory bounded."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sent = []
+
+    class Provider(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 40))  # a terabyte promised
+            self.end_headers()
+            block = b" " * (1 << 20)
+            try:
+                for _ in range(1024):  # at most 1 GiB, unless the client hangs up first
+                    self.wfile.write(block)
+                    sent.append(len(block))
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = main(
+            [
+                "reconcile",
+                "--since",
+                TODAY.isoformat(),
+                "--database-url",
+                ledger,
+                "--api-base",
+                f"http://127.0.0.1:{server.server_address[1]}",
+                "--admin-key",
+                ADMIN,
+            ]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code == 2 and "the answer is larger than" in err, err
+    assert sum(sent) < 256 * (1 << 20)  # the client hung up long before the end

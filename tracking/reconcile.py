@@ -89,24 +89,47 @@ class ReconcileRow:
         }
 
 
+#: One page of the admin API is a few kilobytes (31 daily buckets): a bigger answer is broken,
+#: and is never read whole into memory.
+_MAX_PAGE_BYTES = 16 * 1024 * 1024
+
+
+def _get(client: httpx.Client, path: str, query: dict[str, Any]) -> tuple[int, bytes | None]:
+    """The status and body of one page (None: the body passed ``_MAX_PAGE_BYTES``)."""
+    with client.stream("GET", path, params=query) as answer:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in answer.iter_bytes():
+            size += len(chunk)
+            if size > _MAX_PAGE_BYTES:
+                if answer.status_code != 200:
+                    break  # an error's first bytes are enough to report it
+                return answer.status_code, None
+            chunks.append(chunk)
+        return answer.status_code, b"".join(chunks)
+
+
 def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every bucket of a paged admin endpoint, following ``next_page``."""
     page: str | None = None
     for _ in range(1000):  # a bound on a misbehaving cursor
         query = {**params, "limit": _PAGE_LIMIT, **({"page": page} if page else {})}
         try:
-            answer = client.get(path, params=query)
+            status, content = _get(client, path, query)
         except httpx.HTTPError as exc:
             raise ReconcileError(f"cannot reach the provider's admin API: {exc}") from None
-        if answer.status_code in (401, 403):
+        if status in (401, 403):
             raise ReconcileError(
-                f"the provider refused the admin key (HTTP {answer.status_code}); pass an "
+                f"the provider refused the admin key (HTTP {status}); pass an "
                 "organization admin key with --admin-key or OPENAI_ADMIN_KEY"
             )
-        if answer.status_code != 200:
-            raise ReconcileError(f"{path}: HTTP {answer.status_code}: {answer.text[:200]}")
+        if status != 200:
+            text = (content or b"")[:200].decode(errors="replace")
+            raise ReconcileError(f"{path}: HTTP {status}: {text}")
+        if content is None:
+            raise ReconcileError(f"{path}: the answer is larger than {_MAX_PAGE_BYTES} bytes")
         try:
-            body = json.loads(answer.content, parse_float=Decimal)
+            body = json.loads(content, parse_float=Decimal)
         except ValueError:
             raise ReconcileError(f"{path}: the answer is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("data") or [], list):
