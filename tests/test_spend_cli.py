@@ -194,3 +194,24 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(capsys, tmp_path):
         assert code == 1 and "Traceback" not in err, err
         assert "cannot open the ledger database" in err and "file is not a database" in err
     assert stray.read_text().startswith("these are not")  # left as it was
+
+
+def test_reading_never_writes_the_schema_into_another_database(capsys, tmp_path):
+    import sqlite3
+
+    other = tmp_path / "app.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE users (id INTEGER)")
+    db.commit()
+    db.close()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for path in (other, empty):
+        url = f"sqlite:///{path}"
+        for argv in (["spend"], ["ledger", "quarantine", "list"]):
+            code, _, err = _run(capsys, *argv, "--database-url", url)
+            assert code == 1 and "no spend_logs table" in err and "Traceback" not in err
+    db = sqlite3.connect(other)
+    tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    db.close()
+    assert tables == ["users"]

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from tracking.errors import ConfigurationError
 
 from ._engine import create_ledger_engine, redact, resolve_url, unreachable
-from ._migrate import check_schema, current_revision
+from ._migrate import _has_spend_logs, check_schema, current_revision
 from ._queries import GroupBy, SpendRow, query_spend
 
 if TYPE_CHECKING:
@@ -84,6 +84,12 @@ def open_existing_ledger(url: str | None) -> Engine:
             )
     engine = create_ledger_engine(resolved)
     try:
+        if resolved.get_backend_name() == "sqlite" and not _has_spend_logs(engine):
+            # Reading never writes a schema into an empty file or another application's database.
+            raise ConfigurationError(
+                f"no ledger in {resolved.database} (it has no spend_logs table; "
+                "`tracking migrate` creates one)"
+            )
         check_schema(engine)
     except sa.exc.DatabaseError as exc:
         engine.dispose()
