@@ -362,11 +362,7 @@ def reconcile(
     api_base: str | None,
     admin_key: str | None,
 ) -> list[ReconcileRow]:
-    import sqlalchemy as sa
-
-    from tracking.integrations.sql import query_billed
-    from tracking.integrations.sql._commands import open_existing_ledger
-    from tracking.integrations.sql._engine import unreachable
+    from tracking.integrations.sql import read_billed
 
     key = admin_key or os.environ.get("OPENAI_ADMIN_KEY")
     if not key:
@@ -374,19 +370,13 @@ def reconcile(
     if not (key.isascii() and key.isprintable()):  # it goes in a header (never echoed)
         raise ReconcileError("the admin key has characters no key has (non-ASCII or control)")
     base = api_base or os.environ.get("OPENAI_BASE_URL") or DEFAULT_API_BASE
-    engine = open_existing_ledger(database_url)  # never creates one; its schema checked
-    try:
-        billed = query_billed(
-            engine,
-            provider="openai",
-            since=since,
-            until=until + timedelta(days=1),
-            by="model" if by == "project" else by,
-        )
-    except sa.exc.DatabaseError as exc:
-        raise unreachable(engine.url, exc) from None
-    finally:
-        engine.dispose()
+    billed = read_billed(  # never creates a ledger; its schema checked
+        database_url,
+        provider="openai",
+        since=since,
+        until=until + timedelta(days=1),
+        by="model" if by == "project" else by,
+    )
     ours = {row.key: row for row in billed} if by != "project" else {}
     theirs = fetch_provider(
         api_base=base,

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import sqlalchemy as sa
 
 from tracking.errors import ConfigurationError
 
+from ._billing import BilledRow, query_billed
 from ._engine import create_ledger_engine, redact, resolve_url, unreachable
 from ._migrate import _has_spend_logs, check_schema, current_revision
 from ._queries import GroupBy, SpendRow, query_spend
@@ -25,7 +26,13 @@ from ._queries import GroupBy, SpendRow, query_spend
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["migrate_command", "open_existing_ledger", "render_spend", "spend_command"]
+__all__ = [
+    "migrate_command",
+    "open_existing_ledger",
+    "read_billed",
+    "render_spend",
+    "spend_command",
+]
 
 FORMATS = ("table", "json", "csv")
 
@@ -71,6 +78,25 @@ def spend_command(
         engine.dispose()
     render_spend(rows, by=by, fmt=fmt, out=out)
     return 0
+
+
+def read_billed(
+    url: str | None,
+    *,
+    provider: str,
+    since: date | datetime,
+    until: date | datetime,
+    by: Literal["day", "model"],
+) -> list[BilledRow]:
+    """:func:`query_billed` on a ledger that must already exist (never created); a database
+    that cannot be read is a :class:`~tracking.errors.ConfigurationError`."""
+    engine = open_existing_ledger(url)
+    try:
+        return query_billed(engine, provider=provider, since=since, until=until, by=by)
+    except sa.exc.DatabaseError as exc:
+        raise unreachable(engine.url, exc) from None
+    finally:
+        engine.dispose()
 
 
 def open_existing_ledger(url: str | None) -> Engine:
