@@ -164,3 +164,50 @@ def _without_config(process: ProxyProcess):  # the command ProxyProcess runs, mi
         return process.process
 
     return launch
+
+
+def test_argv_bytes_that_are_not_utf8_are_one_line_errors_never_echoing_a_password(tmp_path):
+    """A Latin-1 terminal hands Python lone surrogates, which no database driver or header
+    can send: refused as usage errors, never a UnicodeEncodeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.ledger_support import open_ledger
+
+    ledger = tmp_path / "ledger.db"
+    open_ledger(f"sqlite:///{ledger}").shutdown(10)
+    url = os.fsencode(f"sqlite:///{ledger}")
+    cases = [
+        ([b"spend", b"--user", b"caf\xe9", b"--database-url", url], 2, b"not valid UTF-8"),
+        (
+            [b"spend", b"--database-url", b"postgresql://app:hunter2@127.0.0.1:1/x\xff"],
+            2,
+            b"not valid UTF-8",
+        ),
+        (
+            [
+                b"reconcile",
+                b"--since",
+                b"2026-01-01",
+                b"--admin-key",
+                b"sk-\xc3\xa9",
+                b"--api-base",
+                b"http://127.0.0.1:1",
+                b"--database-url",
+                url,
+            ],
+            2,
+            b"the admin key has characters",
+        ),
+    ]
+    for argv, code, message in cases:
+        result = subprocess.run(
+            [os.fsencode(sys.executable), b"-m", b"tracking.cli", *argv],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == code, result.stderr
+        assert message in result.stderr and b"Traceback" not in result.stderr
+        assert b"hunter2" not in result.stderr and b"sk-" not in result.stderr

@@ -312,3 +312,14 @@ def test_keys_are_stored_hashed_only(proxy, client, ledger_file):
         engine.dispose()
     text = repr(rows)
     assert made["key_hash"] in text and made["key"] not in text
+
+
+@pytest.mark.parametrize("raw", ["inf", "Infinity", "nan", "-1", "soon"])
+def test_a_key_cache_time_that_is_not_a_finite_number_is_ignored(monkeypatch, raw):
+    """`inf` would keep a deleted key's record, and let it spend, for ever."""
+    from tracking.proxy.keys import DEFAULT_CACHE_SECONDS, cache_seconds_from_environment
+
+    monkeypatch.setenv("TRACKING_KEY_CACHE_SECONDS", raw)
+    assert cache_seconds_from_environment() == DEFAULT_CACHE_SECONDS
+    monkeypatch.setenv("TRACKING_KEY_CACHE_SECONDS", "0.5")
+    assert cache_seconds_from_environment() == 0.5

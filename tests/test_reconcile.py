@@ -183,3 +183,136 @@ def test_by_project_lists_the_providers_side_only(capsys, fake, ledger):
     (row,) = json.loads(out)
     assert row["key"] == "proj_fake" and row["their_images"] == 1
     assert row["our_images"] is None and "does not know OpenAI projects" in row["note"]
+
+
+def test_a_missing_or_stray_ledger_and_bad_windows_are_one_line_errors(capsys, fake, tmp_path):
+    base = ["reconcile", "--api-base", fake.url, "--admin-key", ADMIN]
+    missing = tmp_path / "missing.db"
+    code = main([*base, "--since", TODAY.isoformat(), "--database-url", f"sqlite:///{missing}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no ledger at" in err and "Traceback" not in err
+    assert not missing.exists()  # reconciling never creates a ledger
+
+    stray = tmp_path / "stray.db"
+    stray.write_bytes(b"\x00garbage" * 512)
+    code = main([*base, "--since", TODAY.isoformat(), "--database-url", f"sqlite:///{stray}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "file is not a database" in err and "Traceback" not in err
+
+    code = main([*base, "--since", "2026-05-09", "--until", "2026-05-01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is after --until" in err  # never 1 (drift)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--since", "2026-05-01", "--until", "9999-12-31"])
+    assert exit_info.value.code == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+_HOSTILE_COSTS = {
+    "nan": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": NaN}}]}]}',
+    "infinity": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": "Infinity"}}]}]}',
+    "text": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": "twelve"}}]}]}',
+    "huge": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": 1e999999999}}]}]}',
+    "a list": b"[1, 2]",
+    "a bucket that is a number": b'{"data": [1]}',
+    "a start that is text": b'{"data": [{"start_time": "monday", "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": 1}}]}]}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HOSTILE_COSTS))
+def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, ledger, case):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Provider(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if "/usage/" in self.path:
+                raw = b'{"data": [{"start_time": 1767225600, "results": [{"images": "many"}]}]}'
+                raw = raw if case == "text" else b'{"data": []}'
+            else:
+                raw = _HOSTILE_COSTS[case]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = main(
+            [
+                "reconcile",
+                "--since",
+                TODAY.isoformat(),
+                "--database-url",
+                ledger,
+                "--api-base",
+                f"http://127.0.0.1:{server.server_address[1]}",
+                "--admin-key",
+                ADMIN,
+                "--by",
+                "day" if case == "a start that is text" else "model",
+            ]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code == 2, err  # never 1: a scheduled job reads that as drift
+    assert err.startswith("tracking reconcile: error: ") and err.count("\n") == 1
+
+
+def test_an_endless_answer_is_refused_without_reading_it_whole(capsys, ledger):
+    """A broken admin API streaming without end: one line, exit 2, memory bounded."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sent = []
+
+    class Provider(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 40))  # a terabyte promised
+            self.end_headers()
+            block = b" " * (1 << 20)
+            try:
+                for _ in range(1024):  # at most 1 GiB, unless the client hangs up first
+                    self.wfile.write(block)
+                    sent.append(len(block))
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = main(
+            [
+                "reconcile",
+                "--since",
+                TODAY.isoformat(),
+                "--database-url",
+                ledger,
+                "--api-base",
+                f"http://127.0.0.1:{server.server_address[1]}",
+                "--admin-key",
+                ADMIN,
+            ]
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code == 2 and "the answer is larger than" in err, err
+    assert sum(sent) < 256 * (1 << 20)  # the client hung up long before the end

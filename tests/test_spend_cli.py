@@ -164,3 +164,54 @@ def test_an_unreachable_database_is_a_clear_error(capsys):
         code, _, err = _run(capsys, command, "--database-url", url)
         assert code == 1 and "cannot open the ledger database" in err
         assert "hunter2secret" not in err and "Traceback" not in err
+
+
+def test_out_of_range_and_reversed_windows_are_one_line_errors(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'bounds.db'}"
+    _fill(url)
+    # The last day there is: "includes that whole day" has no next midnight, so no upper bound.
+    code, out, err = _run(capsys, "spend", "--until", "9999-12-31", "--database-url", url)
+    assert code == 0 and "Traceback" not in err
+    assert out.splitlines()[2].split() == ["total", "5", "0", "5", "1.2200000010", "1"]
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["spend", "--since", "0001-01-01T00:00:00+05:00", "--database-url", url])
+    assert exit_info.value.code == 2
+    assert "out of range in UTC" in capsys.readouterr().err
+
+    code, _, err = _run(
+        capsys, "spend", "--since", "2026-05-09", "--until", "2026-05-01", "--database-url", url
+    )
+    assert code == 1 and "is after --until" in err and err.count("\n") == 1
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(capsys, tmp_path):
+    stray = tmp_path / "notes.db"
+    stray.write_text("these are not the rows you are looking for\n" * 100)
+    url = f"sqlite:///{stray}"
+    for command in ("spend", "migrate"):
+        code, _, err = _run(capsys, command, "--database-url", url)
+        assert code == 1 and "Traceback" not in err, err
+        assert "cannot open the ledger database" in err and "file is not a database" in err
+    assert stray.read_text().startswith("these are not")  # left as it was
+
+
+def test_reading_never_writes_the_schema_into_another_database(capsys, tmp_path):
+    import sqlite3
+
+    other = tmp_path / "app.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE users (id INTEGER)")
+    db.commit()
+    db.close()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for path in (other, empty):
+        url = f"sqlite:///{path}"
+        for argv in (["spend"], ["ledger", "quarantine", "list"]):
+            code, _, err = _run(capsys, *argv, "--database-url", url)
+            assert code == 1 and "no spend_logs table" in err and "Traceback" not in err
+    db = sqlite3.connect(other)
+    tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    db.close()
+    assert tables == ["users"]

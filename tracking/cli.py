@@ -50,8 +50,11 @@ def _spend(args: argparse.Namespace) -> int:
     from tracking.integrations.sql import spend_command
 
     until = args.until
+    if args.since is not None and until is not None and _start(args.since) > _start(until):
+        raise CommandError(f"--since {args.since} is after --until {until}")
     if isinstance(until, date) and not isinstance(until, datetime):
-        until = until + timedelta(days=1)  # a date-only --until includes that whole UTC day
+        # a date-only --until includes that whole UTC day (the last day there is: no bound)
+        until = until + timedelta(days=1) if until < date.max else None
     return spend_command(
         args.database_url,
         user=args.user,
@@ -143,9 +146,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from .reconcile import ReconcileError, reconcile, render
+    from .reconcile import reconcile, render
 
     until = args.until or datetime.now(UTC).date()
+    if args.since > until:
+        # exit 2, never 1: a scheduled job reads 1 as drift
+        print(
+            f"tracking reconcile: error: --since {args.since} is after --until {until}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         rows = reconcile(
             database_url=args.database_url,
@@ -156,7 +166,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             api_base=args.api_base,
             admin_key=args.admin_key,
         )
-    except ReconcileError as exc:
+    except TrackingError as exc:  # the provider's figures or the ledger's could not be read
         print(f"tracking reconcile: error: {exc.message}", file=sys.stderr)
         return 2
     render(rows, by=args.by, fmt=args.format, out=sys.stdout)
@@ -165,9 +175,12 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 def _utc_day(text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    if day == date.max:  # the window ends at the next day's midnight, which does not exist
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (the last day is 9999-12-30)")
+    return day
 
 
 def _percent(text: str) -> Decimal:
@@ -190,12 +203,38 @@ def _date_or_time(text: str) -> date | datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a date (YYYY-MM-DD) or an ISO-8601 time"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before the first UTC moment
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range in UTC") from None
+
+
+def _start(value: date | datetime) -> datetime:
+    """Where a ``--since``/``--until`` value starts, as a UTC time (a date: its midnight)."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.combine(value, datetime.min.time(), tzinfo=UTC)
+
+
+def _text(text: str) -> str:
+    """A value sent to the database: UTF-8 without NUL (argv bytes that are not UTF-8 reach
+    Python as lone surrogates, which no driver can send)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        # never echoed: a database URL may hold a password
+        raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("contains a NUL character")
+    return text
 
 
 def _database_url_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
+        type=_text,
         metavar="URL",
         help="the ledger database (default: $TRACKING_DATABASE_URL, else sqlite:///./tracking.db)",
     )
@@ -349,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_migrate)
 
     spend = commands.add_parser("spend", help="show spend from the ledger")
-    spend.add_argument("--user", help="only this end user")
+    spend.add_argument("--user", type=_text, help="only this end user")
     spend.add_argument("--since", type=_date_or_time, metavar="DATE", help="from (inclusive)")
     spend.add_argument(
         "--until", type=_date_or_time, metavar="DATE", help="to (a date includes that day)"

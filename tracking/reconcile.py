@@ -89,35 +89,101 @@ class ReconcileRow:
         }
 
 
+#: One page of the admin API is a few kilobytes (31 daily buckets): a bigger answer is broken,
+#: and is never read whole into memory.
+_MAX_PAGE_BYTES = 16 * 1024 * 1024
+
+
+def _get(client: httpx.Client, path: str, query: dict[str, Any]) -> tuple[int, bytes | None]:
+    """The status and body of one page (None: the body passed ``_MAX_PAGE_BYTES``)."""
+    with client.stream("GET", path, params=query) as answer:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in answer.iter_bytes():
+            size += len(chunk)
+            if size > _MAX_PAGE_BYTES:
+                if answer.status_code != 200:
+                    break  # an error's first bytes are enough to report it
+                return answer.status_code, None
+            chunks.append(chunk)
+        return answer.status_code, b"".join(chunks)
+
+
 def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every bucket of a paged admin endpoint, following ``next_page``."""
     page: str | None = None
     for _ in range(1000):  # a bound on a misbehaving cursor
         query = {**params, "limit": _PAGE_LIMIT, **({"page": page} if page else {})}
         try:
-            answer = client.get(path, params=query)
+            status, content = _get(client, path, query)
         except httpx.HTTPError as exc:
             raise ReconcileError(f"cannot reach the provider's admin API: {exc}") from None
-        if answer.status_code in (401, 403):
+        if status in (401, 403):
             raise ReconcileError(
-                f"the provider refused the admin key (HTTP {answer.status_code}); pass an "
+                f"the provider refused the admin key (HTTP {status}); pass an "
                 "organization admin key with --admin-key or OPENAI_ADMIN_KEY"
             )
-        if answer.status_code != 200:
-            raise ReconcileError(f"{path}: HTTP {answer.status_code}: {answer.text[:200]}")
+        if status != 200:
+            text = (content or b"")[:200].decode(errors="replace")
+            raise ReconcileError(f"{path}: HTTP {status}: {text}")
+        if content is None:
+            raise ReconcileError(f"{path}: the answer is larger than {_MAX_PAGE_BYTES} bytes")
         try:
-            body = json.loads(answer.content, parse_float=Decimal)
+            body = json.loads(content, parse_float=Decimal)
         except ValueError:
             raise ReconcileError(f"{path}: the answer is not JSON") from None
-        yield from body.get("data") or ()
+        if not isinstance(body, dict) or not isinstance(body.get("data") or [], list):
+            raise ReconcileError(f"{path}: the answer is not a page of buckets")
+        for bucket in body.get("data") or ():
+            if not isinstance(bucket, dict) or not isinstance(bucket.get("results") or [], list):
+                raise ReconcileError(f"{path}: a bucket of the answer is not an object")
+            for result in bucket.get("results") or ():
+                if not isinstance(result, dict):
+                    raise ReconcileError(f"{path}: a result of the answer is not an object")
+            yield bucket
         page = body.get("next_page")
         if not body.get("has_more") or not page:
             return
     raise ReconcileError(f"{path}: more than 1000 pages; narrow the window")
 
 
+#: No image bill comes near a trillion dollars (10**12): a larger amount is a broken answer,
+#: and would overflow the comparison's arithmetic.
+_MAX_AMOUNT_DIGITS = 12
+
+
 def _bucket_day(bucket: Mapping[str, Any]) -> str:
-    return datetime.fromtimestamp(int(bucket["start_time"]), UTC).date().isoformat()
+    start = bucket.get("start_time")
+    try:
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise TypeError
+        return datetime.fromtimestamp(start, UTC).date().isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise ReconcileError(f"the provider's bucket start {start!r} is not a time") from None
+
+
+def _count(value: Any, what: str) -> int:
+    """A count from the provider's answer: a whole number of 0 or more (absent: 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ReconcileError(f"the provider's {what} {str(value)[:40]!r} is not a count")
+    return value
+
+
+def _amount(value: Any) -> Decimal:
+    """An amount from the provider's answer: a finite number of dollars (absent: 0)."""
+    if value is None:
+        return Decimal(0)
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
+            raise TypeError
+        amount = Decimal(value)
+    except (TypeError, ArithmeticError):
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount.adjusted() >= _MAX_AMOUNT_DIGITS:  # no arithmetic
+        raise ReconcileError(f"the provider's cost {str(value)[:40]!r} is not an amount of dollars")
+    return amount
 
 
 def _is_image_model(model: str, known: set[str]) -> bool:
@@ -150,8 +216,10 @@ def fetch_provider(
         ):
             for result in bucket.get("results") or ():
                 key = _key(by, bucket, result.get("model"), result.get("project_id"))
-                images[key] = images.get(key, 0) + int(result.get("images") or 0)
-                requests[key] = requests.get(key, 0) + int(result.get("num_model_requests") or 0)
+                images[key] = images.get(key, 0) + _count(result.get("images"), "image count")
+                requests[key] = requests.get(key, 0) + _count(
+                    result.get("num_model_requests"), "request count"
+                )
         cost_group = ["line_item", "project_id"] if by == "project" else ["line_item"]
         for bucket in _pages(client, "/organization/costs", {**window, "group_by": cost_group}):
             for result in bucket.get("results") or ():
@@ -159,8 +227,10 @@ def fetch_provider(
                 if not _is_image_model(model, known_models):
                     continue
                 key = _key(by, bucket, model, result.get("project_id"))
-                amount = (result.get("amount") or {}).get("value") or 0
-                costs[key] = costs.get(key, Decimal(0)) + Decimal(str(amount))
+                amount = result.get("amount") or {}
+                if not isinstance(amount, dict):
+                    raise ReconcileError("the provider's cost is not an object with a value")
+                costs[key] = costs.get(key, Decimal(0)) + _amount(amount.get("value"))
     return {
         key: ProviderRow(key, images.get(key, 0), requests.get(key, 0), costs.get(key, Decimal(0)))
         for key in sorted(set(images) | set(costs))
@@ -292,23 +362,21 @@ def reconcile(
     api_base: str | None,
     admin_key: str | None,
 ) -> list[ReconcileRow]:
-    from tracking.integrations.sql import create_ledger_engine, query_billed
+    from tracking.integrations.sql import read_billed
 
     key = admin_key or os.environ.get("OPENAI_ADMIN_KEY")
     if not key:
         raise ReconcileError("no admin key: pass --admin-key or set OPENAI_ADMIN_KEY")
+    if not (key.isascii() and key.isprintable()):  # it goes in a header (never echoed)
+        raise ReconcileError("the admin key has characters no key has (non-ASCII or control)")
     base = api_base or os.environ.get("OPENAI_BASE_URL") or DEFAULT_API_BASE
-    engine = create_ledger_engine(database_url)
-    try:
-        billed = query_billed(
-            engine,
-            provider="openai",
-            since=since,
-            until=until + timedelta(days=1),
-            by="model" if by == "project" else by,
-        )
-    finally:
-        engine.dispose()
+    billed = read_billed(  # never creates a ledger; its schema checked
+        database_url,
+        provider="openai",
+        since=since,
+        until=until + timedelta(days=1),
+        by="model" if by == "project" else by,
+    )
     ours = {row.key: row for row in billed} if by != "project" else {}
     theirs = fetch_provider(
         api_base=base,

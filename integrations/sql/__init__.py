@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._billing import BilledRow, query_billed
 from ._columns import UTCDateTime
-from ._commands import migrate_command, spend_command
+from ._commands import migrate_command, read_billed, spend_command
 from ._engine import DEFAULT_URL, create_ledger_engine, resolve_url
 from ._ledger import LedgerMode, ReplayHook, SqlLedger
 from ._migrate import (
@@ -65,6 +65,7 @@ __all__ = [
     "quarantine_replay_command",
     "query_billed",
     "query_spend",
+    "read_billed",
     "resolve_url",
     "spend_command",
     "spend_logs",

@@ -12,20 +12,27 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import sqlalchemy as sa
 
 from tracking.errors import ConfigurationError
 
+from ._billing import BilledRow, query_billed
 from ._engine import create_ledger_engine, redact, resolve_url, unreachable
-from ._migrate import check_schema, current_revision
+from ._migrate import _has_spend_logs, check_schema, current_revision
 from ._queries import GroupBy, SpendRow, query_spend
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["migrate_command", "open_existing_ledger", "render_spend", "spend_command"]
+__all__ = [
+    "migrate_command",
+    "open_existing_ledger",
+    "read_billed",
+    "render_spend",
+    "spend_command",
+]
 
 FORMATS = ("table", "json", "csv")
 
@@ -38,7 +45,7 @@ def migrate_command(url: str | None, out: TextIO) -> int:
         # Refuses a newer or foreign schema before touching anything, else migrates to the head.
         check_schema(engine, auto_migrate=True)
         after = current_revision(engine)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:
         raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
@@ -65,12 +72,31 @@ def spend_command(
     engine = open_existing_ledger(url)
     try:
         rows = query_spend(engine, user=user, since=since, until=until, by=by, operation=operation)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:
         raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
     render_spend(rows, by=by, fmt=fmt, out=out)
     return 0
+
+
+def read_billed(
+    url: str | None,
+    *,
+    provider: str,
+    since: date | datetime,
+    until: date | datetime,
+    by: Literal["day", "model"],
+) -> list[BilledRow]:
+    """:func:`query_billed` on a ledger that must already exist (never created); a database
+    that cannot be read is a :class:`~tracking.errors.ConfigurationError`."""
+    engine = open_existing_ledger(url)
+    try:
+        return query_billed(engine, provider=provider, since=since, until=until, by=by)
+    except sa.exc.DatabaseError as exc:
+        raise unreachable(engine.url, exc) from None
+    finally:
+        engine.dispose()
 
 
 def open_existing_ledger(url: str | None) -> Engine:
@@ -84,8 +110,14 @@ def open_existing_ledger(url: str | None) -> Engine:
             )
     engine = create_ledger_engine(resolved)
     try:
+        if resolved.get_backend_name() == "sqlite" and not _has_spend_logs(engine):
+            # Reading never writes a schema into an empty file or another application's database.
+            raise ConfigurationError(
+                f"no ledger in {resolved.database} (it has no spend_logs table; "
+                "`tracking migrate` creates one)"
+            )
         check_schema(engine)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:
         engine.dispose()
         raise unreachable(engine.url, exc) from None
     except BaseException:

@@ -5,7 +5,9 @@ else ``sqlite:///./tracking.db``) or as an instance (``SqlLedger(url=...)``). ``
 event into a row and hands it to a :class:`~tracking.integrations.sql._writer.LedgerWriter`, which
 group-commits rows off the call path to where they are *acknowledged*:
 
-* an SQLite target is its own outbox: a row is acknowledged once committed to the ledger file;
+* an SQLite target is its own outbox: a row is acknowledged once committed to the ledger file
+  (rows the file cannot take by the end of ``shutdown()`` are kept in a local outbox, which the
+  next ledger for the file writes when it opens);
 * any other target (PostgreSQL), or an SQLite target given an ``outbox_dir``, gets a local outbox
   (:mod:`tracking.integrations.sql._outbox`): a row is acknowledged once committed there, and an
   :class:`~tracking.integrations.sql._shipper.OutboxShipper` moves it to the target, retrying
@@ -42,11 +44,17 @@ from tracking import ledger_stats
 from tracking.errors import ConfigurationError
 from tracking.ledger_stats import LedgerStats, WriteTimes
 
-from ._codec import encode_row, encode_values, event_sqlite_params, line_request_id
+from ._codec import (
+    encode_row,
+    encode_values,
+    event_sqlite_params,
+    line_of_sqlite_params,
+    line_request_id,
+)
 from ._engine import create_ledger_engine, redact
 from ._intents import IntentJournal
 from ._migrate import check_schema
-from ._outbox import default_outbox_dir, open_own_outbox
+from ._outbox import claim_orphans, default_outbox_dir, open_own_outbox
 from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import event_to_row, event_values
 from ._shipper import OutboxShipper, ShipperOwner
@@ -213,6 +221,8 @@ class SqlLedger:
                 max_batch=max_batch,
                 retry_max=retry_max,
             )
+        else:
+            self._write_leftovers(inserter)
         self._intents: IntentJournal | None = None
         if intents:
             self._intents = IntentJournal(
@@ -312,7 +322,8 @@ class SqlLedger:
         self._closed = True
         atexit.unregister(self._at_exit)
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.writer.close(timeout)
+        if not self.writer.close(timeout) and self._outbox is None:
+            self._keep_unwritten()
         if self._outbox is not None:
             remaining = _SHIP_AT_SHUTDOWN
             if deadline is not None:
@@ -326,6 +337,46 @@ class SqlLedger:
         ledger_stats.retire_source(self)
         if self._owns_engine:
             self.engine.dispose()
+
+    def _leftovers_dir(self) -> Path:
+        return default_outbox_dir(redact(self.engine.url))
+
+    def _keep_unwritten(self) -> None:
+        """An SQLite ledger that could not take its last rows (locked by another process, a
+        full disk): they go into a local outbox, which the next ledger for the file writes."""
+        lines = [line_of_sqlite_params(item) for item in self.writer.unwritten()]
+        if not lines:
+            return
+        try:
+            outbox = open_own_outbox(self._leftovers_dir())
+            try:
+                outbox.append(lines)
+            finally:
+                outbox.close()
+        except Exception:
+            log.exception("ledger: %d unwritten rows could not be kept; they are lost", len(lines))
+            return
+        log.warning(
+            "ledger: %d rows not yet written are kept in %s; the next ledger for %s writes them",
+            len(lines),
+            outbox.path,
+            redact(self.engine.url),
+        )
+
+    def _write_leftovers(self, inserter: SpendLogsInserter) -> None:
+        """Write the rows an earlier SQLite ledger for this file kept at shutdown (above)."""
+        directory = self._leftovers_dir()
+        if not directory.is_dir():
+            return
+        for outbox in claim_orphans(directory):
+            try:
+                while rows := outbox.peek(500):
+                    inserter.insert_lines([line for _, line in rows])
+                    outbox.remove_through(rows[-1][0], len(rows))
+            except Exception:
+                log.exception("ledger: rows kept in %s not written yet; next start", outbox.path)
+            finally:
+                outbox.close()
 
     def _at_exit(self) -> None:
         self.shutdown(_EXIT_TIMEOUT)

@@ -119,7 +119,7 @@ def check_schema(engine: Engine, *, auto_migrate: bool | None = None) -> None:
     """
     try:
         _check_schema(engine, auto_migrate)
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DatabaseError as exc:  # unreachable, or not a database at all (a stray file)
         raise unreachable(engine.url, exc) from None
 
 

@@ -167,6 +167,7 @@ class LedgerWriter:
         self._cond = threading.Condition(lock)  # the worker waits here for rows
         self._acked = threading.Condition(lock)  # callers wait here for room in the queue
         self._pending: deque[Any] = deque()
+        self._in_flight: list[Any] = []  # the batch the worker is writing (or retrying)
         self._submitted = 0  # sequence number of the last row submitted
         self._acknowledged = 0  # every row up to this sequence number is committed (or rejected)
         self._async_waiters: list[_Waiter] = []
@@ -289,6 +290,16 @@ class LedgerWriter:
             log.error("ledger writer shut down with %d rows not yet written", self.queue_depth())
         return delivered
 
+    def unwritten(self) -> list[Any]:
+        """The rows not yet written: the batch being written (or retried), then the queue.
+
+        After a :meth:`close` that could not deliver them, for keeping them elsewhere. The worker
+        may still write the batch it holds; the ledger's inserts of a request id already there
+        are no-ops, so keeping it too never counts it twice.
+        """
+        with self._cond:
+            return [*self._in_flight, *self._pending]
+
     # -- the worker ---------------------------------------------------------------------------
 
     def _start(self) -> None:
@@ -307,9 +318,11 @@ class LedgerWriter:
                     return  # closing and drained
                 count = min(len(self._pending), self.max_batch)
                 batch = [self._pending.popleft() for _ in range(count)]
+                self._in_flight = batch
             self._write_with_retries(batch)
             sentinel = _SyncWaiter()
             with self._cond:
+                self._in_flight = []
                 self._acknowledged += len(batch)
                 self._acked.notify_all()
                 head = self._chain_sync_waiters(sentinel)

@@ -105,7 +105,7 @@ def cache_seconds_from_environment() -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value < 0:
+    if not math.isfinite(value) or value < 0:  # "inf" would cache a deleted key forever
         log.warning("%s=%r is not a number of seconds; using %s", CACHE_ENV, raw, 5)
         return DEFAULT_CACHE_SECONDS
     return value

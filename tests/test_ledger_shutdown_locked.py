@@ -1,0 +1,70 @@
+"""An SQLite ledger that cannot take its last rows at shutdown (another process holds the file's
+write lock, a full disk) keeps them in a local outbox; the next ledger for the file writes them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from decimal import Decimal
+    from tests.ledger_support import make_event
+    from tracking.integrations.sql import SqlLedger
+
+    ledger = SqlLedger(sys.argv[1], mode="background")
+    for n in range(int(sys.argv[2])):
+        ledger.on_end(make_event(user=f"{sys.argv[4]}{n}", cost=Decimal("0.0110000001")))
+    ledger.shutdown(float(sys.argv[3]))
+    """
+)
+
+
+def _run(url: str, rows: int, timeout: float, env: dict[str, str], prefix: str = "u") -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _WRITER, url, str(rows), str(timeout), prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _users(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return sorted(user for (user,) in db.execute("SELECT end_user FROM spend_logs"))
+    finally:
+        db.close()
+
+
+def test_rows_a_locked_sqlite_file_refused_at_shutdown_are_written_by_the_next_start(tmp_path):
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    env = {**os.environ, "TRACKING_OUTBOX_DIR": str(tmp_path / "outbox")}
+    _run(url, 1, 10, env, "first")  # creates the ledger, one row
+    assert _users(path) == ["first0"]
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the shutdown
+    try:
+        _run(url, 3, 1, env, "locked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert _users(path) == ["first0"]  # not written: the file was locked
+
+    _run(url, 0, 10, env)  # the next start writes what the last one kept
+    expected = ["first0", "locked0", "locked1", "locked2"]
+    assert _users(path) == expected
+    _run(url, 0, 10, env)  # and only once
+    assert _users(path) == expected
+    assert not list((tmp_path / "outbox").rglob("outbox-*.db"))
