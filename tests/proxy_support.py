@@ -54,6 +54,17 @@ def tracking_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "tracking.cli"]
 
 
+def serve_once(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``tracking serve`` on ``config`` that is expected to refuse it at start (and exit)."""
+    return subprocess.run(
+        [*tracking_command(), "serve", "--config", str(config), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

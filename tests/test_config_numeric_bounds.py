@@ -4,13 +4,12 @@ key (never accepted only to fail every call later), and huge finite weights stil
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import API_KEY, make_png
-from tests.proxy_support import tracking_command
+from tests.proxy_support import serve_once
 from tracking.config import parse_config
 from tracking.errors import ConfigurationError
 from tracking.router import Router
@@ -102,13 +101,7 @@ def test_tracking_serve_exits_with_the_key_for_an_infinite_weight(tmp_path: Path
         "    litellm_params: {model: gpt-image-1, api_key: sk-b}\n"
         "router_settings: {cooldown_time: .nan}\n"
     )
-    done = subprocess.run(
-        [*tracking_command(), "serve", "--config", str(config), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    done = serve_once(config, tmp_path)
     assert done.returncode == 2, done
     assert "model_list[0].litellm_params.weight" in done.stderr
     assert "router_settings.cooldown_time" in done.stderr

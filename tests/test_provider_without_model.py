@@ -4,14 +4,13 @@ OpenAI's API base. It is refused before anything is sent, and at start-up in a c
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 import tracking
 from tests.conftest import API_KEY, make_png
-from tests.proxy_support import tracking_command
+from tests.proxy_support import serve_once
 from tracking.errors import ConfigurationError, ValidationError
 from tracking.router import Router
 from tracking.testing import FakeOpenAI
@@ -39,13 +38,7 @@ def test_tracking_serve_refuses_such_a_config_at_start(tmp_path: Path):
     config.write_text(
         "model_list:\n  - model_name: g\n    litellm_params: {model: 'gemini/', api_key: AIza-x}\n"
     )
-    done = subprocess.run(
-        [*tracking_command(), "serve", "--config", str(config), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    done = serve_once(config, tmp_path)
     assert done.returncode != 0, done
     assert "model_list[0]" in done.stderr and "'gemini/'" in done.stderr
     assert "Traceback" not in done.stderr

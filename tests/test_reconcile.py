@@ -5,9 +5,11 @@ admin key."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -225,11 +227,21 @@ _HOSTILE_COSTS = {
 }
 
 
+def _reconcile_against(provider: type[BaseHTTPRequestHandler], ledger: str, *extra: str) -> int:
+    """``tracking reconcile`` of today against an admin API that ``provider`` answers."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api_base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        window = ["--since", TODAY.isoformat(), "--database-url", ledger]
+        return main(["reconcile", *window, "--api-base", api_base, "--admin-key", ADMIN, *extra])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("case", sorted(_HOSTILE_COSTS))
 def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, ledger, case):
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     class Provider(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if "/usage/" in self.path:
@@ -245,27 +257,8 @@ def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, ledge
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        code = main(
-            [
-                "reconcile",
-                "--since",
-                TODAY.isoformat(),
-                "--database-url",
-                ledger,
-                "--api-base",
-                f"http://127.0.0.1:{server.server_address[1]}",
-                "--admin-key",
-                ADMIN,
-                "--by",
-                "day" if case == "a start that is text" else "model",
-            ]
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    by = "day" if case == "a start that is text" else "model"
+    code = _reconcile_against(Provider, ledger, "--by", by)
     err = capsys.readouterr().err
     assert code == 2, err  # never 1: a scheduled job reads that as drift
     assert err.startswith("tracking reconcile: error: ") and err.count("\n") == 1
@@ -273,9 +266,6 @@ def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, ledge
 
 def test_an_endless_answer_is_refused_without_reading_it_whole(capsys, ledger):
     """A broken admin API streaming without end: one line, exit 2, memory bounded."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     sent = []
 
     class Provider(BaseHTTPRequestHandler):
@@ -294,25 +284,7 @@ def test_an_endless_answer_is_refused_without_reading_it_whole(capsys, ledger):
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        code = main(
-            [
-                "reconcile",
-                "--since",
-                TODAY.isoformat(),
-                "--database-url",
-                ledger,
-                "--api-base",
-                f"http://127.0.0.1:{server.server_address[1]}",
-                "--admin-key",
-                ADMIN,
-            ]
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    code = _reconcile_against(Provider, ledger)
     err = capsys.readouterr().err
     assert code == 2 and "the answer is larger than" in err, err
     assert sum(sent) < 256 * (1 << 20)  # the client hung up long before the end
