@@ -27,7 +27,7 @@ import aiohttp
 import httpx
 
 from .client_settings import ClientSettings
-from .http import AnswerTooLarge, CappedBody
+from .http import AnswerTooLarge, aread_capped
 
 __all__ = ["AiohttpSender", "as_httpx_errors"]
 
@@ -107,17 +107,10 @@ class AiohttpSender:
                 ssl=self._ssl,
             ) as answer:
                 try:
-                    capped = CappedBody(answer.status, answer.headers, limit)
-                    if capped.declared_within:  # the common case: one read, as before the cap
-                        return answer.status, answer.headers, await answer.read()
-                    async for chunk in answer.content.iter_any():
-                        if not capped.add(chunk):
-                            answer.close()  # the rest unread: the connection is not reused
-                            break
+                    return answer.status, answer.headers, await aread_capped(answer, limit)
                 except AnswerTooLarge:
                     answer.close()
                     raise
-                return answer.status, answer.headers, capped.body()
 
     async def open(
         self,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .request import MAX_RETRIES, MAX_TIMEOUT  # a config's bounds are a call's
 
 __all__ = [
     "DEFAULT_MAX_INFLIGHT_UPLOAD_MB",
@@ -48,11 +49,6 @@ DEFAULT_MAX_INFLIGHT_UPLOAD_MB = 192.0
 #: hold the server).
 DEFAULT_REQUEST_READ_TIMEOUT = 120.0
 _ENV_PREFIX = "os.environ/"
-#: The longest timeout or cooldown a config may set, in seconds (a call's own ``timeout`` may be
-#: at most this long too: :data:`tracking.request.MAX_TIMEOUT`).
-MAX_SECONDS = 86_400.0
-#: The most retries a config may give a call (a call's own ``max_retries`` too).
-MAX_RETRIES = 100
 
 #: A config file larger than this is refused before it is read (ordinary ones are a few KB).
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -101,16 +97,16 @@ def _is_seconds(value: Any) -> str | None:
     """A duration: finite, > 0 and at most a day (what a call's own ``timeout`` may be)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return "expected a number of seconds"
-    if not 0 < value <= MAX_SECONDS:
-        return f"must be greater than 0 and at most {MAX_SECONDS:g} seconds, got {value}"
+    if not 0 < value <= MAX_TIMEOUT:
+        return f"must be greater than 0 and at most {MAX_TIMEOUT:g} seconds, got {value}"
     return None
 
 
 def _is_cooldown(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return "expected a number of seconds"
-    if not 0 <= value <= MAX_SECONDS:
-        return f"must be between 0 and {MAX_SECONDS:g} seconds, got {value}"
+    if not 0 <= value <= MAX_TIMEOUT:
+        return f"must be between 0 and {MAX_TIMEOUT:g} seconds, got {value}"
     return None
 
 

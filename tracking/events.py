@@ -46,11 +46,8 @@ def freeze_metadata(
     already; other objects are kept as they are (nothing general copies them safely)."""
     if not value:
         return NO_METADATA
-    if not isinstance(value, Mapping):
-        value = dict(value)  # pairs, as dict() takes them; anything else raises as it did
-    return MappingProxyType(
-        {k: v if type(v) in _IMMUTABLE else _freeze(v) for k, v in value.items()}
-    )
+    frozen: Mapping[str, Any] = _freeze(value if isinstance(value, Mapping) else dict(value))
+    return frozen
 
 
 def _freeze(value: Any) -> Any:
@@ -68,7 +65,8 @@ def _freeze(value: Any) -> Any:
 def thaw_metadata(value: Mapping[str, Any]) -> dict[str, Any]:
     """A fresh mutable copy of frozen metadata in the shapes callers pass (dicts and lists), for
     LiteLLM-style callbacks, which may change their copy freely."""
-    return {k: v if type(v) in _IMMUTABLE else _thaw(v) for k, v in value.items()}
+    thawed: dict[str, Any] = _thaw(value)
+    return thawed
 
 
 def _thaw(value: Any) -> Any:

@@ -39,6 +39,7 @@ __all__ = [
     "SizeRule",
     "family_for",
     "family_of",
+    "pixel_size",
 ]
 
 MB = 1024 * 1024
@@ -122,13 +123,18 @@ class Family:
     @property
     def max_pixels(self) -> int:
         """The most pixels an image of this family can have (its largest size)."""
-        listed = (
-            int(w) * int(h)
-            for w, _, h in (s.partition("x") for s in self.sizes)
-            if w.isdigit() and h.isdigit()
-        )
+        listed = (w * h for w, h in filter(None, map(pixel_size, self.sizes)))
         free = self.custom_size.max_pixels if self.custom_size else 0
         return max(free, *listed, 0)
+
+
+def pixel_size(size: str | None) -> tuple[int, int] | None:
+    """``"WIDTHxHEIGHT"`` as ``(width, height)`` in ASCII digits; None for anything else (a size
+    name such as ``auto``, full-width digits, which ``int`` would read but no API takes)."""
+    width, sep, height = (size or "").partition("x")
+    if sep and width.isascii() and width.isdigit() and height.isascii() and height.isdigit():
+        return int(width), int(height)
+    return None
 
 
 _DALL_E_2 = Family(

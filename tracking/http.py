@@ -36,6 +36,8 @@ from .client_settings import settings_for
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from .aiohttp_sender import AiohttpSender
 
 __all__ = [
@@ -45,8 +47,10 @@ __all__ = [
     "AnswerTooLarge",
     "CappedBody",
     "ClientPool",
+    "aread_capped",
     "max_response_bytes",
     "origin_of",
+    "read_capped",
     "send_sync",
 ]
 
@@ -151,14 +155,33 @@ def send_sync(
     request = client.build_request(method, url, content=body, headers=headers, timeout=timeout)
     response = client.send(request, stream=True)
     try:
-        capped = CappedBody(response.status_code, response.headers, limit)
-        for chunk in response.iter_bytes():
-            if not capped.add(chunk):
-                break
-        return response.status_code, response.headers, capped.body()
+        return response.status_code, response.headers, read_capped(response, limit)
     finally:
         response.close()  # a body left unread closes the connection rather than reusing it
         _unlink(response)
+
+
+def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The body of an open (streamed) httpx answer, read up to ``limit`` (:class:`CappedBody`);
+    the caller closes the answer."""
+    capped = CappedBody(response.status_code, response.headers, limit)
+    for chunk in response.iter_bytes():
+        if not capped.add(chunk):
+            break
+    return capped.body()
+
+
+async def aread_capped(answer: aiohttp.ClientResponse, limit: int) -> bytes:
+    """:func:`read_capped` for an aiohttp answer (one read when it declares a length within the
+    limit, as aiohttp reads no more than that); an answer cut short is closed, not pooled."""
+    capped = CappedBody(answer.status, answer.headers, limit)
+    if capped.declared_within:
+        return await answer.read()
+    async for chunk in answer.content.iter_any():
+        if not capped.add(chunk):
+            answer.close()
+            break
+    return capped.body()
 
 
 def _unlink(response: httpx.Response) -> None:

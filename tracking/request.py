@@ -44,6 +44,7 @@ __all__ = [
     "end_user_of",
     "image_edit_params",
     "image_generation_params",
+    "is_text",
     "model_without_name",
     "operation_of",
     "parse_call",
@@ -65,7 +66,10 @@ MAX_N = 10
 #: OpenAI's bound on ``partial_images`` (images.edit); a model family may narrow it.
 MAX_PARTIAL_IMAGES = 3
 #: A day: longer is a mistake, and a non-finite or huge value breaks the socket layer untyped.
+#: Configs (deployments, router settings) are held to the same bound.
 MAX_TIMEOUT = 86_400.0
+#: Retries one call may be given (its ``max_retries``, a config's ``num_retries``).
+MAX_RETRIES = 100
 
 
 @fast_init
@@ -500,7 +504,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         requested_response_format=response_format,
         user=user,
         safety_identifier=safety_identifier,
-        extra_body=extra_body,
+        extra_body=dict(extra_body),
         base_model=base_model,
         stream=bool(stream),
         partial_images=_int_or_none(sent["partial_images"]),
@@ -514,7 +518,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         timeout=_timeout(timeout),
         max_retries=DEFAULT_MAX_RETRIES
         if max_retries is None
-        else _int_param("max_retries", max_retries, low=0, high=100) or 0,
+        else _int_param("max_retries", max_retries, low=0, high=MAX_RETRIES) or 0,
         extra_headers=_headers(extra_headers),
         metadata=freeze_metadata(metadata),
         drop_params=drop_params,
@@ -522,21 +526,28 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     return request, options
 
 
-def require_text(name: str, value: str) -> None:
-    """Refuse a string no UTF-8 request can carry: one with a lone UTF-16 surrogate
+def is_text(value: str) -> bool:
+    """Whether a UTF-8 request can carry ``value``: False for a lone UTF-16 surrogate
     (U+D800..U+DFFF, as a JSON ``"\\ud800"`` escape decodes), which every upstream, database and
     log would refuse or mangle after the call was billed."""
     if value.isascii():
-        return
+        return True
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def require_text(name: str, value: str) -> None:
+    """A :class:`~tracking.errors.ValidationError` naming ``name`` unless :func:`is_text`."""
+    if not is_text(value):
         raise ValidationError(
-            f"{name}: not valid text (a lone UTF-16 surrogate at character {exc.start})",
+            f"{name}: not valid text (a lone UTF-16 surrogate)",
             param=name,
             rule="type",
             code="invalid_value",
-        ) from None
+        )
 
 
 def _str_or_none(value: object) -> str | None:
@@ -614,8 +625,8 @@ def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
     return headers
 
 
-def _mapping(name: str, value: Any) -> dict[str, Any]:
-    """``metadata`` / ``extra_body``: None or a mapping with string keys, copied."""
+def _mapping(name: str, value: Any) -> Mapping[str, Any]:
+    """``metadata`` / ``extra_body``: None (empty) or a mapping with string keys, as given."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -624,7 +635,7 @@ def _mapping(name: str, value: Any) -> dict[str, Any]:
         )
     if not all(isinstance(key, str) for key in value):
         raise ValidationError(f"{name}: keys must be strings", param=name, rule="type")
-    return dict(value)
+    return value
 
 
 def _form_value(value: Any) -> str:

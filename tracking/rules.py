@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from .errors import Violation, range_code
-from .families import Family, ImageRule, SizeRule
+from .families import Family, ImageRule, SizeRule, pixel_size
 from .frozen import fast_init
 from .images import ImageFile
 
@@ -111,16 +111,11 @@ def size(call: Call, family: Family) -> Iterator[Violation]:
         )
 
 
-def _digits(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` (and ``int``) also take full-width digits and "²"."""
-    return text.isascii() and text.isdigit()
-
-
 def _custom_size_problem(value: str, rule: SizeRule) -> tuple[str, str] | None:
-    width_text, sep, height_text = value.partition("x")
-    if not (sep and _digits(width_text) and _digits(height_text)):
+    parsed = pixel_size(value)
+    if parsed is None:
         return "format", "both sides whole numbers of pixels"
-    width, height = int(width_text), int(height_text)
+    width, height = parsed
     if width == 0 or height == 0 or width % rule.multiple_of or height % rule.multiple_of:
         return "multiple_of", f"both sides multiples of {rule.multiple_of}"
     if max(width, height) > rule.max_side:

@@ -28,7 +28,7 @@ from . import bus
 from .errors import StreamClosed
 from .events import ImageEditEvent
 from .flow import Answer, Emit, Sleep, consult_async, consult_sync, release_frames
-from .http import POOL, CappedBody, origin_of
+from .http import POOL, aread_capped, origin_of, read_capped
 from .request import call_type_of
 from .stream_events import ImageEditStreamEvent
 from .stream_flow import Deliver, OpenStream, ReadStream, stream_flow
@@ -321,11 +321,7 @@ class _SyncAnswer:
             response = client.send(request, stream=True)
             if response.status_code >= 400:  # an error answer: its first bytes say what failed
                 try:
-                    capped = CappedBody(response.status_code, response.headers, _ERROR_BYTES)
-                    for chunk in response.iter_bytes():
-                        if not capped.add(chunk):
-                            break
-                    body = capped.body()
+                    body = read_capped(response, _ERROR_BYTES)
                 finally:
                     response.close()
                 return Answer(response.status_code, response.headers, body)
@@ -368,12 +364,8 @@ class _AsyncAnswer:
             )
             if response.status >= 400:
                 try:
-                    capped = CappedBody(response.status, response.headers, _ERROR_BYTES)
                     with as_httpx_errors():
-                        async for chunk in response.content.iter_any():
-                            if not capped.add(chunk):
-                                break
-                    body = capped.body()
+                        body = await aread_capped(response, _ERROR_BYTES)
                 finally:
                     response.close()  # an error answer's connection is not worth pooling
                 return Answer(response.status, response.headers, body)

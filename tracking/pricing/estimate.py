@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
-from ..families import family_for
+from ..families import family_for, pixel_size
 from . import UNPRICED, Cost, _candidates, _model_keys, _per_image, find_entry
 from .table import PriceEntry
 
@@ -59,10 +59,8 @@ log = logging.getLogger("tracking.pricing")
 
 
 def _pixels(size: str | None) -> int | None:
-    width, sep, height = (size or "").partition("x")
-    if sep and width.isdigit() and height.isdigit():
-        return int(width) * int(height)
-    return None
+    parsed = pixel_size(size)
+    return parsed[0] * parsed[1] if parsed is not None else None
 
 
 #: Pixels an answer's reported size may have for a model whose family is not known (the largest

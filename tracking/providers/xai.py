@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..errors import APIResponseError, ContentPolicyError, UnsupportedParamsError, ValidationError
+from ..families import pixel_size
 from ..response import ImageResponse
 from .base import (
     PreparedRequest,
@@ -82,18 +83,14 @@ def _size_error(size: str, rule: str, why: str) -> ValidationError:
     )
 
 
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()  # not full-width digits: int() reads them
-
-
 def output_shape(size: str | None) -> dict[str, str]:
     """``aspect_ratio`` and ``resolution`` for an OpenAI ``size``; none for ``auto`` or none."""
     if not size or size == "auto":
         return {}
-    width_text, sep, height_text = size.partition("x")
-    if not (sep and _digits(width_text) and _digits(height_text)):
+    parsed = pixel_size(size)
+    if parsed is None:
         raise _size_error(size, "format", "with both sides whole numbers of pixels")
-    width, height = int(width_text), int(height_text)
+    width, height = parsed
     if not width or not height:
         raise _size_error(size, "format", "with both sides above zero")
     if max(width, height) / min(width, height) > _WIDEST + 1e-9:

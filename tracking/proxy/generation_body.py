@@ -11,7 +11,6 @@ this version does not know are sent upstream as they came (``extra_body``), as f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -101,10 +100,6 @@ def generation_params(payload: dict[str, Any]) -> dict[str, Any]:
         else:
             if _depth(value) > _MAX_DEPTH:
                 raise _bad(f"{name}: nested too deeply", name, "invalid_json")
-            try:  # sent upstream as UTF-8: a lone surrogate (a "\\ud800" escape) is not text
-                json.dumps({name: value}, ensure_ascii=False).encode()
-            except UnicodeEncodeError:
-                raise _bad(f"{name}: not valid text (a lone UTF-16 surrogate)", name) from None
             extra_body[bounded_text(name, "field name")] = value
     if extra_body:
         params["extra_body"] = extra_body

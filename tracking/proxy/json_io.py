@@ -4,7 +4,8 @@ The key, customer and spend endpoints take a JSON body (bounded: they are small 
 query string, and answer JSON. Parsing faults are OpenAI-shaped 400s naming the field.
 :func:`load_json_object` is the one strict reading of a JSON request body, for these endpoints
 and for ``/images/generations`` alike: a key given twice, ``NaN`` / ``Infinity`` and nesting past
-the parser's depth are refused, never silently resolved (last key wins) or a 500.
+the parser's depth are refused, never silently resolved (last key wins) or a 500, and so is a
+lone UTF-16 surrogate in any key or string (no upstream, database or log takes one).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..request import is_text
 from .errors import ProxyError
 from .form import ClientDisconnected
 from .limits import MAX_ID_CHARS, bounded_int, bounded_text, money_limit
@@ -67,13 +69,17 @@ class _Constant:
         self.name = name
 
 
-def _constant_in(value: Any) -> _Constant | None:
-    """The first constant ``value`` is or holds in its lists (objects check their own values)."""
+def _fault_in(value: Any) -> tuple[str, str] | None:
+    """What is wrong with a value (its lists included; objects check their own values), as
+    (message, code): a constant that is not a JSON number, or a string no UTF-8 request can
+    carry (a lone surrogate, as a ``"\\ud800"`` escape decodes)."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, _Constant):
-            return item
+            return f"{item.name} is not a JSON number", "invalid_json"
+        if isinstance(item, str) and not is_text(item):
+            return "not valid text (a lone UTF-16 surrogate)", "invalid_value"
         if isinstance(item, list):
             pending.extend(item)
     return None
@@ -84,14 +90,10 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in result:
             raise ProxyError(400, f"{key}: given more than once", param=key, code="invalid_json")
-        constant = _constant_in(value)
-        if constant is not None:
-            raise ProxyError(
-                400,
-                f"{key}: {constant.name} is not a JSON number",
-                param=key,
-                code="invalid_json",
-            )
+        fault = _fault_in(value) or _fault_in(key)
+        if fault is not None:
+            message, code = fault
+            raise ProxyError(400, f"{key}: {message}", param=key, code=code)
         result[key] = value
     return result
 
@@ -99,7 +101,8 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def load_json_object(body: bytes) -> dict[str, Any]:
     """``body`` as a JSON object, read strictly: not JSON, not an object, a key given twice,
     ``NaN`` or ``Infinity``, or nesting deeper than the parser goes is a 400 (``invalid_json``,
-    naming the key where there is one)."""
+    naming the key where there is one); so is a lone surrogate in a key or string
+    (``invalid_value``)."""
     try:
         document = json.loads(body, object_pairs_hook=_strict_object, parse_constant=_Constant)
     except (ValueError, UnicodeDecodeError, RecursionError):

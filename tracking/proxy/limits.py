@@ -18,6 +18,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from ..request import is_text
 from .errors import ProxyError
 
 __all__ = [
@@ -49,8 +50,6 @@ MAX_PAGE = 100_000
 
 # C0 controls (NUL included), DEL and the C1 controls: never part of an identifier.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# A lone UTF-16 surrogate (a JSON "\ud800" escape): not text, no database or log takes it.
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _KEY_HASH = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -64,7 +63,7 @@ def bounded_text(value: str, param: str, *, limit: int = MAX_ID_CHARS) -> str:
         raise _bad(param, f"at most {limit} characters (got {len(value)})")
     if _CONTROL.search(value):
         raise _bad(param, "control characters (NUL, newlines, tabs, ...) are not allowed")
-    if not value.isascii() and _SURROGATE.search(value):
+    if not is_text(value):  # a JSON "\ud800" escape: no database or log takes it
         raise _bad(param, "not valid text (a lone UTF-16 surrogate)")
     return value
 

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..request import MAX_TIMEOUT, model_without_name
 
 __all__ = ["Deployment", "parse_fallbacks", "parse_model_list", "resolve_env"]
 
 _ENV_PREFIX = "os.environ/"
-#: The longest timeout a deployment may set (a call's own ``timeout`` is held to it too).
-MAX_TIMEOUT = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +126,6 @@ def _deployment(entry: Any, where: str) -> Deployment:
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigurationError(f"{where}: litellm_params.model is required")
-    from ..request import model_without_name
-
     bare = model_without_name(model)
     if bare is not None:
         raise ConfigurationError(

@@ -21,15 +21,9 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from ..api import call_async, call_sync
 from ..errors import ConfigurationError
-from ..request import image_edit_params, image_generation_params
+from ..request import MAX_RETRIES, MAX_TIMEOUT, image_edit_params, image_generation_params
 from ..targets import Steps, run_steps
-from .deployments import (
-    MAX_TIMEOUT,
-    Deployment,
-    parse_fallbacks,
-    parse_model_list,
-    resolve_env,
-)
+from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
 from .route import CallRoute
 from .state import MemoryState, RedisState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
@@ -42,10 +36,6 @@ __all__ = ["CooldownObserver", "Router"]
 log = logging.getLogger("tracking.router")
 
 P = ParamSpec("P")
-
-#: The most retries within a group a router may give a call (a call's own ``max_retries`` is
-#: held to the same bound).
-MAX_RETRIES = 100
 
 #: Called with (model group, deployment id) when this process puts a deployment in cooldown.
 CooldownObserver = Callable[[str, str], None]
