@@ -221,3 +221,18 @@ def test_proxy_against_an_unknown_revision_says_so_before_starting_anything():
     assert result.returncode == 1
     assert "--against no-such-revision: git archive failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_instructions_counts_the_sdk_against_the_raw_post_under_callgrind(tmp_path):
+    """The noise-free A/B figure: callgrind's instruction totals per call, the raw POST as the
+    baseline of the same run (quick: the sdk part, no integrations)."""
+    require_tool("valgrind", "valgrind")
+    document = _run("instructions", tmp_path / "instructions.json", "--part", "sdk")
+    sdk = document["sdk"]
+    assert list(sdk) == ["raw httpx (same bytes)", "tracking, no integrations"]
+    raw, ours = sdk["raw httpx (same bytes)"], sdk["tracking, no integrations"]
+    assert raw["ratio_to_baseline"] == 1.0 and raw["over_baseline"] == 0
+    # A real count of a whole HTTP call in each interpreter, not a placeholder.
+    assert raw["instructions"] > 100_000 and ours["instructions"] > 100_000
+    assert ours["over_baseline"] == ours["instructions"] - raw["instructions"]
+    assert "proxy" not in document
