@@ -1,17 +1,22 @@
-"""Helpers for the ledger tests: hand-built events with exact costs, and a ledger per dialect."""
+"""Helpers for the ledger tests: hand-built events with exact costs, rows a database refuses,
+outboxes left behind, and a ledger per dialect."""
 
 from __future__ import annotations
 
+import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tracking.events import ImageEditEvent, TokenUsage
-from tracking.integrations.sql import SqlLedger
+from tracking.integrations.sql import SqlLedger, spend_logs
+from tracking.integrations.sql._outbox import open_own_outbox
 
 BASE_TIME = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
@@ -54,6 +59,38 @@ def make_event(
     }
     fields.update(extra)
     return ImageEditEvent(**fields)
+
+
+def hostile_user(length: int = 3000) -> str:
+    """Random text that does not compress: over PostgreSQL's 2,704-byte B-tree entry limit."""
+    rng = random.Random(18)
+    return "".join(chr(rng.randint(0x100, 0x7FF)) for _ in range(length))
+
+
+def refused_rows(dialect: str) -> list[tuple[str, dict[str, object]]]:
+    """``(name, make_event fields)`` of rows the dialect's ``spend_logs`` refuses for good."""
+    huge_tokens = TokenUsage(10, 323, 0, 2**70, 2**70)  # out of range for SQLite and PostgreSQL
+    rows: list[tuple[str, dict[str, object]]] = [("tokens", {"usage": huge_tokens})]
+    if dialect == "postgresql":  # SQLite stores these two
+        rows += [("nul", {"user": "bob\x00"}), ("long", {"user": hostile_user()})]
+    return rows
+
+
+def ids_in(engine: sa.Engine) -> set[str]:
+    """The request ids in ``spend_logs``."""
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(sa.select(spend_logs.c.request_id))}
+
+
+def leave_outbox(directory: Path, lines: Sequence[str]) -> Path:
+    """An outbox holding ``lines`` that its process left in ``directory``, unlocked, as a
+    process leaves it at shutdown or death: the next ledger claims it. Returns its path."""
+    outbox = open_own_outbox(directory)
+    try:
+        outbox.append(lines)
+    finally:
+        outbox.close()  # rows pending: the files stay
+    return outbox.path
 
 
 def open_ledger(url: str, **options: Any) -> SqlLedger:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 import tracking
 from tests.conftest import make_png
-from tests.ledger_support import make_event
+from tests.ledger_support import leave_outbox, make_event
 from tests.loop_ticks import loop_ticks
 from tests.relay import TcpRelay
 from tracking.integrations.sql import SqlLedger, spend_logs
@@ -278,22 +278,15 @@ def test_each_ledger_has_its_own_outbox_and_a_live_ones_is_never_claimed(postgre
 
 def test_rows_left_in_an_outbox_by_a_previous_run_are_shipped_at_start(postgres_url, tmp_path):
     from tracking.integrations.sql._codec import encode_row
-    from tracking.integrations.sql._outbox import open_own_outbox
     from tracking.integrations.sql._schema import event_to_row
 
     SqlLedger(postgres_url, auto_migrate=True).shutdown(10)
     events = [make_event() for _ in range(30)]
     # A process that acknowledged rows and died before shipping them: its outbox, unlocked.
-    stale = open_own_outbox(tmp_path)
-    stale.append([encode_row(event_to_row(e)) for e in events])
-    stale.append([encode_row(event_to_row(events[0]))])  # shipped twice: must count once
-    stale_path = stale.path
-    stale._db.close()
-    import fcntl
-    import os
-
-    fcntl.flock(stale._lock_fd, fcntl.LOCK_UN)
-    os.close(stale._lock_fd)
+    lines = [encode_row(event_to_row(e)) for e in events]
+    lines.append(lines[0])  # shipped twice: must count once
+    stale_path = leave_outbox(tmp_path, lines)
+    # Under another pid's name: the new ledger's own outbox would take this pid's.
     stale_path.rename(tmp_path / "outbox-999999999.db")
     stale_path.with_suffix(".lock").rename(tmp_path / "outbox-999999999.lock")
 

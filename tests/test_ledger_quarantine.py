@@ -11,7 +11,6 @@ timeout. The ledger's queue-depth gauge reads 0 once idle.
 from __future__ import annotations
 
 import json
-import random
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +18,14 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from tests.ledger_support import ledger_url, make_event, open_ledger  # noqa: F401
+from tests.ledger_support import (  # noqa: F401
+    hostile_user,
+    ids_in,
+    ledger_url,
+    make_event,
+    open_ledger,
+    refused_rows,
+)
 from tracking.cli import main
 from tracking.events import TokenUsage
 from tracking.integrations.sql import SqlLedger, spend_logs
@@ -32,31 +38,12 @@ from .proxy_support import MASTER_KEY, ProxyProcess
 from .test_reliability_faults import proxy_config
 
 
-def hostile_user(length: int = 3000) -> str:
-    """Random text that does not compress: over PostgreSQL's 2,704-byte B-tree entry limit."""
-    rng = random.Random(18)
-    return "".join(chr(rng.randint(0x100, 0x7FF)) for _ in range(length))
-
-
-def _ids_in(engine: sa.Engine) -> set[str]:
-    with engine.connect() as conn:
-        return {r[0] for r in conn.execute(sa.select(spend_logs.c.request_id))}
-
-
-def _refused_rows(dialect: str) -> list[tuple[str, dict[str, object]]]:
-    huge_tokens = TokenUsage(10, 323, 0, 2**70, 2**70)  # out of range for SQLite and PostgreSQL
-    rows: list[tuple[str, dict[str, object]]] = [("tokens", {"usage": huge_tokens})]
-    if dialect == "postgresql":  # SQLite stores these two
-        rows += [("nul", {"user": "bob\x00"}), ("long", {"user": hostile_user()})]
-    return rows
-
-
 def test_refused_rows_are_quarantined_and_the_rows_behind_them_go_through(ledger_url):  # noqa: F811
     ledger = open_ledger(ledger_url, mode="durable")
     quarantined: list[int] = []
     ledger.quarantine_hooks.append(quarantined.append)
     dialect = ledger.engine.dialect.name
-    refused = _refused_rows(dialect)
+    refused = refused_rows(dialect)
     try:
         for name, fields in refused:
             ledger.on_end(make_event(request_id=f"bad-{name}", **fields))  # type: ignore[arg-type]
@@ -64,7 +51,7 @@ def test_refused_rows_are_quarantined_and_the_rows_behind_them_go_through(ledger
         for request_id in good:
             ledger.on_end(make_event(request_id=request_id))
         assert ledger.flush(10), "the rows behind the refused ones did not reach the database"
-        assert set(good) <= _ids_in(ledger.engine)
+        assert set(good) <= ids_in(ledger.engine)
         kept = list_quarantine(ledger.engine)
         assert sorted(r.request_id or "" for r in kept) == sorted(f"bad-{n}" for n, _ in refused)
         assert all(r.error for r in kept)
@@ -152,7 +139,7 @@ def test_a_target_refusing_everything_is_reported_stuck_and_shutdown_keeps_its_t
     again = SqlLedger(postgres_url, mode="durable", outbox_dir=tmp_path)
     try:
         assert again.flush(10)
-        assert "waits-1" in _ids_in(again.engine)
+        assert "waits-1" in ids_in(again.engine)
     finally:
         again.shutdown(5)
 
@@ -192,7 +179,7 @@ def test_proxy_on_postgres_a_hostile_user_cannot_stop_the_ledger(
             engine = sa.create_engine(postgres_url)
             try:
                 deadline = time.monotonic() + 5
-                while not set(ids) <= _ids_in(engine):
+                while not set(ids) <= ids_in(engine):
                     assert time.monotonic() < deadline, "ordinary calls did not reach PostgreSQL"
                     time.sleep(0.1)
                 if hostile.status_code == 200:  # the edge let it through: the ledger kept it

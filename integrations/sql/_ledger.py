@@ -7,7 +7,7 @@ group-commits rows off the call path to where they are *acknowledged*:
 
 * an SQLite target is its own outbox: a row is acknowledged once committed to the ledger file
   (rows the file cannot take by the end of ``shutdown()`` are kept in a local outbox, which the
-  next ledger for the file writes when it opens);
+  next ledger for the file writes when it opens, quarantining a row the file refuses for good);
 * any other target (PostgreSQL), or an SQLite target given an ``outbox_dir``, gets a local outbox
   (:mod:`tracking.integrations.sql._outbox`): a row is acknowledged once committed there, and an
   :class:`~tracking.integrations.sql._shipper.OutboxShipper` moves it to the target, retrying
@@ -51,6 +51,7 @@ from ._codec import (
     line_of_sqlite_params,
     line_request_id,
 )
+from ._drain import OutboxDrain
 from ._engine import create_ledger_engine, redact
 from ._intents import IntentJournal
 from ._migrate import check_schema
@@ -58,7 +59,7 @@ from ._outbox import claim_orphans, default_outbox_dir, open_own_outbox
 from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import event_to_row, event_values
 from ._shipper import OutboxShipper, ShipperOwner
-from ._target import SpendLogsInserter
+from ._target import SpendLogsInserter, error_text
 from ._writer import DirectDestination, LedgerWriter, WriteHook
 
 if TYPE_CHECKING:
@@ -206,6 +207,8 @@ class SqlLedger:
         #: Called with a count of rows moved to ``ledger_quarantine`` (refused for good).
         self.quarantine_hooks: list[ReplayHook] = [self._count_quarantined]
         inserter = SpendLogsInserter(self.engine)
+        #: Writes the rows an earlier SQLite ledger for the file kept (``_write_leftovers``).
+        self._leftovers = OutboxDrain(inserter, self.quarantine_hooks)
         self._outbox: _OutboxDestination | None = None
         if outbox_dir is not None or self.engine.dialect.name != "sqlite":
             directory = (
@@ -222,7 +225,7 @@ class SqlLedger:
                 retry_max=retry_max,
             )
         else:
-            self._write_leftovers(inserter)
+            self._write_leftovers()
         self._intents: IntentJournal | None = None
         if intents:
             self._intents = IntentJournal(
@@ -363,18 +366,25 @@ class SqlLedger:
             redact(self.engine.url),
         )
 
-    def _write_leftovers(self, inserter: SpendLogsInserter) -> None:
-        """Write the rows an earlier SQLite ledger for this file kept at shutdown (above)."""
+    def _write_leftovers(self) -> None:
+        """Write the rows an earlier SQLite ledger for this file kept at shutdown (above), as
+        the shipper ships an outbox: a row refused for good is quarantined, not in the way."""
         directory = self._leftovers_dir()
         if not directory.is_dir():
             return
         for outbox in claim_orphans(directory):
+            if outbox.pending():
+                log.info("ledger: writing %d rows kept in %s", outbox.pending(), outbox.path)
             try:
-                while rows := outbox.peek(500):
-                    inserter.insert_lines([line for _, line in rows])
-                    outbox.remove_through(rows[-1][0], len(rows))
-            except Exception:
-                log.exception("ledger: rows kept in %s not written yet; next start", outbox.path)
+                self._leftovers.empty(outbox, 500)
+            except Exception as exc:  # transient (or the outbox file's): rows stay for next start
+                log.warning(
+                    "ledger: %d rows kept in %s not written yet (%s); the next start writes them",
+                    outbox.pending(),
+                    outbox.path,
+                    error_text(exc),
+                    exc_info=not self._leftovers.inserter.is_transient(exc),
+                )
             finally:
                 outbox.close()
 
@@ -402,13 +412,14 @@ class SqlLedger:
     def rejected_rows(self) -> int:
         """Rows refused for good (logged; with an outbox, kept in its ``rejected`` table)."""
         shipped = 0 if self._outbox is None else self._outbox.shipper().rejected_rows
-        return self.writer.rejected_rows + shipped
+        return self.writer.rejected_rows + self._leftovers.rejected_rows + shipped
 
     @property
     def quarantined_rows(self) -> int:
         """Rows this process moved to the target's ``ledger_quarantine`` table."""
         shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
-        return self.writer.quarantined_rows + sum(s.quarantined_rows for s in shippers)
+        quarantined = self.writer.quarantined_rows + self._leftovers.quarantined_rows
+        return quarantined + sum(s.quarantined_rows for s in shippers)
 
     def stuck_for(self) -> float:
         """Seconds acknowledged rows have waited for a target that refuses them all (0: fine).

@@ -6,11 +6,9 @@ The shipper reads the oldest rows of an outbox in batches, inserts them into the
 outbox. A crash between the two steps replays the batch on restart, and the conflict clause turns
 the replay into a no-op: every acknowledged row reaches the target exactly once. While the target
 is unreachable the rows stay on disk and the shipper retries with capped exponential backoff; a row
-the target refuses for good (see
-:meth:`~tracking.integrations.sql._target.SpendLogsInserter.is_transient`) is moved to the target's
-``ledger_quarantine`` table with the database's error text, logged and counted
-(``quarantine_hooks``), so it cannot block the rows behind it. Only when the quarantine itself
-refuses the row does it stay behind in the outbox's local ``rejected`` table.
+the target refuses for good is moved to the target's ``ledger_quarantine`` table (or, failing
+that, to the outbox's ``rejected`` table), logged and counted, so it cannot block the rows behind
+it: see :class:`~tracking.integrations.sql._drain.OutboxDrain`, which moves the rows.
 
 :meth:`OutboxShipper.stuck_for` tells how long rows have been waiting without any reaching the
 target (what the proxy's readiness reports).
@@ -28,9 +26,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._codec import line_request_id
+from ._drain import OutboxDrain
 from ._outbox import Outbox, claim_orphans
-from ._target import SpendLogsInserter, announce_quarantined, error_text
+from ._target import SpendLogsInserter
 
 __all__ = ["OutboxShipper", "ShipperOwner"]
 
@@ -62,9 +60,7 @@ class OutboxShipper:
         # Given before the thread starts, so rows drained from orphans at once are reported too.
         self.replay_hooks = replay_hooks if replay_hooks is not None else []
         self.ship_hooks = ship_hooks if ship_hooks is not None else []
-        self.quarantine_hooks = quarantine_hooks if quarantine_hooks is not None else []
-        self.rejected_rows = 0
-        self.quarantined_rows = 0
+        self.drain = OutboxDrain(inserter, quarantine_hooks)
         #: When the current failure began (monotonic), None while shipping works.
         self._failing_since: float | None = None
         self.replayed_rows = 0
@@ -79,6 +75,16 @@ class OutboxShipper:
         self._thread.start()
 
     # -- called by others -----------------------------------------------------------------------
+
+    @property
+    def quarantined_rows(self) -> int:
+        """Rows moved to the target's ``ledger_quarantine`` table."""
+        return self.drain.quarantined_rows
+
+    @property
+    def rejected_rows(self) -> int:
+        """Rows the quarantine refused too, kept in their outbox's ``rejected`` table."""
+        return self.drain.rejected_rows
 
     def wake(self) -> None:
         """New rows were committed to the outbox."""
@@ -183,15 +189,7 @@ class OutboxShipper:
         if not rows:
             return
         started = time.perf_counter()
-        lines = [line for _, line in rows]
-        try:
-            self.inserter.insert_lines(lines)
-        except Exception as exc:
-            if self.inserter.is_transient(exc):
-                raise
-            self._ship_one_by_one(source, rows)
-        else:
-            source.remove_through(rows[-1][0], len(rows))
+        self.drain.move(source, rows)
         elapsed = time.perf_counter() - started
         replayed = self._replaying or source is not self.outbox
         if source is self.outbox and source.pending() == 0:
@@ -199,53 +197,6 @@ class OutboxShipper:
         with self._cond:
             self._cond.notify_all()
         self._report(elapsed, len(rows), len(rows) if replayed else 0)
-
-    def _ship_one_by_one(self, source: Outbox, rows: list[tuple[int, str]]) -> None:
-        # A row quarantined has left the outbox as surely as one shipped: both are counted in
-        # ``gone``, which ``remove_through`` takes off the pending count.
-        gone = 0
-        for seq, line in rows:
-            try:
-                self.inserter.insert_lines([line])
-            except Exception as exc:
-                if self.inserter.is_transient(exc):
-                    source.remove_through(seq - 1, gone)  # keep what already went through
-                    raise
-                try:
-                    in_target = self._quarantine(source, seq, line, exc)
-                except Exception:
-                    source.remove_through(seq - 1, gone)
-                    raise
-                if not in_target:
-                    continue  # moved to the outbox's rejected table, off the pending count
-            gone += 1
-        source.remove_through(rows[-1][0], gone)
-
-    def _quarantine(self, source: Outbox, seq: int, line: str, refusal: BaseException) -> bool:
-        """Move a refused row to the target's quarantine: True, or False when the quarantine
-        refused it too and it went to the outbox's ``rejected`` table. A transient failure of
-        the quarantine raises (the row stays in the outbox for the next attempt)."""
-        request_id = line_request_id(line)
-        error = error_text(refusal)
-        try:
-            self.inserter.quarantine([(request_id, line, error)])
-        except Exception as exc:
-            if self.inserter.is_transient(exc):
-                raise
-            self.rejected_rows += 1
-            log.error(
-                "ledger row %s refused by the target (%s) and by its quarantine (%s); "
-                "kept in %s, table rejected",
-                request_id,
-                error,
-                error_text(exc),
-                source.path,
-            )
-            source.reject(seq, line, error)
-            return False
-        self.quarantined_rows += 1
-        announce_quarantined(request_id, error, self.quarantine_hooks)
-        return True
 
     def _report(self, seconds: float, rows: int, replayed: int) -> None:
         if replayed:

@@ -1,0 +1,140 @@
+"""Rows an SQLite ledger kept at shutdown (its file was locked) that the database refuses for good
+do not stop the next start from writing the others.
+
+The next ledger for the file writes the kept rows as the outbox shipper ships an outbox: a row
+refused for good moves to ``ledger_quarantine`` (or, if the quarantine refuses it too, to the
+outbox's ``rejected`` table), counted, and the rows behind it are written; a transient failure
+(the file locked again) keeps every row for the start after.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.ledger_support import ids_in, leave_outbox, make_event, open_ledger, refused_rows
+from tracking.integrations.sql import SqlLedger, event_to_row
+from tracking.integrations.sql._codec import encode_row
+from tracking.integrations.sql._engine import create_ledger_engine, redact, resolve_url
+from tracking.integrations.sql._outbox import default_outbox_dir
+from tracking.integrations.sql._quarantine import list_quarantine
+
+
+@pytest.fixture
+def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An SQLite ledger file with its tables; outboxes in the test's own folder."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).shutdown(10)
+    return url
+
+
+def _leftovers_dir(url: str) -> Path:
+    """Where an SQLite ledger keeps the rows its file could not take at shutdown."""
+    return default_outbox_dir(redact(resolve_url(url)))
+
+
+def _line(request_id: str, **fields: object) -> str:
+    return encode_row(event_to_row(make_event(request_id=request_id, **fields)))  # type: ignore[arg-type]
+
+
+def _refused_line() -> str:
+    ((name, fields),) = refused_rows("sqlite")  # a token count out of SQLite's range
+    return _line(f"bad-{name}", **fields)
+
+
+def _outbox_tables(path: Path) -> tuple[list[str], list[str]]:
+    """The lines still waiting in an outbox file, and those in its ``rejected`` table."""
+    db = sqlite3.connect(path)
+    try:
+        waiting = [line for (line,) in db.execute("SELECT line FROM outbox ORDER BY seq")]
+        rejected = [line for (line,) in db.execute("SELECT line FROM rejected ORDER BY seq")]
+    finally:
+        db.close()
+    return waiting, rejected
+
+
+def test_kept_rows_the_database_refuses_are_quarantined_and_the_others_written(url: str) -> None:
+    lines = [_line("good-1"), _refused_line(), "{not a ledger row", _line("good-2")]
+    leave_outbox(_leftovers_dir(url), lines)
+
+    ledger = SqlLedger(url)
+    try:
+        assert ids_in(ledger.engine) == {"good-1", "good-2"}
+        kept = list_quarantine(ledger.engine)
+        assert [r.request_id for r in kept] == ["bad-tokens", "(unreadable)"]
+        assert [r.line for r in kept] == lines[1:3] and all(r.error for r in kept)
+        assert ledger.quarantined_rows == ledger.ledger_stats().quarantined_rows == 2
+        assert ledger.rejected_rows == 0
+    finally:
+        ledger.shutdown(10)
+    assert not list(_leftovers_dir(url).iterdir())  # the kept rows' outbox is gone
+
+    again = SqlLedger(url)  # and nothing is written or quarantined twice
+    try:
+        assert ids_in(again.engine) == {"good-1", "good-2"}
+        assert len(list_quarantine(again.engine)) == 2 and again.quarantined_rows == 0
+    finally:
+        again.shutdown(10)
+
+
+def test_a_kept_row_the_quarantine_refuses_too_stays_in_the_outbox_rejected_table(
+    url: str,
+) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
+                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
+                )
+            )
+    finally:
+        engine.dispose()
+    refused = _refused_line()
+    path = leave_outbox(_leftovers_dir(url), [_line("good-1"), refused, _line("good-2")])
+
+    ledger = SqlLedger(url)
+    try:
+        assert ids_in(ledger.engine) == {"good-1", "good-2"}
+        assert ledger.rejected_rows == 1 and ledger.quarantined_rows == 0
+    finally:
+        ledger.shutdown(10)
+    assert _outbox_tables(path) == ([], [refused])  # kept for inspection, not lost
+
+
+def test_kept_rows_wait_out_a_transient_failure_and_the_next_start_writes_them(
+    url: str, tmp_path: Path
+) -> None:
+    lines = [_line("good-1"), _refused_line(), _line("good-2")]
+    path = leave_outbox(_leftovers_dir(url), lines)
+
+    holder = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the file's write lock
+    try:
+        engine = create_ledger_engine(url)
+        # Give up on the lock after 0.1 s instead of the ledger's 10 s.
+        sa.event.listen(
+            engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA busy_timeout=100")
+        )
+        try:
+            SqlLedger(engine=engine).shutdown(10)
+        finally:
+            engine.dispose()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert _outbox_tables(path) == (lines, [])  # every row kept, the refused one too
+
+    ledger = SqlLedger(url)
+    try:
+        assert ids_in(ledger.engine) == {"good-1", "good-2"}
+        assert [r.request_id for r in list_quarantine(ledger.engine)] == ["bad-tokens"]
+        assert ledger.quarantined_rows == 1
+    finally:
+        ledger.shutdown(10)
+    assert not list(_leftovers_dir(url).iterdir())
