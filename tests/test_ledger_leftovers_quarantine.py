@@ -138,3 +138,37 @@ def test_kept_rows_wait_out_a_transient_failure_and_the_next_start_writes_them(
     finally:
         ledger.shutdown(10)
     assert not list(_leftovers_dir(url).iterdir())
+
+
+def test_a_dead_processes_intent_the_quarantine_refuses_too_is_counted_as_rejected(
+    url: str,
+) -> None:
+    """``rejected_rows`` counts every row refused for good, a recovered intent's too."""
+    from tracking.integrations.sql._intents import IntentLog
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
+                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
+                )
+            )
+    finally:
+        engine.dispose()
+    dead = IntentLog(_leftovers_dir(url))
+    dead.record("bad-tokens", _refused_line())
+    dead.close()  # an open intent: the log stays, unlocked, as a dead process leaves it
+
+    ledger = SqlLedger(url, mode="durable", intents=True)
+    try:
+        assert ledger.flush(10)
+        deadline = 50
+        while ledger.rejected_rows == 0 and deadline:
+            ledger.flush(0.1)
+            deadline -= 1
+        assert ledger.rejected_rows == 1 and ledger.quarantined_rows == 0
+        assert "bad-tokens" not in ids_in(ledger.engine)
+    finally:
+        ledger.shutdown(10)

@@ -410,8 +410,10 @@ class SqlLedger:
 
     @property
     def rejected_rows(self) -> int:
-        """Rows refused for good (logged; with an outbox, kept in its ``rejected`` table)."""
-        shipped = 0 if self._outbox is None else self._outbox.shipper().rejected_rows
+        """Rows refused for good (logged; with an outbox, kept in its ``rejected`` table),
+        recovered intents' included."""
+        shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
+        shipped = sum(s.rejected_rows for s in shippers)
         return self.writer.rejected_rows + self._leftovers.rejected_rows + shipped
 
     @property
