@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from tests.conftest import API_KEY
 from tracking.testing.app_thread import AppThread
 
 MASTER_KEY = "sk-master-proxy-test-0123456789"
@@ -234,6 +235,42 @@ def write_config(path: Path, document: dict[str, Any]) -> Path:
     """Config files are YAML; JSON is YAML, and keeps the tests free of formatting details."""
     path.write_text(json.dumps(document, indent=2))
     return path
+
+
+def one_deployment_config(
+    api_base: str | None = None,
+    *,
+    model_name: str = "gpt-image-1",
+    model: str | None = None,
+    api_key: str | None = API_KEY,
+    general_settings: dict[str, Any] | None = None,
+    litellm_settings: dict[str, Any] | None = None,
+    router_settings: dict[str, Any] | None = None,
+    environment_variables: dict[str, Any] | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """A config document (for ``write_config`` or ``parse_config``) whose ``model_list`` is one
+    deployment: ``model_name`` served by ``model`` (the same name unless given) at ``api_base``
+    with ``api_key``; ``params`` are further ``litellm_params`` (``max_retries=0``, ``rpm=…``).
+
+    ``api_base=None`` or ``api_key=None`` leaves that key out. A section is written only when it
+    is given, exactly as given (an empty one too)."""
+    litellm_params: dict[str, Any] = {"model": model or model_name}
+    if api_key is not None:
+        litellm_params["api_key"] = api_key
+    if api_base is not None:
+        litellm_params["api_base"] = api_base
+    document: dict[str, Any] = {
+        "model_list": [{"model_name": model_name, "litellm_params": {**litellm_params, **params}}]
+    }
+    sections = {
+        "environment_variables": environment_variables,
+        "litellm_settings": litellm_settings,
+        "router_settings": router_settings,
+        "general_settings": general_settings,
+    }
+    document.update({name: value for name, value in sections.items() if value is not None})
+    return document
 
 
 def edit_through_proxy(

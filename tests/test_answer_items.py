@@ -14,7 +14,7 @@ from aiohttp import web
 
 import tracking
 from tests.conftest import make_png
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import ProxyProcess, one_deployment_config, write_config
 from tests.recorder import record_events
 from tracking.errors import APIResponseError
 from tracking.testing.app_thread import AppThread
@@ -70,19 +70,11 @@ def test_an_answer_item_without_an_image_is_an_unreadable_answer(monkeypatch, ga
 def test_through_the_proxy_it_is_a_502_in_openai_shape(garbage, tmp_path):
     config = write_config(
         tmp_path / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-1",
-                    "litellm_params": {
-                        "model": "gpt-image-1",
-                        "api_base": f"{garbage}/b64_number/v1",
-                        "api_key": "sk-test-0123456789abcdef",
-                    },
-                }
-            ],
-            "general_settings": {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        },
+        one_deployment_config(
+            f"{garbage}/b64_number/v1",
+            api_key="sk-test-0123456789abcdef",
+            general_settings={"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        ),
     )
     with ProxyProcess(config) as proxy:
         answer = httpx.post(

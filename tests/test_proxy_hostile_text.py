@@ -18,7 +18,7 @@ import tracking
 from tracking.testing import FakeOpenAI
 
 from .conftest import API_KEY, make_png
-from .proxy_support import MASTER_KEY, ProxyProcess, write_config
+from .proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 LONE = "\\ud800"  # as JSON text: the escape itself, which json.loads decodes to U+D800
@@ -34,19 +34,9 @@ def upstream() -> Iterator[FakeOpenAI]:
 def proxy(upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     config = write_config(
         tmp_path_factory.mktemp("hostile-text") / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-2",
-                    "litellm_params": {
-                        "model": "gpt-image-2",
-                        "api_key": API_KEY,
-                        "api_base": upstream.url,
-                    },
-                }
-            ],
-            "general_settings": {"master_key": MASTER_KEY},
-        },
+        one_deployment_config(
+            upstream.url, model_name="gpt-image-2", general_settings={"master_key": MASTER_KEY}
+        ),
     )
     with ProxyProcess(config) as running:
         yield running

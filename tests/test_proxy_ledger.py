@@ -10,16 +10,19 @@ import pytest
 
 import tracking
 from tests.conftest import make_png
+from tests.proxy_support import one_deployment_config
 from tracking.config import parse_config
 from tracking.proxy.ledger import open_ledger
 
 
 def _config(path, **general):
     return parse_config(
-        {
-            "model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-1"}}],
-            "general_settings": {"database_url": f"sqlite:///{path}", **general},
-        }
+        one_deployment_config(
+            model_name="m",
+            model="gpt-image-1",
+            api_key=None,
+            general_settings={"database_url": f"sqlite:///{path}", **general},
+        )
     )
 
 

@@ -19,6 +19,7 @@ from tests.proxy_support import (
     MASTER_KEY,
     ProxyProcess,
     TroubleUpstream,
+    one_deployment_config,
     tracking_command,
     write_config,
 )
@@ -73,20 +74,12 @@ def test_sigterm_drains_in_flight_requests_and_flushes_sinks(tmp_path):
     with TroubleUpstream() as trouble:
         config = write_config(
             tmp_path / "config.yaml",
-            {
-                "model_list": [
-                    {
-                        "model_name": "gpt-image-1",
-                        "litellm_params": {
-                            "model": "gpt-image-1",
-                            "api_key": "sk-x",
-                            "api_base": trouble.url("slow/1.5"),
-                        },
-                    }
-                ],
-                "litellm_settings": {"success_callback": ["custom_sink.sink"]},
-                "general_settings": {"master_key": MASTER_KEY},
-            },
+            one_deployment_config(
+                trouble.url("slow/1.5"),
+                api_key="sk-x",
+                litellm_settings={"success_callback": ["custom_sink.sink"]},
+                general_settings={"master_key": MASTER_KEY},
+            ),
         )
         proxy = ProxyProcess(config).start()
         answers: list[httpx.Response] = []
@@ -140,15 +133,11 @@ def test_bad_config_and_unknown_callback_fail_at_start(tmp_path):
 def test_open_proxy_warns_loudly_and_applies_the_default_size_limit(tmp_path, fake):
     config = write_config(
         tmp_path / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-1",
-                    "litellm_params": {"model": "gpt-image-1", "api_base": fake.url},
-                }
-            ],
-            "general_settings": {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        },
+        one_deployment_config(
+            fake.url,
+            api_key=None,  # from OPENAI_API_KEY
+            general_settings={"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        ),
     )
     with ProxyProcess(config, env={"OPENAI_API_KEY": API_KEY}) as proxy:
         assert "no master_key is set: this proxy is OPEN" in proxy.log()
@@ -167,10 +156,12 @@ def test_open_proxy_warns_loudly_and_applies_the_default_size_limit(tmp_path, fa
 def _postgres_config(tmp_path, url: str, **general) -> object:
     return write_config(
         tmp_path / "config.yaml",
-        {
-            "model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-1"}}],
-            "general_settings": {"master_key": MASTER_KEY, "database_url": url, **general},
-        },
+        one_deployment_config(
+            model_name="m",
+            model="gpt-image-1",
+            api_key=None,
+            general_settings={"master_key": MASTER_KEY, "database_url": url, **general},
+        ),
     )
 
 
@@ -231,19 +222,7 @@ def _per_worker_rejections(folder) -> dict[str, float]:
 def test_two_workers_report_the_same_totals(tmp_path, fake):
     config = write_config(
         tmp_path / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-1",
-                    "litellm_params": {
-                        "model": "gpt-image-1",
-                        "api_key": API_KEY,
-                        "api_base": fake.url,
-                    },
-                }
-            ],
-            "general_settings": {"master_key": MASTER_KEY},
-        },
+        one_deployment_config(fake.url, general_settings={"master_key": MASTER_KEY}),
     )
     folder = tmp_path / "prometheus"
     with ProxyProcess(config, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}) as proxy:

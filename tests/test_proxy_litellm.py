@@ -27,7 +27,7 @@ from tests.accounts_support import (
     wait_for,
 )
 from tests.conftest import API_KEY
-from tests.proxy_support import MASTER_KEY, ProxyProcess, write_config
+from tests.proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -292,22 +292,15 @@ def test_environment_variables_are_exported_before_providers_read_them(fake, tmp
 def test_open_spend_reads_when_the_config_says_so(fake, tmp_path, client):
     config = write_config(
         tmp_path / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "images",
-                    "litellm_params": {
-                        "model": "gpt-image-1",
-                        "api_base": fake.url,
-                        "api_key": API_KEY,
-                    },
-                },
-            ],
-            "general_settings": {
+        one_deployment_config(
+            fake.url,
+            model_name="images",
+            model="gpt-image-1",
+            general_settings={
                 "database_url": f"sqlite:///{tmp_path / 'ledger.db'}",
                 "allow_open_spend_reads": True,
             },
-        },
+        ),
     )
     with ProxyProcess(config) as proxy:
         assert client.get(f"{proxy.url}/spend/logs").status_code == 200

@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from tests import test_otel
 from tests.accounts_support import edit, wait_for
 from tests.conftest import API_KEY
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import ProxyProcess, one_deployment_config, write_config
 
 #: The otel tests' OTLP/HTTP receiver fixture, shared under this name.
 collector_ = test_otel.collector
@@ -23,20 +23,11 @@ collector_ = test_otel.collector
 def _config(folder: Path, fake_url: str, **litellm_settings: object) -> Path:
     return write_config(
         folder / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-1",
-                    "litellm_params": {
-                        "model": "gpt-image-1",
-                        "api_key": API_KEY,
-                        "api_base": fake_url,
-                    },
-                }
-            ],
-            "litellm_settings": litellm_settings,
-            "general_settings": {"database_url": f"sqlite:///{folder / 'ledger.db'}"},
-        },
+        one_deployment_config(
+            fake_url,
+            litellm_settings=litellm_settings,
+            general_settings={"database_url": f"sqlite:///{folder / 'ledger.db'}"},
+        ),
     )
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from tests.conftest import API_KEY, make_png
-from tests.proxy_support import MASTER_KEY, ProxyProcess, write_config
+from tests.proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
 from tracking.testing import FakeOpenAI
 
 
@@ -26,22 +26,10 @@ def test_edits_over_the_per_key_limit_are_refused_with_429(tmp_path):
     with FakeOpenAI(api_keys=[API_KEY], faults=["latency=1.5;always"]) as slow:
         config = write_config(
             tmp_path / "config.yaml",
-            {
-                "model_list": [
-                    {
-                        "model_name": "gpt-image-1",
-                        "litellm_params": {
-                            "model": "gpt-image-1",
-                            "api_key": API_KEY,
-                            "api_base": slow.url,
-                        },
-                    }
-                ],
-                "general_settings": {
-                    "master_key": MASTER_KEY,
-                    "max_parallel_requests_per_key": 2,
-                },
-            },
+            one_deployment_config(
+                slow.url,
+                general_settings={"master_key": MASTER_KEY, "max_parallel_requests_per_key": 2},
+            ),
         )
         with ProxyProcess(config) as proxy, ThreadPoolExecutor(5) as pool:
             answers = list(pool.map(_post, [proxy.url] * 5))

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import API_KEY, make_png
-from tests.proxy_support import MASTER_KEY, ProxyProcess, TroubleUpstream, rss_bytes, write_config
+from tests.conftest import make_png
+from tests.proxy_support import (
+    MASTER_KEY,
+    ProxyProcess,
+    TroubleUpstream,
+    one_deployment_config,
+    rss_bytes,
+    write_config,
+)
 from tracking.config import DEFAULT_MAX_PARALLEL_REQUESTS_PER_KEY, parse_config
 
 MB = 1024 * 1024
@@ -21,20 +28,9 @@ MB = 1024 * 1024
 def _config(folder: Path, api_base: str, **general: object) -> Path:
     return write_config(
         folder / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-1",
-                    "litellm_params": {
-                        "model": "gpt-image-1",
-                        "api_key": API_KEY,
-                        "api_base": api_base,
-                        "max_retries": 0,
-                    },
-                }
-            ],
-            "general_settings": {"master_key": MASTER_KEY, **general},
-        },
+        one_deployment_config(
+            api_base, max_retries=0, general_settings={"master_key": MASTER_KEY, **general}
+        ),
     )
 
 

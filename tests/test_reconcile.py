@@ -17,7 +17,7 @@ import pytest
 
 import tracking
 from tests.conftest import make_png
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import ProxyProcess, one_deployment_config, write_config
 from tracking.cli import main
 from tracking.integrations.sql import SqlLedger
 from tracking.testing import FakeOpenAI
@@ -86,19 +86,7 @@ def test_calls_through_the_sdk_and_the_proxy_agree_with_the_bill(capsys, fake, l
     edit(fake, quality="high", n=2)
     config = write_config(
         tmp_path / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-1",
-                    "litellm_params": {
-                        "model": "gpt-image-1",
-                        "api_key": KEY,
-                        "api_base": fake.url,
-                    },
-                }
-            ],
-            "general_settings": {"database_url": ledger},
-        },
+        one_deployment_config(fake.url, api_key=KEY, general_settings={"database_url": ledger}),
     )
     with ProxyProcess(config) as proxy:
         answer = httpx.post(

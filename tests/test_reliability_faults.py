@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tracking.testing import FakeOpenAI
 
 from .conftest import API_KEY, make_png
-from .proxy_support import MASTER_KEY, ProxyProcess, write_config
+from .proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
 
 #: A user integration named in the config as ``counting_sink.sink``: it records every event and
 #: writes them, and whether it was flushed first, when the proxy shuts it down.
@@ -63,25 +63,16 @@ def proxy_config(
     (folder / "counting_sink.py").write_text(COUNTING_SINK)
     return write_config(
         folder / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-1",
-                    "litellm_params": {
-                        "model": "gpt-image-1",
-                        "api_key": API_KEY,
-                        "api_base": api_base,
-                        **params,
-                    },
-                }
-            ],
-            "litellm_settings": {"success_callback": SINKS, "failure_callback": SINKS},
-            "general_settings": {
+        one_deployment_config(
+            api_base,
+            **params,
+            litellm_settings={"success_callback": SINKS, "failure_callback": SINKS},
+            general_settings={
                 "master_key": MASTER_KEY,
                 "database_url": f"sqlite:///{folder / 'ledger.db'}",
                 **(general or {}),
             },
-        },
+        ),
     )
 
 

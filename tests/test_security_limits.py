@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .conftest import API_KEY, make_png
-from .proxy_support import MASTER_KEY, ProxyProcess, write_config
+from .conftest import make_png
+from .proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
 
 READ_TIMEOUT = 1.5
 
@@ -24,23 +24,14 @@ READ_TIMEOUT = 1.5
 def proxy(fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     config = write_config(
         tmp_path_factory.mktemp("limits") / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-1",
-                    "litellm_params": {
-                        "model": "gpt-image-1",
-                        "api_key": API_KEY,
-                        "api_base": fake.url,
-                    },
-                }
-            ],
-            "general_settings": {
+        one_deployment_config(
+            fake.url,
+            general_settings={
                 "master_key": MASTER_KEY,
                 "request_read_timeout": READ_TIMEOUT,
                 "max_request_size_mb": 1,
             },
-        },
+        ),
     )
     with ProxyProcess(config) as running:
         yield running
