@@ -149,7 +149,7 @@ def inside_sdk(calls: int, variants: list[str], result: Path, out: Path) -> None
             figures[name] = _dumped(Path(f"{out}.{pid}.{dump}")) / calls
         client.close()
         integrations.close()
-    result.write_text(json.dumps(figures))
+    result.write_text(json.dumps({"figures": figures, "tracking": tracking.__file__}))
 
 
 def sdk_part(calls: int, variants: list[str], folder: Path, tree: Path | None) -> dict[str, float]:
@@ -175,7 +175,11 @@ def sdk_part(calls: int, variants: list[str], folder: Path, tree: Path | None) -
     finished = subprocess.run(command, env=environment, capture_output=True, text=True)
     if finished.returncode != 0 or not result.exists():
         raise SystemExit(f"the sdk part failed:\n{finished.stdout}\n{finished.stderr[-3000:]}")
-    figures: dict[str, float] = json.loads(result.read_text())
+    written = json.loads(result.read_text())
+    root = (tree or HERE.parent).resolve()
+    if root not in Path(written["tracking"]).resolve().parents:  # the code meant, not another
+        raise SystemExit(f"the sdk part imported tracking from {written['tracking']}, not {root}")
+    figures: dict[str, float] = written["figures"]
     return figures
 
 
@@ -262,8 +266,7 @@ def proxy_part(requests: int, folder: Path, tree: Path | None, label: str) -> di
         SERVE: (commands[SERVE], {}),
     }
     if tree is not None:
-        argv = [sys.executable, "-m", "tracking.cli", *commands[SERVE][len(proxy_run.tracking()) :]]
-        plan[label] = (argv, {"PYTHONPATH": str(tree)})
+        plan[label] = proxy_run.revision_serve(tree, folder, upstream)
     try:
         return {
             name: _serve_counted(name, argv, environment, folder, requests)

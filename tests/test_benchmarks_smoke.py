@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -236,3 +237,32 @@ def test_instructions_counts_the_sdk_against_the_raw_post_under_callgrind(tmp_pa
     assert raw["instructions"] > 100_000 and ours["instructions"] > 100_000
     assert ours["over_baseline"] == ours["instructions"] - raw["instructions"]
     assert "proxy" not in document
+
+
+def test_against_extracts_the_whole_revision_and_imports_tracking_from_it(tmp_path):
+    """--against REV runs REV's code: the archive holds the package (not only the benchmark's
+    folder), and the interpreter it starts imports tracking from it, not from the repository
+    root the benchmark is run from."""
+    require_tool("git", "git")
+    sys.path.insert(0, str(BENCHMARKS / "proxy"))
+    try:
+        import run as proxy_run
+    finally:
+        sys.path.remove(str(BENCHMARKS / "proxy"))
+    tree = proxy_run.extract_revision("HEAD", tmp_path)
+    assert (tree / "tracking" / "__init__.py").is_file()
+    assert (tree / "tracking" / "flow.py").read_bytes() == subprocess.run(
+        ["git", "-C", str(BENCHMARKS.parent), "show", "HEAD:tracking/flow.py"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    command, environment = proxy_run.revision_python(tree)
+    probe = subprocess.run(
+        [*command, "-c", "import tracking; print(tracking.__file__)"],
+        env={**os.environ, **environment},
+        cwd=BENCHMARKS.parent,  # the repository root, which holds this tree's own tracking/
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(probe.stdout.strip()).resolve() == (tree / "tracking" / "__init__.py").resolve()

@@ -240,11 +240,15 @@ def server_commands(folder: Path, upstream: str, config: Path) -> dict[str, list
 
 
 def extract_revision(revision: str, folder: Path) -> Path:
-    """The repository's files at ``revision`` (``git archive``), in a folder under ``folder``."""
+    """The repository's files at ``revision`` (``git archive``), in a folder under ``folder``.
+
+    Archived from the repository's root: run in a subdirectory, ``git archive`` takes only that
+    subdirectory (until 2026-12-04 this extracted ``benchmarks/proxy`` alone, no ``tracking``).
+    """
     target = folder / "against"
     target.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(HERE), "archive", "--format=tar", revision],
+        ["git", "-C", str(HERE.parent.parent), "archive", "--format=tar", revision],
         capture_output=True,
     )
     if archive.returncode != 0:
@@ -252,6 +256,37 @@ def extract_revision(revision: str, folder: Path) -> Path:
         raise SystemExit(f"--against {revision}: git archive failed: {reason}")
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
+
+
+def revision_python(tree: Path) -> tuple[list[str], dict[str, str]]:
+    """The interpreter command and environment that import ``tracking`` from ``tree``.
+
+    ``PYTHONPATH`` alone is not enough: ``python -m`` and ``python -c`` put the current
+    directory first on ``sys.path``, and from the repository's root that is this tree's own
+    ``tracking/`` (until 2026-12-04 ``--against`` measured this tree twice). ``-P`` (Python
+    3.11) leaves it out; a probe run the same way checks where ``tracking`` comes from.
+    """
+    command, environment = [sys.executable, "-P"], {"PYTHONPATH": str(tree)}
+    probe = subprocess.run(
+        [*command, "-c", "import tracking; print(tracking.__file__)"],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+    )
+    where = Path(probe.stdout.strip() or "?").resolve()
+    if probe.returncode != 0 or tree.resolve() not in where.parents:
+        raise SystemExit(f"--against: tracking is imported from {where}, not from {tree}")
+    return command, environment
+
+
+def revision_serve(tree: Path, folder: Path, upstream: str) -> tuple[list[str], dict[str, str]]:
+    """``tracking serve`` from ``tree`` (``{port}`` filled in at start), with a config and a
+    ledger file of its own: a ledger migrated by newer code is refused by older code."""
+    own = folder / "revision"
+    own.mkdir(exist_ok=True)
+    serve = server_commands(own, upstream, tracking_config(own, upstream))["tracking serve"]
+    python, environment = revision_python(tree)
+    return [*python, "-m", "tracking.cli", *serve[len(tracking()) :]], environment
 
 
 def median(values: list[float]) -> float:
@@ -307,14 +342,8 @@ def main() -> int:
     commands = server_commands(folder, upstream, config)
     environments: dict[str, dict[str, str]] = {}
     baseline = f"tracking serve @{args.against}"
-    if args.against:
-        commands[baseline] = [
-            sys.executable,
-            "-m",
-            "tracking.cli",
-            *commands["tracking serve"][len(tracking()) :],
-        ]
-        environments[baseline] = {"PYTHONPATH": str(against)}
+    if against is not None:
+        commands[baseline], environments[baseline] = revision_serve(against, folder, upstream)
     servers: dict[str, tuple[subprocess.Popen[bytes], int, float, float]] = {
         "fake upstream": (fake, fake_port, float("nan"), rss_mb(fake.pid))
     }
@@ -384,7 +413,11 @@ def main() -> int:
             ours, old = f"tracking serve c{connections}", f"{baseline} c{connections}"
             rps = median(round_ratios(runs, ours, old, "rps"))
             cpu = median(round_ratios(runs, ours, old, "cpu_ms_per_request"))
-            results[f"against c{connections}"] = {"rps_ratio": rps, "cpu_ratio": cpu}
+            results[f"against c{connections}"] = {  # type: ignore[assignment]
+                "rps_ratio": rps,
+                "cpu_ratio": cpu,
+                "revision_root": str(against),
+            }
             print(
                 f"this tree / {args.against} at c{connections}: {rps:.3f}x req/s, "
                 f"{cpu:.3f}x CPU per request (medians of per-round ratios)"
