@@ -1,7 +1,8 @@
 """A FLUX job the provider accepted is billed whatever happens after: a job that never
 finishes, polls that keep failing, a result that cannot be downloaded. Such a call is recorded
 with an estimated cost (never $0 from the table), and a router never submits it again on another
-deployment, even when the failure is a 404 (the download of an expired result)."""
+deployment, even when the result URL answers 404 (an expired result: an unreadable answer, not a
+missing model)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aiohttp import web
 import tracking
 from tests.conftest import make_png
 from tests.recorder import record_events
-from tracking.errors import APITimeoutError, NotFoundError
+from tracking.errors import APIResponseError, APITimeoutError
 from tracking.router import Router
 from tracking.testing.app_thread import AppThread
 from tracking.testing.fake_bfl import FakeBFL
@@ -96,7 +97,7 @@ def test_a_result_that_cannot_be_downloaded_is_billed_and_not_submitted_again(mo
         ],
         num_retries=2,
     )
-    with pytest.raises(NotFoundError):
+    with pytest.raises(APIResponseError):
         router.image_edit(image=make_png(), prompt="a hat", model="flux")
     assert expired.submissions == 1  # the job was billed: not submitted to "b" nor again
     assert router.cooling() == {}  # the deployment is fine: only the result had expired

@@ -1,5 +1,6 @@
 """Gemini (and Vertex AI) image edits against the fake Gemini upstream: request shape, answers in
-OpenAI's shape, prices by modality, error mapping, safety blocks, and the proxy with fallbacks."""
+OpenAI's shape, prices by modality, error mapping, and the proxy with fallbacks. Safety blocks and
+other answers without a usable image: tests/test_gemini_billed_answers.py."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from tracking.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
-    ContentPolicyError,
     PermissionDeniedError,
     UnsupportedParamsError,
     ValidationError,
@@ -275,24 +275,6 @@ def test_resource_exhausted_and_unavailable_are_retried(monkeypatch, gemini, ups
     assert gemini.hits == before + 2
     assert response.images_returned == 1
     assert events.last.attempts == 2
-
-
-@pytest.mark.parametrize("fault", ["code=blocked", "code=image_safety"])
-def test_a_safety_block_is_a_content_policy_error_and_costs_nothing(
-    monkeypatch, gemini, upstream, fault
-):
-    events = record_events(monkeypatch)
-    with pytest.raises(ContentPolicyError):
-        tracking.image_edit(
-            image=PNG,
-            prompt=PROMPT,
-            model="gemini/gemini-3.1-flash-image",
-            extra_headers={"x-fake-fault": fault},
-            **upstream,
-        )
-    event = events.last
-    assert event.status == "failure" and event.error_type == "content_policy"
-    assert event.cost_usd == 0
 
 
 # -- the proxy ------------------------------------------------------------------------------

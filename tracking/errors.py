@@ -42,6 +42,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .response import Usage
 
 __all__ = [
     "ERROR_TYPES",
@@ -301,6 +305,10 @@ class APIError(TrackingError):
     #: Raised once the provider had accepted the call's job (FLUX's submit, then polls): the
     #: job is billed whatever followed, so it is never submitted again, on any deployment.
     job_submitted = False
+    #: The usage a 2xx answer reported although it carried no usable image (Gemini's
+    #: ``usageMetadata`` beside a safety block or a text-only answer): what the upstream billed
+    #: for the call, which pricing takes as its cost. None: the answer reported none.
+    billed_usage: Usage | None = None
 
     def __init__(
         self,
@@ -356,7 +364,9 @@ class StreamClosed(TrackingError):
 
 
 class APIResponseError(APIError):
-    """The upstream answered with a success status but a body we cannot read.
+    """The upstream answered with a success status but a body we cannot read, or a finished
+    job whose result cannot be had (a FLUX result URL that answers 404 after it expired, or
+    HTML instead of an image).
 
     Not retried: the upstream said it succeeded, so the edit was most likely made and billed, and
     a retry would pay for it twice.

@@ -370,7 +370,15 @@ def _read_answer(
     assert outcome is not None
     upstream_id = _upstream_text(outcome.headers.get("x-request-id"), prepared.secrets)
     if outcome.status >= 400:
-        raise _status_error(outcome, prepared, upstream_id, provider)
+        error = _status_error(outcome, prepared, upstream_id, provider)
+        if prepared.result and not error.retryable:  # the job ran: its result is what is gone
+            raise APIResponseError(
+                f"the job's result could not be downloaded: {error}",
+                status_code=outcome.status,
+                upstream_request_id=upstream_id,
+                upstream_message=error.upstream_message,
+            )
+        raise error
     try:
         parse = prepared.read or provider.parse
         response = parse(outcome.status, dict(outcome.headers), outcome.body)
@@ -553,7 +561,8 @@ def _make_event(
         metadata = MappingProxyType({**metadata, "user": other_user})
     tags = metadata.get("tags")
     prompt = params.get("prompt")
-    usage = response.usage if response is not None else None
+    # a failure whose answer reported what it billed (a Gemini safety block) keeps that usage
+    usage = response.usage if response is not None else getattr(failure, "billed_usage", None)
     images_returned = response.images_returned if response is not None else 0
     secrets = (options.api_key,) if options and options.api_key else ()
     asked = params.get("model")

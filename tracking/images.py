@@ -11,6 +11,8 @@ formats, sizes and shapes a model accepts is not decided here but in :mod:`track
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
 from collections.abc import Callable
@@ -27,6 +29,8 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "ImageFile",
     "ImageInput",
+    "decoded_image",
+    "is_image",
     "read_image",
     "read_images",
     "sniff_content_type",
@@ -74,6 +78,22 @@ def sniff_content_type(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return "application/octet-stream"
+
+
+def is_image(data: bytes) -> bool:
+    """Whether the bytes start as an image of a type :func:`sniff_content_type` knows."""
+    return sniff_content_type(data) != "application/octet-stream"
+
+
+def decoded_image(encoded: str) -> bytes | None:
+    """The image that base64 ``encoded`` holds; None when it is not strict base64 or its bytes
+    are not an image (an upstream answer holding text, HTML or nothing where an image should
+    be), so a provider refuses it instead of passing it on."""
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if is_image(data) else None
 
 
 @fast_init

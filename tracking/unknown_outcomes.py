@@ -7,8 +7,9 @@ under-state spend, so the call path counts these attempts and the call's event c
 *estimate* for them: what each could be expected to cost
 (:func:`tracking.pricing.estimate.estimate_call_cost`), with ``cost_source="estimate"``. A call
 that failed costs that estimate; a call that succeeded after such an attempt costs its own
-price plus the estimate (:func:`with_unknown_outcomes`). A model without a price stays unpriced
-(``cost_usd`` None), never $0.
+price plus the estimate (:func:`with_unknown_outcomes`). A failed call whose last answer
+reported what it billed (``APIError.billed_usage``) costs that plus the estimate. A model without
+a price stays unpriced (``cost_usd`` None), never $0.
 
 Attempts that cannot have been billed are not counted: a connection refused or timed out before
 it was made, a request body that could not be written whole, or any HTTP error answer.
@@ -48,7 +49,12 @@ def outcome_unknown(outcome: object, error: BaseException) -> bool:
     if isinstance(outcome, _AFTER_SENDING):
         return True
     status = getattr(outcome, "status", None)
-    return isinstance(error, APIResponseError) and isinstance(status, int) and status < 300
+    return (
+        isinstance(error, APIResponseError)
+        and error.billed_usage is None  # an answer that said what it billed is known
+        and isinstance(status, int)
+        and status < 300
+    )
 
 
 def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -> Cost:
@@ -81,7 +87,7 @@ def with_unknown_outcomes(
         if attempts <= 0:
             return cost
     estimate = estimate_unknown_outcomes(request, attempts)
-    if failed and cost.source != "estimate":
+    if failed and cost.source != "estimate" and not cost.usd:  # the failure itself billed nothing
         return estimate
     if estimate.usd is None or cost.usd is None:
         return cost  # nothing to add to, or nothing known to add: the call's own price stands

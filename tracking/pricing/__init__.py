@@ -9,7 +9,9 @@ estimate) with ``cost_source="estimate"``, never a silent 0 or None. A model bil
 (the response's resolved values, never a requested ``auto``). A model with no credible price at
 all is ``unpriced``: cost None and a warning logged once per model. A call refused before
 sending, or answered with an error, costs 0: it is not billed. A success answer we cannot read
-is most likely billed, so it is estimated from the request.
+is most likely billed, so it is estimated from the request; one that reported the tokens it
+billed without a usable image (a Gemini safety block: ``APIError.billed_usage``) is priced from
+those tokens.
 
 Prices come from three places, the first that has the model winning: :func:`register_prices`
 (Azure deployments mapped to a base model, negotiated discounts), a user's prices file
@@ -323,6 +325,9 @@ def price_call(
     if entry is not None and entry.retired_on(day):
         _warn_retired(request.model, entry)
     if response is None:
+        billed = getattr(failure, "billed_usage", None)
+        if entry is not None and billed is not None:  # no image, but the answer billed tokens
+            return _failure_cost(entry, request, billed)
         if entry is not None and _unreadable_success(failure):
             return _estimate(entry, request, None, request.n or 1)
         return NOT_BILLED
@@ -361,6 +366,17 @@ def price_call(
 def _readable(usage: Usage) -> bool:
     """Usage we can bill from: an image was made, so output tokens must be reported."""
     return usage.output_image_tokens > 0 or usage.output_text_tokens > 0
+
+
+def _failure_cost(entry: PriceEntry, request: ImageEditRequest, usage: Usage) -> Cost:
+    """A failed call whose answer reported the tokens it billed (a Gemini safety block): those
+    tokens times the token prices; an estimate when they cannot all be priced (a kind without a
+    price, only a total reported)."""
+    counted = usage.input_tokens + usage.output_tokens
+    total = _token_cost(entry, usage) if entry.tokens and counted else None
+    if total is None:
+        return _estimate(entry, request, None, request.n or 1)
+    return Cost(total, None, "custom" if entry.custom else "usage", entry.ref)
 
 
 def _unreadable_success(failure: BaseException | None) -> bool:

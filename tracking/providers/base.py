@@ -61,6 +61,10 @@ class PreparedRequest:
     read: Callable[[int, dict[str, str], bytes], ImageResponse | Poll] | None = field(
         default=None, compare=False, repr=False
     )
+    #: a finished job's result to download (FLUX's ``result.sample``): an error answer that a
+    #: wait cannot mend (404, 403 once the URL has expired) is then no refusal of the call but
+    #: a result that cannot be had, an :class:`~tracking.errors.APIResponseError`
+    result: bool = False
 
     @property
     def host(self) -> str:

@@ -9,9 +9,11 @@ The API answers asynchronously: the submission returns a job ``id`` and a ``poll
 job is polled (0.5 s, then 1.5 times longer each time, at most 5 s apart) until it is ``Ready``,
 and its ``result.sample`` URL, which expires after about ten minutes, is downloaded at once and
 answered as ``data[0].b64_json``. The call's ``timeout`` bounds the whole job. A job that ends
-``Error`` or ``Failed`` is an :class:`~tracking.errors.APIResponseError`, one refused by the
-moderation (``Content Moderated``, ``Request Moderated``) a
-:class:`~tracking.errors.ContentPolicyError`; none is submitted again (it was billed). The key is
+``Error`` or ``Failed``, a result that is not an image (an HTML page, an empty body) and a result
+URL that refuses the download (404 or 403 once it has expired) are an
+:class:`~tracking.errors.APIResponseError`, one refused by the moderation (``Content Moderated``,
+``Request Moderated``) a :class:`~tracking.errors.ContentPolicyError`; none is submitted again
+(it was billed). The key is
 only sent to the API's own host or to ``*.bfl.ai``: a ``polling_url`` elsewhere is refused, and the
 result is downloaded without the key.
 
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import APIResponseError, ContentPolicyError
+from ..images import is_image
 from ..response import ImageResponse
 from .base import (
     Poll,
@@ -119,6 +122,7 @@ class _Job:
                 body=b"",
                 method="GET",
                 read=lambda status, headers, body: self.image(body),
+                result=True,
             )
             return Poll(download, 0.0)
         if state in _MODERATED:
@@ -131,8 +135,8 @@ class _Job:
         raise APIResponseError(f"the job ended with status {state!r}")
 
     def image(self, body: bytes) -> ImageResponse:
-        if not body:
-            raise APIResponseError("the job's result was empty")
+        if not is_image(body):  # an error page, an empty body: nothing to answer as an image
+            raise APIResponseError(f"the job's result is not an image ({len(body):,} bytes)")
         return ImageResponse(
             raw={
                 "created": int(time.time()),

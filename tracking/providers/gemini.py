@@ -16,7 +16,19 @@ split by modality (text and image input, image and text output, thinking counted
 output), so pricing, the SDK, the proxy and the official clients see the OpenAI shape.
 
 A refusal by Google's safety system (``promptFeedback.blockReason``, a safety finish reason, or
-an answer with no image) is a :class:`~tracking.errors.ContentPolicyError`. Error bodies
+an answer with no image) is a :class:`~tracking.errors.ContentPolicyError`; an answer with no
+image after another finish reason (text only), or whose ``inlineData`` is not base64 of an image,
+an :class:`~tracking.errors.APIResponseError`.
+
+Billing of answers without an image: Google bills the Gemini API by token count and exempts only
+requests that fail with an HTTP 400 or 500 error (Gemini API billing FAQ, "What am I billed for?"
+and "Am I charged for failed requests?", https://ai.google.dev/gemini-api/docs/billing, official,
+read 2026-12-04). A safety block or a text-only answer is an HTTP 200 that reports the tokens it
+consumed in ``usageMetadata`` (the prompt, any thinking, output that was withheld), so it is
+billed for them: the error carries that usage (``billed_usage``) and the call is priced from it
+(``cost_source="usage"``; no image output is charged when ``candidatesTokenCount`` is 0). An
+answer without ``usageMetadata`` has nothing to price from: a refusal is then recorded as not
+billed (``price_ref="failed-call:not-billed"``), an unreadable answer by estimate. Error bodies
 (``{"error": {"code", "message", "status", "details"}}``) keep Google's ``status`` as the error
 ``code``; a ``RetryInfo`` detail gives the wait before a retry; ``API_KEY_INVALID`` (sent with
 HTTP 400) is an authentication failure.
@@ -33,8 +45,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import APIResponseError, ContentPolicyError
-from ..response import ImageResponse
+from ..errors import APIError, APIResponseError, ContentPolicyError
+from ..images import decoded_image
+from ..response import ImageResponse, Usage
 from .base import (
     EDITS_AND_GENERATIONS,
     PreparedRequest,
@@ -156,38 +169,17 @@ class GeminiAnswers:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         if not isinstance(payload, dict):
             raise APIResponseError("the upstream's JSON is not an object")
-        feedback = payload.get("promptFeedback")
-        if isinstance(feedback, dict) and feedback.get("blockReason"):
-            raise ContentPolicyError(
-                f"the upstream's safety system blocked the prompt ({feedback['blockReason']})",
-                code="content_policy_violation",
-            )
-        candidates = payload.get("candidates")
-        first = candidates[0] if isinstance(candidates, list) and candidates else {}
-        content = first.get("content") if isinstance(first, dict) else None
-        parts = content.get("parts") if isinstance(content, dict) else None
-        images = [
-            part["inlineData"]
-            for part in (parts if isinstance(parts, list) else [])
-            if isinstance(part, dict)
-            and isinstance(part.get("inlineData"), dict)
-            and isinstance(part["inlineData"].get("data"), str)
-        ]
-        finish = first.get("finishReason") if isinstance(first, dict) else None
-        if not images:
-            if finish in _SAFETY_FINISH or finish is None or not isinstance(candidates, list):
-                raise ContentPolicyError(
-                    f"the upstream returned no image (finish reason {finish or 'none'}); its "
-                    "safety system most likely withheld it",
-                    code="content_policy_violation",
-                )
-            raise APIResponseError(f"the upstream returned no image (finish reason {finish})")
+        usage = openai_usage(payload.get("usageMetadata"))
+        try:
+            images = _images(payload)
+        except APIError as error:  # no usable image, but the tokens it reports are billed
+            error.billed_usage = Usage.from_json(usage) if usage and usage["total_tokens"] else None
+            raise
         raw: dict[str, Any] = {
             "created": int(time.time()),
             "data": [{"b64_json": image["data"]} for image in images],
             "output_format": _format_of(images[0].get("mimeType")),
         }
-        usage = openai_usage(payload.get("usageMetadata"))
         if usage is not None:
             raw["usage"] = usage
         return ImageResponse(raw=raw)
@@ -215,6 +207,42 @@ class GeminiAnswers:
             status=override,
             retry_after=retry_after,
         )
+
+
+def _images(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's inline images; a :class:`~tracking.errors.ContentPolicyError` when the safety
+    system withheld them, an :class:`~tracking.errors.APIResponseError` when there is none or
+    one is not base64 of an image."""
+    feedback = payload.get("promptFeedback")
+    if isinstance(feedback, dict) and feedback.get("blockReason"):
+        raise ContentPolicyError(
+            f"the upstream's safety system blocked the prompt ({feedback['blockReason']})",
+            code="content_policy_violation",
+        )
+    candidates = payload.get("candidates")
+    first = candidates[0] if isinstance(candidates, list) and candidates else {}
+    content = first.get("content") if isinstance(first, dict) else None
+    parts = content.get("parts") if isinstance(content, dict) else None
+    images = [
+        part["inlineData"]
+        for part in (parts if isinstance(parts, list) else [])
+        if isinstance(part, dict)
+        and isinstance(part.get("inlineData"), dict)
+        and isinstance(part["inlineData"].get("data"), str)
+    ]
+    finish = first.get("finishReason") if isinstance(first, dict) else None
+    if not images:
+        if finish in _SAFETY_FINISH or finish is None or not isinstance(candidates, list):
+            raise ContentPolicyError(
+                f"the upstream returned no image (finish reason {finish or 'none'}); its "
+                "safety system most likely withheld it",
+                code="content_policy_violation",
+            )
+        raise APIResponseError(f"the upstream returned no image (finish reason {finish})")
+    for index, image in enumerate(images):
+        if decoded_image(image["data"]) is None:
+            raise APIResponseError(f"the upstream's image {index} is not base64 of an image")
+    return images
 
 
 def openai_usage(metadata: Any) -> dict[str, Any] | None:

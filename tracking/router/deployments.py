@@ -78,9 +78,13 @@ def parse_model_list(model_list: Iterable[Mapping[str, Any]]) -> tuple[Deploymen
 
 
 def parse_fallbacks(
-    fallbacks: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None, groups: Iterable[str]
+    fallbacks: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None,
+    groups: Iterable[str],
+    *,
+    where: str = "fallbacks",
 ) -> dict[str, tuple[str, ...]]:
-    """``[{"gpt-image-1": ["gpt-image-1-mini", "dall-e-2"]}]`` -> group -> fallback groups."""
+    """``[{"gpt-image-1": ["gpt-image-1-mini", "dall-e-2"]}]`` -> group -> fallback groups;
+    errors name the setting as ``where`` (``router_settings.fallbacks`` in a config)."""
     known = set(groups)
     if fallbacks is None:
         return {}
@@ -89,7 +93,7 @@ def parse_fallbacks(
     for index, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise ConfigurationError(
-                f"fallbacks[{index}]: expected a mapping like {{'model-a': ['model-b']}}"
+                f"{where}[{index}]: expected a mapping like {{'model-a': ['model-b']}}"
             )
         for group, targets in entry.items():
             if isinstance(targets, str):
@@ -98,12 +102,12 @@ def parse_fallbacks(
                 isinstance(t, str) for t in targets
             ):
                 raise ConfigurationError(
-                    f"fallbacks[{index}][{group!r}]: expected a list of model group names"
+                    f"{where}[{index}][{group!r}]: expected a list of model group names"
                 )
             for name in (group, *targets):
                 if name not in known:
                     raise ConfigurationError(
-                        f"fallbacks[{index}]: {name!r} is not a model_name in model_list "
+                        f"{where}[{index}]: {name!r} is not a model_name in model_list "
                         f"(known: {', '.join(sorted(known))})"
                     )
             chain = chains.get(group, ())

@@ -54,6 +54,32 @@ _SETTINGS = (
 )
 
 
+def _check_fallbacks(
+    model_list: Any, litellm_settings: Mapping[str, Any], router_settings: Mapping[str, Any]
+) -> None:
+    """Both sections' ``fallbacks`` checked, each error naming its key: when both are set,
+    router_settings' are the ones used (as LiteLLM's router does), but a group unknown in
+    litellm_settings' is a mistake all the same, never silently ignored."""
+    sections = [
+        (section["fallbacks"], f"{name}.fallbacks")
+        for section, name in (
+            (litellm_settings, "litellm_settings"),
+            (router_settings, "router_settings"),
+        )
+        if "fallbacks" in section
+    ]
+    if not sections:
+        return
+    groups = {deployment.model_name for deployment in parse_model_list(model_list)}
+    for fallbacks, where in sections:
+        parse_fallbacks(fallbacks, groups, where=where)
+    if len(sections) > 1:
+        log.warning(
+            "router: fallbacks are set in both litellm_settings and router_settings; "
+            "router_settings' are used"
+        )
+
+
 def _routed_sync(
     params: Callable[P, dict[str, Any]], name: str
 ) -> Callable[Concatenate[Router, P], ImageResponse]:
@@ -162,6 +188,7 @@ class Router:
             if key in litellm_settings:
                 settings[key] = litellm_settings[key]
         settings.update({k: v for k, v in router_settings.items() if k in _SETTINGS})
+        _check_fallbacks(config.get("model_list") or [], litellm_settings, router_settings)
         for key in ("redis_url", "redis_host", "redis_password"):
             if key in settings:
                 settings[key] = resolve_env(settings[key], f"router_settings.{key}")

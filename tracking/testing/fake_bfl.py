@@ -7,11 +7,14 @@ answers ``{"id", "polling_url"}``; ``GET /v1/get_result?id=...`` answers ``{"id"
 ``result.sample``, a URL on the fake that serves the PNG for ``sample_ttl`` seconds and then
 404s, as BFL's signed delivery URLs expire. Errors are FastAPI-shaped (``{"detail": ...}``).
 
-Per job, the submission's ``x-fake-fault`` header chooses trouble (:mod:`.faults` syntax):
-``code=never`` (Pending forever), ``code=moderated`` (``Content Moderated``), ``code=error``
-(``Error``), ``code=poll_503`` (the first poll answers 503, then the job goes on), ``status=N``
-(the submission itself answers N). :attr:`FakeBFL.max_in_flight` is the most requests the fake
-was serving at once, so tests can check that polls share the client's connection pool.
+Per job, the submission's ``x-fake-fault`` header (else the next of the server's queued
+``faults``) chooses trouble (:mod:`.faults` syntax): ``code=never`` (Pending forever),
+``code=moderated`` (``Content Moderated``), ``code=error`` (``Error``), ``code=poll_503`` (the
+first poll answers 503, then the job goes on), ``code=expired`` (the job is Ready but its result
+URL answers 404, as once it has expired), ``code=html_result`` (the result URL answers 200 with an
+HTML page, as a CDN's error page), ``status=N`` (the submission itself answers N).
+:attr:`FakeBFL.max_in_flight` is the most requests the fake was serving at once, so tests can
+check that polls share the client's connection pool.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ from aiohttp import web
 
 from .app_thread import ServedApp
 from .fake_images import inspect, render
-from .faults import FAULT_HEADER, parse_fault
+from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 
 __all__ = ["FakeBFL", "FluxJob"]
 
@@ -51,6 +55,8 @@ class _State:
     api_keys: frozenset[str] | None
     polls: int
     sample_ttl: float
+    faults: list[Fault] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     jobs: dict[str, FluxJob] = field(default_factory=dict)
     counter: Any = field(default_factory=lambda: itertools.count(1))
     in_flight: int = 0
@@ -66,9 +72,14 @@ def _detail(status: int, message: str) -> web.Response:
 
 
 def build_app(
-    *, api_keys: Iterable[str] | None = None, polls: int = 2, sample_ttl: float = 600.0
+    *,
+    api_keys: Iterable[str] | None = None,
+    polls: int = 2,
+    sample_ttl: float = 600.0,
+    faults: Iterable[Fault | str] = (),
 ) -> web.Application:
-    state = _State(frozenset(api_keys) if api_keys else None, polls, sample_ttl)
+    queued = [parse_fault(f) if isinstance(f, str) else f for f in faults]
+    state = _State(frozenset(api_keys) if api_keys else None, polls, sample_ttl, queued)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = state
 
@@ -97,9 +108,10 @@ def build_app(
         model = request.match_info["model"]
         if model not in MODELS:
             return _detail(404, "Not Found")
-        fault = (
-            parse_fault(request.headers[FAULT_HEADER]) if FAULT_HEADER in request.headers else None
-        )
+        try:
+            fault = next_fault(request.headers, state.faults, state.lock)
+        except ValueError as exc:
+            return _detail(400, f"Invalid {FAULT_HEADER} header: {exc}")
         if fault is not None and fault.status is not None:
             return _detail(fault.status, fault.message or "Injected fault")
         try:
@@ -157,8 +169,10 @@ def build_app(
         job = state.jobs.get(request.match_info["name"].removesuffix(".png"))
         if job is None or job.ready_at is None:
             return web.Response(status=404)
-        if time.monotonic() - job.ready_at > state.sample_ttl:
+        if job.trouble == "expired" or time.monotonic() - job.ready_at > state.sample_ttl:
             return web.Response(status=404, text="the signed URL has expired")
+        if job.trouble == "html_result":
+            return web.Response(text="<html>Bad gateway</html>", content_type="text/html")
         source = job.body.get("image") or job.body.get("input_image") or ""
         png = render(
             image=base64.b64decode(source), mask=None, size=(1024, 1024), prompt=job.body["prompt"]
@@ -184,10 +198,11 @@ class FakeBFL(ServedApp):
         api_keys: Iterable[str] | None = None,
         polls: int = 2,
         sample_ttl: float = 600.0,
+        faults: Iterable[Fault | str] = (),
     ) -> None:
         self.host = host
         self.port = port
-        self.app = build_app(api_keys=api_keys, polls=polls, sample_ttl=sample_ttl)
+        self.app = build_app(api_keys=api_keys, polls=polls, sample_ttl=sample_ttl, faults=faults)
 
     @property
     def state(self) -> _State:

@@ -16,8 +16,13 @@ Token counts are the fake's documented convention, not Google's tokenizer:
 Faults (:mod:`.faults`, the ``x-fake-fault`` header or ``faults=[...]``): ``status=N`` answers a
 Google-shaped error (429 ``RESOURCE_EXHAUSTED`` carries a ``RetryInfo`` of ``retry_after``
 seconds, default 0), ``latency``, ``drop``, ``malformed``; ``code=blocked`` answers 200 with
-``promptFeedback.blockReason``; ``code=image_safety`` answers 200 with a candidate that has
-finish reason ``IMAGE_SAFETY`` and no image; ``code=no_usage`` leaves ``usageMetadata`` out.
+``promptFeedback.blockReason`` and the prompt's tokens in ``usageMetadata``;
+``code=image_safety`` answers 200 with a candidate that has finish reason ``IMAGE_SAFETY``, no
+image, and ``usageMetadata`` with the prompt's tokens, no candidate tokens and
+``THOUGHTS_TOKENS`` thinking tokens (as Google reports a withheld image); ``code=text_only``
+answers a text part and no image after finish reason ``STOP``, with its text tokens;
+``code=bad_base64`` and ``code=html_image`` answer an image whose ``inlineData.data`` is not
+base64, or base64 of HTML, with the usual usage; ``code=no_usage`` leaves ``usageMetadata`` out.
 """
 
 from __future__ import annotations
@@ -38,9 +43,22 @@ from .app_thread import ServedApp
 from .fake_images import inspect, render
 from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 
-__all__ = ["INPUT_IMAGE_TOKENS", "OUTPUT_IMAGE_TOKENS", "FakeGemini", "GeminiRequest"]
+__all__ = [
+    "INPUT_IMAGE_TOKENS",
+    "OUTPUT_IMAGE_TOKENS",
+    "THOUGHTS_TOKENS",
+    "FakeGemini",
+    "GeminiRequest",
+]
 
 INPUT_IMAGE_TOKENS = 258
+#: thinking tokens an answer whose image was withheld (``code=image_safety``) reports
+THOUGHTS_TOKENS = 173
+#: ``inlineData.data`` of the faults that answer a broken image: not base64; base64 of HTML
+_BROKEN_IMAGES = {
+    "bad_base64": "<html><body>502 Bad Gateway</body></html>",
+    "html_image": base64.b64encode(b"<html><body>502 Bad Gateway</body></html>").decode(),
+}
 #: image output tokens per image, by model and imageSize (Google's pricing page, 2026-12-03)
 OUTPUT_IMAGE_TOKENS: dict[str, dict[str, int]] = {
     "gemini-3.1-flash-image": {"1K": 1120, "2K": 1680, "4K": 2520},
@@ -181,37 +199,69 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
         return _error(400, f"Invalid JSON payload received. {exc}")
     state.requests.append(GeminiRequest(request.path, model, dict(request.headers), body))
     code = fault.code if fault is not None else None
-    if code == "blocked":
+    text_tokens = math.ceil(len(prompt) / 4)
+    image_tokens = INPUT_IMAGE_TOKENS * len(images)
+    prompt_usage = {
+        "promptTokenCount": text_tokens + image_tokens,
+        "promptTokensDetails": [
+            {"modality": "TEXT", "tokenCount": text_tokens},
+            {"modality": "IMAGE", "tokenCount": image_tokens},
+        ],
+    }
+    if code == "blocked":  # refused before generating: the prompt's tokens alone
         return web.json_response(
             {
                 "promptFeedback": {"blockReason": "SAFETY"},
-                "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10},
+                "usageMetadata": {**prompt_usage, "totalTokenCount": text_tokens + image_tokens},
             }
         )
-    if code == "image_safety":
+    if code == "image_safety":  # the image was made, then withheld: the prompt and the thinking
+        total = text_tokens + image_tokens + THOUGHTS_TOKENS
         return web.json_response(
-            {"candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}], "modelVersion": model}
+            {
+                "candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}],
+                "usageMetadata": {
+                    **prompt_usage,
+                    "candidatesTokenCount": 0,
+                    "thoughtsTokenCount": THOUGHTS_TOKENS,
+                    "totalTokenCount": total,
+                },
+                "modelVersion": model,
+            }
+        )
+    if code == "text_only":  # a refusal in words, as a text part, after a normal finish
+        reply = "I can't make that edit."
+        reply_tokens = math.ceil(len(reply) / 4)
+        return web.json_response(
+            {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": [{"text": reply}]},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {
+                    **prompt_usage,
+                    "candidatesTokenCount": reply_tokens,
+                    "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": reply_tokens}],
+                    "totalTokenCount": text_tokens + image_tokens + reply_tokens,
+                },
+                "modelVersion": model,
+            }
         )
     size = config.get("imageSize", "1K")
     tokens = OUTPUT_IMAGE_TOKENS[base]
     output_tokens = tokens.get(size, tokens["1K"])
     first = images[0] if images else None
     picture = render(image=first, mask=None, size=_dims(config), prompt=prompt)
-    text_tokens = math.ceil(len(prompt) / 4)
-    image_tokens = INPUT_IMAGE_TOKENS * len(images)
+    data = _BROKEN_IMAGES.get(code or "", base64.b64encode(picture).decode())
     answer: dict[str, Any] = {
         "candidates": [
             {
                 "content": {
                     "role": "model",
-                    "parts": [
-                        {
-                            "inlineData": {
-                                "mimeType": "image/png",
-                                "data": base64.b64encode(picture).decode(),
-                            }
-                        }
-                    ],
+                    "parts": [{"inlineData": {"mimeType": "image/png", "data": data}}],
                 },
                 "finishReason": "STOP",
                 "index": 0,
@@ -222,13 +272,9 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
     }
     if code != "no_usage":
         answer["usageMetadata"] = {
-            "promptTokenCount": text_tokens + image_tokens,
+            **prompt_usage,
             "candidatesTokenCount": output_tokens,
             "totalTokenCount": text_tokens + image_tokens + output_tokens,
-            "promptTokensDetails": [
-                {"modality": "TEXT", "tokenCount": text_tokens},
-                {"modality": "IMAGE", "tokenCount": image_tokens},
-            ],
             "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": output_tokens}],
         }
     return web.json_response(answer)
