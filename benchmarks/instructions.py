@@ -241,12 +241,7 @@ def _serve_counted(
         _control(process.pid, "--dump")
         return _dumped(Path(f"{out}.{process.pid}.1")) / requests
     finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        proxy_run.stop(process)
 
 
 def proxy_part(requests: int, folder: Path, tree: Path | None, label: str) -> dict[str, float]:

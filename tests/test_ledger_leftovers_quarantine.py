@@ -46,6 +46,21 @@ def _refused_line() -> str:
     return _line(f"bad-{name}", **fields)
 
 
+def _close_quarantine(url: str) -> None:
+    """Make the file's ``ledger_quarantine`` refuse every row (a trigger)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
+                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
+                )
+            )
+    finally:
+        engine.dispose()
+
+
 def _outbox_tables(path: Path) -> tuple[list[str], list[str]]:
     """The lines still waiting in an outbox file, and those in its ``rejected`` table."""
     db = sqlite3.connect(path)
@@ -84,17 +99,7 @@ def test_kept_rows_the_database_refuses_are_quarantined_and_the_others_written(u
 def test_a_kept_row_the_quarantine_refuses_too_stays_in_the_outbox_rejected_table(
     url: str,
 ) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
-                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
-                )
-            )
-    finally:
-        engine.dispose()
+    _close_quarantine(url)
     refused = _refused_line()
     path = leave_outbox(_leftovers_dir(url), [_line("good-1"), refused, _line("good-2")])
 
@@ -146,17 +151,7 @@ def test_a_dead_processes_intent_the_quarantine_refuses_too_is_counted_as_reject
     """``rejected_rows`` counts every row refused for good, a recovered intent's too."""
     from tracking.integrations.sql._intents import IntentLog
 
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
-                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
-                )
-            )
-    finally:
-        engine.dispose()
+    _close_quarantine(url)
     dead = IntentLog(_leftovers_dir(url))
     dead.record("bad-tokens", _refused_line())
     dead.close()  # an open intent: the log stays, unlocked, as a dead process leaves it
