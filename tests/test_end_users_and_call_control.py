@@ -107,3 +107,26 @@ def test_an_abandoned_call_starts_no_new_attempt(monkeypatch, fake, upstream):
     finally:
         fake.clear_faults()
     assert recorder.last.attempts == 1 and recorder.last.status == "failure"
+
+
+def test_a_probe_saying_the_caller_left_stops_the_retries(monkeypatch, fake, upstream):
+    """The proxy's way: a check read before each attempt and during backoff (no task waits
+    for the disconnect). It turns true once the first attempt was sent: no second one."""
+    recorder = record_events(monkeypatch)
+    fake.inject(status=500, times=None)
+    before = fake.hits
+    try:
+
+        async def call() -> None:
+            control = CallControl(probe=lambda: fake.hits > before)
+            with controlled(control):
+                await tracking.aimage_edit(
+                    image=make_png(), prompt="p", model="gpt-image-1", max_retries=5, **upstream
+                )
+
+        with pytest.raises(tracking.InternalServerError):
+            asyncio.run(call())
+    finally:
+        fake.clear_faults()
+    assert fake.hits - before == 1
+    assert recorder.last.attempts == 1 and recorder.last.status == "failure"

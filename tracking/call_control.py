@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["CallControl", "CallerGone", "claim", "controlled", "current_control"]
 
@@ -24,20 +26,53 @@ class CallerGone(Exception):
     """Reported to the route for a target that was chosen but never sent: the caller left."""
 
 
+log = logging.getLogger("tracking")
+
+#: How often a backoff sleep reads ``probe`` (the caller left: stop waiting).
+PROBE_INTERVAL = 0.05
+
+
 @dataclass(slots=True)
 class CallControl:
+    """How a call is controlled from outside: its preset id, and whether its caller has gone.
+
+    The caller's leaving is known one of two ways: ``abandon()`` (something watching the
+    connection says so), or ``probe``, a check that costs nothing, read when the call is about
+    to start an attempt or wait before one (the proxy reads its HTTP server's own flag, so no
+    task per request has to sit waiting for a disconnect that almost never comes).
+    """
+
     #: The request id the next call takes (once: a second call in the block gets its own).
     request_id: str | None = None
-    #: Set when the caller has gone away: no new attempt, no waiting before one.
-    abandoned: bool = False
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Returns True once the caller has gone away (None: only ``abandon()`` says so).
+    probe: Callable[[], bool] | None = None
+    _gone: bool = False
+    _wake: asyncio.Event | None = None
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the caller has gone away: no new attempt, no waiting before one."""
+        if not self._gone and self.probe is not None and self.probe():
+            log.info("the caller disconnected during the upstream call: no further attempts")
+            self.abandon()
+        return self._gone
 
     def abandon(self) -> None:
-        self.abandoned = True
-        self._wake.set()
+        self._gone = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds``, or less if the caller goes away meanwhile."""
+        if self.probe is not None:
+            deadline = time.monotonic() + seconds
+            while not self.abandoned and (left := deadline - time.monotonic()) > 0:  # noqa: ASYNC110 - a probe cannot wake a waiter: it is read
+                await asyncio.sleep(min(left, PROBE_INTERVAL))
+            return
+        if self._gone:
+            return
+        if self._wake is None:
+            self._wake = asyncio.Event()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
