@@ -313,3 +313,24 @@ def test_a_router_falls_back_from_xai_to_openai(monkeypatch):
         ("grok",),
         "o",
     )
+
+
+def test_a_withheld_image_costs_the_ticks_xai_says_it_charged(monkeypatch, xai, upstream):
+    """A 200 with a ``block_reason`` and no image is a content-policy failure, but its answer
+    reports ``cost_in_usd_ticks``: that is what xAI charged, so that is the call's cost."""
+    from tracking.testing.fake_xai import INPUT_TICKS, OUTPUT_TICKS
+
+    events = record_events(monkeypatch)
+    with pytest.raises(ContentPolicyError):
+        tracking.image_edit(
+            image=PNG,
+            prompt="p",
+            model=MODEL,
+            extra_headers={"x-fake-fault": "code=blocked"},
+            **upstream,
+        )
+    charged = Decimal(OUTPUT_TICKS + INPUT_TICKS) / 10**10
+    assert charged > 0
+    event = events.last
+    assert (event.status, event.cost_usd, event.cost_source) == ("failure", charged, "usage")
+    assert event.price_ref == "provider:xai"

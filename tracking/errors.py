@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from .response import Usage
 
 __all__ = [
@@ -309,6 +311,9 @@ class APIError(TrackingError):
     #: ``usageMetadata`` beside a safety block or a text-only answer): what the upstream billed
     #: for the call, which pricing takes as its cost. None: the answer reported none.
     billed_usage: Usage | None = None
+    #: What a 2xx answer without a usable image said the upstream charged, in USD (xAI's
+    #: ``cost_in_usd_ticks`` beside a ``block_reason``): the call's cost. None: it said nothing.
+    billed_usd: Decimal | None = None
 
     def __init__(
         self,

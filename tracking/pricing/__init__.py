@@ -325,6 +325,9 @@ def price_call(
     if entry is not None and entry.retired_on(day):
         _warn_retired(request.model, entry)
     if response is None:
+        charged = getattr(failure, "billed_usd", None)
+        if charged is not None:  # no image, but the answer said what the provider charged
+            return Cost(charged, None, "usage", f"provider:{request.provider}")
         billed = getattr(failure, "billed_usage", None)
         if entry is not None and billed is not None:  # no image, but the answer billed tokens
             return _failure_cost(entry, request, billed)

@@ -16,8 +16,10 @@ asked for as ``b64_json`` unless the caller asked for ``url`` (xAI's URLs are te
 The answer has OpenAI's shape plus ``usage.cost_in_usd_ticks``, what xAI charged for the call
 (input and output images together; 10^10 ticks = 1 USD, xAI's cost-tracking page): that is the
 call's cost. A ``block_reason`` with no image, or an error that names xAI's content moderation,
-is a :class:`~tracking.errors.ContentPolicyError`. Errors come as ``{"code", "error"}``; xAI
-answers an incorrect key with HTTP 400, which is read as the authentication failure it is.
+is a :class:`~tracking.errors.ContentPolicyError`; a withheld image whose answer still reports
+``cost_in_usd_ticks`` costs what it reports (xAI says it charged it). Errors come as
+``{"code", "error"}``; xAI answers an incorrect key with HTTP 400, which is read as the
+authentication failure it is.
 """
 
 from __future__ import annotations
@@ -158,10 +160,12 @@ class XAIProvider:
         if not any(item.get("b64_json") or item.get("url") for item in items):
             reason = answer.get("block_reason")
             if reason:
-                raise ContentPolicyError(
+                blocked = ContentPolicyError(
                     f"xAI's content moderation withheld the image ({reason})",
                     code="content_policy_violation",
                 )
+                blocked.billed_usd = _charged(_ticks(answer))  # charged although withheld
+                raise blocked
             raise APIResponseError("the upstream's answer has no image")
         for item in items:  # a data URI in b64_json becomes the bare base64 OpenAI sends
             encoded = item.get("b64_json")
@@ -171,10 +175,7 @@ class XAIProvider:
         if isinstance(mime, str) and mime.startswith("image/"):
             answer.setdefault("output_format", mime.removeprefix("image/"))
         response = ImageResponse(raw=answer)
-        usage = answer.get("usage")
-        response.billed_usd = _charged(
-            usage.get("cost_in_usd_ticks") if isinstance(usage, dict) else None
-        )
+        response.billed_usd = _charged(_ticks(answer))
         return response
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
@@ -203,6 +204,11 @@ def _flat_error(body: bytes) -> UpstreamError | None:
         return None
     message = text_field(answer, "error")
     return UpstreamError(message=message, code=text_field(answer, "code")) if message else None
+
+
+def _ticks(answer: dict[str, Any]) -> object:
+    usage = answer.get("usage")
+    return usage.get("cost_in_usd_ticks") if isinstance(usage, dict) else None
 
 
 def _charged(ticks: object) -> Decimal | None:

@@ -504,7 +504,7 @@ def _watch_caller(receive: Receive, control: CallControl | None) -> asyncio.Task
     """
     if control is None:
         return None
-    cycle = getattr(receive, "__self__", None)
+    cycle: Any = getattr(receive, "__self__", None)
     if isinstance(getattr(cycle, "disconnected", None), bool):
         control.probe = lambda: bool(cycle.disconnected)
         return None
