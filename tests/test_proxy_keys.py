@@ -323,3 +323,18 @@ def test_a_key_cache_time_that_is_not_a_finite_number_is_ignored(monkeypatch, ra
     assert cache_seconds_from_environment() == DEFAULT_CACHE_SECONDS
     monkeypatch.setenv("TRACKING_KEY_CACHE_SECONDS", "0.5")
     assert cache_seconds_from_environment() == 0.5
+
+
+def test_failed_calls_the_upstream_may_have_billed_count_on_the_key_budget(proxy, client, fake):
+    """A 200 the proxy cannot read (here: a body cut short) was most likely made and billed:
+    its estimate is in the ledger, and it is charged to the key's budget too, so failures of
+    this kind cannot spend past the budget."""
+    key = generate(client, proxy.url, max_budget="0.05", key_alias="billed-failures")["key"]
+    fake.inject(malformed=True, times=None)
+    try:
+        statuses = [edit(client, proxy.url, key).status_code for _ in range(6)]
+    finally:
+        fake.clear_faults()
+    # Each answer is a 502 estimated at about $0.02: the third cannot be reserved any more.
+    assert statuses[0] == 502 and statuses[-1] == 429, statuses
+    assert statuses.count(502) <= 3

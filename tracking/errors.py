@@ -166,6 +166,9 @@ class TrackingError(Exception):
     status_code: int | None = None
     #: The ``request_id`` of the call's event (and ledger row), set when a call ends with it.
     request_id: str | None = None
+    #: The cost the call's event records, set with ``request_id``: 0 when nothing was billed,
+    #: the estimate or the charge reported when the upstream may have billed the failed call.
+    cost_usd: Decimal | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

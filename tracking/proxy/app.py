@@ -373,7 +373,9 @@ class ProxyApp:
         except BaseException as exc:
             if watcher is not None:
                 watcher.cancel()
-            await reservation.release()
+            # a failed call the upstream may have billed (an estimate, a reported charge) is
+            # counted on the budgets as the ledger records it; one not billed costs 0
+            await reservation.settle(getattr(exc, "cost_usd", None))
             if not isinstance(exc, Exception):
                 raise
             # Not bound to a name here: this frame holding its own exception would be a cycle
