@@ -89,37 +89,28 @@ def test_a_controlled_call_takes_the_preset_request_id_once(monkeypatch, upstrea
     assert first == "preset-id-0001" and second != first
 
 
-def test_an_abandoned_call_starts_no_new_attempt(monkeypatch, fake, upstream):
-    recorder = record_events(monkeypatch)
-    fake.inject(status=500, times=None)
-    try:
-
-        async def call() -> None:
-            control = CallControl()
-            control.abandon()  # the caller left during the first attempt
-            with controlled(control):
-                await tracking.aimage_edit(
-                    image=make_png(), prompt="p", model="gpt-image-1", max_retries=5, **upstream
-                )
-
-        with pytest.raises(tracking.InternalServerError):
-            asyncio.run(call())
-    finally:
-        fake.clear_faults()
-    assert recorder.last.attempts == 1 and recorder.last.status == "failure"
+def _abandoned_at_once(fake) -> CallControl:
+    control = CallControl()
+    control.abandon()  # the caller left during the first attempt
+    return control
 
 
-def test_a_probe_saying_the_caller_left_stops_the_retries(monkeypatch, fake, upstream):
-    """The proxy's way: a check read before each attempt and during backoff (no task waits
-    for the disconnect). It turns true once the first attempt was sent: no second one."""
+def _probed(fake) -> CallControl:
+    # The proxy's way: a check read before each attempt and during backoff (no task waits for
+    # the disconnect). It turns true once the first attempt was sent.
+    before = fake.hits
+    return CallControl(probe=lambda: fake.hits > before)
+
+
+@pytest.mark.parametrize("make_control", [_abandoned_at_once, _probed])
+def test_a_call_whose_caller_left_starts_no_new_attempt(monkeypatch, fake, upstream, make_control):
     recorder = record_events(monkeypatch)
     fake.inject(status=500, times=None)
     before = fake.hits
     try:
 
         async def call() -> None:
-            control = CallControl(probe=lambda: fake.hits > before)
-            with controlled(control):
+            with controlled(make_control(fake)):
                 await tracking.aimage_edit(
                     image=make_png(), prompt="p", model="gpt-image-1", max_retries=5, **upstream
                 )

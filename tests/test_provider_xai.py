@@ -31,7 +31,7 @@ from tracking.providers.xai import XAIProvider, _charged, output_shape
 from tracking.request import parse_call
 from tracking.router import Router
 from tracking.testing import FakeOpenAI
-from tracking.testing.fake_xai import FakeXAI
+from tracking.testing.fake_xai import INPUT_TICKS, OUTPUT_TICKS, FakeXAI
 
 KEY = "xai-test-key-0123456789"
 MODEL = "xai/grok-imagine-image"
@@ -207,8 +207,15 @@ def test_without_reported_ticks_the_table_prices_the_output_images():
     assert (cost.usd, cost.source) == (Decimal("0.06"), "table")
 
 
-@pytest.mark.parametrize("fault", ["code=moderation", "code=blocked"])
-def test_xais_moderation_is_a_content_policy_error(monkeypatch, xai, upstream, fault):
+@pytest.mark.parametrize(
+    ("fault", "charged"),
+    [
+        ("code=moderation", Decimal(0)),  # an error answer: nothing billed
+        # a 200 withholding the image but reporting cost_in_usd_ticks: what xAI charged
+        ("code=blocked", Decimal(OUTPUT_TICKS + INPUT_TICKS) / 10**10),
+    ],
+)
+def test_xais_moderation_is_a_content_policy_error(monkeypatch, xai, upstream, fault, charged):
     events = record_events(monkeypatch)
     with pytest.raises(ContentPolicyError):
         tracking.image_edit(
@@ -219,6 +226,9 @@ def test_xais_moderation_is_a_content_policy_error(monkeypatch, xai, upstream, f
             **upstream,
         )
     assert events.last.error_type == "content_policy"
+    assert (events.last.status, events.last.cost_usd) == ("failure", charged)
+    if charged:
+        assert (events.last.cost_source, events.last.price_ref) == ("usage", "provider:xai")
 
 
 def test_an_incorrect_key_sent_back_as_400_is_an_authentication_error(xai):
@@ -313,24 +323,3 @@ def test_a_router_falls_back_from_xai_to_openai(monkeypatch):
         ("grok",),
         "o",
     )
-
-
-def test_a_withheld_image_costs_the_ticks_xai_says_it_charged(monkeypatch, xai, upstream):
-    """A 200 with a ``block_reason`` and no image is a content-policy failure, but its answer
-    reports ``cost_in_usd_ticks``: that is what xAI charged, so that is the call's cost."""
-    from tracking.testing.fake_xai import INPUT_TICKS, OUTPUT_TICKS
-
-    events = record_events(monkeypatch)
-    with pytest.raises(ContentPolicyError):
-        tracking.image_edit(
-            image=PNG,
-            prompt="p",
-            model=MODEL,
-            extra_headers={"x-fake-fault": "code=blocked"},
-            **upstream,
-        )
-    charged = Decimal(OUTPUT_TICKS + INPUT_TICKS) / 10**10
-    assert charged > 0
-    event = events.last
-    assert (event.status, event.cost_usd, event.cost_source) == ("failure", charged, "usage")
-    assert event.price_ref == "provider:xai"
