@@ -206,35 +206,28 @@ async def _post(url: str, body: bytes, boundary: str, requests: int) -> None:
 
 
 def _serve_counted(
-    name: str, command: list[str], environment: dict[str, str], folder: Path, requests: int
+    name: str,
+    command: list[str],
+    environment: dict[str, str],
+    folder: Path,
+    post: tuple[bytes, str],
+    requests: int,
 ) -> float:
-    body_path = folder / "body.bin"
-    boundary = (folder / "boundary.txt").read_text()
-    body = body_path.read_bytes()
+    """Instructions per request of the server ``command`` starts, for ``post`` (body and
+    multipart boundary) sent ``requests`` times after a warm-up."""
+    body, boundary = post
     port = proxy_run.free_port()
     out = folder / name.replace(" ", "_").replace("@", "at_")
-    process = subprocess.Popen(
+    process, _ = proxy_run.start(  # Python starts slowly under valgrind: start() waits
         [
             *_callgrind(out, counting=False),
             *(part.replace("{port}", str(port)) for part in command),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **environment},
+        f"http://127.0.0.1:{port}/health/liveliness",
+        environment,
     )
     url = f"http://127.0.0.1:{port}/v1/images/edits"
     try:
-        deadline = time.monotonic() + 300  # Python starts slowly under valgrind
-        while True:
-            try:
-                import httpx
-
-                httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=5)
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"{name} did not start under valgrind") from None
-                time.sleep(0.5)
         asyncio.run(_post(url, body, boundary, WARMUP_CALLS))
         _control(process.pid, "--instr=on")
         asyncio.run(_post(url, body, boundary, requests))
@@ -246,7 +239,7 @@ def _serve_counted(
 
 def proxy_part(requests: int, folder: Path, tree: Path | None, label: str) -> dict[str, float]:
     _, boundary = proxy_run.make_body(folder)
-    (folder / "boundary.txt").write_text(boundary)
+    post = ((folder / "body.bin").read_bytes(), boundary)
     fake_port = proxy_run.free_port()
     fake, _ = proxy_run.start(
         [*proxy_run.tracking(), "fake-openai", "--canned", "--port", str(fake_port)],
@@ -264,7 +257,7 @@ def proxy_part(requests: int, folder: Path, tree: Path | None, label: str) -> di
         plan[label] = proxy_run.revision_serve(tree, folder, upstream)
     try:
         return {
-            name: _serve_counted(name, argv, environment, folder, requests)
+            name: _serve_counted(name, argv, environment, folder, post, requests)
             for name, (argv, environment) in plan.items()
         }
     finally:

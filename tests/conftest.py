@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, settings
 from PIL import Image
 
+import tracking
 from tracking.testing import FakeOpenAI
 from tracking.testing.app_thread import AppThread
 
@@ -53,6 +56,19 @@ def fake() -> Iterator[FakeOpenAI]:
 def upstream(fake: FakeOpenAI) -> dict[str, str]:
     """The keyword arguments that point a call at the fake."""
     return {"api_base": fake.url, "api_key": API_KEY}
+
+
+def edit_with_fault(fake: FakeOpenAI, fault: str, *, use_async: bool, **params: Any) -> Any:
+    """One image edit against ``fake`` with ``fault`` asked for in its header, sync or async."""
+    params = {
+        "api_base": fake.url,
+        "api_key": API_KEY,
+        "extra_headers": {"x-fake-fault": fault},
+        **params,
+    }
+    if use_async:
+        return asyncio.run(tracking.aimage_edit(**params))
+    return tracking.image_edit(**params)
 
 
 def make_png(width: int = 64, height: int = 64, *, alpha: bool = True) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import tracking
-from tests.conftest import API_KEY, edits_upstream
+from tests.conftest import API_KEY, edit_with_fault, edits_upstream
 from tests.recorder import record_events
 from tracking.http import DEFAULT_MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES_ENV
 from tracking.testing.fake_images import solid_png
@@ -23,17 +23,7 @@ CAP = 1_000_000
 
 
 def _call(fake, use_async: bool, fault: str, **kwargs: Any) -> Any:
-    params: dict[str, Any] = {
-        "image": PNG,
-        "api_base": fake.url,
-        "api_key": API_KEY,
-        "extra_headers": {"x-fake-fault": fault},
-        **PARAMS,
-        **kwargs,
-    }
-    if use_async:
-        return asyncio.run(tracking.aimage_edit(**params))
-    return tracking.image_edit(**params)
+    return edit_with_fault(fake, fault, use_async=use_async, **{"image": PNG, **PARAMS, **kwargs})
 
 
 @pytest.mark.parametrize("use_async", [False, True])

@@ -10,7 +10,6 @@ stay at $0 as before.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,7 +17,7 @@ from decimal import Decimal
 import pytest
 
 import tracking
-from tests.conftest import API_KEY, make_png
+from tests.conftest import API_KEY, edit_with_fault, make_png
 from tests.recorder import record_events
 from tracking import flow
 from tracking.integrations.sql import SqlLedger
@@ -41,17 +40,7 @@ def quick_retries(monkeypatch):
 
 
 def _call(fake: FakeOpenAI, fault: str, *, use_async: bool, **kwargs):
-    params = {
-        "image": PNG,
-        "api_base": fake.url,
-        "api_key": API_KEY,
-        "extra_headers": {"x-fake-fault": fault},
-        **PARAMS,
-        **kwargs,
-    }
-    if use_async:
-        return asyncio.run(tracking.aimage_edit(**params))
-    return tracking.image_edit(**params)
+    return edit_with_fault(fake, fault, use_async=use_async, **{"image": PNG, **PARAMS, **kwargs})
 
 
 def _one_attempt() -> Decimal:

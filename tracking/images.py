@@ -29,7 +29,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "ImageFile",
     "ImageInput",
-    "decoded_image",
+    "encodes_image",
     "is_image",
     "read_image",
     "read_images",
@@ -85,15 +85,20 @@ def is_image(data: bytes) -> bool:
     return sniff_content_type(data) != "application/octet-stream"
 
 
-def decoded_image(encoded: str) -> bytes | None:
-    """The image that base64 ``encoded`` holds; None when it is not strict base64 or its bytes
-    are not an image (an upstream answer holding text, HTML or nothing where an image should
-    be), so a provider refuses it instead of passing it on."""
+#: Base64 characters decoded to look at an encoded image: 24 bytes, every signature above.
+_ENCODED_HEAD = 32
+
+
+def encodes_image(encoded: str) -> bool:
+    """Whether base64 ``encoded`` starts as an image; False for an upstream answer holding text,
+    HTML or nothing where an image should be, so a provider refuses it instead of passing it
+    on. Only the head is decoded: the string (megabytes) is passed on as it is, and decoding
+    all of it to look would cost about a millisecond per image on every call."""
     try:
-        data = base64.b64decode(encoded, validate=True)
+        head = base64.b64decode(encoded[:_ENCODED_HEAD], validate=True)
     except (binascii.Error, ValueError):
-        return None
-    return data if is_image(data) else None
+        return False
+    return is_image(head)
 
 
 @fast_init

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import APIError, APIResponseError, ContentPolicyError
-from ..images import decoded_image
+from ..images import encodes_image
 from ..response import ImageResponse, Usage
 from .base import (
     EDITS_AND_GENERATIONS,
@@ -240,7 +240,7 @@ def _images(payload: dict[str, Any]) -> list[dict[str, Any]]:
             )
         raise APIResponseError(f"the upstream returned no image (finish reason {finish})")
     for index, image in enumerate(images):
-        if decoded_image(image["data"]) is None:
+        if not encodes_image(image["data"]):
             raise APIResponseError(f"the upstream's image {index} is not base64 of an image")
     return images
 
