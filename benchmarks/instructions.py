@@ -275,7 +275,7 @@ def report(
     for name, value in figures.items():
         entry: dict[str, Any] = {
             "instructions": round(value),
-            "over_baseline": round(value - base),
+            "over_baseline": round(value) - round(base),  # the two figures reported, subtracted
             "ratio_to_baseline": round(value / base, 4),
         }
         if against is not None and name in against:
