@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 
@@ -111,6 +112,10 @@ def test_model_is_required_unless_a_default_is_configured(monkeypatch, upstream)
     with pytest.raises(tracking.ValidationError, match="model: required") as caught:
         tracking.image_edit(image=PNG, prompt="p", **upstream)
     assert caught.value.param == "model"
+    # The example the message gives is a model that still answers, not a retired one.
+    example = re.search(r"for example '([^']+)'", str(caught.value))
+    assert example is not None
+    assert tracking.pricing.shutdown_date(example.group(1)) is None
     monkeypatch.setenv("TRACKING_DEFAULT_MODEL", "gpt-image-1")
     assert tracking.image_edit(image=PNG, prompt="p", **upstream).images_returned == 1
 

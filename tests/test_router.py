@@ -121,15 +121,15 @@ def test_the_documented_config_example_is_accepted(monkeypatch):
     monkeypatch.setenv("OPENAI_KEY_EU", "sk-eu-0123456789")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-main-0123456789")
     with Router.from_config(yaml.safe_load(example.group(1))) as router:
-        assert sorted(router.groups) == ["gpt-image-1", "gpt-image-1-mini"]
-        assert router.fallbacks == {"gpt-image-1": ("gpt-image-1-mini",)}
-        eu = router.groups["gpt-image-1"][0]
+        assert sorted(router.groups) == ["gpt-image-2", "gpt-image-2.6-flare"]
+        assert router.fallbacks == {"gpt-image-2.6-flare": ("gpt-image-2",)}
+        eu = router.groups["gpt-image-2.6-flare"][0]
         assert (eu.id, eu.rpm, eu.weight, eu.timeout, eu.base_model) == (
             "gpt-image-eu",
             50,
             2.0,
             120.0,
-            "gpt-image-1",
+            "gpt-image-2.6-flare",
         )
         assert type(router.state).__name__ == "RedisState"
 

@@ -156,7 +156,10 @@ def main() -> int:
         _show("corrected (no response_format)", response)
         print(f"  Generated {len(response.data)} image variations")
 
-        print("\n5. dall-e-2 still answers with URLs, as OpenAI's documented response shape shows")
+        print(
+            "\n5. Compatibility: dall-e-2 (shut down on 2026-05-12) answered with URLs; the"
+            " fake still serves it, so the SDK's reading of URL answers stays tested"
+        )
         _show(
             "dall-e-2",
             tracking.image_edit(

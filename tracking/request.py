@@ -398,7 +398,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     model = model or os.environ.get("TRACKING_DEFAULT_MODEL") or None
     if not model or not isinstance(model, str):
         raise ValidationError(
-            "model: required (for example 'gpt-image-1'); dall-e-2, the old default, was shut "
+            "model: required (for example 'gpt-image-2'); dall-e-2, the old default, was shut "
             "down on 2026-05-12. Set TRACKING_DEFAULT_MODEL to choose a default.",
             param="model",
             rule="required",

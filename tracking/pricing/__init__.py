@@ -140,9 +140,9 @@ def register_prices(
     """Add or override prices; registered entries win over the packaged file.
 
     ``register_prices("my-model", tokens_per_million={...}, per_image={"high": {"1024x1024":
-    "0.2"}})`` prices a model; ``register_prices("azure/my-deployment", base_model="gpt-image-1",
+    "0.2"}})`` prices a model; ``register_prices("azure/my-deployment", base_model="gpt-image-2",
     discount="0.15")`` prices a deployment as a base model less a discount. Several at once:
-    ``register_prices({"azure/a": {"base_model": "gpt-image-1"}, ...})``. Amounts are Decimal,
+    ``register_prices({"azure/a": {"base_model": "gpt-image-2"}, ...})``. Amounts are Decimal,
     int or str (floats are read through their repr). Registering a model again replaces it.
     """
     if isinstance(model_or_entries, str):

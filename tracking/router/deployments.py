@@ -83,8 +83,9 @@ def parse_fallbacks(
     *,
     where: str = "fallbacks",
 ) -> dict[str, tuple[str, ...]]:
-    """``[{"gpt-image-1": ["gpt-image-1-mini", "dall-e-2"]}]`` -> group -> fallback groups;
-    errors name the setting as ``where`` (``router_settings.fallbacks`` in a config)."""
+    """``[{"gpt-image-2.6-flare": ["gpt-image-2.5-flare", "gpt-image-2"]}]`` -> group ->
+    fallback groups; errors name the setting as ``where`` (``router_settings.fallbacks`` in a
+    config)."""
     known = set(groups)
     if fallbacks is None:
         return {}
