@@ -84,6 +84,8 @@ def test_kept_rows_the_database_refuses_are_quarantined_and_the_others_written(u
         assert [r.line for r in kept] == lines[1:3] and all(r.error for r in kept)
         assert ledger.quarantined_rows == ledger.ledger_stats().quarantined_rows == 2
         assert ledger.rejected_rows == 0
+        # The two rows written late are reported as replayed, as a shipper's backlog is.
+        assert ledger.replayed_rows == ledger.ledger_stats().replayed_rows == 2
     finally:
         ledger.shutdown(10)
     assert not list(_leftovers_dir(url).iterdir())  # the kept rows' outbox is gone
@@ -92,6 +94,7 @@ def test_kept_rows_the_database_refuses_are_quarantined_and_the_others_written(u
     try:
         assert ids_in(again.engine) == {"good-1", "good-2"}
         assert len(list_quarantine(again.engine)) == 2 and again.quarantined_rows == 0
+        assert again.replayed_rows == again.ledger_stats().replayed_rows == 0
     finally:
         again.shutdown(10)
 

@@ -42,6 +42,8 @@ class OutboxDrain:
         self.quarantined_rows = 0
         #: Rows the quarantine refused too, kept in their outbox's ``rejected`` table.
         self.rejected_rows = 0
+        #: Rows that went into the target (a duplicate of a row already there included).
+        self.written_rows = 0
 
     def empty(self, source: Outbox, batch: int) -> None:
         """Move every row out of ``source``, ``batch`` at a time; a transient failure raises."""
@@ -59,6 +61,7 @@ class OutboxDrain:
             self._move_one_by_one(source, rows)
         else:
             source.remove_through(rows[-1][0], len(rows))
+            self.written_rows += len(rows)
 
     def _move_one_by_one(self, source: Outbox, rows: list[tuple[int, str]]) -> None:
         # A row quarantined has left the outbox as surely as one shipped: both are counted in
@@ -78,6 +81,8 @@ class OutboxDrain:
                     raise
                 if not in_target:
                     continue  # moved to the outbox's rejected table, off the pending count
+            else:
+                self.written_rows += 1
             gone += 1
         source.remove_through(rows[-1][0], gone)
 

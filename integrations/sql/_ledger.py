@@ -375,6 +375,7 @@ class SqlLedger:
         for outbox in claim_orphans(directory):
             if outbox.pending():
                 log.info("ledger: writing %d rows kept in %s", outbox.pending(), outbox.path)
+            written = self._leftovers.written_rows
             try:
                 self._leftovers.empty(outbox, 500)
             except Exception as exc:  # transient (or the outbox file's): rows stay for next start
@@ -387,6 +388,9 @@ class SqlLedger:
                 )
             finally:
                 outbox.close()
+                if late := self._leftovers.written_rows - written:
+                    for hook in self.replay_hooks:  # rows written late, as a shipper's replay
+                        hook(late)
 
     def _at_exit(self) -> None:
         self.shutdown(_EXIT_TIMEOUT)
@@ -434,8 +438,10 @@ class SqlLedger:
 
     @property
     def replayed_rows(self) -> int:
-        """Rows this process shipped late: after an outage, or from a dead process's outbox."""
-        return 0 if self._outbox is None else self._outbox.shipper().replayed_rows
+        """Rows this process shipped late: after an outage, from a dead process's outbox, or
+        (an SQLite ledger) the rows an earlier ledger for the file kept at shutdown."""
+        shipped = 0 if self._outbox is None else self._outbox.shipper().replayed_rows
+        return shipped + self._leftovers.written_rows
 
     @property
     def write_hooks(self) -> list[WriteHook]:
