@@ -164,3 +164,126 @@ def test_a_dead_processes_log_leaves_its_open_intents_priced_and_nothing_else(tm
         json.dumps(row, default=str)
     log.close()
     assert log.path.exists()  # open intents stay for the next start
+
+
+def _intent_line(request_id: str) -> str:
+    from datetime import UTC, datetime
+
+    from tracking.integration import CallStart
+    from tracking.integrations.sql._codec import encode_row
+    from tracking.integrations.sql._intents import intent_row
+    from tracking.request import parse_call
+
+    request, options = parse_call(
+        model="gpt-image-2", prompt="a hat", image=PNG, api_key="sk-x", user="zoe", quality="low"
+    )
+    call = CallStart(request_id, "aimage_edit", request, options, "h", datetime.now(UTC))
+    return encode_row(intent_row(call))
+
+
+def _open_ids(path: Path) -> list[str]:
+    from tracking.integrations.sql._codec import decode_row
+    from tracking.integrations.sql._intents import open_intents
+
+    return [decode_row(row)["request_id"] for row in open_intents(path.read_text())]
+
+
+def test_intents_are_copied_into_the_mapped_file_without_a_system_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write() would hand the GIL to another thread in the middle of every proxied call."""
+    import os
+
+    from tracking.integrations.sql import _intents
+
+    log = _intents.IntentLog(tmp_path)
+
+    def no_write(fd: int, data: object) -> int:
+        raise AssertionError("an intent was written with a system call")
+
+    monkeypatch.setattr(_intents.os, "write", no_write)
+    for n in range(50):
+        log.record(f"call-{n}", _intent_line(f"call-{n}"))
+    for n in range(0, 50, 2):
+        log.complete(f"call-{n}")
+    log.record("call-50", _intent_line("call-50"))  # carries the done marks
+    # Read while the process lives, as after a kill -9: the file's unused tail is NULs.
+    assert os.path.getsize(log.path) == _intents.ROTATE_BYTES
+    still_open = [f"call-{n}" for n in (*range(1, 51, 2), 50)]
+    assert _open_ids(log.path) == still_open
+    monkeypatch.undo()
+    log.close()
+    assert b"\x00" not in log.path.read_bytes()  # cut to its length at a clean stop
+    assert _open_ids(log.path) == still_open
+
+
+def test_an_intent_survives_a_kill_9_of_its_process(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from tracking.integrations.sql._intents import IntentLog
+
+    pid = os.fork()
+    if pid == 0:  # the child: record two intents, finish one, and die without a word
+        log = IntentLog(tmp_path)
+        log.record("open-1", _intent_line("open-1"))
+        log.record("done-1", _intent_line("done-1"))
+        log.complete("done-1")
+        log.record("open-2", _intent_line("open-2"))
+        os.kill(os.getpid(), signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    (path,) = tmp_path.glob("intents-*.log")
+    assert _open_ids(path) == ["open-1", "open-2"]
+
+
+def test_without_reserved_blocks_intents_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that cannot reserve the blocks (a full disk): write(), never a mapping a
+    full disk could fault on."""
+    import errno
+
+    from tracking.integrations.sql import _intents
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_intents.os, "posix_fallocate", full)
+    log = _intents.IntentLog(tmp_path)
+    log.record("open-1", _intent_line("open-1"))
+    log.record("done-1", _intent_line("done-1"))
+    log.complete("done-1")
+    log.record("open-2", _intent_line("open-2"))
+    assert b"\x00" not in log.path.read_bytes()
+    assert _open_ids(log.path) == ["open-1", "open-2"]
+    log.close()
+    assert _open_ids(log.path) == ["open-1", "open-2"]
+
+
+@pytest.mark.parametrize("reserved", [True, False])
+def test_a_full_intents_file_is_rewritten_with_only_the_open_intents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reserved: bool
+) -> None:
+    from tracking.integrations.sql import _intents
+
+    if not reserved:
+        monkeypatch.setattr(_intents.os, "posix_fallocate", _no_fallocate)
+    monkeypatch.setattr(_intents, "ROTATE_BYTES", 16 * 1024)
+    log = _intents.IntentLog(tmp_path)
+    line = _intent_line("x")
+    for n in range(200):  # about 15 times the file's size
+        log.record(f"call-{n}", line.replace('"x"', f'"call-{n}"', 1))
+        if n % 50:
+            log.complete(f"call-{n}")
+    open_now = [f"call-{n}" for n in range(0, 200, 50)]
+    assert log.path.stat().st_size <= 16 * 1024
+    # The last call's done mark rides with the next write; a clean stop writes it.
+    assert _open_ids(log.path) == [*open_now, "call-199"]
+    assert not list(tmp_path.glob("*.new"))
+    log.close()
+    assert _open_ids(log.path) == open_now
+
+
+def _no_fallocate(fd: int, offset: int, length: int) -> None:
+    raise OSError(95, "Operation not supported")

@@ -9,11 +9,18 @@ dead process's intent is recovered (:func:`priced`), not on the call path. Once 
 row is acknowledged, the intent is marked done (with the next intent's write).
 
 The intents go to an append-only file of the process's own, ``intents-<pid>.log`` beside the
-outboxes, locked (``flock``) for as long as the process lives: one ``write`` per call, ``+`` and
-the row's outbox line for an intent, ``-`` and the request id for one done. A write is in the
-kernel's hands at once, so it survives the process's death (kill -9), though not a power cut,
-and costs no fsync. The file is rewritten with only the open intents once it grows past
-:data:`ROTATE_BYTES`, and removed at a clean stop.
+outboxes, locked (``flock``) for as long as the process lives: one append per call, ``+`` and
+the row's outbox line for an intent, ``-`` and the request id for one done. The file's blocks
+are reserved (``posix_fallocate``) and the file is mapped into memory (``MAP_SHARED``), so an
+append is a copy into the kernel's own page cache of the file: no system call, so the thread
+writing an intent (the proxy's event loop) never hands the GIL to another thread mid-call, as
+a ``write`` did. The pages are the file's, so an intent survives the process's death (kill -9),
+though not a power cut, as a ``write`` would; it costs no fsync. Where the blocks cannot be
+reserved (a full disk, a file system without ``fallocate``) the file is written with ``write``
+instead: a copy into a mapping whose blocks are not reserved could fault (SIGBUS) on a full
+disk. The unused tail of a mapped file reads as NUL bytes, which readers ignore; the file is
+cut to its length when closed. The file is rewritten with only the open intents once an append
+would pass :data:`ROTATE_BYTES`, and removed at a clean stop.
 
 A log whose lock can be taken belongs to a dead process. When a ledger with intents starts, it
 claims those: their open intents become rows in its journal outbox (an outbox file of its own,
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import mmap
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -61,7 +69,8 @@ log = logging.getLogger("tracking.ledger")
 
 #: ``status`` and ``error_type`` of a row left by a call whose process died in the middle of it.
 INCOMPLETE = "incomplete"
-#: Bytes an intents file may grow to before it is rewritten with only the open intents.
+#: Bytes an intents file may grow to before it is rewritten with only the open intents (the
+#: size of a mapped file, whose blocks are reserved at once).
 ROTATE_BYTES = 8 * 1024 * 1024
 #: The key of an intent's line holding what its estimate needs (not a column).
 _ESTIMATE = "tracking_estimate"
@@ -127,6 +136,40 @@ def intent_row(call: CallStart) -> dict[str, Any]:
     }
 
 
+class _AppendFile:
+    """An append-only file of at most ``capacity`` bytes, mapped when its blocks can be
+    reserved, else written with ``write`` (see the module docstring)."""
+
+    def __init__(self, path: Path, capacity: int) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.capacity = capacity
+        self.size = 0
+        self.map: mmap.mmap | None = None
+        try:
+            os.posix_fallocate(self.fd, 0, capacity)
+            self.map = mmap.mmap(self.fd, capacity)  # shared: the file's own pages
+        except (OSError, ValueError):
+            os.ftruncate(self.fd, 0)  # written with write() from its start
+
+    def fits(self, size: int) -> bool:
+        return self.size + size <= self.capacity
+
+    def append(self, data: bytes) -> None:
+        """Append ``data``; the caller checked that it ``fits``."""
+        end = self.size + len(data)
+        if self.map is not None:
+            self.map[self.size : end] = data
+        else:
+            _write_all(self.fd, data)
+        self.size = end
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            os.ftruncate(self.fd, self.size)  # no NUL tail left for a reader
+        os.close(self.fd)
+
+
 class IntentLog:
     """This process's intents file; see the module docstring."""
 
@@ -134,10 +177,9 @@ class IntentLog:
         base, self._lock_fd = lock_own_file(directory, "intents")
         self.path = base.with_name(f"{base.name}.log")
         self._lock = threading.Lock()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._file = _AppendFile(self.path, ROTATE_BYTES)
         self._open: dict[str, str] = {}  # request id -> line, for a rewrite
         self._done: list[str] = []
-        self._size = 0
         self.closed = False
 
     def record(self, request_id: str, line: str) -> None:
@@ -148,11 +190,10 @@ class IntentLog:
             done = "".join(f"-{rid}\n" for rid in self._done)
             self._done.clear()
             data = f"{done}+{line}\n".encode()
-            _write_all(self._fd, data)
+            if not self._file.fits(len(data)):
+                self._rewrite(len(data))
+            self._file.append(data)
             self._open[request_id] = line
-            self._size += len(data)
-            if self._size > ROTATE_BYTES:
-                self._rewrite()
 
     def complete(self, request_id: str) -> None:
         """The call's own row is acknowledged: its intent is done."""
@@ -160,15 +201,15 @@ class IntentLog:
             if self._open.pop(request_id, None) is not None:
                 self._done.append(request_id)
 
-    def _rewrite(self) -> None:
+    def _rewrite(self, room: int) -> None:
         # Replaced in one rename: a crash leaves the old file or the new one, both complete.
-        fresh = self.path.with_name(f"{self.path.name}.new")
+        fresh_path = self.path.with_name(f"{self.path.name}.new")
         data = "".join(f"+{line}\n" for line in self._open.values()).encode()
-        fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
-        _write_all(fd, data)
-        os.replace(fresh, self.path)
-        os.close(self._fd)
-        self._fd, self._size, self._done = fd, len(data), []
+        fresh = _AppendFile(fresh_path, max(ROTATE_BYTES, 2 * (len(data) + room)))
+        fresh.append(data)
+        os.replace(fresh_path, self.path)
+        self._file.close()
+        self._file, self._done = fresh, []
 
     def close(self) -> None:
         """Stop; the file goes when no intent is open (else the next start recovers them)."""
@@ -176,9 +217,13 @@ class IntentLog:
             if self.closed:
                 return
             self.closed = True
-            if self._open:
-                _write_all(self._fd, "".join(f"-{rid}\n" for rid in self._done).encode())
-            os.close(self._fd)
+            if self._open and self._done:  # the intents left open are what a file must say
+                done = "".join(f"-{rid}\n" for rid in self._done).encode()
+                if self._file.fits(len(done)):
+                    self._file.append(done)
+                else:
+                    self._rewrite(0)
+            self._file.close()
             if not self._open:
                 self.path.unlink(missing_ok=True)
                 self.path.with_name(self.path.name.removesuffix(".log") + ".lock").unlink(
@@ -219,9 +264,10 @@ def priced(line: str) -> str:
 
 
 def open_intents(text: str) -> list[str]:
-    """The rows the intents a log's text leaves open make (a torn last line is skipped)."""
+    """The rows the intents a log's text leaves open make (a torn last line is skipped, and so
+    is the NUL tail of a mapped file its process did not live to cut)."""
     open_: dict[str, str] = {}
-    for entry in text.splitlines():
+    for entry in text.split("\x00", 1)[0].splitlines():
         if entry.startswith("+"):
             line = entry[1:]
             request_id = line_request_id(line)
