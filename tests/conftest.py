@@ -71,6 +71,20 @@ def edit_with_fault(fake: FakeOpenAI, fault: str, *, use_async: bool, **params: 
     return tracking.image_edit(**params)
 
 
+def in_forked_child(make: Callable[[], str]) -> str:
+    """What ``make()`` returns in a forked child of this process (which leaves at once)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave, running nothing else of the parent's
+        os.write(write, make().encode())
+        os._exit(0)
+    os.close(write)
+    made = os.read(read, 4096).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    return made
+
+
 def make_png(width: int = 64, height: int = 64, *, alpha: bool = True) -> bytes:
     mode = "RGBA" if alpha else "RGB"
     out = io.BytesIO()

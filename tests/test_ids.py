@@ -6,7 +6,7 @@ import time
 import uuid
 
 import tracking
-from tests.conftest import make_png
+from tests.conftest import in_forked_child, make_png
 from tracking.ids import new_request_id
 
 
@@ -39,15 +39,6 @@ def test_a_call_carries_a_version_7_id(upstream: dict[str, str]) -> None:
 
 
 def test_a_forked_child_makes_different_ids_than_its_parent() -> None:
-    import os
-
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report one id and leave at once
-        os.write(write, new_request_id().encode())
-        os._exit(0)
-    os.close(write)
-    child_id = os.read(read, 64).decode()
-    os.waitpid(pid, 0)
+    child_id = in_forked_child(new_request_id)
     parent_id = new_request_id()
     assert child_id[14:] != parent_id[14:]  # the random parts differ

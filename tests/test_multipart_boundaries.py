@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from tests.conftest import in_forked_child
 from tracking import multipart
 from tracking.images import ImageFile
 from tracking.multipart import POOL_BYTES, encode_multipart
@@ -46,14 +47,6 @@ def test_the_body_is_delimited_by_its_boundary() -> None:
 
 def test_a_forked_child_draws_other_boundaries_than_its_parent() -> None:
     _boundary()  # the parent's pool is filled
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report one boundary and leave at once
-        os.write(write, _boundary().encode())
-        os._exit(0)
-    os.close(write)
-    child = os.read(read, 64).decode()
-    os.close(read)
-    os.waitpid(pid, 0)
+    child = in_forked_child(_boundary)
     assert child != _boundary()
     assert len(child) == 32
