@@ -412,20 +412,22 @@ class SqlLedger:
         """This process's outbox file, None when the SQLite ledger is its own outbox."""
         return None if self._outbox is None else self._outbox.shipper().outbox.path
 
+    def _shippers(self) -> list[OutboxShipper]:
+        """The shippers of this ledger's outbox and of dead processes' intents (those it has)."""
+        return [d.shipper() for d in (self._outbox, self._intents) if d is not None]
+
     @property
     def rejected_rows(self) -> int:
         """Rows refused for good (logged; with an outbox, kept in its ``rejected`` table),
         recovered intents' included."""
-        shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
-        shipped = sum(s.rejected_rows for s in shippers)
+        shipped = sum(s.rejected_rows for s in self._shippers())
         return self.writer.rejected_rows + self._leftovers.rejected_rows + shipped
 
     @property
     def quarantined_rows(self) -> int:
         """Rows this process moved to the target's ``ledger_quarantine`` table."""
-        shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
         quarantined = self.writer.quarantined_rows + self._leftovers.quarantined_rows
-        return quarantined + sum(s.quarantined_rows for s in shippers)
+        return quarantined + sum(s.quarantined_rows for s in self._shippers())
 
     def stuck_for(self) -> float:
         """Seconds acknowledged rows have waited for a target that refuses them all (0: fine).
@@ -433,8 +435,7 @@ class SqlLedger:
         Only a ledger with an outbox can be stuck: an SQLite ledger's writer holds its
         callers instead (``queue_depth``).
         """
-        shippers = [d.shipper() for d in (self._outbox, self._intents) if d is not None]
-        return max((shipper.stuck_for() for shipper in shippers), default=0.0)
+        return max((shipper.stuck_for() for shipper in self._shippers()), default=0.0)
 
     @property
     def replayed_rows(self) -> int:
