@@ -83,6 +83,7 @@ class Outbox:
         # recovered): it survives the process's death, without an fsync per commit.
         self._db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
         self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute("PRAGMA temp_store=MEMORY")  # no spill files (sql/_engine.py)
         for statement in _SCHEMA:
             self._db.execute(statement)
         count, last = self._db.execute("SELECT count(*), max(seq) FROM outbox").fetchone()
