@@ -1,22 +1,34 @@
 """A 2xx answer whose ``data`` items hold no image (``null``, a number, ``{"b64_json": 5}``,
-an empty string) was handed on as a success: the client got garbage and the event said it was
-served. It is an ``APIResponseError`` (an unreadable 2xx: not retried, priced by estimate), in
-the SDK and through the proxy (502, OpenAI-shaped)."""
+an empty string), or whose ``b64_json`` is not base64 of an image (text, an HTML error page,
+not base64 at all), was handed on as a success: the client got garbage and the event said it was
+served. It is an ``APIResponseError`` (an unreadable 2xx: not retried, priced by estimate, as
+Gemini's inline data that is not an image), in the SDK and through the proxy (502,
+OpenAI-shaped). A streamed image event whose ``b64_json`` is not an image ends the stream the
+same way."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import io
+import json
+from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
+from PIL import Image
 
 import tracking
 from tests.conftest import make_png
 from tests.proxy_support import ProxyProcess, one_deployment_config, write_config
 from tests.recorder import record_events
 from tracking.errors import APIResponseError
+from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.testing.app_thread import AppThread
 
 USAGE = {
@@ -34,15 +46,74 @@ ITEMS: dict[str, Any] = {
 }
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _picture(fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 120, 200)).save(out, format=fmt)
+    return out.getvalue()
+
+
+IMAGE = {"b64_json": _b64(make_png(8, 8))}
+#: ``data`` lists of real images, in every format the base64 check knows.
+IMAGES: dict[str, list[Any]] = {
+    fmt.lower(): [{"b64_json": _b64(_picture(fmt))}] for fmt in ("PNG", "JPEG", "WEBP", "GIF")
+}
+#: ``data`` lists whose ``b64_json`` is a string, but not base64 of an image.
+NOT_IMAGES: dict[str, list[Any]] = {
+    "b64_text": [{"b64_json": _b64(b"I could not make that edit, sorry about that.")}],
+    "b64_html": [{"b64_json": _b64(b"<html><body><h1>502 Bad Gateway</h1></body></html>")}],
+    "not_base64": [{"b64_json": "this is not base64 at all, only words!!"}],
+    "short": [{"b64_json": "iVBO"}],  # a PNG's first characters, then nothing
+    "second_of_two": [IMAGE, {"b64_json": _b64(b'{"error": "no image"}' * 4)}],
+}
+#: Streamed answers (as SSE events) whose image event carries base64 that is not an image.
+STREAMS: dict[str, list[dict[str, Any]]] = {
+    "completed": [
+        {
+            "type": "image_edit.completed",
+            "b64_json": _b64(b"<html>upstream error</html>"),
+            "usage": USAGE,
+        }
+    ],
+    "after_a_partial": [
+        {"type": "image_edit.partial_image", "partial_image_index": 0, **IMAGE},
+        {"type": "image_edit.completed", "b64_json": "not base64 at all!", "usage": USAGE},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
-def garbage() -> Iterator[str]:
+def hits() -> Counter[str]:
+    """Requests each route of the ``garbage`` upstream received."""
+    return Counter()
+
+
+@pytest.fixture(scope="module")
+def garbage(hits: Counter[str]) -> Iterator[str]:
     async def edit(request: web.Request) -> web.Response:
         await request.read()
-        item = ITEMS[request.match_info["name"]]
-        return web.json_response({"created": 1_700_000_000, "data": [item], "usage": USAGE})
+        name = request.match_info["name"]
+        hits[name] += 1
+        data = NOT_IMAGES.get(name) or IMAGES.get(name) or [ITEMS[name]]
+        return web.json_response({"created": 1_700_000_000, "data": data, "usage": USAGE})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        name = request.match_info["name"]
+        hits[f"stream/{name}"] += 1
+        answer = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await answer.prepare(request)
+        for event in STREAMS[name]:
+            await answer.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        await answer.write_eof()
+        return answer
 
     app = web.Application()
     app.router.add_post("/{name}/v1/images/edits", edit)
+    app.router.add_post("/stream/{name}/v1/images/edits", stream)
     thread = AppThread(app)
     port = thread.start()
     try:
@@ -67,22 +138,133 @@ def test_an_answer_item_without_an_image_is_an_unreadable_answer(monkeypatch, ga
     assert events.last.cost_source == "estimate" and events.last.cost_usd
 
 
-def test_through_the_proxy_it_is_a_502_in_openai_shape(garbage, tmp_path):
-    config = write_config(
-        tmp_path / "config.yaml",
-        one_deployment_config(
-            f"{garbage}/b64_number/v1",
-            api_key="sk-test-0123456789abcdef",
-            general_settings={"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        ),
+#: The proxy's model names, each a deployment of gpt-image-1 on one route of ``garbage``.
+PROXIED = {
+    "b64-number": "b64_number",
+    "b64-html": "b64_html",
+    "second-of-two": "second_of_two",
+    "stream-completed": "stream/completed",
+}
+
+
+@pytest.fixture(scope="module")
+def proxy(garbage: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    folder: Path = tmp_path_factory.mktemp("answer-items")
+    document = one_deployment_config(
+        api_key="sk-test-0123456789abcdef",
+        general_settings={"database_url": f"sqlite:///{folder / 'ledger.db'}"},
     )
-    with ProxyProcess(config) as proxy:
-        answer = httpx.post(
-            f"{proxy.url}/v1/images/edits",
-            files={"image": ("in.png", make_png(), "image/png")},
-            data={"model": "gpt-image-1", "prompt": "a hat"},
-            timeout=30,
-        )
-    assert answer.status_code == 502, answer.text
+    document["model_list"] = [
+        {
+            "model_name": name,
+            "litellm_params": {
+                "model": "gpt-image-1",
+                "api_key": "sk-test-0123456789abcdef",
+                "api_base": f"{garbage}/{route}/v1",
+            },
+        }
+        for name, route in PROXIED.items()
+    ]
+    with ProxyProcess(write_config(folder / "config.yaml", document)) as process:
+        yield process
+
+
+def _ledger_row(proxy: ProxyProcess, request_id: str) -> dict[str, Any]:
+    engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
+    try:
+        with engine.connect() as connection:
+            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
+            (row,) = connection.execute(query).mappings()
+            return dict(row)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("model", sorted(PROXIED))
+def test_through_the_proxy_it_is_a_502_in_openai_shape(proxy, model):
+    fields = {"model": model, "prompt": "a hat"}
+    if model.startswith("stream-"):
+        fields.update(stream="true", partial_images="1")
+    answer = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        files={"image": ("in.png", make_png(), "image/png")},
+        data=fields,
+        timeout=30,
+    )
+    assert answer.status_code == 502, answer.text  # never a 500, never the image
+    assert answer.headers["content-type"].startswith("application/json")
     error = answer.json()["error"]
-    assert error["message"] and error["type"]
+    assert error["message"] and error["type"] == "server_error"
+    assert error["code"] == "upstream_invalid_response"
+    assert answer.headers["x-should-retry"] == "false"  # billed: a retry would pay again
+    # The answer leaves once its row is on disk (the proxy's durable ledger).
+    row = _ledger_row(proxy, answer.headers["x-tracking-request-id"])
+    assert row["status"] == "failure" and row["error_type"] == "invalid_response"
+    assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
+
+
+def _edit(api_base: str, *, use_async: bool = False, **extra: Any) -> Any:
+    params: dict[str, Any] = {
+        "image": make_png(),
+        "prompt": "a hat",
+        "model": "gpt-image-1",
+        "api_base": api_base,
+        "api_key": "sk-test-0123456789abcdef",
+        "max_retries": 2,
+        **extra,
+    }
+    if use_async:
+        return asyncio.run(tracking.aimage_edit(**params))
+    return tracking.image_edit(**params)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("name", sorted(NOT_IMAGES))
+def test_a_b64_json_that_is_not_base64_of_an_image_is_refused_billed_and_not_retried(
+    monkeypatch, garbage, hits, name, use_async
+):
+    events = record_events(monkeypatch)
+    before = hits[name]
+    index = len(NOT_IMAGES[name]) - 1  # the broken item is the last one
+    with pytest.raises(
+        APIResponseError, match=rf"data\[{index}\]\.b64_json is not base64 of an image"
+    ):
+        _edit(f"{garbage}/{name}/v1", use_async=use_async)
+    assert hits[name] == before + 1  # a success answer, most likely billed: never sent again
+    tracking.flush()
+    event = events.last
+    # Recorded as any unreadable 2xx (and as Gemini's inline data that is not an image): a
+    # failure with the 200 it came with, no image, priced by estimate since it was billed.
+    assert event.status == "failure" and event.error_type == "invalid_response"
+    assert event.http_status == 200 and event.images_returned == 0
+    assert event.cost_source == "estimate"
+    assert event.cost_usd is not None and event.cost_usd > 0
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_a_b64_json_of_each_image_format_is_handed_on_as_it_came(garbage, name):
+    response = _edit(f"{garbage}/{name}/v1")
+    assert [item.b64_json for item in response.data] == [IMAGES[name][0]["b64_json"]]
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_a_streamed_image_that_is_not_base64_of_an_image_ends_the_stream_billed(
+    monkeypatch, garbage, hits, name
+):
+    events = record_events(monkeypatch)
+    before = hits[f"stream/{name}"]
+    delivered: list[str] = []
+    with pytest.raises(APIResponseError, match="b64_json is not base64 of an image"):
+        delivered.extend(
+            item.type
+            for item in _edit(f"{garbage}/stream/{name}/v1", stream=True, partial_images=1)
+        )
+    # the good partial image was handed on; the completed event, not an image, never is
+    assert delivered == [e["type"] for e in STREAMS[name][:-1]]
+    assert hits[f"stream/{name}"] == before + 1  # not retried: the upstream accepted it
+    tracking.flush()
+    event = events.last
+    assert event.status == "failure" and event.error_type == "invalid_response"
+    assert event.images_returned == 0
+    assert event.cost_source == "estimate"  # accepted upstream, then unusable: maybe billed
+    assert event.cost_usd is not None and event.cost_usd > 0

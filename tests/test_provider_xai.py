@@ -17,6 +17,7 @@ from tests.proxy_support import edit_through_proxy
 from tests.recorder import record_events
 from tests.router_support import deployment
 from tracking.errors import (
+    APIResponseError,
     AuthenticationError,
     BadRequestError,
     ContentPolicyError,
@@ -205,6 +206,19 @@ def test_without_reported_ticks_the_table_prices_the_output_images():
     cost = price_call(request, response)
     # no ticks: 3 output images x $0.02 (xAI's per-image price) = $0.06, from the table
     assert (cost.usd, cost.source) == (Decimal("0.06"), "table")
+
+
+def test_a_data_uri_is_checked_as_an_image_once_it_is_bare_base64():
+    """xAI may answer ``b64_json`` as a data URI: its base64 is what must be an image."""
+
+    def answer(content: bytes) -> bytes:
+        uri = "data:image/png;base64," + base64.b64encode(content).decode()
+        return json.dumps({"created": 1, "data": [{"b64_json": uri}]}).encode()
+
+    response = XAIProvider().parse(200, {}, answer(PNG))
+    assert response.data[0].b64_json == base64.b64encode(PNG).decode()
+    with pytest.raises(APIResponseError, match=r"data\[0\]\.b64_json is not base64 of an image"):
+        XAIProvider().parse(200, {}, answer(b"<html><body>Bad gateway</body></html>"))
 
 
 @pytest.mark.parametrize(

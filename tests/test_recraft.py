@@ -3,7 +3,9 @@ reports, the table price when it reports none, errors, and the proxy."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -14,7 +16,7 @@ import tracking
 from tests.conftest import make_half_mask, make_png
 from tests.proxy_support import edit_through_proxy
 from tracking.errors import AuthenticationError, BadRequestError
-from tracking.providers.recraft import _charged
+from tracking.providers.recraft import RecraftProvider, _charged
 from tracking.testing.fake_recraft import FakeRecraft
 
 KEY = "recraft-test-token-0123456789"
@@ -60,6 +62,16 @@ async def test_inpainting_sends_recrafts_mask(recraft, upstream):
 )
 def test_only_a_plain_positive_credit_count_is_a_charge(credits, usd):
     assert _charged(credits) == usd
+
+
+def test_a_vector_models_svg_answer_is_handed_on():
+    """Recraft's vector models answer SVG, which the base64 image check (PNG, JPEG, WebP, GIF)
+    does not know: a Recraft answer is not refused for it."""
+    svg = base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
+    body = json.dumps({"created": 1, "credits": 80, "data": [{"b64_json": svg.decode()}]})
+    response = RecraftProvider().parse(200, {}, body.encode())
+    assert response.data[0].b64_json == svg.decode()
+    assert response.billed_usd == Decimal("0.08")
 
 
 def test_recrafts_errors_map_into_the_tree(recraft, upstream):

@@ -17,8 +17,9 @@ from typing import Any
 
 from .errors import APIResponseError
 from .frozen import fast_init
+from .images import encodes_image
 
-__all__ = ["ImageData", "ImageResponse", "Usage"]
+__all__ = ["ImageData", "ImageResponse", "Usage", "check_b64_images"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,12 @@ class ImageResponse:
     billed_usd: Decimal | None = field(default=None, repr=False)
 
     @classmethod
-    def from_json_bytes(cls, body: bytes) -> ImageResponse:
+    def from_json_bytes(cls, body: bytes, *, check_b64: bool = True) -> ImageResponse:
+        """An OpenAI-shaped answer: a JSON object whose ``data`` items each hold an image, a
+        ``b64_json`` that is base64 of one (:func:`check_b64_images`) or a ``url``; an
+        :class:`~tracking.errors.APIResponseError` otherwise. ``check_b64=False`` leaves the
+        base64 check to the caller: a provider that first normalises ``b64_json`` (xAI's data
+        URIs) or may answer a format the check does not know (Recraft's SVG)."""
         try:
             raw = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -150,6 +156,8 @@ class ImageResponse:
                 raise APIResponseError(
                     f"the upstream's data[{index}] holds no image (a b64_json or url string)"
                 )
+        if check_b64:
+            check_b64_images(raw["data"])
         return cls(raw=raw, _body=bytes(body))
 
     @property
@@ -231,6 +239,21 @@ class ImageResponse:
             f"size={self.size!r}, quality={self.quality!r}, cost_usd={self.cost_usd}, "
             f"request_id={self.request_id!r})"
         )
+
+
+def check_b64_images(data: list[Any]) -> None:
+    """Refuse an answer whose ``data[i].b64_json`` is not base64 of an image (text, HTML, an
+    error page where the image should be) with an :class:`~tracking.errors.APIResponseError`
+    naming the item, the check Gemini's inline images get (:func:`tracking.images.encodes_image`:
+    only the first characters are decoded, so a megabytes-long image costs the same as a tiny
+    one). Items without a ``b64_json`` string are left alone."""
+    for index, item in enumerate(data):
+        encoded = item.get("b64_json") if isinstance(item, dict) else None
+        if isinstance(encoded, str) and encoded and not encodes_image(encoded):
+            raise APIResponseError(
+                f"the upstream's data[{index}].b64_json is not base64 of an image "
+                "(PNG, JPEG, WebP or GIF)"
+            )
 
 
 def _has_image(item: Any) -> bool:

@@ -13,7 +13,8 @@ JSON exactly, and ``data`` keeps its bytes so the proxy relays them without enco
 again.
 
 :func:`parse_stream_event` turns one decoded SSE event into one of these. An ``error`` event (or
-a payload with an ``error`` object) raises :class:`~tracking.errors.APIResponseError`; events of
+a payload with an ``error`` object), and an image event whose ``b64_json`` is not base64 of an
+image, raise :class:`~tracking.errors.APIResponseError`; events of
 types this version does not know are skipped (None), so a new kind of upstream event does not
 break the call.
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import APIResponseError
+from .images import encodes_image
 from .sse import ServerSentEvent
 
 __all__ = [
@@ -158,6 +160,8 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
     b64 = payload.get("b64_json")
     if not isinstance(b64, str):
         raise APIResponseError(f"the upstream's {kind} event has no b64_json string")
+    if not encodes_image(b64):  # the check plain answers get: only the first characters decoded
+        raise APIResponseError(f"the upstream's {kind} event's b64_json is not base64 of an image")
     common: dict[str, Any] = {
         "b64_json": b64,
         "background": _str(payload.get("background")),

@@ -81,7 +81,8 @@ class RecraftProvider(OpenAIAnswers):
         return UpstreamError(message=text_field(answer, "message"), code=text_field(answer, "code"))
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
-        response = ImageResponse.from_json_bytes(body)
+        # Recraft's vector models answer SVG, which the base64 image check does not know
+        response = ImageResponse.from_json_bytes(body, check_b64=False)
         response.billed_usd = _charged(response.raw.get("credits"))
         return response
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import APIResponseError, ContentPolicyError, UnsupportedParamsError, ValidationError
 from ..families import pixel_size
-from ..response import ImageResponse
+from ..response import ImageResponse, check_b64_images
 from .base import (
     PreparedRequest,
     UpstreamError,
@@ -154,7 +154,8 @@ class XAIProvider:
         )
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
-        answer = ImageResponse.from_json_bytes(body).raw
+        # the base64 check waits until data URIs are bare base64, below
+        answer = ImageResponse.from_json_bytes(body, check_b64=False).raw
         data = answer.get("data")
         items = [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
         if not any(item.get("b64_json") or item.get("url") for item in items):
@@ -171,6 +172,7 @@ class XAIProvider:
             encoded = item.get("b64_json")
             if isinstance(encoded, str) and encoded.startswith("data:"):
                 item["b64_json"] = encoded.partition(",")[2]
+        check_b64_images(items)
         mime = items[0].get("mime_type")
         if isinstance(mime, str) and mime.startswith("image/"):
             answer.setdefault("output_format", mime.removeprefix("image/"))

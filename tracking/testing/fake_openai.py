@@ -298,9 +298,15 @@ async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse
     return None
 
 
+#: Base64 of a PNG's signature and four more bytes: 16 characters, no padding, so the ``A``s that
+#: follow keep the string valid base64.
+_PNG_HEAD = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d")
+
+
 async def _send_big(request: web.Request, size: int) -> web.StreamResponse:
-    """A 200 JSON answer of ``size`` bytes, chunked, made as it is sent (never held whole)."""
-    head = b'{"created": 1700000000, "data": [{"b64_json": "'
+    """A 200 JSON answer of ``size`` bytes, chunked, made as it is sent (never held whole). Its
+    ``b64_json`` starts as base64 of a PNG (the signature), as the client checks."""
+    head = b'{"created": 1700000000, "data": [{"b64_json": "' + _PNG_HEAD
     tail = b'"}]}'
     block = b"A" * 65536
     big = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
