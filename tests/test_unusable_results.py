@@ -1,13 +1,17 @@
 """An upstream that answers something unusable where the image should be: a FLUX result URL that
-serves an HTML page or has expired (404), a Gemini ``inlineData`` that is not base64 of an image.
-Each is an ``APIResponseError`` (never an image passed on, never a 404 that says the model is not
-there), recorded with its cost since the work was billed, and the proxy answers 502. Everything
-runs against the fake upstreams on loopback."""
+serves an HTML page, has expired (404) or keeps refusing the download (429, 503) after the job
+ran, a Gemini ``inlineData`` that is not base64 of an image. Each is an ``APIResponseError``
+(never an image passed on, never a 404 that says the model is not there, never a 429 that tells
+a client to retry and pay for the job again), recorded with its cost since the work was billed,
+and the proxy answers 502. Everything runs against the fake upstreams on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +21,8 @@ from tests.conftest import make_png
 from tests.proxy_support import ProxyProcess, write_config
 from tests.recorder import record_events
 from tracking.errors import APIResponseError
+from tracking.flow import _MAX_POLL_FAILURES
+from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.testing.fake_bfl import FakeBFL
 from tracking.testing.fake_gemini import FakeGemini
 
@@ -60,15 +66,83 @@ def test_a_flux_result_that_is_no_image_is_unreadable_billed_and_not_submitted_a
     assert event.cost_usd is not None and event.cost_usd > 0
 
 
+def _flux_edit(bfl: FakeBFL, fault: str, *, use_async: bool = False, **extra: Any) -> Any:
+    params: dict[str, Any] = {
+        "image": PNG,
+        "prompt": "a hat",
+        "model": FLUX,
+        "api_base": bfl.url,
+        "api_key": BFL_KEY,
+        "max_retries": 2,
+        "extra_headers": {"x-fake-fault": fault},
+        **extra,
+    }
+    if use_async:
+        return asyncio.run(tracking.aimage_edit(**params))
+    return tracking.image_edit(**params)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_result_download_that_keeps_failing_is_unusable_billed_and_not_submitted_again(
+    monkeypatch, bfl, status, use_async
+):
+    """The job ran and was billed; its result URL answers 429 (or 503) to every download. The
+    download is retried as a poll is, then the call ends as an unusable result: not the 429,
+    which would tell a client to retry the edit, submitting and paying for the job again."""
+    events = record_events(monkeypatch)
+    before = len(bfl.jobs)
+    fault = f"code=result_{status};retry_after=0.01"
+    with pytest.raises(APIResponseError, match="billed, but its result could not be downloaded"):
+        _flux_edit(bfl, fault, use_async=use_async)
+    (job,) = list(bfl.jobs.values())[before:]  # the job ran and was billed: submitted once
+    assert job.downloads == 1 + _MAX_POLL_FAILURES  # the download, retried as polls are
+    event = events.last
+    assert event.status == "failure" and event.error_type == "invalid_response"
+    assert event.http_status == status  # what the result URL answered, for the record
+    assert event.images_returned == 0
+    assert event.cost_source == "estimate"  # the job's price, as for an expired result
+    assert event.cost_usd is not None and event.cost_usd > 0
+
+
+def test_a_result_429_whose_wait_outlasts_the_timeout_is_unusable_not_a_timeout(monkeypatch, bfl):
+    """A Retry-After longer than what is left of the call's timeout ends the call at once, as
+    the same unusable result: the job was done, only its download was refused."""
+    events = record_events(monkeypatch)
+    before = len(bfl.jobs)
+    with pytest.raises(APIResponseError, match=r"could not be downloaded: not within the call's"):
+        _flux_edit(bfl, "code=result_429;retry_after=30", timeout=5)
+    (job,) = list(bfl.jobs.values())[before:]
+    assert job.downloads == 1
+    event = events.last
+    assert event.error_type == "invalid_response" and event.http_status == 429
+    assert event.cost_source == "estimate"
+    assert event.cost_usd is not None and event.cost_usd > 0
+
+
 @pytest.fixture(scope="module")
-def broken_upstreams() -> Iterator[dict[str, str]]:
+def busy_result() -> Iterator[FakeBFL]:
+    """A FLUX upstream whose result URL answers 429 to every download of every job."""
+    with FakeBFL(
+        api_keys=[BFL_KEY], polls=0, faults=["code=result_429;retry_after=0.01;always"]
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def broken_upstreams(busy_result: FakeBFL) -> Iterator[dict[str, str]]:
     """Upstreams that answer every call with a broken result, by public model name."""
     with (
         FakeBFL(api_keys=[BFL_KEY], polls=0, faults=["code=expired"]) as expired,
         FakeBFL(api_keys=[BFL_KEY], polls=0, faults=["code=html_result"]) as html,
         FakeGemini(api_keys=[GEMINI_KEY], faults=["code=bad_base64"]) as gemini,
     ):
-        yield {"flux-expired": expired.url, "flux-html": html.url, "gemini-broken": gemini.url}
+        yield {
+            "flux-expired": expired.url,
+            "flux-html": html.url,
+            "flux-429": busy_result.url,
+            "gemini-broken": gemini.url,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +150,7 @@ def proxy(
     broken_upstreams: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
     folder: Path = tmp_path_factory.mktemp("unusable-results")
-    models = {"flux-expired": (FLUX, BFL_KEY), "flux-html": (FLUX, BFL_KEY)}
+    models = {name: (FLUX, BFL_KEY) for name in ("flux-expired", "flux-html", "flux-429")}
     models["gemini-broken"] = ("gemini/gemini-3.1-flash-image", GEMINI_KEY)
     config = write_config(
         folder / "config.yaml",
@@ -99,7 +173,7 @@ def proxy(
         yield process
 
 
-@pytest.mark.parametrize("model", ["flux-expired", "flux-html", "gemini-broken"])
+@pytest.mark.parametrize("model", ["flux-expired", "flux-html", "flux-429", "gemini-broken"])
 def test_the_proxy_answers_an_unusable_result_with_502_not_the_result_urls_404(proxy, model):
     response = httpx.post(
         f"{proxy.url}/v1/images/edits",
@@ -112,3 +186,34 @@ def test_the_proxy_answers_an_unusable_result_with_502_not_the_result_urls_404(p
     assert error["code"] == "upstream_invalid_response"
     assert response.headers["x-should-retry"] == "false"  # billed: a retry would pay again
     assert response.headers["x-tracking-request-id"]
+
+
+def test_the_proxy_answers_a_result_download_429_with_502_and_the_job_is_billed_once(
+    proxy, busy_result
+):
+    """A client that sees 429 retries the edit (and a new job is submitted and billed): the
+    proxy answers 502, says why, and records the job's estimated cost."""
+    before = len(busy_result.jobs)
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        data={"model": "flux-429", "prompt": "a hat"},
+        files={"image": ("in.png", PNG, "image/png")},
+        timeout=60,
+    )
+    assert response.status_code == 502, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == "upstream_invalid_response" and error["type"] == "server_error"
+    assert "billed" in error["message"] and "retry" in error["message"]
+    assert response.headers["x-should-retry"] == "false"
+    assert len(busy_result.jobs) == before + 1  # submitted once, by the proxy's call
+    engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
+    try:
+        with engine.connect() as connection:
+            request_id = response.headers["x-tracking-request-id"]
+            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
+            (row,) = connection.execute(query).mappings()
+    finally:
+        engine.dispose()
+    assert row["status"] == "failure" and row["error_type"] == "invalid_response"
+    assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0

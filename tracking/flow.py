@@ -370,15 +370,7 @@ def _read_answer(
     assert outcome is not None
     upstream_id = _upstream_text(outcome.headers.get("x-request-id"), prepared.secrets)
     if outcome.status >= 400:
-        error = _status_error(outcome, prepared, upstream_id, provider)
-        if prepared.result and not error.retryable:  # the job ran: its result is what is gone
-            raise APIResponseError(
-                f"the job's result could not be downloaded: {error}",
-                status_code=outcome.status,
-                upstream_request_id=upstream_id,
-                upstream_message=error.upstream_message,
-            )
-        raise error
+        raise _status_error(outcome, prepared, upstream_id, provider)
     try:
         parse = prepared.read or provider.parse
         response = parse(outcome.status, dict(outcome.headers), outcome.body)
@@ -412,12 +404,16 @@ def _follow(
 
     A poll that fails transiently (a dropped connection, a 5xx, a 429) is tried again after a
     pause; any error that ends the job is made not retryable, because the route would otherwise
-    submit (and pay for) the job again."""
+    submit (and pay for) the job again. Once the job has finished, any failure to download its
+    result (see :func:`_result_lost`) is an :class:`~tracking.errors.APIResponseError`."""
     deadline = time.monotonic() + timeout
     failures = 0
+    last: APIError | None = None  # the last transient failure of this poll or download
     while True:
         remaining = deadline - time.monotonic()
         if poll.wait >= remaining:
+            if poll.request.result:
+                raise _not_retried(_result_lost(last, f"not within the call's {timeout:g} s"))
             raise _not_retried(
                 APITimeoutError(f"the job at {poll.request.host} did not finish in {timeout:g} s")
             )
@@ -429,13 +425,35 @@ def _follow(
         except APIError as exc:
             failures += 1
             if not exc.retryable or failures > _MAX_POLL_FAILURES:
+                if poll.request.result and not isinstance(exc, APIResponseError):
+                    exc = _result_lost(exc)
                 raise _not_retried(exc) from None
+            last = exc
             poll = dataclasses.replace(poll, wait=_backoff(failures, exc.retry_after))
             continue
         failures = 0
+        last = None
         if isinstance(answer, ImageResponse):
             return answer
         poll = answer
+
+
+def _result_lost(error: APIError | None, why: str | None = None) -> APIResponseError:
+    """A finished job whose result could not be downloaded: an error status that a wait cannot
+    mend (404 or 403 once the URL has expired), transient failures (a 429, a 5xx, a dropped
+    connection) that outlasted the retries, or the call's timeout spent waiting for them.
+
+    The job ran and was billed, so this is the upstream's failure to hand over what it was paid
+    for, like a result that is not an image: an ``APIResponseError`` (the proxy's 502), never
+    the download's own 429 or 404, which would tell a client to retry (and submit, and pay for,
+    the job again) or that the model is not there. ``status_code`` keeps the download's status."""
+    detail = "; ".join(part for part in (why, str(error) if error else None) if part)
+    return APIResponseError(
+        f"the job ran and was billed, but its result could not be downloaded: {detail}",
+        status_code=error.status_code if error is not None else None,
+        upstream_request_id=error.upstream_request_id if error is not None else None,
+        upstream_message=error.upstream_message if error is not None else None,
+    )
 
 
 def _not_retried(error: APIError) -> APIError:

@@ -10,7 +10,8 @@ job is polled (0.5 s, then 1.5 times longer each time, at most 5 s apart) until 
 and its ``result.sample`` URL, which expires after about ten minutes, is downloaded at once and
 answered as ``data[0].b64_json``. The call's ``timeout`` bounds the whole job. A job that ends
 ``Error`` or ``Failed``, a result that is not an image (an HTML page, an empty body) and a result
-URL that refuses the download (404 or 403 once it has expired) are an
+URL that refuses the download (404 or 403 once it has expired; a 429, a 5xx or a dropped
+connection that outlasts the retries a poll gets, see ``tracking.flow._follow``) are an
 :class:`~tracking.errors.APIResponseError`, one refused by the moderation (``Content Moderated``,
 ``Request Moderated``) a :class:`~tracking.errors.ContentPolicyError`; none is submitted again
 (it was billed). The key is

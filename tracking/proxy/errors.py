@@ -48,6 +48,13 @@ log = logging.getLogger("tracking.proxy")
 _UPSTREAM_PREFIX = re.compile(r"^\d{3} from [^\s:]+(?::\d+)?: ")
 
 
+_UNREADABLE = "the upstream answered with a body that could not be read"
+#: A job the upstream accepted (FLUX) whose result could not be had: not the caller's to retry.
+_JOB_RESULT_LOST = (
+    "the upstream accepted the job, which is billed, but its result could not be had (it failed "
+    "upstream or could not be downloaded); a retry would submit and pay for the job again"
+)
+
 #: Seconds a client is told to wait when a retry helps and nothing more exact is known.
 DEFAULT_RETRY_AFTER = 1
 
@@ -138,7 +145,7 @@ def _mapped(exc: BaseException) -> ProxyError:
     if isinstance(exc, APIResponseError):
         return ProxyError(
             502,
-            "the upstream answered with a body that could not be read",
+            _JOB_RESULT_LOST if exc.job_submitted else _UNREADABLE,
             code="upstream_invalid_response",
             upstream=True,
         )

@@ -12,7 +12,9 @@ Per job, the submission's ``x-fake-fault`` header (else the next of the server's
 ``code=moderated`` (``Content Moderated``), ``code=error`` (``Error``), ``code=poll_503`` (the
 first poll answers 503, then the job goes on), ``code=expired`` (the job is Ready but its result
 URL answers 404, as once it has expired), ``code=html_result`` (the result URL answers 200 with an
-HTML page, as a CDN's error page), ``status=N`` (the submission itself answers N).
+HTML page, as a CDN's error page), ``code=result_429`` / ``code=result_503`` (the result URL
+answers 429 / 503 to every download, with ``Retry-After`` when the fault has ``retry_after``),
+``status=N`` (the submission itself answers N).
 :attr:`FakeBFL.max_in_flight` is the most requests the fake was serving at once, so tests can
 check that polls share the client's connection pool.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -46,7 +49,10 @@ class FluxJob:
     body: dict[str, Any]
     polls_left: int
     trouble: str | None = None
+    #: with ``code=result_429`` / ``result_503``: the Retry-After its downloads are answered
+    retry_after: float | None = None
     polls: int = 0
+    downloads: int = 0  #: requests for its result
     ready_at: float | None = None
 
 
@@ -130,6 +136,7 @@ def build_app(
             body=body,
             polls_left=state.polls,
             trouble=fault.code if fault is not None else None,
+            retry_after=fault.retry_after if fault is not None else None,
         )
         state.jobs[job.id] = job
         base = f"{request.scheme}://{request.host}"
@@ -169,6 +176,14 @@ def build_app(
         job = state.jobs.get(request.match_info["name"].removesuffix(".png"))
         if job is None or job.ready_at is None:
             return web.Response(status=404)
+        job.downloads += 1
+        if job.trouble in ("result_429", "result_503"):
+            status = int(job.trouble.removeprefix("result_"))
+            headers = {}
+            if job.retry_after is not None:  # as the fake OpenAI sends them (faults module)
+                headers["retry-after"] = str(math.ceil(job.retry_after))
+                headers["retry-after-ms"] = str(round(job.retry_after * 1000))
+            return web.Response(status=status, text="Too busy, try again later", headers=headers)
         if job.trouble == "expired" or time.monotonic() - job.ready_at > state.sample_ttl:
             return web.Response(status=404, text="the signed URL has expired")
         if job.trouble == "html_result":
