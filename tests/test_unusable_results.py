@@ -20,7 +20,7 @@ import tracking
 from tests.conftest import make_png
 from tests.proxy_support import ProxyProcess, write_config
 from tests.recorder import record_events
-from tracking.errors import APIResponseError
+from tracking.errors import APIResponseError, RateLimitError
 from tracking.flow import _MAX_POLL_FAILURES
 from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.testing.fake_bfl import FakeBFL
@@ -120,6 +120,22 @@ def test_a_result_429_whose_wait_outlasts_the_timeout_is_unusable_not_a_timeout(
     assert event.cost_usd is not None and event.cost_usd > 0
 
 
+def test_a_job_whose_polls_keep_getting_429_is_billed_and_not_submitted_again(monkeypatch, bfl):
+    """Accepted, then its status page answers 429 to every poll: the SDK's error is the 429
+    (a RateLimitError), not retried, and the job's estimated cost is recorded."""
+    events = record_events(monkeypatch)
+    before = len(bfl.jobs)
+    with pytest.raises(RateLimitError) as caught:
+        _flux_edit(bfl, "code=poll_429;retry_after=0.01")
+    assert caught.value.retryable is False and caught.value.job_submitted is True
+    (job,) = list(bfl.jobs.values())[before:]  # submitted once
+    assert job.polls == 1 + _MAX_POLL_FAILURES
+    event = events.last
+    assert event.status == "failure" and event.http_status == 429
+    assert event.cost_source == "estimate"
+    assert event.cost_usd is not None and event.cost_usd > 0
+
+
 @pytest.fixture(scope="module")
 def busy_result() -> Iterator[FakeBFL]:
     """A FLUX upstream whose result URL answers 429 to every download of every job."""
@@ -136,12 +152,16 @@ def broken_upstreams(busy_result: FakeBFL) -> Iterator[dict[str, str]]:
         FakeBFL(api_keys=[BFL_KEY], polls=0, faults=["code=expired"]) as expired,
         FakeBFL(api_keys=[BFL_KEY], polls=0, faults=["code=html_result"]) as html,
         FakeGemini(api_keys=[GEMINI_KEY], faults=["code=bad_base64"]) as gemini,
+        FakeBFL(
+            api_keys=[BFL_KEY], polls=0, faults=["code=poll_429;retry_after=0.01;always"]
+        ) as busy_polls,
     ):
         yield {
             "flux-expired": expired.url,
             "flux-html": html.url,
             "flux-429": busy_result.url,
             "gemini-broken": gemini.url,
+            "flux-poll-429": busy_polls.url,
         }
 
 
@@ -150,7 +170,10 @@ def proxy(
     broken_upstreams: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyProcess]:
     folder: Path = tmp_path_factory.mktemp("unusable-results")
-    models = {name: (FLUX, BFL_KEY) for name in ("flux-expired", "flux-html", "flux-429")}
+    models = {
+        name: (FLUX, BFL_KEY)
+        for name in ("flux-expired", "flux-html", "flux-429", "flux-poll-429")
+    }
     models["gemini-broken"] = ("gemini/gemini-3.1-flash-image", GEMINI_KEY)
     config = write_config(
         folder / "config.yaml",
@@ -217,3 +240,19 @@ def test_the_proxy_answers_a_result_download_429_with_502_and_the_job_is_billed_
         engine.dispose()
     assert row["status"] == "failure" and row["error_type"] == "invalid_response"
     assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
+
+
+def test_the_proxy_answers_a_job_whose_polls_keep_getting_429_with_502(proxy):
+    """The status page's 429 after the job was accepted is not the client's rate limit: a 429
+    would invite a retry that submits and pays for another job."""
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        data={"model": "flux-poll-429", "prompt": "a hat"},
+        files={"image": ("in.png", PNG, "image/png")},
+        timeout=60,
+    )
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "upstream_job_result_unavailable" and error["type"] == "server_error"
+    assert "billed" in error["message"] and "429" in error["message"]
+    assert response.headers["x-should-retry"] == "false"

@@ -152,6 +152,15 @@ def _mapped(exc: BaseException) -> ProxyError:
     if isinstance(exc, APIStatusError):
         if exc.error_type == "no_deployment_available":  # the router's rpm/tpm or cooldowns
             return _no_deployment(exc)
+        if exc.job_submitted and exc.status_code == 429:
+            # The job's status page kept refusing after it was accepted (and billed): a 429
+            # would tell the client to retry, submitting and paying for another job.
+            return ProxyError(
+                502,
+                f"{_JOB_RESULT_LOST} (its status was refused with 429 until the retries ran out)",
+                code="upstream_job_result_unavailable",
+                upstream=True,
+            )
         return _from_status_error(exc)
     if isinstance(exc, APIError):
         return ProxyError(502, _message(exc), code="upstream_error", upstream=True)

@@ -10,11 +10,12 @@ answers ``{"id", "polling_url"}``; ``GET /v1/get_result?id=...`` answers ``{"id"
 Per job, the submission's ``x-fake-fault`` header (else the next of the server's queued
 ``faults``) chooses trouble (:mod:`.faults` syntax): ``code=never`` (Pending forever),
 ``code=moderated`` (``Content Moderated``), ``code=error`` (``Error``), ``code=poll_503`` (the
-first poll answers 503, then the job goes on), ``code=expired`` (the job is Ready but its result
-URL answers 404, as once it has expired), ``code=html_result`` (the result URL answers 200 with an
-HTML page, as a CDN's error page), ``code=result_429`` / ``code=result_503`` (the result URL
-answers 429 / 503 to every download, with ``Retry-After`` when the fault has ``retry_after``),
-``status=N`` (the submission itself answers N).
+first poll answers 503, then the job goes on), ``code=poll_429`` (every poll answers 429, with
+``Retry-After`` when the fault has ``retry_after``), ``code=expired`` (the job is Ready but its
+result URL answers 404, as once it has expired), ``code=html_result`` (the result URL answers
+200 with an HTML page, as a CDN's error page), ``code=result_429`` / ``code=result_503`` (the
+result URL answers 429 / 503 to every download, with ``Retry-After`` when the fault has
+``retry_after``), ``status=N`` (the submission itself answers N).
 :attr:`FakeBFL.max_in_flight` is the most requests the fake was serving at once, so tests can
 check that polls share the client's connection pool.
 """
@@ -75,6 +76,16 @@ STATE = web.AppKey("bfl_state", _State)
 
 def _detail(status: int, message: str) -> web.Response:
     return web.json_response({"detail": message}, status=status)
+
+
+def _busy(status: int, retry_after: float | None) -> web.Response:
+    """A 429 or 503, with ``Retry-After`` when the fault gives one (as the fake OpenAI sends
+    them, :mod:`.faults`)."""
+    headers = {}
+    if retry_after is not None:
+        headers["retry-after"] = str(math.ceil(retry_after))
+        headers["retry-after-ms"] = str(round(retry_after * 1000))
+    return web.Response(status=status, text="Too busy, try again later", headers=headers)
 
 
 def build_app(
@@ -151,6 +162,8 @@ def build_app(
         job.polls += 1
         if job.trouble == "poll_503" and job.polls == 1:
             return _detail(503, "Service temporarily unavailable")
+        if job.trouble == "poll_429":
+            return _busy(429, job.retry_after)
         if job.trouble == "moderated":
             return web.json_response({"id": job.id, "status": "Content Moderated", "result": None})
         if job.trouble == "error":
@@ -178,12 +191,7 @@ def build_app(
             return web.Response(status=404)
         job.downloads += 1
         if job.trouble in ("result_429", "result_503"):
-            status = int(job.trouble.removeprefix("result_"))
-            headers = {}
-            if job.retry_after is not None:  # as the fake OpenAI sends them (faults module)
-                headers["retry-after"] = str(math.ceil(job.retry_after))
-                headers["retry-after-ms"] = str(round(job.retry_after * 1000))
-            return web.Response(status=status, text="Too busy, try again later", headers=headers)
+            return _busy(int(job.trouble.removeprefix("result_")), job.retry_after)
         if job.trouble == "expired" or time.monotonic() - job.ready_at > state.sample_ttl:
             return web.Response(status=404, text="the signed URL has expired")
         if job.trouble == "html_result":
