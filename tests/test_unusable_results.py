@@ -171,8 +171,7 @@ def proxy(
 ) -> Iterator[ProxyProcess]:
     folder: Path = tmp_path_factory.mktemp("unusable-results")
     models = {
-        name: (FLUX, BFL_KEY)
-        for name in ("flux-expired", "flux-html", "flux-429", "flux-poll-429")
+        name: (FLUX, BFL_KEY) for name in ("flux-expired", "flux-html", "flux-429", "flux-poll-429")
     }
     models["gemini-broken"] = ("gemini/gemini-3.1-flash-image", GEMINI_KEY)
     config = write_config(
