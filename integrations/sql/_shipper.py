@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from ._drain import OutboxDrain
+from ._hooks import call_count_hooks
 from ._outbox import Outbox, claim_orphans
 from ._target import SpendLogsInserter
 
@@ -207,11 +208,7 @@ class OutboxShipper:
             except Exception:
                 log.exception("ledger ship hook %r failed", hook)
         if replayed:
-            for replay_hook in tuple(self.replay_hooks):
-                try:
-                    replay_hook(replayed)
-                except Exception:
-                    log.exception("ledger replay hook %r failed", replay_hook)
+            call_count_hooks(self.replay_hooks, replayed, "replay")
 
 
 class ShipperOwner:
