@@ -132,7 +132,8 @@ class OutboxShipper:
         skip = frozenset({self.outbox.path, *(o.path for o in self._orphans)})
         found = claim_orphans(self.outbox.path.parent, skip)
         for orphan in found:
-            log.info("ledger: draining %d rows left in %s", orphan.pending(), orphan.path)
+            if orphan.pending():  # none: only rejected rows, set aside when it is closed
+                log.info("ledger: draining %d rows left in %s", orphan.pending(), orphan.path)
         self._orphans.extend(found)
 
     def _next_source(self) -> Outbox | None:
