@@ -112,7 +112,10 @@ def test_a_kept_row_the_quarantine_refuses_too_stays_in_the_outbox_rejected_tabl
         assert ledger.rejected_rows == 1 and ledger.quarantined_rows == 0
     finally:
         ledger.shutdown(10)
-    assert _outbox_tables(path) == ([], [refused])  # kept for inspection, not lost
+    # Kept for inspection, not lost; set aside under a name no start claims again.
+    assert not path.exists()
+    (kept,) = _leftovers_dir(url).glob("rejected-*.db")
+    assert _outbox_tables(kept) == ([], [refused])
 
 
 def test_kept_rows_wait_out_a_transient_failure_and_the_next_start_writes_them(

@@ -6,9 +6,10 @@ the target refuses the batch for good (see
 :meth:`~tracking.integrations.sql._target.SpendLogsInserter.is_transient`), its rows go in one by
 one: a row refused is moved to the target's ``ledger_quarantine`` table with the database's error
 text, logged and counted (``quarantine_hooks``), and the rows behind it go in. Only when the
-quarantine itself refuses the row does it stay behind in the outbox's local ``rejected`` table. A
-transient failure raises with the rows not yet in the target kept in the outbox, for the next
-attempt.
+quarantine itself refuses the row does it stay behind in the outbox's local ``rejected`` table
+(an outbox left with only such rows is set aside when it closes, see
+:mod:`tracking.integrations.sql._outbox`). A transient failure raises with the rows not yet in
+the target kept in the outbox, for the next attempt.
 
 The :class:`~tracking.integrations.sql._shipper.OutboxShipper`'s thread drains outboxes with it,
 and so does an SQLite ledger at start, for the rows an earlier ledger kept at shutdown.

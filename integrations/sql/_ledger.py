@@ -19,8 +19,11 @@ row is acknowledged (sync calls wait in ``on_end``, async calls await ``aon_end`
 blocking their loop). ``flush()`` waits until rows are in the target; ``shutdown()`` and
 interpreter exit deliver what they can and leave the rest in the outbox for the next start.
 
-Metrics: ``queue_depth()``, ``outbox_rows()``, ``write_hooks`` (each acknowledgement commit) and
-``replay_hooks`` (rows shipped late). The ledger keeps its figures itself and answers
+Metrics: ``queue_depth()``, ``outbox_rows()``, ``write_hooks`` (each acknowledgement commit),
+``replay_hooks`` (rows shipped late) and ``quarantine_hooks`` (rows refused for good). A replay or
+quarantine hook added after the ledger opened is first told the rows counted so far, those of
+the opening included (:class:`~tracking.integrations.sql._hooks.CountHooks`), so none is missed
+whenever it was added. The ledger keeps its figures itself and answers
 ``ledger_stats()`` (a :class:`tracking.ledger_stats.LedgerStats`); every ledger adds itself to
 :mod:`tracking.ledger_stats`'s live set, which the Prometheus integration reads at scrape time
 (``tracking_ledger_*``), so the ledger pushes nothing and needs no exporter loaded before it.
@@ -53,6 +56,7 @@ from ._codec import (
 )
 from ._drain import OutboxDrain
 from ._engine import create_ledger_engine, redact
+from ._hooks import CountHooks, call_count_hooks
 from ._intents import IntentJournal
 from ._migrate import check_schema
 from ._outbox import claim_orphans, default_outbox_dir, open_own_outbox
@@ -78,7 +82,8 @@ log = logging.getLogger("tracking.ledger")
 BACKGROUND_LINGER = 0.05
 
 LedgerMode = Literal["background", "durable"]
-#: Called with the number of rows that reached the target late (after an outage, from an orphan).
+#: Called with a number of rows: that reached the target late (after an outage, from an orphan),
+#: or (a quarantine hook) that it refused for good. See ``SqlLedger.replay_hooks``.
 ReplayHook = Callable[[int], None]
 _EXIT_TIMEOUT = 10.0
 #: At shutdown, how long to keep shipping: acknowledged rows are safe on disk either way.
@@ -199,16 +204,13 @@ class SqlLedger:
                 self.engine.dispose()
             raise
         self.mode: LedgerMode = "durable" if chosen == "durable" else "background"
-        self._tally_lock = threading.Lock()
-        self._replayed_total = 0
-        self._quarantined_total = 0
         self._write_times = WriteTimes()
-        self.replay_hooks: list[ReplayHook] = [self._count_replayed]
-        #: Called with a count of rows moved to ``ledger_quarantine`` (refused for good).
-        self.quarantine_hooks: list[ReplayHook] = [self._count_quarantined]
+        # Before anything is replayed or quarantined: the opening below may do both.
+        self._replay_hooks = CountHooks("replay")
+        self._quarantine_hooks = CountHooks("quarantine")
         inserter = SpendLogsInserter(self.engine)
         #: Writes the rows an earlier SQLite ledger for the file kept (``_write_leftovers``).
-        self._leftovers = OutboxDrain(inserter, self.quarantine_hooks)
+        self._leftovers = OutboxDrain(inserter, self._quarantine_hooks)
         self._outbox: _OutboxDestination | None = None
         if outbox_dir is not None or self.engine.dialect.name != "sqlite":
             directory = (
@@ -219,8 +221,8 @@ class SqlLedger:
             self._outbox = _OutboxDestination(
                 directory,
                 inserter,
-                self.replay_hooks,
-                self.quarantine_hooks,
+                self._replay_hooks,
+                self._quarantine_hooks,
                 max_batch=max_batch,
                 retry_max=retry_max,
             )
@@ -233,8 +235,8 @@ class SqlLedger:
                 if outbox_dir is not None
                 else default_outbox_dir(redact(self.engine.url)),
                 inserter,
-                replay_hooks=self.replay_hooks,
-                quarantine_hooks=self.quarantine_hooks,
+                replay_hooks=self._replay_hooks,
+                quarantine_hooks=self._quarantine_hooks,
                 retry_max=retry_max,
             )
         if linger is None:  # nobody waits in background mode: gather rows into fewer commits
@@ -250,7 +252,7 @@ class SqlLedger:
             linger=linger,
         )
         self.writer.write_hooks.append(self._count_written)
-        self.writer.quarantine_hooks = self.quarantine_hooks
+        self.writer.quarantine_hooks = self._quarantine_hooks
         self._prepare: Callable[[ImageEditEvent], Any] = (
             _outbox_line if self._outbox is not None else event_sqlite_params
         )
@@ -389,8 +391,8 @@ class SqlLedger:
             finally:
                 outbox.close()
                 if late := self._leftovers.written_rows - written:
-                    for hook in self.replay_hooks:  # rows written late, as a shipper's replay
-                        hook(late)
+                    # rows written late, as a shipper's replay
+                    call_count_hooks(self._replay_hooks, late, "replay")
 
     def _at_exit(self) -> None:
         self.shutdown(_EXIT_TIMEOUT)
@@ -445,6 +447,39 @@ class SqlLedger:
         return shipped + self._leftovers.written_rows
 
     @property
+    def replay_hooks(self) -> list[ReplayHook]:
+        """Callables run as ``hook(rows)`` with each number of rows that reached the target late
+        (after an outage, from a dead process's outbox or intents, kept at shutdown by an
+        earlier SQLite ledger for the file).
+
+        A hook added to this list (``append``, ``extend``, ``insert``, ``+=``) after the ledger
+        opened is first called at once with the rows replayed so far, those replayed while it
+        opened included, then with each count after: what a hook is given always adds up to
+        ``ledger_stats().replayed_rows``, whenever it was added. The list is the ledger's own
+        (assigning another raises AttributeError); a hook that raises is logged.
+        """
+        return self._replay_hooks
+
+    @replay_hooks.setter
+    def replay_hooks(self, hooks: list[ReplayHook]) -> None:
+        _same_hooks(self._replay_hooks, hooks, "replay_hooks")  # ``ledger.replay_hooks += [h]``
+
+    @property
+    def quarantine_hooks(self) -> list[ReplayHook]:
+        """Callables run as ``hook(rows)`` with each number of rows moved to
+        ``ledger_quarantine`` (refused for good).
+
+        As with :attr:`replay_hooks`, a hook added after the ledger opened is first called with
+        the rows quarantined so far, those quarantined while it opened included: what a hook is
+        given always adds up to ``ledger_stats().quarantined_rows``.
+        """
+        return self._quarantine_hooks
+
+    @quarantine_hooks.setter
+    def quarantine_hooks(self, hooks: list[ReplayHook]) -> None:
+        _same_hooks(self._quarantine_hooks, hooks, "quarantine_hooks")
+
+    @property
     def write_hooks(self) -> list[WriteHook]:
         """Callables run as ``hook(seconds, rows)`` after every acknowledgement commit."""
         return self.writer.write_hooks
@@ -452,27 +487,17 @@ class SqlLedger:
     def ledger_stats(self) -> LedgerStats:
         """This ledger's figures now, as the metrics show them (``tracking_ledger_*``)."""
         counts, seconds = self._write_times.snapshot()
-        with self._tally_lock:
-            replayed, quarantined = self._replayed_total, self._quarantined_total
         return LedgerStats(
             queue_depth=self.queue_depth(),
             outbox_rows=self.outbox_rows(),
-            replayed_rows=replayed,
-            quarantined_rows=quarantined,
+            replayed_rows=self._replay_hooks.total,
+            quarantined_rows=self._quarantine_hooks.total,
             write_counts=counts,
             write_seconds=seconds,
         )
 
     def _count_written(self, seconds: float, rows: int) -> None:
         self._write_times.observe(seconds)
-
-    def _count_replayed(self, rows: int) -> None:
-        with self._tally_lock:
-            self._replayed_total += rows
-
-    def _count_quarantined(self, rows: int) -> None:
-        with self._tally_lock:
-            self._quarantined_total += rows
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -491,6 +516,15 @@ class SqlLedger:
     ) -> list[SpendRow]:
         """Spend in the ledger; see :func:`tracking.integrations.sql.query_spend`."""
         return query_spend(self.engine, user=user, since=since, until=until, by=by, limit=limit)
+
+
+def _same_hooks(own: CountHooks, given: list[ReplayHook], name: str) -> None:
+    """``+=`` on a ledger's hook list assigns it back: the list itself is all that may be."""
+    if given is not own:
+        raise AttributeError(
+            f"a ledger's {name} cannot be replaced (its outbox and shippers hold the list); "
+            f"add to it: ledger.{name}.append(hook)"
+        )
 
 
 def _outbox_line(event: ImageEditEvent) -> str:

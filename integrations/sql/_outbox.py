@@ -9,8 +9,17 @@ sharing the directory) simply get ``outbox-<pid>-1.db`` and so on.
 
 Rows are kept as JSON lines (:mod:`tracking.integrations.sql._codec`) under an increasing ``seq``.
 The file runs with ``synchronous=FULL``: a committed batch survives a crash of the process and of
-the machine, which is what makes it an acknowledgement. Rows the target refuses for good are
-moved to the ``rejected`` table of the same file, kept for inspection rather than lost.
+the machine, which is what makes it an acknowledgement. Rows the target refuses for good (and
+its quarantine too) are moved to the ``rejected`` table of the same file, kept for inspection
+rather than lost.
+
+An outbox closed with rows still waiting stays as it is, for the next ledger to claim. One closed
+with nothing waiting but rejected rows is *set aside*: made one self-contained file (its WAL
+folded in) and renamed ``rejected-<pid>[-n].db`` in the same directory (:func:`set_aside_files`
+lists them, :func:`read_rejected` reads them; ``tracking ledger quarantine list`` shows their
+rows), so that no ledger claims it again at every start and every rescan only to find nothing to
+ship. A rename never replaces a file: rows are never lost, and should the rename fail the outbox
+stays where it was, claimed again as before.
 """
 
 from __future__ import annotations
@@ -22,21 +31,28 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "Outbox",
+    "RejectedRow",
     "claim_orphans",
     "default_outbox_dir",
     "lock_own_file",
     "open_own_outbox",
+    "read_rejected",
+    "set_aside_files",
     "try_lock",
 ]
 
 log = logging.getLogger("tracking.ledger")
 
 _ENV = "TRACKING_OUTBOX_DIR"
+#: The name of an outbox set aside with only rejected rows begins with it (see the docstring).
+SET_ASIDE_PREFIX = "rejected-"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, line TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rejected "
@@ -156,7 +172,8 @@ class Outbox:
             )
 
     def close(self) -> None:
-        """Close and unlock; the files are removed when nothing is left in them. Idempotent."""
+        """Close and unlock; the files are removed when nothing is left in them, and set aside
+        (see the module docstring) when only rejected rows are. Idempotent."""
         with self._mutex:
             if self.closed:
                 return
@@ -164,6 +181,7 @@ class Outbox:
             if os.getpid() != self._owner_pid:
                 return  # a forked child: the parent still owns this file, its lock and its rows
             (rejected,) = self._db.execute("SELECT count(*) FROM rejected").fetchone()
+            set_aside = self._pending == 0 and rejected > 0 and self._fold_wal()
             empty = self._pending == 0 and rejected == 0
             self._db.close()
             lock_path = self.path.with_suffix(".lock")
@@ -171,8 +189,102 @@ class Outbox:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{self.path}{suffix}").unlink(missing_ok=True)
                 lock_path.unlink(missing_ok=True)
+            elif set_aside and _set_aside(self.path):
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                lock_path.unlink(missing_ok=True)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
+
+    def _fold_wal(self) -> bool:
+        """Make the file hold every row itself (no ``-wal`` beside it), before it is renamed;
+        True when it does. Only rejected rows are left, so a crash here loses nothing either."""
+        try:
+            (waiting,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+            if waiting:  # never set aside a row still to ship, whatever the count said
+                return False
+            (mode,) = self._db.execute("PRAGMA journal_mode=DELETE").fetchone()
+        except sqlite3.Error as exc:  # a reader holds it (the list command): next time, then
+            log.warning("ledger outbox %s cannot be set aside yet (%s)", self.path, exc)
+            return False
+        return str(mode).lower() == "delete"
+
+
+def _set_aside(path: Path) -> bool:
+    """Rename ``path`` (``outbox-<pid>[-n].db``) to a free ``rejected-<pid>[-n][-k].db`` beside
+    it, never replacing a file; True when done."""
+    stem = path.stem.removeprefix("outbox-")
+    for k in range(1000):
+        name = f"{SET_ASIDE_PREFIX}{stem}.db" if k == 0 else f"{SET_ASIDE_PREFIX}{stem}-{k}.db"
+        target = path.with_name(name)
+        try:
+            os.link(path, target)  # fails if the name is taken: a rename would replace it
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here: the outbox stays, claimed again as before
+            log.exception("ledger outbox %s cannot be set aside; left in place", path)
+            return False
+        path.unlink()
+        log.warning(
+            "ledger: rows refused for good are kept in %s (table rejected); "
+            "`tracking ledger quarantine list` shows them",
+            target,
+        )
+        return True
+    log.error("ledger outbox %s cannot be set aside: no free name; left in place", path)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A row kept in an outbox's ``rejected`` table: refused by the target and its quarantine."""
+
+    path: Path
+    seq: int
+    line: str
+    reason: str
+    rejected_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path),
+            "seq": self.seq,
+            "error": self.reason,
+            "rejected_at": self.rejected_at,
+            "line": self.line,
+        }
+
+
+def set_aside_files(directory: Path) -> list[Path]:
+    """The outboxes set aside in ``directory`` with only rejected rows, oldest name first."""
+    try:
+        return sorted(directory.glob(f"{SET_ASIDE_PREFIX}*.db"))
+    except OSError:
+        return []
+
+
+def read_rejected(directory: Path) -> list[RejectedRow]:
+    """Every rejected row kept in ``directory``: in the outboxes set aside and in those still in
+    use or waiting to be claimed. Read only; nothing is locked or changed."""
+    rows: list[RejectedRow] = []
+    try:
+        paths = sorted({*set_aside_files(directory), *directory.glob("outbox-*.db")})
+    except OSError:
+        return rows
+    for path in paths:
+        try:
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+            try:
+                found = db.execute(
+                    "SELECT seq, line, reason, rejected_at FROM rejected ORDER BY seq"
+                ).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            log.exception("ledger outbox %s cannot be read", path)
+            continue
+        rows.extend(RejectedRow(path, seq, line, reason, at) for seq, line, reason, at in found)
+    return rows
 
 
 def lock_own_file(directory: Path, stem: str) -> tuple[Path, int]:

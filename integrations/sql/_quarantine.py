@@ -5,7 +5,9 @@ an end-user id over the B-tree index's size limit) is moved, with the database's
 to ``ledger_quarantine`` by the writer or the outbox's shipper (see
 :mod:`tracking.integrations.sql._target`), so it never blocks the rows behind it. From there:
 
-* ``tracking ledger quarantine list`` shows what is kept and why;
+* ``tracking ledger quarantine list`` shows what is kept and why, and (the table) the rows the
+  quarantine refused too, kept in the local outboxes' ``rejected`` tables
+  (:func:`tracking.integrations.sql._outbox.read_rejected`);
 * ``tracking ledger quarantine replay`` inserts the rows again (after the cause was fixed:
   a column widened, an index changed), removing each one that goes in; with ``--repair`` the
   values the database refused are first made storable: NUL and other control characters
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import sqlalchemy as sa
 
-from ._codec import decode_row, encode_row
+from ._codec import decode_row, encode_row, line_request_id
 from ._schema import quarantine
 from ._target import SpendLogsInserter, error_text
 
@@ -189,10 +191,20 @@ def _open(url: str | None) -> Engine:
 
 
 def quarantine_list_command(url: str | None, *, fmt: str, out: TextIO) -> int:
-    """Print the quarantined rows (``table`` or ``json``)."""
+    """Print the quarantined rows (``table`` or ``json``).
+
+    The table ends with the rows the quarantine refused too, kept in the local outboxes' folder
+    for this database (``$TRACKING_OUTBOX_DIR`` or the user's state directory, as the ledger
+    chooses it): see :func:`tracking.integrations.sql._outbox.read_rejected`. The JSON lists the
+    quarantine only.
+    """
+    from ._engine import redact
+    from ._outbox import default_outbox_dir, read_rejected
+
     engine = _open(url)
     try:
         rows = list_quarantine(engine)
+        local = read_rejected(default_outbox_dir(redact(engine.url)))
     finally:
         engine.dispose()
     if fmt == "json":
@@ -201,12 +213,21 @@ def quarantine_list_command(url: str | None, *, fmt: str, out: TextIO) -> int:
         return 0
     if not rows:
         out.write("the ledger's quarantine is empty\n")
-        return 0
     for row in rows:
         when = row.quarantined_at.isoformat(timespec="seconds")
         error = row.error.splitlines()[0] if row.error else ""
         out.write(f"{row.id}  {when}  {row.request_id}  {error[:160]}\n")
-    out.write(f"{len(rows)} rows in quarantine\n")
+    if rows:
+        out.write(f"{len(rows)} rows in quarantine\n")
+    for kept in local:
+        error = kept.reason.splitlines()[0] if kept.reason else ""
+        request_id = line_request_id(kept.line)
+        out.write(f"{kept.path.name}#{kept.seq}  {kept.rejected_at}  {request_id}  {error[:160]}\n")
+    if local:
+        folder = local[0].path.parent
+        out.write(
+            f"{len(local)} rows refused by the quarantine too, kept in {folder} (table rejected)\n"
+        )
     return 0
 
 

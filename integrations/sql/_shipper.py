@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from ._drain import OutboxDrain
+from ._hooks import call_count_hooks
 from ._outbox import Outbox, claim_orphans
 from ._target import SpendLogsInserter
 
@@ -131,7 +132,8 @@ class OutboxShipper:
         skip = frozenset({self.outbox.path, *(o.path for o in self._orphans)})
         found = claim_orphans(self.outbox.path.parent, skip)
         for orphan in found:
-            log.info("ledger: draining %d rows left in %s", orphan.pending(), orphan.path)
+            if orphan.pending():  # none: only rejected rows, set aside when it is closed
+                log.info("ledger: draining %d rows left in %s", orphan.pending(), orphan.path)
         self._orphans.extend(found)
 
     def _next_source(self) -> Outbox | None:
@@ -207,11 +209,7 @@ class OutboxShipper:
             except Exception:
                 log.exception("ledger ship hook %r failed", hook)
         if replayed:
-            for replay_hook in tuple(self.replay_hooks):
-                try:
-                    replay_hook(replayed)
-                except Exception:
-                    log.exception("ledger replay hook %r failed", replay_hook)
+            call_count_hooks(self.replay_hooks, replayed, "replay")
 
 
 class ShipperOwner:

@@ -34,6 +34,7 @@ from ._codec import (
     sqlite_insert_rows,
     sqlite_params,
 )
+from ._hooks import call_count_hooks
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -69,11 +70,7 @@ def announce_quarantined(
 ) -> None:
     """Log a row just quarantined and run the quarantine hooks (the metric) for it."""
     log.error("ledger row %s refused (%s); kept in ledger_quarantine", request_id, error)
-    for hook in tuple(hooks):
-        try:
-            hook(1)
-        except Exception:
-            log.exception("ledger quarantine hook %r failed", hook)
+    call_count_hooks(hooks, 1, "quarantine")
 
 
 class SpendLogsInserter:

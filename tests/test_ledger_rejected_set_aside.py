@@ -1,0 +1,178 @@
+"""An outbox holding only rejected rows is kept, but not claimed again at every start.
+
+A row the target and its quarantine both refuse stays in its outbox's ``rejected`` table: spend
+data, never dropped. Before, such an outbox kept its name (``outbox-<pid>.db``) once nothing was
+left to ship, so every ledger for the target claimed it again, at every start and every rescan
+(30 s), opened it, found nothing to ship, logged "draining 0 rows" and let it go. Now the outbox
+is set aside as ``rejected-<pid>.db`` when it closes with only rejected rows: no ledger claims
+it, its rows stay in it, and ``tracking ledger quarantine list`` shows them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.ledger_support import ids_in, leave_outbox, make_event, open_ledger, refused_rows
+from tracking.integrations.sql import SqlLedger, event_to_row
+from tracking.integrations.sql import _outbox as outbox_module
+from tracking.integrations.sql._codec import encode_row
+from tracking.integrations.sql._engine import redact, resolve_url
+from tracking.integrations.sql._outbox import claim_orphans, default_outbox_dir
+
+
+@pytest.fixture
+def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An SQLite ledger file whose ``ledger_quarantine`` refuses every row (a trigger), so a
+    row the file refuses ends in an outbox's ``rejected`` table; outboxes in the test's folder."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).shutdown(10)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
+                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
+                )
+            )
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def claims(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every outbox file opened (claimed, or opened as a process's own), in order."""
+    opened: list[Path] = []
+
+    class Counted(outbox_module.Outbox):
+        def __init__(self, path: Path, lock_fd: int, **options: str) -> None:
+            opened.append(path)
+            super().__init__(path, lock_fd, **options)
+
+    monkeypatch.setattr(outbox_module, "Outbox", Counted)
+    return opened
+
+
+def _line(request_id: str, **fields: object) -> str:
+    return encode_row(event_to_row(make_event(request_id=request_id, **fields)))  # type: ignore[arg-type]
+
+
+def _refused_line() -> str:
+    ((name, fields),) = refused_rows("sqlite")  # a token count out of SQLite's range
+    return _line(f"bad-{name}", **fields)
+
+
+def _leftovers_dir(url: str) -> Path:
+    return default_outbox_dir(redact(resolve_url(url)))
+
+
+def _rejected_in(directory: Path) -> dict[str, list[str]]:
+    """The lines in the ``rejected`` table of each SQLite file in ``directory``, by name."""
+    kept: dict[str, list[str]] = {}
+    for path in sorted(directory.glob("*.db")):
+        db = sqlite3.connect(path)
+        try:
+            kept[path.name] = [line for (line,) in db.execute("SELECT line FROM rejected")]
+        finally:
+            db.close()
+    return kept
+
+
+def _dead_outbox_with_only_rejected_rows(directory: Path, lines: list[str]) -> Path:
+    """What a process killed after its last row was rejected leaves: an outbox with nothing to
+    ship and rows in ``rejected``, unlocked (so was every such outbox before the fix)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "outbox-999999999.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        for statement in outbox_module._SCHEMA:
+            db.execute(statement)
+        db.executemany(
+            "INSERT INTO rejected (line, reason, rejected_at) VALUES (?, 'refused', NULL)",
+            [(line,) for line in lines],
+        )
+    finally:
+        db.close()
+    return path
+
+
+def test_kept_rows_with_a_refused_one_leave_no_outbox_to_claim_at_the_next_start(
+    url: str, claims: list[Path]
+) -> None:
+    refused = _refused_line()
+    kept = leave_outbox(_leftovers_dir(url), [_line("good-1"), refused])
+    claims.clear()
+
+    first = SqlLedger(url)
+    try:
+        assert ids_in(first.engine) == {"good-1"} and first.rejected_rows == 1
+    finally:
+        first.shutdown(10)
+    assert claims == [kept]
+    assert claim_orphans(_leftovers_dir(url)) == []  # nothing left for a start to claim...
+    rejected = _rejected_in(_leftovers_dir(url))
+    assert list(rejected.values()) == [[refused]]  # ...and the refused row kept all the same
+    assert next(iter(rejected)).startswith("rejected-")
+
+    second = SqlLedger(url)
+    try:
+        assert second.rejected_rows == 0 and second.ledger_stats().quarantined_rows == 0
+    finally:
+        second.shutdown(10)
+    assert claims == [kept]  # the second start claimed nothing
+    assert _rejected_in(_leftovers_dir(url)) == rejected
+
+
+def test_a_dead_outbox_with_only_rejected_rows_is_claimed_once_and_kept(
+    url: str, tmp_path: Path, claims: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shipper path (an outbox in front of the target), for an outbox a killed process left."""
+    directory = tmp_path / "own-outbox"
+    lines = [_refused_line(), _line("never-shipped-but-refused")]
+    dead = _dead_outbox_with_only_rejected_rows(directory, lines)
+
+    caplog.set_level(logging.INFO, logger="tracking.ledger")
+    for _ in range(3):
+        ledger = SqlLedger(url, outbox_dir=directory)
+        try:
+            assert ledger.flush(10) and ledger.outbox_rows() == 0
+        finally:
+            ledger.shutdown(10)
+    assert claims.count(dead) == 1  # claimed by the first start only, then set aside
+    assert caplog.text.count("draining 0 rows") <= 1
+    assert not dead.exists()
+    assert _rejected_in(directory) == {"rejected-999999999.db": lines}
+
+
+def test_a_set_aside_name_never_replaces_another(url: str, tmp_path: Path) -> None:
+    directory = tmp_path / "own-outbox"
+    _dead_outbox_with_only_rejected_rows(directory, ["first"])
+    SqlLedger(url, outbox_dir=directory).shutdown(10)
+    _dead_outbox_with_only_rejected_rows(directory, ["second"])  # the pid used again
+    SqlLedger(url, outbox_dir=directory).shutdown(10)
+    assert _rejected_in(directory) == {
+        "rejected-999999999-1.db": ["second"],
+        "rejected-999999999.db": ["first"],
+    }
+
+
+def test_quarantine_list_shows_the_rows_kept_locally(url: str) -> None:
+    from tracking.integrations.sql import quarantine_list_command
+
+    leave_outbox(_leftovers_dir(url), [_line("good-1"), _refused_line()])
+    SqlLedger(url).shutdown(10)
+    out = io.StringIO()
+    assert quarantine_list_command(url, fmt="table", out=out) == 0
+    text = out.getvalue()
+    assert "the ledger's quarantine is empty" in text
+    assert "bad-tokens" in text and "OverflowError" in text
+    assert "1 rows refused by the quarantine too, kept in" in text
