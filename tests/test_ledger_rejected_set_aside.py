@@ -11,6 +11,7 @@ it, its rows stay in it, and ``tracking ledger quarantine list`` shows them.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -176,3 +177,27 @@ def test_quarantine_list_shows_the_rows_kept_locally(url: str) -> None:
     assert "the ledger's quarantine is empty" in text
     assert "bad-tokens" in text and "OverflowError" in text
     assert "1 rows refused by the quarantine too, kept in" in text
+
+
+def test_a_live_row_refused_by_the_file_and_its_quarantine_is_kept_locally_not_dropped(
+    url: str,
+) -> None:
+    """A call's row that the SQLite file refuses and its quarantine refuses too was logged as
+    "not recorded" and dropped by the ledger's writer. It is kept in a local ``rejected`` table
+    (set aside where the file's leftovers live), and the rows behind it go through."""
+    ((name, fields),) = refused_rows("sqlite")
+    ledger = SqlLedger(url, mode="durable")
+    try:
+        ledger.on_end(make_event(request_id=f"bad-{name}", **fields))  # type: ignore[arg-type]
+        ledger.on_end(make_event(request_id="good-behind"))
+        assert ledger.flush(10)
+        assert ids_in(ledger.engine) == {"good-behind"}
+        assert ledger.rejected_rows == 1 and ledger.quarantined_rows == 0
+    finally:
+        ledger.shutdown(10)
+    kept = _rejected_in(_leftovers_dir(url))
+    ((file, lines),) = kept.items()
+    assert file.startswith("rejected-")  # set aside: no ledger claims it again
+    assert [json.loads(line)["request_id"] for line in lines] == [f"bad-{name}"]
+    (row,) = outbox_module.read_rejected(_leftovers_dir(url))
+    assert "the quarantine is closed" in row.reason  # why it is there, both refusals

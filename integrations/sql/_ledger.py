@@ -253,6 +253,8 @@ class SqlLedger:
         )
         self.writer.write_hooks.append(self._count_written)
         self.writer.quarantine_hooks = self._quarantine_hooks
+        if self._outbox is None:  # the outbox keeps doubly refused rows in its own table
+            self.writer.keep_locally = self._keep_refused
         self._prepare: Callable[[ImageEditEvent], Any] = (
             _outbox_line if self._outbox is not None else event_sqlite_params
         )
@@ -345,6 +347,17 @@ class SqlLedger:
 
     def _leftovers_dir(self) -> Path:
         return default_outbox_dir(redact(self.engine.url))
+
+    def _keep_refused(self, item: Any, reason: str) -> None:
+        """A row this SQLite file and its quarantine both refuse: kept in a local outbox's
+        ``rejected`` table, set aside as ``rejected-<pid>.db`` where the leftovers live
+        (``tracking ledger quarantine list`` shows it), never dropped."""
+        line = line_of_sqlite_params(item) if isinstance(item, tuple) else str(item)
+        outbox = open_own_outbox(self._leftovers_dir())
+        try:
+            outbox.keep_refused(line, reason)
+        finally:
+            outbox.close()
 
     def _keep_unwritten(self) -> None:
         """An SQLite ledger that could not take its last rows (locked by another process, a

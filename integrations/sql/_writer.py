@@ -21,8 +21,11 @@ the rows they hand in next share one commit instead of trickling into several.
 
 Transient failures (a lock held elsewhere, a lost connection) are retried with capped
 exponential backoff, keeping the rows: the ledger never drops. A row that cannot be prepared (a
-naive timestamp) or that the destination itself refuses is isolated from its batch, logged with
-its request id and counted in ``rejected_rows``, so it cannot block the rows behind it.
+naive timestamp) is isolated from its batch, logged with its request id and counted in
+``rejected_rows``, so it cannot block the rows behind it. One the destination refuses is
+quarantined (``quarantine_hooks``, ``quarantined_rows``); one its quarantine refuses too goes to
+``keep_locally`` (an SQLite ledger's local ``rejected-<pid>.db``) and counts in
+``rejected_rows``.
 
 The queue is bounded (``max_queue``): it only fills when the destination cannot commit at all
 (the outbox's disk, or a locked SQLite ledger), and then :meth:`submit` waits for room instead
@@ -148,6 +151,10 @@ class LedgerWriter:
         self.write_hooks: list[WriteHook] = []
         #: Called with a count of rows moved to the quarantine.
         self.quarantine_hooks: list[Callable[[int], None]] = []
+        #: The last resort for a row the destination and its quarantine both refuse:
+        #: ``keep_locally(item, reason)`` keeps it in a local file (an SQLite ledger sets it;
+        #: the outbox destination keeps such rows in its own ``rejected`` table).
+        self.keep_locally: Callable[[Any, str], None] | None = None
         self.rejected_rows = 0
         self.quarantined_rows = 0
         self._reset()
@@ -448,12 +455,16 @@ class LedgerWriter:
             if self.destination.is_transient(exc):
                 return False
             self.rejected_rows += 1
-            log.error(
-                "ledger row %s refused (%s) and cannot be quarantined (%s); it is not recorded",
-                request_id,
-                error,
-                error_text(exc),
-            )
+            reason = f"{error}; its quarantine refused it too: {error_text(exc)}"
+            if self.keep_locally is not None:
+                try:
+                    self.keep_locally(row, reason)
+                except Exception as kept:
+                    reason = f"{reason}; keeping it locally failed: {error_text(kept)}"
+                else:
+                    log.error("ledger row %s refused (%s); kept locally", request_id, reason)
+                    return True
+            log.error("ledger row %s refused (%s); it is not recorded", request_id, reason)
             return True
         self.quarantined_rows += 1
         announce_quarantined(request_id, error, self.quarantine_hooks)
