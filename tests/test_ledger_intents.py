@@ -287,3 +287,31 @@ def test_a_full_intents_file_is_rewritten_with_only_the_open_intents(
 
 def _no_fallocate(fd: int, offset: int, length: int) -> None:
     raise OSError(95, "Operation not supported")
+
+
+def test_rows_recovered_from_a_dead_processes_intents_count_as_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ledger.replayed_rows`` left out the rows recovered from a dead process's intents,
+    which ``ledger_stats()`` and the replay hooks counted."""
+    from tracking.integrations.sql import SqlLedger
+    from tracking.integrations.sql._engine import redact, resolve_url
+    from tracking.integrations.sql._intents import IntentLog
+    from tracking.integrations.sql._outbox import default_outbox_dir
+
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    directory = default_outbox_dir(redact(resolve_url(url)))
+    directory.mkdir(parents=True)
+    dead = IntentLog(directory)
+    dead.record("open-1", _intent_line("open-1"))
+    dead.close()  # its process is gone: the intent stays open for the next start
+    ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
+    try:
+        deadline = time.monotonic() + 20
+        while ledger.ledger_stats().replayed_rows < 1:
+            assert time.monotonic() < deadline, "the dead process's intent was not shipped"
+            time.sleep(0.05)
+        assert ledger.replayed_rows == ledger.ledger_stats().replayed_rows == 1
+    finally:
+        ledger.shutdown(10)

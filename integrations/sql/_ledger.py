@@ -454,10 +454,10 @@ class SqlLedger:
 
     @property
     def replayed_rows(self) -> int:
-        """Rows this process shipped late: after an outage, from a dead process's outbox, or
-        (an SQLite ledger) the rows an earlier ledger for the file kept at shutdown."""
-        shipped = 0 if self._outbox is None else self._outbox.shipper().replayed_rows
-        return shipped + self._leftovers.written_rows
+        """Rows this process shipped late: after an outage, from a dead process's outbox or
+        intents, or (an SQLite ledger) the rows an earlier ledger for the file kept at shutdown:
+        what its ``replay_hooks`` were told (``ledger_stats().replayed_rows``)."""
+        return self._replay_hooks.total
 
     @property
     def replay_hooks(self) -> list[ReplayHook]:
