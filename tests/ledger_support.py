@@ -15,8 +15,10 @@ import pytest
 import sqlalchemy as sa
 
 from tracking.events import ImageEditEvent, TokenUsage
-from tracking.integrations.sql import SqlLedger, spend_logs
-from tracking.integrations.sql._outbox import open_own_outbox
+from tracking.integrations.sql import SqlLedger, event_to_row, spend_logs
+from tracking.integrations.sql._codec import encode_row
+from tracking.integrations.sql._engine import redact, resolve_url
+from tracking.integrations.sql._outbox import default_outbox_dir, open_own_outbox
 
 BASE_TIME = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
@@ -74,6 +76,45 @@ def refused_rows(dialect: str) -> list[tuple[str, dict[str, object]]]:
     if dialect == "postgresql":  # SQLite stores these two
         rows += [("nul", {"user": "bob\x00"}), ("long", {"user": hostile_user()})]
     return rows
+
+
+def row_line(request_id: str, **fields: object) -> str:
+    """The outbox line of an event's row (``make_event`` fields)."""
+    return encode_row(event_to_row(make_event(request_id=request_id, **fields)))  # type: ignore[arg-type]
+
+
+def refused_line(dialect: str = "sqlite") -> str:
+    """The outbox line of a row the dialect refuses for good (a token count out of range)."""
+    name, fields = refused_rows(dialect)[0]
+    return row_line(f"bad-{name}", **fields)
+
+
+def fresh_sqlite_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of an SQLite ledger file with its tables; outboxes in the test's own folder."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).shutdown(10)
+    return url
+
+
+def leftovers_dir(url: str) -> Path:
+    """Where an SQLite ledger keeps the rows its file could not take (and those it refused)."""
+    return default_outbox_dir(redact(resolve_url(url)))
+
+
+def close_quarantine(url: str) -> None:
+    """Make the file's ``ledger_quarantine`` refuse every row (a trigger)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
+                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
+                )
+            )
+    finally:
+        engine.dispose()
 
 
 def ids_in(engine: sa.Engine) -> set[str]:

@@ -18,42 +18,30 @@ from pathlib import Path
 import pytest
 
 from tests.ledger_support import (
+    fresh_sqlite_ledger,
     ids_in,
     leave_outbox,
     ledger_url,  # noqa: F401  (a fixture)
+    leftovers_dir,
     make_event,
     open_ledger,
+    refused_line,
     refused_rows,
+    row_line,
 )
 from tracking import ledger_stats
-from tracking.integrations.sql import SqlLedger, event_to_row
-from tracking.integrations.sql._codec import encode_row
-from tracking.integrations.sql._engine import redact, resolve_url
+from tracking.integrations.sql import SqlLedger
 from tracking.integrations.sql._hooks import CountHooks
-from tracking.integrations.sql._outbox import default_outbox_dir
 
 
 @pytest.fixture
 def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """An SQLite ledger file with its tables; outboxes in the test's own folder."""
-    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    open_ledger(url).shutdown(10)
-    return url
-
-
-def _line(request_id: str, **fields: object) -> str:
-    return encode_row(event_to_row(make_event(request_id=request_id, **fields)))  # type: ignore[arg-type]
-
-
-def _refused_line(dialect: str = "sqlite") -> str:
-    name, fields = refused_rows(dialect)[0]  # a token count out of the database's range
-    return _line(f"bad-{name}", **fields)
+    return fresh_sqlite_ledger(tmp_path, monkeypatch)
 
 
 def _leave_kept_rows(url: str) -> None:
     """Rows an earlier SQLite ledger for the file kept at shutdown: one good, one refused."""
-    leave_outbox(default_outbox_dir(redact(resolve_url(url))), [_line("good-1"), _refused_line()])
+    leave_outbox(leftovers_dir(url), [row_line("good-1"), refused_line()])
 
 
 def test_hooks_added_after_an_sqlite_ledger_opened_hear_of_its_quarantines_and_replays(
@@ -118,7 +106,7 @@ def test_hooks_added_after_a_shipper_drained_a_dead_outbox_hear_of_it(
     open_ledger(ledger_url).shutdown(10)  # the tables
     dialect = "postgresql" if ledger_url.startswith("postgresql") else "sqlite"
     directory = tmp_path / "own-outbox"
-    leave_outbox(directory, [_line("good-1"), _refused_line(dialect), _line("good-2")])
+    leave_outbox(directory, [row_line("good-1"), refused_line(dialect), row_line("good-2")])
     ledger = SqlLedger(ledger_url, outbox_dir=directory)
     try:
         assert ledger.flush(10)

@@ -15,50 +15,23 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.ledger_support import ids_in, leave_outbox, make_event, open_ledger, refused_rows
-from tracking.integrations.sql import SqlLedger, event_to_row
-from tracking.integrations.sql._codec import encode_row
-from tracking.integrations.sql._engine import create_ledger_engine, redact, resolve_url
-from tracking.integrations.sql._outbox import default_outbox_dir
+from tests.ledger_support import (
+    close_quarantine,
+    fresh_sqlite_ledger,
+    ids_in,
+    leave_outbox,
+    leftovers_dir,
+    refused_line,
+    row_line,
+)
+from tracking.integrations.sql import SqlLedger
+from tracking.integrations.sql._engine import create_ledger_engine
 from tracking.integrations.sql._quarantine import list_quarantine
 
 
 @pytest.fixture
 def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """An SQLite ledger file with its tables; outboxes in the test's own folder."""
-    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    open_ledger(url).shutdown(10)
-    return url
-
-
-def _leftovers_dir(url: str) -> Path:
-    """Where an SQLite ledger keeps the rows its file could not take at shutdown."""
-    return default_outbox_dir(redact(resolve_url(url)))
-
-
-def _line(request_id: str, **fields: object) -> str:
-    return encode_row(event_to_row(make_event(request_id=request_id, **fields)))  # type: ignore[arg-type]
-
-
-def _refused_line() -> str:
-    ((name, fields),) = refused_rows("sqlite")  # a token count out of SQLite's range
-    return _line(f"bad-{name}", **fields)
-
-
-def _close_quarantine(url: str) -> None:
-    """Make the file's ``ledger_quarantine`` refuse every row (a trigger)."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
-                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
-                )
-            )
-    finally:
-        engine.dispose()
+    return fresh_sqlite_ledger(tmp_path, monkeypatch)
 
 
 def _outbox_tables(path: Path) -> tuple[list[str], list[str]]:
@@ -73,8 +46,8 @@ def _outbox_tables(path: Path) -> tuple[list[str], list[str]]:
 
 
 def test_kept_rows_the_database_refuses_are_quarantined_and_the_others_written(url: str) -> None:
-    lines = [_line("good-1"), _refused_line(), "{not a ledger row", _line("good-2")]
-    leave_outbox(_leftovers_dir(url), lines)
+    lines = [row_line("good-1"), refused_line(), "{not a ledger row", row_line("good-2")]
+    leave_outbox(leftovers_dir(url), lines)
 
     ledger = SqlLedger(url)
     try:
@@ -88,7 +61,7 @@ def test_kept_rows_the_database_refuses_are_quarantined_and_the_others_written(u
         assert ledger.replayed_rows == ledger.ledger_stats().replayed_rows == 2
     finally:
         ledger.shutdown(10)
-    assert not list(_leftovers_dir(url).iterdir())  # the kept rows' outbox is gone
+    assert not list(leftovers_dir(url).iterdir())  # the kept rows' outbox is gone
 
     again = SqlLedger(url)  # and nothing is written or quarantined twice
     try:
@@ -102,9 +75,9 @@ def test_kept_rows_the_database_refuses_are_quarantined_and_the_others_written(u
 def test_a_kept_row_the_quarantine_refuses_too_stays_in_the_outbox_rejected_table(
     url: str,
 ) -> None:
-    _close_quarantine(url)
-    refused = _refused_line()
-    path = leave_outbox(_leftovers_dir(url), [_line("good-1"), refused, _line("good-2")])
+    close_quarantine(url)
+    refused = refused_line()
+    path = leave_outbox(leftovers_dir(url), [row_line("good-1"), refused, row_line("good-2")])
 
     ledger = SqlLedger(url)
     try:
@@ -114,15 +87,15 @@ def test_a_kept_row_the_quarantine_refuses_too_stays_in_the_outbox_rejected_tabl
         ledger.shutdown(10)
     # Kept for inspection, not lost; set aside under a name no start claims again.
     assert not path.exists()
-    (kept,) = _leftovers_dir(url).glob("rejected-*.db")
+    (kept,) = leftovers_dir(url).glob("rejected-*.db")
     assert _outbox_tables(kept) == ([], [refused])
 
 
 def test_kept_rows_wait_out_a_transient_failure_and_the_next_start_writes_them(
     url: str, tmp_path: Path
 ) -> None:
-    lines = [_line("good-1"), _refused_line(), _line("good-2")]
-    path = leave_outbox(_leftovers_dir(url), lines)
+    lines = [row_line("good-1"), refused_line(), row_line("good-2")]
+    path = leave_outbox(leftovers_dir(url), lines)
 
     holder = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the file's write lock
@@ -148,7 +121,7 @@ def test_kept_rows_wait_out_a_transient_failure_and_the_next_start_writes_them(
         assert ledger.quarantined_rows == 1
     finally:
         ledger.shutdown(10)
-    assert not list(_leftovers_dir(url).iterdir())
+    assert not list(leftovers_dir(url).iterdir())
 
 
 def test_a_dead_processes_intent_the_quarantine_refuses_too_is_counted_as_rejected(
@@ -157,9 +130,9 @@ def test_a_dead_processes_intent_the_quarantine_refuses_too_is_counted_as_reject
     """``rejected_rows`` counts every row refused for good, a recovered intent's too."""
     from tracking.integrations.sql._intents import IntentLog
 
-    _close_quarantine(url)
-    dead = IntentLog(_leftovers_dir(url))
-    dead.record("bad-tokens", _refused_line())
+    close_quarantine(url)
+    dead = IntentLog(leftovers_dir(url))
+    dead.record("bad-tokens", refused_line())
     dead.close()  # an open intent: the log stays, unlocked, as a dead process leaves it
 
     ledger = SqlLedger(url, mode="durable", intents=True)

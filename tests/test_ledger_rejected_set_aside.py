@@ -17,34 +17,29 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from tests.ledger_support import ids_in, leave_outbox, make_event, open_ledger, refused_rows
-from tracking.integrations.sql import SqlLedger, event_to_row
+from tests.ledger_support import (
+    close_quarantine,
+    fresh_sqlite_ledger,
+    ids_in,
+    leave_outbox,
+    leftovers_dir,
+    make_event,
+    refused_line,
+    refused_rows,
+    row_line,
+)
+from tracking.integrations.sql import SqlLedger
 from tracking.integrations.sql import _outbox as outbox_module
-from tracking.integrations.sql._codec import encode_row
-from tracking.integrations.sql._engine import redact, resolve_url
-from tracking.integrations.sql._outbox import claim_orphans, default_outbox_dir
+from tracking.integrations.sql._outbox import claim_orphans
 
 
 @pytest.fixture
 def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """An SQLite ledger file whose ``ledger_quarantine`` refuses every row (a trigger), so a
     row the file refuses ends in an outbox's ``rejected`` table; outboxes in the test's folder."""
-    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    open_ledger(url).shutdown(10)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
-                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
-                )
-            )
-    finally:
-        engine.dispose()
+    url = fresh_sqlite_ledger(tmp_path, monkeypatch)
+    close_quarantine(url)
     return url
 
 
@@ -60,19 +55,6 @@ def claims(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
     monkeypatch.setattr(outbox_module, "Outbox", Counted)
     return opened
-
-
-def _line(request_id: str, **fields: object) -> str:
-    return encode_row(event_to_row(make_event(request_id=request_id, **fields)))  # type: ignore[arg-type]
-
-
-def _refused_line() -> str:
-    ((name, fields),) = refused_rows("sqlite")  # a token count out of SQLite's range
-    return _line(f"bad-{name}", **fields)
-
-
-def _leftovers_dir(url: str) -> Path:
-    return default_outbox_dir(redact(resolve_url(url)))
 
 
 def _rejected_in(directory: Path) -> dict[str, list[str]]:
@@ -109,8 +91,8 @@ def _dead_outbox_with_only_rejected_rows(directory: Path, lines: list[str]) -> P
 def test_kept_rows_with_a_refused_one_leave_no_outbox_to_claim_at_the_next_start(
     url: str, claims: list[Path]
 ) -> None:
-    refused = _refused_line()
-    kept = leave_outbox(_leftovers_dir(url), [_line("good-1"), refused])
+    refused = refused_line()
+    kept = leave_outbox(leftovers_dir(url), [row_line("good-1"), refused])
     claims.clear()
 
     first = SqlLedger(url)
@@ -119,8 +101,8 @@ def test_kept_rows_with_a_refused_one_leave_no_outbox_to_claim_at_the_next_start
     finally:
         first.shutdown(10)
     assert claims == [kept]
-    assert claim_orphans(_leftovers_dir(url)) == []  # nothing left for a start to claim...
-    rejected = _rejected_in(_leftovers_dir(url))
+    assert claim_orphans(leftovers_dir(url)) == []  # nothing left for a start to claim...
+    rejected = _rejected_in(leftovers_dir(url))
     assert list(rejected.values()) == [[refused]]  # ...and the refused row kept all the same
     assert next(iter(rejected)).startswith("rejected-")
 
@@ -130,7 +112,7 @@ def test_kept_rows_with_a_refused_one_leave_no_outbox_to_claim_at_the_next_start
     finally:
         second.shutdown(10)
     assert claims == [kept]  # the second start claimed nothing
-    assert _rejected_in(_leftovers_dir(url)) == rejected
+    assert _rejected_in(leftovers_dir(url)) == rejected
 
 
 def test_a_dead_outbox_with_only_rejected_rows_is_claimed_once_and_kept(
@@ -138,7 +120,7 @@ def test_a_dead_outbox_with_only_rejected_rows_is_claimed_once_and_kept(
 ) -> None:
     """The shipper path (an outbox in front of the target), for an outbox a killed process left."""
     directory = tmp_path / "own-outbox"
-    lines = [_refused_line(), _line("never-shipped-but-refused")]
+    lines = [refused_line(), row_line("never-shipped-but-refused")]
     dead = _dead_outbox_with_only_rejected_rows(directory, lines)
 
     caplog.set_level(logging.INFO, logger="tracking.ledger")
@@ -169,7 +151,7 @@ def test_a_set_aside_name_never_replaces_another(url: str, tmp_path: Path) -> No
 def test_quarantine_list_shows_the_rows_kept_locally(url: str) -> None:
     from tracking.integrations.sql import quarantine_list_command
 
-    leave_outbox(_leftovers_dir(url), [_line("good-1"), _refused_line()])
+    leave_outbox(leftovers_dir(url), [row_line("good-1"), refused_line()])
     SqlLedger(url).shutdown(10)
     out = io.StringIO()
     assert quarantine_list_command(url, fmt="table", out=out) == 0
@@ -195,9 +177,9 @@ def test_a_live_row_refused_by_the_file_and_its_quarantine_is_kept_locally_not_d
         assert ledger.rejected_rows == 1 and ledger.quarantined_rows == 0
     finally:
         ledger.shutdown(10)
-    kept = _rejected_in(_leftovers_dir(url))
+    kept = _rejected_in(leftovers_dir(url))
     ((file, lines),) = kept.items()
     assert file.startswith("rejected-")  # set aside: no ledger claims it again
     assert [json.loads(line)["request_id"] for line in lines] == [f"bad-{name}"]
-    (row,) = outbox_module.read_rejected(_leftovers_dir(url))
+    (row,) = outbox_module.read_rejected(leftovers_dir(url))
     assert "the quarantine is closed" in row.reason  # why it is there, both refusals

@@ -18,11 +18,11 @@ A hook that raises is logged and never stops the others, nor the ledger (nor the
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self, SupportsIndex, overload
+
+from ._fork import new_lock_in_child
 
 __all__ = ["CountHook", "CountHooks", "call_count_hooks"]
 
@@ -42,14 +42,7 @@ class CountHooks(list[CountHook]):
         #: Every row delivered so far.
         self.total = 0
         self._lock = threading.Lock()
-        hooks_ref = weakref.ref(self)
-
-        def new_lock_in_child() -> None:  # another thread may have held it at the fork
-            alive = hooks_ref()
-            if alive is not None:
-                alive._lock = threading.Lock()
-
-        os.register_at_fork(after_in_child=new_lock_in_child)
+        new_lock_in_child(self)  # another thread may have held it at a fork
 
     def deliver(self, rows: int) -> None:
         """Count ``rows`` and run every hook with it."""

@@ -56,6 +56,7 @@ from ._codec import (
 )
 from ._drain import OutboxDrain
 from ._engine import create_ledger_engine, redact
+from ._fork import new_lock_in_child
 from ._hooks import CountHooks, call_count_hooks
 from ._intents import IntentJournal
 from ._migrate import check_schema
@@ -118,14 +119,7 @@ class _OutboxDestination(ShipperOwner):
         self._pid = 0
         self._shipper: OutboxShipper | None = None
         self.shipper()
-        destination = weakref.ref(self)
-
-        def new_lock_in_child() -> None:  # another thread may have held it at the fork
-            alive = destination()
-            if alive is not None:
-                alive._lock = threading.Lock()
-
-        os.register_at_fork(after_in_child=new_lock_in_child)
+        new_lock_in_child(self)  # another thread may have held it at a fork
 
     def shipper(self) -> OutboxShipper:
         with self._lock:
