@@ -302,3 +302,19 @@ def edit_through_proxy(
             for name, value in edit.items()
         }
         return client.images.with_raw_response.edit(model=model_name, **opened)
+
+
+def ledger_row(proxy: ProxyProcess, request_id: str) -> dict[str, Any]:
+    """The ``spend_logs`` row of ``request_id`` in the SQLite ledger beside the proxy's config."""
+    import sqlalchemy as sa
+
+    from tracking.integrations.sql import spend_logs
+
+    engine = sa.create_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
+    try:
+        with engine.connect() as connection:
+            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
+            (row,) = connection.execute(query).mappings()
+            return dict(row)
+    finally:
+        engine.dispose()

@@ -25,10 +25,9 @@ from PIL import Image
 
 import tracking
 from tests.conftest import make_png
-from tests.proxy_support import ProxyProcess, one_deployment_config, write_config
+from tests.proxy_support import ProxyProcess, ledger_row, one_deployment_config, write_config
 from tests.recorder import record_events
 from tracking.errors import APIResponseError
-from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.testing.app_thread import AppThread
 
 USAGE = {
@@ -169,17 +168,6 @@ def proxy(garbage: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
         yield process
 
 
-def _ledger_row(proxy: ProxyProcess, request_id: str) -> dict[str, Any]:
-    engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
-    try:
-        with engine.connect() as connection:
-            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
-            (row,) = connection.execute(query).mappings()
-            return dict(row)
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("model", sorted(PROXIED))
 def test_through_the_proxy_it_is_a_502_in_openai_shape(proxy, model):
     fields = {"model": model, "prompt": "a hat"}
@@ -198,7 +186,7 @@ def test_through_the_proxy_it_is_a_502_in_openai_shape(proxy, model):
     assert error["code"] == "upstream_invalid_response"
     assert answer.headers["x-should-retry"] == "false"  # billed: a retry would pay again
     # The answer leaves once its row is on disk (the proxy's durable ledger).
-    row = _ledger_row(proxy, answer.headers["x-tracking-request-id"])
+    row = ledger_row(proxy, answer.headers["x-tracking-request-id"])
     assert row["status"] == "failure" and row["error_type"] == "invalid_response"
     assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
 

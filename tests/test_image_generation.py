@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 import tracking
 from tests.conftest import API_KEY, make_png
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import ProxyProcess, ledger_row, write_config
 from tracking.integrations.sql import query_spend, spend_command, spend_logs
 from tracking.request import parse_call
 from tracking.testing import FakeOpenAI
@@ -305,17 +305,6 @@ def proxy(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield process
 
 
-def proxy_row(proxy: ProxyProcess, request_id: str) -> dict[str, Any]:
-    engine = sa.create_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
-    try:
-        with engine.connect() as conn:
-            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
-            (row,) = conn.execute(query).mappings()
-            return dict(row)
-    finally:
-        engine.dispose()
-
-
 def test_openai_client_generates_through_the_proxy(proxy):
     with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY, max_retries=0) as client:
         raw = client.images.with_raw_response.generate(
@@ -326,7 +315,7 @@ def test_openai_client_generates_through_the_proxy(proxy):
     assert result.usage.input_tokens_details.image_tokens == 0
     request_id = raw.headers["x-tracking-request-id"]
     assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.006025")
-    row = proxy_row(proxy, request_id)
+    row = ledger_row(proxy, request_id)
     assert row["call_type"] == "aimage_generation" and row["end_user"] == "carol"
     assert row["status"] == "success" and Decimal(str(row["cost_usd"])) == Decimal("0.006025")
 
@@ -363,7 +352,7 @@ def test_openai_client_streams_a_generation_through_the_proxy(proxy):
         "image_generation.completed",
     ]
     assert isinstance(events[-1], openai.types.ImageGenCompletedEvent)
-    row = proxy_row(proxy, request_id)
+    row = ledger_row(proxy, request_id)
     # 200 + 100 output tokens: (5 * 5 + 300 * 30) / 1M = $0.009025
     assert Decimal(str(row["cost_usd"])) == Decimal("0.009025")
     assert row["call_type"] == "aimage_generation"

@@ -18,11 +18,10 @@ import pytest
 
 import tracking
 from tests.conftest import make_png
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import ProxyProcess, ledger_row, write_config
 from tests.recorder import record_events
 from tracking.errors import APIResponseError, RateLimitError
 from tracking.flow import _MAX_POLL_FAILURES
-from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.testing.fake_bfl import FakeBFL
 from tracking.testing.fake_gemini import FakeGemini
 
@@ -195,8 +194,8 @@ def proxy(
         yield process
 
 
-@pytest.mark.parametrize("model", ["flux-expired", "flux-html", "flux-429", "gemini-broken"])
-def test_the_proxy_answers_an_unusable_result_with_502_not_the_result_urls_404(proxy, model):
+def _edit_through(proxy: ProxyProcess, model: str) -> httpx.Response:
+    """An edit posted to the proxy for ``model``, answered 502 as every case here is."""
     response = httpx.post(
         f"{proxy.url}/v1/images/edits",
         data={"model": model, "prompt": "a hat"},
@@ -204,6 +203,12 @@ def test_the_proxy_answers_an_unusable_result_with_502_not_the_result_urls_404(p
         timeout=60,
     )
     assert response.status_code == 502, response.text
+    return response
+
+
+@pytest.mark.parametrize("model", ["flux-expired", "flux-html", "flux-429", "gemini-broken"])
+def test_the_proxy_answers_an_unusable_result_with_502_not_the_result_urls_404(proxy, model):
+    response = _edit_through(proxy, model)
     error = response.json()["error"]
     assert error["code"] == "upstream_invalid_response"
     assert response.headers["x-should-retry"] == "false"  # billed: a retry would pay again
@@ -216,27 +221,14 @@ def test_the_proxy_answers_a_result_download_429_with_502_and_the_job_is_billed_
     """A client that sees 429 retries the edit (and a new job is submitted and billed): the
     proxy answers 502, says why, and records the job's estimated cost."""
     before = len(busy_result.jobs)
-    response = httpx.post(
-        f"{proxy.url}/v1/images/edits",
-        data={"model": "flux-429", "prompt": "a hat"},
-        files={"image": ("in.png", PNG, "image/png")},
-        timeout=60,
-    )
-    assert response.status_code == 502, response.text
+    response = _edit_through(proxy, "flux-429")
     assert response.headers["content-type"].startswith("application/json")
     error = response.json()["error"]
     assert error["code"] == "upstream_invalid_response" and error["type"] == "server_error"
     assert "billed" in error["message"] and "retry" in error["message"]
     assert response.headers["x-should-retry"] == "false"
     assert len(busy_result.jobs) == before + 1  # submitted once, by the proxy's call
-    engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
-    try:
-        with engine.connect() as connection:
-            request_id = response.headers["x-tracking-request-id"]
-            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
-            (row,) = connection.execute(query).mappings()
-    finally:
-        engine.dispose()
+    row = ledger_row(proxy, response.headers["x-tracking-request-id"])
     assert row["status"] == "failure" and row["error_type"] == "invalid_response"
     assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
 
@@ -244,13 +236,7 @@ def test_the_proxy_answers_a_result_download_429_with_502_and_the_job_is_billed_
 def test_the_proxy_answers_a_job_whose_polls_keep_getting_429_with_502(proxy):
     """The status page's 429 after the job was accepted is not the client's rate limit: a 429
     would invite a retry that submits and pays for another job."""
-    response = httpx.post(
-        f"{proxy.url}/v1/images/edits",
-        data={"model": "flux-poll-429", "prompt": "a hat"},
-        files={"image": ("in.png", PNG, "image/png")},
-        timeout=60,
-    )
-    assert response.status_code == 502, response.text
+    response = _edit_through(proxy, "flux-poll-429")
     error = response.json()["error"]
     assert error["code"] == "upstream_job_result_unavailable" and error["type"] == "server_error"
     assert "billed" in error["message"] and "429" in error["message"]
