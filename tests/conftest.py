@@ -58,6 +58,14 @@ def upstream(fake: FakeOpenAI) -> dict[str, str]:
     return {"api_base": fake.url, "api_key": API_KEY}
 
 
+def edit_either(use_async: bool, **params: Any) -> Any:
+    """``tracking.image_edit(**params)``, or with ``use_async`` ``tracking.aimage_edit`` run in
+    a fresh event loop: the two entry points share one implementation and every test of both."""
+    if use_async:
+        return asyncio.run(tracking.aimage_edit(**params))
+    return tracking.image_edit(**params)
+
+
 def edit_with_fault(fake: FakeOpenAI, fault: str, *, use_async: bool, **params: Any) -> Any:
     """One image edit against ``fake`` with ``fault`` asked for in its header, sync or async."""
     params = {
@@ -66,9 +74,7 @@ def edit_with_fault(fake: FakeOpenAI, fault: str, *, use_async: bool, **params: 
         "extra_headers": {"x-fake-fault": fault},
         **params,
     }
-    if use_async:
-        return asyncio.run(tracking.aimage_edit(**params))
-    return tracking.image_edit(**params)
+    return edit_either(use_async, **params)
 
 
 def in_forked_child(make: Callable[[], str]) -> str:

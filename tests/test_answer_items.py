@@ -8,7 +8,6 @@ same way."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -24,7 +23,7 @@ from aiohttp import web
 from PIL import Image
 
 import tracking
-from tests.conftest import make_png
+from tests.conftest import edit_either, make_png
 from tests.proxy_support import ProxyProcess, ledger_row, one_deployment_config, write_config
 from tests.recorder import record_events
 from tracking.errors import APIResponseError
@@ -201,9 +200,7 @@ def _edit(api_base: str, *, use_async: bool = False, **extra: Any) -> Any:
         "max_retries": 2,
         **extra,
     }
-    if use_async:
-        return asyncio.run(tracking.aimage_edit(**params))
-    return tracking.image_edit(**params)
+    return edit_either(use_async, **params)
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])

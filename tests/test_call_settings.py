@@ -5,14 +5,13 @@ appears in the error, the event or its traceback in any form (raw, ``repr``, byt
 
 from __future__ import annotations
 
-import asyncio
 import traceback
 from typing import Any
 
 import pytest
 
 import tracking
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, edit_either
 from tests.recorder import record_events
 from tracking.errors import mask_secrets
 from tracking.testing.fake_images import solid_png
@@ -29,9 +28,7 @@ def _call(use_async: bool, **kwargs: Any) -> Any:
         "max_retries": 2,
         **kwargs,
     }
-    if use_async:
-        return asyncio.run(tracking.aimage_edit(**params))
-    return tracking.image_edit(**params)
+    return edit_either(use_async, **params)
 
 
 def _all_text(exc: BaseException) -> str:

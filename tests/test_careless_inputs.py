@@ -5,13 +5,13 @@ untyped ``UnicodeDecodeError`` / ``ValueError`` / ``TypeError`` from inside the 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import tracking
+from tests.conftest import edit_either
 from tests.recorder import record_events
 from tracking.testing.fake_images import solid_png
 
@@ -20,9 +20,7 @@ PNG = solid_png(256, 256, (10, 20, 30))
 
 def _call(use_async: bool, **kwargs: Any) -> Any:
     params: dict[str, Any] = {"model": "gpt-image-2", "image": PNG, "prompt": "x", **kwargs}
-    if use_async:
-        return asyncio.run(tracking.aimage_edit(**params))
-    return tracking.image_edit(**params)
+    return edit_either(use_async, **params)
 
 
 def _refused(fake, upstream, use_async: bool, **kwargs: Any) -> tracking.ValidationError:

@@ -7,7 +7,6 @@ and the proxy answers 502. Everything runs against the fake upstreams on loopbac
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 import tracking
-from tests.conftest import make_png
+from tests.conftest import edit_either, make_png
 from tests.proxy_support import ProxyProcess, ledger_row, write_config
 from tests.recorder import record_events
 from tracking.errors import APIResponseError, RateLimitError
@@ -76,9 +75,7 @@ def _flux_edit(bfl: FakeBFL, fault: str, *, use_async: bool = False, **extra: An
         "extra_headers": {"x-fake-fault": fault},
         **extra,
     }
-    if use_async:
-        return asyncio.run(tracking.aimage_edit(**params))
-    return tracking.image_edit(**params)
+    return edit_either(use_async, **params)
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
