@@ -141,8 +141,8 @@ def test_a_dead_processes_log_leaves_its_open_intents_priced_and_nothing_else(tm
     from datetime import UTC, datetime
 
     from tracking.integration import CallStart
-    from tracking.integrations.sql._codec import decode_row, encode_row
-    from tracking.integrations.sql._intents import IntentLog, intent_row, open_intents
+    from tracking.integrations.sql._codec import decode_row
+    from tracking.integrations.sql._intents import IntentLog, intent_line, open_intents
     from tracking.request import parse_call
 
     request, options = parse_call(
@@ -151,7 +151,7 @@ def test_a_dead_processes_log_leaves_its_open_intents_priced_and_nothing_else(tm
     log = IntentLog(tmp_path)
     for request_id in ("open-1", "done-1", "open-2"):
         call = CallStart(request_id, "aimage_edit", request, options, "h", datetime.now(UTC))
-        log.record(request_id, encode_row(intent_row(call)))
+        log.record(request_id, intent_line(call))
     log.complete("done-1")
     log.record("open-3", "{torn")  # a write cut short
     text = log.path.read_text()
@@ -166,19 +166,80 @@ def test_a_dead_processes_log_leaves_its_open_intents_priced_and_nothing_else(tm
     assert log.path.exists()  # open intents stay for the next start
 
 
+def test_an_intent_is_written_as_its_values_and_recovered_as_the_whole_row(tmp_path: Path):
+    """The compact line the call path writes gives back exactly the row ``intent_row`` builds
+    (metadata, tags, key, team, estimate inputs), and costs a fraction of encoding that row."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from tracking.integration import CallStart
+    from tracking.integrations.sql._codec import decode_row, encode_row
+    from tracking.integrations.sql._intents import intent_line, intent_line_row, intent_row
+    from tracking.request import parse_call
+
+    request, options = parse_call(
+        model="openai/gpt-image-2",
+        prompt='a hat \u00e9\n"quoted"',
+        image=[PNG, PNG],
+        api_key="sk-x",
+        user="zoe",
+        quality="high",
+        size="1024x1536",
+        n=2,
+        base_model="gpt-image-2",
+        metadata={
+            "user_api_key_hash": "h" * 64,
+            "user_api_key_alias": "team-key",
+            "team": "design",
+            "tags": ["a", 7],
+            "budget": Decimal("1.50"),
+            "nested": {"when": datetime(2026, 12, 4, tzinfo=UTC)},
+        },
+    )
+    call = CallStart("req-9", "aimage_edit", request, options, "[::1]:8443", datetime.now(UTC))
+    line = intent_line(call)
+    whole = encode_row(intent_row(call))
+    assert line.startswith("[1,") and len(line) < len(whole) / 2
+    assert intent_line_row(line) == decode_row(whole)
+    assert intent_line_row(whole) == decode_row(whole)  # a whole-row line of an older version
+
+
+def test_whole_row_intents_left_by_an_older_version_are_still_recovered(tmp_path: Path):
+    """A process of a version that wrote intents as whole rows died: its open intents (and a
+    done one, in the compact form the new version writes next to it) are read back."""
+    from datetime import UTC, datetime
+
+    from tracking.integration import CallStart
+    from tracking.integrations.sql._codec import decode_row, encode_row
+    from tracking.integrations.sql._intents import intent_row, open_intents
+    from tracking.request import parse_call
+
+    request, options = parse_call(
+        model="gpt-image-2", prompt="a hat", image=PNG, api_key="sk-x", user="ann"
+    )
+    lines = []
+    for request_id in ("old-1", "old-2"):
+        call = CallStart(request_id, "aimage_edit", request, options, "h", datetime.now(UTC))
+        lines.append(f"+{encode_row(intent_row(call))}\n")
+    text = "".join(lines) + "-old-2\n" + _intent_line("new-1").join(["+", "\n"])
+    rows = [decode_row(line) for line in open_intents(text)]
+    assert [r["request_id"] for r in rows] == ["old-1", "new-1"]
+    assert all(r["cost_source"] == "estimate" and r["cost_usd"] > 0 for r in rows)
+    assert rows[0]["end_user"] == "ann" and rows[1]["end_user"] == "zoe"
+
+
 def _intent_line(request_id: str) -> str:
     from datetime import UTC, datetime
 
     from tracking.integration import CallStart
-    from tracking.integrations.sql._codec import encode_row
-    from tracking.integrations.sql._intents import intent_row
+    from tracking.integrations.sql._intents import intent_line
     from tracking.request import parse_call
 
     request, options = parse_call(
         model="gpt-image-2", prompt="a hat", image=PNG, api_key="sk-x", user="zoe", quality="low"
     )
     call = CallStart(request_id, "aimage_edit", request, options, "h", datetime.now(UTC))
-    return encode_row(intent_row(call))
+    return intent_line(call)
 
 
 def _open_ids(path: Path) -> list[str]:

@@ -31,6 +31,7 @@ __all__ = [
     "POSTGRES_INSERT",
     "SQLITE_INSERT",
     "decode_row",
+    "encode_plain",
     "encode_row",
     "encode_values",
     "event_sqlite_params",
@@ -40,6 +41,7 @@ __all__ = [
     "sqlite_insert_rows",
     "sqlite_params",
     "sqlite_values",
+    "wire_time",
 ]
 
 COLUMNS = COLUMN_NAMES
@@ -91,9 +93,7 @@ def _wire(value: Any) -> str:
             raise ValueError(f"ledger money must be finite, not {value}")
         return str(value)
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("ledger timestamps must be timezone-aware")
-        return value.isoformat()
+        return wire_time(value)
     return str(value)  # caller metadata is already plain; anything else is kept as text
 
 
@@ -147,6 +147,18 @@ def encode_row(row: Mapping[str, Any]) -> str:
         if value is not None:
             plain[name] = _wire(value)
     return _encode_line(plain)
+
+
+def encode_plain(value: Any) -> str:
+    """``value`` (plain JSON, ``Decimal`` and aware ``datetime`` values) as compact JSON text."""
+    return _encode_line(value)
+
+
+def wire_time(value: datetime) -> str:
+    """An aware timestamp as :func:`encode_row` writes it; ValueError for a naive one."""
+    if value.tzinfo is None:
+        raise ValueError("ledger timestamps must be timezone-aware")
+    return value.isoformat()
 
 
 def encode_values(values: Iterable[Any]) -> str:

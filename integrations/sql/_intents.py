@@ -34,18 +34,20 @@ arrive does not matter.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import mmap
 import os
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracking.pricing.estimate import estimate_call_cost
 from tracking.unknown_outcomes import ESTIMATE_REF
 
-from ._codec import decode_row, encode_row, line_request_id
+from ._codec import decode_row, encode_plain, encode_row, line_request_id, wire_time
 from ._outbox import Outbox, lock_own_file, open_own_outbox, try_lock
 from ._schema import plain_json
 from ._shipper import OutboxShipper, ShipperOwner
@@ -59,6 +61,8 @@ __all__ = [
     "ROTATE_BYTES",
     "IntentJournal",
     "IntentLog",
+    "intent_line",
+    "intent_line_row",
     "intent_row",
     "open_intents",
     "priced",
@@ -80,33 +84,85 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def intent_row(call: CallStart) -> dict[str, Any]:
-    """The ``spend_logs`` row a call leaves if its process dies before the call's own row."""
+#: The version tag that opens a compact intent line (``intent_line``): a JSON array of the values
+#: an intent's row is built from, in :func:`_intent_values` order. A line that is a JSON object
+#: is an intent written whole as its row (before 2026-12-04), still read back.
+_COMPACT = "[1,"
+
+
+def _intent_values(call: CallStart) -> list[Any]:
+    """What varies from one call's intent to the next, in the order of ``_row_of_values``."""
     request, options = call.request, call.options
     metadata: Any = options.metadata if isinstance(options.metadata, Mapping) else {}
     tags = metadata.get("tags")
-    models = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
+    return [
+        call.request_id,
+        call.call_type,
+        request.user,
+        _str(metadata.get("user_api_key_hash")),
+        _str(metadata.get("user_api_key_alias")),
+        _str(metadata.get("team")),
+        [str(t) for t in tags] if isinstance(tags, list | tuple) else [],
+        plain_json(metadata),
+        request.model,
+        request.upstream_model,
+        request.provider,
+        call.api_base,
+        request.n,
+        request.size,
+        request.quality,
+        request.base_model,
+        len(request.prompt),
+        len(request.images),
+        call.start_time,
+    ]
+
+
+def _row_of_values(values: list[Any]) -> dict[str, Any]:
+    """The ``spend_logs`` row (plus what its estimate needs) of an intent's values."""
+    (
+        request_id,
+        call_type,
+        end_user,
+        api_key_hash,
+        key_alias,
+        team,
+        tags,
+        metadata,
+        model,
+        upstream_model,
+        provider,
+        api_base,
+        n,
+        size,
+        quality,
+        base_model,
+        prompt_chars,
+        images,
+        start_time,
+    ) = values
+    models = [base_model, f"{provider}/{upstream_model}", model]
     return {
-        "request_id": call.request_id,
-        "call_type": call.call_type,
+        "request_id": request_id,
+        "call_type": call_type,
         "status": INCOMPLETE,
         "upstream_request_id": None,
-        "end_user": request.user,
-        "api_key_hash": _str(metadata.get("user_api_key_hash")),
-        "key_alias": _str(metadata.get("user_api_key_alias")),
-        "team": _str(metadata.get("team")),
-        "tags": [str(t) for t in tags] if isinstance(tags, list | tuple) else [],
-        "metadata": plain_json(metadata),
-        "model": request.model,
-        "model_group": request.model,
-        "served_model": request.upstream_model,
-        "provider": request.provider,
+        "end_user": end_user,
+        "api_key_hash": api_key_hash,
+        "key_alias": key_alias,
+        "team": team,
+        "tags": tags,
+        "metadata": metadata,
+        "model": model,
+        "model_group": model,
+        "served_model": upstream_model,
+        "provider": provider,
         "deployment_id": None,
-        "api_base": call.api_base,
-        "n": request.n or 1,
+        "api_base": api_base,
+        "n": n or 1,
         "images_returned": 0,
-        "size": request.size,
-        "quality": request.quality,
+        "size": size,
+        "quality": quality,
         "input_text_tokens": None,
         "input_image_tokens": None,
         "cached_input_tokens": None,
@@ -119,14 +175,14 @@ def intent_row(call: CallStart) -> dict[str, Any]:
         "price_ref": None,
         _ESTIMATE: {
             "models": [m for m in dict.fromkeys(models) if m],
-            "n": request.n,
-            "size": request.size,
-            "quality": request.quality,
-            "prompt_chars": len(request.prompt),
-            "images": len(request.images),
+            "n": n,
+            "size": size,
+            "quality": quality,
+            "prompt_chars": prompt_chars,
+            "images": images,
         },
-        "start_time": call.start_time,
-        "end_time": call.start_time,
+        "start_time": start_time,
+        "end_time": start_time,
         "latency_ms": 0.0,
         "attempts": 1,
         "retries": 0,
@@ -134,6 +190,41 @@ def intent_row(call: CallStart) -> dict[str, Any]:
         "error_type": INCOMPLETE,
         "http_status": None,
     }
+
+
+def intent_row(call: CallStart) -> dict[str, Any]:
+    """The ``spend_logs`` row a call leaves if its process dies before the call's own row."""
+    return _row_of_values(_intent_values(call))
+
+
+def intent_line(call: CallStart) -> str:
+    """The call's intent as written to the log: its values only, not the row they make.
+
+    On the proxy's call path, before the request leaves: about a third of the work of encoding
+    the whole row (:func:`intent_row`), which recovery builds instead (:func:`intent_line_row`).
+    """
+    values = _intent_values(call)
+    values[-1] = wire_time(call.start_time)
+    return _COMPACT + encode_plain(values)[1:]
+
+
+def intent_line_row(line: str) -> dict[str, Any]:
+    """The row (with what its estimate needs) of an intent's line, compact or whole."""
+    if not line.startswith(_COMPACT):
+        return decode_row(line)
+    values = json.loads(line)[1:]
+    values[-1] = datetime.fromisoformat(values[-1])
+    return _row_of_values(values)
+
+
+def _intent_request_id(line: str) -> str:
+    if line.startswith(_COMPACT):
+        try:
+            found = json.loads(line)[1]
+        except (ValueError, IndexError):
+            return "(unreadable)"
+        return found if isinstance(found, str) else "(unreadable)"
+    return line_request_id(line)
 
 
 class _AppendFile:
@@ -241,7 +332,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def priced(line: str) -> str:
     """An intent's line as a ``spend_logs`` row, with its estimated cost (None: unpriced)."""
-    row = decode_row(line)
+    row = intent_line_row(line)
     spec = row.pop(_ESTIMATE, None)
     cost = None
     if isinstance(spec, dict):
@@ -270,7 +361,7 @@ def open_intents(text: str) -> list[str]:
     for entry in text.split("\x00", 1)[0].splitlines():
         if entry.startswith("+"):
             line = entry[1:]
-            request_id = line_request_id(line)
+            request_id = _intent_request_id(line)
             if request_id != "(unreadable)":
                 open_[request_id] = line
         elif entry.startswith("-"):
@@ -354,7 +445,7 @@ class IntentJournal(ShipperOwner):
 
     def record(self, call: CallStart) -> None:
         """Write the call's intent (before it is sent)."""
-        line = encode_row(intent_row(call))
+        line = intent_line(call)
         if self._pid != os.getpid():
             self.shipper()
         assert self._log is not None
