@@ -10,7 +10,8 @@ row is acknowledged, the intent is marked done (with the next intent's write).
 
 The intents go to an append-only file of the process's own, ``intents-<pid>.log`` beside the
 outboxes, locked (``flock``) for as long as the process lives: one append per call, ``+`` and
-the row's outbox line for an intent, ``-`` and the request id for one done. The file's blocks
+the intent's values for an intent (:func:`intent_line`: a JSON array; recovery builds the row
+from them), ``-`` and the request id for one done. The file's blocks
 are reserved (``posix_fallocate``) and the file is mapped into memory (``MAP_SHARED``), so an
 append is a copy into the kernel's own page cache of the file: no system call, so the thread
 writing an intent (the proxy's event loop) never hands the GIL to another thread mid-call, as
