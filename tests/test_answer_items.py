@@ -1,10 +1,10 @@
 """A 2xx answer whose ``data`` items hold no image (``null``, a number, ``{"b64_json": 5}``,
 an empty string), or whose ``b64_json`` is not base64 of an image (text, an HTML error page,
 not base64 at all), was handed on as a success: the client got garbage and the event said it was
-served. It is an ``APIResponseError`` (an unreadable 2xx: not retried, priced by estimate, as
-Gemini's inline data that is not an image), in the SDK and through the proxy (502,
-OpenAI-shaped). A streamed image event whose ``b64_json`` is not an image ends the stream the
-same way."""
+served. It is an ``APIResponseError`` (an unreadable 2xx: not retried, priced from the
+``usage`` the answer reports, as Gemini's inline data that is not an image, else by estimate),
+in the SDK and through the proxy (502, OpenAI-shaped). A streamed image event whose ``b64_json``
+is not an image ends the stream the same way (estimated: a broken stream)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ USAGE = {
     "output_tokens": 272,
     "total_tokens": 282,
 }
+#: What USAGE costs, from the price table's entries (``tracking/pricing/prices.json``): 10 text
+#: tokens at $5 per 1M plus 272 image tokens at $40 (gpt-image-1) or $30 (gpt-image-2) per 1M.
+USAGE_COST = {"gpt-image-1": Decimal("0.01093"), "gpt-image-2": Decimal("0.00821")}
 ITEMS: dict[str, Any] = {
     "null": None,
     "number": 5,
@@ -96,7 +99,10 @@ def garbage(hits: Counter[str]) -> Iterator[str]:
         name = request.match_info["name"]
         hits[name] += 1
         data = NOT_IMAGES.get(name) or IMAGES.get(name) or [ITEMS[name]]
-        return web.json_response({"created": 1_700_000_000, "data": data, "usage": USAGE})
+        answer: dict[str, Any] = {"created": 1_700_000_000, "data": data, "usage": USAGE}
+        if request.match_info.get("bare"):  # an answer that reports no usage
+            del answer["usage"]
+        return web.json_response(answer)
 
     async def stream(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -111,6 +117,7 @@ def garbage(hits: Counter[str]) -> Iterator[str]:
 
     app = web.Application()
     app.router.add_post("/{name}/v1/images/edits", edit)
+    app.router.add_post("/{bare:bare}/{name}/v1/images/edits", edit)
     app.router.add_post("/stream/{name}/v1/images/edits", stream)
     thread = AppThread(app)
     port = thread.start()
@@ -120,20 +127,31 @@ def garbage(hits: Counter[str]) -> Iterator[str]:
         thread.stop()
 
 
+@pytest.mark.parametrize("reported", [True, False], ids=["usage", "no-usage"])
 @pytest.mark.parametrize("name", sorted(ITEMS))
-def test_an_answer_item_without_an_image_is_an_unreadable_answer(monkeypatch, garbage, name):
+def test_an_answer_item_without_an_image_is_an_unreadable_answer(
+    monkeypatch, garbage, name, reported
+):
     events = record_events(monkeypatch)
-    with pytest.raises(APIResponseError, match=r"data\[0\] holds no image"):
+    route = name if reported else f"bare/{name}"
+    with pytest.raises(APIResponseError, match=r"data\[0\] holds no image") as raised:
         tracking.image_edit(
             image=make_png(),
             prompt="a hat",
             model="gpt-image-1",
-            api_base=f"{garbage}/{name}/v1",
+            api_base=f"{garbage}/{route}/v1",
             api_key="sk-test-0123456789abcdef",
         )
     tracking.flush()
-    assert events.last.status == "failure"
-    assert events.last.cost_source == "estimate" and events.last.cost_usd
+    event = events.last
+    assert event.status == "failure" and event.images_returned == 0
+    if reported:  # the tokens the answer says it billed are the call's cost, as Gemini's are
+        assert event.cost_source == "usage" and event.cost_usd == USAGE_COST["gpt-image-1"]
+        assert event.usage is not None and event.usage.output_tokens == 272
+        assert raised.value.cost_usd == USAGE_COST["gpt-image-1"]
+    else:  # nothing said: billed all the same, so estimated, never 0
+        assert event.cost_source == "estimate" and event.cost_usd
+        assert event.usage is None
 
 
 #: The proxy's model names, each a deployment of gpt-image-1 on one route of ``garbage``.
@@ -187,7 +205,12 @@ def test_through_the_proxy_it_is_a_502_in_openai_shape(proxy, model):
     # The answer leaves once its row is on disk (the proxy's durable ledger).
     row = ledger_row(proxy, answer.headers["x-tracking-request-id"])
     assert row["status"] == "failure" and row["error_type"] == "invalid_response"
-    assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
+    if model.startswith("stream-"):  # a broken stream: estimated
+        assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
+    else:  # the usage beside the unusable image: what the upstream billed
+        assert row["cost_source"] == "usage"
+        assert Decimal(row["cost_usd"]) == USAGE_COST["gpt-image-1"]
+        assert row["output_tokens"] == 272
 
 
 def _edit(api_base: str, *, use_async: bool = False, **extra: Any) -> Any:
@@ -219,11 +242,35 @@ def test_a_b64_json_that_is_not_base64_of_an_image_is_refused_billed_and_not_ret
     tracking.flush()
     event = events.last
     # Recorded as any unreadable 2xx (and as Gemini's inline data that is not an image): a
-    # failure with the 200 it came with, no image, priced by estimate since it was billed.
+    # failure with the 200 it came with, no image, priced from the usage it reported.
     assert event.status == "failure" and event.error_type == "invalid_response"
     assert event.http_status == 200 and event.images_returned == 0
-    assert event.cost_source == "estimate"
-    assert event.cost_usd is not None and event.cost_usd > 0
+    assert event.cost_source == "usage" and event.cost_usd == USAGE_COST["gpt-image-1"]
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("reported", [True, False], ids=["usage", "no-usage"])
+def test_a_live_models_unusable_answer_costs_its_usage_else_an_estimate(
+    monkeypatch, garbage, hits, reported, use_async
+):
+    """gpt-image-2 (live): the same answer with its usage costs that usage; without one, the
+    estimate of the call (never 0); either way it is sent once."""
+    events = record_events(monkeypatch)
+    route = "b64_html" if reported else "bare/b64_html"
+    before = hits["b64_html"]
+    with pytest.raises(APIResponseError, match="is not base64 of an image") as raised:
+        _edit(f"{garbage}/{route}/v1", use_async=use_async, model="gpt-image-2", quality="high")
+    assert hits["b64_html"] == before + 1
+    tracking.flush()
+    event = events.last
+    assert event.status == "failure" and event.resolved_model == "gpt-image-2"
+    if reported:
+        assert event.cost_source == "usage" and event.cost_usd == USAGE_COST["gpt-image-2"]
+        assert event.price_ref is not None and "gpt-image-2" in event.price_ref
+    else:
+        assert event.cost_source == "estimate"
+        assert event.cost_usd is not None and event.cost_usd > USAGE_COST["gpt-image-2"]
+    assert raised.value.cost_usd == event.cost_usd
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))

@@ -222,6 +222,30 @@ def test_a_data_uri_is_checked_as_an_image_once_it_is_bare_base64():
 
 
 @pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([{"b64_json": base64.b64encode(b"<html>Bad gateway</html>").decode()}], "not base64"),
+        ([], "has no image"),
+    ],
+    ids=["not-an-image", "no-image"],
+)
+def test_an_unusable_answer_costs_the_ticks_it_reports(data, message):
+    """A 200 without a usable image that says what xAI charged (``cost_in_usd_ticks``) costs
+    that; without the figure, the call is estimated (an unreadable 2xx)."""
+    request, _ = parse_call(image=PNG, prompt="p", model=MODEL, api_key=KEY)
+    usage = {"cost_in_usd_ticks": 200_000_000}  # $0.02
+    for reported, expected in ((True, (Decimal("0.02"), "usage")), (False, None)):
+        answer = {"created": 1, "data": data, **({"usage": usage} if reported else {})}
+        with pytest.raises(APIResponseError, match=message) as raised:
+            XAIProvider().parse(200, {}, json.dumps(answer).encode())
+        cost = price_call(request, None, failure=raised.value)
+        if expected is not None:
+            assert (cost.usd, cost.source, cost.price_ref) == (*expected, "provider:xai")
+        else:
+            assert cost.source == "estimate" and cost.usd is not None and cost.usd > 0
+
+
+@pytest.mark.parametrize(
     ("fault", "charged"),
     [
         ("code=moderation", Decimal(0)),  # an error answer: nothing billed

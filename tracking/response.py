@@ -19,7 +19,7 @@ from .errors import APIResponseError
 from .frozen import fast_init
 from .images import encodes_image
 
-__all__ = ["ImageData", "ImageResponse", "Usage", "check_b64_images"]
+__all__ = ["ImageData", "ImageResponse", "Usage", "check_b64_images", "reported_usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,22 +142,27 @@ class ImageResponse:
     def from_json_bytes(cls, body: bytes, *, check_b64: bool = True) -> ImageResponse:
         """An OpenAI-shaped answer: a JSON object whose ``data`` items each hold an image, a
         ``b64_json`` that is base64 of one (:func:`check_b64_images`) or a ``url``; an
-        :class:`~tracking.errors.APIResponseError` otherwise. ``check_b64=False`` leaves the
+        :class:`~tracking.errors.APIResponseError` otherwise, carrying the usage the answer
+        reported as what it billed (:func:`reported_usage`). ``check_b64=False`` leaves the
         base64 check to the caller: a provider that first normalises ``b64_json`` (xAI's data
         URIs) or may answer a format the check does not know (Recraft's SVG)."""
         try:
             raw = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise APIResponseError("the upstream sent a body that is not JSON") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
-            raise APIResponseError("the upstream's JSON has no 'data' list")
-        for index, item in enumerate(raw["data"]):
-            if not _has_image(item):  # null, 5, {"b64_json": 5}: no image to hand on
-                raise APIResponseError(
-                    f"the upstream's data[{index}] holds no image (a b64_json or url string)"
-                )
-        if check_b64:
-            check_b64_images(raw["data"])
+        try:
+            if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
+                raise APIResponseError("the upstream's JSON has no 'data' list")
+            for index, item in enumerate(raw["data"]):
+                if not _has_image(item):  # null, 5, {"b64_json": 5}: no image to hand on
+                    raise APIResponseError(
+                        f"the upstream's data[{index}] holds no image (a b64_json or url string)"
+                    )
+            if check_b64:
+                check_b64_images(raw["data"])
+        except APIResponseError as error:  # no usable image, but the tokens it reports are billed
+            error.billed_usage = reported_usage(raw)
+            raise
         return cls(raw=raw, _body=bytes(body))
 
     @property
@@ -239,6 +244,15 @@ class ImageResponse:
             f"size={self.size!r}, quality={self.quality!r}, cost_usd={self.cost_usd}, "
             f"request_id={self.request_id!r})"
         )
+
+
+def reported_usage(answer: Any) -> Usage | None:
+    """The usage a 2xx answer without a usable image reports, as what the upstream billed for
+    the call (:attr:`~tracking.errors.APIError.billed_usage`, which pricing takes as its cost);
+    None when it reports none, none that can be trusted (:meth:`Usage.from_json`), or no tokens
+    at all: the call is then priced by estimate."""
+    usage = Usage.from_json(answer.get("usage")) if isinstance(answer, dict) else None
+    return usage if usage is not None and usage.total_tokens > 0 else None
 
 
 def check_b64_images(data: list[Any]) -> None:

@@ -51,7 +51,9 @@ def outcome_unknown(outcome: object, error: BaseException) -> bool:
     status = getattr(outcome, "status", None)
     return (
         isinstance(error, APIResponseError)
-        and error.billed_usage is None  # an answer that said what it billed is known
+        # an answer that said what it billed (tokens or an amount) is known
+        and error.billed_usage is None
+        and error.billed_usd is None
         and isinstance(status, int)
         and status < 300
     )

@@ -167,12 +167,18 @@ class XAIProvider:
                 )
                 blocked.billed_usd = _charged(_ticks(answer))  # charged although withheld
                 raise blocked
-            raise APIResponseError("the upstream's answer has no image")
+            unusable = APIResponseError("the upstream's answer has no image")
+            unusable.billed_usd = _charged(_ticks(answer))  # what it said it charged, if it did
+            raise unusable
         for item in items:  # a data URI in b64_json becomes the bare base64 OpenAI sends
             encoded = item.get("b64_json")
             if isinstance(encoded, str) and encoded.startswith("data:"):
                 item["b64_json"] = encoded.partition(",")[2]
-        check_b64_images(items)
+        try:
+            check_b64_images(items)
+        except APIResponseError as error:
+            error.billed_usd = _charged(_ticks(answer))
+            raise
         mime = items[0].get("mime_type")
         if isinstance(mime, str) and mime.startswith("image/"):
             answer.setdefault("output_format", mime.removeprefix("image/"))
