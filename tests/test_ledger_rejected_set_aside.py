@@ -148,6 +148,24 @@ def test_a_set_aside_name_never_replaces_another(url: str, tmp_path: Path) -> No
     }
 
 
+def test_quarantine_list_finds_rows_kept_under_the_ledgers_own_outbox_dir(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows kept under ``SqlLedger(outbox_dir=...)`` were not found by the list command, which
+    looked in the default folder only: ``--outbox-dir`` names the ledger's folder."""
+    from tracking.cli import main
+
+    directory = tmp_path / "own-outbox"
+    _dead_outbox_with_only_rejected_rows(directory, [refused_line()])
+    SqlLedger(url, outbox_dir=directory).shutdown(10)
+    argv = ["ledger", "quarantine", "list", "--database-url", url]
+    assert main(argv) == 0
+    assert "refused by the quarantine too" not in capsys.readouterr().out  # not the default's
+    assert main([*argv, "--outbox-dir", str(directory)]) == 0
+    text = capsys.readouterr().out
+    assert "bad-tokens" in text and f"kept in {directory} (table rejected)" in text
+
+
 def test_quarantine_list_shows_the_rows_kept_locally(url: str) -> None:
     from tracking.integrations.sql import quarantine_list_command
 

@@ -71,7 +71,9 @@ def _quarantine(args: argparse.Namespace) -> int:
     from tracking.integrations.sql import quarantine_list_command, quarantine_replay_command
 
     if args.action == "list":
-        return quarantine_list_command(args.database_url, fmt=args.format, out=sys.stdout)
+        return quarantine_list_command(
+            args.database_url, fmt=args.format, out=sys.stdout, outbox_dir=args.outbox_dir
+        )
     return quarantine_replay_command(
         args.database_url, ids=args.id or None, repair=args.repair, out=sys.stdout
     )
@@ -86,6 +88,11 @@ def _add_ledger_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     actions = kept.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="show the quarantined rows and their errors")
     listing.add_argument("--format", choices=("table", "json"), default="table")
+    listing.add_argument(
+        "--outbox-dir",
+        help="the folder of the ledger's local outboxes, when it was given one "
+        "(SqlLedger(outbox_dir=...)); by default the folder the ledger chooses for the database",
+    )
     _database_url_option(listing)
     listing.set_defaults(handler=_quarantine)
     replay = actions.add_parser("replay", help="insert quarantined rows into spend_logs again")

@@ -19,9 +19,11 @@ to ``ledger_quarantine`` by the writer or the outbox's shipper (see
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import sqlalchemy as sa
@@ -190,13 +192,15 @@ def _open(url: str | None) -> Engine:
     return open_existing_ledger(url)
 
 
-def quarantine_list_command(url: str | None, *, fmt: str, out: TextIO) -> int:
+def quarantine_list_command(
+    url: str | None, *, fmt: str, out: TextIO, outbox_dir: str | os.PathLike[str] | None = None
+) -> int:
     """Print the quarantined rows (``table`` or ``json``).
 
     The table ends with the rows the quarantine refused too, kept in the local outboxes' folder
-    for this database (``$TRACKING_OUTBOX_DIR`` or the user's state directory, as the ledger
-    chooses it): see :func:`tracking.integrations.sql._outbox.read_rejected`. The JSON lists the
-    quarantine only.
+    for this database: ``outbox_dir`` when the ledger was given one (``SqlLedger(outbox_dir=)``),
+    else ``$TRACKING_OUTBOX_DIR`` or the user's state directory, as the ledger chooses it (see
+    :func:`tracking.integrations.sql._outbox.read_rejected`). The JSON lists the quarantine only.
     """
     from ._engine import redact
     from ._outbox import default_outbox_dir, read_rejected
@@ -204,7 +208,8 @@ def quarantine_list_command(url: str | None, *, fmt: str, out: TextIO) -> int:
     engine = _open(url)
     try:
         rows = list_quarantine(engine)
-        local = read_rejected(default_outbox_dir(redact(engine.url)))
+        folder = Path(outbox_dir) if outbox_dir is not None else None
+        local = read_rejected(folder or default_outbox_dir(redact(engine.url)))
     finally:
         engine.dispose()
     if fmt == "json":
