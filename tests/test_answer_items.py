@@ -4,7 +4,7 @@ not base64 at all), was handed on as a success: the client got garbage and the e
 served. It is an ``APIResponseError`` (an unreadable 2xx: not retried, priced from the
 ``usage`` the answer reports, as Gemini's inline data that is not an image, else by estimate),
 in the SDK and through the proxy (502, OpenAI-shaped). A streamed image event whose ``b64_json``
-is not an image ends the stream the same way (estimated: a broken stream)."""
+is not an image ends the stream the same way (priced from the completed event's usage)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,9 @@ STREAMS: dict[str, list[dict[str, Any]]] = {
     "after_a_partial": [
         {"type": "image_edit.partial_image", "partial_image_index": 0, **IMAGE},
         {"type": "image_edit.completed", "b64_json": "not base64 at all!", "usage": USAGE},
+    ],
+    "without_usage": [
+        {"type": "image_edit.completed", "b64_json": _b64(b"<html>upstream error</html>")}
     ],
 }
 
@@ -205,12 +208,10 @@ def test_through_the_proxy_it_is_a_502_in_openai_shape(proxy, model):
     # The answer leaves once its row is on disk (the proxy's durable ledger).
     row = ledger_row(proxy, answer.headers["x-tracking-request-id"])
     assert row["status"] == "failure" and row["error_type"] == "invalid_response"
-    if model.startswith("stream-"):  # a broken stream: estimated
-        assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
-    else:  # the usage beside the unusable image: what the upstream billed
-        assert row["cost_source"] == "usage"
-        assert Decimal(row["cost_usd"]) == USAGE_COST["gpt-image-1"]
-        assert row["output_tokens"] == 272
+    # the usage beside the unusable image (streamed or not): what the upstream billed
+    assert row["cost_source"] == "usage"
+    assert Decimal(row["cost_usd"]) == USAGE_COST["gpt-image-1"]
+    assert row["output_tokens"] == 272
 
 
 def _edit(api_base: str, *, use_async: bool = False, **extra: Any) -> Any:
@@ -298,5 +299,35 @@ def test_a_streamed_image_that_is_not_base64_of_an_image_ends_the_stream_billed(
     event = events.last
     assert event.status == "failure" and event.error_type == "invalid_response"
     assert event.images_returned == 0
-    assert event.cost_source == "estimate"  # accepted upstream, then unusable: maybe billed
-    assert event.cost_usd is not None and event.cost_usd > 0
+    if "usage" in STREAMS[name][-1]:  # what the completed event says it billed is the cost
+        assert event.cost_source == "usage" and event.cost_usd == USAGE_COST["gpt-image-1"]
+    else:  # accepted upstream, then unusable, nothing said: maybe billed, so estimated
+        assert event.cost_source == "estimate"
+        assert event.cost_usd is not None and event.cost_usd > 0
+
+
+def test_a_failed_streams_reported_usage_adds_to_its_broken_attempts_estimate():
+    """A streamed call that failed on an unusable completed event reporting its usage, after
+    other accepted attempts broke off: it costs that usage plus their estimate, never only one."""
+    from tests.ledger_support import make_event
+    from tracking.pricing.estimate import estimate_incomplete_stream
+    from tracking.request import parse_call
+    from tracking.stream_flow import INCOMPLETE_STREAM_REF, _with_broken_streams
+
+    request, _ = parse_call(
+        model="gpt-image-2", prompt="a hat", image=make_png(), api_key="sk-x", stream=True
+    )
+    usage_cost = USAGE_COST["gpt-image-2"]
+    event = make_event(
+        model="gpt-image-2",
+        status="failure",
+        cost=usage_cost,
+        cost_source="usage",
+        price_ref="openai:gpt-image-2",
+    )
+    each = estimate_incomplete_stream(request)
+    assert each is not None and each > 0
+    changes = _with_broken_streams(event, request, 2)
+    assert changes["cost_usd"] == 2 * each + usage_cost
+    assert changes["cost_source"] == "estimate"  # a part of it is estimated
+    assert changes["price_ref"] == f"{INCOMPLETE_STREAM_REF}+openai:gpt-image-2"

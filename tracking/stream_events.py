@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from .errors import APIResponseError
 from .images import encodes_image
+from .response import reported_usage
 from .sse import ServerSentEvent
 
 __all__ = [
@@ -133,6 +134,15 @@ class ImageEditCompletedEvent(_Raw):
 ImageEditStreamEvent = ImageEditPartialImageEvent | ImageEditCompletedEvent
 
 
+def _unusable(kind: str, payload: dict[str, Any], message: str) -> APIResponseError:
+    """An event without a usable image; a completed one keeps the usage it reports, which the
+    upstream billed all the same (pricing takes it as the call's cost)."""
+    error = APIResponseError(message)
+    if kind in _COMPLETED_KINDS:
+        error.billed_usage = reported_usage(payload)
+    return error
+
+
 def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
     """One decoded SSE event as a typed event; None for a type this version does not know, and
     for the ``data: [DONE]`` end marker OpenAI-compatible servers send after the last event."""
@@ -159,9 +169,11 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
         return None
     b64 = payload.get("b64_json")
     if not isinstance(b64, str):
-        raise APIResponseError(f"the upstream's {kind} event has no b64_json string")
+        raise _unusable(kind, payload, f"the upstream's {kind} event has no b64_json string")
     if not encodes_image(b64):  # the check plain answers get: only the first characters decoded
-        raise APIResponseError(f"the upstream's {kind} event's b64_json is not base64 of an image")
+        raise _unusable(
+            kind, payload, f"the upstream's {kind} event's b64_json is not base64 of an image"
+        )
     common: dict[str, Any] = {
         "b64_json": b64,
         "background": _str(payload.get("background")),

@@ -246,6 +246,8 @@ def stream_flow(
     # Accepted attempts that broke off (all of them when the call failed, else all but the
     # last) may each have been billed in full: their estimate is added to the call's cost.
     broken = reader.accepted - (failure is None)
+    if getattr(failure, "billed_usage", None) is not None:
+        broken -= 1  # its completed event said what it billed: priced from that, not estimated
     if broken > 0 and request is not None:
         changes.update(_with_broken_streams(event, request, broken))
         if failure is not None:
@@ -288,8 +290,10 @@ def _with_broken_streams(
     total = each * broken
     ref = INCOMPLETE_STREAM_REF
     if failed:
-        if event.cost_source == "estimate" and event.cost_usd is not None:
-            total += event.cost_usd  # attempts sent whole whose answer never came back
+        # attempts sent whole whose answer never came back (estimated), or the last one's
+        # completed event that reported its usage beside an unusable image (priced from it)
+        if event.cost_source in ("estimate", "usage", "custom") and event.cost_usd is not None:
+            total += event.cost_usd
             ref = f"{ref}+{event.price_ref}" if event.price_ref else ref
         return {
             "cost_usd": total,
