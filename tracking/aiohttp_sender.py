@@ -18,10 +18,10 @@ upstream sets for one caller must never ride along on another's request.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from types import TracebackType
 
 import aiohttp
 import httpx
@@ -38,23 +38,49 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
-@contextlib.contextmanager
-def as_httpx_errors() -> Iterator[None]:
+def _httpx_error(exc: BaseException) -> Exception | None:
+    """The httpx error the sync client raises for the fault aiohttp raised as ``exc``, if any."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(exc) or "connect timed out")
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(str(exc) or "read timed out")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(exc))
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError(str(exc) or "server disconnected")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.InvalidURL(str(exc))
+    if isinstance(exc, aiohttp.ClientError):
+        return httpx.ReadError(str(exc) or type(exc).__name__)
+    return None
+
+
+class _AsHttpxErrors:
+    """The context manager :func:`as_httpx_errors` returns: stateless, so one serves every
+    block (a class, not a generator: it runs around every async attempt)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        mapped = _httpx_error(exc) if exc is not None else None
+        if mapped is not None:
+            raise mapped from exc
+
+
+_AS_HTTPX_ERRORS = _AsHttpxErrors()
+
+
+def as_httpx_errors() -> _AsHttpxErrors:
     """aiohttp's errors raised as the httpx errors the sync client raises for the same faults."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(str(exc)) from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        raise httpx.RemoteProtocolError(str(exc) or "server disconnected") from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx.InvalidURL(str(exc)) from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+    return _AS_HTTPX_ERRORS
 
 
 class AiohttpSender:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -81,14 +81,20 @@ class CallControl:
 _CURRENT: ContextVar[CallControl | None] = ContextVar("tracking_call_control", default=None)
 
 
-@contextlib.contextmanager
-def controlled(control: CallControl) -> Iterator[CallControl]:
+class controlled:  # lower-case, as the function it replaced: ``with controlled(control):``
     """Calls started inside the block (in this task) follow ``control``."""
-    token = _CURRENT.set(control)
-    try:
-        yield control
-    finally:
-        _CURRENT.reset(token)
+
+    __slots__ = ("_control", "_token")
+
+    def __init__(self, control: CallControl) -> None:
+        self._control = control
+
+    def __enter__(self) -> CallControl:
+        self._token = _CURRENT.set(self._control)
+        return self._control
+
+    def __exit__(self, *exc_info: object) -> None:
+        _CURRENT.reset(self._token)
 
 
 def claim() -> tuple[CallControl | None, str | None]:

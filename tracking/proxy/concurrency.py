@@ -11,8 +11,7 @@ default is 100 (0 in the config: no limit).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
 
 from .auth import Principal
 from .errors import ProxyError
@@ -33,14 +32,16 @@ class ParallelLimit:
         self.limit = limit
         self._in_flight: dict[str, int] = {}
 
-    @contextmanager
-    def hold(self, principal: Principal) -> Iterator[None]:
+    def hold(self, principal: Principal) -> _ParallelHold | contextlib.nullcontext[None]:
         """Count one edit of ``principal`` while the block runs, or refuse it with 429."""
         if self.limit is None:
-            yield
-            return
-        caller = principal.key_hash or principal.kind  # the master key and an open proxy: one each
+            return _NO_HOLD
+        # the master key and an open proxy: one each
+        return _ParallelHold(self, principal.key_hash or principal.kind)
+
+    def _enter(self, caller: str) -> None:
         count = self._in_flight.get(caller, 0)
+        assert self.limit is not None
         if count >= self.limit:
             raise ProxyError(
                 429,
@@ -52,14 +53,33 @@ class ParallelLimit:
                 retry=True,  # refused before the body was read: one of the others will end
             )
         self._in_flight[caller] = count + 1
-        try:
-            yield
-        finally:  # one event loop per process: no lock needed between check and update
-            left = self._in_flight[caller] - 1
-            if left:
-                self._in_flight[caller] = left
-            else:
-                del self._in_flight[caller]
+
+    def _leave(self, caller: str) -> None:
+        # one event loop per process: no lock needed between check and update
+        left = self._in_flight[caller] - 1
+        if left:
+            self._in_flight[caller] = left
+        else:
+            del self._in_flight[caller]
+
+
+_NO_HOLD: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+class _ParallelHold:
+    """One edit counted by :meth:`ParallelLimit.hold` while its block runs (a class, not a
+    generator: it runs around every proxied call)."""
+
+    __slots__ = ("_caller", "_limit")
+
+    def __init__(self, limit: ParallelLimit, caller: str) -> None:
+        self._limit, self._caller = limit, caller
+
+    def __enter__(self) -> None:
+        self._limit._enter(self._caller)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._limit._leave(self._caller)
 
 
 class UploadBytes:
@@ -78,19 +98,18 @@ class UploadBytes:
         self.in_flight = 0
         self._since_release = 0
 
-    @contextmanager
-    def hold(self) -> Iterator[UploadHold]:
-        hold = UploadHold(self)
-        try:
-            yield hold
-        finally:
-            self.in_flight -= hold.held
-            if self.in_flight == 0 and self._since_release >= _RELEASE_AFTER:
-                self._since_release = 0
-                release_free_memory()
-                # Buffers the connection pool and the sinks drop a little later are handed
-                # back by a second pass, if no upload has started meanwhile.
-                asyncio.get_running_loop().call_later(_SECOND_PASS, self._release_if_idle)
+    def hold(self) -> UploadHold:
+        """One edit's share, held while its ``with`` block runs (released at its end)."""
+        return UploadHold(self)
+
+    def _release(self, held: int) -> None:
+        self.in_flight -= held
+        if self.in_flight == 0 and self._since_release >= _RELEASE_AFTER:
+            self._since_release = 0
+            release_free_memory()
+            # Buffers the connection pool and the sinks drop a little later are handed back by
+            # a second pass, if no upload has started meanwhile.
+            asyncio.get_running_loop().call_later(_SECOND_PASS, self._release_if_idle)
 
     def _release_if_idle(self) -> None:
         if self.in_flight == 0:
@@ -123,11 +142,19 @@ class UploadBytes:
 
 
 class UploadHold:
-    """One edit's share of :class:`UploadBytes`."""
+    """One edit's share of :class:`UploadBytes`; a context manager that gives it back."""
+
+    __slots__ = ("_budget", "held")
 
     def __init__(self, budget: UploadBytes) -> None:
         self._budget = budget
         self.held = 0
+
+    def __enter__(self) -> UploadHold:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._budget._release(self.held)
 
     def grow_to(self, total: int) -> None:
         """Hold at least ``total`` bytes (refused with 429/413 past the cap)."""
