@@ -16,6 +16,8 @@ appear here.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -90,14 +92,19 @@ def include_object(
     return True
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+#: Values that are JSON as they are (exact types). Not ``float``: NaN and the infinities are not
+#: JSON (PostgreSQL's jsonb and the outbox's encoder refuse them, and a refused row was dropped).
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def plain_json(value: Any) -> Any:
-    """JSON-safe copy of caller metadata (Decimals, datetimes and other objects as text)."""
+    """JSON-safe copy of caller metadata (Decimals, datetimes, non-finite floats such as NaN
+    and other objects as text: ``"NaN"``, ``"Infinity"``, ``"-Infinity"``)."""
     if type(value) in _SCALARS:  # the common case first: exact types, no isinstance chain
         return value
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else json.dumps(float(value))
+    if value is None or isinstance(value, str | int | bool):
         return value
     if isinstance(value, Mapping):
         return {
