@@ -391,18 +391,49 @@ def test_outbox_lines_round_trip_every_value():
         assert encode_values(event_values(event)) == encode_row(row)
 
 
-def test_a_naive_timestamp_is_refused_and_counted_not_queued(tmp_path, caplog):
+@pytest.mark.parametrize("target", ["sqlite", "postgres"])
+def test_a_row_that_cannot_be_encoded_is_quarantined_as_text_not_dropped(
+    request, tmp_path, monkeypatch, caplog, target
+):
+    """A hand-made event with a naive timestamp or a non-finite amount cannot be encoded. It
+    was logged, counted in ``rejected_rows`` and dropped; now its text goes to the quarantine
+    with why (the list command shows it), and the rows behind it are written."""
     from datetime import datetime
+    from decimal import Decimal
 
-    ledger = SqlLedger(f"sqlite:///{tmp_path / 'naive.db'}")
+    from tracking.integrations.sql._codec import line_request_id
+    from tracking.integrations.sql._engine import redact
+    from tracking.integrations.sql._outbox import default_outbox_dir, read_rejected
+    from tracking.integrations.sql._quarantine import list_quarantine
+
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = (
+        request.getfixturevalue("postgres_url")
+        if target == "postgres"
+        else f"sqlite:///{tmp_path / 'naive.db'}"
+    )
+    ledger = SqlLedger(url, auto_migrate=True, mode="durable")
     try:
         ledger.on_end(make_event(request_id="naive-one", start=datetime(2026, 1, 1)))
+        ledger.on_end(make_event(request_id="nan-cost", cost=Decimal("NaN")))
         ledger.on_end(make_event(request_id="fine"))
         assert ledger.flush(10)
-        assert ledger.rejected_rows == 1 and "naive-one" in caplog.text
         assert ledger.spend()[0].requests == 1
+        if target == "sqlite":  # the file's own quarantine table
+            assert ledger.quarantined_rows == 2 and ledger.rejected_rows == 0
+            kept = {row.request_id: (row.line, row.error) for row in list_quarantine(ledger.engine)}
+        else:  # its outbox's rejected table: the values would not go into PostgreSQL
+            assert ledger.rejected_rows == 2 and ledger.quarantined_rows == 0
     finally:
         ledger.shutdown(10)
+    if target == "postgres":
+        rejected = read_rejected(default_outbox_dir(redact(ledger.engine.url)))
+        kept = {line_request_id(row.line): (row.line, row.reason) for row in rejected}
+    assert set(kept) == {"naive-one", "nan-cost"}
+    assert "timezone-aware" in kept["naive-one"][1]
+    assert "finite" in kept["nan-cost"][1]
+    assert "2026-01-01 00:00:00" in kept["naive-one"][0]  # the values, as text
+    assert "naive-one" in caplog.text
 
 
 def test_a_missing_table_keeps_rows_in_the_outbox_until_it_is_back(postgres_url, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,6 +39,7 @@ __all__ = [
     "line_of_sqlite_params",
     "line_request_id",
     "postgres_batch",
+    "readable_line",
     "sqlite_insert_rows",
     "sqlite_params",
     "sqlite_values",
@@ -149,6 +151,13 @@ def encode_row(row: Mapping[str, Any]) -> str:
     return _encode_line(plain)
 
 
+def readable_line(row: Mapping[str, Any]) -> str:
+    """A row :func:`encode_row` refuses (a naive timestamp, a non-finite amount), as JSON text
+    for the quarantine: what cannot be encoded is written as its text, for a person to see and
+    repair; never for a query to sum."""
+    return json.dumps(dict(row), separators=(",", ":"), default=str)
+
+
 def encode_plain(value: Any) -> str:
     """``value`` (plain JSON, ``Decimal`` and aware ``datetime`` values) as compact JSON text."""
     return _encode_line(value)
@@ -236,8 +245,7 @@ def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
     """:func:`sqlite_params` for a row's values in column order (``event_values``)."""
     params: list[Any] = list(values)
     for i in _MONEY_AT:
-        if params[i] is not None:
-            params[i] = float(params[i])
+        params[i] = _sqlite_money(params[i])
     for i in _TIMES_AT:
         if params[i] is not None:
             params[i] = _sqlite_time(params[i])
@@ -247,7 +255,12 @@ def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
 
 
 def _sqlite_money(value: Any) -> float | None:
-    return None if value is None else float(value)
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number):  # SQLite would store NaN as NULL: unpriced, silently
+        raise ValueError(f"ledger money must be finite, not {value}")
+    return number
 
 
 #: ``sqlite_values(event_values(event))`` in one step: the SQLite ledger's hot path, made from

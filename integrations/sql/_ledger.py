@@ -65,7 +65,7 @@ from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import event_to_row, event_values
 from ._shipper import OutboxShipper, ShipperOwner
 from ._target import SpendLogsInserter, error_text
-from ._writer import DirectDestination, LedgerWriter, WriteHook
+from ._writer import DirectDestination, LedgerWriter, Unstorable, WriteHook
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -151,6 +151,9 @@ class _OutboxDestination(ShipperOwner):
         # Row content never fails here (prepare encoded it); disk full, a lock, even a damaged
         # file: keep the rows in memory and retry rather than drop them.
         return isinstance(exc, sqlite3.Error)
+
+    #: ``quarantine_item`` keeps rows in this outbox's own ``rejected`` table (see the writer).
+    quarantines_locally = True
 
     def quarantine_item(self, item: str, error: str) -> None:
         self.shipper().outbox.keep_refused(item, error)
@@ -356,7 +359,10 @@ class SqlLedger:
     def _keep_unwritten(self) -> None:
         """An SQLite ledger that could not take its last rows (locked by another process, a
         full disk): they go into a local outbox, which the next ledger for the file writes."""
-        lines = [line_of_sqlite_params(item) for item in self.writer.unwritten()]
+        lines = [
+            item.line if isinstance(item, Unstorable) else line_of_sqlite_params(item)
+            for item in self.writer.unwritten()
+        ]
         if not lines:
             return
         try:

@@ -21,8 +21,9 @@ the rows they hand in next share one commit instead of trickling into several.
 
 Transient failures (a lock held elsewhere, a lost connection) are retried with capped
 exponential backoff, keeping the rows: the ledger never drops. A row that cannot be prepared (a
-naive timestamp) is isolated from its batch, logged with its request id and counted in
-``rejected_rows``, so it cannot block the rows behind it. One the destination refuses is
+naive timestamp, a non-finite amount in a hand-made event) is kept as its text
+(:class:`Unstorable`) and quarantined by the worker with why, so it cannot block the rows behind
+it (until 2026-12-04 it was logged and dropped). One the destination refuses is
 quarantined (``quarantine_hooks``, ``quarantined_rows``); one its quarantine refuses too goes to
 ``keep_locally`` (an SQLite ledger's local ``rejected-<pid>.db``) and counts in
 ``rejected_rows``.
@@ -46,12 +47,15 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ._codec import readable_line
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["BatchDestination", "DirectDestination", "LedgerWriter", "WriteHook"]
+__all__ = ["BatchDestination", "DirectDestination", "LedgerWriter", "Unstorable", "WriteHook"]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -60,6 +64,16 @@ WriteHook = Callable[[float, int], None]
 #: How long the worker waits at most for the threads it woke to be awake (see ``_run``).
 _CHAIN_WAIT = 0.02
 _Waiter = tuple[int, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Unstorable:
+    """A submitted row no destination can take as it is (``prepare`` raised ValueError): its
+    text (:func:`~tracking.integrations.sql._codec.readable_line`) and why, quarantined by the
+    worker like a row the database refused, so it is kept and counted, never dropped."""
+
+    line: str
+    reason: str
 
 
 class BatchDestination(Protocol):
@@ -222,13 +236,15 @@ class LedgerWriter:
             return seq
 
     def _prepare_one_by_one(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
-        prepared = []
+        prepared: list[Any] = []
         for row in rows:
             try:
                 prepared.append(self.destination.prepare(row))
             except ValueError as exc:
-                self.rejected_rows += 1
-                log.error("ledger row %s cannot be stored (%s)", row.get("request_id"), exc)
+                # Its text goes to the quarantine, from the worker's thread (``_write_batch``).
+                reason = f"the row cannot be stored as it is: {exc}"
+                log.error("ledger row %s: %s; quarantined", row.get("request_id"), reason)
+                prepared.append(Unstorable(readable_line(row), reason))
         return prepared
 
     def queue_depth(self) -> int:
@@ -392,6 +408,13 @@ class LedgerWriter:
         return ready
 
     def _write_with_retries(self, batch: list[Any]) -> None:
+        if any(type(item) is Unstorable for item in batch):
+            for item in batch:
+                if type(item) is Unstorable:
+                    self._keep_unstorable(item)
+            batch = [item for item in batch if type(item) is not Unstorable]
+            if not batch:
+                return
         delay = self.retry_initial
         while True:
             try:
@@ -438,10 +461,36 @@ class LedgerWriter:
                         delay = min(delay * 2, self.retry_max)
                         continue
                     refusal = exc
-                if self._set_aside(row, refusal):
+                self._set_aside_surely(row, refusal)
+                break
+
+    def _keep_unstorable(self, item: Unstorable) -> None:
+        """Quarantine a row that could not be prepared, as its text. An outbox (a remote
+        target's) keeps it in its own ``rejected`` table, as a row the target's quarantine
+        refused, and ``rejected_rows`` counts it: its values would not go into the target."""
+        if not getattr(self.destination, "quarantines_locally", False):
+            self._set_aside_surely(item.line, ValueError(item.reason))
+            return
+        delay = self.retry_initial
+        while True:
+            try:
+                self.destination.quarantine_item(item.line, item.reason)
+                break
+            except Exception as exc:
+                if not self.destination.is_transient(exc):
+                    log.exception("ledger: a row that cannot be stored could not be kept either")
                     break
-                time.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
+            time.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+        self.rejected_rows += 1
+
+    def _set_aside_surely(self, row: Any, refusal: BaseException) -> None:
+        """:meth:`_set_aside`, tried again (backing off) while its quarantine fails for a
+        transient reason."""
+        delay = self.retry_initial
+        while not self._set_aside(row, refusal):
+            time.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
 
     def _set_aside(self, row: Any, refusal: BaseException) -> bool:
         """Quarantine a row the destination refused for good; False to try again later."""
