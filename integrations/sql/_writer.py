@@ -241,7 +241,7 @@ class LedgerWriter:
             try:
                 prepared.append(self.destination.prepare(row))
             except ValueError as exc:
-                # Its text goes to the quarantine, from the worker's thread (``_write_batch``).
+                # Its text goes to the quarantine, from the worker's thread (``_keep_unstorable``).
                 reason = f"the row cannot be stored as it is: {exc}"
                 log.error("ledger row %s: %s; quarantined", row.get("request_id"), reason)
                 prepared.append(Unstorable(readable_line(row), reason))
@@ -461,8 +461,10 @@ class LedgerWriter:
                         delay = min(delay * 2, self.retry_max)
                         continue
                     refusal = exc
-                self._set_aside_surely(row, refusal)
-                break
+                if self._set_aside(row, refusal):
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
 
     def _keep_unstorable(self, item: Unstorable) -> None:
         """Quarantine a row that could not be prepared, as its text. An outbox (a remote
