@@ -15,8 +15,10 @@ from PIL import Image
 import tracking
 from tests.conftest import make_half_mask, make_png
 from tests.proxy_support import edit_through_proxy
-from tracking.errors import AuthenticationError, BadRequestError
+from tracking.errors import APIResponseError, AuthenticationError, BadRequestError
+from tracking.pricing import price_call
 from tracking.providers.recraft import RecraftProvider, _charged
+from tracking.request import parse_call
 from tracking.testing.fake_recraft import FakeRecraft
 
 KEY = "recraft-test-token-0123456789"
@@ -64,14 +66,64 @@ def test_only_a_plain_positive_credit_count_is_a_charge(credits, usd):
     assert _charged(credits) == usd
 
 
-def test_a_vector_models_svg_answer_is_handed_on():
-    """Recraft's vector models answer SVG, which the base64 image check (PNG, JPEG, WebP, GIF)
-    does not know: a Recraft answer is not refused for it."""
-    svg = base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
-    body = json.dumps({"created": 1, "credits": 80, "data": [{"b64_json": svg.decode()}]})
-    response = RecraftProvider().parse(200, {}, body.encode())
-    assert response.data[0].b64_json == svg.decode()
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>'
+#: SVG documents as vector models may write them: the root element after what XML allows first.
+SVGS = {
+    "bare": SVG,
+    "declared": b'<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n' + SVG,
+    "doctype": b'<?xml version="1.0"?>\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
+    b'"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n' + SVG,
+    "commented": b"\xef\xbb\xbf  <!-- made by a vector model -->\n" + SVG,
+}
+#: What an upstream may put where the image should be: none of it is an image.
+NOT_IMAGES = {
+    "html": b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>",
+    "html_with_svg": b"<html><body><svg width='8' height='8'></svg></body></html>",
+    "xml_error": b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code></Error>',
+    "text": b"The image could not be generated, please try again later.",
+}
+
+
+def _answer(content: bytes, credits: object = 80) -> bytes:
+    encoded = base64.b64encode(content).decode()
+    return json.dumps({"created": 1, "credits": credits, "data": [{"b64_json": encoded}]}).encode()
+
+
+@pytest.mark.parametrize("name", sorted(SVGS))
+def test_a_vector_models_svg_answer_is_handed_on(name):
+    """Recraft's vector models answer SVG, which the base64 check of other answers (PNG, JPEG,
+    WebP, GIF) does not know: a Recraft answer is checked for an image or an SVG document."""
+    response = RecraftProvider().parse(200, {}, _answer(SVGS[name]))
+    assert response.data[0].b64_json == base64.b64encode(SVGS[name]).decode()
     assert response.billed_usd == Decimal("0.08")
+
+
+def test_a_raster_models_png_answer_is_handed_on():
+    response = RecraftProvider().parse(200, {}, _answer(PNG))
+    assert response.data[0].b64_json == base64.b64encode(PNG).decode()
+
+
+@pytest.mark.parametrize("name", sorted(NOT_IMAGES))
+def test_an_answer_that_is_neither_image_nor_svg_is_refused_at_the_credits_it_reports(name):
+    """HTML, another XML document or text where the image should be was handed on as a success:
+    now an ``APIResponseError`` (not retried: the edit was charged), which costs the credits
+    the answer reports, or the estimate when it reports none."""
+    request, _ = parse_call(image=PNG, prompt="p", model="recraft/recraftv3", api_key=KEY)
+    for credits, expected in ((40, (Decimal("0.04"), "usage")), (None, None)):
+        with pytest.raises(APIResponseError, match=r"PNG, JPEG, WebP, GIF or SVG") as raised:
+            RecraftProvider().parse(200, {}, _answer(NOT_IMAGES[name], credits))
+        cost = price_call(request, None, failure=raised.value)
+        if expected is not None:
+            assert (cost.usd, cost.source, cost.price_ref) == (*expected, "provider:recraft")
+        else:
+            assert cost.source == "estimate" and cost.usd is not None and cost.usd > 0
+
+
+def test_an_answer_without_an_image_costs_the_credits_it_reports():
+    body = json.dumps({"created": 1, "credits": 40, "data": [{"revised_prompt": "p"}]})
+    with pytest.raises(APIResponseError, match="holds no image") as raised:
+        RecraftProvider().parse(200, {}, body.encode())
+    assert raised.value.billed_usd == Decimal("0.04")
 
 
 def test_recrafts_errors_map_into_the_tree(recraft, upstream):

@@ -101,6 +101,30 @@ def encodes_image(encoded: str) -> bool:
     return is_image(head)
 
 
+#: Base64 characters decoded to look for an SVG document's root element: 768 bytes, room for an
+#: XML declaration, a doctype and comments before ``<svg``.
+_ENCODED_SVG_HEAD = 1024
+
+
+def encodes_svg(encoded: str) -> bool:
+    """Whether base64 ``encoded`` starts as an SVG document: its ``<svg`` root element within
+    the first 768 bytes, after at most a byte-order mark, white space, an XML declaration, a
+    doctype or comments. False for HTML (an error page), other XML and text."""
+    head = encoded[:_ENCODED_SVG_HEAD]
+    head = head[: len(head) - len(head) % 4]  # whole base64 quanta only
+    try:
+        text = base64.b64decode(head, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    text = text.removeprefix(b"\xef\xbb\xbf").lstrip().lower()
+    if text.startswith(b"<svg"):
+        return True
+    if not text.startswith((b"<?xml", b"<!--", b"<!doctype svg")):
+        return False
+    root = text.find(b"<svg")
+    return root > 0 and b"<html" not in text[:root]
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ImageFile:

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -255,18 +256,22 @@ def reported_usage(answer: Any) -> Usage | None:
     return usage if usage is not None and usage.total_tokens > 0 else None
 
 
-def check_b64_images(data: list[Any]) -> None:
+def check_b64_images(
+    data: list[Any],
+    accepts: Callable[[str], bool] = encodes_image,
+    formats: str = "PNG, JPEG, WebP or GIF",
+) -> None:
     """Refuse an answer whose ``data[i].b64_json`` is not base64 of an image (text, HTML, an
     error page where the image should be) with an :class:`~tracking.errors.APIResponseError`
     naming the item, the check Gemini's inline images get (:func:`tracking.images.encodes_image`:
     only the first characters are decoded, so a megabytes-long image costs the same as a tiny
-    one). Items without a ``b64_json`` string are left alone."""
+    one). Items without a ``b64_json`` string are left alone. ``accepts`` is the check
+    (a provider answering other formats passes its own, named in ``formats``)."""
     for index, item in enumerate(data):
         encoded = item.get("b64_json") if isinstance(item, dict) else None
-        if isinstance(encoded, str) and encoded and not encodes_image(encoded):
+        if isinstance(encoded, str) and encoded and not accepts(encoded):
             raise APIResponseError(
-                f"the upstream's data[{index}].b64_json is not base64 of an image "
-                "(PNG, JPEG, WebP or GIF)"
+                f"the upstream's data[{index}].b64_json is not base64 of an image ({formats})"
             )
 
 

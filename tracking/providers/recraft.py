@@ -20,7 +20,9 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..response import ImageResponse
+from ..errors import APIResponseError
+from ..images import encodes_image, encodes_svg
+from ..response import ImageResponse, check_b64_images
 from .base import (
     OpenAIAnswers,
     PreparedRequest,
@@ -81,10 +83,31 @@ class RecraftProvider(OpenAIAnswers):
         return UpstreamError(message=text_field(answer, "message"), code=text_field(answer, "code"))
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
-        # Recraft's vector models answer SVG, which the base64 image check does not know
-        response = ImageResponse.from_json_bytes(body, check_b64=False)
-        response.billed_usd = _charged(response.raw.get("credits"))
+        try:
+            response = ImageResponse.from_json_bytes(body, check_b64=False)
+        except APIResponseError as error:  # no image, but the credits it reports were charged
+            error.billed_usd = _charged(_credits_of(body))
+            raise
+        charged = _charged(response.raw.get("credits"))
+        try:  # raster models answer PNG or WebP, vector models SVG
+            check_b64_images(response.raw["data"], _raster_or_svg, "PNG, JPEG, WebP, GIF or SVG")
+        except APIResponseError as error:
+            error.billed_usd = charged  # what it said it charged for the unusable answer
+            raise
+        response.billed_usd = charged
         return response
+
+
+def _credits_of(body: bytes) -> object:
+    try:
+        answer = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return answer.get("credits") if isinstance(answer, dict) else None
+
+
+def _raster_or_svg(encoded: str) -> bool:
+    return encodes_image(encoded) or encodes_svg(encoded)
 
 
 def _charged(credits: object) -> Decimal | None:
