@@ -162,7 +162,7 @@ class ImageResponse:
             if check_b64:
                 check_b64_images(raw["data"])
         except APIResponseError as error:  # no usable image, but the tokens it reports are billed
-            error.billed_usage = reported_usage(raw)
+            error.billed_usage = reported_usage(raw.get("usage") if isinstance(raw, dict) else None)
             raise
         return cls(raw=raw, _body=bytes(body))
 
@@ -247,12 +247,12 @@ class ImageResponse:
         )
 
 
-def reported_usage(answer: Any) -> Usage | None:
-    """The usage a 2xx answer without a usable image reports, as what the upstream billed for
-    the call (:attr:`~tracking.errors.APIError.billed_usage`, which pricing takes as its cost);
-    None when it reports none, none that can be trusted (:meth:`Usage.from_json`), or no tokens
-    at all: the call is then priced by estimate."""
-    usage = Usage.from_json(answer.get("usage")) if isinstance(answer, dict) else None
+def reported_usage(raw: Any) -> Usage | None:
+    """The ``usage`` field (``raw``) of a 2xx answer without a usable image, as what the
+    upstream billed for the call (:attr:`~tracking.errors.APIError.billed_usage`, which pricing
+    takes as its cost); None when there is none, none that can be trusted
+    (:meth:`Usage.from_json`), or no tokens at all: the call is then priced by estimate."""
+    usage = Usage.from_json(raw)
     return usage if usage is not None and usage.total_tokens > 0 else None
 
 

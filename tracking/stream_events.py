@@ -139,7 +139,7 @@ def _unusable(kind: str, payload: dict[str, Any], message: str) -> APIResponseEr
     upstream billed all the same (pricing takes it as the call's cost)."""
     error = APIResponseError(message)
     if kind in _COMPLETED_KINDS:
-        error.billed_usage = reported_usage(payload)
+        error.billed_usage = reported_usage(payload.get("usage"))
     return error
 
 

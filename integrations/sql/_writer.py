@@ -471,26 +471,25 @@ class LedgerWriter:
         target's) keeps it in its own ``rejected`` table, as a row the target's quarantine
         refused, and ``rejected_rows`` counts it: its values would not go into the target."""
         if not getattr(self.destination, "quarantines_locally", False):
-            self._set_aside_surely(item.line, ValueError(item.reason))
+            self._until_done(lambda: self._set_aside(item.line, ValueError(item.reason)))
             return
-        delay = self.retry_initial
-        while True:
+
+        def keep() -> bool:
             try:
                 self.destination.quarantine_item(item.line, item.reason)
-                break
             except Exception as exc:
-                if not self.destination.is_transient(exc):
-                    log.exception("ledger: a row that cannot be stored could not be kept either")
-                    break
-            time.sleep(delay)
-            delay = min(delay * 2, self.retry_max)
+                if self.destination.is_transient(exc):
+                    return False  # tried again
+                log.exception("ledger: a row that cannot be stored could not be kept either")
+            return True
+
+        self._until_done(keep)
         self.rejected_rows += 1
 
-    def _set_aside_surely(self, row: Any, refusal: BaseException) -> None:
-        """:meth:`_set_aside`, tried again (backing off) while its quarantine fails for a
-        transient reason."""
+    def _until_done(self, attempt: Callable[[], bool]) -> None:
+        """Call ``attempt`` until it returns True, backing off between tries."""
         delay = self.retry_initial
-        while not self._set_aside(row, refusal):
+        while not attempt():
             time.sleep(delay)
             delay = min(delay * 2, self.retry_max)
 

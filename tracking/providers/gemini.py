@@ -47,7 +47,7 @@ from urllib.parse import quote
 
 from ..errors import APIError, APIResponseError, ContentPolicyError
 from ..images import encodes_image
-from ..response import ImageResponse, Usage
+from ..response import ImageResponse, reported_usage
 from .base import (
     EDITS_AND_GENERATIONS,
     PreparedRequest,
@@ -173,7 +173,7 @@ class GeminiAnswers:
         try:
             images = _images(payload)
         except APIError as error:  # no usable image, but the tokens it reports are billed
-            error.billed_usage = Usage.from_json(usage) if usage and usage["total_tokens"] else None
+            error.billed_usage = reported_usage(usage)
             raise
         raw: dict[str, Any] = {
             "created": int(time.time()),

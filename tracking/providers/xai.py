@@ -30,7 +30,13 @@ import math
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ..errors import APIResponseError, ContentPolicyError, UnsupportedParamsError, ValidationError
+from ..errors import (
+    APIError,
+    APIResponseError,
+    ContentPolicyError,
+    UnsupportedParamsError,
+    ValidationError,
+)
 from ..families import pixel_size
 from ..response import ImageResponse, check_b64_images
 from .base import (
@@ -154,36 +160,19 @@ class XAIProvider:
         )
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
-        # the base64 check waits until data URIs are bare base64, below
+        # the base64 check waits until data URIs are bare base64 (_usable_items)
         answer = ImageResponse.from_json_bytes(body, check_b64=False).raw
-        data = answer.get("data")
-        items = [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
-        if not any(item.get("b64_json") or item.get("url") for item in items):
-            reason = answer.get("block_reason")
-            if reason:
-                blocked = ContentPolicyError(
-                    f"xAI's content moderation withheld the image ({reason})",
-                    code="content_policy_violation",
-                )
-                blocked.billed_usd = _charged(_ticks(answer))  # charged although withheld
-                raise blocked
-            unusable = APIResponseError("the upstream's answer has no image")
-            unusable.billed_usd = _charged(_ticks(answer))  # what it said it charged, if it did
-            raise unusable
-        for item in items:  # a data URI in b64_json becomes the bare base64 OpenAI sends
-            encoded = item.get("b64_json")
-            if isinstance(encoded, str) and encoded.startswith("data:"):
-                item["b64_json"] = encoded.partition(",")[2]
+        charged = _charged(_ticks(answer))
         try:
-            check_b64_images(items)
-        except APIResponseError as error:
-            error.billed_usd = _charged(_ticks(answer))
+            items = _usable_items(answer)
+        except APIError as error:  # withheld or unusable, and charged all the same if it says so
+            error.billed_usd = charged
             raise
         mime = items[0].get("mime_type")
         if isinstance(mime, str) and mime.startswith("image/"):
             answer.setdefault("output_format", mime.removeprefix("image/"))
         response = ImageResponse(raw=answer)
-        response.billed_usd = _charged(_ticks(answer))
+        response.billed_usd = charged
         return response
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
@@ -212,6 +201,28 @@ def _flat_error(body: bytes) -> UpstreamError | None:
         return None
     message = text_field(answer, "error")
     return UpstreamError(message=message, code=text_field(answer, "code")) if message else None
+
+
+def _usable_items(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's image items, data URIs made the bare base64 OpenAI sends; a
+    ContentPolicyError when moderation withheld them, an APIResponseError when none is an
+    image."""
+    data = answer.get("data")
+    items = [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+    if not any(item.get("b64_json") or item.get("url") for item in items):
+        reason = answer.get("block_reason")
+        if reason:
+            raise ContentPolicyError(
+                f"xAI's content moderation withheld the image ({reason})",
+                code="content_policy_violation",
+            )
+        raise APIResponseError("the upstream's answer has no image")
+    for item in items:
+        encoded = item.get("b64_json")
+        if isinstance(encoded, str) and encoded.startswith("data:"):
+            item["b64_json"] = encoded.partition(",")[2]
+    check_b64_images(items)  # once data URIs are bare base64
+    return items
 
 
 def _ticks(answer: dict[str, Any]) -> object:
