@@ -201,3 +201,26 @@ def test_a_live_row_refused_by_the_file_and_its_quarantine_is_kept_locally_not_d
     assert [json.loads(line)["request_id"] for line in lines] == [f"bad-{name}"]
     (row,) = outbox_module.read_rejected(leftovers_dir(url))
     assert "the quarantine is closed" in row.reason  # why it is there, both refusals
+
+
+def test_quarantine_list_json_with_local_lists_the_rows_kept_locally_too(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--format json`` printed the quarantine alone, so a script watching the JSON never saw
+    a row the quarantine refused too. ``--with-local`` prints both; the plain list is unchanged."""
+    from tracking.cli import main
+
+    directory = tmp_path / "own-outbox"
+    _dead_outbox_with_only_rejected_rows(directory, [refused_line()])
+    SqlLedger(url, outbox_dir=directory).shutdown(10)
+    argv = ["ledger", "quarantine", "list", "--format", "json", "--database-url", url]
+    argv += ["--outbox-dir", str(directory)]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == []  # the list's readers keep their shape
+    assert main([*argv, "--with-local"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["quarantine"] == []
+    (kept,) = listed["kept_locally"]
+    assert kept["file"] == str(directory / "rejected-999999999.db") and kept["seq"] >= 1
+    assert kept["line"] == refused_line() and kept["request_id"] == "bad-tokens"
+    assert kept["error"] == "refused" and "rejected_at" in kept

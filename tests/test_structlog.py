@@ -295,3 +295,28 @@ def test_to_dict_is_json_safe_for_every_field_kind():
     assert out["fallback_from"] == ["a", "b"] and out["metadata"] == {"n": 1, "t": ["x"]}
     assert out["start_time"] == event.start_time.isoformat()
     assert list(out) == [f.name for f in dataclasses.fields(ImageEditEvent)]
+
+
+def test_the_private_lines_are_byte_for_byte_structlogs_json_renderer(stream):
+    """Without a host configuration the integration writes its lines itself (the processor
+    chain cost a line half its time): each must be exactly what structlog's own JSON pipeline
+    (``json_line_logger``) prints for the same fields, key order, escapes and NaN included."""
+    from tracking.integrations.structlog import json_line_logger
+
+    integration = StructlogLogger(stream=stream, capture_content=True)
+    events = [
+        make_event(metadata={"nested": {"n": 1, "t": ("x", "é")}, "nan": float("nan")}),
+        failed_event(retries=2, fallback_from=("a", "b"), end_user='quote " and \\ \u2028'),
+    ]
+    items = [
+        (events[0], "0af7651916cd43dd8448eb211c80319c", "a prompt\nwith a newline"),
+        (events[1], None, None),
+    ]
+    for item in items:
+        integration._write(item)
+    reference = io.StringIO()
+    structlog_logger = json_line_logger(reference)
+    for item in items:
+        structlog_logger.info("image_edit", **integration.fields(*item))
+    assert stream.getvalue() == reference.getvalue()
+    assert stream.getvalue().count("\n") == 2 and '"level": "info"' in stream.getvalue()

@@ -72,7 +72,11 @@ def _quarantine(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         return quarantine_list_command(
-            args.database_url, fmt=args.format, out=sys.stdout, outbox_dir=args.outbox_dir
+            args.database_url,
+            fmt=args.format,
+            out=sys.stdout,
+            outbox_dir=args.outbox_dir,
+            with_local=args.with_local,
         )
     return quarantine_replay_command(
         args.database_url, ids=args.id or None, repair=args.repair, out=sys.stdout
@@ -92,6 +96,12 @@ def _add_ledger_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         "--outbox-dir",
         help="the folder of the ledger's local outboxes, when it was given one "
         "(SqlLedger(outbox_dir=...)); by default the folder the ledger chooses for the database",
+    )
+    listing.add_argument(
+        "--with-local",
+        action="store_true",
+        help="with --format json: an object with the quarantine's rows and the rows kept "
+        "locally because the quarantine refused them too (the table always shows both)",
     )
     _database_url_option(listing)
     listing.set_defaults(handler=_quarantine)

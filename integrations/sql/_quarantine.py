@@ -193,14 +193,23 @@ def _open(url: str | None) -> Engine:
 
 
 def quarantine_list_command(
-    url: str | None, *, fmt: str, out: TextIO, outbox_dir: str | os.PathLike[str] | None = None
+    url: str | None,
+    *,
+    fmt: str,
+    out: TextIO,
+    outbox_dir: str | os.PathLike[str] | None = None,
+    with_local: bool = False,
 ) -> int:
     """Print the quarantined rows (``table`` or ``json``).
 
     The table ends with the rows the quarantine refused too, kept in the local outboxes' folder
     for this database: ``outbox_dir`` when the ledger was given one (``SqlLedger(outbox_dir=)``),
     else ``$TRACKING_OUTBOX_DIR`` or the user's state directory, as the ledger chooses it (see
-    :func:`tracking.integrations.sql._outbox.read_rejected`). The JSON lists the quarantine only.
+    :func:`tracking.integrations.sql._outbox.read_rejected`). The JSON is the list of the
+    quarantine's rows; with ``with_local`` it is an object holding that list
+    (``"quarantine"``) and the rows kept locally (``"kept_locally"``: file, seq, error,
+    rejected_at, request_id and the row's line as it was kept), so that the plain list's readers
+    keep their shape.
     """
     from ._engine import redact
     from ._outbox import default_outbox_dir, read_rejected
@@ -213,7 +222,13 @@ def quarantine_list_command(
     finally:
         engine.dispose()
     if fmt == "json":
-        json.dump([r.to_dict() for r in rows], out, indent=2)
+        listed: Any = [r.to_dict() for r in rows]
+        if with_local:
+            kept_locally = [
+                {**kept.to_dict(), "request_id": line_request_id(kept.line)} for kept in local
+            ]
+            listed = {"quarantine": listed, "kept_locally": kept_locally}
+        json.dump(listed, out, indent=2)
         out.write("\n")
         return 0
     if not rows:
