@@ -148,3 +148,38 @@ def test_a_block_that_reports_only_a_total_is_estimated_never_zero(monkeypatch):
     assert event.usage is not None and event.usage.total_tokens == 9
     assert event.cost_source == "estimate"
     assert event.cost_usd is not None and event.cost_usd > 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"promptFeedback": {"blockReason": "SAFETY"}},  # refused before generating
+        {"candidates": [{"finishReason": "IMAGE_SAFETY", "content": {"parts": []}}]},
+    ],
+)
+def test_a_block_without_usage_metadata_is_estimated_from_its_input_never_zero(monkeypatch, answer):
+    """A refusal answered with HTTP 200 and no ``usageMetadata`` was recorded as not billed
+    ($0, ``failed-call:not-billed``), but Google bills every answer that is not an HTTP 400 or
+    500 error. It is estimated (flagged) from its input: no image was made, so no output."""
+    from tracking.pricing.estimate import INPUT_IMAGE_TOKENS as ALLOWED_IMAGE_TOKENS
+
+    async def generate(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(answer, headers={"x-request-id": "up-blocked-1"})
+
+    app = web.Application()
+    app.router.add_post("/v1beta/models/{target}", generate)
+    server = AppThread(app)
+    port = server.start()
+    events = record_events(monkeypatch)
+    try:
+        with pytest.raises(ContentPolicyError):
+            _edit(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+    event = events.last
+    assert event.status == "failure" and event.error_type == "content_policy"
+    assert event.usage is None and event.cost_source == "estimate"
+    # one token per prompt character and the allowance for the one input image, input prices
+    assert event.cost_usd == (len(PROMPT) + ALLOWED_IMAGE_TOKENS) * INPUT / MILLION
+    assert event.price_ref is not None and "gemini-3.1-flash-image" in event.price_ref

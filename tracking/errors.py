@@ -317,6 +317,10 @@ class APIError(TrackingError):
     #: What a 2xx answer without a usable image said the upstream charged, in USD (xAI's
     #: ``cost_in_usd_ticks`` beside a ``block_reason``): the call's cost. None: it said nothing.
     billed_usd: Decimal | None = None
+    #: The HTTP status of the answer this error was read from, when the upstream answered (2xx)
+    #: and its body said the call failed (a Gemini safety block): the upstream did the work,
+    #: so pricing never takes such a call as not billed. None: no answer was read.
+    answer_status: int | None = None
 
     def __init__(
         self,

@@ -377,6 +377,11 @@ def _read_answer(
     except APIResponseError as error:
         error.status_code = outcome.status
         error.upstream_request_id = upstream_id
+        error.answer_status = outcome.status
+        raise
+    except APIError as error:  # a refusal in the answer's body (a Gemini safety block)
+        error.upstream_request_id = error.upstream_request_id or upstream_id
+        error.answer_status = outcome.status
         raise
     if isinstance(response, ImageResponse):
         response._hidden_params["upstream_request_id"] = upstream_id

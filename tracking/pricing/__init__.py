@@ -333,6 +333,8 @@ def price_call(
             return _failure_cost(entry, request, billed)
         if entry is not None and _unreadable_success(failure):
             return _estimate(entry, request, None, request.n or 1)
+        if entry is not None and entry.tokens and _refused_in_an_answer(failure):
+            return _input_estimate(entry, request)
         return NOT_BILLED
     if response.billed_usd is not None:  # the provider said what it charged: that is the cost
         return Cost(
@@ -387,6 +389,23 @@ def _unreadable_success(failure: BaseException | None) -> bool:
         return False
     status = failure.status_code
     return status is None or 200 <= status < 300
+
+
+def _refused_in_an_answer(failure: BaseException | None) -> bool:
+    """A refusal the upstream answered with a 2xx (a Gemini safety block), reporting no usage."""
+    status = getattr(failure, "answer_status", None)
+    return status is not None and 200 <= status < 300
+
+
+def _input_estimate(entry: PriceEntry, request: ImageEditRequest) -> Cost:
+    """What a refusal answered without its usage is billed, by estimate: no image was made, so
+    the input alone (Google bills a Gemini answer's tokens unless the request failed with HTTP
+    400 or 500: https://ai.google.dev/gemini-api/docs/billing, read 2026-12-04)."""
+    from .estimate import input_estimate
+
+    inputs = len(request.images) + (request.mask is not None)
+    total = input_estimate(entry, len(request.prompt), inputs)
+    return Cost(total, None, "estimate", entry.ref)
 
 
 def _estimate(

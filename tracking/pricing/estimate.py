@@ -41,6 +41,7 @@ __all__ = [
     "estimate_call_cost",
     "estimate_incomplete_stream",
     "estimate_max_cost",
+    "input_estimate",
     "max_expected_cost",
 ]
 
@@ -125,12 +126,17 @@ def entry_estimate(
         each = _token_price(entry, quality, size)
     if each is None:
         return None
-    total: Decimal = each * n
-    if entry.tokens:
-        total += entry.tokens.get("input_text", Decimal(0)) * prompt_chars / _MILLION
-        image_tokens = INPUT_IMAGE_TOKENS * input_images
-        total += entry.tokens.get("input_image", Decimal(0)) * image_tokens / _MILLION
-    return total
+    return each * n + input_estimate(entry, prompt_chars, input_images)
+
+
+def input_estimate(entry: PriceEntry, prompt_chars: int, input_images: int) -> Decimal:
+    """The input allowance of a model billed by tokens: one token per prompt character and
+    :data:`INPUT_IMAGE_TOKENS` per input image at the input prices (0 for per-image prices)."""
+    if not entry.tokens:
+        return Decimal(0)
+    text = entry.tokens.get("input_text", Decimal(0)) * prompt_chars
+    images = entry.tokens.get("input_image", Decimal(0)) * INPUT_IMAGE_TOKENS * input_images
+    return (text + images) / _MILLION
 
 
 def estimate_call_cost(

@@ -27,8 +27,9 @@ read 2026-12-04). A safety block or a text-only answer is an HTTP 200 that repor
 consumed in ``usageMetadata`` (the prompt, any thinking, output that was withheld), so it is
 billed for them: the error carries that usage (``billed_usage``) and the call is priced from it
 (``cost_source="usage"``; no image output is charged when ``candidatesTokenCount`` is 0). An
-answer without ``usageMetadata`` has nothing to price from: a refusal is then recorded as not
-billed (``price_ref="failed-call:not-billed"``), an unreadable answer by estimate. Error bodies
+answer without ``usageMetadata`` has nothing to price from: a refusal is then estimated from its
+input alone (the flow marks the error with the answer's status, ``answer_status``), an
+unreadable answer as a whole image. Error bodies
 (``{"error": {"code", "message", "status", "details"}}``) keep Google's ``status`` as the error
 ``code``; a ``RetryInfo`` detail gives the wait before a retry; ``API_KEY_INVALID`` (sent with
 HTTP 400) is an authentication failure.
