@@ -124,15 +124,12 @@ def test_a_block_after_a_lost_attempt_costs_its_usage_plus_the_lost_attempts_est
     assert event.cost_usd == PROMPT_COST + lost
 
 
-def test_a_block_that_reports_only_a_total_is_estimated_never_zero(monkeypatch):
-    """``usageMetadata`` with ``totalTokenCount`` alone says tokens were billed but not which:
-    the call is estimated (flagged), not priced at $0 from empty counts."""
+def _blocked(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]) -> Any:
+    """The event of a call whose upstream answers 200 with ``answer`` (a refusal)."""
 
     async def generate(request: web.Request) -> web.Response:
         await request.read()
-        return web.json_response(
-            {"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": {"totalTokenCount": 9}}
-        )
+        return web.json_response(answer, headers={"x-request-id": "up-blocked-1"})
 
     app = web.Application()
     app.router.add_post("/v1beta/models/{target}", generate)
@@ -144,7 +141,16 @@ def test_a_block_that_reports_only_a_total_is_estimated_never_zero(monkeypatch):
             _edit(f"http://127.0.0.1:{port}")
     finally:
         server.stop()
-    event = events.last
+    return events.last
+
+
+def test_a_block_that_reports_only_a_total_is_estimated_never_zero(monkeypatch):
+    """``usageMetadata`` with ``totalTokenCount`` alone says tokens were billed but not which:
+    the call is estimated (flagged), not priced at $0 from empty counts."""
+    event = _blocked(
+        monkeypatch,
+        {"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": {"totalTokenCount": 9}},
+    )
     assert event.usage is not None and event.usage.total_tokens == 9
     assert event.cost_source == "estimate"
     assert event.cost_usd is not None and event.cost_usd > 0
@@ -163,22 +169,9 @@ def test_a_block_without_usage_metadata_is_estimated_from_its_input_never_zero(m
     500 error. It is estimated (flagged) from its input: no image was made, so no output."""
     from tracking.pricing.estimate import INPUT_IMAGE_TOKENS as ALLOWED_IMAGE_TOKENS
 
-    async def generate(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response(answer, headers={"x-request-id": "up-blocked-1"})
-
-    app = web.Application()
-    app.router.add_post("/v1beta/models/{target}", generate)
-    server = AppThread(app)
-    port = server.start()
-    events = record_events(monkeypatch)
-    try:
-        with pytest.raises(ContentPolicyError):
-            _edit(f"http://127.0.0.1:{port}")
-    finally:
-        server.stop()
-    event = events.last
+    event = _blocked(monkeypatch, answer)
     assert event.status == "failure" and event.error_type == "content_policy"
+    assert event.upstream_request_id == "up-blocked-1"
     assert event.usage is None and event.cost_source == "estimate"
     # one token per prompt character and the allowance for the one input image, input prices
     assert event.cost_usd == (len(PROMPT) + ALLOWED_IMAGE_TOKENS) * INPUT / MILLION
