@@ -374,12 +374,9 @@ def _read_answer(
     try:
         parse = prepared.read or provider.parse
         response = parse(outcome.status, dict(outcome.headers), outcome.body)
-    except APIResponseError as error:
-        error.status_code = outcome.status
-        error.upstream_request_id = upstream_id
-        error.answer_status = outcome.status
-        raise
-    except APIError as error:  # a refusal in the answer's body (a Gemini safety block)
+    except APIError as error:  # an unusable answer, or a refusal in its body (Gemini's)
+        if isinstance(error, APIResponseError):
+            error.status_code = outcome.status
         error.upstream_request_id = error.upstream_request_id or upstream_id
         error.answer_status = outcome.status
         raise
