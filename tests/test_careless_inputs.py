@@ -94,3 +94,46 @@ def test_metadata_and_extra_body_must_be_dicts(fake, upstream, monkeypatch, use_
 def test_a_size_must_be_ascii(fake, upstream, use_async, model, size):
     error = _refused(fake, upstream, use_async, model=model, size=size)
     assert error.param == "size" and error.rule == "format"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    "image",
+    [
+        (b"photo.png", PNG),  # a filename in bytes
+        (3, PNG),
+        ("photo.png", PNG, "image/png\r\nX-Injected: 1"),  # a header smuggled into the part
+        ("photo.png", PNG, "image/png\x00"),
+        ("photo.png", PNG, 5),
+    ],
+)
+def test_a_tuples_filename_and_content_type_must_be_text(fake, upstream, use_async, image):
+    error = _refused(fake, upstream, use_async, image=image)
+    assert error.param == "image" and error.rule == "type"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    "extra_body",
+    [{"": "v"}, {"a\x00b": "v"}, {"a\nb": "v"}, {"a\ud800": "v"}, {"style": "a\ud800b"}],
+)
+def test_extra_body_that_no_form_can_carry_is_refused(fake, upstream, use_async, extra_body):
+    error = _refused(fake, upstream, use_async, extra_body=extra_body)
+    assert error.param == "extra_body"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_filename_with_control_characters_or_a_lone_surrogate_is_escaped_and_sent(
+    fake, upstream, use_async
+):
+    # A file name is only a label, but a NUL in a part's header made servers answer 500 (and the
+    # call was retried and billed as failed): now escaped as browsers escape `"`, CR and LF.
+    for filename, sent in [
+        ('a\x00b\x7f"c\r\n.png', "a%00b%7F%22c%0D%0A.png"),
+        ("caf\udce9.png", "caf?.png"),  # os.fsdecode of a Latin-1 name on a UTF-8 system
+    ]:
+        before = len(fake.requests)
+        response = _call(use_async, **upstream, image=(filename, PNG))
+        assert response.cost_usd is not None
+        (request,) = fake.requests[before:]
+        assert [f[1] for f in request.files] == [sent]

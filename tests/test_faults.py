@@ -227,6 +227,7 @@ def test_fault_specs_are_read_as_documented():
         status=503, retry_after=0.5, times=2
     )
     assert parse_fault("drop;always") == Fault(drop=True, times=None)
+    assert parse_fault("drop;times=always") == Fault(drop=True, times=None)  # as the table reads
     assert parse_fault("latency=1;slow-body=2;malformed") == Fault(
         latency=1.0, slow_body=2.0, malformed=True
     )
@@ -300,3 +301,22 @@ def test_an_unreasonable_retry_after_falls_back_to_the_backoff(monkeypatch):
     monkeypatch.setattr(flow, "_INITIAL_BACKOFF", 0.5)
     (pause,) = pauses(429, {"retry-after": "3600"})
     assert 0.375 <= pause <= 0.5
+
+
+def test_a_part_header_no_server_accepts_is_a_400_from_the_fake(fake):
+    # A NUL in a part's header: aiohttp refuses the line; the fake answered 500, as no real
+    # upstream would for a malformed request.
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a\x00.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + make_png() + b"\r\n--b--\r\n"
+    )
+    response = httpx.post(
+        f"{fake.url}/images/edits",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {API_KEY}",
+            "content-type": "multipart/form-data; boundary=b",
+        },
+    )
+    assert response.status_code == 400, response.text
+    assert "Malformed multipart body" in response.json()["error"]["message"]

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import tracking
 from tracking.errors import TrackingError, ValidationError
+from tracking.providers import prepare_call
 from tracking.request import parse_call
 
 from .conftest import make_png
@@ -52,6 +53,14 @@ hostile_images = st.one_of(
     st.just(b"RIFF\x00\x00\x00\x00WEBPVP8X" + b"\xff" * 24),  # a WebP claiming 16M x 16M
     st.tuples(st.text(max_size=20), st.binary(max_size=32)),  # (filename, bytes) as openai takes
     st.tuples(st.none(), st.just(SMALL_PNG), st.text(max_size=20)),
+    # a file name or content type with NULs, line breaks, lone surrogates, or not text at all
+    st.tuples(
+        st.one_of(
+            st.text(st.characters(exclude_categories=()), max_size=12), st.binary(max_size=4)
+        ),
+        st.just(SMALL_PNG),
+        st.one_of(st.none(), st.text(st.characters(exclude_categories=()), max_size=12)),
+    ),
     st.integers(),
     st.none(),
     st.lists(st.just(SMALL_PNG), max_size=20),  # too many images for most models
@@ -88,6 +97,14 @@ models = st.one_of(
     timeout=any_scalar,
     max_retries=any_scalar,
     extra_headers=st.one_of(st.none(), st.dictionaries(nasty_text, nasty_text, max_size=3)),
+    extra_body=st.one_of(
+        st.none(),
+        st.dictionaries(
+            st.text(st.characters(exclude_categories=()), max_size=6),
+            st.one_of(st.text(st.characters(exclude_categories=()), max_size=6), st.integers()),
+            max_size=2,
+        ),
+    ),
 )
 def test_any_arguments_are_accepted_or_a_typed_validation_error(
     image: Any,
@@ -102,8 +119,10 @@ def test_any_arguments_are_accepted_or_a_typed_validation_error(
     timeout: Any,
     max_retries: Any,
     extra_headers: Any,
+    extra_body: Any,
 ) -> None:
-    """Every combination ends in a request or a ValidationError whose message names a parameter."""
+    """Every combination ends in a request or a ValidationError whose message names a parameter,
+    and an accepted one encodes into a body whose part headers hold no control character."""
     refused: ValidationError | None = None
     try:
         request, options = parse_call(
@@ -119,6 +138,7 @@ def test_any_arguments_are_accepted_or_a_typed_validation_error(
             timeout=timeout,
             max_retries=max_retries,
             extra_headers=extra_headers,
+            extra_body=extra_body,
         )
     except ValidationError as exc:
         refused = exc
@@ -132,6 +152,28 @@ def test_any_arguments_are_accepted_or_a_typed_validation_error(
     for image_file in (*request.images, *((request.mask,) if request.mask else ())):
         if image_file.width is not None:
             assert image_file.width * (image_file.height or 0) <= 89_478_485
+    broken: TrackingError | None = None
+    try:
+        _, prepared = prepare_call(request, options)
+    except TrackingError as exc:  # a rule of the model (a size it does not take...): typed too
+        broken = exc
+    if broken is None:
+        _assert_clean_part_headers(prepared.body, prepared.headers["Content-Type"])
+    else:
+        assert broken.message
+
+
+def _assert_clean_part_headers(body: bytes, content_type: str) -> None:
+    """Every part's header lines are free of control characters (a NUL or a line break in a
+    name would break the part, or make the upstream refuse the whole request)."""
+    boundary = content_type.partition("boundary=")[2].encode()
+    parts = body.split(b"--" + boundary)
+    assert parts[0] == b"" and parts[-1] == b"--\r\n"
+    for part in parts[1:-1]:
+        headers, separator, _ = part[2:].partition(b"\r\n\r\n")
+        assert separator
+        for line in headers.split(b"\r\n"):
+            assert not any(byte < 0x20 or byte == 0x7F for byte in line), line
 
 
 @given(n=st.integers(min_value=-(2**200), max_value=2**200))
@@ -189,3 +231,11 @@ def test_a_non_finite_or_absurd_timeout_is_a_validation_error(fake, upstream, ti
             model="gpt-image-1", image=SMALL_PNG, prompt="p", timeout=timeout, **upstream
         )
     assert caught.value.param == "timeout"
+
+
+def test_an_image_of_no_pixels_is_refused_for_what_it_is() -> None:
+    # It was refused with "claims 0x0 pixels, more than the 89,478,485 accepted".
+    with pytest.raises(ValidationError) as caught:
+        parse_call(image=png_bomb(0, 0), prompt="p", model="gpt-image-2")
+    assert caught.value.rule == "dimensions" and "0x0" in caught.value.message
+    assert "more than" not in caught.value.message

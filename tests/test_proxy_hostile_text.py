@@ -148,3 +148,105 @@ def test_the_sdk_refuses_a_lone_surrogate_before_sending(upstream, param):
         )
     assert caught.value.param == param and "surrogate" in str(caught.value)
     assert upstream.hits == before
+
+
+def _raw_form(*parts: bytes) -> bytes:
+    return b"".join(b"--b\r\n" + part + b"\r\n" for part in parts) + b"--b--\r\n"
+
+
+_MODEL = b'Content-Disposition: form-data; name="model"\r\n\r\ngpt-image-2'
+_PROMPT = b'Content-Disposition: form-data; name="prompt"\r\n\r\na hat'
+
+
+def _image_part(filename: bytes = b"a.png") -> bytes:
+    return (
+        b'Content-Disposition: form-data; name="image"; filename="' + filename + b'"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + make_png()
+    )
+
+
+@pytest.mark.parametrize("name", [b"\xff\xfe", b""], ids=["not-utf-8", "empty"])
+def test_a_form_field_whose_name_is_not_text_is_refused(proxy, upstream, name):
+    # Before, an undecodable name was forwarded as U+FFFD and an empty one as name="".
+    body = _raw_form(
+        _MODEL,
+        _PROMPT,
+        b'Content-Disposition: form-data; name="' + name + b'"\r\n\r\n1',
+        _image_part(),
+    )
+    before = upstream.hits
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        content=body,
+        headers={**AUTH, "content-type": "multipart/form-data; boundary=b"},
+        timeout=30,
+    )
+    assert _refused(response, "field name")["code"] == "invalid_multipart"
+    assert upstream.hits == before
+
+
+def test_a_nul_in_an_uploads_filename_is_escaped_not_retried_into_a_502(proxy, upstream):
+    # The NUL went upstream raw: the upstream refused the part's header with a 500, the proxy
+    # tried three times and answered 502. A file name is a label: it goes escaped.
+    before = len(upstream.requests)
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        content=_raw_form(_MODEL, _PROMPT, _image_part(b"a\x00b\x01.png")),
+        headers={**AUTH, "content-type": "multipart/form-data; boundary=b"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    (sent,) = upstream.requests[before:]
+    assert [file[1] for file in sent.files] == ["a%00b%01.png"]
+
+
+def test_url_answers_cannot_be_streamed(proxy, upstream):
+    # The stream carried b64_json while the call's metadata said response_format=url.
+    before = upstream.hits
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        data={
+            "model": "gpt-image-2",
+            "prompt": "a hat",
+            "stream": "true",
+            "response_format": "url",
+        },
+        files={"image": ("photo.png", make_png(), "image/png")},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert _refused(response, "response_format")["code"] == "unsupported_parameter"
+    assert upstream.hits == before
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "param"),
+    [
+        ("/key/generate", {"key": "sk-chosen-by-the-caller-0001"}, "key"),
+        ("/key/generate", {"max_budget": 5, "tpm_limit": 1000}, "tpm_limit"),
+        (
+            "/key/generate",
+            {"budget_duration": "30d", "max_parallel_requests": 2},
+            "budget_duration",
+        ),
+        (
+            "/customer/new",
+            {"user_id": "u-unknown-field", "budget_duration": "1d"},
+            "budget_duration",
+        ),
+        ("/customer/update", {"user_id": "u-unknown-field", "rpm_limit": 5}, "rpm_limit"),
+        ("/key/update", {"key_hash": "0" * 64, "tpm_limit": 5}, "tpm_limit"),
+        ("/key/regenerate", {"key_hash": "0" * 64, "soft_budget": 5}, "soft_budget"),
+    ],
+)
+def test_a_management_field_this_proxy_does_not_implement_is_refused_not_dropped(
+    proxy, path, document, param
+):
+    # A LiteLLM field this proxy does not implement was dropped without a word: a key asked
+    # with tpm_limit was made without any limit.
+    response = httpx.post(f"{proxy.url}{path}", json=document, headers=AUTH, timeout=30)
+    error = _refused(response, param)
+    assert error["code"] == "unsupported_field" and param in str(error["message"])
+    if path == "/key/generate":  # nothing was made
+        listed = httpx.get(f"{proxy.url}/key/list", headers=AUTH, timeout=30).json()
+        assert listed["total_count"] == 0

@@ -170,6 +170,20 @@ def read_image(value: ImageInput, *, param: str = "image") -> ImageFile:
             )
         filename, inner = value[0], value[1]
         content_type = value[2] if len(value) == 3 else None
+        if filename is not None and not isinstance(filename, str):
+            raise ValidationError(
+                f"{param}: a tuple's filename must be a string or None, got "
+                f"{type(filename).__name__}",
+                param=param,
+                rule="type",
+            )
+        if content_type is not None and not _is_media_type(content_type):
+            raise ValidationError(
+                f"{param}: a tuple's content type must be a media type such as 'image/png' "
+                f"(printable ASCII), got {content_type!r}"[:300],
+                param=param,
+                rule="type",
+            )
         data = _read_bytes(inner, param)
     else:
         data = _read_bytes(value, param)
@@ -210,8 +224,15 @@ def _inspect(data: bytes, content_type: str, param: str) -> Header | None:
             param=param,
             rule="malformed",
         )
+    if header.width <= 0 or header.height <= 0:
+        raise ValidationError(
+            f"{param}: the {name.upper()} header claims {header.width}x{header.height} pixels: "
+            "an image has at least one pixel each way",
+            param=param,
+            rule="dimensions",
+        )
     pixels = header.width * header.height
-    if header.width <= 0 or header.height <= 0 or pixels > MAX_IMAGE_PIXELS:
+    if pixels > MAX_IMAGE_PIXELS:
         raise ValidationError(
             f"{param}: the {name.upper()} header claims {header.width}x{header.height} pixels, "
             f"more than the {MAX_IMAGE_PIXELS:,} accepted; refused without decoding it",
@@ -324,8 +345,13 @@ def _text_mode(param: str) -> ValidationError:
     )
 
 
+def _is_media_type(value: object) -> bool:
+    # It goes into the part's header as it is: no line break, no control character.
+    return isinstance(value, str) and len(value) <= 255 and value.isascii() and value.isprintable()
+
+
 def _name_of(value: Any) -> str | None:
     if isinstance(value, str | os.PathLike):
-        return os.fspath(value)
+        return os.fsdecode(value)  # a PathLike may spell itself in bytes
     name = getattr(value, "name", None)
     return name if isinstance(name, str) else None

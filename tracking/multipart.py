@@ -76,12 +76,14 @@ _ENTROPY = _Entropy()
 os.register_at_fork(after_in_child=_ENTROPY.reset)
 
 
+#: A quoted name's escapes: as browsers do (WHATWG), ``"``, CR and LF percent-encoded, and so
+#: every other control character (NUL, DEL...), which a server's header parser refuses.
+_ESCAPES = {code: f"%{code:02X}" for code in (*range(0x20), 0x7F)} | {
+    ord('"'): "%22",
+    ord("\\"): "\\\\",
+}
+
+
 def _quote(value: str) -> bytes:
-    # As browsers do (WHATWG): escape the three characters that would break the header.
-    return (
-        value.replace("\\", "\\\\")
-        .replace('"', "%22")
-        .replace("\r", "%0D")
-        .replace("\n", "%0A")
-        .encode()
-    )
+    # A lone surrogate (a file name os.fsdecode could not decode) cannot be UTF-8: a "?".
+    return value.translate(_ESCAPES).encode("utf-8", "replace")

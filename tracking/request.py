@@ -456,7 +456,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     api_key = check_api_key(api_key)
     api_base = check_api_base(api_base)
     metadata = _mapping("metadata", metadata)
-    extra_body = _mapping("extra_body", extra_body)
+    extra_body = _extra_body(_mapping("extra_body", extra_body))
 
     images = read_images(image, param="image") if image is not None else ()
     mask_file = read_image(mask, param="mask") if mask is not None else None
@@ -635,6 +635,28 @@ def _mapping(name: str, value: Any) -> Mapping[str, Any]:
         )
     if not all(isinstance(key, str) for key in value):
         raise ValidationError(f"{name}: keys must be strings", param=name, rule="type")
+    return value
+
+
+def _extra_body(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``extra_body``, checked that every key can name a form field or a JSON member (a
+    non-empty text without control characters) and every text value can be sent as UTF-8: the
+    body is encoded after the call has started, where a bad one would fail untyped."""
+    for key, item in value.items():
+        if not key or not key.isprintable():  # a lone surrogate is not printable either
+            raise ValidationError(
+                f"extra_body: the key {key!r} cannot name a form field (empty, a control "
+                "character or a lone UTF-16 surrogate)",
+                param="extra_body",
+                rule="format",
+            )
+        if isinstance(item, str) and not is_text(item):
+            raise ValidationError(
+                f"extra_body: the value of {key!r} is not valid text (a lone UTF-16 surrogate)",
+                param="extra_body",
+                rule="type",
+                code="invalid_value",
+            )
     return value
 
 

@@ -400,6 +400,14 @@ class ProxyApp:
         without ``response_format`` and the call's metadata records how it was answered."""
         if params.get("response_format") != "url" or model not in self.url_models:
             return False
+        if params.get("stream"):
+            raise ProxyError(
+                400,
+                "response_format=url cannot be streamed: streamed events carry each image as "
+                "b64_json; ask without stream=true for URLs, or stream without response_format",
+                param="response_format",
+                code="unsupported_parameter",
+            )
         assert self.image_store is not None
         if self.image_store.full():
             raise ProxyError(

@@ -115,11 +115,14 @@ def _disposition(value: bytes | None) -> tuple[str, str | None]:
     disposition, options = _parse_options(value)
     if disposition != b"form-data" or b"name" not in options:
         raise _bad_form("every multipart part needs Content-Disposition: form-data; name=...")
-    filename = options.get(b"filename")
-    return (
-        options[b"name"].decode("utf-8", "replace"),
-        None if filename is None else filename.decode("utf-8", "replace"),
-    )
+    try:
+        name = options[b"name"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad_form("a multipart part's field name is not valid UTF-8", "field name") from None
+    if not name:  # control characters are refused with the field's other checks (form_params)
+        raise _bad_form("a multipart part's field name is empty", "field name")
+    filename = options.get(b"filename")  # only a label: an undecodable byte is replaced
+    return name, None if filename is None else filename.decode("utf-8", "replace")
 
 
 _cached_disposition = functools.lru_cache(maxsize=_CACHED_HEADERS)(_disposition)

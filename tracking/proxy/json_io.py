@@ -28,6 +28,7 @@ __all__ = [
     "Scope",
     "Send",
     "headers_of",
+    "known_fields",
     "load_json_object",
     "optional_date",
     "optional_int",
@@ -157,6 +158,21 @@ async def send_json(send: Send, status: int, document: Any) -> None:
 
 def _bad(param: str, message: str) -> ProxyError:
     return ProxyError(400, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def known_fields(document: Mapping[str, Any], known: frozenset[str], what: str) -> None:
+    """A 400 naming every field of ``document`` that ``what`` does not take: a LiteLLM field this
+    proxy does not implement (``tpm_limit``, ``budget_duration``, a chosen ``key``...) must not be
+    dropped without a word, least of all a limit the caller believes is now in force."""
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise ProxyError(
+            400,
+            f"{what} does not take {', '.join(map(repr, unknown))} (it takes "
+            f"{', '.join(sorted(known))}; docs/migrating-from-litellm.md lists what is served)",
+            param=unknown[0],
+            code="unsupported_field",
+        )
 
 
 def optional_str(

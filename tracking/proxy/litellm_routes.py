@@ -29,6 +29,7 @@ from .json_io import (
     Scope,
     Send,
     headers_of,
+    known_fields,
     optional_date,
     optional_int,
     optional_money,
@@ -38,7 +39,7 @@ from .json_io import (
     send_json,
 )
 from .keys import generate_key, hash_key
-from .management_routes import requested_expiry, requested_models, require_master
+from .management_routes import KEY_FIELDS, requested_expiry, requested_models, require_master
 
 if TYPE_CHECKING:
     from .account_store import EndUserRecord, KeyRecord
@@ -60,6 +61,10 @@ def _positive(query: dict[str, str], name: str, default: int, high: int) -> int:
             400, f"{name}: expected an integer from 1 to {high}", param=name, code="invalid_value"
         )
     return int(raw)
+
+
+#: ``/key/update`` and ``/key/regenerate``: the key (by secret or hash) and the fields to change.
+_NAMED_KEY_FIELDS = KEY_FIELDS | {"key", "key_hash"}
 
 
 def _key_hash_of(document: dict[str, Any]) -> str:
@@ -169,6 +174,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     async def key_update(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         document = await read_json(receive)
+        known_fields(document, _NAMED_KEY_FIELDS, "/key/update")
         key_hash = _key_hash_of(document)
         changes = _key_changes(document, accounts)
         record = await asyncio.to_thread(litellm_store.update_key, store, key_hash, changes)
@@ -179,6 +185,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     async def key_regenerate(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         document = await read_json(receive)
+        known_fields(document, _NAMED_KEY_FIELDS, "/key/regenerate")
         old_hash = _key_hash_of(document)
         changes = _key_changes(document, accounts)
         key = generate_key()

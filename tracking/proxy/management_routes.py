@@ -22,6 +22,7 @@ from .json_io import (
     Scope,
     Send,
     headers_of,
+    known_fields,
     optional_int,
     optional_money,
     optional_str,
@@ -37,7 +38,14 @@ if TYPE_CHECKING:
     from .accounts import Accounts
     from .auth import Authenticator, Principal
 
-__all__ = ["management_routes", "requested_expiry", "requested_models", "require_master"]
+__all__ = [
+    "END_USER_FIELDS",
+    "KEY_FIELDS",
+    "management_routes",
+    "requested_expiry",
+    "requested_models",
+    "require_master",
+]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -144,12 +152,22 @@ def _user_id(value: Any, param: str) -> str:
     return user_id
 
 
+#: The fields ``/key/generate`` takes (``/key/update`` and ``/key/regenerate`` also the key's name).
+KEY_FIELDS = frozenset(
+    {"key_alias", "team", "team_id", "models", "max_budget", "rpm_limit", "duration", "expires"}
+)
+#: The fields ``/customer/new`` and ``/customer/update`` take.
+END_USER_FIELDS = frozenset({"user_id", "end_user_id", "max_budget", "budget_period", "blocked"})
+
+
 def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, str], Handler]:
     store = accounts.store
 
     async def generate(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(headers_of(scope)))
         document = await read_json(receive)
+        # a chosen ``key`` too: every key is generated here (keys.generate_key)
+        known_fields(document, KEY_FIELDS, "/key/generate")
         now = datetime.now(UTC)
         key = generate_key()
         record = KeyRecord(
@@ -229,6 +247,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
     async def customer_new(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(headers_of(scope)))
         document = await read_json(receive)
+        known_fields(document, END_USER_FIELDS, "/customer/new")
         user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
         budget = optional_money(document, "max_budget")
         now = datetime.now(UTC)
@@ -247,6 +266,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
     async def customer_update(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(headers_of(scope)))
         document = await read_json(receive)
+        known_fields(document, END_USER_FIELDS, "/customer/update")
         user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
         changes: dict[str, Any] = {}
         if "max_budget" in document:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .app_thread import ServedApp
 from .fake_admin import Billing, add_admin_routes
@@ -614,7 +615,10 @@ async def _read_form(
     files: list[tuple[str, str, str, bytes]] = []
     reader = await request.multipart()
     while True:
-        part = await reader.next()
+        try:
+            part = await reader.next()
+        except HttpProcessingError as exc:  # a part's header line no server accepts (a NUL)
+            raise ValueError(f"Malformed multipart body: {exc.message}") from None
         if part is None:
             break
         if not isinstance(part, BodyPartReader) or part.name is None:

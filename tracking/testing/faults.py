@@ -19,7 +19,8 @@ A fault is written as ``key=value`` items joined by ``;`` (or ``,``), for exampl
 ``event_delay=S``  a streamed answer: wait S seconds before each event after the first
 ``big_body=N``     answer 200 with a JSON body of N bytes (one huge ``b64_json``), sent in
                    chunks without a Content-Length and generated as it goes
-``times=N``        (server faults only) apply to the next N requests; ``always``: every one
+``times=N``        (server faults only) apply to the next N requests; ``always`` (or
+                   ``times=always``): every one
 =================  =========================================================================
 
 Per request, send the fault in the ``x-fake-fault`` header (``extra_headers`` in the SDK); per
@@ -108,7 +109,7 @@ def parse_fault(spec: str) -> Fault:
             continue
         if key in _FLAGS and not sep:
             values[key] = True
-        elif key == "always" and not sep:
+        elif (key == "always" and not sep) or (key == "times" and raw.lower() == "always"):
             values["times"] = None
         elif key in _NUMBERS and sep:
             try:
