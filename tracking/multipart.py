@@ -85,5 +85,7 @@ _ESCAPES = {code: f"%{code:02X}" for code in (*range(0x20), 0x7F)} | {
 
 
 def _quote(value: str) -> bytes:
+    if value.isprintable() and '"' not in value and "\\" not in value:  # nearly every name
+        return value.encode()
     # A lone surrogate (a file name os.fsdecode could not decode) cannot be UTF-8: a "?".
     return value.translate(_ESCAPES).encode("utf-8", "replace")
