@@ -230,3 +230,12 @@ def test_a_management_field_this_proxy_does_not_implement_is_refused_not_dropped
     if path == "/key/generate":  # nothing was made
         listed = httpx.get(f"{proxy.url}/key/list", headers=AUTH, timeout=30).json()
         assert listed["total_count"] == 0
+
+
+def test_the_openapi_bodies_list_exactly_the_fields_the_routes_take():
+    from tracking.proxy.management_routes import END_USER_FIELDS, KEY_FIELDS
+    from tracking.proxy.openapi import OPERATIONS
+
+    for path, fields in [("/key/generate", KEY_FIELDS), ("/customer/new", END_USER_FIELDS)]:
+        schema = OPERATIONS[path]["requestBody"]["content"]["application/json"]["schema"]
+        assert set(schema["properties"]) == fields and schema["additionalProperties"] is False

@@ -110,25 +110,31 @@ _MODELS = {
     "responses": _answers("A list of models", 401),
 }
 _HEALTH = {"summary": "Liveness", "security": [], "responses": _answers("Alive")}
+# Any other field is a 400 ``unsupported_field`` (json_io.known_fields): never dropped.
 _KEY_BODY = {
     "type": "object",
     "properties": {
         "models": {"type": "array", "items": {"type": "string"}},
         "key_alias": {"type": "string"},
         "team": {"type": "string"},
+        "team_id": {"type": "string"},
         "max_budget": {"type": ["number", "string"]},
         "rpm_limit": {"type": "integer"},
         "duration": {"type": "string"},
+        "expires": {"type": "string", "format": "date-time"},
     },
+    "additionalProperties": False,
 }
 _CUSTOMER_BODY = {
     "type": "object",
     "properties": {
         "user_id": {"type": "string"},
+        "end_user_id": {"type": "string"},
         "max_budget": {"type": ["number", "string"]},
         "budget_period": {"type": "string", "enum": ["daily", "monthly", "total"]},
         "blocked": {"type": "boolean"},
     },
+    "additionalProperties": False,
 }
 
 
