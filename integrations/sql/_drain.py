@@ -1,6 +1,6 @@
 """``OutboxDrain``: moves an outbox's oldest rows into the target, so no row can block the others.
 
-A batch goes in with one insert (``ON CONFLICT (request_id) DO NOTHING``, see
+A batch goes in with one insert (``ON CONFLICT (request_id)``: a replay is a no-op, see
 :class:`~tracking.integrations.sql._target.SpendLogsInserter`) and only then leaves the outbox. If
 the target refuses the batch for good (see
 :meth:`~tracking.integrations.sql._target.SpendLogsInserter.is_transient`), its rows go in one by

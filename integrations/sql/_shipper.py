@@ -1,7 +1,7 @@
 """``OutboxShipper``: one thread draining outboxes into the target database, resumably.
 
 The shipper reads the oldest rows of an outbox in batches, inserts them into the target with
-``ON CONFLICT (request_id) DO NOTHING``
+``ON CONFLICT (request_id)``, keeping a row already there
 (:class:`~tracking.integrations.sql._target.SpendLogsInserter`) and only then deletes them from the
 outbox. A crash between the two steps replays the batch on restart, and the conflict clause turns
 the replay into a no-op: every acknowledged row reaches the target exactly once. While the target

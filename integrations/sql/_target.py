@@ -1,7 +1,9 @@
 """Idempotent batch inserts into the target's ``spend_logs``, through the raw driver.
 
 :class:`SpendLogsInserter` writes a batch in one transaction with
-``ON CONFLICT (request_id) DO NOTHING``, so a replayed row is a no-op, never a double count. It
+``ON CONFLICT (request_id)`` keeping the row already there (a replayed row is a no-op, never a
+double count) unless it is an ``incomplete`` one, which the call's own row replaces
+(:data:`~tracking.integrations.sql._codec.ON_CONFLICT`). It
 takes rows (dicts) or outbox lines (JSON text) and encodes them for the dialect with
 :mod:`~tracking.integrations.sql._codec`, bypassing SQLAlchemy's per-row parameter processing;
 connections still come from the engine's pool, with its settings (SQLite pragmas, pre-ping).
