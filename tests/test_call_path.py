@@ -50,6 +50,32 @@ def test_a_call_cancelled_in_its_backoff_yields_exactly_one_failure_event(thrott
     ]
 
 
+def test_a_call_cancelled_while_its_request_is_in_flight_is_estimated_not_zero():
+    """The upstream has the request (it answers after 5 s) when the caller cancels: it may well
+    be carried out and billed, so the one failure event carries an estimate. Before, it was
+    recorded as not billed, $0."""
+    with FakeOpenAI(api_keys=[API_KEY], faults=["latency=5;always"]) as slow:
+
+        async def scenario() -> None:
+            call = asyncio.create_task(
+                tracking.aimage_edit(
+                    image=PNG, prompt="p", model="gpt-image-2", api_base=slow.url, api_key=API_KEY
+                )
+            )
+            while slow.hits < 1:  # the upstream has it
+                await asyncio.sleep(0.01)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+        with recording() as recorder:
+            asyncio.run(scenario())
+    (event,) = recorder.events
+    assert (event.status, event.error_type) == ("failure", "cancelled")
+    assert event.cost_source == "estimate" and event.cost_usd is not None and event.cost_usd > 0
+    assert event.price_ref is not None and event.price_ref.startswith("estimate:outcome-unknown")
+
+
 def test_calls_after_random_seed_in_two_threads_get_distinct_ids_and_one_row_each(
     upstream, tmp_path
 ):

@@ -137,3 +137,28 @@ def test_a_filename_with_control_characters_or_a_lone_surrogate_is_escaped_and_s
         assert response.cost_usd is not None
         (request,) = fake.requests[before:]
         assert [f[1] for f in request.files] == [sent]
+
+
+def _self_holding() -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    metadata["self"] = metadata
+    return metadata
+
+
+def _deep(levels: int) -> list[Any]:
+    nested: list[Any] = []
+    for _ in range(levels):
+        nested = [nested]
+    return nested
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("metadata", [_self_holding(), {"d": _deep(2000)}], ids=["self", "deep"])
+def test_metadata_that_never_ends_is_refused_with_its_failure_event(
+    fake, upstream, monkeypatch, use_async, metadata
+):
+    # A RecursionError escaped from freezing the metadata, and the call left no event (no row).
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, metadata=metadata)
+    assert error.param == "metadata" and "deeper than" in error.message
+    assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]

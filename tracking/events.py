@@ -38,25 +38,36 @@ NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), Decimal, datetime, bytes})
 
 
+#: Caller metadata nested deeper than this is refused: a container that holds itself never ends,
+#: and a deep one would overflow the stack here or in every encoder after.
+MAX_METADATA_DEPTH = 32
+
+
 def freeze_metadata(
     value: Mapping[str, Any] | Iterable[tuple[str, Any]] | None,
 ) -> Mapping[str, Any]:
     """A read-only copy of caller metadata, all the way down: mappings become
     ``MappingProxyType``, lists and tuples tuples, sets frozensets. Plain values are immutable
-    already; other objects are kept as they are (nothing general copies them safely)."""
+    already; other objects are kept as they are (nothing general copies them safely). A
+    ``ValueError`` when containers nest deeper than :data:`MAX_METADATA_DEPTH`."""
     if not value:
         return NO_METADATA
-    frozen: Mapping[str, Any] = _freeze(value if isinstance(value, Mapping) else dict(value))
+    mapping = value if isinstance(value, Mapping) else dict(value)
+    frozen: Mapping[str, Any] = _freeze(mapping, MAX_METADATA_DEPTH)
     return frozen
 
 
-def _freeze(value: Any) -> Any:
+def _freeze(value: Any, depth: int) -> Any:
     if type(value) in _IMMUTABLE:
         return value
+    if depth <= 0 and isinstance(value, Mapping | list | tuple):
+        raise ValueError(
+            f"nested deeper than {MAX_METADATA_DEPTH} levels (or a container that holds itself)"
+        )
     if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+        return MappingProxyType({k: _freeze(v, depth - 1) for k, v in value.items()})
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return tuple(_freeze(v, depth - 1) for v in value)
     if isinstance(value, set | frozenset):
         return frozenset(value)  # members are hashable, which in practice means immutable
     return value

@@ -38,7 +38,7 @@ from .errors import (
     mask_secrets,
     status_error_class,
 )
-from .events import ImageEditEvent, TokenUsage, freeze_metadata
+from .events import NO_METADATA, ImageEditEvent, TokenUsage, freeze_metadata
 from .frozen import fast_init
 from .http import POOL, AnswerTooLarge, max_response_bytes, origin_of, send_sync
 from .ids import new_request_id
@@ -575,7 +575,10 @@ def _make_event(
         metadata = options.metadata
     else:  # refused before parsing: frozen here, once
         raw_metadata: Any = params.get("metadata")
-        metadata = freeze_metadata(raw_metadata if isinstance(raw_metadata, Mapping) else None)
+        try:
+            metadata = freeze_metadata(raw_metadata if isinstance(raw_metadata, Mapping) else None)
+        except ValueError:  # the very reason the call was refused: the row goes without it
+            metadata = NO_METADATA
     end_user, other_user = end_user_of(params)
     if other_user is not None:  # both ids were sent: the event keeps the one that lost
         metadata = MappingProxyType({**metadata, "user": other_user})

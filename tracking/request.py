@@ -520,7 +520,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         if max_retries is None
         else _int_param("max_retries", max_retries, low=0, high=MAX_RETRIES) or 0,
         extra_headers=_headers(extra_headers),
-        metadata=freeze_metadata(metadata),
+        metadata=_frozen_metadata(metadata),
         drop_params=drop_params,
     )
     return request, options
@@ -636,6 +636,13 @@ def _mapping(name: str, value: Any) -> Mapping[str, Any]:
     if not all(isinstance(key, str) for key in value):
         raise ValidationError(f"{name}: keys must be strings", param=name, rule="type")
     return value
+
+
+def _frozen_metadata(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    try:
+        return freeze_metadata(value)
+    except ValueError as exc:
+        raise ValidationError(f"metadata: {exc}", param="metadata", rule="format") from None
 
 
 def _extra_body(value: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -11,6 +11,10 @@ price plus the estimate (:func:`with_unknown_outcomes`). A failed call whose las
 reported what it billed (``APIError.billed_usage``) costs that plus the estimate. A model without
 a price stays unpriced (``cost_usd`` None), never $0.
 
+An attempt cancelled (``asyncio`` cancellation, a ``KeyboardInterrupt``) while its request was
+in flight is counted too: whether the upstream got it whole cannot be known, and a client that
+gives up does not stop the upstream's work.
+
 Attempts that cannot have been billed are not counted: a connection refused or timed out before
 it was made, a request body that could not be written whole, or any HTTP error answer.
 """
@@ -44,10 +48,13 @@ _AFTER_SENDING = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 def outcome_unknown(outcome: object, error: BaseException) -> bool:
     """True when an attempt that failed with ``error`` may have been billed.
 
-    ``outcome`` is what the transport gave back: the exception it raised, or the answer.
+    ``outcome`` is what the transport gave back: the exception it raised (a cancellation or a
+    ``KeyboardInterrupt`` too: the drivers hand every one back), or the answer.
     """
     if isinstance(outcome, _AFTER_SENDING):
         return True
+    if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+        return True  # the caller was interrupted with the request in flight
     status = getattr(outcome, "status", None)
     return (
         isinstance(error, APIResponseError)
