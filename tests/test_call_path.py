@@ -7,6 +7,7 @@ import contextlib
 import random
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,28 +26,36 @@ def throttled() -> Iterator[FakeOpenAI]:
         yield server
 
 
-def test_a_call_cancelled_in_its_backoff_yields_exactly_one_failure_event(throttled):
-    """The first attempt gets a 429 and the call sleeps 30 s before retrying; cancelling it
-    there still delivers one failure event (and only one) before the cancellation propagates."""
+def _cancelled_once_sent(server: FakeOpenAI, model: str, settle: float = 0.0) -> list[Any]:
+    """The events of an async call cancelled once ``server`` has its request (and ``settle``
+    seconds more)."""
 
     async def scenario() -> None:
         call = asyncio.create_task(
             tracking.aimage_edit(
-                image=PNG, prompt="p", model="gpt-image-1", api_base=throttled.url, api_key=API_KEY
+                image=PNG, prompt="p", model=model, api_base=server.url, api_key=API_KEY
             )
         )
-        while throttled.hits < 1:  # the first attempt was answered: the call is in its backoff
+        while server.hits < 1:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(settle)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
 
     with recording() as recorder:
         asyncio.run(scenario())
+    return list(recorder.events)
+
+
+def test_a_call_cancelled_in_its_backoff_yields_exactly_one_failure_event(throttled):
+    """The first attempt gets a 429 and the call sleeps 30 s before retrying; cancelling it
+    there still delivers one failure event (and only one) before the cancellation propagates.
+    An error answer is not billed, and nothing was in flight: it costs 0."""
+    events = _cancelled_once_sent(throttled, "gpt-image-1", settle=0.05)
     assert throttled.hits == 1
-    assert [(e.status, e.error_type, e.attempts) for e in recorder.events] == [
-        ("failure", "cancelled", 1)
+    assert [(e.status, e.error_type, e.attempts, e.cost_usd) for e in events] == [
+        ("failure", "cancelled", 1, 0)
     ]
 
 
@@ -55,22 +64,7 @@ def test_a_call_cancelled_while_its_request_is_in_flight_is_estimated_not_zero()
     be carried out and billed, so the one failure event carries an estimate. Before, it was
     recorded as not billed, $0."""
     with FakeOpenAI(api_keys=[API_KEY], faults=["latency=5;always"]) as slow:
-
-        async def scenario() -> None:
-            call = asyncio.create_task(
-                tracking.aimage_edit(
-                    image=PNG, prompt="p", model="gpt-image-2", api_base=slow.url, api_key=API_KEY
-                )
-            )
-            while slow.hits < 1:  # the upstream has it
-                await asyncio.sleep(0.01)
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-
-        with recording() as recorder:
-            asyncio.run(scenario())
-    (event,) = recorder.events
+        (event,) = _cancelled_once_sent(slow, "gpt-image-2")
     assert (event.status, event.error_type) == ("failure", "cancelled")
     assert event.cost_source == "estimate" and event.cost_usd is not None and event.cost_usd > 0
     assert event.price_ref is not None and event.price_ref.startswith("estimate:outcome-unknown")
