@@ -183,6 +183,7 @@ def test_migrations_ship_inside_the_wheel():
         "0002_spend_daily_view.py",
         "0003_proxy_keys_and_end_users.py",
         "0004_ledger_quarantine.py",
+        "0005_proxy_keys_prior_hashes.py",
     ]
 
 

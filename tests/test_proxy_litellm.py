@@ -104,6 +104,45 @@ def test_key_list_update_and_regenerate(proxy, client):
     assert edit(client, proxy.url, new_key, model="dall-e-2").status_code == 200
 
 
+def test_a_regenerated_key_keeps_its_spend_and_so_its_budget(proxy, client):
+    made = generate(client, proxy.url, key_alias="regen-budget", max_budget=100)
+    assert edit(client, proxy.url, made["key"]).status_code == 200
+    spent = Decimal(
+        _master(
+            client, "GET", f"{proxy.url}/key/info", params={"key_hash": made["key_hash"]}
+        ).json()["info"]["spend"]
+    )
+    assert spent > 0
+    # the budget is now spent: the key is refused
+    lowered = _master(
+        client,
+        "POST",
+        f"{proxy.url}/key/update",
+        json={"key": made["key"], "max_budget": str(spent)},
+    )
+    assert lowered.status_code == 200, lowered.text
+    assert edit(client, proxy.url, made["key"]).status_code == 429
+
+    key, key_hash = made["key"], made["key_hash"]
+    hashes = [key_hash]
+    for _ in range(2):  # twice: the spend follows the key through every new secret
+        fresh = _master(client, "POST", f"{proxy.url}/key/regenerate", json={"key": key})
+        assert fresh.status_code == 200, fresh.text
+        key, key_hash = fresh.json()["key"], fresh.json()["token"]
+        hashes.append(key_hash)
+        refused = edit(client, proxy.url, key)
+        assert refused.status_code == 429, refused.text  # not a fresh budget
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+        assert "has reached its budget" in refused.json()["error"]["message"]
+        info = _master(client, "GET", f"{proxy.url}/key/info", params={"key_hash": key_hash})
+        assert Decimal(info.json()["info"]["spend"]) == spent
+        # the key reads its own history, made under its earlier hashes too
+        own_rows = spend_rows(client, proxy.url, key)["data"]
+        assert own_rows and {r["api_key_hash"] for r in own_rows} == {hashes[0]}
+        own_keys = client.get(f"{proxy.url}/spend/keys", headers=bearer(key)).json()["data"]
+        assert [Decimal(k["spend"]) for k in own_keys] == [spent]
+
+
 def test_key_routes_refuse_without_master_and_for_unknown_keys(proxy, client):
     key = generate(client, proxy.url)["key"]
     for method, path in (

@@ -13,6 +13,7 @@ import pytest
 import tracking
 from tests.conftest import API_KEY, make_png
 from tests.router_support import ManualClock, Recorder, StubUpstream, closed_port, deployment
+from tracking.pricing.estimate import estimate_call_cost
 from tracking.router import (
     CallShape,
     Deployment,
@@ -413,6 +414,50 @@ def test_repeated_failures_cool_a_deployment_after_allowed_fails(stub_500, fake)
     hits = stub_500.hits
     edit(router)
     assert stub_500.hits == hits == 3
+
+
+def test_a_deployment_answering_unreadable_2xx_is_not_retried_but_cools_down(recorder, fake):
+    with FakeOpenAI(api_keys=[API_KEY], faults=["malformed;times=always"]) as broken:
+        router = Router(
+            [
+                deployment("images", broken.url, id="broken", weight=1),
+                deployment("images", fake.url, id="fine", weight=0),
+            ],
+            allowed_fails=2,
+            cooldown_time=30,
+        )
+        for _ in range(3):  # billed, so never retried: each call fails on its one attempt
+            with pytest.raises(tracking.APIResponseError):
+                edit(router)
+        assert [e.attempts for e in recorder.events] == [1, 1, 1]
+        # three failures exceed allowed_fails=2: the deployment is skipped from now on
+        assert "broken" in router.cooling()
+        edit(router)
+        assert broken.hits == 3 and recorder.events[-1].status == "success"
+
+
+def test_attempts_lost_before_a_fallback_are_estimated_as_the_model_they_asked(recorder, fake):
+    with FakeOpenAI(api_keys=[API_KEY], faults=["drop;times=always"]) as dropping:
+        router = Router(
+            [
+                deployment("primary", dropping.url, id="p", model="gpt-image-2", api_key=API_KEY),
+                deployment("backup", fake.url, id="b", model="gpt-image-1-mini", api_key=API_KEY),
+            ],
+            fallbacks=[{"primary": ["backup"]}],
+            num_retries=1,
+            allowed_fails=9,
+        )
+        edit(router, model="primary")  # two attempts sent whole on gpt-image-2, answers lost
+        edit(router, model="backup")  # the same answer on its own: the backup's own price
+    assert dropping.hits == 2
+    event, alone = recorder.events[-2], recorder.events[-1]
+    assert event.status == "success" and event.fallback_from == ("primary",)
+    each = estimate_call_cost("gpt-image-2", prompt_chars=9, input_images=1)
+    assert each.usd is not None and alone.cost_usd is not None
+    # each lost attempt at gpt-image-2's estimate, not at the cheaper model that answered
+    assert event.cost_usd == alone.cost_usd + 2 * each.usd
+    assert event.cost_source == "estimate"
+    assert f"estimate:outcome-unknown:{each.price_ref}" in (event.price_ref or "")
 
 
 def test_fallback_after_the_group_is_exhausted(recorder, stub_500, fake):

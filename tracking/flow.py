@@ -18,7 +18,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -319,7 +319,7 @@ def _attempts(
                 # result could not be downloaded) is billed all the same; a moderated one is not
                 progress.job_accepted and not isinstance(exc, ContentPolicyError)
             ):
-                progress.unknown_outcomes += 1
+                progress.unknown_outcomes.append(request)  # priced as what this attempt asked
             if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
                 run_steps(route.done(target, exc, latency_ms, None))
                 raise
@@ -354,7 +354,9 @@ class _Progress:
     upstream_latency_ms: float | None = None
     upstream_request_id: str | None = None
     http_status: int | None = None
-    unknown_outcomes: int = 0  #: attempts sent whole whose answer never came back whole
+    #: the requests of attempts sent whole whose answer never came back whole (a fallback's
+    #: attempts ask another model: each is estimated as what it asked)
+    unknown_outcomes: list[ImageEditRequest] = field(default_factory=list)
     outcome: Any = None  #: what the transport gave back for the attempt's request
     #: the attempt's job was accepted upstream (its answer was a poll): billed, whatever follows
     job_accepted: bool = False
@@ -596,9 +598,7 @@ def _make_event(
     )
     cost = price_call(request, response, failure=failure)
     if progress.unknown_outcomes:  # attempts that may have been billed unseen
-        cost = with_unknown_outcomes(
-            cost, request, progress.unknown_outcomes, failed=failure is not None
-        )
+        cost = with_unknown_outcomes(cost, progress.unknown_outcomes, failed=failure is not None)
     return ImageEditEvent(
         request_id=request_id,
         call_type=call_type,

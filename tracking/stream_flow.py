@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .call_control import claim
@@ -91,10 +92,12 @@ _READ = ReadStream()
 class _StreamReader:
     """The open answer of the current attempt: its decoder and the events parsed ahead."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, parsed: list[tuple[ImageEditRequest, CallOptions]]) -> None:
         self.started = started
-        #: attempts an upstream answered 2xx: each may be billed, whole, even if it broke off
-        self.accepted = 0
+        #: the requests of attempts an upstream answered 2xx: each may be billed, whole, even if
+        #: it broke off (a fallback's ask another model)
+        self.accepted: list[ImageEditRequest] = []
+        self._parsed = parsed  # the call's requests as parsed: the last is the attempt's
         self.first_image_ms: float | None = None
         self.completed: ImageEditCompletedEvent | None = None
         self.upstream_request_id: str | None = None
@@ -121,7 +124,7 @@ class _StreamReader:
         progress.http_status = self.http_status = outcome.status
         if outcome.status >= 400:
             raise _status_error(outcome, prepared, upstream_id, provider)
-        self.accepted += 1
+        self.accepted.append(self._parsed[-1][0])
         content_type = outcome.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
             raise APIResponseError(
@@ -199,7 +202,7 @@ def stream_flow(
         route = DirectRoute(params)
     progress = _Progress()
     parsed: list[tuple[ImageEditRequest, CallOptions]] = []
-    reader = _StreamReader(started)
+    reader = _StreamReader(started, parsed)
     failure: BaseException | None = None
     try:
         item = yield from _attempts(
@@ -245,11 +248,11 @@ def stream_flow(
     changes: dict[str, Any] = {"time_to_first_image_ms": reader.first_image_ms}
     # Accepted attempts that broke off (all of them when the call failed, else all but the
     # last) may each have been billed in full: their estimate is added to the call's cost.
-    broken = reader.accepted - (failure is None)
-    if getattr(failure, "billed_usage", None) is not None:
-        broken -= 1  # its completed event said what it billed: priced from that, not estimated
-    if broken > 0 and request is not None:
-        changes.update(_with_broken_streams(event, request, broken))
+    broken = reader.accepted[:-1] if failure is None else reader.accepted
+    if broken and getattr(failure, "billed_usage", None) is not None:
+        broken = broken[:-1]  # its completed event said what it billed: priced from that
+    if broken:
+        changes.update(_with_broken_streams(event, broken))
         if failure is not None:
             changes.update(
                 upstream_request_id=progress.upstream_request_id, http_status=progress.http_status
@@ -265,18 +268,17 @@ def stream_flow(
         raise failure
 
 
-def _with_broken_streams(
-    event: ImageEditEvent, request: ImageEditRequest, broken: int
-) -> dict[str, Any]:
-    """The cost fields of ``event`` with ``broken`` accepted-then-broken attempts estimated.
+def _with_broken_streams(event: ImageEditEvent, broken: list[ImageEditRequest]) -> dict[str, Any]:
+    """The cost fields of ``event`` with the ``broken`` attempts (accepted, then broken off: each
+    one's request) estimated, each as what it asked.
 
     A failed call costs their estimate, plus the estimate of attempts whose answer never came
     (already in ``event``); a call that succeeded costs its own price plus theirs. No price for
     the model: a failed call stays unpriced (never $0), a successful one keeps its own price.
     """
-    each = estimate_incomplete_stream(request)
+    estimates = [estimate_incomplete_stream(asked) for asked in broken]
     failed = event.status == "failure"
-    if each is None:
+    if None in estimates:
         return (
             {
                 "cost_usd": None,
@@ -287,7 +289,7 @@ def _with_broken_streams(
             if failed
             else {}
         )
-    total = each * broken
+    total = sum((e for e in estimates if e is not None), Decimal(0))
     ref = INCOMPLETE_STREAM_REF
     if failed:
         # attempts sent whole whose answer never came back (estimated), or the last one's

@@ -21,13 +21,14 @@ it was made, a request body that could not be written whole, or any HTTP error a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import httpx
 
 from .errors import APIResponseError
 from .pricing import UNPRICED, Cost
-from .pricing.estimate import estimate_call_cost
+from .pricing.estimate import ESTIMATE_REF, estimate_unknown_outcomes
 
 if TYPE_CHECKING:
     from .request import ImageEditRequest
@@ -39,8 +40,6 @@ __all__ = [
     "with_unknown_outcomes",
 ]
 
-#: ``price_ref`` of an estimated row (the price entry's own reference follows it).
-ESTIMATE_REF = "estimate:outcome-unknown"
 #: Transport failures that happen only once the request was written whole.
 _AFTER_SENDING = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
@@ -66,36 +65,19 @@ def outcome_unknown(outcome: object, error: BaseException) -> bool:
     )
 
 
-def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -> Cost:
-    """The estimated cost of ``attempts`` attempts of ``request`` whose outcome is unknown."""
-    if request is None or attempts <= 0:
-        return UNPRICED
-    candidates = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
-    for model in dict.fromkeys(m for m in candidates if m):
-        each = estimate_call_cost(
-            model,
-            request.size,
-            request.quality,
-            request.n or 1,
-            prompt_chars=len(request.prompt),
-            input_images=len(request.images),
-        )
-        if each.usd is not None:
-            return Cost(each.usd * attempts, None, "estimate", f"{ESTIMATE_REF}:{each.price_ref}")
-    return UNPRICED
+def with_unknown_outcomes(cost: Cost, unknown: Sequence[ImageEditRequest], *, failed: bool) -> Cost:
+    """The call's cost with its ``unknown`` outcomes added (see the module docstring).
 
-
-def with_unknown_outcomes(
-    cost: Cost, request: ImageEditRequest | None, attempts: int, *, failed: bool
-) -> Cost:
-    """The call's cost with ``attempts`` unknown outcomes added (see the module docstring)."""
+    ``unknown`` holds the request of each such attempt, in order: after a fallback they ask
+    another model than the call's last request, and each is estimated as what it asked.
+    """
     if failed and cost.source == "estimate":
         # The pricing already estimated the last attempt (a 2xx it could not read): the
         # estimate covers the others.
-        attempts -= 1
-        if attempts <= 0:
+        unknown = unknown[:-1]
+        if not unknown:
             return cost
-    estimate = estimate_unknown_outcomes(request, attempts)
+    estimate = _estimate_each(unknown)
     if failed and cost.source != "estimate" and not cost.usd:  # the failure itself billed nothing
         return estimate
     if estimate.usd is None or cost.usd is None:
@@ -106,3 +88,22 @@ def with_unknown_outcomes(
         "estimate",
         f"{cost.price_ref}+{estimate.price_ref}" if cost.price_ref else estimate.price_ref,
     )
+
+
+def _estimate_each(unknown: Sequence[ImageEditRequest]) -> Cost:
+    """The estimates of ``unknown`` summed, each request once with its count; unpriced when
+    any of them has no price (a part of the sum would pass for the whole)."""
+    counts: dict[int, tuple[ImageEditRequest, int]] = {}
+    for asked in unknown:
+        _, seen = counts.get(id(asked), (asked, 0))
+        counts[id(asked)] = (asked, seen + 1)
+    total, refs = None, []
+    for asked, attempts in counts.values():
+        each = estimate_unknown_outcomes(asked, attempts)
+        if each.usd is None:
+            return UNPRICED
+        total = each.usd if total is None else total + each.usd
+        refs.append(each.price_ref or "")
+    if total is None:
+        return UNPRICED
+    return Cost(total, None, "estimate", "+".join(dict.fromkeys(refs)))

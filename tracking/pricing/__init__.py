@@ -332,7 +332,9 @@ def price_call(
         if entry is not None and billed is not None:  # no image, but the answer billed tokens
             return _failure_cost(entry, request, billed)
         if entry is not None and _unreadable_success(failure):
-            return _estimate(entry, request, None, request.n or 1)
+            # a 2xx never read: estimated as any attempt whose outcome is unknown (the input
+            # allowance included), so it costs what a dropped answer would
+            return estimate_unknown_outcomes(request, 1)
         if entry is not None and entry.tokens and _refused_in_an_answer(failure):
             return _input_estimate(entry, request)
         return NOT_BILLED
@@ -508,4 +510,4 @@ def _warn_unpriced(model: str, why: str) -> None:
     )
 
 
-from .estimate import estimate_call_cost  # noqa: E402  (it uses Cost and find_entry above)
+from .estimate import estimate_call_cost, estimate_unknown_outcomes  # noqa: E402  (it uses Cost and find_entry above)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..request import ImageEditRequest
 
 __all__ = [
+    "ESTIMATE_REF",
     "INPUT_IMAGE_TOKENS",
     "PARTIAL_IMAGE_TOKENS",
     "REFERENCE_OUTPUT_TOKENS",
@@ -41,6 +42,7 @@ __all__ = [
     "estimate_call_cost",
     "estimate_incomplete_stream",
     "estimate_max_cost",
+    "estimate_unknown_outcomes",
     "input_estimate",
     "max_expected_cost",
 ]
@@ -56,6 +58,8 @@ _REFERENCE_PIXELS = 1024 * 1024
 #: The largest standard size an ``auto`` size resolves to (1536x1024 or 1024x1536).
 _AUTO_PIXELS = 1536 * 1024
 _MILLION = Decimal(1_000_000)
+#: ``price_ref`` of an attempt whose outcome is unknown (the price entry's own reference follows).
+ESTIMATE_REF = "estimate:outcome-unknown"
 log = logging.getLogger("tracking.pricing")
 
 
@@ -226,3 +230,22 @@ def estimate_incomplete_stream(
         output = entry.tokens.get("output_image", Decimal(0))
         total += output * PARTIAL_IMAGE_TOKENS * request.partial_images / 1_000_000
     return total
+
+
+def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -> Cost:
+    """The estimated cost of ``attempts`` attempts of ``request`` whose outcome is unknown."""
+    if request is None or attempts <= 0:
+        return UNPRICED
+    candidates = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
+    for model in dict.fromkeys(m for m in candidates if m):
+        each = estimate_call_cost(
+            model,
+            request.size,
+            request.quality,
+            request.n or 1,
+            prompt_chars=len(request.prompt),
+            input_images=len(request.images),
+        )
+        if each.usd is not None:
+            return Cost(each.usd * attempts, None, "estimate", f"{ESTIMATE_REF}:{each.price_ref}")
+    return UNPRICED

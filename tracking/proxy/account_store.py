@@ -65,6 +65,13 @@ class KeyRecord:
     rpm_limit: int | None
     expires_at: datetime | None
     created_at: datetime
+    #: The hashes the key had before it was regenerated, oldest first.
+    prior_key_hashes: tuple[str, ...] = ()
+
+    @property
+    def spend_key_hashes(self) -> tuple[str, ...]:
+        """Every hash the ledger's rows may name this key by: its spend is theirs summed."""
+        return (*self.prior_key_hashes, self.key_hash)
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
@@ -196,6 +203,7 @@ class AccountStore:
             rpm_limit=row.rpm_limit,
             expires_at=row.expires_at,
             created_at=row.created_at,
+            prior_key_hashes=tuple(str(h) for h in row.prior_key_hashes or ()),
         )
 
     def key_hashes(self, limit: int) -> frozenset[str] | None:
@@ -298,9 +306,14 @@ class AccountStore:
     # -- spend (from spend_logs) ------------------------------------------------------------
 
     def spent(
-        self, *, key_hash: str | None = None, end_user: str | None = None, since: datetime | None
+        self,
+        *,
+        key_hashes: Sequence[str] | None = None,
+        end_user: str | None = None,
+        since: datetime | None,
     ) -> Decimal:
-        """What one key or end user spent from ``since`` (inclusive) on, per the ledger."""
+        """What one key (the rows naming any of ``key_hashes``: a regenerated key's hashes) or
+        end user spent from ``since`` (inclusive) on, per the ledger."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
@@ -309,8 +322,8 @@ class AccountStore:
         from tracking.integrations.sql import spend_logs
 
         statement = sa.select(sa.func.sum(spend_logs.c.cost_usd))
-        if key_hash is not None:
-            statement = statement.where(spend_logs.c.api_key_hash == key_hash)
+        if key_hashes is not None:
+            statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
         if end_user is not None:
             statement = statement.where(spend_logs.c.end_user == end_user)
         if since is not None:
@@ -321,7 +334,7 @@ class AccountStore:
     def spend_logs(
         self,
         *,
-        key_hash: str | None,
+        key_hashes: Sequence[str] | None,
         end_user: str | None,
         start: datetime | None,
         end: datetime | None,
@@ -337,8 +350,8 @@ class AccountStore:
         from tracking.integrations.sql import spend_logs
 
         conditions: list[Any] = []
-        if key_hash is not None:
-            conditions.append(spend_logs.c.api_key_hash == key_hash)
+        if key_hashes is not None:
+            conditions.append(spend_logs.c.api_key_hash.in_(list(key_hashes)))
         if end_user is not None:
             conditions.append(spend_logs.c.end_user == end_user)
         if start is not None:
@@ -359,8 +372,8 @@ class AccountStore:
             total = int(conn.execute(count).scalar_one())
         return rows, total
 
-    def key_summary(self, key_hash: str | None) -> list[dict[str, Any]]:
-        """Spend per virtual key (one key, or every key that spent), dearest first."""
+    def key_summary(self, key_hashes: Sequence[str] | None) -> list[dict[str, Any]]:
+        """Spend per key hash (one key's hashes, or every key that spent), dearest first."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
@@ -382,8 +395,8 @@ class AccountStore:
             .group_by(spend_logs.c.api_key_hash)
             .order_by(cost.desc(), spend_logs.c.api_key_hash)
         )
-        if key_hash is not None:
-            statement = statement.where(spend_logs.c.api_key_hash == key_hash)
+        if key_hashes is not None:
+            statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
         with self.engine.connect() as conn:
             result = conn.execute(statement).all()
         return [

@@ -37,6 +37,9 @@ keys = sa.Table(
     sa.Column("rpm_limit", sa.Integer),
     sa.Column("expires_at", UTCDateTime()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    #: The hashes the key had before ``/key/regenerate`` (oldest first): its spend is summed
+    #: over these and ``key_hash``; null when it was never regenerated (revision 0005).
+    sa.Column("prior_key_hashes", _json()),
 )
 
 end_users = sa.Table(

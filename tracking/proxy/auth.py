@@ -36,6 +36,20 @@ class Principal:
     rpm_limit: int | None = None
     #: The virtual key's total budget in USD (None: no budget).
     max_budget_usd: Decimal | None = None
+    #: The hashes the virtual key had before it was regenerated, oldest first.
+    prior_key_hashes: tuple[str, ...] = ()
+
+    @property
+    def spend_key_hashes(self) -> tuple[str, ...]:
+        """Every hash the ledger's rows may name this key by (none for master and open)."""
+        own = (self.key_hash,) if self.key_hash is not None else ()
+        return (*self.prior_key_hashes, *own)
+
+    @property
+    def budget_key(self) -> str | None:
+        """The key's lasting name for its budget counter: its first hash, kept across
+        regenerations (None for master and open)."""
+        return self.prior_key_hashes[0] if self.prior_key_hashes else self.key_hash
 
     def may_call(self, model: str) -> bool:
         return self.models is None or model in self.models

@@ -199,12 +199,14 @@ class Budgets:
         # (counter, limit, (whose, which budget), the ledger's filter for what was spent)
         budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any]]] = []
         if principal.key_hash is not None and principal.max_budget_usd is not None:
+            # named by the key's first hash and summed over all it had: a regenerated key
+            # keeps its spend
             budgets.append(
                 (
-                    f"key:{principal.key_hash}:total",
+                    f"key:{principal.budget_key}:total",
                     principal.max_budget_usd,
                     (f"this key ({principal.key_alias or principal.key_hash[:12]})", "budget"),
-                    {"key_hash": principal.key_hash, "since": None},
+                    {"key_hashes": principal.spend_key_hashes, "since": None},
                 )
             )
         if record is not None and record.budget_usd is not None and record.budget_period:

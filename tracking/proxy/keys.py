@@ -120,6 +120,7 @@ def principal_of(record: KeyRecord) -> Principal:
         models=frozenset(record.models) if record.models is not None else None,
         rpm_limit=record.rpm_limit,
         max_budget_usd=record.max_budget_usd,
+        prior_key_hashes=record.prior_key_hashes,
     )
 
 

@@ -188,8 +188,14 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         known_fields(document, _NAMED_KEY_FIELDS, "/key/regenerate")
         old_hash = _key_hash_of(document)
         changes = _key_changes(document, accounts)
+        old = await asyncio.to_thread(store.get_key, old_hash)
+        if old is None:
+            raise litellm_store.missing_key()
         key = generate_key()
         changes["key_hash"] = hash_key(key)
+        # the ledger's rows keep the hash each call was made with: the key's spend (and
+        # budget) is summed over every hash it had
+        changes["prior_key_hashes"] = [*old.prior_key_hashes, old_hash]
         record = await asyncio.to_thread(litellm_store.update_key, store, old_hash, changes)
         accounts.virtual_keys.forget(old_hash)  # the old secret stops here at once
         await accounts.virtual_keys.learn(record.key_hash)  # the new one works at once

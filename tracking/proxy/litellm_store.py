@@ -25,6 +25,7 @@ __all__ = [
     "delete_existing",
     "list_end_users",
     "list_keys",
+    "missing_key",
     "set_blocked",
     "spend_by",
     "spend_report",
@@ -41,7 +42,7 @@ def _money(value: Any) -> str:
     return f"{Decimal(str(value or 0)).quantize(_QUANTUM).normalize():f}"
 
 
-def _missing_key() -> ProxyError:
+def missing_key() -> ProxyError:
     return ProxyError(404, "no such key", param="key", code="key_not_found")
 
 
@@ -94,10 +95,10 @@ def update_key(store: AccountStore, key_hash: str, changes: Mapping[str, Any]) -
                 keys.update().where(keys.c.key_hash == key_hash).values(**values)
             ).rowcount
         if not found:
-            raise _missing_key()
+            raise missing_key()
     record = store.get_key(values.get("key_hash", key_hash))
     if record is None:
-        raise _missing_key()
+        raise missing_key()
     return record
 
 

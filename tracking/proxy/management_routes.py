@@ -215,7 +215,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         record = await asyncio.to_thread(store.get_key, wanted)
         if record is None:
             raise ProxyError(404, "no such key", param="key_hash", code="key_not_found")
-        spent = await asyncio.to_thread(store.spent, key_hash=wanted, since=None)
+        spent = await asyncio.to_thread(store.spent, key_hashes=record.spend_key_hashes, since=None)
         await send_json(
             send, 200, {"key_hash": wanted, "info": {**record.to_dict(), "spend": f"{spent:f}"}}
         )

@@ -41,11 +41,12 @@ def _page_number(query: dict[str, str], name: str, default: int, high: int) -> i
     return bounded_int(int(raw), name, low=1, high=high)
 
 
-def _own_hash(principal: Principal) -> str | None:
-    """The key hash a caller is confined to; None for the master key (and an open proxy)."""
+def _own_hashes(principal: Principal) -> tuple[str, ...] | None:
+    """The key hashes a caller is confined to (its own, with those it had before it was
+    regenerated); None for the master key (and an open proxy)."""
     if principal.kind == "virtual":
         assert principal.key_hash is not None
-        return principal.key_hash
+        return principal.spend_key_hashes
     return None
 
 
@@ -71,10 +72,13 @@ def spend_routes(
         query = query_of(scope)
         page = _page_number(query, "page", 1, MAX_PAGE)
         page_size = _page_number(query, "page_size", 100, _MAX_PAGE_SIZE)
-        wanted_hash = _own_hash(principal) or key_hash(query.get("api_key_hash"), "api_key_hash")
+        wanted = _own_hashes(principal)
+        if wanted is None:
+            asked = key_hash(query.get("api_key_hash"), "api_key_hash")
+            wanted = (asked,) if asked is not None else None
         rows, total = await asyncio.to_thread(
             store.spend_logs,
-            key_hash=wanted_hash,
+            key_hashes=wanted,
             end_user=end_user_id(query.get("user")),
             start=optional_date(query, "start_date"),
             end=optional_date(query, "end_date"),
@@ -95,7 +99,7 @@ def spend_routes(
 
     async def keys(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await caller(scope)
-        summary = await asyncio.to_thread(store.key_summary, _own_hash(principal))
+        summary = await asyncio.to_thread(store.key_summary, _own_hashes(principal))
         await send_json(send, 200, {"data": summary})
 
     return {("GET", "/spend/logs"): logs, ("GET", "/spend/keys"): keys}

@@ -11,11 +11,14 @@ What an error means for routing:
 
 * the request's fault (400, 413, 422, or any other 4xx but 401/403/404/408/409): the call
   fails at once, on any group; retrying elsewhere would fail the same way;
-* the deployment's fault (429, 5xx, timeouts, dropped connections, unreadable answers,
-  401/403/404 from a misconfigured deployment, 408/409): counted against the deployment and
-  retried elsewhere; 401/403/404 cool the deployment down at once, the others once it has
-  failed more than ``allowed_fails`` times within a minute, unless it is the only deployment of
-  its group (cooling it down would refuse every call for ``cooldown_time`` over a passing fault);
+* the deployment's fault (429, 5xx, timeouts, dropped connections, 401/403/404 from a
+  misconfigured deployment, 408/409): counted against the deployment and retried elsewhere;
+  401/403/404 cool the deployment down at once, the others once it has failed more than
+  ``allowed_fails`` times within a minute, unless it is the only deployment of its group
+  (cooling it down would refuse every call for ``cooldown_time`` over a passing fault);
+* a 2xx answer that cannot be read (:class:`~tracking.errors.APIResponseError`): counted
+  against the deployment like the faults above, but never retried, since it was most likely
+  billed;
 * a fallback group the request is not valid for (``ValidationError`` when parsed for its
   model): skipped, the reason logged and recorded (``fallbacks_skipped``).
 """
@@ -26,7 +29,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import APIError, RateLimitError, UnsupportedOperationError, ValidationError
+from ..errors import (
+    APIError,
+    APIResponseError,
+    RateLimitError,
+    UnsupportedOperationError,
+    ValidationError,
+)
 from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
@@ -162,7 +171,9 @@ class CallRoute:
                         ],
                     )
                 return
-            if not is_deployment_fault(error):
+            # an answer this deployment sent that cannot be read is not retried (it was
+            # billed), but it is the deployment's fault all the same: it counts toward cooldown
+            if not is_deployment_fault(error) and not isinstance(error, APIResponseError):
                 return
             assert isinstance(error, APIError)
             # The only deployment of a group is never cooled down: for failures that pass (429,
