@@ -123,6 +123,20 @@ def test_unknown_keys_warn_and_are_ignored(caplog):
     assert "whatever: unknown key, ignored" in caplog.text
 
 
+def test_router_settings_that_have_no_effect_here_are_named_in_a_warning():
+    config = parse_config(
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "x"}}],
+            "router_settings": {"timeout": 30, "enable_pre_call_checks": True, "retry_after": 1},
+        }
+    )
+    assert set(config.warnings) == {
+        "router_settings.enable_pre_call_checks: accepted for LiteLLM compatibility, "
+        "not used by this proxy",
+        "router_settings.retry_after: accepted for LiteLLM compatibility, not used by this proxy",
+    }  # (timeout is used: the deployments' default timeout)
+
+
 def test_environment_fills_settings_and_environment_variables_section():
     config = parse_config(
         {

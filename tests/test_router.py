@@ -110,6 +110,42 @@ def test_from_config_reads_a_litellm_style_proxy_config():
     assert Router.from_config(config).groups["gpt-image-1"][1].id == two.id
 
 
+def test_router_settings_timeout_is_the_timeout_of_deployments_without_their_own(recorder):
+    with FakeOpenAI(api_keys=[API_KEY], faults=["latency=2;times=always"]) as slow:
+        config = {
+            "model_list": [
+                deployment("images", slow.url, id="default", api_key=API_KEY, max_retries=0),
+                deployment("own", slow.url, id="own", api_key=API_KEY, timeout=0.2),
+            ],
+            "router_settings": {"timeout": 0.3, "num_retries": 0},
+        }
+        router = Router.from_config(config)
+        assert [d.timeout for d in router.groups["images"]] == [0.3]
+        assert [d.timeout for d in router.groups["own"]] == [0.2]  # its own wins
+        with pytest.raises(tracking.APITimeoutError):  # (without it: 600 s, a success)
+            edit(router)
+
+
+def test_in_the_proxy_router_settings_timeout_beats_request_timeout():
+    from tracking.config import parse_config
+    from tracking.proxy.models import router_config
+
+    def timeouts(**sections: object) -> list[float | None]:
+        entries = [
+            {"model_name": "a", "litellm_params": {"model": "gpt-image-2"}},
+            {"model_name": "b", "litellm_params": {"model": "gpt-image-2", "timeout": 7}},
+        ]
+        router = Router.from_config(
+            router_config(parse_config({"model_list": entries, **sections}))
+        )
+        return [router.groups[name][0].timeout for name in ("a", "b")]
+
+    assert timeouts() == [None, 7]
+    assert timeouts(litellm_settings={"request_timeout": 20}) == [20, 7]
+    both = {"litellm_settings": {"request_timeout": 20}, "router_settings": {"timeout": 30}}
+    assert timeouts(**both) == [30, 7]
+
+
 def test_the_documented_config_example_is_accepted(monkeypatch):
     import pathlib
     import re

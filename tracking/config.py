@@ -200,6 +200,10 @@ _ROUTER_SETTINGS: dict[str, Check] = {
     "redis_password": _is_str,
     "redis_url": _is_str,
 }
+#: router_settings keys a LiteLLM config may hold that are checked but have no effect here.
+_ROUTER_SETTINGS_NOT_USED = frozenset(
+    {"retry_after", "context_window_fallbacks", "enable_pre_call_checks", "model_group_alias"}
+)
 _GENERAL_SETTINGS: dict[str, Check] = {
     "master_key": _is_str,
     "database_url": _is_str,
@@ -434,6 +438,10 @@ def parse_config(
     router = faults.check_section(
         top.get("router_settings", {}), _ROUTER_SETTINGS, "router_settings"
     )
+    for key in sorted(_ROUTER_SETTINGS_NOT_USED & router.keys()):
+        faults.warnings.append(
+            f"router_settings.{key}: accepted for LiteLLM compatibility, not used by this proxy"
+        )
     general = faults.check_section(
         top.get("general_settings", {}), _GENERAL_SETTINGS, "general_settings"
     )

@@ -35,7 +35,11 @@ class Dispatcher(Protocol):
 
 def router_config(config: ProxyConfig) -> dict[str, Any]:
     """The config as :meth:`tracking.Router.from_config` reads it (references resolved)."""
+    # a deployment's own timeout, else router_settings.timeout (applied by the router), else
+    # litellm_settings.request_timeout
     request_timeout = config.litellm_settings.request_timeout
+    if config.router_settings.get("timeout") is not None:
+        request_timeout = None
     model_list = []
     for deployment in config.model_list:
         params = dict(deployment.litellm_params)

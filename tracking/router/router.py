@@ -80,6 +80,15 @@ def _check_fallbacks(
         )
 
 
+def _with_timeout(entry: Any, timeout: Any) -> Any:
+    """A ``model_list`` entry with ``timeout`` in its ``litellm_params`` unless it has its own
+    (anything malformed is left for the deployment parser to report)."""
+    params = entry.get("litellm_params") if isinstance(entry, Mapping) else None
+    if not isinstance(params, Mapping) or params.get("timeout") is not None:
+        return entry
+    return {**entry, "litellm_params": {**params, "timeout": timeout}}
+
+
 def _routed_sync(
     params: Callable[P, dict[str, Any]], name: str
 ) -> Callable[Concatenate[Router, P], ImageResponse]:
@@ -172,7 +181,9 @@ class Router:
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Router:
         """A router from a LiteLLM-style proxy config: ``model_list``, ``router_settings``
         (and ``fallbacks`` / ``num_retries`` under ``litellm_settings``, where LiteLLM also
-        reads them). ``redis_host`` / ``redis_port`` / ``redis_password`` become a URL."""
+        reads them). ``redis_host`` / ``redis_port`` / ``redis_password`` become a URL;
+        ``router_settings.timeout`` is the timeout of every deployment that sets none in its
+        ``litellm_params``."""
         if not isinstance(config, Mapping):
             raise ConfigurationError("config: expected a mapping")
         settings: dict[str, Any] = {}
@@ -201,7 +212,10 @@ class Router:
             auth = f":{quote(str(password), safe='')}@" if password else ""
             settings["redis_url"] = f"redis://{auth}{host}:{port or 6379}/0"
         settings.update(overrides)
-        return cls(config.get("model_list") or [], **settings)
+        model_list = config.get("model_list") or []
+        if router_settings.get("timeout") is not None and isinstance(model_list, list):
+            model_list = [_with_timeout(d, router_settings["timeout"]) for d in model_list]
+        return cls(model_list, **settings)
 
     def cool_down(self, deployment: Deployment, reason: str) -> None:
         """Skip ``deployment`` for ``cooldown_time`` seconds, in every process sharing state."""
