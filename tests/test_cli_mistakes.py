@@ -211,3 +211,16 @@ def test_argv_bytes_that_are_not_utf8_are_one_line_errors_never_echoing_a_passwo
         assert result.returncode == code, result.stderr
         assert message in result.stderr and b"Traceback" not in result.stderr
         assert b"hunter2" not in result.stderr and b"sk-" not in result.stderr
+
+
+def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback():
+    """``tracking prices list | head``: the pipe closes before the output is all written."""
+    process = subprocess.Popen(
+        [*tracking_command(), "prices", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line
+    with process.stderr:
+        errors = process.stderr.read().decode()
+    assert process.wait(60) == 141, errors  # 128 + SIGPIPE, as a shell reports it
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors

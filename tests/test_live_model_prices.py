@@ -140,10 +140,11 @@ def test_an_unreadable_success_answer_is_estimated_from_the_request(fake, monkey
     (kwargs,) = events
     event = kwargs["tracking_event"]
     # No per-image price for 2.5: 200 reference tokens x 1.5 (1536x1024) = 300 tokens, x $30
-    # per 1M = $0.009 an image, x 3 requested.
-    assert event.cost_usd == Decimal("0.027")
-    assert event.cost_per_image_usd == Decimal("0.009")
+    # per 1M = $0.009 an image, x 3 requested; plus the input allowance of any unknown outcome:
+    # 9 prompt characters at $5 per 1M and 1,000 tokens for the input image at $8 per 1M.
+    assert event.cost_usd == Decimal("0.027") + Decimal("0.000045") + Decimal("0.008")
     assert event.cost_source == "estimate"
+    assert event.price_ref == "estimate:outcome-unknown:packaged:gpt-image-2.5-sunburst#secondary"
     assert event.status == "failure" and event.error_type == "invalid_response"
 
 
@@ -218,6 +219,15 @@ def test_models_check_reads_shutdown_dates_from_the_upstream(fake, tmp_path, cap
     assert cli(["models", "check", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "gpt-image-2.5-flare" in out and "0 retired" in out
+
+
+@pytest.mark.parametrize("variable", ["OPENAI_BASE_URL", "OPENAI_API_BASE"])
+def test_models_check_finds_the_upstream_where_the_sdk_does(fake, capsys, monkeypatch, variable):
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, fake.url)  # the fake, not api.openai.com
+    assert cli(["models", "check", "--api-key", API_KEY]) == 1
+    assert "retired 2026-10-23" in capsys.readouterr().out
 
 
 # -- prices without a release: LiteLLM import, diff, list, the SDK reads the file ---------------

@@ -9,6 +9,7 @@ error: ...``, and a non-zero exit: never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -364,7 +365,9 @@ def _add_price_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         "check", help="which models of a config (or of the price table) are retired or retiring"
     )
     check.add_argument("--config", help="a proxy config.yaml (default: the price table's models)")
-    check.add_argument("--api-base", help="default: the config's, $OPENAI_API_BASE or OpenAI")
+    check.add_argument(
+        "--api-base", help="default: the config's, $OPENAI_BASE_URL, $OPENAI_API_BASE or OpenAI"
+    )
     check.add_argument("--api-key", help="default: the config's or $OPENAI_API_KEY")
     check.set_defaults(handler=_models_check)
 
@@ -460,6 +463,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # here, where a reader that left is caught, not at exit
+    except BrokenPipeError:
+        # the reader left early (`tracking prices list | head`): what it read was all it
+        # wanted; the rest goes nowhere, without a traceback, and the status says so
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a program the pipe stopped
     except KeyboardInterrupt:
         return 130
     except TrackingError as exc:

@@ -14,10 +14,10 @@ from datetime import UTC, date, datetime
 from typing import Any, TextIO
 
 from .errors import ConfigurationError
+from .request import DEFAULT_API_BASE, openai_api_base
 
 __all__ = ["DEFAULT_API_BASE", "MAX_MODELS_BYTES", "check_models", "fetch_shutdown_dates"]
 
-DEFAULT_API_BASE = "https://api.openai.com/v1"
 #: The most a models list may hold before it is refused (OpenAI's is a few tens of KB).
 MAX_MODELS_BYTES = 8 * 1024 * 1024
 
@@ -99,7 +99,7 @@ def check_models(
             if any(e.provider in (None, "openai") for e in (*override, *packaged))
         )
         config_base, config_key = None, None
-    base = api_base or config_base or os.environ.get("OPENAI_API_BASE") or DEFAULT_API_BASE
+    base = openai_api_base(api_base or config_base)
     key = api_key or config_key or os.environ.get("OPENAI_API_KEY")
     dates = fetch_shutdown_dates(base, key)
     day = today or datetime.now(UTC).date()

@@ -37,11 +37,11 @@ import httpx
 from .errors import TrackingError
 from .families import family_of
 from .pricing import find_entry
+from .request import openai_api_base
 
 __all__ = ["ProviderRow", "ReconcileError", "ReconcileRow", "fetch_provider", "reconcile"]
 
 By = Literal["day", "model", "project"]
-DEFAULT_API_BASE = "https://api.openai.com/v1"
 DEFAULT_THRESHOLD = Decimal(2)  #: percent
 _PAGE_LIMIT = 31
 
@@ -369,7 +369,7 @@ def reconcile(
         raise ReconcileError("no admin key: pass --admin-key or set OPENAI_ADMIN_KEY")
     if not (key.isascii() and key.isprintable()):  # it goes in a header (never echoed)
         raise ReconcileError("the admin key has characters no key has (non-ASCII or control)")
-    base = api_base or os.environ.get("OPENAI_BASE_URL") or DEFAULT_API_BASE
+    base = openai_api_base(api_base)
     billed = read_billed(  # never creates a ledger; its schema checked
         database_url,
         provider="openai",

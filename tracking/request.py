@@ -30,6 +30,7 @@ from .providers import is_provider
 from .rules import Call, check
 
 __all__ = [
+    "API_BASE_VARIABLES",
     "DEFAULT_API_BASE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
@@ -46,6 +47,7 @@ __all__ = [
     "image_generation_params",
     "is_text",
     "model_without_name",
+    "openai_api_base",
     "operation_of",
     "parse_call",
     "require_text",
@@ -60,6 +62,9 @@ OPERATIONS: tuple[Operation, ...] = ("image_edit", "image_generation")
 CallType = Literal["image_edit", "aimage_edit", "image_generation", "aimage_generation"]
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
+#: Where OpenAI's API base is read from when none is given, in order (the official clients'
+#: variable first, then LiteLLM's).
+API_BASE_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE")
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 2
 MAX_N = 10
@@ -68,6 +73,16 @@ MAX_PARTIAL_IMAGES = 3
 #: A day: longer is a mistake, and a non-finite or huge value breaks the socket layer untyped.
 #: Configs (deployments, router settings) are held to the same bound.
 MAX_TIMEOUT = 86_400.0
+
+
+def openai_api_base(given: str | None = None) -> str:
+    """``given``, else the first of :data:`API_BASE_VARIABLES` set, else OpenAI's own."""
+    for value in (given, *(os.environ.get(name) for name in API_BASE_VARIABLES)):
+        if value:
+            return value
+    return DEFAULT_API_BASE
+
+
 #: Retries one call may be given (its ``max_retries``, a config's ``num_retries``).
 MAX_RETRIES = 100
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
 from ..multipart import encode_multipart
-from ..request import DEFAULT_API_BASE
+from ..request import openai_api_base
 from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest
 
 if TYPE_CHECKING:
@@ -43,12 +43,7 @@ class OpenAIProvider(OpenAIAnswers):
     operations = EDITS_AND_GENERATIONS
 
     def api_base(self, options: CallOptions) -> str:
-        return (
-            options.api_base
-            or os.environ.get("OPENAI_BASE_URL")
-            or os.environ.get("OPENAI_API_BASE")
-            or DEFAULT_API_BASE
-        ).rstrip("/")
+        return openai_api_base(options.api_base).rstrip("/")
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_key = options.api_key or os.environ.get("OPENAI_API_KEY")
