@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import tracking
 from tests.conftest import edit_either
+from tests.ledger_support import open_ledger
 from tests.recorder import record_events
+from tracking.integrations.sql import spend_logs
 from tracking.testing.fake_images import solid_png
 
 PNG = solid_png(256, 256, (10, 20, 30))
@@ -162,3 +165,55 @@ def test_metadata_that_never_ends_is_refused_with_its_failure_event(
     error = _refused(fake, upstream, use_async, metadata=metadata)
     assert error.param == "metadata" and "deeper than" in error.message
     assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_an_integer_team_id_and_integer_tags_are_recorded_as_their_text(
+    fake, upstream, monkeypatch, tmp_path, use_async
+):
+    # metadata={"team": 5} was recorded as no team (NULL in the ledger) without a word.
+    recorder = record_events(monkeypatch)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", mode="durable")
+    tracking.callbacks.append(ledger)
+    try:
+        response = _call(use_async, **upstream, metadata={"team": 5, "tags": ["prod", 7]})
+        with ledger.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(spend_logs.c.team, spend_logs.c.tags).where(
+                    spend_logs.c.request_id == response.request_id
+                )
+            ).one()
+    finally:
+        tracking.callbacks.remove(ledger)
+        ledger.shutdown(10)
+    assert (recorder.last.team, recorder.last.tags) == ("5", ("prod", "7"))
+    assert recorder.last.metadata["team"] == 5  # the caller's metadata as given
+    assert row.team == "5" and row.tags == ["prod", "7"]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("metadata", "param", "rule"),
+    [
+        ({"team": True}, "metadata.team", "type"),
+        ({"team": 1.5}, "metadata.team", "type"),
+        ({"team": ["design"]}, "metadata.team", "type"),
+        ({"team": 2**64}, "metadata.team", "range"),
+        ({"tags": "prod"}, "metadata.tags", "type"),
+        ({"tags": {"prod", "eu"}}, "metadata.tags", "type"),
+        ({"tags": ["prod", None]}, "metadata.tags", "type"),
+        ({"tags": [{"env": "prod"}]}, "metadata.tags", "type"),
+        ({"tags": [10**5000]}, "metadata.tags", "range"),
+    ],
+    ids=["bool", "float", "list", "huge", "text", "set", "none", "dict", "huge-tag"],
+)
+def test_a_team_or_tags_that_cannot_be_recorded_are_refused_with_the_failure_event(
+    fake, upstream, monkeypatch, use_async, metadata, param, rule
+):
+    # Each was recorded as no team or no tags (or a dict's repr) without a word, and a tag
+    # too long to write as text failed the event after the call was sent: no event, no row.
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, metadata={**metadata, "team_name": "x"})
+    assert error.param == param and error.rule == rule and error.message.startswith(param)
+    assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]
+    assert recorder.last.metadata["team_name"] == "x"  # the rest of the metadata is kept
