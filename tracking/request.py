@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from .endpoint import check_api_base, check_api_key, header_value_problem, is_header_name
 from .errors import ValidationError, range_code
-from .events import freeze_metadata
+from .events import MetadataTooLarge, freeze_metadata
 from .families import Family, family_for
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
@@ -650,7 +650,8 @@ def _frozen_metadata(value: Mapping[str, Any]) -> Mapping[str, Any]:
     try:
         return freeze_metadata(value)
     except ValueError as exc:
-        raise ValidationError(f"metadata: {exc}", param="metadata", rule="format") from None
+        rule = "max_size" if isinstance(exc, MetadataTooLarge) else "format"
+        raise ValidationError(f"metadata: {exc}", param="metadata", rule=rule) from None
 
 
 #: An integer team id or tag is recorded as its decimal text; one past 64 bits is no id.
