@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -141,6 +143,49 @@ def test_async_callback_survives_asyncio_run_ending_before_it_ran(upstream):
     response = asyncio.run(acall(upstream))  # the loop closes right after the call returns
     assert tracking.flush(10)
     assert seen == [response.request_id]
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["image_edit", "aimage_edit"])
+def test_a_plain_callback_returning_a_coroutine_has_it_awaited_on_the_bus_loop(upstream, use_async):
+    """A lambda or a partial around an async function is a plain function to inspect: the
+    coroutine it returns was dropped ("coroutine ... was never awaited") and never ran."""
+    seen = []
+
+    async def record(how, kwargs, response, start_time, end_time):
+        await asyncio.sleep(0)
+        seen.append((how, threading.current_thread().name, kwargs["request_id"]))
+
+    tracking.success_callback.extend(
+        [functools.partial(record, "partial"), lambda k, r, s, e: record("lambda", k, r, s, e)]
+    )
+    response = asyncio.run(acall(upstream)) if use_async else call(upstream)
+    assert tracking.flush(10)
+    loop = "tracking-callbacks-loop"
+    assert sorted(seen) == [(how, loop, response.request_id) for how in ("lambda", "partial")]
+
+
+def test_a_coroutine_returned_by_a_plain_callback_has_the_async_timeout_and_error_counting(
+    upstream,
+):
+    bus.configure(callback_timeout=0.2)
+
+    async def fails():
+        raise RuntimeError("boom")
+
+    def returns_failing(kwargs, response, start_time, end_time):
+        return fails()
+
+    def returns_hanging(kwargs, response, start_time, end_time):
+        return asyncio.sleep(30)
+
+    tracking.success_callback.extend([returns_failing, returns_hanging])
+    failed, hung = errors_of("returns_failing"), errors_of("returns_hanging")
+    call(upstream)
+    asyncio.run(acall(upstream))
+    assert tracking.flush(10)  # bounded: each hanging coroutine is given up after 0.2 s
+    assert errors_of("returns_failing") == failed + 2
+    assert errors_of("returns_hanging") == hung + 2
+    assert any(k.endswith("returns_hanging") for k in bus.counters()["callback_timeouts"])
 
 
 class BothTwins(tracking.CustomLogger):
@@ -594,3 +639,38 @@ def test_a_callback_raising_system_exit_stops_neither_the_worker_nor_the_bus_loo
     ids = (first.request_id, second.request_id)
     assert sorted(seen) == sorted((kind, i) for kind in ("async", "sync") for i in ids)
     assert errors_of("exits") == before + 4  # exits and aexits, for each call
+
+
+def test_flush_called_from_a_callback_returns_at_once_and_the_event_reaches_the_others(upstream):
+    """The callback's own delivery is in flight while it runs: a flush there waited for itself
+    until its timeout (on the bus's loop, stalling every async callback meanwhile), or forever
+    with no timeout. It flushes the integrations and returns False at once."""
+    flushed, seen = [], []
+
+    def flushes(kwargs, response, start_time, end_time):
+        began = time.monotonic()
+        flushed.append(("sync", tracking.flush(timeout=3), time.monotonic() - began))
+
+    async def aflushes(kwargs, response, start_time, end_time):
+        began = time.monotonic()
+        flushed.append(("async", tracking.flush(timeout=3), time.monotonic() - began))
+
+    async def arecords(kwargs, response, start_time, end_time):
+        seen.append(("async", kwargs["request_id"]))
+
+    recorder = EventRecorder()
+    tracking.success_callback.extend(
+        [flushes, aflushes, lambda k, r, s, e: seen.append(("sync", k["request_id"])), arecords]
+    )
+    tracking.callbacks.append(recorder)
+    began = time.monotonic()
+    ids = [call(upstream).request_id, asyncio.run(acall(upstream)).request_id]
+    assert tracking.flush(10)
+    assert time.monotonic() - began < 2.5
+    assert (
+        sorted((kind, done) for kind, done, _ in flushed)
+        == [("async", False)] * 2 + [("sync", False)] * 2
+    )
+    assert all(took < 1 for _, _, took in flushed), flushed
+    assert sorted(seen) == sorted((kind, i) for kind in ("async", "sync") for i in ids)
+    assert [e.request_id for e in recorder.events] == ids

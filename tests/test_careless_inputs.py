@@ -9,10 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import tracking
 from tests.conftest import edit_either
+from tests.ledger_support import open_ledger
 from tests.recorder import record_events
+from tracking.events import MAX_METADATA_SIZE
+from tracking.integrations.sql import spend_logs
 from tracking.testing.fake_images import solid_png
 
 PNG = solid_png(256, 256, (10, 20, 30))
@@ -162,3 +166,111 @@ def test_metadata_that_never_ends_is_refused_with_its_failure_event(
     error = _refused(fake, upstream, use_async, metadata=metadata)
     assert error.param == "metadata" and "deeper than" in error.message
     assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_an_integer_team_id_and_integer_tags_are_recorded_as_their_text(
+    fake, upstream, monkeypatch, tmp_path, use_async
+):
+    # metadata={"team": 5} was recorded as no team (NULL in the ledger) without a word.
+    recorder = record_events(monkeypatch)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", mode="durable")
+    tracking.callbacks.append(ledger)
+    try:
+        response = _call(use_async, **upstream, metadata={"team": 5, "tags": ["prod", 7]})
+        with ledger.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(spend_logs.c.team, spend_logs.c.tags).where(
+                    spend_logs.c.request_id == response.request_id
+                )
+            ).one()
+    finally:
+        tracking.callbacks.remove(ledger)
+        ledger.shutdown(10)
+    assert (recorder.last.team, recorder.last.tags) == ("5", ("prod", "7"))
+    assert recorder.last.metadata["team"] == 5  # the caller's metadata as given
+    assert row.team == "5" and row.tags == ["prod", "7"]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("metadata", "param", "rule"),
+    [
+        ({"team": True}, "metadata.team", "type"),
+        ({"team": 1.5}, "metadata.team", "type"),
+        ({"team": ["design"]}, "metadata.team", "type"),
+        ({"team": 2**64}, "metadata.team", "range"),
+        ({"tags": "prod"}, "metadata.tags", "type"),
+        ({"tags": {"prod", "eu"}}, "metadata.tags", "type"),
+        ({"tags": ["prod", None]}, "metadata.tags", "type"),
+        ({"tags": [{"env": "prod"}]}, "metadata.tags", "type"),
+        ({"tags": [10**5000]}, "metadata.tags", "range"),
+    ],
+    ids=["bool", "float", "list", "huge", "text", "set", "none", "dict", "huge-tag"],
+)
+def test_a_team_or_tags_that_cannot_be_recorded_are_refused_with_the_failure_event(
+    fake, upstream, monkeypatch, use_async, metadata, param, rule
+):
+    # Each was recorded as no team or no tags (or a dict's repr) without a word, and a tag
+    # too long to write as text failed the event after the call was sent: no event, no row.
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, metadata={**metadata, "team_name": "x"})
+    assert error.param == param and error.rule == rule and error.message.startswith(param)
+    assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]
+    assert recorder.last.metadata["team_name"] == "x"  # the rest of the metadata is kept
+
+
+_LIMIT = MAX_METADATA_SIZE
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"text": "x" * (_LIMIT + 1)},
+        {"bytes": b"x" * (_LIMIT + 1)},
+        {"x" * (_LIMIT + 1): 1},
+        {"many": [None] * _LIMIT},
+        {"spread": [{"part": "x" * 1000}] * 70},
+        {"set": frozenset({"x" * (_LIMIT + 1)})},
+    ],
+    ids=["text", "bytes", "key", "many-values", "spread", "set-member"],
+)
+def test_metadata_over_the_size_limit_is_refused_with_its_failure_event(
+    fake, upstream, monkeypatch, use_async, metadata
+):
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, metadata=metadata)
+    assert error.param == "metadata" and error.rule == "max_size"
+    assert f"{_LIMIT:,}" in error.message and "64 KiB" in error.message
+    assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]
+    assert recorder.last.metadata == {}  # the event (and its row) goes without it
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_50_mb_metadata_value_is_refused_and_its_row_kept_without_it(
+    fake, upstream, monkeypatch, tmp_path, use_async
+):
+    # It was stored whole: in the event, every callback's copy and the ledger row.
+    recorder = record_events(monkeypatch)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", mode="durable")
+    tracking.callbacks.append(ledger)
+    try:
+        error = _refused(fake, upstream, use_async, metadata={"blob": "x" * (50 << 20)})
+        with ledger.engine.connect() as conn:
+            row = conn.execute(sa.select(spend_logs.c.status, spend_logs.c.metadata)).one()
+    finally:
+        tracking.callbacks.remove(ledger)
+        ledger.shutdown(10)
+    assert error.param == "metadata" and error.rule == "max_size"
+    assert recorder.last.request_id and (row.status, row.metadata) == ("failure", {})
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_metadata_under_the_size_limit_is_recorded_whole(fake, upstream, monkeypatch, use_async):
+    recorder = record_events(monkeypatch)
+    metadata = {"text": "x" * (_LIMIT - 100), "ids": list(range(20)), "team": "design"}
+    _call(use_async, **upstream, metadata=metadata)
+    assert recorder.last.status == "success"
+    assert recorder.last.metadata["text"] == metadata["text"]
+    assert recorder.last.metadata["ids"] == tuple(range(20))

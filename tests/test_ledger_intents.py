@@ -204,6 +204,26 @@ def test_an_intent_is_written_as_its_values_and_recovered_as_the_whole_row(tmp_p
     assert intent_line_row(whole) == decode_row(whole)  # a whole-row line of an older version
 
 
+def test_an_intents_team_and_tags_are_read_as_the_calls_event_reads_them() -> None:
+    """An integer team id is the team's text in the incomplete row too (it was NULL there)."""
+    from datetime import UTC, datetime
+
+    from tracking.integration import CallStart
+    from tracking.integrations.sql._intents import intent_line, intent_line_row
+    from tracking.request import parse_call
+
+    request, options = parse_call(
+        model="gpt-image-2",
+        prompt="a hat",
+        image=PNG,
+        api_key="sk-x",
+        metadata={"team": 5, "tags": ["a", 7]},
+    )
+    call = CallStart("req-team", "image_edit", request, options, "h", datetime.now(UTC))
+    row = intent_line_row(intent_line(call))
+    assert (row["team"], row["tags"]) == ("5", ["a", "7"])
+
+
 def test_whole_row_intents_left_by_an_older_version_are_still_recovered(tmp_path: Path):
     """A process of a version that wrote intents as whole rows died: its open intents (and a
     done one, in the compact form the new version writes next to it) are read back."""

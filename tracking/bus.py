@@ -28,8 +28,10 @@ the bus's own event loop thread, for sync and async calls alike, so a callback s
 when the caller's loop ends (``asyncio.run`` returning) is not cancelled: it runs exactly once,
 whatever the caller's loop does. A callback that raises (anything, ``SystemExit`` included) is
 logged once per callback (then at most once a minute) and counted; one that runs past the
-callback timeout is abandoned (a replacement worker takes over the queue) and counted.
-:func:`flush` and :func:`shutdown` deliver everything queued and run at interpreter exit.
+callback timeout is abandoned (a replacement worker takes over the queue) and counted. A plain
+function that returns an awaitable (a lambda calling an async function) has it awaited on the
+bus's loop, as an async callback. :func:`flush` and :func:`shutdown` deliver everything queued
+and run at interpreter exit; :func:`flush` called from a callback does not wait for the queue.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -399,6 +402,11 @@ class _Job:
     exception: BaseException | None
 
 
+#: ``on_bus`` is True on the bus's own threads (the worker and the loop thread): a callback
+#: that calls :func:`flush` there must not wait for the delivery it is part of.
+_THREAD = threading.local()
+
+
 @dataclass(slots=True)
 class _WorkerState:
     current: tuple[_Job, float] | None = None
@@ -423,6 +431,12 @@ class _Delivery:
         self._threads_inflight = 0  # worker jobs queued or running, and jobs on our loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        _THREAD.on_bus = False  # after a fork: the child's one thread is not a worker
+
+    @staticmethod
+    def on_bus_thread() -> bool:
+        """Whether the current thread is one of the bus's own (a callback is running on it)."""
+        return bool(getattr(_THREAD, "on_bus", False))
 
     # worker thread -----------------------------------------------------------------------
 
@@ -454,6 +468,7 @@ class _Delivery:
             self._watchdog.start()
 
     def _run_worker(self, state: _WorkerState) -> None:
+        _THREAD.on_bus = True
         while True:
             with self._lock:
                 while not self._queue and not state.abandoned.is_set():
@@ -475,9 +490,12 @@ class _Delivery:
     def _call_sync(self, job: _Job) -> None:
         try:
             kwargs = callback_kwargs(job.event, job.response, job.exception)
-            job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
+            result = job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
         except BaseException as exc:  # SystemExit too: it would end the worker, stalling the queue
             _callback_failed(job.name, exc)
+            return
+        if inspect.isawaitable(result):  # a lambda or wrapper around an async function
+            self.submit_loop(job, result)
 
     def _watch(self) -> None:
         while True:
@@ -497,11 +515,15 @@ class _Delivery:
 
     # coroutines ---------------------------------------------------------------------------
 
-    async def _call_async(self, job: _Job) -> None:
+    async def _call_async(self, job: _Job, started: Awaitable[Any] | None) -> None:
         try:
-            kwargs = callback_kwargs(job.event, job.response, job.exception)
             async with asyncio.timeout(self.timeout):
-                await job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
+                if started is None:
+                    kwargs = callback_kwargs(job.event, job.response, job.exception)
+                    started = job.handler(
+                        kwargs, job.response, job.event.start_time, job.event.end_time
+                    )
+                await started
         except TimeoutError as exc:
             _callback_failed(job.name, exc, timed_out=True)
         except asyncio.CancelledError:  # the loop is stopping: not the callback's failure
@@ -509,18 +531,19 @@ class _Delivery:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: they would stop our loop
             _callback_failed(job.name, exc)
 
-    def submit_loop(self, job: _Job) -> None:
-        """Run a coroutine callback on the bus's own loop thread."""
+    def submit_loop(self, job: _Job, started: Awaitable[Any] | None = None) -> None:
+        """Run a coroutine callback on the bus's own loop thread; or, with ``started``, await
+        what a plain callback returned there, under the same timeout."""
         with self._lock:
             loop = self._loop
             if loop is None:
                 loop = self._loop = asyncio.new_event_loop()
                 self._loop_thread = threading.Thread(
-                    target=loop.run_forever, name="tracking-callbacks-loop", daemon=True
+                    target=_run_loop, args=(loop,), name="tracking-callbacks-loop", daemon=True
                 )
                 self._loop_thread.start()
             self._threads_inflight += 1
-        future = asyncio.run_coroutine_threadsafe(self._call_async(job), loop)
+        future = asyncio.run_coroutine_threadsafe(self._call_async(job, started), loop)
         future.add_done_callback(self._loop_job_done)
 
     def _loop_job_done(self, future: concurrent.futures.Future[None]) -> None:
@@ -549,6 +572,11 @@ class _Delivery:
         thread.join(timeout=5)
         if not thread.is_alive():
             loop.close()
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    _THREAD.on_bus = True
+    loop.run_forever()
 
 
 DELIVERY = _Delivery()
@@ -679,9 +707,15 @@ def _known_integrations() -> list[Integration]:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Deliver everything queued to user callbacks and integrations; True when all of it was."""
+    """Deliver everything queued to user callbacks and integrations; True when all of it was.
+
+    Called from a user callback (on the bus's worker thread or its event loop), it cannot wait
+    for the callbacks' queue, which holds the running callback itself and cannot move until it
+    returns: it flushes the integrations only, within ``timeout``, and returns False (what is
+    queued is still delivered, after the callback returns).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
-    delivered = DELIVERY.wait_idle(deadline)
+    delivered = False if DELIVERY.on_bus_thread() else DELIVERY.wait_idle(deadline)
     for integration in _known_integrations():
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:

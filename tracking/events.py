@@ -20,10 +20,12 @@ from typing import Any, Literal
 from .frozen import fast_init
 
 __all__ = [
+    "MAX_METADATA_SIZE",
     "NO_METADATA",
     "CallStatus",
     "CostSource",
     "ImageEditEvent",
+    "MetadataTooLarge",
     "TokenUsage",
     "freeze_metadata",
     "thaw_metadata",
@@ -41,6 +43,15 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), Decimal, datetime, by
 #: Caller metadata nested deeper than this is refused: a container that holds itself never ends,
 #: and a deep one would overflow the stack here or in every encoder after.
 MAX_METADATA_DEPTH = 32
+#: Caller metadata larger than this is refused: it is kept whole in the event, every callback's
+#: copy and the ledger row. The size is counted while freezing, about as its JSON would be:
+#: the characters of each text and the bytes of each bytes value (keys included), plus 1 for
+#: every key, value and container (a number, None, a list...).
+MAX_METADATA_SIZE = 64 * 1024
+
+
+class MetadataTooLarge(ValueError):
+    """Caller metadata larger than :data:`MAX_METADATA_SIZE`."""
 
 
 def freeze_metadata(
@@ -49,28 +60,77 @@ def freeze_metadata(
     """A read-only copy of caller metadata, all the way down: mappings become
     ``MappingProxyType``, lists and tuples tuples, sets frozensets. Plain values are immutable
     already; other objects are kept as they are (nothing general copies them safely). A
-    ``ValueError`` when containers nest deeper than :data:`MAX_METADATA_DEPTH`."""
+    ``ValueError`` when containers nest deeper than :data:`MAX_METADATA_DEPTH`, and a
+    :class:`MetadataTooLarge` when it is larger than :data:`MAX_METADATA_SIZE`."""
     if not value:
         return NO_METADATA
-    mapping = value if isinstance(value, Mapping) else dict(value)
-    frozen: Mapping[str, Any] = _freeze(mapping, MAX_METADATA_DEPTH)
+    mapping = value if type(value) is dict or isinstance(value, Mapping) else dict(value)
+    frozen: Mapping[str, Any] = _freeze(mapping, MAX_METADATA_DEPTH, [0])
     return frozen
 
 
-def _freeze(value: Any, depth: int) -> Any:
-    if type(value) in _IMMUTABLE:
+def _freeze(value: Any, depth: int, size: list[int]) -> Any:
+    """``value`` frozen; ``size[0]`` grows by its size, checked at the end of each container
+    (whose copy holds no more than the caller's own). Plain values are handled inline in the
+    loops, without a call each: this runs on every call with metadata."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        size[0] += len(value) + 1
+        return value
+    if kind in _IMMUTABLE:
+        size[0] += 1
         return value
     if depth <= 0 and isinstance(value, Mapping | list | tuple):
         raise ValueError(
             f"nested deeper than {MAX_METADATA_DEPTH} levels (or a container that holds itself)"
         )
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v, depth - 1) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v, depth - 1) for v in value)
+    if kind is dict or isinstance(value, Mapping):  # a dict skips the slower ABC check
+        counted = 1 + 2 * len(value)  # the mapping, then 1 for each key and each value
+        frozen = {}
+        for key, item in value.items():
+            if type(key) is str:
+                counted += len(key)
+            else:  # counted only: a key is hashable, kept as it is
+                _freeze(key, depth - 1, size)
+            kind = type(item)
+            if kind is str or kind is bytes:
+                counted += len(item)
+            elif kind not in _IMMUTABLE:
+                item = _freeze(item, depth - 1, size)
+            frozen[key] = item
+        size[0] += counted
+        _check_size(size)
+        return MappingProxyType(frozen)
+    if kind is list or isinstance(value, list | tuple):
+        counted = 1 + len(value)
+        items = []
+        for item in value:
+            kind = type(item)
+            if kind is str or kind is bytes:
+                counted += len(item)
+            elif kind not in _IMMUTABLE:
+                item = _freeze(item, depth - 1, size)
+            items.append(item)
+        size[0] += counted
+        _check_size(size)
+        return tuple(items)
+    size[0] += 1
     if isinstance(value, set | frozenset):
-        return frozenset(value)  # members are hashable, which in practice means immutable
+        for member in value:  # counted only: members are hashable, in practice immutable
+            _freeze(member, depth - 1, size)
+        _check_size(size)
+        return frozenset(value)
+    if isinstance(value, str | bytes | bytearray):  # a subclass (a StrEnum), a bytearray
+        size[0] += len(value)
     return value
+
+
+def _check_size(size: list[int]) -> None:
+    if size[0] > MAX_METADATA_SIZE:
+        raise MetadataTooLarge(
+            f"larger than {MAX_METADATA_SIZE:,} characters (64 KiB), counted about as its "
+            "JSON; keep large data elsewhere and put a reference to it in metadata"
+        )
 
 
 def thaw_metadata(value: Mapping[str, Any]) -> dict[str, Any]:

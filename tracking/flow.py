@@ -35,6 +35,7 @@ from .errors import (
     ConfigurationError,
     ContentPolicyError,
     TrackingError,
+    ValidationError,
     mask_secrets,
     status_error_class,
 )
@@ -53,6 +54,8 @@ from .request import (
     ImageEditRequest,
     call_type_of,
     end_user_of,
+    metadata_tags,
+    metadata_team,
     parse_call,
 )
 from .response import ImageResponse
@@ -574,17 +577,17 @@ def _make_event(
     latency_ms = (time.perf_counter() - started) * 1000
     # Read-only all the way down (parse_call froze it once), so callbacks cannot change it.
     if options is not None:
-        metadata = options.metadata
+        metadata, team, tags = options.metadata, options.team, options.tags
     else:  # refused before parsing: frozen here, once
         raw_metadata: Any = params.get("metadata")
         try:
             metadata = freeze_metadata(raw_metadata if isinstance(raw_metadata, Mapping) else None)
         except ValueError:  # the very reason the call was refused: the row goes without it
             metadata = NO_METADATA
+        team, tags = _team_and_tags(metadata)
     end_user, other_user = end_user_of(params)
     if other_user is not None:  # both ids were sent: the event keeps the one that lost
         metadata = MappingProxyType({**metadata, "user": other_user})
-    tags = metadata.get("tags")
     prompt = params.get("prompt")
     # a failure whose answer reported what it billed (a Gemini safety block) keeps that usage
     usage = response.usage if response is not None else getattr(failure, "billed_usage", None)
@@ -612,8 +615,8 @@ def _make_event(
         # The proxy names the caller's virtual key in metadata (tracking.proxy.accounts).
         api_key_hash=_str(metadata.get("user_api_key_hash")),
         key_alias=_str(metadata.get("user_api_key_alias")),
-        team=_str(metadata.get("team")),
-        tags=tuple(str(t) for t in tags) if isinstance(tags, list | tuple) else (),
+        team=team,
+        tags=tags,
         metadata=metadata,
         model=routing.model,
         model_group=routing.model_group,
@@ -678,6 +681,20 @@ def _error_type(failure: BaseException | None) -> str | None:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _team_and_tags(metadata: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """A refused call's team and tags, each as :func:`parse_call` reads it, or none when it
+    is not valid (it may be why the call was refused)."""
+    try:
+        team = metadata_team(metadata)
+    except ValidationError:
+        team = None
+    try:
+        tags = metadata_tags(metadata)
+    except ValidationError:
+        tags = ()
+    return team, tags
 
 
 # -- drivers: the only code that differs between sync and async -----------------------------

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from .endpoint import check_api_base, check_api_key, header_value_problem, is_header_name
 from .errors import ValidationError, range_code
-from .events import freeze_metadata
+from .events import MetadataTooLarge, freeze_metadata
 from .families import Family, family_for
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
@@ -46,6 +46,8 @@ __all__ = [
     "image_edit_params",
     "image_generation_params",
     "is_text",
+    "metadata_tags",
+    "metadata_team",
     "model_without_name",
     "openai_api_base",
     "operation_of",
@@ -178,7 +180,8 @@ class ImageEditRequest:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class CallOptions:
-    """How one call is sent: credentials, endpoint, timeout, retries. Never logged whole."""
+    """How one call is sent: credentials, endpoint, timeout, retries; and what it is recorded
+    with: its metadata, and the team and tags read from it. Never logged whole."""
 
     api_key: str | None = None
     api_base: str | None = None
@@ -188,6 +191,8 @@ class CallOptions:
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     drop_params: bool = False
+    team: str | None = None  #: :func:`metadata_team`
+    tags: tuple[str, ...] = ()  #: :func:`metadata_tags`
 
     def __repr__(self) -> str:  # the key must never reach a log line or a traceback
         key = "set" if self.api_key else "unset"
@@ -526,6 +531,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         operation=operation,
         moderation=_str_or_none(sent["moderation"]),
     )
+    frozen_metadata = _frozen_metadata(metadata)
     options = CallOptions(
         api_key=api_key,
         api_base=api_base,
@@ -535,8 +541,10 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         if max_retries is None
         else _int_param("max_retries", max_retries, low=0, high=MAX_RETRIES) or 0,
         extra_headers=_headers(extra_headers),
-        metadata=_frozen_metadata(metadata),
+        metadata=frozen_metadata,
         drop_params=drop_params,
+        team=metadata_team(frozen_metadata),
+        tags=metadata_tags(frozen_metadata),
     )
     return request, options
 
@@ -657,7 +665,56 @@ def _frozen_metadata(value: Mapping[str, Any]) -> Mapping[str, Any]:
     try:
         return freeze_metadata(value)
     except ValueError as exc:
-        raise ValidationError(f"metadata: {exc}", param="metadata", rule="format") from None
+        rule = "max_size" if isinstance(exc, MetadataTooLarge) else "format"
+        raise ValidationError(f"metadata: {exc}", param="metadata", rule=rule) from None
+
+
+#: An integer team id or tag is recorded as its decimal text; one past 64 bits is no id.
+_MAX_ID_INT = 2**63 - 1
+
+
+def metadata_team(metadata: Mapping[str, Any]) -> str | None:
+    """``metadata["team"]`` as the event records it: text as it is, an integer id as its
+    decimal text (``5`` is ``"5"``), None when absent or None. Anything else (a bool, a float, a
+    list...) is a :class:`~tracking.errors.ValidationError` naming ``metadata.team``: it was
+    recorded as no team without a word."""
+    team = metadata.get("team")
+    return None if team is None else _label(team, "metadata.team", "expected")
+
+
+def metadata_tags(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """``metadata["tags"]`` as the event records them: a list (or tuple) whose tags are each
+    text, or an integer recorded as its decimal text; none when absent or None. A bare string,
+    a set or anything else, or a tag of another type, is a
+    :class:`~tracking.errors.ValidationError` naming ``metadata.tags``: they were recorded as
+    no tags (or a tag's ``repr``) without a word."""
+    tags = metadata.get("tags")
+    if tags is None:
+        return ()
+    if not isinstance(tags, list | tuple):  # frozen metadata holds a list as a tuple
+        raise ValidationError(
+            f"metadata.tags: expected a list of strings, got {type(tags).__name__}",
+            param="metadata.tags",
+            rule="type",
+        )
+    return tuple(_label(tag, "metadata.tags", "each tag must be") for tag in tags)
+
+
+def _label(value: Any, param: str, expected: str) -> str:
+    """A team or a tag: text as it is, an integer (64 bits at most, never a bool) as text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -_MAX_ID_INT - 1 <= value <= _MAX_ID_INT:
+            raise ValidationError(
+                f"{param}: an integer id must fit in 64 bits", param=param, rule="range"
+            )
+        return str(int(value))
+    raise ValidationError(
+        f"{param}: {expected} a string or an integer, got {type(value).__name__}",
+        param=param,
+        rule="type",
+    )
 
 
 def _extra_body(value: Mapping[str, Any]) -> Mapping[str, Any]:

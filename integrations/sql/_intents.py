@@ -95,15 +95,14 @@ def _intent_values(call: CallStart) -> list[Any]:
     """What varies from one call's intent to the next, in the order of ``_row_of_values``."""
     request, options = call.request, call.options
     metadata: Any = options.metadata if isinstance(options.metadata, Mapping) else {}
-    tags = metadata.get("tags")
     return [
         call.request_id,
         call.call_type,
         request.user,
         _str(metadata.get("user_api_key_hash")),
         _str(metadata.get("user_api_key_alias")),
-        _str(metadata.get("team")),
-        [str(t) for t in tags] if isinstance(tags, list | tuple) else [],
+        options.team,  # read from the metadata as the call's event reads it
+        list(options.tags),
         plain_json(metadata),
         request.model,
         request.upstream_model,
