@@ -48,6 +48,9 @@ MAX_METADATA_DEPTH = 32
 #: the characters of each text and the bytes of each bytes value (keys included), plus 1 for
 #: every key, value and container (a number, None, a list...).
 MAX_METADATA_SIZE = 64 * 1024
+#: An integer longer than this (about 3,900 digits) is refused: Python will not write one over
+#: 4,300 digits as text, so no encoder (JSON, the ledger's row) could record it.
+_MAX_INT_BITS = 13_000
 
 
 class MetadataTooLarge(ValueError):
@@ -78,6 +81,8 @@ def _freeze(value: Any, depth: int, size: list[int]) -> Any:
         size[0] += len(value) + 1
         return value
     if kind in _IMMUTABLE:
+        if kind is int and value.bit_length() > _MAX_INT_BITS:
+            _too_long(value)
         size[0] += 1
         return value
     if depth <= 0 and isinstance(value, Mapping | list | tuple):
@@ -95,6 +100,9 @@ def _freeze(value: Any, depth: int, size: list[int]) -> Any:
             kind = type(item)
             if kind is str or kind is bytes:
                 counted += len(item)
+            elif kind is int:
+                if item.bit_length() > _MAX_INT_BITS:
+                    _too_long(item)
             elif kind not in _IMMUTABLE:
                 item = _freeze(item, depth - 1, size)
             frozen[key] = item
@@ -108,6 +116,9 @@ def _freeze(value: Any, depth: int, size: list[int]) -> Any:
             kind = type(item)
             if kind is str or kind is bytes:
                 counted += len(item)
+            elif kind is int:
+                if item.bit_length() > _MAX_INT_BITS:
+                    _too_long(item)
             elif kind not in _IMMUTABLE:
                 item = _freeze(item, depth - 1, size)
             items.append(item)
@@ -123,6 +134,13 @@ def _freeze(value: Any, depth: int, size: list[int]) -> Any:
     if isinstance(value, str | bytes | bytearray):  # a subclass (a StrEnum), a bytearray
         size[0] += len(value)
     return value
+
+
+def _too_long(value: int) -> None:
+    raise MetadataTooLarge(
+        f"holds an integer of {value.bit_length():,} bits, more than about 3,900 digits: no "
+        "record can be written of it; keep it elsewhere, or as text"
+    )
 
 
 def _check_size(size: list[int]) -> None:
