@@ -16,7 +16,8 @@ What an error means for routing:
   401/403/404 cool the deployment down at once, the others once it has failed more than
   ``allowed_fails`` times within a minute, unless it is the only deployment of its group
   (cooling it down would refuse every call for ``cooldown_time`` over a passing fault);
-* a 2xx answer that cannot be read (:class:`~tracking.errors.APIResponseError`): counted
+* a 2xx answer that cannot be read (:class:`~tracking.errors.APIResponseError`, not a job
+  result that expired): counted
   against the deployment like the faults above, but never retried, since it was most likely
   billed;
 * a fallback group the request is not valid for (``ValidationError`` when parsed for its
@@ -67,6 +68,14 @@ def is_deployment_fault(error: BaseException) -> bool:
     if not isinstance(error, APIError) or error.job_submitted:  # a billed job: never again
         return False
     return error.retryable or error.status_code in _DEPLOYMENT_STATUSES
+
+
+def _unreadable_answer(error: BaseException) -> bool:
+    """A 2xx answer the deployment sent that cannot be read (not an expired job result)."""
+    if not isinstance(error, APIResponseError) or error.job_submitted:
+        return False
+    status = error.status_code
+    return status is None or 200 <= status < 300
 
 
 class CallRoute:
@@ -173,7 +182,7 @@ class CallRoute:
                 return
             # an answer this deployment sent that cannot be read is not retried (it was
             # billed), but it is the deployment's fault all the same: it counts toward cooldown
-            if not is_deployment_fault(error) and not isinstance(error, APIResponseError):
+            if not is_deployment_fault(error) and not _unreadable_answer(error):
                 return
             assert isinstance(error, APIError)
             # The only deployment of a group is never cooled down: for failures that pass (429,
