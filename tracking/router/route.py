@@ -17,9 +17,8 @@ What an error means for routing:
   ``allowed_fails`` times within a minute, unless it is the only deployment of its group
   (cooling it down would refuse every call for ``cooldown_time`` over a passing fault);
 * a 2xx answer that cannot be read (:class:`~tracking.errors.APIResponseError`, not a job
-  result that expired): counted
-  against the deployment like the faults above, but never retried, since it was most likely
-  billed;
+  result that expired): counted against the deployment like the faults above, but never
+  retried, since it was most likely billed;
 * a fallback group the request is not valid for (``ValidationError`` when parsed for its
   model): skipped, the reason logged and recorded (``fallbacks_skipped``).
 """
