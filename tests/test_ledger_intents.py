@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -396,3 +397,59 @@ def test_rows_recovered_from_a_dead_processes_intents_count_as_replayed(
         assert ledger.replayed_rows == ledger.ledger_stats().replayed_rows == 1
     finally:
         ledger.shutdown(10)
+
+
+def test_a_process_killed_mid_retry_leaves_a_row_counting_the_attempts_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two attempts sent whole whose answers were lost (maybe billed), then a kill -9 during the
+    third: the recovered row estimates all three, not only the one in flight."""
+    import os
+    import signal
+
+    from tracking.pricing.estimate import estimate_call_cost
+
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with FakeOpenAI(api_keys=[API_KEY], faults=["drop;times=2", "latency=60"]) as fake:
+        pid = os.fork()
+        if pid == 0:  # the child: one call that retries twice, killed by the parent
+            try:
+                import tracking
+                from tracking import flow
+
+                flow._INITIAL_BACKOFF = 0.001
+                tracking.callbacks = [SqlLedger(url, mode="durable", intents=True)]
+                tracking.image_edit(
+                    image=PNG, prompt="a red hat", model="gpt-image-2", quality="low",
+                    api_base=fake.url, api_key=API_KEY, max_retries=2,
+                )  # fmt: skip
+            finally:
+                os._exit(1)  # never reached while the third attempt waits
+        deadline = time.monotonic() + 30
+        while fake.hits < 3:  # the third attempt is in flight
+            assert time.monotonic() < deadline, "the child never made its third attempt"
+            time.sleep(0.02)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    ledger = SqlLedger(url, mode="durable", intents=True)
+    try:
+        deadline = time.monotonic() + 20
+        while ledger.ledger_stats().replayed_rows < 1:
+            assert time.monotonic() < deadline, "the dead process's intent was not shipped"
+            time.sleep(0.05)
+        with ledger.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(
+                    spend_logs.c.status, spend_logs.c.attempts, spend_logs.c.cost_usd,
+                    spend_logs.c.cost_source, spend_logs.c.price_ref,
+                )
+            ).one()  # fmt: skip
+    finally:
+        ledger.shutdown(10)
+    each = estimate_call_cost("gpt-image-2", None, "low", prompt_chars=9, input_images=1)
+    assert each.usd is not None
+    assert (row.status, row.attempts, row.cost_source) == ("incomplete", 3, "estimate")
+    assert Decimal(str(row.cost_usd)) == 3 * each.usd
+    assert row.price_ref == f"estimate:outcome-unknown:{each.price_ref}"

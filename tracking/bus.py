@@ -57,6 +57,7 @@ from .user_callbacks import CustomLogger, Receiver, callback_kwargs, callback_na
 if TYPE_CHECKING:
     from .events import ImageEditEvent
     from .integration import CallStart
+    from .request import ImageEditRequest
     from .response import ImageResponse
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "configure",
     "counters",
+    "dispatch_lost_attempts",
     "dispatch_start",
     "emit_async",
     "emit_sync",
@@ -611,6 +613,21 @@ def dispatch_start(call: CallStart) -> None:
     for integration in _plan().integrations:
         try:
             integration.on_start(call)
+        except _PASSED_ON:
+            raise
+        except BaseException as exc:
+            _callback_failed(callback_name(integration), exc)
+
+
+def dispatch_lost_attempts(call: CallStart, lost: tuple[ImageEditRequest, ...]) -> None:
+    """Run the ``on_lost_attempts`` hook of every integration that has one, inline (rare: only
+    before an attempt that follows lost ones)."""
+    for integration in _plan().integrations:
+        hook = getattr(integration, "on_lost_attempts", None)
+        if hook is None:
+            continue
+        try:
+            hook(call, lost)
         except _PASSED_ON:
             raise
         except BaseException as exc:

@@ -276,8 +276,10 @@ def _attempts(
     if not isinstance(route, DirectRoute):  # every target parses again: read files only once
         params = _images_read_once(params)
     headers: dict[str, str] | None = None
+    start: CallStart | None = None
     failure: BaseException | None = None
     prepared: PreparedRequest | None = None
+    told_lost = 0  # lost attempts the integrations were told of
     while True:
         if failure is not None and control is not None and control.abandoned:
             raise failure
@@ -310,6 +312,10 @@ def _attempts(
                 yield Sleep(_backoff(progress.attempts, target.retry_after), before_retry=True)
             if failure is not None and control is not None and control.abandoned:
                 raise CallerGone  # left while we waited: the target is released, not sent
+            lost = progress.unknown_outcomes
+            if len(lost) > told_lost and start is not None:  # rare: answers lost, maybe billed
+                told_lost = len(lost)
+                bus.dispatch_lost_attempts(dataclasses.replace(start, request=request), tuple(lost))
             progress.attempts += 1
             sent = time.perf_counter()
             result = yield from attempt(prepared, options.timeout, provider, progress)

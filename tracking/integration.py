@@ -13,11 +13,19 @@ Four methods over one typed event, nothing else:
 * ``flush(timeout)`` delivers everything queued, returning True when all of it was delivered.
 * ``shutdown(timeout)`` flushes and releases resources; calling it twice is harmless.
 
-One optional method: ``async aon_end(event)``. When an integration has it, async calls await it
-*instead of* calling ``on_end`` (sync calls still call ``on_end``). It is for an integration
-that must finish something before the call returns without blocking the caller's event loop:
-the SQL ledger in ``durable`` mode awaits its row's acknowledgement there. Like ``on_end`` it
-must not raise; an exception is logged and counted, never passed to the caller.
+Two optional methods:
+
+* ``async aon_end(event)``. When an integration has it, async calls await it *instead of*
+  calling ``on_end`` (sync calls still call ``on_end``). It is for an integration that must
+  finish something before the call returns without blocking the caller's event loop: the SQL
+  ledger in ``durable`` mode awaits its row's acknowledgement there. Like ``on_end`` it must not
+  raise; an exception is logged and counted, never passed to the caller.
+* ``on_lost_attempts(call, lost)``. Runs in the call, on the caller's thread, before an attempt
+  that follows attempts whose answer was lost (sent whole, then a timeout or a dropped
+  connection: maybe billed); ``call.request`` is the request about to be sent and ``lost`` the
+  request of each lost attempt so far. Rare, so it may write: the SQL ledger's intents record
+  them, so a process killed before the call ends leaves a row that counts them too. The same
+  rules as ``on_start``.
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ import logging
 import mmap
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,8 @@ from ._target import SpendLogsInserter
 
 if TYPE_CHECKING:
     from tracking.integration import CallStart
+    from tracking.pricing import Cost
+    from tracking.request import ImageEditRequest
 
 __all__ = [
     "INCOMPLETE",
@@ -116,6 +119,10 @@ def _intent_values(call: CallStart) -> list[Any]:
         len(request.images),
         call.start_time,
     ]
+
+
+#: The number of values :func:`_intent_values` gives (a line may add one: the lost attempts).
+_VALUES = 19
 
 
 def _row_of_values(values: list[Any]) -> dict[str, Any]:
@@ -197,15 +204,32 @@ def intent_row(call: CallStart) -> dict[str, Any]:
     return _row_of_values(_intent_values(call))
 
 
-def intent_line(call: CallStart) -> str:
+def intent_line(call: CallStart, lost: Sequence[ImageEditRequest] = ()) -> str:
     """The call's intent as written to the log: its values only, not the row they make.
 
     On the proxy's call path, before the request leaves: about a third of the work of encoding
     the whole row (:func:`intent_row`), which recovery builds instead (:func:`intent_line_row`).
+    ``lost``: the requests of earlier attempts whose answer was lost, each estimated too (one
+    more value at the end of the line).
     """
     values = _intent_values(call)
     values[-1] = wire_time(call.start_time)
+    if lost:
+        values.append([_estimate_spec(r) for r in lost])
     return _COMPACT + encode_plain(values)[1:]
+
+
+def _estimate_spec(request: ImageEditRequest) -> dict[str, Any]:
+    """What the estimate of one attempt of ``request`` needs (see :func:`priced`)."""
+    models = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
+    return {
+        "models": [m for m in dict.fromkeys(models) if m],
+        "n": request.n,
+        "size": request.size,
+        "quality": request.quality,
+        "prompt_chars": len(request.prompt),
+        "images": len(request.images),
+    }
 
 
 def intent_line_row(line: str) -> dict[str, Any]:
@@ -213,8 +237,14 @@ def intent_line_row(line: str) -> dict[str, Any]:
     if not line.startswith(_COMPACT):
         return decode_row(line)
     values = json.loads(line)[1:]
+    lost = values.pop() if len(values) > _VALUES else []  # earlier attempts' answers lost
     values[-1] = datetime.fromisoformat(values[-1])
-    return _row_of_values(values)
+    row = _row_of_values(values)
+    if lost:
+        row[_ESTIMATE]["lost"] = lost
+        row["attempts"] = 1 + len(lost)
+        row["retries"] = len(lost)
+    return row
 
 
 def _intent_request_id(line: str) -> str:
@@ -336,22 +366,32 @@ def priced(line: str) -> str:
     spec = row.pop(_ESTIMATE, None)
     cost = None
     if isinstance(spec, dict):
-        for model in spec.get("models") or ():
-            estimate = estimate_call_cost(
-                str(model),
-                spec.get("size"),
-                spec.get("quality"),
-                int(spec.get("n") or 1),
-                prompt_chars=int(spec.get("prompt_chars") or 0),
-                input_images=int(spec.get("images") or 0),
-            )
-            if estimate.usd is not None:
-                cost = estimate.usd
-                row["price_ref"] = f"{ESTIMATE_REF}:{estimate.price_ref}"
-                break
+        lost = spec.get("lost")
+        specs = [spec, *(lost if isinstance(lost, list) else ())]
+        estimates = [_estimate_of(s) if isinstance(s, dict) else None for s in specs]
+        if all(e is not None for e in estimates):  # a part of the sum would pass for the whole
+            cost = sum((e.usd for e in estimates if e and e.usd is not None), Decimal(0))
+            refs = dict.fromkeys(f"{ESTIMATE_REF}:{e.price_ref}" for e in estimates if e)
+            row["price_ref"] = "+".join(refs)
     row["cost_usd"] = cost
     row["cost_source"] = "estimate" if cost is not None else "unpriced"
     return encode_row(row)
+
+
+def _estimate_of(spec: dict[str, Any]) -> Cost | None:
+    """The estimate of one attempt described by ``spec``; None when no model of it is priced."""
+    for model in spec.get("models") or ():
+        estimate = estimate_call_cost(
+            str(model),
+            spec.get("size"),
+            spec.get("quality"),
+            int(spec.get("n") or 1),
+            prompt_chars=int(spec.get("prompt_chars") or 0),
+            input_images=int(spec.get("images") or 0),
+        )
+        if estimate.usd is not None:
+            return estimate
+    return None
 
 
 def open_intents(text: str) -> list[str]:
@@ -443,9 +483,10 @@ class IntentJournal(ShipperOwner):
             self._pid = os.getpid()
         return self._shipper
 
-    def record(self, call: CallStart) -> None:
-        """Write the call's intent (before it is sent)."""
-        line = intent_line(call)
+    def record(self, call: CallStart, lost: Sequence[ImageEditRequest] = ()) -> None:
+        """Write the call's intent (before it is sent), or write it again before an attempt
+        that follows ``lost`` ones (the last line of a request id is the one recovered)."""
+        line = intent_line(call, lost)
         if self._pid != os.getpid():
             self.shipper()
         assert self._log is not None

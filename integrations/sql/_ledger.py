@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
     from tracking.events import ImageEditEvent
     from tracking.integration import CallStart
+    from tracking.request import ImageEditRequest
 
 __all__ = ["LedgerMode", "ReplayHook", "SqlLedger"]
 
@@ -276,6 +277,12 @@ class SqlLedger:
         """With intents, commit the call's intent before it is sent (see ``_intents``)."""
         if self._intents is not None:
             self._intents.record(call)
+
+    def on_lost_attempts(self, call: CallStart, lost: tuple[ImageEditRequest, ...]) -> None:
+        """With intents, rewrite the call's intent to count the attempts whose answer was lost:
+        a process killed before the call ends then leaves a row estimating them too."""
+        if self._intents is not None:
+            self._intents.record(call, lost)
 
     def on_end(self, event: ImageEditEvent) -> None:
         seq = self._submit(event)
