@@ -193,7 +193,7 @@ def _show_spend(spend: _Spend, config: Path) -> None:
     print(f"   priced total: ${spend.priced}; unpriced calls: {spend.unpriced}")
     if spend.unpriced:
         print("   (a model without a price is reported as unpriced, never as a silent $0)")
-    # The proxy recorded every call (the refused one too) in its ledger before answering.
+    # The proxy recorded every call in its ledger before answering.
     database_url = f"sqlite:///{config.parent / 'tracking.db'}"
     print(f"\n   The ledger's view:\n   $ tracking spend --by model --database-url {database_url}")
     shown = subprocess.run(  # noqa: S603 - our own command
