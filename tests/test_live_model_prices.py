@@ -198,10 +198,22 @@ def test_a_retired_model_warns_once_and_is_counted(upstream, monkeypatch, caplog
 
 
 def test_models_check_reads_shutdown_dates_from_the_upstream(fake, tmp_path, capsys):
-    assert cli(["models", "check", "--api-base", fake.url, "--api-key", API_KEY]) == 1
+    # Without a config: the price table's models, retired ones kept for their history. The
+    # table knows every date the upstream gives, so nothing fails.
+    assert cli(["models", "check", "--api-base", fake.url, "--api-key", API_KEY]) == 0
     out = capsys.readouterr().out
     assert "gpt-image-1  " in out and "retired 2026-10-23" in out
     assert "gpt-image-2.6-sunburst" in out and "live" in out
+    assert "6 retired; 0 the price table does not know of" in out
+    # A table that does not know a retirement is out of date: that fails.
+    tracking.register_prices("gpt-image-1", tokens_per_million={"output_image": "40"})
+    try:
+        assert cli(["models", "check", "--api-base", fake.url, "--api-key", API_KEY]) == 1
+    finally:
+        reset_prices()
+    out = capsys.readouterr().out
+    assert "retired 2026-10-23; the price table does not say so" in out
+    assert "1 the price table does not know of" in out
     config = tmp_path / "config.yaml"
     config.write_text(
         json.dumps(
@@ -226,8 +238,9 @@ def test_models_check_finds_the_upstream_where_the_sdk_does(fake, capsys, monkey
     for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(variable, fake.url)  # the fake, not api.openai.com
-    assert cli(["models", "check", "--api-key", API_KEY]) == 1
-    assert "retired 2026-10-23" in capsys.readouterr().out
+    assert cli(["models", "check", "--api-key", API_KEY]) == 0
+    out = capsys.readouterr().out
+    assert f"checked against {fake.url}/models" in out and "retired 2026-10-23" in out
 
 
 # -- prices without a release: LiteLLM import, diff, list, the SDK reads the file ---------------

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any, TextIO
 
 from .errors import ConfigurationError
+from .pricing import shutdown_date
 from .request import DEFAULT_API_BASE, openai_api_base
 
 __all__ = ["DEFAULT_API_BASE", "MAX_MODELS_BYTES", "check_models", "fetch_shutdown_dates"]
@@ -87,7 +88,12 @@ def check_models(
     api_key: str | None = None,
     today: date | None = None,
 ) -> int:
-    """Report each model's lifecycle; 1 when one is retired, else 0."""
+    """Report each model's lifecycle, as the upstream's ``/v1/models`` says it.
+
+    With ``config``, its models: 1 when one is retired (a deploy pipeline stops on it). Without,
+    the price table's OpenAI models, which keeps retired ones to price their history: 1 when the
+    upstream retires (or will retire) one on another day than the table says, so the table is
+    out of date; retired models the table knows as such are listed and pass."""
     if config is not None:
         models, config_base, config_key = _config_models(config)
     else:
@@ -103,7 +109,7 @@ def check_models(
     key = api_key or config_key or os.environ.get("OPENAI_API_KEY")
     dates = fetch_shutdown_dates(base, key)
     day = today or datetime.now(UTC).date()
-    retired = 0
+    retired = stale = 0
     width = max((len(m) for m in models), default=5)
     for model in models:
         if model not in dates:
@@ -115,6 +121,13 @@ def check_models(
             retired += 1
         else:
             status = f"retires {shutdown.isoformat()} (in {(shutdown - day).days} days)"
+        if config is None and model in dates and shutdown_date(model, day) != dates[model]:
+            status += "; the price table does not say so (tracking prices import, or upgrade)"
+            stale += 1
         out.write(f"{model.ljust(width)}  {status}\n")
-    out.write(f"{len(models)} model(s) checked against {base}/models; {retired} retired\n")
+    summary = f"{len(models)} model(s) checked against {base}/models; {retired} retired"
+    if config is None:
+        out.write(f"{summary}; {stale} the price table does not know of\n")
+        return 1 if stale else 0
+    out.write(f"{summary}\n")
     return 1 if retired else 0
