@@ -43,6 +43,7 @@ __all__ = [
     "Operation",
     "call_type_of",
     "end_user_of",
+    "form_items",
     "image_edit_params",
     "image_generation_params",
     "is_text",
@@ -151,7 +152,8 @@ class ImageEditRequest:
             ("partial_images", self.partial_images),
         )
         fields.extend((name, str(value)) for name, value in optional if value is not None)
-        fields.extend((name, _form_value(value)) for name, value in self.extra_body.items())
+        for name, value in self.extra_body.items():
+            fields.extend(form_items(name, value))
         return fields
 
     def json_body(self) -> dict[str, Any]:
@@ -717,26 +719,60 @@ def _label(value: Any, param: str, expected: str) -> str:
     )
 
 
-def _extra_body(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``extra_body``, checked that every key can name a form field or a JSON member (a
-    non-empty text without control characters) and every text value can be sent as UTF-8: the
-    body is encoded after the call has started, where a bad one would fail untyped."""
+#: How deep ``extra_body`` values may nest (dicts and lists): a form field names every level.
+MAX_EXTRA_BODY_DEPTH = 8
+
+
+def _extra_body(value: Mapping[str, Any], depth: int = MAX_EXTRA_BODY_DEPTH) -> Mapping[str, Any]:
+    """``extra_body``, checked that every key, nested ones too, can name a form field or a JSON
+    member (a non-empty text without control characters), every text value can be sent as
+    UTF-8, and nothing nests deeper than :data:`MAX_EXTRA_BODY_DEPTH`: the body is encoded after
+    the call has started, where a bad one would fail untyped."""
     for key, item in value.items():
-        if not key or not key.isprintable():  # a lone surrogate is not printable either
-            raise ValidationError(
+        if not isinstance(key, str) or not key or not key.isprintable():
+            raise ValidationError(  # a lone surrogate is not printable either
                 f"extra_body: the key {key!r} cannot name a form field (empty, a control "
                 "character or a lone UTF-16 surrogate)",
                 param="extra_body",
                 rule="format",
             )
-        if isinstance(item, str) and not is_text(item):
+        _extra_body_value(key, item, depth)
+    return value
+
+
+def _extra_body_value(key: str, item: Any, depth: int) -> None:
+    if isinstance(item, str):
+        if not is_text(item):
             raise ValidationError(
                 f"extra_body: the value of {key!r} is not valid text (a lone UTF-16 surrogate)",
                 param="extra_body",
                 rule="type",
                 code="invalid_value",
             )
-    return value
+        return
+    if not isinstance(item, Mapping | list | tuple):
+        return
+    if depth <= 1:
+        raise ValidationError(
+            f"extra_body: {key!r} nests deeper than {MAX_EXTRA_BODY_DEPTH} levels",
+            param="extra_body",
+            rule="max_depth",
+        )
+    if isinstance(item, Mapping):
+        _extra_body(item, depth - 1)
+    else:
+        for member in item:
+            _extra_body_value(key, member, depth - 1)
+
+
+def form_items(name: str, value: Any) -> list[tuple[str, str]]:
+    """One ``extra_body`` value as form fields, as the official clients send it: a mapping as
+    ``name[key]``, a list as ``name[]`` once per item (nested alike), None left out."""
+    if isinstance(value, Mapping):
+        return [pair for k, v in value.items() for pair in form_items(f"{name}[{k}]", v)]
+    if isinstance(value, list | tuple):
+        return [pair for v in value for pair in form_items(f"{name}[]", v)]
+    return [] if value is None else [(name, _form_value(value))]
 
 
 def _form_value(value: Any) -> str:

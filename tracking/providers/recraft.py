@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import APIResponseError
 from ..images import encodes_image, encodes_svg
+from ..request import form_items
 from ..response import ImageResponse, check_b64_images
 from .base import (
     OpenAIAnswers,
@@ -64,7 +65,7 @@ class RecraftProvider(OpenAIAnswers):
         else:
             endpoint = "imageToImage"
             extra.setdefault("strength", 0.5)
-        fields.extend((name, str(value)) for name, value in extra.items())
+        fields.extend(pair for name, value in extra.items() for pair in form_items(name, value))
         return bearer_multipart(
             f"{api_base}/images/{endpoint}", api_key, fields, files, options, price_size="any"
         )

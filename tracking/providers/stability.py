@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
+from ..request import form_items
 from ..response import ImageResponse
 from .base import (
     Poll,
@@ -62,7 +63,8 @@ class StabilityProvider:
         fields = [("output_format", request.output_format or "png")]
         if operation != "erase":  # erase takes no prompt
             fields.insert(0, ("prompt", request.prompt))
-        fields.extend((name, str(value)) for name, value in request.extra_body.items())
+        for name, value in request.extra_body.items():
+            fields.extend(form_items(name, value))
         files = [("image", request.images[0])]
         if request.mask is not None:
             files.append(mask_part(request.mask))

@@ -115,6 +115,14 @@ class Accounts:
             )
         if principal.kind == "virtual":
             metadata = dict(params.get("metadata") or {})
+            if "team" in metadata:  # a request's own metadata (tracking.proxy.client_metadata)
+                raise ProxyError(
+                    400,
+                    "metadata.team: a virtual key's team is its own (set by /key/generate or "
+                    "/key/update), never a request's",
+                    param="metadata.team",
+                    code="invalid_value",
+                )
             metadata["user_api_key_hash"] = principal.key_hash
             if principal.key_alias:
                 metadata["user_api_key_alias"] = principal.key_alias

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from .client_metadata import take_metadata
 from .errors import ProxyError
 from .limits import bounded_text, end_user_id
 
@@ -263,7 +264,7 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
     """The keyword arguments of ``tracking.aimage_edit`` that the form's parts spell."""
     # image and prompt are always present, so a missing one is the SDK's clear 400, not a TypeError.
     params: dict[str, Any] = {"image": None, "prompt": None}
-    extra_body: dict[str, str] = {}
+    extra_body: dict[str, Any] = {}
     images: list[tuple[str | None, bytes, str | None]] = []
     several = False
     seen: set[str] = set()
@@ -280,7 +281,7 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
             else:
                 raise _bad_form(f"{name}: file uploads are only accepted for image and mask", name)
             continue
-        if name in seen:
+        if name in seen and not name.endswith("[]"):  # a list's items repeat its name
             raise _bad_form(f"{name}: given more than once", name)
         seen.add(name)
         text = _text(part)
@@ -297,13 +298,51 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
             params[name] = bounded_text(text, name)
         else:
             # Parameters this version does not know are sent upstream as they came (a name
-            # with a control character is no parameter: refused here, never sent and retried).
-            extra_body[bounded_text(name, "field name")] = text
+            # with a control character is no parameter: refused here, never sent and retried);
+            # ``a[b][]`` names, as the official clients spell nested values, are read back
+            # into them, and sent spelled the same way.
+            _place(extra_body, bounded_text(name, "field name"), text)
     if images:
         params["image"] = images if several else images[0]
+    if (metadata := take_metadata(extra_body)) is not None:
+        params["metadata"] = metadata
     if extra_body:
         params["extra_body"] = extra_body
     return params
+
+
+#: How many ``[...]`` a field name may have (the SDK sends at most as deep).
+_MAX_BRACKETS = 7
+
+
+def _place(extra_body: dict[str, Any], name: str, text: str) -> None:
+    """Put one unknown field in ``extra_body``: ``a`` as a text, ``a[b]`` in a dict under
+    ``a``, ``a[]`` (repeated) in a list; a name that conflicts with another is a 400."""
+    base, bracket, rest = name.partition("[")
+    segments = rest[:-1].split("][") if bracket and base and rest.endswith("]") else None
+    if segments is None or any("[" in s or "]" in s for s in segments):
+        segments = []  # not bracket form: a name like any other
+        base = name
+    if len(segments) > _MAX_BRACKETS:
+        raise _bad_form(f"{name}: nested deeper than this proxy reads", name)
+    if "" in segments[:-1]:
+        raise _bad_form(f"{name}: a list of objects is not read by this proxy", name)
+    node: dict[str, Any] = extra_body
+    key = base
+    for segment in segments:
+        child = node.get(key)
+        wanted = list if segment == "" else dict
+        if child is None:
+            child = node[key] = wanted()
+        elif not isinstance(child, wanted):
+            raise _bad_form(f"{name}: conflicts with another field naming {key!r}", name)
+        if isinstance(child, list):
+            child.append(text)
+            return
+        node, key = child, segment
+    if key in node:
+        raise _bad_form(f"{name}: given more than once", name)
+    node[key] = text
 
 
 def _file(part: FormPart) -> tuple[str | None, bytes, str | None]:

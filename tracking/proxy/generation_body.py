@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from .client_metadata import take_metadata
 from .errors import ProxyError
 from .form import BOOL_FIELDS, INT_FIELDS, TEXT_FIELDS, read_body
 from .json_io import load_json_object
@@ -101,6 +102,8 @@ def generation_params(payload: dict[str, Any]) -> dict[str, Any]:
             if _depth(value) > _MAX_DEPTH:
                 raise _bad(f"{name}: nested too deeply", name, "invalid_json")
             extra_body[bounded_text(name, "field name")] = value
+    if (metadata := take_metadata(extra_body)) is not None:
+        params["metadata"] = metadata
     if extra_body:
         params["extra_body"] = extra_body
     return params

@@ -125,6 +125,8 @@ class ReceivedRequest:
     files: list[tuple[str, str, str, int]]  # (field name, filename, content type, size)
     query: dict[str, str] = field(default_factory=dict)
     peer: tuple[str, int] | None = None  #: the client's address: tells connections apart
+    #: Every text field in order, repeats included (``fields`` keeps the last of a name).
+    form: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _error(
@@ -484,7 +486,7 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Stre
     if deployment is not None and not request.query.get("api-version"):
         return _error(404, "Resource not found: the api-version query parameter is required.")
     try:
-        fields, files = await _read_form(request)
+        fields, files, form = await _read_form(request)
     except ValueError as exc:
         return _error(400, str(exc))
     state.requests.append(
@@ -495,6 +497,7 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Stre
             files=[(name, fname, ctype, len(data)) for name, fname, ctype, data in files],
             query=dict(request.query),
             peer=_peer(request),
+            form=form,
         )
     )
     model = fields.get("model") or deployment or DEFAULT_MODEL
@@ -608,10 +611,11 @@ def _api_key(request: web.Request) -> str | None:
 
 async def _read_form(
     request: web.Request,
-) -> tuple[dict[str, str], list[tuple[str, str, str, bytes]]]:
+) -> tuple[dict[str, str], list[tuple[str, str, str, bytes]], list[tuple[str, str]]]:
     if not request.content_type.startswith("multipart/form-data"):
         raise ValueError("Invalid content type: expected multipart/form-data")
     fields: dict[str, str] = {}
+    form: list[tuple[str, str]] = []
     files: list[tuple[str, str, str, bytes]] = []
     reader = await request.multipart()
     while True:
@@ -629,7 +633,8 @@ async def _read_form(
             files.append((part.name, part.filename, ctype, bytes(data)))
         else:
             fields[part.name] = bytes(data).decode("utf-8")
-    return fields, files
+            form.append((part.name, fields[part.name]))
+    return fields, files, form
 
 
 def _dimensions(size: str) -> tuple[int, int] | None:

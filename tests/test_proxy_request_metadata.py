@@ -1,0 +1,155 @@
+"""A request's own ``metadata`` (LiteLLM's request metadata) and nested ``extra_body`` values.
+
+The official clients spell ``extra_body={"metadata": {"tags": ["a"]}}`` in an edit's form as
+``metadata[tags][]`` fields, and any nested value alike; the proxy refused a repeated
+``name[]`` as "given more than once" and forwarded ``metadata`` upstream, where OpenAI refuses
+an unknown parameter, so the tags were never recorded. Now the proxy records a request's
+metadata with the call (never forwarded) and sends other nested values upstream spelled as they
+came; the SDK spells nested ``extra_body`` values the same way instead of as a Python repr.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+import tracking
+from tests.accounts_support import accounts_config, bearer, generate, ledger_env
+from tests.conftest import API_KEY, make_png
+from tests.proxy_support import MASTER_KEY, ProxyProcess
+from tracking.testing import FakeOpenAI
+
+PNG = make_png(16, 16)
+
+
+@pytest.fixture(scope="module")
+def served(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    folder = tmp_path_factory.mktemp("request-metadata")
+    database = folder / "ledger.db"
+    url = f"sqlite:///{database}"
+    config = accounts_config(folder, fake.url, url, models=("gpt-image-2",))
+    with ProxyProcess(config, env=ledger_env(url)) as process:
+        yield process, database
+
+
+def _row(database: Path, request_id: str) -> tuple[list[str], dict]:
+    with sqlite3.connect(database) as db:
+        tags, metadata = db.execute(
+            "SELECT tags, metadata FROM spend_logs WHERE request_id = ?", (request_id,)
+        ).fetchone()
+    return json.loads(tags), json.loads(metadata)
+
+
+def _sent(fake: FakeOpenAI) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in fake.requests[-1].form if k not in ("model", "prompt")]
+
+
+def test_the_sdk_spells_nested_extra_body_as_the_official_clients_do(fake):
+    tracking.image_edit(
+        image=PNG, prompt="a hat", model="gpt-image-2", api_base=fake.url, api_key=API_KEY,
+        extra_body={"foo": ["x", "y"], "bar": {"k": "v", "on": True}},
+    )  # fmt: skip
+    assert _sent(fake) == [("foo[]", "x"), ("foo[]", "y"), ("bar[k]", "v"), ("bar[on]", "true")]
+
+
+@pytest.mark.parametrize(
+    ("extra_body", "rule"),
+    [
+        ({"a": {"b\n": "x"}}, "format"),  # a nested key no form field can be named by
+        ({"a": [[[[[[[[["deep"]]]]]]]]]}, "max_depth"),
+    ],
+)
+def test_nested_extra_body_no_form_can_carry_is_refused_before_sending(fake, extra_body, rule):
+    before = len(fake.requests)
+    with pytest.raises(tracking.ValidationError) as caught:
+        tracking.image_edit(
+            image=PNG, prompt="a hat", model="gpt-image-2", api_base=fake.url, api_key=API_KEY,
+            extra_body=extra_body,
+        )  # fmt: skip
+    assert caught.value.param == "extra_body" and caught.value.rule == rule
+    assert len(fake.requests) == before
+
+
+def test_the_official_clients_metadata_is_recorded_and_not_sent_upstream(served, fake):
+    proxy, database = served
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY) as client:
+        raw = client.images.with_raw_response.edit(
+            model="gpt-image-2", image=("a.png", PNG, "image/png"), prompt="a hat",
+            extra_body={"metadata": {"tags": ["a", "b"], "project": "p"}, "foo": ["x", "y"]},
+        )  # fmt: skip
+    assert raw.http_response.status_code == 200
+    # the other nested value goes upstream as it came; the metadata does not
+    assert [pair for pair in _sent(fake) if pair[0].startswith(("foo", "metadata"))] == [
+        ("foo[]", "x"),
+        ("foo[]", "y"),
+    ]
+    tags, metadata = _row(database, raw.headers["x-tracking-request-id"])
+    assert tags == ["a", "b"] and metadata["project"] == "p"
+
+
+def test_a_metadata_field_holding_json_is_recorded_as_curl_sends_it(served, fake):
+    proxy, database = served
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers=bearer(MASTER_KEY),
+        data={"model": "gpt-image-2", "prompt": "a hat", "metadata": '{"tags": ["c"]}'},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert "metadata" not in fake.requests[-1].fields
+    tags, _ = _row(database, response.headers["x-tracking-request-id"])
+    assert tags == ["c"]
+
+
+def test_a_generations_metadata_is_recorded(served, fake):
+    proxy, database = served
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY) as client:
+        raw = client.images.with_raw_response.generate(
+            model="gpt-image-2", prompt="a hat", extra_body={"metadata": {"tags": ["g"]}}
+        )
+    assert raw.http_response.status_code == 200
+    tags, _ = _row(database, raw.headers["x-tracking-request-id"])
+    assert tags == ["g"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"metadata[user_api_key_hash]": "0" * 64}, "metadata.user_api_key_hash"),
+        ({"metadata": "[1, 2]"}, "metadata"),  # not an object
+        ({"metadata": "{not json"}, "metadata"),
+        ({"foo[]": "x", "foo[k]": "y"}, "foo[k]"),  # a list and a dict under one name
+    ],
+)
+def test_metadata_or_nested_fields_that_cannot_be_read_are_a_400(served, fields, param):
+    proxy, _ = served
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers=bearer(MASTER_KEY),
+        data={"model": "gpt-image-2", "prompt": "a hat", **fields},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_a_virtual_keys_request_cannot_name_its_team(served):
+    proxy, _ = served
+    with httpx.Client(timeout=30) as client:
+        key = generate(client, proxy.url, key_alias="team-less")["key"]
+        response = client.post(
+            f"{proxy.url}/v1/images/edits",
+            headers=bearer(key),
+            data={"model": "gpt-image-2", "prompt": "a hat", "metadata[team]": "finance"},
+            files={"image": ("a.png", PNG, "image/png")},
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "metadata.team"

@@ -1,0 +1,59 @@
+"""A request's own ``metadata``, as LiteLLM's proxy takes it: recorded with the call, not sent.
+
+A client names what a call is for in ``metadata`` (LiteLLM's request metadata: ``tags``, a
+project, a trace id). In an edit's form it comes as ``metadata[key]`` / ``metadata[tags][]``
+fields (what the official clients send for ``extra_body={"metadata": {...}}``) or as one
+``metadata`` field holding a JSON object (``curl -F 'metadata={"tags": ["a"]}'``); in a
+generation's JSON body as an object. It becomes the call's metadata (so its ``tags`` and the
+rest are in the event and the ledger row, within the SDK's bounds) and is never forwarded
+upstream, where OpenAI would refuse an unknown parameter.
+
+Keys the proxy sets from the caller's key are refused here (400): ``user_api_key_*`` would
+attribute spend to another key, and a virtual key's ``team`` is its own (see
+:meth:`tracking.proxy.accounts.Accounts.admit`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ProxyError
+
+__all__ = ["RESERVED_PREFIX", "take_metadata"]
+
+#: Metadata keys the proxy fills in from the caller's virtual key.
+RESERVED_PREFIX = "user_api_key_"
+
+
+def _not_an_object() -> ProxyError:
+    return ProxyError(
+        400,
+        "metadata: expected a JSON object (or metadata[key] form fields)",
+        param="metadata",
+        code="invalid_value",
+    )
+
+
+def take_metadata(extra_body: dict[str, Any]) -> dict[str, Any] | None:
+    """Remove ``metadata`` from what would go upstream and return it as the call's own."""
+    value = extra_body.pop("metadata", None)
+    if isinstance(value, str):
+        from .json_io import load_json_object  # (it reads the form module, which reads this)
+
+        try:
+            value = load_json_object(value.encode("utf-8"))
+        except (ProxyError, UnicodeEncodeError):
+            raise _not_an_object() from None
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _not_an_object()
+    for key in value:
+        if key.startswith(RESERVED_PREFIX):
+            raise ProxyError(
+                400,
+                f"metadata.{key}: set by the proxy from the caller's key, never by a request",
+                param=f"metadata.{key}",
+                code="invalid_value",
+            )
+    return value or None
