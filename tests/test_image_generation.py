@@ -150,6 +150,10 @@ def test_generation_rules_are_checked_before_sending(fake, upstream):
     assert image.value.param == "image"
     with pytest.raises(tracking.ValidationError):
         tracking.image_generation(prompt="", model="gpt-image-2", **upstream)
+    # dall-e-2's family has no generation rule, but it still does not stream: it was sent
+    with pytest.raises(tracking.UnsupportedParamsError) as stream:
+        tracking.image_generation(prompt=PROMPT, model="dall-e-2", stream=True, **upstream)
+    assert stream.value.param == "stream"
     assert fake.hits == hits  # nothing was sent
 
 

@@ -283,6 +283,12 @@ def test_access_log_line_per_request_and_start_up_summary(proxy, client):
     client.get(f"{proxy.url}/key/info", params={"key": key})  # a secret in a query string
     wait_for(lambda: "path=/key/info status=401" in proxy.log())
     assert key not in proxy.log()
+    # a path chosen by a caller cannot write a NUL, an ESC or a CR into the log
+    client.get(f"{proxy.url}/v1/images/stored/a%1B%5B2Jb%0Dc%00.png")
+    wait_for(lambda: "/v1/images/stored/a" in proxy.log())
+    line = next(x for x in proxy.log().splitlines() if "/v1/images/stored/a" in x)
+    assert 'path="/v1/images/stored/a\\x1b[2Jb\\rc\\x00.png"' in line
+    assert not any(c in line for c in "\x00\x1b\r")
     # the start-up summary: models, ledger location, auth
     log = proxy.log()
     assert "models: gpt-image-1, dall-e-2" in log

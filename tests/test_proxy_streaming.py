@@ -159,6 +159,7 @@ def test_openai_client_streams_through_the_proxy(proxy, image_file, partial_imag
         events = list(stream)
         request_id = stream.response.headers["x-tracking-request-id"]
         assert stream.response.headers["content-type"].startswith("text/event-stream")
+        upstream_id = stream.response.headers["x-upstream-request-id"]  # as a plain answer has
     assert [e.type for e in events] == ["image_edit.partial_image"] * partial_images + [
         "image_edit.completed"
     ]
@@ -167,6 +168,7 @@ def test_openai_client_streams_through_the_proxy(proxy, image_file, partial_imag
     assert isinstance(completed, openai.types.ImageEditCompletedEvent)
     row = ledger_row(proxy, request_id)
     assert row["status"] == "success" and row["model"] == "gpt-image-2"
+    assert row["upstream_request_id"] == upstream_id and upstream_id.startswith("req_")
     assert Decimal(row["cost_usd"]) == hand_priced(completed.usage)
     assert row["output_tokens"] == completed.usage.output_tokens
 

@@ -28,7 +28,7 @@ from tests.recorder import EventRecorder, record_events
 from tracking.integrations.otel import OtelLogger
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import reset_prices
-from tracking.pricing.estimate import estimate_incomplete_stream
+from tracking.pricing.estimate import estimate_incomplete_stream, max_expected_cost
 from tracking.request import parse_call
 from tracking.testing import FakeOpenAI
 from tracking.unknown_outcomes import estimate_unknown_outcomes
@@ -114,6 +114,21 @@ def test_partial_images_add_100_output_tokens_each(upstream):
         return completed.usage.output_tokens
 
     assert output_tokens(3) - output_tokens(0) == 300
+
+
+@pytest.mark.parametrize("quality", ["low", "high"])
+def test_a_budgets_reservation_covers_a_streams_partial_images(upstream, recorder, quality):
+    # It left them out: a completed stream with partial images cost more than was reserved,
+    # so sequential streamed calls spent past a budget.
+    params = call(upstream, quality=quality, stream=True, partial_images=3)
+    reserved = max_expected_cost([MODEL], params)
+    plain = max_expected_cost([MODEL], {**params, "stream": False})
+    assert reserved is not None and plain is not None
+    assert reserved == plain + 3 * 100 * Decimal(TOKEN_PRICES["output_image"]) / MILLION
+    for _ in tracking.image_edit(**params):
+        pass
+    cost = recorder.last.cost_usd
+    assert recorder.last.status == "success" and cost is not None and cost <= reserved
 
 
 @pytest.mark.parametrize("partial_images", [0, 1, 3])

@@ -27,7 +27,7 @@ from .families import Family, family_for
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
 from .providers import is_provider
-from .rules import Call, check
+from .rules import Call, check, streaming
 
 __all__ = [
     "API_BASE_VARIABLES",
@@ -493,7 +493,8 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         "partial_images": partial_images,
     }
     dropped: frozenset[str] = frozenset()
-    if family is not None:
+    known = family if family is not None or not stream else family_for(upstream_model, "image_edit")
+    if known is not None:
         call = Call(
             model=upstream_model,
             prompt=prompt,
@@ -504,7 +505,10 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             options={k: v for k, v in optional.items() if v is not None},
             stream=bool(stream),
         )
-        violations, dropped = check(call, family, drop_params=drop_params)
+        if family is not None:
+            violations, dropped = check(call, family, drop_params=drop_params)
+        else:  # a family without a generation rule still says whether its models stream
+            violations = list(streaming(call, known))
         if violations:
             raise ValidationError.from_violations(violations)
     sent = {k: (None if k in dropped else v) for k, v in optional.items()}

@@ -81,6 +81,8 @@ class Deliver:
 
     item: ImageEditStreamEvent
     request_id: str
+    #: The upstream's own id of the answer being read (its ``x-request-id``), when it sent one.
+    upstream_request_id: str | None = None
 
 
 StreamEffect = OpenStream | ReadStream | Deliver | Sleep | Emit
@@ -218,7 +220,7 @@ def stream_flow(
         )
         while True:
             try:
-                yield Deliver(item, request_id)
+                yield Deliver(item, request_id, reader.upstream_request_id)
             except StreamClosed:
                 if isinstance(item, ImageEditCompletedEvent):
                     break  # closed once it had everything: a success

@@ -53,10 +53,11 @@ class _StreamState:
     """What the driver tells its stream object; separate, so that the two hold no cycle and a
     dropped stream is closed at once."""
 
-    __slots__ = ("event", "request_id")
+    __slots__ = ("event", "request_id", "upstream_request_id")
 
     def __init__(self) -> None:
         self.request_id = ""
+        self.upstream_request_id: str | None = None
         self.event: ImageEditEvent | None = None
 
 
@@ -69,6 +70,12 @@ class _StreamFacts:
     def request_id(self) -> str:
         """Our id for the call (its event's and ledger row's), known from the first event on."""
         return self._state.request_id
+
+    @property
+    def upstream_request_id(self) -> str | None:
+        """The upstream's own id of the answer (its ``x-request-id``), known from the first
+        event on when it sent one."""
+        return self._state.upstream_request_id
 
     @property
     def event(self) -> ImageEditEvent | None:
@@ -216,6 +223,7 @@ def _drive_sync(
                 result = answer.read()
             elif isinstance(effect, Deliver):
                 state.request_id = effect.request_id
+                state.upstream_request_id = effect.upstream_request_id
                 try:
                     yield effect.item
                 except GeneratorExit:  # closed or dropped: the flow records it, then we stop
@@ -248,6 +256,7 @@ async def _drive_async(
                 result = await answer.read()
             elif isinstance(effect, Deliver):
                 state.request_id = effect.request_id
+                state.upstream_request_id = effect.upstream_request_id
                 try:
                     yield effect.item
                 except GeneratorExit:

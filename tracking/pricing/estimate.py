@@ -174,14 +174,14 @@ def _image_count(image: Any) -> int:
 def estimate_max_cost(
     model: str, params: Mapping[str, Any], day: date | None = None
 ) -> Decimal | None:
-    """The most one call with ``params`` (n, size, quality, prompt, image) may cost on ``model``
-    (a provider prefix is allowed)."""
+    """The most one call with ``params`` (n, size, quality, prompt, image; a stream's
+    ``partial_images``) may cost on ``model`` (a provider prefix is allowed)."""
     entry = find_entry(_model_keys(model), day or datetime.now(UTC).date())
     if entry is None:
         return None
     prompt = params.get("prompt")
     quality, size = params.get("quality"), params.get("size")
-    return entry_estimate(
+    total = entry_estimate(
         entry,
         params.get("n") or 1,
         quality if isinstance(quality, str) else None,
@@ -189,6 +189,18 @@ def estimate_max_cost(
         len(prompt) if isinstance(prompt, str) else 0,
         _image_count(params.get("image")),
     )
+    partials = params.get("partial_images")
+    if total is not None and params.get("stream") is True and type(partials) is int:
+        total += _partial_images_cost(entry, partials)
+    return total
+
+
+def _partial_images_cost(entry: PriceEntry, partial_images: int) -> Decimal:
+    """What a stream's partial images add: :data:`PARTIAL_IMAGE_TOKENS` output tokens each."""
+    if partial_images <= 0 or not entry.tokens:
+        return Decimal(0)
+    output = entry.tokens.get("output_image", Decimal(0))
+    return output * PARTIAL_IMAGE_TOKENS * partial_images / _MILLION
 
 
 def max_expected_cost(
@@ -226,10 +238,7 @@ def estimate_incomplete_stream(
     )
     if total is None:
         return None
-    if request.partial_images and entry.tokens:
-        output = entry.tokens.get("output_image", Decimal(0))
-        total += output * PARTIAL_IMAGE_TOKENS * request.partial_images / 1_000_000
-    return total
+    return total + _partial_images_cost(entry, request.partial_images or 0)
 
 
 def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -> Cost:

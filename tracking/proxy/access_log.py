@@ -37,10 +37,17 @@ _MAX_VALUE = 120  # a model name chosen by a caller must not make a huge line
 
 def _quote(value: Any) -> str:
     text = str(value)[:_MAX_VALUE]
-    if text and not any(c in text for c in ' "=\n\r\t'):
+    if text and text.isprintable() and not any(c in text for c in ' "='):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    if not escaped.isprintable():  # a NUL, ESC or CR from a caller must not reach a terminal
+        escaped = "".join(c if c.isprintable() else _escape(c) for c in escaped)
     return f'"{escaped}"'
+
+
+def _escape(char: str) -> str:
+    known = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    return known or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
 def logfmt(fields: Iterable[tuple[str, Any]]) -> str:

@@ -152,7 +152,7 @@ class UrlSigner:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def valid(self, name: str, expires: str, signature: str, now: float) -> bool:
-        if not expires.isdigit() or len(expires) > 12:
+        if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:  # not "²"
             return False
         expected = self.signature(name, int(expires))
         return hmac.compare_digest(expected, signature) and int(expires) >= now

@@ -48,6 +48,9 @@ async def relay_stream(
         (b"x-accel-buffering", b"no"),  # a buffering reverse proxy in front must pass it on
         (b"x-tracking-request-id", stream.request_id.encode()),
     ]
+    upstream_id = stream.upstream_request_id  # (the first event is in hand: it is known)
+    if upstream_id:
+        headers.append((b"x-upstream-request-id", upstream_id.encode("latin-1", "replace")))
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         first = await anext(stream)  # already in hand: sent before any task is made
