@@ -369,8 +369,9 @@ class StreamInterruptedError(APIConnectionError):
 
 
 class StreamClosed(TrackingError):
-    """A streamed call's iterator was closed (or abandoned, or cancelled) by its caller before
-    the completed event: the call's event records it, with an estimated cost."""
+    """A streamed call's iterator was closed (or abandoned) by its caller before the completed
+    event: the call's event records it, with an estimated cost. (A stream cancelled with its
+    task records ``error_type="cancelled"`` and the ``CancelledError`` instead.)"""
 
     error_type = "stream_closed"
 
