@@ -155,6 +155,21 @@ def test_openai_sizes_map_to_the_nearest_aspect_ratio_and_tier(size, model, expe
     assert image_config(size, model)[0] == expected
 
 
+@pytest.mark.parametrize(
+    ("size", "tier"),
+    [(None, "1K"), ("auto", "1K"), ("1024x1024", "1K"), ("1920x1080", "2K"), ("1024x4096", "4K")],
+)
+def test_an_estimate_prices_the_tier_the_image_is_made_at(size, tier):
+    # A WIDTHxHEIGHT (or no size) was estimated at the dearest tier, 4K: budgets reserved
+    # more than twice what a 1K image costs. It is priced at the tier the call is billed at.
+    from tracking.pricing.estimate import estimate_call_cost
+
+    model = "gemini-3.1-flash-image"
+    billed_at = image_config(size, model)[1]
+    assert billed_at == tier
+    assert estimate_call_cost(model, size).usd == estimate_call_cost(model, tier).usd
+
+
 def test_vertex_ai_sends_the_same_body_with_a_bearer_token(monkeypatch, gemini):
     monkeypatch.setenv("VERTEXAI_PROJECT", "my-project")
     monkeypatch.setenv("VERTEXAI_LOCATION", "us-central1")

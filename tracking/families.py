@@ -27,7 +27,7 @@ for a generation, and its provider decides whether it can make one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -40,6 +40,8 @@ __all__ = [
     "family_for",
     "family_of",
     "pixel_size",
+    "resolution_tier",
+    "tier_side",
 ]
 
 MB = 1024 * 1024
@@ -135,6 +137,21 @@ def pixel_size(size: str | None) -> tuple[int, int] | None:
     if sep and width.isascii() and width.isdigit() and height.isascii() and height.isdigit():
         return int(width), int(height)
     return None
+
+
+def tier_side(tier: str) -> int | None:
+    """The side in pixels of a resolution tier named as Google names them (``1K`` is 1024,
+    ``2K`` 2048, ``4K`` 4096); None for any other name."""
+    count = tier[:-1]
+    return int(count) * 1024 if tier.endswith("K") and count.isascii() and count.isdigit() else None
+
+
+def resolution_tier(width: int, height: int, tiers: Sequence[str]) -> str:
+    """The tier of ``tiers`` (smallest first) an image of ``width`` x ``height`` is made and billed
+    at: the smallest whose side is at least two thirds of the long side (OpenAI's 1536x1024 is
+    1K, 2048 or 1920 wide 2K, 4096 4K), else the largest."""
+    long_side = max(width, height)
+    return next((t for t in tiers if long_side <= (tier_side(t) or 0) * 1.5), tiers[-1])
 
 
 _DALL_E_2 = Family(

@@ -3,8 +3,10 @@ routing) and after a billed outcome whose usage we could not read.
 
 One rule serves both, and errs high rather than low. The output is the per-image price for the
 size and quality (an unknown or ``auto`` quality takes the dearest tier the table lists; an
-``auto`` size, or a size a table of tiers such as Gemini's ``1K`` / ``2K`` does not list, the
-dearest listed price). A ``WIDTHxHEIGHT`` the table does not list (gpt-image-2's free sizes), or
+``auto`` size, or a size the table does not list, the dearest listed price). A table of
+resolution tiers (Gemini's ``1K`` / ``2K`` / ``4K``) prices a ``WIDTHxHEIGHT`` at the tier it is
+made at (:func:`tracking.families.resolution_tier`), and no size or ``auto`` at the smallest,
+as Gemini makes it. A ``WIDTHxHEIGHT`` the table does not list (gpt-image-2's free sizes), or
 a model priced only by tokens, is estimated from the output token price and
 :data:`REFERENCE_OUTPUT_TOKENS`, scaled by the image's area. Before a call, models billed by
 tokens add an allowance for the input: one token per prompt character and
@@ -26,7 +28,7 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
-from ..families import family_for, pixel_size
+from ..families import family_for, pixel_size, resolution_tier, tier_side
 from . import UNPRICED, Cost, _candidates, _model_keys, _per_image, find_entry
 from .table import PriceEntry
 
@@ -98,6 +100,11 @@ def _listed_price(entry: PriceEntry, quality: str | None, size: str | None) -> D
         return None
     chosen = [tables[quality]] if quality is not None and quality in tables else [*tables.values()]
     listed = {name for sizes in chosen for name in sizes}
+    tiers = sorted((n for n in listed if tier_side(n)), key=lambda n: tier_side(n) or 0)
+    if tiers and (dimensions := pixel_size(size)) is not None:
+        size = resolution_tier(*dimensions, tiers)  # billed at its tier (Gemini's 1K, 2K, 4K)
+    elif tiers and size in (None, "auto"):
+        size = tiers[0]  # no size asked: made at the smallest tier (Gemini's default, 1K)
     if size in listed:
         return max(sizes[size] for sizes in chosen if size in sizes)
     sized = any(_pixels(name) is not None for name in listed)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import APIError, APIResponseError, ContentPolicyError
+from ..families import resolution_tier
 from ..images import encodes_image
 from ..response import ImageResponse, reported_usage
 from .base import (
@@ -67,7 +68,6 @@ __all__ = ["GEMINI_IMAGE_MODELS", "GeminiImageModel", "GeminiProvider", "image_c
 DEFAULT_GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
 
 _RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-_TIERS = {"1K": 1024, "2K": 2048, "4K": 4096}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +127,7 @@ def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
     config = {"aspectRatio": ratio}
     if not spec.image_sizes:
         return config, "1K"
-    long_side = max(width, height)
-    # The smallest tier whose side is at least two thirds of the long side: OpenAI's standard
-    # 1536x1024 stays at 1K, 2048 or 1920 wide is 2K, 4096 is 4K.
-    tier = next((t for t in spec.image_sizes if long_side <= _TIERS[t] * 1.5), spec.image_sizes[-1])
+    tier = resolution_tier(width, height, spec.image_sizes)
     config["imageSize"] = tier
     return config, tier
 
