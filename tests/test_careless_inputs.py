@@ -5,6 +5,8 @@ untyped ``UnicodeDecodeError`` / ``ValueError`` / ``TypeError`` from inside the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,15 +170,34 @@ def test_metadata_that_never_ends_is_refused_with_its_failure_event(
     assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]
 
 
+@contextmanager
+def _ledger(tmp_path: Path) -> Iterator[Any]:
+    """A durable SQLite ledger among the callbacks while the block runs."""
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", mode="durable")
+    tracking.callbacks.append(ledger)
+    try:
+        yield ledger
+    finally:
+        tracking.callbacks.remove(ledger)
+        ledger.shutdown(10)
+
+
+def _refused_with_row(fake, upstream, use_async, tmp_path, metadata):
+    """A call refused for its metadata, and the one ledger row it left (status, metadata)."""
+    with _ledger(tmp_path) as ledger:
+        error = _refused(fake, upstream, use_async, metadata=metadata)
+        with ledger.engine.connect() as conn:
+            row = conn.execute(sa.select(spend_logs.c.status, spend_logs.c.metadata)).one()
+    return error, row
+
+
 @pytest.mark.parametrize("use_async", [False, True])
 def test_an_integer_team_id_and_integer_tags_are_recorded_as_their_text(
     fake, upstream, monkeypatch, tmp_path, use_async
 ):
     # metadata={"team": 5} was recorded as no team (NULL in the ledger) without a word.
     recorder = record_events(monkeypatch)
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", mode="durable")
-    tracking.callbacks.append(ledger)
-    try:
+    with _ledger(tmp_path) as ledger:
         response = _call(use_async, **upstream, metadata={"team": 5, "tags": ["prod", 7]})
         with ledger.engine.connect() as conn:
             row = conn.execute(
@@ -184,9 +205,6 @@ def test_an_integer_team_id_and_integer_tags_are_recorded_as_their_text(
                     spend_logs.c.request_id == response.request_id
                 )
             ).one()
-    finally:
-        tracking.callbacks.remove(ledger)
-        ledger.shutdown(10)
     assert (recorder.last.team, recorder.last.tags) == ("5", ("prod", "7"))
     assert recorder.last.metadata["team"] == 5  # the caller's metadata as given
     assert row.team == "5" and row.tags == ["prod", "7"]
@@ -252,15 +270,7 @@ def test_a_50_mb_metadata_value_is_refused_and_its_row_kept_without_it(
 ):
     # It was stored whole: in the event, every callback's copy and the ledger row.
     recorder = record_events(monkeypatch)
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", mode="durable")
-    tracking.callbacks.append(ledger)
-    try:
-        error = _refused(fake, upstream, use_async, metadata={"blob": "x" * (50 << 20)})
-        with ledger.engine.connect() as conn:
-            row = conn.execute(sa.select(spend_logs.c.status, spend_logs.c.metadata)).one()
-    finally:
-        tracking.callbacks.remove(ledger)
-        ledger.shutdown(10)
+    error, row = _refused_with_row(fake, upstream, use_async, tmp_path, {"blob": "x" * (50 << 20)})
     assert error.param == "metadata" and error.rule == "max_size"
     assert recorder.last.request_id and (row.status, row.metadata) == ("failure", {})
 
@@ -275,15 +285,7 @@ def test_an_integer_no_encoder_can_write_is_refused_and_its_row_kept(
     huge = 10**5000
     metadata = {"value": {"x": huge}, "list": {"x": [1, huge]}, "key": {"x": {huge: 1}}}[where]
     recorder = record_events(monkeypatch)
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", mode="durable")
-    tracking.callbacks.append(ledger)
-    try:
-        error = _refused(fake, upstream, use_async, metadata=metadata)
-        with ledger.engine.connect() as conn:
-            row = conn.execute(sa.select(spend_logs.c.status, spend_logs.c.metadata)).one()
-    finally:
-        tracking.callbacks.remove(ledger)
-        ledger.shutdown(10)
+    error, row = _refused_with_row(fake, upstream, use_async, tmp_path, metadata)
     assert error.param == "metadata" and "integer" in str(error)
     assert recorder.last.request_id and (row.status, row.metadata) == ("failure", {})
 

@@ -100,11 +100,8 @@ def _freeze(value: Any, depth: int, size: list[int]) -> Any:
             kind = type(item)
             if kind is str or kind is bytes:
                 counted += len(item)
-            elif kind is int:
-                if item.bit_length() > _MAX_INT_BITS:
-                    _too_long(item)
-            elif kind not in _IMMUTABLE:
-                item = _freeze(item, depth - 1, size)
+            elif kind is int or kind not in _IMMUTABLE:
+                item = _member(item, depth - 1, size)
             frozen[key] = item
         size[0] += counted
         _check_size(size)
@@ -116,11 +113,8 @@ def _freeze(value: Any, depth: int, size: list[int]) -> Any:
             kind = type(item)
             if kind is str or kind is bytes:
                 counted += len(item)
-            elif kind is int:
-                if item.bit_length() > _MAX_INT_BITS:
-                    _too_long(item)
-            elif kind not in _IMMUTABLE:
-                item = _freeze(item, depth - 1, size)
+            elif kind is int or kind not in _IMMUTABLE:
+                item = _member(item, depth - 1, size)
             items.append(item)
         size[0] += counted
         _check_size(size)
@@ -134,6 +128,16 @@ def _freeze(value: Any, depth: int, size: list[int]) -> Any:
     if isinstance(value, str | bytes | bytearray):  # a subclass (a StrEnum), a bytearray
         size[0] += len(value)
     return value
+
+
+def _member(item: Any, depth: int, size: list[int]) -> Any:
+    """A container's member that is not text, frozen: an int checked that it can be written,
+    anything else not immutable frozen (its size counted)."""
+    if type(item) is int:
+        if item.bit_length() > _MAX_INT_BITS:
+            _too_long(item)
+        return item
+    return _freeze(item, depth, size)
 
 
 def _too_long(value: int) -> None:
