@@ -351,6 +351,24 @@ def test_promtool_check_rules_passes():
     assert f"SUCCESS: {len(rules())} rules found" in result.stdout
 
 
+def test_promtool_unit_tests_of_the_alerts_pass():
+    """The alerts fire on a counter's first occurrence: a labelled counter is exported from its
+    first increment, already at 1, where ``increase()`` alone sees no rise (a QA pass found
+    three alerts that could never fire on a first unpriced call, callback error or drop)."""
+    promtool = _require_binary("promtool")
+    tests = sorted(RULES_DIR.glob("*.rules.test.yml"))
+    assert tests, "no promtool rule tests"
+    result = subprocess.run(
+        [promtool, "test", "rules", *map(str, tests)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
 class Prometheus:
     """A Prometheus server of our own: loopback port, own config and data directory."""
 

@@ -72,6 +72,7 @@ def test_users_without_a_budget_are_served_through_a_database_outage(
             finally:
                 relay.restore()
             after = _edit(proxy, "budgeted-bob")
+            metrics = httpx.get(f"{proxy.url}/metrics", headers=AUTH, timeout=10).text
     assert {u: a.status_code for u, a in answers.items()} == {
         None: 200,
         "carol": 200,
@@ -84,4 +85,7 @@ def test_users_without_a_budget_are_served_through_a_database_outage(
         error = budgeted.json()["error"]
         assert error["code"] == "budget_store_unavailable"
         assert "budget_store_unavailable" in error["message"]
+        assert budgeted.headers["x-should-retry"] == "true"
+        # counted among the proxy's own refusals, as every other one is (it was in none)
+        assert 'image_edit_proxy_rejections_total{reason="store_unavailable"} 1.0' in metrics
     assert after.status_code == 200, after.text

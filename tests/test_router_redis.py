@@ -208,3 +208,36 @@ def test_an_unreachable_redis_from_the_start_still_routes(recorder, caplog):
         with caplog.at_level(logging.WARNING, "tracking.router"):
             r.image_edit(image=make_png(), prompt="p", model="images")
         assert good.hits == 1 and "Redis unavailable" in caplog.text
+
+
+def test_the_proxys_redis_prefix_namespaces_its_routing_state_too(
+    redis_url, redis_prefix, monkeypatch
+):
+    """``TRACKING_REDIS_PREFIX`` namespaced the budgets only: two proxies of different
+    deployments sharing one Redis shared cooldowns and rpm windows under ``tracking:router:``."""
+    import redis
+
+    from tracking.config import parse_config
+    from tracking.proxy.models import build_dispatcher
+
+    monkeypatch.setenv("TRACKING_REDIS_PREFIX", redis_prefix)
+    config = parse_config(
+        {
+            "model_list": [
+                {"model_name": "images", "litellm_params": {"model": "gpt-image-2"}},
+                {"model_name": "images", "litellm_params": {"model": "openai/gpt-image-2"}},
+            ],
+            "router_settings": {"redis_url": redis_url, "cooldown_time": 30},
+        }
+    )
+    router = build_dispatcher(config).router
+    try:
+        router.cool_down(router.groups["images"][0], "test")
+    finally:
+        router.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [k.decode() for k in client.scan_iter(match=f"{redis_prefix}*")]
+    finally:
+        client.close()
+    assert keys and all(k.startswith(f"{redis_prefix}router:") for k in keys), keys

@@ -172,6 +172,8 @@ class Budgets:
                 "budget_store_unavailable: allow serves such calls unchecked)",
                 type="server_error",
                 code=unavailable.code,
+                reason="store_unavailable",  # counted among the proxy's refusals
+                retry=True,
             ) from None
         log.warning("budget store unavailable: serving end user %r unchecked", end_user_id)
         last = cached[0] if cached is not None else None

@@ -15,6 +15,7 @@ model name when ``litellm_settings`` or every deployment of that name sets it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -94,8 +95,13 @@ class RoutedModels:
 def build_dispatcher(config: ProxyConfig) -> RoutedModels:
     """The object every proxied call is handed to: a router over the config's model_list."""
     from ..router import Router
+    from .accounts import PREFIX_ENV
 
-    router = Router.from_config(router_config(config))
+    # TRACKING_REDIS_PREFIX namespaces the routing state too, as it does the budgets: proxies
+    # of different deployments sharing one Redis must not share cooldowns and rpm windows
+    prefix = os.environ.get(PREFIX_ENV)
+    overrides = {"redis_prefix": f"{prefix}router:"} if prefix else {}
+    router = Router.from_config(router_config(config), **overrides)
     for name in config.model_names():
         if len(router.groups.get(name, ())) > 1:
             log.info(
