@@ -122,6 +122,37 @@ def test_a_planted_price_change_is_drift_with_the_implied_prices(capsys, fake, l
     assert Decimal(row["diff_pct"]) == Decimal("-20.00")  # ours is 20% below the bill
 
 
+def test_generations_are_counted_on_both_sides(capsys, fake, ledger):
+    # The provider's usage was asked for image.edit only, while the ledger holds generations
+    # too: every generation read as "the ledger counted 1 more image".
+    edit(fake)
+    tracking.image_generation(
+        prompt="a hat", model="gpt-image-1", quality="low", size="1024x1024",
+        api_base=fake.url, api_key=KEY,
+    )  # fmt: skip
+    assert tracking.flush(10)
+    code, out, _ = run(capsys, ledger, fake, "--format", "json")
+    (row,) = json.loads(out)
+    assert (row["our_images"], row["their_images"]) == (2, 2) and row["note"] == "agrees", row
+    assert code == 0
+
+
+def test_a_failed_calls_estimate_is_never_read_as_a_price_change(capsys, fake, ledger):
+    # A dropped answer is estimated (maybe billed); the provider did not bill it. It was read
+    # as "same images, billed 0.15x our prices" with implied prices 85% lower.
+    edit(fake)
+    fake.inject("drop", times=3)  # the call and its two retries: each estimated
+    with pytest.raises(tracking.APIConnectionError):
+        edit(fake)
+    assert tracking.flush(10)
+    code, out, _ = run(capsys, ledger, fake, "--format", "json")
+    (row,) = json.loads(out)
+    assert (row["our_images"], row["their_images"]) == (1, 1)
+    assert row["drift"] and code == 1  # ours is more than the bill: still reported
+    assert row["implied_prices"] is None
+    assert "estimate of failed calls whose outcome was never learnt" in row["note"]
+
+
 def test_calls_made_around_the_tracker_are_reported_missing_from_the_ledger(capsys, fake, ledger):
     edit(fake)
     around = httpx.post(

@@ -129,6 +129,28 @@ def test_spend_total_by_default_and_an_iso_time_bound(capsys, tmp_path):
     assert out.splitlines()[2].split() == ["total", "3", "0", "3", "1.1780000010", "0"]
 
 
+@pytest.mark.parametrize("until", ["2026-05-05", "20260505"])
+def test_a_date_until_in_either_iso_form_includes_its_whole_day(capsys, ledger_url, until):
+    # "20260505" was read as the midnight that starts May 5: bob's spend that day was dropped.
+    _fill(ledger_url)
+    code, out, _ = _run(
+        capsys, "spend", "--user", "bob", "--since", "2026-05-04", "--until", until,
+        "--format", "json", "--database-url", ledger_url,
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)[0]["cost_usd"] == "0.1670000000"
+
+
+def test_a_url_with_a_driver_sqlalchemy_does_not_know_is_one_line(capsys):
+    url = "postgresql+nodriver://postgres@127.0.0.1/none"
+    code, _, err = _run(capsys, "spend", "--database-url", url)
+    assert code == 1 and "names no driver" in err and err.count("\n") == 1
+    code, _, err = _run(
+        capsys, "reconcile", "--since", "2026-05-01", "--database-url", url,
+        "--admin-key", "sk-admin-0123456789", "--api-base", "http://127.0.0.1:9/v1",
+    )  # fmt: skip
+    assert code == 2 and "names no driver" in err  # 2: could not read, never 1 (drift)
+
+
 def test_spend_errors_are_clear_and_never_tracebacks(capsys, tmp_path, postgres_url):
     code, _, err = _run(capsys, "spend", "--database-url", f"sqlite:///{tmp_path / 'none.db'}")
     assert code == 1 and "no ledger at" in err and "Traceback" not in err

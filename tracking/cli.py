@@ -212,10 +212,14 @@ def _percent(text: str) -> Decimal:
 
 
 def _date_or_time(text: str) -> date | datetime:
-    """``YYYY-MM-DD`` (a UTC day) or an ISO-8601 time (UTC unless it has an offset)."""
+    """A date (``YYYY-MM-DD``, or ISO's ``YYYYMMDD``: a UTC day) or an ISO-8601 time (UTC
+    unless it has an offset). A date is never read as its midnight: ``--until`` takes its whole
+    day."""
     try:
-        if len(text) == 10:
-            return date.fromisoformat(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(

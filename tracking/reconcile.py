@@ -212,7 +212,8 @@ def fetch_provider(
         for bucket in _pages(
             client,
             "/organization/usage/images",
-            {**window, "group_by": usage_group, "sources": ["image.edit"]},
+            # edits and generations: the ledger holds both (variations are not made here)
+            {**window, "group_by": usage_group, "sources": ["image.edit", "image.generation"]},
         ):
             for result in bucket.get("results") or ():
                 key = _key(by, bucket, result.get("model"), result.get("project_id"))
@@ -279,7 +280,10 @@ def compare(
         diff = our_cost - other.cost_usd
         pct = (diff / other.cost_usd * 100).quantize(Decimal("0.01")) if other.cost_usd else None
         drift = (abs(pct) > threshold) if pct is not None else our_cost != 0
-        note, implied = _explain(key, by, our_images, other, our_cost, drift, day, api_base)
+        estimated = mine.estimated_usd if mine is not None else Decimal(0)
+        note, implied = _explain(
+            key, by, our_images, other, (our_cost, estimated), (drift, threshold), day, api_base
+        )
         rows.append(
             ReconcileRow(
                 key,
@@ -302,11 +306,15 @@ def _explain(
     by: By,
     our_images: int,
     other: ProviderRow,
-    our_cost: Decimal,
-    drift: bool,
+    costs: tuple[Decimal, Decimal],
+    drifts: tuple[bool, Decimal],
     day: date,
     api_base: str,
 ) -> tuple[str, Mapping[str, Any] | None]:
+    """Why a group differs. ``costs``: our cost and the part of it that is failed calls'
+    estimates; ``drifts``: whether the group drifts and the threshold (percent)."""
+    our_cost, estimated = costs
+    drift, threshold = drifts
     if our_images < other.images:
         return (
             f"the provider counted {other.images - our_images} more image(s): calls made "
@@ -321,6 +329,19 @@ def _explain(
         )
     if not drift:
         return "agrees", None
+    if estimated:
+        # failed calls whose outcome was never learnt are estimated here; the provider billed
+        # them or not (or not yet): not a price it confirmed, so never read as a price change
+        our_cost -= estimated
+        within = (
+            other.cost_usd and abs(our_cost - other.cost_usd) * 100 <= threshold * other.cost_usd
+        )
+        if not our_cost or within:
+            return (
+                f"same images; {estimated} of ours is the estimate of failed calls whose outcome "
+                "was never learnt, which the provider did not bill (or not yet)",
+                None,
+            )
     if by != "model" or not our_cost:
         return "same images, another cost: see the per-model view for the implied price", None
     ratio = other.cost_usd / our_cost

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["BilledRow", "query_billed"]
 
 
+#: A failed call recorded with an estimate: maybe billed, so not a price the provider confirmed.
+_ESTIMATED_FAILURE = sa.and_(
+    spend_logs.c.status != "success", spend_logs.c.cost_source == "estimate"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class BilledRow:
     key: str  #: the UTC day (``YYYY-MM-DD``) or the model the provider served
@@ -26,6 +32,8 @@ class BilledRow:
     images: int
     output_tokens: int
     cost_usd: Decimal  #: every row's cost, estimates of billed failures included
+    #: the part of ``cost_usd`` that is failed calls' estimates (billed maybe, or not yet)
+    estimated_usd: Decimal = Decimal(0)
 
 
 def query_billed(
@@ -49,6 +57,7 @@ def query_billed(
             sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
             sa.func.coalesce(sa.func.sum(spend_logs.c.output_tokens), 0).label("output_tokens"),
             _cost_sum(engine).label("cost"),
+            _cost_sum(engine, _ESTIMATED_FAILURE).label("estimated"),
         )
         .where(spend_logs.c.provider == provider)
         .where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
@@ -65,6 +74,7 @@ def query_billed(
             images=int(record.images),
             output_tokens=int(record.output_tokens),
             cost_usd=_money(record.cost, engine),
+            estimated_usd=_money(record.estimated, engine),
         )
         for record in result
     ]

@@ -112,8 +112,16 @@ def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) ->
     except ModuleNotFoundError as exc:
         from tracking.extras import install_hint
 
+        hint = (
+            f": {install_hint('postgres')}" if resolved.get_backend_name() == "postgresql" else ""
+        )
         raise ConfigurationError(
-            f"the ledger database driver {exc.name!r} is not installed: {install_hint('postgres')}"
+            f"the ledger database driver {exc.name!r} is not installed{hint}"
+        ) from None
+    except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
+        raise ConfigurationError(
+            f"the ledger database URL names no driver SQLAlchemy knows "
+            f"({resolved.drivername!r}): use sqlite:///PATH or postgresql+psycopg://... ({exc})"
         ) from None
     if resolved.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)

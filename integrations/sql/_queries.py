@@ -68,14 +68,15 @@ def to_utc_bound(value: date | datetime, name: str) -> datetime:
     return datetime.combine(value, time(0), tzinfo=UTC)
 
 
-def _cost_sum(engine: Engine) -> sa.ColumnElement[Any]:
+def _cost_sum(engine: Engine, where: sa.ColumnElement[bool] | None = None) -> sa.ColumnElement[Any]:
+    """The exact sum of ``cost_usd`` (of the rows ``where`` holds for, when given)."""
+    cost: sa.ColumnElement[Any] = spend_logs.c.cost_usd
+    if where is not None:
+        cost = sa.case((where, cost), else_=None)
     if engine.dialect.name == "sqlite":
-        scaled = sa.cast(
-            sa.func.round(spend_logs.c.cost_usd * sa.literal_column(f"1e{MONEY_SCALE}")),
-            sa.Integer,
-        )
+        scaled = sa.cast(sa.func.round(cost * sa.literal_column(f"1e{MONEY_SCALE}")), sa.Integer)
         return sa.type_coerce(sa.func.coalesce(sa.func.sum(scaled), 0), sa.Integer)
-    return sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
+    return sa.func.coalesce(sa.func.sum(cost), 0)
 
 
 def _day(engine: Engine) -> sa.ColumnElement[Any]:

@@ -7,11 +7,12 @@ administration API documents them: pages of daily buckets (``bucket_width=1d``) 
 ``model``, ``size``, ``source``, ``project_id``; costs: ``line_item``, ``project_id``). They need
 an admin key (``Authorization: Bearer sk-admin-...``; any other key gets 401).
 
-Every edit the fake answered is billed from its own price table (:data:`BILLED_PRICES`, OpenAI's
-published token prices, written here independently of the SDK's table); :attr:`Billing.factor`
-bills a model at a different price, so a test can plant drift. Costs come as JSON numbers, as
-OpenAI sends them; line items are ``"<model>, image edits"``; everything is in the project
-``proj_fake``.
+Every edit and generation the fake answered is billed from its own price table
+(:data:`BILLED_PRICES`, OpenAI's published token prices, written here independently of the
+SDK's table), under the Usage API's ``source`` ``image.edit`` or ``image.generation``;
+:attr:`Billing.factor` bills a model at a different price, so a test can plant drift. Costs
+come as JSON numbers, as OpenAI sends them; line items are ``"<model>, image edits"``;
+everything is in the project ``proj_fake``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class ServedEdit:
     text_tokens: int
     image_tokens: int
     output_tokens: int
+    #: the Usage API's ``source``: ``image.edit`` or ``image.generation``
+    source: str = "image.edit"
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Billing:
     #: model -> multiplier applied to its bill (1 when absent): plants drift for tests
     factor: dict[str, Decimal] = field(default_factory=dict)
 
-    def record(self, model: str, answer: dict[str, Any]) -> None:
+    def record(self, model: str, answer: dict[str, Any], source: str = "image.edit") -> None:
         usage = answer.get("usage") or {}
         details = usage.get("input_tokens_details") or {}
         self.served.append(
@@ -68,6 +71,7 @@ class Billing:
                 text_tokens=int(details.get("text_tokens", 0)),
                 image_tokens=int(details.get("image_tokens", 0)),
                 output_tokens=int(usage.get("output_tokens", 0)),
+                source=source,
             )
         )
 
@@ -137,12 +141,12 @@ def add_admin_routes(app: web.Application, billing: Billing) -> None:
             for edit in billing.served:
                 if not (max(day_start, start) <= edit.at < min(day_end, end)):
                     continue
-                if sources and "image.edit" not in sources:
+                if sources and edit.source not in sources:
                     continue
                 values = {
                     "model": edit.model,
                     "size": edit.size,
-                    "source": "image.edit",
+                    "source": edit.source,
                     "project_id": _PROJECT,
                 }
                 key = tuple(values[g] for g in group_by if g in values)

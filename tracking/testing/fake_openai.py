@@ -458,14 +458,15 @@ def _answered(
 ) -> web.Response | _Streamed:
     """A GPT image (or dall-e-2) answer, streamed when asked, recorded and billed."""
     request_id = f"req_fake_{next(state.counter)}"
+    source = "image.generation" if kind == "image_generation" else "image.edit"
     if _streams(fields):  # the rules let only GPT image models stream
         events = _stream_events(body, int(fields.get("partial_images", "0")), kind)
         completed = json.loads(events[-1].split(b"data: ", 1)[1])
         state.responses.append(completed)
-        state.billing.record(model, {**body, "usage": completed["usage"]})  # partials billed
+        state.billing.record(model, {**body, "usage": completed["usage"]}, source)  # partials too
         return _Streamed(events, request_id)
     state.responses.append(body)
-    state.billing.record(model, body)
+    state.billing.record(model, body, source)
     return web.json_response(body, headers={"x-request-id": request_id})
 
 
