@@ -228,11 +228,15 @@ def test_reading_never_writes_the_schema_into_another_database(capsys, tmp_path)
     db.close()
     empty = tmp_path / "empty.db"
     empty.touch()
+    before = {path: path.read_bytes() for path in (other, empty)}
     for path in (other, empty):
         url = f"sqlite:///{path}"
         for argv in (["spend"], ["ledger", "quarantine", "list"]):
             code, _, err = _run(capsys, *argv, "--database-url", url)
             assert code == 1 and "no spend_logs table" in err and "Traceback" not in err
+    # not a byte changed: the ledger's engine switched them to WAL (an empty file grew to a
+    # 4 KB WAL database) before finding they are no ledger
+    assert {path: path.read_bytes() for path in (other, empty)} == before
     db = sqlite3.connect(other)
     tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     db.close()

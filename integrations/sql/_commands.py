@@ -108,14 +108,13 @@ def open_existing_ledger(url: str | None) -> Engine:
             raise ConfigurationError(
                 f"no ledger at {path} (set TRACKING_DATABASE_URL or pass --database-url)"
             )
+        if _without_spend_logs(path):  # looked at read-only: the file is left as it was
+            raise _no_ledger_in(path)
     engine = create_ledger_engine(resolved)
     try:
         if resolved.get_backend_name() == "sqlite" and not _has_spend_logs(engine):
             # Reading never writes a schema into an empty file or another application's database.
-            raise ConfigurationError(
-                f"no ledger in {resolved.database} (it has no spend_logs table; "
-                "`tracking migrate` creates one)"
-            )
+            raise _no_ledger_in(Path(resolved.database or ""))
         check_schema(engine)
     except sa.exc.DatabaseError as exc:
         engine.dispose()
@@ -124,6 +123,30 @@ def open_existing_ledger(url: str | None) -> Engine:
         engine.dispose()
         raise
     return engine
+
+
+def _no_ledger_in(path: Path) -> ConfigurationError:
+    return ConfigurationError(
+        f"no ledger in {path} (it has no spend_logs table; `tracking migrate` creates one)"
+    )
+
+
+def _without_spend_logs(path: Path) -> bool:
+    """True when the SQLite file opens read-only and has no ``spend_logs`` table: an empty file
+    or another application's database, which the ledger's engine would switch to WAL on
+    connecting. Anything else (not a database, a WAL file that cannot be read read-only) is
+    left to the engine and its clear errors."""
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'spend_logs'"
+            ).fetchone()
+    except sqlite3.Error:
+        return False
+    return found is None
 
 
 def _money(value: Decimal) -> str:
