@@ -81,6 +81,25 @@ def test_spend_by_user_as_a_readable_table(capsys, ledger_url):
     assert lines[-1].split() == ["total", "5", "0", "5", "1.2200000010", "1"]
 
 
+def test_the_table_shows_an_end_user_id_that_is_empty_or_holds_control_characters(capsys, tmp_path):
+    # A caller's id with a line break or an escape sequence forged or hid a row of the table,
+    # and an empty id printed as a blank.
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    try:
+        for user in ("a\nbob  9  0  9  9.0  0", "\x1b[2J", ""):
+            ledger.on_end(make_event(user=user, cost=Decimal("0.01"), start=DAY))
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+    code, out, _ = _run(capsys, "spend", "--by", "user", "--database-url", url)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 + 3 + 2  # the header and its rule, three users, a rule and the total
+    assert "\x1b" not in out
+    assert {line.split()[0] for line in lines[2:5]} == {"'a\\nbob", "'\\x1b[2J'", "''"}
+
+
 def test_spend_for_one_user_and_a_date_range_as_json(capsys, ledger_url):
     _fill(ledger_url)
     code, out, _ = _run(

@@ -153,6 +153,14 @@ def _money(value: Decimal) -> str:
     return f"{value:f}"
 
 
+def _shown(key: str) -> str:
+    """A group's name as the table shows it: a caller's end-user id may hold a line break, an
+    escape sequence or nothing at all, which would forge or hide a row on a terminal."""
+    if key and key.isprintable():
+        return key
+    return repr(key)  # an empty id and control characters shown as escapes, quoted
+
+
 def render_spend(rows: Sequence[SpendRow], *, by: GroupBy | None, fmt: str, out: TextIO) -> None:
     """Write spend rows as a readable table, JSON or CSV."""
     key_name = by or "scope"
@@ -170,7 +178,7 @@ def render_spend(rows: Sequence[SpendRow], *, by: GroupBy | None, fmt: str, out:
     header = [key_name, "requests", "failures", "images", "cost_usd", "unpriced"]
     records = [
         [
-            r.key if r.key is not None else ("(none)" if by else "total"),
+            _shown(r.key) if r.key is not None else ("(none)" if by else "total"),
             str(r.requests),
             str(r.failures),
             str(r.images),
