@@ -252,6 +252,7 @@ def test_end_user_budget_blocked_flag_and_info(proxy, client, fake):
 
 
 def test_spend_endpoints_master_sees_all_a_key_only_its_own(proxy, client):
+    first_day = datetime.now(UTC).date()  # read before the calls: a run may cross midnight
     first = generate(client, proxy.url, key_alias="spend-a")
     second = generate(client, proxy.url, key_alias="spend-b")
     for made, count in ((first, 2), (second, 1)):
@@ -277,16 +278,16 @@ def test_spend_endpoints_master_sees_all_a_key_only_its_own(proxy, client):
     ids = {r["request_id"] for r in page_one["data"] + page_two["data"]}
     assert len(ids) == 3
 
-    today = datetime.now(UTC).date()
+    last_day = datetime.now(UTC).date()
     window = spend_rows(
         client,
         proxy.url,
         user="spend-user",
-        start_date=today.isoformat(),
-        end_date=(today + timedelta(days=1)).isoformat(),
+        start_date=first_day.isoformat(),
+        end_date=(last_day + timedelta(days=1)).isoformat(),
     )
     assert window["total"] == 3
-    past = spend_rows(client, proxy.url, user="spend-user", end_date=today.isoformat())
+    past = spend_rows(client, proxy.url, user="spend-user", end_date=first_day.isoformat())
     assert past["total"] == 0
     bad = client.get(
         f"{proxy.url}/spend/logs", headers=bearer(MASTER_KEY), params={"start_date": "soon"}
