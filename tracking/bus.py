@@ -37,7 +37,6 @@ and run at interpreter exit; :func:`flush` called from a callback does not wait 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import importlib
 import inspect
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigurationError
 from .integration import Integration
+from .process_exit import Terminated, exit_on_sigterm, on_exit
 from .user_callbacks import CustomLogger, Receiver, callback_kwargs, callback_name, receivers_for
 
 if TYPE_CHECKING:
@@ -458,6 +458,7 @@ class _Delivery:
             record_drop(USER_CALLBACKS_SINK, reason="the queue is full; the oldest was dropped")
 
     def _start_worker(self) -> None:  # holds the lock
+        exit_on_sigterm()  # queued callbacks are delivered at exit: SIGTERM must exit, not kill
         state = _WorkerState()
         self._worker = state
         threading.Thread(
@@ -539,6 +540,7 @@ class _Delivery:
         with self._lock:
             loop = self._loop
             if loop is None:
+                exit_on_sigterm()
                 loop = self._loop = asyncio.new_event_loop()
                 self._loop_thread = threading.Thread(
                     target=_run_loop, args=(loop,), name="tracking-callbacks-loop", daemon=True
@@ -602,9 +604,10 @@ def configure(*, callback_timeout: float | None = None, max_queue: int | None = 
 # -- dispatch ----------------------------------------------------------------------------------
 
 
-#: What an integration's hook may raise into the call: only a Ctrl-C. Anything else (SystemExit
-#: included) is counted and logged, never passed to a call that may have been billed.
-_PASSED_ON = (KeyboardInterrupt,)
+#: What an integration's hook may raise into the call: only a Ctrl-C or a SIGTERM's exit (which
+#: happen to arrive while the hook runs). Anything else (a plain SystemExit included) is counted
+#: and logged, never passed to a call that may have been billed.
+_PASSED_ON = (KeyboardInterrupt, Terminated)
 
 
 def dispatch_start(call: CallStart) -> None:
@@ -749,6 +752,10 @@ def shutdown(timeout: float | None = None) -> None:
     """Flush, then shut every integration down and stop the bus's threads; safe to repeat."""
     deadline = None if timeout is None else time.monotonic() + timeout
     flush(timeout)
+    _shut_integrations_down(deadline)
+
+
+def _shut_integrations_down(deadline: float | None) -> None:
     for integration in _known_integrations():
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
@@ -760,8 +767,17 @@ def shutdown(timeout: float | None = None) -> None:
     DELIVERY.stop_loop()
 
 
+#: Seconds the integrations have, in all, to shut down at exit. What a ledger cannot write or
+#: ship by then (its database locked or away) waits in its outbox for the next start.
+EXIT_TIMEOUT = 10.0
+
+
 def _at_exit() -> None:
-    shutdown(timeout=DELIVERY.timeout + 5.0)
+    """At exit, queued user callbacks get their timeout (and 5 s) to run; the integrations are
+    then shut down within :data:`EXIT_TIMEOUT`, so that a database that cannot take the rows
+    does not hold the exit for the callbacks' timeout."""
+    DELIVERY.wait_idle(time.monotonic() + DELIVERY.timeout + 5.0)
+    _shut_integrations_down(time.monotonic() + EXIT_TIMEOUT)
 
 
-atexit.register(_at_exit)
+on_exit(_at_exit)

@@ -31,7 +31,6 @@ whenever it was added. The ledger keeps its figures itself and answers
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import sqlite3
@@ -43,7 +42,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tracking import ledger_stats
+from tracking import ledger_stats, process_exit
 from tracking.errors import ConfigurationError
 from tracking.ledger_stats import LedgerStats, WriteTimes
 
@@ -265,7 +264,10 @@ class SqlLedger:
                 alive.engine.dispose(close=False)
 
         os.register_at_fork(after_in_child=dispose_in_child)
-        atexit.register(self._at_exit)
+        process_exit.on_exit(self._at_exit)
+        # Rows wait in memory (background mode) and a call in flight has none yet: SIGTERM
+        # must end the process through its exit, which writes them, not kill it.
+        process_exit.exit_on_sigterm()
         ledger_stats.add_source(self)
 
     def __repr__(self) -> str:
@@ -331,7 +333,7 @@ class SqlLedger:
         if self._closed:
             return
         self._closed = True
-        atexit.unregister(self._at_exit)
+        process_exit.cancel(self._at_exit)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.writer.close(timeout) and self._outbox is None:
             self._keep_unwritten()
