@@ -24,6 +24,7 @@ from tracking.testing import FakeOpenAI
 
 KEY = "sk-reconcile-0123456789abcdef"
 ADMIN = "sk-admin-reconcile-0123456789"
+UNPRICED = "acme-image-edit-1"  #: a model the fake serves and bills, and no price entry covers
 
 
 def today() -> date:
@@ -33,7 +34,7 @@ def today() -> date:
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_keys=[KEY]) as server:
+    with FakeOpenAI(api_keys=[KEY], extra_models=[UNPRICED]) as server:
         yield server
 
 
@@ -50,11 +51,11 @@ def ledger(fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     sink.shutdown(10)
 
 
-def edit(fake: FakeOpenAI, *, quality: str = "low", n: int = 1) -> None:
+def edit(fake: FakeOpenAI, *, quality: str = "low", n: int = 1, model: str = "gpt-image-1") -> None:
     tracking.image_edit(
         image=make_png(),
         prompt="a hat",
-        model="gpt-image-1",
+        model=model,
         quality=quality,
         n=n,
         size="1024x1024",
@@ -181,6 +182,21 @@ def test_the_bill_is_read_across_pages_and_by_day(capsys, fake, ledger):
     assert code == 0, out
     (row,) = json.loads(out)
     assert row["key"] in {before.isoformat(), after.isoformat()} and row["their_images"] == 1
+
+
+def test_calls_the_ledger_could_not_price_are_named_never_read_as_a_price(capsys, fake, ledger):
+    """An unpriced call has no cost in the ledger, so our side is short by its price: the row
+    says so and drifts, and no implied price is read from a sum that leaves it out."""
+    edit(fake)
+    edit(fake, model=UNPRICED)
+    code, out, _ = run(capsys, ledger, fake, "--by", "model", "--format", "json")
+    assert code == 1, out
+    rows = {row["key"]: row for row in json.loads(out)}
+    assert rows["gpt-image-1"]["note"] == "agrees"
+    unpriced = rows[UNPRICED]
+    assert unpriced["our_images"] == unpriced["their_images"] == 1 and unpriced["drift"]
+    assert unpriced["note"].startswith("1 call(s) of ours have no price"), unpriced["note"]
+    assert unpriced.get("implied_prices") is None
 
 
 def test_a_bad_admin_key_is_one_clear_line_and_exit_2(capsys, fake, ledger):

@@ -284,6 +284,15 @@ def compare(
         note, implied = _explain(
             key, by, our_images, other, (our_cost, estimated), (drift, threshold), day, api_base
         )
+        if mine is not None and mine.unpriced:  # our cost leaves them out: it cannot agree
+            drift, implied = True, None  # nor can a price be read from it
+            unpriced = (
+                f"{mine.unpriced} call(s) of ours have no price (a model no price entry covers), "
+                "so our cost leaves them out: add the model's prices (the config's prices:, "
+                "tracking.register_prices) and compare again"
+            )
+            same_images = note == "agrees" or note.startswith("same images")
+            note = unpriced if same_images else f"{unpriced}; {note}"
         rows.append(
             ReconcileRow(
                 key,

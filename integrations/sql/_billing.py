@@ -34,6 +34,8 @@ class BilledRow:
     cost_usd: Decimal  #: every row's cost, estimates of billed failures included
     #: the part of ``cost_usd`` that is failed calls' estimates (billed maybe, or not yet)
     estimated_usd: Decimal = Decimal(0)
+    #: calls with no cost at all (a model no price entry covers): ``cost_usd`` leaves them out
+    unpriced: int = 0
 
 
 def query_billed(
@@ -58,6 +60,9 @@ def query_billed(
             sa.func.coalesce(sa.func.sum(spend_logs.c.output_tokens), 0).label("output_tokens"),
             _cost_sum(engine).label("cost"),
             _cost_sum(engine, _ESTIMATED_FAILURE).label("estimated"),
+            sa.func.coalesce(
+                sa.func.sum(sa.case((spend_logs.c.cost_usd.is_(None), 1), else_=0)), 0
+            ).label("unpriced"),
         )
         .where(spend_logs.c.provider == provider)
         .where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
@@ -75,6 +80,7 @@ def query_billed(
             output_tokens=int(record.output_tokens),
             cost_usd=_money(record.cost, engine),
             estimated_usd=_money(record.estimated, engine),
+            unpriced=int(record.unpriced),
         )
         for record in result
     ]

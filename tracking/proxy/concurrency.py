@@ -21,8 +21,10 @@ __all__ = ["ParallelLimit", "UploadBytes", "UploadHold"]
 
 #: Upload bytes seen since memory was last handed back, before it is worth doing again.
 _RELEASE_AFTER = 16 * 1024 * 1024
-#: Seconds after the last upload left before memory is handed back a second time.
-_SECOND_PASS = 1.0
+#: Seconds after the last upload left at which memory is handed back again, if no upload has
+#: started meanwhile: buffers the connection pool and the sinks drop a little later, and those
+#: a busy process frees later still (a slow collection of a failed call's frames).
+_LATER_PASSES = (1.0, 5.0)
 
 
 class ParallelLimit:
@@ -107,9 +109,9 @@ class UploadBytes:
         if self.in_flight == 0 and self._since_release >= _RELEASE_AFTER:
             self._since_release = 0
             release_free_memory()
-            # Buffers the connection pool and the sinks drop a little later are handed back by
-            # a second pass, if no upload has started meanwhile.
-            asyncio.get_running_loop().call_later(_SECOND_PASS, self._release_if_idle)
+            loop = asyncio.get_running_loop()
+            for delay in _LATER_PASSES:
+                loop.call_later(delay, self._release_if_idle)
 
     def _release_if_idle(self) -> None:
         if self.in_flight == 0:
