@@ -46,7 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tracking.pricing.estimate import estimate_call_cost
+from tracking.pricing.estimate import estimate_first_priced
 from tracking.unknown_outcomes import ESTIMATE_REF
 
 from ._codec import decode_row, encode_plain, encode_row, line_request_id, wire_time
@@ -380,18 +380,14 @@ def priced(line: str) -> str:
 
 def _estimate_of(spec: dict[str, Any]) -> Cost | None:
     """The estimate of one attempt described by ``spec``; None when no model of it is priced."""
-    for model in spec.get("models") or ():
-        estimate = estimate_call_cost(
-            str(model),
-            spec.get("size"),
-            spec.get("quality"),
-            int(spec.get("n") or 1),
-            prompt_chars=int(spec.get("prompt_chars") or 0),
-            input_images=int(spec.get("images") or 0),
-        )
-        if estimate.usd is not None:
-            return estimate
-    return None
+    return estimate_first_priced(
+        (str(model) for model in spec.get("models") or ()),
+        spec.get("size"),
+        spec.get("quality"),
+        int(spec.get("n") or 1),
+        prompt_chars=int(spec.get("prompt_chars") or 0),
+        input_images=int(spec.get("images") or 0),
+    )
 
 
 def open_intents(text: str) -> list[str]:

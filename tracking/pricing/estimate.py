@@ -23,7 +23,7 @@ that could not be read).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ __all__ = [
     "REFERENCE_OUTPUT_TOKENS",
     "entry_estimate",
     "estimate_call_cost",
+    "estimate_first_priced",
     "estimate_incomplete_stream",
     "estimate_max_cost",
     "estimate_unknown_outcomes",
@@ -253,15 +254,34 @@ def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -
     if request is None or attempts <= 0:
         return UNPRICED
     candidates = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
-    for model in dict.fromkeys(m for m in candidates if m):
-        each = estimate_call_cost(
-            model,
-            request.size,
-            request.quality,
-            request.n or 1,
-            prompt_chars=len(request.prompt),
-            input_images=len(request.images),
+    each = estimate_first_priced(
+        [m for m in candidates if m],
+        request.size,
+        request.quality,
+        request.n or 1,
+        prompt_chars=len(request.prompt),
+        input_images=len(request.images),
+    )
+    if each is None or each.usd is None:
+        return UNPRICED
+    return Cost(each.usd * attempts, None, "estimate", f"{ESTIMATE_REF}:{each.price_ref}")
+
+
+def estimate_first_priced(
+    models: Iterable[str],
+    size: str | None,
+    quality: str | None,
+    n: int,
+    *,
+    prompt_chars: int,
+    input_images: int,
+) -> Cost | None:
+    """:func:`estimate_call_cost` of the first of ``models`` with a price (the names a request's
+    model goes by, most specific first); None when none has one."""
+    for model in dict.fromkeys(models):
+        estimate = estimate_call_cost(
+            model, size, quality, n, prompt_chars=prompt_chars, input_images=input_images
         )
-        if each.usd is not None:
-            return Cost(each.usd * attempts, None, "estimate", f"{ESTIMATE_REF}:{each.price_ref}")
-    return UNPRICED
+        if estimate.usd is not None:
+            return estimate
+    return None
