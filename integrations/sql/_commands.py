@@ -41,16 +41,17 @@ def migrate_command(url: str | None, out: TextIO) -> int:
     """Bring the ledger database to the newest schema revision."""
     engine = create_ledger_engine(url)
     try:
-        before = current_revision(engine)
-        # Refuses a newer or foreign schema before touching anything, else migrates to the head.
-        check_schema(engine, auto_migrate=True)
+        # Refuses a newer or foreign schema before touching anything, else migrates to the head;
+        # ``before`` is read under the migration lock: of processes migrating at once, only the
+        # one that did says so
+        before = check_schema(engine, auto_migrate=True)
         after = current_revision(engine)
     except sa.exc.DatabaseError as exc:
         raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
     where = redact(engine.url)
-    if before == after:
+    if before is None:
         out.write(f"{where}: the ledger is already at revision {after}\n")
     else:
         out.write(f"{where}: migrated the ledger from {before or 'empty'} to revision {after}\n")

@@ -15,6 +15,8 @@ database at an older or a newer revision than this package knows is a clear
 from __future__ import annotations
 
 import contextlib
+import os
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +26,7 @@ import sqlalchemy as sa
 from tracking.errors import ConfigurationError
 
 from ._engine import redact, unreachable
-from ._schema import VERSION_TABLE
+from ._schema import OUR_TABLES, VERSION_TABLE
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -92,19 +94,44 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database up to ``revision`` (default: the newest)."""
+    """Migrate the database up to ``revision`` (default: the newest), all of it or nothing."""
     from alembic import command
 
-    with engine.begin() as conn:
+    with _one_transaction(engine) as conn:
         command.upgrade(_config(conn), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
-    """Migrate the database down to ``revision`` (default: remove the ledger's tables)."""
+    """Migrate the database down to ``revision`` (default: remove the ledger's tables), all of
+    it or nothing. Refused while ``ledger_quarantine`` holds rows (billed calls not yet in
+    ``spend_logs``) and the way down drops it."""
     from alembic import command
 
-    with engine.begin() as conn:
+    with _one_transaction(engine) as conn:
         command.downgrade(_config(conn), revision)
+
+
+@contextlib.contextmanager
+def _one_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in one transaction that DDL joins. PostgreSQL's DDL is transactional as it
+    is; Python's sqlite3 commits each CREATE and ALTER on its own, so a migration that failed
+    halfway kept what it had done (a ``spend_logs`` without a version row, refused for good).
+    On SQLite the transaction is opened by hand, with the driver's own handling off."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        previous = raw.isolation_level
+        raw.isolation_level = None  # the driver opens nothing
+        try:
+            with conn.begin():
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # one writer migrates at a time
+                yield conn
+        finally:
+            raw.isolation_level = previous
 
 
 def _has_spend_logs(engine: Engine) -> bool:
@@ -112,13 +139,23 @@ def _has_spend_logs(engine: Engine) -> bool:
         return sa.inspect(conn).has_table("spend_logs")
 
 
-def check_schema(engine: Engine, *, auto_migrate: bool | None = None) -> None:
+def _clashing_tables(engine: Engine) -> list[str]:
+    """The tables and views a migration from empty would create that are there already."""
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        present = {*inspector.get_table_names(), *inspector.get_view_names()}
+    return sorted(present & (OUR_TABLES - {VERSION_TABLE}))
+
+
+def check_schema(engine: Engine, *, auto_migrate: bool | None = None) -> str | None:
     """Make sure the database is at the head revision, migrating it where that is allowed.
+    Returns the revision this call migrated from (``""``: an empty database), None when it
+    migrated nothing (the database was current, or another process migrated it meanwhile).
 
     ``auto_migrate=None`` means: migrate SQLite, never PostgreSQL.
     """
     try:
-        _check_schema(engine, auto_migrate)
+        return _check_schema(engine, auto_migrate)
     except sa.exc.DatabaseError as exc:  # unreachable, or not a database at all (a stray file)
         raise unreachable(engine.url, exc) from None
 
@@ -137,29 +174,31 @@ def _stored_revision(engine: Engine) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _check_schema(engine: Engine, auto_migrate: bool | None) -> None:
+def _check_schema(engine: Engine, auto_migrate: bool | None) -> str | None:
     if _stored_revision(engine) == HEAD_REVISION:
-        return  # the usual start: nothing to migrate, and no Alembic to import
+        return None  # the usual start: nothing to migrate, and no Alembic to import
     migrate = engine.dialect.name == "sqlite" if auto_migrate is None else auto_migrate
     where = redact(engine.url)
     head = head_revision()
     if current_revision(engine) == head:
-        return
+        return None
     # Several processes may start on one new database at once (`tracking serve --workers N`):
     # one migrates while the others wait for it, then find the schema current. Everything is
     # decided under the lock: mid-migration, another process would see half a schema.
     with _migration_lock(engine):
-        _migrate_locked(engine, migrate, where, head)
+        return _migrate_locked(engine, migrate, where, head)
 
 
-def _migrate_locked(engine: Engine, migrate: bool, where: str, head: str) -> None:
+def _migrate_locked(engine: Engine, migrate: bool, where: str, head: str) -> str | None:
     current = current_revision(engine)
     if current == head:
-        return
-    if current is None and _has_spend_logs(engine):
+        return None
+    if current is None and (clashing := _clashing_tables(engine)):
+        names = ", ".join(clashing)
         raise SchemaVersionError(
-            f"the database {where} has a spend_logs table that tracking's migrations did not "
-            f"create (no {VERSION_TABLE} row); move it aside or use another database"
+            f"the database {where} has {names} that tracking's migrations did not create (no "
+            f"{VERSION_TABLE} row) and the ledger needs those names; move them aside or use "
+            "another database"
         )
     if current is not None and current not in _known_revisions():
         raise SchemaVersionError(
@@ -172,7 +211,32 @@ def _migrate_locked(engine: Engine, migrate: bool, where: str, head: str) -> Non
             f"the ledger database {where} {state}; this version needs revision {head!r}: "
             "run `tracking migrate --database-url URL` (or pass auto_migrate=True)"
         )
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        if "already exists" not in str(exc.orig):
+            raise
+        raise SchemaVersionError(
+            f"migrating the ledger in {where} from revision {current or 'empty'} to {head} "
+            f"failed, and nothing of it was kept: {str(exc.orig).strip()}. A table or view of "
+            f"another application has a name the ledger uses ({', '.join(sorted(OUR_TABLES))}): "
+            "move it aside"
+        ) from None
+    return current or ""
+
+
+def _sqlite_file(engine: Engine) -> str | None:
+    """The real path of an SQLite database file (None: in memory, or not SQLite): however a
+    process names the file (a symlink, a relative path, a ``file:`` URI), the same path."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):  # a URI (``?uri=true``): its path, unquoted
+        path = urllib.parse.urlsplit(database).path
+        if engine.url.query.get("mode") == "memory" or path in ("", ":memory:"):
+            return None
+        database = urllib.parse.unquote(path)
+    return os.path.realpath(database)
 
 
 #: pg_advisory_lock key serialising migrations of one PostgreSQL database ("trackmig" in hex).
@@ -190,13 +254,13 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             finally:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_KEY})
         return
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:" or database.startswith("file:"):
+    path = _sqlite_file(engine)
+    if path is None:
         yield
         return
     import fcntl
 
-    with open(f"{database}.migrate-lock", "a+b") as lock:
+    with open(f"{path}.migrate-lock", "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -74,8 +74,18 @@ quarantine = sa.Table(
 
 #: The columns of ``spend_logs`` in table order: the order of :func:`event_values`.
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
-#: Tables (and views) the ledger owns; everything else in the database belongs to the host.
-OUR_TABLES = frozenset({"spend_logs", "spend_daily", "ledger_quarantine", VERSION_TABLE})
+#: Tables (and views) the ledger's migrations create (the proxy's keys and end users too);
+#: everything else in the database belongs to the host.
+OUR_TABLES = frozenset(
+    {
+        "spend_logs",
+        "spend_daily",
+        "ledger_quarantine",
+        "proxy_keys",
+        "proxy_end_users",
+        VERSION_TABLE,
+    }
+)
 #: The tables autogenerate compares: the modelled ones (Alembic minds its own version table).
 _MODELLED = frozenset(metadata.tables)
 

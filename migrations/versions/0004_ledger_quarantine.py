@@ -33,4 +33,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Its rows are billed calls not yet in spend_logs: dropping them would lose that money.
+    held = op.get_bind().execute(sa.text("SELECT count(*) FROM ledger_quarantine")).scalar()
+    if held:
+        from tracking.integrations.sql._migrate import SchemaVersionError
+
+        raise SchemaVersionError(
+            f"ledger_quarantine holds {held} row(s), billed calls not yet in spend_logs: "
+            "replay them (`tracking ledger quarantine replay`) or copy them elsewhere before "
+            "migrating below revision 0004"
+        )
     op.drop_table("ledger_quarantine")
