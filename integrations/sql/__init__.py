@@ -26,7 +26,7 @@ from ._migrate import (
 )
 from ._outbox import default_outbox_dir
 from ._quarantine import quarantine_list_command, quarantine_replay_command
-from ._queries import GroupBy, SpendRow, query_spend
+from ._queries import GroupBy, SpendRow, cost_order, cost_sum, query_spend, summed_cost
 from ._schema import (
     VERSION_TABLE,
     event_to_row,
@@ -51,6 +51,8 @@ __all__ = [
     "UTCDateTime",
     "WriteHook",
     "check_schema",
+    "cost_order",
+    "cost_sum",
     "create_ledger_engine",
     "current_revision",
     "default_outbox_dir",
@@ -69,5 +71,6 @@ __all__ = [
     "resolve_url",
     "spend_command",
     "spend_logs",
+    "summed_cost",
     "upgrade",
 ]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from ._queries import _cost_sum, _day, _money, to_utc_bound
+from ._queries import _day, cost_sum, summed_cost, to_utc_bound
 from ._schema import spend_logs
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ def query_billed(
             ).label("requests"),
             sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
             sa.func.coalesce(sa.func.sum(spend_logs.c.output_tokens), 0).label("output_tokens"),
-            _cost_sum(engine).label("cost"),
-            _cost_sum(engine, _ESTIMATED_FAILURE).label("estimated"),
+            cost_sum(engine).label("cost"),
+            cost_sum(engine, _ESTIMATED_FAILURE).label("estimated"),
             sa.func.coalesce(
                 sa.func.sum(sa.case((spend_logs.c.cost_usd.is_(None), 1), else_=0)), 0
             ).label("unpriced"),
@@ -78,8 +78,8 @@ def query_billed(
             requests=int(record.requests),
             images=int(record.images),
             output_tokens=int(record.output_tokens),
-            cost_usd=_money(record.cost, engine),
-            estimated_usd=_money(record.estimated, engine),
+            cost_usd=summed_cost(record.cost, engine),
+            estimated_usd=summed_cost(record.estimated, engine),
             unpriced=int(record.unpriced),
         )
         for record in result

@@ -254,12 +254,18 @@ def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(params)
 
 
+#: The size a ``NUMERIC(20, 10)`` cost stays below.
+_MONEY_LIMIT = 1e10
+
+
 def _sqlite_money(value: Any) -> float | None:
     if value is None:
         return None
     number = float(value)
     if not math.isfinite(number):  # SQLite would store NaN as NULL: unpriced, silently
         raise ValueError(f"ledger money must be finite, not {value}")
+    if abs(number) >= _MONEY_LIMIT:  # what NUMERIC(20,10) refuses on PostgreSQL, refused alike
+        raise ValueError(f"ledger money must be below {_MONEY_LIMIT:.0e} in size, not {value}")
     return number
 
 

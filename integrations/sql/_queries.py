@@ -27,7 +27,15 @@ from ._schema import MONEY_SCALE, spend_logs
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["GroupBy", "SpendRow", "query_spend", "to_utc_bound"]
+__all__ = [
+    "GroupBy",
+    "SpendRow",
+    "cost_order",
+    "cost_sum",
+    "query_spend",
+    "summed_cost",
+    "to_utc_bound",
+]
 
 GroupBy = Literal["model", "day", "user", "operation"]
 GROUPINGS: tuple[str, ...] = ("model", "day", "user", "operation")
@@ -68,15 +76,37 @@ def to_utc_bound(value: date | datetime, name: str) -> datetime:
     return datetime.combine(value, time(0), tzinfo=UTC)
 
 
-def _cost_sum(engine: Engine, where: sa.ColumnElement[bool] | None = None) -> sa.ColumnElement[Any]:
-    """The exact sum of ``cost_usd`` (of the rows ``where`` holds for, when given)."""
+def cost_sum(engine: Engine, where: sa.ColumnElement[bool] | None = None) -> sa.ColumnElement[Any]:
+    """The exact sum of ``cost_usd`` (of the rows ``where`` holds for, when given); read it
+    with :func:`summed_cost`. Ordering by it takes :func:`cost_order`.
+
+    SQLite stores the column as REAL: the sum is two integer sums, whole dollars (``CAST``
+    truncates toward zero) and the rest in units of the ledger's scale (1e-10), as text
+    ``"whole:rest"``. One scaled sum passed 2**63 at $922M and the CAST saturated silently.
+    """
     cost: sa.ColumnElement[Any] = spend_logs.c.cost_usd
     if where is not None:
         cost = sa.case((where, cost), else_=None)
     if engine.dialect.name == "sqlite":
-        scaled = sa.cast(sa.func.round(cost * sa.literal_column(f"1e{MONEY_SCALE}")), sa.Integer)
-        return sa.type_coerce(sa.func.coalesce(sa.func.sum(scaled), 0), sa.Integer)
+        whole = sa.cast(cost, sa.Integer)
+        rest = sa.cast(
+            sa.func.round((cost - whole) * sa.literal_column(f"1e{MONEY_SCALE}")), sa.Integer
+        )
+        return sa.type_coerce(
+            sa.func.coalesce(sa.func.sum(whole), 0)
+            .op("||")(":")
+            .op("||")(sa.func.coalesce(sa.func.sum(rest), 0)),
+            sa.String,
+        )
     return sa.func.coalesce(sa.func.sum(cost), 0)
+
+
+def cost_order(engine: Engine) -> sa.ColumnElement[Any]:
+    """A group's cost to order groups by (dearest first with ``.desc()``): on SQLite the REAL
+    ``total()``, which is close enough to order by and never overflows."""
+    if engine.dialect.name == "sqlite":
+        return sa.func.total(spend_logs.c.cost_usd)
+    return sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
 
 
 def _day(engine: Engine) -> sa.ColumnElement[Any]:
@@ -95,10 +125,12 @@ def _operation() -> sa.ColumnElement[Any]:
 _QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 
 
-def _money(value: Any, engine: Engine) -> Decimal:
-    """The summed cost at the ledger's scale, the same on both dialects."""
+def summed_cost(value: Any, engine: Engine) -> Decimal:
+    """What :func:`cost_sum` gave, as a Decimal at the ledger's scale, the same on both
+    dialects."""
     if engine.dialect.name == "sqlite":
-        return Decimal(int(value)).scaleb(-MONEY_SCALE)
+        whole, rest = str(value).split(":")
+        return (Decimal(int(whole)) + Decimal(int(rest)).scaleb(-MONEY_SCALE)).quantize(_QUANTUM)
     return Decimal(value).quantize(_QUANTUM)
 
 
@@ -125,7 +157,7 @@ def query_spend(
             f"operation must be one of {', '.join(OPERATIONS)}, not {operation!r}",
             param="operation",
         )
-    cost = _cost_sum(engine).label("cost")
+    cost = cost_sum(engine).label("cost")
     measures: list[sa.ColumnElement[Any]] = [
         sa.func.count().label("requests"),
         sa.func.coalesce(
@@ -160,7 +192,7 @@ def query_spend(
         statement = statement.where(spend_logs.c.start_time < to_utc_bound(until, "until"))
     if key is not None:
         statement = statement.group_by(key)
-        order = (key,) if by == "day" else (cost.desc(), key)
+        order = (key,) if by == "day" else (cost_order(engine).desc(), key)
         statement = statement.order_by(*order)
     if limit is not None:
         statement = statement.limit(limit)
@@ -175,7 +207,7 @@ def query_spend(
                 requests=int(record.requests),
                 failures=int(record.failures),
                 images=int(record.images),
-                cost_usd=_money(record.cost, engine),
+                cost_usd=summed_cost(record.cost, engine),
                 unpriced_requests=int(record.unpriced),
             )
         )

@@ -319,9 +319,9 @@ class AccountStore:
         if self.nothing_stored():
             return Decimal(0)
 
-        from tracking.integrations.sql import spend_logs
+        from tracking.integrations.sql import cost_sum, spend_logs, summed_cost
 
-        statement = sa.select(sa.func.sum(spend_logs.c.cost_usd))
+        statement = sa.select(cost_sum(self.engine))
         if key_hashes is not None:
             statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
         if end_user is not None:
@@ -329,7 +329,7 @@ class AccountStore:
         if since is not None:
             statement = statement.where(spend_logs.c.start_time >= since)
         with self.engine.connect() as conn:
-            return _money(conn.execute(statement).scalar())
+            return summed_cost(conn.execute(statement).scalar(), self.engine)
 
     def spend_logs(
         self,
@@ -379,9 +379,8 @@ class AccountStore:
         if self.nothing_stored():
             return []
 
-        from tracking.integrations.sql import spend_logs
+        from tracking.integrations.sql import cost_order, cost_sum, spend_logs, summed_cost
 
-        cost = sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
         statement = (
             sa.select(
                 spend_logs.c.api_key_hash,
@@ -389,11 +388,11 @@ class AccountStore:
                 sa.func.max(spend_logs.c.team).label("team"),
                 sa.func.count().label("requests"),
                 sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
-                cost.label("cost"),
+                cost_sum(self.engine).label("cost"),
             )
             .where(spend_logs.c.api_key_hash.is_not(None))
             .group_by(spend_logs.c.api_key_hash)
-            .order_by(cost.desc(), spend_logs.c.api_key_hash)
+            .order_by(cost_order(self.engine).desc(), spend_logs.c.api_key_hash)
         )
         if key_hashes is not None:
             statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
@@ -406,7 +405,7 @@ class AccountStore:
                 "team": row.team,
                 "requests": int(row.requests),
                 "images": int(row.images),
-                "spend": f"{_money(row.cost):f}",
+                "spend": f"{summed_cost(row.cost, self.engine):f}",
             }
             for row in result
         ]

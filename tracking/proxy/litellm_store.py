@@ -176,13 +176,11 @@ def total_spend(store: AccountStore, start: datetime | None, end: datetime | Non
 
     if store.nothing_stored():
         return _money(0)
-    from tracking.integrations.sql import spend_logs
+    from tracking.integrations.sql import cost_sum, spend_logs, summed_cost
 
-    statement = _window(
-        sa.select(sa.func.sum(spend_logs.c.cost_usd)), spend_logs.c.start_time, start, end
-    )
+    statement = _window(sa.select(cost_sum(store.engine)), spend_logs.c.start_time, start, end)
     with store.engine.connect() as conn:
-        return _money(conn.execute(statement).scalar())
+        return _money(summed_cost(conn.execute(statement).scalar(), store.engine))
 
 
 def spend_by(
@@ -198,21 +196,25 @@ def spend_by(
 
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import spend_logs
+    from tracking.integrations.sql import cost_order, cost_sum, spend_logs, summed_cost
 
     column = spend_logs.c[GROUPS[group]]
-    cost = sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
+    engine = store.engine
     statement = (
-        sa.select(column.label("value"), cost.label("spend"), sa.func.count().label("requests"))
+        sa.select(
+            column.label("value"),
+            cost_sum(engine).label("spend"),
+            sa.func.count().label("requests"),
+        )
         .where(column.is_not(None))
         .group_by(column)
-        .order_by(cost.desc(), column)
+        .order_by(cost_order(engine).desc(), column)
         .limit(limit)
     )
     statement = _window(statement, spend_logs.c.start_time, start, end)
     with store.engine.connect() as conn:
         rows = conn.execute(statement).all()
-    return [(str(r.value), _money(r.spend), int(r.requests)) for r in rows]
+    return [(str(r.value), _money(summed_cost(r.spend, engine)), int(r.requests)) for r in rows]
 
 
 def spend_report(
