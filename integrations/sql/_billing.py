@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from ._queries import _day, cost_sum, summed_cost, to_utc_bound
+from ._queries import _day, cost_sum, summed_cost, to_utc_bound, unpriced_count
 from ._schema import spend_logs
 
 if TYPE_CHECKING:
@@ -60,9 +60,7 @@ def query_billed(
             sa.func.coalesce(sa.func.sum(spend_logs.c.output_tokens), 0).label("output_tokens"),
             cost_sum(engine).label("cost"),
             cost_sum(engine, _ESTIMATED_FAILURE).label("estimated"),
-            sa.func.coalesce(
-                sa.func.sum(sa.case((spend_logs.c.cost_usd.is_(None), 1), else_=0)), 0
-            ).label("unpriced"),
+            unpriced_count().label("unpriced"),
         )
         .where(spend_logs.c.provider == provider)
         .where(spend_logs.c.start_time >= to_utc_bound(since, "since"))

@@ -101,6 +101,11 @@ def cost_sum(engine: Engine, where: sa.ColumnElement[bool] | None = None) -> sa.
     return sa.func.coalesce(sa.func.sum(cost), 0)
 
 
+def unpriced_count() -> sa.ColumnElement[Any]:
+    """How many rows have no cost at all (a model no price entry covers)."""
+    return sa.func.coalesce(sa.func.sum(sa.case((spend_logs.c.cost_usd.is_(None), 1), else_=0)), 0)
+
+
 def cost_order(engine: Engine) -> sa.ColumnElement[Any]:
     """A group's cost to order groups by (dearest first with ``.desc()``): on SQLite the REAL
     ``total()``, which is close enough to order by and never overflows."""
@@ -165,9 +170,7 @@ def query_spend(
         ).label("failures"),
         sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
         cost,
-        sa.func.coalesce(
-            sa.func.sum(sa.case((spend_logs.c.cost_usd.is_(None), 1), else_=0)), 0
-        ).label("unpriced"),
+        unpriced_count().label("unpriced"),
     ]
     key: sa.ColumnElement[Any] | None = None
     if by == "model":
