@@ -6,14 +6,17 @@ the session's fake upstream; spans go to a small OTLP/HTTP receiver on loopback 
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from tests import test_otel
 from tests.accounts_support import edit, wait_for
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, make_png
 from tests.proxy_support import ProxyProcess, one_deployment_config, write_config
 
 #: The otel tests' OTLP/HTTP receiver fixture, shared under this name.
@@ -52,15 +55,48 @@ def test_otlp_endpoint_alone_exports_spans_without_otel_in_the_callbacks(
         assert response.status_code == 200, response.text
         wait_for(lambda: any(p == "/v1/traces" for p, _ in collector_.received))  # type: ignore[attr-defined]
     bodies = [b for p, b in collector_.received if p == "/v1/traces"]  # type: ignore[attr-defined]
-    names = {
-        span.name
-        for body in bodies
+    assert "image_edit gpt-image-1" in {span.name for span in _exported_spans(collector_)}
+    assert all(API_KEY.encode() not in body for body in bodies)
+
+
+def _exported_spans(collector: Any) -> list[Any]:
+    return [
+        span
+        for path, body in collector.received
+        if path == "/v1/traces"
         for resource in trace_service_pb2.ExportTraceServiceRequest.FromString(body).resource_spans
         for scope in resource.scope_spans
         for span in scope.spans
+    ]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_a_callers_traceparent_parents_the_proxys_span_and_reaches_the_upstream(
+    fake, tmp_path, collector_, stream
+):
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_.server_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    assert "image_edit gpt-image-1" in names
-    assert all(API_KEY.encode() not in body for body in bodies)
+    fields = {"model": "gpt-image-1", "prompt": "p", "quality": "low", "size": "1024x1024"}
+    if stream:
+        fields["stream"] = "true"
+    with ProxyProcess(_config(tmp_path, fake.url), env=env) as proxy, httpx.Client() as client:
+        response = client.post(
+            f"{proxy.url}/v1/images/edits",
+            headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
+            data=fields,
+            files={"image": ("a.png", make_png(), "image/png")},
+        )
+        assert response.status_code == 200, response.text
+        wait_for(lambda: bool(_exported_spans(collector_)))
+    (span,) = [s for s in _exported_spans(collector_) if s.name == "image_edit gpt-image-1"]
+    assert span.trace_id.hex() == trace_id  # the caller's trace goes on through the proxy
+    assert span.parent_span_id.hex() == caller_span
+    sent = [r for r in fake.requests if r.headers.get("traceparent", "").count(trace_id)]
+    assert len(sent) == 1
+    assert sent[0].headers["traceparent"].split("-")[2] == span.span_id.hex()
 
 
 def test_otel_traces_exporter_console_prints_spans(fake, tmp_path):

@@ -57,6 +57,7 @@ from .models import Dispatcher, RoutedModels, build_dispatcher
 from .openapi import docs_page, openapi_document
 from .prices import register_config_prices
 from .stream_relay import relay_stream
+from .trace_context import callers_trace
 from .url_answers import base64_only_models, serve_stored, to_url_answer
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
@@ -315,7 +316,8 @@ class ProxyApp:
         entry: AccessEntry = scope[ACCESS_SCOPE_KEY]
         entry.caller, entry.key_alias = principal.kind, principal.key_alias
         # Before the body: a key cannot hold every buffer, nor all keys together every byte.
-        with self.parallel.hold(principal), self.uploads.hold() as upload:
+        # A caller's traceparent parents the call's span (the "otel" integration's).
+        with callers_trace(headers), self.parallel.hold(principal), self.uploads.hold() as upload:
             await self._call_for(
                 principal,
                 headers,
