@@ -76,8 +76,15 @@ TOKEN_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(14))  # 1 ..
 
 EndUserMode = Literal["hashed", "raw", "off"]
 _END_USER_MODES = ("hashed", "raw", "off")
-#: ``gen_ai.provider.name`` well-known values for our provider prefixes.
-_PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai"}
+#: ``gen_ai.provider.name``: the GenAI conventions' well-known values for our provider prefixes
+#: (a provider without one is named by its prefix).
+_PROVIDER_NAMES = {
+    "openai": "openai",
+    "azure": "azure.ai.openai",
+    "gemini": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "xai": "x_ai",
+}
 _INSTRUMENTATION = "tracking"
 DEFAULT_MAX_PROMPT_CHARS = 1000
 _MAX_OPEN_SPANS = 100_000
@@ -138,7 +145,8 @@ class OtelLogger:
             description="Number of input and output tokens used.",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
-        self._spans: dict[str, Span] = {}
+        #: open spans by request id, with the model and upstream they were opened for
+        self._spans: dict[str, tuple[Span, str, str]] = {}
         self._lock = threading.Lock()
         # The same end users call again and again: their HMAC is computed once (bounded).
         self._hashed_users: dict[str, str] = {}
@@ -164,10 +172,10 @@ class OtelLogger:
                 start_time=_nanos(call.start_time),
             )
             with self._lock:
-                self._spans[call.request_id] = span
+                self._spans[call.request_id] = (span, model, call.api_base)
                 if len(self._spans) > _MAX_OPEN_SPANS:
                     # An end that never comes (a callback list changed mid-call) must not leak.
-                    self._spans.pop(next(iter(self._spans))).end()
+                    self._spans.pop(next(iter(self._spans)))[0].end()
             propagate.inject(call.headers, context=trace.set_span_in_context(span))
         except Exception as exc:
             bus.report_failure("otel", "opening the call's span failed", exc)
@@ -193,8 +201,11 @@ class OtelLogger:
 
     def _end_span(self, event: ImageEditEvent) -> None:
         with self._lock:
-            span = self._spans.pop(event.request_id, None)
-        if span is None:  # refused before the exchange (validation): a span still records it
+            opened = self._spans.pop(event.request_id, None)
+        if opened is not None:
+            span = opened[0]
+            _follow_the_last_attempt(span, event, opened[1], opened[2])
+        else:  # refused before the exchange (validation): a span still records it
             model = event.resolved_model or event.model or "unknown"
             span = self._tracer.start_span(
                 f"{event.operation} {model}",
@@ -257,6 +268,9 @@ class OtelLogger:
             "image_edit.cost_per_image_usd": _float(event.cost_per_image_usd),
             "image_edit.upstream_latency_ms": event.upstream_latency_ms,
             "enduser.id": self._enduser(event.end_user),
+            # the model that answered: OpenAI-style image answers do not name it, so the one
+            # the successful attempt was sent to
+            "gen_ai.response.model": event.resolved_model if event.status == "success" else None,
         }
         attributes.update({k: v for k, v in optional.items() if v is not None})
         if event.time_to_first_image_ms is not None:  # a streamed call (semconv: seconds)
@@ -308,6 +322,23 @@ class OtelLogger:
 
 def _provider_name(provider: str) -> str:
     return _PROVIDER_NAMES.get(provider, provider)
+
+
+def _follow_the_last_attempt(span: Span, event: ImageEditEvent, model: str, api_base: str) -> None:
+    """After a fallback (or a retry on another deployment) the span names the last attempt's
+    model, provider and upstream, as the call's metrics do; it was opened for the first's."""
+    final = event.resolved_model
+    moved = bool(event.api_base) and event.api_base != api_base
+    if final and final != model:
+        span.update_name(f"{event.operation} {final}")
+        span.set_attribute("gen_ai.request.model", final)
+        moved = True
+    if not moved:
+        return
+    if event.provider:
+        span.set_attribute("gen_ai.provider.name", _provider_name(event.provider))
+    if event.api_base:
+        span.set_attributes(_server_attributes(event.api_base))
 
 
 # The attribute sets below depend only on label values that repeat call after call (model,
@@ -376,10 +407,7 @@ def _input_tokens(event: ImageEditEvent) -> int:
 
 
 def _fallback_hops(event: ImageEditEvent) -> list[tuple[str, str]]:
-    if not event.fallback_from:
-        return []
-    chain = [*event.fallback_from, event.resolved_model or event.model_group or event.model]
-    return list(itertools.pairwise(chain))
+    return list(itertools.pairwise(event.fallback_chain))
 
 
 def _float(value: Decimal | None) -> float | None:

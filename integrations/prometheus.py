@@ -210,8 +210,7 @@ class PrometheusLogger:
         if event.retries > 0:
             m.retries.labels(series.model, _bounded(event.deployment_id or "")).inc(event.retries)
         if event.fallback_from:
-            final = event.resolved_model or event.model_group or event.model
-            chain = [*event.fallback_from, final]
+            chain = event.fallback_chain
             last_hop = len(chain) - 2
             for hop, (source, target) in enumerate(itertools.pairwise(chain)):
                 # Every hop but the last led to another failure, or there would be no next hop.

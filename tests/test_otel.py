@@ -95,6 +95,7 @@ def test_successful_call_has_one_client_span_with_the_genai_attributes(otel, spa
         "gen_ai.operation.name": "image_edit",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-image-1",
+        "gen_ai.response.model": "gpt-image-1",
         "gen_ai.output.type": "image",
         "gen_ai.request.choice.count": 1,
         "gen_ai.usage.input_tokens": 2 + 323,
@@ -181,6 +182,33 @@ def test_a_call_refused_by_validation_still_gets_a_span(otel, spans, upstream):
     assert span.attributes["gen_ai.operation.name"] == "image_edit"
     assert span.end_time is not None and span.start_time is not None
     assert span.end_time >= span.start_time
+
+
+@pytest.mark.parametrize(
+    ("provider", "name"),
+    [
+        ("openai", "openai"),
+        ("azure", "azure.ai.openai"),
+        ("gemini", "gcp.gemini"),
+        ("vertex_ai", "gcp.vertex_ai"),
+        ("xai", "x_ai"),
+        ("black_forest_labs", "black_forest_labs"),  # no well-known value: our prefix
+    ],
+)
+def test_provider_names_are_the_conventions_well_known_values(
+    tracer_provider, meter_provider, spans, reader, provider, name
+):
+    logger = OtelLogger(tracer_provider, meter_provider, enduser_id="off")
+    logger.on_end(make_event(provider=provider))
+    assert only_span(spans).attributes["gen_ai.provider.name"] == name  # type: ignore[index]
+    (metric,) = [
+        m
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "gen_ai.client.operation.duration"
+    ]
+    assert {p.attributes["gen_ai.provider.name"] for p in metric.data.data_points} == {name}
 
 
 def test_hand_built_events_give_exact_cost_usage_retry_and_fallback_attributes(

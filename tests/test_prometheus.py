@@ -117,7 +117,9 @@ def test_exact_values_from_priced_retried_and_fallback_events(registry):
             cost_usd=Decimal("0.005"),
         )
     )
-    logger.on_end(failed_event(retries=1, fallback_from=("a", "b"), resolved_model="c"))
+    logger.on_end(
+        failed_event(retries=1, fallback_from=("a", "b"), model_group="c", resolved_model="c")
+    )
     logger.on_end(
         failed_event(error_type="brand_new_error", resolved_model="c", cost_usd=Decimal("0.002"))
     )

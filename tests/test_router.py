@@ -584,7 +584,8 @@ def test_a_failed_fallback_chain_is_recorded_on_the_one_failure_event(recorder, 
         "backup",
         ("primary",),
     )
-    assert (event.attempts, event.retries, event.resolved_model) == (4, 3, "gpt-image-1-mini")
+    # one retry in each group; the backup's first attempt is the fallback, not a retry
+    assert (event.attempts, event.retries, event.resolved_model) == (4, 2, "gpt-image-1-mini")
 
 
 async def test_async_calls_route_and_fall_back_the_same_way(recorder, stub_500, fake):

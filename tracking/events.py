@@ -260,6 +260,14 @@ class ImageEditEvent:
         """What the call did: ``image_edit`` or ``image_generation`` (the metrics' label)."""
         return "image_generation" if self.call_type.endswith("generation") else "image_edit"
 
+    @property
+    def fallback_chain(self) -> tuple[str, ...]:
+        """The model groups a fallen-back call went through, in order: those that failed
+        (:attr:`fallback_from`), then the one that served or last failed; empty without one."""
+        if not self.fallback_from:
+            return ()
+        return (*self.fallback_from, self.model_group or self.model)
+
     def replace(self, **changes: Any) -> ImageEditEvent:
         return dataclasses.replace(self, **changes)
 

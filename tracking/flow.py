@@ -664,7 +664,9 @@ def _make_event(
         latency_ms=latency_ms,
         upstream_latency_ms=progress.upstream_latency_ms,
         attempts=progress.attempts,
-        retries=max(0, progress.attempts - 1),
+        retries=max(0, progress.attempts - 1)
+        if routing.retries is None
+        else min(routing.retries, max(0, progress.attempts - 1)),
         error_type=_error_type(failure),
         http_status=(
             response._hidden_params.get("http_status")

@@ -76,6 +76,9 @@ class Routing(NamedTuple):
     model_group: str | None  #: the group that served (or last failed)
     deployment_id: str | None = None
     fallback_from: tuple[str, ...] = ()  #: the groups tried before the one that served
+    #: attempts that repeated one within its group (a fallback's first attempt is not a retry);
+    #: None: every attempt after the first
+    retries: int | None = None
 
 
 class Route(Protocol):

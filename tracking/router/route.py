@@ -106,6 +106,7 @@ class CallRoute:
         )
         self.group_index = 0
         self.group_attempts = 0
+        self.retries = 0  # attempts that repeated one in their group (not a fallback's first)
         self.failed: dict[str, APIError] = {}  # this group's deployments that failed this call
         self.unavailable: list[str] = []  # why groups had nothing to offer
         self.retry_after: float | None = None
@@ -142,6 +143,8 @@ class CallRoute:
             if deployment is None:
                 self._advance()
                 continue
+            if self.group_attempts:
+                self.retries += 1
             self.group_attempts += 1
             self.deployment = deployment
             earlier = self.failed.get(deployment.id)
@@ -207,6 +210,7 @@ class CallRoute:
             group,
             last.id if last is not None else None,
             self.chain[:served_at],
+            self.retries,
         )
 
     # -- decisions ----------------------------------------------------------------------------
