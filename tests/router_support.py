@@ -16,8 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.conftest import make_png
+from tests.conftest import API_KEY, make_png
 from tests.recorder import EventRecorder
+from tracking.router import Router
 from tracking.testing import FakeOpenAI
 
 _PNG_B64 = base64.b64encode(make_png(1, 1)).decode()
@@ -77,6 +78,22 @@ def deployment(
         "litellm_params": {"model": model, "api_base": api_base, "api_key": api_key, **params},
         "model_info": {"id": id},
     }
+
+
+def primary_and_backup(
+    primary_url: str, primary_model: str, backup_url: str, backup_model: str
+) -> Router:
+    """Group ``primary`` (deployment ``p``) falling back to ``backup`` (``b``); one retry in a
+    group, and no cooldown in the way."""
+    return Router(
+        [
+            deployment("primary", primary_url, id="p", model=primary_model, api_key=API_KEY),
+            deployment("backup", backup_url, id="b", model=backup_model, api_key=API_KEY),
+        ],
+        fallbacks=[{"primary": ["backup"]}],
+        num_retries=1,
+        allowed_fails=9,
+    )
 
 
 Recorder = EventRecorder  # the shared recorder of tests/recorder.py

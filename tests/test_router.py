@@ -12,7 +12,14 @@ import pytest
 
 import tracking
 from tests.conftest import API_KEY, make_png
-from tests.router_support import ManualClock, Recorder, StubUpstream, closed_port, deployment
+from tests.router_support import (
+    ManualClock,
+    Recorder,
+    StubUpstream,
+    closed_port,
+    deployment,
+    primary_and_backup,
+)
 from tracking.pricing.estimate import estimate_call_cost
 from tracking.router import (
     CallShape,
@@ -474,15 +481,7 @@ def test_a_deployment_answering_unreadable_2xx_is_not_retried_but_cools_down(rec
 
 def test_attempts_lost_before_a_fallback_are_estimated_as_the_model_they_asked(recorder, fake):
     with FakeOpenAI(api_keys=[API_KEY], faults=["drop;times=always"]) as dropping:
-        router = Router(
-            [
-                deployment("primary", dropping.url, id="p", model="gpt-image-2", api_key=API_KEY),
-                deployment("backup", fake.url, id="b", model="gpt-image-1-mini", api_key=API_KEY),
-            ],
-            fallbacks=[{"primary": ["backup"]}],
-            num_retries=1,
-            allowed_fails=9,
-        )
+        router = primary_and_backup(dropping.url, "gpt-image-2", fake.url, "gpt-image-1-mini")
         edit(router, model="primary")  # two attempts sent whole on gpt-image-2, answers lost
         edit(router, model="backup")  # the same answer on its own: the backup's own price
     assert dropping.hits == 2

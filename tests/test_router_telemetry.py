@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 import tracking
 from tests.conftest import API_KEY, make_png
 from tests.recorder import EventRecorder
-from tests.router_support import StubUpstream, deployment
+from tests.router_support import StubUpstream, deployment, primary_and_backup
 from tracking.integrations.otel import OtelLogger
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.router import Router
@@ -52,15 +52,7 @@ def test_after_retries_and_a_fallback_the_span_and_metrics_name_what_answered(
 ):
     registry, recorder = telemetry
     with StubUpstream(status=500, headers={"Retry-After": "0"}) as broken:
-        router = Router(
-            [
-                deployment("primary", broken.url, id="p", model="gpt-image-2.6", api_key=API_KEY),
-                deployment("backup", fake.url, id="b", model="gpt-image-2", api_key=API_KEY),
-            ],
-            fallbacks=[{"primary": ["backup"]}],
-            num_retries=1,
-            allowed_fails=9,
-        )
+        router = primary_and_backup(broken.url, "gpt-image-2.6", fake.url, "gpt-image-2")
         router.image_edit(image=make_png(), prompt="a red hat", model="primary")
     assert broken.hits == 2  # the first attempt and its retry, then the fallback's one
     (event,) = recorder.events
