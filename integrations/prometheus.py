@@ -8,7 +8,9 @@ rejections are fed through small public methods; the ledger's figures (``trackin
 are read from the live ledgers at scrape time (:mod:`tracking.ledger_stats`), as are the bus's
 counters. Label values are bounded: ``operation`` is ``image_edit`` or ``image_generation``,
 ``size`` is a standard size or ``custom``,
-``error_type`` one of the library's fixed error types or ``other``, and end users appear only
+``error_type`` one of the library's fixed error types or ``other``, ``model`` / ``served_model``
+take the models the price table knows and at most :data:`MAX_UNPRICED_MODELS` other names (then
+``other``: a caller naming models at random cannot grow the series), and end users appear only
 on the opt-in per-end-user metric, whose series are capped (least recently used evicted,
 evictions counted). :func:`start_metrics_server`, :func:`metrics_asgi_app` and
 :func:`generate_metrics` expose the metrics; with ``PROMETHEUS_MULTIPROC_DIR`` set they read
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import threading
 import weakref
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DURATION_BUCKETS",
+    "MAX_UNPRICED_MODELS",
     "PROXY_REJECTION_REASONS",
     "STANDARD_SIZES",
     "PrometheusLogger",
@@ -103,8 +107,14 @@ PROXY_REJECTION_REASONS = frozenset(
         "invalid_request",  # any other refusal
     }
 )
+log = logging.getLogger(__name__)
 _MAX_LABEL_CHARS = 100  # a pathological model name must not make a huge series
 _MAX_CACHED_SERIES = 10_000  # (model, served, provider) triples whose children are kept
+#: Distinct model names the price table does not know (a refused call's made-up name, a model
+#: group, a model we have no price for) given their own ``model`` / ``served_model`` label; later
+#: ones are counted as ``other``. A model the price table knows always keeps its name.
+MAX_UNPRICED_MODELS = 100
+OTHER_MODEL = "other"
 DEFAULT_END_USER_SERIES = 1000
 
 
@@ -299,6 +309,10 @@ class _Metrics:
         self.end_users: OrderedDict[str, None] = OrderedDict()
         self.end_user_lock = threading.Lock()
         self._series: dict[tuple[str, str, str, str], _ModelSeries] = {}
+        self._model_names: set[str] = set()  # the names given a label of their own
+        self._model_names_lock = threading.Lock()
+        self._folding_logged = False
+        self._unpriced_names = 0  # names given a label by unpriced calls alone
         registry.register(BusCountersCollector())
         directory = _multiprocess_dir()
         if directory:  # the scraped worker reads the others' figures from the shared folder
@@ -307,7 +321,11 @@ class _Metrics:
             registry.register(LedgerCollector())
 
     def series_for(
-        self, model: str, served: str, provider: str, operation: str = "image_edit"
+        self,
+        model: str,
+        served: str,
+        provider: str,
+        operation: str = "image_edit",
     ) -> _ModelSeries:
         """The children of one (model, served model, provider, operation), found once and
         reused.
@@ -315,18 +333,43 @@ class _Metrics:
         ``labels()`` formats and looks its values up under a lock on every call; the same few
         label values repeat call after call, so their children are kept here. The cache holds
         no more series than the metrics themselves already do (it is reset past a bound all the
-        same, so a stream of distinct model names cannot grow it without limit).
+        same, so a stream of distinct model names cannot grow it without limit). Model names
+        are labelled by :meth:`_model_label`.
         """
         key = (model, served, provider, operation)
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= _MAX_CACHED_SERIES:
                 self._series = {}
-            series = _ModelSeries(
-                self, _bounded(model), _bounded(served), _bounded(provider), operation
-            )
+            model_label = self._model_label(model)
+            served_label = self._model_label(served) if served else ""
+            series = _ModelSeries(self, model_label, served_label, _bounded(provider), operation)
             self._series[key] = series
         return series
+
+    def _model_label(self, name: str) -> str:
+        """``name`` (bounded) if the price table knows it or it is among the first
+        :data:`MAX_UNPRICED_MODELS` names it does not; else ``other``."""
+        from tracking.pricing import is_priced
+
+        label = _bounded(name)
+        with self._model_names_lock:
+            if label in self._model_names:
+                return label
+            if not is_priced(name):
+                if self._unpriced_names >= MAX_UNPRICED_MODELS:
+                    if not self._folding_logged:
+                        self._folding_logged = True
+                        log.warning(
+                            "prometheus: more than %d model names without a price; calls "
+                            "naming others are counted under model=%r",
+                            MAX_UNPRICED_MODELS,
+                            OTHER_MODEL,
+                        )
+                    return OTHER_MODEL
+                self._unpriced_names += 1
+            self._model_names.add(label)
+            return label
 
 
 class _ModelSeries:

@@ -20,6 +20,7 @@ from tracking import bus
 from tracking.events import TokenUsage
 from tracking.integrations.prometheus import (
     DURATION_BUCKETS,
+    MAX_UNPRICED_MODELS,
     PrometheusLogger,
     generate_metrics,
     metrics_asgi_app,
@@ -94,6 +95,32 @@ def test_exact_values_after_real_successful_failed_and_refused_calls(prom, regis
                 "status": "success"}  # fmt: skip
     assert value(registry, "image_edit_request_duration_seconds_count", **duration) == 2
     assert value(registry, "image_edit_request_duration_seconds_bucket", le="+Inf", **duration) == 2
+
+
+def test_model_names_of_unpriced_calls_are_capped_priced_ones_never(prom, registry, upstream):
+    """A caller naming models at random cannot grow the series: after MAX_UNPRICED_MODELS
+    names seen only on unpriced calls, others count as model="other"; a priced call's model
+    always has its own label, before or after the cap."""
+    tracking.image_edit(image=make_png(), prompt="hello", model="gpt-image-2", **upstream)
+    extra = 5
+    for i in range(MAX_UNPRICED_MODELS + extra):
+        with pytest.raises(tracking.ValidationError):  # refused, so unpriced
+            tracking.image_edit(image=make_png(), prompt="p", model=f"made-up-{i}", n=99)
+    with pytest.raises(tracking.ValidationError):
+        tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-2", n=99)
+    tracking.image_edit(image=make_png(), prompt="hello", model="gpt-image-2.5-flare", **upstream)
+
+    requests = [
+        s for m in registry.collect() if m.name == "image_edit_requests" for s in m.samples
+        if s.name == "image_edit_requests_total"
+    ]  # fmt: skip
+    by_model: dict[str, float] = {}
+    for sample in requests:
+        by_model[sample.labels["model"]] = by_model.get(sample.labels["model"], 0) + sample.value
+    assert by_model.pop("other") == extra
+    assert by_model.pop("gpt-image-2") == 2  # priced first: its refused call keeps the name
+    assert by_model.pop("gpt-image-2.5-flare") == 1  # priced after the cap: still its own name
+    assert sorted(by_model) == sorted(f"made-up-{i}" for i in range(MAX_UNPRICED_MODELS))
 
 
 def test_exact_values_from_priced_retried_and_fallback_events(registry):

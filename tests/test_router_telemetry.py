@@ -52,7 +52,7 @@ def test_after_retries_and_a_fallback_the_span_and_metrics_name_what_answered(
 ):
     registry, recorder = telemetry
     with StubUpstream(status=500, headers={"Retry-After": "0"}) as broken:
-        router = primary_and_backup(broken.url, "gpt-image-2.6", fake.url, "gpt-image-2")
+        router = primary_and_backup(broken.url, "gpt-image-2.6-flare", fake.url, "gpt-image-2")
         router.image_edit(image=make_png(), prompt="a red hat", model="primary")
     assert broken.hits == 2  # the first attempt and its retry, then the fallback's one
     (event,) = recorder.events
@@ -61,7 +61,9 @@ def test_after_retries_and_a_fallback_the_span_and_metrics_name_what_answered(
 
     (span,) = spans.get_finished_spans()
     attributes = dict(span.attributes or {})
-    assert span.name == "image_edit gpt-image-2"  # opened for gpt-image-2.6, ended on the backup
+    assert (
+        span.name == "image_edit gpt-image-2"
+    )  # opened for gpt-image-2.6-flare, ended on the backup
     assert attributes["gen_ai.request.model"] == "gpt-image-2"
     assert attributes["gen_ai.response.model"] == "gpt-image-2"
     assert attributes["server.port"] == fake.port

@@ -48,6 +48,7 @@ __all__ = [
     "PriceEntry",
     "estimate_call_cost",
     "find_entry",
+    "is_priced",
     "load_price_file",
     "price_call",
     "price_table",
@@ -270,6 +271,11 @@ def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
 def _model_keys(model: str) -> list[str]:
     """A model as asked (``provider/name`` or a bare name), then without its provider prefix."""
     return [model, model.split("/", 1)[1]] if "/" in model else [model]
+
+
+def is_priced(model: str, day: date | None = None) -> bool:
+    """Whether the price table (registered or packaged) prices ``model`` on ``day``."""
+    return find_entry(_model_keys(model), day or datetime.now(UTC).date()) is not None
 
 
 def shutdown_date(model: str, day: date | None = None) -> date | None:
