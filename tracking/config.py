@@ -201,6 +201,12 @@ _ROUTER_SETTINGS: dict[str, Check] = {
     "redis_url": _is_str,
 }
 #: router_settings keys a LiteLLM config may hold that are checked but have no effect here.
+#: litellm_params LiteLLM knows that the router does not use, and why (a warning at start).
+_LITELLM_PARAMS_NOT_USED = {
+    "max_retries": "the router makes every retry itself (router_settings.num_retries, or the "
+    "call's max_retries), never multiplied by a client's",
+    "organization": "no OpenAI-Organization header is sent; use a key of that organization",
+}
 _ROUTER_SETTINGS_NOT_USED = frozenset(
     {"retry_after", "context_window_fallbacks", "enable_pre_call_checks", "model_group_alias"}
 )
@@ -418,6 +424,11 @@ def parse_config(
         if not isinstance(params, Mapping):
             continue
         checked = faults.check_section(params, _LITELLM_PARAMS, f"{path}.litellm_params")
+        for key in sorted(_LITELLM_PARAMS_NOT_USED.keys() & checked.keys()):
+            faults.warnings.append(
+                f"{path}.litellm_params.{key}: accepted for LiteLLM compatibility, not used: "
+                f"{_LITELLM_PARAMS_NOT_USED[key]}"
+            )
         for limit in ("rpm", "tpm"):  # beside litellm_params: the same limit
             if limit in good and limit not in checked:
                 checked[limit] = good[limit]

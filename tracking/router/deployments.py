@@ -2,7 +2,8 @@
 
 Each entry names a model group (``model_name``, what callers ask for) and how to reach one
 upstream serving it (``litellm_params``: ``model`` with an optional provider prefix,
-``api_key``, ``api_base``, ``api_version``, ``rpm``, ``tpm``, ``weight``, ``timeout``), with
+``api_key``, ``api_base``, ``api_version``, ``rpm``, ``tpm``, ``weight``, ``timeout``,
+``stream_timeout``, and LiteLLM's ``order``: a priority, 1 first), with
 optional ``model_info`` (``id``, ``base_model`` for pricing). ``os.environ/NAME`` values are read
 from the environment, as the proxy's config does. A deployment's id is ``model_info.id``, else a
 digest of its parameters, so every process given the same config agrees on it (shared cooldowns
@@ -41,11 +42,18 @@ class Deployment:
     tpm: int | None = None
     weight: float = 1.0
     timeout: float | None = None
+    #: the timeout of a ``stream=True`` call (LiteLLM's ``stream_timeout``), else ``timeout``
+    stream_timeout: float | None = None
+    #: LiteLLM's priority: a group's deployments of the lowest order take its calls; the next
+    #: order only once none of those is free (cooling down, at its limit, failed in this
+    #: call); deployments without one come after every ordered one
+    order: int | None = None
     base_model: str | None = None  #: the priced model behind an arbitrary deployment name
     model_info: Mapping[str, Any] = field(default_factory=dict)
 
-    def overrides(self, call_timeout: Any) -> dict[str, Any]:
-        """The call parameters this deployment sets; the call's own timeout wins if it set one."""
+    def overrides(self, call_timeout: Any, stream: bool = False) -> dict[str, Any]:
+        """The call parameters this deployment sets; the call's own timeout wins if it set one,
+        and a streamed call takes ``stream_timeout`` where the deployment has one."""
         values: dict[str, Any] = {"model": self.model}
         if self.base_model is not None:
             values["base_model"] = self.base_model
@@ -53,8 +61,10 @@ class Deployment:
             value = getattr(self, name)
             if value is not None:
                 values[name] = value
-        if call_timeout is None and self.timeout is not None:
-            values["timeout"] = self.timeout
+        if call_timeout is None:
+            timeout = self.stream_timeout if stream and self.stream_timeout else self.timeout
+            if timeout is not None:
+                values["timeout"] = timeout
         return values
 
 
@@ -161,6 +171,8 @@ def _deployment(entry: Any, where: str) -> Deployment:
         tpm=_positive_int(params.get("tpm", entry.get("tpm")), f"{where}: tpm"),
         weight=_weight(params.get("weight"), where),
         timeout=_timeout(params.get("timeout"), where),
+        stream_timeout=_timeout(params.get("stream_timeout"), where, "stream_timeout"),
+        order=_positive_int(params.get("order"), f"{where}: litellm_params.order"),
         base_model=base_model,
         model_info=dict(info),
     )
@@ -211,7 +223,7 @@ def _weight(value: Any, where: str) -> float:
     return float(value)
 
 
-def _timeout(value: Any, where: str) -> float | None:
+def _timeout(value: Any, where: str, name: str = "timeout") -> float | None:
     if value is None:
         return None
     if (
@@ -220,7 +232,7 @@ def _timeout(value: Any, where: str) -> float | None:
         or not 0 < value <= MAX_TIMEOUT  # also False for NaN
     ):
         raise ConfigurationError(
-            f"{where}: litellm_params.timeout must be a positive number of seconds, "
+            f"{where}: litellm_params.{name} must be a positive number of seconds, "
             f"at most {MAX_TIMEOUT:g}, got {value!r}"
         )
     return float(value)

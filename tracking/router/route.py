@@ -5,7 +5,9 @@ The call's model group comes first, then its fallbacks in order. Within a group 
 ``1 + num_retries`` attempts (the router's count governs, the client's own retries
 are not added on top); each retry goes to a deployment that has not failed this call while one
 is available, and only waits (backoff, or the upstream's ``Retry-After``) when it must go back
-to one that has.
+to one that has. Deployments with LiteLLM's ``order`` are tried by it: the routing strategy
+chooses among the free deployments of the lowest order (a deployment that failed this call is
+not free while another is).
 
 What an error means for routing:
 
@@ -26,6 +28,7 @@ What an error means for routing:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +99,7 @@ class CallRoute:
             else router.num_retries
         )
         self.call_timeout = params.get("timeout")
+        self.stream = bool(params.get("stream"))
         images = params.get("image")
         self.shape = CallShape(
             model_group=self.asked or "",
@@ -149,7 +153,7 @@ class CallRoute:
             self.deployment = deployment
             earlier = self.failed.get(deployment.id)
             return Target(
-                overrides=deployment.overrides(self.call_timeout),
+                overrides=deployment.overrides(self.call_timeout, self.stream),
                 key=deployment,
                 backoff=earlier is not None,
                 retry_after=earlier.retry_after if earlier is not None else None,
@@ -266,15 +270,17 @@ class CallRoute:
             self.unavailable.append(f"{group!r}: {' and '.join(parts)}")
             return None
         fresh = [d for d in available if d.id not in self.failed]
-        pool = fresh or available
-        while pool:
-            # One candidate leaves nothing to choose (and skips the strategy's scoring).
-            choice = (
-                pool[0] if len(pool) == 1 else router.strategy.choose(pool, snapshot, self.shape)
-            )
-            if (yield from router.stepwise_state.begin(choice.id, choice.rpm)):
-                return choice
-            pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
+        for pool in _by_order(fresh or available):
+            while pool:
+                # One candidate leaves nothing to choose (and skips the strategy's scoring).
+                choice = (
+                    pool[0]
+                    if len(pool) == 1
+                    else router.strategy.choose(pool, snapshot, self.shape)
+                )
+                if (yield from router.stepwise_state.begin(choice.id, choice.rpm)):
+                    return choice
+                pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
         self.unavailable.append(f"{group!r}: every deployment at its rpm limit")
         return None
 
@@ -293,3 +299,14 @@ class CallRoute:
         for group, reason in self.skipped:
             error.add_note(f"fallback {group!r} skipped: {reason}")
         return error
+
+
+def _by_order(deployments: list[Deployment]) -> list[list[Deployment]]:
+    """Deployments in tiers of LiteLLM's ``order`` (1 first, those without one last); one tier
+    when no deployment has an order."""
+    if all(d.order is None for d in deployments):
+        return [deployments]
+    tiers: dict[float, list[Deployment]] = {}
+    for d in deployments:
+        tiers.setdefault(d.order if d.order is not None else math.inf, []).append(d)
+    return [tiers[order] for order in sorted(tiers)]
