@@ -263,10 +263,12 @@ def test_rpm_limits_are_respected(fake, fake_b):
     for _ in range(5):
         edit(router)
     assert (len(fake.requests) - before_a, len(fake_b.requests) - before_b) == (2, 3)
+    clock.advance(45)  # 45 s into the minute: both are free again in 15 s
     with pytest.raises(NoDeploymentAvailableError, match="rpm/tpm limit") as caught:
         edit(router)
-    assert caught.value.status_code == 429 and caught.value.retry_after
-    clock.advance(60)  # the next minute: both deployments take calls again
+    assert caught.value.status_code == 429
+    assert caught.value.retry_after == pytest.approx(15)  # the time to the next minute, not 60
+    clock.advance(15)  # the next minute: both deployments take calls again
     edit(router)
 
 

@@ -266,7 +266,9 @@ class CallRoute:
                 )
             if limited:
                 parts.append(f"{limited} at their rpm/tpm limit")
-                self.retry_after = min(self.retry_after or 60.0, 60.0)
+                # free again when this minute's window ends
+                left = snapshot.window_left
+                self.retry_after = left if self.retry_after is None else min(self.retry_after, left)
             self.unavailable.append(f"{group!r}: {' and '.join(parts)}")
             return None
         fresh = [d for d in available if d.id not in self.failed]

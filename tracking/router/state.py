@@ -60,6 +60,8 @@ class Snapshot:
     rpm: Mapping[str, int]  #: requests started this minute
     tpm: Mapping[str, int]  #: tokens used this minute
     latency_ms: Mapping[str, tuple[float, ...]]  #: recent latencies, newest first
+    #: seconds until this minute's ``rpm`` / ``tpm`` windows end (a limited deployment is free)
+    window_left: float = 60.0
 
 
 class RouterState(Protocol):
@@ -154,6 +156,11 @@ def _minute(clock: Clock) -> int:
     return int(clock() // 60)
 
 
+def _window_left(clock: Clock) -> float:
+    """Seconds until the current calendar minute ends (never 0: at least a millisecond)."""
+    return max(60.0 - clock() % 60.0, 0.001)
+
+
 class MemoryState:
     """Routing state in this process."""
 
@@ -188,6 +195,7 @@ class MemoryState:
                 rpm={i: usage[i][1] if i in usage else 0 for i in ids},
                 tpm={i: usage[i][2] if i in usage else 0 for i in ids},
                 latency_ms={i: tuple(reversed(self._latency.get(i, ()))) for i in ids},
+                window_left=_window_left(self.clock),
             )
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
@@ -404,7 +412,7 @@ class _RedisSteps:
             rpm[i] = int(requests or 0)
             tpm[i] = int(tokens or 0)
             latency[i] = tuple(float(v) for v in recent)
-        return Snapshot(cooling, in_flight, rpm, tpm, latency)
+        return Snapshot(cooling, in_flight, rpm, tpm, latency, _window_left(self.state.clock))
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
         rpm_key = self._key("rpm", deployment_id, _minute(self.state.clock))
