@@ -5,7 +5,9 @@ appears in the error, the event or its traceback in any form (raw, ``repr``, byt
 
 from __future__ import annotations
 
+import json
 import traceback
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -168,6 +170,25 @@ def test_mask_secrets_masks_the_escaped_forms_of_a_key(key):
     for text in quoted:
         masked = mask_secrets(f"Illegal header value {text}", [key])
         assert "SECRETSECRET" not in masked, (text, masked)
+
+
+@pytest.mark.parametrize("key", [SECRET + "+a/b=", "a/b+" + SECRET + "==", SECRET + " x&y"])
+def test_mask_secrets_masks_a_keys_url_encoded_and_slash_escaped_forms(key):
+    quoted = [
+        urllib.parse.quote(key, safe=""),  # a query string: ?key=...
+        urllib.parse.quote_plus(key),  # a form body
+        urllib.parse.quote(key),  # a URL path
+        urllib.parse.urlencode({"api_key": key}),
+        json.dumps({"key": key}).replace("/", "\\/"),  # a JSON encoder escaping "/"
+    ]
+    for text in quoted:
+        masked = mask_secrets(f"upstream said: {text}", [key])
+        assert "SECRETSECRET" not in masked, (text, masked)
+
+
+def test_mask_secrets_never_fails_on_a_key_without_utf8_bytes():
+    key = SECRET + "\udc80/"
+    assert "SECRETSECRET" not in mask_secrets(f"bad key {key}", [key])
 
 
 def test_mask_secrets_skips_what_is_not_a_string():

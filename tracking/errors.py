@@ -40,6 +40,8 @@ what was imported.
 from __future__ import annotations
 
 import json
+import string
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -123,7 +125,8 @@ ERROR_TYPES: frozenset[str] = frozenset(
 def mask_secrets(text: str, secrets: Iterable[object]) -> str:
     """Replace every occurrence of each secret with a masked stand-in: the secret as it is, and
     the escaped forms an exception message may quote it in (``repr`` of the string or of its
-    bytes, JSON), and the secret without surrounding whitespace. Anything that is not a string
+    bytes, JSON with or without ``\\/``, URL-encoded), and the secret without surrounding
+    whitespace. Anything that is not a string
     of at least 4 characters is skipped (never an error: this runs while reporting one)."""
     for secret in secrets:
         if not isinstance(secret, str) or len(secret) < 4:
@@ -134,14 +137,13 @@ def mask_secrets(text: str, secrets: Iterable[object]) -> str:
     return text
 
 
-#: Characters whose escaped forms differ from the character itself.
-_ESCAPED = frozenset("\\'\"")
+#: Characters every escaped form (repr, JSON, URL encoding) leaves as they are.
+_PLAIN = frozenset(string.ascii_letters + string.digits + "-_.~")
 
 
 def _forms(secret: str) -> tuple[str, ...]:
     """``secret`` and its escaped forms, longest first (so none is left half-masked)."""
-    usual = secret.isascii() and secret.isprintable() and secret == secret.strip()
-    if usual and _ESCAPED.isdisjoint(secret):  # every escaped form is the key itself
+    if _PLAIN.issuperset(secret):  # every escaped form is the key itself
         return (secret,)
     forms = {
         secret,
@@ -151,8 +153,22 @@ def _forms(secret: str) -> tuple[str, ...]:
         json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret.encode("utf-8", "surrogatepass"))[2:-1],
         repr(secret.encode("latin-1", "backslashreplace"))[2:-1],
+        json.dumps(secret).replace("/", "\\/")[1:-1],  # JSON encoders that escape "/"
+        *_url_forms(secret),
     }
     return tuple(sorted((f for f in forms if len(f) >= 4), key=len, reverse=True))
+
+
+def _url_forms(secret: str) -> tuple[str, ...]:
+    """URL-encoded, as in a query string or form body (``quote_plus``, ``quote``), or a path."""
+    try:
+        return (
+            urllib.parse.quote(secret, safe=""),
+            urllib.parse.quote_plus(secret),
+            urllib.parse.quote(secret),
+        )
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 bytes to encode
+        return ()
 
 
 def _masked(secret: str) -> str:
