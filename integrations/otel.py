@@ -55,7 +55,9 @@ __all__ = [
 ]
 
 
-#: The GenAI semantic conventions' advised boundaries (seconds, then tokens).
+#: The GenAI semantic conventions' advised boundaries (seconds, then tokens); the durations go on
+#: doubling past the advised 81.92 s to 655.36 s, since image calls run for minutes (a high-quality
+#: edit, a queued job) and the default timeout is 600 s.
 DURATION_BUCKETS: tuple[float, ...] = (
     0.01,
     0.02,
@@ -71,6 +73,9 @@ DURATION_BUCKETS: tuple[float, ...] = (
     20.48,
     40.96,
     81.92,
+    163.84,
+    327.68,
+    655.36,
 )
 TOKEN_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(14))  # 1 .. 67108864
 

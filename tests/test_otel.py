@@ -331,6 +331,9 @@ def test_genai_metrics_have_the_conventions_units_buckets_and_values(
     by_error = {p.attributes.get("error.type"): p for p in duration.data.data_points}
     ok = by_error[None]
     assert tuple(ok.explicit_bounds) == DURATION_BUCKETS
+    # the conventions' doubling from 10 ms, on past 81.92 s to cover the 600 s default timeout
+    assert DURATION_BUCKETS == tuple(0.01 * 2**i for i in range(17))
+    assert DURATION_BUCKETS[-2] < 600 < DURATION_BUCKETS[-1]
     assert ok.count == 2 and ok.sum == 3.0
     assert dict(ok.attributes) == {
         "gen_ai.operation.name": "image_edit",
