@@ -318,6 +318,7 @@ def test_rules_cover_the_issue_alerts():
         "ImageEditLedgerOutboxGrowing",
         "ImageEditLedgerRowsQuarantined",
         "ImageEditCallbacksFailing",
+        "ImageEditIntegrationFailing",
         "ImageEditEventsDropped",
     }
     for name, rule in alerts.items():
