@@ -105,3 +105,17 @@ def test_the_sqlite_file_keeps_costs_as_written(tmp_path):
     with sqlite3.connect(tmp_path / "ledger.db") as conn:
         stored = sorted(Decimal(str(v)) for (v,) in conn.execute("SELECT cost_usd FROM spend_logs"))
     assert stored == [SMALL, ODD]
+
+
+def test_a_cost_below_the_ledgers_quantum_is_stored_as_the_quantum_never_as_zero(ledger_url):
+    # NUMERIC(20, 10) rounded $0.00000000003 to 0 on PostgreSQL: a billed call as a free one.
+    _record(ledger_url, [Decimal("0.00000000003"), Decimal("0.00000000003")])
+    ledger = open_ledger(ledger_url)
+    try:
+        (total,) = ledger.spend()
+        assert total.cost_usd == Decimal("0.0000000002")
+        with ledger.engine.connect() as connection:
+            costs = connection.execute(sa.select(spend_logs.c.cost_usd)).scalars().all()
+        assert [Decimal(str(c)) for c in costs] == [Decimal("1E-10")] * 2
+    finally:
+        ledger.shutdown(10)

@@ -89,10 +89,18 @@ POSTGRES_INSERT = (
 )
 
 
+#: The smallest amount NUMERIC(20, 10) holds. A nonzero cost below it (a custom price of a
+#: fraction of a nano-dollar) is stored as it, signed, never rounded to a free call.
+MONEY_QUANTUM = Decimal("1E-10")
+_QUANTUM_FLOAT = 1e-10
+
+
 def _wire(value: Any) -> str:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"ledger money must be finite, not {value}")
+        if value and abs(value) < MONEY_QUANTUM:
+            return str(MONEY_QUANTUM.copy_sign(value))
         return str(value)
     if isinstance(value, datetime):
         return wire_time(value)
@@ -266,6 +274,8 @@ def _sqlite_money(value: Any) -> float | None:
         raise ValueError(f"ledger money must be finite, not {value}")
     if abs(number) >= _MONEY_LIMIT:  # what NUMERIC(20,10) refuses on PostgreSQL, refused alike
         raise ValueError(f"ledger money must be below {_MONEY_LIMIT:.0e} in size, not {value}")
+    if number and abs(number) < _QUANTUM_FLOAT:  # as on PostgreSQL: never rounded to 0
+        return math.copysign(_QUANTUM_FLOAT, number)
     return number
 
 
