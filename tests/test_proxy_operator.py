@@ -133,3 +133,24 @@ def test_end_user_metric_is_off_by_default(fake, tmp_path):
     with ProxyProcess(_config(tmp_path, fake.url)) as proxy, httpx.Client() as client:
         assert edit(client, proxy.url, None, user="bob").status_code == 200
         assert "image_edit_end_user_cost_usd_total{" not in httpx.get(f"{proxy.url}/metrics").text
+
+
+def test_a_malformed_traceparent_starts_a_new_trace_and_the_call_goes_through(
+    fake, tmp_path, collector_
+):
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_.server_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    with ProxyProcess(_config(tmp_path, fake.url), env=env) as proxy, httpx.Client() as client:
+        response = client.post(
+            f"{proxy.url}/v1/images/edits",
+            headers={"traceparent": "00-" + "z" * 32 + "-" + "0" * 16 + "-01", "baggage": "%%"},
+            data={"model": "gpt-image-1", "prompt": "p", "quality": "low", "size": "1024x1024"},
+            files={"image": ("a.png", make_png(), "image/png")},
+        )
+        assert response.status_code == 200, response.text
+        wait_for(lambda: bool(_exported_spans(collector_)))
+    (span,) = [s for s in _exported_spans(collector_) if s.name == "image_edit gpt-image-1"]
+    assert span.parent_span_id == b""  # a root span: nothing to join
+    assert "Traceback" not in proxy.log()

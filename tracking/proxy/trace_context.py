@@ -10,11 +10,14 @@ trace. Nothing is done (and OpenTelemetry is not imported) unless the request ca
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 __all__ = ["callers_trace"]
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -25,8 +28,14 @@ def callers_trace(headers: Mapping[str, str]) -> Iterator[None]:
         return
     from opentelemetry import context, propagate
 
-    token = context.attach(propagate.extract(headers))
+    token: object | None
+    try:
+        token = context.attach(propagate.extract(headers))
+    except Exception:  # a propagator of the host's that fails on odd headers: no parent, a call
+        log.debug("the caller's trace context could not be read", exc_info=True)
+        token = None
     try:
         yield
     finally:
-        context.detach(token)
+        if token is not None:
+            context.detach(token)
