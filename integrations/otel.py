@@ -164,7 +164,12 @@ class OtelLogger:
             model = request.upstream_model or request.model
             attributes = {
                 **_start_attributes(
-                    model, request.provider, request.n or 1, call.api_base, request.operation
+                    model,
+                    request.provider,
+                    request.n or 1,
+                    call.api_base,
+                    request.operation,
+                    call.server_port,
                 ),
                 "image_edit.request_id": call.request_id,
             }
@@ -226,7 +231,7 @@ class OtelLogger:
             if event.provider:
                 span.set_attribute("gen_ai.provider.name", _provider_name(event.provider))
             if event.api_base:
-                span.set_attributes(_server_attributes(event.api_base))
+                span.set_attributes(_server_attributes(event.api_base, event.server_port))
         span.set_attributes(self._end_attributes(event))
         end = _nanos(event.end_time)
         for hop, (source, target) in enumerate(_fallback_hops(event), start=1):
@@ -317,6 +322,7 @@ class OtelLogger:
             event.api_base,
             error_type,
             event.operation,
+            event.server_port,
         )
         self._duration.record(event.latency_ms / 1000, attributes)
         usage = event.usage
@@ -343,7 +349,7 @@ def _follow_the_last_attempt(span: Span, event: ImageEditEvent, model: str, api_
     if event.provider:
         span.set_attribute("gen_ai.provider.name", _provider_name(event.provider))
     if event.api_base:
-        span.set_attributes(_server_attributes(event.api_base))
+        span.set_attributes(_server_attributes(event.api_base, event.server_port))
 
 
 # The attribute sets below depend only on label values that repeat call after call (model,
@@ -353,7 +359,12 @@ def _follow_the_last_attempt(span: Span, event: ImageEditEvent, model: str, api_
 
 @functools.lru_cache(maxsize=_MAX_CACHED)
 def _start_attributes(
-    model: str, provider: str, count: int, api_base: str, operation: str = "image_edit"
+    model: str,
+    provider: str,
+    count: int,
+    api_base: str,
+    operation: str = "image_edit",
+    server_port: int | None = None,
 ) -> Mapping[str, AttributeValue]:
     return {
         "gen_ai.operation.name": operation,
@@ -361,7 +372,7 @@ def _start_attributes(
         "gen_ai.request.model": model,
         "gen_ai.output.type": "image",
         "gen_ai.request.choice.count": count,
-        **_server_attributes(api_base),
+        **_server_attributes(api_base, server_port),
     }
 
 
@@ -372,6 +383,7 @@ def _metric_attributes(
     api_base: str | None,
     error_type: str | None,
     operation: str = "image_edit",
+    server_port: int | None = None,
 ) -> tuple[
     Mapping[str, AttributeValue], Mapping[str, AttributeValue], Mapping[str, AttributeValue]
 ]:
@@ -383,7 +395,7 @@ def _metric_attributes(
     if provider:
         attributes["gen_ai.provider.name"] = _provider_name(provider)
     if api_base:
-        attributes.update(_server_attributes(api_base))
+        attributes.update(_server_attributes(api_base, server_port))
     if error_type is not None:
         attributes["error.type"] = error_type
     return (
@@ -393,8 +405,11 @@ def _metric_attributes(
     )
 
 
-def _server_attributes(api_base: str) -> dict[str, AttributeValue]:
-    """``host[:port]`` (IPv6 hosts in brackets) as ``server.address`` and ``server.port``."""
+def _server_attributes(
+    api_base: str, port_if_unnamed: int | None = None
+) -> dict[str, AttributeValue]:
+    """``host[:port]`` (IPv6 hosts in brackets) as ``server.address`` and ``server.port``; the
+    port is ``port_if_unnamed`` (the scheme's default, from the call) when ``api_base`` has none."""
     if api_base.startswith("["):
         host, _, rest = api_base[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
@@ -402,6 +417,8 @@ def _server_attributes(api_base: str) -> dict[str, AttributeValue]:
         host, _, port = api_base.partition(":")
     if port.isdigit():
         return {"server.address": host, "server.port": int(port)}
+    if port_if_unnamed is not None:
+        return {"server.address": host, "server.port": port_if_unnamed}
     return {"server.address": host}
 
 

@@ -466,3 +466,22 @@ def test_spans_and_metrics_exported_over_otlp_http_to_a_real_receiver(
     assert tuple(duration.histogram.data_points[0].explicit_bounds) == DURATION_BUCKETS
     assert duration.histogram.data_points[0].count == 1
     assert by_name["gen_ai.client.token.usage"].unit == "{token}"
+
+
+@pytest.mark.parametrize(
+    ("base", "port"), [("https://127.0.0.1/v1", 443), ("http://127.0.0.1/v1", 80)]
+)
+def test_server_port_is_the_schemes_default_when_the_base_names_none(
+    otel, spans, reader, base, port
+):
+    # nothing listens there (the call fails to connect, or whatever does answers no edit),
+    # after its span was opened for it
+    with pytest.raises(tracking.TrackingError):
+        tracking.image_edit(
+            image=make_png(), prompt="p", model="gpt-image-2", api_base=base,
+            api_key=API_KEY, max_retries=0, timeout=5,
+        )  # fmt: skip
+    attributes = dict(only_span(spans).attributes or {})
+    assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", port)
+    (point,) = metric_points(reader)["gen_ai.client.operation.duration"].data.data_points
+    assert point.attributes["server.port"] == port

@@ -213,6 +213,7 @@ class ImageEditEvent:
     provider: str | None = None
     deployment_id: str | None = None
     api_base: str | None = None  #: host[:port] only, never a credential
+    server_port: int | None = None  #: the upstream's port (its scheme's default if not named)
     n: int = 1
     size: str | None = None
     quality: str | None = None

@@ -294,10 +294,16 @@ def _attempts(
                 yield from route.done(target, exc, None, None)
                 failure = exc
                 continue
-            progress.api_base = prepared.host
+            progress.api_base, progress.server_port = prepared.host, prepared.port
             if headers is None:  # integrations see one start per call, for its first target
                 start = CallStart(
-                    request_id, call_type, request, options, prepared.host, start_time
+                    request_id,
+                    call_type,
+                    request,
+                    options,
+                    prepared.host,
+                    start_time,
+                    server_port=prepared.port,
                 )
                 bus.dispatch_start(start)
                 headers = start.headers
@@ -360,6 +366,7 @@ def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:
 class _Progress:
     attempts: int = 0
     api_base: str | None = None
+    server_port: int | None = None
     upstream_latency_ms: float | None = None
     upstream_request_id: str | None = None
     http_status: int | None = None
@@ -631,6 +638,7 @@ def _make_event(
         resolved_model=request.upstream_model if request else None,
         provider=request.provider if request else None,
         api_base=progress.api_base,
+        server_port=progress.server_port,
         n=(request.n or 1) if request else 1,
         size=(response.size if response else None) or (request.size if request else None),
         quality=(response.quality if response else None) or (request.quality if request else None),

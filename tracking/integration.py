@@ -51,6 +51,8 @@ class CallStart:
     options: CallOptions
     api_base: str  #: host[:port] of the upstream
     start_time: datetime
+    #: the upstream's port, its scheme's default when ``api_base`` names none
+    server_port: int | None = None
     #: Extra headers for the upstream request (trace context); integrations may add to it.
     headers: dict[str, str] = field(default_factory=dict)
 

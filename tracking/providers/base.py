@@ -72,6 +72,17 @@ class PreparedRequest:
         rest = self.url.split("://", 1)[-1]
         return rest.split("/", 1)[0].rsplit("@", 1)[-1]
 
+    @property
+    def port(self) -> int | None:
+        """The upstream's port: the URL's own, else its scheme's (443, 80)."""
+        host = self.host
+        tail = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, port = tail.rpartition(":")
+        if colon and port.isdigit():
+            return int(port)
+        scheme = self.url.partition("://")[0].lower()
+        return 443 if scheme == "https" else 80 if scheme == "http" else None
+
 
 @dataclass(frozen=True, slots=True)
 class Poll:
