@@ -138,6 +138,24 @@ def test_spend_by_model_as_csv(capsys, tmp_path):
     ]
 
 
+def test_csv_tells_a_call_without_an_end_user_from_an_empty_one(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+    ledger = open_ledger(url)
+    try:
+        for user, cost in [(None, "0.01"), ("", "0.02"), ("carol", "0.04")]:
+            ledger.on_end(make_event(user=user, cost=Decimal(cost), start=DAY))
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+    code, out, _ = _run(capsys, "spend", "--by", "user", "--format", "csv", "--database-url", url)
+    assert code == 0
+    lines = out.splitlines()
+    assert '"",1,0,1,0.0200000000,0' in lines  # the empty end user, quoted
+    assert ",1,0,1,0.0100000000,0" in lines  # none at all: an empty field
+    assert "carol,1,0,1,0.0400000000,0" in lines
+    assert [r[0] for r in csv.reader(io.StringIO(out))][1:] == ["carol", "", ""]  # still CSV
+
+
 def test_spend_total_by_default_and_an_iso_time_bound(capsys, tmp_path):
     url = f"sqlite:///{tmp_path / 'total.db'}"
     _fill(url)

@@ -191,9 +191,15 @@ def render_spend(rows: Sequence[SpendRow], *, by: GroupBy | None, fmt: str, out:
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(
-            [[r.key or "", *record[1:]] for r, record in zip(rows, records, strict=True)]
-        )
+        for r, record in zip(rows, records, strict=True):
+            if r.key is None:  # no key (a call without an end user): an empty, unquoted field
+                out.write(",")
+                writer.writerow(record[1:])
+            elif r.key == "":  # an empty key, told apart from none as a quoted empty string
+                out.write('"",')
+                writer.writerow(record[1:])
+            else:
+                writer.writerow([r.key, *record[1:]])
         return
     if by is not None and len(rows) > 1:
         records.append(
