@@ -119,3 +119,23 @@ def test_a_cost_below_the_ledgers_quantum_is_stored_as_the_quantum_never_as_zero
         assert [Decimal(str(c)) for c in costs] == [Decimal("1E-10")] * 2
     finally:
         ledger.shutdown(10)
+
+
+def test_groups_closer_than_a_float_can_tell_are_ordered_exactly(ledger_url):
+    # Both about $1e9; "b" has $0.0000000001 more. A REAL total() sees them equal, and the
+    # tie-break (the key) put "a" first.
+    ledger = open_ledger(ledger_url)
+    try:
+        for user, costs in (("a", [Decimal(10**8)] * 10), ("b", [Decimal(10**8)] * 10)):
+            for cost in costs:
+                ledger.on_end(make_event(user=user, cost=cost))
+        ledger.on_end(make_event(user="b", cost=Decimal("0.0000000001")))
+        assert ledger.flush(30)
+        rows = ledger.spend(by="user")
+        assert [(r.key, r.cost_usd) for r in rows] == [
+            ("b", Decimal("1000000000.0000000001")),
+            ("a", Decimal("1000000000.0000000000")),
+        ]
+        assert [r.key for r in ledger.spend(by="user", limit=1)] == ["b"]
+    finally:
+        ledger.shutdown(10)

@@ -88,17 +88,18 @@ def cost_sum(engine: Engine, where: sa.ColumnElement[bool] | None = None) -> sa.
     if where is not None:
         cost = sa.case((where, cost), else_=None)
     if engine.dialect.name == "sqlite":
-        whole = sa.cast(cost, sa.Integer)
-        rest = sa.cast(
-            sa.func.round((cost - whole) * sa.literal_column(f"1e{MONEY_SCALE}")), sa.Integer
-        )
-        return sa.type_coerce(
-            sa.func.coalesce(sa.func.sum(whole), 0)
-            .op("||")(":")
-            .op("||")(sa.func.coalesce(sa.func.sum(rest), 0)),
-            sa.String,
-        )
+        whole, rest = _sqlite_parts(cost)
+        return sa.type_coerce(whole.op("||")(":").op("||")(rest), sa.String)
     return sa.func.coalesce(sa.func.sum(cost), 0)
+
+
+def _sqlite_parts(cost: sa.ColumnElement[Any]) -> tuple[sa.ColumnElement[Any], ...]:
+    """SQLite: the integer sums of whole dollars and of the rest in units of 1e-10."""
+    whole = sa.cast(cost, sa.Integer)
+    rest = sa.cast(
+        sa.func.round((cost - whole) * sa.literal_column(f"1e{MONEY_SCALE}")), sa.Integer
+    )
+    return sa.func.coalesce(sa.func.sum(whole), 0), sa.func.coalesce(sa.func.sum(rest), 0)
 
 
 def unpriced_count() -> sa.ColumnElement[Any]:
@@ -106,12 +107,17 @@ def unpriced_count() -> sa.ColumnElement[Any]:
     return sa.func.coalesce(sa.func.sum(sa.case((spend_logs.c.cost_usd.is_(None), 1), else_=0)), 0)
 
 
-def cost_order(engine: Engine) -> sa.ColumnElement[Any]:
-    """A group's cost to order groups by (dearest first with ``.desc()``): on SQLite the REAL
-    ``total()``, which is close enough to order by and never overflows."""
-    if engine.dialect.name == "sqlite":
-        return sa.func.total(spend_logs.c.cost_usd)
-    return sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0)
+def cost_order(engine: Engine) -> tuple[sa.UnaryExpression[Any], ...]:
+    """``ORDER BY`` clauses putting groups dearest first, exactly: on SQLite the exact sum of
+    :func:`cost_sum` as whole units of 1e-10 split floor-wise in two integers (dollars, then the
+    rest from 0 to 1e10 - 1), which order exactly at any size without overflowing; the REAL
+    ``total()`` misordered groups closer than its precision ($1e-7 at $1e9)."""
+    if engine.dialect.name != "sqlite":
+        return (sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0).desc(),)
+    whole, rest = _sqlite_parts(spend_logs.c.cost_usd)
+    unit: sa.ColumnElement[Any] = sa.literal_column(f"{10**MONEY_SCALE}")
+    remainder = ((rest % unit) + unit) % unit  # 0 <= remainder < 1e10, whatever rest's sign
+    return ((whole + (rest - remainder) / unit).desc(), remainder.desc())
 
 
 def _day(engine: Engine) -> sa.ColumnElement[Any]:
@@ -195,7 +201,7 @@ def query_spend(
         statement = statement.where(spend_logs.c.start_time < to_utc_bound(until, "until"))
     if key is not None:
         statement = statement.group_by(key)
-        order = (key,) if by == "day" else (cost_order(engine).desc(), key)
+        order = (key,) if by == "day" else (*cost_order(engine), key)
         statement = statement.order_by(*order)
     if limit is not None:
         statement = statement.limit(limit)

@@ -392,7 +392,7 @@ class AccountStore:
             )
             .where(spend_logs.c.api_key_hash.is_not(None))
             .group_by(spend_logs.c.api_key_hash)
-            .order_by(cost_order(self.engine).desc(), spend_logs.c.api_key_hash)
+            .order_by(*cost_order(self.engine), spend_logs.c.api_key_hash)
         )
         if key_hashes is not None:
             statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))

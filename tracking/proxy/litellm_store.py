@@ -208,7 +208,7 @@ def spend_by(
         )
         .where(column.is_not(None))
         .group_by(column)
-        .order_by(cost_order(engine).desc(), column)
+        .order_by(*cost_order(engine), column)
         .limit(limit)
     )
     statement = _window(statement, spend_logs.c.start_time, start, end)
