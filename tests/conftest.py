@@ -9,6 +9,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, settings
@@ -56,6 +57,13 @@ def fake() -> Iterator[FakeOpenAI]:
 def upstream(fake: FakeOpenAI) -> dict[str, str]:
     """The keyword arguments that point a call at the fake."""
     return {"api_base": fake.url, "api_key": API_KEY}
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    """An HTTP client of its own for each test (a module may define its own ``client``)."""
+    with httpx.Client(timeout=30) as http:
+        yield http
 
 
 def edit_either(use_async: bool, **params: Any) -> Any:

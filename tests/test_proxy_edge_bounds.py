@@ -38,12 +38,6 @@ def proxy(request, fake, tmp_path) -> Iterator[ProxyProcess]:
         yield process
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as http:
-        yield http
-
-
 def _raw_json(client: httpx.Client, url: str, body: str) -> httpx.Response:
     headers = {**bearer(MASTER_KEY), "content-type": "application/json"}
     return client.post(url, headers=headers, content=body.encode())

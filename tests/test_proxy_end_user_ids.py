@@ -22,12 +22,6 @@ def proxy(fake, tmp_path_factory) -> Iterator[ProxyProcess]:
         yield process
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as http:
-        yield http
-
-
 def _customer(client: httpx.Client, base: str, **fields: object) -> httpx.Response:
     return client.post(f"{base}/customer/new", headers=bearer(MASTER_KEY), json=fields)
 

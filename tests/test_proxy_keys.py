@@ -41,12 +41,6 @@ def proxy(fake, ledger_file) -> Iterator[ProxyProcess]:
         yield process
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as http:
-        yield http
-
-
 def _error(response: httpx.Response) -> dict:
     return response.json()["error"]
 

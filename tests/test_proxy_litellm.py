@@ -39,12 +39,6 @@ def proxy(fake, tmp_path_factory) -> Iterator[ProxyProcess]:
         yield process
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=30) as http:
-        yield http
-
-
 def _master(client: httpx.Client, method: str, url: str, **kwargs: object) -> httpx.Response:
     return client.request(method, url, headers=bearer(MASTER_KEY), **kwargs)  # type: ignore[arg-type]
 

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.accounts_support import accounts_config, bearer, edit, generate, ledger_env
@@ -37,12 +36,6 @@ def strict(fake, tmp_path_factory) -> Iterator[ProxyProcess]:
     config, url = _config(tmp_path_factory.mktemp("strict"), fake.url, allow=False)
     with ProxyProcess(config, env=ledger_env(url)) as process:
         yield process
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:  # a client of its own for each test
-    with httpx.Client(timeout=30) as http:
-        yield http
 
 
 def test_a_budgeted_key_calling_an_unpriced_model_is_refused_before_the_upstream(

@@ -1,8 +1,10 @@
 """What the code that starts a call can tell it from outside: the id to use, and "the caller left".
 
 The proxy answers one HTTP request with one call, and wants the two to share a request id (the
-answer's ``x-request-id`` is the ledger row's key), and wants a call whose client has hung up to
-stop spending: no new attempt once the client is gone. :func:`controlled` sets a
+answer's ``x-request-id`` is the ledger row's key), wants a call whose client has hung up to
+stop spending: no new attempt once the client is gone, and wants no attempt the call's budget
+hold cannot cover (``cover``: a retry after an attempt that may have been billed unseen, or a
+fallback to a dearer model). :func:`controlled` sets a
 :class:`CallControl` for the calls started inside its block (a context variable, so it follows
 the task and nothing else); :func:`tracking.flow.edit_flow` reads it. The attempt in flight when
 the client leaves is not cut off: the upstream may already be making (and billing) the image, so
@@ -15,15 +17,43 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["CallControl", "CallerGone", "claim", "controlled", "current_control"]
+if TYPE_CHECKING:
+    from .request import ImageEditRequest
+
+__all__ = [
+    "CallControl",
+    "CallerGone",
+    "Cover",
+    "NotCovered",
+    "Withheld",
+    "claim",
+    "controlled",
+    "current_control",
+]
 
 
-class CallerGone(Exception):
-    """Reported to the route for a target that was chosen but never sent: the caller left."""
+class Withheld(Exception):
+    """Reported to the route for a target that was chosen but never sent; the call ends with
+    the failure of the attempt before it."""
+
+
+class CallerGone(Withheld):
+    """The caller left."""
+
+
+class NotCovered(Withheld):
+    """The call's hold (the proxy's budgets) could not cover another attempt."""
+
+
+#: ``cover(lost, upcoming)``: before each attempt after the first, with the requests of the
+#: call's attempts whose outcome is unknown so far (maybe billed) and the request about to be
+#: sent; raises to withhold the attempt.
+Cover = Callable[["Sequence[ImageEditRequest]", "ImageEditRequest"], Awaitable[None]]
 
 
 log = logging.getLogger("tracking")
@@ -46,6 +76,9 @@ class CallControl:
     request_id: str | None = None
     #: Returns True once the caller has gone away (None: only ``abandon()`` says so).
     probe: Callable[[], bool] | None = None
+    #: Awaited before each attempt after the first of an async call (:data:`Cover`); what it
+    #: raises withholds the attempt (:class:`NotCovered`). A sync call does not run it.
+    cover: Cover | None = None
     _gone: bool = False
     _wake: asyncio.Event | None = None
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 
 from . import bus
-from .call_control import CallControl, CallerGone, claim, current_control
+from .call_control import CallControl, CallerGone, NotCovered, Withheld, claim, current_control
 from .errors import (
     APIConnectionError,
     APIError,
@@ -314,11 +314,15 @@ def _attempts(
         progress.outcome = None
         progress.job_accepted = False
         try:
+            lost = progress.unknown_outcomes
+            if failure is not None and control is not None and control.cover is not None:
+                refused = yield _cover(control, lost, request)  # the proxy's budgets
+                if isinstance(refused, Exception):
+                    raise NotCovered(str(refused)) from None  # the target is released, not sent
             if target.backoff:
                 yield Sleep(_backoff(progress.attempts, target.retry_after), before_retry=True)
             if failure is not None and control is not None and control.abandoned:
                 raise CallerGone  # left while we waited: the target is released, not sent
-            lost = progress.unknown_outcomes
             if len(lost) > told_lost and start is not None:  # rare: answers lost, maybe billed
                 told_lost = len(lost)
                 bus.dispatch_lost_attempts(dataclasses.replace(start, request=request), tuple(lost))
@@ -339,7 +343,7 @@ def _attempts(
                 run_steps(route.done(target, exc, latency_ms, None))
                 raise
             yield from route.done(target, exc, latency_ms, None)
-            if isinstance(exc, CallerGone) and failure is not None:
+            if isinstance(exc, Withheld) and failure is not None:
                 raise failure from None
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise
@@ -348,6 +352,16 @@ def _attempts(
         done = result if isinstance(result, ImageResponse) else None
         yield from route.done(target, None, latency_ms, done)
         return result
+
+
+def _cover(
+    control: CallControl, lost: list[ImageEditRequest], upcoming: ImageEditRequest
+) -> Consult:
+    """Ask ``control.cover`` whether the next attempt may go (async calls only: a sync call's
+    driver answers None, as the proxy, the one setting it, is async)."""
+    assert control.cover is not None
+    cover, lost_now = control.cover, tuple(lost)
+    return Consult(lambda: None, lambda: cover(lost_now, upcoming))
 
 
 def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:

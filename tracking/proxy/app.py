@@ -30,6 +30,7 @@ flushes every sink.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -369,6 +370,8 @@ class ProxyApp:
         # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
         reservation = await self.accounts.admit(principal, params, model)
         control = current_control()
+        if control is not None and reservation.held:  # retries and fallbacks grow the hold
+            control.cover = functools.partial(self.accounts.budgets.cover, reservation)
         watcher = _watch_caller(receive, control)
         try:  # with a durable ledger the bus returns only once the call's row is acknowledged
             response = await getattr(self.dispatcher, dispatch)(**params)

@@ -6,14 +6,19 @@ prompt and input images) and reserves that amount on each budget that applies: t
 ``max_budget`` (its total) and the end user's budget for the current period (a UTC day, a UTC
 calendar month, or all time). A budget that cannot take the reservation refuses the call with
 429 before any upstream call. After the call, :meth:`Reservation.settle` replaces the reservation
-with the real cost; a failed call releases it.
+with the real cost; a failed call releases it. Before each attempt after the first (a retry, a
+fallback) :meth:`Budgets.cover` grows the hold, if it must, to what the call may then be billed:
+the most each of its attempts whose answer was lost may have cost, plus the most the next attempt
+may cost. A budget that cannot take that withholds the attempt: the call ends with the failure of
+the attempt before it, and costs what that one may have cost.
 
 Counters are shared by every instance through Redis (:mod:`tracking.proxy.shared_counters`) and
 start from the ledger's figure, so the check-and-reserve is atomic across instances. Overshoot
 bound: while the reservation covers the real cost (it does whenever the upstream bills at most the
 table's price for the requested size and quality and at most :data:`INPUT_IMAGE_TOKENS` tokens per
-input image) a budget is never exceeded, whatever the concurrency; otherwise it can be exceeded by
-at most what the calls in flight at that moment cost beyond their reservations. A model without a
+input image, retries and fallbacks included) a budget is never exceeded, whatever the concurrency;
+otherwise it can be exceeded by at most what the calls in flight at that moment cost beyond their
+reservations. A model without a
 known price is refused (400, before any upstream call) for a key or end user with a budget, since
 its spend could not be counted; ``general_settings.allow_unpriced_with_budgets: true`` lets it
 through, reserving nothing. With Redis down budgets are computed from the ledger (plus this
@@ -32,13 +37,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..pricing.estimate import INPUT_IMAGE_TOKENS, max_expected_cost
+from ..pricing.estimate import INPUT_IMAGE_TOKENS, estimate_incomplete_stream, max_expected_cost
 from ..request import end_user_of
 from .account_store import read_store
 from .errors import ProxyError
@@ -46,6 +51,7 @@ from .shared_counters import UNITS_PER_USD, Counters, to_units
 
 if TYPE_CHECKING:
     from ..config import ProxyConfig
+    from ..request import ImageEditRequest
     from .account_store import AccountStore, EndUserRecord
     from .auth import Principal
 
@@ -99,6 +105,8 @@ class Reservation:
     counters: Counters | None = None
     held: list[tuple[str, int]] = field(default_factory=list)
     done: bool = False
+    #: counter -> (its limit, what to call it in a refusal, the ledger's filter for its spend)
+    limits: dict[str, tuple[int, tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
 
     async def settle(self, cost: Decimal | None) -> None:
         """Replace the reservation with the real cost (None: unpriced, counted as 0)."""
@@ -235,10 +243,43 @@ class Budgets:
                     name, amount, to_units(limit), label, ledger_filter, reservation
                 )
                 reservation.held.append((name, amount))
+                reservation.limits[name] = (to_units(limit), label, ledger_filter)
         except BaseException:
             await reservation.release()
             raise
         return reservation
+
+    async def cover(
+        self,
+        reservation: Reservation,
+        lost: Sequence[ImageEditRequest],
+        upcoming: ImageEditRequest,
+    ) -> None:
+        """Grow the call's hold, before an attempt after its first, to the most the call may be
+        billed if it goes: each attempt whose answer was lost (``lost``) and ``upcoming`` at
+        their most (an unpriced one, let through by ``allow_unpriced_with_budgets``, as 0).
+        Raises the budget's 429 :class:`ProxyError` when it cannot take that: the attempt is
+        withheld (:class:`~tracking.call_control.NotCovered`)."""
+        if not reservation.held or reservation.done:
+            return
+        most = (estimate_incomplete_stream(asked) or Decimal(0) for asked in (*lost, upcoming))
+        needed = to_units(sum(most, Decimal(0)))
+        for index, (name, units) in enumerate(reservation.held):
+            if needed <= units:
+                continue
+            limit, label, ledger_filter = reservation.limits[name]
+            try:
+                await self._reserve_one(
+                    name, needed - units, limit, label, ledger_filter, reservation
+                )
+            except ProxyError as refused:
+                log.warning(
+                    "no further attempt for this call: %s (%d attempt(s) lost, maybe billed)",
+                    refused.message,
+                    len(lost),
+                )
+                raise
+            reservation.held[index] = (name, needed)
 
     async def _reserve_one(
         self,
