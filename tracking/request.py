@@ -80,8 +80,10 @@ MAX_TIMEOUT = 86_400.0
 
 def openai_api_base(given: str | None = None) -> str:
     """``given``, else the first of :data:`API_BASE_VARIABLES` set, else OpenAI's own."""
-    for value in (given, *(os.environ.get(name) for name in API_BASE_VARIABLES)):
-        if value:
+    if given:
+        return given
+    for name in API_BASE_VARIABLES:
+        if value := os.environ.get(name):
             return value
     return DEFAULT_API_BASE
 
