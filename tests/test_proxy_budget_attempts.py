@@ -73,11 +73,19 @@ def proxy(own_fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield process
 
 
+def _rows(client: httpx.Client, base: str, key_hash: str, calls: int) -> list[dict[str, Any]]:
+    """The key's ledger rows, once its ``calls`` rows are there."""
+    wait_for(lambda: spend_rows(client, base, api_key_hash=key_hash)["total"] == calls)
+    rows: list[dict[str, Any]] = spend_rows(client, base, api_key_hash=key_hash, page_size=100)[
+        "data"
+    ]
+    assert all(row["cost_usd"] is not None for row in rows)
+    return rows
+
+
 def _spent(client: httpx.Client, base: str, key_hash: str, calls: int) -> Decimal:
     """The key's spend in the ledger, once its ``calls`` rows are there."""
-    wait_for(lambda: spend_rows(client, base, api_key_hash=key_hash)["total"] == calls)
-    rows = spend_rows(client, base, api_key_hash=key_hash, page_size=100)["data"]
-    assert all(row["cost_usd"] is not None for row in rows)
+    rows = _rows(client, base, key_hash, calls)
     return sum((Decimal(row["cost_usd"]) for row in rows), Decimal(0))
 
 
@@ -132,7 +140,11 @@ def test_no_fallback_to_a_dearer_model_the_budget_cannot_cover(proxy, own_fake, 
     answer = edit(client, proxy.url, key, model="cheap")
     assert answer.status_code == 502, answer.text  # the upstream's 500, passed on
     assert own_fake.hits == before + 2  # house-dear ($0.50) was never called
-    assert _spent(client, proxy.url, made["key_hash"], 1) == 0
+    (row,) = _rows(client, proxy.url, made["key_hash"], 1)
+    # The row names the attempt that failed, not the fallback that was withheld.
+    assert Decimal(row["cost_usd"]) == 0 and row["status"] == "failure"
+    assert row["model_group"] == "cheap" and not row["fallback_from"]
+    assert row["http_status"] == 500 and row["retries"] == 1
     # With room for it, the same fallback is made.
     roomy_made = generate(client, proxy.url, max_budget="1.00", key_alias="roomy")
     roomy = roomy_made["key"]
@@ -140,4 +152,6 @@ def test_no_fallback_to_a_dearer_model_the_budget_cannot_cover(proxy, own_fake, 
     before = own_fake.hits
     assert edit(client, proxy.url, roomy, model="cheap").status_code == 200
     assert own_fake.hits == before + 3
-    assert _spent(client, proxy.url, roomy_made["key_hash"], 1) == DEAR
+    (row,) = _rows(client, proxy.url, roomy_made["key_hash"], 1)
+    assert Decimal(row["cost_usd"]) == DEAR and row["model_group"] == "dear"
+    assert row["fallback_from"] == ["cheap"]

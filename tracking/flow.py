@@ -284,6 +284,8 @@ def _attempts(
         if failure is not None and control is not None and control.abandoned:
             raise failure
         target = yield from route.next(failure)
+        # what the event names if this target is withheld: the attempt before it
+        before = len(parsed), progress.api_base, progress.server_port
         if target.overrides or prepared is None:
             try:
                 request, options = parse_call(**{**params, **target.overrides})
@@ -344,6 +346,8 @@ def _attempts(
                 raise
             yield from route.done(target, exc, latency_ms, None)
             if isinstance(exc, Withheld) and failure is not None:
+                del parsed[before[0] :]  # never sent: the call ends as the attempt before it
+                progress.api_base, progress.server_port = before[1], before[2]
                 raise failure from None
             if not isinstance(exc, Exception):  # cancelled, interrupted, closed: end here
                 raise

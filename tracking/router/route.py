@@ -32,6 +32,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..call_control import Withheld
 from ..errors import (
     APIError,
     APIResponseError,
@@ -169,7 +170,7 @@ class CallRoute:
     ) -> Steps[None]:
         deployment: Deployment = target.key
         state = self.router.stepwise_state
-        if not isinstance(error, ValidationError):  # a refused fallback was never sent
+        if not isinstance(error, ValidationError | Withheld):  # refused or withheld: not sent
             self.attempted = deployment
         try:
             yield from state.end(deployment.id)
