@@ -81,6 +81,39 @@ def test_spend_by_user_as_a_readable_table(capsys, ledger_url):
     assert lines[-1].split() == ["total", "5", "0", "5", "1.2200000010", "1"]
 
 
+def test_limit_keeps_the_dearest_groups_and_the_total_covers_them_all(capsys, ledger_url):
+    _fill(ledger_url)
+    code, out, _ = _run(
+        capsys, "spend", "--by", "user", "--limit", "1", "--database-url", ledger_url
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[2].split() == ["bob", "2", "0", "2", "1.1670000009", "0"]
+    assert lines[3].startswith("-")
+    assert lines[4].split() == ["total", "5", "0", "5", "1.2200000010", "1"]
+    assert lines[5] == "(the dearest 1 only; the total covers every user)"
+    code, out, _ = _run(
+        capsys, "spend", "--by", "day", "--limit", "2", "--format", "json",
+        "--database-url", ledger_url,
+    )  # fmt: skip
+    assert code == 0
+    assert [row["day"] for row in json.loads(out)] == ["2026-05-04", "2026-05-05"]
+    # More groups asked for than there are: all of them, and no note.
+    code, out, _ = _run(
+        capsys, "spend", "--by", "model", "--limit", "10", "--database-url", ledger_url
+    )
+    assert code == 0 and "only" not in out and len(out.splitlines()) == 2 + 3 + 2
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "1000001"])
+def test_limit_takes_a_number_of_groups_and_needs_by(capsys, ledger_url, value):
+    with pytest.raises(SystemExit):
+        main(["spend", "--by", "user", "--limit", value, "--database-url", ledger_url])
+    assert "--limit" in capsys.readouterr().err
+    assert main(["spend", "--limit", "3", "--database-url", ledger_url]) != 0
+    assert "--limit needs --by" in capsys.readouterr().err
+
+
 def test_the_table_shows_an_end_user_id_that_is_empty_or_holds_control_characters(capsys, tmp_path):
     # A caller's id with a line break or an escape sequence forged or hid a row of the table,
     # and an empty id printed as a blank.

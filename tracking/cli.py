@@ -53,6 +53,8 @@ def _spend(args: argparse.Namespace) -> int:
     until = args.until
     if args.since is not None and until is not None and _start(args.since) > _start(until):
         raise CommandError(f"--since {args.since} is after --until {until}")
+    if args.limit is not None and args.by is None:
+        raise CommandError("--limit needs --by (it keeps the first groups)")
     if isinstance(until, date) and not isinstance(until, datetime):
         # a date-only --until includes that whole UTC day (the last day there is: no bound)
         until = until + timedelta(days=1) if until < date.max else None
@@ -65,6 +67,7 @@ def _spend(args: argparse.Namespace) -> int:
         fmt=args.format,
         out=sys.stdout,
         operation=args.operation,
+        limit=args.limit,
     )
 
 
@@ -124,6 +127,13 @@ def _port(text: str) -> int:
     """A TCP port, 0 (any free one) to 65535."""
     if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
+
+
+def _group_count(text: str) -> int:
+    """``--limit``: 1 to 1,000,000 groups."""
+    if not (text.strip().isascii() and text.strip().isdigit()) or not 1 <= int(text) <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of groups (1 to 1000000)")
     return int(text)
 
 
@@ -424,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--operation",
         choices=("image_edit", "image_generation"),
         help="only edits or only generations",
+    )
+    spend.add_argument(
+        "--limit",
+        type=_group_count,
+        metavar="N",
+        help="with --by: only the N dearest groups (days: the first N); the total covers all",
     )
     spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _database_url_option(spend)

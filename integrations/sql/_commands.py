@@ -68,16 +68,26 @@ def spend_command(
     fmt: str,
     out: TextIO,
     operation: str | None = None,
+    limit: int | None = None,
 ) -> int:
-    """Print spend from the ledger (``operation``: only edits or only generations)."""
+    """Print spend from the ledger (``operation``: only edits or only generations; ``limit``
+    with ``by``: only the first ``limit`` groups, dearest first, days in order, while the
+    table's total still covers them all)."""
     engine = open_existing_ledger(url)
+
+    def spend(group: GroupBy | None, most: int | None) -> list[SpendRow]:
+        return query_spend(
+            engine, user=user, since=since, until=until, by=group, limit=most, operation=operation
+        )
+
     try:
-        rows = query_spend(engine, user=user, since=since, until=until, by=by, operation=operation)
+        rows = spend(by, limit)
+        total = spend(None, None)[0] if limit is not None and by is not None else None
     except sa.exc.DatabaseError as exc:
         raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
-    render_spend(rows, by=by, fmt=fmt, out=out)
+    render_spend(rows, by=by, fmt=fmt, out=out, total=total, limit=limit)
     return 0
 
 
@@ -162,8 +172,28 @@ def _shown(key: str) -> str:
     return repr(key)  # an empty id and control characters shown as escapes, quoted
 
 
-def render_spend(rows: Sequence[SpendRow], *, by: GroupBy | None, fmt: str, out: TextIO) -> None:
-    """Write spend rows as a readable table, JSON or CSV."""
+def _record(label: str, row: SpendRow) -> list[str]:
+    return [
+        label,
+        str(row.requests),
+        str(row.failures),
+        str(row.images),
+        _money(row.cost_usd),
+        str(row.unpriced_requests),
+    ]
+
+
+def render_spend(
+    rows: Sequence[SpendRow],
+    *,
+    by: GroupBy | None,
+    fmt: str,
+    out: TextIO,
+    total: SpendRow | None = None,
+    limit: int | None = None,
+) -> None:
+    """Write spend rows as a readable table, JSON or CSV. The table ends with the rows' total,
+    or ``total`` when given (the whole window, of which ``rows`` are the first ``limit``)."""
     key_name = by or "scope"
     if fmt == "json":
         json.dump(
@@ -178,14 +208,7 @@ def render_spend(rows: Sequence[SpendRow], *, by: GroupBy | None, fmt: str, out:
         return
     header = [key_name, "requests", "failures", "images", "cost_usd", "unpriced"]
     records = [
-        [
-            _shown(r.key) if r.key is not None else ("(none)" if by else "total"),
-            str(r.requests),
-            str(r.failures),
-            str(r.images),
-            _money(r.cost_usd),
-            str(r.unpriced_requests),
-        ]
+        _record(_shown(r.key) if r.key is not None else ("(none)" if by else "total"), r)
         for r in rows
     ]
     if fmt == "csv":
@@ -201,17 +224,17 @@ def render_spend(rows: Sequence[SpendRow], *, by: GroupBy | None, fmt: str, out:
             else:
                 writer.writerow([r.key, *record[1:]])
         return
-    if by is not None and len(rows) > 1:
-        records.append(
-            [
-                "total",
-                str(sum(r.requests for r in rows)),
-                str(sum(r.failures for r in rows)),
-                str(sum(r.images for r in rows)),
-                _money(sum((r.cost_usd for r in rows), Decimal(0))),
-                str(sum(r.unpriced_requests for r in rows)),
-            ]
+    with_total = by is not None and (len(rows) > 1 or total is not None)
+    if with_total:
+        summed = SpendRow(
+            None,
+            sum(r.requests for r in rows),
+            sum(r.failures for r in rows),
+            sum(r.images for r in rows),
+            sum((r.cost_usd for r in rows), Decimal(0)),
+            sum(r.unpriced_requests for r in rows),
         )
+        records.append(_record("total", total or summed))
     widths = [max(len(line[i]) for line in [header, *records]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -222,8 +245,11 @@ def render_spend(rows: Sequence[SpendRow], *, by: GroupBy | None, fmt: str, out:
     out.write(line(header))
     out.write(line(["-" * w for w in widths]))
     for index, record in enumerate(records):
-        if by is not None and len(rows) > 1 and index == len(records) - 1:
+        if with_total and index == len(records) - 1:
             out.write(line(["-" * w for w in widths]))
         out.write(line(record))
+    if limit is not None and by is not None and len(rows) == limit:
+        which = "first" if by == "day" else "dearest"
+        out.write(f"(the {which} {limit} only; the total covers every {by})\n")
     if not rows or (by is None and rows[0].requests == 0):
         out.write("(no calls in this range)\n")
