@@ -105,8 +105,10 @@ def test_no_retry_after_a_lost_answer_when_the_budget_cannot_cover_it(
     # take the key past its budget. The call ends with the first attempt's failure.
     assert answer.status_code >= 500, answer.text
     assert own_fake.hits == before + 1
-    spent = _spent(client, proxy.url, made["key_hash"], 1)
-    assert 0 < spent <= budget  # the lost attempt, estimated
+    (row,) = _rows(client, proxy.url, made["key_hash"], 1)
+    assert 0 < Decimal(row["cost_usd"]) <= budget  # the lost attempt, estimated
+    assert row["cost_source"] == "estimate" and row["status"] == "failure"
+    assert row["attempts"] == 1 and row["retries"] == 0  # the withheld retry is not counted
 
 
 def test_a_retry_after_a_lost_answer_goes_when_covered_and_the_hold_is_settled(
