@@ -97,7 +97,7 @@ def test_limit_keeps_the_dearest_groups_and_the_total_covers_them_all(capsys, le
         "--database-url", ledger_url,
     )  # fmt: skip
     assert code == 0
-    assert [row["day"] for row in json.loads(out)] == ["2026-05-04", "2026-05-05"]
+    assert [row["day"] for row in json.loads(out)] == ["2026-05-05", "2026-05-13"]  # the latest
     # More groups asked for than there are: all of them, and no note.
     code, out, _ = _run(
         capsys, "spend", "--by", "model", "--limit", "10", "--database-url", ledger_url

@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=_group_count,
         metavar="N",
-        help="with --by: only the N dearest groups (days: the first N); the total covers all",
+        help="with --by: only the N dearest groups (days: the latest N); the total covers all",
     )
     spend.add_argument("--format", choices=("table", "json", "csv"), default="table")
     _database_url_option(spend)

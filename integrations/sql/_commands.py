@@ -71,8 +71,8 @@ def spend_command(
     limit: int | None = None,
 ) -> int:
     """Print spend from the ledger (``operation``: only edits or only generations; ``limit``
-    with ``by``: only the first ``limit`` groups, dearest first, days in order, while the
-    table's total still covers them all)."""
+    with ``by``: only the ``limit`` dearest groups, or latest days, while the table's total
+    still covers them all)."""
     engine = open_existing_ledger(url)
 
     def spend(group: GroupBy | None, most: int | None) -> list[SpendRow]:
@@ -249,7 +249,7 @@ def render_spend(
             out.write(line(["-" * w for w in widths]))
         out.write(line(record))
     if limit is not None and by is not None and len(rows) == limit:
-        which = "first" if by == "day" else "dearest"
+        which = "latest" if by == "day" else "dearest"
         out.write(f"(the {which} {limit} only; the total covers every {by})\n")
     if not rows or (by is None and rows[0].requests == 0):
         out.write("(no calls in this range)\n")

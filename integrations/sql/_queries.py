@@ -160,6 +160,8 @@ def query_spend(
 
     ``by`` groups by ``"model"``, ``"user"``, ``"operation"`` (most expensive first) or
     ``"day"`` (oldest first); without it the result is one total row. Dates are UTC midnights.
+    ``limit`` keeps the first ``limit`` groups, except by day: the latest ``limit`` days, still
+    oldest first.
     """
     if by is not None and by not in GROUPINGS:
         raise ValidationError(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}", param="by")
@@ -201,12 +203,15 @@ def query_spend(
         statement = statement.where(spend_logs.c.start_time < to_utc_bound(until, "until"))
     if key is not None:
         statement = statement.group_by(key)
-        order = (key,) if by == "day" else (*cost_order(engine), key)
+        latest_days = by == "day" and limit is not None
+        order = (key.desc() if latest_days else key,) if by == "day" else (*cost_order(engine), key)
         statement = statement.order_by(*order)
     if limit is not None:
         statement = statement.limit(limit)
     with engine.connect() as conn:
-        result = conn.execute(statement).all()
+        result = list(conn.execute(statement).all())
+    if by == "day" and limit is not None:
+        result.reverse()  # the latest days, listed oldest first as without a limit
     rows = []
     for record in result:
         raw_key = record.key if key is not None else None
