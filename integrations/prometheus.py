@@ -177,6 +177,10 @@ class PrometheusLogger:
             raise ValueError(f"reason: one of {known}, got {reason!r}")
         self.metrics.proxy_rejections.labels(reason).inc()
 
+    def record_withheld_attempt(self) -> None:
+        """One retry or fallback the proxy withheld (a budget could not cover it)."""
+        self.metrics.proxy_withheld_attempts.inc()
+
     # -- recording ------------------------------------------------------------------------------
 
     def _record(self, event: ImageEditEvent) -> None:
@@ -305,6 +309,10 @@ class _Metrics:
         )
         self.proxy_rejections = counter(
             "image_edit_proxy_rejections", "Requests refused by the proxy.", ("reason",)
+        )
+        self.proxy_withheld_attempts = counter(
+            "image_edit_proxy_withheld_attempts",
+            "Retries and fallbacks the proxy did not make: a budget could not cover them.",
         )
         self.end_users: OrderedDict[str, None] = OrderedDict()
         self.end_user_lock = threading.Lock()

@@ -83,6 +83,14 @@ def _rows(client: httpx.Client, base: str, key_hash: str, calls: int) -> list[di
     return rows
 
 
+def _withheld(client: httpx.Client, base: str) -> float:
+    """``image_edit_proxy_withheld_attempts_total`` on ``/metrics``."""
+    for line in client.get(f"{base}/metrics").text.splitlines():
+        if line.startswith("image_edit_proxy_withheld_attempts_total "):
+            return float(line.split()[1])
+    raise AssertionError("image_edit_proxy_withheld_attempts_total is not on /metrics")
+
+
 def _spent(client: httpx.Client, base: str, key_hash: str, calls: int) -> Decimal:
     """The key's spend in the ledger, once its ``calls`` rows are there."""
     rows = _rows(client, base, key_hash, calls)
@@ -98,13 +106,14 @@ def test_no_retry_after_a_lost_answer_when_the_budget_cannot_cover_it(
     made = generate(client, proxy.url, max_budget=str(budget), key_alias="one-and-a-half")
     key = made["key"]
     own_fake.inject("drop")
-    before = own_fake.hits
+    before, withheld = own_fake.hits, _withheld(client, proxy.url)
     fields = {"stream": "true"} if stream else {}
     answer = edit(client, proxy.url, key, model="solo", **fields)
     # The first attempt's answer was lost: it may have been billed, so a second attempt could
     # take the key past its budget. The call ends with the first attempt's failure.
     assert answer.status_code >= 500, answer.text
     assert own_fake.hits == before + 1
+    assert _withheld(client, proxy.url) == withheld + 1
     (row,) = _rows(client, proxy.url, made["key_hash"], 1)
     assert 0 < Decimal(row["cost_usd"]) <= budget  # the lost attempt, estimated
     assert row["cost_source"] == "estimate" and row["status"] == "failure"
@@ -119,9 +128,10 @@ def test_a_retry_after_a_lost_answer_goes_when_covered_and_the_hold_is_settled(
     made = generate(client, proxy.url, max_budget=str(budget), key_alias="four")
     key = made["key"]
     own_fake.inject("drop")
-    before = own_fake.hits
+    before, withheld = own_fake.hits, _withheld(client, proxy.url)
     assert edit(client, proxy.url, key, model="solo").status_code == 200
     assert own_fake.hits == before + 2
+    assert _withheld(client, proxy.url) == withheld  # covered: nothing withheld
     calls = 1
     while (status := edit(client, proxy.url, key, model="solo").status_code) == 200:
         calls += 1

@@ -36,8 +36,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..call_control import CallControl, controlled, current_control
 from ..config import ProxyConfig, export_environment, load_config
@@ -60,6 +60,10 @@ from .prices import register_config_prices
 from .stream_relay import relay_stream
 from .trace_context import callers_trace
 from .url_answers import base64_only_models, serve_stored, to_url_answer
+
+if TYPE_CHECKING:
+    from ..request import ImageEditRequest
+    from .budgets import Reservation
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
 
@@ -371,7 +375,7 @@ class ProxyApp:
         reservation = await self.accounts.admit(principal, params, model)
         control = current_control()
         if control is not None and reservation.held:  # retries and fallbacks grow the hold
-            control.cover = functools.partial(self.accounts.budgets.cover, reservation)
+            control.cover = functools.partial(self._cover, reservation)
         watcher = _watch_caller(receive, control)
         try:  # with a durable ledger the bus returns only once the call's row is acknowledged
             response = await getattr(self.dispatcher, dispatch)(**params)
@@ -399,6 +403,17 @@ class ProxyApp:
             )
             body, _ = await to_url_answer(self.image_store, body, response.request_id, base)
         await _send_json(send, 200, body, _answer_headers(response, entry))
+
+    async def _cover(
+        self, reservation: Reservation, lost: Sequence[ImageEditRequest], upcoming: ImageEditRequest
+    ) -> None:
+        """The call's budgets cover its next attempt, or it is withheld (and counted)."""
+        try:
+            await self.accounts.budgets.cover(reservation, lost, upcoming)
+        except ProxyError:
+            if self.metrics is not None:
+                self.metrics.count_withheld_attempt()
+            raise
 
     def _url_answer(self, params: dict[str, Any], model: str) -> bool:
         """Whether the proxy serves this call's images as URLs; if so the upstream is asked

@@ -33,6 +33,9 @@ class MetricsExposition:
     def count_rejection(self, reason: str) -> None:
         self.logger.record_proxy_rejection(reason)
 
+    def count_withheld_attempt(self) -> None:
+        self.logger.record_withheld_attempt()
+
     def render(self, accept: str | None) -> tuple[bytes, str]:
         from prometheus_client.exposition import choose_encoder
 
