@@ -460,8 +460,23 @@ OPERATIONS = DashboardSpec(
                         ),
                     ),
                     REQ_PER_S,
-                    width=24,
+                    width=16,
                     stacked=True,
+                ),
+                PanelSpec(
+                    "Attempts withheld by budgets",
+                    "Retries and fallbacks the proxy did not make over the range: a key's or end "
+                    "user's budget could not cover them, so the call ended with the failure "
+                    "before them.",
+                    (
+                        Query(
+                            "sum(increase(image_edit_proxy_withheld_attempts_total[$__range]))",
+                            "withheld",
+                        ),
+                    ),
+                    COUNT,
+                    kind="stat",
+                    width=8,
                 ),
             ),
         ),

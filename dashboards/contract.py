@@ -77,6 +77,7 @@ METRICS: dict[str, MetricSpec] = {
     "tracking_ledger_replayed_total": MetricSpec("counter", (), "ledger"),
     "tracking_ledger_quarantined_total": MetricSpec("counter", (), "ledger"),
     "image_edit_proxy_rejections_total": MetricSpec("counter", ("reason",), "proxy"),
+    "image_edit_proxy_withheld_attempts_total": MetricSpec("counter", (), "proxy"),
 }
 
 #: Labels every scraped series carries besides its own (added by Prometheus or by histograms).

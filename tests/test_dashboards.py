@@ -75,6 +75,7 @@ NOT_EXERCISED_BY_SDK = (
     "Dropped events by sink",  # only when a queue overflows
     "Callback errors by callback",  # only when a callback fails
     "End-user series evicted",  # opt-in metric
+    "Attempts withheld by budgets",  # the proxy's budgets only
 )
 
 # Grafana's built-in variables and the dashboard's own, as the test substitutes them.
