@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
@@ -66,6 +67,24 @@ def test_missing_file_is_a_validation_error_naming_the_path(upstream, tmp_path):
     with pytest.raises(tracking.ValidationError, match="no such file") as caught:
         tracking.image_edit(image=missing, prompt="p", model="gpt-image-1", **upstream)
     assert caught.value.param == "image"
+
+
+@pytest.mark.parametrize("param", ["image", "mask"])
+def test_paths_that_name_no_readable_image_file_are_validation_errors(upstream, tmp_path, param):
+    # A NUL byte (open() raises a bare ValueError), a named pipe without a writer (open() would
+    # block forever) and a device (endless bytes) are refused before anything is sent.
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    others = {"image": make_png(), "mask": None}
+    for path, message in [
+        (f"{tmp_path}/a\x00b.png", "NUL byte"),
+        (fifo, "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+    ]:
+        arguments = {**others, param: path}
+        with pytest.raises(tracking.ValidationError, match=message) as caught:
+            tracking.image_edit(prompt="p", model="gpt-image-2", **arguments, **upstream)
+        assert caught.value.param == param
 
 
 def test_text_mode_file_is_refused_with_advice(upstream, tmp_path):

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,10 +285,27 @@ def _read_bytes(value: Any, param: str) -> bytes:
         return bytes(value)
     if isinstance(value, str | os.PathLike):
         path = Path(value)
+        if "\x00" in os.fspath(path):  # no file can have that name (open() raises ValueError)
+            raise ValidationError(
+                f"{param}: {os.fspath(path)!r} is not a usable file name (it holds a NUL byte)",
+                param=param,
+                rule="file",
+            )
         try:
-            with path.open("rb") as handle:
+            # Non-blocking: a named pipe without a writer would block open() forever. It is
+            # refused below, as is anything else that is not a regular file (a device, a socket).
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+                status = os.fstat(handle.fileno())
+                if stat.S_ISDIR(status.st_mode):
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+                if not stat.S_ISREG(status.st_mode):
+                    raise ValidationError(
+                        f"{param}: {os.fspath(path)!r} is not a regular file",
+                        param=param,
+                        rule="file",
+                    )
                 # Refuse a huge regular file from its size alone; read() stays bounded anyway.
-                if os.fstat(handle.fileno()).st_size > MAX_IMAGE_BYTES:
+                if status.st_size > MAX_IMAGE_BYTES:
                     raise _too_large(param, f"{os.fspath(path)!r} is larger")
                 data = handle.read(MAX_IMAGE_BYTES + 1)
         except FileNotFoundError:
