@@ -71,6 +71,23 @@ class _BrokenFile:
 
 
 @pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("model", "gpt-image-1"), ("size", "1536x1024"), ("n", 3), ("quality", "high")],
+)
+def test_extra_body_may_not_set_a_parameter_the_call_is_priced_by(
+    fake, upstream, use_async, key, value
+):
+    # Sent after the call's own fields, the upstream took extra_body's model (or size, n,
+    # quality) and billed it, while the ledger recorded and priced the call's own.
+    error = _refused(fake, upstream, use_async, extra_body={key: value})
+    assert error.param == "extra_body" and repr(key) in str(error) and f"{key}=" in str(error)
+    # A parameter this version does not know still goes through, as does a nested same name.
+    response = _call(use_async, **upstream, extra_body={"style": {"model": "x"}})
+    assert response.data
+
+
+@pytest.mark.parametrize("use_async", [False, True])
 def test_a_file_that_fails_to_read_is_refused_naming_the_parameter(fake, upstream, use_async):
     error = _refused(fake, upstream, use_async, image=_BrokenFile())
     assert error.param == "image" and error.rule == "file"

@@ -727,6 +727,27 @@ def _label(value: Any, param: str, expected: str) -> str:
 
 #: How deep ``extra_body`` values may nest (dicts and lists): a form field names every level.
 MAX_EXTRA_BODY_DEPTH = 8
+#: Parameters the call is priced, read and recorded by: ``extra_body`` may not set them (sent
+#: after the call's own fields, the upstream would take its value and bill another model, size
+#: or count than the ledger records, or answer in another shape, or for another end user).
+_OWN_PARAMETERS = frozenset(
+    {
+        "model",
+        "prompt",
+        "image",
+        "image[]",
+        "mask",
+        "n",
+        "size",
+        "quality",
+        "output_format",
+        "response_format",
+        "stream",
+        "partial_images",
+        "user",
+        "safety_identifier",
+    }
+)
 
 
 def _extra_body(value: Mapping[str, Any], depth: int = MAX_EXTRA_BODY_DEPTH) -> Mapping[str, Any]:
@@ -741,6 +762,14 @@ def _extra_body(value: Mapping[str, Any], depth: int = MAX_EXTRA_BODY_DEPTH) -> 
                 "character or a lone UTF-16 surrogate)",
                 param="extra_body",
                 rule="format",
+            )
+        if depth == MAX_EXTRA_BODY_DEPTH and key in _OWN_PARAMETERS:
+            raise ValidationError(
+                f"extra_body: {key!r} is a parameter of the call; pass it as {key.rstrip('[]')}= "
+                "(the call is priced and recorded by its own parameters, which extra_body would "
+                "override upstream)",
+                param="extra_body",
+                rule="unsupported",
             )
         _extra_body_value(key, item, depth)
     return value
