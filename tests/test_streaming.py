@@ -254,6 +254,40 @@ def test_a_stream_sent_but_never_answered_is_estimated_never_zero(
     assert event.price_ref and event.price_ref.startswith("estimate:outcome-unknown")
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("fault", ["malformed", "big_body=2000"])
+def test_a_2xx_that_is_no_stream_of_events_is_estimated_once(upstream, recorder, fault, use_async):
+    # Accepted (2xx), then unreadable as a stream: one attempt, one estimate. It was counted as
+    # a stream that broke off and again as an unreadable answer: twice the cost.
+    params = {
+        **call(upstream),
+        "stream": True,
+        "partial_images": 1,
+        "max_retries": 0,
+        "extra_headers": {"x-fake-fault": fault},
+    }
+
+    async def consume_async() -> None:
+        async for _ in await tracking.aimage_edit(**params):
+            pass
+
+    def consume() -> None:
+        if use_async:
+            asyncio.run(consume_async())
+        else:
+            list(tracking.image_edit(**params))
+
+    with pytest.raises(tracking.APIResponseError) as caught:
+        consume()
+    (event,) = recorder.events
+    assert event.status == "failure" and event.attempts == 1
+    request, _ = parse_call(**call(upstream), stream=True, partial_images=1)
+    once = estimate_unknown_outcomes(request, 1).usd
+    assert once is not None and once > 0
+    assert event.cost_source == "estimate" and event.cost_usd == once
+    assert caught.value.cost_usd == once
+
+
 def test_a_success_after_a_stream_that_broke_off_adds_its_estimate(upstream, recorder):
     with FakeOpenAI(api_keys=[API_KEY], faults=["break_after=0"]) as fake:  # the first only
         events = list(

@@ -41,6 +41,7 @@ from .flow import (
 )
 from .frozen import fast_init
 from .ids import new_request_id
+from .pricing import unreadable_success
 from .pricing.estimate import estimate_incomplete_stream
 from .providers import PreparedRequest, Provider
 from .request import CallOptions, ImageEditRequest
@@ -253,6 +254,8 @@ def stream_flow(
     broken = reader.accepted[:-1] if failure is None else reader.accepted
     if broken and getattr(failure, "billed_usage", None) is not None:
         broken = broken[:-1]  # its completed event said what it billed: priced from that
+    elif broken and unreadable_success(failure):
+        broken = broken[:-1]  # a 2xx that was no stream of events: the event estimated it
     if broken:
         changes.update(_with_broken_streams(event, broken))
         if failure is not None:

@@ -55,6 +55,7 @@ __all__ = [
     "register_prices",
     "reset_prices",
     "shutdown_date",
+    "unreadable_success",
     "use_prices_file",
 ]
 
@@ -337,7 +338,7 @@ def price_call(
         billed = getattr(failure, "billed_usage", None)
         if entry is not None and billed is not None:  # no image, but the answer billed tokens
             return _failure_cost(entry, request, billed)
-        if entry is not None and _unreadable_success(failure):
+        if entry is not None and unreadable_success(failure):
             # a 2xx never read: estimated as any attempt whose outcome is unknown (the input
             # allowance included), so it costs what a dropped answer would
             return estimate_unknown_outcomes(request, 1)
@@ -392,7 +393,9 @@ def _failure_cost(entry: PriceEntry, request: ImageEditRequest, usage: Usage) ->
     return Cost(total, None, "custom" if entry.custom else "usage", entry.ref)
 
 
-def _unreadable_success(failure: BaseException | None) -> bool:
+def unreadable_success(failure: BaseException | None) -> bool:
+    """A 2xx answer that could not be read (or an answer with no status): :func:`price_call`
+    estimates such a failed attempt itself, as one whose outcome is unknown."""
     if not isinstance(failure, APIResponseError):
         return False
     status = failure.status_code
