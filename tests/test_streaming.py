@@ -57,6 +57,19 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
     return record_events(monkeypatch)
 
 
+def _consume(params: dict[str, object], use_async: bool) -> None:
+    """Read a streamed call to its end, through the sync or the async entry point."""
+
+    async def consume_async() -> None:
+        async for _ in await tracking.aimage_edit(**params):
+            pass
+
+    if use_async:
+        asyncio.run(consume_async())
+    else:
+        list(tracking.image_edit(**params))
+
+
 def call(upstream: dict[str, str], **extra: object) -> dict[str, object]:
     return {
         "image": make_png(),
@@ -233,18 +246,8 @@ def test_a_stream_sent_but_never_answered_is_estimated_never_zero(
         **kwargs,
     }
 
-    async def consume_async() -> None:
-        async for _ in await tracking.aimage_edit(**params):
-            pass
-
-    def consume() -> None:
-        if use_async:
-            asyncio.run(consume_async())
-        else:
-            list(tracking.image_edit(**params))
-
     with pytest.raises(error):
-        consume()
+        _consume(params, use_async)
     (event,) = recorder.events
     assert event.status == "failure" and event.attempts == 2
     request, _ = parse_call(**call(upstream), stream=True)
@@ -267,18 +270,8 @@ def test_a_2xx_that_is_no_stream_of_events_is_estimated_once(upstream, recorder,
         "extra_headers": {"x-fake-fault": fault},
     }
 
-    async def consume_async() -> None:
-        async for _ in await tracking.aimage_edit(**params):
-            pass
-
-    def consume() -> None:
-        if use_async:
-            asyncio.run(consume_async())
-        else:
-            list(tracking.image_edit(**params))
-
     with pytest.raises(tracking.APIResponseError) as caught:
-        consume()
+        _consume(params, use_async)
     (event,) = recorder.events
     assert event.status == "failure" and event.attempts == 1
     request, _ = parse_call(**call(upstream), stream=True, partial_images=1)
