@@ -26,6 +26,7 @@ from tracking.cli import main as cli
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import estimate_call_cost, price_call, reset_prices, use_prices_file
 from tracking.pricing.commands import prices_import
+from tracking.request import parse_call
 
 LIVE_MODELS = [
     "gpt-image-2",
@@ -85,10 +86,34 @@ def test_a_custom_gpt_image_2_size_is_priced_from_its_tokens(upstream, monkeypat
 
 
 def test_the_official_price_is_named_as_such():
-    usage = {"input_tokens": 3, "output_tokens": 7024, "total_tokens": 7027}
+    usage = {
+        "input_tokens": 326,
+        "input_tokens_details": {"text_tokens": 3, "image_tokens": 323},
+        "output_tokens": 7024,
+        "total_tokens": 7350,
+    }
     cost = price_call(request_for("gpt-image-2.6-sunburst"), answer(1, usage))
-    assert cost.usd == Decimal("0.210735")  # 3*5 + 7024*30 = 210735 per 1M
+    assert cost.usd == Decimal("0.213319")  # 3*5 + 323*8 + 7024*30 = 213319 per 1M
     assert cost.price_ref == "packaged:gpt-image-2.6-sunburst#official"
+
+
+def test_an_input_reported_unsplit_is_priced_at_the_dearer_input_rate():
+    # input_tokens without its text / image split: an edit sent an image, so its input is
+    # priced at the image rate ($8, dearer than text's $5), never under-billed; a generation
+    # sent none, so its input is text.
+    unsplit = {"input_tokens": 326, "output_tokens": 1767, "total_tokens": 2093}
+    edit = price_call(request_for("gpt-image-2"), answer(1, unsplit))
+    assert edit.usd == Decimal("0.055618")  # 326*8 + 1767*30 = 55618 per 1M
+    assert edit.source == "usage"
+    for details in (None, {}):  # null or empty details: unsplit too
+        odd = price_call(
+            request_for("gpt-image-2"), answer(1, {**unsplit, "input_tokens_details": details})
+        )
+        assert odd.usd == edit.usd
+    generation, _ = parse_call(prompt="a cat", model="gpt-image-2", operation="image_generation")
+    assert price_call(generation, answer(1, unsplit)).usd == Decimal("0.05464")  # 326*5 + ...
+    split = {**unsplit, "input_tokens_details": {"text_tokens": 3, "image_tokens": 323}}
+    assert price_call(request_for("gpt-image-2"), answer(1, split)).usd == Decimal("0.055609")
 
 
 # -- usage we cannot read: an estimate, never $0 or None ----------------------------------------

@@ -53,6 +53,9 @@ class Usage:
     cached_image_tokens: int = 0
     output_image_tokens: int = 0
     output_text_tokens: int = 0
+    #: the answer gave ``input_tokens`` without its text / image split (counted as text here;
+    #: pricing takes the dearer input rate for a call that sent images)
+    input_unsplit: bool = False
 
     @classmethod
     def from_json(cls, raw: Any) -> Usage | None:
@@ -70,7 +73,8 @@ class Usage:
             output_tokens = _count(raw.get("output_tokens"))
             text = _count(details.get("text_tokens"))
             image = _count(details.get("image_tokens"))
-            if not text and not image:
+            unsplit = not text and not image and input_tokens > 0
+            if unsplit:
                 text = input_tokens
             output_image = _count(out_details.get("image_tokens")) if out_details else output_tokens
             usage = cls(
@@ -84,6 +88,7 @@ class Usage:
                 cached_image_tokens=_count(cached.get("image_tokens")),
                 output_image_tokens=output_image,
                 output_text_tokens=_count(out_details.get("text_tokens")) if out_details else 0,
+                input_unsplit=unsplit,
             )
         except _Untrusted:
             return None

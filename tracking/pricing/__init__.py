@@ -68,6 +68,8 @@ _MILLION = Decimal(1_000_000)
 _PER_IMAGE_PLACES = Decimal("1e-12")  # only when the division is inexact
 #: Cached prices fall back to the full price when a model lists none (never under-bill).
 _CACHED_FALLBACK = {"cached_input_text": "input_text", "cached_input_image": "input_image"}
+#: An input reported unsplit is counted as text; its image counterpart's rate may be dearer.
+_UNSPLIT = {"input_text": "input_image", "cached_input_text": "cached_input_image"}
 _ALIAS_DEPTH = 4
 
 
@@ -360,7 +362,11 @@ def price_call(
     images = response.images_returned
     if entry.tokens:  # billed by tokens: the usage, else an estimate
         usage = response.usage
-        total = _token_cost(entry, usage) if usage is not None and _readable(usage) else None
+        total = (
+            _token_cost(entry, usage, bool(request.images))
+            if usage is not None and _readable(usage)
+            else None
+        )
         if total is None:
             return _estimate(entry, request, response, images or request.n or 1)
         source: CostSource = "usage"
@@ -387,7 +393,7 @@ def _failure_cost(entry: PriceEntry, request: ImageEditRequest, usage: Usage) ->
     tokens times the token prices; an estimate when they cannot all be priced (a kind without a
     price, only a total reported)."""
     counted = usage.input_tokens + usage.output_tokens
-    total = _token_cost(entry, usage) if entry.tokens and counted else None
+    total = _token_cost(entry, usage, bool(request.images)) if entry.tokens and counted else None
     if total is None:
         return _estimate(entry, request, None, request.n or 1)
     return Cost(total, None, "custom" if entry.custom else "usage", entry.ref)
@@ -434,7 +440,11 @@ def _estimate(
     return Cost(total, _per_image(total, images), "estimate", entry.ref)
 
 
-def _token_cost(entry: PriceEntry, usage: Usage) -> Decimal | None:
+def _token_cost(entry: PriceEntry, usage: Usage, with_images: bool = False) -> Decimal | None:
+    """The tokens of ``usage`` at ``entry``'s prices. When a call that sent images
+    (``with_images``) was answered with its input unsplit (``input_tokens`` alone, counted as
+    text), that input is priced at the dearer of the text and image rates: never under-billed.
+    """
     cached_text, cached_image = usage.cached_text_tokens, usage.cached_image_tokens
     if not cached_text and not cached_image and usage.cached_input_tokens:
         # No split reported: count cached tokens as text first, the smaller discount, so the
@@ -449,6 +459,7 @@ def _token_cost(entry: PriceEntry, usage: Usage) -> Decimal | None:
         "output_image": usage.output_image_tokens,
         "output_text": usage.output_text_tokens,
     }
+    unsplit = with_images and usage.input_unsplit
     total = Decimal(0)
     for kind, count in counts.items():
         if count <= 0:
@@ -458,6 +469,8 @@ def _token_cost(entry: PriceEntry, usage: Usage) -> Decimal | None:
             price = entry.tokens.get(_CACHED_FALLBACK[kind])
         if price is None:
             return None  # tokens we cannot price: usage cannot give the whole bill
+        if unsplit and kind in _UNSPLIT:
+            price = max(price, entry.tokens.get(_UNSPLIT[kind], price))
         total += count * price
     return total / _MILLION
 
