@@ -78,6 +78,26 @@ async def test_each_operation_is_priced_as_itself(stability, upstream, model, ex
     assert response.cost_usd == cost
 
 
+@pytest.mark.parametrize(
+    ("params", "param", "said"),
+    [
+        ({"n": 2}, "n", "makes 1 image per call, got 2"),
+        ({"image": [PNG, PNG, PNG]}, "image", "takes 1 image, got 3"),
+    ],
+)
+def test_more_images_than_one_in_or_out_are_refused_before_sending(
+    stability, upstream, params, param, said
+):
+    # Stability's endpoints take one image and make one: the rest was dropped without a word.
+    before = len(stability.requests)
+    with pytest.raises(tracking.ValidationError, match=said) as caught:
+        tracking.image_edit(
+            **{"image": PNG, "prompt": "a cat", **params}, model="stability/erase", **upstream
+        )
+    assert caught.value.param == param
+    assert len(stability.requests) == before
+
+
 def test_stabilitys_own_errors_keep_their_name(stability, upstream):
     with pytest.raises(BadRequestError, match="search_prompt: cannot be empty") as caught:
         tracking.image_edit(

@@ -22,7 +22,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import APIResponseError, ConfigurationError, ContentPolicyError
+from ..errors import APIResponseError, ConfigurationError, ContentPolicyError, ValidationError
 from ..request import form_items
 from ..response import ImageResponse
 from .base import (
@@ -46,6 +46,24 @@ OPERATIONS = frozenset({"inpaint", "erase", "search-and-replace", "outpaint"})
 _MASKED = frozenset({"inpaint", "erase"})
 
 
+def _one_image_from_one(request: ImageEditRequest, operation: str) -> None:
+    """Stability's edit endpoints take one image and make one: more of either is refused before
+    sending (they were dropped without a word, the caller paying for one image of many asked)."""
+    if (request.n or 1) > 1:
+        raise ValidationError(
+            f"n: stability/{operation} makes 1 image per call, got {request.n}",
+            param="n",
+            rule="range",
+            code="integer_above_max_value",
+        )
+    if len(request.images) > 1:
+        raise ValidationError(
+            f"image: stability/{operation} takes 1 image, got {len(request.images)}",
+            param="image",
+            rule="max_images",
+        )
+
+
 class StabilityProvider:
     name = "stability"
 
@@ -58,6 +76,7 @@ class StabilityProvider:
                 f"model: stability/{operation} is not an edit operation; one of "
                 f"{', '.join(sorted(OPERATIONS))}"
             )
+        _one_image_from_one(request, operation)
         if request.mask is not None and operation not in _MASKED:
             operation = "inpaint"
         fields = [("output_format", request.output_format or "png")]
