@@ -77,6 +77,7 @@ def test_paths_that_name_no_readable_image_file_are_validation_errors(upstream, 
     os.mkfifo(fifo)
     others = {"image": make_png(), "mask": None}
     for path, message in [
+        ("", "an empty file name"),
         (f"{tmp_path}/a\x00b.png", "NUL byte"),
         (fifo, "not a regular file"),
         ("/dev/zero", "not a regular file"),

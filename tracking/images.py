@@ -284,6 +284,8 @@ def _read_bytes(value: Any, param: str) -> bytes:
             raise _too_large(param, f"{len(value):,} bytes")
         return bytes(value)
     if isinstance(value, str | os.PathLike):
+        if not os.fspath(value):  # Path("") is "." (the current folder): name the real fault
+            raise ValidationError(f"{param}: an empty file name", param=param, rule="file")
         path = Path(value)
         if "\x00" in os.fspath(path):  # no file can have that name (open() raises ValueError)
             raise ValidationError(
