@@ -37,16 +37,20 @@ def proxy(fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProce
         yield running
 
 
-def _slow_client(port: int, seconds: float) -> tuple[float, bytes]:
-    """Declares a 100 kB multipart body, then sends one byte every 0.2 s. Returns how long the
-    proxy let it go on and what it answered."""
+def _slow_client(
+    port: int,
+    seconds: float,
+    path: bytes = b"/v1/images/edits",
+    head: bytes = b"Content-Type: multipart/form-data; boundary=b\r\n"
+    b"Content-Length: 100000\r\n\r\n--b\r\n",
+) -> tuple[float, bytes]:
+    """Declares a body (a 100 kB multipart one by default), then sends one byte every 0.2 s.
+    Returns how long the proxy let it go on and what it answered."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.settimeout(0.2)
         sock.sendall(
-            b"POST /v1/images/edits HTTP/1.1\r\nHost: proxy\r\n"
-            b"Authorization: Bearer " + MASTER_KEY.encode() + b"\r\n"
-            b"Content-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: 100000\r\n\r\n--b\r\n"
+            b"POST " + path + b" HTTP/1.1\r\nHost: proxy\r\n"
+            b"Authorization: Bearer " + MASTER_KEY.encode() + b"\r\n" + head
         )
         started = time.monotonic()
         answer = b""
@@ -124,6 +128,22 @@ def test_a_slow_body_is_cut_off_with_a_408_and_others_are_served(proxy) -> None:
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b'"code": "request_timeout"' in body
+
+
+@pytest.mark.parametrize("path", [b"/key/generate", b"/customer/new", b"/key/update"])
+def test_a_slow_management_body_is_cut_off_with_a_408_too(proxy, path) -> None:
+    # The management endpoints read their JSON bodies without the deadline: a body that never
+    # finished held the connection for as long as the client liked.
+    held, answer = _slow_client(
+        proxy.port,
+        15.0,
+        path,
+        b'Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"a',
+    )
+    assert held < READ_TIMEOUT + 5, f"a slow client held its connection {held:.1f} s"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"code": "request_timeout"' in body
 
 
 def test_a_body_over_the_limit_is_a_413_whether_declared_or_streamed(proxy) -> None:

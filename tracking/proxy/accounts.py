@@ -69,6 +69,8 @@ class Accounts:
         self.enabled = bool(settings.master_key)
         #: ``/spend/*`` on a proxy without a master key: refused unless the config opens them.
         self.open_spend_reads = settings.allow_open_spend_reads
+        #: how long a management request's JSON body may take to arrive (a 408 past it)
+        self.body_timeout = settings.request_read_timeout
         self.model_names = frozenset(config.model_names())
         self.store = AccountStore(
             settings.database_url, auto_migrate=True if settings.auto_migrate else None

@@ -225,17 +225,22 @@ async def read_body(
         async with asyncio.timeout(within):
             body = await _collect(receive, limit, received)
     except TimeoutError:
-        raise ProxyError(
-            408,
-            f"the request body did not arrive within {within:g} s "
-            "(general_settings.request_read_timeout)",
-            code="request_timeout",
-            # The rest of the body is not waited for: the connection is closed after the answer.
-            headers={"connection": "close"},
-            reason="body_timeout",
-            retry=True,  # a slow upload may go through on a better try
-        ) from None
+        raise body_timeout(within) from None
     return body
+
+
+def body_timeout(within: float | None) -> ProxyError:
+    """The 408 for a request body that did not all arrive ``within`` seconds."""
+    return ProxyError(
+        408,
+        f"the request body did not arrive within {within:g} s "
+        "(general_settings.request_read_timeout)",
+        code="request_timeout",
+        # The rest of the body is not waited for: the connection is closed after the answer.
+        headers={"connection": "close"},
+        reason="body_timeout",
+        retry=True,  # a slow upload may go through on a better try
+    )
 
 
 async def _collect(

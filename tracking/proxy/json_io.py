@@ -10,6 +10,7 @@ lone UTF-16 surrogate in any key or string (no upstream, database or log takes o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, date, datetime
@@ -19,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from ..request import is_text
 from .errors import ProxyError
-from .form import ClientDisconnected
+from .form import ClientDisconnected, body_timeout
 from .limits import MAX_ID_CHARS, bounded_int, bounded_text, money_limit
 
 __all__ = [
@@ -113,21 +114,28 @@ def load_json_object(body: bytes) -> dict[str, Any]:
     return document
 
 
-async def read_json(receive: Receive) -> dict[str, Any]:
+async def read_json(receive: Receive, within: float | None = None) -> dict[str, Any]:
     """The request body as a JSON object, read by :func:`load_json_object` (an empty body is
-    ``{}``)."""
+    ``{}``); a 408 when it has not all arrived ``within`` seconds
+    (``general_settings.request_read_timeout``), as for the image endpoints."""
     body = bytearray()
     more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        body += message.get("body", b"")
-        more = bool(message.get("more_body", False))
-        if len(body) > _MAX_JSON_BYTES:
-            raise ProxyError(
-                413, "request body too large for this endpoint (64 KB)", code="request_too_large"
-            )
+    try:
+        async with asyncio.timeout(within):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected
+                body += message.get("body", b"")
+                more = bool(message.get("more_body", False))
+                if len(body) > _MAX_JSON_BYTES:
+                    raise ProxyError(
+                        413,
+                        "request body too large for this endpoint (64 KB)",
+                        code="request_too_large",
+                    )
+    except TimeoutError:
+        raise body_timeout(within) from None
     if not body.strip():
         return {}
     return load_json_object(bytes(body))

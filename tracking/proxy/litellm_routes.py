@@ -173,7 +173,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def key_update(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        document = await read_json(receive)
+        document = await read_json(receive, accounts.body_timeout)
         known_fields(document, _NAMED_KEY_FIELDS, "/key/update")
         key_hash = _key_hash_of(document)
         changes = _key_changes(document, accounts)
@@ -184,7 +184,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def key_regenerate(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        document = await read_json(receive)
+        document = await read_json(receive, accounts.body_timeout)
         known_fields(document, _NAMED_KEY_FIELDS, "/key/regenerate")
         old_hash = _key_hash_of(document)
         changes = _key_changes(document, accounts)
@@ -215,7 +215,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def customer_delete(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        ids = _user_ids(await read_json(receive))
+        ids = _user_ids(await read_json(receive, accounts.body_timeout))
         deleted = await asyncio.to_thread(litellm_store.delete_end_users, store, ids)
         for user_id in ids:
             accounts.budgets.forget(user_id)
@@ -228,7 +228,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     def blocking(blocked: bool) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
             await master(scope)
-            ids = _user_ids(await read_json(receive))
+            ids = _user_ids(await read_json(receive, accounts.body_timeout))
             records = await asyncio.to_thread(litellm_store.set_blocked, store, ids, blocked)
             for user_id in ids:
                 accounts.budgets.forget(user_id)

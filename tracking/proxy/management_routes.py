@@ -165,7 +165,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
 
     async def generate(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(headers_of(scope)))
-        document = await read_json(receive)
+        document = await read_json(receive, accounts.body_timeout)
         # a chosen ``key`` too: every key is generated here (keys.generate_key)
         known_fields(document, KEY_FIELDS, "/key/generate")
         now = datetime.now(UTC)
@@ -222,7 +222,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
 
     async def delete(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(headers_of(scope)))
-        document = await read_json(receive)
+        document = await read_json(receive, accounts.body_timeout)
         keys, hashes = document.get("keys", []), document.get("key_hashes", [])
         if not isinstance(keys, list) or not isinstance(hashes, list):
             raise ProxyError(
@@ -246,7 +246,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
 
     async def customer_new(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(headers_of(scope)))
-        document = await read_json(receive)
+        document = await read_json(receive, accounts.body_timeout)
         known_fields(document, END_USER_FIELDS, "/customer/new")
         user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
         budget = optional_money(document, "max_budget")
@@ -265,7 +265,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
 
     async def customer_update(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(headers_of(scope)))
-        document = await read_json(receive)
+        document = await read_json(receive, accounts.body_timeout)
         known_fields(document, END_USER_FIELDS, "/customer/update")
         user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
         changes: dict[str, Any] = {}
