@@ -87,6 +87,14 @@ def test_key_list_update_and_regenerate(proxy, client):
     assert updated.status_code == 200, updated.text
     assert updated.json()["key_alias"] == "renamed" and updated.json()["models"] == ["dall-e-2"]
     assert updated.json()["max_budget"] == "3"  # untouched fields stay
+    # /key/update holds rpm_limit to /key/generate's bound (it took up to 1e9)
+    too_fast = _master(
+        client,
+        "POST",
+        f"{proxy.url}/key/update",
+        json={"key": made["key"], "rpm_limit": 1_000_001},
+    )
+    assert too_fast.status_code == 400 and too_fast.json()["error"]["param"] == "rpm_limit"
     refused = edit(client, proxy.url, made["key"])  # gpt-image-1 no longer allowed
     assert refused.status_code == 403
 

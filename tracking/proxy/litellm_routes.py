@@ -39,6 +39,7 @@ from .json_io import (
     send_json,
 )
 from .keys import generate_key, hash_key
+from .limits import MAX_RPM_LIMIT
 from .management_routes import KEY_FIELDS, requested_expiry, requested_models, require_master
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]
     if "max_budget" in document:
         changes["max_budget_usd"] = optional_money(document, "max_budget")
     if "rpm_limit" in document:
-        changes["rpm_limit"] = optional_int(document, "rpm_limit", low=1)
+        changes["rpm_limit"] = optional_int(document, "rpm_limit", low=1, high=MAX_RPM_LIMIT)
     if "duration" in document or "expires" in document:
         changes["expires_at"] = requested_expiry(document, datetime.now(UTC))
     return changes
