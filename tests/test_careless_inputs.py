@@ -239,8 +239,9 @@ def test_an_integer_team_id_and_integer_tags_are_recorded_as_their_text(
         ({"tags": {"prod", "eu"}}, "metadata.tags", "type"),
         ({"tags": ["prod", None]}, "metadata.tags", "type"),
         ({"tags": [{"env": "prod"}]}, "metadata.tags", "type"),
+        ({"tags": {"env": "prod"}}, "metadata.tags", "type"),
     ],
-    ids=["bool", "float", "list", "huge", "text", "set", "none", "dict"],
+    ids=["bool", "float", "list", "huge", "text", "set", "none", "dict", "object"],
 )
 def test_a_team_or_tags_that_cannot_be_recorded_are_refused_with_the_failure_event(
     fake, upstream, monkeypatch, use_async, metadata, param, rule
@@ -250,6 +251,7 @@ def test_a_team_or_tags_that_cannot_be_recorded_are_refused_with_the_failure_eve
     recorder = record_events(monkeypatch)
     error = _refused(fake, upstream, use_async, metadata={**metadata, "team_name": "x"})
     assert error.param == param and error.rule == rule and error.message.startswith(param)
+    assert "mappingproxy" not in error.message  # the frozen copy's type is no name of the caller's
     assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]
     assert recorder.last.metadata["team_name"] == "x"  # the rest of the metadata is kept
 

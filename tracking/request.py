@@ -701,7 +701,7 @@ def metadata_tags(metadata: Mapping[str, Any]) -> tuple[str, ...]:
         return ()
     if not isinstance(tags, list | tuple):  # frozen metadata holds a list as a tuple
         raise ValidationError(
-            f"metadata.tags: expected a list of strings, got {type(tags).__name__}",
+            f"metadata.tags: expected a list of strings, got {_kind(tags)}",
             param="metadata.tags",
             rule="type",
         )
@@ -719,10 +719,18 @@ def _label(value: Any, param: str, expected: str) -> str:
             )
         return str(int(value))
     raise ValidationError(
-        f"{param}: {expected} a string or an integer, got {type(value).__name__}",
+        f"{param}: {expected} a string or an integer, got {_kind(value)}",
         param=param,
         rule="type",
     )
+
+
+def _kind(value: Any) -> str:
+    """A value's type as a caller wrote it: frozen metadata holds a dict as a read-only mapping
+    (``mappingproxy``) and a list as a tuple, which are no names the caller ever used."""
+    if isinstance(value, Mapping):
+        return "an object (dict)"
+    return type(value).__name__
 
 
 #: How deep ``extra_body`` values may nest (dicts and lists): a form field names every level.
