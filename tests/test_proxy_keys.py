@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.accounts_support import (
+    PNG,
     accounts_config,
     bearer,
     edit,
@@ -333,3 +334,29 @@ def test_failed_calls_the_upstream_may_have_billed_count_on_the_key_budget(proxy
     # Each answer is a 502 estimated at about $0.02: the third cannot be reserved any more.
     assert statuses[0] == 502 and statuses[-1] == 429, statuses
     assert statuses.count(502) <= 3
+
+
+def test_a_key_header_given_twice_with_different_keys_is_refused(proxy, client, fake):
+    # The last line won: a front proxy appending its own Authorization decided the caller by the
+    # order of the lines. The same key twice is no ambiguity.
+    made = generate(client, proxy.url, key_alias="twice")
+    form = {"model": "gpt-image-1", "prompt": "a hat", "quality": "low", "size": "1024x1024"}
+    files = {"image": ("a.png", PNG, "image/png")}
+    before = len(fake.requests)
+    for name, first, second in [
+        ("authorization", "Bearer sk-nope", f"Bearer {made['key']}"),
+        ("authorization", f"Bearer {made['key']}", "Bearer sk-nope"),
+        ("x-api-key", "sk-nope", made["key"]),
+    ]:
+        refused = client.post(
+            f"{proxy.url}/v1/images/edits",
+            headers=[(name, first), (name, second)],
+            data=form,
+            files=files,
+        )
+        assert refused.status_code == 401, refused.text
+        assert "given more than once" in refused.json()["error"]["message"]
+    assert len(fake.requests) == before
+    twice = [("authorization", f"Bearer {made['key']}")] * 2
+    served = client.post(f"{proxy.url}/v1/images/edits", headers=twice, data=form, files=files)
+    assert served.status_code == 200, served.text

@@ -45,7 +45,7 @@ from ..ids import new_request_id
 from ..streaming import AsyncImageEditStream
 from .access_log import ACCESS_SCOPE_KEY, AccessEntry
 from .accounts import Accounts
-from .auth import Authenticator, KeyCheck, Principal
+from .auth import Authenticator, KeyCheck, Principal, request_headers
 from .concurrency import ParallelLimit, UploadBytes, UploadHold
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
@@ -212,7 +212,7 @@ class ProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
         entry = AccessEntry.begin(scope)
-        headers = _headers(scope) if self._cors.enabled else None
+        headers = request_headers(scope) if self._cors.enabled else None
         origin = headers.get("origin") if headers is not None else None
         method = scope["method"]
         if method == "HEAD":  # GET's answer without its body
@@ -316,7 +316,7 @@ class ProxyApp:
     async def _image_call(
         self, scope: Scope, receive: Receive, send: Send, read: ParamsReader, dispatch: str
     ) -> None:
-        headers = _headers(scope)
+        headers = request_headers(scope)
         principal = await self.auth.authenticate(headers)
         entry: AccessEntry = scope[ACCESS_SCOPE_KEY]
         entry.caller, entry.key_alias = principal.kind, principal.key_alias
@@ -458,7 +458,7 @@ class ProxyApp:
         await _send_json(send, 200 if ready else 503, json.dumps(body).encode())
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.auth.authenticate(_headers(scope))
+        await self.auth.authenticate(request_headers(scope))
         await _send_json(send, 200, self._models_body)
 
     def _model_route(self, path: str) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
@@ -470,7 +470,7 @@ class ProxyApp:
         return None
 
     async def _model(self, name: str, scope: Scope, send: Send) -> None:
-        await self.auth.authenticate(_headers(scope))
+        await self.auth.authenticate(request_headers(scope))
         if name not in self.model_names:
             raise ProxyError(
                 404,
@@ -483,12 +483,12 @@ class ProxyApp:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM's ``GET /health``, from the configuration alone: no paid upstream call."""
-        await self.auth.authenticate(_headers(scope))
+        await self.auth.authenticate(request_headers(scope))
         report = HealthReport.of(self.config)
         await _send_json(send, 200, json.dumps(report.to_dict()).encode())
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _headers(scope)
+        headers = request_headers(scope)
         if self.config.general_settings.require_auth_for_metrics:
             await self.auth.authenticate(headers)
         if self.metrics is None:
@@ -638,11 +638,6 @@ def _answer_headers(response: Any, entry: AccessEntry) -> list[tuple[bytes, byte
     overhead = max(0.0, total_ms - upstream_ms) if isinstance(upstream_ms, float) else total_ms
     headers.append((b"x-litellm-overhead-duration-ms", f"{overhead:.3f}".encode()))
     return headers
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    # ASGI header names are lower-cased bytes; the last value of a repeated header wins.
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 async def _send_json(

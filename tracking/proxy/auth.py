@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from .errors import ProxyError
 
@@ -65,6 +65,27 @@ class KeyCheck(Protocol):
     async def check(self, token: str) -> Principal | None: ...
 
 
+#: The headers a key may come in; one repeated with different values is an ambiguous credential.
+_CREDENTIAL_HEADERS = (b"authorization", b"api-key", b"x-api-key")
+#: Set by :func:`request_headers` on an ambiguous credential (no header name holds a NUL).
+_AMBIGUOUS = "\x00ambiguous-credential"
+
+
+def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    """The request's headers as a dict (ASGI's names, lower-cased; the last value of a repeated
+    header wins), marked when a credential header came twice with different values: a front
+    proxy appending its own ``Authorization`` would otherwise see the caller's win or lose by
+    the order of the lines. :meth:`Authenticator.authenticate` refuses such a request."""
+    raw = scope["headers"]
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    if len(headers) < len(raw):  # some header repeated (rare): were credentials among them?
+        seen: dict[bytes, bytes] = {}
+        for name, value in raw:
+            if name in _CREDENTIAL_HEADERS and seen.setdefault(name, value) != value:
+                headers[_AMBIGUOUS] = name.decode("latin-1")
+    return headers
+
+
 def bearer_token(headers: Mapping[str, str]) -> str | None:
     """The caller's key from the headers OpenAI-style clients use."""
     authorization = headers.get("authorization", "")
@@ -86,6 +107,14 @@ class Authenticator:
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
         if self.open:
             return OPEN
+        repeated = headers.get(_AMBIGUOUS)
+        if repeated is not None:
+            raise ProxyError(
+                401,
+                f"{repeated}: given more than once with different keys; send one",
+                code="invalid_api_key",
+                reason="auth",
+            )
         token = bearer_token(headers)
         if not token:
             raise ProxyError(

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..request import is_text
+from .auth import request_headers
 from .errors import ProxyError
 from .form import ClientDisconnected, body_timeout
 from .limits import MAX_ID_CHARS, bounded_int, bounded_text, money_limit
@@ -56,7 +57,7 @@ DATE_RANGE = "outside the dates this proxy can store (years 1 to 9999 in UTC)"
 
 
 def headers_of(scope: Scope) -> dict[str, str]:
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    return request_headers(scope)
 
 
 def query_of(scope: Scope) -> dict[str, str]:
