@@ -201,16 +201,16 @@ def query_spend(
         statement = statement.where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
     if until is not None:
         statement = statement.where(spend_logs.c.start_time < to_utc_bound(until, "until"))
+    latest_days = by == "day" and limit is not None  # ordered newest first, listed oldest first
     if key is not None:
         statement = statement.group_by(key)
-        latest_days = by == "day" and limit is not None
         order = (key.desc() if latest_days else key,) if by == "day" else (*cost_order(engine), key)
         statement = statement.order_by(*order)
     if limit is not None:
         statement = statement.limit(limit)
     with engine.connect() as conn:
         result = list(conn.execute(statement).all())
-    if by == "day" and limit is not None:
+    if latest_days:
         result.reverse()  # the latest days, listed oldest first as without a limit
     rows = []
     for record in result:

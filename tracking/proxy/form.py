@@ -217,13 +217,14 @@ async def read_body(
     limit: int,
     within: float | None = None,
     received: Callable[[int], None] | None = None,
+    too_big: Callable[[int], ProxyError] = too_large,
 ) -> bytes:
     """The whole request body, refused past ``limit`` bytes (413) or when it has not all
     arrived ``within`` that many seconds (408); ``received`` as for :func:`read_multipart`."""
     try:
         # One timer for the whole body, not one per chunk: cheap at proxy rates.
         async with asyncio.timeout(within):
-            body = await _collect(receive, limit, received)
+            body = await _collect(receive, limit, received, too_big)
     except TimeoutError:
         raise body_timeout(within) from None
     return body
@@ -244,7 +245,10 @@ def body_timeout(within: float | None) -> ProxyError:
 
 
 async def _collect(
-    receive: Receive, limit: int, report: Callable[[int], None] | None = None
+    receive: Receive,
+    limit: int,
+    report: Callable[[int], None] | None = None,
+    too_big: Callable[[int], ProxyError] = too_large,
 ) -> bytes:
     chunks: list[bytes] = []
     received = 0
@@ -257,7 +261,7 @@ async def _collect(
         more = bool(message.get("more_body", False))
         received += len(chunk)
         if received > limit:
-            raise too_large(limit)  # counted as it streams in: never buffered past the limit
+            raise too_big(limit)  # counted as it streams in: never buffered past the limit
         if report is not None:
             report(received)
         if chunk:

@@ -10,7 +10,6 @@ lone UTF-16 surrogate in any key or string (no upstream, database or log takes o
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, date, datetime
@@ -19,9 +18,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..request import is_text
-from .auth import request_headers
 from .errors import ProxyError
-from .form import ClientDisconnected, body_timeout
+from .form import read_body
 from .limits import MAX_ID_CHARS, bounded_int, bounded_text, money_limit
 
 __all__ = [
@@ -29,7 +27,6 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
-    "headers_of",
     "known_fields",
     "load_json_object",
     "optional_date",
@@ -54,10 +51,6 @@ MAX_INT = 1_000_000_000
 MAX_USD = Decimal(1_000_000_000)
 #: Why a well-formed datetime is refused: in UTC it falls outside the years 1 to 9999.
 DATE_RANGE = "outside the dates this proxy can store (years 1 to 9999 in UTC)"
-
-
-def headers_of(scope: Scope) -> dict[str, str]:
-    return request_headers(scope)
 
 
 def query_of(scope: Scope) -> dict[str, str]:
@@ -119,27 +112,16 @@ async def read_json(receive: Receive, within: float | None = None) -> dict[str, 
     """The request body as a JSON object, read by :func:`load_json_object` (an empty body is
     ``{}``); a 408 when it has not all arrived ``within`` seconds
     (``general_settings.request_read_timeout``), as for the image endpoints."""
-    body = bytearray()
-    more = True
-    try:
-        async with asyncio.timeout(within):
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnected
-                body += message.get("body", b"")
-                more = bool(message.get("more_body", False))
-                if len(body) > _MAX_JSON_BYTES:
-                    raise ProxyError(
-                        413,
-                        "request body too large for this endpoint (64 KB)",
-                        code="request_too_large",
-                    )
-    except TimeoutError:
-        raise body_timeout(within) from None
+    body = await read_body(receive, _MAX_JSON_BYTES, within, too_big=_too_large)
     if not body.strip():
         return {}
-    return load_json_object(bytes(body))
+    return load_json_object(body)
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        413, "request body too large for this endpoint (64 KB)", code="request_too_large"
+    )
 
 
 def _default(value: Any) -> Any:

@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import litellm_store
+from .auth import request_headers
 from .errors import ProxyError
 from .json_io import (
     Receive,
     Scope,
     Send,
-    headers_of,
     known_fields,
     optional_date,
     optional_int,
@@ -145,7 +145,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     store = accounts.store
 
     async def master(scope: Scope) -> None:
-        require_master(await auth.authenticate(headers_of(scope)))
+        require_master(await auth.authenticate(request_headers(scope)))
 
     async def key_list(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)

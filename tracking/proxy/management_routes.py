@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .account_store import EndUserRecord, KeyRecord
+from .auth import request_headers
 from .budgets import PERIODS, period_window
 from .errors import ProxyError
 from .json_io import (
@@ -21,7 +22,6 @@ from .json_io import (
     Receive,
     Scope,
     Send,
-    headers_of,
     known_fields,
     optional_int,
     optional_money,
@@ -164,7 +164,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
     store = accounts.store
 
     async def generate(scope: Scope, receive: Receive, send: Send) -> None:
-        require_master(await auth.authenticate(headers_of(scope)))
+        require_master(await auth.authenticate(request_headers(scope)))
         document = await read_json(receive, accounts.body_timeout)
         # a chosen ``key`` too: every key is generated here (keys.generate_key)
         known_fields(document, KEY_FIELDS, "/key/generate")
@@ -185,7 +185,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         await send_json(send, 200, {"key": key, **record.to_dict()})
 
     async def info(scope: Scope, receive: Receive, send: Send) -> None:
-        principal = await auth.authenticate(headers_of(scope))
+        principal = await auth.authenticate(request_headers(scope))
         query = query_of(scope)
         if "key" in query:  # a secret in a URL ends up in access logs and proxies' histories
             raise ProxyError(
@@ -221,7 +221,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         )
 
     async def delete(scope: Scope, receive: Receive, send: Send) -> None:
-        require_master(await auth.authenticate(headers_of(scope)))
+        require_master(await auth.authenticate(request_headers(scope)))
         document = await read_json(receive, accounts.body_timeout)
         keys, hashes = document.get("keys", []), document.get("key_hashes", [])
         if not isinstance(keys, list) or not isinstance(hashes, list):
@@ -245,7 +245,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         await send_json(send, 200, {"deleted_keys": deleted})
 
     async def customer_new(scope: Scope, receive: Receive, send: Send) -> None:
-        require_master(await auth.authenticate(headers_of(scope)))
+        require_master(await auth.authenticate(request_headers(scope)))
         document = await read_json(receive, accounts.body_timeout)
         known_fields(document, END_USER_FIELDS, "/customer/new")
         user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
@@ -264,7 +264,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         await send_json(send, 200, record.to_dict())
 
     async def customer_update(scope: Scope, receive: Receive, send: Send) -> None:
-        require_master(await auth.authenticate(headers_of(scope)))
+        require_master(await auth.authenticate(request_headers(scope)))
         document = await read_json(receive, accounts.body_timeout)
         known_fields(document, END_USER_FIELDS, "/customer/update")
         user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
@@ -285,7 +285,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         await send_json(send, 200, record.to_dict())
 
     async def customer_info(scope: Scope, receive: Receive, send: Send) -> None:
-        require_master(await auth.authenticate(headers_of(scope)))
+        require_master(await auth.authenticate(request_headers(scope)))
         user_id = _user_id(query_of(scope).get("end_user_id"), "end_user_id")
         record = await asyncio.to_thread(store.get_end_user, user_id)
         if record is None:

@@ -15,8 +15,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from .auth import request_headers
 from .errors import ProxyError
-from .json_io import Receive, Scope, Send, headers_of, optional_date, query_of, send_json
+from .json_io import Receive, Scope, Send, optional_date, query_of, send_json
 from .limits import MAX_PAGE, bounded_int, end_user_id, key_hash
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def spend_routes(
     auth: Authenticator, store: AccountStore, *, open_reads: bool = False
 ) -> dict[tuple[str, str], Handler]:
     async def caller(scope: Scope) -> Principal:
-        principal = await auth.authenticate(headers_of(scope))
+        principal = await auth.authenticate(request_headers(scope))
         if principal.kind == "open" and not open_reads:
             raise ProxyError(
                 403,
