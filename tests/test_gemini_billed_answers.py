@@ -7,6 +7,7 @@ Everything runs against the fake Gemini upstream on loopback."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -124,11 +125,18 @@ def test_a_block_after_a_lost_attempt_costs_its_usage_plus_the_lost_attempts_est
     assert event.cost_usd == PROMPT_COST + lost
 
 
-def _blocked(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]) -> Any:
-    """The event of a call whose upstream answers 200 with ``answer`` (a refusal)."""
+def _blocked(
+    monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any], drops: int = 0, **params: Any
+) -> Any:
+    """The event of a call whose upstream answers 200 with ``answer`` (a refusal), after
+    closing the connection on the first ``drops`` requests once read (answers lost)."""
+    hits = itertools.count()
 
     async def generate(request: web.Request) -> web.Response:
         await request.read()
+        if next(hits) < drops and request.transport is not None:
+            request.transport.close()
+            return web.Response(status=499)
         return web.json_response(answer, headers={"x-request-id": "up-blocked-1"})
 
     app = web.Application()
@@ -138,7 +146,7 @@ def _blocked(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]) -> Any:
     events = record_events(monkeypatch)
     try:
         with pytest.raises(ContentPolicyError):
-            _edit(f"http://127.0.0.1:{port}")
+            _edit(f"http://127.0.0.1:{port}", **params)
     finally:
         server.stop()
     return events.last
@@ -176,3 +184,21 @@ def test_a_block_without_usage_metadata_is_estimated_from_its_input_never_zero(m
     # one token per prompt character and the allowance for the one input image, input prices
     assert event.cost_usd == (len(PROMPT) + ALLOWED_IMAGE_TOKENS) * INPUT / MILLION
     assert event.price_ref is not None and "gemini-3.1-flash-image" in event.price_ref
+
+
+def test_a_lost_attempt_is_still_estimated_when_the_retry_is_a_refusal_priced_by_estimate(
+    monkeypatch,
+):
+    """The first attempt's answer is lost (maybe billed: estimated), the retry is refused with
+    no ``usageMetadata`` (estimated from its input). The call costs both estimates: the lost
+    attempt's was dropped, taken for the refusal's own (the call was under-recorded ~130x)."""
+    from tracking.pricing import estimate_call_cost
+
+    answer = {"promptFeedback": {"blockReason": "SAFETY"}}
+    refusal = _blocked(monkeypatch, answer).cost_usd
+    event = _blocked(monkeypatch, answer, drops=1, max_retries=1)
+    assert event.attempts == 2
+    lost = estimate_call_cost(MODEL, None, None, 1, prompt_chars=len(PROMPT), input_images=1).usd
+    assert refusal is not None and lost is not None and lost > refusal > 0
+    assert event.cost_source == "estimate"
+    assert event.cost_usd == refusal + lost

@@ -564,6 +564,28 @@ def test_when_the_only_fallback_is_invalid_the_primary_error_is_raised(recorder,
     assert event.resolved_model == "gpt-image-1" and event.error_type == "server_error"
 
 
+def test_a_fallback_refused_when_prepared_does_not_name_the_call(recorder):
+    """The fallback's provider refuses the operation when its request is prepared (Stability's
+    inpaint makes no generations): nothing is sent to it, so the call's event names the
+    attempt that was sent, whose lost answer is estimated at its own model, not Stability."""
+    with FakeOpenAI(api_keys=[API_KEY], faults=["drop;times=always"]) as dropping:
+        router = Router(
+            [
+                deployment("primary", dropping.url, id="p", model="gpt-image-2", api_key=API_KEY),
+                deployment("st", "http://127.0.0.1:9", id="s", model="stability/inpaint"),
+            ],
+            fallbacks=[{"primary": ["st"]}],
+            num_retries=0,
+        )
+        with pytest.raises(tracking.APIConnectionError):
+            router.image_generation(prompt="a cat", model="primary")
+    (event,) = recorder.events
+    assert (event.provider, event.resolved_model) == ("openai", "gpt-image-2")
+    assert (event.model_group, event.deployment_id) == ("primary", "p")
+    assert event.cost_source == "estimate" and event.cost_usd is not None and event.cost_usd > 0
+    assert "gpt-image-2" in (event.price_ref or "")
+
+
 def test_a_failed_fallback_chain_is_recorded_on_the_one_failure_event(recorder, stub_500):
     with StubUpstream(status=429, headers={"Retry-After": "0"}) as limited:
         router = Router(

@@ -116,3 +116,41 @@ def test_a_success_after_an_unanswered_attempt_adds_the_estimate(monkeypatch):
     assert own > 0  # the answered attempt's own price (usage), plus one estimate
     assert event.cost_source == "estimate" and response.cost_usd == event.cost_usd
     assert event.price_ref and "estimate:outcome-unknown" in event.price_ref
+
+
+def test_a_lost_attempt_on_an_unpriced_model_flags_the_priced_fallback_as_an_estimate(monkeypatch):
+    """The first attempt (a model without a price) is lost, maybe billed; a priced fallback
+    serves. The call's cost is the fallback's own price, a lower bound: flagged as an estimate
+    that names the unpriced part, not passed off as exact usage."""
+    recorder = record_events(monkeypatch)
+    unpriced = "image-model-without-a-price"
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=[unpriced], faults=["drop"]) as fake:
+        router = tracking.Router(
+            model_list=[
+                {
+                    "model_name": "local",
+                    "litellm_params": {"model": unpriced, "api_key": API_KEY, "api_base": fake.url},
+                },
+                {
+                    "model_name": "priced",
+                    "litellm_params": {
+                        "model": "gpt-image-2",
+                        "api_key": API_KEY,
+                        "api_base": fake.url,
+                    },
+                },
+            ],
+            fallbacks=[{"local": ["priced"]}],
+            num_retries=0,
+        )
+        response = router.image_edit(
+            model="local", image=PNG, prompt="a red hat", quality="low", size="1024x1024"
+        )
+    event = recorder.last
+    assert event.status == "success" and event.attempts == 2
+    assert event.cost_usd is not None and event.cost_usd > 0
+    assert response.cost_usd == event.cost_usd
+    assert event.cost_source == "estimate"
+    assert event.price_ref is not None
+    assert f"estimate:outcome-unknown:unpriced:{unpriced}" in event.price_ref
+    assert "gpt-image-2" in event.price_ref  # the fallback's own price is in the sum

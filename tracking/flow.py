@@ -293,6 +293,8 @@ def _attempts(
                 provider, prepared = prepare_call(request, options)
             except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
                 prepared = None
+                if before[0]:  # the event names the attempt before it, not a target never sent
+                    del parsed[before[0] :]
                 yield from route.done(target, exc, None, None)
                 failure = exc
                 continue
@@ -329,6 +331,7 @@ def _attempts(
                 told_lost = len(lost)
                 bus.dispatch_lost_attempts(dataclasses.replace(start, request=request), tuple(lost))
             progress.attempts += 1
+            progress.last_lost = False
             sent = time.perf_counter()
             result = yield from attempt(prepared, options.timeout, provider, progress)
             latency_ms = progress.upstream_latency_ms
@@ -341,6 +344,7 @@ def _attempts(
                 progress.job_accepted and not isinstance(exc, ContentPolicyError)
             ):
                 progress.unknown_outcomes.append(request)  # priced as what this attempt asked
+                progress.last_lost = True
             if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
                 run_steps(route.done(target, exc, latency_ms, None))
                 raise
@@ -392,6 +396,8 @@ class _Progress:
     #: attempts ask another model: each is estimated as what it asked)
     unknown_outcomes: list[ImageEditRequest] = field(default_factory=list)
     outcome: Any = None  #: what the transport gave back for the attempt's request
+    #: the last attempt sent is the last of ``unknown_outcomes`` (the call ended on it)
+    last_lost: bool = False
     #: the attempt's job was accepted upstream (its answer was a poll): billed, whatever follows
     job_accepted: bool = False
 
@@ -632,7 +638,9 @@ def _make_event(
     )
     cost = price_call(request, response, failure=failure)
     if progress.unknown_outcomes:  # attempts that may have been billed unseen
-        cost = with_unknown_outcomes(cost, progress.unknown_outcomes, failed=failure is not None)
+        cost = with_unknown_outcomes(
+            cost, progress.unknown_outcomes, failed=failure is not None, last=progress.last_lost
+        )
     return ImageEditEvent(
         request_id=request_id,
         call_type=call_type,

@@ -9,7 +9,9 @@ under-state spend, so the call path counts these attempts and the call's event c
 that failed costs that estimate; a call that succeeded after such an attempt costs its own
 price plus the estimate (:func:`with_unknown_outcomes`). A failed call whose last answer
 reported what it billed (``APIError.billed_usage``) costs that plus the estimate. A model without
-a price stays unpriced (``cost_usd`` None), never $0.
+a price stays unpriced (``cost_usd`` None), never $0; when only some lost attempts asked such a
+model, the priced parts are a lower bound, still ``"estimate"``, whose ``price_ref`` names each
+unpriced part (``estimate:outcome-unknown:unpriced:<model>``).
 
 An attempt cancelled (``asyncio`` cancellation, a ``KeyboardInterrupt``) while its request was
 in flight is counted too: whether the upstream got it whole cannot be known, and a client that
@@ -22,6 +24,7 @@ it was made, a request body that could not be written whole, or any HTTP error a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import httpx
@@ -65,45 +68,58 @@ def outcome_unknown(outcome: object, error: BaseException) -> bool:
     )
 
 
-def with_unknown_outcomes(cost: Cost, unknown: Sequence[ImageEditRequest], *, failed: bool) -> Cost:
+def with_unknown_outcomes(
+    cost: Cost, unknown: Sequence[ImageEditRequest], *, failed: bool, last: bool
+) -> Cost:
     """The call's cost with its ``unknown`` outcomes added (see the module docstring).
 
     ``unknown`` holds the request of each such attempt, in order: after a fallback they ask
     another model than the call's last request, and each is estimated as what it asked.
+    ``last``: the call ended on the last of them (``cost`` prices that attempt's failure).
     """
-    if failed and cost.source == "estimate":
+    if failed and last and cost.source == "estimate":
         # The pricing already estimated the last attempt (a 2xx it could not read): the
-        # estimate covers the others.
+        # estimate covers the others. A call that ended on another failure priced by
+        # estimate (a refusal estimated from its input) adds every lost attempt.
         unknown = unknown[:-1]
         if not unknown:
             return cost
-    estimate = _estimate_each(unknown)
-    if failed and cost.source != "estimate" and not cost.usd:  # the failure itself billed nothing
-        return estimate
-    if estimate.usd is None or cost.usd is None:
-        return cost  # nothing to add to, or nothing known to add: the call's own price stands
+    estimate, unpriced = _estimate_each(unknown)
+    # a failure that itself billed nothing adds nothing: the lost attempts are the cost
+    own = None if failed and cost.source != "estimate" and not cost.usd else cost
+    if own is not None and own.usd is None:
+        return own  # the call's own model has no price: it stays unpriced, never a part
+    parts = [part for part in (own, estimate) if part is not None]
+    if not parts:
+        return UNPRICED
+    refs = [part.price_ref for part in parts if part.price_ref]
+    refs += [f"{ESTIMATE_REF}:unpriced:{model}" for model in unpriced]
     return Cost(
-        cost.usd + estimate.usd,
-        cost.per_image_usd,
+        sum((part.usd for part in parts if part.usd is not None), Decimal(0)),
+        own.per_image_usd if own is not None else None,
         "estimate",
-        f"{cost.price_ref}+{estimate.price_ref}" if cost.price_ref else estimate.price_ref,
+        "+".join(refs) or None,
     )
 
 
-def _estimate_each(unknown: Sequence[ImageEditRequest]) -> Cost:
-    """The estimates of ``unknown`` summed, each request once with its count; unpriced when
-    any of them has no price (a part of the sum would pass for the whole)."""
+def _estimate_each(unknown: Sequence[ImageEditRequest]) -> tuple[Cost | None, list[str]]:
+    """The estimates of ``unknown`` summed, each request once with its count (None when none
+    has a price), and the models of those without one: the sum is then a lower bound, which
+    the price reference says, so that a part does not pass for the whole."""
     counts: dict[int, tuple[ImageEditRequest, int]] = {}
     for asked in unknown:
         _, seen = counts.get(id(asked), (asked, 0))
         counts[id(asked)] = (asked, seen + 1)
-    total, refs = None, []
+    total, refs, unpriced = None, [], []
     for asked, attempts in counts.values():
         each = estimate_unknown_outcomes(asked, attempts)
         if each.usd is None:
-            return UNPRICED
+            unpriced.append(asked.model)
+            continue
         total = each.usd if total is None else total + each.usd
         refs.append(each.price_ref or "")
     if total is None:
-        return UNPRICED
-    return Cost(total, None, "estimate", "+".join(dict.fromkeys(refs)))
+        return None, list(dict.fromkeys(unpriced))
+    return Cost(total, None, "estimate", "+".join(dict.fromkeys(refs))), list(
+        dict.fromkeys(unpriced)
+    )
