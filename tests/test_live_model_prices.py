@@ -424,3 +424,61 @@ def test_import_refuses_to_add_to_a_broken_file(tmp_path, capsys):
     assert cli(["prices", "import", str(source), "--out", str(broken)]) == 1
     assert "cannot read it as JSON" in capsys.readouterr().err
     assert broken.read_text() == "{not json"
+
+
+def test_import_from_a_file_url(tmp_path, capsys):
+    """``file://`` URLs were read as a literal path (``file:/...`` not found)."""
+    source = tmp_path / "lite llm.json"
+    source.write_text(json.dumps(LITELLM_FIXTURE))
+    out = tmp_path / "from-file-url.json"
+    assert cli(["prices", "import", source.as_uri(), "--out", str(out)]) == 0
+    assert "imported 3 model(s)" in capsys.readouterr().out
+    entries = json.loads(out.read_text())["entries"]
+    assert entries[0]["tokens_per_million"]["input_text"]["source"] == source.as_uri()
+    remote = f"file://elsewhere.example{source}"
+    assert cli(["prices", "import", remote, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "must name a file on this machine" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("usd", "message"),
+    [("1e400", "above the $1,000,000 a price may be"), ("1_0", "is not a number")],
+)
+def test_import_refuses_absurd_and_grouped_prices(tmp_path, capsys, usd, message):
+    """A price of 1e400 per million tokens was accepted and priced a call at $1.8e397, which
+    the ledger then refused (the call missing from spend_logs); "1_0" was read as 10."""
+    figure = {
+        "usd": usd,
+        "source": "https://example.com/prices",
+        "retrieved": "2026-12-05",
+        "confidence": "official",
+    }
+    document = {
+        "schema": 1,
+        "currency": "USD",
+        "entries": [
+            {
+                "model": "acme-image-9",
+                "provider": "acme",
+                "effective_from": None,
+                "effective_to": None,
+                "shutdown": None,
+                "tokens_per_million": {"output_image": figure},
+            }
+        ],
+    }
+    source = tmp_path / "prices.json"
+    source.write_text(json.dumps(document))
+    assert cli(["prices", "import", str(source), "--out", str(tmp_path / "out.json")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_import_of_deeply_nested_json_is_one_line(tmp_path, capsys):
+    source = tmp_path / "deep.json"
+    source.write_text("[" * 100_000 + "]" * 100_000)
+    assert cli(["prices", "import", str(source), "--out", str(tmp_path / "out.json")]) == 1
+    err = capsys.readouterr().err
+    assert "not JSON" in err and err.count("\n") == 1

@@ -361,3 +361,23 @@ def test_a_router_falls_back_from_xai_to_openai(monkeypatch):
         ("grok",),
         "o",
     )
+
+
+def test_an_absurd_reported_charge_is_not_the_cost():
+    """``cost_in_usd_ticks`` of 10**40 ($1e30) became the call's cost, which the ledger then
+    refused (its rows stop below $1e10): the spend was missing from ``spend_logs``. Above
+    ``MAX_REPORTED_USD`` the figure is a fault: the table prices a success, a failure is
+    estimated, flagged."""
+    image = {"b64_json": base64.b64encode(PNG).decode(), "mime_type": "image/png"}
+    usage = {"cost_in_usd_ticks": "1" + "0" * 40}
+    request, options = parse_call(image=PNG, prompt="p", model=MODEL, api_key=KEY)
+    answer = json.dumps({"created": 1, "data": [image], "usage": usage}).encode()
+    response = XAIProvider().parse(200, {}, answer)
+    response.price_size = XAIProvider().prepare(request, options).price_size
+    cost = price_call(request, response)
+    assert (cost.usd, cost.source) == (Decimal("0.02"), "table")  # one image at xAI's price
+    empty = json.dumps({"created": 1, "data": [], "usage": usage}).encode()
+    with pytest.raises(APIResponseError) as raised:
+        XAIProvider().parse(200, {}, empty)
+    cost = price_call(request, None, failure=raised.value)
+    assert cost.source == "estimate" and cost.usd is not None and 0 < cost.usd < 1

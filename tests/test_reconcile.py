@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -158,6 +158,21 @@ def test_a_failed_calls_estimate_is_never_read_as_a_price_change(capsys, fake, l
     assert "estimate of failed calls whose outcome was never learnt" in row["note"]
 
 
+def test_a_successful_calls_estimate_is_never_read_as_a_price_change(capsys, fake, ledger):
+    # The first attempt's answer is lost (estimated), the retry served and was billed alone:
+    # the row's cost is its price plus the estimate. It was read as "billed 0.38x our prices"
+    # with implied prices that would have cut every later call's price.
+    fake.inject("drop", times=1)
+    edit(fake)
+    code, out, _ = run(capsys, ledger, fake, "--format", "json")
+    (row,) = json.loads(out)
+    assert (row["our_images"], row["their_images"]) == (1, 1)
+    assert Decimal(row["our_cost_usd"]) > Decimal(row["their_cost_usd"]) > 0
+    assert row["drift"] and code == 1
+    assert row["implied_prices"] is None
+    assert "1 successful call(s) of ours include estimates" in row["note"]
+
+
 def test_calls_made_around_the_tracker_are_reported_missing_from_the_ledger(capsys, fake, ledger):
     edit(fake)
     around = httpx.post(
@@ -265,6 +280,13 @@ _HOSTILE_COSTS = {
     "a bucket that is a number": b'{"data": [1]}',
     "a start that is text": b'{"data": [{"start_time": "monday", "results": '
     b'[{"line_item": "gpt-image-1, input", "amount": {"value": 1}}]}]}',
+    "tiny": b'{"data": [{"start_time": 1767225600, "results": [{"line_item": "gpt-image-1, '
+    b'input", "amount": {"value": "0.000000000000000000000000001"}}]}]}',
+    "underscores": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": "1_0"}}]}]}',
+    "euros": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"value": 1, "currency": "eur"}}]}]}',
+    "nested": b"[" * 100_000 + b"]" * 100_000,
 }
 
 
@@ -281,15 +303,12 @@ def _reconcile_against(provider: type[BaseHTTPRequestHandler], ledger: str, *ext
         server.server_close()
 
 
-@pytest.mark.parametrize("case", sorted(_HOSTILE_COSTS))
-def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, ledger, case):
+def _answering(answer: Callable[[str], bytes]) -> type[BaseHTTPRequestHandler]:
+    """An admin API answering each GET with ``answer(path)``, status 200."""
+
     class Provider(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if "/usage/" in self.path:
-                raw = b'{"data": [{"start_time": 1767225600, "results": [{"images": "many"}]}]}'
-                raw = raw if case == "text" else b'{"data": []}'
-            else:
-                raw = _HOSTILE_COSTS[case]
+            raw = answer(self.path)
             self.send_response(200)
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
@@ -298,8 +317,21 @@ def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, ledge
         def log_message(self, *args: object) -> None:
             pass
 
+    return Provider
+
+
+@pytest.mark.parametrize("case", sorted(_HOSTILE_COSTS))
+def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, fake, ledger, case):
+    def answer(path: str) -> bytes:
+        if "/usage/" in path:
+            raw = b'{"data": [{"start_time": 1767225600, "results": [{"images": "many"}]}]}'
+            return raw if case == "text" else b'{"data": []}'
+        return _HOSTILE_COSTS[case]
+
     by = "day" if case == "a start that is text" else "model"
-    code = _reconcile_against(Provider, ledger, "--by", by)
+    if case == "tiny":  # a group on both sides: the comparison's arithmetic is reached
+        edit(fake)
+    code = _reconcile_against(_answering(answer), ledger, "--by", by)
     err = capsys.readouterr().err
     assert code == 2, err  # never 1: a scheduled job reads that as drift
     assert err.startswith("tracking reconcile: error: ") and err.count("\n") == 1
@@ -329,3 +361,22 @@ def test_an_endless_answer_is_refused_without_reading_it_whole(capsys, ledger):
     err = capsys.readouterr().err
     assert code == 2 and "the answer is larger than" in err, err
     assert sum(sent) < 256 * (1 << 20)  # the client hung up long before the end
+
+
+def test_a_negative_bill_reads_no_price(capsys, fake, ledger):
+    """Credits or refunds can make a window's cost negative: no price is read from it (the
+    implied prices were negative, a file ``tracking prices import`` itself refuses)."""
+    edit(fake)
+
+    def answer(path: str) -> bytes:
+        start = int(datetime.combine(today(), datetime.min.time(), UTC).timestamp())
+        if "/usage/" in path:
+            result = {"model": "gpt-image-1", "images": 1, "num_model_requests": 1}
+        else:
+            result = {"line_item": "gpt-image-1, image edits", "amount": {"value": "-5"}}
+        return json.dumps({"data": [{"start_time": start, "results": [result]}]}).encode()
+
+    code = _reconcile_against(_answering(answer), ledger, "--by", "model", "--format", "json")
+    (row,) = json.loads(capsys.readouterr().out)
+    assert code == 1 and row["drift"] and row["implied_prices"] is None
+    assert "the provider's cost is -5" in row["note"]

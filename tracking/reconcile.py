@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, Literal, TextIO
 
 import httpx
@@ -130,7 +130,7 @@ def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[
             raise ReconcileError(f"{path}: the answer is larger than {_MAX_PAGE_BYTES} bytes")
         try:
             body = json.loads(content, parse_float=Decimal)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             raise ReconcileError(f"{path}: the answer is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("data") or [], list):
             raise ReconcileError(f"{path}: the answer is not a page of buckets")
@@ -150,6 +150,8 @@ def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[
 #: No image bill comes near a trillion dollars (10**12): a larger amount is a broken answer,
 #: and would overflow the comparison's arithmetic.
 _MAX_AMOUNT_DIGITS = 12
+#: Nor is any line item below 10**-20 dollars (a ten-billionth of the ledger's quantum).
+_MIN_AMOUNT_EXPONENT = -20
 
 
 def _bucket_day(bucket: Mapping[str, Any]) -> str:
@@ -178,10 +180,14 @@ def _amount(value: Any) -> Decimal:
     try:
         if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
             raise TypeError
+        if isinstance(value, str) and "_" in value:  # Decimal reads "1_0" as 10
+            raise TypeError
         amount = Decimal(value)
     except (TypeError, ArithmeticError):
         amount = Decimal("NaN")
-    if not amount.is_finite() or amount.adjusted() >= _MAX_AMOUNT_DIGITS:  # no arithmetic
+    if amount.is_zero():
+        return amount
+    if not amount.is_finite() or not _MIN_AMOUNT_EXPONENT <= amount.adjusted() < _MAX_AMOUNT_DIGITS:
         raise ReconcileError(f"the provider's cost {str(value)[:40]!r} is not an amount of dollars")
     return amount
 
@@ -231,6 +237,11 @@ def fetch_provider(
                 amount = result.get("amount") or {}
                 if not isinstance(amount, dict):
                     raise ReconcileError("the provider's cost is not an object with a value")
+                currency = amount.get("currency", "usd")
+                if not isinstance(currency, str) or currency.lower() != "usd":
+                    raise ReconcileError(
+                        f"the provider's cost is in {str(currency)[:20]!r}, not US dollars"
+                    )
                 costs[key] = costs.get(key, Decimal(0)) + _amount(amount.get("value"))
     return {
         key: ProviderRow(key, images.get(key, 0), requests.get(key, 0), costs.get(key, Decimal(0)))
@@ -278,12 +289,20 @@ def compare(
         our_images = mine.images if mine is not None else 0
         our_cost = mine.cost_usd if mine is not None else Decimal(0)
         diff = our_cost - other.cost_usd
-        pct = (diff / other.cost_usd * 100).quantize(Decimal("0.01")) if other.cost_usd else None
+        pct = _percent(diff, other.cost_usd)
         drift = (abs(pct) > threshold) if pct is not None else our_cost != 0
         estimated = mine.estimated_usd if mine is not None else Decimal(0)
         note, implied = _explain(
             key, by, our_images, other, (our_cost, estimated), (drift, threshold), day, api_base
         )
+        if mine is not None and mine.estimated_successes and implied is not None:
+            implied = None  # a price read from it would take the estimates for the price
+            note = (
+                f"same images; {mine.estimated_successes} successful call(s) of ours include "
+                "estimates (attempts whose answer was lost before a retry served, or usage that "
+                "could not be read), which the provider billed or not: no price can be read "
+                "from this group"
+            )
         if mine is not None and mine.unpriced:  # our cost leaves them out: it cannot agree
             drift, implied = True, None  # nor can a price be read from it
             unpriced = (
@@ -308,6 +327,16 @@ def compare(
             )
         )
     return rows
+
+
+def _percent(diff: Decimal, theirs: Decimal) -> Decimal | None:
+    """``diff`` as a percentage of the provider's cost, to the hundredth (None when it is 0);
+    worked out at a precision no amount the parser admits can exceed."""
+    if not theirs:
+        return None
+    with localcontext() as context:
+        context.prec = 80
+        return (diff / theirs * 100).quantize(Decimal("0.01"))
 
 
 def _explain(
@@ -351,6 +380,12 @@ def _explain(
                 "was never learnt, which the provider did not bill (or not yet)",
                 None,
             )
+    if other.cost_usd <= 0:
+        return (
+            f"same images; the provider's cost is {other.cost_usd} (credits or refunds in the "
+            "window?): no price can be read from it",
+            None,
+        )
     if by != "model" or not our_cost:
         return "same images, another cost: see the per-model view for the implied price", None
     ratio = other.cost_usd / our_cost

@@ -23,6 +23,11 @@ __all__ = ["BilledRow", "query_billed"]
 _ESTIMATED_FAILURE = sa.and_(
     spend_logs.c.status != "success", spend_logs.c.cost_source == "estimate"
 )
+#: A successful call whose cost holds an estimate (an earlier attempt's answer was lost, or the
+#: answer's usage could not be read): its row cannot be split into price and estimate.
+_ESTIMATED_SUCCESS = sa.and_(
+    spend_logs.c.status == "success", spend_logs.c.cost_source == "estimate"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,8 @@ class BilledRow:
     estimated_usd: Decimal = Decimal(0)
     #: calls with no cost at all (a model no price entry covers): ``cost_usd`` leaves them out
     unpriced: int = 0
+    #: successful calls whose cost holds an estimate: no price can be read from ``cost_usd``
+    estimated_successes: int = 0
 
 
 def query_billed(
@@ -61,6 +68,9 @@ def query_billed(
             cost_sum(engine).label("cost"),
             cost_sum(engine, _ESTIMATED_FAILURE).label("estimated"),
             unpriced_count().label("unpriced"),
+            sa.func.coalesce(sa.func.sum(sa.case((_ESTIMATED_SUCCESS, 1), else_=0)), 0).label(
+                "estimated_successes"
+            ),
         )
         .where(spend_logs.c.provider == provider)
         .where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
@@ -79,6 +89,7 @@ def query_billed(
             cost_usd=summed_cost(record.cost, engine),
             estimated_usd=summed_cost(record.estimated, engine),
             unpriced=int(record.unpriced),
+            estimated_successes=int(record.estimated_successes),
         )
         for record in result
     ]

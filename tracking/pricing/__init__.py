@@ -85,6 +85,11 @@ class Cost:
 
 
 UNPRICED = Cost(None, None, "unpriced", None)
+#: The most one call's provider-reported charge (xAI's ticks, Recraft's credits) is believed:
+#: a thousand dollars, some hundred times the dearest image call today. Above it the figure is
+#: a fault, not a bill: the call is priced as if none were reported (the table; a failure by
+#: estimate), never recorded at a cost the ledger would refuse (its bound is $1e10).
+MAX_REPORTED_USD = Decimal(1000)
 #: A failed call: OpenAI bills no request that ends in an error answer.
 NOT_BILLED = Cost(Decimal(0), None, "table", "failed-call:not-billed")
 
@@ -335,6 +340,8 @@ def price_call(
         _warn_retired(request.model, entry)
     if response is None:
         charged = getattr(failure, "billed_usd", None)
+        if charged is not None and charged > MAX_REPORTED_USD:  # a fault, not a bill
+            return estimate_unknown_outcomes(request, 1)
         if charged is not None:  # no image, but the answer said what the provider charged
             return Cost(charged, None, "usage", f"provider:{request.provider}")
         billed = getattr(failure, "billed_usage", None)
@@ -347,7 +354,15 @@ def price_call(
         if entry is not None and entry.tokens and _refused_in_an_answer(failure):
             return _input_estimate(entry, request)
         return NOT_BILLED
-    if response.billed_usd is not None:  # the provider said what it charged: that is the cost
+    if response.billed_usd is not None and response.billed_usd > MAX_REPORTED_USD:
+        log.warning(
+            "tracking: %r: the provider reported a charge of $%s, above the $%s believed; "
+            "the call is priced from the price table",
+            request.model,
+            response.billed_usd,
+            MAX_REPORTED_USD,
+        )
+    elif response.billed_usd is not None:  # the provider said what it charged: that is the cost
         return Cost(
             usd=response.billed_usd,
             per_image_usd=_per_image(response.billed_usd, response.images_returned),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -99,6 +100,16 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
     return 0
 
 
+def _local_path(source: str) -> Path:
+    """A plain path, or a ``file://`` URL on this machine (percent-decoded)."""
+    if not source.lower().startswith("file:"):
+        return Path(source)
+    parsed = urllib.parse.urlsplit(source)
+    if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+        raise ConfigurationError(f"{source}: a file URL must name a file on this machine")
+    return Path(urllib.parse.unquote(parsed.path))
+
+
 def _read_source(source: str) -> Any:
     if source.startswith(("https://", "http://")):
         import httpx
@@ -115,7 +126,7 @@ def _read_source(source: str) -> Any:
             raise ConfigurationError(f"{source}: cannot fetch it ({exc})") from None
         raw = bytes(body)
     else:
-        path = Path(source)
+        path = _local_path(source)
         try:
             if path.stat().st_size > MAX_IMPORT_BYTES:
                 raise ConfigurationError(f"{source}: larger than {MAX_IMPORT_BYTES} bytes")
@@ -124,7 +135,7 @@ def _read_source(source: str) -> Any:
             raise ConfigurationError(f"{source}: cannot read it ({exc.strerror})") from None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigurationError(f"{source}: not JSON ({exc})") from None
 
 
@@ -169,7 +180,7 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
 def _as_url(source: str) -> str:
     if source.startswith(("https://", "http://")):
         return source
-    return Path(source).resolve().as_uri()
+    return _local_path(source).resolve().as_uri()
 
 
 def _figures(entry: PriceEntry) -> dict[str, Decimal]:

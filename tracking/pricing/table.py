@@ -111,7 +111,7 @@ def load_price_file(path: str | Path, *, kind: str = "override") -> dict[str, li
     """A price file in the packaged format (JSON), checked against the schema."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigurationError(f"price file {path}: cannot read it as JSON ({exc})") from None
     return parse_price_data(data, origin=str(path), kind=kind)
 
@@ -259,8 +259,15 @@ def _date(raw: Any, where: str, *, optional: bool = False) -> date | None:
         raise ConfigurationError(f"{where}: {raw!r} is not an ISO date (YYYY-MM-DD)") from None
 
 
+#: The dearest price a file may give one unit (an image, a million tokens): a million dollars,
+#: beyond any image model's price by far. A larger figure is a typo or an attack, and would
+#: price a call past what the ledger records (its rows stop below $1e10).
+MAX_PRICE = Decimal(1_000_000)
+
+
 def to_price(raw: Any, where: str) -> Decimal:
-    """A non-negative Decimal from a str, int or Decimal (floats go through their repr)."""
+    """A Decimal from 0 to :data:`MAX_PRICE` from a str, int or Decimal (floats go through
+    their repr; digits grouped with ``_`` are refused: ``"1_0"`` is not obviously 10)."""
     if isinstance(raw, bool):
         raise ConfigurationError(f"{where}: expected a price, got {raw!r}")
     if isinstance(raw, float):
@@ -268,9 +275,13 @@ def to_price(raw: Any, where: str) -> Decimal:
     if not isinstance(raw, str | int | Decimal):
         raise ConfigurationError(f"{where}: expected a price, got {type(raw).__name__}")
     try:
+        if isinstance(raw, str) and "_" in raw:
+            raise InvalidOperation
         value = Decimal(raw)
     except InvalidOperation:
         raise ConfigurationError(f"{where}: {raw!r} is not a number") from None
     if not value.is_finite() or value < 0:
         raise ConfigurationError(f"{where}: must be a finite, non-negative amount")
+    if value > MAX_PRICE:
+        raise ConfigurationError(f"{where}: {raw!r} is above the ${MAX_PRICE:,} a price may be")
     return value
