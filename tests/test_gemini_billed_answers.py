@@ -130,6 +130,18 @@ def _blocked(
 ) -> Any:
     """The event of a call whose upstream answers 200 with ``answer`` (a refusal), after
     closing the connection on the first ``drops`` requests once read (answers lost)."""
+    return _answered(monkeypatch, answer, drops, ContentPolicyError, **params)
+
+
+def _answered(
+    monkeypatch: pytest.MonkeyPatch,
+    answer: dict[str, Any],
+    drops: int = 0,
+    raises: type[Exception] | None = None,
+    **params: Any,
+) -> Any:
+    """The event of a call whose upstream answers 200 with ``answer`` after ``drops`` lost
+    answers; the call raises ``raises`` (None: it succeeds)."""
     hits = itertools.count()
 
     async def generate(request: web.Request) -> web.Response:
@@ -145,8 +157,11 @@ def _blocked(
     port = server.start()
     events = record_events(monkeypatch)
     try:
-        with pytest.raises(ContentPolicyError):
+        if raises is None:
             _edit(f"http://127.0.0.1:{port}", **params)
+        else:
+            with pytest.raises(raises):
+                _edit(f"http://127.0.0.1:{port}", **params)
     finally:
         server.stop()
     return events.last
@@ -202,3 +217,28 @@ def test_a_lost_attempt_is_still_estimated_when_the_retry_is_a_refusal_priced_by
     assert refusal is not None and lost is not None and lost > refusal > 0
     assert event.cost_source == "estimate"
     assert event.cost_usd == refusal + lost
+
+
+@pytest.mark.parametrize("candidates", ["1120", None], ids=["a-string", "missing"])
+def test_an_image_whose_usage_leaves_out_its_tokens_is_estimated(monkeypatch, candidates):
+    """An image came back, but ``candidatesTokenCount`` is a string or missing and only
+    thinking tokens are counted: it was priced from those 200 text tokens ($0.0006, labelled
+    usage); the image's own tokens are not in the usage, so the call is estimated."""
+    import base64
+
+    image = base64.b64encode(make_png(32, 32)).decode()
+    metadata: dict[str, Any] = {"promptTokenCount": 300, "thoughtsTokenCount": 200}
+    if candidates is not None:
+        metadata["candidatesTokenCount"] = candidates
+    answer = {
+        "candidates": [
+            {
+                "content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": image}}]},
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": metadata,
+    }
+    event = _answered(monkeypatch, answer)
+    assert event.status == "success" and event.cost_source == "estimate"
+    assert event.cost_usd is not None and event.cost_usd > Decimal("0.03")  # an image's worth

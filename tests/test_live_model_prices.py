@@ -116,6 +116,67 @@ def test_an_input_reported_unsplit_is_priced_at_the_dearer_input_rate():
     assert price_call(request_for("gpt-image-2"), answer(1, split)).usd == Decimal("0.055609")
 
 
+def test_tokens_the_details_leave_unaccounted_are_billed_at_the_image_rates():
+    # output_tokens 7024 with details naming 10 text tokens and no image tokens were billed as
+    # 10 text tokens ($0.0001, not $0.21); input 326 with details of 3 text tokens as 3.
+    usage = {
+        "input_tokens": 326,
+        "input_tokens_details": {"text_tokens": 3},
+        "output_tokens": 7024,
+        "output_tokens_details": {"text_tokens": 10},
+    }
+    cost = price_call(request_for("gpt-image-2"), answer(1, usage))
+    assert cost.usd == Decimal("0.213119")  # 3*5 + 323*8 + 10*10 + 7014*30 per 1M
+    assert cost.source == "usage"
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        pytest.param(
+            {
+                "input_tokens": 326,
+                "input_tokens_details": {"text_tokens": 300, "image_tokens": 300},
+                "output_tokens": 7024,
+            },
+            id="input-details-above-the-total",
+        ),
+        pytest.param(
+            {
+                "input_tokens": 326,
+                "output_tokens": 7024,
+                "output_tokens_details": {"image_tokens": 9000, "text_tokens": 0},
+            },
+            id="output-details-above-the-total",
+        ),
+    ],
+)
+def test_details_above_their_total_are_not_trusted(usage):
+    """Usage contradicting itself is priced by estimate (flagged), as cached tokens above the
+    input are: which of the two figures was billed cannot be known."""
+    cost = price_call(
+        request_for("gpt-image-2", size="1024x1024", quality="high"),
+        answer(1, usage, size="1024x1024", quality="high"),
+    )
+    assert cost.source == "estimate" and cost.usd == Decimal("0.211")
+
+
+def test_an_image_answered_with_no_image_output_tokens_is_estimated():
+    # An image came back, but the usage reports only text output (10 tokens): it was priced
+    # at $0.0001 from that, labelled usage; the image's tokens are missing, so it is estimated.
+    usage = {
+        "input_tokens": 326,
+        "input_tokens_details": {"text_tokens": 3, "image_tokens": 323},
+        "output_tokens": 10,
+        "output_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+    }
+    cost = price_call(
+        request_for("gpt-image-2", size="1024x1024", quality="high"),
+        answer(1, usage, size="1024x1024", quality="high"),
+    )
+    assert cost.source == "estimate" and cost.usd == Decimal("0.211")
+
+
 # -- usage we cannot read: an estimate, never $0 or None ----------------------------------------
 
 ODD_USAGE = [

@@ -76,7 +76,11 @@ class Usage:
             unsplit = not text and not image and input_tokens > 0
             if unsplit:
                 text = input_tokens
+            else:  # tokens the split leaves out: the dearer kind (image), never under-billed
+                image += _unaccounted(input_tokens, text + image)
+            output_text = _count(out_details.get("text_tokens")) if out_details else 0
             output_image = _count(out_details.get("image_tokens")) if out_details else output_tokens
+            output_image += _unaccounted(output_tokens, output_text + output_image)
             usage = cls(
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
@@ -87,7 +91,7 @@ class Usage:
                 cached_text_tokens=_count(cached.get("text_tokens")),
                 cached_image_tokens=_count(cached.get("image_tokens")),
                 output_image_tokens=output_image,
-                output_text_tokens=_count(out_details.get("text_tokens")) if out_details else 0,
+                output_text_tokens=output_text,
                 input_unsplit=unsplit,
             )
         except _Untrusted:
@@ -104,6 +108,14 @@ MAX_TOKENS = 10_000_000
 
 class _Untrusted(Exception):
     """A usage field that cannot be read as what it should be."""
+
+
+def _unaccounted(total: int, split: int) -> int:
+    """The tokens of ``total`` its details leave out; :class:`_Untrusted` when the details add
+    up to more than a total reported (which of the two was billed cannot be known)."""
+    if total and split > total:
+        raise _Untrusted
+    return total - split if total else 0
 
 
 def _object(value: Any) -> dict[str, Any]:

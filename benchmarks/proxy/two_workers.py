@@ -11,7 +11,8 @@ shared by the workers. Two phases:
   (the two workers and uvicorn's supervisor) per request. No ratio target: on a 2-core machine
   the workers share the cores with wrk, the fake, PostgreSQL and Redis.
 * budget: a virtual key whose ``max_budget`` is 200.5 times one call's cost, then wrk at
-  concurrency 64 with that key until well past the budget. Budgets reserve a call's maximum
+  concurrency 64 with that key until well past the budget (runs of the given duration, up to
+  five, until one is refused). Budgets reserve a call's maximum
   expected cost in Redis before it is forwarded and settle to the real cost after, so under any
   load the key's spend (its ledger rows, read once the outbox has shipped them) must not exceed
   the budget; the check allows one call's cost over it, and reports the figure. It also checks
@@ -37,6 +38,8 @@ import httpx
 PG = "host=127.0.0.1 port=5432 user=postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BUDGET_CALLS = Decimal("200.5")
+#: wrk runs at most, one after the other, until the budget refuses a request
+_MAX_BUDGET_RUNS = 5
 
 
 def _reachable(port: int) -> bool:
@@ -95,9 +98,14 @@ def _budget_phase(
     made.raise_for_status()
     key, key_hash = made.json()["key"], made.json()["key_hash"]
     script, _ = bench.make_body(folder, key=key, name="budget")
-    figures = bench.wrk(f"{base}/v1/images/edits", script, 64, duration, pid, tree=True)
+    requests = errors = 0.0
+    for _ in range(_MAX_BUDGET_RUNS):  # a loaded machine may not pass the budget in one run
+        figures = bench.wrk(f"{base}/v1/images/edits", script, 64, duration, pid, tree=True)
+        requests, errors = requests + figures["requests"], errors + figures["errors"]
+        if errors:
+            break
     rows, spend = _settled(database, key_hash)
-    successes = int(figures["requests"] - figures["errors"])
+    successes = int(requests - errors)
     over = spend - budget
     return {
         "call_cost_usd": str(cost),
@@ -107,7 +115,7 @@ def _budget_phase(
         "within_budget_plus_one_call": over <= cost,
         "ledger_rows": rows,
         "successes_counted_by_wrk": successes,
-        "refused": int(figures["errors"]),
+        "refused": int(errors),
         "every_answer_has_its_row": rows >= successes,
     }
 

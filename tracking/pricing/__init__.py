@@ -379,7 +379,7 @@ def price_call(
         usage = response.usage
         total = (
             _token_cost(entry, usage, bool(request.images))
-            if usage is not None and _readable(usage)
+            if usage is not None and _readable(usage, images)
             else None
         )
         if total is None:
@@ -398,8 +398,11 @@ def price_call(
     )
 
 
-def _readable(usage: Usage) -> bool:
-    """Usage we can bill from: an image was made, so output tokens must be reported."""
+def _readable(usage: Usage, images: int) -> bool:
+    """Usage we can bill from: output tokens must be reported, image tokens when images came
+    back (thinking or text tokens alone leave the images' own tokens out of the bill)."""
+    if images > 0:
+        return usage.output_image_tokens > 0
     return usage.output_image_tokens > 0 or usage.output_text_tokens > 0
 
 
