@@ -118,6 +118,20 @@ def test_a_bad_config_lists_every_fault_without_a_traceback(tmp_path):
     assert "model_list[1].litellm_params: required" in done.stderr
 
 
+def test_a_deployment_no_call_could_reach_stops_the_proxy_at_start(tmp_path):
+    """``stability/upscale`` (no such edit operation) started, then answered every call with a
+    500: the proxy now refuses the config when it starts, naming the entry."""
+    config = tmp_path / "upscale.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: up\n"
+        "    litellm_params: {model: stability/upscale, api_key: sk-stability-test}\n"
+    )
+    done = _run(["serve", "--config", str(config), "--port", "0"], tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr + done.stdout
+    assert "model_list[0]: litellm_params.model: stability/upscale is not an edit" in done.stderr
+
+
 def test_install_hints_make_no_claim_about_a_package_index(tmp_path):
     line = _one_line_failure(_run(["quickstart"], tmp_path, without="uvicorn"))
     assert "pip install 'image-edit-tracking[" not in line

@@ -87,6 +87,64 @@ def test_config_errors_are_clear_and_name_the_entry(monkeypatch):
     assert "sk-from-env" not in repr(router.deployments[0]) + repr(router)
 
 
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"api_base": "htp://typo.example/v1"}, r"\[1\]: litellm_params.api_base: not an http"),
+        ({"api_key": "sk-abc\ndef"}, r"\[1\]: litellm_params.api_key: the key holds"),
+        ({"model": "azure/images"}, r"\[1\]: litellm_params.api_version: not set for Azure"),
+        ({"model": "stability/upscale"}, r"\[1\]: litellm_params.model: stability/upscale"),
+        (
+            {"model_info": {"id": "c", "output_cost_per_image": "NaN"}},
+            r"\[1\]: model_info.output_cost_per_image: must be a finite",
+        ),
+        (
+            {"model_info": {"id": "c", "output_cost_per_image_by_size": {"1024x1024": "-5"}}},
+            r"\[1\]: model_info.output_cost_per_image_by_size\['1024x1024'\]: must be",
+        ),
+    ],
+    ids=["url", "key", "azure", "stability", "nan-price", "negative-price"],
+)
+def test_a_deployment_that_cannot_be_called_fails_the_router_at_load(monkeypatch, entry, message):
+    """Each failed a share of the calls (the group's other deployment never tried, the bad
+    one never cooled down), or every call under cost-based routing (a NaN price), or took all
+    traffic (a negative price): now the router is refused when built, naming the entry."""
+    monkeypatch.delenv("AZURE_API_VERSION", raising=False)
+    good = deployment("images", "http://127.0.0.1:9/v1", id="good")
+    bad = deployment("images", "http://127.0.0.1:9/v1", id="bad")
+    info = entry.pop("model_info", None)
+    bad["litellm_params"].update(entry)
+    if info is not None:
+        bad["model_info"] = info
+    with pytest.raises(tracking.ConfigurationError, match=message):
+        Router([good, bad], routing_strategy="cost-based-routing")
+
+
+def test_router_settings_are_named_in_their_errors():
+    """A bad router_settings.timeout was reported as model_list[0]'s litellm_params.timeout,
+    a key never written; bad Redis settings raised redis-py's bare ValueError."""
+    model_list = [deployment("a", "http://h/v1", id="a")]
+    for settings, message in (
+        ({"timeout": -1}, r"^router_settings.timeout must be a positive number"),
+        ({"redis_host": "localhost", "redis_port": "abc"}, r"^router_settings.redis_port: "),
+        ({"redis_host": "localhost", "redis_port": 99999}, r"^router_settings.redis_port: "),
+        ({"redis_url": "not a url"}, r"^redis_url: Redis URL must specify"),
+    ):
+        with pytest.raises(tracking.ConfigurationError, match=message):
+            Router.from_config({"model_list": model_list, "router_settings": settings})
+
+
+def test_a_price_of_zero_for_the_size_and_quality_is_not_skipped():
+    """``"1024x1024/low": 0`` fell through (``or``) to the size-only price."""
+    from tracking.router.strategies import CallShape, model_info_cost
+
+    entry = deployment("a", "http://h/v1", id="a")
+    entry["model_info"]["output_cost_per_image_by_size"] = {"1024x1024/low": 0, "1024x1024": 1}
+    router = Router([entry])
+    shape = CallShape("a", size="1024x1024", quality="low")
+    assert model_info_cost(router.deployments[0], shape) == 0
+
+
 def test_from_config_reads_a_litellm_style_proxy_config():
     config = {
         "model_list": [

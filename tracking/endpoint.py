@@ -26,6 +26,7 @@ from .errors import ConfigurationError
 __all__ = [
     "check_api_base",
     "check_api_key",
+    "check_base_url",
     "check_prepared",
     "header_value_problem",
     "is_header_name",
@@ -85,6 +86,15 @@ def check_api_base(value: object) -> str | None:
             param="api_base",
         )
     return value
+
+
+def check_base_url(value: object) -> str | None:
+    """``api_base`` as a deployment gives it: :func:`check_api_base`, and the URL itself held
+    to the rules every request's URL is (a plain http(s) URL with a host, no credentials)."""
+    base = check_api_base(value)
+    if base is not None:
+        _check_url(base)
+    return base
 
 
 def check_prepared(url: str, headers: Mapping[str, str], secrets: tuple[str, ...]) -> None:

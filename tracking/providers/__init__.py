@@ -105,6 +105,18 @@ def operations_of(provider: Provider) -> frozenset[str]:
     return operations if isinstance(operations, frozenset) else EDITS_ONLY
 
 
+def check_deployment(model: str, api_base: str | None, api_version: str | None) -> None:
+    """What can be known of a deployment before any call: its provider's own settings checks
+    (``check_settings``: Azure's URL and API version, Stability's operations), where it has
+    them; a :class:`~tracking.errors.ConfigurationError` names what is wrong."""
+    from ..request import split_provider
+
+    name, upstream_model = split_provider(model)
+    check = getattr(get_provider(name), "check_settings", None)
+    if check is not None:
+        check(upstream_model, api_base, api_version)
+
+
 def prepare_call(
     request: ImageEditRequest, options: CallOptions
 ) -> tuple[Provider, PreparedRequest]:

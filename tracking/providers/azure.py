@@ -37,6 +37,12 @@ class AzureProvider(OpenAIAnswers):
     name = "azure"
     operations = EDITS_AND_GENERATIONS
 
+    def check_settings(self, model: str, api_base: str | None, api_version: str | None) -> None:
+        """A deployment needs its resource's URL and an API version, given or in the
+        environment (checked when a router or the proxy loads it; the key may come later)."""
+        _setting(api_base, "AZURE_API_BASE", "api_base")
+        _setting(api_version, "AZURE_API_VERSION", "api_version")
+
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_base = _setting(options.api_base, "AZURE_API_BASE", "api_base").rstrip("/")
         api_version = _setting(options.api_version, "AZURE_API_VERSION", "api_version")

@@ -67,15 +67,20 @@ def _one_image_from_one(request: ImageEditRequest, operation: str) -> None:
 class StabilityProvider:
     name = "stability"
 
+    def check_settings(self, model: str, api_base: str | None, api_version: str | None) -> None:
+        """A deployment's model must name one of the edit operations (checked when a router
+        or the proxy loads it, and again before each call)."""
+        if model not in OPERATIONS:
+            raise ConfigurationError(
+                f"model: stability/{model} is not an edit operation; one of "
+                f"{', '.join(sorted(OPERATIONS))}"
+            )
+
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_key = api_key_for(options, "Stability AI", "STABILITY_API_KEY")
         api_base = api_base_for(options, "STABILITY_API_BASE", DEFAULT_STABILITY_API_BASE)
         operation = request.upstream_model
-        if operation not in OPERATIONS:
-            raise ConfigurationError(
-                f"model: stability/{operation} is not an edit operation; one of "
-                f"{', '.join(sorted(OPERATIONS))}"
-            )
+        self.check_settings(operation, options.api_base, options.api_version)
         _one_image_from_one(request, operation)
         if request.mask is not None and operation not in _MASKED:
             operation = "inpaint"

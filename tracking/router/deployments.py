@@ -20,10 +20,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..endpoint import check_api_key, check_base_url
 from ..errors import ConfigurationError
+from ..providers import check_deployment
 from ..request import MAX_TIMEOUT, model_without_name
 
-__all__ = ["Deployment", "parse_fallbacks", "parse_model_list", "resolve_env"]
+__all__ = ["Deployment", "parse_fallbacks", "parse_model_list", "resolve_env", "seconds"]
 
 _ENV_PREFIX = "os.environ/"
 
@@ -159,6 +161,8 @@ def _deployment(entry: Any, where: str) -> Deployment:
     base_model = info.get("base_model")
     if base_model is not None and not isinstance(base_model, str):
         raise ConfigurationError(f"{where}: model_info.base_model must be a string")
+    _check_reachable(model, params, where)
+    _check_prices(info, where)
     return Deployment(
         id=deployment_id or _digest(model_name, params),
         model_name=model_name,
@@ -176,6 +180,36 @@ def _deployment(entry: Any, where: str) -> Deployment:
         base_model=base_model,
         model_info=dict(info),
     )
+
+
+def _check_reachable(model: str, params: Mapping[str, Any], where: str) -> None:
+    """The checks every call makes of its key and URL, and the provider's own settings checks,
+    made once at load: a typo fails the config, not a share of the calls."""
+    try:
+        check_api_key(params.get("api_key"))
+        check_base_url(params.get("api_base"))
+        check_deployment(model, params.get("api_base"), params.get("api_version"))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{where}: litellm_params.{exc}") from None
+
+
+def _check_prices(info: Mapping[str, Any], where: str) -> None:
+    """``model_info``'s prices as a price file's are held: finite, from 0 to ``MAX_PRICE``."""
+    from ..pricing.table import to_price
+
+    price = info.get("output_cost_per_image")
+    if price is not None:
+        to_price(price, f"{where}: model_info.output_cost_per_image")
+    table = info.get("output_cost_per_image_by_size")
+    if table is None:
+        return
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(
+            f"{where}: model_info.output_cost_per_image_by_size must be a mapping of "
+            "'SIZE/QUALITY' or 'SIZE' to a price"
+        )
+    for shape, value in table.items():
+        to_price(value, f"{where}: model_info.output_cost_per_image_by_size[{shape!r}]")
 
 
 def resolve_env(value: Any, where: str) -> Any:
@@ -224,6 +258,11 @@ def _weight(value: Any, where: str) -> float:
 
 
 def _timeout(value: Any, where: str, name: str = "timeout") -> float | None:
+    return seconds(value, f"{where}: litellm_params.{name}")
+
+
+def seconds(value: Any, label: str) -> float | None:
+    """A timeout setting (``label`` names it in the error): None, or seconds in (0, 1 day]."""
     if value is None:
         return None
     if (
@@ -232,7 +271,6 @@ def _timeout(value: Any, where: str, name: str = "timeout") -> float | None:
         or not 0 < value <= MAX_TIMEOUT  # also False for NaN
     ):
         raise ConfigurationError(
-            f"{where}: litellm_params.{name} must be a positive number of seconds, "
-            f"at most {MAX_TIMEOUT:g}, got {value!r}"
+            f"{label} must be a positive number of seconds, at most {MAX_TIMEOUT:g}, got {value!r}"
         )
     return float(value)

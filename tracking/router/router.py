@@ -23,7 +23,7 @@ from ..api import call_async, call_sync
 from ..errors import ConfigurationError
 from ..request import MAX_RETRIES, MAX_TIMEOUT, image_edit_params, image_generation_params
 from ..targets import Steps, run_steps
-from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env
+from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env, seconds
 from .route import CallRoute
 from .state import MemoryState, RedisState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
@@ -164,12 +164,13 @@ class Router:
                 f"got {cooldown_time!r}"
             )
         self.cooldown_time = float(cooldown_time)
+        if state is None and redis_url:
+            try:
+                state = RedisState(redis_url, prefix=redis_prefix, latency_window=latency_window)
+            except ValueError as exc:  # redis-py's reading of the URL
+                raise ConfigurationError(f"redis_url: {exc}") from None
         if state is None:
-            state = (
-                RedisState(redis_url, prefix=redis_prefix, latency_window=latency_window)
-                if redis_url
-                else MemoryState(latency_window=latency_window)
-            )
+            state = MemoryState(latency_window=latency_window)
         self.state: RouterState = state
         #: The state's operations as routing steps: awaited on the async path (see ``stepwise``).
         self.stepwise_state = stepwise(state)
@@ -205,6 +206,12 @@ class Router:
                 settings[key] = resolve_env(settings[key], f"router_settings.{key}")
         host = settings.pop("redis_host", None)
         port = settings.pop("redis_port", None)
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+        ):
+            raise ConfigurationError(
+                f"router_settings.redis_port: expected a port from 1 to 65535, got {port!r}"
+            )
         password = settings.pop("redis_password", None)
         if host and not settings.get("redis_url"):
             from urllib.parse import quote
@@ -213,6 +220,7 @@ class Router:
             settings["redis_url"] = f"redis://{auth}{host}:{port or 6379}/0"
         settings.update(overrides)
         model_list = config.get("model_list") or []
+        seconds(router_settings.get("timeout"), "router_settings.timeout")
         if router_settings.get("timeout") is not None and isinstance(model_list, list):
             model_list = [_with_timeout(d, router_settings["timeout"]) for d in model_list]
         return cls(model_list, **settings)

@@ -150,7 +150,9 @@ def _model_info_price(deployment: Deployment, call: CallShape) -> Decimal | None
     table = info.get("output_cost_per_image_by_size")
     price: Any = None
     if isinstance(table, dict):
-        price = table.get(f"{call.size}/{call.quality}") or table.get(str(call.size))
+        price = table.get(f"{call.size}/{call.quality}")
+        if price is None:
+            price = table.get(str(call.size))
     if price is None:
         price = info.get("output_cost_per_image")
     if price is None or isinstance(price, bool):
