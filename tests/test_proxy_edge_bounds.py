@@ -70,6 +70,10 @@ KEY_BODIES = [
     ('{"key_alias": "line\\nbreak"}', "key_alias"),
     ('{"team": "t\\u0000"}', "team"),
     ('{"key_alias": "' + "x" * 5000 + '"}', "key_alias"),
+    # a fault inside an object is named by its whole path (it was named "a", or "b")
+    ('{"metadata": {"a": NaN}}', "metadata.a"),
+    ('{"metadata": {"a": {"b": [1, Infinity]}}}', "metadata.a.b"),
+    ('{"metadata": {"a": 1, "a": 2}}', "metadata.a"),
 ]
 
 
@@ -164,6 +168,7 @@ def test_hostile_call_fields_are_clear_400s_and_later_calls_are_recorded(proxy, 
         ({"user": "tab\tuser"}, "user"),
         ({"size": "1024x1024\0"}, "size"),
         ({"quality": "q" * 5000}, "quality"),
+        ({"metadata": '{"team": {"x": NaN}}'}, "metadata.team.x"),
     ]:
         _refused(edit(client, proxy.url, MASTER_KEY, **fields), param)
     longest = "é" * MAX_ID_CHARS  # the longest id allowed, 2 bytes a character

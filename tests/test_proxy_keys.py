@@ -295,6 +295,25 @@ def test_spend_endpoints_master_sees_all_a_key_only_its_own(proxy, client):
     assert by_hash[second["key_hash"]]["requests"] == 1
     mine = client.get(f"{proxy.url}/spend/keys", headers=bearer(second["key"])).json()["data"]
     assert [row["key_hash"] for row in mine] == [second["key_hash"]]
+    # page / page_size, which /openapi.json lists, were ignored: every key came back
+    pages = [
+        client.get(
+            f"{proxy.url}/spend/keys",
+            headers=bearer(MASTER_KEY),
+            params={"page": page, "page_size": 1},
+        ).json()
+        for page in range(1, len(summary) + 1)
+    ]
+    assert [p["data"][0]["key_hash"] for p in pages] == [row["key_hash"] for row in summary]
+    assert all(len(p["data"]) == 1 and p["total"] == len(summary) for p in pages)
+    assert pages[0]["has_more"] and not pages[-1]["has_more"]
+    for bad_size in ("0", "-1", "x", "1001"):
+        refused = client.get(
+            f"{proxy.url}/spend/keys",
+            headers=bearer(MASTER_KEY),
+            params={"page_size": bad_size},
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "page_size"
     assert client.get(f"{proxy.url}/spend/logs").status_code == 401
 
 

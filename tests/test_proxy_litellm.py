@@ -158,6 +158,18 @@ def test_key_routes_refuse_without_master_and_for_unknown_keys(proxy, client):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "key_not_found"
     no_key = _master(client, "POST", f"{proxy.url}/key/update", json={})
     assert no_key.status_code == 400 and no_key.json()["error"]["param"] == "key"
+    # a key_hash naming another key than key was ignored (key decided): now refused
+    other = generate(client, proxy.url)
+    for path in ("/key/update", "/key/regenerate"):
+        both = {"key": key, "key_hash": other["key_hash"], "key_alias": "which"}
+        refused = _master(client, "POST", f"{proxy.url}{path}", json=both)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "key_hash"
+        bad_hash = _master(client, "POST", f"{proxy.url}{path}", json={"key_hash": "zz"})
+        assert bad_hash.status_code == 400 and bad_hash.json()["error"]["param"] == "key_hash"
+    same = {"key": other["key"], "key_hash": other["key_hash"], "key_alias": "same"}
+    agreed = _master(client, "POST", f"{proxy.url}/key/update", json=same)
+    assert agreed.status_code == 200 and agreed.json()["key_alias"] == "same"
     bad_size = _master(client, "GET", f"{proxy.url}/key/list", params={"size": "0"})
     assert bad_size.status_code == 400
 

@@ -372,12 +372,16 @@ class AccountStore:
             total = int(conn.execute(count).scalar_one())
         return rows, total
 
-    def key_summary(self, key_hashes: Sequence[str] | None) -> list[dict[str, Any]]:
-        """Spend per key hash (one key's hashes, or every key that spent), dearest first."""
+    def key_summary(
+        self, key_hashes: Sequence[str] | None, *, page: int = 1, page_size: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Spend per key hash (one key's hashes, or every key that spent), dearest first (then
+        by hash: pages never overlap), a page of them (``page_size`` None: all), and how many
+        keys there are."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
-            return []
+            return [], 0
 
         from tracking.integrations.sql import cost_order, cost_sum, spend_logs, summed_cost
 
@@ -396,9 +400,13 @@ class AccountStore:
         )
         if key_hashes is not None:
             statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
+        counted = sa.select(sa.func.count()).select_from(statement.order_by(None).subquery())
+        if page_size is not None:
+            statement = statement.limit(page_size).offset((page - 1) * page_size)
         with self.engine.connect() as conn:
             result = conn.execute(statement).all()
-        return [
+            total = int(conn.execute(counted).scalar_one())
+        rows = [
             {
                 "key_hash": row.api_key_hash,
                 "key_alias": row.key_alias,
@@ -409,6 +417,7 @@ class AccountStore:
             }
             for row in result
         ]
+        return rows, total
 
 
 def _end_user_values(record: EndUserRecord) -> dict[str, Any]:

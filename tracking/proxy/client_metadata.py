@@ -42,7 +42,16 @@ def take_metadata(extra_body: dict[str, Any]) -> dict[str, Any] | None:
 
         try:
             value = load_json_object(value.encode("utf-8"))
-        except (ProxyError, UnicodeEncodeError):
+        except ProxyError as error:
+            if error.param is None:
+                raise _not_an_object() from None
+            raise ProxyError(
+                400,
+                f"metadata.{error.message}",
+                param=f"metadata.{error.param}",
+                code=error.code,
+            ) from None
+        except UnicodeEncodeError:
             raise _not_an_object() from None
     if value is None:
         return None

@@ -65,31 +65,40 @@ class _Constant:
         self.name = name
 
 
-def _fault_in(value: Any) -> tuple[str, str] | None:
-    """What is wrong with a value (its lists included; objects check their own values), as
-    (message, code): a constant that is not a JSON number, or a string no UTF-8 request can
-    carry (a lone surrogate, as a ``"\\ud800"`` escape decodes)."""
+class _Fault:
+    """An object found wrong while parsing, standing in for it until the body's top level
+    names the fault by its whole path (``metadata.a``: an inner object cannot know its key)."""
+
+    def __init__(self, path: str, message: str, code: str) -> None:
+        self.path, self.message, self.code = path, message, code
+
+
+def _fault_in(value: Any) -> _Fault | None:
+    """What is wrong with a value (its lists included; objects checked their own values), its
+    path below the value: a constant that is not a JSON number, a string no UTF-8 request can
+    carry (a lone surrogate, as a ``"\\ud800"`` escape decodes), or an object found wrong."""
     pending = [value]
     while pending:
         item = pending.pop()
+        if isinstance(item, _Fault):
+            return item
         if isinstance(item, _Constant):
-            return f"{item.name} is not a JSON number", "invalid_json"
+            return _Fault("", f"{item.name} is not a JSON number", "invalid_json")
         if isinstance(item, str) and not is_text(item):
-            return "not valid text (a lone UTF-16 surrogate)", "invalid_value"
+            return _Fault("", "not valid text (a lone UTF-16 surrogate)", "invalid_value")
         if isinstance(item, list):
             pending.extend(item)
     return None
 
 
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Fault:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ProxyError(400, f"{key}: given more than once", param=key, code="invalid_json")
+            return _Fault(key, "given more than once", "invalid_json")
         fault = _fault_in(value) or _fault_in(key)
         if fault is not None:
-            message, code = fault
-            raise ProxyError(400, f"{key}: {message}", param=key, code=code)
+            return _Fault(f"{key}.{fault.path}" if fault.path else key, fault.message, fault.code)
         result[key] = value
     return result
 
@@ -103,6 +112,9 @@ def load_json_object(body: bytes) -> dict[str, Any]:
         document = json.loads(body, object_pairs_hook=_strict_object, parse_constant=_Constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProxyError(400, "the request body is not valid JSON", code="invalid_json") from None
+    if isinstance(document, _Fault):
+        path = document.path
+        raise ProxyError(400, f"{path}: {document.message}", param=path, code=document.code)
     if not isinstance(document, dict):
         raise ProxyError(400, "the request body must be a JSON object", code="invalid_json")
     return document

@@ -39,7 +39,7 @@ from .json_io import (
     send_json,
 )
 from .keys import generate_key, hash_key
-from .limits import MAX_RPM_LIMIT
+from .limits import MAX_RPM_LIMIT, key_hash
 from .management_routes import KEY_FIELDS, requested_expiry, requested_models, require_master
 
 if TYPE_CHECKING:
@@ -70,19 +70,27 @@ _NAMED_KEY_FIELDS = KEY_FIELDS | {"key", "key_hash"}
 
 def _key_hash_of(document: dict[str, Any]) -> str:
     """The key a body names: ``key`` (the secret, or a hash as LiteLLM also accepts) or
-    ``key_hash``."""
+    ``key_hash`` (a SHA-256 digest); both must name the same key."""
     key = optional_str(document, "key")
+    named = key_hash(optional_str(document, "key_hash"))
     if key is not None:
-        return key if len(key) == 64 and key.isalnum() else hash_key(key)
-    key_hash = optional_str(document, "key_hash")
-    if key_hash is None:
+        from_key = key if len(key) == 64 and key.isalnum() else hash_key(key)
+        if named is not None and named != from_key.lower():
+            raise ProxyError(
+                400,
+                "key_hash: names another key than key; give one of them, or both of one key",
+                param="key_hash",
+                code="invalid_value",
+            )
+        return from_key
+    if named is None:
         raise ProxyError(
             400,
             "key: required (the key, or key_hash)",
             param="key",
             code="missing_required_parameter",
         )
-    return key_hash
+    return named
 
 
 def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]:

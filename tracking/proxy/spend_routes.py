@@ -4,16 +4,17 @@ The master key sees every row; a virtual key sees only the rows of its own calls
 hash, whatever the query asks). ``/spend/logs`` pages newest first (``page`` from 1,
 ``page_size`` up to 1000) and filters by end user (``user``) and UTC time (``start_date``
 inclusive, ``end_date`` exclusive; dates or ISO-8601 datetimes). ``/spend/keys`` sums spend per
-key. On a proxy without a master key (open) they answer 403 (``code: spend_reads_closed``):
-anyone could otherwise read every end user's spend; ``general_settings.allow_open_spend_reads:
-true`` opens them deliberately.
+key, dearest first, paged the same way (100 keys a page unless ``page_size`` says otherwise).
+On a proxy without a master key (open) they answer 403 (``code: spend_reads_closed``): anyone
+could otherwise read every end user's spend; ``general_settings.allow_open_spend_reads: true``
+opens them deliberately.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .auth import request_headers
 from .errors import ProxyError
@@ -40,6 +41,16 @@ def _page_number(query: dict[str, str], name: str, default: int, high: int) -> i
             400, f"{name}: expected an integer from 1 to {high}", param=name, code="invalid_value"
         )
     return bounded_int(int(raw), name, low=1, high=high)
+
+
+def _page_of(rows: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
+    return {
+        "data": rows,
+        "page": page,
+        "page_size": page_size,
+        "total": total,
+        "has_more": page * page_size < total,
+    }
 
 
 def _own_hashes(principal: Principal) -> tuple[str, ...] | None:
@@ -86,21 +97,16 @@ def spend_routes(
             page=page,
             page_size=page_size,
         )
-        await send_json(
-            send,
-            200,
-            {
-                "data": rows,
-                "page": page,
-                "page_size": page_size,
-                "total": total,
-                "has_more": page * page_size < total,
-            },
-        )
+        await send_json(send, 200, _page_of(rows, page, page_size, total))
 
     async def keys(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await caller(scope)
-        summary = await asyncio.to_thread(store.key_summary, _own_hashes(principal))
-        await send_json(send, 200, {"data": summary})
+        query = query_of(scope)
+        page = _page_number(query, "page", 1, MAX_PAGE)
+        page_size = _page_number(query, "page_size", 100, _MAX_PAGE_SIZE)
+        summary, total = await asyncio.to_thread(
+            store.key_summary, _own_hashes(principal), page=page, page_size=page_size
+        )
+        await send_json(send, 200, _page_of(summary, page, page_size, total))
 
     return {("GET", "/spend/logs"): logs, ("GET", "/spend/keys"): keys}
