@@ -127,14 +127,8 @@ def test_an_answer_without_an_image_costs_the_credits_it_reports():
 
 
 def test_recrafts_errors_map_into_the_tree(recraft, upstream):
-    with pytest.raises(BadRequestError, match="strength must be between 0 and 1"):
-        tracking.image_edit(
-            image=PNG,
-            prompt="a hat",
-            model="recraft/recraftv3",
-            extra_body={"strength": 3},
-            **upstream,
-        )
+    with pytest.raises(BadRequestError, match="unknown model recraftv0"):
+        tracking.image_edit(image=PNG, prompt="a hat", model="recraft/recraftv0", **upstream)
     with pytest.raises(AuthenticationError):
         tracking.image_edit(
             image=PNG,
@@ -152,3 +146,28 @@ def test_the_official_client_through_the_proxy(recraft, tmp_path):
     raw = edit_through_proxy(tmp_path, "recraft", params, image=image, prompt="a hat")
     assert raw.parse().data[0].b64_json
     assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.04")
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"image": [PNG, PNG]}, "image"),
+        ({"n": 7}, "n"),
+        ({"extra_body": {"strength": 5}}, "strength"),
+        ({"size": "1536x1024"}, "size"),
+        ({"quality": "high"}, "quality"),
+        ({"response_format": "url"}, "response_format"),
+    ],
+)
+def test_what_recraft_cannot_take_is_refused_before_sending(recraft, upstream, params, param):
+    """Three images went as the first alone (the event said 3), n=7 was sent and billed (Recraft
+    documents 1 to 6), size and quality were dropped while the event recorded them."""
+    from tracking.errors import ValidationError
+
+    before = len(recraft.requests)
+    with pytest.raises(ValidationError) as caught:
+        tracking.image_edit(
+            **{"image": PNG, "prompt": "a hat", "model": "recraft/recraftv3", **params}, **upstream
+        )
+    assert caught.value.param == param
+    assert len(recraft.requests) == before

@@ -20,6 +20,7 @@ from tracking.errors import (
     BadRequestError,
     ConfigurationError,
     ContentPolicyError,
+    ValidationError,
 )
 from tracking.testing.fake_stability import FakeStability
 
@@ -101,7 +102,11 @@ def test_more_images_than_one_in_or_out_are_refused_before_sending(
 def test_stabilitys_own_errors_keep_their_name(stability, upstream):
     with pytest.raises(BadRequestError, match="search_prompt: cannot be empty") as caught:
         tracking.image_edit(
-            image=PNG, prompt="a cat", model="stability/search-and-replace", **upstream
+            image=PNG,
+            prompt="a cat",
+            model="stability/search-and-replace",
+            extra_body={"search_prompt": ""},
+            **upstream,
         )
     assert caught.value.code == "bad_request"
     with pytest.raises(AuthenticationError):
@@ -147,3 +152,46 @@ def test_the_official_client_through_the_proxy(stability, tmp_path):
     )
     assert raw.parse().data[0].b64_json
     assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.03")
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"size": "1536x1024"}, "size"),
+        ({"quality": "high"}, "quality"),
+        ({"background": "transparent"}, "background"),
+        ({"output_compression": 50, "output_format": "webp"}, "output_compression"),
+        ({"response_format": "url"}, "response_format"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"model": "stability/search-and-replace"}, "search_prompt"),
+    ],
+)
+def test_what_stability_has_no_field_for_is_refused_before_sending(
+    stability, upstream, params, param
+):
+    """Each was dropped without a word (a URL asked, base64 answered) or refused upstream after
+    the upload, while the event recorded it as applied."""
+    before = len(stability.requests)
+    with pytest.raises(ValidationError) as caught:
+        tracking.image_edit(
+            image=PNG, prompt="a cat", **{"model": "stability/inpaint", **params}, **upstream
+        )
+    assert caught.value.param == param
+    assert len(stability.requests) == before
+    if param not in ("output_format", "search_prompt"):  # drop_params drops what has no field
+        response = tracking.image_edit(
+            image=PNG, prompt="a cat", model="stability/inpaint", drop_params=True,
+            **params, **upstream,
+        )  # fmt: skip
+        assert response.data[0].b64_json
+
+
+def test_the_proxy_answers_a_parameter_stability_lacks_with_a_400(stability, tmp_path):
+    import openai
+
+    image = tmp_path / "in.png"
+    image.write_bytes(PNG)
+    params = {"model": "stability/inpaint", "api_key": KEY, "api_base": stability.url}
+    with pytest.raises(openai.BadRequestError) as caught:
+        edit_through_proxy(tmp_path, "st", params, image=image, prompt="a cat", size="1024x1024")
+    assert caught.value.status_code == 400 and "size" in str(caught.value)

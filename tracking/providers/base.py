@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, UnsupportedParamsError
 from ..frozen import fast_init
 from ..response import ImageResponse
 
@@ -165,6 +165,31 @@ class OpenAIAnswers:
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
         return openai_error(status, body)
+
+
+def refuse_unsupported(
+    request: ImageEditRequest, options: CallOptions, provider: str, names: Iterable[str]
+) -> None:
+    """An :class:`~tracking.errors.UnsupportedParamsError` for the first of ``names`` the
+    caller set (``response_format`` only when it asks for ``url``): a parameter the provider
+    has no field for would be dropped without a word while the event records it as applied.
+    ``drop_params=True`` drops them instead."""
+    if options.drop_params:
+        return
+    for name in names:
+        if name == "response_format":
+            value: object = request.requested_response_format
+            if value != "url":
+                continue
+        else:
+            value = getattr(request, name)
+        if value is not None:
+            raise UnsupportedParamsError(
+                f"{name}: {provider} takes no {name} (got {str(value)[:40]!r}); leave it out, "
+                "or pass drop_params=True to drop it",
+                param=name,
+                rule="unsupported",
+            )
 
 
 def api_key_for(options: CallOptions, provider: str, *variables: str) -> str:

@@ -20,7 +20,7 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..errors import APIResponseError
+from ..errors import APIResponseError, ValidationError
 from ..images import encodes_image, encodes_svg
 from ..request import form_items
 from ..response import ImageResponse, check_b64_images
@@ -31,6 +31,7 @@ from .base import (
     api_base_for,
     api_key_for,
     openai_error,
+    refuse_unsupported,
     text_field,
 )
 from .masks import bearer_multipart, mask_part
@@ -48,6 +49,7 @@ class RecraftProvider(OpenAIAnswers):
     name = "recraft"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        _check_fields(request, options)
         api_key = api_key_for(options, "Recraft", "RECRAFT_API_TOKEN", "RECRAFT_API_KEY")
         api_base = api_base_for(options, "RECRAFT_API_BASE", DEFAULT_RECRAFT_API_BASE)
         fields = [
@@ -97,6 +99,51 @@ class RecraftProvider(OpenAIAnswers):
             raise
         response.billed_usd = charged
         return response
+
+
+#: OpenAI parameters Recraft's image-to-image and inpaint have no field for (its answers are
+#: asked for as base64)
+_NOT_TAKEN = (
+    "size",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "moderation",
+    "response_format",
+)
+MAX_N = 6
+
+
+def _check_fields(request: ImageEditRequest, options: CallOptions) -> None:
+    """What Recraft documents, checked before sending: one image, ``n`` from 1 to 6,
+    ``strength`` from 0 to 1, and no parameter it has no field for."""
+    if len(request.images) > 1:
+        raise ValidationError(
+            f"image: Recraft edits 1 image, got {len(request.images)}",
+            param="image",
+            rule="max_images",
+        )
+    if request.n is not None and not 1 <= request.n <= MAX_N:
+        raise ValidationError(
+            f"n: Recraft makes 1 to {MAX_N} images per call, got {request.n}",
+            param="n",
+            rule="range",
+            code="integer_above_max_value",
+        )
+    strength = request.extra_body.get("strength")
+    if strength is not None and (
+        isinstance(strength, bool)
+        or not isinstance(strength, int | float)
+        or not 0 <= strength <= 1  # also False for NaN
+    ):
+        raise ValidationError(
+            f"strength: a number from 0 to 1, got {str(strength)[:40]!r}",
+            param="strength",
+            rule="range",
+        )
+    refuse_unsupported(request, options, "Recraft", _NOT_TAKEN)
 
 
 def _credits_of(body: bytes) -> object:

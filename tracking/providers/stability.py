@@ -32,6 +32,7 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    refuse_unsupported,
     text_field,
 )
 from .masks import bearer_multipart, mask_part
@@ -44,6 +45,38 @@ __all__ = ["OPERATIONS", "StabilityProvider"]
 DEFAULT_STABILITY_API_BASE = "https://api.stability.ai"
 OPERATIONS = frozenset({"inpaint", "erase", "search-and-replace", "outpaint"})
 _MASKED = frozenset({"inpaint", "erase"})
+
+
+#: OpenAI parameters Stability's edit endpoints have no field for (its answer is always base64)
+_NOT_TAKEN = (
+    "size",
+    "quality",
+    "background",
+    "output_compression",
+    "input_fidelity",
+    "moderation",
+    "response_format",
+)
+_OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+def _check_fields(request: ImageEditRequest, operation: str) -> None:
+    """What Stability documents as required or allowed, checked before sending (its refusal
+    would come back as a 400 after the upload)."""
+    if request.output_format is not None and request.output_format not in _OUTPUT_FORMATS:
+        raise ValidationError(
+            f"output_format: stability/{operation} makes {', '.join(_OUTPUT_FORMATS)}, got "
+            f"{request.output_format!r}",
+            param="output_format",
+            rule="enum",
+        )
+    if operation == "search-and-replace" and "search_prompt" not in request.extra_body:
+        raise ValidationError(
+            "search_prompt: stability/search-and-replace needs it, in extra_body "
+            "(extra_body={'search_prompt': 'the object to replace'})",
+            param="search_prompt",
+            rule="required",
+        )
 
 
 def _one_image_from_one(request: ImageEditRequest, operation: str) -> None:
@@ -82,8 +115,10 @@ class StabilityProvider:
         operation = request.upstream_model
         self.check_settings(operation, options.api_base, options.api_version)
         _one_image_from_one(request, operation)
+        refuse_unsupported(request, options, "Stability AI", _NOT_TAKEN)
         if request.mask is not None and operation not in _MASKED:
             operation = "inpaint"
+        _check_fields(request, operation)
         fields = [("output_format", request.output_format or "png")]
         if operation != "erase":  # erase takes no prompt
             fields.insert(0, ("prompt", request.prompt))
