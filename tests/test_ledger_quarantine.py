@@ -246,3 +246,17 @@ def test_the_queue_depth_a_commit_reports_counts_that_commit_as_done(ledger_url)
     finally:
         ledger.shutdown(10)
     assert seen and seen[-1] == 0
+
+
+def test_a_huge_finite_cost_is_quarantined_as_too_large_not_as_not_finite(ledger_url):  # noqa: F811
+    """SQLite's writer read 1E+999996 as a float (inf) and said "must be finite"."""
+    ledger = open_ledger(ledger_url, mode="durable")
+    try:
+        ledger.on_end(make_event(request_id="huge-cost", cost_usd=Decimal("1E+999996")))
+        assert ledger.flush(10)
+        (kept,) = list_quarantine(ledger.engine)
+        assert kept.request_id == "huge-cost" and kept.error
+        if ledger.engine.dialect.name == "sqlite":
+            assert "below 1e+10" in kept.error and "finite" not in kept.error
+    finally:
+        ledger.shutdown(10)

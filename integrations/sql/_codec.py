@@ -269,8 +269,9 @@ _MONEY_LIMIT = 1e10
 def _sqlite_money(value: Any) -> float | None:
     if value is None:
         return None
-    number = float(value)
-    if not math.isfinite(number):  # SQLite would store NaN as NULL: unpriced, silently
+    number = float(value)  # a huge finite Decimal becomes inf: "below", not "finite", below
+    finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(number)
+    if not finite:  # SQLite would store NaN as NULL: unpriced, silently
         raise ValueError(f"ledger money must be finite, not {value}")
     if abs(number) >= _MONEY_LIMIT:  # what NUMERIC(20,10) refuses on PostgreSQL, refused alike
         raise ValueError(f"ledger money must be below {_MONEY_LIMIT:.0e} in size, not {value}")
