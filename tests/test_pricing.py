@@ -21,7 +21,10 @@ import pytest
 import tracking
 from tests.conftest import make_png
 from tracking.pricing import NOT_BILLED, price_call, register_prices, reset_prices
+from tracking.pricing.litellm_import import from_litellm
 from tracking.pricing.table import load_packaged, load_price_file, parse_price_data
+from tracking.proxy.errors import ProxyError
+from tracking.proxy.json_io import optional_money
 from tracking.request import parse_call
 from tracking.response import ImageResponse
 from tracking.testing import EventRecorder
@@ -384,6 +387,22 @@ def test_price_file_schema_refuses_a_figure_without_provenance():
         parse_price_data(_doc({**good, "confidence": "sure"}), origin="t")
     with pytest.raises(tracking.ConfigurationError, match="decimal string"):
         parse_price_data(_doc({**good, "usd": 0.01}), origin="t")
+
+
+@pytest.mark.parametrize("text", ["1_0", "\u0661\u0660"])  # with "_"; Arabic-Indic "10"
+def test_money_written_with_an_underscore_or_other_digits_is_no_number(text):
+    # Decimal("1_0") is 10: a price file, registered price, LiteLLM rate or management amount
+    # so written was read as 10.
+    figure = {"source": "https://e.test/p", "retrieved": "2026-01-01", "confidence": "secondary"}
+    with pytest.raises(tracking.ConfigurationError, match="is not a number"):
+        parse_price_data(_doc({**figure, "usd": text}), origin="t")
+    with pytest.raises(tracking.ConfigurationError, match="is not a number"):
+        register_prices("m", tokens_per_million={"input_text": text})
+    litellm = {"acme": {"mode": "image_generation", "input_cost_per_token": text}}
+    with pytest.raises(tracking.ConfigurationError, match="is not a number"):
+        from_litellm(litellm, source="https://e.test/map.json", today=date(2026, 12, 5))
+    with pytest.raises(ProxyError, match="expected an amount in USD"):
+        optional_money({"max_budget": text}, "max_budget")
 
 
 def test_price_file_from_disk_with_a_clear_error(tmp_path):

@@ -266,6 +266,16 @@ def test_a_missing_or_stray_ledger_and_bad_windows_are_one_line_errors(capsys, f
     assert exit_info.value.code == 2
     assert "out of range" in capsys.readouterr().err
 
+    with pytest.raises(SystemExit) as exit_info:  # Decimal reads "1_0" as 10
+        main([*base, "--since", "2026-05-01", "--threshold", "1_0"])
+    assert exit_info.value.code == 2
+    assert "'1_0' is not a number" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exit_info:  # it overflowed the comparison's arithmetic
+        main([*base, "--since", "2026-05-01", "--threshold", "9e999999"])
+    assert exit_info.value.code == 2
+    assert "a percentage from 0 to 1,000,000" in capsys.readouterr().err
+
 
 _HOSTILE_COSTS = {
     "nan": b'{"data": [{"start_time": 1767225600, "results": '

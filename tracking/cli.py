@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import NoReturn
 
+from .decimals import strict_decimal
 from .errors import TrackingError
 
 __all__ = ["main"]
@@ -211,13 +212,20 @@ def _utc_day(text: str) -> date:
     return day
 
 
+#: The largest ``--threshold`` (percent): a bill a million percent off is drift whatever the aim.
+_MAX_THRESHOLD = Decimal(1_000_000)
+
+
 def _percent(text: str) -> Decimal:
     try:
-        value = Decimal(text)
+        value = strict_decimal(text)
     except ArithmeticError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError("the threshold is a percentage of 0 or more")
+    # bounded: a threshold of 9e999999 overflowed the comparison's arithmetic (a traceback)
+    if not value.is_finite() or not 0 <= value <= _MAX_THRESHOLD:
+        raise argparse.ArgumentTypeError(
+            f"the threshold is a percentage from 0 to {_MAX_THRESHOLD:,}"
+        )
     return value
 
 

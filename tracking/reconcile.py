@@ -34,6 +34,7 @@ from typing import Any, Literal, TextIO
 
 import httpx
 
+from .decimals import strict_decimal
 from .errors import TrackingError
 from .families import family_of
 from .pricing import find_entry
@@ -180,9 +181,7 @@ def _amount(value: Any) -> Decimal:
     try:
         if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
             raise TypeError
-        if isinstance(value, str) and "_" in value:  # Decimal reads "1_0" as 10
-            raise TypeError
-        amount = Decimal(value)
+        amount = strict_decimal(value)  # "1_0" is no amount (Decimal reads it as 10)
     except (TypeError, ArithmeticError):
         amount = Decimal("NaN")
     if amount.is_zero():

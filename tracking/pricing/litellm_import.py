@@ -25,6 +25,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 
 __all__ = ["IMAGE_MODES", "from_litellm", "is_litellm_document"]
@@ -58,7 +59,7 @@ def _amount(raw: Any, where: str) -> Decimal | None:
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise ConfigurationError(f"{where}: expected a number, got {type(raw).__name__}")
     try:
-        value = Decimal(repr(raw) if isinstance(raw, float) else str(raw))
+        value = strict_decimal(repr(raw) if isinstance(raw, float) else str(raw))
     except InvalidOperation:
         raise ConfigurationError(f"{where}: {raw!r} is not a number") from None
     if not value.is_finite() or value < 0:

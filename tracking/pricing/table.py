@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -275,9 +276,7 @@ def to_price(raw: Any, where: str) -> Decimal:
     if not isinstance(raw, str | int | Decimal):
         raise ConfigurationError(f"{where}: expected a price, got {type(raw).__name__}")
     try:
-        if isinstance(raw, str) and "_" in raw:
-            raise InvalidOperation
-        value = Decimal(raw)
+        value = strict_decimal(raw)
     except InvalidOperation:
         raise ConfigurationError(f"{where}: {raw!r} is not a number") from None
     if not value.is_finite() or value < 0:

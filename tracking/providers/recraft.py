@@ -20,6 +20,7 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from ..decimals import strict_decimal
 from ..errors import APIResponseError, ValidationError
 from ..images import encodes_image, encodes_svg
 from ..request import form_items
@@ -164,7 +165,7 @@ def _charged(credits: object) -> Decimal | None:
     if isinstance(credits, bool) or not isinstance(credits, int | float | str):
         return None
     try:
-        units = Decimal(str(credits))
+        units = strict_decimal(str(credits))
     except ArithmeticError:
         return None
     return units / API_UNITS_PER_USD if units.is_finite() and units > 0 else None

@@ -30,6 +30,7 @@ import math
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ..decimals import strict_decimal
 from ..errors import (
     APIError,
     APIResponseError,
@@ -236,7 +237,7 @@ def _charged(ticks: object) -> Decimal | None:
     if isinstance(ticks, bool) or not isinstance(ticks, int | str):
         return None
     try:
-        count = Decimal(str(ticks))
+        count = strict_decimal(str(ticks))
     except ArithmeticError:
         return None
     if not count.is_finite() or count <= 0 or count != count.to_integral_value():

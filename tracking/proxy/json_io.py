@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ..decimals import strict_decimal
 from ..request import is_text
 from .errors import ProxyError
 from .form import read_body
@@ -212,7 +213,7 @@ def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _bad(name, "expected an amount in USD")
     try:
-        amount = Decimal(str(value))
+        amount = strict_decimal(str(value))
     except InvalidOperation:
         raise _bad(name, "expected an amount in USD") from None
     return money_limit(amount, name)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def _per_million(value: Any, where: str) -> Decimal:
         raise ConfigurationError(f"{where}: expected a price in USD per token")
     try:
         # A float from YAML is read through its repr: 5e-06 is exactly 0.000005, not its binary.
-        price = Decimal(repr(value) if isinstance(value, float) else value)
+        price = strict_decimal(repr(value) if isinstance(value, float) else value)
     except InvalidOperation:
         raise ConfigurationError(f"{where}: expected a price in USD per token") from None
     if not price.is_finite() or price < 0:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 from ..frozen import fast_init
 from .deployments import Deployment
@@ -158,7 +159,7 @@ def _model_info_price(deployment: Deployment, call: CallShape) -> Decimal | None
     if price is None or isinstance(price, bool):
         return None
     try:
-        return Decimal(str(price)) * call.n
+        return strict_decimal(str(price)) * call.n
     except InvalidOperation:
         return None
 
