@@ -8,6 +8,7 @@ convention: 100 output tokens per partial image). The events are checked against
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import time
@@ -511,3 +512,34 @@ def test_an_async_stream_read_to_its_end_and_dropped_records_one_success(upstrea
     assert asyncio.run(read_all()) == 2
     (event,) = recorder.events
     assert event.status == "success"
+
+
+@pytest.mark.parametrize("ticks", range(8))
+def test_cancelled_while_finishing_after_the_completed_event_the_call_still_has_its_event(
+    recorder, upstream, ticks
+):
+    """The proxy's relay cancels its pump when the client hangs up; after the completed event
+    that pump is finishing the call (reading the answer's end, emitting the event). Cancelled
+    there, the call had no event at all: no ledger row, no budget charge, cost None, for an
+    image the upstream billed and the client received."""
+
+    async def cancel_while_finishing() -> Decimal | None:
+        stream = await tracking.aimage_edit(**call(upstream, stream=True, partial_images=1))
+        async for event in stream:
+            if event.type == "image_edit.completed":
+                break
+        pending = asyncio.ensure_future(stream.__anext__())
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await pending
+        await stream.aclose()
+        await asyncio.sleep(0.05)  # the event's emission, shielded, may finish just after
+        return stream.cost_usd
+
+    cost = asyncio.run(cancel_while_finishing())
+    assert tracking.flush(10)
+    (event,) = recorder.events  # the tests' registered prices: "custom", from the usage
+    assert event.status == "success" and event.cost_source == "custom"
+    assert cost is not None and cost == event.cost_usd > 0

@@ -268,15 +268,29 @@ async def _drive_async(
             elif isinstance(effect, Consult):
                 result = await consult_async(effect)
             elif isinstance(effect, Emit):
-                if effect.exception is None:
-                    await answer.finish()  # the connection goes back to the pool if it can
-                answer.close()
                 state.event = effect.event
-                await bus.emit_async(effect.event, effect.response, effect.exception)
+                ending = asyncio.ensure_future(_finish_and_emit(answer, effect))
+                _ENDING.add(ending)
+                ending.add_done_callback(_ENDING.discard)
                 del effect  # the flow raises its failure next: no frame may hold it
+                # Shielded: a caller cancelled now (the proxy's relay, when its client hangs
+                # up after the completed event) must not take the call's one event with it.
+                await asyncio.shield(ending)
     finally:
         answer.close()
         flow.close()
+
+
+#: Calls ending (their answers finishing, their events being emitted) whose caller may have
+#: been cancelled meanwhile: held here until done (the loop keeps only weak references).
+_ENDING: set[asyncio.Future[None]] = set()
+
+
+async def _finish_and_emit(answer: _AsyncAnswer, effect: Emit) -> None:
+    if effect.exception is None:
+        await answer.finish()  # the connection goes back to the pool if it can
+    answer.close()
+    await bus.emit_async(effect.event, effect.response, effect.exception)
 
 
 def _finish_abandoned(

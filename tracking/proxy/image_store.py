@@ -154,6 +154,8 @@ class UrlSigner:
     def valid(self, name: str, expires: str, signature: str, now: float) -> bool:
         if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:  # not "²"
             return False
+        if not signature.isascii():  # compare_digest refuses non-ASCII text with a TypeError
+            return False
         expected = self.signature(name, int(expires))
         return hmac.compare_digest(expected, signature) and int(expires) >= now
 
