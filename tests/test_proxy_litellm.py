@@ -172,6 +172,10 @@ def test_key_routes_refuse_without_master_and_for_unknown_keys(proxy, client):
     assert agreed.status_code == 200 and agreed.json()["key_alias"] == "same"
     bad_size = _master(client, "GET", f"{proxy.url}/key/list", params={"size": "0"})
     assert bad_size.status_code == 400
+    # "²" passes str.isdigit() but not int(): these were 500s with a traceback
+    for path, name in (("/key/list", "page"), ("/global/spend/keys", "limit")):
+        odd = _master(client, "GET", f"{proxy.url}{path}", params={name: "\u00b2"})
+        assert odd.status_code == 400 and odd.json()["error"]["param"] == name, odd.text
 
 
 # -- customers ---------------------------------------------------------------------------------

@@ -101,3 +101,17 @@ def money_limit(amount: Decimal, param: str) -> Decimal:
     if isinstance(exponent, int) and exponent < -MAX_BUDGET_PLACES:
         raise _bad(param, f"at most {MAX_BUDGET_PLACES} decimal places")
     return amount
+
+
+def query_int(query: dict[str, str], name: str, default: int, high: int) -> int:
+    """A whole-number query parameter from 1 to ``high`` (``default`` when absent); a 400
+    naming it otherwise (ASCII digits only, so "²" is refused, not a 500)."""
+    raw = query.get(name)
+    if raw is None:
+        return default
+    # ASCII digits only: "²".isdigit() is true, yet int("²") fails.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+        raise ProxyError(
+            400, f"{name}: expected an integer from 1 to {high}", param=name, code="invalid_value"
+        )
+    return bounded_int(int(raw), name, low=1, high=high)

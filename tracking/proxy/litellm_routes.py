@@ -39,7 +39,7 @@ from .json_io import (
     send_json,
 )
 from .keys import generate_key, hash_key
-from .limits import MAX_RPM_LIMIT, key_hash
+from .limits import MAX_RPM_LIMIT, key_hash, query_int
 from .management_routes import KEY_FIELDS, requested_expiry, requested_models, require_master
 
 if TYPE_CHECKING:
@@ -51,17 +51,6 @@ __all__ = ["litellm_routes"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MAX_PAGE = 1000
-
-
-def _positive(query: dict[str, str], name: str, default: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= high:
-        raise ProxyError(
-            400, f"{name}: expected an integer from 1 to {high}", param=name, code="invalid_value"
-        )
-    return int(raw)
 
 
 #: ``/key/update`` and ``/key/regenerate``: the key (by secret or hash) and the fields to change.
@@ -158,8 +147,8 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     async def key_list(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         query = query_of(scope)
-        page = _positive(query, "page", 1, 10**9)
-        size = _positive(query, "size", 10, _MAX_PAGE)
+        page = query_int(query, "page", 1, 10**9)
+        size = query_int(query, "size", 10, _MAX_PAGE)
         records, total = await asyncio.to_thread(
             litellm_store.list_keys,
             store,
@@ -260,7 +249,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
             await master(scope)
             query, start, end = window(scope)
-            limit = _positive(query, "limit", 100, _MAX_PAGE)
+            limit = query_int(query, "limit", 100, _MAX_PAGE)
             rows = await asyncio.to_thread(
                 litellm_store.spend_by, store, group, start=start, end=end, limit=limit
             )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .auth import request_headers
 from .errors import ProxyError
 from .json_io import Receive, Scope, Send, optional_date, query_of, send_json
-from .limits import MAX_PAGE, bounded_int, end_user_id, key_hash
+from .limits import MAX_PAGE, end_user_id, key_hash, query_int
 
 if TYPE_CHECKING:
     from .account_store import AccountStore
@@ -29,18 +29,6 @@ __all__ = ["spend_routes"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MAX_PAGE_SIZE = 1000
-
-
-def _page_number(query: dict[str, str], name: str, default: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    # ASCII digits only: "²".isdigit() is true, yet int("²") fails.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
-        raise ProxyError(
-            400, f"{name}: expected an integer from 1 to {high}", param=name, code="invalid_value"
-        )
-    return bounded_int(int(raw), name, low=1, high=high)
 
 
 def _page_of(rows: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
@@ -82,8 +70,8 @@ def spend_routes(
     async def logs(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await caller(scope)
         query = query_of(scope)
-        page = _page_number(query, "page", 1, MAX_PAGE)
-        page_size = _page_number(query, "page_size", 100, _MAX_PAGE_SIZE)
+        page = query_int(query, "page", 1, MAX_PAGE)
+        page_size = query_int(query, "page_size", 100, _MAX_PAGE_SIZE)
         wanted = _own_hashes(principal)
         if wanted is None:
             asked = key_hash(query.get("api_key_hash"), "api_key_hash")
@@ -102,8 +90,8 @@ def spend_routes(
     async def keys(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await caller(scope)
         query = query_of(scope)
-        page = _page_number(query, "page", 1, MAX_PAGE)
-        page_size = _page_number(query, "page_size", 100, _MAX_PAGE_SIZE)
+        page = query_int(query, "page", 1, MAX_PAGE)
+        page_size = query_int(query, "page_size", 100, _MAX_PAGE_SIZE)
         summary, total = await asyncio.to_thread(
             store.key_summary, _own_hashes(principal), page=page, page_size=page_size
         )
