@@ -59,7 +59,7 @@ def test_refused_rows_are_quarantined_and_the_rows_behind_them_go_through(ledger
         if dialect == "postgresql":
             errors = {r.request_id: r.error for r in kept}
             assert "[54000]" in errors["bad-long"]  # program_limit_exceeded: the index entry
-            assert "[22" in errors["bad-nul"] and "[22003]" in errors["bad-tokens"]
+            assert "[22003]" in errors["bad-tokens"]
         assert ledger.outbox_rows() == 0 and ledger.stuck_for() == 0.0
     finally:
         ledger.shutdown(10)

@@ -25,7 +25,11 @@ from ._migrate import (
     upgrade,
 )
 from ._outbox import default_outbox_dir
-from ._quarantine import quarantine_list_command, quarantine_replay_command
+from ._quarantine import (
+    quarantine_list_command,
+    quarantine_replay_command,
+    quarantined_spend,
+)
 from ._queries import GroupBy, SpendRow, cost_order, cost_sum, query_spend, summed_cost
 from ._schema import (
     VERSION_TABLE,
@@ -65,6 +69,7 @@ __all__ = [
     "migrations_path",
     "quarantine_list_command",
     "quarantine_replay_command",
+    "quarantined_spend",
     "query_billed",
     "query_spend",
     "read_billed",

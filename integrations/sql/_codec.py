@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -294,6 +295,20 @@ event_sqlite_params = compile_reader(
 )
 
 
+#: A NUL as the JSON encoder escapes it, after an even run of backslashes (each pair is an
+#: escaped backslash: the six characters of a caller's literal backslash-u0000 are left alone).
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
 def postgres_batch(lines: Iterable[str]) -> str:
-    """The JSON array parameter of :data:`POSTGRES_INSERT` for encoded rows."""
-    return "[" + ",".join(lines) + "]"
+    """The JSON array parameter of :data:`POSTGRES_INSERT` for encoded rows.
+
+    PostgreSQL stores no NUL character in ``text`` or ``jsonb`` (SQLSTATE 22P05): a NUL in a
+    caller's metadata, end-user id or any other text is written as U+FFFD (the replacement
+    character), so the row, and the money it records, goes into ``spend_logs`` instead of the
+    quarantine, where no budget or report would count it. The outbox line keeps the NUL.
+    """
+    batch = "[" + ",".join(lines) + "]"
+    if "\\u0000" in batch:
+        batch = _NUL_ESCAPE.sub(r"\1\\ufffd", batch)
+    return batch

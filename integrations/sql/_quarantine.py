@@ -14,6 +14,10 @@ to ``ledger_quarantine`` by the writer or the outbox's shipper (see
   removed, text cut to :data:`REPAIR_TEXT_CHARS` characters, integers outside 32 bits emptied.
   Money, times and ids are never changed, so a repaired row still counts what the call cost;
   its metadata says it was repaired.
+
+A quarantined row's money still counts toward budgets: :func:`quarantined_spend` is what the
+proxy adds to ``spend_logs``' sum when a key's or end user's budget counter starts from the
+ledger, so a caller cannot spend past a budget by making calls whose rows the database refuses.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -33,7 +38,7 @@ from ._schema import quarantine
 from ._target import SpendLogsInserter, error_text
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
     "REPAIR_TEXT_CHARS",
@@ -42,6 +47,7 @@ __all__ = [
     "list_quarantine",
     "quarantine_list_command",
     "quarantine_replay_command",
+    "quarantined_spend",
     "repair_line",
     "replay_quarantine",
 ]
@@ -109,6 +115,69 @@ def list_quarantine(engine: Engine, *, limit: int | None = None) -> list[Quarant
             QuarantinedRow(r.id, r.request_id, r.error, r.quarantined_at, r.line)
             for r in conn.execute(query)
         ]
+
+
+def quarantined_spend(
+    conn: Connection,
+    *,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+) -> Decimal:
+    """The summed ``cost_usd`` of quarantined rows naming one of ``key_hashes`` and
+    ``end_user`` (those given) and starting at ``since`` or later.
+
+    The lines are JSON text: a ``LIKE`` on the encoded field narrows them in the database, and
+    each candidate is read here and matched exactly. A cost that is not a finite number (a
+    ``readable_line`` of a row refused for it) counts nothing: it is no amount.
+    """
+    conditions: list[sa.ColumnElement[bool]] = []
+    if key_hashes is not None:
+        if not key_hashes:
+            return Decimal(0)
+        conditions.append(
+            sa.or_(
+                *(
+                    quarantine.c.line.contains(f'"api_key_hash":{json.dumps(h)}', autoescape=True)
+                    for h in key_hashes
+                )
+            )
+        )
+    if end_user is not None:
+        field = f'"end_user":{json.dumps(end_user)}'
+        conditions.append(quarantine.c.line.contains(field, autoescape=True))
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    total = Decimal(0)
+    for (line,) in conn.execute(sa.select(quarantine.c.line).where(*conditions)):
+        total += _matching_cost(line, key_hashes, end_user, since)
+    return total
+
+
+def _matching_cost(
+    line: str,
+    key_hashes: Sequence[str] | None,
+    end_user: str | None,
+    since: datetime | None,
+) -> Decimal:
+    try:
+        row = json.loads(line)
+        if not isinstance(row, dict):
+            return Decimal(0)
+        if key_hashes is not None and row.get("api_key_hash") not in key_hashes:
+            return Decimal(0)
+        if end_user is not None and row.get("end_user") != end_user:
+            return Decimal(0)
+        if since is not None:
+            started = datetime.fromisoformat(str(row.get("start_time")))
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=UTC)
+            if started < since:
+                return Decimal(0)
+        cost = Decimal(str(row.get("cost_usd")))
+    except (ValueError, TypeError, InvalidOperation, RecursionError):
+        return Decimal(0)
+    return cost if cost.is_finite() else Decimal(0)
 
 
 def _clean_text(value: str) -> str:

@@ -5,7 +5,8 @@ it through ``asyncio.to_thread``); every instance of a proxy points at the same 
 generated on one is valid on all. Its schema is the ledger's Alembic chain: SQLite is migrated on
 first use, PostgreSQL by ``tracking migrate`` (or ``auto_migrate: true``), as for the ledger.
 The spend figures (per key, per end user since a period's start, the paginated log) are read
-from ``spend_logs``, the one record of what was spent.
+from ``spend_logs``, the one record of what was spent; what budgets start from adds the rows the
+database refused for good (``ledger_quarantine``: their calls were billed all the same).
 """
 
 from __future__ import annotations
@@ -313,13 +314,14 @@ class AccountStore:
         since: datetime | None,
     ) -> Decimal:
         """What one key (the rows naming any of ``key_hashes``: a regenerated key's hashes) or
-        end user spent from ``since`` (inclusive) on, per the ledger."""
+        end user spent from ``since`` (inclusive) on, per the ledger: ``spend_logs`` and the
+        quarantined rows (:func:`~tracking.integrations.sql.quarantined_spend`)."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
             return Decimal(0)
 
-        from tracking.integrations.sql import cost_sum, spend_logs, summed_cost
+        from tracking.integrations.sql import cost_sum, quarantined_spend, spend_logs, summed_cost
 
         statement = sa.select(cost_sum(self.engine))
         if key_hashes is not None:
@@ -329,7 +331,9 @@ class AccountStore:
         if since is not None:
             statement = statement.where(spend_logs.c.start_time >= since)
         with self.engine.connect() as conn:
-            return summed_cost(conn.execute(statement).scalar(), self.engine)
+            logged = summed_cost(conn.execute(statement).scalar(), self.engine)
+            refused = quarantined_spend(conn, key_hashes=key_hashes, end_user=end_user, since=since)
+        return logged + refused
 
     def spend_logs(
         self,
