@@ -453,3 +453,51 @@ def test_a_process_killed_mid_retry_leaves_a_row_counting_the_attempts_it_lost(
     assert (row.status, row.attempts, row.cost_source) == ("incomplete", 3, "estimate")
     assert Decimal(str(row.cost_usd)) == 3 * each.usd
     assert row.price_ref == f"estimate:outcome-unknown:{each.price_ref}"
+
+
+def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two proxies on one outbox folder: when one is killed with calls in flight, the other,
+    still running, leaves their ``incomplete`` rows; it took a process starting on the folder."""
+    import os
+    import signal
+
+    from tracking.integrations.sql import _shipper
+    from tracking.integrations.sql._engine import redact, resolve_url
+    from tracking.integrations.sql._intents import IntentLog
+    from tracking.integrations.sql._outbox import default_outbox_dir
+
+    monkeypatch.setattr(_shipper, "RESCAN_SECONDS", 0.2)
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    directory = default_outbox_dir(redact(resolve_url(url)))
+    ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the peer: a call in flight, one done, then killed
+            log = IntentLog(directory)
+            log.record("peer-open", _intent_line("peer-open"))
+            log.record("peer-done", _intent_line("peer-done"))
+            log.complete("peer-done")
+            log.record("peer-open-2", _intent_line("peer-open-2"))
+            os.kill(os.getpid(), signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status)
+        deadline = time.monotonic() + 20
+        while ledger.ledger_stats().replayed_rows < 2:
+            assert time.monotonic() < deadline, "the killed peer's intents were not recovered"
+            time.sleep(0.05)
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(spend_logs.c.request_id, spend_logs.c.status, spend_logs.c.cost_usd)
+                ).all()
+        finally:
+            engine.dispose()
+        assert sorted(r.request_id for r in rows) == ["peer-open", "peer-open-2"]
+        assert all(r.status == "incomplete" and r.cost_usd > 0 for r in rows)
+        assert not list(directory.glob("intents-*.log"))[1:]  # only this ledger's own log
+    finally:
+        ledger.shutdown(10)

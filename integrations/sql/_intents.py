@@ -23,9 +23,11 @@ disk. The unused tail of a mapped file reads as NUL bytes, which readers ignore;
 cut to its length when closed. The file is rewritten with only the open intents once an append
 would pass :data:`ROTATE_BYTES`, and removed at a clean stop.
 
-A log whose lock can be taken belongs to a dead process. When a ledger with intents starts, it
-claims those: their open intents become rows in its journal outbox (an outbox file of its own,
-:mod:`tracking.integrations.sql._outbox`) and its
+A log whose lock can be taken belongs to a dead process. When a ledger with intents starts, and
+again at every rescan of its shipper while it runs (so a peer killed beside a running proxy is
+recovered within :data:`~tracking.integrations.sql._shipper.RESCAN_SECONDS`, not at the next
+start), it claims those: their open intents become rows in its journal outbox (an outbox file
+of its own, :mod:`tracking.integrations.sql._outbox`) and its
 :class:`~tracking.integrations.sql._shipper.OutboxShipper` ships them into the target like any
 other row. The target's insert lets a call's own row replace an ``incomplete`` one with the same
 request id, and never the other way round, so the order in which a dead process's rows and intents
@@ -474,6 +476,7 @@ class IntentJournal(ShipperOwner):
                 retry_max=self._retry_max,
                 replay_hooks=self._replay_hooks,
                 quarantine_hooks=self._quarantine_hooks,
+                on_scan=lambda: recover_dead_logs(self.directory, outbox),
             )
             self._log = IntentLog(self.directory)
             self._pid = os.getpid()

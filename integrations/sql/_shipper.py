@@ -15,8 +15,10 @@ target (what the proxy's readiness reports).
 
 Besides its own process's outbox, the shipper drains orphans (outboxes of dead processes, see
 :func:`~tracking.integrations.sql._outbox.claim_orphans`): at start, and again every ``rescan``
-seconds. Rows that reach the target late (after a failure, or from an orphan or a previous run) are
-*replayed* and reported to ``replay_hooks``; ``ship_hooks`` run after every shipped batch.
+seconds (:data:`RESCAN_SECONDS`), when it also runs its ``on_scan`` callable (an intent journal's
+shipper recovers dead processes' intent logs into its own outbox there). Rows that reach the
+target late (after a failure, or from an orphan or a previous run) are *replayed* and reported
+to ``replay_hooks``; ``ship_hooks`` run after every shipped batch.
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ from ._hooks import call_count_hooks
 from ._outbox import Outbox, claim_orphans
 from ._target import SpendLogsInserter
 
-__all__ = ["OutboxShipper", "ShipperOwner"]
+__all__ = ["RESCAN_SECONDS", "OutboxShipper", "ShipperOwner"]
 
 log = logging.getLogger("tracking.ledger")
+
+#: How often a running shipper looks for what dead processes left (outboxes, intent logs): a
+#: peer killed while this process runs has its rows shipped within about this many seconds.
+RESCAN_SECONDS = 30.0
 
 
 class OutboxShipper:
@@ -47,17 +53,21 @@ class OutboxShipper:
         max_batch: int = 2000,
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
-        rescan: float = 30.0,
+        rescan: float | None = None,
         replay_hooks: list[Callable[[int], None]] | None = None,
         ship_hooks: list[Callable[[float, int], None]] | None = None,
         quarantine_hooks: list[Callable[[int], None]] | None = None,
+        on_scan: Callable[[], int] | None = None,
     ) -> None:
         self.outbox = outbox
         self.inserter = inserter
         self.max_batch = max_batch
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self.rescan = rescan
+        self.rescan = RESCAN_SECONDS if rescan is None else rescan
+        #: Run at every rescan (not at start): rows it commits to ``outbox`` (it returns how
+        #: many) are shipped as replayed.
+        self._on_scan = on_scan
         # Given before the thread starts, so rows drained from orphans at once are reported too.
         self.replay_hooks = replay_hooks if replay_hooks is not None else []
         self.ship_hooks = ship_hooks if ship_hooks is not None else []
@@ -149,9 +159,11 @@ class OutboxShipper:
         while True:
             if time.monotonic() >= self._next_scan:
                 try:
+                    if self._on_scan is not None and self._on_scan() > 0:
+                        self._replaying = True
                     self._scan_orphans()
                 except Exception:
-                    log.exception("ledger: looking for outboxes of dead processes failed")
+                    log.exception("ledger: looking for what dead processes left failed")
             with self._cond:
                 if self._closing:
                     return
