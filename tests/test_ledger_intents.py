@@ -299,24 +299,30 @@ def test_intents_are_copied_into_the_mapped_file_without_a_system_call(
     assert _open_ids(log.path) == still_open
 
 
-def test_an_intent_survives_a_kill_9_of_its_process(tmp_path: Path) -> None:
+def _killed_with_intents_open(directory: Path, prefix: str) -> None:
+    """A child process records two intents and finishes one between them (``<prefix>-open``,
+    ``<prefix>-done``, ``<prefix>-open-2``), then is killed (kill -9) without a word."""
     import os
     import signal
 
     from tracking.integrations.sql._intents import IntentLog
 
     pid = os.fork()
-    if pid == 0:  # the child: record two intents, finish one, and die without a word
-        log = IntentLog(tmp_path)
-        log.record("open-1", _intent_line("open-1"))
-        log.record("done-1", _intent_line("done-1"))
-        log.complete("done-1")
-        log.record("open-2", _intent_line("open-2"))
+    if pid == 0:
+        log = IntentLog(directory)
+        log.record(f"{prefix}-open", _intent_line(f"{prefix}-open"))
+        log.record(f"{prefix}-done", _intent_line(f"{prefix}-done"))
+        log.complete(f"{prefix}-done")
+        log.record(f"{prefix}-open-2", _intent_line(f"{prefix}-open-2"))
         os.kill(os.getpid(), signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+def test_an_intent_survives_a_kill_9_of_its_process(tmp_path: Path) -> None:
+    _killed_with_intents_open(tmp_path, "call")
     (path,) = tmp_path.glob("intents-*.log")
-    assert _open_ids(path) == ["open-1", "open-2"]
+    assert _open_ids(path) == ["call-open", "call-open-2"]
 
 
 def test_without_reserved_blocks_intents_are_written(
@@ -460,12 +466,8 @@ def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
 ) -> None:
     """Two proxies on one outbox folder: when one is killed with calls in flight, the other,
     still running, leaves their ``incomplete`` rows; it took a process starting on the folder."""
-    import os
-    import signal
-
     from tracking.integrations.sql import _shipper
     from tracking.integrations.sql._engine import redact, resolve_url
-    from tracking.integrations.sql._intents import IntentLog
     from tracking.integrations.sql._outbox import default_outbox_dir
 
     monkeypatch.setattr(_shipper, "RESCAN_SECONDS", 0.2)
@@ -474,16 +476,7 @@ def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
     directory = default_outbox_dir(redact(resolve_url(url)))
     ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
     try:
-        pid = os.fork()
-        if pid == 0:  # the peer: a call in flight, one done, then killed
-            log = IntentLog(directory)
-            log.record("peer-open", _intent_line("peer-open"))
-            log.record("peer-done", _intent_line("peer-done"))
-            log.complete("peer-done")
-            log.record("peer-open-2", _intent_line("peer-open-2"))
-            os.kill(os.getpid(), signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFSIGNALED(status)
+        _killed_with_intents_open(directory, "peer")
         deadline = time.monotonic() + 20
         while ledger.ledger_stats().replayed_rows < 2:
             assert time.monotonic() < deadline, "the killed peer's intents were not recovered"
