@@ -7,6 +7,8 @@ what Python reports for a package that is not installed.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -130,6 +132,37 @@ def test_a_deployment_no_call_could_reach_stops_the_proxy_at_start(tmp_path):
     done = _run(["serve", "--config", str(config), "--port", "0"], tmp_path)
     assert done.returncode != 0 and "Traceback" not in done.stderr + done.stdout
     assert "model_list[0]: litellm_params.model: stability/upscale is not an edit" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("in_config", "url"),
+    [
+        (True, "postgresql://ledger:s3cret-pw@db.internal:notaport/spend"),
+        (True, "::: not a url s3cret-pw"),
+        (False, "postgresql://ledger:s3cret-pw@db.internal:notaport/spend"),
+    ],
+    ids=["config-port", "config-garbage", "environment-port"],
+)
+def test_an_unreadable_database_url_is_one_line_naming_where_it_came_from(tmp_path, in_config, url):
+    """``tracking serve`` with a database URL SQLAlchemy cannot parse ended in a traceback
+    (exit 1) from the start-up summary; the URL (and its password) never appears."""
+    config = tmp_path / "config.yaml"
+    general = f"general_settings: {{database_url: {json.dumps(url)}}}\n" if in_config else ""
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-image-2\n"
+        "    litellm_params: {model: gpt-image-2, api_key: sk-x, api_base: 'http://127.0.0.1:9'}\n"
+        + general
+    )
+    command = [*tracking_command(), "serve", "--config", str(config), "--port", "0"]
+    env = {**os.environ, "TRACKING_DATABASE_URL": url} if not in_config else None
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr + done.stdout
+    named = "general_settings.database_url" if in_config else "TRACKING_DATABASE_URL"
+    assert f"{named}: not a database URL" in done.stderr
+    assert "s3cret-pw" not in done.stderr + done.stdout
 
 
 def test_install_hints_make_no_claim_about_a_package_index(tmp_path):

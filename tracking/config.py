@@ -66,6 +66,27 @@ def _is_str(value: Any) -> str | None:
     return None if isinstance(value, str) and value else "expected a non-empty string"
 
 
+def _is_database_url(value: Any) -> str | None:
+    """A URL SQLAlchemy can parse (checked where SQLAlchemy is installed: the proxy's extra).
+    The fault never repeats the text: it may hold a password."""
+    fault = _is_str(value)
+    if fault is not None:
+        return fault
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+    except ImportError:
+        return None
+    try:
+        make_url(value)
+    except (ArgumentError, ValueError):
+        return (
+            "not a database URL SQLAlchemy can read (expected e.g. sqlite:///./tracking.db "
+            "or postgresql://user:password@host:5432/db; a port must be a number)"
+        )
+    return None
+
+
 def _is_bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "expected true or false"
 
@@ -212,7 +233,7 @@ _ROUTER_SETTINGS_NOT_USED = frozenset(
 )
 _GENERAL_SETTINGS: dict[str, Check] = {
     "master_key": _is_str,
-    "database_url": _is_str,
+    "database_url": _is_database_url,
     "max_request_size_mb": _is_positive_number,
     "request_read_timeout": _is_seconds,
     "max_parallel_requests_per_key": _is_int(0),
@@ -465,6 +486,10 @@ def parse_config(
     # The environment fills what the file leaves out.
     master_key = general.get("master_key") or environ.get("TRACKING_MASTER_KEY") or None
     database_url = general.get("database_url") or environ.get("TRACKING_DATABASE_URL") or None
+    if database_url and not general.get("database_url"):
+        fault = _is_database_url(database_url)
+        if fault is not None:
+            raise ConfigurationError(f"TRACKING_DATABASE_URL: {fault}")
     return ProxyConfig(
         model_list=tuple(deployments),
         litellm_settings=LitellmSettings(

@@ -116,10 +116,11 @@ def _ledger_place(config: ProxyConfig) -> str:
         path = Path(url.removeprefix("sqlite:///")).resolve()
         state = "exists" if path.exists() else "will be created on first use"
         return f"SQLite file {path} ({state})"
-    from sqlalchemy.engine import make_url
+    from tracking.integrations.sql import resolve_url
 
-    # Never the URL itself: it may embed a user and a password.
-    parsed = make_url(url)
+    # Never the URL itself: it may embed a user and a password. An unreadable one (from
+    # TRACKING_DATABASE_URL: the config's own is checked when it is read) is a one-line error.
+    parsed = resolve_url(url)
     where = f"{parsed.host}:{parsed.port}" if parsed.port else str(parsed.host)
     return f"{parsed.get_backend_name()} database {parsed.database!r} on {where}"
 
