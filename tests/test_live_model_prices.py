@@ -537,6 +537,24 @@ def test_import_refuses_absurd_and_grouped_prices(tmp_path, capsys, usd, message
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.parametrize("per_token", ["1e-400", "1e-999999999", "1e-30"])
+def test_a_litellm_price_too_small_to_be_real_is_refused_not_read_as_free(
+    tmp_path, capsys, per_token
+):
+    """A JSON float reads 1e-400 as 0.0: LiteLLM's map priced the model at $0, so its billed
+    calls were recorded as free. Numbers are read as Decimal now, and a price other than 0
+    below $1e-18 per unit (here per million tokens) is refused, naming it."""
+    source = tmp_path / "model_prices.json"
+    entry = {"mode": "image_edit", "litellm_provider": "acme", "input_cost_per_token": 5e-06}
+    text = json.dumps({"acme-image-7": {**entry, "output_cost_per_image_token": 1.5}})
+    source.write_text(text.replace("1.5", per_token))  # a number, as LiteLLM's file holds it
+    out = tmp_path / "out.json"
+    assert cli(["prices", "import", str(source), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "a price other than 0 may be" in err and err.count("\n") == 1
+    assert "acme-image-7" in err and not out.exists()
+
+
 def test_import_of_deeply_nested_json_is_one_line(tmp_path, capsys):
     source = tmp_path / "deep.json"
     source.write_text("[" * 100_000 + "]" * 100_000)

@@ -133,8 +133,8 @@ def _read_source(source: str) -> Any:
             raw = path.read_bytes()
         except OSError as exc:
             raise ConfigurationError(f"{source}: cannot read it ({exc.strerror})") from None
-    try:
-        return json.loads(raw)
+    try:  # numbers as Decimal: a float would read 1e-400 as 0.0, a free model
+        return json.loads(raw, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigurationError(f"{source}: not JSON ({exc})") from None
 

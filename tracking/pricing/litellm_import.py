@@ -27,6 +27,7 @@ from typing import Any
 
 from ..decimals import strict_decimal
 from ..errors import ConfigurationError
+from .table import MIN_PRICE
 
 __all__ = ["IMAGE_MODES", "from_litellm", "is_litellm_document"]
 
@@ -43,6 +44,9 @@ _PER_TOKEN = {
 #: Per-image keys, in the order tried: LiteLLM's ``input_cost_per_image`` holds the output price.
 _PER_IMAGE = ("output_cost_per_image", "input_cost_per_image")
 _MILLION = Decimal(1_000_000)
+#: The smallest per-token or per-pixel figure other than 0 taken: a million of them are
+#: ``MIN_PRICE``, the smallest price a file may give a unit.
+_SMALLEST = MIN_PRICE / _MILLION
 _DEFAULT_QUALITY = "standard"
 
 
@@ -56,7 +60,7 @@ def is_litellm_document(data: Any) -> bool:
 def _amount(raw: Any, where: str) -> Decimal | None:
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
         raise ConfigurationError(f"{where}: expected a number, got {type(raw).__name__}")
     try:
         value = strict_decimal(repr(raw) if isinstance(raw, float) else str(raw))
@@ -64,6 +68,11 @@ def _amount(raw: Any, where: str) -> Decimal | None:
         raise ConfigurationError(f"{where}: {raw!r} is not a number") from None
     if not value.is_finite() or value < 0:
         raise ConfigurationError(f"{where}: must be a finite, non-negative amount")
+    if 0 < value < _SMALLEST:  # times a million (tokens, pixels) it would still be below
+        raise ConfigurationError(
+            f"{where}: {raw!r} is below the ${_SMALLEST} a price other than 0 may be per token "
+            "or pixel"
+        )
     return value
 
 

@@ -111,7 +111,7 @@ def load_packaged() -> dict[str, list[PriceEntry]]:
 def load_price_file(path: str | Path, *, kind: str = "override") -> dict[str, list[PriceEntry]]:
     """A price file in the packaged format (JSON), checked against the schema."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_float=Decimal)
     except (OSError, ValueError, RecursionError) as exc:
         raise ConfigurationError(f"price file {path}: cannot read it as JSON ({exc})") from None
     return parse_price_data(data, origin=str(path), kind=kind)
@@ -264,6 +264,10 @@ def _date(raw: Any, where: str, *, optional: bool = False) -> date | None:
 #: beyond any image model's price by far. A larger figure is a typo or an attack, and would
 #: price a call past what the ledger records (its rows stop below $1e10).
 MAX_PRICE = Decimal(1_000_000)
+#: The cheapest a price other than 0 may be per unit: a nano-nano-dollar. Below it a figure is a
+#: typo or an attack whose arithmetic can underflow to a free model ($0 recorded for billed
+#: calls); a free model's price is 0.
+MIN_PRICE = Decimal("1E-18")
 
 
 def to_price(raw: Any, where: str) -> Decimal:
@@ -283,4 +287,8 @@ def to_price(raw: Any, where: str) -> Decimal:
         raise ConfigurationError(f"{where}: must be a finite, non-negative amount")
     if value > MAX_PRICE:
         raise ConfigurationError(f"{where}: {raw!r} is above the ${MAX_PRICE:,} a price may be")
+    if 0 < value < MIN_PRICE:
+        raise ConfigurationError(
+            f"{where}: {raw!r} is below the ${MIN_PRICE} a price other than 0 may be"
+        )
     return value
