@@ -77,7 +77,8 @@ def test_quarantine_list_and_replay_with_repair(ledger_url, capsys):  # noqa: F8
             )
         )
         assert ledger.flush(10)
-        assert [r.request_id for r in list_quarantine(ledger.engine)] == ["bad-1"]
+        (kept,) = list_quarantine(ledger.engine)
+        assert kept.request_id == "bad-1"
     finally:
         ledger.shutdown(10)
 
@@ -94,6 +95,10 @@ def test_quarantine_list_and_replay_with_repair(ledger_url, capsys):  # noqa: F8
     # As it is, the database refuses it again: it stays, with the new error.
     assert main(["ledger", "quarantine", "replay", "--database-url", ledger_url]) == 1
     assert "refused again" in capsys.readouterr().out
+    # An id the quarantine does not hold (a typo) is said, and fails: it exited 0, "replayed 0".
+    typo = ["ledger", "quarantine", "replay", "--id", str(kept.id + 99), "--database-url"]
+    assert main([*typo, ledger_url]) == 1
+    assert f"no quarantined row has id {kept.id + 99}" in capsys.readouterr().out
 
     assert main(["ledger", "quarantine", "replay", "--repair", "--database-url", ledger_url]) == 0
     assert "replayed 1 rows" in capsys.readouterr().out

@@ -99,10 +99,12 @@ class QuarantinedRow:
 
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
-    """What a replay did: ids now in ``spend_logs``, and ids refused again (with the error)."""
+    """What a replay did: ids now in ``spend_logs``, ids refused again (with the error), and
+    ids asked for that the quarantine does not hold (a typo, or replayed already)."""
 
     replayed: tuple[int, ...]
     refused: tuple[tuple[int, str], ...]
+    missing: tuple[int, ...] = ()
 
 
 def list_quarantine(engine: Engine, *, limit: int | None = None) -> list[QuarantinedRow]:
@@ -227,9 +229,11 @@ def replay_quarantine(
     """
     inserter = SpendLogsInserter(engine)
     rows = list_quarantine(engine)
+    missing: tuple[int, ...] = ()
     if ids is not None:
         wanted = set(ids)
         rows = [r for r in rows if r.id in wanted]
+        missing = tuple(sorted(wanted - {r.id for r in rows}))
     replayed: list[int] = []
     refused: list[tuple[int, str]] = []
     for row in rows:
@@ -249,7 +253,7 @@ def replay_quarantine(
         with engine.begin() as conn:
             conn.execute(quarantine.delete().where(quarantine.c.id == row.id))
         replayed.append(row.id)
-    return ReplayResult(tuple(replayed), tuple(refused))
+    return ReplayResult(tuple(replayed), tuple(refused), missing)
 
 
 # -- the commands -------------------------------------------------------------------------------
@@ -323,7 +327,8 @@ def quarantine_list_command(
 def quarantine_replay_command(
     url: str | None, *, ids: Sequence[int] | None, repair: bool, out: TextIO
 ) -> int:
-    """Replay quarantined rows; exit status 1 when any was refused again."""
+    """Replay quarantined rows; exit status 1 when any was refused again or an id asked for
+    is not in the quarantine."""
     engine = _open(url)
     try:
         result = replay_quarantine(engine, ids=ids, repair=repair)
@@ -338,4 +343,6 @@ def quarantine_replay_command(
         out.write(f"row {row_id} refused again: {error.splitlines()[0][:160]}\n")
     if result.refused and not repair:
         out.write("fix the cause, or replay with --repair to store what the database accepts\n")
-    return 1 if result.refused else 0
+    for row_id in result.missing:
+        out.write(f"no quarantined row has id {row_id} (see tracking ledger quarantine list)\n")
+    return 1 if result.refused or result.missing else 0
