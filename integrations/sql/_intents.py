@@ -6,7 +6,7 @@ row the call would leave if the process died before its own row is written, mark
 ``status="incomplete"``, ``error_type="incomplete"``, with what its estimate needs; the estimate
 (the most the call could be expected to cost, ``cost_source="estimate"``) is worked out when a
 dead process's intent is recovered (:func:`priced`), not on the call path. Once the call's own
-row is acknowledged, the intent is marked done (with the next intent's write).
+row is acknowledged, the intent is marked done (``-`` and the request id, appended at once).
 
 The intents go to an append-only file of the process's own, ``intents-<pid>.log`` beside the
 outboxes, locked (``flock``) for as long as the process lives: one append per call, ``+`` and
@@ -302,27 +302,31 @@ class IntentLog:
         self._lock = threading.Lock()
         self._file = _AppendFile(self.path, ROTATE_BYTES)
         self._open: dict[str, str] = {}  # request id -> line, for a rewrite
-        self._done: list[str] = []
         self.closed = False
 
     def record(self, request_id: str, line: str) -> None:
-        """Write one intent (and the calls done since the last write)."""
+        """Write one intent."""
         with self._lock:
             if self.closed:
                 return
-            done = "".join(f"-{rid}\n" for rid in self._done)
-            self._done.clear()
-            data = f"{done}+{line}\n".encode()
+            data = f"+{line}\n".encode()
             if not self._file.fits(len(data)):
                 self._rewrite(len(data))
             self._file.append(data)
             self._open[request_id] = line
 
     def complete(self, request_id: str) -> None:
-        """The call's own row is acknowledged: its intent is done."""
+        """The call's own row is acknowledged: its intent is done, written at once (a process
+        killed while idle must not leave calls that ended as "in flight": were the call's own
+        row quarantined, its recovered estimate would count the call twice)."""
         with self._lock:
-            if self._open.pop(request_id, None) is not None:
-                self._done.append(request_id)
+            if self.closed or self._open.pop(request_id, None) is None:
+                return
+            data = f"-{request_id}\n".encode()
+            if self._file.fits(len(data)):
+                self._file.append(data)
+            else:  # the rewrite holds only the intents still open
+                self._rewrite(0)
 
     def _rewrite(self, room: int) -> None:
         # Replaced in one rename: a crash leaves the old file or the new one, both complete.
@@ -332,7 +336,7 @@ class IntentLog:
         fresh.append(data)
         os.replace(fresh_path, self.path)
         self._file.close()
-        self._file, self._done = fresh, []
+        self._file = fresh
 
     def close(self) -> None:
         """Stop; the file goes when no intent is open (else the next start recovers them)."""
@@ -340,12 +344,6 @@ class IntentLog:
             if self.closed:
                 return
             self.closed = True
-            if self._open and self._done:  # the intents left open are what a file must say
-                done = "".join(f"-{rid}\n" for rid in self._done).encode()
-                if self._file.fits(len(done)):
-                    self._file.append(done)
-                else:
-                    self._rewrite(0)
             self._file.close()
             if not self._open:
                 self.path.unlink(missing_ok=True)
