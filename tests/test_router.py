@@ -694,3 +694,31 @@ def test_plain_image_edit_is_unchanged_by_the_router(recorder, fake, upstream):
         "gpt-image-1",
         (),
     )
+
+
+def test_a_deployment_its_settings_fail_at_call_time_is_skipped_for_the_groups_others(
+    recorder, fake, monkeypatch
+):
+    """A setting checked at load can go missing later (``AZURE_API_VERSION`` unset): the
+    ``ConfigurationError`` its preparation raises named it as the attempt and failed the call,
+    the group's other deployments untried. It is now left out of the call (never sent, so no
+    attempt), and raised only when no other deployment serves the call."""
+    monkeypatch.setenv("AZURE_API_VERSION", "2025-04-01-preview")
+    azure = deployment("images", fake.url, id="azure", model="azure/gpt-image-2", weight=1)
+    router = Router(
+        [azure, deployment("images", fake.url, id="openai", model="gpt-image-2", weight=0)],
+        num_retries=0,
+    )
+    alone = Router([{**azure, "model_name": "solo"}], num_retries=1)
+    monkeypatch.delenv("AZURE_API_VERSION")
+    edit(router)
+    (event,) = recorder.events
+    assert (event.status, event.deployment_id, event.attempts, event.retries) == (
+        "success",
+        "openai",
+        1,
+        0,
+    )
+    with pytest.raises(tracking.ConfigurationError, match="AZURE_API_VERSION"):
+        edit(alone, model="solo")
+    assert recorder.events[-1].attempts == 0

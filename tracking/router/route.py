@@ -36,6 +36,7 @@ from ..call_control import Withheld
 from ..errors import (
     APIError,
     APIResponseError,
+    ConfigurationError,
     RateLimitError,
     UnsupportedOperationError,
     ValidationError,
@@ -120,6 +121,10 @@ class CallRoute:
         #: a group whose provider cannot do the call's operation (a generation on an edit-only
         #: provider): its fallbacks are tried, and this is raised when none serves the call
         self.unsupported: UnsupportedOperationError | None = None
+        #: deployments whose settings failed when a request was prepared for them (a setting
+        #: checked at load that went missing since, such as ``AZURE_API_VERSION``): never sent,
+        #: left out of the rest of the call; the first is raised when nothing else serves it
+        self.misconfigured: dict[str, ConfigurationError] = {}
         self.deployment: Deployment | None = None  # the last one picked
         self.attempted: Deployment | None = None  # the last one a request was sent to
 
@@ -170,7 +175,7 @@ class CallRoute:
     ) -> Steps[None]:
         deployment: Deployment = target.key
         state = self.router.stepwise_state
-        if not isinstance(error, ValidationError | Withheld):  # refused or withheld: not sent
+        if not isinstance(error, ValidationError | Withheld | ConfigurationError):  # not sent
             self.attempted = deployment
         try:
             yield from state.end(deployment.id)
@@ -221,6 +226,17 @@ class CallRoute:
     # -- decisions ----------------------------------------------------------------------------
 
     def _after_failure(self, failure: BaseException) -> None:
+        if isinstance(failure, ConfigurationError) and self.deployment is not None:
+            log.error(
+                "router: deployment %s cannot be called (%s); the call goes on without it",
+                self.deployment.id,
+                failure,
+            )
+            self.misconfigured.setdefault(self.deployment.id, failure)
+            self.group_attempts -= 1  # never sent: no attempt, and no retry
+            if self.group_attempts:
+                self.retries -= 1
+            return
         in_fallback = self.group_index > 0
         if isinstance(failure, UnsupportedOperationError) and not in_fallback:
             self.unsupported = failure
@@ -246,7 +262,10 @@ class CallRoute:
 
     def _pick(self, group: str) -> Steps[Deployment | None]:
         router = self.router
-        candidates = router.groups[group]
+        candidates = [d for d in router.groups[group] if d.id not in self.misconfigured]
+        if not candidates:
+            self.unavailable.append(f"{group!r}: no deployment whose settings can be used")
+            return None
         snapshot = yield from router.stepwise_state.snapshot([d.id for d in candidates])
         available = [
             d
@@ -293,6 +312,8 @@ class CallRoute:
             error = self.last_error
         elif self.unsupported is not None:
             error = self.unsupported
+        elif self.misconfigured:
+            return next(iter(self.misconfigured.values()))
         else:
             error = NoDeploymentAvailableError(
                 "no deployment available for model "
