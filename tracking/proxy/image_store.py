@@ -19,6 +19,11 @@ Two stores, chosen in ``general_settings.image_store``:
 
 ``max_bytes`` bounds what the store holds: when it is full, a URL request is refused with 507
 before anything is sent upstream (so nothing is billed for an answer that could not be stored).
+Each process counts what the store holds from the store itself (the folder or the bucket's
+listing) when it sweeps, every minute, and adds what it stores in between, so the processes
+sharing a store (``tracking serve --workers N``, several instances on one bucket) agree within a
+sweep, and the bytes a sweep deletes leave every count. An S3 sweep deletes only the names the
+proxy mints, so a bucket shared with other applications keeps their objects.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
+import stat
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,8 +197,58 @@ def valid_name(name: str) -> bool:
     )
 
 
-class LocalImageStore:
-    """Images as files in one folder; the used size is counted once at start, then kept."""
+_MINTED = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9]{1,6}\.(png|jpeg|webp)")
+
+
+def minted_name(name: str) -> bool:
+    """Exactly the names the proxy mints: ``{request id}-{index}.{ext}``, the id a UUID from
+    :func:`tracking.ids.new_request_id`. The only objects an S3 sweep deletes or counts: a bucket
+    may hold other applications' ``logo.png``, which :func:`valid_name` accepts. (The local
+    folder is the proxy's own; its sweep goes by :func:`valid_name`, as it always has.)"""
+    return _MINTED.fullmatch(name) is not None
+
+
+class _ByteCount:
+    """The bytes a store holds: as last counted from the store, plus what this process stored
+    since that count began. Puts, sweeps and ``full()`` run on different threads, hence the lock;
+    ``_stored`` (every byte this process stored, never decreased) lets a count taken while puts
+    go on keep them: a put the count also saw is counted twice until the next count, never lost."""
+
+    settings: StoreSettings
+
+    def _start_count(self, used: int) -> None:
+        self._lock = threading.Lock()
+        self._used = used
+        self._stored = 0
+
+    def _add(self, size: int) -> None:
+        with self._lock:
+            self._used += size
+            self._stored += size
+
+    def _counted(self, size: int, stored_before: int) -> None:
+        """``size`` counted in the store by a count that began when ``_stored`` was
+        ``stored_before``."""
+        with self._lock:
+            self._used = size + self._stored - stored_before
+
+    def full(self) -> bool:
+        return self._used >= self.settings.max_bytes
+
+
+class LocalImageStore(_ByteCount):
+    """Images as files in one folder, which every worker of ``tracking serve --workers N`` (and
+    any instance given the same path) shares.
+
+    Each process counts the folder when it starts and when it sweeps (every minute), and adds
+    what it stores in between. So a count misses, until its next sweep, what the other workers
+    stored (the folder may pass ``max_bytes`` by about a minute of their images) and still holds
+    the files another worker swept. Before refusing, ``full()`` counts the folder again, so a
+    worker never answers 507 because of files that are gone; once it has, it refuses without
+    counting until its next sweep: a flood of refused requests costs one folder scan on the event
+    loop per minute, not one per request. Files are never counted by name alone: a file another
+    worker deletes meanwhile is skipped, so concurrent sweeps never raise.
+    """
 
     def __init__(self, settings: StoreSettings) -> None:
         assert settings.path is not None
@@ -198,7 +256,24 @@ class LocalImageStore:
         self.root = settings.path
         self.root.mkdir(parents=True, exist_ok=True)
         self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
-        self._used = sum(p.stat().st_size for p in self.root.iterdir() if valid_name(p.name))
+        self._start_count(sum(info.st_size for _, info in self._images()))
+        self._recounted = False  # full() counted the folder since the last sweep
+
+    def _images(self) -> Iterator[tuple[str, os.stat_result]]:
+        """The folder's images (path and stat); one deleted while listed is left out."""
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:  # the folder itself was removed: it holds nothing
+            return
+        for entry in entries:
+            if not valid_name(entry.name):
+                continue
+            try:
+                info = entry.stat()
+            except FileNotFoundError:  # another worker's sweep deleted it
+                continue
+            if stat.S_ISREG(info.st_mode):
+                yield entry.path, info
 
     def _persisted_secret(self) -> bytes:
         path = self.root / ".signing-secret"
@@ -212,9 +287,13 @@ class LocalImageStore:
 
     def put(self, name: str, data: bytes) -> None:
         temporary = self.root / f".{name}.tmp"
-        temporary.write_bytes(data)
-        temporary.replace(self.root / name)
-        self._used += len(data)
+        try:
+            temporary.write_bytes(data)
+            temporary.replace(self.root / name)
+        except BaseException:  # a full disk mid-write: no partial file left behind, never swept
+            temporary.unlink(missing_ok=True)
+            raise
+        self._add(len(data))
 
     def get(self, name: str) -> bytes | None:
         try:
@@ -223,26 +302,41 @@ class LocalImageStore:
             return None
 
     def full(self) -> bool:
-        return self._used >= self.settings.max_bytes
+        if super().full() and not self._recounted:
+            self._recounted = True
+            before = self._stored
+            self._counted(sum(info.st_size for _, info in self._images()), before)
+        return super().full()
 
     def presigned_url(self, name: str) -> str | None:
         return None
 
     def sweep(self, now: float) -> int:
-        removed = 0
-        for path in self.root.iterdir():
-            if not valid_name(path.name):
+        """Delete the images older than the URL lifetime and count what is left; a file another
+        worker deletes first is no error. A clock set back deletes nothing until it catches up."""
+        before = self._stored
+        removed = kept = 0
+        for path, info in self._images():
+            if info.st_mtime + self.settings.ttl >= now:
+                kept += info.st_size
                 continue
-            stat = path.stat()
-            if stat.st_mtime + self.settings.ttl < now:
-                path.unlink(missing_ok=True)
-                self._used -= stat.st_size
-                removed += 1
+            try:
+                os.unlink(path)
+            except FileNotFoundError:  # another worker swept it first
+                continue
+            removed += 1
+        self._counted(kept, before)
+        self._recounted = False
         return removed
 
 
-class S3ImageStore:
-    """Images as objects in an S3-compatible bucket (boto3; calls run in a worker thread)."""
+class S3ImageStore(_ByteCount):
+    """Images as objects in an S3-compatible bucket (boto3; calls run in a worker thread).
+
+    The used size is the objects the proxy minted under ``prefix``, as counted by the last sweep
+    (at start, then every minute), plus what this instance stored since: instances sharing the
+    bucket agree within a sweep. ``full()`` makes no call to the store.
+    """
 
     def __init__(self, settings: StoreSettings) -> None:
         try:
@@ -257,7 +351,7 @@ class S3ImageStore:
         self.client: Any = boto3.client(
             "s3", endpoint_url=settings.endpoint_url, region_name=settings.region
         )
-        self._used = 0  # what this instance stored; the bucket's own quota is the real bound
+        self._start_count(0)  # until the first sweep (at start) has counted the bucket
 
     def _key(self, name: str) -> str:
         return f"{self.settings.prefix}{name}"
@@ -269,7 +363,7 @@ class S3ImageStore:
             Body=data,
             ContentType=content_type(name),
         )
-        self._used += len(data)
+        self._add(len(data))
 
     def get(self, name: str) -> bytes | None:
         try:
@@ -278,9 +372,6 @@ class S3ImageStore:
             return None
         data: bytes = answer["Body"].read()
         return data
-
-    def full(self) -> bool:
-        return self._used >= self.settings.max_bytes
 
     def presigned_url(self, name: str) -> str | None:
         if not self.settings.presign:
@@ -293,15 +384,24 @@ class S3ImageStore:
         return url
 
     def sweep(self, now: float) -> int:
-        removed = 0
+        """Delete the images the proxy minted under ``prefix`` older than the URL lifetime, and
+        count the rest; any other object in the bucket is neither deleted nor counted."""
+        before = self._stored
+        removed = kept = 0
+        prefix = self.settings.prefix
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.settings.bucket, Prefix=self.settings.prefix
+            Bucket=self.settings.bucket, Prefix=prefix
         )
         for page in pages:
             for item in page.get("Contents", ()):
-                if item["LastModified"].timestamp() + self.settings.ttl < now:
-                    self.client.delete_object(Bucket=self.settings.bucket, Key=item["Key"])
-                    removed += 1
+                if not minted_name(item["Key"][len(prefix) :]):
+                    continue
+                if item["LastModified"].timestamp() + self.settings.ttl >= now:
+                    kept += item["Size"]
+                    continue
+                self.client.delete_object(Bucket=self.settings.bucket, Key=item["Key"])
+                removed += 1
+        self._counted(kept, before)
         return removed
 
 

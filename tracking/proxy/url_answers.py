@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote
 from ..config import ProxyConfig
 from ..families import family_of
 from ..request import split_provider
+from .account_store import read_store
 from .errors import ProxyError
 from .image_store import STORED_PREFIX, ImageStore, content_type, stored_url, valid_name
 
@@ -83,7 +84,8 @@ async def to_url_answer(
 
 
 async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -> None:
-    """``GET {STORED_PREFIX}{name}?expires=...&signature=...``: the image, or 403/404."""
+    """``GET {STORED_PREFIX}{name}?expires=...&signature=...``: the image, or 403/404 (503
+    ``image_store_unavailable`` when the store cannot be read)."""
     name = unquote(path[len(STORED_PREFIX) :])
     params = parse_qs(query.decode("latin-1"))
     expires = (params.get("expires") or [""])[0]
@@ -97,7 +99,8 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
             "this image URL is expired or its signature does not match",
             code="invalid_signature",
         )
-    data = await asyncio.to_thread(store.get, name)
+    # A store that cannot be read (a bucket gone, a network fault) is a 503, never a 500.
+    data = await read_store("image", "the image store could not be read", store.get, name)
     if data is None:
         raise ProxyError(404, "no such image (expired images are deleted)", code="not_found")
     max_age = max(0, int(expires) - int(time.time()))
