@@ -263,7 +263,8 @@ class LocalImageStore(_ByteCount):
         """The folder's images (path and stat); one deleted while listed is left out."""
         try:
             entries = list(os.scandir(self.root))
-        except FileNotFoundError:  # the folder itself was removed: it holds nothing
+        except OSError as exc:  # removed or unreadable: no image of it can be served either
+            log.warning("the image store's folder cannot be listed: %s", type(exc).__name__)
             return
         for entry in entries:
             if not valid_name(entry.name):
