@@ -139,3 +139,27 @@ def edits_upstream(
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.stop()
+
+
+#: Credentials boto3 needs to sign requests to the loopback S3 server (never real ones).
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server (moto's) on loopback, for one test module."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.proxy_support import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

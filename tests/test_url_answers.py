@@ -17,8 +17,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import API_KEY, make_png
-from tests.proxy_support import ProxyProcess, free_port, write_config
+from tests.conftest import API_KEY, S3_ENV, make_png
+from tests.proxy_support import ProxyProcess, write_config
 from tests.services import require_tool
 from tracking.config import parse_config
 from tracking.proxy.app import create_app
@@ -226,25 +226,6 @@ def test_an_s3_store_needs_a_shared_secret_unless_it_presigns():
 
 
 # -- S3-compatible storage shared by two instances ------------------------------------------------
-
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_two_proxies_sharing_an_s3_store_serve_each_others_urls(
