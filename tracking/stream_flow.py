@@ -107,6 +107,9 @@ class _StreamReader:
         self.http_status: int | None = None
         self._decoder = SSEDecoder()
         self._ready: deque[ImageEditStreamEvent] = deque()
+        #: what ended the answer, raised once the events parsed before it are delivered
+        self._failed: BaseException | None = None
+        self._events = 0  # parsed from this attempt's answer
         self._prepared: PreparedRequest | None = None
 
     def open(
@@ -115,6 +118,7 @@ class _StreamReader:
         """One attempt: open the answer and read up to its first event."""
         self._decoder = SSEDecoder()
         self._ready.clear()
+        self._failed, self._events = None, 0
         self._prepared = prepared
         sent = time.perf_counter()
         outcome: Answer | BaseException = yield OpenStream(prepared, timeout)
@@ -139,10 +143,15 @@ class _StreamReader:
         return (yield from self.next_event())
 
     def next_event(self) -> Generator[StreamEffect, Any, ImageEditStreamEvent]:
-        """The next typed event, reading as much of the answer as it takes."""
+        """The next typed event, reading as much of the answer as it takes. An unusable event
+        (not JSON, an ``error`` event, an image that is none) ends the answer, but only after
+        the events before it, even those in the same chunk, are delivered."""
         prepared = self._prepared
         assert prepared is not None
         while not self._ready:
+            if self._failed is not None:
+                failed, self._failed = self._failed, None
+                raise failed
             chunk: bytes | BaseException = yield _READ
             if isinstance(chunk, BaseException):
                 error = _transport_error(chunk, prepared)
@@ -158,18 +167,36 @@ class _StreamReader:
             try:
                 decoded = self._decoder.feed(chunk)
             except EventTooLarge as exc:
-                raise APIResponseError(str(exc)) from None
+                self._failed = self._unusable(APIResponseError(str(exc)), prepared)
+                continue
             for sse in decoded:
-                item = parse_stream_event(sse)
+                try:
+                    item = parse_stream_event(sse)
+                except APIResponseError as exc:
+                    self._failed = self._unusable(exc, prepared)
+                    break
                 if item is None:
                     continue
                 if self.first_image_ms is None:
                     self.first_image_ms = (time.perf_counter() - self.started) * 1000
+                self._events += 1
                 self._ready.append(item)
         item = self._ready.popleft()
         if isinstance(item, ImageEditCompletedEvent):
             self.completed = item
         return item
+
+    def _unusable(self, error: APIResponseError, prepared: PreparedRequest) -> BaseException:
+        """What an unusable event ends the call with. As the answer's first event it is an
+        answer that cannot be read (priced as an unknown outcome, or from the usage a completed
+        event reported beside it); after other events the stream broke off mid-way, as a
+        dropped connection does: a :class:`StreamInterruptedError`, estimated as a broken
+        stream with its partial images."""
+        if not self._events or getattr(error, "billed_usage", None) is not None:
+            return error
+        return StreamInterruptedError(
+            f"the stream from {prepared.host} broke off before its completed event: {error}"
+        )
 
     def response(self) -> ImageResponse | None:
         """The completed event as the plain call's response (what pricing and receivers read)."""
