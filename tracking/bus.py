@@ -45,7 +45,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -637,28 +637,13 @@ def dispatch_lost_attempts(call: CallStart, lost: tuple[ImageEditRequest, ...]) 
             _callback_failed(callback_name(integration), exc)
 
 
-def _dispatch_end(plan: _Plan, event: ImageEditEvent) -> None:
-    for integration in plan.integrations:
+def _hand_over(integrations: Sequence[Integration], event: ImageEditEvent) -> None:
+    """The event to ``integrations`` without waiting on any (``on_end_nowait`` where there is
+    one): the call's ending was interrupted, and the rest must still get its one event."""
+    for integration in integrations:
         try:
-            integration.on_end(event)
-        except _PASSED_ON:
-            raise
-        except BaseException as exc:
-            _callback_failed(callback_name(integration), exc)
-
-
-async def _dispatch_end_async(plan: _Plan, event: ImageEditEvent) -> None:
-    # An integration may offer an async ``aon_end`` (see tracking.integration): awaited instead of
-    # ``on_end``, so a durable ledger's acknowledgement never blocks the caller's loop.
-    for integration in plan.integrations:
-        try:
-            acknowledge = getattr(integration, "aon_end", None)
-            if acknowledge is None:
-                integration.on_end(event)
-            else:
-                await acknowledge(event)
-        except (*_PASSED_ON, asyncio.CancelledError):  # the caller's task was cancelled
-            raise
+            nowait = getattr(integration, "on_end_nowait", None)
+            (integration.on_end if nowait is None else nowait)(event)
         except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
 
@@ -666,18 +651,48 @@ async def _dispatch_end_async(plan: _Plan, event: ImageEditEvent) -> None:
 def emit_sync(
     event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
 ) -> None:
-    """Hand a finished sync call's event to every registered receiver."""
+    """Hand a finished sync call's event to every registered receiver. A Ctrl-C (or a
+    SIGTERM's exit) while an integration waits is passed on, but only after the integrations
+    after it and the user callbacks have the event too: the call may have been billed."""
     plan = _plan_for_end()
-    _dispatch_end(plan, event)
+    integrations = plan.integrations
+    for index, integration in enumerate(integrations):
+        try:
+            integration.on_end(event)
+        except _PASSED_ON:
+            _hand_over(integrations[index + 1 :], event)
+            _submit_callbacks(plan, event, response, exception, asynchronous=False)
+            raise
+        except BaseException as exc:
+            _callback_failed(callback_name(integration), exc)
     _submit_callbacks(plan, event, response, exception, asynchronous=False)
 
 
 async def emit_async(
     event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
 ) -> None:
-    """Hand a finished async call's event to every registered receiver."""
+    """Hand a finished async call's event to every registered receiver.
+
+    An integration may offer an async ``aon_end`` (see :mod:`tracking.integration`): awaited
+    instead of ``on_end``, so a durable ledger's acknowledgement never blocks the caller's loop.
+    The caller's task cancelled while it waits (``asyncio.wait_for``, a client gone) is passed
+    on, after the integrations after it and the user callbacks have the event, without waiting.
+    """
     plan = _plan_for_end()
-    await _dispatch_end_async(plan, event)
+    integrations = plan.integrations
+    for index, integration in enumerate(integrations):
+        try:
+            acknowledge = getattr(integration, "aon_end", None)
+            if acknowledge is None:
+                integration.on_end(event)
+            else:
+                await acknowledge(event)
+        except (*_PASSED_ON, asyncio.CancelledError):
+            _hand_over(integrations[index + 1 :], event)
+            _submit_callbacks(plan, event, response, exception, asynchronous=True)
+            raise
+        except BaseException as exc:
+            _callback_failed(callback_name(integration), exc)
     _submit_callbacks(plan, event, response, exception, asynchronous=True)
 
 

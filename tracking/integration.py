@@ -13,13 +13,17 @@ Four methods over one typed event, nothing else:
 * ``flush(timeout)`` delivers everything queued, returning True when all of it was delivered.
 * ``shutdown(timeout)`` flushes and releases resources; calling it twice is harmless.
 
-Two optional methods:
+Three optional methods:
 
 * ``async aon_end(event)``. When an integration has it, async calls await it *instead of*
   calling ``on_end`` (sync calls still call ``on_end``). It is for an integration that must
   finish something before the call returns without blocking the caller's event loop: the SQL
   ledger in ``durable`` mode awaits its row's acknowledgement there. Like ``on_end`` it must not
   raise; an exception is logged and counted, never passed to the caller.
+* ``on_end_nowait(event)``. The event handed over without waiting for it to be acknowledged:
+  called instead of ``on_end`` / ``aon_end`` when the call's ending was interrupted (its task
+  cancelled, Ctrl-C) while an earlier integration waited, so every integration still gets the
+  event and the interrupted caller is not held. The SQL ledger queues the row there.
 * ``on_lost_attempts(call, lost)``. Runs in the call, on the caller's thread, before an attempt
   that follows attempts whose answer was lost (sent whole, then a timeout or a dropped
   connection: maybe billed); ``call.request`` is the request about to be sent and ``lost`` the

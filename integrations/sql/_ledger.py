@@ -301,6 +301,12 @@ class SqlLedger:
             if self._intents is not None:
                 self._intents.complete(event.request_id)
 
+    def on_end_nowait(self, event: ImageEditEvent) -> None:
+        """The row queued without waiting for its acknowledgement: the call's ending was
+        interrupted before this ledger's turn (the bus's hand-over). A durable row is still
+        written; only the wait is skipped."""
+        self._submit(event)
+
     def _submit(self, event: ImageEditEvent) -> int:
         # The hot path: the event goes straight to the writer's form, with no row dict between.
         try:
