@@ -21,6 +21,7 @@ every worker shares in the same folder.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -233,7 +234,7 @@ class PrometheusLogger:
 
     def _charge_end_user(self, end_user: str, cost: float) -> None:
         m = self.metrics
-        user = _bounded(end_user)
+        user = _end_user_label(end_user)
         with m.end_user_lock:
             m.end_users[user] = None
             m.end_users.move_to_end(user)
@@ -356,15 +357,13 @@ class _Metrics:
         return series
 
     def _model_label(self, name: str) -> str:
-        """``name`` (bounded) if the price table knows it or it is among the first
+        """``name`` (bounded) if the price table knows it by that name or it is among the first
         :data:`MAX_UNPRICED_MODELS` names it does not; else ``other``."""
-        from tracking.pricing import is_priced
-
         label = _bounded(name)
         with self._model_names_lock:
             if label in self._model_names:
                 return label
-            if not is_priced(name):
+            if not _priced_by_name(name):
                 if self._unpriced_names >= MAX_UNPRICED_MODELS:
                     if not self._folding_logged:
                         self._folding_logged = True
@@ -378,6 +377,20 @@ class _Metrics:
                 self._unpriced_names += 1
             self._model_names.add(label)
             return label
+
+
+def _priced_by_name(name: str) -> bool:
+    """The price table knows ``name`` as it is written: a bare name, or one behind a registered
+    provider's prefix. A name behind any other prefix (``tenant-7/gpt-image-2``, sent to an
+    OpenAI-compatible server whole) is priced as the name after it, but each prefix would be a
+    series of its own: such names count toward :data:`MAX_UNPRICED_MODELS`."""
+    from tracking.pricing import is_priced
+    from tracking.request import split_provider
+
+    prefix, sep, _ = name.partition("/")
+    if sep and split_provider(name)[0] != prefix:
+        return False
+    return is_priced(name)
 
 
 class _ModelSeries:
@@ -559,6 +572,16 @@ def _counts(snapshot: Any, key: str) -> list[tuple[str, float]]:
 
 def _bounded(value: str) -> str:
     return value if len(value) <= _MAX_LABEL_CHARS else value[:_MAX_LABEL_CHARS]
+
+
+def _end_user_label(end_user: str) -> str:
+    """An end-user id as its label: itself up to the label bound; a longer one its first
+    characters, ``~`` and a digest of the whole id, so two ids that share their first 100
+    characters are two series, never one summing both users' spend."""
+    if len(end_user) <= _MAX_LABEL_CHARS:
+        return end_user
+    digest = hashlib.sha256(end_user.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{end_user[: _MAX_LABEL_CHARS - 17]}~{digest}"
 
 
 def _size_label(size: str | None) -> str:

@@ -123,6 +123,33 @@ def test_model_names_of_unpriced_calls_are_capped_priced_ones_never(prom, regist
     assert sorted(by_model) == sorted(f"made-up-{i}" for i in range(MAX_UNPRICED_MODELS))
 
 
+def test_a_priced_model_behind_made_up_prefixes_cannot_grow_the_series(prom, registry):
+    """``tenant-{i}/gpt-image-2`` (a prefix naming no provider: the whole name goes to an
+    OpenAI-compatible server) is priced as gpt-image-2, and each name had a series of its own,
+    past the cap. Such names count toward it now; a registered provider's prefix does not."""
+    from tracking.testing import FakeOpenAI
+
+    extra = 5
+    names = [f"tenant-{i}/gpt-image-2" for i in range(MAX_UNPRICED_MODELS + extra)]
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=names) as fake:
+        upstream = {"api_base": fake.url, "api_key": API_KEY}
+        for name in names:
+            tracking.image_edit(image=make_png(), prompt="p", model=name, **upstream)
+        tracking.image_edit(image=make_png(), prompt="p", model="openai/gpt-image-2", **upstream)
+    models = {
+        s.labels["model"]
+        for m in registry.collect()
+        if m.name == "image_edit_requests"
+        for s in m.samples
+        if s.name == "image_edit_requests_total"
+    }
+    assert len(models) == MAX_UNPRICED_MODELS + 2  # the capped names, "other", openai/...
+    assert {"other", "openai/gpt-image-2", "tenant-0/gpt-image-2"} <= models
+    assert value(registry, "image_edit_requests_total", model="other", served_model="other",
+                 provider="openai", operation="image_edit", status="success",
+                 error_type="") == extra  # fmt: skip
+
+
 def test_exact_values_from_priced_retried_and_fallback_events(registry):
     """Costs are summed as floats; retries, fallbacks and cached tokens land on their labels."""
     logger = PrometheusLogger(registry)
@@ -220,6 +247,27 @@ def test_end_user_metric_is_bounded_by_lru_and_counts_evictions(registry):
               if line.startswith(metric)]  # fmt: skip
     assert len(series) == 2
     assert value(registry, "tracking_end_user_series_evicted_total") == 101
+
+
+def test_end_users_sharing_a_long_prefix_are_two_series_never_one(registry):
+    """Ids were cut to 100 characters: two users whose ids share those summed into one series."""
+    logger = PrometheusLogger(registry, end_user_metric=True)
+    shared = "https://example.com/tenants/acme/" + "x" * 80 + "/users/"
+    alice, bob = shared + "alice@example.com", shared + "bob@example.com"
+    logger.on_end(make_event(end_user=alice, cost_usd=Decimal("1")))
+    logger.on_end(make_event(end_user=bob, cost_usd=Decimal("2")))
+    logger.on_end(make_event(end_user=alice, cost_usd=Decimal("4")))
+    charged = {
+        s.labels["end_user"]: s.value
+        for m in registry.collect()
+        for s in m.samples
+        if s.name == "image_edit_end_user_cost_usd_total"
+    }
+    assert sorted(charged.values()) == [2, 5]
+    assert all(len(label) <= 100 and label.startswith(shared[:60]) for label in charged)
+    short = "carol"
+    logger.on_end(make_event(end_user=short, cost_usd=Decimal("1")))
+    assert value(registry, "image_edit_end_user_cost_usd_total", end_user=short) == 1
 
 
 def test_end_user_metric_is_refused_in_multiprocess_mode(registry, monkeypatch, tmp_path):
