@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import json
 import threading
 import time
 from datetime import datetime
@@ -70,6 +71,18 @@ def test_sync_function_gets_litellm_arguments_on_the_worker_thread(upstream):
     assert kwargs["metadata"] == {"team": "design"}
     assert kwargs["request_id"] == kwargs["litellm_call_id"] == response.request_id
     assert kwargs["standard_logging_object"]["end_user"] == "end-user-7"
+    # LiteLLM's StandardLoggingPayload names, which callbacks written for it read
+    logged = kwargs["standard_logging_object"]
+    event = kwargs["tracking_event"]
+    assert logged["response_cost"] == float(response.cost_usd) > 0
+    assert logged["cost_usd"] == str(response.cost_usd)
+    assert logged["id"] == response.request_id and logged["status"] == "success"
+    assert logged["startTime"] == start.timestamp() and logged["endTime"] == end.timestamp()
+    usage = event.usage
+    assert logged["prompt_tokens"] == usage.input_text_tokens + usage.input_image_tokens > 0
+    assert logged["completion_tokens"] == usage.output_tokens > 0
+    assert logged["total_tokens"] == usage.total_tokens and logged["error_str"] is None
+    json.dumps(logged)  # JSON-safe
     assert kwargs["tracking_event"].end_user == "end-user-7"
     assert kwargs["tracking_event"].team == "design"
     assert "exception" not in kwargs

@@ -107,6 +107,28 @@ def receivers_for(entry: Any, outcome: str) -> Receiver | None:
     return None
 
 
+def _standard_logging_object(event: ImageEditEvent) -> dict[str, Any]:
+    """The event as a JSON-safe dict, with the fields LiteLLM's ``StandardLoggingPayload``
+    names that a callback written for LiteLLM reads (``response_cost`` as a float, ``id``,
+    ``model_id``, ``request_tags``, ``startTime`` / ``endTime`` as epoch seconds, the token
+    counts, ``error_str``), beside our own names (``cost_usd`` as a decimal string...)."""
+    payload = event.to_dict()
+    cost, usage = event.cost_usd, event.usage
+    payload.update(
+        id=event.request_id,
+        response_cost=float(cost) if cost is not None else None,
+        model_id=event.deployment_id,
+        request_tags=list(event.tags),
+        startTime=event.start_time.timestamp(),
+        endTime=event.end_time.timestamp(),
+        prompt_tokens=usage.input_text_tokens + usage.input_image_tokens if usage else 0,
+        completion_tokens=usage.output_tokens if usage else 0,
+        total_tokens=usage.total_tokens if usage else 0,
+        error_str=event.error_message,
+    )
+    return payload
+
+
 def callback_kwargs(
     event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
 ) -> dict[str, Any]:
@@ -124,7 +146,7 @@ def callback_kwargs(
         "metadata": thaw_metadata(event.metadata),  # its own copy: a callback may change it
         "request_id": event.request_id,
         "litellm_call_id": event.request_id,
-        "standard_logging_object": event.to_dict(),
+        "standard_logging_object": _standard_logging_object(event),
         "tracking_event": event,
         "start_time": event.start_time,
         "end_time": event.end_time,
