@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import subprocess
 import sys
 import textwrap
-import json
 import threading
 import time
 from datetime import datetime
