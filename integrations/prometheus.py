@@ -148,6 +148,12 @@ class PrometheusLogger:
         self.end_user_metric = end_user_metric
         self.end_user_max_series = end_user_max_series
 
+    @property
+    def same_records_as(self) -> tuple[str, int]:
+        """Loggers on one registry share its metrics: the bus keeps one of them per call, or
+        each call would be counted once per logger (``tracking.integration``)."""
+        return ("prometheus", id(self.metrics))
+
     # -- the integration protocol --------------------------------------------------------
 
     def on_start(self, call: CallStart) -> None:

@@ -150,6 +150,23 @@ def test_a_priced_model_behind_made_up_prefixes_cannot_grow_the_series(prom, reg
                  error_type="") == extra  # fmt: skip
 
 
+def test_two_loggers_on_one_registry_count_each_call_once(registry, upstream, monkeypatch, caplog):
+    """``callbacks = ["prometheus", PrometheusLogger()]`` (or two loggers on one registry)
+    counted every call, and its cost, twice: they share the registry's metrics."""
+    first, second = PrometheusLogger(registry), PrometheusLogger(registry)
+    elsewhere = CollectorRegistry()
+    monkeypatch.setattr(tracking, "callbacks", [first, second, PrometheusLogger(elsewhere)])
+    monkeypatch.setattr(tracking, "success_callback", [first])
+    response = tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-2", **upstream)
+    labels = {"model": "gpt-image-2", "served_model": "gpt-image-2", "provider": "openai",
+              "operation": "image_edit", "status": "success", "error_type": ""}  # fmt: skip
+    assert value(registry, "image_edit_requests_total", **labels) == 1
+    assert value(elsewhere, "image_edit_requests_total", **labels) == 1  # its own registry
+    cost = {k: v for k, v in labels.items() if k not in ("status", "error_type")}
+    assert value(registry, "image_edit_cost_usd_total", **cost) == float(response.cost_usd)
+    assert "records what" in caplog.text
+
+
 def test_exact_values_from_priced_retried_and_fallback_events(registry):
     """Costs are summed as floats; retries, fallbacks and cached tokens land on their labels."""
     logger = PrometheusLogger(registry)

@@ -300,7 +300,7 @@ def _validate(entry: Any) -> Integration | None:
 
 
 def _build_plan(snapshot: _Snapshot) -> _Plan:
-    found: dict[int, Integration] = {}
+    found: dict[object, Integration] = {}
     success: dict[int, Receiver] = {}
     failure: dict[int, Receiver] = {}
     skipped: list[tuple[str, ConfigurationError]] = []
@@ -314,7 +314,14 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
                 skipped.append((name, error))
                 continue
             if integration is not None:
-                found.setdefault(id(integration), integration)
+                key = getattr(integration, "same_records_as", None) or id(integration)
+                kept = found.setdefault(key, integration)
+                if kept is not integration and id(integration) not in map(id, found.values()):
+                    log.warning(
+                        "%s records what %s already does (one registry, one count): left out",
+                        callback_name(integration),
+                        callback_name(kept),
+                    )
                 continue
             for outcome in wanted:
                 chosen = success if outcome == "success" else failure

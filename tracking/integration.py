@@ -13,7 +13,7 @@ Four methods over one typed event, nothing else:
 * ``flush(timeout)`` delivers everything queued, returning True when all of it was delivered.
 * ``shutdown(timeout)`` flushes and releases resources; calling it twice is harmless.
 
-Three optional methods:
+Three optional methods, and one attribute:
 
 * ``async aon_end(event)``. When an integration has it, async calls await it *instead of*
   calling ``on_end`` (sync calls still call ``on_end``). It is for an integration that must
@@ -30,6 +30,9 @@ Three optional methods:
   request of each lost attempt so far. Rare, so it may write: the SQL ledger's intents record
   them, so a process killed before the call ends leaves a row that counts them too. The same
   rules as ``on_start``.
+* ``same_records_as``: a hashable value two integrations share when one would record what the
+  other does (two Prometheus loggers on one registry: every call counted twice). The bus keeps
+  the first listed and logs a warning for the others.
 """
 
 from __future__ import annotations
