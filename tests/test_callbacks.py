@@ -506,7 +506,7 @@ def integration_errors_of(name: str) -> int:
     return bus.counters()["integration_errors"].get(name, 0)
 
 
-def test_a_bad_entry_added_mid_call_is_skipped_and_reported_and_the_others_get_the_event(
+def test_a_bad_entry_added_mid_call_leaves_that_call_to_the_receivers_it_started_with(
     upstream,
 ):
     recorder, seen = EventRecorder(), []
@@ -517,7 +517,9 @@ def test_a_bad_entry_added_mid_call_is_skipped_and_reported_and_the_others_get_t
     assert tracking.flush(10)
     assert [e.request_id for e in recorder.events] == [response.request_id]
     assert seen == [response.request_id]
-    assert integration_errors_of("builtins.int") == before + 1
+    assert integration_errors_of("builtins.int") == before  # the call's own lists were good
+    with pytest.raises(tracking.ConfigurationError):  # the next call starts with the bad list
+        call(upstream)
 
 
 def test_a_list_set_to_none_mid_call_is_empty_and_never_reaches_the_caller(upstream):
@@ -687,3 +689,55 @@ def test_flush_called_from_a_callback_returns_at_once_and_the_event_reaches_the_
     assert all(took < 1 for _, _, took in flushed), flushed
     assert sorted(seen) == sorted((kind, i) for kind in ("async", "sync") for i in ids)
     assert [e.request_id for e in recorder.events] == ids
+
+
+# -- one snapshot per call, one run per callback -------------------------------------------------
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def handle(self, kwargs, response, start_time, end_time) -> None:
+        self.calls += 1
+
+
+def test_a_bound_method_listed_twice_runs_once_per_call(upstream):
+    """``obj.handle`` is a new object at each access: identity never matched, so the same
+    method registered twice (or put in two lists) ran twice per call."""
+    handler = _Handler()
+    tracking.register(handler.handle, on="success")
+    tracking.register(handler.handle, on="success")
+    assert len(tracking.success_callback) == 1
+    tracking.callbacks.append(handler.handle)
+    call(upstream)
+    assert tracking.flush(10)
+    assert handler.calls == 1
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_the_receivers_a_call_started_with_end_it(upstream, use_async):
+    """The lists were read again when the call ended: a span opened at the start was never
+    ended (the integration removed meanwhile), and one added got an end without a start."""
+    later = EventRecorder()
+    seen: list[str] = []
+
+    class Swapping(EventRecorder):
+        def on_start(self, call) -> None:
+            super().on_start(call)
+            tracking.callbacks = [later]  # the lists change while the call is in flight
+            tracking.success_callback = [lambda *_: seen.append("new")]
+
+    first = Swapping()
+    tracking.callbacks = [first]
+    tracking.success_callback = [lambda *_: seen.append("old")]
+    if use_async:
+        asyncio.run(acall(upstream))
+    else:
+        call(upstream)
+    assert tracking.flush(10)
+    assert len(first.events) == 1 and later.events == []
+    assert seen == ["old"]
+    call(upstream)  # the next call takes the lists as they are now
+    assert tracking.flush(10)
+    assert len(later.events) == 1 and seen == ["old", "new"]

@@ -44,6 +44,7 @@ import logging
 import os
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -299,10 +300,19 @@ def _validate(entry: Any) -> Integration | None:
     )
 
 
+def _entry_key(entry: Any) -> object:
+    """What makes two list entries one callback: the object, or for a bound method (a new
+    object at every ``obj.method`` access) its object and function, so ``obj.handle`` listed
+    twice, or in two lists, runs once per call."""
+    if isinstance(entry, types.MethodType):
+        return (id(entry.__self__), id(entry.__func__))
+    return id(entry)
+
+
 def _build_plan(snapshot: _Snapshot) -> _Plan:
     found: dict[object, Integration] = {}
-    success: dict[int, Receiver] = {}
-    failure: dict[int, Receiver] = {}
+    success: dict[object, Receiver] = {}
+    failure: dict[object, Receiver] = {}
     skipped: list[tuple[str, ConfigurationError]] = []
     outcomes = (("success",), ("failure",), ("success", "failure"))
     for entries, wanted in zip(snapshot, outcomes, strict=True):
@@ -325,10 +335,11 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
                 continue
             for outcome in wanted:
                 chosen = success if outcome == "success" else failure
-                if id(entry) not in chosen:
+                key = _entry_key(entry)
+                if key not in chosen:
                     receiver = receivers_for(entry, outcome)
                     if receiver is not None:
-                        chosen[id(entry)] = receiver
+                        chosen[key] = receiver
     return _Plan(
         tuple(found.values()), tuple(success.values()), tuple(failure.values()), tuple(skipped)
     )
@@ -395,7 +406,7 @@ def register(*entries: Any, on: Literal["success", "failure", "both"] = "both") 
         target = list(_entries(target))
         setattr(tracking, attribute[on], target)
     for entry in entries:
-        if not any(existing is entry for existing in target):
+        if not any(_entry_key(existing) == _entry_key(entry) for existing in target):
             target.append(entry)
 
 
@@ -617,16 +628,19 @@ def configure(*, callback_timeout: float | None = None, max_queue: int | None = 
 _PASSED_ON = (KeyboardInterrupt, Terminated)
 
 
-def dispatch_start(call: CallStart) -> None:
+def dispatch_start(call: CallStart) -> _Plan:
     """Run every integration's ``on_start`` hook, inline on the caller's thread (a hook may add
-    headers); only a bad callback list raises."""
-    for integration in _plan().integrations:
+    headers); only a bad callback list raises. Returns the call's receivers: the ones that end
+    it (:func:`emit_sync` / :func:`emit_async`), whatever the lists hold by then."""
+    plan = _plan()
+    for integration in plan.integrations:
         try:
             integration.on_start(call)
         except _PASSED_ON:
             raise
         except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
+    return plan
 
 
 def dispatch_lost_attempts(call: CallStart, lost: tuple[ImageEditRequest, ...]) -> None:
@@ -656,12 +670,16 @@ def _hand_over(integrations: Sequence[Integration], event: ImageEditEvent) -> No
 
 
 def emit_sync(
-    event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
+    event: ImageEditEvent,
+    response: ImageResponse | None,
+    exception: BaseException | None,
+    plan: _Plan | None = None,
 ) -> None:
     """Hand a finished sync call's event to every registered receiver. A Ctrl-C (or a
     SIGTERM's exit) while an integration waits is passed on, but only after the integrations
-    after it and the user callbacks have the event too: the call may have been billed."""
-    plan = _plan_for_end()
+    after it and the user callbacks have the event too: the call may have been billed.
+    ``plan``: the receivers the call started with (else those listed now)."""
+    plan = plan if plan is not None else _plan_for_end()
     integrations = plan.integrations
     for index, integration in enumerate(integrations):
         try:
@@ -676,7 +694,10 @@ def emit_sync(
 
 
 async def emit_async(
-    event: ImageEditEvent, response: ImageResponse | None, exception: BaseException | None
+    event: ImageEditEvent,
+    response: ImageResponse | None,
+    exception: BaseException | None,
+    plan: _Plan | None = None,
 ) -> None:
     """Hand a finished async call's event to every registered receiver.
 
@@ -684,8 +705,9 @@ async def emit_async(
     instead of ``on_end``, so a durable ledger's acknowledgement never blocks the caller's loop.
     The caller's task cancelled while it waits (``asyncio.wait_for``, a client gone) is passed
     on, after the integrations after it and the user callbacks have the event, without waiting.
+    ``plan``: the receivers the call started with (else those listed now).
     """
-    plan = _plan_for_end()
+    plan = plan if plan is not None else _plan_for_end()
     integrations = plan.integrations
     for index, integration in enumerate(integrations):
         try:

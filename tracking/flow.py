@@ -95,6 +95,9 @@ class Emit:
     event: ImageEditEvent
     response: ImageResponse | None
     exception: BaseException | None
+    #: the receivers the call started with (``bus.dispatch_start``): the same ones end it, even
+    #: if the lists changed meanwhile; None when the call never started (refused before it)
+    plan: Any = None
 
 
 @fast_init
@@ -182,7 +185,7 @@ def edit_flow(
             litellm_call_id=event.request_id,
             upstream_latency_ms=event.upstream_latency_ms,
         )
-    yield Emit(event, response, failure)
+    yield Emit(event, response, failure, progress.plan)
     if failure is not None:
         raise failure
     assert response is not None
@@ -309,7 +312,7 @@ def _attempts(
                     start_time,
                     server_port=prepared.port,
                 )
-                bus.dispatch_start(start)
+                progress.plan = bus.dispatch_start(start)
                 headers = start.headers
             if headers:
                 prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
@@ -400,6 +403,8 @@ class _Progress:
     last_lost: bool = False
     #: the attempt's job was accepted upstream (its answer was a poll): billed, whatever follows
     job_accepted: bool = False
+    #: the bus's receivers as the call started (see :class:`Emit`)
+    plan: Any = None
 
 
 def _read_answer(
@@ -765,7 +770,7 @@ def run_sync(params: dict[str, Any], route: Route | None = None) -> ImageRespons
             elif isinstance(effect, Consult):
                 result = consult_sync(effect)
             else:
-                bus.emit_sync(effect.event, effect.response, effect.exception)
+                bus.emit_sync(effect.event, effect.response, effect.exception, effect.plan)
                 del effect  # the flow raises its failure next: no frame may hold it
         except BaseException as exc:  # an interrupted effect ends the flow through its own path
             interrupted = exc
@@ -795,7 +800,7 @@ async def run_async(params: dict[str, Any], route: Route | None = None) -> Image
             elif isinstance(effect, Consult):
                 result = await consult_async(effect)
             else:
-                await bus.emit_async(effect.event, effect.response, effect.exception)
+                await bus.emit_async(effect.event, effect.response, effect.exception, effect.plan)
                 del effect  # the flow raises its failure next: no frame may hold it
         except BaseException as exc:  # a cancelled effect (a backoff sleep) yields its event too
             interrupted = exc

@@ -295,7 +295,7 @@ def stream_flow(
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd
-    yield Emit(event, response, failure)
+    yield Emit(event, response, failure, progress.plan)
     if failure is not None:
         raise failure
 

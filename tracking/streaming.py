@@ -237,7 +237,7 @@ def _drive_sync(
             elif isinstance(effect, Emit):
                 answer.close()  # the upstream is done with before receivers run
                 state.event = effect.event
-                bus.emit_sync(effect.event, effect.response, effect.exception)
+                bus.emit_sync(effect.event, effect.response, effect.exception, effect.plan)
                 del effect  # the flow raises its failure next: no frame may hold it
     finally:
         answer.close()
@@ -290,7 +290,7 @@ async def _finish_and_emit(answer: _AsyncAnswer, effect: Emit) -> None:
     if effect.exception is None:
         await answer.finish()  # the connection goes back to the pool if it can
     answer.close()
-    await bus.emit_async(effect.event, effect.response, effect.exception)
+    await bus.emit_async(effect.event, effect.response, effect.exception, effect.plan)
 
 
 def _finish_abandoned(
@@ -308,7 +308,7 @@ def _finish_abandoned(
             result: Any = None
             if isinstance(effect, Emit):
                 state.event = effect.event
-                bus.emit_sync(effect.event, effect.response, effect.exception)
+                bus.emit_sync(effect.event, effect.response, effect.exception, effect.plan)
             elif isinstance(effect, Consult):  # the router's shared state (Redis)
                 result = consult_sync(effect)
             else:  # nothing else follows a close: the flow is not awaited any more
