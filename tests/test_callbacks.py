@@ -370,6 +370,22 @@ def test_a_hanging_async_callback_is_abandoned(upstream):
     assert any(k.endswith("sleeps") for k in bus.counters()["callback_timeouts"])
 
 
+def test_an_async_callback_that_blocks_the_loop_past_its_time_is_counted(upstream):
+    """No timeout can fire while an ``async def`` blocks (``time.sleep``): it ran, delayed the
+    others, and was counted nowhere. It cannot be abandoned, but it is counted now."""
+    bus.configure(callback_timeout=0.2)
+
+    async def blocks(kwargs, response, start_time, end_time):
+        time.sleep(0.5)
+
+    tracking.success_callback.append(blocks)
+    before = errors_of("blocks")
+    call(upstream)
+    assert tracking.flush(10)
+    assert errors_of("blocks") == before + 1
+    assert any(k.endswith("blocks") for k in bus.counters()["callback_timeouts"])
+
+
 def test_a_full_queue_drops_the_oldest_counts_and_warns(upstream, caplog):
     caplog.set_level(logging.WARNING, logger="tracking")
     bus.configure(max_queue=2)

@@ -537,6 +537,7 @@ class _Delivery:
     # coroutines ---------------------------------------------------------------------------
 
     async def _call_async(self, job: _Job, started: Awaitable[Any] | None) -> None:
+        began = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
                 if started is None:
@@ -545,6 +546,10 @@ class _Delivery:
                         kwargs, job.response, job.event.start_time, job.event.end_time
                     )
                 await started
+            if time.monotonic() - began > self.timeout:
+                # It blocked the loop (``time.sleep``, a sync request) past its time: no timeout
+                # can fire then, and the other async callbacks waited. Counted, so it is seen.
+                raise TimeoutError("it blocked the callbacks' event loop (no await) past its time")
         except TimeoutError as exc:
             _callback_failed(job.name, exc, timed_out=True)
         except asyncio.CancelledError:  # the loop is stopping: not the callback's failure
