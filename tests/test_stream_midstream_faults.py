@@ -165,6 +165,7 @@ def test_an_unusable_first_event_is_still_an_answer_that_cannot_be_read(
     (event,) = recorder.events
     assert event.status == "failure" and event.cost_source == "estimate"
     assert event.cost_usd is not None and event.cost_usd > Decimal(0)
+    assert event.http_status == 200  # the answer it could not read was a 200
 
 
 @pytest.mark.parametrize("same_chunk", [False, True], ids=["own-chunk", "same-chunk"])

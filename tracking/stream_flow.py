@@ -285,10 +285,10 @@ def stream_flow(
         broken = broken[:-1]  # a 2xx that was no stream of events: the event estimated it
     if broken:
         changes.update(_with_broken_streams(event, broken))
-        if failure is not None:
-            changes.update(
-                upstream_request_id=progress.upstream_request_id, http_status=progress.http_status
-            )
+    if failure is not None and reader.accepted:  # answered 2xx: the event names the last answer
+        changes.update(
+            upstream_request_id=progress.upstream_request_id, http_status=progress.http_status
+        )
     event = event.replace(**changes)
     if isinstance(failure, TrackingError):
         failure.request_id, failure.cost_usd = event.request_id, event.cost_usd
