@@ -757,3 +757,29 @@ def test_the_receivers_a_call_started_with_end_it(upstream, use_async):
     call(upstream)  # the next call takes the lists as they are now
     assert tracking.flush(10)
     assert len(later.events) == 1 and seen == ["old", "new"]
+
+
+def test_lost_attempts_reach_the_integrations_the_call_started_with(monkeypatch):
+    """``on_lost_attempts`` read the lists as they were then, not the call's own receivers."""
+    from tracking import flow
+    from tracking.testing import FakeOpenAI
+
+    monkeypatch.setattr(flow, "_INITIAL_BACKOFF", 0.001)
+    lost: list[int] = []
+
+    class Counting(EventRecorder):
+        def on_start(self, call) -> None:
+            super().on_start(call)
+            tracking.callbacks = []  # removed while the call is in flight
+
+        def on_lost_attempts(self, call, attempts) -> None:
+            lost.append(len(attempts))
+
+    first = Counting()
+    tracking.callbacks = [first]
+    with FakeOpenAI(api_keys=[API_KEY], faults=["drop;times=1"]) as fake:
+        tracking.image_edit(
+            image=make_png(), prompt="a hat", model="gpt-image-2", quality="low",
+            api_base=fake.url, api_key=API_KEY, max_retries=1,
+        )  # fmt: skip
+    assert lost == [1] and len(first.events) == 1

@@ -104,6 +104,8 @@ def test_a_sweep_of_a_removed_folder_finds_nothing(tmp_path):
     (tmp_path / "images").rmdir()
     assert store.sweep(time.time()) == 0
     assert not store.full()
+    store.put("req-b-0.png", b"b" * 10)  # the folder is made again: URLs work, no restart
+    assert store.get("req-b-0.png") == b"b" * 10
 
 
 def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_file(tmp_path):

@@ -648,10 +648,12 @@ def dispatch_start(call: CallStart) -> _Plan:
     return plan
 
 
-def dispatch_lost_attempts(call: CallStart, lost: tuple[ImageEditRequest, ...]) -> None:
+def dispatch_lost_attempts(
+    call: CallStart, lost: tuple[ImageEditRequest, ...], plan: _Plan | None = None
+) -> None:
     """Run the ``on_lost_attempts`` hook of every integration that has one, inline (rare: only
-    before an attempt that follows lost ones)."""
-    for integration in _plan().integrations:
+    before an attempt that follows lost ones); ``plan``: the receivers the call started with."""
+    for integration in (plan if plan is not None else _plan()).integrations:
         hook = getattr(integration, "on_lost_attempts", None)
         if hook is None:
             continue

@@ -332,7 +332,9 @@ def _attempts(
                 raise CallerGone  # left while we waited: the target is released, not sent
             if len(lost) > told_lost and start is not None:  # rare: answers lost, maybe billed
                 told_lost = len(lost)
-                bus.dispatch_lost_attempts(dataclasses.replace(start, request=request), tuple(lost))
+                bus.dispatch_lost_attempts(
+                    dataclasses.replace(start, request=request), tuple(lost), progress.plan
+                )
             progress.attempts += 1
             progress.last_lost = False
             sent = time.perf_counter()

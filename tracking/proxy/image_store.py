@@ -288,6 +288,8 @@ class LocalImageStore(_ByteCount):
 
     def put(self, name: str, data: bytes) -> None:
         temporary = self.root / f".{name}.tmp"
+        if not self.root.is_dir():  # removed while the proxy runs (a cleanup): made again
+            self.root.mkdir(parents=True, exist_ok=True)
         try:
             temporary.write_bytes(data)
             temporary.replace(self.root / name)
