@@ -356,34 +356,33 @@ def test_a_hanging_sync_callback_is_abandoned_and_the_queue_moves_on(upstream):
         release.set()
 
 
-def test_a_hanging_async_callback_is_abandoned(upstream):
+def _assert_counted_as_a_timeout(upstream, callback) -> None:
+    """One call with ``callback`` (an async callback past a 0.2 s timeout): one error and one
+    timeout counted under its name."""
     bus.configure(callback_timeout=0.2)
+    tracking.success_callback.append(callback)
+    before = errors_of(callback.__name__)
+    call(upstream)
+    assert tracking.flush(10)
+    assert errors_of(callback.__name__) == before + 1
+    assert any(k.endswith(callback.__name__) for k in bus.counters()["callback_timeouts"])
 
+
+def test_a_hanging_async_callback_is_abandoned(upstream):
     async def sleeps(kwargs, response, start_time, end_time):
         await asyncio.sleep(30)
 
-    tracking.success_callback.append(sleeps)
-    before = errors_of("sleeps")
-    call(upstream)
-    assert tracking.flush(10)
-    assert errors_of("sleeps") == before + 1
-    assert any(k.endswith("sleeps") for k in bus.counters()["callback_timeouts"])
+    _assert_counted_as_a_timeout(upstream, sleeps)
 
 
 def test_an_async_callback_that_blocks_the_loop_past_its_time_is_counted(upstream):
     """No timeout can fire while an ``async def`` blocks (``time.sleep``): it ran, delayed the
     others, and was counted nowhere. It cannot be abandoned, but it is counted now."""
-    bus.configure(callback_timeout=0.2)
 
     async def blocks(kwargs, response, start_time, end_time):
         time.sleep(0.5)
 
-    tracking.success_callback.append(blocks)
-    before = errors_of("blocks")
-    call(upstream)
-    assert tracking.flush(10)
-    assert errors_of("blocks") == before + 1
-    assert any(k.endswith("blocks") for k in bus.counters()["callback_timeouts"])
+    _assert_counted_as_a_timeout(upstream, blocks)
 
 
 def test_a_full_queue_drops_the_oldest_counts_and_warns(upstream, caplog):

@@ -46,7 +46,7 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -326,7 +326,7 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
             if integration is not None:
                 key = getattr(integration, "same_records_as", None) or id(integration)
                 kept = found.setdefault(key, integration)
-                if kept is not integration and id(integration) not in map(id, found.values()):
+                if kept is not integration:  # another object recording the same things
                     log.warning(
                         "%s records what %s already does (one registry, one count): left out",
                         callback_name(integration),
@@ -665,15 +665,25 @@ def dispatch_lost_attempts(
             _callback_failed(callback_name(integration), exc)
 
 
-def _hand_over(integrations: Sequence[Integration], event: ImageEditEvent) -> None:
-    """The event to ``integrations`` without waiting on any (``on_end_nowait`` where there is
-    one): the call's ending was interrupted, and the rest must still get its one event."""
-    for integration in integrations:
+def _hand_over(
+    plan: _Plan,
+    after: int,
+    event: ImageEditEvent,
+    response: ImageResponse | None,
+    exception: BaseException | None,
+    *,
+    asynchronous: bool,
+) -> None:
+    """The call's ending was interrupted at integration ``after``: the integrations after it get
+    the event without waiting on any (``on_end_nowait`` where there is one), and the user
+    callbacks are queued, so every receiver still gets the call's one event."""
+    for integration in plan.integrations[after + 1 :]:
         try:
             nowait = getattr(integration, "on_end_nowait", None)
             (integration.on_end if nowait is None else nowait)(event)
         except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
+    _submit_callbacks(plan, event, response, exception, asynchronous=asynchronous)
 
 
 def emit_sync(
@@ -687,13 +697,11 @@ def emit_sync(
     after it and the user callbacks have the event too: the call may have been billed.
     ``plan``: the receivers the call started with (else those listed now)."""
     plan = plan if plan is not None else _plan_for_end()
-    integrations = plan.integrations
-    for index, integration in enumerate(integrations):
+    for index, integration in enumerate(plan.integrations):
         try:
             integration.on_end(event)
         except _PASSED_ON:
-            _hand_over(integrations[index + 1 :], event)
-            _submit_callbacks(plan, event, response, exception, asynchronous=False)
+            _hand_over(plan, index, event, response, exception, asynchronous=False)
             raise
         except BaseException as exc:
             _callback_failed(callback_name(integration), exc)
@@ -715,8 +723,7 @@ async def emit_async(
     ``plan``: the receivers the call started with (else those listed now).
     """
     plan = plan if plan is not None else _plan_for_end()
-    integrations = plan.integrations
-    for index, integration in enumerate(integrations):
+    for index, integration in enumerate(plan.integrations):
         try:
             acknowledge = getattr(integration, "aon_end", None)
             if acknowledge is None:
@@ -724,8 +731,7 @@ async def emit_async(
             else:
                 await acknowledge(event)
         except (*_PASSED_ON, asyncio.CancelledError):
-            _hand_over(integrations[index + 1 :], event)
-            _submit_callbacks(plan, event, response, exception, asynchronous=True)
+            _hand_over(plan, index, event, response, exception, asynchronous=True)
             raise
         except BaseException as exc:
             _callback_failed(callback_name(integration), exc)

@@ -137,16 +137,16 @@ def callback_kwargs(
     Built on the callback's thread, off the call path. ``tracking_event`` is the event itself:
     frozen, its metadata read-only, so one callback cannot change what others see.
     """
-    cost = event.cost_usd
+    logged = _standard_logging_object(event)
     kwargs: dict[str, Any] = {
         "model": event.model,
         "user": event.end_user,
-        "response_cost": float(cost) if cost is not None else None,
+        "response_cost": logged["response_cost"],
         "call_type": event.call_type,
         "metadata": thaw_metadata(event.metadata),  # its own copy: a callback may change it
         "request_id": event.request_id,
         "litellm_call_id": event.request_id,
-        "standard_logging_object": _standard_logging_object(event),
+        "standard_logging_object": logged,
         "tracking_event": event,
         "start_time": event.start_time,
         "end_time": event.end_time,
