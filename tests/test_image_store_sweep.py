@@ -133,6 +133,18 @@ except OSError:
     assert sorted(path.name for path in tmp_path.iterdir()) == [".signing-secret"]
 
 
+def test_a_sweep_deletes_the_old_temporary_file_of_a_killed_write_and_no_other(tmp_path):
+    store = _local(tmp_path)
+    # What a process killed mid-put leaves (it never reached its rename or its cleanup), an
+    # older one, a write in progress in another worker, and a hidden file not of the proxy.
+    for name in (".req-a-0.png.tmp", ".req-b-0.png.tmp", ".notes.txt.tmp", ".signing-secret"):
+        (tmp_path / name).write_bytes(b"x")
+    _age(tmp_path, ".req-a-0.png.tmp", ".notes.txt.tmp")
+    assert store.sweep(time.time()) == 0  # not images: never counted as swept ones
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == [".notes.txt.tmp", ".req-b-0.png.tmp", ".signing-secret"]
+
+
 # -- one bucket, several instances ----------------------------------------------------------------
 
 

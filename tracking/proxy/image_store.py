@@ -330,7 +330,26 @@ class LocalImageStore(_ByteCount):
             removed += 1
         self._counted(kept, before)
         self._recounted = False
+        self._sweep_leftovers(now)
         return removed
+
+    def _sweep_leftovers(self, now: float) -> None:
+        """Delete the temporary files of writes a killed process never finished (``put`` names
+        them ``.{name}.tmp``), once they are older than the URL lifetime: a write in progress in
+        another worker is seconds old. Not counted as images: they were never served."""
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:  # _images() has logged it
+            return
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(".") and name.endswith(".tmp") and valid_name(name[1:-4])):
+                continue
+            try:
+                if entry.stat().st_mtime + self.settings.ttl < now:
+                    os.unlink(entry.path)
+            except FileNotFoundError:  # another worker swept it first
+                continue
 
 
 class S3ImageStore(_ByteCount):
