@@ -44,13 +44,16 @@ def _name() -> str:
     return f"{new_request_id()}-0.png"
 
 
+A, B, C = _name(), _name(), _name()  # as the proxy names the images it stores
+
+
 # -- one folder, several workers ------------------------------------------------------------------
 
 
 def test_a_worker_does_not_refuse_for_files_another_worker_swept(tmp_path):
     first, second = _local(tmp_path), _local(tmp_path)  # two workers of one proxy
-    first.put("req-a-0.png", b"a" * 100)
-    _age(tmp_path, "req-a-0.png")
+    first.put(A, b"a" * 100)
+    _age(tmp_path, A)
     assert second.sweep(time.time()) == 1
     assert not first.full()  # the folder is empty: no 507
     assert first._used == second._used == 0  # the second did not go to -100 either
@@ -58,10 +61,10 @@ def test_a_worker_does_not_refuse_for_files_another_worker_swept(tmp_path):
 
 def test_a_sweep_counts_what_the_other_workers_stored(tmp_path):
     first, second = _local(tmp_path), _local(tmp_path)
-    second.put("req-b-0.png", b"b" * 60)
+    second.put(B, b"b" * 60)
     assert first.sweep(time.time()) == 0
     assert first._used == 60
-    first.put("req-c-0.png", b"c" * 40)
+    first.put(C, b"c" * 40)
     assert first.full()
     # A clock set back deletes nothing and still counts the folder.
     assert second.sweep(time.time() - 86400) == 0
@@ -71,8 +74,8 @@ def test_a_sweep_counts_what_the_other_workers_stored(tmp_path):
 def test_concurrent_sweeps_never_raise_for_a_file_already_deleted(tmp_path):
     # A name listed whose file is gone by the time it is examined: what a sweep sees when
     # another worker deletes the file between the two (a dangling link makes it lasting).
-    (tmp_path / "req-gone-0.png").symlink_to(tmp_path / "deleted-by-another-worker.png")
-    names = [f"req-{index}-0.png" for index in range(300)]
+    (tmp_path / _name()).symlink_to(tmp_path / "deleted-by-another-worker.png")
+    names = [_name() for _ in range(300)]
     for name in names:
         (tmp_path / name).write_bytes(b"x" * 10)
     _age(tmp_path, *names)
@@ -98,14 +101,14 @@ def test_concurrent_sweeps_never_raise_for_a_file_already_deleted(tmp_path):
 
 def test_a_sweep_of_a_removed_folder_finds_nothing(tmp_path):
     store = _local(tmp_path / "images")
-    store.put("req-a-0.png", b"a" * 100)
+    store.put(A, b"a" * 100)
     for path in (tmp_path / "images").iterdir():
         path.unlink()
     (tmp_path / "images").rmdir()
     assert store.sweep(time.time()) == 0
     assert not store.full()
-    store.put("req-b-0.png", b"b" * 10)  # the folder is made again: URLs work, no restart
-    assert store.get("req-b-0.png") == b"b" * 10
+    store.put(B, b"b" * 10)  # the folder is made again: URLs work, no restart
+    assert store.get(B) == b"b" * 10
 
 
 def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_file(tmp_path):
@@ -117,12 +120,12 @@ from tracking.proxy.image_store import LocalImageStore, parse_store_settings
 store = LocalImageStore(parse_store_settings({"path": sys.argv[1]}, None))
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:
-    store.put("req-a-0.png", b"x" * 5000)
+    store.put(sys.argv[2], b"x" * 5000)
 except OSError:
     print("refused", store._used)
 """
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
+        [sys.executable, "-c", script, str(tmp_path), A],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -137,12 +140,22 @@ def test_a_sweep_deletes_the_old_temporary_file_of_a_killed_write_and_no_other(t
     store = _local(tmp_path)
     # What a process killed mid-put leaves (it never reached its rename or its cleanup), an
     # older one, a write in progress in another worker, and a hidden file not of the proxy.
-    for name in (".req-a-0.png.tmp", ".req-b-0.png.tmp", ".notes.txt.tmp", ".signing-secret"):
+    for name in (f".{A}.tmp", f".{B}.tmp", ".notes.txt.tmp", ".signing-secret"):
         (tmp_path / name).write_bytes(b"x")
-    _age(tmp_path, ".req-a-0.png.tmp", ".notes.txt.tmp")
+    _age(tmp_path, f".{A}.tmp", ".notes.txt.tmp")
     assert store.sweep(time.time()) == 0  # not images: never counted as swept ones
-    left = sorted(path.name for path in tmp_path.iterdir())
-    assert left == [".notes.txt.tmp", ".req-b-0.png.tmp", ".signing-secret"]
+    left = {path.name for path in tmp_path.iterdir()}
+    assert left == {".notes.txt.tmp", f".{B}.tmp", ".signing-secret"}
+
+
+def test_a_folder_shared_with_other_files_loses_none_of_them_to_a_sweep(tmp_path):
+    store = _local(tmp_path, max_bytes=1000)
+    (tmp_path / "logo.png").write_bytes(b"l" * 5000)  # an operator's own file, and a large one
+    (tmp_path / "req-1-0.png").write_bytes(b"r" * 10)  # a name the proxy never mints
+    _age(tmp_path, "logo.png", "req-1-0.png")
+    assert store.sweep(time.time()) == 0
+    assert (tmp_path / "logo.png").exists() and (tmp_path / "req-1-0.png").exists()
+    assert not store.full()  # not counted toward max_bytes either
 
 
 # -- one bucket, several instances ----------------------------------------------------------------

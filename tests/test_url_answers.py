@@ -21,6 +21,7 @@ from tests.conftest import API_KEY, S3_ENV, make_png
 from tests.proxy_support import ProxyProcess, write_config
 from tests.services import require_tool
 from tracking.config import parse_config
+from tracking.ids import new_request_id
 from tracking.proxy.app import create_app
 from tracking.proxy.errors import ProxyError
 from tracking.proxy.image_store import (
@@ -190,13 +191,14 @@ def test_a_tampered_or_expired_url_is_refused_never_served(proxy):
 def test_the_sweep_deletes_expired_files_and_frees_the_quota(tmp_path):
     settings = parse_store_settings({"path": str(tmp_path), "url_ttl_seconds": 60}, None)
     store = LocalImageStore(settings)
-    store.put("req-old-0.png", b"x" * 100)
-    store.put("req-new-0.png", b"y" * 50)
+    older, newer = f"{new_request_id()}-0.png", f"{new_request_id()}-1.webp"
+    store.put(older, b"x" * 100)
+    store.put(newer, b"y" * 50)
     old = time.time() - 120
-    os.utime(tmp_path / "req-old-0.png", (old, old))
+    os.utime(tmp_path / older, (old, old))
     assert store.sweep(time.time()) == 1
-    assert store.get("req-old-0.png") is None
-    assert store.get("req-new-0.png") == b"y" * 50
+    assert store.get(older) is None
+    assert store.get(newer) == b"y" * 50
     assert store._used == 50
     assert (tmp_path / ".signing-secret").exists()  # the secret is not an image: never swept
 
@@ -207,7 +209,7 @@ def test_a_full_store_refuses_url_answers_before_any_upstream_call(fake, tmp_pat
     )
     app = create_app(config)
     assert app.image_store is not None
-    app.image_store.put("req-1-0.png", b"z" * 10)
+    app.image_store.put(f"{new_request_id()}-0.png", b"z" * 10)
     before = fake.hits
     with pytest.raises(ProxyError) as caught:
         app._url_answer({"response_format": "url", "prompt": "p"}, "gpt-image-2")

@@ -203,8 +203,9 @@ _MINTED = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9]{1,6}\.(pn
 def minted_name(name: str) -> bool:
     """Exactly the names the proxy mints: ``{request id}-{index}.{ext}``, the id a UUID from
     :func:`tracking.ids.new_request_id`. The only objects an S3 sweep deletes or counts: a bucket
-    may hold other applications' ``logo.png``, which :func:`valid_name` accepts. (The local
-    folder is the proxy's own; its sweep goes by :func:`valid_name`, as it always has.)"""
+    may hold other applications' ``logo.png``, which :func:`valid_name` accepts, and so may a
+    local folder an operator shares with other files; the local sweep counts and deletes only
+    these names too."""
     return _MINTED.fullmatch(name) is not None
 
 
@@ -267,7 +268,7 @@ class LocalImageStore(_ByteCount):
             log.warning("the image store's folder cannot be listed: %s", type(exc).__name__)
             return
         for entry in entries:
-            if not valid_name(entry.name):
+            if not minted_name(entry.name):
                 continue
             try:
                 info = entry.stat()
@@ -343,7 +344,7 @@ class LocalImageStore(_ByteCount):
             return
         for entry in entries:
             name = entry.name
-            if not (name.startswith(".") and name.endswith(".tmp") and valid_name(name[1:-4])):
+            if not (name.startswith(".") and name.endswith(".tmp") and minted_name(name[1:-4])):
                 continue
             try:
                 if entry.stat().st_mtime + self.settings.ttl < now:
