@@ -6,7 +6,9 @@ each event once its closing blank line has arrived: the ``event:`` name and the 
 joined by ``\\n``, as bytes (a streamed image is a few MB of base64: it is neither decoded nor
 copied more than once). Lines end in ``\\n`` or ``\\r\\n``; comment lines (``:``) and fields other
 than ``event`` and ``data`` are skipped, as the SSE specification says. One event may hold at
-most ``max_event_bytes``: an upstream that never ends its event gets an error, not all memory.
+most ``max_event_bytes``: an upstream that never ends its event gets an error, not all memory;
+the events a chunk completed before the one that grew too large are returned first, and the
+error is raised by the next ``feed``.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ class SSEDecoder:
         self._data: list[bytes] = []
         self._size = 0
         self._max = max_event_bytes
+        self._too_large = False  # an event passed the limit in a chunk that completed others
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """The events completed by ``chunk`` (often none, sometimes several)."""
+        if self._too_large:
+            raise self._error()
         buffer = self._buffer
         buffer += chunk
         events: list[ServerSentEvent] = []
@@ -63,8 +68,15 @@ class SSEDecoder:
             del buffer[:start]
         self._scanned = len(buffer)
         if self._size + len(buffer) > self._max:
-            raise EventTooLarge(f"a streamed event grew past {self._max:,} bytes without ending")
+            if not events:
+                raise self._error()
+            self._too_large = True  # what it completed before is delivered first
+            del buffer[:]
+            self._data, self._size = [], 0
         return events
+
+    def _error(self) -> EventTooLarge:
+        return EventTooLarge(f"a streamed event grew past {self._max:,} bytes without ending")
 
     def _line(self, line: bytes) -> ServerSentEvent | None:
         if not line:  # a blank line ends the event, if it has any data
