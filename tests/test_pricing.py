@@ -282,6 +282,22 @@ def test_registered_prices_outside_their_window_do_not_apply():
     assert after.usd == Decimal("0.011")
 
 
+def test_a_discount_or_base_model_outside_its_window_does_not_apply():
+    register_prices("gpt-image-2", discount="0.5", effective_from="2026-12-10")
+    register_prices("azure/img", base_model="gpt-image-2", discount="0.5", effective_to="2026-11-30")
+    day, later = date(2026, 12, 5), date(2026, 12, 10)
+    usage = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110}
+    full = price_call(request_for("openai/gpt-image-2"), answer(1, usage), day=day).usd
+    halved = price_call(request_for("openai/gpt-image-2"), answer(1, usage), day=later).usd
+    assert full is not None and halved == full / 2  # the discount starts on its first day
+    # the deployment's own window has ended: priced as if never registered, never at half
+    assert price_call(request_for("azure/img"), answer(1, usage), day=day).price_ref != (
+        "custom:azure/img->gpt-image-2"
+    )
+    with pytest.raises(tracking.ConfigurationError, match="before effective_from"):
+        register_prices("x", discount="0.1", effective_from="2026-02-01", effective_to="2026-01-01")
+
+
 def test_register_prices_rejects_bad_input_clearly():
     with pytest.raises(tracking.ConfigurationError, match="unknown field"):
         register_prices("m", per_imgae={})

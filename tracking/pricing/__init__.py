@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, Inexact, localcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import APIResponseError, ConfigurationError
 from ..frozen import fast_init
@@ -96,7 +96,7 @@ NOT_BILLED = Cost(Decimal(0), None, "table", "failed-call:not-billed")
 _lock = threading.Lock()
 _packaged: dict[str, list[PriceEntry]] | None = None
 #: key -> (own entry or None, base model or None, discount)
-_custom: dict[str, tuple[PriceEntry | None, str | None, Decimal]] = {}
+_custom: dict[str, _Registered] = {}
 _warned: set[str] = set()
 _warned_retired: set[str] = set()
 #: the user's prices file, once read (None: not read yet; read from the environment on first use)
@@ -178,7 +178,23 @@ def reset_prices() -> None:
         _override = None
 
 
-def _custom_entry(key: Any, spec: Any) -> tuple[PriceEntry | None, str | None, Decimal]:
+class _Registered(NamedTuple):
+    """What ``register_prices`` was given for one model: its own prices, or a base model and a
+    discount (or a discount on the packaged prices of the same model), and the days it holds."""
+
+    own: PriceEntry | None
+    base_model: str | None
+    discount: Decimal
+    effective_from: date | None
+    effective_to: date | None
+
+    def covers(self, day: date) -> bool:
+        if self.effective_from is not None and day < self.effective_from:
+            return False
+        return self.effective_to is None or day <= self.effective_to
+
+
+def _custom_entry(key: Any, spec: Any) -> _Registered:
     where = f"register_prices({key!r})"
     if not isinstance(key, str) or not key:
         raise ConfigurationError("register_prices: a model name must be a non-empty string")
@@ -223,6 +239,10 @@ def _custom_entry(key: Any, spec: Any) -> tuple[PriceEntry | None, str | None, D
             str(size): to_price(value, f"{where}.per_image.{quality}.{size}")
             for size, value in sizes.items()
         }
+    start = _day(spec.get("effective_from"), f"{where}.effective_from")
+    end = _day(spec.get("effective_to"), f"{where}.effective_to")
+    if start is not None and end is not None and end < start:
+        raise ConfigurationError(f"{where}: effective_to {end} is before effective_from {start}")
     own = None
     if tokens or per_image:
         if base is not None:
@@ -231,13 +251,15 @@ def _custom_entry(key: Any, spec: Any) -> tuple[PriceEntry | None, str | None, D
             key=key,
             tokens=tokens,
             per_image=per_image,
-            effective_from=_day(spec.get("effective_from"), f"{where}.effective_from"),
-            effective_to=_day(spec.get("effective_to"), f"{where}.effective_to"),
+            effective_from=start,
+            effective_to=end,
             custom=True,
         )
     elif base is None and discount == 0:
         raise ConfigurationError(f"{where}: give prices, a base_model or a discount")
-    return own, base, discount
+    # The window holds for a base model or a discount as for prices of its own: outside it, the
+    # model is priced as if nothing had been registered for it.
+    return _Registered(own, base, discount, start, end)
 
 
 def _day(raw: Any, where: str) -> date | None:
@@ -292,12 +314,12 @@ def shutdown_date(model: str, day: date | None = None) -> date | None:
     return entry.shutdown if entry is not None else None
 
 
-def _from_custom(
-    key: str, custom: tuple[PriceEntry | None, str | None, Decimal], day: date, depth: int
-) -> PriceEntry | None:
-    own, base_model, discount = custom
-    if own is not None:
-        base: PriceEntry | None = own if own.covers(day) else None
+def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceEntry | None:
+    own, base_model, discount = custom.own, custom.base_model, custom.discount
+    if not custom.covers(day):
+        base: PriceEntry | None = None
+    elif own is not None:
+        base = own
     elif depth >= _ALIAS_DEPTH:
         base = None
     elif base_model is not None:
