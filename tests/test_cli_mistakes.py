@@ -22,6 +22,8 @@ from tests.accounts_support import edit
 from tests.conftest import API_KEY
 from tests.proxy_support import ProxyProcess, tracking_command
 
+REPO = Path(__file__).resolve().parent.parent
+
 _WITHOUT = (
     "import sys\n"
     "for name in sys.argv[1].split(','):\n"
@@ -96,6 +98,12 @@ def _mistakes(tmp: Path, busy: int) -> list[tuple[list[str], str | None, tuple[s
         (["prices", "bogus"], None, ("invalid choice",)),
         (["prices", "import", str(tmp / "missing.json")], None, ("cannot read",)),
         (["models", "check", "--config", str(tmp / "missing.yaml")], None, ("not found",)),
+        (["models", "check", "--api-base", "http://[::1"], None, ("--api-base", "not a URL")),
+        (
+            ["prices", "import", str(REPO / "tracking/pricing/prices.json"), "--out", "/proc/p"],
+            None,
+            ("/proc/p", "cannot write it"),
+        ),
         (["reconcile", "--since", "x"], None, ("--since",)),
         (["reconcile", "--threshold", "-1"], None, ("--threshold",)),
         # the command itself
@@ -108,6 +116,15 @@ def _mistakes(tmp: Path, busy: int) -> list[tuple[list[str], str | None, tuple[s
 def test_every_command_reports_common_mistakes_in_one_line(tmp_path, busy_port):
     for args, without, expected in _mistakes(tmp_path, busy_port):
         _one_line_failure(_run(args, tmp_path, without=without), *expected)
+
+
+def test_models_check_that_cannot_read_the_list_exits_2_never_1_retired(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on: refused at once
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    done = _run(["models", "check", "--api-base", f"http://127.0.0.1:{closed}/v1"], tmp_path)
+    assert done.returncode == 2, done
+    _one_line_failure(done, "cannot reach it")
 
 
 def test_a_bad_config_lists_every_fault_without_a_traceback(tmp_path):

@@ -284,7 +284,9 @@ def test_registered_prices_outside_their_window_do_not_apply():
 
 def test_a_discount_or_base_model_outside_its_window_does_not_apply():
     register_prices("gpt-image-2", discount="0.5", effective_from="2026-12-10")
-    register_prices("azure/img", base_model="gpt-image-2", discount="0.5", effective_to="2026-11-30")
+    register_prices(
+        "azure/img", base_model="gpt-image-2", discount="0.5", effective_to="2026-11-30"
+    )
     day, later = date(2026, 12, 5), date(2026, 12, 10)
     usage = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110}
     full = price_call(request_for("openai/gpt-image-2"), answer(1, usage), day=day).usd

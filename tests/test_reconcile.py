@@ -20,6 +20,7 @@ from tests.conftest import make_png
 from tests.proxy_support import ProxyProcess, one_deployment_config, write_config
 from tracking.cli import main
 from tracking.integrations.sql import SqlLedger
+from tracking.pricing import reset_prices
 from tracking.testing import FakeOpenAI
 
 KEY = "sk-reconcile-0123456789abcdef"
@@ -199,6 +200,78 @@ def test_the_bill_is_read_across_pages_and_by_day(capsys, fake, ledger):
     assert row["key"] in {before.isoformat(), after.isoformat()} and row["their_images"] == 1
 
 
+def test_by_day_counts_the_bill_of_a_model_priced_outside_the_families(capsys, fake, ledger):
+    """A model the user priced (no family of ours knows it) is counted by day as by model: its
+    line items were left out by day, a false drift of its whole cost."""
+    prices = {"input_text": "5", "input_image": "8", "output_image": "30"}  # the fake's bill
+    tracking.register_prices(UNPRICED, tokens_per_million=prices)
+    try:
+        edit(fake, model=UNPRICED)
+        for by in ("model", "day"):
+            code, out, _ = run(capsys, ledger, fake, "--by", by, "--format", "json")
+            (row,) = json.loads(out)
+            assert code == 0 and row["note"] == "agrees", (by, row)
+            assert Decimal(row["their_cost_usd"]) == Decimal(row["our_cost_usd"]) > 0
+    finally:
+        reset_prices()
+
+
+def test_threshold_zero_drifts_on_any_difference_the_rounded_percent_hides(capsys, fake, ledger):
+    edit(fake)
+    fake.billing.factor["gpt-image-1"] = Decimal("1.00004")  # -0.004%: "-0.00" when rounded
+    code, out, _ = run(capsys, ledger, fake, "--threshold", "0", "--format", "json")
+    (row,) = json.loads(out)
+    assert row["diff_pct"] == "-0.00" and row["drift"] and code == 1, row
+    assert run(capsys, ledger, fake, "--format", "json")[0] == 0  # within the default 2%
+
+
+def test_implied_prices_come_from_the_entry_that_priced_the_window(capsys, fake, ledger):
+    """Run after a price change for a window before it: the implied prices are the window's
+    prices times the ratio, from the window's first day on (null would reprice all history)."""
+    tomorrow = (today() + timedelta(days=1)).isoformat()
+    dearer = {"input_text": "9", "input_image": "9", "output_image": "90"}
+    tracking.register_prices(
+        "gpt-image-1",
+        tokens_per_million={"input_text": "5", "input_image": "10", "output_image": "40"},
+        effective_to=today().isoformat(),
+    )
+    tracking.register_prices(
+        "openai/gpt-image-1", tokens_per_million=dearer, effective_from=tomorrow
+    )
+    try:
+        edit(fake)
+        fake.billing.factor["gpt-image-1"] = Decimal("1.1")
+        code, out, _ = run(capsys, ledger, fake, "--by", "model", "--format", "json")
+    finally:
+        reset_prices()
+    (row,) = json.loads(out)
+    assert code == 1 and row["drift"], row
+    (entry,) = row["implied_prices"]["entries"]
+    assert entry["tokens_per_million"]["output_image"]["usd"] == "44.0000"  # 40 x 1.1
+    assert entry["effective_from"] == (today() - timedelta(days=1)).isoformat()
+
+
+def test_a_provider_name_with_control_characters_cannot_forge_a_table_line(capsys, fake, ledger):
+    def answer(path: str) -> bytes:
+        start = int(datetime.combine(today(), datetime.min.time(), UTC).timestamp())
+        result = {"model": "gpt-image-1\nDRIFT forged\x1b[2K", "images": 1}
+        body = {"data": [{"start_time": start, "results": [result] if "/usage/" in path else []}]}
+        return json.dumps(body).encode()
+
+    _reconcile_against(_answering(answer), ledger, "--by", "model")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert not any(line.startswith("DRIFT forged") for line in out.split("\n"))
+    assert "'gpt-image-1\\nDRIFT forged\\x1b[2K'" in out
+
+
+def test_a_base_url_that_is_no_url_is_one_line_and_exit_2(capsys, ledger):
+    window = ["--since", today().isoformat(), "--database-url", ledger, "--admin-key", ADMIN]
+    assert main(["reconcile", *window, "--api-base", "http://[::1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "tracking reconcile: error: the admin API's base URL (--api-base) is not a URL\n"
+
+
 def test_calls_the_ledger_could_not_price_are_named_never_read_as_a_price(capsys, fake, ledger):
     """An unpriced call has no cost in the ledger, so our side is short by its price: the row
     says so and drifts, and no implied price is read from a sum that leaves it out."""
@@ -297,6 +370,15 @@ _HOSTILE_COSTS = {
     "euros": b'{"data": [{"start_time": 1767225600, "results": '
     b'[{"line_item": "gpt-image-1, input", "amount": {"value": 1, "currency": "eur"}}]}]}',
     "nested": b"[" * 100_000 + b"]" * 100_000,
+    # a 200 whose body is no page: never read as a bill of $0
+    "no data": b"{}",
+    "an error object": b'{"error": {"message": "internal error", "type": "server_error"}}',
+    "data null": b'{"object": "page", "data": null}',
+    "an amount without a value": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": "gpt-image-1, input", "amount": {"currency": "usd"}}]}]}',
+    "a line item that is a list": b'{"data": [{"start_time": 1767225600, "results": '
+    b'[{"line_item": ["gpt-image-1"], "amount": {"value": 1}}]}]}',
+    "a model that is an object": b'{"data": []}',
 }
 
 
@@ -335,7 +417,9 @@ def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, fake,
     def answer(path: str) -> bytes:
         if "/usage/" in path:
             raw = b'{"data": [{"start_time": 1767225600, "results": [{"images": "many"}]}]}'
-            return raw if case == "text" else b'{"data": []}'
+            if case == "a model that is an object":
+                raw = b'{"data": [{"start_time": 1767225600, "results": [{"model": {"id": 1}}]}]}'
+            return raw if case in ("text", "a model that is an object") else b'{"data": []}'
         return _HOSTILE_COSTS[case]
 
     by = "day" if case == "a start that is text" else "model"

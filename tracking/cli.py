@@ -358,9 +358,13 @@ def _prices(args: argparse.Namespace) -> int:
 def _models_check(args: argparse.Namespace) -> int:
     from .models_check import check_models
 
-    return check_models(
-        sys.stdout, config=args.config, api_base=args.api_base, api_key=args.api_key
-    )
+    try:
+        return check_models(
+            sys.stdout, config=args.config, api_base=args.api_base, api_key=args.api_key
+        )
+    except TrackingError as exc:  # exit 2, never 1: a deploy pipeline reads 1 as "retired"
+        print(f"tracking models: error: {exc.message}", file=sys.stderr)
+        return 2
 
 
 def _add_price_commands(commands: argparse._SubParsersAction[_Parser]) -> None:

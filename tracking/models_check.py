@@ -39,6 +39,8 @@ def fetch_shutdown_dates(api_base: str, api_key: str | None) -> dict[str, date |
             status = answer.status_code
     except httpx.HTTPError as exc:
         raise ConfigurationError(f"{url}: cannot reach it ({type(exc).__name__})") from None
+    except (httpx.InvalidURL, ValueError):  # never echoed whole: it may hold a secret
+        raise ConfigurationError("the models list's base URL (--api-base) is not a URL") from None
     if status != 200:
         raise ConfigurationError(f"{url}: answered HTTP {status}")
     import json

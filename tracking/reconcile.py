@@ -39,6 +39,7 @@ from .errors import TrackingError
 from .families import family_of
 from .pricing import find_entry
 from .request import openai_api_base
+from .terminal import shown
 
 __all__ = ["ProviderRow", "ReconcileError", "ReconcileRow", "fetch_provider", "reconcile"]
 
@@ -133,9 +134,10 @@ def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[
             body = json.loads(content, parse_float=Decimal)
         except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             raise ReconcileError(f"{path}: the answer is not JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("data") or [], list):
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            # {} or {"error": ...} with a 200 is no empty bill: it is no page at all
             raise ReconcileError(f"{path}: the answer is not a page of buckets")
-        for bucket in body.get("data") or ():
+        for bucket in body["data"]:
             if not isinstance(bucket, dict) or not isinstance(bucket.get("results") or [], list):
                 raise ReconcileError(f"{path}: a bucket of the answer is not an object")
             for result in bucket.get("results") or ():
@@ -195,6 +197,15 @@ def _is_image_model(model: str, known: set[str]) -> bool:
     return model in known or family_of(model) is not None
 
 
+def _text(value: Any, what: str) -> str:
+    """A name from the provider's answer: a string (absent: empty)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ReconcileError(f"the provider's {what} {str(value)[:40]!r} is not a name")
+    return value
+
+
 def fetch_provider(
     *,
     api_base: str,
@@ -212,7 +223,11 @@ def fetch_provider(
     images: dict[str, int] = {}
     requests: dict[str, int] = {}
     costs: dict[str, Decimal] = {}
-    with httpx.Client(base_url=api_base.rstrip("/"), headers=headers, timeout=60) as client:
+    try:
+        client = httpx.Client(base_url=api_base.rstrip("/"), headers=headers, timeout=60)
+    except (httpx.InvalidURL, ValueError, TypeError):  # never echoed: it may hold a secret
+        raise ReconcileError("the admin API's base URL (--api-base) is not a URL") from None
+    with client:
         usage_group = {"day": [], "model": ["model"], "project": ["project_id"]}[by]
         for bucket in _pages(
             client,
@@ -221,7 +236,8 @@ def fetch_provider(
             {**window, "group_by": usage_group, "sources": ["image.edit", "image.generation"]},
         ):
             for result in bucket.get("results") or ():
-                key = _key(by, bucket, result.get("model"), result.get("project_id"))
+                model = _text(result.get("model"), "model")
+                key = _key(by, bucket, model, _text(result.get("project_id"), "project"))
                 images[key] = images.get(key, 0) + _count(result.get("images"), "image count")
                 requests[key] = requests.get(key, 0) + _count(
                     result.get("num_model_requests"), "request count"
@@ -229,12 +245,13 @@ def fetch_provider(
         cost_group = ["line_item", "project_id"] if by == "project" else ["line_item"]
         for bucket in _pages(client, "/organization/costs", {**window, "group_by": cost_group}):
             for result in bucket.get("results") or ():
-                model = str(result.get("line_item") or "").split(",", 1)[0].strip()
+                line_item = _text(result.get("line_item"), "line item")
+                model = line_item.split(",", 1)[0].strip()
                 if not _is_image_model(model, known_models):
                     continue
-                key = _key(by, bucket, model, result.get("project_id"))
-                amount = result.get("amount") or {}
-                if not isinstance(amount, dict):
+                key = _key(by, bucket, model, _text(result.get("project_id"), "project"))
+                amount = result.get("amount")
+                if not isinstance(amount, dict) or "value" not in amount:
                     raise ReconcileError("the provider's cost is not an object with a value")
                 currency = amount.get("currency", "usd")
                 if not isinstance(currency, str) or currency.lower() != "usd":
@@ -248,12 +265,10 @@ def fetch_provider(
     }
 
 
-def _key(by: By, bucket: Mapping[str, Any], model: Any, project: Any) -> str:
+def _key(by: By, bucket: Mapping[str, Any], model: str, project: str) -> str:
     if by == "day":
         return _bucket_day(bucket)
-    if by == "model":
-        return str(model or "")
-    return str(project or "")
+    return model if by == "model" else project
 
 
 def compare(
@@ -262,10 +277,12 @@ def compare(
     *,
     by: By,
     threshold: Decimal,
+    window: tuple[date, date],
     day: date,
     api_base: str,
 ) -> list[ReconcileRow]:
-    """One row per group: both sides, the difference, whether it drifts, and why."""
+    """One row per group: both sides, the difference, whether it drifts, and why. ``window``:
+    the first and last day compared; ``day``: today (when the implied prices were read)."""
     rows = []
     for key in sorted(set(ours) | set(theirs)):
         mine = ours.get(key)
@@ -289,10 +306,18 @@ def compare(
         our_cost = mine.cost_usd if mine is not None else Decimal(0)
         diff = our_cost - other.cost_usd
         pct = _percent(diff, other.cost_usd)
-        drift = (abs(pct) > threshold) if pct is not None else our_cost != 0
+        # exactly, not the rounded percentage shown: --threshold 0 means any difference at all
+        drift = abs(diff) * 100 > threshold * other.cost_usd if other.cost_usd else our_cost != 0
         estimated = mine.estimated_usd if mine is not None else Decimal(0)
         note, implied = _explain(
-            key, by, our_images, other, (our_cost, estimated), (drift, threshold), day, api_base
+            key,
+            by,
+            our_images,
+            other,
+            (our_cost, estimated),
+            (drift, threshold),
+            (window, day),
+            api_base,
         )
         if mine is not None and mine.estimated_successes and implied is not None:
             implied = None  # a price read from it would take the estimates for the price
@@ -345,13 +370,15 @@ def _explain(
     other: ProviderRow,
     costs: tuple[Decimal, Decimal],
     drifts: tuple[bool, Decimal],
-    day: date,
+    when: tuple[tuple[date, date], date],
     api_base: str,
 ) -> tuple[str, Mapping[str, Any] | None]:
     """Why a group differs. ``costs``: our cost and the part of it that is failed calls'
-    estimates; ``drifts``: whether the group drifts and the threshold (percent)."""
+    estimates; ``drifts``: whether the group drifts and the threshold (percent); ``when``: the
+    window's first and last days, and today."""
     our_cost, estimated = costs
     drift, threshold = drifts
+    (since, until), day = when
     if our_images < other.images:
         return (
             f"the provider counted {other.images - our_images} more image(s): calls made "
@@ -388,9 +415,16 @@ def _explain(
     if by != "model" or not our_cost:
         return "same images, another cost: see the per-model view for the implied price", None
     ratio = other.cost_usd / our_cost
-    entry = find_entry([key], day)
+    # the prices that priced the window's calls, not today's: one entry for the whole window
+    entry = find_entry([key], until)
     if entry is None or not entry.tokens:
         return f"same images, billed {ratio:.4f}x our prices", None
+    if find_entry([key], since) != entry:
+        return (
+            f"same images, billed {ratio:.4f}x our prices; our prices changed within the "
+            "window: compare each of its periods for the implied prices",
+            None,
+        )
     source = f"{api_base.rstrip('/')}/organization/costs"
     implied = {
         "schema": 1,
@@ -399,7 +433,8 @@ def _explain(
             {
                 "model": key,
                 "provider": "openai",
-                "effective_from": None,
+                # what the provider billed from the window on (null would reprice history)
+                "effective_from": since.isoformat(),
                 "effective_to": None,
                 "shutdown": None,
                 "tokens_per_million": {
@@ -442,16 +477,34 @@ def reconcile(
         by="model" if by == "project" else by,
     )
     ours = {row.key: row for row in billed} if by != "project" else {}
+    # the models the ledger holds, whose line items are counted (by day, its keys are days)
+    models = (
+        billed
+        if by != "day"
+        else read_billed(
+            database_url,
+            provider="openai",
+            since=since,
+            until=until + timedelta(days=1),
+            by="model",
+        )
+    )
     theirs = fetch_provider(
         api_base=base,
         admin_key=key,
         since=since,
         until=until,
         by=by,
-        known_models={row.key for row in billed},
+        known_models={row.key for row in models},
     )
     return compare(
-        ours, theirs, by=by, threshold=threshold, day=datetime.now(UTC).date(), api_base=base
+        ours,
+        theirs,
+        by=by,
+        threshold=threshold,
+        window=(since, until),
+        day=datetime.now(UTC).date(),
+        api_base=base,
     )
 
 
@@ -469,7 +522,7 @@ def render(rows: Sequence[ReconcileRow], *, by: By, fmt: str, out: TextIO) -> No
             return f"{value:f}" if isinstance(value, Decimal) else str(value)
 
         return [
-            row.key or "(none)",
+            shown(row.key) if row.key else "(none)",
             show(row.our_images),
             str(row.their_images),
             show(row.our_cost),
@@ -498,6 +551,6 @@ def render(rows: Sequence[ReconcileRow], *, by: By, fmt: str, out: TextIO) -> No
     for row in rows:
         if row.note != "agrees":
             flag = "DRIFT " if row.drift else ""
-            out.write(f"{flag}{row.key or '(none)'}: {row.note}\n")
+            out.write(f"{flag}{shown(row.key) if row.key else '(none)'}: {row.note}\n")
         if row.implied_prices is not None:
             out.write(json.dumps(row.implied_prices, indent=2) + "\n")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 import sqlalchemy as sa
 
 from tracking.errors import ConfigurationError
+from tracking.terminal import shown
 
 from ._billing import BilledRow, query_billed
 from ._engine import create_ledger_engine, redact, resolve_url, unreachable
@@ -164,14 +165,6 @@ def _money(value: Decimal) -> str:
     return f"{value:f}"
 
 
-def _shown(key: str) -> str:
-    """A group's name as the table shows it: a caller's end-user id may hold a line break, an
-    escape sequence or nothing at all, which would forge or hide a row on a terminal."""
-    if key and key.isprintable():
-        return key
-    return repr(key)  # an empty id and control characters shown as escapes, quoted
-
-
 def _record(label: str, row: SpendRow) -> list[str]:
     return [
         label,
@@ -208,7 +201,7 @@ def render_spend(
         return
     header = [key_name, "requests", "failures", "images", "cost_usd", "unpriced"]
     records = [
-        _record(_shown(r.key) if r.key is not None else ("(none)" if by else "total"), r)
+        _record(shown(r.key) if r.key is not None else ("(none)" if by else "total"), r)
         for r in rows
     ]
     if fmt == "csv":

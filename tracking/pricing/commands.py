@@ -11,6 +11,7 @@ an override file changes against the packaged table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.parse
@@ -167,7 +168,7 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
         "entries": [*kept, *document["entries"]],
     }
     parse_price_data(merged, origin=str(path), kind="override")
-    path.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    _write_whole(path, json.dumps(merged, indent=2) + "\n")
     models = sorted({e.key for entries in imported.values() for e in entries})
     out.write(f"imported {len(models)} model(s) from {kind} data into {path}:\n")
     out.write("".join(f"  {m}\n" for m in models))
@@ -175,6 +176,19 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
         f"Use it with {PRICES_FILE_ENV}={path} (SDK) or general_settings.prices_file (proxy).\n"
     )
     return 0
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``path`` through a file beside it renamed over it: a write cut short leaves the
+    user's prices file as it was, never half of it."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise ConfigurationError(f"{path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def _as_url(source: str) -> str:
