@@ -430,6 +430,39 @@ def test_price_file_from_disk_with_a_clear_error(tmp_path):
         load_price_file(path)
 
 
+def test_a_prices_file_entry_leaving_out_packaged_prices_is_warned_naming_them(tmp_path, caplog):
+    def entry(model: str, kinds: tuple[str, ...]) -> dict[str, object]:
+        figure = {
+            "usd": "27.00",
+            "source": "https://example.com/contract",
+            "retrieved": "2026-12-03",
+        }
+        return {"model": model, "tokens_per_million": {kind: figure for kind in kinds}}
+
+    packaged = next(e for e in load_packaged()["gpt-image-2"] if e.covers(date.today()))
+    assert len(packaged.tokens) > 1
+    path = tmp_path / "prices.json"
+    document = {
+        "schema": 1,
+        "currency": "USD",
+        "entries": [entry("gpt-image-2", ("output_image",))],
+    }
+    path.write_text(json.dumps(document))
+    try:
+        with caplog.at_level(logging.WARNING, logger="tracking"):
+            tracking.use_prices_file(path)
+        (record,) = [r for r in caplog.records if "prices file's entry" in r.getMessage()]
+        assert "gpt-image-2" in record.getMessage() and "tokens.input_text" in record.getMessage()
+        caplog.clear()
+        document["entries"] = [entry("gpt-image-2", tuple(packaged.tokens))]
+        path.write_text(json.dumps(document))
+        with caplog.at_level(logging.WARNING, logger="tracking"):
+            tracking.use_prices_file(path)
+        assert not [r for r in caplog.records if "tokens." in r.getMessage()]
+    finally:
+        tracking.use_prices_file(None)
+
+
 def test_prices_load_lazily():
     code = "import sys, tracking; print('tracking.pricing' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -117,7 +117,7 @@ def _override_table() -> dict[str, list[PriceEntry]]:
     table = _override
     if table is None:
         path = os.environ.get(PRICES_FILE_ENV)
-        table = load_price_file(path) if path else {}
+        table = _warn_dropped(load_price_file(path)) if path else {}
         with _lock:
             _override = table
     return table
@@ -131,10 +131,33 @@ def use_prices_file(path: str | Path | None) -> int:
     models it prices.
     """
     global _override
-    table = load_price_file(path) if path is not None else None
+    table = _warn_dropped(load_price_file(path)) if path is not None else None
     with _lock:
         _override = table
     return len(table) if table is not None else 0
+
+
+def _warn_dropped(table: dict[str, list[PriceEntry]]) -> dict[str, list[PriceEntry]]:
+    """Warn, once a file is read, about each of its entries that leaves out prices the packaged
+    entry of the same model has today: an entry replaces the packaged one whole, so a file
+    giving only ``output_image`` bills input tokens at $0."""
+    today, packaged = datetime.now(UTC).date(), _packaged_table()
+    for model, entries in table.items():
+        mine = next((e for e in entries if e.covers(today) and e.key == model), None)
+        theirs = next((e for e in packaged.get(model, ()) if e.covers(today)), None)
+        if mine is None or theirs is None:
+            continue
+        dropped = sorted(set(theirs.figures()) - set(mine.figures()))
+        if dropped:
+            more = f" and {len(dropped) - 6} more" if dropped[6:] else ""
+            log.warning(
+                "tracking: the prices file's entry for %s replaces the packaged one whole and "
+                "leaves out %s%s: calls are priced without them (give each, 0 if it is free)",
+                model,
+                ", ".join(dropped[:6]),
+                more,
+            )
+    return table
 
 
 def price_table() -> dict[str, tuple[list[PriceEntry], list[PriceEntry]]]:

@@ -197,13 +197,6 @@ def _as_url(source: str) -> str:
     return _local_path(source).resolve().as_uri()
 
 
-def _figures(entry: PriceEntry) -> dict[str, Decimal]:
-    flat = {f"tokens.{kind}": price for kind, price in entry.tokens.items()}
-    for quality, sizes in entry.per_image.items():
-        flat.update({f"per_image.{quality}.{size}": price for size, price in sizes.items()})
-    return flat
-
-
 def prices_diff(out: TextIO, *, prices_file: str | None = None) -> int:
     """What the override file changes against the packaged table; 0 even when it differs."""
     path = prices_file or os.environ.get(PRICES_FILE_ENV)
@@ -218,10 +211,10 @@ def prices_diff(out: TextIO, *, prices_file: str | None = None) -> int:
             continue
         theirs = next((e for e in packaged.get(model, ()) if e.covers(today)), None)
         if theirs is None:
-            out.write(f"+ {model}: not in the packaged table ({len(_figures(mine))} prices)\n")
+            out.write(f"+ {model}: not in the packaged table ({len(mine.figures())} prices)\n")
             changes += 1
             continue
-        new, old = _figures(mine), _figures(theirs)
+        new, old = mine.figures(), theirs.figures()
         for name in sorted({*new, *old}):
             if name not in new:
                 out.write(f"- {model} {name}: {_money(old[name])} (packaged only)\n")

@@ -89,6 +89,13 @@ class PriceEntry:
             return False
         return self.effective_to is None or day <= self.effective_to
 
+    def figures(self) -> dict[str, Decimal]:
+        """Every price of the entry by a flat name: ``tokens.KIND``, ``per_image.QUALITY.SIZE``."""
+        flat = {f"tokens.{kind}": price for kind, price in self.tokens.items()}
+        for quality, sizes in self.per_image.items():
+            flat.update({f"per_image.{quality}.{size}": price for size, price in sizes.items()})
+        return flat
+
     @property
     def ref(self) -> str:
         """Which entry priced a call, for the event's ``price_ref``."""
