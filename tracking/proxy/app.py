@@ -35,6 +35,7 @@ import gc
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -254,7 +255,7 @@ class ProxyApp:
         except ClientDisconnected:
             return
         except Exception as exc:  # a bug of ours still answers OpenAI-shaped JSON (logged)
-            await _send_error(send, from_exception(exc))
+            await _send_error(send, _database_away(exc) or from_exception(exc))
         finally:
             entry.emit()
 
@@ -658,6 +659,23 @@ def _answer_for(exc: Exception) -> ProxyError:
         error.headers["x-tracking-request-id"] = request_id
         error.headers["x-request-id"] = request_id
     return error
+
+
+def _database_away(exc: Exception) -> ProxyError | None:
+    """A database that stopped answering during a management or spend request (the SQL
+    driver's connection errors, as SQLAlchemy raises them): a 503 to try again, not a 500."""
+    errors = sys.modules.get("sqlalchemy.exc")
+    if errors is None or not isinstance(exc, errors.OperationalError | errors.InterfaceError):
+        return None
+    log.warning("the database is unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+    return ProxyError(
+        503,
+        "the database is unavailable right now; try again shortly",
+        type="server_error",
+        code="store_unavailable",
+        reason="store_unavailable",
+        retry=True,
+    )
 
 
 async def _send_error(send: Send, error: ProxyError) -> None:

@@ -94,6 +94,14 @@ async def _from_store(read: Callable[..., T], *args: Any) -> T:
     )
 
 
+def _key_counter(budget_key: str) -> str:
+    return f"key:{budget_key}:total"
+
+
+def _user_counter(end_user_id: str, window: str) -> str:
+    return f"user:{end_user_id}:{window}"
+
+
 def _usd(units: int) -> str:
     return f"${Decimal(units) / UNITS_PER_USD:.4f}"
 
@@ -193,6 +201,21 @@ class Budgets:
         self._users.pop(end_user_id, None)
         self._with_rules_at = float("-inf")  # a budget or block may have come or gone
 
+    async def reset_end_user(self, end_user_id: str) -> None:
+        """After the end user's budget was set, changed or deleted: its cached record and its
+        budget counters are forgotten, so its next call counts from the ledger (calls made while
+        its budget was off, or under another period, never reached those counters)."""
+        self.forget(end_user_id)
+        now = datetime.now(UTC)
+        await self.counters.drop(
+            [_user_counter(end_user_id, period_window(period, now)[1]) for period in PERIODS]
+        )
+
+    async def reset_key(self, budget_key: str) -> None:
+        """After a key's budget was changed: its counter is forgotten (see
+        :meth:`reset_end_user`)."""
+        await self.counters.drop([_key_counter(budget_key)])
+
     async def reserve(
         self, principal: Principal, params: Mapping[str, Any], model: str
     ) -> Reservation:
@@ -213,19 +236,20 @@ class Budgets:
             # keeps its spend
             budgets.append(
                 (
-                    f"key:{principal.budget_key}:total",
+                    _key_counter(principal.budget_key or principal.key_hash),
                     principal.max_budget_usd,
                     (f"this key ({principal.key_alias or principal.key_hash[:12]})", "budget"),
                     {"key_hashes": principal.spend_key_hashes, "since": None},
                 )
             )
-        if record is not None and record.budget_usd is not None and record.budget_period:
-            start, window = period_window(record.budget_period, datetime.now(UTC))
+        if record is not None and record.budget_usd is not None:
+            period = record.budget_period or "total"  # a budget without a period: all time
+            start, window = period_window(period, datetime.now(UTC))
             budgets.append(
                 (
-                    f"user:{record.end_user_id}:{window}",
+                    _user_counter(record.end_user_id, window),
                     record.budget_usd,
-                    (f"end user {record.end_user_id!r}", f"{record.budget_period} budget"),
+                    (f"end user {record.end_user_id!r}", f"{period} budget"),
                     {"end_user": record.end_user_id, "since": start},
                 )
             )

@@ -39,7 +39,7 @@ from .json_io import (
     send_json,
 )
 from .keys import generate_key, hash_key
-from .limits import MAX_RPM_LIMIT, key_hash, query_int
+from .limits import MAX_RPM_LIMIT, bounded_text, key_hash, query_int
 from .management_routes import KEY_FIELDS, requested_expiry, requested_models, require_master
 
 if TYPE_CHECKING:
@@ -63,8 +63,9 @@ def _key_hash_of(document: dict[str, Any]) -> str:
     key = optional_str(document, "key")
     named = key_hash(optional_str(document, "key_hash"))
     if key is not None:
-        from_key = key if len(key) == 64 and key.isalnum() else hash_key(key)
-        if named is not None and named != from_key.lower():
+        is_digest = len(key) == 64 and all(c in "0123456789abcdefABCDEF" for c in key)
+        from_key = key.lower() if is_digest else hash_key(key)  # a digest in either case
+        if named is not None and named != from_key:
             raise ProxyError(
                 400,
                 "key_hash: names another key than key; give one of them, or both of one key",
@@ -91,7 +92,7 @@ def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]
         changes["team"] = optional_str(document, "team_id") or optional_str(document, "team")
     if "models" in document:
         models = requested_models(document, accounts.model_names)
-        changes["models"] = list(models) if models else None
+        changes["models"] = list(models) if models is not None else None
     if "max_budget" in document:
         changes["max_budget_usd"] = optional_money(document, "max_budget")
     if "rpm_limit" in document:
@@ -102,12 +103,10 @@ def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]
 
 
 def _user_ids(document: dict[str, Any]) -> list[str]:
+    """The end users a body names, each by the one rule calls use (exact text, never stripped:
+    ``" mallory"`` is not ``"mallory"``; bounded; no control characters)."""
     ids = document.get("user_ids")
-    if (
-        not isinstance(ids, list)
-        or not ids
-        or not all(isinstance(i, str) and i.strip() for i in ids)
-    ):
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
         raise ProxyError(
             400,
             "user_ids: expected a non-empty list of end-user ids",
@@ -121,7 +120,13 @@ def _user_ids(document: dict[str, Any]) -> list[str]:
             param="user_ids",
             code="array_above_max_length",
         )
-    return list(dict.fromkeys(i.strip() for i in ids))
+    return list(dict.fromkeys(bounded_text(i, "user_ids") for i in ids))
+
+
+def _filter(query: dict[str, str], param: str) -> str | None:
+    """A text filter of a listing's query (absent or empty: none), bounded as stored text is."""
+    value = query.get(param)
+    return bounded_text(value, param) if value else None
 
 
 def _customer(record: EndUserRecord, spend: str | None = None) -> dict[str, Any]:
@@ -154,8 +159,8 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
             store,
             page=page,
             size=size,
-            key_alias=query.get("key_alias") or None,
-            team=query.get("team_id") or None,
+            key_alias=_filter(query, "key_alias"),
+            team=_filter(query, "team_id"),
         )
         full = query.get("return_full_object", "").lower() == "true"
         await send_json(
@@ -176,6 +181,8 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         key_hash = _key_hash_of(document)
         changes = _key_changes(document, accounts)
         record = await asyncio.to_thread(litellm_store.update_key, store, key_hash, changes)
+        if "max_budget_usd" in changes:  # calls made while it was off never reached its counter
+            await accounts.budgets.reset_key(record.spend_key_hashes[0])
         accounts.virtual_keys.forget(key_hash)  # its cached settings are stale
         await accounts.virtual_keys.learn(key_hash)  # still a known key, with the new settings
         await send_json(send, 200, _key(record))
@@ -216,7 +223,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         ids = _user_ids(await read_json(receive, accounts.body_timeout))
         deleted = await asyncio.to_thread(litellm_store.delete_end_users, store, ids)
         for user_id in ids:
-            accounts.budgets.forget(user_id)
+            await accounts.budgets.reset_end_user(user_id)
         if not deleted:
             raise ProxyError(
                 404, "none of these end users exist", param="user_ids", code="end_user_not_found"

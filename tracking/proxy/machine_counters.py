@@ -16,7 +16,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from .shared_counters import IDLE_TTL, minute_and_wait
@@ -115,6 +115,12 @@ class MachineCounters:
 
         if delta:
             await self._run(adjust)
+
+    async def drop(self, names: Sequence[str]) -> None:
+        def drop(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM money WHERE name = ?", [(name,) for name in names])
+
+        await self._run(drop)
 
     async def aclose(self) -> None:
         with self._lock:

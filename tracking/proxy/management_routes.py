@@ -61,9 +61,10 @@ def require_master(principal: Principal) -> None:
 
 
 def requested_models(document: dict[str, Any], known: frozenset[str]) -> tuple[str, ...] | None:
-    """A key request's ``models`` (each one this proxy serves, in order, once), or None."""
+    """A key request's ``models`` (each one this proxy serves, in order, once), or None (every
+    model): absent, null or an empty list, which is LiteLLM's "every model" too."""
     value = document.get("models")
-    if value is None:
+    if value is None or value == []:
         return None
     if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
         raise ProxyError(
@@ -120,9 +121,11 @@ def requested_expiry(document: dict[str, Any], now: datetime) -> datetime | None
 
 
 def _period(document: dict[str, Any], default: str | None) -> str | None:
-    value = document.get("budget_period", default)
+    """The document's ``budget_period``; absent or null: ``default`` (a budget with no period
+    counts over all time, never not at all)."""
+    value = document.get("budget_period")
     if value is None:
-        return None
+        return default
     if value not in PERIODS:
         raise ProxyError(
             400,
@@ -260,7 +263,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
             updated_at=now,
         )
         await asyncio.to_thread(store.create_end_user, record)
-        accounts.budgets.forget(user_id)
+        await accounts.budgets.reset_end_user(user_id)
         await send_json(send, 200, record.to_dict())
 
     async def customer_update(scope: Scope, receive: Receive, send: Send) -> None:
@@ -271,17 +274,24 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         changes: dict[str, Any] = {}
         if "max_budget" in document:
             changes["budget_usd"] = optional_money(document, "max_budget")
-        if "budget_period" in document:
+        if document.get("budget_period") is not None:
             changes["budget_period"] = _period(document, None)
         blocked = _blocked(document)
         if blocked is not None:
             changes["blocked"] = blocked
-        if changes.get("budget_usd") is not None and "budget_period" not in changes:
+        if "budget_period" not in changes and (
+            "budget_period" in document or "budget_usd" in changes
+        ):
+            # a null period, or a budget given without one: a budget counts over all time
             current = await asyncio.to_thread(store.get_end_user, user_id)
-            if current is not None and current.budget_period is None:
+            budget = changes.get("budget_usd", current.budget_usd if current else None)
+            if budget is None:
+                if "budget_period" in document:
+                    changes["budget_period"] = None
+            elif "budget_period" in document or current is None or current.budget_period is None:
                 changes["budget_period"] = "total"
         record = await asyncio.to_thread(store.update_end_user, user_id, changes)
-        accounts.budgets.forget(user_id)
+        await accounts.budgets.reset_end_user(user_id)
         await send_json(send, 200, record.to_dict())
 
     async def customer_info(scope: Scope, receive: Receive, send: Send) -> None:

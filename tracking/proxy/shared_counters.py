@@ -36,7 +36,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol, TypeVar
 
@@ -112,6 +112,14 @@ class Counters(Protocol):
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None: ...
 
+    async def drop(self, names: Sequence[str]) -> None:
+        """Forget these budget counters: the next reservation seeds them from the ledger. For a
+        budget changed by the management API: calls made while it was off never reached its
+        counter, which must not be trusted again. (The holds of calls in flight then are lost
+        from the new count: it can stay below the truth by what those calls reserved, until
+        the counter is next idle for :data:`IDLE_TTL`.)"""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -162,6 +170,11 @@ class LocalCounters:
             entry = self._money.get(name)
             if entry is not None and entry[1] > now:
                 self._money[name] = (entry[0] + delta, now + IDLE_TTL)
+
+    async def drop(self, names: Sequence[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._money.pop(name, None)
 
     async def aclose(self) -> None:
         pass
@@ -322,6 +335,15 @@ class RedisCounters:
             self._outage.keep(name, delta)
 
         await self._guarded(remote, later)
+
+    async def drop(self, names: Sequence[str]) -> None:
+        async def remote() -> None:
+            await self._client.delete(*(f"{self.prefix}budget:{name}" for name in names))
+
+        async def unreachable() -> None:  # the outage's budgets read the ledger anyway
+            log.warning("proxy counters: Redis unavailable; budget counters not reset: %s", names)
+
+        await self._guarded(remote, unreachable)
 
     async def _merge_outage(self) -> None:
         """Apply what budget counters missed while Redis was away (before any other use)."""
