@@ -19,8 +19,14 @@ import tracking
 from tests.conftest import edit_either, make_png
 from tests.proxy_support import ProxyProcess, ledger_row, write_config
 from tests.recorder import record_events
-from tracking.errors import APIResponseError, RateLimitError
+from tracking.errors import (
+    APIResponseError,
+    APIStatusError,
+    ContentPolicyError,
+    RateLimitError,
+)
 from tracking.flow import _MAX_POLL_FAILURES
+from tracking.proxy.errors import from_exception
 from tracking.testing.fake_bfl import FakeBFL
 from tracking.testing.fake_gemini import FakeGemini
 
@@ -238,3 +244,22 @@ def test_the_proxy_answers_a_job_whose_polls_keep_getting_429_with_502(proxy):
     assert error["code"] == "upstream_job_result_unavailable" and error["type"] == "server_error"
     assert "billed" in error["message"] and "429" in error["message"]
     assert response.headers["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize("status", [400, 402, 404, 422])
+def test_a_4xx_from_the_status_page_of_an_accepted_job_is_a_502_not_the_clients_error(status):
+    """A 404 or 400 after the job was accepted would tell the client its request was wrong, and
+    invite it to fix and send it again: paying for another job."""
+    error = APIStatusError("the status page refused", status_code=status)
+    error.job_submitted = True
+    answer = from_exception(error)
+    assert (answer.status, answer.code) == (502, "upstream_job_result_unavailable")
+    assert f"HTTP {status}" in answer.message
+
+
+def test_a_refusal_read_from_an_accepted_jobs_status_keeps_its_400():
+    """FLUX's ``Content Moderated`` is read from a 200 status page: the client's content was
+    refused, which a 400 says."""
+    error = ContentPolicyError("Content Moderated")
+    error.job_submitted, error.answer_status = True, 200
+    assert from_exception(error).status == 400

@@ -152,12 +152,16 @@ def _mapped(exc: BaseException) -> ProxyError:
     if isinstance(exc, APIStatusError):
         if exc.error_type == "no_deployment_available":  # the router's rpm/tpm or cooldowns
             return _no_deployment(exc)
-        if exc.job_submitted and exc.status_code == 429:
-            # The job's status page kept refusing after it was accepted (and billed): a 429
-            # would tell the client to retry, submitting and paying for another job.
+        status = exc.status_code or 0
+        if exc.job_submitted and exc.answer_status is None and 400 <= status < 500:
+            # The job's status page answered 4xx after the job was accepted (and billed): a 429
+            # would tell the client to retry, submitting and paying for another job; a 404 or
+            # 400 that the client's request was wrong. (A refusal read from a 2xx status page,
+            # FLUX's "Content Moderated", keeps its own answer: answer_status says so.)
+            until = " until the retries ran out" if status == 429 else ""
             return ProxyError(
                 502,
-                f"{_JOB_RESULT_LOST} (its status was refused with 429 until the retries ran out)",
+                f"{_JOB_RESULT_LOST} (its status page answered HTTP {status}{until})",
                 code="upstream_job_result_unavailable",
                 upstream=True,
             )
