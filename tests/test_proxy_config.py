@@ -127,10 +127,13 @@ def test_router_settings_that_have_no_effect_here_are_named_in_a_warning():
     config = parse_config(
         {
             "model_list": [{"model_name": "m", "litellm_params": {"model": "x"}}],
+            "litellm_settings": {"set_verbose": True, "json_logs": True, "drop_params": True},
             "router_settings": {"timeout": 30, "enable_pre_call_checks": True, "retry_after": 1},
         }
     )
     assert set(config.warnings) == {
+        "litellm_settings.json_logs: accepted for LiteLLM compatibility, not used by this proxy",
+        "litellm_settings.set_verbose: accepted for LiteLLM compatibility, not used by this proxy",
         "router_settings.enable_pre_call_checks: accepted for LiteLLM compatibility, "
         "not used by this proxy",
         "router_settings.retry_after: accepted for LiteLLM compatibility, not used by this proxy",

@@ -231,6 +231,8 @@ _LITELLM_PARAMS_NOT_USED = {
 _ROUTER_SETTINGS_NOT_USED = frozenset(
     {"retry_after", "context_window_fallbacks", "enable_pre_call_checks", "model_group_alias"}
 )
+#: litellm_settings keys checked and without effect (logging is ``tracking serve --log-level``'s).
+_LITELLM_SETTINGS_NOT_USED = frozenset({"set_verbose", "json_logs"})
 _GENERAL_SETTINGS: dict[str, Check] = {
     "master_key": _is_str,
     "database_url": _is_database_url,
@@ -470,10 +472,14 @@ def parse_config(
     router = faults.check_section(
         top.get("router_settings", {}), _ROUTER_SETTINGS, "router_settings"
     )
-    for key in sorted(_ROUTER_SETTINGS_NOT_USED & router.keys()):
-        faults.warnings.append(
-            f"router_settings.{key}: accepted for LiteLLM compatibility, not used by this proxy"
-        )
+    for section, keys in (
+        ("litellm_settings", _LITELLM_SETTINGS_NOT_USED & litellm.keys()),
+        ("router_settings", _ROUTER_SETTINGS_NOT_USED & router.keys()),
+    ):
+        for key in sorted(keys):
+            faults.warnings.append(
+                f"{section}.{key}: accepted for LiteLLM compatibility, not used by this proxy"
+            )
     general = faults.check_section(
         top.get("general_settings", {}), _GENERAL_SETTINGS, "general_settings"
     )

@@ -274,7 +274,7 @@ def image_edit_params(
     tuple, or (``image`` only) a list of these. ``model`` is required unless
     ``TRACKING_DEFAULT_MODEL`` is set; prefix it with a provider (``azure/<deployment>``) to
     choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
-    (default 2) retries 429, 5xx, timeouts and dropped connections with backoff.
+    (default 2) retries 408, 409, 429, 5xx, timeouts and dropped connections with backoff.
     ``safety_identifier`` (OpenAI's successor of ``user``) names the end user, and wins over
     ``user`` when both are given (the other is kept in the event's metadata). ``metadata``
     is recorded on the call's event (``team`` and ``tags`` are read from it). Returns an
