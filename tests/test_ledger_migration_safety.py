@@ -12,11 +12,13 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
 import tracking.integrations.sql as ledger_sql
+from tests.ledger_support import make_event
 from tracking.integrations.sql._commands import migrate_command
 from tracking.integrations.sql._migrate import _migration_lock
 from tracking.integrations.sql._schema import OUR_TABLES
@@ -99,6 +101,17 @@ def test_a_downgrade_that_would_drop_quarantined_rows_is_refused(engine):
     assert ledger_sql.current_revision(engine) == "0003" and "ledger_quarantine" not in _names(
         engine
     )
+
+
+def test_removing_the_ledgers_tables_is_refused_while_spend_logs_holds_rows(engine, ledger_url):
+    ledger = ledger_sql.SqlLedger(ledger_url, mode="durable", auto_migrate=True)
+    ledger.on_end(make_event(cost=Decimal("0.25")))
+    ledger.shutdown(10)
+    with pytest.raises(ledger_sql.SchemaVersionError, match=r"spend_logs holds 1 row\(s\)"):
+        ledger_sql.downgrade(engine)
+    assert ledger_sql.current_revision(engine) == ledger_sql.head_revision()  # all of it kept
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT cost_usd FROM spend_logs")).scalar() == Decimal("0.25")
 
 
 @pytest.mark.parametrize("spelling", ["symlink", "uri"])

@@ -49,6 +49,14 @@ class SchemaVersionError(ConfigurationError):
     error_type = "ledger_schema_error"
 
 
+def refuse_dropping_rows(connection: Connection, table: str, advice: str) -> None:
+    """For a migration's way down: refuse (the whole downgrade, in its one transaction) to drop
+    ``table`` while it holds rows, which are billed calls. ``advice`` says what to do first."""
+    held = connection.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
+    if held:
+        raise SchemaVersionError(f"{table} holds {held} row(s), billed calls: {advice}")
+
+
 def migrations_path() -> Path:
     """The folder holding Alembic's ``env.py`` and ``versions/``."""
     here = Path(__file__).resolve().parent

@@ -71,6 +71,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Its rows are the ledger: removing the ledger's tables must not lose what was billed.
+    from tracking.integrations.sql._migrate import refuse_dropping_rows
+
+    refuse_dropping_rows(
+        op.get_bind(),
+        "spend_logs",
+        "copy them elsewhere (or drop the table yourself) before removing the ledger's tables",
+    )
     op.drop_index("ix_spend_logs_start_time", table_name="spend_logs")
     op.drop_index("ix_spend_logs_api_key_hash_start_time", table_name="spend_logs")
     op.drop_index("ix_spend_logs_model_start_time", table_name="spend_logs")

@@ -34,13 +34,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Its rows are billed calls not yet in spend_logs: dropping them would lose that money.
-    held = op.get_bind().execute(sa.text("SELECT count(*) FROM ledger_quarantine")).scalar()
-    if held:
-        from tracking.integrations.sql._migrate import SchemaVersionError
+    from tracking.integrations.sql._migrate import refuse_dropping_rows
 
-        raise SchemaVersionError(
-            f"ledger_quarantine holds {held} row(s), billed calls not yet in spend_logs: "
-            "replay them (`tracking ledger quarantine replay`) or copy them elsewhere before "
-            "migrating below revision 0004"
-        )
+    refuse_dropping_rows(
+        op.get_bind(),
+        "ledger_quarantine",
+        "not yet in spend_logs; replay them (`tracking ledger quarantine replay`) or copy them "
+        "elsewhere before migrating below revision 0004",
+    )
     op.drop_table("ledger_quarantine")
