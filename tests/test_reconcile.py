@@ -143,6 +143,22 @@ def test_generations_are_counted_on_both_sides(capsys, fake, ledger):
     assert code == 0
 
 
+def test_a_stream_asked_for_two_images_is_one_image_on_both_sides(capsys, fake, ledger):
+    """The fake streams one image whatever ``n`` says (OpenAI documents no stream of more): it
+    bills that one image, which is what the SDK records."""
+    stream = tracking.image_generation(
+        prompt="a hat", model="gpt-image-1", quality="low", size="1024x1024", n=2, stream=True,
+        partial_images=1, api_base=fake.url, api_key=KEY,
+    )  # fmt: skip
+    kinds = [event.type for event in stream]
+    assert kinds == ["image_generation.partial_image", "image_generation.completed"]
+    assert tracking.flush(10)
+    code, out, _ = run(capsys, ledger, fake, "--format", "json")
+    (row,) = json.loads(out)
+    assert (row["our_images"], row["their_images"]) == (1, 1) and row["note"] == "agrees", row
+    assert code == 0
+
+
 def test_a_failed_calls_estimate_is_never_read_as_a_price_change(capsys, fake, ledger):
     # A dropped answer is estimated (maybe billed); the provider did not bill it. It was read
     # as "same images, billed 0.15x our prices" with implied prices 85% lower.

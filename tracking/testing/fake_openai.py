@@ -34,7 +34,9 @@ Streaming (``stream=true``, GPT image models) answers ``text/event-stream`` as O
 ``partial_images`` (0 to 3) ``image_edit.partial_image`` events, then one ``image_edit.completed``
 event with the final image and ``usage``. The fake's convention for that usage: the plain
 answer's usage plus ``PARTIAL_IMAGE_OUTPUT_TOKENS`` (100) output tokens per partial image, and no
-``output_tokens_details``. The faults ``break_after=N`` (close the connection after N events) and
+``output_tokens_details``. OpenAI documents no stream for ``n`` above 1 (each event carries one
+image): a streamed answer is one image whatever ``n`` says, and its usage and its bill are that
+one image's. The faults ``break_after=N`` (close the connection after N events) and
 ``event_delay=S`` (pause between events) apply to streamed answers; a canned stream is one
 partial image and the completed event.
 """
@@ -553,7 +555,7 @@ def _gpt_image_answer(
     mask: tuple[str, str, str, bytes] | None,
 ) -> dict[str, Any]:
     prompt = fields["prompt"]
-    n = int(fields.get("n", "1"))
+    n = 1 if _streams(fields) else int(fields.get("n", "1"))  # a stream is one image (above)
     quality = fields.get("quality", "auto")
     quality = "medium" if quality == "auto" else quality
     size = fields.get("size", "auto")
