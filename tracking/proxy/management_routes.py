@@ -274,23 +274,16 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         changes: dict[str, Any] = {}
         if "max_budget" in document:
             changes["budget_usd"] = optional_money(document, "max_budget")
-        if document.get("budget_period") is not None:
+        if "budget_period" in document:
             changes["budget_period"] = _period(document, None)
         blocked = _blocked(document)
         if blocked is not None:
             changes["blocked"] = blocked
-        if "budget_period" not in changes and (
-            "budget_period" in document or "budget_usd" in changes
-        ):
-            # a null period, or a budget given without one: a budget counts over all time
-            current = await asyncio.to_thread(store.get_end_user, user_id)
-            budget = changes.get("budget_usd", current.budget_usd if current else None)
-            if budget is None:
-                if "budget_period" in document:
-                    changes["budget_period"] = None
-            elif "budget_period" in document or current is None or current.budget_period is None:
-                changes["budget_period"] = "total"
         record = await asyncio.to_thread(store.update_end_user, user_id, changes)
+        if record.budget_usd is not None and record.budget_period is None:
+            # a budget without a period (given as null, or never given) counts over all time
+            total = {"budget_period": "total"}
+            record = await asyncio.to_thread(store.update_end_user, user_id, total)
         await accounts.budgets.reset_end_user(user_id)
         await send_json(send, 200, record.to_dict())
 
