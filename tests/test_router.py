@@ -330,6 +330,27 @@ def test_rpm_limits_are_respected(fake, fake_b):
     edit(router)
 
 
+def test_an_rpm_slot_taken_between_the_snapshot_and_the_begin_still_says_when_to_retry(fake):
+    """Another process sharing the state takes the last slot of the minute after this call read
+    the counts and before it took one: the refusal still gives the minute's end to wait for."""
+    clock = ManualClock()
+
+    class Shared(MemoryState):
+        taken = False
+
+        def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
+            if not self.taken:  # the other process's call, at just this moment
+                self.taken = super().begin(deployment_id, rpm_limit)
+            return super().begin(deployment_id, rpm_limit)
+
+    state = Shared(clock=clock.time, monotonic=clock.monotonic)
+    router = Router([deployment("images", fake.url, id="a", rpm=1)], state=state)
+    clock.advance(20)
+    with pytest.raises(NoDeploymentAvailableError, match="rpm limit") as caught:
+        edit(router)
+    assert caught.value.retry_after == pytest.approx(40)  # to the next minute, never None
+
+
 def test_usage_based_routing_moves_to_the_less_used_deployment(recorder):
     with StubUpstream() as one, StubUpstream() as two:
         router = Router(

@@ -286,9 +286,7 @@ class CallRoute:
                 )
             if limited:
                 parts.append(f"{limited} at their rpm/tpm limit")
-                # free again when this minute's window ends
-                left = snapshot.window_left
-                self.retry_after = left if self.retry_after is None else min(self.retry_after, left)
+                self._free_at_the_minutes_end(snapshot.window_left)
             self.unavailable.append(f"{group!r}: {' and '.join(parts)}")
             return None
         fresh = [d for d in available if d.id not in self.failed]
@@ -303,8 +301,14 @@ class CallRoute:
                 if (yield from router.stepwise_state.begin(choice.id, choice.rpm)):
                     return choice
                 pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
+        # each filled up between the snapshot and its begin (other calls, other processes)
+        self._free_at_the_minutes_end(snapshot.window_left)
         self.unavailable.append(f"{group!r}: every deployment at its rpm limit")
         return None
+
+    def _free_at_the_minutes_end(self, left: float) -> None:
+        """A deployment at its rpm/tpm limit is free again when this minute's window ends."""
+        self.retry_after = left if self.retry_after is None else min(self.retry_after, left)
 
     def _final_error(self) -> BaseException:
         error: APIError | UnsupportedOperationError
