@@ -20,7 +20,13 @@ import pytest
 
 import tracking
 from tests.conftest import make_png
-from tracking.pricing import NOT_BILLED, price_call, register_prices, reset_prices
+from tracking.pricing import (
+    NOT_BILLED,
+    price_call,
+    register_prices,
+    reset_prices,
+    use_prices_file,
+)
 from tracking.pricing.litellm_import import from_litellm
 from tracking.pricing.table import load_packaged, load_price_file, parse_price_data
 from tracking.proxy.errors import ProxyError
@@ -436,8 +442,15 @@ def test_a_prices_file_entry_leaving_out_packaged_prices_is_warned_naming_them(t
             "usd": "27.00",
             "source": "https://example.com/contract",
             "retrieved": "2026-12-03",
+            "confidence": "secondary",
         }
-        return {"model": model, "tokens_per_million": {kind: figure for kind in kinds}}
+        return {
+            "model": model,
+            "effective_from": None,
+            "effective_to": None,
+            "shutdown": None,
+            "tokens_per_million": {kind: figure for kind in kinds},
+        }
 
     packaged = next(e for e in load_packaged()["gpt-image-2"] if e.covers(date.today()))
     assert len(packaged.tokens) > 1
@@ -450,17 +463,19 @@ def test_a_prices_file_entry_leaving_out_packaged_prices_is_warned_naming_them(t
     path.write_text(json.dumps(document))
     try:
         with caplog.at_level(logging.WARNING, logger="tracking"):
-            tracking.use_prices_file(path)
+            use_prices_file(path)
         (record,) = [r for r in caplog.records if "prices file's entry" in r.getMessage()]
         assert "gpt-image-2" in record.getMessage() and "tokens.input_text" in record.getMessage()
         caplog.clear()
         document["entries"] = [entry("gpt-image-2", tuple(packaged.tokens))]
         path.write_text(json.dumps(document))
         with caplog.at_level(logging.WARNING, logger="tracking"):
-            tracking.use_prices_file(path)
-        assert not [r for r in caplog.records if "tokens." in r.getMessage()]
+            use_prices_file(path)
+        (record,) = [r for r in caplog.records if "prices file's entry" in r.getMessage()]
+        assert "tokens." not in record.getMessage()  # only the per-image prices are left out
+        assert "per_image price(s)" in record.getMessage()
     finally:
-        tracking.use_prices_file(None)
+        use_prices_file(None)
 
 
 def test_prices_load_lazily():

@@ -147,15 +147,17 @@ def _warn_dropped(table: dict[str, list[PriceEntry]]) -> dict[str, list[PriceEnt
         theirs = next((e for e in packaged.get(model, ()) if e.covers(today)), None)
         if mine is None or theirs is None:
             continue
-        dropped = sorted(set(theirs.figures()) - set(mine.figures()))
-        if dropped:
-            more = f" and {len(dropped) - 6} more" if dropped[6:] else ""
+        dropped = set(theirs.figures()) - set(mine.figures())
+        named = sorted(name for name in dropped if name.startswith("tokens."))
+        per_image = len(dropped) - len(named)
+        if per_image:
+            named.append(f"{per_image} per_image price(s)")
+        if named:
             log.warning(
                 "tracking: the prices file's entry for %s replaces the packaged one whole and "
-                "leaves out %s%s: calls are priced without them (give each, 0 if it is free)",
+                "leaves out %s: calls are priced without them (give each, 0 if it is free)",
                 model,
-                ", ".join(dropped[:6]),
-                more,
+                ", ".join(named),
             )
     return table
 
