@@ -155,16 +155,17 @@ def test_reads_without_a_configured_database_create_no_file(tmp_path, monkeypatc
 
 async def test_an_outages_budget_changes_are_merged_back_once(redis_url, redis_prefix):
     """While Redis is away a reservation is checked against the ledger's figure plus this
-    instance's reservations in flight; what the counter missed is merged back exactly once,
-    however many calls arrive together when Redis answers again."""
+    instance's reservations in flight (the one Redis admitted before the outage included); what
+    the counter missed is merged back exactly once, however many calls arrive together when
+    Redis answers again."""
     counters = RedisCounters(redis_url, prefix=redis_prefix, retry_interval=3600)
     first, second, late = object(), object(), object()
     try:
         assert await counters.reserve("b", 100, 1000, 0, first) == 100  # Redis: 100
         counters.outage.failed(ConnectionError("gone"))  # Redis is away from here on
         assert await counters.reserve("b", 300, 1000, None, second) is None  # read the ledger
-        assert await counters.reserve("b", 300, 1000, 250, second) == 550  # 250 + this 300
-        assert await counters.reserve("b", 500, 1000, 250, late) == -551  # 250 + 300 held
+        assert await counters.reserve("b", 300, 1000, 250, second) == 650  # 250 + 100 + 300
+        assert await counters.reserve("b", 500, 1000, 250, late) == -651  # 250 + 400 held
         await counters.adjust("b", 80 - 100, first)  # the first call cost 80
         await counters.adjust("b", 200 - 300, second)  # the second cost 200
         counters.outage.retry_interval = 0

@@ -67,6 +67,9 @@ class RedisOutage:
         self._log = log
         self._warning = warning  # formatted with the error's type name and the interval
         self._down_until = 0.0
+        #: How many failures so far: a user of Redis that saw fewer since it last checked knows
+        #: Redis was away meanwhile (and may have restarted).
+        self.failures = 0
         self._lock = threading.Lock()
 
     @property
@@ -78,5 +81,6 @@ class RedisOutage:
         with self._lock:
             first = not self.down
             self._down_until = time.monotonic() + self.retry_interval
+            self.failures += 1
         if first:
             self._log.warning(self._warning, type(exc).__name__, self.retry_interval)

@@ -19,14 +19,22 @@ bounded by ``socket_timeout`` as a whole, so a Redis that stops answering holds 
 that long and never the loop; the client's settings are the router's
 (:func:`tracking.redis_outage.async_redis_client`).
 
+Each instance keeps the reservations it holds that are not settled yet (its calls in flight),
+whether Redis or the ledger admitted them: they are not in the ledger yet, so wherever a budget
+is worked out from the ledger they are added to it. A counter seeded again (missing: first use,
+idle, or lost) starts from the ledger's figure plus this instance's reservations in flight on it,
+since each of them, when it settles, replaces its reservation on that counter with its real cost.
+
 A Redis error never fails a call: the first is logged as a warning and Redis is tried again
 after ``retry_interval`` seconds. Meanwhile budgets are computed from the durable ledger: every
 reservation re-reads what the ledger says was spent and adds this instance's reservations in
-flight, so instances that share the database stay within a budget (calls in flight on another
-instance aside), and rpm windows are counted per instance. Everything a budget counter would
-have been changed by during the outage is kept and merged back (``INCRBY``) before Redis is used
-again, so the counters are exact after recovery. A Redis that restarted (its ``run_id`` changed)
-lost its counters: nothing is merged, and each counter is seeded from the ledger again.
+flight (those Redis admitted before the outage included), so instances that share the database
+stay within a budget (calls in flight on another instance aside), and rpm windows are counted
+per instance. Everything a budget counter would have been changed by during the outage is kept
+and merged back (``INCRBY``) before Redis is used again, so the counters are exact after
+recovery. A Redis that restarted (its ``run_id`` changed) lost its counters: nothing is merged;
+each counter is seeded again from the ledger plus this instance's reservations in flight, and
+one another instance seeded first is given them (it could not know them).
 """
 
 from __future__ import annotations
@@ -86,6 +94,18 @@ _ADJUST = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('INCRBY', KEYS[1], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+#: After a restart, this instance's reservations in flight (``ARGV[i]`` on ``KEYS[i]``) are added
+#: to each counter another instance seeded already; all at once, or none if Redis fails first.
+_ADD_TO_LIVE = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, ARGV[i])
+    redis.call('EXPIRE', key, ARGV[#ARGV])
+  end
 end
 return 1
 """
@@ -181,33 +201,52 @@ class LocalCounters:
 
 
 class OutageBudgets:
-    """Budget counting while Redis is away: from the ledger's figure plus this instance's
-    reservations in flight, and the changes Redis missed, to merge back on recovery."""
+    """This instance's reservations in flight (admitted by Redis or, while it was away, from the
+    ledger's figure), the budgets worked out from them while Redis is away, and the changes Redis
+    missed, to merge back on recovery."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        #: name -> {id(hold): units}: reservations made while Redis was away, not settled yet.
+        #: name -> {id(hold): units}: this instance's reservations not settled yet, whether Redis
+        #: or the ledger admitted them (none of them is in the ledger yet).
         self._holds: dict[str, dict[int, int]] = {}
         #: name -> units: what the Redis counter missed (reservations and settlements).
         self._pending: dict[str, int] = {}
 
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
-
     def reserve(
         self, name: str, amount: int, limit: int, seed: int | None, hold: object
     ) -> int | None:
+        """Reserve from the ledger's figure (``seed``) plus this instance's reservations in
+        flight on ``name``; kept to merge back."""
         if seed is None:
             return None  # always from the ledger while Redis is away
         with self._lock:
             holds = self._holds.setdefault(name, {})
             current = seed + sum(holds.values())
             if current >= limit or current + amount > limit:
+                if not holds:
+                    del self._holds[name]
                 return -current - 1
             holds[id(hold)] = holds.get(id(hold), 0) + amount
             self._add(name, amount)
             return current + amount
+
+    def taken(self, name: str, hold: object, amount: int) -> None:
+        """Redis admitted ``amount`` on ``name`` for ``hold``: in flight until it settles."""
+        if hold is None or not amount:
+            return  # a reservation without a hold cannot be told apart when it settles
+        with self._lock:
+            holds = self._holds.setdefault(name, {})
+            holds[id(hold)] = holds.get(id(hold), 0) + amount
+
+    def in_flight(self, name: str) -> int:
+        """What this instance's reservations on ``name`` not settled yet hold."""
+        with self._lock:
+            return sum(self._holds.get(name, {}).values())
+
+    def all_in_flight(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return [(name, sum(holds.values())) for name, holds in self._holds.items()]
 
     def settled(self, name: str, hold: object) -> None:
         """The reservation ``hold`` is over (its real cost is in the ledger now)."""
@@ -264,9 +303,14 @@ class RedisCounters:
         self._merging = asyncio.Lock()
         #: The server's run id when first reached; a different one after an outage: restarted.
         self._run_id: str | None = None
+        #: ``outage.failures`` when Redis was last found well: more since, and before Redis is
+        #: used again the outage's changes are merged back, or (restarted) this instance's
+        #: reservations in flight are given to the counters.
+        self._checked_failures = 0
         self._client: Any = async_redis_client(url, socket_timeout)
         self._reserve: Any = self._client.register_script(_RESERVE)
         self._adjust: Any = self._client.register_script(_ADJUST)
+        self._add_to_live: Any = self._client.register_script(_ADD_TO_LIVE)
 
     @property
     def degraded(self) -> bool:
@@ -282,7 +326,7 @@ class RedisCounters:
             if self._run_id is None:
                 async with asyncio.timeout(self.socket_timeout):
                     self._run_id = await self._server_run_id()
-            if self._outage.has_pending:  # one exchange per counter, each bounded by the client
+            if self.outage.failures != self._checked_failures:  # each exchange bounded
                 await self._merge_outage()
             # The socket timeout bounds each step; this bounds the whole operation as well.
             async with asyncio.timeout(self.socket_timeout):
@@ -311,13 +355,18 @@ class RedisCounters:
         self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
     ) -> int | None:
         async def remote() -> int | None:
+            # A missing counter starts from the ledger plus this instance's reservations in
+            # flight on it: not in the ledger yet, each will replace its hold with its real cost.
+            start = "" if seed is None else seed + self._outage.in_flight(name)
             status, value = await self._reserve(
-                keys=[f"{self.prefix}budget:{name}"],
-                args=[amount, limit, IDLE_TTL, "" if seed is None else seed],
+                keys=[f"{self.prefix}budget:{name}"], args=[amount, limit, IDLE_TTL, start]
             )
             if int(status) < 0:
                 return None
-            return int(value) if int(status) == 1 else -int(value) - 1
+            if int(status) == 1:
+                self._outage.taken(name, hold, amount)
+                return int(value)
+            return -int(value) - 1
 
         async def from_ledger() -> int | None:
             return self._outage.reserve(name, amount, limit, seed, hold)
@@ -349,20 +398,34 @@ class RedisCounters:
         """Apply what budget counters missed while Redis was away (before any other use)."""
         merged = 0
         async with self._merging:  # calls arriving together must not merge the same change twice
+            failures = self.outage.failures
+            if failures == self._checked_failures:
+                return  # done by the call before this one
             run_id = await self._server_run_id()
             if run_id != self._run_id:
-                # A restarted Redis lost every counter: each is seeded from the ledger again,
-                # which has the outage's spend; merging it too would count it twice.
+                # A restarted Redis lost every counter. Each is seeded again from the ledger,
+                # which has the outage's spend (merging it too would count it twice), plus this
+                # instance's reservations in flight (:meth:`reserve`); a counter another instance
+                # seeded meanwhile lacks those: they are added to it (all at once).
+                held = self._outage.all_in_flight()
+                if held:
+                    await self._add_to_live(
+                        keys=[f"{self.prefix}budget:{name}" for name, _ in held],
+                        args=[*(units for _, units in held), IDLE_TTL],
+                    )
                 self._run_id = run_id
                 self._outage.forget_pending()
+                self._checked_failures = failures
                 log.warning(
-                    "proxy counters: Redis is back, restarted; counters start from the ledger"
+                    "proxy counters: Redis is back, restarted; counters start from the ledger "
+                    "and this instance's calls in flight"
                 )
                 return
             for name, delta in self._outage.pending():
                 await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
                 self._outage.merged(name, delta)
                 merged += 1
+            self._checked_failures = failures
         if merged:
             log.warning(
                 "proxy counters: Redis is back; merged the outage's spend into %d budget counters",
