@@ -135,9 +135,11 @@ class Counters(Protocol):
     async def drop(self, names: Sequence[str]) -> None:
         """Forget these budget counters: the next reservation seeds them from the ledger. For a
         budget changed by the management API: calls made while it was off never reached its
-        counter, which must not be trusted again. (The holds of calls in flight then are lost
-        from the new count: it can stay below the truth by what those calls reserved, until
-        the counter is next idle for :data:`IDLE_TTL`.)"""
+        counter, which must not be trusted again. (In Redis the new counter starts with this
+        instance's calls in flight on it, as any seeded counter does; the holds of calls in flight
+        elsewhere, and in :class:`LocalCounters` and the workers' file, are left out of it: the
+        count can stay below the truth by what those calls reserved, until the counter is next
+        idle for :data:`IDLE_TTL`.)"""
         ...
 
     async def aclose(self) -> None: ...
