@@ -20,7 +20,54 @@ from .errors import APIResponseError
 from .frozen import fast_init
 from .images import encodes_image
 
-__all__ = ["ImageData", "ImageResponse", "Usage", "check_b64_images", "reported_usage"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "ImageData",
+    "ImageResponse",
+    "NotJSON",
+    "Usage",
+    "check_b64_images",
+    "reported_usage",
+    "upstream_json",
+]
+
+#: How deep an upstream's JSON may nest. The answers read here nest under ten levels (Gemini's
+#: ``candidates[0].content.parts[0].inlineData.data`` is the deepest); a body nested much deeper
+#: is a fault or an attack: past about a thousand levels the parser raises ``RecursionError``,
+#: and a few hundred are enough for ``copy.deepcopy`` (what callbacks receive) to raise it.
+MAX_JSON_DEPTH = 64
+
+
+class NotJSON(ValueError):
+    """An upstream body that cannot be read as JSON (:func:`upstream_json`)."""
+
+
+def upstream_json(body: bytes | str) -> Any:
+    """An upstream's body read as JSON; :class:`NotJSON` (a ``ValueError``) when it is not JSON,
+    not UTF-8, or nested deeper than :data:`MAX_JSON_DEPTH` (which the parser, past its depth,
+    would raise as a ``RecursionError``: an exception that no caller expects and that the call
+    flow takes for a fault of ours, recording a billed call as not billed). Every reader of an
+    upstream's JSON goes through it."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise NotJSON("not JSON") from None
+    if _nests_deeper(value, MAX_JSON_DEPTH):
+        raise NotJSON(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` holds lists or objects more than ``limit`` levels deep (walked without
+    recursion, in time proportional to its lists and objects, never to its strings)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +212,8 @@ class ImageResponse:
         base64 check to the caller: a provider that first normalises ``b64_json`` (xAI's data
         URIs) or may answer a format the check does not know (Recraft's SVG)."""
         try:
-            raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            raw = upstream_json(body)
+        except ValueError:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         try:
             if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..errors import APIResponseError, ContentPolicyError
 from ..images import is_image
-from ..response import ImageResponse
+from ..response import ImageResponse, upstream_json
 from .base import (
     Poll,
     PreparedRequest,
@@ -149,8 +149,8 @@ class _Job:
 
 def _json(body: bytes) -> dict[str, Any]:
     try:
-        answer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        answer = upstream_json(body)
+    except ValueError:
         raise APIResponseError("the upstream sent a body that is not JSON") from None
     if not isinstance(answer, dict):
         raise APIResponseError("the upstream's JSON is not an object")
@@ -209,8 +209,8 @@ class BlackForestLabsProvider:
         if isinstance(error, UpstreamError):
             # FastAPI's shape: {"detail": "..."} or {"detail": [{"msg": ...}]}
             try:
-                detail = json.loads(body).get("detail")
-            except (ValueError, UnicodeDecodeError, AttributeError):
+                detail = upstream_json(body).get("detail")
+            except (ValueError, AttributeError):
                 return error
             if isinstance(detail, list) and detail and isinstance(detail[0], dict):
                 detail = detail[0].get("msg")

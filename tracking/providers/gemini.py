@@ -49,7 +49,7 @@ from urllib.parse import quote
 from ..errors import APIError, APIResponseError, ContentPolicyError
 from ..families import resolution_tier
 from ..images import encodes_image
-from ..response import ImageResponse, reported_usage
+from ..response import ImageResponse, reported_usage, upstream_json
 from .base import (
     EDITS_AND_GENERATIONS,
     PreparedRequest,
@@ -162,8 +162,8 @@ class GeminiAnswers:
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            payload = upstream_json(body)
+        except ValueError:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         if not isinstance(payload, dict):
             raise APIResponseError("the upstream's JSON is not an object")

@@ -16,7 +16,6 @@ Recraft says it charged, not an estimate from a table.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ from ..decimals import strict_decimal
 from ..errors import APIResponseError, ValidationError
 from ..images import encodes_image, encodes_svg
 from ..request import form_items
-from ..response import ImageResponse, check_b64_images
+from ..response import ImageResponse, check_b64_images, upstream_json
 from .base import (
     OpenAIAnswers,
     PreparedRequest,
@@ -79,8 +78,8 @@ class RecraftProvider(OpenAIAnswers):
         if said.message or said.code:
             return said
         try:
-            answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            answer = upstream_json(body)
+        except ValueError:
             return said
         if not isinstance(answer, dict):
             return said
@@ -149,8 +148,8 @@ def _check_fields(request: ImageEditRequest, options: CallOptions) -> None:
 
 def _credits_of(body: bytes) -> object:
     try:
-        answer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        answer = upstream_json(body)
+    except ValueError:
         return None
     return answer.get("credits") if isinstance(answer, dict) else None
 

@@ -18,13 +18,12 @@ JSON (``{"image": base64, "finish_reason", "seed"}``) and becomes ``data[0].b64_
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING
 
 from ..errors import APIResponseError, ConfigurationError, ContentPolicyError, ValidationError
 from ..request import form_items
-from ..response import ImageResponse
+from ..response import ImageResponse, upstream_json
 from .base import (
     Poll,
     PreparedRequest,
@@ -145,8 +144,8 @@ class StabilityProvider:
     def image(self, body: bytes, output_format: str) -> ImageResponse:
         """The JSON answer (``{"image": base64, "finish_reason"}``) in OpenAI's shape."""
         try:
-            answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            answer = upstream_json(body)
+        except ValueError:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         if not isinstance(answer, dict):
             raise APIResponseError("the upstream's JSON is not an object")
@@ -172,8 +171,8 @@ class StabilityProvider:
                 message=text_field(error, "message"), code=text_field(error, "code")
             )
         try:
-            answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            answer = upstream_json(body)
+        except ValueError:
             return error
         if not isinstance(answer, dict):
             return error

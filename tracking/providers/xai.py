@@ -39,7 +39,7 @@ from ..errors import (
     ValidationError,
 )
 from ..families import pixel_size
-from ..response import ImageResponse, check_b64_images
+from ..response import ImageResponse, check_b64_images, upstream_json
 from .base import (
     PreparedRequest,
     UpstreamError,
@@ -195,8 +195,8 @@ class XAIProvider:
 
 def _flat_error(body: bytes) -> UpstreamError | None:
     try:
-        answer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        answer = upstream_json(body)
+    except ValueError:
         return None
     if not isinstance(answer, dict):
         return None
