@@ -25,10 +25,12 @@ __all__ = [
     "ImageData",
     "ImageResponse",
     "NotJSON",
+    "UntrustedUsage",
     "Usage",
     "check_b64_images",
     "reported_usage",
     "upstream_json",
+    "usage_count",
 ]
 
 #: How deep an upstream's JSON may nest. The answers read here nest under ten levels (Gemini's
@@ -116,27 +118,29 @@ class Usage:
             details = _object(raw.get("input_tokens_details"))
             out_details = _object(raw.get("output_tokens_details"))
             cached = _object(details.get("cached_tokens_details"))
-            input_tokens = _count(raw.get("input_tokens"))
-            output_tokens = _count(raw.get("output_tokens"))
-            text = _count(details.get("text_tokens"))
-            image = _count(details.get("image_tokens"))
+            input_tokens = usage_count(raw.get("input_tokens"))
+            output_tokens = usage_count(raw.get("output_tokens"))
+            text = usage_count(details.get("text_tokens"))
+            image = usage_count(details.get("image_tokens"))
             unsplit = not text and not image and input_tokens > 0
             if unsplit:
                 text = input_tokens
             else:  # tokens the split leaves out: the dearer kind (image), never under-billed
                 image += _unaccounted(input_tokens, text + image)
-            output_text = _count(out_details.get("text_tokens")) if out_details else 0
-            output_image = _count(out_details.get("image_tokens")) if out_details else output_tokens
+            output_text = usage_count(out_details.get("text_tokens")) if out_details else 0
+            output_image = (
+                usage_count(out_details.get("image_tokens")) if out_details else output_tokens
+            )
             output_image += _unaccounted(output_tokens, output_text + output_image)
             usage = cls(
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
-                total_tokens=_count(raw.get("total_tokens")) or input_tokens + output_tokens,
+                total_tokens=usage_count(raw.get("total_tokens")) or input_tokens + output_tokens,
                 input_text_tokens=text,
                 input_image_tokens=image,
-                cached_input_tokens=_count(details.get("cached_tokens")),
-                cached_text_tokens=_count(cached.get("text_tokens")),
-                cached_image_tokens=_count(cached.get("image_tokens")),
+                cached_input_tokens=usage_count(details.get("cached_tokens")),
+                cached_text_tokens=usage_count(cached.get("text_tokens")),
+                cached_image_tokens=usage_count(cached.get("image_tokens")),
                 output_image_tokens=output_image,
                 output_text_tokens=output_text,
                 input_unsplit=unsplit,
@@ -153,8 +157,13 @@ class Usage:
 MAX_TOKENS = 10_000_000
 
 
-class _Untrusted(Exception):
-    """A usage field that cannot be read as what it should be."""
+class UntrustedUsage(Exception):
+    """A usage field that cannot be read as what it should be: the whole usage is then not
+    trusted, and the call priced by estimate (a provider translating its own usage into
+    OpenAI's, Gemini's ``usageMetadata``, raises it too)."""
+
+
+_Untrusted = UntrustedUsage
 
 
 def _unaccounted(total: int, split: int) -> int:
@@ -173,7 +182,9 @@ def _object(value: Any) -> dict[str, Any]:
     return value
 
 
-def _count(value: Any) -> int:
+def usage_count(value: Any) -> int:
+    """A token count: absent is 0; :class:`UntrustedUsage` unless a whole number (not a bool,
+    not a float, not a string) from 0 to :data:`MAX_TOKENS`."""
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:

@@ -49,7 +49,13 @@ from urllib.parse import quote
 from ..errors import APIError, APIResponseError, ContentPolicyError
 from ..families import resolution_tier
 from ..images import encodes_image
-from ..response import ImageResponse, reported_usage, upstream_json
+from ..response import (
+    ImageResponse,
+    UntrustedUsage,
+    reported_usage,
+    upstream_json,
+    usage_count,
+)
 from .base import (
     EDITS_AND_GENERATIONS,
     PreparedRequest,
@@ -248,16 +254,24 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
 
     Tokens of a modality the answer does not break down are counted as the dearer kind (image
     output, text input), so a cost is never understated; thinking tokens are billed as text
-    output, and ``cachedContentTokenCount`` becomes ``cached_tokens``.
+    output, and ``cachedContentTokenCount`` becomes ``cached_tokens``. None when there is no
+    usage, or one that cannot be trusted (a count that is not a whole number from 0 to
+    :data:`~tracking.response.MAX_TOKENS`: a string, a float, a negative; a details field that
+    is not a list): the call is then priced by estimate, as an OpenAI-shaped answer's untrusted
+    usage is, never from counts read as 0.
     """
     if not isinstance(metadata, dict):
         return None
-    prompt = _count(metadata.get("promptTokenCount"))
-    candidates = _count(metadata.get("candidatesTokenCount"))
-    thoughts = _count(metadata.get("thoughtsTokenCount"))
-    cached = _count(metadata.get("cachedContentTokenCount"))
-    by_input = _by_modality(metadata.get("promptTokensDetails"))
-    by_output = _by_modality(metadata.get("candidatesTokensDetails"))
+    try:
+        prompt = usage_count(metadata.get("promptTokenCount"))
+        candidates = usage_count(metadata.get("candidatesTokenCount"))
+        thoughts = usage_count(metadata.get("thoughtsTokenCount"))
+        cached = usage_count(metadata.get("cachedContentTokenCount"))
+        total = usage_count(metadata.get("totalTokenCount"))
+        by_input = _by_modality(metadata.get("promptTokensDetails"))
+        by_output = _by_modality(metadata.get("candidatesTokensDetails"))
+    except UntrustedUsage:
+        return None
     input_image = by_input.get("IMAGE", 0)
     input_text = prompt - input_image if by_input else prompt
     output_text = by_output.get("TEXT", 0) if by_output else 0
@@ -271,22 +285,23 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
         "input_tokens_details": details,
         "output_tokens": output_image + output_text,
         "output_tokens_details": {"image_tokens": output_image, "text_tokens": output_text},
-        "total_tokens": _count(metadata.get("totalTokenCount")) or prompt + candidates + thoughts,
+        "total_tokens": total or prompt + candidates + thoughts,
     }
 
 
 def _by_modality(details: Any) -> dict[str, int]:
+    """Token counts by modality; :class:`~tracking.response.UntrustedUsage` when the details
+    are not a list or a count in them cannot be trusted."""
+    if details is None:
+        return {}
+    if not isinstance(details, list):
+        raise UntrustedUsage
     counts: dict[str, int] = {}
-    for item in details if isinstance(details, list) else ():
+    for item in details:
         if isinstance(item, dict) and isinstance(item.get("modality"), str):
-            counts[item["modality"]] = counts.get(item["modality"], 0) + _count(
-                item.get("tokenCount")
-            )
+            count = usage_count(item.get("tokenCount"))
+            counts[item["modality"]] = counts.get(item["modality"], 0) + count
     return counts
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _seconds(value: Any) -> float | None:
