@@ -92,6 +92,7 @@ def scripted_upstream() -> Iterator[ScriptedUpstream]:
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1beta/models/{model}", edit)  # Gemini: {model}:generateContent
+    app.router.add_post("/v1/projects/{path:.+}", edit)  # Vertex AI: .../{model}:generateContent
     for prefix in ("/x", "/o", "/c", "/openai/deployments/{deployment}"):
         app.router.add_post(f"{prefix}/images/edits", edit)
     app.router.add_post("/images/imageToImage", edit)

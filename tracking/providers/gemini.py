@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import APIError, APIResponseError, ContentPolicyError
+from ..errors import APIError, APIResponseError, ContentPolicyError, ValidationError
 from ..families import resolution_tier
 from ..images import encodes_image
 from ..response import (
@@ -152,15 +152,66 @@ def generate_content_body(request: ImageEditRequest) -> tuple[bytes, str]:
         for image in request.images
     )
     config, tier = image_config(request.size, request.upstream_model)
-    generation: dict[str, Any] = {"responseModalities": ["IMAGE"]}
+    members, generation_members = _extra_members(request.extra_body)
+    generation: dict[str, Any] = {"responseModalities": ["IMAGE"], **generation_members}
     if config:
         generation["imageConfig"] = config
     body: dict[str, Any] = {
         "contents": [{"role": "user", "parts": parts}],
         "generationConfig": generation,
-        **request.extra_body,
+        **members,
     }
     return json.dumps(body).encode(), tier
+
+
+#: ``generateContent`` members the call is made, priced and read by, which ``extra_body`` may
+#: not set (Google's JSON takes the proto's snake_case names as well as the camelCase ones):
+#: with their value the upstream would make and bill other images than the ledger records (a 4K
+#: ``imageSize`` for a call priced at 1K, ``candidateCount`` images priced as one, other
+#: ``contents``) or answer in another shape (``responseModalities``).
+_OWN_MEMBERS = {
+    "contents": "the prompt and images: pass prompt= and image=",
+    "generation_config": "spell it generationConfig",
+}
+_OWN_GENERATION_MEMBERS = {
+    "imageConfig": "the aspect ratio and the resolution tier the call is priced by: pass size=",
+    "image_config": "the aspect ratio and the resolution tier the call is priced by: pass size=",
+    "candidateCount": "the number of images the call is priced by: one per call",
+    "candidate_count": "the number of images the call is priced by: one per call",
+    "responseModalities": "the answer must hold an image",
+    "response_modalities": "the answer must hold an image",
+}
+
+
+def _extra_members(extra_body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``extra_body`` as the body's own members and ``generationConfig``'s (merged into the
+    call's, never replacing it); a :class:`~tracking.errors.ValidationError` for a member the
+    call itself sets (:data:`_OWN_MEMBERS`, :data:`_OWN_GENERATION_MEMBERS`)."""
+    members = dict(extra_body)
+    for name, why in _OWN_MEMBERS.items():
+        if name in members:
+            raise _own_member(name, why)
+    generation = members.pop("generationConfig", None)
+    if generation is None:
+        return members, {}
+    if not isinstance(generation, Mapping):
+        raise ValidationError(
+            f"extra_body: 'generationConfig' must be an object, got {type(generation).__name__}",
+            param="extra_body",
+            rule="type",
+        )
+    for name, why in _OWN_GENERATION_MEMBERS.items():
+        if name in generation:
+            raise _own_member(f"generationConfig.{name}", why)
+    return members, dict(generation)
+
+
+def _own_member(name: str, why: str) -> ValidationError:
+    return ValidationError(
+        f"extra_body: {name!r} is set by the call ({why}); extra_body may not override it",
+        param="extra_body",
+        rule="unsupported",
+    )
 
 
 class GeminiAnswers:
