@@ -112,6 +112,10 @@ class _Job:
     def status(self, url: str, wait: float, body: bytes) -> ImageResponse | Poll:
         answer = _json(body)
         state = answer.get("status")
+        if not isinstance(state, str):  # an object or a list: unhashable, no status to read
+            raise APIResponseError(
+                f"the job's status is not a text (got {type(state).__name__}: {str(state)[:40]!r})"
+            )
         if state == "Ready":
             result = answer.get("result") or {}
             sample = result.get("sample") if isinstance(result, dict) else None
