@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import APIError, APIResponseError, ContentPolicyError, ValidationError
-from ..families import resolution_tier
+from ..families import pixel_size, resolution_tier
 from ..images import encodes_image
 from ..response import (
     ImageResponse,
@@ -63,13 +63,20 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    refuse_unsupported,
     text_field,
 )
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
 
-__all__ = ["GEMINI_IMAGE_MODELS", "GeminiImageModel", "GeminiProvider", "image_config"]
+__all__ = [
+    "GEMINI_IMAGE_MODELS",
+    "GeminiImageModel",
+    "GeminiProvider",
+    "check_request",
+    "image_config",
+]
 
 DEFAULT_GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
 
@@ -122,12 +129,22 @@ def _ratio_value(ratio: str) -> float:
 
 
 def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
-    """``imageConfig`` for an OpenAI ``size``, and the resolution tier it bills at."""
+    """``imageConfig`` for an OpenAI ``size``, and the resolution tier it bills at; a
+    :class:`~tracking.errors.ValidationError` for a size that is not ``auto`` or
+    ``WIDTHxHEIGHT`` with both sides above zero (checked here for every model: the family table
+    knows only some)."""
     spec = GEMINI_IMAGE_MODELS.get(model, _DEFAULT_MODEL)
     if not size or size == "auto":
         return {}, "1K"
-    width_text, _, height_text = size.partition("x")
-    width, height = int(width_text), int(height_text)
+    parsed = pixel_size(size)
+    if parsed is None or not all(parsed):
+        raise ValidationError(
+            f"size: Gemini takes 'auto' or WIDTHxHEIGHT with both sides whole numbers of pixels "
+            f"above zero; got {size[:40]!r}",
+            param="size",
+            rule="format",
+        )
+    width, height = parsed
     target = math.log(width / height)
     ratio = min(spec.aspect_ratios, key=lambda r: abs(math.log(_ratio_value(r)) - target))
     config = {"aspectRatio": ratio}
@@ -136,6 +153,34 @@ def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
     tier = resolution_tier(width, height, spec.image_sizes)
     config["imageSize"] = tier
     return config, tier
+
+
+#: OpenAI parameters Gemini's ``generateContent`` has no field for (its answer is base64).
+_NOT_TAKEN = (
+    "mask",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "response_format",
+)
+
+
+def check_request(request: ImageEditRequest, options: CallOptions) -> None:
+    """What Gemini's image models take, checked before sending for every model, also one the
+    family table does not know (a new model): one image per request, and none of OpenAI's
+    parameters it has no field for (dropped with ``drop_params=True``). Sent, they were ignored
+    upstream without a word: one image made of the ``n`` asked, a mask not applied."""
+    if (request.n or 1) > 1:
+        raise ValidationError(
+            f"n: {request.upstream_model} makes 1 image per request, got {request.n}; loop over "
+            "calls for several",
+            param="n",
+            rule="range",
+            code="integer_above_max_value",
+        )
+    refuse_unsupported(request, options, "Gemini", _NOT_TAKEN)
 
 
 def generate_content_body(request: ImageEditRequest) -> tuple[bytes, str]:
@@ -377,6 +422,7 @@ class GeminiProvider(GeminiAnswers):
     operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        check_request(request, options)
         api_key = api_key_for(options, "Gemini", "GEMINI_API_KEY", "GOOGLE_API_KEY")
         api_base = api_base_for(options, "GEMINI_API_BASE", DEFAULT_GEMINI_API_BASE)
         body, tier = generate_content_body(request)
