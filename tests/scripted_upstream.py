@@ -24,7 +24,7 @@ MODELS = {
     "recraft": "recraft/recraftv3",
     "stability": "stability/inpaint",
     "flux": "black_forest_labs/flux-kontext-pro",
-    "openai": "gpt-image-1.5",
+    "openai": "gpt-image-2",
     "compatible": "openai_compatible/my-model",
     "azure": "azure/my-deployment",
 }

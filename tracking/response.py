@@ -215,13 +215,19 @@ class ImageResponse:
     billed_usd: Decimal | None = field(default=None, repr=False)
 
     @classmethod
-    def from_json_bytes(cls, body: bytes, *, check_b64: bool = True) -> ImageResponse:
-        """An OpenAI-shaped answer: a JSON object whose ``data`` items each hold an image, a
-        ``b64_json`` that is base64 of one (:func:`check_b64_images`) or a ``url``; an
-        :class:`~tracking.errors.APIResponseError` otherwise, carrying the usage the answer
-        reported as what it billed (:func:`reported_usage`). ``check_b64=False`` leaves the
-        base64 check to the caller: a provider that first normalises ``b64_json`` (xAI's data
-        URIs) or may answer a format the check does not know (Recraft's SVG)."""
+    def from_json_bytes(
+        cls, body: bytes, *, check_b64: bool = True, require_image: bool = True
+    ) -> ImageResponse:
+        """An OpenAI-shaped answer: a JSON object whose ``data`` list holds at least one item and
+        whose items each hold an image, a ``b64_json`` that is base64 of one
+        (:func:`check_b64_images`) or a ``url``; an :class:`~tracking.errors.APIResponseError`
+        otherwise, carrying the usage the answer reported as what it billed
+        (:func:`reported_usage`). An edit or a generation asks for at least one image, so an
+        empty ``data`` is no success: nothing to hand on for what was billed.
+        ``check_b64=False`` leaves the base64 check to the caller: a provider that first
+        normalises ``b64_json`` (xAI's data URIs) or may answer a format the check does not know
+        (Recraft's SVG); ``require_image=False`` leaves an empty ``data`` to the caller (xAI,
+        whose answer then says why: a ``block_reason``)."""
         try:
             raw = upstream_json(body)
         except ValueError:
@@ -229,6 +235,8 @@ class ImageResponse:
         try:
             if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
                 raise APIResponseError("the upstream's JSON has no 'data' list")
+            if require_image and not raw["data"]:
+                raise APIResponseError("the upstream's answer has no image (an empty 'data' list)")
             for index, item in enumerate(raw["data"]):
                 if not _has_image(item):  # null, 5, {"b64_json": 5}: no image to hand on
                     raise APIResponseError(

@@ -162,7 +162,7 @@ class XAIProvider:
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
         # the base64 check waits until data URIs are bare base64 (_usable_items)
-        answer = ImageResponse.from_json_bytes(body, check_b64=False).raw
+        answer = ImageResponse.from_json_bytes(body, check_b64=False, require_image=False).raw
         charged = _charged(_ticks(answer))
         try:
             items = _usable_items(answer)
