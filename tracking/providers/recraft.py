@@ -6,12 +6,12 @@ edits with Recraft. The key is a bearer token from ``api_key`` or ``RECRAFT_API_
 (``RECRAFT_API_BASE`` overrides it).
 
 The request is multipart: ``image``, ``prompt``, ``model``, ``n`` (1 to 6) and
-``response_format=b64_json``; image-to-image also takes ``strength`` (0 to 1, from ``extra_body``,
-0.5 when not given), inpainting the mask, converted from OpenAI's convention (transparent = edit)
-to Recraft's (white = edit). Other Recraft fields (``style``, ``negative_prompt``...) go in
-``extra_body``. The answer already has OpenAI's shape (``data[].b64_json``); its ``credits`` are
-the API units charged (1,000 units = 1 USD, Recraft's pricing page), so the call's cost is what
-Recraft says it charged, not an estimate from a table.
+``response_format=b64_json``; image-to-image also takes ``strength`` (0 to 1, a number or its
+decimal text, from ``extra_body``, 0.5 when not given), inpainting the mask, converted from
+OpenAI's convention (transparent = edit) to Recraft's (white = edit). Other Recraft fields
+(``style``, ``negative_prompt``...) go in ``extra_body``. The answer already has OpenAI's shape
+(``data[].b64_json``); its ``credits`` are the API units charged (1,000 units = 1 USD, Recraft's
+pricing page), so the call's cost is what Recraft says it charged, not an estimate from a table.
 """
 
 from __future__ import annotations
@@ -133,17 +133,30 @@ def _check_fields(request: ImageEditRequest, options: CallOptions) -> None:
             code="integer_above_max_value",
         )
     strength = request.extra_body.get("strength")
-    if strength is not None and (
-        isinstance(strength, bool)
-        or not isinstance(strength, int | float)
-        or not 0 <= strength <= 1  # also False for NaN
-    ):
+    if strength is not None and not _is_strength(strength):
         raise ValidationError(
             f"strength: a number from 0 to 1, got {str(strength)[:40]!r}",
             param="strength",
             rule="range",
         )
     refuse_unsupported(request, options, "Recraft", _NOT_TAKEN)
+
+
+def _is_strength(value: object) -> bool:
+    """A number from 0 to 1: an int or float, or its decimal text (a form field through the
+    proxy is text, ``"0.3"``, as the official clients send ``extra_body``); not a bool, NaN or
+    infinity."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        if value != value.strip():  # Decimal would take " 0.3", Recraft may not
+            return False
+        try:
+            number = strict_decimal(value)
+        except ArithmeticError:
+            return False
+        return number.is_finite() and 0 <= number <= 1
+    return isinstance(value, int | float) and 0 <= value <= 1  # also False for NaN
 
 
 def _credits_of(body: bytes) -> object:
