@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import functools
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,18 +21,30 @@ from .errors import APIResponseError
 from .frozen import fast_init
 from .images import encodes_image
 
+log = logging.getLogger("tracking")
+
 __all__ = [
     "MAX_JSON_DEPTH",
+    "MIN_REPORTED_USD",
     "ImageData",
     "ImageResponse",
     "NotJSON",
     "UntrustedUsage",
     "Usage",
     "check_b64_images",
+    "plausible_charge",
     "reported_usage",
     "upstream_json",
     "usage_count",
 ]
+
+#: The least one call's provider-reported charge (xAI's ``cost_in_usd_ticks``, Recraft's
+#: ``credits``) is believed: a hundredth of a cent. The cheapest image these providers sell costs
+#: $0.02 (xAI's grok-imagine-image; Recraft's raster images $0.04), so a call reported below a
+#: two-hundredth of that is a fault, not a bill (``credits: 1e-20``, one tick): the provider's
+#: charge is then ignored and the call priced from the table (a failure estimated), as one
+#: reported above ``tracking.pricing.MAX_REPORTED_USD`` is, never booked at about $0.
+MIN_REPORTED_USD = Decimal("0.0001")
 
 #: How deep an upstream's JSON may nest. The answers read here nest under ten levels (Gemini's
 #: ``candidates[0].content.parts[0].inlineData.data`` is the deepest); a body nested much deeper
@@ -337,6 +350,22 @@ def reported_usage(raw: Any) -> Usage | None:
     (:meth:`Usage.from_json`), or no tokens at all: the call is then priced by estimate."""
     usage = Usage.from_json(raw)
     return usage if usage is not None and usage.total_tokens > 0 else None
+
+
+def plausible_charge(usd: Decimal, provider: str) -> Decimal | None:
+    """A provider-reported charge for one call, or None (with a warning) when it is below
+    :data:`MIN_REPORTED_USD`: too small to be a bill, so the call is priced as if the answer
+    had reported none."""
+    if usd < MIN_REPORTED_USD:
+        log.warning(
+            "tracking: %s reported a charge of $%s for a call, below the $%s believed; the call "
+            "is priced from the price table",
+            provider,
+            f"{usd:.3E}",
+            MIN_REPORTED_USD,
+        )
+        return None
+    return usd
 
 
 def check_b64_images(

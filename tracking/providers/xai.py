@@ -39,7 +39,7 @@ from ..errors import (
     ValidationError,
 )
 from ..families import pixel_size
-from ..response import ImageResponse, check_b64_images, upstream_json
+from ..response import ImageResponse, check_b64_images, plausible_charge, upstream_json
 from .base import (
     PreparedRequest,
     UpstreamError,
@@ -232,8 +232,9 @@ def _ticks(answer: dict[str, Any]) -> object:
 
 
 def _charged(ticks: object) -> Decimal | None:
-    """USD from ``cost_in_usd_ticks``; None when absent or not a whole positive count (the price
-    table then applies, so a malformed figure never zeroes a billed call)."""
+    """USD from ``cost_in_usd_ticks``; None when absent, not a whole positive count, or below
+    :data:`~tracking.response.MIN_REPORTED_USD` (the price table then applies, so a malformed or
+    implausible figure never zeroes a billed call)."""
     if isinstance(ticks, bool) or not isinstance(ticks, int | str):
         return None
     try:
@@ -242,4 +243,4 @@ def _charged(ticks: object) -> Decimal | None:
         return None
     if not count.is_finite() or count <= 0 or count != count.to_integral_value():
         return None
-    return count / TICKS_PER_USD
+    return plausible_charge(count / TICKS_PER_USD, "xai")
