@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import functools
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,7 +21,68 @@ from .errors import APIResponseError
 from .frozen import fast_init
 from .images import encodes_image
 
-__all__ = ["ImageData", "ImageResponse", "Usage", "check_b64_images", "reported_usage"]
+log = logging.getLogger("tracking")
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "MIN_REPORTED_USD",
+    "ImageData",
+    "ImageResponse",
+    "NotJSON",
+    "UntrustedUsage",
+    "Usage",
+    "check_b64_images",
+    "plausible_charge",
+    "reported_usage",
+    "upstream_json",
+    "usage_count",
+]
+
+#: The least one call's provider-reported charge (xAI's ``cost_in_usd_ticks``, Recraft's
+#: ``credits``) is believed: a hundredth of a cent. The cheapest image these providers sell costs
+#: $0.02 (xAI's grok-imagine-image; Recraft's raster images $0.04), so a call reported below a
+#: two-hundredth of that is a fault, not a bill (``credits: 1e-20``, one tick): the provider's
+#: charge is then ignored and the call priced from the table (a failure estimated), as one
+#: reported above ``tracking.pricing.MAX_REPORTED_USD`` is, never booked at about $0.
+MIN_REPORTED_USD = Decimal("0.0001")
+
+#: How deep an upstream's JSON may nest. The answers read here nest under ten levels (Gemini's
+#: ``candidates[0].content.parts[0].inlineData.data`` is the deepest); a body nested much deeper
+#: is a fault or an attack: past about a thousand levels the parser raises ``RecursionError``,
+#: and a few hundred are enough for ``copy.deepcopy`` (what callbacks receive) to raise it.
+MAX_JSON_DEPTH = 64
+
+
+class NotJSON(ValueError):
+    """An upstream body that cannot be read as JSON (:func:`upstream_json`)."""
+
+
+def upstream_json(body: bytes | str) -> Any:
+    """An upstream's body read as JSON; :class:`NotJSON` (a ``ValueError``) when it is not JSON,
+    not UTF-8, or nested deeper than :data:`MAX_JSON_DEPTH` (which the parser, past its depth,
+    would raise as a ``RecursionError``: an exception that no caller expects and that the call
+    flow takes for a fault of ours, recording a billed call as not billed). Every reader of an
+    upstream's JSON goes through it."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise NotJSON("not JSON") from None
+    if _nests_deeper(value, MAX_JSON_DEPTH):
+        raise NotJSON(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` holds lists or objects more than ``limit`` levels deep (walked without
+    recursion, in time proportional to its lists and objects, never to its strings)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,27 +131,29 @@ class Usage:
             details = _object(raw.get("input_tokens_details"))
             out_details = _object(raw.get("output_tokens_details"))
             cached = _object(details.get("cached_tokens_details"))
-            input_tokens = _count(raw.get("input_tokens"))
-            output_tokens = _count(raw.get("output_tokens"))
-            text = _count(details.get("text_tokens"))
-            image = _count(details.get("image_tokens"))
+            input_tokens = usage_count(raw.get("input_tokens"))
+            output_tokens = usage_count(raw.get("output_tokens"))
+            text = usage_count(details.get("text_tokens"))
+            image = usage_count(details.get("image_tokens"))
             unsplit = not text and not image and input_tokens > 0
             if unsplit:
                 text = input_tokens
             else:  # tokens the split leaves out: the dearer kind (image), never under-billed
                 image += _unaccounted(input_tokens, text + image)
-            output_text = _count(out_details.get("text_tokens")) if out_details else 0
-            output_image = _count(out_details.get("image_tokens")) if out_details else output_tokens
+            output_text = usage_count(out_details.get("text_tokens")) if out_details else 0
+            output_image = (
+                usage_count(out_details.get("image_tokens")) if out_details else output_tokens
+            )
             output_image += _unaccounted(output_tokens, output_text + output_image)
             usage = cls(
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
-                total_tokens=_count(raw.get("total_tokens")) or input_tokens + output_tokens,
+                total_tokens=usage_count(raw.get("total_tokens")) or input_tokens + output_tokens,
                 input_text_tokens=text,
                 input_image_tokens=image,
-                cached_input_tokens=_count(details.get("cached_tokens")),
-                cached_text_tokens=_count(cached.get("text_tokens")),
-                cached_image_tokens=_count(cached.get("image_tokens")),
+                cached_input_tokens=usage_count(details.get("cached_tokens")),
+                cached_text_tokens=usage_count(cached.get("text_tokens")),
+                cached_image_tokens=usage_count(cached.get("image_tokens")),
                 output_image_tokens=output_image,
                 output_text_tokens=output_text,
                 input_unsplit=unsplit,
@@ -106,8 +170,13 @@ class Usage:
 MAX_TOKENS = 10_000_000
 
 
-class _Untrusted(Exception):
-    """A usage field that cannot be read as what it should be."""
+class UntrustedUsage(Exception):
+    """A usage field that cannot be read as what it should be: the whole usage is then not
+    trusted, and the call priced by estimate (a provider translating its own usage into
+    OpenAI's, Gemini's ``usageMetadata``, raises it too)."""
+
+
+_Untrusted = UntrustedUsage
 
 
 def _unaccounted(total: int, split: int) -> int:
@@ -126,7 +195,9 @@ def _object(value: Any) -> dict[str, Any]:
     return value
 
 
-def _count(value: Any) -> int:
+def usage_count(value: Any) -> int:
+    """A token count: absent is 0; :class:`UntrustedUsage` unless a whole number (not a bool,
+    not a float, not a string) from 0 to :data:`MAX_TOKENS`."""
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
@@ -157,20 +228,28 @@ class ImageResponse:
     billed_usd: Decimal | None = field(default=None, repr=False)
 
     @classmethod
-    def from_json_bytes(cls, body: bytes, *, check_b64: bool = True) -> ImageResponse:
-        """An OpenAI-shaped answer: a JSON object whose ``data`` items each hold an image, a
-        ``b64_json`` that is base64 of one (:func:`check_b64_images`) or a ``url``; an
-        :class:`~tracking.errors.APIResponseError` otherwise, carrying the usage the answer
-        reported as what it billed (:func:`reported_usage`). ``check_b64=False`` leaves the
-        base64 check to the caller: a provider that first normalises ``b64_json`` (xAI's data
-        URIs) or may answer a format the check does not know (Recraft's SVG)."""
+    def from_json_bytes(
+        cls, body: bytes, *, check_b64: bool = True, require_image: bool = True
+    ) -> ImageResponse:
+        """An OpenAI-shaped answer: a JSON object whose ``data`` list holds at least one item and
+        whose items each hold an image, a ``b64_json`` that is base64 of one
+        (:func:`check_b64_images`) or a ``url``; an :class:`~tracking.errors.APIResponseError`
+        otherwise, carrying the usage the answer reported as what it billed
+        (:func:`reported_usage`). An edit or a generation asks for at least one image, so an
+        empty ``data`` is no success: nothing to hand on for what was billed.
+        ``check_b64=False`` leaves the base64 check to the caller: a provider that first
+        normalises ``b64_json`` (xAI's data URIs) or may answer a format the check does not know
+        (Recraft's SVG); ``require_image=False`` leaves an empty ``data`` to the caller (xAI,
+        whose answer then says why: a ``block_reason``)."""
         try:
-            raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            raw = upstream_json(body)
+        except ValueError:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         try:
             if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
                 raise APIResponseError("the upstream's JSON has no 'data' list")
+            if require_image and not raw["data"]:
+                raise APIResponseError("the upstream's answer has no image (an empty 'data' list)")
             for index, item in enumerate(raw["data"]):
                 if not _has_image(item):  # null, 5, {"b64_json": 5}: no image to hand on
                     raise APIResponseError(
@@ -271,6 +350,22 @@ def reported_usage(raw: Any) -> Usage | None:
     (:meth:`Usage.from_json`), or no tokens at all: the call is then priced by estimate."""
     usage = Usage.from_json(raw)
     return usage if usage is not None and usage.total_tokens > 0 else None
+
+
+def plausible_charge(usd: Decimal, provider: str) -> Decimal | None:
+    """A provider-reported charge for one call, or None (with a warning) when it is below
+    :data:`MIN_REPORTED_USD`: too small to be a bill, so the call is priced as if the answer
+    had reported none."""
+    if usd < MIN_REPORTED_USD:
+        log.warning(
+            "tracking: %s reported a charge of $%s for a call, below the $%s believed; the call "
+            "is priced from the price table",
+            provider,
+            f"{usd:.3E}",
+            MIN_REPORTED_USD,
+        )
+        return None
+    return usd
 
 
 def check_b64_images(

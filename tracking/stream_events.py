@@ -22,13 +22,12 @@ break the call.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import APIResponseError
 from .images import encodes_image
-from .response import reported_usage
+from .response import reported_usage, upstream_json
 from .sse import ServerSentEvent
 
 __all__ = [
@@ -149,8 +148,8 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
     if sse.data.strip() == b"[DONE]":
         return None
     try:
-        payload = json.loads(sse.data)
-    except (ValueError, UnicodeDecodeError):
+        payload = upstream_json(sse.data)
+    except ValueError:
         raise APIResponseError("the upstream streamed an event that is not JSON") from None
     if not isinstance(payload, dict):
         raise APIResponseError("the upstream streamed an event that is not a JSON object")

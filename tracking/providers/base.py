@@ -6,7 +6,6 @@ built, with the sync or the async client, and hands the answer to :meth:`Provide
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigurationError, UnsupportedParamsError
 from ..frozen import fast_init
-from ..response import ImageResponse
+from ..response import ImageResponse, upstream_json
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -130,8 +129,8 @@ def error_object(body: bytes) -> dict[str, Any] | UpstreamError:
     """The ``error`` object of a JSON error body; else what can be said without one (a body
     that is not JSON gives its first 200 characters as the message)."""
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        payload = upstream_json(body)
+    except ValueError:
         snippet = body[:200].decode("utf-8", "replace").strip()
         return UpstreamError(message=snippet or None)
     error = payload.get("error") if isinstance(payload, dict) else None

@@ -32,9 +32,10 @@ from math import gcd
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import APIResponseError, ContentPolicyError
+from ..errors import APIResponseError, ContentPolicyError, ValidationError
+from ..families import pixel_size
 from ..images import is_image
-from ..response import ImageResponse
+from ..response import ImageResponse, upstream_json
 from .base import (
     Poll,
     PreparedRequest,
@@ -42,6 +43,7 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    refuse_unsupported,
     text_field,
 )
 from .masks import white_means_edit
@@ -62,10 +64,20 @@ _EXTRA_IMAGES = ("input_image_2", "input_image_3", "input_image_4")
 
 
 def _aspect_ratio(size: str | None) -> str | None:
+    """``aspect_ratio`` for an OpenAI ``size`` (none for ``auto``); a
+    :class:`~tracking.errors.ValidationError` for one that is not ``WIDTHxHEIGHT`` with both
+    sides above zero (checked here for every model: the family table knows only Kontext)."""
     if not size or size == "auto":
         return None
-    width, _, height = size.partition("x")
-    w, h = int(width), int(height)
+    parsed = pixel_size(size)
+    if parsed is None or not all(parsed):
+        raise ValidationError(
+            f"size: FLUX takes 'auto' or WIDTHxHEIGHT with both sides whole numbers of pixels "
+            f"above zero; got {size[:40]!r}",
+            param="size",
+            rule="format",
+        )
+    w, h = parsed
     divisor = gcd(w, h)
     return f"{w // divisor}:{h // divisor}"
 
@@ -112,6 +124,10 @@ class _Job:
     def status(self, url: str, wait: float, body: bytes) -> ImageResponse | Poll:
         answer = _json(body)
         state = answer.get("status")
+        if not isinstance(state, str):  # an object or a list: unhashable, no status to read
+            raise APIResponseError(
+                f"the job's status is not a text (got {type(state).__name__}: {str(state)[:40]!r})"
+            )
         if state == "Ready":
             result = answer.get("result") or {}
             sample = result.get("sample") if isinstance(result, dict) else None
@@ -147,10 +163,29 @@ class _Job:
         )
 
 
+#: OpenAI parameters BFL's API has no field for.
+_NOT_TAKEN = ("quality", "background", "input_fidelity", "output_compression", "response_format")
+
+
+def _check_request(request: ImageEditRequest, options: CallOptions) -> None:
+    """What every FLUX model takes, checked before sending, also for a model the family table
+    does not know (FLUX.2): one image per job, and none of OpenAI's parameters BFL has no field
+    for (dropped with ``drop_params=True``). Sent, they were ignored without a word."""
+    if (request.n or 1) > 1:
+        raise ValidationError(
+            f"n: {request.upstream_model} makes 1 image per job, got {request.n}; loop over "
+            "calls for several",
+            param="n",
+            rule="range",
+            code="integer_above_max_value",
+        )
+    refuse_unsupported(request, options, "Black Forest Labs", _NOT_TAKEN)
+
+
 def _json(body: bytes) -> dict[str, Any]:
     try:
-        answer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        answer = upstream_json(body)
+    except ValueError:
         raise APIResponseError("the upstream sent a body that is not JSON") from None
     if not isinstance(answer, dict):
         raise APIResponseError("the upstream's JSON is not an object")
@@ -161,6 +196,7 @@ class BlackForestLabsProvider:
     name = "black_forest_labs"
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        _check_request(request, options)
         api_key = api_key_for(options, "Black Forest Labs", "BFL_API_KEY")
         api_base = api_base_for(options, "BFL_API_BASE", DEFAULT_BFL_API_BASE)
         output_format = request.output_format or "png"
@@ -209,8 +245,8 @@ class BlackForestLabsProvider:
         if isinstance(error, UpstreamError):
             # FastAPI's shape: {"detail": "..."} or {"detail": [{"msg": ...}]}
             try:
-                detail = json.loads(body).get("detail")
-            except (ValueError, UnicodeDecodeError, AttributeError):
+                detail = upstream_json(body).get("detail")
+            except (ValueError, AttributeError):
                 return error
             if isinstance(detail, list) and detail and isinstance(detail[0], dict):
                 detail = detail[0].get("msg")

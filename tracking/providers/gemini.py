@@ -46,10 +46,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import APIError, APIResponseError, ContentPolicyError
-from ..families import resolution_tier
+from ..errors import APIError, APIResponseError, ContentPolicyError, ValidationError
+from ..families import pixel_size, resolution_tier
 from ..images import encodes_image
-from ..response import ImageResponse, reported_usage
+from ..response import (
+    ImageResponse,
+    UntrustedUsage,
+    reported_usage,
+    upstream_json,
+    usage_count,
+)
 from .base import (
     EDITS_AND_GENERATIONS,
     PreparedRequest,
@@ -57,13 +63,20 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    refuse_unsupported,
     text_field,
 )
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
 
-__all__ = ["GEMINI_IMAGE_MODELS", "GeminiImageModel", "GeminiProvider", "image_config"]
+__all__ = [
+    "GEMINI_IMAGE_MODELS",
+    "GeminiImageModel",
+    "GeminiProvider",
+    "check_request",
+    "image_config",
+]
 
 DEFAULT_GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
 
@@ -116,12 +129,22 @@ def _ratio_value(ratio: str) -> float:
 
 
 def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
-    """``imageConfig`` for an OpenAI ``size``, and the resolution tier it bills at."""
+    """``imageConfig`` for an OpenAI ``size``, and the resolution tier it bills at; a
+    :class:`~tracking.errors.ValidationError` for a size that is not ``auto`` or
+    ``WIDTHxHEIGHT`` with both sides above zero (checked here for every model: the family table
+    knows only some)."""
     spec = GEMINI_IMAGE_MODELS.get(model, _DEFAULT_MODEL)
     if not size or size == "auto":
         return {}, "1K"
-    width_text, _, height_text = size.partition("x")
-    width, height = int(width_text), int(height_text)
+    parsed = pixel_size(size)
+    if parsed is None or not all(parsed):
+        raise ValidationError(
+            f"size: Gemini takes 'auto' or WIDTHxHEIGHT with both sides whole numbers of pixels "
+            f"above zero; got {size[:40]!r}",
+            param="size",
+            rule="format",
+        )
+    width, height = parsed
     target = math.log(width / height)
     ratio = min(spec.aspect_ratios, key=lambda r: abs(math.log(_ratio_value(r)) - target))
     config = {"aspectRatio": ratio}
@@ -130,6 +153,34 @@ def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
     tier = resolution_tier(width, height, spec.image_sizes)
     config["imageSize"] = tier
     return config, tier
+
+
+#: OpenAI parameters Gemini's ``generateContent`` has no field for (its answer is base64).
+_NOT_TAKEN = (
+    "mask",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "response_format",
+)
+
+
+def check_request(request: ImageEditRequest, options: CallOptions) -> None:
+    """What Gemini's image models take, checked before sending for every model, also one the
+    family table does not know (a new model): one image per request, and none of OpenAI's
+    parameters it has no field for (dropped with ``drop_params=True``). Sent, they were ignored
+    upstream without a word: one image made of the ``n`` asked, a mask not applied."""
+    if (request.n or 1) > 1:
+        raise ValidationError(
+            f"n: {request.upstream_model} makes 1 image per request, got {request.n}; loop over "
+            "calls for several",
+            param="n",
+            rule="range",
+            code="integer_above_max_value",
+        )
+    refuse_unsupported(request, options, "Gemini", _NOT_TAKEN)
 
 
 def generate_content_body(request: ImageEditRequest) -> tuple[bytes, str]:
@@ -146,15 +197,66 @@ def generate_content_body(request: ImageEditRequest) -> tuple[bytes, str]:
         for image in request.images
     )
     config, tier = image_config(request.size, request.upstream_model)
-    generation: dict[str, Any] = {"responseModalities": ["IMAGE"]}
+    members, generation_members = _extra_members(request.extra_body)
+    generation: dict[str, Any] = {"responseModalities": ["IMAGE"], **generation_members}
     if config:
         generation["imageConfig"] = config
     body: dict[str, Any] = {
         "contents": [{"role": "user", "parts": parts}],
         "generationConfig": generation,
-        **request.extra_body,
+        **members,
     }
     return json.dumps(body).encode(), tier
+
+
+#: ``generateContent`` members the call is made, priced and read by, which ``extra_body`` may
+#: not set (Google's JSON takes the proto's snake_case names as well as the camelCase ones):
+#: with their value the upstream would make and bill other images than the ledger records (a 4K
+#: ``imageSize`` for a call priced at 1K, ``candidateCount`` images priced as one, other
+#: ``contents``) or answer in another shape (``responseModalities``).
+_OWN_MEMBERS = {
+    "contents": "the prompt and images: pass prompt= and image=",
+    "generation_config": "spell it generationConfig",
+}
+_OWN_GENERATION_MEMBERS = {
+    "imageConfig": "the aspect ratio and the resolution tier the call is priced by: pass size=",
+    "image_config": "the aspect ratio and the resolution tier the call is priced by: pass size=",
+    "candidateCount": "the number of images the call is priced by: one per call",
+    "candidate_count": "the number of images the call is priced by: one per call",
+    "responseModalities": "the answer must hold an image",
+    "response_modalities": "the answer must hold an image",
+}
+
+
+def _extra_members(extra_body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``extra_body`` as the body's own members and ``generationConfig``'s (merged into the
+    call's, never replacing it); a :class:`~tracking.errors.ValidationError` for a member the
+    call itself sets (:data:`_OWN_MEMBERS`, :data:`_OWN_GENERATION_MEMBERS`)."""
+    members = dict(extra_body)
+    for name, why in _OWN_MEMBERS.items():
+        if name in members:
+            raise _own_member(name, why)
+    generation = members.pop("generationConfig", None)
+    if generation is None:
+        return members, {}
+    if not isinstance(generation, Mapping):
+        raise ValidationError(
+            f"extra_body: 'generationConfig' must be an object, got {type(generation).__name__}",
+            param="extra_body",
+            rule="type",
+        )
+    for name, why in _OWN_GENERATION_MEMBERS.items():
+        if name in generation:
+            raise _own_member(f"generationConfig.{name}", why)
+    return members, dict(generation)
+
+
+def _own_member(name: str, why: str) -> ValidationError:
+    return ValidationError(
+        f"extra_body: {name!r} is set by the call ({why}); extra_body may not override it",
+        param="extra_body",
+        rule="unsupported",
+    )
 
 
 class GeminiAnswers:
@@ -162,8 +264,8 @@ class GeminiAnswers:
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            payload = upstream_json(body)
+        except ValueError:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         if not isinstance(payload, dict):
             raise APIResponseError("the upstream's JSON is not an object")
@@ -248,16 +350,24 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
 
     Tokens of a modality the answer does not break down are counted as the dearer kind (image
     output, text input), so a cost is never understated; thinking tokens are billed as text
-    output, and ``cachedContentTokenCount`` becomes ``cached_tokens``.
+    output, and ``cachedContentTokenCount`` becomes ``cached_tokens``. None when there is no
+    usage, or one that cannot be trusted (a count that is not a whole number from 0 to
+    :data:`~tracking.response.MAX_TOKENS`: a string, a float, a negative; a details field that
+    is not a list): the call is then priced by estimate, as an OpenAI-shaped answer's untrusted
+    usage is, never from counts read as 0.
     """
     if not isinstance(metadata, dict):
         return None
-    prompt = _count(metadata.get("promptTokenCount"))
-    candidates = _count(metadata.get("candidatesTokenCount"))
-    thoughts = _count(metadata.get("thoughtsTokenCount"))
-    cached = _count(metadata.get("cachedContentTokenCount"))
-    by_input = _by_modality(metadata.get("promptTokensDetails"))
-    by_output = _by_modality(metadata.get("candidatesTokensDetails"))
+    try:
+        prompt = usage_count(metadata.get("promptTokenCount"))
+        candidates = usage_count(metadata.get("candidatesTokenCount"))
+        thoughts = usage_count(metadata.get("thoughtsTokenCount"))
+        cached = usage_count(metadata.get("cachedContentTokenCount"))
+        total = usage_count(metadata.get("totalTokenCount"))
+        by_input = _by_modality(metadata.get("promptTokensDetails"))
+        by_output = _by_modality(metadata.get("candidatesTokensDetails"))
+    except UntrustedUsage:
+        return None
     input_image = by_input.get("IMAGE", 0)
     input_text = prompt - input_image if by_input else prompt
     output_text = by_output.get("TEXT", 0) if by_output else 0
@@ -271,22 +381,23 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
         "input_tokens_details": details,
         "output_tokens": output_image + output_text,
         "output_tokens_details": {"image_tokens": output_image, "text_tokens": output_text},
-        "total_tokens": _count(metadata.get("totalTokenCount")) or prompt + candidates + thoughts,
+        "total_tokens": total or prompt + candidates + thoughts,
     }
 
 
 def _by_modality(details: Any) -> dict[str, int]:
+    """Token counts by modality; :class:`~tracking.response.UntrustedUsage` when the details
+    are not a list or a count in them cannot be trusted."""
+    if details is None:
+        return {}
+    if not isinstance(details, list):
+        raise UntrustedUsage
     counts: dict[str, int] = {}
-    for item in details if isinstance(details, list) else ():
+    for item in details:
         if isinstance(item, dict) and isinstance(item.get("modality"), str):
-            counts[item["modality"]] = counts.get(item["modality"], 0) + _count(
-                item.get("tokenCount")
-            )
+            count = usage_count(item.get("tokenCount"))
+            counts[item["modality"]] = counts.get(item["modality"], 0) + count
     return counts
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _seconds(value: Any) -> float | None:
@@ -311,6 +422,7 @@ class GeminiProvider(GeminiAnswers):
     operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        check_request(request, options)
         api_key = api_key_for(options, "Gemini", "GEMINI_API_KEY", "GOOGLE_API_KEY")
         api_base = api_base_for(options, "GEMINI_API_BASE", DEFAULT_GEMINI_API_BASE)
         body, tier = generate_content_body(request)

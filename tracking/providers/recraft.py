@@ -6,17 +6,16 @@ edits with Recraft. The key is a bearer token from ``api_key`` or ``RECRAFT_API_
 (``RECRAFT_API_BASE`` overrides it).
 
 The request is multipart: ``image``, ``prompt``, ``model``, ``n`` (1 to 6) and
-``response_format=b64_json``; image-to-image also takes ``strength`` (0 to 1, from ``extra_body``,
-0.5 when not given), inpainting the mask, converted from OpenAI's convention (transparent = edit)
-to Recraft's (white = edit). Other Recraft fields (``style``, ``negative_prompt``...) go in
-``extra_body``. The answer already has OpenAI's shape (``data[].b64_json``); its ``credits`` are
-the API units charged (1,000 units = 1 USD, Recraft's pricing page), so the call's cost is what
-Recraft says it charged, not an estimate from a table.
+``response_format=b64_json``; image-to-image also takes ``strength`` (0 to 1, a number or its
+decimal text, from ``extra_body``, 0.5 when not given), inpainting the mask, converted from
+OpenAI's convention (transparent = edit) to Recraft's (white = edit). Other Recraft fields
+(``style``, ``negative_prompt``...) go in ``extra_body``. The answer already has OpenAI's shape
+(``data[].b64_json``); its ``credits`` are the API units charged (1,000 units = 1 USD, Recraft's
+pricing page), so the call's cost is what Recraft says it charged, not an estimate from a table.
 """
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ from ..decimals import strict_decimal
 from ..errors import APIResponseError, ValidationError
 from ..images import encodes_image, encodes_svg
 from ..request import form_items
-from ..response import ImageResponse, check_b64_images
+from ..response import ImageResponse, check_b64_images, plausible_charge, upstream_json
 from .base import (
     OpenAIAnswers,
     PreparedRequest,
@@ -79,8 +78,8 @@ class RecraftProvider(OpenAIAnswers):
         if said.message or said.code:
             return said
         try:
-            answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            answer = upstream_json(body)
+        except ValueError:
             return said
         if not isinstance(answer, dict):
             return said
@@ -134,11 +133,7 @@ def _check_fields(request: ImageEditRequest, options: CallOptions) -> None:
             code="integer_above_max_value",
         )
     strength = request.extra_body.get("strength")
-    if strength is not None and (
-        isinstance(strength, bool)
-        or not isinstance(strength, int | float)
-        or not 0 <= strength <= 1  # also False for NaN
-    ):
+    if strength is not None and not _is_strength(strength):
         raise ValidationError(
             f"strength: a number from 0 to 1, got {str(strength)[:40]!r}",
             param="strength",
@@ -147,10 +142,27 @@ def _check_fields(request: ImageEditRequest, options: CallOptions) -> None:
     refuse_unsupported(request, options, "Recraft", _NOT_TAKEN)
 
 
+def _is_strength(value: object) -> bool:
+    """A number from 0 to 1: an int or float, or its decimal text (a form field through the
+    proxy is text, ``"0.3"``, as the official clients send ``extra_body``); not a bool, NaN or
+    infinity."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        if value != value.strip():  # Decimal would take " 0.3", Recraft may not
+            return False
+        try:
+            number = strict_decimal(value)
+        except ArithmeticError:
+            return False
+        return number.is_finite() and 0 <= number <= 1
+    return isinstance(value, int | float) and 0 <= value <= 1  # also False for NaN
+
+
 def _credits_of(body: bytes) -> object:
     try:
-        answer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        answer = upstream_json(body)
+    except ValueError:
         return None
     return answer.get("credits") if isinstance(answer, dict) else None
 
@@ -160,12 +172,15 @@ def _raster_or_svg(encoded: str) -> bool:
 
 
 def _charged(credits: object) -> Decimal | None:
-    """USD from the answer's ``credits``; None when absent or not a plain amount (the price
-    table then applies, so a malformed figure never zeroes a billed call)."""
+    """USD from the answer's ``credits``; None when absent, not a plain amount, or below
+    :data:`~tracking.response.MIN_REPORTED_USD` (the price table then applies, so a malformed or
+    implausible figure never zeroes a billed call)."""
     if isinstance(credits, bool) or not isinstance(credits, int | float | str):
         return None
     try:
         units = strict_decimal(str(credits))
     except ArithmeticError:
         return None
-    return units / API_UNITS_PER_USD if units.is_finite() and units > 0 else None
+    if not units.is_finite() or units <= 0:
+        return None
+    return plausible_charge(units / API_UNITS_PER_USD, "recraft")

@@ -10,7 +10,9 @@ The request is multipart: ``image``, ``prompt``, ``output_format``, and the mask
 OpenAI's convention (transparent = edit) to Stability's (white = edit). Operation-specific
 fields go in ``extra_body`` (``search_prompt`` for search-and-replace, ``left``/``right``/``up``/
 ``down`` for outpaint, ``negative_prompt``, ``seed``, ``grow_mask``). The answer is asked for as
-JSON (``{"image": base64, "finish_reason", "seed"}``) and becomes ``data[0].b64_json``; a
+JSON (``{"image": base64, "finish_reason", "seed"}``) and becomes ``data[0].b64_json``; an
+``image`` that is not base64 of an image (text, an HTML page) is an
+:class:`~tracking.errors.APIResponseError`, priced by estimate as any unreadable answer; a
 ``CONTENT_FILTERED`` finish reason, or a 403 ``content_moderation`` error, is a
 :class:`~tracking.errors.ContentPolicyError`. Errors (``{"name", "errors": [...]}``) keep
 ``name`` as the error's code.
@@ -18,13 +20,12 @@ JSON (``{"image": base64, "finish_reason", "seed"}``) and becomes ``data[0].b64_
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING
 
 from ..errors import APIResponseError, ConfigurationError, ContentPolicyError, ValidationError
 from ..request import form_items
-from ..response import ImageResponse
+from ..response import ImageResponse, check_b64_images, upstream_json
 from .base import (
     Poll,
     PreparedRequest,
@@ -145,8 +146,8 @@ class StabilityProvider:
     def image(self, body: bytes, output_format: str) -> ImageResponse:
         """The JSON answer (``{"image": base64, "finish_reason"}``) in OpenAI's shape."""
         try:
-            answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            answer = upstream_json(body)
+        except ValueError:
             raise APIResponseError("the upstream sent a body that is not JSON") from None
         if not isinstance(answer, dict):
             raise APIResponseError("the upstream's JSON is not an object")
@@ -158,11 +159,9 @@ class StabilityProvider:
         image = answer.get("image")
         if not isinstance(image, str) or not image:
             raise APIResponseError("the upstream's answer has no image")
-        raw = {
-            "created": int(time.time()),
-            "data": [{"b64_json": image}],
-            "output_format": output_format,
-        }
+        data = [{"b64_json": image}]
+        check_b64_images(data)  # text, an HTML page: no image to pass on
+        raw = {"created": int(time.time()), "data": data, "output_format": output_format}
         return ImageResponse(raw=raw)
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
@@ -172,8 +171,8 @@ class StabilityProvider:
                 message=text_field(error, "message"), code=text_field(error, "code")
             )
         try:
-            answer = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            answer = upstream_json(body)
+        except ValueError:
             return error
         if not isinstance(answer, dict):
             return error

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from ..errors import ConfigurationError
 from .base import EDITS_AND_GENERATIONS, PreparedRequest
-from .gemini import GeminiAnswers, generate_content_body
+from .gemini import GeminiAnswers, check_request, generate_content_body
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -42,6 +42,7 @@ class VertexAIProvider(GeminiAnswers):
     operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
+        check_request(request, options)
         project = _env("VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT")
         if not project:
             raise ConfigurationError(

@@ -39,7 +39,7 @@ from ..errors import (
     ValidationError,
 )
 from ..families import pixel_size
-from ..response import ImageResponse, check_b64_images
+from ..response import ImageResponse, check_b64_images, plausible_charge, upstream_json
 from .base import (
     PreparedRequest,
     UpstreamError,
@@ -162,7 +162,7 @@ class XAIProvider:
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
         # the base64 check waits until data URIs are bare base64 (_usable_items)
-        answer = ImageResponse.from_json_bytes(body, check_b64=False).raw
+        answer = ImageResponse.from_json_bytes(body, check_b64=False, require_image=False).raw
         charged = _charged(_ticks(answer))
         try:
             items = _usable_items(answer)
@@ -195,8 +195,8 @@ class XAIProvider:
 
 def _flat_error(body: bytes) -> UpstreamError | None:
     try:
-        answer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        answer = upstream_json(body)
+    except ValueError:
         return None
     if not isinstance(answer, dict):
         return None
@@ -232,8 +232,9 @@ def _ticks(answer: dict[str, Any]) -> object:
 
 
 def _charged(ticks: object) -> Decimal | None:
-    """USD from ``cost_in_usd_ticks``; None when absent or not a whole positive count (the price
-    table then applies, so a malformed figure never zeroes a billed call)."""
+    """USD from ``cost_in_usd_ticks``; None when absent, not a whole positive count, or below
+    :data:`~tracking.response.MIN_REPORTED_USD` (the price table then applies, so a malformed or
+    implausible figure never zeroes a billed call)."""
     if isinstance(ticks, bool) or not isinstance(ticks, int | str):
         return None
     try:
@@ -242,4 +243,4 @@ def _charged(ticks: object) -> Decimal | None:
         return None
     if not count.is_finite() or count <= 0 or count != count.to_integral_value():
         return None
-    return count / TICKS_PER_USD
+    return plausible_charge(count / TICKS_PER_USD, "xai")
