@@ -2,7 +2,9 @@
 
 OpenAI's mask marks the area to edit with fully transparent pixels. FLUX Fill and Stability's
 inpainting take a black and white image instead, where white is edited: :func:`white_means_edit`
-converts one into the other (alpha 0 becomes white, everything else black).
+converts one into the other (alpha 0 becomes white, everything else black). A mask Pillow cannot
+decode whole (a truncated file, corrupt pixel data) is a :class:`~tracking.errors.ValidationError`
+on ``mask`` before anything is sent.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ValidationError
 from ..images import ImageFile
 from ..multipart import encode_multipart
 from .base import PreparedRequest
@@ -24,8 +27,16 @@ def white_means_edit(mask: ImageFile) -> bytes:
     """OpenAI's mask (transparent = edit) as a greyscale PNG where white = edit."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(mask.content)) as image:
-        alpha = image.convert("RGBA").getchannel("A")
+    try:
+        with Image.open(io.BytesIO(mask.content)) as image:
+            alpha = image.convert("RGBA").getchannel("A")
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... on bad data
+        raise ValidationError(
+            f"mask: {mask.filename!r} could not be decoded as an image (truncated or corrupt: "
+            f"{type(exc).__name__})",
+            param="mask",
+            rule="malformed",
+        ) from None
     converted = alpha.point(lambda value: 255 if value == 0 else 0).convert("L")
     out = io.BytesIO()
     converted.save(out, format="PNG")
