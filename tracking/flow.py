@@ -712,10 +712,18 @@ def _make_event(
         http_status=(
             response._hidden_params.get("http_status")
             if response is not None
-            else getattr(failure, "status_code", None)
+            else _failure_status(failure)
         ),
         error_message=mask_secrets(str(failure), secrets)[:500] if failure is not None else None,
     )
+
+
+def _failure_status(failure: BaseException | None) -> int | None:
+    """The HTTP status a failed call's upstream answered: that of the answer the failure was
+    read from (a Gemini safety block is a billed 200, though its ``ContentPolicyError`` says
+    400, as OpenAI's moderation refusals do), else the error's own status."""
+    answered = getattr(failure, "answer_status", None)
+    return answered if answered is not None else getattr(failure, "status_code", None)
 
 
 def _error_type(failure: BaseException | None) -> str | None:
