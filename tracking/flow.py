@@ -249,11 +249,12 @@ def send_once(
     """One attempt of a plain call: send the request, read the whole answer (following a
     provider's job until its result when the answer is a :class:`Poll`)."""
     sent = time.perf_counter()
+    deadline = time.monotonic() + timeout  # a job's: its submit, polls and download together
     outcome = progress.outcome = yield Send(prepared, timeout)
     answer = _read_answer(outcome, prepared, provider)
     if isinstance(answer, Poll):
         progress.job_accepted = True  # billed from here on, whatever the polls say
-        answer = yield from _follow(answer, provider, timeout)
+        answer = yield from _follow(answer, provider, timeout, deadline)
     progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
     return _priced_as(answer, prepared)
 
@@ -449,15 +450,16 @@ _MAX_POLL_FAILURES = 5
 
 
 def _follow(
-    poll: Poll, provider: Provider, timeout: float
+    poll: Poll, provider: Provider, timeout: float, deadline: float
 ) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
-    """A submitted job followed to its result: each poll after its wait, within ``timeout``.
+    """A submitted job followed to its result: each poll after its wait, all before
+    ``deadline`` (``time.monotonic()``: the call's ``timeout`` after the job was submitted),
+    each poll and download given only what is left of it (a trickled answer cannot stretch it).
 
     A poll that fails transiently (a dropped connection, a 5xx, a 429) is tried again after a
     pause; any error that ends the job is made not retryable, because the route would otherwise
     submit (and pay for) the job again. Once the job has finished, any failure to download its
     result (see :func:`_result_lost`) is an :class:`~tracking.errors.APIResponseError`."""
-    deadline = time.monotonic() + timeout
     failures = 0
     last: APIError | None = None  # the last transient failure of this poll or download
     while True:
