@@ -14,14 +14,23 @@ client's do.
 
 The session keeps no cookies: one session serves every caller of an event loop, so a cookie an
 upstream sets for one caller must never ride along on another's request.
+
+:meth:`AiohttpSender.post` bounds the whole exchange by its timeout (connecting, sending, the
+answer's headers and body), so an upstream trickling its answer cannot hold a call past it: a
+timeout before a connection was made is a ``ConnectTimeout`` (nothing was sent, nothing billed),
+one after it a ``ReadTimeout`` (the request may have gone out whole: estimated). A streamed
+answer (:meth:`AiohttpSender.open`) keeps per-read timeouts, as the sync client's streams do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import ssl
 from collections.abc import Mapping
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
@@ -32,10 +41,46 @@ from .http import AnswerTooLarge, aread_capped
 __all__ = ["AiohttpSender", "as_httpx_errors"]
 
 
+if TYPE_CHECKING:
+    from aiohttp.tracing import Trace
+
+
 @functools.lru_cache(maxsize=64)
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    # As httpx's timeout: each of connect and every read may take up to ``seconds``.
+    # As httpx's timeout: each of connect and every read may take up to ``seconds`` (a whole
+    # exchange is bounded besides, in post()).
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+
+
+class _Exchange:
+    """One :meth:`AiohttpSender.post` under way: whether its connection was made yet."""
+
+    __slots__ = ("connected",)
+
+    def __init__(self) -> None:
+        self.connected = False
+
+
+#: The post() under way in this task, told by :class:`_Connector` once it has its connection.
+_EXCHANGE: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar(
+    "tracking_aiohttp_exchange", default=None
+)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, marking the exchange under way as connected (see post())."""
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own signature
+    ) -> aiohttp.connector.Connection:
+        connection = await super().connect(req, traces, timeout)
+        exchange = _EXCHANGE.get()
+        if exchange is not None:
+            exchange.connected = True
+        return connection
 
 
 def _httpx_error(exc: BaseException) -> Exception | None:
@@ -96,7 +141,7 @@ class AiohttpSender:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
+            connector = _Connector(
                 limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=False
             )
             self._session = aiohttp.ClientSession(
@@ -114,29 +159,40 @@ class AiohttpSender:
         *,
         body: bytes,
         headers: Mapping[str, str],
-        timeout: float,  # noqa: ASYNC109 - per-attempt connect/read timeouts, as the sync client takes them
+        timeout: float,  # noqa: ASYNC109 - the whole exchange's, as the sync client takes it
         method: str = "POST",
         limit: int,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """POST (or ``method``: a job's status, a result to download) and read the answer up to
         ``limit`` bytes (:class:`~tracking.http.CappedBody`): ``(status, headers, body)``, or an
-        httpx error, or :class:`~tracking.http.AnswerTooLarge`."""
-        with as_httpx_errors():
-            async with self.session.request(
-                method,
-                url,
-                data=body,
-                headers=headers,
-                timeout=_timeout(timeout),
-                allow_redirects=False,
-                proxy=self._settings.proxy,
-                ssl=self._ssl,
-            ) as answer:
-                try:
-                    return answer.status, answer.headers, await aread_capped(answer, limit)
-                except AnswerTooLarge:
-                    answer.close()
-                    raise
+        httpx error, or :class:`~tracking.http.AnswerTooLarge`. ``timeout`` bounds the whole
+        exchange (see the module docstring)."""
+        exchange = _Exchange()
+        token = _EXCHANGE.set(exchange)
+        try:
+            async with asyncio.timeout(timeout):
+                with as_httpx_errors():
+                    async with self.session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=_timeout(timeout),
+                        allow_redirects=False,
+                        proxy=self._settings.proxy,
+                        ssl=self._ssl,
+                    ) as answer:
+                        try:
+                            return answer.status, answer.headers, await aread_capped(answer, limit)
+                        except AnswerTooLarge:
+                            answer.close()
+                            raise
+        except TimeoutError:  # the whole exchange's timeout (aiohttp's own are httpx errors)
+            if exchange.connected:
+                raise httpx.ReadTimeout("the answer did not arrive whole in time") from None
+            raise httpx.ConnectTimeout("no connection was made in time") from None
+        finally:
+            _EXCHANGE.reset(token)
 
     async def open(
         self,

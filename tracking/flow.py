@@ -249,11 +249,12 @@ def send_once(
     """One attempt of a plain call: send the request, read the whole answer (following a
     provider's job until its result when the answer is a :class:`Poll`)."""
     sent = time.perf_counter()
+    deadline = time.monotonic() + timeout  # a job's: its submit, polls and download together
     outcome = progress.outcome = yield Send(prepared, timeout)
     answer = _read_answer(outcome, prepared, provider)
     if isinstance(answer, Poll):
         progress.job_accepted = True  # billed from here on, whatever the polls say
-        answer = yield from _follow(answer, provider, timeout)
+        answer = yield from _follow(answer, provider, timeout, deadline)
     progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
     return _priced_as(answer, prepared)
 
@@ -449,15 +450,16 @@ _MAX_POLL_FAILURES = 5
 
 
 def _follow(
-    poll: Poll, provider: Provider, timeout: float
+    poll: Poll, provider: Provider, timeout: float, deadline: float
 ) -> Generator[Effect, Answer | BaseException | None, ImageResponse]:
-    """A submitted job followed to its result: each poll after its wait, within ``timeout``.
+    """A submitted job followed to its result: each poll after its wait, all before
+    ``deadline`` (``time.monotonic()``: the call's ``timeout`` after the job was submitted),
+    each poll and download given only what is left of it (a trickled answer cannot stretch it).
 
     A poll that fails transiently (a dropped connection, a 5xx, a 429) is tried again after a
     pause; any error that ends the job is made not retryable, because the route would otherwise
     submit (and pay for) the job again. Once the job has finished, any failure to download its
     result (see :func:`_result_lost`) is an :class:`~tracking.errors.APIResponseError`."""
-    deadline = time.monotonic() + timeout
     failures = 0
     last: APIError | None = None  # the last transient failure of this poll or download
     while True:
@@ -712,10 +714,18 @@ def _make_event(
         http_status=(
             response._hidden_params.get("http_status")
             if response is not None
-            else getattr(failure, "status_code", None)
+            else _failure_status(failure)
         ),
         error_message=mask_secrets(str(failure), secrets)[:500] if failure is not None else None,
     )
+
+
+def _failure_status(failure: BaseException | None) -> int | None:
+    """The HTTP status a failed call's upstream answered: that of the answer the failure was
+    read from (a Gemini safety block is a billed 200, though its ``ContentPolicyError`` says
+    400, as OpenAI's moderation refusals do), else the error's own status."""
+    answered = getattr(failure, "answer_status", None)
+    return answered if answered is not None else getattr(failure, "status_code", None)
 
 
 def _error_type(failure: BaseException | None) -> str | None:

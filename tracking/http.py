@@ -13,6 +13,12 @@ The pooled clients keep no cookies: one client serves every caller, so a cookie 
 in answer to one caller must never ride along on another caller's request (and skipping the
 cookie jar saves parsing every answer's headers for it).
 
+A non-streamed exchange (:func:`send_sync`, :meth:`AiohttpSender.post`) is bounded as a whole by
+its timeout: connecting, sending and reading the answer's headers and body together, so an
+upstream trickling its answer a byte at a time cannot hold a call past it. The sync client
+enforces it under every socket operation (:class:`_DeadlineBackend`: each one may take only what
+is left); a streamed answer keeps the official client's per-read (idle) timeout.
+
 No answer is read past a cap (:data:`DEFAULT_MAX_RESPONSE_BYTES`, 512 MiB, or
 ``TRACKING_MAX_RESPONSE_BYTES``): both clients read the body in chunks into one
 :class:`CappedBody`, so an upstream sending gigabytes costs the cap at most, never the process.
@@ -22,14 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import functools
 import http.cookiejar
 import os
 import threading
+import time
 import weakref
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import httpcore
 import httpx
 
 from .client_settings import settings_for
@@ -151,24 +160,144 @@ def send_sync(
     limit: int,
 ) -> tuple[int, httpx.Headers, bytes]:
     """Send one request and read its answer up to ``limit`` bytes (:class:`CappedBody`):
-    ``(status, headers, body)``, or an httpx error, or :class:`AnswerTooLarge`."""
-    request = client.build_request(method, url, content=body, headers=headers, timeout=timeout)
-    response = client.send(request, stream=True)
+    ``(status, headers, body)``, or an httpx error, or :class:`AnswerTooLarge`.
+
+    ``timeout`` bounds the whole exchange (see the module docstring): past it, a read raises
+    ``httpx.ReadTimeout`` (a connection, ``ConnectTimeout``; sending, ``WriteTimeout``)."""
+    deadline = time.monotonic() + timeout
+    token = _DEADLINE.set(deadline)
     try:
-        return response.status_code, response.headers, read_capped(response, limit)
+        request = client.build_request(method, url, content=body, headers=headers, timeout=timeout)
+        response = client.send(request, stream=True)
+        try:
+            return response.status_code, response.headers, read_capped(response, limit, deadline)
+        finally:
+            response.close()  # a body left unread closes the connection rather than reusing it
+            _unlink(response)
     finally:
-        response.close()  # a body left unread closes the connection rather than reusing it
-        _unlink(response)
+        _DEADLINE.reset(token)
 
 
-def read_capped(response: httpx.Response, limit: int) -> bytes:
-    """The body of an open (streamed) httpx answer, read up to ``limit`` (:class:`CappedBody`);
-    the caller closes the answer."""
+def read_capped(response: httpx.Response, limit: int, deadline: float | None = None) -> bytes:
+    """The body of an open (streamed) httpx answer, read up to ``limit`` (:class:`CappedBody`)
+    and, given a ``deadline`` (``time.monotonic()``), not past it (``httpx.ReadTimeout``); the
+    caller closes the answer."""
     capped = CappedBody(response.status_code, response.headers, limit)
     for chunk in response.iter_bytes():
+        if deadline is not None and time.monotonic() >= deadline:
+            raise httpx.ReadTimeout("the answer was not read whole within the timeout")
         if not capped.add(chunk):
             break
     return capped.body()
+
+
+#: When the sync exchange under way in this thread must be over (``time.monotonic()``); None
+#: outside :func:`send_sync` (a streamed answer: per-read timeouts only).
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "tracking_http_deadline", default=None
+)
+#: A request body is written in pieces of this size, each within what is left of the deadline.
+_WRITE_PIECE = 64 * 1024
+
+
+def _within(timeout: float | None, error: type[httpcore.TimeoutException]) -> float | None:
+    """``timeout`` for one socket operation, cut to what is left before the deadline (if any);
+    ``error`` once nothing is left."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the exchange did not finish within the timeout")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write takes at most what is left of the deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _within(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if len(buffer) <= _WRITE_PIECE:
+            self._stream.write(buffer, _within(timeout, httpcore.WriteTimeout))
+            return
+        view = memoryview(buffer)
+        for start in range(0, len(view), _WRITE_PIECE):  # a slow reader cannot stretch one write
+            piece = bytes(view[start : start + _WRITE_PIECE])
+            self._stream.write(piece, _within(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._stream.start_tls(
+                ssl_context, server_hostname, _within(timeout, httpcore.ConnectTimeout)
+            )
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend with :class:`_DeadlineStream` connections."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(
+            host, port, _within(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_unix_socket(
+            path, _within(timeout, httpcore.ConnectTimeout), socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _bound_by_deadlines(client: httpx.Client) -> httpx.Client:
+    """``client`` with :class:`_DeadlineBackend` under each of its connection pools (the direct
+    one and a proxy's). httpx offers no setting for it, so the pool's backend is replaced; if a
+    later httpx or httpcore lays its pools out otherwise, the body's reads are still bounded
+    between chunks (:func:`read_capped`), and ``tests/test_call_timeouts.py`` says so."""
+    transports: list[Any] = [getattr(client, "_transport", None)]
+    transports += list(getattr(client, "_mounts", {}).values())
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(backend, httpcore.NetworkBackend) and not isinstance(
+            backend, _DeadlineBackend
+        ):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+    return client
 
 
 async def aread_capped(answer: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -272,13 +401,15 @@ class ClientPool:
                 client = self._sync.get(origin)
                 if client is None:
                     settings = settings_for(origin)
-                    client = _CookielessClient(
-                        limits=_LIMITS,
-                        follow_redirects=False,
-                        trust_env=False,  # the settings read the environment, for both paths
-                        proxy=settings.proxy,
-                        verify=settings.ssl if settings.ssl is not None else True,
-                        headers={"User-Agent": settings.user_agent},
+                    client = _bound_by_deadlines(
+                        _CookielessClient(
+                            limits=_LIMITS,
+                            follow_redirects=False,
+                            trust_env=False,  # the settings read the environment, for both paths
+                            proxy=settings.proxy,
+                            verify=settings.ssl if settings.ssl is not None else True,
+                            headers={"User-Agent": settings.user_agent},
+                        )
                     )
                     self._sync[origin] = client
         return client
