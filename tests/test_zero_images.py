@@ -69,6 +69,16 @@ def test_a_gpt_image_answer_is_priced_from_the_usage_it_reports(monkeypatch, ups
     assert event.cost_usd is not None and 0 < event.cost_usd < Decimal("0.001")
 
 
+def test_an_unpriced_models_answer_that_billed_is_unpriced_never_free(monkeypatch, upstream):
+    """A model no price entry covers: its answer reported usage (it was billed) but carried no
+    image. Recorded as unpriced (no cost, flagged), never as a call that cost $0."""
+    answer = {"created": 1, "data": [], "usage": USAGE}
+    event = _refused(monkeypatch, upstream, "compatible", answer)
+    assert (event.cost_usd, event.cost_source) == (None, "unpriced")
+    event = _refused(monkeypatch, upstream, "compatible", {"created": 1, "data": []})
+    assert (event.cost_usd, event.cost_source) == (None, "unpriced")
+
+
 def test_a_gpt_image_answer_without_usage_is_estimated(monkeypatch, upstream):
     event = _refused(monkeypatch, upstream, "openai", {"created": 1, "data": []})
     assert event.cost_source == "estimate" and event.cost_usd > 0

@@ -400,6 +400,11 @@ def price_call(
             return estimate_unknown_outcomes(request, 1)
         if entry is not None and entry.tokens and _refused_in_an_answer(failure):
             return _input_estimate(entry, request)
+        if entry is None and (
+            billed is not None or unreadable_success(failure) or _refused_in_an_answer(failure)
+        ):  # billed (an answer came, or may have), at a price no entry gives: never $0
+            _warn_unpriced(request.model, "no price is known for this model")
+            return UNPRICED
         return NOT_BILLED
     if response.billed_usd is not None and response.billed_usd > MAX_REPORTED_USD:
         log.warning(
