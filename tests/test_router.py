@@ -30,6 +30,7 @@ from tracking.router import (
     Router,
     WeightedRandom,
 )
+from tracking.targets import run_steps
 from tracking.testing import FakeOpenAI
 
 WRONG_KEY = "sk-wrong-key-9876543210ZYXWVU"
@@ -349,6 +350,42 @@ def test_an_rpm_slot_taken_between_the_snapshot_and_the_begin_still_says_when_to
     with pytest.raises(NoDeploymentAvailableError, match="rpm limit") as caught:
         edit(router)
     assert caught.value.retry_after == pytest.approx(40)  # to the next minute, never None
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_streamed_call_is_in_flight_until_its_end_and_counts_its_tokens(fake_b, use_async):
+    """A stream's attempt ends with its completed event, not its first: it is in flight while
+    read (least-busy), and its usage counts toward the deployment's tpm."""
+    router = Router([deployment("images", fake_b.url, id="s", api_key=API_KEY, tpm=1000)])
+
+    def in_flight() -> int:
+        return run_steps(router.stepwise_state.snapshot(["s"])).in_flight.get("s", 0)
+
+    seen: list[int] = []
+    params = {"image": make_png(), "prompt": "a red hat", "model": "images"}
+
+    async def read_async() -> None:
+        async for _ in await router.aimage_edit(**params, stream=True, partial_images=2):
+            seen.append(in_flight())
+
+    if use_async:
+        asyncio.run(read_async())
+    else:
+        for _ in router.image_edit(**params, stream=True, partial_images=2):
+            seen.append(in_flight())
+    assert seen == [1, 1, 1] and in_flight() == 0  # every event read while it was in flight
+    assert run_steps(router.stepwise_state.snapshot(["s"])).tpm["s"] > 1000
+    with pytest.raises(NoDeploymentAvailableError, match="rpm/tpm limit"):
+        edit(router)  # its tokens used up the minute's tpm
+
+
+def test_a_stream_closed_by_its_caller_ends_its_attempt(fake_b):
+    router = Router([deployment("images", fake_b.url, id="s", api_key=API_KEY)])
+    stream = router.image_edit(image=make_png(), prompt="a hat", model="images", stream=True,
+                               partial_images=2)  # fmt: skip
+    next(iter(stream))
+    stream.close()
+    assert run_steps(router.stepwise_state.snapshot(["s"])).in_flight.get("s", 0) == 0
 
 
 def test_usage_based_routing_moves_to_the_less_used_deployment(recorder):

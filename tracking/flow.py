@@ -363,8 +363,10 @@ def _attempts(
                 raise
             failure = exc
             continue
-        done = result if isinstance(result, ImageResponse) else None
-        yield from route.done(target, None, latency_ms, done)
+        if isinstance(result, ImageResponse):
+            yield from route.done(target, None, latency_ms, result)
+        else:  # a stream's first event: the attempt ends with its stream (stream_flow says when)
+            progress.open_stream = (target, latency_ms)
         return result
 
 
@@ -408,6 +410,24 @@ class _Progress:
     job_accepted: bool = False
     #: the bus's receivers as the call started (see :class:`Emit`)
     plan: Any = None
+    #: a streamed attempt that delivered its first event: its target and latency, reported to
+    #: the route when the stream ends (:func:`end_streamed_attempt`), not at its first event
+    open_stream: tuple[Any, float | None] | None = None
+
+
+def end_streamed_attempt(
+    route: Route,
+    progress: _Progress,
+    failure: BaseException | None,
+    response: ImageResponse | None,
+) -> Steps[None]:
+    """Report a streamed attempt to its route once its stream has ended: it was in flight until
+    then, and its completed event's usage is what it counts toward the deployment's tpm; a
+    stream that broke off is the deployment's failure (cooldowns), one its caller closed not."""
+    if progress.open_stream is None:
+        return
+    (target, latency_ms), progress.open_stream = progress.open_stream, None
+    yield from route.done(target, failure, latency_ms, response)
 
 
 def _read_answer(

@@ -38,6 +38,7 @@ from .flow import (
     _Progress,
     _status_error,
     _transport_error,
+    end_streamed_attempt,
 )
 from .frozen import fast_init
 from .ids import new_request_id
@@ -52,7 +53,7 @@ from .stream_events import (
     ImageEditStreamEvent,
     parse_stream_event,
 )
-from .targets import Route
+from .targets import Consult, Route, run_steps
 
 if TYPE_CHECKING:
     from .events import ImageEditEvent
@@ -86,7 +87,7 @@ class Deliver:
     upstream_request_id: str | None = None
 
 
-StreamEffect = OpenStream | ReadStream | Deliver | Sleep | Emit
+StreamEffect = OpenStream | ReadStream | Deliver | Sleep | Emit | Consult
 #: ``price_ref`` of the estimate for streamed attempts accepted upstream that broke off.
 INCOMPLETE_STREAM_REF = "estimate:stream-incomplete"
 _READ = ReadStream()
@@ -256,12 +257,14 @@ def stream_flow(
             if isinstance(item, ImageEditCompletedEvent):
                 break
             item = yield from reader.next_event()
-    except GeneratorExit:
+    except GeneratorExit:  # closed by its caller: nothing can be yielded any more
+        run_steps(end_streamed_attempt(route, progress, StreamClosed("closed"), None))
         raise
     except BaseException as exc:  # every failure, even a cancellation, yields its event
         failure = exc
     request, options = parsed[-1] if parsed else (None, None)
     response = reader.response() if failure is None else None
+    yield from end_streamed_attempt(route, progress, failure, response)
     event = _make_event(
         request_id,
         call_type,
