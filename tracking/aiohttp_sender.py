@@ -53,12 +53,14 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
 
 
 class _Exchange:
-    """One :meth:`AiohttpSender.post` under way: whether its connection was made yet."""
+    """One :meth:`AiohttpSender.post` under way: whether its connection was made yet, and the
+    status and headers of an error answer once they are in."""
 
-    __slots__ = ("connected",)
+    __slots__ = ("connected", "error_answer")
 
     def __init__(self) -> None:
         self.connected = False
+        self.error_answer: tuple[int, Mapping[str, str]] | None = None
 
 
 #: The post() under way in this task, told by :class:`_Connector` once it has its connection.
@@ -182,12 +184,21 @@ class AiohttpSender:
                         proxy=self._settings.proxy,
                         ssl=self._ssl,
                     ) as answer:
+                        if answer.status >= 400:
+                            exchange.error_answer = answer.status, answer.headers
                         try:
                             return answer.status, answer.headers, await aread_capped(answer, limit)
                         except AnswerTooLarge:
                             answer.close()
                             raise
-        except TimeoutError:  # the whole exchange's timeout (aiohttp's own are httpx errors)
+        except (TimeoutError, httpx.TransportError) as exc:
+            if exchange.error_answer is not None:
+                # an error answer whose body broke off or stalled: the status said it all (not
+                # billed, retried as that status is), only the message is lost
+                return *exchange.error_answer, b""
+            if isinstance(exc, httpx.TransportError):
+                raise
+            # the whole exchange's timeout (aiohttp's own are httpx errors)
             if exchange.connected:
                 raise httpx.ReadTimeout("the answer did not arrive whole in time") from None
             raise httpx.ConnectTimeout("no connection was made in time") from None

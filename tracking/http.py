@@ -171,6 +171,12 @@ def send_sync(
         response = client.send(request, stream=True)
         try:
             return response.status_code, response.headers, read_capped(response, limit, deadline)
+        except httpx.TransportError:
+            if response.status_code < 400:
+                raise  # a success cut short: its outcome is unknown (maybe billed)
+            # an error answer whose body broke off or stalled: the status said it all (not
+            # billed, retried as that status is), only the message is lost
+            return response.status_code, response.headers, b""
         finally:
             response.close()  # a body left unread closes the connection rather than reusing it
             _unlink(response)

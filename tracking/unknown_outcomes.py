@@ -18,7 +18,9 @@ in flight is counted too: whether the upstream got it whole cannot be known, and
 gives up does not stop the upstream's work.
 
 Attempts that cannot have been billed are not counted: a connection refused or timed out before
-it was made, a request body that could not be written whole, or any HTTP error answer.
+it was made, a request body that could not be written whole, or any HTTP error answer, even one
+whose body broke off or stalled after its status line (the transports hand it on as that status
+with an empty body: :func:`tracking.http.send_sync`, ``AiohttpSender.post``).
 """
 
 from __future__ import annotations
