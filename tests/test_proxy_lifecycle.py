@@ -159,7 +159,7 @@ def _postgres_config(tmp_path, url: str, **general) -> object:
         one_deployment_config(
             model_name="m",
             model="gpt-image-1",
-            api_key=None,
+            api_key=API_KEY,
             general_settings={"master_key": MASTER_KEY, "database_url": url, **general},
         ),
     )

@@ -152,7 +152,11 @@ def test_from_config_reads_a_litellm_style_proxy_config():
             deployment("gpt-image-1", "http://one/v1", id="one", rpm=60),
             {
                 "model_name": "gpt-image-1",
-                "litellm_params": {"model": "openai/gpt-image-1", "api_base": "http://two/v1"},
+                "litellm_params": {
+                    "model": "openai/gpt-image-1",
+                    "api_base": "http://two/v1",
+                    "api_key": API_KEY,
+                },
                 "tpm": 1000,
             },
             deployment("mini", "http://three/v1", id="three", model="gpt-image-1-mini"),
@@ -174,6 +178,24 @@ def test_from_config_reads_a_litellm_style_proxy_config():
     assert (one.rpm, two.tpm) == (60, 1000)
     assert len(two.id) == 16  # derived, stable: the same config gives the same id
     assert Router.from_config(config).groups["gpt-image-1"][1].id == two.id
+
+
+@pytest.mark.parametrize(
+    ("model", "variable"),
+    [("gpt-image-2", "OPENAI_API_KEY"), ("xai/grok-imagine-image", "XAI_API_KEY")],
+)
+def test_a_deployment_whose_calls_would_have_no_usable_key_fails_the_config(
+    monkeypatch, model, variable
+):
+    entry = {"model_name": "images", "litellm_params": {"model": model}}
+    monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(tracking.ConfigurationError, match=f"model_list\\[0\\].*{variable}"):
+        Router.from_config({"model_list": [entry]})
+    monkeypatch.setenv(variable, "sk-test-0123456789\n")  # pasted with its line end
+    with pytest.raises(tracking.ConfigurationError, match=f"from {variable}"):
+        Router.from_config({"model_list": [entry]})
+    monkeypatch.setenv(variable, "sk-test-0123456789")
+    assert Router.from_config({"model_list": [entry]}).groups["images"]
 
 
 def test_router_settings_timeout_is_the_timeout_of_deployments_without_their_own(recorder):
@@ -198,8 +220,11 @@ def test_in_the_proxy_router_settings_timeout_beats_request_timeout():
 
     def timeouts(**sections: object) -> list[float | None]:
         entries = [
-            {"model_name": "a", "litellm_params": {"model": "gpt-image-2"}},
-            {"model_name": "b", "litellm_params": {"model": "gpt-image-2", "timeout": 7}},
+            {"model_name": "a", "litellm_params": {"model": "gpt-image-2", "api_key": API_KEY}},
+            {
+                "model_name": "b",
+                "litellm_params": {"model": "gpt-image-2", "timeout": 7, "api_key": API_KEY},
+            },
         ]
         router = Router.from_config(
             router_config(parse_config({"model_list": entries, **sections}))

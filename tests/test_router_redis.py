@@ -12,6 +12,7 @@ import time
 import pytest
 
 import tracking
+from tests.conftest import API_KEY as KEY
 from tests.conftest import make_png
 from tests.router_support import ManualClock, Recorder, StubUpstream, closed_port, deployment
 from tests.services import require_tool
@@ -224,8 +225,14 @@ def test_the_proxys_redis_prefix_namespaces_its_routing_state_too(
     config = parse_config(
         {
             "model_list": [
-                {"model_name": "images", "litellm_params": {"model": "gpt-image-2"}},
-                {"model_name": "images", "litellm_params": {"model": "openai/gpt-image-2"}},
+                {
+                    "model_name": "images",
+                    "litellm_params": {"model": "gpt-image-2", "api_key": KEY},
+                },
+                {
+                    "model_name": "images",
+                    "litellm_params": {"model": "openai/gpt-image-2", "api_key": KEY},
+                },
             ],
             "router_settings": {"redis_url": redis_url, "cooldown_time": 30},
         }

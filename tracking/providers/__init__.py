@@ -33,6 +33,7 @@ OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, cast
 
 from ..endpoint import check_prepared
@@ -105,16 +106,34 @@ def operations_of(provider: Provider) -> frozenset[str]:
     return operations if isinstance(operations, frozenset) else EDITS_ONLY
 
 
-def check_deployment(model: str, api_base: str | None, api_version: str | None) -> None:
+def check_deployment(
+    model: str, api_base: str | None, api_version: str | None, api_key: str | None = None
+) -> None:
     """What can be known of a deployment before any call: its provider's own settings checks
     (``check_settings``: Azure's URL and API version, Stability's operations), where it has
-    them; a :class:`~tracking.errors.ConfigurationError` names what is wrong."""
+    them, and, without an ``api_key`` of its own, the key its calls would read from the
+    environment (the provider's ``key_variables``): set, and one a header can carry. A
+    :class:`~tracking.errors.ConfigurationError` names what is wrong."""
+    from ..endpoint import check_api_key
     from ..request import split_provider
 
     name, upstream_model = split_provider(model)
-    check = getattr(get_provider(name), "check_settings", None)
+    provider = get_provider(name)
+    check = getattr(provider, "check_settings", None)
     if check is not None:
         check(upstream_model, api_base, api_version)
+    variables: tuple[str, ...] = getattr(provider, "key_variables", ())
+    if api_key is None and variables:
+        found = next((v for v in variables if os.environ.get(v)), None)
+        if found is None:
+            raise ConfigurationError(
+                f"api_key: not given, and {' nor '.join(variables)} is not set in the "
+                "environment (every call would fail)"
+            )
+        try:
+            check_api_key(os.environ[found])
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc.message} (from {found})") from None
 
 
 def prepare_call(

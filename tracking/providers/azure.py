@@ -35,18 +35,20 @@ def _setting(value: str | None, variable: str, what: str) -> str:
 
 class AzureProvider(OpenAIAnswers):
     name = "azure"
+    key_variables = ("AZURE_API_KEY",)
     operations = EDITS_AND_GENERATIONS
 
     def check_settings(self, model: str, api_base: str | None, api_version: str | None) -> None:
         """A deployment needs its resource's URL and an API version, given or in the
-        environment (checked when a router or the proxy loads it; the key may come later)."""
+        environment (checked when a router or the proxy loads it, as its key is:
+        :func:`tracking.providers.check_deployment`)."""
         _setting(api_base, "AZURE_API_BASE", "api_base")
         _setting(api_version, "AZURE_API_VERSION", "api_version")
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_base = _setting(options.api_base, "AZURE_API_BASE", "api_base").rstrip("/")
         api_version = _setting(options.api_version, "AZURE_API_VERSION", "api_version")
-        api_key = _setting(options.api_key, "AZURE_API_KEY", "api_key")
+        api_key = _setting(options.api_key, self.key_variables[0], "api_key")
         deployment = quote(request.upstream_model, safe="")
         body, content_type, endpoint = encoded_body(request)
         headers = {

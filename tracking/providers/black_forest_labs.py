@@ -194,10 +194,11 @@ def _json(body: bytes) -> dict[str, Any]:
 
 class BlackForestLabsProvider:
     name = "black_forest_labs"
+    key_variables = ("BFL_API_KEY",)
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         _check_request(request, options)
-        api_key = api_key_for(options, "Black Forest Labs", "BFL_API_KEY")
+        api_key = api_key_for(options, "Black Forest Labs", *self.key_variables)
         api_base = api_base_for(options, "BFL_API_BASE", DEFAULT_BFL_API_BASE)
         output_format = request.output_format or "png"
         if request.mask is not None:

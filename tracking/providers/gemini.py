@@ -419,11 +419,12 @@ def _format_of(mime_type: Any) -> str:
 
 class GeminiProvider(GeminiAnswers):
     name = "gemini"
+    key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         check_request(request, options)
-        api_key = api_key_for(options, "Gemini", "GEMINI_API_KEY", "GOOGLE_API_KEY")
+        api_key = api_key_for(options, "Gemini", *self.key_variables)
         api_base = api_base_for(options, "GEMINI_API_BASE", DEFAULT_GEMINI_API_BASE)
         body, tier = generate_content_body(request)
         model = quote(request.upstream_model, safe="")

@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError
 from ..multipart import encode_multipart
 from ..request import openai_api_base
-from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest
+from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest, api_key_for
 
 if TYPE_CHECKING:
     from ..images import ImageFile
@@ -40,17 +38,14 @@ def encoded_body(request: ImageEditRequest) -> tuple[bytes, str, str]:
 
 class OpenAIProvider(OpenAIAnswers):
     name = "openai"
+    key_variables = ("OPENAI_API_KEY",)
     operations = EDITS_AND_GENERATIONS
 
     def api_base(self, options: CallOptions) -> str:
         return openai_api_base(options.api_base).rstrip("/")
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
-        api_key = options.api_key or os.environ.get("OPENAI_API_KEY")
-        if not api_key:
-            raise ConfigurationError(
-                "api_key: no OpenAI API key; pass api_key=... or set OPENAI_API_KEY"
-            )
+        api_key = api_key_for(options, "OpenAI API", *self.key_variables)
         body, content_type, endpoint = encoded_body(request)
         headers = {
             "Authorization": f"Bearer {api_key}",

@@ -47,10 +47,11 @@ API_UNITS_PER_USD = Decimal(1000)
 
 class RecraftProvider(OpenAIAnswers):
     name = "recraft"
+    key_variables = ("RECRAFT_API_TOKEN", "RECRAFT_API_KEY")
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         _check_fields(request, options)
-        api_key = api_key_for(options, "Recraft", "RECRAFT_API_TOKEN", "RECRAFT_API_KEY")
+        api_key = api_key_for(options, "Recraft", *self.key_variables)
         api_base = api_base_for(options, "RECRAFT_API_BASE", DEFAULT_RECRAFT_API_BASE)
         fields = [
             ("prompt", request.prompt),

@@ -100,6 +100,7 @@ def _one_image_from_one(request: ImageEditRequest, operation: str) -> None:
 
 class StabilityProvider:
     name = "stability"
+    key_variables = ("STABILITY_API_KEY",)
 
     def check_settings(self, model: str, api_base: str | None, api_version: str | None) -> None:
         """A deployment's model must name one of the edit operations (checked when a router
@@ -111,7 +112,7 @@ class StabilityProvider:
             )
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
-        api_key = api_key_for(options, "Stability AI", "STABILITY_API_KEY")
+        api_key = api_key_for(options, "Stability AI", *self.key_variables)
         api_base = api_base_for(options, "STABILITY_API_BASE", DEFAULT_STABILITY_API_BASE)
         operation = request.upstream_model
         self.check_settings(operation, options.api_base, options.api_version)

@@ -120,6 +120,7 @@ def _data_uri(image: ImageFile) -> dict[str, str]:
 
 class XAIProvider:
     name = "xai"
+    key_variables = ("XAI_API_KEY",)
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         if request.mask is not None and not options.drop_params:
@@ -129,7 +130,7 @@ class XAIProvider:
                 param="mask",
                 rule="unsupported",
             )
-        api_key = api_key_for(options, "xAI", "XAI_API_KEY")
+        api_key = api_key_for(options, "xAI", *self.key_variables)
         api_base = api_base_for(options, "XAI_API_BASE", DEFAULT_XAI_API_BASE)
         body: dict[str, Any] = {
             "model": request.upstream_model,

@@ -188,7 +188,9 @@ def _check_reachable(model: str, params: Mapping[str, Any], where: str) -> None:
     try:
         check_api_key(params.get("api_key"))
         check_base_url(params.get("api_base"))
-        check_deployment(model, params.get("api_base"), params.get("api_version"))
+        check_deployment(
+            model, params.get("api_base"), params.get("api_version"), params.get("api_key")
+        )
     except ConfigurationError as exc:
         raise ConfigurationError(f"{where}: litellm_params.{exc}") from None
 
