@@ -231,7 +231,12 @@ def test_a_routed_generation_falls_back_to_the_next_group(fake, failing_fake, mo
 
 def test_a_routed_generation_with_no_capable_group_raises_the_typed_error():
     router = tracking.Router(
-        [{"model_name": "edits-only", "litellm_params": {"model": "stability/erase"}}]
+        [
+            {
+                "model_name": "edits-only",
+                "litellm_params": {"model": "stability/erase", "api_key": "sk-test-0123456789"},
+            }
+        ]
     )
     with router, pytest.raises(tracking.UnsupportedOperationError):
         router.image_generation(prompt=PROMPT, model="edits-only")
