@@ -8,6 +8,7 @@ headers and half the body it announced, then closes (or stops sending).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -66,27 +67,47 @@ def _cut_answer(status: int, *, stall: bool = False) -> Iterator[str]:
         listener.close()
 
 
-def _edit(api_base: str, use_async: bool, timeout: float = 30) -> BaseException:
+def _edit(
+    api_base: str, use_async: bool, timeout: float = 30, *, stream: bool = False
+) -> BaseException:
+    params = {
+        "image": make_png(),
+        "prompt": "a hat",
+        "model": "gpt-image-2",
+        "api_base": api_base,
+        "api_key": "sk-test-0123456789",
+        "max_retries": 0,
+        "timeout": timeout,
+        "stream": stream,
+    }
+
+    async def read_async() -> None:
+        async for _ in await tracking.aimage_edit(**params):
+            pass
+
+    def call() -> None:
+        if not stream:
+            edit_either(use_async, **params)
+        elif use_async:
+            asyncio.run(read_async())
+        else:
+            for _ in tracking.image_edit(**params):
+                pass
+
     with pytest.raises(tracking.APIError) as caught:
-        edit_either(
-            use_async,
-            image=make_png(),
-            prompt="a hat",
-            model="gpt-image-2",
-            api_base=api_base,
-            api_key="sk-test-0123456789",
-            max_retries=0,
-            timeout=timeout,
-        )
+        call()
     return caught.value
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("stall", [False, True], ids=["closed", "stalled"])
-def test_an_error_answer_cut_short_is_that_error_and_costs_nothing(monkeypatch, use_async, stall):
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_an_error_answer_cut_short_is_that_error_and_costs_nothing(
+    monkeypatch, use_async, stall, stream
+):
     events = record_events(monkeypatch)
     with _cut_answer(500, stall=stall) as api_base:
-        error = _edit(api_base, use_async, timeout=2)
+        error = _edit(api_base, use_async, timeout=2, stream=stream)
     assert isinstance(error, tracking.InternalServerError), repr(error)
     event = events.last
     assert (event.http_status, event.error_type) == (500, error.error_type)

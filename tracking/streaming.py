@@ -24,6 +24,8 @@ from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from . import bus
 from .errors import StreamClosed
 from .events import ImageEditEvent
@@ -36,7 +38,6 @@ from .targets import Consult, Route
 
 if TYPE_CHECKING:
     import aiohttp
-    import httpx
 
 __all__ = ["AsyncImageEditStream", "ImageEditStream"]
 
@@ -345,6 +346,8 @@ class _SyncAnswer:
             if response.status_code >= 400:  # an error answer: its first bytes say what failed
                 try:
                     body = read_capped(response, _ERROR_BYTES)
+                except httpx.TransportError:  # cut short: the status said it all (not billed)
+                    body = b""
                 finally:
                     response.close()
                 return Answer(response.status_code, response.headers, body)
@@ -389,6 +392,8 @@ class _AsyncAnswer:
                 try:
                     with as_httpx_errors():
                         body = await aread_capped(response, _ERROR_BYTES)
+                except httpx.TransportError:  # cut short: as the sync one
+                    body = b""
                 finally:
                     response.close()  # an error answer's connection is not worth pooling
                 return Answer(response.status, response.headers, body)
