@@ -198,6 +198,17 @@ def test_a_deployment_whose_calls_would_have_no_usable_key_fails_the_config(
     assert Router.from_config({"model_list": [entry]}).groups["images"]
 
 
+@pytest.mark.parametrize("typo", ["gemeni", "vertex-ai", "black-forest-labs", "openia"])
+def test_a_provider_prefix_one_letter_off_fails_the_config(typo):
+    """Such a name would go to OpenAI whole, every call a 404 from the wrong upstream."""
+    entry = {"model_name": "m", "litellm_params": {"model": f"{typo}/x", "api_key": API_KEY}}
+    with pytest.raises(tracking.ConfigurationError, match="did you mean"):
+        Router.from_config({"model_list": [entry]})
+    for meant in (f"openai/{typo}/x", "acme-org/x"):  # said so, or no provider's near name
+        entry["litellm_params"]["model"] = meant
+        assert Router.from_config({"model_list": [entry]}).groups["m"]
+
+
 def test_router_settings_timeout_is_the_timeout_of_deployments_without_their_own(recorder):
     with FakeOpenAI(api_keys=[API_KEY], faults=["latency=2;times=always"]) as slow:
         config = {

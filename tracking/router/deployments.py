@@ -12,6 +12,7 @@ and usage in Redis are keyed by it); the digest reveals nothing of the key.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -22,7 +23,7 @@ from typing import Any
 
 from ..endpoint import check_api_key, check_base_url
 from ..errors import ConfigurationError
-from ..providers import check_deployment
+from ..providers import check_deployment, is_provider, provider_names
 from ..request import MAX_TIMEOUT, model_without_name
 
 __all__ = ["Deployment", "parse_fallbacks", "parse_model_list", "resolve_env", "seconds"]
@@ -185,6 +186,16 @@ def _deployment(entry: Any, where: str) -> Deployment:
 def _check_reachable(model: str, params: Mapping[str, Any], where: str) -> None:
     """The checks every call makes of its key and URL, and the provider's own settings checks,
     made once at load: a typo fails the config, not a share of the calls."""
+    prefix, sep, _ = model.partition("/")
+    if sep and not is_provider(prefix):
+        # sent to OpenAI whole (a compatible server's slashed name); one letter off a provider
+        # is a typo whose every call would go to the wrong upstream
+        near = difflib.get_close_matches(prefix, provider_names(), n=1, cutoff=0.8)
+        if near:
+            raise ConfigurationError(
+                f"{where}: litellm_params.model {model!r}: {prefix!r} is no provider; did you "
+                f"mean '{near[0]}/'? (write 'openai/{model}' to send this name to OpenAI)"
+            )
     try:
         check_api_key(params.get("api_key"))
         check_base_url(params.get("api_base"))
