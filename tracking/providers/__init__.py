@@ -36,7 +36,7 @@ import importlib
 import os
 from typing import TYPE_CHECKING, cast
 
-from ..endpoint import check_prepared
+from ..endpoint import check_api_key, check_prepared
 from ..errors import ConfigurationError, UnsupportedOperationError
 from .base import EDITS_ONLY, Poll, PreparedRequest, Provider
 
@@ -114,7 +114,6 @@ def check_deployment(
     them, and, without an ``api_key`` of its own, the key its calls would read from the
     environment (the provider's ``key_variables``): set, and one a header can carry. A
     :class:`~tracking.errors.ConfigurationError` names what is wrong."""
-    from ..endpoint import check_api_key
     from ..request import split_provider
 
     name, upstream_model = split_provider(model)
