@@ -7,6 +7,8 @@ and JSON calls to the management endpoints.
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,3 +110,19 @@ def spend_rows(client: httpx.Client, base: str, key: str = MASTER_KEY, **query: 
     response = client.get(f"{base}/spend/logs", headers=bearer(key), params=query)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def restart_redis(stopped: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """The same redis-server command again (same port), empty."""
+    server = subprocess.Popen(stopped.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = int(str(stopped.args[2]))  # type: ignore[index]
+    wait_for(lambda: _listening(port), timeout=10)
+    return server
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True

@@ -5,17 +5,50 @@ well-formed answers. Each provider's calls go to ``api_base`` from :meth:`Script
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from tests.conftest import make_png
+from tests.proxy_support import ProxyProcess, write_config
 from tracking.testing.app_thread import AppThread
 
-__all__ = ["MODELS", "Reply", "ScriptedUpstream", "scripted_upstream"]
+__all__ = [
+    "GEMINI_ANSWER",
+    "MODELS",
+    "PNG",
+    "Reply",
+    "ScriptedUpstream",
+    "proxy_in_front",
+    "scripted_upstream",
+]
+
+PNG = make_png(64, 64)
+#: A Gemini answer with one image (``PNG``) and its usage, as ``generateContent`` sends it.
+GEMINI_ANSWER = {
+    "candidates": [
+        {
+            "content": {
+                "parts": [
+                    {
+                        "inlineData": {
+                            "mimeType": "image/png",
+                            "data": base64.b64encode(PNG).decode(),
+                        }
+                    }
+                ]
+            },
+            "finishReason": "STOP",
+        }
+    ],
+    "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 1120},
+}
 
 #: One model per provider the scripted upstream serves.
 MODELS = {
@@ -106,3 +139,33 @@ def scripted_upstream() -> Iterator[ScriptedUpstream]:
         yield upstream
     finally:
         server.stop()
+
+
+@contextmanager
+def proxy_in_front(
+    folder: Path, deployments: dict[str, tuple[str, str]], **litellm_params: Any
+) -> Iterator[ProxyProcess]:
+    """``tracking serve`` with a SQLite ledger in ``folder``, serving each model name of
+    ``deployments`` (name -> (model, api_base)) from the scripted upstream; ``litellm_params``
+    are given to every deployment (``max_retries=0``)."""
+    entries = [
+        {
+            "model_name": name,
+            "litellm_params": {
+                "model": model,
+                "api_key": "test-key-0123456789",
+                "api_base": api_base,
+                **litellm_params,
+            },
+        }
+        for name, (model, api_base) in deployments.items()
+    ]
+    config = write_config(
+        folder / "config.yaml",
+        {
+            "model_list": entries,
+            "general_settings": {"database_url": f"sqlite:///{folder / 'ledger.db'}"},
+        },
+    )
+    with ProxyProcess(config) as process:
+        yield process

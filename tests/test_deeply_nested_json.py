@@ -22,9 +22,15 @@ import pytest
 
 import tracking
 from tests.conftest import edit_either, make_png
-from tests.proxy_support import ProxyProcess, ledger_row, write_config
+from tests.proxy_support import ProxyProcess, ledger_row
 from tests.recorder import record_events
-from tests.scripted_upstream import MODELS, Reply, ScriptedUpstream, scripted_upstream
+from tests.scripted_upstream import (
+    MODELS,
+    Reply,
+    ScriptedUpstream,
+    proxy_in_front,
+    scripted_upstream,
+)
 from tracking.errors import APIResponseError, BadRequestError, InternalServerError
 from tracking.sse import ServerSentEvent
 from tracking.stream_events import parse_stream_event
@@ -151,25 +157,8 @@ def test_upstream_json_reads_what_is_json(body):
 @pytest.fixture(scope="module")
 def proxy(upstream: ScriptedUpstream, tmp_path_factory) -> Iterator[ProxyProcess]:
     folder: Path = tmp_path_factory.mktemp("deep-json-proxy")
-    config = write_config(
-        folder / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": provider,
-                    "litellm_params": {
-                        "model": MODELS[provider],
-                        "api_key": "test-key-0123456789",
-                        "api_base": upstream.base(provider),
-                        "max_retries": 0,
-                    },
-                }
-                for provider in ("gemini", "stability", "flux")
-            ],
-            "general_settings": {"database_url": f"sqlite:///{folder / 'ledger.db'}"},
-        },
-    )
-    with ProxyProcess(config) as process:
+    served = {p: (MODELS[p], upstream.base(p)) for p in ("gemini", "stability", "flux")}
+    with proxy_in_front(folder, served, max_retries=0) as process:
         yield process
 
 

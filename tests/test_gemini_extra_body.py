@@ -12,7 +12,6 @@ merged into the call's.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,30 +20,18 @@ import httpx
 import pytest
 
 import tracking
-from tests.conftest import make_png
-from tests.proxy_support import ProxyProcess, write_config
-from tests.scripted_upstream import MODELS, Reply, ScriptedUpstream, scripted_upstream
+from tests.proxy_support import ProxyProcess
+from tests.scripted_upstream import (
+    GEMINI_ANSWER,
+    MODELS,
+    PNG,
+    Reply,
+    ScriptedUpstream,
+    proxy_in_front,
+    scripted_upstream,
+)
 from tracking.errors import ValidationError
 
-PNG = make_png(64, 64)
-ANSWER = {
-    "candidates": [
-        {
-            "content": {
-                "parts": [
-                    {
-                        "inlineData": {
-                            "mimeType": "image/png",
-                            "data": base64.b64encode(PNG).decode(),
-                        }
-                    }
-                ]
-            },
-            "finishReason": "STOP",
-        }
-    ],
-    "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 1120},
-}
 REFUSED: dict[str, dict[str, Any]] = {
     "imageConfig": {"generationConfig": {"imageConfig": {"imageSize": "4K"}}},
     "image_config": {"generationConfig": {"image_config": {"image_size": "4K"}}},
@@ -61,7 +48,7 @@ REFUSED: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedUpstream]:
     with scripted_upstream() as server:
-        server.reply = Reply(ANSWER)
+        server.reply = Reply(GEMINI_ANSWER)
         yield server
 
 
@@ -102,19 +89,7 @@ def test_other_generation_config_members_are_merged_into_the_calls(upstream, par
 @pytest.fixture(scope="module")
 def proxy(upstream: ScriptedUpstream, tmp_path_factory) -> Iterator[ProxyProcess]:
     folder: Path = tmp_path_factory.mktemp("gemini-extra-body-proxy")
-    deployment = {
-        "model": MODELS["gemini"],
-        "api_key": "test-key-0123456789",
-        "api_base": upstream.base("gemini"),
-    }
-    config = write_config(
-        folder / "config.yaml",
-        {
-            "model_list": [{"model_name": "nano", "litellm_params": deployment}],
-            "general_settings": {"database_url": f"sqlite:///{folder / 'ledger.db'}"},
-        },
-    )
-    with ProxyProcess(config) as process:
+    with proxy_in_front(folder, {"nano": (MODELS["gemini"], upstream.base("gemini"))}) as process:
         yield process
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,7 +25,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.accounts_support import accounts_config, edit, generate, ledger_env, spend_rows, wait_for
+from tests.accounts_support import (
+    accounts_config,
+    edit,
+    generate,
+    ledger_env,
+    restart_redis,
+    spend_rows,
+    wait_for,
+)
 from tests.conftest import API_KEY
 from tests.proxy_support import ProxyProcess
 from tests.test_router_redis import private_redis  # noqa: F401 - a fixture, used by name
@@ -115,7 +122,7 @@ def test_calls_reserved_in_redis_still_count_when_it_goes_away(
     assert "Redis unavailable" in proxy.log() and "Traceback" not in proxy.log()
 
 
-def test_calls_in_flight_count_on_a_counter_seeded_again_after_a_restart(
+def test_calls_in_flight_count_on_a_counter_seeded_again_after_arestart_redis(
     proxy,
     slow_fake,
     private_redis,  # noqa: F811
@@ -129,7 +136,7 @@ def test_calls_in_flight_count_on_a_counter_seeded_again_after_a_restart(
         try:
             # Reserved from the ledger while Redis is away.
             first = _fill_the_budget(pool, client, proxy, slow_fake, made["key"])
-            restarted = _restart(redis_server)  # back, empty
+            restarted = restart_redis(redis_server)  # back, empty
             # Once the retry interval is over, Redis is used again: the key's counter is seeded
             # from the ledger (none of the first calls yet) and the calls this instance holds.
             after: list[int] = []
@@ -169,7 +176,7 @@ async def test_a_counter_another_instance_seeded_after_a_restart_gets_this_ones_
         process.wait(10)
         assert await here.reserve("b", 100, 1000, None, late) is None  # away: ask the ledger
         assert here.degraded
-        restarted = _restart(process)  # back, empty
+        restarted = restart_redis(process)  # back, empty
         assert await there.reserve("b", 100, 1000, None, other) is None  # missing: seed it
         assert await there.reserve("b", 100, 1000, 0, other) == 100  # the ledger has 0
         await asyncio.sleep(0.3)  # past here's retry interval
@@ -183,19 +190,3 @@ async def test_a_counter_another_instance_seeded_after_a_restart_gets_this_ones_
         if restarted is not None:
             restarted.kill()
             restarted.wait(10)
-
-
-def _restart(stopped: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
-    """The same redis-server command again (same port), empty."""
-    server = subprocess.Popen(stopped.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = int(str(stopped.args[2]))  # type: ignore[index]
-    wait_for(lambda: _listening(port), timeout=10)
-    return server
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True

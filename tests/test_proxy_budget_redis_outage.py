@@ -9,7 +9,6 @@ timed out as the outage began: never an overspend)."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from tests.accounts_support import (
     edit,
     generate,
     ledger_env,
+    restart_redis,
     spend_rows,
     wait_for,
 )
@@ -74,22 +74,6 @@ def _spent(client: httpx.Client, base: str, key_hash: str) -> Decimal:
     return sum((Decimal(row["cost_usd"]) for row in rows), Decimal(0))
 
 
-def _restart(stopped: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
-    """The same redis-server command again (same port), empty."""
-    server = subprocess.Popen(stopped.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = int(str(stopped.args[2]))  # type: ignore[index]
-    wait_for(lambda: _listening(port), timeout=10)
-    return server
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("outage", ["frozen", "restarted"])
 def test_a_budget_holds_through_a_redis_outage(instances, outage):
     proxies, redis_server = instances
@@ -115,7 +99,7 @@ def test_a_budget_holds_through_a_redis_outage(instances, outage):
             if outage == "frozen":
                 redis_server.send_signal(signal.SIGCONT)
             else:
-                restarted = _restart(redis_server)
+                restarted = restart_redis(redis_server)
             time.sleep(5.5)  # past the counters' retry interval: the next calls use Redis
             after: list[int] = []
             while len(after) < 30 and after[-2:] != [429, 429]:

@@ -13,7 +13,6 @@ all before anything is sent.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,31 +21,18 @@ import httpx
 import pytest
 
 import tracking
-from tests.conftest import make_half_mask, make_png
-from tests.proxy_support import ProxyProcess, write_config
-from tests.scripted_upstream import Reply, ScriptedUpstream, scripted_upstream
+from tests.conftest import make_half_mask
+from tests.proxy_support import ProxyProcess
+from tests.scripted_upstream import (
+    GEMINI_ANSWER,
+    PNG,
+    Reply,
+    ScriptedUpstream,
+    proxy_in_front,
+    scripted_upstream,
+)
 from tracking.errors import APIResponseError, UnsupportedParamsError, ValidationError
 
-PNG = make_png(64, 64)
-IMAGE = base64.b64encode(PNG).decode()
-GEMINI_ANSWER = {
-    "candidates": [
-        {
-            "content": {
-                "parts": [
-                    {
-                        "inlineData": {
-                            "mimeType": "image/png",
-                            "data": base64.b64encode(PNG).decode(),
-                        }
-                    }
-                ]
-            },
-            "finishReason": "STOP",
-        }
-    ],
-    "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 1120},
-}
 UNKNOWN = ["black_forest_labs/flux-2-pro", "gemini/gemini-4-image", "vertex_ai/gemini-4-image"]
 BAD_SIZES = ["0x0", "0x1024", "1024x0", "1024x", "x1024", "wide", "big", "1024x1024x2", "-1x5"]
 
@@ -145,20 +131,7 @@ def proxy(upstream: ScriptedUpstream, tmp_path_factory) -> Iterator[ProxyProcess
         "flux2": ("black_forest_labs/flux-2-pro", upstream.base("flux")),
         "gem4": ("gemini/gemini-4-image", upstream.base("gemini")),
     }
-    config = write_config(
-        folder / "config.yaml",
-        {
-            "model_list": [
-                {
-                    "model_name": name,
-                    "litellm_params": {"model": model, "api_key": "k-0123456789", "api_base": base},
-                }
-                for name, (model, base) in deployments.items()
-            ],
-            "general_settings": {"database_url": f"sqlite:///{folder / 'ledger.db'}"},
-        },
-    )
-    with ProxyProcess(config) as process:
+    with proxy_in_front(folder, deployments) as process:
         yield process
 
 

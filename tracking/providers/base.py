@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigurationError, UnsupportedParamsError
+from ..errors import ConfigurationError, UnsupportedParamsError, ValidationError
+from ..families import pixel_size
 from ..frozen import fast_init
 from ..response import ImageResponse, upstream_json
 
@@ -164,6 +165,34 @@ class OpenAIAnswers:
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
         return openai_error(status, body)
+
+
+def sides_of(size: str, provider: str) -> tuple[int, int]:
+    """Width and height of a ``WIDTHxHEIGHT`` size, both above zero; a
+    :class:`~tracking.errors.ValidationError` naming ``provider`` for any other text (checked
+    for every model of a provider, also one the family table does not know)."""
+    parsed = pixel_size(size)
+    if parsed is None or not all(parsed):
+        raise ValidationError(
+            f"size: {provider} takes 'auto' or WIDTHxHEIGHT with both sides whole numbers of "
+            f"pixels above zero; got {size[:40]!r}",
+            param="size",
+            rule="format",
+        )
+    return parsed
+
+
+def refuse_several_images(request: ImageEditRequest, makes: str, advice: str = "") -> None:
+    """A :class:`~tracking.errors.ValidationError` on ``n`` when the call asks more than one
+    image of an upstream that makes one (``makes``: which, and per what): sent, the rest were
+    dropped without a word, the caller paying for one image of many asked."""
+    if (request.n or 1) > 1:
+        raise ValidationError(
+            f"n: {makes}, got {request.n}{advice}",
+            param="n",
+            rule="range",
+            code="integer_above_max_value",
+        )
 
 
 def refuse_unsupported(

@@ -32,8 +32,7 @@ from math import gcd
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import APIResponseError, ContentPolicyError, ValidationError
-from ..families import pixel_size
+from ..errors import APIResponseError, ContentPolicyError
 from ..images import is_image
 from ..response import ImageResponse, upstream_json
 from .base import (
@@ -43,7 +42,9 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    refuse_several_images,
     refuse_unsupported,
+    sides_of,
     text_field,
 )
 from .masks import white_means_edit
@@ -69,15 +70,7 @@ def _aspect_ratio(size: str | None) -> str | None:
     sides above zero (checked here for every model: the family table knows only Kontext)."""
     if not size or size == "auto":
         return None
-    parsed = pixel_size(size)
-    if parsed is None or not all(parsed):
-        raise ValidationError(
-            f"size: FLUX takes 'auto' or WIDTHxHEIGHT with both sides whole numbers of pixels "
-            f"above zero; got {size[:40]!r}",
-            param="size",
-            rule="format",
-        )
-    w, h = parsed
+    w, h = sides_of(size, "FLUX")
     divisor = gcd(w, h)
     return f"{w // divisor}:{h // divisor}"
 
@@ -171,14 +164,8 @@ def _check_request(request: ImageEditRequest, options: CallOptions) -> None:
     """What every FLUX model takes, checked before sending, also for a model the family table
     does not know (FLUX.2): one image per job, and none of OpenAI's parameters BFL has no field
     for (dropped with ``drop_params=True``). Sent, they were ignored without a word."""
-    if (request.n or 1) > 1:
-        raise ValidationError(
-            f"n: {request.upstream_model} makes 1 image per job, got {request.n}; loop over "
-            "calls for several",
-            param="n",
-            rule="range",
-            code="integer_above_max_value",
-        )
+    makes = f"{request.upstream_model} makes 1 image per job"
+    refuse_several_images(request, makes, "; loop over calls for several")
     refuse_unsupported(request, options, "Black Forest Labs", _NOT_TAKEN)
 
 

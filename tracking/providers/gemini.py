@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import APIError, APIResponseError, ContentPolicyError, ValidationError
-from ..families import pixel_size, resolution_tier
+from ..families import resolution_tier
 from ..images import encodes_image
 from ..response import (
     ImageResponse,
@@ -63,7 +63,9 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    refuse_several_images,
     refuse_unsupported,
+    sides_of,
     text_field,
 )
 
@@ -136,15 +138,7 @@ def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
     spec = GEMINI_IMAGE_MODELS.get(model, _DEFAULT_MODEL)
     if not size or size == "auto":
         return {}, "1K"
-    parsed = pixel_size(size)
-    if parsed is None or not all(parsed):
-        raise ValidationError(
-            f"size: Gemini takes 'auto' or WIDTHxHEIGHT with both sides whole numbers of pixels "
-            f"above zero; got {size[:40]!r}",
-            param="size",
-            rule="format",
-        )
-    width, height = parsed
+    width, height = sides_of(size, "Gemini")
     target = math.log(width / height)
     ratio = min(spec.aspect_ratios, key=lambda r: abs(math.log(_ratio_value(r)) - target))
     config = {"aspectRatio": ratio}
@@ -172,14 +166,8 @@ def check_request(request: ImageEditRequest, options: CallOptions) -> None:
     family table does not know (a new model): one image per request, and none of OpenAI's
     parameters it has no field for (dropped with ``drop_params=True``). Sent, they were ignored
     upstream without a word: one image made of the ``n`` asked, a mask not applied."""
-    if (request.n or 1) > 1:
-        raise ValidationError(
-            f"n: {request.upstream_model} makes 1 image per request, got {request.n}; loop over "
-            "calls for several",
-            param="n",
-            rule="range",
-            code="integer_above_max_value",
-        )
+    makes = f"{request.upstream_model} makes 1 image per request"
+    refuse_several_images(request, makes, "; loop over calls for several")
     refuse_unsupported(request, options, "Gemini", _NOT_TAKEN)
 
 

@@ -33,6 +33,7 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    refuse_several_images,
     refuse_unsupported,
     text_field,
 )
@@ -83,13 +84,7 @@ def _check_fields(request: ImageEditRequest, operation: str) -> None:
 def _one_image_from_one(request: ImageEditRequest, operation: str) -> None:
     """Stability's edit endpoints take one image and make one: more of either is refused before
     sending (they were dropped without a word, the caller paying for one image of many asked)."""
-    if (request.n or 1) > 1:
-        raise ValidationError(
-            f"n: stability/{operation} makes 1 image per call, got {request.n}",
-            param="n",
-            rule="range",
-            code="integer_above_max_value",
-        )
+    refuse_several_images(request, f"stability/{operation} makes 1 image per call")
     if len(request.images) > 1:
         raise ValidationError(
             f"image: stability/{operation} takes 1 image, got {len(request.images)}",
