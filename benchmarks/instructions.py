@@ -11,6 +11,9 @@ best judged here first, then confirmed by the timing benchmarks. Two parts, each
   the four integrations on its own; with all four). Before each variant's calls the counters
   are zeroed and after them (background sinks flushed) dumped, so a variant is charged the
   instructions of every thread of the process, its sinks' writer threads included.
+* ``async``: the same in one event loop with 32 calls in flight, as
+  ``benchmarks/async_throughput.py``: a bare ``aiohttp.ClientSession`` posting the same bytes (the
+  baseline), ``tracking.aimage_edit`` with no integrations and with all four.
 * ``proxy``: ``tracking serve`` (full tracking, as ``benchmarks/proxy/run.py``) and the minimal
   durable forwarder, each under callgrind with the counters off until a warm-up is done; then a
   client outside Valgrind posts the same 143 KB image ``--requests`` times at concurrency 8.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -35,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +67,8 @@ ALL_ON = "tracking, all integrations"
 FORWARDER = "minimal forwarder"
 SERVE = "tracking serve"
 PROXY_CONCURRENCY = 8
+ASYNC_CONCURRENCY = 32
+ASYNC_BASELINE = "raw aiohttp (same bytes)"
 WARMUP_CALLS = 30
 
 
@@ -96,7 +102,37 @@ def _dumped(path: Path) -> int:
     raise SystemExit(f"callgrind wrote no totals to {path}")
 
 
+def _counted(
+    run: Callable[[int], object], calls: int, enabled: Integrations | None, dump: Path
+) -> float:
+    """Instructions per call of ``run(calls)`` in this process (every thread), after a warm-up,
+    with ``enabled``'s integrations on (None: off) and their sinks flushed inside."""
+    if enabled is None:
+        Integrations.off()
+    else:
+        enabled.on()
+    run(WARMUP_CALLS)
+    if enabled is not None:
+        enabled.flush()
+    _control(os.getpid(), "--zero")
+    run(calls)
+    if enabled is not None:
+        enabled.flush()
+    _control(os.getpid(), "--dump")
+    return _dumped(dump) / calls
+
+
 # -- the sdk part: runs inside valgrind (``--inside-sdk``) -------------------------------------
+
+
+@contextlib.contextmanager
+def _calls_set_up() -> Iterator[tuple[Path, Any, bytes, bytes, dict[str, str], dict[str, Any]]]:
+    """A scratch folder, the canned fake, the image, the raw request's body and headers, and
+    the SDK's call parameters, for a part measured inside valgrind."""
+    with workdir() as tmp, fake_upstream(argparse.Namespace(no_pin=True)) as fake:
+        png = make_png(143)
+        body, headers = raw_request(png, fake.api_base)
+        yield tmp, fake, png, body, headers, {**CALL_PARAMS, "api_base": fake.api_base}
 
 
 def inside_sdk(calls: int, variants: list[str], result: Path, out: Path) -> None:
@@ -104,13 +140,10 @@ def inside_sdk(calls: int, variants: list[str], result: Path, out: Path) -> None
 
     pid = os.getpid()
     figures: dict[str, float] = {}
-    with workdir() as tmp, fake_upstream(argparse.Namespace(no_pin=True)) as fake:
-        png = make_png(143)
-        body, headers = raw_request(png, fake.api_base)
+    with _calls_set_up() as (tmp, fake, png, body, headers, params):
         import httpx
 
         client = httpx.Client()
-        params: dict[str, Any] = {**CALL_PARAMS, "api_base": fake.api_base}
 
         def raw() -> None:
             client.post(fake.edits_url, content=body, headers=headers).raise_for_status()
@@ -132,34 +165,85 @@ def inside_sdk(calls: int, variants: list[str], result: Path, out: Path) -> None
                 table[f"tracking, only {name}"] = (sdk, replace(integrations, names=(name,)))
         for dump, name in enumerate((v for v in table if v in variants or not variants), 1):
             call, enabled = table[name]
-            if enabled is None:
-                Integrations.off()
-            else:
-                enabled.on()
-            for _ in range(WARMUP_CALLS):
-                call()
-            if enabled is not None:
-                enabled.flush()
-            _control(pid, "--zero")
-            for _ in range(calls):
-                call()
-            if enabled is not None:
-                enabled.flush()
-            _control(pid, "--dump")
-            figures[name] = _dumped(Path(f"{out}.{pid}.{dump}")) / calls
+
+            def run(count: int, call: Callable[[], None] = call) -> None:
+                for _ in range(count):
+                    call()
+
+            figures[name] = _counted(run, calls, enabled, Path(f"{out}.{pid}.{dump}"))
         client.close()
         integrations.close()
     result.write_text(json.dumps({"figures": figures, "tracking": tracking.__file__}))
 
 
-def sdk_part(calls: int, variants: list[str], folder: Path, tree: Path | None) -> dict[str, float]:
+# -- the async part: runs inside valgrind (``--inside-async``) ---------------------------------
+
+
+async def _session() -> Any:
+    import aiohttp
+
+    return aiohttp.ClientSession()
+
+
+async def _in_flight(send: Callable[[], Any], calls: int) -> None:
+    gate = asyncio.Semaphore(ASYNC_CONCURRENCY)
+
+    async def one() -> None:
+        async with gate:
+            await send()
+
+    await asyncio.gather(*(one() for _ in range(calls)))
+
+
+def inside_async(calls: int, variants: list[str], result: Path, out: Path) -> None:
+    import aiohttp
+
+    import tracking
+
+    pid = os.getpid()
+    figures: dict[str, float] = {}
+    with _calls_set_up() as (tmp, fake, png, body, headers, params):
+        integrations = Integrations(False)
+        if not variants or ALL_ON in variants:
+            integrations = all_integrations(tmp)
+        table: dict[str, Integrations | None] = {ASYNC_BASELINE: None, NO_INTEGRATIONS: None}
+        if integrations.available:
+            table[ALL_ON] = integrations
+        for dump, name in enumerate((v for v in table if v in variants or not variants), 1):
+            loop = asyncio.new_event_loop()
+            session = loop.run_until_complete(_session())
+
+            async def raw(session: aiohttp.ClientSession = session) -> None:
+                async with session.post(fake.edits_url, data=body, headers=headers) as answer:
+                    await answer.read()
+                    answer.raise_for_status()
+
+            async def sdk() -> None:
+                await tracking.aimage_edit(image=png, **params)
+
+            send = raw if name == ASYNC_BASELINE else sdk
+
+            def run(count: int, send: Callable[[], Any] = send, loop: Any = loop) -> None:
+                loop.run_until_complete(_in_flight(send, count))
+
+            dumped = Path(f"{out}.{pid}.{dump}")
+            figures[name] = _counted(run, calls, table[name], dumped)
+            loop.run_until_complete(session.close())
+            loop.close()
+        integrations.close()
+    result.write_text(json.dumps({"figures": figures, "tracking": tracking.__file__}))
+
+
+def sdk_part(
+    calls: int, variants: list[str], folder: Path, tree: Path | None, inside: str = "--inside-sdk"
+) -> dict[str, float]:
     folder.mkdir()
     result, out = folder / "sdk.json", folder / "sdk"
     command = [
         *_callgrind(out),
         sys.executable,
         str(Path(__file__).resolve()),
-        "--inside-sdk",
+        inside,
         "--calls",
         str(calls),
         "--result",
@@ -299,20 +383,21 @@ def report(
 
 
 def main() -> None:
-    if "--inside-sdk" in sys.argv:
+    inside = {"--inside-sdk": inside_sdk, "--inside-async": inside_async}
+    if given_inside := [flag for flag in inside if flag in sys.argv]:
         inner = argparse.ArgumentParser()
-        inner.add_argument("--inside-sdk", action="store_true")
+        inner.add_argument(given_inside[0], action="store_true")
         inner.add_argument("--calls", type=int)
         inner.add_argument("--result", type=Path)
         inner.add_argument("--dumps", type=Path)
         inner.add_argument("--variants", default="")
         given = inner.parse_args()
         wanted = [v for v in given.variants.split(";") if v]
-        inside_sdk(given.calls, wanted, given.result, given.dumps)
+        inside[given_inside[0]](given.calls, wanted, given.result, given.dumps)
         return
 
     def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--part", choices=("sdk", "proxy", "all"), default="all")
+        parser.add_argument("--part", choices=("sdk", "async", "proxy", "all"), default="all")
         parser.add_argument("--calls", type=int, default=200, help="sync calls per variant")
         parser.add_argument("--requests", type=int, default=300, help="proxy requests per server")
         parser.add_argument("--against", metavar="REV", help="also measure this git revision")
@@ -335,6 +420,21 @@ def main() -> None:
                 f"sdk: instructions per sync call ({calls} calls per variant)",
                 ours,
                 BASELINE,
+                theirs,
+            )
+        if args.part in ("async", "all"):
+            wanted = [ASYNC_BASELINE, NO_INTEGRATIONS] if args.quick else []
+            ours = sdk_part(calls, wanted, folder / "async", None, "--inside-async")
+            theirs = (
+                sdk_part(calls, wanted, folder / "async-rev", tree, "--inside-async")
+                if tree
+                else None
+            )
+            payload["async"] = report(
+                f"async: instructions per call ({calls} calls per variant, "
+                f"{ASYNC_CONCURRENCY} in flight)",
+                ours,
+                ASYNC_BASELINE,
                 theirs,
             )
         if args.part in ("proxy", "all"):

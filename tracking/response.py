@@ -72,16 +72,25 @@ def upstream_json(body: bytes | str) -> Any:
     return value
 
 
+_CONTAINERS = (dict, list)
+
+
 def _nests_deeper(value: Any, limit: int) -> bool:
-    """Whether ``value`` holds lists or objects more than ``limit`` levels deep (walked without
-    recursion, in time proportional to its lists and objects, never to its strings)."""
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
+    """Whether ``value`` holds lists or objects more than ``limit`` levels deep (walked level by
+    level without recursion, in time proportional to its lists' and objects' entries, never to
+    its strings; on every answer, so plain loops over a tuple of types)."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        below = []
+        for item in level:
+            for child in item.values() if type(item) is dict else item:
+                if isinstance(child, _CONTAINERS):
+                    below.append(child)
+        level = below
     return False
 
 
