@@ -4,6 +4,7 @@ defaults from the environment, warnings for unknown keys and errors naming the b
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -225,6 +226,44 @@ def test_config_prices_as_the_readme_writes_them():
         assert register_config_prices(config) == 4
     finally:
         reset_prices()
+
+
+def _priced_deployment(params: dict[str, Any], info: dict[str, Any] | None = None) -> Any:
+    entry: dict[str, Any] = {"model_name": "m", "litellm_params": {"model": "openai/m", **params}}
+    if info is not None:
+        entry["model_info"] = info
+    return parse_config({"model_list": [entry]})
+
+
+def test_litellm_params_prices_are_read_as_litellm_reads_them():
+    """LiteLLM documents per-token prices in a deployment's litellm_params as well as in its
+    model_info: they price the deployment (they were an "unknown key, ignored" warning, the
+    calls priced from the packaged table or left unpriced)."""
+    from decimal import Decimal
+
+    from tracking.proxy.prices import config_prices
+
+    config = _priced_deployment(
+        {"input_cost_per_token": 0.000005, "output_cost_per_image_token": "0.00004"},
+        {"input_cost_per_image_token": 0.00001},
+    )
+    assert not [w for w in config.warnings if "cost" in w]
+    (spec,) = (spec for _, spec in config_prices(config).values())
+    assert spec["tokens_per_million"] == {
+        "input_text": Decimal("5"),
+        "input_image": Decimal("10"),  # its own key wins over input_cost_per_token
+        "output_image": Decimal("40"),
+    }
+    same = _priced_deployment({"input_cost_per_token": 0.000005}, {"input_cost_per_token": 5e-06})
+    assert config_prices(same)
+    differ = _priced_deployment({"input_cost_per_token": 0.000005}, {"input_cost_per_token": 1})
+    with pytest.raises(ConfigurationError, match=r"litellm_params\.input_cost_per_token and "):
+        config_prices(differ)
+    negative = _priced_deployment({"output_cost_per_token": -1})
+    with pytest.raises(ConfigurationError, match=r"litellm_params\.output_cost_per_token: .*>= 0"):
+        config_prices(negative)
+    with pytest.raises(ConfigurationError, match=r"litellm_params\.input_cost_per_token: expected"):
+        _priced_deployment({"input_cost_per_token": [1]})
 
 
 def test_a_bad_price_names_its_path_in_the_config():

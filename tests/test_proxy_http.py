@@ -106,6 +106,11 @@ model_list:
       {{model: azure/house-model, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake_base}",
        api_version: 2025-04-01-preview}}
     model_info: {{input_cost_per_token: 0.00001, output_cost_per_token: 0.00004}}
+  - model_name: azure-params-priced  # LiteLLM's documented place too: litellm_params
+    litellm_params:
+      {{model: azure/params-model, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake_base}",
+       api_version: 2025-04-01-preview, input_cost_per_token: 0.00001,
+       input_cost_per_image_token: 0.00002, output_cost_per_image_token: 0.00004}}
   - model_name: azure-half
     litellm_params:
       {{model: azure/half-price, api_key: os.environ/OPENAI_API_KEY, api_base: "{fake_base}",
@@ -416,6 +421,15 @@ def test_config_prices_base_model_per_token_and_prices_section(proxy, fake):
         usage["output_tokens"]
     ) * Decimal("0.00004")
     assert _cost(per_token) == expected
+    in_params = post_edit(proxy, {**fields, "model": "azure-params-priced"})
+    usage = in_params.json()["usage"]
+    details = usage["input_tokens_details"]
+    assert details["image_tokens"] > 0 and details["text_tokens"] > 0
+    assert _cost(in_params) == (
+        Decimal(details["text_tokens"]) * Decimal("0.00001")
+        + Decimal(details["image_tokens"]) * Decimal("0.00002")
+        + Decimal(usage["output_tokens"]) * Decimal("0.00004")
+    )
 
 
 # -- errors, each with its status and OpenAI's shape --------------------------------------------
@@ -601,6 +615,7 @@ def test_health_and_models(proxy, client):
         "primary-down",
         "azure-based",
         "azure-per-token",
+        "azure-params-priced",
         "azure-half",
     ]
     assert httpx.get(f"{proxy.url}/v1/models").status_code == 401

@@ -114,6 +114,14 @@ def _is_non_negative_number(value: Any) -> str | None:
     return None if value >= 0 else f"must be at least 0, got {value}"
 
 
+def _is_price_text(value: Any) -> str | None:
+    """A price as YAML gives it: a number or a decimal string (read exactly at start, see
+    :mod:`tracking.proxy.prices`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return "expected a price in USD per token (a number)"
+    return None
+
+
 def _is_seconds(value: Any) -> str | None:
     """A duration: finite, > 0 and at most a day (what a call's own ``timeout`` may be)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -178,6 +186,17 @@ _LITELLM_PARAMS: dict[str, Check] = {
     "weight": _is_non_negative_number,
     "order": _is_int(1),
 }
+#: LiteLLM's per-token price keys, in USD per token: LiteLLM reads them in a deployment's
+#: ``litellm_params`` or its ``model_info``, and so does the proxy (``tracking.proxy.prices``).
+LITELLM_PRICE_KEYS = (
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "input_cost_per_image_token",
+    "output_cost_per_image_token",
+    "cache_read_input_image_token_cost",
+)
+_LITELLM_PARAMS.update(dict.fromkeys(LITELLM_PRICE_KEYS, _is_price_text))
 _DEPLOYMENT: dict[str, Check] = {
     "model_name": _is_str,
     "litellm_params": _is_mapping,

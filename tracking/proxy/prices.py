@@ -5,8 +5,10 @@ e.g. ``azure/my-deployment``) to ``register_prices`` fields (``tokens_per_millio
 ``per_image``, ``base_model``, ``discount``, ``effective_from`` / ``effective_to``). A
 deployment's ``model_info`` prices its ``litellm_params.model``: the same fields, or LiteLLM's
 per-token spelling (``input_cost_per_token``, ``output_cost_per_token``,
-``cache_read_input_token_cost``, in USD per token, turned into USD per million tokens exactly).
-Entries of the ``prices:`` section win over ``model_info`` for the same model. A bad entry
+``cache_read_input_token_cost`` and their ``*_image_token`` forms, in USD per token, turned into
+USD per million tokens exactly), which LiteLLM also reads in ``litellm_params`` and so do we (the
+two places may not disagree). Entries of the ``prices:`` section win over the deployment's for
+the same model. A bad entry
 fails the start with the path of the key in the config. ``general_settings.prices_file`` names a
 user's prices file (as ``tracking prices import`` writes it), loaded at start too.
 """
@@ -30,8 +32,12 @@ log = logging.getLogger("tracking.proxy")
 
 #: model_info keys that are ``register_prices`` fields as they are.
 _NATIVE = ("tokens_per_million", "per_image", "base_model", "discount")
-#: LiteLLM's per-token model_info keys -> the token kinds they price.
+#: LiteLLM's per-token keys (those of :data:`~tracking.config.LITELLM_PRICE_KEYS`) -> the token
+#: kinds they price; the image tokens' own keys first, so they win over the general ones.
 _PER_TOKEN = {
+    "input_cost_per_image_token": ("input_image",),
+    "output_cost_per_image_token": ("output_image",),
+    "cache_read_input_image_token_cost": ("cached_input_image",),
     "input_cost_per_token": ("input_text", "input_image"),
     "output_cost_per_token": ("output_image",),
     "cache_read_input_token_cost": ("cached_input_text", "cached_input_image"),
@@ -52,13 +58,25 @@ def _per_million(value: Any, where: str) -> Decimal:
     return price * _MILLION
 
 
-def _from_model_info(info: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _deployment_prices(
+    info: Mapping[str, Any], params: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """The ``register_prices`` fields of one deployment: its ``model_info``'s own fields and
+    LiteLLM's per-token keys from ``litellm_params`` or ``model_info`` (the same key in both
+    must give the same price)."""
     spec: dict[str, Any] = {key: info[key] for key in _NATIVE if info.get(key) is not None}
     tokens: dict[str, Any] = dict(spec.get("tokens_per_million") or {})
     for key, kinds in _PER_TOKEN.items():
-        if info.get(key) is None:
+        given = {
+            f"{where}.{section}.{key}": _per_million(values[key], f"{where}.{section}.{key}")
+            for section, values in (("litellm_params", params), ("model_info", info))
+            if values.get(key) is not None
+        }
+        if not given:
             continue
-        per_million = _per_million(info[key], f"{where}.{key}")
+        if len(set(given.values())) > 1:
+            raise ConfigurationError(f"{' and '.join(given)} give different prices; keep one")
+        per_million = next(iter(given.values()))
         for kind in kinds:
             tokens.setdefault(kind, per_million)
     if tokens:
@@ -70,8 +88,8 @@ def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
     """model -> (where in the config, ``register_prices`` fields), in the order they apply."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for index, deployment in enumerate(config.model_list):
-        where = f"model_list[{index}].model_info"
-        spec = _from_model_info(deployment.model_info, where)
+        where = f"model_list[{index}]"
+        spec = _deployment_prices(deployment.model_info, deployment.litellm_params, where)
         if not spec:
             continue
         earlier = found.get(deployment.model)
