@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,27 @@ def _is_price_text(value: Any) -> str | None:
     return None
 
 
+#: ``litellm_settings.budget_duration`` as LiteLLM writes it -> the proxy's budget period (UTC
+#: windows, as end users' budgets: a day, a calendar month).
+BUDGET_DURATIONS = {
+    "1d": "daily",
+    "24h": "daily",
+    "daily": "daily",
+    "1mo": "monthly",
+    "monthly": "monthly",
+    "total": "total",
+}
+
+
+def _is_budget_duration(value: Any) -> str | None:
+    if isinstance(value, str) and value in BUDGET_DURATIONS:
+        return None
+    return (
+        "one of 1d (a UTC day), 1mo (a UTC calendar month) or total (all time; also the "
+        f"default), got {value!r}; other durations are not supported"
+    )
+
+
 def _is_seconds(value: Any) -> str | None:
     """A duration: finite, > 0 and at most a day (what a call's own ``timeout`` may be)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -216,6 +238,8 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "set_verbose": _is_bool,
     "json_logs": _is_bool,
     "enable_end_user_cost_tracking_prometheus_only": _is_bool,
+    "max_budget": _is_non_negative_number,
+    "budget_duration": _is_budget_duration,
 }
 _ROUTER_SETTINGS: dict[str, Check] = {
     "routing_strategy": _one_of(
@@ -311,6 +335,11 @@ class LitellmSettings:
     #: LiteLLM's ``enable_end_user_cost_tracking_prometheus_only``: the opt-in per-end-user cost
     #: metric (``image_edit_end_user_cost_usd_total{end_user}``, series bounded).
     end_user_metric: bool = False
+    #: LiteLLM's whole-proxy budget (``max_budget``, USD): every call through the proxy counts,
+    #: whichever key or end user makes it; None: no such budget.
+    max_budget: Decimal | None = None
+    #: Its period (``budget_duration``: ``daily``, ``monthly`` or ``total``).
+    budget_period: str = "total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +517,8 @@ def parse_config(
     litellm = faults.check_section(
         top.get("litellm_settings", {}), _LITELLM_SETTINGS, "litellm_settings"
     )
+    if "budget_duration" in litellm and "max_budget" not in litellm:
+        faults.warnings.append("litellm_settings.budget_duration: no effect without max_budget")
     router = faults.check_section(
         top.get("router_settings", {}), _ROUTER_SETTINGS, "router_settings"
     )
@@ -526,6 +557,8 @@ def parse_config(
             num_retries=litellm.get("num_retries"),
             request_timeout=litellm.get("request_timeout"),
             end_user_metric=litellm.get("enable_end_user_cost_tracking_prometheus_only", False),
+            max_budget=(Decimal(repr(litellm["max_budget"])) if "max_budget" in litellm else None),
+            budget_period=BUDGET_DURATIONS[litellm.get("budget_duration", "total")],
         ),
         router_settings=router,
         general_settings=GeneralSettings(

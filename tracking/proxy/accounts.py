@@ -67,6 +67,8 @@ class Accounts:
 
         settings = config.general_settings
         self.enabled = bool(settings.master_key)
+        #: the whole proxy's budget holds with or without keys (litellm_settings.max_budget)
+        self.proxy_budget = config.litellm_settings.max_budget is not None
         #: ``/spend/*`` on a proxy without a master key: refused unless the config opens them.
         self.open_spend_reads = settings.allow_open_spend_reads
         #: how long a management request's JSON body may take to arrive (a 408 past it)
@@ -132,6 +134,8 @@ class Accounts:
                 metadata["team"] = principal.team
             params["metadata"] = metadata
         if not self.enabled:
+            if self.proxy_budget:  # no keys or end users to hold: the whole proxy's alone
+                return await self.budgets.reserve(principal, params, model, accounts=False)
             return Reservation()
         await self.rate_limiter.admit(principal)
         return await self.budgets.reserve(principal, params, model)

@@ -3,8 +3,10 @@
 Before a call is forwarded, :meth:`Budgets.reserve` works out the most it can be expected to cost
 (:func:`max_expected_cost`, from the pricing table for its model, ``n``, ``size``, ``quality``,
 prompt and input images) and reserves that amount on each budget that applies: the key's
-``max_budget`` (its total) and the end user's budget for the current period (a UTC day, a UTC
-calendar month, or all time). A budget that cannot take the reservation refuses the call with
+``max_budget`` (its total), the end user's budget for the current period (a UTC day, a UTC
+calendar month, or all time) and the whole proxy's (LiteLLM's ``litellm_settings.max_budget``
+and ``budget_duration``: every call counts, the master key's too, against all the ledger's
+spend in the period). A budget that cannot take the reservation refuses the call with
 429 before any upstream call. After the call, :meth:`Reservation.settle` replaces the reservation
 with the real cost; a failed call releases it. Before each attempt after the first (a retry, a
 fallback) :meth:`Budgets.cover` grows the hold, if it must, to what the call may then be billed:
@@ -217,10 +219,12 @@ class Budgets:
         await self.counters.drop([_key_counter(budget_key)])
 
     async def reserve(
-        self, principal: Principal, params: Mapping[str, Any], model: str
+        self, principal: Principal, params: Mapping[str, Any], model: str, *, accounts: bool = True
     ) -> Reservation:
+        """Hold the call's worst case on every budget that applies (``accounts=False``: a proxy
+        without a master key, where only the whole proxy's does)."""
         user, _ = end_user_of(params)
-        record = await self.end_user(user) if user is not None else None
+        record = await self.end_user(user) if user is not None and accounts else None
         if record is not None and record.blocked:
             raise ProxyError(
                 403,
@@ -231,6 +235,7 @@ class Budgets:
             )
         # (counter, limit, (whose, which budget), the ledger's filter for what was spent)
         budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any]]] = []
+        now = datetime.now(UTC)
         if principal.key_hash is not None and principal.max_budget_usd is not None:
             # named by the key's first hash and summed over all it had: a regenerated key
             # keeps its spend
@@ -244,7 +249,7 @@ class Budgets:
             )
         if record is not None and record.budget_usd is not None:
             period = record.budget_period or "total"  # a budget without a period: all time
-            start, window = period_window(period, datetime.now(UTC))
+            start, window = period_window(period, now)
             budgets.append(
                 (
                     _user_counter(record.end_user_id, window),
@@ -253,13 +258,25 @@ class Budgets:
                     {"end_user": record.end_user_id, "since": start},
                 )
             )
+        settings = self.config.litellm_settings
+        if settings.max_budget is not None:
+            # the whole proxy's: every call counts, the master key's too (as LiteLLM's)
+            start, window = period_window(settings.budget_period, now)
+            budgets.append(
+                (
+                    f"proxy:{window}",
+                    settings.max_budget,
+                    ("the proxy", f"{settings.budget_period} budget (litellm_settings.max_budget)"),
+                    {"since": start},
+                )
+            )
         reservation = Reservation(self.counters)
         if not budgets:
             return reservation
         upstream = [d.model for d in self.config.deployments(model)] or [model]
         expected = max_expected_cost(upstream, params)
         if expected is None and not self.config.general_settings.allow_unpriced_with_budgets:
-            raise _unpriced(model, "this key" if budgets[0][0].startswith("key:") else "end user")
+            raise _unpriced(model, budgets[0][2][0])
         amount = to_units(expected) if expected is not None else 0
         try:
             for name, limit, label, ledger_filter in budgets:
