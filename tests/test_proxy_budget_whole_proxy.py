@@ -117,3 +117,36 @@ def test_an_open_proxy_holds_its_budget_too(fake, client, tmp_path: Path):
         message = _refused_by_the_proxy_budget(edit(client, proxy.url, None, model=MODEL))
         assert "total budget" in message
         assert fake.hits == hits
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "path"),
+    [
+        ("litellm_settings", "max_end_user_budget", "litellm_settings.max_end_user_budget"),
+        (
+            "litellm_settings",
+            "max_internal_user_budget",
+            "litellm_settings.max_internal_user_budget",
+        ),
+        ("router_settings", "provider_budget_config", "router_settings.provider_budget_config"),
+        ("litellm_params", "max_budget", "model_list[0].litellm_params.max_budget"),
+        ("litellm_params", "budget_duration", "model_list[0].litellm_params.budget_duration"),
+    ],
+)
+def test_litellm_spending_caps_this_proxy_does_not_enforce_fail_the_start(section, key, path):
+    """A cap the proxy would drop with an "unknown key" warning fails the config instead: the
+    operator who wrote it believes spend is capped."""
+    params: dict[str, object] = {"model": "gpt-image-2"}
+    document: dict[str, object] = {"model_list": [{"model_name": "m", "litellm_params": params}]}
+    if section == "litellm_params":
+        params[key] = 1
+    else:
+        document[section] = {key: 1}
+    with pytest.raises(ConfigurationError) as refused:
+        parse_config(document)
+    assert f"{path}: not enforced by this proxy" in str(refused.value)
+    # An unknown key that caps nothing is still a warning only.
+    params.pop(key, None)
+    document.pop(section, None)
+    params["temperature"] = 0.2
+    assert any("temperature: unknown key" in w for w in parse_config(document).warnings)

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -274,6 +275,18 @@ _LITELLM_PARAMS_NOT_USED = {
 _ROUTER_SETTINGS_NOT_USED = frozenset(
     {"retry_after", "context_window_fallbacks", "enable_pre_call_checks", "model_group_alias"}
 )
+_PER_SCOPE = (
+    "not enforced by this proxy; use the whole proxy's budget (litellm_settings.max_budget), "
+    "keys' max_budget (/key/generate) or end users' budgets (/customer/new)"
+)
+#: LiteLLM spending caps this proxy does not enforce: an error, never an ignored key.
+_CAPS_NOT_ENFORCED = {
+    "litellm_settings.max_end_user_budget": _PER_SCOPE,
+    "litellm_settings.max_internal_user_budget": _PER_SCOPE,
+    "router_settings.provider_budget_config": _PER_SCOPE,
+    "model_list.litellm_params.max_budget": _PER_SCOPE,
+    "model_list.litellm_params.budget_duration": _PER_SCOPE,
+}
 #: litellm_settings keys checked and without effect (logging is ``tracking serve --log-level``'s).
 _LITELLM_SETTINGS_NOT_USED = frozenset({"set_verbose", "json_logs"})
 _GENERAL_SETTINGS: dict[str, Check] = {
@@ -421,7 +434,11 @@ class _Faults:
             where = f"{path}.{key}" if path else str(key)
             check = known.get(key) if isinstance(key, str) else None
             if check is None:
-                self.warnings.append(f"{where}: unknown key, ignored")
+                refused = _CAPS_NOT_ENFORCED.get(re.sub(r"\[\d+\]", "", where))
+                if refused is not None:  # a spending cap dropped with a warning is worse
+                    self.errors.append(f"{where}: {refused}")
+                else:
+                    self.warnings.append(f"{where}: unknown key, ignored")
                 continue
             if item is None:  # an empty YAML value means "not set"
                 continue
