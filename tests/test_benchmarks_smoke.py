@@ -24,12 +24,12 @@ from tests.services import (
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _run(name: str, out: Path, *extra: str) -> dict:
+def _run(name: str, out: Path, *extra: str, timeout: float = 120) -> dict:
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--out", str(out), *extra],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr
     assert "results written to" in result.stdout
@@ -224,6 +224,7 @@ def test_proxy_against_an_unknown_revision_says_so_before_starting_anything():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.timeout(420)  # Python under valgrind: a minute alone, far more on a busy machine
 @pytest.mark.parametrize(
     ("part", "baseline"), [("sdk", "raw httpx (same bytes)"), ("async", "raw aiohttp (same bytes)")]
 )
@@ -234,7 +235,7 @@ def test_instructions_counts_the_sdk_against_its_raw_client_under_callgrind(
     posting the same bytes as the baseline of the same run (quick: no integrations; the sync
     part one call at a time, the async part 32 in flight in one loop)."""
     require_tool("valgrind", "valgrind")
-    document = _run("instructions", tmp_path / "instructions.json", "--part", part)
+    document = _run("instructions", tmp_path / "instructions.json", "--part", part, timeout=400)
     figures = document[part]
     assert list(figures) == [baseline, "tracking, no integrations"]
     raw, ours = figures[baseline], figures["tracking, no integrations"]
