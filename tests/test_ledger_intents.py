@@ -406,13 +406,13 @@ def test_rows_recovered_from_a_dead_processes_intents_count_as_replayed(
     """``ledger.replayed_rows`` left out the rows recovered from a dead process's intents,
     which ``ledger_stats()`` and the replay hooks counted."""
     from tracking.integrations.sql import SqlLedger
-    from tracking.integrations.sql._engine import redact, resolve_url
+    from tracking.integrations.sql._engine import outbox_target, resolve_url
     from tracking.integrations.sql._intents import IntentLog
     from tracking.integrations.sql._outbox import default_outbox_dir
 
     monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    directory = default_outbox_dir(redact(resolve_url(url)))
+    directory = default_outbox_dir(outbox_target(resolve_url(url)))
     directory.mkdir(parents=True)
     dead = IntentLog(directory)
     dead.record("open-1", _intent_line("open-1"))
@@ -490,13 +490,13 @@ def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
     """Two proxies on one outbox folder: when one is killed with calls in flight, the other,
     still running, leaves their ``incomplete`` rows; it took a process starting on the folder."""
     from tracking.integrations.sql import _shipper
-    from tracking.integrations.sql._engine import redact, resolve_url
+    from tracking.integrations.sql._engine import outbox_target, resolve_url
     from tracking.integrations.sql._outbox import default_outbox_dir
 
     monkeypatch.setattr(_shipper, "RESCAN_SECONDS", 0.2)
     monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    directory = default_outbox_dir(redact(resolve_url(url)))
+    directory = default_outbox_dir(outbox_target(resolve_url(url)))
     ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
     try:
         _killed_with_intents_open(directory, "peer")
@@ -517,3 +517,4 @@ def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
         assert not list(directory.glob("intents-*.log"))[1:]  # only this ledger's own log
     finally:
         ledger.shutdown(10)
+

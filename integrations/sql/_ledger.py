@@ -54,7 +54,7 @@ from ._codec import (
     line_request_id,
 )
 from ._drain import OutboxDrain
-from ._engine import create_ledger_engine, redact
+from ._engine import create_ledger_engine, outbox_target, redact
 from ._fork import new_lock_in_child
 from ._hooks import CountHooks, call_count_hooks
 from ._intents import IntentJournal
@@ -208,13 +208,12 @@ class SqlLedger:
         inserter = SpendLogsInserter(self.engine)
         #: Writes the rows an earlier SQLite ledger for the file kept (``_write_leftovers``).
         self._leftovers = OutboxDrain(inserter, self._quarantine_hooks)
+        #: This target's folder of local outboxes and intents (named once: a relative SQLite
+        #: path is the file in the working directory the ledger opened in).
+        self._folder = default_outbox_dir(outbox_target(self.engine.url))
         self._outbox: _OutboxDestination | None = None
         if outbox_dir is not None or self.engine.dialect.name != "sqlite":
-            directory = (
-                Path(outbox_dir)
-                if outbox_dir is not None
-                else default_outbox_dir(redact(self.engine.url))
-            )
+            directory = Path(outbox_dir) if outbox_dir is not None else self._folder
             self._outbox = _OutboxDestination(
                 directory,
                 inserter,
@@ -228,9 +227,7 @@ class SqlLedger:
         self._intents: IntentJournal | None = None
         if intents:
             self._intents = IntentJournal(
-                Path(outbox_dir)
-                if outbox_dir is not None
-                else default_outbox_dir(redact(self.engine.url)),
+                Path(outbox_dir) if outbox_dir is not None else self._folder,
                 inserter,
                 replay_hooks=self._replay_hooks,
                 quarantine_hooks=self._quarantine_hooks,
@@ -358,7 +355,7 @@ class SqlLedger:
             self.engine.dispose()
 
     def _leftovers_dir(self) -> Path:
-        return default_outbox_dir(redact(self.engine.url))
+        return self._folder
 
     def _keep_refused(self, item: Any, reason: str) -> None:
         """A row this SQLite file and its quarantine both refuse: kept in a local outbox's

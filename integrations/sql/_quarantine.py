@@ -284,14 +284,14 @@ def quarantine_list_command(
     rejected_at, request_id and the row's line as it was kept), so that the plain list's readers
     keep their shape.
     """
-    from ._engine import redact
+    from ._engine import outbox_target
     from ._outbox import default_outbox_dir, read_rejected
 
     engine = _open(url)
     try:
         rows = list_quarantine(engine)
         folder = Path(outbox_dir) if outbox_dir is not None else None
-        local = read_rejected(folder or default_outbox_dir(redact(engine.url)))
+        local = read_rejected(folder or default_outbox_dir(outbox_target(engine.url)))
     finally:
         engine.dispose()
     if fmt == "json":
