@@ -518,3 +518,36 @@ def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
     finally:
         ledger.shutdown(10)
 
+
+def test_a_damaged_log_of_a_dead_process_stops_no_ledger_and_keeps_its_good_intents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line nested past the recursion limit or holding an ``n`` of 1e400 raised out of the
+    recovery: no ledger on the folder could open (nor the proxy start), and the log's good
+    intents were never recovered."""
+    import json
+
+    from tracking.integrations.sql._engine import outbox_target, resolve_url
+    from tracking.integrations.sql._intents import IntentLog
+    from tracking.integrations.sql._outbox import default_outbox_dir
+
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    directory = default_outbox_dir(outbox_target(resolve_url(url)))
+    directory.mkdir(parents=True)
+    huge_n = json.loads(_intent_line("huge-n"))
+    huge_n[13] = 1e400  # n, read back as infinity
+    dead = IntentLog(directory)
+    dead.record("deep", "[1," + "[" * 100_000)
+    dead.record("deep-row", '{"request_id": ' + "[" * 100_000)
+    dead.record("huge-n", json.dumps(huge_n))
+    dead.record("good", _intent_line("good"))
+    dead.close()  # its process is gone: the intents stay open for the next start
+    ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
+    try:
+        assert ledger.flush(20)
+    finally:
+        ledger.shutdown(10)
+    rows = _rows(url)
+    assert [(status, source) for _, status, source, _ in rows] == [("incomplete", "estimate")]
+    assert not list(directory.glob("intents-*.log"))

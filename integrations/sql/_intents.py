@@ -249,14 +249,20 @@ def intent_line_row(line: str) -> dict[str, Any]:
     return row
 
 
+#: What reading back a damaged intent's line can raise: a bad value (ValueError, TypeError,
+#: AttributeError), a number out of range (OverflowError: an ``n`` of ``1e400``), a missing
+#: value, or a nesting deeper than Python's recursion limit (RecursionError).
+_DAMAGED = (ValueError, TypeError, AttributeError, ArithmeticError, LookupError, RecursionError)
+
+
 def _intent_request_id(line: str) -> str:
-    if line.startswith(_COMPACT):
-        try:
-            found = json.loads(line)[1]
-        except (ValueError, IndexError):
-            return "(unreadable)"
-        return found if isinstance(found, str) else "(unreadable)"
-    return line_request_id(line)
+    try:
+        if not line.startswith(_COMPACT):
+            return line_request_id(line)
+        found = json.loads(line)[1]
+    except _DAMAGED:
+        return "(unreadable)"
+    return found if isinstance(found, str) else "(unreadable)"
 
 
 class _AppendFile:
@@ -392,7 +398,9 @@ def _estimate_of(spec: dict[str, Any]) -> Cost | None:
 
 def open_intents(text: str) -> list[str]:
     """The rows the intents a log's text leaves open make (a torn last line is skipped, and so
-    is the NUL tail of a mapped file its process did not live to cut)."""
+    is the NUL tail of a mapped file its process did not live to cut). A line that cannot be
+    read back is logged and skipped, never in the way of the others: a damaged log of a dead
+    process stopped every ledger on the folder from opening (until 2026-12-05)."""
     open_: dict[str, str] = {}
     for entry in text.split("\x00", 1)[0].splitlines():
         if entry.startswith("+"):
@@ -406,7 +414,7 @@ def open_intents(text: str) -> list[str]:
     for line in open_.values():
         try:
             rows.append(priced(line))
-        except (ValueError, TypeError, AttributeError):
+        except _DAMAGED:  # a damaged file: the other intents are still recovered
             log.exception("ledger: an intent cannot be read back; skipped: %s", line[:200])
     return rows
 
