@@ -68,6 +68,45 @@ def test_a_nul_in_text_is_stored_on_postgres_with_a_replacement_character(postgr
         ledger.shutdown(10)
 
 
+def test_a_lone_surrogate_in_a_calls_metadata_is_stored_on_postgres_not_quarantined(
+    postgres_url, upstream, monkeypatch
+):
+    """A file name decoded with ``surrogateescape`` holds a lone surrogate, which PostgreSQL's
+    JSON refuses: the billed call's row went to the quarantine, out of every spend report."""
+    import os
+
+    import tracking
+
+    from .conftest import make_png
+
+    ledger = open_ledger(postgres_url, mode="durable")
+    monkeypatch.setattr(tracking, "success_callback", [ledger])
+    monkeypatch.setattr(tracking, "failure_callback", [ledger])
+    try:
+        name = os.fsdecode(b"photo-\xff.png")  # 'photo-\udcff.png'
+        metadata = {"file": name, name: "\U0001f600", "team": "design"}
+        response = tracking.image_edit(
+            model="gpt-image-1",
+            image=make_png(16, 16),
+            prompt="a hat",
+            user="carol",
+            metadata=metadata,
+            **upstream,
+        )
+        assert ledger.flush(10)
+        assert list_quarantine(ledger.engine) == []
+        with ledger.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(spend_logs).where(spend_logs.c.request_id == response.request_id)
+            ).one()
+        assert row.cost_usd == response.cost_usd and row.cost_usd > 0
+        stored = row.metadata if isinstance(row.metadata, dict) else json.loads(row.metadata)
+        assert stored["file"] == "photo-\ufffd.png"
+        assert stored["photo-\ufffd.png"] == "\U0001f600"  # a pair is one character: kept
+    finally:
+        ledger.shutdown(10)
+
+
 def test_account_store_counts_quarantined_rows_toward_what_was_spent(postgres_url):
     store = AccountStore(postgres_url, auto_migrate=True)
     try:
