@@ -19,6 +19,7 @@ with the database's error text, where ``tracking ledger quarantine list|replay``
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -193,12 +194,32 @@ class SpendLogsInserter:
 ONE_STATEMENT_ROWS = 48
 
 
+#: A UTF-16 surrogate in a Python string: always a lone one (a pair is one character there).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v for v in row)
+
+
 def _insert_sqlite(
+    cursor: Any, params: Sequence[tuple[Any, ...]], callers_run_on: bool = False
+) -> None:
+    """Insert SQLite parameters. A lone UTF-16 surrogate, which has no UTF-8 and which SQLite
+    cannot be given (a team in metadata decoded with ``surrogateescape``), is written as U+FFFD,
+    as on PostgreSQL: it sent the billed call's row to the quarantine (until 2026-12-05)."""
+    try:
+        _insert_sqlite_params(cursor, params, callers_run_on)
+    except UnicodeEncodeError:  # rare: checked only when SQLite could not take the text
+        _insert_sqlite_params(cursor, [_without_surrogates(row) for row in params], callers_run_on)
+
+
+def _insert_sqlite_params(
     cursor: Any, params: Sequence[tuple[Any, ...]], callers_run_on: bool = False
 ) -> None:
     if callers_run_on and len(params) > ONE_STATEMENT_ROWS:
         for start in range(0, len(params), ONE_STATEMENT_ROWS):
-            _insert_sqlite(cursor, params[start : start + ONE_STATEMENT_ROWS])
+            _insert_sqlite_params(cursor, params[start : start + ONE_STATEMENT_ROWS])
     elif 1 < len(params) <= ONE_STATEMENT_ROWS:
         cursor.execute(sqlite_insert_rows(len(params)), [v for row in params for v in row])
     else:
