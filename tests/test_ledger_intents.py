@@ -551,3 +551,36 @@ def test_a_damaged_log_of_a_dead_process_stops_no_ledger_and_keeps_its_good_inte
     rows = _rows(url)
     assert [(status, source) for _, status, source, _ in rows] == [("incomplete", "estimate")]
     assert not list(directory.glob("intents-*.log"))
+
+
+def test_an_intent_a_full_disk_cut_short_leaves_the_next_one_readable(tmp_path: Path) -> None:
+    """Written with write() (no blocks reserved), an intent a full disk took only part of stayed
+    in the file, and the next intent's line, joined to it, could not be read back: that call,
+    killed in flight, left no row. A file size limit is the full disk here, in a child."""
+    import resource
+    import signal
+
+    from tracking.integrations.sql._intents import IntentLog
+
+    from .conftest import in_forked_child
+
+    line = _intent_line("call-0")
+
+    def child() -> str:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+        unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(line) * 5 // 2, resource.RLIM_INFINITY))
+        log = IntentLog(tmp_path)  # no room for the reserved blocks: written with write()
+        failed = []
+        for n in range(4):
+            try:
+                log.record(f"call-{n}", _intent_line(f"call-{n}"))
+            except OSError:
+                failed.append(n)
+            if n == 2:
+                resource.setrlimit(resource.RLIMIT_FSIZE, unlimited)  # room again
+        return f"{failed} {log._file.map is None}"  # left without a clean stop, as killed
+
+    assert in_forked_child(child) == "[2] True"
+    (path,) = tmp_path.glob("intents-*.log")
+    assert _open_ids(path) == ["call-0", "call-1", "call-3"]

@@ -36,6 +36,7 @@ arrive does not matter.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -289,7 +290,15 @@ class _AppendFile:
         if self.map is not None:
             self.map[self.size : end] = data
         else:
-            _write_all(self.fd, data)
+            try:
+                _write_all(self.fd, data)
+            except OSError:
+                # A full disk may have taken a part: cut it off, else the next intent's line,
+                # joined to it, could not be read back (until 2026-12-05).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, self.size)
+                os.lseek(self.fd, self.size, os.SEEK_SET)
+                raise
         self.size = end
 
     def close(self) -> None:
