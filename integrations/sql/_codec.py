@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
@@ -265,6 +265,8 @@ def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
 
 #: The size a ``NUMERIC(20, 10)`` cost stays below.
 _MONEY_LIMIT = 1e10
+#: The exponent of ``NUMERIC(20, 10)``'s last digit (``MONEY_QUANTUM``).
+_MONEY_EXPONENT = MONEY_QUANTUM.as_tuple().exponent
 
 
 def _sqlite_money(value: Any) -> float | None:
@@ -278,6 +280,11 @@ def _sqlite_money(value: Any) -> float | None:
         raise ValueError(f"ledger money must be below {_MONEY_LIMIT:.0e} in size, not {value}")
     if number and abs(number) < _QUANTUM_FLOAT:  # as on PostgreSQL: never rounded to 0
         return math.copysign(_QUANTUM_FLOAT, number)
+    if isinstance(value, Decimal) and value.as_tuple().exponent < _MONEY_EXPONENT:  # type: ignore[operator]
+        # Rounded to NUMERIC(20, 10)'s scale as PostgreSQL rounds (half away from zero) before
+        # it becomes a float: the float of the unrounded amount could round the other way in
+        # the ledger's exact sums, which then disagreed with PostgreSQL's (until 2026-12-05).
+        return float(value.quantize(MONEY_QUANTUM, ROUND_HALF_UP))
     return number
 
 
