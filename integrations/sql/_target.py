@@ -117,14 +117,33 @@ class SpendLogsInserter:
 
         The line is kept as text (a JSON string escapes a NUL, so PostgreSQL takes it) and no
         index covers it, so whatever made ``spend_logs`` refuse the row cannot refuse this.
+        A row already kept (the same request id and line: an outbox shipped again after its
+        process died, or stopped at shutdown's deadline, before the row left it) is not kept
+        twice; until 2026-12-05 it was, and budgets counted its cost twice.
         """
         now = datetime.now(UTC)
         marker = "?" if self.dialect == "sqlite" else "%s"
-        one = f"({marker}, {marker}, {marker}, {marker})"
-        statement = _QUARANTINE_INSERT + ", ".join([one] * len(entries))
         stamp: Any = now.isoformat(" ", "microseconds")[:-6] if self.dialect == "sqlite" else now
-        params = [v for entry in entries for v in (*entry, stamp)]
-        self._run(lambda cursor: cursor.execute(statement, params))
+        ids = sorted({request_id for request_id, _, _ in entries})
+        kept = (
+            "SELECT request_id, line FROM ledger_quarantine "  # noqa: S608 (markers only)
+            f"WHERE request_id IN ({', '.join([marker] * len(ids))})"
+        )
+
+        def keep(cursor: Any) -> None:
+            cursor.execute(kept, ids)
+            seen = {(request_id, line) for request_id, line in cursor.fetchall()}
+            fresh = []
+            for request_id, line, error in entries:
+                if (request_id, line) not in seen:
+                    seen.add((request_id, line))
+                    fresh.append((request_id, line, error))
+            if fresh:
+                one = f"({marker}, {marker}, {marker}, {marker})"
+                statement = _QUARANTINE_INSERT + ", ".join([one] * len(fresh))
+                cursor.execute(statement, [v for entry in fresh for v in (*entry, stamp)])
+
+        self._run(keep)
 
     def prepare(self, row: Mapping[str, Any]) -> Any:
         """The row as this dialect's writer item: SQLite parameters, else an outbox line."""
