@@ -584,3 +584,57 @@ def test_an_intent_a_full_disk_cut_short_leaves_the_next_one_readable(tmp_path: 
     assert in_forked_child(child) == "[2] True"
     (path,) = tmp_path.glob("intents-*.log")
     assert _open_ids(path) == ["call-0", "call-1", "call-3"]
+
+
+def test_a_call_cancelled_while_its_row_is_written_leaves_no_intent_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task cancelled while the durable ledger awaited its row's acknowledgement (a client
+    gone) left the call's intent open for the process's life: in memory, in every rewrite of
+    the log, and recovered as an ``incomplete`` row at the next start."""
+    import asyncio
+    import sqlite3
+
+    import tracking
+    from tracking.integrations.sql._engine import outbox_target, resolve_url
+    from tracking.integrations.sql._outbox import default_outbox_dir
+
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
+    monkeypatch.setattr(tracking, "success_callback", [ledger])
+    monkeypatch.setattr(tracking, "failure_callback", [ledger])
+    (log_path,) = default_outbox_dir(outbox_target(resolve_url(url))).glob("intents-*.log")
+    holder = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    try:
+        with FakeOpenAI(api_keys=[API_KEY]) as upstream:
+
+            async def cancelled_while_written() -> None:
+                holder.execute("BEGIN IMMEDIATE")  # the row waits for the file's write lock
+                call = asyncio.ensure_future(
+                    tracking.aimage_edit(
+                        model="gpt-image-1",
+                        image=PNG,
+                        prompt="a hat",
+                        user="gone",
+                        api_base=upstream.url,
+                        api_key=API_KEY,
+                    )
+                )
+                deadline = time.monotonic() + 20
+                while ledger.queue_depth() < 1:  # answered; its row handed over, not written
+                    assert time.monotonic() < deadline and not call.done()
+                    await asyncio.sleep(0.01)
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+
+            asyncio.run(cancelled_while_written())
+        holder.execute("ROLLBACK")
+        assert ledger.flush(20)
+        assert [(user, status) for user, status, *_ in _rows(url)] == [("gone", "success")]
+        assert _open_ids(log_path) == []
+    finally:
+        holder.close()
+        ledger.shutdown(10)
+    assert not log_path.exists()  # no intent left open for the next start to recover
