@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from tracking.events import ImageEditEvent, TokenUsage
 from tracking.integrations.sql import SqlLedger, event_to_row, spend_logs
 from tracking.integrations.sql._codec import encode_row
-from tracking.integrations.sql._engine import redact, resolve_url
+from tracking.integrations.sql._engine import outbox_target, resolve_url
 from tracking.integrations.sql._outbox import default_outbox_dir, open_own_outbox
 
 BASE_TIME = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
@@ -99,7 +99,7 @@ def fresh_sqlite_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def leftovers_dir(url: str) -> Path:
     """Where an SQLite ledger keeps the rows its file could not take (and those it refused)."""
-    return default_outbox_dir(redact(resolve_url(url)))
+    return default_outbox_dir(outbox_target(resolve_url(url)))
 
 
 def close_quarantine(url: str) -> None:

@@ -19,7 +19,7 @@ import httpx
 import sqlalchemy as sa
 
 from tests.accounts_support import accounts_config, bearer, edit, generate, ledger_env, wait_for
-from tests.ledger_support import ids_in, make_event, open_ledger
+from tests.ledger_support import ids_in, ledger_url, make_event, open_ledger  # noqa: F401
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tracking.integrations.sql import event_to_row, spend_logs
 from tracking.integrations.sql._codec import encode_row
@@ -64,6 +64,48 @@ def test_a_nul_in_text_is_stored_on_postgres_with_a_replacement_character(postgr
         assert stored["note"] == "a\ufffdb" and stored["k\ufffd"] == ["\ufffd"]
         # A caller's literal backslash-u0000 text is text, not a NUL: kept as it was.
         assert stored["literal"] == "\\u0000" and stored["both"] == "\\\ufffd"
+    finally:
+        ledger.shutdown(10)
+
+
+def test_a_lone_surrogate_is_stored_not_quarantined(ledger_url, upstream, monkeypatch):  # noqa: F811
+    """A file name decoded with ``surrogateescape`` holds a lone surrogate, which PostgreSQL's
+    JSON refuses, and SQLite takes in no text column (the team): the billed call's row went to
+    the quarantine, out of every spend report."""
+    import os
+
+    import tracking
+
+    from .conftest import make_png
+
+    ledger = open_ledger(ledger_url, mode="durable")
+    monkeypatch.setattr(tracking, "success_callback", [ledger])
+    monkeypatch.setattr(tracking, "failure_callback", [ledger])
+    try:
+        name = os.fsdecode(b"photo-\xff.png")  # 'photo-\udcff.png'
+        metadata = {"file": name, name: "\U0001f600", "team": name}
+        response = tracking.image_edit(
+            model="gpt-image-1",
+            image=make_png(16, 16),
+            prompt="a hat",
+            user="carol",
+            metadata=metadata,
+            **upstream,
+        )
+        assert ledger.flush(10)
+        assert list_quarantine(ledger.engine) == []
+        with ledger.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(spend_logs).where(spend_logs.c.request_id == response.request_id)
+            ).one()
+        assert row.cost_usd == response.cost_usd and row.cost_usd > 0
+        stored = row.metadata if isinstance(row.metadata, dict) else json.loads(row.metadata)
+        assert row.team == "photo-\ufffd.png"
+        if ledger.engine.dialect.name == "postgresql":  # SQLite's JSON text keeps the escape
+            assert stored["file"] == "photo-\ufffd.png"
+            assert stored["photo-\ufffd.png"] == "\U0001f600"  # a pair is one character: kept
+        else:
+            assert stored == metadata
     finally:
         ledger.shutdown(10)
 

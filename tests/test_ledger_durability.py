@@ -402,7 +402,7 @@ def test_a_row_that_cannot_be_encoded_is_quarantined_as_text_not_dropped(
     from decimal import Decimal
 
     from tracking.integrations.sql._codec import line_request_id
-    from tracking.integrations.sql._engine import redact
+    from tracking.integrations.sql._engine import outbox_target
     from tracking.integrations.sql._outbox import default_outbox_dir, read_rejected
     from tracking.integrations.sql._quarantine import list_quarantine
 
@@ -427,7 +427,7 @@ def test_a_row_that_cannot_be_encoded_is_quarantined_as_text_not_dropped(
     finally:
         ledger.shutdown(10)
     if target == "postgres":
-        rejected = read_rejected(default_outbox_dir(redact(ledger.engine.url)))
+        rejected = read_rejected(default_outbox_dir(outbox_target(ledger.engine.url)))
         kept = {line_request_id(row.line): (row.line, row.reason) for row in rejected}
     assert set(kept) == {"naive-one", "nan-cost"}
     assert "timezone-aware" in kept["naive-one"][1]

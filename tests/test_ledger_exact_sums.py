@@ -121,6 +121,13 @@ def test_a_cost_below_the_ledgers_quantum_is_stored_as_the_quantum_never_as_zero
         ledger.shutdown(10)
 
 
+def test_a_cost_past_the_ledgers_scale_is_rounded_as_postgresql_rounds_it(ledger_url):
+    # NUMERIC(20, 10) rounds half away from zero: $0.00000012915 is $0.0000001292. SQLite
+    # stored the float of the unrounded cost, whose exact sum rounded it down, to ...1291.
+    _record(ledger_url, [Decimal("0.00000012915"), Decimal("0.00000019995")])
+    assert _spent(ledger_url) == Decimal("0.0000003292")
+
+
 def test_groups_closer_than_a_float_can_tell_are_ordered_exactly(ledger_url):
     # Both about $1e9; "b" has $0.0000000001 more. A REAL total() sees them equal, and the
     # tie-break (the key) put "a" first.

@@ -406,13 +406,13 @@ def test_rows_recovered_from_a_dead_processes_intents_count_as_replayed(
     """``ledger.replayed_rows`` left out the rows recovered from a dead process's intents,
     which ``ledger_stats()`` and the replay hooks counted."""
     from tracking.integrations.sql import SqlLedger
-    from tracking.integrations.sql._engine import redact, resolve_url
+    from tracking.integrations.sql._engine import outbox_target, resolve_url
     from tracking.integrations.sql._intents import IntentLog
     from tracking.integrations.sql._outbox import default_outbox_dir
 
     monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    directory = default_outbox_dir(redact(resolve_url(url)))
+    directory = default_outbox_dir(outbox_target(resolve_url(url)))
     directory.mkdir(parents=True)
     dead = IntentLog(directory)
     dead.record("open-1", _intent_line("open-1"))
@@ -490,13 +490,13 @@ def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
     """Two proxies on one outbox folder: when one is killed with calls in flight, the other,
     still running, leaves their ``incomplete`` rows; it took a process starting on the folder."""
     from tracking.integrations.sql import _shipper
-    from tracking.integrations.sql._engine import redact, resolve_url
+    from tracking.integrations.sql._engine import outbox_target, resolve_url
     from tracking.integrations.sql._outbox import default_outbox_dir
 
     monkeypatch.setattr(_shipper, "RESCAN_SECONDS", 0.2)
     monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    directory = default_outbox_dir(redact(resolve_url(url)))
+    directory = default_outbox_dir(outbox_target(resolve_url(url)))
     ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
     try:
         _killed_with_intents_open(directory, "peer")
@@ -517,3 +517,124 @@ def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
         assert not list(directory.glob("intents-*.log"))[1:]  # only this ledger's own log
     finally:
         ledger.shutdown(10)
+
+
+def test_a_damaged_log_of_a_dead_process_stops_no_ledger_and_keeps_its_good_intents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line nested past the recursion limit or holding an ``n`` of 1e400 raised out of the
+    recovery: no ledger on the folder could open (nor the proxy start), and the log's good
+    intents were never recovered."""
+    import json
+
+    from tracking.integrations.sql._engine import outbox_target, resolve_url
+    from tracking.integrations.sql._intents import IntentLog
+    from tracking.integrations.sql._outbox import default_outbox_dir
+
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    directory = default_outbox_dir(outbox_target(resolve_url(url)))
+    directory.mkdir(parents=True)
+    huge_n = json.loads(_intent_line("huge-n"))
+    huge_n[13] = 1e400  # n, read back as infinity
+    dead = IntentLog(directory)
+    dead.record("deep", "[1," + "[" * 100_000)
+    dead.record("deep-row", '{"request_id": ' + "[" * 100_000)
+    dead.record("huge-n", json.dumps(huge_n))
+    dead.record("good", _intent_line("good"))
+    dead.close()  # its process is gone: the intents stay open for the next start
+    ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
+    try:
+        assert ledger.flush(20)
+    finally:
+        ledger.shutdown(10)
+    rows = _rows(url)
+    assert [(status, source) for _, status, source, _ in rows] == [("incomplete", "estimate")]
+    assert not list(directory.glob("intents-*.log"))
+
+
+def test_an_intent_a_full_disk_cut_short_leaves_the_next_one_readable(tmp_path: Path) -> None:
+    """Written with write() (no blocks reserved), an intent a full disk took only part of stayed
+    in the file, and the next intent's line, joined to it, could not be read back: that call,
+    killed in flight, left no row. A file size limit is the full disk here, in a child."""
+    import resource
+    import signal
+
+    from tracking.integrations.sql._intents import IntentLog
+
+    from .conftest import in_forked_child
+
+    line = _intent_line("call-0")
+
+    def child() -> str:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+        unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(line) * 5 // 2, resource.RLIM_INFINITY))
+        log = IntentLog(tmp_path)  # no room for the reserved blocks: written with write()
+        failed = []
+        for n in range(4):
+            try:
+                log.record(f"call-{n}", _intent_line(f"call-{n}"))
+            except OSError:
+                failed.append(n)
+            if n == 2:
+                resource.setrlimit(resource.RLIMIT_FSIZE, unlimited)  # room again
+        return f"{failed} {log._file.map is None}"  # left without a clean stop, as killed
+
+    assert in_forked_child(child) == "[2] True"
+    (path,) = tmp_path.glob("intents-*.log")
+    assert _open_ids(path) == ["call-0", "call-1", "call-3"]
+
+
+def test_a_call_cancelled_while_its_row_is_written_leaves_no_intent_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task cancelled while the durable ledger awaited its row's acknowledgement (a client
+    gone) left the call's intent open for the process's life: in memory, in every rewrite of
+    the log, and recovered as an ``incomplete`` row at the next start."""
+    import asyncio
+    import sqlite3
+
+    import tracking
+    from tracking.integrations.sql._engine import outbox_target, resolve_url
+    from tracking.integrations.sql._outbox import default_outbox_dir
+
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = SqlLedger(url, mode="durable", intents=True, auto_migrate=True)
+    monkeypatch.setattr(tracking, "success_callback", [ledger])
+    monkeypatch.setattr(tracking, "failure_callback", [ledger])
+    (log_path,) = default_outbox_dir(outbox_target(resolve_url(url))).glob("intents-*.log")
+    holder = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    try:
+        with FakeOpenAI(api_keys=[API_KEY]) as upstream:
+
+            async def cancelled_while_written() -> None:
+                holder.execute("BEGIN IMMEDIATE")  # the row waits for the file's write lock
+                call = asyncio.ensure_future(
+                    tracking.aimage_edit(
+                        model="gpt-image-1",
+                        image=PNG,
+                        prompt="a hat",
+                        user="gone",
+                        api_base=upstream.url,
+                        api_key=API_KEY,
+                    )
+                )
+                deadline = time.monotonic() + 20
+                while ledger.queue_depth() < 1:  # answered; its row handed over, not written
+                    assert time.monotonic() < deadline and not call.done()
+                    await asyncio.sleep(0.01)
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+
+            asyncio.run(cancelled_while_written())
+        holder.execute("ROLLBACK")
+        assert ledger.flush(20)
+        assert [(user, status) for user, status, *_ in _rows(url)] == [("gone", "success")]
+        assert _open_ids(log_path) == []
+    finally:
+        holder.close()
+        ledger.shutdown(10)
+    assert not log_path.exists()  # no intent left open for the next start to recover

@@ -265,3 +265,68 @@ def test_a_huge_finite_cost_is_quarantined_as_too_large_not_as_not_finite(ledger
             assert "below 1e+10" in kept.error and "finite" not in kept.error
     finally:
         ledger.shutdown(10)
+
+
+def test_a_refused_row_shipped_again_is_quarantined_and_counted_once(ledger_url):  # noqa: F811
+    """A process that dies (or stops at shutdown's deadline) while it moves a batch row by row
+    leaves the rows it quarantined in its outbox: the next start quarantined them again, and
+    the budgets counted their cost twice."""
+    from decimal import Decimal
+
+    from tests.ledger_support import leave_outbox, leftovers_dir
+    from tracking.integrations.sql import event_to_row
+    from tracking.integrations.sql._codec import encode_row
+    from tracking.integrations.sql._quarantine import quarantined_spend
+
+    dialect = "postgresql" if ledger_url.startswith("postgresql") else "sqlite"
+    fields = dict(refused_rows(dialect))["tokens"]
+    event = make_event(request_id="refused-1", user="dora", cost=Decimal("0.25"), **fields)  # type: ignore[arg-type]
+    line = encode_row(event_to_row(event))
+    open_ledger(ledger_url).shutdown(10)  # the tables
+    folder = leftovers_dir(ledger_url)
+    folder.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):  # shipped, then shipped again from the outbox it was left in
+        leave_outbox(folder, [line])
+        ledger = open_ledger(ledger_url)
+        try:
+            deadline = time.monotonic() + 20
+            while ledger.quarantined_rows < 1:
+                assert time.monotonic() < deadline, "the left row was not quarantined"
+                time.sleep(0.05)
+            engine = ledger.engine
+            assert [r.request_id for r in list_quarantine(engine)] == ["refused-1"]
+            with engine.connect() as conn:
+                assert quarantined_spend(conn, end_user="dora") == Decimal("0.25")
+        finally:
+            ledger.shutdown(10)
+
+
+def test_a_call_quarantined_as_its_intent_and_as_its_own_row_counts_once(ledger_url):  # noqa: F811
+    """A process killed after a call's row was acknowledged but before its intent was marked
+    done leaves both; where both are refused (an end-user id PostgreSQL cannot index), the
+    budgets counted the call twice: its estimate and its cost."""
+    from decimal import Decimal
+
+    from tracking.integrations.sql import event_to_row
+    from tracking.integrations.sql._codec import encode_row
+    from tracking.integrations.sql._quarantine import quarantined_spend
+    from tracking.integrations.sql._target import SpendLogsInserter
+
+    ledger = open_ledger(ledger_url)
+    try:
+        own = make_event(request_id="both-1", user="erin", cost=Decimal("0.30"))
+        intent = make_event(
+            request_id="both-1",
+            user="erin",
+            cost=Decimal("0.50"),
+            status="incomplete",
+            cost_source="estimate",
+        )
+        SpendLogsInserter(ledger.engine).quarantine(
+            [("both-1", encode_row(event_to_row(e)), "refused") for e in (intent, own)]
+        )
+        assert len(list_quarantine(ledger.engine)) == 2  # both kept, as they were refused
+        with ledger.engine.connect() as conn:
+            assert quarantined_spend(conn, end_user="erin") == Decimal("0.30")
+    finally:
+        ledger.shutdown(10)

@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
@@ -265,6 +265,8 @@ def sqlite_values(values: Iterable[Any]) -> tuple[Any, ...]:
 
 #: The size a ``NUMERIC(20, 10)`` cost stays below.
 _MONEY_LIMIT = 1e10
+#: The exponent of ``NUMERIC(20, 10)``'s last digit (``MONEY_QUANTUM``).
+_MONEY_EXPONENT = MONEY_QUANTUM.as_tuple().exponent
 
 
 def _sqlite_money(value: Any) -> float | None:
@@ -278,6 +280,11 @@ def _sqlite_money(value: Any) -> float | None:
         raise ValueError(f"ledger money must be below {_MONEY_LIMIT:.0e} in size, not {value}")
     if number and abs(number) < _QUANTUM_FLOAT:  # as on PostgreSQL: never rounded to 0
         return math.copysign(_QUANTUM_FLOAT, number)
+    if isinstance(value, Decimal) and value.as_tuple().exponent < _MONEY_EXPONENT:  # type: ignore[operator]
+        # Rounded to NUMERIC(20, 10)'s scale as PostgreSQL rounds (half away from zero) before
+        # it becomes a float: the float of the unrounded amount could round the other way in
+        # the ledger's exact sums, which then disagreed with PostgreSQL's (until 2026-12-05).
+        return float(value.quantize(MONEY_QUANTUM, ROUND_HALF_UP))
     return number
 
 
@@ -300,15 +307,32 @@ event_sqlite_params = compile_reader(
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
+#: A UTF-16 surrogate as the JSON encoder escapes it, after an even run of backslashes: a
+#: high one followed by a low one (a character past U+FFFF, kept) or a lone one (replaced).
+_SURROGATE_ESCAPE = re.compile(
+    r"(?<!\\)((?:\\\\)*)(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
+)
+
+
+def _lone_surrogate_replaced(match: re.Match[str]) -> str:
+    escape = match.group(2)
+    return match.group(0) if len(escape) == 12 else match.group(1) + "\\ufffd"
+
+
 def postgres_batch(lines: Iterable[str]) -> str:
     """The JSON array parameter of :data:`POSTGRES_INSERT` for encoded rows.
 
-    PostgreSQL stores no NUL character in ``text`` or ``jsonb`` (SQLSTATE 22P05): a NUL in a
-    caller's metadata, end-user id or any other text is written as U+FFFD (the replacement
-    character), so the row, and the money it records, goes into ``spend_logs`` instead of the
-    quarantine, where no budget or report would count it. The outbox line keeps the NUL.
+    PostgreSQL stores no NUL character in ``text`` or ``jsonb`` (SQLSTATE 22P05), and its JSON
+    takes no lone UTF-16 surrogate (22P02; Python holds one where text was decoded with
+    ``surrogateescape``, such as a file name in the caller's metadata): each is written as
+    U+FFFD (the replacement character), so the row, and the money it records, goes into
+    ``spend_logs`` instead of the quarantine, which no report counts. The outbox line keeps
+    them as they were.
     """
     batch = "[" + ",".join(lines) + "]"
     if "\\u0000" in batch:
         batch = _NUL_ESCAPE.sub(r"\1\\ufffd", batch)
+    if "\\ud" in batch or "\\uD" in batch:
+        batch = _SURROGATE_ESCAPE.sub(_lone_surrogate_replaced, batch)
     return batch

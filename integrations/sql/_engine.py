@@ -26,7 +26,14 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from tracking.errors import ConfigurationError, mask_secrets
 
-__all__ = ["DEFAULT_URL", "create_ledger_engine", "redact", "resolve_url", "unreachable"]
+__all__ = [
+    "DEFAULT_URL",
+    "create_ledger_engine",
+    "outbox_target",
+    "redact",
+    "resolve_url",
+    "unreachable",
+]
 
 DEFAULT_URL = "sqlite:///./tracking.db"
 _ENV = "TRACKING_DATABASE_URL"
@@ -57,6 +64,21 @@ def resolve_url(url: str | URL | None = None) -> URL:
 def redact(url: URL) -> str:
     """The URL as text with any password hidden, for messages."""
     return url.render_as_string(hide_password=True)
+
+
+def outbox_target(url: URL) -> str:
+    """The target as its local outboxes' folder is named after it: the URL with any password
+    hidden and, for an SQLite file, its path made absolute (symbolic links resolved).
+
+    ``sqlite:///./tracking.db`` is another file in each working directory: named by its text,
+    two applications in two folders shared one folder of outboxes and intents, and each wrote
+    the other's kept rows and dead calls into its own ledger (until 2026-12-05). The same file
+    named two ways (``./tracking.db``, its absolute path) now shares one folder too.
+    """
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database and not url.query.get("uri"):
+        url = url.set(database=os.path.realpath(database))
+    return redact(url)
 
 
 def _dumps(value: Any) -> str:

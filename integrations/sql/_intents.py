@@ -36,6 +36,7 @@ arrive does not matter.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -249,14 +250,20 @@ def intent_line_row(line: str) -> dict[str, Any]:
     return row
 
 
+#: What reading back a damaged intent's line can raise: a bad value (ValueError, TypeError,
+#: AttributeError), a number out of range (OverflowError: an ``n`` of ``1e400``), a missing
+#: value, or a nesting deeper than Python's recursion limit (RecursionError).
+_DAMAGED = (ValueError, TypeError, AttributeError, ArithmeticError, LookupError, RecursionError)
+
+
 def _intent_request_id(line: str) -> str:
-    if line.startswith(_COMPACT):
-        try:
-            found = json.loads(line)[1]
-        except (ValueError, IndexError):
-            return "(unreadable)"
-        return found if isinstance(found, str) else "(unreadable)"
-    return line_request_id(line)
+    try:
+        if not line.startswith(_COMPACT):
+            return line_request_id(line)
+        found = json.loads(line)[1]
+    except _DAMAGED:
+        return "(unreadable)"
+    return found if isinstance(found, str) else "(unreadable)"
 
 
 class _AppendFile:
@@ -283,7 +290,15 @@ class _AppendFile:
         if self.map is not None:
             self.map[self.size : end] = data
         else:
-            _write_all(self.fd, data)
+            try:
+                _write_all(self.fd, data)
+            except OSError:
+                # A full disk may have taken a part: cut it off, else the next intent's line,
+                # joined to it, could not be read back (until 2026-12-05).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, self.size)
+                os.lseek(self.fd, self.size, os.SEEK_SET)
+                raise
         self.size = end
 
     def close(self) -> None:
@@ -392,7 +407,9 @@ def _estimate_of(spec: dict[str, Any]) -> Cost | None:
 
 def open_intents(text: str) -> list[str]:
     """The rows the intents a log's text leaves open make (a torn last line is skipped, and so
-    is the NUL tail of a mapped file its process did not live to cut)."""
+    is the NUL tail of a mapped file its process did not live to cut). A line that cannot be
+    read back is logged and skipped, never in the way of the others: a damaged log of a dead
+    process stopped every ledger on the folder from opening (until 2026-12-05)."""
     open_: dict[str, str] = {}
     for entry in text.split("\x00", 1)[0].splitlines():
         if entry.startswith("+"):
@@ -406,7 +423,7 @@ def open_intents(text: str) -> list[str]:
     for line in open_.values():
         try:
             rows.append(priced(line))
-        except (ValueError, TypeError, AttributeError):
+        except _DAMAGED:  # a damaged file: the other intents are still recovered
             log.exception("ledger: an intent cannot be read back; skipped: %s", line[:200])
     return rows
 

@@ -54,7 +54,7 @@ from ._codec import (
     line_request_id,
 )
 from ._drain import OutboxDrain
-from ._engine import create_ledger_engine, redact
+from ._engine import create_ledger_engine, outbox_target, redact
 from ._fork import new_lock_in_child
 from ._hooks import CountHooks, call_count_hooks
 from ._intents import IntentJournal
@@ -208,13 +208,12 @@ class SqlLedger:
         inserter = SpendLogsInserter(self.engine)
         #: Writes the rows an earlier SQLite ledger for the file kept (``_write_leftovers``).
         self._leftovers = OutboxDrain(inserter, self._quarantine_hooks)
+        #: This target's folder of local outboxes and intents (named once: a relative SQLite
+        #: path is the file in the working directory the ledger opened in).
+        self._folder = default_outbox_dir(outbox_target(self.engine.url))
         self._outbox: _OutboxDestination | None = None
         if outbox_dir is not None or self.engine.dialect.name != "sqlite":
-            directory = (
-                Path(outbox_dir)
-                if outbox_dir is not None
-                else default_outbox_dir(redact(self.engine.url))
-            )
+            directory = Path(outbox_dir) if outbox_dir is not None else self._folder
             self._outbox = _OutboxDestination(
                 directory,
                 inserter,
@@ -226,11 +225,13 @@ class SqlLedger:
         else:
             self._write_leftovers()
         self._intents: IntentJournal | None = None
+        #: ``(seq, request id)`` of calls whose intent is done once that row is acknowledged.
+        self._done_later: list[tuple[int, str]] = []
+        self._lock = threading.Lock()  # a fresh one in a forked child (below)
+        new_lock_in_child(self)
         if intents:
             self._intents = IntentJournal(
-                Path(outbox_dir)
-                if outbox_dir is not None
-                else default_outbox_dir(redact(self.engine.url)),
+                Path(outbox_dir) if outbox_dir is not None else self._folder,
                 inserter,
                 replay_hooks=self._replay_hooks,
                 quarantine_hooks=self._quarantine_hooks,
@@ -289,7 +290,11 @@ class SqlLedger:
     def on_end(self, event: ImageEditEvent) -> None:
         seq = self._submit(event)
         if self.mode == "durable":
-            self.writer.wait(seq)
+            try:
+                self.writer.wait(seq)
+            except BaseException:  # interrupted (Ctrl-C): the row is still written
+                self._complete_when_acknowledged(seq, event.request_id)
+                raise
             if self._intents is not None:
                 self._intents.complete(event.request_id)
 
@@ -297,7 +302,11 @@ class SqlLedger:
         """``on_end`` for async calls: a durable call awaits its acknowledgement, loop free."""
         seq = self._submit(event)
         if self.mode == "durable":
-            await self.writer.wait_async(seq)
+            try:
+                await self.writer.wait_async(seq)
+            except BaseException:  # cancelled (a client gone): the row is still written
+                self._complete_when_acknowledged(seq, event.request_id)
+                raise
             if self._intents is not None:
                 self._intents.complete(event.request_id)
 
@@ -305,7 +314,29 @@ class SqlLedger:
         """The row queued without waiting for its acknowledgement: the call's ending was
         interrupted before this ledger's turn (the bus's hand-over). A durable row is still
         written; only the wait is skipped."""
-        self._submit(event)
+        self._complete_when_acknowledged(self._submit(event), event.request_id)
+
+    def _complete_when_acknowledged(self, seq: int, request_id: str) -> None:
+        """Mark the call's intent done once row ``seq`` is acknowledged, nobody waiting for it
+        (an ending interrupted or cancelled). Until 2026-12-05 its intent stayed open for the
+        process's life: kept in memory and in every rewrite of the log, and recovered as an
+        ``incomplete`` row at the next start (counted twice where the call's own row had been
+        quarantined)."""
+        if self._intents is None:
+            return
+        with self._lock:
+            self._done_later.append((seq, request_id))
+        self._complete_acknowledged()  # it may be acknowledged already
+
+    def _complete_acknowledged(self) -> None:
+        if not self._done_later or self._intents is None:
+            return
+        acknowledged = self.writer.acknowledged()
+        with self._lock:
+            done = [request_id for seq, request_id in self._done_later if seq <= acknowledged]
+            self._done_later = [item for item in self._done_later if item[0] > acknowledged]
+        for request_id in done:
+            self._intents.complete(request_id)
 
     def _submit(self, event: ImageEditEvent) -> int:
         # The hot path: the event goes straight to the writer's form, with no row dict between.
@@ -358,7 +389,7 @@ class SqlLedger:
             self.engine.dispose()
 
     def _leftovers_dir(self) -> Path:
-        return default_outbox_dir(redact(self.engine.url))
+        return self._folder
 
     def _keep_refused(self, item: Any, reason: str) -> None:
         """A row this SQLite file and its quarantine both refuse: kept in a local outbox's
@@ -526,6 +557,7 @@ class SqlLedger:
 
     def _count_written(self, seconds: float, rows: int) -> None:
         self._write_times.observe(seconds)
+        self._complete_acknowledged()
 
     # -- queries ------------------------------------------------------------------------------
 

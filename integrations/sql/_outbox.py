@@ -63,7 +63,8 @@ _SCHEMA = (
 def default_outbox_dir(target: str) -> Path:
     """Where a target's outboxes live: ``$TRACKING_OUTBOX_DIR`` or the user's state directory.
 
-    ``target`` is the database URL with its password hidden; one sub-folder per target keeps
+    ``target`` is the database URL as :func:`~tracking.integrations.sql._engine.outbox_target`
+    gives it (password hidden, an SQLite file's path absolute); one sub-folder per target keeps
     rows bound for different databases apart.
     """
     base = os.environ.get(_ENV)

@@ -150,10 +150,20 @@ def quarantined_spend(
         conditions.append(quarantine.c.line.contains(field, autoescape=True))
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    total = Decimal(0)
-    for (line,) in conn.execute(sa.select(quarantine.c.line).where(*conditions)):
-        total += _matching_cost(line, key_hashes, end_user, since)
-    return total
+    # One cost per call: a request id quarantined twice (kept twice before 2026-12-05, or as a
+    # dead process's intent and as the call's own row) is one call, counted once, by its own
+    # row rather than its intent's estimate.
+    costs: dict[object, tuple[bool, Decimal]] = {}
+    query = sa.select(quarantine.c.id, quarantine.c.request_id, quarantine.c.line)
+    for row_id, request_id, line in conn.execute(query.where(*conditions)):
+        matched = _matching_cost(line, key_hashes, end_user, since)
+        if matched is None:
+            continue
+        incomplete, cost = matched
+        key = request_id if request_id is not None else ("row", row_id)
+        if key not in costs or (costs[key][0] and not incomplete):
+            costs[key] = (incomplete, cost)
+    return sum((cost for _, cost in costs.values()), Decimal(0))
 
 
 def _matching_cost(
@@ -161,25 +171,27 @@ def _matching_cost(
     key_hashes: Sequence[str] | None,
     end_user: str | None,
     since: datetime | None,
-) -> Decimal:
+) -> tuple[bool, Decimal] | None:
+    """Whether the line is an intent's ``incomplete`` row, and its cost; None unless it
+    matches (a cost that is not a finite number is 0)."""
     try:
         row = json.loads(line)
         if not isinstance(row, dict):
-            return Decimal(0)
+            return None
         if key_hashes is not None and row.get("api_key_hash") not in key_hashes:
-            return Decimal(0)
+            return None
         if end_user is not None and row.get("end_user") != end_user:
-            return Decimal(0)
+            return None
         if since is not None:
             started = datetime.fromisoformat(str(row.get("start_time")))
             if started.tzinfo is None:
                 started = started.replace(tzinfo=UTC)
             if started < since:
-                return Decimal(0)
+                return None
         cost = Decimal(str(row.get("cost_usd")))
     except (ValueError, TypeError, InvalidOperation, RecursionError):
-        return Decimal(0)
-    return cost if cost.is_finite() else Decimal(0)
+        return None
+    return row.get("status") == "incomplete", cost if cost.is_finite() else Decimal(0)
 
 
 def _clean_text(value: str) -> str:
@@ -284,14 +296,14 @@ def quarantine_list_command(
     rejected_at, request_id and the row's line as it was kept), so that the plain list's readers
     keep their shape.
     """
-    from ._engine import redact
+    from ._engine import outbox_target
     from ._outbox import default_outbox_dir, read_rejected
 
     engine = _open(url)
     try:
         rows = list_quarantine(engine)
         folder = Path(outbox_dir) if outbox_dir is not None else None
-        local = read_rejected(folder or default_outbox_dir(redact(engine.url)))
+        local = read_rejected(folder or default_outbox_dir(outbox_target(engine.url)))
     finally:
         engine.dispose()
     if fmt == "json":

@@ -19,6 +19,7 @@ with the database's error text, where ``tracking ledger quarantine list|replay``
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -116,14 +117,33 @@ class SpendLogsInserter:
 
         The line is kept as text (a JSON string escapes a NUL, so PostgreSQL takes it) and no
         index covers it, so whatever made ``spend_logs`` refuse the row cannot refuse this.
+        A row already kept (the same request id and line: an outbox shipped again after its
+        process died, or stopped at shutdown's deadline, before the row left it) is not kept
+        twice; until 2026-12-05 it was, and budgets counted its cost twice.
         """
         now = datetime.now(UTC)
         marker = "?" if self.dialect == "sqlite" else "%s"
-        one = f"({marker}, {marker}, {marker}, {marker})"
-        statement = _QUARANTINE_INSERT + ", ".join([one] * len(entries))
         stamp: Any = now.isoformat(" ", "microseconds")[:-6] if self.dialect == "sqlite" else now
-        params = [v for entry in entries for v in (*entry, stamp)]
-        self._run(lambda cursor: cursor.execute(statement, params))
+        ids = sorted({request_id for request_id, _, _ in entries})
+        kept = (
+            "SELECT request_id, line FROM ledger_quarantine "  # noqa: S608 (markers only)
+            f"WHERE request_id IN ({', '.join([marker] * len(ids))})"
+        )
+
+        def keep(cursor: Any) -> None:
+            cursor.execute(kept, ids)
+            seen = {(request_id, line) for request_id, line in cursor.fetchall()}
+            fresh = []
+            for request_id, line, error in entries:
+                if (request_id, line) not in seen:
+                    seen.add((request_id, line))
+                    fresh.append((request_id, line, error))
+            if fresh:
+                one = f"({marker}, {marker}, {marker}, {marker})"
+                statement = _QUARANTINE_INSERT + ", ".join([one] * len(fresh))
+                cursor.execute(statement, [v for entry in fresh for v in (*entry, stamp)])
+
+        self._run(keep)
 
     def prepare(self, row: Mapping[str, Any]) -> Any:
         """The row as this dialect's writer item: SQLite parameters, else an outbox line."""
@@ -193,12 +213,32 @@ class SpendLogsInserter:
 ONE_STATEMENT_ROWS = 48
 
 
+#: A UTF-16 surrogate in a Python string: always a lone one (a pair is one character there).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v for v in row)
+
+
 def _insert_sqlite(
+    cursor: Any, params: Sequence[tuple[Any, ...]], callers_run_on: bool = False
+) -> None:
+    """Insert SQLite parameters. A lone UTF-16 surrogate, which has no UTF-8 and which SQLite
+    cannot be given (a team in metadata decoded with ``surrogateescape``), is written as U+FFFD,
+    as on PostgreSQL: it sent the billed call's row to the quarantine (until 2026-12-05)."""
+    try:
+        _insert_sqlite_params(cursor, params, callers_run_on)
+    except UnicodeEncodeError:  # rare: checked only when SQLite could not take the text
+        _insert_sqlite_params(cursor, [_without_surrogates(row) for row in params], callers_run_on)
+
+
+def _insert_sqlite_params(
     cursor: Any, params: Sequence[tuple[Any, ...]], callers_run_on: bool = False
 ) -> None:
     if callers_run_on and len(params) > ONE_STATEMENT_ROWS:
         for start in range(0, len(params), ONE_STATEMENT_ROWS):
-            _insert_sqlite(cursor, params[start : start + ONE_STATEMENT_ROWS])
+            _insert_sqlite_params(cursor, params[start : start + ONE_STATEMENT_ROWS])
     elif 1 < len(params) <= ONE_STATEMENT_ROWS:
         cursor.execute(sqlite_insert_rows(len(params)), [v for row in params for v in row])
     else:

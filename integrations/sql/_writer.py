@@ -251,6 +251,11 @@ class LedgerWriter:
         """Rows submitted and not yet acknowledged (queued or in the batch being written)."""
         return self._submitted - self._acknowledged
 
+    def acknowledged(self) -> int:
+        """The sequence number up to which every row is acknowledged (``write_hooks`` run
+        after it moved)."""
+        return self._acknowledged
+
     def wait(self, seq: int, timeout: float | None = None) -> bool:
         """Block until row ``seq`` is acknowledged; False if ``timeout`` ran out first."""
         # Each waiter sleeps on a lock of its own. After a commit the worker releases only the
