@@ -67,6 +67,7 @@ def test_a_crlf_split_between_chunks_is_one_line_end_and_mixed_ends_decode_alike
     assert decoder.feed(b"event: a\r") == []
     assert decoder.feed(b"\ndata: 1\r") == []
     # the \n completes data's \r\n, then \r ends the event: not two blank lines
+    assert decoder.feed(b"") == []  # nothing: the \r may still be half of a \r\n
     assert decoder.feed(b"\n\r") == [ServerSentEvent("a", b"1")]
     assert decoder.feed(b"\ndata: 2\n\r\n") == [ServerSentEvent(None, b"2")]
     assert decoder.feed(b"data: 3\r\rdata: 4\n\n") == [

@@ -51,9 +51,10 @@ class SSEDecoder:
         """The events completed by ``chunk`` (often none, sometimes several)."""
         if self._too_large:
             raise self._error()
-        if self._after_cr and chunk[:1] == b"\n":  # the rest of a \r\n split between chunks
-            chunk = chunk[1:]
-        self._after_cr = False
+        if self._after_cr and chunk:
+            if chunk[:1] == b"\n":  # the rest of a \r\n split between chunks
+                chunk = chunk[1:]
+            self._after_cr = False
         buffer = self._buffer
         buffer += chunk
         events: list[ServerSentEvent] = []
