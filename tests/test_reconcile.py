@@ -143,13 +143,19 @@ def test_generations_are_counted_on_both_sides(capsys, fake, ledger):
     assert code == 0
 
 
-def test_a_stream_asked_for_two_images_is_one_image_on_both_sides(capsys, fake, ledger):
-    """The fake streams one image whatever ``n`` says (OpenAI documents no stream of more): it
-    bills that one image, which is what the SDK records."""
-    stream = tracking.image_generation(
-        prompt="a hat", model="gpt-image-1", quality="low", size="1024x1024", n=2, stream=True,
-        partial_images=1, api_base=fake.url, api_key=KEY,
-    )  # fmt: skip
+def test_a_stream_is_one_image_on_both_sides_and_one_of_two_images_is_never_sent(
+    capsys, fake, ledger
+):
+    """A stream is one image (OpenAI refuses ``stream`` with ``n`` above 1): a call asking for
+    two is refused before sending, so neither side has it; the fake bills a stream's one image,
+    which is what the SDK records."""
+    params = {
+        "prompt": "a hat", "model": "gpt-image-1", "quality": "low", "size": "1024x1024",
+        "stream": True, "partial_images": 1, "api_base": fake.url, "api_key": KEY,
+    }  # fmt: skip
+    with pytest.raises(tracking.ValidationError):
+        tracking.image_generation(n=2, **params)
+    stream = tracking.image_generation(**params)
     kinds = [event.type for event in stream]
     assert kinds == ["image_generation.partial_image", "image_generation.completed"]
     assert tracking.flush(10)

@@ -214,6 +214,7 @@ _OPENAI_CODES: dict[str, str] = {
     "enum": "invalid_value",
     "range": "invalid_value",  # the direction, when known, gives integer_above/below_...
     "unsupported": "unsupported_parameter",  # known to the API, not taken by this model
+    "stream_single_image": "unsupported_parameter",  # n above 1 with stream=True
     "max_length": "string_above_max_length",
     "max_images": "array_above_max_length",
     "unknown_model": "model_not_found",

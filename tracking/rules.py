@@ -274,6 +274,15 @@ def streaming(call: Call, family: Family) -> Iterator[Violation]:
             f"stream: {call.model} does not stream its answer; call without stream=True",
             unsupported=True,
         )
+    elif call.stream and call.n is not None and call.n > 1:
+        # each streamed event carries one image: OpenAI refuses a stream of several
+        # ("Streaming is only supported with n=1.", unsupported_parameter)
+        yield Violation(
+            "n",
+            "stream_single_image",
+            f"n: a streamed answer is one image, got n={call.n}; ask for n=1, or call "
+            "without stream=True for several images",
+        )
 
 
 #: Every rule, in the order their violations are reported.

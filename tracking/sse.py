@@ -4,7 +4,8 @@ proxy relays with.
 :class:`SSEDecoder` takes the answer's bytes as they arrive, in chunks of any size, and returns
 each event once its closing blank line has arrived: the ``event:`` name and the ``data:`` lines
 joined by ``\\n``, as bytes (a streamed image is a few MB of base64: it is neither decoded nor
-copied more than once). Lines end in ``\\n`` or ``\\r\\n``; comment lines (``:``) and fields other
+copied more than once). Lines end in ``\\n``, ``\\r\\n`` or ``\\r``, as the specification allows
+(a ``\\r\\n`` split between two chunks is one line end); comment lines (``:``) and fields other
 than ``event`` and ``data`` are skipped, as the SSE specification says. One event may hold at
 most ``max_event_bytes``: an upstream that never ends its event gets an error, not all memory;
 the events a chunk completed before the one that grew too large are returned first, and the
@@ -44,23 +45,39 @@ class SSEDecoder:
         self._size = 0
         self._max = max_event_bytes
         self._too_large = False  # an event passed the limit in a chunk that completed others
+        self._after_cr = False  # the last chunk ended in \r: a \n starting the next is its end
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """The events completed by ``chunk`` (often none, sometimes several)."""
         if self._too_large:
             raise self._error()
+        if self._after_cr and chunk:
+            if chunk[:1] == b"\n":  # the rest of a \r\n split between chunks
+                chunk = chunk[1:]
+            self._after_cr = False
         buffer = self._buffer
         buffer += chunk
         events: list[ServerSentEvent] = []
         start = 0
+        lf = -2  # the first \n at or after ``start`` (-1: there is none), -2 until looked for
         while True:
-            end = buffer.find(b"\n", max(start, self._scanned))
-            if end < 0:
+            scan = max(start, self._scanned)
+            if lf == -2 or 0 <= lf < scan:  # each byte is searched once, even with many \r
+                lf = buffer.find(b"\n", scan)
+            # a \r before that \n (or anywhere, without one) ends the line first: \r\n or \r
+            cr = buffer.find(b"\r", scan, lf if lf >= 0 else len(buffer))
+            if cr >= 0:
+                line = bytes(buffer[start:cr])
+                if lf == cr + 1:
+                    start = lf + 1
+                else:
+                    start = cr + 1
+                    self._after_cr = start == len(buffer)  # its \n may come in the next chunk
+            elif lf >= 0:
+                line = bytes(buffer[start:lf])
+                start = lf + 1
+            else:
                 break
-            line = bytes(buffer[start:end])
-            start = end + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
             event = self._line(line)
             if event is not None:
                 events.append(event)

@@ -498,7 +498,7 @@ def _input_estimate(entry: PriceEntry, request: ImageEditRequest) -> Cost:
 def _estimate(
     entry: PriceEntry, request: ImageEditRequest, response: ImageResponse | None, images: int
 ) -> Cost:
-    from .estimate import entry_estimate, plausible_size
+    from .estimate import entry_estimate, partial_images_cost, plausible_size
 
     size = plausible_size(response.price_size or response.size if response else None, request)
     quality = (response.quality if response else None) or request.quality
@@ -506,6 +506,8 @@ def _estimate(
     if total is None:
         _warn_unpriced(request.model, f"no price for size={size} quality={quality}")
         return UNPRICED
+    if request.stream:  # a stream's usage counts its partial images' output tokens too
+        total += partial_images_cost(entry, request.partial_images or 0)
     log.debug("tracking: %s priced by estimate (%s)", request.model, entry.ref)
     return Cost(total, _per_image(total, images), "estimate", entry.ref)
 

@@ -48,6 +48,7 @@ __all__ = [
     "estimate_unknown_outcomes",
     "input_estimate",
     "max_expected_cost",
+    "partial_images_cost",
 ]
 
 #: Input image tokens allowed per image in an estimate (the largest inputs stay below it).
@@ -199,11 +200,11 @@ def estimate_max_cost(
     )
     partials = params.get("partial_images")
     if total is not None and params.get("stream") is True and type(partials) is int:
-        total += _partial_images_cost(entry, partials)
+        total += partial_images_cost(entry, partials)
     return total
 
 
-def _partial_images_cost(entry: PriceEntry, partial_images: int) -> Decimal:
+def partial_images_cost(entry: PriceEntry, partial_images: int) -> Decimal:
     """What a stream's partial images add: :data:`PARTIAL_IMAGE_TOKENS` output tokens each."""
     if partial_images <= 0 or not entry.tokens:
         return Decimal(0)
@@ -246,7 +247,7 @@ def estimate_incomplete_stream(
     )
     if total is None:
         return None
-    return total + _partial_images_cost(entry, request.partial_images or 0)
+    return total + partial_images_cost(entry, request.partial_images or 0)
 
 
 def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -> Cost:

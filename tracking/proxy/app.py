@@ -394,7 +394,7 @@ class ProxyApp:
         if watcher is not None:
             watcher.cancel()
         if isinstance(response, AsyncImageEditStream):  # stream=true: its first event is in
-            await relay_stream(response, reservation, receive, send)
+            await relay_stream(response, reservation, receive, send, self.body_timeout)
             return
         await reservation.settle(response.cost_usd)
         body = response.json_bytes()

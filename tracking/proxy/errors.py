@@ -37,6 +37,7 @@ from ..errors import (
     APIStatusError,
     APITimeoutError,
     ConfigurationError,
+    StreamInterruptedError,
     ValidationError,
 )
 
@@ -137,6 +138,13 @@ def _mapped(exc: BaseException) -> ProxyError:
     if isinstance(exc, APITimeoutError):
         return ProxyError(
             504, "the upstream did not answer in time", code="upstream_timeout", upstream=True
+        )
+    if isinstance(exc, StreamInterruptedError):  # reached, answered 200, then broke off
+        return ProxyError(
+            502,
+            "the upstream's stream broke off before its first event",
+            code="stream_interrupted",
+            upstream=True,
         )
     if isinstance(exc, APIConnectionError):
         return ProxyError(

@@ -61,6 +61,7 @@ log = logging.getLogger("tracking.proxy")
 
 DEFAULT_URL_TTL = 3600  #: seconds, as OpenAI's own image URLs
 DEFAULT_MAX_BYTES = 10 * 1024**3
+_SECRET_BYTES = 32  #: a generated signing secret's length
 STORED_PREFIX = "/v1/images/stored/"
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _KEYS = {
@@ -278,14 +279,32 @@ class LocalImageStore(_ByteCount):
                 yield entry.path, info
 
     def _persisted_secret(self) -> bytes:
+        """The folder's secret, made once by the first process to start. It is written whole
+        to a file of this process's own, then linked into place (which fails if another
+        process's is there first), so no process ever reads it empty or half written."""
         path = self.root / ".signing-secret"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes()
-        with os.fdopen(fd, "wb") as file:  # the first process to start writes it, once
-            file.write(secrets.token_bytes(32))
-        return path.read_bytes()
+        if not path.exists():
+            temporary = self.root / f".signing-secret.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(secrets.token_bytes(_SECRET_BYTES))
+                os.link(temporary, path)
+            except FileExistsError:  # another process linked its own first: that one is used
+                pass
+            except OSError:  # a file system without hard links: moved, unless one is there
+                if not path.exists():
+                    os.replace(temporary, path)
+            finally:
+                temporary.unlink(missing_ok=True)
+        secret = path.read_bytes()
+        if len(secret) < 16:  # an empty key would let anyone sign any URL
+            raise ConfigurationError(
+                f"general_settings.image_store: {path} holds {len(secret)} bytes, too few for "
+                "a signing secret (a write cut short?); delete it (URLs minted with it stop "
+                "working) or set signing_secret"
+            )
+        return secret
 
     def put(self, name: str, data: bytes) -> None:
         temporary = self.root / f".{name}.tmp"

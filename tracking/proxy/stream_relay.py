@@ -8,10 +8,12 @@ event is written as it arrives, its upstream JSON passed on as it came (``event:
 written when the SDK emits its event, after the completed event has been relayed and before the
 answer ends; the budget reservation is settled with the event's cost.
 
-Two ways a stream ends early, both ending the SDK call (its upstream connection closed, its one
+Three ways a stream ends early, each ending the SDK call (its upstream connection closed, its one
 event emitted as a failure priced by estimate): the client disconnects (seen on ``receive``; the
-relay is cancelled, ``error_type`` ``cancelled`` or ``stream_closed``), or the upstream breaks
-off (``stream_interrupted``), which the client hears as an OpenAI-shaped ``error`` event.
+relay is cancelled, ``error_type`` ``cancelled`` or ``stream_closed``); the client stops reading,
+so that one event is not taken within ``within`` seconds (``request_read_timeout``: the stream is
+closed, ``stream_closed``, and so is the connection); or the upstream breaks off
+(``stream_interrupted``), which the client hears as an OpenAI-shaped ``error`` event.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -31,6 +34,8 @@ from .errors import from_exception
 
 __all__ = ["relay_stream"]
 
+log = logging.getLogger("tracking.proxy")
+
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -38,10 +43,28 @@ Send = Callable[[Message], Awaitable[None]]
 _END = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
+class _ClientStalled(Exception):
+    """The client took none of an event's bytes for ``within`` seconds: it reads no more."""
+
+
+async def _write(send: Send, message: Message, within: float) -> None:
+    """``send``, which waits while the client's connection is full, for at most ``within``."""
+    try:
+        async with asyncio.timeout(within):
+            await send(message)
+    except TimeoutError:
+        raise _ClientStalled from None
+
+
 async def relay_stream(
-    stream: AsyncImageEditStream, reservation: Reservation, receive: Receive, send: Send
+    stream: AsyncImageEditStream,
+    reservation: Reservation,
+    receive: Receive,
+    send: Send,
+    within: float,
 ) -> None:
-    """Answer with the stream's events until it ends or the client goes away."""
+    """Answer with the stream's events until it ends or the client goes away (or stops
+    reading: an event it does not take within ``within`` seconds ends the stream)."""
     headers = [
         (b"content-type", b"text/event-stream; charset=utf-8"),
         (b"cache-control", b"no-cache"),
@@ -54,8 +77,9 @@ async def relay_stream(
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         first = await anext(stream)  # already in hand: sent before any task is made
-        await send({"type": "http.response.body", "body": _encoded(first), "more_body": True})
-        pump = asyncio.create_task(_pump(stream, send))
+        body = _encoded(first)
+        await _write(send, {"type": "http.response.body", "body": body, "more_body": True}, within)
+        pump = asyncio.create_task(_pump(stream, send, within))
         gone = asyncio.create_task(_disconnected(receive))
         try:
             await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -65,15 +89,23 @@ async def relay_stream(
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+    except _ClientStalled:  # the connection is closed (the answer was never completed)
+        log.warning(
+            "call %s: the client took no part of a streamed event for %s s "
+            "(request_read_timeout): the stream and the connection are closed",
+            stream.request_id,
+            within,
+        )
     finally:
         await stream.aclose()  # a no-op once ended; else closes the upstream, emits the event
         await reservation.settle(stream.cost_usd)
 
 
-async def _pump(stream: AsyncImageEditStream, send: Send) -> None:
+async def _pump(stream: AsyncImageEditStream, send: Send, within: float) -> None:
     try:
         async for item in stream:
-            await send({"type": "http.response.body", "body": _encoded(item), "more_body": True})
+            chunk = {"type": "http.response.body", "body": _encoded(item), "more_body": True}
+            await _write(send, chunk, within)
     except TrackingError as exc:  # broke off after the first event: its event is recorded
         error = from_exception(exc)
         message = (
@@ -91,10 +123,10 @@ async def _pump(stream: AsyncImageEditStream, send: Send) -> None:
             },
         }
         body = encode_event("error", json.dumps(payload).encode())
-        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await _write(send, {"type": "http.response.body", "body": body, "more_body": True}, within)
     finally:
         await stream.aclose()
-    await send(_END)
+    await _write(send, _END, within)
 
 
 def _encoded(item: ImageEditStreamEvent) -> bytes:

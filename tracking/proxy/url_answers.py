@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, unquote
 
 from ..config import ProxyConfig
 from ..families import family_of
+from ..images import sniff_content_type
 from ..request import split_provider
 from .account_store import read_store
 from .errors import ProxyError
@@ -33,6 +34,7 @@ log = logging.getLogger("tracking.proxy")
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _EXTENSIONS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
+_SNIFFED = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
 def base64_only_models(config: ProxyConfig) -> frozenset[str]:
@@ -63,7 +65,10 @@ async def to_url_answer(
                 data = base64.b64decode(item["b64_json"], validate=True)
             except (binascii.Error, ValueError):
                 return body, 0
-            images.append((index, f"{request_id}-{index}.{extension}", data))
+            # the bytes say what the image is: an answer may name no output_format (an older
+            # model's), or one format for images of several (Gemini's first image's)
+            kind = _SNIFFED.get(sniff_content_type(data), extension)
+            images.append((index, f"{request_id}-{index}.{kind}", data))
     try:
         for _, name, data in images:
             await asyncio.to_thread(store.put, name, data)

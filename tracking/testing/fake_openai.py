@@ -34,9 +34,9 @@ Streaming (``stream=true``, GPT image models) answers ``text/event-stream`` as O
 ``partial_images`` (0 to 3) ``image_edit.partial_image`` events, then one ``image_edit.completed``
 event with the final image and ``usage``. The fake's convention for that usage: the plain
 answer's usage plus ``PARTIAL_IMAGE_OUTPUT_TOKENS`` (100) output tokens per partial image, and no
-``output_tokens_details``. OpenAI documents no stream for ``n`` above 1 (each event carries one
-image): a streamed answer is one image whatever ``n`` says, and its usage and its bill are that
-one image's. The faults ``break_after=N`` (close the connection after N events) and
+``output_tokens_details``. Each event carries one image, so a stream with ``n`` above 1 is
+refused as OpenAI refuses it (400 ``unsupported_parameter``, "Streaming is only supported with
+n=1."). The faults ``break_after=N`` (close the connection after N events) and
 ``event_delay=S`` (pause between events) apply to streamed answers; a canned stream is one
 partial image and the completed event.
 """

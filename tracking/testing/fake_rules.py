@@ -181,6 +181,8 @@ def _check_stream(fields: dict[str, str]) -> Problem | None:
             return _invalid("Invalid 'partial_images': 0 to 3.", "partial_images")
         if stream not in ("true", "1"):
             return _invalid("partial_images is only for streamed answers.", "partial_images")
+    if stream in ("true", "1") and fields.get("n", "1") != "1":
+        return _invalid("Streaming is only supported with n=1.", "n", "unsupported_parameter")
     return None
 
 
