@@ -444,7 +444,7 @@ def test_the_price_dates_are_today_or_earlier():
     for entry in raw["entries"]:
         for sizes in entry["per_image"].values():
             for figure in sizes.values():
-                assert date.fromisoformat(figure["retrieved"]) <= date(2026, 12, 3)
+                assert date.fromisoformat(figure["retrieved"]) <= date(2026, 12, 5)
 
 
 def test_the_2_5_and_2_6_qualities_are_accepted_and_others_refused(upstream):

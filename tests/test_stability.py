@@ -55,15 +55,15 @@ def test_a_masked_edit_runs_as_inpaint_with_stabilitys_mask(monkeypatch, stabili
     mask = Image.open(io.BytesIO(sent.files["mask"]))
     assert mask.getpixel((5, 5)) == 255 and mask.getpixel((60, 5)) == 0  # white = edit
     assert base64.b64decode(response.data[0].b64_json or "").startswith(b"\x89PNG")
-    assert response.cost_usd == Decimal("0.03")  # priced as inpaint, the operation that ran
+    assert response.cost_usd == Decimal("0.05")  # priced as inpaint, the operation that ran
     assert events.last.provider == "stability"
 
 
 @pytest.mark.parametrize(
     ("model", "extra", "cost"),
     [
-        ("stability/erase", {}, Decimal("0.03")),
-        ("stability/search-and-replace", {"search_prompt": "the dog"}, Decimal("0.04")),
+        ("stability/erase", {}, Decimal("0.05")),
+        ("stability/search-and-replace", {"search_prompt": "the dog"}, Decimal("0.05")),
         ("stability/outpaint", {"left": 64}, Decimal("0.04")),
     ],
 )
@@ -151,7 +151,7 @@ def test_the_official_client_through_the_proxy(stability, tmp_path):
         tmp_path, "sd-inpaint", params, image=image, mask=mask, prompt="a beach"
     )
     assert raw.parse().data[0].b64_json
-    assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.03")
+    assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.05")
 
 
 @pytest.mark.parametrize(

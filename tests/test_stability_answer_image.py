@@ -45,7 +45,7 @@ def test_an_image_that_is_not_one_is_unusable_and_estimated(monkeypatch, upstrea
         edit_either(use_async, image=PNG, user="alice", **upstream.params("stability"))
     event = events.last
     assert event.status == "failure" and event.error_type == "invalid_response"
-    assert event.cost_source == "estimate" and event.cost_usd == Decimal("0.03")
+    assert event.cost_source == "estimate" and event.cost_usd == Decimal("0.05")
     assert event.images_returned == 0
 
 

@@ -10,9 +10,9 @@ Sources: OpenAI's API reference for ``POST /v1/images/edits`` and its image-gene
 (sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes). The 2.5 and
 2.6 models (Flare and Sunburst, read 2026-12-03): the same flexible sizes as gpt-image-2
 (docs.comfy.org's GPT Image 2.6 node page) and two more qualities, ``xhigh`` and ``max``
-(docs.apiyi.com's GPT-image-2.5 launch notes). Their other announced parameters (2.6's
-``complexity``) have no confirmed values and are left to the upstream to judge. Streaming and
-``partial_images`` for the GPT image models were read on 2026-12-03 too.
+(docs.apiyi.com's GPT-image-2.5 launch notes). Streaming and ``partial_images`` for the GPT
+image models were read on 2026-12-03 too. The 2.6 models' own outputs and parameters (read
+2026-12-05) are sourced where they are defined below (``_GPT_IMAGE_2_6``).
 
 Generations (``POST /v1/images/generations``) take the same sizes, qualities, formats, ``n``
 and streaming as edits for the GPT image models, plus ``moderation`` (``low`` or ``auto``) and
@@ -97,8 +97,10 @@ class Family:
     #: the enumerated parameters the family takes, with their allowed values; a parameter absent
     #: here is one the family does not take (an ``UnsupportedParamsError``)
     choices: Mapping[str, frozenset[str]]
-    #: the integer parameters the family takes, with their inclusive range
-    ranges: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
+    #: the integer parameters the family takes, with their inclusive range (no upper bound: None)
+    ranges: Mapping[str, tuple[int, int | None]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     custom_size: SizeRule | None = None
     max_n: int = 10
     #: output formats that can carry ``background="transparent"``
@@ -113,6 +115,15 @@ class Family:
     streams: bool = False
     #: what its generations take differently; None: the family documents no generations
     generation: GenerationRule | None = None
+    #: parameters of :attr:`choices` / :attr:`ranges` that have no argument of their own: they
+    #: come in ``extra_body`` (through the proxy, as any other field) and are checked there
+    body_params: frozenset[str] = frozenset()
+    #: output formats that are animations (``gif``): not streamed, no ``partial_images``, no mask
+    animated_formats: frozenset[str] = frozenset()
+    #: parameters only an animated output format takes (``frame_count``, ...)
+    animation_params: frozenset[str] = frozenset()
+    #: output formats only a generation of one image can have (``svg``)
+    single_generation_formats: frozenset[str] = frozenset()
 
     @property
     def takes_response_format(self) -> bool:
@@ -140,8 +151,10 @@ def pixel_size(size: str | None) -> tuple[int, int] | None:
 
 
 def tier_side(tier: str) -> int | None:
-    """The side in pixels of a resolution tier named as Google names them (``1K`` is 1024,
-    ``2K`` 2048, ``4K`` 4096); None for any other name."""
+    """The side in pixels of a resolution tier named as Google names them (``512`` is 512,
+    ``1K`` 1024, ``2K`` 2048, ``4K`` 4096); None for any other name."""
+    if tier == "512":  # Gemini 3.1 Flash Image's smallest tier, named by its side
+        return 512
     count = tier[:-1]
     return int(count) * 1024 if tier.endswith("K") and count.isascii() and count.isdigit() else None
 
@@ -149,7 +162,8 @@ def tier_side(tier: str) -> int | None:
 def resolution_tier(width: int, height: int, tiers: Sequence[str]) -> str:
     """The tier of ``tiers`` (smallest first) an image of ``width`` x ``height`` is made and billed
     at: the smallest whose side is at least two thirds of the long side (OpenAI's 1536x1024 is
-    1K, 2048 or 1920 wide 2K, 4096 4K), else the largest."""
+    1K, 2048 or 1920 wide 2K, 4096 4K; 512x512 or 768x512 the 512 tier where a model has one),
+    else the largest."""
     long_side = max(width, height)
     return next((t for t in tiers if long_side <= (tier_side(t) or 0) * 1.5), tiers[-1])
 
@@ -230,10 +244,39 @@ _GPT_IMAGE_2_5 = dataclasses.replace(
     ),
 )
 
+# The 2.6 models (read 2026-12-05) also answer an animated GIF or an SVG: OpenAI's model page
+# (https://developers.openai.com/de-DE/api/docs/models/gpt-image-2.6-sunburst, "Ausgabe als SVG
+# oder animiertes GIF"). ``complexity`` low/medium/high, ``frame_count`` 2 to 16 (default 9)
+# and ``frame_duration_ms`` (default 200) for gif: OpenAI's own Codex image tool
+# (github.com/openai/codex rust-v0.168.0, codex-rs/ext/image-generation/
+# imagegen_gif_description.md: "2-16 frames", "9 frames, 200 ms per frame") and Replicate's 2.6
+# schemas (replicate.com/openai/gpt-image-2.6-flare/versions/87277bd4.../api: frame_count 2 to
+# 16, default 9, complexity default high; "'svg' ... works only for generation with one
+# image"). ``frame_duration_ms`` at least 20, and a gif not streamed and taking no
+# ``partial_images``, mask or ``output_compression``: OpenAI's images.edit reference as
+# translated by w3cschool.cn (updated 2026-11-11; read through the 2026-12-05 price audit, not
+# found again by search that day, so medium confidence). A transparent background works with
+# gif and svg too (docs.apiyi.com/en/faq/gpt-image-output-format-background, measured
+# 2026-11-12: only jpeg refuses it).
 _GPT_IMAGE_2_6 = dataclasses.replace(
     _GPT_IMAGE_2_5,
     name="gpt-image-2.6",
     models=frozenset({"gpt-image-2.6-flare", "gpt-image-2.6-sunburst"}),
+    choices=MappingProxyType(
+        {
+            **_GPT_IMAGE_2_5.choices,
+            "output_format": frozenset({"png", "jpeg", "webp", "gif", "svg"}),
+            "complexity": frozenset({"low", "medium", "high"}),
+        }
+    ),
+    ranges=MappingProxyType(
+        {**_GPT_IMAGE_2_5.ranges, "frame_count": (2, 16), "frame_duration_ms": (20, None)}
+    ),
+    transparent_formats=frozenset({"png", "webp", "gif", "svg"}),
+    body_params=frozenset({"complexity", "frame_count", "frame_duration_ms"}),
+    animated_formats=frozenset({"gif"}),
+    animation_params=frozenset({"frame_count", "frame_duration_ms"}),
+    single_generation_formats=frozenset({"svg"}),
 )
 
 # Gemini's native image models (``gemini/`` and ``vertex_ai/``), from Google's image-generation

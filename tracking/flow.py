@@ -178,6 +178,7 @@ def edit_flow(
         response.cost_usd = event.cost_usd
         response._hidden_params.update(
             response_cost=float(event.cost_usd) if event.cost_usd is not None else None,
+            cost_source=event.cost_source,
             model=event.resolved_model,
             provider=event.provider,
             api_base=event.api_base,

@@ -32,6 +32,8 @@ __all__ = [
     "ImageFile",
     "ImageInput",
     "encodes_image",
+    "encodes_image_or_svg",
+    "encodes_svg",
     "is_image",
     "read_image",
     "read_images",
@@ -125,6 +127,12 @@ def encodes_svg(encoded: str) -> bool:
         return False
     root = text.find(b"<svg")
     return root > 0 and b"<html" not in text[:root]
+
+
+def encodes_image_or_svg(encoded: str) -> bool:
+    """:func:`encodes_image` or :func:`encodes_svg`: what an upstream that may answer vector
+    images (Recraft's vector models, OpenAI's 2.6 models with ``output_format="svg"``) sends."""
+    return encodes_image(encoded) or encodes_svg(encoded)
 
 
 @fast_init

@@ -504,8 +504,12 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             mask=mask_file,
             n=n,
             size=size,
-            options={k: v for k, v in optional.items() if v is not None},
+            options={
+                **{k: v for k, v in optional.items() if v is not None},
+                **_body_options(extra_body, known, generating),
+            },
             stream=bool(stream),
+            operation=operation,
         )
         if family is not None:
             violations, dropped = check(call, family, drop_params=drop_params)
@@ -555,6 +559,33 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         tags=metadata_tags(frozen_metadata),
     )
     return request, options
+
+
+def _body_options(
+    extra_body: Mapping[str, Any], family: Family, generating: bool
+) -> dict[str, str | int]:
+    """The parameters ``family`` takes only through ``extra_body`` (2.6's ``complexity``,
+    ``frame_count``), as the rules check them: a choice is text, a range an integer (an edit's
+    multipart fields are all text, so there ASCII digits count as one). They are sent as they
+    came; any other ``extra_body`` member is the upstream's to judge."""
+    found: dict[str, str | int] = {}
+    for name in sorted(family.body_params & extra_body.keys()):
+        value = extra_body[name]
+        if name in family.ranges:
+            if isinstance(value, str) and not generating and value.isascii() and value.isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValidationError(
+                    f"{name}: expected an integer, got {type(value).__name__}",
+                    param=name,
+                    rule="type",
+                )
+        elif not isinstance(value, str):
+            raise ValidationError(
+                f"{name}: expected a string, got {type(value).__name__}", param=name, rule="type"
+            )
+        found[name] = value
+    return found
 
 
 def is_text(value: str) -> bool:

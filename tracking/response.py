@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import APIResponseError
 from .frozen import fast_init
-from .images import encodes_image
+from .images import encodes_image, encodes_image_or_svg
 
 log = logging.getLogger("tracking")
 
@@ -238,7 +238,7 @@ class ImageResponse:
 
     @classmethod
     def from_json_bytes(
-        cls, body: bytes, *, check_b64: bool = True, require_image: bool = True
+        cls, body: bytes, *, check_b64: bool = True, require_image: bool = True, svg: bool = False
     ) -> ImageResponse:
         """An OpenAI-shaped answer: a JSON object whose ``data`` list holds at least one item and
         whose items each hold an image, a ``b64_json`` that is base64 of one
@@ -249,7 +249,8 @@ class ImageResponse:
         ``check_b64=False`` leaves the base64 check to the caller: a provider that first
         normalises ``b64_json`` (xAI's data URIs) or may answer a format the check does not know
         (Recraft's SVG); ``require_image=False`` leaves an empty ``data`` to the caller (xAI,
-        whose answer then says why: a ``block_reason``)."""
+        whose answer then says why: a ``block_reason``). ``svg=True`` takes an SVG document as an
+        image too (OpenAI's answers: the 2.6 models' ``output_format="svg"``)."""
         try:
             raw = upstream_json(body)
         except ValueError:
@@ -264,7 +265,9 @@ class ImageResponse:
                     raise APIResponseError(
                         f"the upstream's data[{index}] holds no image (a b64_json or url string)"
                     )
-            if check_b64:
+            if check_b64 and svg:
+                check_b64_images(raw["data"], encodes_image_or_svg, "PNG, JPEG, WebP, GIF or SVG")
+            elif check_b64:
                 check_b64_images(raw["data"])
         except APIResponseError as error:  # no usable image, but the tokens it reports are billed
             error.billed_usage = reported_usage(raw.get("usage") if isinstance(raw, dict) else None)

@@ -39,6 +39,8 @@ class Call:
     options: Mapping[str, str | int]
     #: the caller asked for a streamed answer (``stream=True``)
     stream: bool = False
+    #: ``image_edit`` or ``image_generation``
+    operation: str = "image_edit"
 
 
 Rule = Callable[[Call, Family], Iterator[Violation]]
@@ -85,12 +87,16 @@ def enumerated_values(call: Call, family: Family) -> Iterator[Violation]:
 def integer_ranges(call: Call, family: Family) -> Iterator[Violation]:
     for name, value in call.options.items():
         bounds = family.ranges.get(name)
-        if bounds is not None and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
+        if bounds is None or not isinstance(value, int):
+            continue
+        low, high = bounds
+        if value < low or (high is not None and value > high):
+            allowed = f"{low} to {high}" if high is not None else f"at least {low}"
             yield Violation(
                 name,
                 "range",
-                f"{name}: {call.model} takes {bounds[0]} to {bounds[1]}, got {value}",
-                openai_code=range_code(value, bounds[0]),
+                f"{name}: {call.model} takes {allowed}, got {value}",
+                openai_code=range_code(value, low),
             )
 
 
@@ -285,6 +291,60 @@ def streaming(call: Call, family: Family) -> Iterator[Violation]:
         )
 
 
+def animated_output(call: Call, family: Family) -> Iterator[Violation]:
+    """An animated format (gif) is answered whole: no stream, no partial images, no mask; the
+    frame parameters are for it alone."""
+    output_format = _output_format(call, family)
+    if output_format not in family.animated_formats:
+        for name in sorted(family.animation_params & call.options.keys()):
+            yield Violation(
+                name,
+                "needs_format",
+                f"{name}: only for output_format {_allowed(family.animated_formats)}, "
+                f"got {output_format!r}",
+            )
+        return
+    if call.stream:
+        yield Violation(
+            "stream",
+            "needs_format",
+            f"stream: output_format {output_format!r} is not streamed; call without stream=True",
+        )
+    if "partial_images" in call.options:
+        yield Violation(
+            "partial_images",
+            "needs_format",
+            f"partial_images: output_format {output_format!r} has no partial images",
+        )
+    if call.mask is not None:
+        yield Violation(
+            "mask",
+            "needs_format",
+            f"mask: output_format {output_format!r} takes no mask; remove it",
+        )
+
+
+def single_generation_format(call: Call, family: Family) -> Iterator[Violation]:
+    """A format only a generation of one image can have (svg)."""
+    output_format = _output_format(call, family)
+    if output_format not in family.single_generation_formats:
+        return
+    if call.operation != "image_generation":
+        yield Violation(
+            "output_format",
+            "needs_generation",
+            f"output_format: {output_format!r} is only for a generation (images.generate) of "
+            "one image, not an edit",
+        )
+    elif call.n is not None and call.n > 1:
+        yield Violation(
+            "n",
+            "range",
+            f"n: output_format {output_format!r} makes one image, got {call.n}",
+            openai_code="integer_above_max_value",
+        )
+
+
 #: Every rule, in the order their violations are reported.
 RULES: tuple[Rule, ...] = (
     prompt_length,
@@ -299,6 +359,8 @@ RULES: tuple[Rule, ...] = (
     transparent_background,
     compression_format,
     streaming,
+    animated_output,
+    single_generation_format,
 )
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import APIResponseError
-from .images import encodes_image
+from .images import encodes_image_or_svg
 from .response import reported_usage, upstream_json
 from .sse import ServerSentEvent
 
@@ -169,7 +169,7 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
     b64 = payload.get("b64_json")
     if not isinstance(b64, str):
         raise _unusable(kind, payload, f"the upstream's {kind} event has no b64_json string")
-    if not encodes_image(b64):  # the check plain answers get: only the first characters decoded
+    if not encodes_image_or_svg(b64):  # as plain answers: only the first characters decoded
         raise _unusable(
             kind, payload, f"the upstream's {kind} event's b64_json is not base64 of an image"
         )

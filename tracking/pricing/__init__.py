@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRICES_FILE_ENV",
+    "SVG_AUTHORING_REF",
     "Cost",
     "PriceEntry",
     "estimate_call_cost",
@@ -426,6 +427,10 @@ def price_call(
     if entry is None:
         _warn_unpriced(request.model, "no price is known for this model")
         return UNPRICED
+    return _unpriced_authoring(request, response, _answer_cost(entry, request, response))
+
+
+def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageResponse) -> Cost:
     images = response.images_returned
     if entry.tokens:  # billed by tokens: the usage, else an estimate
         usage = response.usage
@@ -448,6 +453,22 @@ def price_call(
         source="custom" if entry.custom else source,
         price_ref=entry.ref,
     )
+
+
+#: ``price_ref`` prefix of an answer billed for more than the table can price: an SVG from a
+#: model whose family makes one (OpenAI's 2.6 models) is also billed for a separate
+#: SVG-authoring model, whose tokens and prices the answer does not report.
+SVG_AUTHORING_REF = "estimate:svg-authoring-unpriced"
+
+
+def _unpriced_authoring(request: ImageEditRequest, response: ImageResponse, cost: Cost) -> Cost:
+    """``cost``, flagged an estimate (a lower bound) when the answer is an SVG its model's
+    provider also bills an authoring model for: never recorded as the whole bill."""
+    family = request.family
+    output_format = response.output_format or request.output_format
+    if cost.usd is None or family is None or output_format not in family.single_generation_formats:
+        return cost
+    return Cost(cost.usd, cost.per_image_usd, "estimate", f"{SVG_AUTHORING_REF}:{cost.price_ref}")
 
 
 def _readable(usage: Usage, images: int) -> bool:

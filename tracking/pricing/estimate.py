@@ -4,12 +4,12 @@ routing) and after a billed outcome whose usage we could not read.
 One rule serves both, and errs high rather than low. The output is the per-image price for the
 size and quality (an unknown or ``auto`` quality takes the dearest tier the table lists; an
 ``auto`` size, or a size the table does not list, the dearest listed price). A table of
-resolution tiers (Gemini's ``1K`` / ``2K`` / ``4K``) prices a ``WIDTHxHEIGHT`` at the tier it is
-made at (:func:`tracking.families.resolution_tier`), and no size or ``auto`` at the smallest,
-as Gemini makes it. A ``WIDTHxHEIGHT`` the table does not list (gpt-image-2's free sizes), or
-a model priced only by tokens, is estimated from the output token price and
-:data:`REFERENCE_OUTPUT_TOKENS`, scaled by the image's area. Before a call, models billed by
-tokens add an allowance for the input: one token per prompt character and
+resolution tiers (Gemini's ``512`` / ``1K`` / ``2K`` / ``4K``) prices a ``WIDTHxHEIGHT`` at the
+tier it is made at (:func:`tracking.families.resolution_tier`), and no size or ``auto`` at 1K,
+Gemini's default (the smallest listed when there is no 1K). A ``WIDTHxHEIGHT`` the table does
+not list (gpt-image-2's free sizes), or a model priced only by tokens, is estimated from the
+output token price and :data:`REFERENCE_OUTPUT_TOKENS`, scaled by the image's area. Before a
+call, models billed by tokens add an allowance for the input: one token per prompt character and
 :data:`INPUT_IMAGE_TOKENS` per input image; an estimate after a billed call counts the output
 (what a price list states) unless given the prompt's length and the number of input images.
 Everything is Decimal; None only when the table has nothing to go on.
@@ -106,7 +106,8 @@ def _listed_price(entry: PriceEntry, quality: str | None, size: str | None) -> D
     if tiers and (dimensions := pixel_size(size)) is not None:
         size = resolution_tier(*dimensions, tiers)  # billed at its tier (Gemini's 1K, 2K, 4K)
     elif tiers and size in (None, "auto"):
-        size = tiers[0]  # no size asked: made at the smallest tier (Gemini's default, 1K)
+        # no size asked: made at Gemini's default, 1K (not a smaller tier such as 512)
+        size = "1K" if "1K" in tiers else tiers[0]
     if size in listed:
         return max(sizes[size] for sizes in chosen if size in sizes)
     sized = any(_pixels(name) is not None for name in listed)

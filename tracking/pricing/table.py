@@ -41,8 +41,9 @@ TOKEN_KINDS = (
     "output_image",
     "output_text",
 )
-#: How sure a figure is, strongest first.
-CONFIDENCE = ("official", "secondary")
+#: How sure a figure is, strongest first: the provider's own page, a reputable third party's,
+#: or no page stating the figure itself (inferred, its entry's notes say from what).
+CONFIDENCE = ("official", "secondary", "unconfirmed")
 _ENTRY_KEYS = frozenset(
     {
         "model",

@@ -158,10 +158,10 @@ def openai_error(status: int, body: bytes) -> UpstreamError:
 
 class OpenAIAnswers:
     """Answers in OpenAI's shape (OpenAI, Azure, compatible servers): the JSON body as it came,
-    errors as ``{"error": {...}}``."""
+    errors as ``{"error": {...}}``; an image is raster or SVG (the 2.6 models' ``svg`` output)."""
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
-        return ImageResponse.from_json_bytes(body)
+        return ImageResponse.from_json_bytes(body, svg=True)
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
         return openai_error(status, body)

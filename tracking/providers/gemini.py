@@ -9,11 +9,12 @@ a generation sends the text part alone.
 
 OpenAI's ``size`` becomes ``imageConfig``: ``WIDTHxHEIGHT`` picks the model's nearest aspect
 ratio (compared on a log scale, so 2:1 is as far from 1:1 as 1:2) and, for models that take it,
-the smallest resolution tier (1K, 2K, 4K) whose side is at least two thirds of the long side;
-``auto`` or no size leaves both to the model (it keeps the input's aspect, at 1K). The answer's
-inline images become ``data[].b64_json`` and ``usageMetadata`` becomes OpenAI-style ``usage``
-split by modality (text and image input, image and text output, thinking counted as text
-output), so pricing, the SDK, the proxy and the official clients see the OpenAI shape.
+the smallest resolution tier (512 where the model has it, 1K, 2K, 4K) whose side is at least two
+thirds of the long side; ``auto`` or no size leaves both to the model (it keeps the input's
+aspect, at 1K). The answer's inline images become ``data[].b64_json`` and ``usageMetadata``
+becomes OpenAI-style ``usage`` split by modality (text and image input, image and text output,
+thinking counted as text output), so pricing, the SDK, the proxy and the official clients see
+the OpenAI shape.
 
 A refusal by Google's safety system (``promptFeedback.blockReason``, a safety finish reason, or
 an answer with no image) is a :class:`~tracking.errors.ContentPolicyError`; an answer with no
@@ -94,10 +95,14 @@ class GeminiImageModel:
     image_sizes: tuple[str, ...] = ()
 
 
-#: Sources: Google's Gemini API image-generation guide and model pages, read 2026-12-03.
+#: Sources: Google's Gemini API image-generation guide and model pages, read 2026-12-03; the
+#: 512 tier of gemini-3.1-flash-image (``imageSize`` "512", as Google's Firebase AI Logic
+#: clients name it: ``ImageConfig.ImageSize.Size512``) from Google's Vertex AI model page
+#: (docs.cloud.google.com/vertex-ai/generative-ai/docs/models/gemini/3-1-flash-image, "747
+#: tokens for 512p (0.25MP)"), read 2026-12-05.
 GEMINI_IMAGE_MODELS: Mapping[str, GeminiImageModel] = {
     "gemini-3.1-flash-image": GeminiImageModel(
-        (*_RATIOS, "1:4", "4:1", "1:8", "8:1"), ("1K", "2K", "4K")
+        (*_RATIOS, "1:4", "4:1", "1:8", "8:1"), ("512", "1K", "2K", "4K")
     ),
     "gemini-3-pro-image": GeminiImageModel(_RATIOS, ("1K", "2K", "4K")),
     "gemini-3.1-flash-image-preview": GeminiImageModel(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..decimals import strict_decimal
 from ..errors import APIResponseError, ValidationError
-from ..images import encodes_image, encodes_svg
+from ..images import encodes_image_or_svg
 from ..request import form_items
 from ..response import ImageResponse, check_b64_images, plausible_charge, upstream_json
 from .base import (
@@ -94,7 +94,9 @@ class RecraftProvider(OpenAIAnswers):
             raise
         charged = _charged(response.raw.get("credits"))
         try:  # raster models answer PNG or WebP, vector models SVG
-            check_b64_images(response.raw["data"], _raster_or_svg, "PNG, JPEG, WebP, GIF or SVG")
+            check_b64_images(
+                response.raw["data"], encodes_image_or_svg, "PNG, JPEG, WebP, GIF or SVG"
+            )
         except APIResponseError as error:
             error.billed_usd = charged  # what it said it charged for the unusable answer
             raise
@@ -166,10 +168,6 @@ def _credits_of(body: bytes) -> object:
     except ValueError:
         return None
     return answer.get("credits") if isinstance(answer, dict) else None
-
-
-def _raster_or_svg(encoded: str) -> bool:
-    return encodes_image(encoded) or encodes_svg(encoded)
 
 
 def _charged(credits: object) -> Decimal | None:

@@ -570,7 +570,7 @@ class _Cors:
             (
                 b"access-control-expose-headers",
                 b"x-request-id, x-upstream-request-id, x-should-retry, retry-after, "
-                b"x-tracking-request-id, x-tracking-response-cost",
+                b"x-tracking-request-id, x-tracking-response-cost, x-tracking-cost-source",
             ),
         ]
 
@@ -620,12 +620,15 @@ def _answer_headers(response: Any, entry: AccessEntry) -> list[tuple[bytes, byte
     call: clients parse it as a number, and an unpriced call has none)."""
     cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
     hidden = response._hidden_params
-    headers = [
+    headers: list[tuple[bytes, bytes]] = [
         (b"x-request-id", response.request_id.encode()),
         (b"x-tracking-request-id", response.request_id.encode()),
         (b"x-tracking-response-cost", cost.encode()),
         (b"x-litellm-call-id", response.request_id.encode()),
     ]
+    source = hidden.get("cost_source")
+    if isinstance(source, str):  # "estimate": the figure is not the whole known bill
+        headers.append((b"x-tracking-cost-source", source.encode()))
     upstream_id = hidden.get("upstream_request_id")
     if isinstance(upstream_id, str) and upstream_id:
         headers.append((b"x-upstream-request-id", upstream_id.encode("latin-1", "replace")))

@@ -63,7 +63,13 @@ DEFAULT_URL_TTL = 3600  #: seconds, as OpenAI's own image URLs
 DEFAULT_MAX_BYTES = 10 * 1024**3
 _SECRET_BYTES = 32  #: a generated signing secret's length
 STORED_PREFIX = "/v1/images/stored/"
-_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_CONTENT_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "svg": "image/svg+xml",
+}
 _KEYS = {
     "type",
     "path",
@@ -198,7 +204,9 @@ def valid_name(name: str) -> bool:
     )
 
 
-_MINTED = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9]{1,6}\.(png|jpeg|webp)")
+_MINTED = re.compile(
+    r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[0-9]{1,6}\.(png|jpeg|webp|gif|svg)"
+)
 
 
 def minted_name(name: str) -> bool:

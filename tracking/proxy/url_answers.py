@@ -33,8 +33,20 @@ __all__ = ["base64_only_models", "serve_stored", "to_url_answer"]
 log = logging.getLogger("tracking.proxy")
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-_EXTENSIONS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
-_SNIFFED = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+_EXTENSIONS = {
+    "png": "png",
+    "jpeg": "jpeg",
+    "jpg": "jpeg",
+    "webp": "webp",
+    "gif": "gif",
+    "svg": "svg",
+}
+_SNIFFED = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}
+#: An SVG is a document that may hold scripts: served as an image, never run on our origin.
+_SVG_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; sandbox"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 
 def base64_only_models(config: ProxyConfig) -> frozenset[str]:
@@ -117,6 +129,7 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
                 (b"content-type", content_type(name).encode()),
                 (b"content-length", str(len(data)).encode()),
                 (b"cache-control", f"private, max-age={max_age}, immutable".encode()),
+                *(_SVG_HEADERS if name.endswith(".svg") else []),
             ],
         }
     )

@@ -61,7 +61,8 @@ _BROKEN_IMAGES = {
 }
 #: image output tokens per image, by model and imageSize (Google's pricing page, 2026-12-03)
 OUTPUT_IMAGE_TOKENS: dict[str, dict[str, int]] = {
-    "gemini-3.1-flash-image": {"1K": 1120, "2K": 1680, "4K": 2520},
+    # 512: Google's Vertex AI page for the model ("747 tokens for 512p", read 2026-12-05)
+    "gemini-3.1-flash-image": {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
     "gemini-3-pro-image": {"1K": 1120, "2K": 1120, "4K": 2000},
     "gemini-2.5-flash-image": {"1K": 1290},
 }
@@ -313,7 +314,7 @@ def _read_body(body: Any, model: str) -> tuple[str, list[bytes], dict[str, str]]
 
 def _dims(config: dict[str, str]) -> tuple[int, int]:
     width, _, height = config.get("aspectRatio", "1:1").partition(":")
-    side = {"1K": 1024, "2K": 2048, "4K": 4096}.get(config.get("imageSize", "1K"), 1024)
+    side = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}.get(config.get("imageSize", "1K"), 1024)
     ratio = int(width) / int(height)
     return round(side * math.sqrt(ratio)), round(side / math.sqrt(ratio))
 

@@ -5,6 +5,9 @@ The result is a real image that visibly reflects the call: a small preview (long
 a colour derived from the prompt. With a mask only the region the mask marks for editing (its
 fully transparent pixels) is tinted; without one the whole picture is. The output is encoded in
 the requested ``output_format``, and keeps its transparency when the background is transparent.
+A ``gif`` is an animation of ``frames`` frames of ``frame_ms`` each, the tint growing frame by
+frame; an ``svg`` is a small SVG document of the requested size filled with the prompt's colour
+(what the 2.6 models answer for those formats: base64 of a GIF or of SVG markup).
 
 Headers are read without Pillow's decompression-bomb check, and sizes are checked here before
 anything is decoded, so a hostile upload cannot make the fake allocate gigabytes either.
@@ -89,9 +92,20 @@ def render(
     output_format: str = "png",
     transparent: bool = False,
     compression: int | None = None,
+    frames: int = 9,
+    frame_ms: int = 200,
 ) -> bytes:
-    """The edited preview, encoded as ``output_format`` (png, jpeg or webp)."""
+    """The edited preview, encoded as ``output_format`` (png, jpeg, webp, gif or svg)."""
     from PIL import Image
+
+    if output_format == "svg":
+        red, green, blue = prompt_color(prompt)
+        fill = "none" if transparent else f"#{red:02x}{green:02x}{blue:02x}"
+        return (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{size[0]}" height="{size[1]}" '
+            f'viewBox="0 0 {size[0]} {size[1]}"><rect width="100%" height="100%" '
+            f'fill="{fill}"/></svg>'
+        ).encode()
 
     box = _preview_size(*size)
     base = _decoded(image, box)
@@ -112,6 +126,14 @@ def render(
     options: dict[str, Any] = {}
     if compression is not None and output_format in ("jpeg", "webp"):
         options["quality"] = max(1, 100 - compression)
+    if output_format == "gif":
+        still = edited.convert("RGB")
+        steps = [
+            Image.blend(still, Image.new("RGB", box, prompt_color(prompt)), i / max(1, frames))
+            for i in range(1, frames)
+        ]
+        options.update(save_all=True, append_images=steps, duration=frame_ms, loop=0)
+        edited = still
     edited.save(out, format=output_format.upper(), **options)
     return out.getvalue()
 

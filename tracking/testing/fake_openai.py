@@ -25,7 +25,9 @@ Token counts are a documented, deterministic estimate (no tokenizer download):
   published per-image prices at $30 per 1M tokens (``OUTPUT_TOKENS_2``; ``xhigh`` and ``max``,
   which have no published figure, are the fake's own 1.5x and 2x of ``high``); an ``auto``
   quality answers ``medium``; an ``auto`` size answers the standard size closest to the first
-  input image's aspect; other sizes scale by area.
+  input image's aspect; other sizes scale by area;
+* a 2.6 model's gif (``frame_count`` frames drawn on one sheet) or svg answer counts as one image
+  of its size and quality: the usage is an image's, whatever the format.
 
 ``canned=True`` reads each body but does no multipart or image work and answers a pre-built
 response: for benchmarks, where the fake must cost as little as possible (faults still apply).
@@ -574,6 +576,8 @@ def _gpt_image_answer(
         output_format=output_format,
         transparent=background == "transparent",
         compression=int(compression) if compression and compression.isdigit() else None,
+        frames=int(fields.get("frame_count", "9")),
+        frame_ms=int(fields.get("frame_duration_ms", "200")),
     )
     per_image = _output_tokens(
         OUTPUT_TOKENS_2 if fields.get("model") in FLEXIBLE_SIZE_MODELS else OUTPUT_TOKENS,

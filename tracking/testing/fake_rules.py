@@ -20,6 +20,7 @@ __all__ = [
     "DALL_E_2",
     "EXTRA_QUALITY_MODELS",
     "FLEXIBLE_SIZE_MODELS",
+    "GIF_SVG_MODELS",
     "GPT_IMAGE_MODELS",
     "Problem",
     "check_edit",
@@ -41,6 +42,11 @@ EXTRA_QUALITY_MODELS = frozenset(
         "gpt-image-2.6-sunburst",
     }
 )
+#: The 2.6 models, which also answer an animated GIF or an SVG (OpenAI's model pages, read
+#: 2026-12-05): ``complexity`` low/medium/high; for gif ``frame_count`` 2 to 16 and
+#: ``frame_duration_ms`` at least 20, no stream, partial images, mask or compression; svg only
+#: for a generation of one image.
+GIF_SVG_MODELS = frozenset({"gpt-image-2.6-flare", "gpt-image-2.6-sunburst"})
 FLEXIBLE_SIZE_MODELS = frozenset({"gpt-image-2", "gpt-image-2-2026-04-21"}) | EXTRA_QUALITY_MODELS
 GPT_IMAGE_MODELS = (
     frozenset({"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest"})
@@ -115,7 +121,12 @@ def _check_dall_e_2(
 
 
 def _check_gpt_image(
-    model: str, fields: dict[str, str], images: list[Upload], mask: Upload | None
+    model: str,
+    fields: dict[str, str],
+    images: list[Upload],
+    mask: Upload | None,
+    *,
+    generation: bool = False,
 ) -> Problem | None:
     if len(fields["prompt"]) > 32000:
         return _invalid("Invalid 'prompt': maximum length is 32000 characters.", "prompt")
@@ -142,10 +153,11 @@ def _check_gpt_image(
     if size not in standard and not (model in FLEXIBLE_SIZE_MODELS and _flexible_size_ok(size)):
         return _invalid(f"Invalid value for 'size': {size!r}.", "size")
     qualities = ("low", "medium", "high", "auto")
+    animated = ("gif", "svg") if model in GIF_SVG_MODELS else ()
     enums = {
         "quality": (*qualities, "xhigh", "max") if model in EXTRA_QUALITY_MODELS else qualities,
         "background": ("transparent", "opaque", "auto"),
-        "output_format": ("png", "jpeg", "webp"),
+        "output_format": ("png", "jpeg", "webp", *animated),
         "input_fidelity": ("low", "high"),
     }
     for name, allowed in enums.items():
@@ -157,8 +169,11 @@ def _check_gpt_image(
     if problem is not None:
         return problem
     output_format = fields.get("output_format", "png")
-    if fields.get("background") == "transparent" and output_format not in ("png", "webp"):
-        return _invalid("Transparent background needs png or webp output.", "background")
+    problem = _check_gif_svg(model, fields, output_format, mask, generation=generation)
+    if problem is not None:
+        return problem
+    if fields.get("background") == "transparent" and output_format == "jpeg":
+        return _invalid("Transparent background needs png, webp, gif or svg output.", "background")
     if "output_compression" in fields:
         raw = fields["output_compression"]
         if not raw.isdigit() or int(raw) > 100:
@@ -168,6 +183,45 @@ def _check_gpt_image(
                 "output_compression is only for jpeg and webp output.", "output_compression"
             )
     return _check_mask(images, mask, 50 * MB)
+
+
+def _check_gif_svg(
+    model: str,
+    fields: dict[str, str],
+    output_format: str,
+    mask: Upload | None,
+    *,
+    generation: bool,
+) -> Problem | None:
+    """The 2.6 models' ``complexity``, frames, gif and svg; other models know none of them."""
+    names = ("complexity", "frame_count", "frame_duration_ms")
+    if model not in GIF_SVG_MODELS:
+        for name in names:
+            if name in fields:
+                return _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+        return None
+    if fields.get("complexity", "high") not in ("low", "medium", "high"):
+        return _invalid(f"Invalid value for 'complexity': {fields['complexity']!r}.", "complexity")
+    for name, low, high in (("frame_count", 2, 16), ("frame_duration_ms", 20, None)):
+        if name not in fields:
+            continue
+        raw = fields[name]
+        if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+            bounds = f"{low} to {high}" if high is not None else f"at least {low}"
+            return _invalid(f"Invalid '{name}': {bounds}.", name)
+        if output_format != "gif":
+            return _invalid(f"'{name}' is only for gif output.", name)
+    if output_format == "gif":
+        if fields.get("stream", "false").lower() in ("true", "1"):
+            return _invalid("gif output cannot be streamed.", "stream")
+        if mask is not None:
+            return _invalid("gif output takes no mask.", "mask")
+    if output_format == "svg":
+        if not generation:
+            return _invalid("svg output is only for generations of one image.", "output_format")
+        if fields.get("n", "1") != "1":
+            return _invalid("svg output makes one image: n must be 1.", "n")
+    return None
 
 
 def _check_stream(fields: dict[str, str]) -> Problem | None:
@@ -243,6 +297,9 @@ _GENERATION_TYPES: dict[str, tuple[type, ...]] = {
     "safety_identifier": (str,),
     "stream": (bool,),
     "partial_images": (int,),
+    "complexity": (str,),
+    "frame_count": (int,),
+    "frame_duration_ms": (int,),
 }
 
 
@@ -279,7 +336,7 @@ def check_generation(
     if model in GPT_IMAGE_MODELS:
         if "style" in fields:
             return _invalid("Unknown parameter: 'style'.", "style", "unknown_parameter")
-        return _check_gpt_image(model, fields, [], None)
+        return _check_gpt_image(model, fields, [], None, generation=True)
     if model in extra_models or deployment is not None:
         return None
     return 404, f"The model '{model}' does not exist.", "model", "model_not_found"
