@@ -5,6 +5,8 @@ untyped ``UnicodeDecodeError`` / ``ValueError`` / ``TypeError`` from inside the 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -317,3 +319,77 @@ def test_metadata_under_the_size_limit_is_recorded_whole(fake, upstream, monkeyp
     assert recorder.last.status == "success"
     assert recorder.last.metadata["text"] == metadata["text"]
     assert recorder.last.metadata["ids"] == tuple(range(20))
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("operation", ["image_edit", "image_generation"])
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ({1, 2}, "type"),
+        (b"raw", "type"),
+        (object(), "type"),
+        ([1, {"deep": frozenset()}], "type"),
+        (float("nan"), "range"),
+        (float("inf"), "range"),
+        (10**5000, "range"),
+    ],
+    ids=["set", "bytes", "object", "nested", "nan", "inf", "huge-int"],
+)
+def test_an_extra_body_value_no_body_can_carry_is_refused_and_seen_by_failure_callbacks(
+    fake, upstream, monkeypatch, use_async, operation, value, rule
+):
+    # A generation's JSON body failed to encode with an untyped TypeError (a set, bytes) or
+    # ValueError (an integer past 4,300 digits), recorded as an internal_error; an edit's form
+    # sent str(value) ("{1, 2}") or failed the same way.
+    recorder = record_events(monkeypatch)
+    failures: list[BaseException] = []
+    monkeypatch.setattr(
+        tracking, "failure_callback", [lambda kwargs, *_: failures.append(kwargs["exception"])]
+    )
+    hits = fake.hits
+    params: dict[str, Any] = {"model": "gpt-image-2", "prompt": "x", **upstream}
+    params["extra_body"] = {"style": value}
+    if operation == "image_edit":
+        run = functools.partial(_call, use_async, **params)
+    elif use_async:
+        run = functools.partial(asyncio.run, tracking.aimage_generation(**params))
+    else:
+        run = functools.partial(tracking.image_generation, **params)
+    with pytest.raises(tracking.ValidationError) as caught:
+        run()
+    assert fake.hits == hits
+    assert caught.value.param == "extra_body" and caught.value.rule == rule
+    assert ("'deep'" if isinstance(value, list) else "'style'") in caught.value.message
+    assert tracking.flush(10)
+    (event,) = recorder.events
+    assert event.error_type == "validation_error" and event.cost_usd == 0
+    assert failures == [caught.value]
+    if operation == "image_edit":  # what a body carries still goes through, nested too
+        params["extra_body"] = {"style": [1, 2.5, True, None, "x", {"k": -(10**100)}]}
+        assert _call(use_async, **params).data
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Content-Length", "3"),
+        ("content-type", "text/plain"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
+    ],
+)
+def test_extra_headers_may_not_frame_the_body(fake, upstream, monkeypatch, use_async, name, value):
+    # Content-Length failed inside the HTTP client with an untyped h11 LocalProtocolError
+    # (recorded as an internal_error); Transfer-Encoding sent a request with both a length and
+    # chunked encoding; a Content-Type of the caller's lost the multipart boundary.
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, extra_headers={name: value})
+    assert error.param == "extra_headers" and error.rule == "unsupported"
+    assert repr(name) in error.message
+    assert tracking.flush(10)
+    (event,) = recorder.events
+    assert event.error_type == "validation_error"
+    # Other headers still go through.
+    assert _call(use_async, **upstream, extra_headers={"X-Request-Tag": "a"}).data

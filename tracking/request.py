@@ -15,6 +15,7 @@ image arguments.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -623,6 +624,25 @@ def _timeout(value: Any) -> float:
     return float(value)
 
 
+#: Headers that frame the request (its body's length, encoding and type, with the multipart
+#: boundary; the connection): the HTTP client and the provider write them. Given again in
+#: ``extra_headers`` they contradict the body (an untyped protocol error before sending, or a
+#: request with both a length and chunked encoding that the upstream refuses).
+_FRAMING_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
 def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
     if not value:
         return {}
@@ -644,6 +664,13 @@ def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
                 "!#$%&'*+-.^_`|~; no spaces, colons or line breaks)",
                 param="extra_headers",
                 rule="format",
+            )
+        if key.lower() in _FRAMING_HEADERS:
+            raise ValidationError(
+                f"extra_headers: {key!r} describes the request's body or connection, which the "
+                "library writes itself (a header of yours would contradict it)",
+                param="extra_headers",
+                rule="unsupported",
             )
         problem = header_value_problem(item)
         if problem is not None:  # the value is never echoed: it may be a credential
@@ -735,6 +762,9 @@ def _kind(value: Any) -> str:
 
 #: How deep ``extra_body`` values may nest (dicts and lists): a form field names every level.
 MAX_EXTRA_BODY_DEPTH = 8
+#: An ``extra_body`` integer longer than this (about 3,900 digits) is refused: Python will not
+#: write one over 4,300 digits as text, for a form field or a JSON body.
+_MAX_EXTRA_INT_BITS = 13_000
 #: Parameters the call is priced, read and recorded by: ``extra_body`` may not set them (sent
 #: after the call's own fields, the upstream would take its value and bill another model, size
 #: or count than the ledger records, or answer in another shape, or for another end user).
@@ -793,8 +823,33 @@ def _extra_body_value(key: str, item: Any, depth: int) -> None:
                 code="invalid_value",
             )
         return
-    if not isinstance(item, Mapping | list | tuple):
+    if item is None or isinstance(item, bool):
         return
+    if isinstance(item, int):
+        if item.bit_length() > _MAX_EXTRA_INT_BITS:
+            raise ValidationError(
+                f"extra_body: the value of {key!r} is an integer too long to send as text "
+                f"({item.bit_length():,} bits)",
+                param="extra_body",
+                rule="range",
+            )
+        return
+    if isinstance(item, float):
+        if not math.isfinite(item):  # JSON has no NaN or infinity; a form field no number
+            raise ValidationError(
+                f"extra_body: the value of {key!r} is {item!r}, not a finite number",
+                param="extra_body",
+                rule="range",
+            )
+        return
+    if not isinstance(item, Mapping | list | tuple):  # a set, bytes, a Decimal, an object...
+        raise ValidationError(
+            f"extra_body: the value of {key!r} is {type(item).__name__}; expected text, a "
+            "number, true or false, None, a list or a dict (what a JSON body or a form field "
+            "can carry)",
+            param="extra_body",
+            rule="type",
+        )
     if depth <= 1:
         raise ValidationError(
             f"extra_body: {key!r} nests deeper than {MAX_EXTRA_BODY_DEPTH} levels",
