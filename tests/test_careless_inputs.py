@@ -393,3 +393,101 @@ def test_extra_headers_may_not_frame_the_body(fake, upstream, monkeypatch, use_a
     assert event.error_type == "validation_error"
     # Other headers still go through.
     assert _call(use_async, **upstream, extra_headers={"X-Request-Tag": "a"}).data
+
+
+class _StreamThatBreaks:
+    """A file-like stream (a download, an archive member) whose read fails with an error of its
+    own library, which is neither an OSError nor a ValueError."""
+
+    name = "stream.png"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @property
+    def closed(self) -> bool:
+        raise RuntimeError("this stream cannot say")
+
+    def read(self, size: int = -1) -> bytes:
+        raise self.error
+
+
+class _ReadTimeoutError(Exception):
+    """What urllib3 raises when a streamed body stops arriving (not a builtin TimeoutError)."""
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    "error", [RuntimeError("stream broke"), KeyError("part"), _ReadTimeoutError("read timed out")]
+)
+def test_any_error_reading_a_file_object_is_a_validation_error_the_failure_callbacks_see(
+    fake, upstream, monkeypatch, use_async, error
+):
+    # They escaped as themselves, recorded as the library's own internal_error.
+    recorder = record_events(monkeypatch)
+    failures: list[BaseException] = []
+    monkeypatch.setattr(
+        tracking, "failure_callback", [lambda kwargs, *_: failures.append(kwargs["exception"])]
+    )
+    refused = _refused(fake, upstream, use_async, image=_StreamThatBreaks(error))
+    assert refused.param == "image" and refused.rule == "file"
+    assert type(error).__name__ in refused.message
+    assert tracking.flush(10)
+    (event,) = recorder.events
+    assert event.error_type == "validation_error"
+    assert failures == [refused]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("user", "u" * 257, "max_length"),
+        ("safety_identifier", "s" * 1000, "max_length"),
+        ("model", "gpt-image-2" + "x" * 250, "max_length"),
+        ("user", "alice\nbob", "format"),
+        ("safety_identifier", "id\x00", "format"),
+        ("user", "tab\there", "format"),
+    ],
+)
+def test_end_user_ids_and_model_names_follow_the_proxys_rule(
+    fake, upstream, monkeypatch, use_async, name, value, rule
+):
+    # Unbounded, a long id was sent and billed, and its ledger row refused by PostgreSQL
+    # (an index entry past 8 KB): set aside in quarantine, out of spend_logs and per-user spend.
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, **{name: value})
+    assert error.param == name and error.rule == rule
+    assert tracking.flush(10)
+    (event,) = recorder.events
+    assert event.error_type == "validation_error" and event.cost_usd == 0
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_the_longest_end_user_id_is_a_row_of_spend_logs(
+    fake, upstream, tmp_path, monkeypatch, request, dialect
+):
+    import secrets
+
+    from tracking.proxy.limits import MAX_ID_CHARS
+    from tracking.request import MAX_ID_CHARS as SDK_MAX_ID_CHARS
+
+    assert SDK_MAX_ID_CHARS == MAX_ID_CHARS  # one rule for end-user ids, SDK and proxy
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    # Four UTF-8 bytes a character, none repeated in a way an index could compress.
+    user = "".join(chr(0x10000 + b) for b in secrets.token_bytes(MAX_ID_CHARS))
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    ledger = open_ledger(url)
+    monkeypatch.setattr(tracking, "callbacks", [ledger])
+    try:
+        response = _call(False, **upstream, user=user)
+        assert tracking.flush(20)
+        with ledger.engine.connect() as connection:
+            rows = connection.execute(sa.select(spend_logs.c.end_user, spend_logs.c.cost_usd)).all()
+        assert [(row.end_user, row.cost_usd) for row in rows] == [(user, response.cost_usd)]
+        assert ledger.quarantined_rows == 0
+    finally:
+        ledger.shutdown(10)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -465,6 +466,9 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             require_text(name, value)
     require_text("model", model)
     require_text("prompt", prompt)
+    for name, value in (("model", model), ("user", user), ("safety_identifier", safety_identifier)):
+        if value is not None:
+            _require_id(name, value)
     if size is not None and not (size.isascii() and size.isprintable()):
         raise ValidationError(
             f"size: WIDTHxHEIGHT in ASCII digits or a size name such as 'auto', got {size!r}",
@@ -579,6 +583,32 @@ def require_text(name: str, value: str) -> None:
             param=name,
             rule="type",
             code="invalid_value",
+        )
+
+
+#: The longest end-user id (``user``, ``safety_identifier``) and model name a call takes: the
+#: proxy's bound on ids too (``tracking.proxy.limits.MAX_ID_CHARS``). Both are indexed columns
+#: of the ledger, and PostgreSQL refuses an index entry past about 8 KB: a longer id had the
+#: billed call's row refused, set aside in quarantine, out of ``spend_logs``.
+MAX_ID_CHARS = 256
+
+
+def _require_id(name: str, value: str) -> None:
+    """An end-user id or model name: at most :data:`MAX_ID_CHARS` characters, no control
+    character (a line break would split every log line and CSV export that holds it)."""
+    if len(value) > MAX_ID_CHARS:
+        raise ValidationError(
+            f"{name}: at most {MAX_ID_CHARS} characters, got {len(value):,}",
+            param=name,
+            rule="max_length",
+        )
+    if not value.isprintable() and any(
+        unicodedata.category(c) == "Cc" for c in value
+    ):  # isprintable is False for spaces other than " " too, which are text
+        raise ValidationError(
+            f"{name}: control characters (NUL, line breaks, tabs...) are not allowed",
+            param=name,
+            rule="format",
         )
 
 
