@@ -14,13 +14,14 @@ take the models the price table knows and at most :data:`MAX_UNPRICED_MODELS` ot
 on the opt-in per-end-user metric, whose series are capped (least recently used evicted,
 evictions counted). :func:`start_metrics_server`, :func:`metrics_asgi_app` and
 :func:`generate_metrics` expose the metrics; with ``PROMETHEUS_MULTIPROC_DIR`` set they read
-every worker's files (prometheus_client's multiprocess mode), and the ledger's figures that
-every worker shares in the same folder.
+every worker's files (prometheus_client's multiprocess mode), and the ledger's figures and the
+bus's counters that every worker shares in the same folder (:mod:`tracking.bus_sharing`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -49,7 +50,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from tracking import bus, ledger_stats
+from tracking import bus, bus_sharing, ledger_stats
 from tracking.errors import ERROR_TYPES, ConfigurationError
 
 if TYPE_CHECKING:
@@ -169,7 +170,9 @@ class PrometheusLogger:
         return True  # nothing is queued: metrics are updated in the call
 
     def shutdown(self, timeout: float | None = None) -> None:
-        pass
+        directory = _multiprocess_dir()
+        if directory:  # the process's end: its last callbacks' counts outlive it
+            bus_sharing.share(directory)
 
     # -- what events cannot carry: fed by the router and the proxy -----------------------------
 
@@ -621,6 +624,8 @@ def metrics_registry(registry: CollectorRegistry | None = None) -> CollectorRegi
         collected = CollectorRegistry()
         multiprocess.MultiProcessCollector(collected, path=directory)  # type: ignore[no-untyped-call]
         collected.register(LedgerCollector(directory))
+        every_workers = functools.partial(bus_sharing.shared_counters, directory)
+        collected.register(BusCountersCollector(every_workers))
         return collected
     return registry if registry is not None else REGISTRY
 

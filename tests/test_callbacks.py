@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -428,12 +429,62 @@ def test_register_validates_and_adds_once():
     assert tracking.callbacks == [fn]
 
 
+def test_a_class_listed_instead_of_an_instance_is_a_clear_error(upstream):
+    """An integration's or a logger's class, not an instance: its hooks would run unbound on
+    every call (nothing recorded, an error counted under ``builtins.type``) or never."""
+    from tracking.integrations.prometheus import PrometheusLogger
+
+    class Logger(tracking.CustomLogger):
+        def log_success_event(self, kwargs, response_obj, start_time, end_time):
+            pass
+
+    for cls in (PrometheusLogger, EventRecorder, Logger):
+        with pytest.raises(tracking.ConfigurationError, match=rf"is a class.*{cls.__name__}\(\)"):
+            tracking.register(cls)
+        tracking.callbacks[:] = [cls]
+        with pytest.raises(tracking.ConfigurationError, match="is a class"):
+            call(upstream)
+        tracking.callbacks.clear()
+    assert not any("builtins.type" in name for name in bus.counters()["callback_errors"])
+
+
 def test_register_without_arguments_checks_the_lists(monkeypatch):
     tracking.failure_callback.append("no-such-sink")
     with pytest.raises(tracking.ConfigurationError, match="unknown callback 'no-such-sink'"):
         tracking.register()
     tracking.failure_callback.clear()
     tracking.register()
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "5", True])
+def test_a_callback_timeout_that_is_not_a_positive_finite_number_is_refused(bad):
+    """``nan`` abandoned every callback at once; ``inf`` held the exit forever behind a hung
+    callback (or failed it with an OverflowError, losing the queued callbacks)."""
+    with pytest.raises(tracking.ConfigurationError, match="callback_timeout: must be a positive"):
+        bus.configure(callback_timeout=bad)
+    assert bus.DELIVERY.timeout == bus.DEFAULT_CALLBACK_TIMEOUT
+
+
+def test_a_callback_timeout_from_the_environment_is_checked_at_import():
+    def imported_with(value: str) -> subprocess.CompletedProcess[str]:
+        script = "import tracking; print(tracking.bus.DELIVERY.timeout)"
+        return subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "TRACKING_CALLBACK_TIMEOUT": value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    for bad in ("abc", "0", "-2", "nan", "inf"):
+        result = imported_with(bad)
+        assert result.returncode != 0
+        assert (
+            f"ConfigurationError: TRACKING_CALLBACK_TIMEOUT: must be a positive number of "
+            f"seconds, got {bad!r}" in result.stderr
+        )
+    result = imported_with("2.5")
+    assert result.returncode == 0 and result.stdout.strip() == "2.5"
 
 
 def test_counters_have_the_documented_shape():

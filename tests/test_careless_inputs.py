@@ -5,6 +5,8 @@ untyped ``UnicodeDecodeError`` / ``ValueError`` / ``TypeError`` from inside the 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -317,3 +319,175 @@ def test_metadata_under_the_size_limit_is_recorded_whole(fake, upstream, monkeyp
     assert recorder.last.status == "success"
     assert recorder.last.metadata["text"] == metadata["text"]
     assert recorder.last.metadata["ids"] == tuple(range(20))
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("operation", ["image_edit", "image_generation"])
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ({1, 2}, "type"),
+        (b"raw", "type"),
+        (object(), "type"),
+        ([1, {"deep": frozenset()}], "type"),
+        (float("nan"), "range"),
+        (float("inf"), "range"),
+        (10**5000, "range"),
+    ],
+    ids=["set", "bytes", "object", "nested", "nan", "inf", "huge-int"],
+)
+def test_an_extra_body_value_no_body_can_carry_is_refused_and_seen_by_failure_callbacks(
+    fake, upstream, monkeypatch, use_async, operation, value, rule
+):
+    # A generation's JSON body failed to encode with an untyped TypeError (a set, bytes) or
+    # ValueError (an integer past 4,300 digits), recorded as an internal_error; an edit's form
+    # sent str(value) ("{1, 2}") or failed the same way.
+    recorder = record_events(monkeypatch)
+    failures: list[BaseException] = []
+    monkeypatch.setattr(
+        tracking, "failure_callback", [lambda kwargs, *_: failures.append(kwargs["exception"])]
+    )
+    hits = fake.hits
+    params: dict[str, Any] = {"model": "gpt-image-2", "prompt": "x", **upstream}
+    params["extra_body"] = {"style": value}
+    if operation == "image_edit":
+        run = functools.partial(_call, use_async, **params)
+    elif use_async:
+        run = functools.partial(asyncio.run, tracking.aimage_generation(**params))
+    else:
+        run = functools.partial(tracking.image_generation, **params)
+    with pytest.raises(tracking.ValidationError) as caught:
+        run()
+    assert fake.hits == hits
+    assert caught.value.param == "extra_body" and caught.value.rule == rule
+    assert ("'deep'" if isinstance(value, list) else "'style'") in caught.value.message
+    assert tracking.flush(10)
+    (event,) = recorder.events
+    assert event.error_type == "validation_error" and event.cost_usd == 0
+    assert failures == [caught.value]
+    if operation == "image_edit":  # what a body carries still goes through, nested too
+        params["extra_body"] = {"style": [1, 2.5, True, None, "x", {"k": -(10**100)}]}
+        assert _call(use_async, **params).data
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Content-Length", "3"),
+        ("content-type", "text/plain"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
+    ],
+)
+def test_extra_headers_may_not_frame_the_body(fake, upstream, monkeypatch, use_async, name, value):
+    # Content-Length failed inside the HTTP client with an untyped h11 LocalProtocolError
+    # (recorded as an internal_error); Transfer-Encoding sent a request with both a length and
+    # chunked encoding; a Content-Type of the caller's lost the multipart boundary.
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, extra_headers={name: value})
+    assert error.param == "extra_headers" and error.rule == "unsupported"
+    assert repr(name) in error.message
+    assert tracking.flush(10)
+    (event,) = recorder.events
+    assert event.error_type == "validation_error"
+    # Other headers still go through.
+    assert _call(use_async, **upstream, extra_headers={"X-Request-Tag": "a"}).data
+
+
+class _StreamThatBreaks:
+    """A file-like stream (a download, an archive member) whose read fails with an error of its
+    own library, which is neither an OSError nor a ValueError."""
+
+    name = "stream.png"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @property
+    def closed(self) -> bool:
+        raise RuntimeError("this stream cannot say")
+
+    def read(self, size: int = -1) -> bytes:
+        raise self.error
+
+
+class _ReadTimeoutError(Exception):
+    """What urllib3 raises when a streamed body stops arriving (not a builtin TimeoutError)."""
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    "error", [RuntimeError("stream broke"), KeyError("part"), _ReadTimeoutError("read timed out")]
+)
+def test_any_error_reading_a_file_object_is_a_validation_error_the_failure_callbacks_see(
+    fake, upstream, monkeypatch, use_async, error
+):
+    # They escaped as themselves, recorded as the library's own internal_error.
+    recorder = record_events(monkeypatch)
+    failures: list[BaseException] = []
+    monkeypatch.setattr(
+        tracking, "failure_callback", [lambda kwargs, *_: failures.append(kwargs["exception"])]
+    )
+    refused = _refused(fake, upstream, use_async, image=_StreamThatBreaks(error))
+    assert refused.param == "image" and refused.rule == "file"
+    assert type(error).__name__ in refused.message
+    assert tracking.flush(10)
+    (event,) = recorder.events
+    assert event.error_type == "validation_error"
+    assert failures == [refused]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("user", "u" * 257, "max_length"),
+        ("safety_identifier", "s" * 1000, "max_length"),
+        ("model", "gpt-image-2" + "x" * 250, "max_length"),
+        ("user", "alice\nbob", "format"),
+        ("safety_identifier", "id\x00", "format"),
+        ("user", "tab\there", "format"),
+    ],
+)
+def test_end_user_ids_and_model_names_follow_the_proxys_rule(
+    fake, upstream, monkeypatch, use_async, name, value, rule
+):
+    # Unbounded, a long id was sent and billed, and its ledger row refused by PostgreSQL
+    # (an index entry past 8 KB): set aside in quarantine, out of spend_logs and per-user spend.
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, **{name: value})
+    assert error.param == name and error.rule == rule
+    assert tracking.flush(10)
+    (event,) = recorder.events
+    assert event.error_type == "validation_error" and event.cost_usd == 0
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_the_longest_end_user_id_is_a_row_of_spend_logs(
+    fake, upstream, tmp_path, monkeypatch, request, dialect
+):
+    import secrets
+
+    from tracking.proxy.limits import MAX_ID_CHARS
+    from tracking.request import MAX_ID_CHARS as SDK_MAX_ID_CHARS
+
+    assert SDK_MAX_ID_CHARS == MAX_ID_CHARS  # one rule for end-user ids, SDK and proxy
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    # Four UTF-8 bytes a character, none repeated in a way an index could compress.
+    user = "".join(chr(0x10000 + b) for b in secrets.token_bytes(MAX_ID_CHARS))
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    ledger = open_ledger(url)
+    monkeypatch.setattr(tracking, "callbacks", [ledger])
+    try:
+        response = _call(False, **upstream, user=user)
+        assert tracking.flush(20)
+        with ledger.engine.connect() as connection:
+            rows = connection.execute(sa.select(spend_logs.c.end_user, spend_logs.c.cost_usd)).all()
+        assert [(row.end_user, row.cost_usd) for row in rows] == [(user, response.cost_usd)]
+        assert ledger.quarantined_rows == 0
+    finally:
+        ledger.shutdown(10)

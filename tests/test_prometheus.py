@@ -367,7 +367,9 @@ WORKER = """
 import sys
 import tracking
 from tests.conftest import make_png
-tracking.success_callback = ["prometheus"]
+def broken(kwargs, response, start_time, end_time):
+    raise RuntimeError("a user callback's fault")
+tracking.success_callback = ["prometheus", broken]
 tracking.failure_callback = ["prometheus"]
 for _ in range(2):
     tracking.image_edit(image=make_png(), prompt="hello", model="gpt-image-1",
@@ -415,6 +417,10 @@ def test_multiprocess_mode_sums_real_worker_processes(fake, tmp_path, monkeypatc
         'image_edit_request_duration_seconds_count{model="gpt-image-1",operation="image_edit",provider="openai",'
         'status="success"} 6.0' in text
     )
+    # The bus's own counters, summed over the workers (each wrote its last at its exit): the
+    # alerts on callback errors and dropped events see every worker, not none.
+    assert 'tracking_callback_errors_total{callback="__main__.broken"} 6.0' in text
+    assert len(list(tmp_path.glob("bus-*.json"))) == 3
 
 
 def test_cached_label_children_count_exactly_past_the_cache_bound(registry, monkeypatch):

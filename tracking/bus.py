@@ -41,6 +41,7 @@ import concurrent.futures
 import importlib
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -277,6 +278,13 @@ def _entries(value: Any) -> tuple[Any, ...]:
 
 def _validate(entry: Any) -> Integration | None:
     """The integration an entry is, None for a user callback; a clear error for anything else."""
+    if isinstance(entry, type) and (
+        issubclass(entry, CustomLogger) or isinstance(entry, Integration)
+    ):  # the class itself: an integration's hooks would run unbound, a logger's never
+        raise ConfigurationError(
+            f"callback {callback_name(entry)} is a class; register an instance of it "
+            f"({entry.__qualname__}())"
+        )
     integration = resolve(entry)
     if integration is not None:
         return integration
@@ -437,7 +445,7 @@ class _Delivery:
     """The worker thread, its watchdog, and the bus's own event loop thread."""
 
     def __init__(self) -> None:
-        self.timeout = float(os.environ.get("TRACKING_CALLBACK_TIMEOUT", DEFAULT_CALLBACK_TIMEOUT))
+        self.timeout = _timeout_from_environment()
         self.max_queue = DEFAULT_QUEUE_SIZE
         self._reset()
 
@@ -601,6 +609,31 @@ class _Delivery:
             loop.close()
 
 
+#: The environment variable that sets the callback timeout (seconds) at import.
+CALLBACK_TIMEOUT_ENV = "TRACKING_CALLBACK_TIMEOUT"
+
+
+def _checked_timeout(value: float, name: str) -> float:
+    """A callback timeout: a positive, finite number of seconds (``nan`` would abandon every
+    callback at once, ``inf`` hold the process's exit forever behind a hung one)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
+        raise ConfigurationError(f"{name}: must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _timeout_from_environment() -> float:
+    raw = os.environ.get(CALLBACK_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_CALLBACK_TIMEOUT
+    try:
+        return _checked_timeout(float(raw), CALLBACK_TIMEOUT_ENV)
+    except (ValueError, ConfigurationError):
+        raise ConfigurationError(
+            f"{CALLBACK_TIMEOUT_ENV}: must be a positive number of seconds, got {raw!r}"
+        ) from None
+
+
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     _THREAD.on_bus = True
     loop.run_forever()
@@ -615,9 +648,7 @@ if hasattr(os, "register_at_fork"):
 def configure(*, callback_timeout: float | None = None, max_queue: int | None = None) -> None:
     """Set how long a user callback may run (default 30 s) and the queue bound (10,000)."""
     if callback_timeout is not None:
-        if callback_timeout <= 0:
-            raise ConfigurationError("callback_timeout: must be a positive number of seconds")
-        DELIVERY.timeout = float(callback_timeout)
+        DELIVERY.timeout = _checked_timeout(callback_timeout, "callback_timeout")
     if max_queue is not None:
         if max_queue < 1:
             raise ConfigurationError("max_queue: must be at least 1")

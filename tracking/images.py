@@ -335,7 +335,7 @@ def _read_bytes(value: Any, param: str) -> bytes:
     if callable(read):
         if isinstance(value, io.TextIOBase):
             raise _text_mode(param)  # before reading: decoding image bytes fails or garbles them
-        if getattr(value, "closed", False) is True:
+        if _is_closed(value):
             raise ValidationError(
                 f"{param}: the file is closed; pass it open (or pass its path)",
                 param=param,
@@ -347,7 +347,7 @@ def _read_bytes(value: Any, param: str) -> bytes:
             raise
         except UnicodeDecodeError:  # a text-mode file that is not an io.TextIOBase
             raise _text_mode(param) from None
-        except (OSError, ValueError) as exc:  # closed underneath us, not readable, ...
+        except Exception as exc:  # closed underneath us, not readable, a stream that broke...
             raise ValidationError(
                 f"{param}: cannot read the file ({type(exc).__name__}: {str(exc)[:200]})",
                 param=param,
@@ -366,6 +366,15 @@ def _read_bytes(value: Any, param: str) -> bytes:
         param=param,
         rule="type",
     )
+
+
+def _is_closed(value: Any) -> bool:
+    """Whether a file object says it is closed; one whose ``closed`` cannot be read is taken
+    as open (its ``read`` then says what is wrong)."""
+    try:
+        return getattr(value, "closed", False) is True
+    except Exception:
+        return False
 
 
 def _text_mode(param: str) -> ValidationError:

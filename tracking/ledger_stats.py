@@ -233,6 +233,9 @@ class _Sharer:
             self.write()
 
     def write(self) -> None:
+        from tracking import bus_sharing
+
+        bus_sharing.share(self.directory)  # the bus's counters, shared the same way
         text = live_stats().to_json()
         if text == self._last:
             return

@@ -15,7 +15,9 @@ image arguments.
 from __future__ import annotations
 
 import inspect
+import math
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -464,6 +466,9 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             require_text(name, value)
     require_text("model", model)
     require_text("prompt", prompt)
+    for name, value in (("model", model), ("user", user), ("safety_identifier", safety_identifier)):
+        if value is not None:
+            _require_id(name, value)
     if size is not None and not (size.isascii() and size.isprintable()):
         raise ValidationError(
             f"size: WIDTHxHEIGHT in ASCII digits or a size name such as 'auto', got {size!r}",
@@ -612,6 +617,32 @@ def require_text(name: str, value: str) -> None:
         )
 
 
+#: The longest end-user id (``user``, ``safety_identifier``) and model name a call takes: the
+#: proxy's bound on ids too (``tracking.proxy.limits.MAX_ID_CHARS``). Both are indexed columns
+#: of the ledger, and PostgreSQL refuses an index entry past about 8 KB: a longer id had the
+#: billed call's row refused, set aside in quarantine, out of ``spend_logs``.
+MAX_ID_CHARS = 256
+
+
+def _require_id(name: str, value: str) -> None:
+    """An end-user id or model name: at most :data:`MAX_ID_CHARS` characters, no control
+    character (a line break would split every log line and CSV export that holds it)."""
+    if len(value) > MAX_ID_CHARS:
+        raise ValidationError(
+            f"{name}: at most {MAX_ID_CHARS} characters, got {len(value):,}",
+            param=name,
+            rule="max_length",
+        )
+    if not value.isprintable() and any(
+        unicodedata.category(c) == "Cc" for c in value
+    ):  # isprintable is False for spaces other than " " too, which are text
+        raise ValidationError(
+            f"{name}: control characters (NUL, line breaks, tabs...) are not allowed",
+            param=name,
+            rule="format",
+        )
+
+
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -654,6 +685,25 @@ def _timeout(value: Any) -> float:
     return float(value)
 
 
+#: Headers that frame the request (its body's length, encoding and type, with the multipart
+#: boundary; the connection): the HTTP client and the provider write them. Given again in
+#: ``extra_headers`` they contradict the body (an untyped protocol error before sending, or a
+#: request with both a length and chunked encoding that the upstream refuses).
+_FRAMING_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
 def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
     if not value:
         return {}
@@ -675,6 +725,13 @@ def _headers(value: Mapping[str, str] | None) -> dict[str, str]:
                 "!#$%&'*+-.^_`|~; no spaces, colons or line breaks)",
                 param="extra_headers",
                 rule="format",
+            )
+        if key.lower() in _FRAMING_HEADERS:
+            raise ValidationError(
+                f"extra_headers: {key!r} describes the request's body or connection, which the "
+                "library writes itself (a header of yours would contradict it)",
+                param="extra_headers",
+                rule="unsupported",
             )
         problem = header_value_problem(item)
         if problem is not None:  # the value is never echoed: it may be a credential
@@ -766,6 +823,9 @@ def _kind(value: Any) -> str:
 
 #: How deep ``extra_body`` values may nest (dicts and lists): a form field names every level.
 MAX_EXTRA_BODY_DEPTH = 8
+#: An ``extra_body`` integer longer than this (about 3,900 digits) is refused: Python will not
+#: write one over 4,300 digits as text, for a form field or a JSON body.
+_MAX_EXTRA_INT_BITS = 13_000
 #: Parameters the call is priced, read and recorded by: ``extra_body`` may not set them (sent
 #: after the call's own fields, the upstream would take its value and bill another model, size
 #: or count than the ledger records, or answer in another shape, or for another end user).
@@ -824,8 +884,33 @@ def _extra_body_value(key: str, item: Any, depth: int) -> None:
                 code="invalid_value",
             )
         return
-    if not isinstance(item, Mapping | list | tuple):
+    if item is None or isinstance(item, bool):
         return
+    if isinstance(item, int):
+        if item.bit_length() > _MAX_EXTRA_INT_BITS:
+            raise ValidationError(
+                f"extra_body: the value of {key!r} is an integer too long to send as text "
+                f"({item.bit_length():,} bits)",
+                param="extra_body",
+                rule="range",
+            )
+        return
+    if isinstance(item, float):
+        if not math.isfinite(item):  # JSON has no NaN or infinity; a form field no number
+            raise ValidationError(
+                f"extra_body: the value of {key!r} is {item!r}, not a finite number",
+                param="extra_body",
+                rule="range",
+            )
+        return
+    if not isinstance(item, Mapping | list | tuple):  # a set, bytes, a Decimal, an object...
+        raise ValidationError(
+            f"extra_body: the value of {key!r} is {type(item).__name__}; expected text, a "
+            "number, true or false, None, a list or a dict (what a JSON body or a form field "
+            "can carry)",
+            param="extra_body",
+            rule="type",
+        )
     if depth <= 1:
         raise ValidationError(
             f"extra_body: {key!r} nests deeper than {MAX_EXTRA_BODY_DEPTH} levels",

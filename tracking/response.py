@@ -69,6 +69,33 @@ def upstream_json(body: bytes | str) -> Any:
         raise NotJSON("not JSON") from None
     if _nests_deeper(value, MAX_JSON_DEPTH):
         raise NotJSON(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return _with_whole_text(value)
+
+
+def _with_whole_text(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate in its strings, keys too, made U+FFFD (the
+    parser keeps one from a ``"\\ud800"`` escape or from CESU-8 bytes). No UTF-8 writer takes
+    one: left in an answer's ``quality`` or an error's message, it reached the event, where the
+    billed call's ledger row was refused (set aside in quarantine, out of ``spend_logs``) and an
+    OTLP exporter failed the whole batch of spans holding it. What holds none is returned as it
+    is; ASCII strings (every image) are passed over in constant time. Depth is bounded by
+    :data:`MAX_JSON_DEPTH`."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, dict):
+        pairs = [(_with_whole_text(k), _with_whole_text(v)) for k, v in value.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, value.items(), strict=True)):
+            return value
+        return dict(pairs)
+    if isinstance(value, list):
+        items = [_with_whole_text(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
 
 

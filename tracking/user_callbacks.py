@@ -70,7 +70,8 @@ class Receiver:
 
 def callback_name(entry: Any) -> str:
     """A stable, low-cardinality name for counters and log lines."""
-    target = entry if inspect.isfunction(entry) or inspect.ismethod(entry) else type(entry)
+    named = inspect.isfunction(entry) or inspect.ismethod(entry) or inspect.isclass(entry)
+    target = entry if named else type(entry)
     module = getattr(target, "__module__", None) or "?"
     qualname = getattr(target, "__qualname__", None) or type(entry).__name__
     return f"{module}.{qualname}"

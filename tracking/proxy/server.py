@@ -55,7 +55,8 @@ def _multiprocess_dir() -> tuple[str, bool]:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
         # Files left by an earlier run would be summed into this run's totals.
-        for pattern in ("*.db", "ledger-*.json"):  # the ledger's shared figures too
+        # the ledger's shared figures and the bus's counters too
+        for pattern in ("*.db", "ledger-*.json", "bus-*.json"):
             for stale in folder.glob(pattern):
                 stale.unlink()
         return str(folder), False
