@@ -67,9 +67,10 @@ def upstream_json(body: bytes | str) -> Any:
         value = json.loads(body)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise NotJSON("not JSON") from None
-    if _nests_deeper(value, MAX_JSON_DEPTH):
+    too_deep, wide = _scan(value, MAX_JSON_DEPTH)
+    if too_deep:
         raise NotJSON(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    return _with_whole_text(value)
+    return _with_whole_text(value) if wide else value
 
 
 def _with_whole_text(value: Any) -> Any:
@@ -102,23 +103,39 @@ def _with_whole_text(value: Any) -> Any:
 _CONTAINERS = (dict, list)
 
 
-def _nests_deeper(value: Any, limit: int) -> bool:
-    """Whether ``value`` holds lists or objects more than ``limit`` levels deep (walked level by
-    level without recursion, in time proportional to its lists' and objects' entries, never to
-    its strings; on every answer, so plain loops over a tuple of types)."""
+def _scan(value: Any, limit: int) -> tuple[bool, bool]:
+    """Whether ``value`` holds lists or objects more than ``limit`` levels deep, and whether any
+    of its strings (keys too) is not ASCII, so may hold a lone surrogate (see
+    :func:`_with_whole_text`, then run). One walk, level by level without recursion, in time
+    proportional to its lists' and objects' entries, never to its strings' lengths
+    (``str.isascii`` reads a flag); on every answer, so plain loops over a tuple of types."""
+    if type(value) is str:
+        return False, not value.isascii()
     level = [value] if isinstance(value, _CONTAINERS) else []
     depth = 0
+    wide = False
     while level:
         depth += 1
         if depth > limit:
-            return True
+            return True, wide
         below = []
         for item in level:
-            for child in item.values() if type(item) is dict else item:
-                if isinstance(child, _CONTAINERS):
-                    below.append(child)
+            if type(item) is dict:
+                for key, child in item.items():
+                    if not key.isascii():
+                        wide = True
+                    if isinstance(child, _CONTAINERS):
+                        below.append(child)
+                    elif type(child) is str and not child.isascii():
+                        wide = True
+            else:
+                for child in item:
+                    if isinstance(child, _CONTAINERS):
+                        below.append(child)
+                    elif type(child) is str and not child.isascii():
+                        wide = True
         level = below
-    return False
+    return False, wide
 
 
 @dataclass(frozen=True, slots=True)
