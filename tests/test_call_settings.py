@@ -193,3 +193,20 @@ def test_mask_secrets_never_fails_on_a_key_without_utf8_bytes():
 
 def test_mask_secrets_skips_what_is_not_a_string():
     assert mask_secrets("Bearer 5", [5, None, b"abcd", ["x"]]) == "Bearer 5"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_an_extra_header_replaces_the_providers_own_whatever_its_case(fake, use_async):
+    """``extra_headers={"authorization": ...}`` replaces the ``Authorization`` the provider
+    writes; it was sent beside it, two keys, of which the upstream read the provider's."""
+    before = len(fake.requests)
+    answer = _call(
+        use_async,
+        api_base=fake.url,
+        api_key="sk-not-the-one-the-upstream-takes-0000",
+        extra_headers={"authorization": f"Bearer {API_KEY}"},
+    )
+    assert answer.data
+    (sent,) = fake.requests[before:]
+    named = [value for name, value in sent.headers.items() if name.lower() == "authorization"]
+    assert named == [f"Bearer {API_KEY}"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from ..errors import ConfigurationError
-from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest
+from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest, request_headers
 from .openai import encoded_body
 
 if TYPE_CHECKING:
@@ -51,12 +51,14 @@ class AzureProvider(OpenAIAnswers):
         api_key = _setting(options.api_key, self.key_variables[0], "api_key")
         deployment = quote(request.upstream_model, safe="")
         body, content_type, endpoint = encoded_body(request)
-        headers = {
-            "api-key": api_key,
-            "Content-Type": content_type,
-            "Accept": "application/json",
-            **options.extra_headers,
-        }
+        headers = request_headers(
+            {
+                "api-key": api_key,
+                "Content-Type": content_type,
+                "Accept": "application/json",
+            },
+            options.extra_headers,
+        )
         query = urlencode({"api-version": api_version})
         return PreparedRequest(
             url=f"{api_base}/openai/deployments/{deployment}/{endpoint}?{query}",

@@ -7,7 +7,7 @@ built, with the sync or the async client, and hands the answer to :meth:`Provide
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -165,6 +165,19 @@ class OpenAIAnswers:
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
         return openai_error(status, body)
+
+
+def request_headers(own: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """A provider's own headers with the call's ``extra_headers`` over them, names compared
+    without case: an ``authorization`` of the caller's replaces the provider's
+    ``Authorization`` instead of being sent beside it (two keys, which the upstream reads as it
+    likes)."""
+    if not extra:
+        return dict(own)
+    given = {name.lower() for name in extra}
+    headers = {name: value for name, value in own.items() if name.lower() not in given}
+    headers.update(extra)
+    return headers
 
 
 def sides_of(size: str, provider: str) -> tuple[int, int]:

@@ -44,6 +44,7 @@ from .base import (
     error_object,
     refuse_several_images,
     refuse_unsupported,
+    request_headers,
     sides_of,
     text_field,
 )
@@ -211,12 +212,14 @@ class BlackForestLabsProvider:
         job = _Job(api_key, urlsplit(api_base).hostname or "", output_format)
         return PreparedRequest(
             url=f"{api_base}/v1/{model}",
-            headers={
-                "x-key": api_key,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                **options.extra_headers,
-            },
+            headers=request_headers(
+                {
+                    "x-key": api_key,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                },
+                options.extra_headers,
+            ),
             body=json.dumps(body).encode(),
             secrets=(api_key,),
             price_size="any",

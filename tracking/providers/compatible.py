@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
-from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest
+from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest, request_headers
 from .openai import encoded_body
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class CompatibleProvider(OpenAIAnswers):
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        headers.update(options.extra_headers)
+        headers = request_headers(headers, options.extra_headers)
         return PreparedRequest(
             url=f"{api_base.rstrip('/')}/{endpoint}",
             headers=headers,

@@ -66,6 +66,7 @@ from .base import (
     error_object,
     refuse_several_images,
     refuse_unsupported,
+    request_headers,
     sides_of,
     text_field,
 )
@@ -423,12 +424,14 @@ class GeminiProvider(GeminiAnswers):
         model = quote(request.upstream_model, safe="")
         return PreparedRequest(
             url=f"{api_base}/v1beta/models/{model}:generateContent",
-            headers={
-                "x-goog-api-key": api_key,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                **options.extra_headers,
-            },
+            headers=request_headers(
+                {
+                    "x-goog-api-key": api_key,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                },
+                options.extra_headers,
+            ),
             body=body,
             secrets=(api_key,),
             price_size=tier,

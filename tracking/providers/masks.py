@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ValidationError
 from ..images import ImageFile
 from ..multipart import encode_multipart
-from .base import PreparedRequest
+from .base import PreparedRequest, request_headers
 
 if TYPE_CHECKING:
     from ..request import CallOptions
@@ -98,12 +98,14 @@ def bearer_multipart(
     body, content_type = encode_multipart(fields, files)
     return PreparedRequest(
         url=url,
-        headers={
-            "Authorization": f"Bearer {api_key}",
-            "Content-Type": content_type,
-            "Accept": "application/json",
-            **options.extra_headers,
-        },
+        headers=request_headers(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": content_type,
+                "Accept": "application/json",
+            },
+            options.extra_headers,
+        ),
         body=body,
         secrets=(api_key,),
         **prepared,

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 from ..multipart import encode_multipart
 from ..request import openai_api_base
-from .base import EDITS_AND_GENERATIONS, OpenAIAnswers, PreparedRequest, api_key_for
+from .base import (
+    EDITS_AND_GENERATIONS,
+    OpenAIAnswers,
+    PreparedRequest,
+    api_key_for,
+    request_headers,
+)
 
 if TYPE_CHECKING:
     from ..images import ImageFile
@@ -47,12 +53,14 @@ class OpenAIProvider(OpenAIAnswers):
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_key = api_key_for(options, "OpenAI API", *self.key_variables)
         body, content_type, endpoint = encoded_body(request)
-        headers = {
-            "Authorization": f"Bearer {api_key}",
-            "Content-Type": content_type,
-            "Accept": "application/json",
-            **options.extra_headers,
-        }
+        headers = request_headers(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": content_type,
+                "Accept": "application/json",
+            },
+            options.extra_headers,
+        )
         return PreparedRequest(
             url=f"{self.api_base(options)}/{endpoint}",
             headers=headers,

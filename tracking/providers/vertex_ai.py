@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import ConfigurationError
-from .base import EDITS_AND_GENERATIONS, PreparedRequest
+from .base import EDITS_AND_GENERATIONS, PreparedRequest, request_headers
 from .gemini import GeminiAnswers, check_request, generate_content_body
 
 if TYPE_CHECKING:
@@ -68,12 +68,14 @@ class VertexAIProvider(GeminiAnswers):
         )
         return PreparedRequest(
             url=f"{api_base}{path}",
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                **options.extra_headers,
-            },
+            headers=request_headers(
+                {
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                },
+                options.extra_headers,
+            ),
             body=body,
             secrets=(token,),
             price_size=tier,

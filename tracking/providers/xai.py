@@ -46,6 +46,7 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    request_headers,
     text_field,
 )
 
@@ -150,12 +151,14 @@ class XAIProvider:
         body.update(request.extra_body)
         return PreparedRequest(
             url=f"{api_base}/images/edits",
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                **options.extra_headers,
-            },
+            headers=request_headers(
+                {
+                    "Authorization": f"Bearer {api_key}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                },
+                options.extra_headers,
+            ),
             body=json.dumps(body).encode(),
             secrets=(api_key,),
             price_size="any",
