@@ -180,3 +180,45 @@ def test_migrate_on_a_current_ledger_says_so(ledger_url):
     assert out.getvalue().endswith(
         f"the ledger is already at revision {ledger_sql.head_revision()}\n"
     )
+
+
+def test_a_downgrade_that_would_drop_keys_budgets_or_prior_hashes_is_refused(engine):
+    """The proxy's keys and end users' budgets (0003) and a regenerated key's earlier hashes
+    (0005, what its spend is summed over) are not dropped by a downgrade while they hold
+    something: every key would stop working, every budget and block vanish, or a regenerated
+    key's spend start again from $0. Emptied, the same downgrades go through."""
+    ledger_sql.upgrade(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO proxy_keys (key_hash, max_budget_usd, created_at, prior_key_hashes) "
+                "VALUES ('h-new', 10, :at, :prior)"
+            ),
+            {"at": now, "prior": '["h-old"]'},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO proxy_end_users (end_user_id, budget_usd, blocked, created_at, "
+                "updated_at) VALUES ('alice', 2, false, :at, :at)"
+            ),
+            {"at": now},
+        )
+    with pytest.raises(ledger_sql.SchemaVersionError, match=r"1 regenerated key\(s\)"):
+        ledger_sql.downgrade(engine, "0004")
+    assert ledger_sql.current_revision(engine) == ledger_sql.head_revision()
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE proxy_keys SET prior_key_hashes = NULL"))
+    ledger_sql.downgrade(engine, "0004")
+    with pytest.raises(ledger_sql.SchemaVersionError, match=r"proxy_end_users holds 1 row"):
+        ledger_sql.downgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM proxy_end_users"))
+    with pytest.raises(ledger_sql.SchemaVersionError, match=r"proxy_keys holds 1 row.*virtual"):
+        ledger_sql.downgrade(engine, "0002")
+    assert "proxy_keys" in _names(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM proxy_keys"))
+    ledger_sql.downgrade(engine, "0002")
+    assert ledger_sql.current_revision(engine) == "0002"
+    assert not {"proxy_keys", "proxy_end_users"} & _names(engine)

@@ -49,12 +49,15 @@ class SchemaVersionError(ConfigurationError):
     error_type = "ledger_schema_error"
 
 
-def refuse_dropping_rows(connection: Connection, table: str, advice: str) -> None:
+def refuse_dropping_rows(
+    connection: Connection, table: str, advice: str, *, rows_are: str = "billed calls"
+) -> None:
     """For a migration's way down: refuse (the whole downgrade, in its one transaction) to drop
-    ``table`` while it holds rows, which are billed calls. ``advice`` says what to do first."""
+    ``table`` while it holds rows (``rows_are`` what they are: billed calls, keys and budgets).
+    ``advice`` says what to do first."""
     held = connection.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
     if held:
-        raise SchemaVersionError(f"{table} holds {held} row(s), billed calls: {advice}")
+        raise SchemaVersionError(f"{table} holds {held} row(s), {rows_are}: {advice}")
 
 
 def migrations_path() -> Path:

@@ -48,5 +48,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Keys and end users' budgets and blocks: dropped, every key stops working and every budget
+    # and block is gone without a word.
+    from tracking.integrations.sql._migrate import refuse_dropping_rows
+
+    for table, rows_are in (
+        ("proxy_end_users", "end users' budgets and blocks"),
+        ("proxy_keys", "the proxy's virtual keys and their budgets"),
+    ):
+        refuse_dropping_rows(
+            op.get_bind(),
+            table,
+            "delete them first (the proxy's /key/delete, /customer/delete) if they are to go",
+            rows_are=rows_are,
+        )
     op.drop_table("proxy_end_users")
     op.drop_table("proxy_keys")

@@ -28,5 +28,22 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A regenerated key's earlier hashes are what its spend is summed over: dropped, its spend
+    # (and its budget) would start again from $0.
+    import json as json_text
+
+    from tracking.integrations.sql._migrate import SchemaVersionError
+
+    held = 0
+    for (value,) in op.get_bind().execute(sa.text("SELECT prior_key_hashes FROM proxy_keys")):
+        if isinstance(value, str):
+            value = json_text.loads(value)
+        held += bool(value)
+    if held:
+        raise SchemaVersionError(
+            f"proxy_keys: {held} regenerated key(s) have earlier hashes their spend is summed "
+            "over; dropped, their spend and budgets would start again from $0 (delete those "
+            "keys first if they are to go)"
+        )
     with op.batch_alter_table("proxy_keys") as batch:
         batch.drop_column("prior_key_hashes")
