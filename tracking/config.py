@@ -145,6 +145,16 @@ def _is_budget_duration(value: Any) -> str | None:
     )
 
 
+def _is_enforced_params(value: Any) -> str | None:
+    """LiteLLM's ``enforced_params``: ``user`` or ``metadata.<key>`` names."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return "expected a list of names (user, metadata.<key>)"
+    for item in value:
+        if item != "user" and not (item.startswith("metadata.") and len(item) > len("metadata.")):
+            return f"takes user and metadata.<key> entries, got {item!r}"
+    return None
+
+
 def _is_seconds(value: Any) -> str | None:
     """A duration: finite, > 0 and at most a day (what a call's own ``timeout`` may be)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -306,6 +316,8 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "allow_unpriced_with_budgets": _is_bool,
     "prices_file": _is_str,
     "cors_allow_origins": _is_str_list,
+    "enforce_user_param": _is_bool,
+    "enforced_params": _is_enforced_params,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -383,6 +395,9 @@ class GeneralSettings:
     prices_file: Path | None = None
     #: Browser origins allowed to call the proxy (CORS); empty: CORS off. ``"*"``: any.
     cors_allow_origins: tuple[str, ...] = ()
+    #: What every call must carry (LiteLLM's ``enforce_user_param`` / ``enforced_params``):
+    #: ``user`` (the end user, as ``user`` or ``safety_identifier``) and ``metadata.<key>``.
+    enforced_params: tuple[str, ...] = ()
 
     @property
     def max_request_bytes(self) -> int:
@@ -604,6 +619,12 @@ def parse_config(
             allow_unpriced_with_budgets=general.get("allow_unpriced_with_budgets", False),
             prices_file=_beside(source, general.get("prices_file")),
             cors_allow_origins=tuple(general.get("cors_allow_origins", ())),
+            enforced_params=tuple(
+                dict.fromkeys(
+                    (["user"] if general.get("enforce_user_param") else [])
+                    + list(general.get("enforced_params", ()))
+                )
+            ),
         ),
         prices=dict(top.get("prices", {})),
         source=source,

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..request import end_user_of
 from .budgets import Budgets, Reservation
 from .errors import ProxyError
 from .keys import VirtualKeys, cache_seconds_from_environment
@@ -69,6 +70,7 @@ class Accounts:
         self.enabled = bool(settings.master_key)
         #: the whole proxy's budget holds with or without keys (litellm_settings.max_budget)
         self.proxy_budget = config.litellm_settings.max_budget is not None
+        self.enforced_params = settings.enforced_params
         #: ``/spend/*`` on a proxy without a master key: refused unless the config opens them.
         self.open_spend_reads = settings.allow_open_spend_reads
         #: how long a management request's JSON body may take to arrive (a 408 past it)
@@ -108,7 +110,9 @@ class Accounts:
         return routes
 
     async def admit(self, principal: Principal, params: dict[str, Any], model: str) -> Reservation:
-        """Refuse the call (403/429) or hold its budget; fills the call's key metadata."""
+        """Refuse the call (400/403/429) or hold its budget; fills the call's key metadata."""
+        if self.enforced_params:
+            refuse_missing_params(self.enforced_params, params)
         if not principal.may_call(model):
             raise ProxyError(
                 403,
@@ -156,6 +160,34 @@ def _counters(redis_url: str | None) -> Counters:
     if shared_file:
         return MachineCounters(shared_file)
     return LocalCounters()
+
+
+def refuse_missing_params(enforced: tuple[str, ...], params: Mapping[str, Any]) -> None:
+    """A 400 naming the first of ``enforced`` (``general_settings.enforced_params``, ``user``
+    for ``enforce_user_param``) the call does not carry, before anything is held or sent."""
+    metadata = params.get("metadata")
+    for name in enforced:
+        if name == "user":
+            if end_user_of(params)[0] is None:
+                raise ProxyError(
+                    400,
+                    "user: this proxy requires every call to name its end user (user or "
+                    "safety_identifier; general_settings.enforce_user_param)",
+                    param="user",
+                    code="missing_required_parameter",
+                    reason="validation",
+                )
+            continue
+        key = name.removeprefix("metadata.")
+        if not isinstance(metadata, Mapping) or metadata.get(key) in (None, ""):
+            raise ProxyError(
+                400,
+                f"{name}: this proxy requires every call to carry it "
+                "(general_settings.enforced_params)",
+                param=name,
+                code="missing_required_parameter",
+                reason="validation",
+            )
 
 
 async def _needs_master_key(scope: Scope, receive: Receive, send: Send) -> None:
