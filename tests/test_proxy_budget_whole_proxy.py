@@ -120,22 +120,20 @@ def test_an_open_proxy_holds_its_budget_too(fake, client, tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    ("section", "key", "path"),
+    ("section", "key"),
     [
-        ("litellm_settings", "max_end_user_budget", "litellm_settings.max_end_user_budget"),
-        (
-            "litellm_settings",
-            "max_internal_user_budget",
-            "litellm_settings.max_internal_user_budget",
-        ),
-        ("router_settings", "provider_budget_config", "router_settings.provider_budget_config"),
-        ("litellm_params", "max_budget", "model_list[0].litellm_params.max_budget"),
-        ("litellm_params", "budget_duration", "model_list[0].litellm_params.budget_duration"),
+        ("litellm_settings", "max_end_user_budget"),
+        ("litellm_settings", "max_internal_user_budget"),
+        ("router_settings", "provider_budget_config"),
+        ("litellm_params", "max_budget"),
+        ("litellm_params", "budget_duration"),
+        ("general_settings", "allowed_ips"),
+        ("general_settings", "allowed_routes"),
     ],
 )
-def test_litellm_spending_caps_this_proxy_does_not_enforce_fail_the_start(section, key, path):
-    """A cap the proxy would drop with an "unknown key" warning fails the config instead: the
-    operator who wrote it believes spend is capped."""
+def test_litellm_caps_and_controls_this_proxy_does_not_enforce_fail_the_start(section, key):
+    """A spending cap or access control the proxy would drop with an "unknown key" warning
+    fails the config instead: the operator who wrote it believes spend, or access, is limited."""
     params: dict[str, object] = {"model": "gpt-image-2"}
     document: dict[str, object] = {"model_list": [{"model_name": "m", "litellm_params": params}]}
     if section == "litellm_params":
@@ -144,7 +142,11 @@ def test_litellm_spending_caps_this_proxy_does_not_enforce_fail_the_start(sectio
         document[section] = {key: 1}
     with pytest.raises(ConfigurationError) as refused:
         parse_config(document)
-    assert f"{path}: not enforced by this proxy" in str(refused.value)
+    path = "model_list[0].litellm_params" if section == "litellm_params" else section
+    assert f"{path}.{key}: " in str(refused.value)
+    assert "not enforced by this proxy" in str(refused.value) or "does not enforce" in str(
+        refused.value
+    )
     # An unknown key that caps nothing is still a warning only.
     params.pop(key, None)
     document.pop(section, None)

@@ -289,8 +289,17 @@ _PER_SCOPE = (
     "not enforced by this proxy; use the whole proxy's budget (litellm_settings.max_budget), "
     "keys' max_budget (/key/generate) or end users' budgets (/customer/new)"
 )
-#: LiteLLM spending caps this proxy does not enforce: an error, never an ignored key.
+_ACCESS = (
+    "an access control this proxy does not enforce; put the proxy behind a gateway or network "
+    "policy that does, and remove the key"
+)
+#: LiteLLM spending caps and access controls this proxy does not enforce: an error, never an
+#: ignored key (whoever wrote one believes spend, or access, is limited).
 _CAPS_NOT_ENFORCED = {
+    "general_settings.allowed_ips": _ACCESS,
+    "general_settings.allowed_routes": _ACCESS,
+    "general_settings.admin_only_routes": _ACCESS,
+    "general_settings.public_routes": _ACCESS,
     "litellm_settings.max_end_user_budget": _PER_SCOPE,
     "litellm_settings.max_internal_user_budget": _PER_SCOPE,
     "router_settings.provider_budget_config": _PER_SCOPE,
