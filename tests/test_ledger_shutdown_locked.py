@@ -3,12 +3,20 @@ write lock, a full disk) keeps them in a local outbox; the next ledger for the f
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.ledger_support import make_event
+from tracking.integrations.sql import SqlLedger, create_ledger_engine
 
 _WRITER = textwrap.dedent(
     """
@@ -68,3 +76,33 @@ def test_rows_a_locked_sqlite_file_refused_at_shutdown_are_written_by_the_next_s
     _run(url, 0, 10, env)  # and only once
     assert _users(path) == expected
     assert not list((tmp_path / "outbox").rglob("outbox-*.db"))
+
+
+@pytest.mark.parametrize("ending", ["on_end", "aon_end", "on_end_nowait"])
+def test_a_row_handed_over_after_shutdown_is_kept_for_the_next_ledger(ledger_url, ending):
+    """A call that ends on a thread its application left running after it shut the ledger
+    down: its row is kept in a local outbox and written by the next ledger for the target. It
+    was refused with a RuntimeError, the billed call's row lost."""
+    first = SqlLedger(ledger_url, mode="durable", auto_migrate=True)
+    first.on_end(make_event(user="before", cost=Decimal("0.0100000000")))
+    first.shutdown(10)
+    late = make_event(user="late", cost=Decimal("0.0420000000"))
+    if ending == "aon_end":
+        asyncio.run(first.aon_end(late))
+    else:
+        getattr(first, ending)(late)
+    second = SqlLedger(ledger_url, mode="durable", auto_migrate=True)
+    try:
+        assert second.flush(30)
+        engine = create_ledger_engine(ledger_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT end_user, cost_usd FROM spend_logs")).all()
+        finally:
+            engine.dispose()
+    finally:
+        second.shutdown(10)
+    assert sorted((user, Decimal(str(cost))) for user, cost in rows) == [
+        ("before", Decimal("0.01")),
+        ("late", Decimal("0.042")),
+    ]

@@ -52,6 +52,7 @@ from ._codec import (
     event_sqlite_params,
     line_of_sqlite_params,
     line_request_id,
+    readable_line,
 )
 from ._drain import OutboxDrain
 from ._engine import create_ledger_engine, outbox_target, redact
@@ -288,6 +289,9 @@ class SqlLedger:
             self._intents.record(call, lost)
 
     def on_end(self, event: ImageEditEvent) -> None:
+        if self._closed:
+            self._keep_late(event)
+            return
         seq = self._submit(event)
         if self.mode == "durable":
             try:
@@ -300,6 +304,9 @@ class SqlLedger:
 
     async def aon_end(self, event: ImageEditEvent) -> None:
         """``on_end`` for async calls: a durable call awaits its acknowledgement, loop free."""
+        if self._closed:
+            self._keep_late(event)
+            return
         seq = self._submit(event)
         if self.mode == "durable":
             try:
@@ -314,6 +321,9 @@ class SqlLedger:
         """The row queued without waiting for its acknowledgement: the call's ending was
         interrupted before this ledger's turn (the bus's hand-over). A durable row is still
         written; only the wait is skipped."""
+        if self._closed:
+            self._keep_late(event)
+            return
         self._complete_when_acknowledged(self._submit(event), event.request_id)
 
     def _complete_when_acknowledged(self, seq: int, request_id: str) -> None:
@@ -345,6 +355,30 @@ class SqlLedger:
         except ValueError:  # a value the ledger cannot store: the writer logs and counts it
             return self.writer.submit(event_to_row(event))
         return self.writer.submit_prepared((item,))
+
+    def _keep_late(self, event: ImageEditEvent) -> None:
+        """A row handed over after :meth:`shutdown` (a call that ended on a thread its
+        application left running when it closed the ledger): kept in a local outbox, which the
+        next ledger for the target writes, as rows unwritten at shutdown are. It was refused
+        with a ``RuntimeError``, and the billed call's row lost (until 2026-12-05)."""
+        try:
+            item = self._prepare(event)
+            line = line_of_sqlite_params(item) if isinstance(item, tuple) else str(item)
+        except ValueError:  # a value no ledger stores: for the quarantine, readable
+            self._keep_refused(readable_line(event_to_row(event)), "not storable")
+            return
+        directory = self._outbox.directory if self._outbox is not None else self._folder
+        outbox = open_own_outbox(directory)
+        try:
+            outbox.append([line])
+        finally:
+            outbox.close()
+        log.warning(
+            "ledger: a row handed over after shutdown is kept in %s; the next ledger for %s "
+            "writes it",
+            outbox.path,
+            redact(self.engine.url),
+        )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row handed over so far is in the target database."""
