@@ -427,3 +427,23 @@ def test_a_forked_child_writes_through_its_own_connections(ledger):
         "child",
         "parent-after-fork",
     }
+
+
+def test_a_ledger_database_unreachable_at_first_use_fails_the_call_before_sending(
+    monkeypatch, fake, upstream
+):
+    """The ``"sql"`` integration opens its database (and checks the schema) at the process's
+    first call: a PostgreSQL that cannot be reached then fails the call with a
+    ``ConfigurationError`` before anything is sent, so nothing is billed unrecorded (a URL with
+    a typo and a database still starting look alike at that moment); docs/ledger-durability.md
+    says so. An outage after the ledger opened is the outbox's (test_ledger_durability.py)."""
+    from tests.proxy_support import free_port
+    from tracking import bus
+
+    monkeypatch.setenv("TRACKING_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    monkeypatch.setattr(bus, "_INSTANCES", {})
+    monkeypatch.setattr(tracking, "success_callback", ["sql"])
+    before = len(fake.requests)
+    with pytest.raises(tracking.ConfigurationError, match="cannot open the ledger database"):
+        tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-2", **upstream)
+    assert len(fake.requests) == before
