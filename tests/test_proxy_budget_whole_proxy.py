@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -121,13 +122,16 @@ def test_an_open_proxy_holds_its_budget_too(fake, client, tmp_path: Path):
         assert fake.hits == hits
 
 
-def test_an_open_proxys_budget_is_one_budget_for_all_workers(fake, tmp_path: Path):
-    """``--workers 2`` without Redis or a master key: the workers share the proxy's budget
-    counter (the machine's counters file). Each kept its own, read from the ledger once, so
-    the proxy spent up to twice its budget."""
+@pytest.mark.parametrize("shared", ["machine", "redis"])
+def test_an_open_proxys_budget_is_one_budget_for_all_workers(
+    fake, tmp_path: Path, request: pytest.FixtureRequest, shared: str
+):
+    """``--workers 2`` without a master key: the workers share the proxy's budget counter,
+    through the machine's counters file or through Redis. Each kept its own, read from the
+    ledger once, so the proxy spent up to twice its budget."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     budget = Decimal("0.05")
-    document = {
+    document: dict[str, Any] = {
         "model_list": [
             {
                 "model_name": MODEL,
@@ -137,9 +141,13 @@ def test_an_open_proxys_budget_is_one_budget_for_all_workers(fake, tmp_path: Pat
         "litellm_settings": {"max_budget": float(budget), "success_callback": ["sql"]},
         "general_settings": {"database_url": url, "auto_migrate": True},
     }
+    env = ledger_env(url)
+    if shared == "redis":
+        document["router_settings"] = {"redis_url": request.getfixturevalue("redis_url")}
+        env["TRACKING_REDIS_PREFIX"] = request.getfixturevalue("redis_prefix")
     config = write_config(tmp_path / "config.yaml", document)
     statuses = []
-    with ProxyProcess(config, env=ledger_env(url), workers=2) as proxy:
+    with ProxyProcess(config, env=env, workers=2) as proxy:
         for _ in range(30):
             with httpx.Client(timeout=30) as client:  # a new connection: both workers serve
                 statuses.append(edit(client, proxy.url, None, model=MODEL).status_code)
