@@ -86,6 +86,22 @@ async def test_an_svg_generation_is_recorded_as_an_estimate_never_the_whole_bill
     assert event.price_ref == f"{SVG_AUTHORING_REF}:packaged:{SUNBURST}#official"
 
 
+def test_a_frame_longer_than_a_gif_can_say_is_answered_by_the_fake(fake, upstream):
+    # No rule bounds frame_duration_ms from above; the fake answered 500 (a GIF holds 65,535
+    # hundredths of a second per frame) and the call was retried and failed.
+    response = tracking.image_edit(
+        model=FLARE,
+        image=PNG,
+        prompt="wave",
+        output_format="gif",
+        extra_body={"frame_count": 2, "frame_duration_ms": 10**23},
+        max_retries=0,
+        **upstream,
+    )
+    gif = Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json or "")))
+    assert gif.n_frames == 2 and gif.info["duration"] == 655_350
+
+
 def test_a_png_of_the_same_model_is_priced_from_usage_as_before(fake, upstream):
     with recording() as events:
         tracking.image_generation(model=SUNBURST, prompt="an icon", quality="low", **upstream)
