@@ -219,6 +219,18 @@ def proxy(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "model_list": [
             {"model_name": name, "litellm_params": {"model": name, **params}}
             for name in (FLARE, SUNBURST)
+        ]
+        + [
+            {  # an Azure deployment of its own name, priced (and known) by its base model
+                "model_name": "svg-azure",
+                "litellm_params": {
+                    "model": "azure/my-svg-deployment",
+                    "api_key": API_KEY,
+                    "api_base": fake.base_url,
+                    "api_version": "2025-04-01-preview",
+                },
+                "model_info": {"base_model": SUNBURST},
+            }
         ],
         "general_settings": {
             "master_key": MASTER_KEY,
@@ -282,6 +294,20 @@ def test_the_official_client_generates_an_svg_recorded_as_an_estimate(proxy):
     row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
     assert row["cost_source"] == "estimate" and row["price_ref"].startswith(SVG_AUTHORING_REF)
     assert Decimal(str(row["cost_usd"])) == Decimal("0.00601")
+
+
+def test_an_svg_from_a_deployment_known_by_its_base_model_is_an_estimate_too(proxy):
+    # It was recorded as the whole bill (cost_source "custom"): the family was looked up by
+    # the deployment's own name alone.
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY, max_retries=0) as client:
+        raw = client.images.with_raw_response.generate(
+            model="svg-azure", prompt="an icon", quality="low", output_format="svg"
+        )
+    assert base64.b64decode(raw.parse().data[0].b64_json or "").startswith(b"<svg")
+    assert raw.headers["x-tracking-cost-source"] == "estimate"
+    row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
+    assert row["cost_source"] == "estimate"
+    assert row["price_ref"] == f"{SVG_AUTHORING_REF}:custom:azure/my-svg-deployment->{SUNBURST}"
 
 
 def test_the_official_client_edits_a_gif_with_extra_body(proxy, fake):
