@@ -86,6 +86,22 @@ async def test_an_svg_generation_is_recorded_as_an_estimate_never_the_whole_bill
     assert event.price_ref == f"{SVG_AUTHORING_REF}:packaged:{SUNBURST}#official"
 
 
+def test_a_frame_longer_than_a_gif_can_say_is_answered_by_the_fake(fake, upstream):
+    # No rule bounds frame_duration_ms from above; the fake answered 500 (a GIF holds 65,535
+    # hundredths of a second per frame) and the call was retried and failed.
+    response = tracking.image_edit(
+        model=FLARE,
+        image=PNG,
+        prompt="wave",
+        output_format="gif",
+        extra_body={"frame_count": 2, "frame_duration_ms": 10**23},
+        max_retries=0,
+        **upstream,
+    )
+    gif = Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json or "")))
+    assert gif.n_frames == 2 and gif.info["duration"] == 655_350
+
+
 def test_a_png_of_the_same_model_is_priced_from_usage_as_before(fake, upstream):
     with recording() as events:
         tracking.image_generation(model=SUNBURST, prompt="an icon", quality="low", **upstream)
@@ -203,6 +219,18 @@ def proxy(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "model_list": [
             {"model_name": name, "litellm_params": {"model": name, **params}}
             for name in (FLARE, SUNBURST)
+        ]
+        + [
+            {  # an Azure deployment of its own name, priced (and known) by its base model
+                "model_name": "svg-azure",
+                "litellm_params": {
+                    "model": "azure/my-svg-deployment",
+                    "api_key": API_KEY,
+                    "api_base": fake.base_url,
+                    "api_version": "2025-04-01-preview",
+                },
+                "model_info": {"base_model": SUNBURST},
+            }
         ],
         "general_settings": {
             "master_key": MASTER_KEY,
@@ -266,6 +294,20 @@ def test_the_official_client_generates_an_svg_recorded_as_an_estimate(proxy):
     row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
     assert row["cost_source"] == "estimate" and row["price_ref"].startswith(SVG_AUTHORING_REF)
     assert Decimal(str(row["cost_usd"])) == Decimal("0.00601")
+
+
+def test_an_svg_from_a_deployment_known_by_its_base_model_is_an_estimate_too(proxy):
+    # It was recorded as the whole bill (cost_source "custom"): the family was looked up by
+    # the deployment's own name alone.
+    with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY, max_retries=0) as client:
+        raw = client.images.with_raw_response.generate(
+            model="svg-azure", prompt="an icon", quality="low", output_format="svg"
+        )
+    assert base64.b64decode(raw.parse().data[0].b64_json or "").startswith(b"<svg")
+    assert raw.headers["x-tracking-cost-source"] == "estimate"
+    row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
+    assert row["cost_source"] == "estimate"
+    assert row["price_ref"] == f"{SVG_AUTHORING_REF}:custom:azure/my-svg-deployment->{SUNBURST}"
 
 
 def test_the_official_client_edits_a_gif_with_extra_body(proxy, fake):

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from tests.accounts_support import accounts_config, edit, generate, ledger_env
+from tests.conftest import API_KEY
 from tests.proxy_support import MASTER_KEY, ProxyProcess, write_config
 from tracking.config import parse_config
 from tracking.errors import ConfigurationError
@@ -117,6 +120,39 @@ def test_an_open_proxy_holds_its_budget_too(fake, client, tmp_path: Path):
         message = _refused_by_the_proxy_budget(edit(client, proxy.url, None, model=MODEL))
         assert "total budget" in message
         assert fake.hits == hits
+
+
+@pytest.mark.parametrize("shared", ["machine", "redis"])
+def test_an_open_proxys_budget_is_one_budget_for_all_workers(
+    fake, tmp_path: Path, request: pytest.FixtureRequest, shared: str
+):
+    """``--workers 2`` without a master key: the workers share the proxy's budget counter,
+    through the machine's counters file or through Redis. Each kept its own, read from the
+    ledger once, so the proxy spent up to twice its budget."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    budget = Decimal("0.05")
+    document: dict[str, Any] = {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {"model": MODEL, "api_key": API_KEY, "api_base": fake.url},
+            }
+        ],
+        "litellm_settings": {"max_budget": float(budget), "success_callback": ["sql"]},
+        "general_settings": {"database_url": url, "auto_migrate": True},
+    }
+    env = ledger_env(url)
+    if shared == "redis":
+        document["router_settings"] = {"redis_url": request.getfixturevalue("redis_url")}
+        env["TRACKING_REDIS_PREFIX"] = request.getfixturevalue("redis_prefix")
+    config = write_config(tmp_path / "config.yaml", document)
+    statuses = []
+    with ProxyProcess(config, env=env, workers=2) as proxy:
+        for _ in range(30):
+            with httpx.Client(timeout=30) as client:  # a new connection: both workers serve
+                statuses.append(edit(client, proxy.url, None, model=MODEL).status_code)
+    assert statuses[-3:] == [429, 429, 429], statuses
+    assert Decimal(0) < _ledger_spend(url) <= budget
 
 
 @pytest.mark.parametrize(

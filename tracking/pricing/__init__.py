@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import APIResponseError, ConfigurationError
+from ..families import family_for
 from ..frozen import fast_init
 from .table import TOKEN_KINDS, PriceEntry, load_packaged, load_price_file, to_price
 
@@ -427,7 +428,7 @@ def price_call(
     if entry is None:
         _warn_unpriced(request.model, "no price is known for this model")
         return UNPRICED
-    return _unpriced_authoring(request, response, _answer_cost(entry, request, response))
+    return _unpriced_authoring(request, response, entry, _answer_cost(entry, request, response))
 
 
 def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageResponse) -> Cost:
@@ -461,10 +462,16 @@ def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageRe
 SVG_AUTHORING_REF = "estimate:svg-authoring-unpriced"
 
 
-def _unpriced_authoring(request: ImageEditRequest, response: ImageResponse, cost: Cost) -> Cost:
+def _unpriced_authoring(
+    request: ImageEditRequest, response: ImageResponse, entry: PriceEntry, cost: Cost
+) -> Cost:
     """``cost``, flagged an estimate (a lower bound) when the answer is an SVG its model's
-    provider also bills an authoring model for: never recorded as the whole bill."""
+    provider also bills an authoring model for: never recorded as the whole bill. A deployment
+    of another name (``azure/my-deployment``) is known by the model its prices are based on
+    (``base_model``: the entry ``azure/my-deployment->gpt-image-2.6-sunburst``)."""
     family = request.family
+    if family is None and entry.custom:
+        family = family_for(entry.key.rsplit("->", 1)[-1], request.operation)
     output_format = response.output_format or request.output_format
     if cost.usd is None or family is None or output_format not in family.single_generation_formats:
         return cost

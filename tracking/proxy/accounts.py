@@ -80,7 +80,8 @@ class Accounts:
             settings.database_url, auto_migrate=True if settings.auto_migrate else None
         )
         cache_seconds = cache_seconds_from_environment()
-        url = redis_url_of(config) if self.enabled else None
+        # counters: the keys' and end users', and the whole proxy's budget (keys or not)
+        url = redis_url_of(config) if self.enabled or self.proxy_budget else None
         self.counters: Counters = _counters(url)
         self.virtual_keys = VirtualKeys(
             self.store,

@@ -193,11 +193,13 @@ def _unshared_limits(config: ProxyConfig) -> str | None:
 
 def _machine_counters(config: ProxyConfig) -> str | None:
     """Without Redis, the folder of the SQLite file the workers share their keys' rpm windows
-    and budget counters through (None when Redis is configured or keys are off)."""
+    and budget counters through, the whole proxy's budget's too (None when Redis is configured,
+    or with neither keys nor a whole-proxy budget)."""
     from .accounts import redis_url_of
     from .machine_counters import COUNTERS_FILE_ENV
 
-    if not config.general_settings.master_key or redis_url_of(config):
+    counted = config.general_settings.master_key or config.litellm_settings.max_budget is not None
+    if not counted or redis_url_of(config):
         return None
     folder = tempfile.mkdtemp(prefix="tracking-counters-")
     os.environ[COUNTERS_FILE_ENV] = os.path.join(folder, "counters.db")

@@ -25,6 +25,8 @@ __all__ = ["PREVIEW_SIDE", "inspect", "prompt_color", "render", "solid_png"]
 PREVIEW_SIDE = 64
 #: the most pixels the fake will decode (the SDK refuses larger images before sending them)
 MAX_DECODED_PIXELS = 40_000_000
+#: The longest frame a GIF can say (65,535 hundredths of a second), in ms.
+GIF_MAX_FRAME_MS = 655_350
 
 
 def _open(data: bytes) -> Any:
@@ -132,7 +134,10 @@ def render(
             Image.blend(still, Image.new("RGB", box, prompt_color(prompt)), i / max(1, frames))
             for i in range(1, frames)
         ]
-        options.update(save_all=True, append_images=steps, duration=frame_ms, loop=0)
+        # a GIF holds each frame's delay in 16 bits of hundredths of a second: a longer
+        # frame_duration_ms (no rule bounds it) is held at the longest a GIF can say
+        delay = min(frame_ms, GIF_MAX_FRAME_MS)
+        options.update(save_all=True, append_images=steps, duration=delay, loop=0)
         edited = still
     edited.save(out, format=output_format.upper(), **options)
     return out.getvalue()
