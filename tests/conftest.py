@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, settings
 from PIL import Image
 
 import tracking
-from tracking.testing import FakeOpenAI
+from tests.recorder import record_events
+from tracking.testing import EventRecorder, FakeOpenAI
 from tracking.testing.app_thread import AppThread
 
 # Property-based tests: "ci" (the default) keeps every run small and bounded; run with
@@ -57,6 +58,12 @@ def fake() -> Iterator[FakeOpenAI]:
 def upstream(fake: FakeOpenAI) -> dict[str, str]:
     """The keyword arguments that point a call at the fake."""
     return {"api_base": fake.url, "api_key": API_KEY}
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
+    """Every finished call's event, in order (a module may define its own ``recorder``)."""
+    return record_events(monkeypatch)
 
 
 @pytest.fixture

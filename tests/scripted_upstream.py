@@ -169,3 +169,21 @@ def proxy_in_front(
     )
     with ProxyProcess(config) as process:
         yield process
+
+
+def stream_call(model: str, api_base: str) -> dict[str, Any]:
+    """The parameters of a streamed edit with two partial images, low quality, 1024x1024, sent
+    to ``api_base`` with the session fake's key."""
+    from tests.conftest import API_KEY
+
+    return {
+        "model": model,
+        "prompt": "a hat",
+        "image": make_png(16, 16),
+        "quality": "low",
+        "size": "1024x1024",
+        "api_key": API_KEY,
+        "api_base": api_base,
+        "stream": True,
+        "partial_images": 2,
+    }

@@ -12,16 +12,20 @@ FIRST = encode_event("image_edit.partial_image", b'{"partial_image_index": 0}')
 SECOND = encode_event("image_edit.completed", b'{"a": 1}\n{"b": 2}')
 
 
+#: FIRST and SECOND, decoded.
+FIRST_AND_SECOND = [
+    ServerSentEvent("image_edit.partial_image", b'{"partial_image_index": 0}'),
+    ServerSentEvent("image_edit.completed", b'{"a": 1}\n{"b": 2}'),
+]
+
+
 def test_events_split_at_every_byte_come_out_whole_and_once():
     decoder = SSEDecoder()
     stream = FIRST + b": a comment\r\nid: 7\r\n" + SECOND
     events: list[ServerSentEvent] = []
     for index in range(len(stream)):
         events += decoder.feed(stream[index : index + 1])
-    assert events == [
-        ServerSentEvent("image_edit.partial_image", b'{"partial_image_index": 0}'),
-        ServerSentEvent("image_edit.completed", b'{"a": 1}\n{"b": 2}'),
-    ]
+    assert events == FIRST_AND_SECOND
     assert not decoder.pending
 
 
@@ -55,10 +59,7 @@ def test_lines_ended_by_cr_alone_are_lines_as_the_specification_says(ending, spl
     else:
         for index in range(len(stream)):
             events += decoder.feed(stream[index : index + 1])
-    assert events == [
-        ServerSentEvent("image_edit.partial_image", b'{"partial_image_index": 0}'),
-        ServerSentEvent("image_edit.completed", b'{"a": 1}\n{"b": 2}'),
-    ]
+    assert events == FIRST_AND_SECOND
     assert not decoder.pending
 
 

@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 
 import tracking
-from tests.conftest import API_KEY, edits_upstream, make_png
-from tests.recorder import EventRecorder, record_events
+from tests.conftest import edits_upstream, make_png
+from tests.scripted_upstream import stream_call
 from tracking.pricing import reset_prices
 
 MODEL = "gpt-image-2"
@@ -69,22 +69,9 @@ def prices() -> Iterator[None]:
     reset_prices()
 
 
-@pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
-    return record_events(monkeypatch)
-
-
 def _stream(api_base: str, usage: str, use_async: bool) -> list[str]:
     params: dict[str, Any] = {
-        "model": MODEL,
-        "prompt": "a hat",
-        "image": make_png(16, 16),
-        "quality": "low",
-        "size": "1024x1024",
-        "api_key": API_KEY,
-        "api_base": api_base,
-        "stream": True,
-        "partial_images": 2,
+        **stream_call(MODEL, api_base),
         "max_retries": 0,
         "extra_headers": {"x-usage": usage},
     }

@@ -24,7 +24,8 @@ from aiohttp import web
 import tracking
 from tests.conftest import API_KEY, edits_upstream, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess
-from tests.recorder import EventRecorder, record_events
+from tests.recorder import EventRecorder
+from tests.scripted_upstream import stream_call
 from tracking.pricing import reset_prices
 from tracking.pricing.estimate import estimate_incomplete_stream
 from tracking.request import parse_call
@@ -81,25 +82,6 @@ def prices() -> Iterator[None]:
     reset_prices()
 
 
-@pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
-    return record_events(monkeypatch)
-
-
-def _params(api_base: str) -> dict[str, object]:
-    return {
-        "model": MODEL,
-        "prompt": "a hat",
-        "image": make_png(16, 16),
-        "quality": "low",
-        "size": "1024x1024",
-        "api_key": API_KEY,
-        "api_base": api_base,
-        "stream": True,
-        "partial_images": 2,
-    }
-
-
 def _read(params: dict[str, object], use_async: bool) -> tuple[list[str], BaseException | None]:
     seen: list[str] = []
     try:
@@ -124,7 +106,7 @@ def test_the_events_before_an_unusable_one_are_delivered_and_priced_as_a_broken_
     recorder: EventRecorder, bad: str, same_chunk: bool, use_async: bool
 ) -> None:
     with _upstream(BAD[bad], same_chunk) as api_base:
-        params = _params(api_base)
+        params = stream_call(MODEL, api_base)
         seen, error = _read(params, use_async)
     assert seen == ["image_edit.partial_image"]
     assert isinstance(error, tracking.StreamInterruptedError), error
@@ -159,7 +141,7 @@ def test_an_unusable_first_event_is_still_an_answer_that_cannot_be_read(
         return answer
 
     with edits_upstream(edit, "first-event-fault") as api_base:
-        seen, error = _read(_params(api_base), use_async=False)
+        seen, error = _read(stream_call(MODEL, api_base), use_async=False)
     assert seen == [] and isinstance(error, tracking.APIResponseError)
     assert not isinstance(error, tracking.StreamInterruptedError)
     (event,) = recorder.events

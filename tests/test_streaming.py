@@ -25,7 +25,6 @@ from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import API_KEY, edits_upstream, make_png
-from tests.recorder import EventRecorder, record_events
 from tracking.integrations.otel import OtelLogger
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import reset_prices
@@ -51,11 +50,6 @@ def gpt_image_2_prices() -> Iterator[None]:
     tracking.register_prices(MODEL, tokens_per_million=TOKEN_PRICES, per_image=PER_IMAGE)
     yield
     reset_prices()
-
-
-@pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
-    return record_events(monkeypatch)
 
 
 def _consume(params: dict[str, object], use_async: bool) -> None:

@@ -23,7 +23,6 @@ import tracking
 from tracking.response import MAX_TOKENS
 
 from .conftest import edits_upstream, make_png
-from .recorder import EventRecorder, record_events
 
 B64_PNG = "iVBORw0KGgo="  # what the image is does not matter here: only the usage is read
 GOOD = {
@@ -49,11 +48,6 @@ async def _answer(request: web.Request) -> web.Response:
 def upstream() -> Iterator[str]:
     with edits_upstream(_answer, "usage-upstream") as api_base:
         yield api_base
-
-
-@pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
-    return record_events(monkeypatch)
 
 
 def _edit(
