@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bus
+from .worker_files import others, write_own
 
 __all__ = ["share", "shared_counters"]
 
@@ -35,11 +36,8 @@ def share(directory: str | os.PathLike[str]) -> None:
     with _lock:
         if _last.get(folder) == text:
             return
-        path = folder / f"{_FILE_PREFIX}{os.getpid()}.json"
-        partial = path.with_suffix(".partial")
         try:
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)  # a reader sees the old counters or the new, never half
+            write_own(folder, _FILE_PREFIX, os.getpid(), text)
         except OSError as exc:
             if folder.is_dir():
                 bus.report_failure("prometheus", "sharing the bus counters failed", exc)
@@ -49,16 +47,12 @@ def share(directory: str | os.PathLike[str]) -> None:
 
 def shared_counters(directory: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
     """This process's counters plus every other worker's file in ``directory``, summed."""
-    own = os.getpid()
     total = bus.counters()
-    for path in Path(directory).glob(f"{_FILE_PREFIX}*.json"):
-        digits = path.stem.removeprefix(_FILE_PREFIX)
-        if not digits.isdigit() or int(digits) == own:
-            continue
+    for _, text in others(directory, _FILE_PREFIX):
         try:
-            counts = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # being replaced, or not ours: the next scrape reads it
+            counts = json.loads(text)
+        except ValueError:
+            continue  # not ours: skipped
         _add(total, counts)
     return total
 

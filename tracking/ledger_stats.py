@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from .worker_files import others, write_own
+
 __all__ = [
     "SHARE_INTERVAL",
     "WRITE_BUCKETS",
@@ -188,23 +190,14 @@ def _read(source: LedgerStatsSource) -> LedgerStats:
 
 def shared_stats(directory: str | os.PathLike[str]) -> LedgerStats:
     """This process's live figures plus every other worker's file in ``directory``."""
-    own = os.getpid()
     total = live_stats()
-    for path in Path(directory).glob(f"{_FILE_PREFIX}*.json"):
-        pid = _pid_of(path)
-        if pid is None or pid == own:
-            continue
+    for pid, text in others(directory, _FILE_PREFIX):
         try:
-            stats = LedgerStats.from_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # being replaced, or not ours: the next scrape reads it
+            stats = LedgerStats.from_json(text)
+        except ValueError:
+            continue  # not ours: skipped
         total += stats if _alive(pid) else stats.counts_only()
     return total
-
-
-def _pid_of(path: Path) -> int | None:
-    digits = path.stem.removeprefix(_FILE_PREFIX)
-    return int(digits) if digits.isdigit() else None
 
 
 def _alive(pid: int) -> bool:
@@ -239,11 +232,8 @@ class _Sharer:
         text = live_stats().to_json()
         if text == self._last:
             return
-        path = self.directory / f"{_FILE_PREFIX}{self.pid}.json"
-        partial = path.with_suffix(".partial")
         try:
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)  # a reader sees the old figures or the new, never half
+            write_own(self.directory, _FILE_PREFIX, self.pid, text)
         except OSError as exc:
             if not self.directory.is_dir():  # the folder is gone: nobody reads it any more
                 self._stop.set()
