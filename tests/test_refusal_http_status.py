@@ -5,20 +5,17 @@ docs/gemini.md says: the usage the answer reported."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import pytest
 
 import tracking
 from tests.conftest import make_png
-from tests.proxy_support import ProxyProcess, write_config
+from tests.proxy_support import ProxyProcess, ledger_row, write_config
 from tests.recorder import record_events
 from tracking.errors import ContentPolicyError
-from tracking.integrations.sql import create_ledger_engine, spend_logs
 from tracking.testing.fake_gemini import INPUT_IMAGE_TOKENS, FakeGemini
 
 KEY = "AIzaFakeGeminiKey0123456789abcdef"
@@ -67,22 +64,6 @@ def test_an_error_answer_keeps_its_own_status(monkeypatch, gemini):
     assert events.last.http_status == 503
 
 
-def _ledger_row(folder: Any, deadline: float = 10.0) -> dict[str, Any]:
-    engine = create_ledger_engine(f"sqlite:///{folder / 'ledger.db'}")
-    end = time.monotonic() + deadline
-    try:
-        while True:
-            with engine.connect() as connection:
-                rows = [dict(row) for row in connection.execute(spend_logs.select()).mappings()]
-            if rows or time.monotonic() > end:
-                break
-            time.sleep(0.05)
-    finally:
-        engine.dispose()
-    assert len(rows) == 1
-    return rows[0]
-
-
 def test_the_proxy_answers_400_and_its_ledger_records_200(gemini, tmp_path):
     config = write_config(
         tmp_path / "config.yaml",
@@ -105,6 +86,6 @@ def test_the_proxy_answers_400_and_its_ledger_records_200(gemini, tmp_path):
             timeout=60,
         )
         assert answer.status_code == 400, answer.text
-        row = _ledger_row(tmp_path)
+        row = ledger_row(proxy, answer.headers["x-tracking-request-id"])
     assert row["error_type"] == "content_policy" and row["http_status"] == 200
     assert Decimal(str(row["cost_usd"])) == PROMPT_COST
