@@ -84,6 +84,10 @@ class StructlogLogger:
         self._logger = logger
         self._stream = stream
         self._own_logger: Any = None
+        #: structlog's lazy proxy for the host's configuration, made once: with the host's
+        #: ``cache_logger_on_first_use`` it binds once instead of once per line (about 3 µs of
+        #: a line's 20); without it, it still reads the configuration at every line.
+        self._host_logger: Any = None
         if capture_content is None:
             flag = os.environ.get("TRACKING_CAPTURE_CONTENT", "")
             capture_content = flag.strip().lower() in ("1", "true", "yes")
@@ -162,7 +166,9 @@ class StructlogLogger:
         if self._logger is not None:
             return self._logger
         if self._stream is None and structlog.is_configured():
-            return structlog.get_logger("tracking")
+            if self._host_logger is None:
+                self._host_logger = structlog.get_logger("tracking")
+            return self._host_logger
         if self._own_logger is None:
             self._own_logger = _JsonLines(self._stream)
         return self._own_logger

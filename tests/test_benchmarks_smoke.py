@@ -210,6 +210,34 @@ def test_proxy_against_a_revision_runs_that_revision_in_the_same_rounds(tmp_path
     assert "this tree / HEAD at c64" in result.stdout
 
 
+def test_syscalls_counts_each_servers_system_calls_per_request(tmp_path):
+    require_tool("wrk", "wrk")
+    require_tool("strace", "strace")
+    out = tmp_path / "syscalls.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "proxy" / "syscalls.py"),
+            *("--duration", "1", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert set(document) == {"minimal forwarder", "tracking serve"}
+    for figures in document.values():
+        assert figures["requests"] > 0
+        # every request is read from and answered on a socket: at least a read and a write each
+        assert figures["total"] >= 2
+        assert (
+            figures["total"]
+            >= sum(v for k, v in figures.items() if k not in ("total", "requests")) - 0.01
+        )
+    assert "system calls per request" in result.stdout
+
+
 def test_proxy_against_an_unknown_revision_says_so_before_starting_anything():
     require_tool("wrk", "wrk")
     require_tool("git", "git")
