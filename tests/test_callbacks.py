@@ -376,6 +376,67 @@ def test_a_hanging_async_callback_is_abandoned(upstream):
     _assert_counted_as_a_timeout(upstream, sleeps)
 
 
+async def _ignores_its_cancellation(kwargs, response, start_time, end_time):
+    """A careless callback: a retry loop that swallows every error, its cancellation too."""
+    while True:
+        with contextlib.suppress(BaseException):
+            await asyncio.sleep(0.05)
+
+
+def test_an_async_callback_that_ignores_its_cancellation_is_abandoned_and_counted(upstream):
+    """It held ``flush()`` (its in-flight count never came down) and was counted nowhere."""
+    done = threading.Event()
+    flushed = []
+
+    def flush_then_note() -> None:
+        flushed.append(tracking.flush())  # no timeout: returns only once the callback is given up
+        done.set()
+
+    _assert_counted_as_a_timeout(upstream, _ignores_its_cancellation)
+    threading.Thread(target=flush_then_note, daemon=True).start()
+    assert done.wait(30), "flush() still waits for a callback that was given up"
+    assert flushed == [True]
+
+
+def test_an_abandoned_async_callback_does_not_hold_the_interpreters_exit(tmp_path):
+    """At exit its coroutine was closed in the main thread, which ran its loop forever."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, io
+        from PIL import Image
+        import tracking
+        from tracking.testing import FakeOpenAI
+
+        async def stubborn(kwargs, response, start_time, end_time):
+            while True:
+                try:
+                    await asyncio.sleep(0.05)
+                except BaseException:
+                    pass
+
+        tracking.bus.configure(callback_timeout=0.3)
+        tracking.success_callback = [stubborn]
+        png = io.BytesIO()
+        Image.new("RGBA", (8, 8)).save(png, format="PNG")
+        with FakeOpenAI(api_keys=["{API_KEY}"]) as fake:
+            tracking.image_edit(
+                image=png.getvalue(), prompt="hat", model="gpt-image-2",
+                api_base=fake.url, api_key="{API_KEY}",
+            )
+        print("called")
+        """
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=90
+        )
+    except subprocess.TimeoutExpired as stuck:
+        raise AssertionError("the process did not exit") from stuck
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "called\n"
+    assert "stubborn did not finish within 0.3 s and was abandoned" in result.stderr
+
+
 def test_an_async_callback_that_blocks_the_loop_past_its_time_is_counted(upstream):
     """No timeout can fire while an ``async def`` blocks (``time.sleep``): it ran, delayed the
     others, and was counted nowhere. It cannot be abandoned, but it is counted now."""

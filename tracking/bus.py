@@ -547,13 +547,22 @@ class _Delivery:
     async def _call_async(self, job: _Job, started: Awaitable[Any] | None) -> None:
         began = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout):
-                if started is None:
-                    kwargs = callback_kwargs(job.event, job.response, job.exception)
-                    started = job.handler(
-                        kwargs, job.response, job.event.start_time, job.event.end_time
-                    )
-                await started
+            if started is None:
+                kwargs = callback_kwargs(job.event, job.response, job.exception)
+                started = job.handler(
+                    kwargs, job.response, job.event.start_time, job.event.end_time
+                )
+            # Its own task, waited for up to the timeout: a callback that ignores its
+            # cancellation (``except BaseException: pass`` around an await) is then abandoned,
+            # as the watchdog abandons a stuck thread, instead of holding ``flush()`` forever.
+            task = asyncio.ensure_future(_outcome(started))
+            await asyncio.wait((task,), timeout=self.timeout)
+            if not task.done():
+                task.cancel()
+                raise TimeoutError(f"it was still running after {self.timeout:g} s")
+            raised = task.result()
+            if raised is not None:
+                raise raised
             if time.monotonic() - began > self.timeout:
                 # It blocked the loop (``time.sleep``, a sync request) past its time: no timeout
                 # can fire then, and the other async callbacks waited. Counted, so it is seen.
@@ -605,8 +614,18 @@ class _Delivery:
             return
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
-        if not thread.is_alive():
-            loop.close()
+        if thread.is_alive():  # a callback blocks the loop: it and its thread are abandoned
+            return
+        if any(not task.done() for task in asyncio.all_tasks(loop)):
+            # An abandoned callback that ignored its cancellation: closing its coroutine (when
+            # the loop is collected, at the latest at exit) would run it once more in whichever
+            # thread collects it, forever if it swallows every error. Its loop goes on in a
+            # daemon thread, which the interpreter's exit freezes with everything it holds.
+            threading.Thread(
+                target=_run_loop, args=(loop,), name="tracking-callbacks-abandoned", daemon=True
+            ).start()
+            return
+        loop.close()
 
 
 #: The environment variable that sets the callback timeout (seconds) at import.
@@ -632,6 +651,18 @@ def _timeout_from_environment() -> float:
         raise ConfigurationError(
             f"{CALLBACK_TIMEOUT_ENV}: must be a positive number of seconds, got {raw!r}"
         ) from None
+
+
+async def _outcome(callback: Awaitable[Any]) -> BaseException | None:
+    """What a callback's awaitable raised, returned: a ``SystemExit`` raised in a task of its
+    own would stop the bus's loop, and an abandoned callback's error would be logged as lost."""
+    try:
+        await callback
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return exc
+    return None
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
