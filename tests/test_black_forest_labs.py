@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -22,6 +23,7 @@ from tracking.errors import (
     APITimeoutError,
     ContentPolicyError,
     PermissionDeniedError,
+    ValidationError,
 )
 from tracking.testing.fake_bfl import FakeBFL
 
@@ -80,6 +82,51 @@ def test_a_mask_runs_on_flux_fill_with_the_mask_converted(bfl, upstream):
     assert mask.mode == "L"
     assert mask.getpixel((5, 5)) == 255 and mask.getpixel((60, 5)) == 0  # white = edit
     assert response.cost_usd == Decimal("0.05")  # priced as Fill, the model that ran
+
+
+def _threads_converting_masks(calls: list[str]):
+    """A profile function for one thread: notes each call of the mask conversion it sees."""
+
+    def seen(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "white_means_edit":
+            calls.append(frame.f_code.co_filename)
+
+    return seen
+
+
+async def test_an_async_call_converts_its_mask_off_the_event_loop(bfl, upstream):
+    """Up to 20 Mi pixels are decoded: on the loop's thread, that held every other request
+    of a proxy. The profile function is this thread's only (``sys.setprofile``), so the
+    conversion is seen only if it runs here; the job's mask shows it ran."""
+    before = len(bfl.jobs)
+    on_the_loop: list[str] = []
+    sys.setprofile(_threads_converting_masks(on_the_loop))
+    try:
+        response = await tracking.aimage_edit(
+            image=PNG, mask=make_half_mask(), prompt="sky", model=MODEL, **upstream
+        )
+    finally:
+        sys.setprofile(None)
+    (job,) = list(bfl.jobs.values())[before:]
+    mask = Image.open(io.BytesIO(base64.b64decode(job.body["mask"])))
+    assert mask.mode == "L" and mask.getpixel((5, 5)) == 255  # converted...
+    assert on_the_loop == []  # ...but not on the loop's thread
+    assert response.cost_usd == Decimal("0.05")
+
+
+def test_a_mask_that_cannot_be_decoded_is_refused_on_the_async_path_too(bfl, upstream):
+    """The conversion's error comes back from the worker thread as the same ValidationError."""
+    before = len(bfl.jobs)
+    corrupt = bytearray(make_half_mask(256))  # its header intact, its pixel data scrambled
+    for at in range(60, len(corrupt) - 20):
+        corrupt[at] ^= 0x5A
+    with pytest.raises(ValidationError, match=r"mask: .* could not be decoded"):
+        asyncio.run(
+            tracking.aimage_edit(
+                image=make_png(256, 256), mask=bytes(corrupt), prompt="sky", model=MODEL, **upstream
+            )
+        )
+    assert len(bfl.jobs) == before  # nothing submitted
 
 
 def test_a_poll_that_fails_transiently_is_polled_again_without_resubmitting(bfl, upstream):

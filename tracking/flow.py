@@ -46,7 +46,7 @@ from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
-from .providers import Poll, PreparedRequest, Provider, prepare_call
+from .providers import Poll, PreparedRequest, Provider, converts_mask, prepare_call
 from .request import (
     DEFAULT_MAX_RETRIES,
     CallOptions,
@@ -295,7 +295,13 @@ def _attempts(
             try:
                 request, options = parse_call(**{**params, **target.overrides})
                 parsed.append((request, options))
-                provider, prepared = prepare_call(request, options)
+                if converts_mask(request):
+                    made = yield _prepared_off_the_loop(request, options)
+                    if isinstance(made, Exception):
+                        raise made
+                    provider, prepared = made
+                else:
+                    provider, prepared = prepare_call(request, options)
             except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
                 prepared = None
                 if before[0]:  # the event names the attempt before it, not a target never sent
@@ -379,6 +385,17 @@ def _cover(
     assert control.cover is not None
     cover, lost_now = control.cover, tuple(lost)
     return Consult(lambda: None, lambda: cover(lost_now, upcoming))
+
+
+def _prepared_off_the_loop(request: ImageEditRequest, options: CallOptions) -> Consult:
+    """:func:`prepare_call` for a request whose mask the provider decodes (up to 20 Mi pixels):
+    on the async path in a worker thread, so the event loop (the proxy's, serving every other
+    request) goes on meanwhile; on the sync path where it is. Its answer, or the ``Exception``
+    it raised, comes back as the value."""
+    return Consult(
+        lambda: prepare_call(request, options),
+        lambda: asyncio.to_thread(prepare_call, request, options),
+    )
 
 
 def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ __all__ = [
     "Poll",
     "PreparedRequest",
     "Provider",
+    "converts_mask",
     "get_provider",
     "is_provider",
     "operations_of",
@@ -98,6 +99,18 @@ def get_provider(name: str) -> Provider:
     provider = cast(Provider, getattr(importlib.import_module(module_name), attribute)())
     _INSTANCES[name] = provider
     return provider
+
+
+def converts_mask(request: ImageEditRequest) -> bool:
+    """Whether preparing ``request`` decodes its mask (a provider with ``converts_masks``:
+    FLUX, Stability, Recraft): up to 20 Mi pixels of work, which an event loop should not do."""
+    if request.mask is None:
+        return False
+    try:
+        provider = get_provider(request.provider)
+    except Exception:  # an unknown provider: prepare_call says so, on any thread
+        return False
+    return bool(getattr(provider, "converts_masks", False))
 
 
 def operations_of(provider: Provider) -> frozenset[str]:

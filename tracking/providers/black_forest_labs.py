@@ -182,6 +182,8 @@ def _json(body: bytes) -> dict[str, Any]:
 
 class BlackForestLabsProvider:
     name = "black_forest_labs"
+    #: a mask is decoded and converted (white means edit) while the request is prepared
+    converts_masks = True
     key_variables = ("BFL_API_KEY",)
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:

@@ -95,6 +95,8 @@ def _one_image_from_one(request: ImageEditRequest, operation: str) -> None:
 
 class StabilityProvider:
     name = "stability"
+    #: a mask is decoded and converted (white means edit) while the request is prepared
+    converts_masks = True
     key_variables = ("STABILITY_API_KEY",)
 
     def check_settings(self, model: str, api_base: str | None, api_version: str | None) -> None:
