@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -16,6 +15,7 @@ from PIL import Image
 
 import tracking
 from tests.conftest import make_half_mask, make_png
+from tests.loop_ticks import called_on_this_thread
 from tests.proxy_support import edit_through_proxy
 from tests.recorder import record_events
 from tracking.errors import (
@@ -84,29 +84,15 @@ def test_a_mask_runs_on_flux_fill_with_the_mask_converted(bfl, upstream):
     assert response.cost_usd == Decimal("0.05")  # priced as Fill, the model that ran
 
 
-def _threads_converting_masks(calls: list[str]):
-    """A profile function for one thread: notes each call of the mask conversion it sees."""
-
-    def seen(frame, event, arg):
-        if event == "call" and frame.f_code.co_name == "white_means_edit":
-            calls.append(frame.f_code.co_filename)
-
-    return seen
-
-
 async def test_an_async_call_converts_its_mask_off_the_event_loop(bfl, upstream):
     """Up to 20 Mi pixels are decoded: on the loop's thread, that held every other request
-    of a proxy. The profile function is this thread's only (``sys.setprofile``), so the
-    conversion is seen only if it runs here; the job's mask shows it ran."""
+    of a proxy. The conversion is seen only if it runs on this thread; the job's mask shows
+    it ran."""
     before = len(bfl.jobs)
-    on_the_loop: list[str] = []
-    sys.setprofile(_threads_converting_masks(on_the_loop))
-    try:
+    with called_on_this_thread("white_means_edit") as on_the_loop:
         response = await tracking.aimage_edit(
             image=PNG, mask=make_half_mask(), prompt="sky", model=MODEL, **upstream
         )
-    finally:
-        sys.setprofile(None)
     (job,) = list(bfl.jobs.values())[before:]
     mask = Image.open(io.BytesIO(base64.b64decode(job.body["mask"])))
     assert mask.mode == "L" and mask.getpixel((5, 5)) == 255  # converted...

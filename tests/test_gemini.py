@@ -5,17 +5,21 @@ other answers without a usable image: tests/test_gemini_billed_answers.py."""
 from __future__ import annotations
 
 import base64
+import io
 import json
+import random
 from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
 import openai
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 import tracking
 from tests.conftest import make_png
+from tests.loop_ticks import called_on_this_thread
 from tests.proxy_support import ProxyProcess, write_config
 from tests.recorder import record_events
 from tracking.errors import (
@@ -94,6 +98,29 @@ def test_sync_edit_sends_generate_content_and_answers_in_openai_shape(
         "success",
     )
     assert event.cost_usd == cost and event.cost_source == "usage"
+
+
+async def test_a_large_image_is_encoded_off_the_event_loop(gemini, upstream):
+    """Base64 in JSON costs about 16 ms per MiB: on the loop's thread a large image held every
+    other request of a proxy. From 256 KiB the request is prepared in a worker thread."""
+    noise = Image.frombytes("RGB", (320, 320), random.Random(7).randbytes(320 * 320 * 3))
+    out = io.BytesIO()
+    noise.save(out, format="PNG")  # random pixels barely compress: about 300 KB
+    large = out.getvalue()
+    assert len(large) >= 256 * 1024
+    with called_on_this_thread("generate_content_body") as on_the_loop:
+        response = await tracking.aimage_edit(
+            image=large, prompt=PROMPT, model="gemini/gemini-3.1-flash-image", **upstream
+        )
+    sent = gemini.requests[-1]
+    assert base64.b64decode(sent.body["contents"][0]["parts"][1]["inlineData"]["data"]) == large
+    assert on_the_loop == []
+    assert response.images_returned == 1
+    with called_on_this_thread("generate_content_body") as small_one:
+        await tracking.aimage_edit(
+            image=PNG, prompt=PROMPT, model="gemini/gemini-3.1-flash-image", **upstream
+        )
+    assert len(small_one) == 1  # a small one is prepared where it is: no thread hop
 
 
 async def test_async_edit_prices_pro_at_4k(monkeypatch, gemini, upstream):

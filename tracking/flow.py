@@ -46,7 +46,7 @@ from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call
-from .providers import Poll, PreparedRequest, Provider, converts_mask, prepare_call
+from .providers import Poll, PreparedRequest, Provider, prepare_call, prepares_heavily
 from .request import (
     DEFAULT_MAX_RETRIES,
     CallOptions,
@@ -295,7 +295,7 @@ def _attempts(
             try:
                 request, options = parse_call(**{**params, **target.overrides})
                 parsed.append((request, options))
-                if converts_mask(request):
+                if prepares_heavily(request):
                     made = yield _prepared_off_the_loop(request, options)
                     if isinstance(made, Exception):
                         raise made
@@ -388,8 +388,9 @@ def _cover(
 
 
 def _prepared_off_the_loop(request: ImageEditRequest, options: CallOptions) -> Consult:
-    """:func:`prepare_call` for a request whose mask the provider decodes (up to 20 Mi pixels):
-    on the async path in a worker thread, so the event loop (the proxy's, serving every other
+    """:func:`prepare_call` for a request whose mask the provider decodes (up to 20 Mi pixels) or
+    whose images it encodes as base64 (:func:`~tracking.providers.prepares_heavily`): on the
+    async path in a worker thread, so the event loop (the proxy's, serving every other
     request) goes on meanwhile; on the sync path where it is. Its answer, or the ``Exception``
     it raised, comes back as the value."""
     return Consult(

@@ -47,11 +47,11 @@ __all__ = [
     "Poll",
     "PreparedRequest",
     "Provider",
-    "converts_mask",
     "get_provider",
     "is_provider",
     "operations_of",
     "prepare_call",
+    "prepares_heavily",
     "provider_names",
     "register_provider",
 ]
@@ -101,16 +101,27 @@ def get_provider(name: str) -> Provider:
     return provider
 
 
-def converts_mask(request: ImageEditRequest) -> bool:
-    """Whether preparing ``request`` decodes its mask (a provider with ``converts_masks``:
-    FLUX, Stability, Recraft): up to 20 Mi pixels of work, which an event loop should not do."""
-    if request.mask is None:
+#: Input bytes from which a provider that writes images into JSON as base64 (``encodes_images``:
+#: FLUX, Gemini, Vertex AI, xAI) is prepared off the event loop: encoding and serialising take
+#: about 16 ms per MiB here, a 50 MB image most of a second.
+ENCODED_OFF_THE_LOOP = 256 * 1024
+
+
+def prepares_heavily(request: ImageEditRequest) -> bool:
+    """Whether preparing ``request`` is work an event loop should not do: its mask decoded and
+    converted (a provider with ``converts_masks``: FLUX, Stability, Recraft; up to 20 Mi
+    pixels), or images of :data:`ENCODED_OFF_THE_LOOP` bytes or more encoded as base64."""
+    if request.mask is None and not request.images:
         return False
     try:
         provider = get_provider(request.provider)
     except Exception:  # an unknown provider: prepare_call says so, on any thread
         return False
-    return bool(getattr(provider, "converts_masks", False))
+    if request.mask is not None and getattr(provider, "converts_masks", False):
+        return True
+    return bool(getattr(provider, "encodes_images", False)) and (
+        request.input_bytes >= ENCODED_OFF_THE_LOOP
+    )
 
 
 def operations_of(provider: Provider) -> frozenset[str]:

@@ -184,6 +184,8 @@ class BlackForestLabsProvider:
     name = "black_forest_labs"
     #: a mask is decoded and converted (white means edit) while the request is prepared
     converts_masks = True
+    #: images are sent as base64 in JSON
+    encodes_images = True
     key_variables = ("BFL_API_KEY",)
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:

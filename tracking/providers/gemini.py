@@ -413,6 +413,8 @@ def _format_of(mime_type: Any) -> str:
 
 class GeminiProvider(GeminiAnswers):
     name = "gemini"
+    #: images are sent as base64 in JSON: large ones are prepared off the event loop
+    encodes_images = True
     key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     operations = EDITS_AND_GENERATIONS
 
