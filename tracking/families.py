@@ -263,6 +263,11 @@ _GPT_IMAGE_2_5 = dataclasses.replace(
 # found again by search that day, so medium confidence). A transparent background works with
 # gif and svg too (docs.apiyi.com/en/faq/gpt-image-output-format-background, measured
 # 2026-11-12: only jpeg refuses it).
+# ``frame_duration_ms`` has no upper bound in OpenAI's pages (read 2026-12-05); the longest
+# frame a GIF can hold is its format's: GIF89a's Graphic Control Extension keeps a frame's
+# delay in 16 bits of hundredths of a second (https://www.w3.org/Graphics/GIF/spec-gif89a.txt),
+# 65,535 cs = 655,350 ms. A longer value cannot be made; it is refused, not sent.
+_GIF_MAX_MS = 655_350
 _GPT_IMAGE_2_6 = dataclasses.replace(
     _GPT_IMAGE_2_5,
     name="gpt-image-2.6",
@@ -275,7 +280,7 @@ _GPT_IMAGE_2_6 = dataclasses.replace(
         }
     ),
     ranges=MappingProxyType(
-        {**_GPT_IMAGE_2_5.ranges, "frame_count": (2, 16), "frame_duration_ms": (20, None)}
+        {**_GPT_IMAGE_2_5.ranges, "frame_count": (2, 16), "frame_duration_ms": (20, _GIF_MAX_MS)}
     ),
     transparent_formats=frozenset({"png", "webp", "gif", "svg"}),
     body_params=frozenset({"complexity", "frame_count", "frame_duration_ms"}),
