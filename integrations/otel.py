@@ -166,7 +166,7 @@ class OtelLogger:
                 **_start_attributes(
                     model,
                     request.provider,
-                    request.n or 1,
+                    request.n,
                     call.api_base,
                     request.operation,
                     call.server_port,
@@ -361,17 +361,20 @@ def _follow_the_last_attempt(span: Span, event: ImageEditEvent, model: str, api_
 def _start_attributes(
     model: str,
     provider: str,
-    count: int,
+    count: int | None,
     api_base: str,
     operation: str = "image_edit",
     server_port: int | None = None,
 ) -> Mapping[str, AttributeValue]:
+    # The GenAI conventions ask for gen_ai.request.choice.count only when the request sets it
+    # and it is not 1 ("Conditionally Required if available, in the request, and !=1").
+    choices = {} if count is None or count == 1 else {"gen_ai.request.choice.count": count}
     return {
         "gen_ai.operation.name": operation,
         "gen_ai.provider.name": _provider_name(provider),
         "gen_ai.request.model": model,
         "gen_ai.output.type": "image",
-        "gen_ai.request.choice.count": count,
+        **choices,
         **_server_attributes(api_base, server_port),
     }
 

@@ -526,6 +526,15 @@ def test_a_callback_timeout_that_is_not_a_positive_finite_number_is_refused(bad)
     assert bus.DELIVERY.timeout == bus.DEFAULT_CALLBACK_TIMEOUT
 
 
+@pytest.mark.parametrize("bad", [0, -1, 2.5, 1e3, "100", True, False])
+def test_a_queue_bound_that_is_not_a_positive_whole_number_is_refused(bad):
+    """``max_queue=True`` set a bound of 1, ``2.5`` one of 2, and ``"100"`` raised a plain
+    TypeError from the comparison: each is now a ConfigurationError, the bound unchanged."""
+    with pytest.raises(tracking.ConfigurationError, match="max_queue: must be a whole number"):
+        bus.configure(max_queue=bad)
+    assert bus.DELIVERY.max_queue == bus.DEFAULT_QUEUE_SIZE
+
+
 def test_a_callback_timeout_from_the_environment_is_checked_at_import():
     def imported_with(value: str) -> subprocess.CompletedProcess[str]:
         script = "import tracking; print(tracking.bus.DELIVERY.timeout)"

@@ -86,20 +86,50 @@ async def test_an_svg_generation_is_recorded_as_an_estimate_never_the_whole_bill
     assert event.price_ref == f"{SVG_AUTHORING_REF}:packaged:{SUNBURST}#official"
 
 
-def test_a_frame_longer_than_a_gif_can_say_is_answered_by_the_fake(fake, upstream):
-    # No rule bounds frame_duration_ms from above; the fake answered 500 (a GIF holds 65,535
-    # hundredths of a second per frame) and the call was retried and failed.
-    response = tracking.image_edit(
-        model=FLARE,
-        image=PNG,
-        prompt="wave",
-        output_format="gif",
-        extra_body={"frame_count": 2, "frame_duration_ms": 10**23},
-        max_retries=0,
-        **upstream,
-    )
+@pytest.mark.parametrize("frame_ms", [655_351, 10**23])
+def test_a_frame_longer_than_a_gif_can_hold_is_refused_before_sending(fake, upstream, frame_ms):
+    """OpenAI documents no upper bound for frame_duration_ms; a GIF holds a frame's delay in
+    16 bits of hundredths of a second (GIF89a), so 655,350 ms is the longest frame there is.
+    A longer one was sent as it came (``10**23`` included)."""
+    hits = fake.hits
+    with pytest.raises(ValidationError) as caught:
+        _two_frames(frame_ms, upstream)
+    assert (caught.value.param, caught.value.rule) == ("frame_duration_ms", "range")
+    assert "takes 20 to 655350" in str(caught.value)
+    assert fake.hits == hits
+
+
+def test_the_longest_frame_a_gif_can_hold_is_sent_and_made(fake, upstream):
+    response = _two_frames(655_350, upstream)
     gif = Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json or "")))
     assert gif.n_frames == 2 and gif.info["duration"] == 655_350
+
+
+def _two_frames(frame_ms: int, upstream: dict[str, str]) -> tracking.ImageResponse:
+    """A gif edit of two frames of ``frame_ms`` each."""
+    extra = {"frame_count": 2, "frame_duration_ms": frame_ms}
+    return tracking.image_edit(
+        model=FLARE, image=PNG, prompt="wave", output_format="gif", extra_body=extra, **upstream
+    )
+
+
+def test_the_fake_holds_a_longer_frame_at_the_longest_a_gif_can_say(fake):
+    """The fake follows OpenAI's pages, which bound nothing: it answers, at 655,350 ms."""
+    answer = httpx.post(
+        f"{fake.url}/images/edits",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        data={
+            "model": FLARE,
+            "prompt": "x",
+            "output_format": "gif",
+            "frame_duration_ms": "10" * 12,
+        },
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    gif = Image.open(io.BytesIO(base64.b64decode(answer.json()["data"][0]["b64_json"])))
+    assert gif.info["duration"] == 655_350
 
 
 def test_a_png_of_the_same_model_is_priced_from_usage_as_before(fake, upstream):
@@ -127,7 +157,7 @@ def test_a_png_of_the_same_model_is_priced_from_usage_as_before(fake, upstream):
         (
             {"output_format": "gif", "extra_body": {"frame_duration_ms": 19}},
             "frame_duration_ms",
-            "at least 20",
+            "takes 20 to 655350",
         ),
         ({"extra_body": {"complexity": "extreme"}}, "complexity", "'low', 'medium'"),
         ({"extra_body": {"complexity": 3}}, "complexity", "expected a string"),
@@ -270,6 +300,7 @@ def test_a_multipart_gif_edit_goes_through_the_proxy(proxy, fake):
         ({"output_format": "gif", "frame_count": "30"}, "frame_count"),
         ({"output_format": "gif", "frame_count": "6x"}, "frame_count"),
         ({"frame_duration_ms": "200"}, "frame_duration_ms"),
+        ({"output_format": "gif", "frame_duration_ms": "655351"}, "frame_duration_ms"),
         ({"output_format": "svg"}, "output_format"),
         ({"output_format": "bmp"}, "output_format"),
     ],

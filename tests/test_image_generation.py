@@ -157,6 +157,54 @@ def test_generation_rules_are_checked_before_sending(fake, upstream):
     assert fake.hits == hits  # nothing was sent
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("operation", "param", "value"),
+    [
+        ("generation", "input_fidelity", "high"),
+        ("generation", "mask", b"m"),
+        ("edit", "moderation", "low"),
+    ],
+)
+def test_the_other_operations_parameter_is_a_validation_error_not_a_type_error(
+    fake, upstream, recorder, use_async, operation, param, value
+):
+    """``image_generation(input_fidelity=...)`` raised a plain ``TypeError`` out of the
+    signature, unrecorded, while ``parse_call`` and the proxy refuse it as a ``ValidationError``
+    (a 400 naming the parameter); so did ``image_edit(moderation=...)``."""
+    hits = fake.hits
+    if operation == "edit":
+        kwargs: dict[str, Any] = {"image": make_png(), "prompt": PROMPT}
+        call = tracking.aimage_edit if use_async else tracking.image_edit
+    else:
+        kwargs = {"prompt": PROMPT}
+        call = tracking.aimage_generation if use_async else tracking.image_generation
+    with pytest.raises(tracking.ValidationError) as caught:
+        _run(call, use_async, model="gpt-image-2", **{param: value}, **kwargs, **upstream)
+    assert (caught.value.param, caught.value.rule) == (param, "unsupported")
+    assert fake.hits == hits  # nothing was sent
+    (event,) = recorder.events
+    assert event.status == "failure" and event.error_type == "validation_error"
+    # a name neither operation has is still a TypeError, as for any function
+    with pytest.raises(TypeError, match="colour"):
+        _run(call, use_async, model="gpt-image-2", colour="red", **kwargs, **upstream)
+
+
+def _run(call: Any, use_async: bool, **kwargs: Any) -> Any:
+    """``call(**kwargs)``, run to its end when it is a coroutine function."""
+    outcome = call(**kwargs)
+    return asyncio.run(outcome) if use_async else outcome
+
+
+def test_a_router_refuses_the_other_operations_parameter_as_a_validation_error(fake, upstream):
+    router = tracking.Router(
+        [{"model_name": "images", "litellm_params": {"model": "gpt-image-2", **upstream}}]
+    )
+    with pytest.raises(tracking.ValidationError) as caught:
+        router.image_generation(prompt=PROMPT, model="images", input_fidelity="high")
+    assert caught.value.param == "input_fidelity"
+
+
 def test_a_provider_that_cannot_generate_gives_the_typed_error(monkeypatch):
     events = events_of(monkeypatch)
     with pytest.raises(tracking.UnsupportedOperationError) as refused:

@@ -78,6 +78,17 @@ def hashed(end_user: str) -> str:
     return hmac.new(SALT.encode(), end_user.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+@pytest.mark.parametrize(("n", "expected"), [(None, None), (1, None), (2, 2)])
+def test_choice_count_is_set_only_when_the_request_asks_for_other_than_one(
+    otel, spans, fake, upstream, n, expected
+):
+    """The GenAI conventions: ``gen_ai.request.choice.count`` is "Conditionally Required if
+    available, in the request, and !=1"; it was set to 1 when ``n`` was not given."""
+    tracking.image_edit(image=make_png(), prompt="hello", model="gpt-image-1", n=n, **upstream)
+    attributes = dict(only_span(spans).attributes or {})
+    assert attributes.get("gen_ai.request.choice.count") == expected
+
+
 def test_successful_call_has_one_client_span_with_the_genai_attributes(otel, spans, fake, upstream):
     response = tracking.image_edit(
         image=make_png(), prompt="hello", model="gpt-image-1", user="user-7", **upstream
@@ -97,7 +108,6 @@ def test_successful_call_has_one_client_span_with_the_genai_attributes(otel, spa
         "gen_ai.request.model": "gpt-image-1",
         "gen_ai.response.model": "gpt-image-1",
         "gen_ai.output.type": "image",
-        "gen_ai.request.choice.count": 1,
         "gen_ai.usage.input_tokens": 2 + 323,
         "gen_ai.usage.output_tokens": 1056,
         "server.address": host,

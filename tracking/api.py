@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, ParamSpec, Protocol, cast, overload
 
 from .flow import run_async, run_sync
-from .request import image_edit_params, image_generation_params
+from .request import call_params, image_edit_params, image_generation_params
 from .response import ImageResponse
 from .streaming import AsyncImageEditStream, ImageEditStream, open_async_stream
 from .targets import Route
@@ -77,7 +77,7 @@ async def call_async(params: dict[str, Any], route: Route | None = None) -> Any:
 def _driven_sync(params: Callable[P, dict[str, Any]], name: str) -> SyncEdit[P]:
     @functools.wraps(params)
     def call(*args: P.args, **kwargs: P.kwargs) -> Any:
-        return call_sync(params(*args, **kwargs))
+        return call_sync(call_params(params, args, kwargs))
 
     call.__name__ = call.__qualname__ = name
     return cast("SyncEdit[P]", call)
@@ -86,7 +86,7 @@ def _driven_sync(params: Callable[P, dict[str, Any]], name: str) -> SyncEdit[P]:
 def _driven_async(params: Callable[P, dict[str, Any]], name: str) -> AsyncEdit[P]:
     @functools.wraps(params)
     async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
-        return await call_async(params(*args, **kwargs))
+        return await call_async(call_params(params, args, kwargs))
 
     call.__name__ = call.__qualname__ = name
     return cast("AsyncEdit[P]", call)

@@ -681,9 +681,12 @@ def configure(*, callback_timeout: float | None = None, max_queue: int | None = 
     if callback_timeout is not None:
         DELIVERY.timeout = _checked_timeout(callback_timeout, "callback_timeout")
     if max_queue is not None:
-        if max_queue < 1:
-            raise ConfigurationError("max_queue: must be at least 1")
-        DELIVERY.max_queue = int(max_queue)
+        # a whole number (not a bool, a float or text, which ``< 1`` compared or truncated)
+        if type(max_queue) is not int or max_queue < 1:
+            raise ConfigurationError(
+                f"max_queue: must be a whole number of at least 1, got {max_queue!r}"
+            )
+        DELIVERY.max_queue = max_queue
 
 
 # -- dispatch ----------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ model or a family is a data change. Unknown names belong to no family and get on
 checks: an OpenAI-compatible server may know models we do not.
 
 Sources: OpenAI's API reference for ``POST /v1/images/edits`` and its image-generation guide
-(sizes, qualities, formats, the 4 MB / 50 MB limits, gpt-image-2's flexible sizes). The 2.5 and
+(sizes, qualities, formats, the 4 MB / 50 MB limits: images under 50 MB, a mask under 4 MB,
+gpt-image-2's flexible sizes). The 2.5 and
 2.6 models (Flare and Sunburst, read 2026-12-03): the same flexible sizes as gpt-image-2
 (docs.comfy.org's GPT Image 2.6 node page) and two more qualities, ``xhigh`` and ``max``
 (docs.apiyi.com's GPT-image-2.5 launch notes). Streaming and ``partial_images`` for the GPT
@@ -185,7 +186,11 @@ _GPT_IMAGE = Family(
     max_images=16,
     max_prompt_chars=32000,
     image=ImageRule(formats=frozenset({"png", "webp", "jpeg"}), max_bytes=50 * MB),
-    mask=ImageRule(formats=frozenset({"png"}), max_bytes=50 * MB, needs_alpha=True),
+    # images under 50 MB, but the mask "a valid PNG file, less than 4MB" for every model
+    # (OpenAI's images.edit reference, as the official clients' ImageEditParams carry it,
+    # openai-python src/openai/types/image_edit_params.py, read 2026-12-05); every family made
+    # from this one (mini, 2, 2.5, 2.6) inherits it.
+    mask=ImageRule(formats=frozenset({"png"}), max_bytes=4 * MB, needs_alpha=True),
     sizes=frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"}),
     choices=_choices(
         quality=("low", "medium", "high", "auto"),
@@ -258,6 +263,11 @@ _GPT_IMAGE_2_5 = dataclasses.replace(
 # found again by search that day, so medium confidence). A transparent background works with
 # gif and svg too (docs.apiyi.com/en/faq/gpt-image-output-format-background, measured
 # 2026-11-12: only jpeg refuses it).
+# ``frame_duration_ms`` has no upper bound in OpenAI's pages (read 2026-12-05); the longest
+# frame a GIF can hold is its format's: GIF89a's Graphic Control Extension keeps a frame's
+# delay in 16 bits of hundredths of a second (https://www.w3.org/Graphics/GIF/spec-gif89a.txt),
+# 65,535 cs = 655,350 ms. A longer value cannot be made; it is refused, not sent.
+_GIF_MAX_MS = 655_350
 _GPT_IMAGE_2_6 = dataclasses.replace(
     _GPT_IMAGE_2_5,
     name="gpt-image-2.6",
@@ -270,7 +280,7 @@ _GPT_IMAGE_2_6 = dataclasses.replace(
         }
     ),
     ranges=MappingProxyType(
-        {**_GPT_IMAGE_2_5.ranges, "frame_count": (2, 16), "frame_duration_ms": (20, None)}
+        {**_GPT_IMAGE_2_5.ranges, "frame_count": (2, 16), "frame_duration_ms": (20, _GIF_MAX_MS)}
     ),
     transparent_formats=frozenset({"png", "webp", "gif", "svg"}),
     body_params=frozenset({"complexity", "frame_count", "frame_duration_ms"}),

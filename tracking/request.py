@@ -18,7 +18,7 @@ import inspect
 import math
 import os
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -339,6 +339,21 @@ _ACCEPTED = frozenset((*PARAMETERS, *GENERATION_PARAMETERS, "operation", "base_m
 #: Parameters only an edit takes, and only a generation takes.
 _EDIT_ONLY = ("image", "mask", "input_fidelity")
 _GENERATION_ONLY = ("moderation",)
+
+
+def call_params(
+    build: Callable[..., dict[str, Any]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An entry point's parameters: ``build(*args, **kwargs)`` (:func:`image_edit_params` or
+    :func:`image_generation_params`), except that a parameter only the other operation takes
+    (``input_fidelity`` given to a generation, ``moderation`` to an edit) is passed on for
+    :func:`parse_call` to refuse as a ``ValidationError`` naming it, recorded as any refused call
+    and as the proxy answers it, not a ``TypeError`` before the call starts. A name neither
+    operation has stays a ``TypeError``, as for any function."""
+    taken = PARAMETERS if build is image_edit_params else GENERATION_PARAMETERS
+    other = {k: v for k, v in kwargs.items() if k in (*_EDIT_ONLY, *_GENERATION_ONLY)}
+    foreign = {k: v for k, v in other.items() if k not in taken}
+    return {**build(*args, **{k: v for k, v in kwargs.items() if k not in foreign}), **foreign}
 
 
 def operation_of(params: Mapping[str, Any]) -> Operation:

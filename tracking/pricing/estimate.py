@@ -8,7 +8,8 @@ resolution tiers (Gemini's ``512`` / ``1K`` / ``2K`` / ``4K``) prices a ``WIDTHx
 tier it is made at (:func:`tracking.families.resolution_tier`), and no size or ``auto`` at 1K,
 Gemini's default (the smallest listed when there is no 1K). A ``WIDTHxHEIGHT`` the table does
 not list (gpt-image-2's free sizes), or a model priced only by tokens, is estimated from the
-output token price and :data:`REFERENCE_OUTPUT_TOKENS`, scaled by the image's area. Before a
+output token price and :func:`reference_tokens` (an upper bound of one 1024x1024 image's output
+tokens for its quality), scaled by the image's area and never below that image's. Before a
 call, models billed by tokens add an allowance for the input: one token per prompt character and
 :data:`INPUT_IMAGE_TOKENS` per input image; an estimate after a billed call counts the output
 (what a price list states) unless given the prompt's length and the number of input images.
@@ -28,7 +29,7 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
-from ..families import family_for, pixel_size, resolution_tier, tier_side
+from ..families import family_for, family_of, pixel_size, resolution_tier, tier_side
 from . import UNPRICED, Cost, _candidates, _model_keys, _per_image, find_entry
 from .table import PriceEntry
 
@@ -49,15 +50,30 @@ __all__ = [
     "input_estimate",
     "max_expected_cost",
     "partial_images_cost",
+    "reference_tokens",
 ]
 
 #: Input image tokens allowed per image in an estimate (the largest inputs stay below it).
 INPUT_IMAGE_TOKENS = 1_000
-#: Output image tokens of one 1024x1024 image by quality, from gpt-image-2's published per-image
-#: prices at $30 per 1M output tokens ($0.006 / $0.053 / $0.211; 7,024 tokens for high). Used
-#: for models and sizes without a per-image price; qualities beyond ``high`` (``xhigh``,
-#: ``max``) have no published figure and take ``high``'s.
-REFERENCE_OUTPUT_TOKENS: Mapping[str, int] = {"low": 200, "medium": 1767, "high": 7024}
+#: Output image tokens of one 1024x1024 image by quality, an upper bound: ``low`` / ``medium`` /
+#: ``high`` from gpt-image-2's published per-image prices at $30 per 1M output tokens
+#: ($0.006 / $0.053 / $0.211; 7,024 tokens for high). ``xhigh`` and ``max`` (2.5 and 2.6) have
+#: no figure on OpenAI's pages (read 2026-12-05): they are bounded at 1.5 and 2 times ``high``'s,
+#: the bundled fake upstream's convention, above the 3,122 and 7,024 tokens a secondary source
+#: gives for 2.5 Flare (docs/models-and-prices.md). Used for models and sizes without a
+#: per-image price.
+REFERENCE_OUTPUT_TOKENS: Mapping[str, int] = {
+    "low": 200,
+    "medium": 1767,
+    "high": 7024,
+    "xhigh": 10_536,
+    "max": 14_048,
+}
+#: A family's own bound where it is above :data:`REFERENCE_OUTPUT_TOKENS`: 2.6's ``low`` uses
+#: "3-4 times the tokens of 2.5" (LaoZhang's 2.6 page, read 2026-12-05), 4 x 196.
+_FAMILY_OUTPUT_TOKENS: Mapping[str, Mapping[str, int]] = {"gpt-image-2.6": {"low": 784}}
+#: The qualities of a model whose family is unknown: gpt-image-2's.
+_PUBLISHED_QUALITIES = frozenset({"low", "medium", "high"})
 _REFERENCE_PIXELS = 1024 * 1024
 #: The largest standard size an ``auto`` size resolves to (1536x1024 or 1024x1536).
 _AUTO_PIXELS = 1536 * 1024
@@ -116,12 +132,28 @@ def _listed_price(entry: PriceEntry, quality: str | None, size: str | None) -> D
     return max(price for sizes in chosen for price in sizes.values())
 
 
+def reference_tokens(model: str, quality: str | None) -> int:
+    """The output tokens an estimate allows one 1024x1024 image of ``model`` at ``quality``; an
+    ``auto``, unknown or missing quality takes the dearest one the model's family takes."""
+    family = family_of(model)
+    table = {
+        **REFERENCE_OUTPUT_TOKENS,
+        **_FAMILY_OUTPUT_TOKENS.get(family.name if family else "", {}),
+    }
+    if quality in table:
+        return table[quality]
+    taken = family.choices.get("quality", _PUBLISHED_QUALITIES) if family else _PUBLISHED_QUALITIES
+    return max((table[q] for q in taken if q in table), default=table["high"])
+
+
 def _token_price(entry: PriceEntry, quality: str | None, size: str | None) -> Decimal | None:
     price = entry.tokens.get("output_image")
     if price is None:
         return None
-    reference = REFERENCE_OUTPUT_TOKENS.get(quality or "", REFERENCE_OUTPUT_TOKENS["high"])
-    pixels = _pixels(size) or _AUTO_PIXELS
+    reference = reference_tokens(entry.key, quality)
+    # Never below the 1024x1024 image's count: a smaller or narrower image is not billed in
+    # proportion to its area (gpt-image-2's 1536x1024 is 5,488 tokens at high, 1024x1024 7,024).
+    pixels = max(_pixels(size) or _AUTO_PIXELS, _REFERENCE_PIXELS)
     tokens = (Decimal(reference) * pixels / _REFERENCE_PIXELS).to_integral_value(ROUND_CEILING)
     return tokens * price / _MILLION
 

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from ..api import call_async, call_sync
 from ..errors import ConfigurationError
-from ..request import MAX_RETRIES, MAX_TIMEOUT, image_edit_params, image_generation_params
+from ..request import (
+    MAX_RETRIES,
+    MAX_TIMEOUT,
+    call_params,
+    image_edit_params,
+    image_generation_params,
+)
 from ..targets import Steps, run_steps
 from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env, seconds
 from .route import CallRoute
@@ -94,7 +100,7 @@ def _routed_sync(
 ) -> Callable[Concatenate[Router, P], ImageResponse]:
     # With stream=True the answer is an ImageEditStream (typed on tracking.image_edit).
     def routed(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
-        call = params(*args, **kwargs)
+        call = call_params(params, args, kwargs)
         response: ImageResponse = call_sync(call, CallRoute(self, call))
         return response
 
@@ -107,7 +113,7 @@ def _routed_async(
     params: Callable[P, dict[str, Any]], name: str
 ) -> Callable[Concatenate[Router, P], Coroutine[Any, Any, ImageResponse]]:
     async def routed(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
-        call = params(*args, **kwargs)
+        call = call_params(params, args, kwargs)
         response: ImageResponse = await call_async(call, CallRoute(self, call))
         return response
 

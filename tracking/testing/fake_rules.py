@@ -182,7 +182,7 @@ def _check_gpt_image(
             return _invalid(
                 "output_compression is only for jpeg and webp output.", "output_compression"
             )
-    return _check_mask(images, mask, 50 * MB)
+    return _check_mask(images, mask, 4 * MB)  # a mask: 'a valid PNG file, less than 4MB'
 
 
 def _check_gif_svg(
