@@ -266,6 +266,21 @@ GPT_CASES = [
         "drop_params=True to drop it",
     ),
     (
+        "gpt-image-2",
+        {"input_fidelity": "high"},
+        "input_fidelity",
+        "unsupported",
+        "input_fidelity: gpt-image-2 does not take this parameter; remove it, or pass "
+        "drop_params=True to drop it",
+    ),
+    (
+        "gpt-image-2-2026-04-21",
+        {"background": "transparent"},
+        "background",
+        "enum",
+        "background: gpt-image-2-2026-04-21 takes 'auto', 'opaque', got 'transparent'",
+    ),
+    (
         "gpt-image-1",
         {"response_format": "url"},
         "response_format",
@@ -408,6 +423,16 @@ def test_every_broken_rule_is_reported_at_once():
     ]
     assert error.param == "prompt"
     assert str(error) == "; ".join(v.message for v in error.violations)
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-image-2.5-flare", "gpt-image-2.5-sunburst", "gpt-image-2.6-flare", "gpt-image-1"]
+)
+def test_the_models_after_and_before_gpt_image_2_take_a_transparent_background(model):
+    request, _ = parse_call(
+        image=SQUARE, prompt="p", model=model, background="transparent", input_fidelity="high"
+    )
+    assert (request.background, request.input_fidelity) == ("transparent", "high")
 
 
 def test_only_unsupported_parameters_give_the_narrower_error():

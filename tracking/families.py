@@ -219,10 +219,26 @@ _GPT_IMAGE_MINI = dataclasses.replace(
     ),
 )
 
+# gpt-image-2 takes no transparent background and no ``input_fidelity``: OpenAI's image
+# generation guide ("`background`: `opaque` or `auto`; `transparent` is not supported for
+# `gpt-image-2`"; "For `gpt-image-2`, omit this parameter; the API doesn't allow changing it
+# because the model processes every image input at high fidelity automatically"), as quoted by
+# OpenAI's own skills (github.com/openai/skills, imagegen references, read 2026-12-05); OpenAI
+# answers 400 "Transparent background is not supported for this model.", unbilled
+# (docs.apiyi.com/en/live/2026-10/gpt-image-2-transparent-shutdown, 2026-10-15: a preview
+# opened on 2026-08-21 was closed on 2026-09-30). The 2.5 and 2.6 models take a transparent
+# background again (same page; measured on 2.6 on 2026-11-12, see below); ``input_fidelity``
+# is documented for neither, so they keep it and the upstream decides.
 _GPT_IMAGE_2 = dataclasses.replace(
     _GPT_IMAGE,
     name="gpt-image-2",
     models=frozenset({"gpt-image-2", "gpt-image-2-2026-04-21"}),
+    choices=MappingProxyType(
+        {
+            **{k: v for k, v in _GPT_IMAGE.choices.items() if k != "input_fidelity"},
+            "background": frozenset({"opaque", "auto"}),
+        }
+    ),
     # Any WxH with both sides multiples of 16, aspect within 3:1, 655,360 to 8,294,400 pixels
     # (3840x2160), no side above 3840.
     custom_size=SizeRule(
@@ -243,8 +259,8 @@ _GPT_IMAGE_2_5 = dataclasses.replace(
     ),
     choices=MappingProxyType(
         {
-            **_GPT_IMAGE_2.choices,
-            "quality": frozenset({*_GPT_IMAGE_2.choices["quality"], "xhigh", "max"}),
+            **_GPT_IMAGE.choices,
+            "quality": frozenset({*_GPT_IMAGE.choices["quality"], "xhigh", "max"}),
         }
     ),
 )

@@ -165,6 +165,13 @@ def _check_gpt_image(
             return _invalid(f"Invalid value for '{name}': {fields[name]!r}.", name)
     if "input_fidelity" in fields and model == "gpt-image-1-mini":
         return _invalid("input_fidelity is not supported for gpt-image-1-mini.", "input_fidelity")
+    # OpenAI's image generation guide: gpt-image-2 takes background opaque or auto, and no
+    # input_fidelity (every input is read at high fidelity)
+    if model in ("gpt-image-2", "gpt-image-2-2026-04-21"):
+        if fields.get("background") == "transparent":
+            return _invalid("Transparent background is not supported for this model.", "background")
+        if "input_fidelity" in fields:
+            return _invalid("input_fidelity is not supported for this model.", "input_fidelity")
     problem = _check_stream(fields)
     if problem is not None:
         return problem
