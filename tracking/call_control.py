@@ -79,6 +79,9 @@ class CallControl:
     #: Awaited before each attempt after the first of an async call (:data:`Cover`); what it
     #: raises withholds the attempt (:class:`NotCovered`). A sync call does not run it.
     cover: Cover | None = None
+    #: Whether a call has started under this control (taken its id): before that, nothing of
+    #: it can have been sent or billed.
+    claimed: bool = False
     _gone: bool = False
     _wake: asyncio.Event | None = None
 
@@ -136,6 +139,7 @@ def claim() -> tuple[CallControl | None, str | None]:
     if control is None:
         return None, None
     request_id, control.request_id = control.request_id, None
+    control.claimed = True
     return control, request_id
 
 

@@ -172,7 +172,7 @@ def edit_flow(
         route,
     )
     if isinstance(failure, TrackingError):  # the caller can find the failure's event by it
-        failure.request_id, failure.cost_usd = event.request_id, event.cost_usd
+        failure.ended(event)
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd

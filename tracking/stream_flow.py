@@ -294,7 +294,7 @@ def stream_flow(
         )
     event = event.replace(**changes)
     if isinstance(failure, TrackingError):
-        failure.request_id, failure.cost_usd = event.request_id, event.cost_usd
+        failure.ended(event)
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd
