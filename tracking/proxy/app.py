@@ -39,6 +39,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..call_control import CallControl, controlled, current_control
@@ -110,6 +111,8 @@ class ProxyApp:
             config.general_settings.master_key, (*key_checks, *self.accounts.key_checks)
         )
         self._metrics_registry = metrics_registry
+        #: Where each image call's start time is read (once per call).
+        self.clock: Callable[[], datetime] = _utc_now
         #: Set at start-up (the ASGI lifespan): the Prometheus integration and the ledger.
         self.sinks: ProxySinks | None = None
         self.metrics: MetricsExposition | None = None
@@ -376,9 +379,14 @@ class ProxyApp:
                 reason="unknown_model",
             )
         as_urls = self._url_answer(params, model)
-        # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
-        reservation = await self.accounts.admit(principal, params, model)
         control = current_control()
+        # The call's one start instant: its budgets' periods (a UTC day, a month) and its
+        # ledger row's start_time, so a call at midnight is one day's on both.
+        started = self.clock()
+        if control is not None:
+            control.start_time = started
+        # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
+        reservation = await self.accounts.admit(principal, params, model, started)
         if control is not None and reservation.held:  # retries and fallbacks grow the hold
             control.cover = functools.partial(self._cover, reservation)
         watcher = _watch_caller(receive, control)
@@ -608,6 +616,10 @@ def _without_body(send: Send) -> Send:
         await send(message)
 
     return headless
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _version() -> str:

@@ -219,10 +219,17 @@ class Budgets:
         await self.counters.drop([_key_counter(budget_key)])
 
     async def reserve(
-        self, principal: Principal, params: Mapping[str, Any], model: str, *, accounts: bool = True
+        self,
+        principal: Principal,
+        params: Mapping[str, Any],
+        model: str,
+        *,
+        accounts: bool = True,
+        now: datetime | None = None,
     ) -> Reservation:
         """Hold the call's worst case on every budget that applies (``accounts=False``: a proxy
-        without a master key, where only the whole proxy's does)."""
+        without a master key, where only the whole proxy's does), in the periods ``now`` (the
+        call's start: its ledger row's ``start_time``) is in."""
         user, _ = end_user_of(params)
         record = await self.end_user(user) if user is not None and accounts else None
         if record is not None and record.blocked:
@@ -235,7 +242,7 @@ class Budgets:
             )
         # (counter, limit, (whose, which budget), the ledger's filter for what was spent)
         budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any]]] = []
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         if principal.key_hash is not None and principal.max_budget_usd is not None:
             # named by the key's first hash and summed over all it had: a regenerated key
             # keeps its spend
