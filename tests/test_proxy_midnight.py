@@ -27,9 +27,9 @@ import sqlalchemy as sa
 import uvicorn
 
 import tracking
-from tests.conftest import API_KEY, make_png
+from tests.conftest import make_png
 from tests.ledger_support import open_ledger
-from tests.proxy_support import free_port
+from tests.proxy_support import free_port, one_deployment_config
 from tracking.config import parse_config
 from tracking.integrations.sql import query_spend
 from tracking.proxy.app import ProxyApp, create_app
@@ -70,21 +70,13 @@ def test_a_call_at_midnight_is_on_the_day_it_started_in_its_budget_and_the_ledge
 ):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     config = parse_config(
-        {
-            "model_list": [
-                {
-                    "model_name": "gpt-image-2",
-                    "litellm_params": {
-                        "model": "gpt-image-2",
-                        "api_key": API_KEY,
-                        "api_base": fake.url,
-                    },
-                }
-            ],
+        one_deployment_config(
+            fake.url,
+            model_name="gpt-image-2",
             # the whole proxy's daily budget: one counter per UTC day
-            "litellm_settings": {"max_budget": 100, "budget_duration": "1d"},
-            "general_settings": {"database_url": url},
-        }
+            litellm_settings={"max_budget": 100, "budget_duration": "1d"},
+            general_settings={"database_url": url},
+        )
     )
     app = create_app(config)
     readings = iter([BEFORE])
