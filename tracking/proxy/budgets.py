@@ -307,11 +307,19 @@ class Budgets:
         billed if it goes: each attempt whose answer was lost (``lost``) and ``upcoming`` at
         their most (an unpriced one, let through by ``allow_unpriced_with_budgets``, as 0).
         Raises the budget's 429 :class:`ProxyError` when it cannot take that: the attempt is
-        withheld (:class:`~tracking.call_control.NotCovered`)."""
+        withheld (:class:`~tracking.call_control.NotCovered`); so does an ``upcoming`` attempt
+        at a model without a price (a fallback), which the budgets could not count, unless
+        ``allow_unpriced_with_budgets``."""
         if not reservation.held or reservation.done:
             return
-        most = (estimate_incomplete_stream(asked) or Decimal(0) for asked in (*lost, upcoming))
-        needed = to_units(sum(most, Decimal(0)))
+        next_most = estimate_incomplete_stream(upcoming)
+        if next_most is None and not self.config.general_settings.allow_unpriced_with_budgets:
+            who = reservation.limits[reservation.held[0][0]][1][0]
+            refused = _unpriced(upcoming.model, who)
+            log.warning("no further attempt for this call: %s", refused.message)
+            raise refused
+        most = (estimate_incomplete_stream(asked) or Decimal(0) for asked in lost)
+        needed = to_units(sum(most, next_most or Decimal(0)))
         for index, (name, units) in enumerate(reservation.held):
             if needed <= units:
                 continue
