@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ from tracking.proxy.auth import Authenticator
 from tracking.proxy.budgets import max_expected_cost, period_window
 from tracking.proxy.errors import ProxyError
 from tracking.proxy.keys import generate_key, hash_key, parse_duration
+from tracking.proxy.machine_counters import MachineCounters
 from tracking.proxy.shared_counters import LocalCounters, RedisCounters, to_units
 
 
@@ -106,6 +108,32 @@ def test_local_counters_reserve_atomically_and_settle():
 
     assert asyncio.run(scenario()) == [None, 50, 90, -91, 100]
     assert to_units(Decimal("0.000000001")) == 1  # rounded up, never down
+
+
+def test_past_periods_budget_counters_are_forgotten_not_kept_forever(tmp_path):
+    """A daily budget makes a counter per end user per day: without Redis (one process, or the
+    workers' file) each was kept for the life of the proxy after its day had gone."""
+    now = [1_000_000.0]
+    local = LocalCounters(clock=lambda: now[0])
+    machine = MachineCounters(str(tmp_path / "counters.db"), clock=lambda: now[0])
+
+    async def days(counters: LocalCounters | MachineCounters) -> None:
+        for day in range(1, 31):  # a month of one end user's daily counters
+            assert await counters.reserve(f"user:alice:d{day}", 5, 100, 0) == 5
+            await counters.adjust(f"user:alice:d{day}", -2)
+            now[0] += 24 * 3600
+        # an expired counter is missing (seeded again from the ledger), as it always was
+        assert await counters.reserve("user:alice:d30", 5, 100, None) is None
+        assert await counters.reserve("user:alice:d31", 5, 100, 0) == 5
+
+    asyncio.run(days(local))
+    assert list(local._money) == ["user:alice:d31"]  # today's alone
+    asyncio.run(days(machine))
+    try:
+        with sqlite3.connect(machine.path) as conn:
+            assert conn.execute("SELECT count(*) FROM money").fetchone() == (1,)
+    finally:
+        asyncio.run(machine.aclose())
 
 
 async def test_redis_reservations_never_pass_the_limit_under_concurrency(redis_url, redis_prefix):

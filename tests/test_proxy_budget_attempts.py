@@ -5,7 +5,8 @@ the call ends with the failure before them.
 A ``tracking serve`` subprocess (SQLite ledger, counters in the process) in front of a fake
 upstream of its own, whose queued faults the tests inject: ``drop`` (the request read, the
 connection closed with no answer: an attempt that may have been billed) and ``status=500``
-(an answer that bills nothing). ``house-dear`` is priced in the config at $0.50 an image.
+(an answer that bills nothing). ``house-dear`` is priced in the config at $0.50 an image;
+``house-mystery`` (``plain``'s fallback) has no price.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _deployment(name: str, model: str, api_base: str, **model_info: Any) -> dict
 
 @pytest.fixture(scope="module")
 def own_fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_keys=[API_KEY], extra_models=("house-dear",)) as server:
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=("house-dear", "house-mystery")) as server:
         yield server
 
 
@@ -59,9 +60,14 @@ def proxy(own_fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Ite
             _deployment(
                 "dear", "house-dear", own_fake.url, per_image={"low": {"1024x1024": str(DEAR)}}
             ),
+            _deployment("plain", "gpt-image-2", own_fake.url),
+            _deployment("mystery", "house-mystery", own_fake.url),  # no price known
         ],
         "litellm_settings": {"success_callback": ["sql"], "failure_callback": ["sql"]},
-        "router_settings": {"num_retries": 1, "fallbacks": [{"cheap": ["dear"]}]},
+        "router_settings": {
+            "num_retries": 1,
+            "fallbacks": [{"cheap": ["dear"]}, {"plain": ["mystery"]}],
+        },
         "general_settings": {
             "master_key": MASTER_KEY,
             "database_url": url,
@@ -167,3 +173,20 @@ def test_no_fallback_to_a_dearer_model_the_budget_cannot_cover(proxy, own_fake, 
     (row,) = _rows(client, proxy.url, roomy_made["key_hash"], 1)
     assert Decimal(row["cost_usd"]) == DEAR and row["model_group"] == "dear"
     assert row["fallback_from"] == ["cheap"]
+
+
+def test_no_fallback_to_an_unpriced_model_for_a_key_with_a_budget(proxy, own_fake, client):
+    """A key with a budget is refused an unpriced model (its spend could not be counted); a
+    fallback to one was let through, served and counted as $0 on the budget."""
+    made = generate(client, proxy.url, max_budget="1.00", key_alias="priced-only")
+    refused = edit(client, proxy.url, made["key"], model="mystery")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_unpriced"
+    own_fake.inject("status=500;times=2")  # both of plain's attempts fail, billing nothing
+    before, withheld = own_fake.hits, _withheld(client, proxy.url)
+    answer = edit(client, proxy.url, made["key"], model="plain")
+    assert answer.status_code == 502, answer.text  # the upstream's 500: no unpriced fallback
+    assert own_fake.hits == before + 2  # house-mystery was never called
+    assert _withheld(client, proxy.url) == withheld + 1
+    assert answer.headers["x-tracking-cost-source"] == "not-billed"
+    (row,) = _rows(client, proxy.url, made["key_hash"], 1)
+    assert Decimal(row["cost_usd"]) == 0 and row["model_group"] == "plain"

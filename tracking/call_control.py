@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -79,6 +80,13 @@ class CallControl:
     #: Awaited before each attempt after the first of an async call (:data:`Cover`); what it
     #: raises withholds the attempt (:class:`NotCovered`). A sync call does not run it.
     cover: Cover | None = None
+    #: Whether a call has started under this control (taken its id): before that, nothing of
+    #: it can have been sent or billed.
+    claimed: bool = False
+    #: The instant the next call starts at (its event's ``start_time``, once, as ``request_id``):
+    #: the proxy reads its clock once per call, so the call's budget periods (a UTC day, a
+    #: month) and its ledger row's day are the same. None: when the call starts.
+    start_time: datetime | None = None
     _gone: bool = False
     _wake: asyncio.Event | None = None
 
@@ -130,13 +138,16 @@ class controlled:  # lower-case, as the function it replaced: ``with controlled(
         _CURRENT.reset(self._token)
 
 
-def claim() -> tuple[CallControl | None, str | None]:
-    """For a starting call: the control in force and the request id preset for it (taken)."""
+def claim() -> tuple[CallControl | None, str | None, datetime]:
+    """For a starting call: the control in force, the request id preset for it and its start
+    time (the preset one, else now; both taken)."""
     control = _CURRENT.get()
     if control is None:
-        return None, None
+        return None, None, datetime.now(UTC)
     request_id, control.request_id = control.request_id, None
-    return control, request_id
+    start_time, control.start_time = control.start_time, None
+    control.claimed = True
+    return control, request_id, start_time or datetime.now(UTC)
 
 
 def current_control() -> CallControl | None:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from decimal import Decimal
 
+    from .events import ImageEditEvent
     from .response import Usage
 
 __all__ = [
@@ -185,10 +186,19 @@ class TrackingError(Exception):
     #: The cost the call's event records, set with ``request_id``: 0 when nothing was billed,
     #: the estimate or the charge reported when the upstream may have billed the failed call.
     cost_usd: Decimal | None = None
+    #: How the event worked ``cost_usd`` out (its ``cost_source``), set with ``request_id``.
+    cost_source: str | None = None
+    #: The event's ``price_ref`` (``failed-call:not-billed`` for a failure that billed nothing).
+    price_ref: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def ended(self, event: ImageEditEvent) -> None:
+        """Record the call's event that ended with this error: its id and what it cost."""
+        self.request_id, self.cost_usd = event.request_id, event.cost_usd
+        self.cost_source, self.price_ref = event.cost_source, event.price_ref
 
 
 class ConfigurationError(TrackingError):

@@ -127,9 +127,9 @@ def edit_flow(
     parameters say and retries ``max_retries`` times.
     """
 
-    start_time = datetime.now(UTC)
     started = time.perf_counter()
-    control, preset_id = claim()  # the proxy's request id, and whether its client has left
+    # the proxy's request id and start time, and whether its client has left
+    control, preset_id, start_time = claim()
     request_id = preset_id or new_request_id()
     if route is None:
         route = DirectRoute(params)
@@ -172,7 +172,7 @@ def edit_flow(
         route,
     )
     if isinstance(failure, TrackingError):  # the caller can find the failure's event by it
-        failure.request_id, failure.cost_usd = event.request_id, event.cost_usd
+        failure.ended(event)
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd

@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -225,9 +224,9 @@ def stream_flow(
     call_type: CallType, params: dict[str, Any], route: Route | None = None
 ) -> Generator[StreamEffect, Any, None]:
     """One streamed call from raw parameters to its delivered events and its one event."""
-    start_time = datetime.now(UTC)
     started = time.perf_counter()
-    control, preset_id = claim()  # the proxy's request id, and whether its client has left
+    # the proxy's request id and start time, and whether its client has left
+    control, preset_id, start_time = claim()
     request_id = preset_id or new_request_id()
     if route is None:
         route = DirectRoute(params)
@@ -294,7 +293,7 @@ def stream_flow(
         )
     event = event.replace(**changes)
     if isinstance(failure, TrackingError):
-        failure.request_id, failure.cost_usd = event.request_id, event.cost_usd
+        failure.ended(event)
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd

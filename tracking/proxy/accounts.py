@@ -34,6 +34,8 @@ from .ratelimit import RateLimiter
 from .shared_counters import Counters, LocalCounters, RedisCounters
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ..config import ProxyConfig
     from .auth import Authenticator, KeyCheck, Principal
     from .json_io import Receive, Scope, Send
@@ -110,8 +112,11 @@ class Accounts:
                 routes[route] = _needs_master_key
         return routes
 
-    async def admit(self, principal: Principal, params: dict[str, Any], model: str) -> Reservation:
-        """Refuse the call (400/403/429) or hold its budget; fills the call's key metadata."""
+    async def admit(
+        self, principal: Principal, params: dict[str, Any], model: str, now: datetime | None = None
+    ) -> Reservation:
+        """Refuse the call (400/403/429) or hold its budget in the periods of ``now`` (the
+        call's start); fills the call's key metadata."""
         if self.enforced_params:
             refuse_missing_params(self.enforced_params, params)
         if not principal.may_call(model):
@@ -140,10 +145,10 @@ class Accounts:
             params["metadata"] = metadata
         if not self.enabled:
             if self.proxy_budget:  # no keys or end users to hold: the whole proxy's alone
-                return await self.budgets.reserve(principal, params, model, accounts=False)
+                return await self.budgets.reserve(principal, params, model, accounts=False, now=now)
             return Reservation()
         await self.rate_limiter.admit(principal)
-        return await self.budgets.reserve(principal, params, model)
+        return await self.budgets.reserve(principal, params, model, now=now)
 
     async def aclose(self) -> None:
         import asyncio

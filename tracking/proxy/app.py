@@ -9,7 +9,8 @@ and hand the call to the dispatcher (the router over the config's ``model_list``
 own call path), then wait until the call's ledger row is committed. The answer is the upstream's
 JSON with ``x-tracking-request-id`` and ``x-tracking-response-cost``; every refusal is an
 OpenAI-shaped error, with the failed call's ``x-tracking-request-id`` when it got as far as an
-event. A ``stream=true`` call is answered as Server-Sent Events once its first event is in
+event, and, for an image call, what it cost (:mod:`tracking.proxy.answer_cost`). A
+``stream=true`` call is answered as Server-Sent Events once its first event is in
 (:mod:`tracking.proxy.stream_relay`).
 
 Every answer carries ``x-request-id``: the id the proxy gives the HTTP request as it arrives,
@@ -38,6 +39,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..call_control import CallControl, controlled, current_control
@@ -46,6 +48,7 @@ from ..ids import new_request_id
 from ..streaming import AsyncImageEditStream
 from .access_log import ACCESS_SCOPE_KEY, AccessEntry
 from .accounts import Accounts
+from .answer_cost import NOT_BILLED_HEADERS, cost_headers, failure_cost
 from .auth import Authenticator, KeyCheck, Principal, request_headers
 from .concurrency import ParallelLimit, UploadBytes, UploadHold
 from .errors import ProxyError, from_exception
@@ -86,6 +89,7 @@ ParamsReader = Callable[[Receive, dict[str, str], UploadHold], Awaitable[dict[st
 _JSON = (b"content-type", b"application/json")
 _EDIT_PATHS = frozenset({"/v1/images/edits", "/images/edits"})
 _GENERATION_PATHS = frozenset({"/v1/images/generations", "/images/generations"})
+_IMAGE_PATHS = _EDIT_PATHS | _GENERATION_PATHS
 
 
 class ProxyApp:
@@ -107,6 +111,8 @@ class ProxyApp:
             config.general_settings.master_key, (*key_checks, *self.accounts.key_checks)
         )
         self._metrics_registry = metrics_registry
+        #: Where each image call's start time is read (once per call).
+        self.clock: Callable[[], datetime] = _utc_now
         #: Set at start-up (the ASGI lifespan): the Prometheus integration and the ledger.
         self.sinks: ProxySinks | None = None
         self.metrics: MetricsExposition | None = None
@@ -251,11 +257,12 @@ class ProxyApp:
             reason = error.rejection_reason()
             if reason is not None and self.metrics is not None:
                 self.metrics.count_rejection(reason)
-            await _send_error(send, error)
+            await _send_error(send, _costed(error, route_method, path, control))
         except ClientDisconnected:
             return
         except Exception as exc:  # a bug of ours still answers OpenAI-shaped JSON (logged)
-            await _send_error(send, _database_away(exc) or from_exception(exc))
+            answer = _database_away(exc) or from_exception(exc)
+            await _send_error(send, _costed(answer, route_method, path, control))
         finally:
             entry.emit()
 
@@ -372,9 +379,14 @@ class ProxyApp:
                 reason="unknown_model",
             )
         as_urls = self._url_answer(params, model)
-        # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
-        reservation = await self.accounts.admit(principal, params, model)
         control = current_control()
+        # The call's one start instant: its budgets' periods (a UTC day, a month) and its
+        # ledger row's start_time, so a call at midnight is one day's on both.
+        started = self.clock()
+        if control is not None:
+            control.start_time = started
+        # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
+        reservation = await self.accounts.admit(principal, params, model, started)
         if control is not None and reservation.held:  # retries and fallbacks grow the hold
             control.cover = functools.partial(self._cover, reservation)
         watcher = _watch_caller(receive, control)
@@ -606,6 +618,10 @@ def _without_body(send: Send) -> Send:
     return headless
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -618,22 +634,18 @@ def _version() -> str:
 def _answer_headers(response: Any, entry: AccessEntry) -> list[tuple[bytes, bytes]]:
     """Our headers and LiteLLM's beside them (``x-litellm-response-cost`` only for a priced
     call: clients parse it as a number, and an unpriced call has none)."""
-    cost = "unpriced" if response.cost_usd is None else str(response.cost_usd)
     hidden = response._hidden_params
     headers: list[tuple[bytes, bytes]] = [
         (b"x-request-id", response.request_id.encode()),
         (b"x-tracking-request-id", response.request_id.encode()),
-        (b"x-tracking-response-cost", cost.encode()),
         (b"x-litellm-call-id", response.request_id.encode()),
     ]
-    source = hidden.get("cost_source")
-    if isinstance(source, str):  # "estimate": the figure is not the whole known bill
-        headers.append((b"x-tracking-cost-source", source.encode()))
+    source = hidden.get("cost_source")  # "estimate": the figure is not the whole known bill
+    costs = cost_headers(response.cost_usd, source if isinstance(source, str) else None)
+    headers.extend((name.encode(), value.encode()) for name, value in costs.items())
     upstream_id = hidden.get("upstream_request_id")
     if isinstance(upstream_id, str) and upstream_id:
         headers.append((b"x-upstream-request-id", upstream_id.encode("latin-1", "replace")))
-    if response.cost_usd is not None:
-        headers.append((b"x-litellm-response-cost", cost.encode()))
     deployment = hidden.get("deployment_id")
     if isinstance(deployment, str):
         headers.append((b"x-litellm-model-id", deployment.encode("latin-1", "replace")))
@@ -655,12 +667,23 @@ async def _send_json(
 
 
 def _answer_for(exc: Exception) -> ProxyError:
-    """The answer for a call that failed, naming its request id (its event and row have it)."""
+    """The answer for a call that failed, naming its request id (its event and row have it)
+    and what it cost."""
     error = from_exception(exc)
     request_id = getattr(exc, "request_id", None)
     if request_id:
         error.headers["x-tracking-request-id"] = request_id
         error.headers["x-request-id"] = request_id
+    error.headers.update(failure_cost(exc))
+    return error
+
+
+def _costed(error: ProxyError, method: str, path: str, control: CallControl) -> ProxyError:
+    """``error`` saying, when it refuses an image call before the call started, that nothing
+    was billed (a call that started says what it cost itself: :func:`_answer_for`)."""
+    if method == "POST" and path in _IMAGE_PATHS and not control.claimed:
+        for name, value in NOT_BILLED_HEADERS.items():
+            error.headers.setdefault(name, value)
     return error
 
 

@@ -219,10 +219,17 @@ class Budgets:
         await self.counters.drop([_key_counter(budget_key)])
 
     async def reserve(
-        self, principal: Principal, params: Mapping[str, Any], model: str, *, accounts: bool = True
+        self,
+        principal: Principal,
+        params: Mapping[str, Any],
+        model: str,
+        *,
+        accounts: bool = True,
+        now: datetime | None = None,
     ) -> Reservation:
         """Hold the call's worst case on every budget that applies (``accounts=False``: a proxy
-        without a master key, where only the whole proxy's does)."""
+        without a master key, where only the whole proxy's does), in the periods ``now`` (the
+        call's start: its ledger row's ``start_time``) is in."""
         user, _ = end_user_of(params)
         record = await self.end_user(user) if user is not None and accounts else None
         if record is not None and record.blocked:
@@ -235,7 +242,7 @@ class Budgets:
             )
         # (counter, limit, (whose, which budget), the ledger's filter for what was spent)
         budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any]]] = []
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         if principal.key_hash is not None and principal.max_budget_usd is not None:
             # named by the key's first hash and summed over all it had: a regenerated key
             # keeps its spend
@@ -300,11 +307,19 @@ class Budgets:
         billed if it goes: each attempt whose answer was lost (``lost``) and ``upcoming`` at
         their most (an unpriced one, let through by ``allow_unpriced_with_budgets``, as 0).
         Raises the budget's 429 :class:`ProxyError` when it cannot take that: the attempt is
-        withheld (:class:`~tracking.call_control.NotCovered`)."""
+        withheld (:class:`~tracking.call_control.NotCovered`); so does an ``upcoming`` attempt
+        at a model without a price (a fallback), which the budgets could not count, unless
+        ``allow_unpriced_with_budgets``."""
         if not reservation.held or reservation.done:
             return
-        most = (estimate_incomplete_stream(asked) or Decimal(0) for asked in (*lost, upcoming))
-        needed = to_units(sum(most, Decimal(0)))
+        next_most = estimate_incomplete_stream(upcoming)
+        if next_most is None and not self.config.general_settings.allow_unpriced_with_budgets:
+            who = reservation.limits[reservation.held[0][0]][1][0]
+            refused = _unpriced(upcoming.model, who)
+            log.warning("no further attempt for this call: %s", refused.message)
+            raise refused
+        most = (estimate_incomplete_stream(asked) or Decimal(0) for asked in lost)
+        needed = to_units(sum(most, next_most or Decimal(0)))
         for index, (name, units) in enumerate(reservation.held):
             if needed <= units:
                 continue

@@ -6,8 +6,8 @@ removed when it stops), so the per-key rpm windows and the budget counters are o
 whole machine, never one per worker. Each operation is one ``BEGIN IMMEDIATE`` transaction: SQLite
 takes the file's write lock before reading, so two workers can never both take the last of a
 budget. The semantics are those of :class:`~tracking.proxy.shared_counters.LocalCounters`
-(seeded from the ledger, idle counters expire after ``IDLE_TTL``); operations run off the event
-loop.
+(seeded from the ledger, idle counters expire after ``IDLE_TTL`` and are deleted, each worker
+looking for them once every ``IDLE_TTL``); operations run off the event loop.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ CREATE TABLE IF NOT EXISTS money (name TEXT PRIMARY KEY, units INTEGER NOT NULL,
 class MachineCounters:
     """The :class:`~tracking.proxy.shared_counters.Counters` of one machine's workers."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self._clock = clock
+        #: when this worker last deleted the expired budget counters (once every IDLE_TTL)
+        self._swept = clock()
         self._lock = threading.Lock()  # one connection, used by one thread at a time
         self._conn = sqlite3.connect(
             path, timeout=30, isolation_level=None, check_same_thread=False
@@ -85,7 +88,10 @@ class MachineCounters:
         self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
     ) -> int | None:
         def reserve(conn: sqlite3.Connection) -> int | None:
-            now = time.time()
+            now = self._clock()
+            if now - self._swept >= IDLE_TTL:  # past periods' counters are not kept forever
+                self._swept = now
+                conn.execute("DELETE FROM money WHERE expires <= ?", (now,))
             row = conn.execute(
                 "SELECT units FROM money WHERE name = ? AND expires > ?", (name, now)
             ).fetchone()
@@ -107,7 +113,7 @@ class MachineCounters:
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         def adjust(conn: sqlite3.Connection) -> None:
-            now = time.time()
+            now = self._clock()
             conn.execute(
                 "UPDATE money SET units = units + ?, expires = ? WHERE name = ? AND expires > ?",
                 (delta, now + IDLE_TTL, name, now),

@@ -151,12 +151,24 @@ def minute_and_wait() -> tuple[int, float]:
 
 
 class LocalCounters:
-    """The counters in this process: exact for one instance."""
+    """The counters in this process: exact for one instance. Expired budget counters (past
+    periods' included: one per end user with a daily budget per day) are forgotten, looked for
+    once every :data:`IDLE_TTL` seconds, so a long-running proxy does not keep every day's."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._rpm: dict[str, tuple[int, int]] = {}
-        self._money: dict[str, tuple[int, float]] = {}  # name -> (units, monotonic expiry)
+        self._money: dict[str, tuple[int, float]] = {}  # name -> (units, expiry by clock)
+        self._clock = clock
+        self._swept = clock()
+
+    def _forget_expired(self, now: float) -> None:
+        """(Under the lock.) Drop expired budget counters, once every ``IDLE_TTL``."""
+        if now - self._swept < IDLE_TTL:
+            return
+        self._swept = now
+        for name in [name for name, (_, expiry) in self._money.items() if expiry <= now]:
+            del self._money[name]
 
     async def hit_rpm(self, name: str, limit: int) -> float | None:
         minute, wait = minute_and_wait()
@@ -172,8 +184,9 @@ class LocalCounters:
     async def reserve(
         self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
     ) -> int | None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
+            self._forget_expired(now)
             entry = self._money.get(name)
             if entry is None or entry[1] <= now:
                 if seed is None:
@@ -187,7 +200,7 @@ class LocalCounters:
             return current + amount
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             entry = self._money.get(name)
             if entry is not None and entry[1] > now:

@@ -29,6 +29,7 @@ from ..errors import StreamInterruptedError, TrackingError
 from ..sse import encode_event
 from ..stream_events import ImageEditStreamEvent
 from ..streaming import AsyncImageEditStream
+from .answer_cost import failure_cost_fields
 from .budgets import Reservation
 from .errors import from_exception
 
@@ -113,7 +114,7 @@ async def _pump(stream: AsyncImageEditStream, send: Send, within: float) -> None
             if isinstance(exc, StreamInterruptedError)
             else error.message
         )
-        payload = {
+        payload: dict[str, Any] = {
             "type": "error",
             "error": {
                 "message": message,
@@ -122,6 +123,9 @@ async def _pump(stream: AsyncImageEditStream, send: Send, within: float) -> None
                 "code": exc.error_type,
             },
         }
+        cost = failure_cost_fields(exc)  # what the call cost: the headers went out already
+        if cost:
+            payload["tracking"] = cost
         body = encode_event("error", json.dumps(payload).encode())
         await _write(send, {"type": "http.response.body", "body": body, "more_body": True}, within)
     finally:
