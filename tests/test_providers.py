@@ -262,6 +262,40 @@ def test_a_registered_provider_is_chosen_by_its_prefix(monkeypatch, fake, upstre
     assert fake.requests[-1].headers["x-tagged"] == "gpt-image-1"
 
 
+class CarelessProvider(OpenAIProvider):
+    """A provider of a user's own whose parser has a bug: it raises on every answer."""
+
+    name = "careless"
+
+    def parse(self, status, headers, body):
+        return {}["data"]
+
+
+def test_a_parser_fault_on_a_success_answer_is_an_estimated_unreadable_answer(
+    monkeypatch, fake, upstream
+):
+    """The upstream answered 200 (and billed): the call failed with the parser's KeyError and
+    was recorded at $0 as not billed."""
+    monkeypatch.setitem(providers._INSTANCES, "careless", CarelessProvider())
+    events = record_events(monkeypatch)
+    sent = len(fake.requests)
+    with pytest.raises(tracking.APIResponseError, match="KeyError in the careless provider") as e:
+        tracking.image_edit(
+            image=PNG, prompt="p", model="careless/gpt-image-2", quality="low", **upstream
+        )
+    assert isinstance(e.value.__cause__, KeyError)  # the fault is kept for whoever debugs it
+    assert e.value.status_code == 200
+    assert len(fake.requests) == sent + 1  # not retried: a retry would be billed again
+    event = events.last
+    assert (event.status, event.error_type, event.http_status) == (
+        "failure",
+        "invalid_response",
+        200,
+    )
+    assert event.cost_source == "estimate" and event.cost_usd is not None
+    assert event.cost_usd > 0
+
+
 def test_a_provider_name_may_not_contain_a_slash():
     with pytest.raises(tracking.ConfigurationError, match="without '/'"):
         providers.register_provider("a/b", TaggingProvider())

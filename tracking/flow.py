@@ -469,6 +469,17 @@ def _read_answer(
         error.upstream_request_id = error.upstream_request_id or upstream_id
         error.answer_status = outcome.status
         raise
+    except Exception as exc:  # a parser's own fault (a provider of a user's, say): the upstream
+        # answered 2xx, so the call was most likely billed: an unreadable answer, estimated
+        # as one (never $0) and not retried, with the fault kept as its cause
+        unread = APIResponseError(
+            f"the answer could not be read ({type(exc).__name__} in the "
+            f"{getattr(provider, 'name', 'provider')} provider's parser)",
+            status_code=outcome.status,
+            upstream_request_id=upstream_id,
+        )
+        unread.answer_status = outcome.status
+        raise unread from exc
     if isinstance(response, ImageResponse):
         response._hidden_params["upstream_request_id"] = upstream_id
         response._hidden_params["http_status"] = outcome.status
