@@ -156,8 +156,12 @@ def test_openai_client_streams_through_the_proxy(proxy, image_file, partial_imag
             stream=True,
             partial_images=partial_images,
         )
-        events = list(stream)
+        events, rows_at_completed = [], None
         request_id = stream.response.headers["x-tracking-request-id"]
+        for event in stream:
+            events.append(event)
+            if event.type == "image_edit.completed":  # the row is written before it is sent
+                rows_at_completed = len(ledger_rows(proxy, request_id))
         assert stream.response.headers["content-type"].startswith("text/event-stream")
         upstream_id = stream.response.headers["x-upstream-request-id"]  # as a plain answer has
     assert [e.type for e in events] == ["image_edit.partial_image"] * partial_images + [
@@ -171,6 +175,12 @@ def test_openai_client_streams_through_the_proxy(proxy, image_file, partial_imag
     assert row["upstream_request_id"] == upstream_id and upstream_id.startswith("req_")
     assert Decimal(row["cost_usd"]) == hand_priced(completed.usage)
     assert row["output_tokens"] == completed.usage.output_tokens
+    # what the call cost, as a plain answer's headers say it (they went out with the first event)
+    assert set(completed.model_extra or {}) == {"tracking"}
+    cost = completed.model_extra["tracking"]
+    assert (cost["request_id"], cost["cost_source"]) == (request_id, row["cost_source"])
+    assert Decimal(cost["response_cost"]) == Decimal(row["cost_usd"])
+    assert rows_at_completed == 1
 
 
 def test_async_openai_client_streams_through_the_proxy(proxy, image_file):

@@ -16,8 +16,8 @@ that could not be read, a refusal that reported its charge, an accepted job whos
 not be had) carries its estimate or its reported charge, with its source (``estimate`` for an
 estimate). An answer to a failure whose cost is not known (a bug of ours after the call had
 started) carries no cost header: its ledger row, under the answer's ``x-request-id``, says.
-A streamed call's error event (after its ``200``) carries the same three figures in its
-``tracking`` object.
+A streamed call's error event (after its ``200``), and its completed event, carry the same
+figures in a ``tracking`` object.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ..pricing import NOT_BILLED
 __all__ = [
     "NOT_BILLED_HEADERS",
     "NOT_BILLED_SOURCE",
+    "cost_fields",
     "cost_headers",
     "failure_cost",
     "failure_cost_fields",
@@ -65,15 +66,20 @@ def failure_cost(exc: BaseException) -> dict[str, str]:
     return cost_headers(exc.cost_usd, exc.cost_source)
 
 
-def failure_cost_fields(exc: BaseException) -> dict[str, str]:
-    """The call's id and cost as a streamed error event's ``tracking`` object (``request_id``,
+def cost_fields(request_id: str, headers: dict[str, str]) -> dict[str, str]:
+    """A call's id and cost as a streamed event's ``tracking`` object (``request_id``,
     ``response_cost``, ``cost_source``: the ``x-tracking-*`` headers' values)."""
-    headers = failure_cost(exc)
-    if not headers:
-        return {}
-    assert isinstance(exc, TrackingError) and exc.request_id is not None
-    fields = {"request_id": exc.request_id}
+    fields = {"request_id": request_id}
     for name, value in headers.items():
         if name.startswith("x-tracking-"):
             fields[name.removeprefix("x-tracking-").replace("-", "_")] = value
     return fields
+
+
+def failure_cost_fields(exc: BaseException) -> dict[str, str]:
+    """:func:`cost_fields` of a call that ended with ``exc`` (none when its cost is not known)."""
+    headers = failure_cost(exc)
+    if not headers:
+        return {}
+    assert isinstance(exc, TrackingError) and exc.request_id is not None
+    return cost_fields(exc.request_id, headers)

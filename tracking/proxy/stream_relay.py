@@ -5,8 +5,11 @@ call refused before its first event is answered as any other failure, with its s
 OpenAI-shaped JSON. Once the first event is in, the answer is ``200 text/event-stream`` and each
 event is written as it arrives, its upstream JSON passed on as it came (``event: NAME`` and one
 ``data:`` line); nothing holds more than the event being relayed. The call's ledger row is
-written when the SDK emits its event, after the completed event has been relayed and before the
-answer ends; the budget reservation is settled with the event's cost.
+written when the SDK emits its event, after the upstream's completed event and before it is
+relayed: the relayed completed event carries the call's cost in a ``tracking`` object
+(``request_id``, ``response_cost``, ``cost_source``, as the non-streamed answer's headers), and
+a client that has it knows the call's row is written. The budget reservation is settled with
+the event's cost.
 
 Three ways a stream ends early, each ending the SDK call (its upstream connection closed, its one
 event emitted as a failure priced by estimate): the client disconnects (seen on ``receive``; the
@@ -27,9 +30,9 @@ from typing import Any
 
 from ..errors import StreamInterruptedError, TrackingError
 from ..sse import encode_event
-from ..stream_events import ImageEditStreamEvent
+from ..stream_events import ImageEditCompletedEvent, ImageEditStreamEvent
 from ..streaming import AsyncImageEditStream
-from .answer_cost import failure_cost_fields
+from .answer_cost import cost_fields, cost_headers, failure_cost_fields
 from .budgets import Reservation
 from .errors import from_exception
 
@@ -78,9 +81,13 @@ async def relay_stream(
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         first = await anext(stream)  # already in hand: sent before any task is made
-        body = _encoded(first)
-        await _write(send, {"type": "http.response.body", "body": body, "more_body": True}, within)
-        pump = asyncio.create_task(_pump(stream, send, within))
+        held: ImageEditCompletedEvent | None = None
+        if isinstance(first, ImageEditCompletedEvent):
+            held = first  # the only event (no partial images): sent with the call's cost
+        else:
+            chunk = {"type": "http.response.body", "body": _encoded(first), "more_body": True}
+            await _write(send, chunk, within)
+        pump = asyncio.create_task(_pump(stream, send, within, held))
         gone = asyncio.create_task(_disconnected(receive))
         try:
             await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -102,11 +109,27 @@ async def relay_stream(
         await reservation.settle(stream.cost_usd)
 
 
-async def _pump(stream: AsyncImageEditStream, send: Send, within: float) -> None:
+async def _pump(
+    stream: AsyncImageEditStream,
+    send: Send,
+    within: float,
+    held: ImageEditCompletedEvent | None = None,
+) -> None:
+    """Relay the events after the first. The completed event is held until the stream ends
+    (the call's event emitted, its ledger row written) and is sent with the call's cost in a
+    ``tracking`` object, as the answer's headers (gone out with the first event) could not."""
     try:
         async for item in stream:
+            if isinstance(item, ImageEditCompletedEvent):
+                held = item
+                continue
             chunk = {"type": "http.response.body", "body": _encoded(item), "more_body": True}
             await _write(send, chunk, within)
+        if held is not None:
+            body = encode_event(held.type, _with_cost(held.data, stream))
+            await _write(
+                send, {"type": "http.response.body", "body": body, "more_body": True}, within
+            )
     except TrackingError as exc:  # broke off after the first event: its event is recorded
         error = from_exception(exc)
         message = (
@@ -135,6 +158,22 @@ async def _pump(stream: AsyncImageEditStream, send: Send, within: float) -> None
 
 def _encoded(item: ImageEditStreamEvent) -> bytes:
     return encode_event(item.type, item.data)  # the upstream's JSON as it came
+
+
+def _with_cost(data: bytes, stream: AsyncImageEditStream) -> bytes:
+    """The completed event's JSON object as it came, with a last member ``tracking`` (the
+    call's ``request_id``, ``response_cost`` and ``cost_source``; after any of the upstream's
+    own of that name, so it is the one a parser keeps), written in without parsing the image."""
+    event = stream.event
+    if event is None:  # (the stream ended without its event: nothing to say)
+        return data
+    fields = cost_fields(event.request_id, cost_headers(event.cost_usd, event.cost_source))
+    body = data.rstrip()
+    if not body.endswith(b"}"):  # (the SDK parsed it as an object: cannot happen)
+        return data
+    inner = body[:-1].rstrip()
+    separator = b"" if inner.endswith(b"{") else b","
+    return inner + separator + b' "tracking": ' + json.dumps(fields).encode() + b"}"
 
 
 async def _disconnected(receive: Receive) -> None:
