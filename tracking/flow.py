@@ -252,7 +252,7 @@ def send_once(
     sent = time.perf_counter()
     deadline = time.monotonic() + timeout  # a job's: its submit, polls and download together
     outcome = progress.outcome = yield Send(prepared, timeout)
-    answer = _read_answer(outcome, prepared, provider)
+    answer = yield from _read_where_best(outcome, prepared, provider)
     if isinstance(answer, Poll):
         progress.job_accepted = True  # billed from here on, whatever the polls say
         answer = yield from _follow(answer, provider, timeout, deadline)
@@ -295,11 +295,8 @@ def _attempts(
             try:
                 request, options = parse_call(**{**params, **target.overrides})
                 parsed.append((request, options))
-                if prepares_heavily(request):
-                    made = yield _prepared_off_the_loop(request, options)
-                    if isinstance(made, Exception):
-                        raise made
-                    provider, prepared = made
+                if prepares_heavily(request):  # a mask to decode, large images to encode
+                    provider, prepared = yield from _off_the_loop(prepare_call, request, options)
                 else:
                     provider, prepared = prepare_call(request, options)
             except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
@@ -387,16 +384,16 @@ def _cover(
     return Consult(lambda: None, lambda: cover(lost_now, upcoming))
 
 
-def _prepared_off_the_loop(request: ImageEditRequest, options: CallOptions) -> Consult:
-    """:func:`prepare_call` for a request whose mask the provider decodes (up to 20 Mi pixels) or
-    whose images it encodes as base64 (:func:`~tracking.providers.prepares_heavily`): on the
-    async path in a worker thread, so the event loop (the proxy's, serving every other
-    request) goes on meanwhile; on the sync path where it is. Its answer, or the ``Exception``
-    it raised, comes back as the value."""
-    return Consult(
-        lambda: prepare_call(request, options),
-        lambda: asyncio.to_thread(prepare_call, request, options),
-    )
+def _off_the_loop(work: Callable[..., R], *args: Any) -> Generator[Effect, Any, R]:
+    """``work(*args)`` for work an event loop should not do (a mask decoded, large images
+    encoded, a large answer read): on the async path in a worker thread, so the loop (the
+    proxy's, serving every other request) goes on meanwhile; on the sync path where it is.
+    What it raises is raised here."""
+    done = yield Consult(lambda: work(*args), lambda: asyncio.to_thread(work, *args))
+    if isinstance(done, Exception):  # handed back as a value by the driver
+        raise done
+    result: R = done
+    return result
 
 
 def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:
@@ -447,6 +444,25 @@ def end_streamed_attempt(
         return
     (target, latency_ms), progress.open_stream = progress.open_stream, None
     yield from route.done(target, failure, latency_ms, response)
+
+
+#: An answer body from which it is read (its JSON parsed, its images checked) off the event loop:
+#: about 1.4 ms per MB here, so a few images at 4K (hundreds of MB at most) would hold the loop,
+#: and with it every other request of a proxy, for up to seconds. A usual answer (one image,
+#: a few MB of base64) is read where it is, with no thread hop.
+READ_OFF_THE_LOOP = 4 * 1024 * 1024
+
+
+def _read_where_best(
+    outcome: Answer | BaseException | None,
+    prepared: PreparedRequest,
+    provider: Provider,
+) -> Generator[Effect, Any, ImageResponse | Poll]:
+    """:func:`_read_answer`, in a worker thread on the async path for an answer of
+    :data:`READ_OFF_THE_LOOP` bytes or more."""
+    if not isinstance(outcome, Answer) or len(outcome.body) < READ_OFF_THE_LOOP:
+        return _read_answer(outcome, prepared, provider)
+    return (yield from _off_the_loop(_read_answer, outcome, prepared, provider))
 
 
 def _read_answer(
@@ -524,7 +540,7 @@ def _follow(
             yield Sleep(poll.wait)
         outcome = yield Send(poll.request, max(0.001, deadline - time.monotonic()))
         try:
-            answer = _read_answer(outcome, poll.request, provider)
+            answer = yield from _read_where_best(outcome, poll.request, provider)
         except APIError as exc:
             failures += 1
             if not exc.retryable or failures > _MAX_POLL_FAILURES:
