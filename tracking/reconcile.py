@@ -336,6 +336,11 @@ def compare(
             )
             same_images = note == "agrees" or note.startswith("same images")
             note = unpriced if same_images else f"{unpriced}; {note}"
+        if mine is not None and mine.quarantined:
+            note += (
+                f" ({mine.quarantined} call(s) of ours are counted from the ledger's quarantine: "
+                "the database refused their rows; see tracking ledger quarantine list)"
+            )
         rows.append(
             ReconcileRow(
                 key,
