@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import sqlalchemy as sa
 
 from ._codec import decode_row, encode_row, line_request_id
-from ._quarantined_calls import quarantined_calls, summed
+from ._quarantined_calls import quarantined_calls, quarantined_cost
 from ._schema import quarantine
 from ._target import SpendLogsInserter, error_text
 
@@ -132,7 +132,7 @@ def quarantined_spend(
     ``spend_logs`` holds too (:func:`~._quarantined_calls.quarantined_calls`). A cost that is
     not a finite number counts nothing: it is no amount."""
     calls = quarantined_calls(conn, key_hashes=key_hashes, end_user=end_user, since=since)
-    return summed(calls)
+    return quarantined_cost(calls)
 
 
 def _clean_text(value: str) -> str:

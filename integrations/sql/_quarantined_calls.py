@@ -29,7 +29,7 @@ from ._schema import quarantine, spend_logs
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-__all__ = ["QuarantinedCall", "quarantined_calls", "summed"]
+__all__ = ["QuarantinedCall", "quarantined_calls", "quarantined_cost"]
 
 _GENERATION_CALL_TYPES = ("image_generation", "aimage_generation")
 _TEXT_FIELDS = (
@@ -56,7 +56,8 @@ class QuarantinedCall:
 
     request_id: str | None
     start_time: datetime | None
-    #: None: the row has no price (unpriced); a cost that is not a finite number counts 0
+    #: None: the row has no price (unpriced), or a cost that is no finite amount (a row kept as
+    #: its text because it could not be encoded): reports count it as unpriced, budgets as 0
     cost_usd: Decimal | None
     status: str | None
     call_type: str | None
@@ -189,15 +190,16 @@ def _time(value: Any) -> datetime | None:
 
 
 def _cost(value: Any) -> Decimal | None:
-    if value is None:
+    """The row's cost; None when it has none or none that is an amount (``NaN``, text)."""
+    if value is None or isinstance(value, bool):
         return None
     try:
         cost = Decimal(str(value))
     except (InvalidOperation, ValueError):
-        return Decimal(0)
-    return cost if cost.is_finite() else Decimal(0)
+        return None
+    return cost if cost.is_finite() else None
 
 
-def summed(calls: Iterable[QuarantinedCall]) -> Decimal:
+def quarantined_cost(calls: Iterable[QuarantinedCall]) -> Decimal:
     """What the calls cost together (unpriced ones count nothing)."""
     return sum((c.cost_usd for c in calls if c.cost_usd is not None), Decimal(0))

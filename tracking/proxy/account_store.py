@@ -49,7 +49,7 @@ async def read_store(what: str, message: str, read: Callable[..., T], *args: Any
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from tracking.integrations.sql._quarantined_calls import QuarantinedCall
+    from tracking.integrations.sql import QuarantinedCall
 
 __all__ = ["AccountStore", "EndUserRecord", "KeyRecord"]
 
@@ -390,7 +390,7 @@ class AccountStore:
         database refused, billed all the same) and what they cost; None when there are none."""
         if self.nothing_stored():
             return None
-        from tracking.integrations.sql._quarantined_calls import quarantined_calls, summed
+        from tracking.integrations.sql import quarantined_calls, quarantined_cost
 
         with self.engine.connect() as conn:
             calls = quarantined_calls(
@@ -398,7 +398,10 @@ class AccountStore:
             )
         if not calls:
             return None
-        return {"requests": len(calls), "cost_usd": f"{summed(calls).quantize(_QUANTUM):f}"}
+        return {
+            "requests": len(calls),
+            "cost_usd": f"{quarantined_cost(calls).quantize(_QUANTUM):f}",
+        }
 
     def key_summary(
         self, key_hashes: Sequence[str] | None, *, page: int = 1, page_size: int | None = None
@@ -429,7 +432,7 @@ class AccountStore:
         if key_hashes is not None:
             statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
         counted = sa.select(sa.func.count()).select_from(statement.order_by(None).subquery())
-        from tracking.integrations.sql._quarantined_calls import quarantined_calls
+        from tracking.integrations.sql import quarantined_calls
 
         with self.engine.connect() as conn:
             refused = [c for c in quarantined_calls(conn, key_hashes=key_hashes) if c.api_key_hash]

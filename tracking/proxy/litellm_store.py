@@ -5,7 +5,7 @@ the ``/global/spend/*`` sums, all over the same tables :class:`~.account_store.A
 uses (``proxy_keys``, ``proxy_end_users`` and the ledger's ``spend_logs``). Synchronous
 SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures come from
 ``spend_logs`` and the calls in the ledger's quarantine (rows the database refused, billed all
-the same: :mod:`tracking.integrations.sql._quarantined_calls`), which budgets count too.
+the same: :func:`tracking.integrations.sql.quarantined_calls`), which budgets count too.
 """
 
 from __future__ import annotations
@@ -181,14 +181,19 @@ def total_spend(
 
     if store.nothing_stored():
         return _money(0), None
-    from tracking.integrations.sql import cost_sum, spend_logs, summed_cost
-    from tracking.integrations.sql._quarantined_calls import quarantined_calls, summed
+    from tracking.integrations.sql import (
+        cost_sum,
+        quarantined_calls,
+        quarantined_cost,
+        spend_logs,
+        summed_cost,
+    )
 
     statement = _window(sa.select(cost_sum(store.engine)), spend_logs.c.start_time, start, end)
     with store.engine.connect() as conn:
         logged = summed_cost(conn.execute(statement).scalar(), store.engine)
         refused = quarantined_calls(conn, since=start, until=end)
-    extra = summed(refused)
+    extra = quarantined_cost(refused)
     return _money(logged + extra), _money(extra) if refused else None
 
 
@@ -206,8 +211,13 @@ def spend_by(
 
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import cost_order, cost_sum, spend_logs, summed_cost
-    from tracking.integrations.sql._quarantined_calls import quarantined_calls
+    from tracking.integrations.sql import (
+        cost_order,
+        cost_sum,
+        quarantined_calls,
+        spend_logs,
+        summed_cost,
+    )
 
     column = spend_logs.c[GROUPS[group]]
     engine = store.engine
@@ -248,8 +258,7 @@ def spend_report(
 
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import spend_logs
-    from tracking.integrations.sql._quarantined_calls import quarantined_calls
+    from tracking.integrations.sql import quarantined_calls, spend_logs
 
     column = spend_logs.c[GROUPS[group]]
     statement = sa.select(
