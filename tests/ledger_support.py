@@ -63,6 +63,18 @@ def make_event(
     return ImageEditEvent(**fields)
 
 
+def quarantine_event(engine: sa.engine.Engine, **fields: Any) -> str:
+    """Put the row of an event with ``fields`` (``make_event``'s) straight into
+    ``ledger_quarantine``, as the writer does with a row the database refused; returns its
+    request id (``refused-<uuid>`` unless ``request_id`` is given)."""
+    from tracking.integrations.sql._target import SpendLogsInserter
+
+    request_id = fields.pop("request_id", None) or f"refused-{uuid.uuid4()}"
+    line = encode_row(event_to_row(make_event(request_id=request_id, **fields)))
+    SpendLogsInserter(engine).quarantine([(request_id, line, "DataError [22P05]: refused")])
+    return str(request_id)
+
+
 def hostile_user(length: int = 3000) -> str:
     """Random text that does not compress: over PostgreSQL's 2,704-byte B-tree entry limit."""
     rng = random.Random(18)

@@ -19,12 +19,16 @@ import httpx
 import sqlalchemy as sa
 
 from tests.accounts_support import accounts_config, bearer, edit, generate, ledger_env, wait_for
-from tests.ledger_support import ids_in, ledger_url, make_event, open_ledger  # noqa: F401
+from tests.ledger_support import (  # noqa: F401
+    ids_in,
+    ledger_url,
+    make_event,
+    open_ledger,
+    quarantine_event,
+)
 from tests.proxy_support import MASTER_KEY, ProxyProcess
-from tracking.integrations.sql import event_to_row, spend_logs
-from tracking.integrations.sql._codec import encode_row
+from tracking.integrations.sql import spend_logs
 from tracking.integrations.sql._quarantine import list_quarantine
-from tracking.integrations.sql._target import SpendLogsInserter
 from tracking.proxy.account_store import AccountStore
 from tracking.proxy.keys import hash_key
 
@@ -32,12 +36,7 @@ MODEL = "gpt-image-2"
 
 
 def _quarantine(engine: sa.engine.Engine, **fields: object) -> str:
-    """Put a row for an event with ``fields`` straight into ``ledger_quarantine``, as the
-    writer does with a row the database refused; returns its request id."""
-    request_id = f"refused-{uuid.uuid4()}"
-    line = encode_row(event_to_row(make_event(request_id=request_id, model=MODEL, **fields)))  # type: ignore[arg-type]
-    SpendLogsInserter(engine).quarantine([(request_id, line, "DataError [22P05]: refused")])
-    return request_id
+    return quarantine_event(engine, model=MODEL, **fields)
 
 
 def test_a_nul_in_text_is_stored_on_postgres_with_a_replacement_character(postgres_url):

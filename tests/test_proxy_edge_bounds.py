@@ -84,6 +84,8 @@ def test_hostile_key_fields_are_clear_400s(proxy, client):
     made = generate(client, proxy.url, max_budget=str(MAX_BUDGET_USD), rpm_limit=1_000_000)
     assert made["max_budget"] == str(MAX_BUDGET_USD)
     assert edit(client, proxy.url, made["key"]).status_code == 200
+    for zero in ("-0", -0.0, "-0.00"):  # a budget of nothing, never shown as "-0"
+        assert generate(client, proxy.url, max_budget=zero)["max_budget"] == "0"
 
 
 def test_hostile_customer_fields_are_clear_400s(proxy, client):

@@ -441,9 +441,12 @@ def test_a_malformed_bill_is_one_clear_line_and_exit_2_never_drift(capsys, fake,
             raw = b'{"data": [{"start_time": 1767225600, "results": [{"images": "many"}]}]}'
             if case == "a model that is an object":
                 raw = b'{"data": [{"start_time": 1767225600, "results": [{"model": {"id": 1}}]}]}'
+            raw = raw.replace(b"1767225600", str(start).encode())
             return raw if case in ("text", "a model that is an object") else b'{"data": []}'
-        return _HOSTILE_COSTS[case]
+        return hostile
 
+    start = int(datetime.combine(today(), datetime.min.time(), UTC).timestamp())
+    hostile = _HOSTILE_COSTS[case].replace(b"1767225600", str(start).encode())  # in the window
     by = "day" if case == "a start that is text" else "model"
     if case == "tiny":  # a group on both sides: the comparison's arithmetic is reached
         edit(fake)
@@ -496,3 +499,61 @@ def test_a_negative_bill_reads_no_price(capsys, fake, ledger):
     (row,) = json.loads(capsys.readouterr().out)
     assert code == 1 and row["drift"] and row["implied_prices"] is None
     assert "the provider's cost is -5" in row["note"]
+
+
+def _day_start(day: date) -> int:
+    return int(datetime.combine(day, datetime.min.time(), UTC).timestamp())
+
+
+def _paged_bill(pages: Callable[[int], list[tuple[int, str | None]]]) -> Callable[[str], bytes]:
+    """An admin API whose answers are pages of one bucket each: ``pages(today's start)`` lists
+    ``(bucket start, next_page)``; a page is chosen by the request's ``page`` cursor (the
+    first page has none). Every bucket bills one image of gpt-image-1 at $1."""
+
+    def answer(path: str) -> bytes:
+        from urllib.parse import parse_qs, urlsplit
+
+        cursor = parse_qs(urlsplit(path).query).get("page", ["0"])[0]
+        start, following = pages(_day_start(today()))[int(cursor)]
+        if "/usage/" in path:
+            result: dict[str, object] = {"model": "gpt-image-1", "images": 1}
+        else:
+            result = {"line_item": "gpt-image-1, image edits", "amount": {"value": "1"}}
+        bucket = {"start_time": start, "results": [result]}
+        page = {"data": [bucket], "has_more": following is not None, "next_page": following}
+        return json.dumps(page).encode()
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("case", "pages", "said"),
+    [
+        # the second page serves the first page's bucket again: summed twice, it read as drift
+        ("a bucket twice", lambda t: [(t, "1"), (t, None)], "twice"),
+        # a cursor leading back to a page already read: 1,000 requests summing one bill
+        ("a cursor loop", lambda t: [(t - 86_400, "1"), (t, "1")], "repeats"),
+        ("a bucket outside the window", lambda t: [(t + 86_400 * 3, None)], "outside the window"),
+    ],
+)
+def test_a_bill_repeating_or_straying_from_its_window_is_exit_2_never_summed(
+    capsys, ledger, case, pages, said
+):
+    code = _reconcile_against(
+        _answering(_paged_bill(pages)), ledger, "--since", (today() - timedelta(days=1)).isoformat()
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err  # never 1 (drift) nor 0: the figures could not be read
+    assert err.startswith("tracking reconcile: error: ") and said in err and err.count("\n") == 1
+
+
+def test_a_bill_over_pages_with_distinct_days_is_summed_once(capsys, fake, ledger):
+    edit(fake)
+    yesterday = (today() - timedelta(days=1)).isoformat()
+    pages = _paged_bill(lambda t: [(t - 86_400, "1"), (t, None)])
+    code = _reconcile_against(_answering(pages), ledger, "--since", yesterday, "--by", "day",
+                              "--format", "json")  # fmt: skip
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert [rows[k]["their_images"] for k in sorted(rows)] == [1, 1]
+    assert [rows[k]["their_cost_usd"] for k in sorted(rows)] == ["1", "1"]
+    assert code == 1  # our side has one call, billed far below $1: drift, read once

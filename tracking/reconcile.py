@@ -112,8 +112,12 @@ def _get(client: httpx.Client, path: str, query: dict[str, Any]) -> tuple[int, b
 
 
 def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every bucket of a paged admin endpoint, following ``next_page``."""
+    """Every bucket of a paged admin endpoint, following ``next_page``, each once: a bucket
+    outside the window asked for, a bucket start seen before (a page served twice) or a cursor
+    that leads back to a page already read is a broken answer, never summed again."""
     page: str | None = None
+    cursors: set[str] = set()
+    starts: set[object] = set()
     for _ in range(1000):  # a bound on a misbehaving cursor
         query = {**params, "limit": _PAGE_LIMIT, **({"page": page} if page else {})}
         try:
@@ -143,10 +147,23 @@ def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[
             for result in bucket.get("results") or ():
                 if not isinstance(result, dict):
                     raise ReconcileError(f"{path}: a result of the answer is not an object")
+            _bucket_day(bucket)  # a time, or the error saying it is none
+            start = bucket["start_time"]
+            if start in starts:
+                raise ReconcileError(f"{path}: the answer holds the bucket starting {start} twice")
+            if not params["start_time"] <= start < params["end_time"]:
+                raise ReconcileError(
+                    f"{path}: the answer holds a bucket starting at {start}, outside the "
+                    f"window asked for ({params['start_time']} to {params['end_time']})"
+                )
+            starts.add(start)
             yield bucket
         page = body.get("next_page")
         if not body.get("has_more") or not page:
             return
+        if str(page) in cursors:
+            raise ReconcileError(f"{path}: the answer's next_page {str(page)[:40]!r} repeats")
+        cursors.add(str(page))
     raise ReconcileError(f"{path}: more than 1000 pages; narrow the window")
 
 
@@ -336,6 +353,11 @@ def compare(
             )
             same_images = note == "agrees" or note.startswith("same images")
             note = unpriced if same_images else f"{unpriced}; {note}"
+        if mine is not None and mine.quarantined:
+            note += (
+                f" ({mine.quarantined} call(s) of ours are counted from the ledger's quarantine: "
+                "the database refused their rows; see tracking ledger quarantine list)"
+            )
         rows.append(
             ReconcileRow(
                 key,

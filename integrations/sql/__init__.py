@@ -30,6 +30,7 @@ from ._quarantine import (
     quarantine_replay_command,
     quarantined_spend,
 )
+from ._quarantined_calls import QuarantinedCall, quarantined_calls, quarantined_cost
 from ._queries import GroupBy, SpendRow, cost_order, cost_sum, query_spend, summed_cost
 from ._schema import (
     VERSION_TABLE,
@@ -48,6 +49,7 @@ __all__ = [
     "GroupBy",
     "LedgerMode",
     "LedgerWriter",
+    "QuarantinedCall",
     "ReplayHook",
     "SchemaVersionError",
     "SpendRow",
@@ -69,6 +71,8 @@ __all__ = [
     "migrations_path",
     "quarantine_list_command",
     "quarantine_replay_command",
+    "quarantined_calls",
+    "quarantined_cost",
     "quarantined_spend",
     "query_billed",
     "query_spend",

@@ -1,15 +1,17 @@
 """The ledger's side of a reconciliation: what it recorded of one provider's calls, grouped by
-UTC day or by the model the provider served, with exact sums (see :mod:`._queries`)."""
+UTC day or by the model the provider served, with exact sums (see :mod:`._queries`); the calls
+in the ledger's quarantine (rows the database refused, billed all the same) included."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
+from ._quarantined_calls import QuarantinedCall, quarantined_calls
 from ._queries import _day, cost_sum, summed_cost, to_utc_bound, unpriced_count
 from ._schema import spend_logs
 
@@ -43,6 +45,25 @@ class BilledRow:
     unpriced: int = 0
     #: successful calls whose cost holds an estimate: no price can be read from ``cost_usd``
     estimated_successes: int = 0
+    #: calls counted here whose rows are in the ledger's quarantine (refused by the database)
+    quarantined: int = 0
+
+    def plus(self, call: QuarantinedCall) -> BilledRow:
+        """This group with a quarantined call added, counted as the SQL above counts a row."""
+        success = call.status == "success"
+        estimate = call.cost_source == "estimate"
+        cost = call.cost_usd if call.cost_usd is not None else Decimal(0)
+        return replace(
+            self,
+            requests=self.requests + success,
+            images=self.images + call.images_returned,
+            output_tokens=self.output_tokens + call.output_tokens,
+            cost_usd=self.cost_usd + cost,
+            estimated_usd=self.estimated_usd + (cost if estimate and not success else 0),
+            unpriced=self.unpriced + (call.cost_usd is None),
+            estimated_successes=self.estimated_successes + (estimate and success),
+            quarantined=self.quarantined + 1,
+        )
 
 
 def query_billed(
@@ -78,9 +99,11 @@ def query_billed(
         .group_by(key)
         .order_by(key)
     )
+    start, end = to_utc_bound(since, "since"), to_utc_bound(until, "until")
     with engine.connect() as conn:
         result = conn.execute(statement).all()
-    return [
+        refused = quarantined_calls(conn, provider=provider, since=start, until=end)
+    rows = [
         BilledRow(
             key=record.key.isoformat() if isinstance(record.key, date) else str(record.key),
             requests=int(record.requests),
@@ -93,3 +116,11 @@ def query_billed(
         )
         for record in result
     ]
+    if not refused:
+        return rows
+    groups = {row.key: row for row in rows}
+    for call in refused:  # billed all the same: the provider's bill has them
+        day = call.day
+        group = (day.isoformat() if day else "") if by == "day" else (call.served_model or "")
+        groups[group] = groups.get(group, BilledRow(group, 0, 0, 0, Decimal(0))).plus(call)
+    return [groups[key] for key in sorted(groups)]

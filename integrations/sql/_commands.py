@@ -165,8 +165,8 @@ def _money(value: Decimal) -> str:
     return f"{value:f}"
 
 
-def _record(label: str, row: SpendRow) -> list[str]:
-    return [
+def _record(label: str, row: SpendRow, quarantined: bool = False) -> list[str]:
+    cells = [
         label,
         str(row.requests),
         str(row.failures),
@@ -174,6 +174,9 @@ def _record(label: str, row: SpendRow) -> list[str]:
         _money(row.cost_usd),
         str(row.unpriced_requests),
     ]
+    if quarantined:  # the quarantine's columns, present when it holds calls of the report
+        cells += [str(row.quarantined_requests), _money(row.quarantined_usd)]
+    return cells
 
 
 def render_spend(
@@ -199,11 +202,12 @@ def render_spend(
         )
         out.write("\n")
         return
+    quarantined = any(r.quarantined_requests for r in [*rows, *([total] if total else [])])
     header = [key_name, "requests", "failures", "images", "cost_usd", "unpriced"]
-    records = [
-        _record(shown(r.key) if r.key is not None else ("(none)" if by else "total"), r)
-        for r in rows
-    ]
+    if quarantined:
+        header += ["quarantined", "quarantined_usd"]
+    labels = [shown(r.key) if r.key is not None else ("(none)" if by else "total") for r in rows]
+    records = [_record(label, r, quarantined) for label, r in zip(labels, rows, strict=True)]
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
@@ -226,8 +230,10 @@ def render_spend(
             sum(r.images for r in rows),
             sum((r.cost_usd for r in rows), Decimal(0)),
             sum(r.unpriced_requests for r in rows),
+            sum(r.quarantined_requests for r in rows),
+            sum((r.quarantined_usd for r in rows), Decimal(0)),
         )
-        records.append(_record("total", total or summed))
+        records.append(_record("total", total or summed, quarantined))
     widths = [max(len(line[i]) for line in [header, *records]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -246,3 +252,8 @@ def render_spend(
         out.write(f"(the {which} {limit} only; the total covers every {by})\n")
     if not rows or (by is None and rows[0].requests == 0):
         out.write("(no calls in this range)\n")
+    if quarantined:
+        out.write(
+            "(quarantined: calls counted above whose rows the database refused; they were "
+            "billed all the same. `tracking ledger quarantine list` shows them)\n"
+        )

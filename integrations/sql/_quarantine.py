@@ -26,14 +26,15 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import sqlalchemy as sa
 
 from ._codec import decode_row, encode_row, line_request_id
+from ._quarantined_calls import quarantined_calls, quarantined_cost
 from ._schema import quarantine
 from ._target import SpendLogsInserter, error_text
 
@@ -126,72 +127,12 @@ def quarantined_spend(
     end_user: str | None = None,
     since: datetime | None = None,
 ) -> Decimal:
-    """The summed ``cost_usd`` of quarantined rows naming one of ``key_hashes`` and
-    ``end_user`` (those given) and starting at ``since`` or later.
-
-    The lines are JSON text: a ``LIKE`` on the encoded field narrows them in the database, and
-    each candidate is read here and matched exactly. A cost that is not a finite number (a
-    ``readable_line`` of a row refused for it) counts nothing: it is no amount.
-    """
-    conditions: list[sa.ColumnElement[bool]] = []
-    if key_hashes is not None:
-        if not key_hashes:
-            return Decimal(0)
-        conditions.append(
-            sa.or_(
-                *(
-                    quarantine.c.line.contains(f'"api_key_hash":{json.dumps(h)}', autoescape=True)
-                    for h in key_hashes
-                )
-            )
-        )
-    if end_user is not None:
-        field = f'"end_user":{json.dumps(end_user)}'
-        conditions.append(quarantine.c.line.contains(field, autoescape=True))
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    # One cost per call: a request id quarantined twice (kept twice before 2026-12-05, or as a
-    # dead process's intent and as the call's own row) is one call, counted once, by its own
-    # row rather than its intent's estimate.
-    costs: dict[object, tuple[bool, Decimal]] = {}
-    query = sa.select(quarantine.c.id, quarantine.c.request_id, quarantine.c.line)
-    for row_id, request_id, line in conn.execute(query.where(*conditions)):
-        matched = _matching_cost(line, key_hashes, end_user, since)
-        if matched is None:
-            continue
-        incomplete, cost = matched
-        key = request_id if request_id is not None else ("row", row_id)
-        if key not in costs or (costs[key][0] and not incomplete):
-            costs[key] = (incomplete, cost)
-    return sum((cost for _, cost in costs.values()), Decimal(0))
-
-
-def _matching_cost(
-    line: str,
-    key_hashes: Sequence[str] | None,
-    end_user: str | None,
-    since: datetime | None,
-) -> tuple[bool, Decimal] | None:
-    """Whether the line is an intent's ``incomplete`` row, and its cost; None unless it
-    matches (a cost that is not a finite number is 0)."""
-    try:
-        row = json.loads(line)
-        if not isinstance(row, dict):
-            return None
-        if key_hashes is not None and row.get("api_key_hash") not in key_hashes:
-            return None
-        if end_user is not None and row.get("end_user") != end_user:
-            return None
-        if since is not None:
-            started = datetime.fromisoformat(str(row.get("start_time")))
-            if started.tzinfo is None:
-                started = started.replace(tzinfo=UTC)
-            if started < since:
-                return None
-        cost = Decimal(str(row.get("cost_usd")))
-    except (ValueError, TypeError, InvalidOperation, RecursionError):
-        return None
-    return row.get("status") == "incomplete", cost if cost.is_finite() else Decimal(0)
+    """The summed ``cost_usd`` of the quarantined calls naming one of ``key_hashes`` and
+    ``end_user`` (those given) and starting at ``since`` or later: each call once, none that
+    ``spend_logs`` holds too (:func:`~._quarantined_calls.quarantined_calls`). A cost that is
+    not a finite number counts nothing: it is no amount."""
+    calls = quarantined_calls(conn, key_hashes=key_hashes, end_user=end_user, since=since)
+    return quarantined_cost(calls)
 
 
 def _clean_text(value: str) -> str:

@@ -13,7 +13,7 @@ into a ``Decimal`` here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from tracking.errors import ValidationError
 
+from ._quarantined_calls import QuarantinedCall, quarantined_calls
 from ._schema import MONEY_SCALE, spend_logs
 
 if TYPE_CHECKING:
@@ -55,9 +56,14 @@ class SpendRow:
     images: int
     cost_usd: Decimal
     unpriced_requests: int  #: calls with no known price (their cost is not in ``cost_usd``)
+    #: calls among ``requests`` whose rows are in the ledger's quarantine (the database refused
+    #: them; they were billed all the same), and what they cost (part of ``cost_usd``)
+    quarantined_requests: int = 0
+    quarantined_usd: Decimal = Decimal(0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The row as JSON values; the quarantine's figures only when it holds calls of it."""
+        out: dict[str, Any] = {
             "key": self.key,
             "requests": self.requests,
             "failures": self.failures,
@@ -65,6 +71,24 @@ class SpendRow:
             "cost_usd": f"{self.cost_usd:f}",
             "unpriced_requests": self.unpriced_requests,
         }
+        if self.quarantined_requests:
+            out["quarantined_requests"] = self.quarantined_requests
+            out["quarantined_usd"] = f"{self.quarantined_usd:f}"
+        return out
+
+    def plus(self, call: QuarantinedCall) -> SpendRow:
+        """This row with a quarantined call added."""
+        cost = call.cost_usd if call.cost_usd is not None else Decimal(0)
+        return replace(
+            self,
+            requests=self.requests + 1,
+            failures=self.failures + (call.status == "failure"),
+            images=self.images + call.images_returned,
+            cost_usd=(self.cost_usd + cost).quantize(_QUANTUM),
+            unpriced_requests=self.unpriced_requests + (call.cost_usd is None),
+            quarantined_requests=self.quarantined_requests + 1,
+            quarantined_usd=(self.quarantined_usd + cost).quantize(_QUANTUM),
+        )
 
 
 def to_utc_bound(value: date | datetime, name: str) -> datetime:
@@ -193,24 +217,29 @@ def query_spend(
         [key.label("key"), *measures] if key is not None else measures
     )
     statement = sa.select(*columns)
+    start = to_utc_bound(since, "since") if since is not None else None
+    end = to_utc_bound(until, "until") if until is not None else None
     if user is not None:
         statement = statement.where(spend_logs.c.end_user == user)
     if operation is not None:
         statement = statement.where(_operation() == operation)
-    if since is not None:
-        statement = statement.where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
-    if until is not None:
-        statement = statement.where(spend_logs.c.start_time < to_utc_bound(until, "until"))
+    if start is not None:
+        statement = statement.where(spend_logs.c.start_time >= start)
+    if end is not None:
+        statement = statement.where(spend_logs.c.start_time < end)
     latest_days = by == "day" and limit is not None  # ordered newest first, listed oldest first
     if key is not None:
         statement = statement.group_by(key)
         order = (key.desc() if latest_days else key,) if by == "day" else (*cost_order(engine), key)
         statement = statement.order_by(*order)
-    if limit is not None:
-        statement = statement.limit(limit)
     with engine.connect() as conn:
+        refused = quarantined_calls(conn, end_user=user, since=start, until=end)
+        if operation is not None:
+            refused = [c for c in refused if c.operation == operation]
+        if limit is not None and not refused:
+            statement = statement.limit(limit)
         result = list(conn.execute(statement).all())
-    if latest_days:
+    if latest_days and not refused:
         result.reverse()  # the latest days, listed oldest first as without a limit
     rows = []
     for record in result:
@@ -225,4 +254,33 @@ def query_spend(
                 unpriced_requests=int(record.unpriced),
             )
         )
-    return rows
+    return _with_quarantined(rows, refused, by, limit) if refused else rows
+
+
+def _group_of(call: QuarantinedCall, by: GroupBy | None) -> str | None:
+    if by == "model":
+        return call.model
+    if by == "user":
+        return call.end_user
+    if by == "day":
+        return None if call.day is None else call.day.isoformat()
+    if by == "operation":
+        return call.operation
+    return None
+
+
+def _with_quarantined(
+    rows: list[SpendRow], calls: Sequence[QuarantinedCall], by: GroupBy | None, limit: int | None
+) -> list[SpendRow]:
+    """``rows`` (every group, unlimited) with the quarantined calls added to their groups, in
+    :func:`query_spend`'s order, ``limit`` applied."""
+    groups = {row.key: row for row in rows}
+    for call in calls:
+        key = _group_of(call, by)
+        groups[key] = groups.get(key, SpendRow(key, 0, 0, 0, Decimal(0), 0)).plus(call)
+    merged = list(groups.values())
+    if by == "day":
+        merged.sort(key=lambda r: (r.key is not None, r.key or ""))
+        return merged[-limit:] if limit is not None else merged
+    merged.sort(key=lambda r: (-r.cost_usd, r.key is None, r.key or ""))
+    return merged[:limit] if limit is not None else merged

@@ -49,6 +49,8 @@ async def read_store(what: str, message: str, read: Callable[..., T], *args: Any
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from tracking.integrations.sql import QuarantinedCall
+
 __all__ = ["AccountStore", "EndUserRecord", "KeyRecord"]
 
 _QUANTUM = Decimal("1e-10")
@@ -376,6 +378,31 @@ class AccountStore:
             total = int(conn.execute(count).scalar_one())
         return rows, total
 
+    def quarantined_summary(
+        self,
+        *,
+        key_hashes: Sequence[str] | None,
+        end_user: str | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> dict[str, Any] | None:
+        """How many calls matching these filters are in the ledger's quarantine (rows the
+        database refused, billed all the same) and what they cost; None when there are none."""
+        if self.nothing_stored():
+            return None
+        from tracking.integrations.sql import quarantined_calls, quarantined_cost
+
+        with self.engine.connect() as conn:
+            calls = quarantined_calls(
+                conn, key_hashes=key_hashes, end_user=end_user, since=start, until=end
+            )
+        if not calls:
+            return None
+        return {
+            "requests": len(calls),
+            "cost_usd": f"{quarantined_cost(calls).quantize(_QUANTUM):f}",
+        }
+
     def key_summary(
         self, key_hashes: Sequence[str] | None, *, page: int = 1, page_size: int | None = None
     ) -> tuple[list[dict[str, Any]], int]:
@@ -405,9 +432,12 @@ class AccountStore:
         if key_hashes is not None:
             statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
         counted = sa.select(sa.func.count()).select_from(statement.order_by(None).subquery())
-        if page_size is not None:
-            statement = statement.limit(page_size).offset((page - 1) * page_size)
+        from tracking.integrations.sql import quarantined_calls
+
         with self.engine.connect() as conn:
+            refused = [c for c in quarantined_calls(conn, key_hashes=key_hashes) if c.api_key_hash]
+            if page_size is not None and not refused:
+                statement = statement.limit(page_size).offset((page - 1) * page_size)
             result = conn.execute(statement).all()
             total = int(conn.execute(counted).scalar_one())
         rows = [
@@ -417,11 +447,43 @@ class AccountStore:
                 "team": row.team,
                 "requests": int(row.requests),
                 "images": int(row.images),
-                "spend": f"{summed_cost(row.cost, self.engine):f}",
+                "spend": summed_cost(row.cost, self.engine),
             }
             for row in result
         ]
+        if refused:  # the quarantine's calls added; ordered and paged here
+            rows = _with_quarantined_keys(rows, refused)
+            total = len(rows)
+            if page_size is not None:
+                rows = rows[(page - 1) * page_size : page * page_size]
+        for row in rows:
+            row["spend"] = f"{row['spend']:f}"
         return rows, total
+
+
+def _with_quarantined_keys(
+    rows: list[dict[str, Any]], calls: Sequence[QuarantinedCall]
+) -> list[dict[str, Any]]:
+    """Per-key rows (``spend`` a Decimal) with the quarantined calls added, each key that has
+    some marked with ``quarantined_requests``; dearest first, then by hash."""
+    by_hash = {row["key_hash"]: row for row in rows}
+    for call in calls:
+        row = by_hash.setdefault(
+            call.api_key_hash,
+            {
+                "key_hash": call.api_key_hash,
+                "key_alias": call.key_alias,
+                "team": call.team,
+                "requests": 0,
+                "images": 0,
+                "spend": Decimal(0),
+            },
+        )
+        row["requests"] += 1
+        row["images"] += call.images_returned
+        row["spend"] = (row["spend"] + (call.cost_usd or 0)).quantize(_QUANTUM)
+        row["quarantined_requests"] = row.get("quarantined_requests", 0) + 1
+    return sorted(by_hash.values(), key=lambda row: (-row["spend"], row["key_hash"]))
 
 
 def _end_user_values(record: EndUserRecord) -> dict[str, Any]:

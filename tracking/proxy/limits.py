@@ -100,7 +100,7 @@ def money_limit(amount: Decimal, param: str) -> Decimal:
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MAX_BUDGET_PLACES:
         raise _bad(param, f"at most {MAX_BUDGET_PLACES} decimal places")
-    return amount
+    return amount.copy_abs() if amount.is_zero() else amount  # -0 is 0
 
 
 def query_int(query: dict[str, str], name: str, default: int, high: int) -> int:

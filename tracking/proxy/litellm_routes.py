@@ -211,7 +211,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         records = await asyncio.to_thread(litellm_store.list_end_users, store)
         spend = dict(
             (value, amount)
-            for value, amount, _ in await asyncio.to_thread(
+            for value, amount, _, _ in await asyncio.to_thread(
                 litellm_store.spend_by, store, "customer", start=None, end=None, limit=10**6
             )
         )
@@ -249,8 +249,11 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     async def spend_total(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         _, start, end = window(scope)
-        total = await asyncio.to_thread(litellm_store.total_spend, store, start, end)
-        await send_json(send, 200, {"spend": total})
+        total, quarantined = await asyncio.to_thread(litellm_store.total_spend, store, start, end)
+        body = {"spend": total}
+        if quarantined is not None:  # the part that is calls whose rows the database refused
+            body["quarantined_spend"] = quarantined
+        await send_json(send, 200, body)
 
     def spend_per(group: str, name: str) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
@@ -263,7 +266,11 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
             await send_json(
                 send,
                 200,
-                [{name: v, "total_spend": s, "requests": n} for v, s, n in rows],
+                [
+                    {name: v, "total_spend": s, "requests": n}
+                    | ({"quarantined_requests": q} if q else {})
+                    for v, s, n, q in rows
+                ],
             )
 
         return handler

@@ -3,8 +3,9 @@
 Listing, changing and re-keying virtual keys, listing, deleting and (un)blocking end users, and
 the ``/global/spend/*`` sums, all over the same tables :class:`~.account_store.AccountStore`
 uses (``proxy_keys``, ``proxy_end_users`` and the ledger's ``spend_logs``). Synchronous
-SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures come only
-from ``spend_logs``, the one record of what was spent.
+SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures come from
+``spend_logs`` and the calls in the ledger's quarantine (rows the database refused, billed all
+the same: :func:`tracking.integrations.sql.quarantined_calls`), which budgets count too.
 """
 
 from __future__ import annotations
@@ -171,16 +172,29 @@ def _window(statement: Any, column: Any, start: datetime | None, end: datetime |
     return statement
 
 
-def total_spend(store: AccountStore, start: datetime | None, end: datetime | None) -> str:
+def total_spend(
+    store: AccountStore, start: datetime | None, end: datetime | None
+) -> tuple[str, str | None]:
+    """What every call in the window cost, and the part of it that is quarantined calls' (None
+    when there are none)."""
     import sqlalchemy as sa
 
     if store.nothing_stored():
-        return _money(0)
-    from tracking.integrations.sql import cost_sum, spend_logs, summed_cost
+        return _money(0), None
+    from tracking.integrations.sql import (
+        cost_sum,
+        quarantined_calls,
+        quarantined_cost,
+        spend_logs,
+        summed_cost,
+    )
 
     statement = _window(sa.select(cost_sum(store.engine)), spend_logs.c.start_time, start, end)
     with store.engine.connect() as conn:
-        return _money(summed_cost(conn.execute(statement).scalar(), store.engine))
+        logged = summed_cost(conn.execute(statement).scalar(), store.engine)
+        refused = quarantined_calls(conn, since=start, until=end)
+    extra = quarantined_cost(refused)
+    return _money(logged + extra), _money(extra) if refused else None
 
 
 def spend_by(
@@ -190,13 +204,20 @@ def spend_by(
     start: datetime | None,
     end: datetime | None,
     limit: int,
-) -> list[tuple[str, str, int]]:
-    """``(value, spend, requests)`` per value of a ledger column, dearest first."""
+) -> list[tuple[str, str, int, int]]:
+    """``(value, spend, requests, quarantined requests)`` per value of a ledger column, dearest
+    first; the quarantined calls (rows the database refused, billed all the same) included."""
     import sqlalchemy as sa
 
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import cost_order, cost_sum, spend_logs, summed_cost
+    from tracking.integrations.sql import (
+        cost_order,
+        cost_sum,
+        quarantined_calls,
+        spend_logs,
+        summed_cost,
+    )
 
     column = spend_logs.c[GROUPS[group]]
     engine = store.engine
@@ -209,12 +230,24 @@ def spend_by(
         .where(column.is_not(None))
         .group_by(column)
         .order_by(*cost_order(engine), column)
-        .limit(limit)
     )
     statement = _window(statement, spend_logs.c.start_time, start, end)
     with store.engine.connect() as conn:
-        rows = conn.execute(statement).all()
-    return [(str(r.value), _money(summed_cost(r.spend, engine)), int(r.requests)) for r in rows]
+        refused = [
+            (value, c)
+            for c in quarantined_calls(conn, since=start, until=end)
+            if (value := c.text(GROUPS[group])) is not None
+        ]
+        rows = conn.execute(statement if refused else statement.limit(limit)).all()
+    spend = {str(r.value): summed_cost(r.spend, engine) for r in rows}
+    counts = {str(r.value): [int(r.requests), 0] for r in rows}  # requests, quarantined ones
+    for value, call in refused:
+        spend[value] = spend.get(value, Decimal(0)) + (call.cost_usd or 0)
+        figures = counts.setdefault(value, [0, 0])
+        figures[0] += 1
+        figures[1] += 1
+    ordered = sorted(spend, key=lambda value: (-spend[value], value))[:limit] if refused else spend
+    return [(v, _money(spend[v]), counts[v][0], counts[v][1]) for v in ordered]
 
 
 def spend_report(
@@ -225,7 +258,7 @@ def spend_report(
 
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import spend_logs
+    from tracking.integrations.sql import quarantined_calls, spend_logs
 
     column = spend_logs.c[GROUPS[group]]
     statement = sa.select(
@@ -237,14 +270,24 @@ def spend_report(
     ).order_by(spend_logs.c.start_time)
     statement = _window(statement, spend_logs.c.start_time, start, end)
     days: dict[str, dict[str | None, dict[str, list[Decimal | int]]]] = {}
+
+    def add(day: str, value: object, model: str, cost: object, tokens: int) -> None:
+        by_model = days.setdefault(day, {}).setdefault(None if value is None else str(value), {})
+        figures = by_model.setdefault(model, [Decimal(0), 0])
+        figures[0] = Decimal(figures[0]) + Decimal(str(cost or 0))
+        figures[1] = int(figures[1]) + tokens
+
     with store.engine.connect() as conn:
         for row in conn.execute(statement):
             day = row.start_time.astimezone(UTC).date().isoformat()
-            value = None if row.value is None else str(row.value)
-            by_model = days.setdefault(day, {}).setdefault(value, {})
-            figures = by_model.setdefault(row.model, [Decimal(0), 0])
-            figures[0] = Decimal(figures[0]) + Decimal(str(row.cost_usd or 0))
-            figures[1] = int(figures[1]) + int(row.total_tokens or 0)
+            add(day, row.value, row.model, row.cost_usd, int(row.total_tokens or 0))
+        # the quarantined calls (rows the database refused, billed all the same), added
+        refused = quarantined_calls(conn, since=start, until=end)
+    for call in sorted(refused, key=lambda c: c.start_time or datetime.min.replace(tzinfo=UTC)):
+        if call.day is not None:
+            value = call.text(GROUPS[group])
+            add(call.day.isoformat(), value, call.model or "", call.cost_usd, call.total_tokens)
+    days = dict(sorted(days.items()))
     key = {"api_key": "api_key", "customer": "customer", "team": "team_name"}.get(group, group)
     plural = {"api_key": "api_keys", "customer": "customers", "team": "teams"}.get(group, group)
     report = []

@@ -76,16 +76,20 @@ def spend_routes(
         if wanted is None:
             asked = key_hash(query.get("api_key_hash"), "api_key_hash")
             wanted = (asked,) if asked is not None else None
+        filters: dict[str, Any] = {
+            "key_hashes": wanted,
+            "end_user": end_user_id(query.get("user")),
+            "start": optional_date(query, "start_date"),
+            "end": optional_date(query, "end_date"),
+        }
         rows, total = await asyncio.to_thread(
-            store.spend_logs,
-            key_hashes=wanted,
-            end_user=end_user_id(query.get("user")),
-            start=optional_date(query, "start_date"),
-            end=optional_date(query, "end_date"),
-            page=page,
-            page_size=page_size,
+            store.spend_logs, **filters, page=page, page_size=page_size
         )
-        await send_json(send, 200, _page_of(rows, page, page_size, total))
+        body = _page_of(rows, page, page_size, total)
+        quarantined = await asyncio.to_thread(store.quarantined_summary, **filters)
+        if quarantined is not None:  # calls billed whose rows the database refused
+            body["quarantined"] = quarantined
+        await send_json(send, 200, body)
 
     async def keys(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await caller(scope)

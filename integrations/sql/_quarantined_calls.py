@@ -1,0 +1,205 @@
+"""The calls whose rows sit in ``ledger_quarantine``, read for budgets and spend reports.
+
+A row the database refused for good (see :mod:`._quarantine`) is a call that was billed all
+the same: what budgets start from and every spend report (``tracking spend``, the proxy's
+``/spend/*`` and ``/global/spend*`` routes, ``tracking reconcile``'s ledger side) add these calls
+to what ``spend_logs`` holds, and say how many of their calls (and how much) came from here.
+
+:func:`quarantined_calls` is the one reading: one call per request id (a call quarantined twice,
+or as a dead process's intent and as its own row, counts once, by its own row rather than its
+intent's estimate), none whose request id is in ``spend_logs`` already (a replay that stopped
+between inserting a row and removing it from the quarantine: the row counts once, there). The
+quarantine is expected to be small (rows a database refused); its lines are JSON text, narrowed
+in the database with ``LIKE`` on the encoded fields and matched exactly here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ._schema import quarantine, spend_logs
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+__all__ = ["QuarantinedCall", "quarantined_calls", "quarantined_cost"]
+
+_GENERATION_CALL_TYPES = ("image_generation", "aimage_generation")
+_TEXT_FIELDS = (
+    "request_id",
+    "status",
+    "call_type",
+    "cost_source",
+    "model",
+    "served_model",
+    "provider",
+    "end_user",
+    "api_key_hash",
+    "key_alias",
+    "team",
+)
+_COUNT_FIELDS = ("images_returned", "output_tokens", "total_tokens")
+#: Request ids looked up in ``spend_logs`` per statement.
+_LOOKUP_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedCall:
+    """What the reports read of one quarantined row (a value of the wrong type reads as none)."""
+
+    request_id: str | None
+    start_time: datetime | None
+    #: None: the row has no price (unpriced), or a cost that is no finite amount (a row kept as
+    #: its text because it could not be encoded): reports count it as unpriced, budgets as 0
+    cost_usd: Decimal | None
+    status: str | None
+    call_type: str | None
+    cost_source: str | None
+    model: str | None
+    served_model: str | None
+    provider: str | None
+    end_user: str | None
+    api_key_hash: str | None
+    key_alias: str | None
+    team: str | None
+    images_returned: int
+    output_tokens: int
+    total_tokens: int
+
+    @property
+    def operation(self) -> str:
+        """``image_edit`` or ``image_generation``, as :mod:`._queries` reads ``call_type``."""
+        return "image_generation" if self.call_type in _GENERATION_CALL_TYPES else "image_edit"
+
+    @property
+    def day(self) -> date | None:
+        """The UTC day the call started on."""
+        return None if self.start_time is None else self.start_time.astimezone(UTC).date()
+
+    def text(self, column: str) -> str | None:
+        """The value of a text column the reports group by."""
+        value = getattr(self, column)
+        return value if isinstance(value, str) else None
+
+
+def quarantined_calls(
+    conn: Connection,
+    *,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    provider: str | None = None,
+) -> list[QuarantinedCall]:
+    """The quarantined calls naming one of ``key_hashes``, ``end_user`` and ``provider`` (those
+    given) that started from ``since`` (inclusive) to ``until`` (exclusive), oldest row first;
+    see the module docstring."""
+    if key_hashes is not None and not key_hashes:
+        return []
+    conditions: list[sa.ColumnElement[bool]] = []
+    if key_hashes is not None:
+        conditions.append(sa.or_(*(_has_field("api_key_hash", h) for h in key_hashes)))
+    if end_user is not None:
+        conditions.append(_has_field("end_user", end_user))
+    if provider is not None:
+        conditions.append(_has_field("provider", provider))
+    since, until = _aware(since), _aware(until)
+    chosen: dict[object, QuarantinedCall] = {}
+    query = sa.select(quarantine.c.id, quarantine.c.line).where(*conditions)
+    for row_id, line in conn.execute(query.order_by(quarantine.c.id)):
+        call = _read(line)
+        if call is None:
+            continue
+        if key_hashes is not None and call.api_key_hash not in key_hashes:
+            continue
+        if (end_user is not None and call.end_user != end_user) or (
+            provider is not None and call.provider != provider
+        ):
+            continue
+        if since is not None or until is not None:
+            if call.start_time is None:
+                continue
+            if (since is not None and call.start_time < since) or (
+                until is not None and call.start_time >= until
+            ):
+                continue
+        key = call.request_id if call.request_id is not None else ("row", row_id)
+        kept = chosen.get(key)
+        if kept is None or (kept.status == "incomplete" and call.status != "incomplete"):
+            chosen[key] = call
+    logged = _in_spend_logs(conn, [c.request_id for c in chosen.values() if c.request_id])
+    return [c for c in chosen.values() if c.request_id not in logged]
+
+
+def _has_field(name: str, value: str) -> sa.ColumnElement[bool]:
+    """A line holding ``"name":value`` as the encoder writes it (a narrowing, matched again)."""
+    return quarantine.c.line.contains(f'"{name}":{json.dumps(value)}', autoescape=True)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _in_spend_logs(conn: Connection, request_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(request_ids), _LOOKUP_CHUNK):
+        chunk = list(request_ids[start : start + _LOOKUP_CHUNK])
+        query = sa.select(spend_logs.c.request_id).where(spend_logs.c.request_id.in_(chunk))
+        found.update(str(r) for r in conn.execute(query).scalars())
+    return found
+
+
+def _read(line: str) -> QuarantinedCall | None:
+    """The call a line records, or None for a line that is no row (not a JSON object)."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(row, dict):
+        return None
+    fields: dict[str, Any] = {name: _text(row, name) for name in _TEXT_FIELDS}
+    fields.update((name, _count(row, name)) for name in _COUNT_FIELDS)
+    return QuarantinedCall(
+        start_time=_time(row.get("start_time")), cost_usd=_cost(row.get("cost_usd")), **fields
+    )
+
+
+def _text(row: Mapping[str, Any], name: str) -> str | None:
+    value = row.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _count(row: Mapping[str, Any], name: str) -> int:
+    value = row.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _cost(value: Any) -> Decimal | None:
+    """The row's cost; None when it has none or none that is an amount (``NaN``, text)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        cost = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return cost if cost.is_finite() else None
+
+
+def quarantined_cost(calls: Iterable[QuarantinedCall]) -> Decimal:
+    """What the calls cost together (unpriced ones count nothing)."""
+    return sum((c.cost_usd for c in calls if c.cost_usd is not None), Decimal(0))
