@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TrackingError
@@ -56,7 +56,7 @@ def _check(deployment: Deployment) -> dict[str, Any]:
         return entry
     entry["api_base"] = prepared.host
     keys = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
-    entry["priced"] = find_entry(list(dict.fromkeys(keys)), date.today()) is not None
+    entry["priced"] = find_entry(list(dict.fromkeys(keys)), datetime.now(UTC).date()) is not None
     return entry
 
 
