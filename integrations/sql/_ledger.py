@@ -55,8 +55,9 @@ from ._codec import (
     readable_line,
 )
 from ._drain import OutboxDrain
-from ._engine import create_ledger_engine, outbox_target, redact
+from ._engine import DatabaseUnreachableError, create_ledger_engine, outbox_target, redact
 from ._fork import new_lock_in_child
+from ._gate import SchemaGate
 from ._hooks import CountHooks, call_count_hooks
 from ._intents import IntentJournal
 from ._migrate import check_schema
@@ -195,18 +196,14 @@ class SqlLedger:
             raise ConfigurationError("give the ledger a url or an engine, not both")
         self._owns_engine = engine is None
         self.engine: Engine = engine if engine is not None else create_ledger_engine(url)
-        try:
-            check_schema(self.engine, auto_migrate=auto_migrate)
-        except BaseException:
-            if self._owns_engine:
-                self.engine.dispose()
-            raise
+        gate = self._check_schema(auto_migrate)
         self.mode: LedgerMode = "durable" if chosen == "durable" else "background"
         self._write_times = WriteTimes()
         # Before anything is replayed or quarantined: the opening below may do both.
         self._replay_hooks = CountHooks("replay")
         self._quarantine_hooks = CountHooks("quarantine")
-        inserter = SpendLogsInserter(self.engine)
+        inserter = SpendLogsInserter(self.engine, schema_gate=gate)
+        self._schema_gate = gate
         #: Writes the rows an earlier SQLite ledger for the file kept (``_write_leftovers``).
         self._leftovers = OutboxDrain(inserter, self._quarantine_hooks)
         #: This target's folder of local outboxes and intents (named once: a relative SQLite
@@ -274,6 +271,39 @@ class SqlLedger:
 
     def __repr__(self) -> str:
         return f"SqlLedger({redact(self.engine.url)!r}, mode={self.mode!r})"
+
+    def _check_schema(self, auto_migrate: bool | None) -> SchemaGate | None:
+        """Check the schema now; None when it passed, a gate when a PostgreSQL was unreachable.
+
+        Only an unreachable PostgreSQL (refused, timed out, a name that does not resolve, a
+        server still starting: a :class:`DatabaseUnreachableError`) defers the check: the ledger
+        opens in front of its local outbox, calls go on, their rows wait there, and the check
+        runs when the database answers, before any row ships (``_gate``). A database that
+        answers and refuses (its schema, a password, a role) or a URL, driver or SQLite file
+        that is wrong raises ``ConfigurationError`` here, as before: those are mistakes to
+        fix, which waiting cannot. Until 2026-12-05 an unreachable PostgreSQL failed every call
+        made while it was away at the process's start (the ``"sql"`` integration's first use).
+        """
+        try:
+            check_schema(self.engine, auto_migrate=auto_migrate)
+        except DatabaseUnreachableError as exc:
+            log.warning(
+                "ledger: %s; calls go on, their rows are kept in the local outbox and ship once "
+                "the database answers and its schema is checked",
+                exc,
+            )
+            return SchemaGate(self.engine, auto_migrate)
+        except BaseException:
+            if self._owns_engine:
+                self.engine.dispose()
+            raise
+        return None
+
+    @property
+    def schema_checked(self) -> bool:
+        """False while the database has not been reached since the ledger opened (its rows
+        wait in the local outbox, its schema unchecked), True once it has."""
+        return self._schema_gate is None or self._schema_gate.checked
 
     # -- the integration protocol -------------------------------------------------------------
 
