@@ -217,8 +217,8 @@ def test_a_proxy_started_while_its_database_is_away_serves_and_ships_later(
     postgres_url, relay, tmp_path, fake
 ):
     """``tracking serve`` (re)started during a PostgreSQL outage: it starts, serves the call
-    (its row kept in the outbox), readiness says ``unreachable``; the row ships once the
-    database is back."""
+    (its row kept in the outbox), readiness says ``unreachable``, a management request is a 503
+    to try again (not a 500 "misconfigured"); the row ships once the database is back."""
     import httpx
 
     from tests.proxy_support import ProxyProcess, one_deployment_config, write_config
@@ -228,21 +228,28 @@ def test_a_proxy_started_while_its_database_is_away_serves_and_ships_later(
     config = write_config(
         tmp_path / "config.yaml",
         one_deployment_config(
-            fake.url, model_name="gpt-image-2", general_settings={"database_url": relay.url}
+            fake.url,
+            model_name="gpt-image-2",
+            general_settings={"database_url": relay.url, "master_key": "sk-master-ledger2"},
         ),
     )
     env = {"TRACKING_OUTBOX_DIR": str(tmp_path / "outbox")}
+    master = {"Authorization": "Bearer sk-master-ledger2"}
     with ProxyProcess(config, env=env) as proxy:
         answer = httpx.post(
             f"{proxy.url}/v1/images/edits",
             files={"image": ("a.png", make_png(), "image/png")},
             data={"model": "gpt-image-2", "prompt": "p"},
+            headers=master,
             timeout=30,
         )
         assert answer.status_code == 200, answer.text
         request_id = answer.headers["x-request-id"]
         ready = httpx.get(f"{proxy.url}/health/readiness", timeout=30)
         assert ready.status_code == 503 and ready.json()["database"] == "unreachable"
+        keys = httpx.get(f"{proxy.url}/key/list", headers=master, timeout=30)
+        assert keys.status_code == 503, keys.text
+        assert keys.json()["error"]["code"] == "store_unavailable"
         assert _target_ids(postgres_url) == []
         relay.restore()
         deadline = time.monotonic() + 30
