@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import sqlalchemy as sa
 
 from ._codec import decode_row, encode_row, line_request_id
-from ._schema import quarantine
+from ._queries import cost_sum, spend_conditions, summed_cost
+from ._schema import quarantine, spend_logs
 from ._target import SpendLogsInserter, error_text
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ __all__ = [
     "REPAIR_TEXT_CHARS",
     "QuarantinedRow",
     "ReplayResult",
+    "budget_spend",
     "list_quarantine",
     "quarantine_list_command",
     "quarantine_replay_command",
@@ -127,16 +129,78 @@ def quarantined_spend(
     since: datetime | None = None,
 ) -> Decimal:
     """The summed ``cost_usd`` of quarantined rows naming one of ``key_hashes`` and
-    ``end_user`` (those given) and starting at ``since`` or later.
+    ``end_user`` (those given) and starting at ``since`` or later, one cost per call (see
+    :func:`budget_spend` for what budgets count: this and ``spend_logs``, each call once).
 
     The lines are JSON text: a ``LIKE`` on the encoded field narrows them in the database, and
     each candidate is read here and matched exactly. A cost that is not a finite number (a
     ``readable_line`` of a row refused for it) counts nothing: it is no amount.
     """
+    costs = _quarantined_costs(conn, key_hashes, end_user, since)
+    return sum((cost for _, cost in costs.values()), Decimal(0))
+
+
+def budget_spend(
+    conn: Connection,
+    *,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+) -> Decimal:
+    """What one key (the rows naming any of ``key_hashes``) or end user spent from ``since``
+    (inclusive) on, as budgets count it: the rows of ``spend_logs`` and of the quarantine,
+    each call once.
+
+    A call may have a row on each side: a process killed between committing the call's row
+    and marking its intent done leaves both, and the database may take one and refuse the
+    other (the call's own row carries what its intent does not, such as the upstream's token
+    counts). The call's own row counts, wherever it is, and its intent's estimate does not;
+    until 2026-12-05 both counted, the call twice.
+    """
+    engine = conn.engine
+    conditions = spend_conditions(key_hashes, end_user, since)
+    logged = summed_cost(
+        conn.execute(sa.select(cost_sum(engine)).where(*conditions)).scalar(), engine
+    )
+    costs = _quarantined_costs(conn, key_hashes, end_user, since)
+    # Calls of the quarantine that spend_logs holds a row of too.
+    replaced: list[str] = []  # spend_logs counts their intent, the quarantine their own row
+    ids = [key for key in costs if isinstance(key, str)]
+    for chunk in _chunks(ids):
+        query = sa.select(spend_logs.c.request_id, spend_logs.c.status)
+        for request_id, status in conn.execute(query.where(spend_logs.c.request_id.in_(chunk))):
+            quarantined_intent = costs[request_id][0]
+            if status == "incomplete" and not quarantined_intent:
+                replaced.append(request_id)
+            else:  # spend_logs counts the call by its own row, or by the same intent
+                del costs[request_id]
+    estimates = Decimal(0)
+    for chunk in _chunks(replaced):
+        estimated = sa.select(cost_sum(engine)).where(
+            *conditions, spend_logs.c.request_id.in_(chunk), spend_logs.c.status == "incomplete"
+        )
+        estimates += summed_cost(conn.execute(estimated).scalar(), engine)
+    refused = sum((cost for _, cost in costs.values()), Decimal(0))
+    return logged + refused - estimates
+
+
+def _chunks(ids: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    """``ids`` in lists short enough for an ``IN`` of bound parameters on every dialect."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def _quarantined_costs(
+    conn: Connection,
+    key_hashes: Sequence[str] | None,
+    end_user: str | None,
+    since: datetime | None,
+) -> dict[object, tuple[bool, Decimal]]:
+    """Per call (its request id), whether the quarantine counts it by its intent's
+    ``incomplete`` row, and the cost it counts; see :func:`quarantined_spend`."""
     conditions: list[sa.ColumnElement[bool]] = []
     if key_hashes is not None:
         if not key_hashes:
-            return Decimal(0)
+            return {}
         conditions.append(
             sa.or_(
                 *(
@@ -163,7 +227,7 @@ def quarantined_spend(
         key = request_id if request_id is not None else ("row", row_id)
         if key not in costs or (costs[key][0] and not incomplete):
             costs[key] = (incomplete, cost)
-    return sum((cost for _, cost in costs.values()), Decimal(0))
+    return costs
 
 
 def _matching_cost(
