@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +132,41 @@ def test_a_closed_port_at_open_keeps_durable_rows_and_intents_in_the_outbox(post
         ledger.shutdown(1)
     assert list(tmp_path.glob("outbox-*.db"))  # kept for the next start, not set aside
     assert not list(tmp_path.glob("rejected-*.db"))
+
+
+def test_a_database_that_accepts_but_never_answers_is_unreachable_not_a_hang(
+    postgres_url, relay, tmp_path, monkeypatch
+):
+    """A server that takes the connection and says nothing (stopped, a balancer in front of
+    nothing): libpq waited without end, and the first call with it. Now the connection times
+    out (``CONNECT_TIMEOUT``, 1 s here), the ledger opens in front of its outbox, and the row
+    ships once the server answers."""
+    from tracking.integrations.sql import _engine
+
+    monkeypatch.setattr(_engine, "CONNECT_TIMEOUT", 1, raising=False)
+    _migrate(postgres_url)
+    relay.pause()
+    opened: list[SqlLedger] = []
+    opening = threading.Thread(
+        target=lambda: opened.append(
+            SqlLedger(relay.url, mode="durable", outbox_dir=tmp_path, retry_max=0.2)
+        ),
+        daemon=True,
+    )
+    opening.start()
+    opening.join(60)  # a bound for a hang, never met when it works
+    assert opened, "opening the ledger hung on a server that does not answer"
+    (ledger,) = opened
+    try:
+        assert not ledger.schema_checked
+        event = make_event()
+        ledger.on_end(event)
+        assert _outbox_ids(ledger) == [event.request_id]
+        relay.restore()
+        assert ledger.flush(30)
+        assert _target_ids(postgres_url) == [event.request_id]
+    finally:
+        ledger.shutdown(10)
 
 
 def test_a_database_that_answers_with_another_schema_later_keeps_the_rows_until_migrated(

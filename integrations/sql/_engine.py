@@ -1,7 +1,8 @@
 """Where the ledger lives: the database URL and the SQLAlchemy engine made from it.
 
 The URL comes from the caller, else ``TRACKING_DATABASE_URL``, else ``sqlite:///./tracking.db``.
-``postgresql://`` and ``postgres://`` URLs are driven by psycopg 3. SQLite files run
+``postgresql://`` and ``postgres://`` URLs are driven by psycopg 3, with a connection given
+:data:`CONNECT_TIMEOUT` seconds to open unless the URL sets ``connect_timeout``. SQLite files run
 in WAL mode with ``synchronous=FULL`` (a committed batch survives a power cut, and group commit
 pays the fsync once per batch, not per row) and a busy timeout, so readers such as
 ``tracking spend`` never block the writer. The WAL is checkpointed into the database every
@@ -39,6 +40,12 @@ __all__ = [
 
 DEFAULT_URL = "sqlite:///./tracking.db"
 _ENV = "TRACKING_DATABASE_URL"
+#: Seconds a PostgreSQL connection may take to open (libpq's ``connect_timeout``) unless the URL
+#: says otherwise (``?connect_timeout=N``). libpq waits without end by default: a server that
+#: accepts the connection but does not answer (stopped, a load balancer in front of nothing)
+#: held the ``"sql"`` integration's first call, and with it every call of the process, until
+#: 2026-12-05; a host that drops packets held it for the kernel's two minutes.
+CONNECT_TIMEOUT = 10
 #: Pages of WAL after which a commit checkpoints them into the database file.
 _WAL_CHECKPOINT_PAGES = 10_000
 
@@ -130,6 +137,8 @@ def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) ->
             )
     else:
         options["pool_pre_ping"] = True
+        if "connect_timeout" not in resolved.query:
+            options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     options.update(engine_options)
     try:
         engine = sa.create_engine(resolved, **options)
