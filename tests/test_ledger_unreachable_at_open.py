@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import make_png
@@ -26,6 +27,7 @@ from tests.ledger_support import make_event
 from tests.proxy_support import free_port
 from tests.relay import TcpRelay
 from tracking import bus
+from tracking.integrations.prometheus import PrometheusLogger
 from tracking.integrations.sql import SqlLedger, spend_logs, upgrade
 from tracking.proxy.lifecycle import check_ledger
 
@@ -107,12 +109,19 @@ def test_a_call_goes_on_while_the_database_is_unreachable_at_first_use_and_ships
     assert _outbox_ids(ledger) == [response.request_id]
     assert ledger.outbox_rows() == 1 and ledger.ledger_stats().outbox_rows == 1
     assert asyncio.run(check_ledger(ledger)) == "unreachable"
+    registry = CollectorRegistry()
+    PrometheusLogger(registry)
+    deadline = time.monotonic() + 30  # the shipper's first attempt, after the row arrived
+    while not registry.get_sample_value("tracking_ledger_stuck_seconds"):
+        assert time.monotonic() < deadline, "the metrics never showed the rows stuck"
+        time.sleep(0.05)
     assert _target_ids(postgres_url) == []
 
     relay.restore()
     assert ledger.flush(30)
     assert ledger.schema_checked
     assert asyncio.run(check_ledger(ledger)) == "connected"
+    assert registry.get_sample_value("tracking_ledger_stuck_seconds") == 0
     ledger.shutdown(10)
     SqlLedger(relay.url).shutdown(10)  # claims whatever was left in the folder: nothing
     assert _target_ids(postgres_url) == [response.request_id]

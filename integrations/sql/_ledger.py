@@ -617,6 +617,7 @@ class SqlLedger:
             quarantined_rows=self._quarantine_hooks.total,
             write_counts=counts,
             write_seconds=seconds,
+            stuck_seconds=self.stuck_for(),
         )
 
     def _count_written(self, seconds: float, rows: int) -> None:
