@@ -397,8 +397,7 @@ class SqlLedger:
         except ValueError:  # a value no ledger stores: for the quarantine, readable
             self._keep_refused(readable_line(event_to_row(event)), "not storable")
             return
-        directory = self._outbox.directory if self._outbox is not None else self._folder
-        outbox = open_own_outbox(directory)
+        outbox = open_own_outbox(self._leftovers_dir())
         try:
             outbox.append([line])
         finally:
@@ -436,7 +435,7 @@ class SqlLedger:
         self._closed = True
         process_exit.cancel(self._at_exit)
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.writer.close(timeout) and self._outbox is None:
+        if not self.writer.close(timeout):
             self._keep_unwritten()
         if self._outbox is not None:
             remaining = _SHIP_AT_SHUTDOWN
@@ -453,7 +452,8 @@ class SqlLedger:
             self.engine.dispose()
 
     def _leftovers_dir(self) -> Path:
-        return self._folder
+        """Where rows kept outside the writer's way go: the outbox folder (given or chosen)."""
+        return self._outbox.directory if self._outbox is not None else self._folder
 
     def _keep_refused(self, item: Any, reason: str) -> None:
         """A row this SQLite file and its quarantine both refuse: kept in a local outbox's
@@ -467,10 +467,20 @@ class SqlLedger:
             outbox.close()
 
     def _keep_unwritten(self) -> None:
-        """An SQLite ledger that could not take its last rows (locked by another process, a
-        full disk): they go into a local outbox, which the next ledger for the file writes."""
+        """Rows the writer could not acknowledge by shutdown's deadline (an SQLite file or an
+        outbox file locked by another process, a full disk): they go into another local outbox,
+        which the next ledger for the target writes. Should that fail too, each row is logged
+        whole at ERROR level, the last place its money can be found. Until 2026-12-05 a
+        PostgreSQL ledger's rows were only counted in a log line, and lost.
+
+        The writer may still acknowledge the rows it holds after this: the target takes a
+        request id once, so a row kept twice is never counted twice."""
         lines = [
-            item.line if isinstance(item, Unstorable) else line_of_sqlite_params(item)
+            item.line
+            if isinstance(item, Unstorable)
+            else item
+            if isinstance(item, str)
+            else line_of_sqlite_params(item)
             for item in self.writer.unwritten()
         ]
         if not lines:
@@ -482,7 +492,9 @@ class SqlLedger:
             finally:
                 outbox.close()
         except Exception:
-            log.exception("ledger: %d unwritten rows could not be kept; they are lost", len(lines))
+            log.exception("ledger: %d unwritten rows could not be kept; they follow", len(lines))
+            for line in lines:
+                log.error("ledger: row not recorded: %s", line)
             return
         log.warning(
             "ledger: %d rows not yet written are kept in %s; the next ledger for %s writes them",
