@@ -392,8 +392,7 @@ class SqlLedger:
         next ledger for the target writes, as rows unwritten at shutdown are. It was refused
         with a ``RuntimeError``, and the billed call's row lost (until 2026-12-05)."""
         try:
-            item = self._prepare(event)
-            line = line_of_sqlite_params(item) if isinstance(item, tuple) else str(item)
+            line = _item_line(self._prepare(event))
         except ValueError:  # a value no ledger stores: for the quarantine, readable
             self._keep_refused(readable_line(event_to_row(event)), "not storable")
             return
@@ -459,7 +458,7 @@ class SqlLedger:
         """A row this SQLite file and its quarantine both refuse: kept in a local outbox's
         ``rejected`` table, set aside as ``rejected-<pid>.db`` where the leftovers live
         (``tracking ledger quarantine list`` shows it), never dropped."""
-        line = line_of_sqlite_params(item) if isinstance(item, tuple) else str(item)
+        line = _item_line(item)
         outbox = open_own_outbox(self._leftovers_dir())
         try:
             outbox.keep_refused(line, reason)
@@ -476,11 +475,7 @@ class SqlLedger:
         The writer may still acknowledge the rows it holds after this: the target takes a
         request id once, so a row kept twice is never counted twice."""
         lines = [
-            item.line
-            if isinstance(item, Unstorable)
-            else item
-            if isinstance(item, str)
-            else line_of_sqlite_params(item)
+            item.line if isinstance(item, Unstorable) else _item_line(item)
             for item in self.writer.unwritten()
         ]
         if not lines:
@@ -662,6 +657,11 @@ def _same_hooks(own: CountHooks, given: list[ReplayHook], name: str) -> None:
             f"a ledger's {name} cannot be replaced (its outbox and shippers hold the list); "
             f"add to it: ledger.{name}.append(hook)"
         )
+
+
+def _item_line(item: Any) -> str:
+    """A writer's item as an outbox line: SQLite parameters encoded, an outbox line as is."""
+    return line_of_sqlite_params(item) if isinstance(item, tuple) else str(item)
 
 
 def _outbox_line(event: ImageEditEvent) -> str:
