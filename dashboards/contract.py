@@ -73,6 +73,7 @@ METRICS: dict[str, MetricSpec] = {
     "tracking_integration_errors_total": MetricSpec("counter", ("integration",), "bus"),
     "tracking_ledger_queue_depth": MetricSpec("gauge", (), "ledger"),
     "tracking_ledger_outbox_rows": MetricSpec("gauge", (), "ledger"),
+    "tracking_ledger_stuck_seconds": MetricSpec("gauge", (), "ledger"),
     "tracking_ledger_write_seconds": MetricSpec("histogram", (), "ledger"),
     "tracking_ledger_replayed_total": MetricSpec("counter", (), "ledger"),
     "tracking_ledger_quarantined_total": MetricSpec("counter", (), "ledger"),

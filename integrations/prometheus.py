@@ -547,6 +547,12 @@ class LedgerCollector(Collector):
             "Rows acknowledged in the local outbox, not yet in the target database.",
             value=stats.outbox_rows,
         )
+        yield GaugeMetricFamily(
+            "tracking_ledger_stuck_seconds",
+            "Seconds rows have waited in the local outbox while every attempt to ship them "
+            "failed (the database unreachable or refusing them); 0 while shipping works.",
+            value=stats.stuck_seconds,
+        )
         cumulative = list(itertools.accumulate(stats.write_counts))
         bounds = [*(repr(b) for b in ledger_stats.WRITE_BUCKETS), "+Inf"]
         yield HistogramMetricFamily(

@@ -146,6 +146,27 @@ def leave_outbox(directory: Path, lines: Sequence[str]) -> Path:
     return outbox.path
 
 
+def intent_line_of(request_id: str, *, user: str = "zoe", key_hash: str = "k") -> str:
+    """The intent a proxy writes before sending a call (``gpt-image-2``, low quality) for
+    ``user`` with the key of hash ``key_hash``, as its intent log holds it."""
+    from tests.conftest import make_png
+    from tracking.integration import CallStart
+    from tracking.integrations.sql._intents import intent_line
+    from tracking.request import parse_call
+
+    request, options = parse_call(
+        model="gpt-image-2",
+        prompt="a hat",
+        image=make_png(16, 16),
+        api_key="sk-x",
+        user=user,
+        quality="low",
+        metadata={"user_api_key_hash": key_hash},
+    )
+    call = CallStart(request_id, "aimage_edit", request, options, "h", datetime.now(UTC))
+    return intent_line(call)
+
+
 def open_ledger(url: str, **options: Any) -> SqlLedger:
     return SqlLedger(url, auto_migrate=True, **options)
 

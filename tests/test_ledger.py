@@ -429,21 +429,31 @@ def test_a_forked_child_writes_through_its_own_connections(ledger):
     }
 
 
-def test_a_ledger_database_unreachable_at_first_use_fails_the_call_before_sending(
-    monkeypatch, fake, upstream
+def test_a_ledger_database_unreachable_at_first_use_lets_the_call_go_on(
+    monkeypatch, fake, upstream, tmp_path
 ):
     """The ``"sql"`` integration opens its database (and checks the schema) at the process's
-    first call: a PostgreSQL that cannot be reached then fails the call with a
-    ``ConfigurationError`` before anything is sent, so nothing is billed unrecorded (a URL with
-    a typo and a database still starting look alike at that moment); docs/ledger-durability.md
-    says so. An outage after the ledger opened is the outbox's (test_ledger_durability.py)."""
+    first call: a PostgreSQL that cannot be reached then (a closed port: refused) no longer
+    fails the call (until 2026-12-05 it raised ``ConfigurationError``, and a database still
+    starting took the application down): the ledger opens in front of its local outbox, the
+    call is sent, and its row waits there for the database. A database that answers with the
+    wrong schema still fails the call (test_ledger_unreachable_at_open.py)."""
     from tests.proxy_support import free_port
     from tracking import bus
 
     monkeypatch.setenv("TRACKING_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path))
     monkeypatch.setattr(bus, "_INSTANCES", {})
+    monkeypatch.setattr(bus, "_last_plan", None)
     monkeypatch.setattr(tracking, "success_callback", ["sql"])
     before = len(fake.requests)
-    with pytest.raises(tracking.ConfigurationError, match="cannot open the ledger database"):
-        tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-2", **upstream)
-    assert len(fake.requests) == before
+    tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-2", **upstream)
+    assert len(fake.requests) == before + 1
+    ledger = bus._INSTANCES["sql"]
+    assert isinstance(ledger, SqlLedger)
+    try:
+        assert ledger.writer.flush(10)
+        assert ledger.outbox_rows() == 1
+    finally:
+        ledger.shutdown(0.5)
+    assert list(tmp_path.glob("*/outbox-*.db"))  # kept for the next start

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.ledger_support import intent_line_of as _intent_line
 from tests.ledger_support import ledger_url, make_event  # noqa: F401
 from tracking.integrations.sql import SqlLedger, spend_logs
 from tracking.testing import FakeOpenAI
@@ -247,20 +248,6 @@ def test_whole_row_intents_left_by_an_older_version_are_still_recovered(tmp_path
     assert [r["request_id"] for r in rows] == ["old-1", "new-1"]
     assert all(r["cost_source"] == "estimate" and r["cost_usd"] > 0 for r in rows)
     assert rows[0]["end_user"] == "ann" and rows[1]["end_user"] == "zoe"
-
-
-def _intent_line(request_id: str) -> str:
-    from datetime import UTC, datetime
-
-    from tracking.integration import CallStart
-    from tracking.integrations.sql._intents import intent_line
-    from tracking.request import parse_call
-
-    request, options = parse_call(
-        model="gpt-image-2", prompt="a hat", image=PNG, api_key="sk-x", user="zoe", quality="low"
-    )
-    call = CallStart(request_id, "aimage_edit", request, options, "h", datetime.now(UTC))
-    return intent_line(call)
 
 
 def _open_ids(path: Path) -> list[str]:

@@ -1,5 +1,6 @@
-"""An SQLite ledger that cannot take its last rows at shutdown (another process holds the file's
-write lock, a full disk) keeps them in a local outbox; the next ledger for the file writes them."""
+"""A ledger that cannot take its last rows at shutdown (another process holds the SQLite file's,
+or the outbox file's, write lock; a full disk) keeps them in a local outbox; the next ledger for
+the target writes them."""
 
 from __future__ import annotations
 
@@ -106,3 +107,40 @@ def test_a_row_handed_over_after_shutdown_is_kept_for_the_next_ledger(ledger_url
         ("before", Decimal("0.01")),
         ("late", Decimal("0.042")),
     ]
+
+
+def test_rows_a_locked_outbox_could_not_take_at_shutdown_are_kept_for_the_next_start(
+    postgres_url, tmp_path
+):
+    """A PostgreSQL ledger acknowledges rows in its outbox file first; when that file cannot
+    take them before shutdown's deadline (locked by another process here; a full disk, an I/O
+    error), the rows still in memory were logged as "not yet written" and lost. They are now
+    kept in another outbox file beside it, which the next ledger for the target ships."""
+    folder = tmp_path / "outbox"
+    SqlLedger(postgres_url, auto_migrate=True, outbox_dir=folder).shutdown(10)
+    ledger = SqlLedger(postgres_url, mode="background", outbox_dir=folder, linger=0.0)
+    assert ledger.outbox_path is not None
+    holder = sqlite3.connect(ledger.outbox_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the outbox cannot take a row past the shutdown
+    events = [make_event(user=f"held{n}") for n in range(3)]
+    try:
+        for event in events:
+            ledger.on_end(event)
+        ledger.shutdown(1)
+        kept = set(folder.glob("outbox-*.db")) - {ledger.outbox_path}
+        assert kept, "the rows the outbox could not take were not kept elsewhere"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    engine = create_ledger_engine(postgres_url)
+    try:
+        reader = SqlLedger(postgres_url, outbox_dir=folder)
+        try:
+            assert reader.flush(30)
+        finally:
+            reader.shutdown(10)
+        with engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(sa.text("SELECT request_id FROM spend_logs"))]
+    finally:
+        engine.dispose()
+    assert sorted(ids) == sorted(e.request_id for e in events)

@@ -86,7 +86,8 @@ __all__ = [
 
 
 #: Every ``error_type`` an event can carry: the tree below, the subclasses defined elsewhere
-#: (the router's ``no_deployment_available``, the ledger's ``ledger_schema_error``) and what the
+#: (the router's ``no_deployment_available``, the ledger's ``ledger_schema_error`` and
+#: ``ledger_unreachable``) and what the
 #: flow gives a failure that is not a :class:`TrackingError` (``cancelled``, ``internal_error``).
 #: Written out, not collected from ``__subclasses__()``: that walk sees only imported modules.
 #: A test checks that every class in the tree uses one of these.
@@ -115,6 +116,7 @@ ERROR_TYPES: frozenset[str] = frozenset(
         "server_error",
         "no_deployment_available",
         "ledger_schema_error",
+        "ledger_unreachable",
         "cancelled",
         "internal_error",
         "stream_closed",

@@ -70,7 +70,9 @@ class LedgerStats:
 
     ``write_counts`` holds how many acknowledgement commits fell in each bucket of
     :data:`WRITE_BUCKETS` (not cumulative; the last one is past the highest bound) and
-    ``write_seconds`` their total time.
+    ``write_seconds`` their total time. ``stuck_seconds`` is how long rows have waited while
+    every attempt to ship them failed (the database unreachable, or refusing them), the longest
+    of several ledgers', not their sum.
     """
 
     queue_depth: int = 0
@@ -79,6 +81,7 @@ class LedgerStats:
     quarantined_rows: int = 0
     write_counts: tuple[int, ...] = _NO_WRITES
     write_seconds: float = 0.0
+    stuck_seconds: float = 0.0
 
     def __add__(self, other: LedgerStats) -> LedgerStats:
         return LedgerStats(
@@ -90,11 +93,12 @@ class LedgerStats:
                 a + b for a, b in zip(self.write_counts, other.write_counts, strict=True)
             ),
             write_seconds=self.write_seconds + other.write_seconds,
+            stuck_seconds=max(self.stuck_seconds, other.stuck_seconds),
         )
 
     def counts_only(self) -> LedgerStats:
         """These figures without the gauges: what a process that has ended still contributes."""
-        return replace(self, queue_depth=0, outbox_rows=0)
+        return replace(self, queue_depth=0, outbox_rows=0, stuck_seconds=0.0)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -112,6 +116,8 @@ class LedgerStats:
                 quarantined_rows=int(data["quarantined_rows"]),
                 write_counts=counts,
                 write_seconds=float(data["write_seconds"]),
+                # a worker of an older version writes none
+                stuck_seconds=float(data.get("stuck_seconds", 0.0)),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not ledger figures: {exc}") from exc

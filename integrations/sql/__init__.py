@@ -26,12 +26,21 @@ from ._migrate import (
 )
 from ._outbox import default_outbox_dir
 from ._quarantine import (
+    budget_spend,
     quarantine_list_command,
     quarantine_replay_command,
     quarantined_spend,
 )
 from ._quarantined_calls import QuarantinedCall, quarantined_calls, quarantined_cost
-from ._queries import GroupBy, SpendRow, cost_order, cost_sum, query_spend, summed_cost
+from ._queries import (
+    GroupBy,
+    SpendRow,
+    cost_order,
+    cost_sum,
+    query_spend,
+    spend_conditions,
+    summed_cost,
+)
 from ._schema import (
     VERSION_TABLE,
     event_to_row,
@@ -56,6 +65,7 @@ __all__ = [
     "SqlLedger",
     "UTCDateTime",
     "WriteHook",
+    "budget_spend",
     "check_schema",
     "cost_order",
     "cost_sum",
@@ -79,6 +89,7 @@ __all__ = [
     "read_billed",
     "resolve_url",
     "spend_command",
+    "spend_conditions",
     "spend_logs",
     "summed_cost",
     "upgrade",

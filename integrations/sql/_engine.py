@@ -1,7 +1,8 @@
 """Where the ledger lives: the database URL and the SQLAlchemy engine made from it.
 
 The URL comes from the caller, else ``TRACKING_DATABASE_URL``, else ``sqlite:///./tracking.db``.
-``postgresql://`` and ``postgres://`` URLs are driven by psycopg 3. SQLite files run
+``postgresql://`` and ``postgres://`` URLs are driven by psycopg 3, with a connection given
+:data:`CONNECT_TIMEOUT` seconds to open unless the URL sets ``connect_timeout``. SQLite files run
 in WAL mode with ``synchronous=FULL`` (a committed batch survives a power cut, and group commit
 pays the fsync once per batch, not per row) and a busy timeout, so readers such as
 ``tracking spend`` never block the writer. The WAL is checkpointed into the database every
@@ -28,6 +29,8 @@ from tracking.errors import ConfigurationError, mask_secrets
 
 __all__ = [
     "DEFAULT_URL",
+    "DatabaseUnreachableError",
+    "connection_failed",
     "create_ledger_engine",
     "outbox_target",
     "redact",
@@ -37,6 +40,12 @@ __all__ = [
 
 DEFAULT_URL = "sqlite:///./tracking.db"
 _ENV = "TRACKING_DATABASE_URL"
+#: Seconds a PostgreSQL connection may take to open (libpq's ``connect_timeout``) unless the URL
+#: says otherwise (``?connect_timeout=N``). libpq waits without end by default: a server that
+#: accepts the connection but does not answer (stopped, a load balancer in front of nothing)
+#: held the ``"sql"`` integration's first call, and with it every call of the process, until
+#: 2026-12-05; a host that drops packets held it for the kernel's two minutes.
+CONNECT_TIMEOUT = 10
 #: Pages of WAL after which a commit checkpoints them into the database file.
 _WAL_CHECKPOINT_PAGES = 10_000
 
@@ -128,6 +137,8 @@ def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) ->
             )
     else:
         options["pool_pre_ping"] = True
+        if "connect_timeout" not in resolved.query:
+            options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     options.update(engine_options)
     try:
         engine = sa.create_engine(resolved, **options)
@@ -150,7 +161,61 @@ def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) ->
     return engine
 
 
+class DatabaseUnreachableError(ConfigurationError):
+    """The ledger's PostgreSQL could not be reached (see :func:`connection_failed`), as opposed
+    to a database that answered and refused (a role, a password, a database that does not
+    exist): the ledger opens anyway and keeps its rows in the local outbox meanwhile."""
+
+    error_type = "ledger_unreachable"
+
+
+#: What libpq and psycopg say when no server could be talked to (refused, timed out, no route,
+#: a name that does not resolve, a connection dropped), or when the server answered that it
+#: cannot take connections *now* (starting, shutting down, in recovery, full). Lower case.
+_NOT_REACHED = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "failed to resolve host",
+    "could not translate host name",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "nodename nor servname",
+    "no route to host",
+    "network is unreachable",
+    "host is unreachable",
+    "server closed the connection unexpectedly",
+    "connection reset by peer",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "sorry, too many clients already",
+    "remaining connection slots are reserved",
+)
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """True when ``exc`` (a driver error, or SQLAlchemy's wrapper of one) says the database
+    could not be reached at all or not yet, rather than that it answered and refused.
+
+    psycopg gives no SQLSTATE for a failed connection, so its message decides, and only the
+    failures listed in ``_NOT_REACHED`` count: anything else (authentication, a database or
+    role that does not exist, ``pg_hba.conf``, TLS, a server that is not PostgreSQL) is a
+    mistake in the configuration and stays one.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).lower()
+    return any(marker in text for marker in _NOT_REACHED)
+
+
 def unreachable(url: URL, exc: sa.exc.DBAPIError) -> ConfigurationError:
-    """A clear error for a database that cannot be reached or opened (password masked)."""
+    """A clear error for a database that cannot be reached or opened (password masked): a
+    :class:`DatabaseUnreachableError` when a PostgreSQL could not be reached (see
+    :func:`connection_failed`)."""
     reason = mask_secrets(str(exc.orig or exc).strip().splitlines()[0], [url.password])
-    return ConfigurationError(f"cannot open the ledger database {redact(url)}: {reason}")
+    message = f"cannot open the ledger database {redact(url)}: {reason}"
+    if url.get_backend_name() == "postgresql" and connection_failed(exc):
+        return DatabaseUnreachableError(message)
+    return ConfigurationError(message)

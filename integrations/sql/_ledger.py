@@ -55,8 +55,9 @@ from ._codec import (
     readable_line,
 )
 from ._drain import OutboxDrain
-from ._engine import create_ledger_engine, outbox_target, redact
+from ._engine import DatabaseUnreachableError, create_ledger_engine, outbox_target, redact
 from ._fork import new_lock_in_child
+from ._gate import SchemaGate
 from ._hooks import CountHooks, call_count_hooks
 from ._intents import IntentJournal
 from ._migrate import check_schema
@@ -195,18 +196,14 @@ class SqlLedger:
             raise ConfigurationError("give the ledger a url or an engine, not both")
         self._owns_engine = engine is None
         self.engine: Engine = engine if engine is not None else create_ledger_engine(url)
-        try:
-            check_schema(self.engine, auto_migrate=auto_migrate)
-        except BaseException:
-            if self._owns_engine:
-                self.engine.dispose()
-            raise
+        gate = self._check_schema(auto_migrate)
         self.mode: LedgerMode = "durable" if chosen == "durable" else "background"
         self._write_times = WriteTimes()
         # Before anything is replayed or quarantined: the opening below may do both.
         self._replay_hooks = CountHooks("replay")
         self._quarantine_hooks = CountHooks("quarantine")
-        inserter = SpendLogsInserter(self.engine)
+        inserter = SpendLogsInserter(self.engine, schema_gate=gate)
+        self._schema_gate = gate
         #: Writes the rows an earlier SQLite ledger for the file kept (``_write_leftovers``).
         self._leftovers = OutboxDrain(inserter, self._quarantine_hooks)
         #: This target's folder of local outboxes and intents (named once: a relative SQLite
@@ -274,6 +271,39 @@ class SqlLedger:
 
     def __repr__(self) -> str:
         return f"SqlLedger({redact(self.engine.url)!r}, mode={self.mode!r})"
+
+    def _check_schema(self, auto_migrate: bool | None) -> SchemaGate | None:
+        """Check the schema now; None when it passed, a gate when a PostgreSQL was unreachable.
+
+        Only an unreachable PostgreSQL (refused, timed out, a name that does not resolve, a
+        server still starting: a :class:`DatabaseUnreachableError`) defers the check: the ledger
+        opens in front of its local outbox, calls go on, their rows wait there, and the check
+        runs when the database answers, before any row ships (``_gate``). A database that
+        answers and refuses (its schema, a password, a role) or a URL, driver or SQLite file
+        that is wrong raises ``ConfigurationError`` here, as before: those are mistakes to
+        fix, which waiting cannot. Until 2026-12-05 an unreachable PostgreSQL failed every call
+        made while it was away at the process's start (the ``"sql"`` integration's first use).
+        """
+        try:
+            check_schema(self.engine, auto_migrate=auto_migrate)
+        except DatabaseUnreachableError as exc:
+            log.warning(
+                "ledger: %s; calls go on, their rows are kept in the local outbox and ship once "
+                "the database answers and its schema is checked",
+                exc,
+            )
+            return SchemaGate(self.engine, auto_migrate)
+        except BaseException:
+            if self._owns_engine:
+                self.engine.dispose()
+            raise
+        return None
+
+    @property
+    def schema_checked(self) -> bool:
+        """False while the database has not been reached since the ledger opened (its rows
+        wait in the local outbox, its schema unchecked), True once it has."""
+        return self._schema_gate is None or self._schema_gate.checked
 
     # -- the integration protocol -------------------------------------------------------------
 
@@ -362,13 +392,11 @@ class SqlLedger:
         next ledger for the target writes, as rows unwritten at shutdown are. It was refused
         with a ``RuntimeError``, and the billed call's row lost (until 2026-12-05)."""
         try:
-            item = self._prepare(event)
-            line = line_of_sqlite_params(item) if isinstance(item, tuple) else str(item)
+            line = _item_line(self._prepare(event))
         except ValueError:  # a value no ledger stores: for the quarantine, readable
             self._keep_refused(readable_line(event_to_row(event)), "not storable")
             return
-        directory = self._outbox.directory if self._outbox is not None else self._folder
-        outbox = open_own_outbox(directory)
+        outbox = open_own_outbox(self._leftovers_dir())
         try:
             outbox.append([line])
         finally:
@@ -406,7 +434,7 @@ class SqlLedger:
         self._closed = True
         process_exit.cancel(self._at_exit)
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.writer.close(timeout) and self._outbox is None:
+        if not self.writer.close(timeout):
             self._keep_unwritten()
         if self._outbox is not None:
             remaining = _SHIP_AT_SHUTDOWN
@@ -423,13 +451,14 @@ class SqlLedger:
             self.engine.dispose()
 
     def _leftovers_dir(self) -> Path:
-        return self._folder
+        """Where rows kept outside the writer's way go: the outbox folder (given or chosen)."""
+        return self._outbox.directory if self._outbox is not None else self._folder
 
     def _keep_refused(self, item: Any, reason: str) -> None:
         """A row this SQLite file and its quarantine both refuse: kept in a local outbox's
         ``rejected`` table, set aside as ``rejected-<pid>.db`` where the leftovers live
         (``tracking ledger quarantine list`` shows it), never dropped."""
-        line = line_of_sqlite_params(item) if isinstance(item, tuple) else str(item)
+        line = _item_line(item)
         outbox = open_own_outbox(self._leftovers_dir())
         try:
             outbox.keep_refused(line, reason)
@@ -437,10 +466,16 @@ class SqlLedger:
             outbox.close()
 
     def _keep_unwritten(self) -> None:
-        """An SQLite ledger that could not take its last rows (locked by another process, a
-        full disk): they go into a local outbox, which the next ledger for the file writes."""
+        """Rows the writer could not acknowledge by shutdown's deadline (an SQLite file or an
+        outbox file locked by another process, a full disk): they go into another local outbox,
+        which the next ledger for the target writes. Should that fail too, each row is logged
+        whole at ERROR level, the last place its money can be found. Until 2026-12-05 a
+        PostgreSQL ledger's rows were only counted in a log line, and lost.
+
+        The writer may still acknowledge the rows it holds after this: the target takes a
+        request id once, so a row kept twice is never counted twice."""
         lines = [
-            item.line if isinstance(item, Unstorable) else line_of_sqlite_params(item)
+            item.line if isinstance(item, Unstorable) else _item_line(item)
             for item in self.writer.unwritten()
         ]
         if not lines:
@@ -452,7 +487,9 @@ class SqlLedger:
             finally:
                 outbox.close()
         except Exception:
-            log.exception("ledger: %d unwritten rows could not be kept; they are lost", len(lines))
+            log.exception("ledger: %d unwritten rows could not be kept; they follow", len(lines))
+            for line in lines:
+                log.error("ledger: row not recorded: %s", line)
             return
         log.warning(
             "ledger: %d rows not yet written are kept in %s; the next ledger for %s writes them",
@@ -587,6 +624,7 @@ class SqlLedger:
             quarantined_rows=self._quarantine_hooks.total,
             write_counts=counts,
             write_seconds=seconds,
+            stuck_seconds=self.stuck_for(),
         )
 
     def _count_written(self, seconds: float, rows: int) -> None:
@@ -619,6 +657,11 @@ def _same_hooks(own: CountHooks, given: list[ReplayHook], name: str) -> None:
             f"a ledger's {name} cannot be replaced (its outbox and shippers hold the list); "
             f"add to it: ledger.{name}.append(hook)"
         )
+
+
+def _item_line(item: Any) -> str:
+    """A writer's item as an outbox line: SQLite parameters encoded, an outbox line as is."""
+    return line_of_sqlite_params(item) if isinstance(item, tuple) else str(item)
 
 
 def _outbox_line(event: ImageEditEvent) -> str:

@@ -35,7 +35,8 @@ import sqlalchemy as sa
 
 from ._codec import decode_row, encode_row, line_request_id
 from ._quarantined_calls import quarantined_calls, quarantined_cost
-from ._schema import quarantine
+from ._queries import cost_sum, spend_conditions, summed_cost
+from ._schema import quarantine, spend_logs
 from ._target import SpendLogsInserter, error_text
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ __all__ = [
     "REPAIR_TEXT_CHARS",
     "QuarantinedRow",
     "ReplayResult",
+    "budget_spend",
     "list_quarantine",
     "quarantine_list_command",
     "quarantine_replay_command",
@@ -133,6 +135,44 @@ def quarantined_spend(
     not a finite number counts nothing: it is no amount."""
     calls = quarantined_calls(conn, key_hashes=key_hashes, end_user=end_user, since=since)
     return quarantined_cost(calls)
+
+
+def budget_spend(
+    conn: Connection,
+    *,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+) -> Decimal:
+    """What one key (the rows naming any of ``key_hashes``) or end user spent from ``since``
+    (inclusive) on, as budgets count it: the rows of ``spend_logs`` and the quarantined calls,
+    each call once.
+
+    A call may have a row on each side: a process killed between committing the call's row
+    and marking its intent done leaves both, and the database may take one and refuse the
+    other. The call's own row counts, wherever it is (it carries what the intent's estimate
+    does not, such as the upstream's token counts): where ``spend_logs`` holds only its
+    intent's ``incomplete`` row and the quarantine its own, the intent's estimate is taken
+    out. Until 2026-12-05 both counted, the call twice.
+    """
+    engine = conn.engine
+    conditions = spend_conditions(key_hashes, end_user, since)
+    logged = summed_cost(
+        conn.execute(sa.select(cost_sum(engine)).where(*conditions)).scalar(), engine
+    )
+    calls = quarantined_calls(
+        conn, key_hashes=key_hashes, end_user=end_user, since=since, over_intents=True
+    )
+    replacing = [c.request_id for c in calls if c.replaces_intent and c.request_id]
+    estimates = Decimal(0)
+    for start in range(0, len(replacing), 500):  # an IN short enough for every dialect
+        estimated = sa.select(cost_sum(engine)).where(
+            *conditions,
+            spend_logs.c.request_id.in_(replacing[start : start + 500]),
+            spend_logs.c.status == "incomplete",
+        )
+        estimates += summed_cost(conn.execute(estimated).scalar(), engine)
+    return logged + quarantined_cost(calls) - estimates
 
 
 def _clean_text(value: str) -> str:

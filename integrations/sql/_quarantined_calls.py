@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,9 @@ class QuarantinedCall:
     images_returned: int
     output_tokens: int
     total_tokens: int
+    #: the call's own row, where ``spend_logs`` holds only its intent's ``incomplete`` estimate
+    #: (returned with ``over_intents`` only: see :func:`~._quarantine.budget_spend`)
+    replaces_intent: bool = False
 
     @property
     def operation(self) -> str:
@@ -97,10 +100,12 @@ def quarantined_calls(
     since: datetime | None = None,
     until: datetime | None = None,
     provider: str | None = None,
+    over_intents: bool = False,
 ) -> list[QuarantinedCall]:
     """The quarantined calls naming one of ``key_hashes``, ``end_user`` and ``provider`` (those
     given) that started from ``since`` (inclusive) to ``until`` (exclusive), oldest row first;
-    see the module docstring."""
+    see the module docstring. With ``over_intents`` a call's own row is returned too where
+    ``spend_logs`` holds only its intent's ``incomplete`` row (``replaces_intent``)."""
     if key_hashes is not None and not key_hashes:
         return []
     conditions: list[sa.ColumnElement[bool]] = []
@@ -135,7 +140,14 @@ def quarantined_calls(
         if kept is None or (kept.status == "incomplete" and call.status != "incomplete"):
             chosen[key] = call
     logged = _in_spend_logs(conn, [c.request_id for c in chosen.values() if c.request_id])
-    return [c for c in chosen.values() if c.request_id not in logged]
+    counted: list[QuarantinedCall] = []
+    for call in chosen.values():
+        status = logged.get(call.request_id) if call.request_id is not None else None
+        if call.request_id not in logged:
+            counted.append(call)
+        elif over_intents and status == "incomplete" and call.status != "incomplete":
+            counted.append(replace(call, replaces_intent=True))
+    return counted
 
 
 def _has_field(name: str, value: str) -> sa.ColumnElement[bool]:
@@ -147,12 +159,14 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-def _in_spend_logs(conn: Connection, request_ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
+def _in_spend_logs(conn: Connection, request_ids: Sequence[str]) -> dict[str, str | None]:
+    """The request ids of ``request_ids`` that ``spend_logs`` holds, with their row's status."""
+    found: dict[str, str | None] = {}
     for start in range(0, len(request_ids), _LOOKUP_CHUNK):
         chunk = list(request_ids[start : start + _LOOKUP_CHUNK])
-        query = sa.select(spend_logs.c.request_id).where(spend_logs.c.request_id.in_(chunk))
-        found.update(str(r) for r in conn.execute(query).scalars())
+        query = sa.select(spend_logs.c.request_id, spend_logs.c.status)
+        for request_id, status in conn.execute(query.where(spend_logs.c.request_id.in_(chunk))):
+            found[str(request_id)] = status
     return found
 
 

@@ -100,6 +100,21 @@ def to_utc_bound(value: date | datetime, name: str) -> datetime:
     return datetime.combine(value, time(0), tzinfo=UTC)
 
 
+def spend_conditions(
+    key_hashes: Sequence[str] | None, end_user: str | None, since: datetime | None
+) -> list[sa.ColumnElement[bool]]:
+    """The ``spend_logs`` rows of a key (naming any of ``key_hashes``) and of an end user (those
+    given) from ``since`` (inclusive) on, as ``WHERE`` conditions."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if key_hashes is not None:
+        conditions.append(spend_logs.c.api_key_hash.in_(list(key_hashes)))
+    if end_user is not None:
+        conditions.append(spend_logs.c.end_user == end_user)
+    if since is not None:
+        conditions.append(spend_logs.c.start_time >= since)
+    return conditions
+
+
 def cost_sum(engine: Engine, where: sa.ColumnElement[bool] | None = None) -> sa.ColumnElement[Any]:
     """The exact sum of ``cost_usd`` (of the rows ``where`` holds for, when given); read it
     with :func:`summed_cost`. Ordering by it takes :func:`cost_order`.

@@ -37,6 +37,7 @@ from ._codec import (
     sqlite_insert_rows,
     sqlite_params,
 )
+from ._gate import SchemaGate, SchemaUnchecked
 from ._hooks import call_count_hooks
 
 if TYPE_CHECKING:
@@ -79,8 +80,17 @@ def announce_quarantined(
 class SpendLogsInserter:
     """Writes batches of rows into ``spend_logs``; see the module docstring."""
 
-    def __init__(self, engine: Engine, *, callers_run_on: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        callers_run_on: bool = False,
+        schema_gate: SchemaGate | None = None,
+    ) -> None:
         self.engine = engine
+        #: The schema check still to pass before anything is written (a ledger opened while
+        #: its database was unreachable, see :mod:`~tracking.integrations.sql._gate`).
+        self.schema_gate = schema_gate
         self.dialect = engine.dialect.name
         #: The callers keep running while rows are written (``background`` mode): SQLite batches
         #: of any size go in statements of ``ONE_STATEMENT_ROWS`` rows (see ``_insert_sqlite``).
@@ -103,6 +113,8 @@ class SpendLogsInserter:
         table) keeps the rows and is retried, because setting billing data aside is worse than
         waiting for someone to fix the database.
         """
+        if isinstance(exc, SchemaUnchecked):
+            return True  # the rows wait until the database is there with the ledger's schema
         if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
             exc = exc.orig
         state = getattr(exc, "sqlstate", None)
@@ -184,6 +196,8 @@ class SpendLogsInserter:
             self._run(lambda cursor: cursor.execute(POSTGRES_INSERT, (batch,)))
 
     def _run(self, work: Callable[[Any], object]) -> None:
+        if self.schema_gate is not None:
+            self.schema_gate.ensure()  # SchemaUnchecked (transient) until it passes
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()

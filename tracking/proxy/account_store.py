@@ -317,25 +317,14 @@ class AccountStore:
     ) -> Decimal:
         """What one key (the rows naming any of ``key_hashes``: a regenerated key's hashes) or
         end user spent from ``since`` (inclusive) on, per the ledger: ``spend_logs`` and the
-        quarantined rows (:func:`~tracking.integrations.sql.quarantined_spend`)."""
-        import sqlalchemy as sa
-
+        quarantined rows, each call once (:func:`~tracking.integrations.sql.budget_spend`)."""
         if self.nothing_stored():
             return Decimal(0)
 
-        from tracking.integrations.sql import cost_sum, quarantined_spend, spend_logs, summed_cost
+        from tracking.integrations.sql import budget_spend
 
-        statement = sa.select(cost_sum(self.engine))
-        if key_hashes is not None:
-            statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
-        if end_user is not None:
-            statement = statement.where(spend_logs.c.end_user == end_user)
-        if since is not None:
-            statement = statement.where(spend_logs.c.start_time >= since)
         with self.engine.connect() as conn:
-            logged = summed_cost(conn.execute(statement).scalar(), self.engine)
-            refused = quarantined_spend(conn, key_hashes=key_hashes, end_user=end_user, since=since)
-        return logged + refused
+            return budget_spend(conn, key_hashes=key_hashes, end_user=end_user, since=since)
 
     def spend_logs(
         self,
@@ -353,15 +342,9 @@ class AccountStore:
         if self.nothing_stored():
             return [], 0
 
-        from tracking.integrations.sql import spend_logs
+        from tracking.integrations.sql import spend_conditions, spend_logs
 
-        conditions: list[Any] = []
-        if key_hashes is not None:
-            conditions.append(spend_logs.c.api_key_hash.in_(list(key_hashes)))
-        if end_user is not None:
-            conditions.append(spend_logs.c.end_user == end_user)
-        if start is not None:
-            conditions.append(spend_logs.c.start_time >= start)
+        conditions = spend_conditions(key_hashes, end_user, start)
         if end is not None:
             conditions.append(spend_logs.c.start_time < end)
         columns = [c for c in spend_logs.c if c.name not in ("metadata",)]

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..call_control import CallControl, controlled, current_control
 from ..config import ProxyConfig, export_environment, load_config
+from ..errors import ConfigurationError
 from ..ids import new_request_id
 from ..streaming import AsyncImageEditStream
 from .access_log import ACCESS_SCOPE_KEY, AccessEntry
@@ -689,11 +690,16 @@ def _costed(error: ProxyError, method: str, path: str, control: CallControl) -> 
 
 def _database_away(exc: Exception) -> ProxyError | None:
     """A database that stopped answering during a management or spend request (the SQL
-    driver's connection errors, as SQLAlchemy raises them): a 503 to try again, not a 500."""
-    errors = sys.modules.get("sqlalchemy.exc")
-    if errors is None or not isinstance(exc, errors.OperationalError | errors.InterfaceError):
-        return None
-    log.warning("the database is unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+    driver's connection errors, as SQLAlchemy raises them, or a database unreachable when the
+    key store first opens it: ``ledger_unreachable``): a 503 to try again, not a 500 saying
+    the proxy is misconfigured (as the latter was until 2026-12-05)."""
+    if isinstance(exc, ConfigurationError) and exc.error_type == "ledger_unreachable":
+        log.warning("the database is unavailable: %s", exc.message)
+    else:
+        errors = sys.modules.get("sqlalchemy.exc")
+        if errors is None or not isinstance(exc, errors.OperationalError | errors.InterfaceError):
+            return None
+        log.warning("the database is unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
     return ProxyError(
         503,
         "the database is unavailable right now; try again shortly",
