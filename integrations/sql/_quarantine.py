@@ -15,9 +15,10 @@ to ``ledger_quarantine`` by the writer or the outbox's shipper (see
   Money, times and ids are never changed, so a repaired row still counts what the call cost;
   its metadata says it was repaired.
 
-A quarantined row's money still counts toward budgets: :func:`quarantined_spend` is what the
-proxy adds to ``spend_logs``' sum when a key's or end user's budget counter starts from the
-ledger, so a caller cannot spend past a budget by making calls whose rows the database refuses.
+A quarantined row's money still counts toward budgets: :func:`budget_spend` (``spend_logs``'
+sum and the quarantined calls, each call once) is what a key's or end user's budget counter
+starts from in the proxy, so a caller cannot spend past a budget by making calls whose rows
+the database refuses.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import sqlalchemy as sa
 
 from ._codec import decode_row, encode_row, line_request_id
-from ._quarantined_calls import quarantined_calls, quarantined_cost
+from ._quarantined_calls import LOOKUP_CHUNK, quarantined_calls, quarantined_cost
 from ._queries import cost_sum, spend_conditions, summed_cost
 from ._schema import quarantine, spend_logs
 from ._target import SpendLogsInserter, error_text
@@ -165,10 +166,10 @@ def budget_spend(
     )
     replacing = [c.request_id for c in calls if c.replaces_intent and c.request_id]
     estimates = Decimal(0)
-    for start in range(0, len(replacing), 500):  # an IN short enough for every dialect
+    for start in range(0, len(replacing), LOOKUP_CHUNK):
         estimated = sa.select(cost_sum(engine)).where(
             *conditions,
-            spend_logs.c.request_id.in_(replacing[start : start + 500]),
+            spend_logs.c.request_id.in_(replacing[start : start + LOOKUP_CHUNK]),
             spend_logs.c.status == "incomplete",
         )
         estimates += summed_cost(conn.execute(estimated).scalar(), engine)

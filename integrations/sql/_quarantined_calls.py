@@ -46,8 +46,8 @@ _TEXT_FIELDS = (
     "team",
 )
 _COUNT_FIELDS = ("images_returned", "output_tokens", "total_tokens")
-#: Request ids looked up in ``spend_logs`` per statement.
-_LOOKUP_CHUNK = 500
+#: Request ids looked up in ``spend_logs`` per statement (an ``IN`` every dialect takes).
+LOOKUP_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +162,8 @@ def _aware(value: datetime | None) -> datetime | None:
 def _in_spend_logs(conn: Connection, request_ids: Sequence[str]) -> dict[str, str | None]:
     """The request ids of ``request_ids`` that ``spend_logs`` holds, with their row's status."""
     found: dict[str, str | None] = {}
-    for start in range(0, len(request_ids), _LOOKUP_CHUNK):
-        chunk = list(request_ids[start : start + _LOOKUP_CHUNK])
+    for start in range(0, len(request_ids), LOOKUP_CHUNK):
+        chunk = list(request_ids[start : start + LOOKUP_CHUNK])
         query = sa.select(spend_logs.c.request_id, spend_logs.c.status)
         for request_id, status in conn.execute(query.where(spend_logs.c.request_id.in_(chunk))):
             found[str(request_id)] = status

@@ -397,7 +397,14 @@ class AccountStore:
         if self.nothing_stored():
             return [], 0
 
-        from tracking.integrations.sql import cost_order, cost_sum, spend_logs, summed_cost
+        from tracking.integrations.sql import (
+            cost_order,
+            cost_sum,
+            quarantined_calls,
+            spend_conditions,
+            spend_logs,
+            summed_cost,
+        )
 
         statement = (
             sa.select(
@@ -412,11 +419,8 @@ class AccountStore:
             .group_by(spend_logs.c.api_key_hash)
             .order_by(*cost_order(self.engine), spend_logs.c.api_key_hash)
         )
-        if key_hashes is not None:
-            statement = statement.where(spend_logs.c.api_key_hash.in_(list(key_hashes)))
+        statement = statement.where(*spend_conditions(key_hashes, None, None))
         counted = sa.select(sa.func.count()).select_from(statement.order_by(None).subquery())
-        from tracking.integrations.sql import quarantined_calls
-
         with self.engine.connect() as conn:
             refused = [c for c in quarantined_calls(conn, key_hashes=key_hashes) if c.api_key_hash]
             if page_size is not None and not refused:
