@@ -48,6 +48,7 @@ from ._schema import (
     metadata,
     spend_logs,
 )
+from ._waiting import budget_spend_with_outboxes, outbox_folder, waiting_calls
 from ._writer import BatchDestination, LedgerWriter, WriteHook
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "UTCDateTime",
     "WriteHook",
     "budget_spend",
+    "budget_spend_with_outboxes",
     "check_schema",
     "cost_order",
     "cost_sum",
@@ -79,6 +81,7 @@ __all__ = [
     "metadata",
     "migrate_command",
     "migrations_path",
+    "outbox_folder",
     "quarantine_list_command",
     "quarantine_replay_command",
     "quarantined_calls",
@@ -93,4 +96,5 @@ __all__ = [
     "spend_logs",
     "summed_cost",
     "upgrade",
+    "waiting_calls",
 ]

@@ -35,7 +35,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import sqlalchemy as sa
 
 from ._codec import decode_row, encode_row, line_request_id
-from ._quarantined_calls import LOOKUP_CHUNK, quarantined_calls, quarantined_cost
+from ._quarantined_calls import (
+    LOOKUP_CHUNK,
+    QuarantinedCall,
+    quarantined_calls,
+    quarantined_cost,
+)
 from ._queries import cost_sum, spend_conditions, summed_cost
 from ._schema import quarantine, spend_logs
 from ._target import SpendLogsInserter, error_text
@@ -144,10 +149,12 @@ def budget_spend(
     key_hashes: Sequence[str] | None = None,
     end_user: str | None = None,
     since: datetime | None = None,
+    waiting: Sequence[QuarantinedCall] = (),
 ) -> Decimal:
     """What one key (the rows naming any of ``key_hashes``) or end user spent from ``since``
-    (inclusive) on, as budgets count it: the rows of ``spend_logs`` and the quarantined calls,
-    each call once.
+    (inclusive) on, as budgets count it: the rows of ``spend_logs``, the quarantined calls and
+    the calls ``waiting`` in local outboxes (read before ``conn``'s snapshot, see
+    :func:`~._waiting.budget_spend_with_outboxes`), each call once.
 
     A call may have a row on each side: a process killed between committing the call's row
     and marking its intent done leaves both, and the database may take one and refuse the
@@ -173,7 +180,49 @@ def budget_spend(
             spend_logs.c.status == "incomplete",
         )
         estimates += summed_cost(conn.execute(estimated).scalar(), engine)
-    return logged + quarantined_cost(calls) - estimates
+    counted = logged + quarantined_cost(calls) - estimates
+    return counted + _waiting_beyond(conn, conditions, calls, waiting)
+
+
+def _waiting_beyond(
+    conn: Connection,
+    conditions: list[sa.ColumnElement[bool]],
+    calls: Sequence[QuarantinedCall],
+    waiting: Sequence[QuarantinedCall],
+) -> Decimal:
+    """What the calls ``waiting`` in outboxes add to what the database counted of ``calls``
+    (its quarantined ones) and ``spend_logs``' rows under ``conditions``: a call the database
+    does not hold counts whole; one it holds counts there, unless the database holds only its
+    intent's ``incomplete`` estimate and the outbox its own row, which then replaces it."""
+    if not waiting:
+        return Decimal(0)
+    engine = conn.engine
+    ids = [c.request_id for c in waiting if c.request_id is not None]
+    logged: dict[str, tuple[bool, Decimal]] = {}  # request id -> (its own row?, its cost)
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        query = (
+            sa.select(spend_logs.c.request_id, spend_logs.c.status, cost_sum(engine))
+            .where(*conditions, spend_logs.c.request_id.in_(ids[start : start + LOOKUP_CHUNK]))
+            .group_by(spend_logs.c.request_id, spend_logs.c.status)
+        )
+        for request_id, status, cost in conn.execute(query):
+            logged[str(request_id)] = (status != "incomplete", summed_cost(cost, engine))
+    kept = {c.request_id: c for c in calls if c.request_id is not None}
+    added = Decimal(0)
+    for call in waiting:
+        cost = call.cost_usd or Decimal(0)
+        held = None if call.request_id is None else kept.get(call.request_id)
+        row = None if call.request_id is None else logged.get(call.request_id)
+        there: tuple[bool, Decimal] | None
+        if held is not None and (held.replaces_intent or row is None):
+            there = (held.status != "incomplete", held.cost_usd or Decimal(0))
+        else:
+            there = row
+        if there is None:
+            added += cost  # only in the outbox (or shipped after its read, and counted here)
+        elif not there[0] and call.status != "incomplete":
+            added += cost - there[1]  # its own row replaces the estimate counted there
+    return added
 
 
 def _clean_text(value: str) -> str:

@@ -29,7 +29,13 @@ from ._schema import quarantine, spend_logs
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-__all__ = ["QuarantinedCall", "quarantined_calls", "quarantined_cost"]
+__all__ = [
+    "QuarantinedCall",
+    "choose_calls",
+    "field_text",
+    "quarantined_calls",
+    "quarantined_cost",
+]
 
 _GENERATION_CALL_TYPES = ("image_generation", "aimage_generation")
 _TEXT_FIELDS = (
@@ -115,10 +121,41 @@ def quarantined_calls(
         conditions.append(_has_field("end_user", end_user))
     if provider is not None:
         conditions.append(_has_field("provider", provider))
+    query = sa.select(quarantine.c.id, quarantine.c.line).where(*conditions)
+    chosen = choose_calls(
+        conn.execute(query.order_by(quarantine.c.id)),
+        key_hashes=key_hashes,
+        end_user=end_user,
+        provider=provider,
+        since=since,
+        until=until,
+    )
+    logged = _in_spend_logs(conn, [c.request_id for c in chosen.values() if c.request_id])
+    counted: list[QuarantinedCall] = []
+    for call in chosen.values():
+        status = logged.get(call.request_id) if call.request_id is not None else None
+        if call.request_id not in logged:
+            counted.append(call)
+        elif over_intents and status == "incomplete" and call.status != "incomplete":
+            counted.append(replace(call, replaces_intent=True))
+    return counted
+
+
+def choose_calls(
+    rows: Iterable[tuple[object, str]],
+    *,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    provider: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[object, QuarantinedCall]:
+    """The calls ``(row id, line)`` rows record that match the filters (as
+    :func:`quarantined_calls` takes them), one per request id (a row without one by its row id):
+    the call's own row where its intent's ``incomplete`` row is there too."""
     since, until = _aware(since), _aware(until)
     chosen: dict[object, QuarantinedCall] = {}
-    query = sa.select(quarantine.c.id, quarantine.c.line).where(*conditions)
-    for row_id, line in conn.execute(query.order_by(quarantine.c.id)):
+    for row_id, line in rows:
         call = _read(line)
         if call is None:
             continue
@@ -139,20 +176,17 @@ def quarantined_calls(
         kept = chosen.get(key)
         if kept is None or (kept.status == "incomplete" and call.status != "incomplete"):
             chosen[key] = call
-    logged = _in_spend_logs(conn, [c.request_id for c in chosen.values() if c.request_id])
-    counted: list[QuarantinedCall] = []
-    for call in chosen.values():
-        status = logged.get(call.request_id) if call.request_id is not None else None
-        if call.request_id not in logged:
-            counted.append(call)
-        elif over_intents and status == "incomplete" and call.status != "incomplete":
-            counted.append(replace(call, replaces_intent=True))
-    return counted
+    return chosen
+
+
+def field_text(name: str, value: str) -> str:
+    """How a line holds ``"name":value`` as the encoder writes it (to narrow a search by)."""
+    return f'"{name}":{json.dumps(value)}'
 
 
 def _has_field(name: str, value: str) -> sa.ColumnElement[bool]:
     """A line holding ``"name":value`` as the encoder writes it (a narrowing, matched again)."""
-    return quarantine.c.line.contains(f'"{name}":{json.dumps(value)}', autoescape=True)
+    return quarantine.c.line.contains(field_text(name, value), autoescape=True)
 
 
 def _aware(value: datetime | None) -> datetime | None:

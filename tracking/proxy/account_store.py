@@ -6,7 +6,8 @@ generated on one is valid on all. Its schema is the ledger's Alembic chain: SQLi
 first use, PostgreSQL by ``tracking migrate`` (or ``auto_migrate: true``), as for the ledger.
 The spend figures (per key, per end user since a period's start, the paginated log) are read
 from ``spend_logs``, the one record of what was spent; what budgets start from adds the rows the
-database refused for good (``ledger_quarantine``: their calls were billed all the same).
+database refused for good (``ledger_quarantine``: their calls were billed all the same) and the
+rows still waiting in this host's local outboxes for a database that cannot take them yet.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class AccountStore:
         self._url = url
         self._auto_migrate = auto_migrate
         self._engine: Engine | None = None
+        self._outbox_folder: Path | None = None
         self._lock = threading.Lock()
 
     @property
@@ -140,7 +142,11 @@ class AccountStore:
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
-                    from tracking.integrations.sql import check_schema, create_ledger_engine
+                    from tracking.integrations.sql import (
+                        check_schema,
+                        create_ledger_engine,
+                        outbox_folder,
+                    )
 
                     engine = create_ledger_engine(self._url)
                     try:
@@ -148,6 +154,9 @@ class AccountStore:
                     except BaseException:
                         engine.dispose()
                         raise
+                    # the ledger's outboxes, named once (a relative SQLite path is the
+                    # file in the working directory the store opened in, as the ledger's)
+                    self._outbox_folder = outbox_folder(engine)
                     self._engine = engine
         return self._engine
 
@@ -316,15 +325,23 @@ class AccountStore:
         since: datetime | None,
     ) -> Decimal:
         """What one key (the rows naming any of ``key_hashes``: a regenerated key's hashes) or
-        end user spent from ``since`` (inclusive) on, per the ledger: ``spend_logs`` and the
-        quarantined rows, each call once (:func:`~tracking.integrations.sql.budget_spend`)."""
+        end user spent from ``since`` (inclusive) on, per the ledger: ``spend_logs``, the
+        quarantined rows and the rows still waiting in this host's local outboxes (a database
+        that cannot take rows yet), each call once
+        (:func:`~tracking.integrations.sql.budget_spend_with_outboxes`)."""
         if self.nothing_stored():
             return Decimal(0)
 
-        from tracking.integrations.sql import budget_spend
+        from tracking.integrations.sql import budget_spend_with_outboxes
 
-        with self.engine.connect() as conn:
-            return budget_spend(conn, key_hashes=key_hashes, end_user=end_user, since=since)
+        engine = self.engine  # names the outboxes' folder too
+        return budget_spend_with_outboxes(
+            engine,
+            folder=self._outbox_folder,
+            key_hashes=key_hashes,
+            end_user=end_user,
+            since=since,
+        )
 
     def spend_logs(
         self,

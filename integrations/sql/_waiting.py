@@ -1,0 +1,128 @@
+"""The calls whose rows wait in this host's local outboxes, and what budgets start from with them.
+
+While a PostgreSQL ledger cannot take rows (unreachable, out of disk, read-only after a failover,
+its schema not checked yet) calls go on and their rows wait in the local outboxes
+(:mod:`._outbox`), acknowledged there; they ship once the database takes them. A budget counter
+that starts from the ledger meanwhile (a restart, another worker, Redis away or idle, a budget
+changed) read only the database and missed them, so a key or end user could spend past its
+budget by what waited, until it shipped (until 2026-12-06). :func:`budget_spend_with_outboxes`
+adds them: what budgets start from is the database's figure
+(:func:`~._quarantine.budget_spend`) and every call waiting in an outbox of the target's folder
+on this host (each process's own, those of dead processes waiting to be claimed, the rows kept at
+shutdown and the intents recovered from dead processes), each call once.
+
+Each call once, whenever a row ships: the outboxes are read first, then the database in one
+snapshot (``REPEATABLE READ`` on PostgreSQL, a read transaction on SQLite). A row leaves an outbox
+only after the database committed it, so a row shipped between the two reads is in both (and
+counted once, by request id) and none is in neither. A call with a row on both sides counts by
+its own row, wherever it is (an intent's ``incomplete`` estimate only where the call has no own
+row), as :func:`~._quarantine.budget_spend` does for the quarantine.
+
+Other hosts' outboxes are on their disks: a budget read here cannot see them (their rows count
+once shipped). The rows an outbox keeps in its ``rejected`` table (refused by the database and
+by its quarantine) are not counted: they never reach the database, where every host would see
+them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._engine import outbox_target
+from ._outbox import default_outbox_dir
+from ._quarantine import budget_spend
+from ._quarantined_calls import QuarantinedCall, choose_calls, field_text
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["budget_spend_with_outboxes", "outbox_folder", "waiting_calls"]
+
+log = logging.getLogger("tracking.ledger")
+
+
+def outbox_folder(engine: Engine) -> Path:
+    """The folder of the target's local outboxes, as a ledger without ``outbox_dir`` names it."""
+    return default_outbox_dir(outbox_target(engine.url))
+
+
+def waiting_calls(
+    directory: Path,
+    *,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+) -> list[QuarantinedCall]:
+    """The calls waiting in the outboxes of ``directory`` that name one of ``key_hashes`` and
+    ``end_user`` (those given) and started at ``since`` or later, one per request id (its own
+    row where its intent's is there too). Read only: nothing is locked or changed. An outbox
+    that cannot be read is logged and skipped (its rows cannot ship either)."""
+    if key_hashes is not None and not key_hashes:
+        return []
+    try:
+        paths = sorted(directory.glob("outbox-*.db"))
+    except OSError:
+        return []
+    narrowing: list[str] = []
+    params: list[str] = []
+    if key_hashes is not None:
+        narrowing.append("(" + " OR ".join(["instr(line, ?) > 0"] * len(key_hashes)) + ")")
+        params.extend(field_text("api_key_hash", h) for h in key_hashes)
+    if end_user is not None:
+        narrowing.append("instr(line, ?) > 0")
+        params.append(field_text("end_user", end_user))
+    where = f" WHERE {' AND '.join(narrowing)}" if narrowing else ""
+    query = f"SELECT seq, line FROM outbox{where}"  # noqa: S608 (markers only)
+    lines: list[tuple[object, str]] = []
+    for path in paths:
+        try:
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10)
+            try:
+                found = db.execute(query, params).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            if path.exists():  # else removed by its owner (nothing waited in it) while we looked
+                log.warning("ledger outbox %s cannot be read for budgets (%s)", path, exc)
+            continue
+        lines.extend(((path.name, seq), line) for seq, line in found)
+    chosen = choose_calls(lines, key_hashes=key_hashes, end_user=end_user, since=since)
+    return list(chosen.values())
+
+
+def _begin_snapshot(conn: Connection) -> None:
+    """Make every statement of ``conn``'s transaction read one snapshot of the database."""
+    if conn.engine.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN")  # WAL: the snapshot is taken by the first read
+    else:
+        conn.execution_options(isolation_level="REPEATABLE READ")
+
+
+def budget_spend_with_outboxes(
+    engine: Engine,
+    *,
+    folder: Path | None = None,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+) -> Decimal:
+    """What budgets start from: :func:`~._quarantine.budget_spend` and the calls waiting in the
+    local outboxes of ``folder`` (None: the target's folder), each call once (module docstring).
+    """
+    waiting = waiting_calls(
+        folder if folder is not None else outbox_folder(engine),
+        key_hashes=key_hashes,
+        end_user=end_user,
+        since=since,
+    )  # first: a row shipped after this read is in the database's snapshot below
+    with engine.connect() as conn:
+        _begin_snapshot(conn)
+        return budget_spend(
+            conn, key_hashes=key_hashes, end_user=end_user, since=since, waiting=waiting
+        )
