@@ -18,6 +18,7 @@ with the database's error text, where ``tracking ledger quarantine list|replay``
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +59,24 @@ _ERROR_TEXT_CHARS = 2000
 _QUARANTINE_INSERT = (
     "INSERT INTO ledger_quarantine (request_id, line, error, quarantined_at) VALUES "
 )
+#: The quarantine's write lock, held from the check to the commit (see ``quarantine``). On
+#: PostgreSQL a mode that conflicts with itself and with writes, not with reads.
+_POSTGRES_LOCK = "LOCK TABLE ledger_quarantine IN SHARE ROW EXCLUSIVE MODE"
+_SQLITE_LOCK = "BEGIN IMMEDIATE"
+
+
+def _call_key(request_id: str | None, line: str) -> tuple[str, ...]:
+    """What makes a quarantined row the same call's as another: its request id and whether it
+    is the call's intent (``incomplete``) or its own row; a row without a request id, its line.
+    """
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        row = None
+    found = row.get("request_id") if isinstance(row, dict) else None
+    if not isinstance(found, str) or found != request_id:
+        return ("line", line)
+    return (found, "incomplete" if row.get("status") == "incomplete" else "own")
 
 
 def error_text(exc: BaseException) -> str:
@@ -129,13 +148,23 @@ class SpendLogsInserter:
 
         The line is kept as text (a JSON string escapes a NUL, so PostgreSQL takes it) and no
         index covers it, so whatever made ``spend_logs`` refuse the row cannot refuse this.
-        A row already kept (the same request id and line: an outbox shipped again after its
-        process died, or stopped at shutdown's deadline, before the row left it) is not kept
-        twice; until 2026-12-05 it was, and budgets counted its cost twice.
+
+        Once per call: a row is not kept when the quarantine holds the same call's row already
+        (the same request id, and both the call's own row or both its intent's ``incomplete``
+        one; a row without a request id: the same line). An outbox shipped again after its
+        process died, or stopped at shutdown's deadline, before the row left it, quarantines
+        it again; until 2026-12-05 that kept it twice, and budgets counted it twice. The check
+        and the insert hold the quarantine's write lock (PostgreSQL: a table lock that readers
+        pass; SQLite: ``BEGIN IMMEDIATE``), so two processes quarantining the same row at
+        once keep it once: until 2026-12-06 both could check, find nothing, and insert. A lock
+        rather than a unique index: the quarantine must take any row ``spend_logs`` refused
+        (a request id over the B-tree's size limit included), and it may hold a call's intent
+        beside its own row; quarantining is rare, so the lock costs nothing.
         """
         now = datetime.now(UTC)
-        marker = "?" if self.dialect == "sqlite" else "%s"
-        stamp: Any = now.isoformat(" ", "microseconds")[:-6] if self.dialect == "sqlite" else now
+        sqlite = self.dialect == "sqlite"
+        marker = "?" if sqlite else "%s"
+        stamp: Any = now.isoformat(" ", "microseconds")[:-6] if sqlite else now
         ids = sorted({request_id for request_id, _, _ in entries})
         kept = (
             "SELECT request_id, line FROM ledger_quarantine "  # noqa: S608 (markers only)
@@ -143,12 +172,15 @@ class SpendLogsInserter:
         )
 
         def keep(cursor: Any) -> None:
+            # Taken before the check: another writer's check and insert wait for this one's.
+            cursor.execute(_SQLITE_LOCK if sqlite else _POSTGRES_LOCK)
             cursor.execute(kept, ids)
-            seen = {(request_id, line) for request_id, line in cursor.fetchall()}
+            seen = {_call_key(request_id, line) for request_id, line in cursor.fetchall()}
             fresh = []
             for request_id, line, error in entries:
-                if (request_id, line) not in seen:
-                    seen.add((request_id, line))
+                key = _call_key(request_id, line)
+                if key not in seen:
+                    seen.add(key)
                     fresh.append((request_id, line, error))
             if fresh:
                 one = f"({marker}, {marker}, {marker}, {marker})"
