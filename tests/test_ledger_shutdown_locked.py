@@ -10,12 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from tests.accounts_support import wait_for
 from tests.ledger_support import make_event
 from tracking.integrations.sql import SqlLedger, create_ledger_engine
 
@@ -144,3 +146,47 @@ def test_rows_a_locked_outbox_could_not_take_at_shutdown_are_kept_for_the_next_s
     finally:
         engine.dispose()
     assert sorted(ids) == sorted(e.request_id for e in events)
+
+
+def test_a_writer_stuck_on_a_locked_outbox_stops_at_shutdown_and_its_rows_are_kept(
+    postgres_url, tmp_path, caplog
+):
+    """The outbox cannot take the last rows by shutdown's deadline: they are kept in another
+    outbox, the callers waiting for them are released, and the writer stops. It went on
+    retrying on the closed outbox every 2 s, logging each time, until the process exited."""
+    folder = tmp_path / "outbox"
+    SqlLedger(postgres_url, auto_migrate=True, outbox_dir=folder).shutdown(10)
+    ledger = SqlLedger(postgres_url, mode="durable", outbox_dir=folder)
+    assert ledger.outbox_path is not None
+    holder = sqlite3.connect(ledger.outbox_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    events = [make_event(user=f"stuck{n}") for n in range(3)]
+    callers = [threading.Thread(target=ledger.on_end, args=(event,)) for event in events]
+    try:
+        for caller in callers:
+            caller.start()
+        wait_for(lambda: ledger.queue_depth() == 3)
+        ledger.shutdown(1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    writer = ledger.writer._thread
+    assert writer is not None
+    wait_for(lambda: not writer.is_alive(), timeout=30)
+    for caller in callers:
+        caller.join(30)
+        assert not caller.is_alive(), "a durable caller still waits for a row kept elsewhere"
+    caplog.clear()
+    engine = create_ledger_engine(postgres_url)
+    try:
+        reader = SqlLedger(postgres_url, outbox_dir=folder)
+        try:
+            assert reader.flush(30)
+        finally:
+            reader.shutdown(10)
+        with engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(sa.text("SELECT request_id FROM spend_logs"))]
+    finally:
+        engine.dispose()
+    assert sorted(ids) == sorted(e.request_id for e in events)
+    assert "ProgrammingError" not in caplog.text

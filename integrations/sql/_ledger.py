@@ -468,16 +468,18 @@ class SqlLedger:
     def _keep_unwritten(self) -> None:
         """Rows the writer could not acknowledge by shutdown's deadline (an SQLite file or an
         outbox file locked by another process, a full disk): they go into another local outbox,
-        which the next ledger for the target writes. Should that fail too, each row is logged
+        which the next ledger for the target writes, and the writer stops (it retried until the
+        process exited, until 2026-12-06). Should keeping them fail too, each row is logged
         whole at ERROR level, the last place its money can be found. Until 2026-12-05 a
         PostgreSQL ledger's rows were only counted in a log line, and lost.
 
-        The writer may still acknowledge the rows it holds after this: the target takes a
-        request id once, so a row kept twice is never counted twice."""
-        lines = [
-            item.line if isinstance(item, Unstorable) else _item_line(item)
-            for item in self.writer.unwritten()
-        ]
+        The writer may still acknowledge the batch it is writing after this: the target takes
+        a request id once, and budgets count a call once, so a row kept twice is never counted
+        twice."""
+        self.writer.abandon(self._keep_lines)
+
+    def _keep_lines(self, items: list[Any]) -> None:
+        lines = [item.line if isinstance(item, Unstorable) else _item_line(item) for item in items]
         if not lines:
             return
         try:

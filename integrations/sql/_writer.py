@@ -76,6 +76,10 @@ class Unstorable:
     reason: str
 
 
+class _Abandoned(Exception):
+    """The worker's rows were handed over (:meth:`LedgerWriter.abandon`): it stops."""
+
+
 class BatchDestination(Protocol):
     """Where the writer commits: rows are prepared once, then written a batch per transaction."""
 
@@ -199,6 +203,8 @@ class LedgerWriter:
         self._lingering = False  # the worker waits for more rows: only a waiter wakes it
         self._thread: threading.Thread | None = None
         self._write_seconds = 0.0  # time the current batch's writes took, for write_hooks
+        #: Set by :meth:`abandon`: the worker stops at its next retry, writing nothing more.
+        self._abandoned = threading.Event()
 
     # -- the call path ----------------------------------------------------------------------
 
@@ -343,28 +349,72 @@ class LedgerWriter:
                 if self.linger > 0:
                     self._linger()
                 if not self._pending:
-                    return  # closing and drained
+                    return  # closing and drained (or abandoned)
                 count = min(len(self._pending), self.max_batch)
                 batch = [self._pending.popleft() for _ in range(count)]
                 self._in_flight = batch
-            self._write_with_retries(batch)
+            try:
+                self._write_with_retries(batch)
+            except _Abandoned:
+                return  # its rows were handed over by ``abandon``
             sentinel = _SyncWaiter()
             with self._cond:
+                if self._abandoned.is_set():
+                    return  # written, and handed over too: the target takes a request id once
                 self._in_flight = []
                 self._acknowledged += len(batch)
                 self._acked.notify_all()
                 head = self._chain_sync_waiters(sentinel)
                 ready = self._ready_waiters()
             self._report_written(len(batch))
-            for loop, futures in ready.items():
-                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                    loop.call_soon_threadsafe(_resolve, futures)
+            self._wake(head, ready)
             if head is not None:
-                head.lock.release()
                 # Until the last of them is awake, most of those threads are handing in their
                 # next row: waiting for it makes the next batch one group instead of a trickle
                 # (and keeps them from contending for the GIL with the next write).
                 sentinel.lock.acquire(timeout=_CHAIN_WAIT)
+
+    @staticmethod
+    def _wake(
+        head: _SyncWaiter | None,
+        ready: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]],
+    ) -> None:
+        """Wake the acknowledged waiters: the async ones' loops, and the first of the chain of
+        sync ones (each wakes the next)."""
+        for loop, futures in ready.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, futures)
+        if head is not None:
+            head.lock.release()
+
+    def abandon(self, keep: Callable[[list[Any]], None]) -> None:
+        """After a :meth:`close` that could not deliver: hand the rows not yet written (the
+        batch being written or retried, then the queue) to ``keep``, which keeps them elsewhere,
+        and stop the worker at its next retry instead of retrying until the process exits
+        (every 2 s, logging each time, on an outbox already closed: until 2026-12-06). The
+        callers still waiting for those rows are then released, as acknowledged: the rows are
+        in ``keep``'s hands. The worker may still finish the write it is in; the target takes
+        a request id once, so a row kept twice is never counted twice."""
+        with self._cond:
+            rows = [*self._in_flight, *self._pending]
+            self._pending.clear()
+            self._closing = True
+            self._abandoned.set()
+            self._cond.notify_all()
+            self._acked.notify_all()
+        try:
+            keep(rows)
+        finally:
+            with self._cond:
+                self._acknowledged = self._submitted
+                head = self._chain_sync_waiters(_SyncWaiter())
+                ready = self._ready_waiters()
+            self._wake(head, ready)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before a retry; raise :class:`_Abandoned` once the rows were handed over."""
+        if self._abandoned.wait(seconds):
+            raise _Abandoned
 
     def _linger(self) -> None:
         """Wait (holding ``_cond``'s lock between waits) for more rows, up to ``linger``."""
@@ -435,7 +485,7 @@ class LedgerWriter:
                     type(getattr(exc, "orig", None) or exc).__name__,
                     delay,
                 )
-            time.sleep(delay)
+            self._pause(delay)
             delay = min(delay * 2, self.retry_max)
 
     def _write(self, batch: Sequence[Any]) -> None:
@@ -462,13 +512,13 @@ class LedgerWriter:
                     break
                 except Exception as exc:
                     if self.destination.is_transient(exc):
-                        time.sleep(delay)
+                        self._pause(delay)
                         delay = min(delay * 2, self.retry_max)
                         continue
                     refusal = exc
                 if self._set_aside(row, refusal):
                     break
-                time.sleep(delay)
+                self._pause(delay)
                 delay = min(delay * 2, self.retry_max)
 
     def _keep_unstorable(self, item: Unstorable) -> None:
@@ -495,7 +545,7 @@ class LedgerWriter:
         """Call ``attempt`` until it returns True, backing off between tries."""
         delay = self.retry_initial
         while not attempt():
-            time.sleep(delay)
+            self._pause(delay)
             delay = min(delay * 2, self.retry_max)
 
     def _set_aside(self, row: Any, refusal: BaseException) -> bool:
