@@ -448,7 +448,27 @@ class SqlLedger:
             self._intents.close(remaining)
         ledger_stats.retire_source(self)
         if self._owns_engine:
-            self.engine.dispose()
+            self._dispose_when_unused()
+
+    def _dispose_when_unused(self) -> None:
+        """Dispose of the engine now, or, when a shipper's attempt outlived shutdown's deadline
+        (a database that stopped answering), once the last such attempt ends: disposing of it
+        before left the connection that attempt held open, never closed."""
+        shippers = [d.own_shipper() for d in (self._outbox, self._intents) if d is not None]
+        lock = threading.Lock()
+        left = [len(shippers) + 1]
+
+        def one_done() -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self.engine.dispose()
+
+        for shipper in shippers:
+            if shipper is None or not shipper.after_stop(one_done):
+                one_done()
+        one_done()
 
     def _leftovers_dir(self) -> Path:
         """Where rows kept outside the writer's way go: the outbox folder (given or chosen)."""

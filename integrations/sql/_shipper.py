@@ -24,6 +24,7 @@ to ``replay_hooks``; ``ship_hooks`` run after every shipped batch.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -79,6 +80,9 @@ class OutboxShipper:
         self._replaying = outbox.pending() > 0  # rows left by a previous run of this pid
         self._cond = threading.Condition()
         self._closing = False
+        self._stopped = False  # the thread has ended
+        self._close_when_stopped = False  # ``close`` gave up waiting: the thread closes them
+        self._after_stop: list[Callable[[], None]] = []
         self._failing = False
         self._next_scan = 0.0
         self._scan_orphans()  # before returning, so a flush right after start includes them
@@ -124,14 +128,37 @@ class OutboxShipper:
             return self._cond.wait_for(shipped, timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop the thread (between batches) and close the outboxes; unshipped rows stay on disk."""
+        """Stop the thread (between batches) and close the outboxes; unshipped rows stay on disk.
+
+        A thread still in an attempt after ``timeout`` (a database that stopped answering)
+        closes them itself when the attempt ends. They stayed open, locked by this process,
+        until it exited (until 2026-12-06): a ledger opened again in the same process could not
+        claim them, and their rows waited for the next process.
+        """
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error("ledger shipper did not stop in time; its outbox is left to the next run")
-            return
+        with self._cond:
+            if not self._stopped:
+                self._close_when_stopped = True
+                log.error(
+                    "ledger shipper did not stop in time; its outboxes are left to the next "
+                    "ledger once its attempt ends"
+                )
+                return
+        self._close_outboxes()
+
+    def after_stop(self, action: Callable[[], None]) -> bool:
+        """Run ``action`` when the thread ends (after a :meth:`close` that gave up waiting):
+        True; False when it has ended already (the caller runs it)."""
+        with self._cond:
+            if self._stopped:
+                return False
+            self._after_stop.append(action)
+            return True
+
+    def _close_outboxes(self) -> None:
         for outbox in (*self._orphans, self.outbox):
             outbox.close()
 
@@ -155,6 +182,21 @@ class OutboxShipper:
         return self.outbox if self.outbox.pending() > 0 else None
 
     def _run(self) -> None:
+        try:
+            self._ship_until_closed()
+        finally:
+            with self._cond:
+                self._stopped = True
+                close = self._close_when_stopped
+            if close:
+                self._close_outboxes()
+            for action in self._after_stop:
+                try:
+                    action()
+                except Exception:
+                    log.exception("ledger: ending the shipper's work failed")
+
+    def _ship_until_closed(self) -> None:
         delay = self.retry_initial
         while True:
             if time.monotonic() >= self._next_scan:
@@ -228,9 +270,14 @@ class ShipperOwner:
     """What owns one process's shipper (made anew in a forked child): the parts in common."""
 
     _shipper: OutboxShipper | None = None
+    _pid = 0  # the process the shipper belongs to (a forked child makes its own)
 
     def shipper(self) -> OutboxShipper:
         raise NotImplementedError
+
+    def own_shipper(self) -> OutboxShipper | None:
+        """This process's shipper, if it has made one (none is made)."""
+        return self._shipper if self._pid == os.getpid() else None
 
     def pending(self) -> int:
         return 0 if self._shipper is None else self._shipper.pending()
