@@ -28,6 +28,11 @@ quarantined (``quarantine_hooks``, ``quarantined_rows``); one its quarantine ref
 ``keep_locally`` (an SQLite ledger's local ``rejected-<pid>.db``) and counts in
 ``rejected_rows``.
 
+A :meth:`LedgerWriter.close` that cannot deliver everything by its deadline leaves the rows to
+:meth:`LedgerWriter.abandon`, which hands them to the caller to keep elsewhere (the ledger keeps
+them in another local outbox), releases the callers waiting for them, and stops the worker at
+its next retry.
+
 The queue is bounded (``max_queue``): it only fills when the destination cannot commit at all
 (the outbox's disk, or a locked SQLite ledger), and then :meth:`submit` waits for room instead
 of growing without limit. For metrics: :meth:`queue_depth` and ``write_hooks``, callables run as
