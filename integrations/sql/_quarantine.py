@@ -16,9 +16,10 @@ to ``ledger_quarantine`` by the writer or the outbox's shipper (see
   its metadata says it was repaired.
 
 A quarantined row's money still counts toward budgets: :func:`budget_spend` (``spend_logs``'
-sum and the quarantined calls, each call once) is what a key's or end user's budget counter
-starts from in the proxy, so a caller cannot spend past a budget by making calls whose rows
-the database refuses.
+sum and the quarantined calls, each call once), with the calls still waiting in this host's
+local outboxes (:func:`~._waiting.budget_spend_with_outboxes`), is what a key's or end user's
+budget counter starts from in the proxy, so a caller cannot spend past a budget by making calls
+whose rows the database refuses.
 """
 
 from __future__ import annotations
