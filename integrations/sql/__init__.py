@@ -46,6 +46,7 @@ from ._schema import (
     event_to_row,
     include_object,
     metadata,
+    spend_calls,
     spend_logs,
 )
 from ._writer import BatchDestination, LedgerWriter, WriteHook
@@ -88,6 +89,7 @@ __all__ = [
     "query_spend",
     "read_billed",
     "resolve_url",
+    "spend_calls",
     "spend_command",
     "spend_conditions",
     "spend_logs",
