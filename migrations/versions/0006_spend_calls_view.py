@@ -155,10 +155,12 @@ def _calls_view(dialect: str) -> str:
     logged = ", ".join(f"s.{name}" for name in _COLUMNS)
     kept = ", ".join(f"k.{name}" for name in _COLUMNS)
     key = "COALESCE(request_id, 'quarantine row ' || CAST(id AS TEXT))"
+    # PostgreSQL would inline ``parsed`` and parse each line once per field
+    once = "MATERIALIZED " if dialect == "postgresql" else ""
     # Every interpolation is a constant of this module: nothing here comes from outside.
     return f"""
         CREATE VIEW spend_calls AS
-        WITH parsed AS (
+        WITH parsed AS {once}(
             SELECT id, {doc} AS doc FROM ledger_quarantine
         ), fields AS (
             SELECT id,
