@@ -119,6 +119,7 @@ def test_odd_quarantined_lines_count_as_the_python_reader_counts_them(ledger_url
                  start_time="2026-05-05T01:30:00.000001+03:00"),
             line(request_id="num", cost_usd=0.5, end_user="carol",
                  start_time="2026-05-04T12:00:00", images_returned=2),
+            line(request_id="timeless", cost_usd="0.001", end_user="dan", start_time="soon"),
         ]  # fmt: skip
         with engine.begin() as conn:
             for text in odd:
@@ -134,6 +135,13 @@ def test_odd_quarantined_lines_count_as_the_python_reader_counts_them(ledger_url
         assert carol.cost_usd == Decimal("0.5") == carol.quarantined_usd
         days = {r.key: r.requests for r in query_spend(engine, by="day", user="carol")}
         assert days == {"2026-05-04": 3}  # 01:30 at +03:00 is 22:30 UTC the day before
+        dan = query_spend(engine, by="day", user="dan")
+        assert [(r.key, r.cost_usd) for r in dan] == [(None, Decimal("0.001"))]
+        days = query_spend(engine, by="day")  # the unknown day first, on both dialects
+        assert [r.key for r in days] == [None, "2026-05-04"]
+        assert [r.key for r in query_spend(engine, by="day", limit=1)] == ["2026-05-04"]
+        assert query_spend(engine, by="user")[-1].key == "dan"  # dearest first
+        assert query_spend(engine, since=DAY)[0].requests == 5  # an unknown time is in no range
         later = DAY + timedelta(hours=1)
         assert query_spend(engine, user="carol", since=later)[0].requests == 1  # 22:30 UTC
         assert query_spend(engine, user="carol", until=later)[0].requests == 2

@@ -200,7 +200,9 @@ def query_spend(
     ``by`` groups by ``"model"``, ``"user"``, ``"operation"`` (most expensive first) or
     ``"day"`` (oldest first); without it the result is one total row. Dates are UTC midnights.
     ``limit`` keeps the first ``limit`` groups, except by day: the latest ``limit`` days, still
-    oldest first.
+    oldest first. Alike on both dialects, a group without a key (calls with no end user) comes
+    after the others as dear, and calls of no known day (a quarantined row whose time cannot be
+    read: in no time range) before the first day.
     """
     if by is not None and by not in GROUPINGS:
         raise ValidationError(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}", param="by")
@@ -247,10 +249,14 @@ def query_spend(
     latest_days = by == "day" and limit is not None  # ordered newest first, listed oldest first
     if key is not None:
         statement = statement.group_by(key)
+        # NULL placed alike on both dialects (SQLite sorts it first, PostgreSQL last): a day
+        # unknown (a quarantined row's unreadable time) first, a group without a key last
         if by == "day":
-            order: tuple[Any, ...] = (key.desc() if latest_days else key,)
+            order: tuple[Any, ...] = (
+                key.desc().nulls_last() if latest_days else key.asc().nulls_first(),
+            )
         else:
-            order = (*cost_order(engine, calls), key)
+            order = (*cost_order(engine, calls), key.asc().nulls_last())
         statement = statement.order_by(*order)
         if limit is not None:
             statement = statement.limit(limit)
