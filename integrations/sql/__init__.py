@@ -40,6 +40,7 @@ from ._queries import (
     query_spend,
     spend_conditions,
     summed_cost,
+    utc_day,
 )
 from ._schema import (
     VERSION_TABLE,
@@ -95,4 +96,5 @@ __all__ = [
     "spend_logs",
     "summed_cost",
     "upgrade",
+    "utc_day",
 ]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from ._queries import _day, cost_sum, summed_cost, to_utc_bound, unpriced_count
+from ._queries import cost_sum, summed_cost, to_utc_bound, unpriced_count, utc_day
 from ._schema import spend_calls
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def query_billed(
     """The ledger's calls to ``provider`` from ``since`` (inclusive) to ``until`` (exclusive)."""
     calls = spend_calls
     key: sa.ColumnElement[Any] = (
-        _day(engine, calls) if by == "day" else sa.func.coalesce(calls.c.served_model, "")
+        utc_day(engine, calls) if by == "day" else sa.func.coalesce(calls.c.served_model, "")
     )
     statement = (
         sa.select(

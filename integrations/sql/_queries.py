@@ -42,6 +42,7 @@ __all__ = [
     "query_spend",
     "summed_cost",
     "to_utc_bound",
+    "utc_day",
 ]
 
 GroupBy = Literal["model", "day", "user", "operation"]
@@ -159,7 +160,8 @@ def cost_order(engine: Engine, source: Any = spend_logs) -> tuple[sa.UnaryExpres
     return ((whole + (rest - remainder) / unit).desc(), remainder.desc())
 
 
-def _day(engine: Engine, source: Any = spend_logs) -> sa.ColumnElement[Any]:
+def utc_day(engine: Engine, source: Any = spend_logs) -> sa.ColumnElement[Any]:
+    """The UTC day a row of ``source`` (``spend_logs`` or ``spend_calls``) started on."""
     if engine.dialect.name == "sqlite":
         return sa.func.date(source.c.start_time)
     return sa.cast(sa.func.timezone("UTC", source.c.start_time), sa.Date)
@@ -231,7 +233,7 @@ def query_spend(
     elif by == "user":
         key = calls.c.end_user
     elif by == "day":
-        key = _day(engine, calls)
+        key = utc_day(engine, calls)
     elif by == "operation":
         key = _operation(calls)
     columns: Sequence[sa.ColumnElement[Any]] = (

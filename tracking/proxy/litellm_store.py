@@ -245,11 +245,10 @@ def spend_report(
 
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import cost_sum, spend_calls, summed_cost
-    from tracking.integrations.sql._queries import _day
+    from tracking.integrations.sql import cost_sum, spend_calls, summed_cost, utc_day
 
     engine = store.engine
-    day_of = _day(engine, spend_calls)
+    day_of = utc_day(engine, spend_calls)
     column = spend_calls.c[GROUPS[group]]
     model = sa.func.coalesce(spend_calls.c.model, "")
     statement = (
