@@ -1,7 +1,10 @@
 """Generate the Grafana dashboard over the SQL ledger (``dashboards/grafana-sql/``) from Python.
 
 Where ``dashboards/build.py`` draws Prometheus' counters, this dashboard reads the ledger's
-``spend_logs`` table in PostgreSQL through Grafana's PostgreSQL data source: spend per UTC day
+``spend_calls`` view in PostgreSQL through Grafana's PostgreSQL data source (every call once:
+the rows of ``spend_logs`` and the calls whose rows the database refused, kept in
+``ledger_quarantine`` and billed all the same; until 2026-12-06 it read ``spend_logs`` and
+missed those): spend per UTC day
 by model, virtual key, team and end user, the range's total, and how many calls in the range
 had no price (their cost is not in any sum: never a silent $0). The figures are the ledger's
 exact ``NUMERIC`` amounts, so they agree with ``tracking spend`` and ``/spend/logs`` to the
@@ -52,7 +55,7 @@ def _per_day(label: str) -> str:
     """Spend per UTC day per value of ``label`` (Grafana's time-series shape)."""
     return (
         f'SELECT {_DAY} AS "time", {label} AS metric, SUM(cost_usd) AS value\n'
-        "FROM spend_logs\n"
+        "FROM spend_calls\n"
         "WHERE $__timeFilter(start_time) AND cost_usd IS NOT NULL\n"
         "GROUP BY 1, 2\n"
         "ORDER BY 1, 2"
@@ -75,7 +78,7 @@ LEDGER: tuple[SqlPanel, ...] = (
         "Spend in range",
         "What the calls in the time range cost, from the ledger (USD).",
         "SELECT COALESCE(SUM(cost_usd), 0) AS spend\n"
-        "FROM spend_logs\nWHERE $__timeFilter(start_time)",
+        "FROM spend_calls\nWHERE $__timeFilter(start_time)",
         "stat",
         width=6,
         height=4,
@@ -84,7 +87,7 @@ LEDGER: tuple[SqlPanel, ...] = (
         "Unpriced calls in range",
         "Calls whose model has no price: their cost is in no sum here. Register a price "
         "(prices: in the proxy config) to bill them.",
-        "SELECT COUNT(*) AS calls\nFROM spend_logs\n"
+        "SELECT COUNT(*) AS calls\nFROM spend_calls\n"
         "WHERE $__timeFilter(start_time) AND cost_usd IS NULL AND status = 'success'",
         "stat",
         unit="short",
@@ -94,7 +97,7 @@ LEDGER: tuple[SqlPanel, ...] = (
     SqlPanel(
         "Calls in range",
         "Calls recorded in the time range, successful or not.",
-        "SELECT COUNT(*) AS calls\nFROM spend_logs\nWHERE $__timeFilter(start_time)",
+        "SELECT COUNT(*) AS calls\nFROM spend_calls\nWHERE $__timeFilter(start_time)",
         "stat",
         unit="short",
         width=6,
@@ -103,7 +106,7 @@ LEDGER: tuple[SqlPanel, ...] = (
     SqlPanel(
         "End users in range",
         "Distinct end users (the request's user field) with a call in the range.",
-        "SELECT COUNT(DISTINCT end_user) AS end_users\nFROM spend_logs\n"
+        "SELECT COUNT(DISTINCT end_user) AS end_users\nFROM spend_calls\n"
         "WHERE $__timeFilter(start_time)",
         "stat",
         unit="short",
@@ -129,12 +132,12 @@ LEDGER: tuple[SqlPanel, ...] = (
         "Spend per day by end user (top 10 in range)",
         "USD per UTC day for the ten end users who spent most in the range.",
         "WITH top AS (\n"  # noqa: S608 - constant SQL, no input in it
-        "  SELECT end_user FROM spend_logs\n"
+        "  SELECT end_user FROM spend_calls\n"
         "  WHERE $__timeFilter(start_time) AND end_user IS NOT NULL AND cost_usd IS NOT NULL\n"
         "  GROUP BY end_user ORDER BY SUM(cost_usd) DESC, end_user LIMIT 10\n"
         ")\n"
         f'SELECT {_DAY} AS "time", end_user AS metric, SUM(cost_usd) AS value\n'
-        "FROM spend_logs JOIN top USING (end_user)\n"
+        "FROM spend_calls JOIN top USING (end_user)\n"
         "WHERE $__timeFilter(start_time) AND cost_usd IS NOT NULL\n"
         "GROUP BY 1, 2\nORDER BY 1, 2",
         "timeseries",
@@ -147,7 +150,7 @@ LEDGER: tuple[SqlPanel, ...] = (
         f"       {_KEY} AS key, COALESCE(team, '(no team)') AS team, model,\n"
         "       COUNT(*) AS calls, SUM(images_returned) AS images,\n"
         "       COALESCE(SUM(cost_usd), 0) AS spend\n"
-        "FROM spend_logs\nWHERE $__timeFilter(start_time)\n"
+        "FROM spend_calls\nWHERE $__timeFilter(start_time)\n"
         "GROUP BY 1, 2, 3, 4, 5\nORDER BY 1 DESC, spend DESC\nLIMIT 1000",
         "table",
         width=24,
@@ -224,7 +227,8 @@ def build_dashboard() -> dict[str, Any]:
         .uid("image-edit-ledger")
         .description(
             "Spend per day by end user, key, team and model, read from the SQL ledger "
-            "(spend_logs) through a PostgreSQL data source."
+            "(the spend_calls view: spend_logs and the quarantined calls, each call once) "
+            "through a PostgreSQL data source."
         )
         .tags(["image-edit", "tracking", "ledger"])
         .time("now-30d", "now")

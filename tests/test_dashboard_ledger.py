@@ -21,6 +21,9 @@ import yaml
 
 from dashboards import ledger as dashboard
 from tests.ledger_support import make_event, open_ledger
+from tracking.integrations.sql import event_to_row
+from tracking.integrations.sql._codec import encode_row
+from tracking.integrations.sql._target import SpendLogsInserter
 
 COMMITTED = dashboard.OUTPUT_DIR / "image-edit-ledger.json"
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -53,7 +56,7 @@ def test_every_panel_reads_the_ledger_through_the_datasource_variable():
     for panel in document["panels"]:
         assert panel["datasource"] == {"type": dashboard.PLUGIN, "uid": "${datasource}"}
         (target,) = panel["targets"]
-        assert target["rawQuery"] and "spend_logs" in target["rawSql"]
+        assert target["rawQuery"] and "FROM spend_calls" in target["rawSql"]
         assert "$__timeFilter(start_time)" in target["rawSql"]  # every panel follows the range
     titles = {p["title"] for p in document["panels"]}
     for wanted in ("model", "key", "team", "end user"):
@@ -106,8 +109,8 @@ def _per_day(events: list[Any], label: Any) -> dict[tuple[datetime, str], Decima
     return dict(sums)
 
 
-def test_every_query_runs_on_postgresql_and_agrees_with_the_events(filled):
-    ledger, events = filled
+def _agrees(ledger: Any, events: list[Any]) -> None:
+    """Every panel's figures are what ``events`` (each call once) add up to."""
     document = json.loads(COMMITTED.read_text(encoding="utf-8"))
     for title in dashboard.sql_queries(document):
         assert _run(ledger, title), f"{title}: no rows"
@@ -117,11 +120,14 @@ def test_every_query_runs_on_postgresql_and_agrees_with_the_events(filled):
     assert spend.spend == sum(e.cost_usd for e in priced)
     assert _run(ledger, "Unpriced calls in range")[0].calls == 1
     assert _run(ledger, "Calls in range")[0].calls == len(events)
-    assert _run(ledger, "End users in range")[0].end_users == 3
+    assert _run(ledger, "End users in range")[0].end_users == len({e.end_user for e in events})
+
+    def key(e: Any) -> str:
+        return str(e.key_alias or (e.api_key_hash or "")[:12] or "(no key)")
 
     labels = {
         "Spend per day by model": lambda e: e.model,
-        "Spend per day by key": lambda e: e.key_alias or (e.api_key_hash or "")[:12],
+        "Spend per day by key": key,
         "Spend per day by team": lambda e: e.team or "(no team)",
         "Spend per day by end user (top 10 in range)": lambda e: e.end_user,
     }
@@ -132,4 +138,34 @@ def test_every_query_runs_on_postgresql_and_agrees_with_the_events(filled):
     table = _run(ledger, "Spend by day, end user, key, team and model")
     assert sum(r.spend for r in table) == spend.spend
     assert sum(r.calls for r in table) == len(events)
-    assert {r.key for r in table} == {"alpha", "b" * 12, "(no key)"}  # the unpriced call
+    assert {r.key for r in table} == {key(e) for e in events}
+
+
+def test_every_query_runs_on_postgresql_and_agrees_with_the_events(filled):
+    ledger, events = filled
+    _agrees(ledger, events)
+    assert "(no key)" in {e.key_alias or e.api_key_hash or "(no key)" for e in events}
+
+
+def _quarantine(engine: sa.engine.Engine, event: Any) -> None:
+    """The event's row kept in ``ledger_quarantine``, as the writer keeps a refused row."""
+    line = encode_row(event_to_row(event))
+    SpendLogsInserter(engine).quarantine([(event.request_id, line, "refused")])
+
+
+def test_the_quarantined_calls_are_on_the_dashboard_each_call_once(filled):
+    """A refused row is a billed call: the panels count it (they read ``spend_logs`` only until
+    2026-12-06), once, by its own row when ``spend_logs`` holds its intent's estimate."""
+    ledger, events = filled
+    later = DAY0 + timedelta(days=1, hours=3)
+    owner = {"api_key_hash": "c" * 64, "key_alias": "gamma", "team": "refused-team"}
+    intent = make_event(request_id="cut-short", user="dee", cost=Decimal("0.9"), start=later,
+                        status="incomplete", cost_source="estimate", **owner)  # fmt: skip
+    ledger.on_end(intent)
+    assert ledger.flush(10)
+    own = make_event(request_id="cut-short", user="dee", cost=Decimal("0.05"), start=later,
+                     **owner)  # fmt: skip
+    refused = make_event(user="eve", cost=Decimal("0.125"), start=later, **owner)
+    for event in (own, refused, events[0]):  # events[0] is in spend_logs too: counted there
+        _quarantine(ledger.engine, event)
+    _agrees(ledger, [*events, own, refused])

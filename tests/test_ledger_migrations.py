@@ -56,7 +56,10 @@ def test_migrations_go_up_and_down(engine):
     upgrade(engine)
     assert current_revision(engine) == head_revision()
     tables, views = _names(engine)
-    assert {"spend_logs", "ledger_quarantine", VERSION_TABLE} <= tables and "spend_daily" in views
+    assert {"spend_logs", "ledger_quarantine", VERSION_TABLE} <= tables and {
+        "spend_daily",
+        "spend_calls",
+    } <= views
     with engine.connect() as conn:
         indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("spend_logs")}
     assert indexes >= {
@@ -184,6 +187,7 @@ def test_migrations_ship_inside_the_wheel():
         "0003_proxy_keys_and_end_users.py",
         "0004_ledger_quarantine.py",
         "0005_proxy_keys_prior_hashes.py",
+        "0006_spend_calls_view.py",
     ]
 
 

@@ -40,12 +40,14 @@ from ._queries import (
     query_spend,
     spend_conditions,
     summed_cost,
+    utc_day,
 )
 from ._schema import (
     VERSION_TABLE,
     event_to_row,
     include_object,
     metadata,
+    spend_calls,
     spend_logs,
 )
 from ._waiting import budget_spend_with_outboxes, outbox_folder, waiting_calls
@@ -91,10 +93,12 @@ __all__ = [
     "query_spend",
     "read_billed",
     "resolve_url",
+    "spend_calls",
     "spend_command",
     "spend_conditions",
     "spend_logs",
     "summed_cost",
     "upgrade",
+    "utc_day",
     "waiting_calls",
 ]

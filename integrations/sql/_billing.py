@@ -1,19 +1,19 @@
 """The ledger's side of a reconciliation: what it recorded of one provider's calls, grouped by
 UTC day or by the model the provider served, with exact sums (see :mod:`._queries`); the calls
-in the ledger's quarantine (rows the database refused, billed all the same) included."""
+in the ledger's quarantine (rows the database refused, billed all the same) included, each call
+once by its own row (the ``spend_calls`` view)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from ._quarantined_calls import QuarantinedCall, quarantined_calls
-from ._queries import _day, cost_sum, summed_cost, to_utc_bound, unpriced_count
-from ._schema import spend_logs
+from ._queries import cost_sum, summed_cost, to_utc_bound, unpriced_count, utc_day
+from ._schema import spend_calls
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -23,12 +23,12 @@ __all__ = ["BilledRow", "query_billed"]
 
 #: A failed call recorded with an estimate: maybe billed, so not a price the provider confirmed.
 _ESTIMATED_FAILURE = sa.and_(
-    spend_logs.c.status != "success", spend_logs.c.cost_source == "estimate"
+    spend_calls.c.status != "success", spend_calls.c.cost_source == "estimate"
 )
 #: A successful call whose cost holds an estimate (an earlier attempt's answer was lost, or the
 #: answer's usage could not be read): its row cannot be split into price and estimate.
 _ESTIMATED_SUCCESS = sa.and_(
-    spend_logs.c.status == "success", spend_logs.c.cost_source == "estimate"
+    spend_calls.c.status == "success", spend_calls.c.cost_source == "estimate"
 )
 
 
@@ -48,23 +48,6 @@ class BilledRow:
     #: calls counted here whose rows are in the ledger's quarantine (refused by the database)
     quarantined: int = 0
 
-    def plus(self, call: QuarantinedCall) -> BilledRow:
-        """This group with a quarantined call added, counted as the SQL above counts a row."""
-        success = call.status == "success"
-        estimate = call.cost_source == "estimate"
-        cost = call.cost_usd if call.cost_usd is not None else Decimal(0)
-        return replace(
-            self,
-            requests=self.requests + success,
-            images=self.images + call.images_returned,
-            output_tokens=self.output_tokens + call.output_tokens,
-            cost_usd=self.cost_usd + cost,
-            estimated_usd=self.estimated_usd + (cost if estimate and not success else 0),
-            unpriced=self.unpriced + (call.cost_usd is None),
-            estimated_successes=self.estimated_successes + (estimate and success),
-            quarantined=self.quarantined + 1,
-        )
-
 
 def query_billed(
     engine: Engine,
@@ -75,35 +58,35 @@ def query_billed(
     by: Literal["day", "model"],
 ) -> list[BilledRow]:
     """The ledger's calls to ``provider`` from ``since`` (inclusive) to ``until`` (exclusive)."""
+    calls = spend_calls
     key: sa.ColumnElement[Any] = (
-        _day(engine) if by == "day" else sa.func.coalesce(spend_logs.c.served_model, "")
+        utc_day(engine, calls) if by == "day" else sa.func.coalesce(calls.c.served_model, "")
     )
     statement = (
         sa.select(
             key.label("key"),
             sa.func.coalesce(
-                sa.func.sum(sa.case((spend_logs.c.status == "success", 1), else_=0)), 0
+                sa.func.sum(sa.case((calls.c.status == "success", 1), else_=0)), 0
             ).label("requests"),
-            sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
-            sa.func.coalesce(sa.func.sum(spend_logs.c.output_tokens), 0).label("output_tokens"),
-            cost_sum(engine).label("cost"),
-            cost_sum(engine, _ESTIMATED_FAILURE).label("estimated"),
-            unpriced_count().label("unpriced"),
+            sa.func.coalesce(sa.func.sum(calls.c.images_returned), 0).label("images"),
+            sa.func.coalesce(sa.func.sum(calls.c.output_tokens), 0).label("output_tokens"),
+            cost_sum(engine, source=calls).label("cost"),
+            cost_sum(engine, _ESTIMATED_FAILURE, calls).label("estimated"),
+            unpriced_count(calls).label("unpriced"),
             sa.func.coalesce(sa.func.sum(sa.case((_ESTIMATED_SUCCESS, 1), else_=0)), 0).label(
                 "estimated_successes"
             ),
+            sa.func.coalesce(sa.func.sum(calls.c.quarantined), 0).label("quarantined"),
         )
-        .where(spend_logs.c.provider == provider)
-        .where(spend_logs.c.start_time >= to_utc_bound(since, "since"))
-        .where(spend_logs.c.start_time < to_utc_bound(until, "until"))
+        .where(calls.c.provider == provider)
+        .where(calls.c.start_time >= to_utc_bound(since, "since"))
+        .where(calls.c.start_time < to_utc_bound(until, "until"))
         .group_by(key)
         .order_by(key)
     )
-    start, end = to_utc_bound(since, "since"), to_utc_bound(until, "until")
     with engine.connect() as conn:
         result = conn.execute(statement).all()
-        refused = quarantined_calls(conn, provider=provider, since=start, until=end)
-    rows = [
+    return [
         BilledRow(
             key=record.key.isoformat() if isinstance(record.key, date) else str(record.key),
             requests=int(record.requests),
@@ -113,14 +96,7 @@ def query_billed(
             estimated_usd=summed_cost(record.estimated, engine),
             unpriced=int(record.unpriced),
             estimated_successes=int(record.estimated_successes),
+            quarantined=int(record.quarantined),
         )
         for record in result
     ]
-    if not refused:
-        return rows
-    groups = {row.key: row for row in rows}
-    for call in refused:  # billed all the same: the provider's bill has them
-        day = call.day
-        group = (day.isoformat() if day else "") if by == "day" else (call.served_model or "")
-        groups[group] = groups.get(group, BilledRow(group, 0, 0, 0, Decimal(0))).plus(call)
-    return [groups[key] for key in sorted(groups)]

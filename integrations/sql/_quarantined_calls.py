@@ -1,9 +1,12 @@
 """The calls whose rows sit in ``ledger_quarantine``, read for budgets and spend reports.
 
 A row the database refused for good (see :mod:`._quarantine`) is a call that was billed all
-the same: what budgets start from and every spend report (``tracking spend``, the proxy's
-``/spend/*`` and ``/global/spend*`` routes, ``tracking reconcile``'s ledger side) add these calls
-to what ``spend_logs`` holds, and say how many of their calls (and how much) came from here.
+the same: what budgets start from (:func:`~._quarantine.budget_spend`) adds these calls to what
+``spend_logs`` holds. The spend reports (``tracking spend``, the proxy's ``/spend/*`` and
+``/global/spend*`` routes, ``tracking reconcile``'s ledger side) and the ``spend_daily`` view read
+the ``spend_calls`` view instead (migration 0006), which applies the rule below with
+``over_intents`` in the database, reading the same JSON fields the same way (a test keeps the
+two agreeing), so that no report holds the quarantine in memory.
 
 :func:`quarantined_calls` is the one reading: one call per request id (a call quarantined twice,
 or as a dead process's intent and as its own row, counts once, by its own row rather than its
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ._schema import quarantine, spend_logs
+from ._schema import CALL_COUNT_COLUMNS, CALL_TEXT_COLUMNS, quarantine, spend_logs
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -38,20 +41,8 @@ __all__ = [
 ]
 
 _GENERATION_CALL_TYPES = ("image_generation", "aimage_generation")
-_TEXT_FIELDS = (
-    "request_id",
-    "status",
-    "call_type",
-    "cost_source",
-    "model",
-    "served_model",
-    "provider",
-    "end_user",
-    "api_key_hash",
-    "key_alias",
-    "team",
-)
-_COUNT_FIELDS = ("images_returned", "output_tokens", "total_tokens")
+_TEXT_FIELDS = CALL_TEXT_COLUMNS
+_COUNT_FIELDS = CALL_COUNT_COLUMNS
 #: Request ids looked up in ``spend_logs`` per statement (an ``IN`` every dialect takes).
 LOOKUP_CHUNK = 500
 

@@ -4,6 +4,13 @@ The operation (``image_edit`` or ``image_generation``) is read from the row's ``
 (``aimage_generation`` is a generation made by an async caller), so edits and generations can be
 split (``by="operation"``) or one of them kept (``operation=...``).
 
+Every report reads the ``spend_calls`` view (migration 0006): the rows of ``spend_logs`` and the
+calls whose rows the database refused (kept in ``ledger_quarantine``, billed all the same), each
+call once and by its own row rather than its intent's estimate, the rule budgets follow
+(:func:`~._quarantined_calls.quarantined_calls` with ``over_intents``). The database sums them,
+so a large quarantine is never held in memory; its ``quarantined`` column says which calls came
+from the quarantine.
+
 Sums are exact on both dialects. PostgreSQL sums ``NUMERIC`` exactly; SQLite has no decimal type,
 so there each cost (stored as a REAL of at most 15 significant digits) is scaled to an integer
 count of 1e-10 USD, summed as a 64-bit integer (exact up to about $900 million) and turned back
@@ -13,7 +20,7 @@ into a ``Decimal`` here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,8 +29,7 @@ import sqlalchemy as sa
 
 from tracking.errors import ValidationError
 
-from ._quarantined_calls import QuarantinedCall, quarantined_calls
-from ._schema import MONEY_SCALE, spend_logs
+from ._schema import MONEY_SCALE, spend_calls, spend_logs
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -36,6 +42,7 @@ __all__ = [
     "query_spend",
     "summed_cost",
     "to_utc_bound",
+    "utc_day",
 ]
 
 GroupBy = Literal["model", "day", "user", "operation"]
@@ -76,20 +83,6 @@ class SpendRow:
             out["quarantined_usd"] = f"{self.quarantined_usd:f}"
         return out
 
-    def plus(self, call: QuarantinedCall) -> SpendRow:
-        """This row with a quarantined call added."""
-        cost = call.cost_usd if call.cost_usd is not None else Decimal(0)
-        return replace(
-            self,
-            requests=self.requests + 1,
-            failures=self.failures + (call.status == "failure"),
-            images=self.images + call.images_returned,
-            cost_usd=(self.cost_usd + cost).quantize(_QUANTUM),
-            unpriced_requests=self.unpriced_requests + (call.cost_usd is None),
-            quarantined_requests=self.quarantined_requests + 1,
-            quarantined_usd=(self.quarantined_usd + cost).quantize(_QUANTUM),
-        )
-
 
 def to_utc_bound(value: date | datetime, name: str) -> datetime:
     """A date (its UTC midnight) or an aware datetime, as an aware UTC datetime."""
@@ -101,29 +94,37 @@ def to_utc_bound(value: date | datetime, name: str) -> datetime:
 
 
 def spend_conditions(
-    key_hashes: Sequence[str] | None, end_user: str | None, since: datetime | None
+    key_hashes: Sequence[str] | None,
+    end_user: str | None,
+    since: datetime | None,
+    *,
+    source: Any = spend_logs,
 ) -> list[sa.ColumnElement[bool]]:
-    """The ``spend_logs`` rows of a key (naming any of ``key_hashes``) and of an end user (those
-    given) from ``since`` (inclusive) on, as ``WHERE`` conditions."""
+    """The rows of ``source`` (``spend_logs`` or ``spend_calls``) of a key (naming any of
+    ``key_hashes``) and of an end user (those given) from ``since`` (inclusive) on, as
+    ``WHERE`` conditions."""
     conditions: list[sa.ColumnElement[bool]] = []
     if key_hashes is not None:
-        conditions.append(spend_logs.c.api_key_hash.in_(list(key_hashes)))
+        conditions.append(source.c.api_key_hash.in_(list(key_hashes)))
     if end_user is not None:
-        conditions.append(spend_logs.c.end_user == end_user)
+        conditions.append(source.c.end_user == end_user)
     if since is not None:
-        conditions.append(spend_logs.c.start_time >= since)
+        conditions.append(source.c.start_time >= since)
     return conditions
 
 
-def cost_sum(engine: Engine, where: sa.ColumnElement[bool] | None = None) -> sa.ColumnElement[Any]:
-    """The exact sum of ``cost_usd`` (of the rows ``where`` holds for, when given); read it
-    with :func:`summed_cost`. Ordering by it takes :func:`cost_order`.
+def cost_sum(
+    engine: Engine, where: sa.ColumnElement[bool] | None = None, source: Any = spend_logs
+) -> sa.ColumnElement[Any]:
+    """The exact sum of ``cost_usd`` of ``source`` (``spend_logs`` or ``spend_calls``; of the
+    rows ``where`` holds for, when given); read it with :func:`summed_cost`. Ordering by it
+    takes :func:`cost_order`.
 
     SQLite stores the column as REAL: the sum is two integer sums, whole dollars (``CAST``
     truncates toward zero) and the rest in units of the ledger's scale (1e-10), as text
     ``"whole:rest"``. One scaled sum passed 2**63 at $922M and the CAST saturated silently.
     """
-    cost: sa.ColumnElement[Any] = spend_logs.c.cost_usd
+    cost: sa.ColumnElement[Any] = source.c.cost_usd
     if where is not None:
         cost = sa.case((where, cost), else_=None)
     if engine.dialect.name == "sqlite":
@@ -141,33 +142,34 @@ def _sqlite_parts(cost: sa.ColumnElement[Any]) -> tuple[sa.ColumnElement[Any], .
     return sa.func.coalesce(sa.func.sum(whole), 0), sa.func.coalesce(sa.func.sum(rest), 0)
 
 
-def unpriced_count() -> sa.ColumnElement[Any]:
+def unpriced_count(source: Any = spend_logs) -> sa.ColumnElement[Any]:
     """How many rows have no cost at all (a model no price entry covers)."""
-    return sa.func.coalesce(sa.func.sum(sa.case((spend_logs.c.cost_usd.is_(None), 1), else_=0)), 0)
+    return sa.func.coalesce(sa.func.sum(sa.case((source.c.cost_usd.is_(None), 1), else_=0)), 0)
 
 
-def cost_order(engine: Engine) -> tuple[sa.UnaryExpression[Any], ...]:
+def cost_order(engine: Engine, source: Any = spend_logs) -> tuple[sa.UnaryExpression[Any], ...]:
     """``ORDER BY`` clauses putting groups dearest first, exactly: on SQLite the exact sum of
     :func:`cost_sum` as whole units of 1e-10 split floor-wise in two integers (dollars, then the
     rest from 0 to 1e10 - 1), which order exactly at any size without overflowing; the REAL
     ``total()`` misordered groups closer than its precision ($1e-7 at $1e9)."""
     if engine.dialect.name != "sqlite":
-        return (sa.func.coalesce(sa.func.sum(spend_logs.c.cost_usd), 0).desc(),)
-    whole, rest = _sqlite_parts(spend_logs.c.cost_usd)
+        return (sa.func.coalesce(sa.func.sum(source.c.cost_usd), 0).desc(),)
+    whole, rest = _sqlite_parts(source.c.cost_usd)
     unit: sa.ColumnElement[Any] = sa.literal_column(f"{10**MONEY_SCALE}")
     remainder = ((rest % unit) + unit) % unit  # 0 <= remainder < 1e10, whatever rest's sign
     return ((whole + (rest - remainder) / unit).desc(), remainder.desc())
 
 
-def _day(engine: Engine) -> sa.ColumnElement[Any]:
+def utc_day(engine: Engine, source: Any = spend_logs) -> sa.ColumnElement[Any]:
+    """The UTC day a row of ``source`` (``spend_logs`` or ``spend_calls``) started on."""
     if engine.dialect.name == "sqlite":
-        return sa.func.date(spend_logs.c.start_time)
-    return sa.cast(sa.func.timezone("UTC", spend_logs.c.start_time), sa.Date)
+        return sa.func.date(source.c.start_time)
+    return sa.cast(sa.func.timezone("UTC", source.c.start_time), sa.Date)
 
 
-def _operation() -> sa.ColumnElement[Any]:
+def _operation(source: Any = spend_logs) -> sa.ColumnElement[Any]:
     return sa.case(
-        (spend_logs.c.call_type.in_(_GENERATION_CALL_TYPES), "image_generation"),
+        (source.c.call_type.in_(_GENERATION_CALL_TYPES), "image_generation"),
         else_="image_edit",
     )
 
@@ -200,7 +202,9 @@ def query_spend(
     ``by`` groups by ``"model"``, ``"user"``, ``"operation"`` (most expensive first) or
     ``"day"`` (oldest first); without it the result is one total row. Dates are UTC midnights.
     ``limit`` keeps the first ``limit`` groups, except by day: the latest ``limit`` days, still
-    oldest first.
+    oldest first. Alike on both dialects, a group without a key (calls with no end user) comes
+    after the others as dear, and calls of no known day (a quarantined row whose time cannot be
+    read: in no time range) before the first day.
     """
     if by is not None and by not in GROUPINGS:
         raise ValidationError(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}", param="by")
@@ -209,52 +213,58 @@ def query_spend(
             f"operation must be one of {', '.join(OPERATIONS)}, not {operation!r}",
             param="operation",
         )
-    cost = cost_sum(engine).label("cost")
+    calls = spend_calls
+    cost = cost_sum(engine, source=calls).label("cost")
+    quarantined = calls.c.quarantined == 1
     measures: list[sa.ColumnElement[Any]] = [
         sa.func.count().label("requests"),
-        sa.func.coalesce(
-            sa.func.sum(sa.case((spend_logs.c.status == "failure", 1), else_=0)), 0
-        ).label("failures"),
-        sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
+        sa.func.coalesce(sa.func.sum(sa.case((calls.c.status == "failure", 1), else_=0)), 0).label(
+            "failures"
+        ),
+        sa.func.coalesce(sa.func.sum(calls.c.images_returned), 0).label("images"),
         cost,
-        unpriced_count().label("unpriced"),
+        unpriced_count(calls).label("unpriced"),
+        sa.func.coalesce(sa.func.sum(calls.c.quarantined), 0).label("quarantined"),
+        cost_sum(engine, quarantined, calls).label("quarantined_cost"),
     ]
     key: sa.ColumnElement[Any] | None = None
     if by == "model":
-        key = spend_logs.c.model
+        key = calls.c.model
     elif by == "user":
-        key = spend_logs.c.end_user
+        key = calls.c.end_user
     elif by == "day":
-        key = _day(engine)
+        key = utc_day(engine, calls)
     elif by == "operation":
-        key = _operation()
+        key = _operation(calls)
     columns: Sequence[sa.ColumnElement[Any]] = (
         [key.label("key"), *measures] if key is not None else measures
     )
-    statement = sa.select(*columns)
-    start = to_utc_bound(since, "since") if since is not None else None
-    end = to_utc_bound(until, "until") if until is not None else None
+    statement = sa.select(*columns).select_from(calls)
     if user is not None:
-        statement = statement.where(spend_logs.c.end_user == user)
+        statement = statement.where(calls.c.end_user == user)
     if operation is not None:
-        statement = statement.where(_operation() == operation)
-    if start is not None:
-        statement = statement.where(spend_logs.c.start_time >= start)
-    if end is not None:
-        statement = statement.where(spend_logs.c.start_time < end)
+        statement = statement.where(_operation(calls) == operation)
+    if since is not None:
+        statement = statement.where(calls.c.start_time >= to_utc_bound(since, "since"))
+    if until is not None:
+        statement = statement.where(calls.c.start_time < to_utc_bound(until, "until"))
     latest_days = by == "day" and limit is not None  # ordered newest first, listed oldest first
     if key is not None:
         statement = statement.group_by(key)
-        order = (key.desc() if latest_days else key,) if by == "day" else (*cost_order(engine), key)
+        # NULL placed alike on both dialects (SQLite sorts it first, PostgreSQL last): a day
+        # unknown (a quarantined row's unreadable time) first, a group without a key last
+        if by == "day":
+            order: tuple[Any, ...] = (
+                key.desc().nulls_last() if latest_days else key.asc().nulls_first(),
+            )
+        else:
+            order = (*cost_order(engine, calls), key.asc().nulls_last())
         statement = statement.order_by(*order)
-    with engine.connect() as conn:
-        refused = quarantined_calls(conn, end_user=user, since=start, until=end)
-        if operation is not None:
-            refused = [c for c in refused if c.operation == operation]
-        if limit is not None and not refused:
+        if limit is not None:
             statement = statement.limit(limit)
+    with engine.connect() as conn:
         result = list(conn.execute(statement).all())
-    if latest_days and not refused:
+    if latest_days:
         result.reverse()  # the latest days, listed oldest first as without a limit
     rows = []
     for record in result:
@@ -267,35 +277,8 @@ def query_spend(
                 images=int(record.images),
                 cost_usd=summed_cost(record.cost, engine),
                 unpriced_requests=int(record.unpriced),
+                quarantined_requests=int(record.quarantined),
+                quarantined_usd=summed_cost(record.quarantined_cost, engine),
             )
         )
-    return _with_quarantined(rows, refused, by, limit) if refused else rows
-
-
-def _group_of(call: QuarantinedCall, by: GroupBy | None) -> str | None:
-    if by == "model":
-        return call.model
-    if by == "user":
-        return call.end_user
-    if by == "day":
-        return None if call.day is None else call.day.isoformat()
-    if by == "operation":
-        return call.operation
-    return None
-
-
-def _with_quarantined(
-    rows: list[SpendRow], calls: Sequence[QuarantinedCall], by: GroupBy | None, limit: int | None
-) -> list[SpendRow]:
-    """``rows`` (every group, unlimited) with the quarantined calls added to their groups, in
-    :func:`query_spend`'s order, ``limit`` applied."""
-    groups = {row.key: row for row in rows}
-    for call in calls:
-        key = _group_of(call, by)
-        groups[key] = groups.get(key, SpendRow(key, 0, 0, 0, Decimal(0), 0)).plus(call)
-    merged = list(groups.values())
-    if by == "day":
-        merged.sort(key=lambda r: (r.key is not None, r.key or ""))
-        return merged[-limit:] if limit is not None else merged
-    merged.sort(key=lambda r: (-r.cost_usd, r.key is None, r.key or ""))
-    return merged[:limit] if limit is not None else merged
+    return rows

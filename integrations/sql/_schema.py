@@ -10,8 +10,9 @@ The columns of ``spend_logs`` are defined once, in :mod:`tracking.integrations.s
 the table and :func:`event_values` are made from that definition.
 
 The schema only changes through Alembic (``migrations/``); a test proves these objects and the
-migrations agree. The ``spend_daily`` rollup is a view created by the migrations, so it does not
-appear here.
+migrations agree. The ``spend_daily`` rollup and ``spend_calls`` (every call once, the
+quarantined ones read from their JSON) are views created by the migrations, so they are not in
+:data:`metadata`; :data:`spend_calls` names the view's columns for the reports to select from.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
 
 __all__ = [
+    "CALL_COUNT_COLUMNS",
+    "CALL_TEXT_COLUMNS",
     "COLUMN_NAMES",
     "MONEY_SCALE",
     "OUR_TABLES",
@@ -40,6 +43,7 @@ __all__ = [
     "metadata",
     "plain_json",
     "quarantine",
+    "spend_calls",
     "spend_logs",
 ]
 
@@ -72,6 +76,34 @@ quarantine = sa.Table(
     sa.Column("quarantined_at", UTCDateTime(), nullable=False),
 )
 
+#: The text and count columns of a call that :data:`spend_calls` holds and the quarantine's
+#: reader (:mod:`._quarantined_calls`) reads from a quarantined row's JSON.
+CALL_TEXT_COLUMNS = (
+    "request_id",
+    "status",
+    "call_type",
+    "cost_source",
+    "model",
+    "served_model",
+    "provider",
+    "end_user",
+    "api_key_hash",
+    "key_alias",
+    "team",
+)
+CALL_COUNT_COLUMNS = ("images_returned", "output_tokens", "total_tokens")
+#: The ``spend_calls`` view (migration 0006): one row per call, the rows of ``spend_logs`` and the
+#: calls whose rows sit in ``ledger_quarantine`` (``quarantined`` 1), each call once, by its own
+#: row rather than its intent's estimate. What every spend report sums.
+spend_calls = sa.table(
+    "spend_calls",
+    sa.column("start_time", UTCDateTime()),
+    *(sa.column(name, sa.String()) for name in CALL_TEXT_COLUMNS),
+    *(sa.column(name, sa.BigInteger()) for name in CALL_COUNT_COLUMNS),
+    sa.column("cost_usd", sa.Numeric(20, MONEY_SCALE, asdecimal=True)),
+    sa.column("quarantined", sa.Integer()),
+)
+
 #: The columns of ``spend_logs`` in table order: the order of :func:`event_values`.
 COLUMN_NAMES: tuple[str, ...] = tuple(column.name for column in COLUMNS)
 #: Tables (and views) the ledger's migrations create (the proxy's keys and end users too);
@@ -80,6 +112,7 @@ OUR_TABLES = frozenset(
     {
         "spend_logs",
         "spend_daily",
+        "spend_calls",
         "ledger_quarantine",
         "proxy_keys",
         "proxy_end_users",

@@ -50,8 +50,6 @@ async def read_store(what: str, message: str, read: Callable[..., T], *args: Any
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from tracking.integrations.sql import QuarantinedCall
-
 __all__ = ["AccountStore", "EndUserRecord", "KeyRecord"]
 
 _QUANTUM = Decimal("1e-10")
@@ -387,28 +385,34 @@ class AccountStore:
         end: datetime | None,
     ) -> dict[str, Any] | None:
         """How many calls matching these filters are in the ledger's quarantine (rows the
-        database refused, billed all the same) and what they cost; None when there are none."""
+        database refused, billed all the same) and what they cost; None when there are none.
+        Summed by the database over ``spend_calls`` (each call once, by its own row)."""
+        import sqlalchemy as sa
+
         if self.nothing_stored():
             return None
-        from tracking.integrations.sql import quarantined_calls, quarantined_cost
+        from tracking.integrations.sql import cost_sum, spend_calls, spend_conditions, summed_cost
 
+        statement = sa.select(sa.func.count(), cost_sum(self.engine, source=spend_calls)).where(
+            spend_calls.c.quarantined == 1,
+            *spend_conditions(key_hashes, end_user, start, source=spend_calls),
+        )
+        if end is not None:
+            statement = statement.where(spend_calls.c.start_time < end)
         with self.engine.connect() as conn:
-            calls = quarantined_calls(
-                conn, key_hashes=key_hashes, end_user=end_user, since=start, until=end
-            )
-        if not calls:
+            count, cost = conn.execute(statement).one()
+        if not count:
             return None
-        return {
-            "requests": len(calls),
-            "cost_usd": f"{quarantined_cost(calls).quantize(_QUANTUM):f}",
-        }
+        return {"requests": int(count), "cost_usd": f"{summed_cost(cost, self.engine):f}"}
 
     def key_summary(
         self, key_hashes: Sequence[str] | None, *, page: int = 1, page_size: int | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         """Spend per key hash (one key's hashes, or every key that spent), dearest first (then
         by hash: pages never overlap), a page of them (``page_size`` None: all), and how many
-        keys there are."""
+        keys there are. Summed and paged by the database over ``spend_calls``: the quarantined
+        calls (rows the database refused, billed all the same) included, each call once by its
+        own row; a key with some has ``quarantined_requests``."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
@@ -417,77 +421,47 @@ class AccountStore:
         from tracking.integrations.sql import (
             cost_order,
             cost_sum,
-            quarantined_calls,
+            spend_calls,
             spend_conditions,
-            spend_logs,
             summed_cost,
         )
 
+        calls = spend_calls
         statement = (
             sa.select(
-                spend_logs.c.api_key_hash,
-                sa.func.max(spend_logs.c.key_alias).label("key_alias"),
-                sa.func.max(spend_logs.c.team).label("team"),
+                calls.c.api_key_hash,
+                sa.func.max(calls.c.key_alias).label("key_alias"),
+                sa.func.max(calls.c.team).label("team"),
                 sa.func.count().label("requests"),
-                sa.func.coalesce(sa.func.sum(spend_logs.c.images_returned), 0).label("images"),
-                cost_sum(self.engine).label("cost"),
+                sa.func.coalesce(sa.func.sum(calls.c.images_returned), 0).label("images"),
+                cost_sum(self.engine, source=calls).label("cost"),
+                sa.func.coalesce(sa.func.sum(calls.c.quarantined), 0).label("quarantined"),
             )
-            .where(spend_logs.c.api_key_hash.is_not(None))
-            .group_by(spend_logs.c.api_key_hash)
-            .order_by(*cost_order(self.engine), spend_logs.c.api_key_hash)
+            .where(calls.c.api_key_hash.is_not(None))
+            .group_by(calls.c.api_key_hash)
+            .order_by(*cost_order(self.engine, calls), calls.c.api_key_hash)
         )
-        statement = statement.where(*spend_conditions(key_hashes, None, None))
+        statement = statement.where(*spend_conditions(key_hashes, None, None, source=calls))
         counted = sa.select(sa.func.count()).select_from(statement.order_by(None).subquery())
+        if page_size is not None:
+            statement = statement.limit(page_size).offset((page - 1) * page_size)
         with self.engine.connect() as conn:
-            refused = [c for c in quarantined_calls(conn, key_hashes=key_hashes) if c.api_key_hash]
-            if page_size is not None and not refused:
-                statement = statement.limit(page_size).offset((page - 1) * page_size)
             result = conn.execute(statement).all()
             total = int(conn.execute(counted).scalar_one())
-        rows = [
-            {
+        rows = []
+        for row in result:
+            summary: dict[str, Any] = {
                 "key_hash": row.api_key_hash,
                 "key_alias": row.key_alias,
                 "team": row.team,
                 "requests": int(row.requests),
                 "images": int(row.images),
-                "spend": summed_cost(row.cost, self.engine),
+                "spend": f"{summed_cost(row.cost, self.engine):f}",
             }
-            for row in result
-        ]
-        if refused:  # the quarantine's calls added; ordered and paged here
-            rows = _with_quarantined_keys(rows, refused)
-            total = len(rows)
-            if page_size is not None:
-                rows = rows[(page - 1) * page_size : page * page_size]
-        for row in rows:
-            row["spend"] = f"{row['spend']:f}"
+            if row.quarantined:
+                summary["quarantined_requests"] = int(row.quarantined)
+            rows.append(summary)
         return rows, total
-
-
-def _with_quarantined_keys(
-    rows: list[dict[str, Any]], calls: Sequence[QuarantinedCall]
-) -> list[dict[str, Any]]:
-    """Per-key rows (``spend`` a Decimal) with the quarantined calls added, each key that has
-    some marked with ``quarantined_requests``; dearest first, then by hash."""
-    by_hash = {row["key_hash"]: row for row in rows}
-    for call in calls:
-        row = by_hash.setdefault(
-            call.api_key_hash,
-            {
-                "key_hash": call.api_key_hash,
-                "key_alias": call.key_alias,
-                "team": call.team,
-                "requests": 0,
-                "images": 0,
-                "spend": Decimal(0),
-            },
-        )
-        row["requests"] += 1
-        row["images"] += call.images_returned
-        row["spend"] = (row["spend"] + (call.cost_usd or 0)).quantize(_QUANTUM)
-        row["quarantined_requests"] = row.get("quarantined_requests", 0) + 1
-    return sorted(by_hash.values(), key=lambda row: (-row["spend"], row["key_hash"]))
 
 
 def _end_user_values(record: EndUserRecord) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 Listing, changing and re-keying virtual keys, listing, deleting and (un)blocking end users, and
 the ``/global/spend/*`` sums, all over the same tables :class:`~.account_store.AccountStore`
 uses (``proxy_keys``, ``proxy_end_users`` and the ledger's ``spend_logs``). Synchronous
-SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures come from
-``spend_logs`` and the calls in the ledger's quarantine (rows the database refused, billed all
-the same: :func:`tracking.integrations.sql.quarantined_calls`), which budgets count too.
+SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures are summed by
+the database over the ledger's ``spend_calls`` view: ``spend_logs`` and the calls in the
+ledger's quarantine (rows the database refused, billed all the same), each call once by its own
+row, as budgets count them (:func:`tracking.integrations.sql.quarantined_calls`).
 """
 
 from __future__ import annotations
@@ -181,20 +182,19 @@ def total_spend(
 
     if store.nothing_stored():
         return _money(0), None
-    from tracking.integrations.sql import (
-        cost_sum,
-        quarantined_calls,
-        quarantined_cost,
-        spend_logs,
-        summed_cost,
-    )
+    from tracking.integrations.sql import cost_sum, spend_calls, summed_cost
 
-    statement = _window(sa.select(cost_sum(store.engine)), spend_logs.c.start_time, start, end)
-    with store.engine.connect() as conn:
-        logged = summed_cost(conn.execute(statement).scalar(), store.engine)
-        refused = quarantined_calls(conn, since=start, until=end)
-    extra = quarantined_cost(refused)
-    return _money(logged + extra), _money(extra) if refused else None
+    engine = store.engine
+    statement = sa.select(
+        cost_sum(engine, source=spend_calls),
+        cost_sum(engine, spend_calls.c.quarantined == 1, spend_calls),
+        sa.func.coalesce(sa.func.sum(spend_calls.c.quarantined), 0),
+    )
+    statement = _window(statement, spend_calls.c.start_time, start, end)
+    with engine.connect() as conn:
+        total, quarantined, count = conn.execute(statement).one()
+    extra = summed_cost(quarantined, engine)
+    return _money(summed_cost(total, engine)), _money(extra) if count else None
 
 
 def spend_by(
@@ -211,82 +211,65 @@ def spend_by(
 
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import (
-        cost_order,
-        cost_sum,
-        quarantined_calls,
-        spend_logs,
-        summed_cost,
-    )
+    from tracking.integrations.sql import cost_order, cost_sum, spend_calls, summed_cost
 
-    column = spend_logs.c[GROUPS[group]]
+    column = spend_calls.c[GROUPS[group]]
     engine = store.engine
     statement = (
         sa.select(
             column.label("value"),
-            cost_sum(engine).label("spend"),
+            cost_sum(engine, source=spend_calls).label("spend"),
             sa.func.count().label("requests"),
+            sa.func.coalesce(sa.func.sum(spend_calls.c.quarantined), 0).label("quarantined"),
         )
         .where(column.is_not(None))
         .group_by(column)
-        .order_by(*cost_order(engine), column)
+        .order_by(*cost_order(engine, spend_calls), column)
+        .limit(limit)
     )
-    statement = _window(statement, spend_logs.c.start_time, start, end)
-    with store.engine.connect() as conn:
-        refused = [
-            (value, c)
-            for c in quarantined_calls(conn, since=start, until=end)
-            if (value := c.text(GROUPS[group])) is not None
-        ]
-        rows = conn.execute(statement if refused else statement.limit(limit)).all()
-    spend = {str(r.value): summed_cost(r.spend, engine) for r in rows}
-    counts = {str(r.value): [int(r.requests), 0] for r in rows}  # requests, quarantined ones
-    for value, call in refused:
-        spend[value] = spend.get(value, Decimal(0)) + (call.cost_usd or 0)
-        figures = counts.setdefault(value, [0, 0])
-        figures[0] += 1
-        figures[1] += 1
-    ordered = sorted(spend, key=lambda value: (-spend[value], value))[:limit] if refused else spend
-    return [(v, _money(spend[v]), counts[v][0], counts[v][1]) for v in ordered]
+    statement = _window(statement, spend_calls.c.start_time, start, end)
+    with engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    return [
+        (str(r.value), _money(summed_cost(r.spend, engine)), int(r.requests), int(r.quarantined))
+        for r in rows
+    ]
 
 
 def spend_report(
     store: AccountStore, group: str, *, start: datetime | None, end: datetime | None
 ) -> list[dict[str, Any]]:
-    """LiteLLM's ``/global/spend/report``: per UTC day, per group value, per model."""
+    """LiteLLM's ``/global/spend/report``: per UTC day, per group value, per model; summed by
+    the database (the quarantined calls included, each call once)."""
     import sqlalchemy as sa
 
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import quarantined_calls, spend_logs
+    from tracking.integrations.sql import cost_sum, spend_calls, summed_cost, utc_day
 
-    column = spend_logs.c[GROUPS[group]]
-    statement = sa.select(
-        spend_logs.c.start_time,
-        column.label("value"),
-        spend_logs.c.model,
-        spend_logs.c.cost_usd,
-        spend_logs.c.total_tokens,
-    ).order_by(spend_logs.c.start_time)
-    statement = _window(statement, spend_logs.c.start_time, start, end)
+    engine = store.engine
+    day_of = utc_day(engine, spend_calls)
+    column = spend_calls.c[GROUPS[group]]
+    model = sa.func.coalesce(spend_calls.c.model, "")
+    statement = (
+        sa.select(
+            day_of.label("day"),
+            column.label("value"),
+            model.label("model"),
+            cost_sum(engine, source=spend_calls).label("spend"),
+            sa.func.coalesce(sa.func.sum(spend_calls.c.total_tokens), 0).label("tokens"),
+        )
+        .where(spend_calls.c.start_time.is_not(None))
+        .group_by(day_of, column, model)
+    )
+    statement = _window(statement, spend_calls.c.start_time, start, end)
     days: dict[str, dict[str | None, dict[str, list[Decimal | int]]]] = {}
-
-    def add(day: str, value: object, model: str, cost: object, tokens: int) -> None:
-        by_model = days.setdefault(day, {}).setdefault(None if value is None else str(value), {})
-        figures = by_model.setdefault(model, [Decimal(0), 0])
-        figures[0] = Decimal(figures[0]) + Decimal(str(cost or 0))
-        figures[1] = int(figures[1]) + tokens
-
-    with store.engine.connect() as conn:
+    with engine.connect() as conn:
         for row in conn.execute(statement):
-            day = row.start_time.astimezone(UTC).date().isoformat()
-            add(day, row.value, row.model, row.cost_usd, int(row.total_tokens or 0))
-        # the quarantined calls (rows the database refused, billed all the same), added
-        refused = quarantined_calls(conn, since=start, until=end)
-    for call in sorted(refused, key=lambda c: c.start_time or datetime.min.replace(tzinfo=UTC)):
-        if call.day is not None:
-            value = call.text(GROUPS[group])
-            add(call.day.isoformat(), value, call.model or "", call.cost_usd, call.total_tokens)
+            day = row.day if isinstance(row.day, str) else row.day.isoformat()
+            value = None if row.value is None else str(row.value)
+            by_model = days.setdefault(day, {}).setdefault(value, {})
+            by_model[str(row.model)] = [summed_cost(row.spend, engine), int(row.tokens)]
     days = dict(sorted(days.items()))
     key = {"api_key": "api_key", "customer": "customer", "team": "team_name"}.get(group, group)
     plural = {"api_key": "api_keys", "customer": "customers", "team": "teams"}.get(group, group)
