@@ -126,27 +126,32 @@ def _disposition(value: bytes | None) -> tuple[str, str | None]:
     return name, None if filename is None else filename.decode("utf-8", "replace")
 
 
-_cached_disposition = functools.lru_cache(maxsize=_CACHED_HEADERS)(_disposition)
-
-
-def _part(headers_block: bytes, content: bytes) -> FormPart:
-    """One part from its header lines and its content."""
+def _part_headers(block: bytes) -> tuple[str, str | None, str | None]:
+    """A part's field name, file name and content type from its header lines."""
     headers: dict[bytes, bytes] = {}
-    for line in headers_block.split(b"\r\n"):
+    for line in block.split(b"\r\n"):
         name, colon, value = line.partition(b":")
         if not colon:
             raise _bad_form("malformed multipart body: a part header line without a colon")
         headers[name.strip().lower()] = value.strip()
-    raw_disposition = headers.get(b"content-disposition")
-    if raw_disposition is not None and len(raw_disposition) <= _MAX_CACHED_HEADER:
-        field, filename = _cached_disposition(raw_disposition)
-    else:
-        field, filename = _disposition(raw_disposition)
-    part = FormPart(name=field, filename=filename, data=content)
+    field, filename = _disposition(headers.get(b"content-disposition"))
     content_type = headers.get(b"content-type")
-    if content_type:
-        part.content_type = content_type.decode("latin-1")
-    return part
+    return field, filename, content_type.decode("latin-1") if content_type else None
+
+
+#: Every request's parts carry the same few header blocks (each field's name; the image's
+#: name, file name and type): each distinct short block is parsed once. A refused block raises
+#: each time (an exception is not cached).
+_cached_part_headers = functools.lru_cache(maxsize=_CACHED_HEADERS)(_part_headers)
+
+
+def _part(headers_block: bytes, content: bytes) -> FormPart:
+    """One part from its header lines and its content."""
+    if len(headers_block) <= _MAX_CACHED_HEADER:
+        field, filename, content_type = _cached_part_headers(headers_block)
+    else:
+        field, filename, content_type = _part_headers(headers_block)
+    return FormPart(field, filename, content_type, content)
 
 
 def parse_multipart(body: bytes, boundary: bytes) -> list[FormPart]:
