@@ -226,6 +226,8 @@ async def read_body(
 ) -> bytes:
     """The whole request body, refused past ``limit`` bytes (413) or when it has not all
     arrived ``within`` that many seconds (408); ``received`` as for :func:`read_multipart`."""
+    if within is None or _all_arrived(receive):  # reading cannot wait: no timer to arm
+        return await _collect(receive, limit, received, too_big)
     try:
         # One timer for the whole body, not one per chunk: cheap at proxy rates.
         async with asyncio.timeout(within):
@@ -233,6 +235,18 @@ async def read_body(
     except TimeoutError:
         raise body_timeout(within) from None
     return body
+
+
+def _all_arrived(receive: Receive) -> bool:
+    """Whether the whole body is buffered already, so reading it cannot wait: uvicorn's request
+    cycle (``receive``'s object) says so when the message is complete and not yet read. Then no
+    deadline is armed (``asyncio.timeout`` costs about 27,000 instructions on Python 3.11, 0.8%
+    of a proxied edit). Under another ASGI server: False, and the deadline is armed."""
+    cycle: Any = getattr(receive, "__self__", None)
+    if getattr(cycle, "more_body", None) is not False:
+        return False
+    event = getattr(cycle, "message_event", None)
+    return isinstance(event, asyncio.Event) and event.is_set()
 
 
 def body_timeout(within: float | None) -> ProxyError:
