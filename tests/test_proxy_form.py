@@ -123,3 +123,52 @@ def test_repeated_and_long_part_headers_parse_alike():
     for _ in range(2):
         with pytest.raises(ProxyError, match="Content-Disposition: form-data"):
             parse_multipart(bad, B)
+
+
+class _Cycle:
+    """What uvicorn's request cycle shows of its state (``receive``'s object)."""
+
+    def __init__(self, chunks: list[bytes], *, complete: bool) -> None:
+        self.chunks = chunks
+        self.more_body = not complete
+        self.message_event = asyncio.Event()
+        if chunks:
+            self.message_event.set()
+
+    async def receive(self) -> dict[str, object]:
+        await self.message_event.wait()  # uvicorn's receive waits until data has come
+        chunk = self.chunks.pop(0)
+        if not self.chunks:
+            self.message_event.clear()
+        more = bool(self.chunks) or self.more_body  # an incomplete body: more is to come
+        return {"type": "http.request", "body": chunk, "more_body": more}
+
+
+def test_a_body_already_buffered_is_read_without_a_timer_and_a_late_one_with_it(monkeypatch):
+    # uvicorn holding the whole body: reading it cannot wait, so no deadline is armed (the
+    # timer costs 0.8% of a proxied edit); a body still arriving keeps its deadline (408).
+    from tracking.proxy import form
+
+    armed: list[float | None] = []
+    real_timeout = asyncio.timeout
+
+    def counted(delay: float | None) -> asyncio.Timeout:
+        armed.append(delay)
+        return real_timeout(delay)
+
+    monkeypatch.setattr(form.asyncio, "timeout", counted)
+    raw = body(field("model", b"gpt-image-1"))
+    content_type = f"multipart/form-data; boundary={B.decode()}"
+    whole = _Cycle([raw], complete=True)
+    parts = asyncio.run(read_multipart(whole.receive, content_type, 1 << 20, 5.0))
+    assert [(p.name, p.data) for p in parts] == [("model", b"gpt-image-1")]
+    assert armed == []
+
+    async def late() -> None:
+        cycle = _Cycle([raw[:10]], complete=False)  # the rest never comes
+        await read_multipart(cycle.receive, content_type, 1 << 20, 0.05)
+
+    with pytest.raises(ProxyError) as refused:
+        asyncio.run(late())
+    assert refused.value.status == 408
+    assert armed == [0.05]

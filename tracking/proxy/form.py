@@ -126,27 +126,32 @@ def _disposition(value: bytes | None) -> tuple[str, str | None]:
     return name, None if filename is None else filename.decode("utf-8", "replace")
 
 
-_cached_disposition = functools.lru_cache(maxsize=_CACHED_HEADERS)(_disposition)
-
-
-def _part(headers_block: bytes, content: bytes) -> FormPart:
-    """One part from its header lines and its content."""
+def _part_headers(block: bytes) -> tuple[str, str | None, str | None]:
+    """A part's field name, file name and content type from its header lines."""
     headers: dict[bytes, bytes] = {}
-    for line in headers_block.split(b"\r\n"):
+    for line in block.split(b"\r\n"):
         name, colon, value = line.partition(b":")
         if not colon:
             raise _bad_form("malformed multipart body: a part header line without a colon")
         headers[name.strip().lower()] = value.strip()
-    raw_disposition = headers.get(b"content-disposition")
-    if raw_disposition is not None and len(raw_disposition) <= _MAX_CACHED_HEADER:
-        field, filename = _cached_disposition(raw_disposition)
-    else:
-        field, filename = _disposition(raw_disposition)
-    part = FormPart(name=field, filename=filename, data=content)
+    field, filename = _disposition(headers.get(b"content-disposition"))
     content_type = headers.get(b"content-type")
-    if content_type:
-        part.content_type = content_type.decode("latin-1")
-    return part
+    return field, filename, content_type.decode("latin-1") if content_type else None
+
+
+#: Every request's parts carry the same few header blocks (each field's name; the image's
+#: name, file name and type): each distinct short block is parsed once. A refused block raises
+#: each time (an exception is not cached).
+_cached_part_headers = functools.lru_cache(maxsize=_CACHED_HEADERS)(_part_headers)
+
+
+def _part(headers_block: bytes, content: bytes) -> FormPart:
+    """One part from its header lines and its content."""
+    if len(headers_block) <= _MAX_CACHED_HEADER:
+        field, filename, content_type = _cached_part_headers(headers_block)
+    else:
+        field, filename, content_type = _part_headers(headers_block)
+    return FormPart(field, filename, content_type, content)
 
 
 def parse_multipart(body: bytes, boundary: bytes) -> list[FormPart]:
@@ -221,6 +226,8 @@ async def read_body(
 ) -> bytes:
     """The whole request body, refused past ``limit`` bytes (413) or when it has not all
     arrived ``within`` that many seconds (408); ``received`` as for :func:`read_multipart`."""
+    if within is None or _all_arrived(receive):  # reading cannot wait: no timer to arm
+        return await _collect(receive, limit, received, too_big)
     try:
         # One timer for the whole body, not one per chunk: cheap at proxy rates.
         async with asyncio.timeout(within):
@@ -228,6 +235,18 @@ async def read_body(
     except TimeoutError:
         raise body_timeout(within) from None
     return body
+
+
+def _all_arrived(receive: Receive) -> bool:
+    """Whether the whole body is buffered already, so reading it cannot wait: uvicorn's request
+    cycle (``receive``'s object) says so when the message is complete and not yet read. Then no
+    deadline is armed (``asyncio.timeout`` costs about 27,000 instructions on Python 3.11, 0.8%
+    of a proxied edit). Under another ASGI server: False, and the deadline is armed."""
+    cycle: Any = getattr(receive, "__self__", None)
+    if getattr(cycle, "more_body", None) is not False:
+        return False
+    event = getattr(cycle, "message_event", None)
+    return isinstance(event, asyncio.Event) and event.is_set()
 
 
 def body_timeout(within: float | None) -> ProxyError:
