@@ -10,7 +10,6 @@ caller's own dict.
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -250,22 +249,11 @@ class ImageEditEvent:
     error_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of every field, in the fields' order.
-
-        Written for the structlog line and every user callback's kwargs: the values are read
-        in one C call, only the fields whose type may need converting are looked at one by
-        one, and the others are checked together (a value of another type there, say from
-        ``replace``, is converted as well)."""
-        out = dict(zip(_EVENT_FIELDS, _field_values(self), strict=True))
-        for name in _CONVERTED_FIELDS:
-            value = out[name]
-            if type(value) not in _PLAIN:
-                out[name] = _json_safe(value)
-        if not _PLAIN.issuperset(map(type, _plain_field_values(self))):
-            for name in _PLAIN_FIELDS:
-                value = out[name]
-                if type(value) not in _PLAIN:
-                    out[name] = _json_safe(value)
+        """A JSON-safe dict of every field."""
+        out = {}
+        for name in _EVENT_FIELDS:
+            value = getattr(self, name)
+            out[name] = value if type(value) in _PLAIN else _json_safe(value)
         return out
 
     @property
@@ -290,21 +278,6 @@ _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(ImageEditEvent))
 _USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(TokenUsage))
 #: Values that are JSON as they are (exact types: a subclass, say an IntEnum, goes the long way).
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-#: The fields whose values are not JSON as they are (tuples, the metadata mapping, the usage,
-#: Decimals, datetimes); every other field holds text, a number, a flag or None.
-_CONVERTED_FIELDS = (
-    "tags",
-    "metadata",
-    "usage",
-    "cost_usd",
-    "cost_per_image_usd",
-    "start_time",
-    "end_time",
-    "fallback_from",
-)
-_PLAIN_FIELDS = tuple(name for name in _EVENT_FIELDS if name not in _CONVERTED_FIELDS)
-_field_values = operator.attrgetter(*_EVENT_FIELDS)
-_plain_field_values = operator.attrgetter(*_PLAIN_FIELDS)
 
 
 def _json_safe(value: Any) -> Any:
