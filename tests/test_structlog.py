@@ -297,6 +297,20 @@ def test_to_dict_is_json_safe_for_every_field_kind():
     assert list(out) == [f.name for f in dataclasses.fields(ImageEditEvent)]
 
 
+def test_to_dict_converts_a_value_of_another_type_in_any_field():
+    """``to_dict`` looks at the fields that hold Decimals, datetimes and containers one by one
+    and checks the others together: a value of another type there (an event changed with
+    ``replace``) is converted all the same, and the order of the keys stays the fields'."""
+    event = make_event().replace(
+        model=("a", "b"), latency_ms=Decimal("1.5"), error_message={"k": ("v",)}
+    )
+    out = event.to_dict()
+    assert out["model"] == ["a", "b"] and out["latency_ms"] == "1.5"
+    assert out["error_message"] == {"k": ["v"]}
+    assert json.loads(json.dumps(out)) == out
+    assert list(out) == [f.name for f in dataclasses.fields(ImageEditEvent)]
+
+
 def test_the_private_lines_are_byte_for_byte_structlogs_json_renderer(stream):
     """Without a host configuration the integration writes its lines itself (the processor
     chain cost a line half its time): each must be exactly what structlog's own JSON pipeline
