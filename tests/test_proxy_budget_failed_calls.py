@@ -152,3 +152,28 @@ def test_a_call_refused_before_it_started_counts_nothing(fake):
     assert answer.status_code == 400, answer.text
     assert fake.hits == hits
     assert _counter(app, counter) in (0, None)
+
+
+def test_a_streamed_call_whose_relay_is_cancelled_as_it_closes_is_settled(fake, monkeypatch):
+    """The relay is cancelled while it closes the stream (a second cancellation: a server
+    shutting down): the call's event is made, and its hold is settled at that event's cost.
+    Before, the settling came after the close and was skipped: the hold stayed at the call's
+    worst case, and stayed in flight."""
+    from tracking.streaming import AsyncImageEditStream
+
+    close = AsyncImageEditStream.aclose
+
+    async def cancelled_closing(self: AsyncImageEditStream) -> None:
+        await close(self)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(AsyncImageEditStream, "aclose", cancelled_closing)
+    app, counter = _app(fake.url)
+    try:
+        with recording() as recorder, pytest.raises(asyncio.CancelledError):
+            asyncio.run(_post(app, {**FORM, "stream": "true"}))
+    finally:
+        app.dispatcher.close()  # type: ignore[attr-defined]
+    (event,) = recorder.events
+    assert event.status == "success" and event.cost_usd is not None
+    assert _counter(app, counter) == to_units(event.cost_usd)

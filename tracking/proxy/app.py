@@ -398,7 +398,7 @@ class ProxyApp:
                 watcher.cancel()
             # a failed call the upstream may have billed (an estimate, a reported charge) is
             # counted on the budgets as the ledger records it; one not billed costs 0
-            await _settle_failed(reservation, exc, control)
+            await _settle_ended(reservation, control, exc)
             if not isinstance(exc, Exception):
                 raise
             # Not bound to a name here: this frame holding its own exception would be a cycle
@@ -407,7 +407,10 @@ class ProxyApp:
         if watcher is not None:
             watcher.cancel()
         if isinstance(response, AsyncImageEditStream):  # stream=true: its first event is in
-            await relay_stream(response, reservation, receive, send, self.body_timeout)
+            try:
+                await relay_stream(response, receive, send, self.body_timeout)
+            finally:  # however the relay ended (even cancelled as it closed the stream)
+                await _settle_ended(reservation, control)
             return
         await reservation.settle(response.cost_usd)
         body = response.json_bytes()
@@ -667,10 +670,11 @@ async def _send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _settle_failed(
-    reservation: Reservation, exc: BaseException, control: CallControl | None
+async def _settle_ended(
+    reservation: Reservation, control: CallControl | None, exc: BaseException | None = None
 ) -> None:
-    """Settle the hold of a call that ended with ``exc``, at what its ledger row records.
+    """Settle the hold of a call that failed with ``exc`` (or a streamed call whose relay
+    ended), at what its ledger row records.
 
     Whatever ``exc`` is (a typed failure, a cancellation: a client gone under an ASGI server
     that cancels, a bug of ours), a call whose event was made costs what the event says
@@ -687,7 +691,7 @@ async def _settle_failed(
             log.warning(
                 "a call ended (%s) without an event saying what it cost: its budget hold "
                 "stays counted",
-                type(exc).__name__,
+                type(exc).__name__ if exc is not None else "its stream's relay",
             )
         await reservation.keep()
     else:
