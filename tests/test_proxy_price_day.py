@@ -146,3 +146,30 @@ def test_an_estimate_is_at_the_prices_of_the_day_the_call_started(prices):
     (event,) = recorder.events
     assert (event.status, event.cost_source) == ("failure", "estimate")
     assert event.cost_usd == OLD
+
+
+def test_a_stream_broken_mid_way_is_estimated_at_the_prices_of_its_start(prices):
+    """A streamed call accepted upstream that broke off after its partial image: its estimate
+    is at the prices of the day it started, as its hold was."""
+    with (
+        FakeOpenAI(api_keys=[API_KEY], extra_models=(MODEL,), faults=["break_after=1"]) as broken,
+        recording() as recorder,
+        controlled(CallControl(start_time=BEFORE)),
+    ):
+        stream = tracking.image_edit(
+            image=make_png(32, 32),
+            prompt="a hat",
+            model=MODEL,
+            quality="low",
+            size="1024x1024",
+            stream=True,
+            partial_images=1,
+            max_retries=0,
+            api_base=broken.url,
+            api_key=API_KEY,
+        )
+        with pytest.raises(tracking.StreamInterruptedError):
+            list(stream)
+    (event,) = recorder.events
+    assert (event.status, event.cost_source) == ("failure", "estimate")
+    assert event.cost_usd == OLD
