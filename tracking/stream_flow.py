@@ -316,7 +316,7 @@ def stream_flow(
 
 
 def _with_broken_streams(
-    event: ImageEditEvent, broken: list[ImageEditRequest], day: date
+    event: ImageEditEvent, broken: list[ImageEditRequest], day: date | None = None
 ) -> dict[str, Any]:
     """The cost fields of ``event`` with the ``broken`` attempts (accepted, then broken off: each
     one's request) estimated, each as what it asked.
@@ -324,6 +324,7 @@ def _with_broken_streams(
     A failed call costs their estimate, plus the estimate of attempts whose answer never came
     (already in ``event``); a call that succeeded costs its own price plus theirs. No price for
     the model: a failed call stays unpriced (never $0), a successful one keeps its own price.
+    ``day``: the day whose prices apply (the call's start; None: today).
     """
     estimates = [estimate_incomplete_stream(asked, day) for asked in broken]
     failed = event.status == "failure"
