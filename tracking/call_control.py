@@ -8,7 +8,10 @@ fallback to a dearer model). :func:`controlled` sets a
 :class:`CallControl` for the calls started inside its block (a context variable, so it follows
 the task and nothing else); :func:`tracking.flow.edit_flow` reads it. The attempt in flight when
 the client leaves is not cut off: the upstream may already be making (and billing) the image, so
-it runs to its end and its event, cost included, is recorded as usual.
+it runs to its end and its event, cost included, is recorded as usual. Once the call's event is
+made, the control holds what it cost (``ended``, ``cost_usd``), whatever the call then raises: a
+cancellation or a bug of ours says nothing of it, and the proxy settles the call's budget hold at
+that figure, as the ledger records it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -87,6 +91,10 @@ class CallControl:
     #: the proxy reads its clock once per call, so the call's budget periods (a UTC day, a
     #: month) and its ledger row's day are the same. None: when the call starts.
     start_time: datetime | None = None
+    #: Whether the call's event has been made: from then on ``cost_usd`` is what it cost, as its
+    #: ledger row records it (None: unpriced), whatever exception the call ends with.
+    ended: bool = False
+    cost_usd: Decimal | None = None
     _gone: bool = False
     _wake: asyncio.Event | None = None
 
@@ -97,6 +105,10 @@ class CallControl:
             log.info("the caller disconnected during the upstream call: no further attempts")
             self.abandon()
         return self._gone
+
+    def record_cost(self, cost_usd: Decimal | None) -> None:
+        """The call's event is made and says it cost ``cost_usd``."""
+        self.ended, self.cost_usd = True, cost_usd
 
     def abandon(self) -> None:
         self._gone = True

@@ -45,7 +45,7 @@ from .http import POOL, AnswerTooLarge, max_response_bytes, origin_of, send_sync
 from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
-from .pricing import price_call
+from .pricing import price_call, price_day
 from .providers import Poll, PreparedRequest, Provider, prepare_call, prepares_heavily
 from .request import (
     DEFAULT_MAX_RETRIES,
@@ -173,6 +173,8 @@ def edit_flow(
     )
     if isinstance(failure, TrackingError):  # the caller can find the failure's event by it
         failure.ended(event)
+    if control is not None:  # what the call cost, whatever it ends with (a cancellation too)
+        control.record_cost(event.cost_usd)
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd
@@ -384,7 +386,7 @@ def _cover(
     return Consult(lambda: None, lambda: cover(lost_now, upcoming))
 
 
-def _off_the_loop(work: Callable[..., R], *args: Any) -> Generator[Effect, Any, R]:
+def _off_the_loop(work: Callable[..., R], *args: Any) -> Generator[Consult, Any, R]:
     """``work(*args)`` for work an event loop should not do (a mask decoded, large images
     encoded, a large answer read): on the async path in a worker thread, so the loop (the
     proxy's, serving every other request) goes on meanwhile; on the sync path where it is.
@@ -711,10 +713,17 @@ def _make_event(
         request.model if request else (asked if isinstance(asked, str) else ""),
         request.model if request else None,
     )
-    cost = price_call(request, response, failure=failure)
+    # One day's prices for the whole call: those in force when it started (the proxy's
+    # admission instant, which its budget hold was priced at), not when it ended.
+    day = price_day(start_time)
+    cost = price_call(request, response, day=day, failure=failure)
     if progress.unknown_outcomes:  # attempts that may have been billed unseen
         cost = with_unknown_outcomes(
-            cost, progress.unknown_outcomes, failed=failure is not None, last=progress.last_lost
+            cost,
+            progress.unknown_outcomes,
+            failed=failure is not None,
+            last=progress.last_lost,
+            day=day,
         )
     return ImageEditEvent(
         request_id=request_id,

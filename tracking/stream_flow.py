@@ -7,6 +7,11 @@ of that answer) and :class:`Deliver` (hand one typed event to the caller; a call
 listening is thrown :class:`~tracking.errors.StreamClosed` there). The drivers are in
 :mod:`tracking.streaming`.
 
+An event of :data:`~tracking.flow.READ_OFF_THE_LOOP` bytes or more (a completed event's image
+at 4K) is parsed (its JSON read, its image checked) in a worker thread on the async path, as a
+large plain answer is, so the proxy's event loop serves its other requests meanwhile; usual
+events are parsed where they are, with no thread hop.
+
 The order of a call: attempts (retries, fallbacks) until one answer is open *and* its first
 event has arrived; from then on nothing is retried, since the caller has seen that event. Events
 are delivered as they arrive, the completed event last; then the call's one
@@ -21,12 +26,14 @@ import time
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .call_control import claim
 from .errors import APIResponseError, StreamClosed, StreamInterruptedError, TrackingError
 from .flow import (
+    READ_OFF_THE_LOOP,
     Answer,
     CallType,
     DirectRoute,
@@ -34,6 +41,7 @@ from .flow import (
     Sleep,
     _attempts,
     _make_event,
+    _off_the_loop,
     _Progress,
     _status_error,
     _transport_error,
@@ -41,7 +49,7 @@ from .flow import (
 )
 from .frozen import fast_init
 from .ids import new_request_id
-from .pricing import unreadable_success
+from .pricing import price_day, unreadable_success
 from .pricing.estimate import estimate_incomplete_stream
 from .providers import PreparedRequest, Provider
 from .request import CallOptions, ImageEditRequest
@@ -171,7 +179,10 @@ class _StreamReader:
                 continue
             for sse in decoded:
                 try:
-                    item = parse_stream_event(sse)
+                    if len(sse.data) < READ_OFF_THE_LOOP:
+                        item = parse_stream_event(sse)
+                    else:  # a large image (a completed event at 4K): off the event loop
+                        item = yield from _off_the_loop(parse_stream_event, sse)
                 except APIResponseError as exc:
                     self._failed = self._unusable(exc, prepared)
                     break
@@ -286,7 +297,7 @@ def stream_flow(
     elif broken and unreadable_success(failure):
         broken = broken[:-1]  # a 2xx that was no stream of events: the event estimated it
     if broken:
-        changes.update(_with_broken_streams(event, broken))
+        changes.update(_with_broken_streams(event, broken, price_day(start_time)))
     if failure is not None and reader.accepted:  # answered 2xx: the event names the last answer
         changes.update(
             upstream_request_id=progress.upstream_request_id, http_status=progress.http_status
@@ -294,6 +305,8 @@ def stream_flow(
     event = event.replace(**changes)
     if isinstance(failure, TrackingError):
         failure.ended(event)
+    if control is not None:  # what the call cost, whatever it ends with (a cancellation too)
+        control.record_cost(event.cost_usd)
     if response is not None:
         response.request_id = event.request_id
         response.cost_usd = event.cost_usd
@@ -302,15 +315,18 @@ def stream_flow(
         raise failure
 
 
-def _with_broken_streams(event: ImageEditEvent, broken: list[ImageEditRequest]) -> dict[str, Any]:
+def _with_broken_streams(
+    event: ImageEditEvent, broken: list[ImageEditRequest], day: date | None = None
+) -> dict[str, Any]:
     """The cost fields of ``event`` with the ``broken`` attempts (accepted, then broken off: each
     one's request) estimated, each as what it asked.
 
     A failed call costs their estimate, plus the estimate of attempts whose answer never came
     (already in ``event``); a call that succeeded costs its own price plus theirs. No price for
     the model: a failed call stays unpriced (never $0), a successful one keeps its own price.
+    ``day``: the day whose prices apply (the call's start; None: today).
     """
-    estimates = [estimate_incomplete_stream(asked) for asked in broken]
+    estimates = [estimate_incomplete_stream(asked, day) for asked in broken]
     failed = event.status == "failure"
     if None in estimates:
         return (

@@ -189,12 +189,16 @@ class _Stepper:
         self.closed = False
         self._throw = False
 
-    def next(self, result: Any) -> Any:
-        """The flow's next effect, or None once it has ended (or ended closed by the caller)."""
+    def next(self, result: Any, interrupted: BaseException | None = None) -> Any:
+        """The flow's next effect, or None once it has ended (or ended closed by the caller).
+        ``interrupted``: what ended the last effect's work (a cancellation), thrown into the
+        flow, which records it in the call's event and raises it."""
         try:
             if self._throw:
                 self._throw = False
                 return self.flow.throw(StreamClosed(_CLOSED_EARLY))
+            if interrupted is not None:
+                return self.flow.throw(interrupted)
             return self.flow.send(result)
         except StopIteration:
             return None
@@ -217,9 +221,10 @@ def _drive_sync(
     answer = _SyncAnswer()
     stepper = _Stepper(flow)
     result: Any = None
+    interrupted: BaseException | None = None
     try:
-        while (effect := stepper.next(result)) is not None:
-            result = None
+        while (effect := stepper.next(result, interrupted)) is not None:
+            result = interrupted = None
             if isinstance(effect, ReadStream):
                 result = answer.read()
             elif isinstance(effect, Deliver):
@@ -231,10 +236,14 @@ def _drive_sync(
                     stepper.caller_closed()
             elif isinstance(effect, OpenStream):
                 result = answer.open(effect)
-            elif isinstance(effect, Sleep):
-                time.sleep(effect.seconds)
-            elif isinstance(effect, Consult):  # the router's shared state (Redis)
-                result = consult_sync(effect)
+            elif isinstance(effect, Sleep | Consult):
+                try:  # interrupted (Ctrl-C) while it waits: the flow records it, as async
+                    if isinstance(effect, Sleep):
+                        time.sleep(effect.seconds)
+                    else:  # the router's shared state (Redis)
+                        result = consult_sync(effect)
+                except BaseException as exc:
+                    interrupted = exc
             elif isinstance(effect, Emit):
                 answer.close()  # the upstream is done with before receivers run
                 state.event = effect.event
@@ -250,9 +259,10 @@ async def _drive_async(
 ) -> AsyncGenerator[ImageEditStreamEvent, None]:
     stepper = _Stepper(flow)
     result: Any = None
+    interrupted: BaseException | None = None
     try:
-        while (effect := stepper.next(result)) is not None:
-            result = None
+        while (effect := stepper.next(result, interrupted)) is not None:
+            result = interrupted = None
             if isinstance(effect, ReadStream):
                 result = await answer.read()
             elif isinstance(effect, Deliver):
@@ -264,10 +274,17 @@ async def _drive_async(
                     stepper.caller_closed()
             elif isinstance(effect, OpenStream):
                 result = await answer.open(effect)
-            elif isinstance(effect, Sleep):
-                await asyncio.sleep(effect.seconds)
-            elif isinstance(effect, Consult):
-                result = await consult_async(effect)
+            elif isinstance(effect, Sleep | Consult):
+                # Cancelled while it waits (a backoff, a large event parsed in a worker
+                # thread, the router's shared state): the flow is told, so the call still
+                # ends with its one event (before, it was closed without one).
+                try:
+                    if isinstance(effect, Sleep):
+                        await asyncio.sleep(effect.seconds)
+                    else:
+                        result = await consult_async(effect)
+                except BaseException as exc:
+                    interrupted = exc
             elif isinstance(effect, Emit):
                 state.event = effect.event
                 ending = asyncio.ensure_future(_finish_and_emit(answer, effect))

@@ -15,7 +15,9 @@ unpriced part (``estimate:outcome-unknown:unpriced:<model>``).
 
 An attempt cancelled (``asyncio`` cancellation, a ``KeyboardInterrupt``) while its request was
 in flight is counted too: whether the upstream got it whole cannot be known, and a client that
-gives up does not stop the upstream's work.
+gives up does not stop the upstream's work. So is a 2xx answer whose reading ended with an
+exception that is no typed failure (a bug of ours, a cancellation while it was read): the
+upstream billed it, and nothing we could read says what for.
 
 Attempts that cannot have been billed are not counted: a connection refused or timed out before
 it was made, a request body that could not be written whole, or any HTTP error answer, even one
@@ -26,12 +28,13 @@ with an empty body: :func:`tracking.http.send_sync`, ``AiohttpSender.post``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import httpx
 
-from .errors import APIResponseError
+from .errors import APIResponseError, TrackingError
 from .pricing import UNPRICED, Cost
 from .pricing.estimate import ESTIMATE_REF, estimate_unknown_outcomes
 
@@ -60,24 +63,32 @@ def outcome_unknown(outcome: object, error: BaseException) -> bool:
     if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
         return True  # the caller was interrupted with the request in flight
     status = getattr(outcome, "status", None)
+    if not isinstance(status, int) or status >= 300:
+        return False
+    if not isinstance(error, TrackingError):
+        return True  # a 2xx, billed, whose reading broke (a bug of ours, a cancellation)
     return (
         isinstance(error, APIResponseError)
         # an answer that said what it billed (tokens or an amount) is known
         and error.billed_usage is None
         and error.billed_usd is None
-        and isinstance(status, int)
-        and status < 300
     )
 
 
 def with_unknown_outcomes(
-    cost: Cost, unknown: Sequence[ImageEditRequest], *, failed: bool, last: bool
+    cost: Cost,
+    unknown: Sequence[ImageEditRequest],
+    *,
+    failed: bool,
+    last: bool,
+    day: date | None = None,
 ) -> Cost:
     """The call's cost with its ``unknown`` outcomes added (see the module docstring).
 
     ``unknown`` holds the request of each such attempt, in order: after a fallback they ask
     another model than the call's last request, and each is estimated as what it asked.
     ``last``: the call ended on the last of them (``cost`` prices that attempt's failure).
+    ``day``: the day whose prices apply (the call's start, as ``cost``'s; None: today).
     """
     if failed and last and cost.source == "estimate":
         # The pricing already estimated the last attempt (a 2xx it could not read): the
@@ -86,7 +97,7 @@ def with_unknown_outcomes(
         unknown = unknown[:-1]
         if not unknown:
             return cost
-    estimate, unpriced = _estimate_each(unknown)
+    estimate, unpriced = _estimate_each(unknown, day)
     # a failure that itself billed nothing adds nothing: the lost attempts are the cost
     own = None if failed and cost.source != "estimate" and not cost.usd else cost
     if own is not None and own.usd is None:
@@ -104,7 +115,9 @@ def with_unknown_outcomes(
     )
 
 
-def _estimate_each(unknown: Sequence[ImageEditRequest]) -> tuple[Cost | None, list[str]]:
+def _estimate_each(
+    unknown: Sequence[ImageEditRequest], day: date | None
+) -> tuple[Cost | None, list[str]]:
     """The estimates of ``unknown`` summed, each request once with its count (None when none
     has a price), and the models of those without one: the sum is then a lower bound, which
     the price reference says, so that a part does not pass for the whole."""
@@ -114,7 +127,7 @@ def _estimate_each(unknown: Sequence[ImageEditRequest]) -> tuple[Cost | None, li
         counts[id(asked)] = (asked, seen + 1)
     total, refs, unpriced = None, [], []
     for asked, attempts in counts.values():
-        each = estimate_unknown_outcomes(asked, attempts)
+        each = estimate_unknown_outcomes(asked, attempts, day)
         if each.usd is None:
             unpriced.append(asked.model)
             continue

@@ -53,6 +53,7 @@ __all__ = [
     "is_priced",
     "load_price_file",
     "price_call",
+    "price_day",
     "price_table",
     "register_prices",
     "reset_prices",
@@ -370,6 +371,16 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
     )
 
 
+def price_day(start_time: datetime) -> date:
+    """The day whose prices a call is priced at: the UTC day it started (for the proxy, the
+    instant it admitted the call, at which its budget hold was priced). A call is priced by one
+    day from its hold to its ledger row: a price that changes at midnight while it runs does
+    not apply to it, as a price list's new prices apply to calls made from that day."""
+    if start_time.tzinfo is None:  # a naive instant is read as UTC, as the ledger's are
+        return start_time.date()
+    return start_time.astimezone(UTC).date()
+
+
 def price_call(
     request: ImageEditRequest | None,
     response: ImageResponse | None,
@@ -380,7 +391,10 @@ def price_call(
     """The cost of one call: usage first, an estimate when usage is unreadable, the per-image
     table for per-image models, else unpriced. ``failure`` is why there is no response: a
     success answer that could not be read (:class:`~tracking.APIResponseError` with a 2xx
-    status) is estimated from the request, any other failure was not billed."""
+    status) is estimated from the request, any other failure was not billed. Every price,
+    estimates included, is the one in force on ``day``: the call's start (its event's
+    ``start_time``), so a price change at midnight during a call does not split it; None:
+    today."""
     if request is None:  # refused before a request existed: nothing was sent
         return NOT_BILLED if response is None else UNPRICED
     day = day or datetime.now(UTC).date()
@@ -390,7 +404,7 @@ def price_call(
     if response is None:
         charged = getattr(failure, "billed_usd", None)
         if charged is not None and charged > MAX_REPORTED_USD:  # a fault, not a bill
-            return estimate_unknown_outcomes(request, 1)
+            return estimate_unknown_outcomes(request, 1, day)
         if charged is not None:  # no image, but the answer said what the provider charged
             return Cost(charged, None, "usage", f"provider:{request.provider}")
         billed = getattr(failure, "billed_usage", None)
@@ -399,7 +413,7 @@ def price_call(
         if entry is not None and unreadable_success(failure):
             # a 2xx never read: estimated as any attempt whose outcome is unknown (the input
             # allowance included), so it costs what a dropped answer would
-            return estimate_unknown_outcomes(request, 1)
+            return estimate_unknown_outcomes(request, 1, day)
         if entry is not None and entry.tokens and _refused_in_an_answer(failure):
             return _input_estimate(entry, request)
         if entry is None and (

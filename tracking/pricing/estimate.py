@@ -283,8 +283,11 @@ def estimate_incomplete_stream(
     return total + partial_images_cost(entry, request.partial_images or 0)
 
 
-def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -> Cost:
-    """The estimated cost of ``attempts`` attempts of ``request`` whose outcome is unknown."""
+def estimate_unknown_outcomes(
+    request: ImageEditRequest | None, attempts: int, day: date | None = None
+) -> Cost:
+    """The estimated cost of ``attempts`` attempts of ``request`` whose outcome is unknown, at
+    the prices in force on ``day`` (the call's start; None: today)."""
     if request is None or attempts <= 0:
         return UNPRICED
     candidates = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
@@ -295,6 +298,7 @@ def estimate_unknown_outcomes(request: ImageEditRequest | None, attempts: int) -
         request.n or 1,
         prompt_chars=len(request.prompt),
         input_images=len(request.images),
+        day=day,
     )
     if each is None or each.usd is None:
         return UNPRICED
@@ -309,12 +313,19 @@ def estimate_first_priced(
     *,
     prompt_chars: int,
     input_images: int,
+    day: date | None = None,
 ) -> Cost | None:
     """:func:`estimate_call_cost` of the first of ``models`` with a price (the names a request's
-    model goes by, most specific first); None when none has one."""
+    model goes by, most specific first) on ``day`` (None: today); None when none has one."""
     for model in dict.fromkeys(models):
         estimate = estimate_call_cost(
-            model, size, quality, n, prompt_chars=prompt_chars, input_images=input_images
+            model,
+            size,
+            quality,
+            n,
+            prompt_chars=prompt_chars,
+            input_images=input_images,
+            day=day,
         )
         if estimate.usd is not None:
             return estimate

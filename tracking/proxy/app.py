@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..call_control import CallControl, controlled, current_control
 from ..config import ProxyConfig, export_environment, load_config
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, TrackingError
 from ..ids import new_request_id
 from ..streaming import AsyncImageEditStream
 from .access_log import ACCESS_SCOPE_KEY, AccessEntry
@@ -398,7 +398,7 @@ class ProxyApp:
                 watcher.cancel()
             # a failed call the upstream may have billed (an estimate, a reported charge) is
             # counted on the budgets as the ledger records it; one not billed costs 0
-            await reservation.settle(getattr(exc, "cost_usd", None))
+            await _settle_ended(reservation, control, exc)
             if not isinstance(exc, Exception):
                 raise
             # Not bound to a name here: this frame holding its own exception would be a cycle
@@ -407,7 +407,10 @@ class ProxyApp:
         if watcher is not None:
             watcher.cancel()
         if isinstance(response, AsyncImageEditStream):  # stream=true: its first event is in
-            await relay_stream(response, reservation, receive, send, self.body_timeout)
+            try:
+                await relay_stream(response, receive, send, self.body_timeout)
+            finally:  # however the relay ended (even cancelled as it closed the stream)
+                await _settle_ended(reservation, control)
             return
         await reservation.settle(response.cost_usd)
         body = response.json_bytes()
@@ -665,6 +668,34 @@ async def _send_json(
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _settle_ended(
+    reservation: Reservation, control: CallControl | None, exc: BaseException | None = None
+) -> None:
+    """Settle the hold of a call that failed with ``exc`` (or a streamed call whose relay
+    ended), at what its ledger row records.
+
+    Whatever ``exc`` is (a typed failure, a cancellation: a client gone under an ASGI server
+    that cancels, a bug of ours), a call whose event was made costs what the event says
+    (``control.cost_usd``: an estimate for an attempt whose answer was lost). A call that
+    started but has no event to say what it cost (it broke before its event was made) may
+    have been billed: its hold, the most it was expected to cost, stays counted. A call that
+    never started sent nothing: its hold is released."""
+    if control is not None and control.ended:
+        await reservation.settle(control.cost_usd)
+    elif isinstance(exc, TrackingError) and exc.request_id is not None:
+        await reservation.settle(exc.cost_usd)
+    elif control is not None and control.claimed:
+        if reservation.held and not reservation.done:
+            log.warning(
+                "a call ended (%s) without an event saying what it cost: its budget hold "
+                "stays counted",
+                type(exc).__name__ if exc is not None else "its stream's relay",
+            )
+        await reservation.keep()
+    else:
+        await reservation.release()
 
 
 def _answer_for(exc: Exception) -> ProxyError:

@@ -7,12 +7,16 @@ prompt and input images) and reserves that amount on each budget that applies: t
 calendar month, or all time) and the whole proxy's (LiteLLM's ``litellm_settings.max_budget``
 and ``budget_duration``: every call counts, the master key's too, against all the ledger's
 spend in the period). A budget that cannot take the reservation refuses the call with
-429 before any upstream call. After the call, :meth:`Reservation.settle` replaces the reservation
-with the real cost; a failed call releases it. Before each attempt after the first (a retry, a
-fallback) :meth:`Budgets.cover` grows the hold, if it must, to what the call may then be billed:
-the most each of its attempts whose answer was lost may have cost, plus the most the next attempt
-may cost. A budget that cannot take that withholds the attempt: the call ends with the failure of
-the attempt before it, and costs what that one may have cost.
+429 before any upstream call. The worst case is worked out at the prices of the day the call
+started, as its event is priced (:func:`~tracking.pricing.price_day`). After the call,
+:meth:`Reservation.settle` replaces the reservation with the real cost, that of the call's event
+whatever the call ended with (0 for a failure that was not billed); a call that started and
+broke before its event keeps its reservation counted (:meth:`Reservation.keep`). Before each
+attempt after the first (a retry, a fallback) :meth:`Budgets.cover` grows the hold, if it must,
+to what the call may then be billed: the most each of its attempts whose answer was lost may have
+cost, plus the most the next attempt may cost. A budget that cannot take that withholds the
+attempt: the call ends with the failure of the attempt before it, and costs what that one may
+have cost.
 
 Counters are shared by every instance through Redis (:mod:`tracking.proxy.shared_counters`) and
 start from the ledger's figure, so the check-and-reserve is atomic across instances. Overshoot
@@ -41,10 +45,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..pricing import price_day
 from ..pricing.estimate import INPUT_IMAGE_TOKENS, estimate_incomplete_stream, max_expected_cost
 from ..request import end_user_of
 from .account_store import read_store
@@ -117,18 +122,31 @@ class Reservation:
     done: bool = False
     #: counter -> (its limit, what to call it in a refusal, the ledger's filter for its spend)
     limits: dict[str, tuple[int, tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    #: The day whose prices the call's worst cases are worked out at: the day it started, as
+    #: its event is priced (:func:`~tracking.pricing.price_day`); None: today.
+    day: date | None = None
 
     async def settle(self, cost: Decimal | None) -> None:
-        """Replace the reservation with the real cost (None: unpriced, counted as 0)."""
+        """Replace the reservation with the real cost (None: unpriced, counted as 0). Once:
+        a reservation settled, released or kept is done, and a second settling changes
+        nothing."""
+        await self._end(to_units(cost) if cost is not None else 0)
+
+    async def release(self) -> None:
+        """Nothing was billed: the reservation is given back."""
+        await self._end(0)
+
+    async def keep(self) -> None:
+        """The call's cost cannot be known (it may have been billed, and no event says what
+        it cost): the reservation, its most expected cost, stays counted as its cost."""
+        await self._end(None)
+
+    async def _end(self, real: int | None) -> None:
         if self.done or self.counters is None:
             return
         self.done = True
-        real = to_units(cost) if cost is not None else 0
-        for name, units in self.held:
-            await self.counters.adjust(name, real - units, self)
-
-    async def release(self) -> None:
-        await self.settle(Decimal(0))
+        for name, units in self.held:  # each counter is told the hold is over (even by 0)
+            await self.counters.adjust(name, 0 if real is None else real - units, self)
 
 
 class Budgets:
@@ -277,11 +295,12 @@ class Budgets:
                     {"since": start},
                 )
             )
-        reservation = Reservation(self.counters)
+        # priced as the call's event will be: at the prices of the day it started
+        reservation = Reservation(self.counters, day=price_day(now))
         if not budgets:
             return reservation
         upstream = [d.model for d in self.config.deployments(model)] or [model]
-        expected = max_expected_cost(upstream, params)
+        expected = max_expected_cost(upstream, params, reservation.day)
         if expected is None and not self.config.general_settings.allow_unpriced_with_budgets:
             raise _unpriced(model, budgets[0][2][0])
         amount = to_units(expected) if expected is not None else 0
@@ -312,13 +331,13 @@ class Budgets:
         ``allow_unpriced_with_budgets``."""
         if not reservation.held or reservation.done:
             return
-        next_most = estimate_incomplete_stream(upcoming)
+        next_most = estimate_incomplete_stream(upcoming, reservation.day)
         if next_most is None and not self.config.general_settings.allow_unpriced_with_budgets:
             who = reservation.limits[reservation.held[0][0]][1][0]
             refused = _unpriced(upcoming.model, who)
             log.warning("no further attempt for this call: %s", refused.message)
             raise refused
-        most = (estimate_incomplete_stream(asked) or Decimal(0) for asked in lost)
+        most = (estimate_incomplete_stream(asked, reservation.day) or Decimal(0) for asked in lost)
         needed = to_units(sum(most, next_most or Decimal(0)))
         for index, (name, units) in enumerate(reservation.held):
             if needed <= units:

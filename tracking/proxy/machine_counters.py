@@ -8,11 +8,17 @@ takes the file's write lock before reading, so two workers can never both take t
 budget. The semantics are those of :class:`~tracking.proxy.shared_counters.LocalCounters`
 (seeded from the ledger, idle counters expire after ``IDLE_TTL`` and are deleted, each worker
 looking for them once every ``IDLE_TTL``); operations run off the event loop.
+
+Every worker's reservations in flight are in the file too (``holds``, each named by its worker's
+process id and the reservation), so a counter seeded again (dropped when its budget changed)
+starts from the ledger plus every worker's calls in flight on it, as Redis's does; a hold that
+was never settled (its worker died) stops counting after ``IDLE_TTL``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -32,6 +38,9 @@ CREATE TABLE IF NOT EXISTS rpm (name TEXT NOT NULL, minute INTEGER NOT NULL,
                                 count INTEGER NOT NULL, PRIMARY KEY (name, minute));
 CREATE TABLE IF NOT EXISTS money (name TEXT PRIMARY KEY, units INTEGER NOT NULL,
                                   expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS holds (name TEXT NOT NULL, holder TEXT NOT NULL,
+                                  units INTEGER NOT NULL, expires REAL NOT NULL,
+                                  PRIMARY KEY (name, holder));
 """
 
 
@@ -92,13 +101,20 @@ class MachineCounters:
             if now - self._swept >= IDLE_TTL:  # past periods' counters are not kept forever
                 self._swept = now
                 conn.execute("DELETE FROM money WHERE expires <= ?", (now,))
+                conn.execute("DELETE FROM holds WHERE expires <= ?", (now,))
             row = conn.execute(
                 "SELECT units FROM money WHERE name = ? AND expires > ?", (name, now)
             ).fetchone()
             if row is None and seed is None:
                 return None
-            current = int(row[0]) if row is not None else seed
-            assert current is not None
+            if row is None:  # seeded: the ledger has none of the calls in flight yet
+                (held,) = conn.execute(
+                    "SELECT coalesce(sum(units), 0) FROM holds WHERE name = ? AND expires > ?",
+                    (name, now),
+                ).fetchone()
+                current = int(seed or 0) + int(held)
+            else:
+                current = int(row[0])
             admitted = current < limit and current + amount <= limit
             after = current + amount if admitted else current
             conn.execute(
@@ -107,6 +123,13 @@ class MachineCounters:
                 "expires = excluded.expires",
                 (name, after, now + IDLE_TTL),
             )
+            if admitted and amount and hold is not None:
+                conn.execute(
+                    "INSERT INTO holds (name, holder, units, expires) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (name, holder) DO UPDATE SET units = units + excluded.units, "
+                    "expires = excluded.expires",
+                    (name, _holder(hold), amount, now + IDLE_TTL),
+                )
             return after if admitted else -current - 1
 
         return await self._run(reserve)
@@ -114,12 +137,18 @@ class MachineCounters:
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         def adjust(conn: sqlite3.Connection) -> None:
             now = self._clock()
-            conn.execute(
-                "UPDATE money SET units = units + ?, expires = ? WHERE name = ? AND expires > ?",
-                (delta, now + IDLE_TTL, name, now),
-            )
+            if delta:
+                conn.execute(
+                    "UPDATE money SET units = units + ?, expires = ? "
+                    "WHERE name = ? AND expires > ?",
+                    (delta, now + IDLE_TTL, name, now),
+                )
+            if hold is not None:  # over: its real cost is in the ledger now
+                conn.execute(
+                    "DELETE FROM holds WHERE name = ? AND holder = ?", (name, _holder(hold))
+                )
 
-        if delta:
+        if delta or hold is not None:
             await self._run(adjust)
 
     async def drop(self, names: Sequence[str]) -> None:
@@ -131,3 +160,8 @@ class MachineCounters:
     async def aclose(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _holder(hold: object) -> str:
+    """A reservation's name in the file: its worker's process id and its own."""
+    return f"{os.getpid()}:{id(hold)}"

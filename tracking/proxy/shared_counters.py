@@ -153,12 +153,19 @@ def minute_and_wait() -> tuple[int, float]:
 class LocalCounters:
     """The counters in this process: exact for one instance. Expired budget counters (past
     periods' included: one per end user with a daily budget per day) are forgotten, looked for
-    once every :data:`IDLE_TTL` seconds, so a long-running proxy does not keep every day's."""
+    once every :data:`IDLE_TTL` seconds, so a long-running proxy does not keep every day's.
+
+    A counter seeded again (dropped when its budget changed, or idle) starts from the ledger's
+    figure plus the reservations in flight on it, as Redis's does: each of them replaces its
+    hold with its real cost when it settles, on a counter that never had the hold. Before, a
+    budget changed while calls were in flight under-counted their holds, and the budget could
+    be passed by as much."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._rpm: dict[str, tuple[int, int]] = {}
         self._money: dict[str, tuple[int, float]] = {}  # name -> (units, expiry by clock)
+        self._in_flight = HoldsInFlight()
         self._clock = clock
         self._swept = clock()
 
@@ -191,12 +198,13 @@ class LocalCounters:
             if entry is None or entry[1] <= now:
                 if seed is None:
                     return None
-                entry = (seed, 0.0)
+                entry = (seed + self._in_flight.in_flight(name), 0.0)
             current = entry[0]
             if current >= limit or current + amount > limit:
                 self._money[name] = (current, now + IDLE_TTL)
                 return -current - 1
             self._money[name] = (current + amount, now + IDLE_TTL)
+            self._in_flight.taken(name, hold, amount)
             return current + amount
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
@@ -205,6 +213,7 @@ class LocalCounters:
             entry = self._money.get(name)
             if entry is not None and entry[1] > now:
                 self._money[name] = (entry[0] + delta, now + IDLE_TTL)
+            self._in_flight.settled(name, hold)
 
     async def drop(self, names: Sequence[str]) -> None:
         with self._lock:
@@ -215,39 +224,17 @@ class LocalCounters:
         pass
 
 
-class OutageBudgets:
-    """This instance's reservations in flight (admitted by Redis or, while it was away, from the
-    ledger's figure), the budgets worked out from them while Redis is away, and the changes Redis
-    missed, to merge back on recovery."""
+class HoldsInFlight:
+    """This instance's reservations not settled yet, by counter: none of them is in the ledger
+    yet, so a counter seeded from the ledger adds them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        #: name -> {id(hold): units}: this instance's reservations not settled yet, whether Redis
-        #: or the ledger admitted them (none of them is in the ledger yet).
+        #: name -> {id(hold): units}
         self._holds: dict[str, dict[int, int]] = {}
-        #: name -> units: what the Redis counter missed (reservations and settlements).
-        self._pending: dict[str, int] = {}
-
-    def reserve(
-        self, name: str, amount: int, limit: int, seed: int | None, hold: object
-    ) -> int | None:
-        """Reserve from the ledger's figure (``seed``) plus this instance's reservations in
-        flight on ``name``; kept to merge back."""
-        if seed is None:
-            return None  # always from the ledger while Redis is away
-        with self._lock:
-            holds = self._holds.setdefault(name, {})
-            current = seed + sum(holds.values())
-            if current >= limit or current + amount > limit:
-                if not holds:
-                    del self._holds[name]
-                return -current - 1
-            holds[id(hold)] = holds.get(id(hold), 0) + amount
-            self._add(name, amount)
-            return current + amount
 
     def taken(self, name: str, hold: object, amount: int) -> None:
-        """Redis admitted ``amount`` on ``name`` for ``hold``: in flight until it settles."""
+        """``amount`` was admitted on ``name`` for ``hold``: in flight until it settles."""
         if hold is None or not amount:
             return  # a reservation without a hold cannot be told apart when it settles
         with self._lock:
@@ -269,6 +256,35 @@ class OutageBudgets:
             holds = self._holds.get(name)
             if holds is not None and holds.pop(id(hold), None) is not None and not holds:
                 del self._holds[name]
+
+
+class OutageBudgets(HoldsInFlight):
+    """This instance's reservations in flight (admitted by Redis or, while it was away, from the
+    ledger's figure), the budgets worked out from them while Redis is away, and the changes Redis
+    missed, to merge back on recovery."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: name -> units: what the Redis counter missed (reservations and settlements).
+        self._pending: dict[str, int] = {}
+
+    def reserve(
+        self, name: str, amount: int, limit: int, seed: int | None, hold: object
+    ) -> int | None:
+        """Reserve from the ledger's figure (``seed``) plus this instance's reservations in
+        flight on ``name``; kept to merge back."""
+        if seed is None:
+            return None  # always from the ledger while Redis is away
+        with self._lock:
+            holds = self._holds.setdefault(name, {})
+            current = seed + sum(holds.values())
+            if current >= limit or current + amount > limit:
+                if not holds:
+                    del self._holds[name]
+                return -current - 1
+            holds[id(hold)] = holds.get(id(hold), 0) + amount
+            self._add(name, amount)
+            return current + amount
 
     def keep(self, name: str, delta: int) -> None:
         with self._lock:

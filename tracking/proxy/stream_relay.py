@@ -8,8 +8,9 @@ event is written as it arrives, its upstream JSON passed on as it came (``event:
 written when the SDK emits its event, after the upstream's completed event and before it is
 relayed: the relayed completed event carries the call's cost in a ``tracking`` object
 (``request_id``, ``response_cost``, ``cost_source``, as the non-streamed answer's headers), and
-a client that has it knows the call's row is written. The budget reservation is settled with
-the event's cost.
+a client that has it knows the call's row is written. The caller settles the budget reservation
+with the event's cost once the relay has ended, however it ended
+(:mod:`tracking.proxy.app`).
 
 Three ways a stream ends early, each ending the SDK call (its upstream connection closed, its one
 event emitted as a failure priced by estimate): the client disconnects (seen on ``receive``; the
@@ -33,7 +34,6 @@ from ..sse import encode_event
 from ..stream_events import ImageEditCompletedEvent, ImageEditStreamEvent
 from ..streaming import AsyncImageEditStream
 from .answer_cost import cost_fields, cost_headers, failure_cost_fields
-from .budgets import Reservation
 from .errors import from_exception
 
 __all__ = ["relay_stream"]
@@ -62,7 +62,6 @@ async def _write(send: Send, message: Message, within: float) -> None:
 
 async def relay_stream(
     stream: AsyncImageEditStream,
-    reservation: Reservation,
     receive: Receive,
     send: Send,
     within: float,
@@ -106,7 +105,6 @@ async def relay_stream(
         )
     finally:
         await stream.aclose()  # a no-op once ended; else closes the upstream, emits the event
-        await reservation.settle(stream.cost_usd)
 
 
 async def _pump(
