@@ -173,3 +173,26 @@ def test_a_stream_broken_mid_way_is_estimated_at_the_prices_of_its_start(prices)
     (event,) = recorder.events
     assert (event.status, event.cost_source) == ("failure", "estimate")
     assert event.cost_usd == OLD
+
+
+def test_an_intent_recovered_after_a_crash_is_estimated_at_the_prices_of_its_start(prices):
+    """The row recovery makes of an open intent (its process killed mid-call) is estimated at
+    the prices of the day the call started, as the call's own row would have been priced: the
+    intent written at 23:59:59 on the old price is recovered (today, on the new one) at $0.01."""
+    from tracking.integration import CallStart
+    from tracking.integrations.sql._codec import decode_row
+    from tracking.integrations.sql._intents import intent_line, priced
+    from tracking.request import parse_call
+
+    request, options = parse_call(
+        model=MODEL,
+        prompt="a hat",
+        image=make_png(32, 32),
+        api_key="sk-x",
+        quality="low",
+        size="1024x1024",
+    )
+    call = CallStart("req-midnight", "aimage_edit", request, options, None, BEFORE)
+    row = decode_row(priced(intent_line(call)))
+    assert row["cost_source"] == "estimate"
+    assert row["cost_usd"] == OLD

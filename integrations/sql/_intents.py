@@ -44,11 +44,12 @@ import mmap
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tracking.pricing import price_day
 from tracking.pricing.estimate import estimate_first_priced
 from tracking.unknown_outcomes import ESTIMATE_REF
 
@@ -383,7 +384,9 @@ def priced(line: str) -> str:
     if isinstance(spec, dict):
         lost = spec.get("lost")
         specs = [spec, *(lost if isinstance(lost, list) else ())]
-        estimates = [_estimate_of(s) if isinstance(s, dict) else None for s in specs]
+        start = row.get("start_time")
+        day = price_day(start) if isinstance(start, datetime) else None
+        estimates = [_estimate_of(s, day) if isinstance(s, dict) else None for s in specs]
         if all(e is not None for e in estimates):  # a part of the sum would pass for the whole
             cost = sum((e.usd for e in estimates if e and e.usd is not None), Decimal(0))
             refs = dict.fromkeys(f"{ESTIMATE_REF}:{e.price_ref}" for e in estimates if e)
@@ -393,8 +396,10 @@ def priced(line: str) -> str:
     return encode_row(row)
 
 
-def _estimate_of(spec: dict[str, Any]) -> Cost | None:
-    """The estimate of one attempt described by ``spec``; None when no model of it is priced."""
+def _estimate_of(spec: dict[str, Any], day: date | None) -> Cost | None:
+    """The estimate of one attempt described by ``spec``, at the prices of ``day`` (the day its
+    call started, as the call's own row would have been priced; None: today); None when no
+    model of it is priced."""
     return estimate_first_priced(
         (str(model) for model in spec.get("models") or ()),
         spec.get("size"),
@@ -402,6 +407,7 @@ def _estimate_of(spec: dict[str, Any]) -> Cost | None:
         int(spec.get("n") or 1),
         prompt_chars=int(spec.get("prompt_chars") or 0),
         input_images=int(spec.get("images") or 0),
+        day=day,
     )
 
 
