@@ -74,3 +74,41 @@ def test_a_settled_call_is_no_longer_in_flight(two_sides):
         return await changing.reserve(NAME, 0, LIMIT, 40, object())  # the ledger has its 40
 
     assert asyncio.run(scenario()) == 40
+
+
+def test_a_settling_cancelled_partway_still_settles_every_counter(tmp_path: Path) -> None:
+    """A call's settling is not cut short by its task's cancellation (a client gone, a worker
+    stopping): each budget the call held on is told its real cost. It awaited each counter in
+    turn, so a cancellation during the first left the others at the call's worst case, their
+    holds in flight, for as long as the counter lived."""
+    from decimal import Decimal
+
+    from tracking.proxy.budgets import Reservation
+    from tracking.proxy.shared_counters import to_units
+
+    names = ["key:k:total", "user:u:total", "proxy:total"]
+    worst, cost = 100, Decimal("0.0000004")  # 40 units
+
+    async def scenario() -> tuple[list[int | None], int]:
+        counters = MachineCounters(str(tmp_path / "counters.db"))
+        try:
+            reservation = Reservation(counters)
+            for name in names:
+                await counters.reserve(name, worst, LIMIT, 0, reservation)
+                reservation.held.append((name, worst))
+            settling = asyncio.ensure_future(reservation.settle(cost))
+            await asyncio.sleep(0)  # it is waiting on the first counter now
+            settling.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await settling
+            for _ in range(500):  # the settling goes on without its caller
+                values = [await counters.reserve(n, 0, LIMIT, None, object()) for n in names]
+                (holds,) = counters._conn.execute("SELECT count(*) FROM holds").fetchone()
+                if values == [to_units(cost)] * len(names) and holds == 0:
+                    break
+                await asyncio.sleep(0.01)
+            return values, holds
+        finally:
+            await counters.aclose()
+
+    assert asyncio.run(scenario()) == ([to_units(cost)] * len(names), 0)

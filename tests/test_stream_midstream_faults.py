@@ -108,8 +108,9 @@ def test_the_events_before_an_unusable_one_are_delivered_and_priced_as_a_broken_
     with _upstream(BAD[bad], same_chunk) as api_base:
         params = stream_call(MODEL, api_base)
         seen, error = _read(params, use_async)
+    # the error first: one of another kind (a transport error) says more than a missing event
+    assert isinstance(error, tracking.StreamInterruptedError), (error, seen)
     assert seen == ["image_edit.partial_image"]
-    assert isinstance(error, tracking.StreamInterruptedError), error
     (event,) = recorder.events
     assert (event.status, event.error_type, event.http_status) == (
         "failure",

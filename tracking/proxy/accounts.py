@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..request import end_user_of
-from .budgets import Budgets, Reservation
+from .budgets import Budgets, Reservation, settlings_done
 from .errors import ProxyError
 from .keys import VirtualKeys, cache_seconds_from_environment
 from .machine_counters import COUNTERS_FILE_ENV, MachineCounters
@@ -153,6 +153,7 @@ class Accounts:
     async def aclose(self) -> None:
         import asyncio
 
+        await settlings_done()  # settlings whose callers were cancelled still run
         await self.counters.aclose()
         await asyncio.to_thread(self.store.close)
 

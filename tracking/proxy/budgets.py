@@ -41,6 +41,7 @@ the end user's budget (a block last seen is still honoured).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -129,7 +130,8 @@ class Reservation:
     async def settle(self, cost: Decimal | None) -> None:
         """Replace the reservation with the real cost (None: unpriced, counted as 0). Once:
         a reservation settled, released or kept is done, and a second settling changes
-        nothing."""
+        nothing. A settling runs to its end even when its caller is cancelled (shutdown waits
+        for it: :func:`settlings_done`)."""
         await self._end(to_units(cost) if cost is not None else 0)
 
     async def release(self) -> None:
@@ -145,8 +147,28 @@ class Reservation:
         if self.done or self.counters is None:
             return
         self.done = True
+        if not self.held:
+            return
+        # Its own task, shielded: a cancellation of the caller (a client gone, a worker
+        # stopping) must not leave the counters after the one being told at the worst case.
+        ending = asyncio.ensure_future(self._tell(self.counters, real))
+        _ENDING.add(ending)
+        ending.add_done_callback(_ENDING.discard)
+        await asyncio.shield(ending)
+
+    async def _tell(self, counters: Counters, real: int | None) -> None:
         for name, units in self.held:  # each counter is told the hold is over (even by 0)
-            await self.counters.adjust(name, 0 if real is None else real - units, self)
+            await counters.adjust(name, 0 if real is None else real - units, self)
+
+
+#: Settlings under way, their callers perhaps cancelled (see :func:`settlings_done`).
+_ENDING: set[asyncio.Future[None]] = set()
+
+
+async def settlings_done() -> None:
+    """Wait for the settlings under way, before the counters are closed at shutdown."""
+    while _ENDING:
+        await asyncio.gather(*_ENDING, return_exceptions=True)
 
 
 class Budgets:
