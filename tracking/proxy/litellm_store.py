@@ -307,8 +307,8 @@ def spend_report(
         .group_by(day_of, column, model, key)
     )
     statement = _window(statement, spend_calls.c.start_time, start, end)
-    Pair = tuple[str, str | None]  # (model, api key hash)
-    days: dict[str, dict[str | None, dict[Pair, tuple[Decimal, int]]]] = {}
+    # day -> team (or end user) -> (model, key hash) -> (spend, tokens)
+    days: dict[str, dict[str | None, dict[tuple[str, str | None], tuple[Decimal, int]]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(statement):
             day = row.day if isinstance(row.day, str) else row.day.isoformat()
