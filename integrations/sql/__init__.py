@@ -31,7 +31,12 @@ from ._quarantine import (
     quarantine_replay_command,
     quarantined_spend,
 )
-from ._quarantined_calls import QuarantinedCall, quarantined_calls, quarantined_cost
+from ._quarantined_calls import (
+    LOOKUP_CHUNK,
+    QuarantinedCall,
+    quarantined_calls,
+    quarantined_cost,
+)
 from ._queries import (
     GroupBy,
     SpendRow,
@@ -55,6 +60,7 @@ from ._writer import BatchDestination, LedgerWriter, WriteHook
 
 __all__ = [
     "DEFAULT_URL",
+    "LOOKUP_CHUNK",
     "VERSION_TABLE",
     "BatchDestination",
     "BilledRow",

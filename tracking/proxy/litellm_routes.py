@@ -209,11 +209,8 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     async def customer_list(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         records = await asyncio.to_thread(litellm_store.list_end_users, store)
-        spend = dict(
-            (value, amount)
-            for value, amount, _, _ in await asyncio.to_thread(
-                litellm_store.spend_by, store, "customer", start=None, end=None, limit=10**6
-            )
+        spend = await asyncio.to_thread(
+            litellm_store.end_user_spend, store, [r.end_user_id for r in records]
         )
         body = [_customer(r, spend.get(r.end_user_id, "0")) for r in records]
         await send_json(send, 200, body)

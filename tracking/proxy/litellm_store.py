@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "delete_end_users",
     "delete_existing",
+    "end_user_spend",
     "list_end_users",
     "list_keys",
     "missing_key",
@@ -197,6 +198,34 @@ def total_spend(
     return _money(summed_cost(total, engine)), _money(extra) if count else None
 
 
+def _per_value(engine: Any, column: Any) -> Any:
+    """``value``, ``spend``, ``requests`` and ``quarantined`` (requests) per value of a
+    ``spend_calls`` column, the calls without one left out."""
+    import sqlalchemy as sa
+
+    from tracking.integrations.sql import cost_sum, spend_calls
+
+    return (
+        sa.select(
+            column.label("value"),
+            cost_sum(engine, source=spend_calls).label("spend"),
+            sa.func.count().label("requests"),
+            sa.func.coalesce(sa.func.sum(spend_calls.c.quarantined), 0).label("quarantined"),
+        )
+        .where(column.is_not(None))
+        .group_by(column)
+    )
+
+
+def _value_rows(engine: Any, rows: Sequence[Any]) -> list[tuple[str, str, int, int]]:
+    from tracking.integrations.sql import summed_cost
+
+    return [
+        (str(r.value), _money(summed_cost(r.spend, engine)), int(r.requests), int(r.quarantined))
+        for r in rows
+    ]
+
+
 def spend_by(
     store: AccountStore,
     group: str,
@@ -207,86 +236,152 @@ def spend_by(
 ) -> list[tuple[str, str, int, int]]:
     """``(value, spend, requests, quarantined requests)`` per value of a ledger column, dearest
     first; the quarantined calls (rows the database refused, billed all the same) included."""
-    import sqlalchemy as sa
-
     if store.nothing_stored():
         return []
-    from tracking.integrations.sql import cost_order, cost_sum, spend_calls, summed_cost
+    from tracking.integrations.sql import cost_order, spend_calls
 
     column = spend_calls.c[GROUPS[group]]
     engine = store.engine
     statement = (
-        sa.select(
-            column.label("value"),
-            cost_sum(engine, source=spend_calls).label("spend"),
-            sa.func.count().label("requests"),
-            sa.func.coalesce(sa.func.sum(spend_calls.c.quarantined), 0).label("quarantined"),
-        )
-        .where(column.is_not(None))
-        .group_by(column)
-        .order_by(*cost_order(engine, spend_calls), column)
-        .limit(limit)
+        _per_value(engine, column).order_by(*cost_order(engine, spend_calls), column).limit(limit)
     )
     statement = _window(statement, spend_calls.c.start_time, start, end)
     with engine.connect() as conn:
         rows = conn.execute(statement).all()
-    return [
-        (str(r.value), _money(summed_cost(r.spend, engine)), int(r.requests), int(r.quarantined))
-        for r in rows
-    ]
+    return _value_rows(engine, rows)
+
+
+def end_user_spend(store: AccountStore, ids: Sequence[str]) -> dict[str, str]:
+    """What each of these end users spent in all (the quarantined calls included), summed by
+    the database for them alone, ``LOOKUP_CHUNK`` ids a statement (an ``IN`` list every dialect
+    takes); an end user without calls is not in the answer."""
+    if store.nothing_stored() or not ids:
+        return {}
+    from tracking.integrations.sql import LOOKUP_CHUNK, spend_calls
+
+    column = spend_calls.c.end_user
+    engine = store.engine
+    wanted = list(dict.fromkeys(ids))
+    spend: dict[str, str] = {}
+    with engine.connect() as conn:
+        for first in range(0, len(wanted), LOOKUP_CHUNK):
+            chunk = wanted[first : first + LOOKUP_CHUNK]
+            rows = conn.execute(_per_value(engine, column).where(column.in_(chunk))).all()
+            spend.update((value, amount) for value, amount, _, _ in _value_rows(engine, rows))
+    return spend
 
 
 def spend_report(
     store: AccountStore, group: str, *, start: datetime | None, end: datetime | None
 ) -> list[dict[str, Any]]:
-    """LiteLLM's ``/global/spend/report``: per UTC day, per group value, per model; summed by
-    the database (the quarantined calls included, each call once)."""
-    import sqlalchemy as sa
+    """LiteLLM's ``/global/spend/report``, in its shapes, summed by the database (the
+    quarantined calls included, each call once).
 
+    ``team`` and ``customer``: per UTC day, per team (or end user), ``total_spend`` and
+    ``metadata``, one entry per (model, key) pair as LiteLLM's query groups them. ``api_key``:
+    LiteLLM's other shape, not per day: per key, dearest first, ``total_cost``, its input and
+    output tokens and ``model_details`` per model."""
     if store.nothing_stored():
         return []
+    if group == "api_key":
+        return _report_per_key(store, start, end)
+    import sqlalchemy as sa
+
     from tracking.integrations.sql import cost_sum, spend_calls, summed_cost, utc_day
 
     engine = store.engine
     day_of = utc_day(engine, spend_calls)
     column = spend_calls.c[GROUPS[group]]
     model = sa.func.coalesce(spend_calls.c.model, "")
+    key = spend_calls.c.api_key_hash
     statement = (
         sa.select(
             day_of.label("day"),
             column.label("value"),
             model.label("model"),
+            key.label("api_key"),
             cost_sum(engine, source=spend_calls).label("spend"),
             sa.func.coalesce(sa.func.sum(spend_calls.c.total_tokens), 0).label("tokens"),
         )
         .where(spend_calls.c.start_time.is_not(None))
-        .group_by(day_of, column, model)
+        .group_by(day_of, column, model, key)
     )
     statement = _window(statement, spend_calls.c.start_time, start, end)
-    days: dict[str, dict[str | None, dict[str, list[Decimal | int]]]] = {}
+    # day -> team (or end user) -> (model, key hash) -> (spend, tokens)
+    days: dict[str, dict[str | None, dict[tuple[str, str | None], tuple[Decimal, int]]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(statement):
             day = row.day if isinstance(row.day, str) else row.day.isoformat()
             value = None if row.value is None else str(row.value)
-            by_model = days.setdefault(day, {}).setdefault(value, {})
-            by_model[str(row.model)] = [summed_cost(row.spend, engine), int(row.tokens)]
-    days = dict(sorted(days.items()))
-    key = {"api_key": "api_key", "customer": "customer", "team": "team_name"}.get(group, group)
-    plural = {"api_key": "api_keys", "customer": "customers", "team": "teams"}.get(group, group)
+            pairs = days.setdefault(day, {}).setdefault(value, {})
+            api_key = None if row.api_key is None else str(row.api_key)
+            pairs[(str(row.model), api_key)] = (summed_cost(row.spend, engine), int(row.tokens))
+    name = {"customer": "customer", "team": "team_name"}[group]
+    plural = {"customer": "customers", "team": "teams"}[group]
     report = []
-    for day, groups in days.items():
+    for day, groups in sorted(days.items()):
         entries = []
-        for value, models in groups.items():
-            total = sum((Decimal(f[0]) for f in models.values()), Decimal(0))
-            entries.append(
-                {
-                    key: value,
-                    "total_spend": _money(total),
-                    "metadata": [
-                        {"model": m, "spend": _money(f[0]), "total_tokens": int(f[1])}
-                        for m, f in sorted(models.items())
-                    ],
-                }
-            )
+        for value, pairs in groups.items():
+            total = sum((spend for spend, _ in pairs.values()), Decimal(0))
+            metadata = [
+                {"model": m, "api_key": k, "spend": _money(spend), "total_tokens": tokens}
+                for (m, k), (spend, tokens) in sorted(
+                    pairs.items(), key=lambda item: (item[0][0], item[0][1] or "")
+                )
+            ]
+            entries.append({name: value, "total_spend": _money(total), "metadata": metadata})
         report.append({"group_by_day": day, plural: entries})
     return report
+
+
+def _report_per_key(
+    store: AccountStore, start: datetime | None, end: datetime | None
+) -> list[dict[str, Any]]:
+    """``/global/spend/report?group_by=api_key``: LiteLLM's rows per key (dearest first), each
+    with ``model_details`` per model. The ledger's ``spend_calls`` holds no input token count:
+    a call's input tokens are its total less its output tokens (total is input plus output)."""
+    import sqlalchemy as sa
+
+    from tracking.integrations.sql import cost_sum, spend_calls, summed_cost
+
+    engine = store.engine
+    key = spend_calls.c.api_key_hash
+    model = sa.func.coalesce(spend_calls.c.model, "")
+    output = sa.func.coalesce(spend_calls.c.output_tokens, 0)
+    statement = sa.select(
+        key.label("api_key"),
+        model.label("model"),
+        cost_sum(engine, source=spend_calls).label("spend"),
+        sa.func.coalesce(sa.func.sum(spend_calls.c.total_tokens - output), 0).label("input"),
+        sa.func.coalesce(sa.func.sum(spend_calls.c.output_tokens), 0).label("output"),
+    ).group_by(key, model)
+    statement = _window(statement, spend_calls.c.start_time, start, end)
+    keys: dict[str | None, list[tuple[str, Decimal, int, int]]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(statement):
+            api_key = None if row.api_key is None else str(row.api_key)
+            spend = summed_cost(row.spend, engine)
+            keys.setdefault(api_key, []).append(
+                (str(row.model), spend, int(row.input), int(row.output))
+            )
+    totals = {k: sum((m[1] for m in models), Decimal(0)) for k, models in keys.items()}
+    # dearest first, as LiteLLM orders them (exactly: the sums are Decimals); then by key
+    order = sorted(keys, key=lambda k: (-totals[k], k is None, k or ""))
+    return [
+        {
+            "api_key": api_key,
+            "total_cost": _money(totals[api_key]),
+            "total_input_tokens": sum(m[2] for m in keys[api_key]),
+            "total_output_tokens": sum(m[3] for m in keys[api_key]),
+            "model_details": [
+                {
+                    "model": m,
+                    "total_cost": _money(cost),
+                    "total_input_tokens": tokens_in,
+                    "total_output_tokens": tokens_out,
+                }
+                for m, cost, tokens_in, tokens_out in sorted(keys[api_key])
+            ],
+        }
+        for api_key in order
+    ]

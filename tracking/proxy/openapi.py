@@ -277,7 +277,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "responses": _answers("Teams with their spend", 400, 401, 403, 503),
     },
     "/global/spend/report": {
-        "summary": "Spend per day, by team or customer (master key only)",
+        "summary": "Spend per day by team or customer, or per key (master key only)",
         "parameters": _query("start_date", "end_date", "group_by"),
         "responses": _answers("Daily spend", 400, 401, 403, 503),
     },

@@ -1,0 +1,274 @@
+"""LiteLLM's spend routes: what they ask the database, their date ranges and their shapes.
+
+- ``GET /customer/list`` sums the spend of the end users it lists only, ``LOOKUP_CHUNK`` ids a
+  statement; it summed the spend of up to 10^6 end users (every one in the ledger) and picked.
+- ``/global/spend/report`` gives, as LiteLLM's query does, one ``metadata`` entry per (model,
+  key) pair with ``group_by=team|customer``, and LiteLLM's per-key rows (``total_cost``,
+  ``model_details``) with ``group_by=api_key``; it gave per-model entries, per day, for all three.
+- A date-only ``end_date`` is that day's UTC midnight, excluded: LiteLLM's ``/spend/logs`` and
+  ``/global/spend/report`` leave the day out too (``startTime <= end_date`` at midnight).
+
+The proxy's app is called in-process over ASGI (httpx), on a real SQLite file and a real
+PostgreSQL database; its store's engine is the one the statements are read from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.accounts_support import bearer
+from tests.ledger_support import ledger_url, make_event, open_ledger, quarantine_event  # noqa: F401
+from tests.proxy_support import MASTER_KEY, one_deployment_config
+from tracking.config import parse_config
+from tracking.integrations.sql._quarantined_calls import LOOKUP_CHUNK
+from tracking.proxy import litellm_store
+from tracking.proxy.account_tables import end_users
+from tracking.proxy.app import ProxyApp, create_app
+from tracking.proxy.keys import hash_key
+
+DAY = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+NEXT = DAY + timedelta(days=1)
+KEY_A, KEY_B = (hash_key(f"sk-spendroutes-{n}") for n in "ab")
+USERS = [f"user-{n:03d}" for n in range(60)]
+
+
+@pytest.fixture
+def app(ledger_url: str) -> Iterator[ProxyApp]:  # noqa: F811
+    config = parse_config(
+        one_deployment_config(
+            "http://127.0.0.1:9",  # never called
+            general_settings={"master_key": MASTER_KEY, "database_url": ledger_url},
+        )
+    )
+    proxy = create_app(config)
+    try:
+        yield proxy
+    finally:
+        proxy.accounts.store.close()
+        proxy.dispatcher.close()  # type: ignore[attr-defined]
+
+
+def _record(url: str, *events: Any) -> None:
+    ledger = open_ledger(url, mode="durable")
+    try:
+        for event in events:
+            ledger.on_end(event)
+        assert ledger.flush(30)
+    finally:
+        ledger.shutdown(10)
+
+
+def _call(app: ProxyApp, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            return await client.request(method, path, headers=bearer(MASTER_KEY), **kwargs)
+
+    return asyncio.run(send())
+
+
+def _spend_calls_statements(engine: sa.Engine) -> list[tuple[str, set[Any]]]:
+    """A list the engine's statements reading ``spend_calls`` go to from now on, each with its
+    parameters' values."""
+    seen: list[tuple[str, set[Any]]] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "spend_calls" in statement:
+            values = parameters.values() if isinstance(parameters, dict) else parameters
+            seen.append((statement, set(values or ())))
+
+    return seen
+
+
+# -- /customer/list ----------------------------------------------------------------------------
+
+
+def test_customer_list_sums_the_spend_of_the_listed_end_users_only(app, ledger_url):  # noqa: F811
+    costs = {user: Decimal(n + 1).scaleb(-3) for n, user in enumerate(USERS)}
+    _record(ledger_url, *(make_event(user=u, cost=c, start=DAY) for u, c in costs.items()))
+    store = app.accounts.store
+    quarantine_event(store.engine, user="user-007", cost=Decimal("0.5"), start=DAY)
+    costs["user-007"] += Decimal("0.5")  # a call whose row the database refused counts too
+    listed = ["user-003", "user-007", "user-042", "no-calls-yet"]
+    for user in listed:
+        created = _call(app, "POST", "/customer/new", json={"user_id": user, "max_budget": 5})
+        assert created.status_code == 200, created.text
+    before = dict(
+        (value, spend)
+        for value, spend, _, _ in litellm_store.spend_by(
+            store, "customer", start=None, end=None, limit=1000
+        )
+    )  # what the route summed before: every end user's spend
+
+    seen = _spend_calls_statements(store.engine)
+    answer = _call(app, "GET", "/customer/list")
+    assert answer.status_code == 200, answer.text
+    spend = {c["user_id"]: c["spend"] for c in answer.json()}
+    assert spend == {u: before.get(u, "0") for u in listed}  # the same answer as before
+    assert {u: Decimal(s) for u, s in spend.items()} == {
+        u: costs.get(u, Decimal(0)) for u in listed
+    }
+    assert answer.json()[0]["max_budget"] == "5"
+    # the database was asked for these end users' spend, not for everyone's
+    assert seen, "no statement read spend_calls"
+    asked = set().union(*(values for _, values in seen))
+    assert set(listed) <= asked
+    assert not asked & (set(USERS) - set(listed))
+
+
+def test_customer_list_asks_in_chunks_every_dialect_takes(app, ledger_url):  # noqa: F811
+    _record(ledger_url, make_event(user="user-000", cost=Decimal("0.25"), start=DAY))
+    _record(ledger_url, make_event(user="zz-last", cost=Decimal("0.75"), start=DAY))
+    store = app.accounts.store
+    now = datetime.now(UTC)
+    listed = [f"user-{n:03d}" for n in range(LOOKUP_CHUNK + 1)] + ["zz-last"]
+    rows = [
+        {"end_user_id": u, "blocked": False, "created_at": now, "updated_at": now} for u in listed
+    ]
+    with store.engine.begin() as conn:
+        conn.execute(end_users.insert(), rows)
+
+    seen = _spend_calls_statements(store.engine)
+    answer = _call(app, "GET", "/customer/list")
+    assert answer.status_code == 200, answer.text
+    spend = {c["user_id"]: c["spend"] for c in answer.json()}
+    assert len(spend) == len(listed)
+    assert (spend["user-000"], spend["zz-last"], spend["user-001"]) == ("0.25", "0.75", "0")
+    asked = [values & set(listed) for _, values in seen]
+    assert [len(ids) for ids in asked] == [LOOKUP_CHUNK, 2]  # an IN list of at most 500 ids
+    assert set().union(*asked) == set(listed)
+
+
+# -- date ranges -------------------------------------------------------------------------------
+
+
+def test_a_date_only_end_date_leaves_that_day_out_as_litellms_does(app, ledger_url):  # noqa: F811
+    midnight = datetime(NEXT.year, NEXT.month, NEXT.day, tzinfo=UTC)
+    _record(
+        ledger_url,
+        make_event(user="early", cost=Decimal("0.1"), start=DAY, team="t"),
+        make_event(user="midnight", cost=Decimal("0.2"), start=midnight, team="t"),
+        make_event(user="later", cost=Decimal("0.4"), start=NEXT, team="t"),
+    )
+    window = {"start_date": DAY.date().isoformat(), "end_date": NEXT.date().isoformat()}
+    total = _call(app, "GET", "/global/spend", params=window).json()
+    assert total["spend"] == "0.1"
+    report = _call(app, "GET", "/global/spend/report", params=window).json()
+    assert [d["group_by_day"] for d in report] == [DAY.date().isoformat()]
+    logs = _call(app, "GET", "/spend/logs", params=window).json()
+    assert [row["end_user"] for row in logs["data"]] == ["early"]
+    # the next range starts where this one ended: the call at midnight is in it, once
+    after = {"start_date": NEXT.date().isoformat(), "end_date": (NEXT + timedelta(1)).date()}
+    assert _call(app, "GET", "/global/spend", params=after).json()["spend"] == "0.6"
+
+
+# -- /global/spend/report ----------------------------------------------------------------------
+
+
+def _team_calls(url: str) -> None:
+    _record(
+        url,
+        make_event(cost=Decimal("0.1"), start=DAY, team="t", api_key_hash=KEY_A),
+        make_event(cost=Decimal("0.2"), start=DAY, team="t", api_key_hash=KEY_A),
+        make_event(cost=Decimal("0.3"), start=DAY, team="t", api_key_hash=KEY_B),
+        make_event(cost=Decimal("0.4"), start=DAY, team="t", api_key_hash=KEY_A, model="m2"),
+        make_event(cost=Decimal("0.5"), start=NEXT, user="bob", api_key_hash=KEY_B),
+    )
+
+
+def test_the_report_by_team_has_an_entry_per_model_and_key(app, ledger_url):  # noqa: F811
+    _team_calls(ledger_url)
+    report = _call(app, "GET", "/global/spend/report", params={"group_by": "team"}).json()
+    first, second = report
+    assert first["group_by_day"] == DAY.date().isoformat()
+    (team,) = first["teams"]
+    assert (team["team_name"], team["total_spend"]) == ("t", "1")
+    tokens = 1389  # make_event's usage
+    expected = [
+        {"model": "gpt-image-1", "api_key": KEY_A, "spend": "0.3", "total_tokens": 2 * tokens},
+        {"model": "gpt-image-1", "api_key": KEY_B, "spend": "0.3", "total_tokens": tokens},
+        {"model": "m2", "api_key": KEY_A, "spend": "0.4", "total_tokens": tokens},
+    ]
+    assert team["metadata"] == sorted(expected, key=lambda e: (e["model"], e["api_key"]))
+    assert second["teams"] == [
+        {
+            "team_name": None,
+            "total_spend": "0.5",
+            "metadata": [
+                {"model": "gpt-image-1", "api_key": KEY_B, "spend": "0.5", "total_tokens": tokens}
+            ],
+        }
+    ]
+    customers = _call(app, "GET", "/global/spend/report", params={"group_by": "customer"})
+    bob = [c for d in customers.json() for c in d["customers"] if c["customer"] == "bob"]
+    assert bob[0]["metadata"][0]["api_key"] == KEY_B
+
+
+def test_the_report_by_api_key_is_litellms_rows_per_key(app, ledger_url):  # noqa: F811
+    _team_calls(ledger_url)
+    quarantine_event(app.accounts.store.engine, cost=Decimal("0.05"), start=DAY, team="t")
+    params = {"group_by": "api_key"}
+    report = _call(app, "GET", "/global/spend/report", params=params).json()
+    # make_event's usage: 10 + 323 input tokens, 1056 output, 1389 in all
+    assert report == [
+        {
+            "api_key": KEY_B,
+            "total_cost": "0.8",
+            "total_input_tokens": 2 * 333,
+            "total_output_tokens": 2 * 1056,
+            "model_details": [
+                {
+                    "model": "gpt-image-1",
+                    "total_cost": "0.8",
+                    "total_input_tokens": 2 * 333,
+                    "total_output_tokens": 2 * 1056,
+                }
+            ],
+        },
+        {
+            "api_key": KEY_A,
+            "total_cost": "0.7",
+            "total_input_tokens": 3 * 333,
+            "total_output_tokens": 3 * 1056,
+            "model_details": [
+                {
+                    "model": "gpt-image-1",
+                    "total_cost": "0.3",
+                    "total_input_tokens": 2 * 333,
+                    "total_output_tokens": 2 * 1056,
+                },
+                {
+                    "model": "m2",
+                    "total_cost": "0.4",
+                    "total_input_tokens": 333,
+                    "total_output_tokens": 1056,
+                },
+            ],
+        },
+        {
+            "api_key": None,  # the quarantined call, made without a key
+            "total_cost": "0.05",
+            "total_input_tokens": 333,
+            "total_output_tokens": 1056,
+            "model_details": [
+                {
+                    "model": "gpt-image-1",
+                    "total_cost": "0.05",
+                    "total_input_tokens": 333,
+                    "total_output_tokens": 1056,
+                }
+            ],
+        },
+    ]
+    window = {**params, "start_date": NEXT.date().isoformat()}
+    later = _call(app, "GET", "/global/spend/report", params=window).json()
+    assert [(r["api_key"], r["total_cost"]) for r in later] == [(KEY_B, "0.5")]
