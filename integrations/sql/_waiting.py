@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._engine import outbox_target
-from ._outbox import default_outbox_dir
+from ._outbox import default_outbox_dir, set_aside_files
 from ._quarantine import budget_spend
 from ._quarantined_calls import QuarantinedCall, choose_calls, field_text
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["budget_spend_with_outboxes", "outbox_folder", "waiting_calls"]
+__all__ = ["budget_spend_with_outboxes", "local_calls", "outbox_folder", "waiting_calls"]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -63,11 +63,35 @@ def waiting_calls(
     ``end_user`` (those given) and started at ``since`` or later, one per request id (its own
     row where its intent's is there too). Read only: nothing is locked or changed. An outbox
     that cannot be read is logged and skipped (its rows cannot ship either)."""
+    return _local_calls(
+        directory, rejected=False, key_hashes=key_hashes, end_user=end_user, since=since
+    )
+
+
+def local_calls(
+    directory: Path,
+    *,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+) -> list[QuarantinedCall]:
+    """:func:`waiting_calls` and the calls kept in the ``rejected`` tables of ``directory``'s
+    outboxes and of the files set aside there (``rejected-<pid>[-n].db``): every call this host
+    keeps out of the database, each once (module docstring)."""
+    return _local_calls(
+        directory, rejected=True, key_hashes=key_hashes, end_user=end_user, since=since
+    )
+
+
+def _local_calls(
+    directory: Path,
+    *,
+    rejected: bool,
+    key_hashes: Sequence[str] | None,
+    end_user: str | None,
+    since: datetime | None,
+) -> list[QuarantinedCall]:
     if key_hashes is not None and not key_hashes:
-        return []
-    try:
-        paths = sorted(directory.glob("outbox-*.db"))
-    except OSError:
         return []
     narrowing: list[str] = []
     params: list[str] = []
@@ -78,7 +102,30 @@ def waiting_calls(
         narrowing.append("instr(line, ?) > 0")
         params.append(field_text("end_user", end_user))
     where = f" WHERE {' AND '.join(narrowing)}" if narrowing else ""
-    query = f"SELECT seq, line FROM outbox{where}"  # noqa: S608 (markers only)
+    tables = ("outbox", "rejected") if rejected else ("outbox",)
+    # One statement, one snapshot of the file: a row moved to ``rejected`` meanwhile (one
+    # transaction) is read once, on one side or the other.
+    query = " UNION ALL ".join(
+        f"SELECT '{table}', seq, line FROM {table}{where}"  # noqa: S608 (markers only)
+        for table in tables
+    )
+    try:
+        outboxes = sorted(directory.glob("outbox-*.db"))
+    except OSError:
+        outboxes = []
+    lines = _lines_in(outboxes, query, params * len(tables))
+    if rejected:
+        # Listed after the outboxes were read: an outbox set aside meanwhile (a hard link made,
+        # then its old name removed) is read under one name or both, never neither.
+        lines += _lines_in(set_aside_files(directory), query, params * len(tables))
+    chosen = choose_calls(lines, key_hashes=key_hashes, end_user=end_user, since=since)
+    return list(chosen.values())
+
+
+def _lines_in(paths: Sequence[Path], query: str, params: Sequence[str]) -> list[tuple[object, str]]:
+    """``((table, seq, line), line)`` for the rows ``query`` finds in each file of ``paths``;
+    a file that cannot be read is logged and skipped. A row is named by its line too: one
+    without a request id, read from a file under both its names, is one call."""
     lines: list[tuple[object, str]] = []
     for path in paths:
         try:
@@ -91,9 +138,8 @@ def waiting_calls(
             if path.exists():  # else removed by its owner (nothing waited in it) while we looked
                 log.warning("ledger outbox %s cannot be read for budgets (%s)", path, exc)
             continue
-        lines.extend(((path.name, seq), line) for seq, line in found)
-    chosen = choose_calls(lines, key_hashes=key_hashes, end_user=end_user, since=since)
-    return list(chosen.values())
+        lines.extend(((table, seq, line), line) for table, seq, line in found)
+    return lines
 
 
 def _begin_snapshot(conn: Connection) -> None:
@@ -112,10 +158,11 @@ def budget_spend_with_outboxes(
     end_user: str | None = None,
     since: datetime | None = None,
 ) -> Decimal:
-    """What budgets start from: :func:`~._quarantine.budget_spend` and the calls waiting in the
-    local outboxes of ``folder`` (None: the target's folder), each call once (module docstring).
+    """What budgets start from: :func:`~._quarantine.budget_spend` and the calls kept in the
+    local outboxes of ``folder`` (None: the target's folder), waiting to ship or refused for good
+    (:func:`local_calls`), each call once (module docstring).
     """
-    waiting = waiting_calls(
+    local = local_calls(
         folder if folder is not None else outbox_folder(engine),
         key_hashes=key_hashes,
         end_user=end_user,
@@ -124,5 +171,5 @@ def budget_spend_with_outboxes(
     with engine.connect() as conn:
         _begin_snapshot(conn)
         return budget_spend(
-            conn, key_hashes=key_hashes, end_user=end_user, since=since, waiting=waiting
+            conn, key_hashes=key_hashes, end_user=end_user, since=since, waiting=local
         )
