@@ -1,4 +1,4 @@
-"""The calls whose rows wait in this host's local outboxes, and what budgets start from with them.
+"""The calls this host keeps in its local outboxes, and what budgets start from with them.
 
 While a PostgreSQL ledger cannot take rows (unreachable, out of disk, read-only after a failover,
 its schema not checked yet) calls go on and their rows wait in the local outboxes
@@ -18,10 +18,22 @@ counted once, by request id) and none is in neither. A call with a row on both s
 its own row, wherever it is (an intent's ``incomplete`` estimate only where the call has no own
 row), as :func:`~._quarantine.budget_spend` does for the quarantine.
 
-Other hosts' outboxes are on their disks: a budget read here cannot see them (their rows count
-once shipped). The rows an outbox keeps in its ``rejected`` table (refused by the database and
-by its quarantine) are not counted: they never reach the database, where every host would see
-them.
+The calls kept for good count too (:func:`local_calls`): a row the database refuses for good
+and its quarantine too is moved to its outbox's ``rejected`` table, and an outbox left with only
+such rows is set aside as ``rejected-<pid>[-n].db`` (:mod:`._outbox`). The call was billed all
+the same, yet no budget counted it (until 2026-12-06): a key or end user whose rows kept being
+refused (a value the database cannot store) spent past its budget without limit once its
+counter started again from the ledger. Both tables of an outbox are read in one statement (one
+snapshot: a row moved from one to the other meanwhile is read once), and the files set aside
+are listed after the outboxes were read (an outbox set aside meanwhile, linked under its new
+name before its old one goes, is read under one name or both: a row is named by its line too,
+so it counts once). Such a row never ships by itself: put into the database by hand, its call
+counts there, once.
+
+Other hosts' outboxes are on their disks: a budget read here cannot see them (their waiting
+rows count once shipped; their rejected ones only there). The reading is done when a budget
+counter starts from the ledger (first use, an hour unused, Redis lost it, a budget changed), not
+at every reservation; the ``rejected`` tables are expected to be small (rows refused twice).
 """
 
 from __future__ import annotations
