@@ -21,13 +21,17 @@ import sqlalchemy as sa
 
 from tests.accounts_support import accounts_config, edit, generate, ledger_env
 from tests.ledger_support import (  # noqa: F401
+    close_quarantine,
     intent_line_of,
     leave_outbox,
     ledger_url,
     make_event,
     open_ledger,
+    outbox_with_rejected_rows,
+    postgres_refusal,
     refused_rows,
     row_line,
+    run_sql,
 )
 from tests.proxy_support import ProxyProcess
 from tracking.integrations.sql import _outbox as outbox_module
@@ -45,59 +49,8 @@ from tracking.proxy.account_store import AccountStore
 from tracking.proxy.keys import hash_key
 
 MODEL = "gpt-image-2"
-#: A quarantine that refuses every row for good (a check violation, SQLSTATE class 23).
-_CLOSED_QUARANTINE = {
-    "sqlite": (
-        "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
-        "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END",
-    ),
-    "postgresql": (
-        "CREATE FUNCTION no_quarantine() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "RAISE EXCEPTION 'the quarantine is closed' USING ERRCODE = '23514'; END $$",
-        "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
-        "FOR EACH ROW EXECUTE FUNCTION no_quarantine()",
-    ),
-}
 #: ``spend_logs`` refusing every row for good, as a value out of range is (SQLSTATE 22003).
-_REFUSING_SPEND_LOGS = (
-    "CREATE FUNCTION no_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    "RAISE EXCEPTION 'value out of range' USING ERRCODE = '22003'; END $$",
-    "CREATE TRIGGER no_row BEFORE INSERT ON spend_logs FOR EACH ROW EXECUTE FUNCTION no_row()",
-)
-
-
-def _run(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(sa.text(statement))
-    finally:
-        engine.dispose()
-
-
-def _close_quarantine(url: str) -> None:
-    engine = create_ledger_engine(url)
-    dialect = engine.dialect.name
-    engine.dispose()
-    _run(url, *_CLOSED_QUARANTINE[dialect])
-
-
-def _set_aside_file(directory: Path, name: str, lines: list[str]) -> Path:
-    """A file set aside with ``lines`` in its ``rejected`` table, as a closed outbox leaves it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        for statement in outbox_module._SCHEMA:
-            db.execute(statement)
-        db.executemany(
-            "INSERT INTO rejected (line, reason, rejected_at) VALUES (?, 'refused', NULL)",
-            [(line,) for line in lines],
-        )
-    finally:
-        db.close()
-    return path
+_REFUSING_SPEND_LOGS = postgres_refusal("spend_logs", "22003", "value out of range")
 
 
 def test_a_call_refused_by_the_database_and_its_quarantine_counts_toward_budgets(
@@ -106,7 +59,7 @@ def test_a_call_refused_by_the_database_and_its_quarantine_counts_toward_budgets
     """The row ends in the outbox's ``rejected`` table (then in a file set aside): the budget
     counts its cost while the ledger runs and after it closed; the database alone does not."""
     open_ledger(ledger_url).shutdown(10)  # the schema
-    _close_quarantine(ledger_url)
+    close_quarantine(ledger_url)
     engine = create_ledger_engine(ledger_url)
     try:
         _spend_past_the_database_and_its_quarantine(ledger_url, engine)
@@ -177,8 +130,8 @@ def test_a_rejected_call_counts_once_beside_its_other_rows(ledger_url: str) -> N
                 "INSERT INTO rejected (line, reason) VALUES (?, 'refused')", [(waits,), (in_logs,)]
             )
         db.close()
-        _set_aside_file(folder, "rejected-1.db", [own, alone])
-        _set_aside_file(folder, "rejected-2.db", [own, in_logs])
+        outbox_with_rejected_rows(folder, [own, alone], "rejected-1.db")
+        outbox_with_rejected_rows(folder, [own, in_logs], "rejected-2.db")
         (folder / "rejected-3.db").hardlink_to(folder / "rejected-1.db")  # both names at once
 
         ids = sorted(c.request_id or "" for c in local_calls(folder, end_user=user))
@@ -206,7 +159,8 @@ def test_a_key_whose_rows_are_refused_everywhere_is_held_to_its_budget_after_a_r
     user = "ursula-" + uuid.uuid4().hex[:8]
     with ProxyProcess(config, env=ledger_env(postgres_url)) as first:
         key = generate(client, first.url, max_budget="0.05")["key"]
-        _run(postgres_url, *_REFUSING_SPEND_LOGS, *_CLOSED_QUARANTINE["postgresql"])
+        run_sql(postgres_url, *_REFUSING_SPEND_LOGS)
+        close_quarantine(postgres_url)
         answered = 0
         for _ in range(20):
             answer = edit(client, first.url, key, model=MODEL, user=user)
