@@ -4,6 +4,7 @@ outboxes left behind, and a ledger per dialect."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -114,19 +115,39 @@ def leftovers_dir(url: str) -> Path:
     return default_outbox_dir(outbox_target(resolve_url(url)))
 
 
-def close_quarantine(url: str) -> None:
-    """Make the file's ``ledger_quarantine`` refuse every row (a trigger)."""
+def run_sql(url: str, *statements: str) -> None:
+    """Run ``statements`` on the database at ``url``, in one transaction."""
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
-                    "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END"
-                )
-            )
+            for statement in statements:
+                conn.execute(sa.text(statement))
     finally:
         engine.dispose()
+
+
+def postgres_refusal(table: str, sqlstate: str, message: str) -> tuple[str, str]:
+    """The statements making PostgreSQL's ``table`` refuse every insert with ``message`` and
+    ``sqlstate``: a trigger ``refuse_<table>`` (``DROP TRIGGER refuse_<table> ON <table>``)."""
+    name = f"refuse_{table}"
+    return (
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"RAISE EXCEPTION '{message}' USING ERRCODE = '{sqlstate}'; END $$",
+        f"CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()",
+    )
+
+
+def close_quarantine(url: str) -> None:
+    """Make the database's ``ledger_quarantine`` refuse every row for good (a trigger; on
+    PostgreSQL a check violation, SQLSTATE class 23)."""
+    if resolve_url(url).get_backend_name() == "sqlite":
+        run_sql(
+            url,
+            "CREATE TRIGGER no_quarantine BEFORE INSERT ON ledger_quarantine "
+            "BEGIN SELECT RAISE(ABORT, 'the quarantine is closed'); END",
+        )
+    else:
+        run_sql(url, *postgres_refusal("ledger_quarantine", "23514", "the quarantine is closed"))
 
 
 def ids_in(engine: sa.Engine) -> set[str]:
@@ -144,6 +165,30 @@ def leave_outbox(directory: Path, lines: Sequence[str]) -> Path:
     finally:
         outbox.close()  # rows pending: the files stay
     return outbox.path
+
+
+def outbox_with_rejected_rows(
+    directory: Path, lines: Sequence[str], name: str = "outbox-999999999.db"
+) -> Path:
+    """What a process killed after its last row was rejected leaves (or, named
+    ``rejected-...``, an outbox set aside): a file with nothing to ship and ``lines`` in its
+    ``rejected`` table, unlocked. Returns its path."""
+    from tracking.integrations.sql._outbox import _SCHEMA
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        for statement in _SCHEMA:
+            db.execute(statement)
+        db.executemany(
+            "INSERT INTO rejected (line, reason, rejected_at) VALUES (?, 'refused', NULL)",
+            [(line,) for line in lines],
+        )
+    finally:
+        db.close()
+    return path
 
 
 def intent_line_of(request_id: str, *, user: str = "zoe", key_hash: str = "k") -> str:

@@ -25,7 +25,9 @@ from tests.ledger_support import (  # noqa: F401
     ledger_url,
     make_event,
     open_ledger,
+    postgres_refusal,
     row_line,
+    run_sql,
 )
 from tests.proxy_support import ProxyProcess
 from tests.relay import TcpRelay
@@ -43,22 +45,7 @@ from tracking.proxy.keys import hash_key
 MODEL = "gpt-image-2"
 #: A full disk as PostgreSQL reports it (SQLSTATE 53100): reads go on, every insert fails, and
 #: the ledger keeps the rows in its outbox (a transient failure) until the database takes them.
-_NO_ROOM = (
-    "CREATE FUNCTION no_room() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    "RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = '53100'; "
-    "END $$",
-    "CREATE TRIGGER no_room BEFORE INSERT ON spend_logs FOR EACH ROW EXECUTE FUNCTION no_room()",
-)
-
-
-def _run(url: str, *statements: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(sa.text(statement))
-    finally:
-        engine.dispose()
+_NO_ROOM = postgres_refusal("spend_logs", "53100", "could not extend file: No space left on device")
 
 
 def test_a_restarted_proxy_counts_the_rows_waiting_for_a_full_database(
@@ -73,7 +60,7 @@ def test_a_restarted_proxy_counts_the_rows_waiting_for_a_full_database(
     first = ProxyProcess(config, env=ledger_env(postgres_url)).start()
     try:
         key = generate(client, first.url, max_budget="0.05")["key"]
-        _run(postgres_url, *_NO_ROOM)
+        run_sql(postgres_url, *_NO_ROOM)
         answered: list[str] = []
         for _ in range(20):
             answer = edit(client, first.url, key, model=MODEL)
@@ -95,7 +82,8 @@ def test_a_restarted_proxy_counts_the_rows_waiting_for_a_full_database(
             assert fake.hits == before
             spent = store.spent(key_hashes=[hash_key(key)], since=None)
             assert Decimal(0) < spent <= Decimal("0.05")
-            _run(postgres_url, "DROP TRIGGER no_room ON spend_logs")  # room again: rows ship
+            # room again: the rows ship
+            run_sql(postgres_url, "DROP TRIGGER refuse_spend_logs ON spend_logs")
             engine = sa.create_engine(postgres_url)
             try:
                 wait_for(lambda: set(answered) <= ids_in(engine), timeout=30)

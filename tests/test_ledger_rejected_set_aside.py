@@ -25,6 +25,7 @@ from tests.ledger_support import (
     leave_outbox,
     leftovers_dir,
     make_event,
+    outbox_with_rejected_rows,
     refused_line,
     refused_rows,
     row_line,
@@ -69,25 +70,6 @@ def _rejected_in(directory: Path) -> dict[str, list[str]]:
     return kept
 
 
-def _dead_outbox_with_only_rejected_rows(directory: Path, lines: list[str]) -> Path:
-    """What a process killed after its last row was rejected leaves: an outbox with nothing to
-    ship and rows in ``rejected``, unlocked (so was every such outbox before the fix)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "outbox-999999999.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        for statement in outbox_module._SCHEMA:
-            db.execute(statement)
-        db.executemany(
-            "INSERT INTO rejected (line, reason, rejected_at) VALUES (?, 'refused', NULL)",
-            [(line,) for line in lines],
-        )
-    finally:
-        db.close()
-    return path
-
-
 def test_kept_rows_with_a_refused_one_leave_no_outbox_to_claim_at_the_next_start(
     url: str, claims: list[Path]
 ) -> None:
@@ -121,7 +103,7 @@ def test_a_dead_outbox_with_only_rejected_rows_is_claimed_once_and_kept(
     """The shipper path (an outbox in front of the target), for an outbox a killed process left."""
     directory = tmp_path / "own-outbox"
     lines = [refused_line(), row_line("never-shipped-but-refused")]
-    dead = _dead_outbox_with_only_rejected_rows(directory, lines)
+    dead = outbox_with_rejected_rows(directory, lines)
 
     caplog.set_level(logging.INFO, logger="tracking.ledger")
     for _ in range(3):
@@ -138,9 +120,9 @@ def test_a_dead_outbox_with_only_rejected_rows_is_claimed_once_and_kept(
 
 def test_a_set_aside_name_never_replaces_another(url: str, tmp_path: Path) -> None:
     directory = tmp_path / "own-outbox"
-    _dead_outbox_with_only_rejected_rows(directory, ["first"])
+    outbox_with_rejected_rows(directory, ["first"])
     SqlLedger(url, outbox_dir=directory).shutdown(10)
-    _dead_outbox_with_only_rejected_rows(directory, ["second"])  # the pid used again
+    outbox_with_rejected_rows(directory, ["second"])  # the pid used again
     SqlLedger(url, outbox_dir=directory).shutdown(10)
     assert _rejected_in(directory) == {
         "rejected-999999999-1.db": ["second"],
@@ -156,7 +138,7 @@ def test_quarantine_list_finds_rows_kept_under_the_ledgers_own_outbox_dir(
     from tracking.cli import main
 
     directory = tmp_path / "own-outbox"
-    _dead_outbox_with_only_rejected_rows(directory, [refused_line()])
+    outbox_with_rejected_rows(directory, [refused_line()])
     SqlLedger(url, outbox_dir=directory).shutdown(10)
     argv = ["ledger", "quarantine", "list", "--database-url", url]
     assert main(argv) == 0
@@ -211,7 +193,7 @@ def test_quarantine_list_json_with_local_lists_the_rows_kept_locally_too(
     from tracking.cli import main
 
     directory = tmp_path / "own-outbox"
-    _dead_outbox_with_only_rejected_rows(directory, [refused_line()])
+    outbox_with_rejected_rows(directory, [refused_line()])
     SqlLedger(url, outbox_dir=directory).shutdown(10)
     argv = ["ledger", "quarantine", "list", "--format", "json", "--database-url", url]
     argv += ["--outbox-dir", str(directory)]

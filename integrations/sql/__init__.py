@@ -55,7 +55,7 @@ from ._schema import (
     spend_calls,
     spend_logs,
 )
-from ._waiting import budget_spend_with_outboxes, outbox_folder, waiting_calls
+from ._waiting import budget_spend_with_outboxes, local_calls, outbox_folder, waiting_calls
 from ._writer import BatchDestination, LedgerWriter, WriteHook
 
 __all__ = [
@@ -86,6 +86,7 @@ __all__ = [
     "event_to_row",
     "head_revision",
     "include_object",
+    "local_calls",
     "metadata",
     "migrate_command",
     "migrations_path",

@@ -19,7 +19,9 @@ folded in) and renamed ``rejected-<pid>[-n].db`` in the same directory (:func:`s
 lists them, :func:`read_rejected` reads them; ``tracking ledger quarantine list`` shows their
 rows), so that no ledger claims it again at every start and every rescan only to find nothing to
 ship. A rename never replaces a file: rows are never lost, and should the rename fail the outbox
-stays where it was, claimed again as before.
+stays where it was, claimed again as before. The calls in the ``rejected`` tables, of outboxes
+and of files set aside, count toward the proxy's budgets on this host
+(:func:`tracking.integrations.sql._waiting.local_calls`).
 """
 
 from __future__ import annotations

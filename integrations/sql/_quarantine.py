@@ -16,10 +16,11 @@ to ``ledger_quarantine`` by the writer or the outbox's shipper (see
   its metadata says it was repaired.
 
 A quarantined row's money still counts toward budgets: :func:`budget_spend` (``spend_logs``'
-sum and the quarantined calls, each call once), with the calls still waiting in this host's
-local outboxes (:func:`~._waiting.budget_spend_with_outboxes`), is what a key's or end user's
-budget counter starts from in the proxy, so a caller cannot spend past a budget by making calls
-whose rows the database refuses.
+sum and the quarantined calls, each call once), with the calls this host keeps in its local
+outboxes, still waiting or refused by the quarantine too
+(:func:`~._waiting.budget_spend_with_outboxes`), is what a key's or end user's budget counter
+starts from in the proxy, so a caller cannot spend past a budget by making calls whose rows the
+database refuses.
 """
 
 from __future__ import annotations
@@ -154,8 +155,8 @@ def budget_spend(
 ) -> Decimal:
     """What one key (the rows naming any of ``key_hashes``) or end user spent from ``since``
     (inclusive) on, as budgets count it: the rows of ``spend_logs``, the quarantined calls and
-    the calls ``waiting`` in local outboxes (read before ``conn``'s snapshot, see
-    :func:`~._waiting.budget_spend_with_outboxes`), each call once.
+    the calls ``waiting`` in local outboxes or kept in their ``rejected`` tables (read before
+    ``conn``'s snapshot, see :func:`~._waiting.budget_spend_with_outboxes`), each call once.
 
     A call may have a row on each side: a process killed between committing the call's row
     and marking its intent done leaves both, and the database may take one and refuse the
@@ -191,7 +192,8 @@ def _waiting_beyond(
     calls: Sequence[QuarantinedCall],
     waiting: Sequence[QuarantinedCall],
 ) -> Decimal:
-    """What the calls ``waiting`` in outboxes add to what the database counted of ``calls``
+    """What the calls ``waiting`` in outboxes (or kept in their ``rejected`` tables) add to what
+    the database counted of ``calls``
     (its quarantined ones) and ``spend_logs``' rows under ``conditions``: a call the database
     does not hold counts whole; one it holds counts there, unless the database holds only its
     intent's ``incomplete`` estimate and the outbox its own row, which then replaces it."""

@@ -1,4 +1,4 @@
-"""The calls whose rows wait in this host's local outboxes, and what budgets start from with them.
+"""The calls this host keeps in its local outboxes, and what budgets start from with them.
 
 While a PostgreSQL ledger cannot take rows (unreachable, out of disk, read-only after a failover,
 its schema not checked yet) calls go on and their rows wait in the local outboxes
@@ -18,10 +18,22 @@ counted once, by request id) and none is in neither. A call with a row on both s
 its own row, wherever it is (an intent's ``incomplete`` estimate only where the call has no own
 row), as :func:`~._quarantine.budget_spend` does for the quarantine.
 
-Other hosts' outboxes are on their disks: a budget read here cannot see them (their rows count
-once shipped). The rows an outbox keeps in its ``rejected`` table (refused by the database and
-by its quarantine) are not counted: they never reach the database, where every host would see
-them.
+The calls kept for good count too (:func:`local_calls`): a row the database refuses for good
+and its quarantine too is moved to its outbox's ``rejected`` table, and an outbox left with only
+such rows is set aside as ``rejected-<pid>[-n].db`` (:mod:`._outbox`). The call was billed all
+the same, yet no budget counted it (until 2026-12-06): a key or end user whose rows kept being
+refused (a value the database cannot store) spent past its budget without limit once its
+counter started again from the ledger. Both tables of an outbox are read in one statement (one
+snapshot: a row moved from one to the other meanwhile is read once), and the files set aside
+are listed after the outboxes were read (an outbox set aside meanwhile, linked under its new
+name before its old one goes, is read under one name or both: a row is named by its line too,
+so it counts once). Such a row never ships by itself: put into the database by hand, its call
+counts there, once.
+
+Other hosts' outboxes are on their disks: a budget read here cannot see them (their waiting
+rows count once shipped; their rejected ones only there). The reading is done when a budget
+counter starts from the ledger (first use, an hour unused, Redis lost it, a budget changed), not
+at every reservation; the ``rejected`` tables are expected to be small (rows refused twice).
 """
 
 from __future__ import annotations
@@ -35,14 +47,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._engine import outbox_target
-from ._outbox import default_outbox_dir
+from ._outbox import default_outbox_dir, set_aside_files
 from ._quarantine import budget_spend
 from ._quarantined_calls import QuarantinedCall, choose_calls, field_text
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["budget_spend_with_outboxes", "outbox_folder", "waiting_calls"]
+__all__ = ["budget_spend_with_outboxes", "local_calls", "outbox_folder", "waiting_calls"]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -63,11 +75,35 @@ def waiting_calls(
     ``end_user`` (those given) and started at ``since`` or later, one per request id (its own
     row where its intent's is there too). Read only: nothing is locked or changed. An outbox
     that cannot be read is logged and skipped (its rows cannot ship either)."""
+    return _local_calls(
+        directory, rejected=False, key_hashes=key_hashes, end_user=end_user, since=since
+    )
+
+
+def local_calls(
+    directory: Path,
+    *,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+) -> list[QuarantinedCall]:
+    """:func:`waiting_calls` and the calls kept in the ``rejected`` tables of ``directory``'s
+    outboxes and of the files set aside there (``rejected-<pid>[-n].db``): every call this host
+    keeps out of the database, each once (module docstring)."""
+    return _local_calls(
+        directory, rejected=True, key_hashes=key_hashes, end_user=end_user, since=since
+    )
+
+
+def _local_calls(
+    directory: Path,
+    *,
+    rejected: bool,
+    key_hashes: Sequence[str] | None,
+    end_user: str | None,
+    since: datetime | None,
+) -> list[QuarantinedCall]:
     if key_hashes is not None and not key_hashes:
-        return []
-    try:
-        paths = sorted(directory.glob("outbox-*.db"))
-    except OSError:
         return []
     narrowing: list[str] = []
     params: list[str] = []
@@ -78,7 +114,30 @@ def waiting_calls(
         narrowing.append("instr(line, ?) > 0")
         params.append(field_text("end_user", end_user))
     where = f" WHERE {' AND '.join(narrowing)}" if narrowing else ""
-    query = f"SELECT seq, line FROM outbox{where}"  # noqa: S608 (markers only)
+    tables = ("outbox", "rejected") if rejected else ("outbox",)
+    # One statement, one snapshot of the file: a row moved to ``rejected`` meanwhile (one
+    # transaction) is read once, on one side or the other.
+    query = " UNION ALL ".join(
+        f"SELECT '{table}', seq, line FROM {table}{where}"  # noqa: S608 (markers only)
+        for table in tables
+    )
+    try:
+        outboxes = sorted(directory.glob("outbox-*.db"))
+    except OSError:
+        outboxes = []
+    lines = _lines_in(outboxes, query, params * len(tables))
+    if rejected:
+        # Listed after the outboxes were read: an outbox set aside meanwhile (a hard link made,
+        # then its old name removed) is read under one name or both, never neither.
+        lines += _lines_in(set_aside_files(directory), query, params * len(tables))
+    chosen = choose_calls(lines, key_hashes=key_hashes, end_user=end_user, since=since)
+    return list(chosen.values())
+
+
+def _lines_in(paths: Sequence[Path], query: str, params: Sequence[str]) -> list[tuple[object, str]]:
+    """``((table, seq, line), line)`` for the rows ``query`` finds in each file of ``paths``;
+    a file that cannot be read is logged and skipped. A row is named by its line too: one
+    without a request id, read from a file under both its names, is one call."""
     lines: list[tuple[object, str]] = []
     for path in paths:
         try:
@@ -91,9 +150,8 @@ def waiting_calls(
             if path.exists():  # else removed by its owner (nothing waited in it) while we looked
                 log.warning("ledger outbox %s cannot be read for budgets (%s)", path, exc)
             continue
-        lines.extend(((path.name, seq), line) for seq, line in found)
-    chosen = choose_calls(lines, key_hashes=key_hashes, end_user=end_user, since=since)
-    return list(chosen.values())
+        lines.extend(((table, seq, line), line) for table, seq, line in found)
+    return lines
 
 
 def _begin_snapshot(conn: Connection) -> None:
@@ -112,10 +170,11 @@ def budget_spend_with_outboxes(
     end_user: str | None = None,
     since: datetime | None = None,
 ) -> Decimal:
-    """What budgets start from: :func:`~._quarantine.budget_spend` and the calls waiting in the
-    local outboxes of ``folder`` (None: the target's folder), each call once (module docstring).
+    """What budgets start from: :func:`~._quarantine.budget_spend` and the calls kept in the
+    local outboxes of ``folder`` (None: the target's folder), waiting to ship or refused for good
+    (:func:`local_calls`), each call once (module docstring).
     """
-    waiting = waiting_calls(
+    local = local_calls(
         folder if folder is not None else outbox_folder(engine),
         key_hashes=key_hashes,
         end_user=end_user,
@@ -124,5 +183,5 @@ def budget_spend_with_outboxes(
     with engine.connect() as conn:
         _begin_snapshot(conn)
         return budget_spend(
-            conn, key_hashes=key_hashes, end_user=end_user, since=since, waiting=waiting
+            conn, key_hashes=key_hashes, end_user=end_user, since=since, waiting=local
         )

@@ -324,8 +324,9 @@ class AccountStore:
     ) -> Decimal:
         """What one key (the rows naming any of ``key_hashes``: a regenerated key's hashes) or
         end user spent from ``since`` (inclusive) on, per the ledger: ``spend_logs``, the
-        quarantined rows and the rows still waiting in this host's local outboxes (a database
-        that cannot take rows yet), each call once
+        quarantined rows and the rows this host keeps in its local outboxes (waiting for a
+        database that cannot take them yet, or refused by the database and its quarantine),
+        each call once
         (:func:`~tracking.integrations.sql.budget_spend_with_outboxes`)."""
         if self.nothing_stored():
             return Decimal(0)
