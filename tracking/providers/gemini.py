@@ -413,6 +413,8 @@ def _format_of(mime_type: Any) -> str:
 
 class GeminiProvider(GeminiAnswers):
     name = "gemini"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: images are sent as base64 in JSON: large ones are prepared off the event loop
     encodes_images = True
     key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")

@@ -95,6 +95,8 @@ def _one_image_from_one(request: ImageEditRequest, operation: str) -> None:
 
 class StabilityProvider:
     name = "stability"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: a mask is decoded and converted (white means edit) while the request is prepared
     converts_masks = True
     key_variables = ("STABILITY_API_KEY",)

@@ -121,6 +121,8 @@ def _data_uri(image: ImageFile) -> dict[str, str]:
 
 class XAIProvider:
     name = "xai"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: images are sent as base64 in JSON: large ones are prepared off the event loop
     encodes_images = True
     key_variables = ("XAI_API_KEY",)
