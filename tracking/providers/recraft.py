@@ -186,4 +186,4 @@ def _charged(credits: object) -> Decimal | None:
         return None
     if not units.is_finite() or units <= 0:
         return None
-    return plausible_charge(units / API_UNITS_PER_USD, "recraft")
+    return plausible_charge(units, API_UNITS_PER_USD, "recraft")

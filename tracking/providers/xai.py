@@ -251,4 +251,4 @@ def _charged(ticks: object) -> Decimal | None:
         return None
     if not count.is_finite() or count <= 0 or count != count.to_integral_value():
         return None
-    return plausible_charge(count / TICKS_PER_USD, "xai")
+    return plausible_charge(count, TICKS_PER_USD, "xai")
