@@ -325,6 +325,8 @@ def _images(payload: dict[str, Any]) -> list[dict[str, Any]]:
         and isinstance(part["inlineData"].get("data"), str)
     ]
     finish = first.get("finishReason") if isinstance(first, dict) else None
+    if not isinstance(finish, str):  # an object or a list (unhashable): no reason to read
+        finish = None
     if not images:
         if finish in _SAFETY_FINISH or finish is None or not isinstance(candidates, list):
             raise ContentPolicyError(
@@ -347,7 +349,8 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
     output, and ``cachedContentTokenCount`` becomes ``cached_tokens``. None when there is no
     usage, or one that cannot be trusted (a count that is not a whole number from 0 to
     :data:`~tracking.response.MAX_TOKENS`: a string, a float, a negative; a details field that
-    is not a list): the call is then priced by estimate, as an OpenAI-shaped answer's untrusted
+    is not a list; details above their total, IMAGE input tokens above ``promptTokenCount`` or
+    TEXT output tokens above ``candidatesTokenCount``): the call is then priced by estimate, as an OpenAI-shaped answer's untrusted
     usage is, never from counts read as 0.
     """
     if not isinstance(metadata, dict):
@@ -363,8 +366,10 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
     except UntrustedUsage:
         return None
     input_image = by_input.get("IMAGE", 0)
+    output_text = by_output.get("TEXT", 0)
+    if input_image > prompt or output_text > candidates:  # a part above its whole
+        return None
     input_text = prompt - input_image if by_input else prompt
-    output_text = by_output.get("TEXT", 0) if by_output else 0
     output_image = candidates - output_text
     output_text += thoughts
     details: dict[str, int] = {"text_tokens": input_text, "image_tokens": input_image}
