@@ -79,3 +79,43 @@ def test_a_finish_reason_that_is_no_text_is_a_refusal_priced_from_its_usage(
     event = events.last
     assert (event.status, event.cost_source) == ("failure", "usage")
     assert event.usage is not None and event.usage.input_text_tokens == 12
+
+
+DRAFT = base64.b64encode(make_png(32, 32)).decode()
+
+
+def test_thought_images_are_drafts_not_the_answer(monkeypatch, upstream):
+    """Gemini's image models think in images: the interim drafts come back as parts marked
+    ``"thought": true`` (with ``thinkingConfig.includeThoughts``, which ``extra_body`` may set),
+    the final image after them. They were answered as images: ``data[0]`` a draft, and the call
+    counted three images (its per-image cost a third, its estimate without usage three images)."""
+    events = record_events(monkeypatch)
+    draft = {"inlineData": {"mimeType": "image/png", "data": DRAFT}, "thought": True}
+    parts = [
+        {"text": "planning the layout", "thought": True},
+        draft,
+        draft,
+        {"inlineData": {"mimeType": "image/png", "data": IMAGE}},
+    ]
+    answer = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]}
+    upstream.reply = Reply(answer)  # no usageMetadata: the call is estimated by its images
+    response = tracking.image_edit(image=PNG, **upstream.params("gemini"))
+    assert [item.b64_json for item in response.data] == [IMAGE]
+    event = events.last
+    assert (event.images_returned, event.cost_source) == (1, "estimate")
+    assert event.cost_usd == event.cost_per_image_usd  # one image's estimate, not three
+
+
+def test_an_answer_with_only_thought_images_has_no_image(monkeypatch, upstream):
+    events = record_events(monkeypatch)
+    draft = {"inlineData": {"mimeType": "image/png", "data": DRAFT}, "thought": True}
+    usage = {"promptTokenCount": 12, "candidatesTokenCount": 0, "thoughtsTokenCount": 300}
+    answer = {
+        "candidates": [{"content": {"role": "model", "parts": [draft]}, "finishReason": "IMAGE_SAFETY"}],
+        "usageMetadata": usage,
+    }
+    upstream.reply = Reply(answer)
+    with pytest.raises(ContentPolicyError):
+        tracking.image_edit(image=PNG, **upstream.params("gemini"))
+    event = events.last
+    assert (event.status, event.cost_source) == ("failure", "usage")

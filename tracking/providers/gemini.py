@@ -306,7 +306,13 @@ class GeminiAnswers:
 def _images(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """The answer's inline images; a :class:`~tracking.errors.ContentPolicyError` when the safety
     system withheld them, an :class:`~tracking.errors.APIResponseError` when there is none or
-    one is not base64 of an image."""
+    one is not base64 of an image.
+
+    Parts marked ``"thought": true`` (the API's ``Part.thought``: "the part is thought from the
+    model") are left out: the image models think in images, and up to two interim drafts come
+    before the final image, which is the answer (Google's image-generation guide, "Thinking
+    process", as quoted by help.apiyi.com/en?p=26130 and blog.laozhang.ai, "temporary images
+    nano banana", read 2026-12-06; Google's own page was not readable here)."""
     feedback = payload.get("promptFeedback")
     if isinstance(feedback, dict) and feedback.get("blockReason"):
         raise ContentPolicyError(
@@ -321,6 +327,7 @@ def _images(payload: dict[str, Any]) -> list[dict[str, Any]]:
         part["inlineData"]
         for part in (parts if isinstance(parts, list) else [])
         if isinstance(part, dict)
+        and part.get("thought") is not True  # a draft of the thinking, not the answer
         and isinstance(part.get("inlineData"), dict)
         and isinstance(part["inlineData"].get("data"), str)
     ]
