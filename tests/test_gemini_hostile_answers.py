@@ -97,7 +97,9 @@ def test_thought_images_are_drafts_not_the_answer(monkeypatch, upstream):
         draft,
         {"inlineData": {"mimeType": "image/png", "data": IMAGE}},
     ]
-    answer = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]}
+    answer = {
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]
+    }
     upstream.reply = Reply(answer)  # no usageMetadata: the call is estimated by its images
     response = tracking.image_edit(image=PNG, **upstream.params("gemini"))
     assert [item.b64_json for item in response.data] == [IMAGE]
@@ -111,7 +113,9 @@ def test_an_answer_with_only_thought_images_has_no_image(monkeypatch, upstream):
     draft = {"inlineData": {"mimeType": "image/png", "data": DRAFT}, "thought": True}
     usage = {"promptTokenCount": 12, "candidatesTokenCount": 0, "thoughtsTokenCount": 300}
     answer = {
-        "candidates": [{"content": {"role": "model", "parts": [draft]}, "finishReason": "IMAGE_SAFETY"}],
+        "candidates": [
+            {"content": {"role": "model", "parts": [draft]}, "finishReason": "IMAGE_SAFETY"}
+        ],
         "usageMetadata": usage,
     }
     upstream.reply = Reply(answer)

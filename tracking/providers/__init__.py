@@ -28,8 +28,9 @@ Each provider says which operations it serves in its ``operations`` attribute (e
 it has none); :func:`prepare_call` refuses any other with an
 :class:`~tracking.errors.UnsupportedOperationError` before anything is sent, and ``stream=True``
 with an :class:`~tracking.errors.UnsupportedParamsError` for a provider whose ``streams`` is
-False (every one but OpenAI, Azure and OpenAI-compatible servers), whatever its model. OpenAI, Azure,
-OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit them.
+False (every one but OpenAI, Azure and OpenAI-compatible servers), whatever its model.
+OpenAI, Azure, OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit
+them.
 """
 
 from __future__ import annotations

@@ -357,8 +357,8 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
     usage, or one that cannot be trusted (a count that is not a whole number from 0 to
     :data:`~tracking.response.MAX_TOKENS`: a string, a float, a negative; a details field that
     is not a list; details above their total, IMAGE input tokens above ``promptTokenCount`` or
-    TEXT output tokens above ``candidatesTokenCount``): the call is then priced by estimate, as an OpenAI-shaped answer's untrusted
-    usage is, never from counts read as 0.
+    TEXT output tokens above ``candidatesTokenCount``): the call is then priced by estimate,
+    as an OpenAI-shaped answer's untrusted usage is, never from counts read as 0.
     """
     if not isinstance(metadata, dict):
         return None
