@@ -21,10 +21,9 @@ import pytest
 import tracking
 from tests.conftest import make_png
 from tests.recorder import record_events
-from tests.scripted_upstream import Reply, ScriptedUpstream, scripted_upstream
+from tests.scripted_upstream import PNG, Reply, ScriptedUpstream, scripted_upstream
 from tracking.errors import ContentPolicyError
 
-PNG = make_png(64, 64)
 IMAGE = base64.b64encode(PNG).decode()
 
 
