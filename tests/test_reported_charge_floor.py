@@ -5,6 +5,12 @@ below: Recraft's ``credits: 1e-20`` was booked as $1E-23 and xAI's ``cost_in_usd
 $1E-10, both ``cost_source="usage"``, for images the table prices at $0.04 and $0.02. Below
 ``MIN_REPORTED_USD`` ($0.0001) the charge is now ignored as one above the maximum is: a success
 is priced from the table, a failure estimated.
+
+A charge whose exponent no decimal context can divide (``"1e999999999"``, a later QA pass's
+finding) overflowed its conversion to USD: the ``decimal.Overflow`` left the provider's parser
+as a fault of ours, so an answer holding good images failed as unreadable (a 502 at the proxy).
+It is now as much a fault as one above ``MAX_REPORTED_USD``: the images are kept and the table
+prices them; a failure without an image is estimated.
 """
 
 from __future__ import annotations
@@ -93,3 +99,38 @@ def test_a_failure_reporting_a_charge_below_the_floor_is_estimated(
         tracking.image_edit(image=PNG, **upstream.params(provider))
     event = events.last
     assert event.cost_source == "estimate" and event.cost_usd >= Decimal("0.02")
+
+
+HUGE = "1e999999999"
+
+
+@pytest.mark.parametrize(
+    ("provider", "answer", "table"),
+    [("recraft", _recraft(HUGE), "0.04"), ("xai", _xai(HUGE), "0.02")],
+)
+def test_an_overflowing_charge_keeps_the_images_and_gives_way_to_the_table(
+    monkeypatch, upstream, provider, answer, table
+):
+    events = record_events(monkeypatch)
+    upstream.reply = Reply(answer)
+    response = tracking.image_edit(image=PNG, **upstream.params(provider))
+    assert base64.b64decode(response.data[0].b64_json or "") == PNG
+    event = events.last
+    assert (event.status, event.cost_usd, event.cost_source) == ("success", Decimal(table), "table")
+
+
+@pytest.mark.parametrize(
+    ("provider", "answer"),
+    [("recraft", _recraft(HUGE, image=False)), ("xai", _xai(HUGE, image=False))],
+)
+def test_an_overflowing_charge_without_an_image_is_estimated(
+    monkeypatch, upstream, provider, answer
+):
+    events = record_events(monkeypatch)
+    upstream.reply = Reply(answer)
+    with pytest.raises(APIResponseError) as raised:
+        tracking.image_edit(image=PNG, **upstream.params(provider))
+    assert raised.value.__cause__ is None  # no fault of the parser's
+    event = events.last
+    assert event.cost_source == "estimate" and event.cost_usd is not None
+    assert 0 < event.cost_usd < 1

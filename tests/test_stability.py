@@ -119,9 +119,17 @@ def test_stabilitys_own_errors_keep_their_name(stability, upstream):
         )
 
 
-@pytest.mark.parametrize("fault", ["code=filtered", "code=moderation"])
-def test_the_content_filter_is_a_content_policy_error_at_no_cost(
-    monkeypatch, stability, upstream, fault
+@pytest.mark.parametrize(
+    ("fault", "cost", "source"),
+    [
+        # CONTENT_FILTERED is "successful generation, however the output violated our content
+        # moderation policy and has been blurred": made and billed (5 credits), by estimate
+        ("code=filtered", Decimal("0.05"), "estimate"),
+        ("code=moderation", Decimal(0), "table"),  # a 403 before any generation: not billed
+    ],
+)
+def test_the_content_filter_is_a_content_policy_error(
+    monkeypatch, stability, upstream, fault, cost, source
 ):
     events = record_events(monkeypatch)
     with pytest.raises(ContentPolicyError):
@@ -132,7 +140,9 @@ def test_the_content_filter_is_a_content_policy_error_at_no_cost(
             extra_headers={"x-fake-fault": fault},
             **upstream,
         )
-    assert events.last.error_type == "content_policy" and events.last.cost_usd == 0
+    event = events.last
+    assert event.error_type == "content_policy"
+    assert (event.cost_usd, event.cost_source) == (cost, source)
 
 
 def test_an_unknown_operation_is_refused_before_sending(stability, upstream):

@@ -346,6 +346,10 @@ class APIError(TrackingError):
     #: What a 2xx answer without a usable image said the upstream charged, in USD (xAI's
     #: ``cost_in_usd_ticks`` beside a ``block_reason``): the call's cost. None: it said nothing.
     billed_usd: Decimal | None = None
+    #: Images a 2xx answer says were made, and so billed, although the call fails (Stability's
+    #: ``CONTENT_FILTERED``: a successful generation whose output was blurred): pricing
+    #: estimates the call at that many images, never as not billed. 0: none.
+    billed_images: int = 0
     #: The HTTP status of the answer this error was read from, when the upstream answered (2xx)
     #: and its body said the call failed (a Gemini safety block): the upstream did the work,
     #: so pricing never takes such a call as not billed. None: no answer was read.

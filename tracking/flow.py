@@ -301,6 +301,8 @@ def _attempts(
                     provider, prepared = yield from _off_the_loop(prepare_call, request, options)
                 else:
                     provider, prepared = prepare_call(request, options)
+                request = _request_priced_as(request, prepared)
+                parsed[-1] = (request, options)
             except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
                 prepared = None
                 if before[0]:  # the event names the attempt before it, not a target never sent
@@ -502,6 +504,16 @@ def _read_answer(
         response._hidden_params["upstream_request_id"] = upstream_id
         response._hidden_params["http_status"] = outcome.status
     return response
+
+
+def _request_priced_as(request: ImageEditRequest, prepared: PreparedRequest) -> ImageEditRequest:
+    """The request, its ``base_model`` the model the provider serves it with when that is
+    another than the one asked (``prepared.price_model``: a FLUX Kontext edit with a mask runs
+    on FLUX Fill): what a failure or a lost attempt of it is estimated at, as its success is
+    priced (:func:`_priced_as`), never at the price of the model that did not run."""
+    if prepared.price_model is None or prepared.price_model == request.base_model:
+        return request
+    return dataclasses.replace(request, base_model=prepared.price_model)
 
 
 def _priced_as(response: ImageResponse, prepared: PreparedRequest) -> ImageResponse:

@@ -408,10 +408,22 @@ def reported_usage(raw: Any) -> Usage | None:
     return usage if usage is not None and usage.total_tokens > 0 else None
 
 
-def plausible_charge(usd: Decimal, provider: str) -> Decimal | None:
-    """A provider-reported charge for one call, or None (with a warning) when it is below
-    :data:`MIN_REPORTED_USD`: too small to be a bill, so the call is priced as if the answer
-    had reported none."""
+def plausible_charge(units: Decimal, units_per_usd: Decimal, provider: str) -> Decimal | None:
+    """A provider-reported charge for one call (``units`` of the provider's, ``units_per_usd``
+    to the dollar) in USD, or None (with a warning) when it is below :data:`MIN_REPORTED_USD`
+    (too small to be a bill) or past what the decimal context can hold (``"1e999999999"``,
+    whose division overflowed out of the parser as a fault of ours and lost a good answer's
+    images): the call is then priced as if the answer had reported none."""
+    try:
+        usd = units / units_per_usd
+    except ArithmeticError:  # decimal.Overflow, or Underflow: no bill has such an exponent
+        log.warning(
+            "tracking: %s reported a charge of %s units for a call, past any bill; the call is "
+            "priced from the price table",
+            provider,
+            f"{units:.3E}",
+        )
+        return None
     if usd < MIN_REPORTED_USD:
         log.warning(
             "tracking: %s reported a charge of $%s for a call, below the $%s believed; the call "

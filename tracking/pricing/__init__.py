@@ -410,6 +410,9 @@ def price_call(
         billed = getattr(failure, "billed_usage", None)
         if entry is not None and billed is not None:  # no image, but the answer billed tokens
             return _failure_cost(entry, request, billed)
+        made = getattr(failure, "billed_images", 0)
+        if entry is not None and made > 0:  # images made (and billed), none usable
+            return _estimate(entry, request, None, made)
         if entry is not None and unreadable_success(failure):
             # a 2xx never read: estimated as any attempt whose outcome is unknown (the input
             # allowance included), so it costs what a dropped answer would
@@ -417,7 +420,10 @@ def price_call(
         if entry is not None and entry.tokens and _refused_in_an_answer(failure):
             return _input_estimate(entry, request)
         if entry is None and (
-            billed is not None or unreadable_success(failure) or _refused_in_an_answer(failure)
+            billed is not None
+            or made > 0
+            or unreadable_success(failure)
+            or _refused_in_an_answer(failure)
         ):  # billed (an answer came, or may have), at a price no entry gives: never $0
             _warn_unpriced(request.model, "no price is known for this model")
             return UNPRICED

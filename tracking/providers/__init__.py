@@ -26,8 +26,11 @@ nothing; :func:`register_provider` adds or replaces one at run time.
 
 Each provider says which operations it serves in its ``operations`` attribute (edits only when
 it has none); :func:`prepare_call` refuses any other with an
-:class:`~tracking.errors.UnsupportedOperationError` before anything is sent. OpenAI, Azure,
-OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit them.
+:class:`~tracking.errors.UnsupportedOperationError` before anything is sent, and ``stream=True``
+with an :class:`~tracking.errors.UnsupportedParamsError` for a provider whose ``streams`` is
+False (every one but OpenAI, Azure and OpenAI-compatible servers), whatever its model.
+OpenAI, Azure, OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit
+them.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import os
 from typing import TYPE_CHECKING, cast
 
 from ..endpoint import check_api_key, check_prepared
-from ..errors import ConfigurationError, UnsupportedOperationError
+from ..errors import ConfigurationError, UnsupportedOperationError, UnsupportedParamsError
 from .base import EDITS_ONLY, Poll, PreparedRequest, Provider
 
 if TYPE_CHECKING:
@@ -175,6 +178,16 @@ def prepare_call(
             f"(it serves {served}); choose a model of a provider that does",
             operation=request.operation,
             provider=request.provider,
+        )
+    if request.stream and getattr(provider, "streams", True) is False:
+        # Its upstream answers whole, whatever the request says: sent, the call was billed and
+        # then failed as "not a stream of events" (every model the family table does not know:
+        # Recraft's, Stability's operations, FLUX.2, a new Gemini model).
+        raise UnsupportedParamsError(
+            f"stream: the {request.provider} provider does not stream its answer; call without "
+            "stream=True",
+            param="stream",
+            rule="unsupported",
         )
     prepared = provider.prepare(request, options)
     # A key or URL from the environment is held to the rules the call's own were (request.py).

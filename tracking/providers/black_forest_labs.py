@@ -182,6 +182,8 @@ def _json(body: bytes) -> dict[str, Any]:
 
 class BlackForestLabsProvider:
     name = "black_forest_labs"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: a mask is decoded and converted (white means edit) while the request is prepared
     converts_masks = True
     #: images are sent as base64 in JSON

@@ -306,7 +306,13 @@ class GeminiAnswers:
 def _images(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """The answer's inline images; a :class:`~tracking.errors.ContentPolicyError` when the safety
     system withheld them, an :class:`~tracking.errors.APIResponseError` when there is none or
-    one is not base64 of an image."""
+    one is not base64 of an image.
+
+    Parts marked ``"thought": true`` (the API's ``Part.thought``: "the part is thought from the
+    model") are left out: the image models think in images, and up to two interim drafts come
+    before the final image, which is the answer (Google's image-generation guide, "Thinking
+    process", as quoted by help.apiyi.com/en?p=26130 and blog.laozhang.ai, "temporary images
+    nano banana", read 2026-12-06; Google's own page was not readable here)."""
     feedback = payload.get("promptFeedback")
     if isinstance(feedback, dict) and feedback.get("blockReason"):
         raise ContentPolicyError(
@@ -321,10 +327,13 @@ def _images(payload: dict[str, Any]) -> list[dict[str, Any]]:
         part["inlineData"]
         for part in (parts if isinstance(parts, list) else [])
         if isinstance(part, dict)
+        and part.get("thought") is not True  # a draft of the thinking, not the answer
         and isinstance(part.get("inlineData"), dict)
         and isinstance(part["inlineData"].get("data"), str)
     ]
     finish = first.get("finishReason") if isinstance(first, dict) else None
+    if not isinstance(finish, str):  # an object or a list (unhashable): no reason to read
+        finish = None
     if not images:
         if finish in _SAFETY_FINISH or finish is None or not isinstance(candidates, list):
             raise ContentPolicyError(
@@ -347,8 +356,9 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
     output, and ``cachedContentTokenCount`` becomes ``cached_tokens``. None when there is no
     usage, or one that cannot be trusted (a count that is not a whole number from 0 to
     :data:`~tracking.response.MAX_TOKENS`: a string, a float, a negative; a details field that
-    is not a list): the call is then priced by estimate, as an OpenAI-shaped answer's untrusted
-    usage is, never from counts read as 0.
+    is not a list; details above their total, IMAGE input tokens above ``promptTokenCount`` or
+    TEXT output tokens above ``candidatesTokenCount``): the call is then priced by estimate,
+    as an OpenAI-shaped answer's untrusted usage is, never from counts read as 0.
     """
     if not isinstance(metadata, dict):
         return None
@@ -363,8 +373,10 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
     except UntrustedUsage:
         return None
     input_image = by_input.get("IMAGE", 0)
+    output_text = by_output.get("TEXT", 0)
+    if input_image > prompt or output_text > candidates:  # a part above its whole
+        return None
     input_text = prompt - input_image if by_input else prompt
-    output_text = by_output.get("TEXT", 0) if by_output else 0
     output_image = candidates - output_text
     output_text += thoughts
     details: dict[str, int] = {"text_tokens": input_text, "image_tokens": input_image}
@@ -413,6 +425,8 @@ def _format_of(mime_type: Any) -> str:
 
 class GeminiProvider(GeminiAnswers):
     name = "gemini"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: images are sent as base64 in JSON: large ones are prepared off the event loop
     encodes_images = True
     key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")

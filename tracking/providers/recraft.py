@@ -47,6 +47,8 @@ API_UNITS_PER_USD = Decimal(1000)
 
 class RecraftProvider(OpenAIAnswers):
     name = "recraft"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: a mask is decoded and converted (white means edit) while the request is prepared
     converts_masks = True
     key_variables = ("RECRAFT_API_TOKEN", "RECRAFT_API_KEY")
@@ -184,4 +186,4 @@ def _charged(credits: object) -> Decimal | None:
         return None
     if not units.is_finite() or units <= 0:
         return None
-    return plausible_charge(units / API_UNITS_PER_USD, "recraft")
+    return plausible_charge(units, API_UNITS_PER_USD, "recraft")

@@ -13,7 +13,8 @@ fields go in ``extra_body`` (``search_prompt`` for search-and-replace, ``left``/
 JSON (``{"image": base64, "finish_reason", "seed"}``) and becomes ``data[0].b64_json``; an
 ``image`` that is not base64 of an image (text, an HTML page) is an
 :class:`~tracking.errors.APIResponseError`, priced by estimate as any unreadable answer; a
-``CONTENT_FILTERED`` finish reason, or a 403 ``content_moderation`` error, is a
+``CONTENT_FILTERED`` finish reason (a generation made, then blurred: billed, and priced by
+estimate as one image), or a 403 ``content_moderation`` error (not billed), is a
 :class:`~tracking.errors.ContentPolicyError`. Errors (``{"name", "errors": [...]}``) keep
 ``name`` as the error's code.
 """
@@ -95,6 +96,8 @@ def _one_image_from_one(request: ImageEditRequest, operation: str) -> None:
 
 class StabilityProvider:
     name = "stability"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: a mask is decoded and converted (white means edit) while the request is prepared
     converts_masks = True
     key_variables = ("STABILITY_API_KEY",)
@@ -150,10 +153,17 @@ class StabilityProvider:
         if not isinstance(answer, dict):
             raise APIResponseError("the upstream's JSON is not an object")
         if answer.get("finish_reason") == "CONTENT_FILTERED":
-            raise ContentPolicyError(
-                "the provider's content filter withheld the image (CONTENT_FILTERED)",
+            # "successful generation, however the output violated our content moderation
+            # policy and has been blurred as a result" (Stability's OpenAPI description,
+            # ImageJSONResponse.finish_reason, as generated into the tryAGI/StabilityAI client,
+            # read 2026-12-06): made, and billed per successful generation
+            filtered = ContentPolicyError(
+                "the provider's content filter blurred the image (CONTENT_FILTERED); the "
+                "generation is billed",
                 code="content_policy_violation",
             )
+            filtered.billed_images = 1
+            raise filtered
         image = answer.get("image")
         if not isinstance(image, str) or not image:
             raise APIResponseError("the upstream's answer has no image")

@@ -39,6 +39,8 @@ def _env(*names: str) -> str | None:
 
 class VertexAIProvider(GeminiAnswers):
     name = "vertex_ai"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: images are sent as base64 in JSON: large ones are prepared off the event loop
     encodes_images = True
     operations = EDITS_AND_GENERATIONS

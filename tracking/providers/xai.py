@@ -121,6 +121,8 @@ def _data_uri(image: ImageFile) -> dict[str, str]:
 
 class XAIProvider:
     name = "xai"
+    #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
+    streams = False
     #: images are sent as base64 in JSON: large ones are prepared off the event loop
     encodes_images = True
     key_variables = ("XAI_API_KEY",)
@@ -249,4 +251,4 @@ def _charged(ticks: object) -> Decimal | None:
         return None
     if not count.is_finite() or count <= 0 or count != count.to_integral_value():
         return None
-    return plausible_charge(count / TICKS_PER_USD, "xai")
+    return plausible_charge(count, TICKS_PER_USD, "xai")

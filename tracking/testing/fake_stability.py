@@ -6,7 +6,10 @@
 "finish_reason": "SUCCESS", "seed"}`` when asked for JSON (``Accept: application/json``), the image
 bytes otherwise. Errors are Stability-shaped: ``{"id", "name", "errors": [...]}``. The
 ``x-fake-fault`` header: ``status=N`` answers that error, ``code=filtered`` answers 200 with
-``finish_reason: CONTENT_FILTERED``, ``code=moderation`` a 403 ``content_moderation``.
+``finish_reason: CONTENT_FILTERED`` and the image, as Stability documents it ("successful
+generation, however the output violated our content moderation policy and has been blurred as a
+result": the ``ImageJSONResponse`` schema of Stability's OpenAPI description, as generated into
+the tryAGI/StabilityAI client, read 2026-12-06), ``code=moderation`` a 403 ``content_moderation``.
 """
 
 from __future__ import annotations
@@ -91,20 +94,22 @@ def build_app(*, api_keys: Iterable[str] | None = None) -> web.Application:
             problems.append("search_prompt: cannot be empty")
         if problems:
             return _error(400, "bad_request", *problems)
-        if fault is not None and fault.code == "filtered":
-            return web.json_response({"image": "", "finish_reason": "CONTENT_FILTERED", "seed": 1})
         picture = render(
             image=files["image"],
             mask=None,
             size=(1024, 1024),
             prompt=fields.get("prompt", operation),
         )
+        filtered = fault is not None and fault.code == "filtered"
         if "application/json" not in request.headers.get("Accept", ""):
-            return web.Response(body=picture, content_type="image/png")
+            headers = {"finish-reason": "CONTENT_FILTERED" if filtered else "SUCCESS"}
+            return web.Response(body=picture, content_type="image/png", headers=headers)
         return web.json_response(
             {
+                # CONTENT_FILTERED: a successful generation whose output was blurred (the
+                # fake's is not), billed as any other
                 "image": base64.b64encode(picture).decode(),
-                "finish_reason": "SUCCESS",
+                "finish_reason": "CONTENT_FILTERED" if filtered else "SUCCESS",
                 "seed": next(state.counter),
             }
         )
