@@ -166,12 +166,31 @@ def _with_cost(data: bytes, stream: AsyncImageEditStream) -> bytes:
     if event is None:  # (the stream ended without its event: nothing to say)
         return data
     fields = cost_fields(event.request_id, cost_headers(event.cost_usd, event.cost_source))
-    body = data.rstrip()
-    if not body.endswith(b"}"):  # (the SDK parsed it as an object: cannot happen)
+    return with_last_member(data, b"tracking", json.dumps(fields).encode())
+
+
+def with_last_member(data: bytes, name: bytes, value: bytes) -> bytes:
+    """The JSON object ``data`` with ``"name": value`` added as its last member, its other bytes
+    untouched; ``data`` itself when it does not end as an object does. It is copied once (a
+    completed event at 4K is tens of MB): what it holds before its closing brace is a view."""
+    end = _before_space(data, len(data))
+    if not end or data[end - 1] != _CLOSE:  # (the SDK parsed it as an object: cannot happen)
         return data
-    inner = body[:-1].rstrip()
-    separator = b"" if inner.endswith(b"{") else b","
-    return inner + separator + b' "tracking": ' + json.dumps(fields).encode() + b"}"
+    inner = _before_space(data, end - 1)
+    separator = b"" if inner and data[inner - 1] == _OPEN else b","
+    member = b'%s "%s": %s}' % (separator, name, value)
+    return b"".join((memoryview(data)[:inner], member))
+
+
+_OPEN, _CLOSE = ord("{"), ord("}")
+_SPACE = frozenset(b" \t\r\n")
+
+
+def _before_space(data: bytes, end: int) -> int:
+    """Where the JSON whitespace that ends ``data[:end]`` begins."""
+    while end and data[end - 1] in _SPACE:
+        end -= 1
+    return end
 
 
 async def _disconnected(receive: Receive) -> None:
