@@ -135,6 +135,27 @@ def test_router_settings_are_named_in_their_errors():
             Router.from_config({"model_list": model_list, "router_settings": settings})
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"redis_url": 6379}, r"^redis_url: expected a redis:// URL"),
+        ({"redis_url": "redis://127.0.0.1:9/0", "redis_prefix": 5}, r"^redis_prefix: expected"),
+        ({"latency_window": 0}, r"^latency_window: expected an integer >= 1, got 0"),
+        ({"latency_window": -1}, r"^latency_window: expected an integer >= 1"),
+        ({"latency_window": "10"}, r"^latency_window: expected an integer >= 1, got .10.$"),
+    ],
+    ids=["redis-url-int", "redis-prefix-int", "window-0", "window-negative", "window-text"],
+)
+def test_bad_state_settings_are_configuration_errors(settings, message):
+    """A redis_url that is no string raised AttributeError from inside redis-py; a
+    latency_window below 1 or not a number was accepted, then failed every call's bookkeeping
+    (a deque of negative length, logged at each call) or, at 0, made Redis keep every latency
+    ever measured (LTRIM 0 -1 keeps the whole list)."""
+    model_list = [deployment("a", "http://h/v1", id="a")]
+    with pytest.raises(tracking.ConfigurationError, match=message):
+        Router(model_list, **settings)
+
+
 def test_a_price_of_zero_for_the_size_and_quality_is_not_skipped():
     """``"1024x1024/low": 0`` fell through (``or``) to the size-only price."""
     from tracking.router.strategies import CallShape, model_info_cost
