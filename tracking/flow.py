@@ -330,7 +330,9 @@ def _attempts(
         try:
             lost = progress.unknown_outcomes
             if failure is not None and control is not None and control.cover is not None:
-                refused = yield _cover(control, lost, request)  # the proxy's budgets
+                # maybe billed so far: answers lost, and streams accepted that then broke off
+                billed = [*lost, *progress.accepted]
+                refused = yield _cover(control, billed, request)  # the proxy's budgets
                 if isinstance(refused, Exception):
                     raise NotCovered(str(refused)) from None  # the target is released, not sent
             if target.backoff:
@@ -424,6 +426,10 @@ class _Progress:
     outcome: Any = None  #: what the transport gave back for the attempt's request
     #: the last attempt sent is the last of ``unknown_outcomes`` (the call ended on it)
     last_lost: bool = False
+    #: the requests of streamed attempts an upstream answered 2xx: each may be billed whole,
+    #: even one that broke off before its first event and was retried (a fallback's ask
+    #: another model)
+    accepted: list[ImageEditRequest] = field(default_factory=list)
     #: the attempt's job was accepted upstream (its answer was a poll): billed, whatever follows
     job_accepted: bool = False
     #: the bus's receivers as the call started (see :class:`Emit`)
