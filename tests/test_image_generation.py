@@ -277,6 +277,56 @@ def test_a_routed_generation_falls_back_to_the_next_group(fake, failing_fake, mo
     assert second.call_type == "aimage_generation" and second.fallback_from == ("edits-only",)
 
 
+def test_a_routed_generation_goes_to_the_deployment_of_its_group_that_can_make_it(
+    fake, failing_fake, monkeypatch
+):
+    """A group that mixes an edit-only deployment (Stability) with one that can generate:
+    a generation routed to the edit-only one skipped the whole group (its other deployment
+    never tried), so the call failed, or went to a fallback, whenever that one was picked
+    (here always, by ``order``); in a fallback group likewise."""
+    events = events_of(monkeypatch)
+    generates = {"model": "gpt-image-2", "api_key": API_KEY, "api_base": fake.url, "order": 2}
+    edits_only = {"model": "stability/inpaint", "api_key": "sk-unused", "order": 1}
+    router = tracking.Router(
+        [
+            {"model_name": "mixed", "litellm_params": edits_only, "model_info": {"id": "sd"}},
+            {"model_name": "mixed", "litellm_params": generates, "model_info": {"id": "oa"}},
+            {
+                "model_name": "primary",
+                "litellm_params": {**generates, "api_base": failing_fake.url},
+                "model_info": {"id": "down"},
+            },
+        ],
+        fallbacks=[{"primary": ["mixed"]}],
+        num_retries=0,
+    )
+    before = failing_fake.hits
+    with router:
+        direct = router.image_generation(
+            prompt=PROMPT, model="mixed", size="1024x1024", quality="low"
+        )
+        fallen = asyncio.run(
+            router.aimage_generation(prompt=PROMPT, model="primary", size="1024x1024", quality="low")
+        )
+        assert router.cooling() == {}  # nothing was sent to the edit-only deployment
+    assert direct.cost_usd == fallen.cost_usd == Decimal("0.006025")
+    assert failing_fake.hits == before + 1
+    assert tracking.flush(10)
+    first, second = events
+    assert (first.model_group, first.deployment_id, first.attempts, first.retries) == (
+        "mixed",
+        "oa",
+        1,
+        0,
+    )
+    assert (second.model_group, second.deployment_id, second.fallback_from) == (
+        "mixed",
+        "oa",
+        ("primary",),
+    )
+    assert second.attempts == 2 and second.status == first.status == "success"
+
+
 def test_a_routed_generation_with_no_capable_group_raises_the_typed_error():
     router = tracking.Router(
         [

@@ -22,7 +22,10 @@ What an error means for routing:
   result that expired): counted against the deployment like the faults above, but never
   retried, since it was most likely billed;
 * a fallback group the request is not valid for (``ValidationError`` when parsed for its
-  model): skipped, the reason logged and recorded (``fallbacks_skipped``).
+  model): skipped, the reason logged and recorded (``fallbacks_skipped``);
+* a deployment whose provider cannot do the call's operation (``UnsupportedOperationError``:
+  a generation on an edit-only provider): never sent, no attempt counted; the group's other
+  deployments are tried, then its fallbacks (one none of whose deployments can is skipped).
 """
 
 from __future__ import annotations
@@ -118,9 +121,12 @@ class CallRoute:
         self.retry_after: float | None = None
         self.skipped: list[tuple[str, str]] = []  # (fallback group, why it was skipped)
         self.last_error: APIError | None = None  # the last upstream failure
-        #: a group whose provider cannot do the call's operation (a generation on an edit-only
-        #: provider): its fallbacks are tried, and this is raised when none serves the call
+        #: the asked group's first deployment whose provider cannot do the call's operation (a
+        #: generation on an edit-only provider): raised when nothing else serves the call
         self.unsupported: UnsupportedOperationError | None = None
+        #: deployments whose provider cannot do the call's operation: never sent, left out of the
+        #: rest of the call (the group's others are tried, then its fallbacks)
+        self.unserved: dict[str, UnsupportedOperationError] = {}
         #: deployments whose settings failed when a request was prepared for them (a setting
         #: checked at load that went missing since, such as ``AZURE_API_VERSION``): never sent,
         #: left out of the rest of the call; the first is raised when nothing else serves it
@@ -233,14 +239,15 @@ class CallRoute:
                 failure,
             )
             self.misconfigured.setdefault(self.deployment.id, failure)
-            self.group_attempts -= 1  # never sent: no attempt, and no retry
-            if self.group_attempts:
-                self.retries -= 1
+            self._not_sent()
             return
         in_fallback = self.group_index > 0
-        if isinstance(failure, UnsupportedOperationError) and not in_fallback:
-            self.unsupported = failure
-            self._advance()
+        if isinstance(failure, UnsupportedOperationError) and self.deployment is not None:
+            # this deployment's provider, not the group: the group's other deployments may serve
+            self.unserved.setdefault(self.deployment.id, failure)
+            if not in_fallback and self.unsupported is None:
+                self.unsupported = failure
+            self._not_sent()
             return
         if isinstance(failure, ValidationError) and in_fallback:
             group = self.chain[self.group_index]
@@ -255,6 +262,12 @@ class CallRoute:
         if self.deployment is not None:
             self.failed[self.deployment.id] = failure
 
+    def _not_sent(self) -> None:
+        """The last target was never sent: no attempt, and no retry."""
+        self.group_attempts -= 1
+        if self.group_attempts:
+            self.retries -= 1
+
     def _advance(self) -> None:
         self.group_index += 1
         self.group_attempts = 0
@@ -262,7 +275,17 @@ class CallRoute:
 
     def _pick(self, group: str) -> Steps[Deployment | None]:
         router = self.router
-        candidates = [d for d in router.groups[group] if d.id not in self.misconfigured]
+        candidates = [
+            d
+            for d in router.groups[group]
+            if d.id not in self.misconfigured and d.id not in self.unserved
+        ]
+        unserved = [self.unserved[d.id] for d in router.groups[group] if d.id in self.unserved]
+        if not candidates and unserved and len(unserved) == len(router.groups[group]):
+            if self.group_index > 0:  # a fallback none of whose providers can do the call
+                self.skipped.append((group, str(unserved[0])))
+                log.warning("router: fallback %r skipped: %s", group, unserved[0])
+            return None
         if not candidates:
             self.unavailable.append(f"{group!r}: no deployment whose settings can be used")
             return None
