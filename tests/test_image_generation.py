@@ -306,7 +306,9 @@ def test_a_routed_generation_goes_to_the_deployment_of_its_group_that_can_make_i
             prompt=PROMPT, model="mixed", size="1024x1024", quality="low"
         )
         fallen = asyncio.run(
-            router.aimage_generation(prompt=PROMPT, model="primary", size="1024x1024", quality="low")
+            router.aimage_generation(
+                prompt=PROMPT, model="primary", size="1024x1024", quality="low"
+            )
         )
         assert router.cooling() == {}  # nothing was sent to the edit-only deployment
     assert direct.cost_usd == fallen.cost_usd == Decimal("0.006025")

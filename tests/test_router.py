@@ -156,6 +156,19 @@ def test_bad_state_settings_are_configuration_errors(settings, message):
         Router(model_list, **settings)
 
 
+def test_a_model_that_is_no_name_is_named_as_such():
+    """``model=5`` (or a list) was refused as "model: required", a parameter that was given."""
+    router = Router([deployment("a", "http://127.0.0.1:9/v1", id="a")])
+    for model, got in ((5, "int"), (["a"], "list")):
+        with pytest.raises(
+            tracking.ValidationError, match=f"expected the name of a model group, got {got}$"
+        ) as caught:
+            router.image_generation(prompt="a fox", model=model)
+        assert (caught.value.param, caught.value.rule) == ("model", "type")
+    with pytest.raises(tracking.ValidationError, match="model: required"):
+        router.image_generation(prompt="a fox")
+
+
 def test_a_price_of_zero_for_the_size_and_quality_is_not_skipped():
     """``"1024x1024/low": 0`` fell through (``or``) to the size-only price."""
     from tracking.router.strategies import CallShape, model_info_cost

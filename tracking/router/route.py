@@ -92,6 +92,7 @@ class CallRoute:
         self.router = router
         asked = params.get("model")
         self.asked: str | None = asked if isinstance(asked, str) else None
+        self.asked_type = None if asked is None else type(asked).__name__
         self.chain: tuple[str, ...] = ()
         if self.asked is not None:
             self.chain = (self.asked, *router.fallbacks.get(self.asked, ()))
@@ -138,6 +139,12 @@ class CallRoute:
 
     def next(self, failure: BaseException | None) -> Steps[Target]:
         if self.asked is None:
+            if self.asked_type is not None:
+                raise ValidationError(
+                    f"model: expected the name of a model group, got {self.asked_type}",
+                    param="model",
+                    rule="type",
+                )
             raise ValidationError(
                 "model: required, the model group to route to", param="model", rule="required"
             )
