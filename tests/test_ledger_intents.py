@@ -471,6 +471,56 @@ def test_a_process_killed_mid_retry_leaves_a_row_counting_the_attempts_it_lost(
     assert row.price_ref == f"estimate:outcome-unknown:{each.price_ref}"
 
 
+def test_a_process_killed_mid_retry_counts_a_stream_that_broke_before_its_first_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed attempt answered 2xx that broke off before its first event is retried and
+    billed as an incomplete stream; a kill -9 during the retry left a row estimating only the
+    attempt in flight (the intent was told only of answers that never came)."""
+    import os
+    import signal
+
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with FakeOpenAI(api_keys=[API_KEY], faults=["break_after=0", "latency=60"]) as fake:
+        pid = os.fork()
+        if pid == 0:  # the child: one streamed call that retries once, killed by the parent
+            try:
+                import tracking
+                from tracking import flow
+
+                flow._INITIAL_BACKOFF = 0.001
+                tracking.callbacks = [SqlLedger(url, mode="durable", intents=True)]
+                with tracking.image_edit(
+                    image=PNG, prompt="a red hat", model="gpt-image-2", quality="low",
+                    api_base=fake.url, api_key=API_KEY, max_retries=1, stream=True,
+                ) as stream:  # fmt: skip
+                    for _ in stream:
+                        pass
+            finally:
+                os._exit(1)  # never reached while the second attempt waits
+        deadline = time.monotonic() + 30
+        while fake.hits < 2:  # the second attempt is in flight
+            assert time.monotonic() < deadline, "the child never made its second attempt"
+            time.sleep(0.02)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    ledger = SqlLedger(url, mode="durable", intents=True)
+    try:
+        deadline = time.monotonic() + 20
+        while ledger.ledger_stats().replayed_rows < 1:
+            assert time.monotonic() < deadline, "the dead process's intent was not shipped"
+            time.sleep(0.05)
+        with ledger.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(spend_logs.c.status, spend_logs.c.attempts, spend_logs.c.cost_usd)
+            ).one()
+    finally:
+        ledger.shutdown(10)
+    assert (row.status, row.attempts) == ("incomplete", 2)
+
+
 def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

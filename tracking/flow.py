@@ -328,11 +328,10 @@ def _attempts(
         progress.outcome = None
         progress.job_accepted = False
         try:
-            lost = progress.unknown_outcomes
+            # maybe billed so far: answers lost, and streams accepted that then broke off
+            lost = [*progress.unknown_outcomes, *progress.accepted]
             if failure is not None and control is not None and control.cover is not None:
-                # maybe billed so far: answers lost, and streams accepted that then broke off
-                billed = [*lost, *progress.accepted]
-                refused = yield _cover(control, billed, request)  # the proxy's budgets
+                refused = yield _cover(control, lost, request)  # the proxy's budgets
                 if isinstance(refused, Exception):
                     raise NotCovered(str(refused)) from None  # the target is released, not sent
             if target.backoff:
