@@ -329,6 +329,36 @@ def test_a_routed_generation_goes_to_the_deployment_of_its_group_that_can_make_i
     assert second.attempts == 2 and second.status == first.status == "success"
 
 
+def test_a_generation_whose_capable_deployment_is_cooling_is_told_to_come_back(fake):
+    """The group's deployment that can generate is cooling down, the other is edit-only: the
+    call is a 429 with ``retry_after`` (it will be served once the cooldown ends), not a 400
+    saying the group cannot make generations."""
+    router = tracking.Router(
+        [
+            {
+                "model_name": "mixed",
+                "litellm_params": {"model": "stability/inpaint", "api_key": "sk-unused"},
+                "model_info": {"id": "sd"},
+            },
+            {
+                "model_name": "mixed",
+                "litellm_params": {
+                    "model": "gpt-image-2",
+                    "api_key": API_KEY,
+                    "api_base": fake.url,
+                },
+                "model_info": {"id": "oa"},
+            },
+        ],
+        cooldown_time=30,
+    )
+    with router:
+        router.cool_down(router.groups["mixed"][1], "test")
+        with pytest.raises(tracking.NoDeploymentAvailableError) as refused:
+            router.image_generation(prompt=PROMPT, model="mixed")
+    assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 30
+
+
 def test_a_routed_generation_with_no_capable_group_raises_the_typed_error():
     router = tracking.Router(
         [

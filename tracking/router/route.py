@@ -119,6 +119,9 @@ class CallRoute:
         self.retries = 0  # attempts that repeated one in their group (not a fallback's first)
         self.failed: dict[str, APIError] = {}  # this group's deployments that failed this call
         self.unavailable: list[str] = []  # why groups had nothing to offer
+        #: a deployment was passed over for being busy (cooling down, at its rpm/tpm): the
+        #: call may be served later, so that is the error, not the provider's refusal
+        self.busy = False
         self.retry_after: float | None = None
         self.skipped: list[tuple[str, str]] = []  # (fallback group, why it was skipped)
         self.last_error: APIError | None = None  # the last upstream failure
@@ -305,6 +308,7 @@ class CallRoute:
             and (d.tpm is None or snapshot.tpm.get(d.id, 0) < d.tpm)
         ]
         if not available:
+            self.busy = True
             cooling = [snapshot.cooling[d.id] for d in candidates if d.id in snapshot.cooling]
             limited = len(candidates) - len(cooling)
             parts = []
@@ -332,6 +336,7 @@ class CallRoute:
                     return choice
                 pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
         # each filled up between the snapshot and its begin (other calls, other processes)
+        self.busy = True
         self._free_at_the_minutes_end(snapshot.window_left)
         self.unavailable.append(f"{group!r}: every deployment at its rpm limit")
         return None
@@ -344,7 +349,7 @@ class CallRoute:
         error: APIError | UnsupportedOperationError
         if self.last_error is not None:
             error = self.last_error
-        elif self.unsupported is not None:
+        elif self.unsupported is not None and not self.busy:
             error = self.unsupported
         elif self.misconfigured:
             return next(iter(self.misconfigured.values()))
