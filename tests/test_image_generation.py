@@ -329,6 +329,37 @@ def test_a_routed_generation_goes_to_the_deployment_of_its_group_that_can_make_i
     assert second.attempts == 2 and second.status == first.status == "success"
 
 
+def test_a_generation_takes_nothing_of_an_edit_only_deployments_rpm(fake):
+    """A generation drawn to the edit-only deployment of a mixed group was counted in its rpm
+    (the minute's requests) before being turned away: generations used up the limit its edits
+    have, and they were refused ("at their rpm limit") without a request sent."""
+    router = tracking.Router(
+        [
+            {
+                "model_name": "mixed",
+                "litellm_params": {"model": "stability/inpaint", "api_key": "sk-unused", "rpm": 5},
+                "model_info": {"id": "sd"},
+            },
+            {
+                "model_name": "mixed",
+                "litellm_params": {
+                    "model": "gpt-image-2",
+                    "api_key": API_KEY,
+                    "api_base": fake.url,
+                },
+                "model_info": {"id": "oa"},
+            },
+        ],
+        routing_strategy=tracking.router.LowestCost(
+            lambda deployment, call: Decimal(0 if deployment.id == "sd" else 1)
+        ),
+    )
+    with router:
+        for _ in range(3):
+            router.image_generation(prompt=PROMPT, model="mixed", size="1024x1024", quality="low")
+        assert router.state.snapshot(["sd", "oa"]).rpm == {"sd": 0, "oa": 3}
+
+
 def test_a_generation_whose_capable_deployment_is_cooling_is_told_to_come_back(fake):
     """The group's deployment that can generate is cooling down, the other is edit-only: the
     call is a 429 with ``retry_after`` (it will be served once the cooldown ends), not a 400

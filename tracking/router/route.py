@@ -44,6 +44,8 @@ from ..errors import (
     UnsupportedOperationError,
     ValidationError,
 )
+from ..providers import get_provider, operations_of
+from ..request import split_provider
 from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
@@ -106,6 +108,8 @@ class CallRoute:
         )
         self.call_timeout = params.get("timeout")
         self.stream = bool(params.get("stream"))
+        operation = params.get("operation")
+        self.operation = operation if isinstance(operation, str) else "image_edit"
         images = params.get("image")
         self.shape = CallShape(
             model_group=self.asked or "",
@@ -290,6 +294,10 @@ class CallRoute:
             for d in router.groups[group]
             if d.id not in self.misconfigured and d.id not in self.unserved
         ]
+        # a deployment that cannot do the call's operation is left to the end: picked, it
+        # takes a place in the minute's rpm (and a turn) for a request never sent
+        capable = [d for d in candidates if _serves(d, self.operation)]
+        candidates = capable or candidates
         unserved = [self.unserved[d.id] for d in router.groups[group] if d.id in self.unserved]
         if not candidates and unserved and len(unserved) == len(router.groups[group]):
             if self.group_index > 0:  # a fallback none of whose providers can do the call
@@ -362,6 +370,16 @@ class CallRoute:
         for group, reason in self.skipped:
             error.add_note(f"fallback {group!r} skipped: {reason}")
         return error
+
+
+def _serves(deployment: Deployment, operation: str) -> bool:
+    """Whether the deployment's provider does ``operation`` (when in doubt, yes: the attempt's
+    preparation says what is wrong)."""
+    try:
+        provider = get_provider(split_provider(deployment.model)[0])
+    except Exception:
+        return True
+    return operation in operations_of(provider)
 
 
 def _by_order(deployments: list[Deployment]) -> list[list[Deployment]]:
