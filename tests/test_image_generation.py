@@ -277,6 +277,23 @@ def test_a_routed_generation_falls_back_to_the_next_group(fake, failing_fake, mo
     assert second.call_type == "aimage_generation" and second.fallback_from == ("edits-only",)
 
 
+def _mixed_group(fake: FakeOpenAI, **edit_only: Any) -> list[dict[str, Any]]:
+    """Group ``mixed``: an edit-only deployment (``sd``, Stability, with ``edit_only``'s
+    settings) beside one that can generate (``oa``, the fake)."""
+    return [
+        {
+            "model_name": "mixed",
+            "litellm_params": {"model": "stability/inpaint", "api_key": "sk-unused", **edit_only},
+            "model_info": {"id": "sd"},
+        },
+        {
+            "model_name": "mixed",
+            "litellm_params": {"model": "gpt-image-2", "api_key": API_KEY, "api_base": fake.url},
+            "model_info": {"id": "oa"},
+        },
+    ]
+
+
 def test_a_routed_generation_goes_to_the_deployment_of_its_group_that_can_make_it(
     fake, failing_fake, monkeypatch
 ):
@@ -285,15 +302,16 @@ def test_a_routed_generation_goes_to_the_deployment_of_its_group_that_can_make_i
     never tried), so the call failed, or went to a fallback, whenever that one was picked
     (here always, by ``order``); in a fallback group likewise."""
     events = events_of(monkeypatch)
-    generates = {"model": "gpt-image-2", "api_key": API_KEY, "api_base": fake.url, "order": 2}
-    edits_only = {"model": "stability/inpaint", "api_key": "sk-unused", "order": 1}
     router = tracking.Router(
         [
-            {"model_name": "mixed", "litellm_params": edits_only, "model_info": {"id": "sd"}},
-            {"model_name": "mixed", "litellm_params": generates, "model_info": {"id": "oa"}},
+            *_mixed_group(fake, order=1),  # the edit-only one drawn first, had it the choice
             {
                 "model_name": "primary",
-                "litellm_params": {**generates, "api_base": failing_fake.url},
+                "litellm_params": {
+                    "model": "gpt-image-2",
+                    "api_key": API_KEY,
+                    "api_base": failing_fake.url,
+                },
                 "model_info": {"id": "down"},
             },
         ],
@@ -334,22 +352,7 @@ def test_a_generation_takes_nothing_of_an_edit_only_deployments_rpm(fake):
     (the minute's requests) before being turned away: generations used up the limit its edits
     have, and they were refused ("at their rpm limit") without a request sent."""
     router = tracking.Router(
-        [
-            {
-                "model_name": "mixed",
-                "litellm_params": {"model": "stability/inpaint", "api_key": "sk-unused", "rpm": 5},
-                "model_info": {"id": "sd"},
-            },
-            {
-                "model_name": "mixed",
-                "litellm_params": {
-                    "model": "gpt-image-2",
-                    "api_key": API_KEY,
-                    "api_base": fake.url,
-                },
-                "model_info": {"id": "oa"},
-            },
-        ],
+        _mixed_group(fake, rpm=5),
         routing_strategy=tracking.router.LowestCost(
             lambda deployment, call: Decimal(0 if deployment.id == "sd" else 1)
         ),
@@ -365,22 +368,7 @@ def test_a_generation_whose_capable_deployment_is_cooling_is_told_to_come_back(f
     call is a 429 with ``retry_after`` (it will be served once the cooldown ends), not a 400
     saying the group cannot make generations."""
     router = tracking.Router(
-        [
-            {
-                "model_name": "mixed",
-                "litellm_params": {"model": "stability/inpaint", "api_key": "sk-unused"},
-                "model_info": {"id": "sd"},
-            },
-            {
-                "model_name": "mixed",
-                "litellm_params": {
-                    "model": "gpt-image-2",
-                    "api_key": API_KEY,
-                    "api_base": fake.url,
-                },
-                "model_info": {"id": "oa"},
-            },
-        ],
+        _mixed_group(fake),
         cooldown_time=30,
     )
     with router:
