@@ -103,8 +103,16 @@ def test_config_errors_are_clear_and_name_the_entry(monkeypatch):
             {"model_info": {"id": "c", "output_cost_per_image_by_size": {"1024x1024": "-5"}}},
             r"\[1\]: model_info.output_cost_per_image_by_size\['1024x1024'\]: must be",
         ),
+        (
+            {"model_info": {"id": "c", "output_cost_per_image_by_size": {1024: "0.01"}}},
+            r"\[1\]: model_info.output_cost_per_image_by_size\[1024\]: not a 'SIZE'",
+        ),
+        (
+            {"model_info": {"id": "c", "output_cost_per_image_by_size": {"1024*1024": "0.01"}}},
+            r"\[1\]: model_info.output_cost_per_image_by_size\['1024\*1024'\]: not a 'SIZE'",
+        ),
     ],
-    ids=["url", "key", "azure", "stability", "nan-price", "negative-price"],
+    ids=["url", "key", "azure", "stability", "nan-price", "negative-price", "int-size", "bad-size"],
 )
 def test_a_deployment_that_cannot_be_called_fails_the_router_at_load(monkeypatch, entry, message):
     """Each failed a share of the calls (the group's other deployment never tried, the bad
