@@ -277,6 +277,107 @@ def test_a_routed_generation_falls_back_to_the_next_group(fake, failing_fake, mo
     assert second.call_type == "aimage_generation" and second.fallback_from == ("edits-only",)
 
 
+def _mixed_group(fake: FakeOpenAI, **edit_only: Any) -> list[dict[str, Any]]:
+    """Group ``mixed``: an edit-only deployment (``sd``, Stability, with ``edit_only``'s
+    settings) beside one that can generate (``oa``, the fake)."""
+    return [
+        {
+            "model_name": "mixed",
+            "litellm_params": {"model": "stability/inpaint", "api_key": "sk-unused", **edit_only},
+            "model_info": {"id": "sd"},
+        },
+        {
+            "model_name": "mixed",
+            "litellm_params": {"model": "gpt-image-2", "api_key": API_KEY, "api_base": fake.url},
+            "model_info": {"id": "oa"},
+        },
+    ]
+
+
+def test_a_routed_generation_goes_to_the_deployment_of_its_group_that_can_make_it(
+    fake, failing_fake, monkeypatch
+):
+    """A group that mixes an edit-only deployment (Stability) with one that can generate:
+    a generation routed to the edit-only one skipped the whole group (its other deployment
+    never tried), so the call failed, or went to a fallback, whenever that one was picked
+    (here always, by ``order``); in a fallback group likewise."""
+    events = events_of(monkeypatch)
+    router = tracking.Router(
+        [
+            *_mixed_group(fake, order=1),  # the edit-only one drawn first, had it the choice
+            {
+                "model_name": "primary",
+                "litellm_params": {
+                    "model": "gpt-image-2",
+                    "api_key": API_KEY,
+                    "api_base": failing_fake.url,
+                },
+                "model_info": {"id": "down"},
+            },
+        ],
+        fallbacks=[{"primary": ["mixed"]}],
+        num_retries=0,
+    )
+    before = failing_fake.hits
+    with router:
+        direct = router.image_generation(
+            prompt=PROMPT, model="mixed", size="1024x1024", quality="low"
+        )
+        fallen = asyncio.run(
+            router.aimage_generation(
+                prompt=PROMPT, model="primary", size="1024x1024", quality="low"
+            )
+        )
+        assert router.cooling() == {}  # nothing was sent to the edit-only deployment
+    assert direct.cost_usd == fallen.cost_usd == Decimal("0.006025")
+    assert failing_fake.hits == before + 1
+    assert tracking.flush(10)
+    first, second = events
+    assert (first.model_group, first.deployment_id, first.attempts, first.retries) == (
+        "mixed",
+        "oa",
+        1,
+        0,
+    )
+    assert (second.model_group, second.deployment_id, second.fallback_from) == (
+        "mixed",
+        "oa",
+        ("primary",),
+    )
+    assert second.attempts == 2 and second.status == first.status == "success"
+
+
+def test_a_generation_takes_nothing_of_an_edit_only_deployments_rpm(fake):
+    """A generation drawn to the edit-only deployment of a mixed group was counted in its rpm
+    (the minute's requests) before being turned away: generations used up the limit its edits
+    have, and they were refused ("at their rpm limit") without a request sent."""
+    router = tracking.Router(
+        _mixed_group(fake, rpm=5),
+        routing_strategy=tracking.router.LowestCost(
+            lambda deployment, call: Decimal(0 if deployment.id == "sd" else 1)
+        ),
+    )
+    with router:
+        for _ in range(3):
+            router.image_generation(prompt=PROMPT, model="mixed", size="1024x1024", quality="low")
+        assert router.state.snapshot(["sd", "oa"]).rpm == {"sd": 0, "oa": 3}
+
+
+def test_a_generation_whose_capable_deployment_is_cooling_is_told_to_come_back(fake):
+    """The group's deployment that can generate is cooling down, the other is edit-only: the
+    call is a 429 with ``retry_after`` (it will be served once the cooldown ends), not a 400
+    saying the group cannot make generations."""
+    router = tracking.Router(
+        _mixed_group(fake),
+        cooldown_time=30,
+    )
+    with router:
+        router.cool_down(router.groups["mixed"][1], "test")
+        with pytest.raises(tracking.NoDeploymentAvailableError) as refused:
+            router.image_generation(prompt=PROMPT, model="mixed")
+    assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 30
+
+
 def test_a_routed_generation_with_no_capable_group_raises_the_typed_error():
     router = tracking.Router(
         [

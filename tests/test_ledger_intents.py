@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -415,36 +416,37 @@ def test_rows_recovered_from_a_dead_processes_intents_count_as_replayed(
         ledger.shutdown(10)
 
 
-def test_a_process_killed_mid_retry_leaves_a_row_counting_the_attempts_it_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two attempts sent whole whose answers were lost (maybe billed), then a kill -9 during the
-    third: the recovered row estimates all three, not only the one in flight."""
+def _killed_mid_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: list[str], hits: int, **call: Any
+) -> Any:
+    """The row recovered for one call that retries, made in a forked child with a durable
+    ledger and killed (kill -9) once the fake has seen ``hits`` requests (its last attempt
+    waits there); a streamed call's events are read."""
     import os
     import signal
 
-    from tracking.pricing.estimate import estimate_call_cost
-
     monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with FakeOpenAI(api_keys=[API_KEY], faults=["drop;times=2", "latency=60"]) as fake:
+    with FakeOpenAI(api_keys=[API_KEY], faults=faults) as fake:
         pid = os.fork()
-        if pid == 0:  # the child: one call that retries twice, killed by the parent
+        if pid == 0:  # the child: the call, killed by the parent
             try:
                 import tracking
                 from tracking import flow
 
                 flow._INITIAL_BACKOFF = 0.001
                 tracking.callbacks = [SqlLedger(url, mode="durable", intents=True)]
-                tracking.image_edit(
+                answer = tracking.image_edit(
                     image=PNG, prompt="a red hat", model="gpt-image-2", quality="low",
-                    api_base=fake.url, api_key=API_KEY, max_retries=2,
+                    api_base=fake.url, api_key=API_KEY, **call,
                 )  # fmt: skip
+                for _ in answer if call.get("stream") else ():
+                    pass
             finally:
-                os._exit(1)  # never reached while the third attempt waits
+                os._exit(1)  # never reached while the last attempt waits
         deadline = time.monotonic() + 30
-        while fake.hits < 3:  # the third attempt is in flight
-            assert time.monotonic() < deadline, "the child never made its third attempt"
+        while fake.hits < hits:  # the last attempt is in flight
+            assert time.monotonic() < deadline, "the child never made its last attempt"
             time.sleep(0.02)
         time.sleep(0.2)
         os.kill(pid, signal.SIGKILL)
@@ -456,7 +458,7 @@ def test_a_process_killed_mid_retry_leaves_a_row_counting_the_attempts_it_lost(
             assert time.monotonic() < deadline, "the dead process's intent was not shipped"
             time.sleep(0.05)
         with ledger.engine.connect() as conn:
-            row = conn.execute(
+            return conn.execute(
                 sa.select(
                     spend_logs.c.status, spend_logs.c.attempts, spend_logs.c.cost_usd,
                     spend_logs.c.cost_source, spend_logs.c.price_ref,
@@ -464,11 +466,33 @@ def test_a_process_killed_mid_retry_leaves_a_row_counting_the_attempts_it_lost(
             ).one()  # fmt: skip
     finally:
         ledger.shutdown(10)
+
+
+def test_a_process_killed_mid_retry_leaves_a_row_counting_the_attempts_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two attempts sent whole whose answers were lost (maybe billed), then a kill -9 during the
+    third: the recovered row estimates all three, not only the one in flight."""
+    from tracking.pricing.estimate import estimate_call_cost
+
+    faults = ["drop;times=2", "latency=60"]
+    row = _killed_mid_retry(tmp_path, monkeypatch, faults, 3, max_retries=2)
     each = estimate_call_cost("gpt-image-2", None, "low", prompt_chars=9, input_images=1)
     assert each.usd is not None
     assert (row.status, row.attempts, row.cost_source) == ("incomplete", 3, "estimate")
     assert Decimal(str(row.cost_usd)) == 3 * each.usd
     assert row.price_ref == f"estimate:outcome-unknown:{each.price_ref}"
+
+
+def test_a_process_killed_mid_retry_counts_a_stream_that_broke_before_its_first_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed attempt answered 2xx that broke off before its first event is retried and
+    billed as an incomplete stream; a kill -9 during the retry left a row estimating only the
+    attempt in flight (the intent was told only of answers that never came)."""
+    faults = ["break_after=0", "latency=60"]
+    row = _killed_mid_retry(tmp_path, monkeypatch, faults, 2, max_retries=1, stream=True)
+    assert (row.status, row.attempts, row.cost_source) == ("incomplete", 2, "estimate")
 
 
 def test_a_running_ledger_recovers_the_intents_of_a_peer_killed_beside_it(

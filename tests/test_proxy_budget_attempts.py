@@ -103,15 +103,22 @@ def _spent(client: httpx.Client, base: str, key_hash: str, calls: int) -> Decima
     return sum((Decimal(row["cost_usd"]) for row in rows), Decimal(0))
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize(
+    ("fault", "stream"),
+    [("drop", False), ("drop", True), ("break_after=0", True)],
+    ids=["answer", "stream", "stream-broke-at-once"],
+)
 def test_no_retry_after_a_lost_answer_when_the_budget_cannot_cover_it(
-    proxy, own_fake, client, stream
+    proxy, own_fake, client, fault, stream
 ):
+    """``break_after=0``: a stream answered 2xx that broke off before its first event is
+    retried and billed as an incomplete stream; the hold before the retry left it out (only
+    answers that never came counted), so the retry went past the budget."""
     assert ONE_ATTEMPT is not None
     budget = (ONE_ATTEMPT * Decimal("1.5")).quantize(Decimal("0.00001"))
     made = generate(client, proxy.url, max_budget=str(budget), key_alias="one-and-a-half")
     key = made["key"]
-    own_fake.inject("drop")
+    own_fake.inject(fault)
     before, withheld = own_fake.hits, _withheld(client, proxy.url)
     fields = {"stream": "true"} if stream else {}
     answer = edit(client, proxy.url, key, model="solo", **fields)

@@ -103,8 +103,16 @@ def test_config_errors_are_clear_and_name_the_entry(monkeypatch):
             {"model_info": {"id": "c", "output_cost_per_image_by_size": {"1024x1024": "-5"}}},
             r"\[1\]: model_info.output_cost_per_image_by_size\['1024x1024'\]: must be",
         ),
+        (
+            {"model_info": {"id": "c", "output_cost_per_image_by_size": {1024: "0.01"}}},
+            r"\[1\]: model_info.output_cost_per_image_by_size\[1024\]: not a 'SIZE'",
+        ),
+        (
+            {"model_info": {"id": "c", "output_cost_per_image_by_size": {"1024*1024": "0.01"}}},
+            r"\[1\]: model_info.output_cost_per_image_by_size\['1024\*1024'\]: not a 'SIZE'",
+        ),
     ],
-    ids=["url", "key", "azure", "stability", "nan-price", "negative-price"],
+    ids=["url", "key", "azure", "stability", "nan-price", "negative-price", "int-size", "bad-size"],
 )
 def test_a_deployment_that_cannot_be_called_fails_the_router_at_load(monkeypatch, entry, message):
     """Each failed a share of the calls (the group's other deployment never tried, the bad
@@ -133,6 +141,40 @@ def test_router_settings_are_named_in_their_errors():
     ):
         with pytest.raises(tracking.ConfigurationError, match=message):
             Router.from_config({"model_list": model_list, "router_settings": settings})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"redis_url": 6379}, r"^redis_url: expected a redis:// URL"),
+        ({"redis_url": "redis://127.0.0.1:9/0", "redis_prefix": 5}, r"^redis_prefix: expected"),
+        ({"latency_window": 0}, r"^latency_window: expected an integer >= 1, got 0"),
+        ({"latency_window": -1}, r"^latency_window: expected an integer >= 1"),
+        ({"latency_window": "10"}, r"^latency_window: expected an integer >= 1, got .10.$"),
+    ],
+    ids=["redis-url-int", "redis-prefix-int", "window-0", "window-negative", "window-text"],
+)
+def test_bad_state_settings_are_configuration_errors(settings, message):
+    """A redis_url that is no string raised AttributeError from inside redis-py; a
+    latency_window below 1 or not a number was accepted, then failed every call's bookkeeping
+    (a deque of negative length, logged at each call) or, at 0, made Redis keep every latency
+    ever measured (LTRIM 0 -1 keeps the whole list)."""
+    model_list = [deployment("a", "http://h/v1", id="a")]
+    with pytest.raises(tracking.ConfigurationError, match=message):
+        Router(model_list, **settings)
+
+
+def test_a_model_that_is_no_name_is_named_as_such():
+    """``model=5`` (or a list) was refused as "model: required", a parameter that was given."""
+    router = Router([deployment("a", "http://127.0.0.1:9/v1", id="a")])
+    for model, got in ((5, "int"), (["a"], "list")):
+        with pytest.raises(
+            tracking.ValidationError, match=f"expected the name of a model group, got {got}$"
+        ) as caught:
+            router.image_generation(prompt="a fox", model=model)
+        assert (caught.value.param, caught.value.rule) == ("model", "type")
+    with pytest.raises(tracking.ValidationError, match="model: required"):
+        router.image_generation(prompt="a fox")
 
 
 def test_a_price_of_zero_for_the_size_and_quality_is_not_skipped():

@@ -122,7 +122,7 @@ def test_failure_counts_in_flight_and_cooldowns_are_shared_and_expire(redis_url,
         assert one.snapshot(["y"]).in_flight == {"y": 2}
         two.end("y")
         assert one.snapshot(["y"]).in_flight == {"y": 1}
-        assert client.ttl(f"{redis_prefix}inflight:y") > 0  # a crashed process leaks nothing
+        assert client.ttl(f"{redis_prefix}inflight-calls:y") > 0  # a crashed process leaks nothing
         one.cool_down("x", 5)
         assert 4 < two.snapshot(["x", "y"]).cooling["x"] <= 5
         assert "y" not in two.snapshot(["x", "y"]).cooling
@@ -248,3 +248,37 @@ def test_the_proxys_redis_prefix_namespaces_its_routing_state_too(
     finally:
         client.close()
     assert keys and all(k.startswith(f"{redis_prefix}router:") for k in keys), keys
+
+
+def test_a_crashed_processs_calls_leave_the_in_flight_count_while_others_keep_calling(
+    redis_url, redis_prefix
+):
+    # A process that dies (or loses Redis) between a call's begin and end never ends it; the
+    # other processes' calls go on beginning and ending meanwhile. The dead call must leave
+    # the shared count once its lease is over, not stay counted for as long as traffic flows
+    # (least-busy would steer away from the deployment for good).
+    clock = ManualClock()
+    crashed = RedisState(redis_url, prefix=redis_prefix, clock=clock.time)
+    alive = RedisState(redis_url, prefix=redis_prefix, clock=clock.time)
+    try:
+        assert crashed.begin("d", None)
+        crashed.close()  # it never ends its call
+        for _ in range(3):
+            clock.advance(300)  # a call every five minutes: the counter's key never idles
+            assert alive.begin("d", None)
+            assert alive.snapshot(["d"]).in_flight["d"] >= 1
+            alive.end("d")
+        assert alive.snapshot(["d"]).in_flight == {"d": 0}
+        # ending a call the state never began (its begin was counted while Redis was down)
+        # does not take another process's call off the count
+        assert alive.begin("d", None)
+        fresh = RedisState(redis_url, prefix=redis_prefix, clock=clock.time)
+        try:
+            fresh.end("d")
+            assert alive.snapshot(["d"]).in_flight == {"d": 1}
+        finally:
+            fresh.close()
+        alive.end("d")
+        assert alive.snapshot(["d"]).in_flight == {"d": 0}
+    finally:
+        alive.close()

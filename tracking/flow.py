@@ -330,7 +330,8 @@ def _attempts(
         progress.outcome = None
         progress.job_accepted = False
         try:
-            lost = progress.unknown_outcomes
+            # maybe billed so far: answers lost, and streams accepted that then broke off
+            lost = [*progress.unknown_outcomes, *progress.accepted]
             if failure is not None and control is not None and control.cover is not None:
                 refused = yield _cover(control, lost, request)  # the proxy's budgets
                 if isinstance(refused, Exception):
@@ -426,6 +427,10 @@ class _Progress:
     outcome: Any = None  #: what the transport gave back for the attempt's request
     #: the last attempt sent is the last of ``unknown_outcomes`` (the call ended on it)
     last_lost: bool = False
+    #: the requests of streamed attempts an upstream answered 2xx: each may be billed whole,
+    #: even one that broke off before its first event and was retried (a fallback's ask
+    #: another model)
+    accepted: list[ImageEditRequest] = field(default_factory=list)
     #: the attempt's job was accepted upstream (its answer was a poll): billed, whatever follows
     job_accepted: bool = False
     #: the bus's receivers as the call started (see :class:`Emit`)

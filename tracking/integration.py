@@ -26,7 +26,8 @@ Three optional methods, and one attribute:
   event and the interrupted caller is not held. The SQL ledger queues the row there.
 * ``on_lost_attempts(call, lost)``. Runs in the call, on the caller's thread, before an attempt
   that follows attempts whose answer was lost (sent whole, then a timeout or a dropped
-  connection: maybe billed); ``call.request`` is the request about to be sent and ``lost`` the
+  connection: maybe billed; or a streamed answer accepted with 2xx that broke off before its
+  first event); ``call.request`` is the request about to be sent and ``lost`` the
   request of each lost attempt so far. Rare, so it may write: the SQL ledger's intents record
   them, so a process killed before the call ends leaves a row that counts them too. The same
   rules as ``on_start``.

@@ -103,11 +103,17 @@ _READ = ReadStream()
 class _StreamReader:
     """The open answer of the current attempt: its decoder and the events parsed ahead."""
 
-    def __init__(self, started: float, parsed: list[tuple[ImageEditRequest, CallOptions]]) -> None:
+    def __init__(
+        self,
+        started: float,
+        parsed: list[tuple[ImageEditRequest, CallOptions]],
+        accepted: list[ImageEditRequest],
+    ) -> None:
         self.started = started
         #: the requests of attempts an upstream answered 2xx: each may be billed, whole, even if
-        #: it broke off (a fallback's ask another model)
-        self.accepted: list[ImageEditRequest] = []
+        #: it broke off (a fallback's ask another model); the call's ``_Progress.accepted``, so
+        #: that a budget's hold before a retry counts them
+        self.accepted = accepted
         self._parsed = parsed  # the call's requests as parsed: the last is the attempt's
         self.first_image_ms: float | None = None
         self.completed: ImageEditCompletedEvent | None = None
@@ -243,7 +249,7 @@ def stream_flow(
         route = DirectRoute(params)
     progress = _Progress()
     parsed: list[tuple[ImageEditRequest, CallOptions]] = []
-    reader = _StreamReader(started, parsed)
+    reader = _StreamReader(started, parsed, progress.accepted)
     failure: BaseException | None = None
     try:
         item = yield from _attempts(

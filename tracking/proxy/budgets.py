@@ -13,8 +13,9 @@ started, as its event is priced (:func:`~tracking.pricing.price_day`). After the
 whatever the call ended with (0 for a failure that was not billed); a call that started and
 broke before its event keeps its reservation counted (:meth:`Reservation.keep`). Before each
 attempt after the first (a retry, a fallback) :meth:`Budgets.cover` grows the hold, if it must,
-to what the call may then be billed: the most each of its attempts whose answer was lost may have
-cost, plus the most the next attempt may cost. A budget that cannot take that withholds the
+to what the call may then be billed: the most each of its attempts whose answer was lost (or,
+streamed, was answered 2xx and broke off before its first event) may have cost, plus the most the
+next attempt may cost. A budget that cannot take that withholds the
 attempt: the call ends with the failure of the attempt before it, and costs what that one may
 have cost.
 
@@ -345,8 +346,9 @@ class Budgets:
         upcoming: ImageEditRequest,
     ) -> None:
         """Grow the call's hold, before an attempt after its first, to the most the call may be
-        billed if it goes: each attempt whose answer was lost (``lost``) and ``upcoming`` at
-        their most (an unpriced one, let through by ``allow_unpriced_with_budgets``, as 0).
+        billed if it goes: each attempt that may have been billed (``lost``: answers lost, streams
+        accepted that broke off) and ``upcoming`` at their most (an unpriced one, let through by
+        ``allow_unpriced_with_budgets``, as 0).
         Raises the budget's 429 :class:`ProxyError` when it cannot take that: the attempt is
         withheld (:class:`~tracking.call_control.NotCovered`); so does an ``upcoming`` attempt
         at a model without a price (a fallback), which the budgets could not count, unless

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,6 +207,11 @@ def _check_reachable(model: str, params: Mapping[str, Any], where: str) -> None:
         raise ConfigurationError(f"{where}: litellm_params.{exc}") from None
 
 
+#: A key of ``output_cost_per_image_by_size``: a size (``1024x1024``, a name such as ``auto``),
+#: optionally ``/`` and a quality.
+_PRICE_SHAPE = re.compile(r"(?:[0-9]+x[0-9]+|[a-z][a-z0-9_]*)(?:/[a-z][a-z0-9_]*)?")
+
+
 def _check_prices(info: Mapping[str, Any], where: str) -> None:
     """``model_info``'s prices as a price file's are held: finite, from 0 to ``MAX_PRICE``."""
     from ..pricing.table import to_price
@@ -222,7 +228,14 @@ def _check_prices(info: Mapping[str, Any], where: str) -> None:
             "'SIZE/QUALITY' or 'SIZE' to a price"
         )
     for shape, value in table.items():
-        to_price(value, f"{where}: model_info.output_cost_per_image_by_size[{shape!r}]")
+        named = f"{where}: model_info.output_cost_per_image_by_size[{shape!r}]"
+        # a key no call's size can match (1024, "1024*1024") would price nothing, silently
+        if not isinstance(shape, str) or not _PRICE_SHAPE.fullmatch(shape):
+            raise ConfigurationError(
+                f"{named}: not a 'SIZE' or 'SIZE/QUALITY' key such as '1024x1024' or "
+                "'1024x1024/high'"
+            )
+        to_price(value, named)
 
 
 def resolve_env(value: Any, where: str) -> Any:

@@ -22,7 +22,10 @@ What an error means for routing:
   result that expired): counted against the deployment like the faults above, but never
   retried, since it was most likely billed;
 * a fallback group the request is not valid for (``ValidationError`` when parsed for its
-  model): skipped, the reason logged and recorded (``fallbacks_skipped``).
+  model): skipped, the reason logged and recorded (``fallbacks_skipped``);
+* a deployment whose provider cannot do the call's operation (``UnsupportedOperationError``:
+  a generation on an edit-only provider): never sent, no attempt counted; the group's other
+  deployments are tried, then its fallbacks (one none of whose deployments can is skipped).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from ..errors import (
     UnsupportedOperationError,
     ValidationError,
 )
+from ..providers import get_provider, operations_of
+from ..request import split_provider
 from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
@@ -89,6 +94,7 @@ class CallRoute:
         self.router = router
         asked = params.get("model")
         self.asked: str | None = asked if isinstance(asked, str) else None
+        self.asked_type = None if asked is None else type(asked).__name__
         self.chain: tuple[str, ...] = ()
         if self.asked is not None:
             self.chain = (self.asked, *router.fallbacks.get(self.asked, ()))
@@ -102,6 +108,8 @@ class CallRoute:
         )
         self.call_timeout = params.get("timeout")
         self.stream = bool(params.get("stream"))
+        operation = params.get("operation")
+        self.operation = operation if isinstance(operation, str) else "image_edit"
         images = params.get("image")
         self.shape = CallShape(
             model_group=self.asked or "",
@@ -115,12 +123,18 @@ class CallRoute:
         self.retries = 0  # attempts that repeated one in their group (not a fallback's first)
         self.failed: dict[str, APIError] = {}  # this group's deployments that failed this call
         self.unavailable: list[str] = []  # why groups had nothing to offer
+        #: a deployment was passed over for being busy (cooling down, at its rpm/tpm): the
+        #: call may be served later, so that is the error, not the provider's refusal
+        self.busy = False
         self.retry_after: float | None = None
         self.skipped: list[tuple[str, str]] = []  # (fallback group, why it was skipped)
         self.last_error: APIError | None = None  # the last upstream failure
-        #: a group whose provider cannot do the call's operation (a generation on an edit-only
-        #: provider): its fallbacks are tried, and this is raised when none serves the call
+        #: the asked group's first deployment whose provider cannot do the call's operation (a
+        #: generation on an edit-only provider): raised when nothing else serves the call
         self.unsupported: UnsupportedOperationError | None = None
+        #: deployments whose provider cannot do the call's operation: never sent, left out of the
+        #: rest of the call (the group's others are tried, then its fallbacks)
+        self.unserved: dict[str, UnsupportedOperationError] = {}
         #: deployments whose settings failed when a request was prepared for them (a setting
         #: checked at load that went missing since, such as ``AZURE_API_VERSION``): never sent,
         #: left out of the rest of the call; the first is raised when nothing else serves it
@@ -132,6 +146,12 @@ class CallRoute:
 
     def next(self, failure: BaseException | None) -> Steps[Target]:
         if self.asked is None:
+            if self.asked_type is not None:
+                raise ValidationError(
+                    f"model: expected the name of a model group, got {self.asked_type}",
+                    param="model",
+                    rule="type",
+                )
             raise ValidationError(
                 "model: required, the model group to route to", param="model", rule="required"
             )
@@ -233,14 +253,15 @@ class CallRoute:
                 failure,
             )
             self.misconfigured.setdefault(self.deployment.id, failure)
-            self.group_attempts -= 1  # never sent: no attempt, and no retry
-            if self.group_attempts:
-                self.retries -= 1
+            self._not_sent()
             return
         in_fallback = self.group_index > 0
-        if isinstance(failure, UnsupportedOperationError) and not in_fallback:
-            self.unsupported = failure
-            self._advance()
+        if isinstance(failure, UnsupportedOperationError) and self.deployment is not None:
+            # this deployment's provider, not the group: the group's other deployments may serve
+            self.unserved.setdefault(self.deployment.id, failure)
+            if not in_fallback and self.unsupported is None:
+                self.unsupported = failure
+            self._not_sent()
             return
         if isinstance(failure, ValidationError) and in_fallback:
             group = self.chain[self.group_index]
@@ -255,6 +276,12 @@ class CallRoute:
         if self.deployment is not None:
             self.failed[self.deployment.id] = failure
 
+    def _not_sent(self) -> None:
+        """The last target was never sent: no attempt, and no retry."""
+        self.group_attempts -= 1
+        if self.group_attempts:
+            self.retries -= 1
+
     def _advance(self) -> None:
         self.group_index += 1
         self.group_attempts = 0
@@ -262,7 +289,21 @@ class CallRoute:
 
     def _pick(self, group: str) -> Steps[Deployment | None]:
         router = self.router
-        candidates = [d for d in router.groups[group] if d.id not in self.misconfigured]
+        candidates = [
+            d
+            for d in router.groups[group]
+            if d.id not in self.misconfigured and d.id not in self.unserved
+        ]
+        # a deployment that cannot do the call's operation is left to the end: picked, it
+        # takes a place in the minute's rpm (and a turn) for a request never sent
+        capable = [d for d in candidates if _serves(d, self.operation)]
+        candidates = capable or candidates
+        unserved = [self.unserved[d.id] for d in router.groups[group] if d.id in self.unserved]
+        if not candidates and unserved and len(unserved) == len(router.groups[group]):
+            if self.group_index > 0:  # a fallback none of whose providers can do the call
+                self.skipped.append((group, str(unserved[0])))
+                log.warning("router: fallback %r skipped: %s", group, unserved[0])
+            return None
         if not candidates:
             self.unavailable.append(f"{group!r}: no deployment whose settings can be used")
             return None
@@ -275,6 +316,7 @@ class CallRoute:
             and (d.tpm is None or snapshot.tpm.get(d.id, 0) < d.tpm)
         ]
         if not available:
+            self.busy = True
             cooling = [snapshot.cooling[d.id] for d in candidates if d.id in snapshot.cooling]
             limited = len(candidates) - len(cooling)
             parts = []
@@ -302,6 +344,7 @@ class CallRoute:
                     return choice
                 pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
         # each filled up between the snapshot and its begin (other calls, other processes)
+        self.busy = True
         self._free_at_the_minutes_end(snapshot.window_left)
         self.unavailable.append(f"{group!r}: every deployment at its rpm limit")
         return None
@@ -314,7 +357,7 @@ class CallRoute:
         error: APIError | UnsupportedOperationError
         if self.last_error is not None:
             error = self.last_error
-        elif self.unsupported is not None:
+        elif self.unsupported is not None and not self.busy:
             error = self.unsupported
         elif self.misconfigured:
             return next(iter(self.misconfigured.values()))
@@ -327,6 +370,16 @@ class CallRoute:
         for group, reason in self.skipped:
             error.add_note(f"fallback {group!r} skipped: {reason}")
         return error
+
+
+def _serves(deployment: Deployment, operation: str) -> bool:
+    """Whether the deployment's provider does ``operation`` (when in doubt, yes: the attempt's
+    preparation says what is wrong)."""
+    try:
+        provider = get_provider(split_provider(deployment.model)[0])
+    except Exception:
+        return True
+    return operation in operations_of(provider)
 
 
 def _by_order(deployments: list[Deployment]) -> list[list[Deployment]]:

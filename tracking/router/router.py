@@ -170,6 +170,20 @@ class Router:
                 f"got {cooldown_time!r}"
             )
         self.cooldown_time = float(cooldown_time)
+        if (
+            isinstance(latency_window, bool)
+            or not isinstance(latency_window, int)
+            or latency_window < 1
+        ):
+            raise ConfigurationError(
+                f"latency_window: expected an integer >= 1, got {latency_window!r}"
+            )
+        if redis_url is not None and not isinstance(redis_url, str):
+            raise ConfigurationError(
+                f"redis_url: expected a redis:// URL, got {type(redis_url).__name__}"
+            )
+        if not isinstance(redis_prefix, str):
+            raise ConfigurationError(f"redis_prefix: expected a string, got {redis_prefix!r}")
         if state is None and redis_url:
             try:
                 state = RedisState(redis_url, prefix=redis_prefix, latency_window=latency_window)

@@ -2,8 +2,11 @@
 
 :class:`MemoryState` keeps it in this process (the default). :class:`RedisState` keeps it in
 Redis so that several processes route as one: every change is an atomic Redis command (INCR,
-INCRBY, SET with PX, LPUSH+LTRIM) and every key expires, so a crashed process leaves nothing
-behind for long. Reads for one routing decision are one pipelined round trip.
+INCRBY, SET with PX, LPUSH+LTRIM, ZADD/ZREM) and every key expires, so a crashed process leaves
+nothing behind for long. In-flight calls are members of a sorted set, each leased for
+``_IN_FLIGHT_TTL`` seconds: one whose process died before its end drops out on its own while
+the other processes go on calling (a shared counter would keep it for as long as traffic
+flows). Reads for one routing decision are one pipelined round trip.
 
 A Redis outage never fails a call: the first error is logged as a warning, the state falls back
 to a local :class:`MemoryState` and Redis is tried again after ``retry_interval`` seconds (so a
@@ -26,6 +29,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -44,7 +48,7 @@ T = TypeVar("T")
 #: One Redis command of a pipeline: (method name, positional arguments, keyword arguments).
 Command = tuple[str, tuple[Any, ...], dict[str, Any]]
 
-#: In-flight counters expire if nothing touches them for this long (a process died mid-call).
+#: Each in-flight call is counted for at most this long (its process may have died mid-call).
 _IN_FLIGHT_TTL = 600
 _LATENCY_TTL = 3600
 _USAGE_TTL = 120
@@ -366,6 +370,9 @@ class _RedisSteps:
     def __init__(self, state: RedisState) -> None:
         self.state = state
         self.local = state.local
+        #: deployment id -> the in-flight calls this process began there in Redis
+        self._calls: dict[str, deque[str]] = {}
+        self._lock = threading.Lock()
 
     def _key(self, kind: str, deployment_id: str, *suffix: object) -> str:
         tail = "".join(f":{part}" for part in suffix)
@@ -387,11 +394,12 @@ class _RedisSteps:
 
     def snapshot(self, ids: Sequence[str]) -> Steps[Snapshot]:
         minute = _minute(self.state.clock)
+        now_ms = self.state.clock() * 1000
         commands: list[Command] = []
         for i in ids:
             commands += [
                 ("pttl", (self._key("cooldown", i),), {}),
-                ("get", (self._key("inflight", i),), {}),
+                ("zcount", (self._key("inflight-calls", i), now_ms, "+inf"), {}),
                 ("get", (self._key("rpm", i, minute),), {}),
                 ("get", (self._key("tpm", i, minute),), {}),
                 ("lrange", (self._key("latency", i), 0, self.state.latency_window - 1), {}),
@@ -416,13 +424,18 @@ class _RedisSteps:
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
         rpm_key = self._key("rpm", deployment_id, _minute(self.state.clock))
-        flying_key = self._key("inflight", deployment_id)
+        calls_key = self._key("inflight-calls", deployment_id)
+        now_ms = self.state.clock() * 1000
+        call = uuid.uuid4().hex
         replies = yield from self._replies(
             [
                 ("incr", (rpm_key,), {}),
                 ("expire", (rpm_key, _USAGE_TTL), {}),
-                ("incr", (flying_key,), {}),
-                ("expire", (flying_key, _IN_FLIGHT_TTL), {}),
+                # each call is a member leased for _IN_FLIGHT_TTL: one whose process died (or
+                # lost Redis) before its end drops out alone, however busy the deployment is
+                ("zremrangebyscore", (calls_key, "-inf", now_ms), {}),
+                ("zadd", (calls_key, {call: now_ms + _IN_FLIGHT_TTL * 1000}), {}),
+                ("expire", (calls_key, _IN_FLIGHT_TTL), {}),
             ]
         )
         if replies is None:
@@ -430,12 +443,23 @@ class _RedisSteps:
         if rpm_limit is not None and int(replies[0]) > rpm_limit:
             # INCR first and give back when over: two processes can never both pass the
             # limit; at worst a borderline call is refused.
-            yield from self._replies([("decr", (rpm_key,), {}), ("decr", (flying_key,), {})])
+            yield from self._replies([("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})])
             return False
+        with self._lock:
+            self._calls.setdefault(deployment_id, deque()).append(call)
         return True
 
     def end(self, deployment_id: str) -> Steps[None]:
-        replies = yield from self._replies([("decr", (self._key("inflight", deployment_id),), {})])
+        with self._lock:  # the oldest call this process began there (any one ends the same)
+            calls = self._calls.get(deployment_id)
+            call = calls.popleft() if calls else None
+            if calls is not None and not calls:
+                del self._calls[deployment_id]
+        if call is None:  # begun on the local state, while Redis was down
+            self.local.end(deployment_id)
+            return
+        key = self._key("inflight-calls", deployment_id)
+        replies = yield from self._replies([("zrem", (key, call), {})])
         if replies is None:
             self.local.end(deployment_id)
 
