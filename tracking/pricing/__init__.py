@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ..response import ImageResponse, Usage
 
 __all__ = [
+    "ANY",
     "PRICES_FILE_ENV",
     "SVG_AUTHORING_REF",
     "Cost",
@@ -66,6 +67,10 @@ __all__ = [
 PRICES_FILE_ENV = "TRACKING_PRICES_FILE"
 
 log = logging.getLogger("tracking")
+
+#: A ``per_image`` quality or size that prices any other: ``{"any": {"any": "0.02"}}`` is one
+#: price per image whatever its size and quality; a quality's own size wins over it.
+ANY = "any"
 
 _MILLION = Decimal(1_000_000)
 _PER_IMAGE_PLACES = Decimal("1e-12")  # only when the division is inexact
@@ -602,12 +607,17 @@ def _table_cost(
         return None
     size = response.price_size or response.size or _explicit(request.size)
     if len(entry.per_image) == 1:  # a single quality tier (dall-e-2): quality is not billed
-        (sizes,) = entry.per_image.values()
+        tiers = list(entry.per_image.values())
     else:
         quality = response.quality or _explicit(request.quality)
-        sizes = entry.per_image.get(quality or "", {})
-    price = sizes.get(size or "")
-    return None if price is None else price * images
+        tiers = [entry.per_image.get(quality or "", {}), entry.per_image.get(ANY, {})]
+    for sizes in tiers:  # the quality's own tier, then one for any quality
+        price = sizes.get(size or "")
+        if price is None:
+            price = sizes.get(ANY)  # a price for any size (model_info's output_cost_per_image)
+        if price is not None:
+            return price * images
+    return None
 
 
 def _explicit(value: str | None) -> str | None:
