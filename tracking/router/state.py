@@ -486,12 +486,14 @@ class _RedisSteps:
     def record_failure(self, deployment_id: str) -> Steps[int]:
         key = self._key("fails", deployment_id)
         window = max(1, round(self.state.failure_window))
+        # the window starts at the first failure: SET NX EX, then INCR (which keeps the expiry);
+        # EXPIRE's NX option would need Redis 7, and on Redis 6 every failure was an outage
         replies = yield from self._replies(
-            [("incr", (key,), {}), ("expire", (key, window), {"nx": True})]
+            [("set", (key, 0), {"ex": window, "nx": True}), ("incr", (key,), {})]
         )
         if replies is None:
             return self.local.record_failure(deployment_id)
-        return int(replies[0])
+        return int(replies[1])
 
     def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]:
         cooldown = self._key("cooldown", deployment_id)
