@@ -92,6 +92,28 @@ def _spend_calls_statements(engine: sa.Engine) -> list[tuple[str, set[Any]]]:
 # -- /customer/list ----------------------------------------------------------------------------
 
 
+def test_customer_list_reads_the_end_users_in_one_statement(app, ledger_url):  # noqa: F811
+    """The end users' records are read in one statement, not one per end user (30 users made
+    31 statements)."""
+    _record(ledger_url)  # the ledger's tables (a PostgreSQL database starts empty)
+    store = app.accounts.store
+    for user in USERS[:30]:
+        created = _call(app, "POST", "/customer/new", json={"user_id": user, "max_budget": 2})
+        assert created.status_code == 200, created.text
+    reads: list[str] = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "FROM proxy_end_users" in statement:
+            reads.append(statement)
+
+    answer = _call(app, "GET", "/customer/list")
+    assert answer.status_code == 200, answer.text
+    assert [c["user_id"] for c in answer.json()] == USERS[:30]
+    assert {c["max_budget"] for c in answer.json()} == {"2"}
+    assert len(reads) == 1, reads
+
+
 def test_customer_list_sums_the_spend_of_the_listed_end_users_only(app, ledger_url):  # noqa: F811
     costs = {user: Decimal(n + 1).scaleb(-3) for n, user in enumerate(USERS)}
     _record(ledger_url, *(make_event(user=u, cost=c, start=DAY) for u, c in costs.items()))

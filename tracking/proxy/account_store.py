@@ -117,6 +117,18 @@ def _money_text(value: Decimal | None) -> str | None:
     return None if value is None else f"{value.normalize():f}"
 
 
+def end_user_record(row: Any) -> EndUserRecord:
+    """An ``end_users`` row as its record."""
+    return EndUserRecord(
+        end_user_id=row.end_user_id,
+        budget_usd=_money(row.budget_usd) if row.budget_usd is not None else None,
+        budget_period=row.budget_period,
+        blocked=bool(row.blocked),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
 def _money(value: Any) -> Decimal:
     # SQLite hands back a float (at most 15 significant digits): its text is the stored value.
     if value is None:
@@ -250,16 +262,7 @@ class AccountStore:
             row = conn.execute(
                 sa.select(end_users).where(end_users.c.end_user_id == end_user_id)
             ).first()
-        if row is None:
-            return None
-        return EndUserRecord(
-            end_user_id=row.end_user_id,
-            budget_usd=_money(row.budget_usd) if row.budget_usd is not None else None,
-            budget_period=row.budget_period,
-            blocked=bool(row.blocked),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+        return None if row is None else end_user_record(row)
 
     def end_users_with_rules(self, limit: int) -> list[str] | None:
         """The ids of end users with a budget or a block; None when there are over ``limit``."""

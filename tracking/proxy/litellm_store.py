@@ -124,17 +124,12 @@ def list_end_users(store: AccountStore) -> list[EndUserRecord]:
 
     if store.nothing_stored():
         return []
+    from .account_store import end_user_record
     from .account_tables import end_users
 
-    with store.engine.connect() as conn:
-        ids = [
-            str(i)
-            for i in conn.execute(
-                sa.select(end_users.c.end_user_id).order_by(end_users.c.end_user_id)
-            ).scalars()
-        ]
-    records = [store.get_end_user(i) for i in ids]
-    return [r for r in records if r is not None]
+    with store.engine.connect() as conn:  # one statement, not one per end user
+        rows = conn.execute(sa.select(end_users).order_by(end_users.c.end_user_id)).all()
+    return [end_user_record(row) for row in rows]
 
 
 def delete_end_users(store: AccountStore, ids: Sequence[str]) -> list[str]:
