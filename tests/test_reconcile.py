@@ -557,3 +557,55 @@ def test_a_bill_over_pages_with_distinct_days_is_summed_once(capsys, fake, ledge
     assert [rows[k]["their_images"] for k in sorted(rows)] == [1, 1]
     assert [rows[k]["their_cost_usd"] for k in sorted(rows)] == ["1", "1"]
     assert code == 1  # our side has one call, billed far below $1: drift, read once
+
+
+def _bill_of(
+    usage: list[dict[str, object]], costs: list[dict[str, object]]
+) -> Callable[[str], bytes]:
+    """An admin API answering one bucket of today: ``usage`` and ``costs`` as its results."""
+
+    def answer(path: str) -> bytes:
+        results = usage if "/usage/" in path else costs
+        return json.dumps(
+            {"data": [{"start_time": _day_start(today()), "results": results}]}
+        ).encode()
+
+    return answer
+
+
+_IMAGE = {"model": "gpt-image-1", "images": 1, "num_model_requests": 1}
+_DOLLAR = {"line_item": "gpt-image-1, image edits", "amount": {"value": "1", "currency": "usd"}}
+
+
+@pytest.mark.parametrize(
+    ("case", "usage", "costs"),
+    [
+        # the same group twice in one bucket (a row served twice): summed, one bill counted double
+        ("a usage row twice", [_IMAGE, _IMAGE], [_DOLLAR]),
+        ("a cost row twice", [_IMAGE], [_DOLLAR, _DOLLAR]),
+    ],
+)
+def test_a_result_repeated_within_a_bucket_is_exit_2_never_summed(
+    capsys, ledger, case, usage, costs
+):
+    code = _reconcile_against(_answering(_bill_of(usage, costs)), ledger, "--by", "model")
+    err = capsys.readouterr().err
+    assert code == 2, err  # summed twice, it read as drift (exit 1) or hid a missing call
+    assert err.startswith("tracking reconcile: error: ") and "twice" in err and err.count("\n") == 1
+
+
+def test_distinct_line_items_and_groups_of_one_bucket_are_each_summed(capsys, fake, ledger):
+    """Two line items of one model (input and output) and two models in one bucket are no
+    repeats: each is summed once."""
+    edit(fake)
+    usage = [_IMAGE, {**_IMAGE, "model": "gpt-image-1-mini"}]
+    output = {**_DOLLAR, "line_item": "gpt-image-1, image output"}
+    mini = {**_DOLLAR, "line_item": "gpt-image-1-mini, image edits"}
+    code = _reconcile_against(
+        _answering(_bill_of(usage, [_DOLLAR, output, mini])), ledger, "--by", "model",
+        "--format", "json",
+    )  # fmt: skip
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["gpt-image-1"]["their_cost_usd"] == "2" and rows["gpt-image-1"]["their_images"] == 1
+    assert rows["gpt-image-1-mini"]["their_cost_usd"] == "1"
+    assert code == 1

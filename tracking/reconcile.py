@@ -111,10 +111,15 @@ def _get(client: httpx.Client, path: str, query: dict[str, Any]) -> tuple[int, b
         return answer.status_code, b"".join(chunks)
 
 
+#: The fields a bucket's results are grouped by (``group_by``): a bucket holds one result each.
+_GROUP_FIELDS = ("model", "project_id", "line_item", "source", "size", "api_key_id", "user_id")
+
+
 def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every bucket of a paged admin endpoint, following ``next_page``, each once: a bucket
-    outside the window asked for, a bucket start seen before (a page served twice) or a cursor
-    that leads back to a page already read is a broken answer, never summed again."""
+    outside the window asked for, a bucket start seen before (a page served twice), a result
+    repeated within a bucket (the same group twice) or a cursor that leads back to a page
+    already read is a broken answer, never summed again."""
     page: str | None = None
     cursors: set[str] = set()
     starts: set[object] = set()
@@ -144,9 +149,14 @@ def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[
         for bucket in body["data"]:
             if not isinstance(bucket, dict) or not isinstance(bucket.get("results") or [], list):
                 raise ReconcileError(f"{path}: a bucket of the answer is not an object")
+            groups: set[str] = set()
             for result in bucket.get("results") or ():
                 if not isinstance(result, dict):
                     raise ReconcileError(f"{path}: a result of the answer is not an object")
+                group = repr([result.get(name) for name in _GROUP_FIELDS])
+                if group in groups:  # one result per group in a bucket: a row served twice
+                    raise ReconcileError(f"{path}: a bucket of the answer holds a result twice")
+                groups.add(group)
             _bucket_day(bucket)  # a time, or the error saying it is none
             start = bucket["start_time"]
             if start in starts:
