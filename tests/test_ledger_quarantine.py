@@ -24,6 +24,7 @@ from tests.ledger_support import (  # noqa: F401
     ledger_url,
     make_event,
     open_ledger,
+    quarantine_event,
     refused_rows,
 )
 from tracking.cli import main
@@ -330,3 +331,47 @@ def test_a_call_quarantined_as_its_intent_and_as_its_own_row_counts_once(ledger_
             assert quarantined_spend(conn, end_user="erin") == Decimal("0.30")
     finally:
         ledger.shutdown(10)
+
+
+def test_a_kept_line_that_is_no_row_is_listed_and_left_never_a_traceback(ledger_url, capsys):  # noqa: F811
+    """A quarantined line that is not the JSON of a row (the database's text damaged or edited
+    by hand: the reports count it as no call) is listed as it is, and a replay with --repair
+    leaves it, said, while the rows beside it are replayed: ``list --format json`` and
+    ``replay --repair`` raised a traceback (the replay stopped before the good rows)."""
+    engine = sa.create_engine(ledger_url)
+    try:
+        open_ledger(ledger_url).shutdown(10)
+        inserter_rows = [
+            (None, "not json {", "refused"),
+            ("nan", '{"cost_usd": NaN}', "refused"),
+            ("text", '{"request_id": "text", "cost_usd": "ten", "start_time": "soon"}', "x"),
+        ]
+        with engine.begin() as conn:
+            for request_id, line, error in inserter_rows:
+                conn.execute(
+                    quarantine.insert().values(
+                        request_id=request_id, line=line, error=error, quarantined_at=sa.func.now()
+                    )
+                )
+        good = quarantine_event(engine, request_id="good-1", cost=Decimal("0.25"))
+    finally:
+        engine.dispose()
+
+    listing = ["ledger", "quarantine", "list", "--format", "json", "--database-url", ledger_url]
+    assert main(listing) == 0
+    listed = json.loads(capsys.readouterr().out)  # strict JSON: no NaN in it
+    by_id = {item["request_id"]: item for item in listed}
+    assert by_id[None]["row"] is None and by_id[None]["line"] == "not json {"
+    assert by_id["nan"]["row"] is None and by_id["nan"]["line"] == '{"cost_usd": NaN}'
+    assert by_id[good]["row"]["request_id"] == good and "line" not in by_id[good]
+
+    replay = ["ledger", "quarantine", "replay", "--repair", "--database-url", ledger_url]
+    assert main(replay) == 1  # three rows stay: said, and the status says so
+    out = capsys.readouterr().out
+    assert "replayed 1 rows" in out and out.count("refused again") == 3, out
+    engine = sa.create_engine(ledger_url)
+    try:
+        assert good in ids_in(engine)
+        assert {r.request_id for r in list_quarantine(engine)} == {None, "nan", "text"}
+    finally:
+        engine.dispose()

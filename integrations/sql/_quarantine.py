@@ -99,13 +99,32 @@ class QuarantinedRow:
     line: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The row as JSON values; a line that is no JSON object of a row (damaged, or edited
+        by hand) is ``"row": null`` with the ``"line"`` as it is kept."""
+        row = _readable_row(self.line)
+        out: dict[str, Any] = {
             "id": self.id,
             "request_id": self.request_id,
             "error": self.error,
             "quarantined_at": self.quarantined_at.isoformat(),
-            "row": json.loads(self.line),
+            "row": row,
         }
+        if row is None:
+            out["line"] = self.line
+        return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _readable_row(line: str) -> dict[str, Any] | None:
+    """The JSON object of a kept line, or None when it is none (strict JSON: no ``NaN``)."""
+    try:
+        row = json.loads(line, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+    return row if isinstance(row, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +302,16 @@ def replay_quarantine(
     replayed: list[int] = []
     refused: list[tuple[int, str]] = []
     for row in rows:
-        line = repair_line(row.line) if repair else row.line
+        line = row.line
+        if repair:
+            try:
+                if _readable_row(line) is None:
+                    raise ValueError(line[:40])
+                line = repair_line(line)
+            except (ValueError, TypeError, ArithmeticError, RecursionError):
+                # no row to repair (damaged or edited by hand): it stays as it is, said
+                refused.append((row.id, "the kept line is not the JSON of a row to repair"))
+                continue
         try:
             inserter.insert_lines([line])
         except Exception as exc:
