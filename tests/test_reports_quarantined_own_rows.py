@@ -189,3 +189,36 @@ def test_a_large_quarantine_is_summed_without_being_held_in_memory(tmp_path):
         assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB held"
     finally:
         engine.dispose()
+
+
+def test_a_quarantined_cost_beyond_the_ledgers_range_is_unpriced_never_a_traceback(
+    ledger_url,  # noqa: F811
+    capsys,
+):
+    """A cost the ledger's column cannot hold (1e10 USD or more) is refused for good and kept in
+    the quarantine; the reports read it: the exact sum's Decimal overflowed its context (a
+    ``decimal.InvalidOperation`` traceback from ``tracking spend`` on both dialects), and two of
+    them overflowed SQLite's integer sum (reported as an unreachable database). It is no amount
+    the reports can sum: an unpriced call, alike on both dialects, beside the exact sum of the
+    rest."""
+    from tracking.cli import main
+
+    ledger = open_ledger(ledger_url, mode="durable")
+    try:
+        ledger.on_end(make_event(user="bob", cost=Decimal("0.2"), start=DAY))
+        assert ledger.flush(10)
+        for cost in ("1e30", "-1e30", "1E+999996", "12345678901.5"):
+            quarantine_event(ledger.engine, user="mallory", cost=Decimal(cost), start=DAY)
+        quarantine_event(ledger.engine, user="mallory", cost=Decimal("0.05"), start=DAY)
+        rows = {r.key: r for r in query_spend(ledger.engine, by="user")}
+        assert (rows["mallory"].cost_usd, rows["mallory"].unpriced_requests) == (Decimal("0.05"), 4)
+        assert rows["mallory"].requests == 5 and rows["bob"].cost_usd == Decimal("0.2")
+        (day,) = query_billed(ledger.engine, provider="openai", since=DAY, until=NEXT, by="day")
+        assert (day.cost_usd, day.unpriced) == (Decimal("0.25"), 4)
+    finally:
+        ledger.shutdown(10)
+    for by in ("user", "day", "model"):
+        code = main(["spend", "--by", by, "--format", "json", "--database-url", ledger_url])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        assert sum(Decimal(r["cost_usd"]) for r in json.loads(out.out)) == Decimal("0.25")

@@ -113,6 +113,18 @@ def spend_conditions(
     return conditions
 
 
+#: Costs are below 10**10 USD in magnitude: what ``spend_logs``' ``NUMERIC(20, 10)`` holds. A
+#: larger one (a quarantined row's: the database refused it for that) is no amount to sum:
+#: Decimal's context and SQLite's 64-bit sums overflowed on it (a traceback), so it is unpriced.
+_COST_BOUND = 10 ** (20 - MONEY_SCALE)
+
+
+def _cost(source: Any) -> sa.ColumnElement[Any]:
+    """``source``'s ``cost_usd``, NULL (unpriced) when no ledger column could hold it."""
+    cost = source.c.cost_usd
+    return sa.case((sa.func.abs(cost) < sa.literal_column(str(_COST_BOUND)), cost), else_=None)
+
+
 def cost_sum(
     engine: Engine, where: sa.ColumnElement[bool] | None = None, source: Any = spend_logs
 ) -> sa.ColumnElement[Any]:
@@ -124,7 +136,7 @@ def cost_sum(
     truncates toward zero) and the rest in units of the ledger's scale (1e-10), as text
     ``"whole:rest"``. One scaled sum passed 2**63 at $922M and the CAST saturated silently.
     """
-    cost: sa.ColumnElement[Any] = source.c.cost_usd
+    cost: sa.ColumnElement[Any] = _cost(source)
     if where is not None:
         cost = sa.case((where, cost), else_=None)
     if engine.dialect.name == "sqlite":
@@ -143,8 +155,9 @@ def _sqlite_parts(cost: sa.ColumnElement[Any]) -> tuple[sa.ColumnElement[Any], .
 
 
 def unpriced_count(source: Any = spend_logs) -> sa.ColumnElement[Any]:
-    """How many rows have no cost at all (a model no price entry covers)."""
-    return sa.func.coalesce(sa.func.sum(sa.case((source.c.cost_usd.is_(None), 1), else_=0)), 0)
+    """How many rows have no cost at all (a model no price entry covers), or none a ledger
+    column could hold (see :data:`_COST_BOUND`)."""
+    return sa.func.coalesce(sa.func.sum(sa.case((_cost(source).is_(None), 1), else_=0)), 0)
 
 
 def cost_order(engine: Engine, source: Any = spend_logs) -> tuple[sa.UnaryExpression[Any], ...]:
@@ -153,8 +166,8 @@ def cost_order(engine: Engine, source: Any = spend_logs) -> tuple[sa.UnaryExpres
     rest from 0 to 1e10 - 1), which order exactly at any size without overflowing; the REAL
     ``total()`` misordered groups closer than its precision ($1e-7 at $1e9)."""
     if engine.dialect.name != "sqlite":
-        return (sa.func.coalesce(sa.func.sum(source.c.cost_usd), 0).desc(),)
-    whole, rest = _sqlite_parts(source.c.cost_usd)
+        return (sa.func.coalesce(sa.func.sum(_cost(source)), 0).desc(),)
+    whole, rest = _sqlite_parts(_cost(source))
     unit: sa.ColumnElement[Any] = sa.literal_column(f"{10**MONEY_SCALE}")
     remainder = ((rest % unit) + unit) % unit  # 0 <= remainder < 1e10, whatever rest's sign
     return ((whole + (rest - remainder) / unit).desc(), remainder.desc())
