@@ -113,16 +113,17 @@ def spend_conditions(
     return conditions
 
 
-#: Costs are below 10**10 USD in magnitude: what ``spend_logs``' ``NUMERIC(20, 10)`` holds. A
-#: larger one (a quarantined row's: the database refused it for that) is no amount to sum:
-#: Decimal's context and SQLite's 64-bit sums overflowed on it (a traceback), so it is unpriced.
+#: Costs are below 10**10 USD in magnitude: what ``spend_logs``' ``NUMERIC(20, 10)`` holds (on
+#: SQLite, whose REAL may round the largest up to 10**10 itself). A larger one (a quarantined
+#: row's: the database refused it for that) is no amount to sum: Decimal's context and SQLite's
+#: 64-bit sums overflowed on it (a traceback), so it is unpriced.
 _COST_BOUND = 10 ** (20 - MONEY_SCALE)
 
 
 def _cost(source: Any) -> sa.ColumnElement[Any]:
     """``source``'s ``cost_usd``, NULL (unpriced) when no ledger column could hold it."""
     cost = source.c.cost_usd
-    return sa.case((sa.func.abs(cost) < sa.literal_column(str(_COST_BOUND)), cost), else_=None)
+    return sa.case((sa.func.abs(cost) <= sa.literal_column(str(_COST_BOUND)), cost), else_=None)
 
 
 def cost_sum(
