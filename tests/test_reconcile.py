@@ -609,3 +609,21 @@ def test_distinct_line_items_and_groups_of_one_bucket_are_each_summed(capsys, fa
     assert rows["gpt-image-1"]["their_cost_usd"] == "2" and rows["gpt-image-1"]["their_images"] == 1
     assert rows["gpt-image-1-mini"]["their_cost_usd"] == "1"
     assert code == 1
+
+
+def test_a_page_saying_more_follows_without_a_cursor_is_exit_2_never_half_a_bill(
+    capsys, fake, ledger
+):
+    """``has_more`` with no ``next_page``: the rest of the bill cannot be read. It was taken as
+    the whole bill (the missing pages read as the ledger's extra calls: drift, exit 1)."""
+    edit(fake)
+
+    def answer(path: str) -> bytes:
+        result = _IMAGE if "/usage/" in path else _DOLLAR
+        bucket = {"start_time": _day_start(today()), "results": [result]}
+        return json.dumps({"data": [bucket], "has_more": True, "next_page": None}).encode()
+
+    code = _reconcile_against(_answering(answer), ledger, "--by", "model")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("tracking reconcile: error: ") and "next_page" in err

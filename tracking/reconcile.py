@@ -169,8 +169,10 @@ def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> Iterator[
             starts.add(start)
             yield bucket
         page = body.get("next_page")
-        if not body.get("has_more") or not page:
+        if not body.get("has_more"):
             return
+        if not page:  # more follows, and no way to read it: never half a bill taken as whole
+            raise ReconcileError(f"{path}: the answer has more pages and no next_page cursor")
         if str(page) in cursors:
             raise ReconcileError(f"{path}: the answer's next_page {str(page)[:40]!r} repeats")
         cursors.add(str(page))
