@@ -375,3 +375,37 @@ def test_a_kept_line_that_is_no_row_is_listed_and_left_never_a_traceback(ledger_
         assert {r.request_id for r in list_quarantine(engine)} == {None, "nan", "text"}
     finally:
         engine.dispose()
+
+
+def test_replaying_rows_by_id_reads_those_rows_only(ledger_url, capsys):  # noqa: F811
+    """``replay --id N`` reads row N from the quarantine, not the whole quarantine to pick it
+    (a large quarantine was loaded into memory for one row)."""
+    engine = sa.create_engine(ledger_url)
+    try:
+        open_ledger(ledger_url).shutdown(10)
+        kept = [quarantine_event(engine, request_id=f"kept-{n}") for n in range(3)]
+        ids = {r.request_id: r.id for r in list_quarantine(engine)}
+    finally:
+        engine.dispose()
+    reads: list[str] = []
+
+    @sa.event.listens_for(sa.Engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if (
+            statement.lstrip().upper().startswith("SELECT")
+            and "FROM ledger_quarantine" in statement
+        ):
+            reads.append(statement)
+
+    try:
+        replay = ["ledger", "quarantine", "replay", "--id", str(ids[kept[1]])]
+        assert main([*replay, "--database-url", ledger_url]) == 0, capsys.readouterr()
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
+    assert reads and all(" IN " in statement for statement in reads), reads
+    engine = sa.create_engine(ledger_url)
+    try:
+        assert {r.request_id for r in list_quarantine(engine)} == {kept[0], kept[2]}
+        assert kept[1] in ids_in(engine)
+    finally:
+        engine.dispose()

@@ -137,16 +137,27 @@ class ReplayResult:
     missing: tuple[int, ...] = ()
 
 
-def list_quarantine(engine: Engine, *, limit: int | None = None) -> list[QuarantinedRow]:
-    """The quarantined rows, oldest first."""
+def list_quarantine(
+    engine: Engine, *, limit: int | None = None, ids: Sequence[int] | None = None
+) -> list[QuarantinedRow]:
+    """The quarantined rows, oldest first; with ``ids``, those rows only (read by id,
+    ``LOOKUP_CHUNK`` a statement, not picked from the whole quarantine)."""
     query = sa.select(quarantine).order_by(quarantine.c.id)
     if limit is not None:
         query = query.limit(limit)
+    chunks: list[Any] = [None]
+    if ids is not None:
+        wanted = sorted(set(ids))
+        chunks = [wanted[i : i + LOOKUP_CHUNK] for i in range(0, len(wanted), LOOKUP_CHUNK)]
+    rows: list[QuarantinedRow] = []
     with engine.connect() as conn:
-        return [
-            QuarantinedRow(r.id, r.request_id, r.error, r.quarantined_at, r.line)
-            for r in conn.execute(query)
-        ]
+        for chunk in chunks:
+            statement = query if chunk is None else query.where(quarantine.c.id.in_(chunk))
+            rows.extend(
+                QuarantinedRow(r.id, r.request_id, r.error, r.quarantined_at, r.line)
+                for r in conn.execute(statement)
+            )
+    return rows
 
 
 def quarantined_spend(
@@ -293,12 +304,10 @@ def replay_quarantine(
     raises, leaving the rest as they were.
     """
     inserter = SpendLogsInserter(engine)
-    rows = list_quarantine(engine)
+    rows = list_quarantine(engine, ids=ids)
     missing: tuple[int, ...] = ()
     if ids is not None:
-        wanted = set(ids)
-        rows = [r for r in rows if r.id in wanted]
-        missing = tuple(sorted(wanted - {r.id for r in rows}))
+        missing = tuple(sorted(set(ids) - {r.id for r in rows}))
     replayed: list[int] = []
     refused: list[tuple[int, str]] = []
     for row in rows:
