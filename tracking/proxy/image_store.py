@@ -62,6 +62,13 @@ log = logging.getLogger("tracking.proxy")
 DEFAULT_URL_TTL = 3600  #: seconds, as OpenAI's own image URLs
 DEFAULT_MAX_BYTES = 10 * 1024**3
 _SECRET_BYTES = 32  #: a generated signing secret's length
+#: Seconds an image outlives its URL lifetime before a sweep deletes it. Its URL's lifetime counts
+#: from when the URL was minted, after the image was written (several images, a slow store take
+#: seconds); S3 dates an object in whole seconds by the store's own clock, which may be a little
+#: behind the proxy's. Without the margin a sweep could delete an image whose URL still works.
+SWEEP_GRACE = 30.0
+#: An ``expires`` as the proxy writes it: a Unix time without sign or leading zero.
+_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
 STORED_PREFIX = "/v1/images/stored/"
 _CONTENT_TYPES = {
     "png": "image/png",
@@ -167,7 +174,9 @@ class UrlSigner:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def valid(self, name: str, expires: str, signature: str, now: float) -> bool:
-        if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:  # not "²"
+        # only the text the proxy wrote: not "²" (int() refuses it), nor "0{expires}" (the
+        # same number: a URL changed in any part is refused)
+        if _EXPIRES.fullmatch(expires) is None:
             return False
         if not signature.isascii():  # compare_digest refuses non-ASCII text with a TypeError
             return False
@@ -343,12 +352,13 @@ class LocalImageStore(_ByteCount):
         return None
 
     def sweep(self, now: float) -> int:
-        """Delete the images older than the URL lifetime and count what is left; a file another
-        worker deletes first is no error. A clock set back deletes nothing until it catches up."""
+        """Delete the images older than the URL lifetime (and ``SWEEP_GRACE``) and count what is
+        left; a file another worker deletes first is no error. A clock set back deletes nothing
+        until it catches up."""
         before = self._stored
         removed = kept = 0
         for path, info in self._images():
-            if info.st_mtime + self.settings.ttl >= now:
+            if info.st_mtime + self.settings.ttl + SWEEP_GRACE >= now:
                 kept += info.st_size
                 continue
             try:
@@ -434,8 +444,9 @@ class S3ImageStore(_ByteCount):
         return url
 
     def sweep(self, now: float) -> int:
-        """Delete the images the proxy minted under ``prefix`` older than the URL lifetime, and
-        count the rest; any other object in the bucket is neither deleted nor counted."""
+        """Delete the images the proxy minted under ``prefix`` older than the URL lifetime (and
+        ``SWEEP_GRACE``), and count the rest; any other object in the bucket is neither deleted
+        nor counted."""
         before = self._stored
         removed = kept = 0
         prefix = self.settings.prefix
@@ -446,7 +457,7 @@ class S3ImageStore(_ByteCount):
             for item in page.get("Contents", ()):
                 if not minted_name(item["Key"][len(prefix) :]):
                     continue
-                if item["LastModified"].timestamp() + self.settings.ttl >= now:
+                if item["LastModified"].timestamp() + self.settings.ttl + SWEEP_GRACE >= now:
                     kept += item["Size"]
                     continue
                 self.client.delete_object(Bucket=self.settings.bucket, Key=item["Key"])

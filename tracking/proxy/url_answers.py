@@ -45,7 +45,6 @@ _SNIFFED = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "ima
 #: An SVG is a document that may hold scripts: served as an image, never run on our origin.
 _SVG_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; sandbox"),
-    (b"x-content-type-options", b"nosniff"),
 ]
 
 
@@ -129,6 +128,9 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
                 (b"content-type", content_type(name).encode()),
                 (b"content-length", str(len(data)).encode()),
                 (b"cache-control", f"private, max-age={max_age}, immutable".encode()),
+                # every image: bytes the proxy could not tell (stored under the answer's
+                # output_format) are never guessed by a browser to be a page
+                (b"x-content-type-options", b"nosniff"),
                 *(_SVG_HEADERS if name.endswith(".svg") else []),
             ],
         }

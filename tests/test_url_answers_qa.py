@@ -1,0 +1,135 @@
+"""Stored images as a hostile or unlucky client meets them: the headers every image is served
+with, URLs written another way than minted, and a sweep that must never delete an image whose
+URL still works (a slow store, S3's whole-second times, a store's clock a little behind)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.conftest import S3_ENV, make_png
+from tracking.ids import new_request_id
+from tracking.proxy.errors import ProxyError
+from tracking.proxy.image_store import (
+    LocalImageStore,
+    S3ImageStore,
+    parse_store_settings,
+)
+from tracking.proxy.url_answers import serve_stored, to_url_answer
+
+TTL = 60
+
+
+def _local(folder: Path) -> LocalImageStore:
+    return LocalImageStore(
+        parse_store_settings({"path": str(folder), "url_ttl_seconds": TTL}, None)
+    )
+
+
+async def _urls(store: Any, *images: bytes, output_format: str = "png") -> list[str]:
+    answer = {
+        "created": 1,
+        "output_format": output_format,
+        "data": [{"b64_json": base64.b64encode(image).decode()} for image in images],
+    }
+    body, _ = await to_url_answer(
+        store, json.dumps(answer).encode(), new_request_id(), "http://proxy.test"
+    )
+    return [item["url"] for item in json.loads(body)["data"]]
+
+
+async def _get(store: Any, url: str) -> tuple[dict[str, str], bytes]:
+    parts = urlsplit(url)
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await serve_stored(store, parts.path, parts.query.encode(), send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize(
+    ("image", "output_format"),
+    [
+        (make_png(), "png"),
+        # bytes that are no image the proxy knows: stored under the answer's output_format, so
+        # served as image/png; without nosniff a browser may guess them to be a page
+        (b"<html><script>alert(document.domain)</script></html>", "png"),
+    ],
+)
+async def test_every_stored_image_is_served_with_nosniff(tmp_path, image, output_format):
+    store = _local(tmp_path)
+    (url,) = await _urls(store, image, output_format=output_format)
+    headers, body = await _get(store, url)
+    assert body == image
+    assert headers["content-type"] == "image/png"
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+async def test_an_expiry_written_otherwise_than_minted_is_refused(tmp_path):
+    store = _local(tmp_path)
+    (url,) = await _urls(store, make_png())
+    expires = parse_qs(urlsplit(url).query)["expires"][0]
+    for changed in (f"0{expires}", f"00{expires}", f"+{expires}"):
+        tampered = url.replace(f"expires={expires}", f"expires={changed}")
+        with pytest.raises(ProxyError) as caught:
+            await _get(store, tampered)
+        assert caught.value.status == 403, changed
+        assert caught.value.code == "invalid_signature"
+
+
+async def test_a_sweep_never_deletes_an_image_whose_url_still_works(tmp_path):
+    store = _local(tmp_path)
+    urls = await _urls(store, make_png(), make_png(32, 32))
+    expires = int(parse_qs(urlsplit(urls[0]).query)["expires"][0])
+    # The writes finished a second before the instant the URLs' lifetime counts from (storing
+    # several images, or one on a slow disk, takes time; the URLs are minted after them).
+    written = expires - TTL - 1
+    for path in tmp_path.iterdir():
+        if not path.name.startswith("."):
+            os.utime(path, (written, written))
+    assert store.sweep(float(expires)) == 0  # the URLs work until then
+    for url in urls:
+        headers, body = await _get(store, url)
+        assert body and headers["content-type"] == "image/png"
+    assert store.sweep(float(expires) + 3600) == 2  # long expired: deleted
+
+
+@pytest.fixture
+def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    import boto3
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    name = f"qa-images-{new_request_id()[-12:]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return name
+
+
+def test_an_s3_sweep_keeps_an_image_a_few_seconds_past_the_lifetime_by_the_stores_clock(
+    s3_server, bucket
+):
+    settings = {
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint_url": s3_server,
+        "url_ttl_seconds": TTL,
+        "signing_secret": "a-shared-secret-of-enough-length",
+    }
+    store = S3ImageStore(parse_store_settings(settings, None))
+    name = f"{new_request_id()}-0.png"
+    store.put(name, b"a" * 10)
+    # S3 dates an object in whole seconds by its own clock, which may be behind the proxy's:
+    # an image just past its lifetime by that date may still have a URL that works.
+    assert store.sweep(time.time() + TTL + 2) == 0
+    assert store.get(name) == b"a" * 10
+    assert store.sweep(time.time() + TTL + 3600) == 1
