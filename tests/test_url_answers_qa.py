@@ -133,3 +133,46 @@ def test_an_s3_sweep_keeps_an_image_a_few_seconds_past_the_lifetime_by_the_store
     assert store.sweep(time.time() + TTL + 2) == 0
     assert store.get(name) == b"a" * 10
     assert store.sweep(time.time() + TTL + 3600) == 1
+
+
+async def _messages(store: Any, url: str) -> list[Any]:
+    parts = urlsplit(url)
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await serve_stored(store, parts.path, parts.query.encode(), send)
+    return sent
+
+
+#: An image of 3 MiB: a 4096x4096 PNG can be tens of MiB, and a URL needs no key to be fetched.
+LARGE = os.urandom(3 * 1024 * 1024)
+
+
+def _in_bounded_pieces(sent: list[Any]) -> None:
+    start, *bodies = sent
+    headers = dict(start["headers"])
+    assert headers[b"content-length"] == str(len(LARGE)).encode()
+    assert b"".join(m["body"] for m in bodies) == LARGE
+    # never the whole image in one piece: each GET holds at most a piece of it at a time
+    assert len(bodies) > 1 and max(len(m["body"]) for m in bodies) <= 1024 * 1024
+    assert [m.get("more_body", False) for m in bodies] == [True] * (len(bodies) - 1) + [False]
+
+
+async def test_a_large_local_image_is_served_in_bounded_pieces(tmp_path):
+    store = _local(tmp_path)
+    (url,) = await _urls(store, LARGE)
+    _in_bounded_pieces(await _messages(store, url))
+
+
+async def test_a_large_s3_image_is_served_in_bounded_pieces(s3_server, bucket):
+    settings = {
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint_url": s3_server,
+        "signing_secret": "a-shared-secret-of-enough-length",
+    }
+    store = S3ImageStore(parse_store_settings(settings, None))
+    (url,) = await _urls(store, LARGE)
+    _in_bounded_pieces(await _messages(store, url))

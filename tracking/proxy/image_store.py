@@ -38,10 +38,10 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote
 
 from ..errors import ConfigurationError
@@ -70,6 +70,9 @@ SWEEP_GRACE = 30.0
 #: An ``expires`` as the proxy writes it: a Unix time without sign or leading zero.
 _EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
 STORED_PREFIX = "/v1/images/stored/"
+#: A stored image is served in pieces of at most this many bytes: a GET (which needs no key)
+#: holds one piece at a time, never the whole image.
+CHUNK_BYTES = 256 * 1024
 _CONTENT_TYPES = {
     "png": "image/png",
     "jpeg": "image/jpeg",
@@ -191,6 +194,8 @@ class ImageStore(Protocol):
     def put(self, name: str, data: bytes) -> None: ...
 
     def get(self, name: str) -> bytes | None: ...
+
+    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None: ...
 
     def full(self) -> bool: ...
 
@@ -341,6 +346,15 @@ class LocalImageStore(_ByteCount):
         except FileNotFoundError:
             return None
 
+    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+        """The image's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none.
+        The file stays readable to the end even if a sweep deletes it meanwhile."""
+        try:
+            file = (self.root / name).open("rb")
+        except FileNotFoundError:
+            return None
+        return os.fstat(file.fileno()).st_size, _pieces(file)
+
     def full(self) -> bool:
         if super().full() and not self._recounted:
             self._recounted = True
@@ -433,6 +447,14 @@ class S3ImageStore(_ByteCount):
         data: bytes = answer["Body"].read()
         return data
 
+    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+        """The object's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none."""
+        try:
+            answer = self.client.get_object(Bucket=self.settings.bucket, Key=self._key(name))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return int(answer["ContentLength"]), _pieces(answer["Body"])
+
     def presigned_url(self, name: str) -> str | None:
         if not self.settings.presign:
             return None
@@ -464,6 +486,15 @@ class S3ImageStore(_ByteCount):
                 removed += 1
         self._counted(kept, before)
         return removed
+
+
+def _pieces(source: BinaryIO | Any) -> Generator[bytes, None, None]:
+    """``source``'s bytes (a file, an S3 object's body) in pieces; closed once read or closed."""
+    try:
+        while piece := source.read(CHUNK_BYTES):
+            yield piece
+    finally:
+        source.close()
 
 
 def build_image_store(settings: StoreSettings) -> ImageStore | None:
