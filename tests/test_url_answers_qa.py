@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -176,3 +178,35 @@ async def test_a_large_s3_image_is_served_in_bounded_pieces(s3_server, bucket):
     store = S3ImageStore(parse_store_settings(settings, None))
     (url,) = await _urls(store, LARGE)
     _in_bounded_pieces(await _messages(store, url))
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """An S3 endpoint in an outage: it takes connections on loopback and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+@pytest.mark.timeout(90)  # boto3's defaults (60 s per read, 5 attempts) held it for 5 minutes
+async def test_an_s3_outage_answers_the_paid_image_as_base64_soon(black_hole, monkeypatch):
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    settings = {
+        "type": "s3",
+        "bucket": "images",
+        "endpoint_url": black_hole,
+        "signing_secret": "a-shared-secret-of-enough-length",
+    }
+    store = S3ImageStore(parse_store_settings(settings, None))
+    image = make_png()
+    answer = {"created": 1, "data": [{"b64_json": base64.b64encode(image).decode()}]}
+    body, stored = await to_url_answer(
+        store, json.dumps(answer).encode(), new_request_id(), "http://proxy.test"
+    )
+    assert stored == 0
+    assert json.loads(body) == answer  # the image was paid for: never dropped

@@ -73,6 +73,12 @@ STORED_PREFIX = "/v1/images/stored/"
 #: A stored image is served in pieces of at most this many bytes: a GET (which needs no key)
 #: holds one piece at a time, never the whole image.
 CHUNK_BYTES = 256 * 1024
+#: An S3 store that does not answer (an outage, a network partition) fails a call within about
+#: ``S3_ATTEMPTS * (S3_CONNECT_SECONDS + S3_READ_SECONDS)``: boto3's defaults (60 s each, five
+#: attempts) held a paid answer, or a GET of a stored image, for minutes.
+S3_CONNECT_SECONDS = 5
+S3_READ_SECONDS = 10  #: without a byte sent or received: a large upload is not bounded by it
+S3_ATTEMPTS = 2
 _CONTENT_TYPES = {
     "png": "image/png",
     "jpeg": "image/jpeg",
@@ -415,6 +421,7 @@ class S3ImageStore(_ByteCount):
     def __init__(self, settings: StoreSettings) -> None:
         try:
             import boto3
+            from botocore.config import Config
         except ImportError:
             raise ConfigurationError(
                 "general_settings.image_store: type s3 needs boto3 "
@@ -423,7 +430,14 @@ class S3ImageStore(_ByteCount):
         self.settings = settings
         self.signer: UrlSigner | None = UrlSigner(settings.secret) if settings.secret else None
         self.client: Any = boto3.client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
+            config=Config(
+                connect_timeout=S3_CONNECT_SECONDS,
+                read_timeout=S3_READ_SECONDS,
+                retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+            ),
         )
         self._start_count(0)  # until the first sweep (at start) has counted the bucket
 
