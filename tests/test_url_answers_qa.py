@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import S3_ENV, make_png
+from tracking.errors import ConfigurationError
 from tracking.ids import new_request_id
 from tracking.proxy.errors import ProxyError
 from tracking.proxy.image_store import (
@@ -210,3 +211,13 @@ async def test_an_s3_outage_answers_the_paid_image_as_base64_soon(black_hole, mo
     )
     assert stored == 0
     assert json.loads(body) == answer  # the image was paid for: never dropped
+
+
+@pytest.mark.parametrize("where", ["a-file/images", "a-file"])
+def test_an_unusable_image_folder_is_a_configuration_error_not_a_traceback(tmp_path, where):
+    (tmp_path / "a-file").write_bytes(b"not a folder")
+    settings = parse_store_settings({"path": str(tmp_path / where)}, None)
+    with pytest.raises(ConfigurationError) as caught:
+        LocalImageStore(settings)
+    assert str(tmp_path / where) in str(caught.value)
+    assert "general_settings.image_store.path" in str(caught.value)

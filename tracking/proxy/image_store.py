@@ -284,8 +284,14 @@ class LocalImageStore(_ByteCount):
         assert settings.path is not None
         self.settings = settings
         self.root = settings.path
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
+        try:  # a path under a file, a folder the proxy may not write: stopped at start, clearly
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"general_settings.image_store.path: {self.root} cannot be used as the image "
+                f"store's folder ({exc.strerror or type(exc).__name__})"
+            ) from None
         self._start_count(sum(info.st_size for _, info in self._images()))
         self._recounted = False  # full() counted the folder since the last sweep
 
