@@ -105,8 +105,7 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
     ``image_store_unavailable`` when the store cannot be read)."""
     name = unquote(path[len(STORED_PREFIX) :])
     params = parse_qs(query.decode("latin-1"))
-    expires = (params.get("expires") or [""])[0]
-    signature = (params.get("signature") or [""])[0]
+    expires, signature = (_one(params, "expires"), _one(params, "signature"))
     signer = store.signer
     if signer is None or not valid_name(name):
         raise ProxyError(404, "no such image", code="not_found")
@@ -126,6 +125,13 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
     finally:
         with contextlib.suppress(ValueError):  # still being read in a thread (a cancel)
             pieces.close()
+
+
+def _one(params: dict[str, list[str]], name: str) -> str:
+    """A query parameter given once; "" (refused) when absent or given twice: which of two
+    values counts would be up to whoever reads the URL (a cache, a CDN)."""
+    values = params.get(name, [])
+    return values[0] if len(values) == 1 else ""
 
 
 async def _send_image(
