@@ -10,10 +10,12 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from tests.conftest import S3_ENV, make_png
@@ -227,3 +229,54 @@ def test_an_unusable_image_folder_is_a_configuration_error_not_a_traceback(tmp_p
         LocalImageStore(settings)
     assert str(tmp_path / where) in str(caught.value)
     assert "general_settings.image_store.path" in str(caught.value)
+
+
+def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_base64(
+    fake, s3_server, tmp_path, monkeypatch
+):
+    """The bucket is gone: the call was paid for, so its ledger row keeps its cost and the
+    client gets its image as base64 (never a 5xx, never the image lost)."""
+    from tests.proxy_support import ProxyProcess, write_config
+    from tests.test_url_answers import MASTER_KEY, _config
+    from tracking.integrations.sql import create_ledger_engine, spend_logs
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    store = {
+        "type": "s3",
+        "bucket": f"gone-{new_request_id()[-12:]}",
+        "endpoint_url": s3_server,
+        "signing_secret": "a-shared-secret-of-enough-length",
+    }
+    config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path, image_store=store))
+    with ProxyProcess(config, env=S3_ENV) as proxy:
+        response = httpx.post(
+            f"{proxy.url}/v1/images/edits",
+            data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url"},
+            files={"image": ("a.png", make_png(), "image/png")},
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            timeout=60,
+        )
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["data"]
+    assert "url" not in item
+    assert base64.b64decode(item["b64_json"]) == base64.b64decode(
+        fake.state.responses[-1]["data"][0]["b64_json"]
+    )
+    cost = Decimal(response.headers["x-tracking-response-cost"])
+    assert cost > 0
+    engine = create_ledger_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        with engine.connect() as connection:
+            row = (
+                connection.execute(
+                    spend_logs.select().where(
+                        spend_logs.c.request_id == response.headers["x-tracking-request-id"]
+                    )
+                )
+                .mappings()
+                .one()
+            )
+    finally:
+        engine.dispose()
+    assert row["cost_usd"] == cost
