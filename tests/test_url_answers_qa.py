@@ -115,17 +115,6 @@ async def test_a_sweep_never_deletes_an_image_whose_url_still_works(tmp_path):
     assert store.sweep(float(expires) + 3600) == 2  # long expired: deleted
 
 
-@pytest.fixture
-def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    import boto3
-
-    for key, value in S3_ENV.items():
-        monkeypatch.setenv(key, value)
-    name = f"qa-images-{new_request_id()[-12:]}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
-    return name
-
-
 def test_an_s3_sweep_keeps_an_image_a_few_seconds_past_the_lifetime_by_the_stores_clock(
     s3_server, bucket
 ):
@@ -237,8 +226,7 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     """The bucket is gone: the call was paid for, so its ledger row keeps its cost and the
     client gets its image as base64 (never a 5xx, never the image lost)."""
     from tests.proxy_support import ProxyProcess, write_config
-    from tests.test_url_answers import MASTER_KEY, _config
-    from tracking.integrations.sql import create_ledger_engine, spend_logs
+    from tests.test_url_answers import MASTER_KEY, _config, ledger_row
 
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
@@ -265,18 +253,5 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     )
     cost = Decimal(response.headers["x-tracking-response-cost"])
     assert cost > 0
-    engine = create_ledger_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
-    try:
-        with engine.connect() as connection:
-            row = (
-                connection.execute(
-                    spend_logs.select().where(
-                        spend_logs.c.request_id == response.headers["x-tracking-request-id"]
-                    )
-                )
-                .mappings()
-                .one()
-            )
-    finally:
-        engine.dispose()
+    row = ledger_row(tmp_path / "ledger.db", response.headers["x-tracking-request-id"])
     assert row["cost_usd"] == cost
