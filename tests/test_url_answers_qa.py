@@ -255,3 +255,25 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     assert cost > 0
     row = ledger_row(tmp_path / "ledger.db", response.headers["x-tracking-request-id"])
     assert row["cost_usd"] == cost
+
+
+def test_a_forwarded_proto_other_than_http_or_https_never_makes_the_url(fake, tmp_path):
+    from tests.proxy_support import ProxyProcess, write_config
+    from tests.test_url_answers import MASTER_KEY, _config
+
+    config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path))
+    urls = {}
+    with ProxyProcess(config) as proxy:
+        for proto in ("https", "javascript:alert(document.cookie)//", "ftp"):
+            response = httpx.post(
+                f"{proxy.url}/v1/images/edits",
+                data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url"},
+                files={"image": ("a.png", make_png(), "image/png")},
+                headers={"Authorization": f"Bearer {MASTER_KEY}", "X-Forwarded-Proto": proto},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            urls[proto] = response.json()["data"][0]["url"]
+    assert urls["https"].startswith("https://")  # a load balancer's own header is followed
+    for proto in ("javascript:alert(document.cookie)//", "ftp"):
+        assert urls[proto].startswith(f"{proxy.url}/v1/images/stored/"), urls[proto]
