@@ -170,3 +170,17 @@ def s3_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket of the test's own name on the module's S3 server (credentials set)."""
+    import boto3
+
+    from tracking.ids import new_request_id
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    name = f"images-{new_request_id()[-12:]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return name

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import S3_ENV
 from tracking.ids import new_request_id
 from tracking.proxy.errors import ProxyError
 from tracking.proxy.image_store import (
@@ -159,18 +158,6 @@ def test_a_folder_shared_with_other_files_loses_none_of_them_to_a_sweep(tmp_path
 
 
 # -- one bucket, several instances ----------------------------------------------------------------
-
-
-@pytest.fixture
-def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A new bucket of the test's own name on the module's S3 server."""
-    import boto3
-
-    for key, value in S3_ENV.items():
-        monkeypatch.setenv(key, value)
-    name = f"images-{new_request_id()[-12:]}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
-    return name
 
 
 def _s3(server: str, bucket: str, prefix: str = "", max_bytes: int = 100) -> S3ImageStore:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -123,22 +124,22 @@ def test_the_openai_client_mask_example_with_two_url_images(proxy, fake, images)
     expected = _upstream_images(fake)
     assert [httpx.get(url or "", timeout=10).content for url in urls] == expected
     # The ledger row records how the answer was served; the cost is the same as for base64.
-    from tracking.integrations.sql import create_ledger_engine, spend_logs
-
-    engine = create_ledger_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
-    with engine.connect() as connection:
-        row = (
-            connection.execute(
-                spend_logs.select().where(
-                    spend_logs.c.request_id == raw.headers["x-tracking-request-id"]
-                )
-            )
-            .mappings()
-            .one()
-        )
-    engine.dispose()
+    row = ledger_row(proxy.config.parent / "ledger.db", raw.headers["x-tracking-request-id"])
     assert row["metadata"]["response_format"] == "url"
     assert row["cost_usd"] == Decimal(raw.headers["x-tracking-response-cost"])
+
+
+def ledger_row(database: Path, request_id: str) -> Any:
+    """The ledger row of one call, from the proxy's SQLite ledger."""
+    from tracking.integrations.sql import create_ledger_engine, spend_logs
+
+    engine = create_ledger_engine(f"sqlite:///{database}")
+    try:
+        with engine.connect() as connection:
+            query = spend_logs.select().where(spend_logs.c.request_id == request_id)
+            return connection.execute(query).mappings().one()
+    finally:
+        engine.dispose()
 
 
 def _minted(proxy, model: str = "gpt-image-2") -> str:

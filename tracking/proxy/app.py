@@ -415,8 +415,11 @@ class ProxyApp:
         await reservation.settle(response.cost_usd)
         body = response.json_bytes()
         if as_urls and self.image_store is not None:
+            # a load balancer's x-forwarded-proto, if it is one: never "javascript:..." in a URL
+            proto = headers.get("x-forwarded-proto", scheme).lower()
             base = self.image_store.settings.external_base_url or (
-                f"{headers.get('x-forwarded-proto', scheme)}://{headers.get('host', 'localhost')}"
+                f"{proto if proto in ('http', 'https') else scheme}://"
+                f"{headers.get('host', 'localhost')}"
             )
             body, _ = await to_url_answer(self.image_store, body, response.request_id, base)
         await _send_json(send, 200, body, _answer_headers(response, entry))

@@ -38,10 +38,10 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote
 
 from ..errors import ConfigurationError
@@ -62,7 +62,23 @@ log = logging.getLogger("tracking.proxy")
 DEFAULT_URL_TTL = 3600  #: seconds, as OpenAI's own image URLs
 DEFAULT_MAX_BYTES = 10 * 1024**3
 _SECRET_BYTES = 32  #: a generated signing secret's length
+#: Seconds an image outlives its URL lifetime before a sweep deletes it. Its URL's lifetime counts
+#: from when the URL was minted, after the image was written (several images, a slow store take
+#: seconds); S3 dates an object in whole seconds by the store's own clock, which may be a little
+#: behind the proxy's. Without the margin a sweep could delete an image whose URL still works.
+SWEEP_GRACE = 30.0
+#: An ``expires`` as the proxy writes it: a Unix time without sign or leading zero.
+_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
 STORED_PREFIX = "/v1/images/stored/"
+#: A stored image is served in pieces of at most this many bytes: a GET (which needs no key)
+#: holds one piece at a time, never the whole image.
+CHUNK_BYTES = 256 * 1024
+#: An S3 store that does not answer (an outage, a network partition) fails a call within about
+#: ``S3_ATTEMPTS * (S3_CONNECT_SECONDS + S3_READ_SECONDS)``: boto3's defaults (60 s each, five
+#: attempts) held a paid answer, or a GET of a stored image, for minutes.
+S3_CONNECT_SECONDS = 5
+S3_READ_SECONDS = 10  #: without a byte sent or received: a large upload is not bounded by it
+S3_ATTEMPTS = 2
 _CONTENT_TYPES = {
     "png": "image/png",
     "jpeg": "image/jpeg",
@@ -167,7 +183,9 @@ class UrlSigner:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def valid(self, name: str, expires: str, signature: str, now: float) -> bool:
-        if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:  # not "²"
+        # only the text the proxy wrote: not "²" (int() refuses it), nor "0{expires}" (the
+        # same number: a URL changed in any part is refused)
+        if _EXPIRES.fullmatch(expires) is None:
             return False
         if not signature.isascii():  # compare_digest refuses non-ASCII text with a TypeError
             return False
@@ -182,6 +200,8 @@ class ImageStore(Protocol):
     def put(self, name: str, data: bytes) -> None: ...
 
     def get(self, name: str) -> bytes | None: ...
+
+    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None: ...
 
     def full(self) -> bool: ...
 
@@ -264,8 +284,14 @@ class LocalImageStore(_ByteCount):
         assert settings.path is not None
         self.settings = settings
         self.root = settings.path
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
+        try:  # a path under a file, a folder the proxy may not write: stopped at start, clearly
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"general_settings.image_store.path: {self.root} cannot be used as the image "
+                f"store's folder ({exc.strerror or type(exc).__name__})"
+            ) from None
         self._start_count(sum(info.st_size for _, info in self._images()))
         self._recounted = False  # full() counted the folder since the last sweep
 
@@ -332,6 +358,15 @@ class LocalImageStore(_ByteCount):
         except FileNotFoundError:
             return None
 
+    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+        """The image's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none.
+        The file stays readable to the end even if a sweep deletes it meanwhile."""
+        try:
+            file = (self.root / name).open("rb")
+        except FileNotFoundError:
+            return None
+        return os.fstat(file.fileno()).st_size, _pieces(file)
+
     def full(self) -> bool:
         if super().full() and not self._recounted:
             self._recounted = True
@@ -343,12 +378,13 @@ class LocalImageStore(_ByteCount):
         return None
 
     def sweep(self, now: float) -> int:
-        """Delete the images older than the URL lifetime and count what is left; a file another
-        worker deletes first is no error. A clock set back deletes nothing until it catches up."""
+        """Delete the images older than the URL lifetime (and ``SWEEP_GRACE``) and count what is
+        left; a file another worker deletes first is no error. A clock set back deletes nothing
+        until it catches up."""
         before = self._stored
         removed = kept = 0
         for path, info in self._images():
-            if info.st_mtime + self.settings.ttl >= now:
+            if info.st_mtime + self.settings.ttl + SWEEP_GRACE >= now:
                 kept += info.st_size
                 continue
             try:
@@ -391,6 +427,7 @@ class S3ImageStore(_ByteCount):
     def __init__(self, settings: StoreSettings) -> None:
         try:
             import boto3
+            from botocore.config import Config
         except ImportError:
             raise ConfigurationError(
                 "general_settings.image_store: type s3 needs boto3 "
@@ -399,7 +436,14 @@ class S3ImageStore(_ByteCount):
         self.settings = settings
         self.signer: UrlSigner | None = UrlSigner(settings.secret) if settings.secret else None
         self.client: Any = boto3.client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
+            config=Config(
+                connect_timeout=S3_CONNECT_SECONDS,
+                read_timeout=S3_READ_SECONDS,
+                retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+            ),
         )
         self._start_count(0)  # until the first sweep (at start) has counted the bucket
 
@@ -423,6 +467,14 @@ class S3ImageStore(_ByteCount):
         data: bytes = answer["Body"].read()
         return data
 
+    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+        """The object's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none."""
+        try:
+            answer = self.client.get_object(Bucket=self.settings.bucket, Key=self._key(name))
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return int(answer["ContentLength"]), _pieces(answer["Body"])
+
     def presigned_url(self, name: str) -> str | None:
         if not self.settings.presign:
             return None
@@ -434,8 +486,9 @@ class S3ImageStore(_ByteCount):
         return url
 
     def sweep(self, now: float) -> int:
-        """Delete the images the proxy minted under ``prefix`` older than the URL lifetime, and
-        count the rest; any other object in the bucket is neither deleted nor counted."""
+        """Delete the images the proxy minted under ``prefix`` older than the URL lifetime (and
+        ``SWEEP_GRACE``), and count the rest; any other object in the bucket is neither deleted
+        nor counted."""
         before = self._stored
         removed = kept = 0
         prefix = self.settings.prefix
@@ -446,13 +499,22 @@ class S3ImageStore(_ByteCount):
             for item in page.get("Contents", ()):
                 if not minted_name(item["Key"][len(prefix) :]):
                     continue
-                if item["LastModified"].timestamp() + self.settings.ttl >= now:
+                if item["LastModified"].timestamp() + self.settings.ttl + SWEEP_GRACE >= now:
                     kept += item["Size"]
                     continue
                 self.client.delete_object(Bucket=self.settings.bucket, Key=item["Key"])
                 removed += 1
         self._counted(kept, before)
         return removed
+
+
+def _pieces(source: BinaryIO | Any) -> Generator[bytes, None, None]:
+    """``source``'s bytes (a file, an S3 object's body) in pieces; closed once read or closed."""
+    try:
+        while piece := source.read(CHUNK_BYTES):
+            yield piece
+    finally:
+        source.close()
 
 
 def build_image_store(settings: StoreSettings) -> ImageStore | None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -45,7 +46,6 @@ _SNIFFED = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "ima
 #: An SVG is a document that may hold scripts: served as an image, never run on our origin.
 _SVG_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; sandbox"),
-    (b"x-content-type-options", b"nosniff"),
 ]
 
 
@@ -105,8 +105,7 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
     ``image_store_unavailable`` when the store cannot be read)."""
     name = unquote(path[len(STORED_PREFIX) :])
     params = parse_qs(query.decode("latin-1"))
-    expires = (params.get("expires") or [""])[0]
-    signature = (params.get("signature") or [""])[0]
+    expires, signature = (_one(params, "expires"), _one(params, "signature"))
     signer = store.signer
     if signer is None or not valid_name(name):
         raise ProxyError(404, "no such image", code="not_found")
@@ -117,20 +116,53 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
             code="invalid_signature",
         )
     # A store that cannot be read (a bucket gone, a network fault) is a 503, never a 500.
-    data = await read_store("image", "the image store could not be read", store.get, name)
-    if data is None:
+    opened = await read_store("image", "the image store could not be read", store.open, name)
+    if opened is None:
         raise ProxyError(404, "no such image (expired images are deleted)", code="not_found")
-    max_age = max(0, int(expires) - int(time.time()))
+    size, pieces = opened
+    try:
+        await _send_image(name, size, pieces, int(expires), send)
+    finally:
+        with contextlib.suppress(ValueError):  # still being read in a thread (a cancel)
+            pieces.close()
+
+
+def _one(params: dict[str, list[str]], name: str) -> str:
+    """A query parameter given once; "" (refused) when absent or given twice: which of two
+    values counts would be up to whoever reads the URL (a cache, a CDN)."""
+    values = params.get(name, [])
+    return values[0] if len(values) == 1 else ""
+
+
+async def _send_image(
+    name: str, size: int, pieces: Generator[bytes, None, None], expires: int, send: Send
+) -> None:
+    """The image's answer, read and sent a piece at a time (bounded memory however large it is
+    and however slowly the client reads); a read failing part-way cuts the answer short (its
+    ``content-length`` tells the client), as nothing else can be answered once it has begun."""
+    max_age = max(0, expires - int(time.time()))
     await send(
         {
             "type": "http.response.start",
             "status": 200,
             "headers": [
                 (b"content-type", content_type(name).encode()),
-                (b"content-length", str(len(data)).encode()),
+                (b"content-length", str(size).encode()),
                 (b"cache-control", f"private, max-age={max_age}, immutable".encode()),
+                # every image: bytes the proxy could not tell (stored under the answer's
+                # output_format) are never guessed by a browser to be a page
+                (b"x-content-type-options", b"nosniff"),
                 *(_SVG_HEADERS if name.endswith(".svg") else []),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": data})
+    while True:
+        try:
+            piece = await asyncio.to_thread(next, pieces, None)
+        except Exception as exc:
+            log.warning("image store: reading %s failed part-way: %s", name, type(exc).__name__)
+            return
+        if piece is None:
+            break
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,279 @@
+"""Stored images as a hostile or unlucky client meets them: the headers every image is served
+with, URLs written another way than minted, and a sweep that must never delete an image whose
+URL still works (a slow store, S3's whole-second times, a store's clock a little behind)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import S3_ENV, make_png
+from tracking.errors import ConfigurationError
+from tracking.ids import new_request_id
+from tracking.proxy.errors import ProxyError
+from tracking.proxy.image_store import (
+    LocalImageStore,
+    S3ImageStore,
+    parse_store_settings,
+)
+from tracking.proxy.url_answers import serve_stored, to_url_answer
+
+TTL = 60
+
+
+def _local(folder: Path) -> LocalImageStore:
+    return LocalImageStore(
+        parse_store_settings({"path": str(folder), "url_ttl_seconds": TTL}, None)
+    )
+
+
+async def _urls(store: Any, *images: bytes, output_format: str = "png") -> list[str]:
+    answer = {
+        "created": 1,
+        "output_format": output_format,
+        "data": [{"b64_json": base64.b64encode(image).decode()} for image in images],
+    }
+    body, _ = await to_url_answer(
+        store, json.dumps(answer).encode(), new_request_id(), "http://proxy.test"
+    )
+    return [item["url"] for item in json.loads(body)["data"]]
+
+
+async def _get(store: Any, url: str) -> tuple[dict[str, str], bytes]:
+    parts = urlsplit(url)
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await serve_stored(store, parts.path, parts.query.encode(), send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize(
+    ("image", "output_format"),
+    [
+        (make_png(), "png"),
+        # bytes that are no image the proxy knows: stored under the answer's output_format, so
+        # served as image/png; without nosniff a browser may guess them to be a page
+        (b"<html><script>alert(document.domain)</script></html>", "png"),
+    ],
+)
+async def test_every_stored_image_is_served_with_nosniff(tmp_path, image, output_format):
+    store = _local(tmp_path)
+    (url,) = await _urls(store, image, output_format=output_format)
+    headers, body = await _get(store, url)
+    assert body == image
+    assert headers["content-type"] == "image/png"
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+async def test_an_expiry_or_signature_written_otherwise_than_minted_is_refused(tmp_path):
+    store = _local(tmp_path)
+    (url,) = await _urls(store, make_png())
+    expires = parse_qs(urlsplit(url).query)["expires"][0]
+    signature = parse_qs(urlsplit(url).query)["signature"][0]
+    for tampered in (
+        *(url.replace(f"expires={expires}", f"expires={e}") for e in ("0" + expires, "+1")),
+        # a second value: which one counts is up to whoever reads the URL (a cache, a CDN)
+        f"{url}&expires=1",
+        f"{url}&expires={int(expires) + 3600}",
+        f"{url}&signature={'0' * len(signature)}",
+    ):
+        with pytest.raises(ProxyError) as caught:
+            await _get(store, tampered)
+        assert caught.value.status == 403, tampered
+        assert caught.value.code == "invalid_signature"
+
+
+async def test_a_sweep_never_deletes_an_image_whose_url_still_works(tmp_path):
+    store = _local(tmp_path)
+    urls = await _urls(store, make_png(), make_png(32, 32))
+    expires = int(parse_qs(urlsplit(urls[0]).query)["expires"][0])
+    # The writes finished a second before the instant the URLs' lifetime counts from (storing
+    # several images, or one on a slow disk, takes time; the URLs are minted after them).
+    written = expires - TTL - 1
+    for path in tmp_path.iterdir():
+        if not path.name.startswith("."):
+            os.utime(path, (written, written))
+    assert store.sweep(float(expires)) == 0  # the URLs work until then
+    for url in urls:
+        headers, body = await _get(store, url)
+        assert body and headers["content-type"] == "image/png"
+    assert store.sweep(float(expires) + 3600) == 2  # long expired: deleted
+
+
+def test_an_s3_sweep_keeps_an_image_a_few_seconds_past_the_lifetime_by_the_stores_clock(
+    s3_server, bucket
+):
+    settings = {
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint_url": s3_server,
+        "url_ttl_seconds": TTL,
+        "signing_secret": "a-shared-secret-of-enough-length",
+    }
+    store = S3ImageStore(parse_store_settings(settings, None))
+    name = f"{new_request_id()}-0.png"
+    store.put(name, b"a" * 10)
+    # S3 dates an object in whole seconds by its own clock, which may be behind the proxy's:
+    # an image just past its lifetime by that date may still have a URL that works.
+    assert store.sweep(time.time() + TTL + 2) == 0
+    assert store.get(name) == b"a" * 10
+    assert store.sweep(time.time() + TTL + 3600) == 1
+
+
+async def _messages(store: Any, url: str) -> list[Any]:
+    parts = urlsplit(url)
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await serve_stored(store, parts.path, parts.query.encode(), send)
+    return sent
+
+
+#: An image of 3 MiB: a 4096x4096 PNG can be tens of MiB, and a URL needs no key to be fetched.
+LARGE = os.urandom(3 * 1024 * 1024)
+
+
+def _in_bounded_pieces(sent: list[Any]) -> None:
+    start, *bodies = sent
+    headers = dict(start["headers"])
+    assert headers[b"content-length"] == str(len(LARGE)).encode()
+    assert b"".join(m["body"] for m in bodies) == LARGE
+    # never the whole image in one piece: each GET holds at most a piece of it at a time
+    assert len(bodies) > 1 and max(len(m["body"]) for m in bodies) <= 1024 * 1024
+    assert [m.get("more_body", False) for m in bodies] == [True] * (len(bodies) - 1) + [False]
+
+
+async def test_a_large_local_image_is_served_in_bounded_pieces(tmp_path):
+    store = _local(tmp_path)
+    (url,) = await _urls(store, LARGE)
+    _in_bounded_pieces(await _messages(store, url))
+
+
+async def test_a_large_s3_image_is_served_in_bounded_pieces(s3_server, bucket):
+    settings = {
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint_url": s3_server,
+        "signing_secret": "a-shared-secret-of-enough-length",
+    }
+    store = S3ImageStore(parse_store_settings(settings, None))
+    (url,) = await _urls(store, LARGE)
+    _in_bounded_pieces(await _messages(store, url))
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """An S3 endpoint in an outage: it takes connections on loopback and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+@pytest.mark.timeout(90)  # boto3's defaults (60 s per read, 5 attempts) held it for 5 minutes
+async def test_an_s3_outage_answers_the_paid_image_as_base64_soon(black_hole, monkeypatch):
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    settings = {
+        "type": "s3",
+        "bucket": "images",
+        "endpoint_url": black_hole,
+        "signing_secret": "a-shared-secret-of-enough-length",
+    }
+    store = S3ImageStore(parse_store_settings(settings, None))
+    image = make_png()
+    answer = {"created": 1, "data": [{"b64_json": base64.b64encode(image).decode()}]}
+    body, stored = await to_url_answer(
+        store, json.dumps(answer).encode(), new_request_id(), "http://proxy.test"
+    )
+    assert stored == 0
+    assert json.loads(body) == answer  # the image was paid for: never dropped
+
+
+@pytest.mark.parametrize("where", ["a-file/images", "a-file"])
+def test_an_unusable_image_folder_is_a_configuration_error_not_a_traceback(tmp_path, where):
+    (tmp_path / "a-file").write_bytes(b"not a folder")
+    settings = parse_store_settings({"path": str(tmp_path / where)}, None)
+    with pytest.raises(ConfigurationError) as caught:
+        LocalImageStore(settings)
+    assert str(tmp_path / where) in str(caught.value)
+    assert "general_settings.image_store.path" in str(caught.value)
+
+
+def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_base64(
+    fake, s3_server, tmp_path, monkeypatch
+):
+    """The bucket is gone: the call was paid for, so its ledger row keeps its cost and the
+    client gets its image as base64 (never a 5xx, never the image lost)."""
+    from tests.proxy_support import ProxyProcess, write_config
+    from tests.test_url_answers import MASTER_KEY, _config, ledger_row
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    store = {
+        "type": "s3",
+        "bucket": f"gone-{new_request_id()[-12:]}",
+        "endpoint_url": s3_server,
+        "signing_secret": "a-shared-secret-of-enough-length",
+    }
+    config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path, image_store=store))
+    with ProxyProcess(config, env=S3_ENV) as proxy:
+        response = httpx.post(
+            f"{proxy.url}/v1/images/edits",
+            data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url"},
+            files={"image": ("a.png", make_png(), "image/png")},
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            timeout=60,
+        )
+    assert response.status_code == 200, response.text
+    (item,) = response.json()["data"]
+    assert "url" not in item
+    assert base64.b64decode(item["b64_json"]) == base64.b64decode(
+        fake.state.responses[-1]["data"][0]["b64_json"]
+    )
+    cost = Decimal(response.headers["x-tracking-response-cost"])
+    assert cost > 0
+    row = ledger_row(tmp_path / "ledger.db", response.headers["x-tracking-request-id"])
+    assert row["cost_usd"] == cost
+
+
+def test_a_forwarded_proto_other_than_http_or_https_never_makes_the_url(fake, tmp_path):
+    from tests.proxy_support import ProxyProcess, write_config
+    from tests.test_url_answers import MASTER_KEY, _config
+
+    config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path))
+    urls = {}
+    with ProxyProcess(config) as proxy:
+        for proto in ("https", "javascript:alert(document.cookie)//", "ftp"):
+            response = httpx.post(
+                f"{proxy.url}/v1/images/edits",
+                data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url"},
+                files={"image": ("a.png", make_png(), "image/png")},
+                headers={"Authorization": f"Bearer {MASTER_KEY}", "X-Forwarded-Proto": proto},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            urls[proto] = response.json()["data"][0]["url"]
+    assert urls["https"].startswith("https://")  # a load balancer's own header is followed
+    for proto in ("javascript:alert(document.cookie)//", "ftp"):
+        assert urls[proto].startswith(f"{proxy.url}/v1/images/stored/"), urls[proto]
