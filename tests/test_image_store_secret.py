@@ -51,3 +51,24 @@ def test_processes_starting_together_share_one_whole_secret_and_leave_no_other_f
     assert len((folder / ".signing-secret").read_bytes()) == 32
     assert [path.name for path in folder.iterdir()] == [".signing-secret"]
     assert _store(folder).signer.signature("x.png", 1) in signatures  # read again, the same
+
+
+def test_the_images_and_a_folder_the_store_makes_are_its_users_alone(tmp_path):
+    """Stored images are the callers' pictures: a folder the store makes is 0700 and each image
+    0600, as the signing secret is (they were 0755 and 0644, readable by every user of the
+    machine). A folder that already exists keeps the modes its owner gave it."""
+    import os
+    import stat
+
+    made = tmp_path / "made" / "images"
+    store = _store(made)
+    store.put("a.png", b"\x89PNG\r\n\x1a\n")
+    assert stat.S_IMODE(made.stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE((made / "a.png").stat().st_mode) & 0o077 == 0
+    assert store.get("a.png") == b"\x89PNG\r\n\x1a\n"
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    _store(shared).put("b.png", b"x")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert stat.S_IMODE((shared / "b.png").stat().st_mode) & 0o077 == 0

@@ -285,7 +285,9 @@ class LocalImageStore(_ByteCount):
         self.settings = settings
         self.root = settings.path
         try:  # a path under a file, a folder the proxy may not write: stopped at start, clearly
-            self.root.mkdir(parents=True, exist_ok=True)
+            # made private (0700): the images are the callers' (a folder that exists keeps the
+            # modes its owner gave it)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
         except OSError as exc:
             raise ConfigurationError(
@@ -343,9 +345,12 @@ class LocalImageStore(_ByteCount):
     def put(self, name: str, data: bytes) -> None:
         temporary = self.root / f".{name}.tmp"
         if not self.root.is_dir():  # removed while the proxy runs (a cleanup): made again
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            temporary.write_bytes(data)
+            # readable by the proxy's user alone (0600), as the signing secret is
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
             temporary.replace(self.root / name)
         except BaseException:  # a full disk mid-write: no partial file left behind, never swept
             temporary.unlink(missing_ok=True)
