@@ -265,6 +265,15 @@ class _ByteCount:
     def full(self) -> bool:
         return self._used >= self.settings.max_bytes
 
+    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+        raise NotImplementedError
+
+    def get(self, name: str) -> bytes | None:
+        """The whole image (None if there is none), read through :meth:`open`: what serving
+        it reads, a piece at a time."""
+        opened = self.open(name)
+        return None if opened is None else b"".join(opened[1])
+
 
 class LocalImageStore(_ByteCount):
     """Images as files in one folder, which every worker of ``tracking serve --workers N`` (and
@@ -356,12 +365,6 @@ class LocalImageStore(_ByteCount):
             temporary.unlink(missing_ok=True)
             raise
         self._add(len(data))
-
-    def get(self, name: str) -> bytes | None:
-        try:
-            return (self.root / name).read_bytes()
-        except FileNotFoundError:
-            return None
 
     def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
         """The image's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none.
@@ -463,14 +466,6 @@ class S3ImageStore(_ByteCount):
             ContentType=content_type(name),
         )
         self._add(len(data))
-
-    def get(self, name: str) -> bytes | None:
-        try:
-            answer = self.client.get_object(Bucket=self.settings.bucket, Key=self._key(name))
-        except self.client.exceptions.NoSuchKey:
-            return None
-        data: bytes = answer["Body"].read()
-        return data
 
     def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
         """The object's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none."""
