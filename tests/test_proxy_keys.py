@@ -166,6 +166,22 @@ def test_429_rpm_limit_of_a_key(proxy, client, fake):
     assert fake.hits == before
 
 
+def test_a_regenerated_key_keeps_its_minute_count(proxy, client, fake):
+    """Regenerating a key changes its secret, not its limits: the calls made this minute under
+    the old secret still count (as its spend does toward its budget)."""
+    made = generate(client, proxy.url, rpm_limit=2)
+    wait_for(lambda: datetime.now(UTC).second < 50, timeout=15)
+    assert [edit(client, proxy.url, made["key"]).status_code for _ in range(2)] == [200, 200]
+    fresh = client.post(
+        f"{proxy.url}/key/regenerate", headers=bearer(MASTER_KEY), json={"key": made["key"]}
+    )
+    assert fresh.status_code == 200, fresh.text
+    before = fake.hits
+    refused = edit(client, proxy.url, fresh.json()["key"])
+    assert refused.status_code == 429 and _error(refused)["code"] == "rate_limit_exceeded"
+    assert fake.hits == before
+
+
 def test_429_key_budget_before_any_upstream_call(proxy, client, fake):
     key = generate(client, proxy.url, max_budget="0.05", key_alias="small")["key"]
     statuses = [edit(client, proxy.url, key).status_code for _ in range(6)]

@@ -22,9 +22,10 @@ class RateLimiter:
 
     async def admit(self, principal: Principal) -> None:
         limit = principal.rpm_limit
-        if limit is None or principal.key_hash is None:
+        key = principal.budget_key  # its first hash: the minute's count survives a regeneration
+        if limit is None or key is None:
             return
-        wait = await self.counters.hit_rpm(f"key:{principal.key_hash}", limit)
+        wait = await self.counters.hit_rpm(f"key:{key}", limit)
         if wait is not None:
             raise ProxyError(
                 429,
