@@ -217,6 +217,8 @@ MANAGEMENT_REFUSALS = [
     ("GET", "/key/info", None, 400, "missing_required_parameter"),
     ("POST", "/key/delete", {}, 400, "missing_required_parameter"),
     ("POST", "/key/delete", {"keys": "sk-x"}, 400, "invalid_type"),
+    ("POST", "/key/delete", {"keys": ["sk-x", 5]}, 400, "invalid_type"),
+    ("POST", "/key/delete", {"key_hashes": [None]}, 400, "invalid_type"),
     ("POST", "/key/update", {}, 400, "missing_required_parameter"),
     ("POST", "/customer/new", {"user_id": "u", "blocked": "yes"}, 400, "invalid_type"),
     ("POST", "/customer/delete", {"user_ids": "u"}, 400, "invalid_type"),

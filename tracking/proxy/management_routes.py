@@ -227,12 +227,14 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         require_master(await auth.authenticate(request_headers(scope)))
         document = await read_json(receive, accounts.body_timeout)
         keys, hashes = document.get("keys", []), document.get("key_hashes", [])
-        if not isinstance(keys, list) or not isinstance(hashes, list):
-            raise ProxyError(
-                400, "keys / key_hashes: expected lists", param="keys", code="invalid_type"
-            )
-        wanted = [hash_key(k) for k in keys if isinstance(k, str)]
-        wanted += [d for h in hashes if isinstance(h, str) and (d := key_hash(h, "key_hashes"))]
+        for param, given in (("keys", keys), ("key_hashes", hashes)):
+            # an item that is not text is refused, not skipped: the caller meant it deleted
+            if not isinstance(given, list) or not all(isinstance(item, str) for item in given):
+                raise ProxyError(
+                    400, f"{param}: expected a list of strings", param=param, code="invalid_type"
+                )
+        wanted = [hash_key(k) for k in keys]
+        wanted += [d for h in hashes if (d := key_hash(h, "key_hashes"))]
         if not wanted:
             raise ProxyError(
                 400,
