@@ -64,6 +64,22 @@ def test_a_kontext_edit_is_submitted_polled_downloaded_and_priced(monkeypatch, b
     )
 
 
+def test_extra_body_adds_members_but_never_replaces_the_calls_own(bfl, upstream):
+    """The input image and the aspect ratio a size became are the call's; FLUX's own options
+    (a seed) are the caller's to add."""
+    before = len(bfl.jobs)
+    for extra in ({"input_image": "aGk="}, {"aspect_ratio": "21:9"}):
+        with pytest.raises(ValidationError, match="extra_body") as caught:
+            tracking.image_edit(
+                image=PNG, prompt="p", model=MODEL, size="1536x1024", extra_body=extra, **upstream
+            )
+        assert (caught.value.param, caught.value.rule) == ("extra_body", "unsupported")
+    assert len(bfl.jobs) == before
+    tracking.image_edit(image=PNG, prompt="p", model=MODEL, extra_body={"seed": 7}, **upstream)
+    (job,) = list(bfl.jobs.values())[before:]
+    assert job.body["seed"] == 7 and base64.b64decode(job.body["input_image"]) == PNG
+
+
 async def test_async_kontext_max_costs_its_own_price(bfl, upstream):
     response = await tracking.aimage_edit(
         image=PNG, prompt="a hat", model="black_forest_labs/flux-kontext-max", **upstream

@@ -125,6 +125,24 @@ def test_sizes_xai_cannot_make_are_typed_errors(size, rule):
     assert (caught.value.param, caught.value.rule) == ("size", rule)
 
 
+def test_extra_body_adds_members_but_never_replaces_the_calls_own(xai, upstream):
+    """The aspect ratio and resolution a size became, and the images, are the call's: an
+    extra_body replacing them would make another picture than the one recorded."""
+    before = len(xai.requests)
+    for extra in ({"resolution": "2k"}, {"aspect_ratio": "16:9"}, {"image": {"url": "x"}}):
+        with pytest.raises(ValidationError, match="extra_body") as caught:
+            tracking.image_edit(
+                image=PNG, prompt="p", model=MODEL, size="1024x1024", extra_body=extra, **upstream
+            )
+        assert (caught.value.param, caught.value.rule) == ("extra_body", "unsupported")
+    assert len(xai.requests) == before
+    # what the call left unset is the caller's to add: with size auto, xAI's own aspect ratio
+    tracking.image_edit(
+        image=PNG, prompt="p", model=MODEL, extra_body={"aspect_ratio": "16:9"}, **upstream
+    )
+    assert xai.requests[-1].body["aspect_ratio"] == "16:9"
+
+
 def test_a_size_beyond_xai_is_refused_before_sending(xai, upstream):
     before = len(xai.requests)
     with pytest.raises(ValidationError, match="size") as caught:

@@ -27,6 +27,7 @@ __all__ = [
     "PreparedRequest",
     "Provider",
     "UpstreamError",
+    "add_extra_members",
     "api_base_for",
     "api_key_for",
     "error_object",
@@ -231,6 +232,24 @@ def refuse_unsupported(
                 param=name,
                 rule="unsupported",
             )
+
+
+def add_extra_members(body: dict[str, Any], extra_body: Mapping[str, Any], provider: str) -> None:
+    """``extra_body``'s members added to a provider's JSON ``body``; a
+    :class:`~tracking.errors.ValidationError` for one the call itself set (an image, the
+    aspect ratio or resolution a ``size`` became, the model): replaced, the upstream would make
+    and answer another call than the one recorded (and checked, and for a fixed-price model
+    priced). Members the call left unset (xAI's ``aspect_ratio`` with ``size='auto'``, FLUX's
+    ``seed``) are the provider's to judge."""
+    taken = sorted(body.keys() & extra_body.keys())
+    if taken:
+        raise ValidationError(
+            f"extra_body: {taken[0]!r} is set by the call from its own parameters for "
+            f"{provider}; extra_body may add members, not replace them",
+            param="extra_body",
+            rule="unsupported",
+        )
+    body.update(extra_body)
 
 
 def api_key_for(options: CallOptions, provider: str, *variables: str) -> str:

@@ -39,6 +39,7 @@ from .base import (
     Poll,
     PreparedRequest,
     UpstreamError,
+    add_extra_members,
     api_base_for,
     api_key_for,
     error_object,
@@ -214,7 +215,7 @@ class BlackForestLabsProvider:
             ratio = _aspect_ratio(request.size)
             if ratio is not None:
                 body["aspect_ratio"] = ratio
-        body.update(request.extra_body)
+        add_extra_members(body, request.extra_body, "Black Forest Labs")
         job = _Job(api_key, urlsplit(api_base).hostname or "", output_format)
         return PreparedRequest(
             url=f"{api_base}/v1/{model}",

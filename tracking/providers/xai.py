@@ -43,6 +43,7 @@ from ..response import ImageResponse, check_b64_images, plausible_charge, upstre
 from .base import (
     PreparedRequest,
     UpstreamError,
+    add_extra_members,
     api_base_for,
     api_key_for,
     error_object,
@@ -152,7 +153,7 @@ class XAIProvider:
         if request.user is not None:
             body["user"] = request.user
         body.update(output_shape(request.size))
-        body.update(request.extra_body)
+        add_extra_members(body, request.extra_body, "xAI")
         return PreparedRequest(
             url=f"{api_base}/images/edits",
             headers=request_headers(
