@@ -2,11 +2,11 @@
 
 :class:`MemoryState` keeps it in this process (the default). :class:`RedisState` keeps it in
 Redis so that several processes route as one: every change is an atomic Redis command (INCR,
-INCRBY, SET with PX, LPUSH+LTRIM, ZADD/ZREM) and every key expires, so a crashed process leaves
-nothing behind for long. In-flight calls are members of a sorted set, each leased for
-``_IN_FLIGHT_TTL`` seconds: one whose process died before its end drops out on its own while
-the other processes go on calling (a shared counter would keep it for as long as traffic
-flows). Reads for one routing decision are one pipelined round trip.
+INCRBY, SET with PX, NX for a cooldown, LPUSH+LTRIM, ZADD/ZREM) and every key expires, so a
+crashed process leaves nothing behind for long. In-flight calls are members of a sorted set,
+each leased for ``_IN_FLIGHT_TTL`` seconds: one whose process died before its end drops out on
+its own while the other processes go on calling (a shared counter would keep it for as long as
+traffic flows). Reads for one routing decision are one pipelined round trip.
 
 A Redis outage never fails a call: the first error is logged as a warning, the state falls back
 to a local :class:`MemoryState` and Redis is tried again after ``retry_interval`` seconds (so a
@@ -86,7 +86,11 @@ class RouterState(Protocol):
         """Count a failure; returns the failures within the failure window."""
         ...
 
-    def cool_down(self, deployment_id: str, seconds: float) -> None: ...
+    def cool_down(self, deployment_id: str, seconds: float) -> bool:
+        """Start a cooldown of ``seconds`` and reset the failure count; True when this started
+        it, False when the deployment was cooling down already (that cooldown is kept as it is,
+        so calls failing together start one cooldown, counted once)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -106,7 +110,7 @@ class StepwiseState(Protocol):
 
     def record_failure(self, deployment_id: str) -> Steps[int]: ...
 
-    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]: ...
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[bool]: ...
 
 
 def stepwise(state: RouterState) -> StepwiseState:
@@ -146,9 +150,9 @@ class _InProcessSteps:
         yield from ()
         return self.state.record_failure(deployment_id)
 
-    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]:
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[bool]:
         yield from ()
-        self.state.cool_down(deployment_id, seconds)
+        return self.state.cool_down(deployment_id, seconds)
 
 
 #: Where routing state reads the time: wall-clock seconds for the calendar-minute usage windows,
@@ -241,10 +245,14 @@ class MemoryState:
             self._failures[deployment_id] = (count + 1, deadline)
             return count + 1
 
-    def cool_down(self, deployment_id: str, seconds: float) -> None:
+    def cool_down(self, deployment_id: str, seconds: float) -> bool:
+        now = self.monotonic()
         with self._lock:
-            self._cooling[deployment_id] = self.monotonic() + seconds
             self._failures.pop(deployment_id, None)
+            if self._cooling.get(deployment_id, 0) > now:
+                return False
+            self._cooling[deployment_id] = now + seconds
+            return True
 
     def close(self) -> None:
         pass
@@ -312,8 +320,8 @@ class RedisState:
     def record_failure(self, deployment_id: str) -> int:
         return run_steps(self.steps.record_failure(deployment_id))
 
-    def cool_down(self, deployment_id: str, seconds: float) -> None:
-        run_steps(self.steps.cool_down(deployment_id, seconds))
+    def cool_down(self, deployment_id: str, seconds: float) -> bool:
+        return run_steps(self.steps.cool_down(deployment_id, seconds))
 
     def close(self) -> None:
         self._client.close()
@@ -495,13 +503,15 @@ class _RedisSteps:
             return self.local.record_failure(deployment_id)
         return int(replies[1])
 
-    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]:
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[bool]:
         cooldown = self._key("cooldown", deployment_id)
+        # SET NX: of the processes whose calls failed together, one starts the cooldown
         replies = yield from self._replies(
             [
-                ("set", (cooldown, "1"), {"px": max(1, round(seconds * 1000))}),
+                ("set", (cooldown, "1"), {"px": max(1, round(seconds * 1000)), "nx": True}),
                 ("delete", (self._key("fails", deployment_id),), {}),
             ]
         )
         if replies is None:
-            self.local.cool_down(deployment_id, seconds)
+            return self.local.cool_down(deployment_id, seconds)
+        return bool(replies[0])
