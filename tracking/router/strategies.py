@@ -20,10 +20,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol
 
-from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 from ..frozen import fast_init
 from .deployments import Deployment
@@ -132,36 +131,21 @@ CostFunction = Callable[[Deployment, CallShape], Decimal | None]
 def model_info_cost(deployment: Deployment, call: CallShape) -> Decimal | None:
     """The default cost function: ``model_info`` prices, per image (``output_cost_per_image``),
     optionally by size and quality (``output_cost_per_image_by_size`` keyed ``"1024x1024"`` or
-    ``"1024x1024/high"``), times ``n``; else the price table's estimate for the deployment's
-    model (or its ``base_model``) at the call's n, size and quality
-    (:func:`tracking.pricing.estimate.estimate_max_cost`). A deployment without prices is ranked
-    last."""
-    explicit = _model_info_price(deployment, call)
-    if explicit is not None:
-        return explicit
+    ``"1024x1024/high"``), read as the proxy bills them
+    (:func:`tracking.pricing.model_info.model_info_price`), times ``n``; else the price table's
+    estimate for the deployment's model (or its ``base_model``) at the call's n, size and
+    quality (:func:`tracking.pricing.estimate.estimate_max_cost`). A deployment without prices
+    is ranked last."""
+    from ..pricing.model_info import model_info_price
+
+    each = model_info_price(deployment.model_info, call.size, call.quality)
+    if each is not None:
+        return each * call.n
     from ..pricing.estimate import estimate_max_cost
 
     shape: dict[str, Any] = {"n": call.n, "size": call.size, "quality": call.quality}
     shape["image"] = [None] * call.input_images
     return estimate_max_cost(deployment.base_model or deployment.model, shape)
-
-
-def _model_info_price(deployment: Deployment, call: CallShape) -> Decimal | None:
-    info = deployment.model_info
-    table = info.get("output_cost_per_image_by_size")
-    price: Any = None
-    if isinstance(table, dict):
-        price = table.get(f"{call.size}/{call.quality}")
-        if price is None:
-            price = table.get(str(call.size))
-    if price is None:
-        price = info.get("output_cost_per_image")
-    if price is None or isinstance(price, bool):
-        return None
-    try:
-        return strict_decimal(str(price)) * call.n
-    except InvalidOperation:
-        return None
 
 
 class LowestCost:
