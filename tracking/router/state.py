@@ -33,7 +33,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..frozen import fast_init
@@ -66,6 +66,8 @@ class Snapshot:
     latency_ms: Mapping[str, tuple[float, ...]]  #: recent latencies, newest first
     #: seconds until this minute's ``rpm`` / ``tpm`` windows end (a limited deployment is free)
     window_left: float = 60.0
+    #: deployment id -> failures within the failure window (only those that failed)
+    failures: Mapping[str, int] = field(default_factory=dict)
 
 
 class RouterState(Protocol):
@@ -197,6 +199,9 @@ class MemoryState:
         with self._lock:
             cooling = {i: self._cooling[i] - now for i in ids if self._cooling.get(i, 0) > now}
             usage = {i: u for i in ids if (u := self._usage.get(i)) and u[0] == minute}
+            failures = {
+                i: f[0] for i in ids if (f := self._failures.get(i)) and f[0] and f[1] > now
+            }
             return Snapshot(
                 cooling=cooling,
                 in_flight={i: self._in_flight.get(i, 0) for i in ids},
@@ -204,6 +209,7 @@ class MemoryState:
                 tpm={i: usage[i][2] if i in usage else 0 for i in ids},
                 latency_ms={i: tuple(reversed(self._latency.get(i, ()))) for i in ids},
                 window_left=_window_left(self.clock),
+                failures=failures,
             )
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
@@ -411,6 +417,7 @@ class _RedisSteps:
                 ("get", (self._key("rpm", i, minute),), {}),
                 ("get", (self._key("tpm", i, minute),), {}),
                 ("lrange", (self._key("latency", i), 0, self.state.latency_window - 1), {}),
+                ("get", (self._key("fails", i),), {}),
             ]
         values = yield from self._replies(commands)
         if values is None:
@@ -420,15 +427,19 @@ class _RedisSteps:
         rpm: dict[str, int] = {}
         tpm: dict[str, int] = {}
         latency: dict[str, tuple[float, ...]] = {}
+        failures: dict[str, int] = {}
         for index, i in enumerate(ids):
-            ttl, flying, requests, tokens, recent = values[index * 5 : index * 5 + 5]
+            ttl, flying, requests, tokens, recent, failed = values[index * 6 : index * 6 + 6]
             if ttl is not None and ttl > 0:
                 cooling[i] = ttl / 1000
             in_flight[i] = max(0, int(flying or 0))
             rpm[i] = int(requests or 0)
             tpm[i] = int(tokens or 0)
             latency[i] = tuple(float(v) for v in recent)
-        return Snapshot(cooling, in_flight, rpm, tpm, latency, _window_left(self.state.clock))
+            if int(failed or 0) > 0:
+                failures[i] = int(failed)
+        window_left = _window_left(self.state.clock)
+        return Snapshot(cooling, in_flight, rpm, tpm, latency, window_left, failures)
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
         rpm_key = self._key("rpm", deployment_id, _minute(self.state.clock))

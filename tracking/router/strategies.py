@@ -10,6 +10,7 @@ the load. Names follow LiteLLM's ``routing_strategy`` values (short aliases are 
 ``least-busy``             least busy          fewest calls in flight (shared through Redis)
 ``latency-based-routing``  lowest latency      lowest mean of the last ``latency_window``
                                                latencies; deployments never measured go first
+                                               (last when they failed within the minute)
 ``usage-based-routing``    usage based         lowest share of the minute's tpm (else rpm) used
 ``cost-based-routing``     lowest cost         cheapest for the call's size, quality and n
 =========================  ==================  =================================================
@@ -17,6 +18,7 @@ the load. Names follow LiteLLM's ``routing_strategy`` values (short aliases are 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,14 +96,17 @@ class LeastBusy:
 
 class LowestLatency:
     """The lowest mean latency over the recent window; unmeasured deployments are tried first
-    so that every deployment gets measured."""
+    so that every deployment gets measured, unless they failed within the failure window: one
+    failing every call is never measured, and went first on every call (it comes last)."""
 
     def choose(
         self, candidates: Sequence[Deployment], snapshot: Snapshot, call: CallShape
     ) -> Deployment:
         def mean(d: Deployment) -> float:
             recent = snapshot.latency_ms.get(d.id, ())
-            return sum(recent) / len(recent) if recent else -1.0
+            if recent:
+                return sum(recent) / len(recent)
+            return math.inf if snapshot.failures.get(d.id) else -1.0
 
         return _lowest(candidates, mean)
 
