@@ -10,15 +10,18 @@ the load. Names follow LiteLLM's ``routing_strategy`` values (short aliases are 
 ``least-busy``             least busy          fewest calls in flight (shared through Redis)
 ``latency-based-routing``  lowest latency      lowest mean of the last ``latency_window``
                                                latencies; deployments never measured go first
-                                               (last when they failed within the minute)
 ``usage-based-routing``    usage based         lowest share of the minute's tpm (else rpm) used
 ``cost-based-routing``     lowest cost         cheapest for the call's size, quality and n
 =========================  ==================  =================================================
+
+The three that measure deployments (least busy, lowest latency, usage based) rank one that
+failed within the failure window after those that did not: a deployment failing every call
+ends its calls at once and records no latency and no tokens, so by their own measure it looked
+the least busy, never measured or least used, and every call went to it first.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,43 +88,48 @@ class WeightedRandom:
         return random.choices(list(candidates), weights=[w / heaviest for w in weights])[0]
 
 
+def _failing(snapshot: Snapshot, deployment: Deployment) -> bool:
+    """Whether ``deployment`` failed within the failure window (see the module docstring)."""
+    return snapshot.failures.get(deployment.id, 0) > 0
+
+
 class LeastBusy:
-    """The deployment with the fewest calls in flight."""
+    """The deployment with the fewest calls in flight (one failing recently last)."""
 
     def choose(
         self, candidates: Sequence[Deployment], snapshot: Snapshot, call: CallShape
     ) -> Deployment:
-        return _lowest(candidates, lambda d: snapshot.in_flight.get(d.id, 0))
+        return _lowest(
+            candidates, lambda d: (_failing(snapshot, d), snapshot.in_flight.get(d.id, 0))
+        )
 
 
 class LowestLatency:
     """The lowest mean latency over the recent window; unmeasured deployments are tried first
-    so that every deployment gets measured, unless they failed within the failure window: one
-    failing every call is never measured, and went first on every call (it comes last)."""
+    so that every deployment gets measured (one failing recently last)."""
 
     def choose(
         self, candidates: Sequence[Deployment], snapshot: Snapshot, call: CallShape
     ) -> Deployment:
-        def mean(d: Deployment) -> float:
+        def mean(d: Deployment) -> tuple[bool, float]:
             recent = snapshot.latency_ms.get(d.id, ())
-            if recent:
-                return sum(recent) / len(recent)
-            return math.inf if snapshot.failures.get(d.id) else -1.0
+            return _failing(snapshot, d), sum(recent) / len(recent) if recent else -1.0
 
         return _lowest(candidates, mean)
 
 
 class UsageBased:
     """The deployment with the most headroom this minute: lowest share of its tpm limit used
-    (tokens used when it has none), then of its rpm limit."""
+    (tokens used when it has none), then of its rpm limit (one failing recently last)."""
 
     def choose(
         self, candidates: Sequence[Deployment], snapshot: Snapshot, call: CallShape
     ) -> Deployment:
-        def used(d: Deployment) -> tuple[float, float]:
+        def used(d: Deployment) -> tuple[bool, float, float]:
             tokens = snapshot.tpm.get(d.id, 0)
             requests = snapshot.rpm.get(d.id, 0)
             return (
+                _failing(snapshot, d),
                 tokens / d.tpm if d.tpm else float(tokens),
                 requests / d.rpm if d.rpm else float(requests),
             )
