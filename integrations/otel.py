@@ -5,7 +5,8 @@
 ``gen_ai.operation.name``), as a child of whatever span is current in the caller, and writes its W3C
 trace context into the headers sent upstream; ``on_end`` sets the attributes of the GenAI
 semantic conventions (v1.41, Development) plus our ``image_edit.*`` ones, marks failures
-(status ERROR and ``error.type``), adds retries and fallbacks as span events, ends the span at
+(status ERROR and ``error.type``), adds retries and fallbacks as span events (and the attempts
+resent as ``http.request.resend_count``), ends the span at
 the call's end time, and records ``gen_ai.client.operation.duration`` and
 ``gen_ai.client.token.usage``. A call refused before it started gets its span in ``on_end``.
 
@@ -244,8 +245,10 @@ class OtelLogger:
                 },
                 timestamp=end,
             )
-        for attempt in range(2, event.retries + 2):
-            span.add_event("image_edit.retry", {"image_edit.attempt": attempt}, timestamp=end)
+        # Numbered among the retries: the event counts them but not where they fell among the
+        # attempts (a fallback's first attempt, not a retry, may come between two of them).
+        for number in range(1, event.retries + 1):
+            span.add_event("image_edit.retry", {"image_edit.retry.number": number}, timestamp=end)
         if event.status == "failure":
             span.set_attribute("error.type", event.error_type or "_OTHER")
             span.set_status(Status(StatusCode.ERROR, event.error_message or event.error_type))
@@ -287,6 +290,11 @@ class OtelLogger:
             attributes["gen_ai.response.time_to_first_chunk"] = event.time_to_first_image_ms / 1000
         if event.fallback_from:
             attributes["image_edit.fallback_from"] = list(event.fallback_from)
+        if event.attempts > 1:
+            # HTTP semconv: the resends before the request the span ends on (its last attempt,
+            # whose model and upstream it names), for any cause: retries and fallbacks alike;
+            # the first attempt has none
+            attributes["http.request.resend_count"] = event.attempts - 1
         usage = event.usage
         if usage is not None:
             attributes["gen_ai.usage.input_tokens"] = _input_tokens(event)

@@ -115,3 +115,25 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class GatheringUpstream(StubUpstream):
+    """A :class:`StubUpstream` that holds every edit until ``together`` of them have arrived,
+    then answers them all: calls that fail at once, deterministically (no timing involved)."""
+
+    def __init__(self, together: int, *, status: int = 500, wait_at_most: float = 30.0) -> None:
+        super().__init__(status=status, headers={"Retry-After": "0"})
+        self.together = together
+        self.wait_at_most = wait_at_most  # a guard against a hung test, never a measurement
+        self.arrived = 0
+        self._all_in: asyncio.Event | None = None
+
+    async def _edit(self, request: web.Request) -> web.Response:
+        if self._all_in is None:  # made on the fake's own loop
+            self._all_in = asyncio.Event()
+        self.arrived += 1
+        if self.arrived >= self.together:
+            self._all_in.set()
+        async with asyncio.timeout(self.wait_at_most):
+            await self._all_in.wait()
+        return await super()._edit(request)

@@ -267,9 +267,10 @@ def test_hand_built_events_give_exact_cost_usage_retry_and_fallback_attributes(
                 "image_edit.fallback.hop": 1,
             },
         ),
-        ("image_edit.retry", {"image_edit.attempt": 2}),
-        ("image_edit.retry", {"image_edit.attempt": 3}),
+        ("image_edit.retry", {"image_edit.retry.number": 1}),
+        ("image_edit.retry", {"image_edit.retry.number": 2}),
     ]
+    assert attributes["http.request.resend_count"] == 2
     assert span.start_time == int(event.start_time.timestamp() * 1e9)
     assert span.end_time == int(event.end_time.timestamp() * 1e9)
 

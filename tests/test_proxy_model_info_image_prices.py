@@ -87,3 +87,70 @@ def test_per_image_given_twice_is_refused_naming_both() -> None:
     both = _config({"output_cost_per_image": 0.03, "per_image": {"high": {"1024x1024": "0.2"}}})
     with pytest.raises(ConfigurationError, match=r"model_list\[0\]\.model_info: per_image and"):
         config_prices(both)
+
+
+# -- ranking equals billing: the router's cost-based routing reads the same table -------------
+
+#: Tables a deployment's model_info may write, and calls to price by them.
+_TABLES = [
+    {"output_cost_per_image_by_size": {"1024x1024/high": "0.25"}},  # one quality: every quality
+    {"output_cost_per_image_by_size": {"1024x1024/high": "0.25", "1024x1536/low": "0.02"}},
+    {"output_cost_per_image": "0.03", "output_cost_per_image_by_size": {"1024x1024/low": "0"}},
+    {"output_cost_per_image_by_size": {"1024x1024": "0.04", "1024x1024/medium": "0.07"}},
+    # "any" written as a quality or a size is the table's own word for every one
+    {"output_cost_per_image_by_size": {"1024x1024/any": "0.06", "1024x1024/high": "0.2"}},
+    {"output_cost_per_image_by_size": {"any/high": "0.3", "1024x1536": "0.05"}},
+]
+_CALLS = [("1024x1024", "low"), ("1024x1024", "high"), ("1024x1024", "medium")]
+
+
+@pytest.mark.parametrize("info", _TABLES)
+def test_a_call_is_ranked_at_what_it_is_billed(fake: FakeOpenAI, info: dict[str, Any]) -> None:
+    """The router's reading of model_info alone (nothing registered, MODEL in no price table)
+    ranks each call at the price the proxy bills it from the same model_info."""
+    from tracking.router import CallShape, Router
+    from tracking.router.strategies import model_info_cost
+
+    params = {"model": MODEL, "api_key": API_KEY}
+    entry = {"model_name": "house", "litellm_params": params, "model_info": info}
+    (deployment,) = Router([entry]).deployments
+    ranked = {
+        call: model_info_cost(deployment, CallShape("house", n=2, size=call[0], quality=call[1]))
+        for call in _CALLS
+    }
+    register_config_prices(_config(info))
+    for size, quality in _CALLS:
+        billed, source = _cost(fake, size=size, quality=quality, n=2)
+        if source == "custom":  # billed from the table
+            assert ranked[size, quality] == billed, (size, quality)
+        else:  # the table prices no such call: estimated, and the router has no price for it
+            assert source == "estimate" and ranked[size, quality] is None, (size, quality)
+
+
+def test_a_table_naming_one_quality_ranks_every_quality_at_its_price(fake: FakeOpenAI) -> None:
+    """Billed at its one quality's price whatever the quality asked, such a deployment was
+    ranked unpriced (last) for any other quality: the dearer flat-priced one won every call."""
+    from tracking.router import Router
+
+    one_quality = {"id": "one-quality", "output_cost_per_image_by_size": {"1024x1024/high": "0.01"}}
+    flat = {"id": "flat", "output_cost_per_image": "0.05"}
+    params = {"model": MODEL, "api_key": API_KEY, "api_base": fake.url}
+    model_list = [
+        {"model_name": "house", "litellm_params": params, "model_info": info}
+        for info in (one_quality, flat)
+    ]
+    recorder = EventRecorder()
+    tracking.success_callback = [recorder]
+    try:
+        with Router(model_list, routing_strategy="cost-based-routing") as router:
+            for _ in range(3):
+                router.image_edit(
+                    model="house",
+                    prompt="a hat",
+                    image=make_png(16, 16),
+                    size="1024x1024",
+                    quality="low",
+                )
+    finally:
+        tracking.success_callback = []
+    assert [e.deployment_id for e in recorder.events] == ["one-quality"] * 3

@@ -95,3 +95,47 @@ def test_a_failed_call_has_no_response_model(telemetry, spans):
     assert attributes["gen_ai.request.model"] == "gpt-image-2"
     assert "gen_ai.response.model" not in attributes
     assert attributes["error.type"] == "server_error"
+
+
+def test_resends_and_retries_are_numbered_as_the_semantic_conventions_count_them(
+    telemetry, spans, fake
+):
+    """A retry in the fallback group: attempts 1 and 2 on primary, 3 (the fallback's first, not
+    a retry) and 4 (a retry) on backup. The span's ``http.request.resend_count`` counts every
+    resend before its last attempt (the first attempt has none), and the retry events number
+    the retries, not attempts they cannot place: the second retry was attempt 4, never 3."""
+    _, recorder = telemetry
+    with (
+        StubUpstream(status=500, headers={"Retry-After": "0"}) as primary,
+        StubUpstream(status=500, headers={"Retry-After": "0"}) as backup_broken,
+    ):
+        router = Router(
+            [
+                deployment("primary", primary.url, id="p", model="gpt-image-2", api_key=API_KEY),
+                deployment(
+                    "backup", backup_broken.url, id="b1", model="gpt-image-2", api_key=API_KEY
+                ),
+                deployment(
+                    "backup", fake.url, id="b2", model="gpt-image-2", api_key=API_KEY, weight=0
+                ),
+            ],
+            fallbacks=[{"primary": ["backup"]}],
+            num_retries=1,
+            allowed_fails=9,
+        )
+        router.image_edit(image=make_png(), prompt="a red hat", model="primary")
+    assert (primary.hits, backup_broken.hits) == (2, 1)
+    (event,) = recorder.events
+    assert (event.attempts, event.retries, event.deployment_id) == (4, 2, "b2")
+    (span,) = spans.get_finished_spans()
+    assert (span.attributes or {})["http.request.resend_count"] == 3
+    retries = [dict(e.attributes or {}) for e in span.events if e.name == "image_edit.retry"]
+    assert retries == [{"image_edit.retry.number": 1}, {"image_edit.retry.number": 2}]
+
+
+def test_a_call_sent_once_has_no_resend_count(telemetry, spans, fake):
+    router = Router([deployment("only", fake.url, id="o", model="gpt-image-2", api_key=API_KEY)])
+    router.image_edit(image=make_png(), prompt="a red hat", model="only")
+    (span,) = spans.get_finished_spans()
+    assert "http.request.resend_count" not in (span.attributes or {})
+    assert not [e for e in span.events if e.name == "image_edit.retry"]

@@ -36,7 +36,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..errors import APIResponseError, ConfigurationError
 from ..families import family_for
 from ..frozen import fast_init
-from .table import TOKEN_KINDS, PriceEntry, load_packaged, load_price_file, to_price
+from .table import (
+    ANY,
+    TOKEN_KINDS,
+    PriceEntry,
+    load_packaged,
+    load_price_file,
+    per_image_price,
+    to_price,
+)
 
 if TYPE_CHECKING:
     from ..events import CostSource
@@ -67,10 +75,6 @@ __all__ = [
 PRICES_FILE_ENV = "TRACKING_PRICES_FILE"
 
 log = logging.getLogger("tracking")
-
-#: A ``per_image`` quality or size that prices any other: ``{"any": {"any": "0.02"}}`` is one
-#: price per image whatever its size and quality; a quality's own size wins over it.
-ANY = "any"
 
 _MILLION = Decimal(1_000_000)
 _PER_IMAGE_PLACES = Decimal("1e-12")  # only when the division is inexact
@@ -606,18 +610,9 @@ def _table_cost(
     if not entry.per_image or images <= 0:
         return None
     size = response.price_size or response.size or _explicit(request.size)
-    if len(entry.per_image) == 1:  # a single quality tier (dall-e-2): quality is not billed
-        tiers = list(entry.per_image.values())
-    else:
-        quality = response.quality or _explicit(request.quality)
-        tiers = [entry.per_image.get(quality or "", {}), entry.per_image.get(ANY, {})]
-    for sizes in tiers:  # the quality's own tier, then one for any quality
-        price = sizes.get(size or "")
-        if price is None:
-            price = sizes.get(ANY)  # a price for any size (model_info's output_cost_per_image)
-        if price is not None:
-            return price * images
-    return None
+    quality = response.quality or _explicit(request.quality)
+    price = per_image_price(entry.per_image, size, quality)
+    return None if price is None else price * images
 
 
 def _explicit(value: str | None) -> str | None:

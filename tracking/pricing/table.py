@@ -23,14 +23,20 @@ from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 
 __all__ = [
+    "ANY",
     "CONFIDENCE",
     "TOKEN_KINDS",
     "PriceEntry",
     "load_packaged",
     "load_price_file",
     "parse_price_data",
+    "per_image_price",
     "to_price",
 ]
+
+#: A ``per_image`` quality or size that prices any other: ``{"any": {"any": "0.02"}}`` is one
+#: price per image whatever its size and quality; a quality's own size wins over it.
+ANY = "any"
 
 #: Token categories a price may be given for (USD per 1M tokens).
 TOKEN_KINDS = (
@@ -300,3 +306,25 @@ def to_price(raw: Any, where: str) -> Decimal:
             f"{where}: {raw!r} is below the ${MIN_PRICE} a price other than 0 may be"
         )
     return value
+
+
+def per_image_price(
+    per_image: Mapping[str, Mapping[str, Decimal]], size: str | None, quality: str | None
+) -> Decimal | None:
+    """The price of one image of ``size`` at ``quality`` in a ``per_image`` table (quality ->
+    size -> USD); None when none applies. Billing (:func:`tracking.pricing.price_call`) and the
+    router's ``cost-based-routing`` both read a table through it, so a call is ranked at what it
+    is billed: the quality's own tier, then the tier for any quality (:data:`ANY`), and in each
+    the size's own price, then the one for any size. A table of one tier (dall-e-2's, or a
+    ``model_info`` naming one quality) prices every quality: quality is not billed there."""
+    if len(per_image) == 1:
+        tiers = list(per_image.values())
+    else:
+        tiers = [per_image.get(quality or "", {}), per_image.get(ANY, {})]
+    for sizes in tiers:
+        price = sizes.get(size or "")
+        if price is None:
+            price = sizes.get(ANY)
+        if price is not None:
+            return price
+    return None

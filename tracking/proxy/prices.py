@@ -43,9 +43,6 @@ _PER_TOKEN = {
     "cache_read_input_token_cost": ("cached_input_text", "cached_input_image"),
 }
 _MILLION = Decimal(1_000_000)
-#: LiteLLM's price of one output image (USD), and the router's by size (``"1024x1024"`` or
-#: ``"1024x1024/high"`` -> USD): the ``per_image`` table the deployment's calls are billed from.
-_PER_IMAGE_KEYS = ("output_cost_per_image", "output_cost_per_image_by_size")
 
 
 def _per_million(value: Any, where: str) -> Decimal:
@@ -84,34 +81,19 @@ def _deployment_prices(
             tokens.setdefault(kind, per_million)
     if tokens:
         spec["tokens_per_million"] = tokens
-    per_image = _per_image_prices(info, where)
+    from ..pricing.model_info import PER_IMAGE_KEYS, model_info_per_image
+
+    # LiteLLM's price of one output image, and by size (``"1024x1024"`` or ``"1024x1024/high"``):
+    # the ``per_image`` table the deployment's calls are billed from and cost-based routing reads
+    per_image = model_info_per_image(info)
     if per_image:
         if "per_image" in spec:
             raise ConfigurationError(
-                f"{where}.model_info: per_image and {' / '.join(_PER_IMAGE_KEYS)} both price "
+                f"{where}.model_info: per_image and {' / '.join(PER_IMAGE_KEYS)} both price "
                 "its images; keep one"
             )
         spec["per_image"] = per_image
     return spec
-
-
-def _per_image_prices(info: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
-    """``model_info.output_cost_per_image`` (any size and quality) and
-    ``output_cost_per_image_by_size`` (a size, any quality; or ``SIZE/QUALITY``) as a
-    ``per_image`` table: quality -> size -> USD, ``any`` where either is not named (the router
-    checked their shapes and amounts when it loaded the deployment)."""
-    from ..pricing import ANY
-
-    table: dict[str, dict[str, Any]] = {}
-    flat = info.get("output_cost_per_image")
-    if flat is not None:
-        table.setdefault(ANY, {})[ANY] = flat
-    by_size = info.get("output_cost_per_image_by_size")
-    if isinstance(by_size, Mapping):
-        for shape, value in by_size.items():
-            size, _, quality = str(shape).partition("/")
-            table.setdefault(quality or ANY, {})[size] = value
-    return table
 
 
 def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:

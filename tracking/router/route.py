@@ -21,8 +21,12 @@ What an error means for routing:
 * a 2xx answer that cannot be read (:class:`~tracking.errors.APIResponseError`, not a job
   result that expired): counted against the deployment like the faults above, but never
   retried, since it was most likely billed;
-* a fallback group the request is not valid for (``ValidationError`` when parsed for its
-  model): skipped, the reason logged and recorded (``fallbacks_skipped``);
+* a deployment whose model the request is not valid for (``ValidationError`` when parsed for
+  it: ``n=2`` for a one-image model in a group of mixed models): never sent, no attempt
+  counted; the group's other deployments are tried. When none of the asked group's takes the
+  request, its error fails the call (the request's fault: no fallback); a fallback group none
+  of whose deployments takes it is skipped, the reason logged and recorded
+  (``fallbacks_skipped``);
 * a deployment whose provider cannot do the call's operation (``UnsupportedOperationError``:
   a generation on an edit-only provider): never sent, no attempt counted; the group's other
   deployments are tried, then its fallbacks (one none of whose deployments can is skipped).
@@ -139,6 +143,10 @@ class CallRoute:
         #: checked at load that went missing since, such as ``AZURE_API_VERSION``): never sent,
         #: left out of the rest of the call; the first is raised when nothing else serves it
         self.misconfigured: dict[str, ConfigurationError] = {}
+        #: deployments whose model the request is not valid for: never sent, left out of the
+        #: rest of the call; when none of a group's deployments takes it, the asked group's
+        #: first is raised (the request's fault) and a fallback group is skipped
+        self.invalid: dict[str, ValidationError] = {}
         self.deployment: Deployment | None = None  # the last one picked
         self.attempted: Deployment | None = None  # the last one a request was sent to
 
@@ -263,11 +271,15 @@ class CallRoute:
                 self.unsupported = failure
             self._not_sent()
             return
-        if isinstance(failure, ValidationError) and in_fallback:
-            group = self.chain[self.group_index]
-            self.skipped.append((group, str(failure)))
-            log.warning("router: fallback %r skipped: %s", group, failure)
-            self._advance()
+        if isinstance(failure, ValidationError) and self.deployment is not None:
+            # the request does not fit this deployment's model (n=2 for a one-image model):
+            # never sent, nor is it to the group's others of that model (the same rules); its
+            # other models may take it (see ``_pick``)
+            model = self.deployment.model
+            for other in self.router.groups.get(self.deployment.model_name, ()):
+                if other.model == model:
+                    self.invalid.setdefault(other.id, failure)
+            self._not_sent()
             return
         if not is_deployment_fault(failure):
             raise failure
@@ -292,12 +304,21 @@ class CallRoute:
         candidates = [
             d
             for d in router.groups[group]
-            if d.id not in self.misconfigured and d.id not in self.unserved
+            if d.id not in self.misconfigured
+            and d.id not in self.unserved
+            and d.id not in self.invalid
         ]
         # a deployment that cannot do the call's operation is left to the end: picked, it
         # takes a place in the minute's rpm (and a turn) for a request never sent
         capable = [d for d in candidates if _serves(d, self.operation)]
         candidates = capable or candidates
+        invalid = [self.invalid[d.id] for d in router.groups[group] if d.id in self.invalid]
+        if not candidates and invalid:  # the request fits none of those left
+            if self.group_index == 0:
+                raise invalid[0]
+            self.skipped.append((group, str(invalid[0])))
+            log.warning("router: fallback %r skipped: %s", group, invalid[0])
+            return None
         unserved = [self.unserved[d.id] for d in router.groups[group] if d.id in self.unserved]
         if not candidates and unserved and len(unserved) == len(router.groups[group]):
             if self.group_index > 0:  # a fallback none of whose providers can do the call

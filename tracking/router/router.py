@@ -245,15 +245,21 @@ class Router:
             model_list = [_with_timeout(d, router_settings["timeout"]) for d in model_list]
         return cls(model_list, **settings)
 
-    def cool_down(self, deployment: Deployment, reason: str) -> None:
-        """Skip ``deployment`` for ``cooldown_time`` seconds, in every process sharing state."""
-        run_steps(self.cool_down_steps(deployment, reason))
+    def cool_down(self, deployment: Deployment, reason: str) -> bool:
+        """Skip ``deployment`` for ``cooldown_time`` seconds, in every process sharing state;
+        True when this started its cooldown, False when it was cooling down already (the
+        observers are told only of a cooldown this router started)."""
+        return run_steps(self.cool_down_steps(deployment, reason))
 
-    def cool_down_steps(self, deployment: Deployment, reason: str) -> Steps[None]:
+    def cool_down_steps(self, deployment: Deployment, reason: str) -> Steps[bool]:
         """:meth:`cool_down` as routing steps (a routed call's state exchange is yielded)."""
         if self.cooldown_time <= 0:
-            return
-        yield from self.stepwise_state.cool_down(deployment.id, self.cooldown_time)
+            return False
+        started = yield from self.stepwise_state.cool_down(deployment.id, self.cooldown_time)
+        # calls failing together each ask; one cooldown starts, and is logged and counted once
+        # (a state of your own written before cool_down answered, returning None, counts each)
+        if started is False:
+            return False
         log.warning(
             "router: deployment %s of %r cooling down for %.3g s (%s)",
             deployment.id,
@@ -266,6 +272,7 @@ class Router:
                 observer(deployment.model_name, deployment.id)
             except Exception:
                 log.exception("router: cooldown observer %r failed", observer)
+        return True
 
     def cooling(self, model_group: str | None = None) -> dict[str, float]:
         """Deployment id -> seconds of cooldown left, for the group (or all) cooling now."""

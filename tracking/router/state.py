@@ -2,11 +2,11 @@
 
 :class:`MemoryState` keeps it in this process (the default). :class:`RedisState` keeps it in
 Redis so that several processes route as one: every change is an atomic Redis command (INCR,
-INCRBY, SET with PX, LPUSH+LTRIM, ZADD/ZREM) and every key expires, so a crashed process leaves
-nothing behind for long. In-flight calls are members of a sorted set, each leased for
-``_IN_FLIGHT_TTL`` seconds: one whose process died before its end drops out on its own while
-the other processes go on calling (a shared counter would keep it for as long as traffic
-flows). Reads for one routing decision are one pipelined round trip.
+INCRBY, SET with PX, NX for a cooldown, LPUSH+LTRIM, ZADD/ZREM) and every key expires, so a
+crashed process leaves nothing behind for long. In-flight calls are members of a sorted set,
+each leased for ``_IN_FLIGHT_TTL`` seconds: one whose process died before its end drops out on
+its own while the other processes go on calling (a shared counter would keep it for as long as
+traffic flows). Reads for one routing decision are one pipelined round trip.
 
 A Redis outage never fails a call: the first error is logged as a warning, the state falls back
 to a local :class:`MemoryState` and Redis is tried again after ``retry_interval`` seconds (so a
@@ -33,7 +33,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..frozen import fast_init
@@ -66,6 +66,8 @@ class Snapshot:
     latency_ms: Mapping[str, tuple[float, ...]]  #: recent latencies, newest first
     #: seconds until this minute's ``rpm`` / ``tpm`` windows end (a limited deployment is free)
     window_left: float = 60.0
+    #: deployment id -> failures within the failure window (only those that failed)
+    failures: Mapping[str, int] = field(default_factory=dict)
 
 
 class RouterState(Protocol):
@@ -86,7 +88,11 @@ class RouterState(Protocol):
         """Count a failure; returns the failures within the failure window."""
         ...
 
-    def cool_down(self, deployment_id: str, seconds: float) -> None: ...
+    def cool_down(self, deployment_id: str, seconds: float) -> bool:
+        """Start a cooldown of ``seconds`` and reset the failure count; True when this started
+        it, False when the deployment was cooling down already (that cooldown is kept as it is,
+        so calls failing together start one cooldown, counted once)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -106,7 +112,7 @@ class StepwiseState(Protocol):
 
     def record_failure(self, deployment_id: str) -> Steps[int]: ...
 
-    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]: ...
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[bool]: ...
 
 
 def stepwise(state: RouterState) -> StepwiseState:
@@ -146,9 +152,9 @@ class _InProcessSteps:
         yield from ()
         return self.state.record_failure(deployment_id)
 
-    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]:
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[bool]:
         yield from ()
-        self.state.cool_down(deployment_id, seconds)
+        return self.state.cool_down(deployment_id, seconds)
 
 
 #: Where routing state reads the time: wall-clock seconds for the calendar-minute usage windows,
@@ -193,6 +199,9 @@ class MemoryState:
         with self._lock:
             cooling = {i: self._cooling[i] - now for i in ids if self._cooling.get(i, 0) > now}
             usage = {i: u for i in ids if (u := self._usage.get(i)) and u[0] == minute}
+            failures = {
+                i: f[0] for i in ids if (f := self._failures.get(i)) and f[0] and f[1] > now
+            }
             return Snapshot(
                 cooling=cooling,
                 in_flight={i: self._in_flight.get(i, 0) for i in ids},
@@ -200,6 +209,7 @@ class MemoryState:
                 tpm={i: usage[i][2] if i in usage else 0 for i in ids},
                 latency_ms={i: tuple(reversed(self._latency.get(i, ()))) for i in ids},
                 window_left=_window_left(self.clock),
+                failures=failures,
             )
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
@@ -241,10 +251,14 @@ class MemoryState:
             self._failures[deployment_id] = (count + 1, deadline)
             return count + 1
 
-    def cool_down(self, deployment_id: str, seconds: float) -> None:
+    def cool_down(self, deployment_id: str, seconds: float) -> bool:
+        now = self.monotonic()
         with self._lock:
-            self._cooling[deployment_id] = self.monotonic() + seconds
             self._failures.pop(deployment_id, None)
+            if self._cooling.get(deployment_id, 0) > now:
+                return False
+            self._cooling[deployment_id] = now + seconds
+            return True
 
     def close(self) -> None:
         pass
@@ -312,8 +326,8 @@ class RedisState:
     def record_failure(self, deployment_id: str) -> int:
         return run_steps(self.steps.record_failure(deployment_id))
 
-    def cool_down(self, deployment_id: str, seconds: float) -> None:
-        run_steps(self.steps.cool_down(deployment_id, seconds))
+    def cool_down(self, deployment_id: str, seconds: float) -> bool:
+        return run_steps(self.steps.cool_down(deployment_id, seconds))
 
     def close(self) -> None:
         self._client.close()
@@ -403,6 +417,7 @@ class _RedisSteps:
                 ("get", (self._key("rpm", i, minute),), {}),
                 ("get", (self._key("tpm", i, minute),), {}),
                 ("lrange", (self._key("latency", i), 0, self.state.latency_window - 1), {}),
+                ("get", (self._key("fails", i),), {}),
             ]
         values = yield from self._replies(commands)
         if values is None:
@@ -412,15 +427,19 @@ class _RedisSteps:
         rpm: dict[str, int] = {}
         tpm: dict[str, int] = {}
         latency: dict[str, tuple[float, ...]] = {}
+        failures: dict[str, int] = {}
         for index, i in enumerate(ids):
-            ttl, flying, requests, tokens, recent = values[index * 5 : index * 5 + 5]
+            ttl, flying, requests, tokens, recent, failed = values[index * 6 : index * 6 + 6]
             if ttl is not None and ttl > 0:
                 cooling[i] = ttl / 1000
             in_flight[i] = max(0, int(flying or 0))
             rpm[i] = int(requests or 0)
             tpm[i] = int(tokens or 0)
             latency[i] = tuple(float(v) for v in recent)
-        return Snapshot(cooling, in_flight, rpm, tpm, latency, _window_left(self.state.clock))
+            if int(failed or 0) > 0:
+                failures[i] = int(failed)
+        window_left = _window_left(self.state.clock)
+        return Snapshot(cooling, in_flight, rpm, tpm, latency, window_left, failures)
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
         rpm_key = self._key("rpm", deployment_id, _minute(self.state.clock))
@@ -495,13 +514,15 @@ class _RedisSteps:
             return self.local.record_failure(deployment_id)
         return int(replies[1])
 
-    def cool_down(self, deployment_id: str, seconds: float) -> Steps[None]:
+    def cool_down(self, deployment_id: str, seconds: float) -> Steps[bool]:
         cooldown = self._key("cooldown", deployment_id)
+        # SET NX: of the processes whose calls failed together, one starts the cooldown
         replies = yield from self._replies(
             [
-                ("set", (cooldown, "1"), {"px": max(1, round(seconds * 1000))}),
+                ("set", (cooldown, "1"), {"px": max(1, round(seconds * 1000)), "nx": True}),
                 ("delete", (self._key("fails", deployment_id),), {}),
             ]
         )
         if replies is None:
-            self.local.cool_down(deployment_id, seconds)
+            return self.local.cool_down(deployment_id, seconds)
+        return bool(replies[0])

@@ -13,6 +13,11 @@ the load. Names follow LiteLLM's ``routing_strategy`` values (short aliases are 
 ``usage-based-routing``    usage based         lowest share of the minute's tpm (else rpm) used
 ``cost-based-routing``     lowest cost         cheapest for the call's size, quality and n
 =========================  ==================  =================================================
+
+The three that measure deployments (least busy, lowest latency, usage based) rank one that
+failed within the failure window after those that did not: a deployment failing every call
+ends its calls at once and records no latency and no tokens, so by their own measure it looked
+the least busy, never measured or least used, and every call went to it first.
 """
 
 from __future__ import annotations
@@ -20,10 +25,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol
 
-from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 from ..frozen import fast_init
 from .deployments import Deployment
@@ -84,40 +88,48 @@ class WeightedRandom:
         return random.choices(list(candidates), weights=[w / heaviest for w in weights])[0]
 
 
+def _failing(snapshot: Snapshot, deployment: Deployment) -> bool:
+    """Whether ``deployment`` failed within the failure window (see the module docstring)."""
+    return snapshot.failures.get(deployment.id, 0) > 0
+
+
 class LeastBusy:
-    """The deployment with the fewest calls in flight."""
+    """The deployment with the fewest calls in flight (one failing recently last)."""
 
     def choose(
         self, candidates: Sequence[Deployment], snapshot: Snapshot, call: CallShape
     ) -> Deployment:
-        return _lowest(candidates, lambda d: snapshot.in_flight.get(d.id, 0))
+        return _lowest(
+            candidates, lambda d: (_failing(snapshot, d), snapshot.in_flight.get(d.id, 0))
+        )
 
 
 class LowestLatency:
     """The lowest mean latency over the recent window; unmeasured deployments are tried first
-    so that every deployment gets measured."""
+    so that every deployment gets measured (one failing recently last)."""
 
     def choose(
         self, candidates: Sequence[Deployment], snapshot: Snapshot, call: CallShape
     ) -> Deployment:
-        def mean(d: Deployment) -> float:
+        def mean(d: Deployment) -> tuple[bool, float]:
             recent = snapshot.latency_ms.get(d.id, ())
-            return sum(recent) / len(recent) if recent else -1.0
+            return _failing(snapshot, d), sum(recent) / len(recent) if recent else -1.0
 
         return _lowest(candidates, mean)
 
 
 class UsageBased:
     """The deployment with the most headroom this minute: lowest share of its tpm limit used
-    (tokens used when it has none), then of its rpm limit."""
+    (tokens used when it has none), then of its rpm limit (one failing recently last)."""
 
     def choose(
         self, candidates: Sequence[Deployment], snapshot: Snapshot, call: CallShape
     ) -> Deployment:
-        def used(d: Deployment) -> tuple[float, float]:
+        def used(d: Deployment) -> tuple[bool, float, float]:
             tokens = snapshot.tpm.get(d.id, 0)
             requests = snapshot.rpm.get(d.id, 0)
             return (
+                _failing(snapshot, d),
                 tokens / d.tpm if d.tpm else float(tokens),
                 requests / d.rpm if d.rpm else float(requests),
             )
@@ -132,36 +144,21 @@ CostFunction = Callable[[Deployment, CallShape], Decimal | None]
 def model_info_cost(deployment: Deployment, call: CallShape) -> Decimal | None:
     """The default cost function: ``model_info`` prices, per image (``output_cost_per_image``),
     optionally by size and quality (``output_cost_per_image_by_size`` keyed ``"1024x1024"`` or
-    ``"1024x1024/high"``), times ``n``; else the price table's estimate for the deployment's
-    model (or its ``base_model``) at the call's n, size and quality
-    (:func:`tracking.pricing.estimate.estimate_max_cost`). A deployment without prices is ranked
-    last."""
-    explicit = _model_info_price(deployment, call)
-    if explicit is not None:
-        return explicit
+    ``"1024x1024/high"``), read as the proxy bills them
+    (:func:`tracking.pricing.model_info.model_info_price`), times ``n``; else the price table's
+    estimate for the deployment's model (or its ``base_model``) at the call's n, size and
+    quality (:func:`tracking.pricing.estimate.estimate_max_cost`). A deployment without prices
+    is ranked last."""
+    from ..pricing.model_info import model_info_price
+
+    each = model_info_price(deployment.model_info, call.size, call.quality)
+    if each is not None:
+        return each * call.n
     from ..pricing.estimate import estimate_max_cost
 
     shape: dict[str, Any] = {"n": call.n, "size": call.size, "quality": call.quality}
     shape["image"] = [None] * call.input_images
     return estimate_max_cost(deployment.base_model or deployment.model, shape)
-
-
-def _model_info_price(deployment: Deployment, call: CallShape) -> Decimal | None:
-    info = deployment.model_info
-    table = info.get("output_cost_per_image_by_size")
-    price: Any = None
-    if isinstance(table, dict):
-        price = table.get(f"{call.size}/{call.quality}")
-        if price is None:
-            price = table.get(str(call.size))
-    if price is None:
-        price = info.get("output_cost_per_image")
-    if price is None or isinstance(price, bool):
-        return None
-    try:
-        return strict_decimal(str(price)) * call.n
-    except InvalidOperation:
-        return None
 
 
 class LowestCost:
