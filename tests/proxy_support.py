@@ -127,7 +127,11 @@ class ProxyProcess:
             )
         return self.process
 
-    def start(self, timeout: float = 20.0) -> ProxyProcess:
+    def start(self, timeout: float | None = None) -> ProxyProcess:
+        if timeout is None:
+            # Workers import everything anew, each, on a machine whose 2 cores the suite's
+            # other worker shares: a loaded one took longer than 20 s to bring two up.
+            timeout = 20.0 if self.workers <= 1 else 60.0
         process = self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

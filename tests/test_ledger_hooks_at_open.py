@@ -125,30 +125,35 @@ def test_hooks_added_after_a_shipper_drained_a_dead_outbox_hear_of_it(
 def test_count_hooks_tell_every_hook_every_row_exactly_once_whenever_it_was_added() -> None:
     hooks = CountHooks("quarantine")
     seen: list[list[int]] = []
-    stop = threading.Event()
+    rounds = 10
+    # Every round starts the four deliverers and the adder together, so hooks are added while
+    # rows are being delivered however the threads are scheduled (a busy machine once let the
+    # deliverers finish before the adder's second hook).
+    start = threading.Barrier(5)
 
     def deliver() -> None:
-        for _ in range(2000):
-            hooks.deliver(1)
+        for _ in range(rounds):
+            start.wait()
+            for _ in range(200):
+                hooks.deliver(1)
 
     def add() -> None:
-        while not stop.is_set() and len(seen) < 200:
-            got: list[int] = []
-            seen.append(got)
-            hooks.append(got.append)
-            time.sleep(0.0005)
+        for _ in range(rounds):
+            start.wait()
+            for _ in range(3):
+                got: list[int] = []
+                seen.append(got)
+                hooks.append(got.append)
+                time.sleep(0.0002)
 
-    workers = [threading.Thread(target=deliver) for _ in range(4)]
-    adder = threading.Thread(target=add)
-    adder.start()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    stop.set()
-    adder.join()
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    threads.append(threading.Thread(target=add))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert hooks.total == 8000
-    assert len(seen) > 1 and all(sum(got) == 8000 for got in seen)
+    assert len(seen) == 3 * rounds and all(sum(got) == 8000 for got in seen)
 
 
 def test_a_failing_hook_is_logged_and_stops_nothing(caplog: pytest.LogCaptureFixture) -> None:
