@@ -166,6 +166,32 @@ def test_environment_fills_settings_and_environment_variables_section():
     assert config.router_settings == {"num_retries": 3, "routing_strategy": "simple-shuffle"}
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["simple-shuffle", "weighted-random", "latency-based-routing", "lowest-latency", "lowest-cost"],
+)
+def test_every_strategy_name_the_router_takes_is_a_valid_config(name):
+    """The proxy takes the short aliases Router and Router.from_config take, not only LiteLLM's
+    names; a name neither knows stays an error."""
+    document = {"model_list": [{"model_name": "m", "litellm_params": {"model": "x"}}]}
+    config = parse_config({**document, "router_settings": {"routing_strategy": name}})
+    assert config.router_settings["routing_strategy"] == name
+    with pytest.raises(ConfigurationError, match="routing_strategy: must be one of"):
+        parse_config({**document, "router_settings": {"routing_strategy": "fastest"}})
+
+
+@pytest.mark.parametrize("key", ["redis_port", "redis_password"])
+def test_a_redis_port_or_password_without_a_host_is_an_error(key):
+    """Written alone they named no Redis, so the instances would not share budgets and rate
+    limits while their operator believed they did."""
+    document = {"model_list": [{"model_name": "m", "litellm_params": {"model": "x"}}]}
+    value = 6380 if key == "redis_port" else "secret"
+    with pytest.raises(ConfigurationError, match=f"router_settings.{key}: has no effect"):
+        parse_config({**document, "router_settings": {key: value}})
+    for named in ({"redis_host": "127.0.0.1"}, {"redis_url": "redis://127.0.0.1:6380/0"}):
+        parse_config({**document, "router_settings": {key: value, **named}})
+
+
 def test_file_problems_are_configuration_errors(tmp_path):
     with pytest.raises(ConfigurationError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")

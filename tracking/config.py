@@ -203,6 +203,14 @@ def _anything(value: Any) -> str | None:
     return None
 
 
+def _is_strategy(value: Any) -> str | None:
+    """A ``routing_strategy`` name the router knows: LiteLLM's and the short aliases
+    ``Router`` takes too (one table, :data:`tracking.router.strategies.STRATEGIES`)."""
+    from .router.strategies import STRATEGIES
+
+    return _one_of(*STRATEGIES)(value)
+
+
 #: The keys we read in each section, with their checks. Anything else warns.
 _LITELLM_PARAMS: dict[str, Check] = {
     "model": _is_str,
@@ -253,14 +261,7 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "budget_duration": _is_budget_duration,
 }
 _ROUTER_SETTINGS: dict[str, Check] = {
-    "routing_strategy": _one_of(
-        "simple-shuffle",
-        "least-busy",
-        "usage-based-routing",
-        "usage-based-routing-v2",
-        "latency-based-routing",
-        "cost-based-routing",
-    ),
+    "routing_strategy": _is_strategy,
     "num_retries": _is_int(0, MAX_RETRIES),
     "timeout": _is_seconds,
     "allowed_fails": _is_int(0),
@@ -563,6 +564,13 @@ def parse_config(
     router = faults.check_section(
         top.get("router_settings", {}), _ROUTER_SETTINGS, "router_settings"
     )
+    if "redis_host" not in router and "redis_url" not in router:
+        # whoever wrote a port believes the instances share Redis (budgets, rate limits)
+        faults.errors.extend(
+            f"router_settings.{key}: has no effect without redis_host (or give redis_url)"
+            for key in ("redis_port", "redis_password")
+            if key in router
+        )
     for section, keys in (
         ("litellm_settings", _LITELLM_SETTINGS_NOT_USED & litellm.keys()),
         ("router_settings", _ROUTER_SETTINGS_NOT_USED & router.keys()),
