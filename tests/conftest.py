@@ -184,3 +184,17 @@ def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"images-{new_request_id()[-12:]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(autouse=True)
+def _registered_prices_kept_to_their_test() -> Iterator[None]:
+    """Prices a test registers (``register_prices``, a ``Router`` whose deployments price
+    their models) are forgotten after it, so they never price a later test's calls."""
+    from tracking import pricing
+
+    before = dict(pricing._custom)
+    yield
+    if pricing._custom != before:
+        with pricing._lock:
+            pricing._custom.clear()
+            pricing._custom.update(before)

@@ -113,7 +113,7 @@ def test_a_call_is_ranked_at_what_it_is_billed(fake: FakeOpenAI, info: dict[str,
 
     params = {"model": MODEL, "api_key": API_KEY}
     entry = {"model_name": "house", "litellm_params": params, "model_info": info}
-    (deployment,) = Router([entry]).deployments
+    (deployment,) = Router([entry], register_prices=False).deployments
     ranked = {
         call: model_info_cost(deployment, CallShape("house", n=2, size=call[0], quality=call[1]))
         for call in _CALLS

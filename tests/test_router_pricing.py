@@ -95,3 +95,57 @@ def test_lowest_cost_routing_reads_the_price_table(recorder, fake):
         )
     assert [e.deployment_id for e in recorder.events] == ["mini"] * 6
     assert [r.fields["model"] for r in fake.requests[-6:]] == ["gpt-image-1-mini"] * 6
+
+
+def _priced_azure(fake, info: dict[str, object], **params: object) -> dict[str, object]:
+    return {
+        "model_name": "edits",
+        "litellm_params": {
+            "model": "azure/team-edits-us",
+            "api_base": fake.base_url,
+            "api_key": API_KEY,
+            "api_version": API_VERSION,
+            **params,
+        },
+        "model_info": {"id": "us", **info},
+    }
+
+
+def test_model_info_prices_bill_the_sdk_routers_calls(recorder, fake):
+    """The prices a deployment is routed by are the prices its calls are billed at, in the SDK
+    as in the proxy: LiteLLM's output_cost_per_image, and its per-token keys in litellm_params."""
+    router = Router([_priced_azure(fake, {"output_cost_per_image": "0.07"})])
+    response = router.image_edit(image=make_png(), prompt="p", model="edits", n=2)
+    assert response.cost_usd == Decimal("0.14")
+    assert recorder.events[-1].cost_source != "unpriced"
+
+    per_token = {"input_cost_per_token": "0.000005", "output_cost_per_token": "0.00004"}
+    router = Router([_priced_azure(fake, {}, **per_token)])
+    response = router.image_edit(
+        image=make_png(), prompt="hello", model="edits", size="1024x1024", quality="low"
+    )
+    # the fake bills 2 text and 323 image tokens in ($5 / 1M each), 272 out ($40 / 1M)
+    expected = (325 * Decimal(5) + 272 * Decimal(40)) / Decimal(1_000_000)
+    assert response.cost_usd == expected
+
+
+def test_a_router_told_not_to_leaves_the_price_table_alone(recorder, fake):
+    router = Router([_priced_azure(fake, {"output_cost_per_image": "0.07"})], register_prices=False)
+    assert router.image_edit(image=make_png(), prompt="p", model="edits").cost_usd is None
+
+
+def test_a_bad_price_fails_the_router_and_registers_nothing(recorder, fake):
+    good = _priced_azure(fake, {"output_cost_per_image": "0.07"})
+    bad = {**_priced_azure(fake, {}, input_cost_per_token="cheap"), "model_info": {"id": "b"}}
+    with pytest.raises(tracking.ConfigurationError, match=r"model_list\[1\].*input_cost_per_token"):
+        Router([good, bad])
+    router = Router([_priced_azure(fake, {})])  # the same model, unpriced
+    assert router.image_edit(image=make_png(), prompt="p", model="edits").cost_usd is None
+
+
+@pytest.mark.parametrize("key", ["redis_port", "redis_password"])
+def test_from_config_refuses_a_redis_port_or_password_without_a_host(fake, key):
+    value = 6380 if key == "redis_port" else "secret"
+    config = {"model_list": [_priced_azure(fake, {})], "router_settings": {key: value}}
+    with pytest.raises(tracking.ConfigurationError, match=f"router_settings.{key}: has no effect"):
+        Router.from_config(config)

@@ -12,14 +12,25 @@ price it is billed at.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal
+import logging
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 from .table import ANY, per_image_price, to_price
 
-__all__ = ["PER_IMAGE_KEYS", "model_info_per_image", "model_info_price"]
+__all__ = [
+    "PER_IMAGE_KEYS",
+    "deployment_prices",
+    "model_info_per_image",
+    "model_info_price",
+    "model_list_prices",
+    "register_model_list_prices",
+]
+
+log = logging.getLogger("tracking.pricing")
 
 #: The ``model_info`` keys that price a deployment's images.
 PER_IMAGE_KEYS = ("output_cost_per_image", "output_cost_per_image_by_size")
@@ -53,3 +64,111 @@ def model_info_price(
     except ConfigurationError:
         return None
     return per_image_price(table, size, quality)
+
+
+#: model_info keys that are ``register_prices`` fields as they are.
+_NATIVE = ("tokens_per_million", "per_image", "base_model", "discount")
+#: LiteLLM's per-token keys (those of :data:`~tracking.config.LITELLM_PRICE_KEYS`) -> the token
+#: kinds they price; the image tokens' own keys first, so they win over the general ones.
+_PER_TOKEN = {
+    "input_cost_per_image_token": ("input_image",),
+    "output_cost_per_image_token": ("output_image",),
+    "cache_read_input_image_token_cost": ("cached_input_image",),
+    "input_cost_per_token": ("input_text", "input_image"),
+    "output_cost_per_token": ("output_image",),
+    "cache_read_input_token_cost": ("cached_input_text", "cached_input_image"),
+}
+_MILLION = Decimal(1_000_000)
+
+
+def _per_million(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ConfigurationError(f"{where}: expected a price in USD per token")
+    try:
+        # A float from YAML is read through its repr: 5e-06 is exactly 0.000005, not its binary.
+        price = strict_decimal(repr(value) if isinstance(value, float) else value)
+    except InvalidOperation:
+        raise ConfigurationError(f"{where}: expected a price in USD per token") from None
+    if not price.is_finite() or price < 0:
+        raise ConfigurationError(f"{where}: expected a price >= 0")
+    return price * _MILLION
+
+
+def deployment_prices(
+    info: Mapping[str, Any], params: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """The ``register_prices`` fields of one deployment: its ``model_info``'s own fields and
+    LiteLLM's per-token keys from ``litellm_params`` or ``model_info`` (the same key in both
+    must give the same price)."""
+    spec: dict[str, Any] = {key: info[key] for key in _NATIVE if info.get(key) is not None}
+    tokens: dict[str, Any] = dict(spec.get("tokens_per_million") or {})
+    for key, kinds in _PER_TOKEN.items():
+        given = {
+            f"{where}.{section}.{key}": _per_million(values[key], f"{where}.{section}.{key}")
+            for section, values in (("litellm_params", params), ("model_info", info))
+            if values.get(key) is not None
+        }
+        if not given:
+            continue
+        if len(set(given.values())) > 1:
+            raise ConfigurationError(f"{' and '.join(given)} give different prices; keep one")
+        per_million = next(iter(given.values()))
+        for kind in kinds:
+            tokens.setdefault(kind, per_million)
+    if tokens:
+        spec["tokens_per_million"] = tokens
+    # LiteLLM's price of one output image, and by size (``"1024x1024"`` or ``"1024x1024/high"``):
+    # the ``per_image`` table the deployment's calls are billed from and cost-based routing reads
+    per_image = model_info_per_image(info)
+    if per_image:
+        if "per_image" in spec:
+            raise ConfigurationError(
+                f"{where}.model_info: per_image and {' / '.join(PER_IMAGE_KEYS)} both price "
+                "its images; keep one"
+            )
+        spec["per_image"] = per_image
+    return spec
+
+
+#: One model_list entry as its prices are read: (where in the config, ``litellm_params.model``,
+#: ``model_info``, ``litellm_params``).
+ModelListEntry = tuple[str, str, Mapping[str, Any], Mapping[str, Any]]
+
+
+def model_list_prices(entries: Iterable[ModelListEntry]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """model -> (where, ``register_prices`` fields) of every entry that prices its model, by
+    :func:`deployment_prices`. Prices are registered per model (what ``litellm_params.model``
+    names): two entries of one model pricing it differently are logged, and the later wins."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for where, model, info, params in entries:
+        spec = deployment_prices(info, params, where)
+        if not spec:
+            continue
+        earlier = found.get(model)
+        if earlier is not None and earlier[1] != spec:
+            log.warning(
+                "%s: prices %r differently from %s; the later entry wins", where, model, earlier[0]
+            )
+        found[model] = (where, spec)
+    return found
+
+
+def register_model_list_prices(entries: Iterable[ModelListEntry]) -> int:
+    """Register the prices of a model_list's entries (:func:`model_list_prices`) with
+    :func:`tracking.register_prices`, as the SDK's ``Router`` does for its deployments; returns
+    how many models got one. An entry naming only a ``base_model`` registers nothing: the router
+    sends the base model with each of its calls, which prices them by it. A bad price is a
+    :class:`~tracking.errors.ConfigurationError` naming where it was written."""
+    from . import register_prices
+
+    found = {
+        model: (where, spec)
+        for model, (where, spec) in model_list_prices(entries).items()
+        if spec.keys() != {"base_model"}
+    }
+    for model, (where, spec) in found.items():
+        try:
+            register_prices(model, **spec)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{where}: {exc.message}") from None
+    return len(found)

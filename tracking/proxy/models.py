@@ -100,7 +100,9 @@ def build_dispatcher(config: ProxyConfig) -> RoutedModels:
     # TRACKING_REDIS_PREFIX namespaces the routing state too, as it does the budgets: proxies
     # of different deployments sharing one Redis must not share cooldowns and rpm windows
     prefix = os.environ.get(PREFIX_ENV)
-    overrides = {"redis_prefix": f"{prefix}router:"} if prefix else {}
+    overrides: dict[str, Any] = {"redis_prefix": f"{prefix}router:"} if prefix else {}
+    # the proxy registers its config's prices itself, its prices: section over the deployments'
+    overrides["register_prices"] = False
     router = Router.from_config(router_config(config), **overrides)
     for name in config.model_names():
         if len(router.groups.get(name, ())) > 1:

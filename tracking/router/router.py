@@ -122,6 +122,18 @@ def _routed_async(
     return routed
 
 
+def _price_params(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The LiteLLM price keys of an entry's ``litellm_params``, ``os.environ/`` resolved."""
+    from ..config import LITELLM_PRICE_KEYS
+
+    params = entry.get("litellm_params") or {}
+    return {
+        key: resolve_env(params[key], f"{where}.litellm_params.{key}")
+        for key in LITELLM_PRICE_KEYS
+        if key in params
+    }
+
+
 class Router:
     """Routes image edits and generations across the deployments of each model group.
 
@@ -132,6 +144,13 @@ class Router:
     failing deployment is skipped; ``allowed_fails`` the failures per minute it may have
     before that. ``fallbacks`` is LiteLLM's ``[{"group": ["other-group", ...]}]``.
     ``redis_url`` shares the routing state between processes under ``redis_prefix``.
+
+    Prices written in the deployments (``model_info``'s ``output_cost_per_image`` /
+    ``output_cost_per_image_by_size`` / ``tokens_per_million`` / ``per_image`` / ``base_model``
+    / ``discount``, and LiteLLM's per-token keys in ``model_info`` or ``litellm_params``) are
+    registered with :func:`tracking.register_prices` for each deployment's model, as the proxy
+    registers its config's, so calls are billed at the prices they are routed by;
+    ``register_prices=False`` leaves the price table alone.
     """
 
     image_edit = _routed_sync(image_edit_params, "image_edit")
@@ -152,8 +171,12 @@ class Router:
         redis_prefix: str = "tracking:router:",
         latency_window: int = 10,
         state: RouterState | None = None,
+        register_prices: bool = True,
     ) -> None:
-        self.deployments: tuple[Deployment, ...] = parse_model_list(model_list)
+        entries: Any = model_list
+        if isinstance(entries, Iterable) and not isinstance(entries, str | bytes | Mapping):
+            entries = list(entries)  # read twice: the deployments, then their prices
+        self.deployments: tuple[Deployment, ...] = parse_model_list(entries)
         groups: dict[str, list[Deployment]] = {}
         for deployment in self.deployments:
             groups.setdefault(deployment.model_name, []).append(deployment)
@@ -197,6 +220,20 @@ class Router:
         #: Called with (model group, deployment id) whenever this router starts a cooldown;
         #: the Prometheus integration counts ``image_edit_deployment_cooldowns_total`` here.
         self.cooldown_observers: list[CooldownObserver] = []
+        if register_prices:  # last: a config refused above registers nothing
+            from ..pricing.model_info import register_model_list_prices
+
+            register_model_list_prices(
+                (
+                    f"model_list[{index}]",
+                    deployment.model,
+                    deployment.model_info,
+                    _price_params(entry, f"model_list[{index}]"),
+                )
+                for index, (deployment, entry) in enumerate(
+                    zip(self.deployments, entries, strict=True)
+                )
+            )
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Router:
@@ -233,6 +270,14 @@ class Router:
                 f"router_settings.redis_port: expected a port from 1 to 65535, got {port!r}"
             )
         password = settings.pop("redis_password", None)
+        if not host and not settings.get("redis_url"):
+            # written alone they name no Redis: processes would not share the routing state
+            for key, given in (("redis_port", port), ("redis_password", password)):
+                if given is not None:
+                    raise ConfigurationError(
+                        f"router_settings.{key}: has no effect without redis_host "
+                        "(or give redis_url)"
+                    )
         if host and not settings.get("redis_url"):
             from urllib.parse import quote
 
