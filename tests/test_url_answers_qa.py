@@ -226,7 +226,7 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     """The bucket is gone: the call was paid for, so its ledger row keeps its cost and the
     client gets its image as base64 (never a 5xx, never the image lost)."""
     from tests.proxy_support import ProxyProcess, write_config
-    from tests.test_url_answers import MASTER_KEY, _config, ledger_row
+    from tests.test_url_answers import _config
 
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
@@ -238,14 +238,8 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     }
     config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path, image_store=store))
     with ProxyProcess(config, env=S3_ENV) as proxy:
-        response = httpx.post(
-            f"{proxy.url}/v1/images/edits",
-            data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url"},
-            files={"image": ("a.png", make_png(), "image/png")},
-            headers={"Authorization": f"Bearer {MASTER_KEY}"},
-            timeout=60,
-        )
-    assert response.status_code == 200, response.text
+        response, row = _asked_for_urls(proxy)
+    assert response.headers["x-tracking-url-fallback"] == "store_failed"
     (item,) = response.json()["data"]
     assert "url" not in item
     assert base64.b64decode(item["b64_json"]) == base64.b64decode(
@@ -253,8 +247,8 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     )
     cost = Decimal(response.headers["x-tracking-response-cost"])
     assert cost > 0
-    row = ledger_row(tmp_path / "ledger.db", response.headers["x-tracking-request-id"])
     assert row["cost_usd"] == cost
+    assert row["metadata"]["response_format"] == "b64_json"
 
 
 def test_a_forwarded_proto_other_than_http_or_https_never_makes_the_url(fake, tmp_path):
@@ -277,3 +271,49 @@ def test_a_forwarded_proto_other_than_http_or_https_never_makes_the_url(fake, tm
     assert urls["https"].startswith("https://")  # a load balancer's own header is followed
     for proto in ("javascript:alert(document.cookie)//", "ftp"):
         assert urls[proto].startswith(f"{proxy.url}/v1/images/stored/"), urls[proto]
+
+
+def test_a_url_answer_that_could_not_be_stored_says_so_in_a_header_and_its_ledger_row(
+    fake, tmp_path
+):
+    """The store's folder became a file (a write error): the client is told why its answer is
+    base64, and the ledger row records what was answered, not what was asked."""
+    from tests.proxy_support import ProxyProcess, write_config
+    from tests.test_url_answers import _config
+
+    folder = tmp_path / "img"
+    store = {"path": str(folder)}
+    config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path, image_store=store))
+    with ProxyProcess(config) as proxy:
+        (folder / ".signing-secret").unlink()
+        folder.rmdir()
+        folder.write_bytes(b"not a folder")  # every write now fails
+        response, row = _asked_for_urls(proxy)
+        assert "b64_json" in response.json()["data"][0]
+        assert response.headers["x-tracking-url-fallback"] == "store_failed"
+        assert row["metadata"]["response_format"] == "b64_json"
+        assert row["metadata"]["url_fallback"] == "store_failed"
+        assert row["cost_usd"] == Decimal(response.headers["x-tracking-response-cost"])
+        # a URL answer that was stored says so, with no fallback header
+        folder.unlink()
+        response, row = _asked_for_urls(proxy)
+        assert "url" in response.json()["data"][0]
+        assert "x-tracking-url-fallback" not in response.headers
+        assert row["metadata"]["response_format"] == "url"
+        assert "url_fallback" not in row["metadata"]
+
+
+def _asked_for_urls(proxy: Any) -> tuple[httpx.Response, Any]:
+    """A URL answer asked of ``proxy`` (a 200) and its ledger row."""
+    from tests.test_url_answers import MASTER_KEY, ledger_row
+
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url"},
+        files={"image": ("a.png", make_png(), "image/png")},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    row = ledger_row(proxy.config.parent / "ledger.db", response.headers["x-tracking-request-id"])
+    return response, row

@@ -64,7 +64,7 @@ from .openapi import docs_page, openapi_document
 from .prices import register_config_prices
 from .stream_relay import relay_stream
 from .trace_context import callers_trace
-from .url_answers import base64_only_models, serve_stored, to_url_answer
+from .url_answers import FALLBACK_HEADER, UrlAnswer, base64_only_models, serve_stored
 
 if TYPE_CHECKING:
     from ..request import ImageEditRequest
@@ -381,6 +381,12 @@ class ProxyApp:
             )
         as_urls = self._url_answer(params, model)
         control = current_control()
+        url_answer: UrlAnswer | None = None
+        if as_urls and control is not None and self.image_store is not None:
+            # its images are stored before the call's ledger row is written, so the row says
+            # whether the answer went out as URLs, or as base64 and why
+            url_answer = UrlAnswer(self.image_store, self._url_base(headers, scheme))
+            control.finish = url_answer.finish
         # The call's one start instant: its budgets' periods (a UTC day, a month) and its
         # ledger row's start_time, so a call at midnight is one day's on both.
         started = self.clock()
@@ -413,16 +419,24 @@ class ProxyApp:
                 await _settle_ended(reservation, control)
             return
         await reservation.settle(response.cost_usd)
-        body = response.json_bytes()
-        if as_urls and self.image_store is not None:
-            # a load balancer's x-forwarded-proto, if it is one: never "javascript:..." in a URL
-            proto = headers.get("x-forwarded-proto", scheme).lower()
-            base = self.image_store.settings.external_base_url or (
-                f"{proto if proto in ('http', 'https') else scheme}://"
-                f"{headers.get('host', 'localhost')}"
-            )
-            body, _ = await to_url_answer(self.image_store, body, response.request_id, base)
-        await _send_json(send, 200, body, _answer_headers(response, entry))
+        answer_headers = _answer_headers(response, entry)
+        if url_answer is None or url_answer.body is None:
+            body = response.json_bytes()
+        else:
+            body = url_answer.body
+            if url_answer.fallback is not None:  # asked as URLs, answered as base64: why
+                answer_headers.append((FALLBACK_HEADER.encode(), url_answer.fallback.encode()))
+        await _send_json(send, 200, body, answer_headers)
+
+    def _url_base(self, headers: dict[str, str], scheme: str) -> str:
+        """Where the URLs of an answer start: ``external_base_url``, else the request's own
+        origin (a load balancer's x-forwarded-proto, if it is one: never "javascript:...")."""
+        assert self.image_store is not None
+        proto = headers.get("x-forwarded-proto", scheme).lower()
+        return self.image_store.settings.external_base_url or (
+            f"{proto if proto in ('http', 'https') else scheme}://"
+            f"{headers.get('host', 'localhost')}"
+        )
 
     async def _cover(
         self, reservation: Reservation, lost: Sequence[ImageEditRequest], upcoming: ImageEditRequest
@@ -589,7 +603,8 @@ class _Cors:
             (
                 b"access-control-expose-headers",
                 b"x-request-id, x-upstream-request-id, x-should-retry, retry-after, "
-                b"x-tracking-request-id, x-tracking-response-cost, x-tracking-cost-source",
+                b"x-tracking-request-id, x-tracking-response-cost, x-tracking-cost-source, "
+                b"x-tracking-url-fallback",
             ),
         ]
 

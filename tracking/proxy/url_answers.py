@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -25,11 +26,19 @@ from ..config import ProxyConfig
 from ..families import family_of
 from ..images import sniff_content_type
 from ..request import split_provider
+from ..response import ImageResponse
 from .account_store import read_store
 from .errors import ProxyError
 from .image_store import STORED_PREFIX, ImageStore, content_type, stored_url, valid_name
 
-__all__ = ["base64_only_models", "serve_stored", "to_url_answer"]
+__all__ = [
+    "FALLBACK_HEADER",
+    "UrlAnswer",
+    "base64_only_models",
+    "serve_stored",
+    "store_answer",
+    "to_url_answer",
+]
 
 log = logging.getLogger("tracking.proxy")
 
@@ -59,16 +68,54 @@ def base64_only_models(config: ProxyConfig) -> frozenset[str]:
     return frozenset(names)
 
 
+#: Why an answer asked as URLs came back as base64: the ``x-tracking-url-fallback`` header
+#: and the call's ``metadata["url_fallback"]`` (its ``response_format`` is then ``b64_json``).
+STORE_FAILED = "store_failed"  #: the store refused or could not be reached (full disk, outage)
+UNDECODABLE = "undecodable_image"  #: an image of the upstream's answer is not valid base64
+FALLBACK_HEADER = "x-tracking-url-fallback"
+
+
+@dataclass(slots=True)
+class UrlAnswer:
+    """One call's URL answer. :meth:`finish` (the call's ``CallControl.finish``) stores its
+    images before the call's event is made, so its ledger row says how it was answered: with
+    URLs, or as base64 and why (``response_format: b64_json``, ``url_fallback``)."""
+
+    store: ImageStore
+    base: str
+    #: the answer to send (None until finished: the upstream's, as base64)
+    body: bytes | None = None
+    stored: int = 0  #: bytes stored
+    fallback: str | None = None  #: why the answer is base64 (None: it is URLs)
+
+    def finish(self, response: ImageResponse, request_id: str) -> dict[str, Any]:
+        self.body, self.stored, self.fallback = store_answer(
+            self.store, response.json_bytes(), request_id, self.base
+        )
+        if self.fallback is None:
+            return {"response_format": "url"}
+        return {"response_format": "b64_json", "url_fallback": self.fallback}
+
+
 async def to_url_answer(
     store: ImageStore, body: bytes, request_id: str, base: str
 ) -> tuple[bytes, int]:
-    """The answer with each ``b64_json`` image stored and replaced by its URL, and the bytes
-    stored. An answer that cannot be stored is returned unchanged (base64): the image was paid
-    for, so it is never dropped; the failure is logged."""
+    """:func:`store_answer` in a worker thread: the answer and the bytes stored."""
+    answer, stored, _ = await asyncio.to_thread(store_answer, store, body, request_id, base)
+    return answer, stored
+
+
+def store_answer(
+    store: ImageStore, body: bytes, request_id: str, base: str
+) -> tuple[bytes, int, str | None]:
+    """The answer with each ``b64_json`` image stored and replaced by its URL, the bytes stored,
+    and None; or, for an answer that cannot be stored, the answer unchanged (base64: the image
+    was paid for, so it is never dropped), 0 and why (:data:`STORE_FAILED`, :data:`UNDECODABLE`;
+    a store failure is logged). Blocking: run it off the event loop."""
     answer = json.loads(body)
     items = answer.get("data") if isinstance(answer, dict) else None
     if not isinstance(items, list):
-        return body, 0
+        return body, 0, None
     extension = _EXTENSIONS.get(str(answer.get("output_format") or "png"), "png")
     images: list[tuple[int, str, bytes]] = []
     for index, item in enumerate(items):
@@ -76,28 +123,28 @@ async def to_url_answer(
             try:
                 data = base64.b64decode(item["b64_json"], validate=True)
             except (binascii.Error, ValueError):
-                return body, 0
+                return body, 0, UNDECODABLE
             # the bytes say what the image is: an answer may name no output_format (an older
             # model's), or one format for images of several (Gemini's first image's)
             kind = _SNIFFED.get(sniff_content_type(data), extension)
             images.append((index, f"{request_id}-{index}.{kind}", data))
     try:
         for _, name, data in images:
-            await asyncio.to_thread(store.put, name, data)
+            store.put(name, data)
     except Exception:
         log.warning(
             "image store: could not store the images of %s; answering base64",
             request_id,
             exc_info=True,
         )
-        return body, 0
+        return body, 0, STORE_FAILED
     now = time.time()
     for index, name, _ in images:
         item = dict(items[index])
         del item["b64_json"]
         item["url"] = stored_url(store, name, base, now)
         items[index] = item
-    return json.dumps(answer).encode(), sum(len(data) for _, _, data in images)
+    return json.dumps(answer).encode(), sum(len(data) for _, _, data in images), None
 
 
 async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -> None:
