@@ -244,9 +244,19 @@ class ProxyApp:
                             code="method_not_allowed",
                             headers={"allow": "GET, HEAD"},
                         )
-                    await serve_stored(
-                        self.image_store, scope["path"], scope.get("query_string", b""), send
-                    )
+                    gone, watcher = _client_gone(receive)
+                    try:
+                        await serve_stored(
+                            self.image_store,
+                            scope["path"],
+                            scope.get("query_string", b""),
+                            send,
+                            head=method == "HEAD",
+                            gone=gone,
+                        )
+                    finally:
+                        if watcher is not None:
+                            watcher.cancel()
                     return
                 if method == "OPTIONS" and headers is not None and self._cors.allows(origin):
                     await self._preflight(path, headers, send)
@@ -559,27 +569,36 @@ class ProxyApp:
 
 
 def _watch_caller(receive: Receive, control: CallControl | None) -> asyncio.Task[None] | None:
-    """Let the call know when its client hangs up, so it starts no new attempt after that.
-
-    Uvicorn's request cycle (``receive``'s object) keeps a ``disconnected`` flag that its
-    protocol sets when the connection is lost: the call reads it when it matters (before an
-    attempt, during a backoff), which costs nothing per request. Under another ASGI server, a
-    task waits for the disconnect message instead (the body is read: it is the next message).
-    """
+    """Let the call know when its client hangs up, so it starts no new attempt after that
+    (:func:`_client_gone`, read as the control's ``probe``)."""
     if control is None:
         return None
+    control.probe, watcher = _client_gone(receive)
+    return watcher
+
+
+def _client_gone(receive: Receive) -> tuple[Callable[[], bool], asyncio.Task[None] | None]:
+    """Whether the client has hung up, as a check that costs nothing, and the task (if any)
+    watching for it, to cancel once the answer is sent.
+
+    Uvicorn's request cycle (``receive``'s object) keeps a ``disconnected`` flag that its
+    protocol sets when the connection is lost: it is read when it matters (before an attempt,
+    during a backoff, before a stored image's next piece), which costs nothing per request.
+    Under another ASGI server, a task waits for the disconnect message instead.
+    """
     cycle: Any = getattr(receive, "__self__", None)
     if isinstance(getattr(cycle, "disconnected", None), bool):
-        control.probe = lambda: bool(cycle.disconnected)
-        return None
-    return asyncio.create_task(_watch_disconnect(receive, control))
+        return lambda: bool(cycle.disconnected), None
+    left = asyncio.Event()
+    return left.is_set, asyncio.create_task(_watch_disconnect(receive, left))
 
 
-async def _watch_disconnect(receive: Receive, control: CallControl) -> None:
+async def _watch_disconnect(receive: Receive, left: asyncio.Event) -> None:
     message = await receive()
+    if message["type"] == "http.request":  # a body its handler does not read (a GET's)
+        message = await receive()
     if message["type"] == "http.disconnect":
-        log.info("client disconnected during the upstream call: no further attempts")
-        control.abandon()
+        left.set()
 
 
 class _Cors:

@@ -38,7 +38,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -201,7 +201,9 @@ class ImageStore(Protocol):
 
     def get(self, name: str) -> bytes | None: ...
 
-    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None: ...
+    def open(self, name: str) -> tuple[int, Pieces] | None: ...
+
+    def size(self, name: str) -> int | None: ...
 
     def full(self) -> bool: ...
 
@@ -265,7 +267,7 @@ class _ByteCount:
     def full(self) -> bool:
         return self._used >= self.settings.max_bytes
 
-    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+    def open(self, name: str) -> tuple[int, Pieces] | None:
         raise NotImplementedError
 
     def get(self, name: str) -> bytes | None:
@@ -366,14 +368,22 @@ class LocalImageStore(_ByteCount):
             raise
         self._add(len(data))
 
-    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+    def open(self, name: str) -> tuple[int, Pieces] | None:
         """The image's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none.
         The file stays readable to the end even if a sweep deletes it meanwhile."""
         try:
             file = (self.root / name).open("rb")
         except FileNotFoundError:
             return None
-        return os.fstat(file.fileno()).st_size, _pieces(file)
+        return os.fstat(file.fileno()).st_size, Pieces(file)
+
+    def size(self, name: str) -> int | None:
+        """The image's size, its bytes unread (a HEAD); None if there is none."""
+        try:
+            info = (self.root / name).stat()
+        except FileNotFoundError:
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
 
     def full(self) -> bool:
         if super().full() and not self._recounted:
@@ -467,13 +477,26 @@ class S3ImageStore(_ByteCount):
         )
         self._add(len(data))
 
-    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+    def open(self, name: str) -> tuple[int, Pieces] | None:
         """The object's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none."""
         try:
             answer = self.client.get_object(Bucket=self.settings.bucket, Key=self._key(name))
         except self.client.exceptions.NoSuchKey:
             return None
-        return int(answer["ContentLength"]), _pieces(answer["Body"])
+        return int(answer["ContentLength"]), Pieces(answer["Body"])
+
+    def size(self, name: str) -> int | None:
+        """The object's size from its metadata (``HeadObject``), its bytes never downloaded (a
+        HEAD); None if there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client.head_object(Bucket=self.settings.bucket, Key=self._key(name))
+        except ClientError as exc:  # a HEAD's error has no body: its code is the status
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return None
+            raise
+        return int(answer["ContentLength"])
 
     def presigned_url(self, name: str) -> str | None:
         if not self.settings.presign:
@@ -508,13 +531,28 @@ class S3ImageStore(_ByteCount):
         return removed
 
 
-def _pieces(source: BinaryIO | Any) -> Generator[bytes, None, None]:
-    """``source``'s bytes (a file, an S3 object's body) in pieces; closed once read or closed."""
-    try:
-        while piece := source.read(CHUNK_BYTES):
-            yield piece
-    finally:
-        source.close()
+class Pieces:
+    """A stored image's bytes (a file's, an S3 object's body) in pieces of ``CHUNK_BYTES``; the
+    source is closed once read, or by :meth:`close`, even if no piece was read (a generator's
+    ``finally`` never runs when it was not started, which left the file open)."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: BinaryIO | Any) -> None:
+        self._source = source
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        piece: bytes = self._source.read(CHUNK_BYTES)
+        if not piece:
+            self.close()
+            raise StopIteration
+        return piece
+
+    def close(self) -> None:
+        self._source.close()
 
 
 def build_image_store(settings: StoreSettings) -> ImageStore | None:

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -29,7 +29,14 @@ from ..request import split_provider
 from ..response import ImageResponse
 from .account_store import read_store
 from .errors import ProxyError
-from .image_store import STORED_PREFIX, ImageStore, content_type, stored_url, valid_name
+from .image_store import (
+    STORED_PREFIX,
+    ImageStore,
+    Pieces,
+    content_type,
+    stored_url,
+    valid_name,
+)
 
 __all__ = [
     "FALLBACK_HEADER",
@@ -147,9 +154,19 @@ def store_answer(
     return json.dumps(answer).encode(), sum(len(data) for _, _, data in images), None
 
 
-async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -> None:
+async def serve_stored(
+    store: ImageStore,
+    path: str,
+    query: bytes,
+    send: Send,
+    *,
+    head: bool = False,
+    gone: Callable[[], bool] | None = None,
+) -> None:
     """``GET {STORED_PREFIX}{name}?expires=...&signature=...``: the image, or 403/404 (503
-    ``image_store_unavailable`` when the store cannot be read)."""
+    ``image_store_unavailable`` when the store cannot be read). ``head``: its headers alone,
+    from its size (the image is not read). ``gone``: whether the client has hung up (no piece
+    is read after it has)."""
     name = unquote(path[len(STORED_PREFIX) :])
     params = parse_qs(query.decode("latin-1"))
     expires, signature = (_one(params, "expires"), _one(params, "signature"))
@@ -163,15 +180,30 @@ async def serve_stored(store: ImageStore, path: str, query: bytes, send: Send) -
             code="invalid_signature",
         )
     # A store that cannot be read (a bucket gone, a network fault) is a 503, never a 500.
-    opened = await read_store("image", "the image store could not be read", store.open, name)
+    unreadable = "the image store could not be read"
+    if head:
+        size = await read_store("image", unreadable, store.size, name)
+        if size is None:
+            raise ProxyError(404, _GONE, code="not_found")
+        await send(_start(name, size, int(expires)))
+        await send({"type": "http.response.body", "body": b""})
+        return
+    opened = await read_store("image", unreadable, store.open, name)
     if opened is None:
-        raise ProxyError(404, "no such image (expired images are deleted)", code="not_found")
+        raise ProxyError(404, _GONE, code="not_found")
     size, pieces = opened
     try:
-        await _send_image(name, size, pieces, int(expires), send)
+        await _send_image(name, size, pieces, int(expires), send, gone or _present)
     finally:
         with contextlib.suppress(ValueError):  # still being read in a thread (a cancel)
             pieces.close()
+
+
+_GONE = "no such image (expired images are deleted)"
+
+
+def _present() -> bool:
+    return False
 
 
 def _one(params: dict[str, list[str]], name: str) -> str:
@@ -181,35 +213,49 @@ def _one(params: dict[str, list[str]], name: str) -> str:
     return values[0] if len(values) == 1 else ""
 
 
+def _start(name: str, size: int, expires: int) -> dict[str, Any]:
+    """The start of an image's answer (a GET's and a HEAD's)."""
+    max_age = max(0, expires - int(time.time()))
+    return {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", content_type(name).encode()),
+            (b"content-length", str(size).encode()),
+            (b"cache-control", f"private, max-age={max_age}, immutable".encode()),
+            # every image: bytes the proxy could not tell (stored under the answer's
+            # output_format) are never guessed by a browser to be a page
+            (b"x-content-type-options", b"nosniff"),
+            *(_SVG_HEADERS if name.endswith(".svg") else []),
+        ],
+    }
+
+
 async def _send_image(
-    name: str, size: int, pieces: Generator[bytes, None, None], expires: int, send: Send
+    name: str,
+    size: int,
+    pieces: Pieces,
+    expires: int,
+    send: Send,
+    gone: Callable[[], bool],
 ) -> None:
     """The image's answer, read and sent a piece at a time (bounded memory however large it is
     and however slowly the client reads); a read failing part-way cuts the answer short (its
-    ``content-length`` tells the client), as nothing else can be answered once it has begun."""
-    max_age = max(0, expires - int(time.time()))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", content_type(name).encode()),
-                (b"content-length", str(size).encode()),
-                (b"cache-control", f"private, max-age={max_age}, immutable".encode()),
-                # every image: bytes the proxy could not tell (stored under the answer's
-                # output_format) are never guessed by a browser to be a page
-                (b"x-content-type-options", b"nosniff"),
-                *(_SVG_HEADERS if name.endswith(".svg") else []),
-            ],
-        }
-    )
-    while True:
+    ``content-length`` tells the client), as nothing else can be answered once it has begun.
+    Once the client has gone (``gone()``, or ``send`` raising as an ASGI server may), no
+    further piece is read."""
+    await send(_start(name, size, expires))
+    while not gone():
         try:
             piece = await asyncio.to_thread(next, pieces, None)
         except Exception as exc:
             log.warning("image store: reading %s failed part-way: %s", name, type(exc).__name__)
             return
         if piece is None:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        try:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        except OSError:  # the ASGI server's "the client is gone" (the spec's IOError)
             break
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+    log.debug("image store: the client of %s left; no more of it is read", name)
