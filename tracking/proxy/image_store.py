@@ -17,6 +17,9 @@ Two stores, chosen in ``general_settings.image_store``:
   must share ``signing_secret`` so each serves the URLs the others minted. ``presign: true``
   hands out the store's own presigned URLs instead, so images never pass through the proxy.
 
+``previous_signing_secrets`` (either store) lists secrets whose URLs are still served until they
+expire, but never minted with: a rotated ``signing_secret`` does not end every live URL.
+
 ``max_bytes`` bounds what the store holds: when it is full, a URL request is refused with 507
 before anything is sent upstream (so nothing is billed for an answer that could not be stored).
 Each process counts what the store holds from the store itself (the folder or the bucket's
@@ -97,6 +100,7 @@ _KEYS = {
     "max_bytes",
     "external_base_url",
     "signing_secret",
+    "previous_signing_secrets",
     "presign",
 }
 
@@ -113,6 +117,8 @@ class StoreSettings:
     max_bytes: int = DEFAULT_MAX_BYTES
     external_base_url: str | None = None
     secret: bytes | None = None
+    #: secrets that URLs are still accepted under but never minted with (a rotation)
+    previous_secrets: tuple[bytes, ...] = ()
     presign: bool = False
 
 
@@ -137,6 +143,7 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
     secret = raw.get("signing_secret")
     if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
         raise ConfigurationError(f"{where}.signing_secret: a string of at least 16 characters")
+    previous = _previous_secrets(raw.get("previous_signing_secrets"), where)
     path: Path | None = None
     if kind == "local":
         path = Path(raw["path"]) if raw.get("path") else _beside_ledger(database_url)
@@ -150,6 +157,11 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
                 f"{where}.signing_secret: required for type s3 (every instance must share it), "
                 "unless presign: true"
             )
+        if secret is None and previous:
+            raise ConfigurationError(
+                f"{where}.previous_signing_secrets: needs signing_secret, which mints the URLs "
+                "(the previous ones are only accepted)"
+            )
     return StoreSettings(
         kind=kind,
         path=path,
@@ -161,8 +173,25 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
         max_bytes=max_bytes,
         external_base_url=base.rstrip("/") if base else None,
         secret=secret.encode() if secret else None,
+        previous_secrets=previous,
         presign=presign,
     )
+
+
+def _previous_secrets(value: Any, where: str) -> tuple[bytes, ...]:
+    """``previous_signing_secrets``: a list of secrets as ``signing_secret`` is one."""
+    where = f"{where}.previous_signing_secrets"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigurationError(
+            f"{where}: a list of the secrets URLs were signed with before, got "
+            f"{type(value).__name__}"
+        )
+    for index, secret in enumerate(value):
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise ConfigurationError(f"{where}[{index}]: a string of at least 16 characters")
+    return tuple(secret.encode() for secret in value)
 
 
 def _beside_ledger(database_url: str | None) -> Path:
@@ -173,14 +202,16 @@ def _beside_ledger(database_url: str | None) -> Path:
 
 
 class UrlSigner:
-    """HMAC-SHA256 over ``name`` and ``expires``; comparisons in constant time."""
+    """HMAC-SHA256 over ``name`` and ``expires``; comparisons in constant time. URLs are minted
+    with ``secret``; those signed with one of ``previous`` (a rotated secret) are still valid
+    until they expire."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
         self._secret = secret
+        self._accepted = (secret, *previous)
 
     def signature(self, name: str, expires: int) -> str:
-        message = f"{name}\n{expires}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        return _signature(self._secret, name, expires)
 
     def valid(self, name: str, expires: str, signature: str, now: float) -> bool:
         # only the text the proxy wrote: not "²" (int() refuses it), nor "0{expires}" (the
@@ -189,8 +220,18 @@ class UrlSigner:
             return False
         if not signature.isascii():  # compare_digest refuses non-ASCII text with a TypeError
             return False
-        expected = self.signature(name, int(expires))
-        return hmac.compare_digest(expected, signature) and int(expires) >= now
+        if int(expires) < now:
+            return False
+        # every accepted secret is compared, so the time taken says nothing of which matched
+        matches = [
+            hmac.compare_digest(_signature(secret, name, int(expires)), signature)
+            for secret in self._accepted
+        ]
+        return any(matches)
+
+
+def _signature(secret: bytes, name: str, expires: int) -> str:
+    return hmac.new(secret, f"{name}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 class ImageStore(Protocol):
@@ -299,7 +340,9 @@ class LocalImageStore(_ByteCount):
             # made private (0700): the images are the callers' (a folder that exists keeps the
             # modes its owner gave it)
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
+            self.signer: UrlSigner | None = UrlSigner(
+                settings.secret or self._persisted_secret(), settings.previous_secrets
+            )
         except OSError as exc:
             raise ConfigurationError(
                 f"general_settings.image_store.path: {self.root} cannot be used as the image "
@@ -452,7 +495,9 @@ class S3ImageStore(_ByteCount):
                 "(pip install 'image-edit-tracking[s3]')"
             ) from None
         self.settings = settings
-        self.signer: UrlSigner | None = UrlSigner(settings.secret) if settings.secret else None
+        self.signer: UrlSigner | None = (
+            UrlSigner(settings.secret, settings.previous_secrets) if settings.secret else None
+        )
         self.client: Any = boto3.client(
             "s3",
             endpoint_url=settings.endpoint_url,
