@@ -317,3 +317,41 @@ def _asked_for_urls(proxy: Any) -> tuple[httpx.Response, Any]:
     assert response.status_code == 200, response.text
     row = ledger_row(proxy.config.parent / "ledger.db", response.headers["x-tracking-request-id"])
     return response, row
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        # os.environ/ references resolve to strings: "false" was read as true
+        ({"type": "s3", "bucket": "b", "presign": "false"}, "presign"),
+        ({"presign": "no"}, "presign"),
+        ({"path": 7}, "path"),
+        ({"type": "s3", "bucket": "b", "presign": True, "endpoint_url": 9000}, "endpoint_url"),
+        ({"type": "s3", "bucket": "b", "presign": True, "region": ["eu"]}, "region"),
+        ({"type": "s3", "bucket": "b", "presign": True, "prefix": {"a": 1}}, "prefix"),
+        # URLs are made by adding the path to it: these made broken or foreign URLs
+        ({"external_base_url": "https://images.example.com?x=1"}, "external_base_url"),
+        ({"external_base_url": "https://images.example.com#top"}, "external_base_url"),
+        ({"external_base_url": "httpimages.example.com"}, "external_base_url"),
+        ({"external_base_url": "https://"}, "external_base_url"),
+        ({"external_base_url": "https://images.example.com:port"}, "external_base_url"),
+        ({"external_base_url": "https://images.example .com"}, "external_base_url"),
+    ],
+)
+def test_a_mistyped_image_store_setting_is_a_configuration_error(tmp_path, settings, key):
+    with pytest.raises(ConfigurationError, match=rf"general_settings\.image_store\.{key}:"):
+        parse_store_settings({"path": str(tmp_path), **settings}, None)
+
+
+def test_settings_written_as_documented_are_accepted(tmp_path):
+    settings = parse_store_settings(
+        {
+            "path": str(tmp_path),
+            "external_base_url": "https://images.example.com:8443/proxy/",
+            "presign": False,
+            "endpoint_url": None,
+        },
+        None,
+    )
+    assert settings.external_base_url == "https://images.example.com:8443/proxy"
+    assert settings.presign is False

@@ -45,7 +45,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..errors import ConfigurationError
 
@@ -138,8 +138,17 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ConfigurationError(f"{where}.max_bytes: a positive number of bytes")
     base = raw.get("external_base_url")
-    if base is not None and (not isinstance(base, str) or not base.startswith("http")):
-        raise ConfigurationError(f"{where}.external_base_url: an http(s) URL")
+    if base is not None and not _base_url(base):
+        raise ConfigurationError(
+            f"{where}.external_base_url: an http(s) URL with a host and no query or fragment "
+            f"(the URLs of images are made by adding to it), got {base!r}"
+        )
+    for key in ("path", "bucket", "prefix", "endpoint_url", "region"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ConfigurationError(f"{where}.{key}: a string, got {raw[key]!r}")
+    presign = raw.get("presign", False)
+    if not isinstance(presign, bool):  # "false" (an os.environ/ reference) would turn it on
+        raise ConfigurationError(f"{where}.presign: true or false, got {presign!r}")
     secret = raw.get("signing_secret")
     if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
         raise ConfigurationError(f"{where}.signing_secret: a string of at least 16 characters")
@@ -148,7 +157,6 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
     if kind == "local":
         path = Path(raw["path"]) if raw.get("path") else _beside_ledger(database_url)
     bucket = raw.get("bucket")
-    presign = bool(raw.get("presign", False))
     if kind == "s3":
         if not isinstance(bucket, str) or not bucket:
             raise ConfigurationError(f"{where}.bucket: required for type s3")
@@ -175,6 +183,26 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
         secret=secret.encode() if secret else None,
         previous_secrets=previous,
         presign=presign,
+    )
+
+
+def _base_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is not one
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not parts.query
+        and not parts.fragment
+        and "?" not in value
+        and "#" not in value
+        and value.isprintable()
+        and " " not in value
     )
 
 
