@@ -218,7 +218,10 @@ def test_an_s3_sweep_deletes_only_the_images_the_proxy_minted(s3_server, bucket)
     assert sorted(item["Key"] for item in listed) == sorted(others)
 
 
-async def test_an_unreadable_store_is_a_503_not_a_500(s3_server, bucket):
+@pytest.mark.parametrize("head", [False, True], ids=["get", "head"])
+async def test_an_unreadable_store_is_a_503_not_a_500(s3_server, bucket, head):
+    """A HEAD too: S3 answers a HeadObject in a missing bucket with a bare 404, as for a
+    missing object, which made it a 404 (the image gone) where a GET said 503."""
     store = _s3(s3_server, f"{bucket}-missing")  # the bucket is gone
     assert store.signer is not None
     name = _name()
@@ -229,6 +232,6 @@ async def test_an_unreadable_store_is_a_503_not_a_500(s3_server, bucket):
         raise AssertionError(f"nothing is sent before the error: {message!r}")
 
     with pytest.raises(ProxyError) as caught:
-        await serve_stored(store, f"{STORED_PREFIX}{name}", query, send)
+        await serve_stored(store, f"{STORED_PREFIX}{name}", query, send, head=head)
     assert caught.value.status == 503 and caught.value.code == "image_store_unavailable"
     assert caught.value.headers["x-should-retry"] == "true"

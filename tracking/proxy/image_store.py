@@ -566,9 +566,12 @@ class S3ImageStore(_ByteCount):
         try:
             answer = self.client.head_object(Bucket=self.settings.bucket, Key=self._key(name))
         except ClientError as exc:  # a HEAD's error has no body: its code is the status
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                return None
-            raise
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                raise
+            # a missing bucket is a 404 too: asked apart, it is the store that cannot be read
+            # (a 503, as a GET's NoSuchBucket), not an image that is not there
+            self.client.head_bucket(Bucket=self.settings.bucket)
+            return None
         return int(answer["ContentLength"])
 
     def presigned_url(self, name: str) -> str | None:

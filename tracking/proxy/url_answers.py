@@ -195,7 +195,9 @@ async def serve_stored(
     try:
         await _send_image(name, size, pieces, int(expires), send, gone or _present)
     finally:
-        with contextlib.suppress(ValueError):  # still being read in a thread (a cancel)
+        # still being read in a thread (a cancel): closing it may fail, and must not replace
+        # the exception on its way out
+        with contextlib.suppress(Exception):
             pieces.close()
 
 
