@@ -147,6 +147,20 @@ def test_a_sweep_deletes_the_old_temporary_file_of_a_killed_write_and_no_other(t
     assert left == {".notes.txt.tmp", f".{B}.tmp", ".signing-secret"}
 
 
+def test_a_sweep_never_deletes_a_write_in_progress_however_short_the_url_lifetime(tmp_path):
+    """With ``url_ttl_seconds: 1`` a write of a few seconds (a large image, a slow disk) was
+    deleted under the writer by another worker's sweep, and its answer came back as base64."""
+    settings = {"path": str(tmp_path), "url_ttl_seconds": 1}
+    store = LocalImageStore(parse_store_settings(settings, None))
+    (tmp_path / f".{A}.tmp").write_bytes(b"x")
+    written = time.time() - 5  # begun five seconds ago, still being written
+    os.utime(tmp_path / f".{A}.tmp", (written, written))
+    store.sweep(time.time())
+    assert (tmp_path / f".{A}.tmp").exists()
+    store.sweep(time.time() + LATER)  # a leftover of a write that was killed
+    assert not (tmp_path / f".{A}.tmp").exists()
+
+
 def test_a_folder_shared_with_other_files_loses_none_of_them_to_a_sweep(tmp_path):
     store = _local(tmp_path, max_bytes=1000)
     (tmp_path / "logo.png").write_bytes(b"l" * 5000)  # an operator's own file, and a large one

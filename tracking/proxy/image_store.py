@@ -488,8 +488,10 @@ class LocalImageStore(_ByteCount):
 
     def _sweep_leftovers(self, now: float) -> None:
         """Delete the temporary files of writes a killed process never finished (``put`` names
-        them ``.{name}.tmp``), once they are older than the URL lifetime: a write in progress in
-        another worker is seconds old. Not counted as images: they were never served."""
+        them ``.{name}.tmp``), once they are older than the URL lifetime and ``SWEEP_GRACE``: a
+        write in progress in another worker is seconds old, and a lifetime may be a second (a
+        sweep deleting a write in progress made its answer base64). Not counted as images: they
+        were never served."""
         try:
             entries = list(os.scandir(self.root))
         except OSError:  # _images() has logged it
@@ -499,7 +501,7 @@ class LocalImageStore(_ByteCount):
             if not (name.startswith(".") and name.endswith(".tmp") and minted_name(name[1:-4])):
                 continue
             try:
-                if entry.stat().st_mtime + self.settings.ttl < now:
+                if entry.stat().st_mtime + self.settings.ttl + SWEEP_GRACE < now:
                     os.unlink(entry.path)
             except FileNotFoundError:  # another worker swept it first
                 continue
