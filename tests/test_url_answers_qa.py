@@ -5,6 +5,7 @@ URL still works (a slow store, S3's whole-second times, a store's clock a little
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -355,3 +356,69 @@ def test_settings_written_as_documented_are_accepted(tmp_path):
     )
     assert settings.external_base_url == "https://images.example.com:8443/proxy"
     assert settings.presign is False
+
+
+@pytest.fixture
+def slow_s3(s3_server: str) -> Iterator[str]:
+    """The S3 server behind a loopback relay that holds each of its answers back for 1.1 s (a
+    store slow to acknowledge writes): storing two images takes over two seconds."""
+    import threading
+
+    target = urlsplit(s3_server)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def pipe(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                time.sleep(delay)
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    opened = [listener]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                opened.append(client)
+                server = socket.create_connection((target.hostname, target.port))
+                opened.append(server)
+                for source, sink, delay in ((client, server, 0.0), (server, client, 1.1)):
+                    threading.Thread(target=pipe, args=(source, sink, delay), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        for each in opened:
+            each.close()
+
+
+@pytest.mark.parametrize("presign", [False, True], ids=["signed", "presigned"])
+async def test_a_url_minted_after_a_slow_write_never_outlives_its_image(slow_s3, bucket, presign):
+    """A URL's lifetime counted from its minting, after every image of the answer was written:
+    with a store slow enough (minutes, retrying) its first image was swept while its URL still
+    worked. It now counts from when the write began, which the object's own date is not before."""
+    settings = {
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint_url": slow_s3,
+        "url_ttl_seconds": TTL,
+        "signing_secret": "a-shared-secret-of-enough-length",
+        "presign": presign,
+    }
+    store = S3ImageStore(parse_store_settings(settings, None))
+    urls = await _urls(store, make_png(), make_png(32, 32))
+    listed = store.client.list_objects_v2(Bucket=bucket)["Contents"]
+    store.client.close()
+    written = {item["Key"]: item["LastModified"].timestamp() for item in listed}
+    for url in urls:
+        name = urlsplit(url).path.rsplit("/", 1)[-1]
+        query = parse_qs(urlsplit(url).query)
+        # a presigned URL (signature version 2) has its expiry as a Unix time, made of the
+        # lifetime asked plus the presigner's own reading of the clock: a second later, maybe
+        expires = int(query["Expires"][0]) - 1 if presign else int(query["expires"][0])
+        assert expires <= written[name] + TTL, name  # the sweep's margin is left whole

@@ -66,9 +66,9 @@ DEFAULT_URL_TTL = 3600  #: seconds, as OpenAI's own image URLs
 DEFAULT_MAX_BYTES = 10 * 1024**3
 _SECRET_BYTES = 32  #: a generated signing secret's length
 #: Seconds an image outlives its URL lifetime before a sweep deletes it. Its URL's lifetime counts
-#: from when the URL was minted, after the image was written (several images, a slow store take
-#: seconds); S3 dates an object in whole seconds by the store's own clock, which may be a little
-#: behind the proxy's. Without the margin a sweep could delete an image whose URL still works.
+#: from when its write began (:func:`stored_url`), but S3 dates an object in whole seconds by the
+#: store's own clock, which may be a little behind the proxy's. Without the margin a sweep could
+#: delete an image whose URL still works.
 SWEEP_GRACE = 30.0
 #: An ``expires`` as the proxy writes it: a Unix time without sign or leading zero.
 _EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
@@ -276,7 +276,7 @@ class ImageStore(Protocol):
 
     def full(self) -> bool: ...
 
-    def presigned_url(self, name: str) -> str | None: ...
+    def presigned_url(self, name: str, expires: int) -> str | None: ...
 
     def sweep(self, now: float) -> int: ...
 
@@ -463,7 +463,7 @@ class LocalImageStore(_ByteCount):
             self._counted(sum(info.st_size for _, info in self._images()), before)
         return super().full()
 
-    def presigned_url(self, name: str) -> str | None:
+    def presigned_url(self, name: str, expires: int) -> str | None:
         return None
 
     def sweep(self, now: float) -> int:
@@ -576,13 +576,15 @@ class S3ImageStore(_ByteCount):
             return None
         return int(answer["ContentLength"])
 
-    def presigned_url(self, name: str) -> str | None:
+    def presigned_url(self, name: str, expires: int) -> str | None:
+        """The store's own URL, working until ``expires`` (a Unix time), or None (no
+        ``presign``)."""
         if not self.settings.presign:
             return None
         url: str = self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.settings.bucket, "Key": self._key(name)},
-            ExpiresIn=self.settings.ttl,
+            ExpiresIn=max(1, expires - int(time.time())),
         )
         return url
 
@@ -641,13 +643,16 @@ def build_image_store(settings: StoreSettings) -> ImageStore | None:
     return LocalImageStore(settings)
 
 
-def stored_url(store: ImageStore, name: str, base: str, now: float) -> str:
-    """The URL a client gets for one stored image: presigned by the store, or signed here."""
-    presigned = store.presigned_url(name)
+def stored_url(store: ImageStore, name: str, base: str, written: float) -> str:
+    """The URL a client gets for one stored image: presigned by the store, or signed here. Its
+    lifetime counts from ``written``, when the image's write began: a URL minted after a slow
+    write of several images (a store timing out and retrying) never outlives the image, which a
+    sweep deletes once its own date is a lifetime (and ``SWEEP_GRACE``) old."""
+    expires = int(written) + store.settings.ttl
+    presigned = store.presigned_url(name, expires)
     if presigned is not None:
         return presigned
     assert store.signer is not None
-    expires = int(now) + store.settings.ttl
     signature = store.signer.signature(name, expires)
     return f"{base}{STORED_PREFIX}{quote(name)}?expires={expires}&signature={signature}"
 

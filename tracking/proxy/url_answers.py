@@ -135,6 +135,7 @@ def store_answer(
             # model's), or one format for images of several (Gemini's first image's)
             kind = _SNIFFED.get(sniff_content_type(data), extension)
             images.append((index, f"{request_id}-{index}.{kind}", data))
+    written = time.time()  # each URL's lifetime counts from here, before its image's write
     try:
         for _, name, data in images:
             store.put(name, data)
@@ -145,11 +146,10 @@ def store_answer(
             exc_info=True,
         )
         return body, 0, STORE_FAILED
-    now = time.time()
     for index, name, _ in images:
         item = dict(items[index])
         del item["b64_json"]
-        item["url"] = stored_url(store, name, base, now)
+        item["url"] = stored_url(store, name, base, written)
         items[index] = item
     return json.dumps(answer).encode(), sum(len(data) for _, _, data in images), None
 
