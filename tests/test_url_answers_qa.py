@@ -295,22 +295,23 @@ def test_a_url_answer_that_could_not_be_stored_says_so_in_a_header_and_its_ledge
         assert row["metadata"]["response_format"] == "b64_json"
         assert row["metadata"]["url_fallback"] == "store_failed"
         assert row["cost_usd"] == Decimal(response.headers["x-tracking-response-cost"])
-        # a URL answer that was stored says so, with no fallback header
+        # a URL answer that was stored says so, with no fallback header (nor the caller's own)
         folder.unlink()
-        response, row = _asked_for_urls(proxy)
+        response, row = _asked_for_urls(proxy, metadata='{"url_fallback": "forged", "a": 1}')
         assert "url" in response.json()["data"][0]
         assert "x-tracking-url-fallback" not in response.headers
         assert row["metadata"]["response_format"] == "url"
         assert "url_fallback" not in row["metadata"]
+        assert row["metadata"]["a"] == 1
 
 
-def _asked_for_urls(proxy: Any) -> tuple[httpx.Response, Any]:
+def _asked_for_urls(proxy: Any, **fields: str) -> tuple[httpx.Response, Any]:
     """A URL answer asked of ``proxy`` (a 200) and its ledger row."""
     from tests.test_url_answers import MASTER_KEY, ledger_row
 
     response = httpx.post(
         f"{proxy.url}/v1/images/edits",
-        data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url"},
+        data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url", **fields},
         files={"image": ("a.png", make_png(), "image/png")},
         headers={"Authorization": f"Bearer {MASTER_KEY}"},
         timeout=30,

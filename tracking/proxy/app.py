@@ -483,7 +483,10 @@ class ProxyApp:
                 code="image_store_full",
             )
         params.pop("response_format")
-        params["metadata"] = {**(params.get("metadata") or {}), "response_format": "url"}
+        # how the answer went out is the proxy's to record (UrlAnswer.finish), never the
+        # caller's: a request's own url_fallback would contradict a URL answer's row
+        metadata = {k: v for k, v in (params.get("metadata") or {}).items() if k != "url_fallback"}
+        params["metadata"] = {**metadata, "response_format": "url"}
         return True
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send) -> None:
