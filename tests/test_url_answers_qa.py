@@ -423,3 +423,20 @@ async def test_a_url_minted_after_a_slow_write_never_outlives_its_image(slow_s3,
         # lifetime asked plus the presigner's own reading of the clock: a second later, maybe
         expires = int(query["Expires"][0]) - 1 if presign else int(query["expires"][0])
         assert expires <= written[name] + TTL, name  # the sweep's margin is left whole
+
+
+def test_a_chain_of_load_balancers_forwarded_proto_makes_https_urls(fake, tmp_path):
+    """``X-Forwarded-Proto: https, http`` (each proxy of a chain adds its own): the first is
+    the scheme the client used; the whole value was taken as unknown and the URL made http."""
+    from tests.test_url_answers import _config
+    from tracking.config import parse_config
+    from tracking.proxy.app import create_app
+
+    app = create_app(parse_config(_config(fake, tmp_path)))
+    for proto, expected in [
+        ("https, http", "https"),
+        ("HTTPS,http", "https"),
+        ("ftp, https", "http"),
+    ]:
+        headers = {"x-forwarded-proto": proto, "host": "images.example.com"}
+        assert app._url_base(headers, "http") == f"{expected}://images.example.com"

@@ -440,9 +440,10 @@ class ProxyApp:
 
     def _url_base(self, headers: dict[str, str], scheme: str) -> str:
         """Where the URLs of an answer start: ``external_base_url``, else the request's own
-        origin (a load balancer's x-forwarded-proto, if it is one: never "javascript:...")."""
+        origin (a load balancer's x-forwarded-proto, if it is one: never "javascript:...";
+        of a chain of them, "https, http", the first's, which the client reached)."""
         assert self.image_store is not None
-        proto = headers.get("x-forwarded-proto", scheme).lower()
+        proto = headers.get("x-forwarded-proto", scheme).split(",", 1)[0].strip().lower()
         return self.image_store.settings.external_base_url or (
             f"{proto if proto in ('http', 'https') else scheme}://"
             f"{headers.get('host', 'localhost')}"
