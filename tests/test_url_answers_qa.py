@@ -440,3 +440,16 @@ def test_a_chain_of_load_balancers_forwarded_proto_makes_https_urls(fake, tmp_pa
     ]:
         headers = {"x-forwarded-proto": proto, "host": "images.example.com"}
         assert app._url_base(headers, "http") == f"{expected}://images.example.com"
+
+
+async def test_a_presigned_svg_is_never_opened_as_a_page_on_the_buckets_origin(s3_server, bucket):
+    """A presigned URL is the bucket's own: an SVG (a 2.6 model's, which a prompt may fill with
+    script) was served inline there, where the proxy's CSP sandbox does not reach."""
+    settings = {"type": "s3", "bucket": bucket, "endpoint_url": s3_server, "presign": True}
+    store = S3ImageStore(parse_store_settings(settings, None))
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    png_url, svg_url = await _urls(store, make_png(), svg, output_format="svg")
+    fetched = httpx.get(svg_url, timeout=10)
+    assert fetched.status_code == 200 and fetched.content == svg
+    assert fetched.headers["content-disposition"] == "attachment"
+    assert "content-disposition" not in httpx.get(png_url, timeout=10).headers  # shown as is

@@ -581,9 +581,14 @@ class S3ImageStore(_ByteCount):
         ``presign``)."""
         if not self.settings.presign:
             return None
+        params = {"Bucket": self.settings.bucket, "Key": self._key(name)}
+        if name.endswith(".svg"):  # a document that may hold scripts: never opened as a page
+            # on the bucket's origin (an <img> still shows it; the proxy's own serving sandboxes
+            # it with a CSP, which a bucket cannot send)
+            params["ResponseContentDisposition"] = "attachment"
         url: str = self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.settings.bucket, "Key": self._key(name)},
+            Params=params,
             ExpiresIn=max(1, expires - int(time.time())),
         )
         return url
