@@ -104,6 +104,7 @@ class CallControl:
     #: path): given the response and the call's request id, it returns what to add to the
     #: event's ``metadata`` (the proxy stores a URL answer's images here, so the ledger row says
     #: how the answer was served). Taken by the first call to succeed; what it raises is logged.
+    #: A streamed call does not run it (its images went out as its events).
     finish: Finish | None = None
     _gone: bool = False
     _wake: asyncio.Event | None = None
