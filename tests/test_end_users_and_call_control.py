@@ -121,3 +121,45 @@ def test_a_call_whose_caller_left_starts_no_new_attempt(monkeypatch, fake, upstr
         fake.clear_faults()
     assert fake.hits - before == 1
     assert recorder.last.attempts == 1 and recorder.last.status == "failure"
+
+
+def test_a_calls_finish_adds_to_its_events_metadata_and_never_loses_the_event(
+    monkeypatch, upstream
+):
+    """``CallControl.finish`` (the proxy stores a URL answer's images there) runs before the
+    event is made: what it returns is in the event; one that raises or is cancelled still
+    leaves exactly one event of the call that succeeded."""
+    import threading
+
+    recorder = record_events(monkeypatch)
+    started, release = threading.Event(), threading.Event()
+
+    def blocking(response, request_id):
+        started.set()
+        release.wait(30)
+        return {"never": "added"}
+
+    def failing(response, request_id):
+        raise OSError("the store is gone")
+
+    async def calls() -> None:
+        for finish in (lambda response, request_id: {"answered": request_id}, failing):
+            with controlled(CallControl(finish=finish)):
+                await tracking.aimage_edit(
+                    image=make_png(), prompt="p", model="gpt-image-1", metadata={"a": 1}, **upstream
+                )
+        with controlled(CallControl(finish=blocking)):
+            task = asyncio.create_task(
+                tracking.aimage_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
+            )
+            await asyncio.to_thread(started.wait, 30)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        release.set()
+
+    asyncio.run(calls())
+    added, failed, cancelled = recorder.events[-3:]
+    assert added.metadata == {"a": 1, "answered": added.request_id}
+    assert failed.status == "success" and failed.metadata == {"a": 1}
+    assert cancelled.status == "success" and "never" not in cancelled.metadata

@@ -72,3 +72,72 @@ def test_the_images_and_a_folder_the_store_makes_are_its_users_alone(tmp_path):
     _store(shared).put("b.png", b"x")
     assert stat.S_IMODE(shared.stat().st_mode) == 0o755
     assert stat.S_IMODE((shared / "b.png").stat().st_mode) & 0o077 == 0
+
+
+# -- rotating the signing secret -----------------------------------------------------------------
+
+OLD, NEW, OTHER = "the-old-secret-0123456789", "the-new-secret-0123456789", "never-configured-0123"
+
+
+def _signed_with(secret: str, name: str, expires: int) -> bytes:
+    from tracking.proxy.image_store import UrlSigner
+
+    signature = UrlSigner(secret.encode()).signature(name, expires)
+    return f"expires={expires}&signature={signature}".encode()
+
+
+async def _served(store, name: str, query: bytes) -> int:
+    from tracking.proxy.errors import ProxyError
+    from tracking.proxy.image_store import STORED_PREFIX
+    from tracking.proxy.url_answers import serve_stored
+
+    sent: list = []
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    try:
+        await serve_stored(store, f"{STORED_PREFIX}{name}", query, send)
+    except ProxyError as error:
+        return error.status
+    return int(sent[0]["status"])
+
+
+async def test_urls_signed_with_a_previous_secret_keep_working_until_they_expire(tmp_path):
+    """Rotating ``signing_secret`` no longer breaks every live URL: the old secret, listed in
+    ``previous_signing_secrets``, is accepted (never used to mint) until its URLs expire."""
+    import time
+
+    from tracking.ids import new_request_id
+
+    settings = {"path": str(tmp_path), "signing_secret": NEW, "previous_signing_secrets": [OLD]}
+    store = LocalImageStore(parse_store_settings(settings, None))
+    name = f"{new_request_id()}-0.png"
+    store.put(name, b"an image")
+    expires = int(time.time()) + 60
+    assert await _served(store, name, _signed_with(OLD, name, expires)) == 200
+    assert await _served(store, name, _signed_with(NEW, name, expires)) == 200
+    assert await _served(store, name, _signed_with(OTHER, name, expires)) == 403
+    past = int(time.time()) - 1
+    assert await _served(store, name, _signed_with(OLD, name, past)) == 403  # expired: refused
+    # URLs are minted with the current secret only
+    minted = store.signer.signature(name, expires).encode()
+    assert _signed_with(NEW, name, expires).endswith(minted)
+    assert not _signed_with(OLD, name, expires).endswith(minted)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"previous_signing_secrets": OLD}, r"previous_signing_secrets: a list"),
+        ({"previous_signing_secrets": [OLD, "short"]}, r"previous_signing_secrets\[1\]"),
+        ({"previous_signing_secrets": [7]}, r"previous_signing_secrets\[0\]"),
+        (
+            {"type": "s3", "bucket": "b", "presign": True, "previous_signing_secrets": [OLD]},
+            r"previous_signing_secrets: needs signing_secret",
+        ),
+    ],
+)
+def test_a_bad_previous_signing_secrets_is_a_configuration_error(settings, message):
+    with pytest.raises(ConfigurationError, match=message):
+        parse_store_settings(settings, None)

@@ -147,6 +147,20 @@ def test_a_sweep_deletes_the_old_temporary_file_of_a_killed_write_and_no_other(t
     assert left == {".notes.txt.tmp", f".{B}.tmp", ".signing-secret"}
 
 
+def test_a_sweep_never_deletes_a_write_in_progress_however_short_the_url_lifetime(tmp_path):
+    """With ``url_ttl_seconds: 1`` a write of a few seconds (a large image, a slow disk) was
+    deleted under the writer by another worker's sweep, and its answer came back as base64."""
+    settings = {"path": str(tmp_path), "url_ttl_seconds": 1}
+    store = LocalImageStore(parse_store_settings(settings, None))
+    (tmp_path / f".{A}.tmp").write_bytes(b"x")
+    written = time.time() - 5  # begun five seconds ago, still being written
+    os.utime(tmp_path / f".{A}.tmp", (written, written))
+    store.sweep(time.time())
+    assert (tmp_path / f".{A}.tmp").exists()
+    store.sweep(time.time() + LATER)  # a leftover of a write that was killed
+    assert not (tmp_path / f".{A}.tmp").exists()
+
+
 def test_a_folder_shared_with_other_files_loses_none_of_them_to_a_sweep(tmp_path):
     store = _local(tmp_path, max_bytes=1000)
     (tmp_path / "logo.png").write_bytes(b"l" * 5000)  # an operator's own file, and a large one
@@ -218,7 +232,10 @@ def test_an_s3_sweep_deletes_only_the_images_the_proxy_minted(s3_server, bucket)
     assert sorted(item["Key"] for item in listed) == sorted(others)
 
 
-async def test_an_unreadable_store_is_a_503_not_a_500(s3_server, bucket):
+@pytest.mark.parametrize("head", [False, True], ids=["get", "head"])
+async def test_an_unreadable_store_is_a_503_not_a_500(s3_server, bucket, head):
+    """A HEAD too: S3 answers a HeadObject in a missing bucket with a bare 404, as for a
+    missing object, which made it a 404 (the image gone) where a GET said 503."""
     store = _s3(s3_server, f"{bucket}-missing")  # the bucket is gone
     assert store.signer is not None
     name = _name()
@@ -229,6 +246,6 @@ async def test_an_unreadable_store_is_a_503_not_a_500(s3_server, bucket):
         raise AssertionError(f"nothing is sent before the error: {message!r}")
 
     with pytest.raises(ProxyError) as caught:
-        await serve_stored(store, f"{STORED_PREFIX}{name}", query, send)
+        await serve_stored(store, f"{STORED_PREFIX}{name}", query, send, head=head)
     assert caught.value.status == 503 and caught.value.code == "image_store_unavailable"
     assert caught.value.headers["x-should-retry"] == "true"

@@ -5,6 +5,7 @@ URL still works (a slow store, S3's whole-second times, a store's clock a little
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -226,7 +227,7 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     """The bucket is gone: the call was paid for, so its ledger row keeps its cost and the
     client gets its image as base64 (never a 5xx, never the image lost)."""
     from tests.proxy_support import ProxyProcess, write_config
-    from tests.test_url_answers import MASTER_KEY, _config, ledger_row
+    from tests.test_url_answers import _config
 
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
@@ -238,14 +239,8 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     }
     config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path, image_store=store))
     with ProxyProcess(config, env=S3_ENV) as proxy:
-        response = httpx.post(
-            f"{proxy.url}/v1/images/edits",
-            data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url"},
-            files={"image": ("a.png", make_png(), "image/png")},
-            headers={"Authorization": f"Bearer {MASTER_KEY}"},
-            timeout=60,
-        )
-    assert response.status_code == 200, response.text
+        response, row = _asked_for_urls(proxy)
+    assert response.headers["x-tracking-url-fallback"] == "store_failed"
     (item,) = response.json()["data"]
     assert "url" not in item
     assert base64.b64decode(item["b64_json"]) == base64.b64decode(
@@ -253,8 +248,8 @@ def test_a_call_whose_images_cannot_be_stored_is_billed_recorded_and_answered_ba
     )
     cost = Decimal(response.headers["x-tracking-response-cost"])
     assert cost > 0
-    row = ledger_row(tmp_path / "ledger.db", response.headers["x-tracking-request-id"])
     assert row["cost_usd"] == cost
+    assert row["metadata"]["response_format"] == "b64_json"
 
 
 def test_a_forwarded_proto_other_than_http_or_https_never_makes_the_url(fake, tmp_path):
@@ -277,3 +272,184 @@ def test_a_forwarded_proto_other_than_http_or_https_never_makes_the_url(fake, tm
     assert urls["https"].startswith("https://")  # a load balancer's own header is followed
     for proto in ("javascript:alert(document.cookie)//", "ftp"):
         assert urls[proto].startswith(f"{proxy.url}/v1/images/stored/"), urls[proto]
+
+
+def test_a_url_answer_that_could_not_be_stored_says_so_in_a_header_and_its_ledger_row(
+    fake, tmp_path
+):
+    """The store's folder became a file (a write error): the client is told why its answer is
+    base64, and the ledger row records what was answered, not what was asked."""
+    from tests.proxy_support import ProxyProcess, write_config
+    from tests.test_url_answers import _config
+
+    folder = tmp_path / "img"
+    store = {"path": str(folder)}
+    config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path, image_store=store))
+    with ProxyProcess(config) as proxy:
+        (folder / ".signing-secret").unlink()
+        folder.rmdir()
+        folder.write_bytes(b"not a folder")  # every write now fails
+        response, row = _asked_for_urls(proxy)
+        assert "b64_json" in response.json()["data"][0]
+        assert response.headers["x-tracking-url-fallback"] == "store_failed"
+        assert row["metadata"]["response_format"] == "b64_json"
+        assert row["metadata"]["url_fallback"] == "store_failed"
+        assert row["cost_usd"] == Decimal(response.headers["x-tracking-response-cost"])
+        # a URL answer that was stored says so, with no fallback header (nor the caller's own)
+        folder.unlink()
+        response, row = _asked_for_urls(proxy, metadata='{"url_fallback": "forged", "a": 1}')
+        assert "url" in response.json()["data"][0]
+        assert "x-tracking-url-fallback" not in response.headers
+        assert row["metadata"]["response_format"] == "url"
+        assert "url_fallback" not in row["metadata"]
+        assert row["metadata"]["a"] == 1
+
+
+def _asked_for_urls(proxy: Any, **fields: str) -> tuple[httpx.Response, Any]:
+    """A URL answer asked of ``proxy`` (a 200) and its ledger row."""
+    from tests.test_url_answers import MASTER_KEY, ledger_row
+
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        data={"model": "gpt-image-1", "prompt": "a hat", "response_format": "url", **fields},
+        files={"image": ("a.png", make_png(), "image/png")},
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    row = ledger_row(proxy.config.parent / "ledger.db", response.headers["x-tracking-request-id"])
+    return response, row
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        # os.environ/ references resolve to strings: "false" was read as true
+        ({"type": "s3", "bucket": "b", "presign": "false"}, "presign"),
+        ({"presign": "no"}, "presign"),
+        ({"path": 7}, "path"),
+        ({"type": "s3", "bucket": "b", "presign": True, "endpoint_url": 9000}, "endpoint_url"),
+        ({"type": "s3", "bucket": "b", "presign": True, "region": ["eu"]}, "region"),
+        ({"type": "s3", "bucket": "b", "presign": True, "prefix": {"a": 1}}, "prefix"),
+        # URLs are made by adding the path to it: these made broken or foreign URLs
+        ({"external_base_url": "https://images.example.com?x=1"}, "external_base_url"),
+        ({"external_base_url": "https://images.example.com#top"}, "external_base_url"),
+        ({"external_base_url": "httpimages.example.com"}, "external_base_url"),
+        ({"external_base_url": "https://"}, "external_base_url"),
+        ({"external_base_url": "https://images.example.com:port"}, "external_base_url"),
+        ({"external_base_url": "https://images.example .com"}, "external_base_url"),
+    ],
+)
+def test_a_mistyped_image_store_setting_is_a_configuration_error(tmp_path, settings, key):
+    with pytest.raises(ConfigurationError, match=rf"general_settings\.image_store\.{key}:"):
+        parse_store_settings({"path": str(tmp_path), **settings}, None)
+
+
+def test_settings_written_as_documented_are_accepted(tmp_path):
+    settings = parse_store_settings(
+        {
+            "path": str(tmp_path),
+            "external_base_url": "https://images.example.com:8443/proxy/",
+            "presign": False,
+            "endpoint_url": None,
+        },
+        None,
+    )
+    assert settings.external_base_url == "https://images.example.com:8443/proxy"
+    assert settings.presign is False
+
+
+@pytest.fixture
+def slow_s3(s3_server: str) -> Iterator[str]:
+    """The S3 server behind a loopback relay that holds each of its answers back for 1.1 s (a
+    store slow to acknowledge writes): storing two images takes over two seconds."""
+    import threading
+
+    target = urlsplit(s3_server)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def pipe(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                time.sleep(delay)
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    opened = [listener]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                opened.append(client)
+                server = socket.create_connection((target.hostname, target.port))
+                opened.append(server)
+                for source, sink, delay in ((client, server, 0.0), (server, client, 1.1)):
+                    threading.Thread(target=pipe, args=(source, sink, delay), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        for each in opened:
+            each.close()
+
+
+@pytest.mark.parametrize("presign", [False, True], ids=["signed", "presigned"])
+async def test_a_url_minted_after_a_slow_write_never_outlives_its_image(slow_s3, bucket, presign):
+    """A URL's lifetime counted from its minting, after every image of the answer was written:
+    with a store slow enough (minutes, retrying) its first image was swept while its URL still
+    worked. It now counts from when the write began, which the object's own date is not before."""
+    settings = {
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint_url": slow_s3,
+        "url_ttl_seconds": TTL,
+        "signing_secret": "a-shared-secret-of-enough-length",
+        "presign": presign,
+    }
+    store = S3ImageStore(parse_store_settings(settings, None))
+    urls = await _urls(store, make_png(), make_png(32, 32))
+    listed = store.client.list_objects_v2(Bucket=bucket)["Contents"]
+    store.client.close()
+    written = {item["Key"]: item["LastModified"].timestamp() for item in listed}
+    for url in urls:
+        name = urlsplit(url).path.rsplit("/", 1)[-1]
+        query = parse_qs(urlsplit(url).query)
+        # a presigned URL (signature version 2) has its expiry as a Unix time, made of the
+        # lifetime asked plus the presigner's own reading of the clock: a second later, maybe
+        expires = int(query["Expires"][0]) - 1 if presign else int(query["expires"][0])
+        assert expires <= written[name] + TTL, name  # the sweep's margin is left whole
+
+
+def test_a_chain_of_load_balancers_forwarded_proto_makes_https_urls(fake, tmp_path):
+    """``X-Forwarded-Proto: https, http`` (each proxy of a chain adds its own): the first is
+    the scheme the client used; the whole value was taken as unknown and the URL made http."""
+    from tests.test_url_answers import _config
+    from tracking.config import parse_config
+    from tracking.proxy.app import create_app
+
+    app = create_app(parse_config(_config(fake, tmp_path)))
+    for proto, expected in [
+        ("https, http", "https"),
+        ("HTTPS,http", "https"),
+        ("ftp, https", "http"),
+    ]:
+        headers = {"x-forwarded-proto": proto, "host": "images.example.com"}
+        assert app._url_base(headers, "http") == f"{expected}://images.example.com"
+
+
+async def test_a_presigned_svg_is_never_opened_as_a_page_on_the_buckets_origin(s3_server, bucket):
+    """A presigned URL is the bucket's own: an SVG (a 2.6 model's, which a prompt may fill with
+    script) was served inline there, where the proxy's CSP sandbox does not reach."""
+    settings = {"type": "s3", "bucket": bucket, "endpoint_url": s3_server, "presign": True}
+    store = S3ImageStore(parse_store_settings(settings, None))
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    png_url, svg_url = await _urls(store, make_png(), svg, output_format="svg")
+    fetched = httpx.get(svg_url, timeout=10)
+    assert fetched.status_code == 200 and fetched.content == svg
+    assert fetched.headers["content-disposition"] == "attachment"
+    assert "content-disposition" not in httpx.get(png_url, timeout=10).headers  # shown as is

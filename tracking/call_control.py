@@ -20,20 +20,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .request import ImageEditRequest
+    from .response import ImageResponse
 
 __all__ = [
     "CallControl",
     "CallerGone",
     "Cover",
+    "Finish",
     "NotCovered",
     "Withheld",
     "claim",
@@ -60,6 +62,9 @@ class NotCovered(Withheld):
 #: sent; raises to withhold the attempt.
 Cover = Callable[["Sequence[ImageEditRequest]", "ImageEditRequest"], Awaitable[None]]
 
+
+#: ``finish(response, request_id)``: see :attr:`CallControl.finish`.
+Finish = Callable[["ImageResponse", str], Mapping[str, Any]]
 
 log = logging.getLogger("tracking")
 
@@ -95,6 +100,12 @@ class CallControl:
     #: ledger row records it (None: unpriced), whatever exception the call ends with.
     ended: bool = False
     cost_usd: Decimal | None = None
+    #: Run once a call has succeeded, before its event is made (in a worker thread on the async
+    #: path): given the response and the call's request id, it returns what to add to the
+    #: event's ``metadata`` (the proxy stores a URL answer's images here, so the ledger row says
+    #: how the answer was served). Taken by the first call to succeed; what it raises is logged.
+    #: A streamed call does not run it (its images went out as its events).
+    finish: Finish | None = None
     _gone: bool = False
     _wake: asyncio.Event | None = None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import logging
 import math
 import random
 import time
@@ -63,6 +64,8 @@ from .targets import Consult, Route, Routing, Steps, Target, run_steps
 from .unknown_outcomes import outcome_unknown, with_unknown_outcomes
 
 __all__ = ["CallType", "Emit", "Send", "Sleep", "edit_flow", "run_async", "run_sync"]
+
+log = logging.getLogger("tracking")
 
 #: Retry pacing, as the official client: exponential from 0.5 s, at most 8 s, with jitter;
 #: a Retry-After of up to 60 s is honoured as given.
@@ -158,6 +161,18 @@ def edit_flow(
         raise
     except BaseException as exc:  # every failure, even a cancellation, yields its event
         failure = exc
+    finished: Mapping[str, Any] = {}
+    interrupted: BaseException | None = None  # the call succeeded: its event says so
+    if response is not None and control is not None and control.finish is not None:
+        finish, control.finish = control.finish, None
+        try:
+            finished = yield from _off_the_loop(finish, response, request_id)
+        except GeneratorExit:
+            raise
+        except Exception:
+            log.warning("finishing call %s failed", request_id, exc_info=True)
+        except BaseException as exc:  # a cancellation: the event first, then the exception
+            interrupted = exc
     event = _make_event(
         request_id,
         call_type,
@@ -170,6 +185,7 @@ def edit_flow(
         start_time,
         started,
         route,
+        finished,
     )
     if isinstance(failure, TrackingError):  # the caller can find the failure's event by it
         failure.ended(event)
@@ -191,6 +207,8 @@ def edit_flow(
     yield Emit(event, response, failure, progress.plan)
     if failure is not None:
         raise failure
+    if interrupted is not None:
+        raise interrupted
     assert response is not None
     return response
 
@@ -704,6 +722,7 @@ def _make_event(
     start_time: datetime,
     started: float,
     route: Route,
+    finished: Mapping[str, Any] | None = None,
 ) -> ImageEditEvent:
     latency_ms = (time.perf_counter() - started) * 1000
     # Read-only all the way down (parse_call froze it once), so callbacks cannot change it.
@@ -719,6 +738,8 @@ def _make_event(
     end_user, other_user = end_user_of(params)
     if other_user is not None:  # both ids were sent: the event keeps the one that lost
         metadata = MappingProxyType({**metadata, "user": other_user})
+    if finished:  # what the call's finish added (CallControl.finish), frozen as the rest
+        metadata = MappingProxyType({**metadata, **freeze_metadata(finished)})
     prompt = params.get("prompt")
     # a failure whose answer reported what it billed (a Gemini safety block) keeps that usage
     usage = response.usage if response is not None else getattr(failure, "billed_usage", None)

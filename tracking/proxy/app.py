@@ -64,7 +64,7 @@ from .openapi import docs_page, openapi_document
 from .prices import register_config_prices
 from .stream_relay import relay_stream
 from .trace_context import callers_trace
-from .url_answers import base64_only_models, serve_stored, to_url_answer
+from .url_answers import FALLBACK_HEADER, UrlAnswer, base64_only_models, serve_stored
 
 if TYPE_CHECKING:
     from ..request import ImageEditRequest
@@ -244,9 +244,19 @@ class ProxyApp:
                             code="method_not_allowed",
                             headers={"allow": "GET, HEAD"},
                         )
-                    await serve_stored(
-                        self.image_store, scope["path"], scope.get("query_string", b""), send
-                    )
+                    gone, watcher = _client_gone(receive)
+                    try:
+                        await serve_stored(
+                            self.image_store,
+                            scope["path"],
+                            scope.get("query_string", b""),
+                            send,
+                            head=method == "HEAD",
+                            gone=gone,
+                        )
+                    finally:
+                        if watcher is not None:
+                            watcher.cancel()
                     return
                 if method == "OPTIONS" and headers is not None and self._cors.allows(origin):
                     await self._preflight(path, headers, send)
@@ -381,6 +391,12 @@ class ProxyApp:
             )
         as_urls = self._url_answer(params, model)
         control = current_control()
+        url_answer: UrlAnswer | None = None
+        if as_urls and control is not None and self.image_store is not None:
+            # its images are stored before the call's ledger row is written, so the row says
+            # whether the answer went out as URLs, or as base64 and why
+            url_answer = UrlAnswer(self.image_store, self._url_base(headers, scheme))
+            control.finish = url_answer.finish
         # The call's one start instant: its budgets' periods (a UTC day, a month) and its
         # ledger row's start_time, so a call at midnight is one day's on both.
         started = self.clock()
@@ -413,16 +429,25 @@ class ProxyApp:
                 await _settle_ended(reservation, control)
             return
         await reservation.settle(response.cost_usd)
-        body = response.json_bytes()
-        if as_urls and self.image_store is not None:
-            # a load balancer's x-forwarded-proto, if it is one: never "javascript:..." in a URL
-            proto = headers.get("x-forwarded-proto", scheme).lower()
-            base = self.image_store.settings.external_base_url or (
-                f"{proto if proto in ('http', 'https') else scheme}://"
-                f"{headers.get('host', 'localhost')}"
-            )
-            body, _ = await to_url_answer(self.image_store, body, response.request_id, base)
-        await _send_json(send, 200, body, _answer_headers(response, entry))
+        answer_headers = _answer_headers(response, entry)
+        if url_answer is None or url_answer.body is None:
+            body = response.json_bytes()
+        else:
+            body = url_answer.body
+            if url_answer.fallback is not None:  # asked as URLs, answered as base64: why
+                answer_headers.append((FALLBACK_HEADER.encode(), url_answer.fallback.encode()))
+        await _send_json(send, 200, body, answer_headers)
+
+    def _url_base(self, headers: dict[str, str], scheme: str) -> str:
+        """Where the URLs of an answer start: ``external_base_url``, else the request's own
+        origin (a load balancer's x-forwarded-proto, if it is one: never "javascript:...";
+        of a chain of them, "https, http", the first's, which the client reached)."""
+        assert self.image_store is not None
+        proto = headers.get("x-forwarded-proto", scheme).split(",", 1)[0].strip().lower()
+        return self.image_store.settings.external_base_url or (
+            f"{proto if proto in ('http', 'https') else scheme}://"
+            f"{headers.get('host', 'localhost')}"
+        )
 
     async def _cover(
         self, reservation: Reservation, lost: Sequence[ImageEditRequest], upcoming: ImageEditRequest
@@ -459,7 +484,10 @@ class ProxyApp:
                 code="image_store_full",
             )
         params.pop("response_format")
-        params["metadata"] = {**(params.get("metadata") or {}), "response_format": "url"}
+        # how the answer went out is the proxy's to record (UrlAnswer.finish), never the
+        # caller's: a request's own url_fallback would contradict a URL answer's row
+        metadata = {k: v for k, v in (params.get("metadata") or {}).items() if k != "url_fallback"}
+        params["metadata"] = {**metadata, "response_format": "url"}
         return True
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -545,27 +573,36 @@ class ProxyApp:
 
 
 def _watch_caller(receive: Receive, control: CallControl | None) -> asyncio.Task[None] | None:
-    """Let the call know when its client hangs up, so it starts no new attempt after that.
-
-    Uvicorn's request cycle (``receive``'s object) keeps a ``disconnected`` flag that its
-    protocol sets when the connection is lost: the call reads it when it matters (before an
-    attempt, during a backoff), which costs nothing per request. Under another ASGI server, a
-    task waits for the disconnect message instead (the body is read: it is the next message).
-    """
+    """Let the call know when its client hangs up, so it starts no new attempt after that
+    (:func:`_client_gone`, read as the control's ``probe``)."""
     if control is None:
         return None
+    control.probe, watcher = _client_gone(receive)
+    return watcher
+
+
+def _client_gone(receive: Receive) -> tuple[Callable[[], bool], asyncio.Task[None] | None]:
+    """Whether the client has hung up, as a check that costs nothing, and the task (if any)
+    watching for it, to cancel once the answer is sent.
+
+    Uvicorn's request cycle (``receive``'s object) keeps a ``disconnected`` flag that its
+    protocol sets when the connection is lost: it is read when it matters (before an attempt,
+    during a backoff, before a stored image's next piece), which costs nothing per request.
+    Under another ASGI server, a task waits for the disconnect message instead.
+    """
     cycle: Any = getattr(receive, "__self__", None)
     if isinstance(getattr(cycle, "disconnected", None), bool):
-        control.probe = lambda: bool(cycle.disconnected)
-        return None
-    return asyncio.create_task(_watch_disconnect(receive, control))
+        return lambda: bool(cycle.disconnected), None
+    left = asyncio.Event()
+    return left.is_set, asyncio.create_task(_watch_disconnect(receive, left))
 
 
-async def _watch_disconnect(receive: Receive, control: CallControl) -> None:
+async def _watch_disconnect(receive: Receive, left: asyncio.Event) -> None:
     message = await receive()
+    if message["type"] == "http.request":  # a body its handler does not read (a GET's)
+        message = await receive()
     if message["type"] == "http.disconnect":
-        log.info("client disconnected during the upstream call: no further attempts")
-        control.abandon()
+        left.set()
 
 
 class _Cors:
@@ -589,7 +626,8 @@ class _Cors:
             (
                 b"access-control-expose-headers",
                 b"x-request-id, x-upstream-request-id, x-should-retry, retry-after, "
-                b"x-tracking-request-id, x-tracking-response-cost, x-tracking-cost-source",
+                b"x-tracking-request-id, x-tracking-response-cost, x-tracking-cost-source, "
+                b"x-tracking-url-fallback",
             ),
         ]
 

@@ -17,6 +17,9 @@ Two stores, chosen in ``general_settings.image_store``:
   must share ``signing_secret`` so each serves the URLs the others minted. ``presign: true``
   hands out the store's own presigned URLs instead, so images never pass through the proxy.
 
+``previous_signing_secrets`` (either store) lists secrets whose URLs are still served until they
+expire, but never minted with: a rotated ``signing_secret`` does not end every live URL.
+
 ``max_bytes`` bounds what the store holds: when it is full, a URL request is refused with 507
 before anything is sent upstream (so nothing is billed for an answer that could not be stored).
 Each process counts what the store holds from the store itself (the folder or the bucket's
@@ -38,11 +41,11 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..errors import ConfigurationError
 
@@ -63,9 +66,9 @@ DEFAULT_URL_TTL = 3600  #: seconds, as OpenAI's own image URLs
 DEFAULT_MAX_BYTES = 10 * 1024**3
 _SECRET_BYTES = 32  #: a generated signing secret's length
 #: Seconds an image outlives its URL lifetime before a sweep deletes it. Its URL's lifetime counts
-#: from when the URL was minted, after the image was written (several images, a slow store take
-#: seconds); S3 dates an object in whole seconds by the store's own clock, which may be a little
-#: behind the proxy's. Without the margin a sweep could delete an image whose URL still works.
+#: from when its write began (:func:`stored_url`), but S3 dates an object in whole seconds by the
+#: store's own clock, which may be a little behind the proxy's. Without the margin a sweep could
+#: delete an image whose URL still works.
 SWEEP_GRACE = 30.0
 #: An ``expires`` as the proxy writes it: a Unix time without sign or leading zero.
 _EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
@@ -97,6 +100,7 @@ _KEYS = {
     "max_bytes",
     "external_base_url",
     "signing_secret",
+    "previous_signing_secrets",
     "presign",
 }
 
@@ -113,6 +117,8 @@ class StoreSettings:
     max_bytes: int = DEFAULT_MAX_BYTES
     external_base_url: str | None = None
     secret: bytes | None = None
+    #: secrets that URLs are still accepted under but never minted with (a rotation)
+    previous_secrets: tuple[bytes, ...] = ()
     presign: bool = False
 
 
@@ -132,16 +138,25 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ConfigurationError(f"{where}.max_bytes: a positive number of bytes")
     base = raw.get("external_base_url")
-    if base is not None and (not isinstance(base, str) or not base.startswith("http")):
-        raise ConfigurationError(f"{where}.external_base_url: an http(s) URL")
+    if base is not None and not _base_url(base):
+        raise ConfigurationError(
+            f"{where}.external_base_url: an http(s) URL with a host and no query or fragment "
+            f"(the URLs of images are made by adding to it), got {base!r}"
+        )
+    for key in ("path", "bucket", "prefix", "endpoint_url", "region"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ConfigurationError(f"{where}.{key}: a string, got {raw[key]!r}")
+    presign = raw.get("presign", False)
+    if not isinstance(presign, bool):  # "false" (an os.environ/ reference) would turn it on
+        raise ConfigurationError(f"{where}.presign: true or false, got {presign!r}")
     secret = raw.get("signing_secret")
     if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
         raise ConfigurationError(f"{where}.signing_secret: a string of at least 16 characters")
+    previous = _previous_secrets(raw.get("previous_signing_secrets"), where)
     path: Path | None = None
     if kind == "local":
         path = Path(raw["path"]) if raw.get("path") else _beside_ledger(database_url)
     bucket = raw.get("bucket")
-    presign = bool(raw.get("presign", False))
     if kind == "s3":
         if not isinstance(bucket, str) or not bucket:
             raise ConfigurationError(f"{where}.bucket: required for type s3")
@@ -149,6 +164,11 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
             raise ConfigurationError(
                 f"{where}.signing_secret: required for type s3 (every instance must share it), "
                 "unless presign: true"
+            )
+        if secret is None and previous:
+            raise ConfigurationError(
+                f"{where}.previous_signing_secrets: needs signing_secret, which mints the URLs "
+                "(the previous ones are only accepted)"
             )
     return StoreSettings(
         kind=kind,
@@ -161,8 +181,45 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
         max_bytes=max_bytes,
         external_base_url=base.rstrip("/") if base else None,
         secret=secret.encode() if secret else None,
+        previous_secrets=previous,
         presign=presign,
     )
+
+
+def _base_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is not one
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not parts.query
+        and not parts.fragment
+        and "?" not in value
+        and "#" not in value
+        and value.isprintable()
+        and " " not in value
+    )
+
+
+def _previous_secrets(value: Any, where: str) -> tuple[bytes, ...]:
+    """``previous_signing_secrets``: a list of secrets as ``signing_secret`` is one."""
+    where = f"{where}.previous_signing_secrets"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigurationError(
+            f"{where}: a list of the secrets URLs were signed with before, got "
+            f"{type(value).__name__}"
+        )
+    for index, secret in enumerate(value):
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise ConfigurationError(f"{where}[{index}]: a string of at least 16 characters")
+    return tuple(secret.encode() for secret in value)
 
 
 def _beside_ledger(database_url: str | None) -> Path:
@@ -173,14 +230,16 @@ def _beside_ledger(database_url: str | None) -> Path:
 
 
 class UrlSigner:
-    """HMAC-SHA256 over ``name`` and ``expires``; comparisons in constant time."""
+    """HMAC-SHA256 over ``name`` and ``expires``; comparisons in constant time. URLs are minted
+    with ``secret``; those signed with one of ``previous`` (a rotated secret) are still valid
+    until they expire."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
         self._secret = secret
+        self._accepted = (secret, *previous)
 
     def signature(self, name: str, expires: int) -> str:
-        message = f"{name}\n{expires}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        return _signature(self._secret, name, expires)
 
     def valid(self, name: str, expires: str, signature: str, now: float) -> bool:
         # only the text the proxy wrote: not "²" (int() refuses it), nor "0{expires}" (the
@@ -189,8 +248,18 @@ class UrlSigner:
             return False
         if not signature.isascii():  # compare_digest refuses non-ASCII text with a TypeError
             return False
-        expected = self.signature(name, int(expires))
-        return hmac.compare_digest(expected, signature) and int(expires) >= now
+        if int(expires) < now:
+            return False
+        # every accepted secret is compared, so the time taken says nothing of which matched
+        matches = [
+            hmac.compare_digest(_signature(secret, name, int(expires)), signature)
+            for secret in self._accepted
+        ]
+        return any(matches)
+
+
+def _signature(secret: bytes, name: str, expires: int) -> str:
+    return hmac.new(secret, f"{name}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 class ImageStore(Protocol):
@@ -201,11 +270,13 @@ class ImageStore(Protocol):
 
     def get(self, name: str) -> bytes | None: ...
 
-    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None: ...
+    def open(self, name: str) -> tuple[int, Pieces] | None: ...
+
+    def size(self, name: str) -> int | None: ...
 
     def full(self) -> bool: ...
 
-    def presigned_url(self, name: str) -> str | None: ...
+    def presigned_url(self, name: str, expires: int) -> str | None: ...
 
     def sweep(self, now: float) -> int: ...
 
@@ -265,7 +336,7 @@ class _ByteCount:
     def full(self) -> bool:
         return self._used >= self.settings.max_bytes
 
-    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+    def open(self, name: str) -> tuple[int, Pieces] | None:
         raise NotImplementedError
 
     def get(self, name: str) -> bytes | None:
@@ -297,7 +368,9 @@ class LocalImageStore(_ByteCount):
             # made private (0700): the images are the callers' (a folder that exists keeps the
             # modes its owner gave it)
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.signer: UrlSigner | None = UrlSigner(settings.secret or self._persisted_secret())
+            self.signer: UrlSigner | None = UrlSigner(
+                settings.secret or self._persisted_secret(), settings.previous_secrets
+            )
         except OSError as exc:
             raise ConfigurationError(
                 f"general_settings.image_store.path: {self.root} cannot be used as the image "
@@ -366,14 +439,22 @@ class LocalImageStore(_ByteCount):
             raise
         self._add(len(data))
 
-    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+    def open(self, name: str) -> tuple[int, Pieces] | None:
         """The image's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none.
         The file stays readable to the end even if a sweep deletes it meanwhile."""
         try:
             file = (self.root / name).open("rb")
         except FileNotFoundError:
             return None
-        return os.fstat(file.fileno()).st_size, _pieces(file)
+        return os.fstat(file.fileno()).st_size, Pieces(file)
+
+    def size(self, name: str) -> int | None:
+        """The image's size, its bytes unread (a HEAD); None if there is none."""
+        try:
+            info = (self.root / name).stat()
+        except FileNotFoundError:
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
 
     def full(self) -> bool:
         if super().full() and not self._recounted:
@@ -382,7 +463,7 @@ class LocalImageStore(_ByteCount):
             self._counted(sum(info.st_size for _, info in self._images()), before)
         return super().full()
 
-    def presigned_url(self, name: str) -> str | None:
+    def presigned_url(self, name: str, expires: int) -> str | None:
         return None
 
     def sweep(self, now: float) -> int:
@@ -407,8 +488,10 @@ class LocalImageStore(_ByteCount):
 
     def _sweep_leftovers(self, now: float) -> None:
         """Delete the temporary files of writes a killed process never finished (``put`` names
-        them ``.{name}.tmp``), once they are older than the URL lifetime: a write in progress in
-        another worker is seconds old. Not counted as images: they were never served."""
+        them ``.{name}.tmp``), once they are older than the URL lifetime and ``SWEEP_GRACE``: a
+        write in progress in another worker is seconds old, and a lifetime may be a second (a
+        sweep deleting a write in progress made its answer base64). Not counted as images: they
+        were never served."""
         try:
             entries = list(os.scandir(self.root))
         except OSError:  # _images() has logged it
@@ -418,7 +501,7 @@ class LocalImageStore(_ByteCount):
             if not (name.startswith(".") and name.endswith(".tmp") and minted_name(name[1:-4])):
                 continue
             try:
-                if entry.stat().st_mtime + self.settings.ttl < now:
+                if entry.stat().st_mtime + self.settings.ttl + SWEEP_GRACE < now:
                     os.unlink(entry.path)
             except FileNotFoundError:  # another worker swept it first
                 continue
@@ -442,7 +525,9 @@ class S3ImageStore(_ByteCount):
                 "(pip install 'image-edit-tracking[s3]')"
             ) from None
         self.settings = settings
-        self.signer: UrlSigner | None = UrlSigner(settings.secret) if settings.secret else None
+        self.signer: UrlSigner | None = (
+            UrlSigner(settings.secret, settings.previous_secrets) if settings.secret else None
+        )
         self.client: Any = boto3.client(
             "s3",
             endpoint_url=settings.endpoint_url,
@@ -467,21 +552,44 @@ class S3ImageStore(_ByteCount):
         )
         self._add(len(data))
 
-    def open(self, name: str) -> tuple[int, Generator[bytes, None, None]] | None:
+    def open(self, name: str) -> tuple[int, Pieces] | None:
         """The object's size and its bytes in pieces of ``CHUNK_BYTES``; None if there is none."""
         try:
             answer = self.client.get_object(Bucket=self.settings.bucket, Key=self._key(name))
         except self.client.exceptions.NoSuchKey:
             return None
-        return int(answer["ContentLength"]), _pieces(answer["Body"])
+        return int(answer["ContentLength"]), Pieces(answer["Body"])
 
-    def presigned_url(self, name: str) -> str | None:
+    def size(self, name: str) -> int | None:
+        """The object's size from its metadata (``HeadObject``), its bytes never downloaded (a
+        HEAD); None if there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client.head_object(Bucket=self.settings.bucket, Key=self._key(name))
+        except ClientError as exc:  # a HEAD's error has no body: its code is the status
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                raise
+            # a missing bucket is a 404 too: asked apart, it is the store that cannot be read
+            # (a 503, as a GET's NoSuchBucket), not an image that is not there
+            self.client.head_bucket(Bucket=self.settings.bucket)
+            return None
+        return int(answer["ContentLength"])
+
+    def presigned_url(self, name: str, expires: int) -> str | None:
+        """The store's own URL, working until ``expires`` (a Unix time), or None (no
+        ``presign``)."""
         if not self.settings.presign:
             return None
+        params = {"Bucket": self.settings.bucket, "Key": self._key(name)}
+        if name.endswith(".svg"):  # a document that may hold scripts: never opened as a page
+            # on the bucket's origin (an <img> still shows it; the proxy's own serving sandboxes
+            # it with a CSP, which a bucket cannot send)
+            params["ResponseContentDisposition"] = "attachment"
         url: str = self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.settings.bucket, "Key": self._key(name)},
-            ExpiresIn=self.settings.ttl,
+            Params=params,
+            ExpiresIn=max(1, expires - int(time.time())),
         )
         return url
 
@@ -508,13 +616,28 @@ class S3ImageStore(_ByteCount):
         return removed
 
 
-def _pieces(source: BinaryIO | Any) -> Generator[bytes, None, None]:
-    """``source``'s bytes (a file, an S3 object's body) in pieces; closed once read or closed."""
-    try:
-        while piece := source.read(CHUNK_BYTES):
-            yield piece
-    finally:
-        source.close()
+class Pieces:
+    """A stored image's bytes (a file's, an S3 object's body) in pieces of ``CHUNK_BYTES``; the
+    source is closed once read, or by :meth:`close`, even if no piece was read (a generator's
+    ``finally`` never runs when it was not started, which left the file open)."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: BinaryIO | Any) -> None:
+        self._source = source
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        piece: bytes = self._source.read(CHUNK_BYTES)
+        if not piece:
+            self.close()
+            raise StopIteration
+        return piece
+
+    def close(self) -> None:
+        self._source.close()
 
 
 def build_image_store(settings: StoreSettings) -> ImageStore | None:
@@ -525,13 +648,16 @@ def build_image_store(settings: StoreSettings) -> ImageStore | None:
     return LocalImageStore(settings)
 
 
-def stored_url(store: ImageStore, name: str, base: str, now: float) -> str:
-    """The URL a client gets for one stored image: presigned by the store, or signed here."""
-    presigned = store.presigned_url(name)
+def stored_url(store: ImageStore, name: str, base: str, written: float) -> str:
+    """The URL a client gets for one stored image: presigned by the store, or signed here. Its
+    lifetime counts from ``written``, when the image's write began: a URL minted after a slow
+    write of several images (a store timing out and retrying) never outlives the image, which a
+    sweep deletes once its own date is a lifetime (and ``SWEEP_GRACE``) old."""
+    expires = int(written) + store.settings.ttl
+    presigned = store.presigned_url(name, expires)
     if presigned is not None:
         return presigned
     assert store.signer is not None
-    expires = int(now) + store.settings.ttl
     signature = store.signer.signature(name, expires)
     return f"{base}{STORED_PREFIX}{quote(name)}?expires={expires}&signature={signature}"
 
