@@ -27,6 +27,7 @@ __all__ = [
     "model_info_per_image",
     "model_info_price",
     "model_list_prices",
+    "register_found",
     "register_model_list_prices",
 ]
 
@@ -159,16 +160,24 @@ def register_model_list_prices(entries: Iterable[ModelListEntry]) -> int:
     how many models got one. An entry naming only a ``base_model`` registers nothing: the router
     sends the base model with each of its calls, which prices them by it. A bad price is a
     :class:`~tracking.errors.ConfigurationError` naming where it was written."""
-    from . import register_prices
-
     found = {
         model: (where, spec)
         for model, (where, spec) in model_list_prices(entries).items()
         if spec.keys() != {"base_model"}
     }
+    return register_found(found)
+
+
+def register_found(found: Mapping[str, tuple[str, Mapping[str, Any]]], source: str = "") -> int:
+    """Register model -> (where, ``register_prices`` fields) with
+    :func:`tracking.register_prices`; a bad entry is a
+    :class:`~tracking.errors.ConfigurationError` led by ``source`` and where it was written.
+    Returns how many models got a price."""
+    from . import register_prices
+
     for model, (where, spec) in found.items():
         try:
             register_prices(model, **spec)
         except ConfigurationError as exc:
-            raise ConfigurationError(f"{where}: {exc.message}") from None
+            raise ConfigurationError(f"{source}{where}: {exc.message}") from None
     return len(found)

@@ -44,7 +44,8 @@ def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
 
 def register_config_prices(config: ProxyConfig) -> int:
     """Register every price of the config; returns how many models got one."""
-    from ..pricing import register_prices, use_prices_file
+    from ..pricing import use_prices_file
+    from ..pricing.model_info import register_found
 
     prices_file = config.general_settings.prices_file
     if prices_file is not None:
@@ -54,13 +55,7 @@ def register_config_prices(config: ProxyConfig) -> int:
             raise ConfigurationError(
                 f"{_source(config)}general_settings.prices_file: {exc.message}"
             ) from None
-    entries = config_prices(config)
-    for model, (where, spec) in entries.items():
-        try:
-            register_prices(model, **spec)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"{_source(config)}{where}: {exc.message}") from None
-    return len(entries)
+    return register_found(config_prices(config), _source(config))
 
 
 def _source(config: ProxyConfig) -> str:
