@@ -170,7 +170,8 @@ def quarantined_spend(
     """The summed ``cost_usd`` of the quarantined calls naming one of ``key_hashes`` and
     ``end_user`` (those given) and starting at ``since`` or later: each call once, none that
     ``spend_logs`` holds too (:func:`~._quarantined_calls.quarantined_calls`). A cost that is
-    not a finite number counts nothing: it is no amount."""
+    no amount counts nothing: not a finite number, text not written as one, or over $1e10,
+    which no ledger column holds (as the reports read it)."""
     calls = quarantined_calls(conn, key_hashes=key_hashes, end_user=end_user, since=since)
     return quarantined_cost(calls)
 

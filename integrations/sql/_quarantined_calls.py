@@ -19,15 +19,17 @@ in the database with ``LIKE`` on the encoded fields and matched exactly here.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ._schema import CALL_COUNT_COLUMNS, CALL_TEXT_COLUMNS, quarantine, spend_logs
+from ._queries import COST_BOUND
+from ._schema import CALL_COUNT_COLUMNS, CALL_TEXT_COLUMNS, MONEY_SCALE, quarantine, spend_logs
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -53,8 +55,9 @@ class QuarantinedCall:
 
     request_id: str | None
     start_time: datetime | None
-    #: None: the row has no price (unpriced), or a cost that is no finite amount (a row kept as
-    #: its text because it could not be encoded): reports count it as unpriced, budgets as 0
+    #: None: the row has no price (unpriced), or a cost that is no amount (a row kept as its
+    #: text because it could not be encoded, text not written as an amount, over $1e10): reports
+    #: count it as unpriced, budgets as 0 (see :func:`_cost`)
     cost_usd: Decimal | None
     status: str | None
     call_type: str | None
@@ -228,15 +231,41 @@ def _time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+#: A cost kept as text is an amount only when it is written as one, whole: a sign, digits with
+#: at most one point, an exponent with digits, white space around (migration 0007 reads it so on
+#: both dialects). ``"1e"``, ``"1.2.3"``, ``"1_000"``, ``"0x1F"`` or other digits than ASCII's are
+#: no amount (SQLite's CAST read the start of ``"1e"`` as 1; Python reads ``"1_000"`` as 1000).
+AMOUNT_TEXT = re.compile(
+    r"[ \t\n\r\f\v]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?[ \t\n\r\f\v]*"
+)
+_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+_ZERO = Decimal(0).quantize(_QUANTUM)
+_SPACE = " \t\n\r\f\v"
+
+
 def _cost(value: Any) -> Decimal | None:
-    """The row's cost; None when it has none or none that is an amount (``NaN``, text)."""
-    if value is None or isinstance(value, bool):
+    """The row's cost, rounded to the ledger's 10 places as the databases round it; None
+    (unpriced) when it has none, or none that is an amount: ``NaN``, text not written as an
+    amount (:data:`AMOUNT_TEXT`), or a size no ledger column holds (over $1e10: no call of ours
+    costs that, and counted it would pass every budget at once and for good, see
+    docs/ledger.md). The ``spend_calls`` view reads a cost alike on both dialects."""
+    if isinstance(value, str):
+        written = AMOUNT_TEXT.fullmatch(value)
+        if written is None:
+            return None
+        exponent, text = written.group(1) or "", value.strip(_SPACE)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        exponent, text = "", str(value)
+    else:
         return None
     try:
-        cost = Decimal(str(value))
-    except (InvalidOperation, ValueError):
+        cost = Decimal(text)
+    except InvalidOperation:  # an exponent past Decimal's: far below the last place, or huge
+        return _ZERO if exponent.startswith("-") else None
+    if not cost.is_finite() or cost.copy_abs() > COST_BOUND + 1:
         return None
-    return cost if cost.is_finite() else None
+    cost = cost.quantize(_QUANTUM, rounding=ROUND_HALF_UP)
+    return cost if cost.copy_abs() <= COST_BOUND else None
 
 
 def quarantined_cost(calls: Iterable[QuarantinedCall]) -> Decimal:
