@@ -200,3 +200,31 @@ def test_a_key_with_an_absurd_quarantined_cost_is_not_bricked(
         for key in keys:
             answer = edit(client, proxy.url, key, model=MODEL)
             assert answer.status_code == 200, answer.text
+
+
+def test_a_quarantined_line_written_again_by_another_tool_still_counts_for_budgets(
+    ledger_url,  # noqa: F811
+):
+    """A line an operator corrected by hand (its cost, as docs/ledger.md says) with a tool that
+    writes JSON its own way (spaces after the colons, text as UTF-8) is the same call: the
+    reports counted it for its key and end user, budgets did not (they looked for the ledger
+    encoder's own spelling of the field)."""
+    engine = _engine(ledger_url)
+    key = hash_key("sk-edited-" + uuid.uuid4().hex)
+    try:
+        row = json.loads(
+            encode_row(event_to_row(make_event(request_id="edited", user="zoë", start=DAY)))
+        )
+        row.update(api_key_hash=key, cost_usd="0.125")
+        line = json.dumps(row, ensure_ascii=False, indent=2)  # as jq or a person writes it
+        SpendLogsInserter(engine).quarantine([("edited", line, "refused")])
+        (zoe,) = query_spend(engine, user="zoë")
+        assert (zoe.requests, zoe.cost_usd) == (1, Decimal("0.125"))
+        store = AccountStore(ledger_url)
+        try:
+            assert store.spent(end_user="zoë", since=None) == Decimal("0.125")
+            assert store.spent(key_hashes=[key], since=None) == Decimal("0.125")
+        finally:
+            store.close()
+    finally:
+        engine.dispose()
