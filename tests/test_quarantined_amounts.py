@@ -9,6 +9,9 @@ and PostgreSQL (what the reports sum) and the Python reader (what budgets start 
   budgets counted it, so one such row spent every budget it named at once and for good (the
   counter starts from the ledger again and again), and one past Decimal's range failed the
   budget's reading (a 503 "database unavailable" on every call of the key, for good).
+* A start time is a time only when written in ISO 8601 as the ledger writes it (migration 0007):
+  PostgreSQL's view read "now" and "infinity" (a report by day failed), SQLite's "now" and
+  Julian days, and gave "2026-02-30" back (reading the view failed).
 * PostgreSQL's view reads a quarantined line holding an escaped NUL or lone UTF-16 surrogate,
   which ``jsonb`` refuses whole: such a call was missing from PostgreSQL's reports only.
 """
@@ -226,5 +229,52 @@ def test_a_quarantined_line_written_again_by_another_tool_still_counts_for_budge
             assert store.spent(key_hashes=[key], since=None) == Decimal("0.125")
         finally:
             store.close()
+    finally:
+        engine.dispose()
+
+
+#: text start time -> what every reader makes of it (None: no time: in no time range, no day)
+TEXT_TIMES: dict[str, datetime | None] = {
+    "now": None,
+    "today": None,
+    "epoch": None,
+    "infinity": None,
+    "2460000.5": None,  # a Julian day to SQLite
+    "J2460000": None,
+    "May 4 2026": None,
+    "20260504T120000Z": None,
+    "2026-W18-1": None,
+    "2026-02-30T00:00:00": None,
+    "2026-05-04T24:00:00": None,
+    "2026-05-04T12:00:00 PST": None,
+    "2026-05-04T12:00:00.1234567": None,
+    "2026-05-04": datetime(2026, 5, 4, tzinfo=UTC),
+    "2026-05-04T12:00:00": datetime(2026, 5, 4, 12, tzinfo=UTC),
+    "2026-05-04 12:00:00.1": datetime(2026, 5, 4, 12, 0, 0, 100000, tzinfo=UTC),
+    "2026-05-04T12:00:00.000001Z": datetime(2026, 5, 4, 12, 0, 0, 1, tzinfo=UTC),
+    "2026-05-05T01:30:00+03:00": datetime(2026, 5, 4, 22, 30, tzinfo=UTC),
+}
+
+
+def test_a_quarantined_start_time_is_a_time_only_when_written_as_one(ledger_url):  # noqa: F811
+    """PostgreSQL's view read "now", "today" and "infinity" (a report by day then failed: a
+    date past year 10,000), SQLite's "now" and Julian days: such a call fell on a new day each
+    day in the reports, while budgets read no time. The three readers now agree."""
+    engine = _engine(ledger_url)
+    try:
+        ids = {f"time-{i}": text for i, text in enumerate(TEXT_TIMES)}
+        for request_id, text in ids.items():
+            line = json.dumps({"request_id": request_id, "end_user": "ivy", "cost_usd": "0.1",
+                               "start_time": text}, separators=(",", ":"))  # fmt: skip
+            SpendLogsInserter(engine).quarantine([(request_id, line, "refused")])
+        with engine.connect() as conn:
+            query = sa.select(spend_calls.c.request_id, spend_calls.c.start_time)
+            viewed = {r: t for r, t in conn.execute(query)}
+            read = {c.request_id: c.start_time for c in quarantined_calls(conn)}
+        for request_id, text in ids.items():
+            expected = TEXT_TIMES[text]
+            assert (text, viewed[request_id], read[request_id]) == (text, expected, expected)
+        days = {r.key: r.requests for r in query_spend(engine, by="day")}
+        assert days == {None: 13, "2026-05-04": 5}
     finally:
         engine.dispose()

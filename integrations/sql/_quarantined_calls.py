@@ -228,10 +228,22 @@ def _count(row: Mapping[str, Any], name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+#: A start time is a time only when written as one, ISO 8601 as the ledger writes it (a date
+#: alone is its UTC midnight, a time without an offset UTC): migration 0007 reads it so on both
+#: dialects, where PostgreSQL read ``"now"``, ``"infinity"`` or ``"May 4 2026"`` and SQLite
+#: ``"now"`` or a Julian day; this reader took ``"20260504T120000Z"`` and ISO week dates.
+TIME_TEXT = re.compile(
+    r"[12][0-9]{3}-[0-9]{2}-[0-9]{2}(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?"
+)
+
+
 def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or TIME_TEXT.fullmatch(value) is None:
+        return None
     try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:  # a day the month has not
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 

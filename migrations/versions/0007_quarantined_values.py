@@ -1,4 +1,4 @@
-"""Read a quarantined cost kept as text alike everywhere: an amount only when written as one.
+"""Read a quarantined call's cost and start time alike everywhere: each only when written as one.
 
 ``spend_calls`` (migration 0006) reads a quarantined call's ``cost_usd`` from its JSON. A cost
 kept as text that is no amount must be unpriced (NULL), as PostgreSQL's view and the Python
@@ -20,9 +20,15 @@ lone UTF-16 surrogate (escaped, ``\\u0000``, ``\\ud800``), which ``jsonb`` refus
 call was no call in PostgreSQL's reports while budgets and SQLite counted it; its text now reads
 with U+FFFD in their place, as ``spend_logs`` stores such text on PostgreSQL.
 
+A start time is likewise a time only when written in ISO 8601 as the ledger writes it (below:
+``_TIME_PATTERN``): PostgreSQL's ``tracking_utc_time`` read ``"now"`` (a call on a new day each
+day), ``"infinity"`` (every report by day failed: a date past year 10,000) and ``"May 4 2026"``;
+SQLite's view read ``"now"`` and Julian days, and gave ``"2026-02-30"`` back, which failed
+reading the view; the Python reader took ``"20260504T120000Z"`` and ISO week dates.
+
 The views of 0006 are otherwise unchanged: this migration takes them from 0006's own module (a
 migration is frozen once released, so that one never changes), replacing only SQLite's cost
-expression, and the way down puts 0006's back.
+and time expressions, and the way down puts 0006's back.
 
 Revision ID: 0007
 Revises: 0006
@@ -139,19 +145,73 @@ _POSTGRES_JSON_OBJECT = rf"""
     """
 
 
+# A quarantined call's start_time is a time only when written as one, ISO 8601 as the ledger
+# writes it (a date alone is its UTC midnight): PostgreSQL read "now", "today", "epoch" and
+# "infinity" (which failed every report by day: a date past year 10,000), "May 4 2026" and
+# "2026-05-04T12:00:00 PST" (the zone ignored); SQLite read "now" and Julian day numbers, and
+# an impossible date ("2026-02-30") as another one; both read a call "now" on each day anew.
+_TIME_PATTERN = (
+    r"^[12][0-9]{3}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"([.][0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+)
+_POSTGRES_TIME = f"""
+    CREATE OR REPLACE FUNCTION tracking_utc_time(value jsonb) RETURNS timestamptz
+    LANGUAGE plpgsql IMMUTABLE AS $$
+    DECLARE t text;
+    BEGIN
+        IF jsonb_typeof(value) <> 'string' THEN RETURN NULL; END IF;
+        t := value #>> '{{}}';
+        IF t !~ '{_TIME_PATTERN}' THEN RETURN NULL; END IF;
+        IF substr(t, 20) ~ '[Z+-]' THEN RETURN t::timestamptz; END IF;  -- with its offset
+        RETURN t::timestamp AT TIME ZONE 'UTC';
+    EXCEPTION WHEN others THEN RETURN NULL;
+    END $$
+    """
+
+
+def _sqlite_time() -> str:
+    """``start_time`` of a quarantined line on SQLite: text written as a time (above), as
+    ``spend_logs`` holds one (UTC wall time, six fractional digits: text order is time order),
+    else NULL."""
+    when = "json_extract(doc, '$.start_time')"
+    offset = (
+        f"(CASE WHEN {when} GLOB '*Z' THEN 'Z' "
+        f"WHEN {when} GLOB '*[+-][0-2][0-9]:[0-5][0-9]' AND substr({when}, -5, 2) <= '23' "
+        f"THEN substr({when}, -6) ELSE '' END)"
+    )
+    fraction = f"substr({when}, 20, length({when}) - 19 - length({offset}))"
+    day = "'[12][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'"
+    clock = "'[T ][0-2][0-9]:[0-5][0-9]:[0-5][0-9]'"
+    written = (
+        f"json_type(doc, '$.start_time') = 'text' "
+        f"AND date(julianday(substr({when}, 1, 10))) IS substr({when}, 1, 10) "
+        f"AND ({when} GLOB {day} OR (substr({when}, 1, 19) GLOB {day} || {clock} "
+        f"AND substr({when}, 12, 2) <= '23' "
+        f"AND ({fraction} = '' OR ({fraction} GLOB '.[0-9]*' AND length({fraction}) <= 7 "
+        f"AND NOT substr({fraction}, 2) GLOB '*[^0-9]*'))))"
+    )
+    return (
+        f"CASE WHEN {written} THEN strftime('%Y-%m-%d %H:%M:%S', "
+        f"substr({when}, 1, 19) || {offset}) || '.' || "
+        f"substr(substr({fraction}, 2) || '000000', 1, 6) END"
+    )
+
+
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
-        op.execute(_POSTGRES_AMOUNT)
-        op.execute(_POSTGRES_JSON_OBJECT)
+        for function in (_POSTGRES_AMOUNT, _POSTGRES_JSON_OBJECT, _POSTGRES_TIME):
+            op.execute(function)
         return
     before = _revision_0006()
     view = before._calls_view(dialect)
-    cost = before._sqlite_fields()[1]["cost_usd"]
-    assert view.count(cost) == 1, "0006's SQLite view is not as this migration knows it"
+    fields = before._sqlite_fields()[1]
+    for name, now in (("cost_usd", _sqlite_cost()), ("start_time", _sqlite_time())):
+        assert view.count(fields[name]) == 1, "0006's SQLite view is not as this one knows it"
+        view = view.replace(fields[name], now)
     op.execute("DROP VIEW spend_daily")
     op.execute("DROP VIEW spend_calls")
-    op.execute(view.replace(cost, _sqlite_cost()))
+    op.execute(view)
     op.execute(before._daily_view("spend_calls", dialect, quarantined=True))
 
 
@@ -159,8 +219,7 @@ def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     before = _revision_0006()
     if dialect == "postgresql":
-        amount, json_object = before._POSTGRES_FUNCTIONS[1], before._POSTGRES_FUNCTIONS[0]
-        for function in (amount, json_object):
+        for function in before._POSTGRES_FUNCTIONS:  # 0006's three, as they were
             op.execute(function.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
         return
     op.execute("DROP VIEW spend_daily")
