@@ -81,6 +81,18 @@ def _quarantine(engine: sa.Engine, request_id: str, cost: object, **fields: obje
     SpendLogsInserter(engine).quarantine([(request_id, encode_row(row), "refused")])
 
 
+def _read_both_ways(
+    engine: sa.Engine, ids: dict[str, str], column: str
+) -> list[tuple[str, object, object]]:
+    """For each quarantined call ``ids`` names (request id -> the text written), the text, the
+    ``spend_calls`` view's ``column`` (the reports') and the Python reader's (the budgets')."""
+    with engine.connect() as conn:
+        query = sa.select(spend_calls.c.request_id, spend_calls.c[column])
+        viewed = {request_id: value for request_id, value in conn.execute(query)}
+        read = {c.request_id: getattr(c, column) for c in quarantined_calls(conn)}
+    return [(text, viewed[request_id], read[request_id]) for request_id, text in ids.items()]
+
+
 def _engine(url: str) -> sa.Engine:
     engine = create_ledger_engine(url)
     upgrade(engine)
@@ -93,14 +105,9 @@ def test_a_quarantined_text_cost_is_an_amount_only_when_written_as_one(ledger_ur
         ids = {f"cost-{i}": text for i, text in enumerate(TEXT_COSTS)}
         for request_id, text in ids.items():
             _quarantine(engine, request_id, text, user="carol")
-        with engine.connect() as conn:
-            query = sa.select(spend_calls.c.request_id, spend_calls.c.cost_usd)
-            viewed = {r: c for r, c in conn.execute(query)}
-            read = {c.request_id: c.cost_usd for c in quarantined_calls(conn)}
-        for request_id, text in ids.items():
-            expected = TEXT_COSTS[text]
-            view = None if viewed[request_id] is None else Decimal(str(viewed[request_id]))
-            assert (text, view, read[request_id]) == (text, expected, expected)
+        for text, viewed, read in _read_both_ways(engine, ids, "cost_usd"):
+            view = None if viewed is None else Decimal(str(viewed))
+            assert (text, view, read) == (text, TEXT_COSTS[text], TEXT_COSTS[text])
         (carol,) = query_spend(engine, user="carol")
         priced = [c for c in TEXT_COSTS.values() if c is not None]
         assert (carol.requests, carol.quarantined_requests) == (len(ids), len(ids))
@@ -267,13 +274,8 @@ def test_a_quarantined_start_time_is_a_time_only_when_written_as_one(ledger_url)
             line = json.dumps({"request_id": request_id, "end_user": "ivy", "cost_usd": "0.1",
                                "start_time": text}, separators=(",", ":"))  # fmt: skip
             SpendLogsInserter(engine).quarantine([(request_id, line, "refused")])
-        with engine.connect() as conn:
-            query = sa.select(spend_calls.c.request_id, spend_calls.c.start_time)
-            viewed = {r: t for r, t in conn.execute(query)}
-            read = {c.request_id: c.start_time for c in quarantined_calls(conn)}
-        for request_id, text in ids.items():
-            expected = TEXT_TIMES[text]
-            assert (text, viewed[request_id], read[request_id]) == (text, expected, expected)
+        for text, viewed, read in _read_both_ways(engine, ids, "start_time"):
+            assert (text, viewed, read) == (text, TEXT_TIMES[text], TEXT_TIMES[text])
         days = {r.key: r.requests for r in query_spend(engine, by="day")}
         assert days == {None: 13, "2026-05-04": 5}
     finally:
