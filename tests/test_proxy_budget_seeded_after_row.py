@@ -13,21 +13,27 @@ file, Redis).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.accounts_support import accounts_config, edit, generate, ledger_env, wait_for
 from tests.conftest import API_KEY
 from tests.ledger_support import make_event, open_ledger
+from tests.proxy_support import ProxyProcess
 from tracking.config import parse_config
 from tracking.pricing.estimate import max_expected_cost
 from tracking.proxy.account_store import AccountStore
 from tracking.proxy.auth import Principal
 from tracking.proxy.budgets import Budgets, Reservation
-from tracking.proxy.machine_counters import MachineCounters
+from tracking.proxy.machine_counters import COUNTERS_FILE_ENV, MachineCounters
 from tracking.proxy.shared_counters import Counters, LocalCounters, RedisCounters, to_units
+from tracking.testing import FakeOpenAI
 
 MODEL = "gpt-image-2"
 KEY = "k" * 64
@@ -113,3 +119,36 @@ def test_a_seed_read_while_a_call_settled_is_read_again(
             await counters.aclose()
 
     assert asyncio.run(scenario()) == [frozenset({"call-1"}), None, frozenset(), 40]
+
+
+def test_the_proxy_holds_a_calls_budget_under_its_request_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeOpenAI, client: httpx.Client
+) -> None:
+    """The proxy names each hold by its call's request id (the ledger row's, the answer's
+    ``x-tracking-request-id``): how a seeded counter tells the calls in flight from the ledger's
+    rows. Seen in the workers' shared file while the call waits on the upstream."""
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    counters_file = tmp_path / "counters.db"
+    config = accounts_config(tmp_path, fake.url, url, models=(MODEL,))
+    env = {**ledger_env(url), COUNTERS_FILE_ENV: str(counters_file)}
+    with ProxyProcess(config, env=env) as proxy:
+        key = generate(client, proxy.url, max_budget="5")["key"]
+        seen: list[str] = []
+
+        def held() -> bool:
+            if counters_file.exists():
+                db = sqlite3.connect(counters_file)
+                try:
+                    seen.extend(r for (r,) in db.execute("SELECT request_id FROM holds") if r)
+                finally:
+                    db.close()
+            return bool(seen)
+
+        fake.inject(latency=5)  # the call is in flight, its hold taken, for that long
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(edit, client, proxy.url, key, model=MODEL)
+            wait_for(held, timeout=30)
+            response = answer.result(timeout=60)
+        assert response.status_code == 200, response.text
+        assert seen[0] == response.headers["x-tracking-request-id"]
