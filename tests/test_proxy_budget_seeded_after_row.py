@@ -98,9 +98,9 @@ def test_a_counter_seeded_after_a_calls_row_and_before_its_settling_counts_it_on
 def test_a_seed_read_while_a_call_settled_is_read_again(
     make_counters: Callable[[], Counters],
 ) -> None:
-    """The ledger is read without the calls in flight; a call that settles before the seed is
-    taken is in the ledger's figure only when read again: the seed is refused (None) until the
-    calls in flight are those it was read without."""
+    """The ledger is read without the calls in flight; a call that settles before the counter
+    starts from that figure is in it only when read again: the figure is refused (None) until
+    the calls in flight are those it was read without."""
     name, limit = "key:k:total", 10**9
 
     async def scenario() -> list[object]:

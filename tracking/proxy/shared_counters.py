@@ -27,8 +27,9 @@ settles, replaces its reservation on that counter with its real cost. A call's r
 (acknowledged) before its reservation settles, so the ledger's figure leaves out the calls in
 flight (named by their request ids, :meth:`Counters.calls_in_flight`), which their holds count:
 it counted such a call twice, its row and its hold, when the counter was seeded between the two
-(until 2026-12-06). The seed is taken only if the calls in flight are still those the ledger was
-read without (``calls``); else the reading is made again (:class:`~tracking.proxy.budgets.Budgets`).
+(until 2026-12-06). A counter starts from that figure only if the calls in flight are still
+those the ledger was read without (``calls``); else the ledger is read again
+(:class:`~tracking.proxy.budgets.Budgets`).
 
 A Redis error never fails a call: the first is logged as a warning and Redis is tried again
 after ``retry_interval`` seconds. Meanwhile budgets are computed from the durable ledger: every
