@@ -188,6 +188,7 @@ def test_migrations_ship_inside_the_wheel():
         "0004_ledger_quarantine.py",
         "0005_proxy_keys_prior_hashes.py",
         "0006_spend_calls_view.py",
+        "0007_quarantined_values.py",
     ]
 
 

@@ -161,10 +161,16 @@ def encode_row(row: Mapping[str, Any]) -> str:
 
 
 def readable_line(row: Mapping[str, Any]) -> str:
-    """A row :func:`encode_row` refuses (a naive timestamp, a non-finite amount), as JSON text
-    for the quarantine: what cannot be encoded is written as its text, for a person to see and
-    repair; never for a query to sum."""
-    return json.dumps(dict(row), separators=(",", ":"), default=str)
+    """A row :func:`encode_row` refuses (a naive timestamp, a non-finite amount or latency), as
+    JSON text for the quarantine: what cannot be encoded is written as its text, for a person to
+    see and repair; never for a query to sum. A non-finite float is written as a string
+    (``"NaN"``), as caller metadata is: a bare ``NaN`` is no JSON, and the quarantine's readers
+    (the ``spend_calls`` view on both dialects) took such a line for no call at all."""
+    plain = {
+        name: json.dumps(value) if isinstance(value, float) and not math.isfinite(value) else value
+        for name, value in row.items()
+    }
+    return json.dumps(plain, separators=(",", ":"), default=str)
 
 
 def encode_plain(value: Any) -> str:
@@ -226,7 +232,13 @@ def line_of_sqlite_params(params: Sequence[Any]) -> str:
         value = row[name]
         if isinstance(value, str):
             row[name] = json.loads(value)
-    return encode_row(row)
+    try:
+        return encode_row(row)
+    except ValueError:
+        # A value no line holds as it is (a hand-made event's NaN latency, which SQLite stored
+        # as NULL and so refused): kept as its text, never dropped (until 2026-12-06 the
+        # quarantine could not take the row, and it was logged "not recorded").
+        return readable_line(row)
 
 
 def _sqlite_time(value: datetime) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -170,7 +170,8 @@ def quarantined_spend(
     """The summed ``cost_usd`` of the quarantined calls naming one of ``key_hashes`` and
     ``end_user`` (those given) and starting at ``since`` or later: each call once, none that
     ``spend_logs`` holds too (:func:`~._quarantined_calls.quarantined_calls`). A cost that is
-    not a finite number counts nothing: it is no amount."""
+    no amount counts nothing: not a finite number, text not written as one, or over $1e10,
+    which no ledger column holds (as the reports read it)."""
     calls = quarantined_calls(conn, key_hashes=key_hashes, end_user=end_user, since=since)
     return quarantined_cost(calls)
 
@@ -182,11 +183,14 @@ def budget_spend(
     end_user: str | None = None,
     since: datetime | None = None,
     waiting: Sequence[QuarantinedCall] = (),
+    excluding: Collection[str] = (),
 ) -> Decimal:
     """What one key (the rows naming any of ``key_hashes``) or end user spent from ``since``
     (inclusive) on, as budgets count it: the rows of ``spend_logs``, the quarantined calls and
     the calls ``waiting`` in local outboxes or kept in their ``rejected`` tables (read before
-    ``conn``'s snapshot, see :func:`~._waiting.budget_spend_with_outboxes`), each call once.
+    ``conn``'s snapshot, see :func:`~._waiting.budget_spend_with_outboxes`), each call once,
+    but for the calls ``excluding`` names (request ids: calls in flight, whose budget holds
+    count them instead, whether their rows are written yet or not).
 
     A call may have a row on each side: a process killed between committing the call's row
     and marking its intent done leaves both, and the database may take one and refuse the
@@ -197,12 +201,16 @@ def budget_spend(
     """
     engine = conn.engine
     conditions = spend_conditions(key_hashes, end_user, since)
+    if excluding:
+        conditions.append(spend_logs.c.request_id.not_in(list(excluding)))
+        waiting = [c for c in waiting if c.request_id not in excluding]
     logged = summed_cost(
         conn.execute(sa.select(cost_sum(engine)).where(*conditions)).scalar(), engine
     )
     calls = quarantined_calls(
         conn, key_hashes=key_hashes, end_user=end_user, since=since, over_intents=True
     )
+    calls = [c for c in calls if c.request_id not in excluding]
     replacing = [c.request_id for c in calls if c.replaces_intent and c.request_id]
     estimates = Decimal(0)
     for start in range(0, len(replacing), LOOKUP_CHUNK):

@@ -13,21 +13,23 @@ or as a dead process's intent and as its own row, counts once, by its own row ra
 intent's estimate), none whose request id is in ``spend_logs`` already (a replay that stopped
 between inserting a row and removing it from the quarantine: the row counts once, there). The
 quarantine is expected to be small (rows a database refused); its lines are JSON text, narrowed
-in the database with ``LIKE`` on the encoded fields and matched exactly here.
+in the database with ``LIKE`` on the values looked for and matched exactly here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ._schema import CALL_COUNT_COLUMNS, CALL_TEXT_COLUMNS, quarantine, spend_logs
+from ._queries import COST_BOUND
+from ._schema import CALL_COUNT_COLUMNS, CALL_TEXT_COLUMNS, MONEY_SCALE, quarantine, spend_logs
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -53,8 +55,9 @@ class QuarantinedCall:
 
     request_id: str | None
     start_time: datetime | None
-    #: None: the row has no price (unpriced), or a cost that is no finite amount (a row kept as
-    #: its text because it could not be encoded): reports count it as unpriced, budgets as 0
+    #: None: the row has no price (unpriced), or a cost that is no amount (a row kept as its
+    #: text because it could not be encoded, text not written as an amount, over $1e10): reports
+    #: count it as unpriced, budgets as 0 (see :func:`_cost`)
     cost_usd: Decimal | None
     status: str | None
     call_type: str | None
@@ -176,8 +179,13 @@ def field_text(name: str, value: str) -> str:
 
 
 def _has_field(name: str, value: str) -> sa.ColumnElement[bool]:
-    """A line holding ``"name":value`` as the encoder writes it (a narrowing, matched again)."""
-    return quarantine.c.line.contains(field_text(name, value), autoescape=True)
+    """A line that may hold ``value`` as its field ``name`` (a narrowing, matched again): the
+    value's JSON text, escaped or as UTF-8, wherever it is. Not ``"name":value`` as the ledger's
+    encoder writes it: a line corrected by hand, or by a tool that writes JSON otherwise (spaces
+    after the colons, UTF-8), is the same call, which the reports count (until 2026-12-06 the
+    budgets missed it)."""
+    spellings = {json.dumps(value), json.dumps(value, ensure_ascii=False)}
+    return sa.or_(*(quarantine.c.line.contains(text, autoescape=True) for text in spellings))
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -220,23 +228,61 @@ def _count(row: Mapping[str, Any], name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+#: A start time is a time only when written as one, ISO 8601 as the ledger writes it (a date
+#: alone is its UTC midnight, a time without an offset UTC): migration 0007 reads it so on both
+#: dialects, where PostgreSQL read ``"now"``, ``"infinity"`` or ``"May 4 2026"`` and SQLite
+#: ``"now"`` or a Julian day; this reader took ``"20260504T120000Z"`` and ISO week dates.
+TIME_TEXT = re.compile(
+    r"[12][0-9]{3}-[0-9]{2}-[0-9]{2}(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?"
+)
+
+
 def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or TIME_TEXT.fullmatch(value) is None:
+        return None
     try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:  # a day the month has not
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+#: A cost kept as text is an amount only when it is written as one, whole: a sign, digits with
+#: at most one point, an exponent with digits, white space around (migration 0007 reads it so on
+#: both dialects). ``"1e"``, ``"1.2.3"``, ``"1_000"``, ``"0x1F"`` or other digits than ASCII's are
+#: no amount (SQLite's CAST read the start of ``"1e"`` as 1; Python reads ``"1_000"`` as 1000).
+AMOUNT_TEXT = re.compile(
+    r"[ \t\n\r\f\v]*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?[ \t\n\r\f\v]*"
+)
+_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+_ZERO = Decimal(0).quantize(_QUANTUM)
+_SPACE = " \t\n\r\f\v"
+
+
 def _cost(value: Any) -> Decimal | None:
-    """The row's cost; None when it has none or none that is an amount (``NaN``, text)."""
-    if value is None or isinstance(value, bool):
+    """The row's cost, rounded to the ledger's 10 places as the databases round it; None
+    (unpriced) when it has none, or none that is an amount: ``NaN``, text not written as an
+    amount (:data:`AMOUNT_TEXT`), or a size no ledger column holds (over $1e10: no call of ours
+    costs that, and counted it would pass every budget at once and for good, see
+    docs/ledger.md). The ``spend_calls`` view reads a cost alike on both dialects."""
+    if isinstance(value, str):
+        written = AMOUNT_TEXT.fullmatch(value)
+        if written is None:
+            return None
+        exponent, text = written.group(1) or "", value.strip(_SPACE)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        exponent, text = "", str(value)
+    else:
         return None
     try:
-        cost = Decimal(str(value))
-    except (InvalidOperation, ValueError):
+        cost = Decimal(text)
+    except InvalidOperation:  # an exponent past Decimal's: far below the last place, or huge
+        return _ZERO if exponent.startswith("-") else None
+    if not cost.is_finite() or cost.copy_abs() > COST_BOUND + 1:
         return None
-    return cost if cost.is_finite() else None
+    cost = cost.quantize(_QUANTUM, rounding=ROUND_HALF_UP)
+    return cost if cost.copy_abs() <= COST_BOUND else None
 
 
 def quarantined_cost(calls: Iterable[QuarantinedCall]) -> Decimal:

@@ -116,14 +116,15 @@ def spend_conditions(
 #: Costs are below 10**10 USD in magnitude: what ``spend_logs``' ``NUMERIC(20, 10)`` holds (on
 #: SQLite, whose REAL may round the largest up to 10**10 itself). A larger one (a quarantined
 #: row's: the database refused it for that) is no amount to sum: Decimal's context and SQLite's
-#: 64-bit sums overflowed on it (a traceback), so it is unpriced.
-_COST_BOUND = 10 ** (20 - MONEY_SCALE)
+#: 64-bit sums overflowed on it (a traceback), so it is unpriced, in the reports and in what
+#: budgets start from alike (:func:`~._quarantined_calls.quarantined_calls`).
+COST_BOUND = 10 ** (20 - MONEY_SCALE)
 
 
 def _cost(source: Any) -> sa.ColumnElement[Any]:
     """``source``'s ``cost_usd``, NULL (unpriced) when no ledger column could hold it."""
     cost = source.c.cost_usd
-    return sa.case((sa.func.abs(cost) <= sa.literal_column(str(_COST_BOUND)), cost), else_=None)
+    return sa.case((sa.func.abs(cost) <= sa.literal_column(str(COST_BOUND)), cost), else_=None)
 
 
 def cost_sum(
@@ -157,7 +158,7 @@ def _sqlite_parts(cost: sa.ColumnElement[Any]) -> tuple[sa.ColumnElement[Any], .
 
 def unpriced_count(source: Any = spend_logs) -> sa.ColumnElement[Any]:
     """How many rows have no cost at all (a model no price entry covers), or none a ledger
-    column could hold (see :data:`_COST_BOUND`)."""
+    column could hold (see :data:`COST_BOUND`)."""
     return sa.func.coalesce(sa.func.sum(sa.case((_cost(source).is_(None), 1), else_=0)), 0)
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -169,10 +169,12 @@ def budget_spend_with_outboxes(
     key_hashes: Sequence[str] | None = None,
     end_user: str | None = None,
     since: datetime | None = None,
+    excluding: Collection[str] = (),
 ) -> Decimal:
     """What budgets start from: :func:`~._quarantine.budget_spend` and the calls kept in the
     local outboxes of ``folder`` (None: the target's folder), waiting to ship or refused for good
-    (:func:`local_calls`), each call once (module docstring).
+    (:func:`local_calls`), each call once (module docstring), but for the calls ``excluding``
+    names (request ids of calls in flight, which the budget counts by their holds).
     """
     local = local_calls(
         folder if folder is not None else outbox_folder(engine),
@@ -183,5 +185,10 @@ def budget_spend_with_outboxes(
     with engine.connect() as conn:
         _begin_snapshot(conn)
         return budget_spend(
-            conn, key_hashes=key_hashes, end_user=end_user, since=since, waiting=local
+            conn,
+            key_hashes=key_hashes,
+            end_user=end_user,
+            since=since,
+            waiting=local,
+            excluding=excluding,
         )

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -324,12 +324,13 @@ class AccountStore:
         key_hashes: Sequence[str] | None = None,
         end_user: str | None = None,
         since: datetime | None,
+        excluding: Collection[str] = (),
     ) -> Decimal:
         """What one key (the rows naming any of ``key_hashes``: a regenerated key's hashes) or
         end user spent from ``since`` (inclusive) on, per the ledger: ``spend_logs``, the
         quarantined rows and the rows this host keeps in its local outboxes (waiting for a
         database that cannot take them yet, or refused by the database and its quarantine),
-        each call once
+        each call once, but for the calls ``excluding`` names (request ids of calls in flight)
         (:func:`~tracking.integrations.sql.budget_spend_with_outboxes`)."""
         if self.nothing_stored():
             return Decimal(0)
@@ -343,6 +344,7 @@ class AccountStore:
             key_hashes=key_hashes,
             end_user=end_user,
             since=since,
+            excluding=excluding,
         )
 
     def spend_logs(

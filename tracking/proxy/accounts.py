@@ -113,10 +113,15 @@ class Accounts:
         return routes
 
     async def admit(
-        self, principal: Principal, params: dict[str, Any], model: str, now: datetime | None = None
+        self,
+        principal: Principal,
+        params: dict[str, Any],
+        model: str,
+        now: datetime | None = None,
+        request_id: str | None = None,
     ) -> Reservation:
         """Refuse the call (400/403/429) or hold its budget in the periods of ``now`` (the
-        call's start); fills the call's key metadata."""
+        call's start) for the call ``request_id`` names; fills the call's key metadata."""
         if self.enforced_params:
             refuse_missing_params(self.enforced_params, params)
         if not principal.may_call(model):
@@ -145,10 +150,12 @@ class Accounts:
             params["metadata"] = metadata
         if not self.enabled:
             if self.proxy_budget:  # no keys or end users to hold: the whole proxy's alone
-                return await self.budgets.reserve(principal, params, model, accounts=False, now=now)
+                return await self.budgets.reserve(
+                    principal, params, model, accounts=False, now=now, request_id=request_id
+                )
             return Reservation()
         await self.rate_limiter.admit(principal)
-        return await self.budgets.reserve(principal, params, model, now=now)
+        return await self.budgets.reserve(principal, params, model, now=now, request_id=request_id)
 
     async def aclose(self) -> None:
         import asyncio

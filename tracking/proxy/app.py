@@ -403,7 +403,9 @@ class ProxyApp:
         if control is not None:
             control.start_time = started
         # Key's model list, rpm, end user's block and budgets; holds the call's maximum cost.
-        reservation = await self.accounts.admit(principal, params, model, started)
+        reservation = await self.accounts.admit(
+            principal, params, model, started, control.request_id if control is not None else None
+        )
         if control is not None and reservation.held:  # retries and fallbacks grow the hold
             control.cover = functools.partial(self._cover, reservation)
         watcher = _watch_caller(receive, control)

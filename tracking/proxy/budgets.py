@@ -43,6 +43,7 @@ the end user's budget (a block last seen is still honoured).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -76,6 +77,8 @@ __all__ = [
 log = logging.getLogger("tracking.proxy")
 
 PERIODS = ("daily", "monthly", "total")
+#: Readings of the ledger a counter is seeded from, should its calls in flight change meanwhile.
+_SEED_ATTEMPTS = 3
 #: End users with a budget or a block the proxy keeps a list of (beyond it: the setting decides).
 _MAX_USERS_WITH_RULES = 100_000
 #: Input image tokens reserved per input image for token-priced models (the upstream reports the
@@ -127,6 +130,10 @@ class Reservation:
     #: The day whose prices the call's worst cases are worked out at: the day it started, as
     #: its event is priced (:func:`~tracking.pricing.price_day`); None: today.
     day: date | None = None
+    #: The call's request id (its ledger row's): while the reservation is in flight, a counter
+    #: seeded from the ledger counts the call by its hold, not by its row (see
+    #: :meth:`Budgets._reserve_one`).
+    request_id: str | None = None
 
     async def settle(self, cost: Decimal | None) -> None:
         """Replace the reservation with the real cost (None: unpriced, counted as 0). Once:
@@ -267,10 +274,12 @@ class Budgets:
         *,
         accounts: bool = True,
         now: datetime | None = None,
+        request_id: str | None = None,
     ) -> Reservation:
         """Hold the call's worst case on every budget that applies (``accounts=False``: a proxy
         without a master key, where only the whole proxy's does), in the periods ``now`` (the
-        call's start: its ledger row's ``start_time``) is in."""
+        call's start: its ledger row's ``start_time``) is in; ``request_id`` is the call's (its
+        ledger row's)."""
         user, _ = end_user_of(params)
         record = await self.end_user(user) if user is not None and accounts else None
         if record is not None and record.blocked:
@@ -319,7 +328,7 @@ class Budgets:
                 )
             )
         # priced as the call's event will be: at the prices of the day it started
-        reservation = Reservation(self.counters, day=price_day(now))
+        reservation = Reservation(self.counters, day=price_day(now), request_id=request_id)
         if not budgets:
             return reservation
         upstream = [d.model for d in self.config.deployments(model)] or [model]
@@ -390,9 +399,19 @@ class Budgets:
         hold: Reservation,
     ) -> None:
         result = await self.counters.reserve(name, amount, limit, None, hold)
-        if result is None:
-            spent = await _from_store(lambda: self.store.spent(**ledger_filter))
-            result = await self.counters.reserve(name, amount, limit, to_units(spent), hold)
+        for attempt in range(_SEED_ATTEMPTS + 1):
+            if result is not None:
+                break
+            # Seeded from the ledger without the calls in flight on the counter, which their
+            # holds count: a call's row is written before its hold settles, and a counter seeded
+            # between the two counted the call twice (until 2026-12-06). Read again should one
+            # of them settle (or another begin) meanwhile; the last attempt asks nothing (a call
+            # that settles then may count twice: never less than once).
+            last = attempt == _SEED_ATTEMPTS
+            calls = None if last else await self.counters.calls_in_flight(name)
+            read = functools.partial(self.store.spent, excluding=calls or (), **ledger_filter)
+            spent = await _from_store(read)
+            result = await self.counters.reserve(name, amount, limit, to_units(spent), hold, calls)
         if result is None or result >= 0:
             return
         counted = -result - 1

@@ -10,9 +10,10 @@ budget. The semantics are those of :class:`~tracking.proxy.shared_counters.Local
 looking for them once every ``IDLE_TTL``); operations run off the event loop.
 
 Every worker's reservations in flight are in the file too (``holds``, each named by its worker's
-process id and the reservation), so a counter seeded again (dropped when its budget changed)
-starts from the ledger plus every worker's calls in flight on it, as Redis's does; a hold that
-was never settled (its worker died) stops counting after ``IDLE_TTL``.
+process id and the reservation, with its call's request id), so a counter seeded again (dropped
+when its budget changed) starts from the ledger without those calls plus every worker's calls in
+flight on it, as Redis's does; a hold that was never settled (its worker died) stops counting
+after ``IDLE_TTL``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS money (name TEXT PRIMARY KEY, units INTEGER NOT NULL,
                                   expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS holds (name TEXT NOT NULL, holder TEXT NOT NULL,
                                   units INTEGER NOT NULL, expires REAL NOT NULL,
-                                  PRIMARY KEY (name, holder));
+                                  request_id TEXT, PRIMARY KEY (name, holder));
 """
 
 
@@ -59,6 +60,9 @@ class MachineCounters:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(holds)")}
+            if "request_id" not in columns:  # a file made by a version before 2026-12-06
+                self._conn.execute("ALTER TABLE holds ADD COLUMN request_id TEXT")
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         def transaction() -> T:
@@ -94,7 +98,13 @@ class MachineCounters:
         return await self._run(hit)
 
     async def reserve(
-        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+        self,
+        name: str,
+        amount: int,
+        limit: int,
+        seed: int | None,
+        hold: object = None,
+        calls: frozenset[str] | None = None,
     ) -> int | None:
         def reserve(conn: sqlite3.Connection) -> int | None:
             now = self._clock()
@@ -107,7 +117,9 @@ class MachineCounters:
             ).fetchone()
             if row is None and seed is None:
                 return None
-            if row is None:  # seeded: the ledger has none of the calls in flight yet
+            if row is None and calls is not None and _calls_on(conn, name, now) != calls:
+                return None  # a call settled, or began, since the ledger was read: again
+            if row is None:  # seeded: the ledger's figure counts none of the calls in flight
                 (held,) = conn.execute(
                     "SELECT coalesce(sum(units), 0) FROM holds WHERE name = ? AND expires > ?",
                     (name, now),
@@ -124,15 +136,27 @@ class MachineCounters:
                 (name, after, now + IDLE_TTL),
             )
             if admitted and amount and hold is not None:
+                request_id = getattr(hold, "request_id", None)
                 conn.execute(
-                    "INSERT INTO holds (name, holder, units, expires) VALUES (?, ?, ?, ?) "
+                    "INSERT INTO holds (name, holder, units, expires, request_id) "
+                    "VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (name, holder) DO UPDATE SET units = units + excluded.units, "
                     "expires = excluded.expires",
-                    (name, _holder(hold), amount, now + IDLE_TTL),
+                    (
+                        name,
+                        _holder(hold),
+                        amount,
+                        now + IDLE_TTL,
+                        request_id if isinstance(request_id, str) else None,
+                    ),
                 )
             return after if admitted else -current - 1
 
         return await self._run(reserve)
+
+    async def calls_in_flight(self, name: str) -> frozenset[str]:
+        """Every worker's calls in flight on ``name`` (a dead worker's until its holds expire)."""
+        return await self._run(lambda conn: _calls_on(conn, name, self._clock()))
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         def adjust(conn: sqlite3.Connection) -> None:
@@ -160,6 +184,15 @@ class MachineCounters:
     async def aclose(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _calls_on(conn: sqlite3.Connection, name: str, now: float) -> frozenset[str]:
+    """The request ids of the calls holding on ``name`` (in the caller's transaction)."""
+    rows = conn.execute(
+        "SELECT request_id FROM holds WHERE name = ? AND expires > ? AND request_id IS NOT NULL",
+        (name, now),
+    )
+    return frozenset(str(request_id) for (request_id,) in rows)
 
 
 def _holder(hold: object) -> str:

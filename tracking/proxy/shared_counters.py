@@ -20,10 +20,16 @@ that long and never the loop; the client's settings are the router's
 (:func:`tracking.redis_outage.async_redis_client`).
 
 Each instance keeps the reservations it holds that are not settled yet (its calls in flight),
-whether Redis or the ledger admitted them: they are not in the ledger yet, so wherever a budget
-is worked out from the ledger they are added to it. A counter seeded again (missing: first use,
-idle, or lost) starts from the ledger's figure plus this instance's reservations in flight on it,
-since each of them, when it settles, replaces its reservation on that counter with its real cost.
+whether Redis or the ledger admitted them, so wherever a budget is worked out from the ledger they
+are added to it. A counter seeded again (missing: first use, idle, or lost) starts from the
+ledger's figure plus this instance's reservations in flight on it, since each of them, when it
+settles, replaces its reservation on that counter with its real cost. A call's row is written
+(acknowledged) before its reservation settles, so the ledger's figure leaves out the calls in
+flight (named by their request ids, :meth:`Counters.calls_in_flight`), which their holds count:
+it counted such a call twice, its row and its hold, when the counter was seeded between the two
+(until 2026-12-06). A counter starts from that figure only if the calls in flight are still
+those the ledger was read without (``calls``); else the ledger is read again
+(:class:`~tracking.proxy.budgets.Budgets`).
 
 A Redis error never fails a call: the first is logged as a warning and Redis is tried again
 after ``retry_interval`` seconds. Meanwhile budgets are computed from the durable ledger: every
@@ -122,12 +128,26 @@ class Counters(Protocol):
         ...
 
     async def reserve(
-        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+        self,
+        name: str,
+        amount: int,
+        limit: int,
+        seed: int | None,
+        hold: object = None,
+        calls: frozenset[str] | None = None,
     ) -> int | None:
         """Reserve ``amount`` if the counter stays within ``limit``: the counter after (admitted)
         or ``-(counter) - 1`` (refused: it would pass the limit, or the limit is reached). None
-        means the counter is missing: call again with the ledger's figure as ``seed``. ``hold``
-        names the reservation (the same object is given to :meth:`adjust` when it settles)."""
+        means the counter is missing: call again with the ledger's figure as ``seed``, read
+        without the ``calls`` in flight (:meth:`calls_in_flight`); None again when the calls in
+        flight are no longer those (read again). ``hold`` names the reservation (the same object
+        is given to :meth:`adjust` when it settles; its ``request_id``, when it has one, names
+        its call among the calls in flight)."""
+        ...
+
+    async def calls_in_flight(self, name: str) -> frozenset[str]:
+        """The request ids of the calls whose reservations on ``name`` are not settled yet (those
+        the counter, seeded, counts by their holds rather than by the ledger)."""
         ...
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None: ...
@@ -189,14 +209,20 @@ class LocalCounters:
             return None
 
     async def reserve(
-        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+        self,
+        name: str,
+        amount: int,
+        limit: int,
+        seed: int | None,
+        hold: object = None,
+        calls: frozenset[str] | None = None,
     ) -> int | None:
         now = self._clock()
         with self._lock:
             self._forget_expired(now)
             entry = self._money.get(name)
             if entry is None or entry[1] <= now:
-                if seed is None:
+                if seed is None or not self._in_flight.still(name, calls):
                     return None
                 entry = (seed + self._in_flight.in_flight(name), 0.0)
             current = entry[0]
@@ -206,6 +232,9 @@ class LocalCounters:
             self._money[name] = (current + amount, now + IDLE_TTL)
             self._in_flight.taken(name, hold, amount)
             return current + amount
+
+    async def calls_in_flight(self, name: str) -> frozenset[str]:
+        return self._in_flight.calls(name)
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         now = self._clock()
@@ -232,19 +261,42 @@ class HoldsInFlight:
         self._lock = threading.Lock()
         #: name -> {id(hold): units}
         self._holds: dict[str, dict[int, int]] = {}
+        #: id(hold) -> its call's request id (holds that name one)
+        self._calls: dict[int, str] = {}
 
     def taken(self, name: str, hold: object, amount: int) -> None:
         """``amount`` was admitted on ``name`` for ``hold``: in flight until it settles."""
         if hold is None or not amount:
             return  # a reservation without a hold cannot be told apart when it settles
         with self._lock:
-            holds = self._holds.setdefault(name, {})
-            holds[id(hold)] = holds.get(id(hold), 0) + amount
+            self._take(name, hold, amount)
+
+    def _take(self, name: str, hold: object, amount: int) -> None:
+        """(Under the lock.)"""
+        holds = self._holds.setdefault(name, {})
+        holds[id(hold)] = holds.get(id(hold), 0) + amount
+        request_id = getattr(hold, "request_id", None)
+        if isinstance(request_id, str):
+            self._calls[id(hold)] = request_id
 
     def in_flight(self, name: str) -> int:
         """What this instance's reservations on ``name`` not settled yet hold."""
         with self._lock:
             return sum(self._holds.get(name, {}).values())
+
+    def calls(self, name: str) -> frozenset[str]:
+        """The request ids of the calls holding on ``name``, not settled yet."""
+        with self._lock:
+            return self._calls_on(name)
+
+    def _calls_on(self, name: str) -> frozenset[str]:
+        """(Under the lock.)"""
+        holds = self._holds.get(name, {})
+        return frozenset(self._calls[h] for h in holds if h in self._calls)
+
+    def still(self, name: str, calls: frozenset[str] | None) -> bool:
+        """Whether the calls holding on ``name`` are ``calls`` (None: not asked)."""
+        return calls is None or self.calls(name) == calls
 
     def all_in_flight(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -256,6 +308,8 @@ class HoldsInFlight:
             holds = self._holds.get(name)
             if holds is not None and holds.pop(id(hold), None) is not None and not holds:
                 del self._holds[name]
+            if not any(id(hold) in held for held in self._holds.values()):
+                self._calls.pop(id(hold), None)
 
 
 class OutageBudgets(HoldsInFlight):
@@ -269,20 +323,25 @@ class OutageBudgets(HoldsInFlight):
         self._pending: dict[str, int] = {}
 
     def reserve(
-        self, name: str, amount: int, limit: int, seed: int | None, hold: object
+        self,
+        name: str,
+        amount: int,
+        limit: int,
+        seed: int | None,
+        hold: object,
+        calls: frozenset[str] | None = None,
     ) -> int | None:
-        """Reserve from the ledger's figure (``seed``) plus this instance's reservations in
-        flight on ``name``; kept to merge back."""
+        """Reserve from the ledger's figure (``seed``, read without ``calls``) plus this
+        instance's reservations in flight on ``name``; kept to merge back."""
         if seed is None:
             return None  # always from the ledger while Redis is away
         with self._lock:
-            holds = self._holds.setdefault(name, {})
-            current = seed + sum(holds.values())
+            if calls is not None and self._calls_on(name) != calls:
+                return None  # a call settled, or began, since the ledger was read: again
+            current = seed + sum(self._holds.get(name, {}).values())
             if current >= limit or current + amount > limit:
-                if not holds:
-                    del self._holds[name]
                 return -current - 1
-            holds[id(hold)] = holds.get(id(hold), 0) + amount
+            self._take(name, hold, amount)
             self._add(name, amount)
             return current + amount
 
@@ -383,11 +442,20 @@ class RedisCounters:
         return await self._guarded(remote, lambda: self.local.hit_rpm(name, limit))
 
     async def reserve(
-        self, name: str, amount: int, limit: int, seed: int | None, hold: object = None
+        self,
+        name: str,
+        amount: int,
+        limit: int,
+        seed: int | None,
+        hold: object = None,
+        calls: frozenset[str] | None = None,
     ) -> int | None:
         async def remote() -> int | None:
-            # A missing counter starts from the ledger plus this instance's reservations in
-            # flight on it: not in the ledger yet, each will replace its hold with its real cost.
+            # A missing counter starts from the ledger (without the calls in flight) plus this
+            # instance's reservations in flight on it: each will replace its hold with its real
+            # cost.
+            if seed is not None and not self._outage.still(name, calls):
+                return None  # a call settled, or began, since the ledger was read: again
             start = "" if seed is None else seed + self._outage.in_flight(name)
             status, value = await self._reserve(
                 keys=[f"{self.prefix}budget:{name}"], args=[amount, limit, IDLE_TTL, start]
@@ -400,9 +468,12 @@ class RedisCounters:
             return -int(value) - 1
 
         async def from_ledger() -> int | None:
-            return self._outage.reserve(name, amount, limit, seed, hold)
+            return self._outage.reserve(name, amount, limit, seed, hold, calls)
 
         return await self._guarded(remote, from_ledger)
+
+    async def calls_in_flight(self, name: str) -> frozenset[str]:
+        return self._outage.calls(name)
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         async def remote() -> None:
