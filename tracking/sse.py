@@ -7,7 +7,8 @@ joined by ``\\n``, as bytes (a streamed image is a few MB of base64: it is neith
 copied more than once). Lines end in ``\\n``, ``\\r\\n`` or ``\\r``, as the specification allows
 (a ``\\r\\n`` split between two chunks is one line end); comment lines (``:``) and fields other
 than ``event`` and ``data`` are skipped, as the SSE specification says. One event may hold at
-most ``max_event_bytes``: an upstream that never ends its event gets an error, not all memory;
+most ``max_event_bytes`` (its data lines with the ``\n`` each adds, so endless empty ``data:``
+lines are refused too): an upstream that never ends its event gets an error, not all memory;
 the events a chunk completed before the one that grew too large are returned first, and the
 error is raised by the next ``feed``.
 """
@@ -110,7 +111,7 @@ class SSEDecoder:
             value = value[1:]
         if name == b"data":
             self._data.append(value)
-            self._size += len(value)
+            self._size += len(value) + 1  # with the \n it is joined by: empty lines count too
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
         return None
