@@ -125,6 +125,7 @@ class _StreamReader:
         self._failed: BaseException | None = None
         self._events = 0  # parsed from this attempt's answer
         self._prepared: PreparedRequest | None = None
+        self._timeout = 0.0  # the call's: the most a wait for one event may take
 
     def open(
         self, prepared: PreparedRequest, timeout: float, provider: Provider, progress: _Progress
@@ -134,6 +135,7 @@ class _StreamReader:
         self._ready.clear()
         self._failed, self._events = None, 0
         self._prepared = prepared
+        self._timeout = timeout
         sent = time.perf_counter()
         outcome: Answer | BaseException = yield OpenStream(prepared, timeout)
         progress.upstream_latency_ms = (time.perf_counter() - sent) * 1000
@@ -159,9 +161,13 @@ class _StreamReader:
     def next_event(self) -> Generator[StreamEffect, Any, ImageEditStreamEvent]:
         """The next typed event, reading as much of the answer as it takes. An unusable event
         (not JSON, an ``error`` event, an image that is none) ends the answer, but only after
-        the events before it, even those in the same chunk, are delivered."""
+        the events before it, even those in the same chunk, are delivered. Each read may take
+        the call's timeout (the driver's idle timeout), and so may the wait for the event: an
+        answer whose bytes keep coming without one (keep-alive comments, events of unknown
+        types, an event dripped a byte at a time) is broken off then, as a silent one is."""
         prepared = self._prepared
         assert prepared is not None
+        waiting = time.perf_counter()  # (the caller's time between events is not counted)
         while not self._ready:
             if self._failed is not None:
                 failed, self._failed = self._failed, None
@@ -198,6 +204,12 @@ class _StreamReader:
                     self.first_image_ms = (time.perf_counter() - self.started) * 1000
                 self._events += 1
                 self._ready.append(item)
+            waited = time.perf_counter() - waiting
+            if not self._ready and self._failed is None and waited > self._timeout:
+                raise StreamInterruptedError(
+                    f"the stream from {prepared.host} sent no event for {self._timeout:g} s "
+                    "(the call's timeout) before its completed event"
+                )
         item = self._ready.popleft()
         if isinstance(item, ImageEditCompletedEvent):
             self.completed = item
