@@ -172,3 +172,37 @@ def test_a_caller_slower_than_the_timeout_between_events_is_not_cut_off(
     assert seen == ["image_edit.partial_image"] * 2 + ["image_edit.completed"]
     (event,) = recorder.events
     assert (event.status, event.cost_source) == ("success", "custom")  # (registered prices)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_an_upstream_sending_partial_images_without_end_is_broken_off_after_the_most(
+    recorder: EventRecorder, use_async: bool
+) -> None:
+    """OpenAI makes at most 3 partial images (``partial_images`` 0 to 3): one that keeps sending
+    them, each in time, held the call for as long as it liked."""
+
+    async def edit(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        answer = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await answer.prepare(request)
+        try:
+            for index in range(50):
+                await answer.write(_frame({**PARTIAL, "partial_image_index": index}))
+            await answer.write(_frame(COMPLETED))
+            await answer.write_eof()
+        except (ConnectionError, RuntimeError):  # the client broke the stream off
+            pass
+        return answer
+
+    with edits_upstream(edit, "endless-partials") as api_base:
+        params = {**stream_call(MODEL, api_base), "max_retries": 0}
+        seen, error = _read(params, use_async)
+    assert seen == ["image_edit.partial_image"] * 3
+    assert isinstance(error, tracking.StreamInterruptedError), error
+    assert "more than 3 partial images" in str(error)
+    request, _ = parse_call(**params)
+    (event,) = recorder.events
+    assert (event.error_type, event.cost_usd) == (
+        "stream_interrupted",
+        estimate_incomplete_stream(request),
+    )

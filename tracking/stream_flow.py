@@ -52,11 +52,12 @@ from .ids import new_request_id
 from .pricing import price_day, unreadable_success
 from .pricing.estimate import estimate_incomplete_stream
 from .providers import PreparedRequest, Provider
-from .request import CallOptions, ImageEditRequest
+from .request import MAX_PARTIAL_IMAGES, CallOptions, ImageEditRequest
 from .response import ImageResponse
 from .sse import EventTooLarge, SSEDecoder
 from .stream_events import (
     ImageEditCompletedEvent,
+    ImageEditPartialImageEvent,
     ImageEditStreamEvent,
     parse_stream_event,
 )
@@ -124,6 +125,7 @@ class _StreamReader:
         #: what ended the answer, raised once the events parsed before it are delivered
         self._failed: BaseException | None = None
         self._events = 0  # parsed from this attempt's answer
+        self._partials = 0  # of them, partial images
         self._prepared: PreparedRequest | None = None
         self._timeout = 0.0  # the call's: the most a wait for one event may take
 
@@ -133,7 +135,7 @@ class _StreamReader:
         """One attempt: open the answer and read up to its first event."""
         self._decoder = SSEDecoder()
         self._ready.clear()
-        self._failed, self._events = None, 0
+        self._failed, self._events, self._partials = None, 0, 0
         self._prepared = prepared
         self._timeout = timeout
         sent = time.perf_counter()
@@ -200,6 +202,17 @@ class _StreamReader:
                     break
                 if item is None:
                     continue
+                if isinstance(item, ImageEditPartialImageEvent):
+                    self._partials += 1
+                    if self._partials > MAX_PARTIAL_IMAGES:  # an upstream that never finishes
+                        self._failed = self._unusable(
+                            APIResponseError(
+                                f"the upstream sent more than {MAX_PARTIAL_IMAGES} partial "
+                                "images, the most OpenAI's API makes"
+                            ),
+                            prepared,
+                        )
+                        break
                 if self.first_image_ms is None:
                     self.first_image_ms = (time.perf_counter() - self.started) * 1000
                 self._events += 1
