@@ -281,14 +281,20 @@ def streaming(call: Call, family: Family) -> Iterator[Violation]:
             unsupported=True,
         )
     elif call.stream and call.n is not None and call.n > 1:
-        # each streamed event carries one image: OpenAI refuses a stream of several
-        # ("Streaming is only supported with n=1.", unsupported_parameter)
-        yield Violation(
-            "n",
-            "stream_single_image",
-            f"n: a streamed answer is one image, got n={call.n}; ask for n=1, or call "
-            "without stream=True for several images",
-        )
+        yield several_streamed_images(call.n)
+
+
+def several_streamed_images(n: int) -> Violation:
+    """``stream=True`` with ``n`` above 1, refused for every model, known or not: each streamed
+    event carries one image and OpenAI refuses a stream of several ("Streaming is only supported
+    with n=1.", unsupported_parameter); a stream ends at its first completed event, so the rest
+    would be billed and never delivered nor recorded."""
+    return Violation(
+        "n",
+        "stream_single_image",
+        f"n: a streamed answer is one image, got n={n}; ask for n=1, or call "
+        "without stream=True for several images",
+    )
 
 
 def animated_output(call: Call, family: Family) -> Iterator[Violation]:

@@ -28,7 +28,9 @@ Each provider says which operations it serves in its ``operations`` attribute (e
 it has none); :func:`prepare_call` refuses any other with an
 :class:`~tracking.errors.UnsupportedOperationError` before anything is sent, and ``stream=True``
 with an :class:`~tracking.errors.UnsupportedParamsError` for a provider whose ``streams`` is
-False (every one but OpenAI, Azure and OpenAI-compatible servers), whatever its model.
+False (every one but OpenAI, Azure and OpenAI-compatible servers), whatever its model, and
+``stream=True`` with ``n`` above 1 with a :class:`~tracking.errors.ValidationError` on ``n``,
+also for a model the family table does not know (a stream ends at its first image).
 OpenAI, Azure, OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit
 them.
 """
@@ -40,7 +42,13 @@ import os
 from typing import TYPE_CHECKING, cast
 
 from ..endpoint import check_api_key, check_prepared
-from ..errors import ConfigurationError, UnsupportedOperationError, UnsupportedParamsError
+from ..errors import (
+    ConfigurationError,
+    UnsupportedOperationError,
+    UnsupportedParamsError,
+    ValidationError,
+)
+from ..rules import several_streamed_images
 from .base import EDITS_ONLY, Poll, PreparedRequest, Provider
 
 if TYPE_CHECKING:
@@ -189,6 +197,10 @@ def prepare_call(
             param="stream",
             rule="unsupported",
         )
+    if request.stream and request.n is not None and request.n > 1:
+        # a model the family table does not know (an Azure deployment, an OpenAI-compatible
+        # server's): its stream would end at its first image, the others billed unseen
+        raise ValidationError.from_violations([several_streamed_images(request.n)])
     prepared = provider.prepare(request, options)
     # A key or URL from the environment is held to the rules the call's own were (request.py).
     check_prepared(prepared.url, prepared.headers, prepared.secrets)
