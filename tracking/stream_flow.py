@@ -45,6 +45,7 @@ from .flow import (
     _Progress,
     _status_error,
     _transport_error,
+    _upstream_text,
     end_streamed_attempt,
 )
 from .frozen import fast_init
@@ -144,7 +145,7 @@ class _StreamReader:
         if isinstance(outcome, BaseException):
             progress.outcome = outcome  # sent whole, then lost? (the call path's unknown outcomes)
             raise _transport_error(outcome, prepared) from None
-        upstream_id = outcome.headers.get("x-request-id")
+        upstream_id = _upstream_text(outcome.headers.get("x-request-id"), prepared.secrets)
         progress.upstream_request_id = self.upstream_request_id = upstream_id
         progress.http_status = self.http_status = outcome.status
         if outcome.status >= 400:
