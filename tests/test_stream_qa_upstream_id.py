@@ -118,3 +118,41 @@ def test_the_proxy_relays_no_key_in_a_streamed_answers_headers_or_rows(
     assert len(rows) == 1 and MARKER not in json.dumps(rows)
     assert rows[0]["upstream_request_id"].startswith("req-")
     assert len(rows[0]["upstream_request_id"]) <= 256
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-event", "after-a-partial"])
+def test_an_error_event_echoing_the_key_is_masked_in_the_raised_error(
+    recorder: EventRecorder, first: bool
+) -> None:
+    """An ``error`` event's message and code reached the caller's exception as they came (a
+    status error's are masked and its code bounded); the event was masked already."""
+
+    async def edit(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        answer = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await answer.prepare(request)
+        if not first:
+            partial = {"type": "image_edit.partial_image", "b64_json": PNG_B64}
+            await answer.write(
+                f"event: {partial['type']}\ndata: {json.dumps(partial)}\n\n".encode()
+            )
+        error = {"message": f"bad key {key}", "code": f"c-{key}-" + "z" * 1000}
+        await answer.write(f"event: error\ndata: {json.dumps({'error': error})}\n\n".encode())
+        await answer.write_eof()
+        return answer
+
+    with edits_upstream(edit, "error-event-echo") as api_base:
+        params = {"model": "gpt-image-2", "prompt": "a hat", "image": make_png(16, 16)}
+        params |= {"api_base": api_base, "api_key": PROVIDER_KEY, "stream": True}
+        with pytest.raises(tracking.TrackingError) as failed:
+            list(tracking.image_edit(**params, max_retries=0))
+    error = failed.value
+    kind = tracking.APIResponseError if first else tracking.StreamInterruptedError
+    assert isinstance(error, kind) and "bad key" in str(error)
+    code = getattr(error, "code", None) or ""
+    for text in (str(error), error.message, getattr(error, "upstream_message", None) or "", code):
+        assert MARKER not in text
+    assert len(code) <= 256
+    (event,) = recorder.events
+    assert MARKER not in json.dumps(event.to_dict())

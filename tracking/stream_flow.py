@@ -31,7 +31,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .call_control import claim
-from .errors import APIResponseError, StreamClosed, StreamInterruptedError, TrackingError
+from .errors import (
+    APIResponseError,
+    StreamClosed,
+    StreamInterruptedError,
+    TrackingError,
+    mask_secrets,
+)
 from .flow import (
     READ_OFF_THE_LOOP,
     Answer,
@@ -199,7 +205,7 @@ class _StreamReader:
                     else:  # a large image (a completed event at 4K): off the event loop
                         item = yield from _off_the_loop(parse_stream_event, sse)
                 except APIResponseError as exc:
-                    self._failed = self._unusable(exc, prepared)
+                    self._failed = self._unusable(_masked(exc, prepared), prepared)
                     break
                 if item is None:
                     continue
@@ -261,6 +267,18 @@ class _StreamReader:
             upstream_request_id=self.upstream_request_id, http_status=self.http_status
         )
         return response
+
+
+def _masked(error: APIResponseError, prepared: PreparedRequest) -> APIResponseError:
+    """``error``, read from an event, with the upstream's words in it (an ``error`` event's
+    message and code) masked of the call's secrets, the code bounded, as a status error's are."""
+    secrets = prepared.secrets
+    error.message = mask_secrets(error.message, secrets)
+    error.args = (error.message,)
+    if error.upstream_message is not None:
+        error.upstream_message = mask_secrets(error.upstream_message, secrets)
+    error.code = _upstream_text(error.code, secrets)
+    return error
 
 
 def stream_flow(
