@@ -154,6 +154,8 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
     if not isinstance(payload, dict):
         raise APIResponseError("the upstream streamed an event that is not a JSON object")
     kind = payload.get("type") or sse.event
+    if kind is not None and not isinstance(kind, str):  # a list, an object: no type at all
+        raise APIResponseError("the upstream streamed an event whose type is not a string")
     error = payload.get("error")
     if kind == "error" or isinstance(error, dict):
         details = error if isinstance(error, dict) else payload
