@@ -85,6 +85,7 @@ _UNTOUCHED = frozenset(
     {"request_id", "cost_usd", "cost_per_image_usd", "start_time", "end_time", "latency_ms"}
 )
 _INT32 = 2**31 - 1
+_INT64 = 2**63 - 1
 _NOT_NULL_INTS = {"n": 1, "images_returned": 0, "attempts": 0, "retries": 0}
 
 
@@ -141,13 +142,16 @@ def list_quarantine(
     engine: Engine, *, limit: int | None = None, ids: Sequence[int] | None = None
 ) -> list[QuarantinedRow]:
     """The quarantined rows, oldest first; with ``ids``, those rows only (read by id,
-    ``LOOKUP_CHUNK`` a statement, not picked from the whole quarantine)."""
+    ``LOOKUP_CHUNK`` a statement, not picked from the whole quarantine). An id its column
+    cannot hold (past 32 bits on PostgreSQL, 64 on SQLite) names no row: it is never sent,
+    which the driver refused with a traceback."""
     query = sa.select(quarantine).order_by(quarantine.c.id)
     if limit is not None:
         query = query.limit(limit)
     chunks: list[Any] = [None]
     if ids is not None:
-        wanted = sorted(set(ids))
+        bound = _INT32 if engine.dialect.name == "postgresql" else _INT64
+        wanted = sorted(i for i in set(ids) if -bound - 1 <= i <= bound)
         chunks = [wanted[i : i + LOOKUP_CHUNK] for i in range(0, len(wanted), LOOKUP_CHUNK)]
     rows: list[QuarantinedRow] = []
     with engine.connect() as conn:

@@ -45,7 +45,7 @@ def _status(entry: PriceEntry, today: date) -> str:
 
 
 def _money(value: Decimal | None) -> str:
-    return "-" if value is None else f"${value}"
+    return "-" if value is None else f"${value:f}"  # $0.0000001, never $1E-7
 
 
 def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = False) -> int:
@@ -65,7 +65,7 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
                 "provider": entry.provider,
                 "status": _status(entry, today),
                 "shutdown": entry.shutdown.isoformat() if entry.shutdown else None,
-                "tokens_per_million": {k: str(v) for k, v in entry.tokens.items()},
+                "tokens_per_million": {k: f"{v:f}" for k, v in entry.tokens.items()},
                 "per_image_prices": sum(len(s) for s in entry.per_image.values()),
                 "confidence": entry.confidence,
                 "origin": entry.origin,
@@ -158,7 +158,7 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
     kept: list[Any] = []
     if path.exists():
         load_price_file(path)  # the file we add to must be valid too
-        existing = json.loads(path.read_text(encoding="utf-8"))
+        existing = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
         replaced = {e["model"] for e in document["entries"]}
         kept = [e for e in existing["entries"] if e["model"] not in replaced]
     merged = {
@@ -168,7 +168,7 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
         "entries": [*kept, *document["entries"]],
     }
     parse_price_data(merged, origin=str(path), kind="override")
-    _write_whole(path, json.dumps(merged, indent=2) + "\n")
+    _write_whole(path, json.dumps(merged, indent=2, default=_number_text) + "\n")
     models = sorted({e.key for entries in imported.values() for e in entries})
     out.write(f"imported {len(models)} model(s) from {kind} data into {path}:\n")
     out.write("".join(f"  {m}\n" for m in models))
@@ -176,6 +176,14 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
         f"Use it with {PRICES_FILE_ENV}={path} (SDK) or general_settings.prices_file (proxy).\n"
     )
     return 0
+
+
+def _number_text(value: object) -> str:
+    """A JSON number outside the prices (which are decimal strings), such as an entry's numeric
+    ``notes``, read as Decimal: written back as its text, never through a float."""
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _write_whole(path: Path, text: str) -> None:

@@ -1,0 +1,121 @@
+"""The command line as a demanding operator uses it: values at the edges of what a command takes,
+files of the right format with something unusual in them. One line and an exit status, never a
+traceback; money in plain digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.ledger_support import ledger_url, open_ledger  # noqa: F401
+from tracking.cli import main
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _figure(usd: str, **extra: object) -> dict[str, object]:
+    return {
+        "usd": usd,
+        "source": "https://prices.example/",
+        "retrieved": "2026-01-01",
+        "confidence": "official",
+        **extra,
+    }
+
+
+def _prices_file(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _entry(model: str, usd: str, **extra: object) -> dict[str, object]:
+    return {
+        "model": model,
+        "provider": "openai",
+        "effective_from": None,
+        "effective_to": None,
+        "shutdown": None,
+        "tokens_per_million": {"input_text": _figure(usd)},
+        **extra,
+    }
+
+
+def test_prices_import_keeps_a_numeric_note_as_its_text_never_a_traceback(tmp_path, capsys):
+    """Our format holds its prices as strings; a number elsewhere (an entry's notes, a figure's
+    own remark) is read as Decimal, which ``json.dumps`` refused with a TypeError traceback."""
+    entry = _entry("my-image-model", "0.011")
+    entry["notes"] = 1.5
+    entry["tokens_per_million"] = {"input_text": _figure("0.011", page="PAGE")}
+    body = {"schema": 1, "currency": "USD", "entries": [entry]}
+    # a number no float holds, written in by hand
+    text = json.dumps(body).replace('"PAGE"', "0.1000000000000000000001")
+    source = _prices_file(tmp_path / "mine.json", text)
+    out = tmp_path / "override.json"
+    code, stdout, _ = _run(capsys, "prices", "import", str(source), "--out", str(out))
+    assert code == 0 and "my-image-model" in stdout
+    written = json.loads(out.read_text(encoding="utf-8"))["entries"][0]
+    assert written["notes"] == "1.5"
+    assert written["tokens_per_million"]["input_text"]["page"] == "0.1000000000000000000001"
+    assert written["tokens_per_million"]["input_text"]["usd"] == "0.011"
+    # importing again into that file keeps its other models and reads it back the same way
+    other = _prices_file(
+        tmp_path / "other.json",
+        json.dumps({"schema": 1, "currency": "USD", "entries": [_entry("other-model", "1")]}),
+    )
+    assert _run(capsys, "prices", "import", str(other), "--out", str(out))[0] == 0
+    kept = json.loads(out.read_text(encoding="utf-8"))["entries"]
+    assert [e["model"] for e in kept] == ["my-image-model", "other-model"]
+    assert kept[0]["tokens_per_million"]["input_text"]["page"] == "0.1000000000000000000001"
+
+
+def test_prices_list_and_diff_show_small_prices_in_plain_digits(tmp_path, capsys):
+    """A price of $0.0000001 per 1M tokens was shown as ``$1E-7`` (and ``1E-7`` in the JSON),
+    and a round one given as ``1E+3`` as ``$1E+3``."""
+    entries = [_entry("tiny-model", "0.0000001"), _entry("round-model", "1E+3")]
+    path = _prices_file(
+        tmp_path / "p.json", json.dumps({"schema": 1, "currency": "USD", "entries": entries})
+    )
+    code, table, _ = _run(capsys, "prices", "list", "--prices-file", str(path))
+    assert code == 0
+    lines = {line.split()[0]: line for line in table.splitlines() if line}
+    assert "$0.0000001" in lines["tiny-model"].split()
+    assert "$1000" in lines["round-model"].split()
+    assert "E" not in lines["tiny-model"] + lines["round-model"]
+    code, listed, _ = _run(capsys, "prices", "list", "--prices-file", str(path), "--json")
+    rows = {row["model"]: row for row in json.loads(listed)}
+    assert rows["tiny-model"]["tokens_per_million"] == {"input_text": "0.0000001"}
+    assert rows["round-model"]["tokens_per_million"] == {"input_text": "1000"}
+    code, diff, _ = _run(capsys, "prices", "diff", str(path))
+    assert code == 0 and "E-7" not in diff and "E+3" not in diff
+
+
+def test_quarantine_replay_of_an_id_no_column_holds_is_missing_never_a_traceback(
+    ledger_url,  # noqa: F811
+    capsys,
+):
+    """``--id 99999999999999999999999`` reached the driver, which raised OverflowError (SQLite)
+    or a DataError (PostgreSQL's integer out of range) as a traceback."""
+    open_ledger(ledger_url).shutdown(10)  # the schema, with an empty quarantine
+    huge, past_32_bits = str(10**23), str(2**31)
+    code, out, err = _run(
+        capsys,
+        "ledger",
+        "quarantine",
+        "replay",
+        "--id",
+        huge,
+        "--id",
+        past_32_bits,
+        "--id",
+        str(-(10**23)),
+        "--database-url",
+        ledger_url,
+    )
+    assert code == 1, err
+    assert "replayed 0 rows" in out
+    for row_id in (huge, past_32_bits, str(-(10**23))):
+        assert f"no quarantined row has id {row_id} " in out
