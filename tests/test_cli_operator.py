@@ -5,9 +5,14 @@ traceback; money in plain digits."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
-from tests.ledger_support import ledger_url, open_ledger  # noqa: F401
+import pytest
+
+from tests.ledger_support import ledger_url, make_event, open_ledger  # noqa: F401
+from tests.proxy_support import tracking_command
 from tracking.cli import main
 
 
@@ -119,3 +124,32 @@ def test_quarantine_replay_of_an_id_no_column_holds_is_missing_never_a_traceback
     assert "replayed 0 rows" in out
     for row_id in (huge, past_32_bits, str(-(10**23))):
         assert f"no quarantined row has id {row_id} " in out
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_a_name_the_output_encoding_cannot_write_is_one_line_never_a_traceback(tmp_path, fmt):
+    """A cron job or terminal in ASCII or Latin-1 and an end user named in another script: the
+    report stopped with a UnicodeEncodeError traceback. Now one line saying what to set (the
+    output is never re-spelt, so a CSV cannot hold a name other than the ledger's)."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    try:
+        ledger.on_end(make_event(user="Zoë 日本"))
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+    for encoding in ("ascii", "latin-1"):
+        done = subprocess.run(
+            [*tracking_command(), "spend", "--by", "user", "--format", fmt, "--database-url", url],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=60,
+            env={**os.environ, "PYTHONIOENCODING": encoding},
+        )
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("tracking spend: error: standard output's encoding")
+        assert "PYTHONIOENCODING=utf-8" in line

@@ -2,8 +2,8 @@
 ``models``, ``reconcile`` and the proxy's ``serve`` and ``quickstart``.
 
 A mistake on the command line (an unknown option, a port out of range, a fault that cannot be
-read, a busy port, a missing optional package) is one line on stderr, ``tracking COMMAND:
-error: ...``, and a non-zero exit: never a traceback.
+read, a busy port, a missing optional package, a name the output's encoding cannot write) is
+one line on stderr, ``tracking COMMAND: error: ...``, and a non-zero exit: never a traceback.
 """
 
 from __future__ import annotations
@@ -503,6 +503,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a program the pipe stopped
     except KeyboardInterrupt:
         return 130
+    except UnicodeEncodeError as exc:
+        import codecs
+
+        encoding = sys.stdout.encoding or "utf-8"
+        if codecs.lookup(exc.encoding).name != codecs.lookup(encoding).name:
+            raise
+        # a terminal or pipe in, say, ASCII or Latin-1, and a user or model name it cannot
+        # show: one line, never a traceback (the output is never re-spelt: a CSV stays true)
+        print(
+            f"tracking {args.command}: error: standard output's encoding ({encoding}) cannot "
+            f"write {exc.object[exc.start : exc.end]!a}; set PYTHONIOENCODING=utf-8",
+            file=sys.stderr,
+        )
+        return 1
     except TrackingError as exc:
         print(f"tracking {args.command}: error: {exc.message}", file=sys.stderr)
         return 1
