@@ -7,13 +7,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.ledger_support import ledger_url, make_event, open_ledger  # noqa: F401
+from tests.ledger_support import (  # noqa: F401
+    ledger_url,
+    leftovers_dir,
+    make_event,
+    open_ledger,
+    outbox_with_rejected_rows,
+    refused_line,
+)
 from tests.proxy_support import tracking_command
 from tracking.cli import main
+from tracking.integrations.sql import budget_spend_with_outboxes, create_ledger_engine
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -153,3 +162,27 @@ def test_a_name_the_output_encoding_cannot_write_is_one_line_never_a_traceback(t
         [line] = done.stderr.strip().splitlines()
         assert line.startswith("tracking spend: error: standard output's encoding")
         assert "PYTHONIOENCODING=utf-8" in line
+
+
+def test_a_relative_outbox_folder_is_read_never_a_value_error(tmp_path, monkeypatch, capsys):
+    """``--outbox-dir kept`` or ``TRACKING_OUTBOX_DIR=./outbox``: the folder's files were opened
+    as ``file:`` URIs, which a relative path cannot be: ``tracking ledger quarantine list``
+    raised ValueError with a traceback, and so did the proxy's budgets reading the outboxes."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", "outbox")
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).shutdown(10)
+    outbox_with_rejected_rows(Path("kept"), [refused_line()])
+    argv = ["ledger", "quarantine", "list", "--database-url", url, "--outbox-dir", "kept"]
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert "bad-tokens" in out and "1 rows refused by the quarantine too" in out
+    # the default folder, named by a relative TRACKING_OUTBOX_DIR: budgets count what it keeps
+    outbox_with_rejected_rows(leftovers_dir(url), [refused_line()])
+    code, out, err = _run(capsys, "ledger", "quarantine", "list", "--database-url", url)
+    assert code == 0 and "bad-tokens" in out, err
+    engine = create_ledger_engine(url)
+    try:
+        assert budget_spend_with_outboxes(engine) == Decimal("0.0420000000")
+    finally:
+        engine.dispose()
