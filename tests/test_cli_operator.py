@@ -4,9 +4,12 @@ traceback; money in plain digits."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+import tracemalloc
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,10 +22,17 @@ from tests.ledger_support import (  # noqa: F401
     open_ledger,
     outbox_with_rejected_rows,
     refused_line,
+    row_line,
 )
 from tests.proxy_support import tracking_command
 from tracking.cli import main
-from tracking.integrations.sql import budget_spend_with_outboxes, create_ledger_engine
+from tracking.integrations.sql import _quarantine as quarantine_module
+from tracking.integrations.sql import (
+    budget_spend_with_outboxes,
+    create_ledger_engine,
+    quarantine_list_command,
+)
+from tracking.integrations.sql._schema import quarantine
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -186,3 +196,92 @@ def test_a_relative_outbox_folder_is_read_never_a_value_error(tmp_path, monkeypa
         assert budget_spend_with_outboxes(engine) == Decimal("0.0420000000")
     finally:
         engine.dispose()
+
+
+class _Counted:
+    """A standard output that keeps only how much was written (and the last lines)."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.tail = ""
+
+    def write(self, text: str) -> int:
+        self.chars += len(text)
+        self.tail = (self.tail + text)[-400:]
+        return len(text)
+
+
+def _quarantine_rows(url: str, count: int, error_chars: int) -> None:
+    engine = create_ledger_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                quarantine.insert(),
+                [
+                    {
+                        "request_id": f"kept-{i}",
+                        "line": row_line(f"kept-{i}"),
+                        "error": f"refused {i}: " + "x" * error_chars,
+                        "quarantined_at": datetime(2026, 5, 4, tzinfo=UTC),
+                    }
+                    for i in range(count)
+                ],
+            )
+    finally:
+        engine.dispose()
+
+
+def _peak_bytes(work) -> int:  # type: ignore[no-untyped-def]
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_quarantine_list_and_replay_never_hold_a_big_quarantine_in_memory(tmp_path, monkeypatch):
+    """Both read every quarantined row (its line, its error) into one list first: a quarantine
+    of millions of rows (a column too narrow for a month) took the memory of all of them."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).shutdown(10)
+    monkeypatch.setattr(quarantine_module, "QUARANTINE_PAGE", 20, raising=False)
+    rows, error_chars = 300, 100_000  # 30 MB of errors in all, 2 MB a page
+    _quarantine_rows(url, rows, error_chars)
+    budget = 15_000_000  # a few pages of rows, and what reading them takes
+
+    for fmt in ("table", "json"):
+        out = _Counted()
+        peak = _peak_bytes(lambda: quarantine_list_command(url, fmt=fmt, out=out))  # noqa: B023
+        assert peak < budget, f"{fmt}: {peak:,} bytes at the peak"
+        assert out.tail.endswith(f"{rows} rows in quarantine\n" if fmt == "table" else "}\n]\n")
+
+    code: list[int] = []
+    peak = _peak_bytes(
+        lambda: code.append(main(["ledger", "quarantine", "replay", "--database-url", url]))
+    )
+    assert code == [0] and peak < budget, f"{peak:,} bytes at the peak"
+    out = _Counted()
+    quarantine_list_command(url, fmt="table", out=out)
+    assert out.tail == "the ledger's quarantine is empty\n"
+
+
+def test_quarantine_list_json_is_the_list_it_always_was(tmp_path, monkeypatch):
+    """Written a row at a time, the JSON is still exactly ``json.dump(rows, indent=2)``."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).shutdown(10)
+    for count in (0, 3):
+        if count:
+            _quarantine_rows(url, count, 10)
+        out = io.StringIO()
+        assert quarantine_list_command(url, fmt="json", out=out) == 0
+        listed = json.loads(out.getvalue())
+        assert len(listed) == count
+        assert out.getvalue() == json.dumps(listed, indent=2) + "\n"
+        out = io.StringIO()
+        assert quarantine_list_command(url, fmt="json", out=out, with_local=True) == 0
+        both = json.loads(out.getvalue())
+        assert both == {"quarantine": listed, "kept_locally": []}
+        assert out.getvalue() == json.dumps(both, indent=2) + "\n"
