@@ -285,3 +285,25 @@ def test_quarantine_list_json_is_the_list_it_always_was(tmp_path, monkeypatch):
         both = json.loads(out.getvalue())
         assert both == {"quarantine": listed, "kept_locally": []}
         assert out.getvalue() == json.dumps(both, indent=2) + "\n"
+
+
+def test_spend_since_a_time_until_that_same_whole_day(tmp_path, monkeypatch, capsys):
+    """A date-only ``--until`` takes its whole day, but the check for a reversed window compared
+    ``--since`` with that day's midnight: ``--since 2026-05-05T06:00 --until 2026-05-05`` (the
+    rest of a day) was refused as "--since is after --until"."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    try:
+        for hour in (3, 12):
+            ledger.on_end(make_event(start=datetime(2026, 5, 5, hour, tzinfo=UTC)))
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+    window = ["--since", "2026-05-05T06:00", "--until", "2026-05-05"]
+    code, out, err = _run(capsys, "spend", *window, "--database-url", url)
+    assert code == 0, err
+    assert out.splitlines()[2].split()[:2] == ["total", "1"]  # noon's call, not three o'clock's
+    for since in ("2026-05-06", "2026-05-06T00:00"):  # the next day is after the window
+        code, _, err = _run(capsys, "spend", "--since", since, "--until", "2026-05-05")
+        assert code == 1 and "is after --until 2026-05-05" in err

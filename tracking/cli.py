@@ -52,7 +52,7 @@ def _spend(args: argparse.Namespace) -> int:
     from tracking.integrations.sql import spend_command
 
     until = args.until
-    if args.since is not None and until is not None and _start(args.since) > _start(until):
+    if args.since is not None and until is not None and _after(args.since, until):
         raise CommandError(f"--since {args.since} is after --until {until}")
     if args.limit is not None and args.by is None:
         raise CommandError("--limit needs --by (it keeps the first groups)")
@@ -249,6 +249,16 @@ def _date_or_time(text: str) -> date | datetime:
         return moment.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before the first UTC moment
         raise argparse.ArgumentTypeError(f"{text!r} is out of range in UTC") from None
+
+
+def _after(since: date | datetime, until: date | datetime) -> bool:
+    """Whether ``--since`` starts after the window ``--until`` ends: a date-only ``--until``
+    ends at its day's end (``--since 2026-05-05T06:00 --until 2026-05-05`` is that day from 6
+    o'clock; it was refused, compared with the day's midnight)."""
+    start = _start(since)
+    if isinstance(until, datetime):
+        return start > until
+    return until < date.max and start >= _start(until) + timedelta(days=1)
 
 
 def _start(value: date | datetime) -> datetime:
