@@ -307,3 +307,37 @@ def test_spend_since_a_time_until_that_same_whole_day(tmp_path, monkeypatch, cap
     for since in ("2026-05-06", "2026-05-06T00:00"):  # the next day is after the window
         code, _, err = _run(capsys, "spend", "--since", since, "--until", "2026-05-05")
         assert code == 1 and "is after --until 2026-05-05" in err
+
+
+def test_a_full_disk_or_a_closed_output_is_never_a_traceback(tmp_path, monkeypatch):
+    """``tracking spend --format csv > report.csv`` on a full disk, or a command started with its
+    standard output closed (``>&-``): an OSError (an AttributeError on ``None``) traceback.
+    Now a full disk is one line and exit 1, and a closed output goes nowhere, as ``print``'s."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    try:
+        ledger.on_end(make_event())
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+    commands = [["prices", "list"], ["spend", "--format", "csv", "--database-url", url]]
+    for argv in commands:
+        with open("/dev/full", "w") as full:  # every write: ENOSPC
+            done = subprocess.run(
+                [*tracking_command(), *argv],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+        assert done.returncode == 1, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.endswith("error: cannot write standard output: No space left on device")
+        closed = subprocess.run(
+            ["sh", "-c", 'exec "$@" >&-', "sh", *tracking_command(), *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert closed.returncode == 0 and closed.stderr == "", closed.stderr

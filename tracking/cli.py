@@ -2,19 +2,22 @@
 ``models``, ``reconcile`` and the proxy's ``serve`` and ``quickstart``.
 
 A mistake on the command line (an unknown option, a port out of range, a fault that cannot be
-read, a busy port, a missing optional package, a name the output's encoding cannot write) is
-one line on stderr, ``tracking COMMAND: error: ...``, and a non-zero exit: never a traceback.
-"""
+read, a busy port, a missing optional package, a name the output's encoding cannot write, an
+output on a full disk) is one line on stderr, ``tracking COMMAND: error: ...``, and a non-zero
+exit: never a traceback. A reader that leaves early (``| head``) ends the command with status
+141, and an output closed at the start (``>&-``) takes what is written nowhere, as ``print``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO, cast
 
 from .decimals import strict_decimal
 from .errors import TrackingError
@@ -501,15 +504,73 @@ def _version() -> str:
     return __version__
 
 
+class _OutputFailed(Exception):
+    """Standard output refused a write (a full disk, an I/O error)."""
+
+
+class _Output:
+    """Standard output, whose write errors are told apart from the command's own ``OSError``s
+    (a reader that left, ``BrokenPipeError``, passes as it is)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _output_to_nowhere(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at /dev/null: what it still buffers goes nowhere at exit,
+    with no second error."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if sys.stdout is None:  # started with standard output closed (`>&-`): as print() does,
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the output goes nowhere
+    stdout = sys.stdout
+    if args.command not in ("serve", "fake-openai"):  # servers keep the stream as it is
+        sys.stdout = cast("TextIO", _Output(stdout))
+    try:
+        return _run(args)
+    except _OutputFailed as exc:
+        # `tracking spend --format csv > report.csv` on a full disk: one line, not a traceback
+        _output_to_nowhere(stdout)
+        print(
+            f"tracking {args.command}: error: cannot write standard output: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.handler(args)
         sys.stdout.flush()  # here, where a reader that left is caught, not at exit
     except BrokenPipeError:
         # the reader left early (`tracking prices list | head`): what it read was all it
         # wanted; the rest goes nowhere, without a traceback, and the status says so
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _output_to_nowhere(sys.stdout)
         return 141  # 128 + SIGPIPE, as a shell reports a program the pipe stopped
     except KeyboardInterrupt:
         return 130
