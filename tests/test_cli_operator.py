@@ -341,3 +341,35 @@ def test_a_full_disk_or_a_closed_output_is_never_a_traceback(tmp_path, monkeypat
             timeout=60,
         )
         assert closed.returncode == 0 and closed.stderr == "", closed.stderr
+
+
+def _at_most_1_5_gb() -> None:  # the unbounded read fails fast, never takes the machine
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prices", "list", "--prices-file", "/dev/zero"],
+        ["prices", "diff", "/dev/zero"],
+        ["prices", "import", "/dev/zero", "--out", "never.json"],
+    ],
+)
+def test_a_price_file_with_no_end_is_refused_past_its_bound(tmp_path, argv):
+    """A device, a pipe or a growing file has no size to check first: the price file was read
+    whole (``read_text``; ``import`` trusted ``stat``'s 0) and the command died of a
+    MemoryError traceback. Now it is read up to its bound, then refused in one line."""
+    done = subprocess.run(
+        [*tracking_command(), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        preexec_fn=_at_most_1_5_gb,  # the test starts no threads in the child
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("tracking prices: error:") and "/dev/zero: larger than" in line
+    assert not (tmp_path / "never.json").exists()

@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..bounded_read import read_at_most
 from ..errors import ConfigurationError
 from . import PRICES_FILE_ENV, price_table, use_prices_file
 from .litellm_import import from_litellm, is_litellm_document
@@ -129,11 +130,12 @@ def _read_source(source: str) -> Any:
     else:
         path = _local_path(source)
         try:
-            if path.stat().st_size > MAX_IMPORT_BYTES:
-                raise ConfigurationError(f"{source}: larger than {MAX_IMPORT_BYTES} bytes")
-            raw = path.read_bytes()
+            found = read_at_most(path, MAX_IMPORT_BYTES)
         except OSError as exc:
             raise ConfigurationError(f"{source}: cannot read it ({exc.strerror})") from None
+        if found is None:
+            raise ConfigurationError(f"{source}: larger than {MAX_IMPORT_BYTES} bytes")
+        raw = found
     try:  # numbers as Decimal: a float would read 1e-400 as 0.0, a free model
         return json.loads(raw, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
