@@ -373,3 +373,26 @@ def test_a_price_file_with_no_end_is_refused_past_its_bound(tmp_path, argv):
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("tracking prices: error:") and "/dev/zero: larger than" in line
     assert not (tmp_path / "never.json").exists()
+
+
+def test_models_check_of_a_list_nested_past_the_parser_is_exit_2_never_1(capsys):
+    """``tracking models check`` exits 1 when a model is retired, 2 when the list cannot be
+    read. A list nested past the JSON parser's depth raised RecursionError: a traceback and exit
+    1, which a deploy pipeline reads as "retired"."""
+    from aiohttp import web
+
+    from tracking.testing.app_thread import AppThread
+
+    async def models(request: web.Request) -> web.Response:
+        return web.Response(body=b"[" * 100_000 + b"]" * 100_000, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    server = AppThread(app, name="deep-models", shutdown_timeout=0.1)
+    base = f"http://127.0.0.1:{server.start()}/v1"
+    try:
+        code, _, err = _run(capsys, "models", "check", "--api-base", base, "--api-key", "sk-x")
+    finally:
+        server.stop()
+    assert code == 2
+    assert err == f"tracking models: error: {base}/models: the answer is not JSON\n"
