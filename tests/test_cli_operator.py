@@ -8,6 +8,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tracemalloc
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -396,3 +397,42 @@ def test_models_check_of_a_list_nested_past_the_parser_is_exit_2_never_1(capsys)
         server.stop()
     assert code == 2
     assert err == f"tracking models: error: {base}/models: the answer is not JSON\n"
+
+
+_WITHOUT = (
+    "import sys\n"
+    "sys.modules[sys.argv[1]] = None\n"
+    "from tracking.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+def test_reconcile_and_models_check_that_cannot_run_exit_2_never_1(tmp_path, monkeypatch, fake):
+    """``reconcile``'s 1 is drift and ``models check``'s a retired model: a missing ``sql`` extra
+    or an output on a full disk exited 1 too, which a scheduled job or a deploy pipeline read
+    as drift or a retired model."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).shutdown(10)
+    admin = ["--admin-key", "sk-admin-operator-0123456789", "--api-base", fake.url]
+    reconcile = ["reconcile", "--since", "2026-05-01", "--database-url", url, *admin]
+    models = ["models", "check", "--api-base", fake.url, "--api-key", "sk-x"]
+    for argv in (reconcile, models):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [*tracking_command(), *argv],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+        assert done.returncode == 2, done.stderr
+        assert "cannot write standard output" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT, "sqlalchemy", *reconcile],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "sqlalchemy is not installed" in done.stderr and "Traceback" not in done.stderr

@@ -542,6 +542,17 @@ def _output_to_nowhere(stream: TextIO) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
+#: Commands whose exit status 1 means what they found (``reconcile``: drift; ``models check``:
+#: a retired model): that they could not run at all is 2 for them, as a scheduled job or a
+#: deploy pipeline must not read a missing package or a full disk as either.
+_STATUS_1_IS_A_FINDING = frozenset({"reconcile", "models"})
+
+
+def _failed(args: argparse.Namespace) -> int:
+    """The exit status of a command that could not do its work."""
+    return 2 if args.command in _STATUS_1_IS_A_FINDING else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if sys.stdout is None:  # started with standard output closed (`>&-`): as print() does,
@@ -558,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"tracking {args.command}: error: cannot write standard output: {exc}",
             file=sys.stderr,
         )
-        return 1
+        return _failed(args)
     finally:
         sys.stdout = stdout
 
@@ -587,13 +598,13 @@ def _run(args: argparse.Namespace) -> int:
             f"write {exc.object[exc.start : exc.end]!a}; set PYTHONIOENCODING=utf-8",
             file=sys.stderr,
         )
-        return 1
+        return _failed(args)
     except TrackingError as exc:
         print(f"tracking {args.command}: error: {exc.message}", file=sys.stderr)
-        return 1
+        return _failed(args)
     except CommandError as exc:
         print(f"tracking {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return _failed(args)
     except ImportError as exc:
         from .extras import extra_for, install_hint
 
@@ -603,7 +614,7 @@ def _run(args: argparse.Namespace) -> int:
             f"tracking {args.command}: error: {exc.name or exc} is not installed{hint}",
             file=sys.stderr,
         )
-        return 1
+        return _failed(args)
     return code
 
 
