@@ -436,3 +436,24 @@ def test_reconcile_and_models_check_that_cannot_run_exit_2_never_1(tmp_path, mon
     )
     assert done.returncode == 2, done.stderr
     assert "sqlalchemy is not installed" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_prices_import_through_a_symbolic_link_writes_the_file_it_names(tmp_path, capsys):
+    """``TRACKING_PRICES_FILE`` is often a link a configuration manager keeps: the import's
+    rename replaced the link with a file of its own and left the real file as it was."""
+    (tmp_path / "managed").mkdir()
+    real = _prices_file(
+        tmp_path / "managed" / "prices.json",
+        json.dumps({"schema": 1, "currency": "USD", "entries": [_entry("old-model", "1")]}),
+    )
+    link = tmp_path / "prices.json"
+    link.symlink_to(real)
+    source = _prices_file(
+        tmp_path / "new.json",
+        json.dumps({"schema": 1, "currency": "USD", "entries": [_entry("new-model", "2")]}),
+    )
+    code, _, err = _run(capsys, "prices", "import", str(source), "--out", str(link))
+    assert code == 0, err
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    models = [e["model"] for e in json.loads(real.read_text(encoding="utf-8"))["entries"]]
+    assert models == ["old-model", "new-model"]

@@ -190,7 +190,10 @@ def _number_text(value: object) -> str:
 
 def _write_whole(path: Path, text: str) -> None:
     """Write ``path`` through a file beside it renamed over it: a write cut short leaves the
-    user's prices file as it was, never half of it."""
+    user's prices file as it was, never half of it. Through a symbolic link the file it names is
+    written and the link kept (the rename replaced the link with a file of its own, and the
+    file a configuration manages through the link was left as it was)."""
+    path = Path(os.path.realpath(path))
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(text, encoding="utf-8")
