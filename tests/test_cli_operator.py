@@ -457,3 +457,35 @@ def test_prices_import_through_a_symbolic_link_writes_the_file_it_names(tmp_path
     assert link.is_symlink() and link.resolve() == real.resolve()
     models = [e["model"] for e in json.loads(real.read_text(encoding="utf-8"))["entries"]]
     assert models == ["old-model", "new-model"]
+
+
+def test_quarantine_list_shows_escape_sequences_quoted_never_raw(tmp_path, monkeypatch, capsys):
+    """The table printed a row's request id and error as they were: an escape sequence (in an
+    id, or in a database's error quoting the value it refused) could hide or forge rows on the
+    operator's terminal, as spend's and reconcile's tables already prevent."""
+    monkeypatch.setenv("TRACKING_OUTBOX_DIR", str(tmp_path / "outbox"))
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).shutdown(10)
+    engine = create_ledger_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                quarantine.insert(),
+                {
+                    "request_id": "req\x1b[2K",
+                    "line": row_line("req"),
+                    "error": "refused '\x1b[31mred\x1b[0m'\r\nforged",
+                    "quarantined_at": datetime(2026, 5, 4, tzinfo=UTC),
+                },
+            )
+    finally:
+        engine.dispose()
+    outbox_with_rejected_rows(tmp_path / "kept", [row_line("kept\x1b[2K")])
+    argv = ["ledger", "quarantine", "list", "--database-url", url]
+    code, out, err = _run(capsys, *argv, "--outbox-dir", str(tmp_path / "kept"))
+    assert code == 0, err
+    assert "\x1b" not in out and "\r" not in out
+    lines = out.splitlines()
+    assert len(lines) == 4, out  # the row, its count, the row kept locally, its count
+    assert "'req\\x1b[2K'" in lines[0] and "\\x1b[31mred" in lines[0]
+    assert "'kept\\x1b[2K'" in lines[2]

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import sqlalchemy as sa
 
+from tracking.terminal import shown
+
 from ._codec import decode_row, encode_row, line_request_id
 from ._quarantined_calls import (
     LOOKUP_CHUNK,
@@ -427,8 +429,7 @@ def quarantine_list_command(
         count = 0
         for row in each_quarantined(engine):
             when = row.quarantined_at.isoformat(timespec="seconds")
-            error = row.error.splitlines()[0] if row.error else ""
-            out.write(f"{row.id}  {when}  {row.request_id}  {error[:160]}\n")
+            out.write(f"{row.id}  {when}  {_cell(row.request_id)}  {_first_line(row.error)}\n")
             count += 1
     except sa.exc.DatabaseError as exc:
         from ._engine import unreachable
@@ -438,15 +439,25 @@ def quarantine_list_command(
         engine.dispose()
     out.write(f"{count} rows in quarantine\n" if count else "the ledger's quarantine is empty\n")
     for kept in local:
-        error = kept.reason.splitlines()[0] if kept.reason else ""
-        request_id = line_request_id(kept.line)
-        out.write(f"{kept.path.name}#{kept.seq}  {kept.rejected_at}  {request_id}  {error[:160]}\n")
+        request_id = _cell(line_request_id(kept.line))
+        where = f"{kept.path.name}#{kept.seq}  {_cell(kept.rejected_at)}"
+        out.write(f"{where}  {request_id}  {_first_line(kept.reason)}\n")
     if local:
         folder = local[0].path.parent
         out.write(
             f"{len(local)} rows refused by the quarantine too, kept in {folder} (table rejected)\n"
         )
     return 0
+
+
+def _cell(text: object) -> str:
+    """A value as the table shows it: an escape sequence or a line break (in a request id or a
+    database's error quoting a value) would forge or hide a row on a terminal."""
+    return "None" if text is None else shown(str(text))
+
+
+def _first_line(error: str | None) -> str:
+    return shown(error.splitlines()[0][:160]) if error and error.splitlines() else ""
 
 
 def _write_json_list(items: Iterable[Any], out: TextIO, pad: str) -> None:
