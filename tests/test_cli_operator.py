@@ -489,3 +489,23 @@ def test_quarantine_list_shows_escape_sequences_quoted_never_raw(tmp_path, monke
     assert len(lines) == 4, out  # the row, its count, the row kept locally, its count
     assert "'req\\x1b[2K'" in lines[0] and "\\x1b[31mred" in lines[0]
     assert "'kept\\x1b[2K'" in lines[2]
+
+
+def test_prices_commands_show_escape_sequences_quoted_never_raw(tmp_path, capsys):
+    """A price file, perhaps imported from a URL, names models, providers and sources the
+    commands printed raw: an escape sequence in one could hide or forge lines on the terminal."""
+    entry = _entry("evil\x1b[2Kmodel", "1")
+    entry["provider"] = "open\x1b[31mai"
+    entry["tokens_per_million"]["input_text"]["source"] = "https://x.example/\x1b[2J"  # type: ignore[index]
+    path = _prices_file(
+        tmp_path / "p.json", json.dumps({"schema": 1, "currency": "USD", "entries": [entry]})
+    )
+    runs = [
+        ["prices", "list", "--prices-file", str(path)],
+        ["prices", "diff", str(path)],
+        ["prices", "import", str(path), "--out", str(tmp_path / "out.json")],
+    ]
+    for argv in runs:
+        code, out, err = _run(capsys, *argv)
+        assert code == 0, err
+        assert "\x1b" not in out and "'evil\\x1b[2Kmodel'" in out, out

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from ..bounded_read import read_at_most
 from ..errors import ConfigurationError
+from ..terminal import shown
 from . import PRICES_FILE_ENV, price_table, use_prices_file
 from .litellm_import import from_litellm, is_litellm_document
 from .table import PriceEntry, load_packaged, load_price_file, parse_price_data
@@ -83,15 +84,16 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
         tokens = {k: Decimal(v) for k, v in row["tokens_per_million"].items()}
         lines.append(
             (
-                row["model"] + (f" (+{len(row['aliases'])} snapshot)" if row["aliases"] else ""),
-                row["provider"] or "-",
+                shown(row["model"])
+                + (f" (+{len(row['aliases'])} snapshot)" if row["aliases"] else ""),
+                shown(row["provider"]) if row["provider"] else "-",
                 row["status"],
                 _money(tokens.get("input_text")),
                 _money(tokens.get("input_image")),
                 _money(tokens.get("output_image")),
                 str(row["per_image_prices"] or "-"),
                 f"{row['confidence']} ({row['origin']})",
-                row["source"] or "-",
+                shown(row["source"]) if row["source"] else "-",
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
@@ -173,7 +175,7 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
     _write_whole(path, json.dumps(merged, indent=2, default=_number_text) + "\n")
     models = sorted({e.key for entries in imported.values() for e in entries})
     out.write(f"imported {len(models)} model(s) from {kind} data into {path}:\n")
-    out.write("".join(f"  {m}\n" for m in models))
+    out.write("".join(f"  {shown(m)}\n" for m in models))
     out.write(
         f"Use it with {PRICES_FILE_ENV}={path} (SDK) or general_settings.prices_file (proxy).\n"
     )
@@ -222,19 +224,21 @@ def prices_diff(out: TextIO, *, prices_file: str | None = None) -> int:
         mine = next((e for e in override[model] if e.covers(today)), None)
         if mine is None or mine.key != model:
             continue
+        label = shown(model)
         theirs = next((e for e in packaged.get(model, ()) if e.covers(today)), None)
         if theirs is None:
-            out.write(f"+ {model}: not in the packaged table ({len(mine.figures())} prices)\n")
+            out.write(f"+ {label}: not in the packaged table ({len(mine.figures())} prices)\n")
             changes += 1
             continue
         new, old = mine.figures(), theirs.figures()
         for name in sorted({*new, *old}):
+            figure = f"{label} {shown(name)}"
             if name not in new:
-                out.write(f"- {model} {name}: {_money(old[name])} (packaged only)\n")
+                out.write(f"- {figure}: {_money(old[name])} (packaged only)\n")
             elif name not in old:
-                out.write(f"+ {model} {name}: {_money(new[name])}\n")
+                out.write(f"+ {figure}: {_money(new[name])}\n")
             elif new[name] != old[name]:
-                out.write(f"~ {model} {name}: {_money(old[name])} -> {_money(new[name])}\n")
+                out.write(f"~ {figure}: {_money(old[name])} -> {_money(new[name])}\n")
             else:
                 continue
             changes += 1
