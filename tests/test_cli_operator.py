@@ -310,6 +310,18 @@ def test_spend_since_a_time_until_that_same_whole_day(tmp_path, monkeypatch, cap
         assert code == 1 and "is after --until 2026-05-05" in err
 
 
+def _to_a_full_disk(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``tracking ARGV`` with its standard output on /dev/full: every write fails, ENOSPC."""
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [*tracking_command(), *argv],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+
+
 def test_a_full_disk_or_a_closed_output_is_never_a_traceback(tmp_path, monkeypatch):
     """``tracking spend --format csv > report.csv`` on a full disk, or a command started with its
     standard output closed (``>&-``): an OSError (an AttributeError on ``None``) traceback.
@@ -324,14 +336,7 @@ def test_a_full_disk_or_a_closed_output_is_never_a_traceback(tmp_path, monkeypat
         ledger.shutdown(10)
     commands = [["prices", "list"], ["spend", "--format", "csv", "--database-url", url]]
     for argv in commands:
-        with open("/dev/full", "w") as full:  # every write: ENOSPC
-            done = subprocess.run(
-                [*tracking_command(), *argv],
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=60,
-            )
+        done = _to_a_full_disk(argv)
         assert done.returncode == 1, done.stderr
         [line] = done.stderr.strip().splitlines()
         assert line.endswith("error: cannot write standard output: No space left on device")
@@ -418,14 +423,7 @@ def test_reconcile_and_models_check_that_cannot_run_exit_2_never_1(tmp_path, mon
     reconcile = ["reconcile", "--since", "2026-05-01", "--database-url", url, *admin]
     models = ["models", "check", "--api-base", fake.url, "--api-key", "sk-x"]
     for argv in (reconcile, models):
-        with open("/dev/full", "w") as full:
-            done = subprocess.run(
-                [*tracking_command(), *argv],
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=60,
-            )
+        done = _to_a_full_disk(argv)
         assert done.returncode == 2, done.stderr
         assert "cannot write standard output" in done.stderr
     done = subprocess.run(
