@@ -2,19 +2,22 @@
 ``models``, ``reconcile`` and the proxy's ``serve`` and ``quickstart``.
 
 A mistake on the command line (an unknown option, a port out of range, a fault that cannot be
-read, a busy port, a missing optional package) is one line on stderr, ``tracking COMMAND:
-error: ...``, and a non-zero exit: never a traceback.
-"""
+read, a busy port, a missing optional package, a name the output's encoding cannot write, an
+output on a full disk) is one line on stderr, ``tracking COMMAND: error: ...``, and a non-zero
+exit: never a traceback. A reader that leaves early (``| head``) ends the command with status
+141, and an output closed at the start (``>&-``) takes what is written nowhere, as ``print``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO, cast
 
 from .decimals import strict_decimal
 from .errors import TrackingError
@@ -52,7 +55,7 @@ def _spend(args: argparse.Namespace) -> int:
     from tracking.integrations.sql import spend_command
 
     until = args.until
-    if args.since is not None and until is not None and _start(args.since) > _start(until):
+    if args.since is not None and until is not None and _after(args.since, until):
         raise CommandError(f"--since {args.since} is after --until {until}")
     if args.limit is not None and args.by is None:
         raise CommandError("--limit needs --by (it keeps the first groups)")
@@ -249,6 +252,16 @@ def _date_or_time(text: str) -> date | datetime:
         return moment.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before the first UTC moment
         raise argparse.ArgumentTypeError(f"{text!r} is out of range in UTC") from None
+
+
+def _after(since: date | datetime, until: date | datetime) -> bool:
+    """Whether ``--since`` starts after the window ``--until`` ends: a date-only ``--until``
+    ends at its day's end (``--since 2026-05-05T06:00 --until 2026-05-05`` is that day from 6
+    o'clock; it was refused, compared with the day's midnight)."""
+    start = _start(since)
+    if isinstance(until, datetime):
+        return start > until
+    return until < date.max and start >= _start(until) + timedelta(days=1)
 
 
 def _start(value: date | datetime) -> datetime:
@@ -491,24 +504,107 @@ def _version() -> str:
     return __version__
 
 
+class _OutputFailed(Exception):
+    """Standard output refused a write (a full disk, an I/O error)."""
+
+
+class _Output:
+    """Standard output, whose write errors are told apart from the command's own ``OSError``s
+    (a reader that left, ``BrokenPipeError``, passes as it is)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _output_to_nowhere(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at /dev/null: what it still buffers goes nowhere at exit,
+    with no second error."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+#: Commands whose exit status 1 means what they found (``reconcile``: drift; ``models check``:
+#: a retired model): that they could not run at all is 2 for them, as a scheduled job or a
+#: deploy pipeline must not read a missing package or a full disk as either.
+_STATUS_1_IS_A_FINDING = frozenset({"reconcile", "models"})
+
+
+def _failed(args: argparse.Namespace) -> int:
+    """The exit status of a command that could not do its work."""
+    return 2 if args.command in _STATUS_1_IS_A_FINDING else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if sys.stdout is None:  # started with standard output closed (`>&-`): as print() does,
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the output goes nowhere
+    stdout = sys.stdout
+    if args.command not in ("serve", "fake-openai"):  # servers keep the stream as it is
+        sys.stdout = cast("TextIO", _Output(stdout))
+    try:
+        return _run(args)
+    except _OutputFailed as exc:
+        # `tracking spend --format csv > report.csv` on a full disk: one line, not a traceback
+        _output_to_nowhere(stdout)
+        print(
+            f"tracking {args.command}: error: cannot write standard output: {exc}",
+            file=sys.stderr,
+        )
+        return _failed(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.handler(args)
         sys.stdout.flush()  # here, where a reader that left is caught, not at exit
     except BrokenPipeError:
         # the reader left early (`tracking prices list | head`): what it read was all it
         # wanted; the rest goes nowhere, without a traceback, and the status says so
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _output_to_nowhere(sys.stdout)
         return 141  # 128 + SIGPIPE, as a shell reports a program the pipe stopped
     except KeyboardInterrupt:
         return 130
+    except UnicodeEncodeError as exc:
+        import codecs
+
+        encoding = sys.stdout.encoding or "utf-8"
+        if codecs.lookup(exc.encoding).name != codecs.lookup(encoding).name:
+            raise
+        # a terminal or pipe in, say, ASCII or Latin-1, and a user or model name it cannot
+        # show: one line, never a traceback (the output is never re-spelt: a CSV stays true)
+        print(
+            f"tracking {args.command}: error: standard output's encoding ({encoding}) cannot "
+            f"write {exc.object[exc.start : exc.end]!a}; set PYTHONIOENCODING=utf-8",
+            file=sys.stderr,
+        )
+        return _failed(args)
     except TrackingError as exc:
         print(f"tracking {args.command}: error: {exc.message}", file=sys.stderr)
-        return 1
+        return _failed(args)
     except CommandError as exc:
         print(f"tracking {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return _failed(args)
     except ImportError as exc:
         from .extras import extra_for, install_hint
 
@@ -518,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"tracking {args.command}: error: {exc.name or exc} is not installed{hint}",
             file=sys.stderr,
         )
-        return 1
+        return _failed(args)
     return code
 
 

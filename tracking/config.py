@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from .bounded_read import read_at_most
 from .errors import ConfigurationError
 from .request import MAX_RETRIES, MAX_TIMEOUT  # a config's bounds are a call's
 
@@ -736,18 +737,10 @@ def _read_bounded(source: Path) -> bytes:
         f"{os.fspath(source)}: larger than the {MAX_CONFIG_BYTES:,} bytes a config file may be; "
         "refused without parsing it"
     )
-    with source.open("rb") as file:
-        if os.fstat(file.fileno()).st_size > MAX_CONFIG_BYTES:
-            raise too_large
-        # In chunks: a pipe or device has no size to check first, and read(n) would reserve n.
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := file.read(64 * 1024):
-            total += len(chunk)
-            if total > MAX_CONFIG_BYTES:
-                raise too_large
-            chunks.append(chunk)
-    return b"".join(chunks)
+    raw = read_at_most(source, MAX_CONFIG_BYTES)
+    if raw is None:
+        raise too_large
+    return raw
 
 
 def load_config(

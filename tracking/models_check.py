@@ -47,7 +47,7 @@ def fetch_shutdown_dates(api_base: str, api_key: str | None) -> dict[str, date |
 
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: a traceback, exit 1
         raise ConfigurationError(f"{url}: the answer is not JSON") from None
     data = payload.get("data") if isinstance(payload, Mapping) else None
     if not isinstance(data, list):

@@ -71,7 +71,9 @@ def default_outbox_dir(target: str) -> Path:
     """
     base = os.environ.get(_ENV)
     if base:
-        root = Path(base)
+        # absolute, as read now: a relative folder could not be opened as a file: URI, which
+        # made the budgets' reading and ``tracking ledger quarantine list`` raise ValueError
+        root = Path(base).absolute()
     else:
         state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         root = Path(state) / "tracking" / "outbox"
@@ -276,7 +278,7 @@ def read_rejected(directory: Path) -> list[RejectedRow]:
         return rows
     for path in paths:
         try:
-            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
             try:
                 found = db.execute(
                     "SELECT seq, line, reason, rejected_at FROM rejected ORDER BY seq"

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Sequence
+import textwrap
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import sqlalchemy as sa
+
+from tracking.terminal import shown
 
 from ._codec import decode_row, encode_row, line_request_id
 from ._quarantined_calls import (
@@ -66,6 +69,9 @@ __all__ = [
 #: Text kept per value by ``--repair``: 512 characters are at most 2,048 bytes of UTF-8, under
 #: PostgreSQL's B-tree entry limit (2,704 bytes) for the indexed columns.
 REPAIR_TEXT_CHARS = 512
+#: Quarantined rows read at once by ``list`` and ``replay``: a quarantine of millions of rows is
+#: never held in memory whole.
+QUARANTINE_PAGE = 200
 _INT_COLUMNS = frozenset(
     {
         "n",
@@ -85,6 +91,7 @@ _UNTOUCHED = frozenset(
     {"request_id", "cost_usd", "cost_per_image_usd", "start_time", "end_time", "latency_ms"}
 )
 _INT32 = 2**31 - 1
+_INT64 = 2**63 - 1
 _NOT_NULL_INTS = {"n": 1, "images_returned": 0, "attempts": 0, "retries": 0}
 
 
@@ -138,16 +145,25 @@ class ReplayResult:
 
 
 def list_quarantine(
-    engine: Engine, *, limit: int | None = None, ids: Sequence[int] | None = None
+    engine: Engine,
+    *,
+    limit: int | None = None,
+    ids: Sequence[int] | None = None,
+    after: int | None = None,
 ) -> list[QuarantinedRow]:
     """The quarantined rows, oldest first; with ``ids``, those rows only (read by id,
-    ``LOOKUP_CHUNK`` a statement, not picked from the whole quarantine)."""
+    ``LOOKUP_CHUNK`` a statement, not picked from the whole quarantine). An id its column
+    cannot hold (past 32 bits on PostgreSQL, 64 on SQLite) names no row: it is never sent,
+    which the driver refused with a traceback."""
     query = sa.select(quarantine).order_by(quarantine.c.id)
+    if after is not None:  # the next page after the row of id ``after``
+        query = query.where(quarantine.c.id > after)
     if limit is not None:
         query = query.limit(limit)
     chunks: list[Any] = [None]
     if ids is not None:
-        wanted = sorted(set(ids))
+        bound = _INT32 if engine.dialect.name == "postgresql" else _INT64
+        wanted = sorted(i for i in set(ids) if -bound - 1 <= i <= bound)
         chunks = [wanted[i : i + LOOKUP_CHUNK] for i in range(0, len(wanted), LOOKUP_CHUNK)]
     rows: list[QuarantinedRow] = []
     with engine.connect() as conn:
@@ -158,6 +174,19 @@ def list_quarantine(
                 for r in conn.execute(statement)
             )
     return rows
+
+
+def each_quarantined(engine: Engine) -> Iterator[QuarantinedRow]:
+    """Every quarantined row, oldest first, read :data:`QUARANTINE_PAGE` rows at a time (by
+    id, so rows replayed or added meanwhile never make it read one twice)."""
+    page = QUARANTINE_PAGE
+    after: int | None = None
+    while True:
+        rows = list_quarantine(engine, limit=page, after=after)
+        yield from rows
+        if len(rows) < page:
+            return
+        after = rows[-1].id
 
 
 def quarantined_spend(
@@ -312,9 +341,10 @@ def replay_quarantine(
     raises, leaving the rest as they were.
     """
     inserter = SpendLogsInserter(engine)
-    rows = list_quarantine(engine, ids=ids)
+    rows: Iterable[QuarantinedRow] = each_quarantined(engine)
     missing: tuple[int, ...] = ()
-    if ids is not None:
+    if ids is not None:  # the rows the command line names
+        rows = list_quarantine(engine, ids=ids)
         missing = tuple(sorted(set(ids) - {r.id for r in rows}))
     replayed: list[int] = []
     refused: list[tuple[int, str]] = []
@@ -380,39 +410,65 @@ def quarantine_list_command(
 
     engine = _open(url)
     try:
-        rows = list_quarantine(engine)
         folder = Path(outbox_dir) if outbox_dir is not None else None
         local = read_rejected(folder or default_outbox_dir(outbox_target(engine.url)))
+        # written as read, a page at a time: never the whole quarantine in memory
+        if fmt == "json":
+            listed = (r.to_dict() for r in each_quarantined(engine))
+            if with_local:
+                out.write('{\n  "quarantine": ')
+                _write_json_list(listed, out, "  ")
+                out.write(',\n  "kept_locally": ')
+                locally = ({**k.to_dict(), "request_id": line_request_id(k.line)} for k in local)
+                _write_json_list(locally, out, "  ")
+                out.write("\n}\n")
+            else:
+                _write_json_list(listed, out, "")
+                out.write("\n")
+            return 0
+        count = 0
+        for row in each_quarantined(engine):
+            when = row.quarantined_at.isoformat(timespec="seconds")
+            out.write(f"{row.id}  {when}  {_cell(row.request_id)}  {_first_line(row.error)}\n")
+            count += 1
+    except sa.exc.DatabaseError as exc:
+        from ._engine import unreachable
+
+        raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()
-    if fmt == "json":
-        listed: Any = [r.to_dict() for r in rows]
-        if with_local:
-            kept_locally = [
-                {**kept.to_dict(), "request_id": line_request_id(kept.line)} for kept in local
-            ]
-            listed = {"quarantine": listed, "kept_locally": kept_locally}
-        json.dump(listed, out, indent=2)
-        out.write("\n")
-        return 0
-    if not rows:
-        out.write("the ledger's quarantine is empty\n")
-    for row in rows:
-        when = row.quarantined_at.isoformat(timespec="seconds")
-        error = row.error.splitlines()[0] if row.error else ""
-        out.write(f"{row.id}  {when}  {row.request_id}  {error[:160]}\n")
-    if rows:
-        out.write(f"{len(rows)} rows in quarantine\n")
+    out.write(f"{count} rows in quarantine\n" if count else "the ledger's quarantine is empty\n")
     for kept in local:
-        error = kept.reason.splitlines()[0] if kept.reason else ""
-        request_id = line_request_id(kept.line)
-        out.write(f"{kept.path.name}#{kept.seq}  {kept.rejected_at}  {request_id}  {error[:160]}\n")
+        request_id = _cell(line_request_id(kept.line))
+        where = f"{kept.path.name}#{kept.seq}  {_cell(kept.rejected_at)}"
+        out.write(f"{where}  {request_id}  {_first_line(kept.reason)}\n")
     if local:
         folder = local[0].path.parent
         out.write(
             f"{len(local)} rows refused by the quarantine too, kept in {folder} (table rejected)\n"
         )
     return 0
+
+
+def _cell(text: object) -> str:
+    """A value as the table shows it: an escape sequence or a line break (in a request id or a
+    database's error quoting a value) would forge or hide a row on a terminal."""
+    return "None" if text is None else shown(str(text))
+
+
+def _first_line(error: str | None) -> str:
+    return shown(error.splitlines()[0][:160]) if error and error.splitlines() else ""
+
+
+def _write_json_list(items: Iterable[Any], out: TextIO, pad: str) -> None:
+    """``items`` as ``json.dump(list(items), indent=2)`` writes them at ``pad``, one at a time."""
+    out.write("[")
+    written = False
+    for item in items:
+        out.write(",\n" if written else "\n")
+        out.write(textwrap.indent(json.dumps(item, indent=2), f"{pad}  "))
+        written = True
+    out.write(f"\n{pad}]" if written else "]")
 
 
 def quarantine_replay_command(

@@ -141,7 +141,8 @@ def _lines_in(paths: Sequence[Path], query: str, params: Sequence[str]) -> list[
     lines: list[tuple[object, str]] = []
     for path in paths:
         try:
-            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10)
+            # absolute: SqlLedger(outbox_dir=) may be given a relative folder
+            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=10)
             try:
                 found = db.execute(query, params).fetchall()
             finally:

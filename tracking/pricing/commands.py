@@ -21,7 +21,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..bounded_read import read_at_most
 from ..errors import ConfigurationError
+from ..terminal import shown
 from . import PRICES_FILE_ENV, price_table, use_prices_file
 from .litellm_import import from_litellm, is_litellm_document
 from .table import PriceEntry, load_packaged, load_price_file, parse_price_data
@@ -45,7 +47,7 @@ def _status(entry: PriceEntry, today: date) -> str:
 
 
 def _money(value: Decimal | None) -> str:
-    return "-" if value is None else f"${value}"
+    return "-" if value is None else f"${value:f}"  # $0.0000001, never $1E-7
 
 
 def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = False) -> int:
@@ -65,7 +67,7 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
                 "provider": entry.provider,
                 "status": _status(entry, today),
                 "shutdown": entry.shutdown.isoformat() if entry.shutdown else None,
-                "tokens_per_million": {k: str(v) for k, v in entry.tokens.items()},
+                "tokens_per_million": {k: f"{v:f}" for k, v in entry.tokens.items()},
                 "per_image_prices": sum(len(s) for s in entry.per_image.values()),
                 "confidence": entry.confidence,
                 "origin": entry.origin,
@@ -82,15 +84,16 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
         tokens = {k: Decimal(v) for k, v in row["tokens_per_million"].items()}
         lines.append(
             (
-                row["model"] + (f" (+{len(row['aliases'])} snapshot)" if row["aliases"] else ""),
-                row["provider"] or "-",
+                shown(row["model"])
+                + (f" (+{len(row['aliases'])} snapshot)" if row["aliases"] else ""),
+                shown(row["provider"]) if row["provider"] else "-",
                 row["status"],
                 _money(tokens.get("input_text")),
                 _money(tokens.get("input_image")),
                 _money(tokens.get("output_image")),
                 str(row["per_image_prices"] or "-"),
                 f"{row['confidence']} ({row['origin']})",
-                row["source"] or "-",
+                shown(row["source"]) if row["source"] else "-",
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
@@ -129,11 +132,12 @@ def _read_source(source: str) -> Any:
     else:
         path = _local_path(source)
         try:
-            if path.stat().st_size > MAX_IMPORT_BYTES:
-                raise ConfigurationError(f"{source}: larger than {MAX_IMPORT_BYTES} bytes")
-            raw = path.read_bytes()
+            found = read_at_most(path, MAX_IMPORT_BYTES)
         except OSError as exc:
             raise ConfigurationError(f"{source}: cannot read it ({exc.strerror})") from None
+        if found is None:
+            raise ConfigurationError(f"{source}: larger than {MAX_IMPORT_BYTES} bytes")
+        raw = found
     try:  # numbers as Decimal: a float would read 1e-400 as 0.0, a free model
         return json.loads(raw, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -158,7 +162,7 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
     kept: list[Any] = []
     if path.exists():
         load_price_file(path)  # the file we add to must be valid too
-        existing = json.loads(path.read_text(encoding="utf-8"))
+        existing = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
         replaced = {e["model"] for e in document["entries"]}
         kept = [e for e in existing["entries"] if e["model"] not in replaced]
     merged = {
@@ -168,19 +172,30 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
         "entries": [*kept, *document["entries"]],
     }
     parse_price_data(merged, origin=str(path), kind="override")
-    _write_whole(path, json.dumps(merged, indent=2) + "\n")
+    _write_whole(path, json.dumps(merged, indent=2, default=_number_text) + "\n")
     models = sorted({e.key for entries in imported.values() for e in entries})
     out.write(f"imported {len(models)} model(s) from {kind} data into {path}:\n")
-    out.write("".join(f"  {m}\n" for m in models))
+    out.write("".join(f"  {shown(m)}\n" for m in models))
     out.write(
         f"Use it with {PRICES_FILE_ENV}={path} (SDK) or general_settings.prices_file (proxy).\n"
     )
     return 0
 
 
+def _number_text(value: object) -> str:
+    """A JSON number outside the prices (which are decimal strings), such as an entry's numeric
+    ``notes``, read as Decimal: written back as its text, never through a float."""
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _write_whole(path: Path, text: str) -> None:
     """Write ``path`` through a file beside it renamed over it: a write cut short leaves the
-    user's prices file as it was, never half of it."""
+    user's prices file as it was, never half of it. Through a symbolic link the file it names is
+    written and the link kept (the rename replaced the link with a file of its own, and the
+    file a configuration manages through the link was left as it was)."""
+    path = Path(os.path.realpath(path))
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(text, encoding="utf-8")
@@ -209,19 +224,21 @@ def prices_diff(out: TextIO, *, prices_file: str | None = None) -> int:
         mine = next((e for e in override[model] if e.covers(today)), None)
         if mine is None or mine.key != model:
             continue
+        label = shown(model)
         theirs = next((e for e in packaged.get(model, ()) if e.covers(today)), None)
         if theirs is None:
-            out.write(f"+ {model}: not in the packaged table ({len(mine.figures())} prices)\n")
+            out.write(f"+ {label}: not in the packaged table ({len(mine.figures())} prices)\n")
             changes += 1
             continue
         new, old = mine.figures(), theirs.figures()
         for name in sorted({*new, *old}):
+            figure = f"{label} {shown(name)}"
             if name not in new:
-                out.write(f"- {model} {name}: {_money(old[name])} (packaged only)\n")
+                out.write(f"- {figure}: {_money(old[name])} (packaged only)\n")
             elif name not in old:
-                out.write(f"+ {model} {name}: {_money(new[name])}\n")
+                out.write(f"+ {figure}: {_money(new[name])}\n")
             elif new[name] != old[name]:
-                out.write(f"~ {model} {name}: {_money(old[name])} -> {_money(new[name])}\n")
+                out.write(f"~ {figure}: {_money(old[name])} -> {_money(new[name])}\n")
             else:
                 continue
             changes += 1

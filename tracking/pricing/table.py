@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..bounded_read import read_at_most
 from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 
@@ -125,7 +126,12 @@ def load_packaged() -> dict[str, list[PriceEntry]]:
 def load_price_file(path: str | Path, *, kind: str = "override") -> dict[str, list[PriceEntry]]:
     """A price file in the packaged format (JSON), checked against the schema."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_float=Decimal)
+        raw = read_at_most(Path(path), MAX_PRICE_FILE_BYTES)
+        if raw is None:
+            raise ConfigurationError(
+                f"price file {path}: larger than {MAX_PRICE_FILE_BYTES:,} bytes"
+            )
+        data = json.loads(raw.decode("utf-8"), parse_float=Decimal)
     except (OSError, ValueError, RecursionError) as exc:
         raise ConfigurationError(f"price file {path}: cannot read it as JSON ({exc})") from None
     return parse_price_data(data, origin=str(path), kind=kind)
@@ -277,6 +283,8 @@ def _date(raw: Any, where: str, *, optional: bool = False) -> date | None:
 #: The dearest price a file may give one unit (an image, a million tokens): a million dollars,
 #: beyond any image model's price by far. A larger figure is a typo or an attack, and would
 #: price a call past what the ledger records (its rows stop below $1e10).
+#: The most a price file may hold (the packaged table is a few hundred KB).
+MAX_PRICE_FILE_BYTES = 64 * 1024 * 1024
 MAX_PRICE = Decimal(1_000_000)
 #: The cheapest a price other than 0 may be per unit: a nano-nano-dollar. Below it a figure is a
 #: typo or an attack whose arithmetic can underflow to a free model ($0 recorded for billed
