@@ -73,6 +73,8 @@ def _mistakes(tmp: Path, busy: int) -> list[tuple[list[str], str | None, tuple[s
         (["serve"], None, ("--config", "--model")),
         (["serve", "--config", str(tmp / "missing.yaml")], None, ("not found",)),
         (["serve", "--model", "gpt-image-2", "--port", "99999"], None, ("not a port",)),
+        (["serve", "--model", "gpt-image-2", "--workers", "100000"], None, ("worker processes",)),
+        (["serve", "--model", "gpt-image-2", "--workers", "0"], None, ("worker processes",)),
         (
             ["serve", "--model", "gpt-image-2", "--host", "127.0.0.1", "--port", str(busy)],
             None,

@@ -134,6 +134,21 @@ def _port(text: str) -> int:
     return int(text)
 
 
+#: ``serve --workers`` at most: each is a whole process (its interpreter, its ledger writer).
+MAX_WORKERS = 256
+
+
+def _worker_count(text: str) -> int:
+    """``--workers``: 1 to :data:`MAX_WORKERS` processes."""
+    if not (text.strip().isascii() and text.strip().isdigit()) or not (
+        1 <= int(text) <= MAX_WORKERS
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of worker processes (1 to {MAX_WORKERS})"
+        )
+    return int(text)
+
+
 def _group_count(text: str) -> int:
     """``--limit``: 1 to 1,000,000 groups."""
     if not (text.strip().isascii() and text.strip().isdigit()) or not 1 <= int(text) <= 1_000_000:
@@ -338,7 +353,9 @@ def _add_proxy_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - LiteLLM's proxy default
     serve.add_argument("--port", type=_port, default=4000)
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--workers", type=_worker_count, default=1, help="worker processes (default 1, at most 256)"
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
