@@ -356,6 +356,19 @@ def test_a_missing_or_stray_ledger_and_bad_windows_are_one_line_errors(capsys, f
     err = capsys.readouterr().err
     assert code == 2 and "is after --until" in err  # never 1 (drift)
 
+    requests = len(fake.requests)
+    for since, until, said in (
+        ("0001-01-01", "2026-05-01", "more than 367 days"),
+        ("2025-01-01", "2026-01-03", "more than 367 days"),
+        ("1969-12-01", "1970-01-02", "before 1970-01-01"),
+    ):
+        code = main([*base, "--since", since, "--until", until])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err, err
+    assert len(fake.requests) == requests  # refused before asking the provider anything
+    code = main([*base, "--since", "2025-01-01", "--until", "2026-01-02", "--database-url", "x"])
+    assert "more than" not in capsys.readouterr().err  # a leap year and a day is a window
+
     with pytest.raises(SystemExit) as exit_info:
         main([*base, "--since", "2026-05-01", "--until", "9999-12-31"])
     assert exit_info.value.code == 2

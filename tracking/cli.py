@@ -192,16 +192,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+#: ``reconcile``'s longest window, in days (a leap year and a day).
+MAX_RECONCILE_DAYS = 367
+_EPOCH_DAY = date(1970, 1, 1)
+
+
 def _reconcile(args: argparse.Namespace) -> int:
     from .reconcile import reconcile, render
 
     until = args.until or datetime.now(UTC).date()
+    fault = None
     if args.since > until:
-        # exit 2, never 1: a scheduled job reads 1 as drift
-        print(
-            f"tracking reconcile: error: --since {args.since} is after --until {until}",
-            file=sys.stderr,
+        fault = f"--since {args.since} is after --until {until}"
+    elif (until - args.since).days >= MAX_RECONCILE_DAYS:
+        # every day is a page of each API: a window from year 1 asked some 118,000 pages
+        fault = (
+            f"--since {args.since} to --until {until} is more than {MAX_RECONCILE_DAYS} days; "
+            "reconcile a year at a time"
         )
+    elif args.since < _EPOCH_DAY:  # the APIs take Unix times, none before 1970
+        fault = f"--since {args.since} is before 1970-01-01, where the providers' usage starts"
+    if fault is not None:
+        # exit 2, never 1: a scheduled job reads 1 as drift
+        print(f"tracking reconcile: error: {fault}", file=sys.stderr)
         return 2
     try:
         rows = reconcile(
