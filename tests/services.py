@@ -1,12 +1,14 @@
 """Fixtures for the machine's real services: PostgreSQL on 127.0.0.1:5432, Redis on :6379.
 
-Each test gets its own database (created and dropped) or its own Redis key prefix. When a
+Each test gets its own database (created and dropped) or its own Redis key prefix; the
+``module_`` variants give one to a test module whose tests share a proxy. When a
 service is absent the test skips with the reason, except under CI (``CI`` set), where
 ``.ci/run`` makes every service required and absence is a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -48,9 +50,9 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A SQLAlchemy URL to a fresh, empty PostgreSQL database, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A SQLAlchemy URL to a new, empty PostgreSQL database, dropped on leaving."""
     require_service("PostgreSQL", PG_HOST, PG_PORT)
     import psycopg
 
@@ -65,24 +67,63 @@ def postgres_url() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def redis_url() -> str:
-    """The shared Redis server's URL; pair it with ``redis_prefix`` for isolation."""
-    require_service("Redis", REDIS_HOST, REDIS_PORT)
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A unique key prefix; every key under it is deleted afterwards."""
+@contextlib.contextmanager
+def fresh_key_prefix(url: str) -> Iterator[str]:
+    """A unique Redis key prefix; every key under it is deleted on leaving."""
     import redis
 
     prefix = f"tracking-test:{uuid.uuid4().hex[:12]}:"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*"))
         if keys:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def _redis_url() -> str:
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL to a fresh, empty PostgreSQL database, dropped afterwards."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """``postgres_url`` for a whole test module (for a proxy the module's tests share): its
+    tests count their own rows, never the whole ledger's."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis server's URL; pair it with ``redis_prefix`` for isolation."""
+    return _redis_url()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A unique key prefix; every key under it is deleted afterwards."""
+    with fresh_key_prefix(redis_url) as prefix:
+        yield prefix
+
+
+@pytest.fixture(scope="module")
+def module_redis_url() -> str:
+    """``redis_url`` for a module-scoped fixture."""
+    return _redis_url()
+
+
+@pytest.fixture(scope="module")
+def module_redis_prefix(module_redis_url: str) -> Iterator[str]:
+    """``redis_prefix`` for a whole test module (for a proxy the module's tests share)."""
+    with fresh_key_prefix(module_redis_url) as prefix:
+        yield prefix

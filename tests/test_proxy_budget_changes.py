@@ -3,15 +3,15 @@ a budget switched off and on again, an end user's period changed or the user del
 again, a budget sent with a null period. And the management routes' edges: ids kept exactly as
 given, list filters and key digests read as stored, ``models: []``, and a database gone away.
 
-Each test starts its own ``tracking serve`` on a SQLite ledger (or PostgreSQL, or with Redis
-counters) in front of the session's fake upstream, and talks to it over HTTP.
+The tests share a ``tracking serve`` on a SQLite ledger (or with Redis counters) in front of the
+session's fake upstream, each with keys and end users of its own, and talk to it over HTTP; the
+test that drops its PostgreSQL database starts its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,17 +22,18 @@ from tests.accounts_support import accounts_config, bearer, edit, generate, ledg
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 
 
-@pytest.fixture(params=["local", "workers", "redis"])
-def proxy(request, fake, tmp_path: Path) -> Iterator[ProxyProcess]:
+@pytest.fixture(scope="module", params=["local", "workers", "redis"])
+def proxy(request, fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     """A proxy whose budget counters live in the process, in the file its two workers share,
-    or in Redis."""
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    or in Redis; the module's tests share it, each with keys and end users of its own."""
+    folder = tmp_path_factory.mktemp("budget-changes")
+    url = f"sqlite:///{folder / 'ledger.db'}"
     env = ledger_env(url)
     redis_url = None
     if request.param == "redis":
-        redis_url = request.getfixturevalue("redis_url")
-        env["TRACKING_REDIS_PREFIX"] = request.getfixturevalue("redis_prefix")
-    config = accounts_config(tmp_path, fake.url, url, redis_url=redis_url)
+        redis_url = request.getfixturevalue("module_redis_url")
+        env["TRACKING_REDIS_PREFIX"] = request.getfixturevalue("module_redis_prefix")
+    config = accounts_config(folder, fake.url, url, redis_url=redis_url)
     workers = 2 if request.param == "workers" else 1
     with ProxyProcess(config, env=env, workers=workers) as process:
         yield process
@@ -93,10 +94,12 @@ def test_an_end_user_budget_changed_counts_the_calls_made_meanwhile(proxy, clien
     assert refused.status_code == 429, refused.text
 
 
-@pytest.fixture
-def sqlite_proxy(fake, tmp_path: Path) -> Iterator[ProxyProcess]:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with ProxyProcess(accounts_config(tmp_path, fake.url, url), env=ledger_env(url)) as process:
+@pytest.fixture(scope="module")
+def sqlite_proxy(fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """One proxy for the module's tests below, each with keys and end users of its own."""
+    folder = tmp_path_factory.mktemp("budget-changes-sqlite")
+    url = f"sqlite:///{folder / 'ledger.db'}"
+    with ProxyProcess(accounts_config(folder, fake.url, url), env=ledger_env(url)) as process:
         yield process
 
 

@@ -52,9 +52,11 @@ assert ONE_CALL is not None
 #: Room for FITS calls' reservations, not one more.
 FITS = 4
 BUDGET = (ONE_CALL * (FITS + Decimal("0.5"))).quantize(Decimal("0.00001"))
+#: The counters' retry interval (TRACKING_REDIS_RETRY_SECONDS; 5 s by default).
+RETRY_SECONDS = 1
 #: How long the upstream holds each of the first calls: far longer than the checks made while
-#: they are in flight (the retry interval of 5 s included), which the test verifies.
-HELD = 14.0
+#: they are in flight (the retry interval included), which the test verifies.
+HELD = RETRY_SECONDS + 9.0
 
 
 @pytest.fixture
@@ -71,7 +73,8 @@ def proxy(
 ) -> Iterator[ProxyProcess]:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     config = accounts_config(tmp_path, slow_fake.url, url, redis_url=private_redis[1])
-    with ProxyProcess(config, env=ledger_env(url)) as process:
+    env = {**ledger_env(url), "TRACKING_REDIS_RETRY_SECONDS": str(RETRY_SECONDS)}
+    with ProxyProcess(config, env=env) as process:
         yield process
 
 

@@ -8,6 +8,7 @@ timed out as the outage began: never an overspend)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import time
@@ -31,10 +32,13 @@ from tests.proxy_support import ProxyProcess
 from tests.test_router_redis import private_redis  # noqa: F401 - a fixture, used by name
 from tracking.integrations.sql import create_ledger_engine, upgrade
 from tracking.proxy.budgets import max_expected_cost
+from tracking.proxy.shared_counters import RedisCounters
 
 pytestmark = pytest.mark.redis
 
 BUDGET = Decimal("0.2")
+#: The counters' retry interval (TRACKING_REDIS_RETRY_SECONDS; 5 s by default).
+RETRY_SECONDS = 1
 CALL = {"quality": "low", "size": "1024x1024", "prompt": "make it blue", "n": 1, "image": b"png"}
 
 
@@ -53,7 +57,8 @@ def instances(
     finally:
         engine.dispose()
     config = accounts_config(tmp_path, fake.url, postgres_url, redis_url=url)
-    proxies = [ProxyProcess(config, env=ledger_env(postgres_url)) for _ in range(request.param)]
+    env = {**ledger_env(postgres_url), "TRACKING_REDIS_RETRY_SECONDS": str(RETRY_SECONDS)}
+    proxies = [ProxyProcess(config, env=env) for _ in range(request.param)]
     try:
         for proxy in proxies:
             proxy.start()
@@ -100,7 +105,7 @@ def test_a_budget_holds_through_a_redis_outage(instances, outage):
                 redis_server.send_signal(signal.SIGCONT)
             else:
                 restarted = restart_redis(redis_server)
-            time.sleep(5.5)  # past the counters' retry interval: the next calls use Redis
+            time.sleep(RETRY_SECONDS + 0.5)  # past the counters' retry interval: Redis again
             after: list[int] = []
             while len(after) < 30 and after[-2:] != [429, 429]:
                 after.append(call())
@@ -120,4 +125,27 @@ def test_a_budget_holds_through_a_redis_outage(instances, outage):
     assert "Redis unavailable" in logs and ("merged the outage's spend" in logs) == (
         outage == "frozen"
     )
+    assert f"retrying Redis in {RETRY_SECONDS} s" in logs  # the interval it was given
     assert "Traceback" not in logs
+
+
+def _retry_interval() -> float:
+    """The counters' retry interval a proxy would start with, in this environment."""
+    from tracking.proxy.accounts import _counters
+
+    counters = _counters("redis://127.0.0.1:9/0")  # never reached
+    assert isinstance(counters, RedisCounters)
+    asyncio.run(counters.aclose())
+    return counters.outage.retry_interval
+
+
+def test_the_retry_interval_setting_takes_seconds_and_refuses_anything_else(monkeypatch, caplog):
+    monkeypatch.setenv("TRACKING_REDIS_RETRY_SECONDS", "0.5")
+    assert _retry_interval() == 0.5
+    for wrong in ("inf", "nan", "-1", "soon"):
+        monkeypatch.setenv("TRACKING_REDIS_RETRY_SECONDS", wrong)
+        caplog.clear()
+        assert _retry_interval() == 5
+        assert f"TRACKING_REDIS_RETRY_SECONDS={wrong!r} is not a number of seconds" in caplog.text
+    monkeypatch.delenv("TRACKING_REDIS_RETRY_SECONDS")
+    assert _retry_interval() == 5

@@ -27,13 +27,15 @@ from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tracking.proxy.limits import MAX_BUDGET_USD, MAX_ID_CHARS
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def proxy(request, fake, tmp_path) -> Iterator[ProxyProcess]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def proxy(request, fake, tmp_path_factory) -> Iterator[ProxyProcess]:
+    """One proxy for the module's tests on each ledger: each counts only what it made."""
+    folder = tmp_path_factory.mktemp("edge-bounds")
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        url = f"sqlite:///{folder / 'ledger.db'}"
     else:
-        url = request.getfixturevalue("postgres_url")
-    config = accounts_config(tmp_path, fake.url, url)
+        url = request.getfixturevalue("module_postgres_url")
+    config = accounts_config(folder, fake.url, url)
     with ProxyProcess(config, env=ledger_env(url)) as process:
         yield process
 
@@ -180,7 +182,15 @@ def test_hostile_call_fields_are_clear_400s_and_later_calls_are_recorded(proxy, 
     wait_for(lambda: spend_rows(client, proxy.url, user=longest)["total"] == 3, timeout=20)
 
 
+def _key_count(client: httpx.Client, base: str) -> int:
+    listed = client.get(f"{base}/key/list", headers=bearer(MASTER_KEY))
+    assert listed.status_code == 200, listed.text
+    count: int = listed.json()["total_count"]
+    return count
+
+
 def test_management_json_is_read_as_strictly_as_a_generation(proxy, client):
+    keys_before = _key_count(client, proxy.url)  # the module's other tests made keys
     for path in ("/key/generate", "/customer/new", "/key/delete", "/key/update"):
         # A key given twice is refused, not resolved by "the last one wins".
         error = _refused(
@@ -192,8 +202,7 @@ def test_management_json_is_read_as_strictly_as_a_generation(proxy, client):
         answer = _raw_json(client, f"{proxy.url}{path}", nested)
         assert answer.status_code == 400, (path, answer.status_code, answer.text)
         assert answer.json()["error"]["code"] == "invalid_json"
-    listed = client.get(f"{proxy.url}/key/list", headers=bearer(MASTER_KEY)).json()
-    assert listed["total_count"] == 0  # nothing was made from a refused body
+    assert _key_count(client, proxy.url) == keys_before  # nothing was made from a refused body
 
 
 def test_a_key_cannot_be_made_already_expired(proxy, client):

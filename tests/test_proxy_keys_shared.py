@@ -2,16 +2,19 @@
 keys, one budget per end user (raced by concurrent requests to both), one rpm window per key; a
 Redis outage degrades to per-instance counters, never to a 500; keys never leak.
 
-Each test starts two ``tracking serve`` subprocesses on their own ports, with a fresh database
-(``postgres_url``) and a unique Redis key prefix (``redis_prefix``).
+The tests share two ``tracking serve`` subprocesses on their own ports, with a fresh database
+(``module_postgres_url``) and a unique Redis key prefix (``module_redis_prefix``), each test with
+keys and end users of its own; the test that stops them to read their whole logs has its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,17 +35,17 @@ from tracking.integrations.sql import create_ledger_engine, upgrade
 BUDGET = Decimal("0.1")
 
 
-@pytest.fixture
-def pair(fake, tmp_path, postgres_url, redis_url, redis_prefix) -> Iterator[list[ProxyProcess]]:
-    engine = create_ledger_engine(postgres_url)
+@contextlib.contextmanager
+def _pair(folder: Path, fake_url: str, database: str, redis_url: str, prefix: str):
+    engine = create_ledger_engine(database)
     try:
         upgrade(engine)  # `tracking migrate`, once, before the instances start
     finally:
         engine.dispose()
-    config = accounts_config(tmp_path, fake.url, postgres_url, redis_url=redis_url)
+    config = accounts_config(folder, fake_url, database, redis_url=redis_url)
     env = {
-        **ledger_env(postgres_url),
-        "TRACKING_REDIS_PREFIX": redis_prefix,
+        **ledger_env(database),
+        "TRACKING_REDIS_PREFIX": prefix,
         "TRACKING_KEY_CACHE_SECONDS": "0.5",
     }
     processes = [ProxyProcess(config, env=env), ProxyProcess(config, env=env)]
@@ -53,6 +56,23 @@ def pair(fake, tmp_path, postgres_url, redis_url, redis_prefix) -> Iterator[list
     finally:
         for process in processes:
             process.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(
+    fake, tmp_path_factory, module_postgres_url, module_redis_url, module_redis_prefix
+) -> Iterator[list[ProxyProcess]]:
+    """Two instances the module's tests share: each test uses keys and users of its own."""
+    folder = tmp_path_factory.mktemp("keys-shared")
+    with _pair(folder, fake.url, module_postgres_url, module_redis_url, module_redis_prefix) as two:
+        yield two
+
+
+@pytest.fixture
+def own_pair(fake, tmp_path, postgres_url, redis_url, redis_prefix) -> Iterator[list[ProxyProcess]]:
+    """Two instances of the test's own (it stops them, and reads every row and Redis key)."""
+    with _pair(tmp_path, fake.url, postgres_url, redis_url, redis_prefix) as two:
+        yield two
 
 
 @pytest.fixture
@@ -76,6 +96,7 @@ def test_a_key_made_on_one_instance_works_on_the_other_and_revocation_is_bounded
 
 def test_two_instances_racing_on_one_end_users_budget_stay_within_it(pair, client):
     first, second = pair
+    logged = [len(proxy.log()) for proxy in pair]  # the module's earlier tests' lines
     user = "raced-user"
     made = client.post(
         f"{first.url}/customer/new",
@@ -106,7 +127,10 @@ def test_two_instances_racing_on_one_end_users_budget_stay_within_it(pair, clien
     spent = sum(Decimal(row["cost_usd"]) for row in rows)
     # The documented bound: no overshoot while each reservation covers its call's cost and
     # Redis answers; if it timed out under load, each instance counted alone meanwhile.
-    degraded = any("Redis unavailable" in proxy.log() for proxy in pair)
+    degraded = any(
+        "Redis unavailable" in proxy.log()[start:]
+        for proxy, start in zip(pair, logged, strict=True)
+    )
     assert Decimal("0.05") < spent <= (BUDGET * 2 if degraded else BUDGET)
     info = client.get(
         f"{second.url}/customer/info", headers=bearer(MASTER_KEY), params={"end_user_id": user}
@@ -117,26 +141,34 @@ def test_two_instances_racing_on_one_end_users_budget_stay_within_it(pair, clien
 def test_a_keys_rpm_is_one_window_across_instances(pair, client):
     key = generate(client, pair[0].url, rpm_limit=3)["key"]
     wait_for(lambda: datetime.now(UTC).second < 50, timeout=15)
+    before = [
+        _rate_rejections(client, proxy, absent=0) for proxy in pair
+    ]  # the module's earlier tests'
     statuses = [edit(client, pair[i % 2].url, key).status_code for i in range(6)]
     assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
     assert statuses[:3] == [200, 200, 200]
     # Metrics stay per instance: each counts the refusals it answered.
     for index, proxy in enumerate(pair):
         refused_here = statuses[index::2].count(429)
-        assert _rate_rejections(client, proxy) == refused_here
+        assert _rate_rejections(client, proxy) - before[index] == refused_here
 
 
-def _rate_rejections(client: httpx.Client, proxy: ProxyProcess) -> int:
+def _rate_rejections(client: httpx.Client, proxy: ProxyProcess, absent: int | None = None) -> int:
+    """The instance's rate refusals so far; ``absent`` if it has no such metric yet (else an
+    error)."""
     text = client.get(f"{proxy.url}/metrics").text
     for line in text.splitlines():
         if line.startswith('image_edit_proxy_rejections_total{reason="rate"}'):
             return int(float(line.rsplit(" ", 1)[1]))
+    if absent is not None:
+        return absent
     raise AssertionError("no rate rejections metric")
 
 
 def test_a_planted_key_never_appears_in_logs_responses_rows_or_redis(
-    pair, client, postgres_url, redis_url, redis_prefix
+    own_pair, client, postgres_url, redis_url, redis_prefix
 ):
+    pair = own_pair
     first = pair[0]
     made = generate(client, first.url, key_alias="planted", models=["gpt-image-1"], rpm_limit=50)
     key = made["key"]

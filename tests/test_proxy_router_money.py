@@ -3,35 +3,36 @@ the call's one ledger row, its answer's cost headers say the same figure, and ea
 applies (the key's, the end user's daily one, the whole proxy's daily one) counts it exactly
 once: each Redis counter equals the sum of the ledger rows it covers.
 
-A ``tracking serve`` subprocess (SQLite ledger, budget counters and routing state in Redis under
-a prefix of the test's own) in front of a fake OpenAI upstream whose queued faults the tests
-inject: ``drop`` (the answer lost: maybe billed), ``latency`` past the deployment's timeout (the
-upstream had the whole request: maybe billed), ``status=500`` (billed nothing), ``malformed`` (a
-2xx that cannot be read: billed). ``dear`` (``house-dear``, $0.50 an image) is ``cheap``'s
-fallback.
+A ``tracking serve`` subprocess the tests share, each with a key and an end user of its own
+(SQLite ledger, budget counters and routing state in Redis under a prefix of the module's own)
+in front of a fake OpenAI upstream whose queued faults the tests inject: ``drop`` (the answer
+lost: maybe billed), ``latency`` past the deployment's timeout (the upstream had the whole
+request: maybe billed), ``status=500`` (billed nothing), ``malformed`` (a 2xx that cannot be
+read: billed). ``dear`` (``house-dear``, $0.50 an image) is ``cheap``'s fallback.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 
 from tests.accounts_support import bearer, generate, ledger_env, wait_for
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess, ledger_row, write_config
+from tracking.integrations.sql import spend_logs
 from tracking.proxy.accounts import PREFIX_ENV
 from tracking.proxy.shared_counters import to_units
 from tracking.testing import FakeOpenAI
 
 DEAR = Decimal("0.50")
-USER = "alice"
 PNG = make_png(32, 32)
 
 
@@ -43,17 +44,22 @@ def _deployment(name: str, model: str, api_base: str, **extra: Any) -> dict[str,
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(api_keys=[API_KEY], extra_models=("house-dear",)) as server:
         yield server
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def proxy(
-    own_fake: FakeOpenAI, tmp_path: Path, redis_url: str, redis_prefix: str
+    own_fake: FakeOpenAI,
+    tmp_path_factory: pytest.TempPathFactory,
+    module_redis_url: str,
+    module_redis_prefix: str,
 ) -> Iterator[ProxyProcess]:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    """One proxy for the module's tests, each with a key and an end user of its own."""
+    folder = tmp_path_factory.mktemp("router-money")
+    url = f"sqlite:///{folder / 'ledger.db'}"
     document = {
         "model_list": [
             _deployment("cheap", "gpt-image-2", own_fake.url),
@@ -68,12 +74,12 @@ def proxy(
         "router_settings": {
             "num_retries": 1,
             "fallbacks": [{"cheap": ["dear"]}],
-            "redis_url": redis_url,
+            "redis_url": module_redis_url,
         },
         "general_settings": {"master_key": MASTER_KEY, "database_url": url, "auto_migrate": True},
     }
-    config = write_config(tmp_path / "config.yaml", document)
-    env = {**ledger_env(url), PREFIX_ENV: redis_prefix}
+    config = write_config(folder / "config.yaml", document)
+    env = {**ledger_env(url), PREFIX_ENV: module_redis_prefix}
     with ProxyProcess(config, env=env) as process:
         yield process
 
@@ -83,13 +89,14 @@ class Books:
 
     def __init__(self, proxy: ProxyProcess, redis_url: str, prefix: str) -> None:
         self.proxy = proxy
+        self.user = f"alice-{uuid.uuid4().hex[:8]}"  # the module's tests share the proxy
         self.client = httpx.Client(timeout=30)
         made = generate(self.client, proxy.url, max_budget="100", key_alias="books")
         self.key, self.key_hash = made["key"], made["key_hash"]
         answer = self.client.post(
             f"{proxy.url}/customer/new",
             headers=bearer(MASTER_KEY),
-            json={"user_id": USER, "max_budget": "100", "budget_period": "daily"},
+            json={"user_id": self.user, "max_budget": "100", "budget_period": "daily"},
         )
         assert answer.status_code == 200, answer.text
         self.redis = redis.Redis.from_url(redis_url)
@@ -101,7 +108,7 @@ class Books:
         answer = self.client.post(
             f"{self.proxy.url}/v1/images/edits",
             headers=bearer(self.key),
-            data={**data, "user": USER, **fields},
+            data={**data, "user": self.user, **fields},
             files={"image": ("a.png", PNG, "image/png")},
         )
         row = ledger_row(self.proxy, answer.headers["x-tracking-request-id"])
@@ -116,7 +123,7 @@ class Books:
             "POST",
             f"{self.proxy.url}/v1/images/edits",
             headers=bearer(self.key),
-            data={**data, "user": USER, "stream": "true", **fields},
+            data={**data, "user": self.user, "stream": "true", **fields},
             files={"image": ("a.png", PNG, "image/png")},
         ) as answer:
             assert answer.status_code == 200
@@ -152,19 +159,22 @@ class Books:
         (day,) = days
         units = sum(to_units(row["cost_usd"]) for row in self.rows)
         assert self.counter(f"key:{self.key_hash}:total") == units
-        assert self.counter(f"user:{USER}:{day}") == units
-        assert self.counter(f"proxy:{day}") == units
+        assert self.counter(f"user:{self.user}:{day}") == units
+        # The whole proxy's counter covers every row of the day, the module's other tests' too.
+        assert self.counter(f"proxy:{day}") == sum(
+            to_units(cost) for cost in _costs_of(self.proxy, day)
+        )
         total = sum((row["cost_usd"] for row in self.rows), Decimal(0))
         info = self.client.get(
             f"{self.proxy.url}/customer/info",
             headers=bearer(MASTER_KEY),
-            params={"end_user_id": USER},
+            params={"end_user_id": self.user},
         ).json()
         assert Decimal(info["total_spend"]) == total == Decimal(info["period_spend"])
         logs = self.client.get(
             f"{self.proxy.url}/spend/logs",
             headers=bearer(MASTER_KEY),
-            params={"user": USER, "page_size": 100},
+            params={"user": self.user, "page_size": 100},
         ).json()
         assert logs["total"] == len(self.rows)
         assert sum((Decimal(row["cost_usd"]) for row in logs["data"]), Decimal(0)) == total
@@ -174,9 +184,23 @@ class Books:
         self.redis.close()
 
 
+def _costs_of(proxy: ProxyProcess, day: str) -> list[Decimal]:
+    """The cost of each row of ``day`` (``d%Y-%m-%d``) in the proxy's SQLite ledger."""
+    engine = sa.create_engine(f"sqlite:///{proxy.config.parent / 'ledger.db'}")
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.select(spend_logs.c.cost_usd, spend_logs.c.start_time))
+            return [cost for cost, start in rows if start.strftime("d%Y-%m-%d") == day]
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
-def books(proxy: ProxyProcess, redis_url: str, redis_prefix: str) -> Iterator[Books]:
-    ledger = Books(proxy, redis_url, redis_prefix)
+def books(
+    proxy: ProxyProcess, own_fake: FakeOpenAI, module_redis_url: str, module_redis_prefix: str
+) -> Iterator[Books]:
+    own_fake.clear_faults()  # none left by an earlier test that failed
+    ledger = Books(proxy, module_redis_url, module_redis_prefix)
     yield ledger
     ledger.close()
 

@@ -18,10 +18,12 @@ from tests.accounts_support import accounts_config, edit, generate, ledger_env, 
 from tests.proxy_support import ProxyProcess
 
 
-@pytest.fixture
-def workers(fake, tmp_path) -> Iterator[ProxyProcess]:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    config = accounts_config(tmp_path, fake.url, url)
+@pytest.fixture(scope="module")
+def workers(fake, tmp_path_factory) -> Iterator[ProxyProcess]:
+    """One two-worker proxy for the module's tests, each with a key of its own."""
+    folder = tmp_path_factory.mktemp("workers-counters")
+    url = f"sqlite:///{folder / 'ledger.db'}"
+    config = accounts_config(folder, fake.url, url)
     with ProxyProcess(config, env=ledger_env(url), workers=2) as process:
         yield process
 
@@ -47,8 +49,9 @@ def test_a_keys_budget_is_one_budget_for_all_workers(workers):
         statuses = [_fresh_edit(workers.url, made["key"]) for _ in range(12)]
         assert statuses[-3:] == [429, 429, 429], statuses
         served = statuses.count(200)
-        wait_for(lambda: spend_rows(client, workers.url)["total"] >= served, timeout=20)
-        rows = spend_rows(client, workers.url, api_key_hash=made["key_hash"], page_size=100)
+        own = {"api_key_hash": made["key_hash"], "page_size": 100}
+        wait_for(lambda: spend_rows(client, workers.url, **own)["total"] >= served, timeout=20)
+        rows = spend_rows(client, workers.url, **own)
     spent = sum(Decimal(row["cost_usd"]) for row in rows["data"])
     assert rows["total"] == served and 0 < spent <= budget
 

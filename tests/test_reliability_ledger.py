@@ -53,7 +53,10 @@ class LoadUntilStopped:
             except httpx.HTTPError:
                 with self._lock:
                     self.errors += 1
-                time.sleep(0.02)
+                # The proxy is away (killed, restarting): each try makes a new client, whose
+                # TLS context alone costs milliseconds of CPU; retrying every 20 ms from every
+                # thread starved the restarting proxy (10 s to start instead of 2).
+                time.sleep(0.2)
                 continue
             with self._lock:
                 if response.status_code == 200:

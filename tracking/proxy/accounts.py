@@ -10,8 +10,10 @@ management endpoints answer 403.
 Shared state: keys and end users live in the ledger's database (``database_url``), counters in
 Redis (``router_settings.redis_url``, or ``redis_host`` / ``redis_port`` / ``redis_password``, or
 ``TRACKING_REDIS_URL``), under the key prefix ``TRACKING_REDIS_PREFIX`` (default
-``tracking:proxy:``). Without Redis the counters live in the process (one instance), or in a
-SQLite file the workers of ``tracking serve --workers N`` share (:mod:`.machine_counters`).
+``tracking:proxy:``); after a Redis error they are kept by the instance and Redis is tried again
+``TRACKING_REDIS_RETRY_SECONDS`` later (default 5). Without Redis the counters live in the
+process (one instance), or in a SQLite file the workers of ``tracking serve --workers N`` share
+(:mod:`.machine_counters`).
 
 How the call's event learns the key: :meth:`Accounts.admit` adds ``user_api_key_hash``,
 ``user_api_key_alias`` and ``team`` to the call's ``metadata``, which the SDK's call path copies
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..request import end_user_of
 from .budgets import Budgets, Reservation, settlings_done
 from .errors import ProxyError
-from .keys import VirtualKeys, cache_seconds_from_environment
+from .keys import VirtualKeys, cache_seconds_from_environment, seconds_from_environment
 from .machine_counters import COUNTERS_FILE_ENV, MachineCounters
 from .ratelimit import RateLimiter
 from .shared_counters import Counters, LocalCounters, RedisCounters
@@ -40,12 +42,15 @@ if TYPE_CHECKING:
     from .auth import Authenticator, KeyCheck, Principal
     from .json_io import Receive, Scope, Send
 
-__all__ = ["PREFIX_ENV", "REDIS_ENV", "Accounts", "redis_url_of"]
+__all__ = ["PREFIX_ENV", "REDIS_ENV", "RETRY_ENV", "Accounts", "redis_url_of"]
 
 log = logging.getLogger("tracking.proxy")
 
 REDIS_ENV = "TRACKING_REDIS_URL"
 PREFIX_ENV = "TRACKING_REDIS_PREFIX"
+#: How long after a Redis error the counters are kept by the instance before Redis is tried again.
+RETRY_ENV = "TRACKING_REDIS_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 5.0
 
 Handler = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
 
@@ -169,7 +174,11 @@ def _counters(redis_url: str | None) -> Counters:
     """Redis when configured; else the machine's file shared by ``--workers N``; else this
     process alone."""
     if redis_url:
-        return RedisCounters(redis_url, prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:")
+        return RedisCounters(
+            redis_url,
+            prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:",
+            retry_interval=seconds_from_environment(RETRY_ENV, DEFAULT_RETRY_SECONDS),
+        )
     shared_file = os.environ.get(COUNTERS_FILE_ENV)
     if shared_file:
         return MachineCounters(shared_file)

@@ -98,16 +98,23 @@ def parse_duration(text: str, param: str = "duration") -> timedelta:
 
 
 def cache_seconds_from_environment() -> float:
-    raw = os.environ.get(CACHE_ENV)
+    return seconds_from_environment(CACHE_ENV, DEFAULT_CACHE_SECONDS)
+
+
+def seconds_from_environment(name: str, default: float) -> float:
+    """The environment variable ``name`` as a number of seconds, ``default`` when it is unset;
+    a value that is not a finite number >= 0 is logged and ``default`` used ("inf" would cache
+    a deleted key forever, or never try Redis again)."""
+    raw = os.environ.get(name)
     if not raw:
-        return DEFAULT_CACHE_SECONDS
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not math.isfinite(value) or value < 0:  # "inf" would cache a deleted key forever
-        log.warning("%s=%r is not a number of seconds; using %s", CACHE_ENV, raw, 5)
-        return DEFAULT_CACHE_SECONDS
+    if not math.isfinite(value) or value < 0:
+        log.warning("%s=%r is not a number of seconds; using %g", name, raw, default)
+        return default
     return value
 
 
