@@ -192,7 +192,17 @@ class CallRoute:
                 backoff=earlier is not None,
                 retry_after=earlier.retry_after if earlier is not None else None,
             )
-        raise self._final_error()
+        raise self._forgetting_failures(self._final_error())
+
+    def _forgetting_failures(self, failure: BaseException) -> BaseException:
+        """``failure``, the call's last, with the route keeping none of its failures any more:
+        a raised exception's traceback holds this route's frames, and through them the call's
+        images, so a failure kept here made a cycle that only a full collection broke (the
+        proxy collects rarely: every refused upload stayed in memory)."""
+        self.failed = {}
+        self.last_error = self.unsupported = None
+        self.unserved, self.misconfigured, self.invalid = {}, {}, {}
+        return failure
 
     def done(
         self,
@@ -315,7 +325,9 @@ class CallRoute:
         invalid = [self.invalid[d.id] for d in router.groups[group] if d.id in self.invalid]
         if not candidates and invalid:  # the request fits none of those left
             if self.group_index == 0:
-                raise invalid[0]
+                failure = invalid[0]
+                del invalid
+                raise self._forgetting_failures(failure)
             self.skipped.append((group, str(invalid[0])))
             log.warning("router: fallback %r skipped: %s", group, invalid[0])
             return None
