@@ -138,22 +138,21 @@ def _port(text: str) -> int:
 MAX_WORKERS = 256
 
 
+def _count(text: str, what: str, high: int) -> int:
+    """A whole number from 1 to ``high`` written in ASCII digits, else an argparse error."""
+    if not (text.strip().isascii() and text.strip().isdigit()) or not 1 <= int(text) <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what} (1 to {high})")
+    return int(text)
+
+
 def _worker_count(text: str) -> int:
     """``--workers``: 1 to :data:`MAX_WORKERS` processes."""
-    if not (text.strip().isascii() and text.strip().isdigit()) or not (
-        1 <= int(text) <= MAX_WORKERS
-    ):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of worker processes (1 to {MAX_WORKERS})"
-        )
-    return int(text)
+    return _count(text, "worker processes", MAX_WORKERS)
 
 
 def _group_count(text: str) -> int:
     """``--limit``: 1 to 1,000,000 groups."""
-    if not (text.strip().isascii() and text.strip().isdigit()) or not 1 <= int(text) <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of groups (1 to 1000000)")
-    return int(text)
+    return _count(text, "groups", 1_000_000)
 
 
 def _fault(text: str) -> str:
@@ -546,16 +545,16 @@ class _Output:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise _OutputFailed(exc.strerror or str(exc)) from None
+        written: int = self._guarded(self._stream.write, text)
+        return written
 
     def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    @staticmethod
+    def _guarded(action: Any, *args: Any) -> Any:
         try:
-            self._stream.flush()
+            return action(*args)
         except BrokenPipeError:
             raise
         except OSError as exc:

@@ -565,13 +565,9 @@ def parse_config(
     router = faults.check_section(
         top.get("router_settings", {}), _ROUTER_SETTINGS, "router_settings"
     )
-    if "redis_host" not in router and "redis_url" not in router:
-        # whoever wrote a port believes the instances share Redis (budgets, rate limits)
-        faults.errors.extend(
-            f"router_settings.{key}: has no effect without redis_host (or give redis_url)"
-            for key in ("redis_port", "redis_password")
-            if key in router
-        )
+    from .router.router import lone_redis_settings
+
+    faults.errors.extend(lone_redis_settings(router))
     for section, keys in (
         ("litellm_settings", _LITELLM_SETTINGS_NOT_USED & litellm.keys()),
         ("router_settings", _ROUTER_SETTINGS_NOT_USED & router.keys()),

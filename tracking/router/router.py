@@ -37,7 +37,7 @@ from .strategies import RoutingStrategy, strategy_named
 if TYPE_CHECKING:
     from ..response import ImageResponse
 
-__all__ = ["CooldownObserver", "Router"]
+__all__ = ["CooldownObserver", "Router", "lone_redis_settings"]
 
 log = logging.getLogger("tracking.router")
 
@@ -120,6 +120,20 @@ def _routed_async(
     functools.update_wrapper(routed, params)
     routed.__name__ = routed.__qualname__ = name
     return routed
+
+
+def lone_redis_settings(settings: Mapping[str, Any]) -> list[str]:
+    """A fault for each of ``redis_port`` / ``redis_password`` in ``router_settings`` that
+    names no Redis (no ``redis_host``, no ``redis_url``): whoever wrote one believes the
+    processes share Redis (routing state, the proxy's budgets and rate limits), and they
+    would not. The proxy's config check and :meth:`Router.from_config` both use it."""
+    if settings.get("redis_host") or settings.get("redis_url"):
+        return []
+    return [
+        f"router_settings.{key}: has no effect without redis_host (or give redis_url)"
+        for key in ("redis_port", "redis_password")
+        if settings.get(key) is not None
+    ]
 
 
 def _price_params(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -270,14 +284,11 @@ class Router:
                 f"router_settings.redis_port: expected a port from 1 to 65535, got {port!r}"
             )
         password = settings.pop("redis_password", None)
-        if not host and not settings.get("redis_url"):
-            # written alone they name no Redis: processes would not share the routing state
-            for key, given in (("redis_port", port), ("redis_password", password)):
-                if given is not None:
-                    raise ConfigurationError(
-                        f"router_settings.{key}: has no effect without redis_host "
-                        "(or give redis_url)"
-                    )
+        lone = lone_redis_settings(
+            {**settings, "redis_host": host, "redis_port": port, "redis_password": password}
+        )
+        if lone:
+            raise ConfigurationError(lone[0])
         if host and not settings.get("redis_url"):
             from urllib.parse import quote
 
