@@ -458,6 +458,29 @@ def test_openapi_document_describes_every_route(proxy):
     assert "<script" not in page.text and "https://" not in page.text  # nothing fetched
 
 
+def test_openapi_document_names_the_routes_with_a_name_in_their_path_and_every_query_read(proxy):
+    """/openapi.json describes every route the proxy serves (docs/proxy-protocol.md): the two
+    whose path holds a name, ``client.models.retrieve``'s and the URL answers' stored images,
+    were missing, and so were query parameters routes read (the spend totals' dates, the key
+    list's filters)."""
+    paths = httpx.get(f"{proxy.url}/openapi.json").json()["paths"]
+
+    def parameters(path: str) -> dict[str, str]:
+        return {p["name"]: p["in"] for p in paths[path]["get"].get("parameters", [])}
+
+    for path in ("/v1/models/{model}", "/models/{model}"):
+        assert parameters(path) == {"model": "path"}, path
+    stored = "/v1/images/stored/{name}"
+    assert parameters(stored) == {"name": "path", "expires": "query", "signature": "query"}
+    assert paths[stored]["get"]["security"] == []  # the URL's signature is its credential
+    for path in ("/global/spend", "/global/spend/keys", "/global/spend/teams"):
+        assert {"start_date", "end_date"} <= set(parameters(path)), path
+    assert {"key_alias", "team_id"} <= set(parameters("/key/list"))
+    # what the document names is served: the model route with a model the config lists
+    model = httpx.get(f"{proxy.url}/v1/models/dall-e-2", headers=bearer(MASTER_KEY))
+    assert model.status_code == 200 and model.json()["id"] == "dall-e-2"
+
+
 def test_openapi_fuzz_run_finds_no_server_error(proxy, tmp_path: Path):
     """schemathesis, property-based, against the running proxy with the master key: every
     generated request gets an answer below 500. Bounded: a few examples per operation and

@@ -60,7 +60,7 @@ from .image_store import STORED_PREFIX, build_image_store, parse_store_settings,
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher
-from .openapi import docs_page, openapi_document
+from .openapi import MODEL_PATHS, STORED_PATH, docs_page, openapi_document
 from .prices import register_config_prices
 from .stream_relay import relay_stream
 from .trace_context import callers_trace
@@ -159,8 +159,12 @@ class ProxyApp:
             methods = "GET, HEAD" if method == "GET" else method
             self._allowed[path] = f"{known}, {methods}" if known else methods
         self._cors = _Cors(config.general_settings.cors_allow_origins)
+        # the routes found by prefix are described too: the model route, the stored images
+        described = [*self._routes, *(("GET", path) for path in MODEL_PATHS)]
+        if self.image_store is not None:
+            described.append(("GET", STORED_PATH))
         self._openapi_body = json.dumps(
-            openapi_document(self._routes, _version()), separators=(",", ":")
+            openapi_document(described, _version()), separators=(",", ":")
         ).encode()
         self._docs_body = docs_page(json.loads(self._openapi_body))
 

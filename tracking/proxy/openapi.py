@@ -1,6 +1,7 @@
 """The proxy's OpenAPI 3.1 document (``/openapi.json``) and a self-contained page (``/docs``).
 
-The document is built from the app's own route table, so every route the proxy serves is in it:
+The document is built from the app's own route table, plus the routes it finds by their path's
+prefix (:data:`MODEL_PATHS`, :data:`STORED_PATH`), so every route the proxy serves is in it:
 each route's description comes from :data:`OPERATIONS` (a test checks none is missing). The
 ``/docs`` page is plain HTML rendered here from the same document, with no script and nothing
 fetched from elsewhere, so it works on a machine without internet access.
@@ -13,7 +14,9 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["OPERATIONS", "docs_page", "openapi_document"]
+from .image_store import STORED_PREFIX
+
+__all__ = ["MODEL_PATHS", "OPERATIONS", "STORED_PATH", "docs_page", "openapi_document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JSON_OBJECT = {"type": "object", "additionalProperties": True}
@@ -50,6 +53,15 @@ def _query(*names: str) -> list[dict[str, Any]]:
         {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
         for name in names
     ]
+
+
+def _path_name(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+#: The routes whose path holds a name (the app finds them by prefix, not in its route table).
+MODEL_PATHS = ("/v1/models/{model}", "/models/{model}")
+STORED_PATH = f"{STORED_PREFIX}{{name}}"
 
 
 _EDIT_FIELDS: dict[str, Any] = {
@@ -142,6 +154,12 @@ def _json_body(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {"required": False, "content": _json(schema)}
 
 
+_MODEL = {
+    "summary": "One model the config lists (client.models.retrieve)",
+    "parameters": [_path_name("model")],
+    "responses": _answers("The model", 401, 404),
+}
+
 #: Each route's OpenAPI operation, by path (every method of a path shares it).
 OPERATIONS: dict[str, dict[str, Any]] = {
     "/v1/images/edits": _EDIT,
@@ -150,6 +168,19 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "/images/generations": _GENERATION,
     "/v1/models": _MODELS,
     "/models": _MODELS,
+    MODEL_PATHS[0]: _MODEL,
+    MODEL_PATHS[1]: _MODEL,
+    STORED_PATH: {
+        "summary": "An image a URL answer named (no key: the URL's signature is its credential)",
+        "security": [],
+        "parameters": [_path_name("name"), *_query("expires", "signature")],
+        "responses": {
+            "200": {"description": "The image's bytes", "content": {"image/*": {}}},
+            "403": {"description": "A changed or expired URL", "content": _json(_ERROR)},
+            "404": {"description": "No such image", "content": _json(_ERROR)},
+            "503": {"description": "The image store cannot be read", "content": _json(_ERROR)},
+        },
+    },
     "/health/liveliness": _HEALTH,
     "/health/liveness": _HEALTH,
     "/health/readiness": {
@@ -220,7 +251,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "/key/list": {
         "summary": "Virtual keys, a page at a time (master key only; LiteLLM's shape)",
-        "parameters": _query("page", "size", "return_full_object"),
+        "parameters": _query("page", "size", "key_alias", "team_id", "return_full_object"),
         "responses": _answers("A page of keys", 400, 401, 403),
     },
     "/key/update": {
@@ -254,26 +285,27 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "/global/spend": {
         "summary": "Total spend from the ledger (master key only)",
+        "parameters": _query("start_date", "end_date"),
         "responses": _answers("The total", 401, 403, 503),
     },
     "/global/spend/keys": {
         "summary": "Spend per key (master key only)",
-        "parameters": _query("limit"),
+        "parameters": _query("start_date", "end_date", "limit"),
         "responses": _answers("Keys with their spend", 400, 401, 403, 503),
     },
     "/global/spend/models": {
         "summary": "Spend per model (master key only)",
-        "parameters": _query("limit"),
+        "parameters": _query("start_date", "end_date", "limit"),
         "responses": _answers("Models with their spend", 400, 401, 403, 503),
     },
     "/global/spend/end_users": {
         "summary": "Spend per end user (master key only)",
-        "parameters": _query("limit"),
+        "parameters": _query("start_date", "end_date", "limit"),
         "responses": _answers("End users with their spend", 400, 401, 403, 503),
     },
     "/global/spend/teams": {
         "summary": "Spend per team (master key only)",
-        "parameters": _query("limit"),
+        "parameters": _query("start_date", "end_date", "limit"),
         "responses": _answers("Teams with their spend", 400, 401, 403, 503),
     },
     "/global/spend/report": {
