@@ -82,6 +82,12 @@ class RouterState(Protocol):
 
     def end(self, deployment_id: str) -> None: ...
 
+    # A state may also have ``release(deployment_id)``: end a call that :meth:`begin` counted
+    # but that was never sent (refused for the deployment's model, its settings, the caller's
+    # budget), giving its place in that minute's requests back. :class:`MemoryState` and
+    # :class:`RedisState` have it; a state without it is ended with :meth:`end` instead (the
+    # place stays taken until the minute ends).
+
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None: ...
 
     def record_failure(self, deployment_id: str) -> int:
@@ -105,6 +111,8 @@ class StepwiseState(Protocol):
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]: ...
 
     def end(self, deployment_id: str) -> Steps[None]: ...
+
+    def release(self, deployment_id: str) -> Steps[None]: ...
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
@@ -141,6 +149,14 @@ class _InProcessSteps:
     def end(self, deployment_id: str) -> Steps[None]:
         yield from ()
         self.state.end(deployment_id)
+
+    def release(self, deployment_id: str) -> Steps[None]:
+        yield from ()
+        release = getattr(self.state, "release", None)
+        if release is None:  # a state of your own without it: the rpm place stays taken
+            self.state.end(deployment_id)
+        else:
+            release(deployment_id)
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
@@ -189,7 +205,8 @@ class MemoryState:
         self._lock = threading.Lock()
         self._cooling: dict[str, float] = {}  # id -> monotonic deadline
         self._failures: dict[str, tuple[int, float]] = {}  # id -> (count, window deadline)
-        self._in_flight: dict[str, int] = {}
+        #: id -> the minute each call in flight there began in, oldest first
+        self._in_flight: dict[str, deque[int]] = {}
         self._usage: dict[str, tuple[int, int, int]] = {}  # id -> (minute, requests, tokens)
         self._latency: dict[str, deque[float]] = {}
 
@@ -204,7 +221,7 @@ class MemoryState:
             }
             return Snapshot(
                 cooling=cooling,
-                in_flight={i: self._in_flight.get(i, 0) for i in ids},
+                in_flight={i: len(self._in_flight.get(i, ())) for i in ids},
                 rpm={i: usage[i][1] if i in usage else 0 for i in ids},
                 tpm={i: usage[i][2] if i in usage else 0 for i in ids},
                 latency_ms={i: tuple(reversed(self._latency.get(i, ()))) for i in ids},
@@ -221,12 +238,25 @@ class MemoryState:
             if rpm_limit is not None and requests >= rpm_limit:
                 return False
             self._usage[deployment_id] = (minute, requests + 1, tokens)
-            self._in_flight[deployment_id] = self._in_flight.get(deployment_id, 0) + 1
+            self._in_flight.setdefault(deployment_id, deque()).append(minute)
             return True
 
     def end(self, deployment_id: str) -> None:
         with self._lock:
-            self._in_flight[deployment_id] = max(0, self._in_flight.get(deployment_id, 0) - 1)
+            calls = self._in_flight.get(deployment_id)
+            if calls:
+                calls.popleft()
+
+    def release(self, deployment_id: str) -> None:
+        """End the call begun last there, never sent: its request leaves its minute's count."""
+        with self._lock:
+            calls = self._in_flight.get(deployment_id)
+            if not calls:
+                return
+            began = calls.pop()
+            minute, requests, tokens = self._usage.get(deployment_id, (began, 0, 0))
+            if minute == began and requests > 0:
+                self._usage[deployment_id] = (minute, requests - 1, tokens)
 
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
         minute = _minute(self.clock)
@@ -320,6 +350,9 @@ class RedisState:
     def end(self, deployment_id: str) -> None:
         run_steps(self.steps.end(deployment_id))
 
+    def release(self, deployment_id: str) -> None:
+        run_steps(self.steps.release(deployment_id))
+
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
         run_steps(self.steps.record_success(deployment_id, latency_ms, tokens))
 
@@ -384,8 +417,9 @@ class _RedisSteps:
     def __init__(self, state: RedisState) -> None:
         self.state = state
         self.local = state.local
-        #: deployment id -> the in-flight calls this process began there in Redis
-        self._calls: dict[str, deque[str]] = {}
+        #: deployment id -> the in-flight calls this process began there in Redis, oldest
+        #: first: (the call's member, the minute its request was counted in)
+        self._calls: dict[str, deque[tuple[str, int]]] = {}
         self._lock = threading.Lock()
 
     def _key(self, kind: str, deployment_id: str, *suffix: object) -> str:
@@ -442,7 +476,8 @@ class _RedisSteps:
         return Snapshot(cooling, in_flight, rpm, tpm, latency, window_left, failures)
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
-        rpm_key = self._key("rpm", deployment_id, _minute(self.state.clock))
+        minute = _minute(self.state.clock)
+        rpm_key = self._key("rpm", deployment_id, minute)
         calls_key = self._key("inflight-calls", deployment_id)
         now_ms = self.state.clock() * 1000
         call = uuid.uuid4().hex
@@ -465,22 +500,44 @@ class _RedisSteps:
             yield from self._replies([("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})])
             return False
         with self._lock:
-            self._calls.setdefault(deployment_id, deque()).append(call)
+            self._calls.setdefault(deployment_id, deque()).append((call, minute))
         return True
 
-    def end(self, deployment_id: str) -> Steps[None]:
-        with self._lock:  # the oldest call this process began there (any one ends the same)
+    def _began(self, deployment_id: str, *, last: bool) -> tuple[str, int] | None:
+        """One call this process began there in Redis (None: begun on the local state)."""
+        with self._lock:
             calls = self._calls.get(deployment_id)
-            call = calls.popleft() if calls else None
+            began = (calls.pop() if last else calls.popleft()) if calls else None
             if calls is not None and not calls:
                 del self._calls[deployment_id]
-        if call is None:  # begun on the local state, while Redis was down
+        return began
+
+    def end(self, deployment_id: str) -> Steps[None]:
+        # the oldest call this process began there (any one ends the same)
+        began = self._began(deployment_id, last=False)
+        if began is None:  # begun on the local state, while Redis was down
             self.local.end(deployment_id)
             return
         key = self._key("inflight-calls", deployment_id)
-        replies = yield from self._replies([("zrem", (key, call), {})])
+        replies = yield from self._replies([("zrem", (key, began[0]), {})])
         if replies is None:
             self.local.end(deployment_id)
+
+    def release(self, deployment_id: str) -> Steps[None]:
+        # the call begun last: the one just refused (its minute is the one to give back to)
+        began = self._began(deployment_id, last=True)
+        if began is None:
+            self.local.release(deployment_id)
+            return
+        call, minute = began
+        rpm_key = self._key("rpm", deployment_id, minute)
+        yield from self._replies(
+            [
+                ("zrem", (self._key("inflight-calls", deployment_id), call), {}),
+                ("decr", (rpm_key,), {}),
+                ("expire", (rpm_key, _USAGE_TTL), {}),  # past its minute's end, never for good
+            ]
+        )
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
