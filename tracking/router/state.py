@@ -16,8 +16,11 @@ meanwhile is not copied back.
 A routed call reaches the state through :func:`stepwise`: Redis exchanges are yielded as
 :class:`~tracking.targets.Consult` effects, so a sync call runs them with the blocking client and
 an async call awaits them with ``redis.asyncio`` (one client per event loop, closed when that
-loop ends) without ever blocking its loop; both bounded by ``socket_timeout``. A state kept in
-the process (:class:`MemoryState`, or your own :class:`RouterState`) is called directly.
+loop ends) without ever blocking its loop; both bounded by ``socket_timeout``. A call cancelled
+while it awaits the exchange that starts it (or ends it) does not cut that exchange short: it
+is finished in the background, and a start is then undone (see :meth:`RedisState.exchange`).
+A state kept in the process (:class:`MemoryState`, or your own :class:`RouterState`) is called
+directly.
 
 Usage windows are calendar minutes (``rpm`` / ``tpm`` count the current minute); failure counts
 for ``allowed_fails`` expire ``failure_window`` seconds after the first failure.
@@ -26,6 +29,7 @@ for ``allowed_fails`` expire ``failure_window`` seconds after the first failure.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -332,6 +336,8 @@ class RedisState:
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
+        #: exchanges undoing what cancelled calls' exchanges did, until they are done
+        self._undoing: set[asyncio.Task[list[Any]]] = set()
         self.steps = _RedisSteps(self)
 
     @property
@@ -367,9 +373,22 @@ class RedisState:
 
     # -- one pipelined exchange, blocking or awaited --------------------------------------------
 
-    def exchange(self, commands: Sequence[Command]) -> Consult:
-        """The effect that sends ``commands`` as one pipeline and answers their replies."""
-        return Consult(lambda: self._execute(commands), lambda: self._aexecute(commands))
+    def exchange(
+        self,
+        commands: Sequence[Command],
+        *,
+        finish: bool = False,
+        undo: Callable[[list[Any]], Sequence[Command]] | None = None,
+    ) -> Consult:
+        """The effect that sends ``commands`` as one pipeline and answers their replies.
+
+        An async call cancelled while it waits cuts its exchange short, unless ``finish`` or
+        ``undo`` is given: that exchange is finished in the background, and ``undo``'s commands
+        for its replies are then sent, taking back what it did for a call that is no more (the
+        in-flight entry and rpm place a call's begin took, which no end would ever remove)."""
+        if not finish and undo is None:
+            return Consult(lambda: self._execute(commands), lambda: self._aexecute(commands))
+        return Consult(lambda: self._execute(commands), lambda: self._afinish(commands, undo))
 
     def _execute(self, commands: Sequence[Command]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -387,6 +406,34 @@ class RedisState:
                 getattr(pipe, name)(*args, **kwargs)
             replies: list[Any] = await pipe.execute()
         return replies
+
+    async def _afinish(
+        self, commands: Sequence[Command], undo: Callable[[list[Any]], Sequence[Command]] | None
+    ) -> list[Any]:
+        exchange = asyncio.ensure_future(self._aexecute(commands))
+        try:
+            return await asyncio.shield(exchange)
+        except asyncio.CancelledError:  # the exchange goes on; its effect is undone once done
+            exchange.add_done_callback(functools.partial(self._after_cancel, undo))
+            raise
+
+    def _after_cancel(
+        self,
+        undo: Callable[[list[Any]], Sequence[Command]] | None,
+        exchange: asyncio.Future[list[Any]],
+    ) -> None:
+        if exchange.cancelled() or exchange.exception() is not None or undo is None:
+            return  # failed: nothing was done, or nothing is known (the entry's lease ends it)
+        task = exchange.get_loop().create_task(self._aexecute(undo(exchange.result())))
+        self._undoing.add(task)  # held until done (the loop keeps only a weak reference)
+        task.add_done_callback(self._undone)
+
+    def _undone(self, task: asyncio.Task[list[Any]]) -> None:
+        self._undoing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug(
+                "router state: undoing a cancelled call's exchange failed: %r", task.exception()
+            )
 
     async def _async_client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -426,12 +473,19 @@ class _RedisSteps:
         tail = "".join(f":{part}" for part in suffix)
         return f"{self.state.prefix}{kind}:{deployment_id}{tail}"
 
-    def _replies(self, commands: Sequence[Command]) -> Steps[list[Any] | None]:
-        """The commands' replies, or None when Redis is (or just went) down."""
+    def _replies(
+        self,
+        commands: Sequence[Command],
+        *,
+        finish: bool = False,
+        undo: Callable[[list[Any]], Sequence[Command]] | None = None,
+    ) -> Steps[list[Any] | None]:
+        """The commands' replies, or None when Redis is (or just went) down (``finish`` and
+        ``undo``: see :meth:`RedisState.exchange`)."""
         outage = self.state.outage
         if outage.down:
             return None
-        replies = yield self.state.exchange(commands)
+        replies = yield self.state.exchange(commands, finish=finish, undo=undo)
         if isinstance(replies, BaseException):
             if not isinstance(replies, (*outage.errors, TimeoutError)):
                 raise replies
@@ -481,6 +535,7 @@ class _RedisSteps:
         calls_key = self._key("inflight-calls", deployment_id)
         now_ms = self.state.clock() * 1000
         call = uuid.uuid4().hex
+        give_back: list[Command] = [("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})]
         replies = yield from self._replies(
             [
                 ("incr", (rpm_key,), {}),
@@ -490,14 +545,16 @@ class _RedisSteps:
                 ("zremrangebyscore", (calls_key, "-inf", now_ms), {}),
                 ("zadd", (calls_key, {call: now_ms + _IN_FLIGHT_TTL * 1000}), {}),
                 ("expire", (calls_key, _IN_FLIGHT_TTL), {}),
-            ]
+            ],
+            # cancelled meanwhile, the call never learns it began: what it took is given back
+            undo=lambda _: give_back,
         )
         if replies is None:
             return self.local.begin(deployment_id, rpm_limit)
         if rpm_limit is not None and int(replies[0]) > rpm_limit:
             # INCR first and give back when over: two processes can never both pass the
             # limit; at worst a borderline call is refused.
-            yield from self._replies([("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})])
+            yield from self._replies(give_back, finish=True)
             return False
         with self._lock:
             self._calls.setdefault(deployment_id, deque()).append((call, minute))
@@ -519,7 +576,7 @@ class _RedisSteps:
             self.local.end(deployment_id)
             return
         key = self._key("inflight-calls", deployment_id)
-        replies = yield from self._replies([("zrem", (key, began[0]), {})])
+        replies = yield from self._replies([("zrem", (key, began[0]), {})], finish=True)
         if replies is None:
             self.local.end(deployment_id)
 
@@ -536,7 +593,8 @@ class _RedisSteps:
                 ("zrem", (self._key("inflight-calls", deployment_id), call), {}),
                 ("decr", (rpm_key,), {}),
                 ("expire", (rpm_key, _USAGE_TTL), {}),  # past its minute's end, never for good
-            ]
+            ],
+            finish=True,
         )
 
     def record_success(
