@@ -41,7 +41,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..frozen import fast_init
-from ..redis_outage import RedisOutage, async_redis_client, redis_client
+from ..redis_outage import (
+    RedisOutage,
+    async_redis_client,
+    redis_client,
+    retry_interval_from_environment,
+)
 from ..targets import Consult, Steps, run_steps
 
 __all__ = ["MemoryState", "RedisState", "RouterState", "Snapshot", "StepwiseState", "stepwise"]
@@ -302,6 +307,8 @@ class RedisState:
     """Routing state in Redis under ``prefix``, degrading to a local :class:`MemoryState`.
 
     ``socket_timeout`` bounds every exchange (connecting, and each answer) on both paths.
+    ``retry_interval``: the seconds Redis is left alone after an error; by default
+    ``TRACKING_REDIS_RETRY_SECONDS`` (5 s when unset), the proxy's counters' setting too.
     """
 
     def __init__(
@@ -312,15 +319,15 @@ class RedisState:
         latency_window: int = 10,
         failure_window: float = 60.0,
         socket_timeout: float = 0.25,
-        retry_interval: float = 5.0,
+        retry_interval: float | None = None,
         client: Any = None,
         clock: Clock = time.time,
     ) -> None:
         self.outage = RedisOutage(
             log,
             "router state: Redis unavailable (%s); routing on local state, retrying Redis in "
-            "%.0f s",
-            retry_interval,
+            "%.3g s",
+            retry_interval_from_environment() if retry_interval is None else retry_interval,
         )
         self.url = url
         self.prefix = prefix
