@@ -54,8 +54,8 @@ def test_the_sdk_router_bills_each_call_at_its_deployments_prices(fake):
         assert response._hidden_params["deployment_id"] == group
 
 
-def test_the_proxy_bills_holds_and_prices_each_deployment_at_its_own(fake):
-    config = parse_config({"model_list": _model_list(fake)})
+def _proxy_costs(config: Any, *groups: str) -> list[Decimal | None]:
+    """The cost of one call to each of ``groups``, priced and routed as the proxy does."""
     register_config_prices(config)
     dispatcher = build_dispatcher(config)
 
@@ -64,10 +64,14 @@ def test_the_proxy_bills_holds_and_prices_each_deployment_at_its_own(fake):
         return response.cost_usd
 
     try:
-        assert asyncio.run(cost("cheap")) == Decimal("0.03")
-        assert asyncio.run(cost("dear")) == Decimal("0.05")
+        return [asyncio.run(cost(group)) for group in groups]
     finally:
         dispatcher.close()
+
+
+def test_the_proxy_bills_holds_and_prices_each_deployment_at_its_own(fake):
+    config = parse_config({"model_list": _model_list(fake)})
+    assert _proxy_costs(config, "cheap", "dear") == [Decimal("0.03"), Decimal("0.05")]
     # a call's budget hold is the most its group's deployments may cost, each at its own
     from tracking.proxy.prices import priced_models
 
@@ -83,17 +87,7 @@ def test_the_proxys_prices_section_still_prices_the_model_for_every_deployment(f
             "prices": {MODEL: {"per_image": {"any": {"any": "0.04"}}}},
         }
     )
-    register_config_prices(config)
-    dispatcher = build_dispatcher(config)
-
-    async def cost(group: str) -> Decimal | None:
-        response = await dispatcher.aimage_edit(model=group, image=make_png(), prompt="a hat")
-        return response.cost_usd
-
-    try:
-        assert [asyncio.run(cost(group)) for group in ("cheap", "dear")] == [Decimal("0.04")] * 2
-    finally:
-        dispatcher.close()
+    assert _proxy_costs(config, "cheap", "dear") == [Decimal("0.04")] * 2
     from tracking.proxy.prices import priced_models
 
     assert priced_models(config, "cheap") == [MODEL]
