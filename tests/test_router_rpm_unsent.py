@@ -10,6 +10,7 @@ could serve. Usage counts the requests sent upstream, in the process and in Redi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 import tracking
 from tests.conftest import API_KEY, make_png
 from tests.router_support import ManualClock, deployment
-from tracking.router import MemoryState, RedisState, Router
+from tracking.router import MemoryState, RedisState, Router, Snapshot
 
 GEMINI = "gemini/gemini-3-pro-image"  # one image per call: n=2 is refused before sending
 
@@ -76,3 +77,49 @@ def test_a_deployment_whose_settings_went_missing_keeps_its_rpm(request, fake, k
     monkeypatch.setenv("AZURE_API_VERSION", "2025-04-01-preview")
     _edit(router, False)  # the setting is back: its one request of the minute goes
     assert state.snapshot(["azure"]).rpm == {"azure": 1}
+
+
+class _OwnState:
+    """A state of a user's own, written before ``release`` existed: the protocol's methods only
+    (here kept by a MemoryState inside)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryState()
+        self.ended: list[str] = []
+
+    def snapshot(self, ids: Sequence[str]) -> Snapshot:
+        return self.inner.snapshot(ids)
+
+    def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
+        return self.inner.begin(deployment_id, rpm_limit)
+
+    def end(self, deployment_id: str) -> None:
+        self.ended.append(deployment_id)
+        self.inner.end(deployment_id)
+
+    def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
+        self.inner.record_success(deployment_id, latency_ms, tokens)
+
+    def record_failure(self, deployment_id: str) -> int:
+        return self.inner.record_failure(deployment_id)
+
+    def cool_down(self, deployment_id: str, seconds: float) -> bool:
+        return self.inner.cool_down(deployment_id, seconds)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_state_of_your_own_without_release_ends_the_call_unsent(fake):
+    gemini = {
+        "model_name": "images",
+        "litellm_params": {"model": GEMINI, "api_key": "AIza-test-0123456789"},
+        "model_info": {"id": "gem"},
+    }
+    openai = deployment("images", fake.url, id="oa", model="gpt-image-2", api_key=API_KEY)
+    openai["litellm_params"]["weight"] = 0
+    state = _OwnState()
+    router = Router([gemini, openai], state=state, num_retries=0, register_prices=False)
+    _edit(router, False, n=2)
+    assert state.ended == ["gem", "oa"]  # the refused one ended all the same
+    assert state.snapshot(["gem", "oa"]).in_flight == {"gem": 0, "oa": 0}
