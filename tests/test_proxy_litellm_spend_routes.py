@@ -5,6 +5,8 @@
 - ``/global/spend/report`` gives, as LiteLLM's query does, one ``metadata`` entry per (model,
   key) pair with ``group_by=team|customer``, and LiteLLM's per-key rows (``total_cost``,
   ``model_details``) with ``group_by=api_key``; it gave per-model entries, per day, for all three.
+  By team, the calls of no team are LiteLLM's ``"Unassigned Team"`` (they were ``null``), and
+  each team's ``team_id`` is given beside its ``team_name``.
 - A date-only ``end_date`` is that day's UTC midnight, excluded: LiteLLM's ``/spend/logs`` and
   ``/global/spend/report`` leave the day out too (``startTime <= end_date`` at midnight).
 
@@ -213,7 +215,8 @@ def test_the_report_by_team_has_an_entry_per_model_and_key(app, ledger_url):  # 
     first, second = report
     assert first["group_by_day"] == DAY.date().isoformat()
     (team,) = first["teams"]
-    assert (team["team_name"], team["total_spend"]) == ("t", "1")
+    # a team has no alias here: its name is its id, which is also given as it is
+    assert (team["team_name"], team["team_id"], team["total_spend"]) == ("t", "t", "1")
     tokens = 1389  # make_event's usage
     expected = [
         {"model": "gpt-image-1", "api_key": KEY_A, "spend": "0.3", "total_tokens": 2 * tokens},
@@ -222,8 +225,9 @@ def test_the_report_by_team_has_an_entry_per_model_and_key(app, ledger_url):  # 
     ]
     assert team["metadata"] == sorted(expected, key=lambda e: (e["model"], e["api_key"]))
     assert second["teams"] == [
-        {
-            "team_name": None,
+        {  # calls of no team, named as LiteLLM names them
+            "team_name": "Unassigned Team",
+            "team_id": None,
             "total_spend": "0.5",
             "metadata": [
                 {"model": "gpt-image-1", "api_key": KEY_B, "spend": "0.5", "total_tokens": tokens}

@@ -11,7 +11,7 @@ import pytest
 
 import tracking
 from tests.conftest import API_KEY, make_png
-from tracking.router import Router
+from tracking.router import MemoryState, Router
 from tracking.testing import FakeOpenAI
 
 GEMINI = "gemini/gemini-3-pro-image"  # one image per call
@@ -52,7 +52,20 @@ def test_a_request_one_model_of_the_group_cannot_take_goes_to_the_others(recorde
     assert router.state.snapshot(["gem"]).in_flight == {"gem": 0}
 
 
+class _Drawn(MemoryState):
+    """Routing state that lists the deployments drawn (begun) for a call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawn: list[str] = []
+
+    def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
+        self.drawn.append(deployment_id)
+        return super().begin(deployment_id, rpm_limit)
+
+
 def test_a_request_no_deployment_of_the_group_takes_fails_at_once_without_fallback(recorder):
+    state = _Drawn()
     with FakeOpenAI(api_keys=[API_KEY]) as backup:
         router = Router(
             [
@@ -61,12 +74,15 @@ def test_a_request_no_deployment_of_the_group_takes_fails_at_once_without_fallba
                 _openai("backup", "oa", backup.url),
             ],
             fallbacks=[{"images": ["backup"]}],
+            state=state,
         )
         with pytest.raises(tracking.ValidationError, match="gemini-3-pro-image makes 1"):
             _edit(router)
         assert backup.hits == 0  # the request's fault: never retried on a fallback
         # the group's other deployment of the same model was not drawn for it too
-        assert sum(router.state.snapshot(["gem-1", "gem-2"]).rpm.values()) == 1
+        assert len(state.drawn) == 1
+        # and the one drawn, never sent, gave its place in the minute's rpm back
+        assert router.state.snapshot(["gem-1", "gem-2"]).rpm == {"gem-1": 0, "gem-2": 0}
     (event,) = recorder.events
     assert (event.status, event.attempts, event.error_type) == ("failure", 0, "validation_error")
 

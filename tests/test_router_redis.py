@@ -211,6 +211,38 @@ def test_an_unreachable_redis_from_the_start_still_routes(recorder, caplog):
         assert good.hits == 1 and "Redis unavailable" in caplog.text
 
 
+def test_the_router_tries_redis_again_after_the_proxys_retry_interval(
+    recorder, caplog, monkeypatch
+):
+    """``TRACKING_REDIS_RETRY_SECONDS`` (the proxy's counters' setting) is the router state's
+    interval too: it was fixed at 5 s, so a router never found a recovered Redis sooner."""
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    monkeypatch.setenv("TRACKING_REDIS_RETRY_SECONDS", "0.5")
+    with (
+        StubUpstream() as good,
+        Router([deployment("images", good.url, id="g", model="gpt-image-2")], redis_url=url) as r,
+    ):
+        with caplog.at_level(logging.WARNING, "tracking.router"):
+            r.image_edit(image=make_png(), prompt="p", model="images")
+        assert "retrying Redis in 0.5 s" in caplog.text
+        monkeypatch.setenv("TRACKING_REDIS_RETRY_SECONDS", "0")  # every exchange tries Redis
+        with Router(
+            [deployment("images", good.url, id="g", model="gpt-image-2")], redis_url=url
+        ) as eager:
+            for _ in range(2):
+                eager.image_edit(image=make_png(), prompt="p", model="images")
+            # each exchange of each call tried Redis (left alone, they try it once in all)
+            assert eager.state.outage.failures > 2  # type: ignore[attr-defined]
+        monkeypatch.setenv("TRACKING_REDIS_RETRY_SECONDS", "soon")
+        caplog.clear()
+        with Router(
+            [deployment("images", good.url, id="g", model="gpt-image-2")], redis_url=url
+        ) as default:
+            assert default.state.outage.retry_interval == 5  # type: ignore[attr-defined]
+        assert "TRACKING_REDIS_RETRY_SECONDS='soon' is not a number of seconds" in caplog.text
+    assert good.hits == 3
+
+
 def test_the_proxys_redis_prefix_namespaces_its_routing_state_too(
     redis_url, redis_prefix, monkeypatch
 ):

@@ -321,11 +321,19 @@ def _attempts(
                     provider, prepared = prepare_call(request, options)
                 request = _request_priced_as(request, prepared)
                 parsed[-1] = (request, options)
-            except Exception as exc:  # not sent: the route skips an invalid fallback or gives up
+            except BaseException as exc:  # not sent: the route skips a fallback or gives up
                 prepared = None
                 if before[0]:  # the event names the attempt before it, not a target never sent
                     del parsed[before[0] :]
-                yield from route.done(target, exc, None, None)
+                # reported whatever it is: a call cancelled while a large request was prepared
+                # off the loop kept its place among the deployment's calls in flight for good
+                told = _unsent(exc)
+                if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
+                    run_steps(route.done(target, told, None, None))
+                    raise
+                yield from route.done(target, told, None, None)
+                if not isinstance(exc, Exception):  # cancelled, interrupted: end here
+                    raise
                 failure = exc
                 continue
             progress.api_base, progress.server_port = prepared.host, prepared.port
@@ -378,10 +386,12 @@ def _attempts(
             ):
                 progress.unknown_outcomes.append(request)  # priced as what this attempt asked
                 progress.last_lost = True
+            # cancelled in its backoff (or its budget check), the attempt was never sent
+            ended = exc if sent is not None else _unsent(exc)
             if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
-                run_steps(route.done(target, exc, latency_ms, None))
+                run_steps(route.done(target, ended, latency_ms, None))
                 raise
-            yield from route.done(target, exc, latency_ms, None)
+            yield from route.done(target, ended, latency_ms, None)
             if isinstance(exc, Withheld) and failure is not None:
                 del parsed[before[0] :]  # never sent: the call ends as the attempt before it
                 progress.api_base, progress.server_port = before[1], before[2]
@@ -395,6 +405,13 @@ def _attempts(
         else:  # a stream's first event: the attempt ends with its stream (stream_flow says when)
             progress.open_stream = (target, latency_ms)
         return result
+
+
+def _unsent(exc: BaseException) -> Exception:
+    """What the route is told of a target that ``exc`` ended before it was sent: an error as it
+    is, a cancellation (or an interruption) as :class:`Withheld`, so that the route counts no
+    attempt and gives the deployment's place back."""
+    return exc if isinstance(exc, Exception) else Withheld(f"not sent: {type(exc).__name__}")
 
 
 def _cover(

@@ -6,11 +6,16 @@ server costs one timeout per interval, not one per call) and warns once per outa
 :func:`redis_client` and :func:`async_redis_client` make every client either of them uses, with
 the same settings: ``timeout`` bounds connecting and each answer, and a timeout is never retried
 by the client (it is an outage, which :class:`RedisOutage` handles).
+
+How long Redis is left alone after an error is ``TRACKING_REDIS_RETRY_SECONDS`` (default 5 s),
+for the proxy's counters and the router's state alike (:func:`retry_interval_from_environment`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 from types import ModuleType
@@ -18,7 +23,44 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["RedisOutage", "async_redis_client", "import_redis", "redis_client"]
+__all__ = [
+    "DEFAULT_RETRY_SECONDS",
+    "RETRY_ENV",
+    "RedisOutage",
+    "async_redis_client",
+    "import_redis",
+    "redis_client",
+    "retry_interval_from_environment",
+    "seconds_from_environment",
+]
+
+log = logging.getLogger("tracking")
+
+#: How long after a Redis error the state is kept locally before Redis is tried again.
+RETRY_ENV = "TRACKING_REDIS_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 5.0
+
+
+def seconds_from_environment(name: str, default: float) -> float:
+    """The environment variable ``name`` as a number of seconds, ``default`` when it is unset;
+    a value that is not a finite number >= 0 is logged and ``default`` used ("inf" would cache
+    a deleted key forever, or never try Redis again)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        log.warning("%s=%r is not a number of seconds; using %g", name, raw, default)
+        return default
+    return value
+
+
+def retry_interval_from_environment() -> float:
+    """``TRACKING_REDIS_RETRY_SECONDS``, the seconds Redis is left alone after an error."""
+    return seconds_from_environment(RETRY_ENV, DEFAULT_RETRY_SECONDS)
 
 
 def import_redis() -> ModuleType:

@@ -4,7 +4,8 @@
 ``output_cost_per_image_by_size`` prices a size (``"1024x1024"``: any quality) or a size at a
 quality (``"1024x1024/high"``). :func:`model_info_per_image` turns them into a ``per_image``
 table (quality -> size -> USD, :data:`~tracking.pricing.table.ANY` where either is not named):
-the proxy registers it as the deployment's model's prices (:mod:`tracking.proxy.prices`), and
+the proxy registers it as the deployment's model's prices (:mod:`tracking.proxy.prices`; the
+deployment's own, :func:`own_price_key`, when another deployment prices its model otherwise), and
 the router's ``cost-based-routing`` ranks a deployment by it (:func:`model_info_price`). Both
 look a call up with :func:`~tracking.pricing.table.per_image_price`, so a call is ranked at the
 price it is billed at.
@@ -27,6 +28,7 @@ __all__ = [
     "model_info_per_image",
     "model_info_price",
     "model_list_prices",
+    "own_price_key",
     "register_found",
     "register_model_list_prices",
 ]
@@ -132,40 +134,51 @@ def deployment_prices(
 
 
 #: One model_list entry as its prices are read: (where in the config, ``litellm_params.model``,
-#: ``model_info``, ``litellm_params``).
-ModelListEntry = tuple[str, str, Mapping[str, Any], Mapping[str, Any]]
+#: ``model_info``, ``litellm_params``, the deployment's id as the router names it).
+ModelListEntry = tuple[str, str, Mapping[str, Any], Mapping[str, Any], str]
+
+
+def own_price_key(model: str, deployment_id: str) -> str:
+    """The name a deployment's own prices are registered under when another deployment of its
+    model prices that model differently: its calls carry it as the model they are priced as
+    (``base_model``), so each is billed at its own deployment's prices."""
+    return f"{model}@{deployment_id}"
 
 
 def model_list_prices(entries: Iterable[ModelListEntry]) -> dict[str, tuple[str, dict[str, Any]]]:
     """model -> (where, ``register_prices`` fields) of every entry that prices its model, by
     :func:`deployment_prices`. Prices are registered per model (what ``litellm_params.model``
-    names): two entries of one model pricing it differently are logged, and the later wins."""
+    names). When entries of one model price it differently, each also registers its own under
+    :func:`own_price_key`, which its calls are billed by; the model's name keeps the later
+    entry's (what a call naming the model directly, not through the router, is priced at)."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
-    for where, model, info, params in entries:
+    priced: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}  # model -> (id, where, spec)
+    for where, model, info, params, deployment_id in entries:
         spec = deployment_prices(info, params, where)
-        if not spec:
-            continue
-        earlier = found.get(model)
-        if earlier is not None and earlier[1] != spec:
-            log.warning(
-                "%s: prices %r differently from %s; the later entry wins", where, model, earlier[0]
+        if spec:
+            priced.setdefault(model, []).append((deployment_id, where, spec))
+            found[model] = (where, spec)
+    for model, each in priced.items():
+        if any(spec != each[0][2] for _, _, spec in each):
+            log.info(
+                "%s price %r differently: each deployment's calls are billed at its own prices",
+                " and ".join(where for _, where, _ in each),
+                model,
             )
-        found[model] = (where, spec)
+            for deployment_id, where, spec in each:
+                found[own_price_key(model, deployment_id)] = (where, spec)
     return found
 
 
-def register_model_list_prices(entries: Iterable[ModelListEntry]) -> int:
-    """Register the prices of a model_list's entries (:func:`model_list_prices`) with
+def register_model_list_prices(found: Mapping[str, tuple[str, Mapping[str, Any]]]) -> int:
+    """Register a model_list's prices (:func:`model_list_prices`) with
     :func:`tracking.register_prices`, as the SDK's ``Router`` does for its deployments; returns
-    how many models got one. An entry naming only a ``base_model`` registers nothing: the router
+    how many got one. A model priced only by a ``base_model`` is not registered: the router
     sends the base model with each of its calls, which prices them by it. A bad price is a
     :class:`~tracking.errors.ConfigurationError` naming where it was written."""
-    found = {
-        model: (where, spec)
-        for model, (where, spec) in model_list_prices(entries).items()
-        if spec.keys() != {"base_model"}
-    }
-    return register_found(found)
+    return register_found(
+        {key: entry for key, entry in found.items() if entry[1].keys() != {"base_model"}}
+    )
 
 
 def register_found(found: Mapping[str, tuple[str, Mapping[str, Any]]], source: str = "") -> int:

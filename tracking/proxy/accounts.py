@@ -27,10 +27,11 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..redis_outage import RETRY_ENV, retry_interval_from_environment
 from ..request import end_user_of
 from .budgets import Budgets, Reservation, settlings_done
 from .errors import ProxyError
-from .keys import VirtualKeys, cache_seconds_from_environment, seconds_from_environment
+from .keys import VirtualKeys, cache_seconds_from_environment
 from .machine_counters import COUNTERS_FILE_ENV, MachineCounters
 from .ratelimit import RateLimiter
 from .shared_counters import Counters, LocalCounters, RedisCounters
@@ -48,9 +49,6 @@ log = logging.getLogger("tracking.proxy")
 
 REDIS_ENV = "TRACKING_REDIS_URL"
 PREFIX_ENV = "TRACKING_REDIS_PREFIX"
-#: How long after a Redis error the counters are kept by the instance before Redis is tried again.
-RETRY_ENV = "TRACKING_REDIS_RETRY_SECONDS"
-DEFAULT_RETRY_SECONDS = 5.0
 
 Handler = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
 
@@ -177,7 +175,7 @@ def _counters(redis_url: str | None) -> Counters:
         return RedisCounters(
             redis_url,
             prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:",
-            retry_interval=seconds_from_environment(RETRY_ENV, DEFAULT_RETRY_SECONDS),
+            retry_interval=retry_interval_from_environment(),
         )
     shared_file = os.environ.get(COUNTERS_FILE_ENV)
     if shared_file:

@@ -57,6 +57,7 @@ from ..pricing.estimate import INPUT_IMAGE_TOKENS, estimate_incomplete_stream, m
 from ..request import end_user_of
 from .account_store import read_store
 from .errors import ProxyError
+from .prices import priced_models
 from .shared_counters import UNITS_PER_USD, Counters, to_units
 
 if TYPE_CHECKING:
@@ -195,6 +196,8 @@ class Budgets:
         self.counters = counters
         self.cache_seconds = cache_seconds
         self._users: dict[str, tuple[EndUserRecord | None, float]] = {}
+        #: model group -> what its calls may be priced as (see ``priced_models``)
+        self._priced_as: dict[str, list[str]] = {}
         self.allow_when_unavailable = config.general_settings.budget_store_unavailable == "allow"
         #: End users with a budget or a block, as last read (None: never read, or too many).
         self._with_rules: frozenset[str] | None = None
@@ -331,7 +334,9 @@ class Budgets:
         reservation = Reservation(self.counters, day=price_day(now), request_id=request_id)
         if not budgets:
             return reservation
-        upstream = [d.model for d in self.config.deployments(model)] or [model]
+        upstream = self._priced_as.get(model)
+        if upstream is None:  # each deployment's model, and its own prices where it has them
+            upstream = self._priced_as[model] = priced_models(self.config, model) or [model]
         expected = max_expected_cost(upstream, params, reservation.day)
         if expected is None and not self.config.general_settings.allow_unpriced_with_budgets:
             raise _unpriced(model, budgets[0][2][0])

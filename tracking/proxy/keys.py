@@ -22,13 +22,13 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+from ..redis_outage import seconds_from_environment
 from .account_store import read_store
 from .auth import Principal
 from .errors import ProxyError
@@ -99,23 +99,6 @@ def parse_duration(text: str, param: str = "duration") -> timedelta:
 
 def cache_seconds_from_environment() -> float:
     return seconds_from_environment(CACHE_ENV, DEFAULT_CACHE_SECONDS)
-
-
-def seconds_from_environment(name: str, default: float) -> float:
-    """The environment variable ``name`` as a number of seconds, ``default`` when it is unset;
-    a value that is not a finite number >= 0 is logged and ``default`` used ("inf" would cache
-    a deleted key forever, or never try Redis again)."""
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value < 0:
-        log.warning("%s=%r is not a number of seconds; using %g", name, raw, default)
-        return default
-    return value
 
 
 def principal_of(record: KeyRecord) -> Principal:

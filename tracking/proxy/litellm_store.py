@@ -266,6 +266,10 @@ def end_user_spend(store: AccountStore, ids: Sequence[str]) -> dict[str, str]:
     return spend
 
 
+#: How LiteLLM's ``/global/spend/report?group_by=team`` names the calls of no team.
+UNASSIGNED_TEAM = "Unassigned Team"
+
+
 def spend_report(
     store: AccountStore, group: str, *, start: datetime | None, end: datetime | None
 ) -> list[dict[str, Any]]:
@@ -273,7 +277,10 @@ def spend_report(
     quarantined calls included, each call once).
 
     ``team`` and ``customer``: per UTC day, per team (or end user), ``total_spend`` and
-    ``metadata``, one entry per (model, key) pair as LiteLLM's query groups them. ``api_key``:
+    ``metadata``, one entry per (model, key) pair as LiteLLM's query groups them. A team is
+    named as LiteLLM names it, ``team_name``: a team here is its id (there are no team objects
+    with an alias), and calls of no team are LiteLLM's ``UNASSIGNED_TEAM``; ``team_id`` is the
+    id itself (null for those). ``api_key``:
     LiteLLM's other shape, not per day: per key, dearest first, ``total_cost``, its input and
     output tokens and ``model_details`` per model."""
     if store.nothing_stored():
@@ -324,7 +331,10 @@ def spend_report(
                     pairs.items(), key=lambda item: (item[0][0], item[0][1] or "")
                 )
             ]
-            entries.append({name: value, "total_spend": _money(total), "metadata": metadata})
+            entry: dict[str, Any] = {name: value}
+            if group == "team":  # LiteLLM's name for calls of no team, and the id beside it
+                entry = {name: UNASSIGNED_TEAM if value is None else value, "team_id": value}
+            entries.append({**entry, "total_spend": _money(total), "metadata": metadata})
         report.append({"group_by_day": day, plural: entries})
     return report
 

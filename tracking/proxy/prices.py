@@ -23,23 +23,55 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from ..config import ProxyConfig
 
-__all__ = ["config_prices", "register_config_prices"]
+__all__ = ["config_prices", "deployment_ids", "priced_models", "register_config_prices"]
 
 
 def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
-    """model -> (where in the config, ``register_prices`` fields), in the order they apply."""
-    from ..pricing.model_info import model_list_prices
+    """model -> (where in the config, ``register_prices`` fields), in the order they apply.
+
+    Deployments of one model priced differently also register their own prices each, under
+    the name their calls are priced as (:func:`~tracking.pricing.model_info.own_price_key`,
+    with the router's deployment ids); a model the ``prices:`` section names is priced by it
+    alone, every deployment's calls included."""
+    from ..pricing.model_info import model_list_prices, own_price_key
 
     found = model_list_prices(
-        (f"model_list[{index}]", d.model, d.model_info, d.litellm_params)
-        for index, d in enumerate(config.model_list)
+        (f"model_list[{index}]", d.model, d.model_info, d.litellm_params, deployment_id)
+        for index, (d, deployment_id) in enumerate(
+            zip(config.model_list, deployment_ids(config), strict=True)
+        )
     )
     for model, spec in config.prices.items():
         where = f"prices.{model}"
         if not isinstance(spec, Mapping):
             raise ConfigurationError(f"{where}: expected a mapping of register_prices fields")
         found[str(model)] = (where, dict(spec))
+        for d, deployment_id in zip(config.model_list, deployment_ids(config), strict=True):
+            if d.model == model:
+                found.pop(own_price_key(d.model, deployment_id), None)
     return found
+
+
+def deployment_ids(config: ProxyConfig) -> list[str]:
+    """The ids the router gives the config's deployments, in the model_list's order."""
+    from ..router.deployments import deployment_id
+    from .models import router_config
+
+    return [deployment_id(entry) for entry in router_config(config)["model_list"]]
+
+
+def priced_models(config: ProxyConfig, model_name: str) -> list[str]:
+    """What the calls of the group ``model_name`` are priced as, one name per deployment: its
+    own prices' name where it has its own, else its model (for the most a call may cost)."""
+    from ..pricing.model_info import own_price_key
+
+    found = config_prices(config)
+    names = []
+    for d, deployment_id in zip(config.model_list, deployment_ids(config), strict=True):
+        if d.model_name == model_name:
+            own = own_price_key(d.model, deployment_id)
+            names.append(own if own in found else d.model)
+    return names
 
 
 def register_config_prices(config: ProxyConfig) -> int:

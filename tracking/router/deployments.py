@@ -27,7 +27,14 @@ from ..errors import ConfigurationError
 from ..providers import check_deployment, is_provider, provider_names
 from ..request import MAX_TIMEOUT, model_without_name
 
-__all__ = ["Deployment", "parse_fallbacks", "parse_model_list", "resolve_env", "seconds"]
+__all__ = [
+    "Deployment",
+    "deployment_id",
+    "parse_fallbacks",
+    "parse_model_list",
+    "resolve_env",
+    "seconds",
+]
 
 _ENV_PREFIX = "os.environ/"
 
@@ -54,13 +61,18 @@ class Deployment:
     order: int | None = None
     base_model: str | None = None  #: the priced model behind an arbitrary deployment name
     model_info: Mapping[str, Any] = field(default_factory=dict)
+    #: the name its own prices are registered under, when another deployment of its model
+    #: prices that model otherwise (:func:`tracking.pricing.model_info.own_price_key`): its
+    #: calls are priced as it, so each is billed at its own deployment's prices
+    price_key: str | None = None
 
     def overrides(self, call_timeout: Any, stream: bool = False) -> dict[str, Any]:
         """The call parameters this deployment sets; the call's own timeout wins if it set one,
         and a streamed call takes ``stream_timeout`` where the deployment has one."""
         values: dict[str, Any] = {"model": self.model}
-        if self.base_model is not None:
-            values["base_model"] = self.base_model
+        priced_as = self.price_key or self.base_model  # its own prices hold its base_model
+        if priced_as is not None:
+            values["base_model"] = priced_as
         for name in ("api_key", "api_base", "api_version"):
             value = getattr(self, name)
             if value is not None:
@@ -247,6 +259,25 @@ def resolve_env(value: Any, where: str) -> Any:
             raise ConfigurationError(f"{where}: environment variable {name} is not set")
         return resolved
     return value
+
+
+def deployment_id(entry: Mapping[str, Any]) -> str:
+    """The id the router gives the model_list ``entry`` (``model_info.id``, else the digest of
+    where its calls go), read without checking the entry: the proxy names a deployment's own
+    prices by it before the router is built."""
+    info = entry.get("model_info")
+    given = info.get("id") if isinstance(info, Mapping) else None
+    if isinstance(given, str) and given:
+        return given
+    params = entry.get("litellm_params")
+    params = params if isinstance(params, Mapping) else {}
+    resolved = {}
+    for key in ("model", "api_base", "api_version", "api_key"):
+        try:
+            resolved[key] = resolve_env(params.get(key), key)
+        except ConfigurationError:  # the router refuses it: any id will do
+            resolved[key] = params.get(key)
+    return _digest(str(entry.get("model_name")), resolved)
 
 
 def _digest(model_name: str, params: Mapping[str, Any]) -> str:

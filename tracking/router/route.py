@@ -213,9 +213,12 @@ class CallRoute:
     ) -> Steps[None]:
         deployment: Deployment = target.key
         state = self.router.stepwise_state
-        if not isinstance(error, ValidationError | Withheld | ConfigurationError):  # not sent
-            self.attempted = deployment
         try:
+            if isinstance(error, ValidationError | Withheld | ConfigurationError):  # not sent
+                # the request never went: its place in the deployment's rpm is given back
+                yield from state.release(deployment.id)
+                return
+            self.attempted = deployment
             yield from state.end(deployment.id)
             if error is None:
                 usage = response.usage if response is not None else None
@@ -319,7 +322,7 @@ class CallRoute:
             and d.id not in self.invalid
         ]
         # a deployment that cannot do the call's operation is left to the end: picked, it
-        # takes a place in the minute's rpm (and a turn) for a request never sent
+        # takes a turn (and a Redis exchange) for a request never sent
         capable = [d for d in candidates if _serves(d, self.operation)]
         candidates = capable or candidates
         invalid = [self.invalid[d.id] for d in router.groups[group] if d.id in self.invalid]

@@ -14,6 +14,7 @@ fallback chain, the attempts and the retries.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -190,7 +191,27 @@ class Router:
         entries: Any = model_list
         if isinstance(entries, Iterable) and not isinstance(entries, str | bytes | Mapping):
             entries = list(entries)  # read twice: the deployments, then their prices
-        self.deployments: tuple[Deployment, ...] = parse_model_list(entries)
+        from ..pricing.model_info import model_list_prices, own_price_key
+
+        deployments = parse_model_list(entries)
+        prices = model_list_prices(
+            (
+                f"model_list[{index}]",
+                deployment.model,
+                deployment.model_info,
+                _price_params(entry, f"model_list[{index}]"),
+                deployment.id,
+            )
+            for index, (deployment, entry) in enumerate(zip(deployments, entries, strict=True))
+        )
+        # a deployment priced unlike another of its model is billed at its own prices
+        self.deployments: tuple[Deployment, ...] = tuple(
+            dataclasses.replace(d, price_key=key)
+            if (own := prices.get(key := own_price_key(d.model, d.id))) is not None
+            and own[1].keys() != {"base_model"}  # its base_model is sent with its calls already
+            else d
+            for d in deployments
+        )
         groups: dict[str, list[Deployment]] = {}
         for deployment in self.deployments:
             groups.setdefault(deployment.model_name, []).append(deployment)
@@ -237,17 +258,7 @@ class Router:
         if register_prices:  # last: a config refused above registers nothing
             from ..pricing.model_info import register_model_list_prices
 
-            register_model_list_prices(
-                (
-                    f"model_list[{index}]",
-                    deployment.model,
-                    deployment.model_info,
-                    _price_params(entry, f"model_list[{index}]"),
-                )
-                for index, (deployment, entry) in enumerate(
-                    zip(self.deployments, entries, strict=True)
-                )
-            )
+            register_model_list_prices(prices)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Router:

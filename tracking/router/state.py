@@ -16,8 +16,11 @@ meanwhile is not copied back.
 A routed call reaches the state through :func:`stepwise`: Redis exchanges are yielded as
 :class:`~tracking.targets.Consult` effects, so a sync call runs them with the blocking client and
 an async call awaits them with ``redis.asyncio`` (one client per event loop, closed when that
-loop ends) without ever blocking its loop; both bounded by ``socket_timeout``. A state kept in
-the process (:class:`MemoryState`, or your own :class:`RouterState`) is called directly.
+loop ends) without ever blocking its loop; both bounded by ``socket_timeout``. A call cancelled
+while it awaits the exchange that starts it (or ends it) does not cut that exchange short: it
+is finished in the background, and a start is then undone (see :meth:`RedisState.exchange`).
+A state kept in the process (:class:`MemoryState`, or your own :class:`RouterState`) is called
+directly.
 
 Usage windows are calendar minutes (``rpm`` / ``tpm`` count the current minute); failure counts
 for ``allowed_fails`` expire ``failure_window`` seconds after the first failure.
@@ -26,6 +29,7 @@ for ``allowed_fails`` expire ``failure_window`` seconds after the first failure.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -37,7 +41,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..frozen import fast_init
-from ..redis_outage import RedisOutage, async_redis_client, redis_client
+from ..redis_outage import (
+    RedisOutage,
+    async_redis_client,
+    redis_client,
+    retry_interval_from_environment,
+)
 from ..targets import Consult, Steps, run_steps
 
 __all__ = ["MemoryState", "RedisState", "RouterState", "Snapshot", "StepwiseState", "stepwise"]
@@ -82,6 +91,12 @@ class RouterState(Protocol):
 
     def end(self, deployment_id: str) -> None: ...
 
+    # A state may also have ``release(deployment_id)``: end a call that :meth:`begin` counted
+    # but that was never sent (refused for the deployment's model, its settings, the caller's
+    # budget), giving its place in that minute's requests back. :class:`MemoryState` and
+    # :class:`RedisState` have it; a state without it is ended with :meth:`end` instead (the
+    # place stays taken until the minute ends).
+
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None: ...
 
     def record_failure(self, deployment_id: str) -> int:
@@ -105,6 +120,8 @@ class StepwiseState(Protocol):
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]: ...
 
     def end(self, deployment_id: str) -> Steps[None]: ...
+
+    def release(self, deployment_id: str) -> Steps[None]: ...
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
@@ -141,6 +158,14 @@ class _InProcessSteps:
     def end(self, deployment_id: str) -> Steps[None]:
         yield from ()
         self.state.end(deployment_id)
+
+    def release(self, deployment_id: str) -> Steps[None]:
+        yield from ()
+        release = getattr(self.state, "release", None)
+        if release is None:  # a state of your own without it: the rpm place stays taken
+            self.state.end(deployment_id)
+        else:
+            release(deployment_id)
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
@@ -189,7 +214,8 @@ class MemoryState:
         self._lock = threading.Lock()
         self._cooling: dict[str, float] = {}  # id -> monotonic deadline
         self._failures: dict[str, tuple[int, float]] = {}  # id -> (count, window deadline)
-        self._in_flight: dict[str, int] = {}
+        #: id -> the minute each call in flight there began in, oldest first
+        self._in_flight: dict[str, deque[int]] = {}
         self._usage: dict[str, tuple[int, int, int]] = {}  # id -> (minute, requests, tokens)
         self._latency: dict[str, deque[float]] = {}
 
@@ -204,7 +230,7 @@ class MemoryState:
             }
             return Snapshot(
                 cooling=cooling,
-                in_flight={i: self._in_flight.get(i, 0) for i in ids},
+                in_flight={i: len(self._in_flight.get(i, ())) for i in ids},
                 rpm={i: usage[i][1] if i in usage else 0 for i in ids},
                 tpm={i: usage[i][2] if i in usage else 0 for i in ids},
                 latency_ms={i: tuple(reversed(self._latency.get(i, ()))) for i in ids},
@@ -221,12 +247,25 @@ class MemoryState:
             if rpm_limit is not None and requests >= rpm_limit:
                 return False
             self._usage[deployment_id] = (minute, requests + 1, tokens)
-            self._in_flight[deployment_id] = self._in_flight.get(deployment_id, 0) + 1
+            self._in_flight.setdefault(deployment_id, deque()).append(minute)
             return True
 
     def end(self, deployment_id: str) -> None:
         with self._lock:
-            self._in_flight[deployment_id] = max(0, self._in_flight.get(deployment_id, 0) - 1)
+            calls = self._in_flight.get(deployment_id)
+            if calls:
+                calls.popleft()
+
+    def release(self, deployment_id: str) -> None:
+        """End the call begun last there, never sent: its request leaves its minute's count."""
+        with self._lock:
+            calls = self._in_flight.get(deployment_id)
+            if not calls:
+                return
+            began = calls.pop()
+            minute, requests, tokens = self._usage.get(deployment_id, (began, 0, 0))
+            if minute == began and requests > 0:
+                self._usage[deployment_id] = (minute, requests - 1, tokens)
 
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
         minute = _minute(self.clock)
@@ -268,6 +307,8 @@ class RedisState:
     """Routing state in Redis under ``prefix``, degrading to a local :class:`MemoryState`.
 
     ``socket_timeout`` bounds every exchange (connecting, and each answer) on both paths.
+    ``retry_interval``: the seconds Redis is left alone after an error; by default
+    ``TRACKING_REDIS_RETRY_SECONDS`` (5 s when unset), the proxy's counters' setting too.
     """
 
     def __init__(
@@ -278,15 +319,15 @@ class RedisState:
         latency_window: int = 10,
         failure_window: float = 60.0,
         socket_timeout: float = 0.25,
-        retry_interval: float = 5.0,
+        retry_interval: float | None = None,
         client: Any = None,
         clock: Clock = time.time,
     ) -> None:
         self.outage = RedisOutage(
             log,
             "router state: Redis unavailable (%s); routing on local state, retrying Redis in "
-            "%.0f s",
-            retry_interval,
+            "%.3g s",
+            retry_interval_from_environment() if retry_interval is None else retry_interval,
         )
         self.url = url
         self.prefix = prefix
@@ -302,6 +343,8 @@ class RedisState:
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
+        #: exchanges undoing what cancelled calls' exchanges did, until they are done
+        self._undoing: set[asyncio.Task[list[Any]]] = set()
         self.steps = _RedisSteps(self)
 
     @property
@@ -320,6 +363,9 @@ class RedisState:
     def end(self, deployment_id: str) -> None:
         run_steps(self.steps.end(deployment_id))
 
+    def release(self, deployment_id: str) -> None:
+        run_steps(self.steps.release(deployment_id))
+
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
         run_steps(self.steps.record_success(deployment_id, latency_ms, tokens))
 
@@ -334,9 +380,22 @@ class RedisState:
 
     # -- one pipelined exchange, blocking or awaited --------------------------------------------
 
-    def exchange(self, commands: Sequence[Command]) -> Consult:
-        """The effect that sends ``commands`` as one pipeline and answers their replies."""
-        return Consult(lambda: self._execute(commands), lambda: self._aexecute(commands))
+    def exchange(
+        self,
+        commands: Sequence[Command],
+        *,
+        finish: bool = False,
+        undo: Callable[[list[Any]], Sequence[Command]] | None = None,
+    ) -> Consult:
+        """The effect that sends ``commands`` as one pipeline and answers their replies.
+
+        An async call cancelled while it waits cuts its exchange short, unless ``finish`` or
+        ``undo`` is given: that exchange is finished in the background, and ``undo``'s commands
+        for its replies are then sent, taking back what it did for a call that is no more (the
+        in-flight entry and rpm place a call's begin took, which no end would ever remove)."""
+        if not finish and undo is None:
+            return Consult(lambda: self._execute(commands), lambda: self._aexecute(commands))
+        return Consult(lambda: self._execute(commands), lambda: self._afinish(commands, undo))
 
     def _execute(self, commands: Sequence[Command]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -354,6 +413,34 @@ class RedisState:
                 getattr(pipe, name)(*args, **kwargs)
             replies: list[Any] = await pipe.execute()
         return replies
+
+    async def _afinish(
+        self, commands: Sequence[Command], undo: Callable[[list[Any]], Sequence[Command]] | None
+    ) -> list[Any]:
+        exchange = asyncio.ensure_future(self._aexecute(commands))
+        try:
+            return await asyncio.shield(exchange)
+        except asyncio.CancelledError:  # the exchange goes on; its effect is undone once done
+            exchange.add_done_callback(functools.partial(self._after_cancel, undo))
+            raise
+
+    def _after_cancel(
+        self,
+        undo: Callable[[list[Any]], Sequence[Command]] | None,
+        exchange: asyncio.Future[list[Any]],
+    ) -> None:
+        if exchange.cancelled() or exchange.exception() is not None or undo is None:
+            return  # failed: nothing was done, or nothing is known (the entry's lease ends it)
+        task = exchange.get_loop().create_task(self._aexecute(undo(exchange.result())))
+        self._undoing.add(task)  # held until done (the loop keeps only a weak reference)
+        task.add_done_callback(self._undone)
+
+    def _undone(self, task: asyncio.Task[list[Any]]) -> None:
+        self._undoing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug(
+                "router state: undoing a cancelled call's exchange failed: %r", task.exception()
+            )
 
     async def _async_client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -384,20 +471,28 @@ class _RedisSteps:
     def __init__(self, state: RedisState) -> None:
         self.state = state
         self.local = state.local
-        #: deployment id -> the in-flight calls this process began there in Redis
-        self._calls: dict[str, deque[str]] = {}
+        #: deployment id -> the in-flight calls this process began there in Redis, oldest
+        #: first: (the call's member, the minute its request was counted in)
+        self._calls: dict[str, deque[tuple[str, int]]] = {}
         self._lock = threading.Lock()
 
     def _key(self, kind: str, deployment_id: str, *suffix: object) -> str:
         tail = "".join(f":{part}" for part in suffix)
         return f"{self.state.prefix}{kind}:{deployment_id}{tail}"
 
-    def _replies(self, commands: Sequence[Command]) -> Steps[list[Any] | None]:
-        """The commands' replies, or None when Redis is (or just went) down."""
+    def _replies(
+        self,
+        commands: Sequence[Command],
+        *,
+        finish: bool = False,
+        undo: Callable[[list[Any]], Sequence[Command]] | None = None,
+    ) -> Steps[list[Any] | None]:
+        """The commands' replies, or None when Redis is (or just went) down (``finish`` and
+        ``undo``: see :meth:`RedisState.exchange`)."""
         outage = self.state.outage
         if outage.down:
             return None
-        replies = yield self.state.exchange(commands)
+        replies = yield self.state.exchange(commands, finish=finish, undo=undo)
         if isinstance(replies, BaseException):
             if not isinstance(replies, (*outage.errors, TimeoutError)):
                 raise replies
@@ -442,10 +537,12 @@ class _RedisSteps:
         return Snapshot(cooling, in_flight, rpm, tpm, latency, window_left, failures)
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
-        rpm_key = self._key("rpm", deployment_id, _minute(self.state.clock))
+        minute = _minute(self.state.clock)
+        rpm_key = self._key("rpm", deployment_id, minute)
         calls_key = self._key("inflight-calls", deployment_id)
         now_ms = self.state.clock() * 1000
         call = uuid.uuid4().hex
+        give_back: list[Command] = [("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})]
         replies = yield from self._replies(
             [
                 ("incr", (rpm_key,), {}),
@@ -455,32 +552,57 @@ class _RedisSteps:
                 ("zremrangebyscore", (calls_key, "-inf", now_ms), {}),
                 ("zadd", (calls_key, {call: now_ms + _IN_FLIGHT_TTL * 1000}), {}),
                 ("expire", (calls_key, _IN_FLIGHT_TTL), {}),
-            ]
+            ],
+            # cancelled meanwhile, the call never learns it began: what it took is given back
+            undo=lambda _: give_back,
         )
         if replies is None:
             return self.local.begin(deployment_id, rpm_limit)
         if rpm_limit is not None and int(replies[0]) > rpm_limit:
             # INCR first and give back when over: two processes can never both pass the
             # limit; at worst a borderline call is refused.
-            yield from self._replies([("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})])
+            yield from self._replies(give_back, finish=True)
             return False
         with self._lock:
-            self._calls.setdefault(deployment_id, deque()).append(call)
+            self._calls.setdefault(deployment_id, deque()).append((call, minute))
         return True
 
-    def end(self, deployment_id: str) -> Steps[None]:
-        with self._lock:  # the oldest call this process began there (any one ends the same)
+    def _began(self, deployment_id: str, *, last: bool) -> tuple[str, int] | None:
+        """One call this process began there in Redis (None: begun on the local state)."""
+        with self._lock:
             calls = self._calls.get(deployment_id)
-            call = calls.popleft() if calls else None
+            began = (calls.pop() if last else calls.popleft()) if calls else None
             if calls is not None and not calls:
                 del self._calls[deployment_id]
-        if call is None:  # begun on the local state, while Redis was down
+        return began
+
+    def end(self, deployment_id: str) -> Steps[None]:
+        # the oldest call this process began there (any one ends the same)
+        began = self._began(deployment_id, last=False)
+        if began is None:  # begun on the local state, while Redis was down
             self.local.end(deployment_id)
             return
         key = self._key("inflight-calls", deployment_id)
-        replies = yield from self._replies([("zrem", (key, call), {})])
+        replies = yield from self._replies([("zrem", (key, began[0]), {})], finish=True)
         if replies is None:
             self.local.end(deployment_id)
+
+    def release(self, deployment_id: str) -> Steps[None]:
+        # the call begun last: the one just refused (its minute is the one to give back to)
+        began = self._began(deployment_id, last=True)
+        if began is None:
+            self.local.release(deployment_id)
+            return
+        call, minute = began
+        rpm_key = self._key("rpm", deployment_id, minute)
+        yield from self._replies(
+            [
+                ("zrem", (self._key("inflight-calls", deployment_id), call), {}),
+                ("decr", (rpm_key,), {}),
+                ("expire", (rpm_key, _USAGE_TTL), {}),  # past its minute's end, never for good
+            ],
+            finish=True,
+        )
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int

@@ -158,6 +158,10 @@ def model_info_cost(deployment: Deployment, call: CallShape) -> Decimal | None:
 
     shape: dict[str, Any] = {"n": call.n, "size": call.size, "quality": call.quality}
     shape["image"] = [None] * call.input_images
+    if deployment.price_key is not None:  # its own prices, when registered
+        cost = estimate_max_cost(deployment.price_key, shape)
+        if cost is not None:
+            return cost
     return estimate_max_cost(deployment.base_model or deployment.model, shape)
 
 
