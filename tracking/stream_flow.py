@@ -122,6 +122,9 @@ class _StreamReader:
         #: it broke off (a fallback's ask another model); the call's ``_Progress.accepted``, so
         #: that a budget's hold before a retry counts them
         self.accepted = accepted
+        #: the partial images each of them sent (usable events), in the same order: a broken
+        #: one's estimate counts these, not the ones it asked for
+        self.partials_received: list[int] = []
         self._parsed = parsed  # the call's requests as parsed: the last is the attempt's
         self.first_image_ms: float | None = None
         self.completed: ImageEditCompletedEvent | None = None
@@ -157,6 +160,7 @@ class _StreamReader:
         if outcome.status >= 400:
             raise _status_error(outcome, prepared, upstream_id, provider)
         self.accepted.append(self._parsed[-1][0])
+        self.partials_received.append(0)
         content_type = outcome.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
             raise APIResponseError(
@@ -220,6 +224,7 @@ class _StreamReader:
                             prepared,
                         )
                         break
+                    self.partials_received[-1] = self._partials
                 if self.first_image_ms is None:
                     self.first_image_ms = (time.perf_counter() - self.started) * 1000
                 self._events += 1
@@ -341,7 +346,8 @@ def stream_flow(
     changes: dict[str, Any] = {"time_to_first_image_ms": reader.first_image_ms}
     # Accepted attempts that broke off (all of them when the call failed, else all but the
     # last) may each have been billed in full: their estimate is added to the call's cost.
-    broken = reader.accepted[:-1] if failure is None else reader.accepted
+    accepted = list(zip(reader.accepted, reader.partials_received, strict=True))
+    broken = accepted[:-1] if failure is None else accepted
     if broken and getattr(failure, "billed_usage", None) is not None:
         broken = broken[:-1]  # its completed event said what it billed: priced from that
     elif broken and unreadable_success(failure):
@@ -366,17 +372,18 @@ def stream_flow(
 
 
 def _with_broken_streams(
-    event: ImageEditEvent, broken: list[ImageEditRequest], day: date | None = None
+    event: ImageEditEvent, broken: list[tuple[ImageEditRequest, int]], day: date | None = None
 ) -> dict[str, Any]:
     """The cost fields of ``event`` with the ``broken`` attempts (accepted, then broken off: each
-    one's request) estimated, each as what it asked.
+    one's request and the partial images it sent) estimated, each as what it asked, with the
+    partial images it sent.
 
     A failed call costs their estimate, plus the estimate of attempts whose answer never came
     (already in ``event``); a call that succeeded costs its own price plus theirs. No price for
     the model: a failed call stays unpriced (never $0), a successful one keeps its own price.
     ``day``: the day whose prices apply (the call's start; None: today).
     """
-    estimates = [estimate_incomplete_stream(asked, day) for asked in broken]
+    estimates = [estimate_incomplete_stream(asked, day, partials=got) for asked, got in broken]
     failed = event.status == "failure"
     if None in estimates:
         return (
