@@ -59,7 +59,7 @@ from .ids import new_request_id
 from .pricing import price_day, unreadable_success
 from .pricing.estimate import estimate_incomplete_stream
 from .providers import PreparedRequest, Provider
-from .request import MAX_PARTIAL_IMAGES, CallOptions, ImageEditRequest
+from .request import MAX_PARTIAL_IMAGES, CallOptions, ImageEditRequest, Operation
 from .response import ImageResponse
 from .sse import EventTooLarge, SSEDecoder
 from .stream_events import (
@@ -137,6 +137,7 @@ class _StreamReader:
         self._events = 0  # parsed from this attempt's answer
         self._partials = 0  # of them, partial images
         self._prepared: PreparedRequest | None = None
+        self._operation: Operation = "image_edit"  # the attempt's: the events' names say it
         self._timeout = 0.0  # the call's: the most a wait for one event may take
 
     def open(
@@ -147,6 +148,7 @@ class _StreamReader:
         self._ready.clear()
         self._failed, self._events, self._partials = None, 0, 0
         self._prepared = prepared
+        self._operation = self._parsed[-1][0].operation
         self._timeout = timeout
         sent = time.perf_counter()
         outcome: Answer | BaseException = yield OpenStream(prepared, timeout)
@@ -205,9 +207,9 @@ class _StreamReader:
             for sse in decoded:
                 try:
                     if len(sse.data) < READ_OFF_THE_LOOP:
-                        item = parse_stream_event(sse)
+                        item = parse_stream_event(sse, self._operation)
                     else:  # a large image (a completed event at 4K): off the event loop
-                        item = yield from _off_the_loop(parse_stream_event, sse)
+                        item = yield from _off_the_loop(parse_stream_event, sse, self._operation)
                 except APIResponseError as exc:
                     self._failed = self._unusable(_masked(exc, prepared), prepared)
                     break
