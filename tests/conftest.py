@@ -134,12 +134,18 @@ pytest_plugins = ["tests.services", "tests.ledger_support"]
 
 @contextlib.contextmanager
 def edits_upstream(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], name: str = "test-upstream"
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    name: str = "test-upstream",
+    *,
+    generations: bool = False,
 ) -> Iterator[str]:
-    """Serve ``handler`` as ``POST /v1/images/edits`` on loopback (an upstream that misbehaves
-    in one particular way); yields its ``api_base``."""
+    """Serve ``handler`` as ``POST /v1/images/edits`` (and ``/v1/images/generations`` with
+    ``generations``) on loopback (an upstream that misbehaves in one particular way); yields its
+    ``api_base``."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/images/edits", handler)
+    if generations:
+        app.router.add_post("/v1/images/generations", handler)
     server = AppThread(app, name=name, shutdown_timeout=0.1)
     port = server.start()
     try:

@@ -327,7 +327,7 @@ def test_a_failed_streams_reported_usage_adds_to_its_broken_attempts_estimate():
     )
     each = estimate_incomplete_stream(request)
     assert each is not None and each > 0
-    changes = _with_broken_streams(event, [request, request])
+    changes = _with_broken_streams(event, [(request, 0), (request, 0)])
     assert changes["cost_usd"] == 2 * each + usage_cost
     assert changes["cost_source"] == "estimate"  # a part of it is estimated
     assert changes["price_ref"] == f"{INCOMPLETE_STREAM_REF}+openai:gpt-image-2"

@@ -21,10 +21,13 @@ import httpx
 import openai
 import pytest
 
+import tracking
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tests.services import unavailable
 from tracking.integrations.sql import create_ledger_engine, spend_logs
+from tracking.pricing.estimate import estimate_incomplete_stream
+from tracking.request import parse_call
 from tracking.testing import FakeOpenAI
 
 CONFIG = """\
@@ -288,6 +291,26 @@ def test_an_upstream_that_breaks_mid_stream_ends_with_an_error_event(proxy, imag
     row = ledger_row(proxy, request_id)
     assert row["status"] == "failure" and row["error_type"] == "stream_interrupted"
     assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
+    # the one partial image received, not the 3 asked for: as a call asking for 1 (the config's
+    # prices)
+    tracking.register_prices(
+        "gpt-image-2",
+        tokens_per_million={"input_text": "5", "input_image": "8", "output_image": "30"},
+        per_image={
+            "low": {"1024x1024": "0.006"},
+            "medium": {"1024x1024": "0.053"},
+            "high": {"1024x1024": "0.211"},
+        },
+    )
+    request, _ = parse_call(
+        model="gpt-image-2",
+        image=image_file.read_bytes(),
+        prompt="p",
+        stream=True,
+        partial_images=1,
+        api_key=API_KEY,
+    )
+    assert Decimal(row["cost_usd"]) == estimate_incomplete_stream(request)
 
 
 def test_a_stream_sent_but_never_answered_gets_an_estimated_row(proxy, image_file):

@@ -131,7 +131,7 @@ def test_bytes_that_are_no_event_do_not_keep_a_stream_past_its_timeout(
     assert isinstance(error, tracking.StreamInterruptedError), error
     assert "sent no event for 1 s" in str(error)
     request, _ = parse_call(**params)
-    estimate = estimate_incomplete_stream(request)
+    estimate = estimate_incomplete_stream(request, partials=1)
     (event,) = recorder.events  # a broken stream's: priced as one
     got = (event.status, event.error_type, event.http_status, event.cost_usd, event.cost_source)
     assert got == ("failure", "stream_interrupted", 200, estimate, "estimate")
@@ -204,5 +204,5 @@ def test_an_upstream_sending_partial_images_without_end_is_broken_off_after_the_
     (event,) = recorder.events
     assert (event.error_type, event.cost_usd) == (
         "stream_interrupted",
-        estimate_incomplete_stream(request),
+        estimate_incomplete_stream(request, partials=3),  # the 3 received (2 asked for)
     )

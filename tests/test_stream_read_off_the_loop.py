@@ -132,11 +132,11 @@ async def test_a_call_cancelled_while_its_large_event_is_parsed_still_has_its_ev
     parsing, release = threading.Event(), threading.Event()
     parse = stream_flow.parse_stream_event
 
-    def held(sse: Any) -> Any:
+    def held(sse: Any, *rest: Any) -> Any:
         if len(sse.data) >= READ_OFF_THE_LOOP:
             parsing.set()
             release.wait(30)
-        return parse(sse)
+        return parse(sse, *rest)
 
     monkeypatch.setattr(stream_flow, "parse_stream_event", held)
 

@@ -106,6 +106,9 @@ class CallControl:
     #: how the answer was served). Taken by the first call to succeed; what it raises is logged.
     #: A streamed call does not run it (its images went out as its events).
     finish: Finish | None = None
+    #: What to add to the event's ``metadata`` instead of ``finish``'s answer when the call is
+    #: cancelled while ``finish`` runs (the proxy's URL answer: nothing was answered, and why).
+    finish_cancelled: Mapping[str, Any] | None = None
     _gone: bool = False
     _wake: asyncio.Event | None = None
 

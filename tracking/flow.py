@@ -173,6 +173,7 @@ def edit_flow(
             log.warning("finishing call %s failed", request_id, exc_info=True)
         except BaseException as exc:  # a cancellation: the event first, then the exception
             interrupted = exc
+            finished = control.finish_cancelled or {}  # what was answered: not finish's answer
     event = _make_event(
         request_id,
         call_type,

@@ -13,8 +13,9 @@ JSON exactly, and ``data`` keeps its bytes so the proxy relays them without enco
 again.
 
 :func:`parse_stream_event` turns one decoded SSE event into one of these. An ``error`` event (or
-a payload with an ``error`` object), and an image event whose ``b64_json`` is not base64 of an
-image, raise :class:`~tracking.errors.APIResponseError`; events of
+a payload with an ``error`` object), an image event whose ``b64_json`` is not base64 of an
+image, and an image event of the other operation (``image_edit.*`` answering a generation, or
+``image_generation.*`` an edit), raise :class:`~tracking.errors.APIResponseError`; events of
 types this version does not know are skipped (None), so a new kind of upstream event does not
 break the call.
 """
@@ -23,12 +24,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import APIResponseError
 from .images import encodes_image_or_svg
 from .response import reported_usage, upstream_json
 from .sse import ServerSentEvent
+
+if TYPE_CHECKING:
+    from .request import Operation
 
 __all__ = [
     "COMPLETED",
@@ -142,9 +146,13 @@ def _unusable(kind: str, payload: dict[str, Any], message: str) -> APIResponseEr
     return error
 
 
-def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
+def parse_stream_event(
+    sse: ServerSentEvent, operation: Operation | None = None
+) -> ImageEditStreamEvent | None:
     """One decoded SSE event as a typed event; None for a type this version does not know, and
-    for the ``data: [DONE]`` end marker OpenAI-compatible servers send after the last event."""
+    for the ``data: [DONE]`` end marker OpenAI-compatible servers send after the last event.
+    ``operation``: the call's; an image event of the other one is an upstream protocol error
+    (None: either is taken)."""
     if sse.data.strip() == b"[DONE]":
         return None
     try:
@@ -168,6 +176,10 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
         )
     if kind not in _PARTIAL_KINDS and kind not in _COMPLETED_KINDS:
         return None
+    generation = kind.startswith("image_generation.")
+    if operation is not None and generation != (operation == "image_generation"):
+        asked = "a generation" if operation == "image_generation" else "an edit"
+        raise _unusable(kind, payload, f"the upstream streamed a {kind} event answering {asked}")
     b64 = payload.get("b64_json")
     if not isinstance(b64, str):
         raise _unusable(kind, payload, f"the upstream's {kind} event has no b64_json string")
@@ -185,7 +197,6 @@ def parse_stream_event(sse: ServerSentEvent) -> ImageEditStreamEvent | None:
         "raw": payload,
         "data": sse.data,
     }
-    generation = kind.startswith("image_generation.")
     if kind in _PARTIAL_KINDS:
         return ImageEditPartialImageEvent(
             type="image_generation.partial_image" if generation else "image_edit.partial_image",

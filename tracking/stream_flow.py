@@ -59,7 +59,7 @@ from .ids import new_request_id
 from .pricing import price_day, unreadable_success
 from .pricing.estimate import estimate_incomplete_stream
 from .providers import PreparedRequest, Provider
-from .request import MAX_PARTIAL_IMAGES, CallOptions, ImageEditRequest
+from .request import MAX_PARTIAL_IMAGES, CallOptions, ImageEditRequest, Operation
 from .response import ImageResponse
 from .sse import EventTooLarge, SSEDecoder
 from .stream_events import (
@@ -122,6 +122,9 @@ class _StreamReader:
         #: it broke off (a fallback's ask another model); the call's ``_Progress.accepted``, so
         #: that a budget's hold before a retry counts them
         self.accepted = accepted
+        #: the partial images each of them sent (usable events), in the same order: a broken
+        #: one's estimate counts these, not the ones it asked for
+        self.partials_received: list[int] = []
         self._parsed = parsed  # the call's requests as parsed: the last is the attempt's
         self.first_image_ms: float | None = None
         self.completed: ImageEditCompletedEvent | None = None
@@ -134,6 +137,7 @@ class _StreamReader:
         self._events = 0  # parsed from this attempt's answer
         self._partials = 0  # of them, partial images
         self._prepared: PreparedRequest | None = None
+        self._operation: Operation = "image_edit"  # the attempt's: the events' names say it
         self._timeout = 0.0  # the call's: the most a wait for one event may take
 
     def open(
@@ -144,6 +148,7 @@ class _StreamReader:
         self._ready.clear()
         self._failed, self._events, self._partials = None, 0, 0
         self._prepared = prepared
+        self._operation = self._parsed[-1][0].operation
         self._timeout = timeout
         sent = time.perf_counter()
         outcome: Answer | BaseException = yield OpenStream(prepared, timeout)
@@ -157,6 +162,7 @@ class _StreamReader:
         if outcome.status >= 400:
             raise _status_error(outcome, prepared, upstream_id, provider)
         self.accepted.append(self._parsed[-1][0])
+        self.partials_received.append(0)
         content_type = outcome.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
             raise APIResponseError(
@@ -201,9 +207,9 @@ class _StreamReader:
             for sse in decoded:
                 try:
                     if len(sse.data) < READ_OFF_THE_LOOP:
-                        item = parse_stream_event(sse)
+                        item = parse_stream_event(sse, self._operation)
                     else:  # a large image (a completed event at 4K): off the event loop
-                        item = yield from _off_the_loop(parse_stream_event, sse)
+                        item = yield from _off_the_loop(parse_stream_event, sse, self._operation)
                 except APIResponseError as exc:
                     self._failed = self._unusable(_masked(exc, prepared), prepared)
                     break
@@ -220,6 +226,7 @@ class _StreamReader:
                             prepared,
                         )
                         break
+                    self.partials_received[-1] = self._partials
                 if self.first_image_ms is None:
                     self.first_image_ms = (time.perf_counter() - self.started) * 1000
                 self._events += 1
@@ -341,7 +348,8 @@ def stream_flow(
     changes: dict[str, Any] = {"time_to_first_image_ms": reader.first_image_ms}
     # Accepted attempts that broke off (all of them when the call failed, else all but the
     # last) may each have been billed in full: their estimate is added to the call's cost.
-    broken = reader.accepted[:-1] if failure is None else reader.accepted
+    accepted = list(zip(reader.accepted, reader.partials_received, strict=True))
+    broken = accepted[:-1] if failure is None else accepted
     if broken and getattr(failure, "billed_usage", None) is not None:
         broken = broken[:-1]  # its completed event said what it billed: priced from that
     elif broken and unreadable_success(failure):
@@ -366,17 +374,18 @@ def stream_flow(
 
 
 def _with_broken_streams(
-    event: ImageEditEvent, broken: list[ImageEditRequest], day: date | None = None
+    event: ImageEditEvent, broken: list[tuple[ImageEditRequest, int]], day: date | None = None
 ) -> dict[str, Any]:
     """The cost fields of ``event`` with the ``broken`` attempts (accepted, then broken off: each
-    one's request) estimated, each as what it asked.
+    one's request and the partial images it sent) estimated, each as what it asked, with the
+    partial images it sent.
 
     A failed call costs their estimate, plus the estimate of attempts whose answer never came
     (already in ``event``); a call that succeeded costs its own price plus theirs. No price for
     the model: a failed call stays unpriced (never $0), a successful one keeps its own price.
     ``day``: the day whose prices apply (the call's start; None: today).
     """
-    estimates = [estimate_incomplete_stream(asked, day) for asked in broken]
+    estimates = [estimate_incomplete_stream(asked, day, partials=got) for asked, got in broken]
     failed = event.status == "failure"
     if None in estimates:
         return (

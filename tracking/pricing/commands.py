@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -194,11 +195,15 @@ def _write_whole(path: Path, text: str) -> None:
     """Write ``path`` through a file beside it renamed over it: a write cut short leaves the
     user's prices file as it was, never half of it. Through a symbolic link the file it names is
     written and the link kept (the rename replaced the link with a file of its own, and the
-    file a configuration manages through the link was left as it was)."""
+    file a configuration manages through the link was left as it was). The file beside it has a
+    name of its own (two imports at once shared one: each wrote into the other's, and the
+    second rename found nothing), created as a new file with the umask's permissions."""
     path = Path(os.path.realpath(path))
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.partial")
     try:
-        partial.write_text(text, encoding="utf-8")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with open(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
         os.replace(partial, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -259,13 +259,15 @@ PARTIAL_IMAGE_TOKENS = 100
 
 
 def estimate_incomplete_stream(
-    request: ImageEditRequest, day: date | None = None
+    request: ImageEditRequest, day: date | None = None, *, partials: int | None = None
 ) -> Decimal | None:
     """What a streamed call that never reached its completed event may have cost.
 
     The upstream accepted the call and may bill it in full even though no usage came back: the
     most the call can cost (:func:`estimate_max_cost`'s allowance) plus its partial images'
-    output tokens. None when no price is known for the model.
+    output tokens. ``partials``: the partial images the upstream sent before the stream broke
+    off, each of which it made; None (an attempt not yet made, as a budget's hold counts
+    it): the ones the request asks for. None when no price is known for the model.
     """
     entry = find_entry(_candidates(request), day or datetime.now(UTC).date())
     if entry is None:
@@ -280,7 +282,8 @@ def estimate_incomplete_stream(
     )
     if total is None:
         return None
-    return total + partial_images_cost(entry, request.partial_images or 0)
+    made = (request.partial_images or 0) if partials is None else partials
+    return total + partial_images_cost(entry, made)
 
 
 def estimate_unknown_outcomes(

@@ -64,7 +64,13 @@ from .openapi import MODEL_PATHS, STORED_PATH, docs_page, openapi_document
 from .prices import register_config_prices
 from .stream_relay import relay_stream
 from .trace_context import callers_trace
-from .url_answers import FALLBACK_HEADER, UrlAnswer, base64_only_models, serve_stored
+from .url_answers import (
+    FALLBACK_HEADER,
+    NOTHING_ANSWERED,
+    UrlAnswer,
+    base64_only_models,
+    serve_stored,
+)
 
 if TYPE_CHECKING:
     from ..request import ImageEditRequest
@@ -401,6 +407,7 @@ class ProxyApp:
             # whether the answer went out as URLs, or as base64 and why
             url_answer = UrlAnswer(self.image_store, self._url_base(headers, scheme))
             control.finish = url_answer.finish
+            control.finish_cancelled = NOTHING_ANSWERED
         # The call's one start instant: its budgets' periods (a UTC day, a month) and its
         # ledger row's start_time, so a call at midnight is one day's on both.
         started = self.clock()

@@ -8,8 +8,11 @@ event is written as it arrives, its upstream JSON passed on as it came (``event:
 written when the SDK emits its event, after the upstream's completed event and before it is
 relayed: the relayed completed event carries the call's cost in a ``tracking`` object
 (``request_id``, ``response_cost``, ``cost_source``, as the non-streamed answer's headers), and
-a client that has it knows the call's row is written. The caller settles the budget reservation
-with the event's cost once the relay has ended, however it ended
+a client that has it knows the call's row is written. The name ``tracking`` is the proxy's: a
+member of that name the upstream put in any event is taken out before it is relayed, so a client
+never reads the upstream's figures as ours (the event is then written again from its parsed
+JSON, off the event loop when large; every other event goes out as its bytes came). The caller
+settles the budget reservation with the event's cost once the relay has ended, however it ended
 (:mod:`tracking.proxy.app`).
 
 Three ways a stream ends early, each ending the SDK call (its upstream connection closed, its one
@@ -30,6 +33,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..errors import StreamInterruptedError, TrackingError
+from ..flow import READ_OFF_THE_LOOP
 from ..sse import encode_event
 from ..stream_events import ImageEditCompletedEvent, ImageEditStreamEvent
 from ..streaming import AsyncImageEditStream
@@ -84,8 +88,10 @@ async def relay_stream(
         if isinstance(first, ImageEditCompletedEvent):
             held = first  # the only event (no partial images): sent with the call's cost
         else:
-            chunk = {"type": "http.response.body", "body": _encoded(first), "more_body": True}
-            await _write(send, chunk, within)
+            body = await _encoded(first)
+            await _write(
+                send, {"type": "http.response.body", "body": body, "more_body": True}, within
+            )
         pump = asyncio.create_task(_pump(stream, send, within, held))
         gone = asyncio.create_task(_disconnected(receive))
         try:
@@ -121,10 +127,10 @@ async def _pump(
             if isinstance(item, ImageEditCompletedEvent):
                 held = item
                 continue
-            chunk = {"type": "http.response.body", "body": _encoded(item), "more_body": True}
+            chunk = {"type": "http.response.body", "body": await _encoded(item), "more_body": True}
             await _write(send, chunk, within)
         if held is not None:
-            body = encode_event(held.type, _with_cost(held.data, stream))
+            body = encode_event(held.type, _with_cost(await _own_data(held), stream))
             await _write(
                 send, {"type": "http.response.body", "body": body, "more_body": True}, within
             )
@@ -154,14 +160,32 @@ async def _pump(
     await _write(send, _END, within)
 
 
-def _encoded(item: ImageEditStreamEvent) -> bytes:
-    return encode_event(item.type, item.data)  # the upstream's JSON as it came
+async def _encoded(item: ImageEditStreamEvent) -> bytes:
+    return encode_event(item.type, await _own_data(item))
+
+
+async def _own_data(item: ImageEditStreamEvent) -> bytes:
+    """The upstream's JSON for ``item`` as it came, unless it holds a member named ``tracking``
+    (the name of the proxy's own figures): then without it."""
+    if _MEMBER not in item.raw:
+        return item.data
+    kept = {name: value for name, value in item.raw.items() if name != _MEMBER}
+    if len(item.data) < READ_OFF_THE_LOOP:
+        return _dumps(kept)
+    return await asyncio.to_thread(_dumps, kept)  # a completed event at 4K: tens of MB
+
+
+def _dumps(value: dict[str, Any]) -> bytes:
+    return json.dumps(value).encode()
+
+
+_MEMBER = "tracking"
 
 
 def _with_cost(data: bytes, stream: AsyncImageEditStream) -> bytes:
-    """The completed event's JSON object as it came, with a last member ``tracking`` (the
-    call's ``request_id``, ``response_cost`` and ``cost_source``; after any of the upstream's
-    own of that name, so it is the one a parser keeps), written in without parsing the image."""
+    """The completed event's JSON object as it came (without any ``tracking`` member of the
+    upstream's), with a last member ``tracking`` (the call's ``request_id``, ``response_cost``
+    and ``cost_source``), written in without parsing the image."""
     event = stream.event
     if event is None:  # (the stream ended without its event: nothing to say)
         return data

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -40,6 +41,7 @@ from .image_store import (
 
 __all__ = [
     "FALLBACK_HEADER",
+    "NOTHING_ANSWERED",
     "UrlAnswer",
     "base64_only_models",
     "serve_stored",
@@ -80,13 +82,18 @@ def base64_only_models(config: ProxyConfig) -> frozenset[str]:
 STORE_FAILED = "store_failed"  #: the store refused or could not be reached (full disk, outage)
 UNDECODABLE = "undecodable_image"  #: an image of the upstream's answer is not valid base64
 FALLBACK_HEADER = "x-tracking-url-fallback"
+#: A call cancelled while its images were being stored (the proxy shutting down) answered
+#: nothing: its row's ``metadata`` says so (``CallControl.finish_cancelled``), never ``url``.
+CANCELLED = "cancelled"
+NOTHING_ANSWERED = MappingProxyType({"response_format": "none", "url_fallback": CANCELLED})
 
 
 @dataclass(slots=True)
 class UrlAnswer:
     """One call's URL answer. :meth:`finish` (the call's ``CallControl.finish``) stores its
     images before the call's event is made, so its ledger row says how it was answered: with
-    URLs, or as base64 and why (``response_format: b64_json``, ``url_fallback``)."""
+    URLs, or as base64 and why (``response_format: b64_json``, ``url_fallback``), or, cancelled
+    meanwhile, with nothing (:data:`NOTHING_ANSWERED`, the call's ``finish_cancelled``)."""
 
     store: ImageStore
     base: str
