@@ -76,6 +76,11 @@ IMAGES_PER_MIN = "suffix: img/min"
 TOKENS_PER_MIN = "suffix: tok/min"
 COUNT = "short"
 
+#: The ImageEditLedgerStuck alert's threshold (dashboards/rules/image-edit.rules.yml), drawn on
+#: the "Ledger stuck seconds" panel: the proxy's readiness says ``stuck`` from the same 60 s
+#: (``ledger_stuck_after``).
+LEDGER_STUCK_ALERT_SECONDS = 60
+
 # Label filters every model-scoped query carries, so the variables narrow every panel; the
 # per-call metrics also carry ``operation`` (image_edit / image_generation).
 SEL = 'model=~"$model", provider=~"$provider", operation=~"$operation"'
@@ -318,7 +323,8 @@ OPERATIONS = DashboardSpec(
     title="Image edits: routing and pipeline health",
     description=(
         "Retries, fallbacks and cooldowns of the router, the health of the tracking pipeline "
-        "(ledger queue and outbox, dropped events, callback errors) and the proxy's rejections."
+        "(ledger queue, outbox and stuck time, dropped events, callback and integration errors) "
+        "and the proxy's rejections."
     ),
     rows=(
         RowSpec(
@@ -387,6 +393,23 @@ OPERATIONS = DashboardSpec(
                         ),
                     ),
                     COUNT,
+                    width=8,
+                ),
+                PanelSpec(
+                    "Ledger stuck seconds",
+                    "How long rows have waited in the local outbox while every attempt to ship "
+                    "them to the database failed (unreachable, or refusing them), per instance; "
+                    "0 while shipping works. Spend data piles up unwritten meanwhile. The red "
+                    "line is the ImageEditLedgerStuck alert threshold.",
+                    (
+                        Query(
+                            "max by (instance) (tracking_ledger_stuck_seconds)",
+                            "{{instance}}",
+                        ),
+                    ),
+                    SECONDS,
+                    width=8,
+                    threshold=LEDGER_STUCK_ALERT_SECONDS,
                 ),
                 PanelSpec(
                     "Ledger write latency p95 and replays",
@@ -404,6 +427,7 @@ OPERATIONS = DashboardSpec(
                         ),
                     ),
                     SECONDS,
+                    width=8,
                 ),
                 PanelSpec(
                     "Dropped events by sink",
@@ -416,7 +440,7 @@ OPERATIONS = DashboardSpec(
                         ),
                     ),
                     REQ_PER_S,
-                    width=8,
+                    width=6,
                 ),
                 PanelSpec(
                     "Callback errors by callback",
@@ -429,7 +453,24 @@ OPERATIONS = DashboardSpec(
                         ),
                     ),
                     REQ_PER_S,
-                    width=8,
+                    width=6,
+                ),
+                PanelSpec(
+                    "Integration errors by integration",
+                    "Failures a built-in integration (otel, prometheus, structlog, ledger, "
+                    "stream, or a callback-list entry skipped at a call's end) caught inside "
+                    "itself per second: a span not ended, a metric or log line lost. The calls "
+                    "are not affected. A first failure appears as a new series at 0; the "
+                    "ImageEditIntegrationFailing alert fires on it.",
+                    (
+                        Query(
+                            "sum by (integration) "
+                            "(rate(tracking_integration_errors_total[$__rate_interval]))",
+                            "{{integration}}",
+                        ),
+                    ),
+                    REQ_PER_S,
+                    width=6,
                 ),
                 PanelSpec(
                     "End-user series evicted",
@@ -442,7 +483,7 @@ OPERATIONS = DashboardSpec(
                         ),
                     ),
                     REQ_PER_S,
-                    width=8,
+                    width=6,
                 ),
             ),
         ),

@@ -74,6 +74,8 @@ NOT_EXERCISED_BY_SDK = (
     "Ledger write latency p95 and replays",  # SQL ledger
     "Dropped events by sink",  # only when a queue overflows
     "Callback errors by callback",  # only when a callback fails
+    "Integration errors by integration",  # only when an integration fails inside
+    "Ledger stuck seconds",  # 0 unless a ledger is stuck: the workload checks the 0
     "End-user series evicted",  # opt-in metric
     "Attempts withheld by budgets",  # the proxy's budgets only
 )
@@ -207,6 +209,8 @@ def test_every_issue_panel_exists_with_its_unit():
         "Ledger queue and outbox": "short",
         "Dropped events by sink": "reqps",
         "Callback errors by callback": "reqps",
+        "Integration errors by integration": "reqps",
+        "Ledger stuck seconds": "s",
         "Top end users by spend": "currencyUSD",
         "Proxy rejections by reason": "reqps",
     }
@@ -318,12 +322,42 @@ def test_rules_cover_the_issue_alerts():
         "ImageEditUnpricedModelSeen",
         "ImageEditLedgerOutboxGrowing",
         "ImageEditLedgerRowsQuarantined",
+        "ImageEditLedgerStuck",
         "ImageEditCallbacksFailing",
         "ImageEditIntegrationFailing",
         "ImageEditEventsDropped",
     }
     for name, rule in alerts.items():
         assert rule["annotations"]["summary"] and rule["labels"]["severity"], name
+        assert rule["annotations"]["description"], name
+
+
+def _panel(title: str) -> dict[str, Any]:
+    (panel,) = [p for d in _dashboards().values() for p in _panels(d) if p["title"] == title]
+    return panel
+
+
+def test_pipeline_health_shows_a_stuck_ledger_and_failing_integrations():
+    """A stuck ledger (spend data piling up unwritten) is critical, and its panel draws the
+    alert's threshold; integration failures have a panel by integration beside their alert."""
+    alerts = {r["alert"]: r for r in rules() if "alert" in r}
+    stuck = alerts["ImageEditLedgerStuck"]
+    assert stuck["labels"]["severity"] == "critical" and stuck["for"] == "2m"
+    match = re.fullmatch(
+        r"max by \(instance\) \(tracking_ledger_stuck_seconds\) > (\d+)", stuck["expr"]
+    )
+    assert match, stuck["expr"]
+    panel = _panel("Ledger stuck seconds")
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps if s["color"] == "red"] == [int(match[1])]
+    assert [t["expr"] for t in panel["targets"]] == [
+        "max by (instance) (tracking_ledger_stuck_seconds)"
+    ]
+    failing = _panel("Integration errors by integration")
+    (target,) = failing["targets"]
+    assert "tracking_integration_errors_total" in target["expr"]
+    assert target["legendFormat"] == "{{integration}}"
+    assert "tracking_integration_errors_total" in alerts["ImageEditIntegrationFailing"]["expr"]
 
 
 # --- a real Prometheus -----------------------------------------------------------------------
@@ -741,6 +775,13 @@ def _check_panels_and_rules(prom: Prometheus) -> None:
     only = prom.query(substitute(by_operation.expr, operation="image_generation"))
     assert {s["metric"]["operation"] for s in only} == {"image_generation"}
 
+    # Neither process has a stuck ledger: the panel shows 0 for each, and the alert is quiet.
+    (stuck,) = [q for q in panel_queries() if q.panel == "Ledger stuck seconds"]
+    instances = {s["metric"]["instance"]: float(s["value"][1]) for s in prom.query(stuck.expr)}
+    assert len(instances) == 2 and set(instances.values()) == {0.0}, instances
+    (stuck_alert,) = [r for r in rules() if r.get("alert") == "ImageEditLedgerStuck"]
+    assert prom.query(stuck_alert["expr"]) == []
+
     for rule in rules():
         prom.query(rule["expr"])  # parses and evaluates against real series
     _assert_rules_loaded_and_healthy(prom)
@@ -844,11 +885,19 @@ def test_every_panel_and_rule_returns_data_for_the_contract(start_prometheus):
         (series,) = prom.query(substitute(ratio.expr))
         assert series["metric"] == {"error_type": "rate_limit_error"}
         assert float(series["value"][1]) == pytest.approx(0.5)
-        # Alerts that fire on any occurrence fire here (the others need real thresholds).
+        # The stuck time is the gauge itself, per instance (the contract's is over 150 s).
+        (stuck,) = [q for q in panel_queries() if q.panel == "Ledger stuck seconds"]
+        (series,) = prom.query(substitute(stuck.expr))
+        assert series["metric"] == {"instance": f"127.0.0.1:{port}"}
+        assert float(series["value"][1]) > 150
+        # Alerts that fire on any occurrence fire here, and the stuck ledger's condition holds
+        # (its gauge is past 60 s; the others need real thresholds).
         for alert in (
             "ImageEditUnpricedModelSeen",
             "ImageEditCallbacksFailing",
+            "ImageEditIntegrationFailing",
             "ImageEditLedgerRowsQuarantined",
+            "ImageEditLedgerStuck",
         ):
             (rule,) = [r for r in rules() if r.get("alert") == alert]
             assert prom.query(rule["expr"]), alert

@@ -143,6 +143,23 @@ def test_a_closed_port_at_open_keeps_durable_rows_and_intents_in_the_outbox(post
     assert not list(tmp_path.glob("rejected-*.db"))
 
 
+def test_an_unreachable_database_is_the_public_database_unreachable_error(postgres_url):
+    """What a command reading the ledger raises for a PostgreSQL nobody listens on is importable
+    from ``tracking.integrations.sql``, beside ``SchemaVersionError``, so callers can catch it by
+    its class (it was only in a private module): a ``ConfigurationError`` whose ``error_type``
+    is ``ledger_unreachable``."""
+    import io
+
+    from tracking.integrations import sql
+
+    assert {"DatabaseUnreachableError", "SchemaVersionError"} <= set(sql.__all__)
+    url = sa.make_url(postgres_url).set(port=free_port()).render_as_string(hide_password=False)
+    with pytest.raises(sql.DatabaseUnreachableError, match="cannot open the ledger") as info:
+        sql.migrate_command(url, io.StringIO())
+    assert isinstance(info.value, tracking.ConfigurationError)
+    assert info.value.error_type == "ledger_unreachable"
+
+
 def test_a_database_that_accepts_but_never_answers_is_unreachable_not_a_hang(
     postgres_url, relay, tmp_path, monkeypatch
 ):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._billing import BilledRow, query_billed
 from ._columns import UTCDateTime
 from ._commands import migrate_command, read_billed, spend_command
-from ._engine import DEFAULT_URL, create_ledger_engine, resolve_url
+from ._engine import DEFAULT_URL, DatabaseUnreachableError, create_ledger_engine, resolve_url
 from ._ledger import LedgerMode, ReplayHook, SqlLedger
 from ._migrate import (
     SchemaVersionError,
@@ -64,6 +64,7 @@ __all__ = [
     "VERSION_TABLE",
     "BatchDestination",
     "BilledRow",
+    "DatabaseUnreachableError",
     "GroupBy",
     "LedgerMode",
     "LedgerWriter",
