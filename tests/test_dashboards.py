@@ -323,6 +323,7 @@ def test_rules_cover_the_issue_alerts():
         "ImageEditLedgerOutboxGrowing",
         "ImageEditLedgerRowsQuarantined",
         "ImageEditLedgerStuck",
+        "ImageEditInstanceDown",
         "ImageEditCallbacksFailing",
         "ImageEditIntegrationFailing",
         "ImageEditEventsDropped",
