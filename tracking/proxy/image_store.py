@@ -72,6 +72,8 @@ _SECRET_BYTES = 32  #: a generated signing secret's length
 SWEEP_GRACE = 30.0
 #: An ``expires`` as the proxy writes it: a Unix time without sign or leading zero.
 _EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
+#: The largest ``expires`` a stored image's URL may carry (12 digits).
+MAX_EXPIRES = 10**12 - 1
 STORED_PREFIX = "/v1/images/stored/"
 #: A stored image is served in pieces of at most this many bytes: a GET (which needs no key)
 #: holds one piece at a time, never the whole image.
