@@ -141,3 +141,43 @@ async def test_urls_signed_with_a_previous_secret_keep_working_until_they_expire
 def test_a_bad_previous_signing_secrets_is_a_configuration_error(settings, message):
     with pytest.raises(ConfigurationError, match=message):
         parse_store_settings(settings, None)
+
+
+async def test_a_generated_secret_listed_by_its_base64_keeps_its_urls_working(tmp_path):
+    """The local store's generated ``.signing-secret`` is 32 random bytes, not a string:
+    ``previous_signing_secrets`` took only strings, so rotating it ended its URLs at once. Listed
+    as ``base64:`` and its base64 (``base64 < .signing-secret``), its URLs are served until they
+    expire, after a new ``signing_secret`` or after the file was deleted and made again."""
+    import base64
+    import time
+
+    from tracking.ids import new_request_id
+
+    before = _store(tmp_path)
+    name = f"{new_request_id()}-0.png"
+    before.put(name, b"an image")
+    expires = int(time.time()) + 60
+    minted = f"expires={expires}&signature={before.signer.signature(name, expires)}".encode()
+    generated = (tmp_path / ".signing-secret").read_bytes()
+    listed = "base64:" + base64.b64encode(generated).decode() + "\n"  # as $(...) or a file gives
+    rotated = {"path": str(tmp_path), "signing_secret": NEW, "previous_signing_secrets": [listed]}
+    after_new_secret = LocalImageStore(parse_store_settings(rotated, None))
+    assert await _served(after_new_secret, name, minted) == 200
+    assert await _served(after_new_secret, name, _signed_with(NEW, name, expires)) == 200
+    (tmp_path / ".signing-secret").unlink()  # or no secret of one's own: a new file is made
+    regenerated = {"path": str(tmp_path), "previous_signing_secrets": [listed]}
+    after_new_file = LocalImageStore(parse_store_settings(regenerated, None))
+    assert (tmp_path / ".signing-secret").read_bytes() != generated
+    assert await _served(after_new_file, name, minted) == 200
+    assert await _served(_store(tmp_path), name, minted) == 403  # not listed: refused
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["base64:", "base64:not base64!", "base64:c2hvcnQ=", "base64:" + "é" * 24],
+    ids=["empty", "not-base64", "too-short", "not-ascii"],
+)
+def test_a_bad_base64_previous_secret_is_a_configuration_error_without_the_secret(entry):
+    with pytest.raises(ConfigurationError, match=r"previous_signing_secrets\[1\]") as error:
+        parse_store_settings({"previous_signing_secrets": [OLD, entry]}, None)
+    assert entry not in str(error.value) or entry == "base64:"

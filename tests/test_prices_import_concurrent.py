@@ -4,6 +4,10 @@ The import writes the override file through a file beside it renamed over it. Th
 was fixed (``.NAME.partial``), so two imports at once wrote into the same file: one's rename
 moved the other's half-written text into place, and the other's rename then found nothing (the
 import failed: "cannot write it"), or the next import found the file broken.
+
+Each import then read the file, merged its models in and wrote it back: of two at once, the later
+write lacked the models the other had added. The read-merge-write now holds an advisory lock on a
+file beside the target (``.NAME.lock``), so every model either imported is in the file at the end.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from tracking.errors import ConfigurationError
 from tracking.pricing.commands import prices_import
 
 source, target, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sources = sys.argv[4:] or [source] * count  # one file each import (other models), or the one
 print("ready", flush=True)
 sys.stdin.readline()
 failed = []
-for _ in range(count):
+for source in sources:
     try:
         prices_import(source, io.StringIO(), target=target)
     except ConfigurationError as exc:
@@ -54,21 +59,20 @@ def _source(path: Path, model: str) -> Path:
     return path
 
 
-def test_two_imports_at_once_into_one_file_both_succeed(tmp_path: Path) -> None:
-    out = tmp_path / "prices" / "tracking-prices.json"
-    out.parent.mkdir()
-    sources = [_source(tmp_path / f"source-{n}.json", f"model-{n}") for n in (1, 2)]
+def _run_at_once(arguments: list[list[str]]) -> list[str]:
+    """Start one importing process per argument list, let them all go at once, and return what
+    each reported (its failures); each must exit 0."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _LOOP, str(source), str(out), str(IMPORTS)],
+            [sys.executable, "-c", _LOOP, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for source in sources
+        for args in arguments
     ]
     try:
-        for process in processes:  # both ready (imported), then both started at once
+        for process in processes:  # all ready (imported), then all started at once
             assert process.stdout is not None and process.stdout.readline() == "ready\n"
         for process in processes:
             assert process.stdin is not None
@@ -80,9 +84,38 @@ def test_two_imports_at_once_into_one_file_both_succeed(tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    assert [process.returncode for process in processes] == [0, 0]
+    assert [process.returncode for process in processes] == [0] * len(processes)
+    return reports
+
+
+def test_two_imports_at_once_into_one_file_both_succeed(tmp_path: Path) -> None:
+    out = tmp_path / "prices" / "tracking-prices.json"
+    out.parent.mkdir()
+    sources = [_source(tmp_path / f"source-{n}.json", f"model-{n}") for n in (1, 2)]
+    reports = _run_at_once([[str(source), str(out), str(IMPORTS)] for source in sources])
     assert reports == ["0 []", "0 []"]  # no import failed
     entries = json.loads(out.read_text(encoding="utf-8"))["entries"]
     assert sorted(entry["model"] for entry in entries) == ["model-1", "model-2"]
     assert set(load_price_file(out)) == {"model-1", "model-2"}  # a valid prices file
-    assert [path.name for path in out.parent.iterdir()] == [out.name]  # nothing left beside it
+    # nothing left beside it but the imports' lock file
+    assert sorted(path.name for path in out.parent.iterdir()) == sorted(
+        [out.name, f".{out.name}.lock"]
+    )
+
+
+#: Models each process imports, one import each, both processes at once.
+MODELS_EACH = 60
+
+
+def test_two_imports_at_once_of_other_models_keep_every_model(tmp_path: Path) -> None:
+    out = tmp_path / "prices" / "tracking-prices.json"
+    out.parent.mkdir()
+    names = [[f"model-{side}-{n}" for n in range(MODELS_EACH)] for side in "ab"]
+    sources = [
+        [str(_source(tmp_path / f"{model}.json", model)) for model in models] for models in names
+    ]
+    reports = _run_at_once([["-", str(out), "0", *files] for files in sources])
+    assert reports == ["0 []", "0 []"]
+    entries = json.loads(out.read_text(encoding="utf-8"))["entries"]
+    assert sorted(entry["model"] for entry in entries) == sorted(names[0] + names[1])
+    assert set(load_price_file(out)) == set(names[0] + names[1])

@@ -1,7 +1,9 @@
 """Hostile values at the proxy's edge get a clear 400 naming the field, never a 5xx, on SQLite and
 on PostgreSQL: budgets that overflow the money column (``1e400``, ``1e10``, inf, nan), huge
 durations, expiry dates and rpm limits, NUL and control characters in ids, 5,000-character ids,
-page numbers that are not ASCII digits or are huge, and a key in ``/key/info``'s query string.
+page numbers that are not ASCII digits or are huge (``/key/list``'s ``page`` took up to 10^9,
+beyond the 100,000 of the other pages, and no limits table said so), and a key in
+``/key/info``'s query string.
 After them all the proxy still serves an ordinary call and records it."""
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tests.accounts_support import (
     wait_for,
 )
 from tests.proxy_support import MASTER_KEY, ProxyProcess
-from tracking.proxy.limits import MAX_BUDGET_USD, MAX_ID_CHARS
+from tracking.proxy.limits import MAX_BUDGET_USD, MAX_ID_CHARS, MAX_PAGE
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -120,6 +122,37 @@ def test_hostile_spend_queries_are_clear_400s(proxy, client):
     virtual = generate(client, proxy.url)["key"]
     response = client.get(f"{proxy.url}/spend/logs", headers=bearer(virtual), params={"page": "²"})
     _refused(response, "page")
+
+
+#: The most rows a page holds (``tracking.proxy.limits.MAX_PAGE_SIZE``).
+MAX_PAGE_SIZE = 1000
+KEY_LIST_QUERIES = [
+    {"page": "0"},
+    {"page": "-1"},
+    {"page": "1.5"},
+    {"page": "two"},
+    {"page": "²"},
+    {"page": str(MAX_PAGE + 1)},
+    {"page": str(10**9)},
+    {"size": "0"},
+    {"size": "-3"},
+    {"size": str(MAX_PAGE_SIZE + 1)},
+]
+
+
+def test_key_list_pages_are_bounded_and_a_page_past_the_last_is_empty(proxy, client):
+    url = f"{proxy.url}/key/list"
+    for query in KEY_LIST_QUERIES:
+        (param,) = query
+        error = _refused(client.get(url, headers=bearer(MASTER_KEY), params=query), param)
+        assert error["code"] == "invalid_value", error
+    total = _key_count(client, proxy.url)
+    for page, size in ((total + 1, 1), (MAX_PAGE, MAX_PAGE_SIZE)):  # as LiteLLM: no error
+        listed = client.get(url, headers=bearer(MASTER_KEY), params={"page": page, "size": size})
+        assert listed.status_code == 200, listed.text
+        body = listed.json()
+        assert (body["keys"], body["current_page"]) == ([], page)
+        assert body["total_count"] == total and body["total_pages"] == -(-total // size)
 
 
 EDGE_DATES = [

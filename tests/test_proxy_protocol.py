@@ -481,6 +481,55 @@ def test_openapi_document_names_the_routes_with_a_name_in_their_path_and_every_q
     assert model.status_code == 200 and model.json()["id"] == "dall-e-2"
 
 
+#: The query parameters the routes read as whole numbers from 1 to a maximum, and a route of each.
+WHOLE_NUMBERS = {
+    "/spend/logs": ("page", "page_size"),
+    "/spend/keys": ("page", "page_size"),
+    "/key/list": ("page", "size"),
+    "/global/spend/keys": ("limit",),
+    "/global/spend/teams": ("limit",),
+}
+
+
+def test_openapi_types_each_query_parameter_as_its_route_reads_it(proxy):
+    """Every query parameter was typed a string: the whole numbers, dates and the boolean the
+    routes parse are typed so, with the bounds the routes apply (the maximum is served, one more
+    is a 400 naming it)."""
+    paths = httpx.get(f"{proxy.url}/openapi.json").json()["paths"]
+    schemas = {
+        (path, p["name"]): p["schema"]
+        for path, item in paths.items()
+        for p in item.get("get", {}).get("parameters", [])
+        if p["in"] == "query"
+    }
+    for path, names in WHOLE_NUMBERS.items():
+        for name in names:
+            schema = schemas[path, name]
+            assert (schema["type"], schema["minimum"]) == ("integer", 1), (path, name)
+            highest = schema["maximum"]
+            for value, refused in ((highest, False), (highest + 1, True), (0, True)):
+                answer = httpx.get(
+                    f"{proxy.url}{path}", params={name: value}, headers=bearer(MASTER_KEY)
+                )
+                assert (answer.status_code == 400) is refused, (path, name, value, answer.text)
+                if refused:
+                    assert answer.json()["error"]["param"] == name
+    dated = [key for key in schemas if key[1] in ("start_date", "end_date")]
+    assert len(dated) >= 10
+    for key in dated:
+        formats = {choice["format"] for choice in schemas[key]["anyOf"]}
+        assert (schemas[key]["type"], formats) == ("string", {"date", "date-time"}), key
+    assert schemas["/key/list", "return_full_object"]["type"] == "boolean"
+    stored = "/v1/images/stored/{name}"
+    assert schemas[stored, "expires"]["type"] == "integer"
+    assert schemas[stored, "signature"]["pattern"] == "^[0-9a-f]{64}$"
+    untyped = {name for (_, name), schema in schemas.items() if schema["type"] == "string"}
+    assert untyped == {
+        "key_hash", "key", "end_user_id", "api_key_hash", "user", "key_alias", "team_id",
+        "group_by", "signature", "start_date", "end_date",
+    }  # fmt: skip
+
+
 def test_openapi_fuzz_run_finds_no_server_error(proxy, tmp_path: Path):
     """schemathesis, property-based, against the running proxy with the master key: every
     generated request gets an answer below 500. Bounded: a few examples per operation and

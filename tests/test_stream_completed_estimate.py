@@ -4,6 +4,8 @@ A stream's usage counts its partial images' output tokens (about 100 each). A co
 without a usable ``usage`` (none, ``null``, counts that are strings, all zero) was estimated as a
 plain answer's output alone, leaving out the partial images the upstream had sent and billed:
 less than the same call costs from its usage, and less than the budget reservation held for it.
+It then counted the partial images the request asked for, not those the upstream sent (a call
+asking for 3 that received 1 was estimated with 3), as a broken stream no longer does.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def _frame(event: dict[str, Any]) -> bytes:
 
 
 async def _answer(request: web.Request) -> web.StreamResponse:
-    """Two partial images, then a completed event with the usage ``x-usage`` names."""
+    """Two partial images (or as many as ``x-partials`` says), then a completed event with the
+    usage ``x-usage`` names."""
     await request.read()
     completed: dict[str, Any] = {"type": "image_edit.completed", **COMMON}
     usage = USAGES[request.headers["x-usage"]]
@@ -48,7 +51,7 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         completed["usage"] = usage
     answer = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await answer.prepare(request)
-    for index in range(2):
+    for index in range(int(request.headers.get("x-partials", "2"))):
         partial = {"type": "image_edit.partial_image", "partial_image_index": index, **COMMON}
         await answer.write(_frame(partial))
     await answer.write(_frame(completed))
@@ -69,11 +72,12 @@ def prices() -> Iterator[None]:
     reset_prices()
 
 
-def _stream(api_base: str, usage: str, use_async: bool) -> list[str]:
+def _stream(api_base: str, usage: str, use_async: bool, **extra: Any) -> list[str]:
     params: dict[str, Any] = {
         **stream_call(MODEL, api_base),
         "max_retries": 0,
         "extra_headers": {"x-usage": usage},
+        **extra,
     }
     if use_async:
 
@@ -96,3 +100,16 @@ def test_a_completed_stream_without_usable_usage_is_estimated_with_its_partial_i
     # 1024x1024 low: 200 output tokens (gpt-image-2's $0.006 at $30 per 1M), plus 100 output
     # tokens for each of the two partial images the upstream sent and billed
     assert event.cost_usd == Decimal(200 + 2 * 100) * Decimal(30) / Decimal(1_000_000)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize(("asked", "sent"), [(3, 1), (3, 0), (1, 1)])
+def test_the_estimate_counts_the_partial_images_received_not_asked_for(
+    upstream, recorder, asked, sent, use_async
+):
+    headers = {"x-usage": "none", "x-partials": str(sent)}
+    seen = _stream(upstream, "none", use_async, partial_images=asked, extra_headers=headers)
+    assert seen == ["image_edit.partial_image"] * sent + ["image_edit.completed"]
+    (event,) = recorder.events
+    assert event.status == "success" and event.cost_source == "estimate"
+    assert event.cost_usd == Decimal(200 + sent * 100) * Decimal(30) / Decimal(1_000_000)

@@ -279,6 +279,9 @@ class ImageResponse:
     #: What the provider says it charged for the call (Recraft's ``credits``), in USD; when set
     #: it is the call's cost.
     billed_usd: Decimal | None = field(default=None, repr=False)
+    #: The partial images a streamed call's upstream sent before its completed event (None: no
+    #: stream, or not counted): an estimate of the call counts these, not the ones it asked for.
+    partial_images_received: int | None = field(default=None, repr=False)
 
     @classmethod
     def from_json_bytes(

@@ -270,6 +270,7 @@ class _StreamReader:
         if "usage" in done.raw:
             raw["usage"] = done.raw["usage"]
         response = ImageResponse(raw={k: v for k, v in raw.items() if v is not None})
+        response.partial_images_received = self._partials  # the completed attempt's
         response._hidden_params.update(
             upstream_request_id=self.upstream_request_id, http_status=self.http_status
         )

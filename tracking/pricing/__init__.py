@@ -564,7 +564,9 @@ def _estimate(
         _warn_unpriced(request.model, f"no price for size={size} quality={quality}")
         return UNPRICED
     if request.stream:  # a stream's usage counts its partial images' output tokens too
-        total += partial_images_cost(entry, request.partial_images or 0)
+        received = response.partial_images_received if response is not None else None
+        made = (request.partial_images or 0) if received is None else received
+        total += partial_images_cost(entry, made)
     log.debug("tracking: %s priced by estimate (%s)", request.model, entry.ref)
     return Cost(total, _per_image(total, images), "estimate", entry.ref)
 

@@ -15,8 +15,9 @@ import contextlib
 import json
 import os
 import secrets
+import sys
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -160,20 +161,21 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
         )
     imported = parse_price_data(document, origin=source, kind="override")  # refuse bad data
     path = Path(target or os.environ.get(PRICES_FILE_ENV) or DEFAULT_OUT)
-    kept: list[Any] = []
-    if path.exists():
-        load_price_file(path)  # the file we add to must be valid too
-        existing = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
-        replaced = {e["model"] for e in document["entries"]}
-        kept = [e for e in existing["entries"] if e["model"] not in replaced]
-    merged = {
-        "schema": 1,
-        "currency": "USD",
-        "notes": f"A user's prices (tracking prices import, last from {source}).",
-        "entries": [*kept, *document["entries"]],
-    }
-    parse_price_data(merged, origin=str(path), kind="override")
-    _write_whole(path, json.dumps(merged, indent=2, default=_number_text) + "\n")
+    with _import_lock(path):  # read, merge and write: one import at a time into one file
+        kept: list[Any] = []
+        if path.exists():
+            load_price_file(path)  # the file we add to must be valid too
+            existing = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+            replaced = {e["model"] for e in document["entries"]}
+            kept = [e for e in existing["entries"] if e["model"] not in replaced]
+        merged = {
+            "schema": 1,
+            "currency": "USD",
+            "notes": f"A user's prices (tracking prices import, last from {source}).",
+            "entries": [*kept, *document["entries"]],
+        }
+        parse_price_data(merged, origin=str(path), kind="override")
+        _write_whole(path, json.dumps(merged, indent=2, default=_number_text) + "\n")
     models = sorted({e.key for entries in imported.values() for e in entries})
     out.write(f"imported {len(models)} model(s) from {kind} data into {path}:\n")
     out.write("".join(f"  {shown(m)}\n" for m in models))
@@ -189,6 +191,32 @@ def _number_text(value: object) -> str:
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+@contextlib.contextmanager
+def _import_lock(path: Path) -> Iterator[None]:
+    """Hold the advisory lock of the override file ``path``: an exclusive ``flock`` on a file
+    beside it (``.NAME.lock``, beside the file a symbolic link names; created once and left
+    there, as removing it would let a third import lock a file the first no longer holds).
+    Two imports at once each merged the models the file held when it read it, so the later
+    write dropped the other's models; now the second waits for the first to write. POSIX only:
+    on Windows (no ``fcntl``) imports are not serialized, so run them one after the other."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    real = Path(os.path.realpath(path))
+    lock = real.with_name(f".{real.name}.lock")
+    try:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ConfigurationError(f"{real}: cannot write it ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # released when the descriptor is closed
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _write_whole(path: Path, text: str) -> None:

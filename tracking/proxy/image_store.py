@@ -18,7 +18,8 @@ Two stores, chosen in ``general_settings.image_store``:
   hands out the store's own presigned URLs instead, so images never pass through the proxy.
 
 ``previous_signing_secrets`` (either store) lists secrets whose URLs are still served until they
-expire, but never minted with: a rotated ``signing_secret`` does not end every live URL.
+expire, but never minted with: a rotated ``signing_secret`` does not end every live URL. A
+generated ``.signing-secret`` (bytes, not a string) is listed as ``base64:`` and its base64.
 
 ``max_bytes`` bounds what the store holds: when it is full, a URL request is refused with 507
 before anything is sent upstream (so nothing is billed for an answer that could not be stored).
@@ -32,6 +33,8 @@ proxy mints, so a bucket shared with other applications keeps their objects.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -72,6 +75,8 @@ _SECRET_BYTES = 32  #: a generated signing secret's length
 SWEEP_GRACE = 30.0
 #: An ``expires`` as the proxy writes it: a Unix time without sign or leading zero.
 _EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
+#: The largest ``expires`` a stored image's URL may carry (12 digits).
+MAX_EXPIRES = 10**12 - 1
 STORED_PREFIX = "/v1/images/stored/"
 #: A stored image is served in pieces of at most this many bytes: a GET (which needs no key)
 #: holds one piece at a time, never the whole image.
@@ -216,10 +221,35 @@ def _previous_secrets(value: Any, where: str) -> tuple[bytes, ...]:
             f"{where}: a list of the secrets URLs were signed with before, got "
             f"{type(value).__name__}"
         )
-    for index, secret in enumerate(value):
-        if not isinstance(secret, str) or len(secret) < 16:
-            raise ConfigurationError(f"{where}[{index}]: a string of at least 16 characters")
-    return tuple(secret.encode() for secret in value)
+    return tuple(_previous_secret(entry, f"{where}[{n}]") for n, entry in enumerate(value))
+
+
+#: A previous secret given by its bytes in base64 (a local store's generated ``.signing-secret``,
+#: 32 random bytes that are no string: ``base64 < .signing-secret``).
+BASE64_PREFIX = "base64:"
+
+
+def _previous_secret(secret: Any, where: str) -> bytes:
+    """One of ``previous_signing_secrets``: a string of at least 16 characters, or
+    ``base64:`` and the base64 of at least 16 bytes (a generated ``.signing-secret``)."""
+    if isinstance(secret, str) and secret.startswith(BASE64_PREFIX):
+        text = secret[len(BASE64_PREFIX) :].strip()
+        try:
+            decoded = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) < 16:  # never the secret's text in the message: it is a secret
+            raise ConfigurationError(
+                f"{where}: after {BASE64_PREFIX}, the base64 of at least 16 bytes "
+                "(a generated secret's: base64 < .signing-secret)"
+            )
+        return decoded
+    if not isinstance(secret, str) or len(secret) < 16:
+        raise ConfigurationError(
+            f"{where}: a string of at least 16 characters, or {BASE64_PREFIX} and the "
+            "base64 of a generated .signing-secret"
+        )
+    return secret.encode()
 
 
 def _beside_ledger(database_url: str | None) -> Path:

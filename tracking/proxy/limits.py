@@ -45,8 +45,12 @@ MAX_BUDGET_PLACES = 10
 MAX_RPM_LIMIT = 1_000_000
 #: A key's ``duration`` / ``expires`` at most this far ahead.
 MAX_KEY_LIFETIME = timedelta(days=3650)
-#: ``/spend/logs`` pages: the page number at most (page x page_size stays a small offset).
+#: ``/spend/logs``, ``/spend/keys`` and ``/key/list`` pages: the page number at most (page x
+#: page size stays a small offset); a page past the last is an empty list.
 MAX_PAGE = 100_000
+#: The most rows a page or a list holds: ``page_size`` (``/spend/logs``, ``/spend/keys``),
+#: ``size`` (``/key/list``) and ``limit`` (``/global/spend/*``).
+MAX_PAGE_SIZE = 1000
 
 # C0 controls (NUL included), DEL and the C1 controls: never part of an identifier.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

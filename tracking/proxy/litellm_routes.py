@@ -39,7 +39,7 @@ from .json_io import (
     send_json,
 )
 from .keys import generate_key, hash_key
-from .limits import MAX_RPM_LIMIT, bounded_text, key_hash, query_int
+from .limits import MAX_PAGE, MAX_PAGE_SIZE, MAX_RPM_LIMIT, bounded_text, key_hash, query_int
 from .management_routes import KEY_FIELDS, requested_expiry, requested_models, require_master
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["litellm_routes"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-_MAX_PAGE = 1000
+_MAX_IDS = 1000
 
 
 #: ``/key/update`` and ``/key/regenerate``: the key (by secret or hash) and the fields to change.
@@ -113,10 +113,10 @@ def _user_ids(document: dict[str, Any]) -> list[str]:
             param="user_ids",
             code="invalid_type",
         )
-    if len(ids) > _MAX_PAGE:
+    if len(ids) > _MAX_IDS:
         raise ProxyError(
             400,
-            f"user_ids: at most {_MAX_PAGE} at once",
+            f"user_ids: at most {_MAX_IDS} at once",
             param="user_ids",
             code="array_above_max_length",
         )
@@ -152,8 +152,8 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     async def key_list(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         query = query_of(scope)
-        page = query_int(query, "page", 1, 10**9)
-        size = query_int(query, "size", 10, _MAX_PAGE)
+        page = query_int(query, "page", 1, MAX_PAGE)  # past the last page: an empty list
+        size = query_int(query, "size", 10, MAX_PAGE_SIZE)
         records, total = await asyncio.to_thread(
             litellm_store.list_keys,
             store,
@@ -256,7 +256,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
             await master(scope)
             query, start, end = window(scope)
-            limit = query_int(query, "limit", 100, _MAX_PAGE)
+            limit = query_int(query, "limit", 100, MAX_PAGE_SIZE)
             rows = await asyncio.to_thread(
                 litellm_store.spend_by, store, group, start=start, end=end, limit=limit
             )

@@ -14,7 +14,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .image_store import STORED_PREFIX
+from .image_store import MAX_EXPIRES, STORED_PREFIX
+from .limits import MAX_PAGE, MAX_PAGE_SIZE
 
 __all__ = ["MODEL_PATHS", "OPERATIONS", "STORED_PATH", "docs_page", "openapi_document"]
 
@@ -48,9 +49,36 @@ _STATUS_TEXT = {
 }
 
 
+def _whole(high: int, default: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": high, "default": default}
+
+
+_DATE = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
+#: Each query parameter's type as its route reads it (:func:`~.limits.query_int`'s whole
+#: numbers, :func:`~.json_io.optional_date`'s dates, ``return_full_object=true``); a name not
+#: here is a string.
+_QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "page": _whole(MAX_PAGE, 1),
+    "page_size": _whole(MAX_PAGE_SIZE, 100),
+    "size": _whole(MAX_PAGE_SIZE, 10),
+    "limit": _whole(MAX_PAGE_SIZE, 100),
+    "start_date": _DATE,
+    "end_date": _DATE,
+    "return_full_object": {"type": "boolean", "default": False},
+    # a stored image's URL: a Unix time as the proxy writes it, and an HMAC-SHA256 in hex
+    "expires": {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRES},
+    "signature": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
+
+
 def _query(*names: str) -> list[dict[str, Any]]:
     return [
-        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": dict(_QUERY_SCHEMAS.get(name, {"type": "string"})),
+        }
         for name in names
     ]
 

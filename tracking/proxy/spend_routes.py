@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .auth import request_headers
 from .errors import ProxyError
 from .json_io import Receive, Scope, Send, optional_date, query_of, send_json
-from .limits import MAX_PAGE, end_user_id, key_hash, query_int
+from .limits import MAX_PAGE, MAX_PAGE_SIZE, end_user_id, key_hash, query_int
 
 if TYPE_CHECKING:
     from .account_store import AccountStore
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["spend_routes"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-_MAX_PAGE_SIZE = 1000
 
 
 def _page_of(rows: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
@@ -71,7 +70,7 @@ def spend_routes(
         principal = await caller(scope)
         query = query_of(scope)
         page = query_int(query, "page", 1, MAX_PAGE)
-        page_size = query_int(query, "page_size", 100, _MAX_PAGE_SIZE)
+        page_size = query_int(query, "page_size", 100, MAX_PAGE_SIZE)
         wanted = _own_hashes(principal)
         if wanted is None:
             asked = key_hash(query.get("api_key_hash"), "api_key_hash")
@@ -95,7 +94,7 @@ def spend_routes(
         principal = await caller(scope)
         query = query_of(scope)
         page = query_int(query, "page", 1, MAX_PAGE)
-        page_size = query_int(query, "page_size", 100, _MAX_PAGE_SIZE)
+        page_size = query_int(query, "page_size", 100, MAX_PAGE_SIZE)
         summary, total = await asyncio.to_thread(
             store.key_summary, _own_hashes(principal), page=page, page_size=page_size
         )
