@@ -16,22 +16,27 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     from ..config import ProxyConfig
     from ..response import ImageResponse
     from ..router import Router
+    from ..streaming import AsyncImageEditStream
 
 __all__ = ["Dispatcher", "RoutedModels", "build_dispatcher", "router_config"]
 
 log = logging.getLogger("tracking.proxy")
 
 
-class Dispatcher(Protocol):
-    async def aimage_edit(self, *, model: str, **params: Any) -> ImageResponse: ...
+#: What a dispatched call answers: the image response, or with ``stream=True`` its stream.
+Answer: TypeAlias = "ImageResponse | AsyncImageEditStream"
 
-    async def aimage_generation(self, *, model: str, **params: Any) -> ImageResponse: ...
+
+class Dispatcher(Protocol):
+    async def aimage_edit(self, *, model: str, **params: Any) -> Answer: ...
+
+    async def aimage_generation(self, *, model: str, **params: Any) -> Answer: ...
 
 
 def router_config(config: ProxyConfig) -> dict[str, Any]:
@@ -77,10 +82,10 @@ class RoutedModels:
             if everywhere or all(d.litellm_params.get("drop_params") for d in deployments):
                 self._defaults[name] = {"drop_params": True}
 
-    async def aimage_edit(self, *, model: str, **params: Any) -> ImageResponse:
+    async def aimage_edit(self, *, model: str, **params: Any) -> Answer:
         return await self.router.aimage_edit(model=model, **self._with_defaults(model, params))
 
-    async def aimage_generation(self, *, model: str, **params: Any) -> ImageResponse:
+    async def aimage_generation(self, *, model: str, **params: Any) -> Answer:
         params = self._with_defaults(model, params)
         return await self.router.aimage_generation(model=model, **params)
 
