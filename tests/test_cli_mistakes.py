@@ -290,3 +290,51 @@ def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback():
         errors = process.stderr.read().decode()
     assert process.wait(60) == 141, errors  # 128 + SIGPIPE, as a shell reports it
     assert "Traceback" not in errors and "BrokenPipeError" not in errors
+
+
+_ROUTER_AND_STORE_FAULTS = {
+    "fallback-to-no-model": (
+        "router_settings: {fallbacks: [{gpt-image-2: [gpt-imag-2]}]}\n",
+        "router_settings.fallbacks[0]: 'gpt-imag-2' is not a model_name",
+    ),
+    "image-store-type": (
+        "general_settings: {master_key: sk-master, image_store: {type: ftp}}\n",
+        "general_settings.image_store.type: must be local, s3 or off",
+    ),
+}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("fault", sorted(_ROUTER_AND_STORE_FAULTS))
+def test_a_config_fault_found_when_the_app_is_built_is_one_line_and_exit_2(
+    tmp_path, fault, workers
+):
+    """Faults the router or the image store find (not the config's own checks) were found as
+    the app was built: after the open-proxy banner and the start-up summary, exit 1 with one
+    worker, and with ``--workers 2`` a traceback in every worker, which uvicorn's supervisor
+    started again and again, never exiting. They now stop the start as a config fault does."""
+    extra, expected = _ROUTER_AND_STORE_FAULTS[fault]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-image-2\n"
+        "    litellm_params: {model: gpt-image-2, api_key: sk-x, api_base: 'http://127.0.0.1:9'}\n"
+        + extra
+    )
+    command = [*tracking_command(), "serve", "--config", str(config), "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--workers", workers],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,  # a supervisor and its workers, ended together if it hangs
+    )
+    try:
+        out, err = process.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        out, err = process.communicate()
+    done = subprocess.CompletedProcess(command, process.returncode, out, err)
+    assert done.returncode == 2, done
+    _one_line_failure(done, "tracking serve: ", expected)

@@ -105,6 +105,7 @@ def serve(
 ) -> int:
     """Run the proxy until it is stopped; returns the process exit code. With ``model`` (and no
     ``config_path``) it serves that one model without a config file."""
+    from .app import check_startable
     from .lifecycle import check_callbacks
     from .prices import register_config_prices
 
@@ -120,6 +121,7 @@ def serve(
         config = load_config(config_path)
         check_callbacks(config)
         register_config_prices(config)  # a bad price fails here, before any port is bound
+        check_startable(config)  # and a bad fallback or image store, before any worker starts
     except ConfigurationError as exc:
         print(f"tracking serve: {exc.message}", file=sys.stderr)
         return 2
