@@ -124,6 +124,28 @@ def test_unknown_keys_warn_and_are_ignored(caplog):
     assert "whatever: unknown key, ignored" in caplog.text
 
 
+def test_a_misspelt_key_is_warned_about_with_the_key_it_is_close_to():
+    """``master_kye`` was "unknown key, ignored", and the proxy started open: the warning now
+    names the key the operator meant; a key close to none is warned about as before."""
+    config = parse_config(
+        {
+            "model_lst": [],
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "x", "api_bse": "y"}}],
+            "general_settings": {"master_kye": "sk-m", "database_ur": "sqlite://"},
+            "litellm_settings": {"sucess_callback": ["x"], "cache": True},
+        }
+    )
+    assert set(config.warnings) == {
+        "model_lst: unknown key, ignored (did you mean model_list?)",
+        "model_list[0].litellm_params.api_bse: unknown key, ignored (did you mean api_base?)",
+        "general_settings.master_kye: unknown key, ignored (did you mean master_key?)",
+        "general_settings.database_ur: unknown key, ignored (did you mean database_url?)",
+        "litellm_settings.sucess_callback: unknown key, ignored (did you mean success_callback?)",
+        "litellm_settings.cache: unknown key, ignored",
+    }
+    assert config.general_settings.master_key is None
+
+
 def test_router_settings_that_have_no_effect_here_are_named_in_a_warning():
     config = parse_config(
         {

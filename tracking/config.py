@@ -10,6 +10,7 @@ settings we do not use. Secrets (provider keys, the master key) are never shown 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import math
@@ -464,7 +465,7 @@ class _Faults:
                 if refused is not None:  # a spending cap dropped with a warning is worse
                     self.errors.append(f"{where}: {refused}")
                 else:
-                    self.warnings.append(f"{where}: unknown key, ignored")
+                    self.warnings.append(f"{where}: unknown key, ignored{_near(key, known)}")
                 continue
             if item is None:  # an empty YAML value means "not set"
                 continue
@@ -474,6 +475,16 @@ class _Faults:
             else:
                 good[key] = item
         return good
+
+
+def _near(key: object, known: Mapping[str, Check]) -> str:
+    """`` (did you mean NAME?)`` for a key that is a typo of a known one, else nothing: a
+    ``master_kye`` ignored with a bare warning left the proxy open, with the key the operator
+    wrote in the file."""
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _resolve_env(value: Any, path: str, environ: Mapping[str, str], faults: _Faults) -> Any:
