@@ -20,7 +20,7 @@ import pytest
 
 from tests.accounts_support import edit
 from tests.conftest import API_KEY
-from tests.proxy_support import ProxyProcess, tracking_command
+from tests.proxy_support import MASTER_KEY, ProxyProcess, tracking_command, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -338,3 +338,31 @@ def test_a_config_fault_found_when_the_app_is_built_is_one_line_and_exit_2(
     done = subprocess.CompletedProcess(command, process.returncode, out, err)
     assert done.returncode == 2, done
     _one_line_failure(done, "tracking serve: ", expected)
+
+
+def test_serve_warns_at_start_about_a_deployment_whose_model_has_no_price(fake, tmp_path):
+    """A misspelt model name (``gpt-imag-2``) started without a word: its calls were unpriced,
+    or refused under a budget, and the start said nothing. The start now names each such
+    deployment; a priced one is not named."""
+    config = write_config(
+        tmp_path / "config.yaml",
+        {
+            "model_list": [
+                {
+                    "model_name": "typo",
+                    "litellm_params": {"model": "gpt-imag-2", "api_key": API_KEY},
+                },
+                {
+                    "model_name": "right",
+                    "litellm_params": {"model": "gpt-image-2", "api_key": API_KEY},
+                },
+            ],
+            "general_settings": {"master_key": MASTER_KEY},
+        },
+    )
+    with ProxyProcess(config, env={"OPENAI_BASE_URL": fake.url}) as proxy:
+        log = proxy.log()
+    warnings = [line for line in log.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, log
+    assert "model_list[0] (typo): gpt-imag-2 has no known price" in warnings[0]
+    assert "refused for a key, end user or proxy with a budget" in warnings[0]

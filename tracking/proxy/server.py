@@ -23,6 +23,7 @@ from typing import Any
 from ..config import ProxyConfig, export_environment, load_config
 from ..errors import ConfigurationError
 from .access_log import startup_summary
+from .health import unpriced_deployments
 from .metrics import MULTIPROC_ENV
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
@@ -130,6 +131,8 @@ def serve(
         return 2
     _warn_if_open(config)
     startup_summary(config, export_environment(config))
+    for line in unpriced_deployments(config):
+        log.warning("%s", line)
     import uvicorn
 
     options: dict[str, Any] = {
