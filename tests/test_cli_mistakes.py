@@ -366,3 +366,19 @@ def test_serve_warns_at_start_about_a_deployment_whose_model_has_no_price(fake, 
     assert len(warnings) == 1, log
     assert "model_list[0] (typo): gpt-imag-2 has no known price" in warnings[0]
     assert "refused for a key, end user or proxy with a budget" in warnings[0]
+
+
+def test_an_environment_variable_the_environment_cannot_take_is_a_config_fault(tmp_path):
+    """``environment_variables: {"A=B": x}`` ended ``tracking serve`` in a ValueError traceback
+    from ``os.environ``; it is now one of the config's faults, exit status 2."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-image-2\n"
+        "    litellm_params: {model: gpt-image-2, api_key: sk-x}\n"
+        'environment_variables: {"A=B": x}\n'
+    )
+    done = _run(["serve", "--config", str(config), "--port", "0"], tmp_path)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "environment_variables: 'A=B' is not an environment variable name" in done.stderr

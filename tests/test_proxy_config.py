@@ -146,6 +146,45 @@ def test_a_misspelt_key_is_warned_about_with_the_key_it_is_close_to():
     assert config.general_settings.master_key is None
 
 
+def test_environment_variables_the_process_environment_cannot_take_are_config_faults():
+    """A name with ``=`` (or empty, or not text), a value with a NUL, a list or a mapping were
+    accepted, then ``os.environ`` refused them at start with a traceback (a list became the
+    text ``[1]``); they are now listed with the other faults. Numbers and booleans are
+    exported as text, as LiteLLM does, and an empty value is left out."""
+    with pytest.raises(ConfigurationError) as caught:
+        parse_config(
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "x"}}],
+                "environment_variables": {
+                    "A=B": "x",
+                    "": "y",
+                    "LIST": [1],
+                    "MAP": {"a": 1},
+                    "NUL": "x\0y",
+                    "FINE": "ok",
+                },
+            },
+            environ={},
+        )
+    assert caught.value.message.splitlines()[1:] == [
+        "  environment_variables: 'A=B' is not an environment variable name (non-empty, no '=', "
+        "no NUL)",
+        "  environment_variables: '' is not an environment variable name (non-empty, no '=', "
+        "no NUL)",
+        "  environment_variables.LIST: expected text, a number or true/false, got a list",
+        "  environment_variables.MAP: expected text, a number or true/false, got a mapping",
+        "  environment_variables.NUL: holds a NUL character, which no variable can",
+    ]
+    config = parse_config(
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "x"}}],
+            "environment_variables": {"N": 5, "T": True, "EMPTY": None, "S": "s"},
+        },
+        environ={},
+    )
+    assert config.environment_variables == {"N": "5", "T": "True", "S": "s"}
+
+
 def test_router_settings_that_have_no_effect_here_are_named_in_a_warning():
     config = parse_config(
         {
