@@ -297,6 +297,10 @@ _ROUTER_AND_STORE_FAULTS = {
         "router_settings: {fallbacks: [{gpt-image-2: [gpt-imag-2]}]}\n",
         "router_settings.fallbacks[0]: 'gpt-imag-2' is not a model_name",
     ),
+    "ledger-in-memory": (
+        "general_settings: {database_url: 'sqlite://'}\n",
+        "the ledger needs an SQLite file, not an in-memory database",
+    ),
     "image-store-type": (
         "general_settings: {master_key: sk-master, image_store: {type: ftp}}\n",
         "general_settings.image_store.type: must be local, s3 or off",
@@ -309,10 +313,11 @@ _ROUTER_AND_STORE_FAULTS = {
 def test_a_config_fault_found_when_the_app_is_built_is_one_line_and_exit_2(
     tmp_path, fault, workers
 ):
-    """Faults the router or the image store find (not the config's own checks) were found as
-    the app was built: after the open-proxy banner and the start-up summary, exit 1 with one
-    worker, and with ``--workers 2`` a traceback in every worker, which uvicorn's supervisor
-    started again and again, never exiting. They now stop the start as a config fault does."""
+    """Faults the router, the image store or the ledger's engine find (not the config's own
+    checks) were found as the app was built: after the open-proxy banner and the start-up
+    summary, exit 1 (3 for the ledger) with one worker, and with ``--workers 2`` a traceback in
+    every worker, which uvicorn's supervisor started again and again, never exiting (the
+    ledger's: exit status 0). They now stop the start as a config fault does."""
     extra, expected = _ROUTER_AND_STORE_FAULTS[fault]
     config = tmp_path / "config.yaml"
     config.write_text(
