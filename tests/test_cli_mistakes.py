@@ -20,7 +20,7 @@ import pytest
 
 from tests.accounts_support import edit
 from tests.conftest import API_KEY
-from tests.proxy_support import ProxyProcess, tracking_command
+from tests.proxy_support import MASTER_KEY, ProxyProcess, tracking_command, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -290,3 +290,100 @@ def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback():
         errors = process.stderr.read().decode()
     assert process.wait(60) == 141, errors  # 128 + SIGPIPE, as a shell reports it
     assert "Traceback" not in errors and "BrokenPipeError" not in errors
+
+
+_ROUTER_AND_STORE_FAULTS = {
+    "fallback-to-no-model": (
+        "router_settings: {fallbacks: [{gpt-image-2: [gpt-imag-2]}]}\n",
+        "router_settings.fallbacks[0]: 'gpt-imag-2' is not a model_name",
+    ),
+    "ledger-in-memory": (
+        "general_settings: {database_url: 'sqlite://'}\n",
+        "the ledger needs an SQLite file, not an in-memory database",
+    ),
+    "image-store-type": (
+        "general_settings: {master_key: sk-master, image_store: {type: ftp}}\n",
+        "general_settings.image_store.type: must be local, s3 or off",
+    ),
+}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("fault", sorted(_ROUTER_AND_STORE_FAULTS))
+def test_a_config_fault_found_when_the_app_is_built_is_one_line_and_exit_2(
+    tmp_path, fault, workers
+):
+    """Faults the router, the image store or the ledger's engine find (not the config's own
+    checks) were found as the app was built: after the open-proxy banner and the start-up
+    summary, exit 1 (3 for the ledger) with one worker, and with ``--workers 2`` a traceback in
+    every worker, which uvicorn's supervisor started again and again, never exiting (the
+    ledger's: exit status 0). They now stop the start as a config fault does."""
+    extra, expected = _ROUTER_AND_STORE_FAULTS[fault]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-image-2\n"
+        "    litellm_params: {model: gpt-image-2, api_key: sk-x, api_base: 'http://127.0.0.1:9'}\n"
+        + extra
+    )
+    command = [*tracking_command(), "serve", "--config", str(config), "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--workers", workers],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,  # a supervisor and its workers, ended together if it hangs
+    )
+    try:
+        out, err = process.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        out, err = process.communicate()
+    done = subprocess.CompletedProcess(command, process.returncode, out, err)
+    assert done.returncode == 2, done
+    _one_line_failure(done, "tracking serve: ", expected)
+
+
+def test_serve_warns_at_start_about_a_deployment_whose_model_has_no_price(fake, tmp_path):
+    """A misspelt model name (``gpt-imag-2``) started without a word: its calls were unpriced,
+    or refused under a budget, and the start said nothing. The start now names each such
+    deployment; a priced one is not named."""
+    config = write_config(
+        tmp_path / "config.yaml",
+        {
+            "model_list": [
+                {
+                    "model_name": "typo",
+                    "litellm_params": {"model": "gpt-imag-2", "api_key": API_KEY},
+                },
+                {
+                    "model_name": "right",
+                    "litellm_params": {"model": "gpt-image-2", "api_key": API_KEY},
+                },
+            ],
+            "general_settings": {"master_key": MASTER_KEY},
+        },
+    )
+    with ProxyProcess(config, env={"OPENAI_BASE_URL": fake.url}) as proxy:
+        log = proxy.log()
+    warnings = [line for line in log.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, log
+    assert "model_list[0] (typo): gpt-imag-2 has no known price" in warnings[0]
+    assert "refused for a key, end user or proxy with a budget" in warnings[0]
+
+
+def test_an_environment_variable_the_environment_cannot_take_is_a_config_fault(tmp_path):
+    """``environment_variables: {"A=B": x}`` ended ``tracking serve`` in a ValueError traceback
+    from ``os.environ``; it is now one of the config's faults, exit status 2."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-image-2\n"
+        "    litellm_params: {model: gpt-image-2, api_key: sk-x}\n"
+        'environment_variables: {"A=B": x}\n'
+    )
+    done = _run(["serve", "--config", str(config), "--port", "0"], tmp_path)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "environment_variables: 'A=B' is not an environment variable name" in done.stderr

@@ -124,6 +124,67 @@ def test_unknown_keys_warn_and_are_ignored(caplog):
     assert "whatever: unknown key, ignored" in caplog.text
 
 
+def test_a_misspelt_key_is_warned_about_with_the_key_it_is_close_to():
+    """``master_kye`` was "unknown key, ignored", and the proxy started open: the warning now
+    names the key the operator meant; a key close to none is warned about as before."""
+    config = parse_config(
+        {
+            "model_lst": [],
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "x", "api_bse": "y"}}],
+            "general_settings": {"master_kye": "sk-m", "database_ur": "sqlite://"},
+            "litellm_settings": {"sucess_callback": ["x"], "cache": True},
+        }
+    )
+    assert set(config.warnings) == {
+        "model_lst: unknown key, ignored (did you mean model_list?)",
+        "model_list[0].litellm_params.api_bse: unknown key, ignored (did you mean api_base?)",
+        "general_settings.master_kye: unknown key, ignored (did you mean master_key?)",
+        "general_settings.database_ur: unknown key, ignored (did you mean database_url?)",
+        "litellm_settings.sucess_callback: unknown key, ignored (did you mean success_callback?)",
+        "litellm_settings.cache: unknown key, ignored",
+    }
+    assert config.general_settings.master_key is None
+
+
+def test_environment_variables_the_process_environment_cannot_take_are_config_faults():
+    """A name with ``=`` (or empty, or not text), a value with a NUL, a list or a mapping were
+    accepted, then ``os.environ`` refused them at start with a traceback (a list became the
+    text ``[1]``); they are now listed with the other faults. Numbers and booleans are
+    exported as text, as LiteLLM does, and an empty value is left out."""
+    with pytest.raises(ConfigurationError) as caught:
+        parse_config(
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "x"}}],
+                "environment_variables": {
+                    "A=B": "x",
+                    "": "y",
+                    "LIST": [1],
+                    "MAP": {"a": 1},
+                    "NUL": "x\0y",
+                    "FINE": "ok",
+                },
+            },
+            environ={},
+        )
+    assert caught.value.message.splitlines()[1:] == [
+        "  environment_variables: 'A=B' is not an environment variable name (non-empty, no '=', "
+        "no NUL)",
+        "  environment_variables: '' is not an environment variable name (non-empty, no '=', "
+        "no NUL)",
+        "  environment_variables.LIST: expected text, a number or true/false, got a list",
+        "  environment_variables.MAP: expected text, a number or true/false, got a mapping",
+        "  environment_variables.NUL: holds a NUL character, which no variable can",
+    ]
+    config = parse_config(
+        {
+            "model_list": [{"model_name": "m", "litellm_params": {"model": "x"}}],
+            "environment_variables": {"N": 5, "T": True, "EMPTY": None, "S": "s"},
+        },
+        environ={},
+    )
+    assert config.environment_variables == {"N": "5", "T": "True", "S": "s"}
+
+
 def test_router_settings_that_have_no_effect_here_are_named_in_a_warning():
     config = parse_config(
         {

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 from decimal import Decimal
+
+import httpx
+import pytest
 
 from tests.proxy_support import tracking_command
 from tests.services import require_tool
@@ -29,3 +35,37 @@ def test_quickstart_runs_the_seed_proxy_examples_offline():
     _model, requests, failures, images, cost_usd, unpriced = row
     assert (requests, failures, images, unpriced) == ("3", "0", "3", "0")
     assert Decimal(cost_usd) == sum(headers)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_kept_running_quickstart_ended_by_a_signal_stops_its_proxy(stop):
+    """``tracking quickstart --keep-running`` ended by ``kill`` (or a closed terminal) died
+    alone: the ``tracking serve`` it started stayed up, orphaned, on its port. The signal now
+    ends it as Ctrl-C does, stopping the proxy first."""
+    require_tool("curl", "curl")
+    process = subprocess.Popen(
+        [*tracking_command(), "quickstart", "--keep-running"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # whatever happens, the test ends the whole group
+    )
+    try:
+        assert process.stdout is not None
+        url = None
+        for line in process.stdout:
+            found = re.search(r"The proxy stays up on (http://[0-9.:]+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "the quickstart never said its proxy stays up"
+        assert httpx.get(f"{url}/health/liveliness", timeout=10).status_code == 200
+        process.send_signal(stop)
+        assert process.wait(60) == 128 + stop
+        with pytest.raises(httpx.ConnectError):  # the proxy was stopped before the exit
+            httpx.get(f"{url}/health/liveliness", timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()  # and closes its output pipe

@@ -10,6 +10,7 @@ settings we do not use. Secrets (provider keys, the master key) are never shown 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import math
@@ -464,7 +465,7 @@ class _Faults:
                 if refused is not None:  # a spending cap dropped with a warning is worse
                     self.errors.append(f"{where}: {refused}")
                 else:
-                    self.warnings.append(f"{where}: unknown key, ignored")
+                    self.warnings.append(f"{where}: unknown key, ignored{_near(key, known)}")
                 continue
             if item is None:  # an empty YAML value means "not set"
                 continue
@@ -474,6 +475,36 @@ class _Faults:
             else:
                 good[key] = item
         return good
+
+
+def _environment_fault(name: Any, value: Any) -> str | None:
+    """Why one ``environment_variables`` entry cannot be exported (``os.environ`` refused it
+    with a traceback at start), or None: a name is a non-empty string without ``=`` or NUL, a
+    value text, a number or a boolean (exported as ``str()`` makes it, as LiteLLM does) and no
+    NUL; an empty one is left out."""
+    if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+        return (
+            f"environment_variables: {name!r} is not an environment variable name (non-empty, "
+            "no '=', no NUL)"
+        )
+    if value is None:
+        return None
+    if isinstance(value, Mapping | list):
+        kind = "a mapping" if isinstance(value, Mapping) else "a list"
+        return f"environment_variables.{name}: expected text, a number or true/false, got {kind}"
+    if "\0" in str(value):
+        return f"environment_variables.{name}: holds a NUL character, which no variable can"
+    return None
+
+
+def _near(key: object, known: Mapping[str, Check]) -> str:
+    """`` (did you mean NAME?)`` for a key that is a typo of a known one, else nothing: a
+    ``master_kye`` ignored with a bare warning left the proxy open, with the key the operator
+    wrote in the file."""
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _resolve_env(value: Any, path: str, environ: Mapping[str, str], faults: _Faults) -> Any:
@@ -523,6 +554,10 @@ def parse_config(
         else {}
     )
     top = faults.check_section(data, _TOP_LEVEL, "")
+    for name, value in top.get("environment_variables", {}).items():
+        fault = _environment_fault(name, value)
+        if fault:
+            faults.errors.append(fault)
 
     deployments: list[Deployment] = []
     for index, entry in enumerate(top.get("model_list", [])):

@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from ..request import ImageEditRequest
     from .budgets import Reservation
 
-__all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "create_app"]
+__all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "check_startable", "create_app"]
 
 log = logging.getLogger("tracking.proxy")
 
@@ -811,6 +811,29 @@ def create_app(
     return ProxyApp(
         config, dispatcher=dispatcher, key_checks=key_checks, metrics_registry=metrics_registry
     )
+
+
+def check_startable(config: ProxyConfig) -> None:
+    """Build, and let go, what each process's app builds from the config beyond the config's
+    own checks: the router (a fallback naming no ``model_name``, a deployment without a key or
+    one no call could reach), the image store (a folder it cannot use) and the ledger's engine
+    (an in-memory SQLite database). ``tracking serve``
+    runs it before it binds a port or starts a worker, so such a fault is one line and exit
+    status 2, never a traceback in each of ``--workers N`` processes, which uvicorn's
+    supervisor would start again and again."""
+    from tracking.integrations.sql import create_ledger_engine
+
+    from ..router import Router
+    from .ledger import ledger_url
+    from .models import router_config
+
+    export_environment(config)  # as the app does: a provider reads OPENAI_API_KEY & co
+    Router.from_config(router_config(config), register_prices=False).close()
+    general = config.general_settings
+    build_image_store(parse_store_settings(general.image_store, general.database_url))
+    # the ledger's engine, never connected here: an in-memory SQLite URL stopped each worker at
+    # its start (under --workers N the supervisor then exited with status 0)
+    create_ledger_engine(ledger_url(config)).dispose()
 
 
 def app_from_environment() -> ProxyApp:

@@ -21,7 +21,7 @@ from ..errors import TrackingError
 if TYPE_CHECKING:
     from ..config import Deployment, ProxyConfig
 
-__all__ = ["HealthReport"]
+__all__ = ["HealthReport", "unpriced_deployments"]
 
 # A 1x1 PNG: enough for the provider to encode a request; never sent.
 _PROBE_IMAGE = base64.b64decode(
@@ -78,3 +78,23 @@ class HealthReport:
             "unhealthy_count": len(self.unhealthy),
             "checks": "configuration",
         }
+
+
+def unpriced_deployments(config: ProxyConfig) -> list[str]:
+    """A line for each deployment whose model has no known price (as ``/health`` says it:
+    ``"priced": false``), which ``tracking serve`` logs as a warning at start: a misspelt model
+    name, or a model the price table does not know, was found at its first call only."""
+    budgets = (
+        "not counted by budgets (allow_unpriced_with_budgets)"
+        if config.general_settings.allow_unpriced_with_budgets
+        else "refused for a key, end user or proxy with a budget"
+    )
+    lines = []
+    for index, deployment in enumerate(config.model_list):
+        if _check(deployment).get("priced") is False:
+            lines.append(
+                f"model_list[{index}] ({deployment.model_name}): {deployment.model} has no known "
+                f"price: its calls are recorded unpriced (no cost, never $0) and {budgets}; "
+                "check the model's name, or give it a price (prices:, or model_info)"
+            )
+    return lines

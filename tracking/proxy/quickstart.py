@@ -206,6 +206,26 @@ def _show_spend(spend: _Spend, config: Path) -> None:
     print("\n".join(f"   {line}" for line in (shown.stdout + shown.stderr).splitlines()))
 
 
+def _stop_on_termination() -> Any:
+    """SIGTERM and SIGHUP (a ``kill``, a closed terminal) end the command as Ctrl-C does, through
+    its ``finally``, which stops the proxy it started: by default they ended this process alone
+    and left ``tracking serve`` running, orphaned, on its port. Returns what puts the previous
+    handlers back."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        for sig in previous:  # a second signal does not cut the proxy's stop short
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 def main(*, port: int = 0, keep_running: bool = False) -> int:
     from ..demo import write_images
     from ..testing import FakeOpenAI
@@ -227,6 +247,7 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
         print(f"\n2. Starting the proxy:\n   $ OPENAI_API_KEY=... {shlex.join(command)}")
         log = (folder / "proxy.log").open("wb")
         env = {**os.environ, "OPENAI_API_KEY": UPSTREAM_KEY}
+        stopped = _stop_on_termination()
         try:
             proxy = subprocess.Popen(  # noqa: S603 - our own command
                 command, stdout=log, stderr=subprocess.STDOUT, env=env
@@ -256,5 +277,6 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
                     proxy.kill()
                     proxy.wait()
             log.close()
+            stopped()
     print(f"\nDone; files are in {folder}.")
     return 0 if ok else 1

@@ -23,6 +23,7 @@ from typing import Any
 from ..config import ProxyConfig, export_environment, load_config
 from ..errors import ConfigurationError
 from .access_log import startup_summary
+from .health import unpriced_deployments
 from .metrics import MULTIPROC_ENV
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
@@ -105,6 +106,7 @@ def serve(
 ) -> int:
     """Run the proxy until it is stopped; returns the process exit code. With ``model`` (and no
     ``config_path``) it serves that one model without a config file."""
+    from .app import check_startable
     from .lifecycle import check_callbacks
     from .prices import register_config_prices
 
@@ -120,6 +122,7 @@ def serve(
         config = load_config(config_path)
         check_callbacks(config)
         register_config_prices(config)  # a bad price fails here, before any port is bound
+        check_startable(config)  # and a bad fallback or image store, before any worker starts
     except ConfigurationError as exc:
         print(f"tracking serve: {exc.message}", file=sys.stderr)
         return 2
@@ -128,6 +131,8 @@ def serve(
         return 2
     _warn_if_open(config)
     startup_summary(config, export_environment(config))
+    for line in unpriced_deployments(config):
+        log.warning("%s", line)
     import uvicorn
 
     options: dict[str, Any] = {
