@@ -56,6 +56,19 @@ def test_a_keys_budget_is_one_budget_for_all_workers(workers):
     assert rows["total"] == served and 0 < spent <= budget
 
 
+def test_a_key_generated_on_one_worker_is_taken_at_once_by_the_others(workers):
+    """Each worker keeps the set of known keys' hashes for a second; without a shared count of
+    key changes, the worker that did not store a new key refused it with a 401 until its set
+    was a second old."""
+    made_up = "sk-" + "0" * 43  # the shape of a generated key, stored nowhere
+    loaded = [_fresh_edit(workers.url, made_up) for _ in range(6)]  # each worker loads its set
+    assert set(loaded) == {401}, loaded
+    with httpx.Client(timeout=30) as client:
+        key = generate(client, workers.url)["key"]
+    statuses = [_fresh_edit(workers.url, key) for _ in range(8)]
+    assert 401 not in statuses and set(statuses) == {200}, statuses
+
+
 def test_deployment_rpm_without_redis_refuses_several_workers(fake, tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     config = accounts_config(tmp_path, fake.url, url)

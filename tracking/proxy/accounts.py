@@ -91,7 +91,11 @@ class Accounts:
         self.virtual_keys = VirtualKeys(
             self.store,
             cache_seconds=cache_seconds,
-            changes=self.counters if isinstance(self.counters, RedisCounters) else None,
+            # instances sharing Redis, or --workers sharing the machine's counters file, learn
+            # at once of a key stored by another
+            changes=self.counters
+            if isinstance(self.counters, RedisCounters | MachineCounters)
+            else None,
         )
         self.rate_limiter = RateLimiter(self.counters)
         self.budgets = Budgets(config, self.store, self.counters, cache_seconds=cache_seconds)

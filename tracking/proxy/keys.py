@@ -134,8 +134,10 @@ class VirtualKeys:
     query however many requests wait for it). A flood of made-up keys therefore costs at most
     one query per ``unknown_seconds``. Keys generated or deleted here update the set at once;
     a key generated on another instance is found at once when the instances share Redis
-    (:class:`KeyChanges`: one Redis read per unknown key, no database query), else by the first
-    reload after it (at most ``unknown_seconds`` later). With more stored keys than the limit,
+    (:class:`KeyChanges`: one Redis read per unknown key, no database query), as one generated
+    on another worker of ``tracking serve --workers N`` is through the machine's counters file
+    (:class:`~tracking.proxy.machine_counters.MachineCounters`), else by the first reload after
+    it (at most ``unknown_seconds`` later). With more stored keys than the limit,
     each hash is looked up and "no such key" is cached per hash instead.
     """
 

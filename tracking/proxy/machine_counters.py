@@ -14,6 +14,11 @@ process id and the reservation, with its call's request id), so a counter seeded
 when its budget changed) starts from the ledger without those calls plus every worker's calls in
 flight on it, as Redis's does; a hold that was never settled (its worker died) stops counting
 after ``IDLE_TTL``.
+
+The file also counts the keys' changes (:class:`~tracking.proxy.keys.KeyChanges`, as Redis
+does for instances sharing it): a key generated on one worker is known at once to the others,
+which reload their sets of known keys when the count moved, instead of refusing it with a 401
+until their sets are a second old.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ CREATE TABLE IF NOT EXISTS money (name TEXT PRIMARY KEY, units INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS holds (name TEXT NOT NULL, holder TEXT NOT NULL,
                                   units INTEGER NOT NULL, expires REAL NOT NULL,
                                   request_id TEXT, PRIMARY KEY (name, holder));
+CREATE TABLE IF NOT EXISTS versions (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -180,6 +186,32 @@ class MachineCounters:
             conn.executemany("DELETE FROM money WHERE name = ?", [(name,) for name in names])
 
         await self._run(drop)
+
+    async def keys_version(self) -> int | None:
+        """How many times a worker stored a key; None when the file cannot be read."""
+
+        def read() -> int:
+            with self._lock:  # a plain read: no write lock taken for each unknown key
+                query = "SELECT value FROM versions WHERE name = 'keys'"
+                row = self._conn.execute(query).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        try:
+            return await asyncio.to_thread(read)
+        except sqlite3.Error:
+            return None  # the workers fall back to their sets' age
+
+    async def keys_changed(self) -> None:
+        def bump(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO versions (name, value) VALUES ('keys', 1) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + 1"
+            )
+
+        try:
+            await self._run(bump)
+        except sqlite3.Error:
+            return None  # the other workers fall back to their sets' age
 
     async def aclose(self) -> None:
         with self._lock:
