@@ -379,6 +379,8 @@ def test_budget_refusal_tells_reached_from_does_not_fit(proxy, client, fake):
     assert refused.status_code == 429
     message = refused.json()["error"]["message"]
     assert "worst-case cost" in message and "does not fit" in message
+    # who it is stays whole: "end user 'alice''s" read badly; the budget is named, then whose
+    assert "left (of $0.0010) on the budget of this key (small)" in message, message
     assert "has reached" not in message  # nothing was spent
 
     spent = generate(client, proxy.url, key_alias="spent", max_budget="0")["key"]

@@ -195,6 +195,23 @@ def test_a_date_only_end_date_leaves_that_day_out_as_litellms_does(app, ledger_u
     assert _call(app, "GET", "/global/spend", params=after).json()["spend"] == "0.6"
 
 
+@pytest.mark.parametrize(
+    "path", ["/global/spend", "/global/spend/report", "/global/spend/keys", "/spend/logs"]
+)
+def test_a_window_ending_before_it_starts_is_a_400_not_an_empty_answer(app, ledger_url, path):  # noqa: F811
+    """An empty answer would read as "nothing was spent"; a start equal to the end is an empty
+    window, not a mistake."""
+    _record(ledger_url, make_event(user="u", cost=Decimal("0.1"), start=DAY, team="t"))
+    swapped = {"start_date": NEXT.date().isoformat(), "end_date": DAY.date().isoformat()}
+    refused = _call(app, "GET", path, params=swapped)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "start_date" and error["code"] == "invalid_value"
+    assert "after end_date" in error["message"]
+    same = {"start_date": DAY.date().isoformat(), "end_date": DAY.date().isoformat()}
+    assert _call(app, "GET", path, params=same).status_code == 200
+
+
 # -- /global/spend/report ----------------------------------------------------------------------
 
 

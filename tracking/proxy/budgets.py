@@ -440,7 +440,7 @@ def _refusal(label: tuple[str, str], limit: int, counted: int, amount: int) -> s
         )
     return (
         f"budget exceeded: this call's worst-case cost of {_usd(amount)} does not fit in the "
-        f"{_usd(limit - counted)} left of {who}'s {budget} of {_usd(limit)} "
+        f"{_usd(limit - counted)} left (of {_usd(limit)}) on the {budget} of {who} "
         f"(spent or reserved: {_usd(counted)}); a cheaper call (smaller size, lower quality, "
         "fewer images) may still fit"
     )

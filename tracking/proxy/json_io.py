@@ -28,6 +28,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "date_window",
     "known_fields",
     "load_json_object",
     "optional_date",
@@ -232,6 +233,15 @@ def optional_date(query: Mapping[str, str], name: str) -> datetime | None:
         raise _bad(name, "expected a date (YYYY-MM-DD) or an ISO-8601 datetime") from None
     except OverflowError:
         raise _bad(name, DATE_RANGE) from None
+
+
+def date_window(query: Mapping[str, str]) -> tuple[datetime | None, datetime | None]:
+    """``start_date`` and ``end_date`` (:func:`optional_date`); a start after the end is a 400
+    naming ``start_date``, not an empty answer that reads as "nothing was spent"."""
+    start, end = optional_date(query, "start_date"), optional_date(query, "end_date")
+    if start is not None and end is not None and start > end:
+        raise _bad("start_date", "after end_date; swap them")
+    return start, end
 
 
 def utc_datetime(value: str) -> datetime:

@@ -29,8 +29,8 @@ from .json_io import (
     Receive,
     Scope,
     Send,
+    date_window,
     known_fields,
-    optional_date,
     optional_int,
     optional_money,
     optional_str,
@@ -241,7 +241,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     def window(scope: Scope) -> tuple[dict[str, str], datetime | None, datetime | None]:
         query = query_of(scope)
-        return query, optional_date(query, "start_date"), optional_date(query, "end_date")
+        return (query, *date_window(query))
 
     async def spend_total(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .auth import request_headers
 from .errors import ProxyError
-from .json_io import Receive, Scope, Send, optional_date, query_of, send_json
+from .json_io import Receive, Scope, Send, date_window, query_of, send_json
 from .limits import MAX_PAGE, MAX_PAGE_SIZE, end_user_id, key_hash, query_int
 
 if TYPE_CHECKING:
@@ -75,11 +75,12 @@ def spend_routes(
         if wanted is None:
             asked = key_hash(query.get("api_key_hash"), "api_key_hash")
             wanted = (asked,) if asked is not None else None
+        start, end = date_window(query)
         filters: dict[str, Any] = {
             "key_hashes": wanted,
             "end_user": end_user_id(query.get("user")),
-            "start": optional_date(query, "start_date"),
-            "end": optional_date(query, "end_date"),
+            "start": start,
+            "end": end,
         }
         rows, total = await asyncio.to_thread(
             store.spend_logs, **filters, page=page, page_size=page_size
