@@ -181,3 +181,20 @@ def test_a_bad_base64_previous_secret_is_a_configuration_error_without_the_secre
     with pytest.raises(ConfigurationError, match=r"previous_signing_secrets\[1\]") as error:
         parse_store_settings({"previous_signing_secrets": [OLD, entry]}, None)
     assert entry not in str(error.value) or entry == "base64:"
+
+
+def test_a_default_folder_that_cannot_be_made_names_where_it_came_from(tmp_path: Path):
+    """No ``image_store.path`` written: the fault is the default folder beside the ledger, and
+    the message said ``image_store.path``, a setting the user never wrote."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings = parse_store_settings({}, f"sqlite:///{blocker / 'ledger.db'}")
+    with pytest.raises(ConfigurationError) as raised:
+        LocalImageStore(settings)
+    message = raised.value.message
+    assert message.startswith("general_settings.image_store: the image store's default folder")
+    assert str(blocker / "images") in message and "set general_settings.image_store.path" in message
+    written = parse_store_settings({"path": str(blocker / "mine")}, None)
+    with pytest.raises(ConfigurationError) as raised:
+        LocalImageStore(written)
+    assert raised.value.message.startswith("general_settings.image_store.path: ")

@@ -125,6 +125,8 @@ class StoreSettings:
     #: secrets that URLs are still accepted under but never minted with (a rotation)
     previous_secrets: tuple[bytes, ...] = ()
     presign: bool = False
+    #: the local folder was not written: the default beside the ledger (its faults say so)
+    path_defaulted: bool = False
 
 
 def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> StoreSettings:
@@ -188,6 +190,7 @@ def parse_store_settings(raw: Mapping[str, Any], database_url: str | None) -> St
         secret=secret.encode() if secret else None,
         previous_secrets=previous,
         presign=presign,
+        path_defaulted=kind == "local" and not raw.get("path"),
     )
 
 
@@ -402,9 +405,18 @@ class LocalImageStore(_ByteCount):
                 settings.secret or self._persisted_secret(), settings.previous_secrets
             )
         except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            if settings.path_defaulted:  # the user wrote no path: name what chose this one
+                raise ConfigurationError(
+                    f"general_settings.image_store: the image store's default folder {self.root}"
+                    f" cannot be used ({reason}); no image_store.path is set, and the default "
+                    "is beside an SQLite ledger (general_settings.database_url), else in the "
+                    "working folder: set general_settings.image_store.path to a folder the "
+                    "proxy may write, or image_store.type: off"
+                ) from None
             raise ConfigurationError(
                 f"general_settings.image_store.path: {self.root} cannot be used as the image "
-                f"store's folder ({exc.strerror or type(exc).__name__})"
+                f"store's folder ({reason})"
             ) from None
         self._start_count(sum(info.st_size for _, info in self._images()))
         self._recounted = False  # full() counted the folder since the last sweep
