@@ -247,6 +247,7 @@ def test_the_installed_command_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     (total,) = json.loads(result.stdout)
+    assert total["scope"] == "total"  # it was null
     assert total["requests"] == 5 and total["cost_usd"] == "1.2200000010"
 
 
@@ -311,3 +312,12 @@ def test_reading_never_writes_the_schema_into_another_database(capsys, tmp_path)
     tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     db.close()
     assert tables == ["users"]
+
+
+def test_the_ungrouped_total_is_named_total_in_csv(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'total.db'}"
+    _fill(url)
+    code, out, _ = _run(capsys, "spend", "--format", "csv", "--database-url", url)
+    assert code == 0
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row["scope"] == "total" and row["requests"] == "5"  # the scope's cell was empty

@@ -194,7 +194,11 @@ def render_spend(
     if fmt == "json":
         json.dump(
             [
-                {key_name: r.key, **{k: v for k, v in r.to_dict().items() if k != "key"}}
+                # not grouped: the one row is the window's total, named so as in the table
+                {
+                    key_name: r.key if by else "total",
+                    **{k: v for k, v in r.to_dict().items() if k != "key"},
+                }
                 for r in rows
             ],
             out,
@@ -212,7 +216,9 @@ def render_spend(
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         for r, record in zip(rows, records, strict=True):
-            if r.key is None:  # no key (a call without an end user): an empty, unquoted field
+            if by is None:  # not grouped: the window's total, as the table and JSON name it
+                writer.writerow(["total", *record[1:]])
+            elif r.key is None:  # no key (a call without an end user): an empty, unquoted field
                 out.write(",")
                 writer.writerow(record[1:])
             elif r.key == "":  # an empty key, told apart from none as a quoted empty string
