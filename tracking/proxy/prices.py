@@ -35,18 +35,17 @@ def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
     alone, every deployment's calls included."""
     from ..pricing.model_info import model_list_prices, own_price_key
 
+    deployments = list(zip(config.model_list, deployment_ids(config), strict=True))
     found = model_list_prices(
         (f"model_list[{index}]", d.model, d.model_info, d.litellm_params, deployment_id)
-        for index, (d, deployment_id) in enumerate(
-            zip(config.model_list, deployment_ids(config), strict=True)
-        )
+        for index, (d, deployment_id) in enumerate(deployments)
     )
     for model, spec in config.prices.items():
         where = f"prices.{model}"
         if not isinstance(spec, Mapping):
             raise ConfigurationError(f"{where}: expected a mapping of register_prices fields")
         found[str(model)] = (where, dict(spec))
-        for d, deployment_id in zip(config.model_list, deployment_ids(config), strict=True):
+        for d, deployment_id in deployments:
             if d.model == model:
                 found.pop(own_price_key(d.model, deployment_id), None)
     return found
