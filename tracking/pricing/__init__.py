@@ -40,6 +40,7 @@ from .table import (
     ANY,
     TOKEN_KINDS,
     PriceEntry,
+    check_per_image_key,
     load_packaged,
     load_price_file,
     per_image_price,
@@ -272,8 +273,11 @@ def _custom_entry(key: Any, spec: Any) -> _Registered:
     for quality, sizes in per_image_raw.items():
         if not isinstance(sizes, Mapping):
             raise ConfigurationError(f"{where}.per_image.{quality}: a mapping of size -> price")
+        check_per_image_key(quality, f"{where}.per_image.{quality}")
         per_image[str(quality)] = {
-            str(size): to_price(value, f"{where}.per_image.{quality}.{size}")
+            str(size): to_price(
+                value, check_per_image_key(size, f"{where}.per_image.{quality}.{size}")
+            )
             for size, value in sizes.items()
         }
     start = _day(spec.get("effective_from"), f"{where}.effective_from")

@@ -6,9 +6,12 @@ quality (``"1024x1024/high"``). :func:`model_info_per_image` turns them into a `
 table (quality -> size -> USD, :data:`~tracking.pricing.table.ANY` where either is not named):
 the proxy registers it as the deployment's model's prices (:mod:`tracking.proxy.prices`; the
 deployment's own, :func:`own_price_key`, when another deployment prices its model otherwise), and
-the router's ``cost-based-routing`` ranks a deployment by it (:func:`model_info_price`). Both
-look a call up with :func:`~tracking.pricing.table.per_image_price`, so a call is ranked at the
-price it is billed at.
+the router's ``cost-based-routing`` ranks a deployment by the price entry its calls are billed
+from (by :func:`model_info_price` where none is registered). Both look a call up with
+:func:`~tracking.pricing.table.per_image_price`, so a call is ranked at the price it is billed at.
+Token prices for the output image (``output_cost_per_token``, ``output_cost_per_image_token``,
+``tokens_per_million.output_image``) win over the per-image keys: the calls are billed by the
+tokens the upstream reports, and the per-image keys are not used (:func:`deployment_prices`).
 """
 
 from __future__ import annotations
@@ -58,7 +61,13 @@ def model_info_price(
     info: Mapping[str, Any], size: str | None, quality: str | None
 ) -> Decimal | None:
     """The price of one image of ``size`` at ``quality`` by ``info``'s per-image prices, as the
-    calls are billed; None when they price no such image (or an amount cannot be read)."""
+    calls are billed; None when they price no such image (or an amount cannot be read), or
+    when ``info`` prices the output tokens, which bill the calls instead."""
+    tokens = info.get("tokens_per_million")
+    if any(info.get(key) is not None for key in _OUTPUT_TOKEN_KEYS) or (
+        isinstance(tokens, Mapping) and tokens.get("output_image") is not None
+    ):
+        return None
     try:
         table = {
             tier: {name: to_price(value, "model_info") for name, value in sizes.items()}
@@ -82,6 +91,8 @@ _PER_TOKEN = {
     "cache_read_input_token_cost": ("cached_input_text", "cached_input_image"),
 }
 _MILLION = Decimal(1_000_000)
+#: LiteLLM's keys that price the output image's tokens.
+_OUTPUT_TOKEN_KEYS = tuple(key for key, kinds in _PER_TOKEN.items() if "output_image" in kinds)
 
 
 def _per_million(value: Any, where: str) -> Decimal:
@@ -129,7 +140,17 @@ def deployment_prices(
                 f"{where}.model_info: per_image and {' / '.join(PER_IMAGE_KEYS)} both price "
                 "its images; keep one"
             )
-        spec["per_image"] = per_image
+        if "output_image" in tokens:
+            # The output tokens price the images (the upstream reports them; LiteLLM bills them
+            # so too): a per-image price beside them would be what the calls are ranked and
+            # estimated at, not what they are billed.
+            log.info(
+                "%s.model_info: %s not used: its output tokens are priced, and bill its calls",
+                where,
+                " / ".join(key for key in PER_IMAGE_KEYS if info.get(key) is not None),
+            )
+        else:
+            spec["per_image"] = per_image
     return spec
 
 

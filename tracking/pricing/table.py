@@ -25,9 +25,11 @@ from ..errors import ConfigurationError
 
 __all__ = [
     "ANY",
+    "AUTO",
     "CONFIDENCE",
     "TOKEN_KINDS",
     "PriceEntry",
+    "check_per_image_key",
     "load_packaged",
     "load_price_file",
     "parse_price_data",
@@ -38,6 +40,11 @@ __all__ = [
 #: A ``per_image`` quality or size that prices any other: ``{"any": {"any": "0.02"}}`` is one
 #: price per image whatever its size and quality; a quality's own size wins over it.
 ANY = "any"
+#: The size or quality a call leaves to the upstream. It is never a ``per_image`` key: a call is
+#: billed at the size and quality its answer reports (:func:`tracking.pricing.price_call`), so a
+#: price for ``auto`` would bill nothing; :func:`per_image_price` of an ``auto`` call is the
+#: dearest price the table gives, the most it may be billed.
+AUTO = "auto"
 
 #: Token categories a price may be given for (USD per 1M tokens).
 TOKEN_KINDS = (
@@ -201,8 +208,9 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
     for quality, sizes in per_image_raw.items():
         if not isinstance(sizes, dict) or not sizes:
             raise ConfigurationError(f"{where}.per_image.{quality}: expected size -> figure")
+        check_per_image_key(quality, f"{where}.per_image.{quality}")
         per_image[quality] = {
-            size: _figure(figure, f"{where}.per_image.{quality}.{size}")
+            size: _figure(figure, check_per_image_key(size, f"{where}.per_image.{quality}.{size}"))
             for size, figure in sizes.items()
         }
         provenance.extend(("per_image", figure) for figure in sizes.values())
@@ -229,6 +237,17 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
         origin=origin,
         operations=operations,
     )
+
+
+def check_per_image_key(name: Any, where: str) -> str:
+    """``where``, when ``name`` may be a ``per_image`` quality or size; :data:`AUTO` is refused
+    (a :class:`~tracking.errors.ConfigurationError`): no call is billed at it."""
+    if name == AUTO:
+        raise ConfigurationError(
+            f"{where}: 'auto' is not a size or quality a call is billed at (it is billed at the "
+            "one its answer reports): price those, or 'any' for every one not named"
+        )
+    return where
 
 
 def _operations(raw: Any, where: str) -> frozenset[str]:
@@ -324,7 +343,22 @@ def per_image_price(
     router's ``cost-based-routing`` both read a table through it, so a call is ranked at what it
     is billed: the quality's own tier, then the tier for any quality (:data:`ANY`), and in each
     the size's own price, then the one for any size. A table of one tier (dall-e-2's, or a
-    ``model_info`` naming one quality) prices every quality: quality is not billed there."""
+    ``model_info`` naming one quality) prices every quality: quality is not billed there. An
+    :data:`AUTO` size or quality (what a call asks, never what it is billed at: the answer
+    reports the size and quality made) takes the dearest price the table gives any of the
+    sizes or qualities it names, the most the call may be billed."""
+    if size == AUTO or quality == AUTO:  # what the call asks; the answer says what is billed
+        named = {name for tier in per_image.values() for name in tier} - {AUTO}
+        qualities = set(per_image) - {AUTO}
+        size_names: list[str | None] = [*sorted(named)] if size == AUTO else [size]
+        quality_names: list[str | None] = [*sorted(qualities)] if quality == AUTO else [quality]
+        prices = [
+            price
+            for each_size in size_names
+            for each_quality in quality_names
+            if (price := per_image_price(per_image, each_size, each_quality)) is not None
+        ]
+        return max(prices, default=None)
     if len(per_image) == 1:
         tiers = list(per_image.values())
     else:

@@ -219,14 +219,14 @@ def _check_reachable(model: str, params: Mapping[str, Any], where: str) -> None:
         raise ConfigurationError(f"{where}: litellm_params.{exc}") from None
 
 
-#: A key of ``output_cost_per_image_by_size``: a size (``1024x1024``, a name such as ``auto``),
-#: optionally ``/`` and a quality.
+#: A key of ``output_cost_per_image_by_size``: a size (``1024x1024``, a name such as ``any``),
+#: optionally ``/`` and a quality (never ``auto``: no call is billed at it).
 _PRICE_SHAPE = re.compile(r"(?:[0-9]+x[0-9]+|[a-z][a-z0-9_]*)(?:/[a-z][a-z0-9_]*)?")
 
 
 def _check_prices(info: Mapping[str, Any], where: str) -> None:
     """``model_info``'s prices as a price file's are held: finite, from 0 to ``MAX_PRICE``."""
-    from ..pricing.table import to_price
+    from ..pricing.table import check_per_image_key, to_price
 
     price = info.get("output_cost_per_image")
     if price is not None:
@@ -247,6 +247,8 @@ def _check_prices(info: Mapping[str, Any], where: str) -> None:
                 f"{named}: not a 'SIZE' or 'SIZE/QUALITY' key such as '1024x1024' or "
                 "'1024x1024/high'"
             )
+        for name in shape.split("/"):
+            check_per_image_key(name, named)
         to_price(value, named)
 
 

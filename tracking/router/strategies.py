@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -142,27 +143,33 @@ CostFunction = Callable[[Deployment, CallShape], Decimal | None]
 
 
 def model_info_cost(deployment: Deployment, call: CallShape) -> Decimal | None:
-    """The default cost function: ``model_info`` prices, per image (``output_cost_per_image``),
-    optionally by size and quality (``output_cost_per_image_by_size`` keyed ``"1024x1024"`` or
-    ``"1024x1024/high"``), read as the proxy bills them
-    (:func:`tracking.pricing.model_info.model_info_price`), times ``n``; else the price table's
-    estimate for the deployment's model (or its ``base_model``) at the call's n, size and
-    quality (:func:`tracking.pricing.estimate.estimate_max_cost`). A deployment without prices
-    is ranked last."""
+    """The default cost function: the call's cost by the rule it is billed by. The price entry
+    its calls are billed from (the deployment's own registered prices, its ``base_model``'s,
+    else its model's: ``model_info`` prices once the router or the proxy registered them, a
+    ``prices:`` section, a prices file, the packaged table) prices it per image, as billing
+    does (:func:`tracking.pricing.table.per_image_price`), when it bills per image; else, and
+    for a size or quality it has no per-image price for, the price table's estimate
+    (:func:`tracking.pricing.estimate.entry_estimate`, which a billed call whose usage cannot be
+    read is billed at). Where no entry prices it (``Router(register_prices=False)``), the
+    deployment's own ``model_info`` per-image prices
+    (:func:`tracking.pricing.model_info.model_info_price`). Times ``n``; a deployment without
+    prices is ranked last."""
+    from ..pricing import _model_keys, find_entry
+    from ..pricing.estimate import entry_estimate
     from ..pricing.model_info import model_info_price
+    from ..pricing.table import per_image_price
 
-    each = model_info_price(deployment.model_info, call.size, call.quality)
-    if each is not None:
-        return each * call.n
-    from ..pricing.estimate import estimate_max_cost
-
-    shape: dict[str, Any] = {"n": call.n, "size": call.size, "quality": call.quality}
-    shape["image"] = [None] * call.input_images
-    if deployment.price_key is not None:  # its own prices, when registered
-        cost = estimate_max_cost(deployment.price_key, shape)
-        if cost is not None:
-            return cost
-    return estimate_max_cost(deployment.base_model or deployment.model, shape)
+    own = deployment.price_key or deployment.base_model
+    names = [own, *_model_keys(deployment.model)] if own else _model_keys(deployment.model)
+    entry = find_entry(names, datetime.now(UTC).date())
+    if entry is None:
+        each = model_info_price(deployment.model_info, call.size, call.quality)
+        return None if each is None else each * call.n
+    if not entry.tokens:  # billed per image, at the size and quality made
+        each = per_image_price(entry.per_image, call.size, call.quality)
+        if each is not None:
+            return each * call.n
+    return entry_estimate(entry, call.n, call.quality, call.size, 0, call.input_images)
 
 
 class LowestCost:
