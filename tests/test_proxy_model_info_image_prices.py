@@ -328,3 +328,24 @@ def test_auto_in_a_per_image_lookup_takes_the_dearest_price() -> None:
     # the price table's estimate of an auto size agrees on a table of sizes alone
     entry = PriceEntry("house-image-1", per_image={"any": {"1024x1024": Decimal("0.05")}})
     assert entry_estimate(entry, 1, None, "auto") == per_image_price(entry.per_image, "auto", None)
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        {"output_cost_per_token": "0.00004"},
+        {"output_cost_per_image_token": "0.00004"},
+        {"tokens_per_million": {"output_image": "40"}},
+    ],
+)
+def test_the_proxy_registers_no_per_image_price_beside_output_token_prices(
+    tokens: dict[str, Any],
+) -> None:
+    """What the proxy registers at start: the output tokens price the images, alone."""
+    info = {"output_cost_per_image": "0.001", "output_cost_per_image_by_size": {"any/high": "1"}}
+    ((where, spec),) = config_prices(_config({**info, **tokens})).values()
+    assert where == "model_list[0]" and "per_image" not in spec
+    assert Decimal(spec["tokens_per_million"]["output_image"]) == 40
+    # beside input token prices alone, the per-image prices still price the images
+    ((_, spec),) = config_prices(_config({**info, "input_cost_per_token": "0.000005"})).values()
+    assert spec["per_image"] == {"any": {"any": "0.001"}, "high": {"any": "1"}}
