@@ -167,17 +167,26 @@ def _fault(text: str) -> str:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Fail with one line when the port is taken (the servers would raise from deep inside)."""
+    """Fail with one line naming the address when the port is taken (the servers would raise
+    from deep inside, or log after the whole start-up)."""
+    import errno
     import socket
 
     if port == 0:
         return
+    ipv6 = ":" in host
     try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:
-        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        address = f"[{host}]:{port}" if ipv6 else f"{host}:{port}"  # ::1:4000 reads ambiguously
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the port is in use (another process listens there; stop it or choose "
+            reason += "another --port)"
+        else:
+            reason = exc.strerror or str(exc)
+        raise CommandError(f"cannot listen on {address}: {reason}") from None
 
 
 class CommandError(Exception):

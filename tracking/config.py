@@ -70,6 +70,25 @@ def _is_str(value: Any) -> str | None:
     return None if isinstance(value, str) and value else "expected a non-empty string"
 
 
+#: What every key of the proxy starts with, the master key included: LiteLLM's rule (its
+#: virtual keys are ``sk-`` and its docs require it of ``master_key``); a client or a gateway
+#: written for LiteLLM may rely on it.
+_MASTER_KEY_PREFIX = "sk-"
+
+
+def _is_master_key(value: Any) -> str | None:
+    """A string starting with ``sk-``; the fault never repeats the key (it is a secret)."""
+    fault = _is_str(value)
+    if fault is not None:
+        return fault
+    if not value.startswith(_MASTER_KEY_PREFIX) or value == _MASTER_KEY_PREFIX:
+        return (
+            f"must start with {_MASTER_KEY_PREFIX!r}, as LiteLLM requires of a master key "
+            "(generate one: python -c \"import secrets; print('sk-' + secrets.token_urlsafe(32))\")"
+        )
+    return None
+
+
 def _is_database_url(value: Any) -> str | None:
     """A URL SQLAlchemy can parse (checked where SQLAlchemy is installed: the proxy's extra).
     The fault never repeats the text: it may hold a password."""
@@ -312,7 +331,7 @@ _CAPS_NOT_ENFORCED = {
 #: litellm_settings keys checked and without effect (logging is ``tracking serve --log-level``'s).
 _LITELLM_SETTINGS_NOT_USED = frozenset({"set_verbose", "json_logs"})
 _GENERAL_SETTINGS: dict[str, Check] = {
-    "master_key": _is_str,
+    "master_key": _is_master_key,
     "database_url": _is_database_url,
     "max_request_size_mb": _is_positive_number,
     "request_read_timeout": _is_seconds,
@@ -622,6 +641,10 @@ def parse_config(
 
     # The environment fills what the file leaves out.
     master_key = general.get("master_key") or environ.get("TRACKING_MASTER_KEY") or None
+    if master_key and not general.get("master_key"):
+        fault = _is_master_key(master_key)
+        if fault is not None:
+            raise ConfigurationError(f"TRACKING_MASTER_KEY: {fault}")
     database_url = general.get("database_url") or environ.get("TRACKING_DATABASE_URL") or None
     if database_url and not general.get("database_url"):
         fault = _is_database_url(database_url)

@@ -57,11 +57,13 @@ from .form import ClientDisconnected, form_params, read_multipart, too_large
 from .generation_body import read_generation
 from .health import HealthReport
 from .image_store import STORED_PREFIX, build_image_store, parse_store_settings, sweep_forever
+from .ledger import make_ledger_folder
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher
 from .openapi import MODEL_PATHS, STORED_PATH, docs_page, openapi_document
 from .prices import register_config_prices
+from .start_faults import StartFault, report
 from .stream_relay import relay_stream
 from .trace_context import callers_trace
 from .url_answers import (
@@ -85,6 +87,8 @@ GC_THRESHOLDS = (20_000, 50, 100)
 
 #: Where worker processes find the config file (set by ``tracking serve --workers N``).
 CONFIG_ENV = "TRACKING_PROXY_CONFIG"
+#: The status of a worker that could not start: uvicorn's own (its supervisor then stops).
+_STARTUP_FAILURE = 3
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -123,11 +127,14 @@ class ProxyApp:
         #: Set at start-up (the ASGI lifespan): the Prometheus integration and the ledger.
         self.sinks: ProxySinks | None = None
         self.metrics: MetricsExposition | None = None
+        #: Why start-up failed, once it has (``tracking serve`` exits with it).
+        self.start_fault: StartFault | None = None
         self.max_body = config.general_settings.max_request_bytes
         self.body_timeout = config.general_settings.request_read_timeout
         self.parallel = ParallelLimit(config.general_settings.max_parallel_requests_per_key)
         self.uploads = UploadBytes(config.general_settings.max_inflight_upload_bytes)
         self.model_names = frozenset(config.model_names())
+        make_ledger_folder(config)  # before the image store, which may live inside it
         general = config.general_settings
         self.image_store = build_image_store(
             parse_store_settings(general.image_store, general.database_url)
@@ -190,7 +197,11 @@ class ProxyApp:
                 try:
                     self.startup()
                 except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    self.start_fault = StartFault.of(exc)
+                    report(self.start_fault)  # to tracking serve --workers N's supervisor
+                    await send(
+                        {"type": "lifespan.startup.failed", "message": self.start_fault.message}
+                    )
                     return
                 if self.image_store is not None:
                     self._sweeper = asyncio.create_task(sweep_forever(self.image_store))
@@ -829,6 +840,7 @@ def check_startable(config: ProxyConfig) -> None:
 
     export_environment(config)  # as the app does: a provider reads OPENAI_API_KEY & co
     Router.from_config(router_config(config), register_prices=False).close()
+    make_ledger_folder(config)  # before the image store, which may live inside it
     general = config.general_settings
     build_image_store(parse_store_settings(general.image_store, general.database_url))
     # the ledger's engine, never connected here: an in-memory SQLite URL stopped each worker at
@@ -840,6 +852,12 @@ def app_from_environment() -> ProxyApp:
     """The app of a worker process: the config path comes from ``TRACKING_PROXY_CONFIG``."""
     from .server import header_deadline_protocol
 
-    config = load_config(os.environ[CONFIG_ENV])
-    header_deadline_protocol(config)  # this worker's protocol class gets the configured deadline
-    return create_app(config)
+    try:
+        config = load_config(os.environ[CONFIG_ENV])
+        header_deadline_protocol(config)  # this worker's protocol class gets the deadline
+        return create_app(config)
+    except Exception as exc:  # one line and a start failure, never a traceback in each worker
+        fault = StartFault.of(exc)
+        report(fault)
+        log.error("%s", fault.message)
+        raise SystemExit(_STARTUP_FAILURE) from None

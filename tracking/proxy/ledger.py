@@ -11,19 +11,26 @@ intents (a crash may then lose the rows not yet written).
 
 The ledger is ``general_settings.database_url``, else ``TRACKING_DATABASE_URL``, else
 ``sqlite:///./tracking.db``; SQLite is migrated at start, PostgreSQL only with ``auto_migrate:
-true`` (else ``tracking migrate`` first).
+true`` (else ``tracking migrate`` first). An SQLite file's folder is made at start when it is
+missing (a container's volume may be mounted empty), and a line says so: a misspelt path shows.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tracking.integrations.sql import SqlLedger
 
     from ..config import ProxyConfig
 
-__all__ = ["ledger_url", "open_ledger"]
+__all__ = ["ledger_url", "make_ledger_folder", "open_ledger"]
+
+log = logging.getLogger("tracking.proxy")
 
 
 def ledger_url(config: ProxyConfig) -> str:
@@ -45,3 +52,28 @@ def open_ledger(config: ProxyConfig) -> SqlLedger:
         auto_migrate=True if general.auto_migrate else None,
         intents=durable,  # a call killed in flight leaves an incomplete row, never nothing
     )
+
+
+def make_ledger_folder(config: ProxyConfig) -> Path | None:
+    """Create the folder of an SQLite ledger file when it is missing, and say so in one line;
+    the folder created, else None. A folder that cannot be created is a configuration fault."""
+    from tracking.integrations.sql import resolve_url
+
+    url = resolve_url(ledger_url(config))
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if url.query.get("uri"):  # a file: URI names its file its own way: left to SQLite
+        return None
+    folder = Path(database).absolute().parent
+    if folder.exists():
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create {folder}, the folder of the SQLite ledger: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from None
+    log.info("ledger: created the folder %s for %s (it did not exist)", folder, Path(database).name)
+    return folder

@@ -77,6 +77,10 @@ def _entry(name: str, config: ProxyConfig, *, resolve: bool) -> Any:
         raise ConfigurationError(
             f"callback {name!r}: cannot import {module_name!r}: {exc}"
         ) from None
+    except Exception as exc:  # the module's own code failed: one line, never a traceback
+        raise ConfigurationError(
+            f"callback {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     try:
         return getattr(module, attribute)
     except AttributeError:

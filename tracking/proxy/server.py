@@ -7,6 +7,8 @@ Prometheus multiprocess mode is switched on for them through ``PROMETHEUS_MULTIP
 private temporary folder unless the variable is already set), set before any worker imports
 prometheus_client, so ``/metrics`` answers the same totals whichever worker is scraped.
 SIGTERM (or Ctrl-C) stops accepting, lets in-flight requests finish, then flushes every sink.
+A fault found only as a process starts (:mod:`tracking.proxy.start_faults`) stops the proxy,
+every worker of it, with the fault's exit status and one line.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..errors import ConfigurationError
 from .access_log import startup_summary
 from .health import unpriced_deployments
 from .metrics import MULTIPROC_ENV
+from .start_faults import FAULTS_ENV, FaultWatch, StartFault
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
 
@@ -147,10 +150,7 @@ def serve(
     if protocol is not None:
         options["http"] = protocol
     if workers == 1:
-        from .app import create_app
-
-        uvicorn.run(create_app(config), **options)
-        return 0
+        return _serve_one(config, options)
 
     from .app import CONFIG_ENV
 
@@ -162,19 +162,50 @@ def serve(
     os.environ[MULTIPROC_ENV] = folder
     os.environ[CONFIG_ENV] = os.fspath(Path(config_path).resolve())
     counters_folder = _machine_counters(config)
+    faults = FaultWatch()
     try:
-        uvicorn.run(
-            "tracking.proxy.app:app_from_environment",
-            factory=True,
-            workers=workers,
-            **options,
-        )
+        with faults.watching():
+            uvicorn.run(
+                "tracking.proxy.app:app_from_environment",
+                factory=True,
+                workers=workers,
+                **options,
+            )
+        fault = faults.first()
     finally:
+        faults.close()
         if ours:
             shutil.rmtree(folder, ignore_errors=True)
         if counters_folder:
             shutil.rmtree(counters_folder, ignore_errors=True)
-    return 0
+    return _reported(fault)
+
+
+def _serve_one(config: ProxyConfig, options: dict[str, Any]) -> int:
+    """One process serving the app itself; a fault at its start is reported as a worker's."""
+    import uvicorn
+
+    from .app import create_app
+
+    os.environ.pop(FAULTS_ENV, None)  # no supervisor of ours to tell
+    try:
+        app = create_app(config)
+    except ConfigurationError as exc:
+        return _reported(StartFault.of(exc))
+    try:
+        uvicorn.run(app, **options)
+    except SystemExit:  # uvicorn's exit when the app could not start (status 3)
+        if app.start_fault is None:
+            raise
+    return _reported(app.start_fault)
+
+
+def _reported(fault: StartFault | None) -> int:
+    """The exit status for a start fault (0 without one), the fault said in one line."""
+    if fault is None:
+        return 0
+    print(f"tracking serve: {fault.message}", file=sys.stderr, flush=True)
+    return fault.status
 
 
 def _unshared_limits(config: ProxyConfig) -> str | None:

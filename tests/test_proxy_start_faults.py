@@ -1,0 +1,281 @@
+"""``tracking serve``'s start: faults found only as a process starts, a busy port, a master key
+LiteLLM would refuse, and the SQLite ledger's missing folder.
+
+Every case runs the real command in a subprocess (in its own session, so a supervisor that does
+not stop is killed with its workers), on loopback, with a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.proxy_support import MASTER_KEY, tracking_command
+from tracking.config import load_config
+from tracking.errors import ConfigurationError
+from tracking.proxy import app as proxy_app
+
+_LOOPBACK = ("--host", "127.0.0.1", "--port", "0")
+_DEPLOYMENT = (
+    "model_list:\n"
+    "  - model_name: gpt-image-2\n"
+    "    litellm_params: {model: gpt-image-2, api_key: sk-x, api_base: 'http://127.0.0.1:9'}\n"
+)
+
+
+def _serve(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tracking serve ARGS`` until it exits by itself (killed, with its workers, after 60 s)."""
+    command = [*tracking_command(), "serve", *args]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"tracking serve did not exit by itself:\n{err}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+# -- 1. a fault found only as a process starts ----------------------------------------------
+
+
+def _ledger_is_a_folder(tmp: Path) -> tuple[str, dict[str, str]]:
+    (tmp / "ledger-folder").mkdir()
+    return f"general_settings: {{database_url: 'sqlite:///{tmp}/ledger-folder'}}\n", {}
+
+
+def _ledger_is_no_database(tmp: Path) -> tuple[str, dict[str, str]]:
+    (tmp / "notes.db").write_text("these are notes, not an SQLite database\n" * 100)
+    return f"general_settings: {{database_url: 'sqlite:///{tmp}/notes.db'}}\n", {}
+
+
+def _outbox_under_a_file(tmp: Path) -> tuple[str, dict[str, str]]:
+    (tmp / "a-file").write_text("")
+    ledger = f"general_settings: {{database_url: 'sqlite:///{tmp}/ledger.db'}}\n"
+    return ledger, {"TRACKING_OUTBOX_DIR": str(tmp / "a-file" / "outboxes")}
+
+
+_RUN_TIME_FAULTS: dict[str, tuple[Callable[[Path], tuple[str, dict[str, str]]], int, str]] = {
+    "ledger-is-a-folder": (_ledger_is_a_folder, 2, "cannot open the ledger database"),
+    "ledger-is-no-database": (_ledger_is_no_database, 2, "cannot open the ledger database"),
+    "outbox-under-a-file": (
+        _outbox_under_a_file,
+        1,
+        "the proxy could not start: NotADirectoryError",
+    ),
+}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("fault", sorted(_RUN_TIME_FAULTS))
+def test_a_fault_found_as_a_process_starts_stops_the_proxy_with_one_line(tmp_path, fault, workers):
+    """The config passes every check made before a port is bound, and each process still fails
+    at its start. With ``--workers 2`` uvicorn's supervisor then exited 0 (or, in older uvicorn,
+    started the workers again and again); with one process it exited 3, uvicorn's own status.
+    The supervisor now stops every worker and exits with the fault's status (2 for a fault of
+    the configuration, 1 otherwise), its last line the fault's, and no traceback."""
+    make, status, expected = _RUN_TIME_FAULTS[fault]
+    extra, env = make(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT + extra)
+
+    done = _serve(
+        tmp_path,
+        *("--config", str(config), "--host", "127.0.0.1", "--port", "0"),
+        *("--workers", workers),
+        env=env,
+    )
+
+    assert done.returncode == status, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("tracking serve: ") and expected in last, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_callback_module_that_raises_as_it_is_imported_is_a_config_fault(tmp_path, workers):
+    """Its RuntimeError ended ``tracking serve`` in a traceback, before any port was bound."""
+    (tmp_path / "bad_callbacks.py").write_text('raise RuntimeError("handler needs SLACK_URL")\n')
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT + "litellm_settings: {callbacks: [bad_callbacks.handler]}\n")
+    done = _serve(tmp_path, "--config", str(config), *_LOOPBACK, "--workers", workers)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "tracking serve: callback 'bad_callbacks.handler': importing 'bad_callbacks' failed: "
+        "RuntimeError: handler needs SLACK_URL"
+    ]
+
+
+def test_a_worker_whose_app_cannot_be_built_reports_its_fault(tmp_path, monkeypatch):
+    """A worker builds its app from the config file again: a file gone or changed since the
+    supervisor read it raised from uvicorn's app loading, a traceback in each worker, which the
+    supervisor started again and again. The worker now reports the fault where the supervisor
+    looks, and ends with uvicorn's start-failure status."""
+    from tracking.proxy.start_faults import FAULTS_ENV, FaultWatch
+
+    watch = FaultWatch()
+    try:
+        monkeypatch.setenv(FAULTS_ENV, str(watch.folder))
+        monkeypatch.setenv(proxy_app.CONFIG_ENV, str(tmp_path / "gone.yaml"))
+        with pytest.raises(SystemExit) as ended:
+            proxy_app.app_from_environment()
+        assert ended.value.code == 3
+        fault = watch.first()
+        assert fault is not None and fault.status == 2
+        assert "gone.yaml" in fault.message and "not found" in fault.message
+    finally:
+        watch.close()
+
+
+# -- 2. a busy port ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_busy_port_is_one_line_naming_the_address_and_that_it_is_in_use(tmp_path, workers):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = _serve(
+            tmp_path,
+            *("--model", "gpt-image-2", "--host", "127.0.0.1", "--port", str(port)),
+            *("--workers", workers),
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"tracking serve: error: cannot listen on 127.0.0.1:{port}: the port is in use "
+        "(another process listens there; stop it or choose another --port)"
+    ]
+
+
+def test_a_busy_ipv6_port_names_the_address_in_brackets(tmp_path):
+    """``::1:4000`` cannot be read as an address and a port; ``[::1]:4000`` can."""
+    try:
+        holder = socket.socket(socket.AF_INET6)
+        holder.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with holder:
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = _serve(tmp_path, "--model", "gpt-image-2", "--host", "::1", "--port", str(port))
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on [::1]:{port}: the port is in use" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+# -- 3. a master key LiteLLM would refuse -----------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["master-key-0123456789", "SK-upper-0123456789", "sk-", " sk-x"])
+def test_a_master_key_not_starting_with_sk_is_refused_at_start(tmp_path, key):
+    """LiteLLM requires ``sk-`` of a master key (its keys all start so; clients and gateways
+    written for it rely on that). Any other key was accepted."""
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT + f"general_settings: {{master_key: '{key}'}}\n")
+    done = _serve(tmp_path, "--config", str(config), "--host", "127.0.0.1", "--port", "0")
+    assert done.returncode == 2, done.stderr
+    assert "general_settings.master_key: must start with 'sk-'" in done.stderr
+    assert key.strip() not in done.stderr.replace("'sk-'", "")  # a secret is never repeated
+    assert "Traceback" not in done.stderr
+
+
+def test_a_master_key_from_the_environment_is_held_to_the_same_rule(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT)
+    with pytest.raises(ConfigurationError) as refused:
+        load_config(config, environ={"TRACKING_MASTER_KEY": "hunter2-master"})
+    assert refused.value.message.startswith("TRACKING_MASTER_KEY: must start with 'sk-'")
+    assert "hunter2" not in refused.value.message
+    good = load_config(config, environ={"TRACKING_MASTER_KEY": MASTER_KEY})
+    assert good.general_settings.master_key == MASTER_KEY
+
+
+def test_the_quickstart_key_passes_the_rule():
+    from tracking.proxy.quickstart import MASTER_KEY as QUICKSTART_KEY
+
+    assert QUICKSTART_KEY.startswith("sk-") and len(QUICKSTART_KEY) > 3
+
+
+# -- 4. the SQLite ledger's missing folder --------------------------------------------------
+
+
+def test_a_missing_ledger_folder_is_created_and_named_in_one_line(tmp_path, caplog):
+    """Created, as a container's empty volume needs; and said, so a misspelt path shows."""
+    from tracking.proxy.ledger import make_ledger_folder
+
+    folder = tmp_path / "data" / "ledgr"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        _DEPLOYMENT + f"general_settings: {{database_url: 'sqlite:///{folder}/tracking.db'}}\n"
+    )
+    with caplog.at_level(logging.INFO, logger="tracking.proxy"):
+        assert make_ledger_folder(load_config(config, environ={})) == folder
+        assert make_ledger_folder(load_config(config, environ={})) is None  # said once
+    assert folder.is_dir()
+    said = [r.getMessage() for r in caplog.records if "ledger" in r.getMessage()]
+    assert said == [f"ledger: created the folder {folder} for tracking.db (it did not exist)"]
+
+
+def test_serve_names_the_ledger_folder_it_created(tmp_path):
+    """Even with the image store off (which made the folder as a side effect when on), the
+    start made the folder and said so; without the folder the start failed."""
+    folder = tmp_path / "volume" / "ledger"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        _DEPLOYMENT
+        + "general_settings: {image_store: {type: 'off'}, "
+        + f"database_url: 'sqlite:///{folder}/tracking.db'}}\n"
+    )
+    process = subprocess.Popen(
+        [*tracking_command(), "serve", "--config", str(config), *_LOOPBACK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Application startup complete" in line or "startup failed" in line:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=60)
+    log = "".join(lines)
+    assert "Application startup complete" in log, log
+    assert f"ledger: created the folder {folder} for tracking.db (it did not exist)" in log
+    assert (folder / "tracking.db").is_file()
+
+
+def test_a_ledger_folder_that_cannot_be_created_is_a_config_fault(tmp_path):
+    from tracking.proxy.ledger import make_ledger_folder
+
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        _DEPLOYMENT + f"general_settings: {{database_url: 'sqlite:///{tmp_path}/a-file/x/t.db'}}\n"
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        make_ledger_folder(load_config(config, environ={}))
+    assert refused.value.message.startswith(f"cannot create {tmp_path}/a-file/x, the folder of")

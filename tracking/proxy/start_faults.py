@@ -1,0 +1,113 @@
+"""How a proxy process that cannot start tells ``tracking serve``, which then stops.
+
+``tracking serve`` checks what it can before any port is bound (the config, the router, the
+image store). Some faults show only as a process starts serving: an SQLite ledger path that is a
+folder or no database, an outbox folder that cannot be made, a callback that fails to load. Each
+becomes a :class:`StartFault`, one message and an exit status: 2 for a fault of the
+configuration (any :class:`~tracking.errors.TrackingError`), 1 for anything else.
+
+With one process the app keeps its fault and ``tracking serve`` reports it. Under ``--workers
+N`` the fault is in a worker: it writes it, as a file, into the private folder named by
+``TRACKING_START_FAULTS``; the supervising process watches that folder (:class:`FaultWatch`),
+stops every worker at the first fault (uvicorn's supervisor would otherwise exit 0, or start the
+worker again and again) and exits with the fault's status and message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TrackingError
+
+__all__ = ["FAULTS_ENV", "FaultWatch", "StartFault", "report"]
+
+log = logging.getLogger("tracking.proxy")
+
+#: The folder a worker writes its start fault into (set by ``tracking serve --workers N``).
+FAULTS_ENV = "TRACKING_START_FAULTS"
+_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class StartFault:
+    """Why a proxy process could not start, and the exit status ``tracking serve`` ends with."""
+
+    message: str
+    status: int
+
+    @classmethod
+    def of(cls, exc: BaseException) -> StartFault:
+        if isinstance(exc, TrackingError):
+            return cls(exc.message, 2)
+        text = str(exc).strip()
+        detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return cls(f"the proxy could not start: {detail}", 1)
+
+
+def report(fault: StartFault) -> None:
+    """Leave ``fault`` where the supervising process looks (nothing without a supervisor)."""
+    folder = os.environ.get(FAULTS_ENV)
+    if not folder:
+        return
+    final = Path(folder) / f"{os.getpid()}.json"
+    partial = final.with_suffix(".tmp")
+    try:  # written whole, then renamed: the watcher never reads half a fault
+        partial.write_text(json.dumps({"message": fault.message, "status": fault.status}))
+        partial.replace(final)
+    except OSError:
+        log.exception("cannot report the start fault to tracking serve")
+
+
+class FaultWatch:
+    """The supervising process's side: a private folder for the workers' faults, watched."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="tracking-start-"))
+        self._stop = threading.Event()
+
+    def first(self) -> StartFault | None:
+        """The earliest fault a worker reported, or None."""
+        found: list[tuple[int, StartFault]] = []
+        for path in self.folder.glob("*.json"):
+            try:
+                written = json.loads(path.read_text())
+                found.append(
+                    (path.stat().st_mtime_ns, StartFault(written["message"], written["status"]))
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return min(found, key=lambda item: item[0])[1] if found else None
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """While the supervisor runs: at the first fault, ask it to stop (as SIGTERM does: it
+        stops every worker and returns)."""
+        os.environ[FAULTS_ENV] = str(self.folder)  # the workers inherit it
+        watcher = threading.Thread(target=self._watch, name="tracking-start-faults", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            watcher.join()
+            os.environ.pop(FAULTS_ENV, None)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(_POLL_SECONDS):
+            if self.first() is not None:
+                log.error("a worker could not start: stopping the proxy")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
