@@ -549,8 +549,8 @@ class LedgerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tracking_ledger_stuck_seconds",
-            "Seconds rows have waited in the local outbox while every attempt to ship them "
-            "failed (the database unreachable or refusing them); 0 while shipping works.",
+            "Seconds rows have waited in the local outbox with none reaching the database "
+            "(unreachable, not answering or refusing them); 0 while nothing waits.",
             value=stats.stuck_seconds,
         )
         cumulative = list(itertools.accumulate(stats.write_counts))
