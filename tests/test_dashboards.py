@@ -613,16 +613,17 @@ class ProxyWorkload:
     def stop(self) -> None:
         self.proxy.stop()  # SIGTERM; it raises when the proxy ignores it
 
-    def round(self, png: bytes) -> None:
-        def post(key: str, image: bytes) -> httpx.Response:
-            return httpx.post(
-                f"{self.proxy.url}/v1/images/edits",
-                data={"model": "gpt-image-1", "prompt": "add a red hat", "size": "1024x1024"},
-                files={"image": ("a.png", image, "image/png")},
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-            )
+    def post(self, key: str, image: bytes) -> httpx.Response:
+        return httpx.post(
+            f"{self.proxy.url}/v1/images/edits",
+            data={"model": "gpt-image-1", "prompt": "add a red hat", "size": "1024x1024"},
+            files={"image": ("a.png", image, "image/png")},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
 
+    def round(self, png: bytes) -> None:
+        post = self.post
         assert post(self.master_key, png).status_code == 200, self.proxy.log()
         self.sent["success"] += 1
         assert post("sk-not-a-key-of-this-proxy-000", png).status_code == 401
@@ -918,26 +919,16 @@ def test_a_models_first_failure_shows_on_the_rate_panels(start_prometheus, tmp_p
     first records the model, and the proxy its deployments' retry and cooldown counters at 0
     when it starts, so a real Prometheus scraping a real proxy sees each first failure and the
     first retry."""
-    from tests.proxy_support import MASTER_KEY, ProxyProcess
     from tracking.testing import FakeOpenAI
 
     png = _small_png()
     with FakeOpenAI(api_keys=[API_KEY]) as fake:
-        config = tmp_path / "config.yaml"
-        config.write_text(
-            PROXY_CONFIG.format(api_key=API_KEY, fake=fake.url, master_key=MASTER_KEY, limit=1)
-        )
-        with ProxyProcess(config) as proxy:
+        workload = ProxyWorkload(fake.url, tmp_path / "proxy")
+        with workload.proxy as proxy:
             prom = start_prometheus({"proxy": proxy.port})
 
             def edit() -> int:
-                return httpx.post(
-                    f"{proxy.url}/v1/images/edits",
-                    data={"model": "gpt-image-1", "prompt": "a hat", "size": "1024x1024"},
-                    files={"image": ("a.png", png, "image/png")},
-                    headers={"Authorization": f"Bearer {MASTER_KEY}"},
-                    timeout=30,
-                ).status_code
+                return workload.post(workload.master_key, png).status_code
 
             assert edit() == 200
             prom.scraped_once_more("proxy")  # the model's series, as the dashboards see them

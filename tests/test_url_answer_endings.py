@@ -28,7 +28,11 @@ import pytest
 
 from tests.conftest import API_KEY
 from tests.proxy_support import MASTER_KEY, TroubleUpstream, one_deployment_config
-from tests.test_url_answer_cancelled_while_storing import _scope_and_body
+from tests.test_url_answer_cancelled_while_storing import (
+    _scope_and_body,
+    cancel_when,
+    receive_then_stay,
+)
 from tracking.config import parse_config
 from tracking.proxy.app import ProxyApp, create_app
 from tracking.proxy.image_store import LocalImageStore
@@ -54,20 +58,6 @@ def _close(app: ProxyApp) -> None:
     app.dispatcher.close()  # type: ignore[attr-defined]
 
 
-async def _receive_body_then_stay(body: bytes) -> Any:
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # the client stays: only the task is cancelled
-        raise AssertionError("unreachable")
-
-    return receive
-
-
 def test_a_call_cancelled_before_its_images_are_stored_records_that_nothing_was_answered(
     tmp_path: Path,
 ) -> None:
@@ -77,17 +67,8 @@ def test_a_call_cancelled_before_its_images_are_stored_records_that_nothing_was_
         sent: list[dict[str, Any]] = []
 
         async def call() -> None:
-            async def send(message: dict[str, Any]) -> None:
-                sent.append(message)
-
-            receive = await _receive_body_then_stay(body)
-            task = asyncio.create_task(app(scope, receive, send))
-            while not trouble.started.is_set():  # the upstream has the request
-                assert not task.done(), sent
-                await asyncio.sleep(0.01)
-            task.cancel()  # as a server shutting down cancels its requests
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            # cancelled while the upstream has the request
+            await cancel_when(app, scope, body, trouble.started, sent)
 
         try:
             with recording() as recorder:
@@ -124,7 +105,7 @@ def test_a_store_raising_an_unexpected_exception_falls_back_to_base64_consistent
             async def send(message: dict[str, Any]) -> None:
                 sent.append(message)
 
-            await app(scope, await _receive_body_then_stay(body), send)
+            await app(scope, receive_then_stay(body), send)
 
         try:
             with recording() as recorder, caplog.at_level(logging.WARNING):
