@@ -397,9 +397,9 @@ OPERATIONS = DashboardSpec(
                 ),
                 PanelSpec(
                     "Ledger stuck seconds",
-                    "How long rows have waited in the local outbox while every attempt to ship "
-                    "them to the database failed (unreachable, or refusing them), per instance; "
-                    "0 while shipping works. Spend data piles up unwritten meanwhile. The red "
+                    "How long rows have waited in the local outbox with none reaching the "
+                    "database (unreachable, not answering, or refusing them), per instance; "
+                    "0 while nothing waits. Spend data piles up unwritten meanwhile. The red "
                     "line is the ImageEditLedgerStuck alert threshold.",
                     (
                         Query(

@@ -176,6 +176,16 @@ class PrometheusLogger:
 
     # -- what events cannot carry: fed by the router and the proxy -----------------------------
 
+    def watch_deployments(self, deployments: Iterable[tuple[str, str]]) -> None:
+        """Start the retry and cooldown counters of each ``(model group, deployment id)`` a
+        router serves at 0 (the proxy calls it at start), so the first retry or cooldown of a
+        deployment is an increase that ``rate()`` and ``increase()`` see, not a series that
+        appears already at 1."""
+        m = self.metrics
+        for model, deployment in deployments:
+            m.retries.labels(m.model_label(model), _bounded(deployment))
+            m.cooldowns.labels(_bounded(model), _bounded(deployment))
+
     def record_cooldown(self, model: str, deployment: str) -> None:
         """Count one deployment put in cooldown by the router."""
         self.metrics.cooldowns.labels(_bounded(model), _bounded(deployment)).inc()
@@ -352,20 +362,20 @@ class _Metrics:
         label values repeat call after call, so their children are kept here. The cache holds
         no more series than the metrics themselves already do (it is reset past a bound all the
         same, so a stream of distinct model names cannot grow it without limit). Model names
-        are labelled by :meth:`_model_label`.
+        are labelled by :meth:`model_label`.
         """
         key = (model, served, provider, operation)
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= _MAX_CACHED_SERIES:
                 self._series = {}
-            model_label = self._model_label(model)
-            served_label = self._model_label(served) if served else ""
+            model_label = self.model_label(model)
+            served_label = self.model_label(served) if served else ""
             series = _ModelSeries(self, model_label, served_label, _bounded(provider), operation)
             self._series[key] = series
         return series
 
-    def _model_label(self, name: str) -> str:
+    def model_label(self, name: str) -> str:
         """``name`` (bounded) if the price table knows it by that name or it is among the first
         :data:`MAX_UNPRICED_MODELS` names it does not; else ``other``."""
         label = _bounded(name)
@@ -429,6 +439,13 @@ class _ModelSeries:
         self._children: dict[tuple[str, ...], Any] = {}
         #: when the served model (else the asked one) is shut down, from the price table
         self.shutdown = shutdown_date(served or model)
+        # Every way a call of this series can end, at 0 from its first call on: a series that
+        # appears already at 1 has no increase, so rate() and increase() would miss its first
+        # failure of each kind (the dashboards' rate panels, the error-ratio alert). The error
+        # types are one fixed table, so the label sets are known now.
+        self.requests("success", "")
+        for error_type in sorted(ERROR_TYPES):
+            self.requests("failure", error_type)
 
     def requests(self, status: str, error_type: str) -> Any:
         key = ("requests", status, error_type)
@@ -549,8 +566,8 @@ class LedgerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tracking_ledger_stuck_seconds",
-            "Seconds rows have waited in the local outbox while every attempt to ship them "
-            "failed (the database unreachable or refusing them); 0 while shipping works.",
+            "Seconds rows have waited in the local outbox with none reaching the database "
+            "(unreachable, not answering or refusing them); 0 while nothing waits.",
             value=stats.stuck_seconds,
         )
         cumulative = list(itertools.accumulate(stats.write_counts))

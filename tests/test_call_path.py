@@ -128,7 +128,7 @@ labels = sorted(
     for metric in logger.registry.collect()
     if metric.name == "image_edit_requests"
     for sample in metric.samples
-    if sample.name == "image_edit_requests_total"
+    if sample.name == "image_edit_requests_total" and sample.value  # the counted ones
 )
 print(",".join(labels))
 """

@@ -613,16 +613,17 @@ class ProxyWorkload:
     def stop(self) -> None:
         self.proxy.stop()  # SIGTERM; it raises when the proxy ignores it
 
-    def round(self, png: bytes) -> None:
-        def post(key: str, image: bytes) -> httpx.Response:
-            return httpx.post(
-                f"{self.proxy.url}/v1/images/edits",
-                data={"model": "gpt-image-1", "prompt": "add a red hat", "size": "1024x1024"},
-                files={"image": ("a.png", image, "image/png")},
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-            )
+    def post(self, key: str, image: bytes) -> httpx.Response:
+        return httpx.post(
+            f"{self.proxy.url}/v1/images/edits",
+            data={"model": "gpt-image-1", "prompt": "add a red hat", "size": "1024x1024"},
+            files={"image": ("a.png", image, "image/png")},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
 
+    def round(self, png: bytes) -> None:
+        post = self.post
         assert post(self.master_key, png).status_code == 200, self.proxy.log()
         self.sent["success"] += 1
         assert post("sk-not-a-key-of-this-proxy-000", png).status_code == 401
@@ -690,7 +691,7 @@ def _check_sdk_workload(prom: Prometheus, rounds: list[dict[str, Any]]) -> None:
     assert sum(by_status.values()) == total("calls")
     error_types = {
         s["metric"].get("error_type")
-        for s in prom.query('image_edit_requests_total{job="sdk", status="failure"}')
+        for s in prom.query('image_edit_requests_total{job="sdk", status="failure"} > 0')
     }
     assert len(error_types) == 2, error_types  # authentication and validation differ
 
@@ -907,3 +908,56 @@ def test_every_panel_and_rule_returns_data_for_the_contract(start_prometheus):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.mark.slow
+def test_a_models_first_failure_shows_on_the_rate_panels(start_prometheus, tmp_path):
+    """A model that has answered calls fails for the first time (a 400, then a 422): each
+    failure's series must rise from 0, or ``rate()`` sees nothing (a series that appears at 1
+    has no increase) and "Request rate by status" and "Error ratio by error type" show no
+    failure at all. The Prometheus integration creates a model's failure series at 0 when it
+    first records the model, and the proxy its deployments' retry and cooldown counters at 0
+    when it starts, so a real Prometheus scraping a real proxy sees each first failure and the
+    first retry."""
+    from tracking.testing import FakeOpenAI
+
+    png = _small_png()
+    with FakeOpenAI(api_keys=[API_KEY]) as fake:
+        workload = ProxyWorkload(fake.url, tmp_path / "proxy")
+        with workload.proxy as proxy:
+            prom = start_prometheus({"proxy": proxy.port})
+
+            def edit() -> int:
+                return workload.post(workload.master_key, png).status_code
+
+            assert edit() == 200
+            prom.scraped_once_more("proxy")  # the model's series, as the dashboards see them
+            fake.inject(status=400, times=1)
+            assert edit() == 400
+            prom.scraped_once_more("proxy")
+            fake.inject(status=422, times=1)
+            assert edit() == 422
+            fake.inject(status=500, times=1)
+            assert edit() == 200  # after one retry, the deployment's first
+            prom.scraped_once_more("proxy")
+            (by_status,) = [q for q in panel_queries() if q.panel == "Request rate by status"]
+            failing = _by(prom, "status", substitute(by_status.expr))
+            assert failing.get("failure", 0) > 0, failing
+            (ratio,) = [q for q in panel_queries() if q.panel == "Error ratio by error type"]
+            shares = _by(prom, "error_type", substitute(ratio.expr))
+            assert shares.get("bad_request", 0) > 0 and shares.get("unprocessable_entity", 0) > 0, (
+                shares
+            )
+            # and the ratio alert's expression sees them too (its threshold aside)
+            failed = _by(
+                prom,
+                "model",
+                'sum by (model) (rate(image_edit_requests_total{status="failure"}[1m]))',
+            )
+            assert failed.get("gpt-image-1", 0) > 0, failed
+            # a deployment's retry counter starts at 0 with the proxy: its first retry shows
+            (retries,) = [
+                q for q in panel_queries() if q.panel == "Retries by model and deployment"
+            ]
+            retried = _by(prom, "model", substitute(retries.expr))
+            assert retried.get("gpt-image-1", 0) > 0, retried

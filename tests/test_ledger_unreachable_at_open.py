@@ -318,3 +318,63 @@ def test_a_proxy_started_while_its_database_is_away_serves_and_ships_later(
         while _target_ids(postgres_url) != [request_id] and time.monotonic() < deadline:
             time.sleep(0.1)
     assert _target_ids(postgres_url) == [request_id]
+
+
+def _gauge_until_positive(registry: CollectorRegistry, what: str) -> float:
+    deadline = time.monotonic() + 30  # a bound for "never", not a timing assertion
+    while not (value := registry.get_sample_value("tracking_ledger_stuck_seconds")):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    return value
+
+
+def test_a_database_that_stops_answering_mid_attempt_shows_the_rows_stuck(
+    postgres_url, relay, tmp_path
+):
+    """The database took the connection and stopped answering (paused, not down): the
+    shipper's attempt never ends, so no attempt ever failed. The rows waiting behind it are
+    stuck all the same: the gauge counts from when the shipper took them up (it stayed 0 until
+    an attempt failed, here never), and drops to 0 once they ship."""
+    _migrate(postgres_url)
+    registry = CollectorRegistry()
+    PrometheusLogger(registry)
+    ledger = SqlLedger(relay.url, outbox_dir=tmp_path, retry_max=0.2)
+    try:
+        assert ledger.schema_checked
+        relay.pause()
+        event = make_event()
+        ledger.on_end(event)
+        assert ledger.writer.flush(10)  # acknowledged in the outbox, its shipping hangs
+        _gauge_until_positive(registry, "the rows behind a hung attempt were never shown stuck")
+        assert ledger.outbox_rows() == 1 and _target_ids(postgres_url) == []
+        relay.restore()
+        assert ledger.flush(30)
+        assert registry.get_sample_value("tracking_ledger_stuck_seconds") == 0
+        assert _target_ids(postgres_url) == [event.request_id]
+    finally:
+        relay.restore()
+        ledger.shutdown(10)
+
+
+def test_a_ledger_that_never_reached_its_database_reports_its_rows_stuck(postgres_url, tmp_path):
+    """A PostgreSQL on a closed loopback port from the first moment: the ledger opens in front
+    of its outbox, never writes a row to the database, and the gauge the Prometheus integration
+    exports shows its waiting rows stuck (not only ``integration="sql"`` errors)."""
+    url = sa.make_url(postgres_url).set(port=free_port()).render_as_string(hide_password=False)
+    registry = CollectorRegistry()
+    PrometheusLogger(registry)
+    sql_errors = {"integration": "sql"}
+    errors_before = registry.get_sample_value("tracking_integration_errors_total", sql_errors)
+    ledger = SqlLedger(url, mode="durable", intents=True, outbox_dir=tmp_path, retry_max=0.2)
+    try:
+        assert not ledger.schema_checked
+        assert registry.get_sample_value("tracking_ledger_stuck_seconds") == 0  # nothing waits
+        ledger.on_end(make_event())
+        first = _gauge_until_positive(registry, "the rows of a ledger never started weren't stuck")
+        second = _gauge_until_positive(registry, "the stuck time went back to 0")
+        assert second >= first  # still counting from the same moment
+        assert registry.get_sample_value("tracking_ledger_outbox_rows") == 1
+        errors = registry.get_sample_value("tracking_integration_errors_total", sql_errors)
+        assert errors == errors_before  # the gauge says it, not an error count
+    finally:
+        ledger.shutdown(1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,44 @@ def _scope_and_body() -> tuple[dict[str, Any], bytes]:
     return scope, body
 
 
+def receive_then_stay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI ``receive`` that gives the request's body, then waits: a client that stays
+    (only the call's task is cancelled, as a server shutting down cancels its requests)."""
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+async def cancel_when(
+    app: Any,
+    scope: dict[str, Any],
+    body: bytes,
+    reached: threading.Event,
+    sent: list[dict[str, Any]],
+) -> None:
+    """Run the request through ``app`` and cancel its task once ``reached`` is set, as a server
+    shutting down cancels its requests; what the app sent goes to ``sent``."""
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    task = asyncio.create_task(app(scope, receive_then_stay(body), send))
+    while not reached.is_set():
+        assert not task.done(), sent
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_a_call_cancelled_while_its_images_are_stored_records_that_nothing_was_answered(
     held: tuple[str, _HeldUploads], tmp_path: Path
 ) -> None:
@@ -109,26 +147,8 @@ def test_a_call_cancelled_while_its_images_are_stored_records_that_nothing_was_a
         sent: list[dict[str, Any]] = []
 
         async def call() -> None:
-            delivered = False
-
-            async def receive() -> dict[str, Any]:
-                nonlocal delivered
-                if not delivered:
-                    delivered = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                await asyncio.Event().wait()  # the client stays: only the task is cancelled
-                raise AssertionError("unreachable")
-
-            async def send(message: dict[str, Any]) -> None:
-                sent.append(message)
-
-            task = asyncio.create_task(app(scope, receive, send))
-            while not uploads.arrived.is_set():  # the images are being stored
-                assert not task.done(), sent
-                await asyncio.sleep(0.01)
-            task.cancel()  # as a server shutting down cancels its requests
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            # cancelled while the images are being stored
+            await cancel_when(app, scope, body, uploads.arrived, sent)
             uploads.release.set()  # the store's thread ends its write (the loop waits for it)
 
         try:

@@ -107,7 +107,8 @@ class CallControl:
     #: A streamed call does not run it (its images went out as its events).
     finish: Finish | None = None
     #: What to add to the event's ``metadata`` instead of ``finish``'s answer when the call is
-    #: cancelled while ``finish`` runs (the proxy's URL answer: nothing was answered, and why).
+    #: cancelled before ``finish`` ran or while it runs (the proxy's URL answer: nothing was
+    #: answered, and why).
     finish_cancelled: Mapping[str, Any] | None = None
     _gone: bool = False
     _wake: asyncio.Event | None = None

@@ -174,6 +174,10 @@ def edit_flow(
         except BaseException as exc:  # a cancellation: the event first, then the exception
             interrupted = exc
             finished = control.finish_cancelled or {}  # what was answered: not finish's answer
+    elif control is not None and control.finish is not None and _error_type(failure) == "cancelled":
+        # cancelled before its finish could start (during an attempt): nothing was answered
+        control.finish = None
+        finished = control.finish_cancelled or {}
     event = _make_event(
         request_id,
         call_type,

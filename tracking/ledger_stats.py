@@ -70,8 +70,8 @@ class LedgerStats:
 
     ``write_counts`` holds how many acknowledgement commits fell in each bucket of
     :data:`WRITE_BUCKETS` (not cumulative; the last one is past the highest bound) and
-    ``write_seconds`` their total time. ``stuck_seconds`` is how long rows have waited while
-    every attempt to ship them failed (the database unreachable, or refusing them), the longest
+    ``write_seconds`` their total time. ``stuck_seconds`` is how long rows have waited with none
+    shipped (the database unreachable, not answering, or refusing them), the longest
     of several ledgers', not their sum.
     """
 

@@ -584,7 +584,7 @@ class SqlLedger:
         return quarantined + sum(s.quarantined_rows for s in self._shippers())
 
     def stuck_for(self) -> float:
-        """Seconds acknowledged rows have waited for a target that refuses them all (0: fine).
+        """Seconds acknowledged rows have waited with none reaching the target (0: fine).
 
         Only a ledger with an outbox can be stuck: an SQLite ledger's writer holds its
         callers instead (``queue_depth``).

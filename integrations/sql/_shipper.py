@@ -11,7 +11,9 @@ that, to the outbox's ``rejected`` table), logged and counted, so it cannot bloc
 it: see :class:`~tracking.integrations.sql._drain.OutboxDrain`, which moves the rows.
 
 :meth:`OutboxShipper.stuck_for` tells how long rows have been waiting without any reaching the
-target (what the proxy's readiness reports).
+target (what the proxy's readiness reports): from the moment the shipper took up rows to ship
+with none shipped since, so an attempt that hangs (a database that took the connection and
+stopped answering) counts as much as attempts that fail.
 
 Besides its own process's outbox, the shipper drains orphans (outboxes of dead processes, see
 :func:`~tracking.integrations.sql._outbox.claim_orphans`): at start, and again every ``rescan``
@@ -73,8 +75,9 @@ class OutboxShipper:
         self.replay_hooks = replay_hooks if replay_hooks is not None else []
         self.ship_hooks = ship_hooks if ship_hooks is not None else []
         self.drain = OutboxDrain(inserter, quarantine_hooks)
-        #: When the current failure began (monotonic), None while shipping works.
-        self._failing_since: float | None = None
+        #: Since when (monotonic) rows have waited with none shipped: set when the shipper takes
+        #: up rows, cleared by each batch that reaches the target. None while nothing waits.
+        self._waiting_since: float | None = None
         self.replayed_rows = 0
         self._orphans: list[Outbox] = []
         self._replaying = outbox.pending() > 0  # rows left by a previous run of this pid
@@ -111,8 +114,14 @@ class OutboxShipper:
         return self.outbox.pending() + sum(o.pending() for o in tuple(self._orphans))
 
     def stuck_for(self) -> float:
-        """Seconds rows have waited while every attempt to ship them failed (0: shipping)."""
-        since = self._failing_since
+        """Seconds rows have waited with none reaching the target (0: nothing waits).
+
+        Counted from when the shipper took them up, not from its first failed attempt: until
+        2026-12-06 an attempt that never ended (a database that stopped answering) left it at
+        0 however long the rows waited, and a first attempt that timed out reported the rows
+        stuck only from its end.
+        """
+        since = self._waiting_since
         if since is None or self.pending() == 0:
             return 0.0
         return time.monotonic() - since
@@ -213,10 +222,12 @@ class OutboxShipper:
                 if source is None:
                     self._cond.wait(max(0.0, self._next_scan - time.monotonic()))
                     continue
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
             try:
                 self._ship(source)
                 delay = self.retry_initial
-                self._failing_since = None
+                self._waiting_since = None
                 if self._failing:
                     self._failing = False
                     log.info("ledger: the target is reachable again; shipping the backlog")
@@ -224,8 +235,6 @@ class OutboxShipper:
                 # Never let the thread die: the rows are safe in the outbox, so log and retry
                 # (once per outage at warning level; the retries after it at debug level).
                 level = logging.DEBUG if self._failing else logging.WARNING
-                if self._failing_since is None:
-                    self._failing_since = time.monotonic()
                 self._failing = self._replaying = True
                 log.log(
                     level,

@@ -274,8 +274,8 @@ def _shut_down_integrations(deadline: float) -> None:
 async def check_ledger(ledger: SqlLedger, stuck_after: float = 60.0) -> str:
     """``connected``, ``unreachable`` or ``stuck`` (the reason is logged, never the URL).
 
-    ``stuck``: the database answers, but for ``stuck_after`` seconds every attempt to ship the
-    outbox's rows into it has failed (a table missing, a permission revoked): calls are still
+    ``stuck``: the database answers, but for ``stuck_after`` seconds none of the outbox's
+    waiting rows has reached it (a table missing, a permission revoked): calls are still
     recorded locally, yet nothing reaches the ledger anyone queries.
     """
     try:

@@ -103,12 +103,31 @@ class UrlAnswer:
     fallback: str | None = None  #: why the answer is base64 (None: it is URLs)
 
     def finish(self, response: ImageResponse, request_id: str) -> dict[str, Any]:
-        self.body, self.stored, self.fallback = store_answer(
-            self.store, response.json_bytes(), request_id, self.base
-        )
+        """Store the answer's images; any failure of it (the store's own errors, and anything
+        else the store or the minting of its URLs raises) is the answer as base64 with
+        :data:`STORE_FAILED`, logged once, never the call's own failure. Until 2026-12-06 an
+        exception :func:`store_answer` did not catch (a URL the store could not presign) sent
+        the base64 answer with no fallback header while the row said ``url``."""
+        body = response.json_bytes()
+        try:
+            self.body, self.stored, self.fallback = store_answer(
+                self.store, body, request_id, self.base
+            )
+        except Exception:
+            _log_store_failure(request_id)
+            self.body, self.stored, self.fallback = body, 0, STORE_FAILED
         if self.fallback is None:
             return {"response_format": "url"}
         return {"response_format": "b64_json", "url_fallback": self.fallback}
+
+
+def _log_store_failure(request_id: str) -> None:
+    """Log, with its traceback, that a call's images could not be stored."""
+    log.warning(
+        "image store: could not store the images of %s; answering base64",
+        request_id,
+        exc_info=True,
+    )
 
 
 async def to_url_answer(
@@ -147,11 +166,7 @@ def store_answer(
         for _, name, data in images:
             store.put(name, data)
     except Exception:
-        log.warning(
-            "image store: could not store the images of %s; answering base64",
-            request_id,
-            exc_info=True,
-        )
+        _log_store_failure(request_id)
         return body, 0, STORE_FAILED
     for index, name, _ in images:
         item = dict(items[index])
