@@ -2,8 +2,10 @@
 
 ``cut()`` drops every relayed connection and refuses new ones until ``restore()``; ``pause()``
 keeps the connections open but forwards nothing, as a server that stops answering (not down:
-paused) would. The server behind it keeps running for every other test (the machine's shared
-PostgreSQL and Redis are never touched).
+paused) would; ``hold_replies()`` forwards what clients send but none of the server's answers,
+until ``drop_live()`` drops the connections whose answers it held (a request the server carried
+out whose answer was lost), new connections relayed as before. The server behind it keeps
+running for every other test (the machine's shared PostgreSQL and Redis are never touched).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class TcpRelay:
         self.target = (parsed.host or "127.0.0.1", parsed.port or 5432)
         self.up = True
         self.paused = False
+        self.holding = False
         self._server = socket.create_server(("127.0.0.1", 0))
         self._server.settimeout(0.05)
         self.port: int = self._server.getsockname()[1]
@@ -55,15 +58,16 @@ class TcpRelay:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+            for src, dst, answers in ((client, upstream, False), (upstream, client, True)):
+                thread = threading.Thread(target=self._pump, args=(src, dst, answers), daemon=True)
                 self._threads.append(thread)
                 thread.start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
         try:
             while data := src.recv(65536):
-                while self.paused and not self._stopping:  # held, never delivered while paused
+                # held, never delivered while paused (or, for answers, while held)
+                while (self.paused or (answers and self.holding)) and not self._stopping:
                     time.sleep(0.01)
                 dst.sendall(data)
         except OSError:
@@ -89,6 +93,17 @@ class TcpRelay:
     def pause(self) -> None:
         """Connections stay open, but nothing reaches either side until ``restore()``."""
         self.paused = True
+
+    def hold_replies(self) -> None:
+        """Requests go on reaching the server; its answers are held until :meth:`drop_live`."""
+        self.holding = True
+
+    def drop_live(self) -> None:
+        """Drop every live connection (their held answers lost); new ones are relayed."""
+        with self._lock:
+            live = list(self._sockets)
+        self._drop(*live)  # first: a held answer must never reach its client
+        self.holding = False
 
     def restore(self) -> None:
         self.up = True

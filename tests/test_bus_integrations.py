@@ -56,6 +56,9 @@ def test_failed_call_yields_a_failure_event(recorder, upstream):
 
 
 def test_unknown_builtin_name_is_a_clear_error(monkeypatch, upstream):
-    monkeypatch.setattr(tracking, "success_callback", ["promethus"])
+    with pytest.raises(tracking.ConfigurationError, match="built-in integrations: otel"):
+        tracking.success_callback = ["promethus"]  # refused where it is set
+    monkeypatch.setattr(tracking, "success_callback", [])
+    tracking.success_callback.append("promethus")  # else at the next call's start
     with pytest.raises(tracking.ConfigurationError, match="built-in integrations: otel"):
         tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)

@@ -490,6 +490,53 @@ def test_register_validates_and_adds_once():
     assert tracking.callbacks == [fn]
 
 
+@pytest.mark.parametrize(
+    ("bad", "given"),
+    [
+        (os.path, "the module 'posixpath'"),
+        (42, "int 42"),
+        (None, "None"),
+        ("promethus", "unknown callback 'promethus'"),
+    ],
+)
+@pytest.mark.parametrize("name", ["success_callback", "failure_callback", "callbacks"])
+def test_a_list_set_with_something_not_a_callback_is_refused_when_set(name, bad, given):
+    """``tracking.success_callback = [os.path]`` was taken as it was, and only the next call
+    failed; it is refused where it is written, naming the list, the entry and what is taken."""
+
+    def fn(kwargs, response, start_time, end_time):
+        pass
+
+    setattr(tracking, name, [fn])
+    with pytest.raises(tracking.ConfigurationError) as refused:
+        setattr(tracking, name, [fn, bad])
+    message = str(refused.value)
+    assert message.startswith(f"tracking.{name}[1]: ") and given in message, message
+    if not isinstance(bad, str):
+        assert "expected a function fn(kwargs, response, start_time, end_time)" in message
+        assert "a tracking.CustomLogger instance" in message and "prometheus" in message
+    assert getattr(tracking, name) == [fn]  # the list stays as it was
+    if bad is os.path:  # a lone module, without a list, all the same
+        with pytest.raises(tracking.ConfigurationError, match="module 'posixpath'"):
+            setattr(tracking, name, bad)
+
+
+def test_a_module_appended_to_a_list_refuses_the_next_call_naming_it(upstream):
+    tracking.success_callback.append(os.path)  # no assignment to check: the call's start does
+    with pytest.raises(tracking.ConfigurationError, match="not a callback: the module 'posixpath'"):
+        call(upstream)
+    tracking.success_callback.clear()
+
+
+def test_setting_a_list_of_built_in_names_loads_none_of_them():
+    """The names are checked against the known ones; their integrations are still created at
+    the first call, after the application has configured them (a tracer provider, a registry)."""
+    loaded = dict(bus._INSTANCES)
+    tracking.callbacks = ["otel", "structlog"]
+    tracking.success_callback = "prometheus"
+    assert loaded == bus._INSTANCES
+
+
 def test_a_class_listed_instead_of_an_instance_is_a_clear_error(upstream):
     """An integration's or a logger's class, not an instance: its hooks would run unbound on
     every call (nothing recorded, an error counted under ``builtins.type``) or never."""

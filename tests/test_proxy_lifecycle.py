@@ -130,6 +130,29 @@ def test_bad_config_and_unknown_callback_fail_at_start(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "given"),
+    [("os.path", "the module 'posixpath'"), ("os.sep", "str '/'")],
+)
+def test_a_dotted_callback_naming_no_callback_fails_at_start(tmp_path, name, given):
+    """``litellm_settings.callbacks: ["os.path"]`` started the proxy, whose every call then
+    failed; the start fails, naming the entry, what it names and what a callback may be."""
+    config = write_config(
+        tmp_path / "config.yaml",
+        one_deployment_config(
+            "http://127.0.0.1:9",
+            api_key="sk-x",
+            litellm_settings={"callbacks": [name]},
+            general_settings={"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        ),
+    )
+    result = _serve(config)
+    assert result.returncode == 2, result.stderr
+    assert f"callback {name!r}: not a callback: {given}" in result.stderr
+    assert "a tracking.CustomLogger instance" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_open_proxy_warns_loudly_and_applies_the_default_size_limit(tmp_path, fake):
     config = write_config(
         tmp_path / "config.yaml",

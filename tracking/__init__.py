@@ -10,6 +10,8 @@ modules (httpx, aiohttp, Pillow) load on first use, so ``import tracking`` stays
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -152,3 +154,21 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | _LAZY_MODULES)
+
+
+_CALLBACK_LISTS = frozenset({"success_callback", "failure_callback", "callbacks"})
+
+
+class _Tracking(types.ModuleType):
+    """This module, whose callback lists are checked when set: ``tracking.success_callback =
+    [os.path]`` is refused there, naming the entry, rather than at the next call."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _CALLBACK_LISTS:
+            from .bus import check_entries
+
+            check_entries(name, value)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Tracking

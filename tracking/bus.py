@@ -4,10 +4,12 @@ Receivers come from three plain lists in :mod:`tracking`: ``success_callback``,
 ``failure_callback`` and ``callbacks``. Each call takes a snapshot of them (``tuple(...)``), so
 changing the lists while calls are in flight is safe and costs no lock; the snapshot is turned
 into a dispatch plan once and reused while the lists stay the same. A list set to None is empty,
-and a lone entry assigned without a list is one entry. A bad entry refuses a call with a
-:class:`~tracking.errors.ConfigurationError` at its start, before anything is sent; one that
-appears while a call is in flight is skipped at its end, reported (:func:`report_failure`) and
-never raised into it, and every other entry still receives the event.
+and a lone entry assigned without a list is one entry. Setting a list checks its entries
+(:func:`check_entries`, from ``tracking``'s ``__setattr__``). A bad entry added in place
+refuses a call with a :class:`~tracking.errors.ConfigurationError` at its start, before
+anything is sent; one that appears while a call is in flight is skipped at its end, reported
+(:func:`report_failure`) and never raised into it, and every other entry still receives the
+event.
 
 An entry is one of:
 
@@ -43,6 +45,7 @@ import inspect
 import logging
 import math
 import os
+import reprlib
 import threading
 import time
 import types
@@ -63,9 +66,12 @@ if TYPE_CHECKING:
     from .response import ImageResponse
 
 __all__ = [
+    "ACCEPTED",
     "BUILTIN_INTEGRATIONS",
     "DEFAULT_CALLBACK_TIMEOUT",
     "DEFAULT_QUEUE_SIZE",
+    "check_entries",
+    "check_entry",
     "configure",
     "counters",
     "dispatch_lost_attempts",
@@ -301,11 +307,48 @@ def _validate(entry: Any) -> Integration | None:
         except ValueError:  # no signature to inspect (some builtins): trust it
             pass
         return None
-    known = ", ".join(sorted(BUILTIN_INTEGRATIONS))
-    raise ConfigurationError(
-        f"not a callback: {type(entry).__name__}; expected a function, a tracking.CustomLogger, "
-        f"an integration object or a built-in name ({known})"
-    )
+    raise ConfigurationError(f"not a callback: {_given(entry)}; {ACCEPTED}")
+
+
+#: What a callback list takes, said by every error about an entry that is none of it.
+ACCEPTED = (
+    "expected a function fn(kwargs, response, start_time, end_time), a tracking.CustomLogger "
+    "instance, an integration object or a built-in name ("
+    + ", ".join(sorted(BUILTIN_INTEGRATIONS))
+    + ")"
+)
+
+
+def _given(entry: Any) -> str:
+    """What an entry that is no callback is, for its error: its type and (briefly) its value."""
+    if isinstance(entry, types.ModuleType):  # os.path for os.path.join, say
+        return f"the module {entry.__name__!r} (name a function or logger object in it)"
+    if entry is None:
+        return "None"
+    return f"{type(entry).__name__} {reprlib.repr(entry)}"
+
+
+def check_entry(entry: Any) -> None:
+    """Refuse an entry that cannot be a callback with a
+    :class:`~tracking.errors.ConfigurationError` saying what it is and what is accepted. Loads
+    nothing: a built-in name is checked against the known ones, its integration created when
+    first used, as before."""
+    if isinstance(entry, str):
+        if entry not in BUILTIN_INTEGRATIONS:
+            known = ", ".join(sorted(BUILTIN_INTEGRATIONS))
+            raise ConfigurationError(f"unknown callback {entry!r}; built-in integrations: {known}")
+        return
+    _validate(entry)
+
+
+def check_entries(name: str, value: Any) -> None:
+    """:func:`check_entry` for each entry of what callback list ``name`` is set to
+    (``tracking.success_callback = [...]``), the error naming the list and the entry's place."""
+    for index, entry in enumerate(_entries(value)):
+        try:
+            check_entry(entry)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"tracking.{name}[{index}]: {error}") from None
 
 
 def _entry_key(entry: Any) -> object:

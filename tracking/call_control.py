@@ -45,8 +45,10 @@ __all__ = [
 
 
 class Withheld(Exception):
-    """Reported to the route for a target that was chosen but never sent; the call ends with
-    the failure of the attempt before it."""
+    """Reported to the route for a target that was chosen but never sent: withheld by the call
+    (the call then ends with the failure of the attempt before it), or cut off by the call's
+    cancellation or interruption before its request went (then this one's ``__cause__`` is the
+    ``CancelledError`` / ``KeyboardInterrupt``, and the call ends with that)."""
 
 
 class CallerGone(Withheld):

@@ -415,8 +415,12 @@ def _attempts(
 def _unsent(exc: BaseException) -> Exception:
     """What the route is told of a target that ``exc`` ended before it was sent: an error as it
     is, a cancellation (or an interruption) as :class:`Withheld`, so that the route counts no
-    attempt and gives the deployment's place back."""
-    return exc if isinstance(exc, Exception) else Withheld(f"not sent: {type(exc).__name__}")
+    attempt and gives the deployment's place back; its ``__cause__`` is the interruption."""
+    if isinstance(exc, Exception):
+        return exc
+    withheld = Withheld(f"not sent: {type(exc).__name__}")
+    withheld.__cause__ = exc
+    return withheld
 
 
 def _cover(

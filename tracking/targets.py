@@ -98,7 +98,14 @@ class Route(Protocol):
         latency_ms: float | None,
         response: ImageResponse | None,
     ) -> Steps[None]:
-        """Report how an attempt ended (called exactly once per :meth:`next`); never raises."""
+        """Report how an attempt ended (called exactly once per :meth:`next`); never raises.
+
+        ``error`` is None for a success, else the attempt's failure; an attempt never sent is
+        reported as a :class:`~tracking.call_control.Withheld` (or the error that stopped its
+        preparation), also when the call was cancelled or interrupted before the request went:
+        then the Withheld's ``__cause__`` is the ``CancelledError`` / ``KeyboardInterrupt``,
+        which the call raises once this returns. A route counts no attempt for a Withheld.
+        """
         ...
 
     def routing(self, model: str, model_group: str | None) -> Routing:

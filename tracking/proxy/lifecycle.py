@@ -82,11 +82,18 @@ def _entry(name: str, config: ProxyConfig, *, resolve: bool) -> Any:
             f"callback {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from None
     try:
-        return getattr(module, attribute)
+        found = getattr(module, attribute)
     except AttributeError:
         raise ConfigurationError(
             f"callback {name!r}: {module_name!r} has no attribute {attribute!r}"
         ) from None
+    try:  # a module ("os.path"), a constant: the start fails here, not every call after it
+        if isinstance(found, str):
+            raise ConfigurationError(f"not a callback: str {found!r}; {bus.ACCEPTED}")
+        bus.check_entry(found)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"callback {name!r}: {error}") from None
+    return found
 
 
 def _findable(module: str) -> bool:

@@ -82,12 +82,16 @@ class RoutedModels:
             if everywhere or all(d.litellm_params.get("drop_params") for d in deployments):
                 self._defaults[name] = {"drop_params": True}
 
+    # With params of unknown shape either overload applies (stream or not): both are an Answer.
     async def aimage_edit(self, *, model: str, **params: Any) -> Answer:
-        return await self.router.aimage_edit(model=model, **self._with_defaults(model, params))
+        params = self._with_defaults(model, params)
+        answer: Answer = await self.router.aimage_edit(model=model, **params)
+        return answer
 
     async def aimage_generation(self, *, model: str, **params: Any) -> Answer:
         params = self._with_defaults(model, params)
-        return await self.router.aimage_generation(model=model, **params)
+        answer: Answer = await self.router.aimage_generation(model=model, **params)
+        return answer
 
     def _with_defaults(self, model: str, params: dict[str, Any]) -> dict[str, Any]:
         defaults = self._defaults.get(model)

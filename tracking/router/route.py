@@ -53,6 +53,7 @@ from ..request import split_provider
 from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
+from .state import Place
 from .strategies import CallShape
 
 if TYPE_CHECKING:
@@ -177,10 +178,11 @@ class CallRoute:
             if self.group_attempts > self.num_retries:
                 self._advance()
                 continue
-            deployment = yield from self._pick(group)
-            if deployment is None:
+            picked = yield from self._pick(group)
+            if picked is None:
                 self._advance()
                 continue
+            deployment, place = picked
             if self.group_attempts:
                 self.retries += 1
             self.group_attempts += 1
@@ -188,7 +190,7 @@ class CallRoute:
             earlier = self.failed.get(deployment.id)
             return Target(
                 overrides=deployment.overrides(self.call_timeout, self.stream),
-                key=deployment,
+                key=(deployment, place),
                 backoff=earlier is not None,
                 retry_after=earlier.retry_after if earlier is not None else None,
             )
@@ -211,15 +213,18 @@ class CallRoute:
         latency_ms: float | None,
         response: ImageResponse | None,
     ) -> Steps[None]:
-        deployment: Deployment = target.key
+        deployment: Deployment
+        place: Place
+        deployment, place = target.key
         state = self.router.stepwise_state
         try:
             if isinstance(error, ValidationError | Withheld | ConfigurationError):  # not sent
-                # the request never went: its place in the deployment's rpm is given back
-                yield from state.release(deployment.id)
+                # the request never went: its place in the deployment's rpm is given back, to
+                # the minute it was taken in
+                yield from state.release(place)
                 return
             self.attempted = deployment
-            yield from state.end(deployment.id)
+            yield from state.end(place)
             if error is None:
                 usage = response.usage if response is not None else None
                 tokens = usage.total_tokens if usage else 0
@@ -312,7 +317,8 @@ class CallRoute:
         self.group_attempts = 0
         self.failed = {}
 
-    def _pick(self, group: str) -> Steps[Deployment | None]:
+    def _pick(self, group: str) -> Steps[tuple[Deployment, Place] | None]:
+        """A free deployment of ``group`` and the place its begin took there."""
         router = self.router
         candidates = [
             d
@@ -376,8 +382,9 @@ class CallRoute:
                     if len(pool) == 1
                     else router.strategy.choose(pool, snapshot, self.shape)
                 )
-                if (yield from router.stepwise_state.begin(choice.id, choice.rpm)):
-                    return choice
+                place = yield from router.stepwise_state.begin(choice.id, choice.rpm)
+                if place is not None:
+                    return choice, place
                 pool = [d for d in pool if d is not choice]  # its rpm filled up meanwhile
         # each filled up between the snapshot and its begin (other calls, other processes)
         self.busy = True

@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, Protocol, cast
 
-from ..api import call_async, call_sync
+from ..api import AsyncEdit, SyncEdit, call_async, call_sync
 from ..errors import ConfigurationError
 from ..request import (
     MAX_RETRIES,
@@ -34,9 +34,6 @@ from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_
 from .route import CallRoute
 from .state import MemoryState, RedisState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
-
-if TYPE_CHECKING:
-    from ..response import ImageResponse
 
 __all__ = ["CooldownObserver", "Router", "lone_redis_settings"]
 
@@ -96,31 +93,39 @@ def _with_timeout(entry: Any, timeout: Any) -> Any:
     return {**entry, "litellm_params": {**params, "timeout": timeout}}
 
 
-def _routed_sync(
-    params: Callable[P, dict[str, Any]], name: str
-) -> Callable[Concatenate[Router, P], ImageResponse]:
-    # With stream=True the answer is an ImageEditStream (typed on tracking.image_edit).
-    def routed(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
+class _RoutedSync(Protocol[P]):
+    """``Router.image_edit``'s (and ``image_generation``'s) type: read on a router, the
+    module-level function's type (:class:`~tracking.api.SyncEdit`): a stream with
+    ``stream=True``, else the response."""
+
+    def __get__(self, router: Router, owner: type[Router] | None = None) -> SyncEdit[P]: ...
+
+
+class _RoutedAsync(Protocol[P]):
+    """``Router.aimage_edit``'s (and ``aimage_generation``'s) type, as :class:`_RoutedSync`
+    (:class:`~tracking.api.AsyncEdit`)."""
+
+    def __get__(self, router: Router, owner: type[Router] | None = None) -> AsyncEdit[P]: ...
+
+
+def _routed_sync(params: Callable[P, dict[str, Any]], name: str) -> _RoutedSync[P]:
+    def routed(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> Any:
         call = call_params(params, args, kwargs)
-        response: ImageResponse = call_sync(call, CallRoute(self, call))
-        return response
+        return call_sync(call, CallRoute(self, call))
 
     functools.update_wrapper(routed, params)
     routed.__name__ = routed.__qualname__ = name
-    return routed
+    return cast("_RoutedSync[P]", routed)
 
 
-def _routed_async(
-    params: Callable[P, dict[str, Any]], name: str
-) -> Callable[Concatenate[Router, P], Coroutine[Any, Any, ImageResponse]]:
-    async def routed(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> ImageResponse:
+def _routed_async(params: Callable[P, dict[str, Any]], name: str) -> _RoutedAsync[P]:
+    async def routed(self: Router, /, *args: P.args, **kwargs: P.kwargs) -> Any:
         call = call_params(params, args, kwargs)
-        response: ImageResponse = await call_async(call, CallRoute(self, call))
-        return response
+        return await call_async(call, CallRoute(self, call))
 
     functools.update_wrapper(routed, params)
     routed.__name__ = routed.__qualname__ = name
-    return routed
+    return cast("_RoutedAsync[P]", routed)
 
 
 def lone_redis_settings(settings: Mapping[str, Any]) -> list[str]:

@@ -18,7 +18,10 @@ A routed call reaches the state through :func:`stepwise`: Redis exchanges are yi
 an async call awaits them with ``redis.asyncio`` (one client per event loop, closed when that
 loop ends) without ever blocking its loop; both bounded by ``socket_timeout``. A call cancelled
 while it awaits the exchange that starts it (or ends it) does not cut that exchange short: it
-is finished in the background, and a start is then undone (see :meth:`RedisState.exchange`).
+is finished in the background, and a start is then undone, whether it answered or failed;
+a sync call interrupted during its start undoes it likewise (see :meth:`RedisState.exchange`).
+Each begin answers the call's :class:`Place` (its minute, its member), which its end or release
+gives back: a place released goes back to the minute it was taken in.
 A state kept in the process (:class:`MemoryState`, or your own :class:`RouterState`) is called
 directly.
 
@@ -49,7 +52,15 @@ from ..redis_outage import (
 )
 from ..targets import Consult, Steps, run_steps
 
-__all__ = ["MemoryState", "RedisState", "RouterState", "Snapshot", "StepwiseState", "stepwise"]
+__all__ = [
+    "MemoryState",
+    "Place",
+    "RedisState",
+    "RouterState",
+    "Snapshot",
+    "StepwiseState",
+    "stepwise",
+]
 
 log = logging.getLogger("tracking.router")
 
@@ -79,6 +90,20 @@ class Snapshot:
     failures: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A call's place on a deployment, as its begin took it: what its end or release gives back.
+
+    A release gives the request back to the minute it was counted in, whatever was begun on the
+    deployment since (a call begun just after a minute's end counts in the next minute)."""
+
+    deployment_id: str
+    #: the calendar minute its request was counted in; None for a state of your own
+    minute: int | None
+    #: its member among the deployment's in-flight calls in Redis; None when taken in the process
+    member: str | None = None
+
+
 class RouterState(Protocol):
     """Where routing state lives; every method is safe to call from any thread."""
 
@@ -94,8 +119,9 @@ class RouterState(Protocol):
     # A state may also have ``release(deployment_id)``: end a call that :meth:`begin` counted
     # but that was never sent (refused for the deployment's model, its settings, the caller's
     # budget), giving its place in that minute's requests back. :class:`MemoryState` and
-    # :class:`RedisState` have it; a state without it is ended with :meth:`end` instead (the
-    # place stays taken until the minute ends).
+    # :class:`RedisState` have it (and a routed call gives its place back to the very minute it
+    # was taken in); a state without it is ended with :meth:`end` instead (the place stays
+    # taken until the minute ends).
 
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None: ...
 
@@ -117,11 +143,13 @@ class StepwiseState(Protocol):
 
     def snapshot(self, ids: Sequence[str]) -> Steps[Snapshot]: ...
 
-    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]: ...
+    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[Place | None]:
+        """The call's place, or None (nothing taken) when the deployment's rpm is reached."""
+        ...
 
-    def end(self, deployment_id: str) -> Steps[None]: ...
+    def end(self, place: Place) -> Steps[None]: ...
 
-    def release(self, deployment_id: str) -> Steps[None]: ...
+    def release(self, place: Place) -> Steps[None]: ...
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
@@ -151,21 +179,27 @@ class _InProcessSteps:
         yield from ()
         return self.state.snapshot(ids)
 
-    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
+    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[Place | None]:
         yield from ()
-        return self.state.begin(deployment_id, rpm_limit)
+        if isinstance(self.state, MemoryState) and _inherited(self.state, "begin"):
+            minute = self.state.take(deployment_id, rpm_limit)
+            return None if minute is None else Place(deployment_id, minute)
+        return Place(deployment_id, None) if self.state.begin(deployment_id, rpm_limit) else None
 
-    def end(self, deployment_id: str) -> Steps[None]:
+    def end(self, place: Place) -> Steps[None]:
         yield from ()
-        self.state.end(deployment_id)
+        self.state.end(place.deployment_id)
 
-    def release(self, deployment_id: str) -> Steps[None]:
+    def release(self, place: Place) -> Steps[None]:
         yield from ()
+        if isinstance(self.state, MemoryState) and _inherited(self.state, "release"):
+            self.state.release(place.deployment_id, place.minute)
+            return
         release = getattr(self.state, "release", None)
         if release is None:  # a state of your own without it: the rpm place stays taken
-            self.state.end(deployment_id)
+            self.state.end(place.deployment_id)
         else:
-            release(deployment_id)
+            release(place.deployment_id)
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
@@ -180,6 +214,11 @@ class _InProcessSteps:
     def cool_down(self, deployment_id: str, seconds: float) -> Steps[bool]:
         yield from ()
         return self.state.cool_down(deployment_id, seconds)
+
+
+def _inherited(state: MemoryState, method: str) -> bool:
+    """Whether ``state`` (maybe a subclass of yours) has MemoryState's own ``method``."""
+    return getattr(type(state), method) is getattr(MemoryState, method)
 
 
 #: Where routing state reads the time: wall-clock seconds for the calendar-minute usage windows,
@@ -214,8 +253,7 @@ class MemoryState:
         self._lock = threading.Lock()
         self._cooling: dict[str, float] = {}  # id -> monotonic deadline
         self._failures: dict[str, tuple[int, float]] = {}  # id -> (count, window deadline)
-        #: id -> the minute each call in flight there began in, oldest first
-        self._in_flight: dict[str, deque[int]] = {}
+        self._in_flight: dict[str, int] = {}  # id -> calls in flight there
         self._usage: dict[str, tuple[int, int, int]] = {}  # id -> (minute, requests, tokens)
         self._latency: dict[str, deque[float]] = {}
 
@@ -230,7 +268,7 @@ class MemoryState:
             }
             return Snapshot(
                 cooling=cooling,
-                in_flight={i: len(self._in_flight.get(i, ())) for i in ids},
+                in_flight={i: self._in_flight.get(i, 0) for i in ids},
                 rpm={i: usage[i][1] if i in usage else 0 for i in ids},
                 tpm={i: usage[i][2] if i in usage else 0 for i in ids},
                 latency_ms={i: tuple(reversed(self._latency.get(i, ()))) for i in ids},
@@ -239,32 +277,43 @@ class MemoryState:
             )
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
+        return self.take(deployment_id, rpm_limit) is not None
+
+    def take(self, deployment_id: str, rpm_limit: int | None) -> int | None:
+        """:meth:`begin`, answering the minute the request was counted in (for
+        :meth:`release`), or None, counting nothing, when the rpm limit is reached."""
         minute = _minute(self.clock)
         with self._lock:
             used_minute, requests, tokens = self._usage.get(deployment_id, (minute, 0, 0))
             if used_minute != minute:
                 requests, tokens = 0, 0
             if rpm_limit is not None and requests >= rpm_limit:
-                return False
+                return None
             self._usage[deployment_id] = (minute, requests + 1, tokens)
-            self._in_flight.setdefault(deployment_id, deque()).append(minute)
-            return True
+            self._in_flight[deployment_id] = self._in_flight.get(deployment_id, 0) + 1
+            return minute
 
     def end(self, deployment_id: str) -> None:
         with self._lock:
-            calls = self._in_flight.get(deployment_id)
-            if calls:
-                calls.popleft()
+            self._end(deployment_id)
 
-    def release(self, deployment_id: str) -> None:
-        """End the call begun last there, never sent: its request leaves its minute's count."""
+    def _end(self, deployment_id: str) -> bool:
+        calls = self._in_flight.get(deployment_id, 0)
+        if calls > 0:
+            self._in_flight[deployment_id] = calls - 1
+        return calls > 0
+
+    def release(self, deployment_id: str, minute: int | None = None) -> None:
+        """End a call begun there that was never sent: its request leaves the count of
+        ``minute``, the one :meth:`take` answered (None: the current minute), while that minute
+        lasts."""
+        if minute is None:
+            minute = _minute(self.clock)
         with self._lock:
-            calls = self._in_flight.get(deployment_id)
-            if not calls:
+            if not self._end(deployment_id):
                 return
-            began = calls.pop()
-            minute, requests, tokens = self._usage.get(deployment_id, (began, 0, 0))
-            if minute == began and requests > 0:
+            used_minute, requests, tokens = self._usage.get(deployment_id, (minute, 0, 0))
+            if used_minute == minute and requests > 0:
                 self._usage[deployment_id] = (minute, requests - 1, tokens)
 
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
@@ -344,8 +393,12 @@ class RedisState:
             asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
         #: exchanges undoing what cancelled calls' exchanges did, until they are done
-        self._undoing: set[asyncio.Task[list[Any]]] = set()
+        self._undoing: set[asyncio.Task[None]] = set()
         self.steps = _RedisSteps(self)
+        #: deployment id -> the places :meth:`begin` took there, oldest first (the
+        #: :class:`RouterState` methods name a deployment, not a place)
+        self._places: dict[str, deque[Place]] = {}
+        self._places_lock = threading.Lock()
 
     @property
     def degraded(self) -> bool:
@@ -358,13 +411,28 @@ class RedisState:
         return run_steps(self.steps.snapshot(ids))
 
     def begin(self, deployment_id: str, rpm_limit: int | None) -> bool:
-        return run_steps(self.steps.begin(deployment_id, rpm_limit))
+        place = run_steps(self.steps.begin(deployment_id, rpm_limit))
+        if place is None:
+            return False
+        with self._places_lock:
+            self._places.setdefault(deployment_id, deque()).append(place)
+        return True
+
+    def _taken(self, deployment_id: str, *, last: bool) -> Place:
+        """A place :meth:`begin` took there (one on the local state when there is none)."""
+        with self._places_lock:
+            places = self._places.get(deployment_id)
+            place = (places.pop() if last else places.popleft()) if places else None
+            if places is not None and not places:
+                del self._places[deployment_id]
+        return place or Place(deployment_id, None)
 
     def end(self, deployment_id: str) -> None:
-        run_steps(self.steps.end(deployment_id))
+        run_steps(self.steps.end(self._taken(deployment_id, last=False)))
 
     def release(self, deployment_id: str) -> None:
-        run_steps(self.steps.release(deployment_id))
+        """End the call begun last there, never sent (a routed call releases its own place)."""
+        run_steps(self.steps.release(self._taken(deployment_id, last=True)))
 
     def record_success(self, deployment_id: str, latency_ms: float | None, tokens: int) -> None:
         run_steps(self.steps.record_success(deployment_id, latency_ms, tokens))
@@ -381,21 +449,25 @@ class RedisState:
     # -- one pipelined exchange, blocking or awaited --------------------------------------------
 
     def exchange(
-        self,
-        commands: Sequence[Command],
-        *,
-        finish: bool = False,
-        undo: Callable[[list[Any]], Sequence[Command]] | None = None,
+        self, commands: Sequence[Command], *, finish: bool = False, undo: _Undo | None = None
     ) -> Consult:
         """The effect that sends ``commands`` as one pipeline and answers their replies.
 
         An async call cancelled while it waits cuts its exchange short, unless ``finish`` or
-        ``undo`` is given: that exchange is finished in the background, and ``undo``'s commands
-        for its replies are then sent, taking back what it did for a call that is no more (the
-        in-flight entry and rpm place a call's begin took, which no end would ever remove)."""
-        if not finish and undo is None:
-            return Consult(lambda: self._execute(commands), lambda: self._aexecute(commands))
-        return Consult(lambda: self._execute(commands), lambda: self._afinish(commands, undo))
+        ``undo`` is given: that exchange is finished in the background. With ``undo`` (a call's
+        begin), what it may have done for a call that is no more (the in-flight entry and rpm
+        place, which no end would ever remove) is then taken back, whether the exchange
+        answered or failed (its commands may have run all the same); so it is when a sync
+        call is interrupted (Ctrl-C) during the exchange. An undo that fails is logged, and the
+        entry left to its lease."""
+        if undo is not None:
+            return Consult(
+                lambda: self._execute_or_undo(commands, undo),
+                lambda: self._afinish(commands, undo),
+            )
+        if finish:
+            return Consult(lambda: self._execute(commands), lambda: self._afinish(commands, None))
+        return Consult(lambda: self._execute(commands), lambda: self._aexecute(commands))
 
     def _execute(self, commands: Sequence[Command]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
@@ -414,9 +486,29 @@ class RedisState:
             replies: list[Any] = await pipe.execute()
         return replies
 
-    async def _afinish(
-        self, commands: Sequence[Command], undo: Callable[[list[Any]], Sequence[Command]] | None
-    ) -> list[Any]:
+    def _execute_or_undo(self, commands: Sequence[Command], undo: _Undo) -> list[Any]:
+        try:
+            return self._execute(commands)
+        except Exception:  # Redis failed: the state falls back to local state
+            raise
+        except BaseException:  # interrupted mid-exchange: its commands may have run
+            try:
+                self._undo_sync(undo)
+            except Exception as exc:
+                _undo_failed(undo, exc)
+            raise
+
+    def _undo_sync(self, undo: _Undo) -> None:
+        (removed,) = self._execute(undo.remove())
+        if removed:  # it was there: its request was counted too
+            self._execute(undo.give_back())
+
+    async def _aundo(self, undo: _Undo) -> None:
+        (removed,) = await self._aexecute(undo.remove())
+        if removed:
+            await self._aexecute(undo.give_back())
+
+    async def _afinish(self, commands: Sequence[Command], undo: _Undo | None) -> list[Any]:
         exchange = asyncio.ensure_future(self._aexecute(commands))
         try:
             return await asyncio.shield(exchange)
@@ -424,23 +516,18 @@ class RedisState:
             exchange.add_done_callback(functools.partial(self._after_cancel, undo))
             raise
 
-    def _after_cancel(
-        self,
-        undo: Callable[[list[Any]], Sequence[Command]] | None,
-        exchange: asyncio.Future[list[Any]],
-    ) -> None:
-        if exchange.cancelled() or exchange.exception() is not None or undo is None:
-            return  # failed: nothing was done, or nothing is known (the entry's lease ends it)
-        task = exchange.get_loop().create_task(self._aexecute(undo(exchange.result())))
+    def _after_cancel(self, undo: _Undo | None, exchange: asyncio.Future[list[Any]]) -> None:
+        if undo is None or exchange.cancelled():  # an end, or its loop is going away
+            return
+        exchange.exception()  # retrieved: answered or failed, its commands may have run
+        task = exchange.get_loop().create_task(self._aundo(undo))
         self._undoing.add(task)  # held until done (the loop keeps only a weak reference)
-        task.add_done_callback(self._undone)
+        task.add_done_callback(functools.partial(self._undone, undo))
 
-    def _undone(self, task: asyncio.Task[list[Any]]) -> None:
+    def _undone(self, undo: _Undo, task: asyncio.Task[None]) -> None:
         self._undoing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug(
-                "router state: undoing a cancelled call's exchange failed: %r", task.exception()
-            )
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _undo_failed(undo, error)
 
     async def _async_client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -451,6 +538,33 @@ class RedisState:
             await closer.__anext__()
             entry = self._async[loop] = (client, closer)
         return entry[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Undo:
+    """How to take back a begin whose call is no more, whether or not its commands ran: its
+    in-flight member is removed, and only when it was there (its begin ran) is its request
+    given back to its minute, so an undo never takes a place it did not add."""
+
+    calls_key: str
+    member: str
+    rpm_key: str
+
+    def remove(self) -> list[Command]:
+        return [("zrem", (self.calls_key, self.member), {})]
+
+    def give_back(self) -> list[Command]:
+        return [("decr", (self.rpm_key,), {}), ("expire", (self.rpm_key, _USAGE_TTL), {})]
+
+
+def _undo_failed(undo: _Undo, error: BaseException) -> None:
+    log.warning(
+        "router state: could not take back the start of a call cancelled or interrupted while "
+        "Redis answered it (%r); it stays in flight on %s until its %d s lease ends",
+        error,
+        undo.calls_key,
+        _IN_FLIGHT_TTL,
+    )
 
 
 async def _close_at_loop_end(client: Any) -> AsyncGenerator[None, None]:
@@ -471,21 +585,13 @@ class _RedisSteps:
     def __init__(self, state: RedisState) -> None:
         self.state = state
         self.local = state.local
-        #: deployment id -> the in-flight calls this process began there in Redis, oldest
-        #: first: (the call's member, the minute its request was counted in)
-        self._calls: dict[str, deque[tuple[str, int]]] = {}
-        self._lock = threading.Lock()
 
     def _key(self, kind: str, deployment_id: str, *suffix: object) -> str:
         tail = "".join(f":{part}" for part in suffix)
         return f"{self.state.prefix}{kind}:{deployment_id}{tail}"
 
     def _replies(
-        self,
-        commands: Sequence[Command],
-        *,
-        finish: bool = False,
-        undo: Callable[[list[Any]], Sequence[Command]] | None = None,
+        self, commands: Sequence[Command], *, finish: bool = False, undo: _Undo | None = None
     ) -> Steps[list[Any] | None]:
         """The commands' replies, or None when Redis is (or just went) down (``finish`` and
         ``undo``: see :meth:`RedisState.exchange`)."""
@@ -536,13 +642,12 @@ class _RedisSteps:
         window_left = _window_left(self.state.clock)
         return Snapshot(cooling, in_flight, rpm, tpm, latency, window_left, failures)
 
-    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[bool]:
+    def begin(self, deployment_id: str, rpm_limit: int | None) -> Steps[Place | None]:
         minute = _minute(self.state.clock)
         rpm_key = self._key("rpm", deployment_id, minute)
         calls_key = self._key("inflight-calls", deployment_id)
         now_ms = self.state.clock() * 1000
         call = uuid.uuid4().hex
-        give_back: list[Command] = [("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})]
         replies = yield from self._replies(
             [
                 ("incr", (rpm_key,), {}),
@@ -553,51 +658,39 @@ class _RedisSteps:
                 ("zadd", (calls_key, {call: now_ms + _IN_FLIGHT_TTL * 1000}), {}),
                 ("expire", (calls_key, _IN_FLIGHT_TTL), {}),
             ],
-            # cancelled meanwhile, the call never learns it began: what it took is given back
-            undo=lambda _: give_back,
+            # cancelled or interrupted meanwhile, the call never learns it began: what it
+            # took is given back
+            undo=_Undo(calls_key, call, rpm_key),
         )
         if replies is None:
-            return self.local.begin(deployment_id, rpm_limit)
+            local = self.local.take(deployment_id, rpm_limit)
+            return None if local is None else Place(deployment_id, local)
         if rpm_limit is not None and int(replies[0]) > rpm_limit:
             # INCR first and give back when over: two processes can never both pass the
             # limit; at worst a borderline call is refused.
+            give_back: list[Command] = [("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})]
             yield from self._replies(give_back, finish=True)
-            return False
-        with self._lock:
-            self._calls.setdefault(deployment_id, deque()).append((call, minute))
-        return True
+            return None
+        return Place(deployment_id, minute, call)
 
-    def _began(self, deployment_id: str, *, last: bool) -> tuple[str, int] | None:
-        """One call this process began there in Redis (None: begun on the local state)."""
-        with self._lock:
-            calls = self._calls.get(deployment_id)
-            began = (calls.pop() if last else calls.popleft()) if calls else None
-            if calls is not None and not calls:
-                del self._calls[deployment_id]
-        return began
-
-    def end(self, deployment_id: str) -> Steps[None]:
-        # the oldest call this process began there (any one ends the same)
-        began = self._began(deployment_id, last=False)
-        if began is None:  # begun on the local state, while Redis was down
-            self.local.end(deployment_id)
+    def end(self, place: Place) -> Steps[None]:
+        if place.member is None:  # begun on the local state, while Redis was down
+            self.local.end(place.deployment_id)
             return
-        key = self._key("inflight-calls", deployment_id)
-        replies = yield from self._replies([("zrem", (key, began[0]), {})], finish=True)
+        key = self._key("inflight-calls", place.deployment_id)
+        replies = yield from self._replies([("zrem", (key, place.member), {})], finish=True)
         if replies is None:
-            self.local.end(deployment_id)
+            self.local.end(place.deployment_id)
 
-    def release(self, deployment_id: str) -> Steps[None]:
-        # the call begun last: the one just refused (its minute is the one to give back to)
-        began = self._began(deployment_id, last=True)
-        if began is None:
-            self.local.release(deployment_id)
+    def release(self, place: Place) -> Steps[None]:
+        if place.member is None or place.minute is None:
+            self.local.release(place.deployment_id, place.minute)
             return
-        call, minute = began
-        rpm_key = self._key("rpm", deployment_id, minute)
+        # the request goes back to the minute it was counted in, not the current one
+        rpm_key = self._key("rpm", place.deployment_id, place.minute)
         yield from self._replies(
             [
-                ("zrem", (self._key("inflight-calls", deployment_id), call), {}),
+                ("zrem", (self._key("inflight-calls", place.deployment_id), place.member), {}),
                 ("decr", (rpm_key,), {}),
                 ("expire", (rpm_key, _USAGE_TTL), {}),  # past its minute's end, never for good
             ],
