@@ -126,8 +126,7 @@ def _load(name: str) -> Integration:
 
     target = BUILTIN_INTEGRATIONS.get(name)
     if target is None:
-        known = ", ".join(sorted(BUILTIN_INTEGRATIONS))
-        raise ConfigurationError(f"unknown callback {name!r}; built-in integrations: {known}")
+        raise _unknown_name(name)
     module_name, _, attribute = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -335,10 +334,14 @@ def check_entry(entry: Any) -> None:
     first used, as before."""
     if isinstance(entry, str):
         if entry not in BUILTIN_INTEGRATIONS:
-            known = ", ".join(sorted(BUILTIN_INTEGRATIONS))
-            raise ConfigurationError(f"unknown callback {entry!r}; built-in integrations: {known}")
+            raise _unknown_name(entry)
         return
     _validate(entry)
+
+
+def _unknown_name(name: str) -> ConfigurationError:
+    known = ", ".join(sorted(BUILTIN_INTEGRATIONS))
+    return ConfigurationError(f"unknown callback {name!r}; built-in integrations: {known}")
 
 
 def check_entries(name: str, value: Any) -> None:

@@ -103,31 +103,14 @@ class UrlAnswer:
     fallback: str | None = None  #: why the answer is base64 (None: it is URLs)
 
     def finish(self, response: ImageResponse, request_id: str) -> dict[str, Any]:
-        """Store the answer's images; any failure of it (the store's own errors, and anything
-        else the store or the minting of its URLs raises) is the answer as base64 with
-        :data:`STORE_FAILED`, logged once, never the call's own failure. Until 2026-12-06 an
-        exception :func:`store_answer` did not catch (a URL the store could not presign) sent
-        the base64 answer with no fallback header while the row said ``url``."""
-        body = response.json_bytes()
-        try:
-            self.body, self.stored, self.fallback = store_answer(
-                self.store, body, request_id, self.base
-            )
-        except Exception:
-            _log_store_failure(request_id)
-            self.body, self.stored, self.fallback = body, 0, STORE_FAILED
+        """Store the answer's images (:func:`store_answer`: any failure of it is the answer as
+        base64 with :data:`STORE_FAILED`, logged once, never the call's own failure)."""
+        self.body, self.stored, self.fallback = store_answer(
+            self.store, response.json_bytes(), request_id, self.base
+        )
         if self.fallback is None:
             return {"response_format": "url"}
         return {"response_format": "b64_json", "url_fallback": self.fallback}
-
-
-def _log_store_failure(request_id: str) -> None:
-    """Log, with its traceback, that a call's images could not be stored."""
-    log.warning(
-        "image store: could not store the images of %s; answering base64",
-        request_id,
-        exc_info=True,
-    )
 
 
 async def to_url_answer(
@@ -144,7 +127,10 @@ def store_answer(
     """The answer with each ``b64_json`` image stored and replaced by its URL, the bytes stored,
     and None; or, for an answer that cannot be stored, the answer unchanged (base64: the image
     was paid for, so it is never dropped), 0 and why (:data:`STORE_FAILED`, :data:`UNDECODABLE`;
-    a store failure is logged). Blocking: run it off the event loop."""
+    a store failure is logged). A failure is anything the store raises while writing the images
+    or minting their URLs: until 2026-12-06 a URL the store could not presign escaped, and the
+    call went out as base64 with no fallback header while its row said ``url``. Blocking: run
+    it off the event loop."""
     answer = json.loads(body)
     items = answer.get("data") if isinstance(answer, dict) else None
     if not isinstance(items, list):
@@ -165,13 +151,18 @@ def store_answer(
     try:
         for _, name, data in images:
             store.put(name, data)
+        urls = [stored_url(store, name, base, written) for _, name, _ in images]
     except Exception:
-        _log_store_failure(request_id)
+        log.warning(
+            "image store: could not store the images of %s; answering base64",
+            request_id,
+            exc_info=True,
+        )
         return body, 0, STORE_FAILED
-    for index, name, _ in images:
+    for (index, _, _), url in zip(images, urls, strict=True):
         item = dict(items[index])
         del item["b64_json"]
-        item["url"] = stored_url(store, name, base, written)
+        item["url"] = url
         items[index] = item
     return json.dumps(answer).encode(), sum(len(data) for _, _, data in images), None
 

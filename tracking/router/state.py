@@ -542,9 +542,11 @@ class RedisState:
 
 @dataclass(frozen=True, slots=True)
 class _Undo:
-    """How to take back a begin whose call is no more, whether or not its commands ran: its
-    in-flight member is removed, and only when it was there (its begin ran) is its request
-    given back to its minute, so an undo never takes a place it did not add."""
+    """How a begin's place is given back: its in-flight member removed (:meth:`remove`) and its
+    request taken off its minute's count (:meth:`give_back`). A begin whose call is no more,
+    whether or not its commands ran, gives its request back only when the member was there
+    (its begin ran), so an undo never takes a place it did not add; a begin refused over the
+    rpm limit and a place released unsent give both back at once."""
 
     calls_key: str
     member: str
@@ -648,6 +650,7 @@ class _RedisSteps:
         calls_key = self._key("inflight-calls", deployment_id)
         now_ms = self.state.clock() * 1000
         call = uuid.uuid4().hex
+        undo = _Undo(calls_key, call, rpm_key)
         replies = yield from self._replies(
             [
                 ("incr", (rpm_key,), {}),
@@ -660,7 +663,7 @@ class _RedisSteps:
             ],
             # cancelled or interrupted meanwhile, the call never learns it began: what it
             # took is given back
-            undo=_Undo(calls_key, call, rpm_key),
+            undo=undo,
         )
         if replies is None:
             local = self.local.take(deployment_id, rpm_limit)
@@ -668,8 +671,7 @@ class _RedisSteps:
         if rpm_limit is not None and int(replies[0]) > rpm_limit:
             # INCR first and give back when over: two processes can never both pass the
             # limit; at worst a borderline call is refused.
-            give_back: list[Command] = [("decr", (rpm_key,), {}), ("zrem", (calls_key, call), {})]
-            yield from self._replies(give_back, finish=True)
+            yield from self._replies([*undo.remove(), *undo.give_back()], finish=True)
             return None
         return Place(deployment_id, minute, call)
 
@@ -687,15 +689,12 @@ class _RedisSteps:
             self.local.release(place.deployment_id, place.minute)
             return
         # the request goes back to the minute it was counted in, not the current one
-        rpm_key = self._key("rpm", place.deployment_id, place.minute)
-        yield from self._replies(
-            [
-                ("zrem", (self._key("inflight-calls", place.deployment_id), place.member), {}),
-                ("decr", (rpm_key,), {}),
-                ("expire", (rpm_key, _USAGE_TTL), {}),  # past its minute's end, never for good
-            ],
-            finish=True,
+        undo = _Undo(
+            self._key("inflight-calls", place.deployment_id),
+            place.member,
+            self._key("rpm", place.deployment_id, place.minute),
         )
+        yield from self._replies([*undo.remove(), *undo.give_back()], finish=True)
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
