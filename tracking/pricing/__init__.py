@@ -62,6 +62,7 @@ __all__ = [
     "find_entry",
     "is_priced",
     "load_price_file",
+    "model_keys",
     "price_call",
     "price_day",
     "price_table",
@@ -339,19 +340,19 @@ def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
     return None
 
 
-def _model_keys(model: str) -> list[str]:
+def model_keys(model: str) -> list[str]:
     """A model as asked (``provider/name`` or a bare name), then without its provider prefix."""
     return [model, model.split("/", 1)[1]] if "/" in model else [model]
 
 
 def is_priced(model: str, day: date | None = None) -> bool:
     """Whether the price table (registered or packaged) prices ``model`` on ``day``."""
-    return find_entry(_model_keys(model), day or datetime.now(UTC).date()) is not None
+    return find_entry(model_keys(model), day or datetime.now(UTC).date()) is not None
 
 
 def shutdown_date(model: str, day: date | None = None) -> date | None:
     """The day ``model`` was or will be shut down by its provider, when the price table knows."""
-    entry = find_entry(_model_keys(model), day or datetime.now(UTC).date())
+    entry = find_entry(model_keys(model), day or datetime.now(UTC).date())
     return entry.shutdown if entry is not None else None
 
 

@@ -30,7 +30,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..families import family_for, family_of, pixel_size, resolution_tier, tier_side
-from . import UNPRICED, Cost, _candidates, _model_keys, _per_image, find_entry
+from . import UNPRICED, Cost, _candidates, _per_image, find_entry, model_keys
 from .table import PriceEntry
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def estimate_call_cost(
 
     ``model`` may carry a provider prefix (``azure/...`` falls back to the bare name).
     """
-    entry = find_entry(_model_keys(model), day or datetime.now(UTC).date())
+    entry = find_entry(model_keys(model), day or datetime.now(UTC).date())
     total = entry_estimate(entry, n, quality, size, prompt_chars, input_images) if entry else None
     if entry is None or total is None:
         return UNPRICED
@@ -218,7 +218,7 @@ def estimate_max_cost(
 ) -> Decimal | None:
     """The most one call with ``params`` (n, size, quality, prompt, image; a stream's
     ``partial_images``) may cost on ``model`` (a provider prefix is allowed)."""
-    entry = find_entry(_model_keys(model), day or datetime.now(UTC).date())
+    entry = find_entry(model_keys(model), day or datetime.now(UTC).date())
     if entry is None:
         return None
     prompt = params.get("prompt")

@@ -15,6 +15,13 @@ past the parser's limits) never reaches the app: uvicorn answers it with a 400 a
 connection. That answer keeps uvicorn's status and ``connection: close`` but carries the
 proxy's JSON error (``code: invalid_http_request``, ``x-should-retry: false``, an
 ``x-request-id``) instead of ``text/plain`` "Invalid HTTP request received.".
+
+An answer's status line and headers leave with its first body part, in one write: uvicorn writes
+the head when the app starts the answer and the body when it sends it, two system calls (and
+two segments the client reads) where one does. Each request's cycle writes through
+:class:`HeadWithBody`, which holds the head until the next write, or until the loop's current
+iteration ends (an answer whose body is not ready yet, such as an event stream waiting for its
+first event, sends its head then, as before).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from ..config import DEFAULT_REQUEST_READ_TIMEOUT
 from ..ids import new_request_id
 from .errors import ProxyError
 
-__all__ = ["HeaderDeadlineProtocol"]
+__all__ = ["HeadWithBody", "HeaderDeadlineProtocol"]
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -60,6 +67,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        cycle = self.cycle  # made just now: its task has not run yet
+        if cycle is not None:
+            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request httptools cannot parse, as an OpenAI-shaped error."""
@@ -86,3 +96,47 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+
+class HeadWithBody:
+    """A transport that holds an answer's head (its first write, unless it is ``100 Continue``)
+    until the next write, so head and body leave in one ``writelines``. What is held is written
+    at the end of the loop's iteration if nothing followed, and before the transport closes.
+    Everything else is the transport's."""
+
+    __slots__ = ("_first", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif self._first and not data.startswith(_CONTINUE):
+            self._first = False
+            self._held = data
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+_CONTINUE = b"HTTP/1.1 100 "
