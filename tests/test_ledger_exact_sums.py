@@ -71,7 +71,7 @@ def test_the_proxys_sums_are_the_ledgers_exact_ones(ledger_url):
         ]
         assert total_spend(store, None, None) == ("1000000037.5456257036", None)
         assert spend_by(store, "api_key", start=None, end=None, limit=10) == [
-            ("hash-a", "1000000000.508589", 2, 0),
+            ("hash-a", "1000000000.5085890000", 2, 0),  # as /spend/keys writes it
             ("hash-b", "37.0370367036", 3, 0),
         ]
     finally:

@@ -137,7 +137,7 @@ def test_customer_list_sums_the_spend_of_the_listed_end_users_only(app, ledger_u
     answer = _call(app, "GET", "/customer/list")
     assert answer.status_code == 200, answer.text
     spend = {c["user_id"]: c["spend"] for c in answer.json()}
-    assert spend == {u: before.get(u, "0") for u in listed}  # the same answer as before
+    assert spend == {u: before.get(u, "0.0000000000") for u in listed}  # the same answer as before
     assert {u: Decimal(s) for u, s in spend.items()} == {
         u: costs.get(u, Decimal(0)) for u in listed
     }
@@ -166,7 +166,11 @@ def test_customer_list_asks_in_chunks_every_dialect_takes(app, ledger_url):  # n
     assert answer.status_code == 200, answer.text
     spend = {c["user_id"]: c["spend"] for c in answer.json()}
     assert len(spend) == len(listed)
-    assert (spend["user-000"], spend["zz-last"], spend["user-001"]) == ("0.25", "0.75", "0")
+    assert (spend["user-000"], spend["zz-last"], spend["user-001"]) == (
+        "0.2500000000",
+        "0.7500000000",
+        "0.0000000000",
+    )
     asked = [values & set(listed) for _, values in seen]
     assert [len(ids) for ids in asked] == [LOOKUP_CHUNK, 2]  # an IN list of at most 500 ids
     assert set().union(*asked) == set(listed)
@@ -185,14 +189,14 @@ def test_a_date_only_end_date_leaves_that_day_out_as_litellms_does(app, ledger_u
     )
     window = {"start_date": DAY.date().isoformat(), "end_date": NEXT.date().isoformat()}
     total = _call(app, "GET", "/global/spend", params=window).json()
-    assert total["spend"] == "0.1"
+    assert total["spend"] == "0.1000000000"
     report = _call(app, "GET", "/global/spend/report", params=window).json()
     assert [d["group_by_day"] for d in report] == [DAY.date().isoformat()]
     logs = _call(app, "GET", "/spend/logs", params=window).json()
     assert [row["end_user"] for row in logs["data"]] == ["early"]
     # the next range starts where this one ended: the call at midnight is in it, once
     after = {"start_date": NEXT.date().isoformat(), "end_date": (NEXT + timedelta(1)).date()}
-    assert _call(app, "GET", "/global/spend", params=after).json()["spend"] == "0.6"
+    assert _call(app, "GET", "/global/spend", params=after).json()["spend"] == "0.6000000000"
 
 
 @pytest.mark.parametrize(
@@ -233,21 +237,31 @@ def test_the_report_by_team_has_an_entry_per_model_and_key(app, ledger_url):  # 
     assert first["group_by_day"] == DAY.date().isoformat()
     (team,) = first["teams"]
     # a team has no alias here: its name is its id, which is also given as it is
-    assert (team["team_name"], team["team_id"], team["total_spend"]) == ("t", "t", "1")
+    assert (team["team_name"], team["team_id"], team["total_spend"]) == ("t", "t", "1.0000000000")
     tokens = 1389  # make_event's usage
     expected = [
-        {"model": "gpt-image-1", "api_key": KEY_A, "spend": "0.3", "total_tokens": 2 * tokens},
-        {"model": "gpt-image-1", "api_key": KEY_B, "spend": "0.3", "total_tokens": tokens},
-        {"model": "m2", "api_key": KEY_A, "spend": "0.4", "total_tokens": tokens},
+        {
+            "model": "gpt-image-1",
+            "api_key": KEY_A,
+            "spend": "0.3000000000",
+            "total_tokens": 2 * tokens,
+        },
+        {"model": "gpt-image-1", "api_key": KEY_B, "spend": "0.3000000000", "total_tokens": tokens},
+        {"model": "m2", "api_key": KEY_A, "spend": "0.4000000000", "total_tokens": tokens},
     ]
     assert team["metadata"] == sorted(expected, key=lambda e: (e["model"], e["api_key"]))
     assert second["teams"] == [
         {  # calls of no team, named as LiteLLM names them
             "team_name": "Unassigned Team",
             "team_id": None,
-            "total_spend": "0.5",
+            "total_spend": "0.5000000000",
             "metadata": [
-                {"model": "gpt-image-1", "api_key": KEY_B, "spend": "0.5", "total_tokens": tokens}
+                {
+                    "model": "gpt-image-1",
+                    "api_key": KEY_B,
+                    "spend": "0.5000000000",
+                    "total_tokens": tokens,
+                }
             ],
         }
     ]
@@ -265,13 +279,13 @@ def test_the_report_by_api_key_is_litellms_rows_per_key(app, ledger_url):  # noq
     assert report == [
         {
             "api_key": KEY_B,
-            "total_cost": "0.8",
+            "total_cost": "0.8000000000",
             "total_input_tokens": 2 * 333,
             "total_output_tokens": 2 * 1056,
             "model_details": [
                 {
                     "model": "gpt-image-1",
-                    "total_cost": "0.8",
+                    "total_cost": "0.8000000000",
                     "total_input_tokens": 2 * 333,
                     "total_output_tokens": 2 * 1056,
                 }
@@ -279,19 +293,19 @@ def test_the_report_by_api_key_is_litellms_rows_per_key(app, ledger_url):  # noq
         },
         {
             "api_key": KEY_A,
-            "total_cost": "0.7",
+            "total_cost": "0.7000000000",
             "total_input_tokens": 3 * 333,
             "total_output_tokens": 3 * 1056,
             "model_details": [
                 {
                     "model": "gpt-image-1",
-                    "total_cost": "0.3",
+                    "total_cost": "0.3000000000",
                     "total_input_tokens": 2 * 333,
                     "total_output_tokens": 2 * 1056,
                 },
                 {
                     "model": "m2",
-                    "total_cost": "0.4",
+                    "total_cost": "0.4000000000",
                     "total_input_tokens": 333,
                     "total_output_tokens": 1056,
                 },
@@ -299,13 +313,13 @@ def test_the_report_by_api_key_is_litellms_rows_per_key(app, ledger_url):  # noq
         },
         {
             "api_key": None,  # the quarantined call, made without a key
-            "total_cost": "0.05",
+            "total_cost": "0.0500000000",
             "total_input_tokens": 333,
             "total_output_tokens": 1056,
             "model_details": [
                 {
                     "model": "gpt-image-1",
-                    "total_cost": "0.05",
+                    "total_cost": "0.0500000000",
                     "total_input_tokens": 333,
                     "total_output_tokens": 1056,
                 }
@@ -314,4 +328,55 @@ def test_the_report_by_api_key_is_litellms_rows_per_key(app, ledger_url):  # noq
     ]
     window = {**params, "start_date": NEXT.date().isoformat()}
     later = _call(app, "GET", "/global/spend/report", params=window).json()
-    assert [(r["api_key"], r["total_cost"]) for r in later] == [(KEY_B, "0.5")]
+    assert [(r["api_key"], r["total_cost"]) for r in later] == [(KEY_B, "0.5000000000")]
+
+
+# -- one name and one form per figure ------------------------------------------------------------
+
+
+def test_every_spend_route_writes_an_amount_alike_and_the_quarantine_by_one_name(app, ledger_url):  # noqa: F811
+    """LiteLLM's routes wrote ``"0.1"`` where ``/spend/keys`` and ``tracking spend`` write
+    ``"0.1000000000"`` for the same figure; ``/spend/logs`` named the quarantine's figures
+    ``quarantined.requests`` and ``quarantined.cost_usd`` and ``/global/spend``
+    ``quarantined_spend``, where every other report says ``quarantined_requests`` and
+    ``quarantined_usd``; ``/spend/keys`` said neither what a key's quarantined calls cost nor
+    how many of its calls have no price (left out of its ``spend``)."""
+    _record(
+        ledger_url,
+        make_event(user="ann", cost=Decimal("0.1"), start=DAY, team="t", api_key_hash=KEY_A),
+        make_event(user="ann", cost=None, model="house-model", start=DAY, team="t",
+                   api_key_hash=KEY_A),
+    )  # fmt: skip
+    quarantine_event(app.accounts.store.engine, user="ann", cost=Decimal("0.25"), start=DAY,
+                     team="t", api_key_hash=KEY_A)  # fmt: skip
+    made = _call(app, "POST", "/customer/new", json={"user_id": "ann"})
+    assert made.status_code == 200, made.text
+
+    def get(path: str, **params: str) -> Any:
+        answer = _call(app, "GET", path, params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    both = "0.3500000000"
+    (key,) = get("/spend/keys")["data"]
+    amounts = {
+        "/spend/keys": key["spend"],
+        "/global/spend": get("/global/spend")["spend"],
+        "/global/spend/keys": get("/global/spend/keys")[0]["total_spend"],
+        "/global/spend/models": get("/global/spend/models")[0]["total_spend"],
+        "/global/spend/end_users": get("/global/spend/end_users")[0]["total_spend"],
+        "/global/spend/teams": get("/global/spend/teams")[0]["total_spend"],
+        "/customer/list": get("/customer/list")[0]["spend"],
+        "/customer/info": get("/customer/info", end_user_id="ann")["total_spend"],
+        "report by team": get("/global/spend/report")[0]["teams"][0]["total_spend"],
+        "report by key": get("/global/spend/report", group_by="api_key")[0]["total_cost"],
+    }
+    assert amounts == dict.fromkeys(amounts, both)
+    logs = get("/spend/logs")
+    assert {row["cost_usd"] for row in logs["data"]} == {"0.1000000000", None}
+    assert "quarantined" not in logs
+    assert (logs["quarantined_requests"], logs["quarantined_usd"]) == (1, "0.2500000000")
+    total = get("/global/spend")
+    assert total == {"spend": both, "quarantined_usd": "0.2500000000"}
+    assert (key["requests"], key["unpriced_requests"]) == (3, 1)
+    assert (key["quarantined_requests"], key["quarantined_usd"]) == (1, "0.2500000000")

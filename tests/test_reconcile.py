@@ -4,6 +4,8 @@ admin key."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -640,3 +642,26 @@ def test_a_page_saying_more_follows_without_a_cursor_is_exit_2_never_half_a_bill
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("tracking reconcile: error: ") and "next_page" in err
+
+
+def test_the_table_and_the_csv_name_each_figure_as_the_json_does(capsys, fake, ledger):
+    """The table and the CSV said ``our images``, ``our cost``, ``diff USD``, ``diff %``... where
+    the JSON says ``our_images``, ``our_cost_usd``, ``diff_usd``, ``diff_pct``; and the CSV wrote
+    ``-`` for a figure a row has none of, which no script reads as a number."""
+    edit(fake)
+    figures = ["our_images", "their_images", "our_cost_usd", "their_cost_usd", "diff_usd",
+               "diff_pct"]  # fmt: skip
+    for by, missing in (("model", None), ("project", "")):
+        outputs = {}
+        for fmt in ("json", "csv", "table"):
+            code, outputs[fmt], err = run(capsys, ledger, fake, "--by", by, "--format", fmt)
+            assert code == 0, err
+        (row,) = json.loads(outputs["json"])
+        header, values = csv.reader(io.StringIO(outputs["csv"]))
+        assert header == [by, *figures, "drift", "note"]
+        assert outputs["table"].splitlines()[0].split() == [by, *figures]
+        assert values[0] == row["key"]
+        for name, cell in zip(figures, values[1:], strict=False):
+            assert cell == ("" if row[name] is None else str(row[name]))
+        if missing is not None:  # by project, the ledger's side is no figure: empty in CSV
+            assert values[1] == values[3] == missing and row["our_images"] is None

@@ -95,25 +95,25 @@ def test_spend_queries_and_budgets_count_each_quarantined_call_once(ledger_url):
 
             assert litellm_store.total_spend(store, None, None) == ("0.6500000001", "0.3500000001")
             per_user = litellm_store.spend_by(store, "customer", start=None, end=None, limit=2)
-            assert per_user == [("alice", "0.4000000001", 2, 1), ("bob", "0.2", 1, 0)]
+            assert per_user == [("alice", "0.4000000001", 2, 1), ("bob", "0.2000000000", 1, 0)]
             report = litellm_store.spend_report(store, "customer", start=None, end=None)
             assert [d["group_by_day"] for d in report] == ["2026-05-04", "2026-05-05"]
             carol = [c for c in report[1]["customers"] if c["customer"] == "carol"]
-            assert carol[0]["total_spend"] == "0.05"
+            assert carol[0]["total_spend"] == "0.0500000000"
             summary = store.quarantined_summary(key_hashes=None, end_user=None, start=DAY,
                                                 end=NEXT)  # fmt: skip
-            assert summary == {"requests": 1, "cost_usd": "0.3000000001"}
+            assert summary == {"quarantined_requests": 1, "quarantined_usd": "0.3000000001"}
         finally:
             store.close()
 
         # the ledger's side of a reconciliation has the calls the provider billed
         until = NEXT + timedelta(days=1)
         billed = query_billed(engine, provider="openai", since=DAY, until=until, by="day")
-        assert [(b.key, b.cost_usd, b.quarantined) for b in billed] == [
+        assert [(b.key, b.cost_usd, b.quarantined_requests) for b in billed] == [
             ("2026-05-04", Decimal("0.6000000001"), 1),
             ("2026-05-05", Decimal("0.05"), 2),
         ]
-        assert billed[1].estimated_usd == Decimal("0.05") and billed[1].unpriced == 1
+        assert billed[1].estimated_usd == Decimal("0.05") and billed[1].unpriced_requests == 1
     finally:
         engine.dispose()
 
@@ -126,8 +126,12 @@ def test_tracking_spend_marks_the_quarantined_calls(capsys, tmp_path):
     assert alice["quarantined_requests"] == 1 and alice["quarantined_usd"] == "0.3000000001"
     assert main(["spend", "--database-url", url]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[-2:] == ["quarantined", "quarantined_usd"]
-    assert lines[2].split() == ["total", "5", "1", "4", "0.6500000001", "1", "3", "0.3500000001"]
+    assert lines[0].split()[-4:] == [
+        "estimated_requests", "estimated_usd", "quarantined_requests", "quarantined_usd"
+    ]  # fmt: skip
+    assert lines[2].split() == [
+        "total", "5", "1", "4", "0.6500000001", "1", "1", "0.0500000000", "3", "0.3500000001"
+    ]  # fmt: skip
     assert "tracking ledger quarantine list" in lines[-1]
 
 
@@ -164,14 +168,12 @@ def test_proxy_spend_routes_agree_with_the_budgets(fake, tmp_path: Path):
         assert Decimal(mine["spend"]) == spent and mine["quarantined_requests"] == 1
         assert mine["requests"] == 2
         page = spend_rows(client, proxy.url, user="erin")
-        assert page["total"] == 1 and page["quarantined"] == {
-            "requests": 1,
-            "cost_usd": "0.2500000000",
-        }
+        assert page["total"] == 1 and "quarantined" not in page
+        assert (page["quarantined_requests"], page["quarantined_usd"]) == (1, "0.2500000000")
         total = get("/global/spend")
-        assert total == {"spend": f"{spent.normalize():f}", "quarantined_spend": "0.25"}
+        assert total == {"spend": f"{spent:f}", "quarantined_usd": "0.2500000000"}
         users = get("/global/spend/end_users")
-        assert {"end_user": "erin", "total_spend": f"{spent.normalize():f}", "requests": 2,
+        assert {"end_user": "erin", "total_spend": f"{spent:f}", "requests": 2,
                 "quarantined_requests": 1} in users  # type: ignore[operator]  # fmt: skip
 
 

@@ -63,9 +63,9 @@ def test_reports_count_the_calls_own_row_not_its_intents_estimate(ledger_url):  
         assert [r.key for r in query_spend(engine, by="user", limit=1)] == ["bob"]
 
         billed = query_billed(engine, provider="openai", since=DAY, until=NEXT, by="day")
-        assert [(b.requests, b.cost_usd, b.estimated_usd, b.quarantined) for b in billed] == [
-            (2, Decimal("0.25"), Decimal(0), 1)
-        ]
+        assert [
+            (b.requests, b.cost_usd, b.estimated_usd, b.quarantined_requests) for b in billed
+        ] == [(2, Decimal("0.25"), Decimal(0), 1)]
 
         with engine.connect() as conn:
             daily = conn.execute(
@@ -79,12 +79,12 @@ def test_reports_count_the_calls_own_row_not_its_intents_estimate(ledger_url):  
         store = AccountStore(ledger_url)
         try:
             assert store.spent(end_user="alice", since=None) == Decimal("0.05")  # the budget's
-            assert litellm_store.total_spend(store, None, None) == ("0.25", "0.05")
+            assert litellm_store.total_spend(store, None, None) == ("0.2500000000", "0.0500000000")
             per_user = litellm_store.spend_by(store, "customer", start=None, end=None, limit=5)
-            assert per_user == [("bob", "0.2", 1, 0), ("alice", "0.05", 1, 1)]
+            assert per_user == [("bob", "0.2000000000", 1, 0), ("alice", "0.0500000000", 1, 1)]
             (day,) = litellm_store.spend_report(store, "customer", start=None, end=None)
             alice = next(c for c in day["customers"] if c["customer"] == "alice")
-            assert alice["total_spend"] == "0.05"
+            assert alice["total_spend"] == "0.0500000000"
             keys, count = store.key_summary(None)  # /spend/keys
             assert count == 2 and [(k["key_hash"], k["spend"]) for k in keys] == [
                 (KEY_B, "0.2000000000"),
@@ -94,7 +94,7 @@ def test_reports_count_the_calls_own_row_not_its_intents_estimate(ledger_url):  
             assert store.key_summary(None, page=2, page_size=1) == ([keys[1]], 2)
             summary = store.quarantined_summary(key_hashes=[KEY_A], end_user=None, start=DAY,
                                                 end=NEXT)  # fmt: skip  # /spend/logs
-            assert summary == {"requests": 1, "cost_usd": "0.0500000000"}
+            assert summary == {"quarantined_requests": 1, "quarantined_usd": "0.0500000000"}
         finally:
             store.close()
     finally:
@@ -185,7 +185,7 @@ def test_a_large_quarantine_is_summed_without_being_held_in_memory(tmp_path):
             Decimal("10"),
             count,
         )
-        assert len(by_model) == 2 and billed[0].quarantined == count
+        assert len(by_model) == 2 and billed[0].quarantined_requests == count
         assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB held"
     finally:
         engine.dispose()
@@ -214,7 +214,7 @@ def test_a_quarantined_cost_beyond_the_ledgers_range_is_unpriced_never_a_traceba
         assert (rows["mallory"].cost_usd, rows["mallory"].unpriced_requests) == (Decimal("0.05"), 4)
         assert rows["mallory"].requests == 5 and rows["bob"].cost_usd == Decimal("0.2")
         (day,) = query_billed(ledger.engine, provider="openai", since=DAY, until=NEXT, by="day")
-        assert (day.cost_usd, day.unpriced) == (Decimal("0.25"), 4)
+        assert (day.cost_usd, day.unpriced_requests) == (Decimal("0.25"), 4)
     finally:
         ledger.shutdown(10)
     for by in ("user", "day", "model"):

@@ -5,16 +5,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from tests.ledger_support import make_event, open_ledger
+from tests.ledger_support import make_event, open_ledger, quarantine_event
 from tracking.cli import main
-from tracking.integrations.sql import create_ledger_engine, current_revision, head_revision
+from tracking.integrations.sql import (
+    SpendRow,
+    create_ledger_engine,
+    current_revision,
+    head_revision,
+)
 
 DAY = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
@@ -74,11 +81,16 @@ def test_spend_by_user_as_a_readable_table(capsys, ledger_url):
     code, out, _ = _run(capsys, "spend", "--by", "user", "--database-url", ledger_url)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["user", "requests", "failures", "images", "cost_usd", "unpriced"]
+    assert lines[0].split() == [
+        "user", "requests", "failures", "images", "cost_usd", "unpriced_requests"
+    ]  # fmt: skip
     assert lines[2].split() == ["bob", "2", "0", "2", "1.1670000009", "0"]
     assert lines[3].split() == ["alice", "2", "0", "2", "0.0530000001", "0"]
     assert lines[4].split() == ["(none)", "1", "0", "1", "0.0000000000", "1"]
-    assert lines[-1].split() == ["total", "5", "0", "5", "1.2200000010", "1"]
+    assert lines[6].split() == ["total", "5", "0", "5", "1.2200000010", "1"]
+    assert lines[7:] == [  # the flag the rows have, said under the table
+        "(unpriced_requests: calls with no known price: their cost is not in cost_usd)"
+    ]
 
 
 def test_limit_keeps_the_dearest_groups_and_the_total_covers_them_all(capsys, ledger_url):
@@ -92,6 +104,7 @@ def test_limit_keeps_the_dearest_groups_and_the_total_covers_them_all(capsys, le
     assert lines[3].startswith("-")
     assert lines[4].split() == ["total", "5", "0", "5", "1.2200000010", "1"]
     assert lines[5] == "(the dearest 1 only; the total covers every user)"
+    assert lines[6].startswith("(unpriced_requests: ")  # of the total: a call of no end user
     code, out, _ = _run(
         capsys, "spend", "--by", "day", "--limit", "2", "--format", "json",
         "--database-url", ledger_url,
@@ -102,7 +115,7 @@ def test_limit_keeps_the_dearest_groups_and_the_total_covers_them_all(capsys, le
     code, out, _ = _run(
         capsys, "spend", "--by", "model", "--limit", "10", "--database-url", ledger_url
     )
-    assert code == 0 and "only" not in out and len(out.splitlines()) == 2 + 3 + 2
+    assert code == 0 and "(the" not in out and len(out.splitlines()) == 2 + 3 + 2 + 1
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "1000001"])
@@ -321,3 +334,100 @@ def test_the_ungrouped_total_is_named_total_in_csv(capsys, tmp_path):
     assert code == 0
     (row,) = list(csv.DictReader(io.StringIO(out)))
     assert row["scope"] == "total" and row["requests"] == "5"  # the scope's cell was empty
+
+
+def _flagged_ledger(url: str) -> None:
+    """Calls of every flag: alice's priced one and her failed call recorded at an estimate,
+    bob's unpriced one, carol's whose row the database refused (the quarantine)."""
+    ledger = open_ledger(url, mode="durable")
+    try:
+        ledger.on_end(make_event(user="alice", cost=Decimal("0.0420000000"), start=DAY))
+        ledger.on_end(
+            make_event(user="alice", cost=Decimal("0.01"), start=DAY, status="failure",
+                       cost_source="estimate")
+        )  # fmt: skip
+        ledger.on_end(make_event(user="bob", cost=None, model="house-model", start=DAY))
+        assert ledger.flush(10)
+        quarantine_event(ledger.engine, user="carol", cost=Decimal("0.25"), start=DAY)
+    finally:
+        ledger.shutdown(10)
+
+
+NAMES = [
+    "requests", "failures", "images", "cost_usd", "unpriced_requests",
+    "estimated_requests", "estimated_usd", "quarantined_requests", "quarantined_usd",
+]  # fmt: skip
+
+
+def test_every_format_names_each_figure_alike_and_shows_every_flag(capsys, ledger_url):
+    """The CSV and the table said ``unpriced`` and ``quarantined`` where the JSON and Python say
+    ``unpriced_requests`` and ``quarantined_requests``, and no report showed the calls recorded
+    at an estimate."""
+    _flagged_ledger(ledger_url)
+    outputs = {}
+    for fmt in ("json", "csv", "table"):
+        argv = ["spend", "--by", "user", "--format", fmt, "--database-url", ledger_url]
+        code, outputs[fmt], err = _run(capsys, *argv)
+        assert code == 0, err
+    alice = {
+        "user": "alice", "requests": 2, "failures": 1, "images": 1, "cost_usd": "0.0520000000",
+        "unpriced_requests": 0, "estimated_requests": 1, "estimated_usd": "0.0100000000",
+    }  # fmt: skip
+    rows = json.loads(outputs["json"])
+    assert [r["user"] for r in rows] == ["carol", "alice", "bob"]  # dearest first
+    assert rows[1] == alice and list(rows[1]) == list(alice)
+    assert rows[0]["quarantined_requests"] == 1 and rows[0]["quarantined_usd"] == "0.2500000000"
+    assert rows[2]["unpriced_requests"] == 1 and rows[2]["cost_usd"] == "0.0000000000"
+    # the CSV's and the table's columns are the JSON's keys, and SpendRow's fields
+    assert [f.name for f in fields(SpendRow)][1:] == [*NAMES[:5], *NAMES[7:], *NAMES[5:7]]
+    csv_rows = list(csv.reader(io.StringIO(outputs["csv"])))
+    assert csv_rows[0] == ["user", *NAMES]
+    lines = outputs["table"].splitlines()
+    assert lines[0].split() == ["user", *NAMES]
+    for row, csv_row in zip(rows, csv_rows[1:], strict=True):
+        # the same figures: a flag a JSON row has none of is 0 in the CSV
+        for name, cell in zip(NAMES, csv_row[1:], strict=True):
+            assert cell == str(row.get(name, "0.0000000000" if name.endswith("_usd") else 0))
+        for name, value in row.items():  # counts are numbers, amounts exact decimal strings
+            if name.endswith("_usd"):
+                assert isinstance(value, str) and re.fullmatch(r"\d+\.\d{10}", value), value
+            elif name != "user":
+                assert type(value) is int
+    assert csv_rows[2] == ["alice", "2", "1", "1", "0.0520000000", "0", "1", "0.0100000000",
+                           "0", "0.0000000000"]  # fmt: skip
+    total = ["total", "4", "1", "3", "0.3020000000", "1", "1", "0.0100000000", "1", "0.2500000000"]
+    assert lines[2 + 3 + 1].split() == total
+    notes = lines[2 + 3 + 2 :]
+    assert [note.split(":")[0] for note in notes] == [
+        "(unpriced_requests",
+        "(estimated_requests",
+        "(quarantined_requests",
+    ]
+
+
+def test_an_empty_ledger_is_its_header_and_a_clear_line(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert _run(capsys, "migrate", "--database-url", url)[0] == 0
+    header = ["requests", "failures", "images", "cost_usd", "unpriced_requests"]
+
+    def spend(*argv: str) -> str:
+        code, out, err = _run(capsys, "spend", *argv, "--database-url", url)
+        assert code == 0, err
+        return out
+
+    assert spend("--by", "user").splitlines() == [
+        "user  " + "  ".join(header),
+        "----  " + "  ".join("-" * len(name) for name in header),
+        "(no calls in this range)",
+    ]
+    assert spend("--by", "user", "--format", "csv") == ",".join(["user", *header]) + "\n"
+    assert json.loads(spend("--by", "user", "--format", "json")) == []
+    zeros = ["total", "0", "0", "0", "0.0000000000", "0"]
+    assert list(csv.reader(io.StringIO(spend("--format", "csv")))) == [["scope", *header], zeros]
+    total = ["total", 0, 0, 0, "0.0000000000", 0]
+    assert json.loads(spend("--format", "json")) == [
+        dict(zip(["scope", *header], total, strict=True))
+    ]
+    lines = spend().splitlines()
+    assert lines[0].split() == ["scope", *header]
+    assert lines[2].split() == zeros and lines[3] == "(no calls in this range)"

@@ -356,19 +356,19 @@ def compare(
                 "could not be read), which the provider billed or not: no price can be read "
                 "from this group"
             )
-        if mine is not None and mine.unpriced:  # our cost leaves them out: it cannot agree
-            drift, implied = True, None  # nor can a price be read from it
+        if mine is not None and mine.unpriced_requests:  # our cost leaves them out
+            drift, implied = True, None  # it cannot agree, nor can a price be read from it
             unpriced = (
-                f"{mine.unpriced} call(s) of ours have no price (a model no price entry covers), "
-                "so our cost leaves them out: add the model's prices (the config's prices:, "
-                "tracking.register_prices) and compare again"
+                f"{mine.unpriced_requests} call(s) of ours have no price (a model no price "
+                "entry covers), so our cost leaves them out: add the model's prices (the "
+                "config's prices:, tracking.register_prices) and compare again"
             )
             same_images = note == "agrees" or note.startswith("same images")
             note = unpriced if same_images else f"{unpriced}; {note}"
-        if mine is not None and mine.quarantined:
+        if mine is not None and mine.quarantined_requests:
             note += (
-                f" ({mine.quarantined} call(s) of ours are counted from the ledger's quarantine: "
-                "the database refused their rows; see tracking ledger quarantine list)"
+                f" ({mine.quarantined_requests} call(s) of ours are counted from the ledger's "
+                "quarantine: the database refused their rows; see tracking ledger quarantine list)"
             )
         rows.append(
             ReconcileRow(
@@ -542,35 +542,30 @@ def reconcile(
     )
 
 
+#: The figures of the table and the CSV, each named as in the JSON (the group is named by --by).
+_FIGURES = ("our_images", "their_images", "our_cost_usd", "their_cost_usd", "diff_usd", "diff_pct")
+
+
 def render(rows: Sequence[ReconcileRow], *, by: By, fmt: str, out: TextIO) -> None:
     if fmt == "json":
         json.dump([row.to_dict() for row in rows], out, indent=2)
         out.write("\n")
         return
-    header = [by, "our images", "their images", "our cost", "their cost", "diff USD", "diff %"]
+    header = [by, *_FIGURES]
 
-    def cells(row: ReconcileRow) -> list[str]:
-        def show(value: object) -> str:
-            if value is None:
-                return "-"
-            return f"{value:f}" if isinstance(value, Decimal) else str(value)
-
-        return [
-            shown(row.key) if row.key else "(none)",
-            show(row.our_images),
-            str(row.their_images),
-            show(row.our_cost),
-            f"{row.their_cost:f}",
-            show(row.diff_usd),
-            show(row.diff_pct),
-        ]
+    def cells(row: ReconcileRow, missing: str) -> list[str]:
+        """The row's figures as its JSON has them; a figure it has none of (by project, the
+        ledger's side) as ``missing``."""
+        figures = row.to_dict()
+        shown_figures = [missing if figures[n] is None else str(figures[n]) for n in _FIGURES]
+        return [shown(row.key) if row.key else "(none)", *shown_figures]
 
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([*header, "drift", "note"])
-        writer.writerows([*cells(row), str(row.drift).lower(), row.note] for row in rows)
+        writer.writerows([*cells(row, ""), str(row.drift).lower(), row.note] for row in rows)
         return
-    table = [header, *(cells(row) for row in rows)]
+    table = [header, *(cells(row, "-") for row in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for index, line in enumerate(table):
         padded = [

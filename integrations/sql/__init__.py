@@ -45,6 +45,7 @@ from ._queries import (
     query_spend,
     spend_conditions,
     summed_cost,
+    unpriced_count,
     utc_day,
 )
 from ._schema import (
@@ -106,6 +107,7 @@ __all__ = [
     "spend_conditions",
     "spend_logs",
     "summed_cost",
+    "unpriced_count",
     "upgrade",
     "utc_day",
     "waiting_calls",

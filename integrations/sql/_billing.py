@@ -42,11 +42,11 @@ class BilledRow:
     #: the part of ``cost_usd`` that is failed calls' estimates (billed maybe, or not yet)
     estimated_usd: Decimal = Decimal(0)
     #: calls with no cost at all (a model no price entry covers): ``cost_usd`` leaves them out
-    unpriced: int = 0
+    unpriced_requests: int = 0
     #: successful calls whose cost holds an estimate: no price can be read from ``cost_usd``
     estimated_successes: int = 0
     #: calls counted here whose rows are in the ledger's quarantine (refused by the database)
-    quarantined: int = 0
+    quarantined_requests: int = 0
 
 
 def query_billed(
@@ -94,9 +94,9 @@ def query_billed(
             output_tokens=int(record.output_tokens),
             cost_usd=summed_cost(record.cost, engine),
             estimated_usd=summed_cost(record.estimated, engine),
-            unpriced=int(record.unpriced),
+            unpriced_requests=int(record.unpriced),
             estimated_successes=int(record.estimated_successes),
-            quarantined=int(record.quarantined),
+            quarantined_requests=int(record.quarantined),
         )
         for record in result
     ]

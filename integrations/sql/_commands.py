@@ -10,7 +10,6 @@ import csv
 import json
 from collections.abc import Sequence
 from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
@@ -22,7 +21,7 @@ from tracking.terminal import shown
 from ._billing import BilledRow, query_billed
 from ._engine import create_ledger_engine, redact, resolve_url, unreachable
 from ._migrate import _has_spend_logs, check_schema, current_revision
-from ._queries import GroupBy, SpendRow, query_spend
+from ._queries import FIGURES, FLAGGED, GroupBy, SpendRow, query_spend
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -161,22 +160,22 @@ def _without_spend_logs(path: Path) -> bool:
     return found is None
 
 
-def _money(value: Decimal) -> str:
-    return f"{value:f}"
+def _record(label: str, row: SpendRow, names: Sequence[str]) -> list[str]:
+    return [label, *(str(row.figure(name)) for name in names)]
 
 
-def _record(label: str, row: SpendRow, quarantined: bool = False) -> list[str]:
-    cells = [
-        label,
-        str(row.requests),
-        str(row.failures),
-        str(row.images),
-        _money(row.cost_usd),
-        str(row.unpriced_requests),
-    ]
-    if quarantined:  # the quarantine's columns, present when it holds calls of the report
-        cells += [str(row.quarantined_requests), _money(row.quarantined_usd)]
-    return cells
+#: What the table says below itself of each flagged figure it has a column of.
+_FLAG_NOTES = {
+    "unpriced_requests": "calls with no known price: their cost is not in cost_usd",
+    "estimated_requests": (
+        "calls billed whose real cost is unknown (an answer lost, usage unreadable), "
+        "recorded at an estimate: estimated_usd, part of cost_usd"
+    ),
+    "quarantined_requests": (
+        "calls whose rows the database refused; they were billed all the same: "
+        "quarantined_usd, part of cost_usd. `tracking ledger quarantine list` shows them"
+    ),
+}
 
 
 def render_spend(
@@ -188,8 +187,10 @@ def render_spend(
     total: SpendRow | None = None,
     limit: int | None = None,
 ) -> None:
-    """Write spend rows as a readable table, JSON or CSV. The table ends with the rows' total,
-    or ``total`` when given (the whole window, of which ``rows`` are the first ``limit``)."""
+    """Write spend rows as a readable table, JSON or CSV, every figure by its one name
+    (:data:`~._queries.FIGURES`, :data:`~._queries.FLAGGED`). The table ends with the rows'
+    total, or ``total`` when given (the whole window, of which ``rows`` are the first
+    ``limit``); JSON and CSV hold the rows alone."""
     key_name = by or "scope"
     if fmt == "json":
         json.dump(
@@ -206,12 +207,14 @@ def render_spend(
         )
         out.write("\n")
         return
-    quarantined = any(r.quarantined_requests for r in [*rows, *([total] if total else [])])
-    header = [key_name, "requests", "failures", "images", "cost_usd", "unpriced"]
-    if quarantined:
-        header += ["quarantined", "quarantined_usd"]
+    every = [*rows, *([total] if total else [])]
+    names = [
+        *FIGURES,
+        *(n for pair in FLAGGED if any(getattr(r, pair[0]) for r in every) for n in pair),
+    ]
+    header = [key_name, *names]
     labels = [shown(r.key) if r.key is not None else ("(none)" if by else "total") for r in rows]
-    records = [_record(label, r, quarantined) for label, r in zip(labels, rows, strict=True)]
+    records = [_record(label, r, names) for label, r in zip(labels, rows, strict=True)]
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
@@ -229,17 +232,7 @@ def render_spend(
         return
     with_total = by is not None and (len(rows) > 1 or total is not None)
     if with_total:
-        summed = SpendRow(
-            None,
-            sum(r.requests for r in rows),
-            sum(r.failures for r in rows),
-            sum(r.images for r in rows),
-            sum((r.cost_usd for r in rows), Decimal(0)),
-            sum(r.unpriced_requests for r in rows),
-            sum(r.quarantined_requests for r in rows),
-            sum((r.quarantined_usd for r in rows), Decimal(0)),
-        )
-        records.append(_record("total", total or summed, quarantined))
+        records.append(_record("total", total or SpendRow.total_of(rows), names))
     widths = [max(len(line[i]) for line in [header, *records]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -258,8 +251,6 @@ def render_spend(
         out.write(f"(the {which} {limit} only; the total covers every {by})\n")
     if not rows or (by is None and rows[0].requests == 0):
         out.write("(no calls in this range)\n")
-    if quarantined:
-        out.write(
-            "(quarantined: calls counted above whose rows the database refused; they were "
-            "billed all the same. `tracking ledger quarantine list` shows them)\n"
-        )
+    for name, note in _FLAG_NOTES.items():
+        if any(getattr(r, name) for r in every):
+            out.write(f"({name}: {note})\n")

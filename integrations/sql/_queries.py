@@ -20,7 +20,7 @@ into a ``Decimal`` here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,13 +35,17 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 __all__ = [
+    "FIGURES",
+    "FLAGGED",
     "GroupBy",
     "SpendRow",
     "cost_order",
     "cost_sum",
+    "money_text",
     "query_spend",
     "summed_cost",
     "to_utc_bound",
+    "unpriced_count",
     "utc_day",
 ]
 
@@ -50,6 +54,22 @@ GROUPINGS: tuple[str, ...] = ("model", "day", "user", "operation")
 #: The operations a row can be of (its ``call_type`` without the async ``a`` prefix).
 OPERATIONS: tuple[str, ...] = ("image_edit", "image_generation")
 _GENERATION_CALL_TYPES = ("image_generation", "aimage_generation")
+
+
+#: The figures of every spend row, each by the one name it has in every report: the JSON key,
+#: the CSV and table column, the :class:`SpendRow` field.
+FIGURES: tuple[str, ...] = ("requests", "failures", "images", "cost_usd", "unpriced_requests")
+#: The flagged figures, each a count of calls and what they cost (part of ``cost_usd``): a JSON
+#: row has a pair when it holds such calls, a CSV or table has its columns when a row does.
+FLAGGED: tuple[tuple[str, str], ...] = (
+    ("estimated_requests", "estimated_usd"),
+    ("quarantined_requests", "quarantined_usd"),
+)
+
+
+def money_text(value: Decimal) -> str:
+    """An amount as every spend report writes it: the exact decimal, never a float or exponent."""
+    return f"{value:f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +87,36 @@ class SpendRow:
     #: them; they were billed all the same), and what they cost (part of ``cost_usd``)
     quarantined_requests: int = 0
     quarantined_usd: Decimal = Decimal(0)
+    #: calls among ``requests`` recorded at an estimate (billed, their real cost unknown:
+    #: ``cost_source`` ``estimate``), and what they were estimated at (part of ``cost_usd``)
+    estimated_requests: int = 0
+    estimated_usd: Decimal = Decimal(0)
+
+    def figure(self, name: str) -> int | str:
+        """One figure (a name of :data:`FIGURES` or :data:`FLAGGED`) as a JSON value: a count,
+        or an amount as its exact decimal text."""
+        value = getattr(self, name)
+        return money_text(value) if isinstance(value, Decimal) else int(value)
+
+    def flagged(self) -> list[str]:
+        """The names of the flagged figures this row has calls of."""
+        return [name for pair in FLAGGED if getattr(self, pair[0]) for name in pair]
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as JSON values; the quarantine's figures only when it holds calls of it."""
-        out: dict[str, Any] = {
-            "key": self.key,
-            "requests": self.requests,
-            "failures": self.failures,
-            "images": self.images,
-            "cost_usd": f"{self.cost_usd:f}",
-            "unpriced_requests": self.unpriced_requests,
-        }
-        if self.quarantined_requests:
-            out["quarantined_requests"] = self.quarantined_requests
-            out["quarantined_usd"] = f"{self.quarantined_usd:f}"
-        return out
+        """The row as JSON values; a flagged pair (estimates, the quarantine's figures) only
+        when the row holds such calls."""
+        names = [*FIGURES, *self.flagged()]
+        return {"key": self.key, **{name: self.figure(name) for name in names}}
+
+    @classmethod
+    def total_of(cls, rows: Sequence[SpendRow]) -> SpendRow:
+        """The rows' figures summed (exactly: amounts are Decimals), as a row without a key."""
+        sums: dict[str, Any] = {}
+        for field in fields(cls):
+            if field.name != "key":
+                zero = Decimal(0) if field.name.endswith("_usd") else 0
+                sums[field.name] = sum((getattr(r, field.name) for r in rows), zero)
+        return cls(key=None, **sums)
 
 
 def to_utc_bound(value: date | datetime, name: str) -> datetime:
@@ -231,6 +266,7 @@ def query_spend(
     calls = spend_calls
     cost = cost_sum(engine, source=calls).label("cost")
     quarantined = calls.c.quarantined == 1
+    estimated = calls.c.cost_source == "estimate"
     measures: list[sa.ColumnElement[Any]] = [
         sa.func.count().label("requests"),
         sa.func.coalesce(sa.func.sum(sa.case((calls.c.status == "failure", 1), else_=0)), 0).label(
@@ -241,6 +277,8 @@ def query_spend(
         unpriced_count(calls).label("unpriced"),
         sa.func.coalesce(sa.func.sum(calls.c.quarantined), 0).label("quarantined"),
         cost_sum(engine, quarantined, calls).label("quarantined_cost"),
+        sa.func.coalesce(sa.func.sum(sa.case((estimated, 1), else_=0)), 0).label("estimated"),
+        cost_sum(engine, estimated, calls).label("estimated_cost"),
     ]
     key: sa.ColumnElement[Any] | None = None
     if by == "model":
@@ -294,6 +332,8 @@ def query_spend(
                 unpriced_requests=int(record.unpriced),
                 quarantined_requests=int(record.quarantined),
                 quarantined_usd=summed_cost(record.quarantined_cost, engine),
+                estimated_requests=int(record.estimated),
+                estimated_usd=summed_cost(record.estimated_cost, engine),
             )
         )
     return rows

@@ -391,7 +391,8 @@ class AccountStore:
         end: datetime | None,
     ) -> dict[str, Any] | None:
         """How many calls matching these filters are in the ledger's quarantine (rows the
-        database refused, billed all the same) and what they cost; None when there are none.
+        database refused, billed all the same) and what they cost, by the names every report
+        gives them (``quarantined_requests``, ``quarantined_usd``); None when there are none.
         Summed by the database over ``spend_calls`` (each call once, by its own row)."""
         import sqlalchemy as sa
 
@@ -409,7 +410,10 @@ class AccountStore:
             count, cost = conn.execute(statement).one()
         if not count:
             return None
-        return {"requests": int(count), "cost_usd": f"{summed_cost(cost, self.engine):f}"}
+        return {
+            "quarantined_requests": int(count),
+            "quarantined_usd": f"{summed_cost(cost, self.engine):f}",
+        }
 
     def key_summary(
         self, key_hashes: Sequence[str] | None, *, page: int = 1, page_size: int | None = None
@@ -418,7 +422,8 @@ class AccountStore:
         by hash: pages never overlap), a page of them (``page_size`` None: all), and how many
         keys there are. Summed and paged by the database over ``spend_calls``: the quarantined
         calls (rows the database refused, billed all the same) included, each call once by its
-        own row; a key with some has ``quarantined_requests``."""
+        own row; a key with some has ``quarantined_requests`` and ``quarantined_usd``, and a key
+        with calls of no known price (not in its ``spend``) ``unpriced_requests``."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
@@ -430,9 +435,11 @@ class AccountStore:
             spend_calls,
             spend_conditions,
             summed_cost,
+            unpriced_count,
         )
 
         calls = spend_calls
+        quarantined = calls.c.quarantined == 1
         statement = (
             sa.select(
                 calls.c.api_key_hash,
@@ -442,6 +449,8 @@ class AccountStore:
                 sa.func.coalesce(sa.func.sum(calls.c.images_returned), 0).label("images"),
                 cost_sum(self.engine, source=calls).label("cost"),
                 sa.func.coalesce(sa.func.sum(calls.c.quarantined), 0).label("quarantined"),
+                cost_sum(self.engine, quarantined, calls).label("quarantined_cost"),
+                unpriced_count(calls).label("unpriced"),
             )
             .where(calls.c.api_key_hash.is_not(None))
             .group_by(calls.c.api_key_hash)
@@ -464,8 +473,11 @@ class AccountStore:
                 "images": int(row.images),
                 "spend": f"{summed_cost(row.cost, self.engine):f}",
             }
+            if row.unpriced:
+                summary["unpriced_requests"] = int(row.unpriced)
             if row.quarantined:
                 summary["quarantined_requests"] = int(row.quarantined)
+                summary["quarantined_usd"] = f"{summed_cost(row.quarantined_cost, self.engine):f}"
             rows.append(summary)
         return rows, total
 

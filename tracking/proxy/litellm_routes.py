@@ -11,7 +11,9 @@ Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /cu
 /cost_tracking, read 2026-12-03): ``/key/list`` answers ``keys``, ``total_count``,
 ``current_page`` and ``total_pages``; ``/customer/*`` name end users by ``user_id`` (lists of
 ``user_ids``); ``/global/spend/keys`` answers ``api_key`` + ``total_spend`` rows. Where LiteLLM
-returns a float we return the amount as a decimal string (money is never a float here).
+returns a float we return the amount as a decimal string at the ledger's scale, as every spend
+figure is (money is never a float here); a figure of ours beside LiteLLM's has the name it has
+in every report (``quarantined_requests``, ``quarantined_usd``).
 """
 
 from __future__ import annotations
@@ -212,7 +214,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         spend = await asyncio.to_thread(
             litellm_store.end_user_spend, store, [r.end_user_id for r in records]
         )
-        body = [_customer(r, spend.get(r.end_user_id, "0")) for r in records]
+        body = [_customer(r, spend.get(r.end_user_id, litellm_store.money(0))) for r in records]
         await send_json(send, 200, body)
 
     async def customer_delete(scope: Scope, receive: Receive, send: Send) -> None:
@@ -249,7 +251,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         total, quarantined = await asyncio.to_thread(litellm_store.total_spend, store, start, end)
         body = {"spend": total}
         if quarantined is not None:  # the part that is calls whose rows the database refused
-            body["quarantined_spend"] = quarantined
+            body["quarantined_usd"] = quarantined
         await send_json(send, 200, body)
 
     def spend_per(group: str, name: str) -> Handler:

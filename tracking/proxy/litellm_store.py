@@ -29,6 +29,7 @@ __all__ = [
     "list_end_users",
     "list_keys",
     "missing_key",
+    "money",
     "set_blocked",
     "spend_by",
     "spend_report",
@@ -41,8 +42,10 @@ _QUANTUM = Decimal("1e-10")
 GROUPS = {"api_key": "api_key_hash", "customer": "end_user", "team": "team", "model": "model"}
 
 
-def _money(value: Any) -> str:
-    return f"{Decimal(str(value or 0)).quantize(_QUANTUM).normalize():f}"
+def money(value: Any) -> str:
+    """An amount as every spend figure is written, here as in ``tracking spend`` and the
+    proxy's other routes: the exact decimal at the ledger's scale (``"0.2500000000"``)."""
+    return f"{Decimal(str(value or 0)).quantize(_QUANTUM):f}"
 
 
 def missing_key() -> ProxyError:
@@ -177,7 +180,7 @@ def total_spend(
     import sqlalchemy as sa
 
     if store.nothing_stored():
-        return _money(0), None
+        return money(0), None
     from tracking.integrations.sql import cost_sum, spend_calls, summed_cost
 
     engine = store.engine
@@ -190,7 +193,7 @@ def total_spend(
     with engine.connect() as conn:
         total, quarantined, count = conn.execute(statement).one()
     extra = summed_cost(quarantined, engine)
-    return _money(summed_cost(total, engine)), _money(extra) if count else None
+    return money(summed_cost(total, engine)), money(extra) if count else None
 
 
 def _per_value(engine: Any, column: Any) -> Any:
@@ -216,7 +219,7 @@ def _value_rows(engine: Any, rows: Sequence[Any]) -> list[tuple[str, str, int, i
     from tracking.integrations.sql import summed_cost
 
     return [
-        (str(r.value), _money(summed_cost(r.spend, engine)), int(r.requests), int(r.quarantined))
+        (str(r.value), money(summed_cost(r.spend, engine)), int(r.requests), int(r.quarantined))
         for r in rows
     ]
 
@@ -326,7 +329,7 @@ def spend_report(
         for value, pairs in groups.items():
             total = sum((spend for spend, _ in pairs.values()), Decimal(0))
             metadata = [
-                {"model": m, "api_key": k, "spend": _money(spend), "total_tokens": tokens}
+                {"model": m, "api_key": k, "spend": money(spend), "total_tokens": tokens}
                 for (m, k), (spend, tokens) in sorted(
                     pairs.items(), key=lambda item: (item[0][0], item[0][1] or "")
                 )
@@ -334,7 +337,7 @@ def spend_report(
             entry: dict[str, Any] = {name: value}
             if group == "team":  # LiteLLM's name for calls of no team, and the id beside it
                 entry = {name: UNASSIGNED_TEAM if value is None else value, "team_id": value}
-            entries.append({**entry, "total_spend": _money(total), "metadata": metadata})
+            entries.append({**entry, "total_spend": money(total), "metadata": metadata})
         report.append({"group_by_day": day, plural: entries})
     return report
 
@@ -375,13 +378,13 @@ def _report_per_key(
     return [
         {
             "api_key": api_key,
-            "total_cost": _money(totals[api_key]),
+            "total_cost": money(totals[api_key]),
             "total_input_tokens": sum(m[2] for m in keys[api_key]),
             "total_output_tokens": sum(m[3] for m in keys[api_key]),
             "model_details": [
                 {
                     "model": m,
-                    "total_cost": _money(cost),
+                    "total_cost": money(cost),
                     "total_input_tokens": tokens_in,
                     "total_output_tokens": tokens_out,
                 }
