@@ -1,9 +1,9 @@
 """Delivery of each call's event to integrations and user callbacks (docs/architecture.md).
 
 Receivers come from three lists in :mod:`tracking`: ``success_callback``, ``failure_callback``
-and ``callbacks``. Each call takes a snapshot of them (``tuple(...)``), so changing the lists
-while calls are in flight is safe and costs no lock; the snapshot is turned into a dispatch plan
-once and reused while the lists stay the same. The lists are
+and ``callbacks``. Each call reads them once (the ids of their entries), so changing the lists
+while calls are in flight is safe and costs no lock; when they changed, a snapshot of them
+(``tuple(...)``) is turned into a dispatch plan once, reused while they stay the same. They are
 :class:`~tracking.callback_list.CallbackList` objects: setting one (a list set to None is empty,
 a lone entry assigned without a list is one entry) or adding to it checks the new entries
 (:func:`check_entries`) before anything changes. What only using an entry tells (a built-in
