@@ -59,6 +59,8 @@ def test_unknown_builtin_name_is_a_clear_error(monkeypatch, upstream):
     with pytest.raises(tracking.ConfigurationError, match="built-in integrations: otel"):
         tracking.success_callback = ["promethus"]  # refused where it is set
     monkeypatch.setattr(tracking, "success_callback", [])
-    tracking.success_callback.append("promethus")  # else at the next call's start
+    with pytest.raises(tracking.ConfigurationError, match="built-in integrations: otel"):
+        tracking.success_callback.append("promethus")  # and where it is added
+    list.append(tracking.success_callback, "promethus")  # past both: at the next call's start
     with pytest.raises(tracking.ConfigurationError, match="built-in integrations: otel"):
         tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)

@@ -521,8 +521,10 @@ def test_a_list_set_with_something_not_a_callback_is_refused_when_set(name, bad,
             setattr(tracking, name, bad)
 
 
-def test_a_module_appended_to_a_list_refuses_the_next_call_naming_it(upstream):
-    tracking.success_callback.append(os.path)  # no assignment to check: the call's start does
+def test_a_module_put_in_a_list_past_its_checks_refuses_the_next_call_naming_it(upstream):
+    """``.append`` checks (tests/test_callback_list_checks.py); ``list.append`` on the list goes
+    past that check, and the call's start still refuses the entry."""
+    list.append(tracking.success_callback, os.path)
     with pytest.raises(tracking.ConfigurationError, match="not a callback: the module 'posixpath'"):
         call(upstream)
     tracking.success_callback.clear()
@@ -549,7 +551,11 @@ def test_a_class_listed_instead_of_an_instance_is_a_clear_error(upstream):
     for cls in (PrometheusLogger, EventRecorder, Logger):
         with pytest.raises(tracking.ConfigurationError, match=rf"is a class.*{cls.__name__}\(\)"):
             tracking.register(cls)
-        tracking.callbacks[:] = [cls]
+        with pytest.raises(
+            tracking.ConfigurationError, match=r"^tracking\.callbacks\[0\]: .*is a class"
+        ):
+            tracking.callbacks[:] = [cls]
+        list.append(tracking.callbacks, cls)  # past the list's own check: the call's start
         with pytest.raises(tracking.ConfigurationError, match="is a class"):
             call(upstream)
         tracking.callbacks.clear()
@@ -557,7 +563,7 @@ def test_a_class_listed_instead_of_an_instance_is_a_clear_error(upstream):
 
 
 def test_register_without_arguments_checks_the_lists(monkeypatch):
-    tracking.failure_callback.append("no-such-sink")
+    list.append(tracking.failure_callback, "no-such-sink")  # past the list's own check
     with pytest.raises(tracking.ConfigurationError, match="unknown callback 'no-such-sink'"):
         tracking.register()
     tracking.failure_callback.clear()
@@ -696,7 +702,8 @@ def test_a_bad_entry_added_mid_call_leaves_that_call_to_the_receivers_it_started
     tracking.callbacks.append(recorder)
     tracking.success_callback.append(lambda k, r, s, e: seen.append(k["request_id"]))
     before = integration_errors_of("builtins.int")
-    response = changed_mid_call(upstream, lambda: tracking.success_callback.append(5))
+    # ``list.append``: past the list's own check, as a list changed behind its back
+    response = changed_mid_call(upstream, lambda: list.append(tracking.success_callback, 5))
     assert tracking.flush(10)
     assert [e.request_id for e in recorder.events] == [response.request_id]
     assert seen == [response.request_id]
@@ -732,7 +739,8 @@ def test_none_or_a_lone_entry_instead_of_a_list(upstream, monkeypatch):
     assert tracking.flush(10)
     assert seen == [response.request_id]
     assert [type(i).__name__ for i in bus.integrations()] == ["PrometheusLogger"]
-    tracking.register(on_success, on="failure")  # makes the None a list again
+    assert tracking.failure_callback == [] and tracking.callbacks == ["prometheus"]
+    tracking.register(on_success, on="failure")
     assert tracking.failure_callback == [on_success]
 
 

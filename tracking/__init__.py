@@ -14,6 +14,8 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from .callback_list import CallbackList as _CallbackList
+from .callback_list import stored as _stored
 from .errors import (
     APIConnectionError,
     APIError,
@@ -58,12 +60,13 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+# Each is a tracking.callback_list.CallbackList: a list that checks every entry that goes in.
 #: Callbacks run after every successful call (functions, logger objects, integration names).
-success_callback: list[Any] = []
+success_callback: list[Any] = _CallbackList("success_callback")
 #: Callbacks run after every failed call.
-failure_callback: list[Any] = []
+failure_callback: list[Any] = _CallbackList("failure_callback")
 #: Logger objects (``CustomLogger`` subclasses) that see successes and failures.
-callbacks: list[Any] = []
+callbacks: list[Any] = _CallbackList("callbacks")
 
 _LAZY = {
     "image_edit": "tracking.api",
@@ -161,13 +164,13 @@ _CALLBACK_LISTS = frozenset({"success_callback", "failure_callback", "callbacks"
 
 class _Tracking(types.ModuleType):
     """This module, whose callback lists are checked when set: ``tracking.success_callback =
-    [os.path]`` is refused there, naming the entry, rather than at the next call."""
+    [os.path]`` is refused there, naming the entry, rather than at the next call. What is kept
+    is a checked copy, a :class:`~tracking.callback_list.CallbackList` (None is an empty one, a
+    lone entry a list of it), so that ``.append`` and the rest check what they add too."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _CALLBACK_LISTS:
-            from .bus import check_entries
-
-            check_entries(name, value)
+            value = _stored(name, value)
         super().__setattr__(name, value)
 
 

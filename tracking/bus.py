@@ -1,15 +1,17 @@
 """Delivery of each call's event to integrations and user callbacks (docs/architecture.md).
 
-Receivers come from three plain lists in :mod:`tracking`: ``success_callback``,
-``failure_callback`` and ``callbacks``. Each call takes a snapshot of them (``tuple(...)``), so
-changing the lists while calls are in flight is safe and costs no lock; the snapshot is turned
-into a dispatch plan once and reused while the lists stay the same. A list set to None is empty,
-and a lone entry assigned without a list is one entry. Setting a list checks its entries
-(:func:`check_entries`, from ``tracking``'s ``__setattr__``). A bad entry added in place
-refuses a call with a :class:`~tracking.errors.ConfigurationError` at its start, before
-anything is sent; one that appears while a call is in flight is skipped at its end, reported
-(:func:`report_failure`) and never raised into it, and every other entry still receives the
-event.
+Receivers come from three lists in :mod:`tracking`: ``success_callback``, ``failure_callback``
+and ``callbacks``. Each call reads them once (the ids of their entries), so changing the lists
+while calls are in flight is safe and costs no lock; when they changed, a snapshot of them
+(``tuple(...)``) is turned into a dispatch plan once, reused while they stay the same. They are
+:class:`~tracking.callback_list.CallbackList` objects: setting one (a list set to None is empty,
+a lone entry assigned without a list is one entry) or adding to it checks the new entries
+(:func:`check_entries`) before anything changes. What only using an entry tells (a built-in
+name whose extra is not installed), or a list changed past those checks
+(``list.append(tracking.callbacks, x)``), refuses a call with a
+:class:`~tracking.errors.ConfigurationError` at its start, before anything is sent; a bad entry
+that appears while a call is in flight is skipped at its end, reported (:func:`report_failure`)
+and never raised into it, and every other entry still receives the event.
 
 An entry is one of:
 
@@ -50,10 +52,11 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .callback_list import CallbackList
 from .errors import ConfigurationError
 from .integration import Integration
 from .process_exit import Terminated, exit_on_sigterm, on_exit
@@ -269,8 +272,8 @@ def _entries(value: Any) -> tuple[Any, ...]:
     (``tracking.success_callback = "prometheus"``) is one entry, never a string's letters;
     anything else that cannot be iterated is one (bad) entry, skipped and reported.
     """
-    if type(value) is list or type(value) is tuple:  # the common case: one C-level copy
-        return tuple(value)
+    if type(value) is CallbackList or type(value) is list or type(value) is tuple:
+        return tuple(value)  # the common case
     if value is None:
         return ()
     if isinstance(value, str | bytes | CustomLogger | Integration) or callable(value):
@@ -344,14 +347,18 @@ def _unknown_name(name: str) -> ConfigurationError:
     return ConfigurationError(f"unknown callback {name!r}; built-in integrations: {known}")
 
 
-def check_entries(name: str, value: Any) -> None:
-    """:func:`check_entry` for each entry of what callback list ``name`` is set to
-    (``tracking.success_callback = [...]``), the error naming the list and the entry's place."""
-    for index, entry in enumerate(_entries(value)):
+def check_entries(name: str, value: Any, *, start: int = 0, step: int = 1) -> tuple[Any, ...]:
+    """:func:`check_entry` for each entry of what callback list ``name`` is set to or given
+    (``tracking.success_callback = [...]``, ``.extend([...])``), the error naming the list and
+    the entry's place (``start``, then every ``step``). Returns the entries, as a tuple."""
+    entries = _entries(value)
+    for offset, entry in enumerate(entries):
         try:
             check_entry(entry)
         except ConfigurationError as error:
-            raise ConfigurationError(f"tracking.{name}[{index}]: {error}") from None
+            place = start + offset * step
+            raise ConfigurationError(f"tracking.{name}[{place}]: {error}") from None
+    return entries
 
 
 def _entry_key(entry: Any) -> object:
@@ -404,18 +411,21 @@ def _current_plan() -> _Plan:
     global _last_plan
     import tracking
 
-    snapshot = (
-        _entries(tracking.success_callback),
-        _entries(tracking.failure_callback),
-        _entries(tracking.callbacks),
-    )
-    # Spelled out rather than a generator: this runs twice per call.
-    key = (tuple(map(id, snapshot[0])), tuple(map(id, snapshot[1])), tuple(map(id, snapshot[2])))
+    success: Iterable[Any] = tracking.success_callback
+    failure: Iterable[Any] = tracking.failure_callback
+    both: Iterable[Any] = tracking.callbacks
+    if not (type(success) is type(failure) is type(both) is CallbackList):  # set past the checks
+        success, failure, both = _entries(success), _entries(failure), _entries(both)
+    # Spelled out rather than a generator: this runs twice per call. The lists' own ids are
+    # compared, without copying them, as the cache holds the entries whose ids it keeps.
+    key = (tuple(map(id, success)), tuple(map(id, failure)), tuple(map(id, both)))
     cached = _last_plan
     if cached is not None and cached[0] == key:
         return cached[2]
+    snapshot = (tuple(success), tuple(failure), tuple(both))
     plan = _build_plan(snapshot)
-    _last_plan = (key, snapshot, plan)
+    # The key again, of the snapshot: the lists may have changed since their ids were read.
+    _last_plan = (tuple(tuple(map(id, entries)) for entries in snapshot), snapshot, plan)
     return plan
 
 
@@ -456,9 +466,6 @@ def register(*entries: Any, on: Literal["success", "failure", "both"] = "both") 
     if on not in attribute:
         raise ConfigurationError(f"on: expected 'success', 'failure' or 'both', got {on!r}")
     target = getattr(tracking, attribute[on])
-    if not isinstance(target, list):  # None or a lone entry assigned: make it a list again
-        target = list(_entries(target))
-        setattr(tracking, attribute[on], target)
     for entry in entries:
         if not any(_entry_key(existing) == _entry_key(entry) for existing in target):
             target.append(entry)
