@@ -63,6 +63,10 @@ def _one_line_failure(done: subprocess.CompletedProcess[str], *expected: str) ->
 
 
 def _mistakes(tmp: Path, busy: int) -> list[tuple[list[str], str | None, tuple[str, ...]]]:
+    served = tmp / "served.yaml"  # passes the config's checks (first): the busy port is the fault
+    served.write_text(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: gpt-image-2, api_key: sk-x}\n"
+    )
     return [
         # fake-openai
         (["fake-openai", "--port", str(busy)], None, ("cannot listen", str(busy))),
@@ -76,7 +80,7 @@ def _mistakes(tmp: Path, busy: int) -> list[tuple[list[str], str | None, tuple[s
         (["serve", "--model", "gpt-image-2", "--workers", "100000"], None, ("worker processes",)),
         (["serve", "--model", "gpt-image-2", "--workers", "0"], None, ("worker processes",)),
         (
-            ["serve", "--model", "gpt-image-2", "--host", "127.0.0.1", "--port", str(busy)],
+            ["serve", "--config", str(served), "--host", "127.0.0.1", "--port", str(busy)],
             None,
             ("cannot listen",),
         ),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -13,6 +16,7 @@ from PIL import Image
 
 import tracking
 from tests.conftest import API_KEY, make_png
+from tests.proxy_support import tracking_command
 from tracking.testing.fake_images import prompt_color
 
 ORIGINAL = (200, 30, 30)  # make_png's colour
@@ -184,3 +188,28 @@ def test_the_fake_does_not_share_the_sdks_rules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_fake_openai_on_port_0_names_the_port_it_serves():
+    """``tracking fake-openai`` binds its socket once, itself, and aiohttp serves on it (it
+    bound the port again after the command's own check): with ``--port 0`` the line names the
+    port the system chose, and the fake answers there."""
+    process = subprocess.Popen(
+        [*tracking_command(), "fake-openai", "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    said = ""
+    try:
+        for said in process.stdout:
+            if "Running on" in said:
+                break
+        found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", said)
+        assert found is not None and int(found[1]) != 0, said
+        assert httpx.get(f"http://127.0.0.1:{found[1]}/health", timeout=30).status_code == 200
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=30)

@@ -7,17 +7,20 @@ not stop is killed with its workers), on loopback, with a real SQLite file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.proxy_support import MASTER_KEY, tracking_command
+from tests.proxy_support import MASTER_KEY, free_port, tracking_command
 from tests.services import unavailable
 from tracking.config import load_config
 from tracking.errors import ConfigurationError
@@ -52,6 +55,36 @@ def _serve(
         out, err = process.communicate()
         pytest.fail(f"tracking serve did not exit by itself:\n{err}")
     return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+@contextlib.contextmanager
+def _started(
+    tmp_path: Path, *args: str, until: str = ""
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``tracking serve ARGS``, its output read until a line holding ``until`` (or, before
+    that, the app's start or failure); yields the process and the lines read, and stops the
+    proxy, with its workers, at the end."""
+    process = subprocess.Popen(
+        [*tracking_command(), "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    markers = tuple(filter(None, (until, "Application startup complete", "startup failed")))
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if any(marker in line for marker in markers):
+                break
+        yield process, lines
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # stopped already
+            os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=60)
 
 
 # -- 1. a fault found only as a process starts ----------------------------------------------
@@ -108,6 +141,9 @@ def test_a_fault_found_as_a_process_starts_stops_the_proxy_with_one_line(tmp_pat
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("tracking serve: ") and expected in last, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+    # the proxy stops itself: no line says a signal came (uvicorn's supervisor logged
+    # "Received SIGTERM, exiting." when the fault watcher sent the process SIGTERM)
+    assert "SIGTERM" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -148,6 +184,11 @@ def test_a_worker_whose_app_cannot_be_built_reports_its_fault(tmp_path, monkeypa
 # -- 2. a busy port ---------------------------------------------------------------------------
 
 
+#: The key ``--model`` takes from the environment: with it the config passes its checks, which
+#: come first, and the busy port is what stops the start.
+_A_KEY = {"OPENAI_API_KEY": "sk-test"}
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_busy_port_is_one_line_naming_the_address_and_that_it_is_in_use(tmp_path, workers):
     with socket.socket() as holder:
@@ -158,6 +199,7 @@ def test_a_busy_port_is_one_line_naming_the_address_and_that_it_is_in_use(tmp_pa
             tmp_path,
             *("--model", "gpt-image-2", "--host", "127.0.0.1", "--port", str(port)),
             *("--workers", workers),
+            env=_A_KEY,
         )
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
@@ -181,10 +223,87 @@ def test_a_busy_ipv6_port_names_the_address_in_brackets(tmp_path):
     with holder:
         holder.listen()
         port = holder.getsockname()[1]
-        done = _serve(tmp_path, "--model", "gpt-image-2", "--host", "::1", "--port", str(port))
+        done = _serve(
+            tmp_path, "--model", "gpt-image-2", "--host", "::1", "--port", str(port), env=_A_KEY
+        )
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on [::1]:{port}: the port is in use" in done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+#: A callback module that takes the proxy's port as ``tracking serve`` reads the config (which
+#: imports it), as another program could between a check of the port and the server's bind.
+_PORT_TAKER = """
+import os
+import socket
+
+held = socket.socket()
+try:
+    held.bind(("127.0.0.1", int(os.environ["PORT_TO_TAKE"])))
+    held.listen()
+except OSError:  # taken already (in a worker process, by its parent)
+    held.close()
+
+
+def handler(kwargs, response, start_time, end_time):
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_taken_while_the_proxy_starts_is_the_same_one_line(tmp_path, workers):
+    """The port was checked free with a probe socket, closed, and bound again by uvicorn after
+    the config was read: a port taken in between ended the start in uvicorn's own error line
+    (``[Errno 98] Address already in use``) and status 3. The port is now bound once, by
+    ``tracking serve``, and handed to uvicorn, so it is our one line and status 1 whenever the
+    port was taken."""
+    (tmp_path / "port_taker.py").write_text(_PORT_TAKER)
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT + "litellm_settings: {callbacks: [port_taker.handler]}\n")
+    port = free_port()
+    done = _serve(
+        tmp_path,
+        *("--config", str(config), "--host", "127.0.0.1", "--port", str(port)),
+        *("--workers", workers),
+        env={"PORT_TO_TAKE": str(port)},
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"tracking serve: error: cannot listen on 127.0.0.1:{port}: the port is in use "
+        "(another process listens there; stop it or choose another --port)"
+    ]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_0_is_named_in_the_summary_and_served_from_the_summary_on(tmp_path, workers):
+    """``--port 0``: the summary names the port the system chose, and the socket bound for it is
+    the one uvicorn serves on, listening from then on: a request sent as soon as the line is
+    read, while the app is still starting, waits and is answered (it was refused while uvicorn
+    had not bound the port yet; and no line named the port before uvicorn's own)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT)
+    args = ("--config", str(config), *_LOOPBACK, "--workers", workers)
+    with _started(tmp_path, *args, until="tracking.proxy: listening: ") as (_, lines):
+        found = re.search(r"tracking\.proxy: listening: http://127\.0\.0\.1:(\d+)$", lines[-1])
+        assert found is not None, "".join(lines)
+        port = int(found[1])
+        assert port != 0
+        answer = httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=60)
+        assert answer.status_code == 200, answer.text
+
+
+def test_sigterm_stops_one_process_with_status_0(tmp_path):
+    """One process stopped by SIGTERM, every request done and every sink flushed, was then
+    killed by the signal uvicorn raised again (status 143, or -15 here), where ``--workers N``
+    and Ctrl-C exit 0, as the exit-status table says."""
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT)
+    with _started(tmp_path, "--config", str(config), *_LOOPBACK) as (process, lines):
+        assert "Application startup complete" in lines[-1], "".join(lines)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, "".join(lines) + out
+        assert "Application shutdown complete" in out
 
 
 # -- 3. a master key LiteLLM would refuse -----------------------------------------------------
@@ -250,24 +369,8 @@ def test_serve_names_the_ledger_folder_it_created(tmp_path):
         + "general_settings: {image_store: {type: 'off'}, "
         + f"database_url: 'sqlite:///{folder}/tracking.db'}}\n"
     )
-    process = subprocess.Popen(
-        [*tracking_command(), "serve", "--config", str(config), *_LOOPBACK],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    try:
-        for line in process.stdout:
-            lines.append(line)
-            if "Application startup complete" in line or "startup failed" in line:
-                break
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.communicate(timeout=60)
+    with _started(tmp_path, "--config", str(config), *_LOOPBACK) as (_, lines):
+        pass
     log = "".join(lines)
     assert "Application startup complete" in log, log
     assert f"ledger: created the folder {folder} for tracking.db (it did not exist)" in log

@@ -32,16 +32,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _fake_openai(args: argparse.Namespace) -> int:
-    from .testing.fake_openai import run
+    from .listening import CannotListen, listening_socket
+    from .testing.fake_openai import BACKLOG, run
 
-    _check_port_free(args.host, args.port)
-    run(
-        args.host,
-        args.port,
-        canned=args.canned,
-        api_keys=args.api_key or None,
-        faults=args.fault or (),
-    )
+    try:  # bound once, here: the server serves on this socket, never binding again
+        sock = listening_socket(args.host, args.port, backlog=BACKLOG)
+    except CannotListen as exc:
+        raise CommandError(str(exc)) from None
+    with sock:
+        run(
+            sock=sock,
+            canned=args.canned,
+            api_keys=args.api_key or None,
+            faults=args.fault or (),
+        )
     return 0
 
 
@@ -164,29 +168,6 @@ def _fault(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Fail with one line naming the address when the port is taken (the servers would raise
-    from deep inside, or log after the whole start-up)."""
-    import errno
-    import socket
-
-    if port == 0:
-        return
-    ipv6 = ":" in host
-    try:
-        with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        address = f"[{host}]:{port}" if ipv6 else f"{host}:{port}"  # ::1:4000 reads ambiguously
-        if exc.errno == errno.EADDRINUSE:
-            reason = "the port is in use (another process listens there; stop it or choose "
-            reason += "another --port)"
-        else:
-            reason = exc.strerror or str(exc)
-        raise CommandError(f"cannot listen on {address}: {reason}") from None
 
 
 class CommandError(Exception):
@@ -338,7 +319,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     if (args.config is None) == (args.model is None):
         raise CommandError("give --config FILE, or --model NAME for one model without a file")
-    _check_port_free(args.host, args.port)
     return serve(
         args.config,
         host=args.host,

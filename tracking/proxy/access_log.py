@@ -125,8 +125,11 @@ def _ledger_place(config: ProxyConfig) -> str:
     return f"{parsed.get_backend_name()} database {parsed.database!r} on {where}"
 
 
-def startup_summary(config: ProxyConfig, exported: Iterable[str]) -> list[str]:
-    """The lines the proxy logs once it is up (and returns, for tests)."""
+def startup_summary(
+    config: ProxyConfig, exported: Iterable[str], *, listening: str | None = None
+) -> list[str]:
+    """The lines the proxy logs as it starts (and returns, for tests); ``listening``, where
+    clients reach it (with the port as bound: ``--port 0`` shows the one chosen)."""
     models = config.model_names()
     deployments = len(config.model_list)
     auth = (
@@ -142,6 +145,8 @@ def startup_summary(config: ProxyConfig, exported: Iterable[str]) -> list[str]:
     names = list(exported)
     if names:
         lines.append(f"environment_variables exported: {', '.join(names)}")
+    if listening is not None:
+        lines.insert(0, f"listening: {listening}")
     if config.source is not None:
         lines.insert(0, f"config: {config.source.resolve()} (pid {os.getpid()})")
     for line in lines:

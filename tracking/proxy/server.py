@@ -1,8 +1,11 @@
 """``tracking serve``: validate the config, then run the proxy on uvicorn, in one or N processes.
 
 The config is read and checked in the starting process, so a bad file fails before anything
-binds a port. One worker serves the app object directly. With ``--workers N`` uvicorn's
-supervisor spawns N fresh processes that each load the config from ``TRACKING_PROXY_CONFIG``;
+binds a port. Then the port is bound, once, here (:mod:`tracking.listening`): a port taken is one
+line and exit status 1, and uvicorn serves on that socket without binding again (``--port 0``:
+the port the system chose is in the start summary's ``listening:`` line). One worker serves the
+app object directly. With ``--workers N`` uvicorn's supervisor spawns N fresh processes, handed
+the socket, that each load the config from ``TRACKING_PROXY_CONFIG``;
 Prometheus multiprocess mode is switched on for them through ``PROMETHEUS_MULTIPROC_DIR`` (a
 private temporary folder unless the variable is already set), set before any worker imports
 prometheus_client, so ``/metrics`` answers the same totals whichever worker is scraped.
@@ -14,16 +17,21 @@ every worker of it, with the fault's exit status and one line.
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ..config import ProxyConfig, export_environment, load_config
 from ..errors import ConfigurationError
+from ..listening import CannotListen, listening_socket, url
 from .access_log import startup_summary
 from .health import unpriced_deployments
 from .metrics import MULTIPROC_ENV
@@ -33,6 +41,8 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
 
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a proxy is meant to be reached; LiteLLM's default too
 DEFAULT_PORT = 4000
+#: The listening socket's backlog, given to uvicorn too (its own default).
+BACKLOG = 2048
 
 log = logging.getLogger("tracking.proxy")
 
@@ -132,45 +142,63 @@ def serve(
     if workers < 1:
         print("tracking serve: --workers must be at least 1", file=sys.stderr)
         return 2
-    _warn_if_open(config)
-    startup_summary(config, export_environment(config))
-    for line in unpriced_deployments(config):
-        log.warning("%s", line)
-    import uvicorn
-
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "log_level": log_level,
-        "access_log": False,
-        "lifespan": "on",
-        "server_header": False,
-    }
-    protocol = header_deadline_protocol(config)
-    if protocol is not None:
-        options["http"] = protocol
-    if workers == 1:
-        return _serve_one(config, options)
-
-    from .app import CONFIG_ENV
-
-    refusal = _unshared_limits(config)
+    refusal = _unshared_limits(config) if workers > 1 else None
     if refusal:
         print(f"tracking serve: --workers {workers}: {refusal}", file=sys.stderr)
         return 2
+    try:  # bound once, here: uvicorn serves on this socket and never binds again
+        sock = listening_socket(host, port, backlog=BACKLOG)
+    except CannotListen as exc:
+        print(f"tracking serve: error: {exc}", file=sys.stderr)
+        return 1
+    with sock:
+        _warn_if_open(config)
+        startup_summary(config, export_environment(config), listening=url(host, sock))
+        for line in unpriced_deployments(config):
+            log.warning("%s", line)
+        options: dict[str, Any] = {
+            "host": host,
+            "port": sock.getsockname()[1],
+            "log_level": log_level,
+            "access_log": False,
+            "lifespan": "on",
+            "server_header": False,
+            "backlog": BACKLOG,
+        }
+        protocol = header_deadline_protocol(config)
+        if protocol is not None:
+            options["http"] = protocol
+        if workers == 1:
+            return _serve_one(config, options, sock)
+        return _serve_workers(config, Path(config_path), workers, options, sock)
+
+
+def _serve_workers(
+    config: ProxyConfig,
+    config_path: Path,
+    workers: int,
+    options: dict[str, Any],
+    sock: socket.socket,
+) -> int:
+    """N worker processes on ``sock``, under uvicorn's supervisor, each loading the config from
+    ``TRACKING_PROXY_CONFIG``; a worker's start fault stops them all."""
+    import uvicorn
+
+    from .app import CONFIG_ENV
+
     folder, ours = _multiprocess_dir()
     os.environ[MULTIPROC_ENV] = folder
-    os.environ[CONFIG_ENV] = os.fspath(Path(config_path).resolve())
+    os.environ[CONFIG_ENV] = os.fspath(config_path.resolve())
     counters_folder = _machine_counters(config)
     faults = FaultWatch()
     try:
-        with faults.watching():
-            uvicorn.run(
-                "tracking.proxy.app:app_from_environment",
-                factory=True,
-                workers=workers,
-                **options,
-            )
+        settings = uvicorn.Config(
+            "tracking.proxy.app:app_from_environment", factory=True, workers=workers, **options
+        )
+        supervisor = _supervisor(settings, sock)
+        # a fault stops the supervisor as SIGTERM does, without saying a signal came
+        with faults.watching(stop=supervisor.should_exit.set):
+            supervisor.run()
         fault = faults.first()
     finally:
         faults.close()
@@ -181,8 +209,21 @@ def serve(
     return _reported(fault)
 
 
-def _serve_one(config: ProxyConfig, options: dict[str, Any]) -> int:
-    """One process serving the app itself; a fault at its start is reported as a worker's."""
+def _supervisor(settings: Any, sock: socket.socket) -> Any:
+    """uvicorn's supervisor of ``settings.workers`` processes serving ``sock`` (uvicorn up to
+    0.50 is given the function each worker runs, later ones make it themselves)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    supervisor: Any = Multiprocess
+    if "target" in inspect.signature(Multiprocess).parameters:
+        return supervisor(settings, target=uvicorn.Server(settings).run, sockets=[sock])
+    return supervisor(settings, sockets=[sock])
+
+
+def _serve_one(config: ProxyConfig, options: dict[str, Any], sock: socket.socket) -> int:
+    """One process serving the app itself on ``sock``; a fault at its start is reported as a
+    worker's."""
     import uvicorn
 
     from .app import create_app
@@ -192,12 +233,24 @@ def _serve_one(config: ProxyConfig, options: dict[str, Any]) -> int:
         app = create_app(config)
     except ConfigurationError as exc:
         return _reported(StartFault.of(exc))
+    # uvicorn raises the signal that stopped it again once it has stopped, to the handler it
+    # found: SIGTERM's then killed the process (status 143), though every request was done and
+    # every sink flushed. Ending as Ctrl-C does, it is the clean stop it was: status 0.
+    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
-        uvicorn.run(app, **options)
+        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, raised again once the server has stopped
+        pass
     except SystemExit:  # uvicorn's exit when the app could not start (status 3)
         if app.start_fault is None:
             raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return _reported(app.start_fault)
+
+
+def _as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _reported(fault: StartFault | None) -> int:

@@ -10,7 +10,8 @@ With one process the app keeps its fault and ``tracking serve`` reports it. Unde
 N`` the fault is in a worker: it writes it, as a file, into the private folder named by
 ``TRACKING_START_FAULTS``; the supervising process watches that folder (:class:`FaultWatch`),
 stops every worker at the first fault (uvicorn's supervisor would otherwise exit 0, or start the
-worker again and again) and exits with the fault's status and message.
+worker again and again) and exits with the fault's status and message. It stops the supervisor
+as SIGTERM would, but without a signal: uvicorn's log never says one was received.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +89,13 @@ class FaultWatch:
         return min(found, key=lambda item: item[0])[1] if found else None
 
     @contextlib.contextmanager
-    def watching(self) -> Iterator[None]:
-        """While the supervisor runs: at the first fault, ask it to stop (as SIGTERM does: it
-        stops every worker and returns)."""
+    def watching(self, stop: Callable[[], None]) -> Iterator[None]:
+        """While the supervisor runs: at the first fault, call ``stop`` (which asks it to stop
+        every worker and return, as SIGTERM does), from the watching thread."""
         os.environ[FAULTS_ENV] = str(self.folder)  # the workers inherit it
-        watcher = threading.Thread(target=self._watch, name="tracking-start-faults", daemon=True)
+        watcher = threading.Thread(
+            target=self._watch, args=(stop,), name="tracking-start-faults", daemon=True
+        )
         watcher.start()
         try:
             yield
@@ -105,9 +107,9 @@ class FaultWatch:
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _watch(self) -> None:
+    def _watch(self, stop: Callable[[], None]) -> None:
         while not self._stop.wait(_POLL_SECONDS):
             if self.first() is not None:
                 log.error("a worker could not start: stopping the proxy")
-                os.kill(os.getpid(), signal.SIGTERM)
+                stop()
                 return

@@ -50,6 +50,7 @@ import base64
 import itertools
 import json
 import math
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -76,6 +77,9 @@ __all__ = [
     "ReceivedRequest",
     "build_app",
 ]
+
+#: The listening socket's backlog for ``tracking fake-openai`` (aiohttp's own default).
+BACKLOG = 128
 
 #: The model of a request that names none.
 DEFAULT_MODEL = "gpt-image-2"
@@ -755,12 +759,16 @@ def run(
     canned: bool = False,
     api_keys: Iterable[str] | None = None,
     faults: Iterable[Fault | str] = (),
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve the fake in the foreground (``tracking fake-openai``) until interrupted."""
+    """Serve the fake in the foreground (``tracking fake-openai``) until interrupted; on
+    ``sock`` when given (a socket bound by the caller, listening with :data:`BACKLOG`), which
+    ``host`` and ``port`` then do not change."""
+    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     web.run_app(
         build_app(api_keys=api_keys, canned=canned, faults=faults),
-        host=host,
-        port=port,
+        **where,
+        backlog=BACKLOG,
         access_log=None,
         print=lambda text: print(text, flush=True),
     )
