@@ -50,7 +50,7 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -78,6 +78,7 @@ __all__ = [
     "dispatch_start",
     "emit_async",
     "emit_sync",
+    "expect",
     "flush",
     "integrations",
     "loaded_integrations",
@@ -146,6 +147,11 @@ _CALLBACK_ERRORS: dict[str, int] = {}
 _CALLBACK_TIMEOUTS: dict[str, int] = {}
 _EVENTS_DROPPED: dict[str, int] = {}
 _INTEGRATION_ERRORS: dict[str, int] = {}
+_TABLES = {
+    "callback_errors": _CALLBACK_ERRORS,
+    "events_dropped": _EVENTS_DROPPED,
+    "integration_errors": _INTEGRATION_ERRORS,
+}
 _LAST_REPORT: dict[str, float] = {}
 _SUPPRESSED: dict[str, int] = {}
 
@@ -165,7 +171,10 @@ def counters() -> dict[str, dict[str, int]]:
     A callback's name is ``module.qualname`` of the function, or of the logger's or integration's
     class. Exporters map ``callback_errors`` to ``tracking_callback_errors_total{callback}``,
     ``events_dropped`` to ``tracking_events_dropped_total{sink}`` and ``integration_errors`` to
-    ``tracking_integration_errors_total{integration}``.
+    ``tracking_integration_errors_total{integration}``. Names known before anything happened
+    are there at 0 (:func:`expect`): each callback-list entry from when it is set, the
+    ``user_callbacks`` sink with the first user callback, an integration's own name (and its
+    sink) from when it is created.
     """
     with _COUNTER_LOCK:
         return {
@@ -174,6 +183,39 @@ def counters() -> dict[str, dict[str, int]]:
             "events_dropped": dict(_EVENTS_DROPPED),
             "integration_errors": dict(_INTEGRATION_ERRORS),
         }
+
+
+def expect(
+    kind: Literal["callback_errors", "events_dropped", "integration_errors"], *names: str
+) -> None:
+    """Start the :func:`counters` of ``kind`` under ``names`` at 0 (a name already counted keeps
+    its count).
+
+    Called where the names are known, before anything can be counted: when a callback list is
+    set, when an integration is created. An exporter then shows each series from 0, and its
+    first count is a rise that ``rate()`` and ``increase()`` see (a series that appears at 1
+    has none).
+    """
+    table = _TABLES[kind]
+    with _COUNTER_LOCK:
+        for name in names:
+            table.setdefault(name, 0)
+
+
+def _expect_entries(entries: Iterable[Any]) -> None:
+    """:func:`expect` what checked callback-list entries can count: each entry's callback
+    errors, and the ``user_callbacks`` sink's drops when one of them is a user callback."""
+    names = []
+    user_callbacks = False
+    for entry in entries:
+        if isinstance(entry, str):  # a built-in name, not loaded: its class's name
+            names.append(BUILTIN_INTEGRATIONS[entry].replace(":", "."))
+        else:
+            names.append(callback_name(entry))
+            user_callbacks = user_callbacks or not isinstance(entry, Integration)
+    expect("callback_errors", *names)
+    if user_callbacks:
+        expect("events_dropped", USER_CALLBACKS_SINK)
 
 
 def record_drop(sink: str, count: int = 1, *, reason: str = "its queue is full") -> None:
@@ -346,12 +388,15 @@ def _unknown_name(name: str) -> ConfigurationError:
 
 def check_entries(name: str, value: Any) -> None:
     """:func:`check_entry` for each entry of what callback list ``name`` is set to
-    (``tracking.success_callback = [...]``), the error naming the list and the entry's place."""
-    for index, entry in enumerate(_entries(value)):
+    (``tracking.success_callback = [...]``), the error naming the list and the entry's place.
+    Once all pass, the counters they can move start at 0 (:func:`expect`)."""
+    entries = _entries(value)
+    for index, entry in enumerate(entries):
         try:
             check_entry(entry)
         except ConfigurationError as error:
             raise ConfigurationError(f"tracking.{name}[{index}]: {error}") from None
+    _expect_entries(entries)
 
 
 def _entry_key(entry: Any) -> object:
@@ -368,6 +413,7 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
     success: dict[object, Receiver] = {}
     failure: dict[object, Receiver] = {}
     skipped: list[tuple[str, ConfigurationError]] = []
+    valid: list[Any] = []
     outcomes = (("success",), ("failure",), ("success", "failure"))
     for entries, wanted in zip(snapshot, outcomes, strict=True):
         for entry in entries:
@@ -377,6 +423,7 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
                 name = entry if isinstance(entry, str) else callback_name(entry)
                 skipped.append((name, error))
                 continue
+            valid.append(entry)
             if integration is not None:
                 key = getattr(integration, "same_records_as", None) or id(integration)
                 kept = found.setdefault(key, integration)
@@ -394,6 +441,7 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
                     receiver = receivers_for(entry, outcome)
                     if receiver is not None:
                         chosen[key] = receiver
+    _expect_entries(valid)  # entries added to a list in place, never checked when set
     return _Plan(
         tuple(found.values()), tuple(success.values()), tuple(failure.values()), tuple(skipped)
     )
@@ -455,6 +503,7 @@ def register(*entries: Any, on: Literal["success", "failure", "both"] = "both") 
     attribute = {"success": "success_callback", "failure": "failure_callback", "both": "callbacks"}
     if on not in attribute:
         raise ConfigurationError(f"on: expected 'success', 'failure' or 'both', got {on!r}")
+    _expect_entries(entries)
     target = getattr(tracking, attribute[on])
     if not isinstance(target, list):  # None or a lone entry assigned: make it a list again
         target = list(_entries(target))
