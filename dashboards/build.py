@@ -460,8 +460,9 @@ OPERATIONS = DashboardSpec(
                     "Failures a built-in integration (otel, prometheus, structlog, ledger, "
                     "stream, or a callback-list entry skipped at a call's end) caught inside "
                     "itself per second: a span not ended, a metric or log line lost. The calls "
-                    "are not affected. A first failure appears as a new series at 0; the "
-                    "ImageEditIntegrationFailing alert fires on it.",
+                    "are not affected. Each integration's series starts at 0 when it is "
+                    "created; a first failure of stream or of a skipped entry appears as a new "
+                    "series, which the ImageEditIntegrationFailing alert fires on.",
                     (
                         Query(
                             "sum by (integration) "

@@ -135,6 +135,7 @@ class OtelLogger:
             capture_content = flag.strip().lower() in ("1", "true", "yes")
         self.capture_content = capture_content
         self.max_prompt_chars = max_prompt_chars
+        bus.expect("integration_errors", "otel")  # its failures count from 0: the first is a rise
         self._tracer = trace.get_tracer(
             _INSTRUMENTATION, __version__, tracer_provider=tracer_provider
         )

@@ -56,6 +56,7 @@ from tracking.errors import ERROR_TYPES, ConfigurationError
 if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
     from tracking.integration import CallStart
+    from tracking.router import Router
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -90,6 +91,7 @@ DURATION_BUCKETS: tuple[float, ...] = (
 STANDARD_SIZES = frozenset(
     {"auto", "256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "1792x1024", "1024x1792"}
 )
+_OPERATIONS = ("image_edit", "image_generation")  # the operation label's values
 STANDARD_QUALITIES = frozenset({"auto", "low", "medium", "high", "standard", "hd"})
 #: Why the proxy refused a request (a closed set: the label's series are bounded).
 PROXY_REJECTION_REASONS = frozenset(
@@ -185,6 +187,35 @@ class PrometheusLogger:
         for model, deployment in deployments:
             m.retries.labels(m.model_label(model), _bounded(deployment))
             m.cooldowns.labels(_bounded(model), _bounded(deployment))
+
+    def watch_router(self, router: Router) -> None:
+        """Count what ``router`` does from 0, so each first is a rise ``rate()`` and
+        ``increase()`` see (the proxy calls it at start; an SDK process calls it once per
+        router it builds): the logger joins the router's ``cooldown_observers`` (once), and
+        these series start at 0: each deployment's retries and cooldowns
+        (:meth:`watch_deployments`), both outcomes of each fallback hop a call can take, and
+        each model group's requests (every way a call can end) and spend, for both operations,
+        with each model its own deployments and its fallbacks' serve (``served_model``,
+        ``provider``). A call that fails before any deployment is tried (a refused request, no
+        deployment free) has no served model: its series still appear at their first count.
+        """
+        from tracking.request import split_provider
+
+        if self.record_cooldown not in router.cooldown_observers:
+            router.cooldown_observers.append(self.record_cooldown)
+        self.watch_deployments((d.model_name, d.id) for d in router.deployments)
+        m = self.metrics
+        for group, targets in router.fallbacks.items():
+            # a call asking for group tries it, then each target in turn (CallRoute.chain)
+            for source, target in itertools.pairwise((group, *targets)):
+                for outcome in ("success", "failure"):
+                    m.fallbacks.labels(_bounded(source), _bounded(target), outcome)
+        for group in router.groups:
+            chain = (group, *router.fallbacks.get(group, ()))
+            served = {split_provider(d.model) for name in chain for d in router.groups[name]}
+            for provider, model in sorted(served):
+                for operation in _OPERATIONS:
+                    m.series_for(group, model, provider, operation)
 
     def record_cooldown(self, model: str, deployment: str) -> None:
         """Count one deployment put in cooldown by the router."""
@@ -342,6 +373,8 @@ class _Metrics:
         self._folding_logged = False
         self._unpriced_names = 0  # names given a label by unpriced calls alone
         registry.register(BusCountersCollector())
+        # what this integration reports, itself and reading the ledgers, counts from 0
+        bus.expect("integration_errors", "prometheus", "ledger")
         directory = _multiprocess_dir()
         if directory:  # the scraped worker reads the others' figures from the shared folder
             ledger_stats.start_sharing(directory)

@@ -108,6 +108,9 @@ class StructlogLogger:
         #: by flush, shutdown or a half-full queue): one thread wake-up per batch of lines
         #: instead of one per call, which cost a sync call several times the line itself.
         self.linger = DEFAULT_LINGER
+        # its failures and drops count from 0: the first is a rise (tracking.bus.expect)
+        bus.expect("integration_errors", "structlog")
+        bus.expect("events_dropped", "structlog")
         self._worker: threading.Thread | None = None
         self._worker_pid = 0
         self._closed = False

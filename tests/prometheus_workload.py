@@ -8,9 +8,10 @@ runs the same round again; ``exit`` (or end of input) stops it.
 
 Each round, straight through the SDK: two priced successes (sync and async, different sizes and
 qualities), one call to a model no price entry covers, one call with a wrong API key (401) and
-one validation error. Then through a ``tracking.Router`` whose cooldowns feed the integration's
-``record_cooldown``: a retry (its deployment's fake answers one 500, then succeeds), a fallback
-(a group whose only deployment always answers 500 falls back to ``gpt-image-1``) and a cooldown
+one validation error. Then through a ``tracking.Router`` the integration watches
+(``watch_router``: its cooldowns reported, its counters started at 0): a retry (its
+deployment's fake answers one 500, then succeeds), a fallback (a group whose only deployment
+always answers 500 falls back to ``gpt-image-1``) and a cooldown
 (a group of two deployments, one with a revoked key: its 401 cools it down at once, and the call
 is retried on the other). The faulty deployments are two more fakes inside this process, so
 their faults never reach the test's own fake.
@@ -85,7 +86,8 @@ class Workload:
         )
         stack.callback(self.router.close)
         self.cooldowns = 0
-        self.router.cooldown_observers += [integration.record_cooldown, self._cooled]
+        integration.watch_router(self.router)  # as an SDK user would: series from 0
+        self.router.cooldown_observers.append(self._cooled)
 
     def _cooled(self, group: str, deployment: str) -> None:
         self.cooldowns += 1

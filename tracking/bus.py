@@ -81,6 +81,7 @@ __all__ = [
     "dispatch_start",
     "emit_async",
     "emit_sync",
+    "expect",
     "flush",
     "integrations",
     "loaded_integrations",
@@ -149,6 +150,11 @@ _CALLBACK_ERRORS: dict[str, int] = {}
 _CALLBACK_TIMEOUTS: dict[str, int] = {}
 _EVENTS_DROPPED: dict[str, int] = {}
 _INTEGRATION_ERRORS: dict[str, int] = {}
+_TABLES = {
+    "callback_errors": _CALLBACK_ERRORS,
+    "events_dropped": _EVENTS_DROPPED,
+    "integration_errors": _INTEGRATION_ERRORS,
+}
 _LAST_REPORT: dict[str, float] = {}
 _SUPPRESSED: dict[str, int] = {}
 
@@ -168,7 +174,10 @@ def counters() -> dict[str, dict[str, int]]:
     A callback's name is ``module.qualname`` of the function, or of the logger's or integration's
     class. Exporters map ``callback_errors`` to ``tracking_callback_errors_total{callback}``,
     ``events_dropped`` to ``tracking_events_dropped_total{sink}`` and ``integration_errors`` to
-    ``tracking_integration_errors_total{integration}``.
+    ``tracking_integration_errors_total{integration}``. Names known before anything happened
+    are there at 0 (:func:`expect`): each callback-list entry from when it is set, the
+    ``user_callbacks`` sink with the first user callback, an integration's own name (and its
+    sink) from when it is created.
     """
     with _COUNTER_LOCK:
         return {
@@ -177,6 +186,39 @@ def counters() -> dict[str, dict[str, int]]:
             "events_dropped": dict(_EVENTS_DROPPED),
             "integration_errors": dict(_INTEGRATION_ERRORS),
         }
+
+
+def expect(
+    kind: Literal["callback_errors", "events_dropped", "integration_errors"], *names: str
+) -> None:
+    """Start the :func:`counters` of ``kind`` under ``names`` at 0 (a name already counted keeps
+    its count).
+
+    Called where the names are known, before anything can be counted: when a callback list is
+    set, when an integration is created. An exporter then shows each series from 0, and its
+    first count is a rise that ``rate()`` and ``increase()`` see (a series that appears at 1
+    has none).
+    """
+    table = _TABLES[kind]
+    with _COUNTER_LOCK:
+        for name in names:
+            table.setdefault(name, 0)
+
+
+def _expect_entries(entries: Iterable[Any]) -> None:
+    """:func:`expect` what checked callback-list entries can count: each entry's callback
+    errors, and the ``user_callbacks`` sink's drops when one of them is a user callback."""
+    names = []
+    user_callbacks = False
+    for entry in entries:
+        if isinstance(entry, str):  # a built-in name, not loaded: its class's name
+            names.append(BUILTIN_INTEGRATIONS[entry].replace(":", "."))
+        else:
+            names.append(callback_name(entry))
+            user_callbacks = user_callbacks or not isinstance(entry, Integration)
+    expect("callback_errors", *names)
+    if user_callbacks:
+        expect("events_dropped", USER_CALLBACKS_SINK)
 
 
 def record_drop(sink: str, count: int = 1, *, reason: str = "its queue is full") -> None:
@@ -350,7 +392,8 @@ def _unknown_name(name: str) -> ConfigurationError:
 def check_entries(name: str, value: Any, *, start: int = 0, step: int = 1) -> tuple[Any, ...]:
     """:func:`check_entry` for each entry of what callback list ``name`` is set to or given
     (``tracking.success_callback = [...]``, ``.extend([...])``), the error naming the list and
-    the entry's place (``start``, then every ``step``). Returns the entries, as a tuple."""
+    the entry's place (``start``, then every ``step``). Once all pass, the counters they can
+    move start at 0 (:func:`expect`). Returns the entries, as a tuple."""
     entries = _entries(value)
     for offset, entry in enumerate(entries):
         try:
@@ -358,6 +401,7 @@ def check_entries(name: str, value: Any, *, start: int = 0, step: int = 1) -> tu
         except ConfigurationError as error:
             place = start + offset * step
             raise ConfigurationError(f"tracking.{name}[{place}]: {error}") from None
+    _expect_entries(entries)
     return entries
 
 
@@ -375,6 +419,7 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
     success: dict[object, Receiver] = {}
     failure: dict[object, Receiver] = {}
     skipped: list[tuple[str, ConfigurationError]] = []
+    valid: list[Any] = []
     outcomes = (("success",), ("failure",), ("success", "failure"))
     for entries, wanted in zip(snapshot, outcomes, strict=True):
         for entry in entries:
@@ -384,6 +429,7 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
                 name = entry if isinstance(entry, str) else callback_name(entry)
                 skipped.append((name, error))
                 continue
+            valid.append(entry)
             if integration is not None:
                 key = getattr(integration, "same_records_as", None) or id(integration)
                 kept = found.setdefault(key, integration)
@@ -401,6 +447,7 @@ def _build_plan(snapshot: _Snapshot) -> _Plan:
                     receiver = receivers_for(entry, outcome)
                     if receiver is not None:
                         chosen[key] = receiver
+    _expect_entries(valid)  # entries added to a list in place, never checked when set
     return _Plan(
         tuple(found.values()), tuple(success.values()), tuple(failure.values()), tuple(skipped)
     )

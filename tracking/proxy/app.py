@@ -226,12 +226,8 @@ class ProxyApp:
         )
         self.metrics = MetricsExposition(self.sinks.prometheus)
         if isinstance(self.dispatcher, RoutedModels):
-            router = self.dispatcher.router
-            router.cooldown_observers.append(self.sinks.prometheus.record_cooldown)
-            # each deployment's retries and cooldowns count from 0, so their first is a rise
-            self.sinks.prometheus.watch_deployments(
-                (d.model_name, d.id) for d in router.deployments
-            )
+            # its cooldowns reported, and its counters from 0, so each first is a rise
+            self.sinks.prometheus.watch_router(self.dispatcher.router)
         # What start-up built lives as long as the process: move it out of the collector's
         # generations, so the collections that per-request garbage triggers stay small.
         gc.collect()
