@@ -55,6 +55,48 @@ def tracking_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "tracking.cli"]
 
 
+#: ``python -c`` code running the ``tracking`` command (its arguments after it) with
+#: ``localhost`` resolved as most systems' hosts files resolve it, ``::1`` first and then
+#: ``127.0.0.1``, where this machine's may name 127.0.0.1 alone: the resolver's answer stands in
+#: for ``/etc/hosts``; the command's own code runs unchanged.
+_LOCALHOST_AT_BOTH = """
+import socket
+import sys
+
+system = socket.getaddrinfo
+
+
+def getaddrinfo(host, *args, **kwargs):
+    if host != "localhost":
+        return system(host, *args, **kwargs)
+    return system("::1", *args, **kwargs) + system("127.0.0.1", *args, **kwargs)
+
+
+socket.getaddrinfo = getaddrinfo
+from tracking.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def require_ipv6_loopback() -> None:
+    """Skip the test (fail it under CI) where the machine has no IPv6 loopback to bind."""
+    from tests.services import unavailable
+
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError as exc:
+            unavailable(f"no IPv6 loopback to bind (::1: {exc.strerror or exc})")
+
+
+def localhost_at_both_command() -> list[str]:
+    """The ``tracking`` command with ``localhost`` at ``::1`` and ``127.0.0.1`` (above); needs
+    the IPv6 loopback (:func:`require_ipv6_loopback`)."""
+    require_ipv6_loopback()
+    return [sys.executable, "-c", _LOCALHOST_AT_BOTH]
+
+
 def serve_once(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``tracking serve`` on ``config`` that is expected to refuse it at start (and exit)."""
     return subprocess.run(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,7 +18,7 @@ from PIL import Image
 
 import tracking
 from tests.conftest import API_KEY, make_png
-from tests.proxy_support import tracking_command
+from tests.proxy_support import localhost_at_both_command, tracking_command
 from tracking.testing.fake_images import prompt_color
 
 ORIGINAL = (200, 30, 30)  # make_png's colour
@@ -190,12 +192,12 @@ def test_the_fake_does_not_share_the_sdks_rules():
     assert out.stdout.strip() == "[]"
 
 
-def test_fake_openai_on_port_0_names_the_port_it_serves():
-    """``tracking fake-openai`` binds its socket once, itself, and aiohttp serves on it (it
-    bound the port again after the command's own check): with ``--port 0`` the line names the
-    port the system chose, and the fake answers there."""
+@contextlib.contextmanager
+def _fake_openai(tracking: list[str], *args: str) -> Iterator[str]:
+    """``tracking fake-openai ARGS`` (``tracking`` the command run) until its "Running on" line,
+    which is yielded; the fake is stopped at the end."""
     process = subprocess.Popen(
-        [*tracking_command(), "fake-openai", "--host", "127.0.0.1", "--port", "0"],
+        [*tracking, "fake-openai", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -207,9 +209,28 @@ def test_fake_openai_on_port_0_names_the_port_it_serves():
         for said in process.stdout:
             if "Running on" in said:
                 break
-        found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", said)
-        assert found is not None and int(found[1]) != 0, said
-        assert httpx.get(f"http://127.0.0.1:{found[1]}/health", timeout=30).status_code == 200
+        yield said
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.communicate(timeout=30)
+
+
+def test_fake_openai_on_port_0_names_the_port_it_serves():
+    """``tracking fake-openai`` binds its socket once, itself, and aiohttp serves on it (it
+    bound the port again after the command's own check): with ``--port 0`` the line names the
+    port the system chose, and the fake answers there."""
+    with _fake_openai(tracking_command(), "--host", "127.0.0.1", "--port", "0") as said:
+        found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", said)
+        assert found is not None and int(found[1]) != 0, said
+        assert httpx.get(f"http://127.0.0.1:{found[1]}/health", timeout=30).status_code == 200
+
+
+def test_fake_openai_serves_a_host_name_at_every_address_on_one_port():
+    """``tracking fake-openai --host localhost`` was bound at its first IPv4 address alone:
+    each address the name resolves to is bound now (one aiohttp site each), and ``--port 0``
+    gives them one port."""
+    with _fake_openai(localhost_at_both_command(), "--host", "localhost", "--port", "0") as said:
+        ports = re.findall(r"http://(?:\[::1\]|127\.0\.0\.1):(\d+)", said)
+        assert len(ports) == 2 and len(set(ports)) == 1 and ports[0] != "0", said
+        for host in ("127.0.0.1", "[::1]"):
+            assert httpx.get(f"http://{host}:{ports[0]}/health", timeout=30).status_code == 200

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 from decimal import Decimal
 
@@ -69,3 +70,25 @@ def test_a_kept_running_quickstart_ended_by_a_signal_stops_its_proxy(stop):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.communicate()  # and closes its output pipe
+
+
+def test_a_quickstart_whose_proxy_cannot_listen_is_one_line():
+    """The proxy it starts exits first (its port is taken): one line naming why and where the
+    log is, and status 1, where the quickstart ended in a traceback."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # which the proxy's 0.0.0.0 takes in too
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [*tracking_command(), "quickstart", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        "tracking quickstart: error: the proxy exited with code 1 before it listened "
+        f"(tracking serve: error: cannot listen on 0.0.0.0:{port}: the port is in use "
+    ), line
+    assert line.endswith("proxy.log"), line

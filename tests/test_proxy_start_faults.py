@@ -1,5 +1,5 @@
-"""``tracking serve``'s start: faults found only as a process starts, a busy port, a master key
-LiteLLM would refuse, and the SQLite ledger's missing folder.
+"""``tracking serve``'s start: faults found only as a process starts, a busy port, a name with
+several addresses, a master key LiteLLM would refuse, and the SQLite ledger's missing folder.
 
 Every case runs the real command in a subprocess (in its own session, so a supervisor that does
 not stop is killed with its workers), on loopback, with a real SQLite file.
@@ -20,7 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.proxy_support import MASTER_KEY, free_port, tracking_command
+from tests.proxy_support import (
+    MASTER_KEY,
+    free_port,
+    localhost_at_both_command,
+    tracking_command,
+)
 from tests.services import unavailable
 from tracking.config import load_config
 from tracking.errors import ConfigurationError
@@ -35,10 +40,14 @@ _DEPLOYMENT = (
 
 
 def _serve(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    tracking: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``tracking serve ARGS`` until it exits by itself (killed, with its workers, after 60 s)."""
-    command = [*tracking_command(), "serve", *args]
+    """``tracking serve ARGS`` until it exits by itself (killed, with its workers, after 60 s);
+    ``tracking`` is the command run, by default the installed one."""
+    command = [*(tracking or tracking_command()), "serve", *args]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -59,13 +68,13 @@ def _serve(
 
 @contextlib.contextmanager
 def _started(
-    tmp_path: Path, *args: str, until: str = ""
+    tmp_path: Path, *args: str, until: str = "", tracking: list[str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """``tracking serve ARGS``, its output read until a line holding ``until`` (or, before
     that, the app's start or failure); yields the process and the lines read, and stops the
-    proxy, with its workers, at the end."""
+    proxy, with its workers, at the end. ``tracking`` is as :func:`_serve`'s."""
     process = subprocess.Popen(
-        [*tracking_command(), "serve", *args],
+        [*(tracking or tracking_command()), "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -190,20 +199,26 @@ _A_KEY = {"OPENAI_API_KEY": "sk-test"}
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_busy_port_is_one_line_naming_the_address_and_that_it_is_in_use(tmp_path, workers):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_busy_port_is_one_line_naming_the_address_and_that_it_is_in_use(tmp_path, workers, host):
+    """``localhost`` is ::1 and then 127.0.0.1 here (:func:`localhost_at_both_command`): ::1 is
+    bound, 127.0.0.1 is taken, and the line names the address that failed, and whose it is."""
+    tracking = localhost_at_both_command() if host == "localhost" else None
+    whose = " (an address of localhost)" if host == "localhost" else ""
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         done = _serve(
             tmp_path,
-            *("--model", "gpt-image-2", "--host", "127.0.0.1", "--port", str(port)),
+            *("--model", "gpt-image-2", "--host", host, "--port", str(port)),
             *("--workers", workers),
             env=_A_KEY,
+            tracking=tracking,
         )
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
-        f"tracking serve: error: cannot listen on 127.0.0.1:{port}: the port is in use "
+        f"tracking serve: error: cannot listen on 127.0.0.1:{port}{whose}: the port is in use "
         "(another process listens there; stop it or choose another --port)"
     ]
 
@@ -306,7 +321,39 @@ def test_sigterm_stops_one_process_with_status_0(tmp_path):
         assert "Application shutdown complete" in out
 
 
-# -- 3. a master key LiteLLM would refuse -----------------------------------------------------
+# -- 3. a name with several addresses ------------------------------------------------------
+
+
+def _answers(port: int) -> list[int]:
+    """The liveliness status the proxy answers at 127.0.0.1 and at [::1] on ``port``."""
+    hosts = ("127.0.0.1", "[::1]")
+    return [
+        httpx.get(f"http://{h}:{port}/health/liveliness", timeout=60).status_code for h in hosts
+    ]
+
+
+@pytest.mark.parametrize("port", ["free", "0"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_host_name_is_served_at_every_address_it_resolves_to(tmp_path, workers, port):
+    """``--host localhost`` was bound at its first IPv4 address alone: a client resolving
+    localhost to ::1 first was refused, where one uvicorn process had listened at both. Every
+    address is bound now, at one port even for ``--port 0`` (the system's choice for the first
+    address, taken at the others too), which the summary names with the host as given."""
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT)
+    chosen = str(free_port()) if port == "free" else port
+    args = ("--config", str(config), "--host", "localhost", "--port", chosen, "--workers", workers)
+    started = _started(
+        tmp_path, *args, until="tracking.proxy: listening: ", tracking=localhost_at_both_command()
+    )
+    with started as (_, lines):
+        found = re.search(r"tracking\.proxy: listening: http://localhost:(\d+)$", lines[-1])
+        assert found is not None, "".join(lines)
+        assert port == "0" or found[1] == chosen
+        assert _answers(int(found[1])) == [200, 200]
+
+
+# -- 4. a master key LiteLLM would refuse -----------------------------------------------------
 
 
 @pytest.mark.parametrize("key", ["master-key-0123456789", "SK-upper-0123456789", "sk-", " sk-x"])
@@ -339,7 +386,7 @@ def test_the_quickstart_key_passes_the_rule():
     assert QUICKSTART_KEY.startswith("sk-") and len(QUICKSTART_KEY) > 3
 
 
-# -- 4. the SQLite ledger's missing folder --------------------------------------------------
+# -- 5. the SQLite ledger's missing folder --------------------------------------------------
 
 
 def test_a_missing_ledger_folder_is_created_and_named_in_one_line(tmp_path, caplog):

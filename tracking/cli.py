@@ -32,16 +32,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _fake_openai(args: argparse.Namespace) -> int:
-    from .listening import CannotListen, listening_socket
+    from .listening import CannotListen, closing_all, listening_sockets
     from .testing.fake_openai import BACKLOG, run
 
-    try:  # bound once, here: the server serves on this socket, never binding again
-        sock = listening_socket(args.host, args.port, backlog=BACKLOG)
+    try:  # bound once, here: the server serves on these sockets, never binding again
+        sockets = listening_sockets(args.host, args.port, backlog=BACKLOG)
     except CannotListen as exc:
         raise CommandError(str(exc)) from None
-    with sock:
+    with closing_all(sockets):
         run(
-            sock=sock,
+            sockets=sockets,
             canned=args.canned,
             api_keys=args.api_key or None,
             faults=args.fault or (),

@@ -2,7 +2,8 @@
 
 It starts the bundled fake upstream, writes a LiteLLM-style ``config.yaml`` (one model, its key from
 ``os.environ/OPENAI_API_KEY``, pointed at the fake, with a master key and an SQLite ledger),
-starts ``tracking serve --config`` on it as a real subprocess, then runs the ``curl -F``
+starts ``tracking serve --config`` on it as a real subprocess (on ``--port 0``: the port the
+system chose is read from the proxy's ``listening:`` line), then runs the ``curl -F``
 and ``openai`` client examples against the proxy and shows what each call cost. Nothing leaves
 the machine. With ``--keep-running`` the proxy stays up so the printed commands can be tried by
 hand.
@@ -13,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,11 +47,12 @@ general_settings:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+#: The start summary's line naming where the proxy listens (the host as given, and its port).
+_LISTENING = re.compile(r"tracking\.proxy: listening: http://\S+:(\d+)\s*$", re.MULTILINE)
+
+
+class NotStarted(Exception):
+    """The proxy exited, or did not answer, as it started; ``str()`` is the one line to show."""
 
 
 def _tracking_command() -> list[str]:
@@ -58,19 +60,37 @@ def _tracking_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "tracking.cli"]
 
 
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    import httpx
+def _listening_port(log: Path, process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    """The port the proxy's start summary names, read from its log as it starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = process.poll() is not None  # before the read: its last lines are then in it
+        found = _LISTENING.search(log.read_text(errors="replace"))
+        if found:
+            return int(found[1])
+        if exited:
+            said = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+            raise NotStarted(
+                f"the proxy exited with code {process.returncode} before it listened"
+                + (f" ({said[-1].strip()})" if said else "")
+                + f"; its log: {log}"
+            )
+        if time.monotonic() > deadline:
+            raise NotStarted(f"the proxy did not say where it listens within {timeout:.0f} s")
+        time.sleep(0.05)
 
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the proxy exited with code {process.returncode}")
+            raise NotStarted(f"the proxy exited with code {process.returncode}")
         try:
             if httpx.get(f"{url}/health/liveliness", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             time.sleep(0.05)
-    raise RuntimeError(f"the proxy did not answer within {timeout:.0f} s")
+    raise NotStarted(f"the proxy did not answer within {timeout:.0f} s")
 
 
 class _Spend:
@@ -232,8 +252,6 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="tracking-quickstart-"))
     paths = write_images(folder)
-    port = port or _free_port()
-    url = f"http://127.0.0.1:{port}"
     proxy: subprocess.Popen[bytes] | None = None
     ok = False
     with FakeOpenAI(api_keys=[UPSTREAM_KEY]) as fake:
@@ -245,15 +263,17 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
         print("\n".join(f"   {line}" for line in config.read_text().splitlines()))
         command = [*_tracking_command(), "serve", "--config", str(config), "--port", str(port)]
         print(f"\n2. Starting the proxy:\n   $ OPENAI_API_KEY=... {shlex.join(command)}")
-        log = (folder / "proxy.log").open("wb")
+        log_path = folder / "proxy.log"
+        log = log_path.open("wb")
         env = {**os.environ, "OPENAI_API_KEY": UPSTREAM_KEY}
         stopped = _stop_on_termination()
         try:
             proxy = subprocess.Popen(  # noqa: S603 - our own command
                 command, stdout=log, stderr=subprocess.STDOUT, env=env
             )
+            url = f"http://127.0.0.1:{_listening_port(log_path, proxy)}"
             _wait_until_up(url, proxy)
-            print(f"   RUNNING on {url} (log: {folder / 'proxy.log'})")
+            print(f"   RUNNING on {url} (log: {log_path})")
             spend = _Spend()
             print("\n3. The curl and openai client examples against the proxy")
             print("\n  cURL:")
@@ -268,6 +288,9 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
                 )
                 with contextlib.suppress(KeyboardInterrupt):
                     proxy.wait()
+        except NotStarted as exc:
+            print(f"tracking quickstart: error: {exc}", file=sys.stderr)
+            return 1
         finally:
             if proxy is not None and proxy.poll() is None:
                 proxy.send_signal(signal.SIGTERM)

@@ -1,11 +1,12 @@
 """``tracking serve``: validate the config, then run the proxy on uvicorn, in one or N processes.
 
 The config is read and checked in the starting process, so a bad file fails before anything
-binds a port. Then the port is bound, once, here (:mod:`tracking.listening`): a port taken is one
-line and exit status 1, and uvicorn serves on that socket without binding again (``--port 0``:
-the port the system chose is in the start summary's ``listening:`` line). One worker serves the
-app object directly. With ``--workers N`` uvicorn's supervisor spawns N fresh processes, handed
-the socket, that each load the config from ``TRACKING_PROXY_CONFIG``;
+binds a port. Then the port is bound, once, here (:mod:`tracking.listening`), at every address
+the host resolves to: a port taken is one line and exit status 1, and uvicorn serves on those
+sockets without binding again (``--port 0``: the one port the system chose is in the start
+summary's ``listening:`` line). One worker serves the app object directly. With ``--workers N``
+uvicorn's supervisor spawns N fresh processes, handed the sockets, that each load the config
+from ``TRACKING_PROXY_CONFIG``;
 Prometheus multiprocess mode is switched on for them through ``PROMETHEUS_MULTIPROC_DIR`` (a
 private temporary folder unless the variable is already set), set before any worker imports
 prometheus_client, so ``/metrics`` answers the same totals whichever worker is scraped.
@@ -31,7 +32,7 @@ from typing import Any
 
 from ..config import ProxyConfig, export_environment, load_config
 from ..errors import ConfigurationError
-from ..listening import CannotListen, listening_socket, url
+from ..listening import CannotListen, closing_all, listening_sockets, port_of, url
 from .access_log import startup_summary
 from .health import unpriced_deployments
 from .metrics import MULTIPROC_ENV
@@ -146,19 +147,19 @@ def serve(
     if refusal:
         print(f"tracking serve: --workers {workers}: {refusal}", file=sys.stderr)
         return 2
-    try:  # bound once, here: uvicorn serves on this socket and never binds again
-        sock = listening_socket(host, port, backlog=BACKLOG)
+    try:  # bound once, here: uvicorn serves on these sockets and never binds again
+        sockets = listening_sockets(host, port, backlog=BACKLOG)
     except CannotListen as exc:
         print(f"tracking serve: error: {exc}", file=sys.stderr)
         return 1
-    with sock:
+    with closing_all(sockets):
         _warn_if_open(config)
-        startup_summary(config, export_environment(config), listening=url(host, sock))
+        startup_summary(config, export_environment(config), listening=url(host, sockets))
         for line in unpriced_deployments(config):
             log.warning("%s", line)
         options: dict[str, Any] = {
             "host": host,
-            "port": sock.getsockname()[1],
+            "port": port_of(sockets),
             "log_level": log_level,
             "access_log": False,
             "lifespan": "on",
@@ -169,8 +170,8 @@ def serve(
         if protocol is not None:
             options["http"] = protocol
         if workers == 1:
-            return _serve_one(config, options, sock)
-        return _serve_workers(config, Path(config_path), workers, options, sock)
+            return _serve_one(config, options, sockets)
+        return _serve_workers(config, Path(config_path), workers, options, sockets)
 
 
 def _serve_workers(
@@ -178,9 +179,9 @@ def _serve_workers(
     config_path: Path,
     workers: int,
     options: dict[str, Any],
-    sock: socket.socket,
+    sockets: list[socket.socket],
 ) -> int:
-    """N worker processes on ``sock``, under uvicorn's supervisor, each loading the config from
+    """N worker processes on ``sockets``, under uvicorn's supervisor, each loading the config from
     ``TRACKING_PROXY_CONFIG``; a worker's start fault stops them all."""
     import uvicorn
 
@@ -195,7 +196,7 @@ def _serve_workers(
         settings = uvicorn.Config(
             "tracking.proxy.app:app_from_environment", factory=True, workers=workers, **options
         )
-        supervisor = _supervisor(settings, sock)
+        supervisor = _supervisor(settings, sockets)
         # a fault stops the supervisor as SIGTERM does, without saying a signal came
         with faults.watching(stop=supervisor.should_exit.set):
             supervisor.run()
@@ -209,20 +210,20 @@ def _serve_workers(
     return _reported(fault)
 
 
-def _supervisor(settings: Any, sock: socket.socket) -> Any:
-    """uvicorn's supervisor of ``settings.workers`` processes serving ``sock`` (uvicorn up to
+def _supervisor(settings: Any, sockets: list[socket.socket]) -> Any:
+    """uvicorn's supervisor of ``settings.workers`` processes serving ``sockets`` (uvicorn up to
     0.50 is given the function each worker runs, later ones make it themselves)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     supervisor: Any = Multiprocess
     if "target" in inspect.signature(Multiprocess).parameters:
-        return supervisor(settings, target=uvicorn.Server(settings).run, sockets=[sock])
-    return supervisor(settings, sockets=[sock])
+        return supervisor(settings, target=uvicorn.Server(settings).run, sockets=sockets)
+    return supervisor(settings, sockets=sockets)
 
 
-def _serve_one(config: ProxyConfig, options: dict[str, Any], sock: socket.socket) -> int:
-    """One process serving the app itself on ``sock``; a fault at its start is reported as a
+def _serve_one(config: ProxyConfig, options: dict[str, Any], sockets: list[socket.socket]) -> int:
+    """One process serving the app itself on ``sockets``; a fault at its start is reported as a
     worker's."""
     import uvicorn
 
@@ -238,7 +239,7 @@ def _serve_one(config: ProxyConfig, options: dict[str, Any], sock: socket.socket
     # every sink flushed. Ending as Ctrl-C does, it is the clean stop it was: status 0.
     previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
-        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, raised again once the server has stopped
         pass
     except SystemExit:  # uvicorn's exit when the app could not start (status 3)

@@ -53,7 +53,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -759,12 +759,14 @@ def run(
     canned: bool = False,
     api_keys: Iterable[str] | None = None,
     faults: Iterable[Fault | str] = (),
-    sock: socket.socket | None = None,
+    sockets: Sequence[socket.socket] | None = None,
 ) -> None:
     """Serve the fake in the foreground (``tracking fake-openai``) until interrupted; on
-    ``sock`` when given (a socket bound by the caller, listening with :data:`BACKLOG`), which
-    ``host`` and ``port`` then do not change."""
-    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
+    ``sockets`` when given (bound by the caller, listening with :data:`BACKLOG`: one aiohttp
+    site each), which ``host`` and ``port`` then do not change."""
+    where: dict[str, Any] = (
+        {"sock": list(sockets)} if sockets is not None else {"host": host, "port": port}
+    )
     web.run_app(
         build_app(api_keys=api_keys, canned=canned, faults=faults),
         **where,
