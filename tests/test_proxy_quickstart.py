@@ -25,6 +25,9 @@ def test_quickstart_runs_the_seed_proxy_examples_offline():
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "api_key: os.environ/OPENAI_API_KEY" in out  # the seed's config shape
+    # its master key is printed and the same everywhere: the proxy listens on loopback only
+    (start,) = [line for line in out.splitlines() if " serve --config " in line]
+    assert "--host 127.0.0.1 --port 0" in start, start
     assert out.count("HTTP 200: 1 image(s), size=1024x1024") == 2  # the seed's curl, as written
     assert "GET url (no key needed): HTTP 200, image/png" in out
     assert "x-tracking-request-id=" in out
@@ -76,7 +79,7 @@ def test_a_quickstart_whose_proxy_cannot_listen_is_one_line():
     """The proxy it starts exits first (its port is taken): one line naming why and where the
     log is, and status 1, where the quickstart ended in a traceback."""
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))  # which the proxy's 0.0.0.0 takes in too
+        holder.bind(("127.0.0.1", 0))  # the quickstart's proxy listens on loopback only
         holder.listen()
         port = holder.getsockname()[1]
         done = subprocess.run(
@@ -89,6 +92,6 @@ def test_a_quickstart_whose_proxy_cannot_listen_is_one_line():
     (line,) = done.stderr.splitlines()
     assert line.startswith(
         "tracking quickstart: error: the proxy exited with code 1 before it listened "
-        f"(tracking serve: error: cannot listen on 0.0.0.0:{port}: the port is in use "
+        f"(tracking serve: error: cannot listen on 127.0.0.1:{port}: the port is in use "
     ), line
     assert line.endswith("proxy.log"), line

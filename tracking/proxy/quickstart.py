@@ -261,7 +261,17 @@ def main(*, port: int = 0, keep_running: bool = False) -> int:
         )
         print(f"1. The fake OpenAI upstream is on {fake.url}; a proxy config, pointed at it:")
         print("\n".join(f"   {line}" for line in config.read_text().splitlines()))
-        command = [*_tracking_command(), "serve", "--config", str(config), "--port", str(port)]
+        # loopback only: the quickstart's master key is printed and the same on every machine
+        command = [
+            *_tracking_command(),
+            "serve",
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         print(f"\n2. Starting the proxy:\n   $ OPENAI_API_KEY=... {shlex.join(command)}")
         log_path = folder / "proxy.log"
         log = log_path.open("wb")
