@@ -167,6 +167,20 @@ def test_one_list_assigned_to_another_is_a_copy_named_for_its_new_place():
     assert tracking.success_callback == [first]
 
 
+def test_a_deleted_list_is_an_empty_checked_list(upstream):
+    """``del tracking.success_callback`` left the module without the list, and the next call
+    failed with an ``AttributeError``: it is now an empty list, still checked, and calls go on."""
+    del tracking.success_callback
+    assert tracking.success_callback == [] and tracking.failure_callback == [first]
+    response = tracking.image_edit(
+        image=make_png(), prompt="a hat", model="gpt-image-2", **upstream
+    )
+    assert response.data
+    with pytest.raises(tracking.ConfigurationError, match=r"^tracking\.success_callback\[0\]: "):
+        tracking.success_callback.append(os.path)
+    assert tracking.success_callback == []
+
+
 def test_none_or_a_lone_entry_assigned_is_a_checked_list():
     tracking.failure_callback = None
     tracking.callbacks = "prometheus"

@@ -166,12 +166,20 @@ class _Tracking(types.ModuleType):
     """This module, whose callback lists are checked when set: ``tracking.success_callback =
     [os.path]`` is refused there, naming the entry, rather than at the next call. What is kept
     is a checked copy, a :class:`~tracking.callback_list.CallbackList` (None is an empty one, a
-    lone entry a list of it), so that ``.append`` and the rest check what they add too."""
+    lone entry a list of it), so that ``.append`` and the rest check what they add too.
+    Deleting one (``del tracking.success_callback``) leaves it empty: every call reads the three
+    lists, and a missing one failed the next call with an ``AttributeError``."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _CALLBACK_LISTS:
             value = _stored(name, value)
         super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in _CALLBACK_LISTS:
+            super().__setattr__(name, _CallbackList(name))
+            return
+        super().__delattr__(name)
 
 
 sys.modules[__name__].__class__ = _Tracking
