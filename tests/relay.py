@@ -4,7 +4,9 @@
 keeps the connections open but forwards nothing, as a server that stops answering (not down:
 paused) would; ``hold_replies()`` forwards what clients send but none of the server's answers,
 until ``drop_live()`` drops the connections whose answers it held (a request the server carried
-out whose answer was lost), new connections relayed as before. The server behind it keeps
+out whose answer was lost), new connections relayed as before; ``hold_replies_to(marker)`` holds
+the answers of the one connection whose request next holds ``marker`` (until its client gives
+up on it), the others relayed as before. The server behind it keeps
 running for every other test (the machine's shared PostgreSQL and Redis are never touched).
 """
 
@@ -27,6 +29,9 @@ class TcpRelay:
         self.up = True
         self.paused = False
         self.holding = False
+        self._hold_marker: bytes | None = None
+        #: the server sides of the connections whose answers are held (hold_replies_to)
+        self._held: set[socket.socket] = set()
         self._server = socket.create_server(("127.0.0.1", 0))
         self._server.settimeout(0.05)
         self.port: int = self._server.getsockname()[1]
@@ -66,8 +71,13 @@ class TcpRelay:
     def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
         try:
             while data := src.recv(65536):
+                if not answers and self._hold_marker is not None and self._hold_marker in data:
+                    self._hold_marker = None
+                    self._held.add(dst)  # before the server can answer
                 # held, never delivered while paused (or, for answers, while held)
-                while (self.paused or (answers and self.holding)) and not self._stopping:
+                while (
+                    self.paused or (answers and (self.holding or src in self._held))
+                ) and not self._stopping:
                     time.sleep(0.01)
                 dst.sendall(data)
         except OSError:
@@ -79,6 +89,7 @@ class TcpRelay:
         for sock in sockets:
             with self._lock:
                 self._sockets.discard(sock)
+                self._held.discard(sock)
             with contextlib.suppress(OSError):  # already shut by the other side
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
@@ -97,6 +108,11 @@ class TcpRelay:
     def hold_replies(self) -> None:
         """Requests go on reaching the server; its answers are held until :meth:`drop_live`."""
         self.holding = True
+
+    def hold_replies_to(self, marker: bytes) -> None:
+        """The next request holding ``marker`` reaches the server; its connection's answers are
+        held until its client drops it (a request carried out whose answer never came)."""
+        self._hold_marker = marker
 
     def drop_live(self) -> None:
         """Drop every live connection (their held answers lost); new ones are relayed."""

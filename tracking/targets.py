@@ -41,18 +41,26 @@ Steps = Generator[Consult, Any, T]
 
 
 def run_steps(steps: Steps[T]) -> T:
-    """Drive ``steps`` on this thread (the sync path, and the router's own sync methods)."""
+    """Drive ``steps`` on this thread (the sync path, and the router's own sync methods).
+
+    An effect's ``Exception`` is sent back as a value; an interruption (Ctrl-C) is thrown into
+    the steps where they wait, as the flow's drivers do, so a step can take back what the
+    interrupted exchange may have done before the interruption goes on."""
     answer: Any = None
+    interrupted: BaseException | None = None
     while True:
         try:
-            consult = steps.send(answer)
+            consult = steps.send(answer) if interrupted is None else steps.throw(interrupted)
         except StopIteration as stop:
             result: T = stop.value
             return result
+        answer = interrupted = None
         try:
             answer = consult.run()
         except Exception as exc:  # handed back: the state decides what an error means
             answer = exc
+        except BaseException as exc:
+            interrupted = exc
 
 
 @fast_init

@@ -382,6 +382,10 @@ class CallRoute:
                     if len(pool) == 1
                     else router.strategy.choose(pool, snapshot, self.shape)
                 )
+                # a begin interrupted or cancelled before its place reaches here (even just
+                # after Redis answered), or whose Redis exchange failed (the call then goes on
+                # with a place on the local state), is taken back by the state's own steps
+                # (see RedisState.exchange): no end here could
                 place = yield from router.stepwise_state.begin(choice.id, choice.rpm)
                 if place is not None:
                     return choice, place

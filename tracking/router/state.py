@@ -18,8 +18,14 @@ A routed call reaches the state through :func:`stepwise`: Redis exchanges are yi
 an async call awaits them with ``redis.asyncio`` (one client per event loop, closed when that
 loop ends) without ever blocking its loop; both bounded by ``socket_timeout``. A call cancelled
 while it awaits the exchange that starts it (or ends it) does not cut that exchange short: it
-is finished in the background, and a start is then undone, whether it answered or failed;
-a sync call interrupted during its start undoes it likewise (see :meth:`RedisState.exchange`).
+is finished in the background, and a start is then undone, whether it answered or failed; a
+sync call interrupted (Ctrl-C) during its start, or just after it, before the call had the
+answer (its driver throws the interruption into the start's steps), undoes it before the
+interruption goes on (see :meth:`RedisState.exchange`). A start whose exchange failed or timed
+out (its commands may have run all the same) is undone, and an end or release whose exchange
+failed, or that was not sent while Redis was down, is done again, by the state's next exchange
+once Redis is tried again: never by the failing call, which waits for nothing more (see
+:meth:`RedisState.undo_later`).
 Each begin answers the call's :class:`Place` (its minute, its member), which its end or release
 gives back: a place released goes back to the minute it was taken in.
 A state kept in the process (:class:`MemoryState`, or your own :class:`RouterState`) is called
@@ -72,6 +78,8 @@ Command = tuple[str, tuple[Any, ...], dict[str, Any]]
 _IN_FLIGHT_TTL = 600
 _LATENCY_TTL = 3600
 _USAGE_TTL = 120
+#: At most this many calls' places wait to be taken back (see :meth:`RedisState.undo_later`).
+_PENDING_UNDOS = 1000
 
 
 @fast_init
@@ -392,8 +400,9 @@ class RedisState:
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
-        #: exchanges undoing what cancelled calls' exchanges did, until they are done
-        self._undoing: set[asyncio.Task[None]] = set()
+        #: undos waiting for Redis (see :meth:`undo_later`)
+        self._pending: deque[_Undo] = deque()
+        self._pending_lock = threading.Lock()
         self.steps = _RedisSteps(self)
         #: deployment id -> the places :meth:`begin` took there, oldest first (the
         #: :class:`RouterState` methods name a deployment, not a place)
@@ -454,19 +463,15 @@ class RedisState:
         """The effect that sends ``commands`` as one pipeline and answers their replies.
 
         An async call cancelled while it waits cuts its exchange short, unless ``finish`` or
-        ``undo`` is given: that exchange is finished in the background. With ``undo`` (a call's
-        begin), what it may have done for a call that is no more (the in-flight entry and rpm
-        place, which no end would ever remove) is then taken back, whether the exchange
-        answered or failed (its commands may have run all the same); so it is when a sync
-        call is interrupted (Ctrl-C) during the exchange. An undo that fails is logged, and the
-        entry left to its lease."""
-        if undo is not None:
+        ``undo`` is given: that exchange is finished in the background. ``undo`` takes back the
+        place the exchange takes or gives back (see :class:`_Undo`): a begin's (no ``finish``)
+        once it is finished, whether it answered or failed, since its call never learns it
+        began; an end's or a release's (``finish``) only when it failed. An undo that cannot be
+        done waits for the next exchange (see :meth:`undo_later`)."""
+        if finish or undo is not None:
             return Consult(
-                lambda: self._execute_or_undo(commands, undo),
-                lambda: self._afinish(commands, undo),
+                lambda: self._execute(commands), lambda: self._afinish(commands, undo, finish)
             )
-        if finish:
-            return Consult(lambda: self._execute(commands), lambda: self._afinish(commands, None))
         return Consult(lambda: self._execute(commands), lambda: self._aexecute(commands))
 
     def _execute(self, commands: Sequence[Command]) -> list[Any]:
@@ -486,48 +491,55 @@ class RedisState:
             replies: list[Any] = await pipe.execute()
         return replies
 
-    def _execute_or_undo(self, commands: Sequence[Command], undo: _Undo) -> list[Any]:
-        try:
-            return self._execute(commands)
-        except Exception:  # Redis failed: the state falls back to local state
-            raise
-        except BaseException:  # interrupted mid-exchange: its commands may have run
-            try:
-                self._undo_sync(undo)
-            except Exception as exc:
-                _undo_failed(undo, exc)
-            raise
-
-    def _undo_sync(self, undo: _Undo) -> None:
-        (removed,) = self._execute(undo.remove())
-        if removed:  # it was there: its request was counted too
-            self._execute(undo.give_back())
-
-    async def _aundo(self, undo: _Undo) -> None:
-        (removed,) = await self._aexecute(undo.remove())
-        if removed:
-            await self._aexecute(undo.give_back())
-
-    async def _afinish(self, commands: Sequence[Command], undo: _Undo | None) -> list[Any]:
+    async def _afinish(
+        self, commands: Sequence[Command], undo: _Undo | None, finish: bool
+    ) -> list[Any]:
         exchange = asyncio.ensure_future(self._aexecute(commands))
         try:
             return await asyncio.shield(exchange)
-        except asyncio.CancelledError:  # the exchange goes on; its effect is undone once done
-            exchange.add_done_callback(functools.partial(self._after_cancel, undo))
+        except asyncio.CancelledError:  # the exchange goes on; undone once done if need be
+            if undo is not None and undo.claim():
+                exchange.add_done_callback(functools.partial(self._after_cancel, undo, finish))
             raise
 
-    def _after_cancel(self, undo: _Undo | None, exchange: asyncio.Future[list[Any]]) -> None:
-        if undo is None or exchange.cancelled():  # an end, or its loop is going away
+    def _after_cancel(self, undo: _Undo, finish: bool, exchange: asyncio.Future[Any]) -> None:
+        if exchange.cancelled():  # its loop is going away: the next exchange undoes it
+            self.undo_later([undo])
             return
-        exchange.exception()  # retrieved: answered or failed, its commands may have run
-        task = exchange.get_loop().create_task(self._aundo(undo))
-        self._undoing.add(task)  # held until done (the loop keeps only a weak reference)
-        task.add_done_callback(functools.partial(self._undone, undo))
+        if exchange.exception() is None and finish:  # an end or a release, done
+            return
+        # a begin (answered or failed), or an end or release that failed: its commands may
+        # have run, or not (the undo is idempotent); undone by the blocking client, off the loop
+        undoing = exchange.get_loop().run_in_executor(None, run_steps, self.steps.undo([undo]))
+        undoing.add_done_callback(_undone)
 
-    def _undone(self, undo: _Undo, task: asyncio.Task[None]) -> None:
-        self._undoing.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            _undo_failed(undo, error)
+    def undo_later(self, undos: Sequence[_Undo]) -> None:
+        """Keep ``undos`` (their exchanges failed, or were cut short) for the next exchange of
+        this state once Redis is tried again, which does them first: a failing call never waits
+        for them. At most ``_PENDING_UNDOS`` wait; beyond, the oldest is left to its lease."""
+        dropped: list[_Undo] = []
+        with self._pending_lock:
+            for undo in undos:
+                if len(self._pending) >= _PENDING_UNDOS:
+                    dropped.append(self._pending.popleft())
+                self._pending.append(undo)
+        for undo in dropped:
+            log.warning(
+                "router state: too many calls' places wait to be taken back; %s stays in "
+                "flight on %s until its %d s lease ends",
+                undo.member,
+                undo.calls_key,
+                _IN_FLIGHT_TTL,
+            )
+
+    def pending_undos(self) -> list[_Undo]:
+        """The undos :meth:`undo_later` kept, taken (the one exchange that gets them does them)."""
+        if not self._pending:  # nearly always: no lock taken
+            return []
+        with self._pending_lock:
+            undos = list(self._pending)
+            self._pending.clear()
+        return undos
 
     async def _async_client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -540,33 +552,43 @@ class RedisState:
         return entry[0]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Undo:
-    """How a begin's place is given back: its in-flight member removed (:meth:`remove`) and its
-    request taken off its minute's count (:meth:`give_back`). A begin whose call is no more,
-    whether or not its commands ran, gives its request back only when the member was there
-    (its begin ran), so an undo never takes a place it did not add; a begin refused over the
-    rpm limit and a place released unsent give both back at once."""
+    """How a call's place is taken back: its in-flight member removed (:meth:`remove`) and,
+    for a begin or a release (``rpm_key``), its request taken off its minute's count
+    (:meth:`give_back`). Done by :meth:`_RedisSteps.undo`, it is idempotent: the member is
+    removed by its id, and the request given back only when the member was there (its begin
+    ran), so an undo done twice, or for a begin whose commands never ran, takes nothing it did
+    not add. A begin refused over the rpm limit and a place released unsent give both back at
+    once."""
 
     calls_key: str
     member: str
-    rpm_key: str
+    #: the rpm key of the minute its request was counted in; None for an end (the request
+    #: stays counted)
+    rpm_key: str | None
+    #: whether the exchange's failure or interruption has been seen (see :meth:`claim`)
+    claimed: bool = field(default=False, init=False)
+
+    def claim(self) -> bool:
+        """True the first time only: one undo per exchange, by the first path to see its
+        failure or interruption (the async side's, or the steps'; one call's, on one thread)."""
+        first = not self.claimed
+        self.claimed = True
+        return first
 
     def remove(self) -> list[Command]:
         return [("zrem", (self.calls_key, self.member), {})]
 
     def give_back(self) -> list[Command]:
+        if self.rpm_key is None:
+            return []
         return [("decr", (self.rpm_key,), {}), ("expire", (self.rpm_key, _USAGE_TTL), {})]
 
 
-def _undo_failed(undo: _Undo, error: BaseException) -> None:
-    log.warning(
-        "router state: could not take back the start of a call cancelled or interrupted while "
-        "Redis answered it (%r); it stays in flight on %s until its %d s lease ends",
-        error,
-        undo.calls_key,
-        _IN_FLIGHT_TTL,
-    )
+def _undone(undoing: asyncio.Future[bool]) -> None:
+    if not undoing.cancelled() and (error := undoing.exception()) is not None:
+        log.warning("router state: taking back a cancelled call's place failed: %r", error)
 
 
 async def _close_at_loop_end(client: Any) -> AsyncGenerator[None, None]:
@@ -596,18 +618,67 @@ class _RedisSteps:
         self, commands: Sequence[Command], *, finish: bool = False, undo: _Undo | None = None
     ) -> Steps[list[Any] | None]:
         """The commands' replies, or None when Redis is (or just went) down (``finish`` and
-        ``undo``: see :meth:`RedisState.exchange`)."""
-        outage = self.state.outage
-        if outage.down:
+        ``undo``: see :meth:`RedisState.exchange`). The undos kept for later are done first, but
+        not before an end or a release (a call cancelled during them would never end)."""
+        state = self.state
+        if state.outage.down:
+            if finish and undo is not None:  # an end or a release begun in Redis: later
+                state.undo_later([undo])
             return None
-        replies = yield self.state.exchange(commands, finish=finish, undo=undo)
+        if not finish and (undos := state.pending_undos()) and not (yield from self.undo(undos)):
+            return None
+        try:
+            replies = yield state.exchange(commands, finish=finish, undo=undo)
+        except BaseException as exc:
+            # interrupted (Ctrl-C) during the exchange or just after it, before its replies
+            # reached the call (its driver throws the interruption in here): what it did is
+            # taken back before the interruption goes on
+            if undo is not None and undo.claim():  # not already by a cancelled async exchange
+                if isinstance(exc, GeneratorExit):  # closed: nothing can be yielded any more
+                    state.undo_later([undo])
+                else:
+                    yield from self.undo([undo])
+            raise
         if isinstance(replies, BaseException):
-            if not isinstance(replies, (*outage.errors, TimeoutError)):
-                raise replies
-            outage.failed(replies)
+            if undo is not None and undo.claim():
+                # failed, or timed out, its commands may have run all the same: undone by the
+                # next exchange once Redis is tried again (this call waits for nothing more)
+                state.undo_later([undo])
+            self._failed(replies)
             return None
         result: list[Any] = replies
         return result
+
+    def _failed(self, error: BaseException) -> None:
+        """An exchange failed: Redis is down (an error that is not Redis's is raised)."""
+        if not isinstance(error, (*self.state.outage.errors, TimeoutError)):
+            raise error
+        self.state.outage.failed(error)
+
+    def undo(self, undos: Sequence[_Undo]) -> Steps[bool]:
+        """Take back the places of ``undos`` (see :class:`_Undo`): each member removed, then
+        the requests of those that were there given back; False when Redis failed. A removal
+        that failed or was interrupted may have run, or not: since an undo is idempotent, they
+        all wait for the next exchange (see :meth:`RedisState.undo_later`)."""
+        state = self.state
+        try:
+            removed = yield state.exchange([c for u in undos for c in u.remove()])
+        except BaseException:
+            state.undo_later(undos)
+            raise
+        if isinstance(removed, BaseException):
+            state.undo_later(undos)
+            self._failed(removed)
+            return False
+        back = [
+            c for undo, was in zip(undos, removed, strict=True) if was for c in undo.give_back()
+        ]
+        if back:  # lost, these requests stay counted until their minutes end
+            given = yield state.exchange(back)
+            if isinstance(given, BaseException):
+                self._failed(given)
+                return False
+        return True
 
     def snapshot(self, ids: Sequence[str]) -> Steps[Snapshot]:
         minute = _minute(self.state.clock)
@@ -661,8 +732,8 @@ class _RedisSteps:
                 ("zadd", (calls_key, {call: now_ms + _IN_FLIGHT_TTL * 1000}), {}),
                 ("expire", (calls_key, _IN_FLIGHT_TTL), {}),
             ],
-            # cancelled or interrupted meanwhile, the call never learns it began: what it
-            # took is given back
+            # cancelled, interrupted or failed meanwhile (its commands may have run all the
+            # same), the call never learns it began: what it took is given back
             undo=undo,
         )
         if replies is None:
@@ -671,7 +742,7 @@ class _RedisSteps:
         if rpm_limit is not None and int(replies[0]) > rpm_limit:
             # INCR first and give back when over: two processes can never both pass the
             # limit; at worst a borderline call is refused.
-            yield from self._replies([*undo.remove(), *undo.give_back()], finish=True)
+            yield from self._replies([*undo.remove(), *undo.give_back()], finish=True, undo=undo)
             return None
         return Place(deployment_id, minute, call)
 
@@ -679,8 +750,8 @@ class _RedisSteps:
         if place.member is None:  # begun on the local state, while Redis was down
             self.local.end(place.deployment_id)
             return
-        key = self._key("inflight-calls", place.deployment_id)
-        replies = yield from self._replies([("zrem", (key, place.member), {})], finish=True)
+        undo = _Undo(self._key("inflight-calls", place.deployment_id), place.member, None)
+        replies = yield from self._replies(undo.remove(), finish=True, undo=undo)
         if replies is None:
             self.local.end(place.deployment_id)
 
@@ -694,7 +765,7 @@ class _RedisSteps:
             place.member,
             self._key("rpm", place.deployment_id, place.minute),
         )
-        yield from self._replies([*undo.remove(), *undo.give_back()], finish=True)
+        yield from self._replies([*undo.remove(), *undo.give_back()], finish=True, undo=undo)
 
     def record_success(
         self, deployment_id: str, latency_ms: float | None, tokens: int
