@@ -196,8 +196,10 @@ class PrometheusLogger:
         (:meth:`watch_deployments`), both outcomes of each fallback hop a call can take, and
         each model group's requests (every way a call can end) and spend, for both operations,
         with each model its own deployments and its fallbacks' serve (``served_model``,
-        ``provider``). A call that fails before any deployment is tried (a refused request, no
-        deployment free) has no served model: its series still appear at their first count.
+        ``provider``), and the unpriced-call counter of each group a deployment without a price
+        can serve (:meth:`watch_unpriced`). A call that fails before any deployment is tried (a
+        refused request, no deployment free) has no served model: its series still appear at
+        their first count.
         """
         from tracking.request import split_provider
 
@@ -210,12 +212,26 @@ class PrometheusLogger:
             for source, target in itertools.pairwise((group, *targets)):
                 for outcome in ("success", "failure"):
                     m.fallbacks.labels(_bounded(source), _bounded(target), outcome)
+        unpriced = []
         for group in router.groups:
             chain = (group, *router.fallbacks.get(group, ()))
-            served = {split_provider(d.model) for name in chain for d in router.groups[name]}
-            for provider, model in sorted(served):
+            deployments = [d for name in chain for d in router.groups[name]]
+            for provider, model in sorted({split_provider(d.model) for d in deployments}):
                 for operation in _OPERATIONS:
                     m.series_for(group, model, provider, operation)
+            if not all(d.priced() for d in deployments):
+                unpriced.append(group)
+        self.watch_unpriced(unpriced)
+
+    def watch_unpriced(self, models: Iterable[str]) -> None:
+        """Start ``image_edit_unpriced_requests_total`` of each of these models (named as calls
+        name them) at 0, so a model's first call with no known price is a rise ``rate()`` and
+        ``increase()`` see. :meth:`watch_router` does it for each model group that a deployment
+        without a price can serve (its own, or a fallback's); an SDK process calling models
+        without a router names its own."""
+        m = self.metrics
+        for model in models:
+            m.unpriced.labels(m.model_label(model))
 
     def record_cooldown(self, model: str, deployment: str) -> None:
         """Count one deployment put in cooldown by the router."""

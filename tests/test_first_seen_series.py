@@ -133,6 +133,41 @@ def test_watch_router_starts_each_known_label_set_at_0_and_observes_once():
     assert (("deployment", "mid-a"), ("model", "mid")) in labelled("image_edit_retries")
 
 
+def test_watch_router_starts_the_unpriced_counter_of_the_groups_an_unpriced_deployment_serves():
+    """A group whose own deployment, or a fallback's, has no known price has its unpriced-call
+    counter at 0; a group only priced deployments serve has none (bounded: the config's
+    groups)."""
+    registry = CollectorRegistry()
+    logger = PrometheusLogger(registry)
+
+    def deployment(group: str, model: str) -> dict[str, Any]:
+        return {
+            "model_name": group,
+            "litellm_params": {"model": model, "api_base": "http://127.0.0.1:9", "api_key": "k"},
+        }
+
+    router = tracking.Router(
+        model_list=[
+            deployment("priced", "gpt-image-1"),
+            deployment("house", "openai/house-image-first-seen"),
+            deployment("falls-to-house", "gpt-image-1-mini"),
+        ],
+        fallbacks=[{"falls-to-house": ["house"]}],
+    )
+    try:
+        logger.watch_router(router)
+    finally:
+        router.close()
+    started = {
+        sample.labels["model"]: sample.value
+        for metric in registry.collect()
+        if metric.name == "image_edit_unpriced_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+    assert started == {"house": 0, "falls-to-house": 0}
+
+
 #: Run in a process of its own: the bus's counters are the process's, and another test's
 #: callbacks or integrations must not have named these series already.
 _BUS_NAMES = """
@@ -327,3 +362,43 @@ def test_a_first_callback_error_and_first_dropped_event_show_on_the_panels(
         finally:
             (tmp_path / "gate").touch()  # the waiting callback returns: the proxy can stop
             proxy.stop()
+
+
+UNPRICED_CONFIG = """
+model_list:
+  - model_name: gpt-image-1
+    litellm_params: {{model: gpt-image-1, api_key: "{api_key}", api_base: "{fake}"}}
+  - model_name: house-model
+    litellm_params: {{model: openai/{house}, api_key: "{api_key}", api_base: "{fake}"}}
+general_settings:
+  master_key: "{master_key}"
+"""
+
+
+@pytest.mark.slow
+def test_a_first_unpriced_call_shows_on_its_panel(start_prometheus, tmp_path):  # noqa: F811
+    """A model group whose deployment has no known price: its first call is unpriced, the
+    first count of ``image_edit_unpriced_requests_total{model}``, and shows in the "Unpriced
+    requests by model" panel's ``increase()`` (the proxy started the series at 0 from its
+    config, ``watch_router``); the series appeared already at 1 and the panel showed nothing.
+    Only the config's unpriced group has the series."""
+    house = "house-image-first-seen"
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=[house]) as fake:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            UNPRICED_CONFIG.format(
+                api_key=API_KEY, fake=fake.url, house=house, master_key=MASTER_KEY
+            )
+        )
+        with ProxyProcess(config) as proxy:
+            prom = start_prometheus({"proxy": proxy.port})
+            prom.scraped_once_more("proxy")  # every series as it is before any call
+            assert _edit(proxy, "house-model").status_code == 200
+            counted = 'image_edit_unpriced_requests_total{model="house-model"}'
+            prom.wait_until(lambda: _metric_line(proxy, counted) == 1, "the unpriced call")
+            prom.scraped_once_more("proxy")
+
+            unpriced = _panel_by(prom, "Unpriced requests by model", "model")
+            assert unpriced.get("house-model", 0) > 0, unpriced
+            series = prom.query('image_edit_unpriced_requests_total{job="proxy"}')
+            assert {s["metric"]["model"] for s in series} == {"house-model"}

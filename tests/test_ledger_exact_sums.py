@@ -69,10 +69,10 @@ def test_the_proxys_sums_are_the_ledgers_exact_ones(ledger_url):
             ("hash-a", "1000000000.5085890000"),  # dearest first
             ("hash-b", f"{ODD * 3:f}"),
         ]
-        assert total_spend(store, None, None) == ("1000000037.5456257036", None)
+        assert total_spend(store, None, None) == ("1000000037.5456257036", {})
         assert spend_by(store, "api_key", start=None, end=None, limit=10) == [
-            ("hash-a", "1000000000.5085890000", 2, 0),  # as /spend/keys writes it
-            ("hash-b", "37.0370367036", 3, 0),
+            ("hash-a", "1000000000.5085890000", 2, {}),  # as /spend/keys writes it
+            ("hash-b", "37.0370367036", 3, {}),
         ]
     finally:
         store.engine.dispose()

@@ -377,6 +377,73 @@ def test_every_spend_route_writes_an_amount_alike_and_the_quarantine_by_one_name
     assert "quarantined" not in logs
     assert (logs["quarantined_requests"], logs["quarantined_usd"]) == (1, "0.2500000000")
     total = get("/global/spend")
-    assert total == {"spend": both, "quarantined_usd": "0.2500000000"}
+    assert total == {"spend": both, "quarantined_requests": 1, "quarantined_usd": "0.2500000000"}
     assert (key["requests"], key["unpriced_requests"]) == (3, 1)
     assert (key["quarantined_requests"], key["quarantined_usd"]) == (1, "0.2500000000")
+
+
+def _flagged_calls(app: ProxyApp, url: str) -> None:
+    """Ann's (key A, team t) priced call, her failed call recorded at an estimate and her call
+    at an estimate whose row the database refused; Bob's (key B, team u) priced call."""
+    _record(
+        url,
+        make_event(user="ann", cost=Decimal("0.1"), start=DAY, team="t", api_key_hash=KEY_A),
+        make_event(user="ann", cost=Decimal("0.02"), start=DAY, team="t", api_key_hash=KEY_A,
+                   status="failure", cost_source="estimate"),
+        make_event(user="bob", cost=Decimal("0.5"), start=DAY, team="u", api_key_hash=KEY_B),
+    )  # fmt: skip
+    quarantine_event(app.accounts.store.engine, user="ann", cost=Decimal("0.25"), start=DAY,
+                     team="t", api_key_hash=KEY_A, cost_source="estimate")  # fmt: skip
+
+
+#: Ann's flagged figures: two calls at an estimate (one of them refused by the database).
+ANNS_FLAGS = {
+    "estimated_requests": 2,
+    "estimated_usd": "0.2700000000",
+    "quarantined_requests": 1,
+    "quarantined_usd": "0.2500000000",
+}
+
+
+def _get(app: ProxyApp, path: str, **params: str) -> Any:
+    answer = _call(app, "GET", path, params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_global_spend_routes_flag_estimates_and_the_quarantine_by_the_report_names(
+    app,
+    ledger_url,  # noqa: F811
+):
+    """``/global/spend`` gave ``quarantined_usd`` alone and its per-key, model, end-user and
+    team rows ``quarantined_requests`` alone; none of them said how many calls, and how much,
+    were recorded at an estimate (``tracking spend``'s ``estimated_requests`` /
+    ``estimated_usd``). LiteLLM's own fields keep their names; a row without such calls has no
+    pair."""
+    _flagged_calls(app, ledger_url)
+    assert _get(app, "/global/spend") == {"spend": "0.8700000000", **ANNS_FLAGS}
+    bobs = {"total_spend": "0.5000000000", "requests": 1}
+    anns = {"total_spend": "0.3700000000", "requests": 3, **ANNS_FLAGS}
+    per = {"api_key": (KEY_B, KEY_A), "end_user": ("bob", "ann"), "team": ("u", "t")}
+    for name, (bob, ann) in per.items():
+        path = "/global/spend/" + {"api_key": "keys", "end_user": "end_users"}.get(name, "teams")
+        assert _get(app, path) == [{name: bob, **bobs}, {name: ann, **anns}], path
+    (model,) = _get(app, "/global/spend/models")
+    assert model == {"model": "gpt-image-1", "total_spend": "0.8700000000", "requests": 4,
+                     **ANNS_FLAGS}  # fmt: skip
+    later = _get(app, "/global/spend", start_date=NEXT.date().isoformat())
+    assert later == {"spend": "0.0000000000"}  # no calls in the window: no pairs
+
+
+def test_spend_logs_and_keys_flag_calls_recorded_at_an_estimate(app, ledger_url):  # noqa: F811
+    """``/spend/logs`` and ``/spend/keys`` said how many calls are in the quarantine and what
+    they cost, but not the calls recorded at an estimate (``cost_source`` ``estimate``)."""
+    _flagged_calls(app, ledger_url)
+    logs = _get(app, "/spend/logs")
+    assert {name: logs.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS
+    bobs_logs = _get(app, "/spend/logs", user="bob")
+    assert not set(ANNS_FLAGS) & set(bobs_logs)
+    bob, ann = _get(app, "/spend/keys")["data"]
+    assert (bob["key_hash"], ann["key_hash"]) == (KEY_B, KEY_A)
+    assert {name: ann.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS
+    assert not set(ANNS_FLAGS) & set(bob)

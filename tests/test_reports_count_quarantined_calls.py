@@ -93,15 +93,31 @@ def test_spend_queries_and_budgets_count_each_quarantined_call_once(ledger_url):
             assert store.key_summary(None, page=3, page_size=1) == ([keys[2]], 3)
             assert store.key_summary([KEY_C])[0][0]["spend"] == "0.0500000000"
 
-            assert litellm_store.total_spend(store, None, None) == ("0.6500000001", "0.3500000001")
+            assert litellm_store.total_spend(store, None, None) == (
+                "0.6500000001",
+                {
+                    "estimated_requests": 1,  # carol's failed call
+                    "estimated_usd": "0.0500000000",
+                    "quarantined_requests": 3,
+                    "quarantined_usd": "0.3500000001",
+                },
+            )
             per_user = litellm_store.spend_by(store, "customer", start=None, end=None, limit=2)
-            assert per_user == [("alice", "0.4000000001", 2, 1), ("bob", "0.2000000000", 1, 0)]
+            assert per_user == [
+                (
+                    "alice",
+                    "0.4000000001",
+                    2,
+                    {"quarantined_requests": 1, "quarantined_usd": "0.3000000001"},
+                ),
+                ("bob", "0.2000000000", 1, {}),
+            ]
             report = litellm_store.spend_report(store, "customer", start=None, end=None)
             assert [d["group_by_day"] for d in report] == ["2026-05-04", "2026-05-05"]
             carol = [c for c in report[1]["customers"] if c["customer"] == "carol"]
             assert carol[0]["total_spend"] == "0.0500000000"
-            summary = store.quarantined_summary(key_hashes=None, end_user=None, start=DAY,
-                                                end=NEXT)  # fmt: skip
+            summary = store.flagged_summary(key_hashes=None, end_user=None, start=DAY,
+                                             end=NEXT)  # fmt: skip
             assert summary == {"quarantined_requests": 1, "quarantined_usd": "0.3000000001"}
         finally:
             store.close()
@@ -171,10 +187,11 @@ def test_proxy_spend_routes_agree_with_the_budgets(fake, tmp_path: Path):
         assert page["total"] == 1 and "quarantined" not in page
         assert (page["quarantined_requests"], page["quarantined_usd"]) == (1, "0.2500000000")
         total = get("/global/spend")
-        assert total == {"spend": f"{spent:f}", "quarantined_usd": "0.2500000000"}
+        refused = {"quarantined_requests": 1, "quarantined_usd": "0.2500000000"}
+        assert total == {"spend": f"{spent:f}", **refused}
         users = get("/global/spend/end_users")
         assert {"end_user": "erin", "total_spend": f"{spent:f}", "requests": 2,
-                "quarantined_requests": 1} in users  # type: ignore[operator]  # fmt: skip
+                **refused} in users  # type: ignore[operator]  # fmt: skip
 
 
 def test_a_call_in_spend_logs_and_in_the_quarantine_counts_once_toward_budgets(tmp_path):

@@ -79,9 +79,20 @@ def test_reports_count_the_calls_own_row_not_its_intents_estimate(ledger_url):  
         store = AccountStore(ledger_url)
         try:
             assert store.spent(end_user="alice", since=None) == Decimal("0.05")  # the budget's
-            assert litellm_store.total_spend(store, None, None) == ("0.2500000000", "0.0500000000")
+            assert litellm_store.total_spend(store, None, None) == (
+                "0.2500000000",
+                {"quarantined_requests": 1, "quarantined_usd": "0.0500000000"},
+            )
             per_user = litellm_store.spend_by(store, "customer", start=None, end=None, limit=5)
-            assert per_user == [("bob", "0.2000000000", 1, 0), ("alice", "0.0500000000", 1, 1)]
+            assert per_user == [
+                ("bob", "0.2000000000", 1, {}),
+                (
+                    "alice",
+                    "0.0500000000",
+                    1,
+                    {"quarantined_requests": 1, "quarantined_usd": "0.0500000000"},
+                ),
+            ]
             (day,) = litellm_store.spend_report(store, "customer", start=None, end=None)
             alice = next(c for c in day["customers"] if c["customer"] == "alice")
             assert alice["total_spend"] == "0.0500000000"
@@ -92,8 +103,8 @@ def test_reports_count_the_calls_own_row_not_its_intents_estimate(ledger_url):  
             ]
             assert keys[1]["requests"] == 1 and keys[1]["quarantined_requests"] == 1
             assert store.key_summary(None, page=2, page_size=1) == ([keys[1]], 2)
-            summary = store.quarantined_summary(key_hashes=[KEY_A], end_user=None, start=DAY,
-                                                end=NEXT)  # fmt: skip  # /spend/logs
+            summary = store.flagged_summary(key_hashes=[KEY_A], end_user=None, start=DAY,
+                                             end=NEXT)  # fmt: skip  # /spend/logs
             assert summary == {"quarantined_requests": 1, "quarantined_usd": "0.0500000000"}
         finally:
             store.close()

@@ -41,6 +41,8 @@ __all__ = [
     "SpendRow",
     "cost_order",
     "cost_sum",
+    "flagged_figures",
+    "flagged_measures",
     "money_text",
     "query_spend",
     "summed_cost",
@@ -197,6 +199,43 @@ def unpriced_count(source: Any = spend_logs) -> sa.ColumnElement[Any]:
     return sa.func.coalesce(sa.func.sum(sa.case((_cost(source).is_(None), 1), else_=0)), 0)
 
 
+def _flag_marks(source: Any) -> dict[str, sa.ColumnElement[bool]]:
+    """What marks the calls of each :data:`FLAGGED` pair, by the pair's count's name."""
+    return {
+        "estimated_requests": source.c.cost_source == "estimate",
+        "quarantined_requests": source.c.quarantined == 1,
+    }
+
+
+def flagged_measures(engine: Engine, source: Any = spend_calls) -> list[sa.ColumnElement[Any]]:
+    """Per :data:`FLAGGED` pair, how many calls of ``source`` (``spend_calls``) have the flag and
+    what they cost (exactly, :func:`cost_sum`), labelled by the pair's names; read a row of them
+    with :func:`flagged_figures`."""
+    measures: list[sa.ColumnElement[Any]] = []
+    marks = _flag_marks(source)
+    for count, usd in FLAGGED:
+        mark = marks[count]
+        measures.append(sa.func.coalesce(sa.func.sum(sa.case((mark, 1), else_=0)), 0).label(count))
+        measures.append(cost_sum(engine, mark, source).label(usd))
+    return measures
+
+
+def flagged_figures(
+    record: Any, engine: Engine, *, text: bool = False, every: bool = False
+) -> dict[str, Any]:
+    """The flagged pairs of a row holding :func:`flagged_measures`, each pair only when the row
+    has such calls (``every``: all of them): a count, and an amount at the ledger's scale (a
+    Decimal, or with ``text`` its exact decimal text, as JSON reports write it)."""
+    figures: dict[str, Any] = {}
+    for count, usd in FLAGGED:
+        calls = int(record._mapping[count])
+        if calls or every:
+            amount = summed_cost(record._mapping[usd], engine)
+            figures[count] = calls
+            figures[usd] = money_text(amount) if text else amount
+    return figures
+
+
 def cost_order(engine: Engine, source: Any = spend_logs) -> tuple[sa.UnaryExpression[Any], ...]:
     """``ORDER BY`` clauses putting groups dearest first, exactly: on SQLite the exact sum of
     :func:`cost_sum` as whole units of 1e-10 split floor-wise in two integers (dollars, then the
@@ -265,8 +304,6 @@ def query_spend(
         )
     calls = spend_calls
     cost = cost_sum(engine, source=calls).label("cost")
-    quarantined = calls.c.quarantined == 1
-    estimated = calls.c.cost_source == "estimate"
     measures: list[sa.ColumnElement[Any]] = [
         sa.func.count().label("requests"),
         sa.func.coalesce(sa.func.sum(sa.case((calls.c.status == "failure", 1), else_=0)), 0).label(
@@ -275,10 +312,7 @@ def query_spend(
         sa.func.coalesce(sa.func.sum(calls.c.images_returned), 0).label("images"),
         cost,
         unpriced_count(calls).label("unpriced"),
-        sa.func.coalesce(sa.func.sum(calls.c.quarantined), 0).label("quarantined"),
-        cost_sum(engine, quarantined, calls).label("quarantined_cost"),
-        sa.func.coalesce(sa.func.sum(sa.case((estimated, 1), else_=0)), 0).label("estimated"),
-        cost_sum(engine, estimated, calls).label("estimated_cost"),
+        *flagged_measures(engine, calls),
     ]
     key: sa.ColumnElement[Any] | None = None
     if by == "model":
@@ -330,10 +364,7 @@ def query_spend(
                 images=int(record.images),
                 cost_usd=summed_cost(record.cost, engine),
                 unpriced_requests=int(record.unpriced),
-                quarantined_requests=int(record.quarantined),
-                quarantined_usd=summed_cost(record.quarantined_cost, engine),
-                estimated_requests=int(record.estimated),
-                estimated_usd=summed_cost(record.estimated_cost, engine),
+                **flagged_figures(record, engine, every=True),
             )
         )
     return rows

@@ -382,38 +382,39 @@ class AccountStore:
             total = int(conn.execute(count).scalar_one())
         return rows, total
 
-    def quarantined_summary(
+    def flagged_summary(
         self,
         *,
         key_hashes: Sequence[str] | None,
         end_user: str | None,
         start: datetime | None,
         end: datetime | None,
-    ) -> dict[str, Any] | None:
-        """How many calls matching these filters are in the ledger's quarantine (rows the
-        database refused, billed all the same) and what they cost, by the names every report
-        gives them (``quarantined_requests``, ``quarantined_usd``); None when there are none.
-        Summed by the database over ``spend_calls`` (each call once, by its own row)."""
+    ) -> dict[str, Any]:
+        """How many calls matching these filters are flagged and what they cost, by the names
+        every report gives them: recorded at an estimate (``estimated_requests``,
+        ``estimated_usd``) and in the ledger's quarantine (rows the database refused, billed all
+        the same: ``quarantined_requests``, ``quarantined_usd``); a pair only when there are
+        such calls. Summed by the database over ``spend_calls`` (each call once, by its own
+        row)."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
-            return None
-        from tracking.integrations.sql import cost_sum, spend_calls, spend_conditions, summed_cost
+            return {}
+        from tracking.integrations.sql import (
+            flagged_figures,
+            flagged_measures,
+            spend_calls,
+            spend_conditions,
+        )
 
-        statement = sa.select(sa.func.count(), cost_sum(self.engine, source=spend_calls)).where(
-            spend_calls.c.quarantined == 1,
+        statement = sa.select(*flagged_measures(self.engine, spend_calls)).where(
             *spend_conditions(key_hashes, end_user, start, source=spend_calls),
         )
         if end is not None:
             statement = statement.where(spend_calls.c.start_time < end)
         with self.engine.connect() as conn:
-            count, cost = conn.execute(statement).one()
-        if not count:
-            return None
-        return {
-            "quarantined_requests": int(count),
-            "quarantined_usd": f"{summed_cost(cost, self.engine):f}",
-        }
+            record = conn.execute(statement).one()
+        return flagged_figures(record, self.engine, text=True)
 
     def key_summary(
         self, key_hashes: Sequence[str] | None, *, page: int = 1, page_size: int | None = None
@@ -422,7 +423,8 @@ class AccountStore:
         by hash: pages never overlap), a page of them (``page_size`` None: all), and how many
         keys there are. Summed and paged by the database over ``spend_calls``: the quarantined
         calls (rows the database refused, billed all the same) included, each call once by its
-        own row; a key with some has ``quarantined_requests`` and ``quarantined_usd``, and a key
+        own row; a key with some has ``quarantined_requests`` and ``quarantined_usd``, a key with
+        calls recorded at an estimate ``estimated_requests`` and ``estimated_usd``, and a key
         with calls of no known price (not in its ``spend``) ``unpriced_requests``."""
         import sqlalchemy as sa
 
@@ -432,6 +434,8 @@ class AccountStore:
         from tracking.integrations.sql import (
             cost_order,
             cost_sum,
+            flagged_figures,
+            flagged_measures,
             spend_calls,
             spend_conditions,
             summed_cost,
@@ -439,7 +443,6 @@ class AccountStore:
         )
 
         calls = spend_calls
-        quarantined = calls.c.quarantined == 1
         statement = (
             sa.select(
                 calls.c.api_key_hash,
@@ -448,9 +451,8 @@ class AccountStore:
                 sa.func.count().label("requests"),
                 sa.func.coalesce(sa.func.sum(calls.c.images_returned), 0).label("images"),
                 cost_sum(self.engine, source=calls).label("cost"),
-                sa.func.coalesce(sa.func.sum(calls.c.quarantined), 0).label("quarantined"),
-                cost_sum(self.engine, quarantined, calls).label("quarantined_cost"),
                 unpriced_count(calls).label("unpriced"),
+                *flagged_measures(self.engine, calls),
             )
             .where(calls.c.api_key_hash.is_not(None))
             .group_by(calls.c.api_key_hash)
@@ -475,9 +477,7 @@ class AccountStore:
             }
             if row.unpriced:
                 summary["unpriced_requests"] = int(row.unpriced)
-            if row.quarantined:
-                summary["quarantined_requests"] = int(row.quarantined)
-                summary["quarantined_usd"] = f"{summed_cost(row.quarantined_cost, self.engine):f}"
+            summary.update(flagged_figures(row, self.engine, text=True))
             rows.append(summary)
         return rows, total
 

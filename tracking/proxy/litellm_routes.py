@@ -13,7 +13,10 @@ Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /cu
 ``user_ids``); ``/global/spend/keys`` answers ``api_key`` + ``total_spend`` rows. Where LiteLLM
 returns a float we return the amount as a decimal string at the ledger's scale, as every spend
 figure is (money is never a float here); a figure of ours beside LiteLLM's has the name it has
-in every report (``quarantined_requests``, ``quarantined_usd``).
+in every report: ``/global/spend`` and its per-key, model, end-user and team rows add
+``estimated_requests`` / ``estimated_usd`` (calls recorded at an estimate) and
+``quarantined_requests`` / ``quarantined_usd`` (calls whose rows the database refused), each
+pair only when there are such calls.
 """
 
 from __future__ import annotations
@@ -248,11 +251,8 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     async def spend_total(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         _, start, end = window(scope)
-        total, quarantined = await asyncio.to_thread(litellm_store.total_spend, store, start, end)
-        body = {"spend": total}
-        if quarantined is not None:  # the part that is calls whose rows the database refused
-            body["quarantined_usd"] = quarantined
-        await send_json(send, 200, body)
+        total, flagged = await asyncio.to_thread(litellm_store.total_spend, store, start, end)
+        await send_json(send, 200, {"spend": total, **flagged})
 
     def spend_per(group: str, name: str) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
@@ -265,11 +265,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
             await send_json(
                 send,
                 200,
-                [
-                    {name: v, "total_spend": s, "requests": n}
-                    | ({"quarantined_requests": q} if q else {})
-                    for v, s, n, q in rows
-                ],
+                [{name: v, "total_spend": s, "requests": n, **f} for v, s, n, f in rows],
             )
 
         return handler

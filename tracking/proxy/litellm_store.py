@@ -174,52 +174,65 @@ def _window(statement: Any, column: Any, start: datetime | None, end: datetime |
 
 def total_spend(
     store: AccountStore, start: datetime | None, end: datetime | None
-) -> tuple[str, str | None]:
-    """What every call in the window cost, and the part of it that is quarantined calls' (None
-    when there are none)."""
+) -> tuple[str, dict[str, Any]]:
+    """What every call in the window cost, and the flagged pairs of its calls (recorded at an
+    estimate, quarantined: the part of it they are), each only when there are such calls."""
     import sqlalchemy as sa
 
     if store.nothing_stored():
-        return money(0), None
-    from tracking.integrations.sql import cost_sum, spend_calls, summed_cost
+        return money(0), {}
+    from tracking.integrations.sql import (
+        cost_sum,
+        flagged_figures,
+        flagged_measures,
+        spend_calls,
+        summed_cost,
+    )
 
     engine = store.engine
     statement = sa.select(
-        cost_sum(engine, source=spend_calls),
-        cost_sum(engine, spend_calls.c.quarantined == 1, spend_calls),
-        sa.func.coalesce(sa.func.sum(spend_calls.c.quarantined), 0),
+        cost_sum(engine, source=spend_calls).label("spend"),
+        *flagged_measures(engine, spend_calls),
     )
     statement = _window(statement, spend_calls.c.start_time, start, end)
     with engine.connect() as conn:
-        total, quarantined, count = conn.execute(statement).one()
-    extra = summed_cost(quarantined, engine)
-    return money(summed_cost(total, engine)), money(extra) if count else None
+        record = conn.execute(statement).one()
+    return money(summed_cost(record.spend, engine)), flagged_figures(record, engine, text=True)
 
 
 def _per_value(engine: Any, column: Any) -> Any:
-    """``value``, ``spend``, ``requests`` and ``quarantined`` (requests) per value of a
+    """``value``, ``spend``, ``requests`` and the flagged pairs' measures per value of a
     ``spend_calls`` column, the calls without one left out."""
     import sqlalchemy as sa
 
-    from tracking.integrations.sql import cost_sum, spend_calls
+    from tracking.integrations.sql import cost_sum, flagged_measures, spend_calls
 
     return (
         sa.select(
             column.label("value"),
             cost_sum(engine, source=spend_calls).label("spend"),
             sa.func.count().label("requests"),
-            sa.func.coalesce(sa.func.sum(spend_calls.c.quarantined), 0).label("quarantined"),
+            *flagged_measures(engine, spend_calls),
         )
         .where(column.is_not(None))
         .group_by(column)
     )
 
 
-def _value_rows(engine: Any, rows: Sequence[Any]) -> list[tuple[str, str, int, int]]:
-    from tracking.integrations.sql import summed_cost
+#: A value's spend: the value, what its calls cost, how many there were, their flagged pairs.
+ValueSpend = tuple[str, str, int, dict[str, Any]]
+
+
+def _value_rows(engine: Any, rows: Sequence[Any]) -> list[ValueSpend]:
+    from tracking.integrations.sql import flagged_figures, summed_cost
 
     return [
-        (str(r.value), money(summed_cost(r.spend, engine)), int(r.requests), int(r.quarantined))
+        (
+            str(r.value),
+            money(summed_cost(r.spend, engine)),
+            int(r.requests),
+            flagged_figures(r, engine, text=True),
+        )
         for r in rows
     ]
 
@@ -231,9 +244,9 @@ def spend_by(
     start: datetime | None,
     end: datetime | None,
     limit: int,
-) -> list[tuple[str, str, int, int]]:
-    """``(value, spend, requests, quarantined requests)`` per value of a ledger column, dearest
-    first; the quarantined calls (rows the database refused, billed all the same) included."""
+) -> list[ValueSpend]:
+    """``(value, spend, requests, flagged pairs)`` per value of a ledger column, dearest first;
+    the quarantined calls (rows the database refused, billed all the same) included."""
     if store.nothing_stored():
         return []
     from tracking.integrations.sql import cost_order, spend_calls

@@ -3,10 +3,12 @@
 The master key sees every row; a virtual key sees only the rows of its own calls (filtered by its
 hash, whatever the query asks). ``/spend/logs`` pages newest first (``page`` from 1,
 ``page_size`` up to 1000) and filters by end user (``user``) and UTC time (``start_date``
-inclusive, ``end_date`` exclusive; dates or ISO-8601 datetimes), and when the ledger's quarantine
-holds calls matching the same filters says how many and what they cost (``quarantined_requests``,
+inclusive, ``end_date`` exclusive; dates or ISO-8601 datetimes), and when calls matching the
+same filters were recorded at an estimate or are in the ledger's quarantine says how many and
+what they cost (``estimated_requests`` / ``estimated_usd``, ``quarantined_requests`` /
 ``quarantined_usd``, the names every spend report gives them). ``/spend/keys`` sums spend per
-key, dearest first, paged the same way (100 keys a page unless ``page_size`` says otherwise).
+key, dearest first, paged the same way (100 keys a page unless ``page_size`` says otherwise),
+with the same pairs per key.
 On a proxy without a master key (open) they answer 403 (``code: spend_reads_closed``): anyone
 could otherwise read every end user's spend; ``general_settings.allow_open_spend_reads: true``
 opens them deliberately.
@@ -88,9 +90,8 @@ def spend_routes(
             store.spend_logs, **filters, page=page, page_size=page_size
         )
         body = _page_of(rows, page, page_size, total)
-        quarantined = await asyncio.to_thread(store.quarantined_summary, **filters)
-        if quarantined is not None:  # calls billed whose rows the database refused
-            body.update(quarantined)
+        # calls recorded at an estimate, and calls billed whose rows the database refused
+        body.update(await asyncio.to_thread(store.flagged_summary, **filters))
         await send_json(send, 200, body)
 
     async def keys(scope: Scope, receive: Receive, send: Send) -> None:

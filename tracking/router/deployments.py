@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..endpoint import check_api_key, check_base_url
@@ -65,6 +66,20 @@ class Deployment:
     #: prices that model otherwise (:func:`tracking.pricing.model_info.own_price_key`): its
     #: calls are priced as it, so each is billed at its own deployment's prices
     price_key: str | None = None
+
+    def price_names(self) -> list[str]:
+        """The names its calls are priced as, the first the price table knows winning: its own
+        prices' (or its base model), then its model as sent and without its provider prefix."""
+        from ..pricing import model_keys
+
+        own = self.price_key or self.base_model
+        return [own, *model_keys(self.model)] if own else model_keys(self.model)
+
+    def priced(self) -> bool:
+        """Whether the price table (registered or packaged) prices its calls today."""
+        from ..pricing import find_entry
+
+        return find_entry(self.price_names(), datetime.now(UTC).date()) is not None
 
     def overrides(self, call_timeout: Any, stream: bool = False) -> dict[str, Any]:
         """The call parameters this deployment sets; the call's own timeout wins if it set one,

@@ -154,14 +154,12 @@ def model_info_cost(deployment: Deployment, call: CallShape) -> Decimal | None:
     deployment's own ``model_info`` per-image prices
     (:func:`tracking.pricing.model_info.model_info_price`). Times ``n``; a deployment without
     prices is ranked last."""
-    from ..pricing import find_entry, model_keys
+    from ..pricing import find_entry
     from ..pricing.estimate import entry_estimate
     from ..pricing.model_info import model_info_price
     from ..pricing.table import per_image_price
 
-    own = deployment.price_key or deployment.base_model
-    names = [own, *model_keys(deployment.model)] if own else model_keys(deployment.model)
-    entry = find_entry(names, datetime.now(UTC).date())
+    entry = find_entry(deployment.price_names(), datetime.now(UTC).date())
     if entry is None:
         each = model_info_price(deployment.model_info, call.size, call.quality)
         return None if each is None else each * call.n
