@@ -31,8 +31,9 @@ from ..request import (
 )
 from ..targets import Steps, run_steps
 from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env, seconds
+from .redis_state import RedisState
 from .route import CallRoute
-from .state import MemoryState, RedisState, RouterState, stepwise
+from .state import MemoryState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
 
 __all__ = ["CooldownObserver", "Router", "lone_redis_settings"]
