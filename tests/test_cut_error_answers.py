@@ -19,21 +19,8 @@ import pytest
 
 import tracking
 from tests.conftest import edit_either, make_png
+from tests.raw_http import read_message
 from tests.recorder import record_events
-
-
-def _read_request(connection: socket.socket) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += connection.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        body += connection.recv(65536)
 
 
 @contextmanager
@@ -48,7 +35,7 @@ def _cut_answer(status: int, *, stall: bool = False) -> Iterator[str]:
     def serve() -> None:
         connection, _ = listener.accept()
         with connection:
-            _read_request(connection)
+            read_message(connection)
             reason = b"OK" if status < 300 else b"Error"
             connection.sendall(
                 b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: 200\r\n"

@@ -18,6 +18,7 @@ from tracking.proxy.protocol import HeadWithBody
 
 from .conftest import make_png
 from .proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
+from .raw_http import read_message
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads Linux's TCP_INFO")
 
@@ -30,26 +31,6 @@ HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\
 def data_segments_in(sock: socket.socket) -> int:
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
     return int(struct.unpack_from("I", info, _DATA_SEGS_IN)[0])
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    """One HTTP answer with a Content-Length, read whole."""
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = sock.recv(65536)
-        assert chunk, answer
-        answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, answer
-        body += chunk
-    return head + b"\r\n\r\n" + body
 
 
 # -- the proxy, end to end ---------------------------------------------------------------------
@@ -101,7 +82,7 @@ def test_an_answer_arrives_in_one_segment(proxy, request_bytes) -> None:
         for _ in range(3):  # kept alive: every answer on the connection, not only the first
             before = data_segments_in(sock)
             sock.sendall(request_bytes)
-            answer = read_answer(sock)
+            answer = read_message(sock)
             assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
             assert len(answer) < 60_000  # one segment can hold it (loopback's MSS is ~65 kB)
             assert data_segments_in(sock) - before == 1, answer[:300]
