@@ -12,8 +12,7 @@ from pathlib import Path
 
 from tracking.proxy.accounts import _counters
 from tracking.proxy.shared_counters import RedisCounters
-from tracking.router import Router
-from tracking.router.state import RedisState
+from tracking.router import RedisState, Router
 
 OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 URL = "redis://127.0.0.1:9/0"  # never reached: the clients connect on first use
