@@ -316,6 +316,8 @@ def test_the_report_by_api_key_is_litellms_rows_per_key(app, ledger_url):  # noq
             "total_cost": "0.0500000000",
             "total_input_tokens": 333,
             "total_output_tokens": 1056,
+            "quarantined_requests": 1,
+            "quarantined_usd": "0.0500000000",
             "model_details": [
                 {
                     "model": "gpt-image-1",
@@ -447,3 +449,39 @@ def test_spend_logs_and_keys_flag_calls_recorded_at_an_estimate(app, ledger_url)
     assert (bob["key_hash"], ann["key_hash"]) == (KEY_B, KEY_A)
     assert {name: ann.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS
     assert not set(ANNS_FLAGS) & set(bob)
+
+
+def test_customer_routes_and_the_spend_report_flag_estimates_and_the_quarantine(app, ledger_url):  # noqa: F811
+    """``/customer/list``, ``/customer/info`` and ``/global/spend/report`` (by team, customer
+    and key) said what was spent but not how many calls, and how much, were recorded at an
+    estimate or are in the quarantine, as every other report does. LiteLLM's own fields keep
+    their names; an end user, team or key without such calls has no pair."""
+    _flagged_calls(app, ledger_url)
+    for user in ("ann", "bob"):
+        made = _call(app, "POST", "/customer/new", json={"user_id": user})
+        assert made.status_code == 200, made.text
+    ann, bob = _get(app, "/customer/list")
+    assert (ann["user_id"], ann["spend"], bob["user_id"]) == ("ann", "0.3700000000", "bob")
+    assert {name: ann.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS
+    assert bob["spend"] == "0.5000000000"
+    assert not set(ANNS_FLAGS) & set(bob)
+    info = _get(app, "/customer/info", end_user_id="ann")
+    assert info["total_spend"] == "0.3700000000"
+    assert {name: info.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS
+    assert not set(ANNS_FLAGS) & set(_get(app, "/customer/info", end_user_id="bob"))
+    litellms = {"model", "api_key", "spend", "total_tokens"}  # a metadata entry's fields
+    groups = {"team": ("team_name", "teams", "t", "u"), "customer": ("customer", "customers",
+                                                                      "ann", "bob")}  # fmt: skip
+    for group, (field, plural, anns_name, bobs_name) in groups.items():
+        (day,) = _get(app, "/global/spend/report", group_by=group)
+        entries = {entry[field]: entry for entry in day[plural]}
+        anns, bobs = entries[anns_name], entries[bobs_name]
+        assert anns["total_spend"] == "0.3700000000", group
+        assert {name: anns.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS, group
+        assert not set(ANNS_FLAGS) & set(bobs), group
+        assert all(set(m) == litellms for e in entries.values() for m in e["metadata"]), group
+    bob_key, ann_key = _get(app, "/global/spend/report", group_by="api_key")
+    assert (ann_key["api_key"], ann_key["total_cost"]) == (KEY_A, "0.3700000000")
+    assert {name: ann_key.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS
+    assert bob_key["api_key"] == KEY_B
+    assert not set(ANNS_FLAGS) & set(bob_key)

@@ -13,7 +13,8 @@ Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /cu
 ``user_ids``); ``/global/spend/keys`` answers ``api_key`` + ``total_spend`` rows. Where LiteLLM
 returns a float we return the amount as a decimal string at the ledger's scale, as every spend
 figure is (money is never a float here); a figure of ours beside LiteLLM's has the name it has
-in every report: ``/global/spend`` and its per-key, model, end-user and team rows add
+in every report: ``/global/spend`` and its per-key, model, end-user and team rows,
+``/customer/list``'s end users and ``/global/spend/report``'s entries add
 ``estimated_requests`` / ``estimated_usd`` (calls recorded at an estimate) and
 ``quarantined_requests`` / ``quarantined_usd`` (calls whose rows the database refused), each
 pair only when there are such calls.
@@ -134,13 +135,17 @@ def _filter(query: dict[str, str], param: str) -> str | None:
     return bounded_text(value, param) if value else None
 
 
-def _customer(record: EndUserRecord, spend: str | None = None) -> dict[str, Any]:
-    """An end user as LiteLLM names it (``user_id``, ``blocked``, ``spend``), with ours."""
+def _customer(
+    record: EndUserRecord, spend: tuple[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """An end user as LiteLLM names it (``user_id``, ``blocked``, ``spend``), with ours; with
+    ``spend``, what it spent and the flagged pairs of its calls."""
     body = {"user_id": record.end_user_id, **record.to_dict()}
     if record.budget_usd is not None:
         body["max_budget"] = body["budget"]
     if spend is not None:
-        body["spend"] = spend
+        amount, flagged = spend
+        body.update({"spend": amount, **flagged})
     return body
 
 
@@ -217,7 +222,8 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         spend = await asyncio.to_thread(
             litellm_store.end_user_spend, store, [r.end_user_id for r in records]
         )
-        body = [_customer(r, spend.get(r.end_user_id, litellm_store.money(0))) for r in records]
+        nothing: tuple[str, dict[str, Any]] = (litellm_store.money(0), {})
+        body = [_customer(r, spend.get(r.end_user_id, nothing)) for r in records]
         await send_json(send, 200, body)
 
     async def customer_delete(scope: Scope, receive: Receive, send: Send) -> None:

@@ -262,10 +262,13 @@ def spend_by(
     return _value_rows(engine, rows)
 
 
-def end_user_spend(store: AccountStore, ids: Sequence[str]) -> dict[str, str]:
-    """What each of these end users spent in all (the quarantined calls included), summed by
-    the database for them alone, ``LOOKUP_CHUNK`` ids a statement (an ``IN`` list every dialect
-    takes); an end user without calls is not in the answer."""
+def end_user_spend(
+    store: AccountStore, ids: Sequence[str]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """What each of these end users spent in all (the quarantined calls included) and the
+    flagged pairs of their calls, summed by the database for them alone, ``LOOKUP_CHUNK`` ids a
+    statement (an ``IN`` list every dialect takes); an end user without calls is not in the
+    answer."""
     if store.nothing_stored() or not ids:
         return {}
     from tracking.integrations.sql import LOOKUP_CHUNK, spend_calls
@@ -273,17 +276,29 @@ def end_user_spend(store: AccountStore, ids: Sequence[str]) -> dict[str, str]:
     column = spend_calls.c.end_user
     engine = store.engine
     wanted = list(dict.fromkeys(ids))
-    spend: dict[str, str] = {}
+    spend: dict[str, tuple[str, dict[str, Any]]] = {}
     with engine.connect() as conn:
         for first in range(0, len(wanted), LOOKUP_CHUNK):
             chunk = wanted[first : first + LOOKUP_CHUNK]
             rows = conn.execute(_per_value(engine, column).where(column.in_(chunk))).all()
-            spend.update((value, amount) for value, amount, _, _ in _value_rows(engine, rows))
+            spend.update((v, (amount, f)) for v, amount, _, f in _value_rows(engine, rows))
     return spend
+
+
+def _flags_of(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The flagged pairs of groups (each group's :func:`flagged_figures` with ``every``)
+    summed exactly, as JSON values, each pair only when there are such calls."""
+    from tracking.integrations.sql import SpendRow
+
+    rows = [SpendRow(None, 0, 0, 0, Decimal(0), 0, **part) for part in parts]
+    total = SpendRow.total_of(rows)
+    return {name: total.figure(name) for name in total.flagged()}
 
 
 #: How LiteLLM's ``/global/spend/report?group_by=team`` names the calls of no team.
 UNASSIGNED_TEAM = "Unassigned Team"
+#: A (model, key) pair's spend in a report: what it cost, its tokens, its flagged figures.
+_PairSpend = tuple[Decimal, int, dict[str, Any]]
 
 
 def spend_report(
@@ -298,14 +313,24 @@ def spend_report(
     with an alias), and calls of no team are LiteLLM's ``UNASSIGNED_TEAM``; ``team_id`` is the
     id itself (null for those). ``api_key``:
     LiteLLM's other shape, not per day: per key, dearest first, ``total_cost``, its input and
-    output tokens and ``model_details`` per model."""
+    output tokens and ``model_details`` per model. Each team's (end user's, key's) entry
+    has the flagged pairs of its calls (``estimated_requests`` / ``estimated_usd``,
+    ``quarantined_requests`` / ``quarantined_usd``), each pair only when there are such
+    calls."""
     if store.nothing_stored():
         return []
     if group == "api_key":
         return _report_per_key(store, start, end)
     import sqlalchemy as sa
 
-    from tracking.integrations.sql import cost_sum, spend_calls, summed_cost, utc_day
+    from tracking.integrations.sql import (
+        cost_sum,
+        flagged_figures,
+        flagged_measures,
+        spend_calls,
+        summed_cost,
+        utc_day,
+    )
 
     engine = store.engine
     day_of = utc_day(engine, spend_calls)
@@ -320,37 +345,43 @@ def spend_report(
             key.label("api_key"),
             cost_sum(engine, source=spend_calls).label("spend"),
             sa.func.coalesce(sa.func.sum(spend_calls.c.total_tokens), 0).label("tokens"),
+            *flagged_measures(engine, spend_calls),
         )
         .where(spend_calls.c.start_time.is_not(None))
         .group_by(day_of, column, model, key)
     )
     statement = _window(statement, spend_calls.c.start_time, start, end)
-    # day -> team (or end user) -> (model, key hash) -> (spend, tokens)
-    days: dict[str, dict[str | None, dict[tuple[str, str | None], tuple[Decimal, int]]]] = {}
+    # day -> team (or end user) -> (model, key hash) -> (spend, tokens, flagged figures)
+    days: dict[str, dict[str | None, dict[tuple[str, str | None], _PairSpend]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(statement):
             day = row.day if isinstance(row.day, str) else row.day.isoformat()
             value = None if row.value is None else str(row.value)
             pairs = days.setdefault(day, {}).setdefault(value, {})
             api_key = None if row.api_key is None else str(row.api_key)
-            pairs[(str(row.model), api_key)] = (summed_cost(row.spend, engine), int(row.tokens))
+            pairs[(str(row.model), api_key)] = (
+                summed_cost(row.spend, engine),
+                int(row.tokens),
+                flagged_figures(row, engine, every=True),
+            )
     name = {"customer": "customer", "team": "team_name"}[group]
     plural = {"customer": "customers", "team": "teams"}[group]
     report = []
     for day, groups in sorted(days.items()):
         entries = []
         for value, pairs in groups.items():
-            total = sum((spend for spend, _ in pairs.values()), Decimal(0))
+            total = sum((spend for spend, _, _ in pairs.values()), Decimal(0))
+            flags = _flags_of([figures for _, _, figures in pairs.values()])
             metadata = [
                 {"model": m, "api_key": k, "spend": money(spend), "total_tokens": tokens}
-                for (m, k), (spend, tokens) in sorted(
+                for (m, k), (spend, tokens, _) in sorted(
                     pairs.items(), key=lambda item: (item[0][0], item[0][1] or "")
                 )
             ]
             entry: dict[str, Any] = {name: value}
             if group == "team":  # LiteLLM's name for calls of no team, and the id beside it
                 entry = {name: UNASSIGNED_TEAM if value is None else value, "team_id": value}
-            entries.append({**entry, "total_spend": money(total), "metadata": metadata})
+            entries.append({**entry, "total_spend": money(total), **flags, "metadata": metadata})
         report.append({"group_by_day": day, plural: entries})
     return report
 
@@ -363,7 +394,13 @@ def _report_per_key(
     a call's input tokens are its total less its output tokens (total is input plus output)."""
     import sqlalchemy as sa
 
-    from tracking.integrations.sql import cost_sum, spend_calls, summed_cost
+    from tracking.integrations.sql import (
+        cost_sum,
+        flagged_figures,
+        flagged_measures,
+        spend_calls,
+        summed_cost,
+    )
 
     engine = store.engine
     key = spend_calls.c.api_key_hash
@@ -375,9 +412,11 @@ def _report_per_key(
         cost_sum(engine, source=spend_calls).label("spend"),
         sa.func.coalesce(sa.func.sum(spend_calls.c.total_tokens - output), 0).label("input"),
         sa.func.coalesce(sa.func.sum(spend_calls.c.output_tokens), 0).label("output"),
+        *flagged_measures(engine, spend_calls),
     ).group_by(key, model)
     statement = _window(statement, spend_calls.c.start_time, start, end)
     keys: dict[str | None, list[tuple[str, Decimal, int, int]]] = {}
+    flags: dict[str | None, list[dict[str, Any]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(statement):
             api_key = None if row.api_key is None else str(row.api_key)
@@ -385,6 +424,7 @@ def _report_per_key(
             keys.setdefault(api_key, []).append(
                 (str(row.model), spend, int(row.input), int(row.output))
             )
+            flags.setdefault(api_key, []).append(flagged_figures(row, engine, every=True))
     totals = {k: sum((m[1] for m in models), Decimal(0)) for k, models in keys.items()}
     # dearest first, as LiteLLM orders them (exactly: the sums are Decimals); then by key
     order = sorted(keys, key=lambda k: (-totals[k], k is None, k or ""))
@@ -394,6 +434,7 @@ def _report_per_key(
             "total_cost": money(totals[api_key]),
             "total_input_tokens": sum(m[2] for m in keys[api_key]),
             "total_output_tokens": sum(m[3] for m in keys[api_key]),
+            **_flags_of(flags[api_key]),
             "model_details": [
                 {
                     "model": m,

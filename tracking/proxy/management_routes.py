@@ -296,7 +296,10 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         if record is None:
             raise ProxyError(404, f"no end user {user_id!r}", code="end_user_not_found")
         total = await asyncio.to_thread(store.spent, end_user=user_id, since=None)
-        body: dict[str, Any] = {**record.to_dict(), "total_spend": f"{total:f}"}
+        flagged = await asyncio.to_thread(
+            store.flagged_summary, key_hashes=None, end_user=user_id, start=None, end=None
+        )
+        body: dict[str, Any] = {**record.to_dict(), "total_spend": f"{total:f}", **flagged}
         if record.budget_period is not None:
             start, _ = period_window(record.budget_period, datetime.now(UTC))
             period_spend = await asyncio.to_thread(store.spent, end_user=user_id, since=start)
