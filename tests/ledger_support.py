@@ -216,6 +216,18 @@ def open_ledger(url: str, **options: Any) -> SqlLedger:
     return SqlLedger(url, auto_migrate=True, **options)
 
 
+def record_events(url: str, *events: ImageEditEvent) -> None:
+    """Write ``events`` into the ledger at ``url`` (migrated if new) and wait until they are
+    stored."""
+    ledger = open_ledger(url, mode="durable")
+    try:
+        for event in events:
+            ledger.on_end(event)
+        assert ledger.flush(30)
+    finally:
+        ledger.shutdown(10)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> str:
     """A fresh, empty database of each dialect: an SQLite file, then a PostgreSQL database.

@@ -189,6 +189,7 @@ def test_migrations_ship_inside_the_wheel():
         "0005_proxy_keys_prior_hashes.py",
         "0006_spend_calls_view.py",
         "0007_quarantined_values.py",
+        "0008_spend_daily_flags.py",
     ]
 
 

@@ -27,7 +27,12 @@ import pytest
 import sqlalchemy as sa
 
 from tests.accounts_support import bearer
-from tests.ledger_support import ledger_url, make_event, open_ledger, quarantine_event  # noqa: F401
+from tests.ledger_support import (  # noqa: F401
+    ledger_url,
+    make_event,
+    quarantine_event,
+    record_events,
+)
 from tests.proxy_support import MASTER_KEY, one_deployment_config
 from tracking.config import parse_config
 from tracking.integrations.sql._quarantined_calls import LOOKUP_CHUNK
@@ -56,16 +61,6 @@ def app(ledger_url: str) -> Iterator[ProxyApp]:  # noqa: F811
     finally:
         proxy.accounts.store.close()
         proxy.dispatcher.close()  # type: ignore[attr-defined]
-
-
-def _record(url: str, *events: Any) -> None:
-    ledger = open_ledger(url, mode="durable")
-    try:
-        for event in events:
-            ledger.on_end(event)
-        assert ledger.flush(30)
-    finally:
-        ledger.shutdown(10)
 
 
 def _call(app: ProxyApp, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -97,7 +92,7 @@ def _spend_calls_statements(engine: sa.Engine) -> list[tuple[str, set[Any]]]:
 def test_customer_list_reads_the_end_users_in_one_statement(app, ledger_url):  # noqa: F811
     """The end users' records are read in one statement, not one per end user (30 users made
     31 statements)."""
-    _record(ledger_url)  # the ledger's tables (a PostgreSQL database starts empty)
+    record_events(ledger_url)  # the ledger's tables (a PostgreSQL database starts empty)
     store = app.accounts.store
     for user in USERS[:30]:
         created = _call(app, "POST", "/customer/new", json={"user_id": user, "max_budget": 2})
@@ -118,7 +113,7 @@ def test_customer_list_reads_the_end_users_in_one_statement(app, ledger_url):  #
 
 def test_customer_list_sums_the_spend_of_the_listed_end_users_only(app, ledger_url):  # noqa: F811
     costs = {user: Decimal(n + 1).scaleb(-3) for n, user in enumerate(USERS)}
-    _record(ledger_url, *(make_event(user=u, cost=c, start=DAY) for u, c in costs.items()))
+    record_events(ledger_url, *(make_event(user=u, cost=c, start=DAY) for u, c in costs.items()))
     store = app.accounts.store
     quarantine_event(store.engine, user="user-007", cost=Decimal("0.5"), start=DAY)
     costs["user-007"] += Decimal("0.5")  # a call whose row the database refused counts too
@@ -150,8 +145,8 @@ def test_customer_list_sums_the_spend_of_the_listed_end_users_only(app, ledger_u
 
 
 def test_customer_list_asks_in_chunks_every_dialect_takes(app, ledger_url):  # noqa: F811
-    _record(ledger_url, make_event(user="user-000", cost=Decimal("0.25"), start=DAY))
-    _record(ledger_url, make_event(user="zz-last", cost=Decimal("0.75"), start=DAY))
+    record_events(ledger_url, make_event(user="user-000", cost=Decimal("0.25"), start=DAY))
+    record_events(ledger_url, make_event(user="zz-last", cost=Decimal("0.75"), start=DAY))
     store = app.accounts.store
     now = datetime.now(UTC)
     listed = [f"user-{n:03d}" for n in range(LOOKUP_CHUNK + 1)] + ["zz-last"]
@@ -181,7 +176,7 @@ def test_customer_list_asks_in_chunks_every_dialect_takes(app, ledger_url):  # n
 
 def test_a_date_only_end_date_leaves_that_day_out_as_litellms_does(app, ledger_url):  # noqa: F811
     midnight = datetime(NEXT.year, NEXT.month, NEXT.day, tzinfo=UTC)
-    _record(
+    record_events(
         ledger_url,
         make_event(user="early", cost=Decimal("0.1"), start=DAY, team="t"),
         make_event(user="midnight", cost=Decimal("0.2"), start=midnight, team="t"),
@@ -205,7 +200,7 @@ def test_a_date_only_end_date_leaves_that_day_out_as_litellms_does(app, ledger_u
 def test_a_window_ending_before_it_starts_is_a_400_not_an_empty_answer(app, ledger_url, path):  # noqa: F811
     """An empty answer would read as "nothing was spent"; a start equal to the end is an empty
     window, not a mistake."""
-    _record(ledger_url, make_event(user="u", cost=Decimal("0.1"), start=DAY, team="t"))
+    record_events(ledger_url, make_event(user="u", cost=Decimal("0.1"), start=DAY, team="t"))
     swapped = {"start_date": NEXT.date().isoformat(), "end_date": DAY.date().isoformat()}
     refused = _call(app, "GET", path, params=swapped)
     assert refused.status_code == 400, refused.text
@@ -220,7 +215,7 @@ def test_a_window_ending_before_it_starts_is_a_400_not_an_empty_answer(app, ledg
 
 
 def _team_calls(url: str) -> None:
-    _record(
+    record_events(
         url,
         make_event(cost=Decimal("0.1"), start=DAY, team="t", api_key_hash=KEY_A),
         make_event(cost=Decimal("0.2"), start=DAY, team="t", api_key_hash=KEY_A),
@@ -324,6 +319,8 @@ def test_the_report_by_api_key_is_litellms_rows_per_key(app, ledger_url):  # noq
                     "total_cost": "0.0500000000",
                     "total_input_tokens": 333,
                     "total_output_tokens": 1056,
+                    "quarantined_requests": 1,
+                    "quarantined_usd": "0.0500000000",
                 }
             ],
         },
@@ -343,7 +340,7 @@ def test_every_spend_route_writes_an_amount_alike_and_the_quarantine_by_one_name
     ``quarantined_spend``, where every other report says ``quarantined_requests`` and
     ``quarantined_usd``; ``/spend/keys`` said neither what a key's quarantined calls cost nor
     how many of its calls have no price (left out of its ``spend``)."""
-    _record(
+    record_events(
         ledger_url,
         make_event(user="ann", cost=Decimal("0.1"), start=DAY, team="t", api_key_hash=KEY_A),
         make_event(user="ann", cost=None, model="house-model", start=DAY, team="t",
@@ -387,7 +384,7 @@ def test_every_spend_route_writes_an_amount_alike_and_the_quarantine_by_one_name
 def _flagged_calls(app: ProxyApp, url: str) -> None:
     """Ann's (key A, team t) priced call, her failed call recorded at an estimate and her call
     at an estimate whose row the database refused; Bob's (key B, team u) priced call."""
-    _record(
+    record_events(
         url,
         make_event(user="ann", cost=Decimal("0.1"), start=DAY, team="t", api_key_hash=KEY_A),
         make_event(user="ann", cost=Decimal("0.02"), start=DAY, team="t", api_key_hash=KEY_A,
@@ -479,7 +476,9 @@ def test_customer_routes_and_the_spend_report_flag_estimates_and_the_quarantine(
         assert anns["total_spend"] == "0.3700000000", group
         assert {name: anns.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS, group
         assert not set(ANNS_FLAGS) & set(bobs), group
-        assert all(set(m) == litellms for e in entries.values() for m in e["metadata"]), group
+        (anns_pair,) = anns["metadata"]  # one (model, key) pair: its flags are the entry's
+        assert anns_pair == {**{name: anns_pair[name] for name in litellms}, **ANNS_FLAGS}
+        assert all(set(m) == litellms for m in bobs["metadata"]), group
     bob_key, ann_key = _get(app, "/global/spend/report", group_by="api_key")
     assert (ann_key["api_key"], ann_key["total_cost"]) == (KEY_A, "0.3700000000")
     assert {name: ann_key.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS

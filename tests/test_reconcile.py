@@ -107,7 +107,7 @@ def test_calls_through_the_sdk_and_the_proxy_agree_with_the_bill(capsys, fake, l
     code, out, _ = run(capsys, ledger, fake, "--format", "json")
     assert code == 0, out
     (row,) = json.loads(out)
-    assert row["key"] == "gpt-image-1"
+    assert row["model"] == "gpt-image-1"
     assert (row["our_images"], row["their_images"]) == (4, 4)
     assert Decimal(row["our_cost_usd"]) == Decimal(row["their_cost_usd"]) > 0
     assert Decimal(row["diff_usd"]) == 0 and not row["drift"] and row["note"] == "agrees"
@@ -221,7 +221,7 @@ def test_the_bill_is_read_across_pages_and_by_day(capsys, fake, ledger):
     code, out, _ = run(capsys, ledger, fake, "--by", "day", "--format", "json", days=45)
     assert code == 0, out
     (row,) = json.loads(out)
-    assert row["key"] in {before.isoformat(), after.isoformat()} and row["their_images"] == 1
+    assert row["day"] in {before.isoformat(), after.isoformat()} and row["their_images"] == 1
 
 
 def test_by_day_counts_the_bill_of_a_model_priced_outside_the_families(capsys, fake, ledger):
@@ -303,7 +303,7 @@ def test_calls_the_ledger_could_not_price_are_named_never_read_as_a_price(capsys
     edit(fake, model=UNPRICED)
     code, out, _ = run(capsys, ledger, fake, "--by", "model", "--format", "json")
     assert code == 1, out
-    rows = {row["key"]: row for row in json.loads(out)}
+    rows = {row["model"]: row for row in json.loads(out)}
     assert rows["gpt-image-1"]["note"] == "agrees"
     unpriced = rows[UNPRICED]
     assert unpriced["our_images"] == unpriced["their_images"] == 1 and unpriced["drift"]
@@ -336,7 +336,7 @@ def test_by_project_lists_the_providers_side_only(capsys, fake, ledger):
     code, out, _ = run(capsys, ledger, fake, "--by", "project", "--format", "json")
     assert code == 0
     (row,) = json.loads(out)
-    assert row["key"] == "proj_fake" and row["their_images"] == 1
+    assert row["project"] == "proj_fake" and row["their_images"] == 1
     assert row["our_images"] is None and "does not know OpenAI projects" in row["note"]
 
 
@@ -568,7 +568,7 @@ def test_a_bill_over_pages_with_distinct_days_is_summed_once(capsys, fake, ledge
     pages = _paged_bill(lambda t: [(t - 86_400, "1"), (t, None)])
     code = _reconcile_against(_answering(pages), ledger, "--since", yesterday, "--by", "day",
                               "--format", "json")  # fmt: skip
-    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    rows = {r["day"]: r for r in json.loads(capsys.readouterr().out)}
     assert [rows[k]["their_images"] for k in sorted(rows)] == [1, 1]
     assert [rows[k]["their_cost_usd"] for k in sorted(rows)] == ["1", "1"]
     assert code == 1  # our side has one call, billed far below $1: drift, read once
@@ -620,7 +620,7 @@ def test_distinct_line_items_and_groups_of_one_bucket_are_each_summed(capsys, fa
         _answering(_bill_of(usage, [_DOLLAR, output, mini])), ledger, "--by", "model",
         "--format", "json",
     )  # fmt: skip
-    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["gpt-image-1"]["their_cost_usd"] == "2" and rows["gpt-image-1"]["their_images"] == 1
     assert rows["gpt-image-1-mini"]["their_cost_usd"] == "1"
     assert code == 1
@@ -660,8 +660,39 @@ def test_the_table_and_the_csv_name_each_figure_as_the_json_does(capsys, fake, l
         header, values = csv.reader(io.StringIO(outputs["csv"]))
         assert header == [by, *figures, "drift", "note"]
         assert outputs["table"].splitlines()[0].split() == [by, *figures]
-        assert values[0] == row["key"]
+        assert values[0] == row[by]
         for name, cell in zip(figures, values[1:], strict=False):
             assert cell == ("" if row[name] is None else str(row[name]))
         if missing is not None:  # by project, the ledger's side is no figure: empty in CSV
             assert values[1] == values[3] == missing and row["our_images"] is None
+
+
+def test_the_json_and_the_csv_name_the_group_alike_and_hold_it_as_it_is(capsys, fake, ledger):
+    """The JSON called each group ``key`` where the CSV (and the table) named its column after
+    the grouping (``model``, ``day``, ``project``), as ``tracking spend``'s JSON does; and the
+    CSV held a name with a line break or an escape sequence quoted for a terminal
+    (``'gpt-image-1\\n...'``), not as the JSON has it."""
+    edit(fake)
+    for by in ("model", "day", "project"):
+        outputs = {}
+        for fmt in ("json", "csv"):
+            code, outputs[fmt], err = run(capsys, ledger, fake, "--by", by, "--format", fmt)
+            assert code == 0, err
+        rows = json.loads(outputs["json"])
+        header, *lines = csv.reader(io.StringIO(outputs["csv"]))
+        assert header[0] == by and all("key" not in row for row in rows), by
+        assert [line[0] for line in lines] == [row[by] for row in rows] != [], by
+    odd = "gpt-image-1\nDRIFT forged\x1b[2K"
+
+    def answer(path: str) -> bytes:
+        start = int(datetime.combine(today(), datetime.min.time(), UTC).timestamp())
+        result = {"model": odd, "images": 1}
+        body = {"data": [{"start_time": start, "results": [result] if "/usage/" in path else []}]}
+        return json.dumps(body).encode()
+
+    for fmt in ("json", "csv"):
+        _reconcile_against(_answering(answer), ledger, "--by", "model", "--format", fmt)
+        outputs[fmt] = capsys.readouterr().out
+    groups = [row["model"] for row in json.loads(outputs["json"])]
+    assert odd in groups
+    assert [line[0] for line in list(csv.reader(io.StringIO(outputs["csv"])))[1:]] == groups

@@ -73,12 +73,16 @@ class ReconcileRow:
     note: str
     implied_prices: Mapping[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, by: By) -> dict[str, Any]:
+        """The row as JSON values, its group named by the grouping (``model``, ``day``,
+        ``project``), as the CSV's and the table's first column and ``tracking spend``'s
+        JSON name it."""
+
         def money(value: Decimal | None) -> str | None:
             return None if value is None else f"{value:f}"
 
         return {
-            "key": self.key,
+            by: self.key,
             "our_images": self.our_images,
             "their_images": self.their_images,
             "our_cost_usd": money(self.our_cost),
@@ -542,30 +546,41 @@ def reconcile(
     )
 
 
-#: The figures of the table and the CSV, each named as in the JSON (the group is named by --by).
+#: The figures of the table and the CSV, each named as in the JSON (the group is named by --by,
+#: in all three).
 _FIGURES = ("our_images", "their_images", "our_cost_usd", "their_cost_usd", "diff_usd", "diff_pct")
 
 
+def _label(row: ReconcileRow) -> str:
+    """A row's group as the table shows it: a name that could forge or hide a line quoted."""
+    return shown(row.key) if row.key else "(none)"
+
+
 def render(rows: Sequence[ReconcileRow], *, by: By, fmt: str, out: TextIO) -> None:
+    """The rows as a readable table, JSON or CSV. JSON and CSV name the group by the grouping
+    (``model``, ``day``, ``project``) and hold it as it is; the table quotes a name that could
+    forge or hide a line (:func:`~tracking.terminal.shown`)."""
     if fmt == "json":
-        json.dump([row.to_dict() for row in rows], out, indent=2)
+        json.dump([row.to_dict(by=by) for row in rows], out, indent=2)
         out.write("\n")
         return
     header = [by, *_FIGURES]
 
-    def cells(row: ReconcileRow, missing: str) -> list[str]:
-        """The row's figures as its JSON has them; a figure it has none of (by project, the
-        ledger's side) as ``missing``."""
-        figures = row.to_dict()
+    def cells(row: ReconcileRow, missing: str, group: str) -> list[str]:
+        """The row's group as ``group`` and its figures as its JSON has them; a figure it has
+        none of (by project, the ledger's side) as ``missing``."""
+        figures = row.to_dict(by=by)
         shown_figures = [missing if figures[n] is None else str(figures[n]) for n in _FIGURES]
-        return [shown(row.key) if row.key else "(none)", *shown_figures]
+        return [group, *shown_figures]
 
-    if fmt == "csv":
+    if fmt == "csv":  # the group as the JSON has it (the csv module quotes what needs it)
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([*header, "drift", "note"])
-        writer.writerows([*cells(row, ""), str(row.drift).lower(), row.note] for row in rows)
+        writer.writerows(
+            [*cells(row, "", row.key), str(row.drift).lower(), row.note] for row in rows
+        )
         return
-    table = [header, *(cells(row, "-") for row in rows)]
+    table = [header, *(cells(row, "-", _label(row)) for row in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for index, line in enumerate(table):
         padded = [
@@ -580,6 +595,6 @@ def render(rows: Sequence[ReconcileRow], *, by: By, fmt: str, out: TextIO) -> No
     for row in rows:
         if row.note != "agrees":
             flag = "DRIFT " if row.drift else ""
-            out.write(f"{flag}{shown(row.key) if row.key else '(none)'}: {row.note}\n")
+            out.write(f"{flag}{_label(row)}: {row.note}\n")
         if row.implied_prices is not None:
             out.write(json.dumps(row.implied_prices, indent=2) + "\n")

@@ -14,7 +14,8 @@ Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /cu
 returns a float we return the amount as a decimal string at the ledger's scale, as every spend
 figure is (money is never a float here); a figure of ours beside LiteLLM's has the name it has
 in every report: ``/global/spend`` and its per-key, model, end-user and team rows,
-``/customer/list``'s end users and ``/global/spend/report``'s entries add
+``/customer/list``'s end users and ``/global/spend/report``'s entries (and their ``metadata``
+or ``model_details`` entries) add
 ``estimated_requests`` / ``estimated_usd`` (calls recorded at an estimate) and
 ``quarantined_requests`` / ``quarantined_usd`` (calls whose rows the database refused), each
 pair only when there are such calls.

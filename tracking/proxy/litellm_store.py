@@ -313,8 +313,9 @@ def spend_report(
     with an alias), and calls of no team are LiteLLM's ``UNASSIGNED_TEAM``; ``team_id`` is the
     id itself (null for those). ``api_key``:
     LiteLLM's other shape, not per day: per key, dearest first, ``total_cost``, its input and
-    output tokens and ``model_details`` per model. Each team's (end user's, key's) entry
-    has the flagged pairs of its calls (``estimated_requests`` / ``estimated_usd``,
+    output tokens and ``model_details`` per model. Each team's (end user's, key's) entry,
+    and each of its ``metadata`` (``model_details``) entries, has the flagged pairs of its calls
+    beside LiteLLM's fields (``estimated_requests`` / ``estimated_usd``,
     ``quarantined_requests`` / ``quarantined_usd``), each pair only when there are such
     calls."""
     if store.nothing_stored():
@@ -373,8 +374,14 @@ def spend_report(
             total = sum((spend for spend, _, _ in pairs.values()), Decimal(0))
             flags = _flags_of([figures for _, _, figures in pairs.values()])
             metadata = [
-                {"model": m, "api_key": k, "spend": money(spend), "total_tokens": tokens}
-                for (m, k), (spend, tokens, _) in sorted(
+                {
+                    "model": m,
+                    "api_key": k,
+                    "spend": money(spend),
+                    "total_tokens": tokens,
+                    **_flags_of([figures]),
+                }
+                for (m, k), (spend, tokens, figures) in sorted(
                     pairs.items(), key=lambda item: (item[0][0], item[0][1] or "")
                 )
             ]
@@ -415,16 +422,16 @@ def _report_per_key(
         *flagged_measures(engine, spend_calls),
     ).group_by(key, model)
     statement = _window(statement, spend_calls.c.start_time, start, end)
-    keys: dict[str | None, list[tuple[str, Decimal, int, int]]] = {}
-    flags: dict[str | None, list[dict[str, Any]]] = {}
+    # key hash -> (model, spend, input tokens, output tokens, flagged figures) per model
+    keys: dict[str | None, list[tuple[str, Decimal, int, int, dict[str, Any]]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(statement):
             api_key = None if row.api_key is None else str(row.api_key)
             spend = summed_cost(row.spend, engine)
+            figures = flagged_figures(row, engine, every=True)
             keys.setdefault(api_key, []).append(
-                (str(row.model), spend, int(row.input), int(row.output))
+                (str(row.model), spend, int(row.input), int(row.output), figures)
             )
-            flags.setdefault(api_key, []).append(flagged_figures(row, engine, every=True))
     totals = {k: sum((m[1] for m in models), Decimal(0)) for k, models in keys.items()}
     # dearest first, as LiteLLM orders them (exactly: the sums are Decimals); then by key
     order = sorted(keys, key=lambda k: (-totals[k], k is None, k or ""))
@@ -434,15 +441,18 @@ def _report_per_key(
             "total_cost": money(totals[api_key]),
             "total_input_tokens": sum(m[2] for m in keys[api_key]),
             "total_output_tokens": sum(m[3] for m in keys[api_key]),
-            **_flags_of(flags[api_key]),
+            **_flags_of([m[4] for m in keys[api_key]]),
             "model_details": [
                 {
                     "model": m,
                     "total_cost": money(cost),
                     "total_input_tokens": tokens_in,
                     "total_output_tokens": tokens_out,
+                    **_flags_of([figures]),
                 }
-                for m, cost, tokens_in, tokens_out in sorted(keys[api_key])
+                for m, cost, tokens_in, tokens_out, figures in sorted(
+                    keys[api_key], key=lambda detail: detail[0]
+                )
             ],
         }
         for api_key in order

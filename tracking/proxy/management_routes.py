@@ -303,8 +303,14 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         if record.budget_period is not None:
             start, _ = period_window(record.budget_period, datetime.now(UTC))
             period_spend = await asyncio.to_thread(store.spent, end_user=user_id, since=start)
+            period_flags = flagged  # a total budget's period is all time
+            if start is not None:
+                period_flags = await asyncio.to_thread(
+                    store.flagged_summary, key_hashes=None, end_user=user_id, start=start, end=None
+                )
             body["period_start"] = start.isoformat() if start else None
             body["period_spend"] = f"{period_spend:f}"
+            body["period_flags"] = period_flags
             if record.budget_usd is not None:
                 body["remaining"] = f"{max(record.budget_usd - period_spend, 0):f}"
         await send_json(send, 200, body)

@@ -1,0 +1,188 @@
+"""LiteLLM's spend routes flag calls recorded at an estimate and quarantined calls in every figure.
+
+- ``GET /customer/info`` flagged its all-time figure (``total_spend``) only: its
+  ``period_spend`` (what the end user's budget counts) said nothing of the estimates and the
+  quarantined calls within it. Its ``period_flags`` now holds the period's pairs
+  (``estimated_requests`` / ``estimated_usd``, ``quarantined_requests`` /
+  ``quarantined_usd``), each only when there are such calls.
+- ``/global/spend/report`` flagged each team's, end user's and key's entry, not its
+  per-(model, key) ``metadata`` entries (``model_details`` per model by key): an entry of
+  estimates looked like a bill. Each now has the pairs of its own calls beside LiteLLM's fields.
+
+A real proxy (``tracking serve``) over loopback, on a real SQLite file and a real PostgreSQL
+database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.accounts_support import bearer, ledger_env
+from tests.ledger_support import (  # noqa: F401
+    ledger_url,
+    make_event,
+    quarantine_event,
+    record_events,
+)
+from tests.proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
+from tracking.proxy.keys import hash_key
+
+DAY = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # before any budget period of the test's run
+KEY_A, KEY_B = (hash_key(f"sk-reportflags-{n}") for n in "ab")
+
+
+class Proxy:
+    """A proxy over the ledger at a URL, called with the master key."""
+
+    def __init__(self, process: ProxyProcess, client: httpx.Client) -> None:
+        self.process = process
+        self.client = client
+
+    def get(self, path: str, **params: str) -> Any:
+        answer = self.client.get(f"{self.process.url}{path}", params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def post(self, path: str, document: dict[str, Any]) -> Any:
+        answer = self.client.post(f"{self.process.url}{path}", json=document)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+
+@pytest.fixture
+def proxy(ledger_url: str, tmp_path: Path) -> Iterator[Proxy]:  # noqa: F811
+    general = {"master_key": MASTER_KEY, "database_url": ledger_url, "auto_migrate": True}
+    config = write_config(
+        tmp_path / "config.yaml",
+        one_deployment_config("http://127.0.0.1:9", general_settings=general),  # never called
+    )
+    with (
+        ProxyProcess(config, env=ledger_env(ledger_url)) as process,
+        httpx.Client(timeout=30, headers=bearer(MASTER_KEY)) as client,
+    ):
+        yield Proxy(process, client)
+
+
+def _record(url: str, events: list[Any], quarantined: list[dict[str, Any]]) -> None:
+    """Write ``events`` through the ledger and put rows of ``quarantined`` (``make_event``'s
+    fields) in its quarantine."""
+    record_events(url, *events)
+    engine = sa.create_engine(url)
+    try:
+        for fields in quarantined:
+            quarantine_event(engine, **fields)
+    finally:
+        engine.dispose()
+
+
+def _estimate(**fields: Any) -> Any:
+    """A failed call recorded at an estimate (its answer was lost)."""
+    return make_event(status="failure", cost_source="estimate", **fields)
+
+
+def test_customer_info_flags_the_period_spend(proxy: Proxy, ledger_url: str):  # noqa: F811
+    now = datetime.now(UTC)
+    _record(
+        ledger_url,
+        [
+            _estimate(user="ann", cost=Decimal("0.02"), start=DAY),  # before the period
+            _estimate(user="ann", cost=Decimal("0.03"), start=now),
+            _estimate(user="bob", cost=Decimal("0.04"), start=DAY),
+            make_event(user="bob", cost=Decimal("0.1"), start=now),
+            _estimate(user="carol", cost=Decimal("0.06"), start=now),
+            _estimate(user="dan", cost=Decimal("0.07"), start=now),
+        ],
+        [
+            {"user": "ann", "cost": Decimal("0.25"), "start": DAY, "cost_source": "estimate"},
+            {"user": "ann", "cost": Decimal("0.5"), "start": now},
+        ],
+    )
+    budgets = {"ann": "monthly", "bob": "daily", "carol": None}  # carol's counts all time
+    for user, period in budgets.items():
+        proxy.post("/customer/new", {"user_id": user, "max_budget": "100",
+                                     "budget_period": period})  # fmt: skip
+    proxy.post("/customer/new", {"user_id": "dan"})  # no budget, so no period
+
+    ann = proxy.get("/customer/info", end_user_id="ann")
+    assert (ann["total_spend"], ann["period_spend"]) == ("0.8000000000", "0.5300000000")
+    assert {n: ann[n] for n in ("estimated_requests", "estimated_usd")} == {
+        "estimated_requests": 3,
+        "estimated_usd": "0.3000000000",
+    }
+    assert ann["period_flags"] == {
+        "estimated_requests": 1,
+        "estimated_usd": "0.0300000000",
+        "quarantined_requests": 1,
+        "quarantined_usd": "0.5000000000",
+    }
+    bob = proxy.get("/customer/info", end_user_id="bob")  # only his past call was estimated
+    assert (bob["estimated_requests"], bob["period_spend"]) == (1, "0.1000000000")
+    assert bob["period_flags"] == {}
+    carol = proxy.get("/customer/info", end_user_id="carol")
+    assert carol["period_start"] is None
+    assert carol["period_flags"] == {"estimated_requests": 1, "estimated_usd": "0.0600000000"}
+    assert carol["estimated_usd"] == "0.0600000000"
+    dan = proxy.get("/customer/info", end_user_id="dan")
+    assert dan["estimated_requests"] == 1
+    assert "period_spend" not in dan and "period_flags" not in dan
+
+
+#: Ann's calls to gpt-image-1 with key A: one priced, two at an estimate, one of them refused by
+#: the database; her call to dall-e-2 with key A and Bob's with key B are priced.
+ANNS_FLAGS = {
+    "estimated_requests": 2,
+    "estimated_usd": "0.2700000000",
+    "quarantined_requests": 1,
+    "quarantined_usd": "0.2500000000",
+}
+
+
+def test_spend_report_entries_per_model_and_key_are_flagged(proxy: Proxy, ledger_url: str):  # noqa: F811
+    ann = {"user": "ann", "team": "t", "api_key_hash": KEY_A, "start": DAY}
+    _record(
+        ledger_url,
+        [
+            make_event(cost=Decimal("0.1"), **ann),
+            _estimate(cost=Decimal("0.02"), **ann),
+            make_event(cost=Decimal("0.04"), model="dall-e-2", **ann),
+            make_event(user="bob", team="u", api_key_hash=KEY_B, start=DAY, cost=Decimal("0.5")),
+        ],
+        [{"cost": Decimal("0.25"), "cost_source": "estimate", **ann}],
+    )
+    litellms = {"model", "api_key", "spend", "total_tokens"}
+    groups = {"customer": ("customers", "customer", "ann"), "team": ("teams", "team_name", "t")}
+    for group, (plural, field, anns) in groups.items():
+        (day,) = proxy.get("/global/spend/report", group_by=group)
+        entries = {entry[field]: entry for entry in day[plural]}
+        dall_e, gpt = entries[anns]["metadata"]
+        assert (dall_e["model"], dall_e["api_key"], dall_e["spend"]) == (
+            "dall-e-2",
+            KEY_A,
+            "0.0400000000",
+        )
+        assert set(dall_e) == litellms, group  # no such calls: LiteLLM's fields alone
+        assert (gpt["model"], gpt["api_key"], gpt["spend"]) == (
+            "gpt-image-1",
+            KEY_A,
+            "0.3700000000",
+        )
+        assert gpt == {**{n: gpt[n] for n in litellms}, **ANNS_FLAGS}, group
+        assert {n: entries[anns][n] for n in ANNS_FLAGS} == ANNS_FLAGS, group
+        (bobs,) = (e for name, e in entries.items() if name != anns)
+        assert all(set(m) == litellms for m in bobs["metadata"]), group
+    bob_key, ann_key = proxy.get("/global/spend/report", group_by="api_key")
+    assert (ann_key["api_key"], bob_key["api_key"]) == (KEY_A, KEY_B)
+    dall_e, gpt = ann_key["model_details"]
+    details = {"model", "total_cost", "total_input_tokens", "total_output_tokens"}
+    assert (dall_e["model"], set(dall_e)) == ("dall-e-2", details)
+    assert (gpt["model"], gpt["total_cost"]) == ("gpt-image-1", "0.3700000000")
+    assert gpt == {**{n: gpt[n] for n in details}, **ANNS_FLAGS}
+    assert all(set(m) == details for m in bob_key["model_details"])
