@@ -30,6 +30,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -51,10 +52,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from tracking import bus, bus_sharing, ledger_stats
-from tracking.errors import ERROR_TYPES, ConfigurationError
+from tracking.errors import ERROR_TYPES, UNSERVED_ERROR_TYPES, ConfigurationError
 
 if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
+    from tracking.families import Family
     from tracking.integration import CallStart
     from tracking.router import Router
 
@@ -93,6 +95,14 @@ STANDARD_SIZES = frozenset(
 )
 _OPERATIONS = ("image_edit", "image_generation")  # the operation label's values
 STANDARD_QUALITIES = frozenset({"auto", "low", "medium", "high", "standard", "hd"})
+#: The ``token_type`` label of each kind of token a price entry prices (the usage's four counts).
+_TOKEN_TYPE_OF_PRICE = {
+    "input_text": "input_text",
+    "input_image": "input_image",
+    "cached_input_text": "cached_input",
+    "cached_input_image": "cached_input",
+    "output_image": "output_image",
+}
 #: Why the proxy refused a request (a closed set: the label's series are bounded).
 PROXY_REJECTION_REASONS = frozenset(
     {
@@ -232,6 +242,20 @@ class PrometheusLogger:
         m = self.metrics
         for model in models:
             m.unpriced.labels(m.model_label(model))
+
+    def watch_unserved(self, models: Iterable[str]) -> None:
+        """Start the requests counter of each of these models' calls that end before a request
+        was built for any model (``served_model`` and ``provider`` empty) at 0, for both
+        operations and each error type such a call can end with
+        (:data:`tracking.errors.UNSERVED_ERROR_TYPES`: parameters the model does not take,
+        every deployment busy...), so a group's first refused call is a rise ``rate()`` and
+        ``increase()`` see. The proxy calls it with its router's model groups at start; an SDK
+        process names the models (or a router's groups) it calls. Bounded: 12 series a model.
+        """
+        m = self.metrics
+        for model in models:
+            for operation in _OPERATIONS:
+                m.series_for(model, "", "", operation)
 
     def record_cooldown(self, model: str, deployment: str) -> None:
         """Count one deployment put in cooldown by the router."""
@@ -479,22 +503,39 @@ class _ModelSeries:
     def __init__(
         self, metrics: _Metrics, model: str, served: str, provider: str, operation: str
     ) -> None:
-        from tracking.pricing import shutdown_date
+        from tracking.families import family_for
+        from tracking.pricing import find_entry, model_keys
 
         self._metrics = metrics
         self.model, self.served, self.provider = model, served, provider
         self.operation = operation
         self.cost = metrics.cost.labels(model, served, provider, operation)
         self._children: dict[tuple[str, ...], Any] = {}
+        entry = find_entry(model_keys(served or model), datetime.now(UTC).date())
         #: when the served model (else the asked one) is shut down, from the price table
-        self.shutdown = shutdown_date(served or model)
+        self.shutdown = entry.shutdown if entry is not None else None
+        if self.shutdown is not None:  # its calls are counted once it is past that day
+            metrics.retired.labels(served or model)
         # Every way a call of this series can end, at 0 from its first call on: a series that
         # appears already at 1 has no increase, so rate() and increase() would miss its first
         # failure of each kind (the dashboards' rate panels, the error-ratio alert). The error
-        # types are one fixed table, so the label sets are known now.
+        # types are fixed tables, so the label sets are known now.
+        if not served:  # no model served it: it ended before any request was built
+            for error_type in sorted(UNSERVED_ERROR_TYPES):
+                self.requests("failure", error_type)
+            return
         self.requests("success", "")
         for error_type in sorted(ERROR_TYPES):
             self.requests("failure", error_type)
+        # What the served model can return, at 0 too (the images and tokens rate panels): each
+        # size and quality its family lists, and the tokens its price is read from.
+        family = family_for(served, operation)
+        if family is not None:
+            for size, quality in _image_labels(family):
+                self.images(size, quality)
+        for kind in entry.tokens if entry is not None else ():
+            if kind in _TOKEN_TYPE_OF_PRICE:
+                self.tokens(_TOKEN_TYPE_OF_PRICE[kind])
 
     def requests(self, status: str, error_type: str) -> Any:
         key = ("requests", status, error_type)
@@ -675,6 +716,17 @@ def _quality_label(quality: str | None) -> str:
     if not quality:
         return ""
     return quality if quality in STANDARD_QUALITIES else "other"
+
+
+def _image_labels(family: Family) -> list[tuple[str, str]]:
+    """Every (size, quality) label pair a call of ``family`` can be counted under: each size
+    and quality it lists (as labelled: ``custom`` for its free sizes, ``other`` for a quality
+    outside the standard ones) and the empty value (neither sent nor reported upstream)."""
+    sizes = {"", *map(_size_label, family.sizes)}
+    if family.custom_size is not None:
+        sizes.add("custom")
+    qualities = {"", *map(_quality_label, family.choices.get("quality", ()))}
+    return sorted(itertools.product(sizes, qualities))
 
 
 def _error_type_label(error_type: str | None) -> str:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ERROR_TYPES",
+    "UNSERVED_ERROR_TYPES",
     "APIConnectionError",
     "APIError",
     "APIResponseError",
@@ -121,6 +122,23 @@ ERROR_TYPES: frozenset[str] = frozenset(
         "internal_error",
         "stream_closed",
         "stream_interrupted",
+    }
+)
+#: The ``error_type`` of a call that ends before a request was built for any model, so that no
+#: model served it (its event's ``resolved_model`` and ``provider`` are empty): parameters the
+#: model asked for does not take (``validation_error``, ``unsupported_param``), an ``api_key``
+#: or ``api_base`` that cannot be sent (``configuration_error``), every deployment busy (the
+#: router's ``no_deployment_available``), a cancellation, or a bug of ours (``internal_error``).
+#: A call that got as far as a request names that request's model, whatever it ends with (a
+#: provider refusing the request it was given, ``unsupported_operation`` included).
+UNSERVED_ERROR_TYPES: frozenset[str] = frozenset(
+    {
+        "validation_error",
+        "unsupported_param",
+        "configuration_error",
+        "no_deployment_available",
+        "cancelled",
+        "internal_error",
     }
 )
 
