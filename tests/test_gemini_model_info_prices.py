@@ -25,6 +25,7 @@ from tests.conftest import make_png
 from tracking.errors import ConfigurationError, ContentPolicyError
 from tracking.pricing import reset_prices
 from tracking.router import Router
+from tracking.router.strategies import CallShape, model_info_cost
 from tracking.testing import EventRecorder
 from tracking.testing.fake_gemini import (
     INPUT_IMAGE_TOKENS,
@@ -107,6 +108,22 @@ def test_thinking_tokens_are_billed_at_the_text_output_price(gemini):
     assert event.status == "failure" and event.error_type == "content_policy"
     assert event.cost_source == "custom"
     assert event.cost_usd == INPUT_COST + THOUGHTS_TOKENS * Decimal(4) / MILLION
+
+
+def test_the_deployment_is_ranked_at_its_per_image_price(gemini):
+    """Cost-based routing ranks it at the per-image price, as an answer without usage is billed,
+    with its prices registered or not (``register_prices=False``, for a model the price table
+    does not know, reads its model_info: before, a Gemini deployment was ranked unpriced)."""
+    shape = CallShape("nano", size="1024x1024", input_images=0)
+    with _router(gemini, LITELLM_GEMINI) as router:
+        (deployment,) = router.deployments
+        assert model_info_cost(deployment, shape) == Decimal("0.056")
+    reset_prices()
+    params = {"model": "gemini/gemini-9-image", "api_key": GEMINI_KEY, "api_base": gemini.url}
+    listed = [{"model_name": "nano", "litellm_params": params, "model_info": LITELLM_GEMINI}]
+    with Router(listed, register_prices=False) as router:
+        (deployment,) = router.deployments
+        assert model_info_cost(deployment, shape) == Decimal("0.056")
 
 
 @pytest.mark.parametrize("model", [MODEL, "vertex_ai/gemini-3.1-flash-image"])

@@ -85,14 +85,17 @@ def model_info_per_image(info: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def model_info_price(
-    info: Mapping[str, Any], size: str | None, quality: str | None
+    info: Mapping[str, Any], size: str | None, quality: str | None, model: str = ""
 ) -> Decimal | None:
     """The price of one image of ``size`` at ``quality`` by ``info``'s per-image prices, as the
-    calls are billed; None when they price no such image (or an amount cannot be read), or
-    when ``info`` prices the output tokens, which bill the calls instead."""
+    calls of a deployment of ``model`` are billed or estimated; None when they price no such
+    image (or an amount cannot be read), or when ``info`` prices the output tokens, which bill
+    the calls instead (but for :data:`TOKEN_PRICED_IMAGES`, whose per-image price is the
+    tokens' bill for one image)."""
     tokens = info.get("tokens_per_million")
-    if any(info.get(key) is not None for key in _OUTPUT_TOKEN_KEYS) or (
-        isinstance(tokens, Mapping) and tokens.get("output_image") is not None
+    if model.split("/", 1)[0] not in TOKEN_PRICED_IMAGES and (
+        any(info.get(key) is not None for key in _OUTPUT_TOKEN_KEYS)
+        or (isinstance(tokens, Mapping) and tokens.get("output_image") is not None)
     ):
         return None
     try:
