@@ -69,6 +69,10 @@ PER_IMAGE_KEYS = ("output_cost_per_image", "output_cost_per_image_by_size")
 TOKEN_PRICED_IMAGES = frozenset({"gemini", "vertex_ai"})
 
 
+def _token_priced_images(model: str) -> bool:
+    return model.split("/", 1)[0] in TOKEN_PRICED_IMAGES
+
+
 def model_info_per_image(info: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``info``'s per-image prices as a ``per_image`` table, the amounts as written (empty when
     it has none); the router checks their shapes and amounts when it loads a deployment."""
@@ -93,7 +97,7 @@ def model_info_price(
     the calls instead (but for :data:`TOKEN_PRICED_IMAGES`, whose per-image price is the
     tokens' bill for one image)."""
     tokens = info.get("tokens_per_million")
-    if model.split("/", 1)[0] not in TOKEN_PRICED_IMAGES and (
+    if not _token_priced_images(model) and (
         any(info.get(key) is not None for key in _OUTPUT_TOKEN_KEYS)
         or (isinstance(tokens, Mapping) and tokens.get("output_image") is not None)
     ):
@@ -152,7 +156,7 @@ def deployment_prices(
     tokens: dict[str, Any] = dict(spec.get("tokens_per_million") or {})
     image_output = "output_image" in tokens or _given(info, params, "output_cost_per_image_token")
     per_image = model_info_per_image(info)
-    token_priced_images = model.split("/", 1)[0] in TOKEN_PRICED_IMAGES
+    token_priced_images = _token_priced_images(model)
     if (
         token_priced_images
         and per_image
