@@ -372,6 +372,10 @@ class APIError(TrackingError):
     #: and its body said the call failed (a Gemini safety block): the upstream did the work,
     #: so pricing never takes such a call as not billed. None: no answer was read.
     answer_status: int | None = None
+    #: Why the provider's own terms say the call was not charged (FLUX's moderated jobs:
+    #: ``"moderated"``): pricing records it as not billed, with this reason in its
+    #: ``price_ref`` (``failed-call:not-billed:moderated``). None: no such statement.
+    not_billed_reason: str | None = None
 
     def __init__(
         self,

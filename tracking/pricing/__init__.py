@@ -104,7 +104,9 @@ UNPRICED = Cost(None, None, "unpriced", None)
 #: a fault, not a bill: the call is priced as if none were reported (the table; a failure by
 #: estimate), never recorded at a cost the ledger would refuse (its bound is $1e10).
 MAX_REPORTED_USD = Decimal(1000)
-#: A failed call: OpenAI bills no request that ends in an error answer.
+#: A failed call: OpenAI bills no request that ends in an error answer. A failure the
+#: provider's terms say is not charged (``APIError.not_billed_reason``) has the reason after it
+#: in its ``price_ref`` (``failed-call:not-billed:moderated``).
 NOT_BILLED = Cost(Decimal(0), None, "table", "failed-call:not-billed")
 
 _lock = threading.Lock()
@@ -416,6 +418,9 @@ def price_call(
     if entry is not None and entry.retired_on(day):
         _warn_retired(request.model, entry)
     if response is None:
+        reason = getattr(failure, "not_billed_reason", None)
+        if reason is not None:  # the provider's terms say such a failure is not charged
+            return Cost(Decimal(0), None, NOT_BILLED.source, f"{NOT_BILLED.price_ref}:{reason}")
         charged = getattr(failure, "billed_usd", None)
         if charged is not None and charged > MAX_REPORTED_USD:  # a fault, not a bill
             return estimate_unknown_outcomes(request, 1, day)

@@ -11,7 +11,29 @@ from (by :func:`model_info_price` where none is registered). Both look a call up
 :func:`~tracking.pricing.table.per_image_price`, so a call is ranked at the price it is billed at.
 Token prices for the output image (``output_cost_per_token``, ``output_cost_per_image_token``,
 ``tokens_per_million.output_image``) win over the per-image keys: the calls are billed by the
-tokens the upstream reports, and the per-image keys are not used (:func:`deployment_prices`).
+tokens the upstream reports, and the per-image keys are not used (:func:`deployment_prices`),
+except for Gemini and Vertex AI deployments (:data:`TOKEN_PRICED_IMAGES`).
+
+Gemini and Vertex AI: Google bills an output image as its output image tokens at the image-output
+rate, and states its per-image price as that bill for one image ("Image output is priced at $30 per
+1,000,000 tokens, with 1290 tokens consumed per image up to 1024x1024px, equating to $0.039 per
+image": https://ai.google.dev/gemini-api/docs/pricing, official, as quoted in a thread of Google's
+developer forum, https://discuss.ai.google.dev/t/issue-with-url-context-tooling/101173, read
+2026-12-06; Google's page itself was not readable here. Google's Vertex AI page for
+gemini-3.1-flash-image gives 1,120 / 1,680 / 2,520 tokens per 1K / 2K / 4K image, which at its
+image-output rate are its per-image prices: ``prices.json``'s notes). LiteLLM's Gemini entries write
+it so: ``output_cost_per_image_token`` for the image's tokens, ``output_cost_per_token`` for the
+text output (thinking), ``output_cost_per_image`` for one image. So a Gemini deployment with an
+image-output token price keeps its per-image price beside the tokens, as the packaged Gemini entries
+do: the tokens bill a call whose usage is reported, and the per-image price what has none (the
+estimate of an answer without ``usageMetadata``, cost-based ranking). A per-image price beside
+``output_cost_per_token`` alone is ambiguous (the text rate in LiteLLM's Gemini entries, the image's
+in OpenAI-style configs; billing the image's tokens at a text rate would understate them some twelve
+times) and is refused.
+
+Everywhere, ``output_cost_per_token`` beside an image-output token price
+(``output_cost_per_image_token`` or ``tokens_per_million.output_image``) prices the text output
+tokens, as in LiteLLM's entries that give both; alone, it prices the output image's tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +49,7 @@ from .table import ANY, per_image_price, to_price
 
 __all__ = [
     "PER_IMAGE_KEYS",
+    "TOKEN_PRICED_IMAGES",
     "deployment_prices",
     "model_info_per_image",
     "model_info_price",
@@ -40,6 +63,14 @@ log = logging.getLogger("tracking.pricing")
 
 #: The ``model_info`` keys that price a deployment's images.
 PER_IMAGE_KEYS = ("output_cost_per_image", "output_cost_per_image_by_size")
+#: Providers (``litellm_params.model``'s prefix) that bill an output image as its tokens and
+#: state a per-image price as those tokens' bill for one image (the module's "Gemini and Vertex
+#: AI"): a per-image price is kept beside the token prices, for estimates and ranking.
+TOKEN_PRICED_IMAGES = frozenset({"gemini", "vertex_ai"})
+
+
+def _token_priced_images(model: str) -> bool:
+    return model.split("/", 1)[0] in TOKEN_PRICED_IMAGES
 
 
 def model_info_per_image(info: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -58,14 +89,17 @@ def model_info_per_image(info: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def model_info_price(
-    info: Mapping[str, Any], size: str | None, quality: str | None
+    info: Mapping[str, Any], size: str | None, quality: str | None, model: str = ""
 ) -> Decimal | None:
     """The price of one image of ``size`` at ``quality`` by ``info``'s per-image prices, as the
-    calls are billed; None when they price no such image (or an amount cannot be read), or
-    when ``info`` prices the output tokens, which bill the calls instead."""
+    calls of a deployment of ``model`` are billed or estimated; None when they price no such
+    image (or an amount cannot be read), or when ``info`` prices the output tokens, which bill
+    the calls instead (but for :data:`TOKEN_PRICED_IMAGES`, whose per-image price is the
+    tokens' bill for one image)."""
     tokens = info.get("tokens_per_million")
-    if any(info.get(key) is not None for key in _OUTPUT_TOKEN_KEYS) or (
-        isinstance(tokens, Mapping) and tokens.get("output_image") is not None
+    if not _token_priced_images(model) and (
+        any(info.get(key) is not None for key in _OUTPUT_TOKEN_KEYS)
+        or (isinstance(tokens, Mapping) and tokens.get("output_image") is not None)
     ):
         return None
     try:
@@ -108,15 +142,36 @@ def _per_million(value: Any, where: str) -> Decimal:
     return price * _MILLION
 
 
+def _given(info: Mapping[str, Any], params: Mapping[str, Any], key: str) -> bool:
+    return any(values.get(key) is not None for values in (params, info))
+
+
 def deployment_prices(
-    info: Mapping[str, Any], params: Mapping[str, Any], where: str
+    info: Mapping[str, Any], params: Mapping[str, Any], where: str, model: str = ""
 ) -> dict[str, Any]:
-    """The ``register_prices`` fields of one deployment: its ``model_info``'s own fields and
-    LiteLLM's per-token keys from ``litellm_params`` or ``model_info`` (the same key in both
-    must give the same price)."""
+    """The ``register_prices`` fields of one deployment of ``model`` (``litellm_params.model``):
+    its ``model_info``'s own fields and LiteLLM's per-token keys from ``litellm_params`` or
+    ``model_info`` (the same key in both must give the same price)."""
     spec: dict[str, Any] = {key: info[key] for key in _NATIVE if info.get(key) is not None}
     tokens: dict[str, Any] = dict(spec.get("tokens_per_million") or {})
+    image_output = "output_image" in tokens or _given(info, params, "output_cost_per_image_token")
+    per_image = model_info_per_image(info)
+    token_priced_images = _token_priced_images(model)
+    if (
+        token_priced_images
+        and per_image
+        and not image_output
+        and _given(info, params, "output_cost_per_token")
+    ):
+        raise ConfigurationError(
+            f"{where}: output_cost_per_token beside {' / '.join(PER_IMAGE_KEYS)} is "
+            f"ambiguous for {model}: Google bills an image as its output image tokens, and "
+            "output_cost_per_token is the text output's price in LiteLLM's Gemini entries; "
+            "give the image tokens' price as output_cost_per_image_token (USD per token)"
+        )
     for key, kinds in _PER_TOKEN.items():
+        if key == "output_cost_per_token" and image_output:
+            kinds = ("output_text",)  # beside the image's own price: the text output's
         given = {
             f"{where}.{section}.{key}": _per_million(values[key], f"{where}.{section}.{key}")
             for section, values in (("litellm_params", params), ("model_info", info))
@@ -133,14 +188,13 @@ def deployment_prices(
         spec["tokens_per_million"] = tokens
     # LiteLLM's price of one output image, and by size (``"1024x1024"`` or ``"1024x1024/high"``):
     # the ``per_image`` table the deployment's calls are billed from and cost-based routing reads
-    per_image = model_info_per_image(info)
     if per_image:
         if "per_image" in spec:
             raise ConfigurationError(
                 f"{where}.model_info: per_image and {' / '.join(PER_IMAGE_KEYS)} both price "
                 "its images; keep one"
             )
-        if "output_image" in tokens:
+        if "output_image" in tokens and not token_priced_images:
             # The output tokens price the images (the upstream reports them; LiteLLM bills them
             # so too): a per-image price beside them would be what the calls are ranked and
             # estimated at, not what they are billed.
@@ -175,7 +229,7 @@ def model_list_prices(entries: Iterable[ModelListEntry]) -> dict[str, tuple[str,
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     priced: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}  # model -> (id, where, spec)
     for where, model, info, params, deployment_id in entries:
-        spec = deployment_prices(info, params, where)
+        spec = deployment_prices(info, params, where, model)
         if spec:
             priced.setdefault(model, []).append((deployment_id, where, spec))
             found[model] = (where, spec)

@@ -14,9 +14,19 @@ URL that refuses the download (404 or 403 once it has expired; a 429, a 5xx or a
 connection that outlasts the retries a poll gets, see ``tracking.flow._follow``) are an
 :class:`~tracking.errors.APIResponseError`, one refused by the moderation (``Content Moderated``,
 ``Request Moderated``) a :class:`~tracking.errors.ContentPolicyError`; none is submitted again
-(it was billed). The key is
+(it was billed, or, moderated, refused for good). The key is
 only sent to the API's own host or to ``*.bfl.ai``: a ``polling_url`` elsewhere is refused, and the
 result is downloaded without the key.
+
+Billing: a job is charged once it is accepted, whatever follows (its failures are estimated at
+the model's price), except one BFL's moderation refuses: "You are not charged for requests
+that return a moderated status. Only successful generations (status: Ready) consume credits"
+(BFL's help center, "Why is my prompt getting moderated?",
+https://help.bfl.ai/articles/4212278032-my-prompt-is-getting-moderated, updated 2026-06-12,
+official, read 2026-12-06; it says ``Request Moderated`` flags the input before processing and
+``Content Moderated`` the output after it). Its error says so
+(:attr:`~tracking.errors.APIError.not_billed_reason`), and the call is recorded at $0 with
+``price_ref="failed-call:not-billed:moderated"``.
 
 The mask: OpenAI's marks the area to edit with transparent pixels; FLUX Fill takes a black and
 white image where white is edited, so the mask is converted (alpha 0 becomes white).
@@ -138,10 +148,12 @@ class _Job:
             )
             return Poll(download, 0.0)
         if state in _MODERATED:
-            raise ContentPolicyError(
-                f"the provider's moderation refused the job ({state})",
+            refused = ContentPolicyError(
+                f"the provider's moderation refused the job ({state}); BFL does not charge it",
                 code="content_policy_violation",
             )
+            refused.not_billed_reason = "moderated"  # see the module's "Billing"
+            raise refused
         if state in _PENDING:
             return self.poll(url, min(wait * 1.5, _MAX_WAIT))
         raise APIResponseError(f"the job ended with status {state!r}")

@@ -34,6 +34,21 @@ unreadable answer as a whole image. Error bodies
 (``{"error": {"code", "message", "status", "details"}}``) keep Google's ``status`` as the error
 ``code``; a ``RetryInfo`` detail gives the wait before a retry; ``API_KEY_INVALID`` (sent with
 HTTP 400) is an authentication failure.
+
+Billing of tool-use prompt tokens: a request with a tool (Grounding with Google Search, which
+Gemini's image models take in ``tools``) reports the tokens of the tool's results in
+``toolUsePromptTokenCount`` (and by modality in ``toolUsePromptTokensDetails``), outside
+``promptTokenCount``. They are billed as input tokens at the input rates, by modality (text unless
+the details say IMAGE). Google's Vertex AI API describes the field as "the number of tokens in the
+results from tool executions, which are provided back to the model as input" (its discovery
+document, as Google's generated client documents ``UsageMetadata``:
+https://pub.dev/documentation/googleapis/latest/aiplatform_v1/GoogleCloudAiplatformV1UsageMetadata/toolUsePromptTokenCount.html,
+official; the Gemini API's own: "number of tokens present in tool-use prompt(s)",
+https://googleapis.github.io/java-genai/javadoc/google-genai/com.google.genai.types/-usage-metadata/tool-use-prompt-token-count.html,
+official; both read 2026-12-06) and Google bills by token count (the billing FAQ above). No Google
+pricing page found here names a rate of their own, so the input rate is the conservative reading: it
+never leaves tokens Google counts out of the bill. A grounded prompt's own search fee (per 1,000
+grounded prompts or search queries) is not reported in the answer and is not priced.
 """
 
 from __future__ import annotations
@@ -353,12 +368,16 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
 
     Tokens of a modality the answer does not break down are counted as the dearer kind (image
     output, text input), so a cost is never understated; thinking tokens are billed as text
-    output, and ``cachedContentTokenCount`` becomes ``cached_tokens``. None when there is no
-    usage, or one that cannot be trusted (a count that is not a whole number from 0 to
-    :data:`~tracking.response.MAX_TOKENS`: a string, a float, a negative; a details field that
-    is not a list; details above their total, IMAGE input tokens above ``promptTokenCount`` or
-    TEXT output tokens above ``candidatesTokenCount``): the call is then priced by estimate,
-    as an OpenAI-shaped answer's untrusted usage is, never from counts read as 0.
+    output, and ``cachedContentTokenCount`` becomes ``cached_tokens``. Tool-use prompt tokens
+    (``toolUsePromptTokenCount``: the results of a tool such as Grounding with Google Search,
+    given back to the model) are input, by their modality (the module's "Billing of tool-use
+    prompt tokens"). None
+    when there is no usage, or one that cannot be trusted (a count that is not a whole number
+    from 0 to :data:`~tracking.response.MAX_TOKENS`: a string, a float, a negative; a details
+    field that is not a list; details above their total, IMAGE input tokens above
+    ``promptTokenCount`` or ``toolUsePromptTokenCount``, TEXT output tokens above
+    ``candidatesTokenCount``): the call is then priced by estimate, as an OpenAI-shaped
+    answer's untrusted usage is, never from counts read as 0.
     """
     if not isinstance(metadata, dict):
         return None
@@ -366,28 +385,31 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
         prompt = usage_count(metadata.get("promptTokenCount"))
         candidates = usage_count(metadata.get("candidatesTokenCount"))
         thoughts = usage_count(metadata.get("thoughtsTokenCount"))
+        tool_use = usage_count(metadata.get("toolUsePromptTokenCount"))
         cached = usage_count(metadata.get("cachedContentTokenCount"))
         total = usage_count(metadata.get("totalTokenCount"))
         by_input = _by_modality(metadata.get("promptTokensDetails"))
+        by_tool_use = _by_modality(metadata.get("toolUsePromptTokensDetails"))
         by_output = _by_modality(metadata.get("candidatesTokensDetails"))
     except UntrustedUsage:
         return None
-    input_image = by_input.get("IMAGE", 0)
+    prompt_image, tool_use_image = by_input.get("IMAGE", 0), by_tool_use.get("IMAGE", 0)
     output_text = by_output.get("TEXT", 0)
-    if input_image > prompt or output_text > candidates:  # a part above its whole
-        return None
-    input_text = prompt - input_image if by_input else prompt
+    if prompt_image > prompt or tool_use_image > tool_use or output_text > candidates:
+        return None  # a part above its whole
+    input_image = prompt_image + tool_use_image
+    input_text = (prompt - prompt_image if by_input else prompt) + tool_use - tool_use_image
     output_image = candidates - output_text
     output_text += thoughts
     details: dict[str, int] = {"text_tokens": input_text, "image_tokens": input_image}
     if cached:
         details["cached_tokens"] = cached
     return {
-        "input_tokens": prompt,
+        "input_tokens": prompt + tool_use,
         "input_tokens_details": details,
         "output_tokens": output_image + output_text,
         "output_tokens_details": {"image_tokens": output_image, "text_tokens": output_text},
-        "total_tokens": total or prompt + candidates + thoughts,
+        "total_tokens": total or prompt + tool_use + candidates + thoughts,
     }
 
 

@@ -8,7 +8,8 @@ what the call cost, as its ledger row records it:
 * ``x-tracking-cost-source``: how that figure was worked out, the ledger's ``cost_source``
   (``usage``, ``table``, ``custom``, ``estimate``, ``unpriced``), or ``not-billed`` for a call
   that cost nothing: refused by the proxy before anything was sent (no ledger row), or failed
-  without the upstream billing it (its row: $0, ``price_ref`` ``failed-call:not-billed``);
+  without the upstream billing it (its row: $0, ``price_ref`` ``failed-call:not-billed``, or
+  ``failed-call:not-billed:<reason>`` when the provider's terms say why, e.g. ``moderated``);
 * ``x-litellm-response-cost``: the same figure, for LiteLLM's clients, when it is a number.
 
 A failure the upstream may have billed (an answer lost after the request went out whole, a 2xx
@@ -61,7 +62,7 @@ def failure_cost(exc: BaseException) -> dict[str, str]:
     ended a call)."""
     if not isinstance(exc, TrackingError) or exc.request_id is None:
         return {}
-    if exc.price_ref == NOT_BILLED.price_ref:
+    if exc.price_ref is not None and exc.price_ref.startswith(NOT_BILLED.price_ref or ""):
         return dict(NOT_BILLED_HEADERS)
     return cost_headers(exc.cost_usd, exc.cost_source)
 

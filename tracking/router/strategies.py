@@ -161,7 +161,7 @@ def model_info_cost(deployment: Deployment, call: CallShape) -> Decimal | None:
 
     entry = find_entry(deployment.price_names(), datetime.now(UTC).date())
     if entry is None:
-        each = model_info_price(deployment.model_info, call.size, call.quality)
+        each = model_info_price(deployment.model_info, call.size, call.quality, deployment.model)
         return None if each is None else each * call.n
     if not entry.tokens:  # billed per image, at the size and quality made
         each = per_image_price(entry.per_image, call.size, call.quality)

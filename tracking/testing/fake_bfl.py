@@ -9,8 +9,9 @@ answers ``{"id", "polling_url"}``; ``GET /v1/get_result?id=...`` answers ``{"id"
 
 Per job, the submission's ``x-fake-fault`` header (else the next of the server's queued
 ``faults``) chooses trouble (:mod:`.faults` syntax): ``code=never`` (Pending forever),
-``code=moderated`` (``Content Moderated``), ``code=error`` (``Error``), ``code=poll_503`` (the
-first poll answers 503, then the job goes on), ``code=poll_429`` (every poll answers 429, with
+``code=moderated`` (``Content Moderated``: the output was flagged), ``code=request_moderated``
+(``Request Moderated``: the input was flagged), ``code=error`` (``Error``), ``code=poll_503``
+(the first poll answers 503, then the job goes on), ``code=poll_429`` (every poll answers 429, with
 ``Retry-After`` when the fault has ``retry_after``), ``code=expired`` (the job is Ready but its
 result URL answers 404, as once it has expired), ``code=html_result`` (the result URL answers
 200 with an HTML page, as a CDN's error page), ``code=result_429`` / ``code=result_503`` (the
@@ -41,6 +42,8 @@ from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 __all__ = ["FakeBFL", "FluxJob"]
 
 MODELS = frozenset({"flux-kontext-pro", "flux-kontext-max", "flux-pro-1.0-fill"})
+#: faults -> the status BFL's error reference gives a job its moderation refused
+_MODERATED = {"moderated": "Content Moderated", "request_moderated": "Request Moderated"}
 
 
 @dataclass
@@ -164,8 +167,9 @@ def build_app(
             return _detail(503, "Service temporarily unavailable")
         if job.trouble == "poll_429":
             return _busy(429, job.retry_after)
-        if job.trouble == "moderated":
-            return web.json_response({"id": job.id, "status": "Content Moderated", "result": None})
+        if job.trouble in _MODERATED:
+            status = _MODERATED[job.trouble]
+            return web.json_response({"id": job.id, "status": status, "result": None})
         if job.trouble == "error":
             return web.json_response({"id": job.id, "status": "Error", "result": None})
         if job.trouble == "never" or job.polls_left > 0:

@@ -11,7 +11,13 @@ Token counts are the fake's documented convention, not Google's tokenizer:
 
 * input text tokens: ``ceil(len(text) / 4)``; input image tokens: ``INPUT_IMAGE_TOKENS`` each;
 * output image tokens per image by model and ``imageSize``, as Google's pricing page lists them
-  (``OUTPUT_IMAGE_TOKENS``; 1K when no size is asked).
+  (``OUTPUT_IMAGE_TOKENS``; 1K when no size is asked);
+* a request whose ``tools`` hold Grounding with Google Search (``googleSearch`` or
+  ``google_search``) reports ``TOOL_USE_PROMPT_TOKENS`` text tokens of search results in
+  ``toolUsePromptTokenCount`` and ``toolUsePromptTokensDetails``, counted in
+  ``totalTokenCount`` and kept out of ``promptTokenCount``, as Google's API reference describes
+  the field ("the number of tokens in the results from tool executions, which are provided back
+  to the model as input").
 
 Faults (:mod:`.faults`, the ``x-fake-fault`` header or ``faults=[...]``): ``status=N`` answers a
 Google-shaped error (429 ``RESOURCE_EXHAUSTED`` carries a ``RetryInfo`` of ``retry_after``
@@ -47,6 +53,7 @@ __all__ = [
     "INPUT_IMAGE_TOKENS",
     "OUTPUT_IMAGE_TOKENS",
     "THOUGHTS_TOKENS",
+    "TOOL_USE_PROMPT_TOKENS",
     "FakeGemini",
     "GeminiRequest",
 ]
@@ -54,6 +61,9 @@ __all__ = [
 INPUT_IMAGE_TOKENS = 258
 #: thinking tokens an answer whose image was withheld (``code=image_safety``) reports
 THOUGHTS_TOKENS = 173
+#: search-result tokens a grounded request (``tools: [{"googleSearch": {}}]``) reports
+TOOL_USE_PROMPT_TOKENS = 311
+_SEARCH_TOOLS = ("googleSearch", "google_search")
 #: ``inlineData.data`` of the faults that answer a broken image: not base64; base64 of HTML
 _BROKEN_IMAGES = {
     "bad_base64": "<html><body>502 Bad Gateway</body></html>",
@@ -272,13 +282,27 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
         "responseId": f"fake-gemini-{next(state.counter)}",
     }
     if code != "no_usage":
+        tool_tokens = TOOL_USE_PROMPT_TOKENS if _grounded(body) else 0
         answer["usageMetadata"] = {
             **prompt_usage,
             "candidatesTokenCount": output_tokens,
-            "totalTokenCount": text_tokens + image_tokens + output_tokens,
+            "totalTokenCount": text_tokens + image_tokens + tool_tokens + output_tokens,
             "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": output_tokens}],
         }
+        if tool_tokens:
+            answer["usageMetadata"]["toolUsePromptTokenCount"] = tool_tokens
+            answer["usageMetadata"]["toolUsePromptTokensDetails"] = [
+                {"modality": "TEXT", "tokenCount": tool_tokens}
+            ]
     return web.json_response(answer)
+
+
+def _grounded(body: Any) -> bool:
+    """Whether the request's ``tools`` hold Grounding with Google Search."""
+    tools = body.get("tools") if isinstance(body, dict) else None
+    return isinstance(tools, list) and any(
+        isinstance(tool, dict) and any(name in tool for name in _SEARCH_TOOLS) for tool in tools
+    )
 
 
 def _read_body(body: Any, model: str) -> tuple[str, list[bytes], dict[str, str]]:
