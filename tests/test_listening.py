@@ -77,3 +77,31 @@ def test_the_empty_host_is_both_wildcards_without_a_collision():
         port = sockets[0].getsockname()[1]
         assert sorted(sock.getsockname()[0] for sock in sockets) == ["0.0.0.0", "::"]
         assert {sock.getsockname()[1] for sock in sockets} == {port}
+        v6 = next(sock for sock in sockets if sock.family == socket.AF_INET6)
+        assert v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+
+
+def _connects(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as client:
+        client.settimeout(30)
+        try:
+            client.connect((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def test_the_ipv6_wildcard_alone_is_every_address_ipv4_too():
+    """``--host ::`` means every address, as ``--host ""`` does with two sockets: one
+    dual-stack socket (``IPV6_V6ONLY`` cleared, not left to the system's default, which
+    ``net.ipv6.bindv6only=1`` makes IPv6-only), reached over IPv4 and IPv6 at its one port."""
+    require_ipv6_loopback()
+    sockets = listening_sockets("::", 0, backlog=8)
+    with closing_all(sockets):
+        (sock,) = sockets
+        assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+        port = sock.getsockname()[1]
+        assert url("::", sockets) == f"http://[::]:{port}"
+        assert _connects("127.0.0.1", port) and _connects("::1", port)
+        assert not _bound_at("0.0.0.0", port)  # held at IPv4's wildcard too

@@ -24,6 +24,7 @@ from tests.proxy_support import (
     MASTER_KEY,
     free_port,
     localhost_at_both_command,
+    require_ipv6_loopback,
     tracking_command,
 )
 from tests.services import unavailable
@@ -350,6 +351,21 @@ def test_a_host_name_is_served_at_every_address_it_resolves_to(tmp_path, workers
         found = re.search(r"tracking\.proxy: listening: http://localhost:(\d+)$", lines[-1])
         assert found is not None, "".join(lines)
         assert port == "0" or found[1] == chosen
+        assert _answers(int(found[1])) == [200, 200]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_ipv6_wildcard_is_served_over_ipv4_too(tmp_path, workers):
+    """``--host ::`` means every address, IPv4's too, as ``--host ""`` does: its one socket is
+    dual-stack whatever the system's default, so a client reaching the proxy at 127.0.0.1 is
+    served as one at [::1] is, at the one port the summary names."""
+    require_ipv6_loopback()
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT)
+    args = ("--config", str(config), "--host", "::", "--port", "0", "--workers", workers)
+    with _started(tmp_path, *args, until="tracking.proxy: listening: ") as (_, lines):
+        found = re.search(r"tracking\.proxy: listening: http://\[::\]:(\d+)$", lines[-1])
+        assert found is not None, "".join(lines)
         assert _answers(int(found[1])) == [200, 200]
 
 

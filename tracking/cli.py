@@ -355,7 +355,11 @@ def _add_proxy_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - LiteLLM's proxy default
     serve.add_argument("--port", type=_port, default=4000)
     serve.add_argument(
-        "--workers", type=_worker_count, default=1, help="worker processes (default 1, at most 256)"
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="worker processes (default 1, at most 256); more than TRACKING_WORKER_RESTARTS (5) "
+        "deaths within TRACKING_WORKER_RESTARTS_SECONDS (60) stop the proxy, status 1",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]

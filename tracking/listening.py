@@ -9,12 +9,14 @@ bound at every address it resolves to (``getaddrinfo``, as asyncio's ``create_se
 held from here on: a connection that arrives while the app starts waits in the backlog instead
 of being refused.
 
-With several addresses the IPv6 sockets are IPv6-only (``IPV6_V6ONLY``, as asyncio sets it), so
-``::`` and ``0.0.0.0`` of one name do not collide; one address keeps the system's default (``--host
-::`` alone still takes IPv4 too, on Linux). Port 0 is chosen by the system for the first address
-and the others are bound at that same port (asyncio would let each choose its own), so a name
-has one port, the one the start summary names; should that port be taken at another address,
-the whole set is bound again, a few times, before the start fails.
+``::`` alone means every address, IPv4's too (as ``--host ""`` does with two sockets): its socket
+is dual-stack, ``IPV6_V6ONLY`` cleared whatever the system's default (Linux's
+``net.ipv6.bindv6only``), as Go and Node.js bind it. With several addresses the IPv6 sockets are
+IPv6-only (``IPV6_V6ONLY`` set, as asyncio sets it), so ``::`` and ``0.0.0.0`` of one name do not
+collide; either way every address is served at one port. Port 0 is chosen by the system for the
+first address and the others are bound at that same port (asyncio would let each choose its
+own), so a name has one port, the one the start summary names; should that port be taken at
+another address, the whole set is bound again, a few times, before the start fails.
 """
 
 from __future__ import annotations
@@ -131,14 +133,24 @@ def _listening(
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and v6only:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if family == socket.AF_INET6:
+            _set_v6only(sock, v6only)
         sock.bind(sockaddr)
         sock.listen(backlog)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def _set_v6only(sock: socket.socket, v6only: bool) -> None:
+    """IPv6 alone, or (``::``) IPv4 too, whatever the system's default; a system that allows
+    no dual-stack socket (OpenBSD) keeps IPv6 alone."""
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+    except OSError:
+        if v6only:
+            raise
 
 
 def _cannot(where: str, exc: OSError, host: str) -> CannotListen:

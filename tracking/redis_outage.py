@@ -18,8 +18,9 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigurationError
 
@@ -29,12 +30,15 @@ __all__ = [
     "RedisOutage",
     "async_redis_client",
     "import_redis",
+    "number_from_environment",
     "redis_client",
     "retry_interval_from_environment",
     "seconds_from_environment",
 ]
 
 log = logging.getLogger("tracking")
+
+_Number = TypeVar("_Number", int, float)
 
 #: How long after a Redis error the state is kept locally before Redis is tried again.
 RETRY_ENV = "TRACKING_REDIS_RETRY_SECONDS"
@@ -45,15 +49,24 @@ def seconds_from_environment(name: str, default: float) -> float:
     """The environment variable ``name`` as a number of seconds, ``default`` when it is unset;
     a value that is not a finite number >= 0 is logged and ``default`` used ("inf" would cache
     a deleted key forever, or never try Redis again)."""
+    return number_from_environment(name, default, float, "a number of seconds")
+
+
+def number_from_environment(
+    name: str, default: _Number, kind: Callable[[str], _Number], what: str
+) -> _Number:
+    """The environment variable ``name`` read with ``kind`` (``float``, ``int``), ``default``
+    when it is unset; a value it cannot read, or that is not finite and >= 0, is logged as not
+    ``what`` and ``default`` used."""
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value < 0:
-        log.warning("%s=%r is not a number of seconds; using %g", name, raw, default)
+        value = None
+    if value is None or not math.isfinite(value) or value < 0:
+        log.warning("%s=%r is not %s; using %g", name, raw, what, default)
         return default
     return value
 

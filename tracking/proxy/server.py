@@ -12,7 +12,8 @@ private temporary folder unless the variable is already set), set before any wor
 prometheus_client, so ``/metrics`` answers the same totals whichever worker is scraped.
 SIGTERM (or Ctrl-C) stops accepting, lets in-flight requests finish, then flushes every sink.
 A fault found only as a process starts (:mod:`tracking.proxy.start_faults`) stops the proxy,
-every worker of it, with the fault's exit status and one line.
+every worker of it, with the fault's exit status and one line; so do workers dying more often
+than they are started again (:mod:`tracking.proxy.worker_deaths`), with status 1.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def _serve_workers(
         # a fault stops the supervisor as SIGTERM does, without saying a signal came
         with faults.watching(stop=supervisor.should_exit.set):
             supervisor.run()
-        fault = faults.first()
+        fault = faults.first() or supervisor.stopped
     finally:
         faults.close()
         if ours:
@@ -211,12 +212,15 @@ def _serve_workers(
 
 
 def _supervisor(settings: Any, sockets: list[socket.socket]) -> Any:
-    """uvicorn's supervisor of ``settings.workers`` processes serving ``sockets`` (uvicorn up to
+    """uvicorn's supervisor of ``settings.workers`` processes serving ``sockets``, bounding how
+    often dead workers are started again (:mod:`tracking.proxy.worker_deaths`; uvicorn up to
     0.50 is given the function each worker runs, later ones make it themselves)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    supervisor: Any = Multiprocess
+    from .worker_deaths import BoundedMultiprocess
+
+    supervisor: Any = BoundedMultiprocess
     if "target" in inspect.signature(Multiprocess).parameters:
         return supervisor(settings, target=uvicorn.Server(settings).run, sockets=sockets)
     return supervisor(settings, sockets=sockets)

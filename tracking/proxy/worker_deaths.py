@@ -1,0 +1,177 @@
+"""How many worker deaths ``tracking serve --workers N`` starts again before it stops.
+
+uvicorn's supervisor starts a worker that died (killed by a signal, or exited by itself once
+started) again, each time, without limit: a worker killed at every start (a memory limit too
+small for N workers, a crash in a native library) made a loop that never ended, and the proxy
+never exited, so systemd or Kubernetes never saw it fail. :class:`DeathLimit` bounds it: a death
+is started again while at most ``TRACKING_WORKER_RESTARTS`` (default 5) deaths fall within the
+last ``TRACKING_WORKER_RESTARTS_SECONDS`` (default 60); one more stops the proxy, and
+``tracking serve`` exits with status 1, its last line naming how the workers died.
+
+:class:`BoundedMultiprocess` is uvicorn's ``Multiprocess`` with its check of the workers
+(``keep_subprocess_alive``) wrapped, nothing copied: before it, workers found dead beyond the
+limit stop the supervisor instead (as SIGTERM does, without a signal: every other worker
+finishes its requests and flushes its sinks); after it, each worker it replaced is one line,
+with how it died. A worker that exits with uvicorn's start-failure status is left to uvicorn
+and :mod:`tracking.proxy.start_faults` (the proxy stops with that fault's status).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from .start_faults import StartFault
+
+__all__ = [
+    "DEFAULT_RESTARTS",
+    "DEFAULT_SECONDS",
+    "RESTARTS_ENV",
+    "SECONDS_ENV",
+    "BoundedMultiprocess",
+    "Death",
+    "DeathLimit",
+]
+
+log = logging.getLogger("tracking.proxy")
+
+#: How many worker deaths within the window are started again; one more stops the proxy.
+RESTARTS_ENV = "TRACKING_WORKER_RESTARTS"
+DEFAULT_RESTARTS = 5
+#: The window, in seconds, the deaths are counted in.
+SECONDS_ENV = "TRACKING_WORKER_RESTARTS_SECONDS"
+DEFAULT_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Death:
+    """A worker that ended: its pid, its exit code (``-N``: killed by signal N) and when."""
+
+    pid: int | None
+    exitcode: int
+    at: float
+
+    @property
+    def cause(self) -> str:
+        """``killed by SIGKILL``, ``exited with status 1``."""
+        if self.exitcode >= 0:
+            return f"exited with status {self.exitcode}"
+        try:
+            return f"killed by {signal.Signals(-self.exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-self.exitcode}"
+
+
+class DeathLimit:
+    """The workers' deaths within the last ``seconds``: at most ``restarts`` are started again."""
+
+    def __init__(
+        self, restarts: int, seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.restarts = restarts
+        self.seconds = seconds
+        self.clock = clock
+        self._deaths: deque[Death] = deque()
+
+    @classmethod
+    def from_environment(cls) -> DeathLimit:
+        """``TRACKING_WORKER_RESTARTS`` and ``TRACKING_WORKER_RESTARTS_SECONDS`` (a value that
+        is not a whole number >= 0, or not a number of seconds, is logged and its default used)."""
+        from ..redis_outage import number_from_environment, seconds_from_environment
+
+        whole = "a whole number >= 0"
+        restarts = number_from_environment(RESTARTS_ENV, DEFAULT_RESTARTS, int, whole)
+        return cls(restarts, seconds_from_environment(SECONDS_ENV, DEFAULT_SECONDS))
+
+    def death(self, pid: int | None, exitcode: int) -> Death:
+        return Death(pid, exitcode, self.clock())
+
+    def allows(self, deaths: Sequence[Death]) -> bool:
+        """Whether ``deaths``, not counted yet, may be started again."""
+        return len(self._recent()) + len(deaths) <= self.restarts
+
+    def count(self, death: Death) -> None:
+        """Count ``death``, started again."""
+        self._deaths.append(death)
+
+    def counted(self) -> int:
+        """The deaths started again within the window."""
+        return len(self._recent())
+
+    def verdict(self, deaths: Sequence[Death]) -> StartFault:
+        """Why the proxy stops when ``deaths`` are not allowed: status 1, one line naming how
+        the workers died and the settings that bound it."""
+        every = [*self._recent(), *deaths]
+        causes = Counter(death.cause for death in every)
+        said = ", ".join(f"{count} {cause}" for cause, count in causes.items())
+        last = every[-1]
+        return StartFault(
+            f"worker deaths within {self.seconds:g} s: {len(every)} ({said}; the last, "
+            f"[{last.pid}], {last.cause}): the proxy stopped instead of starting another "
+            f"({RESTARTS_ENV}={self.restarts} restarts within "
+            f"{SECONDS_ENV}={self.seconds:g})",
+            1,
+        )
+
+    def _recent(self) -> deque[Death]:
+        since = self.clock() - self.seconds
+        while self._deaths and self._deaths[0].at <= since:
+            self._deaths.popleft()
+        return self._deaths
+
+
+class BoundedMultiprocess(Multiprocess):
+    """uvicorn's supervisor, stopping when its workers die more often than ``limit`` allows;
+    ``stopped`` then says why (``None`` otherwise)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # uvicorn up to 0.50 takes a target too
+        self.limit = DeathLimit.from_environment()
+        self.stopped: StartFault | None = None
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        dead = [
+            self.limit.death(process.process.pid, code)
+            for process in self.processes
+            if (code := process.process.exitcode) is not None and code != STARTUP_FAILURE
+        ]
+        if dead and not self.limit.allows(dead):
+            self._stop(self.limit.verdict(dead))
+            return
+        before = list(self.processes)
+        super().keep_subprocess_alive()
+        for old, new in zip(before, self.processes, strict=False):
+            if new is old:
+                continue
+            code = old.process.exitcode
+            death = self.limit.death(old.process.pid, -signal.SIGKILL if code is None else code)
+            if not self.limit.allows([death]):  # it died (or hung) after the look above
+                self._stop(self.limit.verdict([death]))  # its replacement is stopped too
+                continue
+            self.limit.count(death)
+            log.warning(
+                "worker [%s] %s: started again as [%s] (%d of %d restarts within %g s)",
+                death.pid,
+                death.cause,
+                new.process.pid,
+                self.limit.counted(),
+                self.limit.restarts,
+                self.limit.seconds,
+            )
+
+    def _stop(self, verdict: StartFault) -> None:
+        """Stop every worker as SIGTERM does, and end ``tracking serve`` with ``verdict``."""
+        if self.stopped is None:
+            self.stopped = verdict
+            log.error("workers keep dying: stopping the proxy")
+        self.should_exit.set()
