@@ -18,6 +18,7 @@ a generation (Stability's edit operations): it now starts those of the deploymen
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -106,20 +107,19 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def proxy(upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    config = tmp_path_factory.mktemp("priced") / "config.yaml"
-    config.write_text(
-        CONFIG.format(
-            api_key=API_KEY,
-            fake=upstream.url,
-            house=HOUSE,
-            tenant=TENANT,
-            listed=LISTED,
-            typo=TYPO,
-            master_key=MASTER_KEY,
-        )
-    )
+    config = _written(tmp_path_factory.mktemp("priced"), CONFIG, upstream)
     with ProxyProcess(config) as running:
         yield running
+
+
+def _written(folder: Path, template: str, upstream: FakeOpenAI) -> Path:
+    """``template`` filled in with the fake upstream, the models and the keys, as a config."""
+    config = folder / "config.yaml"
+    names = {"house": HOUSE, "tenant": TENANT, "listed": LISTED, "typo": TYPO}
+    config.write_text(
+        template.format(api_key=API_KEY, fake=upstream.url, master_key=MASTER_KEY, **names)
+    )
+    return config
 
 
 def _health(proxy: ProxyProcess) -> dict[str, Any]:
@@ -318,3 +318,36 @@ def test_is_priced_answers_for_a_model_called_without_a_router_as_billing_prices
         }
     assert not is_priced(TENANT) and costs[TENANT] is None
     assert is_priced("house-bare") and str(costs["house-bare"]) == "0.02"
+
+
+BUDGET_CONFIG = """
+model_list:
+  - model_name: tenant
+    litellm_params: {{model: {tenant}, api_key: "{api_key}", api_base: "{fake}"}}
+  - model_name: listed
+    litellm_params: {{model: {listed}, api_key: "{api_key}", api_base: "{fake}"}}
+prices:
+  openai/{listed}:
+    per_image: {{any: {{any: "0.03"}}}}
+litellm_settings:
+  max_budget: 10
+general_settings:
+  master_key: "{master_key}"
+"""
+
+
+def test_a_budget_refuses_exactly_the_calls_billing_leaves_unpriced(
+    upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Under a budget, a call whose model has no price is refused (400 ``model_unpriced``): its
+    spend could not be counted. The budget's hold looked the model up its own way: a slashed
+    OpenAI-compatible name was held at the price of the name after its slash and let through,
+    then recorded unpriced and never counted; a bare name priced under ``openai/`` by the
+    ``prices:`` section was refused, though billing prices it."""
+    with ProxyProcess(_written(tmp_path, BUDGET_CONFIG, upstream)) as proxy:
+        refused = _edit(proxy, "tenant")
+        priced = _edit(proxy, "listed")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "model_unpriced"
+    assert priced.status_code == 200, priced.text
+    assert priced.headers["x-tracking-response-cost"] == "0.03"
