@@ -204,12 +204,14 @@ class PrometheusLogger:
         router it builds): the logger joins the router's ``cooldown_observers`` (once), and
         these series start at 0: each deployment's retries and cooldowns
         (:meth:`watch_deployments`), both outcomes of each fallback hop a call can take, and
-        each model group's requests (every way a call can end) and spend, for both operations,
-        with each model its own deployments and its fallbacks' serve (``served_model``,
-        ``provider``), and the unpriced-call counter of each group a deployment without a price
-        can serve (:meth:`watch_unpriced`). A call that fails before any deployment is tried (a
-        refused request, no deployment free) has no served model: its series still appear at
-        their first count.
+        each model group's requests (every way a call can end) and spend, for each operation,
+        with each model its own deployments and its fallbacks' serve it with (``served_model``,
+        ``provider``; a deployment whose provider cannot make generations starts no
+        ``image_generation`` series), and the unpriced-call counter of each group a deployment
+        whose calls are recorded unpriced can serve (:meth:`watch_unpriced`; priced as billing
+        prices them, :meth:`tracking.router.Deployment.priced`). A call that fails before any
+        deployment is tried (a refused request, no deployment free) has no served model: its
+        series still appear at their first count.
         """
         from tracking.request import split_provider
 
@@ -226,8 +228,9 @@ class PrometheusLogger:
         for group in router.groups:
             chain = (group, *router.fallbacks.get(group, ()))
             deployments = [d for name in chain for d in router.groups[name]]
-            for provider, model in sorted({split_provider(d.model) for d in deployments}):
-                for operation in _OPERATIONS:
+            for operation in _OPERATIONS:  # each served by the deployments that can make it
+                served = {split_provider(d.model) for d in deployments if d.serves(operation)}
+                for provider, model in sorted(served):
                     m.series_for(group, model, provider, operation)
             if not all(d.priced() for d in deployments):
                 unpriced.append(group)

@@ -58,6 +58,8 @@ __all__ = [
     "SVG_AUTHORING_REF",
     "Cost",
     "PriceEntry",
+    "billing_entry",
+    "billing_keys",
     "estimate_call_cost",
     "find_entry",
     "is_priced",
@@ -317,13 +319,37 @@ def _day(raw: Any, where: str) -> date | None:
     raise ConfigurationError(f"{where}: an ISO date (YYYY-MM-DD)")
 
 
-def _candidates(request: ImageEditRequest) -> list[str]:
+def _keys(provider: str, upstream_model: str, model: str, base_model: str | None) -> list[str]:
     # A deployment's base model first (that is what it bills as); then most specific first: a
     # price for "openai/gpt-image-1" beats one for "gpt-image-1".
-    keys = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
-    if request.base_model:
-        keys.insert(0, request.base_model)
+    keys = [f"{provider}/{upstream_model}", model, upstream_model]
+    if base_model:
+        keys.insert(0, base_model)
     return list(dict.fromkeys(keys))
+
+
+def _candidates(request: ImageEditRequest) -> list[str]:
+    return _keys(request.provider, request.upstream_model, request.model, request.base_model)
+
+
+def billing_keys(model: str, base_model: str | None = None) -> list[str]:
+    """The names a call asking ``model`` (a deployment's ``litellm_params.model``, provider
+    prefix and all) and carrying ``base_model`` (a router deployment's own prices' name, or its
+    ``model_info.base_model``) is priced as, the first the price table prices winning: exactly
+    the names :func:`price_call` looks its request up by."""
+    from ..request import split_provider
+
+    return _keys(*split_provider(model), model, base_model)
+
+
+def billing_entry(
+    model: str, base_model: str | None = None, day: date | None = None
+) -> PriceEntry | None:
+    """The entry a call asking ``model`` with ``base_model`` is billed from on ``day`` (None:
+    today), as :func:`price_call` finds it; None: its calls are recorded unpriced. The one
+    answer to "are this deployment's calls priced" (``/health``'s ``priced``, the proxy's
+    warning at start, the unpriced-call counters a router's groups start at 0)."""
+    return find_entry(billing_keys(model, base_model), day or datetime.now(UTC).date())
 
 
 def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
@@ -348,8 +374,9 @@ def model_keys(model: str) -> list[str]:
 
 
 def is_priced(model: str, day: date | None = None) -> bool:
-    """Whether the price table (registered or packaged) prices ``model`` on ``day``."""
-    return find_entry(model_keys(model), day or datetime.now(UTC).date()) is not None
+    """Whether a call asking ``model`` is priced on ``day`` (None: today), the price found as
+    billing finds it (:func:`billing_entry`; a router's deployment: its ``priced()``)."""
+    return billing_entry(model, None, day) is not None
 
 
 def shutdown_date(model: str, day: date | None = None) -> date | None:

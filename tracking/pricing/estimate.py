@@ -30,7 +30,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..families import family_for, family_of, pixel_size, resolution_tier, tier_side
-from . import UNPRICED, Cost, _candidates, _per_image, find_entry, model_keys
+from . import UNPRICED, Cost, _candidates, _per_image, billing_entry, find_entry
 from .table import PriceEntry
 
 if TYPE_CHECKING:
@@ -198,9 +198,12 @@ def estimate_call_cost(
     """An estimated :class:`~tracking.pricing.Cost` (``source="estimate"``) of a billed call
     whose real cost is unknown; ``source="unpriced"`` (cost None) when the model has no price.
 
-    ``model`` may carry a provider prefix (``azure/...`` falls back to the bare name).
+    ``model`` is looked up as billing looks up a call asking it
+    (:func:`~tracking.pricing.billing_entry`: with its provider, as written, and as sent;
+    ``azure/...`` falls back to the bare name, a slashed name sent whole to an OpenAI-compatible
+    server is never priced as the name after its slash).
     """
-    entry = find_entry(model_keys(model), day or datetime.now(UTC).date())
+    entry = billing_entry(model, None, day)
     total = entry_estimate(entry, n, quality, size, prompt_chars, input_images) if entry else None
     if entry is None or total is None:
         return UNPRICED
@@ -217,8 +220,9 @@ def estimate_max_cost(
     model: str, params: Mapping[str, Any], day: date | None = None
 ) -> Decimal | None:
     """The most one call with ``params`` (n, size, quality, prompt, image; a stream's
-    ``partial_images``) may cost on ``model`` (a provider prefix is allowed)."""
-    entry = find_entry(model_keys(model), day or datetime.now(UTC).date())
+    ``partial_images``) may cost on ``model``, found as billing finds it
+    (:func:`~tracking.pricing.billing_entry`); None when its calls are unpriced."""
+    entry = billing_entry(model, None, day)
     if entry is None:
         return None
     prompt = params.get("prompt")

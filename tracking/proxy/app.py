@@ -60,7 +60,7 @@ from .image_store import STORED_PREFIX, build_image_store, parse_store_settings,
 from .ledger import make_ledger_folder
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
-from .models import Dispatcher, RoutedModels, build_dispatcher
+from .models import Dispatcher, RoutedModels, build_dispatcher, router_deployments
 from .openapi import MODEL_PATHS, STORED_PATH, docs_page, openapi_document
 from .prices import register_config_prices
 from .start_faults import StartFault, report
@@ -76,6 +76,7 @@ from .url_answers import (
 
 if TYPE_CHECKING:
     from ..request import ImageEditRequest
+    from ..router import Deployment
     from .budgets import Reservation
 
 __all__ = ["CONFIG_ENV", "ProxyApp", "app_from_environment", "check_startable", "create_app"]
@@ -559,7 +560,12 @@ class ProxyApp:
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM's ``GET /health``, from the configuration alone: no paid upstream call."""
         await self.auth.authenticate(request_headers(scope))
-        report = HealthReport.of(self.config)
+        deployments = (
+            self.dispatcher.router.deployments
+            if isinstance(self.dispatcher, RoutedModels)
+            else router_deployments(self.config)
+        )
+        report = HealthReport.of(deployments)
         await _send_json(send, 200, json.dumps(report.to_dict()).encode())
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -827,14 +833,15 @@ def create_app(
     )
 
 
-def check_startable(config: ProxyConfig) -> None:
+def check_startable(config: ProxyConfig) -> tuple[Deployment, ...]:
     """Build, and let go, what each process's app builds from the config beyond the config's
     own checks: the router (a fallback naming no ``model_name``, a deployment without a key or
     one no call could reach), the image store (a folder it cannot use) and the ledger's engine
     (an in-memory SQLite database). ``tracking serve``
     runs it before it binds a port or starts a worker, so such a fault is one line and exit
     status 2, never a traceback in each of ``--workers N`` processes, which uvicorn's
-    supervisor would start again and again."""
+    supervisor would start again and again. Returns the router's deployments (for the
+    warning about those whose calls are unpriced)."""
     from tracking.integrations.sql import create_ledger_engine
 
     from ..router import Router
@@ -842,13 +849,15 @@ def check_startable(config: ProxyConfig) -> None:
     from .models import router_config
 
     export_environment(config)  # as the app does: a provider reads OPENAI_API_KEY & co
-    Router.from_config(router_config(config), register_prices=False).close()
+    with Router.from_config(router_config(config), register_prices=False) as router:
+        deployments = router.deployments
     make_ledger_folder(config)  # before the image store, which may live inside it
     general = config.general_settings
     build_image_store(parse_store_settings(general.image_store, general.database_url))
     # the ledger's engine, never connected here: an in-memory SQLite URL stopped each worker at
     # its start (under --workers N the supervisor then exited with status 0)
     create_ledger_engine(ledger_url(config)).dispose()
+    return deployments
 
 
 def app_from_environment() -> ProxyApp:

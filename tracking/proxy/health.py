@@ -3,7 +3,8 @@
 LiteLLM's ``/health`` sends a real request to every deployment; for image edits that is a billed
 call each time a load balancer probes. Ours builds each deployment's upstream request as a real
 call would (the provider's ``prepare``: model name, credential present, endpoint) without sending
-it, and also reports whether the model has a price. Answer: ``healthy_endpoints`` and
+it, and also reports whether its calls are priced (``priced``: found as billing will find the
+price, :meth:`tracking.router.Deployment.priced`). Answer: ``healthy_endpoints`` and
 ``unhealthy_endpoints`` (each ``model``, ``model_name``, ``model_id``, ``api_base`` as
 ``host[:port]``, and ``error`` for an unhealthy one), ``healthy_count`` and ``unhealthy_count``,
 and ``"checks": "configuration"`` to say what was checked. Secrets never appear.
@@ -12,14 +13,15 @@ and ``"checks": "configuration"`` to say what was checked. Secrets never appear.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TrackingError
 
 if TYPE_CHECKING:
-    from ..config import Deployment, ProxyConfig
+    from ..config import ProxyConfig
+    from ..router import Deployment
 
 __all__ = ["HealthReport", "unpriced_deployments"]
 
@@ -30,24 +32,21 @@ _PROBE_IMAGE = base64.b64decode(
 
 
 def _check(deployment: Deployment) -> dict[str, Any]:
-    from ..pricing import find_entry
     from ..providers import get_provider
     from ..request import parse_call, split_provider
 
-    params = deployment.litellm_params
     entry: dict[str, Any] = {
         "model": deployment.model,
         "model_name": deployment.model_name,
         "model_id": deployment.model_info.get("id"),
     }
     try:
+        # the request the router makes for this deployment (its model, key, endpoint and the
+        # model its calls are priced as), never sent
         request, options = parse_call(
             image=_PROBE_IMAGE,
             prompt="health check (never sent)",
-            model=deployment.model,
-            api_key=params.get("api_key"),
-            api_base=params.get("api_base"),
-            api_version=params.get("api_version"),
+            **deployment.overrides(None),
         )
         provider = get_provider(split_provider(deployment.model)[0])
         prepared = provider.prepare(request, options)
@@ -55,8 +54,7 @@ def _check(deployment: Deployment) -> dict[str, Any]:
         entry["error"] = exc.message
         return entry
     entry["api_base"] = prepared.host
-    keys = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
-    entry["priced"] = find_entry(list(dict.fromkeys(keys)), datetime.now(UTC).date()) is not None
+    entry["priced"] = deployment.priced()
     return entry
 
 
@@ -66,8 +64,10 @@ class HealthReport:
     unhealthy: list[dict[str, Any]]
 
     @classmethod
-    def of(cls, config: ProxyConfig) -> HealthReport:
-        checked = [_check(d) for d in config.model_list]
+    def of(cls, deployments: Iterable[Deployment]) -> HealthReport:
+        """The report of a router's deployments (the proxy's, or
+        :func:`~tracking.proxy.models.router_deployments` of its config)."""
+        checked = [_check(d) for d in deployments]
         return cls([e for e in checked if "error" not in e], [e for e in checked if "error" in e])
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,17 +80,20 @@ class HealthReport:
         }
 
 
-def unpriced_deployments(config: ProxyConfig) -> list[str]:
-    """A line for each deployment whose model has no known price (as ``/health`` says it:
-    ``"priced": false``), which ``tracking serve`` logs as a warning at start: a misspelt model
-    name, or a model the price table does not know, was found at its first call only."""
+def unpriced_deployments(config: ProxyConfig, deployments: Sequence[Deployment]) -> list[str]:
+    """A line for each deployment whose calls are recorded unpriced (as ``/health`` says it:
+    ``"priced": false``; both ask :meth:`~tracking.router.Deployment.priced`, which finds the
+    price as billing will), which ``tracking serve`` logs as a warning at start: a misspelt
+    model name, or a model the price table does not know, was found at its first call only.
+    ``deployments`` are the config's router's (in the model_list's order); call it once the
+    config's prices are registered."""
     budgets = (
         "not counted by budgets (allow_unpriced_with_budgets)"
         if config.general_settings.allow_unpriced_with_budgets
         else "refused for a key, end user or proxy with a budget"
     )
     lines = []
-    for index, deployment in enumerate(config.model_list):
+    for index, deployment in enumerate(deployments):
         if _check(deployment).get("priced") is False:
             lines.append(
                 f"model_list[{index}] ({deployment.model_name}): {deployment.model} has no known "

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 if TYPE_CHECKING:
     from ..config import ProxyConfig
     from ..response import ImageResponse
-    from ..router import Router
+    from ..router import Deployment, Router
     from ..streaming import AsyncImageEditStream
 
-__all__ = ["Dispatcher", "RoutedModels", "build_dispatcher", "router_config"]
+__all__ = ["Dispatcher", "RoutedModels", "build_dispatcher", "router_config", "router_deployments"]
 
 log = logging.getLogger("tracking.proxy")
 
@@ -68,6 +68,14 @@ def router_config(config: ProxyConfig) -> dict[str, Any]:
         "router_settings": dict(config.router_settings),
         "litellm_settings": litellm_settings,
     }
+
+
+def router_deployments(config: ProxyConfig) -> tuple[Deployment, ...]:
+    """The config's deployments as the proxy's router routes and prices their calls, in the
+    model_list's order (``/health`` and the warning at start read them), without a router."""
+    from ..router.router import load_deployments
+
+    return load_deployments(router_config(config)["model_list"])[0]
 
 
 class RoutedModels:

@@ -137,7 +137,8 @@ def serve(
         config = load_config(config_path)
         check_callbacks(config)
         register_config_prices(config)  # a bad price fails here, before any port is bound
-        check_startable(config)  # and a bad fallback or image store, before any worker starts
+        # and a bad fallback or image store, before any worker starts
+        deployments = check_startable(config)
     except ConfigurationError as exc:
         print(f"tracking serve: {exc.message}", file=sys.stderr)
         return 2
@@ -156,7 +157,7 @@ def serve(
     with closing_all(sockets):
         _warn_if_open(config)
         startup_summary(config, export_environment(config), listening=url(host, sockets))
-        for line in unpriced_deployments(config):
+        for line in unpriced_deployments(config, deployments):
             log.warning("%s", line)
         options: dict[str, Any] = {
             "host": host,

@@ -20,13 +20,15 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..endpoint import check_api_key, check_base_url
 from ..errors import ConfigurationError
-from ..providers import check_deployment, is_provider, provider_names
-from ..request import MAX_TIMEOUT, model_without_name
+from ..providers import check_deployment, get_provider, is_provider, operations_of, provider_names
+from ..request import MAX_TIMEOUT, model_without_name, split_provider
+
+if TYPE_CHECKING:
+    from ..pricing import PriceEntry
 
 __all__ = [
     "Deployment",
@@ -67,27 +69,40 @@ class Deployment:
     #: calls are priced as it, so each is billed at its own deployment's prices
     price_key: str | None = None
 
-    def price_names(self) -> list[str]:
-        """The names its calls are priced as, the first the price table knows winning: its own
-        prices' (or its base model), then its model as sent and without its provider prefix."""
-        from ..pricing import model_keys
+    @property
+    def priced_as(self) -> str | None:
+        """The model its calls carry as the one they are priced as (``base_model``): its own
+        prices' name where it has them, else its ``model_info.base_model``."""
+        return self.price_key or self.base_model
 
-        own = self.price_key or self.base_model
-        return [own, *model_keys(self.model)] if own else model_keys(self.model)
+    def price_entry(self) -> PriceEntry | None:
+        """The price entry its calls are billed from today, found as billing finds it
+        (:func:`tracking.pricing.billing_entry`: its own prices or base model, then its model
+        as sent, with and without its provider); None when its calls are recorded unpriced."""
+        from ..pricing import billing_entry
+
+        return billing_entry(self.model, self.priced_as)
 
     def priced(self) -> bool:
-        """Whether the price table (registered or packaged) prices its calls today."""
-        from ..pricing import find_entry
+        """Whether its calls are priced today: ``/health``'s ``priced``, the proxy's start
+        warning and the unpriced-call counters a router's groups start at 0 all ask this."""
+        return self.price_entry() is not None
 
-        return find_entry(self.price_names(), datetime.now(UTC).date()) is not None
+    def serves(self, operation: str) -> bool:
+        """Whether its provider does ``operation`` (``image_edit``, ``image_generation``;
+        when in doubt, yes: the attempt's preparation says what is wrong)."""
+        try:
+            provider = get_provider(split_provider(self.model)[0])
+        except Exception:
+            return True
+        return operation in operations_of(provider)
 
     def overrides(self, call_timeout: Any, stream: bool = False) -> dict[str, Any]:
         """The call parameters this deployment sets; the call's own timeout wins if it set one,
         and a streamed call takes ``stream_timeout`` where the deployment has one."""
         values: dict[str, Any] = {"model": self.model}
-        priced_as = self.price_key or self.base_model  # its own prices hold its base_model
-        if priced_as is not None:
-            values["base_model"] = priced_as
+        if self.priced_as is not None:  # its own prices hold its base_model
+            values["base_model"] = self.priced_as
         for name in ("api_key", "api_base", "api_version"):
             value = getattr(self, name)
             if value is not None:

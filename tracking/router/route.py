@@ -48,8 +48,6 @@ from ..errors import (
     UnsupportedOperationError,
     ValidationError,
 )
-from ..providers import get_provider, operations_of
-from ..request import split_provider
 from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
@@ -329,7 +327,7 @@ class CallRoute:
         ]
         # a deployment that cannot do the call's operation is left to the end: picked, it
         # takes a turn (and a Redis exchange) for a request never sent
-        capable = [d for d in candidates if _serves(d, self.operation)]
+        capable = [d for d in candidates if d.serves(self.operation)]
         candidates = capable or candidates
         invalid = [self.invalid[d.id] for d in router.groups[group] if d.id in self.invalid]
         if not candidates and invalid:  # the request fits none of those left
@@ -417,16 +415,6 @@ class CallRoute:
         for group, reason in self.skipped:
             error.add_note(f"fallback {group!r} skipped: {reason}")
         return error
-
-
-def _serves(deployment: Deployment, operation: str) -> bool:
-    """Whether the deployment's provider does ``operation`` (when in doubt, yes: the attempt's
-    preparation says what is wrong)."""
-    try:
-        provider = get_provider(split_provider(deployment.model)[0])
-    except Exception:
-        return True
-    return operation in operations_of(provider)
 
 
 def _by_order(deployments: list[Deployment]) -> list[list[Deployment]]:

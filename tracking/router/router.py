@@ -36,7 +36,7 @@ from .route import CallRoute
 from .state import MemoryState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
 
-__all__ = ["CooldownObserver", "Router", "lone_redis_settings"]
+__all__ = ["CooldownObserver", "Router", "load_deployments", "lone_redis_settings"]
 
 log = logging.getLogger("tracking.router")
 
@@ -155,6 +155,39 @@ def _price_params(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
     }
 
 
+def load_deployments(
+    model_list: Iterable[Mapping[str, Any]],
+) -> tuple[tuple[Deployment, ...], dict[str, tuple[str, dict[str, Any]]]]:
+    """A ``model_list``'s deployments as a router routes and prices their calls, and the prices
+    written in it (:func:`tracking.pricing.model_info.model_list_prices`). A deployment priced
+    unlike another of its model gets its own prices' name (``price_key``), which its calls are
+    billed by; the proxy's ``/health`` and its warning at start read the deployments so too."""
+    from ..pricing.model_info import model_list_prices, own_price_key
+
+    entries: Any = model_list
+    if isinstance(entries, Iterable) and not isinstance(entries, str | bytes | Mapping):
+        entries = list(entries)  # read twice: the deployments, then their prices
+    deployments = parse_model_list(entries)
+    prices = model_list_prices(
+        (
+            f"model_list[{index}]",
+            deployment.model,
+            deployment.model_info,
+            _price_params(entry, f"model_list[{index}]"),
+            deployment.id,
+        )
+        for index, (deployment, entry) in enumerate(zip(deployments, entries, strict=True))
+    )
+    priced = tuple(
+        dataclasses.replace(d, price_key=key)
+        if (own := prices.get(key := own_price_key(d.model, d.id))) is not None
+        and own[1].keys() != {"base_model"}  # its base_model is sent with its calls already
+        else d
+        for d in deployments
+    )
+    return priced, prices
+
+
 class Router:
     """Routes image edits and generations across the deployments of each model group.
 
@@ -194,30 +227,8 @@ class Router:
         state: RouterState | None = None,
         register_prices: bool = True,
     ) -> None:
-        entries: Any = model_list
-        if isinstance(entries, Iterable) and not isinstance(entries, str | bytes | Mapping):
-            entries = list(entries)  # read twice: the deployments, then their prices
-        from ..pricing.model_info import model_list_prices, own_price_key
-
-        deployments = parse_model_list(entries)
-        prices = model_list_prices(
-            (
-                f"model_list[{index}]",
-                deployment.model,
-                deployment.model_info,
-                _price_params(entry, f"model_list[{index}]"),
-                deployment.id,
-            )
-            for index, (deployment, entry) in enumerate(zip(deployments, entries, strict=True))
-        )
-        # a deployment priced unlike another of its model is billed at its own prices
-        self.deployments: tuple[Deployment, ...] = tuple(
-            dataclasses.replace(d, price_key=key)
-            if (own := prices.get(key := own_price_key(d.model, d.id))) is not None
-            and own[1].keys() != {"base_model"}  # its base_model is sent with its calls already
-            else d
-            for d in deployments
-        )
+        deployments, prices = load_deployments(model_list)
+        self.deployments: tuple[Deployment, ...] = deployments
         groups: dict[str, list[Deployment]] = {}
         for deployment in self.deployments:
             groups.setdefault(deployment.model_name, []).append(deployment)

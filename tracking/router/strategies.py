@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -154,12 +153,11 @@ def model_info_cost(deployment: Deployment, call: CallShape) -> Decimal | None:
     deployment's own ``model_info`` per-image prices
     (:func:`tracking.pricing.model_info.model_info_price`). Times ``n``; a deployment without
     prices is ranked last."""
-    from ..pricing import find_entry
     from ..pricing.estimate import entry_estimate
     from ..pricing.model_info import model_info_price
     from ..pricing.table import per_image_price
 
-    entry = find_entry(deployment.price_names(), datetime.now(UTC).date())
+    entry = deployment.price_entry()
     if entry is None:
         each = model_info_price(deployment.model_info, call.size, call.quality, deployment.model)
         return None if each is None else each * call.n
