@@ -209,9 +209,9 @@ class PrometheusLogger:
         ``provider``; a deployment whose provider cannot make generations starts no
         ``image_generation`` series), and the unpriced-call counter of each group a deployment
         whose calls are recorded unpriced can serve (:meth:`watch_unpriced`; priced as billing
-        prices them, :meth:`tracking.router.Deployment.priced`). A call that fails before any
-        deployment is tried (a refused request, no deployment free) has no served model: its
-        series still appear at their first count.
+        prices them, :meth:`tracking.router.Deployment.priced`), and each group's calls that end
+        before any deployment is tried (a refused request, no deployment free:
+        :meth:`watch_unserved`).
         """
         from tracking.request import split_provider
 
@@ -235,6 +235,7 @@ class PrometheusLogger:
             if not all(d.priced() for d in deployments):
                 unpriced.append(group)
         self.watch_unpriced(unpriced)
+        self.watch_unserved(router.groups)
 
     def watch_unpriced(self, models: Iterable[str]) -> None:
         """Start ``image_edit_unpriced_requests_total`` of each of these models (named as calls
@@ -252,8 +253,8 @@ class PrometheusLogger:
         operations and each error type such a call can end with
         (:data:`tracking.errors.UNSERVED_ERROR_TYPES`: parameters the model does not take,
         every deployment busy...), so a group's first refused call is a rise ``rate()`` and
-        ``increase()`` see. The proxy calls it with its router's model groups at start; an SDK
-        process names the models (or a router's groups) it calls. Bounded: 12 series a model.
+        ``increase()`` see. :meth:`watch_router` does it for a router's model groups; an SDK
+        process calling models without a router names its own. Bounded: 12 series a model.
         """
         m = self.metrics
         for model in models:

@@ -208,7 +208,8 @@ def test_a_call_no_model_served_counts_on_a_series_watch_unserved_started(
 ):
     """Calls through a router that end before any request was built: their event names no
     served model, their ``error_type`` is one of ``UNSERVED_ERROR_TYPES``, and the series they
-    count on was at 0 after ``watch_unserved(router.groups)``, so they are a rise."""
+    count on was at 0 after ``watch_router(router)`` (which calls ``watch_unserved`` with the
+    router's groups), so they are a rise."""
     registry = CollectorRegistry()
     logger = PrometheusLogger(registry)
     router = tracking.Router(
@@ -219,7 +220,7 @@ def test_a_call_no_model_served_counts_on_a_series_watch_unserved_started(
         ]
     )
     try:
-        logger.watch_unserved(router.groups)
+        logger.watch_router(router)  # a router's groups' unserved calls included
         assert _count(registry, group, error_type) == 0
         (busy,) = router.groups["busy"]
         router.cool_down(busy, "a test")

@@ -227,10 +227,9 @@ class ProxyApp:
         )
         self.metrics = MetricsExposition(self.sinks.prometheus)
         if isinstance(self.dispatcher, RoutedModels):
-            # its cooldowns reported, and its counters from 0, so each first is a rise
+            # its cooldowns reported, and its counters from 0, so each first is a rise (its
+            # groups' calls refused before any request included)
             self.sinks.prometheus.watch_router(self.dispatcher.router)
-            # and its groups' calls refused before any request (no model served them)
-            self.sinks.prometheus.watch_unserved(self.dispatcher.router.groups)
         # What start-up built lives as long as the process: move it out of the collector's
         # generations, so the collections that per-request garbage triggers stay small.
         gc.collect()
