@@ -33,7 +33,7 @@ from tests.test_dashboards import (
     start_prometheus,  # noqa: F401 - a fixture, used by name
     substitute,
 )
-from tracking.errors import ERROR_TYPES
+from tracking.errors import ERROR_TYPES, UNSERVED_ERROR_TYPES
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.testing import FakeOpenAI
 
@@ -117,9 +117,11 @@ def test_watch_router_starts_each_known_label_set_at_0_and_observes_once():
     }
     # every group with every model that can serve it (its own and its fallbacks'), both
     # operations, success and each error type: its first failure of any kind is a rise
+    requests = labelled("image_edit_requests")
     served = {
         (dict(s)["model"], dict(s)["served_model"], dict(s)["provider"])
-        for s in labelled("image_edit_requests")
+        for s in requests
+        if dict(s)["served_model"]
     }
     assert served == {
         ("big", "gpt-image-1", "openai"),
@@ -128,8 +130,14 @@ def test_watch_router_starts_each_known_label_set_at_0_and_observes_once():
         ("mid", "gemini-3-pro-image", "gemini"),
         ("small", "gpt-image-1-mini", "openai"),
     }
-    assert len(labelled("image_edit_requests")) == len(served) * 2 * (1 + len(ERROR_TYPES))
-    assert len(labelled("image_edit_cost_usd")) == len(served) * 2
+    unserved = {s for s in requests if not dict(s)["served_model"]}
+    # and each group's calls no model served: both operations, the six ways they can end
+    assert {(dict(s)["model"], dict(s)["error_type"]) for s in unserved} == {
+        (group, error) for group in ("big", "mid", "small") for error in UNSERVED_ERROR_TYPES
+    }
+    assert len(unserved) == 3 * 2 * len(UNSERVED_ERROR_TYPES)
+    assert len(requests) == len(served) * 2 * (1 + len(ERROR_TYPES)) + len(unserved)
+    assert len(labelled("image_edit_cost_usd")) == len(served) * 2 + 3 * 2  # unserved: 1 each
     assert (("deployment", "mid-a"), ("model", "mid")) in labelled("image_edit_retries")
 
 

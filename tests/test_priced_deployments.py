@@ -200,14 +200,15 @@ def test_generation_series_start_only_for_deployments_that_can_generate(
 ) -> None:
     """``inpaint`` (Stability's edit operation, falling back to ``gpt``) starts its edit
     series with both models and its generation series with gpt-image-1 alone: a generation
-    asking it is passed over to its fallback; Stability never serves one."""
+    asking it is passed over to its fallback; Stability never serves one. (The calls no model
+    served, ``('', '')``, start for both operations: ``watch_unserved``.)"""
     served: dict[str, set[tuple[str, str]]] = {"image_edit": set(), "image_generation": set()}
     for name, labels, _ in _scrape(proxy):
         if name == "image_edit_requests_total" and labels["model"] == "inpaint":
             served[labels["operation"]].add((labels["served_model"], labels["provider"]))
     assert served == {
-        "image_edit": {("inpaint", "stability"), ("gpt-image-1", "openai")},
-        "image_generation": {("gpt-image-1", "openai")},
+        "image_edit": {("inpaint", "stability"), ("gpt-image-1", "openai"), ("", "")},
+        "image_generation": {("gpt-image-1", "openai"), ("", "")},
     }
 
 
