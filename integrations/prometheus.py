@@ -30,7 +30,6 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -508,14 +507,16 @@ class _ModelSeries:
         self, metrics: _Metrics, model: str, served: str, provider: str, operation: str
     ) -> None:
         from tracking.families import family_for
-        from tracking.pricing import find_entry, model_keys
+        from tracking.pricing import billing_entry
 
         self._metrics = metrics
         self.model, self.served, self.provider = model, served, provider
         self.operation = operation
         self.cost = metrics.cost.labels(model, served, provider, operation)
         self._children: dict[tuple[str, ...], Any] = {}
-        entry = find_entry(model_keys(served or model), datetime.now(UTC).date())
+        # the entry billing prices the served model (else the asked one) from: a served name
+        # is its provider's own, which billing reads under the provider's prefix
+        entry = billing_entry(f"{provider}/{served}" if served and provider else served or model)
         #: when the served model (else the asked one) is shut down, from the price table
         self.shutdown = entry.shutdown if entry is not None else None
         if self.shutdown is not None:  # its calls are counted once it is past that day

@@ -8,6 +8,10 @@
 - ``/global/spend/report`` flagged each team's, end user's and key's entry, not its
   per-(model, key) ``metadata`` entries (``model_details`` per model by key): an entry of
   estimates looked like a bill. Each now has the pairs of its own calls beside LiteLLM's fields.
+- ``GET /key/info``'s ``info.spend`` held calls at an estimate and quarantined calls without
+  saying so, and nothing said how many calls it left out for want of a price. Beside LiteLLM's
+  fields it now has the pairs and ``unpriced_requests``, each only when the key has such calls,
+  over every hash the key had (a regenerated key's too).
 
 A real proxy (``tracking serve``) over loopback, on a real SQLite file and a real PostgreSQL
 database.
@@ -186,3 +190,51 @@ def test_spend_report_entries_per_model_and_key_are_flagged(proxy: Proxy, ledger
     assert (gpt["model"], gpt["total_cost"]) == ("gpt-image-1", "0.3700000000")
     assert gpt == {**{n: gpt[n] for n in details}, **ANNS_FLAGS}
     assert all(set(m) == details for m in bob_key["model_details"])
+
+
+KEY_INFO_FIELDS = {"key_hash", "key_alias", "team", "models", "max_budget", "rpm_limit",
+                   "expires", "created_at", "spend"}  # fmt: skip
+KEY_FLAGS = {"estimated_requests", "estimated_usd", "quarantined_requests", "quarantined_usd",
+             "unpriced_requests"}  # fmt: skip
+
+
+def test_key_info_flags_estimated_quarantined_and_unpriced_calls(proxy: Proxy, ledger_url: str):  # noqa: F811
+    flagged = proxy.post("/key/generate", {"key_alias": "flagged"})
+    plain = proxy.post("/key/generate", {"key_alias": "plain"})
+    old_hash = flagged["key_hash"]
+    # the flagged key is regenerated: its calls under its first hash are still its own
+    renewed = proxy.post("/key/regenerate", {"key_hash": old_hash})
+    new_hash = renewed["key_hash"]
+    assert new_hash != old_hash
+    _record(
+        ledger_url,
+        [
+            make_event(api_key_hash=old_hash, cost=Decimal("0.1")),
+            _estimate(api_key_hash=old_hash, cost=Decimal("0.02")),
+            _estimate(api_key_hash=new_hash, cost=Decimal("0.03")),
+            make_event(api_key_hash=new_hash, model="acme-image-edit-1", cost=None),  # unpriced
+            make_event(api_key_hash=plain["key_hash"], cost=Decimal("0.5")),
+        ],
+        [{"api_key_hash": new_hash, "cost": Decimal("0.25")}],
+    )
+
+    info = proxy.get("/key/info", key_hash=new_hash)
+    assert info["key_hash"] == new_hash
+    body = info["info"]
+    assert set(body) == KEY_INFO_FIELDS | KEY_FLAGS  # LiteLLM's fields, and ours beside them
+    assert body["key_alias"] == "flagged"
+    assert body["spend"] == "0.4000000000"  # 0.1 + 0.02 + 0.03 + 0.25; the unpriced call: none
+    assert {name: body[name] for name in KEY_FLAGS} == {
+        "estimated_requests": 2,
+        "estimated_usd": "0.0500000000",
+        "quarantined_requests": 1,
+        "quarantined_usd": "0.2500000000",
+        "unpriced_requests": 1,
+    }
+    # a key asking about itself is answered the same
+    own = proxy.client.get(f"{proxy.process.url}/key/info", headers=bearer(renewed["key"]))
+    assert own.status_code == 200, own.text
+    assert own.json()["info"] == body
+    # a key with none of these calls has LiteLLM's fields alone
+    calm = proxy.get("/key/info", key_hash=plain["key_hash"])["info"]
+    assert (set(calm), calm["spend"]) == (KEY_INFO_FIELDS, "0.5000000000")

@@ -64,7 +64,6 @@ __all__ = [
     "find_entry",
     "is_priced",
     "load_price_file",
-    "model_keys",
     "price_call",
     "price_day",
     "price_table",
@@ -368,20 +367,22 @@ def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
     return None
 
 
-def model_keys(model: str) -> list[str]:
-    """A model as asked (``provider/name`` or a bare name), then without its provider prefix."""
-    return [model, model.split("/", 1)[1]] if "/" in model else [model]
-
-
 def is_priced(model: str, day: date | None = None) -> bool:
     """Whether a call asking ``model`` is priced on ``day`` (None: today), the price found as
     billing finds it (:func:`billing_entry`; a router's deployment: its ``priced()``)."""
     return billing_entry(model, None, day) is not None
 
 
-def shutdown_date(model: str, day: date | None = None) -> date | None:
-    """The day ``model`` was or will be shut down by its provider, when the price table knows."""
-    entry = find_entry(model_keys(model), day or datetime.now(UTC).date())
+def shutdown_date(
+    model: str, day: date | None = None, base_model: str | None = None
+) -> date | None:
+    """The day ``model`` was or will be shut down by its provider, when the price table knows:
+    read from the entry billing prices a call asking ``model`` (with ``base_model``) from
+    (:func:`billing_entry`), so a retired-model warning or count names the model its calls
+    are billed as. An OpenAI-compatible name with a slash (``tenant-7/gpt-image-1``) is not
+    ``gpt-image-1``; a bare name priced under ``openai/...`` takes that entry's date (none
+    for a price registered without one)."""
+    entry = billing_entry(model, base_model, day)
     return entry.shutdown if entry is not None else None
 
 

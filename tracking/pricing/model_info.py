@@ -39,6 +39,7 @@ tokens, as in LiteLLM's entries that give both; alone, it prices the output imag
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -60,6 +61,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("tracking.pricing")
+#: What :func:`_note` has logged in this process: a config's prices are read several times as
+#: a proxy starts (checked, then loaded by the app, its router and each reload), and said once.
+_noted: set[str] = set()
+_noted_lock = threading.Lock()
 
 #: The ``model_info`` keys that price a deployment's images.
 PER_IMAGE_KEYS = ("output_cost_per_image", "output_cost_per_image_by_size")
@@ -198,7 +203,7 @@ def deployment_prices(
             # The output tokens price the images (the upstream reports them; LiteLLM bills them
             # so too): a per-image price beside them would be what the calls are ranked and
             # estimated at, not what they are billed.
-            log.info(
+            _note(
                 "%s.model_info: %s not used: its output tokens are priced, and bill its calls",
                 where,
                 " / ".join(key for key in PER_IMAGE_KEYS if info.get(key) is not None),
@@ -206,6 +211,16 @@ def deployment_prices(
         else:
             spec["per_image"] = per_image
     return spec
+
+
+def _note(message: str, *args: Any) -> None:
+    """Log an INFO note about a config's prices once per process, however often it is read."""
+    text = message % args
+    with _noted_lock:
+        if text in _noted:
+            return
+        _noted.add(text)
+    log.info("%s", text)
 
 
 #: One model_list entry as its prices are read: (where in the config, ``litellm_params.model``,
@@ -235,7 +250,7 @@ def model_list_prices(entries: Iterable[ModelListEntry]) -> dict[str, tuple[str,
             found[model] = (where, spec)
     for model, each in priced.items():
         if any(spec != each[0][2] for _, _, spec in each):
-            log.info(
+            _note(
                 "%s price %r differently: each deployment's calls are billed at its own prices",
                 " and ".join(where for _, where, _ in each),
                 model,

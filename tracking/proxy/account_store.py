@@ -389,13 +389,15 @@ class AccountStore:
         end_user: str | None,
         start: datetime | None,
         end: datetime | None,
+        unpriced: bool = False,
     ) -> dict[str, Any]:
         """How many calls matching these filters are flagged and what they cost, by the names
         every report gives them: recorded at an estimate (``estimated_requests``,
         ``estimated_usd``) and in the ledger's quarantine (rows the database refused, billed all
         the same: ``quarantined_requests``, ``quarantined_usd``); a pair only when there are
-        such calls. Summed by the database over ``spend_calls`` (each call once, by its own
-        row)."""
+        such calls. With ``unpriced``, before them ``unpriced_requests``: how many calls had no
+        known price (left out of every spend figure), only when there are some. Summed by the
+        database over ``spend_calls`` (each call once, by its own row)."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
@@ -405,16 +407,24 @@ class AccountStore:
             flagged_measures,
             spend_calls,
             spend_conditions,
+            unpriced_count,
         )
 
-        statement = sa.select(*flagged_measures(self.engine, spend_calls)).where(
+        measures = flagged_measures(self.engine, spend_calls)
+        if unpriced:
+            measures.append(unpriced_count(spend_calls).label("unpriced"))
+        statement = sa.select(*measures).where(
             *spend_conditions(key_hashes, end_user, start, source=spend_calls),
         )
         if end is not None:
             statement = statement.where(spend_calls.c.start_time < end)
         with self.engine.connect() as conn:
             record = conn.execute(statement).one()
-        return flagged_figures(record, self.engine, text=True)
+        summary: dict[str, Any] = {}
+        if unpriced and record.unpriced:
+            summary["unpriced_requests"] = int(record.unpriced)
+        summary.update(flagged_figures(record, self.engine, text=True))
+        return summary
 
     def key_summary(
         self, key_hashes: Sequence[str] | None, *, page: int = 1, page_size: int | None = None

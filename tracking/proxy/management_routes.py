@@ -218,10 +218,14 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         record = await asyncio.to_thread(store.get_key, wanted)
         if record is None:
             raise ProxyError(404, "no such key", param="key_hash", code="key_not_found")
-        spent = await asyncio.to_thread(store.spent, key_hashes=record.spend_key_hashes, since=None)
-        await send_json(
-            send, 200, {"key_hash": wanted, "info": {**record.to_dict(), "spend": f"{spent:f}"}}
-        )
+        hashes = record.spend_key_hashes
+        spent = await asyncio.to_thread(store.spent, key_hashes=hashes, since=None)
+        flagged = await asyncio.to_thread(
+            store.flagged_summary, key_hashes=hashes, end_user=None, start=None, end=None,
+            unpriced=True,
+        )  # fmt: skip
+        info = {**record.to_dict(), "spend": f"{spent:f}", **flagged}
+        await send_json(send, 200, {"key_hash": wanted, "info": info})
 
     async def delete(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(request_headers(scope)))
