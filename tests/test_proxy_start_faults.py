@@ -191,6 +191,80 @@ def test_a_worker_whose_app_cannot_be_built_reports_its_fault(tmp_path, monkeypa
         watch.close()
 
 
+#: A callback module whose handler, looked up as the server starts (in the app's lifespan, where
+#: an event loop runs), exits the process as a library giving up would: uvicorn logs it and ends
+#: the start with its start-failure status, the app never seeing a fault to report.
+#: ``tracking serve`` checking the config looks it up with no loop running, and is given it.
+_EXITS_AT_START = """
+import asyncio
+import os
+import sys
+
+
+def _handler(kwargs, response, start_time, end_time):
+    pass
+
+
+def __getattr__(name):
+    if name != "handler":
+        raise AttributeError(name)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # tracking serve checking the config
+        return _handler
+    if os.environ.get("EXIT_HOW") == "os-exit-3":  # no word of why, no lifespan
+        os._exit(3)
+    sys.exit("licence server unreachable")
+"""
+
+_UNREPORTED = (
+    "with uvicorn's start-failure status 3 and no fault of the proxy's "
+    "(uvicorn's log above says why)"
+)
+
+
+def _exits_at_start(tmp_path: Path) -> Path:
+    (tmp_path / "exits_at_start.py").write_text(_EXITS_AT_START)
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT + "litellm_settings: {callbacks: [exits_at_start.handler]}\n")
+    return config
+
+
+@pytest.mark.parametrize("how", ["sys-exit-in-lifespan", "os-exit-3"])
+def test_a_worker_uvicorn_stops_at_its_start_without_a_fault_stops_the_proxy_with_1(tmp_path, how):
+    """A worker that exits with uvicorn's start-failure status without reporting a fault (a
+    failure in the app's lifespan that the app did not catch, in uvicorn's own start, or a
+    process that just exits 3) stopped uvicorn's supervisor, and ``tracking serve`` exited 0,
+    as if stopped. It exits 1 now, its last line naming the worker and its status."""
+    config = _exits_at_start(tmp_path)
+    done = _serve(
+        tmp_path, "--config", str(config), *_LOOPBACK, "--workers", "2", env={"EXIT_HOW": how}
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    worker = r"tracking serve: the proxy could not start: worker \[(\d+)\] exited "
+    said = re.fullmatch(worker + re.escape(_UNREPORTED), last)
+    assert said is not None, done.stderr
+    assert f"Started server process [{said[1]}]" in done.stderr
+    assert "a worker could not start: stopping the proxy" in done.stderr
+    assert "SIGTERM" not in done.stderr, done.stderr
+    if how == "os-exit-3":
+        assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_one_process_uvicorn_stops_at_its_start_without_a_fault_exits_1_in_one_line(tmp_path):
+    """uvicorn's start-failure exit (SystemExit 3) went through ``tracking serve`` untouched:
+    status 3, outside the exit-status table, and no line of ours. It is status 1 now, the last
+    line ours; uvicorn's log above it says what failed."""
+    config = _exits_at_start(tmp_path)
+    done = _serve(tmp_path, "--config", str(config), *_LOOPBACK)
+    assert done.returncode == 1, done.stderr
+    assert "licence server unreachable" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"tracking serve: the proxy could not start: the server stopped {_UNREPORTED}"
+    )
+
+
 # -- 2. a busy port ---------------------------------------------------------------------------
 
 

@@ -63,7 +63,7 @@ from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher, router_deployments
 from .openapi import MODEL_PATHS, STORED_PATH, docs_page, openapi_document
 from .prices import register_config_prices
-from .start_faults import StartFault, report
+from .start_faults import STARTUP_FAILURE, StartFault, report
 from .stream_relay import relay_stream
 from .trace_context import callers_trace
 from .url_answers import (
@@ -88,8 +88,6 @@ GC_THRESHOLDS = (20_000, 50, 100)
 
 #: Where worker processes find the config file (set by ``tracking serve --workers N``).
 CONFIG_ENV = "TRACKING_PROXY_CONFIG"
-#: The status of a worker that could not start: uvicorn's own (its supervisor then stops).
-_STARTUP_FAILURE = 3
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -871,4 +869,4 @@ def app_from_environment() -> ProxyApp:
         fault = StartFault.of(exc)
         report(fault)
         log.error("%s", fault.message)
-        raise SystemExit(_STARTUP_FAILURE) from None
+        raise SystemExit(STARTUP_FAILURE) from None  # uvicorn's own status

@@ -37,7 +37,7 @@ from ..listening import CannotListen, closing_all, listening_sockets, port_of, u
 from .access_log import startup_summary
 from .health import unpriced_deployments
 from .metrics import MULTIPROC_ENV
-from .start_faults import FAULTS_ENV, FaultWatch, StartFault
+from .start_faults import FAULTS_ENV, FaultWatch, StartFault, unreported
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
 
@@ -229,7 +229,7 @@ def _supervisor(settings: Any, sockets: list[socket.socket]) -> Any:
 
 def _serve_one(config: ProxyConfig, options: dict[str, Any], sockets: list[socket.socket]) -> int:
     """One process serving the app itself on ``sockets``; a fault at its start is reported as a
-    worker's."""
+    worker's, and so is a start uvicorn stopped without one (status 1)."""
     import uvicorn
 
     from .app import create_app
@@ -243,15 +243,18 @@ def _serve_one(config: ProxyConfig, options: dict[str, Any], sockets: list[socke
     # found: SIGTERM's then killed the process (status 143), though every request was done and
     # every sink flushed. Ending as Ctrl-C does, it is the clean stop it was: status 0.
     previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     try:
-        uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=sockets)
+        server.run(sockets=sockets)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, raised again once the server has stopped
         pass
-    except SystemExit:  # uvicorn's exit when the app could not start (status 3)
-        if app.start_fault is None:
+    except SystemExit:  # uvicorn's exit when it could not start (status 3)
+        if server.started:  # not uvicorn's: a callback's sys.exit once serving, say
             raise
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    if app.start_fault is None and not server.started:  # uvicorn up to 0.3x returned
+        return _reported(unreported("the server stopped"))
     return _reported(app.start_fault)
 
 

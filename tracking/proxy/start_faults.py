@@ -4,7 +4,8 @@
 image store). Some faults show only as a process starts serving: an SQLite ledger path that is a
 folder or no database, an outbox folder that cannot be made, a callback that fails to load. Each
 becomes a :class:`StartFault`, one message and an exit status: 2 for a fault of the
-configuration (any :class:`~tracking.errors.TrackingError`), 1 for anything else.
+configuration (any :class:`~tracking.errors.TrackingError`), 1 for anything else, and 1 for a
+process that uvicorn stopped at its start with no fault reported (:func:`unreported`).
 
 With one process the app keeps its fault and ``tracking serve`` reports it. Under ``--workers
 N`` the fault is in a worker: it writes it, as a file, into the private folder named by
@@ -29,13 +30,15 @@ from pathlib import Path
 
 from ..errors import TrackingError
 
-__all__ = ["FAULTS_ENV", "FaultWatch", "StartFault", "report"]
+__all__ = ["FAULTS_ENV", "STARTUP_FAILURE", "FaultWatch", "StartFault", "report", "unreported"]
 
 log = logging.getLogger("tracking.proxy")
 
 #: The folder a worker writes its start fault into (set by ``tracking serve --workers N``).
 FAULTS_ENV = "TRACKING_START_FAULTS"
 _POLL_SECONDS = 0.2
+#: uvicorn's exit status for a start it stopped (``uvicorn.config.STARTUP_FAILURE``).
+STARTUP_FAILURE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,18 @@ class StartFault:
         text = str(exc).strip()
         detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         return cls(f"the proxy could not start: {detail}", 1)
+
+
+def unreported(what: str) -> StartFault:
+    """Why the proxy stops when ``what`` (a worker, or the one process's uvicorn) stopped at its
+    start with uvicorn's start-failure status, no fault reported: a failure in uvicorn's own
+    start, or in the app's lifespan that the app did not catch. Status 1; uvicorn's log above
+    says what failed (without this, ``tracking serve`` exited 0, or 3 with one process)."""
+    return StartFault(
+        f"the proxy could not start: {what} with uvicorn's start-failure status "
+        f"{STARTUP_FAILURE} and no fault of the proxy's (uvicorn's log above says why)",
+        1,
+    )
 
 
 def report(fault: StartFault) -> None:

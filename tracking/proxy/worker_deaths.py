@@ -12,8 +12,10 @@ last ``TRACKING_WORKER_RESTARTS_SECONDS`` (default 60); one more stops the proxy
 (``keep_subprocess_alive``) wrapped, nothing copied: before it, workers found dead beyond the
 limit stop the supervisor instead (as SIGTERM does, without a signal: every other worker
 finishes its requests and flushes its sinks); after it, each worker it replaced is one line,
-with how it died. A worker that exits with uvicorn's start-failure status is left to uvicorn
-and :mod:`tracking.proxy.start_faults` (the proxy stops with that fault's status).
+with how it died. A worker that exits with uvicorn's start-failure status (3) stops the proxy
+at once, as uvicorn's own supervisor does: with the fault it reported, when it did
+(:mod:`tracking.proxy.start_faults`), else with status 1 and a line naming the worker
+(uvicorn's supervisor stopped as if nothing had failed, and ``tracking serve`` exited 0).
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from .start_faults import StartFault
+from .start_faults import STARTUP_FAILURE, StartFault, unreported
 
 __all__ = [
     "DEFAULT_RESTARTS",
@@ -129,8 +130,8 @@ class DeathLimit:
 
 
 class BoundedMultiprocess(Multiprocess):
-    """uvicorn's supervisor, stopping when its workers die more often than ``limit`` allows;
-    ``stopped`` then says why (``None`` otherwise)."""
+    """uvicorn's supervisor, stopping when a worker fails at its start, or its workers die more
+    often than ``limit`` allows; ``stopped`` then says why (``None`` otherwise)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # uvicorn up to 0.50 takes a target too
@@ -140,23 +141,28 @@ class BoundedMultiprocess(Multiprocess):
     def keep_subprocess_alive(self) -> None:
         if self.should_exit.is_set():
             return
+        if self._failed_start(self.processes):
+            return
         dead = [
             self.limit.death(process.process.pid, code)
             for process in self.processes
             if (code := process.process.exitcode) is not None and code != STARTUP_FAILURE
         ]
         if dead and not self.limit.allows(dead):
-            self._stop(self.limit.verdict(dead))
+            self._stop(self.limit.verdict(dead), "workers keep dying")
             return
         before = list(self.processes)
         super().keep_subprocess_alive()
+        if self._failed_start(before):  # one failed after the look above
+            return
         for old, new in zip(before, self.processes, strict=False):
             if new is old:
                 continue
             code = old.process.exitcode
             death = self.limit.death(old.process.pid, -signal.SIGKILL if code is None else code)
             if not self.limit.allows([death]):  # it died (or hung) after the look above
-                self._stop(self.limit.verdict([death]))  # its replacement is stopped too
+                # its replacement is stopped too
+                self._stop(self.limit.verdict([death]), "workers keep dying")
                 continue
             self.limit.count(death)
             log.warning(
@@ -169,9 +175,19 @@ class BoundedMultiprocess(Multiprocess):
                 self.limit.seconds,
             )
 
-    def _stop(self, verdict: StartFault) -> None:
+    def _failed_start(self, processes: Sequence[Any]) -> bool:
+        """Whether one of ``processes`` exited with uvicorn's start-failure status: the proxy
+        is stopped then (uvicorn's own supervisor stopped too, though nothing said why)."""
+        for process in processes:
+            if process.process.exitcode == STARTUP_FAILURE:
+                said = f"worker [{process.process.pid}] exited"
+                self._stop(unreported(said), "a worker could not start")
+                return True
+        return False
+
+    def _stop(self, verdict: StartFault, why: str) -> None:
         """Stop every worker as SIGTERM does, and end ``tracking serve`` with ``verdict``."""
         if self.stopped is None:
             self.stopped = verdict
-            log.error("workers keep dying: stopping the proxy")
+            log.error("%s: stopping the proxy", why)
         self.should_exit.set()
