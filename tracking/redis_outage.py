@@ -14,14 +14,12 @@ for the proxy's counters and the router's state alike (:func:`retry_interval_fro
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 import time
-from collections.abc import Callable
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
+from .environment_numbers import seconds_from_environment
 from .errors import ConfigurationError
 
 __all__ = [
@@ -30,7 +28,6 @@ __all__ = [
     "RedisOutage",
     "async_redis_client",
     "import_redis",
-    "number_from_environment",
     "redis_client",
     "retry_interval_from_environment",
     "seconds_from_environment",
@@ -38,37 +35,9 @@ __all__ = [
 
 log = logging.getLogger("tracking")
 
-_Number = TypeVar("_Number", int, float)
-
 #: How long after a Redis error the state is kept locally before Redis is tried again.
 RETRY_ENV = "TRACKING_REDIS_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 5.0
-
-
-def seconds_from_environment(name: str, default: float) -> float:
-    """The environment variable ``name`` as a number of seconds, ``default`` when it is unset;
-    a value that is not a finite number >= 0 is logged and ``default`` used ("inf" would cache
-    a deleted key forever, or never try Redis again)."""
-    return number_from_environment(name, default, float, "a number of seconds")
-
-
-def number_from_environment(
-    name: str, default: _Number, kind: Callable[[str], _Number], what: str
-) -> _Number:
-    """The environment variable ``name`` read with ``kind`` (``float``, ``int``), ``default``
-    when it is unset; a value it cannot read, or that is not finite and >= 0, is logged as not
-    ``what`` and ``default`` used."""
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value) or value < 0:
-        log.warning("%s=%r is not %s; using %g", name, raw, what, default)
-        return default
-    return value
 
 
 def retry_interval_from_environment() -> float:

@@ -28,7 +28,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from ..redis_outage import seconds_from_environment
+from ..environment_numbers import seconds_from_environment
 from .account_store import read_store
 from .auth import Principal
 from .errors import ProxyError

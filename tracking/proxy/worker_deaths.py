@@ -86,7 +86,7 @@ class DeathLimit:
     def from_environment(cls) -> DeathLimit:
         """``TRACKING_WORKER_RESTARTS`` and ``TRACKING_WORKER_RESTARTS_SECONDS`` (a value that
         is not a whole number >= 0, or not a number of seconds, is logged and its default used)."""
-        from ..redis_outage import number_from_environment, seconds_from_environment
+        from ..environment_numbers import number_from_environment, seconds_from_environment
 
         whole = "a whole number >= 0"
         restarts = number_from_environment(RESTARTS_ENV, DEFAULT_RESTARTS, int, whole)
