@@ -221,9 +221,13 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         hashes = record.spend_key_hashes
         spent = await asyncio.to_thread(store.spent, key_hashes=hashes, since=None)
         flagged = await asyncio.to_thread(
-            store.flagged_summary, key_hashes=hashes, end_user=None, start=None, end=None,
+            store.flagged_summary,
+            key_hashes=hashes,
+            end_user=None,
+            start=None,
+            end=None,
             unpriced=True,
-        )  # fmt: skip
+        )
         info = {**record.to_dict(), "spend": f"{spent:f}", **flagged}
         await send_json(send, 200, {"key_hash": wanted, "info": info})
 

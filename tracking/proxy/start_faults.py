@@ -53,7 +53,11 @@ class StartFault:
         if isinstance(exc, TrackingError):
             return cls(exc.message, 2)
         text = str(exc).strip()
-        detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return cls.could_not_start(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+    @classmethod
+    def could_not_start(cls, detail: str) -> StartFault:
+        """Status 1: the proxy could not start, for a reason outside its configuration."""
         return cls(f"the proxy could not start: {detail}", 1)
 
 
@@ -62,10 +66,9 @@ def unreported(what: str) -> StartFault:
     start with uvicorn's start-failure status, no fault reported: a failure in uvicorn's own
     start, or in the app's lifespan that the app did not catch. Status 1; uvicorn's log above
     says what failed (without this, ``tracking serve`` exited 0, or 3 with one process)."""
-    return StartFault(
-        f"the proxy could not start: {what} with uvicorn's start-failure status "
-        f"{STARTUP_FAILURE} and no fault of the proxy's (uvicorn's log above says why)",
-        1,
+    return StartFault.could_not_start(
+        f"{what} with uvicorn's start-failure status {STARTUP_FAILURE} and no fault of the "
+        "proxy's (uvicorn's log above says why)"
     )
 
 
