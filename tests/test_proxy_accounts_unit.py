@@ -137,7 +137,9 @@ def test_past_periods_budget_counters_are_forgotten_not_kept_forever(tmp_path):
 
 
 async def test_redis_reservations_never_pass_the_limit_under_concurrency(redis_url, redis_prefix):
-    counters = RedisCounters(redis_url, prefix=redis_prefix)
+    # What is checked is the script's atomicity, not the timeout: the 40 reservations open 40
+    # connections at once, which on a loaded CI machine took longer than the default 1 s.
+    counters = RedisCounters(redis_url, prefix=redis_prefix, socket_timeout=30.0)
     try:
         await counters.reserve("race", 0, 1000, 0)
         results = await asyncio.gather(
