@@ -21,6 +21,7 @@ from tracking.providers.gemini import openai_usage
 from tracking.testing.fake_gemini import (
     INPUT_IMAGE_TOKENS,
     OUTPUT_IMAGE_TOKENS,
+    SEARCH_QUERIES,
     TOOL_USE_PROMPT_TOKENS,
     FakeGemini,
 )
@@ -33,10 +34,13 @@ INPUT, IMAGE_OUT = Decimal("0.50"), Decimal("60.00")
 MILLION = Decimal(1_000_000)
 OUTPUT_TOKENS = OUTPUT_IMAGE_TOKENS["gemini-3.1-flash-image"]["1K"]
 GROUNDED = {"tools": [{"googleSearch": {}}]}
-#: the call's cost with the search results billed as input text tokens
+#: the call's cost with the search results billed as input text tokens, and its search queries'
+#: own fee ($14 per 1,000: tests/test_gemini_grounding.py)
 GROUNDED_COST = (
-    PROMPT_TOKENS + INPUT_IMAGE_TOKENS + TOOL_USE_PROMPT_TOKENS
-) * INPUT / MILLION + OUTPUT_TOKENS * IMAGE_OUT / MILLION
+    (PROMPT_TOKENS + INPUT_IMAGE_TOKENS + TOOL_USE_PROMPT_TOKENS) * INPUT / MILLION
+    + OUTPUT_TOKENS * IMAGE_OUT / MILLION
+    + SEARCH_QUERIES * Decimal("0.014")
+)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from decimal import Decimal
 
     from .events import ImageEditEvent
-    from .response import Usage
+    from .response import SearchGrounding, Usage
 
 __all__ = [
     "ERROR_TYPES",
@@ -368,6 +368,9 @@ class APIError(TrackingError):
     #: ``CONTENT_FILTERED``: a successful generation whose output was blurred): pricing
     #: estimates the call at that many images, never as not billed. 0: none.
     billed_images: int = 0
+    #: Grounding with Google Search a 2xx answer without a usable image ran for the call (a
+    #: Gemini safety block after its searches): its fee is billed with ``billed_usage``.
+    billed_grounding: SearchGrounding | None = None
     #: The HTTP status of the answer this error was read from, when the upstream answered (2xx)
     #: and its body said the call failed (a Gemini safety block): the upstream did the work,
     #: so pricing never takes such a call as not billed. None: no answer was read.

@@ -29,6 +29,7 @@ __all__ = [
     "ImageData",
     "ImageResponse",
     "NotJSON",
+    "SearchGrounding",
     "UntrustedUsage",
     "Usage",
     "check_b64_images",
@@ -151,6 +152,18 @@ class ImageData:
         return (
             f"ImageData(url={self.url!r}, b64_json={b64}, revised_prompt={self.revised_prompt!r})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchGrounding:
+    """Grounding with Google Search in one answer, as Google bills it: one grounded prompt (the
+    request), and the search queries the model ran (Gemini's non-empty
+    ``groundingMetadata.webSearchQueries``). ``reported=False``: the answer did not say (no
+    readable ``groundingMetadata``), so ``queries`` is what the call is assumed to have run, and
+    its fee an estimate."""
+
+    queries: int
+    reported: bool = True
 
 
 @fast_init
@@ -282,6 +295,9 @@ class ImageResponse:
     #: The partial images a streamed call's upstream sent before its completed event (None: no
     #: stream, or not counted): an estimate of the call counts these, not the ones it asked for.
     partial_images_received: int | None = field(default=None, repr=False)
+    #: Grounding with Google Search the call asked for (a Gemini ``google_search`` tool): what
+    #: its fee is priced from, besides the tokens of its results in ``usage``; None: not asked.
+    grounding: SearchGrounding | None = field(default=None, repr=False)
 
     @classmethod
     def from_json_bytes(

@@ -40,6 +40,7 @@ from .table import (
     ANY,
     TOKEN_KINDS,
     PriceEntry,
+    ToolFee,
     check_per_image_key,
     load_packaged,
     load_price_file,
@@ -50,7 +51,7 @@ from .table import (
 if TYPE_CHECKING:
     from ..events import CostSource
     from ..request import ImageEditRequest
-    from ..response import ImageResponse, Usage
+    from ..response import ImageResponse, SearchGrounding, Usage
 
 __all__ = [
     "ANY",
@@ -72,6 +73,7 @@ __all__ = [
     "shutdown_date",
     "unreadable_success",
     "use_prices_file",
+    "with_search_fee",
 ]
 
 #: The environment variable naming a user's prices file (``tracking prices import`` writes one).
@@ -412,6 +414,7 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
         effective_to=base.effective_to,
         shutdown=base.shutdown,
         custom=True,
+        tools={tool: ToolFee(fee.per, fee.usd * factor) for tool, fee in base.tools.items()},
     )
 
 
@@ -455,8 +458,9 @@ def price_call(
         if charged is not None:  # no image, but the answer said what the provider charged
             return Cost(charged, None, "usage", f"provider:{request.provider}")
         billed = getattr(failure, "billed_usage", None)
+        searched = getattr(failure, "billed_grounding", None)
         if entry is not None and billed is not None:  # no image, but the answer billed tokens
-            return _failure_cost(entry, request, billed)
+            return with_search_fee(entry, searched, _failure_cost(entry, request, billed), 0)
         made = getattr(failure, "billed_images", 0)
         if entry is not None and made > 0:  # images made (and billed), none usable
             return _estimate(entry, request, None, made)
@@ -465,7 +469,7 @@ def price_call(
             # allowance included), so it costs what a dropped answer would
             return estimate_unknown_outcomes(request, 1, day)
         if entry is not None and entry.tokens and _refused_in_an_answer(failure):
-            return _input_estimate(entry, request)
+            return with_search_fee(entry, searched, _input_estimate(entry, request), 0)
         if entry is None and (
             billed is not None
             or made > 0
@@ -495,7 +499,40 @@ def price_call(
     if entry is None:
         _warn_unpriced(request.model, "no price is known for this model")
         return UNPRICED
-    return _unpriced_authoring(request, response, entry, _answer_cost(entry, request, response))
+    cost = with_search_fee(
+        entry, response.grounding, _answer_cost(entry, request, response), response.images_returned
+    )
+    return _unpriced_authoring(request, response, entry, cost)
+
+
+#: ``price_ref`` part of a call's Grounding with Google Search fee, after the entry's reference
+#: (``+google_search:2xsearch_query``); ``estimate:`` before it when the answer did not say.
+SEARCH_FEE_REF = "google_search"
+
+
+def with_search_fee(
+    entry: PriceEntry, grounding: SearchGrounding | None, cost: Cost, images: int
+) -> Cost:
+    """``cost`` with the fee of the call's Grounding with Google Search added: the entry's
+    ``tools.google_search`` fee per search query the answer reports (or per grounded prompt: one
+    per call), named in ``price_ref`` (``...+google_search:2xsearch_query``). Free allowances
+    (Google's monthly grounded prompts per project) are not deducted: one call cannot know them.
+    An answer that did not say what it ran (``reported=False``) makes the cost an estimate, and
+    so does an entry with no such fee (the tokens alone are priced, flagged
+    ``+estimate:google_search-unpriced``): never a silent $0 for the search."""
+    if grounding is None or cost.usd is None:
+        return cost
+    fee = entry.tools.get("google_search")
+    if fee is None:
+        ref = f"{cost.price_ref}+estimate:{SEARCH_FEE_REF}-unpriced"
+        return Cost(cost.usd, cost.per_image_usd, "estimate", ref)
+    uses = grounding.queries if fee.per == "search_query" else 1
+    total = cost.usd + uses * fee.usd
+    part = f"{SEARCH_FEE_REF}:{uses}x{fee.per}"
+    source: CostSource = cost.source if grounding.reported else "estimate"
+    part = part if grounding.reported else f"estimate:{part}"
+    per_image = _per_image(total, images) if cost.per_image_usd is not None else None
+    return Cost(total, per_image, source, f"{cost.price_ref}+{part}")
 
 
 def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageResponse) -> Cost:

@@ -28,7 +28,10 @@ __all__ = [
     "AUTO",
     "CONFIDENCE",
     "TOKEN_KINDS",
+    "TOOLS",
+    "TOOL_FEE_UNITS",
     "PriceEntry",
+    "ToolFee",
     "check_per_image_key",
     "load_packaged",
     "load_price_file",
@@ -55,6 +58,12 @@ TOKEN_KINDS = (
     "output_image",
     "output_text",
 )
+#: Server-side tools a fee may be given for, besides the tokens their results count: Grounding
+#: with Google Search (Gemini's ``google_search`` tool).
+TOOLS = ("google_search",)
+#: What a tool's fee is charged per: each search query the answer reports the model ran
+#: (Gemini 3), or each grounded prompt, one per request (Gemini 2.5).
+TOOL_FEE_UNITS = ("search_query", "grounded_prompt")
 #: How sure a figure is, strongest first: the provider's own page, a reputable third party's,
 #: or no page stating the figure itself (inferred, its entry's notes say from what).
 CONFIDENCE = ("official", "secondary", "unconfirmed")
@@ -70,10 +79,20 @@ _ENTRY_KEYS = frozenset(
         "per_image",
         "notes",
         "operations",
+        "tools",
     }
 )
 #: The operations an entry's ``operations`` may name.
 OPERATION_NAMES = ("image_edit", "image_generation")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFee:
+    """A server-side tool's fee: ``usd`` for each ``per`` (one of :data:`TOOL_FEE_UNITS`). The
+    file states it as Google's pages do, ``usd_per_1000``; it is kept per use, exactly."""
+
+    per: str
+    usd: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,8 @@ class PriceEntry:
     #: the operations the prices were read for (each with its source in the file); empty when
     #: the file does not say (the prices then apply to every operation)
     operations: frozenset[str] = frozenset()
+    #: fees of server-side tools (:data:`TOOLS`) by tool: charged per use, besides the tokens
+    tools: Mapping[str, ToolFee] = field(default_factory=dict)
 
     def covers(self, day: date) -> bool:
         if self.effective_from is not None and day < self.effective_from:
@@ -109,6 +130,7 @@ class PriceEntry:
         flat = {f"tokens.{kind}": price for kind, price in self.tokens.items()}
         for quality, sizes in self.per_image.items():
             flat.update({f"per_image.{quality}.{size}": price for size, price in sizes.items()})
+        flat.update({f"tools.{tool}": fee.usd for tool, fee in self.tools.items()})
         return flat
 
     @property
@@ -216,6 +238,8 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
         provenance.extend(("per_image", figure) for figure in sizes.values())
     if not tokens and not per_image:
         raise ConfigurationError(f"{where}: needs tokens_per_million or per_image prices")
+    tools = _tools(raw.get("tools"), f"{where}.tools")
+    provenance.extend(("tools", figure) for figure in (raw.get("tools") or {}).values())
     operations = _operations(raw.get("operations"), f"{where}.operations")
     effective_from = _date(raw["effective_from"], f"{where}.effective_from", optional=True)
     effective_to = _date(raw["effective_to"], f"{where}.effective_to", optional=True)
@@ -236,6 +260,7 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
         aliases=tuple(aliases),
         origin=origin,
         operations=operations,
+        tools=tools,
     )
 
 
@@ -248,6 +273,34 @@ def check_per_image_key(name: Any, where: str) -> str:
             "one its answer reports): price those, or 'any' for every one not named"
         )
     return where
+
+
+def _tools(raw: Any, where: str) -> dict[str, ToolFee]:
+    """``{"google_search": {per, usd_per_1000, source, retrieved, confidence}}``: the fee of
+    each server-side tool, per :data:`TOOL_FEE_UNITS` use, as its page states it."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigurationError(f"{where}: expected tool -> {{per, usd_per_1000, source, ...}}")
+    fees: dict[str, ToolFee] = {}
+    for tool, figure in raw.items():
+        if tool not in TOOLS:
+            raise ConfigurationError(f"{where}.{tool}: unknown; known: {', '.join(TOOLS)}")
+        if not isinstance(figure, dict):
+            raise ConfigurationError(
+                f"{where}.{tool}: expected {{per, usd_per_1000, source, retrieved, confidence}}"
+            )
+        _provenance(figure, f"{where}.{tool}")
+        per = figure.get("per")
+        if per not in TOOL_FEE_UNITS:
+            raise ConfigurationError(f"{where}.{tool}.per: one of {', '.join(TOOL_FEE_UNITS)}")
+        usd = figure.get("usd_per_1000")
+        if not isinstance(usd, str):
+            raise ConfigurationError(
+                f'{where}.{tool}.usd_per_1000: must be a decimal string, e.g. "14.00"'
+            )
+        fees[tool] = ToolFee(per, to_price(usd, f"{where}.{tool}.usd_per_1000") / 1000)
+    return fees
 
 
 def _operations(raw: Any, where: str) -> frozenset[str]:

@@ -47,8 +47,18 @@ official; the Gemini API's own: "number of tokens present in tool-use prompt(s)"
 https://googleapis.github.io/java-genai/javadoc/google-genai/com.google.genai.types/-usage-metadata/tool-use-prompt-token-count.html,
 official; both read 2026-12-06) and Google bills by token count (the billing FAQ above). No Google
 pricing page found here names a rate of their own, so the input rate is the conservative reading: it
-never leaves tokens Google counts out of the bill. A grounded prompt's own search fee (per 1,000
-grounded prompts or search queries) is not reported in the answer and is not priced.
+never leaves tokens Google counts out of the bill.
+
+Billing of Grounding with Google Search: besides its result tokens, Google charges a fee per
+search query the model runs (Gemini 3 models: the answer's non-empty
+``groundingMetadata.webSearchQueries``; Google ignores empty ones) or per grounded prompt (Gemini
+2.5: one per request). A request whose ``tools`` hold ``googleSearch`` (or ``google_search``) is
+read with :meth:`GeminiAnswers.parse_grounded`, which puts a
+:class:`~tracking.response.SearchGrounding` on the response (on the error, for an answer without
+an image: ``billed_grounding``); the price entry says which unit its fee is charged per and at
+what rate (``tools.google_search`` in ``prices.json``). An answer that does not say what it ran
+(no ``groundingMetadata``, or ``webSearchQueries`` that is not a list of texts) is taken to have
+run one query (``reported=False``): its fee is an estimate, never $0.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ from ..families import resolution_tier
 from ..images import encodes_image
 from ..response import (
     ImageResponse,
+    SearchGrounding,
     UntrustedUsage,
     reported_usage,
     upstream_json,
@@ -95,6 +106,8 @@ __all__ = [
     "GeminiProvider",
     "check_request",
     "image_config",
+    "search_grounding",
+    "searches",
 ]
 
 DEFAULT_GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
@@ -268,10 +281,45 @@ def _own_member(name: str, why: str) -> ValidationError:
     )
 
 
+#: The names of Grounding with Google Search in a request's ``tools`` (Google's JSON takes the
+#: proto's snake_case as well as camelCase).
+_SEARCH_TOOLS = ("googleSearch", "google_search")
+
+
+def searches(extra_body: Mapping[str, Any]) -> bool:
+    """Whether the request's ``tools`` (from ``extra_body``) hold Grounding with Google Search."""
+    tools = extra_body.get("tools")
+    return isinstance(tools, list) and any(
+        isinstance(tool, Mapping) and any(name in tool for name in _SEARCH_TOOLS) for tool in tools
+    )
+
+
+def search_grounding(payload: Mapping[str, Any]) -> SearchGrounding:
+    """What a grounded request's answer says it ran: the non-empty texts of its first
+    candidate's ``groundingMetadata.webSearchQueries`` (Google ignores empty ones when it bills).
+    An answer that does not say (no ``groundingMetadata``, or ``webSearchQueries`` absent or not
+    a list of texts) is taken to have run one query, flagged ``reported=False``: the fee is then
+    an estimate, never $0 (the model may also have chosen not to search)."""
+    candidates = payload.get("candidates")
+    first = candidates[0] if isinstance(candidates, list) and candidates else None
+    metadata = first.get("groundingMetadata") if isinstance(first, dict) else None
+    queries = metadata.get("webSearchQueries") if isinstance(metadata, dict) else None
+    if not isinstance(queries, list) or not all(isinstance(query, str) for query in queries):
+        return SearchGrounding(queries=1, reported=False)
+    return SearchGrounding(queries=sum(1 for query in queries if query.strip()))
+
+
 class GeminiAnswers:
     """Reading Gemini's ``generateContent`` answers and errors (Gemini API and Vertex AI)."""
 
-    def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
+    def parse_grounded(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:
+        """:meth:`parse` for a request with Grounding with Google Search: the response (or the
+        error of an answer without an image) carries what the answer says the search ran."""
+        return self.parse(status, headers, body, grounded=True)
+
+    def parse(
+        self, status: int, headers: dict[str, str], body: bytes, *, grounded: bool = False
+    ) -> ImageResponse:
         try:
             payload = upstream_json(body)
         except ValueError:
@@ -279,10 +327,12 @@ class GeminiAnswers:
         if not isinstance(payload, dict):
             raise APIResponseError("the upstream's JSON is not an object")
         usage = openai_usage(payload.get("usageMetadata"))
+        grounding = search_grounding(payload) if grounded else None
         try:
             images = _images(payload)
         except APIError as error:  # no usable image, but the tokens it reports are billed
             error.billed_usage = reported_usage(usage)
+            error.billed_grounding = grounding
             raise
         raw: dict[str, Any] = {
             "created": int(time.time()),
@@ -291,7 +341,7 @@ class GeminiAnswers:
         }
         if usage is not None:
             raw["usage"] = usage
-        return ImageResponse(raw=raw)
+        return ImageResponse(raw=raw, grounding=grounding)
 
     def read_error(self, status: int, body: bytes) -> UpstreamError:
         error = error_object(body)
@@ -473,4 +523,5 @@ class GeminiProvider(GeminiAnswers):
             body=body,
             secrets=(api_key,),
             price_size=tier,
+            read=self.parse_grounded if searches(request.extra_body) else None,
         )

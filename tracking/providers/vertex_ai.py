@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from ..errors import ConfigurationError
 from .base import EDITS_AND_GENERATIONS, PreparedRequest, request_headers
-from .gemini import GeminiAnswers, check_request, generate_content_body
+from .gemini import GeminiAnswers, check_request, generate_content_body, searches
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -83,4 +83,5 @@ class VertexAIProvider(GeminiAnswers):
             body=body,
             secrets=(token,),
             price_size=tier,
+            read=self.parse_grounded if searches(request.extra_body) else None,
         )

@@ -17,7 +17,10 @@ Token counts are the fake's documented convention, not Google's tokenizer:
   ``toolUsePromptTokenCount`` and ``toolUsePromptTokensDetails``, counted in
   ``totalTokenCount`` and kept out of ``promptTokenCount``, as Google's API reference describes
   the field ("the number of tokens in the results from tool executions, which are provided back
-  to the model as input").
+  to the model as input"); its candidate carries ``groundingMetadata`` as Google's grounding guide
+  shows it: ``webSearchQueries`` (``SEARCH_QUERIES`` non-empty queries made from the prompt, and
+  one empty query, which Google says it does not bill), ``groundingChunks`` (a ``web`` source
+  each) and a ``searchEntryPoint``.
 
 Faults (:mod:`.faults`, the ``x-fake-fault`` header or ``faults=[...]``): ``status=N`` answers a
 Google-shaped error (429 ``RESOURCE_EXHAUSTED`` carries a ``RetryInfo`` of ``retry_after``
@@ -25,10 +28,13 @@ seconds, default 0), ``latency``, ``drop``, ``malformed``; ``code=blocked`` answ
 ``promptFeedback.blockReason`` and the prompt's tokens in ``usageMetadata``;
 ``code=image_safety`` answers 200 with a candidate that has finish reason ``IMAGE_SAFETY``, no
 image, and ``usageMetadata`` with the prompt's tokens, no candidate tokens and
-``THOUGHTS_TOKENS`` thinking tokens (as Google reports a withheld image); ``code=text_only``
+``THOUGHTS_TOKENS`` thinking tokens (as Google reports a withheld image; a grounded request's
+also its ``groundingMetadata`` and tool-use prompt tokens: it searched first); ``code=text_only``
 answers a text part and no image after finish reason ``STOP``, with its text tokens;
 ``code=bad_base64`` and ``code=html_image`` answer an image whose ``inlineData.data`` is not
-base64, or base64 of HTML, with the usual usage; ``code=no_usage`` leaves ``usageMetadata`` out.
+base64, or base64 of HTML, with the usual usage; ``code=no_usage`` leaves ``usageMetadata`` out;
+for a grounded request ``code=no_grounding`` leaves ``groundingMetadata`` out and
+``code=bad_grounding`` answers ``webSearchQueries`` as a text, not a list.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 __all__ = [
     "INPUT_IMAGE_TOKENS",
     "OUTPUT_IMAGE_TOKENS",
+    "SEARCH_QUERIES",
     "THOUGHTS_TOKENS",
     "TOOL_USE_PROMPT_TOKENS",
     "FakeGemini",
@@ -63,6 +70,8 @@ INPUT_IMAGE_TOKENS = 258
 THOUGHTS_TOKENS = 173
 #: search-result tokens a grounded request (``tools: [{"googleSearch": {}}]``) reports
 TOOL_USE_PROMPT_TOKENS = 311
+#: non-empty search queries a grounded request's ``groundingMetadata.webSearchQueries`` reports
+SEARCH_QUERIES = 2
 _SEARCH_TOOLS = ("googleSearch", "google_search")
 #: ``inlineData.data`` of the faults that answer a broken image: not base64; base64 of HTML
 _BROKEN_IMAGES = {
@@ -228,18 +237,21 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
         )
     if code == "image_safety":  # the image was made, then withheld: the prompt and the thinking
         total = text_tokens + image_tokens + THOUGHTS_TOKENS
-        return web.json_response(
-            {
-                "candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}],
-                "usageMetadata": {
-                    **prompt_usage,
-                    "candidatesTokenCount": 0,
-                    "thoughtsTokenCount": THOUGHTS_TOKENS,
-                    "totalTokenCount": total,
-                },
-                "modelVersion": model,
-            }
-        )
+        withheld: dict[str, Any] = {
+            "candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}],
+            "usageMetadata": {
+                **prompt_usage,
+                "candidatesTokenCount": 0,
+                "thoughtsTokenCount": THOUGHTS_TOKENS,
+                "totalTokenCount": total,
+            },
+            "modelVersion": model,
+        }
+        if _grounded(body):  # searched first: its queries and their results' tokens
+            withheld["candidates"][0]["groundingMetadata"] = _grounding_metadata(prompt, None)
+            withheld["usageMetadata"]["toolUsePromptTokenCount"] = TOOL_USE_PROMPT_TOKENS
+            withheld["usageMetadata"]["totalTokenCount"] = total + TOOL_USE_PROMPT_TOKENS
+        return web.json_response(withheld)
     if code == "text_only":  # a refusal in words, as a text part, after a normal finish
         reply = "I can't make that edit."
         reply_tokens = math.ceil(len(reply) / 4)
@@ -281,8 +293,11 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
         "modelVersion": model,
         "responseId": f"fake-gemini-{next(state.counter)}",
     }
+    grounded = _grounded(body)
+    if grounded and code != "no_grounding":
+        answer["candidates"][0]["groundingMetadata"] = _grounding_metadata(prompt, code)
     if code != "no_usage":
-        tool_tokens = TOOL_USE_PROMPT_TOKENS if _grounded(body) else 0
+        tool_tokens = TOOL_USE_PROMPT_TOKENS if grounded else 0
         answer["usageMetadata"] = {
             **prompt_usage,
             "candidatesTokenCount": output_tokens,
@@ -303,6 +318,21 @@ def _grounded(body: Any) -> bool:
     return isinstance(tools, list) and any(
         isinstance(tool, dict) and any(name in tool for name in _SEARCH_TOOLS) for tool in tools
     )
+
+
+def _grounding_metadata(prompt: str, code: str | None) -> dict[str, Any]:
+    """What a grounded answer reports it searched: ``SEARCH_QUERIES`` queries made from the
+    prompt and an empty one (Google's answers hold such; its billing ignores them)."""
+    queries = [f"{prompt} reference {index}" for index in range(1, SEARCH_QUERIES + 1)]
+    queries.insert(1, "")
+    return {
+        "webSearchQueries": " ".join(queries) if code == "bad_grounding" else queries,
+        "groundingChunks": [
+            {"web": {"uri": f"https://example.com/result/{index}", "title": f"Result {index}"}}
+            for index in range(1, SEARCH_QUERIES + 1)
+        ],
+        "searchEntryPoint": {"renderedContent": "<div>Google Search suggestions</div>"},
+    }
 
 
 def _read_body(body: Any, model: str) -> tuple[str, list[bytes], dict[str, str]]:
