@@ -27,7 +27,8 @@ from tests.recorder import record_events
 from tests.test_gemini_tool_use_tokens import GEMINI_KEY, GROUNDED, MILLION, PROMPT, PROMPT_TOKENS
 from tracking.errors import ConfigurationError, ContentPolicyError
 from tracking.integrations.sql import SqlLedger, create_ledger_engine, spend_logs
-from tracking.pricing import load_price_file
+from tracking.pricing import estimate_call_cost, load_price_file
+from tracking.pricing.estimate import max_expected_cost
 from tracking.testing.fake_gemini import (
     INPUT_IMAGE_TOKENS,
     OUTPUT_IMAGE_TOKENS,
@@ -292,3 +293,48 @@ def test_a_price_file_with_an_unknown_tool_is_refused(tmp_path):
     path.write_text(json.dumps(document))
     with pytest.raises(ConfigurationError, match="google_maps"):
         load_price_file(path)
+
+
+# -- estimates made without the answer ------------------------------------------------------
+
+
+def test_a_grounded_attempt_whose_answer_was_lost_is_estimated_with_one_query(monkeypatch, gemini):
+    """The connection closed once the request was read: the attempt may have searched and been
+    billed, so its estimate counts one search query beside its tokens."""
+    events = record_events(monkeypatch)
+    with pytest.raises(tracking.APIConnectionError):
+        _edit(
+            "gemini/gemini-3.1-flash-image",
+            gemini,
+            extra_body=GROUNDED,
+            max_retries=0,
+            extra_headers={"x-fake-fault": "drop"},
+        )
+    without_search = estimate_call_cost(
+        "gemini/gemini-3.1-flash-image", prompt_chars=len(PROMPT), input_images=1
+    )
+    assert without_search.usd is not None
+    event = events.last
+    assert event.cost_source == "estimate"
+    assert event.cost_usd == without_search.usd + PER_QUERY
+    assert event.price_ref is not None
+    assert event.price_ref.endswith("+estimate:google_search:1xsearch_query")
+
+
+def test_a_budget_holds_one_search_fee_for_a_grounded_call():
+    params = {"prompt": PROMPT, "image": make_png(64, 64)}
+    plain = max_expected_cost(["gemini/gemini-3.1-flash-image"], params)
+    grounded = max_expected_cost(
+        ["gemini/gemini-3.1-flash-image"], {**params, "extra_body": GROUNDED}
+    )
+    assert plain is not None and grounded == plain + PER_QUERY
+    two_five = max_expected_cost(["vertex_ai/gemini-2.5-flash-image"], params)
+    assert two_five is not None
+    assert (
+        max_expected_cost(["vertex_ai/gemini-2.5-flash-image"], {**params, "extra_body": GROUNDED})
+        == two_five + PER_PROMPT
+    )
+    # a model whose price gives no search fee holds nothing for it
+    assert max_expected_cost(["gpt-image-2"], {**params, "extra_body": GROUNDED}) == (
+        max_expected_cost(["gpt-image-2"], params)
+    )

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "SearchGrounding",
     "UntrustedUsage",
     "Usage",
+    "asks_google_search",
     "check_b64_images",
     "plausible_charge",
     "reported_usage",
@@ -164,6 +165,20 @@ class SearchGrounding:
 
     queries: int
     reported: bool = True
+
+
+#: The names of Grounding with Google Search in a Gemini request's ``tools`` (Google's JSON takes
+#: the proto's snake_case as well as camelCase).
+_SEARCH_TOOLS = ("googleSearch", "google_search")
+
+
+def asks_google_search(extra_body: Any) -> bool:
+    """Whether a call's ``extra_body`` asks for Grounding with Google Search (its ``tools`` hold
+    ``googleSearch`` or ``google_search``, as Gemini's ``generateContent`` takes them)."""
+    tools = extra_body.get("tools") if isinstance(extra_body, Mapping) else None
+    return isinstance(tools, list) and any(
+        isinstance(tool, Mapping) and any(name in tool for name in _SEARCH_TOOLS) for tool in tools
+    )
 
 
 @fast_init

@@ -30,7 +30,16 @@ from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..families import family_for, family_of, pixel_size, resolution_tier, tier_side
-from . import UNPRICED, Cost, _candidates, _per_image, billing_entry, find_entry
+from ..response import SearchGrounding, asks_google_search
+from . import (
+    UNPRICED,
+    Cost,
+    _candidates,
+    _per_image,
+    billing_entry,
+    find_entry,
+    with_search_fee,
+)
 from .table import PriceEntry
 
 if TYPE_CHECKING:
@@ -51,6 +60,7 @@ __all__ = [
     "max_expected_cost",
     "partial_images_cost",
     "reference_tokens",
+    "search_allowance",
 ]
 
 #: Input image tokens allowed per image in an estimate (the largest inputs stay below it).
@@ -194,9 +204,12 @@ def estimate_call_cost(
     prompt_chars: int = 0,
     input_images: int = 0,
     day: date | None = None,
+    searches: bool = False,
 ) -> Cost:
     """An estimated :class:`~tracking.pricing.Cost` (``source="estimate"``) of a billed call
     whose real cost is unknown; ``source="unpriced"`` (cost None) when the model has no price.
+    ``searches``: the call asked for Grounding with Google Search, whose fee is added for one
+    use when the entry gives one (:func:`search_allowance`).
 
     ``model`` is looked up as billing looks up a call asking it
     (:func:`~tracking.pricing.billing_entry`: with its provider, as written, and as sent;
@@ -207,7 +220,20 @@ def estimate_call_cost(
     total = entry_estimate(entry, n, quality, size, prompt_chars, input_images) if entry else None
     if entry is None or total is None:
         return UNPRICED
-    return Cost(total, _per_image(total, n), "estimate", entry.ref)
+    cost = Cost(total, _per_image(total, n), "estimate", entry.ref)
+    if searches and "google_search" in entry.tools:
+        return with_search_fee(entry, SearchGrounding(queries=1, reported=False), cost, n)
+    return cost
+
+
+def search_allowance(entry: PriceEntry, extra_body: Any) -> Decimal:
+    """What a call's Grounding with Google Search adds to an estimate made before its answer:
+    the entry's fee for one use (one search query, or the one grounded prompt) when
+    ``extra_body`` asks for it, as an answer that does not say what it searched is priced; 0
+    otherwise. A Gemini 3 call may run more queries: a budget's hold settles at what its answer
+    reports."""
+    fee = entry.tools.get("google_search")
+    return fee.usd if fee is not None and asks_google_search(extra_body) else Decimal(0)
 
 
 def _image_count(image: Any) -> int:
@@ -238,6 +264,8 @@ def estimate_max_cost(
     partials = params.get("partial_images")
     if total is not None and params.get("stream") is True and type(partials) is int:
         total += partial_images_cost(entry, partials)
+    if total is not None:
+        total += search_allowance(entry, params.get("extra_body"))
     return total
 
 
@@ -306,6 +334,7 @@ def estimate_unknown_outcomes(
         prompt_chars=len(request.prompt),
         input_images=len(request.images),
         day=day,
+        searches=asks_google_search(request.extra_body),
     )
     if each is None or each.usd is None:
         return UNPRICED
@@ -321,6 +350,7 @@ def estimate_first_priced(
     prompt_chars: int,
     input_images: int,
     day: date | None = None,
+    searches: bool = False,
 ) -> Cost | None:
     """:func:`estimate_call_cost` of the first of ``models`` with a price (the names a request's
     model goes by, most specific first) on ``day`` (None: today); None when none has one."""
@@ -333,6 +363,7 @@ def estimate_first_priced(
             prompt_chars=prompt_chars,
             input_images=input_images,
             day=day,
+            searches=searches,
         )
         if estimate.usd is not None:
             return estimate

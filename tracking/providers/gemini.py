@@ -79,6 +79,7 @@ from ..response import (
     ImageResponse,
     SearchGrounding,
     UntrustedUsage,
+    asks_google_search,
     reported_usage,
     upstream_json,
     usage_count,
@@ -107,7 +108,6 @@ __all__ = [
     "check_request",
     "image_config",
     "search_grounding",
-    "searches",
 ]
 
 DEFAULT_GEMINI_API_BASE = "https://generativelanguage.googleapis.com"
@@ -278,19 +278,6 @@ def _own_member(name: str, why: str) -> ValidationError:
         f"extra_body: {name!r} is set by the call ({why}); extra_body may not override it",
         param="extra_body",
         rule="unsupported",
-    )
-
-
-#: The names of Grounding with Google Search in a request's ``tools`` (Google's JSON takes the
-#: proto's snake_case as well as camelCase).
-_SEARCH_TOOLS = ("googleSearch", "google_search")
-
-
-def searches(extra_body: Mapping[str, Any]) -> bool:
-    """Whether the request's ``tools`` (from ``extra_body``) hold Grounding with Google Search."""
-    tools = extra_body.get("tools")
-    return isinstance(tools, list) and any(
-        isinstance(tool, Mapping) and any(name in tool for name in _SEARCH_TOOLS) for tool in tools
     )
 
 
@@ -523,5 +510,5 @@ class GeminiProvider(GeminiAnswers):
             body=body,
             secrets=(api_key,),
             price_size=tier,
-            read=self.parse_grounded if searches(request.extra_body) else None,
+            read=self.parse_grounded if asks_google_search(request.extra_body) else None,
         )

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import ConfigurationError
+from ..response import asks_google_search
 from .base import EDITS_AND_GENERATIONS, PreparedRequest, request_headers
-from .gemini import GeminiAnswers, check_request, generate_content_body, searches
+from .gemini import GeminiAnswers, check_request, generate_content_body
 
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
@@ -83,5 +84,5 @@ class VertexAIProvider(GeminiAnswers):
             body=body,
             secrets=(token,),
             price_size=tier,
-            read=self.parse_grounded if searches(request.extra_body) else None,
+            read=self.parse_grounded if asks_google_search(request.extra_body) else None,
         )
