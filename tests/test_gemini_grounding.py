@@ -19,6 +19,7 @@ from typing import Any
 import openai
 import pytest
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import make_png
@@ -26,6 +27,7 @@ from tests.proxy_support import ProxyProcess, write_config
 from tests.recorder import record_events
 from tests.test_gemini_tool_use_tokens import GEMINI_KEY, GROUNDED, MILLION, PROMPT, PROMPT_TOKENS
 from tracking.errors import ConfigurationError, ContentPolicyError
+from tracking.integrations.prometheus import PrometheusLogger
 from tracking.integrations.sql import SqlLedger, create_ledger_engine, spend_logs
 from tracking.pricing import estimate_call_cost, load_price_file
 from tracking.pricing.estimate import max_expected_cost
@@ -201,6 +203,23 @@ def test_the_ledger_row_records_the_fee_in_its_cost_and_price_ref(gemini, postgr
     expected = token_cost("gemini-3-pro-image") + SEARCH_QUERIES * PER_QUERY
     assert (Decimal(row.cost_usd), row.cost_source) == (expected, "usage")
     assert row.price_ref.endswith(f"+google_search:{SEARCH_QUERIES}xsearch_query")
+
+
+def test_the_prometheus_cost_series_counts_the_fee(monkeypatch, gemini):
+    registry = CollectorRegistry()
+    events = record_events(monkeypatch)
+    logger = PrometheusLogger(registry)
+    monkeypatch.setattr(tracking, "success_callback", [events, logger])
+    _edit("gemini/gemini-3.1-flash-image", gemini, extra_body=GROUNDED)
+    spent = [
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "image_edit_cost_usd_total"
+    ]
+    expected = token_cost("gemini-3.1-flash-image") + SEARCH_QUERIES * PER_QUERY
+    assert events.last.cost_usd == expected
+    assert spent == [float(expected)]
 
 
 # -- the proxy ------------------------------------------------------------------------------
