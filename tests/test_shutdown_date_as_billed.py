@@ -28,6 +28,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import tracking
+from tests.accounts_support import edit
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tracking.integrations.prometheus import PrometheusLogger
@@ -149,20 +150,14 @@ def test_a_proxy_deployment_is_counted_by_the_base_model_it_is_billed_as(
             "general_settings": {"master_key": MASTER_KEY},
         }
         config.write_text(json.dumps(document))
-        with ProxyProcess(config) as proxy:
+        with ProxyProcess(config) as proxy, httpx.Client(timeout=30) as client:
 
             def scrape() -> dict[str, float]:
-                return _retired_series(httpx.get(f"{proxy.url}/metrics", timeout=10).text)
+                return _retired_series(client.get(f"{proxy.url}/metrics").text)
 
             assert scrape() == {HOUSE: 0}
             for model in ("house-retired", "house-live", "house-retired", "house-live"):
-                answer = httpx.post(
-                    f"{proxy.url}/v1/images/edits",
-                    data={"model": model, "prompt": "x", "quality": "low"},
-                    files={"image": ("a.png", make_png(), "image/png")},
-                    headers={"Authorization": f"Bearer {MASTER_KEY}"},
-                    timeout=30,
-                )
+                answer = edit(client, proxy.url, MASTER_KEY, model=model)
                 assert answer.status_code == 200, answer.text
             assert scrape() == {HOUSE: 2}
             assert f"'openai/{HOUSE}' was shut down by its provider" in proxy.log()
