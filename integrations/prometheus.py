@@ -30,6 +30,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -210,7 +211,9 @@ class PrometheusLogger:
         whose calls are recorded unpriced can serve (:meth:`watch_unpriced`; priced as billing
         prices them, :meth:`tracking.router.Deployment.priced`), and each group's calls that end
         before any deployment is tried (a refused request, no deployment free:
-        :meth:`watch_unserved`).
+        :meth:`watch_unserved`), and the retired-model counter of each deployment whose price
+        entry (:meth:`tracking.router.Deployment.price_entry`) gives a shutdown date, by
+        which its calls are counted from then on (its base model's, not its served model's).
         """
         from tracking.request import split_provider
 
@@ -218,6 +221,12 @@ class PrometheusLogger:
             router.cooldown_observers.append(self.record_cooldown)
         self.watch_deployments((d.model_name, d.id) for d in router.deployments)
         m = self.metrics
+        for deployment in router.deployments:  # retired as billed: its own prices, base model
+            entry = deployment.price_entry()
+            shutdown = entry.shutdown if entry is not None else None
+            m.deployment_shutdowns[deployment.id] = shutdown
+            if shutdown is not None:
+                m.retired.labels(m.model_label(split_provider(deployment.model)[1]))
         for group, targets in router.fallbacks.items():
             # a call asking for group tries it, then each target in turn (CallRoute.chain)
             for source, target in itertools.pairwise((group, *targets)):
@@ -303,7 +312,10 @@ class PrometheusLogger:
                 self._charge_end_user(event.end_user, cost)
         elif status == "success" and event.cost_source == "unpriced":
             m.unpriced.labels(series.model).inc()
-        if series.shutdown is not None and event.start_time.date() >= series.shutdown:
+        shutdown = series.shutdown
+        if event.deployment_id is not None:  # a watched router's: as its calls are billed
+            shutdown = m.deployment_shutdowns.get(event.deployment_id, shutdown)
+        if shutdown is not None and event.start_time.date() >= shutdown:
             m.retired.labels(series.served or series.model).inc()
         usage = event.usage
         if usage is not None:
@@ -415,6 +427,11 @@ class _Metrics:
         self._model_names_lock = threading.Lock()
         self._folding_logged = False
         self._unpriced_names = 0  # names given a label by unpriced calls alone
+        #: deployment id -> the shutdown date of the entry its calls are billed from (None:
+        #: none), for the routers watched (:meth:`PrometheusLogger.watch_router`): a call
+        #: carries its deployment's base model, which its served model's name may not be
+        #: priced as
+        self.deployment_shutdowns: dict[str, date | None] = {}
         registry.register(BusCountersCollector())
         # what this integration reports, itself and reading the ledgers, counts from 0
         bus.expect("integration_errors", "prometheus", "ledger")

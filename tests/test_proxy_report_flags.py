@@ -5,6 +5,10 @@
   quarantined calls within it. Its ``period_flags`` now holds the period's pairs
   (``estimated_requests`` / ``estimated_usd``, ``quarantined_requests`` /
   ``quarantined_usd``), each only when there are such calls.
+- ``GET /customer/info`` said nothing of the calls it left out of ``total_spend`` and
+  ``period_spend`` for want of a price, which ``/key/info`` counts in ``unpriced_requests``.
+  It now has ``unpriced_requests`` beside ``total_spend`` and in ``period_flags``, each only
+  when there are such calls.
 - ``/global/spend/report`` flagged each team's, end user's and key's entry, not its
   per-(model, key) ``metadata`` entries (``model_details`` per model by key): an entry of
   estimates looked like a bill. Each now has the pairs of its own calls beside LiteLLM's fields.
@@ -137,6 +141,49 @@ def test_customer_info_flags_the_period_spend(proxy: Proxy, ledger_url: str):  #
     dan = proxy.get("/customer/info", end_user_id="dan")
     assert dan["estimated_requests"] == 1
     assert "period_spend" not in dan and "period_flags" not in dan
+
+
+def test_customer_info_counts_unpriced_calls(proxy: Proxy, ledger_url: str):  # noqa: F811
+    now = datetime.now(UTC)
+    unpriced = {"model": "acme-image-edit-1", "cost": None}  # a model with no known price
+    _record(
+        ledger_url,
+        [
+            make_event(user="erin", start=DAY, **unpriced),  # before the period
+            make_event(user="erin", start=now, **unpriced),
+            make_event(user="erin", start=now, **unpriced),
+            make_event(user="erin", cost=Decimal("0.1"), start=now),
+            _estimate(user="erin", cost=Decimal("0.02"), start=now),
+            make_event(user="fay", start=DAY, **unpriced),  # before her daily period
+            make_event(user="gus", start=DAY, **unpriced),
+            make_event(user="hal", cost=Decimal("0.3"), start=now),
+        ],
+        [],
+    )
+    budgets = {"erin": "monthly", "fay": "daily", "gus": None, "hal": "daily"}  # gus: all time
+    for user, period in budgets.items():
+        proxy.post("/customer/new", {"user_id": user, "max_budget": "100",
+                                     "budget_period": period})  # fmt: skip
+    proxy.post("/customer/new", {"user_id": "ivy"})  # no budget, so no period
+    record_events(ledger_url, make_event(user="ivy", start=now, **unpriced))
+
+    erin = proxy.get("/customer/info", end_user_id="erin")
+    assert (erin["total_spend"], erin["period_spend"]) == ("0.1200000000", "0.1200000000")
+    assert erin["unpriced_requests"] == 3  # left out of total_spend
+    assert erin["period_flags"] == {
+        "unpriced_requests": 2,
+        "estimated_requests": 1,
+        "estimated_usd": "0.0200000000",
+    }
+    fay = proxy.get("/customer/info", end_user_id="fay")  # only her past call was unpriced
+    assert (fay["unpriced_requests"], fay["period_flags"]) == (1, {})
+    gus = proxy.get("/customer/info", end_user_id="gus")
+    assert gus["period_start"] is None
+    assert (gus["unpriced_requests"], gus["period_flags"]) == (1, {"unpriced_requests": 1})
+    hal = proxy.get("/customer/info", end_user_id="hal")  # every call priced: nothing to say
+    assert "unpriced_requests" not in hal and hal["period_flags"] == {}
+    ivy = proxy.get("/customer/info", end_user_id="ivy")
+    assert ivy["unpriced_requests"] == 1 and "period_flags" not in ivy
 
 
 #: Ann's calls to gpt-image-1 with key A: one priced, two at an estimate, one of them refused by

@@ -192,8 +192,8 @@ def test_a_worker_whose_app_cannot_be_built_reports_its_fault(tmp_path, monkeypa
 
 
 #: A callback module whose handler, looked up as the server starts (in the app's lifespan, where
-#: an event loop runs), exits the process as a library giving up would: uvicorn logs it and ends
-#: the start with its start-failure status, the app never seeing a fault to report.
+#: an event loop runs), exits the process as a library giving up would (``sys.exit``), or exits
+#: it at once with uvicorn's start-failure status and no word of why (``os._exit(3)``).
 #: ``tracking serve`` checking the config looks it up with no loop running, and is given it.
 _EXITS_AT_START = """
 import asyncio
@@ -230,15 +230,16 @@ def _exits_at_start(tmp_path: Path) -> Path:
     return config
 
 
-@pytest.mark.parametrize("how", ["sys-exit-in-lifespan", "os-exit-3"])
-def test_a_worker_uvicorn_stops_at_its_start_without_a_fault_stops_the_proxy_with_1(tmp_path, how):
-    """A worker that exits with uvicorn's start-failure status without reporting a fault (a
-    failure in the app's lifespan that the app did not catch, in uvicorn's own start, or a
-    process that just exits 3) stopped uvicorn's supervisor, and ``tracking serve`` exited 0,
-    as if stopped. It exits 1 now, its last line naming the worker and its status."""
+def test_a_worker_uvicorn_stops_at_its_start_without_a_fault_stops_the_proxy_with_1(tmp_path):
+    """A worker that exits with uvicorn's start-failure status without reporting a fault (in
+    uvicorn's own start, or a process that just exits 3) stopped uvicorn's supervisor, and
+    ``tracking serve`` exited 0, as if stopped. It exits 1 now, its last line naming the worker
+    and its status."""
     config = _exits_at_start(tmp_path)
     done = _serve(
-        tmp_path, "--config", str(config), *_LOOPBACK, "--workers", "2", env={"EXIT_HOW": how}
+        tmp_path,
+        *("--config", str(config), *_LOOPBACK, "--workers", "2"),
+        env={"EXIT_HOW": "os-exit-3"},
     )
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -248,21 +249,106 @@ def test_a_worker_uvicorn_stops_at_its_start_without_a_fault_stops_the_proxy_wit
     assert f"Started server process [{said[1]}]" in done.stderr
     assert "a worker could not start: stopping the proxy" in done.stderr
     assert "SIGTERM" not in done.stderr, done.stderr
-    if how == "os-exit-3":
-        assert "Traceback" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr + done.stdout
 
 
-def test_one_process_uvicorn_stops_at_its_start_without_a_fault_exits_1_in_one_line(tmp_path):
-    """uvicorn's start-failure exit (SystemExit 3) went through ``tracking serve`` untouched:
-    status 3, outside the exit-status table, and no line of ours. It is status 1 now, the last
-    line ours; uvicorn's log above it says what failed."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_callback_lookup_that_exits_as_the_server_starts_is_a_config_fault(tmp_path, workers):
+    """``sys.exit`` in a callback's code as the server starts (its module's ``__getattr__``, in
+    the app's lifespan) went past the app's start-fault handling, a ``SystemExit`` being no
+    ``Exception``: uvicorn logged its traceback, and ``tracking serve`` ended with the line of
+    a start uvicorn stopped with no fault reported (status 1). It is the callback that fails to
+    load now: status 2, one line of ours naming it, no traceback."""
     config = _exits_at_start(tmp_path)
-    done = _serve(tmp_path, "--config", str(config), *_LOOPBACK)
-    assert done.returncode == 1, done.stderr
-    assert "licence server unreachable" in done.stderr
+    done = _serve(tmp_path, "--config", str(config), *_LOOPBACK, "--workers", workers)
+    assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        f"tracking serve: the proxy could not start: the server stopped {_UNREPORTED}"
+        "tracking serve: callback 'exits_at_start.handler': looking 'handler' up in "
+        "'exits_at_start' failed: SystemExit: licence server unreachable"
     )
+    assert "Traceback" not in done.stderr + done.stdout
+    assert _UNREPORTED not in done.stderr
+
+
+#: A callback module whose logger, made as the module is imported, raises a ``BaseException``
+#: that is no ``Exception`` in its ``__init__`` (``RAISE`` names it), everywhere or (with
+#: ``WHERE=workers``) only in the workers of ``tracking serve --workers N``, which checks the
+#: config with an import of its own first.
+_RAISES_IN_INIT = """
+import multiprocessing
+import os
+
+import tracking
+
+
+class Refused(BaseException):
+    pass
+
+
+RAISED = {
+    "SystemExit": lambda: SystemExit("no licence for this logger"),
+    "SystemExit-0": lambda: SystemExit(0),
+    "KeyboardInterrupt": lambda: KeyboardInterrupt(),
+    "BaseException": lambda: Refused("no licence for this logger"),
+}
+
+
+class Licensed(tracking.CustomLogger):
+    def __init__(self):
+        super().__init__()
+        here = os.environ.get("WHERE") != "workers" or multiprocessing.parent_process()
+        if here:
+            raise RAISED[os.environ["RAISE"]]()
+
+
+handler = Licensed()
+"""
+
+_IMPORT_FAILED = "tracking serve: callback 'raises_in_init.handler': importing 'raises_in_init' "
+
+
+@pytest.mark.parametrize(
+    ("raised", "where", "workers", "status", "last"),
+    [
+        ("SystemExit", "", "1", 2, "failed: SystemExit: no licence for this logger"),
+        ("SystemExit-0", "", "2", 2, "failed: SystemExit: 0"),
+        ("BaseException", "", "1", 2, "failed: Refused: no licence for this logger"),
+        ("SystemExit", "workers", "2", 2, "failed: SystemExit: no licence for this logger"),
+        ("BaseException", "workers", "2", 2, "failed: Refused: no licence for this logger"),
+        ("KeyboardInterrupt", "workers", "2", 1, "KeyboardInterrupt"),
+    ],
+    ids=["exit", "exit-0", "base", "exit-in-workers", "base-in-workers", "ctrl-c-in-workers"],
+)
+@pytest.mark.parametrize("setting", ["callbacks", "success_callback"])
+def test_a_callback_whose_logger_raises_a_base_exception_as_it_is_made_is_one_line(
+    tmp_path, setting, raised, where, workers, status, last
+):
+    """A logger raising ``SystemExit`` (or another ``BaseException`` that is no ``Exception``)
+    as its module made it: in ``tracking serve`` checking the config, the process ended with
+    the exception's message alone (status 1), with nothing (``SystemExit(0)``: status 0, as if
+    stopped), or with a traceback; in a worker, uvicorn logged its traceback and the last line
+    said only that the worker stopped at its start. It is a callback that fails to load now,
+    status 2, in one line of ours naming it, without a traceback. A ``KeyboardInterrupt``
+    raised in a worker is the proxy that could not start, status 1 (raised in ``tracking
+    serve`` itself, it is Ctrl-C's: status 130)."""
+    (tmp_path / "raises_in_init.py").write_text(_RAISES_IN_INIT)
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT + f"litellm_settings: {{{setting}: [raises_in_init.handler]}}\n")
+    done = _serve(
+        tmp_path,
+        *("--config", str(config), *_LOOPBACK, "--workers", workers),
+        env={"RAISE": raised, "WHERE": where},
+    )
+    assert done.returncode == status, done.stderr
+    expected = (
+        f"tracking serve: the proxy could not start: {last}"
+        if status == 1
+        else _IMPORT_FAILED + last
+    )
+    assert done.stderr.strip().splitlines()[-1] == expected, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    if where != "workers":  # refused before any port was bound or worker started
+        assert done.stderr.splitlines() == [expected]
 
 
 # -- 2. a busy port ---------------------------------------------------------------------------

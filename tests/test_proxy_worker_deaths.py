@@ -8,6 +8,7 @@ with real signals (by the test, or by a callback module that kills the worker im
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -185,3 +186,41 @@ def test_the_limit_counts_the_deaths_within_its_window_only():
     )
     now[0] += 31  # the first is older than the window now
     assert limit.allows([limit.death(12, 1)]) and limit.counted() == 1
+
+
+def test_a_worker_that_stops_answering_is_said_to_be_killed_for_it(tmp_path):
+    """A worker that stopped answering uvicorn's health check (here: stopped with SIGSTOP) is
+    killed by the supervisor with SIGKILL and started again. Its line said "killed by SIGKILL",
+    as for a worker the kernel's out-of-memory killer ended; it says what happened now, and the
+    proxy serves on."""
+    config = write_config(tmp_path / "config.yaml", one_deployment_config(_NOWHERE))
+    with ProxyProcess(config, workers=2) as proxy:
+        log = _wait_for(proxy, "both workers started", _STARTED, count=2)
+        victim = int(_WORKER.findall(log)[0])
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            said = re.compile(
+                rf"WARNING: +tracking\.proxy: worker \[{victim}\] killed for not answering "
+                rf"uvicorn's health check within 5 s: started again as \[(\d+)\] "
+                rf"\(1 of {DEFAULT_RESTARTS} restarts within 60 s\)"
+            )
+            log = _wait_for(proxy, "the death said", said)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # never left stopped, whatever failed
+                os.kill(victim, signal.SIGCONT)
+        assert f"worker [{victim}] killed by SIGKILL" not in log
+        replacement = said.findall(log)[0]
+        started = re.escape(f"Started server process [{replacement}]")
+        _wait_for(proxy, "the replacement started", started)
+        answer = httpx.get(f"{proxy.url}/health/liveliness", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert proxy.stop() == 0, proxy.log()
+
+
+def test_the_verdict_tells_unanswered_health_checks_from_kills_from_outside():
+    limit = DeathLimit(1, 60)
+    limit.count(limit.death(10, -9, unanswered=5))
+    assert limit.verdict([limit.death(11, -9)]).message.startswith(
+        "worker deaths within 60 s: 2 (1 killed for not answering uvicorn's health check "
+        "within 5 s, 1 killed by SIGKILL; the last, [11], killed by SIGKILL)"
+    )

@@ -8,19 +8,29 @@ finds, not from a looser lookup of its own. Two names where the two used to diff
   counted as a call to the retired ``gpt-image-1``;
 - ``gpt-image-1`` with a price registered under ``openai/gpt-image-1``: billing takes that
   registered price (which gives no shutdown date), so no retirement is warned of or counted.
+
+A router's deployment is billed as its ``model_info.base_model`` (or its own prices), which the
+name of the model it serves may not be priced as: the counter reads a watched router's
+deployment's entry (``Deployment.price_entry``), and starts its series at 0.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
 import tracking
+from tests.accounts_support import edit
 from tests.conftest import API_KEY, make_png
+from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import billing_entry, reset_prices, shutdown_date
 from tracking.testing import FakeOpenAI
@@ -96,3 +106,83 @@ def test_a_registered_openai_price_is_not_counted_retired(
     assert tracking.flush(5)
     assert registry.get_sample_value(RETIRED, {"model": "gpt-image-1"}) is None
     assert not [r for r in caplog.records if "shut down" in r.getMessage()]
+
+
+#: Two groups served by one model, billed as two base models at a discount: each deployment's
+#: prices are registered under a name of its own (``model@id``), which its calls carry; the
+#: model's own name is priced as the later one.
+BASED = {"house-retired": "gpt-image-1", "house-live": "gpt-image-2"}
+HOUSE = "house-edit-1"
+
+
+def _deployment(group: str, api_base: str, **info: str) -> dict[str, Any]:
+    return {
+        "model_name": group,
+        "litellm_params": {"model": f"openai/{HOUSE}", "api_key": API_KEY, "api_base": api_base},
+        "model_info": {"id": group, "base_model": BASED[group], **info},
+    }
+
+
+def _retired_series(metrics: str) -> dict[str, float]:
+    """The retired-model series of a scrape, by their ``model`` label."""
+    prefix = f'{RETIRED}{{model="'
+    return {
+        line[len(prefix) :].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(prefix)
+    }
+
+
+@pytest.mark.parametrize("order", [list(BASED), list(reversed(BASED))], ids=["retired", "live"])
+def test_a_proxy_deployment_is_counted_by_the_base_model_it_is_billed_as(
+    order: list[str], tmp_path: Path
+) -> None:
+    """Two deployments of one model, each billed as its ``model_info.base_model`` (10% off):
+    the calls of the one billed as the retired ``gpt-image-1`` are counted (from 0 at start,
+    ``watch_router``), those of the one billed as the live ``gpt-image-2`` are not, whichever
+    comes first in the config. The counter read the date from the entry the served model's name
+    is priced at (the later deployment's): one group's calls went uncounted, or the other's
+    were counted retired."""
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=[HOUSE]) as fake:
+        config = tmp_path / "config.yaml"
+        document = {
+            "model_list": [_deployment(group, fake.url, discount="0.1") for group in order],
+            "general_settings": {"master_key": MASTER_KEY},
+        }
+        config.write_text(json.dumps(document))
+        with ProxyProcess(config) as proxy, httpx.Client(timeout=30) as client:
+
+            def scrape() -> dict[str, float]:
+                return _retired_series(client.get(f"{proxy.url}/metrics").text)
+
+            assert scrape() == {HOUSE: 0}
+            for model in ("house-retired", "house-live", "house-retired", "house-live"):
+                answer = edit(client, proxy.url, MASTER_KEY, model=model)
+                assert answer.status_code == 200, answer.text
+            assert scrape() == {HOUSE: 2}
+            assert f"'openai/{HOUSE}' was shut down by its provider" in proxy.log()
+
+
+def test_an_sdk_routers_deployment_billed_as_a_retired_base_model_is_counted_from_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An SDK ``Router`` registers no price for a deployment priced by its ``base_model`` alone:
+    its calls carry the base model, which bills them. The counter looked the served model's
+    name up, which the price table does not know: such calls to the retired ``gpt-image-1``
+    were never counted, nor was the series started by ``watch_router``."""
+    registry = _prometheus(monkeypatch)
+    logger = tracking.success_callback[0]
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=[HOUSE]) as fake:
+        router = tracking.Router(model_list=[_deployment("house-retired", fake.url)])
+        try:
+            logger.watch_router(router)
+            assert registry.get_sample_value(RETIRED, {"model": HOUSE}) == 0
+            for _ in range(2):
+                response = router.image_edit(
+                    model="house-retired", image=make_png(), prompt="x", quality="low"
+                )
+                assert response.cost_usd is not None  # billed as gpt-image-1
+        finally:
+            router.close()
+    assert tracking.flush(5)
+    assert registry.get_sample_value(RETIRED, {"model": HOUSE}) == 2

@@ -195,7 +195,9 @@ class ProxyApp:
             if message["type"] == "lifespan.startup":
                 try:
                     self.startup()
-                except Exception as exc:
+                except BaseException as exc:  # sys.exit or KeyboardInterrupt raised by a
+                    # callback's code too: one line, never uvicorn's traceback (startup() is
+                    # synchronous: no cancellation can be delivered inside it)
                     self.start_fault = StartFault.of(exc)
                     report(self.start_fault)  # to tracking serve --workers N's supervisor
                     await send(

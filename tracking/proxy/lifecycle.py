@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..config import ProxyConfig
 from ..errors import ConfigurationError
+from .start_faults import described
 
 if TYPE_CHECKING:
     from tracking.integrations.prometheus import PrometheusLogger
@@ -77,15 +78,25 @@ def _entry(name: str, config: ProxyConfig, *, resolve: bool) -> Any:
         raise ConfigurationError(
             f"callback {name!r}: cannot import {module_name!r}: {exc}"
         ) from None
-    except Exception as exc:  # the module's own code failed: one line, never a traceback
+    except KeyboardInterrupt:  # Ctrl-C during the import: the start was interrupted
+        raise
+    except BaseException as exc:  # the module's own code failed, or exited (sys.exit): one
+        # line, never a traceback (in a worker, never uvicorn's)
         raise ConfigurationError(
-            f"callback {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+            f"callback {name!r}: importing {module_name!r} failed: {described(exc)}"
         ) from None
     try:
         found = getattr(module, attribute)
     except AttributeError:
         raise ConfigurationError(
             f"callback {name!r}: {module_name!r} has no attribute {attribute!r}"
+        ) from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the module's __getattr__ failed or exited
+        raise ConfigurationError(
+            f"callback {name!r}: looking {attribute!r} up in {module_name!r} failed: "
+            f"{described(exc)}"
         ) from None
     try:  # a module ("os.path"), a constant: the start fails here, not every call after it
         if isinstance(found, str):

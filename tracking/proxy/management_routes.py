@@ -9,6 +9,7 @@ names a key by its SHA-256 hash (``key_hash``) and alias.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -304,18 +305,18 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         if record is None:
             raise ProxyError(404, f"no end user {user_id!r}", code="end_user_not_found")
         total = await asyncio.to_thread(store.spent, end_user=user_id, since=None)
-        flagged = await asyncio.to_thread(
-            store.flagged_summary, key_hashes=None, end_user=user_id, start=None, end=None
+        # beside each spend figure: its calls at an estimate, quarantined, and of no known price
+        flags = functools.partial(
+            store.flagged_summary, key_hashes=None, end_user=user_id, end=None, unpriced=True
         )
+        flagged = await asyncio.to_thread(flags, start=None)
         body: dict[str, Any] = {**record.to_dict(), "total_spend": f"{total:f}", **flagged}
         if record.budget_period is not None:
             start, _ = period_window(record.budget_period, datetime.now(UTC))
             period_spend = await asyncio.to_thread(store.spent, end_user=user_id, since=start)
             period_flags = flagged  # a total budget's period is all time
             if start is not None:
-                period_flags = await asyncio.to_thread(
-                    store.flagged_summary, key_hashes=None, end_user=user_id, start=start, end=None
-                )
+                period_flags = await asyncio.to_thread(flags, start=start)
             body["period_start"] = start.isoformat() if start else None
             body["period_spend"] = f"{period_spend:f}"
             body["period_flags"] = period_flags

@@ -30,7 +30,15 @@ from pathlib import Path
 
 from ..errors import TrackingError
 
-__all__ = ["FAULTS_ENV", "STARTUP_FAILURE", "FaultWatch", "StartFault", "report", "unreported"]
+__all__ = [
+    "FAULTS_ENV",
+    "STARTUP_FAILURE",
+    "FaultWatch",
+    "StartFault",
+    "described",
+    "report",
+    "unreported",
+]
 
 log = logging.getLogger("tracking.proxy")
 
@@ -52,13 +60,19 @@ class StartFault:
     def of(cls, exc: BaseException) -> StartFault:
         if isinstance(exc, TrackingError):
             return cls(exc.message, 2)
-        text = str(exc).strip()
-        return cls.could_not_start(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        return cls.could_not_start(described(exc))
 
     @classmethod
     def could_not_start(cls, detail: str) -> StartFault:
         """Status 1: the proxy could not start, for a reason outside its configuration."""
         return cls(f"the proxy could not start: {detail}", 1)
+
+
+def described(exc: BaseException) -> str:
+    """``RuntimeError: its message``, or the type's name alone when it says nothing (a bare
+    ``SystemExit``, ``KeyboardInterrupt``)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def unreported(what: str) -> StartFault:

@@ -12,10 +12,13 @@ last ``TRACKING_WORKER_RESTARTS_SECONDS`` (default 60); one more stops the proxy
 (``keep_subprocess_alive``) wrapped, nothing copied: before it, workers found dead beyond the
 limit stop the supervisor instead (as SIGTERM does, without a signal: every other worker
 finishes its requests and flushes its sinks); after it, each worker it replaced is one line,
-with how it died. A worker that exits with uvicorn's start-failure status (3) stops the proxy
-at once, as uvicorn's own supervisor does: with the fault it reported, when it did
-(:mod:`tracking.proxy.start_faults`), else with status 1 and a line naming the worker
-(uvicorn's supervisor stopped as if nothing had failed, and ``tracking serve`` exited 0).
+with how it died: a worker the supervisor killed itself, because it stopped answering its
+health check (a worker stuck in a loop, or stopped), is said to be so, not "killed by SIGKILL"
+as one killed from outside (the kernel's out-of-memory killer) is. A worker that exits with
+uvicorn's start-failure status (3) stops the proxy at once, as uvicorn's own supervisor does:
+with the fault it reported, when it did (:mod:`tracking.proxy.start_faults`), else with status 1
+and a line naming the worker (uvicorn's supervisor stopped as if nothing had failed, and
+``tracking serve`` exited 0).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,15 +58,21 @@ DEFAULT_SECONDS = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Death:
-    """A worker that ended: its pid, its exit code (``-N``: killed by signal N) and when."""
+    """A worker that ended: its pid, its exit code (``-N``: killed by signal N) and when; and,
+    when the supervisor killed it because it did not answer its health check, that check's
+    timeout in seconds."""
 
     pid: int | None
     exitcode: int
     at: float
+    unanswered: float | None = None
 
     @property
     def cause(self) -> str:
-        """``killed by SIGKILL``, ``exited with status 1``."""
+        """``killed by SIGKILL``, ``exited with status 1``, ``killed for not answering
+        uvicorn's health check within 5 s``."""
+        if self.unanswered is not None:
+            return f"killed for not answering uvicorn's health check within {self.unanswered:g} s"
         if self.exitcode >= 0:
             return f"exited with status {self.exitcode}"
         try:
@@ -92,8 +102,8 @@ class DeathLimit:
         restarts = number_from_environment(RESTARTS_ENV, DEFAULT_RESTARTS, int, whole)
         return cls(restarts, seconds_from_environment(SECONDS_ENV, DEFAULT_SECONDS))
 
-    def death(self, pid: int | None, exitcode: int) -> Death:
-        return Death(pid, exitcode, self.clock())
+    def death(self, pid: int | None, exitcode: int, unanswered: float | None = None) -> Death:
+        return Death(pid, exitcode, self.clock(), unanswered)
 
     def allows(self, deaths: Sequence[Death]) -> bool:
         """Whether ``deaths``, not counted yet, may be started again."""
@@ -137,6 +147,10 @@ class BoundedMultiprocess(Multiprocess):
         super().__init__(*args, **kwargs)  # uvicorn up to 0.50 takes a target too
         self.limit = DeathLimit.from_environment()
         self.stopped: StartFault | None = None
+        #: the pids of the workers the supervisor killed while they were running: they did
+        #: not answer its health check (a worker found dead is killed too, to no effect)
+        self._unanswered: set[int] = set()
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()  # their kill() watched
 
     def keep_subprocess_alive(self) -> None:
         if self.should_exit.is_set():
@@ -152,6 +166,8 @@ class BoundedMultiprocess(Multiprocess):
             self._stop(self.limit.verdict(dead), "workers keep dying")
             return
         before = list(self.processes)
+        for process in before:
+            self._watch_kill(process)
         super().keep_subprocess_alive()
         if self._failed_start(before):  # one failed after the look above
             return
@@ -159,7 +175,13 @@ class BoundedMultiprocess(Multiprocess):
             if new is old:
                 continue
             code = old.process.exitcode
-            death = self.limit.death(old.process.pid, -signal.SIGKILL if code is None else code)
+            pid = old.process.pid
+            death = self.limit.death(
+                pid,
+                -signal.SIGKILL if code is None else code,
+                self._healthcheck_timeout() if pid in self._unanswered else None,
+            )
+            self._unanswered.discard(pid)
             if not self.limit.allows([death]):  # it died (or hung) after the look above
                 # its replacement is stopped too
                 self._stop(self.limit.verdict([death]), "workers keep dying")
@@ -174,6 +196,28 @@ class BoundedMultiprocess(Multiprocess):
                 self.limit.restarts,
                 self.limit.seconds,
             )
+
+    def _watch_kill(self, process: Any) -> None:
+        """Note, when the supervisor kills ``process`` (uvicorn's ``Process``), whether it was
+        still running: the supervisor kills a worker that did not answer its health check in
+        time (its exit code is then SIGKILL's) and, to no effect, one it found dead (which keeps
+        its own, SIGKILL's too when the out-of-memory killer ended it)."""
+        if process in self._watched:
+            return
+        self._watched.add(process)
+        kill = process.kill
+
+        def watched_kill() -> None:
+            if process.process.is_alive():  # not dead: it did not answer the health check
+                self._unanswered.add(process.process.pid)
+            kill()
+
+        process.kill = watched_kill
+
+    def _healthcheck_timeout(self) -> float:
+        """How long the supervisor waits for a worker's answer (uvicorn's
+        ``timeout_worker_healthcheck``; 5 s in the versions without that setting)."""
+        return float(getattr(self.config, "timeout_worker_healthcheck", 5))
 
     def _failed_start(self, processes: Sequence[Any]) -> bool:
         """Whether one of ``processes`` exited with uvicorn's start-failure status: the proxy
