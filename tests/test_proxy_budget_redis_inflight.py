@@ -1,14 +1,14 @@
 """A Redis outage, or a Redis restart, while calls are in flight never grants a budget twice.
 
 A ``tracking serve`` subprocess (SQLite ledger, counters in a private ``redis-server``) in front
-of a fake upstream of its own that holds the first calls for a while (a ``latency`` fault), so
-they are reserved on the budget but not in the ledger yet when Redis goes away (killed, or
-frozen with SIGSTOP) or comes back empty (restarted). This instance knows the reservations it
-holds: while Redis is away they count on top of the ledger's figure, and a counter seeded again
-after a restart starts from the ledger plus them. Before, the budget was granted a second time.
+of a fake upstream of its own that holds the first calls until the test lets them go, so they
+are reserved on the budget but not in the ledger yet when Redis goes away (killed, or frozen
+with SIGSTOP) or comes back empty (restarted). This instance knows the reservations it holds:
+while Redis is away they count on top of the ledger's figure, and a counter seeded again after a
+restart starts from the ledger plus them. Before, the budget was granted a second time.
 
 The behaviour asserted does not depend on timing: the first calls are in flight (the upstream
-holds them for many seconds) while the next ones are checked, which the test verifies.
+holds them until the next ones have been checked, not for a fixed time), which the test verifies.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 
 from tests.accounts_support import (
     accounts_config,
@@ -54,15 +56,46 @@ FITS = 4
 BUDGET = (ONE_CALL * (FITS + Decimal("0.5"))).quantize(Decimal("0.00001"))
 #: The counters' retry interval (TRACKING_REDIS_RETRY_SECONDS; 5 s by default).
 RETRY_SECONDS = 1
-#: How long the upstream holds each of the first calls: far longer than the checks made while
-#: they are in flight (the retry interval included), which the test verifies.
-HELD = RETRY_SECONDS + 9.0
+
+
+class HeldFake(FakeOpenAI):
+    """The fake upstream, holding the image calls that arrive once :meth:`hold` is called (at
+    most ``count``) until :meth:`release`: in flight as long as the test needs, however slow
+    the machine (a fixed ``latency`` held them 10 s, and could end before the checks on a
+    loaded one)."""
+
+    def __init__(self) -> None:
+        super().__init__(api_keys=[API_KEY])
+        self.held = 0  #: calls held so far (they reach the fake's answer, and its hits, after)
+        self._to_hold = 0
+        self._released = threading.Event()
+        self.app.middlewares.append(self._hold)
+
+    def hold(self, count: int) -> None:
+        self._to_hold = count
+
+    def release(self) -> None:
+        self._released.set()
+
+    @web.middleware
+    async def _hold(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.endswith("/images/edits") and self.held < self._to_hold:
+            self.held += 1  # the fake's event loop: one request at a time
+            while not self._released.is_set():
+                await asyncio.sleep(0.02)
+        return await handler(request)
 
 
 @pytest.fixture
-def slow_fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_keys=[API_KEY]) as server:
-        yield server
+def slow_fake() -> Iterator[HeldFake]:
+    server = HeldFake()
+    with server:
+        try:
+            yield server
+        finally:
+            server.release()
 
 
 @pytest.fixture
@@ -79,12 +112,12 @@ def proxy(
 
 
 def _fill_the_budget(
-    pool: ThreadPoolExecutor, client: httpx.Client, proxy: ProxyProcess, fake: FakeOpenAI, key: str
+    pool: ThreadPoolExecutor, client: httpx.Client, proxy: ProxyProcess, fake: HeldFake, key: str
 ) -> list[Future[httpx.Response]]:
     """FITS + 2 calls at once: FITS are admitted and held by the upstream, 2 are refused."""
-    fake.inject(f"latency={HELD}", times=FITS)
+    fake.hold(FITS)
     calls = [pool.submit(edit, client, proxy.url, key) for _ in range(FITS + 2)]
-    wait_for(lambda: fake.hits == FITS and sum(call.done() for call in calls) == 2, timeout=30)
+    wait_for(lambda: fake.held == FITS and sum(call.done() for call in calls) == 2, timeout=30)
     assert sorted(call.result().status_code for call in calls if call.done()) == [429, 429]
     return calls
 
@@ -117,6 +150,7 @@ def test_calls_reserved_in_redis_still_count_when_it_goes_away(
             in_flight = sum(not call.done() for call in first)
         finally:
             redis_server.send_signal(signal.SIGCONT)
+            slow_fake.release()
         served = [call.result().status_code for call in first].count(200)
         spent = _spent(client, proxy, made["key_hash"], served + during.count(200))
     assert in_flight == FITS  # (the upstream held them throughout)
@@ -150,6 +184,7 @@ def test_calls_in_flight_count_on_a_counter_seeded_again_after_arestart_redis(
                 time.sleep(0.25)
             after += [edit(client, proxy.url, made["key"]).status_code for _ in range(3)]
             in_flight = sum(not call.done() for call in first)
+            slow_fake.release()
             served = [call.result().status_code for call in first].count(200)
             spent = _spent(client, proxy, made["key_hash"], served + after.count(200))
         finally:

@@ -165,10 +165,13 @@ def test_odd_quarantined_lines_count_as_the_python_reader_counts_them(ledger_url
 
 
 def test_a_large_quarantine_is_summed_without_being_held_in_memory(tmp_path):
+    """25,000 rows of about 800 bytes: holding a tenth of them breaks the 2 MiB bound (the
+    reports' own peak is about 0.5 MiB, whatever the count); 100,000 rows against 8 MiB checked
+    the same share and spent 15 s in SQLite."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     open_ledger(url).shutdown(10)
     template = event_to_row(make_event(cost=Decimal("0.0001"), start=DAY, user="many"))
-    count = 100_000
+    count = 25_000
     engine = sa.create_engine(url)
     try:
         lines = []
@@ -193,11 +196,11 @@ def test_a_large_quarantine_is_summed_without_being_held_in_memory(tmp_path):
             tracemalloc.stop()
         assert (total.requests, total.cost_usd, total.quarantined_requests) == (
             count,
-            Decimal("10"),
+            count * Decimal("0.0001"),
             count,
         )
         assert len(by_model) == 2 and billed[0].quarantined_requests == count
-        assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB held"
+        assert peak < 2 * 2**20, f"{peak / 2**20:.1f} MiB held"
     finally:
         engine.dispose()
 

@@ -577,7 +577,8 @@ class S3ImageStore(_ByteCount):
             config=Config(
                 connect_timeout=S3_CONNECT_SECONDS,
                 read_timeout=S3_READ_SECONDS,
-                retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+                # total_max_attempts: boto3's max_attempts counts the retries (three attempts)
+                retries={"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
             ),
         )
         self._start_count(0)  # until the first sweep (at start) has counted the bucket

@@ -2,8 +2,11 @@
 
 The fake upstream (:class:`~tracking.testing.FakeOpenAI`) and the tests' purpose-built upstreams
 use it, so that sync code under test can call them while the server keeps answering. Stopping
-ends the loop: handlers still running (a fault's sleep) are cancelled and awaited, never left
-to be destroyed with a warning.
+ends the loop: handlers still running (a fault's sleep) get ``shutdown_timeout`` seconds to
+finish, then are cancelled and awaited, never left to be destroyed with a warning; ``stop``
+returns once the server's thread has ended. Until 2026-12-06 the default was 60 s, longer than
+``stop`` waited (10 s): stopping a fake that held a request (``latency=60``) took 10 s and
+returned with its thread still serving.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class AppThread:
         port: int = 0,
         *,
         name: str = "aiohttp-app",
-        shutdown_timeout: float = 60.0,
+        shutdown_timeout: float = 1.0,
     ) -> None:
         self.app = app
         self.host = host
@@ -87,7 +90,8 @@ class AppThread:
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+            # aiohttp waits shutdown_timeout for the handlers, then as long for their cancellation
+            self._thread.join(2 * self.shutdown_timeout + 10)
             self._loop = None
             self._thread = None
 
