@@ -240,7 +240,11 @@ def model_list_prices(entries: Iterable[ModelListEntry]) -> dict[str, tuple[str,
     :func:`deployment_prices`. Prices are registered per model (what ``litellm_params.model``
     names). When entries of one model price it differently, each also registers its own under
     :func:`own_price_key`, which its calls are billed by; the model's name keeps the later
-    entry's (what a call naming the model directly, not through the router, is priced at)."""
+    entry's (what a call naming the model directly, not through the router, is priced at),
+    unless one of them is priced by its ``base_model`` alone: its calls carry that base model,
+    and a price registered under the model's name (another deployment's) would win over it, so
+    the model's name gets none. A deployment's price never depends on another's, nor on the
+    order of the model_list."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     priced: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}  # model -> (id, where, spec)
     for where, model, info, params, deployment_id in entries:
@@ -257,6 +261,8 @@ def model_list_prices(entries: Iterable[ModelListEntry]) -> dict[str, tuple[str,
             )
             for deployment_id, where, spec in each:
                 found[own_price_key(model, deployment_id)] = (where, spec)
+            if any(spec.keys() == {"base_model"} for _, _, spec in each):
+                del found[model]
     return found
 
 
