@@ -29,6 +29,7 @@ import redis
 from tests.conftest import API_KEY, make_png
 from tests.relay import TcpRelay
 from tests.router_support import ManualClock, deployment
+from tests.services import REDIS_TIMEOUT
 from tracking.router import RedisState, Router
 from tracking.targets import Consult
 
@@ -70,9 +71,11 @@ def relay(redis_url: str) -> Iterator[TcpRelay]:
 
 
 def _state(relay: TcpRelay, prefix: str, clock: ManualClock, **options: Any) -> RedisState:
-    # Redis is tried again at once after a failure (retry_interval=0) unless a test says
+    # Redis is tried again at once after a failure (retry_interval=0) unless a test says. The
+    # exchanges the relay holds wait out the socket timeout; the others must answer within it,
+    # through the relay's threads: 0.5 s was near what a loaded 2-core machine took.
     options.setdefault("retry_interval", 0)
-    return RedisState(relay.url, prefix=prefix, socket_timeout=0.5, clock=clock.time, **options)
+    return RedisState(relay.url, prefix=prefix, socket_timeout=2.0, clock=clock.time, **options)
 
 
 def test_a_start_that_timed_out_after_redis_ran_it_is_taken_back_by_the_next_exchange(
@@ -141,7 +144,9 @@ class _InterruptedAfterStart(RedisState):
 def test_a_start_interrupted_after_redis_answered_it_takes_nothing(
     fake, redis_url, redis_prefix, clock, keys, driver
 ):
-    state = _InterruptedAfterStart(redis_url, prefix=redis_prefix, clock=clock.time)
+    state = _InterruptedAfterStart(
+        redis_url, prefix=redis_prefix, clock=clock.time, socket_timeout=REDIS_TIMEOUT
+    )
     router = Router([deployment("images", fake.url, id="d")], state=state)
 
     def start() -> None:
