@@ -71,11 +71,9 @@ def relay(redis_url: str) -> Iterator[TcpRelay]:
 
 
 def _state(relay: TcpRelay, prefix: str, clock: ManualClock, **options: Any) -> RedisState:
-    # Redis is tried again at once after a failure (retry_interval=0) unless a test says. The
-    # exchanges the relay holds wait out the socket timeout; the others must answer within it,
-    # through the relay's threads: 0.5 s was near what a loaded 2-core machine took.
+    # Redis is tried again at once after a failure (retry_interval=0) unless a test says
     options.setdefault("retry_interval", 0)
-    return RedisState(relay.url, prefix=prefix, socket_timeout=2.0, clock=clock.time, **options)
+    return RedisState(relay.url, prefix=prefix, socket_timeout=0.5, clock=clock.time, **options)
 
 
 def test_a_start_that_timed_out_after_redis_ran_it_is_taken_back_by_the_next_exchange(
