@@ -151,7 +151,7 @@ def test_misbehaving_callbacks_never_touch_calls_and_others_get_every_event(fake
     finally:
         release.set()
     # A call that waited for a hung callback would have taken HANG seconds (the bound was 10 s,
-    # which a loaded machine came near with 54 calls)
+    # a time 54 calls may take on a loaded machine)
     assert calls_took < HANG, f"the calls took {calls_took:.1f} s"
     ids = {*sync_ids, *async_ids}
     assert len(ids) == SYNC_CALLS + ASYNC_CALLS
