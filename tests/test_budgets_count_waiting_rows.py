@@ -86,7 +86,7 @@ def test_a_restarted_proxy_counts_the_rows_waiting_for_a_full_database(
             run_sql(postgres_url, "DROP TRIGGER refuse_spend_logs ON spend_logs")
             engine = sa.create_engine(postgres_url)
             try:
-                wait_for(lambda: set(answered) <= ids_in(engine), timeout=30)
+                wait_for(lambda: set(answered) <= ids_in(engine))
             finally:
                 engine.dispose()
             assert store.spent(key_hashes=[hash_key(key)], since=None) == spent  # once

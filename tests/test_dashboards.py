@@ -442,7 +442,7 @@ class Prometheus:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.wait_until(lambda: self._ready(), "Prometheus to be ready", 20)
+        self.wait_until(lambda: self._ready(), "Prometheus to be ready")
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -463,7 +463,7 @@ class Prometheus:
                 self.process.kill()
                 self.process.wait(5)
 
-    def wait_until(self, condition: Any, what: str, timeout: float = 15) -> None:
+    def wait_until(self, condition: Any, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:

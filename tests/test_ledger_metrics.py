@@ -122,7 +122,7 @@ class Worker:
 
 def _settled(worker: Worker, expected: dict[str, float]) -> dict[str, float]:
     """Scrapes until the other workers' shared figures (at most a second old) arrive."""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         seen = worker.scrape()
         if all(seen.get(name) == value for name, value in expected.items()):

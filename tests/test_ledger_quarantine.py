@@ -128,7 +128,7 @@ def test_a_target_refusing_everything_is_reported_stuck_and_shutdown_keeps_its_t
         with ledger.engine.begin() as conn:  # 42P01 undefined table: transient, rows wait
             conn.execute(sa.text("ALTER TABLE spend_logs RENAME TO spend_logs_away"))
         ledger.on_end(make_event(request_id="waits-1"))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while ledger.stuck_for() < 0.5:
             assert time.monotonic() < deadline, "the shipper never reported being stuck"
             time.sleep(0.1)
@@ -184,7 +184,7 @@ def test_proxy_on_postgres_a_hostile_user_cannot_stop_the_ledger(
                 ids.append(answer.headers["x-tracking-request-id"])
             engine = sa.create_engine(postgres_url)
             try:
-                deadline = time.monotonic() + 5
+                deadline = time.monotonic() + 60
                 while not set(ids) <= ids_in(engine):
                     assert time.monotonic() < deadline, "ordinary calls did not reach PostgreSQL"
                     time.sleep(0.1)
@@ -216,7 +216,7 @@ def test_proxy_readiness_reports_a_stuck_shipper(tmp_path: Path, monkeypatch, po
                 with engine.begin() as conn:
                     conn.execute(sa.text("ALTER TABLE spend_logs RENAME TO spend_logs_away"))
                 assert _edit(proxy).status_code == 200  # recorded in the outbox all the same
-                deadline = time.monotonic() + 15
+                deadline = time.monotonic() + 60
                 while True:
                     ready = httpx.get(f"{proxy.url}/health/readiness", timeout=10)
                     if ready.status_code == 503:
@@ -226,7 +226,7 @@ def test_proxy_readiness_reports_a_stuck_shipper(tmp_path: Path, monkeypatch, po
                 assert ready.json()["database"] == "stuck"
                 with engine.begin() as conn:
                     conn.execute(sa.text("ALTER TABLE spend_logs_away RENAME TO spend_logs"))
-                deadline = time.monotonic() + 15
+                deadline = time.monotonic() + 60
                 while httpx.get(f"{proxy.url}/health/readiness", timeout=10).status_code != 200:
                     assert time.monotonic() < deadline, "readiness did not recover"
                     time.sleep(0.3)
@@ -290,7 +290,7 @@ def test_a_refused_row_shipped_again_is_quarantined_and_counted_once(ledger_url)
         leave_outbox(folder, [line])
         ledger = open_ledger(ledger_url)
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while ledger.quarantined_rows < 1:
                 assert time.monotonic() < deadline, "the left row was not quarantined"
                 time.sleep(0.05)

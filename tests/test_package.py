@@ -58,7 +58,7 @@ def test_fake_openai_command_serves_until_stopped(tmp_path):
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             try:
                 answer = httpx.get(f"http://127.0.0.1:{port}/health")

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from tests.services import REDIS_TIMEOUT
 from tracking.config import parse_config
 from tracking.integrations.sql import VERSION_TABLE, create_ledger_engine, downgrade, upgrade
 from tracking.proxy.account_store import AccountStore
@@ -139,7 +140,7 @@ def test_past_periods_budget_counters_are_forgotten_not_kept_forever(tmp_path):
 async def test_redis_reservations_never_pass_the_limit_under_concurrency(redis_url, redis_prefix):
     # What is checked is the script's atomicity, not the timeout: the 40 reservations open 40
     # connections at once, which on a loaded CI machine took longer than the default 1 s.
-    counters = RedisCounters(redis_url, prefix=redis_prefix, socket_timeout=30.0)
+    counters = RedisCounters(redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT)
     try:
         await counters.reserve("race", 0, 1000, 0)
         results = await asyncio.gather(
@@ -188,7 +189,9 @@ async def test_an_outages_budget_changes_are_merged_back_once(redis_url, redis_p
     instance's reservations in flight (the one Redis admitted before the outage included); what
     the counter missed is merged back exactly once, however many calls arrive together when
     Redis answers again."""
-    counters = RedisCounters(redis_url, prefix=redis_prefix, retry_interval=3600)
+    counters = RedisCounters(
+        redis_url, prefix=redis_prefix, retry_interval=3600, socket_timeout=REDIS_TIMEOUT
+    )
     first, second, late = object(), object(), object()
     try:
         assert await counters.reserve("b", 100, 1000, 0, first) == 100  # Redis: 100

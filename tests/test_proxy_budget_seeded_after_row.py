@@ -26,6 +26,7 @@ from tests.accounts_support import accounts_config, edit, generate, ledger_env, 
 from tests.conftest import API_KEY
 from tests.ledger_support import make_event, open_ledger
 from tests.proxy_support import ProxyProcess
+from tests.services import REDIS_TIMEOUT
 from tracking.config import parse_config
 from tracking.pricing.estimate import max_expected_cost
 from tracking.proxy.account_store import AccountStore
@@ -49,7 +50,7 @@ def make_counters(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[]
     if request.param == "workers":
         return lambda: MachineCounters(str(tmp_path / "counters.db"))
     url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-    return lambda: RedisCounters(url, prefix=prefix)
+    return lambda: RedisCounters(url, prefix=prefix, socket_timeout=REDIS_TIMEOUT)
 
 
 def test_a_counter_seeded_after_a_calls_row_and_before_its_settling_counts_it_once(

@@ -37,9 +37,12 @@ PNG = make_png(32, 32)
 
 
 def _deployment(name: str, model: str, api_base: str, **extra: Any) -> dict[str, Any]:
+    # Every answer but the ``latency=3`` one comes within the timeout: 1 s was near what a
+    # loaded 2-core machine took (an answer timed out is a second, estimated attempt).
+    params = {"model": model, "api_key": API_KEY, "api_base": api_base, "timeout": 2}
     return {
         "model_name": name,
-        "litellm_params": {"model": model, "api_key": API_KEY, "api_base": api_base, "timeout": 1},
+        "litellm_params": params,
         **extra,
     }
 
@@ -206,7 +209,7 @@ def books(
 
 
 def test_a_retry_after_a_timeout_bills_both_attempts_once_everywhere(books, own_fake):
-    own_fake.inject("latency=3")  # past the deployment's 1 s: the upstream had the request
+    own_fake.inject("latency=3")  # past the deployment's 2 s: the upstream had the request
     answer = books.edit()
     assert answer.status_code == 200, answer.text
     row = books.rows[-1]

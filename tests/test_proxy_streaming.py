@@ -272,7 +272,7 @@ def test_a_client_that_disconnects_mid_stream_gets_a_marked_row(proxy, slow_fake
     assert row["status"] == "failure"
     assert row["error_type"] in ("cancelled", "stream_closed")
     assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
-    end = time.monotonic() + 10
+    end = time.monotonic() + 60
     while slow_fake.state.streams_cut == cut_before and time.monotonic() < end:
         time.sleep(0.05)
     assert slow_fake.state.streams_cut == cut_before + 1  # the upstream saw its client leave

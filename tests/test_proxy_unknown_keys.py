@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.accounts_support import wait_for
+from tests.services import REDIS_TIMEOUT
 from tracking.proxy.account_store import AccountStore, KeyRecord
 from tracking.proxy.keys import VirtualKeys, generate_key, hash_key
 from tracking.proxy.shared_counters import RedisCounters
@@ -68,7 +69,7 @@ def test_keys_stored_here_are_known_at_once_and_elsewhere_after_a_reload(store):
     asyncio.run(keys.learn(hash_key(here)))  # what POST /key/generate does here
     assert asyncio.run(keys.check(here)) is not None
     elsewhere = _store_key(store)  # as another instance would
-    wait_for(lambda: asyncio.run(keys.check(elsewhere)) is not None, timeout=5)
+    wait_for(lambda: asyncio.run(keys.check(elsewhere)) is not None)
     keys.forget(hash_key(here))  # POST /key/delete here
     store.delete_keys([hash_key(here)])
     assert asyncio.run(keys.check(here)) is None
@@ -90,8 +91,8 @@ async def test_instances_sharing_redis_know_each_others_new_keys_at_once(
     store, tmp_path, redis_url, redis_prefix
 ):
     other_store = AccountStore(f"sqlite:///{tmp_path / 'ledger.db'}")  # another instance's
-    here_redis = RedisCounters(redis_url, prefix=redis_prefix)
-    there_redis = RedisCounters(redis_url, prefix=redis_prefix)
+    here_redis = RedisCounters(redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT)
+    there_redis = RedisCounters(redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT)
     here = VirtualKeys(store, cache_seconds=60, unknown_seconds=60, changes=here_redis)
     there = VirtualKeys(other_store, cache_seconds=60, unknown_seconds=60, changes=there_redis)
     try:

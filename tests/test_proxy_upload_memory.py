@@ -85,7 +85,7 @@ def test_memory_returns_near_baseline_after_concurrent_large_uploads(tmp_path, f
             assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
             peak = max(peak, rss_bytes(proxy.pid))
         # Memory is handed back when the last upload has gone, and again a second later.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # returns as soon as it is handed back
         while (after := rss_bytes(proxy.pid)) - baseline >= 100 * MB:
             if time.monotonic() > deadline:
                 break

@@ -50,7 +50,7 @@ def test_a_keys_budget_is_one_budget_for_all_workers(workers):
         assert statuses[-3:] == [429, 429, 429], statuses
         served = statuses.count(200)
         own = {"api_key_hash": made["key_hash"], "page_size": 100}
-        wait_for(lambda: spend_rows(client, workers.url, **own)["total"] >= served, timeout=20)
+        wait_for(lambda: spend_rows(client, workers.url, **own)["total"] >= served)
         rows = spend_rows(client, workers.url, **own)
     spent = sum(Decimal(row["cost_usd"]) for row in rows["data"])
     assert rows["total"] == served and 0 < spent <= budget

@@ -12,6 +12,7 @@ import pytest
 import tracking
 from tests.conftest import API_KEY, make_png
 from tests.router_support import GatheringUpstream
+from tests.services import REDIS_TIMEOUT
 from tracking.router import MemoryState, RedisState, Router
 from tracking.testing import FakeOpenAI
 
@@ -51,7 +52,9 @@ def test_latency_based_does_not_try_a_failing_deployment_first_as_never_measured
 ):
     state = (
         RedisState(
-            request.getfixturevalue("redis_url"), prefix=request.getfixturevalue("redis_prefix")
+            request.getfixturevalue("redis_url"),
+            prefix=request.getfixturevalue("redis_prefix"),
+            socket_timeout=REDIS_TIMEOUT,
         )
         if shared == "redis"
         else MemoryState()

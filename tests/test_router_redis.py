@@ -15,7 +15,7 @@ import tracking
 from tests.conftest import API_KEY as KEY
 from tests.conftest import make_png
 from tests.router_support import ManualClock, Recorder, StubUpstream, closed_port, deployment
-from tests.services import require_tool
+from tests.services import REDIS_TIMEOUT, require_tool
 from tracking.router import NoDeploymentAvailableError, RedisState, Router
 from tracking.testing import FakeOpenAI
 
@@ -27,9 +27,9 @@ _OTHER_PROCESS = textwrap.dedent(
     """
     import sys
     import tracking
-    from tracking.router import Router
+    from tracking.router import RedisState, Router
 
-    api_base, redis_url, prefix, key = sys.argv[1:5]
+    api_base, redis_url, prefix, key, timeout = sys.argv[1:6]
     # Two deployments ("shared" always drawn first): the only deployment of a group is never
     # cooled down.
     model_list = [
@@ -42,9 +42,10 @@ _OTHER_PROCESS = textwrap.dedent(
         }
         for name, weight in (("shared", 1), ("spare", 0))
     ]
-    with Router(model_list, redis_url=redis_url, redis_prefix=prefix, cooldown_time=60) as r:
+    state = RedisState(redis_url, prefix=prefix, socket_timeout=float(timeout))
+    with Router(model_list, state=state, cooldown_time=60) as r:
         try:
-            r.image_edit(image=open(sys.argv[5], "rb"), prompt="p", model="images")
+            r.image_edit(image=open(sys.argv[6], "rb"), prompt="p", model="images")
         except tracking.APIError:
             print("cooled" if "shared" in r.cooling() else "not cooled")
     """
@@ -66,7 +67,10 @@ def test_a_cooldown_set_by_one_process_is_seen_by_another(
     image.write_bytes(make_png())
     # another process: its deployments answer 401 (wrong key) and are cooled in Redis
     done = subprocess.run(
-        [sys.executable, "-c", _OTHER_PROCESS, fake.url, redis_url, redis_prefix, WRONG_KEY, image],
+        [
+            *(sys.executable, "-c", _OTHER_PROCESS, fake.url, redis_url, redis_prefix, WRONG_KEY),
+            *(str(REDIS_TIMEOUT), image),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -79,7 +83,8 @@ def test_a_cooldown_set_by_one_process_is_seen_by_another(
             deployment("images", fake.url, id="shared", weight=1),
             deployment("images", other.url, id="other", weight=0),
         ]
-        with Router(model_list, redis_url=redis_url, redis_prefix=redis_prefix) as router:
+        state = RedisState(redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT)
+        with Router(model_list, state=state) as router:
             assert 50 < router.cooling()["shared"] <= 60
             before = len(fake.requests)
             router.image_edit(image=make_png(), prompt="p", model="images")
@@ -92,7 +97,9 @@ def test_rpm_usage_is_counted_across_routers(redis_url, redis_prefix):
     clock = ManualClock()  # rpm counts calendar minutes: both routers stay inside one
 
     def state() -> RedisState:
-        return RedisState(redis_url, prefix=redis_prefix, clock=clock.time)
+        return RedisState(
+            redis_url, prefix=redis_prefix, clock=clock.time, socket_timeout=REDIS_TIMEOUT
+        )
 
     with StubUpstream() as upstream:
         model_list = [deployment("images", upstream.url, id="limited", rpm=3)]
@@ -111,8 +118,8 @@ def test_rpm_usage_is_counted_across_routers(redis_url, redis_prefix):
 def test_failure_counts_in_flight_and_cooldowns_are_shared_and_expire(redis_url, redis_prefix):
     import redis
 
-    one = RedisState(redis_url, prefix=redis_prefix)
-    two = RedisState(redis_url, prefix=redis_prefix)
+    one = RedisState(redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT)
+    two = RedisState(redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT)
     client = redis.Redis.from_url(redis_url)
     try:
         assert one.record_failure("x") == 1 and one.record_failure("x") == 2
@@ -150,7 +157,7 @@ def private_redis():
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -166,11 +173,14 @@ def private_redis():
 
 
 def test_a_redis_outage_degrades_to_local_state_and_never_fails_a_call(
-    private_redis, recorder, caplog
+    private_redis, recorder, caplog, monkeypatch
 ):
     import redis
 
     process, url = private_redis
+    # One outage, however slowly a loaded machine makes the calls: after the default 5 s Redis
+    # is tried again, and that failure starts (and warns of) another.
+    monkeypatch.setenv("TRACKING_REDIS_RETRY_SECONDS", "3600")
     with (
         FakeOpenAI(api_keys=["sk-the-right-key-000000"]) as locked,
         StubUpstream() as good,
@@ -179,7 +189,10 @@ def test_a_redis_outage_degrades_to_local_state_and_never_fails_a_call(
             deployment("images", locked.url, id="bad-key", api_key=WRONG_KEY, weight=1),
             deployment("images", good.url, id="good", weight=0),
         ]
-        with Router(model_list, redis_url=url, cooldown_time=60) as router:
+        # the first call's exchanges must reach Redis (checked below), not time out on a loaded
+        # machine; a killed server refuses at once
+        state = RedisState(url, socket_timeout=REDIS_TIMEOUT)
+        with Router(model_list, state=state, cooldown_time=60) as router:
             router.image_edit(image=make_png(), prompt="p", model="images", size="1024x1024")
             client = redis.Redis.from_url(url)
             try:
@@ -290,8 +303,13 @@ def test_a_crashed_processs_calls_leave_the_in_flight_count_while_others_keep_ca
     # the shared count once its lease is over, not stay counted for as long as traffic flows
     # (least-busy would steer away from the deployment for good).
     clock = ManualClock()
-    crashed = RedisState(redis_url, prefix=redis_prefix, clock=clock.time)
-    alive = RedisState(redis_url, prefix=redis_prefix, clock=clock.time)
+
+    def state() -> RedisState:
+        return RedisState(
+            redis_url, prefix=redis_prefix, clock=clock.time, socket_timeout=REDIS_TIMEOUT
+        )
+
+    crashed, alive = state(), state()
     try:
         assert crashed.begin("d", None)
         crashed.close()  # it never ends its call
@@ -304,7 +322,7 @@ def test_a_crashed_processs_calls_leave_the_in_flight_count_while_others_keep_ca
         # ending a call the state never began (its begin was counted while Redis was down)
         # does not take another process's call off the count
         assert alive.begin("d", None)
-        fresh = RedisState(redis_url, prefix=redis_prefix, clock=clock.time)
+        fresh = state()
         try:
             fresh.end("d")
             assert alive.snapshot(["d"]).in_flight == {"d": 1}

@@ -29,6 +29,7 @@ import redis
 from tests.conftest import API_KEY, make_png
 from tests.relay import TcpRelay
 from tests.router_support import ManualClock, deployment
+from tests.services import REDIS_TIMEOUT
 from tracking.router import RedisState, Router
 from tracking.targets import Consult
 
@@ -141,7 +142,9 @@ class _InterruptedAfterStart(RedisState):
 def test_a_start_interrupted_after_redis_answered_it_takes_nothing(
     fake, redis_url, redis_prefix, clock, keys, driver
 ):
-    state = _InterruptedAfterStart(redis_url, prefix=redis_prefix, clock=clock.time)
+    state = _InterruptedAfterStart(
+        redis_url, prefix=redis_prefix, clock=clock.time, socket_timeout=REDIS_TIMEOUT
+    )
     router = Router([deployment("images", fake.url, id="d")], state=state)
 
     def start() -> None:

@@ -18,6 +18,7 @@ import pytest
 import tracking
 from tests.conftest import API_KEY, make_png
 from tests.router_support import ManualClock, deployment
+from tests.services import REDIS_TIMEOUT
 from tracking.router import MemoryState, RedisState, Router, Snapshot
 
 GEMINI = "gemini/gemini-3-pro-image"  # one image per call: n=2 is refused before sending
@@ -27,7 +28,7 @@ def _state(kind: str, request: pytest.FixtureRequest, clock: ManualClock) -> Any
     if kind == "memory":
         return MemoryState(clock=clock.time, monotonic=clock.monotonic)
     url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-    return RedisState(url, prefix=prefix, clock=clock.time)
+    return RedisState(url, prefix=prefix, clock=clock.time, socket_timeout=REDIS_TIMEOUT)
 
 
 def _edit(router: Router, use_async: bool, **params: Any) -> tracking.ImageResponse:

@@ -107,8 +107,10 @@ def test_an_unpriced_model_with_an_unknown_outcome_stays_unpriced_never_zero(mon
 def test_a_success_after_an_unanswered_attempt_adds_the_estimate(monkeypatch):
     recorder = record_events(monkeypatch)
     with FakeOpenAI(api_keys=[API_KEY], faults=["latency=3"]) as fake:  # the first request only
+        # the second attempt is answered within the timeout (0.5 s was near what a loaded
+        # machine took); the first after 3 s, past it whatever the machine
         response = tracking.image_edit(
-            image=PNG, api_base=fake.url, api_key=API_KEY, timeout=0.5, max_retries=1, **PARAMS
+            image=PNG, api_base=fake.url, api_key=API_KEY, timeout=2, max_retries=1, **PARAMS
         )
     event = recorder.last
     assert event.status == "success" and event.attempts == 2
