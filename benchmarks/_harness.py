@@ -355,19 +355,26 @@ async def keep_in_flight(
     flush: Callable[[], object] | None = None,
     window_started: Callable[[], object] | None = None,
 ) -> Window:
-    """Keep ``concurrency`` calls in flight; count completions and CPU over ``window`` seconds.
+    """Keep ``concurrency`` calls in flight; count completions and CPU over ``window`` seconds,
+    or longer, until ``concurrency`` calls have completed in it: a window in which fewer ended
+    measures the calls' latency, not a rate (a ``--quick`` window of 0.3 s on a loaded machine
+    could end with none).
 
     ``flush`` runs at the end of the window, inside the measured time and CPU (it blocks the
     loop, so nothing new starts while background sinks drain).
     """
     completed = 0
+    done_before: int | None = None  # the count when the window started
     stop = False
+    enough = asyncio.Event()  # ``concurrency`` calls completed in the window
 
     async def worker() -> None:
         nonlocal completed
         while not stop:
             await send()
             completed += 1
+            if done_before is not None and completed - done_before >= concurrency:
+                enough.set()
 
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     await asyncio.sleep(warmup)
@@ -376,6 +383,9 @@ async def keep_in_flight(
     done_before, cpu_before = completed, time.process_time()
     started = time.perf_counter()
     await asyncio.sleep(window)
+    waiting = asyncio.ensure_future(enough.wait())
+    await asyncio.wait([waiting, *workers], return_when=asyncio.FIRST_COMPLETED)  # or one failed
+    waiting.cancel()
     done = completed - done_before
     if flush is not None:
         flush()

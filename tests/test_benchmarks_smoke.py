@@ -193,7 +193,8 @@ def test_proxy_against_a_revision_runs_that_revision_in_the_same_rounds(tmp_path
         [
             sys.executable,
             str(BENCHMARKS / "proxy" / "run.py"),
-            *("--against", "HEAD", "--rounds", "1", "--duration", "1", "--json", str(out)),
+            # 2 s: on a loaded machine a 1 s wrk run could end before any request did
+            *("--against", "HEAD", "--rounds", "1", "--duration", "2", "--json", str(out)),
         ],
         capture_output=True,
         text=True,

@@ -296,8 +296,12 @@ def median(values: list[float]) -> float:
 def round_ratios(
     runs: dict[str, list[dict[str, float]]], new: str, old: str, field: str
 ) -> list[float]:
-    """``field`` of target ``new`` over target ``old``, round by round (same rounds)."""
-    return [a[field] / b[field] for a, b in zip(runs[new], runs[old], strict=True)]
+    """``field`` of target ``new`` over target ``old``, round by round (same rounds); NaN for a
+    round in which ``old`` measured 0 (no request ended in its window)."""
+    return [
+        a[field] / b[field] if b[field] else float("nan")
+        for a, b in zip(runs[new], runs[old], strict=True)
+    ]
 
 
 def main() -> int:
