@@ -6,7 +6,8 @@ paused) would; ``hold_replies()`` forwards what clients send but none of the ser
 until ``drop_live()`` drops the connections whose answers it held (a request the server carried
 out whose answer was lost), new connections relayed as before; ``hold_replies_to(marker)`` holds
 the answers of the one connection whose request next holds ``marker`` (until its client gives
-up on it), the others relayed as before. The server behind it keeps
+up on it), the others relayed as before; ``delay`` (seconds) holds each answer that long before
+relaying it, as a slow server would. The server behind it keeps
 running for every other test (the machine's shared PostgreSQL and Redis are never touched).
 """
 
@@ -29,6 +30,7 @@ class TcpRelay:
         self.up = True
         self.paused = False
         self.holding = False
+        self.delay = 0.0
         self._hold_marker: bytes | None = None
         #: the server sides of the connections whose answers are held (hold_replies_to)
         self._held: set[socket.socket] = set()
@@ -79,6 +81,8 @@ class TcpRelay:
                     self.paused or (answers and (self.holding or src in self._held))
                 ) and not self._stopping:
                     time.sleep(0.01)
+                if answers and self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass

@@ -31,6 +31,7 @@ __all__ = [
     "redis_client",
     "retry_interval_from_environment",
     "seconds_from_environment",
+    "timeout_from_environment",
 ]
 
 log = logging.getLogger("tracking")
@@ -43,6 +44,22 @@ DEFAULT_RETRY_SECONDS = 5.0
 def retry_interval_from_environment() -> float:
     """``TRACKING_REDIS_RETRY_SECONDS``, the seconds Redis is left alone after an error."""
     return seconds_from_environment(RETRY_ENV, DEFAULT_RETRY_SECONDS)
+
+
+#: How long one exchange with Redis may take before Redis is taken as away.
+TIMEOUT_ENV = "TRACKING_REDIS_TIMEOUT_SECONDS"
+
+
+def timeout_from_environment(default: float) -> float:
+    """``TRACKING_REDIS_TIMEOUT_SECONDS``: how long connecting and each answer (the proxy's
+    counters: each operation as a whole) may take before Redis is taken as away; ``default``
+    when unset (the router's state 0.25 s, the proxy's counters 1 s). 0 would make the sockets
+    non-blocking: it is logged and ``default`` used, as a value that is not a number is."""
+    seconds = seconds_from_environment(TIMEOUT_ENV, default)
+    if seconds == 0:
+        log.warning("%s=0 is not a timeout; using %g", TIMEOUT_ENV, default)
+        return default
+    return seconds
 
 
 def import_redis() -> ModuleType:

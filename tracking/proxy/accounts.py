@@ -27,7 +27,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..redis_outage import RETRY_ENV, retry_interval_from_environment
+from ..redis_outage import RETRY_ENV, retry_interval_from_environment, timeout_from_environment
 from ..request import end_user_of
 from .budgets import Budgets, Reservation, settlings_done
 from .errors import ProxyError
@@ -180,6 +180,7 @@ def _counters(redis_url: str | None) -> Counters:
             redis_url,
             prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:",
             retry_interval=retry_interval_from_environment(),
+            socket_timeout=timeout_from_environment(1.0),
         )
     shared_file = os.environ.get(COUNTERS_FILE_ENV)
     if shared_file:

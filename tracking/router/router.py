@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, Protocol, cast
 
 from ..api import AsyncEdit, SyncEdit, call_async, call_sync
 from ..errors import ConfigurationError
+from ..redis_outage import timeout_from_environment
 from ..request import (
     MAX_RETRIES,
     MAX_TIMEOUT,
@@ -261,7 +262,12 @@ class Router:
             raise ConfigurationError(f"redis_prefix: expected a string, got {redis_prefix!r}")
         if state is None and redis_url:
             try:
-                state = RedisState(redis_url, prefix=redis_prefix, latency_window=latency_window)
+                state = RedisState(
+                    redis_url,
+                    prefix=redis_prefix,
+                    latency_window=latency_window,
+                    socket_timeout=timeout_from_environment(0.25),
+                )
             except ValueError as exc:  # redis-py's reading of the URL
                 raise ConfigurationError(f"redis_url: {exc}") from None
         if state is None:
