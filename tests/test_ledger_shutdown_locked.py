@@ -5,12 +5,14 @@ the target writes them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,14 +20,17 @@ import pytest
 import sqlalchemy as sa
 
 from tests.accounts_support import wait_for
-from tests.ledger_support import make_event
+from tests.ledger_support import ids_in, make_event, row_line
 from tracking.integrations.sql import SqlLedger, create_ledger_engine
+from tracking.integrations.sql._outbox import open_own_outbox
+from tracking.integrations.sql._shipper import OutboxShipper
+from tracking.integrations.sql._target import SpendLogsInserter
 
 _WRITER = textwrap.dedent(
     """
     import sys
     from decimal import Decimal
-    from tests.ledger_support import make_event
+    from tests.ledger_support import ids_in, make_event, row_line
     from tracking.integrations.sql import SqlLedger
 
     ledger = SqlLedger(sys.argv[1], mode="background")
@@ -34,6 +39,53 @@ _WRITER = textwrap.dedent(
     ledger.shutdown(float(sys.argv[3]))
     """
 )
+
+
+#: Another process takes the file's write lock, says so, and keeps it until told to let go
+#: (a line on its stdin) or for ``sys.argv[2]`` seconds; it then says which came first.
+_LOCKER = textwrap.dedent(
+    """
+    import select, sqlite3, sys
+
+    db = sqlite3.connect(sys.argv[1], isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    told, _, _ = select.select([sys.stdin], [], [], float(sys.argv[2]))
+    db.execute("ROLLBACK")
+    print("told" if told else "not told", flush=True)
+    """
+)
+#: How long the locking process keeps the lock unless told to let go: shutdown(1) returns well
+#: within it, as it did not (10 s, SQLite's wait for the lock, until 2026-12-06).
+_LOCK_HELD = 6.0
+
+
+@contextlib.contextmanager
+def _locked_by_another_process(path: Path) -> Iterator[Callable[[], str]]:
+    """Hold ``path``'s write lock in another process; yields ``release``, which tells that
+    process to let go and returns ``"told"`` when it still held the lock then, ``"not told"``
+    when it had let go on its own (after ``_LOCK_HELD`` seconds)."""
+    locker = subprocess.Popen(
+        [sys.executable, "-c", _LOCKER, str(path), str(_LOCK_HELD)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout is not None and locker.stdin is not None
+        assert locker.stdout.readline().strip() == "locked"
+
+        def release() -> str:
+            assert locker.stdout is not None and locker.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                locker.stdin.write("let go\n")
+                locker.stdin.flush()
+            return locker.stdout.readline().strip()
+
+        yield release
+    finally:
+        locker.kill()
+        locker.communicate()
 
 
 def _run(url: str, rows: int, timeout: float, env: dict[str, str], prefix: str = "u") -> None:
@@ -132,23 +184,24 @@ def test_rows_a_locked_outbox_could_not_take_at_shutdown_are_kept_for_the_next_s
     """A PostgreSQL ledger acknowledges rows in its outbox file first; when that file cannot
     take them before shutdown's deadline (locked by another process here; a full disk, an I/O
     error), the rows still in memory were logged as "not yet written" and lost. They are now
-    kept in another outbox file beside it, which the next ledger for the target ships."""
+    kept in another outbox file beside it, which the next ledger for the target ships.
+
+    And shutdown(1) returns while the other process still holds the lock: it waited for
+    SQLite's 10 s wait on the lock to end (the writer held the outbox through it, and closing
+    the outbox waited for the writer) until 2026-12-06."""
     folder = tmp_path / "outbox"
     SqlLedger(postgres_url, auto_migrate=True, outbox_dir=folder).shutdown(10)
     ledger = SqlLedger(postgres_url, mode="background", outbox_dir=folder, linger=0.0)
     assert ledger.outbox_path is not None
-    holder = sqlite3.connect(ledger.outbox_path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # the outbox cannot take a row past the shutdown
     events = [make_event(user=f"held{n}") for n in range(3)]
-    try:
+    # the outbox cannot take a row past the shutdown
+    with _locked_by_another_process(ledger.outbox_path) as release:
         for event in events:
             ledger.on_end(event)
         ledger.shutdown(1)
         kept = set(folder.glob("outbox-*.db")) - {ledger.outbox_path}
         assert kept, "the rows the outbox could not take were not kept elsewhere"
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+        assert release() == "told", "shutdown(1) returned only once the lock was let go"
     assert _shipped_ids(postgres_url, folder) == sorted(e.request_id for e in events)
 
 
@@ -157,27 +210,89 @@ def test_a_writer_stuck_on_a_locked_outbox_stops_at_shutdown_and_its_rows_are_ke
 ):
     """The outbox cannot take the last rows by shutdown's deadline: they are kept in another
     outbox, the callers waiting for them are released, and the writer stops. It went on
-    retrying on the closed outbox every 2 s, logging each time, until the process exited."""
+    retrying on the closed outbox every 2 s, logging each time, until the process exited.
+    Shutdown, the callers' release and the writer's end all come while the other process still
+    holds the lock (each waited for SQLite's 10 s wait on it to end until 2026-12-06)."""
     folder = tmp_path / "outbox"
     SqlLedger(postgres_url, auto_migrate=True, outbox_dir=folder).shutdown(10)
     ledger = SqlLedger(postgres_url, mode="durable", outbox_dir=folder)
     assert ledger.outbox_path is not None
-    holder = sqlite3.connect(ledger.outbox_path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
     events = [make_event(user=f"stuck{n}") for n in range(3)]
     callers = [threading.Thread(target=ledger.on_end, args=(event,)) for event in events]
-    try:
+    with _locked_by_another_process(ledger.outbox_path) as release:
         for caller in callers:
             caller.start()
         wait_for(lambda: ledger.queue_depth() == 3)
         ledger.shutdown(1)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    writer = ledger.writer._thread
-    assert writer is not None
-    wait_for(lambda: not writer.is_alive(), timeout=30)
-    for caller in callers:
-        caller.join(30)
-        assert not caller.is_alive(), "a durable caller still waits for a row kept elsewhere"
+        writer = ledger.writer._thread
+        assert writer is not None
+        wait_for(lambda: not writer.is_alive(), timeout=30)
+        for caller in callers:
+            caller.join(30)
+            assert not caller.is_alive(), "a durable caller still waits for a row kept elsewhere"
+        assert release() == "told", "shutdown(1) returned only once the lock was let go"
     assert _shipped_ids(postgres_url, folder) == sorted(e.request_id for e in events)
+
+
+def test_an_outbox_write_waits_for_a_lock_held_elsewhere_until_its_outbox_closes(tmp_path):
+    """A write still waits for a lock another process holds (up to 10 s, as before, in slices
+    retried), and takes it once it is let go; closing the outbox makes a waiting write give up
+    at once, with SQLite's error, its rows not written."""
+    waited = open_own_outbox(tmp_path / "waits")
+    given_up = open_own_outbox(tmp_path / "gives-up")
+    try:
+        with _locked_by_another_process(waited.path) as release:
+            done = threading.Event()
+            writer = threading.Thread(target=lambda: (waited.append(["a"]), done.set()))
+            writer.start()
+            # far past a slice: a write that gave up after it would be done (and have failed)
+            assert not done.wait(1.0), "the write did not wait for the lock"
+            assert release() == "told"
+            writer.join(30)
+        assert done.is_set() and waited.peek(10) == [(1, "a")]
+
+        failures: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                given_up.append(["b"])
+            except sqlite3.OperationalError as exc:
+                failures.append(exc)
+
+        with _locked_by_another_process(given_up.path) as release:
+            writer = threading.Thread(target=write)
+            writer.start()
+            wait_for(lambda: given_up._mutex.locked())  # the write holds the outbox, waiting
+            given_up.close()  # returns once the write gave up: before the lock is let go
+            writer.join(30)
+            assert release() == "told", "closing the outbox waited for the lock to be let go"
+        assert len(failures) == 1 and "locked" in str(failures[0])
+        assert given_up.pending() == 0 and given_up.last_seq == 0
+    finally:
+        waited.close()
+        given_up.close()
+
+
+def test_a_shipper_stopping_while_its_outbox_is_locked_closes_it_before_the_lock_is_let_go(
+    postgres_url, tmp_path
+):
+    """The shipper has put rows into the target and waits to delete them from its outbox, whose
+    lock another process holds: stopping it ends that wait, the rows left in the outbox (the
+    target takes a request id once), and the outbox is closed, its lock free for the next
+    ledger. The thread waited for SQLite's 10 s, the outbox locked meanwhile, until 2026-12-06."""
+    SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path / "schema").shutdown(10)
+    ids = [f"shipped-{n}" for n in range(3)]
+    outbox = open_own_outbox(tmp_path / "outbox")
+    outbox.append([row_line(request_id) for request_id in ids])
+    engine = create_ledger_engine(postgres_url)
+    try:
+        with _locked_by_another_process(outbox.path) as release:
+            shipper = OutboxShipper(outbox, SpendLogsInserter(engine))
+            wait_for(lambda: ids_in(engine) == set(ids))  # now it waits to delete them
+            shipper.close(None)
+            assert outbox.closed
+            assert release() == "told", "the shipper stopped only once the lock was let go"
+        assert outbox.path.exists()  # the rows stay for the next ledger, which finds them there
+        assert _shipped_ids(postgres_url, tmp_path / "outbox") == sorted(ids)
+    finally:
+        engine.dispose()

@@ -428,6 +428,11 @@ class SqlLedger:
 
         Rows acknowledged but not yet shipped stay in the outbox file; the next ledger for the
         same target (in this process or another) ships them.
+
+        Returns within about ``timeout`` seconds, a few tenths of a second more at most (a
+        shipper's last moment to stop, a locked outbox's last wait, ``_outbox.BUSY_SLICE`` ms, and
+        keeping the unwritten rows), even while another process holds the write lock of the
+        SQLite file or of the outbox.
         """
         if self._closed:
             return

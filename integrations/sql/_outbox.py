@@ -22,6 +22,15 @@ ship. A rename never replaces a file: rows are never lost, and should the rename
 stays where it was, claimed again as before. The calls in the ``rejected`` tables, of outboxes
 and of files set aside, count toward the proxy's budgets on this host
 (:func:`tracking.integrations.sql._waiting.local_calls`).
+
+Another process may hold an outbox's write lock (anyone can open the file). A write waits for it
+up to :data:`BUSY_PATIENCE` seconds, as before, but in slices of :data:`BUSY_SLICE` ms, SQLite's
+own wait (``busy_timeout``), which nothing interrupts, retried here: once the outbox is closing
+(:meth:`Outbox.stop_waiting`, :meth:`Outbox.close`) a write gives up at the end of its slice
+with SQLite's "database is locked" error instead of holding the outbox, and its close, for up to
+10 s more than the shutdown's deadline (until 2026-12-06). Its rows are not lost: the ledger's
+writer keeps them elsewhere (``SqlLedger._keep_unwritten``), and the shipper leaves them in the
+outbox. Nothing is added when nothing is locked: the slices only start after a first refusal.
 """
 
 from __future__ import annotations
@@ -32,11 +41,12 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "Outbox",
@@ -53,6 +63,14 @@ __all__ = [
 log = logging.getLogger("tracking.ledger")
 
 _ENV = "TRACKING_OUTBOX_DIR"
+#: Milliseconds SQLite itself waits for a lock held by another connection, per statement; a
+#: closing outbox's writes wait at most this long more (see the module docstring).
+BUSY_SLICE = 100
+#: Seconds a write waits in all, slice after slice, for a lock held by another connection.
+BUSY_PATIENCE = 10.0
+#: Seconds between two slices (SQLite does not wait itself on a stale snapshot).
+_BUSY_PAUSE = 0.01
+_T = TypeVar("_T")
 #: The name of an outbox set aside with only rejected rows begins with it (see the docstring).
 SET_ASIDE_PREFIX = "rejected-"
 _SCHEMA = (
@@ -103,11 +121,13 @@ class Outbox:
         # FULL: a commit survives the machine's crash. NORMAL (the rows an intent journal
         # recovered): it survives the process's death, without an fsync per commit.
         self._db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
-        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.execute(f"PRAGMA busy_timeout={int(BUSY_PATIENCE * 1000)}")  # opening: as before
         self._db.execute("PRAGMA temp_store=MEMORY")  # no spill files (sql/_engine.py)
         for statement in _SCHEMA:
             self._db.execute(statement)
         count, last = self._db.execute("SELECT count(*), max(seq) FROM outbox").fetchone()
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_SLICE}")  # then in slices (``_patiently``)
+        self._giving_up = False  # closing: a write waiting for a lock gives up (stop_waiting)
         self._pending: int = count
         self.last_seq: int = last or 0  #: the newest row appended (or found at open)
         self.shipped_through = 0  #: every row up to this seq has left the outbox
@@ -124,7 +144,10 @@ class Outbox:
         """Commit rows in one transaction; returns the seq of the last one."""
         with self._mutex:
             first = self.last_seq + 1
-            self._db.execute("BEGIN IMMEDIATE")
+            try:  # the hot path: nothing but the statement unless another connection has the lock
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                self._after_refusal(exc, self._begin)
             try:
                 self._db.executemany(
                     "INSERT INTO outbox (seq, line) VALUES (?, ?)",
@@ -141,15 +164,19 @@ class Outbox:
     def peek(self, limit: int) -> list[tuple[int, str]]:
         """The oldest rows still waiting, at most ``limit``."""
         with self._mutex:
-            return self._db.execute(
-                "SELECT seq, line FROM outbox ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
+            return self._patiently(
+                lambda: self._db.execute(
+                    "SELECT seq, line FROM outbox ORDER BY seq LIMIT ?", (limit,)
+                ).fetchall()
+            )
 
     def remove_through(self, seq: int, count: int) -> None:
         """Forget the ``count`` oldest rows, now in the target: every row up to ``seq``."""
         with self._mutex:
             if count:
-                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+                self._patiently(
+                    lambda: self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+                )
             self._pending -= count
             self.shipped_through = max(self.shipped_through, seq)
 
@@ -157,7 +184,7 @@ class Outbox:
         """Move a row the target refuses for good to the ``rejected`` table."""
         now = datetime.now(UTC).isoformat()
         with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._patiently(self._begin)
             self._db.execute(
                 "INSERT OR REPLACE INTO rejected (seq, line, reason, rejected_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -171,22 +198,70 @@ class Outbox:
         """Keep a row that never entered the outbox in the ``rejected`` table."""
         now = datetime.now(UTC).isoformat()
         with self._mutex:
-            self._db.execute(
-                "INSERT INTO rejected (line, reason, rejected_at) VALUES (?, ?, ?)",
-                (line, reason, now),
+            self._patiently(
+                lambda: self._db.execute(
+                    "INSERT INTO rejected (line, reason, rejected_at) VALUES (?, ?, ?)",
+                    (line, reason, now),
+                )
             )
+
+    def stop_waiting(self) -> None:
+        """The outbox is closing: a write waiting for a lock another connection holds gives up
+        at the end of its slice (:data:`BUSY_SLICE`), raising SQLite's "database is locked"
+        error, and so does every later one. :meth:`close` does it first; a shipper stopping at
+        shutdown does it before waiting for its thread."""
+        self._giving_up = True
+
+    def _begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def _patiently(self, attempt: Callable[[], _T]) -> _T:
+        """``attempt()``, tried again while another connection holds the lock it needs, for up to
+        :data:`BUSY_PATIENCE` seconds, unless the outbox is closing (see the module docstring).
+        Only a refusal costs anything: the first try is the statement alone."""
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            return self._after_refusal(exc, attempt)
+
+    def _after_refusal(self, refused: sqlite3.OperationalError, attempt: Callable[[], _T]) -> _T:
+        """``attempt()`` again after its first try raised ``refused`` (re-raised unless a lock
+        held elsewhere: SQLITE_BUSY), slice after slice, as :meth:`_patiently` says."""
+        if not _busy(refused):
+            raise refused
+        deadline = time.monotonic() + BUSY_PATIENCE
+        while not self._giving_up and time.monotonic() < deadline:
+            time.sleep(_BUSY_PAUSE)
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+                refused = exc
+        raise refused
 
     def close(self) -> None:
         """Close and unlock; the files are removed when nothing is left in them, and set aside
-        (see the module docstring) when only rejected rows are. Idempotent."""
+        (see the module docstring) when only rejected rows are. Idempotent.
+
+        A write waiting for a lock another connection holds gives up first (:meth:`stop_waiting`),
+        so the close waits at most about a slice (:data:`BUSY_SLICE`) for it, and its own
+        statements wait at most a slice each: a file that stays locked is kept as it is."""
+        if os.getpid() == self._owner_pid:
+            self.stop_waiting()
         with self._mutex:
             if self.closed:
                 return
             self.closed = True
             if os.getpid() != self._owner_pid:
                 return  # a forked child: the parent still owns this file, its lock and its rows
-            (rejected,) = self._db.execute("SELECT count(*) FROM rejected").fetchone()
-            set_aside = self._pending == 0 and rejected > 0 and self._fold_wal()
+            try:
+                (rejected,) = self._db.execute("SELECT count(*) FROM rejected").fetchone()
+            except sqlite3.Error as exc:  # locked past a slice: kept as it is, claimed again
+                log.warning("ledger outbox %s is kept as it is (%s)", self.path, exc)
+                rejected = None
+            set_aside = self._pending == 0 and rejected is not None and rejected > 0
+            set_aside = set_aside and self._fold_wal()
             empty = self._pending == 0 and rejected == 0
             self._db.close()
             lock_path = self.path.with_suffix(".lock")
@@ -213,6 +288,11 @@ class Outbox:
             log.warning("ledger outbox %s cannot be set aside yet (%s)", self.path, exc)
             return False
         return str(mode).lower() == "delete"
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY (its extended codes too): another connection holds a lock."""
+    return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def _set_aside(path: Path) -> bool:

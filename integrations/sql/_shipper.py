@@ -143,10 +143,16 @@ class OutboxShipper:
         closes them itself when the attempt ends. They stayed open, locked by this process,
         until it exited (until 2026-12-06): a ledger opened again in the same process could not
         claim them, and their rows waited for the next process.
+
+        Their writes waiting for a lock another process holds give up first
+        (:meth:`~tracking.integrations.sql._outbox.Outbox.stop_waiting`): the thread's, which
+        leaves its rows in the outbox, and the ledger writer's, whose rows it kept elsewhere.
         """
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+        for outbox in (*tuple(self._orphans), self.outbox):
+            outbox.stop_waiting()
         self._thread.join(timeout)
         with self._cond:
             if not self._stopped:
