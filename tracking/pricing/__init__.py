@@ -46,6 +46,7 @@ from .table import (
     load_price_file,
     per_image_price,
     to_price,
+    tool_fees,
 )
 
 if TYPE_CHECKING:
@@ -231,6 +232,9 @@ class _Registered(NamedTuple):
     discount: Decimal
     effective_from: date | None
     effective_to: date | None
+    #: tool fees given with it (``tools``), which replace those of the prices it names; None:
+    #: none given
+    tools: Mapping[str, ToolFee] | None = None
 
     def covers(self, day: date) -> bool:
         if self.effective_from is not None and day < self.effective_from:
@@ -251,6 +255,7 @@ def _custom_entry(key: Any, spec: Any) -> _Registered:
         "discount",
         "effective_from",
         "effective_to",
+        "tools",
     }
     unknown = set(spec) - allowed
     if unknown:
@@ -290,6 +295,8 @@ def _custom_entry(key: Any, spec: Any) -> _Registered:
     end = _day(spec.get("effective_to"), f"{where}.effective_to")
     if start is not None and end is not None and end < start:
         raise ConfigurationError(f"{where}: effective_to {end} is before effective_from {start}")
+    raw_tools = spec.get("tools")
+    tools = None if raw_tools is None else tool_fees(raw_tools, f"{where}.tools")
     own = None
     if tokens or per_image:
         if base is not None:
@@ -301,12 +308,13 @@ def _custom_entry(key: Any, spec: Any) -> _Registered:
             effective_from=start,
             effective_to=end,
             custom=True,
+            tools=tools or {},
         )
-    elif base is None and discount == 0:
-        raise ConfigurationError(f"{where}: give prices, a base_model or a discount")
+    elif base is None and discount == 0 and tools is None:
+        raise ConfigurationError(f"{where}: give prices, a base_model, a discount or tools")
     # The window holds for a base model or a discount as for prices of its own: outside it, the
     # model is priced as if nothing had been registered for it.
-    return _Registered(own, base, discount, start, end)
+    return _Registered(own, base, discount, start, end, tools)
 
 
 def _day(raw: Any, where: str) -> date | None:
@@ -398,11 +406,12 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
         base = None
     elif base_model is not None:
         base = find_entry([base_model], day, depth + 1)
-    else:  # a discount on the packaged prices of the same model
-        base = next((e for e in _packaged_table().get(key, ()) if e.covers(day)), None)
+    else:  # a discount (or tool fees) on the packaged prices of the same model
+        base = _packaged_entry(key, day)
     if base is None:
         return None
     factor = 1 - discount
+    tools = base.tools if custom.tools is None else custom.tools
     return PriceEntry(
         key=key if base.key == key else f"{key}->{base.key}",
         tokens={kind: price * factor for kind, price in base.tokens.items()},
@@ -414,8 +423,20 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
         effective_to=base.effective_to,
         shutdown=base.shutdown,
         custom=True,
-        tools={tool: ToolFee(fee.per, fee.usd * factor) for tool, fee in base.tools.items()},
+        tools={tool: ToolFee(fee.per, fee.usd * factor) for tool, fee in tools.items()},
     )
+
+
+def _packaged_entry(key: str, day: date) -> PriceEntry | None:
+    """The packaged entry a call asking ``key`` would be billed from on ``day``: a name with its
+    provider (``gemini/gemini-3.1-flash-image``, as a deployment's ``litellm_params.model``
+    writes it) is also looked up without it, as billing does."""
+    packaged = _packaged_table()
+    for name in billing_keys(key):
+        entry = next((e for e in packaged.get(name, ()) if e.covers(day)), None)
+        if entry is not None:
+            return entry
+    return None
 
 
 def price_day(start_time: datetime) -> date:

@@ -1,7 +1,8 @@
 """``tracking prices list | import | diff``: see, update and compare prices without a release.
 
 ``list`` shows every model the table prices: provider, live or retired (with the date), token
-prices, how many per-image prices, confidence and source. ``import FILE_OR_URL`` reads our format
+prices, how many per-image prices, tool fees (USD per 1,000 uses), confidence and source.
+``import FILE_OR_URL`` reads our format
 or LiteLLM's price map (:mod:`.litellm_import`) and writes the models it prices into an override
 file (``--out``, default ``$TRACKING_PRICES_FILE`` or ``./tracking-prices.json``), keeping the
 file's other models; the SDK reads it through ``TRACKING_PRICES_FILE`` and the proxy through
@@ -52,6 +53,17 @@ def _money(value: Decimal | None) -> str:
     return "-" if value is None else f"${value:f}"  # $0.0000001, never $1E-7
 
 
+def _plain(value: Decimal) -> str:
+    """``value`` in plain digits without trailing zeros: 14, 0.0125, 1000 (never 1E+3)."""
+    return f"{value.normalize():f}"
+
+
+def _tool_fees(tools: Mapping[str, Mapping[str, str]]) -> str:
+    """``google_search $14/1000 search_query``; ``-`` when the entry gives no tool fee."""
+    fees = [f"{tool} ${fee['usd_per_1000']}/1000 {fee['per']}" for tool, fee in tools.items()]
+    return ", ".join(fees) or "-"
+
+
 def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = False) -> int:
     """Print the price table (the override file's entries win), one model a line."""
     if prices_file is not None:
@@ -71,6 +83,10 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
                 "shutdown": entry.shutdown.isoformat() if entry.shutdown else None,
                 "tokens_per_million": {k: f"{v:f}" for k, v in entry.tokens.items()},
                 "per_image_prices": sum(len(s) for s in entry.per_image.values()),
+                "tools": {
+                    tool: {"per": fee.per, "usd_per_1000": _plain(fee.usd * 1000)}
+                    for tool, fee in entry.tools.items()
+                },
                 "confidence": entry.confidence,
                 "origin": entry.origin,
                 "source": entry.source,
@@ -80,7 +96,10 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
         json.dump(rows, out, indent=2)
         out.write("\n")
         return 0
-    header = ("model", "provider", "status", "text in", "image in", "image out", "per-image")
+    header = (
+        *("model", "provider", "status", "text in", "image in", "image out", "per-image"),
+        "tool fees",
+    )
     lines = [(*header, "confidence", "source")]
     for row in rows:
         tokens = {k: Decimal(v) for k, v in row["tokens_per_million"].items()}
@@ -94,6 +113,7 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
                 _money(tokens.get("input_image")),
                 _money(tokens.get("output_image")),
                 str(row["per_image_prices"] or "-"),
+                _tool_fees(row["tools"]),
                 f"{row['confidence']} ({row['origin']})",
                 shown(row["source"]) if row["source"] else "-",
             )
@@ -103,6 +123,7 @@ def prices_list(out: TextIO, *, prices_file: str | None = None, as_json: bool = 
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
         out.write("  ".join([*cells, line[-1]]).rstrip() + "\n")
     out.write("Token prices are USD per 1M tokens; per-image: how many size/quality prices.\n")
+    out.write("Tool fees: USD per 1,000 uses of a server-side tool, besides its result tokens.\n")
     return 0
 
 

@@ -31,6 +31,14 @@ estimate of an answer without ``usageMetadata``, cost-based ranking). A per-imag
 in OpenAI-style configs; billing the image's tokens at a text rate would understate them some twelve
 times) and is refused.
 
+Grounding with Google Search's fee is LiteLLM's pair of keys: ``search_context_cost_per_query``
+(USD per unit, by search context size; Gemini has none, and LiteLLM's Gemini cost calculator reads
+``search_context_size_medium``) and ``web_search_billing_unit`` (``per_query``: each search query,
+Gemini 3; ``per_prompt``: each grounded prompt, Gemini 2.5), as LiteLLM's
+``litellm/llms/gemini/cost_calculator.py`` reads them (read 2026-12-06). They become the
+deployment's ``tools.google_search`` fee (:func:`search_fee`). LiteLLM takes a missing unit as
+``per_prompt``, which would bill a Gemini 3 call's queries as one: the unit is required here.
+
 Everywhere, ``output_cost_per_token`` beside an image-output token price
 (``output_cost_per_image_token`` or ``tokens_per_million.output_image``) prices the text output
 tokens, as in LiteLLM's entries that give both; alone, it prices the output image's tokens.
@@ -58,6 +66,7 @@ __all__ = [
     "own_price_key",
     "register_found",
     "register_model_list_prices",
+    "search_fee",
 ]
 
 log = logging.getLogger("tracking.pricing")
@@ -118,7 +127,18 @@ def model_info_price(
 
 
 #: model_info keys that are ``register_prices`` fields as they are.
-_NATIVE = ("tokens_per_million", "per_image", "base_model", "discount")
+_NATIVE = ("tokens_per_million", "per_image", "base_model", "discount", "tools")
+#: LiteLLM's ``model_info`` keys of a web search fee: its amount per unit, and the unit.
+SEARCH_COST_KEY = "search_context_cost_per_query"
+SEARCH_UNIT_KEY = "web_search_billing_unit"
+#: ``web_search_billing_unit``'s values -> what our ``tools.google_search`` fee is charged per.
+_SEARCH_UNITS = {"per_query": "search_query", "per_prompt": "grounded_prompt"}
+#: The sizes ``search_context_cost_per_query`` may price; LiteLLM bills Gemini at the medium one.
+_SEARCH_SIZES = (
+    "search_context_size_low",
+    "search_context_size_medium",
+    "search_context_size_high",
+)
 #: LiteLLM's per-token keys (those of :data:`~tracking.config.LITELLM_PRICE_KEYS`) -> the token
 #: kinds they price; the image tokens' own keys first, so they win over the general ones.
 _PER_TOKEN = {
@@ -147,6 +167,43 @@ def _per_million(value: Any, where: str) -> Decimal:
     return price * _MILLION
 
 
+def search_fee(info: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+    """The ``register_prices`` ``tools`` of ``info``'s ``search_context_cost_per_query`` and
+    ``web_search_billing_unit`` (None when neither is given): the medium size's amount per
+    query or grounded prompt. A missing or unknown unit, an unknown size or a bad amount is a
+    :class:`~tracking.errors.ConfigurationError` naming the key."""
+    cost, unit = info.get(SEARCH_COST_KEY), info.get(SEARCH_UNIT_KEY)
+    if cost is None and unit is None:
+        return None
+    if cost is None:
+        raise ConfigurationError(f"{where}.{SEARCH_UNIT_KEY}: given without {SEARCH_COST_KEY}")
+    if unit not in _SEARCH_UNITS:
+        raise ConfigurationError(
+            f"{where}.{SEARCH_UNIT_KEY}: required beside {SEARCH_COST_KEY}, one of "
+            f"{', '.join(_SEARCH_UNITS)} (per_query: each search query, Gemini 3; per_prompt: "
+            "each grounded prompt, Gemini 2.5); LiteLLM's default, per_prompt, would bill a "
+            "Gemini 3 call's queries as one"
+        )
+    if not isinstance(cost, Mapping):
+        raise ConfigurationError(
+            f"{where}.{SEARCH_COST_KEY}: expected {{search_context_size_medium: USD per unit}}"
+        )
+    amounts = {}
+    for size, value in cost.items():
+        if size not in _SEARCH_SIZES:
+            raise ConfigurationError(
+                f"{where}.{SEARCH_COST_KEY}.{size}: unknown; known: {', '.join(_SEARCH_SIZES)}"
+            )
+        amounts[size] = to_price(value, f"{where}.{SEARCH_COST_KEY}.{size}")
+    medium = amounts.get("search_context_size_medium")
+    if medium is None:
+        raise ConfigurationError(
+            f"{where}.{SEARCH_COST_KEY}: needs search_context_size_medium (what LiteLLM bills "
+            "Gemini at)"
+        )
+    return {"google_search": {"per": _SEARCH_UNITS[unit], "usd_per_1000": medium * 1000}}
+
+
 def _given(info: Mapping[str, Any], params: Mapping[str, Any], key: str) -> bool:
     return any(values.get(key) is not None for values in (params, info))
 
@@ -158,6 +215,14 @@ def deployment_prices(
     its ``model_info``'s own fields and LiteLLM's per-token keys from ``litellm_params`` or
     ``model_info`` (the same key in both must give the same price)."""
     spec: dict[str, Any] = {key: info[key] for key in _NATIVE if info.get(key) is not None}
+    tools = search_fee(info, f"{where}.model_info")
+    if tools is not None:
+        if "tools" in spec:
+            raise ConfigurationError(
+                f"{where}.model_info: tools and {SEARCH_COST_KEY} both give the search fee; "
+                "keep one"
+            )
+        spec["tools"] = tools
     tokens: dict[str, Any] = dict(spec.get("tokens_per_million") or {})
     image_output = "output_image" in tokens or _given(info, params, "output_cost_per_image_token")
     per_image = model_info_per_image(info)

@@ -38,6 +38,7 @@ __all__ = [
     "parse_price_data",
     "per_image_price",
     "to_price",
+    "tool_fees",
 ]
 
 #: A ``per_image`` quality or size that prices any other: ``{"any": {"any": "0.02"}}`` is one
@@ -276,26 +277,38 @@ def check_per_image_key(name: Any, where: str) -> str:
 
 
 def _tools(raw: Any, where: str) -> dict[str, ToolFee]:
-    """``{"google_search": {per, usd_per_1000, source, retrieved, confidence}}``: the fee of
-    each server-side tool, per :data:`TOOL_FEE_UNITS` use, as its page states it."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigurationError(f"{where}: expected tool -> {{per, usd_per_1000, source, ...}}")
+    """A price file entry's ``tools`` (none: empty): :func:`tool_fees`, each with its page."""
+    return {} if raw is None else tool_fees(raw, where, from_file=True)
+
+
+def tool_fees(raw: Any, where: str, *, from_file: bool = False) -> dict[str, ToolFee]:
+    """``{"google_search": {"per": "search_query", "usd_per_1000": "14"}}``: the fee of each
+    server-side tool, per :data:`TOOL_FEE_UNITS` use, ``usd_per_1000`` a price
+    (:func:`to_price`). ``from_file``: a price file's, which also gives each fee's ``source``,
+    ``retrieved`` and ``confidence`` and writes its amount as a decimal string;
+    ``register_prices``' otherwise (those two keys alone, an amount as any price)."""
+    shape = (
+        "{per, usd_per_1000, source, retrieved, confidence}"
+        if from_file
+        else ("{per, usd_per_1000}")
+    )
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigurationError(f"{where}: expected tool -> {shape}")
     fees: dict[str, ToolFee] = {}
     for tool, figure in raw.items():
         if tool not in TOOLS:
             raise ConfigurationError(f"{where}.{tool}: unknown; known: {', '.join(TOOLS)}")
-        if not isinstance(figure, dict):
-            raise ConfigurationError(
-                f"{where}.{tool}: expected {{per, usd_per_1000, source, retrieved, confidence}}"
-            )
-        _provenance(figure, f"{where}.{tool}")
+        if not isinstance(figure, Mapping) or (
+            not from_file and set(figure) != {"per", "usd_per_1000"}
+        ):
+            raise ConfigurationError(f"{where}.{tool}: expected {shape}")
+        if from_file:
+            _provenance(dict(figure), f"{where}.{tool}")
         per = figure.get("per")
         if per not in TOOL_FEE_UNITS:
             raise ConfigurationError(f"{where}.{tool}.per: one of {', '.join(TOOL_FEE_UNITS)}")
         usd = figure.get("usd_per_1000")
-        if not isinstance(usd, str):
+        if from_file and not isinstance(usd, str):
             raise ConfigurationError(
                 f'{where}.{tool}.usd_per_1000: must be a decimal string, e.g. "14.00"'
             )
