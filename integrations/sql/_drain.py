@@ -9,7 +9,9 @@ text, logged and counted (``quarantine_hooks``), and the rows behind it go in. O
 quarantine itself refuses the row does it stay behind in the outbox's local ``rejected`` table
 (an outbox left with only such rows is set aside when it closes, see
 :mod:`tracking.integrations.sql._outbox`). A transient failure raises with the rows not yet in
-the target kept in the outbox, for the next attempt.
+the target kept in the outbox, for the next attempt. Rows that reached the target but could not
+be deleted from the outbox (another connection held its write lock past the wait, or the outbox
+is closing) raise :class:`NotTrimmed`: they stay, and are sent again as no-ops.
 
 The :class:`~tracking.integrations.sql._shipper.OutboxShipper`'s thread drains outboxes with it,
 and so does an SQLite ledger at start, for the rows an earlier ledger kept at shutdown.
@@ -18,15 +20,27 @@ and so does an SQLite ledger at start, for the rows an earlier ledger kept at sh
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 
 from ._codec import line_request_id
-from ._outbox import Outbox
+from ._outbox import Outbox, _busy
 from ._target import SpendLogsInserter, announce_quarantined, error_text
 
-__all__ = ["OutboxDrain"]
+__all__ = ["NotTrimmed", "OutboxDrain"]
 
 log = logging.getLogger("tracking.ledger")
+
+
+class NotTrimmed(Exception):
+    """``rows`` rows reached the target but stay in the outbox at ``path``: deleting them was
+    refused (its write lock held by another connection: see ``__cause__``). Nothing is lost; they
+    are sent again, and the target ignores them (it takes a request id once)."""
+
+    def __init__(self, path: object, rows: int) -> None:
+        super().__init__(f"{rows} rows in the target stay in {path}: it is locked")
+        self.path = path
+        self.rows = rows
 
 
 class OutboxDrain:
@@ -61,8 +75,8 @@ class OutboxDrain:
                 raise
             self._move_one_by_one(source, rows)
         else:
-            source.remove_through(rows[-1][0], len(rows))
             self.written_rows += len(rows)
+            _trim(source, rows[-1][0], len(rows))
 
     def _move_one_by_one(self, source: Outbox, rows: list[tuple[int, str]]) -> None:
         # A row quarantined has left the outbox as surely as one shipped: both are counted in
@@ -85,7 +99,7 @@ class OutboxDrain:
             else:
                 self.written_rows += 1
             gone += 1
-        source.remove_through(rows[-1][0], gone)
+        _trim(source, rows[-1][0], gone)
 
     def _quarantine(self, source: Outbox, seq: int, line: str, refusal: BaseException) -> bool:
         """Move a refused row to the target's quarantine: True, or False when the quarantine
@@ -112,3 +126,14 @@ class OutboxDrain:
         self.quarantined_rows += 1
         announce_quarantined(request_id, error, self.quarantine_hooks)
         return True
+
+
+def _trim(source: Outbox, seq: int, count: int) -> None:
+    """Delete from ``source`` its ``count`` oldest rows, up to ``seq``, now in the target; a
+    lock held elsewhere refusing it raises :class:`NotTrimmed`."""
+    try:
+        source.remove_through(seq, count)
+    except sqlite3.OperationalError as exc:
+        if not _busy(exc):
+            raise
+        raise NotTrimmed(source.path, count) from exc
