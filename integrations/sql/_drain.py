@@ -59,6 +59,7 @@ class OutboxDrain:
         self.rejected_rows = 0
         #: Rows that went into the target (a duplicate of a row already there included).
         self.written_rows = 0
+        self._trimming: tuple[Outbox, int] | None = None  # see ``trimming``
 
     def empty(self, source: Outbox, batch: int) -> None:
         """Move every row out of ``source``, ``batch`` at a time; a transient failure raises."""
@@ -76,7 +77,7 @@ class OutboxDrain:
             self._move_one_by_one(source, rows)
         else:
             self.written_rows += len(rows)
-            _trim(source, rows[-1][0], len(rows))
+            self._trim(source, rows[-1][0], len(rows))
 
     def _move_one_by_one(self, source: Outbox, rows: list[tuple[int, str]]) -> None:
         # A row quarantined has left the outbox as surely as one shipped: both are counted in
@@ -99,7 +100,26 @@ class OutboxDrain:
             else:
                 self.written_rows += 1
             gone += 1
-        _trim(source, rows[-1][0], gone)
+        self._trim(source, rows[-1][0], gone)
+
+    def trimming(self, source: Outbox) -> int:
+        """How many rows of ``source`` are in the target and being deleted from it now (waiting
+        for its lock, held elsewhere, maybe): 0 between batches."""
+        trimming = self._trimming
+        return trimming[1] if trimming is not None and trimming[0] is source else 0
+
+    def _trim(self, source: Outbox, seq: int, count: int) -> None:
+        """Delete from ``source`` its ``count`` oldest rows, up to ``seq``, now in the target; a
+        lock held elsewhere refusing it raises :class:`NotTrimmed`."""
+        self._trimming = (source, count)
+        try:
+            source.remove_through(seq, count)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            raise NotTrimmed(source.path, count) from exc
+        finally:
+            self._trimming = None
 
     def _quarantine(self, source: Outbox, seq: int, line: str, refusal: BaseException) -> bool:
         """Move a refused row to the target's quarantine: True, or False when the quarantine
@@ -126,14 +146,3 @@ class OutboxDrain:
         self.quarantined_rows += 1
         announce_quarantined(request_id, error, self.quarantine_hooks)
         return True
-
-
-def _trim(source: Outbox, seq: int, count: int) -> None:
-    """Delete from ``source`` its ``count`` oldest rows, up to ``seq``, now in the target; a
-    lock held elsewhere refusing it raises :class:`NotTrimmed`."""
-    try:
-        source.remove_through(seq, count)
-    except sqlite3.OperationalError as exc:
-        if not _busy(exc):
-            raise
-        raise NotTrimmed(source.path, count) from exc

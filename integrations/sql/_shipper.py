@@ -333,10 +333,12 @@ class ShipperOwner:
         """Ship for at most ``timeout`` seconds in all, then stop; True if all was shipped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
-        if not delivered:
+        # rows in the target whose outbox is locked are said so as the shipper stops
+        waiting = shipper.outbox.pending() - shipper.drain.trimming(shipper.outbox)
+        if not delivered and waiting > 0:
             log.warning(
                 "ledger: %d rows wait in %s for the target; the next start ships them",
-                shipper.outbox.pending(),
+                waiting,
                 shipper.outbox.path,
             )
         # What is left of the time, not the whole of it again (and a moment to stop in).
