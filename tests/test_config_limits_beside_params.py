@@ -4,12 +4,11 @@ warning: the limit the operator wrote did not apply. They are read, checked and 
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tests.conftest import API_KEY, make_png
+from tests.minute_support import in_one_minute
 from tests.proxy_support import ProxyProcess, write_config
 from tracking.config import parse_config
 from tracking.errors import ConfigurationError
@@ -56,20 +55,13 @@ def test_the_proxy_applies_an_rpm_written_beside_litellm_params(tmp_path):
     assert statuses == [200, 429]
 
 
-def _minute() -> int:
-    return int(time.time() // 60)
-
-
 def _two_calls_in_one_minute(url: str) -> list[int]:
-    """The statuses of two edits sent one after the other within one calendar minute.
+    """The statuses of two edits sent one after the other within one calendar minute (``rpm``
+    counts calendar minutes: two calls on either side of a minute's end are each the first of
+    their minute, which a loaded machine made happen)."""
 
-    ``rpm`` counts calendar minutes: two calls on either side of a minute's end are each the
-    first of their minute (both answered), which a loaded machine made happen. Two calls that
-    straddled a minute are sent again at the start of a minute no call was made in.
-    """
-    for _ in range(3):
-        minute = _minute()
-        statuses = [
+    def two_calls() -> list[int]:
+        return [
             httpx.post(
                 f"{url}/v1/images/edits",
                 files={"image": ("in.png", make_png(), "image/png")},
@@ -78,8 +70,5 @@ def _two_calls_in_one_minute(url: str) -> list[int]:
             ).status_code
             for _ in range(2)
         ]
-        if _minute() == minute:
-            return statuses
-        while _minute() < minute + 2:  # a minute no call of this test was made in
-            time.sleep(0.2)
-    raise AssertionError("two calls never fitted in one calendar minute")
+
+    return in_one_minute(two_calls)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import subprocess
@@ -294,5 +295,47 @@ def test_a_shipper_stopping_while_its_outbox_is_locked_closes_it_before_the_lock
             assert release() == "told", "the shipper stopped only once the lock was let go"
         assert outbox.path.exists()  # the rows stay for the next ledger, which finds them there
         assert _shipped_ids(postgres_url, tmp_path / "outbox") == sorted(ids)
+    finally:
+        engine.dispose()
+
+
+def test_rows_shipped_whose_outbox_stays_locked_at_shutdown_are_logged_as_shipped(
+    postgres_url, tmp_path, caplog
+):
+    """A ledger ships an outbox's rows while another process holds that outbox's write lock,
+    then shuts down before it can delete them: the rows reached the target and stay in the
+    outbox, sent again and ignored by the next ledger. That was logged as a failure, "shipping
+    to the target failed (OperationalError)", after a warning that the rows "wait in <outbox>
+    for the target"; it is now said as it is, at info level."""
+    SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path / "schema").shutdown(10)
+    folder = tmp_path / "outbox"
+    ids = [f"untrimmed-{n}" for n in range(3)]
+    left = open_own_outbox(folder)  # an outbox a process left with rows in it
+    left.append([row_line(request_id) for request_id in ids])
+    left.close()
+    engine = create_ledger_engine(postgres_url)
+    try:
+        with _locked_by_another_process(left.path) as release:
+            ledger = SqlLedger(postgres_url, outbox_dir=folder)  # its shipper takes them up
+            assert ledger._outbox is not None
+            shipper = ledger._outbox.own_shipper()
+            assert shipper is not None
+            wait_for(lambda: ids_in(engine) == set(ids))  # shipped; now it waits to delete them
+            with caplog.at_level(logging.DEBUG, logger="tracking.ledger"):
+                ledger.shutdown(1)
+                wait_for(lambda: not shipper._thread.is_alive())  # what its attempt ends with
+            assert release() == "told"
+        said = [(r.levelno, r.getMessage()) for r in caplog.records]
+        assert not [m for _, m in said if "for the target" in m or "target failed" in m], said
+        trimmed = [(level, m) for level, m in said if "could not be trimmed at shutdown" in m]
+        assert trimmed == [
+            (
+                logging.INFO,
+                f"ledger: 3 rows shipped; their outbox {left.path} could not be trimmed at "
+                "shutdown (locked by another process): they will be sent again and ignored",
+            )
+        ], said
+        assert left.path.exists()  # the rows stay, and the next ledger's sending is a no-op
+        assert _shipped_ids(postgres_url, folder) == sorted(ids)
     finally:
         engine.dispose()

@@ -484,3 +484,41 @@ def test_customer_routes_and_the_spend_report_flag_estimates_and_the_quarantine(
     assert {name: ann_key.get(name) for name in ANNS_FLAGS} == ANNS_FLAGS
     assert bob_key["api_key"] == KEY_B
     assert not set(ANNS_FLAGS) & set(bob_key)
+
+
+#: Every flag ``/customer/info`` may give beside ``total_spend``.
+CUSTOMER_FLAGS = {"unpriced_requests", *ANNS_FLAGS}
+
+
+def test_customer_list_rows_carry_the_flags_customer_info_gives(app, ledger_url):  # noqa: F811
+    """``/customer/list`` rows had the estimated and quarantined pairs but no
+    ``unpriced_requests`` (calls of no known price, left out of ``spend``), which
+    ``/customer/info`` gives beside ``total_spend``. Each row now has exactly the flags of the
+    end user's ``/customer/info``, summed in one statement for the whole list."""
+    _flagged_calls(app, ledger_url)
+    unpriced = {"model": "acme-image-edit-1", "cost": None, "start": DAY}  # no known price
+    record_events(
+        ledger_url,
+        make_event(user="ann", **unpriced),
+        make_event(user="cy", **unpriced),
+        make_event(user="cy", **unpriced),
+    )
+    users = ("ann", "bob", "cy", "dee")  # dee made no call
+    for user in users:
+        made = _call(app, "POST", "/customer/new", json={"user_id": user})
+        assert made.status_code == 200, made.text
+
+    seen = _spend_calls_statements(app.accounts.store.engine)
+    listed = {row["user_id"]: row for row in _get(app, "/customer/list")}
+    assert len(seen) == 1, seen  # one statement for every listed end user
+    flags = {u: {n: listed[u][n] for n in CUSTOMER_FLAGS if n in listed[u]} for u in users}
+    assert flags == {
+        "ann": {"unpriced_requests": 1, **ANNS_FLAGS},
+        "bob": {},
+        "cy": {"unpriced_requests": 2},
+        "dee": {},
+    }
+    for user in users:
+        info = _get(app, "/customer/info", end_user_id=user)
+        assert {n: info[n] for n in CUSTOMER_FLAGS if n in info} == flags[user], user
+        assert listed[user]["spend"] == info["total_spend"], user

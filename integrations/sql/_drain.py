@@ -9,7 +9,9 @@ text, logged and counted (``quarantine_hooks``), and the rows behind it go in. O
 quarantine itself refuses the row does it stay behind in the outbox's local ``rejected`` table
 (an outbox left with only such rows is set aside when it closes, see
 :mod:`tracking.integrations.sql._outbox`). A transient failure raises with the rows not yet in
-the target kept in the outbox, for the next attempt.
+the target kept in the outbox, for the next attempt. Rows that reached the target but could not
+be deleted from the outbox (another connection held its write lock past the wait, or the outbox
+is closing) raise :class:`NotTrimmed`: they stay, and are sent again as no-ops.
 
 The :class:`~tracking.integrations.sql._shipper.OutboxShipper`'s thread drains outboxes with it,
 and so does an SQLite ledger at start, for the rows an earlier ledger kept at shutdown.
@@ -18,15 +20,27 @@ and so does an SQLite ledger at start, for the rows an earlier ledger kept at sh
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 
 from ._codec import line_request_id
-from ._outbox import Outbox
+from ._outbox import Outbox, _busy
 from ._target import SpendLogsInserter, announce_quarantined, error_text
 
-__all__ = ["OutboxDrain"]
+__all__ = ["NotTrimmed", "OutboxDrain"]
 
 log = logging.getLogger("tracking.ledger")
+
+
+class NotTrimmed(Exception):
+    """``rows`` rows reached the target but stay in the outbox at ``path``: deleting them was
+    refused (its write lock held by another connection: see ``__cause__``). Nothing is lost; they
+    are sent again, and the target ignores them (it takes a request id once)."""
+
+    def __init__(self, path: object, rows: int) -> None:
+        super().__init__(f"{rows} rows in the target stay in {path}: it is locked")
+        self.path = path
+        self.rows = rows
 
 
 class OutboxDrain:
@@ -45,6 +59,7 @@ class OutboxDrain:
         self.rejected_rows = 0
         #: Rows that went into the target (a duplicate of a row already there included).
         self.written_rows = 0
+        self._trimming: tuple[Outbox, int] | None = None  # see ``trimming``
 
     def empty(self, source: Outbox, batch: int) -> None:
         """Move every row out of ``source``, ``batch`` at a time; a transient failure raises."""
@@ -61,8 +76,8 @@ class OutboxDrain:
                 raise
             self._move_one_by_one(source, rows)
         else:
-            source.remove_through(rows[-1][0], len(rows))
             self.written_rows += len(rows)
+            self._trim(source, rows[-1][0], len(rows))
 
     def _move_one_by_one(self, source: Outbox, rows: list[tuple[int, str]]) -> None:
         # A row quarantined has left the outbox as surely as one shipped: both are counted in
@@ -85,7 +100,26 @@ class OutboxDrain:
             else:
                 self.written_rows += 1
             gone += 1
-        source.remove_through(rows[-1][0], gone)
+        self._trim(source, rows[-1][0], gone)
+
+    def trimming(self, source: Outbox) -> int:
+        """How many rows of ``source`` are in the target and being deleted from it now (waiting
+        for its lock, held elsewhere, maybe): 0 between batches."""
+        trimming = self._trimming
+        return trimming[1] if trimming is not None and trimming[0] is source else 0
+
+    def _trim(self, source: Outbox, seq: int, count: int) -> None:
+        """Delete from ``source`` its ``count`` oldest rows, up to ``seq``, now in the target; a
+        lock held elsewhere refusing it raises :class:`NotTrimmed`."""
+        self._trimming = (source, count)
+        try:
+            source.remove_through(seq, count)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            raise NotTrimmed(source.path, count) from exc
+        finally:
+            self._trimming = None
 
     def _quarantine(self, source: Outbox, seq: int, line: str, refusal: BaseException) -> bool:
         """Move a refused row to the target's quarantine: True, or False when the quarantine

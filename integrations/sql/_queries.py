@@ -207,11 +207,16 @@ def _flag_marks(source: Any) -> dict[str, sa.ColumnElement[bool]]:
     }
 
 
-def flagged_measures(engine: Engine, source: Any = spend_calls) -> list[sa.ColumnElement[Any]]:
+def flagged_measures(
+    engine: Engine, source: Any = spend_calls, *, unpriced: bool = False
+) -> list[sa.ColumnElement[Any]]:
     """Per :data:`FLAGGED` pair, how many calls of ``source`` (``spend_calls``) have the flag and
-    what they cost (exactly, :func:`cost_sum`), labelled by the pair's names; read a row of them
-    with :func:`flagged_figures`."""
+    what they cost (exactly, :func:`cost_sum`), labelled by the pair's names; with ``unpriced``,
+    before them how many have no known price (:func:`unpriced_count`, ``unpriced_requests``).
+    Read a row of them with :func:`flagged_figures` (given the same ``unpriced``)."""
     measures: list[sa.ColumnElement[Any]] = []
+    if unpriced:
+        measures.append(unpriced_count(source).label("unpriced_requests"))
     marks = _flag_marks(source)
     for count, usd in FLAGGED:
         mark = marks[count]
@@ -221,12 +226,15 @@ def flagged_measures(engine: Engine, source: Any = spend_calls) -> list[sa.Colum
 
 
 def flagged_figures(
-    record: Any, engine: Engine, *, text: bool = False, every: bool = False
+    record: Any, engine: Engine, *, text: bool = False, every: bool = False, unpriced: bool = False
 ) -> dict[str, Any]:
     """The flagged pairs of a row holding :func:`flagged_measures`, each pair only when the row
     has such calls (``every``: all of them): a count, and an amount at the ledger's scale (a
-    Decimal, or with ``text`` its exact decimal text, as JSON reports write it)."""
+    Decimal, or with ``text`` its exact decimal text, as JSON reports write it); with
+    ``unpriced``, before them ``unpriced_requests`` (likewise only when there are some)."""
     figures: dict[str, Any] = {}
+    if unpriced and (record._mapping["unpriced_requests"] or every):
+        figures["unpriced_requests"] = int(record._mapping["unpriced_requests"])
     for count, usd in FLAGGED:
         calls = int(record._mapping[count])
         if calls or every:

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._drain import OutboxDrain
+from ._drain import NotTrimmed, OutboxDrain
 from ._hooks import call_count_hooks
 from ._outbox import Outbox, claim_orphans
 from ._target import SpendLogsInserter
@@ -237,6 +237,12 @@ class OutboxShipper:
                 if self._failing:
                     self._failing = False
                     log.info("ledger: the target is reachable again; shipping the backlog")
+            except NotTrimmed as exc:
+                self._replaying = True  # they are in the target: sent again, and ignored there
+                self._not_trimmed(exc, delay)
+                with self._cond:
+                    self._cond.wait_for(lambda: self._closing, delay)
+                delay = min(delay * 2, self.retry_max)
             except Exception as exc:
                 # Never let the thread die: the rows are safe in the outbox, so log and retry
                 # (once per outage at warning level; the retries after it at debug level).
@@ -254,6 +260,27 @@ class OutboxShipper:
                 with self._cond:
                     self._cond.wait_for(lambda: self._closing, delay)
                 delay = min(delay * 2, self.retry_max)
+
+    def _not_trimmed(self, exc: NotTrimmed, delay: float) -> None:
+        """Rows reached the target but their outbox's lock, held by another connection, kept
+        them in it: said as such, not as a failure to ship (until 2026-12-06 "shipping to the
+        target failed (OperationalError)"). At shutdown (the wait given up, see :meth:`close`)
+        nothing is wrong; meanwhile the lock was held past the outbox's whole wait."""
+        if self._closing:
+            log.info(
+                "ledger: %d rows shipped; their outbox %s could not be trimmed at shutdown "
+                "(locked by another process): they will be sent again and ignored",
+                exc.rows,
+                exc.path,
+            )
+            return
+        log.warning(
+            "ledger: %d rows shipped, but their outbox %s could not be trimmed (locked by "
+            "another process): they will be sent again and ignored; retrying in %.2fs",
+            exc.rows,
+            exc.path,
+            delay,
+        )
 
     def _ship(self, source: Outbox) -> None:
         rows = source.peek(self.max_batch)
@@ -306,10 +333,12 @@ class ShipperOwner:
         """Ship for at most ``timeout`` seconds in all, then stop; True if all was shipped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
-        if not delivered:
+        # rows in the target whose outbox is locked are said so as the shipper stops
+        waiting = shipper.outbox.pending() - shipper.drain.trimming(shipper.outbox)
+        if not delivered and waiting > 0:
             log.warning(
                 "ledger: %d rows wait in %s for the target; the next start ships them",
-                shipper.outbox.pending(),
+                waiting,
                 shipper.outbox.path,
             )
         # What is left of the time, not the whole of it again (and a moment to stop in).

@@ -407,12 +407,9 @@ class AccountStore:
             flagged_measures,
             spend_calls,
             spend_conditions,
-            unpriced_count,
         )
 
-        measures = flagged_measures(self.engine, spend_calls)
-        if unpriced:
-            measures.append(unpriced_count(spend_calls).label("unpriced"))
+        measures = flagged_measures(self.engine, spend_calls, unpriced=unpriced)
         statement = sa.select(*measures).where(
             *spend_conditions(key_hashes, end_user, start, source=spend_calls),
         )
@@ -420,11 +417,7 @@ class AccountStore:
             statement = statement.where(spend_calls.c.start_time < end)
         with self.engine.connect() as conn:
             record = conn.execute(statement).one()
-        summary: dict[str, Any] = {}
-        if unpriced and record.unpriced:
-            summary["unpriced_requests"] = int(record.unpriced)
-        summary.update(flagged_figures(record, self.engine, text=True))
-        return summary
+        return flagged_figures(record, self.engine, text=True, unpriced=unpriced)
 
     def key_summary(
         self, key_hashes: Sequence[str] | None, *, page: int = 1, page_size: int | None = None
@@ -449,7 +442,6 @@ class AccountStore:
             spend_calls,
             spend_conditions,
             summed_cost,
-            unpriced_count,
         )
 
         calls = spend_calls
@@ -461,8 +453,7 @@ class AccountStore:
                 sa.func.count().label("requests"),
                 sa.func.coalesce(sa.func.sum(calls.c.images_returned), 0).label("images"),
                 cost_sum(self.engine, source=calls).label("cost"),
-                unpriced_count(calls).label("unpriced"),
-                *flagged_measures(self.engine, calls),
+                *flagged_measures(self.engine, calls, unpriced=True),
             )
             .where(calls.c.api_key_hash.is_not(None))
             .group_by(calls.c.api_key_hash)
@@ -485,9 +476,7 @@ class AccountStore:
                 "images": int(row.images),
                 "spend": f"{summed_cost(row.cost, self.engine):f}",
             }
-            if row.unpriced:
-                summary["unpriced_requests"] = int(row.unpriced)
-            summary.update(flagged_figures(row, self.engine, text=True))
+            summary.update(flagged_figures(row, self.engine, text=True, unpriced=True))
             rows.append(summary)
         return rows, total
 

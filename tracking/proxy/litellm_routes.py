@@ -18,7 +18,8 @@ in every report: ``/global/spend`` and its per-key, model, end-user and team row
 or ``model_details`` entries) add
 ``estimated_requests`` / ``estimated_usd`` (calls recorded at an estimate) and
 ``quarantined_requests`` / ``quarantined_usd`` (calls whose rows the database refused), each
-pair only when there are such calls.
+pair only when there are such calls; ``/customer/list``'s end users also ``unpriced_requests``
+(calls of no known price, left out of ``spend``), as ``/customer/info`` gives them.
 """
 
 from __future__ import annotations

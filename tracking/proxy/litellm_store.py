@@ -200,9 +200,10 @@ def total_spend(
     return money(summed_cost(record.spend, engine)), flagged_figures(record, engine, text=True)
 
 
-def _per_value(engine: Any, column: Any) -> Any:
-    """``value``, ``spend``, ``requests`` and the flagged pairs' measures per value of a
-    ``spend_calls`` column, the calls without one left out."""
+def _per_value(engine: Any, column: Any, *, unpriced: bool = False) -> Any:
+    """``value``, ``spend``, ``requests`` and the flagged pairs' measures (with ``unpriced``,
+    the count of calls of no known price before them) per value of a ``spend_calls`` column,
+    the calls without one left out."""
     import sqlalchemy as sa
 
     from tracking.integrations.sql import cost_sum, flagged_measures, spend_calls
@@ -212,7 +213,7 @@ def _per_value(engine: Any, column: Any) -> Any:
             column.label("value"),
             cost_sum(engine, source=spend_calls).label("spend"),
             sa.func.count().label("requests"),
-            *flagged_measures(engine, spend_calls),
+            *flagged_measures(engine, spend_calls, unpriced=unpriced),
         )
         .where(column.is_not(None))
         .group_by(column)
@@ -223,7 +224,7 @@ def _per_value(engine: Any, column: Any) -> Any:
 ValueSpend = tuple[str, str, int, dict[str, Any]]
 
 
-def _value_rows(engine: Any, rows: Sequence[Any]) -> list[ValueSpend]:
+def _value_rows(engine: Any, rows: Sequence[Any], *, unpriced: bool = False) -> list[ValueSpend]:
     from tracking.integrations.sql import flagged_figures, summed_cost
 
     return [
@@ -231,7 +232,7 @@ def _value_rows(engine: Any, rows: Sequence[Any]) -> list[ValueSpend]:
             str(r.value),
             money(summed_cost(r.spend, engine)),
             int(r.requests),
-            flagged_figures(r, engine, text=True),
+            flagged_figures(r, engine, text=True, unpriced=unpriced),
         )
         for r in rows
     ]
@@ -266,9 +267,10 @@ def end_user_spend(
     store: AccountStore, ids: Sequence[str]
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """What each of these end users spent in all (the quarantined calls included) and the
-    flagged pairs of their calls, summed by the database for them alone, ``LOOKUP_CHUNK`` ids a
-    statement (an ``IN`` list every dialect takes); an end user without calls is not in the
-    answer."""
+    flags of their calls, as ``/customer/info`` gives them (``unpriced_requests``, then the
+    flagged pairs, each only when there are such calls), summed by the database for them alone,
+    ``LOOKUP_CHUNK`` ids a statement (an ``IN`` list every dialect takes); an end user without
+    calls is not in the answer."""
     if store.nothing_stored() or not ids:
         return {}
     from tracking.integrations.sql import LOOKUP_CHUNK, spend_calls
@@ -280,8 +282,11 @@ def end_user_spend(
     with engine.connect() as conn:
         for first in range(0, len(wanted), LOOKUP_CHUNK):
             chunk = wanted[first : first + LOOKUP_CHUNK]
-            rows = conn.execute(_per_value(engine, column).where(column.in_(chunk))).all()
-            spend.update((v, (amount, f)) for v, amount, _, f in _value_rows(engine, rows))
+            statement = _per_value(engine, column, unpriced=True).where(column.in_(chunk))
+            rows = conn.execute(statement).all()
+            spend.update(
+                (v, (amount, f)) for v, amount, _, f in _value_rows(engine, rows, unpriced=True)
+            )
     return spend
 
 
