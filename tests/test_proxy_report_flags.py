@@ -285,3 +285,26 @@ def test_key_info_flags_estimated_quarantined_and_unpriced_calls(proxy: Proxy, l
     # a key with none of these calls has LiteLLM's fields alone
     calm = proxy.get("/key/info", key_hash=plain["key_hash"])["info"]
     assert (set(calm), calm["spend"]) == (KEY_INFO_FIELDS, "0.5000000000")
+
+
+def test_global_spend_and_its_rows_count_unpriced_calls(proxy: Proxy, ledger_url: str):  # noqa: F811
+    """``/global/spend`` and its per-key, model, end-user and team rows gave the estimated and
+    quarantined pairs but not the calls of no known price, which their amounts leave out."""
+    unpriced = {"model": "acme-image-edit-1", "cost": None}  # a model with no known price
+    record_events(
+        ledger_url,
+        make_event(user="jo", api_key_hash=KEY_A, team="t1", start=DAY, **unpriced),
+        make_event(user="jo", api_key_hash=KEY_A, team="t1", start=DAY, **unpriced),
+        make_event(user="kim", api_key_hash=KEY_B, team="t2", start=DAY, cost=Decimal("0.25")),
+    )
+    total = proxy.get("/global/spend")
+    assert total["spend"] == "0.2500000000" and total["unpriced_requests"] == 2
+    rows = {
+        path: {next(iter(row.values())): row for row in proxy.get(path)}
+        for path in ("/global/spend/end_users", "/global/spend/teams", "/global/spend/models")
+    }
+    assert rows["/global/spend/end_users"]["jo"]["unpriced_requests"] == 2
+    assert "unpriced_requests" not in rows["/global/spend/end_users"]["kim"]
+    assert rows["/global/spend/teams"]["t1"]["unpriced_requests"] == 2
+    assert rows["/global/spend/models"]["acme-image-edit-1"]["unpriced_requests"] == 2
+    assert "unpriced_requests" not in rows["/global/spend/teams"]["t2"]

@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Callable
 
 from ._codec import line_request_id
-from ._outbox import Outbox, _busy
+from ._outbox import Outbox, lock_refused
 from ._target import SpendLogsInserter, announce_quarantined, error_text
 
 __all__ = ["NotTrimmed", "OutboxDrain"]
@@ -115,7 +115,7 @@ class OutboxDrain:
         try:
             source.remove_through(seq, count)
         except sqlite3.OperationalError as exc:
-            if not _busy(exc):
+            if not lock_refused(exc):
                 raise
             raise NotTrimmed(source.path, count) from exc
         finally:

@@ -54,6 +54,7 @@ __all__ = [
     "claim_orphans",
     "default_outbox_dir",
     "lock_own_file",
+    "lock_refused",
     "open_own_outbox",
     "read_rejected",
     "set_aside_files",
@@ -227,7 +228,7 @@ class Outbox:
     def _after_refusal(self, refused: sqlite3.OperationalError, attempt: Callable[[], _T]) -> _T:
         """``attempt()`` again after its first try raised ``refused`` (re-raised unless a lock
         held elsewhere: SQLITE_BUSY), slice after slice, as :meth:`_patiently` says."""
-        if not _busy(refused):
+        if not lock_refused(refused):
             raise refused
         deadline = time.monotonic() + BUSY_PATIENCE
         while not self._giving_up and time.monotonic() < deadline:
@@ -235,7 +236,7 @@ class Outbox:
             try:
                 return attempt()
             except sqlite3.OperationalError as exc:
-                if not _busy(exc):
+                if not lock_refused(exc):
                     raise
                 refused = exc
         raise refused
@@ -290,7 +291,7 @@ class Outbox:
         return str(mode).lower() == "delete"
 
 
-def _busy(exc: sqlite3.OperationalError) -> bool:
+def lock_refused(exc: sqlite3.OperationalError) -> bool:
     """SQLite's SQLITE_BUSY (its extended codes too): another connection holds a lock."""
     return (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
 

@@ -175,8 +175,9 @@ def _window(statement: Any, column: Any, start: datetime | None, end: datetime |
 def total_spend(
     store: AccountStore, start: datetime | None, end: datetime | None
 ) -> tuple[str, dict[str, Any]]:
-    """What every call in the window cost, and the flagged pairs of its calls (recorded at an
-    estimate, quarantined: the part of it they are), each only when there are such calls."""
+    """What every call in the window cost, and the flags of its calls (``unpriced_requests``:
+    calls of no known price, left out of the amount; the flagged pairs, recorded at an estimate,
+    quarantined: the part of it they are), each only when there are such calls."""
     import sqlalchemy as sa
 
     if store.nothing_stored():
@@ -192,18 +193,18 @@ def total_spend(
     engine = store.engine
     statement = sa.select(
         cost_sum(engine, source=spend_calls).label("spend"),
-        *flagged_measures(engine, spend_calls),
+        *flagged_measures(engine, spend_calls, unpriced=True),
     )
     statement = _window(statement, spend_calls.c.start_time, start, end)
     with engine.connect() as conn:
         record = conn.execute(statement).one()
-    return money(summed_cost(record.spend, engine)), flagged_figures(record, engine, text=True)
+    flags = flagged_figures(record, engine, text=True, unpriced=True)
+    return money(summed_cost(record.spend, engine)), flags
 
 
-def _per_value(engine: Any, column: Any, *, unpriced: bool = False) -> Any:
-    """``value``, ``spend``, ``requests`` and the flagged pairs' measures (with ``unpriced``,
-    the count of calls of no known price before them) per value of a ``spend_calls`` column,
-    the calls without one left out."""
+def _per_value(engine: Any, column: Any) -> Any:
+    """``value``, ``spend``, ``requests``, the count of calls of no known price and the flagged
+    pairs' measures per value of a ``spend_calls`` column, the calls without one left out."""
     import sqlalchemy as sa
 
     from tracking.integrations.sql import cost_sum, flagged_measures, spend_calls
@@ -213,18 +214,19 @@ def _per_value(engine: Any, column: Any, *, unpriced: bool = False) -> Any:
             column.label("value"),
             cost_sum(engine, source=spend_calls).label("spend"),
             sa.func.count().label("requests"),
-            *flagged_measures(engine, spend_calls, unpriced=unpriced),
+            *flagged_measures(engine, spend_calls, unpriced=True),
         )
         .where(column.is_not(None))
         .group_by(column)
     )
 
 
-#: A value's spend: the value, what its calls cost, how many there were, their flagged pairs.
+#: A value's spend: the value, what its calls cost, how many there were, their flags
+#: (``unpriced_requests`` and the flagged pairs, each only when there are such calls).
 ValueSpend = tuple[str, str, int, dict[str, Any]]
 
 
-def _value_rows(engine: Any, rows: Sequence[Any], *, unpriced: bool = False) -> list[ValueSpend]:
+def _value_rows(engine: Any, rows: Sequence[Any]) -> list[ValueSpend]:
     from tracking.integrations.sql import flagged_figures, summed_cost
 
     return [
@@ -232,7 +234,7 @@ def _value_rows(engine: Any, rows: Sequence[Any], *, unpriced: bool = False) -> 
             str(r.value),
             money(summed_cost(r.spend, engine)),
             int(r.requests),
-            flagged_figures(r, engine, text=True, unpriced=unpriced),
+            flagged_figures(r, engine, text=True, unpriced=True),
         )
         for r in rows
     ]
@@ -246,7 +248,7 @@ def spend_by(
     end: datetime | None,
     limit: int,
 ) -> list[ValueSpend]:
-    """``(value, spend, requests, flagged pairs)`` per value of a ledger column, dearest first;
+    """``(value, spend, requests, flags)`` per value of a ledger column, dearest first;
     the quarantined calls (rows the database refused, billed all the same) included."""
     if store.nothing_stored():
         return []
@@ -282,11 +284,9 @@ def end_user_spend(
     with engine.connect() as conn:
         for first in range(0, len(wanted), LOOKUP_CHUNK):
             chunk = wanted[first : first + LOOKUP_CHUNK]
-            statement = _per_value(engine, column, unpriced=True).where(column.in_(chunk))
+            statement = _per_value(engine, column).where(column.in_(chunk))
             rows = conn.execute(statement).all()
-            spend.update(
-                (v, (amount, f)) for v, amount, _, f in _value_rows(engine, rows, unpriced=True)
-            )
+            spend.update((v, (amount, f)) for v, amount, _, f in _value_rows(engine, rows))
     return spend
 
 
