@@ -288,9 +288,7 @@ def tool_fees(raw: Any, where: str, *, from_file: bool = False) -> dict[str, Too
     ``retrieved`` and ``confidence`` and writes its amount as a decimal string;
     ``register_prices``' otherwise (those two keys alone, an amount as any price)."""
     shape = (
-        "{per, usd_per_1000, source, retrieved, confidence}"
-        if from_file
-        else ("{per, usd_per_1000}")
+        "{per, usd_per_1000, source, retrieved, confidence}" if from_file else "{per, usd_per_1000}"
     )
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigurationError(f"{where}: expected tool -> {shape}")

@@ -34,7 +34,7 @@ from .errors import ProxyError
 from .keys import VirtualKeys, cache_seconds_from_environment
 from .machine_counters import COUNTERS_FILE_ENV, MachineCounters
 from .ratelimit import RateLimiter
-from .shared_counters import Counters, LocalCounters, RedisCounters
+from .shared_counters import SOCKET_TIMEOUT, Counters, LocalCounters, RedisCounters
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -180,7 +180,7 @@ def _counters(redis_url: str | None) -> Counters:
             redis_url,
             prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:",
             retry_interval=retry_interval_from_environment(),
-            socket_timeout=timeout_from_environment(1.0),
+            socket_timeout=timeout_from_environment(SOCKET_TIMEOUT),
         )
     shared_file = os.environ.get(COUNTERS_FILE_ENV)
     if shared_file:

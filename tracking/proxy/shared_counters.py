@@ -58,6 +58,7 @@ from ..redis_outage import RedisOutage, async_redis_client
 
 __all__ = [
     "IDLE_TTL",
+    "SOCKET_TIMEOUT",
     "UNITS_PER_USD",
     "Counters",
     "LocalCounters",
@@ -72,6 +73,9 @@ T = TypeVar("T")
 UNITS_PER_USD = 100_000_000
 #: A budget counter nobody touched for this long expires, and is seeded again from the ledger.
 IDLE_TTL = 3600
+#: Seconds an operation with Redis may take as a whole by default
+#: (``TRACKING_REDIS_TIMEOUT_SECONDS`` sets another for the proxy's counters).
+SOCKET_TIMEOUT = 1.0
 _RPM_TTL = 120
 
 #: -1: the counter is missing and needs a seed; 0: refused; 1: reserved. Second value: the
@@ -377,7 +381,7 @@ class RedisCounters:
         url: str,
         *,
         prefix: str = "tracking:proxy:",
-        socket_timeout: float = 1.0,
+        socket_timeout: float = SOCKET_TIMEOUT,
         retry_interval: float = 5.0,
     ) -> None:
         self.outage = RedisOutage(

@@ -52,9 +52,13 @@ from ..redis_outage import (
 from ..targets import Consult, Steps, run_steps
 from .state import Clock, MemoryState, Place, Snapshot, _minute, _window_left
 
-__all__ = ["RedisState"]
+__all__ = ["SOCKET_TIMEOUT", "RedisState"]
 
 log = logging.getLogger("tracking.router")
+
+#: Seconds each exchange with Redis may take by default (``TRACKING_REDIS_TIMEOUT_SECONDS``
+#: sets another for the state ``Router(redis_url=)`` builds).
+SOCKET_TIMEOUT = 0.25
 
 T = TypeVar("T")
 #: One Redis command of a pipeline: (method name, positional arguments, keyword arguments).
@@ -82,7 +86,7 @@ class RedisState:
         prefix: str = "tracking:router:",
         latency_window: int = 10,
         failure_window: float = 60.0,
-        socket_timeout: float = 0.25,
+        socket_timeout: float = SOCKET_TIMEOUT,
         retry_interval: float | None = None,
         client: Any = None,
         clock: Clock = time.time,

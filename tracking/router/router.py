@@ -32,7 +32,7 @@ from ..request import (
 )
 from ..targets import Steps, run_steps
 from .deployments import Deployment, parse_fallbacks, parse_model_list, resolve_env, seconds
-from .redis_state import RedisState
+from .redis_state import SOCKET_TIMEOUT, RedisState
 from .route import CallRoute
 from .state import MemoryState, RouterState, stepwise
 from .strategies import RoutingStrategy, strategy_named
@@ -266,7 +266,7 @@ class Router:
                     redis_url,
                     prefix=redis_prefix,
                     latency_window=latency_window,
-                    socket_timeout=timeout_from_environment(0.25),
+                    socket_timeout=timeout_from_environment(SOCKET_TIMEOUT),
                 )
             except ValueError as exc:  # redis-py's reading of the URL
                 raise ConfigurationError(f"redis_url: {exc}") from None
