@@ -25,6 +25,9 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 #: counters, were exceeded on a loaded 2-core CI machine, and the state then went on locally
 #: (degraded), which the test read as a wrong count. A bound for a Redis that never answers.
 REDIS_TIMEOUT = 30.0
+#: The same bound for a proxy started by a test that checks what its Redis counters or router
+#: state share (``TRACKING_REDIS_TIMEOUT_SECONDS``; not for a test of an outage).
+REDIS_TIMEOUT_ENV = {"TRACKING_REDIS_TIMEOUT_SECONDS": str(REDIS_TIMEOUT)}
 
 
 def _reachable(host: str, port: int) -> bool:

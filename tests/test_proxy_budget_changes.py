@@ -20,6 +20,7 @@ import pytest
 
 from tests.accounts_support import accounts_config, bearer, edit, generate, ledger_env
 from tests.proxy_support import MASTER_KEY, ProxyProcess
+from tests.services import REDIS_TIMEOUT_ENV
 
 
 @pytest.fixture(scope="module", params=["local", "workers", "redis"])
@@ -33,6 +34,7 @@ def proxy(request, fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     if request.param == "redis":
         redis_url = request.getfixturevalue("module_redis_url")
         env["TRACKING_REDIS_PREFIX"] = request.getfixturevalue("module_redis_prefix")
+        env.update(REDIS_TIMEOUT_ENV)
     config = accounts_config(folder, fake.url, url, redis_url=redis_url)
     workers = 2 if request.param == "workers" else 1
     with ProxyProcess(config, env=env, workers=workers) as process:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from tests.accounts_support import accounts_config, edit, generate, ledger_env
 from tests.conftest import API_KEY
 from tests.proxy_support import MASTER_KEY, ProxyProcess, write_config
+from tests.services import REDIS_TIMEOUT_ENV
 from tracking.config import parse_config
 from tracking.errors import ConfigurationError
 
@@ -145,6 +146,7 @@ def test_an_open_proxys_budget_is_one_budget_for_all_workers(
     if shared == "redis":
         document["router_settings"] = {"redis_url": request.getfixturevalue("redis_url")}
         env["TRACKING_REDIS_PREFIX"] = request.getfixturevalue("redis_prefix")
+        env.update(REDIS_TIMEOUT_ENV)
     config = write_config(tmp_path / "config.yaml", document)
     statuses = []
     with ProxyProcess(config, env=env, workers=2) as proxy:

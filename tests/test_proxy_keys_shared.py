@@ -30,6 +30,7 @@ from tests.accounts_support import (
 )
 from tests.minute_support import in_one_minute
 from tests.proxy_support import MASTER_KEY, ProxyProcess
+from tests.services import REDIS_TIMEOUT_ENV
 from tracking.integrations.sql import create_ledger_engine, upgrade
 
 BUDGET = Decimal("0.1")
@@ -47,6 +48,7 @@ def _pair(folder: Path, fake_url: str, database: str, redis_url: str, prefix: st
         **ledger_env(database),
         "TRACKING_REDIS_PREFIX": prefix,
         "TRACKING_KEY_CACHE_SECONDS": "0.5",
+        **REDIS_TIMEOUT_ENV,
     }
     processes = [ProxyProcess(config, env=env), ProxyProcess(config, env=env)]
     try:

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from tests.accounts_support import bearer, generate, ledger_env, wait_for
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess, ledger_row, write_config
+from tests.services import REDIS_TIMEOUT_ENV
 from tracking.integrations.sql import spend_logs
 from tracking.proxy.accounts import PREFIX_ENV
 from tracking.proxy.shared_counters import to_units
@@ -82,7 +83,7 @@ def proxy(
         "general_settings": {"master_key": MASTER_KEY, "database_url": url, "auto_migrate": True},
     }
     config = write_config(folder / "config.yaml", document)
-    env = {**ledger_env(url), PREFIX_ENV: module_redis_prefix}
+    env = {**ledger_env(url), PREFIX_ENV: module_redis_prefix, **REDIS_TIMEOUT_ENV}
     with ProxyProcess(config, env=env) as process:
         yield process
 
