@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import make_png
@@ -31,6 +32,7 @@ from tests.recorder import record_events
 from tests.test_gemini_grounding import PER_QUERY, token_cost
 from tests.test_gemini_tool_use_tokens import GEMINI_KEY, PROMPT
 from tracking.errors import UnsupportedParamsError
+from tracking.integrations.prometheus import PrometheusLogger
 from tracking.testing.fake_gemini import (
     IMAGE_SEARCH_QUERIES,
     MAPS_PLACES,
@@ -41,6 +43,8 @@ from tracking.testing.fake_gemini import (
 MODEL = "gemini/gemini-3.1-flash-image"
 MAPS = {"tools": [{"googleMaps": {}}]}
 #: Google Search with both of its search types (Gemini 3.1 Flash Image's image search)
+#: the fake's fault that leaves groundingMetadata out of the answer
+NO_GROUNDING = {"x-fake-fault": "code=no_grounding"}
 IMAGE_SEARCH = {"tools": [{"googleSearch": {"searchTypes": {"webSearch": {}, "imageSearch": {}}}}]}
 
 
@@ -188,3 +192,42 @@ def test_image_search_queries_are_not_billed_only_the_web_ones(monkeypatch, gemi
     assert events.last.cost_source == "usage"
     assert events.last.price_ref is not None
     assert events.last.price_ref.endswith(f"+google_search:{SEARCH_QUERIES}xsearch_query")
+
+
+# -- the Prometheus series of grounding uses -------------------------------------------------
+
+
+def _grounding_uses(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    return {
+        (sample.labels["served_model"], sample.labels["unit"]): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "image_edit_search_grounding_uses_total"
+    }
+
+
+def test_prometheus_counts_the_search_queries_and_grounded_prompts_billed(
+    monkeypatch, gemini, vertex
+):
+    registry = CollectorRegistry()
+    logger = PrometheusLogger(registry)
+    monkeypatch.setattr(tracking, "success_callback", [logger])
+    monkeypatch.setattr(tracking, "failure_callback", [logger])
+    _edit(gemini, extra_body={"tools": [{"googleSearch": {}}]})
+    _edit(gemini, extra_body=IMAGE_SEARCH)  # image search queries are not billed, not counted
+    _edit(gemini)  # no search: nothing counted, the series is there at 0
+    _edit(gemini, "vertex_ai/gemini-2.5-flash-image", extra_body={"tools": [{"googleSearch": {}}]})
+    with pytest.raises(UnsupportedParamsError):  # refused before sending: nothing billed
+        _edit(gemini, extra_body=MAPS)
+    assert _grounding_uses(registry) == {
+        ("gemini-3.1-flash-image", "search_query"): 2 * SEARCH_QUERIES,
+        ("gemini-2.5-flash-image", "grounded_prompt"): 1,
+    }
+
+
+def test_prometheus_counts_an_unreported_search_as_its_estimated_query(monkeypatch, gemini):
+    registry = CollectorRegistry()
+    logger = PrometheusLogger(registry)
+    monkeypatch.setattr(tracking, "success_callback", [logger])
+    _edit(gemini, extra_body={"tools": [{"googleSearch": {}}]}, extra_headers=NO_GROUNDING)
+    assert _grounding_uses(registry) == {("gemini-3.1-flash-image", "search_query"): 1}
