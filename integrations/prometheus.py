@@ -572,14 +572,19 @@ class _ModelSeries:
         if search_fee is not None:  # a model whose price bills Grounding with Google Search
             self.search_grounding(search_fee.per)
 
-    def requests(self, status: str, error_type: str) -> Any:
-        key = ("requests", status, error_type)
+    def _child(self, metric: str, *labels: str) -> Any:
+        """The child of the per-call metric ``metric`` (an attribute of the metrics) with this
+        series' model labels and ``labels`` after them, found once and kept."""
+        key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self._metrics.requests.labels(
-                self.model, self.served, self.provider, self.operation, status, error_type
+            child = self._children[key] = getattr(self._metrics, metric).labels(
+                self.model, self.served, self.provider, self.operation, *labels
             )
         return child
+
+    def requests(self, status: str, error_type: str) -> Any:
+        return self._child("requests", status, error_type)
 
     def duration(self, status: str) -> Any:
         key = ("duration", status)
@@ -591,31 +596,13 @@ class _ModelSeries:
         return child
 
     def images(self, size: str, quality: str) -> Any:
-        key = ("images", size, quality)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._metrics.images.labels(
-                self.model, self.served, self.provider, self.operation, size, quality
-            )
-        return child
+        return self._child("images", size, quality)
 
     def search_grounding(self, unit: str) -> Any:
-        key = ("search_grounding", unit)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._metrics.search_grounding.labels(
-                self.model, self.served, self.provider, self.operation, unit
-            )
-        return child
+        return self._child("search_grounding", unit)
 
     def tokens(self, token_type: str) -> Any:
-        key = ("tokens", token_type)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._metrics.tokens.labels(
-                self.model, self.served, self.provider, self.operation, token_type
-            )
-        return child
+        return self._child("tokens", token_type)
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()

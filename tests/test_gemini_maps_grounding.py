@@ -54,19 +54,26 @@ def gemini() -> Iterator[FakeGemini]:
         yield server
 
 
-@pytest.fixture
-def vertex(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VERTEXAI_PROJECT", "my-project")
-    monkeypatch.setenv("VERTEXAI_LOCATION", "us-central1")
-    monkeypatch.setenv("VERTEX_ACCESS_TOKEN", GEMINI_KEY)
-
-
 def _edit(gemini: FakeGemini, model: str = MODEL, **params: Any) -> tracking.ImageResponse:
     if model.startswith("gemini/"):
         params.setdefault("api_key", GEMINI_KEY)
     return tracking.image_edit(
         image=make_png(64, 64), prompt=PROMPT, model=model, api_base=gemini.url, **params
     )
+
+
+def _ask_the_fake(gemini: FakeGemini, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fake's answer to a text-to-image request with ``tools``, sent by hand (the SDK
+    refuses a Maps tool before sending)."""
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
+        "generationConfig": {"responseModalities": ["IMAGE"]},
+        "tools": tools,
+    }
+    url = f"{gemini.url}/v1beta/models/gemini-3.1-flash-image:generateContent"
+    headers = {"x-goog-api-key": GEMINI_KEY}
+    answer: dict[str, Any] = httpx.post(url, headers=headers, json=body, timeout=60).json()
+    return answer
 
 
 # -- Grounding with Google Maps --------------------------------------------------------------
@@ -117,17 +124,7 @@ def test_drop_params_leaves_no_empty_tools_member(monkeypatch, gemini):
 def test_the_fake_answers_maps_grounding_as_googles_guide_shows_it(gemini):
     """The fake (written from Google's Maps grounding guide) answers a Maps-grounded request
     with places in groundingChunks and, with enableWidget, the widget's context token."""
-    body = {
-        "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
-        "generationConfig": {"responseModalities": ["IMAGE"]},
-        "tools": [{"googleMaps": {"enableWidget": True}}],
-    }
-    answer = httpx.post(
-        f"{gemini.url}/v1beta/models/gemini-3.1-flash-image:generateContent",
-        headers={"x-goog-api-key": GEMINI_KEY},
-        json=body,
-        timeout=60,
-    ).json()
+    answer = _ask_the_fake(gemini, [{"googleMaps": {"enableWidget": True}}])
     metadata = answer["candidates"][0]["groundingMetadata"]
     places = [chunk["maps"] for chunk in metadata["groundingChunks"]]
     assert len(places) == MAPS_PLACES
@@ -161,18 +158,7 @@ def test_the_proxy_refuses_a_maps_grounded_call(gemini, tmp_path):
 
 
 def test_the_fake_answers_image_search_queries_beside_the_web_ones(gemini):
-    body = {
-        "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
-        "generationConfig": {"responseModalities": ["IMAGE"]},
-        **IMAGE_SEARCH,
-    }
-    answer = httpx.post(
-        f"{gemini.url}/v1beta/models/gemini-3.1-flash-image:generateContent",
-        headers={"x-goog-api-key": GEMINI_KEY},
-        json=body,
-        timeout=60,
-    ).json()
-    metadata = answer["candidates"][0]["groundingMetadata"]
+    metadata = _ask_the_fake(gemini, IMAGE_SEARCH["tools"])["candidates"][0]["groundingMetadata"]
     assert len(metadata["imageSearchQueries"]) == IMAGE_SEARCH_QUERIES
     images = [chunk["image"] for chunk in metadata["groundingChunks"] if "image" in chunk]
     assert len(images) == IMAGE_SEARCH_QUERIES

@@ -20,46 +20,31 @@ from typing import Any
 
 import pytest
 
-import tracking
-from tests.conftest import make_png
-from tests.test_gemini_tool_use_tokens import GEMINI_KEY, GROUNDED, MILLION, PROMPT, PROMPT_TOKENS
+from tests.test_gemini_grounding_fees import (
+    MODEL,
+    OWN_TOKENS,
+    _grounded_edit,
+    _router,
+    routed_grounded_edit,
+)
+from tests.test_gemini_tool_use_tokens import GEMINI_KEY
 from tracking.cli import main
 from tracking.errors import ConfigurationError
-from tracking.pricing import reset_prices
-from tracking.router import Router
-from tracking.testing.fake_gemini import (
-    INPUT_IMAGE_TOKENS,
-    OUTPUT_IMAGE_TOKENS,
-    SEARCH_QUERIES,
-    TOOL_USE_PROMPT_TOKENS,
-    FakeGemini,
-)
+from tracking.pricing import use_prices_file
+from tracking.testing.fake_gemini import SEARCH_QUERIES, FakeGemini
 
-MODEL = "gemini/gemini-3.1-flash-image"
-#: the imported token prices per token (LiteLLM's unit): $1 and $50 per 1M
+#: the imported token prices per token (LiteLLM's unit): $1 and $50 per 1M, as OWN_TOKENS prices
 PER_TOKEN = {
     "input_cost_per_token": 0.000001,
     "input_cost_per_image_token": 0.000001,
     "output_cost_per_image_token": 0.00005,
 }
-TOKENS = (
-    (PROMPT_TOKENS + INPUT_IMAGE_TOKENS + TOOL_USE_PROMPT_TOKENS) * Decimal(1)
-    + OUTPUT_IMAGE_TOKENS["gemini-3.1-flash-image"]["1K"] * Decimal(50)
-) / MILLION
 
 
 @pytest.fixture(scope="module")
 def gemini() -> Iterator[FakeGemini]:
     with FakeGemini(api_keys=[GEMINI_KEY]) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh_prices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("TRACKING_PRICES_FILE", raising=False)
-    reset_prices()
-    yield
-    reset_prices()
 
 
 def _import(tmp_path: Path, entries: dict[str, Any]) -> tuple[int, Path, str]:
@@ -70,23 +55,10 @@ def _import(tmp_path: Path, entries: dict[str, Any]) -> tuple[int, Path, str]:
     return code, out, source.as_uri()
 
 
-def _grounded_edit(gemini: FakeGemini) -> tracking.ImageResponse:
-    return tracking.image_edit(
-        image=make_png(64, 64),
-        prompt=PROMPT,
-        model=MODEL,
-        api_base=gemini.url,
-        api_key=GEMINI_KEY,
-        extra_body=GROUNDED,
-    )
-
-
 # -- tracking prices import -------------------------------------------------------------------
 
 
-def test_an_imported_per_query_fee_bills_each_query_of_a_grounded_call(
-    tmp_path, monkeypatch, gemini, capsys
-):
+def test_an_imported_per_query_fee_bills_each_query_of_a_grounded_call(tmp_path, gemini, capsys):
     entries = {
         MODEL: {
             "mode": "image_generation",
@@ -110,10 +82,12 @@ def test_an_imported_per_query_fee_bills_each_query_of_a_grounded_call(
         "secondary",
     )
     assert fee["source"] and fee["retrieved"]
-    monkeypatch.setenv("TRACKING_PRICES_FILE", str(out))
-    reset_prices()
-    response = _grounded_edit(gemini)
-    assert response.cost_usd == TOKENS + SEARCH_QUERIES * Decimal("0.02")
+    use_prices_file(out)  # as TRACKING_PRICES_FILE names it
+    try:
+        response = _grounded_edit(gemini)
+    finally:
+        use_prices_file(None)
+    assert response.cost_usd == OWN_TOKENS + SEARCH_QUERIES * Decimal("0.02")
 
 
 def test_an_imported_vertex_per_request_fee_bills_one_grounded_prompt(tmp_path, capsys):
@@ -160,22 +134,14 @@ def test_an_import_whose_search_fee_has_no_clear_unit_is_refused(tmp_path, capsy
 # -- a deployment's model_info ------------------------------------------------------------------
 
 
-def _router(gemini: FakeGemini, info: dict[str, Any]) -> Router:
-    params = {"model": MODEL, "api_key": GEMINI_KEY, "api_base": gemini.url}
-    return Router([{"model_name": "nano", "litellm_params": params, "model_info": info}])
-
-
 def test_model_info_web_search_cost_per_request_bills_each_query(gemini):
     info = {
         **PER_TOKEN,
         "web_search_cost_per_request": 0.012,
         "web_search_billing_unit": "per_query",
     }
-    with _router(gemini, info) as router:
-        response = router.image_edit(
-            model="nano", image=make_png(64, 64), prompt=PROMPT, extra_body=GROUNDED
-        )
-    assert response.cost_usd == TOKENS + SEARCH_QUERIES * Decimal("0.012")
+    response = routed_grounded_edit(gemini, info)
+    assert response.cost_usd == OWN_TOKENS + SEARCH_QUERIES * Decimal("0.012")
 
 
 def test_model_info_web_search_cost_per_request_without_a_unit_is_refused(gemini):
