@@ -34,7 +34,8 @@ class MetricSpec:
     labels: tuple[str, ...]
     #: ``sdk`` (every SDK process with the prometheus integration), ``opt_in`` (only when
     #: switched on), ``router``, ``ledger`` or ``proxy`` (only once that part runs), ``stream``
-    #: (only once a streamed call has had its first image).
+    #: (only once a streamed call has had its first image), ``grounding`` (only once a call to
+    #: a model whose price bills Grounding with Google Search has been made).
     source: str = "sdk"
 
 
@@ -56,6 +57,9 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "image_edit_time_to_first_image_seconds": MetricSpec(
         "histogram", ("model", "provider", "operation"), "stream"
+    ),
+    "image_edit_search_grounding_uses_total": MetricSpec(
+        "counter", ("model", "served_model", "provider", "operation", "unit"), "grounding"
     ),
     "image_edit_retries_total": MetricSpec("counter", ("model", "deployment"), "router"),
     "image_edit_fallbacks_total": MetricSpec(

@@ -53,6 +53,7 @@ from prometheus_client.registry import Collector
 
 from tracking import bus, bus_sharing, ledger_stats
 from tracking.errors import ERROR_TYPES, UNSERVED_ERROR_TYPES, ConfigurationError
+from tracking.pricing import search_uses
 
 if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
@@ -312,6 +313,9 @@ class PrometheusLogger:
                 self._charge_end_user(event.end_user, cost)
         elif status == "success" and event.cost_source == "unpriced":
             m.unpriced.labels(series.model).inc()
+        searched = search_uses(event.price_ref)
+        if searched is not None and searched[0] > 0:
+            series.search_grounding(searched[1]).inc(searched[0])
         shutdown = series.shutdown
         if event.deployment_id is not None:  # a watched router's: as its calls are billed
             shutdown = m.deployment_shutdowns.get(event.deployment_id, shutdown)
@@ -385,6 +389,12 @@ class _Metrics:
             ["model", "provider", "operation"],
             buckets=DURATION_BUCKETS,
             registry=registry,
+        )
+        self.search_grounding = counter(
+            "image_edit_search_grounding_uses",
+            "Grounding with Google Search uses calls were billed for: search queries or "
+            "grounded prompts, by unit.",
+            (*model_labels, "unit"),
         )
         self.retries = counter("image_edit_retries", "Retried attempts.", ("model", "deployment"))
         self.fallbacks = counter(
@@ -558,15 +568,23 @@ class _ModelSeries:
         for kind in entry.tokens if entry is not None else ():
             if kind in _TOKEN_TYPE_OF_PRICE:
                 self.tokens(_TOKEN_TYPE_OF_PRICE[kind])
+        search_fee = entry.tools.get("google_search") if entry is not None else None
+        if search_fee is not None:  # a model whose price bills Grounding with Google Search
+            self.search_grounding(search_fee.per)
 
-    def requests(self, status: str, error_type: str) -> Any:
-        key = ("requests", status, error_type)
+    def _child(self, metric: str, *labels: str) -> Any:
+        """The child of the per-call metric ``metric`` (an attribute of the metrics) with this
+        series' model labels and ``labels`` after them, found once and kept."""
+        key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self._metrics.requests.labels(
-                self.model, self.served, self.provider, self.operation, status, error_type
+            child = self._children[key] = getattr(self._metrics, metric).labels(
+                self.model, self.served, self.provider, self.operation, *labels
             )
         return child
+
+    def requests(self, status: str, error_type: str) -> Any:
+        return self._child("requests", status, error_type)
 
     def duration(self, status: str) -> Any:
         key = ("duration", status)
@@ -578,22 +596,13 @@ class _ModelSeries:
         return child
 
     def images(self, size: str, quality: str) -> Any:
-        key = ("images", size, quality)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._metrics.images.labels(
-                self.model, self.served, self.provider, self.operation, size, quality
-            )
-        return child
+        return self._child("images", size, quality)
+
+    def search_grounding(self, unit: str) -> Any:
+        return self._child("search_grounding", unit)
 
     def tokens(self, token_type: str) -> Any:
-        key = ("tokens", token_type)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._metrics.tokens.labels(
-                self.model, self.served, self.provider, self.operation, token_type
-            )
-        return child
+        return self._child("tokens", token_type)
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()

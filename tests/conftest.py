@@ -204,3 +204,14 @@ def _registered_prices_kept_to_their_test() -> Iterator[None]:
         with pricing._lock:
             pricing._custom.clear()
             pricing._custom.update(before)
+
+
+@pytest.fixture
+def vertex(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vertex AI's project, location and access token (the fake Gemini upstream's key, which
+    the Gemini tests' fakes accept), as the ``vertex_ai`` provider reads them."""
+    from tests.test_gemini_tool_use_tokens import GEMINI_KEY
+
+    monkeypatch.setenv("VERTEXAI_PROJECT", "my-project")
+    monkeypatch.setenv("VERTEXAI_LOCATION", "us-central1")
+    monkeypatch.setenv("VERTEX_ACCESS_TOKEN", GEMINI_KEY)

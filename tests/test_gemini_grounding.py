@@ -65,13 +65,6 @@ def gemini() -> Iterator[FakeGemini]:
         yield server
 
 
-@pytest.fixture
-def vertex(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VERTEXAI_PROJECT", "my-project")
-    monkeypatch.setenv("VERTEXAI_LOCATION", "us-central1")
-    monkeypatch.setenv("VERTEX_ACCESS_TOKEN", GEMINI_KEY)
-
-
 def _edit(model: str, gemini: FakeGemini, **params: Any) -> tracking.ImageResponse:
     if model.startswith("gemini/"):
         params.setdefault("api_key", GEMINI_KEY)

@@ -211,6 +211,14 @@ def _router(gemini: FakeGemini, info: dict[str, Any]) -> Router:
     return Router([{"model_name": "nano", "litellm_params": params, "model_info": info}])
 
 
+def routed_grounded_edit(gemini: FakeGemini, info: dict[str, Any]) -> tracking.ImageResponse:
+    """A grounded edit through a router whose one deployment has ``info`` as its model_info."""
+    with _router(gemini, info) as router:
+        return router.image_edit(
+            model="nano", image=make_png(64, 64), prompt=PROMPT, extra_body=GROUNDED
+        )
+
+
 LITELLM_TOKENS = {
     "input_cost_per_token": "0.000001",  # $1 / 1M
     "output_cost_per_image_token": "0.00005",  # $50 / 1M
@@ -229,10 +237,7 @@ def test_model_info_search_context_cost_per_query_bills_each_query(gemini):
         },
         "web_search_billing_unit": "per_query",
     }
-    with _router(gemini, info) as router:
-        response = router.image_edit(
-            model="nano", image=make_png(64, 64), prompt=PROMPT, extra_body=GROUNDED
-        )
+    response = routed_grounded_edit(gemini, info)
     assert response.cost_usd == OWN_TOKENS + SEARCH_QUERIES * Decimal("0.011")
 
 
@@ -242,10 +247,7 @@ def test_model_info_per_prompt_bills_one_grounded_prompt(gemini):
         "search_context_cost_per_query": {"search_context_size_medium": "0.03"},
         "web_search_billing_unit": "per_prompt",
     }
-    with _router(gemini, info) as router:
-        response = router.image_edit(
-            model="nano", image=make_png(64, 64), prompt=PROMPT, extra_body=GROUNDED
-        )
+    response = routed_grounded_edit(gemini, info)
     assert response.cost_usd == OWN_TOKENS + Decimal("0.03")
 
 
@@ -254,10 +256,7 @@ def test_model_info_native_tools_key_is_read_as_register_prices_takes_it(gemini)
         **LITELLM_TOKENS,
         "tools": {"google_search": {"per": "search_query", "usd_per_1000": "9"}},
     }
-    with _router(gemini, info) as router:
-        response = router.image_edit(
-            model="nano", image=make_png(64, 64), prompt=PROMPT, extra_body=GROUNDED
-        )
+    response = routed_grounded_edit(gemini, info)
     assert response.cost_usd == OWN_TOKENS + SEARCH_QUERIES * Decimal("0.009")
 
 

@@ -24,6 +24,7 @@ from .images import encodes_image, encodes_image_or_svg
 log = logging.getLogger("tracking")
 
 __all__ = [
+    "MAPS_TOOLS",
     "MAX_JSON_DEPTH",
     "MIN_REPORTED_USD",
     "ImageData",
@@ -32,6 +33,7 @@ __all__ = [
     "SearchGrounding",
     "UntrustedUsage",
     "Usage",
+    "asks_google_maps",
     "asks_google_search",
     "check_b64_images",
     "plausible_charge",
@@ -172,12 +174,26 @@ class SearchGrounding:
 _SEARCH_TOOLS = ("googleSearch", "google_search")
 
 
+#: The names of Grounding with Google Maps in a Gemini request's ``tools``.
+MAPS_TOOLS = ("googleMaps", "google_maps")
+
+
 def asks_google_search(extra_body: Any) -> bool:
     """Whether a call's ``extra_body`` asks for Grounding with Google Search (its ``tools`` hold
     ``googleSearch`` or ``google_search``, as Gemini's ``generateContent`` takes them)."""
+    return _asks_tool(extra_body, _SEARCH_TOOLS)
+
+
+def asks_google_maps(extra_body: Any) -> bool:
+    """Whether a call's ``extra_body`` asks for Grounding with Google Maps (its ``tools`` hold
+    ``googleMaps`` or ``google_maps``)."""
+    return _asks_tool(extra_body, MAPS_TOOLS)
+
+
+def _asks_tool(extra_body: Any, names: tuple[str, ...]) -> bool:
     tools = extra_body.get("tools") if isinstance(extra_body, Mapping) else None
     return isinstance(tools, list) and any(
-        isinstance(tool, Mapping) and any(name in tool for name in _SEARCH_TOOLS) for tool in tools
+        isinstance(tool, Mapping) and any(name in tool for name in names) for tool in tools
     )
 
 

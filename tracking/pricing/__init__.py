@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ..frozen import fast_init
 from .table import (
     ANY,
     TOKEN_KINDS,
+    TOOL_FEE_UNITS,
     PriceEntry,
     ToolFee,
     check_per_image_key,
@@ -71,6 +73,7 @@ __all__ = [
     "price_table",
     "register_prices",
     "reset_prices",
+    "search_uses",
     "shutdown_date",
     "unreadable_success",
     "use_prices_file",
@@ -529,6 +532,23 @@ def price_call(
 #: ``price_ref`` part of a call's Grounding with Google Search fee, after the entry's reference
 #: (``+google_search:2xsearch_query``); ``estimate:`` before it when the answer did not say.
 SEARCH_FEE_REF = "google_search"
+
+
+#: The search fee's part of a ``price_ref``: ``+google_search:2xsearch_query`` (``+estimate:``
+#: before ``google_search`` when the answer did not say what it ran).
+_SEARCH_USES = re.compile(
+    rf"\+(?:estimate:)?{SEARCH_FEE_REF}:(\d+)x({'|'.join(TOOL_FEE_UNITS)})(?![\w-])"
+)
+
+
+def search_uses(price_ref: str | None) -> tuple[int, str] | None:
+    """The Grounding with Google Search uses a call's ``price_ref`` says it was billed for, and
+    their unit (``search_query`` or ``grounded_prompt``), as :func:`with_search_fee` writes
+    them; None when it billed none (no search, or no fee: ``-unpriced``)."""
+    if not price_ref or SEARCH_FEE_REF not in price_ref:  # most calls: no regex on every event
+        return None
+    match = _SEARCH_USES.search(price_ref)
+    return None if match is None else (int(match.group(1)), match.group(2))
 
 
 def with_search_fee(

@@ -13,6 +13,14 @@ image entries (``mode`` ``image_generation`` or ``image_edit``) are read, in thr
 * ``1024-x-1024/dall-e-2`` (optionally ``hd/...``): priced per pixel (``input_cost_per_pixel``),
   turned into a per-image price for that size.
 
+Grounding with Google Search's fee (``search_context_cost_per_query``, its medium size, or
+``web_search_cost_per_request``, with ``web_search_billing_unit``: ``per_query`` or
+``per_prompt``) becomes the entry's ``tools.google_search``, per ``search_query`` or
+``grounded_prompt``, as a deployment's ``model_info`` gives it
+(:func:`~tracking.pricing.model_info.search_fee`). LiteLLM takes a missing unit as
+``per_prompt``; here an entry with a fee and no unit is refused, naming it, as are two keys of a
+model that give it different fees: the import never guesses what a fee is charged per.
+
 Every figure gets the file or URL it came from as ``source``, today as ``retrieved`` and
 ``confidence: secondary`` (a peer's catalogue, not the provider's page); a ``deprecation_date``
 becomes the entry's ``shutdown``. Numbers go through their decimal text, never a float.
@@ -20,13 +28,14 @@ becomes the entry's ``shutdown``. Numbers go through their decimal text, never a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..decimals import strict_decimal
 from ..errors import ConfigurationError
+from .model_info import search_fee
 from .table import MIN_PRICE
 
 __all__ = ["IMAGE_MODES", "from_litellm", "is_litellm_document"]
@@ -92,6 +101,31 @@ def _parse_key(key: str) -> tuple[str, str | None, str | None]:
     return key, None, None
 
 
+def _add_search_fee(
+    entry: dict[str, Any],
+    fee: Mapping[str, Any],
+    figure: Callable[[Decimal], dict[str, str]],
+    where: str,
+) -> None:
+    """``entry``'s ``tools.google_search`` from one LiteLLM key's fee (``per``, ``usd_per_1000``);
+    a :class:`~tracking.errors.ConfigurationError` when another key of the model gave another."""
+    given = figure(fee["usd_per_1000"])
+    given["per"] = fee["per"]
+    given["usd_per_1000"] = given.pop("usd")
+    tools = entry.setdefault("tools", {})
+    known = tools.get("google_search")
+    if known is not None and (known["per"], known["usd_per_1000"]) != (
+        given["per"],
+        given["usd_per_1000"],
+    ):
+        raise ConfigurationError(
+            f"{where}: its search fee ({given['usd_per_1000']} per 1000 {given['per']}) differs "
+            f"from another entry of {entry['model']} ({known['usd_per_1000']} per 1000 "
+            f"{known['per']})"
+        )
+    tools["google_search"] = given
+
+
 def from_litellm(data: Mapping[str, Any], *, source: str, today: date) -> dict[str, Any]:
     """Our price document (schema 1) from the image entries of a LiteLLM price map."""
     retrieved = today.isoformat()
@@ -130,6 +164,9 @@ def from_litellm(data: Mapping[str, Any], *, source: str, today: date) -> dict[s
                 "retrieved": retrieved,
                 "confidence": "secondary",
             }
+        fee = search_fee(info, where)
+        if fee is not None:
+            _add_search_fee(entry, fee["google_search"], figure, where)
         if size is None:
             for litellm_key, kind in _PER_TOKEN.items():
                 per_token = _amount(info.get(litellm_key), f"{where}.{litellm_key}")

@@ -38,6 +38,10 @@ Gemini 3; ``per_prompt``: each grounded prompt, Gemini 2.5), as LiteLLM's
 ``litellm/llms/gemini/cost_calculator.py`` reads them (read 2026-12-06). They become the
 deployment's ``tools.google_search`` fee (:func:`search_fee`). LiteLLM takes a missing unit as
 ``per_prompt``, which would bill a Gemini 3 call's queries as one: the unit is required here.
+LiteLLM's Gemini and Vertex AI cost code also read ``web_search_cost_per_request`` from
+``model_info``, a flat USD amount per web search unit (read 2026-12-07): it is taken as the same
+fee, with the same required unit (its name says "request", which is a query for Gemini 3 and a
+prompt for 2.5); given beside ``search_context_cost_per_query``, the two must agree.
 
 Everywhere, ``output_cost_per_token`` beside an image-output token price
 (``output_cost_per_image_token`` or ``tokens_per_million.output_image``) prices the text output
@@ -131,6 +135,9 @@ _NATIVE = ("tokens_per_million", "per_image", "base_model", "discount", "tools")
 #: LiteLLM's ``model_info`` keys of a web search fee: its amount per unit, and the unit.
 SEARCH_COST_KEY = "search_context_cost_per_query"
 SEARCH_UNIT_KEY = "web_search_billing_unit"
+#: LiteLLM's flat amount per web search unit (its Vertex AI and Gemini cost code read it from
+#: ``model_info``): the same fee as the medium size of :data:`SEARCH_COST_KEY`, one number.
+SEARCH_FLAT_KEY = "web_search_cost_per_request"
 #: ``web_search_billing_unit``'s values -> what our ``tools.google_search`` fee is charged per.
 _SEARCH_UNITS = {"per_query": "search_query", "per_prompt": "grounded_prompt"}
 #: The sizes ``search_context_cost_per_query`` may price; LiteLLM bills Gemini at the medium one.
@@ -168,22 +175,34 @@ def _per_million(value: Any, where: str) -> Decimal:
 
 
 def search_fee(info: Mapping[str, Any], where: str) -> dict[str, Any] | None:
-    """The ``register_prices`` ``tools`` of ``info``'s ``search_context_cost_per_query`` and
-    ``web_search_billing_unit`` (None when neither is given): the medium size's amount per
-    query or grounded prompt. A missing or unknown unit, an unknown size or a bad amount is a
+    """The ``register_prices`` ``tools`` of ``info``'s ``search_context_cost_per_query`` (or
+    ``web_search_cost_per_request``) and ``web_search_billing_unit`` (None when none is given):
+    the medium size's amount (or the flat one) per query or grounded prompt. A missing or
+    unknown unit, an unknown size, a bad amount, or the two amounts disagreeing is a
     :class:`~tracking.errors.ConfigurationError` naming the key."""
-    cost, unit = info.get(SEARCH_COST_KEY), info.get(SEARCH_UNIT_KEY)
-    if cost is None and unit is None:
+    cost, flat, unit = (
+        info.get(SEARCH_COST_KEY),
+        info.get(SEARCH_FLAT_KEY),
+        info.get(SEARCH_UNIT_KEY),
+    )
+    if cost is None and flat is None and unit is None:
         return None
-    if cost is None:
-        raise ConfigurationError(f"{where}.{SEARCH_UNIT_KEY}: given without {SEARCH_COST_KEY}")
+    if cost is None and flat is None:
+        raise ConfigurationError(
+            f"{where}.{SEARCH_UNIT_KEY}: given without {SEARCH_COST_KEY} or {SEARCH_FLAT_KEY}"
+        )
+    given = SEARCH_COST_KEY if cost is not None else SEARCH_FLAT_KEY
     if unit not in _SEARCH_UNITS:
         raise ConfigurationError(
-            f"{where}.{SEARCH_UNIT_KEY}: required beside {SEARCH_COST_KEY}, one of "
+            f"{where}.{SEARCH_UNIT_KEY}: required beside {given}, one of "
             f"{', '.join(_SEARCH_UNITS)} (per_query: each search query, Gemini 3; per_prompt: "
             "each grounded prompt, Gemini 2.5); LiteLLM's default, per_prompt, would bill a "
             "Gemini 3 call's queries as one"
         )
+    per = _SEARCH_UNITS[unit]
+    each = None if flat is None else to_price(flat, f"{where}.{SEARCH_FLAT_KEY}")
+    if cost is None and each is not None:
+        return {"google_search": {"per": per, "usd_per_1000": each * 1000}}
     if not isinstance(cost, Mapping):
         raise ConfigurationError(
             f"{where}.{SEARCH_COST_KEY}: expected {{search_context_size_medium: USD per unit}}"
@@ -201,7 +220,12 @@ def search_fee(info: Mapping[str, Any], where: str) -> dict[str, Any] | None:
             f"{where}.{SEARCH_COST_KEY}: needs search_context_size_medium (what LiteLLM bills "
             "Gemini at)"
         )
-    return {"google_search": {"per": _SEARCH_UNITS[unit], "usd_per_1000": medium * 1000}}
+    if each is not None and each != medium:
+        raise ConfigurationError(
+            f"{where}: {SEARCH_FLAT_KEY} ({each}) and {SEARCH_COST_KEY}.search_context_size_medium "
+            f"({medium}) give different search fees; keep one"
+        )
+    return {"google_search": {"per": per, "usd_per_1000": medium * 1000}}
 
 
 def _given(info: Mapping[str, Any], params: Mapping[str, Any], key: str) -> bool:
@@ -219,8 +243,8 @@ def deployment_prices(
     if tools is not None:
         if "tools" in spec:
             raise ConfigurationError(
-                f"{where}.model_info: tools and {SEARCH_COST_KEY} both give the search fee; "
-                "keep one"
+                f"{where}.model_info: tools and {SEARCH_COST_KEY} / {SEARCH_FLAT_KEY} both give "
+                "the search fee; keep one"
             )
         spec["tools"] = tools
     tokens: dict[str, Any] = dict(spec.get("tokens_per_million") or {})

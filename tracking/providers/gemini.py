@@ -58,7 +58,20 @@ read with :meth:`GeminiAnswers.parse_grounded`, which puts a
 an image: ``billed_grounding``); the price entry says which unit its fee is charged per and at
 what rate (``tools.google_search`` in ``prices.json``). An answer that does not say what it ran
 (no ``groundingMetadata``, or ``webSearchQueries`` that is not a list of texts) is taken to have
-run one query (``reported=False``): its fee is an estimate, never $0.
+run one query (``reported=False``): its fee is an estimate, never $0. Image search queries
+(``groundingMetadata.imageSearchQueries``, answered when ``googleSearch.searchTypes`` holds
+``imageSearch``) are not counted: no page read says whether or at what rate Google bills them
+(docs/gemini.md).
+
+Grounding with Google Maps (``googleMaps`` or ``google_maps`` in ``tools``) is refused before
+sending with an :class:`~tracking.errors.UnsupportedParamsError` (``drop_params=True`` drops the
+tool instead): Google lists no image model among the models that take it (Firebase AI Logic's
+"Grounding with Google Maps" page lists only text models, while its Google Search page lists the
+image models; https://firebase.google.com/docs/ai-logic/grounding-google-maps, official, read
+2026-12-07), so no price entry gives its fee ($25 per 1,000 grounded prompts for Gemini 2.5
+models, as Google's pricing page is quoted on Google's forum,
+https://discuss.ai.google.dev/t/gemini-2-5-pro-ai-studio-google-maps-grounding-how-are-tool-use-context-tokens-billed/128770,
+secondary, read 2026-12-07), and a call sent with it would be billed without it.
 """
 
 from __future__ import annotations
@@ -72,13 +85,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import APIError, APIResponseError, ContentPolicyError, ValidationError
+from ..errors import (
+    APIError,
+    APIResponseError,
+    ContentPolicyError,
+    UnsupportedParamsError,
+    ValidationError,
+)
 from ..families import resolution_tier
 from ..images import encodes_image
 from ..response import (
+    MAPS_TOOLS,
     ImageResponse,
     SearchGrounding,
     UntrustedUsage,
+    asks_google_maps,
     asks_google_search,
     reported_usage,
     upstream_json,
@@ -203,11 +224,36 @@ def check_request(request: ImageEditRequest, options: CallOptions) -> None:
     makes = f"{request.upstream_model} makes 1 image per request"
     refuse_several_images(request, makes, "; loop over calls for several")
     refuse_unsupported(request, options, "Gemini", _NOT_TAKEN)
+    if asks_google_maps(request.extra_body) and not options.drop_params:
+        raise UnsupportedParamsError(
+            f"extra_body.tools: Grounding with Google Maps is not offered for Gemini's image "
+            f"models ({request.upstream_model}): Google lists no image model among those that "
+            "take it, and a call asking for it would be billed at a fee no price here gives; "
+            "leave googleMaps out, or pass drop_params=True to drop it",
+            param="extra_body",
+            rule="unsupported",
+        )
 
 
-def generate_content_body(request: ImageEditRequest) -> tuple[bytes, str]:
+def _without_maps(tools: Any) -> Any:
+    """``tools`` without Grounding with Google Maps (``drop_params=True``); None when nothing is
+    left, so the member is left out."""
+    if not isinstance(tools, list):
+        return tools
+    kept = [
+        tool
+        for tool in tools
+        if not (isinstance(tool, Mapping) and any(name in tool for name in MAPS_TOOLS))
+    ]
+    return kept or None
+
+
+def generate_content_body(
+    request: ImageEditRequest, *, drop_params: bool = False
+) -> tuple[bytes, str]:
     """The ``generateContent`` JSON for an edit (or a generation: the prompt alone, no image
-    parts), and the tier it bills at."""
+    parts), and the tier it bills at. ``drop_params``: Grounding with Google Maps, which
+    :func:`check_request` otherwise refuses, is dropped from ``extra_body``'s ``tools``."""
     parts: list[dict[str, Any]] = [{"text": request.prompt}]
     parts.extend(
         {
@@ -220,6 +266,10 @@ def generate_content_body(request: ImageEditRequest) -> tuple[bytes, str]:
     )
     config, tier = image_config(request.size, request.upstream_model)
     members, generation_members = _extra_members(request.extra_body)
+    if drop_params and asks_google_maps(members):
+        tools = _without_maps(members.pop("tools"))
+        if tools is not None:
+            members["tools"] = tools
     generation: dict[str, Any] = {"responseModalities": ["IMAGE"], **generation_members}
     if config:
         generation["imageConfig"] = config
@@ -495,7 +545,7 @@ class GeminiProvider(GeminiAnswers):
         check_request(request, options)
         api_key = api_key_for(options, "Gemini", *self.key_variables)
         api_base = api_base_for(options, "GEMINI_API_BASE", DEFAULT_GEMINI_API_BASE)
-        body, tier = generate_content_body(request)
+        body, tier = generate_content_body(request, drop_params=options.drop_params)
         model = quote(request.upstream_model, safe="")
         return PreparedRequest(
             url=f"{api_base}/v1beta/models/{model}:generateContent",

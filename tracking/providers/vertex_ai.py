@@ -66,7 +66,7 @@ class VertexAIProvider(GeminiAnswers):
             else f"https://{location}-aiplatform.googleapis.com"
         )
         api_base = (options.api_base or default_base).rstrip("/")
-        body, tier = generate_content_body(request)
+        body, tier = generate_content_body(request, drop_params=options.drop_params)
         path = (
             f"/v1/projects/{quote(project, safe='')}/locations/{quote(location, safe='')}"
             f"/publishers/google/models/{quote(request.upstream_model, safe='')}:generateContent"

@@ -20,7 +20,18 @@ Token counts are the fake's documented convention, not Google's tokenizer:
   to the model as input"); its candidate carries ``groundingMetadata`` as Google's grounding guide
   shows it: ``webSearchQueries`` (``SEARCH_QUERIES`` non-empty queries made from the prompt, and
   one empty query, which Google says it does not bill), ``groundingChunks`` (a ``web`` source
-  each) and a ``searchEntryPoint``.
+  each) and a ``searchEntryPoint``;
+* a ``googleSearch`` whose ``searchTypes`` holds ``imageSearch`` (Grounding with Google Image
+  Search, which Gemini 3.1 Flash Image takes) also reports ``IMAGE_SEARCH_QUERIES`` queries in
+  ``groundingMetadata.imageSearchQueries`` and an ``image`` chunk each (``sourceUri``,
+  ``imageUri``, ``title``, ``domain``), as Google's API reference describes the fields;
+* a request whose ``tools`` hold Grounding with Google Maps (``googleMaps`` or ``google_maps``)
+  is answered as Google's Maps grounding guide shows it: ``groundingChunks`` with a ``maps``
+  place each (``uri``, ``title``, ``placeId``; ``MAPS_PLACES`` of them), a
+  ``googleMapsWidgetContextToken`` when the tool asks ``enableWidget``, and
+  ``TOOL_USE_PROMPT_TOKENS`` tool-use prompt tokens. The fake does not judge which models take
+  the tool (Google lists no image model among them): it answers what a grounded answer holds, so
+  a test can see what a call sent with it would be billed.
 
 Faults (:mod:`.faults`, the ``x-fake-fault`` header or ``faults=[...]``): ``status=N`` answers a
 Google-shaped error (429 ``RESOURCE_EXHAUSTED`` carries a ``RetryInfo`` of ``retry_after``
@@ -56,7 +67,9 @@ from .fake_images import inspect, render
 from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 
 __all__ = [
+    "IMAGE_SEARCH_QUERIES",
     "INPUT_IMAGE_TOKENS",
+    "MAPS_PLACES",
     "OUTPUT_IMAGE_TOKENS",
     "SEARCH_QUERIES",
     "THOUGHTS_TOKENS",
@@ -73,6 +86,11 @@ TOOL_USE_PROMPT_TOKENS = 311
 #: non-empty search queries a grounded request's ``groundingMetadata.webSearchQueries`` reports
 SEARCH_QUERIES = 2
 _SEARCH_TOOLS = ("googleSearch", "google_search")
+#: image search queries a request with ``googleSearch.searchTypes.imageSearch`` reports
+IMAGE_SEARCH_QUERIES = 3
+#: places a request with Grounding with Google Maps reports in ``groundingChunks``
+MAPS_PLACES = 2
+_MAPS_TOOLS = ("googleMaps", "google_maps")
 #: ``inlineData.data`` of the faults that answer a broken image: not base64; base64 of HTML
 _BROKEN_IMAGES = {
     "bad_base64": "<html><body>502 Bad Gateway</body></html>",
@@ -248,7 +266,7 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
             "modelVersion": model,
         }
         if _grounded(body):  # searched first: its queries and their results' tokens
-            withheld["candidates"][0]["groundingMetadata"] = _grounding_metadata(prompt, None)
+            withheld["candidates"][0]["groundingMetadata"] = _grounding_metadata(prompt, None, body)
             withheld["usageMetadata"]["toolUsePromptTokenCount"] = TOOL_USE_PROMPT_TOKENS
             withheld["usageMetadata"]["totalTokenCount"] = total + TOOL_USE_PROMPT_TOKENS
         return web.json_response(withheld)
@@ -295,7 +313,7 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
     }
     grounded = _grounded(body)
     if grounded and code != "no_grounding":
-        answer["candidates"][0]["groundingMetadata"] = _grounding_metadata(prompt, code)
+        answer["candidates"][0]["groundingMetadata"] = _grounding_metadata(prompt, code, body)
     if code != "no_usage":
         tool_tokens = TOOL_USE_PROMPT_TOKENS if grounded else 0
         answer["usageMetadata"] = {
@@ -312,27 +330,69 @@ async def _generate(state: _State, request: web.Request) -> web.StreamResponse:
     return web.json_response(answer)
 
 
-def _grounded(body: Any) -> bool:
-    """Whether the request's ``tools`` hold Grounding with Google Search."""
+def _tool(body: Any, names: tuple[str, ...]) -> dict[str, Any] | None:
+    """The request's first tool named one of ``names`` (its configuration object), or None."""
     tools = body.get("tools") if isinstance(body, dict) else None
-    return isinstance(tools, list) and any(
-        isinstance(tool, dict) and any(name in tool for name in _SEARCH_TOOLS) for tool in tools
-    )
+    for tool in tools if isinstance(tools, list) else ():
+        for name in names:
+            if isinstance(tool, dict) and name in tool:
+                config = tool[name]
+                return config if isinstance(config, dict) else {}
+    return None
 
 
-def _grounding_metadata(prompt: str, code: str | None) -> dict[str, Any]:
-    """What a grounded answer reports it searched: ``SEARCH_QUERIES`` queries made from the
-    prompt and an empty one (Google's answers hold such; its billing ignores them)."""
-    queries = [f"{prompt} reference {index}" for index in range(1, SEARCH_QUERIES + 1)]
-    queries.insert(1, "")
-    return {
-        "webSearchQueries": " ".join(queries) if code == "bad_grounding" else queries,
-        "groundingChunks": [
+def _grounded(body: Any) -> bool:
+    """Whether the request's ``tools`` hold Grounding with Google Search or Google Maps."""
+    return _tool(body, _SEARCH_TOOLS) is not None or _tool(body, _MAPS_TOOLS) is not None
+
+
+def _grounding_metadata(prompt: str, code: str | None, body: Any) -> dict[str, Any]:
+    """What a grounded answer reports it ran. Google Search: ``SEARCH_QUERIES`` queries made
+    from the prompt and an empty one (Google's answers hold such; its billing ignores them), and
+    with ``searchTypes.imageSearch`` ``IMAGE_SEARCH_QUERIES`` image search queries. Google Maps:
+    ``MAPS_PLACES`` places, and the widget's context token when ``enableWidget`` is asked."""
+    metadata: dict[str, Any] = {"groundingChunks": []}
+    search = _tool(body, _SEARCH_TOOLS)
+    if search is not None:
+        queries = [f"{prompt} reference {index}" for index in range(1, SEARCH_QUERIES + 1)]
+        queries.insert(1, "")
+        metadata["webSearchQueries"] = " ".join(queries) if code == "bad_grounding" else queries
+        metadata["groundingChunks"] += [
             {"web": {"uri": f"https://example.com/result/{index}", "title": f"Result {index}"}}
             for index in range(1, SEARCH_QUERIES + 1)
-        ],
-        "searchEntryPoint": {"renderedContent": "<div>Google Search suggestions</div>"},
-    }
+        ]
+        metadata["searchEntryPoint"] = {"renderedContent": "<div>Google Search suggestions</div>"}
+        types = search.get("searchTypes")
+        if isinstance(types, dict) and "imageSearch" in types:
+            metadata["imageSearchQueries"] = [
+                f"{prompt} picture {index}" for index in range(1, IMAGE_SEARCH_QUERIES + 1)
+            ]
+            metadata["groundingChunks"] += [
+                {
+                    "image": {
+                        "sourceUri": f"https://example.com/page/{index}",
+                        "imageUri": f"https://example.com/picture/{index}.png",
+                        "title": f"Picture {index}",
+                        "domain": "example.com",
+                    }
+                }
+                for index in range(1, IMAGE_SEARCH_QUERIES + 1)
+            ]
+    maps = _tool(body, _MAPS_TOOLS)
+    if maps is not None:
+        metadata["groundingChunks"] += [
+            {
+                "maps": {
+                    "uri": f"https://maps.google.com/?cid={1000 + index}",
+                    "title": f"Place {index}",
+                    "placeId": f"places/fake-place-{index}",
+                }
+            }
+            for index in range(1, MAPS_PLACES + 1)
+        ]
+        if maps.get("enableWidget") is True:
+            metadata["googleMapsWidgetContextToken"] = "widgetcontent/fake-maps-context"
+    return metadata
 
 
 def _read_body(body: Any, model: str) -> tuple[str, list[bytes], dict[str, str]]:
