@@ -5,7 +5,9 @@ and ``web_search_cost_per_request``: the override file it wrote replaced the pac
 its search fee, so a grounded call on the imported prices was recorded at its tokens alone
 (``+estimate:google_search-unpriced``). A deployment's ``model_info`` now also takes
 ``web_search_cost_per_request``. Both need ``web_search_billing_unit`` (``per_query`` or
-``per_prompt``): a fee without it, or two keys giving two fees, is refused naming them.
+``per_prompt``): in a ``model_info`` a fee without it is refused; an imported entry with a fee and
+no unit is imported without the fee and named in a warning (LiteLLM's whole map must not fail
+for one entry); an unknown unit, or two keys giving two fees, is refused naming them.
 
 Grounded calls go to the fake Gemini upstream on loopback (tracking.testing.fake_gemini).
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.recorder import record_events
 from tests.test_gemini_grounding_fees import (
     MODEL,
     OWN_TOKENS,
@@ -109,8 +112,6 @@ def test_an_imported_vertex_per_request_fee_bills_one_grounded_prompt(tmp_path, 
 @pytest.mark.parametrize(
     ("keys", "named"),
     [
-        ({"search_context_cost_per_query": {"search_context_size_medium": 0.014}}, "per_query"),
-        ({"web_search_cost_per_request": 0.014}, "web_search_billing_unit"),
         (
             {
                 "web_search_cost_per_request": 0.035,
@@ -120,6 +121,7 @@ def test_an_imported_vertex_per_request_fee_bills_one_grounded_prompt(tmp_path, 
             "give different search fees",
         ),
         ({"web_search_cost_per_request": 0.014, "web_search_billing_unit": "daily"}, "per_prompt"),
+        ({"web_search_cost_per_request": 0.014, "web_search_billing_unit": None}, "per_prompt"),
     ],
 )
 def test_an_import_whose_search_fee_has_no_clear_unit_is_refused(tmp_path, capsys, keys, named):
@@ -129,6 +131,42 @@ def test_an_import_whose_search_fee_has_no_clear_unit_is_refused(tmp_path, capsy
     assert code != 0
     assert named in err and MODEL in err
     assert not out.exists()  # nothing half-imported
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"search_context_cost_per_query": {"search_context_size_medium": 0.014}},
+        {"web_search_cost_per_request": 0.014},
+    ],
+)
+def test_an_imported_fee_without_a_unit_is_left_out_with_a_warning(
+    tmp_path, gemini, capsys, monkeypatch, keys
+):
+    """LiteLLM's map gives some entries a fee and no unit (its default, per prompt, would bill a
+    Gemini 3 call's queries as one): the rest of the map is imported, the entry named, and its
+    grounded calls carry the fee as an estimate, never a fee per a guessed unit."""
+    entries = {
+        MODEL: {"mode": "image_generation", "litellm_provider": "gemini", **PER_TOKEN, **keys},
+        "gpt-image-2": {"mode": "image_generation", "output_cost_per_image_token": 0.00003},
+    }
+    code, out, _ = _import(tmp_path, entries)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning:" in err and MODEL in err and next(iter(keys)) in err
+    written = {e["model"]: e for e in json.loads(out.read_text(encoding="utf-8"))["entries"]}
+    assert set(written) == {MODEL, "gpt-image-2"}
+    assert "tools" not in written[MODEL]
+    events = record_events(monkeypatch)
+    use_prices_file(out)
+    try:
+        response = _grounded_edit(gemini)
+    finally:
+        use_prices_file(None)
+    assert response.cost_usd == OWN_TOKENS
+    assert events.last.cost_source == "estimate"
+    assert events.last.price_ref is not None
+    assert events.last.price_ref.endswith("+estimate:google_search-unpriced")
 
 
 # -- a deployment's model_info ------------------------------------------------------------------

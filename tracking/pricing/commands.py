@@ -171,7 +171,10 @@ def prices_import(source: str, out: TextIO, *, target: str | None = None) -> int
     """Import ``source`` (our format or LiteLLM's) into the override file ``target``."""
     data = _read_source(source)
     if is_litellm_document(data):
-        document = from_litellm(data, source=_as_url(source), today=_today())
+        warnings: list[str] = []
+        document = from_litellm(data, source=_as_url(source), today=_today(), warnings=warnings)
+        for warning in warnings:
+            sys.stderr.write(f"warning: {shown(warning)}\n")
         kind = "LiteLLM"
     elif isinstance(data, Mapping) and "entries" in data:
         document = dict(data)

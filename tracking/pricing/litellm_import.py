@@ -18,8 +18,11 @@ Grounding with Google Search's fee (``search_context_cost_per_query``, its mediu
 ``per_prompt``) becomes the entry's ``tools.google_search``, per ``search_query`` or
 ``grounded_prompt``, as a deployment's ``model_info`` gives it
 (:func:`~tracking.pricing.model_info.search_fee`). LiteLLM takes a missing unit as
-``per_prompt``; here an entry with a fee and no unit is refused, naming it, as are two keys of a
-model that give it different fees: the import never guesses what a fee is charged per.
+``per_prompt``; the import never guesses what a fee is charged per: an entry with a fee and no
+unit is imported without the fee, with a warning naming it (its grounded calls are then
+recorded with the fee flagged as an estimate, ``+estimate:google_search-unpriced``, never at a
+fee per the wrong unit), so one such entry of LiteLLM's whole map does not stop the import. An
+unknown unit, or two keys of a model that give it different fees, is refused, naming them.
 
 Every figure gets the file or URL it came from as ``source``, today as ``retrieved`` and
 ``confidence: secondary`` (a peer's catalogue, not the provider's page); a ``deprecation_date``
@@ -35,7 +38,7 @@ from typing import Any
 
 from ..decimals import strict_decimal
 from ..errors import ConfigurationError
-from .model_info import search_fee
+from .model_info import SEARCH_COST_KEY, SEARCH_FLAT_KEY, SEARCH_UNIT_KEY, search_fee
 from .table import MIN_PRICE
 
 __all__ = ["IMAGE_MODES", "from_litellm", "is_litellm_document"]
@@ -126,8 +129,18 @@ def _add_search_fee(
     tools["google_search"] = given
 
 
-def from_litellm(data: Mapping[str, Any], *, source: str, today: date) -> dict[str, Any]:
-    """Our price document (schema 1) from the image entries of a LiteLLM price map."""
+def _fee_without_unit(info: Mapping[str, Any]) -> str | None:
+    """The search fee key ``info`` gives with no ``web_search_billing_unit`` at all, if any."""
+    if SEARCH_UNIT_KEY in info:
+        return None
+    return next((k for k in (SEARCH_COST_KEY, SEARCH_FLAT_KEY) if info.get(k) is not None), None)
+
+
+def from_litellm(
+    data: Mapping[str, Any], *, source: str, today: date, warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """Our price document (schema 1) from the image entries of a LiteLLM price map; what was
+    left out (a search fee with no unit) is described in ``warnings``."""
     retrieved = today.isoformat()
     entries: dict[str, dict[str, Any]] = {}
 
@@ -164,7 +177,16 @@ def from_litellm(data: Mapping[str, Any], *, source: str, today: date) -> dict[s
                 "retrieved": retrieved,
                 "confidence": "secondary",
             }
-        fee = search_fee(info, where)
+        unitless = _fee_without_unit(info)
+        if unitless is not None:
+            if warnings is not None:
+                warnings.append(
+                    f"{where}: {unitless} has no {SEARCH_UNIT_KEY} (per_query or per_prompt); "
+                    "its search fee is not imported (grounded calls record it as an estimate)"
+                )
+            fee = None
+        else:
+            fee = search_fee(info, where)
         if fee is not None:
             _add_search_fee(entry, fee["google_search"], figure, where)
         if size is None:
