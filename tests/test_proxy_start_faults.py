@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.accounts_support import wait_for
 from tests.proxy_support import (
     MASTER_KEY,
     free_port,
@@ -31,6 +32,8 @@ from tests.services import unavailable
 from tracking.config import load_config
 from tracking.errors import ConfigurationError
 from tracking.proxy import app as proxy_app
+from tracking.proxy.server import INTERRUPTED_AT_CHECK
+from tracking.proxy.start_faults import ended_unheard
 
 _LOOPBACK = ("--host", "127.0.0.1", "--port", "0")
 _DEPLOYMENT = (
@@ -250,6 +253,81 @@ def test_a_worker_uvicorn_stops_at_its_start_without_a_fault_stops_the_proxy_wit
     assert "a worker could not start: stopping the proxy" in done.stderr
     assert "SIGTERM" not in done.stderr, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_one_process_that_ends_itself_at_its_start_without_a_word_is_said_in_one_line(tmp_path):
+    """One process (no ``--workers``) whose start ends it at once, ``os._exit(3)`` in a
+    callback's lookup: no Python is left in it to say why, and ``tracking serve`` exited 3 with
+    no line at all after uvicorn's "Waiting for application startup". The watcher of its start
+    says it now, naming the process; the status stays the process's own."""
+    config = _exits_at_start(tmp_path)
+    done = _serve(tmp_path, "--config", str(config), *_LOOPBACK, env={"EXIT_HOW": "os-exit-3"})
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    said = re.fullmatch(r".*\[(\d+)\].*", last)
+    assert said is not None, done.stderr
+    assert last == ended_unheard(int(said[1])), done.stderr
+    assert f"Started server process [{said[1]}]" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_a_started_process_leaves_no_watcher_and_stops_without_its_line(tmp_path):
+    """The watcher of one process's start ends once the app started: a proxy stopped later by
+    SIGTERM ends with status 0 and no line of the watcher's."""
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT)
+    with _started(tmp_path, "--config", str(config), *_LOOPBACK) as (process, lines):
+        assert "Application startup complete" in lines[-1], "".join(lines)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, "".join(lines) + out
+    assert "ended during its start" not in "".join(lines) + out
+
+
+#: A callback module whose import takes long (a slow licence check, say): it leaves a mark,
+#: then sleeps, so Ctrl-C comes while ``tracking serve`` checks the config.
+_SLOW_IMPORT = """
+import os
+import time
+
+open(os.environ["IMPORTING_MARK"], "w").close()
+time.sleep(60)
+
+
+def handler(kwargs, response, start_time, end_time):
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_while_the_config_is_checked_is_status_130_and_one_line(tmp_path, workers):
+    """SIGINT as ``tracking serve`` imports a callback to check the config: it ended with
+    status 130 and nothing on standard error, the user left to guess whether anything started.
+    One line says it was interrupted there, and nothing was started."""
+    (tmp_path / "slow_import.py").write_text(_SLOW_IMPORT)
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT + "litellm_settings: {callbacks: [slow_import.handler]}\n")
+    mark = tmp_path / "importing"
+    process = subprocess.Popen(
+        [*tracking_command(), "serve", "--config", str(config), *_LOOPBACK, "--workers", workers],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "IMPORTING_MARK": str(mark)},
+        start_new_session=True,
+    )
+    try:
+        wait_for(mark.exists, timeout=60)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    assert process.returncode == 130, err
+    assert err.splitlines() == [f"tracking serve: {INTERRUPTED_AT_CHECK}"], err
+    assert "Traceback" not in err + out
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
