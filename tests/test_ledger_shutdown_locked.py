@@ -90,8 +90,13 @@ def _locked_by_another_process(path: Path) -> Iterator[Callable[[], str]]:
 
 
 def _run(url: str, rows: int, timeout: float, env: dict[str, str], prefix: str = "u") -> None:
+    _python(_WRITER, url, str(rows), str(timeout), prefix, env=env)
+
+
+def _python(script: str, *args: str, env: dict[str, str]) -> None:
+    """``script`` run by another Python process (in the checkout), which must end with 0."""
     result = subprocess.run(
-        [sys.executable, "-c", _WRITER, url, str(rows), str(timeout), prefix],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -399,12 +404,7 @@ def test_the_shutdown_warning_counts_the_rows_of_outboxes_taken_over_too(
     uncounted. It counts all 5 now, and says where they are; all ship once it is back."""
     folder = tmp_path / "outbox"
     SqlLedger(postgres_url, auto_migrate=True, outbox_dir=folder).shutdown(10)
-    subprocess.run(
-        [sys.executable, "-c", _LEAVES_AN_OUTBOX, str(folder), "3"],
-        check=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    _python(_LEAVES_AN_OUTBOX, str(folder), "3", env=dict(os.environ))
     away = "postgresql://postgres@127.0.0.1:1/tracking_away"  # nothing listens on port 1
     ledger = SqlLedger(away, mode="durable", outbox_dir=folder)
     for n in range(2):
@@ -471,16 +471,7 @@ def test_the_exit_handlers_wait_is_a_setting(tmp_path):
     }
     _run(url, 0, 10, env)  # creates the ledger
     with _locked_by_another_process(path) as release:
-        done = subprocess.run(
-            [sys.executable, "-c", _EXITS_WITH_A_LOCKED_FILE, url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            cwd=Path(__file__).resolve().parent.parent,
-            env=env,
-        )
-        assert done.returncode == 0, done.stderr
+        _python(_EXITS_WITH_A_LOCKED_FILE, url, env=env)
         assert release() == "told", "the exit waited for the lock past the setting"
     assert _users(path) == []
     _run(url, 0, 10, env)

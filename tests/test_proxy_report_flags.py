@@ -318,9 +318,10 @@ def test_customer_info_flags_the_calls_kept_on_this_host_as_it_counts_them(
     ledger_url: str,  # noqa: F811
 ):
     """Calls the database and its quarantine both refused are kept in a local outbox's
-    ``rejected`` table, billed all the same: ``/customer/info``'s figures counted them (what
-    budgets count), its flags came from the database alone and said nothing of them. They are
-    flagged now as the figures count them: quarantined (refused), at an estimate, unpriced."""
+    ``rejected`` table, billed all the same: ``/customer/info``'s and ``/key/info``'s figures
+    counted them (what budgets count), their flags came from the database alone and said
+    nothing of them. They are flagged now as the figures count them: quarantined (refused), at
+    an estimate, unpriced."""
     _record(ledger_url, [make_event(user="uma", cost=Decimal("0.1"))], [])
     engine = create_ledger_engine(ledger_url)
     try:
@@ -331,6 +332,13 @@ def test_customer_info_flags_the_calls_kept_on_this_host_as_it_counts_them(
         row_line("uma-estimate", user="uma", cost=Decimal("0.2"), cost_source="estimate"),
         row_line("uma-unpriced", user="uma", cost=None),
     ]
+    key_hash = proxy.post("/key/generate", {"key_alias": "uma's"})["key_hash"]
+    record_events(ledger_url, make_event(api_key_hash=key_hash, cost=Decimal("0.1")))
+    refused += [
+        row_line("key-estimate", api_key_hash=key_hash, cost=Decimal("0.2"),
+                 cost_source="estimate"),
+        row_line("key-unpriced", api_key_hash=key_hash, cost=None),
+    ]  # fmt: skip
     outbox_with_rejected_rows(folder, refused, name="rejected-999999999.db")
     proxy.post("/customer/new", {"user_id": "uma", "max_budget": "100", "budget_period": None})
     uma = proxy.get("/customer/info", end_user_id="uma")
@@ -344,3 +352,6 @@ def test_customer_info_flags_the_calls_kept_on_this_host_as_it_counts_them(
     }
     assert {name: uma.get(name) for name in flags} == flags
     assert uma["period_flags"] == flags
+    info = proxy.get("/key/info", key_hash=key_hash)["info"]  # a key's the same way
+    assert info["spend"] == "0.3000000000"
+    assert {name: info.get(name) for name in flags} == flags

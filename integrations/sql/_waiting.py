@@ -38,9 +38,10 @@ at every reservation; the ``rejected`` tables are expected to be small (rows ref
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -199,14 +200,8 @@ def budget_spend_with_outboxes(
     (:func:`local_calls`), each call once (module docstring), but for the calls ``excluding``
     names (request ids of calls in flight, which the budget counts by their holds).
     """
-    local = local_calls(
-        folder if folder is not None else outbox_folder(engine),
-        key_hashes=key_hashes,
-        end_user=end_user,
-        since=since,
-    )  # first: a row shipped after this read is in the database's snapshot below
-    with engine.connect() as conn:
-        _begin_snapshot(conn)
+    read = _with_outboxes(engine, folder, key_hashes=key_hashes, end_user=end_user, since=since)
+    with read as (conn, local):
         return budget_spend(
             conn,
             key_hashes=key_hashes,
@@ -215,6 +210,29 @@ def budget_spend_with_outboxes(
             waiting=local,
             excluding=excluding,
         )
+
+
+@contextlib.contextmanager
+def _with_outboxes(
+    engine: Engine,
+    folder: Path | None,
+    *,
+    key_hashes: Sequence[str] | None,
+    end_user: str | None,
+    since: datetime | None,
+) -> Iterator[tuple[Connection, list[QuarantinedCall]]]:
+    """The calls kept in the local outboxes of ``folder`` (None: the target's folder) matching
+    the filters (:func:`local_calls`), and a connection reading one snapshot of the database,
+    taken after them (module docstring)."""
+    local = local_calls(
+        folder if folder is not None else outbox_folder(engine),
+        key_hashes=key_hashes,
+        end_user=end_user,
+        since=since,
+    )  # first: a row shipped after this read is in the database's snapshot below
+    with engine.connect() as conn:
+        _begin_snapshot(conn)
+        yield conn, local
 
 
 def spend_and_flags_with_outboxes(
@@ -232,19 +250,13 @@ def spend_and_flags_with_outboxes(
     takes that estimate's flags out; a row kept in a ``rejected`` table is quarantined: the
     database and its quarantine refused it). Until 2026-12-07 ``/customer/info``'s figures
     counted those calls and its flags did not."""
-    local = local_calls(
-        folder if folder is not None else outbox_folder(engine),
-        key_hashes=key_hashes,
-        end_user=end_user,
-        since=since,
-    )  # first, as budget_spend_with_outboxes reads them
     counted: list[CountedWaiting] = []
     measures = flagged_measures(engine, spend_calls, unpriced=True)
     flags = sa.select(*measures).where(
         *spend_conditions(key_hashes, end_user, since, source=spend_calls)
     )
-    with engine.connect() as conn:
-        _begin_snapshot(conn)
+    read = _with_outboxes(engine, folder, key_hashes=key_hashes, end_user=end_user, since=since)
+    with read as (conn, local):
         spent = budget_spend(
             conn,
             key_hashes=key_hashes,

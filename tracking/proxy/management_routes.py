@@ -220,15 +220,9 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         if record is None:
             raise ProxyError(404, "no such key", param="key_hash", code="key_not_found")
         hashes = record.spend_key_hashes
-        spent = await asyncio.to_thread(store.spent, key_hashes=hashes, since=None)
-        flagged = await asyncio.to_thread(
-            store.flagged_summary,
-            key_hashes=hashes,
-            end_user=None,
-            start=None,
-            end=None,
-            unpriced=True,
-        )
+        # its flags from the rows its spend counts (this host's outboxes' included)
+        figures = functools.partial(store.spent_and_flagged, key_hashes=hashes, since=None)
+        spent, flagged = await asyncio.to_thread(figures)
         info = {**record.to_dict(), "spend": f"{spent:f}", **flagged}
         await send_json(send, 200, {"key_hash": wanted, "info": info})
 

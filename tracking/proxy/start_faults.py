@@ -205,6 +205,10 @@ class StartWatch:
         with contextlib.suppress(OSError):  # the watcher is gone already: nothing to tell
             os.write(self._write, b"x")
         os.close(self._write)
+        if self._watcher is not None:  # reaped as it ends, not left a zombie while we serve
+            threading.Thread(
+                target=self._watcher.wait, name="tracking-start-watch", daemon=True
+            ).start()
 
     def close(self) -> None:
         """Release, and wait for the watcher to end."""
