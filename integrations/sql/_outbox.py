@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 __all__ = [
     "Outbox",
     "RejectedRow",
+    "after_refusal",
     "claim_orphans",
     "default_outbox_dir",
     "lock_own_file",

@@ -41,7 +41,7 @@ from ._codec import (
 )
 from ._gate import SchemaGate, SchemaUnchecked
 from ._hooks import call_count_hooks
-from ._outbox import lock_refused, patiently
+from ._outbox import after_refusal, lock_refused
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -247,10 +247,12 @@ class SpendLogsInserter:
     def _run(self, work: Callable[[Any], object]) -> None:
         if self.schema_gate is not None:
             self.schema_gate.ensure()  # SchemaUnchecked (transient) until it passes
-        if self._busy_slices:
-            patiently(lambda: self._run_once(work), self._is_giving_up)
-        else:
+        try:  # the hot path: the write alone, unless another connection holds the lock
             self._run_once(work)
+        except sqlite3.OperationalError as exc:
+            if not self._busy_slices:
+                raise
+            after_refusal(exc, lambda: self._run_once(work), self._is_giving_up)
 
     def _run_once(self, work: Callable[[Any], object]) -> None:
         connection = self.engine.raw_connection()
