@@ -10,6 +10,7 @@ whether a row ships between the reads or not.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -187,5 +188,46 @@ def test_a_waiting_intent_does_not_count_beside_the_calls_own_row(ledger_url, st
             assert alone == budget_spend(conn, end_user="zelda")
         if status == "success":
             assert alone == Decimal("0.01")
+    finally:
+        engine.dispose()
+
+
+def test_the_flags_of_a_figure_come_from_the_rows_it_counts(ledger_url):  # noqa: F811
+    """``/customer/info``'s figures count the calls waiting in this host's outboxes; its flags
+    (``AccountStore.spent_and_flagged``) came from the database alone: a waiting call at an
+    estimate or of no known price was in the figure and in no flag, and a call whose own row
+    waits while the database holds its intent's estimate was flagged as that estimate. Both
+    come from the same rows now."""
+    engine = create_ledger_engine(ledger_url)
+    open_ledger(ledger_url).shutdown(10)
+    folder = outbox_folder(engine)
+    try:
+        from tracking.integrations.sql._target import SpendLogsInserter
+
+        intent = priced(intent_line_of("vera-own", user="vera"))
+        SpendLogsInserter(engine).insert_lines(
+            [intent, row_line("vera-db", user="vera", cost=Decimal("0.05"), cost_source="estimate")]
+        )
+        leave_outbox(
+            folder,
+            [
+                row_line("vera-own", user="vera", cost=Decimal("0.03")),  # replaces the intent
+                row_line("vera-est", user="vera", cost=Decimal("0.07"), cost_source="estimate"),
+                row_line("vera-unpriced", user="vera", cost=None),
+            ],
+        )
+        store = AccountStore(ledger_url)
+        try:
+            total, flags = store.spent_and_flagged(end_user="vera", since=None)
+            assert total == store.spent(end_user="vera", since=None) == Decimal("0.15")
+            assert flags == {
+                "unpriced_requests": 1,
+                "estimated_requests": 2,
+                "estimated_usd": "0.1200000000",
+            }
+            later = datetime.now(UTC) + timedelta(days=1)
+            assert store.spent_and_flagged(end_user="vera", since=later) == (Decimal(0), {})
+        finally:
+            store.close()
     finally:
         engine.dispose()

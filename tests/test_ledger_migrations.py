@@ -190,6 +190,7 @@ def test_migrations_ship_inside_the_wheel():
         "0006_spend_calls_view.py",
         "0007_quarantined_values.py",
         "0008_spend_daily_flags.py",
+        "0009_spend_daily_cost_bound.py",
     ]
 
 

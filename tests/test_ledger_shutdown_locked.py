@@ -90,8 +90,13 @@ def _locked_by_another_process(path: Path) -> Iterator[Callable[[], str]]:
 
 
 def _run(url: str, rows: int, timeout: float, env: dict[str, str], prefix: str = "u") -> None:
+    _python(_WRITER, url, str(rows), str(timeout), prefix, env=env)
+
+
+def _python(script: str, *args: str, env: dict[str, str]) -> None:
+    """``script`` run by another Python process (in the checkout), which must end with 0."""
     result = subprocess.run(
-        [sys.executable, "-c", _WRITER, url, str(rows), str(timeout), prefix],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -339,3 +344,149 @@ def test_rows_shipped_whose_outbox_stays_locked_at_shutdown_are_logged_as_shippe
         assert _shipped_ids(postgres_url, folder) == sorted(ids)
     finally:
         engine.dispose()
+
+
+# -- what shutdown leaves behind: no thread waiting past it, counts that are true -------------
+
+
+def test_a_writer_waiting_for_a_locked_sqlite_file_gives_up_at_shutdown(tmp_path):
+    """Another process holds the SQLite ledger file's write lock: shutdown(1) kept its bound,
+    but the writer thread stayed in SQLite's own 10 s wait for the lock after it, which
+    nothing interrupts, and wrote its batch into the file once the lock was let go, after
+    shutdown had kept those rows elsewhere. The writer waits in slices now and gives up at
+    shutdown, while the lock is still held; the rows kept are written, once, by the next
+    ledger for the file."""
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    folder = tmp_path / "outbox"
+    os.environ["TRACKING_OUTBOX_DIR"] = str(folder)
+    try:
+        SqlLedger(url, auto_migrate=True).shutdown(10)
+        ledger = SqlLedger(url, mode="background", linger=0.0)
+        events = [make_event(user=f"held{n}") for n in range(3)]
+        with _locked_by_another_process(path) as release:
+            for event in events:
+                ledger.on_end(event)
+            ledger.shutdown(1)
+            writer = ledger.writer._thread
+            assert writer is not None
+            wait_for(lambda: not writer.is_alive(), timeout=30)
+            assert release() == "told", "the writer waited for the lock past shutdown"
+        assert _users(path) == []  # nothing written after shutdown kept the rows
+        assert list(folder.rglob("outbox-*.db")), "the rows were not kept for the next start"
+        SqlLedger(url).shutdown(10)  # the next start writes them
+        assert _users(path) == ["held0", "held1", "held2"]
+        SqlLedger(url).shutdown(10)  # once
+        assert _users(path) == ["held0", "held1", "held2"]
+    finally:
+        del os.environ["TRACKING_OUTBOX_DIR"]
+
+
+_LEAVES_AN_OUTBOX = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from tests.ledger_support import row_line
+    from tracking.integrations.sql._outbox import open_own_outbox
+
+    outbox = open_own_outbox(Path(sys.argv[1]))
+    outbox.append([row_line(f"left-{n}") for n in range(int(sys.argv[2]))])
+    outbox.close()
+    """
+)
+
+
+def test_the_shutdown_warning_counts_the_rows_of_outboxes_taken_over_too(
+    postgres_url, tmp_path, caplog
+):
+    """A dead process's outbox holds 3 rows and this process's own 2 more, with the database
+    away: shutdown warned that 2 rows "wait ... for the target", the 3 it had taken over left
+    uncounted. It counts all 5 now, and says where they are; all ship once it is back."""
+    folder = tmp_path / "outbox"
+    SqlLedger(postgres_url, auto_migrate=True, outbox_dir=folder).shutdown(10)
+    _python(_LEAVES_AN_OUTBOX, str(folder), "3", env=dict(os.environ))
+    away = "postgresql://postgres@127.0.0.1:1/tracking_away"  # nothing listens on port 1
+    ledger = SqlLedger(away, mode="durable", outbox_dir=folder)
+    for n in range(2):
+        ledger.on_end(make_event(request_id=f"own-{n}"))
+    assert ledger.outbox_rows() == 5
+    with caplog.at_level(logging.WARNING, logger="tracking.ledger"):
+        ledger.shutdown(1)
+    said = [r.getMessage() for r in caplog.records if "for the target" in r.getMessage()]
+    assert said == [
+        f"ledger: 5 rows wait in {ledger.outbox_path} and 1 outbox left by dead processes for "
+        "the target; the next start ships them"
+    ], said
+    expected = sorted([*(f"left-{n}" for n in range(3)), *(f"own-{n}" for n in range(2))])
+    assert _shipped_ids(postgres_url, folder) == expected
+
+
+def test_rows_in_the_target_that_a_locked_outbox_keeps_are_not_stuck(postgres_url, tmp_path):
+    """Rows reached the target and wait to be deleted from their outbox, whose lock another
+    process holds: readiness's ``stuck_for`` went on counting from when the shipper took them
+    up, as if the target had none of them. It is 0 while they are deleted."""
+    SqlLedger(postgres_url, auto_migrate=True, outbox_dir=tmp_path / "schema").shutdown(10)
+    folder = tmp_path / "outbox"
+    ids = [f"in-target-{n}" for n in range(3)]
+    left = open_own_outbox(folder)
+    left.append([row_line(request_id) for request_id in ids])
+    left.close()
+    engine = create_ledger_engine(postgres_url)
+    try:
+        with _locked_by_another_process(left.path) as release:
+            ledger = SqlLedger(postgres_url, outbox_dir=folder)
+            try:
+                wait_for(lambda: ids_in(engine) == set(ids))  # now it waits to delete them
+                assert ledger.outbox_rows() == 3
+                assert ledger.stuck_for() == 0.0
+            finally:
+                ledger.shutdown(1)
+            assert release() == "told"
+    finally:
+        engine.dispose()
+
+
+_EXITS_WITH_A_LOCKED_FILE = textwrap.dedent(
+    """
+    import sys
+    from tests.ledger_support import make_event
+    from tracking.integrations.sql import SqlLedger
+
+    ledger = SqlLedger(sys.argv[1], mode="background", linger=0.0)
+    ledger.on_end(make_event(user="at-exit"))
+    """
+)
+
+
+def test_the_exit_handlers_wait_is_a_setting(tmp_path):
+    """``TRACKING_LEDGER_EXIT_SECONDS``: the interpreter's exit gave the ledger 10 s, with no
+    setting; a process whose SQLite file another process had locked waited for it. With the
+    setting at 0.5 it exits while the lock is still held, the row kept for the next start."""
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    env = {
+        **os.environ,
+        "TRACKING_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "TRACKING_LEDGER_EXIT_SECONDS": "0.5",
+    }
+    _run(url, 0, 10, env)  # creates the ledger
+    with _locked_by_another_process(path) as release:
+        _python(_EXITS_WITH_A_LOCKED_FILE, url, env=env)
+        assert release() == "told", "the exit waited for the lock past the setting"
+    assert _users(path) == []
+    _run(url, 0, 10, env)
+    assert _users(path) == ["at-exit"]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_an_exit_wait_that_is_no_number_of_seconds_is_logged_and_the_default_kept(
+    tmp_path, caplog, value, monkeypatch
+):
+    monkeypatch.setenv("TRACKING_LEDGER_EXIT_SECONDS", value)
+    with caplog.at_level(logging.WARNING, logger="tracking"):
+        ledger = SqlLedger(f"sqlite:///{tmp_path / 'ledger.db'}", auto_migrate=True)
+    ledger.shutdown(10)
+    said = [
+        r.getMessage() for r in caplog.records if "TRACKING_LEDGER_EXIT_SECONDS" in r.getMessage()
+    ]
+    assert said == [f"TRACKING_LEDGER_EXIT_SECONDS={value!r} is not a number of seconds; using 10"]

@@ -37,10 +37,13 @@ from tests.accounts_support import bearer, ledger_env
 from tests.ledger_support import (  # noqa: F401
     ledger_url,
     make_event,
+    outbox_with_rejected_rows,
     quarantine_event,
     record_events,
+    row_line,
 )
 from tests.proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
+from tracking.integrations.sql import create_ledger_engine, outbox_folder
 from tracking.proxy.keys import hash_key
 
 DAY = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # before any budget period of the test's run
@@ -308,3 +311,47 @@ def test_global_spend_and_its_rows_count_unpriced_calls(proxy: Proxy, ledger_url
     assert rows["/global/spend/teams"]["t1"]["unpriced_requests"] == 2
     assert rows["/global/spend/models"]["acme-image-edit-1"]["unpriced_requests"] == 2
     assert "unpriced_requests" not in rows["/global/spend/teams"]["t2"]
+
+
+def test_customer_info_flags_the_calls_kept_on_this_host_as_it_counts_them(
+    proxy: Proxy,
+    ledger_url: str,  # noqa: F811
+):
+    """Calls the database and its quarantine both refused are kept in a local outbox's
+    ``rejected`` table, billed all the same: ``/customer/info``'s and ``/key/info``'s figures
+    counted them (what budgets count), their flags came from the database alone and said
+    nothing of them. They are flagged now as the figures count them: quarantined (refused), at
+    an estimate, unpriced."""
+    _record(ledger_url, [make_event(user="uma", cost=Decimal("0.1"))], [])
+    engine = create_ledger_engine(ledger_url)
+    try:
+        folder = outbox_folder(engine)
+    finally:
+        engine.dispose()
+    refused = [
+        row_line("uma-estimate", user="uma", cost=Decimal("0.2"), cost_source="estimate"),
+        row_line("uma-unpriced", user="uma", cost=None),
+    ]
+    key_hash = proxy.post("/key/generate", {"key_alias": "uma's"})["key_hash"]
+    record_events(ledger_url, make_event(api_key_hash=key_hash, cost=Decimal("0.1")))
+    refused += [
+        row_line("key-estimate", api_key_hash=key_hash, cost=Decimal("0.2"),
+                 cost_source="estimate"),
+        row_line("key-unpriced", api_key_hash=key_hash, cost=None),
+    ]  # fmt: skip
+    outbox_with_rejected_rows(folder, refused, name="rejected-999999999.db")
+    proxy.post("/customer/new", {"user_id": "uma", "max_budget": "100", "budget_period": None})
+    uma = proxy.get("/customer/info", end_user_id="uma")
+    assert uma["total_spend"] == uma["period_spend"] == "0.3000000000"
+    flags = {
+        "unpriced_requests": 1,
+        "estimated_requests": 1,
+        "estimated_usd": "0.2000000000",
+        "quarantined_requests": 2,
+        "quarantined_usd": "0.2000000000",
+    }
+    assert {name: uma.get(name) for name in flags} == flags
+    assert uma["period_flags"] == flags
+    info = proxy.get("/key/info", key_hash=key_hash)["info"]  # a key's the same way
+    assert info["spend"] == "0.3000000000"
+    assert {name: info.get(name) for name in flags} == flags

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.accounts_support import wait_for
 from tests.proxy_support import (
     MASTER_KEY,
     free_port,
@@ -252,6 +253,74 @@ def test_a_worker_uvicorn_stops_at_its_start_without_a_fault_stops_the_proxy_wit
     assert "Traceback" not in done.stderr + done.stdout
 
 
+def test_one_process_that_ends_itself_at_its_start_without_a_word_is_said_in_one_line(tmp_path):
+    """One process (no ``--workers``) whose start ends it at once, ``os._exit(3)`` in a
+    callback's lookup: no Python is left in it to say why, and ``tracking serve`` exited 3 with
+    no line at all after uvicorn's "Waiting for application startup". The watcher of its start
+    says it now, naming the process; the status stays the process's own."""
+    config = _exits_at_start(tmp_path)
+    done = _serve(tmp_path, "--config", str(config), *_LOOPBACK, env={"EXIT_HOW": "os-exit-3"})
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    said = re.fullmatch(r".*\[(\d+)\].*", last)
+    assert said is not None, done.stderr
+    assert last == (
+        f"tracking serve: the proxy could not start: the server process [{said[1]}] ended "
+        "during its start without a word (exited at once, as os._exit does, or killed by a "
+        "signal; its exit status says which)"
+    ), done.stderr
+    assert f"Started server process [{said[1]}]" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+#: A callback module whose import takes long (a slow licence check, say): it leaves a mark,
+#: then sleeps, so Ctrl-C comes while ``tracking serve`` checks the config.
+_SLOW_IMPORT = """
+import os
+import time
+
+open(os.environ["IMPORTING_MARK"], "w").close()
+time.sleep(60)
+
+
+def handler(kwargs, response, start_time, end_time):
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_while_the_config_is_checked_is_status_130_and_one_line(tmp_path, workers):
+    """SIGINT as ``tracking serve`` imports a callback to check the config: it ended with
+    status 130 and nothing on standard error, the user left to guess whether anything started.
+    One line says it was interrupted there, and nothing was started."""
+    (tmp_path / "slow_import.py").write_text(_SLOW_IMPORT)
+    config = tmp_path / "config.yaml"
+    config.write_text(_DEPLOYMENT + "litellm_settings: {callbacks: [slow_import.handler]}\n")
+    mark = tmp_path / "importing"
+    process = subprocess.Popen(
+        [*tracking_command(), "serve", "--config", str(config), *_LOOPBACK, "--workers", workers],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "IMPORTING_MARK": str(mark)},
+        start_new_session=True,
+    )
+    try:
+        wait_for(mark.exists, timeout=60)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    assert process.returncode == 130, err
+    assert err.splitlines() == [
+        "tracking serve: interrupted (Ctrl-C) while checking the config; nothing was started"
+    ], err
+    assert "Traceback" not in err + out
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_callback_lookup_that_exits_as_the_server_starts_is_a_config_fault(tmp_path, workers):
     """``sys.exit`` in a callback's code as the server starts (its module's ``__getattr__``, in
@@ -480,6 +549,8 @@ def test_sigterm_stops_one_process_with_status_0(tmp_path):
         out, _ = process.communicate(timeout=60)
         assert process.returncode == 0, "".join(lines) + out
         assert "Application shutdown complete" in out
+        # the watcher of the start ended once the app started: it says nothing at the stop
+        assert "ended during its start" not in "".join(lines) + out
 
 
 # -- 3. a name with several addresses ------------------------------------------------------

@@ -5,6 +5,11 @@ they cost, and nothing of the calls recorded at an estimate: migration 0008 adds
 ``estimated_requests`` / ``estimated_usd`` and ``quarantined_usd``, amounts summed as its
 ``cost_usd`` is (``NUMERIC`` on PostgreSQL). Up and down on a real SQLite file and a real
 PostgreSQL database, over rows in ``spend_logs`` and in the quarantine.
+
+Its amounts are bounded as the reports bound them: past $1e10 (``COST_BOUND``) a row's cost is
+no price, and the call is unpriced. The view summed the amount as it was, so one hostile row
+made a day's figure absurd where the reports said the call had no price: migration 0009 bounds
+every amount the view reads.
 """
 
 from __future__ import annotations
@@ -51,10 +56,11 @@ def _columns(engine: sa.Engine) -> list[str]:
         return [column["name"] for column in sa.inspect(conn).get_columns("spend_daily")]
 
 
-def _flags(engine: sa.Engine) -> dict[str, dict[str, Any]]:
-    """Each end user's day as ``spend_daily`` has it: its flagged figures, amounts at the
-    ledger's 10 places."""
-    query = sa.text(f"SELECT end_user, requests, cost_usd, {', '.join(FLAGS)} FROM spend_daily")
+def _flags(engine: sa.Engine, *, unpriced: bool = False) -> dict[str, dict[str, Any]]:
+    """Each end user's day as ``spend_daily`` has it: its flagged figures (``unpriced``: and
+    ``unpriced_requests``), amounts at the ledger's 10 places."""
+    figures = ", ".join(["requests", "cost_usd", *(["unpriced_requests"] if unpriced else [])])
+    query = sa.text(f"SELECT end_user, {figures}, {', '.join(FLAGS)} FROM spend_daily")
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     place = Decimal("1e-10")
@@ -113,5 +119,36 @@ def test_spend_daily_has_the_flagged_pairs_up_and_down(ledger_url: str):  # noqa
         upgrade(engine)
         assert current_revision(engine) == head_revision()
         assert _flags(engine) == {"ann": ann, "bob": bob}
+    finally:
+        engine.dispose()
+
+
+def test_spend_daily_leaves_amounts_past_the_reports_bound_out_up_and_down(ledger_url: str):  # noqa: F811
+    record_events(ledger_url, make_event(user="ann", cost=Decimal("0.1"), start=DAY))
+    engine = create_ledger_engine(ledger_url)
+    try:
+        # refused by the database (past its column's range): kept, cost and all, in the
+        # quarantine, which spend_calls (and so spend_daily) reads
+        quarantine_event(engine, user="ann", cost=Decimal("20000000000"), start=DAY,
+                         cost_source="estimate")  # fmt: skip
+        quarantine_event(engine, user="ann", cost=Decimal("0.25"), start=DAY)
+        assert current_revision(engine) == head_revision()
+        ann = {"requests": 3, "cost_usd": Decimal("0.35"), "unpriced_requests": 1,
+               "estimated_requests": 1, "estimated_usd": Decimal(0),
+               "quarantined_requests": 2, "quarantined_usd": Decimal("0.25")}  # fmt: skip
+        assert _flags(engine, unpriced=True) == {"ann": ann}
+        (report,) = query_spend(engine, by="user")  # the reports agree
+        assert (report.cost_usd, report.unpriced_requests) == (Decimal("0.35"), 1)
+        assert (report.estimated_requests, report.quarantined_usd) == (1, Decimal("0.25"))
+
+        downgrade(engine, "0008")  # 0008's view, unbounded, is back
+        before = _flags(engine, unpriced=True)["ann"]
+        assert (before["cost_usd"], before["unpriced_requests"]) == (
+            Decimal("20000000000.35"),
+            0,
+        )
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        assert _flags(engine, unpriced=True) == {"ann": ann}
     finally:
         engine.dispose()

@@ -58,7 +58,13 @@ from ._schema import (
     spend_calls,
     spend_logs,
 )
-from ._waiting import budget_spend_with_outboxes, local_calls, outbox_folder, waiting_calls
+from ._waiting import (
+    budget_spend_with_outboxes,
+    local_calls,
+    outbox_folder,
+    spend_and_flags_with_outboxes,
+    waiting_calls,
+)
 from ._writer import BatchDestination, LedgerWriter, WriteHook
 
 __all__ = [
@@ -106,6 +112,7 @@ __all__ = [
     "query_spend",
     "read_billed",
     "resolve_url",
+    "spend_and_flags_with_outboxes",
     "spend_calls",
     "spend_command",
     "spend_conditions",

@@ -108,6 +108,10 @@ class OutboxDrain:
         trimming = self._trimming
         return trimming[1] if trimming is not None and trimming[0] is source else 0
 
+    def is_trimming(self) -> bool:
+        """Rows of some outbox are in the target and being deleted from it now."""
+        return self._trimming is not None
+
     def _trim(self, source: Outbox, seq: int, count: int) -> None:
         """Delete from ``source`` its ``count`` oldest rows, up to ``seq``, now in the target; a
         lock held elsewhere refusing it raises :class:`NotTrimmed`."""

@@ -94,10 +94,14 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+#: Milliseconds an SQLite connection of the ledger's waits for a lock another connection holds.
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any, busy_ms: int) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         _wal_mode(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA cache_size=-8000")
@@ -124,8 +128,12 @@ def _wal_mode(cursor: Any, within: float = 10.0) -> None:
             delay = min(delay * 2, 0.2)
 
 
-def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) -> Engine:
-    """An engine for the ledger database (see the module docstring for the settings)."""
+def create_ledger_engine(
+    url: str | URL | None = None, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **engine_options: Any
+) -> Engine:
+    """An engine for the ledger database (see the module docstring for the settings).
+    ``busy_timeout_ms``: an SQLite connection's own wait for a lock held elsewhere (an SQLite
+    ledger's writer waits in short slices it can give up between, see ``SqlLedger``)."""
     resolved = resolve_url(url)
     options: dict[str, Any] = {"json_serializer": _dumps}
     if resolved.get_backend_name() == "sqlite":
@@ -157,7 +165,11 @@ def create_ledger_engine(url: str | URL | None = None, **engine_options: Any) ->
             f"({resolved.drivername!r}): use sqlite:///PATH or postgresql+psycopg://... ({exc})"
         ) from None
     if resolved.get_backend_name() == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(
+            engine,
+            "connect",
+            lambda connection, record: _sqlite_pragmas(connection, record, busy_timeout_ms),
+        )
     return engine
 
 

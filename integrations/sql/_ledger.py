@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tracking import ledger_stats, process_exit
+from tracking.environment_numbers import seconds_from_environment
 from tracking.errors import ConfigurationError
 from tracking.ledger_stats import LedgerStats, WriteTimes
 
@@ -61,7 +62,7 @@ from ._gate import SchemaGate
 from ._hooks import CountHooks, call_count_hooks
 from ._intents import IntentJournal
 from ._migrate import check_schema
-from ._outbox import claim_orphans, default_outbox_dir, open_own_outbox
+from ._outbox import BUSY_SLICE, claim_orphans, default_outbox_dir, open_own_outbox
 from ._queries import GroupBy, SpendRow, query_spend
 from ._schema import event_to_row, event_values
 from ._shipper import OutboxShipper, ShipperOwner
@@ -88,7 +89,11 @@ LedgerMode = Literal["background", "durable"]
 #: Called with a number of rows: that reached the target late (after an outage, from an orphan),
 #: or (a quarantine hook) that it refused for good. See ``SqlLedger.replay_hooks``.
 ReplayHook = Callable[[int], None]
+#: Seconds the ledger's exit handler gives ``shutdown`` at interpreter exit, unless
+#: ``TRACKING_LEDGER_EXIT_SECONDS`` says otherwise (read as the ledger opens; a value that is not
+#: a number of seconds >= 0 is logged and this default kept).
 _EXIT_TIMEOUT = 10.0
+EXIT_SECONDS_ENV = "TRACKING_LEDGER_EXIT_SECONDS"
 #: At shutdown, how long to keep shipping: acknowledged rows are safe on disk either way.
 _SHIP_AT_SHUTDOWN = 5.0
 _MODE_ENV = "TRACKING_LEDGER_MODE"
@@ -235,13 +240,25 @@ class SqlLedger:
                 quarantine_hooks=self._quarantine_hooks,
                 retry_max=retry_max,
             )
+        #: An SQLite ledger's writer's own engine, whose connections wait for the file's lock
+        #: a slice at a time (``_outbox.BUSY_SLICE`` ms), tried again for as long as SQLite's
+        #: own wait was: shutdown makes a write still waiting give up at the end of its slice,
+        #: where SQLite's 10 s wait, which nothing interrupts, outlived shutdown's bound (its
+        #: rows are kept for the next start either way). Not with an engine of the caller's.
+        self._writer_engine: Engine | None = None
+        if self._outbox is None and self._owns_engine:
+            self._writer_engine = create_ledger_engine(self.engine.url, busy_timeout_ms=BUSY_SLICE)
         if linger is None:  # nobody waits in background mode: gather rows into fewer commits
             linger = BACKGROUND_LINGER if self.mode == "background" else 0.0
         self.writer = LedgerWriter(
             self._outbox
             if self._outbox is not None
             # in background mode the callers go on while their rows are written
-            else DirectDestination(self.engine, callers_run_on=self.mode == "background"),
+            else DirectDestination(
+                self._writer_engine or self.engine,
+                callers_run_on=self.mode == "background",
+                busy_slices=self._writer_engine is not None,
+            ),
             max_batch=max_batch,
             max_queue=max_queue,
             retry_max=retry_max,
@@ -255,12 +272,15 @@ class SqlLedger:
             _outbox_line if self._outbox is not None else event_sqlite_params
         )
         self._closed = False
+        self._exit_timeout = seconds_from_environment(EXIT_SECONDS_ENV, _EXIT_TIMEOUT)
         ledger = weakref.ref(self)
 
         def dispose_in_child() -> None:
             alive = ledger()
             if alive is not None:  # the parent's pooled connections must not be shared
                 alive.engine.dispose(close=False)
+                if alive._writer_engine is not None:
+                    alive._writer_engine.dispose(close=False)
 
         os.register_at_fork(after_in_child=dispose_in_child)
         process_exit.on_exit(self._at_exit)
@@ -469,6 +489,8 @@ class SqlLedger:
                 last = left[0] == 0
             if last:
                 self.engine.dispose()
+                if self._writer_engine is not None:  # a write still in its slice: closed after
+                    self._writer_engine.dispose()
 
         for shipper in shippers:
             if shipper is None or not shipper.after_stop(one_done):
@@ -501,6 +523,9 @@ class SqlLedger:
         The writer may still acknowledge the batch it is writing after this: the target takes
         a request id once, and budgets count a call once, so a row kept twice is never counted
         twice."""
+        stop_waiting = getattr(self.writer.destination, "stop_waiting", None)
+        if stop_waiting is not None:  # a write waiting for the SQLite file's lock gives up
+            stop_waiting()
         self.writer.abandon(self._keep_lines)
 
     def _keep_lines(self, items: list[Any]) -> None:
@@ -552,7 +577,7 @@ class SqlLedger:
                     call_count_hooks(self._replay_hooks, late, "replay")
 
     def _at_exit(self) -> None:
-        self.shutdown(_EXIT_TIMEOUT)
+        self.shutdown(self._exit_timeout)
 
     # -- metrics feed -------------------------------------------------------------------------
 

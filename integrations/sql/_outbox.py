@@ -51,11 +51,13 @@ from typing import Any, TypeVar
 __all__ = [
     "Outbox",
     "RejectedRow",
+    "after_refusal",
     "claim_orphans",
     "default_outbox_dir",
     "lock_own_file",
     "lock_refused",
     "open_own_outbox",
+    "patiently",
     "read_rejected",
     "set_aside_files",
     "try_lock",
@@ -148,7 +150,7 @@ class Outbox:
             try:  # the hot path: nothing but the statement unless another connection has the lock
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                self._after_refusal(exc, self._begin)
+                after_refusal(exc, self._begin, self._is_giving_up)
             try:
                 self._db.executemany(
                     "INSERT INTO outbox (seq, line) VALUES (?, ?)",
@@ -218,28 +220,11 @@ class Outbox:
 
     def _patiently(self, attempt: Callable[[], _T]) -> _T:
         """``attempt()``, tried again while another connection holds the lock it needs, for up to
-        :data:`BUSY_PATIENCE` seconds, unless the outbox is closing (see the module docstring).
-        Only a refusal costs anything: the first try is the statement alone."""
-        try:
-            return attempt()
-        except sqlite3.OperationalError as exc:
-            return self._after_refusal(exc, attempt)
+        :data:`BUSY_PATIENCE` seconds, unless the outbox is closing (see the module docstring)."""
+        return patiently(attempt, self._is_giving_up)
 
-    def _after_refusal(self, refused: sqlite3.OperationalError, attempt: Callable[[], _T]) -> _T:
-        """``attempt()`` again after its first try raised ``refused`` (re-raised unless a lock
-        held elsewhere: SQLITE_BUSY), slice after slice, as :meth:`_patiently` says."""
-        if not lock_refused(refused):
-            raise refused
-        deadline = time.monotonic() + BUSY_PATIENCE
-        while not self._giving_up and time.monotonic() < deadline:
-            time.sleep(_BUSY_PAUSE)
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if not lock_refused(exc):
-                    raise
-                refused = exc
-        raise refused
+    def _is_giving_up(self) -> bool:
+        return self._giving_up
 
     def close(self) -> None:
         """Close and unlock; the files are removed when nothing is left in them, and set aside
@@ -289,6 +274,38 @@ class Outbox:
             log.warning("ledger outbox %s cannot be set aside yet (%s)", self.path, exc)
             return False
         return str(mode).lower() == "delete"
+
+
+def patiently(attempt: Callable[[], _T], giving_up: Callable[[], bool]) -> _T:
+    """``attempt()`` (statements on an SQLite connection whose ``busy_timeout`` is
+    :data:`BUSY_SLICE`), tried again while another connection holds the lock it needs, slice
+    after slice, for up to :data:`BUSY_PATIENCE` seconds in all, unless ``giving_up()`` says
+    the caller is closing: SQLite's "database is locked" is raised then, at the end of the
+    slice, instead of at the end of SQLite's own wait, which nothing interrupts. Only a refusal
+    costs anything: the first try is the statement alone."""
+    try:
+        return attempt()
+    except sqlite3.OperationalError as exc:
+        return after_refusal(exc, attempt, giving_up)
+
+
+def after_refusal(
+    refused: sqlite3.OperationalError, attempt: Callable[[], _T], giving_up: Callable[[], bool]
+) -> _T:
+    """``attempt()`` again after its first try raised ``refused`` (re-raised unless a lock
+    held elsewhere: SQLITE_BUSY), slice after slice, as :func:`patiently` says."""
+    if not lock_refused(refused):
+        raise refused
+    deadline = time.monotonic() + BUSY_PATIENCE
+    while not giving_up() and time.monotonic() < deadline:
+        time.sleep(_BUSY_PAUSE)
+        try:
+            return attempt()
+        except sqlite3.OperationalError as exc:
+            if not lock_refused(exc):
+                raise
+            refused = exc
+    raise refused
 
 
 def lock_refused(exc: sqlite3.OperationalError) -> bool:

@@ -46,7 +46,7 @@ from ._quarantined_calls import (
     quarantined_calls,
     quarantined_cost,
 )
-from ._queries import cost_sum, spend_conditions, summed_cost
+from ._queries import cost_sum, spend_conditions, summed_cost, unpriced_count
 from ._schema import quarantine, spend_logs
 from ._target import SpendLogsInserter, error_text
 
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REPAIR_TEXT_CHARS",
+    "Counted",
+    "CountedWaiting",
     "QuarantinedRow",
     "ReplayResult",
     "budget_spend",
@@ -213,13 +215,15 @@ def budget_spend(
     since: datetime | None = None,
     waiting: Sequence[QuarantinedCall] = (),
     excluding: Collection[str] = (),
+    counted: list[CountedWaiting] | None = None,
 ) -> Decimal:
     """What one key (the rows naming any of ``key_hashes``) or end user spent from ``since``
     (inclusive) on, as budgets count it: the rows of ``spend_logs``, the quarantined calls and
     the calls ``waiting`` in local outboxes or kept in their ``rejected`` tables (read before
     ``conn``'s snapshot, see :func:`~._waiting.budget_spend_with_outboxes`), each call once,
     but for the calls ``excluding`` names (request ids: calls in flight, whose budget holds
-    count them instead, whether their rows are written yet or not).
+    count them instead, whether their rows are written yet or not). ``counted``, when given,
+    is filled with the waiting calls the figure counts beyond the database (for their flags).
 
     A call may have a row on each side: a process killed between committing the call's row
     and marking its intent done leaves both, and the database may take one and refuse the
@@ -249,8 +253,39 @@ def budget_spend(
             spend_logs.c.status == "incomplete",
         )
         estimates += summed_cost(conn.execute(estimated).scalar(), engine)
-    counted = logged + quarantined_cost(calls) - estimates
-    return counted + _waiting_beyond(conn, conditions, calls, waiting)
+    counted_here = _waiting_beyond(conn, conditions, calls, waiting)
+    if counted is not None:
+        counted.extend(counted_here)
+    added = sum((c.added for c in counted_here), Decimal(0))
+    return logged + quarantined_cost(calls) - estimates + added
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What the database's figures count of a call: its cost (None: no known price), and
+    whether it is at an estimate and quarantined (the reports' flags)."""
+
+    cost: Decimal | None
+    estimated: bool
+    quarantined: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CountedWaiting:
+    """A call kept in a local outbox that a budget figure counts beyond the database: ``call``,
+    and ``replaced``, what the database counted of it that it replaces (its intent's
+    ``incomplete`` estimate), None when the database holds nothing of it."""
+
+    call: QuarantinedCall
+    replaced: Counted | None
+
+    @property
+    def added(self) -> Decimal:
+        """What it adds to the database's figure."""
+        cost = self.call.cost_usd or Decimal(0)
+        if self.replaced is None:
+            return cost
+        return cost - (self.replaced.cost or Decimal(0))
 
 
 def _waiting_beyond(
@@ -258,41 +293,53 @@ def _waiting_beyond(
     conditions: list[sa.ColumnElement[bool]],
     calls: Sequence[QuarantinedCall],
     waiting: Sequence[QuarantinedCall],
-) -> Decimal:
-    """What the calls ``waiting`` in outboxes (or kept in their ``rejected`` tables) add to what
+) -> list[CountedWaiting]:
+    """The calls ``waiting`` in outboxes (or kept in their ``rejected`` tables) that add to what
     the database counted of ``calls``
     (its quarantined ones) and ``spend_logs``' rows under ``conditions``: a call the database
     does not hold counts whole; one it holds counts there, unless the database holds only its
     intent's ``incomplete`` estimate and the outbox its own row, which then replaces it."""
     if not waiting:
-        return Decimal(0)
+        return []
     engine = conn.engine
     ids = [c.request_id for c in waiting if c.request_id is not None]
-    logged: dict[str, tuple[bool, Decimal]] = {}  # request id -> (its own row?, its cost)
+    # request id -> (its own row?, what the database counts of it)
+    logged: dict[str, tuple[bool, Counted]] = {}
     for start in range(0, len(ids), LOOKUP_CHUNK):
         query = (
-            sa.select(spend_logs.c.request_id, spend_logs.c.status, cost_sum(engine))
+            sa.select(
+                spend_logs.c.request_id,
+                spend_logs.c.status,
+                cost_sum(engine),
+                unpriced_count(spend_logs),
+                sa.func.max(sa.case((spend_logs.c.cost_source == "estimate", 1), else_=0)),
+            )
             .where(*conditions, spend_logs.c.request_id.in_(ids[start : start + LOOKUP_CHUNK]))
             .group_by(spend_logs.c.request_id, spend_logs.c.status)
         )
-        for request_id, status, cost in conn.execute(query):
-            logged[str(request_id)] = (status != "incomplete", summed_cost(cost, engine))
+        for request_id, status, cost, unpriced, estimated in conn.execute(query):
+            amount = None if unpriced else summed_cost(cost, engine)
+            logged[str(request_id)] = (
+                status != "incomplete",
+                Counted(amount, bool(estimated), quarantined=False),
+            )
     kept = {c.request_id: c for c in calls if c.request_id is not None}
-    added = Decimal(0)
+    counted: list[CountedWaiting] = []
     for call in waiting:
-        cost = call.cost_usd or Decimal(0)
         held = None if call.request_id is None else kept.get(call.request_id)
         row = None if call.request_id is None else logged.get(call.request_id)
-        there: tuple[bool, Decimal] | None
+        there: tuple[bool, Counted] | None
         if held is not None and (held.replaces_intent or row is None):
-            there = (held.status != "incomplete", held.cost_usd or Decimal(0))
+            estimated = held.cost_source == "estimate"
+            there = (held.status != "incomplete", Counted(held.cost_usd, estimated, True))
         else:
             there = row
         if there is None:
-            added += cost  # only in the outbox (or shipped after its read, and counted here)
+            counted.append(CountedWaiting(call, None))  # only in the outbox (or shipped after
+            # its read, and counted here)
         elif not there[0] and call.status != "incomplete":
-            added += cost - there[1]  # its own row replaces the estimate counted there
-    return added
+            counted.append(CountedWaiting(call, there[1]))  # its own row replaces the estimate
+    return counted
 
 
 def _clean_text(value: str) -> str:

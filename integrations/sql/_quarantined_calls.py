@@ -75,6 +75,9 @@ class QuarantinedCall:
     #: the call's own row, where ``spend_logs`` holds only its intent's ``incomplete`` estimate
     #: (returned with ``over_intents`` only: see :func:`~._quarantine.budget_spend`)
     replaces_intent: bool = False
+    #: kept in a local outbox's ``rejected`` table (or a file set aside): the database and its
+    #: quarantine both refused it, billed all the same (see :func:`~._waiting.local_calls`)
+    refused_locally: bool = False
 
     @property
     def operation(self) -> str:
@@ -143,10 +146,12 @@ def choose_calls(
     provider: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    chosen_rows: dict[object, object] | None = None,
 ) -> dict[object, QuarantinedCall]:
     """The calls ``(row id, line)`` rows record that match the filters (as
     :func:`quarantined_calls` takes them), one per request id (a row without one by its row id):
-    the call's own row where its intent's ``incomplete`` row is there too."""
+    the call's own row where its intent's ``incomplete`` row is there too. ``chosen_rows``,
+    when given, is filled with the row id of each call chosen, by the same key."""
     since, until = _aware(since), _aware(until)
     chosen: dict[object, QuarantinedCall] = {}
     for row_id, line in rows:
@@ -170,6 +175,8 @@ def choose_calls(
         kept = chosen.get(key)
         if kept is None or (kept.status == "incomplete" and call.status != "incomplete"):
             chosen[key] = call
+            if chosen_rows is not None:
+                chosen_rows[key] = row_id
     return chosen
 
 

@@ -119,12 +119,35 @@ class OutboxShipper:
         Counted from when the shipper took them up, not from its first failed attempt: until
         2026-12-06 an attempt that never ended (a database that stopped answering) left it at
         0 however long the rows waited, and a first attempt that timed out reported the rows
-        stuck only from its end.
+        stuck only from its end. Rows in the target that their outbox, locked elsewhere, keeps
+        (being deleted from it, or sent again and ignored) reached it: 0 while they are
+        deleted, and counted afresh from the attempt after (until 2026-12-07 the count went
+        on, and readiness said ``stuck`` of a target that had every row).
         """
         since = self._waiting_since
-        if since is None or self.pending() == 0:
+        if since is None or self.pending() == 0 or self.drain.is_trimming():
             return 0.0
         return time.monotonic() - since
+
+    def say_waiting(self) -> None:
+        """Warn of the rows still to reach the target, this process's outbox's and those of the
+        outboxes it took over from dead processes (until 2026-12-07 only the first were
+        counted), apart from rows in the target that a locked outbox keeps (said as the
+        shipper stops)."""
+        sources = (self.outbox, *tuple(self._orphans))
+        counts = [(o, o.pending() - self.drain.trimming(o)) for o in sources]
+        waiting = sum(count for _, count in counts)
+        if waiting <= 0:
+            return
+        others = sum(1 for o, count in counts if count > 0 and o is not self.outbox)
+        also = f" and {others} outbox{'es' if others > 1 else ''} left by dead processes"
+        also = also if others else ""
+        log.warning(
+            "ledger: %d rows wait in %s%s for the target; the next start ships them",
+            waiting,
+            self.outbox.path,
+            also,
+        )
 
     def wait_shipped(self, seq: int, timeout: float | None = None) -> bool:
         """Wait until the own outbox's rows up to ``seq``, and the orphans', reached the target."""
@@ -239,6 +262,7 @@ class OutboxShipper:
                     log.info("ledger: the target is reachable again; shipping the backlog")
             except NotTrimmed as exc:
                 self._replaying = True  # they are in the target: sent again, and ignored there
+                self._waiting_since = None  # they reached it: nothing is stuck
                 self._not_trimmed(exc, delay)
                 with self._cond:
                     self._cond.wait_for(lambda: self._closing, delay)
@@ -333,14 +357,8 @@ class ShipperOwner:
         """Ship for at most ``timeout`` seconds in all, then stop; True if all was shipped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delivered = shipper.wait_shipped(shipper.outbox.last_seq, timeout)
-        # rows in the target whose outbox is locked are said so as the shipper stops
-        waiting = shipper.outbox.pending() - shipper.drain.trimming(shipper.outbox)
-        if not delivered and waiting > 0:
-            log.warning(
-                "ledger: %d rows wait in %s for the target; the next start ships them",
-                waiting,
-                shipper.outbox.path,
-            )
+        if not delivered:
+            shipper.say_waiting()
         # What is left of the time, not the whole of it again (and a moment to stop in).
         shipper.close(None if deadline is None else max(0.1, deadline - time.monotonic()))
         return delivered

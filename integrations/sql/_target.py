@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ from ._codec import (
 )
 from ._gate import SchemaGate, SchemaUnchecked
 from ._hooks import call_count_hooks
+from ._outbox import after_refusal, lock_refused
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -105,8 +107,15 @@ class SpendLogsInserter:
         *,
         callers_run_on: bool = False,
         schema_gate: SchemaGate | None = None,
+        busy_slices: bool = False,
     ) -> None:
         self.engine = engine
+        #: An SQLite engine whose connections wait for a lock held elsewhere a slice at a time
+        #: (``busy_timeout`` of ``_outbox.BUSY_SLICE`` ms): a write is tried again slice after
+        #: slice, as long as SQLite's own wait was, and gives up at the end of its slice once
+        #: :meth:`stop_waiting` was called (an SQLite ledger's writer at shutdown).
+        self._busy_slices = busy_slices
+        self._giving_up = False
         #: The schema check still to pass before anything is written (a ledger opened while
         #: its database was unreachable, see :mod:`~tracking.integrations.sql._gate`).
         self.schema_gate = schema_gate
@@ -227,9 +236,25 @@ class SpendLogsInserter:
             batch = postgres_batch(lines)
             self._run(lambda cursor: cursor.execute(POSTGRES_INSERT, (batch,)))
 
+    def stop_waiting(self) -> None:
+        """Closing: a write waiting for a lock another connection holds gives up at the end of
+        its slice, and so does every later one (only with ``busy_slices``)."""
+        self._giving_up = True
+
+    def _is_giving_up(self) -> bool:
+        return self._giving_up
+
     def _run(self, work: Callable[[Any], object]) -> None:
         if self.schema_gate is not None:
             self.schema_gate.ensure()  # SchemaUnchecked (transient) until it passes
+        try:  # the hot path: the write alone, unless another connection holds the lock
+            self._run_once(work)
+        except sqlite3.OperationalError as exc:
+            if not self._busy_slices:
+                raise
+            after_refusal(exc, lambda: self._run_once(work), self._is_giving_up)
+
+    def _run_once(self, work: Callable[[Any], object]) -> None:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
@@ -239,7 +264,13 @@ class SpendLogsInserter:
                 cursor.close()
             connection.commit()
         except BaseException as exc:
-            if self.is_transient(exc):
+            if (
+                self._busy_slices
+                and isinstance(exc, sqlite3.OperationalError)
+                and (lock_refused(exc))
+            ):
+                connection.rollback()  # a lock held elsewhere: the connection is fine
+            elif self.is_transient(exc):
                 # The connection may be dead (server gone, relay cut): never hand it out again.
                 connection.invalidate()
             else:

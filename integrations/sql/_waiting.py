@@ -38,23 +38,35 @@ at every reservation; the ``rejected`` tables are expected to be small (rows ref
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
 
 from ._engine import outbox_target
 from ._outbox import default_outbox_dir, set_aside_files
-from ._quarantine import budget_spend
+from ._quarantine import Counted, CountedWaiting, budget_spend
 from ._quarantined_calls import QuarantinedCall, choose_calls, field_text
+from ._queries import FLAGGED, flagged_figures, flagged_measures, money_text, spend_conditions
+from ._schema import spend_calls
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["budget_spend_with_outboxes", "local_calls", "outbox_folder", "waiting_calls"]
+__all__ = [
+    "budget_spend_with_outboxes",
+    "local_calls",
+    "outbox_folder",
+    "spend_and_flags_with_outboxes",
+    "waiting_calls",
+]
 
 log = logging.getLogger("tracking.ledger")
 
@@ -130,8 +142,19 @@ def _local_calls(
         # Listed after the outboxes were read: an outbox set aside meanwhile (a hard link made,
         # then its old name removed) is read under one name or both, never neither.
         lines += _lines_in(set_aside_files(directory), query, params * len(tables))
-    chosen = choose_calls(lines, key_hashes=key_hashes, end_user=end_user, since=since)
-    return list(chosen.values())
+    rows: dict[object, object] = {}
+    chosen = choose_calls(
+        lines, key_hashes=key_hashes, end_user=end_user, since=since, chosen_rows=rows
+    )
+    return [
+        replace(call, refused_locally=True) if _in_rejected(rows[key]) else call
+        for key, call in chosen.items()
+    ]
+
+
+def _in_rejected(row_id: object) -> bool:
+    """Whether a row id of :func:`_lines_in`'s, ``(table, seq, line)``, is a ``rejected`` row."""
+    return isinstance(row_id, tuple) and row_id[0] == "rejected"
 
 
 def _lines_in(paths: Sequence[Path], query: str, params: Sequence[str]) -> list[tuple[object, str]]:
@@ -177,14 +200,8 @@ def budget_spend_with_outboxes(
     (:func:`local_calls`), each call once (module docstring), but for the calls ``excluding``
     names (request ids of calls in flight, which the budget counts by their holds).
     """
-    local = local_calls(
-        folder if folder is not None else outbox_folder(engine),
-        key_hashes=key_hashes,
-        end_user=end_user,
-        since=since,
-    )  # first: a row shipped after this read is in the database's snapshot below
-    with engine.connect() as conn:
-        _begin_snapshot(conn)
+    read = _with_outboxes(engine, folder, key_hashes=key_hashes, end_user=end_user, since=since)
+    with read as (conn, local):
         return budget_spend(
             conn,
             key_hashes=key_hashes,
@@ -193,3 +210,88 @@ def budget_spend_with_outboxes(
             waiting=local,
             excluding=excluding,
         )
+
+
+@contextlib.contextmanager
+def _with_outboxes(
+    engine: Engine,
+    folder: Path | None,
+    *,
+    key_hashes: Sequence[str] | None,
+    end_user: str | None,
+    since: datetime | None,
+) -> Iterator[tuple[Connection, list[QuarantinedCall]]]:
+    """The calls kept in the local outboxes of ``folder`` (None: the target's folder) matching
+    the filters (:func:`local_calls`), and a connection reading one snapshot of the database,
+    taken after them (module docstring)."""
+    local = local_calls(
+        folder if folder is not None else outbox_folder(engine),
+        key_hashes=key_hashes,
+        end_user=end_user,
+        since=since,
+    )  # first: a row shipped after this read is in the database's snapshot below
+    with engine.connect() as conn:
+        _begin_snapshot(conn)
+        yield conn, local
+
+
+def spend_and_flags_with_outboxes(
+    engine: Engine,
+    *,
+    folder: Path | None = None,
+    key_hashes: Sequence[str] | None = None,
+    end_user: str | None = None,
+    since: datetime | None = None,
+) -> tuple[Decimal, dict[str, Any]]:
+    """:func:`budget_spend_with_outboxes`'s figure and its flags, from the same rows: the pairs
+    of :func:`~._queries.flagged_figures` (with ``unpriced``, as text) over the database's
+    ``spend_calls`` in the same snapshot, with those of the calls kept in the local outboxes
+    that the figure counts (an outbox's row replacing its intent's estimate in the database
+    takes that estimate's flags out; a row kept in a ``rejected`` table is quarantined: the
+    database and its quarantine refused it). Until 2026-12-07 ``/customer/info``'s figures
+    counted those calls and its flags did not."""
+    counted: list[CountedWaiting] = []
+    measures = flagged_measures(engine, spend_calls, unpriced=True)
+    flags = sa.select(*measures).where(
+        *spend_conditions(key_hashes, end_user, since, source=spend_calls)
+    )
+    read = _with_outboxes(engine, folder, key_hashes=key_hashes, end_user=end_user, since=since)
+    with read as (conn, local):
+        spent = budget_spend(
+            conn,
+            key_hashes=key_hashes,
+            end_user=end_user,
+            since=since,
+            waiting=local,
+            counted=counted,
+        )
+        figures = flagged_figures(conn.execute(flags).one(), engine, every=True, unpriced=True)
+    for waiting in counted:
+        if waiting.replaced is not None:
+            _add_flags(figures, waiting.replaced, -1)
+        call = waiting.call
+        _add_flags(
+            figures,
+            Counted(call.cost_usd, call.cost_source == "estimate", call.refused_locally),
+            1,
+        )
+    shown: dict[str, Any] = {}
+    if figures["unpriced_requests"]:
+        shown["unpriced_requests"] = figures["unpriced_requests"]
+    for count, usd in FLAGGED:
+        if figures[count]:
+            shown[count] = figures[count]
+            shown[usd] = money_text(figures[usd])
+    return spent, shown
+
+
+def _add_flags(figures: dict[str, Any], counted: Counted, sign: int) -> None:
+    """Add (``sign`` 1) or take out (-1) one call's part of :func:`flagged_figures`' pairs."""
+    amount = (counted.cost or Decimal(0)) * sign
+    if counted.cost is None:
+        figures["unpriced_requests"] += sign
+    marks = (counted.estimated, counted.quarantined)  # FLAGGED's order
+    for flagged, (count, usd) in zip(marks, FLAGGED, strict=True):
+        if flagged:
+            figures[count] += sign
+            figures[usd] += amount

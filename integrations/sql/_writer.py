@@ -106,10 +106,16 @@ class BatchDestination(Protocol):
 class DirectDestination:
     """The target database itself (an SQLite ledger is its own outbox)."""
 
-    def __init__(self, engine: Engine, *, callers_run_on: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, *, callers_run_on: bool = False, busy_slices: bool = False
+    ) -> None:
         from ._target import SpendLogsInserter
 
-        self.inserter = SpendLogsInserter(engine, callers_run_on=callers_run_on)
+        self.inserter = SpendLogsInserter(
+            engine, callers_run_on=callers_run_on, busy_slices=busy_slices
+        )
+        #: Closing: a write waiting for a lock held elsewhere gives up (``busy_slices`` only).
+        self.stop_waiting = self.inserter.stop_waiting
         self.is_transient = self.inserter.is_transient
         self.prepare = self.inserter.prepare
         self.write = self.inserter.insert_prepared

@@ -347,6 +347,29 @@ class AccountStore:
             excluding=excluding,
         )
 
+    def spent_and_flagged(
+        self,
+        *,
+        key_hashes: Sequence[str] | None = None,
+        end_user: str | None = None,
+        since: datetime | None,
+    ) -> tuple[Decimal, dict[str, Any]]:
+        """:meth:`spent` and, from the same rows (the database's and this host's outboxes'),
+        :meth:`flagged_summary`'s figures with ``unpriced``
+        (:func:`~tracking.integrations.sql.spend_and_flags_with_outboxes`)."""
+        if self.nothing_stored():
+            return Decimal(0), {}
+
+        from tracking.integrations.sql import spend_and_flags_with_outboxes
+
+        return spend_and_flags_with_outboxes(
+            self.engine,
+            folder=self._outbox_folder,
+            key_hashes=key_hashes,
+            end_user=end_user,
+            since=since,
+        )
+
     def spend_logs(
         self,
         *,

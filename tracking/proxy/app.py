@@ -128,6 +128,9 @@ class ProxyApp:
         self.metrics: MetricsExposition | None = None
         #: Why start-up failed, once it has (``tracking serve`` exits with it).
         self.start_fault: StartFault | None = None
+        #: Called once start-up is over, started or failed (``tracking serve``'s one process
+        #: releases the watcher of its start: :class:`~tracking.proxy.start_faults.StartWatch`).
+        self.after_start: Callable[[], None] | None = None
         self.max_body = config.general_settings.max_request_bytes
         self.body_timeout = config.general_settings.request_read_timeout
         self.parallel = ParallelLimit(config.general_settings.max_parallel_requests_per_key)
@@ -200,12 +203,14 @@ class ProxyApp:
                     # synchronous: no cancellation can be delivered inside it)
                     self.start_fault = StartFault.of(exc)
                     report(self.start_fault)  # to tracking serve --workers N's supervisor
+                    self._start_over()
                     await send(
                         {"type": "lifespan.startup.failed", "message": self.start_fault.message}
                     )
                     return
                 if self.image_store is not None:
                     self._sweeper = asyncio.create_task(sweep_forever(self.image_store))
+                self._start_over()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # The server has stopped accepting and drained in-flight requests by now.
@@ -217,6 +222,10 @@ class ProxyApp:
                     self.dispatcher.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _start_over(self) -> None:
+        if self.after_start is not None:
+            self.after_start()
 
     def startup(self) -> None:
         """Install the callbacks and the proxy's sinks (failing on any that cannot load),

@@ -220,15 +220,9 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         if record is None:
             raise ProxyError(404, "no such key", param="key_hash", code="key_not_found")
         hashes = record.spend_key_hashes
-        spent = await asyncio.to_thread(store.spent, key_hashes=hashes, since=None)
-        flagged = await asyncio.to_thread(
-            store.flagged_summary,
-            key_hashes=hashes,
-            end_user=None,
-            start=None,
-            end=None,
-            unpriced=True,
-        )
+        # its flags from the rows its spend counts (this host's outboxes' included)
+        figures = functools.partial(store.spent_and_flagged, key_hashes=hashes, since=None)
+        spent, flagged = await asyncio.to_thread(figures)
         info = {**record.to_dict(), "spend": f"{spent:f}", **flagged}
         await send_json(send, 200, {"key_hash": wanted, "info": info})
 
@@ -304,19 +298,16 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         record = await asyncio.to_thread(store.get_end_user, user_id)
         if record is None:
             raise ProxyError(404, f"no end user {user_id!r}", code="end_user_not_found")
-        total = await asyncio.to_thread(store.spent, end_user=user_id, since=None)
-        # beside each spend figure: its calls at an estimate, quarantined, and of no known price
-        flags = functools.partial(
-            store.flagged_summary, key_hashes=None, end_user=user_id, end=None, unpriced=True
-        )
-        flagged = await asyncio.to_thread(flags, start=None)
+        # beside each spend figure: its calls at an estimate, quarantined, and of no known
+        # price, from the same rows (this host's outboxes' included)
+        figures = functools.partial(store.spent_and_flagged, end_user=user_id)
+        total, flagged = await asyncio.to_thread(figures, since=None)
         body: dict[str, Any] = {**record.to_dict(), "total_spend": f"{total:f}", **flagged}
         if record.budget_period is not None:
             start, _ = period_window(record.budget_period, datetime.now(UTC))
-            period_spend = await asyncio.to_thread(store.spent, end_user=user_id, since=start)
-            period_flags = flagged  # a total budget's period is all time
+            period_spend, period_flags = total, flagged  # a total budget's period is all time
             if start is not None:
-                period_flags = await asyncio.to_thread(flags, start=start)
+                period_spend, period_flags = await asyncio.to_thread(figures, since=start)
             body["period_start"] = start.isoformat() if start else None
             body["period_spend"] = f"{period_spend:f}"
             body["period_flags"] = period_flags

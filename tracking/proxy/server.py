@@ -37,12 +37,14 @@ from ..listening import CannotListen, closing_all, listening_sockets, port_of, u
 from .access_log import startup_summary
 from .health import unpriced_deployments
 from .metrics import MULTIPROC_ENV
-from .start_faults import FAULTS_ENV, FaultWatch, StartFault, unreported
+from .start_faults import FAULTS_ENV, FaultWatch, StartFault, StartWatch, unreported
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
 
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a proxy is meant to be reached; LiteLLM's default too
 DEFAULT_PORT = 4000
+#: Said when Ctrl-C stops ``tracking serve`` while it checks the config (exit status 130).
+INTERRUPTED_AT_CHECK = "interrupted (Ctrl-C) while checking the config; nothing was started"
 #: The listening socket's backlog, given to uvicorn too (its own default).
 BACKLOG = 2048
 
@@ -142,6 +144,9 @@ def serve(
     except ConfigurationError as exc:
         print(f"tracking serve: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C (or a callback's module raising it as it is imported)
+        print(f"tracking serve: {INTERRUPTED_AT_CHECK}", file=sys.stderr, flush=True)
+        return 130  # 128 + SIGINT, as a shell reports a program Ctrl-C stopped
     if workers < 1:
         print("tracking serve: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -229,16 +234,28 @@ def _supervisor(settings: Any, sockets: list[socket.socket]) -> Any:
 
 def _serve_one(config: ProxyConfig, options: dict[str, Any], sockets: list[socket.socket]) -> int:
     """One process serving the app itself on ``sockets``; a fault at its start is reported as a
-    worker's, and so is a start uvicorn stopped without one (status 1)."""
+    worker's, and so is a start uvicorn stopped without one (status 1). One that ends the
+    process itself at its start (``os._exit``, a signal) is said by the watcher of its start."""
+    os.environ.pop(FAULTS_ENV, None)  # no supervisor of ours to tell
+    watch = StartWatch()  # says so should this process end at its start with no word
+    try:
+        return _run_one(config, options, sockets, watch)
+    finally:
+        watch.close()
+
+
+def _run_one(
+    config: ProxyConfig, options: dict[str, Any], sockets: list[socket.socket], watch: StartWatch
+) -> int:
     import uvicorn
 
     from .app import create_app
 
-    os.environ.pop(FAULTS_ENV, None)  # no supervisor of ours to tell
     try:
         app = create_app(config)
     except ConfigurationError as exc:
         return _reported(StartFault.of(exc))
+    app.after_start = watch.release
     # uvicorn raises the signal that stopped it again once it has stopped, to the handler it
     # found: SIGTERM's then killed the process (status 143), though every request was done and
     # every sink flushed. Ending as Ctrl-C does, it is the clean stop it was: status 0.

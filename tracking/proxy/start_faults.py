@@ -13,6 +13,10 @@ N`` the fault is in a worker: it writes it, as a file, into the private folder n
 stops every worker at the first fault (uvicorn's supervisor would otherwise exit 0, or start the
 worker again and again) and exits with the fault's status and message. It stops the supervisor
 as SIGTERM would, but without a signal: uvicorn's log never says one was received.
+
+One process (no ``--workers``) that ends at its start with no Python left to say why (its own
+``os._exit(3)``, a signal that kills it) cannot report anything itself: a small process watches
+its start (:class:`StartWatch`), and says so in one line when the start ends that way.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +41,7 @@ __all__ = [
     "STARTUP_FAILURE",
     "FaultWatch",
     "StartFault",
+    "StartWatch",
     "described",
     "report",
     "unreported",
@@ -145,3 +152,71 @@ class FaultWatch:
                 log.error("a worker could not start: stopping the proxy")
                 stop()
                 return
+
+
+#: The watcher of one process's start: its standard input is a pipe whose other end the watched
+#: process holds; end of file with no byte read first means that process ended during its start.
+#: Ctrl-C reaches the whole process group: the watcher lets the proxy say what it stopped.
+_WATCHER = (
+    "import os, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "if not os.read(0, 1):\n"
+    "    os.write(2, sys.argv[1].encode() + b'\\n')\n"
+)
+
+
+def ended_unheard(pid: int) -> str:
+    """What ``tracking serve`` says of its one process ``pid`` that ended during its start with
+    nothing of Python left to report it (its exit status is the process's own)."""
+    return (
+        f"tracking serve: the proxy could not start: the server process [{pid}] ended during "
+        "its start without a word (exited at once, as os._exit does, or killed by a signal; "
+        "its exit status says which)"
+    )
+
+
+class StartWatch:
+    """One process's start, watched by a small process of its own (see the module docstring).
+
+    :meth:`release` once the start is over (the app started, or failed and said why), and the
+    watcher ends without a word; should this process end before, the watcher reads end of file
+    and writes :func:`ended_unheard`'s line on the standard error they share. Nothing of it runs
+    once the proxy serves."""
+
+    def __init__(self) -> None:
+        read, self._write = os.pipe()  # neither end is inherited by other children
+        try:
+            self._watcher: subprocess.Popen[bytes] | None = subprocess.Popen(  # noqa: S603 - ours
+                [sys.executable, "-I", "-S", "-c", _WATCHER, ended_unheard(os.getpid())],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+            )
+        except OSError as exc:  # the start goes on, unwatched
+            log.warning("cannot watch the proxy's start: %s", exc)
+            self._watcher = None
+        finally:
+            os.close(read)
+        self._released = threading.Lock()
+
+    def release(self) -> None:
+        """The start is over: the watcher ends without a word. Idempotent."""
+        if not self._released.acquire(blocking=False):
+            return
+        with contextlib.suppress(OSError):  # the watcher is gone already: nothing to tell
+            os.write(self._write, b"x")
+        os.close(self._write)
+        if self._watcher is not None:  # reaped as it ends, not left a zombie while we serve
+            threading.Thread(
+                target=self._watcher.wait, name="tracking-start-watch", daemon=True
+            ).start()
+
+    def close(self) -> None:
+        """Release, and wait for the watcher to end."""
+        self.release()
+        if self._watcher is None:
+            return
+        try:
+            self._watcher.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._watcher.kill()
+            self._watcher.wait()
