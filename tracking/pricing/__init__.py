@@ -329,12 +329,16 @@ def _day(raw: Any, where: str) -> date | None:
 
 
 def _keys(provider: str, upstream_model: str, model: str, base_model: str | None) -> list[str]:
-    # A deployment's base model first (that is what it bills as); then most specific first: a
-    # price for "openai/gpt-image-1" beats one for "gpt-image-1".
-    keys = [f"{provider}/{upstream_model}", model, upstream_model]
+    # Most specific first: a price for "openai/gpt-image-1" beats one for "gpt-image-1". A call
+    # carrying a base model is priced as that model alone, looked up as a call to it would be:
+    # a base model no price names leaves the call unpriced, never priced by the name it was
+    # sent as (another deployment's prices, or a model it was said not to bill as).
     if base_model:
-        keys.insert(0, base_model)
-    return list(dict.fromkeys(keys))
+        from ..request import split_provider
+
+        provider, upstream_model = split_provider(base_model)
+        model = base_model
+    return list(dict.fromkeys([f"{provider}/{upstream_model}", model, upstream_model]))
 
 
 def _candidates(request: ImageEditRequest) -> list[str]:
@@ -345,7 +349,8 @@ def billing_keys(model: str, base_model: str | None = None) -> list[str]:
     """The names a call asking ``model`` (a deployment's ``litellm_params.model``, provider
     prefix and all) and carrying ``base_model`` (a router deployment's own prices' name, or its
     ``model_info.base_model``) is priced as, the first the price table prices winning: exactly
-    the names :func:`price_call` looks its request up by."""
+    the names :func:`price_call` looks its request up by. With a ``base_model``, only its names
+    (with its provider, as written, without it): ``model`` is not tried."""
     from ..request import split_provider
 
     return _keys(*split_provider(model), model, base_model)
@@ -404,8 +409,8 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
         base = own
     elif depth >= _ALIAS_DEPTH:
         base = None
-    elif base_model is not None:
-        base = find_entry([base_model], day, depth + 1)
+    elif base_model is not None:  # looked up as a call to it is: with its provider, and not
+        base = find_entry(billing_keys(base_model), day, depth + 1)
     else:  # a discount (or tool fees) on the packaged prices of the same model
         base = _packaged_entry(key, day)
     if base is None:
@@ -497,7 +502,7 @@ def price_call(
             or unreadable_success(failure)
             or _refused_in_an_answer(failure)
         ):  # billed (an answer came, or may have), at a price no entry gives: never $0
-            _warn_unpriced(request.model, "no price is known for this model")
+            _warn_unpriced(request.model, _no_price(request))
             return UNPRICED
         return NOT_BILLED
     if response.billed_usd is not None and response.billed_usd > MAX_REPORTED_USD:
@@ -518,7 +523,7 @@ def price_call(
     if response.price_model is not None:  # served by another model than the one asked
         entry = find_entry([response.price_model, *_candidates(request)], day)
     if entry is None:
-        _warn_unpriced(request.model, "no price is known for this model")
+        _warn_unpriced(request.model, _no_price(request))
         return UNPRICED
     cost = with_search_fee(
         entry, response.grounding, _answer_cost(entry, request, response), response.images_returned
@@ -595,7 +600,7 @@ def _unpriced_authoring(
     of another name (``azure/my-deployment``) is known by the model its prices are based on
     (``base_model``: the entry ``azure/my-deployment->gpt-image-2.6-sunburst``)."""
     family = request.family
-    if family is None and entry.custom:
+    if family is None:  # priced as another model (a base model, a registered alias): its family
         family = family_for(entry.key.rsplit("->", 1)[-1], request.operation)
     output_format = response.output_format or request.output_format
     if cost.usd is None or family is None or output_format not in family.single_generation_formats:
@@ -740,6 +745,13 @@ def _warn_retired(model: str, entry: PriceEntry) -> None:
         model,
         entry.shutdown,
     )
+
+
+def _no_price(request: ImageEditRequest) -> str:
+    """Why no entry prices ``request``: its model, or the base model it is priced as."""
+    if request.base_model:
+        return f"its base_model {request.base_model!r} names no known price"
+    return "no price is known for this model"
 
 
 def _warn_unpriced(model: str, why: str) -> None:

@@ -163,7 +163,7 @@ def load_deployments(
     written in it (:func:`tracking.pricing.model_info.model_list_prices`). A deployment priced
     unlike another of its model gets its own prices' name (``price_key``), which its calls are
     billed by; the proxy's ``/health`` and its warning at start read the deployments so too."""
-    from ..pricing.model_info import model_list_prices, own_price_key
+    from ..pricing.model_info import model_list_prices
 
     entries: Any = model_list
     if isinstance(entries, Iterable) and not isinstance(entries, str | bytes | Mapping):
@@ -179,14 +179,28 @@ def load_deployments(
         )
         for index, (deployment, entry) in enumerate(zip(deployments, entries, strict=True))
     )
-    priced = tuple(
-        dataclasses.replace(d, price_key=key)
-        if (own := prices.get(key := own_price_key(d.model, d.id))) is not None
-        and own[1].keys() != {"base_model"}  # its base_model is sent with its calls already
-        else d
-        for d in deployments
-    )
-    return priced, prices
+    return tuple(
+        dataclasses.replace(d, price_key=_price_key(d, prices)) for d in deployments
+    ), prices
+
+
+def _price_key(
+    deployment: Deployment, prices: Mapping[str, tuple[str, dict[str, Any]]]
+) -> str | None:
+    """The name a deployment's calls are priced as when its prices are registered under one
+    (:func:`tracking.pricing.model_info.model_list_prices`): its own prices' name; its model's
+    when it shares that name's prices with a base model and more (a discount, tools, a
+    window), which a call carrying the bare base model would not find. None: its
+    ``base_model`` (sent with its calls already), else its model, prices it."""
+    from ..pricing.model_info import own_price_key
+
+    for key in (own_price_key(deployment.model, deployment.id), deployment.model):
+        found = prices.get(key)
+        if found is None or found[1].keys() == {"base_model"}:
+            continue
+        if key != deployment.model or deployment.base_model is not None:
+            return key
+    return None
 
 
 class Router:
