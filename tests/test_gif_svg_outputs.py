@@ -329,7 +329,7 @@ def test_the_official_client_generates_an_svg_recorded_as_an_estimate(proxy):
 
 def test_an_svg_from_a_deployment_known_by_its_base_model_is_an_estimate_too(proxy):
     # It was recorded as the whole bill (cost_source "custom"): the family was looked up by
-    # the deployment's own name alone. Its calls carry its base model, whose entry bills them.
+    # the deployment's own name alone.
     with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY, max_retries=0) as client:
         raw = client.images.with_raw_response.generate(
             model="svg-azure", prompt="an icon", quality="low", output_format="svg"
@@ -338,7 +338,7 @@ def test_an_svg_from_a_deployment_known_by_its_base_model_is_an_estimate_too(pro
     assert raw.headers["x-tracking-cost-source"] == "estimate"
     row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
     assert row["cost_source"] == "estimate"
-    assert row["price_ref"] == f"{SVG_AUTHORING_REF}:packaged:{SUNBURST}#official"
+    assert row["price_ref"] == f"{SVG_AUTHORING_REF}:custom:azure/my-svg-deployment->{SUNBURST}"
 
 
 def test_the_official_client_edits_a_gif_with_extra_body(proxy, fake):

@@ -328,32 +328,41 @@ def _day(raw: Any, where: str) -> date | None:
     raise ConfigurationError(f"{where}: an ISO date (YYYY-MM-DD)")
 
 
-def _keys(provider: str, upstream_model: str, model: str, base_model: str | None) -> list[str]:
-    # Most specific first: a price for "openai/gpt-image-1" beats one for "gpt-image-1". A call
-    # carrying a base model is priced as that model alone, looked up as a call to it would be:
-    # a base model no price names leaves the call unpriced, never priced by the name it was
-    # sent as (another deployment's prices, or a model it was said not to bill as).
-    if base_model:
-        from ..request import split_provider
+def _names(model: str) -> list[str]:
+    """The names a call asking ``model`` is priced by, most specific first (a price for
+    ``openai/gpt-image-1`` beats one for ``gpt-image-1``): with its provider, as written, and
+    without its provider prefix."""
+    from ..request import split_provider
 
-        provider, upstream_model = split_provider(base_model)
-        model = base_model
+    provider, upstream_model = split_provider(model)
     return list(dict.fromkeys([f"{provider}/{upstream_model}", model, upstream_model]))
 
 
-def _candidates(request: ImageEditRequest) -> list[str]:
-    return _keys(request.provider, request.upstream_model, request.model, request.base_model)
+def _keys(own: list[str], base_model: str | None) -> tuple[list[str], list[str]]:
+    """(the names registered prices are looked up under, the names the price files and the
+    bundled table are). A call carrying a base model is priced as that model, looked up as a
+    call to it would be, unless a price registered for its own model's name says otherwise (a
+    ``prices:`` entry, ``register_prices``, every deployment's shared ``model_info``): never by
+    a table's entry for the name it was sent as. A base model no price names leaves the call
+    unpriced. ``own``: the names of the model the call asks (:func:`_names`)."""
+    if not base_model:
+        return own, own
+    based = _names(base_model)
+    return list(dict.fromkeys([*based, *own])), based
+
+
+def _candidates(request: ImageEditRequest) -> tuple[list[str], list[str]]:
+    own = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
+    return _keys(list(dict.fromkeys(own)), request.base_model)
 
 
 def billing_keys(model: str, base_model: str | None = None) -> list[str]:
     """The names a call asking ``model`` (a deployment's ``litellm_params.model``, provider
     prefix and all) and carrying ``base_model`` (a router deployment's own prices' name, or its
     ``model_info.base_model``) is priced as, the first the price table prices winning: exactly
-    the names :func:`price_call` looks its request up by. With a ``base_model``, only its names
-    (with its provider, as written, without it): ``model`` is not tried."""
-    from ..request import split_provider
-
-    return _keys(*split_provider(model), model, base_model)
+    the names :func:`price_call` looks its request up by. With a ``base_model``, its names
+    first; ``model``'s only for prices registered under them (:func:`billing_entry`)."""
+    return _keys(_names(model), base_model)[0]
 
 
 def billing_entry(
@@ -363,11 +372,15 @@ def billing_entry(
     today), as :func:`price_call` finds it; None: its calls are recorded unpriced. The one
     answer to "are this deployment's calls priced" (``/health``'s ``priced``, the proxy's
     warning at start, the unpriced-call counters a router's groups start at 0)."""
-    return find_entry(billing_keys(model, base_model), day or datetime.now(UTC).date())
+    registered, tables = _keys(_names(model), base_model)
+    return find_entry(registered, day or datetime.now(UTC).date(), tables=tables)
 
 
-def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
-    """The entry pricing the first of ``keys`` that has one: registered first, then packaged."""
+def find_entry(
+    keys: list[str], day: date, depth: int = 0, *, tables: list[str] | None = None
+) -> PriceEntry | None:
+    """The entry pricing the first of ``keys`` that has one: registered first, then the price
+    files' and packaged entries of the first of ``tables`` (None: ``keys``) that has one."""
     for key in keys:
         custom = _custom.get(key)
         if custom is not None:
@@ -375,7 +388,7 @@ def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
             if entry is not None:
                 return entry
     for table in (_override_table(), _packaged_table()):
-        for key in keys:
+        for key in keys if tables is None else tables:
             for entry in table.get(key, ()):
                 if entry.covers(day):
                     return entry
@@ -410,7 +423,7 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
     elif depth >= _ALIAS_DEPTH:
         base = None
     elif base_model is not None:  # looked up as a call to it is: with its provider, and not
-        base = find_entry(billing_keys(base_model), day, depth + 1)
+        base = find_entry(_names(base_model), day, depth + 1)
     else:  # a discount (or tool fees) on the packaged prices of the same model
         base = _packaged_entry(key, day)
     if base is None:
@@ -437,7 +450,7 @@ def _packaged_entry(key: str, day: date) -> PriceEntry | None:
     provider (``gemini/gemini-3.1-flash-image``, as a deployment's ``litellm_params.model``
     writes it) is also looked up without it, as billing does."""
     packaged = _packaged_table()
-    for name in billing_keys(key):
+    for name in _names(key):
         entry = next((e for e in packaged.get(name, ()) if e.covers(day)), None)
         if entry is not None:
             return entry
@@ -471,7 +484,8 @@ def price_call(
     if request is None:  # refused before a request existed: nothing was sent
         return NOT_BILLED if response is None else UNPRICED
     day = day or datetime.now(UTC).date()
-    entry = find_entry(_candidates(request), day)
+    registered, tables = _candidates(request)
+    entry = find_entry(registered, day, tables=tables)
     if entry is not None and entry.retired_on(day):
         _warn_retired(request.model, entry)
     if response is None:
@@ -521,7 +535,8 @@ def price_call(
             price_ref=f"provider:{request.provider}",
         )
     if response.price_model is not None:  # served by another model than the one asked
-        entry = find_entry([response.price_model, *_candidates(request)], day)
+        served_as = response.price_model
+        entry = find_entry([served_as, *registered], day, tables=[served_as, *tables])
     if entry is None:
         _warn_unpriced(request.model, _no_price(request))
         return UNPRICED

@@ -329,7 +329,7 @@ def model_list_prices(entries: Iterable[ModelListEntry]) -> dict[str, tuple[str,
             "%s price %r differently%s: each deployment's calls are billed at its own prices",
             " and ".join(where for _, where, spec in each if spec),
             model,
-            f" ({' and '.join(unpriced)} give none: priced as {model!r} is without them)"
+            f" ({' and '.join(unpriced)}: none, priced as {model!r} is without them)"
             if unpriced
             else "",
         )

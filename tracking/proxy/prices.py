@@ -40,7 +40,7 @@ def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
     each, under the name their calls are priced as
     (:func:`~tracking.pricing.model_info.own_price_key`, with the router's deployment ids),
     and the model's name none of them; a model the ``prices:`` section names is priced by it
-    alone, every deployment's calls included (their own names priced as it)."""
+    alone, every deployment's calls included."""
     from ..pricing.model_info import model_list_prices, own_price_key
 
     deployments = list(zip(config.model_list, deployment_ids(config), strict=True))
@@ -54,9 +54,8 @@ def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
             raise ConfigurationError(f"{where}: expected a mapping of register_prices fields")
         found[str(model)] = (where, dict(spec))
         for d, deployment_id in deployments:
-            own = own_price_key(d.model, deployment_id)
-            if d.model == model and own in found:  # its calls carry this name: priced as model
-                found[own] = (where, {"base_model": str(model)})
+            if d.model == model:
+                found.pop(own_price_key(d.model, deployment_id), None)
     return found
 
 
@@ -70,8 +69,7 @@ def deployment_ids(config: ProxyConfig) -> list[str]:
 
 def priced_models(config: ProxyConfig, model_name: str) -> list[str]:
     """What the calls of the group ``model_name`` are priced as, one name per deployment: its
-    own prices' name where it has its own, else its model (for the most a call may cost); the
-    model where the ``prices:`` section prices it."""
+    own prices' name where it has its own, else its model (for the most a call may cost)."""
     from ..pricing.model_info import own_price_key
 
     found = config_prices(config)
@@ -79,7 +77,7 @@ def priced_models(config: ProxyConfig, model_name: str) -> list[str]:
     for d, deployment_id in zip(config.model_list, deployment_ids(config), strict=True):
         if d.model_name == model_name:
             own = own_price_key(d.model, deployment_id)
-            names.append(own if own in found and d.model not in config.prices else d.model)
+            names.append(own if own in found else d.model)
     return names
 
 

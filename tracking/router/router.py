@@ -161,9 +161,10 @@ def load_deployments(
 ) -> tuple[tuple[Deployment, ...], dict[str, tuple[str, dict[str, Any]]]]:
     """A ``model_list``'s deployments as a router routes and prices their calls, and the prices
     written in it (:func:`tracking.pricing.model_info.model_list_prices`). A deployment priced
-    unlike another of its model gets its own prices' name (``price_key``), which its calls are
-    billed by; the proxy's ``/health`` and its warning at start read the deployments so too."""
-    from ..pricing.model_info import model_list_prices
+    unlike another of its model (or beside one without prices) gets its own prices' name
+    (``price_key``), which its calls are billed by; the proxy's ``/health`` and its warning
+    at start read the deployments so too."""
+    from ..pricing.model_info import model_list_prices, own_price_key
 
     entries: Any = model_list
     if isinstance(entries, Iterable) and not isinstance(entries, str | bytes | Mapping):
@@ -179,28 +180,14 @@ def load_deployments(
         )
         for index, (deployment, entry) in enumerate(zip(deployments, entries, strict=True))
     )
-    return tuple(
-        dataclasses.replace(d, price_key=_price_key(d, prices)) for d in deployments
-    ), prices
-
-
-def _price_key(
-    deployment: Deployment, prices: Mapping[str, tuple[str, dict[str, Any]]]
-) -> str | None:
-    """The name a deployment's calls are priced as when its prices are registered under one
-    (:func:`tracking.pricing.model_info.model_list_prices`): its own prices' name; its model's
-    when it shares that name's prices with a base model and more (a discount, tools, a
-    window), which a call carrying the bare base model would not find. None: its
-    ``base_model`` (sent with its calls already), else its model, prices it."""
-    from ..pricing.model_info import own_price_key
-
-    for key in (own_price_key(deployment.model, deployment.id), deployment.model):
-        found = prices.get(key)
-        if found is None or found[1].keys() == {"base_model"}:
-            continue
-        if key != deployment.model or deployment.base_model is not None:
-            return key
-    return None
+    priced = tuple(
+        dataclasses.replace(d, price_key=key)
+        if (own := prices.get(key := own_price_key(d.model, d.id))) is not None
+        and own[1].keys() != {"base_model"}  # its base_model is sent with its calls already
+        else d
+        for d in deployments
+    )
+    return priced, prices
 
 
 class Router:
@@ -217,8 +204,10 @@ class Router:
     Prices written in the deployments (``model_info``'s ``output_cost_per_image`` /
     ``output_cost_per_image_by_size`` / ``tokens_per_million`` / ``per_image`` / ``base_model``
     / ``discount``, and LiteLLM's per-token keys in ``model_info`` or ``litellm_params``) are
-    registered with :func:`tracking.register_prices` for each deployment's model, as the proxy
-    registers its config's, so calls are billed at the prices they are routed by;
+    registered with :func:`tracking.register_prices` for each deployment's model (under the
+    deployment's own name when another deployment of its model is priced otherwise or not at
+    all), as the proxy registers its config's, so calls are billed at the prices they are
+    routed by;
     ``register_prices=False`` leaves the price table alone.
     """
 
