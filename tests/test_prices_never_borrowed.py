@@ -8,9 +8,7 @@ prices another deployment or name was given.
   table, or recorded unpriced (and warned of at start).
 - A ``base_model`` that names no known price fell through to the model's name. The proxy now
   refuses to start, naming the config's key; an SDK call carrying one is recorded unpriced.
-- The retired-model counter of an SDK call carrying a ``base_model`` (no router watched) was
-  looked up, and labelled, by the served model's name: it now names the entry the call is billed
-  from.
+  (The retired-model counter of such calls: ``tests/test_shutdown_date_as_billed.py``.)
 
 Each proxy test starts ``tracking serve`` on a real config with a SQLite ledger, calls it over
 loopback against the fake upstream and reads the ledger's row.
@@ -25,25 +23,14 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess, ledger_row, serve_once, write_config
-from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import reset_prices
 from tracking.testing import FakeOpenAI
 
 HOUSE = "house-pair"  # a model the price table does not know
-RETIRED = "image_edit_retired_model_requests_total"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_prices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("TRACKING_PRICES_FILE", raising=False)
-    reset_prices()
-    yield
-    reset_prices()
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +73,21 @@ def _billed(proxy: ProxyProcess, client: httpx.Client, group: str) -> dict[str, 
     return ledger_row(proxy, answer.headers["x-tracking-request-id"])
 
 
+def _sdk_cost(fake: FakeOpenAI, model: str) -> Decimal | None:
+    """What the proxy's edit (:func:`_billed`) costs made with the SDK straight to ``model``."""
+    response = tracking.image_edit(
+        image=make_png(),
+        prompt="a red hat",
+        model=model,
+        size="1024x1024",
+        quality="low",
+        api_key=API_KEY,
+        api_base=fake.url,
+    )
+    cost: Decimal | None = response.cost_usd
+    return cost
+
+
 def _warned(proxy: ProxyProcess) -> list[str]:
     """The ``model_list[i]`` indexes the start warned of as having no known price."""
     return sorted(
@@ -125,15 +127,7 @@ def test_a_deployment_without_prices_is_billed_by_the_bundled_table(
     """A model the bundled table prices (gpt-image-2, by its tokens): the deployment under a
     contract at $0.50 an image is billed so, the other as the table bills the call, exactly
     what the same call costs without any deployment's prices."""
-    expected = tracking.image_edit(
-        image=make_png(),
-        prompt="a red hat",
-        model="gpt-image-2",
-        size="1024x1024",
-        quality="low",
-        api_key=API_KEY,
-        api_base=fake.url,
-    ).cost_usd
+    expected = _sdk_cost(fake, "gpt-image-2")
     assert expected is not None and expected != Decimal("0.5")
     config = _config(
         tmp_path,
@@ -206,15 +200,7 @@ def test_a_provider_qualified_base_model_prices_the_proxys_calls(
     deployment of an unknown model is billed as it (it was unpriced: the exact name alone was
     looked up, then the deployment's own model)."""
     tracking.register_prices(f"openai/{HOUSE}", base_model="gpt-image-2")
-    expected = tracking.image_edit(
-        image=make_png(),
-        prompt="a red hat",
-        model=f"openai/{HOUSE}",
-        size="1024x1024",
-        quality="low",
-        api_key=API_KEY,
-        api_base=fake.url,
-    ).cost_usd
+    expected = _sdk_cost(fake, f"openai/{HOUSE}")
     reset_prices()
     assert expected is not None
     config = _config(
@@ -241,46 +227,3 @@ def test_an_sdk_routers_call_with_an_unknown_base_model_is_unpriced(
     assert response.images_returned == 1
     assert response.cost_usd is None
     assert "its base_model 'gpt-imag-2' names no known price" in caplog.text
-
-
-# --- 3. the retired-model counter of a call carrying a base model, no router watched --------
-
-
-@pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    logger = PrometheusLogger(registry)
-    monkeypatch.setattr(tracking, "success_callback", [logger])
-    monkeypatch.setattr(tracking, "failure_callback", [logger])
-    return registry
-
-
-@pytest.mark.parametrize(
-    ("model", "base_model", "counted"),
-    [
-        (f"openai/{HOUSE}", "gpt-image-1", {"gpt-image-1": 2}),  # billed as the retired one
-        ("gpt-image-1", "gpt-image-2", {}),  # served by the retired one, billed as a live one
-    ],
-    ids=["billed-as-retired", "served-by-retired"],
-)
-def test_an_unwatched_routers_call_is_counted_retired_as_it_is_billed(
-    fake: FakeOpenAI,
-    registry: CollectorRegistry,
-    model: str,
-    base_model: str,
-    counted: dict[str, int],
-) -> None:
-    """A ``Router`` the Prometheus logger does not watch: its calls carry the deployment's
-    ``base_model``, which the counter now reads (and names) as billing does. It read the served
-    model's entry and name: a call billed as the retired ``gpt-image-1`` went uncounted, one
-    served by it but billed as ``gpt-image-2`` was counted under ``gpt-image-1``."""
-    router = tracking.Router([_deployment("based", model, fake, base_model=base_model)])
-    try:
-        for _ in range(2):
-            response = router.image_edit(model="based", image=make_png(), prompt="x")
-            assert response.cost_usd is not None
-    finally:
-        router.close()
-    assert tracking.flush(5)
-    for name in (HOUSE, "gpt-image-1", "gpt-image-2"):
-        assert registry.get_sample_value(RETIRED, {"model": name}) == counted.get(name), name

@@ -188,3 +188,37 @@ def test_an_sdk_routers_deployment_billed_as_a_retired_base_model_is_counted_fro
     assert tracking.flush(5)
     assert registry.get_sample_value(RETIRED, {"model": "gpt-image-1"}) == 2
     assert registry.get_sample_value(RETIRED, {"model": HOUSE}) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "base_model", "counted"),
+    [
+        (f"openai/{HOUSE}", "gpt-image-1", {"gpt-image-1": 2}),  # billed as the retired one
+        ("gpt-image-1", "gpt-image-2", {}),  # served by the retired one, billed as a live one
+    ],
+    ids=["billed-as-retired", "served-by-retired"],
+)
+def test_an_unwatched_routers_call_is_counted_retired_as_it_is_billed(
+    monkeypatch: pytest.MonkeyPatch, model: str, base_model: str, counted: dict[str, int]
+) -> None:
+    """A ``Router`` the Prometheus logger does not watch: its calls carry the deployment's
+    ``base_model``, which the counter now reads (and names) as billing does. It read the served
+    model's entry and name: a call billed as the retired ``gpt-image-1`` went uncounted, one
+    served by it but billed as ``gpt-image-2`` was counted under ``gpt-image-1``."""
+    registry = _prometheus(monkeypatch)
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=[HOUSE]) as fake:
+        deployment = {
+            "model_name": "based",
+            "litellm_params": {"model": model, "api_key": API_KEY, "api_base": fake.url},
+            "model_info": {"base_model": base_model},
+        }
+        router = tracking.Router(model_list=[deployment])
+        try:
+            for _ in range(2):
+                response = router.image_edit(model="based", image=make_png(), prompt="x")
+                assert response.cost_usd is not None
+        finally:
+            router.close()
+    assert tracking.flush(5)
+    for name in (HOUSE, "gpt-image-1", "gpt-image-2"):
+        assert registry.get_sample_value(RETIRED, {"model": name}) == counted.get(name), name
