@@ -227,3 +227,29 @@ def test_an_sdk_routers_call_with_an_unknown_base_model_is_unpriced(
     assert response.images_returned == 1
     assert response.cost_usd is None
     assert "its base_model 'gpt-imag-2' names no known price" in caplog.text
+
+
+def test_a_router_registering_nothing_prices_own_price_deployments_as_their_model(
+    fake: FakeOpenAI,
+) -> None:
+    """``register_prices=False``: the deployments' own prices are not registered, so their calls
+    are priced as their model is (the bundled gpt-image-2), not left unpriced by the name their
+    own prices would have had."""
+    expected = _sdk_cost(fake, "gpt-image-2")
+    router = tracking.Router(
+        [
+            _deployment("contract", "openai/gpt-image-2", fake, output_cost_per_image="0.5"),
+            _deployment("list-price", "openai/gpt-image-2", fake),
+        ],
+        register_prices=False,
+    )
+    try:
+        costs = {
+            group: router.image_edit(
+                model=group, image=make_png(), prompt="a red hat", size="1024x1024", quality="low"
+            ).cost_usd
+            for group in ("contract", "list-price")
+        }
+    finally:
+        router.close()
+    assert costs == {"contract": expected, "list-price": expected}

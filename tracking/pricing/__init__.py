@@ -344,9 +344,14 @@ def _keys(own: list[str], base_model: str | None) -> tuple[list[str], list[str]]
     call to it would be, unless a price registered for its own model's name says otherwise (a
     ``prices:`` entry, ``register_prices``, every deployment's shared ``model_info``): never by
     a table's entry for the name it was sent as. A base model no price names leaves the call
-    unpriced. ``own``: the names of the model the call asks (:func:`_names`)."""
+    unpriced. ``own``: the names of the model the call asks (:func:`_names`). A deployment's own
+    prices' name (``model@id``, :func:`~tracking.pricing.model_info.own_price_key`) is no base
+    model: where nothing is registered under it (a ``Router(register_prices=False)``), the call
+    is priced as its model is."""
     if not base_model:
         return own, own
+    if any(base_model.startswith(f"{name}@") for name in own):
+        return [base_model, *own], own
     based = _names(base_model)
     return list(dict.fromkeys([*based, *own])), based
 
