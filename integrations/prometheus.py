@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from tracking.events import ImageEditEvent
     from tracking.families import Family
     from tracking.integration import CallStart
+    from tracking.pricing import PriceEntry
     from tracking.router import Router
 
 __all__ = [
@@ -223,11 +224,10 @@ class PrometheusLogger:
         self.watch_deployments((d.model_name, d.id) for d in router.deployments)
         m = self.metrics
         for deployment in router.deployments:  # retired as billed: its own prices, base model
-            entry = deployment.price_entry()
-            shutdown = entry.shutdown if entry is not None else None
-            m.deployment_shutdowns[deployment.id] = shutdown
-            if shutdown is not None:
-                m.retired.labels(m.model_label(split_provider(deployment.model)[1]))
+            retired = _retired_as(deployment.price_entry())
+            m.deployment_shutdowns[deployment.id] = retired
+            if retired is not None:
+                m.retired.labels(m.model_label(retired[1]))
         for group, targets in router.fallbacks.items():
             # a call asking for group tries it, then each target in turn (CallRoute.chain)
             for source, target in itertools.pairwise((group, *targets)):
@@ -238,9 +238,13 @@ class PrometheusLogger:
             chain = (group, *router.fallbacks.get(group, ()))
             deployments = [d for name in chain for d in router.groups[name]]
             for operation in _OPERATIONS:  # each served by the deployments that can make it
-                served = {split_provider(d.model) for d in deployments if d.serves(operation)}
-                for provider, model in sorted(served):
-                    m.series_for(group, model, provider, operation)
+                served = {
+                    (*split_provider(d.model), d.priced_as or "")
+                    for d in deployments
+                    if d.serves(operation)
+                }
+                for provider, model, base_model in sorted(served):
+                    m.series_for(group, model, provider, operation, base_model or None)
             if not all(d.priced() for d in deployments):
                 unpriced.append(group)
         self.watch_unpriced(unpriced)
@@ -293,7 +297,7 @@ class PrometheusLogger:
         served = event.resolved_model or ""
         provider = event.provider or ""
         # as the caller asked (model), even when a fallback answered (served)
-        series = m.series_for(model, served, provider, event.operation)
+        series = m.series_for(model, served, provider, event.operation, event.base_model)
         status = event.status
         error_type = _error_type_label(event.error_type) if status == "failure" else ""
         series.requests(status, error_type).inc()
@@ -316,11 +320,11 @@ class PrometheusLogger:
         searched = search_uses(event.price_ref)
         if searched is not None and searched[0] > 0:
             series.search_grounding(searched[1]).inc(searched[0])
-        shutdown = series.shutdown
+        retired = series.retired
         if event.deployment_id is not None:  # a watched router's: as its calls are billed
-            shutdown = m.deployment_shutdowns.get(event.deployment_id, shutdown)
-        if shutdown is not None and event.start_time.date() >= shutdown:
-            m.retired.labels(series.served or series.model).inc()
+            retired = m.deployment_shutdowns.get(event.deployment_id, retired)
+        if retired is not None and event.start_time.date() >= retired[0]:
+            m.retired.labels(m.model_label(retired[1])).inc()
         usage = event.usage
         if usage is not None:
             for token_type, count in (
@@ -432,16 +436,16 @@ class _Metrics:
         )
         self.end_users: OrderedDict[str, None] = OrderedDict()
         self.end_user_lock = threading.Lock()
-        self._series: dict[tuple[str, str, str, str], _ModelSeries] = {}
+        self._series: dict[tuple[str, str, str, str, str | None], _ModelSeries] = {}
         self._model_names: set[str] = set()  # the names given a label of their own
         self._model_names_lock = threading.Lock()
         self._folding_logged = False
         self._unpriced_names = 0  # names given a label by unpriced calls alone
-        #: deployment id -> the shutdown date of the entry its calls are billed from (None:
-        #: none), for the routers watched (:meth:`PrometheusLogger.watch_router`): a call
-        #: carries its deployment's base model, which its served model's name may not be
-        #: priced as
-        self.deployment_shutdowns: dict[str, date | None] = {}
+        #: deployment id -> (the shutdown date, the model named) of the entry its calls are
+        #: billed from (None: none), for the routers watched
+        #: (:meth:`PrometheusLogger.watch_router`): a call carries its deployment's base
+        #: model, which its served model's name may not be priced as
+        self.deployment_shutdowns: dict[str, tuple[date, str] | None] = {}
         registry.register(BusCountersCollector())
         # what this integration reports, itself and reading the ledgers, counts from 0
         bus.expect("integration_errors", "prometheus", "ledger")
@@ -457,9 +461,10 @@ class _Metrics:
         served: str,
         provider: str,
         operation: str = "image_edit",
+        base_model: str | None = None,
     ) -> _ModelSeries:
         """The children of one (model, served model, provider, operation), found once and
-        reused.
+        reused; ``base_model`` is the model the calls are priced as, when they name one.
 
         ``labels()`` formats and looks its values up under a lock on every call; the same few
         label values repeat call after call, so their children are kept here. The cache holds
@@ -467,14 +472,16 @@ class _Metrics:
         same, so a stream of distinct model names cannot grow it without limit). Model names
         are labelled by :meth:`model_label`.
         """
-        key = (model, served, provider, operation)
+        key = (model, served, provider, operation, base_model)
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= _MAX_CACHED_SERIES:
                 self._series = {}
             model_label = self.model_label(model)
             served_label = self.model_label(served) if served else ""
-            series = _ModelSeries(self, model_label, served_label, _bounded(provider), operation)
+            series = _ModelSeries(
+                self, model_label, served_label, _bounded(provider), operation, base_model
+            )
             self._series[key] = series
         return series
 
@@ -499,6 +506,16 @@ class _Metrics:
                 self._unpriced_names += 1
             self._model_names.add(label)
             return label
+
+
+def _retired_as(entry: PriceEntry | None) -> tuple[date, str] | None:
+    """(shutdown date, the model it names) of the entry a call is billed from, when it gives a
+    date: the retired-model counter names the model the call is billed as (a base model's, not
+    the name of the deployment's model), as the table files it (``gpt-image-1``, never an alias
+    or a registered alias's own name)."""
+    if entry is None or entry.shutdown is None:
+        return None
+    return entry.shutdown, entry.key.rsplit("->", 1)[-1]
 
 
 def _priced_by_name(name: str) -> bool:
@@ -526,12 +543,18 @@ class _ModelSeries:
         "model",
         "operation",
         "provider",
+        "retired",
         "served",
-        "shutdown",
     )
 
     def __init__(
-        self, metrics: _Metrics, model: str, served: str, provider: str, operation: str
+        self,
+        metrics: _Metrics,
+        model: str,
+        served: str,
+        provider: str,
+        operation: str,
+        base_model: str | None = None,
     ) -> None:
         from tracking.families import family_for
         from tracking.pricing import billing_entry
@@ -542,12 +565,16 @@ class _ModelSeries:
         self.cost = metrics.cost.labels(model, served, provider, operation)
         self._children: dict[tuple[str, ...], Any] = {}
         # the entry billing prices the served model (else the asked one) from: a served name
-        # is its provider's own, which billing reads under the provider's prefix
-        entry = billing_entry(f"{provider}/{served}" if served and provider else served or model)
-        #: when the served model (else the asked one) is shut down, from the price table
-        self.shutdown = entry.shutdown if entry is not None else None
-        if self.shutdown is not None:  # its calls are counted once it is past that day
-            metrics.retired.labels(served or model)
+        # is its provider's own, which billing reads under the provider's prefix; a call
+        # carrying a base model is billed as it
+        entry = billing_entry(
+            f"{provider}/{served}" if served and provider else served or model, base_model
+        )
+        #: (shutdown date, model named) of the entry its calls are billed from, when the price
+        #: table gives that model a shutdown date (:func:`_retired_as`)
+        self.retired = _retired_as(entry)
+        if self.retired is not None:  # its calls are counted once it is past that day
+            metrics.retired.labels(metrics.model_label(self.retired[1]))
         # Every way a call of this series can end, at 0 from its first call on: a series that
         # appears already at 1 has no increase, so rate() and increase() would miss its first
         # failure of each kind (the dashboards' rate panels, the error-ratio alert). The error

@@ -41,17 +41,17 @@ SERVED = [HOUSE, TENANT, LISTED, TYPO, "house-solo", "house-drawn"]
 
 CONFIG = """
 model_list:
-  # three deployments of one model the price table does not know, priced three ways: the model's
-  # name is registered with the last one's prices; each is billed at its own
+  # three deployments of one model the price table does not know: two priced each its own way,
+  # one not at all (its calls are unpriced: never billed at another deployment's prices)
   - model_name: mixed-based
     litellm_params: {{model: openai/{house}, api_key: "{api_key}", api_base: "{fake}"}}
     model_info: {{id: mixed-based, base_model: gpt-image-1}}
   - model_name: mixed-drawn
     litellm_params: {{model: openai/{house}, api_key: "{api_key}", api_base: "{fake}"}}
     model_info: {{id: mixed-drawn, output_cost_per_image: 0.05}}
-  - model_name: mixed-typo
+  - model_name: mixed-bare
     litellm_params: {{model: openai/{house}, api_key: "{api_key}", api_base: "{fake}"}}
-    model_info: {{id: mixed-typo, base_model: gpt-imag-typo}}
+    model_info: {{id: mixed-bare}}
   # one deployment priced by its base model alone
   - model_name: solo-based
     litellm_params: {{model: openai/house-solo, api_key: "{api_key}", api_base: "{fake}"}}
@@ -88,7 +88,7 @@ general_settings:
 PRICED = {
     "mixed-based": True,
     "mixed-drawn": True,
-    "mixed-typo": False,
+    "mixed-bare": False,
     "solo-based": True,
     "solo-drawn": True,
     "tenant": False,
@@ -179,7 +179,7 @@ def test_the_start_warns_of_exactly_the_deployments_billing_leaves_unpriced(
         for line in proxy.log().splitlines()
         if "has no known price" in line
     )
-    # model_list order: mixed-typo is [2], tenant [5], typo [7]
+    # model_list order: mixed-bare is [2], tenant [5], typo [7]
     assert warned == ["2", "5", "7"], proxy.log()
     assert f"model_list[5] (tenant): {TENANT} has no known price" in proxy.log()
 
@@ -220,7 +220,7 @@ def test_real_calls_are_billed_as_health_said(proxy: ProxyProcess) -> None:
     for group in (
         "mixed-based",
         "mixed-drawn",
-        "mixed-typo",
+        "mixed-bare",
         "solo-based",
         "solo-drawn",
         "tenant",
@@ -235,7 +235,7 @@ def test_real_calls_are_billed_as_health_said(proxy: ProxyProcess) -> None:
     assert costs["solo-drawn"] == "0.04"
     assert costs["listed"] == "0.03"
     counted = _unpriced_counters(_scrape(proxy))
-    assert all(counted[group] >= 1 for group in ("mixed-typo", "tenant", "typo")), counted
+    assert all(counted[group] >= 1 for group in ("mixed-bare", "tenant", "typo")), counted
 
 
 # --- an SDK router: what it registers decides what its calls are billed at -------------------

@@ -11,7 +11,8 @@ finds, not from a looser lookup of its own. Two names where the two used to diff
 
 A router's deployment is billed as its ``model_info.base_model`` (or its own prices), which the
 name of the model it serves may not be priced as: the counter reads a watched router's
-deployment's entry (``Deployment.price_entry``), and starts its series at 0.
+deployment's entry (``Deployment.price_entry``), and starts its series at 0. The counter names
+the model the calls are billed as (``gpt-image-1``), not the one that served them.
 """
 
 from __future__ import annotations
@@ -155,11 +156,11 @@ def test_a_proxy_deployment_is_counted_by_the_base_model_it_is_billed_as(
             def scrape() -> dict[str, float]:
                 return _retired_series(client.get(f"{proxy.url}/metrics").text)
 
-            assert scrape() == {HOUSE: 0}
+            assert scrape() == {"gpt-image-1": 0}  # named as billed, not as served
             for model in ("house-retired", "house-live", "house-retired", "house-live"):
                 answer = edit(client, proxy.url, MASTER_KEY, model=model)
                 assert answer.status_code == 200, answer.text
-            assert scrape() == {HOUSE: 2}
+            assert scrape() == {"gpt-image-1": 2}
             assert f"'openai/{HOUSE}' was shut down by its provider" in proxy.log()
 
 
@@ -176,7 +177,7 @@ def test_an_sdk_routers_deployment_billed_as_a_retired_base_model_is_counted_fro
         router = tracking.Router(model_list=[_deployment("house-retired", fake.url)])
         try:
             logger.watch_router(router)
-            assert registry.get_sample_value(RETIRED, {"model": HOUSE}) == 0
+            assert registry.get_sample_value(RETIRED, {"model": "gpt-image-1"}) == 0
             for _ in range(2):
                 response = router.image_edit(
                     model="house-retired", image=make_png(), prompt="x", quality="low"
@@ -185,4 +186,39 @@ def test_an_sdk_routers_deployment_billed_as_a_retired_base_model_is_counted_fro
         finally:
             router.close()
     assert tracking.flush(5)
-    assert registry.get_sample_value(RETIRED, {"model": HOUSE}) == 2
+    assert registry.get_sample_value(RETIRED, {"model": "gpt-image-1"}) == 2
+    assert registry.get_sample_value(RETIRED, {"model": HOUSE}) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "base_model", "counted"),
+    [
+        (f"openai/{HOUSE}", "gpt-image-1", {"gpt-image-1": 2}),  # billed as the retired one
+        ("gpt-image-1", "gpt-image-2", {}),  # served by the retired one, billed as a live one
+    ],
+    ids=["billed-as-retired", "served-by-retired"],
+)
+def test_an_unwatched_routers_call_is_counted_retired_as_it_is_billed(
+    monkeypatch: pytest.MonkeyPatch, model: str, base_model: str, counted: dict[str, int]
+) -> None:
+    """A ``Router`` the Prometheus logger does not watch: its calls carry the deployment's
+    ``base_model``, which the counter now reads (and names) as billing does. It read the served
+    model's entry and name: a call billed as the retired ``gpt-image-1`` went uncounted, one
+    served by it but billed as ``gpt-image-2`` was counted under ``gpt-image-1``."""
+    registry = _prometheus(monkeypatch)
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=[HOUSE]) as fake:
+        deployment = {
+            "model_name": "based",
+            "litellm_params": {"model": model, "api_key": API_KEY, "api_base": fake.url},
+            "model_info": {"base_model": base_model},
+        }
+        router = tracking.Router(model_list=[deployment])
+        try:
+            for _ in range(2):
+                response = router.image_edit(model="based", image=make_png(), prompt="x")
+                assert response.cost_usd is not None
+        finally:
+            router.close()
+    assert tracking.flush(5)
+    for name in (HOUSE, "gpt-image-1", "gpt-image-2"):
+        assert registry.get_sample_value(RETIRED, {"model": name}) == counted.get(name), name

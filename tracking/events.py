@@ -212,6 +212,9 @@ class ImageEditEvent:
     resolved_model: str | None = None
     provider: str | None = None
     deployment_id: str | None = None
+    #: The model the call is priced as, when it named one: its ``base_model`` (a router
+    #: deployment's ``model_info.base_model``, or the name its own prices are registered under)
+    base_model: str | None = None
     api_base: str | None = None  #: host[:port] only, never a credential
     server_port: int | None = None  #: the upstream's port (its scheme's default if not named)
     n: int = 1

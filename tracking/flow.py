@@ -811,6 +811,7 @@ def _make_event(
         fallback_from=routing.fallback_from,
         resolved_model=request.upstream_model if request else None,
         provider=request.provider if request else None,
+        base_model=request.base_model if request else None,
         api_base=progress.api_base,
         server_port=progress.server_port,
         n=(request.n or 1) if request else 1,

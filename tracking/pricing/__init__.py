@@ -331,27 +331,46 @@ def _day(raw: Any, where: str) -> date | None:
     raise ConfigurationError(f"{where}: an ISO date (YYYY-MM-DD)")
 
 
-def _keys(provider: str, upstream_model: str, model: str, base_model: str | None) -> list[str]:
-    # A deployment's base model first (that is what it bills as); then most specific first: a
-    # price for "openai/gpt-image-1" beats one for "gpt-image-1".
-    keys = [f"{provider}/{upstream_model}", model, upstream_model]
-    if base_model:
-        keys.insert(0, base_model)
-    return list(dict.fromkeys(keys))
+def _names(model: str) -> list[str]:
+    """The names a call asking ``model`` is priced by, most specific first (a price for
+    ``openai/gpt-image-1`` beats one for ``gpt-image-1``): with its provider, as written, and
+    without its provider prefix."""
+    from ..request import split_provider
+
+    provider, upstream_model = split_provider(model)
+    return list(dict.fromkeys([f"{provider}/{upstream_model}", model, upstream_model]))
 
 
-def _candidates(request: ImageEditRequest) -> list[str]:
-    return _keys(request.provider, request.upstream_model, request.model, request.base_model)
+def _keys(own: list[str], base_model: str | None) -> tuple[list[str], list[str]]:
+    """(the names registered prices are looked up under, the names the price files and the
+    bundled table are). A call carrying a base model is priced as that model, looked up as a
+    call to it would be, unless a price registered for its own model's name says otherwise (a
+    ``prices:`` entry, ``register_prices``, every deployment's shared ``model_info``): never by
+    a table's entry for the name it was sent as. A base model no price names leaves the call
+    unpriced. ``own``: the names of the model the call asks (:func:`_names`). A deployment's own
+    prices' name (``model@id``, :func:`~tracking.pricing.model_info.own_price_key`) is no base
+    model: where nothing is registered under it (a ``Router(register_prices=False)``), the call
+    is priced as its model is."""
+    if not base_model:
+        return own, own
+    if any(base_model.startswith(f"{name}@") for name in own):
+        return [base_model, *own], own
+    based = _names(base_model)
+    return list(dict.fromkeys([*based, *own])), based
+
+
+def _candidates(request: ImageEditRequest) -> tuple[list[str], list[str]]:
+    own = [f"{request.provider}/{request.upstream_model}", request.model, request.upstream_model]
+    return _keys(list(dict.fromkeys(own)), request.base_model)
 
 
 def billing_keys(model: str, base_model: str | None = None) -> list[str]:
     """The names a call asking ``model`` (a deployment's ``litellm_params.model``, provider
     prefix and all) and carrying ``base_model`` (a router deployment's own prices' name, or its
     ``model_info.base_model``) is priced as, the first the price table prices winning: exactly
-    the names :func:`price_call` looks its request up by."""
-    from ..request import split_provider
-
-    return _keys(*split_provider(model), model, base_model)
+    the names :func:`price_call` looks its request up by. With a ``base_model``, its names
+    first; ``model``'s only for prices registered under them (:func:`billing_entry`)."""
+    return _keys(_names(model), base_model)[0]
 
 
 def billing_entry(
@@ -361,11 +380,15 @@ def billing_entry(
     today), as :func:`price_call` finds it; None: its calls are recorded unpriced. The one
     answer to "are this deployment's calls priced" (``/health``'s ``priced``, the proxy's
     warning at start, the unpriced-call counters a router's groups start at 0)."""
-    return find_entry(billing_keys(model, base_model), day or datetime.now(UTC).date())
+    registered, tables = _keys(_names(model), base_model)
+    return find_entry(registered, day or datetime.now(UTC).date(), tables=tables)
 
 
-def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
-    """The entry pricing the first of ``keys`` that has one: registered first, then packaged."""
+def find_entry(
+    keys: list[str], day: date, depth: int = 0, *, tables: list[str] | None = None
+) -> PriceEntry | None:
+    """The entry pricing the first of ``keys`` that has one: registered first, then the price
+    files' and packaged entries of the first of ``tables`` (None: ``keys``) that has one."""
     for key in keys:
         custom = _custom.get(key)
         if custom is not None:
@@ -373,7 +396,7 @@ def find_entry(keys: list[str], day: date, depth: int = 0) -> PriceEntry | None:
             if entry is not None:
                 return entry
     for table in (_override_table(), _packaged_table()):
-        for key in keys:
+        for key in keys if tables is None else tables:
             for entry in table.get(key, ()):
                 if entry.covers(day):
                     return entry
@@ -407,8 +430,8 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
         base = own
     elif depth >= _ALIAS_DEPTH:
         base = None
-    elif base_model is not None:
-        base = find_entry([base_model], day, depth + 1)
+    elif base_model is not None:  # looked up as a call to it is: with its provider, and not
+        base = find_entry(_names(base_model), day, depth + 1)
     else:  # a discount (or tool fees) on the packaged prices of the same model
         base = _packaged_entry(key, day)
     if base is None:
@@ -435,7 +458,7 @@ def _packaged_entry(key: str, day: date) -> PriceEntry | None:
     provider (``gemini/gemini-3.1-flash-image``, as a deployment's ``litellm_params.model``
     writes it) is also looked up without it, as billing does."""
     packaged = _packaged_table()
-    for name in billing_keys(key):
+    for name in _names(key):
         entry = next((e for e in packaged.get(name, ()) if e.covers(day)), None)
         if entry is not None:
             return entry
@@ -469,7 +492,8 @@ def price_call(
     if request is None:  # refused before a request existed: nothing was sent
         return NOT_BILLED if response is None else UNPRICED
     day = day or datetime.now(UTC).date()
-    entry = find_entry(_candidates(request), day)
+    registered, tables = _candidates(request)
+    entry = find_entry(registered, day, tables=tables)
     if entry is not None and entry.retired_on(day):
         _warn_retired(request.model, entry)
     if response is None:
@@ -500,7 +524,7 @@ def price_call(
             or unreadable_success(failure)
             or _refused_in_an_answer(failure)
         ):  # billed (an answer came, or may have), at a price no entry gives: never $0
-            _warn_unpriced(request.model, "no price is known for this model")
+            _warn_unpriced(request.model, _no_price(request))
             return UNPRICED
         return NOT_BILLED
     if response.billed_usd is not None and response.billed_usd > MAX_REPORTED_USD:
@@ -519,9 +543,10 @@ def price_call(
             price_ref=f"provider:{request.provider}",
         )
     if response.price_model is not None:  # served by another model than the one asked
-        entry = find_entry([response.price_model, *_candidates(request)], day)
+        served_as = response.price_model
+        entry = find_entry([served_as, *registered], day, tables=[served_as, *tables])
     if entry is None:
-        _warn_unpriced(request.model, "no price is known for this model")
+        _warn_unpriced(request.model, _no_price(request))
         return UNPRICED
     cost = with_search_fee(
         entry, response.grounding, _answer_cost(entry, request, response), response.images_returned
@@ -615,7 +640,7 @@ def _unpriced_authoring(
     of another name (``azure/my-deployment``) is known by the model its prices are based on
     (``base_model``: the entry ``azure/my-deployment->gpt-image-2.6-sunburst``)."""
     family = request.family
-    if family is None and entry.custom:
+    if family is None:  # priced as another model (a base model, a registered alias): its family
         family = family_for(entry.key.rsplit("->", 1)[-1], request.operation)
     output_format = response.output_format or request.output_format
     if cost.usd is None or family is None or output_format not in family.single_generation_formats:
@@ -760,6 +785,13 @@ def _warn_retired(model: str, entry: PriceEntry) -> None:
         model,
         entry.shutdown,
     )
+
+
+def _no_price(request: ImageEditRequest) -> str:
+    """Why no entry prices ``request``: its model, or the base model it is priced as."""
+    if request.base_model:
+        return f"its base_model {request.base_model!r} names no known price"
+    return "no price is known for this model"
 
 
 def _warn_unpriced(model: str, why: str) -> None:

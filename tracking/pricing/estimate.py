@@ -301,7 +301,8 @@ def estimate_incomplete_stream(
     off, each of which it made; None (an attempt not yet made, as a budget's hold counts
     it): the ones the request asks for. None when no price is known for the model.
     """
-    entry = find_entry(_candidates(request), day or datetime.now(UTC).date())
+    registered, tables = _candidates(request)
+    entry = find_entry(registered, day or datetime.now(UTC).date(), tables=tables)
     if entry is None:
         return None
     total = entry_estimate(

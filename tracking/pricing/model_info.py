@@ -5,7 +5,8 @@
 quality (``"1024x1024/high"``). :func:`model_info_per_image` turns them into a ``per_image``
 table (quality -> size -> USD, :data:`~tracking.pricing.table.ANY` where either is not named):
 the proxy registers it as the deployment's model's prices (:mod:`tracking.proxy.prices`; the
-deployment's own, :func:`own_price_key`, when another deployment prices its model otherwise), and
+deployment's own, :func:`own_price_key`, when another deployment of its model is priced
+otherwise or not at all), and
 the router's ``cost-based-routing`` ranks a deployment by the price entry its calls are billed
 from (by :func:`model_info_price` where none is registered). Both look a call up with
 :func:`~tracking.pricing.table.per_image_price`, so a call is ranked at the price it is billed at.
@@ -319,39 +320,46 @@ ModelListEntry = tuple[str, str, Mapping[str, Any], Mapping[str, Any], str]
 
 def own_price_key(model: str, deployment_id: str) -> str:
     """The name a deployment's own prices are registered under when another deployment of its
-    model prices that model differently: its calls carry it as the model they are priced as
-    (``base_model``), so each is billed at its own deployment's prices."""
+    model prices that model differently or not at all: its calls carry it as the model they are
+    priced as (``base_model``), so each is billed at its own deployment's prices."""
     return f"{model}@{deployment_id}"
 
 
 def model_list_prices(entries: Iterable[ModelListEntry]) -> dict[str, tuple[str, dict[str, Any]]]:
     """model -> (where, ``register_prices`` fields) of every entry that prices its model, by
-    :func:`deployment_prices`. Prices are registered per model (what ``litellm_params.model``
-    names). When entries of one model price it differently, each also registers its own under
-    :func:`own_price_key`, which its calls are billed by; the model's name keeps the later
-    entry's (what a call naming the model directly, not through the router, is priced at),
-    unless one of them is priced by its ``base_model`` alone: its calls carry that base model,
-    and a price registered under the model's name (another deployment's) would win over it, so
-    the model's name gets none. A deployment's price never depends on another's, nor on the
-    order of the model_list."""
+    :func:`deployment_prices`. A model's name is given a deployment's prices only when every
+    deployment of that model gives the same ones: then any call naming it is priced so. When
+    they differ, or one of them gives none, each that gives prices registers them under
+    :func:`own_price_key` instead, which its calls are billed by, and the model's name gets none
+    from the model_list: a deployment without prices of its own is priced as its model's name
+    is otherwise (the ``prices:`` section, a prices file, the bundled table), or recorded
+    unpriced, never at another deployment's prices. A deployment's price never depends on
+    another's, nor on the order of the model_list."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
-    priced: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}  # model -> (id, where, spec)
+    # model -> (id, where, spec) of each of its deployments, spec empty when it gives no prices
+    each_of: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     for where, model, info, params, deployment_id in entries:
         spec = deployment_prices(info, params, where, model)
-        if spec:
-            priced.setdefault(model, []).append((deployment_id, where, spec))
-            found[model] = (where, spec)
-    for model, each in priced.items():
-        if any(spec != each[0][2] for _, _, spec in each):
-            _note(
-                "%s price %r differently: each deployment's calls are billed at its own prices",
-                " and ".join(where for _, where, _ in each),
-                model,
-            )
-            for deployment_id, where, spec in each:
+        each_of.setdefault(model, []).append((deployment_id, where, spec))
+    for model, each in each_of.items():
+        specs = [spec for _, _, spec in each]
+        if all(specs) and all(spec == specs[0] for spec in specs):
+            found[model] = (each[-1][1], specs[-1])
+            continue
+        if not any(specs):
+            continue
+        unpriced = [where for _, where, spec in each if not spec]
+        _note(
+            "%s price %r differently%s: each deployment's calls are billed at its own prices",
+            " and ".join(where for _, where, spec in each if spec),
+            model,
+            f" ({' and '.join(unpriced)}: none, priced as {model!r} is without them)"
+            if unpriced
+            else "",
+        )
+        for deployment_id, where, spec in each:
+            if spec:
                 found[own_price_key(model, deployment_id)] = (where, spec)
-            if any(spec.keys() == {"base_model"} for _, _, spec in each):
-                del found[model]
     return found
 
 

@@ -9,8 +9,9 @@ per-token spelling (``input_cost_per_token``, ``output_cost_per_token``,
 USD per million tokens exactly), which LiteLLM also reads in ``litellm_params`` and so do we (the
 two places may not disagree). Entries of the ``prices:`` section win over the deployment's for
 the same model. A bad entry
-fails the start with the path of the key in the config. ``general_settings.prices_file`` names a
-user's prices file (as ``tracking prices import`` writes it), loaded at start too.
+fails the start with the path of the key in the config, and so does a ``base_model`` that names
+no known price (:func:`check_base_models`). ``general_settings.prices_file`` names a user's
+prices file (as ``tracking prices import`` writes it), loaded at start too.
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from ..config import ProxyConfig
 
-__all__ = ["config_prices", "deployment_ids", "priced_models", "register_config_prices"]
+__all__ = [
+    "check_base_models",
+    "config_prices",
+    "deployment_ids",
+    "priced_models",
+    "register_config_prices",
+]
 
 
 def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
     """model -> (where in the config, ``register_prices`` fields), in the order they apply.
 
-    Deployments of one model priced differently also register their own prices each, under
-    the name their calls are priced as (:func:`~tracking.pricing.model_info.own_price_key`,
-    with the router's deployment ids); a model the ``prices:`` section names is priced by it
+    Deployments of one model priced differently (or some not at all) register their own prices
+    each, under the name their calls are priced as
+    (:func:`~tracking.pricing.model_info.own_price_key`, with the router's deployment ids),
+    and the model's name none of them; a model the ``prices:`` section names is priced by it
     alone, every deployment's calls included."""
     from ..pricing.model_info import model_list_prices, own_price_key
 
@@ -86,7 +94,35 @@ def register_config_prices(config: ProxyConfig) -> int:
             raise ConfigurationError(
                 f"{_source(config)}general_settings.prices_file: {exc.message}"
             ) from None
-    return register_found(config_prices(config), _source(config))
+    count = register_found(config_prices(config), _source(config))
+    check_base_models(config)
+    return count
+
+
+def check_base_models(config: ProxyConfig) -> None:
+    """Refuse a ``base_model`` (a deployment's ``model_info``'s, or a ``prices:`` entry's) that
+    names no price in force today once the config's prices are registered: its calls would be
+    recorded unpriced (they are never priced by another name), which is a fault of the config,
+    said at start with its path rather than found at the first call."""
+    from ..pricing import billing_entry
+
+    given = [
+        (f"model_list[{index}].model_info.base_model", d.model_info.get("base_model"))
+        for index, d in enumerate(config.model_list)
+    ]
+    given += [
+        (f"prices.{model}.base_model", spec.get("base_model"))
+        for model, spec in config.prices.items()
+        if isinstance(spec, Mapping)
+    ]
+    for where, base_model in given:
+        if isinstance(base_model, str) and billing_entry(base_model) is None:
+            raise ConfigurationError(
+                f"{_source(config)}{where}: {base_model!r} names no known price (not in the "
+                "bundled price table, the prices: section, a prices file or a deployment's "
+                "model_info): its calls would be recorded unpriced; check the name, or give it "
+                "a price"
+            )
 
 
 def _source(config: ProxyConfig) -> str:

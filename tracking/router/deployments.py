@@ -65,8 +65,9 @@ class Deployment:
     base_model: str | None = None  #: the priced model behind an arbitrary deployment name
     model_info: Mapping[str, Any] = field(default_factory=dict)
     #: the name its own prices are registered under, when another deployment of its model
-    #: prices that model otherwise (:func:`tracking.pricing.model_info.own_price_key`): its
-    #: calls are priced as it, so each is billed at its own deployment's prices
+    #: prices that model otherwise or not at all
+    #: (:func:`tracking.pricing.model_info.own_price_key`): its calls are priced as it, so each
+    #: is billed at its own deployment's prices
     price_key: str | None = None
 
     @property
@@ -77,8 +78,9 @@ class Deployment:
 
     def price_entry(self) -> PriceEntry | None:
         """The price entry its calls are billed from today, found as billing finds it
-        (:func:`tracking.pricing.billing_entry`: its own prices or base model, then its model
-        as sent, with and without its provider); None when its calls are recorded unpriced."""
+        (:func:`tracking.pricing.billing_entry`: its own prices or base model, else its model
+        as sent, with and without its provider; a base model no price names is not replaced by
+        the model's table price); None when its calls are recorded unpriced."""
         from ..pricing import billing_entry
 
         return billing_entry(self.model, self.priced_as)

@@ -161,8 +161,9 @@ def load_deployments(
 ) -> tuple[tuple[Deployment, ...], dict[str, tuple[str, dict[str, Any]]]]:
     """A ``model_list``'s deployments as a router routes and prices their calls, and the prices
     written in it (:func:`tracking.pricing.model_info.model_list_prices`). A deployment priced
-    unlike another of its model gets its own prices' name (``price_key``), which its calls are
-    billed by; the proxy's ``/health`` and its warning at start read the deployments so too."""
+    unlike another of its model (or beside one without prices) gets its own prices' name
+    (``price_key``), which its calls are billed by; the proxy's ``/health`` and its warning
+    at start read the deployments so too."""
     from ..pricing.model_info import model_list_prices, own_price_key
 
     entries: Any = model_list
@@ -203,8 +204,10 @@ class Router:
     Prices written in the deployments (``model_info``'s ``output_cost_per_image`` /
     ``output_cost_per_image_by_size`` / ``tokens_per_million`` / ``per_image`` / ``base_model``
     / ``discount``, and LiteLLM's per-token keys in ``model_info`` or ``litellm_params``) are
-    registered with :func:`tracking.register_prices` for each deployment's model, as the proxy
-    registers its config's, so calls are billed at the prices they are routed by;
+    registered with :func:`tracking.register_prices` for each deployment's model (under the
+    deployment's own name when another deployment of its model is priced otherwise or not at
+    all), as the proxy registers its config's, so calls are billed at the prices they are
+    routed by;
     ``register_prices=False`` leaves the price table alone.
     """
 
