@@ -16,6 +16,8 @@
   saying so, and nothing said how many calls it left out for want of a price. Beside LiteLLM's
   fields it now has the pairs and ``unpriced_requests``, each only when the key has such calls,
   over every hash the key had (a regenerated key's too).
+- ``GET /customer/list``'s row of an end user left out the calls this host keeps in its local
+  outboxes, which its ``/customer/info`` counts, amount and flags: the row now gives the same.
 
 A real proxy (``tracking serve``) over loopback, on a real SQLite file and a real PostgreSQL
 database.
