@@ -89,12 +89,13 @@ def _locked_by_another_process(path: Path) -> Iterator[Callable[[], str]]:
         locker.communicate()
 
 
-def _run(url: str, rows: int, timeout: float, env: dict[str, str], prefix: str = "u") -> None:
-    _python(_WRITER, url, str(rows), str(timeout), prefix, env=env)
+def _run(url: str, rows: int, timeout: float, env: dict[str, str], prefix: str = "u") -> str:
+    return _python(_WRITER, url, str(rows), str(timeout), prefix, env=env)
 
 
-def _python(script: str, *args: str, env: dict[str, str]) -> None:
-    """``script`` run by another Python process (in the checkout), which must end with 0."""
+def _python(script: str, *args: str, env: dict[str, str]) -> str:
+    """``script`` run by another Python process (in the checkout), which must end with 0;
+    returns what it wrote to stderr (its log)."""
     result = subprocess.run(
         [sys.executable, "-c", script, *args],
         capture_output=True,
@@ -105,6 +106,7 @@ def _python(script: str, *args: str, env: dict[str, str]) -> None:
         env=env,
     )
     assert result.returncode == 0, result.stderr
+    return result.stderr
 
 
 def _shipped_ids(postgres_url: str, folder: Path) -> list[str]:
@@ -490,3 +492,25 @@ def test_an_exit_wait_that_is_no_number_of_seconds_is_logged_and_the_default_kep
         r.getMessage() for r in caplog.records if "TRACKING_LEDGER_EXIT_SECONDS" in r.getMessage()
     ]
     assert said == [f"TRACKING_LEDGER_EXIT_SECONDS={value!r} is not a number of seconds; using 10"]
+
+
+def test_a_write_given_up_at_shutdown_is_not_logged_as_retried(tmp_path):
+    """A process whose SQLite ledger file another process keeps locked past its shutdown: the
+    writer's write gave up and it logged "ledger write of 3 rows failed (...); retrying in
+    0.05s", though nothing retried (shutdown keeps the rows for the next start). It says so
+    now, and the rows are written by the next start."""
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    env = {**os.environ, "TRACKING_OUTBOX_DIR": str(tmp_path / "outbox")}
+    _run(url, 0, 10, env)  # creates the ledger
+    with _locked_by_another_process(path) as release:
+        # the writer's thread is waited for: its last word is read before the process ends
+        joined = _WRITER + "ledger.writer._thread.join(30)\n"
+        said = _python(joined, url, "3", "1", "held", env=env)
+        release()
+    assert "retrying" not in said
+    assert "ledger write of 3 rows failed at shutdown" in said
+    assert "not retried: the rows not yet written are kept for the next start" in said
+    assert "3 rows not yet written are kept in" in said
+    _run(url, 0, 10, env)  # the next start writes them
+    assert _users(path) == ["held0", "held1", "held2"]

@@ -16,6 +16,8 @@
   saying so, and nothing said how many calls it left out for want of a price. Beside LiteLLM's
   fields it now has the pairs and ``unpriced_requests``, each only when the key has such calls,
   over every hash the key had (a regenerated key's too).
+- ``GET /customer/list``'s row of an end user left out the calls this host keeps in its local
+  outboxes, which its ``/customer/info`` counts, amount and flags: the row now gives the same.
 
 A real proxy (``tracking serve``) over loopback, on a real SQLite file and a real PostgreSQL
 database.
@@ -48,6 +50,9 @@ from tracking.proxy.keys import hash_key
 
 DAY = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # before any budget period of the test's run
 KEY_A, KEY_B = (hash_key(f"sk-reportflags-{n}") for n in "ab")
+#: The flags every spend report gives beside an amount.
+FLAG_NAMES = ("unpriced_requests", "estimated_requests", "estimated_usd", "quarantined_requests",
+              "quarantined_usd")  # fmt: skip
 
 
 class Proxy:
@@ -92,6 +97,25 @@ def _record(url: str, events: list[Any], quarantined: list[dict[str, Any]]) -> N
             quarantine_event(engine, **fields)
     finally:
         engine.dispose()
+
+
+def _refused_calls_of(user: str) -> list[str]:
+    """Rows of two calls of ``user``'s, one at an estimate ($0.2), one of no known price."""
+    return [
+        row_line(f"{user}-estimate", user=user, cost=Decimal("0.2"), cost_source="estimate"),
+        row_line(f"{user}-unpriced", user=user, cost=None),
+    ]
+
+
+def _keep_refused(url: str, lines: list[str]) -> None:
+    """Keep ``lines`` as this host keeps rows the database and its quarantine both refused:
+    in the ``rejected`` table of a file set aside in the ledger's outbox folder."""
+    engine = create_ledger_engine(url)
+    try:
+        folder = outbox_folder(engine)
+    finally:
+        engine.dispose()
+    outbox_with_rejected_rows(folder, lines, name="rejected-999999999.db")
 
 
 def _estimate(**fields: Any) -> Any:
@@ -323,15 +347,7 @@ def test_customer_info_flags_the_calls_kept_on_this_host_as_it_counts_them(
     nothing of them. They are flagged now as the figures count them: quarantined (refused), at
     an estimate, unpriced."""
     _record(ledger_url, [make_event(user="uma", cost=Decimal("0.1"))], [])
-    engine = create_ledger_engine(ledger_url)
-    try:
-        folder = outbox_folder(engine)
-    finally:
-        engine.dispose()
-    refused = [
-        row_line("uma-estimate", user="uma", cost=Decimal("0.2"), cost_source="estimate"),
-        row_line("uma-unpriced", user="uma", cost=None),
-    ]
+    refused = _refused_calls_of("uma")
     key_hash = proxy.post("/key/generate", {"key_alias": "uma's"})["key_hash"]
     record_events(ledger_url, make_event(api_key_hash=key_hash, cost=Decimal("0.1")))
     refused += [
@@ -339,7 +355,7 @@ def test_customer_info_flags_the_calls_kept_on_this_host_as_it_counts_them(
                  cost_source="estimate"),
         row_line("key-unpriced", api_key_hash=key_hash, cost=None),
     ]  # fmt: skip
-    outbox_with_rejected_rows(folder, refused, name="rejected-999999999.db")
+    _keep_refused(ledger_url, refused)
     proxy.post("/customer/new", {"user_id": "uma", "max_budget": "100", "budget_period": None})
     uma = proxy.get("/customer/info", end_user_id="uma")
     assert uma["total_spend"] == uma["period_spend"] == "0.3000000000"
@@ -355,3 +371,33 @@ def test_customer_info_flags_the_calls_kept_on_this_host_as_it_counts_them(
     info = proxy.get("/key/info", key_hash=key_hash)["info"]  # a key's the same way
     assert info["spend"] == "0.3000000000"
     assert {name: info.get(name) for name in flags} == flags
+
+
+def test_customer_list_rows_count_the_calls_kept_on_this_host_as_customer_info_does(
+    proxy: Proxy,
+    ledger_url: str,  # noqa: F811
+):
+    """``/customer/list``'s row of an end user said its ``spend`` and flags were those of its
+    ``/customer/info``, but left out the calls this host keeps in its local outboxes, which
+    ``/customer/info`` counts (amount and flags): the two disagreed. The row counts them now,
+    from the same rows. ``/global/spend/end_users`` reads the database alone, amount and flags
+    both (another host's outboxes are out of sight: a global figure would depend on the host
+    that answers)."""
+    _record(ledger_url, [make_event(user="ivy", cost=Decimal("0.1"))], [])
+    _record(ledger_url, [make_event(user="ned", cost=Decimal("0.4"))], [])
+    _keep_refused(ledger_url, _refused_calls_of("ivy"))
+    for user in ("ivy", "ned"):
+        proxy.post("/customer/new", {"user_id": user})
+    listed = {row["user_id"]: row for row in proxy.get("/customer/list")}
+    for user in ("ivy", "ned"):
+        info = proxy.get("/customer/info", end_user_id=user)
+        row = listed[user]
+        assert row["spend"] == info["total_spend"], user
+        assert {n: row.get(n) for n in FLAG_NAMES} == {n: info.get(n) for n in FLAG_NAMES}, user
+    assert listed["ivy"]["spend"] == "0.3000000000"
+    assert (listed["ivy"]["quarantined_requests"], listed["ivy"]["unpriced_requests"]) == (2, 1)
+    assert listed["ned"]["spend"] == "0.4000000000"
+    assert not set(FLAG_NAMES) & set(listed["ned"])
+    database_only = {row["end_user"]: row for row in proxy.get("/global/spend/end_users")}
+    assert database_only["ivy"]["total_spend"] == "0.1000000000"
+    assert not set(FLAG_NAMES) & set(database_only["ivy"])

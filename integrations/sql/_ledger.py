@@ -523,10 +523,7 @@ class SqlLedger:
         The writer may still acknowledge the batch it is writing after this: the target takes
         a request id once, and budgets count a call once, so a row kept twice is never counted
         twice."""
-        stop_waiting = getattr(self.writer.destination, "stop_waiting", None)
-        if stop_waiting is not None:  # a write waiting for the SQLite file's lock gives up
-            stop_waiting()
-        self.writer.abandon(self._keep_lines)
+        self.writer.abandon(self._keep_lines)  # a write waiting for the file's lock gives up
 
     def _keep_lines(self, items: list[Any]) -> None:
         lines = [item.line if isinstance(item, Unstorable) else _item_line(item) for item in items]

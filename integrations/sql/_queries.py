@@ -299,9 +299,11 @@ def query_spend(
     ``by`` groups by ``"model"``, ``"user"``, ``"operation"`` (most expensive first) or
     ``"day"`` (oldest first); without it the result is one total row. Dates are UTC midnights.
     ``limit`` keeps the first ``limit`` groups, except by day: the latest ``limit`` days, still
-    oldest first. Alike on both dialects, a group without a key (calls with no end user) comes
-    after the others as dear, and calls of no known day (a quarantined row whose time cannot be
-    read: in no time range) before the first day.
+    oldest first. The database alone, amounts and flags alike (``spend_calls``: ``spend_logs``
+    and the quarantine): rows still in a local outbox count once shipped. Alike on both
+    dialects, a group without a key (calls with no end user) comes after the others as dear,
+    and calls of no known day (a quarantined row whose time cannot be read: in no time range)
+    before the first day.
     """
     if by is not None and by not in GROUPINGS:
         raise ValidationError(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}", param="by")

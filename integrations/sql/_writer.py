@@ -404,8 +404,11 @@ class LedgerWriter:
         and stop the worker at its next retry instead of retrying until the process exits
         (every 2 s, logging each time, on an outbox already closed: until 2026-12-06). The
         callers still waiting for those rows are then released, as acknowledged: the rows are
-        in ``keep``'s hands. The worker may still finish the write it is in; the target takes
-        a request id once, so a row kept twice is never counted twice."""
+        in ``keep``'s hands. A write waiting for a lock held elsewhere gives up (the
+        destination's ``stop_waiting``: an SQLite ledger's file), logged as given up, not as
+        retried ("retrying" was logged until 2026-12-07). The worker may still finish the write
+        it is in; the target takes a request id once, so a row kept twice is never counted
+        twice."""
         with self._cond:
             rows = [*self._in_flight, *self._pending]
             self._pending.clear()
@@ -413,6 +416,10 @@ class LedgerWriter:
             self._abandoned.set()
             self._cond.notify_all()
             self._acked.notify_all()
+        # after ``_abandoned`` is set: the write it ends is not logged as one to retry
+        stop_waiting = getattr(self.destination, "stop_waiting", None)
+        if stop_waiting is not None:  # a write waiting for a lock held elsewhere gives up
+            stop_waiting()
         try:
             keep(rows)
         finally:
@@ -490,10 +497,21 @@ class LedgerWriter:
                 if not self.destination.is_transient(exc):
                     self._write_one_by_one(batch)
                     return
+                error = type(getattr(exc, "orig", None) or exc).__name__
+                if self._abandoned.is_set():
+                    # shutdown gave up on the write (a lock held elsewhere): nothing retries;
+                    # "retrying" was logged here until 2026-12-07
+                    log.warning(
+                        "ledger write of %d rows failed at shutdown (%s); not retried: the "
+                        "rows not yet written are kept for the next start",
+                        len(batch),
+                        error,
+                    )
+                    raise _Abandoned from None
                 log.warning(
                     "ledger write of %d rows failed (%s); retrying in %.2fs",
                     len(batch),
-                    type(getattr(exc, "orig", None) or exc).__name__,
+                    error,
                     delay,
                 )
             self._pause(delay)

@@ -370,6 +370,19 @@ class AccountStore:
             since=since,
         )
 
+    def end_users_kept_locally(self) -> set[str]:
+        """The end users of the calls this host keeps in its local outboxes (waiting for the
+        database, or refused by it and its quarantine): those whose :meth:`spent_and_flagged`
+        counts more than the database holds. One read of the outboxes, nothing locked."""
+        if self.nothing_stored():
+            return set()
+
+        from tracking.integrations.sql import local_calls
+
+        self.engine  # noqa: B018 (names the outboxes' folder)
+        assert self._outbox_folder is not None
+        return {c.end_user for c in local_calls(self._outbox_folder) if c.end_user is not None}
+
     def spend_logs(
         self,
         *,
@@ -420,7 +433,9 @@ class AccountStore:
         the same: ``quarantined_requests``, ``quarantined_usd``); a pair only when there are
         such calls. With ``unpriced``, before them ``unpriced_requests``: how many calls had no
         known price (left out of every spend figure), only when there are some. Summed by the
-        database over ``spend_calls`` (each call once, by its own row)."""
+        database over ``spend_calls`` (each call once, by its own row): the database alone, as
+        ``/spend/logs``' rows are (this host's outbox rows count once shipped; see
+        :meth:`spent_and_flagged`)."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
@@ -451,7 +466,9 @@ class AccountStore:
         calls (rows the database refused, billed all the same) included, each call once by its
         own row; a key with some has ``quarantined_requests`` and ``quarantined_usd``, a key with
         calls recorded at an estimate ``estimated_requests`` and ``estimated_usd``, and a key
-        with calls of no known price (not in its ``spend``) ``unpriced_requests``."""
+        with calls of no known price (not in its ``spend``) ``unpriced_requests``. The database
+        alone, amounts and flags (it pages and orders them): this host's outbox rows count once
+        shipped (:meth:`spent_and_flagged`, ``/key/info``'s, counts them too)."""
         import sqlalchemy as sa
 
         if self.nothing_stored():

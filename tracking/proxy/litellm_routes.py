@@ -19,7 +19,9 @@ or ``model_details`` entries) add
 ``estimated_requests`` / ``estimated_usd`` (calls recorded at an estimate) and
 ``quarantined_requests`` / ``quarantined_usd`` (calls whose rows the database refused), each
 pair only when there are such calls; ``/customer/list``'s end users also ``unpriced_requests``
-(calls of no known price, left out of ``spend``), as ``/customer/info`` gives them.
+(calls of no known price, left out of ``spend``), as ``/customer/info`` gives them, and like
+it they count the calls this host keeps in its local outboxes; the ``/global/spend*`` figures
+read the database alone, amounts and flags alike (:mod:`.litellm_store`).
 """
 
 from __future__ import annotations

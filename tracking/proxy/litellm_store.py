@@ -6,7 +6,11 @@ uses (``proxy_keys``, ``proxy_end_users`` and the ledger's ``spend_logs``). Sync
 SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures are summed by
 the database over the ledger's ``spend_calls`` view: ``spend_logs`` and the calls in the
 ledger's quarantine (rows the database refused, billed all the same), each call once by its own
-row, as budgets count them (:func:`tracking.integrations.sql.quarantined_calls`).
+row, as budgets count them (:func:`tracking.integrations.sql.quarantined_calls`). Their amounts
+and their flags come from the database alone, the same rows: the calls this host keeps in its
+local outboxes count once shipped, as other hosts' do (a global figure does not depend on the
+host that answers), but for ``/customer/list``'s rows, which count them as ``/customer/info``
+does (:func:`end_user_spend`).
 """
 
 from __future__ import annotations
@@ -268,11 +272,15 @@ def spend_by(
 def end_user_spend(
     store: AccountStore, ids: Sequence[str]
 ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """What each of these end users spent in all (the quarantined calls included) and the
-    flags of their calls, as ``/customer/info`` gives them (``unpriced_requests``, then the
-    flagged pairs, each only when there are such calls), summed by the database for them alone,
-    ``LOOKUP_CHUNK`` ids a statement (an ``IN`` list every dialect takes); an end user without
-    calls is not in the answer."""
+    """What each of these end users spent in all and the flags of their calls, as
+    ``/customer/info`` gives them (its ``total_spend``, then ``unpriced_requests`` and the
+    flagged pairs, each only when there are such calls): summed by the database for them alone,
+    ``LOOKUP_CHUNK`` ids a statement (an ``IN`` list every dialect takes), the quarantined calls
+    included; an end user of whom this host keeps calls in its local outboxes (waiting for the
+    database, or refused by it and its quarantine) has, amount and flags, the figures of
+    :meth:`~.account_store.AccountStore.spent_and_flagged`, which count them too, from the same
+    rows (until 2026-12-07 its row left them out, which its ``/customer/info`` counted). An end
+    user without calls is not in the answer."""
     if store.nothing_stored() or not ids:
         return {}
     from tracking.integrations.sql import LOOKUP_CHUNK, spend_calls
@@ -280,6 +288,7 @@ def end_user_spend(
     column = spend_calls.c.end_user
     engine = store.engine
     wanted = list(dict.fromkeys(ids))
+    kept = store.end_users_kept_locally().intersection(wanted)  # read before the database
     spend: dict[str, tuple[str, dict[str, Any]]] = {}
     with engine.connect() as conn:
         for first in range(0, len(wanted), LOOKUP_CHUNK):
@@ -287,6 +296,9 @@ def end_user_spend(
             statement = _per_value(engine, column).where(column.in_(chunk))
             rows = conn.execute(statement).all()
             spend.update((v, (amount, f)) for v, amount, _, f in _value_rows(engine, rows))
+    for end_user in sorted(kept):  # usually none: only while rows wait (or were refused twice)
+        amount, flags = store.spent_and_flagged(end_user=end_user, since=None)
+        spend[end_user] = (money(amount), flags)
     return spend
 
 

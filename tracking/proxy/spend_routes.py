@@ -8,7 +8,10 @@ same filters were recorded at an estimate or are in the ledger's quarantine says
 what they cost (``estimated_requests`` / ``estimated_usd``, ``quarantined_requests`` /
 ``quarantined_usd``, the names every spend report gives them). ``/spend/keys`` sums spend per
 key, dearest first, paged the same way (100 keys a page unless ``page_size`` says otherwise),
-with the same pairs per key.
+with the same pairs per key. Both read the database alone (``spend_logs`` and its quarantine),
+their amounts and their flags alike: calls this host keeps in its local outboxes (waiting for the
+database, or refused by it and its quarantine) count there once shipped, as every other host's
+do (``/key/info`` and ``/customer/info``, a budget's figures, count this host's too).
 On a proxy without a master key (open) they answer 403 (``code: spend_reads_closed``): anyone
 could otherwise read every end user's spend; ``general_settings.allow_open_spend_reads: true``
 opens them deliberately.
