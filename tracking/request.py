@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .endpoint import check_api_base, check_api_key, header_value_problem, is_header_name
-from .errors import ValidationError, range_code
+from .errors import ValidationError, Violation, range_code
 from .events import MetadataTooLarge, freeze_metadata
 from .families import Family, family_for
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
 from .providers import is_provider
-from .rules import Call, check, streaming
+from .rules import Call, check_call, check_parameters, streaming
 
 __all__ = [
     "API_BASE_VARIABLES",
@@ -532,7 +532,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             operation=operation,
         )
         if family is not None:
-            violations, dropped = check(call, family, drop_params=drop_params)
+            violations, dropped = _checked(call, family, drop_params)
         else:  # a family without a generation rule still says whether its models stream
             violations = list(streaming(call, known))
         if violations:
@@ -579,6 +579,70 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         tags=metadata_tags(frozen_metadata),
     )
     return request, options
+
+
+#: How many parameter sets that pass the per-model parameter rules are remembered (see
+#: :func:`_checked`); past it the memory starts again empty. A set is only remembered when its
+#: values are plain text, integers, booleans or None, of :data:`_MAX_REMEMBERED_CHARS` in all.
+_MAX_REMEMBERED = 512
+_MAX_REMEMBERED_CHARS = 1024
+#: Parameter sets (:func:`_parameter_key`) that broke none of the parameter rules, and what
+#: they drop.
+_passed: dict[tuple[Any, ...], frozenset[str]] = {}
+
+
+def _checked(
+    call: Call, family: Family, drop_params: bool
+) -> tuple[list[Violation], frozenset[str]]:
+    """:func:`tracking.rules.check`, with the answer of the parameter rules remembered for a
+    parameter set that passes them: they read nothing else (:data:`tracking.rules
+    .PARAMETER_RULES`), so the same parameters get the same answer, and only the rules of the
+    prompt and files run again. A set that breaks one is checked anew every time (its errors
+    are never kept), and at most :data:`_MAX_REMEMBERED` small sets are held, so no input grows
+    the memory without bound."""
+    key = _parameter_key(call, drop_params)
+    dropped = _passed.get(key)
+    if dropped is None:
+        found, dropped = check_parameters(call, family, drop_params=drop_params)
+        if found:
+            return check_call(call, family, dropped) + found, dropped
+        if _rememberable(key):
+            if len(_passed) >= _MAX_REMEMBERED:
+                _passed.clear()
+            _passed[key] = dropped
+    return check_call(call, family, dropped), dropped
+
+
+def _parameter_key(call: Call, drop_params: bool) -> tuple[Any, ...]:
+    """Everything the parameter rules read: the model and operation (so the family), ``n``,
+    ``size``, ``stream``, whether a mask was given, the options, and ``drop_params``."""
+    return (
+        call.model,
+        call.operation,
+        call.n,
+        call.size,
+        call.stream,
+        bool(drop_params),
+        call.mask is not None,
+        *call.options.items(),
+    )
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _rememberable(key: tuple[Any, ...]) -> bool:
+    """Whether ``key`` holds only plain values (no subclass: equal values then behave alike)
+    of at most :data:`_MAX_REMEMBERED_CHARS` characters in all."""
+    chars = 0
+    for item in key:
+        for value in item if type(item) is tuple else (item,):
+            if type(value) not in _PLAIN:
+                return False
+            # an integer counts about its digits (3.3 bits each); it never goes through repr,
+            # which refuses one past 4,300 digits
+            chars += len(value) if type(value) is str else 1 + int.bit_length(value or 0) // 3
+    return chars <= _MAX_REMEMBERED_CHARS
 
 
 def _body_options(
