@@ -473,16 +473,21 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         ("user", user),
         ("safety_identifier", safety_identifier),
     ):
-        if value is not None and not isinstance(value, str):
-            raise ValidationError(
-                f"{name}: expected a string, got {type(value).__name__}", param=name, rule="type"
-            )
         if value is not None:
-            require_text(name, value)
-    require_text("model", model)
-    require_text("prompt", prompt)
+            if not isinstance(value, str):
+                raise ValidationError(
+                    f"{name}: expected a string, got {type(value).__name__}",
+                    param=name,
+                    rule="type",
+                )
+            if not value.isascii():  # ASCII is text: the check's own first test, without a call
+                require_text(name, value)
+    if not model.isascii():
+        require_text("model", model)
+    if not prompt.isascii():
+        require_text("prompt", prompt)
     for name, value in (("model", model), ("user", user), ("safety_identifier", safety_identifier)):
-        if value is not None:
+        if value is not None and (len(value) > MAX_ID_CHARS or not value.isprintable()):
             _require_id(name, value)
     if size is not None and not (size.isascii() and size.isprintable()):
         raise ValidationError(
@@ -537,31 +542,41 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             violations = list(streaming(call, known))
         if violations:
             raise ValidationError.from_violations(violations)
-    sent = {k: (None if k in dropped else v) for k, v in optional.items()}
+    sent_format = response_format
+    if dropped:  # what drop_params drops, and b64_json for the models that answer it anyway
+        quality = None if "quality" in dropped else quality
+        background = None if "background" in dropped else background
+        moderation = None if "moderation" in dropped else moderation
+        output_format = None if "output_format" in dropped else output_format
+        output_compression = None if "output_compression" in dropped else output_compression
+        input_fidelity = None if "input_fidelity" in dropped else input_fidelity
+        sent_format = None if "response_format" in dropped else response_format
+        partial_images = None if "partial_images" in dropped else partial_images
+        mask_file = None if "mask" in dropped else mask_file
     request = ImageEditRequest(
         model=model,
         provider=provider,
         upstream_model=upstream_model,
         prompt=prompt,
         images=images,
-        mask=None if "mask" in dropped else mask_file,
+        mask=mask_file,
         n=n,
         size=size,
-        quality=_str_or_none(sent["quality"]),
-        background=_str_or_none(sent["background"]),
-        output_format=_str_or_none(sent["output_format"]),
-        output_compression=output_compression if sent["output_compression"] is not None else None,
-        input_fidelity=_str_or_none(sent["input_fidelity"]),
-        response_format=_str_or_none(sent["response_format"]),
+        quality=quality,
+        background=background,
+        output_format=output_format,
+        output_compression=output_compression,
+        input_fidelity=input_fidelity,
+        response_format=sent_format,
         requested_response_format=response_format,
         user=user,
         safety_identifier=safety_identifier,
         extra_body=dict(extra_body),
         base_model=base_model,
         stream=bool(stream),
-        partial_images=_int_or_none(sent["partial_images"]),
+        partial_images=partial_images,
         operation=operation,
-        moderation=_str_or_none(sent["moderation"]),
+        moderation=moderation,
     )
     frozen_metadata = _frozen_metadata(metadata)
     options = CallOptions(
@@ -720,14 +735,6 @@ def _require_id(name: str, value: str) -> None:
             param=name,
             rule="format",
         )
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) else None
 
 
 def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:
