@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .endpoint import check_api_base, check_api_key, header_value_problem, is_header_name
-from .errors import ValidationError, range_code
+from .errors import ValidationError, Violation, range_code
 from .events import MetadataTooLarge, freeze_metadata
 from .families import Family, family_for
 from .frozen import fast_init
 from .images import ImageFile, ImageInput, read_image, read_images
 from .providers import is_provider
-from .rules import Call, check, streaming
+from .rules import Call, check_call, check_parameters, streaming
 
 __all__ = [
     "API_BASE_VARIABLES",
@@ -473,16 +473,21 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         ("user", user),
         ("safety_identifier", safety_identifier),
     ):
-        if value is not None and not isinstance(value, str):
-            raise ValidationError(
-                f"{name}: expected a string, got {type(value).__name__}", param=name, rule="type"
-            )
         if value is not None:
-            require_text(name, value)
-    require_text("model", model)
-    require_text("prompt", prompt)
+            if not isinstance(value, str):
+                raise ValidationError(
+                    f"{name}: expected a string, got {type(value).__name__}",
+                    param=name,
+                    rule="type",
+                )
+            if not value.isascii():  # ASCII is text: the check's own first test, without a call
+                require_text(name, value)
+    if not model.isascii():
+        require_text("model", model)
+    if not prompt.isascii():
+        require_text("prompt", prompt)
     for name, value in (("model", model), ("user", user), ("safety_identifier", safety_identifier)):
-        if value is not None:
+        if value is not None and (len(value) > MAX_ID_CHARS or not value.isprintable()):
             _require_id(name, value)
     if size is not None and not (size.isascii() and size.isprintable()):
         raise ValidationError(
@@ -532,36 +537,46 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             operation=operation,
         )
         if family is not None:
-            violations, dropped = check(call, family, drop_params=drop_params)
+            violations, dropped = _checked(call, family, drop_params)
         else:  # a family without a generation rule still says whether its models stream
             violations = list(streaming(call, known))
         if violations:
             raise ValidationError.from_violations(violations)
-    sent = {k: (None if k in dropped else v) for k, v in optional.items()}
+    sent_format = response_format
+    if dropped:  # what drop_params drops, and b64_json for the models that answer it anyway
+        quality = None if "quality" in dropped else quality
+        background = None if "background" in dropped else background
+        moderation = None if "moderation" in dropped else moderation
+        output_format = None if "output_format" in dropped else output_format
+        output_compression = None if "output_compression" in dropped else output_compression
+        input_fidelity = None if "input_fidelity" in dropped else input_fidelity
+        sent_format = None if "response_format" in dropped else response_format
+        partial_images = None if "partial_images" in dropped else partial_images
+        mask_file = None if "mask" in dropped else mask_file
     request = ImageEditRequest(
         model=model,
         provider=provider,
         upstream_model=upstream_model,
         prompt=prompt,
         images=images,
-        mask=None if "mask" in dropped else mask_file,
+        mask=mask_file,
         n=n,
         size=size,
-        quality=_str_or_none(sent["quality"]),
-        background=_str_or_none(sent["background"]),
-        output_format=_str_or_none(sent["output_format"]),
-        output_compression=output_compression if sent["output_compression"] is not None else None,
-        input_fidelity=_str_or_none(sent["input_fidelity"]),
-        response_format=_str_or_none(sent["response_format"]),
+        quality=quality,
+        background=background,
+        output_format=output_format,
+        output_compression=output_compression,
+        input_fidelity=input_fidelity,
+        response_format=sent_format,
         requested_response_format=response_format,
         user=user,
         safety_identifier=safety_identifier,
         extra_body=dict(extra_body),
         base_model=base_model,
         stream=bool(stream),
-        partial_images=_int_or_none(sent["partial_images"]),
+        partial_images=partial_images,
         operation=operation,
-        moderation=_str_or_none(sent["moderation"]),
+        moderation=moderation,
     )
     frozen_metadata = _frozen_metadata(metadata)
     options = CallOptions(
@@ -579,6 +594,70 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         tags=metadata_tags(frozen_metadata),
     )
     return request, options
+
+
+#: How many parameter sets that pass the per-model parameter rules are remembered (see
+#: :func:`_checked`); past it the memory starts again empty. A set is only remembered when its
+#: values are plain text, integers, booleans or None, of :data:`_MAX_REMEMBERED_CHARS` in all.
+_MAX_REMEMBERED = 512
+_MAX_REMEMBERED_CHARS = 1024
+#: Parameter sets (:func:`_parameter_key`) that broke none of the parameter rules, and what
+#: they drop.
+_passed: dict[tuple[Any, ...], frozenset[str]] = {}
+
+
+def _checked(
+    call: Call, family: Family, drop_params: bool
+) -> tuple[list[Violation], frozenset[str]]:
+    """:func:`tracking.rules.check`, with the answer of the parameter rules remembered for a
+    parameter set that passes them: they read nothing else (:data:`tracking.rules
+    .PARAMETER_RULES`), so the same parameters get the same answer, and only the rules of the
+    prompt and files run again. A set that breaks one is checked anew every time (its errors
+    are never kept), and at most :data:`_MAX_REMEMBERED` small sets are held, so no input grows
+    the memory without bound."""
+    key = _parameter_key(call, drop_params)
+    dropped = _passed.get(key)
+    if dropped is None:
+        found, dropped = check_parameters(call, family, drop_params=drop_params)
+        if found:
+            return check_call(call, family, dropped) + found, dropped
+        if _rememberable(key):
+            if len(_passed) >= _MAX_REMEMBERED:
+                _passed.clear()
+            _passed[key] = dropped
+    return check_call(call, family, dropped), dropped
+
+
+def _parameter_key(call: Call, drop_params: bool) -> tuple[Any, ...]:
+    """Everything the parameter rules read: the model and operation (so the family), ``n``,
+    ``size``, ``stream``, whether a mask was given, the options, and ``drop_params``."""
+    return (
+        call.model,
+        call.operation,
+        call.n,
+        call.size,
+        call.stream,
+        bool(drop_params),
+        call.mask is not None,
+        *call.options.items(),
+    )
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _rememberable(key: tuple[Any, ...]) -> bool:
+    """Whether ``key`` holds only plain values (no subclass: equal values then behave alike)
+    of at most :data:`_MAX_REMEMBERED_CHARS` characters in all."""
+    chars = 0
+    for item in key:
+        for value in item if type(item) is tuple else (item,):
+            if type(value) not in _PLAIN:
+                return False
+            # an integer counts about its digits (3.3 bits each); it never goes through repr,
+            # which refuses one past 4,300 digits
+            chars += len(value) if type(value) is str else 1 + int.bit_length(value or 0) // 3
+    return chars <= _MAX_REMEMBERED_CHARS
 
 
 def _body_options(
@@ -656,14 +735,6 @@ def _require_id(name: str, value: str) -> None:
             param=name,
             rule="format",
         )
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) else None
 
 
 def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:

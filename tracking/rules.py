@@ -21,7 +21,15 @@ from .families import Family, ImageRule, SizeRule, pixel_size
 from .frozen import fast_init
 from .images import ImageFile
 
-__all__ = ["RULES", "Call", "check"]
+__all__ = [
+    "CALL_RULES",
+    "PARAMETER_RULES",
+    "RULES",
+    "Call",
+    "check",
+    "check_call",
+    "check_parameters",
+]
 
 
 @fast_init
@@ -351,12 +359,12 @@ def single_generation_format(call: Call, family: Family) -> Iterator[Violation]:
         )
 
 
-#: Every rule, in the order their violations are reported.
-RULES: tuple[Rule, ...] = (
-    prompt_length,
-    image_count,
-    image_files,
-    mask_file,
+#: The rules that read the call's prompt, images or mask file, run on every call.
+CALL_RULES: tuple[Rule, ...] = (prompt_length, image_count, image_files, mask_file)
+#: The rules that read only the call's parameters (model, operation, ``n``, ``size``, the
+#: options, ``stream``, whether a mask was given): the same answer for the same parameters, so
+#: :func:`tracking.request.parse_call` remembers which parameter sets pass them.
+PARAMETER_RULES: tuple[Rule, ...] = (
     n_images,
     size,
     supported_params,
@@ -368,13 +376,23 @@ RULES: tuple[Rule, ...] = (
     animated_output,
     single_generation_format,
 )
+#: Every rule, in the order their violations are reported.
+RULES: tuple[Rule, ...] = CALL_RULES + PARAMETER_RULES
 
 
 def check(
     call: Call, family: Family, *, drop_params: bool = False
 ) -> tuple[list[Violation], frozenset[str]]:
     """Every broken rule of ``call``, and the parameters to leave out of the request."""
-    violations = [v for rule in RULES for v in rule(call, family)]
+    found, dropped = check_parameters(call, family, drop_params=drop_params)
+    return check_call(call, family, dropped) + found, dropped
+
+
+def check_parameters(
+    call: Call, family: Family, *, drop_params: bool = False
+) -> tuple[list[Violation], frozenset[str]]:
+    """The broken :data:`PARAMETER_RULES` of ``call`` but those of a dropped parameter, and the
+    parameters to leave out of the request."""
     dropped = {
         name
         for name, value in call.options.items()
@@ -383,5 +401,11 @@ def check(
     }
     if drop_params and call.mask is not None and family.mask is None:
         dropped.add("mask")
-    kept = [v for v in violations if not (v.unsupported and v.param in dropped)]
-    return kept, frozenset(dropped)
+    found = [v for rule in PARAMETER_RULES for v in rule(call, family)]
+    return [v for v in found if not (v.unsupported and v.param in dropped)], frozenset(dropped)
+
+
+def check_call(call: Call, family: Family, dropped: frozenset[str]) -> list[Violation]:
+    """The broken :data:`CALL_RULES` of ``call`` but those of a ``dropped`` parameter."""
+    found = [v for rule in CALL_RULES for v in rule(call, family)]
+    return [v for v in found if not (v.unsupported and v.param in dropped)]
