@@ -144,11 +144,20 @@ class Family:
 
 def pixel_size(size: str | None) -> tuple[int, int] | None:
     """``"WIDTHxHEIGHT"`` as ``(width, height)`` in ASCII digits; None for anything else (a size
-    name such as ``auto``, full-width digits, which ``int`` would read but no API takes)."""
+    name such as ``auto``, full-width digits, which ``int`` would read but no API takes, or a
+    side of more than :data:`_MAX_SIDE_DIGITS` digits, which ``int`` refuses past 4,300)."""
     width, sep, height = (size or "").partition("x")
-    if sep and width.isascii() and width.isdigit() and height.isascii() and height.isdigit():
+    if sep and _is_side(width) and _is_side(height):
         return int(width), int(height)
     return None
+
+
+#: The most digits a size's side may have (leading zeros included) to be read as a number.
+_MAX_SIDE_DIGITS = 9
+
+
+def _is_side(text: str) -> bool:
+    return len(text) <= _MAX_SIDE_DIGITS and text.isascii() and text.isdigit()
 
 
 def tier_side(tier: str) -> int | None:
@@ -157,7 +166,7 @@ def tier_side(tier: str) -> int | None:
     if tier == "512":  # Gemini 3.1 Flash Image's smallest tier, named by its side
         return 512
     count = tier[:-1]
-    return int(count) * 1024 if tier.endswith("K") and count.isascii() and count.isdigit() else None
+    return int(count) * 1024 if tier.endswith("K") and _is_side(count) else None
 
 
 def resolution_tier(width: int, height: int, tiers: Sequence[str]) -> str:

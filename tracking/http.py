@@ -120,7 +120,10 @@ class CappedBody:
         encoding = headers.get("content-encoding", "identity").strip().lower()
         length = (
             int(declared)
-            if declared is not None and declared.isascii() and declared.isdigit()
+            if declared is not None
+            and len(declared) <= 19  # int() refuses past 4,300 digits; no body is that long
+            and declared.isascii()
+            and declared.isdigit()
             else None
         )
         #: The answer declares an uncompressed length within the limit: the client, which

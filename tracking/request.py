@@ -660,6 +660,10 @@ def _rememberable(key: tuple[Any, ...]) -> bool:
     return chars <= _MAX_REMEMBERED_CHARS
 
 
+#: The most digits an ``extra_body`` range value sent as text may have (leading zeros included).
+_MAX_RANGE_DIGITS = 18
+
+
 def _body_options(
     extra_body: Mapping[str, Any], family: Family, generating: bool
 ) -> dict[str, str | int]:
@@ -672,6 +676,12 @@ def _body_options(
         value = extra_body[name]
         if name in family.ranges:
             if isinstance(value, str) and not generating and value.isascii() and value.isdigit():
+                if len(value) > _MAX_RANGE_DIGITS:  # int() refuses past 4,300 digits
+                    raise ValidationError(
+                        f"{name}: {value[:20]}... ({len(value)} digits) is out of range",
+                        param=name,
+                        rule="range",
+                    )
                 value = int(value)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValidationError(
