@@ -92,9 +92,14 @@ def test_a_set_that_breaks_a_rule_is_never_remembered_and_refused_each_time(empt
 
 
 def test_long_or_unusual_values_are_not_remembered(empty_memory):
-    # a valid size spelled with 2,000 leading zeros: accepted, sent as given, never held
-    long_size = "0" * 2000 + "1024x1024"
-    assert edit(size=long_size)[0].size == long_size
+    # a size spelled with 2,000 leading zeros: refused (no side of more than 9 digits is read
+    # as a number), never held
+    with pytest.raises(tracking.ValidationError):
+        edit(size="0" * 2000 + "1024x1024")
+    # a size of 9-digit sides: accepted, sent as given
+    padded = "000001024x000001024"
+    assert edit(size=padded)[0].size == padded
+    empty_memory.clear()
     # a value the model does not take, dropped: accepted, never held
     dropped, _ = edit(input_fidelity="x" * 5000, drop_params=True)
     assert dropped.input_fidelity is None
