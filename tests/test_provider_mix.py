@@ -160,7 +160,7 @@ def test_one_config_mixes_every_provider_priced_logged_metered_and_budgeted(
     assert len(upstreams.bfl.jobs) == bfl_jobs + 2  # its own call and the fallback
 
     with httpx.Client(base_url=proxy.url, headers=admin, timeout=30) as http:
-        rows = http.get("/spend/logs", params={"end_user": USER}).json()
+        rows = http.get("/spend/logs", params={"user": USER}).json()
         rows = rows if isinstance(rows, list) else rows["data"]
         by_id = {row["request_id"]: row for row in rows}
         for name, raw in calls.items():

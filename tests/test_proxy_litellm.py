@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import openai
@@ -407,3 +408,57 @@ def test_environment_variables_resolve_references_before_they_are_exported(monke
     assert export_environment(config) == ["N", "OPENAI_API_KEY"]
     assert os.environ["OPENAI_API_KEY"] == "sk-from-the-shell" and os.environ["N"] == "3"
     assert "sk-from-the-shell" not in repr(config)
+
+
+def _unknown(response: httpx.Response, param: str) -> dict[str, Any]:
+    assert response.status_code == 400, (response.status_code, response.text[:500])
+    error: dict[str, Any] = response.json()["error"]
+    assert error["param"] == param, error
+    assert error["type"] == "invalid_request_error", error
+    assert repr(param) in error["message"] or f"{param}:" in error["message"], error
+    return error
+
+
+def test_unimplemented_query_filters_are_refused_not_ignored(proxy, client):
+    """A spend or management route's query parameter the proxy does not implement is a 400
+    naming it, never dropped: LiteLLM's ``/spend/logs?api_key=`` or ``?user_id=``, its report's
+    ``customer_id``, answered with every row of the ledger, would be read as that key's or end
+    user's rows. A parameter given twice is refused too. The ones a route takes still filter."""
+    for user in ("qf-alice", "qf-bob"):
+        assert edit(client, proxy.url, MASTER_KEY, user=user).status_code == 200
+    wait_for(lambda: spend_rows(client, proxy.url, user="qf-bob")["total"] == 1)
+    master = bearer(MASTER_KEY)
+    secret = generate(client, proxy.url)["key"]
+
+    # LiteLLM's names for filters this proxy takes under others, or does not have
+    for route, query, param in [
+        ("/spend/logs", {"user_id": "qf-alice"}, "user_id"),
+        ("/spend/logs", {"end_user": "qf-alice"}, "end_user"),
+        ("/spend/logs", {"api_key": secret}, "api_key"),
+        ("/spend/logs", {"request_id": "x"}, "request_id"),
+        ("/spend/keys", {"user": "qf-alice"}, "user"),
+        ("/global/spend/report", {"customer_id": "qf-alice"}, "customer_id"),
+        ("/global/spend/report", {"api_key": secret}, "api_key"),
+        ("/global/spend", {"team_id": "t"}, "team_id"),
+        ("/global/spend/end_users", {"user": "qf-alice"}, "user"),
+        ("/key/list", {"user_id": "qf-alice"}, "user_id"),
+        ("/key/info", {"key_hash": "0" * 64, "token": "x"}, "token"),
+        ("/customer/info", {"end_user_id": "qf-alice", "user_id": "qf-bob"}, "user_id"),
+    ]:
+        error = _unknown(client.get(f"{proxy.url}{route}", headers=master, params=query), param)
+        assert secret not in error["message"]  # a parameter is named, its value never echoed
+
+    # a parameter given twice: neither value silently wins
+    twice = client.get(f"{proxy.url}/spend/logs?user=qf-alice&user=qf-bob", headers=master)
+    error = _unknown(twice, "user")
+    assert "more than once" in error["message"]
+
+    # the filters it takes still filter
+    alice = spend_rows(client, proxy.url, user="qf-alice")
+    assert alice["total"] == 1 and [r["end_user"] for r in alice["data"]] == ["qf-alice"]
+    report = client.get(
+        f"{proxy.url}/global/spend/report", headers=master, params={"group_by": "customer"}
+    )
+    assert report.status_code == 200, report.text
+    info = client.get(f"{proxy.url}/customer/info", headers=master, params={"end_user_id": "a"})
+    assert info.status_code == 404, info.text  # no such end user: past the query's check

@@ -61,6 +61,9 @@ __all__ = ["litellm_routes"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MAX_IDS = 1000
+#: The query parameters the listings take (any other is a 400, see :func:`query_of`).
+_KEY_LIST_QUERY = frozenset({"page", "size", "key_alias", "team_id", "return_full_object"})
+_DATES = frozenset({"start_date", "end_date"})
 
 
 #: ``/key/update`` and ``/key/regenerate``: the key (by secret or hash) and the fields to change.
@@ -165,7 +168,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def key_list(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        query = query_of(scope)
+        query = query_of(scope, _KEY_LIST_QUERY, "GET /key/list")
         page = query_int(query, "page", 1, MAX_PAGE)  # past the last page: an empty list
         size = query_int(query, "size", 10, MAX_PAGE_SIZE)
         records, total = await asyncio.to_thread(
@@ -254,20 +257,22 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
         return handler
 
-    def window(scope: Scope) -> tuple[dict[str, str], datetime | None, datetime | None]:
-        query = query_of(scope)
+    def window(
+        scope: Scope, what: str, *more: str
+    ) -> tuple[dict[str, str], datetime | None, datetime | None]:
+        query = query_of(scope, _DATES.union(more), what)
         return (query, *date_window(query))
 
     async def spend_total(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        _, start, end = window(scope)
+        _, start, end = window(scope, "GET /global/spend")
         total, flagged = await asyncio.to_thread(litellm_store.total_spend, store, start, end)
         await send_json(send, 200, {"spend": total, **flagged})
 
-    def spend_per(group: str, name: str) -> Handler:
+    def spend_per(group: str, name: str, route: str) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
             await master(scope)
-            query, start, end = window(scope)
+            query, start, end = window(scope, f"GET {route}", "limit")
             limit = query_int(query, "limit", 100, MAX_PAGE_SIZE)
             rows = await asyncio.to_thread(
                 litellm_store.spend_by, store, group, start=start, end=end, limit=limit
@@ -282,7 +287,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def spend_report(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        query, start, end = window(scope)
+        query, start, end = window(scope, "GET /global/spend/report", "group_by")
         group = query.get("group_by", "team")
         if group not in ("team", "customer", "api_key"):
             raise ProxyError(
@@ -305,9 +310,11 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         ("POST", "/customer/block"): blocking(True),
         ("POST", "/customer/unblock"): blocking(False),
         ("GET", "/global/spend"): spend_total,
-        ("GET", "/global/spend/keys"): spend_per("api_key", "api_key"),
-        ("GET", "/global/spend/models"): spend_per("model", "model"),
-        ("GET", "/global/spend/end_users"): spend_per("customer", "end_user"),
-        ("GET", "/global/spend/teams"): spend_per("team", "team"),
+        ("GET", "/global/spend/keys"): spend_per("api_key", "api_key", "/global/spend/keys"),
+        ("GET", "/global/spend/models"): spend_per("model", "model", "/global/spend/models"),
+        ("GET", "/global/spend/end_users"): spend_per(
+            "customer", "end_user", "/global/spend/end_users"
+        ),
+        ("GET", "/global/spend/teams"): spend_per("team", "team", "/global/spend/teams"),
         ("GET", "/global/spend/report"): spend_report,
     }

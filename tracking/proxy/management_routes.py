@@ -190,7 +190,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
 
     async def info(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await auth.authenticate(request_headers(scope))
-        query = query_of(scope)
+        query = query_of(scope, frozenset({"key", "key_hash"}), "GET /key/info")
         if "key" in query:  # a secret in a URL ends up in access logs and proxies' histories
             raise ProxyError(
                 400,
@@ -294,7 +294,10 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
 
     async def customer_info(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(request_headers(scope)))
-        user_id = _user_id(query_of(scope).get("end_user_id"), "end_user_id")
+        user_id = _user_id(
+            query_of(scope, frozenset({"end_user_id"}), "GET /customer/info").get("end_user_id"),
+            "end_user_id",
+        )
         record = await asyncio.to_thread(store.get_end_user, user_id)
         if record is None:
             raise ProxyError(404, f"no end user {user_id!r}", code="end_user_not_found")

@@ -36,6 +36,10 @@ __all__ = ["spend_routes"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: The query parameters each route takes (any other is a 400, see :func:`query_of`).
+_PAGE_QUERY = frozenset({"page", "page_size"})
+_LOGS_QUERY = _PAGE_QUERY | {"api_key_hash", "user", "start_date", "end_date"}
+
 
 def _page_of(rows: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
     return {
@@ -75,7 +79,7 @@ def spend_routes(
 
     async def logs(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await caller(scope)
-        query = query_of(scope)
+        query = query_of(scope, _LOGS_QUERY, "GET /spend/logs")
         page = query_int(query, "page", 1, MAX_PAGE)
         page_size = query_int(query, "page_size", 100, MAX_PAGE_SIZE)
         wanted = _own_hashes(principal)
@@ -99,7 +103,7 @@ def spend_routes(
 
     async def keys(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await caller(scope)
-        query = query_of(scope)
+        query = query_of(scope, _PAGE_QUERY, "GET /spend/keys")
         page = query_int(query, "page", 1, MAX_PAGE)
         page_size = query_int(query, "page_size", 100, MAX_PAGE_SIZE)
         summary, total = await asyncio.to_thread(
