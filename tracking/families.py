@@ -15,11 +15,14 @@ gpt-image-2's flexible sizes). The 2.5 and
 image models were read on 2026-12-03 too. The 2.6 models' own outputs and parameters (read
 2026-12-05) are sourced where they are defined below (``_GPT_IMAGE_2_6``).
 
-Generations (``POST /v1/images/generations``) take the same sizes, qualities, formats, ``n``
-and streaming as edits for the GPT image models, plus ``moderation`` (``low`` or ``auto``) and
-without ``input_fidelity`` (OpenAI's API reference for ``images.generate``, as the official
-clients' ``ImageGenerateParams`` spell it, read 2026-12-03); Gemini's image models generate
-from a prompt alone through the same ``generateContent`` call. A family's
+Generations (``POST /v1/images/generations``) take the same sizes, qualities, formats, ``n``,
+``moderation`` (``low`` or ``auto``) and streaming as edits for the GPT image models, without
+``input_fidelity`` (OpenAI's API reference for ``images.generate``, as the official clients'
+``ImageGenerateParams`` spell it, read 2026-12-03). Edits take ``moderation`` too: OpenAI's
+images.edit reference lists it for the GPT image models, 2 and 2.5 included
+(https://developers.openai.com/api/reference/resources/images/methods/edit, as the OpenAPI
+document 2.3.0's ``EditImageBodyJsonParam`` carries it, read 2026-12-07). Gemini's image models
+generate from a prompt alone through the same ``generateContent`` call. A family's
 :class:`GenerationRule` says this; :func:`family_for` gives the family's rules for one
 operation. A family without one (FLUX Kontext, dall-e-2) is checked only by the generic rules
 for a generation, and its provider decides whether it can make one.
@@ -77,7 +80,7 @@ def _choices(**values: tuple[str, ...]) -> Mapping[str, frozenset[str]]:
 class GenerationRule:
     """How a family's generations differ from its edits (same sizes, formats and limits)."""
 
-    #: enumerated parameters only generations take (``moderation``), with their values
+    #: enumerated parameters only generations take, with their values
     choices: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     #: parameters only edits take (``input_fidelity``)
     edit_only: frozenset[str] = frozenset()
@@ -206,6 +209,7 @@ _GPT_IMAGE = Family(
         background=("transparent", "opaque", "auto"),
         output_format=("png", "jpeg", "webp"),
         input_fidelity=("low", "high"),
+        moderation=("low", "auto"),
     ),
     # partial_images: 0 to 3, only with stream=True (OpenAI's API reference, images.edit)
     ranges=MappingProxyType({"output_compression": (0, 100), "partial_images": (0, 3)}),
@@ -213,9 +217,7 @@ _GPT_IMAGE = Family(
     compression_formats=frozenset({"jpeg", "webp"}),
     default_output_format="png",
     streams=True,
-    generation=GenerationRule(
-        choices=_choices(moderation=("low", "auto")), edit_only=frozenset({"input_fidelity"})
-    ),
+    generation=GenerationRule(edit_only=frozenset({"input_fidelity"})),
 )
 
 _GPT_IMAGE_MINI = dataclasses.replace(

@@ -100,7 +100,7 @@ class ImageEditRequest:
     """What is sent upstream: validated, immutable, images already in memory.
 
     ``operation`` says which call it is; a generation has no images, no mask and no
-    ``input_fidelity``, and may have ``moderation``."""
+    ``input_fidelity``."""
 
     model: str  #: as the caller asked, provider prefix included
     provider: str
@@ -149,6 +149,7 @@ class ImageEditRequest:
             ("output_format", self.output_format),
             ("output_compression", self.output_compression),
             ("input_fidelity", self.input_fidelity),
+            ("moderation", self.moderation),
             ("response_format", self.response_format),
             ("user", self.user),
             ("safety_identifier", self.safety_identifier),
@@ -254,6 +255,7 @@ def image_edit_params(
     output_format: str | None = None,
     output_compression: int | None = None,
     input_fidelity: str | None = None,
+    moderation: str | None = None,
     safety_identifier: str | None = None,
     stream: bool | None = None,
     partial_images: int | None = None,
@@ -336,9 +338,9 @@ GENERATION_PARAMETERS: tuple[str, ...] = tuple(
 #: What :func:`parse_call` accepts: both operations' parameters, the ``operation`` and the
 #: router's ``base_model`` (the model whose prices apply to a deployment).
 _ACCEPTED = frozenset((*PARAMETERS, *GENERATION_PARAMETERS, "operation", "base_model"))
-#: Parameters only an edit takes, and only a generation takes.
+#: Parameters only an edit takes (a generation's are all an edit's too: ``moderation`` is
+#: both operations' in OpenAI's images reference).
 _EDIT_ONLY = ("image", "mask", "input_fidelity")
-_GENERATION_ONLY = ("moderation",)
 
 
 def call_params(
@@ -346,12 +348,12 @@ def call_params(
 ) -> dict[str, Any]:
     """An entry point's parameters: ``build(*args, **kwargs)`` (:func:`image_edit_params` or
     :func:`image_generation_params`), except that a parameter only the other operation takes
-    (``input_fidelity`` given to a generation, ``moderation`` to an edit) is passed on for
+    (``input_fidelity`` given to a generation) is passed on for
     :func:`parse_call` to refuse as a ``ValidationError`` naming it, recorded as any refused call
     and as the proxy answers it, not a ``TypeError`` before the call starts. A name neither
     operation has stays a ``TypeError``, as for any function."""
     taken = PARAMETERS if build is image_edit_params else GENERATION_PARAMETERS
-    other = {k: v for k, v in kwargs.items() if k in (*_EDIT_ONLY, *_GENERATION_ONLY)}
+    other = {k: v for k, v in kwargs.items() if k in _EDIT_ONLY}
     foreign = {k: v for k, v in other.items() if k not in taken}
     return {**build(*args, **{k: v for k, v in kwargs.items() if k not in foreign}), **foreign}
 
@@ -387,11 +389,10 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             rule="enum",
         )
     generating = operation == "image_generation"
-    for name in _EDIT_ONLY if generating else _GENERATION_ONLY:
+    for name in _EDIT_ONLY if generating else ():
         if params.get(name) is not None:
-            other = "an edit" if generating else "a generation"
             raise ValidationError(
-                f"{name}: only {other} takes this parameter ({operation} does not)",
+                f"{name}: only an edit takes this parameter ({operation} does not)",
                 param=name,
                 rule="unsupported",
             )

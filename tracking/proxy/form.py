@@ -50,6 +50,7 @@ TEXT_FIELDS = frozenset(
         "background",
         "output_format",
         "input_fidelity",
+        "moderation",
         "response_format",
         "user",
         "safety_identifier",

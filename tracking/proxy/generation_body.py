@@ -26,7 +26,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 #: Short words the ledger records (bounded), as an edit's form has them; ``prompt`` is bounded by
 #: the SDK (never stored) and ``user`` read by the end-user rule, as for edits.
-_TEXT_FIELDS = (TEXT_FIELDS - {"prompt", "user", "input_fidelity"}) | {"moderation"}
+_TEXT_FIELDS = TEXT_FIELDS - {"prompt", "user", "input_fidelity"}
 _MAX_KEYS = 64  # more keys than any real generation has
 _MAX_DEPTH = 32  # nesting deeper than this in an unknown key is not a real client
 

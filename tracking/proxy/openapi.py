@@ -108,6 +108,7 @@ _EDIT_FIELDS: dict[str, Any] = {
     "output_format": {"type": "string"},
     "output_compression": {"type": "integer"},
     "input_fidelity": {"type": "string"},
+    "moderation": {"type": "string", "enum": ["low", "auto"]},
     "response_format": {"type": "string"},
     "safety_identifier": {"type": "string", "description": "The end user (wins over user)"},
     "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
@@ -135,7 +136,6 @@ _GENERATION_BODY = {
     "required": ["prompt"],
     "properties": {
         **{k: v for k, v in _EDIT_FIELDS.items() if k not in _EDIT_ONLY},
-        "moderation": {"type": "string", "enum": ["low", "auto"]},
         "stream": {"type": "boolean"},
         "partial_images": {"type": "integer"},
     },

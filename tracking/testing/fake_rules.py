@@ -4,7 +4,7 @@ the SDK's rule table: if one side gets a rule wrong, a test sees the two disagre
 :func:`check_edit` returns the first problem as ``(status, message, param, code)`` worded as
 OpenAI words it, or None when the request is acceptable; :func:`check_generation` does the same
 for a ``/images/generations`` JSON body (read from OpenAI's ``images.generate`` reference: the
-edit's parameters without images, mask and ``input_fidelity``, plus ``moderation``). Models
+edit's parameters without images, mask and ``input_fidelity``; both take ``moderation``). Models
 the fake does not know are refused as OpenAI refuses them, unless the fake was told to serve
 them (``extra_models``), as an OpenAI-compatible server would; those, and Azure deployments of
 unknown names, get only the checks every model shares.
@@ -112,6 +112,7 @@ def _check_dall_e_2(
         "output_format",
         "output_compression",
         "input_fidelity",
+        "moderation",
         "stream",
         "partial_images",
     ):
@@ -159,6 +160,7 @@ def _check_gpt_image(
         "background": ("transparent", "opaque", "auto"),
         "output_format": ("png", "jpeg", "webp", *animated),
         "input_fidelity": ("low", "high"),
+        "moderation": ("low", "auto"),
     }
     for name, allowed in enums.items():
         if name in fields and fields[name] not in allowed:
