@@ -291,6 +291,24 @@ def write_config(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
+def same_name_config(
+    folder: Path, names: tuple[str, ...], api_base: str, master_key: str = MASTER_KEY
+) -> Path:
+    """A config file in ``folder`` serving each of ``names`` as the same model at
+    ``api_base`` (with ``API_KEY``), with ``master_key`` and a SQLite ledger beside it."""
+    deployment = {"api_key": API_KEY, "api_base": api_base}
+    document = {
+        "model_list": [
+            {"model_name": name, "litellm_params": {"model": name, **deployment}} for name in names
+        ],
+        "general_settings": {
+            "master_key": master_key,
+            "database_url": f"sqlite:///{folder / 'ledger.db'}",
+        },
+    }
+    return write_config(folder / "config.yaml", document)
+
+
 def one_deployment_config(
     api_base: str | None = None,
     *,

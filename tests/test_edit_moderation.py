@@ -19,8 +19,8 @@ import openai
 import pytest
 
 import tracking
-from tests.conftest import API_KEY, make_png
-from tests.proxy_support import ProxyProcess, ledger_row, write_config
+from tests.conftest import make_png
+from tests.proxy_support import ProxyProcess, ledger_row, same_name_config
 from tests.services import require_tool
 from tracking.testing import FakeOpenAI
 
@@ -57,18 +57,8 @@ def test_the_sdk_checks_an_edits_moderation_with_the_models_rules(fake, upstream
 @pytest.fixture(scope="module")
 def proxy(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     folder = tmp_path_factory.mktemp("edit-moderation-proxy")
-    deployment = {"api_key": API_KEY, "api_base": fake.url}
-    config = {
-        "model_list": [
-            {"model_name": name, "litellm_params": {"model": name, **deployment}}
-            for name in ("gpt-image-2", "dall-e-2")
-        ],
-        "general_settings": {
-            "master_key": MASTER_KEY,
-            "database_url": f"sqlite:///{folder / 'ledger.db'}",
-        },
-    }
-    with ProxyProcess(write_config(folder / "config.yaml", config)) as process:
+    config = same_name_config(folder, ("gpt-image-2", "dall-e-2"), fake.url, MASTER_KEY)
+    with ProxyProcess(config) as process:
         yield process
 
 
