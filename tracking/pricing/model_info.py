@@ -1,6 +1,8 @@
 """LiteLLM's per-image ``model_info`` prices, read once for billing and for routing.
 
-``output_cost_per_image`` is the price of one output image of any size and quality;
+``output_cost_per_image`` is the price of one output image of any size and quality (on a Gemini
+or Vertex AI deployment of a model the packaged table prices by resolution tier, of a 1K image,
+other tiers priced by the packaged ratio: :func:`_by_tier`);
 ``output_cost_per_image_by_size`` prices a size (``"1024x1024"``: any quality) or a size at a
 quality (``"1024x1024/high"``). :func:`model_info_per_image` turns them into a ``per_image``
 table (quality -> size -> USD, :data:`~tracking.pricing.table.ANY` where either is not named):
