@@ -116,7 +116,7 @@ MAX_REPORTED_USD = Decimal(1000)
 #: in its ``price_ref`` (``failed-call:not-billed:moderated``).
 NOT_BILLED = Cost(Decimal(0), None, "table", "failed-call:not-billed")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entered: a registration checks its base models under it
 _packaged: dict[str, list[PriceEntry]] | None = None
 #: key -> (own entry or None, base model or None, discount)
 _custom: dict[str, _Registered] = {}
@@ -201,6 +201,13 @@ def register_prices(
     discount="0.15")`` prices a deployment as a base model less a discount. Several at once:
     ``register_prices({"azure/a": {"base_model": "gpt-image-2"}, ...})``. Amounts are Decimal,
     int or str (floats are read through their repr). Registering a model again replaces it.
+
+    A ``base_model`` must name a price when it is registered (registered before or in the same
+    call, in a prices file or the bundled table), in force today or on the first day of the
+    registration's window: a name no price gives is a :class:`~tracking.errors.ConfigurationError`
+    naming it, and nothing of the call is registered. Its calls are priced as the base model
+    alone: should its price go later (another prices file), they are recorded unpriced, never
+    priced as the model's own entry.
     """
     if isinstance(model_or_entries, str):
         items: list[tuple[str, Mapping[str, Any]]] = [(model_or_entries, fields)]
@@ -211,9 +218,41 @@ def register_prices(
             "register_prices: pass a model name and its fields, or one mapping of them"
         )
     parsed = [(key, _custom_entry(key, spec)) for key, spec in items]
+    unknown = _register(parsed, check=True)
+    if unknown is not None:
+        key, base_model = unknown
+        raise ConfigurationError(
+            f"register_prices({key!r}).base_model: {base_model!r} names no known price (none "
+            "registered, in a prices file or in the bundled price table): its calls would be "
+            "recorded unpriced, never priced as another name; check the name, or register the "
+            "base model's prices first (or in the same call)"
+        )
+
+
+def _register(parsed: list[tuple[str, _Registered]], *, check: bool) -> tuple[str, str] | None:
+    """Register ``parsed`` together. With ``check``, a base model must name a price once all of
+    them are registered (on today, or on the first day of a window that does not hold today):
+    when one names none, nothing is registered and (its key, its base model) is returned."""
+    _override_table(), _packaged_table()  # read before the lock is taken (each takes it once)
     with _lock:
+        before = {key: _custom.get(key) for key, _ in parsed}
         for key, value in parsed:
             _custom[key] = value
+        if not check:
+            return None
+        today = datetime.now(UTC).date()
+        for key, value in parsed:
+            if value.base_model is None:
+                continue
+            day = today if value.covers(today) else value.effective_from or value.effective_to
+            if find_entry(_names(value.base_model), day or today) is None:
+                for old_key, old in before.items():
+                    if old is None:
+                        _custom.pop(old_key, None)
+                    else:
+                        _custom[old_key] = old
+                return key, value.base_model
+    return None
 
 
 def reset_prices() -> None:
@@ -395,6 +434,8 @@ def find_entry(
             entry = _from_custom(key, custom, day, depth)
             if entry is not None:
                 return entry
+            if custom.base_model is not None and custom.covers(day):
+                return None  # priced as its base model alone: never by another name's prices
     for table in (_override_table(), _packaged_table()):
         for key in keys if tables is None else tables:
             for entry in table.get(key, ()):
@@ -605,11 +646,11 @@ def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageRe
     images = response.images_returned
     if entry.tokens:  # billed by tokens: the usage, else an estimate
         usage = response.usage
-        total = (
-            _token_cost(entry, usage, bool(request.images))
-            if usage is not None and _readable(usage, images)
-            else None
-        )
+        total = None
+        if usage is not None and _readable(usage, images):
+            total = _token_cost(entry, usage, bool(request.images))
+            if total is None:  # the output images may be priced per image, beside the tokens
+                total = _images_beside_tokens(entry, request, response, usage, images)
         if total is None:
             return _estimate(entry, request, response, images or request.n or 1)
         source: CostSource = "usage"
@@ -630,6 +671,26 @@ def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageRe
 #: model whose family makes one (OpenAI's 2.6 models) is also billed for a separate
 #: SVG-authoring model, whose tokens and prices the answer does not report.
 SVG_AUTHORING_REF = "estimate:svg-authoring-unpriced"
+
+
+def _images_beside_tokens(
+    entry: PriceEntry,
+    request: ImageEditRequest,
+    response: ImageResponse,
+    usage: Usage,
+    images: int,
+) -> Decimal | None:
+    """A call of an entry that prices its output images per image and its other tokens by the
+    token (a Gemini ``model_info`` giving ``input_cost_per_token`` and ``output_cost_per_image``
+    but no image-output token price): the reported tokens but the output image's at their
+    prices, plus each image at its per-image price, which is Google's bill for the image's
+    output tokens. None (an estimate) when the entry prices the output image's tokens, has no
+    per-image price for the image made, or leaves another reported kind without a price."""
+    if "output_image" in entry.tokens:
+        return None
+    each = _table_cost(entry, request, response, images)
+    rest = _token_cost(entry, usage, bool(request.images), priced_images=False)
+    return None if each is None or rest is None else rest + each
 
 
 def _unpriced_authoring(
@@ -712,8 +773,11 @@ def _estimate(
     return Cost(total, _per_image(total, images), "estimate", entry.ref)
 
 
-def _token_cost(entry: PriceEntry, usage: Usage, with_images: bool = False) -> Decimal | None:
-    """The tokens of ``usage`` at ``entry``'s prices. When a call that sent images
+def _token_cost(
+    entry: PriceEntry, usage: Usage, with_images: bool = False, *, priced_images: bool = True
+) -> Decimal | None:
+    """The tokens of ``usage`` at ``entry``'s prices (but the output image's when not
+    ``priced_images``: they are priced per image). When a call that sent images
     (``with_images``) was answered with its input unsplit (``input_tokens`` alone, counted as
     text), that input is priced at the dearer of the text and image rates: never under-billed.
     """
@@ -728,7 +792,7 @@ def _token_cost(entry: PriceEntry, usage: Usage, with_images: bool = False) -> D
         "cached_input_text": cached_text,
         "input_image": usage.input_image_tokens - cached_image,
         "cached_input_image": cached_image,
-        "output_image": usage.output_image_tokens,
+        "output_image": usage.output_image_tokens if priced_images else 0,
         "output_text": usage.output_text_tokens,
     }
     unsplit = with_images and usage.input_unsplit
@@ -775,14 +839,19 @@ def _per_image(total: Decimal, images: int) -> Decimal | None:
 
 
 def _warn_retired(model: str, entry: PriceEntry) -> None:
+    """Warn once that a call to ``model`` is billed from ``entry``, of a model past its
+    shutdown: naming the model the entry prices too, when the call was sent as another
+    (a deployment billed as its ``base_model``, a registered alias)."""
+    billed = entry.key.rsplit("->", 1)[-1]
+    named = repr(model) if billed in _names(model) else f"{billed!r} (which {model!r} is billed as)"
     with _lock:
-        if model in _warned_retired:
+        if named in _warned_retired:
             return
-        _warned_retired.add(model)
+        _warned_retired.add(named)
     log.warning(
-        "tracking: %r was shut down by its provider on %s; its answer is passed on as it is and "
+        "tracking: %s was shut down by its provider on %s; its answer is passed on as it is and "
         "the call is priced from the price history. Move to a live model (tracking prices list).",
-        model,
+        named,
         entry.shutdown,
     )
 
@@ -791,6 +860,10 @@ def _no_price(request: ImageEditRequest) -> str:
     """Why no entry prices ``request``: its model, or the base model it is priced as."""
     if request.base_model:
         return f"its base_model {request.base_model!r} names no known price"
+    registered = [_custom.get(name) for name in _candidates(request)[0]]
+    based = next((r.base_model for r in registered if r is not None and r.base_model), None)
+    if based is not None:
+        return f"it is registered priced as {based!r}, which names no known price"
     return "no price is known for this model"
 
 
