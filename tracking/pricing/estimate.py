@@ -34,10 +34,9 @@ from ..response import SearchGrounding, asks_google_search
 from . import (
     UNPRICED,
     Cost,
-    _candidates,
     _per_image,
     billing_entry,
-    find_entry,
+    request_entry,
     with_search_fee,
 )
 from .table import PriceEntry
@@ -301,8 +300,7 @@ def estimate_incomplete_stream(
     off, each of which it made; None (an attempt not yet made, as a budget's hold counts
     it): the ones the request asks for. None when no price is known for the model.
     """
-    registered, tables = _candidates(request)
-    entry = find_entry(registered, day or datetime.now(UTC).date(), tables=tables)
+    entry, _ = request_entry(request, day or datetime.now(UTC).date())
     if entry is None:
         return None
     total = entry_estimate(
@@ -326,6 +324,23 @@ def estimate_unknown_outcomes(
     the prices in force on ``day`` (the call's start; None: today)."""
     if request is None or attempts <= 0:
         return UNPRICED
+    if request.served_as is not None:  # served by another model: by the deployment's terms
+        entry, _ = request_entry(request, day or datetime.now(UTC).date())
+        total = (
+            entry_estimate(
+                entry,
+                request.n or 1,
+                request.quality,
+                request.size,
+                len(request.prompt),
+                len(request.images),
+            )
+            if entry is not None
+            else None
+        )
+        if entry is None or total is None:
+            return UNPRICED
+        return Cost(total * attempts, None, "estimate", f"{ESTIMATE_REF}:{entry.ref}")
     candidates = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
     each = estimate_first_priced(
         [m for m in candidates if m],
