@@ -20,7 +20,9 @@ import pytest
 import tracking
 from tests.conftest import API_KEY, make_half_mask, make_png
 from tests.recorder import record_events
+from tracking.config import parse_config
 from tracking.pricing import register_prices, use_prices_file
+from tracking.proxy.health import unpriced_deployments
 from tracking.router import Router
 from tracking.testing import FakeOpenAI
 from tracking.testing.fake_bfl import FakeBFL
@@ -36,22 +38,24 @@ def bfl() -> Iterator[FakeBFL]:
         yield server
 
 
-def _router(bfl: FakeBFL) -> Router:
+def _model_list(bfl: FakeBFL) -> list[dict[str, Any]]:
     params = {"model": KONTEXT, "api_key": BFL_KEY, "api_base": bfl.url}
-    return Router(
-        [
-            {
-                "model_name": "disc",
-                "litellm_params": params,
-                "model_info": {"id": "disc", "discount": "0.2"},
-            },
-            {
-                "model_name": "own",
-                "litellm_params": params,
-                "model_info": {"id": "own", "output_cost_per_image": "0.03"},
-            },
-        ]
-    )
+    return [
+        {
+            "model_name": "disc",
+            "litellm_params": params,
+            "model_info": {"id": "disc", "discount": "0.2"},
+        },
+        {
+            "model_name": "own",
+            "litellm_params": params,
+            "model_info": {"id": "own", "output_cost_per_image": "0.03"},
+        },
+    ]
+
+
+def _router(bfl: FakeBFL) -> Router:
+    return Router(_model_list(bfl))
 
 
 def _masked(router: Router, group: str, mask: bool = True) -> Any:
@@ -101,6 +105,14 @@ def test_a_kontext_deployment_whose_fill_calls_are_unpriced_is_not_priced(bfl, t
     assert disc.price_entry() is not None and own.price_entry() is not None
     assert disc.unpriced_routes() == ["flux-pro-1.0-fill"]
     assert not disc.priced() and not own.priced()
+    warned = unpriced_deployments(
+        parse_config({"model_list": _model_list(bfl)}), router.deployments
+    )
+    assert len(warned) == 2
+    assert warned[0].startswith(
+        f"model_list[0] (disc): {KONTEXT}'s calls served by flux-pro-1.0-fill (a masked edit) "
+        "have no known price"
+    )
 
 
 def _prices_file(tmp_path: Path, model: str, usd: str) -> Path:
