@@ -16,7 +16,6 @@ Everything runs against the fake Gemini upstream on loopback."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 
 import tracking
 from tests.conftest import make_png
+from tests.price_files import write_prices_file
 from tracking.errors import ConfigurationError, ContentPolicyError
 from tracking.pricing import reset_prices, use_prices_file
 from tracking.router import Router
@@ -183,28 +183,8 @@ def test_the_tiers_ratio_is_read_from_the_prices_file_that_prices_the_model(gemi
     """A user's prices file pricing the model by tier (2K twice, 4K four times the 1K price)
     gives the ratio, not the bundled table (whose 2K is some 1.5 times the 1K price)."""
 
-    def figure(usd: str) -> dict[str, str]:
-        return {
-            "usd": usd,
-            "source": "https://example.com/c",
-            "retrieved": "2026-12-07",
-            "confidence": "secondary",
-        }
-
-    entry = {
-        "model": "gemini-3.1-flash-image",
-        "provider": "gemini",
-        "effective_from": None,
-        "effective_to": None,
-        "shutdown": None,
-        "per_image": {
-            "standard": {
-                tier: figure(usd) for tier, usd in (("1K", "0.05"), ("2K", "0.1"), ("4K", "0.2"))
-            }
-        },
-    }
-    path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"schema": 1, "currency": "USD", "entries": [entry]}))
+    tiers = {"1K": "0.05", "2K": "0.1", "4K": "0.2"}
+    path = write_prices_file(tmp_path, "gemini-3.1-flash-image", {"standard": tiers}, "gemini")
     try:
         use_prices_file(path)
         with _router(gemini, FLAT) as router:

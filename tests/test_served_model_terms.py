@@ -9,7 +9,6 @@ to the bundled one. Everything runs against the fake BFL and OpenAI upstreams on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 import tracking
 from tests.conftest import API_KEY, make_half_mask, make_png
+from tests.price_files import write_prices_file
 from tests.recorder import record_events
 from tracking.config import parse_config
 from tracking.pricing import register_prices, use_prices_file
@@ -116,17 +116,7 @@ def test_a_kontext_deployment_whose_fill_calls_are_unpriced_is_not_priced(bfl, t
 
 
 def _prices_file(tmp_path: Path, model: str, usd: str) -> Path:
-    figure = {"usd": usd, "source": "https://example.com/contract", "retrieved": "2026-12-07"}
-    entry = {
-        "model": model,
-        "effective_from": None,
-        "effective_to": None,
-        "shutdown": None,
-        "per_image": {"any": {"any": {**figure, "confidence": "secondary"}}},
-    }
-    path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"schema": 1, "currency": "USD", "entries": [entry]}))
-    return path
+    return write_prices_file(tmp_path, model, {"any": {"any": usd}})
 
 
 @pytest.fixture

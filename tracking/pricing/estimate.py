@@ -301,9 +301,18 @@ def estimate_incomplete_stream(
     it): the ones the request asks for. None when no price is known for the model.
     """
     entry, _ = request_entry(request, day or datetime.now(UTC).date())
+    total = _request_estimate(entry, request)
+    if entry is None or total is None:
+        return None
+    made = (request.partial_images or 0) if partials is None else partials
+    return total + partial_images_cost(entry, made)
+
+
+def _request_estimate(entry: PriceEntry | None, request: ImageEditRequest) -> Decimal | None:
+    """What ``request``'s output may cost at ``entry`` (:func:`entry_estimate`); None unpriced."""
     if entry is None:
         return None
-    total = entry_estimate(
+    return entry_estimate(
         entry,
         request.n or 1,
         request.quality,
@@ -311,10 +320,6 @@ def estimate_incomplete_stream(
         len(request.prompt),
         len(request.images),
     )
-    if total is None:
-        return None
-    made = (request.partial_images or 0) if partials is None else partials
-    return total + partial_images_cost(entry, made)
 
 
 def estimate_unknown_outcomes(
@@ -326,18 +331,7 @@ def estimate_unknown_outcomes(
         return UNPRICED
     if request.served_as is not None:  # served by another model: by the deployment's terms
         entry, _ = request_entry(request, day or datetime.now(UTC).date())
-        total = (
-            entry_estimate(
-                entry,
-                request.n or 1,
-                request.quality,
-                request.size,
-                len(request.prompt),
-                len(request.images),
-            )
-            if entry is not None
-            else None
-        )
+        total = _request_estimate(entry, request)
         if entry is None or total is None:
             return UNPRICED
         return Cost(total * attempts, None, "estimate", f"{ESTIMATE_REF}:{entry.ref}")
