@@ -24,8 +24,9 @@ import pytest
 
 import tracking
 from tests.conftest import make_png
+from tests.price_files import write_prices_file
 from tracking.errors import ConfigurationError, ContentPolicyError
-from tracking.pricing import reset_prices
+from tracking.pricing import reset_prices, use_prices_file
 from tracking.router import Router
 from tracking.router.strategies import CallShape, model_info_cost
 from tracking.testing import EventRecorder
@@ -176,6 +177,21 @@ def test_cost_based_ranking_prices_the_tier_as_billed(gemini):
     with _router(gemini, FLAT) as router:
         (deployment,) = router.deployments
         assert model_info_cost(deployment, shape) == Decimal("0.1208")
+
+
+def test_the_tiers_ratio_is_read_from_the_prices_file_that_prices_the_model(gemini, tmp_path):
+    """A user's prices file pricing the model by tier (2K twice, 4K four times the 1K price)
+    gives the ratio, not the bundled table (whose 2K is some 1.5 times the 1K price)."""
+
+    tiers = {"1K": "0.05", "2K": "0.1", "4K": "0.2"}
+    path = write_prices_file(tmp_path, "gemini-3.1-flash-image", {"standard": tiers}, "gemini")
+    try:
+        use_prices_file(path)
+        with _router(gemini, FLAT) as router:
+            event = _edit(router, size="2048x2048")
+    finally:
+        use_prices_file(None)
+    assert (event.cost_usd, event.cost_source) == (Decimal("0.1072"), "custom")  # 2 x 0.0536
 
 
 def test_input_token_prices_beside_a_per_image_price_bill_the_call_whole(gemini):

@@ -72,8 +72,10 @@ __all__ = [
     "price_day",
     "price_table",
     "register_prices",
+    "request_entry",
     "reset_prices",
     "search_uses",
+    "served_entry",
     "shutdown_date",
     "unreadable_success",
     "use_prices_file",
@@ -473,12 +475,22 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
         base = None
     elif base_model is not None:  # looked up as a call to it is: with its provider, and not
         base = find_entry(_names(base_model), day, depth + 1)
-    else:  # a discount (or tool fees) on the packaged prices of the same model
-        base = _packaged_entry(key, day)
+    else:  # a discount (or tool fees) on the price file's or packaged prices of the same model
+        base = _table_entry(key, day)
+        if base is None and "@" in key:  # a deployment's own terms (model@id): its model's
+            base = _table_entry(key.rpartition("@")[0], day)
     if base is None:
         return None
+    return _scaled(key, base, discount, custom.tools)
+
+
+def _scaled(
+    key: str, base: PriceEntry, discount: Decimal, own_tools: Mapping[str, ToolFee] | None
+) -> PriceEntry:
+    """``base``'s prices (and tool fees, or ``own_tools``) less ``discount``, as the prices
+    registered under ``key``."""
     factor = 1 - discount
-    tools = base.tools if custom.tools is None else custom.tools
+    tools = base.tools if own_tools is None else own_tools
     return PriceEntry(
         key=key if base.key == key else f"{key}->{base.key}",
         tokens={kind: price * factor for kind, price in base.tokens.items()},
@@ -494,16 +506,67 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
     )
 
 
-def _packaged_entry(key: str, day: date) -> PriceEntry | None:
-    """The packaged entry a call asking ``key`` would be billed from on ``day``: a name with its
-    provider (``gemini/gemini-3.1-flash-image``, as a deployment's ``litellm_params.model``
-    writes it) is also looked up without it, as billing does."""
-    packaged = _packaged_table()
-    for name in _names(key):
-        entry = next((e for e in packaged.get(name, ()) if e.covers(day)), None)
-        if entry is not None:
-            return entry
+def _table_entry(key: str, day: date) -> PriceEntry | None:
+    """The entry of a user's prices file, else of the packaged table, a call asking ``key``
+    would be billed from on ``day`` when nothing is registered for it: a name with its provider
+    (``gemini/gemini-3.1-flash-image``, as a deployment's ``litellm_params.model`` writes it)
+    is also looked up without it, as billing does. What a discount registered alone, and a
+    Gemini deployment's one per-image price (its tiers' ratio), apply to."""
+    names = _names(key)
+    for table in (_override_table(), _packaged_table()):
+        for name in names:
+            entry = next((e for e in table.get(name, ()) if e.covers(day)), None)
+            if entry is not None:
+                return entry
     return None
+
+
+def served_entry(
+    served: str, registered: list[str], tables: list[str], day: date
+) -> tuple[PriceEntry | None, bool]:
+    """(the entry a call served by another model than the one asked is billed from, whether that
+    price is an estimate): a FLUX Kontext edit with a mask runs on FLUX Fill (``served``), whose
+    price applies, by the terms registered for the deployment (``registered``: the names its
+    calls' registered prices are looked up by, and ``tables``, its names in the price files:
+    :func:`_candidates`; the fallback of a served model with no price of its own, as a
+    Stability AI operation). A Fill price registered by
+    the user (``register_prices``, ``prices:``) is taken as it is; otherwise Fill's price (a
+    prices file's, else the bundled one) less the deployment's ``discount``. A deployment's own
+    per-call prices are Kontext's, not Fill's: its masked calls are billed at Fill's price less
+    its discount, flagged an estimate (its terms do not say what Fill costs it) unless a Fill
+    price is registered."""
+    fill = find_entry(list(dict.fromkeys([served, *_names(served)])), day)
+    if fill is None:  # no price of its own: priced as a call to the model asked
+        return find_entry([served, *registered], day, tables=[served, *tables]), False
+    if fill.custom:
+        return fill, False
+    terms = next(
+        (
+            (key, custom)
+            for key in registered
+            if (custom := _custom.get(key)) is not None and custom.covers(day)
+        ),
+        None,
+    )
+    if terms is None:
+        return fill, False
+    key, custom = terms
+    if custom.own is None and custom.discount == 0:
+        return fill, False
+    return _scaled(key, fill, custom.discount, None), custom.own is not None
+
+
+def request_entry(
+    request: ImageEditRequest, day: date, served: str | None = None
+) -> tuple[PriceEntry | None, bool]:
+    """(the entry ``request`` is billed from on ``day``, whether its price is an estimate):
+    found by its names (:func:`_candidates`), or, served by another model (``served``, else
+    ``request.served_as``), by :func:`served_entry`."""
+    registered, tables = _candidates(request)
+    served = served or request.served_as
+    if served is not None and served not in _names(request.model):
+        return served_entry(served, registered, tables, day)
+    return find_entry(registered, day, tables=tables), False
 
 
 def price_day(start_time: datetime) -> date:
@@ -533,8 +596,8 @@ def price_call(
     if request is None:  # refused before a request existed: nothing was sent
         return NOT_BILLED if response is None else UNPRICED
     day = day or datetime.now(UTC).date()
-    registered, tables = _candidates(request)
-    entry = find_entry(registered, day, tables=tables)
+    served = response.price_model if response is not None else None
+    entry, unsure = request_entry(request, day, served)
     if entry is not None and entry.retired_on(day):
         _warn_retired(request.model, entry)
     if response is None:
@@ -583,16 +646,25 @@ def price_call(
             source="usage",
             price_ref=f"provider:{request.provider}",
         )
-    if response.price_model is not None:  # served by another model than the one asked
-        served_as = response.price_model
-        entry = find_entry([served_as, *registered], day, tables=[served_as, *tables])
     if entry is None:
         _warn_unpriced(request.model, _no_price(request))
         return UNPRICED
     cost = with_search_fee(
         entry, response.grounding, _answer_cost(entry, request, response), response.images_returned
     )
-    return _unpriced_authoring(request, response, entry, cost)
+    return _unsure(_unpriced_authoring(request, response, entry, cost), unsure)
+
+
+#: ``price_ref`` prefix of a call served by another model than asked (FLUX Fill for a masked
+#: FLUX Kontext edit) from a deployment whose own prices are the asked model's: billed at the
+#: served model's price less the deployment's discount, its terms for that model unknown.
+SERVED_UNSURE_REF = "estimate:own-prices-not-served-model"
+
+
+def _unsure(cost: Cost, unsure: bool) -> Cost:
+    if not unsure or cost.usd is None or cost.source == "estimate":
+        return cost
+    return Cost(cost.usd, cost.per_image_usd, "estimate", f"{SERVED_UNSURE_REF}:{cost.price_ref}")
 
 
 #: ``price_ref`` part of a call's Grounding with Google Search fee, after the entry's reference

@@ -1,8 +1,8 @@
 """LiteLLM's per-image ``model_info`` prices, read once for billing and for routing.
 
 ``output_cost_per_image`` is the price of one output image of any size and quality (on a Gemini
-or Vertex AI deployment of a model the packaged table prices by resolution tier, of a 1K image,
-other tiers priced by the packaged ratio: :func:`_by_tier`);
+or Vertex AI deployment of a model whose price entry differs by resolution tier, of a 1K image,
+other tiers priced by the ratio of its prices file's or packaged tiers: :func:`_by_tier`);
 ``output_cost_per_image_by_size`` prices a size (``"1024x1024"``: any quality) or a size at a
 quality (``"1024x1024/high"``). :func:`model_info_per_image` turns them into a ``per_image``
 table (quality -> size -> USD, :data:`~tracking.pricing.table.ANY` where either is not named):
@@ -97,7 +97,7 @@ def _token_priced_images(model: str) -> bool:
 def model_info_per_image(info: Mapping[str, Any], model: str = "") -> dict[str, dict[str, Any]]:
     """``info``'s per-image prices as a ``per_image`` table, the amounts as written (empty when
     it has none); the router checks their shapes and amounts when it loads a deployment. On a
-    Gemini or Vertex AI deployment of ``model`` whose packaged prices differ by resolution tier,
+    Gemini or Vertex AI deployment of ``model`` whose prices differ by resolution tier,
     a lone ``output_cost_per_image`` is the 1K image's price (:func:`_by_tier`)."""
     table: dict[str, dict[str, Any]] = {}
     flat = info.get("output_cost_per_image")
@@ -119,22 +119,23 @@ _TIER_PLACES = Decimal("1e-9")
 
 
 def _by_tier(flat: Any, model: str) -> dict[str, Decimal]:
-    """The price of each resolution tier (512, 1K, 2K, 4K) of ``model``'s packaged entry, for a
+    """The price of each resolution tier (512, 1K, 2K, 4K) of ``model``'s entry (a user's prices
+    file's, else the packaged one: :func:`~tracking.pricing._table_entry`), for a
     deployment giving ``flat`` as its one per-image price: ``flat`` is the 1K image's (LiteLLM's
     Gemini entries and Google's pricing page state the per-image price of an image up to
-    1024x1024), and every other tier costs ``flat`` times the packaged ratio of its price to the
+    1024x1024), and every other tier costs ``flat`` times that entry's ratio of its price to the
     1K price (rounded up past 1e-9 USD), so a 2K or 4K image, billed some 1.5 or 2.3 times the
-    1K one, is never billed at the 1K price. Empty when the packaged entry has no such tiers or
+    1K one, is never billed at the 1K price. Empty when that entry has no such tiers or
     the amount cannot be read (the router refuses it when it loads the deployment)."""
     from datetime import UTC, datetime
 
-    from . import _packaged_entry
+    from . import _table_entry
 
     try:
         price = to_price(flat, "model_info.output_cost_per_image")
     except ConfigurationError:
         return {}
-    entry = _packaged_entry(model, datetime.now(UTC).date())
+    entry = _table_entry(model, datetime.now(UTC).date())
     tiers = {
         size: usd
         for sizes in (entry.per_image if entry else {}).values()
