@@ -7,17 +7,18 @@ and JSON calls to the management endpoints.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.conftest import API_KEY, make_png
-from tests.proxy_support import MASTER_KEY, write_config
+from tests.proxy_support import MASTER_KEY, ProxyProcess, write_config
 
 PNG = make_png(32, 32)
 
@@ -62,6 +63,19 @@ def ledger_env(database_url: str) -> dict[str, str]:
     """The ledger integration reads its URL from the environment when it is resolved, which
     happens before the proxy copies ``database_url`` there: name it in the process's env too."""
     return {"TRACKING_DATABASE_URL": database_url}
+
+
+@contextlib.contextmanager
+def proxy_on_ledger(request: Any, fake_url: str, folder: Path) -> Iterator[ProxyProcess]:
+    """A proxy (:func:`accounts_config`) on the ledger a fixture's ``request.param`` names:
+    ``"sqlite"`` (a file in ``folder``) or ``"postgresql"`` (the module's fresh database)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{folder / 'ledger.db'}"
+    else:
+        url = request.getfixturevalue("module_postgres_url")
+    config = accounts_config(folder, fake_url, url)
+    with ProxyProcess(config, env=ledger_env(url)) as process:
+        yield process
 
 
 def bearer(key: str | None) -> dict[str, str]:

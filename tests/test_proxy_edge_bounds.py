@@ -16,15 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.accounts_support import (
-    accounts_config,
-    bearer,
-    edit,
-    generate,
-    ledger_env,
-    spend_rows,
-    wait_for,
-)
+from tests.accounts_support import bearer, edit, generate, proxy_on_ledger, spend_rows, wait_for
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tracking.proxy.limits import MAX_BUDGET_USD, MAX_ID_CHARS, MAX_PAGE
 
@@ -32,13 +24,7 @@ from tracking.proxy.limits import MAX_BUDGET_USD, MAX_ID_CHARS, MAX_PAGE
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def proxy(request, fake, tmp_path_factory) -> Iterator[ProxyProcess]:
     """One proxy for the module's tests on each ledger: each counts only what it made."""
-    folder = tmp_path_factory.mktemp("edge-bounds")
-    if request.param == "sqlite":
-        url = f"sqlite:///{folder / 'ledger.db'}"
-    else:
-        url = request.getfixturevalue("module_postgres_url")
-    config = accounts_config(folder, fake.url, url)
-    with ProxyProcess(config, env=ledger_env(url)) as process:
+    with proxy_on_ledger(request, fake.url, tmp_path_factory.mktemp("edge-bounds")) as process:
         yield process
 
 

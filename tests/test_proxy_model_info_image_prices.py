@@ -221,14 +221,20 @@ def test_token_prices_win_over_a_per_image_price_in_billing_and_ranking(fake: Fa
 def test_per_image_price_beside_only_input_token_prices_still_prices_the_images(
     fake: FakeOpenAI,
 ) -> None:
-    """With no price for the output tokens, the per-image price is what the images cost."""
+    """With no price for the output tokens, the per-image price is what the images cost; the
+    input tokens the answer reports are billed beside them (the call is priced whole, not an
+    estimate), and the ranking, which knows no tokens before the call, prices the images."""
     info = {"id": "cheap", "input_cost_per_token": "0.000005", "output_cost_per_image": "0.01"}
     with Router([_deployment(fake, info)], routing_strategy="cost-based-routing") as router:
         (event,) = _routed(router, 1, size="1024x1024", quality="high", n=2)
         (deployment,) = router.deployments
         shape = CallShape("house", n=2, size="1024x1024", input_images=0)
         ranked = model_info_cost(deployment, shape)
-    assert event.cost_usd == ranked == Decimal("0.02")
+    assert ranked == Decimal("0.02")
+    assert event.usage is not None and event.cost_source != "estimate"
+    inputs = event.usage.input_text_tokens + event.usage.input_image_tokens
+    assert inputs > 0
+    assert event.cost_usd == Decimal("0.02") + inputs * Decimal("0.000005")
 
 
 def test_a_prices_section_price_ranks_the_deployment_as_it_bills(fake: FakeOpenAI) -> None:

@@ -161,7 +161,9 @@ def test_a_proxy_deployment_is_counted_by_the_base_model_it_is_billed_as(
                 answer = edit(client, proxy.url, MASTER_KEY, model=model)
                 assert answer.status_code == 200, answer.text
             assert scrape() == {"gpt-image-1": 2}
-            assert f"'openai/{HOUSE}' was shut down by its provider" in proxy.log()
+            # the warning names the model billed as, and the one the call asked
+            billed = f"'gpt-image-1' (which 'openai/{HOUSE}' is billed as) was shut down by"
+            assert billed in proxy.log()
 
 
 def test_an_sdk_routers_deployment_billed_as_a_retired_base_model_is_counted_from_0(
@@ -188,6 +190,34 @@ def test_an_sdk_routers_deployment_billed_as_a_retired_base_model_is_counted_fro
     assert tracking.flush(5)
     assert registry.get_sample_value(RETIRED, {"model": "gpt-image-1"}) == 2
     assert registry.get_sample_value(RETIRED, {"model": HOUSE}) is None
+
+
+def test_the_warning_names_the_retired_model_a_call_is_billed_as(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It named the model the call asked for (``openai/house-edit-1``, which was never shut
+    down), not ``gpt-image-1``, whose prices bill it and which was; a call asking the retired
+    model itself is named once, as before."""
+    caplog.set_level(logging.WARNING, logger="tracking")
+    with FakeOpenAI(api_keys=[API_KEY], extra_models=[HOUSE]) as fake:
+        with tracking.Router(model_list=[_deployment("house-retired", fake.url)]) as router:
+            for _ in range(2):
+                response = router.image_edit(
+                    model="house-retired", image=make_png(), prompt="x", quality="low"
+                )
+                assert response.cost_usd is not None and response.cost_usd > 0
+        tracking.image_edit(
+            image=make_png(), prompt="x", model="gpt-image-1", quality="low",
+            api_base=fake.url, api_key=API_KEY,
+        )  # fmt: skip
+    warnings = [r.getMessage() for r in caplog.records if "was shut down" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    based, direct = warnings
+    assert based.startswith(
+        f"tracking: 'gpt-image-1' (which 'openai/{HOUSE}' is billed as) was shut down by its "
+        "provider on 2026-10-23"
+    )
+    assert direct.startswith("tracking: 'gpt-image-1' was shut down by its provider on 2026-10-23")
 
 
 @pytest.mark.parametrize(

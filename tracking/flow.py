@@ -556,13 +556,14 @@ def _read_answer(
 
 
 def _request_priced_as(request: ImageEditRequest, prepared: PreparedRequest) -> ImageEditRequest:
-    """The request, its ``base_model`` the model the provider serves it with when that is
+    """The request, its ``served_as`` the model the provider serves it with when that is
     another than the one asked (``prepared.price_model``: a FLUX Kontext edit with a mask runs
     on FLUX Fill): what a failure or a lost attempt of it is estimated at, as its success is
-    priced (:func:`_priced_as`), never at the price of the model that did not run."""
-    if prepared.price_model is None or prepared.price_model == request.base_model:
+    priced (:func:`_priced_as`), never at the price of the model that did not run; its
+    ``base_model`` (the deployment's terms: its own prices, its discount) is kept."""
+    if prepared.price_model == request.served_as:
         return request
-    return dataclasses.replace(request, base_model=prepared.price_model)
+    return dataclasses.replace(request, served_as=prepared.price_model)
 
 
 def _priced_as(response: ImageResponse, prepared: PreparedRequest) -> ImageResponse:
@@ -811,7 +812,7 @@ def _make_event(
         fallback_from=routing.fallback_from,
         resolved_model=request.upstream_model if request else None,
         provider=request.provider if request else None,
-        base_model=request.base_model if request else None,
+        base_model=(request.served_as or request.base_model) if request else None,
         api_base=progress.api_base,
         server_port=progress.server_port,
         n=(request.n or 1) if request else 1,

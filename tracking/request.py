@@ -122,6 +122,10 @@ class ImageEditRequest:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     #: The model whose prices apply (a router deployment's ``model_info.base_model``).
     base_model: str | None = None
+    #: The model the provider serves it with, when another than the one asked (a FLUX Kontext
+    #: edit with a mask runs on FLUX Fill): priced as it, by the deployment's terms
+    #: (:func:`tracking.pricing.served_entry`).
+    served_as: str | None = None
     #: Answered as Server-Sent Events (:mod:`tracking.streaming`), with this many partial images.
     stream: bool = False
     partial_images: int | None = None

@@ -72,8 +72,10 @@ __all__ = [
     "price_day",
     "price_table",
     "register_prices",
+    "request_entry",
     "reset_prices",
     "search_uses",
+    "served_entry",
     "shutdown_date",
     "unreadable_success",
     "use_prices_file",
@@ -116,7 +118,7 @@ MAX_REPORTED_USD = Decimal(1000)
 #: in its ``price_ref`` (``failed-call:not-billed:moderated``).
 NOT_BILLED = Cost(Decimal(0), None, "table", "failed-call:not-billed")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entered: a registration checks its base models under it
 _packaged: dict[str, list[PriceEntry]] | None = None
 #: key -> (own entry or None, base model or None, discount)
 _custom: dict[str, _Registered] = {}
@@ -201,6 +203,13 @@ def register_prices(
     discount="0.15")`` prices a deployment as a base model less a discount. Several at once:
     ``register_prices({"azure/a": {"base_model": "gpt-image-2"}, ...})``. Amounts are Decimal,
     int or str (floats are read through their repr). Registering a model again replaces it.
+
+    A ``base_model`` must name a price when it is registered (registered before or in the same
+    call, in a prices file or the bundled table), in force today or on the first day of the
+    registration's window: a name no price gives is a :class:`~tracking.errors.ConfigurationError`
+    naming it, and nothing of the call is registered. Its calls are priced as the base model
+    alone: should its price go later (another prices file), they are recorded unpriced, never
+    priced as the model's own entry.
     """
     if isinstance(model_or_entries, str):
         items: list[tuple[str, Mapping[str, Any]]] = [(model_or_entries, fields)]
@@ -211,9 +220,41 @@ def register_prices(
             "register_prices: pass a model name and its fields, or one mapping of them"
         )
     parsed = [(key, _custom_entry(key, spec)) for key, spec in items]
+    unknown = _register(parsed, check=True)
+    if unknown is not None:
+        key, base_model = unknown
+        raise ConfigurationError(
+            f"register_prices({key!r}).base_model: {base_model!r} names no known price (none "
+            "registered, in a prices file or in the bundled price table): its calls would be "
+            "recorded unpriced, never priced as another name; check the name, or register the "
+            "base model's prices first (or in the same call)"
+        )
+
+
+def _register(parsed: list[tuple[str, _Registered]], *, check: bool) -> tuple[str, str] | None:
+    """Register ``parsed`` together. With ``check``, a base model must name a price once all of
+    them are registered (on today, or on the first day of a window that does not hold today):
+    when one names none, nothing is registered and (its key, its base model) is returned."""
+    _override_table(), _packaged_table()  # read before the lock is taken (each takes it once)
     with _lock:
+        before = {key: _custom.get(key) for key, _ in parsed}
         for key, value in parsed:
             _custom[key] = value
+        if not check:
+            return None
+        today = datetime.now(UTC).date()
+        for key, value in parsed:
+            if value.base_model is None:
+                continue
+            day = today if value.covers(today) else value.effective_from or value.effective_to
+            if find_entry(_names(value.base_model), day or today) is None:
+                for old_key, old in before.items():
+                    if old is None:
+                        _custom.pop(old_key, None)
+                    else:
+                        _custom[old_key] = old
+                return key, value.base_model
+    return None
 
 
 def reset_prices() -> None:
@@ -395,6 +436,8 @@ def find_entry(
             entry = _from_custom(key, custom, day, depth)
             if entry is not None:
                 return entry
+            if custom.base_model is not None and custom.covers(day):
+                return None  # priced as its base model alone: never by another name's prices
     for table in (_override_table(), _packaged_table()):
         for key in keys if tables is None else tables:
             for entry in table.get(key, ()):
@@ -432,12 +475,22 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
         base = None
     elif base_model is not None:  # looked up as a call to it is: with its provider, and not
         base = find_entry(_names(base_model), day, depth + 1)
-    else:  # a discount (or tool fees) on the packaged prices of the same model
-        base = _packaged_entry(key, day)
+    else:  # a discount (or tool fees) on the price file's or packaged prices of the same model
+        base = _table_entry(key, day)
+        if base is None and "@" in key:  # a deployment's own terms (model@id): its model's
+            base = _table_entry(key.rpartition("@")[0], day)
     if base is None:
         return None
+    return _scaled(key, base, discount, custom.tools)
+
+
+def _scaled(
+    key: str, base: PriceEntry, discount: Decimal, own_tools: Mapping[str, ToolFee] | None
+) -> PriceEntry:
+    """``base``'s prices (and tool fees, or ``own_tools``) less ``discount``, as the prices
+    registered under ``key``."""
     factor = 1 - discount
-    tools = base.tools if custom.tools is None else custom.tools
+    tools = base.tools if own_tools is None else own_tools
     return PriceEntry(
         key=key if base.key == key else f"{key}->{base.key}",
         tokens={kind: price * factor for kind, price in base.tokens.items()},
@@ -453,16 +506,67 @@ def _from_custom(key: str, custom: _Registered, day: date, depth: int) -> PriceE
     )
 
 
-def _packaged_entry(key: str, day: date) -> PriceEntry | None:
-    """The packaged entry a call asking ``key`` would be billed from on ``day``: a name with its
-    provider (``gemini/gemini-3.1-flash-image``, as a deployment's ``litellm_params.model``
-    writes it) is also looked up without it, as billing does."""
-    packaged = _packaged_table()
-    for name in _names(key):
-        entry = next((e for e in packaged.get(name, ()) if e.covers(day)), None)
-        if entry is not None:
-            return entry
+def _table_entry(key: str, day: date) -> PriceEntry | None:
+    """The entry of a user's prices file, else of the packaged table, a call asking ``key``
+    would be billed from on ``day`` when nothing is registered for it: a name with its provider
+    (``gemini/gemini-3.1-flash-image``, as a deployment's ``litellm_params.model`` writes it)
+    is also looked up without it, as billing does. What a discount registered alone, and a
+    Gemini deployment's one per-image price (its tiers' ratio), apply to."""
+    names = _names(key)
+    for table in (_override_table(), _packaged_table()):
+        for name in names:
+            entry = next((e for e in table.get(name, ()) if e.covers(day)), None)
+            if entry is not None:
+                return entry
     return None
+
+
+def served_entry(
+    served: str, registered: list[str], tables: list[str], day: date
+) -> tuple[PriceEntry | None, bool]:
+    """(the entry a call served by another model than the one asked is billed from, whether that
+    price is an estimate): a FLUX Kontext edit with a mask runs on FLUX Fill (``served``), whose
+    price applies, by the terms registered for the deployment (``registered``: the names its
+    calls' registered prices are looked up by, and ``tables``, its names in the price files:
+    :func:`_candidates`; the fallback of a served model with no price of its own, as a
+    Stability AI operation). A Fill price registered by
+    the user (``register_prices``, ``prices:``) is taken as it is; otherwise Fill's price (a
+    prices file's, else the bundled one) less the deployment's ``discount``. A deployment's own
+    per-call prices are Kontext's, not Fill's: its masked calls are billed at Fill's price less
+    its discount, flagged an estimate (its terms do not say what Fill costs it) unless a Fill
+    price is registered."""
+    fill = find_entry(list(dict.fromkeys([served, *_names(served)])), day)
+    if fill is None:  # no price of its own: priced as a call to the model asked
+        return find_entry([served, *registered], day, tables=[served, *tables]), False
+    if fill.custom:
+        return fill, False
+    terms = next(
+        (
+            (key, custom)
+            for key in registered
+            if (custom := _custom.get(key)) is not None and custom.covers(day)
+        ),
+        None,
+    )
+    if terms is None:
+        return fill, False
+    key, custom = terms
+    if custom.own is None and custom.discount == 0:
+        return fill, False
+    return _scaled(key, fill, custom.discount, None), custom.own is not None
+
+
+def request_entry(
+    request: ImageEditRequest, day: date, served: str | None = None
+) -> tuple[PriceEntry | None, bool]:
+    """(the entry ``request`` is billed from on ``day``, whether its price is an estimate):
+    found by its names (:func:`_candidates`), or, served by another model (``served``, else
+    ``request.served_as``), by :func:`served_entry`."""
+    registered, tables = _candidates(request)
+    served = served or request.served_as
+    if served is not None and served not in _names(request.model):
+        return served_entry(served, registered, tables, day)
+    return find_entry(registered, day, tables=tables), False
 
 
 def price_day(start_time: datetime) -> date:
@@ -492,8 +596,8 @@ def price_call(
     if request is None:  # refused before a request existed: nothing was sent
         return NOT_BILLED if response is None else UNPRICED
     day = day or datetime.now(UTC).date()
-    registered, tables = _candidates(request)
-    entry = find_entry(registered, day, tables=tables)
+    served = response.price_model if response is not None else None
+    entry, unsure = request_entry(request, day, served)
     if entry is not None and entry.retired_on(day):
         _warn_retired(request.model, entry)
     if response is None:
@@ -542,16 +646,25 @@ def price_call(
             source="usage",
             price_ref=f"provider:{request.provider}",
         )
-    if response.price_model is not None:  # served by another model than the one asked
-        served_as = response.price_model
-        entry = find_entry([served_as, *registered], day, tables=[served_as, *tables])
     if entry is None:
         _warn_unpriced(request.model, _no_price(request))
         return UNPRICED
     cost = with_search_fee(
         entry, response.grounding, _answer_cost(entry, request, response), response.images_returned
     )
-    return _unpriced_authoring(request, response, entry, cost)
+    return _unsure(_unpriced_authoring(request, response, entry, cost), unsure)
+
+
+#: ``price_ref`` prefix of a call served by another model than asked (FLUX Fill for a masked
+#: FLUX Kontext edit) from a deployment whose own prices are the asked model's: billed at the
+#: served model's price less the deployment's discount, its terms for that model unknown.
+SERVED_UNSURE_REF = "estimate:own-prices-not-served-model"
+
+
+def _unsure(cost: Cost, unsure: bool) -> Cost:
+    if not unsure or cost.usd is None or cost.source == "estimate":
+        return cost
+    return Cost(cost.usd, cost.per_image_usd, "estimate", f"{SERVED_UNSURE_REF}:{cost.price_ref}")
 
 
 #: ``price_ref`` part of a call's Grounding with Google Search fee, after the entry's reference
@@ -605,11 +718,11 @@ def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageRe
     images = response.images_returned
     if entry.tokens:  # billed by tokens: the usage, else an estimate
         usage = response.usage
-        total = (
-            _token_cost(entry, usage, bool(request.images))
-            if usage is not None and _readable(usage, images)
-            else None
-        )
+        total = None
+        if usage is not None and _readable(usage, images):
+            total = _token_cost(entry, usage, bool(request.images))
+            if total is None:  # the output images may be priced per image, beside the tokens
+                total = _images_beside_tokens(entry, request, response, usage, images)
         if total is None:
             return _estimate(entry, request, response, images or request.n or 1)
         source: CostSource = "usage"
@@ -630,6 +743,26 @@ def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageRe
 #: model whose family makes one (OpenAI's 2.6 models) is also billed for a separate
 #: SVG-authoring model, whose tokens and prices the answer does not report.
 SVG_AUTHORING_REF = "estimate:svg-authoring-unpriced"
+
+
+def _images_beside_tokens(
+    entry: PriceEntry,
+    request: ImageEditRequest,
+    response: ImageResponse,
+    usage: Usage,
+    images: int,
+) -> Decimal | None:
+    """A call of an entry that prices its output images per image and its other tokens by the
+    token (a Gemini ``model_info`` giving ``input_cost_per_token`` and ``output_cost_per_image``
+    but no image-output token price): the reported tokens but the output image's at their
+    prices, plus each image at its per-image price, which is Google's bill for the image's
+    output tokens. None (an estimate) when the entry prices the output image's tokens, has no
+    per-image price for the image made, or leaves another reported kind without a price."""
+    if "output_image" in entry.tokens:
+        return None
+    each = _table_cost(entry, request, response, images)
+    rest = _token_cost(entry, usage, bool(request.images), priced_images=False)
+    return None if each is None or rest is None else rest + each
 
 
 def _unpriced_authoring(
@@ -712,8 +845,11 @@ def _estimate(
     return Cost(total, _per_image(total, images), "estimate", entry.ref)
 
 
-def _token_cost(entry: PriceEntry, usage: Usage, with_images: bool = False) -> Decimal | None:
-    """The tokens of ``usage`` at ``entry``'s prices. When a call that sent images
+def _token_cost(
+    entry: PriceEntry, usage: Usage, with_images: bool = False, *, priced_images: bool = True
+) -> Decimal | None:
+    """The tokens of ``usage`` at ``entry``'s prices (but the output image's when not
+    ``priced_images``: they are priced per image). When a call that sent images
     (``with_images``) was answered with its input unsplit (``input_tokens`` alone, counted as
     text), that input is priced at the dearer of the text and image rates: never under-billed.
     """
@@ -728,7 +864,7 @@ def _token_cost(entry: PriceEntry, usage: Usage, with_images: bool = False) -> D
         "cached_input_text": cached_text,
         "input_image": usage.input_image_tokens - cached_image,
         "cached_input_image": cached_image,
-        "output_image": usage.output_image_tokens,
+        "output_image": usage.output_image_tokens if priced_images else 0,
         "output_text": usage.output_text_tokens,
     }
     unsplit = with_images and usage.input_unsplit
@@ -775,14 +911,19 @@ def _per_image(total: Decimal, images: int) -> Decimal | None:
 
 
 def _warn_retired(model: str, entry: PriceEntry) -> None:
+    """Warn once that a call to ``model`` is billed from ``entry``, of a model past its
+    shutdown: naming the model the entry prices too, when the call was sent as another
+    (a deployment billed as its ``base_model``, a registered alias)."""
+    billed = entry.key.rsplit("->", 1)[-1]
+    named = repr(model) if billed in _names(model) else f"{billed!r} (which {model!r} is billed as)"
     with _lock:
-        if model in _warned_retired:
+        if named in _warned_retired:
             return
-        _warned_retired.add(model)
+        _warned_retired.add(named)
     log.warning(
-        "tracking: %r was shut down by its provider on %s; its answer is passed on as it is and "
+        "tracking: %s was shut down by its provider on %s; its answer is passed on as it is and "
         "the call is priced from the price history. Move to a live model (tracking prices list).",
-        model,
+        named,
         entry.shutdown,
     )
 
@@ -791,6 +932,10 @@ def _no_price(request: ImageEditRequest) -> str:
     """Why no entry prices ``request``: its model, or the base model it is priced as."""
     if request.base_model:
         return f"its base_model {request.base_model!r} names no known price"
+    registered = [_custom.get(name) for name in _candidates(request)[0]]
+    based = next((r.base_model for r in registered if r is not None and r.base_model), None)
+    if based is not None:
+        return f"it is registered priced as {based!r}, which names no known price"
     return "no price is known for this model"
 
 

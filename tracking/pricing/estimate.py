@@ -34,10 +34,9 @@ from ..response import SearchGrounding, asks_google_search
 from . import (
     UNPRICED,
     Cost,
-    _candidates,
     _per_image,
     billing_entry,
-    find_entry,
+    request_entry,
     with_search_fee,
 )
 from .table import PriceEntry
@@ -301,11 +300,19 @@ def estimate_incomplete_stream(
     off, each of which it made; None (an attempt not yet made, as a budget's hold counts
     it): the ones the request asks for. None when no price is known for the model.
     """
-    registered, tables = _candidates(request)
-    entry = find_entry(registered, day or datetime.now(UTC).date(), tables=tables)
+    entry, _ = request_entry(request, day or datetime.now(UTC).date())
+    total = _request_estimate(entry, request)
+    if entry is None or total is None:
+        return None
+    made = (request.partial_images or 0) if partials is None else partials
+    return total + partial_images_cost(entry, made)
+
+
+def _request_estimate(entry: PriceEntry | None, request: ImageEditRequest) -> Decimal | None:
+    """What ``request``'s output may cost at ``entry`` (:func:`entry_estimate`); None unpriced."""
     if entry is None:
         return None
-    total = entry_estimate(
+    return entry_estimate(
         entry,
         request.n or 1,
         request.quality,
@@ -313,10 +320,6 @@ def estimate_incomplete_stream(
         len(request.prompt),
         len(request.images),
     )
-    if total is None:
-        return None
-    made = (request.partial_images or 0) if partials is None else partials
-    return total + partial_images_cost(entry, made)
 
 
 def estimate_unknown_outcomes(
@@ -326,6 +329,12 @@ def estimate_unknown_outcomes(
     the prices in force on ``day`` (the call's start; None: today)."""
     if request is None or attempts <= 0:
         return UNPRICED
+    if request.served_as is not None:  # served by another model: by the deployment's terms
+        entry, _ = request_entry(request, day or datetime.now(UTC).date())
+        total = _request_estimate(entry, request)
+        if entry is None or total is None:
+            return UNPRICED
+        return Cost(total * attempts, None, "estimate", f"{ESTIMATE_REF}:{entry.ref}")
     candidates = [request.base_model, f"{request.provider}/{request.upstream_model}", request.model]
     each = estimate_first_priced(
         [m for m in candidates if m],

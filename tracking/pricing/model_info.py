@@ -1,6 +1,8 @@
 """LiteLLM's per-image ``model_info`` prices, read once for billing and for routing.
 
-``output_cost_per_image`` is the price of one output image of any size and quality;
+``output_cost_per_image`` is the price of one output image of any size and quality (on a Gemini
+or Vertex AI deployment of a model whose price entry differs by resolution tier, of a 1K image,
+other tiers priced by the ratio of its prices file's or packaged tiers: :func:`_by_tier`);
 ``output_cost_per_image_by_size`` prices a size (``"1024x1024"``: any quality) or a size at a
 quality (``"1024x1024/high"``). :func:`model_info_per_image` turns them into a ``per_image``
 table (quality -> size -> USD, :data:`~tracking.pricing.table.ANY` where either is not named):
@@ -54,7 +56,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from ..decimals import strict_decimal
@@ -92,19 +94,62 @@ def _token_priced_images(model: str) -> bool:
     return model.split("/", 1)[0] in TOKEN_PRICED_IMAGES
 
 
-def model_info_per_image(info: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def model_info_per_image(info: Mapping[str, Any], model: str = "") -> dict[str, dict[str, Any]]:
     """``info``'s per-image prices as a ``per_image`` table, the amounts as written (empty when
-    it has none); the router checks their shapes and amounts when it loads a deployment."""
+    it has none); the router checks their shapes and amounts when it loads a deployment. On a
+    Gemini or Vertex AI deployment of ``model`` whose prices differ by resolution tier,
+    a lone ``output_cost_per_image`` is the 1K image's price (:func:`_by_tier`)."""
     table: dict[str, dict[str, Any]] = {}
     flat = info.get("output_cost_per_image")
     if flat is not None:
-        table.setdefault(ANY, {})[ANY] = flat
+        tiers = _by_tier(flat, model) if _token_priced_images(model) else {}
+        table.setdefault(ANY, {}).update(tiers or {ANY: flat})
     by_size = info.get("output_cost_per_image_by_size")
     if isinstance(by_size, Mapping):
         for shape, value in by_size.items():
             size, _, quality = str(shape).partition("/")
             table.setdefault(quality or ANY, {})[size] = value
     return table
+
+
+#: The resolution tier LiteLLM's one ``output_cost_per_image`` prices for a Gemini image model
+#: (Google's stated per-image price is that of an image up to 1024x1024).
+BASE_TIER = "1K"
+_TIER_PLACES = Decimal("1e-9")
+
+
+def _by_tier(flat: Any, model: str) -> dict[str, Decimal]:
+    """The price of each resolution tier (512, 1K, 2K, 4K) of ``model``'s entry (a user's prices
+    file's, else the packaged one: :func:`~tracking.pricing._table_entry`), for a
+    deployment giving ``flat`` as its one per-image price: ``flat`` is the 1K image's (LiteLLM's
+    Gemini entries and Google's pricing page state the per-image price of an image up to
+    1024x1024), and every other tier costs ``flat`` times that entry's ratio of its price to the
+    1K price (rounded up past 1e-9 USD), so a 2K or 4K image, billed some 1.5 or 2.3 times the
+    1K one, is never billed at the 1K price. Empty when that entry has no such tiers or
+    the amount cannot be read (the router refuses it when it loads the deployment)."""
+    from datetime import UTC, datetime
+
+    from . import _table_entry
+
+    try:
+        price = to_price(flat, "model_info.output_cost_per_image")
+    except ConfigurationError:
+        return {}
+    entry = _table_entry(model, datetime.now(UTC).date())
+    tiers = {
+        size: usd
+        for sizes in (entry.per_image if entry else {}).values()
+        for size, usd in sizes.items()
+    }
+    base = tiers.get(BASE_TIER)
+    if not base or len(set(tiers.values())) < 2:
+        return {}
+    scaled = {}
+    for tier, usd in tiers.items():
+        exact = price * usd / base
+        rounded = exact.quantize(_TIER_PLACES, rounding=ROUND_CEILING)
+        scaled[tier] = exact if exact == rounded else rounded
+    return scaled
 
 
 def model_info_price(
@@ -124,7 +169,7 @@ def model_info_price(
     try:
         table = {
             tier: {name: to_price(value, "model_info") for name, value in sizes.items()}
-            for tier, sizes in model_info_per_image(info).items()
+            for tier, sizes in model_info_per_image(info, model).items()
         }
     except ConfigurationError:
         return None
@@ -250,7 +295,7 @@ def deployment_prices(
         spec["tools"] = tools
     tokens: dict[str, Any] = dict(spec.get("tokens_per_million") or {})
     image_output = "output_image" in tokens or _given(info, params, "output_cost_per_image_token")
-    per_image = model_info_per_image(info)
+    per_image = model_info_per_image(info, model)
     token_priced_images = _token_priced_images(model)
     if (
         token_priced_images
@@ -375,15 +420,19 @@ def register_model_list_prices(found: Mapping[str, tuple[str, Mapping[str, Any]]
 
 
 def register_found(found: Mapping[str, tuple[str, Mapping[str, Any]]], source: str = "") -> int:
-    """Register model -> (where, ``register_prices`` fields) with
-    :func:`tracking.register_prices`; a bad entry is a
+    """Register model -> (where, ``register_prices`` fields) together, as
+    :func:`tracking.register_prices` does; a bad entry is a
     :class:`~tracking.errors.ConfigurationError` led by ``source`` and where it was written.
     Returns how many models got a price."""
-    from . import register_prices
+    from . import _custom_entry, _register
 
+    parsed = []
     for model, (where, spec) in found.items():
         try:
-            register_prices(model, **spec)
+            parsed.append((model, _custom_entry(model, spec)))
         except ConfigurationError as exc:
             raise ConfigurationError(f"{source}{where}: {exc.message}") from None
+    # A base model naming no price is not refused here: the proxy refuses it at start naming its
+    # key (tracking.proxy.prices.check_base_models); an SDK Router's calls are recorded unpriced.
+    _register(parsed, check=False)
     return len(found)

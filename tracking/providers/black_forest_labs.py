@@ -65,10 +65,18 @@ if TYPE_CHECKING:
     from ..images import ImageFile
     from ..request import CallOptions, ImageEditRequest
 
-__all__ = ["FILL_MODEL", "BlackForestLabsProvider"]
+__all__ = ["FILL_MODEL", "BlackForestLabsProvider", "served_models"]
 
 DEFAULT_BFL_API_BASE = "https://api.bfl.ai"
 FILL_MODEL = "flux-pro-1.0-fill"
+
+
+def served_models(upstream_model: str) -> tuple[str, ...]:
+    """The models some calls asking ``upstream_model`` are served with instead (a call with a
+    mask runs on FLUX Fill), each priced as it by the deployment's terms."""
+    return () if upstream_model == FILL_MODEL else (FILL_MODEL,)
+
+
 _FIRST_WAIT = 0.5
 _MAX_WAIT = 5.0
 _PENDING = frozenset({"Pending", "Processing", "Queued", "Task not found"})

@@ -392,8 +392,10 @@ class AccountStore:
         end: datetime | None,
         page: int,
         page_size: int,
+        request_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of ledger rows, newest first, and the number of rows matching."""
+        """One page of ledger rows, newest first, and the number of rows matching (one call's
+        alone with ``request_id``)."""
         import sqlalchemy as sa
 
         if self.nothing_stored():
@@ -404,6 +406,8 @@ class AccountStore:
         conditions = spend_conditions(key_hashes, end_user, start)
         if end is not None:
             conditions.append(spend_logs.c.start_time < end)
+        if request_id is not None:
+            conditions.append(spend_logs.c.request_id == request_id)
         columns = [c for c in spend_logs.c if c.name not in ("metadata",)]
         statement = (
             sa.select(*columns)
@@ -426,6 +430,7 @@ class AccountStore:
         start: datetime | None,
         end: datetime | None,
         unpriced: bool = False,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """How many calls matching these filters are flagged and what they cost, by the names
         every report gives them: recorded at an estimate (``estimated_requests``,
@@ -453,6 +458,8 @@ class AccountStore:
         )
         if end is not None:
             statement = statement.where(spend_calls.c.start_time < end)
+        if request_id is not None:
+            statement = statement.where(spend_calls.c.request_id == request_id)
         with self.engine.connect() as conn:
             record = conn.execute(statement).one()
         return flagged_figures(record, self.engine, text=True, unpriced=unpriced)

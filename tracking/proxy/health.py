@@ -94,7 +94,17 @@ def unpriced_deployments(config: ProxyConfig, deployments: Sequence[Deployment])
     )
     lines = []
     for index, deployment in enumerate(deployments):
-        if _check(deployment).get("priced") is False:
+        if _check(deployment).get("priced") is not False:
+            continue
+        routes = deployment.unpriced_routes() if deployment.price_entry() is not None else []
+        if routes:  # its own calls are priced, those it serves with another model are not
+            lines.append(
+                f"model_list[{index}] ({deployment.model_name}): {deployment.model}'s calls "
+                f"served by {', '.join(routes)} (a masked edit) have no known price: they are "
+                f"recorded unpriced (no cost, never $0) and {budgets}; give "
+                f"{', '.join(routes)} a price (prices:)"
+            )
+        else:
             lines.append(
                 f"model_list[{index}] ({deployment.model_name}): {deployment.model} has no known "
                 f"price: its calls are recorded unpriced (no cost, never $0) and {budgets}; "

@@ -55,14 +55,25 @@ MAX_USD = Decimal(1_000_000_000)
 DATE_RANGE = "outside the dates this proxy can store (years 1 to 9999 in UTC)"
 
 
-def query_of(scope: Scope, known: frozenset[str], what: str) -> dict[str, str]:
+def query_of(
+    scope: Scope, known: frozenset[str], what: str, hints: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The query string's parameters. One ``what`` does not take is a 400 naming it, as
     :func:`known_fields` does for a body: a LiteLLM filter this proxy does not implement
-    (``/spend/logs?api_key=``, ``/global/spend/report?customer_id=``) must not be dropped without
-    a word, or the answer is every row's, read as the filtered ones'. So is a parameter given
-    twice (``?user=a&user=b``), rather than one of them silently winning."""
+    (``/spend/logs?user_id=``, LiteLLM's internal user) must not be dropped without a word, or
+    the answer is every row's, read as the filtered ones'; ``hints`` says, for such a name, what
+    to use instead. So is a parameter given twice (``?user=a&user=b``), rather than one of them
+    silently winning."""
     raw = scope.get("query_string", b"").decode("latin-1")
     pairs = parse_qsl(raw, keep_blank_values=False)
+    for name, _ in pairs:
+        if hints and name in hints and name not in known:
+            raise ProxyError(
+                400,
+                f"{what} does not take {name!r}: {hints[name]}",
+                param=name,
+                code="unsupported_field",
+            )
     known_fields(dict(pairs), known, what)
     query: dict[str, str] = {}
     for name, value in pairs:

@@ -25,6 +25,7 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,7 +33,7 @@ from ..environment_numbers import seconds_from_environment
 from .account_store import read_store
 from .auth import Principal
 from .errors import ProxyError
-from .limits import MAX_KEY_LIFETIME
+from .limits import MAX_KEY_LIFETIME, key_hash
 
 if TYPE_CHECKING:
     from .account_store import AccountStore, KeyRecord
@@ -71,6 +72,37 @@ def generate_key() -> str:
 def hash_key(key: str) -> str:
     """The stored form of a key: its SHA-256 digest in hex."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def asked_key_hash(query: Mapping[str, str]) -> str | None:
+    """The key a spend query filters by, as its SHA-256 hex digest: ``api_key_hash``, or
+    LiteLLM's ``api_key`` naming it by that digest (as LiteLLM's own filter also takes it); both
+    must name the same key. None when neither is given. A key's secret there is a 400, as on
+    ``/key/info``: a secret in a URL lands in access logs and proxies' histories. The value is
+    never echoed: a refusal names the parameter alone."""
+    secret = query.get("api_key")
+    if secret and not _DIGEST.fullmatch(secret):
+        raise ProxyError(
+            400,
+            "api_key: a key is never accepted in the query string (it would land in access "
+            "logs and proxies' histories); name it by its SHA-256 hex digest, api_key=<digest> "
+            "or api_key_hash=<digest>, as /key/generate and /key/list give it",
+            param="api_key",
+            code="secret_in_query_string",
+        )
+    named = key_hash(query.get("api_key_hash"), "api_key_hash")
+    digest = key_hash(secret, "api_key")
+    if named is not None and digest is not None and named != digest:
+        raise ProxyError(
+            400,
+            "api_key_hash: names another key than api_key; give one of them",
+            param="api_key_hash",
+            code="invalid_value",
+        )
+    return digest or named
 
 
 def parse_duration(text: str, param: str = "duration") -> timedelta:

@@ -4,8 +4,10 @@
 ``POST /customer/delete|block|unblock``, and ``/global/spend``, ``/global/spend/keys``,
 ``/global/spend/models``, ``/global/spend/end_users``, ``/global/spend/teams`` and
 ``/global/spend/report`` (the ledger's ``spend_logs`` summed per key, model, end user, team or
-day). All of them take the master key. Keys are still never echoed, except the new one that
-``/key/regenerate`` makes (once, like ``/key/generate``); a listing names keys by hash.
+day; the report keeps one key's, end user's or team's calls with LiteLLM's ``api_key`` (by the
+key's digest), ``customer_id`` and ``team_id``). All of them take the master key. Keys are
+still never echoed, except the new one that ``/key/regenerate`` makes (once, like
+``/key/generate``); a listing names keys by hash.
 
 Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /customers and
 /cost_tracking, read 2026-12-03): ``/key/list`` answers ``keys``, ``total_count``,
@@ -48,9 +50,18 @@ from .json_io import (
     read_json,
     send_json,
 )
-from .keys import generate_key, hash_key
-from .limits import MAX_PAGE, MAX_PAGE_SIZE, MAX_RPM_LIMIT, bounded_text, key_hash, query_int
+from .keys import asked_key_hash, generate_key, hash_key
+from .limits import (
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
+    MAX_RPM_LIMIT,
+    bounded_text,
+    end_user_id,
+    key_hash,
+    query_int,
+)
 from .management_routes import KEY_FIELDS, requested_expiry, requested_models, require_master
+from .spend_routes import INTERNAL_USER_HINT
 
 if TYPE_CHECKING:
     from .account_store import EndUserRecord, KeyRecord
@@ -64,6 +75,9 @@ _MAX_IDS = 1000
 #: The query parameters the listings take (any other is a 400, see :func:`query_of`).
 _KEY_LIST_QUERY = frozenset({"page", "size", "key_alias", "team_id", "return_full_object"})
 _DATES = frozenset({"start_date", "end_date"})
+#: ``/global/spend/report``'s: LiteLLM's grouping and filters (its ``internal_user_id`` aside).
+REPORT_PARAMETERS = ("group_by", "api_key", "api_key_hash", "customer_id", "team_id")
+_REPORT_HINTS = {"internal_user_id": f"{INTERNAL_USER_HINT} (customer_id)"}
 
 
 #: ``/key/update`` and ``/key/regenerate``: the key (by secret or hash) and the fields to change.
@@ -258,9 +272,9 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         return handler
 
     def window(
-        scope: Scope, what: str, *more: str
+        scope: Scope, what: str, *more: str, hints: dict[str, str] | None = None
     ) -> tuple[dict[str, str], datetime | None, datetime | None]:
-        query = query_of(scope, _DATES.union(more), what)
+        query = query_of(scope, _DATES.union(more), what, hints)
         return (query, *date_window(query))
 
     async def spend_total(scope: Scope, receive: Receive, send: Send) -> None:
@@ -287,8 +301,19 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def spend_report(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        query, start, end = window(scope, "GET /global/spend/report", "group_by")
-        group = query.get("group_by", "team")
+        query, start, end = window(
+            scope, "GET /global/spend/report", *REPORT_PARAMETERS, hints=_REPORT_HINTS
+        )
+        # LiteLLM's filters: a key (the secret hashed, as keys are stored), an end user, a team
+        only = {
+            "api_key": asked_key_hash(query),
+            "customer": end_user_id(query.get("customer_id"), "customer_id"),
+            "team": _filter(query, "team_id"),
+        }
+        # a key's report is LiteLLM's per-key shape, as its api_key filter answers; an end
+        # user's, per customer
+        default = "api_key" if only["api_key"] else "customer" if only["customer"] else "team"
+        group = query.get("group_by", default)
         if group not in ("team", "customer", "api_key"):
             raise ProxyError(
                 400,
@@ -297,7 +322,12 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
                 code="invalid_value",
             )
         report = await asyncio.to_thread(
-            litellm_store.spend_report, store, group, start=start, end=end
+            litellm_store.spend_report,
+            store,
+            group,
+            start=start,
+            end=end,
+            only={k: v for k, v in only.items() if v is not None},
         )
         await send_json(send, 200, report)
 

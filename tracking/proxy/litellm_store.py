@@ -176,6 +176,16 @@ def _window(statement: Any, column: Any, start: datetime | None, end: datetime |
     return statement
 
 
+def _only(statement: Any, only: Mapping[str, str]) -> Any:
+    """``statement`` kept to the calls of these values (``{"customer": "alice"}``: by the
+    column :data:`GROUPS` names for each)."""
+    from tracking.integrations.sql import spend_calls
+
+    for group, value in only.items():
+        statement = statement.where(spend_calls.c[GROUPS[group]] == value)
+    return statement
+
+
 def total_spend(
     store: AccountStore, start: datetime | None, end: datetime | None
 ) -> tuple[str, dict[str, Any]]:
@@ -319,7 +329,12 @@ _PairSpend = tuple[Decimal, int, dict[str, Any]]
 
 
 def spend_report(
-    store: AccountStore, group: str, *, start: datetime | None, end: datetime | None
+    store: AccountStore,
+    group: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    only: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """LiteLLM's ``/global/spend/report``, in its shapes, summed by the database (the
     quarantined calls included, each call once).
@@ -334,11 +349,13 @@ def spend_report(
     and each of its ``metadata`` (``model_details``) entries, has the flagged pairs of its calls
     beside LiteLLM's fields (``estimated_requests`` / ``estimated_usd``,
     ``quarantined_requests`` / ``quarantined_usd``), each pair only when there are such
-    calls."""
+    calls. ``only`` keeps the calls of one key, end user or team (by :data:`GROUPS`' names:
+    ``{"customer": "alice"}``), as LiteLLM's ``api_key``, ``customer_id`` and ``team_id``
+    filters do."""
     if store.nothing_stored():
         return []
     if group == "api_key":
-        return _report_per_key(store, start, end)
+        return _report_per_key(store, start, end, only or {})
     import sqlalchemy as sa
 
     from tracking.integrations.sql import (
@@ -368,7 +385,7 @@ def spend_report(
         .where(spend_calls.c.start_time.is_not(None))
         .group_by(day_of, column, model, key)
     )
-    statement = _window(statement, spend_calls.c.start_time, start, end)
+    statement = _only(_window(statement, spend_calls.c.start_time, start, end), only or {})
     # day -> team (or end user) -> (model, key hash) -> (spend, tokens, flagged figures)
     days: dict[str, dict[str | None, dict[tuple[str, str | None], _PairSpend]]] = {}
     with engine.connect() as conn:
@@ -411,7 +428,7 @@ def spend_report(
 
 
 def _report_per_key(
-    store: AccountStore, start: datetime | None, end: datetime | None
+    store: AccountStore, start: datetime | None, end: datetime | None, only: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     """``/global/spend/report?group_by=api_key``: LiteLLM's rows per key (dearest first), each
     with ``model_details`` per model. The ledger's ``spend_calls`` holds no input token count:
@@ -438,7 +455,7 @@ def _report_per_key(
         sa.func.coalesce(sa.func.sum(spend_calls.c.output_tokens), 0).label("output"),
         *flagged_measures(engine, spend_calls),
     ).group_by(key, model)
-    statement = _window(statement, spend_calls.c.start_time, start, end)
+    statement = _only(_window(statement, spend_calls.c.start_time, start, end), only)
     # key hash -> (model, spend, input tokens, output tokens, flagged figures) per model
     keys: dict[str | None, list[tuple[str, Decimal, int, int, dict[str, Any]]]] = {}
     with engine.connect() as conn:

@@ -16,6 +16,8 @@ from typing import Any
 
 from .image_store import MAX_EXPIRES, STORED_PREFIX
 from .limits import MAX_PAGE, MAX_PAGE_SIZE
+from .litellm_routes import REPORT_PARAMETERS
+from .spend_routes import LOGS_PARAMETERS
 
 __all__ = ["MODEL_PATHS", "OPERATIONS", "STORED_PATH", "docs_page", "openapi_document"]
 
@@ -68,6 +70,13 @@ _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     # a stored image's URL: a Unix time as the proxy writes it, and an HMAC-SHA256 in hex
     "expires": {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRES},
     "signature": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    # a spend filter's key, by its SHA-256 digest (a secret in a URL is refused)
+    "api_key": {
+        "type": "string",
+        "pattern": "^[0-9a-fA-F]{64}$",
+        "description": "A virtual key's SHA-256 hex digest (LiteLLM's name; never the key)",
+    },
+    "api_key_hash": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
 }
 
 
@@ -265,7 +274,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "/spend/logs": {
         "summary": "The ledger's rows, newest first",
-        "parameters": _query("page", "page_size", "api_key_hash", "user", "start_date", "end_date"),
+        "parameters": _query(*LOGS_PARAMETERS),
         "responses": _answers("A page of rows", 400, 401, 503),
     },
     "/spend/keys": {
@@ -338,7 +347,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "/global/spend/report": {
         "summary": "Spend per day by team or customer, or per key (master key only)",
-        "parameters": _query("start_date", "end_date", "group_by"),
+        "parameters": _query("start_date", "end_date", *REPORT_PARAMETERS),
         "responses": _answers("Daily spend", 400, 401, 403, 503),
     },
     "/openapi.json": {

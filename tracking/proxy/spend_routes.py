@@ -1,9 +1,12 @@
 """``/spend/logs`` and ``/spend/keys``: what was spent, read from the ledger (``spend_logs``).
 
 The master key sees every row; a virtual key sees only the rows of its own calls (filtered by its
-hash, whatever the query asks). ``/spend/logs`` pages newest first (``page`` from 1,
-``page_size`` up to 1000) and filters by end user (``user``) and UTC time (``start_date``
-inclusive, ``end_date`` exclusive; dates or ISO-8601 datetimes), and when calls matching the
+hashes; asking for another key's rows finds none). ``/spend/logs`` pages newest first (``page``
+from 1, ``page_size`` up to 1000) and filters by key (LiteLLM's ``api_key``, the secret hashed
+as keys are stored, or ``api_key_hash``), by call (LiteLLM's ``request_id``), by end user
+(``user``) and UTC time (``start_date`` inclusive, ``end_date`` exclusive; dates or ISO-8601
+datetimes); LiteLLM's ``user_id`` (an internal user, which this proxy has not) is a 400 saying
+what to use instead. When calls matching the
 same filters were recorded at an estimate or are in the ledger's quarantine says how many and
 what they cost (``estimated_requests`` / ``estimated_usd``, ``quarantined_requests`` /
 ``quarantined_usd``, the names every spend report gives them). ``/spend/keys`` sums spend per
@@ -26,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from .auth import request_headers
 from .errors import ProxyError
 from .json_io import Receive, Scope, Send, date_window, query_of, send_json
-from .limits import MAX_PAGE, MAX_PAGE_SIZE, end_user_id, key_hash, query_int
+from .keys import asked_key_hash
+from .limits import MAX_PAGE, MAX_PAGE_SIZE, bounded_text, end_user_id, query_int
 
 if TYPE_CHECKING:
     from .account_store import AccountStore
@@ -38,7 +42,24 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The query parameters each route takes (any other is a 400, see :func:`query_of`).
 _PAGE_QUERY = frozenset({"page", "page_size"})
-_LOGS_QUERY = _PAGE_QUERY | {"api_key_hash", "user", "start_date", "end_date"}
+#: ``/spend/logs``' parameters, in the order ``/openapi.json`` lists them.
+LOGS_PARAMETERS = (
+    "page",
+    "page_size",
+    "api_key",
+    "api_key_hash",
+    "request_id",
+    "user",
+    "start_date",
+    "end_date",
+)
+_LOGS_QUERY = frozenset(LOGS_PARAMETERS)
+#: LiteLLM's filters with no counterpart here, and what to use instead (a 400 saying so).
+INTERNAL_USER_HINT = (
+    "LiteLLM's internal users (/user/*) are not kept here; filter by the key "
+    "(api_key, or api_key_hash) or by the end user"
+)
+_LOGS_HINTS = {"user_id": f"{INTERNAL_USER_HINT} (user)"}
 
 
 def _page_of(rows: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
@@ -79,17 +100,21 @@ def spend_routes(
 
     async def logs(scope: Scope, receive: Receive, send: Send) -> None:
         principal = await caller(scope)
-        query = query_of(scope, _LOGS_QUERY, "GET /spend/logs")
+        query = query_of(scope, _LOGS_QUERY, "GET /spend/logs", _LOGS_HINTS)
         page = query_int(query, "page", 1, MAX_PAGE)
         page_size = query_int(query, "page_size", 100, MAX_PAGE_SIZE)
+        asked = asked_key_hash(query)
         wanted = _own_hashes(principal)
         if wanted is None:
-            asked = key_hash(query.get("api_key_hash"), "api_key_hash")
             wanted = (asked,) if asked is not None else None
+        elif asked is not None and asked not in wanted:
+            wanted = ()  # a virtual key asking for another key's rows: it has none of them
         start, end = date_window(query)
+        request_id = query.get("request_id")
         filters: dict[str, Any] = {
             "key_hashes": wanted,
             "end_user": end_user_id(query.get("user")),
+            "request_id": bounded_text(request_id, "request_id") if request_id else None,
             "start": start,
             "end": end,
         }

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..endpoint import check_api_key, check_base_url
@@ -85,10 +86,30 @@ class Deployment:
 
         return billing_entry(self.model, self.priced_as)
 
+    def unpriced_routes(self) -> list[str]:
+        """The models another than its own that some of its calls run on (a FLUX Kontext
+        deployment's masked edits run on FLUX Fill) and are billed as
+        (:func:`tracking.pricing.served_entry`, by its terms), for which no price is found
+        today: those calls would be recorded unpriced."""
+        from ..pricing import billing_keys, served_entry
+        from ..providers.black_forest_labs import served_models
+
+        provider, upstream_model = split_provider(self.model)
+        if provider != "black_forest_labs":
+            return []
+        registered = billing_keys(self.model, self.priced_as)
+        today = datetime.now(UTC).date()
+        return [
+            served
+            for served in served_models(upstream_model)
+            if served_entry(served, registered, [served], today)[0] is None
+        ]
+
     def priced(self) -> bool:
-        """Whether its calls are priced today: ``/health``'s ``priced``, the proxy's start
-        warning and the unpriced-call counters a router's groups start at 0 all ask this."""
-        return self.price_entry() is not None
+        """Whether its calls are priced today, those it serves with another model too
+        (:meth:`unpriced_routes`): ``/health``'s ``priced``, the proxy's start warning and the
+        unpriced-call counters a router's groups start at 0 all ask this."""
+        return self.price_entry() is not None and not self.unpriced_routes()
 
     def serves(self, operation: str) -> bool:
         """Whether its provider does ``operation`` (``image_edit``, ``image_generation``;
