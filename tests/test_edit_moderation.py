@@ -19,10 +19,12 @@ import openai
 import pytest
 
 import tracking
-from tests.conftest import make_png
+from tests.conftest import API_KEY, make_png
 from tests.proxy_support import ProxyProcess, ledger_row, same_name_config
 from tests.services import require_tool
 from tracking.testing import FakeOpenAI
+from tracking.testing.fake_bfl import FakeBFL
+from tracking.testing.fake_gemini import FakeGemini
 
 MASTER_KEY = "sk-master-edit-moderation-0123456789"
 PROMPT = "add a hat"
@@ -115,3 +117,27 @@ def test_curl_dash_f_moderation_reaches_the_upstream(proxy, fake, tmp_path):
     )
     assert json.loads(answer.stdout)["data"][0]["b64_json"]
     assert fake.requests[-1].fields["moderation"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("model", "fake_kind"),
+    [("gemini/gemini-9-flash-image", FakeGemini), ("black_forest_labs/flux-9-pro", FakeBFL)],
+)
+def test_a_provider_without_a_moderation_field_refuses_it_for_a_model_of_no_family(
+    model, fake_kind
+):
+    """A model the family table does not know (a newer one) gets only its provider's checks:
+    Gemini's and BFL's APIs have no field for OpenAI's ``moderation``, which was dropped without
+    a word while the event recorded it as applied."""
+    with fake_kind(api_keys=[API_KEY]) as other:
+        with pytest.raises(tracking.UnsupportedParamsError) as refused:
+            tracking.image_edit(
+                image=make_png(),
+                prompt=PROMPT,
+                model=model,
+                moderation="low",
+                api_key=API_KEY,
+                api_base=other.url,
+            )
+        assert refused.value.param == "moderation"
+        assert other.requests == [] if fake_kind is FakeGemini else other.jobs == {}

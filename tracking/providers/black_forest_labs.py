@@ -179,7 +179,14 @@ class _Job:
 
 
 #: OpenAI parameters BFL's API has no field for.
-_NOT_TAKEN = ("quality", "background", "input_fidelity", "output_compression", "response_format")
+_NOT_TAKEN = (
+    "quality",
+    "background",
+    "input_fidelity",
+    "moderation",
+    "output_compression",
+    "response_format",
+)
 
 
 def _check_request(request: ImageEditRequest, options: CallOptions) -> None:

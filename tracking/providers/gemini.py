@@ -212,6 +212,7 @@ _NOT_TAKEN = (
     "output_format",
     "output_compression",
     "input_fidelity",
+    "moderation",
     "response_format",
 )
 
