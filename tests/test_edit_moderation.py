@@ -25,6 +25,7 @@ from tests.services import require_tool
 from tracking.testing import FakeOpenAI
 from tracking.testing.fake_bfl import FakeBFL
 from tracking.testing.fake_gemini import FakeGemini
+from tracking.testing.fake_xai import FakeXAI
 
 MASTER_KEY = "sk-master-edit-moderation-0123456789"
 PROMPT = "add a hat"
@@ -121,14 +122,18 @@ def test_curl_dash_f_moderation_reaches_the_upstream(proxy, fake, tmp_path):
 
 @pytest.mark.parametrize(
     ("model", "fake_kind"),
-    [("gemini/gemini-9-flash-image", FakeGemini), ("black_forest_labs/flux-9-pro", FakeBFL)],
+    [
+        ("gemini/gemini-9-flash-image", FakeGemini),
+        ("black_forest_labs/flux-9-pro", FakeBFL),
+        ("xai/grok-imagine-image-pro", FakeXAI),
+    ],
 )
 def test_a_provider_without_a_moderation_field_refuses_it_for_a_model_of_no_family(
     model, fake_kind
 ):
     """A model the family table does not know (a newer one) gets only its provider's checks:
-    Gemini's and BFL's APIs have no field for OpenAI's ``moderation``, which was dropped without
-    a word while the event recorded it as applied."""
+    Gemini's, BFL's and xAI's APIs have no field for OpenAI's ``moderation``, which was dropped
+    without a word while the event recorded it as applied."""
     with fake_kind(api_keys=[API_KEY]) as other:
         with pytest.raises(tracking.UnsupportedParamsError) as refused:
             tracking.image_edit(
@@ -140,4 +145,4 @@ def test_a_provider_without_a_moderation_field_refuses_it_for_a_model_of_no_fami
                 api_base=other.url,
             )
         assert refused.value.param == "moderation"
-        assert other.requests == [] if fake_kind is FakeGemini else other.jobs == {}
+        assert other.jobs == {} if fake_kind is FakeBFL else other.requests == []

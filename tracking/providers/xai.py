@@ -47,6 +47,7 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    refuse_unsupported,
     request_headers,
     text_field,
 )
@@ -80,6 +81,16 @@ ASPECT_RATIOS = (
 RESOLUTIONS = (("1k", 1024), ("2k", 2048))
 _WIDEST = 20 / 9
 _MODERATION_WORDS = ("moderation", "content policy", "safety")
+#: OpenAI parameters xAI's image edits have no field for (its guide and reference, read
+#: 2026-12-03): refused for every model, also one the family table does not list.
+_NOT_TAKEN = (
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "moderation",
+)
 _BAD_KEY_WORDS = ("incorrect api key", "invalid api key")
 
 
@@ -136,6 +147,7 @@ class XAIProvider:
                 param="mask",
                 rule="unsupported",
             )
+        refuse_unsupported(request, options, "xAI", _NOT_TAKEN)
         api_key = api_key_for(options, "xAI", *self.key_variables)
         api_base = api_base_for(options, "XAI_API_BASE", DEFAULT_XAI_API_BASE)
         body: dict[str, Any] = {
