@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EDITS_AND_GENERATIONS",
     "EDITS_ONLY",
+    "GPT_IMAGE_OPTIONS",
     "OpenAIAnswers",
     "Poll",
     "PreparedRequest",
@@ -207,6 +208,18 @@ def refuse_several_images(request: ImageEditRequest, makes: str, advice: str = "
             rule="range",
             code="integer_above_max_value",
         )
+
+
+#: OpenAI's GPT image options that providers with no such fields (Gemini, xAI, Recraft)
+#: refuse through :func:`refuse_unsupported`.
+GPT_IMAGE_OPTIONS = (
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "moderation",
+)
 
 
 def refuse_unsupported(

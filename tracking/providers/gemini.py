@@ -107,6 +107,7 @@ from ..response import (
 )
 from .base import (
     EDITS_AND_GENERATIONS,
+    GPT_IMAGE_OPTIONS,
     PreparedRequest,
     UpstreamError,
     api_base_for,
@@ -205,16 +206,7 @@ def image_config(size: str | None, model: str) -> tuple[dict[str, str], str]:
 
 
 #: OpenAI parameters Gemini's ``generateContent`` has no field for (its answer is base64).
-_NOT_TAKEN = (
-    "mask",
-    "quality",
-    "background",
-    "output_format",
-    "output_compression",
-    "input_fidelity",
-    "moderation",
-    "response_format",
-)
+_NOT_TAKEN = ("mask", *GPT_IMAGE_OPTIONS, "response_format")
 
 
 def check_request(request: ImageEditRequest, options: CallOptions) -> None:

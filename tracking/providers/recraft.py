@@ -25,6 +25,7 @@ from ..images import encodes_image_or_svg
 from ..request import form_items
 from ..response import ImageResponse, check_b64_images, plausible_charge, upstream_json
 from .base import (
+    GPT_IMAGE_OPTIONS,
     OpenAIAnswers,
     PreparedRequest,
     UpstreamError,
@@ -110,16 +111,7 @@ class RecraftProvider(OpenAIAnswers):
 
 #: OpenAI parameters Recraft's image-to-image and inpaint have no field for (its answers are
 #: asked for as base64)
-_NOT_TAKEN = (
-    "size",
-    "quality",
-    "background",
-    "output_format",
-    "output_compression",
-    "input_fidelity",
-    "moderation",
-    "response_format",
-)
+_NOT_TAKEN = ("size", *GPT_IMAGE_OPTIONS, "response_format")
 MAX_N = 6
 
 

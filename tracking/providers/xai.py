@@ -41,6 +41,7 @@ from ..errors import (
 from ..families import pixel_size
 from ..response import ImageResponse, check_b64_images, plausible_charge, upstream_json
 from .base import (
+    GPT_IMAGE_OPTIONS,
     PreparedRequest,
     UpstreamError,
     add_extra_members,
@@ -83,14 +84,7 @@ _WIDEST = 20 / 9
 _MODERATION_WORDS = ("moderation", "content policy", "safety")
 #: OpenAI parameters xAI's image edits have no field for (its guide and reference, read
 #: 2026-12-03): refused for every model, also one the family table does not list.
-_NOT_TAKEN = (
-    "quality",
-    "background",
-    "output_format",
-    "output_compression",
-    "input_fidelity",
-    "moderation",
-)
+_NOT_TAKEN = GPT_IMAGE_OPTIONS
 _BAD_KEY_WORDS = ("incorrect api key", "invalid api key")
 
 
