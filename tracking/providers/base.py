@@ -211,7 +211,7 @@ def refuse_several_images(request: ImageEditRequest, makes: str, advice: str = "
 
 
 #: OpenAI's GPT image options that providers with no such fields (Gemini, xAI, Recraft)
-#: refuse through :func:`refuse_unsupported`.
+#: refuse before sending (dropped with ``drop_params=True``).
 GPT_IMAGE_OPTIONS = (
     "quality",
     "background",
