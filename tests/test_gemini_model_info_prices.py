@@ -132,7 +132,9 @@ def test_the_deployment_is_ranked_at_its_per_image_price(gemini):
 
 
 @pytest.mark.parametrize("model", [MODEL, "vertex_ai/gemini-3.1-flash-image"])
-def test_a_per_image_price_beside_an_output_token_price_of_unknown_kind_is_refused(gemini, model):
+def test_a_per_image_price_beside_an_output_token_price_of_unknown_kind_is_refused(
+    gemini, vertex, model
+):
     info = {key: LITELLM_GEMINI[key] for key in ("output_cost_per_token", "output_cost_per_image")}
     with pytest.raises(ConfigurationError, match="output_cost_per_image_token"):
         _router(gemini, info, model)

@@ -247,6 +247,8 @@ _LITELLM_PARAMS: dict[str, Check] = {
     "organization": _is_str,
     "weight": _is_non_negative_number,
     "order": _is_int(1),
+    "vertex_project": _is_str,
+    "vertex_location": _is_str,
 }
 #: LiteLLM's per-token price keys, in USD per token: LiteLLM reads them in a deployment's
 #: ``litellm_params`` or its ``model_info``, and so does the proxy (``tracking.proxy.prices``).
@@ -303,6 +305,10 @@ _LITELLM_PARAMS_NOT_USED = {
     "max_retries": "the router makes every retry itself (router_settings.num_retries, or the "
     "call's max_retries), never multiplied by a client's",
     "organization": "no OpenAI-Organization header is sent; use a key of that organization",
+    "vertex_project": "Vertex AI's project is read from the environment: set VERTEXAI_PROJECT "
+    "(or GOOGLE_CLOUD_PROJECT)",
+    "vertex_location": "Vertex AI's location is read from the environment: set "
+    "VERTEXAI_LOCATION (or GOOGLE_CLOUD_LOCATION; default global)",
 }
 _ROUTER_SETTINGS_NOT_USED = frozenset(
     {"retry_after", "context_window_fallbacks", "enable_pre_call_checks", "model_group_alias"}

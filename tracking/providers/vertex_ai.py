@@ -38,6 +38,16 @@ def _env(*names: str) -> str | None:
     return None
 
 
+def _project() -> str:
+    project = _env("VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT")
+    if not project:
+        raise ConfigurationError(
+            "vertex_ai: no Google Cloud project; set VERTEXAI_PROJECT (or GOOGLE_CLOUD_PROJECT) "
+            "in the environment (LiteLLM's litellm_params.vertex_project is not read)"
+        )
+    return project
+
+
 class VertexAIProvider(GeminiAnswers):
     name = "vertex_ai"
     #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
@@ -46,13 +56,15 @@ class VertexAIProvider(GeminiAnswers):
     encodes_images = True
     operations = EDITS_AND_GENERATIONS
 
+    def check_settings(self, model: str, api_base: str | None, api_version: str | None) -> None:
+        """A deployment needs its Google Cloud project in the environment (checked when a
+        router or the proxy loads it, as its key is: :func:`tracking.providers.check_deployment`):
+        without it every call would fail."""
+        _project()
+
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         check_request(request, options)
-        project = _env("VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT")
-        if not project:
-            raise ConfigurationError(
-                "vertex_ai: no Google Cloud project; set VERTEXAI_PROJECT (or GOOGLE_CLOUD_PROJECT)"
-            )
+        project = _project()
         location = _env("VERTEXAI_LOCATION", "GOOGLE_CLOUD_LOCATION") or "global"
         token = options.api_key or _env("VERTEX_ACCESS_TOKEN")
         if not token:
