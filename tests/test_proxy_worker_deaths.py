@@ -117,14 +117,17 @@ def test_workers_killed_at_every_start_stop_the_proxy_with_status_1(tmp_path):
     assert _exit_status(proxy) == 1, proxy.log()
     log = proxy.log()
     last = _last_line(log)
+    # Each worker kills itself as it imports the callback; on a very loaded machine uvicorn's
+    # 5 s health check may kill one first, still importing: the line counts each cause.
+    cause = r"killed (?:by SIGKILL|for not answering uvicorn's health check within 5 s)"
     assert re.fullmatch(
-        r"tracking serve: worker deaths within 3600 s: (\d+) \(\1 killed by SIGKILL; the last, "
-        r"\[\d+\], killed by SIGKILL\): the proxy stopped instead of starting another "
+        rf"tracking serve: worker deaths within 3600 s: (\d+) \(\d+ {cause}(?:, \d+ {cause})?; "
+        rf"the last, \[\d+\], {cause}\): the proxy stopped instead of starting another "
         rf"\({RESTARTS_ENV}=3 restarts within {SECONDS_ENV}=3600\)",
         last,
     ), log
     # both workers may die at once: the last deaths are then more than one past the limit
-    restarted = len(re.findall(r"killed by SIGKILL: started again as", log))
+    restarted = len(re.findall(rf"{cause}: started again as", log))
     assert restarted <= 3 < int(re.findall(r"\d+", last)[1]), log
     assert "ERROR:     tracking.proxy: workers keep dying: stopping the proxy" in log
     assert "Traceback" not in log and "SIGTERM" not in log
