@@ -267,7 +267,7 @@ class SpendLogsInserter:
             if (
                 self._busy_slices
                 and isinstance(exc, sqlite3.OperationalError)
-                and (lock_refused(exc))
+                and lock_refused(exc)
             ):
                 connection.rollback()  # a lock held elsewhere: the connection is fine
             elif self.is_transient(exc):

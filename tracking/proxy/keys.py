@@ -33,7 +33,7 @@ from ..environment_numbers import seconds_from_environment
 from .account_store import read_store
 from .auth import Principal
 from .errors import ProxyError
-from .limits import MAX_KEY_LIFETIME, key_hash
+from .limits import KEY_HASH, MAX_KEY_LIFETIME, key_hash, secret_in_query
 
 if TYPE_CHECKING:
     from .account_store import AccountStore, KeyRecord
@@ -74,9 +74,6 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
-
-
 def asked_key_hash(query: Mapping[str, str]) -> str | None:
     """The key a spend query filters by, as its SHA-256 hex digest: ``api_key_hash``, or
     LiteLLM's ``api_key`` naming it by that digest (as LiteLLM's own filter also takes it); both
@@ -84,14 +81,12 @@ def asked_key_hash(query: Mapping[str, str]) -> str | None:
     ``/key/info``: a secret in a URL lands in access logs and proxies' histories. The value is
     never echoed: a refusal names the parameter alone."""
     secret = query.get("api_key")
-    if secret and not _DIGEST.fullmatch(secret):
-        raise ProxyError(
-            400,
-            "api_key: a key is never accepted in the query string (it would land in access "
-            "logs and proxies' histories); name it by its SHA-256 hex digest, api_key=<digest> "
-            "or api_key_hash=<digest>, as /key/generate and /key/list give it",
-            param="api_key",
-            code="secret_in_query_string",
+    if secret and not KEY_HASH.fullmatch(secret):
+        raise secret_in_query(
+            "api_key",
+            " (it would land in access logs and proxies' histories); name it by its SHA-256 "
+            "hex digest, api_key=<digest> or api_key_hash=<digest>, as /key/generate and "
+            "/key/list give it",
         )
     named = key_hash(query.get("api_key_hash"), "api_key_hash")
     digest = key_hash(secret, "api_key")

@@ -54,7 +54,7 @@ MAX_PAGE_SIZE = 1000
 
 # C0 controls (NUL included), DEL and the C1 controls: never part of an identifier.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_KEY_HASH = re.compile(r"[0-9a-fA-F]{64}")
+KEY_HASH = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def _bad(param: str, message: str) -> ProxyError:
@@ -85,9 +85,21 @@ def key_hash(value: str | None, param: str = "key_hash") -> str | None:
     """A key's SHA-256 hex digest as a query names it; None when absent."""
     if not value:
         return None
-    if not _KEY_HASH.fullmatch(value):
+    if not KEY_HASH.fullmatch(value):
         raise _bad(param, "expected a key's SHA-256 digest (64 hexadecimal characters)")
     return value.lower()
+
+
+def secret_in_query(param: str, how: str) -> ProxyError:
+    """The refusal of a key's secret given as the query parameter ``param`` (a URL ends up in
+    access logs and proxies' histories); ``how`` says how to name the key instead. The value is
+    never echoed."""
+    return ProxyError(
+        400,
+        f"{param}: a key is never accepted in the query string{how}",
+        param=param,
+        code="secret_in_query_string",
+    )
 
 
 def bounded_int(value: int, param: str, *, low: int, high: int) -> int:

@@ -33,7 +33,7 @@ from .json_io import (
     utc_datetime,
 )
 from .keys import generate_key, hash_key, parse_duration
-from .limits import MAX_KEY_LIFETIME, MAX_RPM_LIMIT, end_user_id, key_hash
+from .limits import MAX_KEY_LIFETIME, MAX_RPM_LIMIT, end_user_id, key_hash, secret_in_query
 
 if TYPE_CHECKING:
     from .accounts import Accounts
@@ -192,12 +192,10 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         principal = await auth.authenticate(request_headers(scope))
         query = query_of(scope, frozenset({"key", "key_hash"}), "GET /key/info")
         if "key" in query:  # a secret in a URL ends up in access logs and proxies' histories
-            raise ProxyError(
-                400,
-                "key: a key is never accepted in the query string; ask with key_hash=<its "
-                "SHA-256 hex digest>, or call with the key itself as the bearer token",
-                param="key",
-                code="secret_in_query_string",
+            raise secret_in_query(
+                "key",
+                "; ask with key_hash=<its SHA-256 hex digest>, or call with the key itself as "
+                "the bearer token",
             )
         wanted = key_hash(query.get("key_hash"))
         if principal.kind != "master":
