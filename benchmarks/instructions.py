@@ -111,6 +111,9 @@ def _counted(
         Integrations.off()
     else:
         enabled.on()
+    # Started with instrumentation off (Python's start and imports run several times faster
+    # so): it is turned on for the warm-up, whose counts are zeroed before the measured calls.
+    _control(os.getpid(), "--instr=on")
     run(WARMUP_CALLS)
     if enabled is not None:
         enabled.flush()
@@ -240,7 +243,7 @@ def sdk_part(
     folder.mkdir()
     result, out = folder / "sdk.json", folder / "sdk"
     command = [
-        *_callgrind(out),
+        *_callgrind(out, counting=False),
         sys.executable,
         str(Path(__file__).resolve()),
         inside,

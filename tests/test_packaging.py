@@ -1,10 +1,14 @@
 """The distribution as a user gets it: ``python -m build``, then the wheel in a fresh virtualenv.
 
-One module-scoped build makes the wheel and the sdist from this checkout (``python -m build``,
-isolated, as a release would). The wheel is installed with the ``proxy`` extra into a fresh
-virtualenv outside the repository, where ``tracking quickstart`` must run the proxy against the
-fake upstream end to end; and beside a user's own top-level package named ``integrations``,
-which must not break either side. Dependencies come from the package index, as for any user.
+One module-scoped build makes the wheel and the sdist from this checkout (``python -m build``
+with the build backend the ``dev`` extra installs: nothing is fetched while tests run). The wheel
+is installed into a fresh virtualenv outside the repository, where ``tracking quickstart`` must
+run the proxy against the fake upstream end to end; and beside a user's own top-level package
+named ``integrations``, which must not break either side. The wheel's dependencies are not
+downloaded (no test needs the network): the fresh virtualenv sees the packages of the one the
+tests run in through a ``.pth`` file of plain paths (which runs no other ``.pth``, so this
+checkout's editable install is not seen), and a test checks that they satisfy every requirement
+the wheel declares for its ``proxy`` extra, as a user's ``pip install`` would have to.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -49,7 +54,8 @@ def _run(command: list[str], *, cwd: Path, timeout: float = 600, **env: str) -> 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], cwd=out)
+    build = [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)]
+    _run(build, cwd=out)
     (wheel,) = out.glob("*.whl")
     (sdist,) = out.glob("*.tar.gz")
     return {"wheel": wheel, "sdist": sdist}
@@ -57,16 +63,51 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def venv(dist: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv, outside the repository, with the wheel and its proxy extra. The
-    installer is this environment's pip pointed at it (``--python``): the virtualenv gets
-    exactly what a user's ``pip install`` puts there, without a pip of its own (ensurepip) or
-    the installed packages compiled ahead of use, which were half of this fixture's 30 s."""
+    """A fresh virtualenv, outside the repository, with the wheel. The installer is this
+    environment's pip pointed at it (``--python``), offline and without dependencies: those are
+    this environment's packages, seen through a ``.pth`` file of their folders' paths."""
     home = tmp_path_factory.mktemp("venv")
     _run([sys.executable, "-m", "venv", "--without-pip", str(home / "env")], cwd=home)
     python = home / "env" / "bin" / "python"
-    install = ["install", "-q", "--no-compile", f"{dist['wheel']}[proxy]"]
+    site = _run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=home
+    )
+    ours = {sysconfig.get_paths()[name] for name in ("purelib", "platlib")}
+    (Path(site.strip()) / "test-dependencies.pth").write_text("".join(f"{p}\n" for p in ours))
+    install = ["install", "-q", "--no-compile", "--no-index", "--no-deps", str(dist["wheel"])]
     _run([sys.executable, "-m", "pip", "--python", str(python), *install], cwd=home)
     return home / "env" / "bin"
+
+
+CHECK_REQUIREMENTS = """
+from importlib.metadata import PackageNotFoundError, distribution, requires, version
+from packaging.requirements import Requirement
+import tracking
+unmet = []
+for line in requires("image-edit-tracking") or []:
+    wanted = Requirement(line)
+    if wanted.marker is not None and not wanted.marker.evaluate({"extra": "proxy"}):
+        continue
+    try:
+        found = version(wanted.name)
+    except PackageNotFoundError:
+        found = None
+    if found is None or not wanted.specifier.contains(found, prereleases=True):
+        unmet.append(f"{wanted} (found {found})")
+print(tracking.__file__)
+print(distribution("image-edit-tracking").read_text("METADATA").count("Provides-Extra: proxy"))
+print(unmet)
+"""
+
+
+def test_the_installed_wheel_is_what_runs_and_its_proxy_extra_is_met(venv, tmp_path):
+    """The virtualenv imports tracking from the wheel (not this checkout), and every
+    requirement the wheel declares for ``image-edit-tracking[proxy]`` is met there."""
+    out = _run([str(venv / "python"), "-c", CHECK_REQUIREMENTS], cwd=tmp_path).splitlines()
+    imported = Path(out[0]).resolve()
+    assert venv.parent.resolve() in imported.parents and ROOT not in imported.parents, out
+    assert out[1] == "1", out
+    assert out[2] == "[]", out
 
 
 def test_the_wheel_and_sdist_carry_the_one_distribution_name_and_the_right_files(dist):

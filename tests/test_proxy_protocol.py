@@ -12,6 +12,7 @@ id, error codes are OpenAI's, refusals are counted under their own label, and th
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -585,24 +586,19 @@ console.log(JSON.stringify({
 
 @pytest.fixture(scope="module")
 def node_openai(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with the official ``openai`` Node package installed (npm, version 6)."""
-    import subprocess
-
+    """A folder whose script imports the official ``openai`` Node package (version 6), which
+    ``.ci/run`` installs beside this virtualenv before the tests run (no test fetches anything):
+    ``npm install --prefix .venv/node openai@6``."""
     from tests.services import require_tool, unavailable
 
     require_tool("node", "nodejs")
-    npm = require_tool("npm", "npm")
+    modules = Path(sys.prefix) / "node" / "node_modules"
+    if not (modules / "openai" / "package.json").is_file():
+        wanted = f"npm install --prefix {modules.parent} openai@6"
+        unavailable(f"the openai Node package is not installed: {wanted}")
     folder = tmp_path_factory.mktemp("node-openai")
     (folder / "package.json").write_text('{"private": true, "type": "module"}')
-    installed = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--silent", "openai@6"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if installed.returncode != 0:
-        unavailable(f"npm could not install openai: {installed.stderr[-500:]}")
+    (folder / "node_modules").symlink_to(modules, target_is_directory=True)
     (folder / "calls.mjs").write_text(NODE_SCRIPT)
     return folder
 
