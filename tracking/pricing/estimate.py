@@ -50,6 +50,7 @@ __all__ = [
     "PARTIAL_IMAGE_TOKENS",
     "REFERENCE_OUTPUT_TOKENS",
     "entry_estimate",
+    "entry_max_cost",
     "estimate_call_cost",
     "estimate_first_priced",
     "estimate_incomplete_stream",
@@ -248,8 +249,13 @@ def estimate_max_cost(
     ``partial_images``) may cost on ``model``, found as billing finds it
     (:func:`~tracking.pricing.billing_entry`); None when its calls are unpriced."""
     entry = billing_entry(model, None, day)
-    if entry is None:
-        return None
+    return None if entry is None else entry_max_cost(entry, params)
+
+
+def entry_max_cost(entry: PriceEntry, params: Mapping[str, Any]) -> Decimal | None:
+    """The most one call with ``params`` may cost at ``entry`` (:func:`estimate_max_cost`'s
+    figure, for an entry already found: a masked FLUX Kontext call's Fill price); None when
+    the entry cannot price it."""
     prompt = params.get("prompt")
     quality, size = params.get("quality"), params.get("size")
     total = entry_estimate(

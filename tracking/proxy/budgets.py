@@ -53,7 +53,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..pricing import price_day
-from ..pricing.estimate import INPUT_IMAGE_TOKENS, estimate_incomplete_stream, max_expected_cost
+from ..pricing.estimate import (
+    INPUT_IMAGE_TOKENS,
+    entry_max_cost,
+    estimate_incomplete_stream,
+    max_expected_cost,
+)
 from ..request import end_user_of
 from .account_store import read_store
 from .errors import ProxyError
@@ -63,6 +68,7 @@ from .shared_counters import UNITS_PER_USD, Counters, to_units
 if TYPE_CHECKING:
     from ..config import ProxyConfig
     from ..request import ImageEditRequest
+    from ..router import Deployment
     from .account_store import AccountStore, EndUserRecord
     from .auth import Principal
 
@@ -198,6 +204,8 @@ class Budgets:
         self._users: dict[str, tuple[EndUserRecord | None, float]] = {}
         #: model group -> what its calls may be priced as (see ``priced_models``)
         self._priced_as: dict[str, list[str]] = {}
+        #: model group -> its deployments some of whose calls run on another model
+        self._rerouted: dict[str, list[Deployment]] = {}
         self.allow_when_unavailable = config.general_settings.budget_store_unavailable == "allow"
         #: End users with a budget or a block, as last read (None: never read, or too many).
         self._with_rules: frozenset[str] | None = None
@@ -269,6 +277,29 @@ class Budgets:
         :meth:`reset_end_user`)."""
         await self.counters.drop([_key_counter(budget_key)])
 
+    def _most_rerouted(
+        self, model: str, params: Mapping[str, Any], day: date, expected: Decimal | None
+    ) -> Decimal | None:
+        """``expected``, or more: the most the call may cost on a model another than its
+        deployment's that it runs on (a masked FLUX Kontext edit runs on FLUX Fill, billed at
+        Fill's price by the deployment's terms), so that its hold covers what it is billed."""
+        rerouted = self._rerouted.get(model)
+        if rerouted is None:
+            from .models import router_deployments
+
+            rerouted = self._rerouted[model] = [
+                d
+                for d in router_deployments(self.config)
+                if d.model_name == model and d.served_routes()
+            ]
+        costs = [
+            cost
+            for deployment in rerouted
+            for _, entry in deployment.served_routes(day)
+            if entry is not None and (cost := entry_max_cost(entry, params)) is not None
+        ]
+        return max([*costs, *([] if expected is None else [expected])], default=None)
+
     async def reserve(
         self,
         principal: Principal,
@@ -338,6 +369,8 @@ class Budgets:
         if upstream is None:  # each deployment's model, and its own prices where it has them
             upstream = self._priced_as[model] = priced_models(self.config, model) or [model]
         expected = max_expected_cost(upstream, params, reservation.day)
+        if params.get("mask") is not None:  # a masked FLUX Kontext edit runs on Fill
+            expected = self._most_rerouted(model, params, reservation.day, expected)
         if expected is None and not self.config.general_settings.allow_unpriced_with_budgets:
             raise _unpriced(model, budgets[0][2][0])
         amount = to_units(expected) if expected is not None else 0

@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..endpoint import check_api_key, check_base_url
@@ -86,11 +86,11 @@ class Deployment:
 
         return billing_entry(self.model, self.priced_as)
 
-    def unpriced_routes(self) -> list[str]:
-        """The models another than its own that some of its calls run on (a FLUX Kontext
-        deployment's masked edits run on FLUX Fill) and are billed as
-        (:func:`tracking.pricing.served_entry`, by its terms), for which no price is found
-        today: those calls would be recorded unpriced."""
+    def served_routes(self, day: date | None = None) -> list[tuple[str, PriceEntry | None]]:
+        """(model, the entry its calls are billed from on ``day``, None: today) for each model
+        another than its own that some of its calls run on (a FLUX Kontext deployment's masked
+        edits run on FLUX Fill), billed as it by the deployment's terms
+        (:func:`tracking.pricing.served_entry`); the entry None when no price is found."""
         from ..pricing import billing_keys, served_entry
         from ..providers.black_forest_labs import served_models
 
@@ -98,12 +98,16 @@ class Deployment:
         if provider != "black_forest_labs":
             return []
         registered = billing_keys(self.model, self.priced_as)
-        today = datetime.now(UTC).date()
+        day = day or datetime.now(UTC).date()
         return [
-            served
+            (served, served_entry(served, registered, [served], day)[0])
             for served in served_models(upstream_model)
-            if served_entry(served, registered, [served], today)[0] is None
         ]
+
+    def unpriced_routes(self) -> list[str]:
+        """The models of :meth:`served_routes` for which no price is found today: those calls
+        would be recorded unpriced."""
+        return [served for served, entry in self.served_routes() if entry is None]
 
     def priced(self) -> bool:
         """Whether its calls are priced today, those it serves with another model too
