@@ -278,7 +278,7 @@ class Budgets:
         await self.counters.drop([_key_counter(budget_key)])
 
     def _most_rerouted(
-        self, model: str, params: Mapping[str, Any], day: date, expected: Decimal | None
+        self, model: str, params: Mapping[str, Any], day: date | None, expected: Decimal | None
     ) -> Decimal | None:
         """``expected``, or more: the most the call may cost on a model another than its
         deployment's that it runs on (a masked FLUX Kontext edit runs on FLUX Fill, billed at
