@@ -32,9 +32,13 @@ def accounts_config(
     name: str = "config.yaml",
     models: tuple[str, ...] = ("gpt-image-1", "dall-e-2"),
     general: dict[str, Any] | None = None,
+    model_list: list[dict[str, Any]] | None = None,
 ) -> Path:
+    """The config (``model_list``: these deployments instead of one per name of ``models`` at
+    ``fake_url``)."""
     document: dict[str, Any] = {
-        "model_list": [
+        "model_list": model_list
+        or [
             {
                 "model_name": model,
                 "litellm_params": {

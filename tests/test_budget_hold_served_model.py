@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.accounts_support import bearer, ledger_env
+from tests.accounts_support import accounts_config, bearer, ledger_env
 from tests.conftest import make_half_mask, make_png
-from tests.proxy_support import MASTER_KEY, ProxyProcess, write_config
+from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tracking.testing.fake_bfl import FakeBFL
 
 BFL_KEY = "bfl-test-key-0123456789abcdef"
@@ -36,23 +36,15 @@ def proxy(bfl: FakeBFL, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
     folder: Path = tmp_path_factory.mktemp("hold-served")
     url = f"sqlite:///{folder / 'ledger.db'}"
     params = {"model": "black_forest_labs/flux-kontext-pro", "api_key": BFL_KEY}
-    document: dict[str, Any] = {
-        "model_list": [
-            {"model_name": "kontext", "litellm_params": {**params, "api_base": bfl.url}},
-            {
-                "model_name": "kontext-deal",
-                "litellm_params": {**params, "api_base": bfl.url},
-                "model_info": {"id": "deal", "discount": "0.2"},
-            },
-        ],
-        "litellm_settings": {"success_callback": ["sql"], "failure_callback": ["sql"]},
-        "general_settings": {
-            "master_key": MASTER_KEY,
-            "database_url": url,
-            "auto_migrate": True,
+    model_list: list[dict[str, Any]] = [
+        {"model_name": "kontext", "litellm_params": {**params, "api_base": bfl.url}},
+        {
+            "model_name": "kontext-deal",
+            "litellm_params": {**params, "api_base": bfl.url},
+            "model_info": {"id": "deal", "discount": "0.2"},
         },
-    }
-    config = write_config(folder / "config.yaml", document)
+    ]
+    config = accounts_config(folder, bfl.url, url, model_list=model_list)
     with ProxyProcess(config, env=ledger_env(url)) as process:
         yield process
 
