@@ -87,31 +87,42 @@ def edit(router: Router) -> None:
     router.image_edit(model="nano", image=make_png(64, 64), prompt=PROMPT)
 
 
+def sdk_edit(gemini: FakeGemini, **params: Any) -> None:
+    """One SDK edit of ``MODEL`` sent to the fake (``params`` add to or replace its own)."""
+    call = {"model": MODEL, "api_key": TOKEN, "api_base": gemini.url, **params}
+    tracking.image_edit(image=make_png(64, 64), prompt=PROMPT, **call)
+
+
 # -- per deployment, the environment as fallback -------------------------------------------
 
 
-def test_a_deployments_project_and_location_reach_the_url(gemini, env_project):
-    with Router([deployment(gemini, vertex_project="proj-a", vertex_location="europe-west4")]) as r:
-        edit(r)
-    assert gemini.requests[-1].path == path("proj-a", "europe-west4")
+ENVIRONMENT = {"VERTEXAI_PROJECT": "env-project", "VERTEXAI_LOCATION": "us-east5"}
 
 
-def test_a_deployments_project_alone_keeps_the_environments_location(gemini, env_project):
-    with Router([deployment(gemini, vertex_project="proj-a")]) as r:
-        edit(r)
-    assert gemini.requests[-1].path == path("proj-a", "us-east5")
-
-
-def test_without_them_the_environments_project_and_location_are_used(gemini, env_project):
-    with Router([deployment(gemini)]) as r:
-        edit(r)
-    assert gemini.requests[-1].path == path("env-project", "us-east5")
-
-
-def test_without_any_location_the_global_one_is_used(gemini, no_project):
-    with Router([deployment(gemini, vertex_project="proj-a")]) as r:
-        edit(r)
-    assert gemini.requests[-1].path == path("proj-a", "global")
+@pytest.mark.parametrize(
+    ("environment", "params", "expected"),
+    [
+        # the deployment's own, over the environment's
+        (ENVIRONMENT, {"vertex_project": "proj-a", "vertex_location": "europe-west4"},
+         ("proj-a", "europe-west4")),
+        (ENVIRONMENT, {"vertex_project": "proj-a"}, ("proj-a", "us-east5")),
+        (ENVIRONMENT, {"vertex_location": "europe-west4"}, ("env-project", "europe-west4")),
+        # the environment as fallback; GOOGLE_CLOUD_* after VERTEXAI_*
+        (ENVIRONMENT, {}, ("env-project", "us-east5")),
+        ({"GOOGLE_CLOUD_PROJECT": "gc-project", "GOOGLE_CLOUD_LOCATION": "asia-east1"}, {},
+         ("gc-project", "asia-east1")),
+        # no location anywhere: Google's global one
+        ({}, {"vertex_project": "proj-a"}, ("proj-a", "global")),
+    ],
+)  # fmt: skip
+def test_a_deployments_project_and_location_reach_the_url(
+    gemini, no_project, monkeypatch, environment, params, expected
+):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with Router([deployment(gemini, **params)]) as router:
+        edit(router)
+    assert gemini.requests[-1].path == path(*expected)
 
 
 def test_os_environ_references_are_resolved(gemini, no_project, monkeypatch):
@@ -219,15 +230,7 @@ def test_through_the_proxy_two_deployments_send_to_their_own_projects(gemini, no
 
 
 def test_the_sdk_call_takes_vertex_project_and_location(gemini, env_project):
-    tracking.image_edit(
-        image=make_png(64, 64),
-        prompt=PROMPT,
-        model=MODEL,
-        api_key=TOKEN,
-        api_base=gemini.url,
-        vertex_project="sdk-project",
-        vertex_location="europe-west1",
-    )
+    sdk_edit(gemini, vertex_project="sdk-project", vertex_location="europe-west1")
     assert gemini.requests[-1].path == path("sdk-project", "europe-west1")
 
 
@@ -245,14 +248,7 @@ async def test_the_async_generation_takes_them_too(gemini, env_project):
 def test_another_providers_model_with_a_project_is_refused_before_sending(gemini, env_project):
     before = gemini.hits
     with pytest.raises(ConfigurationError) as caught:
-        tracking.image_edit(
-            image=make_png(64, 64),
-            prompt=PROMPT,
-            model="gemini/gemini-3.1-flash-image",
-            api_key=TOKEN,
-            api_base=gemini.url,
-            vertex_project="proj-a",
-        )
+        sdk_edit(gemini, model="gemini/gemini-3.1-flash-image", vertex_project="proj-a")
     assert caught.value.param == "vertex_project"
     assert "vertex_ai/" in caught.value.message
     assert gemini.hits == before
@@ -321,14 +317,7 @@ def test_a_hostile_value_fails_the_proxys_config(name, value):
 def test_a_hostile_value_of_a_call_is_refused_before_sending(gemini, env_project, name, value):
     before = gemini.hits
     with pytest.raises(ConfigurationError) as caught:
-        tracking.image_edit(
-            image=make_png(64, 64),
-            prompt=PROMPT,
-            model=MODEL,
-            api_key=TOKEN,
-            api_base=gemini.url,
-            **{name: value},
-        )
+        sdk_edit(gemini, **{name: value})
     assert caught.value.param == name
     assert gemini.hits == before
 
@@ -350,9 +339,7 @@ def test_a_hostile_environment_value_is_refused_at_load_and_per_call(
     assert f"(from {variable})" in caught.value.message
     before = gemini.hits
     with pytest.raises(ConfigurationError) as per_call:
-        tracking.image_edit(
-            image=make_png(64, 64), prompt=PROMPT, model=MODEL, api_key=TOKEN, api_base=gemini.url
-        )
+        sdk_edit(gemini)
     assert f"(from {variable})" in per_call.value.message
     assert gemini.hits == before
 
