@@ -25,6 +25,7 @@ from tests.proxy_support import ProxyProcess, write_config
 from tracking import Router
 from tracking.config import parse_config
 from tracking.errors import ConfigurationError
+from tracking.router.deployments import deployment_id
 from tracking.testing import recording
 from tracking.testing.fake_gemini import FakeGemini
 
@@ -164,12 +165,26 @@ def test_two_deployments_of_one_model_each_send_to_their_own_project(gemini, env
     assert seen == expected
 
 
+def test_a_project_number_yaml_reads_as_an_integer_is_its_text(gemini, no_project):
+    """``vertex_project: 123456789012`` in a YAML config is an integer: a project number."""
+    config = parse_config(
+        {"model_list": [deployment(gemini, vertex_project=123456789012)]}, environ={}
+    )
+    listed = [
+        {"model_name": d.model_name, "litellm_params": d.litellm_params} for d in config.model_list
+    ]
+    with Router(listed) as router:
+        edit(router)
+        # the id the proxy names the deployment's own prices by is the router's, and the text's
+        as_text = deployment(gemini, vertex_project="123456789012")
+        assert router.deployments[0].id == deployment_id(listed[0]) == deployment_id(as_text)
+    assert gemini.requests[-1].path == path("123456789012", "global")
+
+
 def test_a_deployments_id_without_a_project_is_unchanged(gemini, no_project):
     """The id (shared cooldowns and usage in Redis are keyed by it) of a deployment without
     vertex_project or vertex_location is what it was before they were read (computed by the
     code before this change), and the router gives it the same."""
-    from tracking.router.deployments import deployment_id
-
     entry = {
         "model_name": "nano",
         "litellm_params": {"model": MODEL, "api_key": "k", "api_base": "http://x"},
@@ -303,7 +318,7 @@ def test_a_hostile_value_is_refused_at_load(gemini, env_project, name, value):
 
 
 @pytest.mark.parametrize("name", ["vertex_project", "vertex_location"])
-@pytest.mark.parametrize("value", ["a/b", "../x", "https://evil.example", "a b", 7])
+@pytest.mark.parametrize("value", ["a/b", "../x", "https://evil.example", "a b", True, 7.5, -1])
 def test_a_hostile_value_fails_the_proxys_config(name, value):
     document = {"model_list": [{"model_name": "nano", "litellm_params": {"model": MODEL}}]}
     document["model_list"][0]["litellm_params"][name] = value

@@ -133,6 +133,7 @@ def vertex_setting_problem(name: str, value: object) -> str | None:
     ``vertex_location``), or None: it is written into the request's URL, so only the shape
     Google gives it is taken (never a ``/``, ``..``, a space or a URL)."""
     pattern, shape = _VERTEX_SHAPES[name]
+    value = _project_number(name, value)
     if not isinstance(value, str):
         return f"expected {shape}, got {type(value).__name__}"
     if pattern.fullmatch(value) is None:
@@ -147,10 +148,18 @@ def check_vertex_setting(name: str, value: object, source: str = "") -> str | No
     the environment variable it was read from) otherwise."""
     if value is None:
         return None
+    value = _project_number(name, value)
     problem = vertex_setting_problem(name, value)
     if problem is None and isinstance(value, str):
         return value
     raise ConfigurationError(f"{name}: {problem}{source}", param=name)
+
+
+def _project_number(name: str, value: object) -> object:
+    """A project number YAML read as an integer (``vertex_project: 123456789012``), as text."""
+    if name == "vertex_project" and type(value) is int and value >= 0:
+        return str(value)
+    return value
 
 
 def check_vertex_place(

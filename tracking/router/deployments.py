@@ -365,7 +365,8 @@ def _digest(model_name: str, params: Mapping[str, Any]) -> str:
         "model_name": model_name,
         **{k: params.get(k) for k in ("model", "api_base", "api_version")},
         "key": hashlib.sha256(str(params.get("api_key") or "").encode()).hexdigest(),
-        **{k: params[k] for k in ("vertex_project", "vertex_location") if params.get(k)},
+        # as text: a project number YAML reads as an integer is the same project
+        **{k: str(params[k]) for k in ("vertex_project", "vertex_location") if params.get(k)},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
