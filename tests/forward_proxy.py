@@ -15,10 +15,13 @@ _HOP_BY_HOP = frozenset(
 
 class ForwardProxy:
     """``with ForwardProxy() as proxy``: ``proxy.url`` to point HTTP_PROXY at; ``proxy.seen``
-    lists ``(absolute target URL, User-Agent)`` for each relayed request."""
+    lists ``(absolute target URL, User-Agent)`` for each relayed request. An HTTPS request's
+    tunnel (``CONNECT host:port``, with HTTPS_PROXY) is refused with 403, its target listed in
+    ``proxy.tunnels``: where a call would have gone, without going there."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str | None]] = []
+        self.tunnels: list[str] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +45,14 @@ class ForwardProxy:
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
                 self.wfile.write(content)
+
+            def do_CONNECT(self) -> None:
+                proxy.tunnels.append(self.path)
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .bounded_read import read_at_most
+from .endpoint import vertex_setting_problem
 from .errors import ConfigurationError
 from .request import MAX_RETRIES, MAX_TIMEOUT  # a config's bounds are a call's
 
@@ -247,8 +248,9 @@ _LITELLM_PARAMS: dict[str, Check] = {
     "organization": _is_str,
     "weight": _is_non_negative_number,
     "order": _is_int(1),
-    "vertex_project": _is_str,
-    "vertex_location": _is_str,
+    "vertex_project": functools.partial(vertex_setting_problem, "vertex_project"),
+    "vertex_location": functools.partial(vertex_setting_problem, "vertex_location"),
+    "vertex_credentials": _anything,
 }
 #: LiteLLM's per-token price keys, in USD per token: LiteLLM reads them in a deployment's
 #: ``litellm_params`` or its ``model_info``, and so does the proxy (``tracking.proxy.prices``).
@@ -305,10 +307,8 @@ _LITELLM_PARAMS_NOT_USED = {
     "max_retries": "the router makes every retry itself (router_settings.num_retries, or the "
     "call's max_retries), never multiplied by a client's",
     "organization": "no OpenAI-Organization header is sent; use a key of that organization",
-    "vertex_project": "Vertex AI's project is read from the environment: set VERTEXAI_PROJECT "
-    "(or GOOGLE_CLOUD_PROJECT)",
-    "vertex_location": "Vertex AI's location is read from the environment: set "
-    "VERTEXAI_LOCATION (or GOOGLE_CLOUD_LOCATION; default global)",
+    "vertex_credentials": "no access token is made from a service account's key; give the "
+    "deployment an access token as api_key (os.environ/NAME), or set VERTEX_ACCESS_TOKEN",
 }
 _ROUTER_SETTINGS_NOT_USED = frozenset(
     {"retry_after", "context_window_fallbacks", "enable_pre_call_checks", "model_group_alias"}

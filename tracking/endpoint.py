@@ -9,6 +9,12 @@ the call path checks these itself and raises a
 :class:`~tracking.errors.ConfigurationError` naming the setting (``api_key``, ``api_base``),
 never echoing a key, before a byte is sent: the same error on both paths, and never retried.
 
+Vertex AI's Google Cloud project and location (``vertex_project``, ``vertex_location``) are
+written into the request's URL, the location into its host name
+(``https://{location}-aiplatform.googleapis.com``): :func:`check_vertex_place` holds them to
+the shapes Google gives them (no ``/``, ``..``, spaces or URLs), for a call's parameters, a
+deployment's and the environment's alike.
+
 :func:`check_api_key` and :func:`check_api_base` check what the caller passed
 (:func:`tracking.request.parse_call`); :func:`check_prepared` checks the request a provider
 built, so keys and URLs read from environment variables are held to the same rules.
@@ -28,8 +34,11 @@ __all__ = [
     "check_api_key",
     "check_base_url",
     "check_prepared",
+    "check_vertex_place",
+    "check_vertex_setting",
     "header_value_problem",
     "is_header_name",
+    "vertex_setting_problem",
 ]
 
 #: What a key may hold: visible ASCII, as every provider's keys and tokens are. No spaces, no
@@ -42,6 +51,28 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: What a URL may hold: printable ASCII without spaces, or any non-ASCII letter (an IDN host or
 #: path, which both clients encode); never a control character or whitespace.
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\s]")
+#: A Google Cloud project: its ID (6 to 30 lowercase ASCII letters, digits or hyphens, a letter
+#: first and no hyphen last: Google's ``gcloud projects create`` reference, read 2026-12-07),
+#: optionally domain-scoped (``example.com:my-project``, labels of a host name), or its number.
+_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_VERTEX_PROJECT = re.compile(
+    rf"(?:{_DNS_LABEL}(?:\.{_DNS_LABEL})+:)?[a-z][a-z0-9-]{{4,28}}[a-z0-9]|[0-9]{{1,20}}"
+)
+#: A Google Cloud location: ``global``, or a region such as ``us-central1`` (lowercase letters,
+#: digits and hyphens, a letter first; it becomes the first label of the host name).
+_VERTEX_LOCATION = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_VERTEX_SHAPES = {
+    "vertex_project": (
+        _VERTEX_PROJECT,
+        "a Google Cloud project ID (6 to 30 lowercase letters, digits and hyphens, a letter "
+        "first: my-project-123) or project number",
+    ),
+    "vertex_location": (
+        _VERTEX_LOCATION,
+        "a Google Cloud location (lowercase letters, digits and hyphens: us-central1, "
+        "europe-west4, global)",
+    ),
+}
 
 
 def check_api_key(value: object) -> str | None:
@@ -95,6 +126,61 @@ def check_base_url(value: object) -> str | None:
     if base is not None:
         _check_url(base)
     return base
+
+
+def vertex_setting_problem(name: str, value: object) -> str | None:
+    """What makes ``value`` unfit as the Vertex AI setting ``name`` (``vertex_project`` or
+    ``vertex_location``), or None: it is written into the request's URL, so only the shape
+    Google gives it is taken (never a ``/``, ``..``, a space or a URL)."""
+    pattern, shape = _VERTEX_SHAPES[name]
+    value = _project_number(name, value)
+    if not isinstance(value, str):
+        return f"expected {shape}, got {type(value).__name__}"
+    if pattern.fullmatch(value) is None:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        return f"expected {shape}, got {shown!r} (it is written into the request's URL)"
+    return None
+
+
+def check_vertex_setting(name: str, value: object, source: str = "") -> str | None:
+    """The Vertex AI setting ``name``: None (not set), else a value of its shape
+    (:func:`vertex_setting_problem`); a :class:`ConfigurationError` naming it (and ``source``,
+    the environment variable it was read from) otherwise."""
+    if value is None:
+        return None
+    value = _project_number(name, value)
+    problem = vertex_setting_problem(name, value)
+    if problem is None and isinstance(value, str):
+        return value
+    raise ConfigurationError(f"{name}: {problem}{source}", param=name)
+
+
+def _project_number(name: str, value: object) -> object:
+    """A project number YAML read as an integer (``vertex_project: 123456789012``), as text."""
+    if name == "vertex_project" and type(value) is int and value >= 0:
+        return str(value)
+    return value
+
+
+def check_vertex_place(
+    provider: str, project: object, location: object
+) -> tuple[str | None, str | None]:
+    """A call's or a deployment's ``vertex_project`` and ``vertex_location``: each None or of
+    its shape, and given only for a ``vertex_ai/`` model (no other provider is sent to a Google
+    Cloud project: a ``gemini/`` model with a project is a mistake to say, not to ignore)."""
+    checked = (
+        check_vertex_setting("vertex_project", project),
+        check_vertex_setting("vertex_location", location),
+    )
+    if provider != "vertex_ai":
+        for name, value in zip(("vertex_project", "vertex_location"), checked, strict=True):
+            if value is not None:
+                raise ConfigurationError(
+                    f"{name}: only a vertex_ai/ model is sent to a Google Cloud project and "
+                    f"location; this model's provider is {provider}",
+                    param=name,
+                )
+    return checked
 
 
 def check_prepared(url: str, headers: Mapping[str, str], secrets: tuple[str, ...]) -> None:

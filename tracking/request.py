@@ -22,7 +22,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .endpoint import check_api_base, check_api_key, header_value_problem, is_header_name
+from .endpoint import (
+    check_api_base,
+    check_api_key,
+    check_vertex_place,
+    header_value_problem,
+    is_header_name,
+)
 from .errors import ValidationError, Violation, range_code
 from .events import MetadataTooLarge, freeze_metadata
 from .families import Family, family_for
@@ -197,6 +203,10 @@ class CallOptions:
     api_key: str | None = None
     api_base: str | None = None
     api_version: str | None = None
+    #: Vertex AI's Google Cloud project and location (a ``vertex_ai/`` call only; else the
+    #: environment's): :func:`tracking.endpoint.check_vertex_place` checked their shape
+    vertex_project: str | None = None
+    vertex_location: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     extra_headers: Mapping[str, str] = field(default_factory=dict)
@@ -268,6 +278,8 @@ def image_edit_params(
     api_key: str | None = None,
     api_base: str | None = None,
     api_version: str | None = None,
+    vertex_project: str | None = None,
+    vertex_location: str | None = None,
     extra_headers: Mapping[str, str] | None = None,
     extra_body: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -284,7 +296,10 @@ def image_edit_params(
     choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
     (default 2) retries 408, 409, 429, 5xx, timeouts and dropped connections with backoff.
     ``safety_identifier`` (OpenAI's successor of ``user``) names the end user, and wins over
-    ``user`` when both are given (the other is kept in the event's metadata). ``metadata``
+    ``user`` when both are given (the other is kept in the event's metadata).
+    ``vertex_project`` and ``vertex_location`` (LiteLLM's names; a ``vertex_ai/`` model only)
+    choose the Google Cloud project and location the call is sent to, else the environment's
+    (``VERTEXAI_PROJECT``, ``VERTEXAI_LOCATION``). ``metadata``
     is recorded on the call's event (``team`` and ``tags`` are read from it). Returns an
     :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
     ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's stream events
@@ -314,6 +329,8 @@ def image_generation_params(
     api_key: str | None = None,
     api_base: str | None = None,
     api_version: str | None = None,
+    vertex_project: str | None = None,
+    vertex_location: str | None = None,
     extra_headers: Mapping[str, str] | None = None,
     extra_body: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -325,7 +342,8 @@ def image_generation_params(
     Generate images from a prompt, as OpenAI's ``images.generate``, tracked. The parameters
     are OpenAI's (``moderation`` is ``"low"`` or ``"auto"``; ``response_format`` only where the
     model takes it) and the tracking ones are those of ``image_edit``: ``timeout``,
-    ``max_retries``, ``api_key``, ``api_base``, ``metadata``, ``drop_params``... Returns an
+    ``max_retries``, ``api_key``, ``api_base``, ``vertex_project``, ``vertex_location``,
+    ``metadata``, ``drop_params``... Returns an
     :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
     ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's
     ``image_generation.*`` stream events instead.
@@ -423,6 +441,8 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     api_key: str | None = get("api_key")
     api_base: str | None = get("api_base")
     api_version: str | None = get("api_version")
+    vertex_project: str | None = get("vertex_project")
+    vertex_location: str | None = get("vertex_location")
     extra_headers: Mapping[str, str] | None = get("extra_headers")
     extra_body: Mapping[str, Any] | None = get("extra_body")
     metadata: Mapping[str, Any] | None = get("metadata")
@@ -509,6 +529,10 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
 
     api_key = check_api_key(api_key)
     api_base = check_api_base(api_base)
+    if vertex_project is not None or vertex_location is not None:  # no work for other calls
+        vertex_project, vertex_location = check_vertex_place(
+            provider, vertex_project, vertex_location
+        )
     metadata = _mapping("metadata", metadata)
     extra_body = _extra_body(_mapping("extra_body", extra_body))
 
@@ -588,6 +612,8 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         api_key=api_key,
         api_base=api_base,
         api_version=api_version,
+        vertex_project=vertex_project,
+        vertex_location=vertex_location,
         timeout=_timeout(timeout),
         max_retries=DEFAULT_MAX_RETRIES
         if max_retries is None

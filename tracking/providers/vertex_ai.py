@@ -3,11 +3,15 @@
 ``model="vertex_ai/gemini-3.1-flash-image"`` sends the same ``generateContent`` body as the
 ``gemini`` provider to
 ``{api_base}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent``
-with a bearer access token. The project comes from ``VERTEXAI_PROJECT`` (or
-``GOOGLE_CLOUD_PROJECT``), the location from ``VERTEXAI_LOCATION`` (or ``GOOGLE_CLOUD_LOCATION``,
-default ``global``), the token from ``api_key`` or ``VERTEX_ACCESS_TOKEN`` (for example the
-output of ``gcloud auth print-access-token``; tokens expire after about an hour, so a long-running
-process should refresh the variable or pass ``api_key`` per call). ``api_base`` defaults to
+with a bearer access token. The project and location are the call's (or its deployment's)
+``vertex_project`` and ``vertex_location``, LiteLLM's ``litellm_params`` names, so deployments
+of one model may each use their own; else the project comes from ``VERTEXAI_PROJECT`` (or
+``GOOGLE_CLOUD_PROJECT``), the location from ``VERTEXAI_LOCATION`` (or ``GOOGLE_CLOUD_LOCATION``),
+default ``global``. Either is held to the shape Google gives it
+(:func:`tracking.endpoint.check_vertex_place`), from the environment too: it is written into the
+URL. The token comes from ``api_key`` or ``VERTEX_ACCESS_TOKEN`` (for example the output of
+``gcloud auth print-access-token``; tokens expire after about an hour, so a long-running process
+should refresh the variable or pass ``api_key`` per call). ``api_base`` defaults to
 ``https://aiplatform.googleapis.com`` for the global location and
 ``https://{location}-aiplatform.googleapis.com`` for a region. Answers, errors and prices are the
 Gemini provider's.
@@ -19,6 +23,7 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from ..endpoint import check_vertex_setting
 from ..errors import ConfigurationError
 from ..response import asks_google_search
 from .base import EDITS_AND_GENERATIONS, PreparedRequest, request_headers
@@ -27,25 +32,45 @@ from .gemini import GeminiAnswers, check_request, generate_content_body
 if TYPE_CHECKING:
     from ..request import CallOptions, ImageEditRequest
 
-__all__ = ["VertexAIProvider"]
+__all__ = ["VertexAIProvider", "check_place"]
+
+#: Where a call without its own ``vertex_project`` / ``vertex_location`` reads them, in order.
+PROJECT_VARIABLES = ("VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT")
+LOCATION_VARIABLES = ("VERTEXAI_LOCATION", "GOOGLE_CLOUD_LOCATION")
+DEFAULT_LOCATION = "global"
 
 
-def _env(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
+def _env(name: str, variables: tuple[str, ...]) -> str | None:
+    """The setting ``name`` from the first of ``variables`` set, checked as a call's own is."""
+    for variable in variables:
+        value = os.environ.get(variable)
         if value:
-            return value
+            return check_vertex_setting(name, value, f" (from {variable})")
     return None
 
 
-def _project() -> str:
-    project = _env("VERTEXAI_PROJECT", "GOOGLE_CLOUD_PROJECT")
+def _project(given: str | None) -> str:
+    project = given or _env("vertex_project", PROJECT_VARIABLES)
     if not project:
         raise ConfigurationError(
-            "vertex_ai: no Google Cloud project; set VERTEXAI_PROJECT (or GOOGLE_CLOUD_PROJECT) "
-            "in the environment (LiteLLM's litellm_params.vertex_project is not read)"
+            "vertex_project: not given, and neither VERTEXAI_PROJECT nor GOOGLE_CLOUD_PROJECT "
+            "is set in the environment (every call would fail)",
+            param="vertex_project",
         )
     return project
+
+
+def _location(given: str | None) -> str:
+    return given or _env("vertex_location", LOCATION_VARIABLES) or DEFAULT_LOCATION
+
+
+def check_place(project: str | None, location: str | None) -> None:
+    """A ``vertex_ai/`` deployment's project and location, checked when a router or the proxy
+    loads it, as its key is: its own (already checked, :func:`tracking.endpoint
+    .check_vertex_place`), else the environment's, which must then be set (without a project
+    every call would fail) and of the right shape."""
+    _project(project)
+    _location(location)
 
 
 class VertexAIProvider(GeminiAnswers):
@@ -56,17 +81,11 @@ class VertexAIProvider(GeminiAnswers):
     encodes_images = True
     operations = EDITS_AND_GENERATIONS
 
-    def check_settings(self, model: str, api_base: str | None, api_version: str | None) -> None:
-        """A deployment needs its Google Cloud project in the environment (checked when a
-        router or the proxy loads it, as its key is: :func:`tracking.providers.check_deployment`):
-        without it every call would fail."""
-        _project()
-
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         check_request(request, options)
-        project = _project()
-        location = _env("VERTEXAI_LOCATION", "GOOGLE_CLOUD_LOCATION") or "global"
-        token = options.api_key or _env("VERTEX_ACCESS_TOKEN")
+        project = _project(options.vertex_project)
+        location = _location(options.vertex_location)
+        token = options.api_key or os.environ.get("VERTEX_ACCESS_TOKEN")
         if not token:
             raise ConfigurationError(
                 "api_key: no Vertex AI access token; pass api_key=... or set VERTEX_ACCESS_TOKEN "
@@ -74,7 +93,7 @@ class VertexAIProvider(GeminiAnswers):
             )
         default_base = (
             "https://aiplatform.googleapis.com"
-            if location == "global"
+            if location == DEFAULT_LOCATION
             else f"https://{location}-aiplatform.googleapis.com"
         )
         api_base = (options.api_base or default_base).rstrip("/")

@@ -3,7 +3,9 @@
 Each entry names a model group (``model_name``, what callers ask for) and how to reach one
 upstream serving it (``litellm_params``: ``model`` with an optional provider prefix,
 ``api_key``, ``api_base``, ``api_version``, ``rpm``, ``tpm``, ``weight``, ``timeout``,
-``stream_timeout``, and LiteLLM's ``order``: a priority, 1 first), with
+``stream_timeout``, LiteLLM's ``order``: a priority, 1 first, and a ``vertex_ai/`` deployment's
+``vertex_project`` and ``vertex_location``: each deployment its own Google Cloud project and
+location, else the environment's), with
 optional ``model_info`` (``id``, ``base_model`` for pricing). ``os.environ/NAME`` values are read
 from the environment, as the proxy's config does. A deployment's id is ``model_info.id``, else a
 digest of its parameters, so every process given the same config agrees on it (shared cooldowns
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..endpoint import check_api_key, check_base_url
+from ..endpoint import check_api_key, check_base_url, check_vertex_place
 from ..errors import ConfigurationError
 from ..providers import check_deployment, get_provider, is_provider, operations_of, provider_names
 from ..request import MAX_TIMEOUT, model_without_name, split_provider
@@ -41,6 +43,8 @@ __all__ = [
 ]
 
 _ENV_PREFIX = "os.environ/"
+#: The parameters that say where a deployment's calls go, each passed to its calls when set.
+_PLACE = ("api_key", "api_base", "api_version", "vertex_project", "vertex_location")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,9 @@ class Deployment:
     api_key: str | None = field(default=None, repr=False)
     api_base: str | None = None
     api_version: str | None = None
+    #: a ``vertex_ai/`` deployment's Google Cloud project and location (None: the environment's)
+    vertex_project: str | None = None
+    vertex_location: str | None = None
     rpm: int | None = None
     tpm: int | None = None
     weight: float = 1.0
@@ -130,7 +137,7 @@ class Deployment:
         values: dict[str, Any] = {"model": self.model}
         if self.priced_as is not None:  # its own prices hold its base_model
             values["base_model"] = self.priced_as
-        for name in ("api_key", "api_base", "api_version"):
+        for name in _PLACE:
             value = getattr(self, name)
             if value is not None:
                 values[name] = value
@@ -232,7 +239,7 @@ def _deployment(entry: Any, where: str) -> Deployment:
     base_model = info.get("base_model")
     if base_model is not None and not isinstance(base_model, str):
         raise ConfigurationError(f"{where}: model_info.base_model must be a string")
-    _check_reachable(model, params, where)
+    project, location = _check_reachable(model, params, where)
     _check_prices(info, where)
     return Deployment(
         id=deployment_id or _digest(model_name, params),
@@ -241,6 +248,8 @@ def _deployment(entry: Any, where: str) -> Deployment:
         api_key=params.get("api_key"),
         api_base=params.get("api_base"),
         api_version=params.get("api_version"),
+        vertex_project=project,
+        vertex_location=location,
         # LiteLLM configs put rpm/tpm in litellm_params or beside it; both are read.
         rpm=_positive_int(params.get("rpm", entry.get("rpm")), f"{where}: rpm"),
         tpm=_positive_int(params.get("tpm", entry.get("tpm")), f"{where}: tpm"),
@@ -253,9 +262,13 @@ def _deployment(entry: Any, where: str) -> Deployment:
     )
 
 
-def _check_reachable(model: str, params: Mapping[str, Any], where: str) -> None:
+def _check_reachable(
+    model: str, params: Mapping[str, Any], where: str
+) -> tuple[str | None, str | None]:
     """The checks every call makes of its key and URL, and the provider's own settings checks,
-    made once at load: a typo fails the config, not a share of the calls."""
+    made once at load: a typo fails the config, not a share of the calls. Returns its Vertex AI
+    project and location (checked; a ``vertex_ai/`` deployment without them needs the
+    environment's, :func:`tracking.providers.vertex_ai.check_place`)."""
     prefix, sep, _ = model.partition("/")
     if sep and not is_provider(prefix):
         # sent to OpenAI whole (a compatible server's slashed name); one letter off a provider
@@ -272,8 +285,17 @@ def _check_reachable(model: str, params: Mapping[str, Any], where: str) -> None:
         check_deployment(
             model, params.get("api_base"), params.get("api_version"), params.get("api_key")
         )
+        provider = split_provider(model)[0]
+        project, location = check_vertex_place(
+            provider, params.get("vertex_project"), params.get("vertex_location")
+        )
+        if provider == "vertex_ai":
+            from ..providers.vertex_ai import check_place
+
+            check_place(project, location)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{where}: litellm_params.{exc}") from None
+    return project, location
 
 
 #: A key of ``output_cost_per_image_by_size``: a size (``1024x1024``, a name such as ``any``),
@@ -331,7 +353,7 @@ def deployment_id(entry: Mapping[str, Any]) -> str:
     params = entry.get("litellm_params")
     params = params if isinstance(params, Mapping) else {}
     resolved = {}
-    for key in ("model", "api_base", "api_version", "api_key"):
+    for key in ("model", *_PLACE):
         try:
             resolved[key] = resolve_env(params.get(key), key)
         except ConfigurationError:  # the router refuses it: any id will do
@@ -341,11 +363,14 @@ def deployment_id(entry: Mapping[str, Any]) -> str:
 
 def _digest(model_name: str, params: Mapping[str, Any]) -> str:
     # Only the parameters that say where a call goes; the key enters hashed, so two deployments
-    # that differ only by key (two organisations) still get different ids.
+    # that differ only by key (two organisations) still get different ids. Vertex AI's project
+    # and location enter only when set: the ids of deployments without them are unchanged.
     material = {
         "model_name": model_name,
         **{k: params.get(k) for k in ("model", "api_base", "api_version")},
         "key": hashlib.sha256(str(params.get("api_key") or "").encode()).hexdigest(),
+        # as text: a project number YAML reads as an integer is the same project
+        **{k: str(params[k]) for k in ("vertex_project", "vertex_location") if params.get(k)},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
