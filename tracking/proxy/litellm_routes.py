@@ -29,12 +29,13 @@ read the database alone, amounts and flags alike (:mod:`.litellm_store`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import litellm_store
+from . import known_end_users, litellm_store
 from .auth import request_headers
 from .errors import ProxyError
 from .json_io import (
@@ -74,6 +75,8 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MAX_IDS = 1000
 #: The query parameters the listings take (any other is a 400, see :func:`query_of`).
 _KEY_LIST_QUERY = frozenset({"page", "size", "key_alias", "team_id", "return_full_object"})
+#: ``/customer/list``'s page (ours: LiteLLM's lists every end user at once).
+_CUSTOMER_LIST_QUERY = frozenset({"page", "size"})
 _DATES = frozenset({"start_date", "end_date"})
 #: ``/global/spend/report``'s: LiteLLM's grouping and filters (its ``internal_user_id`` aside).
 REPORT_PARAMETERS = ("group_by", "api_key", "api_key_hash", "customer_id", "team_id")
@@ -239,18 +242,21 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def customer_list(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        records = await asyncio.to_thread(litellm_store.list_end_users, store)
-        spend = await asyncio.to_thread(
-            litellm_store.end_user_spend, store, [r.end_user_id for r in records]
-        )
+        query = query_of(scope, _CUSTOMER_LIST_QUERY, "GET /customer/list")
+        page = query_int(query, "page", 1, MAX_PAGE)  # past the last page: an empty list
+        size = query_int(query, "size", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        listing = functools.partial(known_end_users.list_end_users, page=page, size=size)
+        listed = await asyncio.to_thread(listing, store)
+        counted_from = {record.end_user_id: since for record, since in listed}
+        spend = await asyncio.to_thread(litellm_store.end_user_spend, store, counted_from)
         nothing: tuple[str, dict[str, Any]] = (litellm_store.money(0), {})
-        body = [_customer(r, spend.get(r.end_user_id, nothing)) for r in records]
+        body = [_customer(r, spend.get(r.end_user_id, nothing)) for r, _ in listed]
         await send_json(send, 200, body)
 
     async def customer_delete(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         ids = _user_ids(await read_json(receive, accounts.body_timeout))
-        deleted = await asyncio.to_thread(litellm_store.delete_end_users, store, ids)
+        deleted = await asyncio.to_thread(known_end_users.delete_end_users, store, ids)
         for user_id in ids:
             await accounts.budgets.reset_end_user(user_id)
         if not deleted:
