@@ -53,6 +53,7 @@ from tracking.integrations.sql import (
     outbox_folder,
     upgrade,
 )
+from tracking.proxy.account_tables import end_user_deletions
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -273,14 +274,9 @@ def test_migration_0010_goes_up_and_down_and_keeps_deletions(ledger_url):  # noq
     try:
         upgrade(engine)
         assert current_revision(engine) == head_revision() == "0010"
+        gone = {"end_user_id": "gone", "deleted_at": datetime.now(UTC)}
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO proxy_end_user_deletions (end_user_id, deleted_at) "
-                    "VALUES ('gone', :at)"
-                ),
-                {"at": datetime.now(UTC)},
-            )
+            conn.execute(end_user_deletions.insert().values(**gone))
         with pytest.raises(SchemaVersionError, match=r"proxy_end_user_deletions holds 1 row"):
             downgrade(engine, "0009")
         assert current_revision(engine) == "0010"
