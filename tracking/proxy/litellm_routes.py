@@ -10,20 +10,20 @@ still never echoed, except the new one that ``/key/regenerate`` makes (once, lik
 ``/key/generate``); a listing names keys by hash.
 
 Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /customers and
-/cost_tracking, read 2026-12-03): ``/key/list`` answers ``keys``, ``total_count``,
-``current_page`` and ``total_pages``; ``/customer/*`` name end users by ``user_id`` (lists of
-``user_ids``); ``/global/spend/keys`` answers ``api_key`` + ``total_spend`` rows. Where LiteLLM
-returns a float we return the amount as a decimal string at the ledger's scale, as every spend
-figure is (money is never a float here); a figure of ours beside LiteLLM's has the name it has
-in every report: ``/global/spend`` and its per-key, model, end-user and team rows,
-``/customer/list``'s end users and ``/global/spend/report``'s entries (and their ``metadata``
-or ``model_details`` entries) add
-``estimated_requests`` / ``estimated_usd`` (calls recorded at an estimate) and
-``quarantined_requests`` / ``quarantined_usd`` (calls whose rows the database refused), each
-pair only when there are such calls; ``/customer/list``'s end users also ``unpriced_requests``
-(calls of no known price, left out of ``spend``), as ``/customer/info`` gives them, and like
-it they count the calls this host keeps in its local outboxes; the ``/global/spend*`` figures
-read the database alone, amounts and flags alike (:mod:`.litellm_store`).
+/cost_tracking, read 2026-12-03): ``/key/list`` answers ``keys``, ``total_count``, ``current_page``
+and ``total_pages``; ``/customer/*`` name end users by ``user_id`` (lists of ``user_ids``), and know
+those who called as well as those with a record (:mod:`.known_end_users`; ``/customer/list`` a page
+at a time, ``page`` and ``size``, where LiteLLM's lists all at once); ``/global/spend/keys`` answers
+``api_key`` + ``total_spend`` rows. Where LiteLLM returns a float we return the amount as a decimal
+string at the ledger's scale, as every spend figure is (money is never a float here); a figure of
+ours beside LiteLLM's has the name it has in every report: ``/global/spend`` and its per-key, model,
+end-user and team rows, ``/customer/list``'s end users and ``/global/spend/report``'s entries (and
+their ``metadata`` or ``model_details`` entries) add ``estimated_requests`` / ``estimated_usd``
+(calls recorded at an estimate) and ``quarantined_requests`` / ``quarantined_usd`` (calls whose rows
+the database refused), each pair only when there are such calls; ``/customer/list``'s end users also
+``unpriced_requests`` (calls of no known price, left out of ``spend``), as ``/customer/info`` gives
+them, and like it they count the calls this host keeps in its local outboxes; the ``/global/spend*``
+figures read the database alone, amounts and flags alike (:mod:`.litellm_store`).
 """
 
 from __future__ import annotations

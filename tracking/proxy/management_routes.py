@@ -3,7 +3,8 @@
 Generating and deleting keys and creating or changing end users take the master key (any other
 caller gets 403). ``GET /key/info`` answers the master key about any key and a virtual key about
 itself. Keys are never echoed back except once, by ``POST /key/generate``; every other answer
-names a key by its SHA-256 hash (``key_hash``) and alias.
+names a key by its SHA-256 hash (``key_hash``) and alias. ``GET /customer/info`` and
+``POST /customer/update`` also know an end user who only called (:mod:`.known_end_users`).
 """
 
 from __future__ import annotations
