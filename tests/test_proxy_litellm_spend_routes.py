@@ -91,7 +91,7 @@ def _spend_calls_statements(engine: sa.Engine) -> list[tuple[str, set[Any]]]:
 
 def test_customer_list_reads_the_end_users_in_one_statement(app, ledger_url):  # noqa: F811
     """The end users' records are read in one statement, not one per end user (30 users made
-    31 statements)."""
+    31 statements): the statement that pages the end users (records and callers) reads them."""
     record_events(ledger_url)  # the ledger's tables (a PostgreSQL database starts empty)
     store = app.accounts.store
     for user in USERS[:30]:
@@ -112,15 +112,17 @@ def test_customer_list_reads_the_end_users_in_one_statement(app, ledger_url):  #
 
 
 def test_customer_list_sums_the_spend_of_the_listed_end_users_only(app, ledger_url):  # noqa: F811
+    """A page of ``/customer/list`` sums the spend of its own end users alone (it summed every
+    end user's and picked); every end user who called is listed, by id, a record or not."""
     costs = {user: Decimal(n + 1).scaleb(-3) for n, user in enumerate(USERS)}
     record_events(ledger_url, *(make_event(user=u, cost=c, start=DAY) for u, c in costs.items()))
     store = app.accounts.store
-    quarantine_event(store.engine, user="user-007", cost=Decimal("0.5"), start=DAY)
-    costs["user-007"] += Decimal("0.5")  # a call whose row the database refused counts too
-    listed = ["user-003", "user-007", "user-042", "no-calls-yet"]
-    for user in listed:
+    quarantine_event(store.engine, user="user-001", cost=Decimal("0.5"), start=DAY)
+    costs["user-001"] += Decimal("0.5")  # a call whose row the database refused counts too
+    for user in ["user-002", "no-calls-yet"]:
         created = _call(app, "POST", "/customer/new", json={"user_id": user, "max_budget": 5})
         assert created.status_code == 200, created.text
+    listed = ["no-calls-yet", "user-000", "user-001", "user-002"]  # the first page of 4, by id
     before = dict(
         (value, spend)
         for value, spend, _, _ in litellm_store.spend_by(
@@ -129,19 +131,24 @@ def test_customer_list_sums_the_spend_of_the_listed_end_users_only(app, ledger_u
     )  # what the route summed before: every end user's spend
 
     seen = _spend_calls_statements(store.engine)
-    answer = _call(app, "GET", "/customer/list")
+    answer = _call(app, "GET", "/customer/list", params={"size": 4})
     assert answer.status_code == 200, answer.text
     spend = {c["user_id"]: c["spend"] for c in answer.json()}
+    assert list(spend) == listed
     assert spend == {u: before.get(u, "0.0000000000") for u in listed}  # the same answer as before
     assert {u: Decimal(s) for u, s in spend.items()} == {
         u: costs.get(u, Decimal(0)) for u in listed
     }
-    assert answer.json()[0]["max_budget"] == "5"
+    assert [c.get("max_budget") for c in answer.json()] == ["5", None, None, "5"]
     # the database was asked for these end users' spend, not for everyone's
     assert seen, "no statement read spend_calls"
     asked = set().union(*(values for _, values in seen))
     assert set(listed) <= asked
     assert not asked & (set(USERS) - set(listed))
+    second = _call(app, "GET", "/customer/list", params={"size": 4, "page": 2}).json()
+    assert [c["user_id"] for c in second] == USERS[3:7]
+    everyone = _call(app, "GET", "/customer/list").json()
+    assert [c["user_id"] for c in everyone] == ["no-calls-yet", *USERS]
 
 
 def test_customer_list_asks_in_chunks_every_dialect_takes(app, ledger_url):  # noqa: F811
@@ -166,7 +173,7 @@ def test_customer_list_asks_in_chunks_every_dialect_takes(app, ledger_url):  # n
         "0.7500000000",
         "0.0000000000",
     )
-    asked = [values & set(listed) for _, values in seen]
+    asked = [values & set(listed) for _, values in seen[1:]]  # after the page's statement
     assert [len(ids) for ids in asked] == [LOOKUP_CHUNK, 2]  # an IN list of at most 500 ids
     assert set().union(*asked) == set(listed)
 
@@ -515,7 +522,9 @@ def test_customer_list_rows_carry_the_flags_customer_info_gives(app, ledger_url)
 
     seen = _spend_calls_statements(app.accounts.store.engine)
     listed = {row["user_id"]: row for row in _get(app, "/customer/list")}
-    assert len(seen) == 1, seen  # one statement for every listed end user
+    # one statement for every listed end user's spend, after the one that pages them
+    assert len(seen) == 2, seen
+    assert "LIMIT" in seen[0][0] and {"ann", "bob", "cy"} <= seen[1][1]
     flags = {u: {n: listed[u][n] for n in CUSTOMER_FLAGS if n in listed[u]} for u in users}
     assert flags == {
         "ann": {"unpriced_requests": 1, **ANNS_FLAGS},

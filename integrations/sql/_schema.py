@@ -116,6 +116,7 @@ OUR_TABLES = frozenset(
         "ledger_quarantine",
         "proxy_keys",
         "proxy_end_users",
+        "proxy_end_user_deletions",
         VERSION_TABLE,
     }
 )

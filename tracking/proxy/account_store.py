@@ -50,6 +50,8 @@ async def read_store(what: str, message: str, read: Callable[..., T], *args: Any
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from tracking.integrations.sql import QuarantinedCall
+
 __all__ = ["AccountStore", "EndUserRecord", "KeyRecord"]
 
 _QUANTUM = Decimal("1e-10")
@@ -93,14 +95,21 @@ class KeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class EndUserRecord:
-    """An end user's budget and blocked flag."""
+    """An end user's budget and blocked flag; or, with no times, an end user known from their
+    calls alone (no ``proxy_end_users`` row: no budget, not blocked)."""
 
     end_user_id: str
     budget_usd: Decimal | None
     budget_period: str | None
     blocked: bool
-    created_at: datetime
-    updated_at: datetime
+    #: None for an end user known from their calls alone (:meth:`from_calls`)
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_calls(cls, end_user_id: str) -> EndUserRecord:
+        """An end user known from their calls alone: no record, no budget, not blocked."""
+        return cls(end_user_id, None, None, False, None, None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,8 +117,8 @@ class EndUserRecord:
             "budget": _money_text(self.budget_usd),
             "budget_period": self.budget_period,
             "blocked": self.blocked,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
 
 
@@ -370,18 +379,21 @@ class AccountStore:
             since=since,
         )
 
-    def end_users_kept_locally(self) -> set[str]:
-        """The end users of the calls this host keeps in its local outboxes (waiting for the
-        database, or refused by it and its quarantine): those whose :meth:`spent_and_flagged`
-        counts more than the database holds. One read of the outboxes, nothing locked."""
+    def calls_kept_locally(
+        self, *, end_user: str | None = None, since: datetime | None = None
+    ) -> list[QuarantinedCall]:
+        """The calls this host keeps in its local outboxes (waiting for the database, or refused
+        by it and its quarantine), of ``end_user`` and from ``since`` on (those given): what
+        :meth:`spent_and_flagged` counts beyond the database. One read of the outboxes, nothing
+        locked."""
         if self.nothing_stored():
-            return set()
+            return []
 
         from tracking.integrations.sql import local_calls
 
         self.engine  # noqa: B018 (names the outboxes' folder)
         assert self._outbox_folder is not None
-        return {c.end_user for c in local_calls(self._outbox_folder) if c.end_user is not None}
+        return local_calls(self._outbox_folder, end_user=end_user, since=since)
 
     def spend_logs(
         self,

@@ -1,9 +1,10 @@
-"""The proxy's own tables: virtual keys (``proxy_keys``) and end-user budgets (``proxy_end_users``).
+"""The proxy's own tables: virtual keys (``proxy_keys``), end-user budgets (``proxy_end_users``)
+and the end users ``/customer/delete`` deleted (``proxy_end_user_deletions``).
 
-They live in the ledger's database and are created by the ledger's Alembic chain (revision 0003),
-so one ``tracking migrate`` prepares everything a proxy needs; a test proves these objects and
-the migration agree. A key is stored only as the SHA-256 hex digest of its text: the key itself is
-shown once, by ``POST /key/generate``, and never kept. Money is ``NUMERIC(20, 10)`` as in
+They live in the ledger's database and are created by the ledger's Alembic chain (revisions 0003 and
+0010), so one ``tracking migrate`` prepares everything a proxy needs; a test proves these objects
+and the migrations agree. A key is stored only as the SHA-256 hex digest of its text: the key itself
+is shown once, by ``POST /key/generate``, and never kept. Money is ``NUMERIC(20, 10)`` as in
 ``spend_logs``; timestamps are UTC.
 """
 
@@ -16,7 +17,14 @@ from sqlalchemy.dialects import postgresql
 
 from tracking.integrations.sql import UTCDateTime
 
-__all__ = ["ACCOUNT_TABLES", "account_metadata", "end_users", "include_account_object", "keys"]
+__all__ = [
+    "ACCOUNT_TABLES",
+    "account_metadata",
+    "end_user_deletions",
+    "end_users",
+    "include_account_object",
+    "keys",
+]
 
 
 def _json() -> sa.types.TypeEngine[Any]:
@@ -52,6 +60,17 @@ end_users = sa.Table(
     sa.Column("blocked", sa.Boolean(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: When each end user was last deleted (``/customer/delete``; revision 0010): an end user known
+#: from their calls alone (no ``proxy_end_users`` row) is known again only by a call started at
+#: or after it, and counts only those calls (:mod:`.known_end_users`). Written by
+#: ``/customer/delete`` alone, never by a call.
+end_user_deletions = sa.Table(
+    "proxy_end_user_deletions",
+    account_metadata,
+    sa.Column("end_user_id", sa.String(), primary_key=True),
+    sa.Column("deleted_at", UTCDateTime(), nullable=False),
 )
 
 ACCOUNT_TABLES = frozenset(account_metadata.tables)

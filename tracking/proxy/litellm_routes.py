@@ -10,31 +10,32 @@ still never echoed, except the new one that ``/key/regenerate`` makes (once, lik
 ``/key/generate``); a listing names keys by hash.
 
 Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /customers and
-/cost_tracking, read 2026-12-03): ``/key/list`` answers ``keys``, ``total_count``,
-``current_page`` and ``total_pages``; ``/customer/*`` name end users by ``user_id`` (lists of
-``user_ids``); ``/global/spend/keys`` answers ``api_key`` + ``total_spend`` rows. Where LiteLLM
-returns a float we return the amount as a decimal string at the ledger's scale, as every spend
-figure is (money is never a float here); a figure of ours beside LiteLLM's has the name it has
-in every report: ``/global/spend`` and its per-key, model, end-user and team rows,
-``/customer/list``'s end users and ``/global/spend/report``'s entries (and their ``metadata``
-or ``model_details`` entries) add
-``estimated_requests`` / ``estimated_usd`` (calls recorded at an estimate) and
-``quarantined_requests`` / ``quarantined_usd`` (calls whose rows the database refused), each
-pair only when there are such calls; ``/customer/list``'s end users also ``unpriced_requests``
-(calls of no known price, left out of ``spend``), as ``/customer/info`` gives them, and like
-it they count the calls this host keeps in its local outboxes; the ``/global/spend*`` figures
-read the database alone, amounts and flags alike (:mod:`.litellm_store`).
+/cost_tracking, read 2026-12-03): ``/key/list`` answers ``keys``, ``total_count``, ``current_page``
+and ``total_pages``; ``/customer/*`` name end users by ``user_id`` (lists of ``user_ids``), and know
+those who called as well as those with a record (:mod:`.known_end_users`; ``/customer/list`` a page
+at a time, ``page`` and ``size``, where LiteLLM's lists all at once); ``/global/spend/keys`` answers
+``api_key`` + ``total_spend`` rows. Where LiteLLM returns a float we return the amount as a decimal
+string at the ledger's scale, as every spend figure is (money is never a float here); a figure of
+ours beside LiteLLM's has the name it has in every report: ``/global/spend`` and its per-key, model,
+end-user and team rows, ``/customer/list``'s end users and ``/global/spend/report``'s entries (and
+their ``metadata`` or ``model_details`` entries) add ``estimated_requests`` / ``estimated_usd``
+(calls recorded at an estimate) and ``quarantined_requests`` / ``quarantined_usd`` (calls whose rows
+the database refused), each pair only when there are such calls; ``/customer/list``'s end users also
+``unpriced_requests`` (calls of no known price, left out of ``spend``), as ``/customer/info`` gives
+them, and like it they count the calls this host keeps in its local outboxes; the ``/global/spend*``
+figures read the database alone, amounts and flags alike (:mod:`.litellm_store`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import litellm_store
+from . import known_end_users, litellm_store
 from .auth import request_headers
 from .errors import ProxyError
 from .json_io import (
@@ -74,6 +75,8 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MAX_IDS = 1000
 #: The query parameters the listings take (any other is a 400, see :func:`query_of`).
 _KEY_LIST_QUERY = frozenset({"page", "size", "key_alias", "team_id", "return_full_object"})
+#: ``/customer/list``'s page (ours: LiteLLM's lists every end user at once).
+_CUSTOMER_LIST_QUERY = frozenset({"page", "size"})
 _DATES = frozenset({"start_date", "end_date"})
 #: ``/global/spend/report``'s: LiteLLM's grouping and filters (its ``internal_user_id`` aside).
 REPORT_PARAMETERS = ("group_by", "api_key", "api_key_hash", "customer_id", "team_id")
@@ -239,18 +242,21 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def customer_list(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        records = await asyncio.to_thread(litellm_store.list_end_users, store)
-        spend = await asyncio.to_thread(
-            litellm_store.end_user_spend, store, [r.end_user_id for r in records]
-        )
+        query = query_of(scope, _CUSTOMER_LIST_QUERY, "GET /customer/list")
+        page = query_int(query, "page", 1, MAX_PAGE)  # past the last page: an empty list
+        size = query_int(query, "size", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        listing = functools.partial(known_end_users.list_end_users, page=page, size=size)
+        listed = await asyncio.to_thread(listing, store)
+        counted_from = {record.end_user_id: since for record, since in listed}
+        spend = await asyncio.to_thread(litellm_store.end_user_spend, store, counted_from)
         nothing: tuple[str, dict[str, Any]] = (litellm_store.money(0), {})
-        body = [_customer(r, spend.get(r.end_user_id, nothing)) for r in records]
+        body = [_customer(r, spend.get(r.end_user_id, nothing)) for r, _ in listed]
         await send_json(send, 200, body)
 
     async def customer_delete(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         ids = _user_ids(await read_json(receive, accounts.body_timeout))
-        deleted = await asyncio.to_thread(litellm_store.delete_end_users, store, ids)
+        deleted = await asyncio.to_thread(known_end_users.delete_end_users, store, ids)
         for user_id in ids:
             await accounts.budgets.reset_end_user(user_id)
         if not deleted:

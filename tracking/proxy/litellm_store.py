@@ -1,16 +1,17 @@
 """The reads and writes behind LiteLLM's extra management routes (:mod:`.litellm_routes`).
 
-Listing, changing and re-keying virtual keys, listing, deleting and (un)blocking end users, and
-the ``/global/spend/*`` sums, all over the same tables :class:`~.account_store.AccountStore`
-uses (``proxy_keys``, ``proxy_end_users`` and the ledger's ``spend_logs``). Synchronous
-SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures are summed by
-the database over the ledger's ``spend_calls`` view: ``spend_logs`` and the calls in the
-ledger's quarantine (rows the database refused, billed all the same), each call once by its own
-row, as budgets count them (:func:`tracking.integrations.sql.quarantined_calls`). Their amounts
-and their flags come from the database alone, the same rows: the calls this host keeps in its
-local outboxes count once shipped, as other hosts' do (a global figure does not depend on the
-host that answers), but for ``/customer/list``'s rows, which count them as ``/customer/info``
-does (:func:`end_user_spend`).
+Listing, changing and re-keying virtual keys, (un)blocking end users and their listing's spend, and
+the ``/global/spend/*`` sums, all over the same tables :class:`~.account_store.AccountStore` uses
+(``proxy_keys``, ``proxy_end_users`` and the ledger's ``spend_logs``); which end users
+``/customer/list`` lists and ``/customer/delete`` deletes, :mod:`.known_end_users` decides.
+Synchronous SQLAlchemy Core: the routes call these through ``asyncio.to_thread``. Spend figures are
+summed by the database over the ledger's ``spend_calls`` view: ``spend_logs`` and the calls in the
+ledger's quarantine (rows the database refused, billed all the same), each call once by its own row,
+as budgets count them (:func:`tracking.integrations.sql.quarantined_calls`). Their amounts and their
+flags come from the database alone, the same rows: the calls this host keeps in its local outboxes
+count once shipped, as other hosts' do (a global figure does not depend on the host that answers),
+but for ``/customer/list``'s rows, which count them as ``/customer/info`` does
+(:func:`end_user_spend`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ if TYPE_CHECKING:
     from .account_store import AccountStore, EndUserRecord, KeyRecord
 
 __all__ = [
-    "delete_end_users",
     "delete_existing",
     "end_user_spend",
-    "list_end_users",
     "list_keys",
     "missing_key",
     "money",
@@ -124,26 +123,6 @@ def delete_existing(store: AccountStore, column: Any, values: Sequence[str]) -> 
         if found:
             conn.execute(sa.delete(column.table).where(column.in_(found)))
     return found
-
-
-def list_end_users(store: AccountStore) -> list[EndUserRecord]:
-    import sqlalchemy as sa
-
-    if store.nothing_stored():
-        return []
-    from .account_store import end_user_record
-    from .account_tables import end_users
-
-    with store.engine.connect() as conn:  # one statement, not one per end user
-        rows = conn.execute(sa.select(end_users).order_by(end_users.c.end_user_id)).all()
-    return [end_user_record(row) for row in rows]
-
-
-def delete_end_users(store: AccountStore, ids: Sequence[str]) -> list[str]:
-    """Delete the end users' budgets and flags (their ledger rows stay); returns those found."""
-    from .account_tables import end_users
-
-    return delete_existing(store, end_users.c.end_user_id, ids)
 
 
 def set_blocked(store: AccountStore, ids: Sequence[str], blocked: bool) -> list[EndUserRecord]:
@@ -280,34 +259,42 @@ def spend_by(
 
 
 def end_user_spend(
-    store: AccountStore, ids: Sequence[str]
+    store: AccountStore, counted_from: Mapping[str, datetime | None]
 ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """What each of these end users spent in all and the flags of their calls, as
-    ``/customer/info`` gives them (its ``total_spend``, then ``unpriced_requests`` and the
-    flagged pairs, each only when there are such calls): summed by the database for them alone,
-    ``LOOKUP_CHUNK`` ids a statement (an ``IN`` list every dialect takes), the quarantined calls
-    included; an end user of whom this host keeps calls in its local outboxes (waiting for the
-    database, or refused by it and its quarantine) has, amount and flags, the figures of
-    :meth:`~.account_store.AccountStore.spent_and_flagged`, which count them too, from the same
-    rows (until 2026-12-07 its row left them out, which its ``/customer/info`` counted). An end
-    user without calls is not in the answer."""
-    if store.nothing_stored() or not ids:
+    """What each of these end users spent and the flags of their calls, as ``/customer/info``
+    gives them (its ``total_spend``, then ``unpriced_requests`` and the flagged pairs, each only
+    when there are such calls): summed by the database for them alone, ``LOOKUP_CHUNK`` ids a
+    statement (an ``IN`` list every dialect takes), the quarantined calls included, over the
+    calls that count for each (:func:`~.known_end_users.counted_calls`: an end user without a
+    record, those since their last deletion, which ``counted_from`` gives); an end user of whom
+    this host keeps calls in its local outboxes (waiting for the database, or refused by it and
+    its quarantine) has, amount and flags, the figures of
+    :meth:`~.account_store.AccountStore.spent_and_flagged` from that time, which count them too,
+    from the same rows (until 2026-12-07 its row left them out, which its ``/customer/info``
+    counted). An end user without calls is not in the answer."""
+    if store.nothing_stored() or not counted_from:
         return {}
     from tracking.integrations.sql import LOOKUP_CHUNK, spend_calls
 
+    from .known_end_users import counted_calls
+
     column = spend_calls.c.end_user
     engine = store.engine
-    wanted = list(dict.fromkeys(ids))
-    kept = store.end_users_kept_locally().intersection(wanted)  # read before the database
+    wanted = list(counted_from)
+    local = store.calls_kept_locally()  # read before the database
+    kept = {c.end_user for c in local if c.end_user is not None}.intersection(wanted)
+    joined, counts = counted_calls()
     spend: dict[str, tuple[str, dict[str, Any]]] = {}
     with engine.connect() as conn:
         for first in range(0, len(wanted), LOOKUP_CHUNK):
             chunk = wanted[first : first + LOOKUP_CHUNK]
-            statement = _per_value(engine, column).where(column.in_(chunk))
+            statement = (
+                _per_value(engine, column).select_from(joined).where(counts, column.in_(chunk))
+            )
             rows = conn.execute(statement).all()
             spend.update((v, (amount, f)) for v, amount, _, f in _value_rows(engine, rows))
     for end_user in sorted(kept):  # usually none: only while rows wait (or were refused twice)
-        amount, flags = store.spent_and_flagged(end_user=end_user, since=None)
+        amount, flags = store.spent_and_flagged(end_user=end_user, since=counted_from[end_user])
         spend[end_user] = (money(amount), flags)
     return spend
 

@@ -3,7 +3,8 @@
 Generating and deleting keys and creating or changing end users take the master key (any other
 caller gets 403). ``GET /key/info`` answers the master key about any key and a virtual key about
 itself. Keys are never echoed back except once, by ``POST /key/generate``; every other answer
-names a key by its SHA-256 hash (``key_hash``) and alias.
+names a key by its SHA-256 hash (``key_hash``) and alias. ``GET /customer/info`` and
+``POST /customer/update`` also know an end user who only called (:mod:`.known_end_users`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .json_io import (
     utc_datetime,
 )
 from .keys import generate_key, hash_key, parse_duration
+from .known_end_users import known_end_user, record_if_called
 from .limits import MAX_KEY_LIFETIME, MAX_RPM_LIMIT, end_user_id, key_hash, secret_in_query
 
 if TYPE_CHECKING:
@@ -282,7 +284,12 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         blocked = _blocked(document)
         if blocked is not None:
             changes["blocked"] = blocked
-        record = await asyncio.to_thread(store.update_end_user, user_id, changes)
+        try:
+            record = await asyncio.to_thread(store.update_end_user, user_id, changes)
+        except ProxyError as exc:  # no record: one known from their calls gets one (LiteLLM's)
+            if exc.status != 404 or not await asyncio.to_thread(record_if_called, store, user_id):
+                raise
+            record = await asyncio.to_thread(store.update_end_user, user_id, changes)
         if record.budget_usd is not None and record.budget_period is None:
             # a budget without a period (given as null, or never given) counts over all time
             total = {"budget_period": "total"}
@@ -296,13 +303,15 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
             query_of(scope, frozenset({"end_user_id"}), "GET /customer/info").get("end_user_id"),
             "end_user_id",
         )
-        record = await asyncio.to_thread(store.get_end_user, user_id)
-        if record is None:
+        # a record, or calls of theirs (since their last deletion): known_end_users
+        found = await asyncio.to_thread(known_end_user, store, user_id)
+        if found is None:
             raise ProxyError(404, f"no end user {user_id!r}", code="end_user_not_found")
+        record, counted_from = found
         # beside each spend figure: its calls at an estimate, quarantined, and of no known
         # price, from the same rows (this host's outboxes' included)
         figures = functools.partial(store.spent_and_flagged, end_user=user_id)
-        total, flagged = await asyncio.to_thread(figures, since=None)
+        total, flagged = await asyncio.to_thread(figures, since=counted_from)
         body: dict[str, Any] = {**record.to_dict(), "total_spend": f"{total:f}", **flagged}
         if record.budget_period is not None:
             start, _ = period_window(record.budget_period, datetime.now(UTC))

@@ -263,12 +263,14 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "responses": _answers("The end user", 400, 401, 403, 413),
     },
     "/customer/update": {
-        "summary": "Change an end user's budget or blocked flag (master key only)",
+        "summary": "Change an end user's budget or blocked flag; one known from their calls "
+        "alone gets a record (master key only)",
         "requestBody": _json_body(_CUSTOMER_BODY),
         "responses": _answers("The end user", 400, 401, 403, 404, 413),
     },
     "/customer/info": {
-        "summary": "An end user's budget and spend",
+        "summary": "An end user's budget and spend (one with a record, or who called since their "
+        "last deletion)",
         "parameters": _query("end_user_id"),
         "responses": _answers("The end user", 400, 401, 403, 404),
     },
@@ -302,11 +304,14 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "responses": _answers("The new key, shown once", 400, 401, 403, 404, 413),
     },
     "/customer/list": {
-        "summary": "End users with budgets or blocks (master key only)",
-        "responses": _answers("The end users", 401, 403),
+        "summary": "End users with a record, and those who called since their last deletion, a "
+        "page at a time by id (master key only)",
+        "parameters": _query("page", "size"),
+        "responses": _answers("A page of end users", 400, 401, 403),
     },
     "/customer/delete": {
-        "summary": "Delete end users (master key only)",
+        "summary": "Delete end users, remembered: their calls until then no longer make them "
+        "known (master key only)",
         "requestBody": _json_body(_JSON_OBJECT),
         "responses": _answers("How many were deleted", 400, 401, 403, 413),
     },
