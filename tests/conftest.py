@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 from PIL import Image
 
 import tracking
+from tests.gemini_support import GEMINI_KEY
 from tests.recorder import record_events
 from tracking.testing import EventRecorder, FakeOpenAI
 from tracking.testing.app_thread import AppThread
@@ -210,8 +211,6 @@ def _registered_prices_kept_to_their_test() -> Iterator[None]:
 def vertex(monkeypatch: pytest.MonkeyPatch) -> None:
     """Vertex AI's project, location and access token (the fake Gemini upstream's key, which
     the Gemini tests' fakes accept), as the ``vertex_ai`` provider reads them."""
-    from tests.test_gemini_tool_use_tokens import GEMINI_KEY
-
     monkeypatch.setenv("VERTEXAI_PROJECT", "my-project")
     monkeypatch.setenv("VERTEXAI_LOCATION", "us-central1")
     monkeypatch.setenv("VERTEX_ACCESS_TOKEN", GEMINI_KEY)

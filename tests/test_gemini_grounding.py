@@ -23,9 +23,10 @@ from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import make_png
+from tests.gemini_support import GEMINI_KEY
 from tests.proxy_support import ProxyProcess, write_config
 from tests.recorder import record_events
-from tests.test_gemini_tool_use_tokens import GEMINI_KEY, GROUNDED, MILLION, PROMPT, PROMPT_TOKENS
+from tests.test_gemini_tool_use_tokens import GROUNDED, MILLION, PROMPT, PROMPT_TOKENS
 from tracking.errors import ConfigurationError, ContentPolicyError
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.integrations.sql import SqlLedger, create_ledger_engine, spend_logs

@@ -21,8 +21,9 @@ import pytest
 
 import tracking
 from tests.conftest import make_png
+from tests.gemini_support import GEMINI_KEY
 from tests.proxy_support import ProxyProcess, write_config
-from tests.test_gemini_tool_use_tokens import GEMINI_KEY, GROUNDED, MILLION, PROMPT, PROMPT_TOKENS
+from tests.test_gemini_tool_use_tokens import GROUNDED, MILLION, PROMPT, PROMPT_TOKENS
 from tracking.cli import main
 from tracking.errors import ConfigurationError
 from tracking.pricing import billing_entry

@@ -27,10 +27,11 @@ from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import make_png
+from tests.gemini_support import GEMINI_KEY
 from tests.proxy_support import ProxyProcess, write_config
 from tests.recorder import record_events
 from tests.test_gemini_grounding import PER_QUERY, token_cost
-from tests.test_gemini_tool_use_tokens import GEMINI_KEY, PROMPT
+from tests.test_gemini_tool_use_tokens import PROMPT
 from tracking.errors import UnsupportedParamsError
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.testing.fake_gemini import (

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 import tracking
 from tests.conftest import make_png
+from tests.gemini_support import GEMINI_KEY
 from tests.recorder import record_events
 from tracking.integrations.sql import SqlLedger, spend_logs
 from tracking.providers.gemini import openai_usage
@@ -26,7 +27,6 @@ from tracking.testing.fake_gemini import (
     FakeGemini,
 )
 
-GEMINI_KEY = "AIzaFakeGeminiKey0123456789abcdef"
 PROMPT = "add a red hat"  # 13 characters: 4 text tokens in the fake's convention
 PROMPT_TOKENS = 4
 #: gemini-3.1-flash-image's prices in tracking/pricing/prices.json, USD per 1M tokens

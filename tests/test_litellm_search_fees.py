@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.gemini_support import GEMINI_KEY
 from tests.recorder import record_events
 from tests.test_gemini_grounding_fees import (
     MODEL,
@@ -30,7 +31,6 @@ from tests.test_gemini_grounding_fees import (
     _router,
     routed_grounded_edit,
 )
-from tests.test_gemini_tool_use_tokens import GEMINI_KEY
 from tracking.cli import main
 from tracking.errors import ConfigurationError
 from tracking.pricing import use_prices_file

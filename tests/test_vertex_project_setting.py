@@ -21,6 +21,10 @@ import pytest
 import tracking
 from tests.conftest import make_png
 from tests.forward_proxy import ForwardProxy
+from tests.gemini_support import VERTEX_MODEL as MODEL
+from tests.gemini_support import VERTEX_TOKEN as TOKEN
+from tests.gemini_support import vertex_path as path
+from tests.gemini_support import without_vertex_settings
 from tests.proxy_support import ProxyProcess, write_config
 from tracking import Router
 from tracking.config import parse_config
@@ -29,8 +33,6 @@ from tracking.router.deployments import deployment_id
 from tracking.testing import recording
 from tracking.testing.fake_gemini import FakeGemini
 
-TOKEN = "ya29.fake-vertex-access-token"
-MODEL = "vertex_ai/gemini-3.1-flash-image"
 PROMPT = "add a red hat"
 #: Values a project or a location may never be: each would change where the request goes.
 HOSTILE = [
@@ -48,11 +50,6 @@ HOSTILE = [
 DEPLOYMENT = {"model_name": "nano", "litellm_params": {"model": MODEL, "api_key": "token-1"}}
 
 
-def path(project: str, location: str, model: str = "gemini-3.1-flash-image") -> str:
-    where = f"/v1/projects/{project}/locations/{location}"
-    return f"{where}/publishers/google/models/{model}:generateContent"
-
-
 @pytest.fixture(scope="module")
 def gemini() -> Iterator[FakeGemini]:
     with FakeGemini(api_keys=[TOKEN]) as server:
@@ -61,14 +58,7 @@ def gemini() -> Iterator[FakeGemini]:
 
 @pytest.fixture
 def no_project(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "VERTEXAI_PROJECT",
-        "GOOGLE_CLOUD_PROJECT",
-        "VERTEXAI_LOCATION",
-        "GOOGLE_CLOUD_LOCATION",
-        "VERTEX_ACCESS_TOKEN",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    without_vertex_settings(monkeypatch)
 
 
 @pytest.fixture
@@ -282,12 +272,16 @@ def test_another_providers_deployment_with_a_location_is_refused_at_load(gemini)
     [
         ("europe-west4", "europe-west4-aiplatform.googleapis.com:443"),
         ("global", "aiplatform.googleapis.com:443"),
+        ("us", "aiplatform.us.rep.googleapis.com:443"),
+        ("eu", "aiplatform.eu.rep.googleapis.com:443"),
     ],
 )
 def test_without_api_base_the_location_chooses_the_host(no_project, monkeypatch, location, host):
     """Google's endpoints: ``https://{location}-aiplatform.googleapis.com`` for a region,
-    ``https://aiplatform.googleapis.com`` for ``global``. The request goes to a forward proxy
-    on loopback, which refuses the tunnel and says which host it was asked for."""
+    ``https://aiplatform.googleapis.com`` for ``global``, and
+    ``https://aiplatform.{us|eu}.rep.googleapis.com`` for the multi-regions ``us`` and ``eu``
+    (before, ``us-aiplatform.googleapis.com``, which Google does not serve). The request goes to
+    a forward proxy on loopback, which refuses the tunnel and says which host it was asked for."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)

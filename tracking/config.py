@@ -250,6 +250,9 @@ _LITELLM_PARAMS: dict[str, Check] = {
     "order": _is_int(1),
     "vertex_project": functools.partial(vertex_setting_problem, "vertex_project"),
     "vertex_location": functools.partial(vertex_setting_problem, "vertex_location"),
+    # LiteLLM's other names for the two (tracking.router.deployments.VERTEX_ALIASES)
+    "vertex_ai_project": functools.partial(vertex_setting_problem, "vertex_project"),
+    "vertex_ai_location": functools.partial(vertex_setting_problem, "vertex_location"),
     "vertex_credentials": _anything,
 }
 #: LiteLLM's per-token price keys, in USD per token: LiteLLM reads them in a deployment's

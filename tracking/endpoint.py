@@ -11,7 +11,8 @@ never echoing a key, before a byte is sent: the same error on both paths, and ne
 
 Vertex AI's Google Cloud project and location (``vertex_project``, ``vertex_location``) are
 written into the request's URL, the location into its host name
-(``https://{location}-aiplatform.googleapis.com``): :func:`check_vertex_place` holds them to
+(``https://{location}-aiplatform.googleapis.com``, a multi-region's
+``https://aiplatform.{location}.rep.googleapis.com``): :func:`check_vertex_place` holds them to
 the shapes Google gives them (no ``/``, ``..``, spaces or URLs), for a call's parameters, a
 deployment's and the environment's alike.
 
@@ -59,7 +60,7 @@ _VERTEX_PROJECT = re.compile(
     rf"(?:{_DNS_LABEL}(?:\.{_DNS_LABEL})+:)?[a-z][a-z0-9-]{{4,28}}[a-z0-9]|[0-9]{{1,20}}"
 )
 #: A Google Cloud location: ``global``, or a region such as ``us-central1`` (lowercase letters,
-#: digits and hyphens, a letter first; it becomes the first label of the host name).
+#: digits and hyphens, a letter first; it becomes a label of the host name).
 _VERTEX_LOCATION = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _VERTEX_SHAPES = {
     "vertex_project": (

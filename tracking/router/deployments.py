@@ -4,8 +4,9 @@ Each entry names a model group (``model_name``, what callers ask for) and how to
 upstream serving it (``litellm_params``: ``model`` with an optional provider prefix,
 ``api_key``, ``api_base``, ``api_version``, ``rpm``, ``tpm``, ``weight``, ``timeout``,
 ``stream_timeout``, LiteLLM's ``order``: a priority, 1 first, and a ``vertex_ai/`` deployment's
-``vertex_project`` and ``vertex_location``: each deployment its own Google Cloud project and
-location, else the environment's), with
+``vertex_project`` and ``vertex_location``, or LiteLLM's other names for them,
+``vertex_ai_project`` and ``vertex_ai_location``: each deployment its own Google Cloud project
+and location, else the environment's), with
 optional ``model_info`` (``id``, ``base_model`` for pricing). ``os.environ/NAME`` values are read
 from the environment, as the proxy's config does. A deployment's id is ``model_info.id``, else a
 digest of its parameters, so every process given the same config agrees on it (shared cooldowns
@@ -25,7 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..endpoint import check_api_key, check_base_url, check_vertex_place
+from ..endpoint import (
+    check_api_key,
+    check_base_url,
+    check_vertex_place,
+    vertex_setting_problem,
+)
 from ..errors import ConfigurationError
 from ..providers import check_deployment, get_provider, is_provider, operations_of, provider_names
 from ..request import MAX_TIMEOUT, model_without_name, split_provider
@@ -45,6 +51,10 @@ __all__ = [
 _ENV_PREFIX = "os.environ/"
 #: The parameters that say where a deployment's calls go, each passed to its calls when set.
 _PLACE = ("api_key", "api_base", "api_version", "vertex_project", "vertex_location")
+#: LiteLLM's other names for a deployment's Vertex AI settings (its Vertex AI code reads
+#: ``vertex_project or vertex_ai_project``, and the same for the location): read as the settings
+#: they name.
+VERTEX_ALIASES = {"vertex_ai_project": "vertex_project", "vertex_ai_location": "vertex_location"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +228,7 @@ def _deployment(entry: Any, where: str) -> Deployment:
     params = {
         key: resolve_env(value, f"{where}.litellm_params.{key}") for key, value in params.items()
     }
+    params = _unaliased(params, where)
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigurationError(f"{where}: litellm_params.model is required")
@@ -331,6 +342,29 @@ def _check_prices(info: Mapping[str, Any], where: str) -> None:
         to_price(value, named)
 
 
+def _unaliased(params: Mapping[str, Any], where: str | None) -> dict[str, Any]:
+    """``params`` with LiteLLM's alias names (:data:`VERTEX_ALIASES`) read as the settings they
+    name. An alias beside its setting with another value is a :class:`ConfigurationError`
+    naming both (with ``where`` None, for an id only, the setting's own name wins)."""
+    unaliased = dict(params)
+    for alias, name in VERTEX_ALIASES.items():
+        if alias not in unaliased:
+            continue
+        value = unaliased.pop(alias)
+        problem = None if where is None or value is None else vertex_setting_problem(name, value)
+        if problem is not None:  # named as written
+            raise ConfigurationError(f"{where}: litellm_params.{alias}: {problem}", param=name)
+        given = unaliased.get(name)
+        if given is None:
+            unaliased[name] = value
+        elif where is not None and value is not None and str(value) != str(given):
+            raise ConfigurationError(
+                f"{where}: litellm_params.{alias} {value!r} and litellm_params.{name} {given!r} "
+                f"differ; they are two names for one setting: give {name} alone"
+            )
+    return unaliased
+
+
 def resolve_env(value: Any, where: str) -> Any:
     """``os.environ/NAME`` -> the variable's value (a clear error when unset); else ``value``."""
     if isinstance(value, str) and value.startswith(_ENV_PREFIX):
@@ -351,7 +385,7 @@ def deployment_id(entry: Mapping[str, Any]) -> str:
     if isinstance(given, str) and given:
         return given
     params = entry.get("litellm_params")
-    params = params if isinstance(params, Mapping) else {}
+    params = _unaliased(params, None) if isinstance(params, Mapping) else {}
     resolved = {}
     for key in ("model", *_PLACE):
         try:
