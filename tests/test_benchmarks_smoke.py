@@ -227,8 +227,10 @@ def test_syscalls_counts_each_servers_system_calls_per_request(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     document = json.loads(out.read_text())
-    assert set(document) == {"minimal forwarder", "tracking serve"}
-    for figures in document.values():
+    servers = {"minimal forwarder", "tracking serve"}
+    assert set(document) == servers | {f"{name} threads" for name in servers}
+    for name in servers:
+        figures = document[name]
         assert figures["requests"] > 0
         # every request is read from and answered on a socket: at least a read and a write each
         assert figures["total"] >= 2
@@ -236,7 +238,13 @@ def test_syscalls_counts_each_servers_system_calls_per_request(tmp_path):
             figures["total"]
             >= sum(v for k, v in figures.items() if k not in ("total", "requests")) - 0.01
         )
+        # the untraced run's figures per request: the loop's thread ran and was switched
+        threads = document[f"{name} threads"]
+        assert threads["loop"]["user_us"] + threads["loop"]["system_us"] > 0
+        assert threads["loop"]["voluntary"] + threads["loop"]["involuntary"] > 0
+        assert all(value >= 0 for value in threads["other threads"].values())
     assert "system calls per request" in result.stdout
+    assert "per request, untraced" in result.stdout
 
 
 def test_proxy_against_an_unknown_revision_says_so_before_starting_anything():

@@ -9,6 +9,14 @@ lot, so the rates here mean nothing; the counts per request are what the servers
 
 On Python 3.11 ``getpid`` is asyncio's: the C ``get_running_loop`` checks the process id at every
 call (3.12 dropped that), so it counts the loop lookups of asyncio's own primitives.
+
+Before the traced run, an untraced one of the same length reads every thread's
+``/proc/PID/task/TID/stat`` and ``status`` around it: CPU (user and system), voluntary and
+involuntary context switches and minor page faults per request, for the event loop's thread
+(the main one) and for the others together (the ledger's writer, the forwarder's committer). A
+thread sleeps voluntarily when it waits for the GIL, a lock, the disk or the next event, so the
+switches count the hand-offs between threads that the system calls alone do not show
+(2026-12-07).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import run  # benchmarks/proxy/run.py: the proxy benchmark's pieces
 
@@ -36,6 +45,42 @@ def counted(summary: str, requests: int) -> dict[str, float]:
         if len(fields) >= 5 and fields[3].isdigit() and re.fullmatch(r"[\d.]+", fields[0]):
             per_request[fields[-1]] = int(fields[3]) / requests
     return per_request
+
+
+def thread_figures(pid: int) -> dict[str, dict[str, float]]:
+    """Per thread of ``pid``: CPU seconds (user, system), context switches, minor faults."""
+    figures: dict[str, dict[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        switches = dict(
+            line.split(":\t") for line in status.splitlines() if "ctxt_switches" in line
+        )
+        figures[task.name] = {
+            "user_us": int(stat[11]) / run.CLK_TCK * 1e6,
+            "system_us": int(stat[12]) / run.CLK_TCK * 1e6,
+            "voluntary": float(switches["voluntary_ctxt_switches"]),
+            "involuntary": float(switches["nonvoluntary_ctxt_switches"]),
+            "minor_faults": float(stat[7]),
+        }
+    return figures
+
+
+def per_thread(pid: int, url: str, script: Path, connections: int, duration: int) -> dict[str, Any]:
+    """An untraced run's figures per request: the loop's thread, and the others summed."""
+    before = thread_figures(pid)
+    requests = max(1, int(run.wrk(url, script, connections, duration, pid)["requests"]))
+    after = thread_figures(pid)
+    groups: dict[str, dict[str, float]] = {"loop": {}, "other threads": {}}
+    for tid, figures in after.items():
+        group = groups["loop" if tid == str(pid) else "other threads"]
+        for key, value in figures.items():
+            moved = (value - before.get(tid, {}).get(key, 0.0)) / requests
+            group[key] = group.get(key, 0.0) + moved
+    return groups
 
 
 def traced(pid: int, url: str, script: Path, connections: int, duration: int, out: Path) -> int:
@@ -73,6 +118,7 @@ def main() -> int:
     upstream = f"http://127.0.0.1:{fake_port}/v1"
     commands = run.server_commands(folder, upstream, run.tracking_config(folder, upstream))
     results: dict[str, dict[str, float]] = {}
+    threads: dict[str, dict[str, Any]] = {}
     try:
         for name, command in commands.items():
             port = run.free_port()
@@ -83,6 +129,7 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}/v1/images/edits"
             try:
                 run.wrk(url, script, args.connections, 1, server.pid)  # warm-up, untraced
+                threads[name] = per_thread(server.pid, url, script, args.connections, args.duration)
                 out = folder / f"{name.replace(' ', '-')}.strace"
                 requests = traced(server.pid, url, script, args.connections, args.duration, out)
             finally:
@@ -104,8 +151,16 @@ def main() -> int:
         if call == "total" or max(row) >= 0.05:
             print(f"{call:<18}" + "".join(f"{v:>20.2f}" for v in row))
     print("requests traced   " + "".join(f"{results[n]['requests']:>20.0f}" for n in names))
+    print(f"\nper request, untraced (/proc per thread, wrk c{args.connections}, {args.duration} s)")
+    columns = ("user_us", "system_us", "voluntary", "involuntary", "minor_faults")
+    print(f"{'thread':<34}" + "".join(f"{c:>13}" for c in columns))
+    for name, groups in threads.items():
+        for group, figures in groups.items():
+            label = f"{name}: {group}"
+            print(f"{label:<34}" + "".join(f"{figures.get(c, 0.0):>13.2f}" for c in columns))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        document = {**results, **{f"{name} threads": t for name, t in threads.items()}}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"results written to {args.json}")
     return 0
 

@@ -7,6 +7,10 @@ double count) unless it is an ``incomplete`` one, which the call's own row repla
 takes rows (dicts) or outbox lines (JSON text) and encodes them for the dialect with
 :mod:`~tracking.integrations.sql._codec`, bypassing SQLAlchemy's per-row parameter processing;
 connections still come from the engine's pool, with its settings (SQLite pragmas, pre-ping).
+An SQLite batch that fits one statement (:data:`ONE_STATEMENT_ROWS`) runs outside a transaction,
+which SQLite commits (fsync included) in the statement's own step: the writer hands the GIL back
+once per batch instead of three times (``BEGIN``, the statement, ``COMMIT``), which counts while
+a proxy's event loop wants it (2026-12-07; a larger batch keeps ``BEGIN`` ... ``COMMIT``).
 
 :meth:`SpendLogsInserter.is_transient` sorts failures: a connection lost, a server gone, a
 timeout, a serialization failure or a deadlock is worth retrying with the rows kept; a row the
@@ -205,7 +209,10 @@ class SpendLogsInserter:
     def insert_prepared(self, items: Sequence[Any]) -> None:
         """Insert items made by :meth:`prepare`, in one transaction."""
         if self.dialect == "sqlite":
-            self._run(lambda cursor: _insert_sqlite(cursor, items, self.callers_run_on))
+            self._run(
+                lambda cursor: _insert_sqlite(cursor, items, self.callers_run_on),
+                one_statement=len(items) <= ONE_STATEMENT_ROWS,
+            )
         else:
             self.insert_lines(items)
 
@@ -244,22 +251,25 @@ class SpendLogsInserter:
     def _is_giving_up(self) -> bool:
         return self._giving_up
 
-    def _run(self, work: Callable[[Any], object]) -> None:
+    def _run(self, work: Callable[[Any], object], *, one_statement: bool = False) -> None:
         if self.schema_gate is not None:
             self.schema_gate.ensure()  # SchemaUnchecked (transient) until it passes
         try:  # the hot path: the write alone, unless another connection holds the lock
-            self._run_once(work)
+            self._run_once(work, one_statement)
         except sqlite3.OperationalError as exc:
             if not self._busy_slices:
                 raise
-            after_refusal(exc, lambda: self._run_once(work), self._is_giving_up)
+            after_refusal(exc, lambda: self._run_once(work, one_statement), self._is_giving_up)
 
-    def _run_once(self, work: Callable[[Any], object]) -> None:
+    def _run_once(self, work: Callable[[Any], object], one_statement: bool = False) -> None:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
             try:
-                work(cursor)
+                if one_statement:
+                    _autocommitted(connection.driver_connection, work, cursor)
+                else:
+                    work(cursor)
             finally:
                 cursor.close()
             connection.commit()
@@ -288,6 +298,18 @@ class SpendLogsInserter:
 #: a background ledger's cost per async call from about 60 to 15 µs. Bigger durable batches,
 #: whose callers wait (nothing else wants the GIL), measured faster with ``executemany``.
 ONE_STATEMENT_ROWS = 48
+
+
+def _autocommitted(driver: Any, work: Callable[[Any], object], cursor: Any) -> None:
+    """Run ``work``, one SQLite statement, as its own transaction: SQLite commits it (with the
+    WAL's fsync) in the statement's own step, so the writer hands the GIL back once per batch
+    instead of three times (``BEGIN``, the statement, ``COMMIT``)."""
+    previous = driver.isolation_level
+    driver.isolation_level = None
+    try:
+        work(cursor)
+    finally:
+        driver.isolation_level = previous
 
 
 #: A UTF-16 surrogate in a Python string: always a lone one (a pair is one character there).
