@@ -390,7 +390,9 @@ class AccountStore:
         ledger and its reports, but are not the spend of the end user made again, as LiteLLM's
         customer row made again starts from $0: their budget, ``/customer/info`` and
         ``/customer/list`` count from it (:mod:`.known_end_users`). One read by primary key,
-        made when a budget counter starts from the ledger, never per call."""
+        made with each reading of the ledger: for a budget, when its counter starts from the
+        ledger (or, while Redis is away, with the ledger's figure each reservation reads
+        anyway), never otherwise on the call path."""
         if end_user is None or self.nothing_stored():
             return since
         import sqlalchemy as sa
