@@ -96,6 +96,28 @@ def test_an_end_user_budget_changed_counts_the_calls_made_meanwhile(proxy, clien
     assert refused.status_code == 429, refused.text
 
 
+@pytest.mark.parametrize("period", ["total", "daily"])
+def test_an_end_user_made_again_is_not_refused_for_what_they_spent_before(proxy, client, period):
+    """Their counter held what they spent; deleted and made again with a budget smaller than
+    that, their calls are admitted: the counter starts again from the calls since the deletion
+    (LiteLLM's customer row made again starts at $0)."""
+    base, user = proxy.url, f"remade-{period}"
+    made = {"user_id": user, "max_budget": "5", "budget_period": period}
+    assert _master(client, f"{base}/customer/new", made).is_success
+    costs = []
+    for _ in range(5):  # counted by the end user's counter
+        answer = edit(client, base, MASTER_KEY, user=user)
+        assert answer.status_code == 200, answer.text
+        costs.append(Decimal(answer.headers["x-tracking-response-cost"]))
+    assert _master(client, f"{base}/customer/delete", {"user_ids": [user]}).is_success
+    smaller = str(sum(costs, Decimal(0)) - costs[0] / 2)
+    again = {"user_id": user, "max_budget": smaller, "budget_period": period}
+    assert _master(client, f"{base}/customer/new", again).is_success
+    for _ in range(2):  # room for two calls since the deletion
+        admitted = edit(client, base, MASTER_KEY, user=user)
+        assert admitted.status_code == 200, admitted.text
+
+
 @pytest.fixture(scope="module")
 def sqlite_proxy(fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     """One proxy for the module's tests below, each with keys and end users of its own."""

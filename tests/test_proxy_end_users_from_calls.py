@@ -11,6 +11,13 @@ an end user: one who only called was a 404 on ``/customer/info`` and absent from
   0010): a 404 and not listed though their rows stay, until a call after the deletion, when
   they are known again with that call's spend alone (LiteLLM's row, made again, starts there);
 - ``/customer/update`` finds them as LiteLLM's does (the row their first call made);
+- an end user given a record again after a deletion (``/customer/new``, ``/customer/block``,
+  ``/customer/update``) counts the calls since it alone, in ``/customer/info`` (total and
+  period), ``/customer/list`` and their budget (LiteLLM's row made again by ``/customer/new``
+  starts at $0: its ``LiteLLM_EndUserTable.spend`` defaults to 0.0 and ``/customer/delete``
+  deletes the row, BerriAI/litellm ``schema.prisma`` and
+  ``proxy/management_endpoints/customer_endpoints.py``, read 2026-12-07); the ledger's reports
+  keep every call;
 - ``/customer/list`` is paged by the database (``page``, ``size``), never the whole ledger.
 
 A real proxy (``tracking serve``) over loopback in front of the session's fake upstream, on a
@@ -202,6 +209,82 @@ def test_update_gives_a_caller_a_record_as_litellms_finds_their_row(proxy, clien
     assert Decimal(info["period_spend"]) == spent and info["created_at"] is not None
     unknown = _post(admin, proxy, "/customer/update", {"user_id": "never-called", "blocked": True})
     assert unknown.status_code == 404
+
+
+def _ledger_spend(client: httpx.Client, admin: httpx.Client, proxy: ProxyProcess, user: str):
+    """The end user's spend as the ledger's reports give it: ``/spend/logs?user=`` (its rows
+    summed), ``/global/spend/end_users`` and ``/global/spend/report?customer_id=``."""
+    logged = spend_rows(client, proxy.url, user=user)["data"]
+    users = admin.get(f"{proxy.url}/global/spend/end_users").json()
+    (row,) = [u for u in users if u["end_user"] == user]
+    report = admin.get(f"{proxy.url}/global/spend/report", params={"customer_id": user}).json()
+    per_day = [c for day in report for c in day["customers"] if c["customer"] == user]
+    return (
+        sum((Decimal(r["cost_usd"]) for r in logged), Decimal(0)),
+        Decimal(row["total_spend"]),
+        sum((Decimal(c["total_spend"]) for c in per_day), Decimal(0)),
+    )
+
+
+@pytest.mark.parametrize("period", ["total", "daily", "monthly"])
+def test_an_end_user_made_again_counts_only_the_calls_since_their_deletion(
+    proxy, client, admin, period
+):
+    """Deleted and made again by ``/customer/new`` with a budget smaller than what they spent
+    before: their calls are admitted, and ``/customer/info`` (total and period) and
+    ``/customer/list`` show what they spent since the deletion alone, as LiteLLM's row made
+    again starts at $0; the ledger's reports still show every call."""
+    user = f"remade-{period}"
+    made = _post(admin, proxy, "/customer/new", {"user_id": user, "max_budget": 5})
+    assert made.status_code == 200, made.text
+    if period != "total":
+        _post(admin, proxy, "/customer/update", {"user_id": user, "budget_period": period})
+    costs = [_call(client, proxy, user) for _ in range(5)]
+    before = sum(costs, Decimal(0))
+    _rows(client, proxy, user, 5)
+    assert _post(admin, proxy, "/customer/delete", {"user_ids": [user]}).status_code == 200
+    budget = before - costs[0] / 2  # less than they spent before: room for two calls since
+    again = {"user_id": user, "max_budget": str(budget), "budget_period": period}
+    assert _post(admin, proxy, "/customer/new", again).status_code == 200
+
+    fresh = _info(admin, proxy, user).json()
+    assert Decimal(fresh["total_spend"]) == Decimal(fresh["period_spend"]) == 0
+    assert Decimal(fresh["remaining"]) == budget
+    since = _call(client, proxy, user) + _call(client, proxy, user)  # admitted
+    info = _info(admin, proxy, user).json()
+    assert Decimal(info["total_spend"]) == since and Decimal(info["period_spend"]) == since
+    assert Decimal(info["remaining"]) == budget - since
+    _rows(client, proxy, user, 7)
+    assert Decimal(_listed(admin, proxy)[user]["spend"]) == since
+    # the ledger keeps every call, and its reports show them
+    assert _ledger_spend(client, admin, proxy, user) == (before + since,) * 3
+
+
+def test_block_or_update_after_a_deletion_count_from_it(proxy, client, admin):
+    """``/customer/block`` and ``/customer/update`` give a deleted end user a record again:
+    their spend counts from the deletion too, and so does a budget ``/customer/update`` gives."""
+    spent = _call(client, proxy, "remade-block")
+    _rows(client, proxy, "remade-block", 1)
+    _post(admin, proxy, "/customer/delete", {"user_ids": ["remade-block"]})
+    blocked = _post(admin, proxy, "/customer/block", {"user_ids": ["remade-block"]})
+    assert blocked.status_code == 200, blocked.text
+    info = _info(admin, proxy, "remade-block").json()
+    assert info["blocked"] is True and Decimal(info["total_spend"]) == 0
+    assert Decimal(_listed(admin, proxy)["remade-block"]["spend"]) == 0
+    assert _ledger_spend(client, admin, proxy, "remade-block") == (spent,) * 3
+
+    costs = [_call(client, proxy, "remade-update") for _ in range(4)]
+    _rows(client, proxy, "remade-update", 4)
+    _post(admin, proxy, "/customer/delete", {"user_ids": ["remade-update"]})
+    since = _call(client, proxy, "remade-update")  # known again from this call
+    budget = sum(costs, Decimal(0)) - costs[0] / 2
+    update = {"user_id": "remade-update", "max_budget": str(budget)}
+    assert _post(admin, proxy, "/customer/update", update).status_code == 200
+    since += _call(client, proxy, "remade-update")  # admitted: the budget counts from the deletion
+    info = _info(admin, proxy, "remade-update").json()
+    assert Decimal(info["total_spend"]) == since and Decimal(info["period_spend"]) == since
+    _rows(client, proxy, "remade-update", 6)
+    assert Decimal(_listed(admin, proxy)["remade-update"]["spend"]) == since
 
 
 def test_the_list_is_paged(proxy, client, admin):

@@ -140,6 +140,35 @@ def test_two_instances_racing_on_one_end_users_budget_stay_within_it(pair, clien
     assert Decimal(info["total_spend"]) == spent
 
 
+def test_an_end_user_deleted_and_made_again_counts_from_the_deletion_on_both(pair, client):
+    """The second instance's calls started the end user's counter in Redis; the first deletes
+    the end user and makes them again with a budget smaller than they spent: the deletion
+    drops the shared counter, which starts again from the ledger's calls since the deletion, so
+    both instances admit their calls (LiteLLM's customer row made again starts at $0)."""
+    first, second = pair
+    user, master = "remade-shared", bearer(MASTER_KEY)
+
+    def made(proxy: ProxyProcess, budget: Decimal) -> int:
+        document = {"user_id": user, "max_budget": str(budget)}
+        return client.post(f"{proxy.url}/customer/new", headers=master, json=document).status_code
+
+    def cost(proxy: ProxyProcess) -> Decimal:
+        answer = edit(client, proxy.url, MASTER_KEY, user=user)
+        assert answer.status_code == 200, answer.text
+        return Decimal(answer.headers["x-tracking-response-cost"])
+
+    assert made(first, Decimal(5)) == 200
+    costs = [cost(second) for _ in range(5)]  # the counter in Redis, started by the second
+    gone = client.post(f"{first.url}/customer/delete", headers=master, json={"user_ids": [user]})
+    assert gone.status_code == 200, gone.text
+    assert made(first, sum(costs, Decimal(0)) - costs[0] / 2) == 200  # less than spent before
+    since = cost(first) + cost(second)  # both admitted: the counter counts from the deletion
+    info = client.get(
+        f"{second.url}/customer/info", headers=master, params={"end_user_id": user}
+    ).json()
+    assert Decimal(info["total_spend"]) == Decimal(info["period_spend"]) == since
+
+
 def test_a_keys_rpm_is_one_window_across_instances(pair, client):
     key = generate(client, pair[0].url, rpm_limit=3)["key"]
 

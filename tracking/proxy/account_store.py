@@ -7,7 +7,9 @@ first use, PostgreSQL by ``tracking migrate`` (or ``auto_migrate: true``), as fo
 The spend figures (per key, per end user since a period's start, the paginated log) are read
 from ``spend_logs``, the one record of what was spent; what budgets start from adds the rows the
 database refused for good (``ledger_quarantine``: their calls were billed all the same) and the
-rows still waiting in this host's local outboxes for a database that cannot take them yet.
+rows still waiting in this host's local outboxes for a database that cannot take them yet. An end
+user's spend (their budget's, ``/customer/info``'s) counts from their last deletion, if any
+(:meth:`AccountStore.counted_since`); the ledger's own reports keep every call.
 """
 
 from __future__ import annotations
@@ -336,7 +338,8 @@ class AccountStore:
         excluding: Collection[str] = (),
     ) -> Decimal:
         """What one key (the rows naming any of ``key_hashes``: a regenerated key's hashes) or
-        end user spent from ``since`` (inclusive) on, per the ledger: ``spend_logs``, the
+        end user spent from ``since`` (inclusive; an end user's from their last deletion when
+        that is later: :meth:`counted_since`) on, per the ledger: ``spend_logs``, the
         quarantined rows and the rows this host keeps in its local outboxes (waiting for a
         database that cannot take them yet, or refused by the database and its quarantine),
         each call once, but for the calls ``excluding`` names (request ids of calls in flight)
@@ -352,7 +355,7 @@ class AccountStore:
             folder=self._outbox_folder,
             key_hashes=key_hashes,
             end_user=end_user,
-            since=since,
+            since=self.counted_since(end_user, since),
             excluding=excluding,
         )
 
@@ -371,13 +374,37 @@ class AccountStore:
 
         from tracking.integrations.sql import spend_and_flags_with_outboxes
 
+        engine = self.engine  # names the outboxes' folder too
         return spend_and_flags_with_outboxes(
-            self.engine,
+            engine,
             folder=self._outbox_folder,
             key_hashes=key_hashes,
             end_user=end_user,
-            since=since,
+            since=self.counted_since(end_user, since),
         )
+
+    def counted_since(self, end_user: str | None, since: datetime | None) -> datetime | None:
+        """From when an end user's spend counts: ``since``, or their last deletion
+        (``/customer/delete``, remembered in ``proxy_end_user_deletions``) when that is later;
+        ``since`` itself for a key (``end_user`` None). The calls before a deletion stay in the
+        ledger and its reports, but are not the spend of the end user made again, as LiteLLM's
+        customer row made again starts from $0: their budget, ``/customer/info`` and
+        ``/customer/list`` count from it (:mod:`.known_end_users`). One read by primary key,
+        made with each reading of the ledger: for a budget, when its counter starts from the
+        ledger (or, while Redis is away, with the ledger's figure each reservation reads
+        anyway), never otherwise on the call path."""
+        if end_user is None or self.nothing_stored():
+            return since
+        import sqlalchemy as sa
+
+        from .account_tables import end_user_deletions as deletions
+
+        found = sa.select(deletions.c.deleted_at).where(deletions.c.end_user_id == end_user)
+        with self.engine.connect() as conn:
+            deleted: datetime | None = conn.execute(found).scalar()
+        if deleted is None:
+            return since
+        return deleted if since is None else max(since, deleted)
 
     def calls_kept_locally(
         self, *, end_user: str | None = None, since: datetime | None = None

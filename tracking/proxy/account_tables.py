@@ -64,8 +64,9 @@ end_users = sa.Table(
 
 #: When each end user was last deleted (``/customer/delete``; revision 0010): an end user known
 #: from their calls alone (no ``proxy_end_users`` row) is known again only by a call started at
-#: or after it, and counts only those calls (:mod:`.known_end_users`). Written by
-#: ``/customer/delete`` alone, never by a call.
+#: or after it, and every end user, given a record again or not, counts only those calls, in
+#: their spend and their budget (:mod:`.known_end_users`). Written by ``/customer/delete`` alone,
+#: never by a call; kept when the end user is made again.
 end_user_deletions = sa.Table(
     "proxy_end_user_deletions",
     account_metadata,

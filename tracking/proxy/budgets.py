@@ -20,17 +20,22 @@ attempt: the call ends with the failure of the attempt before it, and costs what
 have cost.
 
 Counters are shared by every instance through Redis (:mod:`tracking.proxy.shared_counters`) and
-start from the ledger's figure, so the check-and-reserve is atomic across instances. Overshoot
-bound: while the reservation covers the real cost (it does whenever the upstream bills at most the
-table's price for the requested size and quality and at most :data:`INPUT_IMAGE_TOKENS` tokens per
-input image, retries and fallbacks included) a budget is never exceeded, whatever the concurrency;
+start from the ledger's figure, so the check-and-reserve is atomic across instances. An end user's
+figure counts from their last deletion (``/customer/delete``) when that is later than the period's
+start (:meth:`~.account_store.AccountStore.counted_since`, read with the ledger as the counter
+starts, not per call): an end user deleted and given a budget again is not refused for what they
+spent before, as LiteLLM's customer row made again starts from $0 (until 2026-12-07 they were). The
+deletion and the new budget both drop the end user's counters (:meth:`Budgets.reset_end_user`), in
+Redis for every instance, so the next call starts them from the ledger again. Overshoot bound:
+while the reservation covers the real cost (it does whenever the upstream bills at most the table's
+price for the requested size and quality and at most :data:`INPUT_IMAGE_TOKENS` tokens per input
+image, retries and fallbacks included) a budget is never exceeded, whatever the concurrency;
 otherwise it can be exceeded by at most what the calls in flight at that moment cost beyond their
-reservations. A model without a
-known price is refused (400, before any upstream call) for a key or end user with a budget, since
-its spend could not be counted; ``general_settings.allow_unpriced_with_budgets: true`` lets it
-through, reserving nothing. With Redis down budgets are computed from the ledger (plus this
-instance's calls in flight) and the counters are merged back on recovery
-(:mod:`tracking.proxy.shared_counters`).
+reservations. A model without a known price is refused (400, before any upstream call) for a key or
+end user with a budget, since its spend could not be counted;
+``general_settings.allow_unpriced_with_budgets: true`` lets it through, reserving nothing. With
+Redis down budgets are computed from the ledger (plus this instance's calls in flight) and the
+counters are merged back on recovery (:mod:`tracking.proxy.shared_counters`).
 
 With the budget store (the database) away, a call naming an end user is served as any other when
 that user has no budget and no block: the proxy keeps the list of the end users that have one
@@ -263,9 +268,11 @@ class Budgets:
         self._with_rules_at = float("-inf")  # a budget or block may have come or gone
 
     async def reset_end_user(self, end_user_id: str) -> None:
-        """After the end user's budget was set, changed or deleted: its cached record and its
-        budget counters are forgotten, so its next call counts from the ledger (calls made while
-        its budget was off, or under another period, never reached those counters)."""
+        """After the end user's budget was set, changed or deleted (or the end user was): its
+        cached record and its budget counters are forgotten (in Redis, or the machine's file,
+        for every instance), so its next call counts from the ledger (calls made while its
+        budget was off, or under another period, never reached those counters; after a
+        deletion, only the calls since it count)."""
         self.forget(end_user_id)
         now = datetime.now(UTC)
         await self.counters.drop(

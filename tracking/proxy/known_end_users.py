@@ -10,12 +10,18 @@ is known when they have a record (``proxy_end_users``: ``/customer/new``, ``/cus
 the rows ``/customer/info`` counts.
 
 ``/customer/delete`` deletes the record and remembers when (``proxy_end_user_deletions``,
-revision 0010); the ledger's rows stay. An end user without a record counts only the calls that
-started at or after their last deletion (:func:`counted_calls`): with none they are unknown (a
-404, not listed); a call after it and they are known again, with the spend of those calls alone,
-as LiteLLM's row, made again by that call, starts from its cost. An end user with a record counts
-every call of theirs, as their budget does. Synchronous SQLAlchemy Core (the routes call these
-through ``asyncio.to_thread``); a listing is one page, paged by the database.
+revision 0010); the ledger's rows stay. An end user counts only the calls that started at or
+after their last deletion (:func:`counted_calls`; one never deleted, every call): without a
+record and without such calls they are unknown (a 404, not listed); a call after it and they are
+known again, with the spend of those calls alone, as LiteLLM's row, made again by that call,
+starts from its cost; given a record again (``/customer/new``, ``/customer/block``,
+``/customer/update``) they count the same calls, as LiteLLM's row made again by ``/customer/new``
+starts from $0, and so does their budget
+(:meth:`~.account_store.AccountStore.counted_since`). Until 2026-12-07 an end user given a record
+again counted every call of theirs, those before the deletion included. The ledger's reports
+(``/spend/logs?user=``, ``/global/spend/end_users``, ``/global/spend/report?customer_id=``) keep
+every call: they are the ledger, not the end user's record. Synchronous SQLAlchemy Core (the
+routes call these through ``asyncio.to_thread``); a listing is one page, paged by the database.
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ if TYPE_CHECKING:
     from .account_store import AccountStore
 
 __all__ = [
-    "KnownEndUser",
     "counted_calls",
     "delete_end_users",
     "known_end_user",
@@ -46,8 +51,6 @@ __all__ = [
     "record_if_called",
 ]
 
-#: An end user and when their calls count from (their last deletion; None: every call).
-KnownEndUser = tuple[EndUserRecord, datetime | None]
 #: How many ids one statement compares a listing's ids with (:func:`_ranks`).
 _RANKED = 100
 
@@ -60,20 +63,19 @@ def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
 
 
 def counted_calls() -> tuple[Any, sa.ColumnElement[bool]]:
-    """``spend_calls`` joined to the end users' records and deletions, and the condition that
-    keeps the calls counting for their end user: every call of an end user with a record, and
-    of one without, those started at or after their last deletion (all, never deleted)."""
+    """``spend_calls`` joined to the end users' deletions, and the condition that keeps the
+    calls counting for their end user, with a record or without: those started at or after
+    their last deletion (all, never deleted), as
+    :meth:`~.account_store.AccountStore.counted_since` counts them for one end user."""
     from tracking.integrations.sql import spend_calls
 
     calls = spend_calls.c
     deleted_at = end_user_deletions.c.deleted_at
-    joined = spend_calls.outerjoin(end_users, end_users.c.end_user_id == calls.end_user).outerjoin(
+    joined = spend_calls.outerjoin(
         end_user_deletions, end_user_deletions.c.end_user_id == calls.end_user
     )
-    recorded = end_users.c.end_user_id.is_not(None)
     since_deleted = sa.or_(deleted_at.is_(None), calls.start_time >= deleted_at)
-    counts = sa.and_(calls.end_user.is_not(None), sa.or_(recorded, since_deleted))
-    return joined, counts
+    return joined, sa.and_(calls.end_user.is_not(None), since_deleted)
 
 
 def _after(call: QuarantinedCall, since: datetime | None) -> bool:
@@ -96,45 +98,44 @@ def _records_and_deletions(
     return records, {u: at for u, at in deleted.items() if u not in records}
 
 
-def _known_from_calls(store: AccountStore, ids: Sequence[str]) -> dict[str, datetime | None]:
+def _known_from_calls(store: AccountStore, ids: Sequence[str]) -> set[str]:
     """Of ``ids``, those without a record who are known from their calls (in the database or
-    this host's outboxes), each with when their calls count from."""
+    this host's outboxes)."""
     from tracking.integrations.sql import spend_calls
 
     wanted = list(dict.fromkeys(ids))
     if store.nothing_stored() or not wanted:
-        return {}
+        return set()
     local = store.calls_kept_locally(end_user=wanted[0] if len(wanted) == 1 else None)
     joined, counts = counted_calls()
     user = spend_calls.c.end_user
     found: set[str] = set()
     with store.engine.connect() as conn:
         records, deleted = _records_and_deletions(conn, wanted)
-        for chunk in _chunks(wanted):
-            statement = (
-                sa.select(user)
-                .select_from(joined)
-                .where(counts, end_users.c.end_user_id.is_(None), user.in_(chunk))
-                .distinct()
-            )
-            found.update(conn.execute(statement).scalars())
-    candidates = set(wanted) - set(records)
+        candidates = [u for u in wanted if u not in records]
+        for chunk in _chunks(candidates):
+            statement = sa.select(user).select_from(joined).where(counts, user.in_(chunk))
+            found.update(conn.execute(statement.distinct()).scalars())
+    unrecorded = set(candidates)
     found.update(
-        c.end_user for c in local if c.end_user in candidates and _after(c, deleted.get(c.end_user))
+        c.end_user
+        for c in local
+        if c.end_user is not None
+        and c.end_user in unrecorded
+        and _after(c, deleted.get(c.end_user))
     )
-    return {u: deleted.get(u) for u in wanted if u in found and u in candidates}
+    return found
 
 
-def known_end_user(store: AccountStore, end_user_id: str) -> KnownEndUser | None:
+def known_end_user(store: AccountStore, end_user_id: str) -> EndUserRecord | None:
     """The end user ``/customer/info`` shows: their record, or, without one, the end user known
     from their calls (:meth:`EndUserRecord.from_calls`); None when neither."""
     record = store.get_end_user(end_user_id)
     if record is not None:
-        return record, None
-    called = _known_from_calls(store, [end_user_id])
-    if end_user_id not in called:
+        return record
+    if end_user_id not in _known_from_calls(store, [end_user_id]):
         return None
-    return EndUserRecord.from_calls(end_user_id), called[end_user_id]
+    return EndUserRecord.from_calls(end_user_id)
 
 
 def record_if_called(store: AccountStore, end_user_id: str) -> bool:
@@ -146,7 +147,7 @@ def record_if_called(store: AccountStore, end_user_id: str) -> bool:
     found = known_end_user(store, end_user_id)
     if found is None:
         return False
-    if found[0].created_at is None:
+    if found.created_at is None:
         now = datetime.now(UTC)
         with contextlib.suppress(ProxyError):  # made meanwhile by another request
             store.create_end_user(EndUserRecord(end_user_id, None, None, False, now, now))
@@ -176,11 +177,11 @@ def _ranks(conn: Connection, known: Any, ids: Sequence[str]) -> list[int]:
     return ranks
 
 
-def list_end_users(store: AccountStore, *, page: int, size: int) -> list[KnownEndUser]:
+def list_end_users(store: AccountStore, *, page: int, size: int) -> list[EndUserRecord]:
     """One page of the end users ``/customer/list`` shows, by id (as Python orders text): those
-    with a record and those known from their calls, each with when their calls count from; one
-    statement, paged by the database. The end users known from this host's outboxes alone
-    (calls not shipped yet, or refused) are placed among them by their rank there."""
+    with a record and those known from their calls; one statement, paged by the database. The
+    end users known from this host's outboxes alone (calls not shipped yet, or refused) are
+    placed among them by their rank there."""
     from tracking.integrations.sql import spend_calls
 
     if store.nothing_stored():
@@ -196,37 +197,29 @@ def list_end_users(store: AccountStore, *, page: int, size: int) -> list[KnownEn
         places = [rank + n for n, rank in enumerate(_ranks(conn, known, list(alone)))]
         inside = [u for u, p in zip(alone, places, strict=True) if offset <= p < offset + size]
         skipped = sum(1 for p in places if p < offset)
-        deletions = end_user_deletions
         statement = (
-            sa.select(known.c.id, end_users, deletions.c.deleted_at)
-            .select_from(
-                known.outerjoin(end_users, end_users.c.end_user_id == known.c.id).outerjoin(
-                    deletions, deletions.c.end_user_id == known.c.id
-                )
-            )
+            sa.select(known.c.id, end_users)
+            .select_from(known.outerjoin(end_users, end_users.c.end_user_id == known.c.id))
             .order_by(_ordered(known.c.id, engine.dialect.name))
             .limit(size - len(inside))
             .offset(offset - skipped)
         )
         rows = conn.execute(statement).all()
-    listed: list[KnownEndUser] = [
-        (end_user_record(r), None)
-        if r.end_user_id is not None
-        else (EndUserRecord.from_calls(r.id), r.deleted_at)
+    listed = [
+        end_user_record(r) if r.end_user_id is not None else EndUserRecord.from_calls(r.id)
         for r in rows
     ]
-    listed += [(EndUserRecord.from_calls(u), alone[u]) for u in inside]
-    return sorted(listed, key=lambda known_user: known_user[0].end_user_id)
+    listed += [EndUserRecord.from_calls(u) for u in inside]
+    return sorted(listed, key=lambda record: record.end_user_id)
 
 
 def _known_locally_alone(
     conn: Connection, known: Any, local: Sequence[QuarantinedCall]
-) -> dict[str, datetime | None]:
-    """The end users known from ``local`` calls but not from the database, by id, each with
-    when their calls count from."""
+) -> list[str]:
+    """The end users known from ``local`` calls but not from the database, by id."""
     users = sorted({c.end_user for c in local if c.end_user is not None})
     if not users:
-        return {}
+        return []
     records, deleted = _records_and_deletions(conn, users)
     counted = {
         c.end_user
@@ -239,7 +232,7 @@ def _known_locally_alone(
     for chunk in _chunks(sorted(counted)):
         found = sa.select(known.c.id).where(known.c.id.in_(chunk))
         in_database.update(conn.execute(found).scalars())
-    return {u: deleted.get(u) for u in sorted(counted - in_database)}
+    return sorted(counted - in_database)
 
 
 def _remember(conn: Connection, ids: Sequence[str], at: datetime) -> None:

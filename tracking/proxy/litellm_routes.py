@@ -247,10 +247,10 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         size = query_int(query, "size", MAX_PAGE_SIZE, MAX_PAGE_SIZE)
         listing = functools.partial(known_end_users.list_end_users, page=page, size=size)
         listed = await asyncio.to_thread(listing, store)
-        counted_from = {record.end_user_id: since for record, since in listed}
-        spend = await asyncio.to_thread(litellm_store.end_user_spend, store, counted_from)
+        ids = [record.end_user_id for record in listed]
+        spend = await asyncio.to_thread(litellm_store.end_user_spend, store, ids)
         nothing: tuple[str, dict[str, Any]] = (litellm_store.money(0), {})
-        body = [_customer(r, spend.get(r.end_user_id, nothing)) for r, _ in listed]
+        body = [_customer(r, spend.get(r.end_user_id, nothing)) for r in listed]
         await send_json(send, 200, body)
 
     async def customer_delete(scope: Scope, receive: Receive, send: Send) -> None:

@@ -259,20 +259,19 @@ def spend_by(
 
 
 def end_user_spend(
-    store: AccountStore, counted_from: Mapping[str, datetime | None]
+    store: AccountStore, ids: Sequence[str]
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """What each of these end users spent and the flags of their calls, as ``/customer/info``
     gives them (its ``total_spend``, then ``unpriced_requests`` and the flagged pairs, each only
     when there are such calls): summed by the database for them alone, ``LOOKUP_CHUNK`` ids a
     statement (an ``IN`` list every dialect takes), the quarantined calls included, over the
-    calls that count for each (:func:`~.known_end_users.counted_calls`: an end user without a
-    record, those since their last deletion, which ``counted_from`` gives); an end user of whom
-    this host keeps calls in its local outboxes (waiting for the database, or refused by it and
-    its quarantine) has, amount and flags, the figures of
-    :meth:`~.account_store.AccountStore.spent_and_flagged` from that time, which count them too,
-    from the same rows (until 2026-12-07 its row left them out, which its ``/customer/info``
-    counted). An end user without calls is not in the answer."""
-    if store.nothing_stored() or not counted_from:
+    calls that count for each (:func:`~.known_end_users.counted_calls`: those since their last
+    deletion, with a record or without); an end user of whom this host keeps calls in its local
+    outboxes (waiting for the database, or refused by it and its quarantine) has, amount and
+    flags, the figures of :meth:`~.account_store.AccountStore.spent_and_flagged`, which count
+    them too, from the same rows (until 2026-12-07 its row left them out, which its
+    ``/customer/info`` counted). An end user without calls is not in the answer."""
+    if store.nothing_stored() or not ids:
         return {}
     from tracking.integrations.sql import LOOKUP_CHUNK, spend_calls
 
@@ -280,7 +279,7 @@ def end_user_spend(
 
     column = spend_calls.c.end_user
     engine = store.engine
-    wanted = list(counted_from)
+    wanted = list(dict.fromkeys(ids))
     local = store.calls_kept_locally()  # read before the database
     kept = {c.end_user for c in local if c.end_user is not None}.intersection(wanted)
     joined, counts = counted_calls()
@@ -294,7 +293,7 @@ def end_user_spend(
             rows = conn.execute(statement).all()
             spend.update((v, (amount, f)) for v, amount, _, f in _value_rows(engine, rows))
     for end_user in sorted(kept):  # usually none: only while rows wait (or were refused twice)
-        amount, flags = store.spent_and_flagged(end_user=end_user, since=counted_from[end_user])
+        amount, flags = store.spent_and_flagged(end_user=end_user, since=None)
         spend[end_user] = (money(amount), flags)
     return spend
 

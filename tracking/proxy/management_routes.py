@@ -304,14 +304,14 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
             "end_user_id",
         )
         # a record, or calls of theirs (since their last deletion): known_end_users
-        found = await asyncio.to_thread(known_end_user, store, user_id)
-        if found is None:
+        record = await asyncio.to_thread(known_end_user, store, user_id)
+        if record is None:
             raise ProxyError(404, f"no end user {user_id!r}", code="end_user_not_found")
-        record, counted_from = found
         # beside each spend figure: its calls at an estimate, quarantined, and of no known
-        # price, from the same rows (this host's outboxes' included)
+        # price, from the same rows (this host's outboxes' included); each counts the calls
+        # since their last deletion, as their budget does (AccountStore.counted_since)
         figures = functools.partial(store.spent_and_flagged, end_user=user_id)
-        total, flagged = await asyncio.to_thread(figures, since=counted_from)
+        total, flagged = await asyncio.to_thread(figures, since=None)
         body: dict[str, Any] = {**record.to_dict(), "total_spend": f"{total:f}", **flagged}
         if record.budget_period is not None:
             start, _ = period_window(record.budget_period, datetime.now(UTC))

@@ -311,7 +311,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "/customer/delete": {
         "summary": "Delete end users, remembered: their calls until then no longer make them "
-        "known (master key only)",
+        "known nor count in their spend or budget, made again or not (master key only)",
         "requestBody": _json_body(_JSON_OBJECT),
         "responses": _answers("How many were deleted", 400, 401, 403, 413),
     },
