@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -43,7 +43,8 @@ _WRITER = textwrap.dedent(
 
 
 #: Another process takes the file's write lock, says so, and keeps it until told to let go
-#: (a line on its stdin) or for ``sys.argv[2]`` seconds; it then says which came first.
+#: (a line on its stdin) or for ``sys.argv[3]`` seconds; it then says which came first. A line
+#: ``count`` starts its ``sys.argv[2]`` seconds again: what it waits for is timed from then.
 _LOCKER = textwrap.dedent(
     """
     import select, sqlite3, sys
@@ -51,7 +52,12 @@ _LOCKER = textwrap.dedent(
     db = sqlite3.connect(sys.argv[1], isolation_level=None)
     db.execute("BEGIN IMMEDIATE")
     print("locked", flush=True)
-    told, _, _ = select.select([sys.stdin], [], [], float(sys.argv[2]))
+    hold = float(sys.argv[3])
+    while True:
+        told, _, _ = select.select([sys.stdin], [], [], hold)
+        if not told or sys.stdin.readline().strip() != "count":
+            break
+        hold = float(sys.argv[2])
     db.execute("ROLLBACK")
     print("told" if told else "not told", flush=True)
     """
@@ -61,13 +67,36 @@ _LOCKER = textwrap.dedent(
 _LOCK_HELD = 6.0
 
 
+class _Release:
+    """Tells the locking process to let go (a call, which answers what it said) or to time its
+    hold from now (:meth:`count`)."""
+
+    def __init__(self, locker: subprocess.Popen[str]) -> None:
+        self.locker = locker
+
+    def _say(self, line: str) -> None:
+        assert self.locker.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.locker.stdin.write(f"{line}\n")
+            self.locker.stdin.flush()
+
+    def count(self) -> None:
+        self._say("count")
+
+    def __call__(self) -> str:
+        assert self.locker.stdout is not None
+        self._say("let go")
+        return self.locker.stdout.readline().strip()
+
+
 @contextlib.contextmanager
-def _locked_by_another_process(path: Path) -> Iterator[Callable[[], str]]:
+def _locked_by_another_process(path: Path, first: float = _LOCK_HELD) -> Iterator[_Release]:
     """Hold ``path``'s write lock in another process; yields ``release``, which tells that
     process to let go and returns ``"told"`` when it still held the lock then, ``"not told"``
-    when it had let go on its own (after ``_LOCK_HELD`` seconds)."""
+    when it had let go on its own (after ``first`` seconds, or ``_LOCK_HELD`` seconds after
+    ``release.count()``)."""
     locker = subprocess.Popen(
-        [sys.executable, "-c", _LOCKER, str(path), str(_LOCK_HELD)],
+        [sys.executable, "-c", _LOCKER, str(path), str(_LOCK_HELD), str(first)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -76,14 +105,7 @@ def _locked_by_another_process(path: Path) -> Iterator[Callable[[], str]]:
         assert locker.stdout is not None and locker.stdin is not None
         assert locker.stdout.readline().strip() == "locked"
 
-        def release() -> str:
-            assert locker.stdout is not None and locker.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                locker.stdin.write("let go\n")
-                locker.stdin.flush()
-            return locker.stdout.readline().strip()
-
-        yield release
+        yield _Release(locker)
     finally:
         locker.kill()
         locker.communicate()
@@ -456,6 +478,7 @@ _EXITS_WITH_A_LOCKED_FILE = textwrap.dedent(
 
     ledger = SqlLedger(sys.argv[1], mode="background", linger=0.0)
     ledger.on_end(make_event(user="at-exit"))
+    print("exiting", flush=True)
     """
 )
 
@@ -472,8 +495,22 @@ def test_the_exit_handlers_wait_is_a_setting(tmp_path):
         "TRACKING_LEDGER_EXIT_SECONDS": "0.5",
     }
     _run(url, 0, 10, env)  # creates the ledger
-    with _locked_by_another_process(path) as release:
-        _python(_EXITS_WITH_A_LOCKED_FILE, url, env=env)
+    # The lock's 6 s are timed from the moment the process starts to exit (its start and
+    # imports take seconds on a loaded machine): 0.5 s fits in them, the default 10 s does not.
+    with _locked_by_another_process(path, first=120) as release:
+        exiting = subprocess.Popen(
+            [sys.executable, "-c", _EXITS_WITH_A_LOCKED_FILE, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+        )
+        assert exiting.stdout is not None
+        said = exiting.stdout.readline().strip()
+        release.count()
+        _, log = exiting.communicate(timeout=60)
+        assert (said, exiting.returncode) == ("exiting", 0), log
         assert release() == "told", "the exit waited for the lock past the setting"
     assert _users(path) == []
     _run(url, 0, 10, env)
