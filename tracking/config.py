@@ -355,6 +355,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "cors_allow_origins": _is_str_list,
     "enforce_user_param": _is_bool,
     "enforced_params": _is_enforced_params,
+    "enforce_fallback_model_access": _is_bool,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -435,6 +436,9 @@ class GeneralSettings:
     #: What every call must carry (LiteLLM's ``enforce_user_param`` / ``enforced_params``):
     #: ``user`` (the end user, as ``user`` or ``safety_identifier``) and ``metadata.<key>``.
     enforced_params: tuple[str, ...] = ()
+    #: A virtual key is served by a fallback only when its ``models`` name the fallback's group
+    #: (LiteLLM's flag of that name; off: a fallback serves any key, as in LiteLLM).
+    enforce_fallback_model_access: bool = False
 
     @property
     def max_request_bytes(self) -> int:
@@ -703,6 +707,7 @@ def parse_config(
                     + list(general.get("enforced_params", ()))
                 )
             ),
+            enforce_fallback_model_access=general.get("enforce_fallback_model_access", False),
         ),
         prices=dict(top.get("prices", {})),
         source=source,

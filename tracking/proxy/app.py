@@ -440,6 +440,12 @@ class ProxyApp:
         reservation = await self.accounts.admit(
             principal, params, model, started, control.request_id if control is not None else None
         )
+        if (
+            control is not None
+            and principal.models is not None
+            and self.config.general_settings.enforce_fallback_model_access
+        ):  # the fallbacks the key may not call are skipped
+            control.may_serve = principal.may_call
         if control is not None and reservation.held:  # retries and fallbacks grow the hold
             control.cover = functools.partial(self._cover, reservation)
         watcher = _watch_caller(receive, control)
