@@ -321,9 +321,16 @@ _ACCESS = (
     "an access control this proxy does not enforce; put the proxy behind a gateway or network "
     "policy that does, and remove the key"
 )
+_END_USER_HEADER = (
+    "end users named by a header of your choosing are not read here, so their budgets and "
+    "blocks would not hold for those calls; name them with user, safety_identifier or LiteLLM's "
+    "x-litellm-customer-id / x-litellm-end-user-id header, and remove the key"
+)
 #: LiteLLM spending caps and access controls this proxy does not enforce: an error, never an
 #: ignored key (whoever wrote one believes spend, or access, is limited).
 _CAPS_NOT_ENFORCED = {
+    "general_settings.user_header_name": _END_USER_HEADER,
+    "general_settings.user_header_mappings": _END_USER_HEADER,
     "general_settings.allowed_ips": _ACCESS,
     "general_settings.allowed_routes": _ACCESS,
     "general_settings.admin_only_routes": _ACCESS,
