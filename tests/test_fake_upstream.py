@@ -106,6 +106,29 @@ def test_a_transparent_background_keeps_the_alpha_channel(upstream):
     assert opaque.mode == "RGB"
 
 
+@pytest.mark.parametrize("output_format", ["png", "webp", "gif"])
+def test_a_transparent_background_keeps_the_input_s_clear_pixels_clear(upstream, output_format):
+    # The edit's tint was blended over them, alpha and all (65% opaque), and a GIF lost its
+    # transparency altogether: a test of how an app shows a transparent answer saw none.
+    picture = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    picture.paste((200, 30, 30, 255), (16, 16, 48, 48))
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    answer = decoded(
+        tracking.image_edit(
+            image=out.getvalue(),
+            prompt="p",
+            model="gpt-image-2.6-flare",
+            background="transparent",
+            output_format=output_format,
+            **upstream,
+        )
+    ).convert("RGBA")
+    width, height = answer.size
+    assert answer.getpixel((1, 1))[3] == 0  # a corner: clear in the input
+    assert answer.getpixel((width // 2, height // 2))[3] == 255  # the middle: opaque
+
+
 def test_dall_e_2_urls_serve_the_edited_picture(upstream):
     prompt = "a sunset"
     response = tracking.image_edit(

@@ -392,6 +392,22 @@ def test_budget_refusal_tells_reached_from_does_not_fit(proxy, client, fake):
     assert fake.hits == before  # neither reached the upstream
 
 
+def test_a_budget_refusal_never_rounds_what_is_left_to_the_call_s_cost(proxy, client):
+    # A budget 1e-8 USD short of the call's hold said "worst-case cost of $0.0140 does not fit
+    # in the $0.0140 left": both rounded to 4 places. The figures are exact now (at least 4).
+    from tracking.pricing.estimate import max_expected_cost
+
+    form = {"prompt": "make it blue", "quality": "low", "size": "1024x1024", "image": b"x"}
+    hold = max_expected_cost(["gpt-image-1"], {**form, "n": 1})
+    assert hold is not None and hold.as_tuple().exponent < -4  # more places than 4
+    budget = hold - Decimal("0.00000001")
+    short = generate(client, proxy.url, key_alias="short", max_budget=str(budget))["key"]
+    refused = edit(client, proxy.url, short)
+    assert refused.status_code == 429, refused.text
+    message = refused.json()["error"]["message"]
+    assert f"worst-case cost of ${hold:f} does not fit in the ${budget:f} left" in message
+
+
 def test_environment_variables_resolve_references_before_they_are_exported(monkeypatch):
     from tracking.config import export_environment, parse_config
 

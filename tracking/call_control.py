@@ -112,6 +112,9 @@ class CallControl:
     #: cancelled before ``finish`` ran or while it runs (the proxy's URL answer: nothing was
     #: answered, and why).
     finish_cancelled: Mapping[str, Any] | None = None
+    #: Whether a fallback model group may serve the call (the proxy's key's ``models`` under
+    #: ``enforce_fallback_model_access``): a router skips the fallbacks it refuses. None: any.
+    may_serve: Callable[[str], bool] | None = None
     _gone: bool = False
     _wake: asyncio.Event | None = None
 

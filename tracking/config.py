@@ -324,9 +324,16 @@ _ACCESS = (
     "an access control this proxy does not enforce; put the proxy behind a gateway or network "
     "policy that does, and remove the key"
 )
+_END_USER_HEADER = (
+    "end users named by a header of your choosing are not read here, so their budgets and "
+    "blocks would not hold for those calls; name them with user, safety_identifier or LiteLLM's "
+    "x-litellm-customer-id / x-litellm-end-user-id header, and remove the key"
+)
 #: LiteLLM spending caps and access controls this proxy does not enforce: an error, never an
 #: ignored key (whoever wrote one believes spend, or access, is limited).
 _CAPS_NOT_ENFORCED = {
+    "general_settings.user_header_name": _END_USER_HEADER,
+    "general_settings.user_header_mappings": _END_USER_HEADER,
     "general_settings.allowed_ips": _ACCESS,
     "general_settings.allowed_routes": _ACCESS,
     "general_settings.admin_only_routes": _ACCESS,
@@ -358,6 +365,7 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "cors_allow_origins": _is_str_list,
     "enforce_user_param": _is_bool,
     "enforced_params": _is_enforced_params,
+    "enforce_fallback_model_access": _is_bool,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -438,6 +446,9 @@ class GeneralSettings:
     #: What every call must carry (LiteLLM's ``enforce_user_param`` / ``enforced_params``):
     #: ``user`` (the end user, as ``user`` or ``safety_identifier``) and ``metadata.<key>``.
     enforced_params: tuple[str, ...] = ()
+    #: A virtual key is served by a fallback only when its ``models`` name the fallback's group
+    #: (LiteLLM's flag of that name; off: a fallback serves any key, as in LiteLLM).
+    enforce_fallback_model_access: bool = False
 
     @property
     def max_request_bytes(self) -> int:
@@ -706,6 +717,7 @@ def parse_config(
                     + list(general.get("enforced_params", ()))
                 )
             ),
+            enforce_fallback_model_access=general.get("enforce_fallback_model_access", False),
         ),
         prices=dict(top.get("prices", {})),
         source=source,

@@ -52,6 +52,7 @@ from .accounts import Accounts
 from .answer_cost import NOT_BILLED_HEADERS, cost_headers, failure_cost
 from .auth import Authenticator, KeyCheck, Principal, request_headers
 from .concurrency import ParallelLimit, UploadBytes, UploadHold
+from .end_user_headers import take_end_user_headers
 from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_multipart, too_large
 from .generation_body import read_generation
@@ -407,6 +408,7 @@ class ProxyApp:
                 raise too_large(self.max_body)  # refused before a byte of the body is read
             upload.grow_to(int(declared))
         params = await read(receive, headers, upload)
+        take_end_user_headers(headers, params)  # LiteLLM's x-litellm-customer-id & co
         model = params.get("model")
         entry.model = model if isinstance(model, str) else None
         if not model:
@@ -440,6 +442,12 @@ class ProxyApp:
         reservation = await self.accounts.admit(
             principal, params, model, started, control.request_id if control is not None else None
         )
+        if (
+            control is not None
+            and principal.models is not None
+            and self.config.general_settings.enforce_fallback_model_access
+        ):  # the fallbacks the key may not call are skipped
+            control.may_serve = principal.may_call
         if control is not None and reservation.held:  # retries and fallbacks grow the hold
             control.cover = functools.partial(self._cover, reservation)
         watcher = _watch_caller(receive, control)

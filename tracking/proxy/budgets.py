@@ -127,7 +127,11 @@ def _user_counter(end_user_id: str, window: str) -> str:
 
 
 def _usd(units: int) -> str:
-    return f"${Decimal(units) / UNITS_PER_USD:.4f}"
+    """``units`` (1e-8 USD) as dollars, exactly, with at least 4 decimal places: rounded to 4, a
+    call's cost and the little left short of it read the same ("$0.0140 does not fit in the
+    $0.0140 left")."""
+    whole, _, places = f"{Decimal(units) / UNITS_PER_USD:.8f}".rstrip("0").partition(".")
+    return f"${whole}.{places.ljust(4, '0')}"
 
 
 @dataclass(slots=True)

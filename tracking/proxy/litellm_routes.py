@@ -69,10 +69,12 @@ if TYPE_CHECKING:
     from .accounts import Accounts
     from .auth import Authenticator
 
-__all__ = ["litellm_routes"]
+__all__ = ["USER_IDS_FIELDS", "litellm_routes"]
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MAX_IDS = 1000
+#: The fields ``/customer/delete``, ``/customer/block`` and ``/customer/unblock`` take.
+USER_IDS_FIELDS = frozenset({"user_ids"})
 #: The query parameters the listings take (any other is a 400, see :func:`query_of`).
 _KEY_LIST_QUERY = frozenset({"page", "size", "key_alias", "team_id", "return_full_object"})
 #: ``/customer/list``'s page (ours: LiteLLM's lists every end user at once).
@@ -132,9 +134,11 @@ def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]
     return changes
 
 
-def _user_ids(document: dict[str, Any]) -> list[str]:
-    """The end users a body names, each by the one rule calls use (exact text, never stripped:
-    ``" mallory"`` is not ``"mallory"``; bounded; no control characters)."""
+def _user_ids(document: dict[str, Any], what: str) -> list[str]:
+    """The end users a body of ``what`` names, each by the one rule calls use (exact text, never
+    stripped: ``" mallory"`` is not ``"mallory"``; bounded; no control characters); any other
+    field is a 400, never dropped (:func:`known_fields`)."""
+    known_fields(document, USER_IDS_FIELDS, what)
     ids = document.get("user_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
         raise ProxyError(
@@ -255,7 +259,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
     async def customer_delete(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
-        ids = _user_ids(await read_json(receive, accounts.body_timeout))
+        ids = _user_ids(await read_json(receive, accounts.body_timeout), "/customer/delete")
         deleted = await asyncio.to_thread(known_end_users.delete_end_users, store, ids)
         for user_id in ids:
             await accounts.budgets.reset_end_user(user_id)
@@ -268,7 +272,8 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
     def blocking(blocked: bool) -> Handler:
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
             await master(scope)
-            ids = _user_ids(await read_json(receive, accounts.body_timeout))
+            document = await read_json(receive, accounts.body_timeout)
+            ids = _user_ids(document, "/customer/block" if blocked else "/customer/unblock")
             records = await asyncio.to_thread(litellm_store.set_blocked, store, ids, blocked)
             for user_id in ids:
                 accounts.budgets.forget(user_id)

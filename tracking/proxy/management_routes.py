@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "END_USER_FIELDS",
+    "KEY_DELETE_FIELDS",
     "KEY_FIELDS",
     "management_routes",
     "requested_expiry",
@@ -164,6 +165,9 @@ KEY_FIELDS = frozenset(
 )
 #: The fields ``/customer/new`` and ``/customer/update`` take.
 END_USER_FIELDS = frozenset({"user_id", "end_user_id", "max_budget", "budget_period", "blocked"})
+#: The fields ``/key/delete`` takes (LiteLLM's ``key_aliases`` is refused, never dropped: the key
+#: it names would stay live while the caller believes it deleted).
+KEY_DELETE_FIELDS = frozenset({"keys", "key_hashes"})
 
 
 def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, str], Handler]:
@@ -229,6 +233,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
     async def delete(scope: Scope, receive: Receive, send: Send) -> None:
         require_master(await auth.authenticate(request_headers(scope)))
         document = await read_json(receive, accounts.body_timeout)
+        known_fields(document, KEY_DELETE_FIELDS, "/key/delete")
         keys, hashes = document.get("keys", []), document.get("key_hashes", [])
         for param, given in (("keys", keys), ("key_hashes", hashes)):
             # an item that is not text is refused, not skipped: the caller meant it deleted

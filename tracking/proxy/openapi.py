@@ -160,6 +160,12 @@ _MODELS = {
 }
 _HEALTH = {"summary": "Liveness", "security": [], "responses": _answers("Alive")}
 # Any other field is a 400 ``unsupported_field`` (json_io.known_fields): never dropped.
+_USER_IDS_BODY = {
+    "type": "object",
+    "properties": {"user_ids": {"type": "array", "items": {"type": "string"}}},
+    "required": ["user_ids"],
+    "additionalProperties": False,
+}
 _KEY_BODY = {
     "type": "object",
     "properties": {
@@ -253,6 +259,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                     "keys": {"type": "array", "items": {"type": "string"}},
                     "key_hashes": {"type": "array", "items": {"type": "string"}},
                 },
+                "additionalProperties": False,
             }
         ),
         "responses": _answers("The keys deleted", 400, 401, 403, 413),
@@ -312,17 +319,17 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "/customer/delete": {
         "summary": "Delete end users, remembered: their calls until then no longer make them "
         "known nor count in their spend or budget, made again or not (master key only)",
-        "requestBody": _json_body(_JSON_OBJECT),
+        "requestBody": _json_body(_USER_IDS_BODY),
         "responses": _answers("How many were deleted", 400, 401, 403, 413),
     },
     "/customer/block": {
         "summary": "Block end users (master key only)",
-        "requestBody": _json_body(_JSON_OBJECT),
+        "requestBody": _json_body(_USER_IDS_BODY),
         "responses": _answers("The end users blocked", 400, 401, 403, 413),
     },
     "/customer/unblock": {
         "summary": "Unblock end users (master key only)",
-        "requestBody": _json_body(_JSON_OBJECT),
+        "requestBody": _json_body(_USER_IDS_BODY),
         "responses": _answers("The end users unblocked", 400, 401, 403, 413),
     },
     "/global/spend": {

@@ -30,6 +30,10 @@ What an error means for routing:
 * a deployment whose provider cannot do the call's operation (``UnsupportedOperationError``:
   a generation on an edit-only provider): never sent, no attempt counted; the group's other
   deployments are tried, then its fallbacks (one none of whose deployments can is skipped).
+
+A fallback group the call's :class:`~tracking.call_control.CallControl` says may not serve it
+(``may_serve``: the proxy's ``enforce_fallback_model_access``, for a key whose ``models`` leave
+the group out) is skipped the same way, before anything is picked or sent.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..call_control import Withheld
+from ..call_control import Withheld, current_control
 from ..errors import (
     APIError,
     APIResponseError,
@@ -148,6 +152,9 @@ class CallRoute:
         self.invalid: dict[str, ValidationError] = {}
         self.deployment: Deployment | None = None  # the last one picked
         self.attempted: Deployment | None = None  # the last one a request was sent to
+        control = current_control()
+        #: which fallback groups the caller may be served by (None: any)
+        self.may_serve = control.may_serve if control is not None else None
 
     # -- Route protocol ------------------------------------------------------------------
 
@@ -174,6 +181,12 @@ class CallRoute:
         while self.group_index < len(self.chain):
             group = self.chain[self.group_index]
             if self.group_attempts > self.num_retries:
+                self._advance()
+                continue
+            if self.group_index > 0 and self.may_serve is not None and not self.may_serve(group):
+                reason = "the caller's key may not call it (enforce_fallback_model_access)"
+                self.skipped.append((group, reason))
+                log.warning("router: fallback %r skipped: %s", group, reason)
                 self._advance()
                 continue
             picked = yield from self._pick(group)

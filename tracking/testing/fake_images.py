@@ -4,7 +4,8 @@ The result is a real image that visibly reflects the call: a small preview (long
 ``PREVIEW_SIDE``) of the first input image, cropped to the requested size's aspect, tinted with
 a colour derived from the prompt. With a mask only the region the mask marks for editing (its
 fully transparent pixels) is tinted; without one the whole picture is. The output is encoded in
-the requested ``output_format``, and keeps its transparency when the background is transparent.
+the requested ``output_format``; when the background is transparent the input's clear pixels
+stay clear in every format that has an alpha channel (png, webp, gif: each frame).
 A ``gif`` is an animation of ``frames`` frames of ``frame_ms`` each, the tint growing frame by
 frame; an ``svg`` is a small SVG document of the requested size filled with the prompt's colour
 (what the 2.6 models answer for those formats: base64 of a GIF or of SVG markup).
@@ -124,16 +125,20 @@ def render(
         canvas = Image.new("RGBA", box, (255, 255, 255, 255))
         canvas.alpha_composite(edited)
         edited = canvas.convert("RGB")
+    else:  # the input's clear pixels stay clear (the tint's blend made them 65% opaque)
+        edited.putalpha(base.getchannel("A"))
     out = io.BytesIO()
     options: dict[str, Any] = {}
     if compression is not None and output_format in ("jpeg", "webp"):
         options["quality"] = max(1, 100 - compression)
     if output_format == "gif":
-        still = edited.convert("RGB")
-        steps = [
-            Image.blend(still, Image.new("RGB", box, prompt_color(prompt)), i / max(1, frames))
-            for i in range(1, frames)
-        ]
+        # RGBA when transparent: Pillow gives each frame's clear pixels the GIF's transparent index
+        mode = "RGBA" if transparent else "RGB"
+        still = edited.convert(mode)
+        ink = Image.new(mode, box, prompt_color(prompt))
+        if transparent:
+            ink.putalpha(still.getchannel("A"))
+        steps = [Image.blend(still, ink, i / max(1, frames)) for i in range(1, frames)]
         # a GIF holds each frame's delay in 16 bits of hundredths of a second: a longer
         # frame_duration_ms (no rule bounds it) is held at the longest a GIF can say
         delay = min(frame_ms, GIF_MAX_FRAME_MS)

@@ -1,0 +1,47 @@
+"""LiteLLM's end-user headers: ``x-litellm-customer-id`` and ``x-litellm-end-user-id``.
+
+LiteLLM's proxy reads a call's end user from these two headers before anything in the body
+(docs.litellm.ai/docs/proxy/customers, "Make LLM API call w/ Customer ID": "Standard header,
+always checked", read 2026-12-07). A client written for it may name its end users that way
+only; read nowhere, its calls were billed to no end user, and an end user's budget or block
+did not hold for them. Here such a header names the call's end user as the body's ``user``
+does: it becomes the call's ``user`` (forwarded upstream as a body's is) unless the body
+names the same end user already. Two names that differ (the two headers, or a header and the
+body's ``user`` / ``safety_identifier``) are a 400 rather than one silently winning: the
+caller meant one end user, and billing or refusing the wrong one cannot be undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..request import end_user_of
+from .errors import ProxyError
+from .limits import end_user_id
+
+__all__ = ["END_USER_HEADERS", "take_end_user_headers"]
+
+#: LiteLLM's end-user headers, in the order it reads them.
+END_USER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
+
+
+def take_end_user_headers(headers: Mapping[str, str], params: dict[str, Any]) -> None:
+    """Make the end user an end-user header names the call's ``user`` (see the module's
+    docstring); a 400 when two names differ."""
+    named = [(h, u) for h in END_USER_HEADERS if (u := end_user_id(headers.get(h), h))]
+    if not named:
+        return
+    header, user = named[0]
+    body_user, _ = end_user_of(params)
+    for other, other_user in [*named[1:], ("the body's user or safety_identifier", body_user)]:
+        if other_user is not None and other_user != user:
+            raise ProxyError(
+                400,
+                f"{header} names end user {user!r} and {other} names {other_user!r}: name "
+                "the call's end user once",
+                param=header,
+                code="invalid_value",
+            )
+    if body_user is None:
+        params["user"] = user
