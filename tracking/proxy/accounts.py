@@ -12,7 +12,7 @@ Redis (``router_settings.redis_url``, or ``redis_host`` / ``redis_port`` / ``red
 ``TRACKING_REDIS_URL``), under the key prefix ``TRACKING_REDIS_PREFIX`` (default
 ``tracking:proxy:``); after a Redis error they are kept by the instance and Redis is tried again
 ``TRACKING_REDIS_RETRY_SECONDS`` later (default 5); a worker's budget holds are released
-``TRACKING_REDIS_LEASE_SECONDS`` (default 20) after it stopped renewing its lease, dead
+``TRACKING_REDIS_LEASE_SECONDS`` (default 48) after it stopped renewing its lease, dead
 (:mod:`.redis_holds`). Without Redis the counters live in the
 process (one instance), or in a SQLite file the workers of ``tracking serve --workers N`` share
 (:mod:`.machine_counters`).

@@ -18,7 +18,8 @@ reservation starts it again from the ledger, which knows what the dead worker's 
 of their own, the ``incomplete`` row its intent left, or nothing when the call never got that
 far), plus the holds still recorded (every live worker's calls in flight), without those calls'
 rows. A dead worker's holds therefore stop counting within ``lease + lease / 4`` seconds of its
-death (25 s by default) while any worker of the proxy is alive, at no cost on a call's path.
+death (60 s by default) while any worker of the proxy uses the counters, at no cost on a call's
+path.
 
 A worker taken for dead that was merely slow (its event loop held, Redis out of reach for it
 longer than the lease) finds out from the next script that renews its lease: it puts back the
@@ -42,9 +43,12 @@ __all__ = [
     "lease_from_environment",
 ]
 
-#: How long a worker's lease lasts after it was last renewed.
+#: How long a worker's lease lasts after it was last renewed. A dead worker's lease is over 36 to
+#: 48 s after its death (it renewed it up to a quarter of the lease before), after its intents
+#: were claimed by the proxies of its host (every ``RESCAN_SECONDS``, 30 s, and at a successor's
+#: start): the counter started again then counts its calls' ``incomplete`` rows.
 LEASE_ENV = "TRACKING_REDIS_LEASE_SECONDS"
-DEFAULT_LEASE_SECONDS = 20.0
+DEFAULT_LEASE_SECONDS = 48.0
 
 #: Renews the lease in ``KEYS`` (lease, registry) as ``ARGV`` (worker, lease ms) say, in the
 #: caller's script; its value: 1 when the lease had lapsed (the caller may have been taken for
@@ -212,7 +216,7 @@ return {lapsed, dead, dropped}
 
 
 def lease_from_environment() -> float:
-    """``TRACKING_REDIS_LEASE_SECONDS``: how long a worker's lease lasts (default 20 s; at least
+    """``TRACKING_REDIS_LEASE_SECONDS``: how long a worker's lease lasts (default 48 s; at least
     1 s: a value below is logged and the default used)."""
     import logging
 

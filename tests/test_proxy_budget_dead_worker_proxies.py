@@ -1,0 +1,143 @@
+"""Two proxies on one Redis: one killed mid-call stops holding its budget within its lease.
+
+Two ``tracking serve`` processes share the machine's Redis (a key prefix of their own) and one
+SQLite ledger, in front of a fake upstream that holds the first call until the test lets it go.
+A key's budget has room for one call. A call through the first proxy holds it; the second
+proxy refuses the key's calls. The first proxy is killed (SIGKILL: nothing of it runs again):
+once its lease is over the second proxy's heartbeat releases its hold, and the key's calls are
+admitted again; the counter then equals what the ledger says the key spent. A proxy whose call
+is merely slow keeps its hold however many leases go by. Before, a dead process's hold stayed
+counted until the counter had been idle for an hour.
+
+The ledger is ``background`` (no intents): a killed call leaves no row, so nothing of it is
+spent. With the durable ledger a killed call's intent becomes an ``incomplete`` row at its
+estimate, which the counter started again from the ledger counts (see docs/proxy.md).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.accounts_support import accounts_config, edit, generate, ledger_env, spend_rows, wait_for
+from tests.proxy_support import ProxyProcess
+from tests.services import REDIS_TIMEOUT_ENV
+from tests.test_proxy_budget_redis_inflight import ONE_CALL, HeldFake
+from tracking.proxy.shared_counters import to_units
+
+pytestmark = pytest.mark.redis
+
+#: Room for one call's reservation, not two.
+BUDGET = (ONE_CALL * Decimal("1.5")).quantize(Decimal("0.00001"))
+#: A short lease, so the test waits seconds (the default is 48 s).
+LEASE = 3
+
+
+@pytest.fixture
+def held_fake() -> Iterator[HeldFake]:
+    server = HeldFake()
+    with server:
+        try:
+            yield server
+        finally:
+            server.release()
+
+
+@pytest.fixture
+def two_proxies(
+    held_fake: HeldFake, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> Iterator[tuple[ProxyProcess, ProxyProcess]]:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = accounts_config(
+        tmp_path, held_fake.url, url, redis_url=redis_url, general={"ledger_mode": "background"}
+    )
+    env = {
+        **ledger_env(url),
+        **REDIS_TIMEOUT_ENV,
+        "TRACKING_REDIS_PREFIX": redis_prefix,
+        "TRACKING_REDIS_LEASE_SECONDS": str(LEASE),
+    }
+    with ProxyProcess(config, env=env) as first, ProxyProcess(config, env=env) as second:
+        yield first, second
+
+
+def _counter(redis_url: str, prefix: str, key_hash: str) -> int | None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        value = client.get(f"{prefix}budget:key:{key_hash}:total")
+    finally:
+        client.close()
+    return int(value) if value is not None else None
+
+
+def _ledger_units(client: httpx.Client, proxy: ProxyProcess, key_hash: str, calls: int) -> int:
+    """The key's spend per the ledger, in counter units (each row rounded up, as counted)."""
+    wait_for(lambda: spend_rows(client, proxy.url, api_key_hash=key_hash)["total"] == calls)
+    rows = spend_rows(client, proxy.url, api_key_hash=key_hash, page_size=100)["data"]
+    return sum(to_units(Decimal(row["cost_usd"])) for row in rows)
+
+
+def test_a_killed_proxys_hold_is_released_and_the_budget_counts_exactly(
+    two_proxies, held_fake, redis_url, redis_prefix
+):
+    first, second = two_proxies
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(1) as pool:
+        made = generate(client, first.url, max_budget=str(BUDGET))
+        held_fake.hold(1)
+        killed = pool.submit(edit, client, first.url, made["key"])
+        wait_for(lambda: held_fake.held == 1)  # reserved, and at the upstream
+        assert edit(client, second.url, made["key"]).status_code == 429  # the budget is held
+        assert first.process is not None
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(30)
+        # Admitted again once the killed proxy's lease is over (a bound for "never": the lease
+        # is 3 s; before, an hour).
+        answers: list[int] = []
+
+        def admitted() -> bool:
+            answers.append(edit(client, second.url, made["key"]).status_code)
+            if answers[-1] != 200:
+                time.sleep(0.2)
+            return answers[-1] == 200
+
+        wait_for(admitted, timeout=120)
+        held_fake.release()
+        with pytest.raises(httpx.TransportError):
+            killed.result()
+        assert set(answers[:-1]) <= {429}, answers
+        # The killed call left no row (background ledger); the counter is what the ledger says.
+        spent = _ledger_units(client, second, made["key_hash"], 1)
+        wait_for(lambda: _counter(redis_url, redis_prefix, made["key_hash"]) == spent)
+        assert edit(client, second.url, made["key"]).status_code == 429  # spent: nothing more
+    assert "released the budget holds of 1 worker(s)" in second.log()
+    assert "Traceback" not in second.log()
+
+
+def test_a_proxy_whose_call_is_slow_keeps_its_hold(two_proxies, held_fake, redis_url, redis_prefix):
+    first, second = two_proxies
+    with httpx.Client(timeout=120) as client, ThreadPoolExecutor(1) as pool:
+        made = generate(client, first.url, max_budget=str(BUDGET))
+        held_fake.hold(1)
+        slow = pool.submit(edit, client, first.url, made["key"])
+        wait_for(lambda: held_fake.held == 1)
+        # Four leases go by while the call is at the upstream; the other proxy refuses the
+        # key's calls throughout (its heartbeat finds the slow proxy's lease renewed).
+        answers: list[int] = []
+        until = time.monotonic() + 4 * LEASE
+        while time.monotonic() < until:
+            answers.append(edit(client, second.url, made["key"]).status_code)
+            time.sleep(0.2)
+        held_fake.release()
+        assert slow.result().status_code == 200
+        assert set(answers) == {429}, answers
+        spent = _ledger_units(client, first, made["key_hash"], 1)
+        wait_for(lambda: _counter(redis_url, redis_prefix, made["key_hash"]) == spent)
+    assert "released the budget holds" not in second.log() + first.log()
