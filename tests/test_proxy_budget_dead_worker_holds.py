@@ -48,9 +48,10 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) ->
 async def workers(redis_url: str, redis_prefix: str) -> AsyncIterator[Callable[..., RedisCounters]]:
     made: list[RedisCounters] = []
 
-    def worker(lease: float = 30.0) -> RedisCounters:
+    def worker(lease: float | None = None) -> RedisCounters:
+        leased = {} if lease is None else {"lease": lease}  # (None: the default, 48 s)
         counters = RedisCounters(
-            redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT, lease=lease
+            redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT, **leased
         )
         made.append(counters)
         return counters
@@ -62,9 +63,11 @@ async def workers(redis_url: str, redis_prefix: str) -> AsyncIterator[Callable[.
 
 async def _die(counters: RedisCounters) -> None:
     """As a killed process: its heartbeat stops, nothing is given back."""
+    counters.stopping = True
     if counters._beating is not None:
         counters._beating.cancel()
-        counters._beating = None
+        await asyncio.wait([counters._beating], timeout=60)  # a bound for "never"
+    counters.stopping = False  # (its next reservation starts a heartbeat again)
 
 
 def _counter(redis_url: str, prefix: str, name: str) -> int | None:

@@ -108,7 +108,7 @@ def test_a_killed_proxys_hold_is_released_and_the_budget_counts_exactly(
                 time.sleep(0.2)
             return answers[-1] == 200
 
-        wait_for(admitted, timeout=120)
+        wait_for(admitted, timeout=90)
         held_fake.release()
         with pytest.raises(httpx.TransportError):
             killed.result()

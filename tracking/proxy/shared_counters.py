@@ -1,7 +1,9 @@
 """Counters several proxy instances share through Redis: per-key rpm windows and budget counters.
 
 Every change is one atomic Redis operation (INCR, or a Lua script for check-and-reserve), and
-every key expires, so a crashed instance leaves nothing behind for long. Money is counted in
+every counter expires. Each hold is recorded beside its counter, under its process's worker id,
+by the script that places it, and a process whose lease is over (dead) has its holds released
+by another's heartbeat within a minute (:mod:`.redis_holds`). Money is counted in
 integer units of 1e-8 USD (:data:`UNITS_PER_USD`), rounded up, so a counter never under-states.
 
 Budget counters start from the ledger: when a counter is missing (first use, or idle for
@@ -21,11 +23,13 @@ that long and never the loop; the client's settings are the router's
 
 Each instance keeps the reservations it holds that are not settled yet (its calls in flight),
 whether Redis or the ledger admitted them, so wherever a budget is worked out from the ledger they
-are added to it. A counter seeded again (missing: first use, idle, or lost) starts from the
-ledger's figure plus this instance's reservations in flight on it, since each of them, when it
-settles, replaces its reservation on that counter with its real cost. A call's row is written
+are added to it. A counter seeded again (missing: first use, idle, lost, or a dead process's
+holds released) starts from the ledger's figure plus the holds recorded on it in Redis (every
+instance's calls in flight), since each of them, when it settles, replaces its reservation on
+that counter with its real cost. A call's row is written
 (acknowledged) before its reservation settles, so the ledger's figure leaves out the calls in
-flight (named by their request ids, :meth:`Counters.calls_in_flight`), which their holds count:
+flight (named by their request ids, :meth:`Counters.calls_in_flight`; with Redis, every
+instance's), which their holds count:
 it counted such a call twice, its row and its hold, when the counter was seeded between the two
 (until 2026-12-06). A counter starts from that figure only if the calls in flight are still
 those the ledger was read without (``calls``); else the ledger is read again
@@ -36,11 +40,12 @@ after ``retry_interval`` seconds. Meanwhile budgets are computed from the durabl
 reservation re-reads what the ledger says was spent and adds this instance's reservations in
 flight (those Redis admitted before the outage included), so instances that share the database
 stay within a budget (calls in flight on another instance aside), and rpm windows are counted
-per instance. Everything a budget counter would have been changed by during the outage is kept
-and merged back (``INCRBY``) before Redis is used again, so the counters are exact after
-recovery. A Redis that restarted (its ``run_id`` changed) lost its counters: nothing is merged;
-each counter is seeded again from the ledger plus this instance's reservations in flight, and
-one another instance seeded first is given them (it could not know them).
+per instance. Every hold taken and ended during the outage is kept and replayed, in order,
+before Redis is used again, so the counters are exact after recovery; then the instance's holds
+in flight that another took for dead meanwhile (an outage longer than the lease) are put back.
+A Redis that restarted (its ``run_id`` changed) lost its counters and holds: nothing is
+replayed; this instance's reservations in flight are recorded again, given to each counter
+another instance seeded first (it could not know them), and counted by each seeded after.
 """
 
 from __future__ import annotations
@@ -119,11 +124,11 @@ class Counters(Protocol):
     async def drop(self, names: Sequence[str]) -> None:
         """Forget these budget counters: the next reservation seeds them from the ledger. For a
         budget changed by the management API: calls made while it was off never reached its
-        counter, which must not be trusted again. (In Redis the new counter starts with this
-        instance's calls in flight on it, as any seeded counter does; the holds of calls in flight
-        elsewhere, and in :class:`LocalCounters` and the workers' file, are left out of it: the
-        count can stay below the truth by what those calls reserved, until the counter is next
-        idle for :data:`IDLE_TTL`.)"""
+        counter, which must not be trusted again. (In Redis the new counter starts with every
+        instance's calls in flight on it, recorded there, as any seeded counter does; in
+        :class:`LocalCounters` and the workers' file the holds of calls in flight elsewhere are
+        left out of it: the count can stay below the truth by what those calls reserved, until
+        the counter is next idle for :data:`IDLE_TTL`.)"""
         ...
 
     async def aclose(self) -> None: ...
@@ -398,6 +403,8 @@ class RedisCounters:
         #: reservations in flight are given to the counters.
         self._checked_failures = 0
         self._beating: asyncio.Task[None] | None = None
+        #: Set at a stop: the heartbeat ends.
+        self.stopping = False
         #: Whether this worker has had a lease (one found lapsed after it may have been taken
         #: for dead).
         self._leased = False
@@ -546,12 +553,12 @@ class RedisCounters:
         return max(1, int(self.lease * 1000))
 
     def _beat_soon(self) -> None:
-        """Start the heartbeat (once this worker holds something)."""
-        if self._beating is None or self._beating.done():
+        """Start the heartbeat (once this worker uses the counters)."""
+        if not self.stopping and (self._beating is None or self._beating.done()):
             self._beating = asyncio.get_running_loop().create_task(self._beat_forever())
 
     async def _beat_forever(self) -> None:
-        while True:
+        while not self.stopping:  # (a cancellation can be swallowed by redis-py mid-command)
             try:
                 await self.beat()
             except Exception:  # a heartbeat never ends on a fault: the next one tries again
@@ -673,6 +680,7 @@ class RedisCounters:
         return str(info.get("run_id", ""))
 
     async def aclose(self) -> None:
+        self.stopping = True
         if self._beating is not None:
             self._beating.cancel()
             await self.beat(leave=True)  # a clean stop: nothing of this worker's is left held
