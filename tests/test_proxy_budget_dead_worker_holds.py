@@ -70,7 +70,8 @@ async def _die(counters: RedisCounters) -> None:
     counters.stopping = False  # (its next reservation starts a heartbeat again)
 
 
-def _counter(redis_url: str, prefix: str, name: str) -> int | None:
+def counter_value(redis_url: str, prefix: str, name: str) -> int | None:
+    """The budget counter ``name`` under ``prefix`` in Redis (None: missing)."""
     client = redis.Redis.from_url(redis_url)
     try:
         value = client.get(f"{prefix}budget:{name}")
@@ -89,13 +90,13 @@ async def test_a_dead_workers_holds_are_released_once_its_lease_is_over(
 
     async def released() -> bool:
         await alive.beat()  # the heartbeat's step: the dead worker's lease is over, or not yet
-        return _counter(redis_url, redis_prefix, "b") is None
+        return counter_value(redis_url, redis_prefix, "b") is None
 
     await _until(released)
     # started again from the ledger: the dead call left no row (it never got that far)
     assert await alive.calls_in_flight("b") == frozenset()
     assert await alive.reserve("b", 600, LIMIT, 0, Hold("call-2"), frozenset()) == 600
-    assert _counter(redis_url, redis_prefix, "b") == 600
+    assert counter_value(redis_url, redis_prefix, "b") == 600
     assert "released the budget holds of 1 worker(s)" in caplog.text
 
 
@@ -112,9 +113,9 @@ async def test_a_slow_worker_keeps_its_holds_past_its_lease(
         await other.beat()
         assert await other.reserve("b", 600, LIMIT, None, Hold("other")) == -601
         await asyncio.sleep(0.2)
-    assert _counter(redis_url, redis_prefix, "b") == 600
+    assert counter_value(redis_url, redis_prefix, "b") == 600
     await slow.adjust("b", 450 - 600, held)  # it cost 450
-    assert _counter(redis_url, redis_prefix, "b") == 450
+    assert counter_value(redis_url, redis_prefix, "b") == 450
     assert "released the budget holds" not in caplog.text
 
 
@@ -132,17 +133,17 @@ async def test_a_worker_taken_for_dead_puts_back_its_calls_and_settles_each_once
 
     async def released() -> bool:
         await other.beat()
-        return _counter(redis_url, redis_prefix, "b") is None
+        return counter_value(redis_url, redis_prefix, "b") is None
 
     await _until(released)
     assert await other.reserve("b", 100, LIMIT, 0, Hold("o"), frozenset()) == 100
     await late.adjust("b", 250 - 300, first)  # cost 250; its hold was released already
-    assert _counter(redis_url, redis_prefix, "b") == 350
+    assert counter_value(redis_url, redis_prefix, "b") == 350
     await late.beat()  # back: its lease had lapsed
-    assert _counter(redis_url, redis_prefix, "b") == 550  # the call in flight counts again
+    assert counter_value(redis_url, redis_prefix, "b") == 550  # the call in flight counts again
     assert await other.reserve("b", 500, LIMIT, None, Hold("too-much")) == -551
     await late.adjust("b", 150 - 200, second)  # cost 150
-    assert _counter(redis_url, redis_prefix, "b") == 500  # 250 + 150 + the other's 100 held
+    assert counter_value(redis_url, redis_prefix, "b") == 500  # 250 + 150 + the other's 100 held
     assert "put back 1 hold(s)" in caplog.text
 
 
@@ -162,7 +163,7 @@ async def test_a_counter_started_again_counts_every_workers_calls_in_flight(
     assert await here.reserve("b", 0, LIMIT, 40, Hold("x"), calls) == 540
     await there.adjust("b", 120 - 200, two)
     await here.adjust("b", 300 - 300, one)
-    assert _counter(redis_url, redis_prefix, "b") == 460  # 40 + 120 + 300
+    assert counter_value(redis_url, redis_prefix, "b") == 460  # 40 + 120 + 300
 
 
 async def test_a_worker_stopping_cleanly_leaves_nothing_behind(workers, redis_url, redis_prefix):

@@ -19,18 +19,24 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from tests.accounts_support import accounts_config, edit, generate, ledger_env, spend_rows, wait_for
 from tests.proxy_support import ProxyProcess
 from tests.services import REDIS_TIMEOUT_ENV
-from tests.test_proxy_budget_redis_inflight import ONE_CALL, HeldFake
+from tests.test_proxy_budget_dead_worker_holds import counter_value
+from tests.test_proxy_budget_redis_inflight import (  # noqa: F401 - slow_fake: a fixture
+    ONE_CALL,
+    HeldFake,
+    slow_fake,
+)
 from tracking.proxy.shared_counters import to_units
 
 pytestmark = pytest.mark.redis
@@ -41,23 +47,26 @@ BUDGET = (ONE_CALL * Decimal("1.5")).quantize(Decimal("0.00001"))
 LEASE = 3
 
 
-@pytest.fixture
-def held_fake() -> Iterator[HeldFake]:
-    server = HeldFake()
-    with server:
-        try:
-            yield server
-        finally:
-            server.release()
+@dataclass(frozen=True, slots=True)
+class Scene:
+    """The two proxies, their upstream and their Redis (URL, key prefix)."""
+
+    first: ProxyProcess
+    second: ProxyProcess
+    fake: HeldFake
+    redis: tuple[str, str]
 
 
 @pytest.fixture
 def two_proxies(
-    held_fake: HeldFake, tmp_path: Path, redis_url: str, redis_prefix: str
-) -> Iterator[tuple[ProxyProcess, ProxyProcess]]:
+    slow_fake: HeldFake,  # noqa: F811
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+) -> Iterator[Scene]:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     config = accounts_config(
-        tmp_path, held_fake.url, url, redis_url=redis_url, general={"ledger_mode": "background"}
+        tmp_path, slow_fake.url, url, redis_url=redis_url, general={"ledger_mode": "background"}
     )
     env = {
         **ledger_env(url),
@@ -66,34 +75,34 @@ def two_proxies(
         "TRACKING_REDIS_LEASE_SECONDS": str(LEASE),
     }
     with ProxyProcess(config, env=env) as first, ProxyProcess(config, env=env) as second:
-        yield first, second
+        yield Scene(first, second, slow_fake, (redis_url, redis_prefix))
 
 
-def _counter(redis_url: str, prefix: str, key_hash: str) -> int | None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        value = client.get(f"{prefix}budget:key:{key_hash}:total")
-    finally:
-        client.close()
-    return int(value) if value is not None else None
+def _one_call_held(
+    client: httpx.Client, proxy: ProxyProcess, fake: HeldFake, pool: ThreadPoolExecutor
+) -> tuple[dict[str, Any], Future[httpx.Response]]:
+    """A key with room for one call, and a call of it through ``proxy``, held by the upstream."""
+    made = generate(client, proxy.url, max_budget=str(BUDGET))
+    fake.hold(1)
+    call = pool.submit(edit, client, proxy.url, made["key"])
+    wait_for(lambda: fake.held == 1)  # reserved, and at the upstream
+    return made, call
 
 
-def _ledger_units(client: httpx.Client, proxy: ProxyProcess, key_hash: str, calls: int) -> int:
-    """The key's spend per the ledger, in counter units (each row rounded up, as counted)."""
+def _counts_what_the_ledger_says(
+    client: httpx.Client, proxy: ProxyProcess, key_hash: str, calls: int, redis: tuple[str, str]
+) -> None:
+    """The key's counter in Redis ends at its spend per the ledger (each row rounded up)."""
     wait_for(lambda: spend_rows(client, proxy.url, api_key_hash=key_hash)["total"] == calls)
     rows = spend_rows(client, proxy.url, api_key_hash=key_hash, page_size=100)["data"]
-    return sum(to_units(Decimal(row["cost_usd"])) for row in rows)
+    spent = sum(to_units(Decimal(row["cost_usd"])) for row in rows)
+    wait_for(lambda: counter_value(*redis, f"key:{key_hash}:total") == spent)
 
 
-def test_a_killed_proxys_hold_is_released_and_the_budget_counts_exactly(
-    two_proxies, held_fake, redis_url, redis_prefix
-):
-    first, second = two_proxies
+def test_a_killed_proxys_hold_is_released_and_the_budget_counts_exactly(two_proxies):
+    first, second = two_proxies.first, two_proxies.second
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(1) as pool:
-        made = generate(client, first.url, max_budget=str(BUDGET))
-        held_fake.hold(1)
-        killed = pool.submit(edit, client, first.url, made["key"])
-        wait_for(lambda: held_fake.held == 1)  # reserved, and at the upstream
+        made, killed = _one_call_held(client, first, two_proxies.fake, pool)
         assert edit(client, second.url, made["key"]).status_code == 429  # the budget is held
         assert first.process is not None
         first.process.send_signal(signal.SIGKILL)
@@ -109,25 +118,21 @@ def test_a_killed_proxys_hold_is_released_and_the_budget_counts_exactly(
             return answers[-1] == 200
 
         wait_for(admitted, timeout=90)
-        held_fake.release()
+        two_proxies.fake.release()
         with pytest.raises(httpx.TransportError):
             killed.result()
         assert set(answers[:-1]) <= {429}, answers
         # The killed call left no row (background ledger); the counter is what the ledger says.
-        spent = _ledger_units(client, second, made["key_hash"], 1)
-        wait_for(lambda: _counter(redis_url, redis_prefix, made["key_hash"]) == spent)
+        _counts_what_the_ledger_says(client, second, made["key_hash"], 1, two_proxies.redis)
         assert edit(client, second.url, made["key"]).status_code == 429  # spent: nothing more
     assert "released the budget holds of 1 worker(s)" in second.log()
     assert "Traceback" not in second.log()
 
 
-def test_a_proxy_whose_call_is_slow_keeps_its_hold(two_proxies, held_fake, redis_url, redis_prefix):
-    first, second = two_proxies
+def test_a_proxy_whose_call_is_slow_keeps_its_hold(two_proxies):
+    first, second = two_proxies.first, two_proxies.second
     with httpx.Client(timeout=120) as client, ThreadPoolExecutor(1) as pool:
-        made = generate(client, first.url, max_budget=str(BUDGET))
-        held_fake.hold(1)
-        slow = pool.submit(edit, client, first.url, made["key"])
-        wait_for(lambda: held_fake.held == 1)
+        made, slow = _one_call_held(client, first, two_proxies.fake, pool)
         # Four leases go by while the call is at the upstream; the other proxy refuses the
         # key's calls throughout (its heartbeat finds the slow proxy's lease renewed).
         answers: list[int] = []
@@ -135,9 +140,8 @@ def test_a_proxy_whose_call_is_slow_keeps_its_hold(two_proxies, held_fake, redis
         while time.monotonic() < until:
             answers.append(edit(client, second.url, made["key"]).status_code)
             time.sleep(0.2)
-        held_fake.release()
+        two_proxies.fake.release()
         assert slow.result().status_code == 200
         assert set(answers) == {429}, answers
-        spent = _ledger_units(client, first, made["key_hash"], 1)
-        wait_for(lambda: _counter(redis_url, redis_prefix, made["key_hash"]) == spent)
+        _counts_what_the_ledger_says(client, first, made["key_hash"], 1, two_proxies.redis)
     assert "released the budget holds" not in second.log() + first.log()

@@ -70,8 +70,8 @@ end
 
 #: KEYS: counter, its holds, the worker's counters, its lease, the registry of workers.
 #: ARGV: amount, limit, ttl, seed ('' none), the hold's field ('' none), the counter's name,
-#: worker, lease ms, the calls in flight the seed was read without ('*' not asked, else '=' and
-#: the sorted request ids joined by spaces).
+#: worker, lease ms, the calls in flight the ledger's figure was read without ('*' not asked,
+#: else '=' and the sorted request ids joined by spaces).
 #: Result: {status, counter, lapsed}: status -1 the counter is missing and needs a seed, -2 the
 #: calls in flight are not those (read the ledger again), 0 refused, 1 reserved; the counter
 #: after (before it, when refused); lapsed 1 when the worker's lease had lapsed.

@@ -307,8 +307,9 @@ class HoldsInFlight:
 
 
 #: What a budget counter missed while Redis was away, replayed in order on recovery: a hold
-#: taken (``took``: counter, hold's key, units) or ended (``ended``: counter, hold's key, the
-#: change while the hold is counted, the change when it is not).
+#: taken (``took``: counter, hold's key, the units taken, the hold's units then) or ended
+#: (``ended``: counter, hold's key, the change while the hold is counted, the change when it is
+#: not).
 Missed = tuple[str, str, str, int, int]
 
 
@@ -342,7 +343,8 @@ class OutageBudgets(HoldsInFlight):
                 return -current - 1
             self._take(name, hold, amount)
             key = self.key(hold) if hold is not None else ""
-            self._missed.append(("took", name, key, amount, amount))
+            total = self._holds.get(name, {}).get(id(hold), amount)  # the hold's, grown or not
+            self._missed.append(("took", name, key, amount, total))
             return current + amount
 
     def ended(self, name: str, hold: object, counted: int, uncounted: int) -> None:
@@ -637,8 +639,8 @@ class RedisCounters:
                 return
             for kind, name, key, first, second in self._outage.missed():
                 field = self._field(key)
-                if kind == "took" and field:
-                    args = [self.prefix, self.worker, self._lease_ms, IDLE_TTL, name, field, first]
+                if kind == "took" and field:  # the hold's field brought to its units then
+                    args = [self.prefix, self.worker, self._lease_ms, IDLE_TTL, name, field, second]
                     await self._add_holds(keys=[self._registry], args=args)
                 else:  # an end, or a hold without a key: a plain change
                     args = [first, second, IDLE_TTL, field if kind == "ended" else "", name]
@@ -649,7 +651,7 @@ class RedisCounters:
             self._checked_failures = failures
         if merged:
             log.warning(
-                "proxy counters: Redis is back; merged the outage's spend into %d budget counters",
+                "proxy counters: Redis is back; merged the outage's spend (%d change(s))",
                 merged,
             )
 
