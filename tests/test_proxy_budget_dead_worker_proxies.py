@@ -59,14 +59,17 @@ class Scene:
 
 @pytest.fixture
 def two_proxies(
+    request: pytest.FixtureRequest,
     slow_fake: HeldFake,  # noqa: F811
     tmp_path: Path,
     redis_url: str,
     redis_prefix: str,
 ) -> Iterator[Scene]:
+    """The ledger is ``background`` unless the test's parameter names another mode."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    mode = getattr(request, "param", "background")
     config = accounts_config(
-        tmp_path, slow_fake.url, url, redis_url=redis_url, general={"ledger_mode": "background"}
+        tmp_path, slow_fake.url, url, redis_url=redis_url, general={"ledger_mode": mode}
     )
     env = {
         **ledger_env(url),
@@ -145,3 +148,30 @@ def test_a_proxy_whose_call_is_slow_keeps_its_hold(two_proxies):
         assert set(answers) == {429}, answers
         _counts_what_the_ledger_says(client, first, made["key_hash"], 1, two_proxies.redis)
     assert "released the budget holds" not in second.log() + first.log()
+
+
+@pytest.mark.parametrize("two_proxies", ["durable"], indirect=True)
+def test_a_killed_proxys_call_counts_as_its_incomplete_row(two_proxies):
+    """With the durable ledger the killed call's intent becomes an ``incomplete`` row at its
+    estimate (the other proxy claims it): it may have been billed, and the counter started
+    again from the ledger counts it, exactly as the ledger does."""
+    first, second = two_proxies.first, two_proxies.second
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(1) as pool:
+        made, killed = _one_call_held(client, first, two_proxies.fake, pool)
+        assert edit(client, second.url, made["key"]).status_code == 429
+        assert first.process is not None
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(30)
+        # claimed within the shipper's rescan (30 s); 90 s: a bound for "never"
+        key_hash = made["key_hash"]
+        wait_for(lambda: spend_rows(client, second.url, api_key_hash=key_hash)["total"] == 1, 90)
+        [row] = spend_rows(client, second.url, api_key_hash=key_hash)["data"]
+        assert row["status"] == "incomplete" and row["cost_source"] == "estimate", row
+        wait_for(lambda: "released the budget holds of 1 worker(s)" in second.log())
+        two_proxies.fake.release()
+        with pytest.raises(httpx.TransportError):
+            killed.result()
+        answer = edit(client, second.url, made["key"]).status_code  # the counter starts again
+        assert answer in {200, 429}, answer
+        calls = 1 + (answer == 200)
+        _counts_what_the_ledger_says(client, second, made["key_hash"], calls, two_proxies.redis)
