@@ -10,9 +10,10 @@ removes its field in the script that settles it. A hold whose field is present i
 counter; one whose field is gone (its worker was taken for dead, Redis lost it) is not, and
 settles by adding its real cost alone (:data:`ADJUST`): never released twice.
 
-The lease is renewed by each reservation that places a hold and by a heartbeat, every quarter of
-the lease, on the worker's event loop (:class:`~tracking.proxy.shared_counters.RedisCounters`);
-the same script (:data:`BEAT`) takes every worker whose lease is over for dead: it removes that
+The lease is renewed by a heartbeat, every quarter of the lease, on the worker's event loop
+(:class:`~tracking.proxy.shared_counters.RedisCounters`), and by a reservation that places a
+hold when the lease was last renewed half a lease ago or more; the heartbeat's script
+(:data:`BEAT`) also takes every worker whose lease is over for dead: it removes that
 worker's holds from the counters' hashes and deletes each counter they were on, so the next
 reservation starts it again from the ledger, which knows what the dead worker's calls cost (a row
 of their own, the ``incomplete`` row its intent left, or nothing when the call never got that
@@ -70,8 +71,8 @@ end
 
 #: KEYS: counter, its holds, the worker's counters, its lease, the registry of workers.
 #: ARGV: amount, limit, ttl, seed ('' none), the hold's field ('' none), the counter's name,
-#: worker, lease ms, the calls in flight the ledger's figure was read without ('*' not asked,
-#: else '=' and the sorted request ids joined by spaces).
+#: worker, lease ms ('' not renewed: renewed lately), the calls in flight the ledger's figure
+#: was read without ('*' not asked, else '=' and the sorted request ids joined by spaces).
 #: Result: {status, counter, lapsed}: status -1 the counter is missing and needs a seed, -2 the
 #: calls in flight are not those (read the ledger again), 0 refused, 1 reserved; the counter
 #: after (before it, when refused); lapsed 1 when the worker's lease had lapsed.
@@ -113,7 +114,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 local lapsed = 0
 if ARGV[5] ~= '' and amount > 0 then
   record(KEYS[2], KEYS[3], ARGV[5], ARGV[6], ARGV[1], tonumber(ARGV[3]))
-  lapsed = renew(KEYS[4], KEYS[5], ARGV[7], ARGV[8])
+  if ARGV[8] ~= '' then lapsed = renew(KEYS[4], KEYS[5], ARGV[7], ARGV[8]) end
 end
 return {1, after, lapsed}
 """

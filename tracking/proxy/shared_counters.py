@@ -410,6 +410,7 @@ class RedisCounters:
         #: Whether this worker has had a lease (one found lapsed after it may have been taken
         #: for dead).
         self._leased = False
+        self._renewed_at = -math.inf
         self._client: Any = async_redis_client(url, socket_timeout)
         self._reserve: Any = self._client.register_script(RESERVE)
         self._adjust: Any = self._client.register_script(ADJUST)
@@ -477,7 +478,8 @@ class RedisCounters:
             # A missing counter starts from the ledger (without the calls in flight) plus every
             # hold recorded on it, all workers' (the script checks the calls are still those).
             self._beat_soon()  # a worker that uses the counters takes part in the heartbeat
-            key = self._outage.key(hold) if hold is not None else ""
+            field = self._field(self._outage.key(hold)) if hold is not None and amount else ""
+            renew = self._lease_ms if field and self._renew_due() else ""
             status, value, lapsed = await self._reserve(
                 keys=[*self._keys(name), f"{self.prefix}lease:{self.worker}", self._registry],
                 args=[
@@ -485,10 +487,10 @@ class RedisCounters:
                     limit,
                     IDLE_TTL,
                     "" if seed is None else seed,
-                    self._field(key) if amount else "",
+                    field,
                     name,
                     self.worker,
-                    self._lease_ms,
+                    renew,
                     "*" if calls is None else "=" + " ".join(sorted(calls)),
                 ],
             )
@@ -497,7 +499,8 @@ class RedisCounters:
             if int(status) == 0:
                 return -int(value) - 1
             self._outage.taken(name, hold, amount)
-            await self._renewed(int(lapsed))
+            if renew:
+                await self._renewed(int(lapsed))
             return int(value)
 
         async def from_ledger() -> int | None:
@@ -591,8 +594,14 @@ class RedisCounters:
 
         await self._guarded(remote, away)
 
+    def _renew_due(self) -> bool:
+        """Whether a reservation renews the lease: not renewed for half a lease (two commands
+        fewer in most reservations' script; the heartbeat renews it every quarter)."""
+        return time.monotonic() - self._renewed_at >= self.lease / 2
+
     async def _renewed(self, lapsed: int) -> None:
         """This worker's lease was renewed; ``lapsed``: it had lapsed (a first lease has not)."""
+        self._renewed_at = time.monotonic()
         if lapsed and self._leased:
             await self._put_back()
         self._leased = True
