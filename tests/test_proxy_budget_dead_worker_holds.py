@@ -80,6 +80,16 @@ def counter_value(redis_url: str, prefix: str, name: str) -> int | None:
     return int(value) if value is not None else None
 
 
+def _released(other: RedisCounters, redis_url: str, prefix: str) -> Callable[[], Awaitable[bool]]:
+    """Whether ``other``'s heartbeat released the dead worker's holds (their counter is gone)."""
+
+    async def released() -> bool:
+        await other.beat()  # the heartbeat's step: the dead worker's lease is over, or not yet
+        return counter_value(redis_url, prefix, "b") is None
+
+    return released
+
+
 async def test_a_dead_workers_holds_are_released_once_its_lease_is_over(
     workers, redis_url, redis_prefix, caplog
 ):
@@ -88,11 +98,7 @@ async def test_a_dead_workers_holds_are_released_once_its_lease_is_over(
     await _die(dead)
     assert await alive.reserve("b", 600, LIMIT, None, Hold("call-2")) == -601  # held there
 
-    async def released() -> bool:
-        await alive.beat()  # the heartbeat's step: the dead worker's lease is over, or not yet
-        return counter_value(redis_url, redis_prefix, "b") is None
-
-    await _until(released)
+    await _until(_released(alive, redis_url, redis_prefix))
     # started again from the ledger: the dead call left no row (it never got that far)
     assert await alive.calls_in_flight("b") == frozenset()
     assert await alive.reserve("b", 600, LIMIT, 0, Hold("call-2"), frozenset()) == 600
@@ -123,28 +129,56 @@ async def test_a_worker_taken_for_dead_puts_back_its_calls_and_settles_each_once
     workers, redis_url, redis_prefix, caplog
 ):
     """Its heartbeat held up past its lease (not dead: slow): the other worker releases its
-    holds; it comes back, settles a call that ended meanwhile at its cost alone, and puts back
-    the hold of the call still in flight. The counter ends at what the calls cost."""
+    holds; it comes back, settles a call that ended meanwhile (the counter starts again from
+    the ledger, which has that call's row), and puts back the hold of the call still in flight.
+    The counter ends at what the calls cost."""
     late, other = workers(lease=1.0), workers()
-    first, second = Hold("late-1"), Hold("late-2")
+    first, second, mine = Hold("late-1"), Hold("late-2"), Hold("o")
     assert await late.reserve("b", 300, LIMIT, 0, first) == 300
     assert await late.reserve("b", 200, LIMIT, None, second) == 500
     await _die(late)  # its heartbeat stops for a while
-
-    async def released() -> bool:
-        await other.beat()
-        return counter_value(redis_url, redis_prefix, "b") is None
-
-    await _until(released)
-    assert await other.reserve("b", 100, LIMIT, 0, Hold("o"), frozenset()) == 100
-    await late.adjust("b", 250 - 300, first)  # cost 250; its hold was released already
-    assert counter_value(redis_url, redis_prefix, "b") == 350
-    await late.beat()  # back: its lease had lapsed
-    assert counter_value(redis_url, redis_prefix, "b") == 550  # the call in flight counts again
-    assert await other.reserve("b", 500, LIMIT, None, Hold("too-much")) == -551
+    await _until(_released(other, redis_url, redis_prefix))
+    assert await other.reserve("b", 100, LIMIT, 0, mine, frozenset()) == 100
+    await late.adjust("b", 250 - 300, first)  # cost 250, in the ledger now; released already
+    assert counter_value(redis_url, redis_prefix, "b") is None  # starts again from the ledger
+    await late.beat()  # back: its lease had lapsed, its call in flight is recorded again
+    calls = await other.calls_in_flight("b")
+    assert calls == {"late-2", "o"}
+    # the ledger: the first call's 250; plus both calls in flight
+    assert await other.reserve("b", 500, LIMIT, 250, Hold("too-much"), calls) == -551
     await late.adjust("b", 150 - 200, second)  # cost 150
-    assert counter_value(redis_url, redis_prefix, "b") == 500  # 250 + 150 + the other's 100 held
+    await other.adjust("b", 100 - 100, mine)
+    assert counter_value(redis_url, redis_prefix, "b") == 500  # 250 + 150 + 100
     assert "put back 1 hold(s)" in caplog.text
+
+
+async def test_an_outage_longer_than_the_lease_is_replayed_without_counting_twice(
+    workers, redis_url, redis_prefix
+):
+    """Redis out of one worker's reach past its lease: the other releases its holds. Back, it
+    replays what it missed (a hold grown meanwhile counts whole, a call that ended meanwhile
+    starts the counter again from the ledger, which has its row): the counter ends exact."""
+    here, other = workers(lease=1.0), workers()
+    here.outage.retry_interval = 3600
+    first, grown, mine = Hold("first"), Hold("grown"), Hold("o")
+    assert await here.reserve("b", 100, LIMIT, 0, first) == 100
+    assert await here.reserve("b", 100, LIMIT, None, grown) == 200
+    await _die(here)
+    here.outage.failed(ConnectionError("gone"))  # Redis is away for this worker
+    assert await here.reserve("b", 50, LIMIT, 0, grown) == 250  # the ledger's 0 + its holds
+    await here.adjust("b", 80 - 100, first)  # cost 80, in the ledger
+    await _until(_released(other, redis_url, redis_prefix))
+    assert await other.calls_in_flight("b") == frozenset()
+    assert await other.reserve("b", 10, LIMIT, 80, mine, frozenset()) == 90
+    here.outage.retry_interval = 0
+    here.outage.failed(ConnectionError("over"))  # tried again now
+    assert await here.reserve("b", 0, LIMIT, None) is None  # replayed: starts again
+    calls = await other.calls_in_flight("b")
+    assert calls == {"grown", "o"}
+    assert await other.reserve("b", 0, LIMIT, 80, Hold("x"), calls) == 240  # 80 + 150 + 10
+    await here.adjust("b", 120 - 150, grown)
+    await other.adjust("b", 10 - 10, mine)
+    assert counter_value(redis_url, redis_prefix, "b") == 210  # 80 + 120 + 10
 
 
 async def test_a_counter_started_again_counts_every_workers_calls_in_flight(

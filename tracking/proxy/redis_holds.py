@@ -7,8 +7,9 @@ hold it places on a budget counter is recorded beside the counter, in the counte
 (``holds:<counter>``: one field per hold, ``<worker>|<hold>|<request id>``, its units), by the
 same script that admits it, so recording it costs no round trip of its own; settling the hold
 removes its field in the script that settles it. A hold whose field is present is counted in the
-counter; one whose field is gone (its worker was taken for dead, Redis lost it) is not, and
-settles by adding its real cost alone (:data:`ADJUST`): never released twice.
+counter; one whose field is gone (its worker was taken for dead, Redis lost it) is not, and its
+settling starts the counter again from the ledger, which has the call's row by then
+(:data:`ADJUST`): never released twice.
 
 The lease is renewed by a heartbeat, every quarter of the lease, on the worker's event loop
 (:class:`~tracking.proxy.shared_counters.RedisCounters`), and by a reservation that places a
@@ -24,9 +25,9 @@ path.
 
 A worker taken for dead that was merely slow (its event loop held, Redis out of reach for it
 longer than the lease) finds out from the next script that renews its lease: it puts back the
-holds of its calls still in flight whose fields are gone (:data:`ADD_HOLDS`), and the calls
-that ended meanwhile settled at their real cost alone. Between the two its calls in flight are
-not counted, so the lease is much longer than the heartbeat.
+holds of its calls still in flight whose fields are gone (:data:`ADD_HOLDS`), and each call
+that ended meanwhile started its counters again from the ledger, which has its row. Between the
+two its calls in flight are not counted, so the lease is much longer than the heartbeat.
 
 The scripts name the keys of other counters and workers themselves (a dead worker's counters
 are only known from Redis): the counters need one Redis server, not a Redis Cluster.
@@ -122,9 +123,12 @@ return {1, after, lapsed}
 
 #: Settling or releasing a hold. KEYS: counter, its holds, the worker's counters. ARGV: the
 #: change while the hold is counted (real cost - hold, or 0 to keep it as the cost), the change
-#: when it is not (the cost alone), ttl, its field ('' none: taken as counted), the counter's
-#: name. A hold whose field is gone is not counted (its worker was taken for dead, or Redis lost
-#: it). A missing counter is left missing (seeded from the ledger).
+#: when it is not ('' : delete the counter), ttl, its field ('' none: taken as counted), the
+#: counter's name. A hold whose field is gone is not counted (its worker was taken for dead, or
+#: Redis lost it): the counter may have started again from a ledger that has the call's row, or
+#: not, so it is deleted and starts again from the ledger, which has it now (a call's row is
+#: written before its hold is settled); a hold kept as the cost (no row says what it cost) is
+#: added instead. A missing counter is left missing.
 ADJUST = """
 local change = ARGV[1]
 if ARGV[4] ~= '' then
@@ -132,6 +136,9 @@ if ARGV[4] ~= '' then
     if redis.call('HINCRBY', KEYS[3], ARGV[5], -1) <= 0 then
       redis.call('HDEL', KEYS[3], ARGV[5])
     end
+  elseif ARGV[2] == '' then
+    redis.call('DEL', KEYS[1])
+    return 0
   else
     change = ARGV[2]
   end

@@ -310,7 +310,7 @@ class HoldsInFlight:
 #: taken (``took``: counter, hold's key, the units taken, the hold's units then) or ended
 #: (``ended``: counter, hold's key, the change while the hold is counted, the change when it is
 #: not).
-Missed = tuple[str, str, str, int, int]
+Missed = tuple[str, str, str, int, int | str]
 
 
 class OutageBudgets(HoldsInFlight):
@@ -347,7 +347,7 @@ class OutageBudgets(HoldsInFlight):
             self._missed.append(("took", name, key, amount, total))
             return current + amount
 
-    def ended(self, name: str, hold: object, counted: int, uncounted: int) -> None:
+    def ended(self, name: str, hold: object, counted: int, uncounted: str) -> None:
         """``hold`` ended on ``name`` while Redis was away: the counter's change, while the hold is
         counted there and when it is not."""
         key = self.key(hold) if hold is not None and self.units(name, hold) else ""
@@ -531,12 +531,12 @@ class RedisCounters:
                 self._outage.ending(name, hold)  # never put back while settling
                 await self._adjust(
                     keys=self._keys(name),
-                    args=[delta, delta + units, IDLE_TTL, self._field(key), name],
+                    args=[delta, _uncounted(delta, units), IDLE_TTL, self._field(key), name],
                 )
             self._outage.settled(name, hold)
 
         async def later() -> None:
-            self._outage.ended(name, hold, delta, delta + units)
+            self._outage.ended(name, hold, delta, _uncounted(delta, units))
 
         await self._guarded(remote, later)
 
@@ -696,6 +696,13 @@ class RedisCounters:
             self._beating.cancel()
             await self.beat(leave=True)  # a clean stop: nothing of this worker's is left held
         await self._client.aclose()
+
+
+def _uncounted(delta: int, units: int) -> str:
+    """A settling's change to a counter that does not count its hold (:data:`.redis_holds.ADJUST`):
+    '' (start the counter again from the ledger, which has the call's row), or, for a hold kept
+    as the cost (``delta`` 0: no row may say what it cost), the hold."""
+    return "" if delta else str(units)
 
 
 def seconds_text(seconds: float) -> str:
