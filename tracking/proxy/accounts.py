@@ -11,7 +11,9 @@ Shared state: keys and end users live in the ledger's database (``database_url``
 Redis (``router_settings.redis_url``, or ``redis_host`` / ``redis_port`` / ``redis_password``, or
 ``TRACKING_REDIS_URL``), under the key prefix ``TRACKING_REDIS_PREFIX`` (default
 ``tracking:proxy:``); after a Redis error they are kept by the instance and Redis is tried again
-``TRACKING_REDIS_RETRY_SECONDS`` later (default 5). Without Redis the counters live in the
+``TRACKING_REDIS_RETRY_SECONDS`` later (default 5); a worker's budget holds are released
+``TRACKING_REDIS_LEASE_SECONDS`` (default 48) after it stopped renewing its lease, dead
+(:mod:`.redis_holds`). Without Redis the counters live in the
 process (one instance), or in a SQLite file the workers of ``tracking serve --workers N`` share
 (:mod:`.machine_counters`).
 
@@ -34,6 +36,7 @@ from .errors import ProxyError
 from .keys import VirtualKeys, cache_seconds_from_environment
 from .machine_counters import COUNTERS_FILE_ENV, MachineCounters
 from .ratelimit import RateLimiter
+from .redis_holds import lease_from_environment
 from .shared_counters import SOCKET_TIMEOUT, Counters, LocalCounters, RedisCounters
 
 if TYPE_CHECKING:
@@ -181,6 +184,7 @@ def _counters(redis_url: str | None) -> Counters:
             prefix=os.environ.get(PREFIX_ENV) or "tracking:proxy:",
             retry_interval=retry_interval_from_environment(),
             socket_timeout=timeout_from_environment(SOCKET_TIMEOUT),
+            lease=lease_from_environment(),
         )
     shared_file = os.environ.get(COUNTERS_FILE_ENV)
     if shared_file:

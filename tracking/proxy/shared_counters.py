@@ -1,7 +1,9 @@
 """Counters several proxy instances share through Redis: per-key rpm windows and budget counters.
 
 Every change is one atomic Redis operation (INCR, or a Lua script for check-and-reserve), and
-every key expires, so a crashed instance leaves nothing behind for long. Money is counted in
+every counter expires. Each hold is recorded beside its counter, under its process's worker id,
+by the script that places it, and a process whose lease is over (dead) has its holds released
+by another's heartbeat within a minute (:mod:`.redis_holds`). Money is counted in
 integer units of 1e-8 USD (:data:`UNITS_PER_USD`), rounded up, so a counter never under-states.
 
 Budget counters start from the ledger: when a counter is missing (first use, or idle for
@@ -21,11 +23,13 @@ that long and never the loop; the client's settings are the router's
 
 Each instance keeps the reservations it holds that are not settled yet (its calls in flight),
 whether Redis or the ledger admitted them, so wherever a budget is worked out from the ledger they
-are added to it. A counter seeded again (missing: first use, idle, or lost) starts from the
-ledger's figure plus this instance's reservations in flight on it, since each of them, when it
-settles, replaces its reservation on that counter with its real cost. A call's row is written
+are added to it. A counter seeded again (missing: first use, idle, lost, or a dead process's
+holds released) starts from the ledger's figure plus the holds recorded on it in Redis (every
+instance's calls in flight), since each of them, when it settles, replaces its reservation on
+that counter with its real cost. A call's row is written
 (acknowledged) before its reservation settles, so the ledger's figure leaves out the calls in
-flight (named by their request ids, :meth:`Counters.calls_in_flight`), which their holds count:
+flight (named by their request ids, :meth:`Counters.calls_in_flight`; with Redis, every
+instance's), which their holds count:
 it counted such a call twice, its row and its hold, when the counter was seeded between the two
 (until 2026-12-06). A counter starts from that figure only if the calls in flight are still
 those the ledger was read without (``calls``); else the ledger is read again
@@ -36,11 +40,12 @@ after ``retry_interval`` seconds. Meanwhile budgets are computed from the durabl
 reservation re-reads what the ledger says was spent and adds this instance's reservations in
 flight (those Redis admitted before the outage included), so instances that share the database
 stay within a budget (calls in flight on another instance aside), and rpm windows are counted
-per instance. Everything a budget counter would have been changed by during the outage is kept
-and merged back (``INCRBY``) before Redis is used again, so the counters are exact after
-recovery. A Redis that restarted (its ``run_id`` changed) lost its counters: nothing is merged;
-each counter is seeded again from the ledger plus this instance's reservations in flight, and
-one another instance seeded first is given them (it could not know them).
+per instance. Every hold taken and ended during the outage is kept and replayed, in order,
+before Redis is used again, so the counters are exact after recovery; then the instance's holds
+in flight that another took for dead meanwhile (an outage longer than the lease) are put back.
+A Redis that restarted (its ``run_id`` changed) lost its counters and holds: nothing is
+replayed; this instance's reservations in flight are recorded again, given to each counter
+another instance seeded first (it could not know them), and counted by each seeded after.
 """
 
 from __future__ import annotations
@@ -50,11 +55,13 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol, TypeVar
 
 from ..redis_outage import RedisOutage, async_redis_client
+from .redis_holds import ADD_HOLDS, ADJUST, BEAT, DEFAULT_LEASE_SECONDS, RESERVE
 
 __all__ = [
     "IDLE_TTL",
@@ -77,48 +84,6 @@ IDLE_TTL = 3600
 #: (``TRACKING_REDIS_TIMEOUT_SECONDS`` sets another for the proxy's counters).
 SOCKET_TIMEOUT = 1.0
 _RPM_TTL = 120
-
-#: -1: the counter is missing and needs a seed; 0: refused; 1: reserved. Second value: the
-#: counter after the operation (before it, when refused).
-_RESERVE = """
-local current = redis.call('GET', KEYS[1])
-if not current then
-  if ARGV[4] == '' then return {-1, 0} end
-  current = ARGV[4]
-  redis.call('SET', KEYS[1], current, 'EX', ARGV[3])
-end
-current = tonumber(current)
-local amount = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-if current >= limit or current + amount > limit then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  return {0, current}
-end
-local after = redis.call('INCRBY', KEYS[1], amount)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {1, after}
-"""
-
-#: Settling or releasing adjusts only a live counter: a missing one is seeded from the ledger.
-_ADJUST = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('INCRBY', KEYS[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-return 1
-"""
-
-#: After a restart, this instance's reservations in flight (``ARGV[i]`` on ``KEYS[i]``) are added
-#: to each counter another instance seeded already; all at once, or none if Redis fails first.
-_ADD_TO_LIVE = """
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('INCRBY', key, ARGV[i])
-    redis.call('EXPIRE', key, ARGV[#ARGV])
-  end
-end
-return 1
-"""
 
 
 def to_units(usd: Decimal) -> int:
@@ -159,11 +124,11 @@ class Counters(Protocol):
     async def drop(self, names: Sequence[str]) -> None:
         """Forget these budget counters: the next reservation seeds them from the ledger. For a
         budget changed by the management API: calls made while it was off never reached its
-        counter, which must not be trusted again. (In Redis the new counter starts with this
-        instance's calls in flight on it, as any seeded counter does; the holds of calls in flight
-        elsewhere, and in :class:`LocalCounters` and the workers' file, are left out of it: the
-        count can stay below the truth by what those calls reserved, until the counter is next
-        idle for :data:`IDLE_TTL`.)"""
+        counter, which must not be trusted again. (In Redis the new counter starts with every
+        instance's calls in flight on it, recorded there, as any seeded counter does; in
+        :class:`LocalCounters` and the workers' file the holds of calls in flight elsewhere are
+        left out of it: the count can stay below the truth by what those calls reserved, until
+        the counter is next idle for :data:`IDLE_TTL`.)"""
         ...
 
     async def aclose(self) -> None: ...
@@ -267,6 +232,8 @@ class HoldsInFlight:
         self._holds: dict[str, dict[int, int]] = {}
         #: id(hold) -> its call's request id (holds that name one)
         self._calls: dict[int, str] = {}
+        #: (name, id(hold)) of the holds being settled (never put back meanwhile)
+        self._ending: set[tuple[str, int]] = set()
 
     def taken(self, name: str, hold: object, amount: int) -> None:
         """``amount`` was admitted on ``name`` for ``hold``: in flight until it settles."""
@@ -302,13 +269,36 @@ class HoldsInFlight:
         """Whether the calls holding on ``name`` are ``calls`` (None: not asked)."""
         return calls is None or self.calls(name) == calls
 
-    def all_in_flight(self) -> list[tuple[str, int]]:
+    def units(self, name: str, hold: object) -> int:
+        """What ``hold`` holds on ``name`` (0: nothing, or not known here)."""
         with self._lock:
-            return [(name, sum(holds.values())) for name, holds in self._holds.items()]
+            return self._holds.get(name, {}).get(id(hold), 0)
+
+    @staticmethod
+    def key(hold: object) -> str:
+        """``hold``'s name among this process's holds: ``<its id>|<its call's request id>``."""
+        request_id = getattr(hold, "request_id", None)
+        return f"{id(hold)}|{request_id if isinstance(request_id, str) else ''}"
+
+    def each_hold(self) -> list[tuple[str, str, int]]:
+        """(counter, :meth:`key`, units) of every hold in flight that is not being settled."""
+        with self._lock:
+            return [
+                (name, f"{held}|{self._calls.get(held, '')}", units)
+                for name, holds in self._holds.items()
+                for held, units in holds.items()
+                if (name, held) not in self._ending
+            ]
+
+    def ending(self, name: str, hold: object) -> None:
+        """``hold`` is being settled on ``name``: :meth:`each_hold` leaves it out."""
+        with self._lock:
+            self._ending.add((name, id(hold)))
 
     def settled(self, name: str, hold: object) -> None:
         """The reservation ``hold`` is over (its real cost is in the ledger now)."""
         with self._lock:
+            self._ending.discard((name, id(hold)))
             holds = self._holds.get(name)
             if holds is not None and holds.pop(id(hold), None) is not None and not holds:
                 del self._holds[name]
@@ -316,15 +306,21 @@ class HoldsInFlight:
                 self._calls.pop(id(hold), None)
 
 
+#: What a budget counter missed while Redis was away, replayed in order on recovery: a hold
+#: taken (``took``: counter, hold's key, the units taken, the hold's units then) or ended
+#: (``ended``: counter, hold's key, the change while the hold is counted, the change when it is
+#: not).
+Missed = tuple[str, str, str, int, int | str]
+
+
 class OutageBudgets(HoldsInFlight):
     """This instance's reservations in flight (admitted by Redis or, while it was away, from the
     ledger's figure), the budgets worked out from them while Redis is away, and the changes Redis
-    missed, to merge back on recovery."""
+    missed, to replay on recovery."""
 
     def __init__(self) -> None:
         super().__init__()
-        #: name -> units: what the Redis counter missed (reservations and settlements).
-        self._pending: dict[str, int] = {}
+        self._missed: list[Missed] = []
 
     def reserve(
         self,
@@ -336,7 +332,7 @@ class OutageBudgets(HoldsInFlight):
         calls: frozenset[str] | None = None,
     ) -> int | None:
         """Reserve from the ledger's figure (``seed``, read without ``calls``) plus this
-        instance's reservations in flight on ``name``; kept to merge back."""
+        instance's reservations in flight on ``name``; kept to replay."""
         if seed is None:
             return None  # always from the ledger while Redis is away
         with self._lock:
@@ -346,35 +342,38 @@ class OutageBudgets(HoldsInFlight):
             if current >= limit or current + amount > limit:
                 return -current - 1
             self._take(name, hold, amount)
-            self._add(name, amount)
+            key = self.key(hold) if hold is not None else ""
+            total = self._holds.get(name, {}).get(id(hold), amount)  # the hold's, grown or not
+            self._missed.append(("took", name, key, amount, total))
             return current + amount
 
-    def keep(self, name: str, delta: int) -> None:
+    def ended(self, name: str, hold: object, counted: int, uncounted: str) -> None:
+        """``hold`` ended on ``name`` while Redis was away: the counter's change, while the hold is
+        counted there and when it is not."""
+        key = self.key(hold) if hold is not None and self.units(name, hold) else ""
         with self._lock:
-            self._add(name, delta)
+            self._missed.append(("ended", name, key, counted, uncounted))
+        self.settled(name, hold)
 
-    def _add(self, name: str, delta: int) -> None:
-        total = self._pending.get(name, 0) + delta
-        if total:
-            self._pending[name] = total
-        else:
-            self._pending.pop(name, None)
-
-    def pending(self) -> list[tuple[str, int]]:
+    def missed(self) -> list[Missed]:
         with self._lock:
-            return list(self._pending.items())
+            return list(self._missed)
 
-    def forget_pending(self) -> None:
+    def forget_missed(self) -> None:
         with self._lock:
-            self._pending.clear()
+            self._missed.clear()
 
-    def merged(self, name: str, delta: int) -> None:
+    def replayed(self) -> None:
+        """The first change missed is in Redis now."""
         with self._lock:
-            self._add(name, -delta)
+            del self._missed[0]
 
 
 class RedisCounters:
-    """The counters in Redis under ``prefix``, degrading to :class:`LocalCounters`."""
+    """The counters in Redis under ``prefix``, degrading to :class:`LocalCounters`. Each hold is
+    recorded beside its counter under this process's worker id, whose lease the process renews
+    every quarter of ``lease`` seconds; the holds of a worker whose lease is over are released
+    (:mod:`.redis_holds`)."""
 
     def __init__(
         self,
@@ -383,6 +382,7 @@ class RedisCounters:
         prefix: str = "tracking:proxy:",
         socket_timeout: float = SOCKET_TIMEOUT,
         retry_interval: float = 5.0,
+        lease: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.outage = RedisOutage(
             log,
@@ -392,24 +392,44 @@ class RedisCounters:
         )
         self.prefix = prefix
         self.socket_timeout = socket_timeout
+        self.lease = lease
+        #: This process's name among the workers sharing the counters.
+        self.worker = uuid.uuid4().hex[:16]
         self.local = LocalCounters()  # rpm windows while Redis is away
         self._outage = OutageBudgets()
         self._merging = asyncio.Lock()
         #: The server's run id when first reached; a different one after an outage: restarted.
         self._run_id: str | None = None
         #: ``outage.failures`` when Redis was last found well: more since, and before Redis is
-        #: used again the outage's changes are merged back, or (restarted) this instance's
+        #: used again the outage's changes are replayed, or (restarted) this instance's
         #: reservations in flight are given to the counters.
         self._checked_failures = 0
+        self._beating: asyncio.Task[None] | None = None
+        #: Set at a stop: the heartbeat ends.
+        self.stopping = False
+        #: Whether this worker has had a lease (one found lapsed after it may have been taken
+        #: for dead).
+        self._leased = False
+        self._renewed_at = -math.inf
         self._client: Any = async_redis_client(url, socket_timeout)
-        self._reserve: Any = self._client.register_script(_RESERVE)
-        self._adjust: Any = self._client.register_script(_ADJUST)
-        self._add_to_live: Any = self._client.register_script(_ADD_TO_LIVE)
+        self._reserve: Any = self._client.register_script(RESERVE)
+        self._adjust: Any = self._client.register_script(ADJUST)
+        self._add_holds: Any = self._client.register_script(ADD_HOLDS)
+        self._beat: Any = self._client.register_script(BEAT)
 
     @property
     def degraded(self) -> bool:
         """True while Redis is considered down and local counters are used."""
         return self.outage.down
+
+    def _keys(self, name: str) -> list[str]:
+        """A counter's key, its holds' and this worker's list of counters it holds on."""
+        p = self.prefix
+        return [f"{p}budget:{name}", f"{p}holds:{name}", f"{p}holder:{self.worker}"]
+
+    def _field(self, key: str) -> str:
+        """A hold's field in its counter's holds ('' for a hold without a key)."""
+        return f"{self.worker}|{key}" if key else ""
 
     async def _guarded(
         self, remote: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
@@ -455,21 +475,33 @@ class RedisCounters:
         calls: frozenset[str] | None = None,
     ) -> int | None:
         async def remote() -> int | None:
-            # A missing counter starts from the ledger (without the calls in flight) plus this
-            # instance's reservations in flight on it: each will replace its hold with its real
-            # cost.
-            if seed is not None and not self._outage.still(name, calls):
-                return None  # a call settled, or began, since the ledger was read: again
-            start = "" if seed is None else seed + self._outage.in_flight(name)
-            status, value = await self._reserve(
-                keys=[f"{self.prefix}budget:{name}"], args=[amount, limit, IDLE_TTL, start]
+            # A missing counter starts from the ledger (without the calls in flight) plus every
+            # hold recorded on it, all workers' (the script checks the calls are still those).
+            self._beat_soon()  # a worker that uses the counters takes part in the heartbeat
+            field = self._field(self._outage.key(hold)) if hold is not None and amount else ""
+            renew = self._lease_ms if field and self._renew_due() else ""
+            status, value, lapsed = await self._reserve(
+                keys=[*self._keys(name), f"{self.prefix}lease:{self.worker}", self._registry],
+                args=[
+                    amount,
+                    limit,
+                    IDLE_TTL,
+                    "" if seed is None else seed,
+                    field,
+                    name,
+                    self.worker,
+                    renew,
+                    "*" if calls is None else "=" + " ".join(sorted(calls)),
+                ],
             )
             if int(status) < 0:
                 return None
-            if int(status) == 1:
-                self._outage.taken(name, hold, amount)
-                return int(value)
-            return -int(value) - 1
+            if int(status) == 0:
+                return -int(value) - 1
+            self._outage.taken(name, hold, amount)
+            if renew:
+                await self._renewed(int(lapsed))
+            return int(value)
 
         async def from_ledger() -> int | None:
             return self._outage.reserve(name, amount, limit, seed, hold, calls)
@@ -477,17 +509,34 @@ class RedisCounters:
         return await self._guarded(remote, from_ledger)
 
     async def calls_in_flight(self, name: str) -> frozenset[str]:
-        return self._outage.calls(name)
+        """Every worker's calls holding on ``name`` (this instance's alone while Redis is
+        away)."""
+
+        async def remote() -> frozenset[str]:
+            fields = await self._client.hkeys(f"{self.prefix}holds:{name}")
+            ids = (str(field, "utf-8", "replace").split("|", 2) for field in fields)
+            return frozenset(parts[2] for parts in ids if len(parts) == 3 and parts[2])
+
+        async def local() -> frozenset[str]:
+            return self._outage.calls(name)
+
+        return await self._guarded(remote, local)
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
+        units = self._outage.units(name, hold) if hold is not None else 0
+        key = self._outage.key(hold) if units else ""
+
         async def remote() -> None:
-            if delta:
-                await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
+            if delta or key:
+                self._outage.ending(name, hold)  # never put back while settling
+                await self._adjust(
+                    keys=self._keys(name),
+                    args=[delta, _uncounted(delta, units), IDLE_TTL, self._field(key), name],
+                )
             self._outage.settled(name, hold)
 
         async def later() -> None:
-            self._outage.settled(name, hold)
-            self._outage.keep(name, delta)
+            self._outage.ended(name, hold, delta, _uncounted(delta, units))
 
         await self._guarded(remote, later)
 
@@ -500,6 +549,81 @@ class RedisCounters:
 
         await self._guarded(remote, unreachable)
 
+    @property
+    def _registry(self) -> str:
+        return f"{self.prefix}workers"
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    def _beat_soon(self) -> None:
+        """Start the heartbeat (once this worker uses the counters)."""
+        if not self.stopping and (self._beating is None or self._beating.done()):
+            self._beating = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    async def _beat_forever(self) -> None:
+        while not self.stopping:  # (a cancellation can be swallowed by redis-py mid-command)
+            try:
+                await self.beat()
+            except Exception:  # a heartbeat never ends on a fault: the next one tries again
+                log.warning("proxy counters: heartbeat failed", exc_info=True)
+            await asyncio.sleep(self.lease / 4)
+
+    async def beat(self, *, leave: bool = False) -> None:
+        """Renew this worker's lease (``leave``: give it up) and release the holds of every
+        worker whose lease is over; put this worker's holds back if it was taken for dead."""
+
+        async def remote() -> None:
+            lapsed, dead, dropped = await self._beat(
+                keys=[self._registry],
+                args=[self.prefix, self.worker, self._lease_ms, "leave" if leave else "beat"],
+            )
+            if int(dead) and not leave:
+                log.warning(
+                    "proxy counters: released the budget holds of %d worker(s) whose lease "
+                    "(%g s) was over; %d counter(s) start again from the ledger",
+                    int(dead),
+                    self.lease,
+                    int(dropped),
+                )
+            await self._renewed(int(lapsed) and not leave)
+
+        async def away() -> None:
+            return None
+
+        await self._guarded(remote, away)
+
+    def _renew_due(self) -> bool:
+        """Whether a reservation renews the lease: not renewed for half a lease (two commands
+        fewer in most reservations' script; the heartbeat renews it every quarter)."""
+        return time.monotonic() - self._renewed_at >= self.lease / 2
+
+    async def _renewed(self, lapsed: int) -> None:
+        """This worker's lease was renewed; ``lapsed``: it had lapsed (a first lease has not)."""
+        self._renewed_at = time.monotonic()
+        if lapsed and self._leased:
+            await self._put_back()
+        self._leased = True
+
+    async def _put_back(self) -> int:
+        """Put this worker's holds in flight back where they are gone (it was taken for dead:
+        its lease lapsed, it was slow or Redis out of its reach); each call settles once."""
+        holds = self._outage.each_hold()
+        if not holds:
+            return 0
+        args: list[Any] = [self.prefix, self.worker, self._lease_ms, IDLE_TTL]
+        for name, key, units in holds:
+            args += [name, self._field(key), units]
+        added = int(await self._add_holds(keys=[self._registry], args=args))
+        if added:
+            log.warning(
+                "proxy counters: this worker's lease had lapsed; put back %d hold(s) of its "
+                "calls in flight",
+                added,
+            )
+        return added
+
     async def _merge_outage(self) -> None:
         """Apply what budget counters missed while Redis was away (before any other use)."""
         merged = 0
@@ -509,32 +633,34 @@ class RedisCounters:
                 return  # done by the call before this one
             run_id = await self._server_run_id()
             if run_id != self._run_id:
-                # A restarted Redis lost every counter. Each is seeded again from the ledger,
-                # which has the outage's spend (merging it too would count it twice), plus this
-                # instance's reservations in flight (:meth:`reserve`); a counter another instance
-                # seeded meanwhile lacks those: they are added to it (all at once).
-                held = self._outage.all_in_flight()
-                if held:
-                    await self._add_to_live(
-                        keys=[f"{self.prefix}budget:{name}" for name, _ in held],
-                        args=[*(units for _, units in held), IDLE_TTL],
-                    )
+                # A restarted Redis lost every counter and hold. Each counter is seeded again
+                # from the ledger, which has the outage's spend (replaying it too would count it
+                # twice), plus the holds recorded (:meth:`reserve`); this instance's are recorded
+                # again, and a counter another instance seeded meanwhile is given them.
+                await self._put_back()
                 self._run_id = run_id
-                self._outage.forget_pending()
+                self._outage.forget_missed()
                 self._checked_failures = failures
                 log.warning(
                     "proxy counters: Redis is back, restarted; counters start from the ledger "
                     "and this instance's calls in flight"
                 )
                 return
-            for name, delta in self._outage.pending():
-                await self._adjust(keys=[f"{self.prefix}budget:{name}"], args=[delta, IDLE_TTL])
-                self._outage.merged(name, delta)
+            for kind, name, key, first, second in self._outage.missed():
+                field = self._field(key)
+                if kind == "took" and field:  # the hold's field brought to its units then
+                    args = [self.prefix, self.worker, self._lease_ms, IDLE_TTL, name, field, second]
+                    await self._add_holds(keys=[self._registry], args=args)
+                else:  # an end, or a hold without a key: a plain change
+                    args = [first, second, IDLE_TTL, field if kind == "ended" else "", name]
+                    await self._adjust(keys=self._keys(name), args=args)
+                self._outage.replayed()
                 merged += 1
+            await self._put_back()  # taken for dead meanwhile: its calls in flight count again
             self._checked_failures = failures
         if merged:
             log.warning(
-                "proxy counters: Redis is back; merged the outage's spend into %d budget counters",
+                "proxy counters: Redis is back; merged the outage's spend (%d change(s))",
                 merged,
             )
 
@@ -565,7 +691,18 @@ class RedisCounters:
         return str(info.get("run_id", ""))
 
     async def aclose(self) -> None:
+        self.stopping = True
+        if self._beating is not None:
+            self._beating.cancel()
+            await self.beat(leave=True)  # a clean stop: nothing of this worker's is left held
         await self._client.aclose()
+
+
+def _uncounted(delta: int, units: int) -> str:
+    """A settling's change to a counter that does not count its hold (:data:`.redis_holds.ADJUST`):
+    '' (start the counter again from the ledger, which has the call's row), or, for a hold kept
+    as the cost (``delta`` 0: no row may say what it cost), the hold."""
+    return "" if delta else str(units)
 
 
 def seconds_text(seconds: float) -> str:
