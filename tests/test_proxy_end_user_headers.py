@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -132,17 +133,109 @@ def test_a_header_with_a_control_character_is_refused(proxy: ProxyProcess) -> No
     assert response.json()["error"]["param"] == "x-litellm-customer-id"
 
 
-@pytest.mark.parametrize("key", ["user_header_name", "user_header_mappings"])
-def test_litellm_s_own_end_user_headers_fail_the_start(key: str) -> None:
-    """Read nowhere, the end users such a header names would be billed to no one, their budgets
-    and blocks not holding: the config is refused rather than the key dropped with a warning."""
+def _parsed(general: dict[str, object]) -> Any:
     from tracking.config import parse_config
-    from tracking.errors import ConfigurationError
 
     document: dict[str, object] = {
         "model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-2"}}],
-        "general_settings": {key: "x-openwebui-user-id"},
+        "general_settings": general,
     }
+    return parse_config(document)
+
+
+@pytest.mark.parametrize(
+    ("general", "read"),
+    [
+        ({"user_header_name": "X-OpenWebUI-User-Id"}, ("x-openwebui-user-id",)),
+        (  # the mappings' customer headers, in their order, override user_header_name
+            {
+                "user_header_name": "x-old",
+                "user_header_mappings": [
+                    {"header_name": "X-OpenWebUI-User-Id", "litellm_user_role": "internal_user"},
+                    {"header_name": "X-OpenWebUI-User-Email", "litellm_user_role": "customer"},
+                    {"header_name": "X-User-Id", "litellm_user_role": "customer"},
+                ],
+            },
+            ("x-openwebui-user-email", "x-user-id"),
+        ),
+    ],
+)
+def test_litellm_s_header_settings_name_the_headers_read(
+    general: dict[str, object], read: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="tracking"):
+        config = _parsed(general)
+    assert config.general_settings.end_user_headers == read
+    internal = [r.getMessage() for r in caplog.records if "internal_user" in r.getMessage()]
+    assert len(internal) == ("user_header_mappings" in general)
+
+
+@pytest.mark.parametrize(
+    ("general", "said"),
+    [
+        ({"user_header_name": "x user"}, "general_settings.user_header_name: expected an HTTP"),
+        ({"user_header_mappings": "x-user"}, "general_settings.user_header_mappings: expected a"),
+        (
+            {"user_header_mappings": [{"header_name": "x-u", "litellm_user_role": "admin"}]},
+            "[0].litellm_user_role: one of customer, internal_user",
+        ),
+        (
+            {"user_header_mappings": [{"header_name": "x-u"}]},
+            "[0]: expected exactly header_name and litellm_user_role",
+        ),
+    ],
+)
+def test_malformed_header_settings_fail_the_start(general: dict[str, object], said: str) -> None:
+    from tracking.errors import ConfigurationError
+
     with pytest.raises(ConfigurationError) as refused:
-        parse_config(document)
-    assert f"general_settings.{key}: end users named by a header" in str(refused.value)
+        _parsed(general)
+    assert said in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def mapped(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    """A proxy whose config names its own end-user headers, as an Open WebUI deployment does."""
+    folder: Path = tmp_path_factory.mktemp("mapped-headers")
+    url = f"sqlite:///{folder / 'ledger.db'}"
+    mappings = [
+        {"header_name": "X-OpenWebUI-User-Id", "litellm_user_role": "internal_user"},
+        {"header_name": "X-OpenWebUI-User-Email", "litellm_user_role": "customer"},
+    ]
+    general = {"user_header_mappings": mappings}
+    config = accounts_config(folder, fake.url, url, models=("gpt-image-2",), general=general)
+    with ProxyProcess(config, env=ledger_env(url)) as process:
+        yield process
+
+
+def test_a_configured_customer_header_names_the_end_user_billed_and_blocked(
+    mapped: ProxyProcess, upstream: FakeOpenAI
+) -> None:
+    with httpx.Client(timeout=60) as client:
+        billed = _edit(
+            client,
+            mapped,
+            {"X-OpenWebUI-User-Email": "ann@example.com", "X-OpenWebUI-User-Id": "u-1"},
+        )
+        assert billed.status_code == 200, billed.text
+        assert upstream.requests[-1].fields["user"] == "ann@example.com"
+        rows = spend_rows(client, mapped.url, user="ann@example.com")["data"]
+        assert [r["request_id"] for r in rows] == [billed.headers["x-tracking-request-id"]]
+        made = client.post(
+            f"{mapped.url}/customer/new",
+            headers=AUTH,
+            json={"user_id": "bob@example.com", "blocked": True},
+        )
+        assert made.status_code == 200, made.text
+        hits = upstream.hits
+        refused = _edit(client, mapped, {"x-openwebui-user-email": "bob@example.com"})
+        assert refused.status_code == 403, refused.text
+        assert upstream.hits == hits
+        # LiteLLM's own header comes first; a configured one naming another end user is a 400
+        clash = _edit(
+            client,
+            mapped,
+            {"x-litellm-customer-id": "carol", "x-openwebui-user-email": "ann@example.com"},
+        )
+        assert clash.status_code == 400, clash.text
+        assert clash.json()["error"]["param"] == "x-litellm-customer-id"

@@ -177,6 +177,44 @@ def _is_enforced_params(value: Any) -> str | None:
     return None
 
 
+#: An HTTP header's name (RFC 9110's token characters).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+#: The roles of LiteLLM's ``user_header_mappings``: ``customer`` names the call's end user.
+_HEADER_ROLES = ("customer", "internal_user")
+
+
+def _is_header_name(value: Any) -> str | None:
+    if isinstance(value, str) and _HEADER_NAME.fullmatch(value):
+        return None
+    return f"expected an HTTP header's name, got {value!r}"
+
+
+def _is_header_mappings(value: Any) -> str | None:
+    """LiteLLM's ``user_header_mappings``: ``{header_name, litellm_user_role}`` entries."""
+    if not isinstance(value, list):
+        return "expected a list of {header_name, litellm_user_role} entries"
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping) or set(item) != {"header_name", "litellm_user_role"}:
+            return f"[{index}]: expected exactly header_name and litellm_user_role"
+        if (fault := _is_header_name(item["header_name"])) is not None:
+            return f"[{index}].header_name: {fault}"
+        if item["litellm_user_role"] not in _HEADER_ROLES:
+            return f"[{index}].litellm_user_role: one of customer, internal_user"
+    return None
+
+
+def end_user_header_names(general: Mapping[str, Any]) -> tuple[str, ...]:
+    """The headers of ``general_settings`` that name a call's end user, in the order LiteLLM
+    reads them (after its own ``x-litellm-customer-id`` / ``x-litellm-end-user-id``): the
+    ``customer`` entries of ``user_header_mappings``, else ``user_header_name`` (deprecated in
+    LiteLLM for the mappings, which override it); lowercase, as headers are compared."""
+    mappings = general.get("user_header_mappings") or ()
+    names = [m["header_name"].lower() for m in mappings if m["litellm_user_role"] == "customer"]
+    if not names and general.get("user_header_name"):
+        names = [general["user_header_name"].lower()]
+    return tuple(dict.fromkeys(names))
+
+
 def _is_seconds(value: Any) -> str | None:
     """A duration: finite, > 0 and at most a day (what a call's own ``timeout`` may be)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -324,16 +362,9 @@ _ACCESS = (
     "an access control this proxy does not enforce; put the proxy behind a gateway or network "
     "policy that does, and remove the key"
 )
-_END_USER_HEADER = (
-    "end users named by a header of your choosing are not read here, so their budgets and "
-    "blocks would not hold for those calls; name them with user, safety_identifier or LiteLLM's "
-    "x-litellm-customer-id / x-litellm-end-user-id header, and remove the key"
-)
 #: LiteLLM spending caps and access controls this proxy does not enforce: an error, never an
 #: ignored key (whoever wrote one believes spend, or access, is limited).
 _CAPS_NOT_ENFORCED = {
-    "general_settings.user_header_name": _END_USER_HEADER,
-    "general_settings.user_header_mappings": _END_USER_HEADER,
     "general_settings.allowed_ips": _ACCESS,
     "general_settings.allowed_routes": _ACCESS,
     "general_settings.admin_only_routes": _ACCESS,
@@ -366,6 +397,8 @@ _GENERAL_SETTINGS: dict[str, Check] = {
     "enforce_user_param": _is_bool,
     "enforced_params": _is_enforced_params,
     "enforce_fallback_model_access": _is_bool,
+    "user_header_name": _is_header_name,
+    "user_header_mappings": _is_header_mappings,
 }
 _TOP_LEVEL: dict[str, Check] = {
     "model_list": _is_list,
@@ -449,6 +482,9 @@ class GeneralSettings:
     #: A virtual key is served by a fallback only when its ``models`` name the fallback's group
     #: (LiteLLM's flag of that name; off: a fallback serves any key, as in LiteLLM).
     enforce_fallback_model_access: bool = False
+    #: Headers of the deployment's choosing that name a call's end user, read after LiteLLM's
+    #: standard two (``user_header_mappings``' customer headers, else ``user_header_name``).
+    end_user_headers: tuple[str, ...] = ()
 
     @property
     def max_request_bytes(self) -> int:
@@ -653,6 +689,14 @@ def parse_config(
     general = faults.check_section(
         top.get("general_settings", {}), _GENERAL_SETTINGS, "general_settings"
     )
+    mappings = general.get("user_header_mappings")
+    for index, mapping in enumerate(mappings if isinstance(mappings, list) else ()):
+        if isinstance(mapping, Mapping) and mapping.get("litellm_user_role") == "internal_user":
+            faults.warnings.append(
+                f"general_settings.user_header_mappings[{index}]: internal_user headers are not "
+                "read (LiteLLM's internal users are not kept here); customer headers name the "
+                "call's end user"
+            )
     if faults.errors:
         listed = "\n  ".join(faults.errors)
         raise ConfigurationError(f"{_where(source)}invalid configuration:\n  {listed}")
@@ -718,6 +762,7 @@ def parse_config(
                 )
             ),
             enforce_fallback_model_access=general.get("enforce_fallback_model_access", False),
+            end_user_headers=end_user_header_names(general),
         ),
         prices=dict(top.get("prices", {})),
         source=source,

@@ -408,7 +408,8 @@ class ProxyApp:
                 raise too_large(self.max_body)  # refused before a byte of the body is read
             upload.grow_to(int(declared))
         params = await read(receive, headers, upload)
-        take_end_user_headers(headers, params)  # LiteLLM's x-litellm-customer-id & co
+        # LiteLLM's x-litellm-customer-id & co, then the config's user_header_mappings
+        take_end_user_headers(headers, params, self.config.general_settings.end_user_headers)
         model = params.get("model")
         entry.model = model if isinstance(model, str) else None
         if not model:
