@@ -202,6 +202,28 @@ def test_csv_tells_a_call_without_an_end_user_from_an_empty_one(capsys, tmp_path
     assert [r[0] for r in csv.reader(io.StringIO(out))][1:] == ["carol", "", ""]  # still CSV
 
 
+def test_csv_never_hands_a_spreadsheet_a_formula_from_an_end_user(capsys, tmp_path):
+    """An end-user id is the caller's text: ``=HYPERLINK(...)`` in a CSV cell is run by the
+    spreadsheet that opens the report (OWASP's CSV injection). Such a cell gets a leading
+    apostrophe in CSV; JSON keeps the id as stored."""
+    url = f"sqlite:///{tmp_path / 'formulas.db'}"
+    hostile = ['=HYPERLINK("http://x.test","y")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "plain"]
+    ledger = open_ledger(url)
+    try:
+        for user in hostile:
+            ledger.on_end(make_event(user=user, cost=Decimal("0.01"), start=DAY))
+        assert ledger.flush(10)
+    finally:
+        ledger.shutdown(10)
+    code, out, _ = _run(capsys, "spend", "--by", "user", "--format", "csv", "--database-url", url)
+    assert code == 0
+    cells = sorted(r[0] for r in csv.reader(io.StringIO(out)))[:-1]  # without the header
+    assert cells == sorted(["'" + u for u in hostile[:-1]] + ["plain"])
+    code, out, _ = _run(capsys, "spend", "--by", "user", "--format", "json", "--database-url", url)
+    assert code == 0
+    assert sorted(r["user"] for r in json.loads(out)) == sorted(hostile)
+
+
 def test_spend_total_by_default_and_an_iso_time_bound(capsys, tmp_path):
     url = f"sqlite:///{tmp_path / 'total.db'}"
     _fill(url)

@@ -39,7 +39,7 @@ from .errors import TrackingError
 from .families import family_of
 from .pricing import find_entry
 from .request import openai_api_base
-from .terminal import shown
+from .terminal import shown, spreadsheet_safe
 
 __all__ = ["ProviderRow", "ReconcileError", "ReconcileRow", "fetch_provider", "reconcile"]
 
@@ -577,7 +577,8 @@ def render(rows: Sequence[ReconcileRow], *, by: By, fmt: str, out: TextIO) -> No
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([*header, "drift", "note"])
         writer.writerows(
-            [*cells(row, "", row.key), str(row.drift).lower(), row.note] for row in rows
+            [*cells(row, "", spreadsheet_safe(row.key)), str(row.drift).lower(), row.note]
+            for row in rows
         )
         return
     table = [header, *(cells(row, "-", _label(row)) for row in rows)]

@@ -1,8 +1,11 @@
-"""Text from callers and providers as the command-line tables show it."""
+"""Text from callers and providers as the command-line tables and CSV files show it."""
 
 from __future__ import annotations
 
-__all__ = ["shown"]
+__all__ = ["FORMULA_STARTS", "shown", "spreadsheet_safe"]
+
+#: What a spreadsheet reads a cell starting with as a formula (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def shown(key: str) -> str:
@@ -12,3 +15,11 @@ def shown(key: str) -> str:
     if key and key.isprintable():
         return key
     return repr(key)
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A name from a caller or provider as a CSV cell: one a spreadsheet would run as a formula
+    (an end user ``=HYPERLINK(...)``, say: it starts with one of :data:`FORMULA_STARTS`) gets a
+    leading apostrophe, which spreadsheets show as text; any other is unchanged. (JSON output
+    keeps every name as stored.)"""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text

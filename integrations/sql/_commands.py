@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 import sqlalchemy as sa
 
 from tracking.errors import ConfigurationError
-from tracking.terminal import shown
+from tracking.terminal import shown, spreadsheet_safe
 
 from ._billing import BilledRow, query_billed
 from ._engine import create_ledger_engine, redact, resolve_url, unreachable
@@ -228,7 +228,7 @@ def render_spend(
                 out.write('"",')
                 writer.writerow(record[1:])
             else:
-                writer.writerow([r.key, *record[1:]])
+                writer.writerow([spreadsheet_safe(r.key), *record[1:]])
         return
     with_total = by is not None and (len(rows) > 1 or total is not None)
     if with_total:
