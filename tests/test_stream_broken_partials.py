@@ -120,3 +120,43 @@ def test_without_a_count_the_estimate_is_the_partial_images_asked_for() -> None:
     assert estimate_incomplete_stream(request) == _asking_for(params, 3)
     assert estimate_incomplete_stream(request, partials=1) == _asking_for(params, 1)
     assert _asking_for(params, 3) == _asking_for(params, 0) + _partials_cost(3)
+
+
+@pytest.mark.parametrize("asked", [None, "auto"])
+def test_a_broken_auto_quality_stream_is_estimated_at_the_quality_its_partial_image_said(
+    recorder: EventRecorder, asked: str | None
+) -> None:
+    """A call asking for ``auto`` (or no quality) whose partial image said ``medium`` was made at
+    medium: broken off after it, it is estimated at medium, not at the dearest quality ``auto``
+    could mean (four times as much on gpt-image-2's bundled prices)."""
+    reset_prices()  # the bundled prices, which list every quality: the module's list only low
+    fault = {"x-fake-fault": "break_after=1"}
+    with FakeOpenAI(api_keys=[API_KEY]) as fake:
+        params = _params(fake.url, extra_headers=fault)
+        params.pop("quality")
+        if asked is not None:
+            params["quality"] = asked
+        seen: list[tracking.ImageEditStreamEvent] = []
+        with pytest.raises(tracking.StreamInterruptedError):
+            _read(params, False, seen)
+    (partial,) = seen
+    assert isinstance(partial, tracking.ImageEditPartialImageEvent)
+    assert partial.quality == "medium"  # the fake makes auto at medium, and says so
+    (event,) = recorder.events
+    at_medium = _asking_for({**params, "quality": "medium"}, 1)
+    assert (event.cost_usd, event.cost_source) == (at_medium, "estimate")
+    assert at_medium < _asking_for(params, 1)  # what auto's worst case would have said
+
+
+def test_a_broken_stream_that_asked_for_a_quality_keeps_it_whatever_its_event_said(
+    recorder: EventRecorder,
+) -> None:
+    """The quality asked for is what the call is billed at: an event's word does not lower it."""
+    fault = {"x-fake-fault": "break_after=1"}
+    with FakeOpenAI(api_keys=[API_KEY]) as fake:
+        params = _params(fake.url, extra_headers=fault, quality="high")
+        seen: list[tracking.ImageEditStreamEvent] = []
+        with pytest.raises(tracking.StreamInterruptedError):
+            _read(params, False, seen)
+    (event,) = recorder.events
+    assert event.cost_usd == _asking_for(params, 1)

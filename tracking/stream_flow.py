@@ -22,6 +22,7 @@ accepted it is a failure priced by estimate (``cost_source="estimate"``): the up
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Generator
@@ -106,6 +107,12 @@ StreamEffect = OpenStream | ReadStream | Deliver | Sleep | Emit | Consult
 #: ``price_ref`` of the estimate for streamed attempts accepted upstream that broke off.
 INCOMPLETE_STREAM_REF = "estimate:stream-incomplete"
 _READ = ReadStream()
+
+
+#: The qualities a partial image's event may tell an attempt that asked for ``auto`` (or none)
+#: was made at: its estimate if it breaks off is that quality's, not the dearest one's. Another
+#: value (a 2.6 model's ``xhigh``, a word of the upstream's) keeps the request's worst case.
+_SAID_QUALITIES = frozenset({"low", "medium", "high"})
 
 
 class _StreamReader:
@@ -227,6 +234,8 @@ class _StreamReader:
                         )
                         break
                     self.partials_received[-1] = self._partials
+                    if item.quality in _SAID_QUALITIES:
+                        self._quality_said(item.quality)
                 if self.first_image_ms is None:
                     self.first_image_ms = (time.perf_counter() - self.started) * 1000
                 self._events += 1
@@ -241,6 +250,14 @@ class _StreamReader:
         if isinstance(item, ImageEditCompletedEvent):
             self.completed = item
         return item
+
+    def _quality_said(self, quality: str) -> None:
+        """The attempt's partial image says the quality it is made at: an attempt that asked
+        for ``auto`` (or none) is estimated at it if it breaks off (OpenAI bills the image at
+        the quality it made), not at the dearest quality ``auto`` could mean."""
+        asked = self.accepted[-1]
+        if asked.quality in (None, "auto"):
+            self.accepted[-1] = dataclasses.replace(asked, quality=quality)
 
     def _unusable(self, error: APIResponseError, prepared: PreparedRequest) -> BaseException:
         """What an unusable event ends the call with. As the answer's first event it is an
