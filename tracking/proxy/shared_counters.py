@@ -321,6 +321,8 @@ class OutageBudgets(HoldsInFlight):
     def __init__(self) -> None:
         super().__init__()
         self._missed: list[Missed] = []
+        #: Counters reset (:meth:`RedisCounters.drop`) while Redis was away: deleted on recovery.
+        self._resets: set[str] = set()
 
     def reserve(
         self,
@@ -362,6 +364,21 @@ class OutageBudgets(HoldsInFlight):
     def forget_missed(self) -> None:
         with self._lock:
             self._missed.clear()
+
+    def reset_missed(self, names: Sequence[str]) -> None:
+        """These counters were reset while Redis was away: they are deleted on recovery, after
+        what they missed meanwhile is replayed (their holds still in flight stay recorded; the
+        counter's figure is discarded: the next seed reads the ledger, which has the rest)."""
+        with self._lock:
+            self._resets.update(names)
+
+    def resets(self) -> list[str]:
+        with self._lock:
+            return sorted(self._resets)
+
+    def reset_done(self, names: Sequence[str]) -> None:
+        with self._lock:
+            self._resets.difference_update(names)
 
     def replayed(self) -> None:
         """The first change missed is in Redis now."""
@@ -545,7 +562,11 @@ class RedisCounters:
             await self._client.delete(*(f"{self.prefix}budget:{name}" for name in names))
 
         async def unreachable() -> None:  # the outage's budgets read the ledger anyway
-            log.warning("proxy counters: Redis unavailable; budget counters not reset: %s", names)
+            self._outage.reset_missed(names)
+            log.warning(
+                "proxy counters: Redis unavailable; budget counters reset when it is back: %s",
+                names,
+            )
 
         await self._guarded(remote, unreachable)
 
@@ -640,6 +661,7 @@ class RedisCounters:
                 await self._put_back()
                 self._run_id = run_id
                 self._outage.forget_missed()
+                await self._apply_resets()
                 self._checked_failures = failures
                 log.warning(
                     "proxy counters: Redis is back, restarted; counters start from the ledger "
@@ -657,12 +679,34 @@ class RedisCounters:
                 self._outage.replayed()
                 merged += 1
             await self._put_back()  # taken for dead meanwhile: its calls in flight count again
+            await self._apply_resets()
             self._checked_failures = failures
         if merged:
             log.warning(
                 "proxy counters: Redis is back; merged the outage's spend (%d change(s))",
                 merged,
             )
+
+    async def _apply_resets(self) -> None:
+        """Delete the counters reset while Redis was away (:meth:`drop`) on recovery, before
+        Redis counts a call of this instance again, whether Redis restarted or not: a counter
+        seeded before the change (kept through the outage, or by an instance that reached Redis
+        while this one could not) must not be trusted again. Done after the outage's changes
+        are replayed (or this instance's holds put back): the holds of calls still in flight
+        stay recorded beside the counter, every worker's, so the counter seeded again counts
+        them; what the deleted counter was given meanwhile is discarded, as the ledger has it.
+        Forgotten only once deleted."""
+        names = self._outage.resets()
+        if not names:
+            return
+        await self._client.delete(*(f"{self.prefix}budget:{name}" for name in names))
+        self._outage.reset_done(names)
+        log.warning(
+            "proxy counters: Redis is back; reset %d budget counter(s) changed while it was "
+            "away: %s",
+            len(names),
+            names,
+        )
 
     async def keys_version(self) -> int | None:
         """How many times keys changed (any instance); None while Redis is away."""
