@@ -31,6 +31,7 @@ from tests.accounts_support import (
     accounts_config,
     bearer,
     edit,
+    generate,
     ledger_env,
     restart_redis,
     wait_for,
@@ -38,6 +39,7 @@ from tests.accounts_support import (
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tests.relay import TcpRelay
 from tests.test_router_redis import private_redis  # noqa: F401 - a fixture, used by name
+from tracking.integrations.sql import create_ledger_engine, upgrade
 from tracking.proxy.shared_counters import to_units
 
 pytestmark = pytest.mark.redis
@@ -81,12 +83,16 @@ class Outage:
         time.sleep(RETRY_SECONDS + 0.5)
 
     def counter(self, user: str) -> int | None:
-        """The end user's total budget counter in Redis, as units (None: missing)."""
-        import redis
+        return _counter(self.redis_url, user)
 
-        with redis.Redis.from_url(self.redis_url, socket_timeout=30) as client:
-            value = client.get(f"{PREFIX}budget:user:{user}:total")
-        return None if value is None else int(value)
+
+def _counter(redis_url: str, user: str, kind: str = "user") -> int | None:
+    """The end user's (or key's) total budget counter in Redis, as units (None: missing)."""
+    import redis
+
+    with redis.Redis.from_url(redis_url, socket_timeout=30) as client:
+        value = client.get(f"{PREFIX}budget:{kind}:{user}:total")
+    return None if value is None else int(value)
 
 
 @pytest.fixture(params=["frozen", "cut", "restarted"])
@@ -192,3 +198,108 @@ def test_a_budget_switched_on_again_while_redis_is_away_counts_the_calls_made_me
     counted = outage.counter(user)
     assert counted is not None and counted > to_units(Decimal(budget)), counted
     assert "Traceback" not in outage.proxy.log()
+
+
+def test_a_key_budget_switched_on_again_while_redis_is_away_counts_the_calls_made_meanwhile(
+    outage, client
+):
+    """A key's budget switched off and on while Redis is away: its calls meanwhile count once
+    Redis is back (a key's record carries no time of change: the reset this instance remembered
+    is what starts its counter again)."""
+    base = outage.proxy.url
+    made = generate(client, base, max_budget="5")
+    key, digest = made["key"], made["key_hash"]
+    one = _cost(edit(client, base, key))
+    wait_for(lambda: _counter(outage.redis_url, digest, "key") == to_units(one))
+    budget = str(one * 10)
+
+    outage.begin()
+    _cost(edit(client, base, key))  # judged from the ledger: the proxy takes Redis as away
+    wait_for(lambda: "Redis unavailable" in outage.proxy.log())
+    _master(client, f"{base}/key/update", {"key": key, "max_budget": None})
+    for _ in range(10):  # 12 calls in all, past the budget of 10, while it is off
+        _cost(edit(client, base, key))
+    _master(client, f"{base}/key/update", {"key": key, "max_budget": budget})
+    outage.end()
+
+    refused = edit(client, base, key)
+    assert refused.status_code == 429, refused.text  # not the calls the old counter held
+    assert refused.json()["error"]["code"] == "budget_exceeded"
+    counted = _counter(outage.redis_url, digest, "key")
+    assert counted is not None and counted > to_units(Decimal(budget)), counted
+
+
+#: How long an instance keeps an end user's record (TRACKING_KEY_CACHE_SECONDS).
+CACHE_SECONDS = 1
+
+
+@pytest.fixture
+def two_instances(
+    fake,
+    tmp_path,
+    postgres_url,
+    private_redis,  # noqa: F811
+) -> Iterator[tuple[ProxyProcess, ProxyProcess, TcpRelay, str]]:
+    """Two proxies sharing a PostgreSQL ledger and a Redis: the first through a relay that cuts
+    it off from Redis alone (the second still reaches it), the second directly."""
+    _, redis_url = private_redis
+    engine = create_ledger_engine(postgres_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    relay = TcpRelay(redis_url)
+    env = {
+        **ledger_env(postgres_url),
+        "TRACKING_REDIS_PREFIX": PREFIX,
+        "TRACKING_REDIS_RETRY_SECONDS": str(RETRY_SECONDS),
+        "TRACKING_REDIS_TIMEOUT_SECONDS": "5",
+        "TRACKING_KEY_CACHE_SECONDS": str(CACHE_SECONDS),
+    }
+    cut_off, direct = (
+        ProxyProcess(
+            accounts_config(tmp_path, fake.url, postgres_url, redis_url=url, name=name), env=env
+        )
+        for url, name in ((relay.url, "cut-off.yaml"), (redis_url, "direct.yaml"))
+    )
+    try:
+        cut_off.start()
+        direct.start()
+        yield cut_off, direct, relay, redis_url
+    finally:
+        cut_off.stop()
+        direct.stop()
+        relay.close()
+
+
+def test_an_end_user_made_again_on_an_instance_that_dies_cut_off_from_redis(two_instances, client):
+    """The instance that took the change could not reach Redis and died before it could: the
+    other instance, which reaches Redis all along, judges the end user's calls on the new
+    figure once it reads their record again (every TRACKING_KEY_CACHE_SECONDS): the counter in
+    Redis is older than the record's last change, and starts again from the ledger."""
+    cut_off, direct, relay, redis_url = two_instances
+    user = "remade-elsewhere"
+    _master(client, f"{cut_off.url}/customer/new", {"user_id": user, "max_budget": "5"})
+    costs = [
+        _cost(edit(client, proxy.url, MASTER_KEY, user=user)) for proxy in [cut_off, direct] * 2
+    ]
+    wait_for(lambda: _counter(redis_url, user) == sum(map(to_units, costs)))  # Redis counts them
+    smaller = str(sum(costs, Decimal(0)) - costs[0] / 2)  # less than the counter holds
+
+    relay.cut()  # the first instance alone loses Redis
+    _cost(edit(client, cut_off.url, MASTER_KEY, user=user))
+    wait_for(lambda: "Redis unavailable" in cut_off.log())
+    _master(client, f"{cut_off.url}/customer/delete", {"user_ids": [user]})
+    _master(client, f"{cut_off.url}/customer/new", {"user_id": user, "max_budget": smaller})
+    assert cut_off.process is not None
+    cut_off.process.kill()  # dies with the reset it could not make
+    cut_off.process.wait(10)
+    # Past the other instance's cache of the end user's record (it last read it before the
+    # change): its next call reads the record again.
+    time.sleep(CACHE_SECONDS + 0.5)
+
+    again = edit(client, direct.url, MASTER_KEY, user=user)
+    assert again.status_code == 200, again.text  # room for three calls since the deletion
+    wait_for(lambda: _counter(redis_url, user) == to_units(_cost(again)))  # started from the ledger
+    assert edit(client, direct.url, MASTER_KEY, user=user).status_code == 200
+    assert "Traceback" not in direct.log()

@@ -48,6 +48,7 @@ the end user's budget (a block last seen is still honoured).
 from __future__ import annotations
 
 import asyncio
+import calendar
 import functools
 import logging
 import time
@@ -141,8 +142,11 @@ class Reservation:
     counters: Counters | None = None
     held: list[tuple[str, int]] = field(default_factory=list)
     done: bool = False
-    #: counter -> (its limit, what to call it in a refusal, the ledger's filter for its spend)
-    limits: dict[str, tuple[int, tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    #: counter -> (its limit, what to call it in a refusal, the ledger's filter for its spend,
+    #: when its budget last changed: :func:`_changed`)
+    limits: dict[str, tuple[int, tuple[str, str], dict[str, Any], int | None]] = field(
+        default_factory=dict
+    )
     #: The day whose prices the call's worst cases are worked out at: the day it started, as
     #: its event is priced (:func:`~tracking.pricing.price_day`); None: today.
     day: date | None = None
@@ -335,8 +339,9 @@ class Budgets:
                 code="end_user_blocked",
                 reason="blocked",
             )
-        # (counter, limit, (whose, which budget), the ledger's filter for what was spent)
-        budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any]]] = []
+        # (counter, limit, (whose, which budget), the ledger's filter for what was spent, when
+        # the budget last changed)
+        budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any], int | None]] = []
         now = now or datetime.now(UTC)
         if principal.key_hash is not None and principal.max_budget_usd is not None:
             # named by the key's first hash and summed over all it had: a regenerated key
@@ -347,6 +352,7 @@ class Budgets:
                     principal.max_budget_usd,
                     (f"this key ({principal.key_alias or principal.key_hash[:12]})", "budget"),
                     {"key_hashes": principal.spend_key_hashes, "since": None},
+                    None,
                 )
             )
         if record is not None and record.budget_usd is not None:
@@ -358,6 +364,7 @@ class Budgets:
                     record.budget_usd,
                     (f"end user {record.end_user_id!r}", f"{period} budget"),
                     {"end_user": record.end_user_id, "since": start},
+                    _changed(record.updated_at),
                 )
             )
         settings = self.config.litellm_settings
@@ -370,6 +377,7 @@ class Budgets:
                     settings.max_budget,
                     ("the proxy", f"{settings.budget_period} budget (litellm_settings.max_budget)"),
                     {"since": start},
+                    None,
                 )
             )
         # priced as the call's event will be: at the prices of the day it started
@@ -386,12 +394,11 @@ class Budgets:
             raise _unpriced(model, budgets[0][2][0])
         amount = to_units(expected) if expected is not None else 0
         try:
-            for name, limit, label, ledger_filter in budgets:
-                await self._reserve_one(
-                    name, amount, to_units(limit), label, ledger_filter, reservation
-                )
+            for name, limit, label, ledger_filter, changed in budgets:
+                limits = (to_units(limit), label, ledger_filter, changed)
+                await self._reserve_one(name, amount, limits, reservation)
                 reservation.held.append((name, amount))
-                reservation.limits[name] = (to_units(limit), label, ledger_filter)
+                reservation.limits[name] = limits
         except BaseException:
             await reservation.release()
             raise
@@ -424,11 +431,8 @@ class Budgets:
         for index, (name, units) in enumerate(reservation.held):
             if needed <= units:
                 continue
-            limit, label, ledger_filter = reservation.limits[name]
             try:
-                await self._reserve_one(
-                    name, needed - units, limit, label, ledger_filter, reservation
-                )
+                await self._reserve_one(name, needed - units, reservation.limits[name], reservation)
             except ProxyError as refused:
                 log.warning(
                     "no further attempt for this call: %s (%d attempt(s) lost, maybe billed)",
@@ -442,12 +446,11 @@ class Budgets:
         self,
         name: str,
         amount: int,
-        limit: int,
-        label: tuple[str, str],
-        ledger_filter: dict[str, Any],
+        limits: tuple[int, tuple[str, str], dict[str, Any], int | None],
         hold: Reservation,
     ) -> None:
-        result = await self.counters.reserve(name, amount, limit, None, hold)
+        limit, label, ledger_filter, changed = limits
+        result = await self.counters.reserve(name, amount, limit, None, hold, since=changed)
         for attempt in range(_SEED_ATTEMPTS + 1):
             if result is not None:
                 break
@@ -460,7 +463,9 @@ class Budgets:
             calls = None if last else await self.counters.calls_in_flight(name)
             read = functools.partial(self.store.spent, excluding=calls or (), **ledger_filter)
             spent = await _from_store(read)
-            result = await self.counters.reserve(name, amount, limit, to_units(spent), hold, calls)
+            result = await self.counters.reserve(
+                name, amount, limit, to_units(spent), hold, calls, since=changed
+            )
         if result is None or result >= 0:
             return
         counted = -result - 1
@@ -471,6 +476,14 @@ class Budgets:
             code="budget_exceeded",
             reason="budget",
         )
+
+
+def _changed(updated_at: datetime | None) -> int | None:
+    """When an account record last changed, as :meth:`Counters.reserve`'s ``since``
+    (microseconds since 1970; None: unknown)."""
+    if updated_at is None:
+        return None
+    return calendar.timegm(updated_at.utctimetuple()) * 1_000_000 + updated_at.microsecond
 
 
 def _refusal(label: tuple[str, str], limit: int, counted: int, amount: int) -> str:

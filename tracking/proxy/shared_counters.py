@@ -104,6 +104,7 @@ class Counters(Protocol):
         seed: int | None,
         hold: object = None,
         calls: frozenset[str] | None = None,
+        since: int | None = None,
     ) -> int | None:
         """Reserve ``amount`` if the counter stays within ``limit``: the counter after (admitted)
         or ``-(counter) - 1`` (refused: it would pass the limit, or the limit is reached). None
@@ -111,7 +112,10 @@ class Counters(Protocol):
         without the ``calls`` in flight (:meth:`calls_in_flight`); None again when the calls in
         flight are no longer those (read again). ``hold`` names the reservation (the same object
         is given to :meth:`adjust` when it settles; its ``request_id``, when it has one, names
-        its call among the calls in flight)."""
+        its call among the calls in flight). ``since``: when the budget last changed, as its
+        account record says (microseconds since 1970): in Redis a counter seeded before that
+        counts as missing, should its reset (:meth:`drop`) never have reached Redis; the
+        counters of one machine are always reset, and ignore it."""
         ...
 
     async def calls_in_flight(self, name: str) -> frozenset[str]:
@@ -185,6 +189,7 @@ class LocalCounters:
         seed: int | None,
         hold: object = None,
         calls: frozenset[str] | None = None,
+        since: int | None = None,
     ) -> int | None:
         now = self._clock()
         with self._lock:
@@ -490,6 +495,7 @@ class RedisCounters:
         seed: int | None,
         hold: object = None,
         calls: frozenset[str] | None = None,
+        since: int | None = None,
     ) -> int | None:
         async def remote() -> int | None:
             # A missing counter starts from the ledger (without the calls in flight) plus every
@@ -498,7 +504,12 @@ class RedisCounters:
             field = self._field(self._outage.key(hold)) if hold is not None and amount else ""
             renew = self._lease_ms if field and self._renew_due() else ""
             status, value, lapsed = await self._reserve(
-                keys=[*self._keys(name), f"{self.prefix}lease:{self.worker}", self._registry],
+                keys=[
+                    *self._keys(name),
+                    f"{self.prefix}lease:{self.worker}",
+                    self._registry,
+                    f"{self.prefix}budget-changed:{name}",
+                ],
                 args=[
                     amount,
                     limit,
@@ -509,6 +520,7 @@ class RedisCounters:
                     self.worker,
                     renew,
                     "*" if calls is None else "=" + " ".join(sorted(calls)),
+                    "" if since is None else since,
                 ],
             )
             if int(status) < 0:
