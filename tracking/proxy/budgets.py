@@ -26,7 +26,11 @@ start (:meth:`~.account_store.AccountStore.counted_since`, read with the ledger 
 starts, not per call): an end user deleted and given a budget again is not refused for what they
 spent before, as LiteLLM's customer row made again starts from $0 (until 2026-12-07 they were). The
 deletion and the new budget both drop the end user's counters (:meth:`Budgets.reset_end_user`), in
-Redis for every instance, so the next call starts them from the ledger again. Overshoot bound:
+Redis for every instance, so the next call starts them from the ledger again; with Redis away,
+once it is back (:meth:`~.shared_counters.RedisCounters.drop`). An end user's counters in Redis
+are also started again when they were seeded before the end user's record last changed (its
+``updated_at``, read with the cached record, never per call): the change holds on every
+instance even if the one that took it died before reaching Redis. Overshoot bound:
 while the reservation covers the real cost (it does whenever the upstream bills at most the table's
 price for the requested size and quality and at most :data:`INPUT_IMAGE_TOKENS` tokens per input
 image, retries and fallbacks included) a budget is never exceeded, whatever the concurrency;
@@ -280,7 +284,9 @@ class Budgets:
         cached record and its budget counters are forgotten (in Redis, or the machine's file,
         for every instance), so its next call counts from the ledger (calls made while its
         budget was off, or under another period, never reached those counters; after a
-        deletion, only the calls since it count)."""
+        deletion, only the calls since it count). With Redis away the reset is done once it is
+        back; the other instances also start a counter again once they read the record's new
+        ``updated_at`` (see the module docstring)."""
         self.forget(end_user_id)
         now = datetime.now(UTC)
         await self.counters.drop(

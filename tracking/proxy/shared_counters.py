@@ -46,6 +46,16 @@ in flight that another took for dead meanwhile (an outage longer than the lease)
 A Redis that restarted (its ``run_id`` changed) lost its counters and holds: nothing is
 replayed; this instance's reservations in flight are recorded again, given to each counter
 another instance seeded first (it could not know them), and counted by each seeded after.
+
+A budget's counters reset (:meth:`RedisCounters.drop`, after its budget or its end user changed)
+while Redis is away are remembered by the instance and deleted on recovery, restarted or not,
+before it counts a call in Redis again: after the outage's changes are replayed (or its holds
+put back), so the holds of calls still in flight stay recorded beside the counter and count in
+its next seed, while what the old counter was given meanwhile is discarded (the ledger has it).
+Until 2026-12-07 such a reset was only logged, and the counter kept from before the change was
+trusted until it idled out. A budget counter may also carry the time its budget last changed
+(``since``, from the end user's record): a counter seeded before it is seeded again, so the
+change holds on every instance even if the one that took it dies before reaching Redis.
 """
 
 from __future__ import annotations
@@ -132,7 +142,9 @@ class Counters(Protocol):
         instance's calls in flight on it, recorded there, as any seeded counter does; in
         :class:`LocalCounters` and the workers' file the holds of calls in flight elsewhere are
         left out of it: the count can stay below the truth by what those calls reserved, until
-        the counter is next idle for :data:`IDLE_TTL`.)"""
+        the counter is next idle for :data:`IDLE_TTL`. With Redis away, the reset is
+        remembered and done before Redis is used again; the holds recorded beside the counter,
+        every worker's, are kept.)"""
         ...
 
     async def aclose(self) -> None: ...
