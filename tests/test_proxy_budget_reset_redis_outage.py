@@ -38,9 +38,9 @@ from tests.accounts_support import (
 )
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tests.relay import TcpRelay
+from tests.services import REDIS_TIMEOUT
 from tests.test_router_redis import private_redis  # noqa: F401 - a fixture, used by name
-from tracking.integrations.sql import create_ledger_engine, upgrade
-from tracking.proxy.shared_counters import to_units
+from tracking.proxy.shared_counters import RedisCounters, to_units
 
 pytestmark = pytest.mark.redis
 
@@ -243,11 +243,6 @@ def two_instances(
     """Two proxies sharing a PostgreSQL ledger and a Redis: the first through a relay that cuts
     it off from Redis alone (the second still reaches it), the second directly."""
     _, redis_url = private_redis
-    engine = create_ledger_engine(postgres_url)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
     relay = TcpRelay(redis_url)
     env = {
         **ledger_env(postgres_url),
@@ -263,7 +258,7 @@ def two_instances(
         for url, name in ((relay.url, "cut-off.yaml"), (redis_url, "direct.yaml"))
     )
     try:
-        cut_off.start()
+        cut_off.start()  # migrates the ledger (auto_migrate) before the other starts
         direct.start()
         yield cut_off, direct, relay, redis_url
     finally:
@@ -303,3 +298,39 @@ def test_an_end_user_made_again_on_an_instance_that_dies_cut_off_from_redis(two_
     wait_for(lambda: _counter(redis_url, user) == to_units(_cost(again)))  # started from the ledger
     assert edit(client, direct.url, MASTER_KEY, user=user).status_code == 200
     assert "Traceback" not in direct.log()
+
+
+async def test_a_counter_started_before_its_budgets_last_change_starts_again(
+    redis_url, redis_prefix
+):
+    counters = RedisCounters(redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT)
+    try:
+        assert await counters.reserve("u", 10, 1000, 500, since=100) == 510
+        assert await counters.reserve("u", 10, 1000, None, since=100) == 520  # the same change
+        assert await counters.reserve("u", 10, 1000, None, since=50) == 530  # an older record
+        assert await counters.reserve("u", 10, 1000, None) == 540  # none known
+        assert await counters.reserve("u", 10, 1000, None, since=200) is None  # a newer change
+        assert await counters.reserve("u", 10, 1000, 0, since=200) == 10  # from the ledger
+        assert await counters.reserve("u", 10, 1000, None, since=100) == 20  # stamped 200 now
+    finally:
+        await counters.aclose()
+
+
+async def test_a_reset_that_cannot_reach_redis_is_done_before_redis_is_used_again(
+    redis_url, redis_prefix
+):
+    relay = TcpRelay(redis_url)  # cut off this test's counters alone
+    counters = RedisCounters(
+        relay.url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT, retry_interval=0
+    )
+    try:
+        assert await counters.reserve("k", 10, 1000, 500) == 510
+        relay.cut()
+        await counters.drop(["k"])  # remembered
+        relay.restore()
+        assert await counters.reserve("k", 10, 1000, None) is None  # deleted first: seed it
+        assert await counters.reserve("k", 10, 1000, 0) == 10
+    finally:
+        relay.restore()
+        await counters.aclose()
+        relay.close()
