@@ -39,6 +39,12 @@ from tests.accounts_support import (
 from tests.proxy_support import MASTER_KEY, ProxyProcess
 from tests.relay import TcpRelay
 from tests.services import REDIS_TIMEOUT
+from tests.test_proxy_budget_dead_worker_holds import (  # noqa: F401 - workers: a fixture
+    LIMIT,
+    Hold,
+    counter_value,
+    workers,
+)
 from tests.test_router_redis import private_redis  # noqa: F401 - a fixture, used by name
 from tracking.proxy.shared_counters import RedisCounters, to_units
 
@@ -316,6 +322,20 @@ async def test_a_counter_started_before_its_budgets_last_change_starts_again(
         await counters.aclose()
 
 
+async def test_a_counter_started_again_for_its_budgets_last_change_counts_the_calls_in_flight(
+    workers,  # noqa: F811
+):
+    """Started again from the ledger, a stale counter adds every worker's holds still recorded
+    beside it (the ledger is read without their calls), as any counter seeded again does."""
+    here, there = workers(), workers()
+    assert await here.reserve("u", 300, 1000, 0, Hold("mine"), since=100) == 300
+    assert await there.reserve("u", 200, 1000, None, Hold("theirs"), since=100) == 500
+    assert await here.reserve("u", 10, 1000, None, Hold("new"), since=200) is None
+    calls = await here.calls_in_flight("u")
+    assert calls == {"mine", "theirs"}
+    assert await here.reserve("u", 10, 1000, 40, Hold("new"), calls, since=200) == 550
+
+
 async def test_a_reset_that_cannot_reach_redis_is_done_before_redis_is_used_again(
     redis_url, redis_prefix
 ):
@@ -334,3 +354,40 @@ async def test_a_reset_that_cannot_reach_redis_is_done_before_redis_is_used_agai
         relay.restore()
         await counters.aclose()
         relay.close()
+
+
+async def test_a_reset_while_redis_is_away_keeps_every_call_in_flight_recorded(
+    workers,  # noqa: F811
+    redis_url,
+    redis_prefix,
+    caplog,
+):
+    """The reset is done once what the counter missed is replayed: the holds of the calls still
+    in flight (this worker's, taken before or during the outage, and another worker's) stay
+    recorded beside it and count in its next seed; those that ended meanwhile are gone (the
+    ledger has their rows), and nothing the old counter was given survives."""
+    here, there = workers(), workers()
+    before, ended, theirs = Hold("before"), Hold("ended"), Hold("theirs")
+    assert await here.reserve("b", 300, LIMIT, 0, before) == 300
+    assert await here.reserve("b", 100, LIMIT, None, ended) == 400
+    assert await there.reserve("b", 200, LIMIT, None, theirs) == 600
+    here.outage.retry_interval = 3600
+    here.outage.failed(ConnectionError("gone"))  # Redis is away for this worker
+    await here.drop(["b"])  # remembered
+    during, brief = Hold("during"), Hold("brief")
+    assert await here.reserve("b", 50, LIMIT, 0, during) == 450  # the ledger's 0 + its holds
+    await here.adjust("b", 70 - 100, ended)  # cost 70, in the ledger
+    assert await here.reserve("b", 20, LIMIT, 70, brief) == 440
+    await here.adjust("b", 15 - 20, brief)  # cost 15, in the ledger
+    assert counter_value(redis_url, redis_prefix, "b") == 600  # the old counter, untouched
+    here.outage.retry_interval = 0
+    here.outage.failed(ConnectionError("over"))  # tried again now
+    assert await here.reserve("b", 0, LIMIT, None) is None  # reset: seed it
+    assert "reset 1 budget counter(s)" in caplog.text
+    calls = await there.calls_in_flight("b")
+    assert calls == {"before", "theirs", "during"}
+    assert await there.reserve("b", 0, LIMIT, 85, Hold("x"), calls) == 635  # 85 + 300 + 200 + 50
+    await here.adjust("b", 280 - 300, before)
+    await there.adjust("b", 190 - 200, theirs)
+    await here.adjust("b", 40 - 50, during)
+    assert counter_value(redis_url, redis_prefix, "b") == 595  # 70 + 15 + 280 + 190 + 40
