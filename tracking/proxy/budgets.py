@@ -26,7 +26,11 @@ start (:meth:`~.account_store.AccountStore.counted_since`, read with the ledger 
 starts, not per call): an end user deleted and given a budget again is not refused for what they
 spent before, as LiteLLM's customer row made again starts from $0 (until 2026-12-07 they were). The
 deletion and the new budget both drop the end user's counters (:meth:`Budgets.reset_end_user`), in
-Redis for every instance, so the next call starts them from the ledger again. Overshoot bound:
+Redis for every instance, so the next call starts them from the ledger again; with Redis away,
+once it is back (:meth:`~.shared_counters.RedisCounters.drop`). An end user's counters in Redis
+are also started again when they were seeded before the end user's record last changed (its
+``updated_at``, read with the cached record, never per call): the change holds on every
+instance even if the one that took it died before reaching Redis. Overshoot bound:
 while the reservation covers the real cost (it does whenever the upstream bills at most the table's
 price for the requested size and quality and at most :data:`INPUT_IMAGE_TOKENS` tokens per input
 image, retries and fallbacks included) a budget is never exceeded, whatever the concurrency;
@@ -48,6 +52,7 @@ the end user's budget (a block last seen is still honoured).
 from __future__ import annotations
 
 import asyncio
+import calendar
 import functools
 import logging
 import time
@@ -141,8 +146,11 @@ class Reservation:
     counters: Counters | None = None
     held: list[tuple[str, int]] = field(default_factory=list)
     done: bool = False
-    #: counter -> (its limit, what to call it in a refusal, the ledger's filter for its spend)
-    limits: dict[str, tuple[int, tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    #: counter -> (its limit, what to call it in a refusal, the ledger's filter for its spend,
+    #: when its budget last changed: :func:`_changed`)
+    limits: dict[str, tuple[int, tuple[str, str], dict[str, Any], int | None]] = field(
+        default_factory=dict
+    )
     #: The day whose prices the call's worst cases are worked out at: the day it started, as
     #: its event is priced (:func:`~tracking.pricing.price_day`); None: today.
     day: date | None = None
@@ -276,7 +284,9 @@ class Budgets:
         cached record and its budget counters are forgotten (in Redis, or the machine's file,
         for every instance), so its next call counts from the ledger (calls made while its
         budget was off, or under another period, never reached those counters; after a
-        deletion, only the calls since it count)."""
+        deletion, only the calls since it count). With Redis away the reset is done once it is
+        back; the other instances also start a counter again once they read the record's new
+        ``updated_at`` (see the module docstring)."""
         self.forget(end_user_id)
         now = datetime.now(UTC)
         await self.counters.drop(
@@ -335,8 +345,9 @@ class Budgets:
                 code="end_user_blocked",
                 reason="blocked",
             )
-        # (counter, limit, (whose, which budget), the ledger's filter for what was spent)
-        budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any]]] = []
+        # (counter, limit, (whose, which budget), the ledger's filter for what was spent, when
+        # the budget last changed)
+        budgets: list[tuple[str, Decimal, tuple[str, str], dict[str, Any], int | None]] = []
         now = now or datetime.now(UTC)
         if principal.key_hash is not None and principal.max_budget_usd is not None:
             # named by the key's first hash and summed over all it had: a regenerated key
@@ -347,6 +358,7 @@ class Budgets:
                     principal.max_budget_usd,
                     (f"this key ({principal.key_alias or principal.key_hash[:12]})", "budget"),
                     {"key_hashes": principal.spend_key_hashes, "since": None},
+                    None,
                 )
             )
         if record is not None and record.budget_usd is not None:
@@ -358,6 +370,7 @@ class Budgets:
                     record.budget_usd,
                     (f"end user {record.end_user_id!r}", f"{period} budget"),
                     {"end_user": record.end_user_id, "since": start},
+                    _changed(record.updated_at),
                 )
             )
         settings = self.config.litellm_settings
@@ -370,6 +383,7 @@ class Budgets:
                     settings.max_budget,
                     ("the proxy", f"{settings.budget_period} budget (litellm_settings.max_budget)"),
                     {"since": start},
+                    None,
                 )
             )
         # priced as the call's event will be: at the prices of the day it started
@@ -386,12 +400,11 @@ class Budgets:
             raise _unpriced(model, budgets[0][2][0])
         amount = to_units(expected) if expected is not None else 0
         try:
-            for name, limit, label, ledger_filter in budgets:
-                await self._reserve_one(
-                    name, amount, to_units(limit), label, ledger_filter, reservation
-                )
+            for name, limit, label, ledger_filter, changed in budgets:
+                limits = (to_units(limit), label, ledger_filter, changed)
+                await self._reserve_one(name, amount, limits, reservation)
                 reservation.held.append((name, amount))
-                reservation.limits[name] = (to_units(limit), label, ledger_filter)
+                reservation.limits[name] = limits
         except BaseException:
             await reservation.release()
             raise
@@ -424,11 +437,8 @@ class Budgets:
         for index, (name, units) in enumerate(reservation.held):
             if needed <= units:
                 continue
-            limit, label, ledger_filter = reservation.limits[name]
             try:
-                await self._reserve_one(
-                    name, needed - units, limit, label, ledger_filter, reservation
-                )
+                await self._reserve_one(name, needed - units, reservation.limits[name], reservation)
             except ProxyError as refused:
                 log.warning(
                     "no further attempt for this call: %s (%d attempt(s) lost, maybe billed)",
@@ -442,12 +452,11 @@ class Budgets:
         self,
         name: str,
         amount: int,
-        limit: int,
-        label: tuple[str, str],
-        ledger_filter: dict[str, Any],
+        limits: tuple[int, tuple[str, str], dict[str, Any], int | None],
         hold: Reservation,
     ) -> None:
-        result = await self.counters.reserve(name, amount, limit, None, hold)
+        limit, label, ledger_filter, changed = limits
+        result = await self.counters.reserve(name, amount, limit, None, hold, since=changed)
         for attempt in range(_SEED_ATTEMPTS + 1):
             if result is not None:
                 break
@@ -460,7 +469,9 @@ class Budgets:
             calls = None if last else await self.counters.calls_in_flight(name)
             read = functools.partial(self.store.spent, excluding=calls or (), **ledger_filter)
             spent = await _from_store(read)
-            result = await self.counters.reserve(name, amount, limit, to_units(spent), hold, calls)
+            result = await self.counters.reserve(
+                name, amount, limit, to_units(spent), hold, calls, since=changed
+            )
         if result is None or result >= 0:
             return
         counted = -result - 1
@@ -471,6 +482,14 @@ class Budgets:
             code="budget_exceeded",
             reason="budget",
         )
+
+
+def _changed(updated_at: datetime | None) -> int | None:
+    """When an account record last changed, as :meth:`Counters.reserve`'s ``since``
+    (microseconds since 1970; None: unknown)."""
+    if updated_at is None:
+        return None
+    return calendar.timegm(updated_at.utctimetuple()) * 1_000_000 + updated_at.microsecond
 
 
 def _refusal(label: tuple[str, str], limit: int, counted: int, amount: int) -> str:

@@ -111,6 +111,7 @@ class MachineCounters:
         seed: int | None,
         hold: object = None,
         calls: frozenset[str] | None = None,
+        since: int | None = None,  # this machine's resets always reach its file
     ) -> int | None:
         def reserve(conn: sqlite3.Connection) -> int | None:
             now = self._clock()

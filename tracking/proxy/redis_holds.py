@@ -70,10 +70,13 @@ local function record(holds, holder, field, name, units, ttl)
 end
 """
 
-#: KEYS: counter, its holds, the worker's counters, its lease, the registry of workers.
-#: ARGV: amount, limit, ttl, seed ('' none), the hold's field ('' none), the counter's name,
-#: worker, lease ms ('' not renewed: renewed lately), the calls in flight the ledger's figure
-#: was read without ('*' not asked, else '=' and the sorted request ids joined by spaces).
+#: KEYS: counter, its holds, the worker's counters, its lease, the registry of workers, the
+#: counter's stamp. ARGV: amount, limit, ttl, seed ('' none), the hold's field ('' none), the
+#: counter's name, worker, lease ms ('' not renewed: renewed lately), the calls in flight the
+#: ledger's figure was read without ('*' not asked, else '=' and the sorted request ids joined
+#: by spaces), the budget's last change (``since``, '' none: not checked). A counter whose stamp
+#: is older than ``since``, or missing, was seeded before the change and counts as missing (the
+#: holds recorded stay: they are added to its seed); seeded, it is stamped with ``since``.
 #: Result: {status, counter, lapsed}: status -1 the counter is missing and needs a seed, -2 the
 #: calls in flight are not those (read the ledger again), 0 refused, 1 reserved; the counter
 #: after (before it, when refused); lapsed 1 when the worker's lease had lapsed.
@@ -81,6 +84,10 @@ RESERVE = (
     _RENEW
     + """
 local current = redis.call('GET', KEYS[1])
+local since = ARGV[10]
+local stamp = redis.call('GET', KEYS[6])
+local stale = since ~= '' and (not stamp or tonumber(stamp) < tonumber(since))
+if stale then current = false end
 if not current then
   if ARGV[4] == '' then return {-1, 0, 0} end
   local calls = {}
@@ -102,6 +109,11 @@ if not current then
     current = redis.call('INCRBY', KEYS[1], entries[i])
   end
   current = current or ARGV[4]
+end
+if stale then
+  redis.call('SET', KEYS[6], since, 'EX', ARGV[3])
+elseif stamp then
+  redis.call('EXPIRE', KEYS[6], ARGV[3])
 end
 current = tonumber(current)
 local amount = tonumber(ARGV[1])

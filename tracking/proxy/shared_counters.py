@@ -46,6 +46,16 @@ in flight that another took for dead meanwhile (an outage longer than the lease)
 A Redis that restarted (its ``run_id`` changed) lost its counters and holds: nothing is
 replayed; this instance's reservations in flight are recorded again, given to each counter
 another instance seeded first (it could not know them), and counted by each seeded after.
+
+A budget's counters reset (:meth:`RedisCounters.drop`, after its budget or its end user changed)
+while Redis is away are remembered by the instance and deleted on recovery, restarted or not,
+before it counts a call in Redis again: after the outage's changes are replayed (or its holds
+put back), so the holds of calls still in flight stay recorded beside the counter and count in
+its next seed, while what the old counter was given meanwhile is discarded (the ledger has it).
+Until 2026-12-07 such a reset was only logged, and the counter kept from before the change was
+trusted until it idled out. A budget counter may also carry the time its budget last changed
+(``since``, from the end user's record): a counter seeded before it is seeded again, so the
+change holds on every instance even if the one that took it dies before reaching Redis.
 """
 
 from __future__ import annotations
@@ -104,6 +114,7 @@ class Counters(Protocol):
         seed: int | None,
         hold: object = None,
         calls: frozenset[str] | None = None,
+        since: int | None = None,
     ) -> int | None:
         """Reserve ``amount`` if the counter stays within ``limit``: the counter after (admitted)
         or ``-(counter) - 1`` (refused: it would pass the limit, or the limit is reached). None
@@ -111,7 +122,10 @@ class Counters(Protocol):
         without the ``calls`` in flight (:meth:`calls_in_flight`); None again when the calls in
         flight are no longer those (read again). ``hold`` names the reservation (the same object
         is given to :meth:`adjust` when it settles; its ``request_id``, when it has one, names
-        its call among the calls in flight)."""
+        its call among the calls in flight). ``since``: when the budget last changed, as its
+        account record says (microseconds since 1970): in Redis a counter seeded before that
+        counts as missing, should its reset (:meth:`drop`) never have reached Redis; the
+        counters of one machine are always reset, and ignore it."""
         ...
 
     async def calls_in_flight(self, name: str) -> frozenset[str]:
@@ -128,7 +142,9 @@ class Counters(Protocol):
         instance's calls in flight on it, recorded there, as any seeded counter does; in
         :class:`LocalCounters` and the workers' file the holds of calls in flight elsewhere are
         left out of it: the count can stay below the truth by what those calls reserved, until
-        the counter is next idle for :data:`IDLE_TTL`.)"""
+        the counter is next idle for :data:`IDLE_TTL`. With Redis away, the reset is
+        remembered and done before Redis is used again; the holds recorded beside the counter,
+        every worker's, are kept.)"""
         ...
 
     async def aclose(self) -> None: ...
@@ -185,6 +201,7 @@ class LocalCounters:
         seed: int | None,
         hold: object = None,
         calls: frozenset[str] | None = None,
+        since: int | None = None,
     ) -> int | None:
         now = self._clock()
         with self._lock:
@@ -321,6 +338,8 @@ class OutageBudgets(HoldsInFlight):
     def __init__(self) -> None:
         super().__init__()
         self._missed: list[Missed] = []
+        #: Counters reset (:meth:`RedisCounters.drop`) while Redis was away: deleted on recovery.
+        self._resets: set[str] = set()
 
     def reserve(
         self,
@@ -362,6 +381,21 @@ class OutageBudgets(HoldsInFlight):
     def forget_missed(self) -> None:
         with self._lock:
             self._missed.clear()
+
+    def reset_missed(self, names: Sequence[str]) -> None:
+        """These counters were reset while Redis was away: they are deleted on recovery, after
+        what they missed meanwhile is replayed (their holds still in flight stay recorded; the
+        counter's figure is discarded: the next seed reads the ledger, which has the rest)."""
+        with self._lock:
+            self._resets.update(names)
+
+    def resets(self) -> list[str]:
+        with self._lock:
+            return sorted(self._resets)
+
+    def reset_done(self, names: Sequence[str]) -> None:
+        with self._lock:
+            self._resets.difference_update(names)
 
     def replayed(self) -> None:
         """The first change missed is in Redis now."""
@@ -473,6 +507,7 @@ class RedisCounters:
         seed: int | None,
         hold: object = None,
         calls: frozenset[str] | None = None,
+        since: int | None = None,
     ) -> int | None:
         async def remote() -> int | None:
             # A missing counter starts from the ledger (without the calls in flight) plus every
@@ -481,7 +516,12 @@ class RedisCounters:
             field = self._field(self._outage.key(hold)) if hold is not None and amount else ""
             renew = self._lease_ms if field and self._renew_due() else ""
             status, value, lapsed = await self._reserve(
-                keys=[*self._keys(name), f"{self.prefix}lease:{self.worker}", self._registry],
+                keys=[
+                    *self._keys(name),
+                    f"{self.prefix}lease:{self.worker}",
+                    self._registry,
+                    f"{self.prefix}budget-changed:{name}",
+                ],
                 args=[
                     amount,
                     limit,
@@ -492,6 +532,7 @@ class RedisCounters:
                     self.worker,
                     renew,
                     "*" if calls is None else "=" + " ".join(sorted(calls)),
+                    "" if since is None else since,
                 ],
             )
             if int(status) < 0:
@@ -545,7 +586,11 @@ class RedisCounters:
             await self._client.delete(*(f"{self.prefix}budget:{name}" for name in names))
 
         async def unreachable() -> None:  # the outage's budgets read the ledger anyway
-            log.warning("proxy counters: Redis unavailable; budget counters not reset: %s", names)
+            self._outage.reset_missed(names)
+            log.warning(
+                "proxy counters: Redis unavailable; budget counters reset when it is back: %s",
+                names,
+            )
 
         await self._guarded(remote, unreachable)
 
@@ -640,6 +685,7 @@ class RedisCounters:
                 await self._put_back()
                 self._run_id = run_id
                 self._outage.forget_missed()
+                await self._apply_resets()
                 self._checked_failures = failures
                 log.warning(
                     "proxy counters: Redis is back, restarted; counters start from the ledger "
@@ -657,12 +703,34 @@ class RedisCounters:
                 self._outage.replayed()
                 merged += 1
             await self._put_back()  # taken for dead meanwhile: its calls in flight count again
+            await self._apply_resets()
             self._checked_failures = failures
         if merged:
             log.warning(
                 "proxy counters: Redis is back; merged the outage's spend (%d change(s))",
                 merged,
             )
+
+    async def _apply_resets(self) -> None:
+        """Delete the counters reset while Redis was away (:meth:`drop`) on recovery, before
+        Redis counts a call of this instance again, whether Redis restarted or not: a counter
+        seeded before the change (kept through the outage, or by an instance that reached Redis
+        while this one could not) must not be trusted again. Done after the outage's changes
+        are replayed (or this instance's holds put back): the holds of calls still in flight
+        stay recorded beside the counter, every worker's, so the counter seeded again counts
+        them; what the deleted counter was given meanwhile is discarded, as the ledger has it.
+        Forgotten only once deleted."""
+        names = self._outage.resets()
+        if not names:
+            return
+        await self._client.delete(*(f"{self.prefix}budget:{name}" for name in names))
+        self._outage.reset_done(names)
+        log.warning(
+            "proxy counters: Redis is back; reset %d budget counter(s) changed while it was "
+            "away: %s",
+            len(names),
+            names,
+        )
 
     async def keys_version(self) -> int | None:
         """How many times keys changed (any instance); None while Redis is away."""
