@@ -122,3 +122,25 @@ def test_a_budget_refuses_a_max_call_it_could_not_pay_before_sending(proxy, fake
     assert fake.hits == hits
     # a call the budget can pay goes through
     assert edit(client, proxy.url, key, model=FLARE_25, quality="low").status_code == 200
+
+
+@pytest.mark.parametrize(("quality", "tokens"), [("medium", 1767), ("high", 7024)])
+def test_a_quality_a_per_image_table_leaves_out_is_estimated_by_its_tokens(
+    quality: str, tokens: int
+) -> None:
+    """Per-image prices registered for ``low`` alone beside token prices: a ``high`` call was
+    estimated at ``low``'s listed price (the listed qualities' dearest), 35 times too low; it is
+    estimated by its output tokens at 1024x1024, as if no table listed any quality."""
+    model = "house-image-partial-table"
+    tracking.register_prices(
+        model,
+        tokens_per_million={"input_text": "5", "input_image": "8", "output_image": "30"},
+        per_image={"low": {"1024x1024": "0.006"}},
+    )
+    try:
+        listed = estimate_call_cost(model, "1024x1024", "low")
+        asked = estimate_call_cost(model, "1024x1024", quality)
+    finally:
+        tracking.reset_prices()
+    assert listed.usd == Decimal("0.006")
+    assert asked.usd == _tokens(tokens)

@@ -126,6 +126,15 @@ def _listed_price(entry: PriceEntry, quality: str | None, size: str | None) -> D
     tables = entry.per_image
     if not tables:
         return None
+    if (
+        quality not in tables
+        and quality in REFERENCE_OUTPUT_TOKENS
+        and "output_image" in entry.tokens
+        and not tables.keys().isdisjoint(REFERENCE_OUTPUT_TOKENS)
+    ):
+        # a quality the table leaves out (per-image prices registered for ``low`` alone): its
+        # tokens', never the listed qualities' price (``high`` estimated at ``low``'s)
+        return None
     chosen = [tables[quality]] if quality is not None and quality in tables else [*tables.values()]
     listed = {name for sizes in chosen for name in sizes}
     tiers = sorted((n for n in listed if tier_side(n)), key=lambda n: tier_side(n) or 0)
