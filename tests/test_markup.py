@@ -257,3 +257,54 @@ def test_the_proxy_refuses_a_wrong_markup_as_openai_does(proxy, fake, model, fil
     assert isinstance(body, dict) and body["param"] == "markup"
     assert says in body["message"]
     assert fake.hits == hits
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gemini/gemini-9-image",
+        "xai/grok-imagine-image-pro",
+        "black_forest_labs/flux-2-pro",
+        "stability/inpaint",
+        "recraft/recraftv3",
+    ],
+)
+def test_providers_without_a_markup_field_refuse_it_for_models_the_table_does_not_know(model):
+    """Refused while the request is prepared, before anything is sent: the address is one
+    nothing listens on, so a request that went out would fail as a connection error instead."""
+    with pytest.raises(tracking.UnsupportedParamsError) as refused:
+        tracking.image_edit(
+            image=make_png(),
+            prompt=PROMPT,
+            model=model,
+            markup=markup_png(),
+            api_base="http://127.0.0.1:9",
+            api_key=API_KEY,
+            max_retries=0,
+        )
+    assert refused.value.param == "markup"
+
+
+def test_a_markup_file_is_read_once_for_every_target_of_a_router(fake, tmp_path, recorder):
+    """The primary deployment's port refuses the connection; the fallback parses the call again
+    and must still find the open file's bytes."""
+    from tests.router_support import closed_port, primary_and_backup
+
+    path = tmp_path / "m.png"
+    path.write_bytes(markup_png())
+    router = primary_and_backup(
+        f"http://127.0.0.1:{closed_port()}/v1", MODEL, fake.url, "gpt-image-2.6-flare"
+    )
+    with path.open("rb") as markup:
+        router.image_edit(image=make_png(), prompt=PROMPT, model="primary", markup=markup)
+    assert _sent_files(fake) == ["image", "markup"]
+    assert fake.requests[-1].files[1][3] == len(markup_png())
+    assert recorder.events[-1].status == "success"
+
+
+def test_a_generation_takes_no_markup(fake, upstream):
+    hits = fake.hits
+    with pytest.raises(tracking.ValidationError) as refused:
+        tracking.image_generation(prompt=PROMPT, model=MODEL, markup=markup_png(), **upstream)
+    assert refused.value.param == "markup" and refused.value.rule == "unsupported"
+    assert fake.hits == hits
