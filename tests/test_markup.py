@@ -308,3 +308,19 @@ def test_a_generation_takes_no_markup(fake, upstream):
         tracking.image_generation(prompt=PROMPT, model=MODEL, markup=markup_png(), **upstream)
     assert refused.value.param == "markup" and refused.value.rule == "unsupported"
     assert fake.hits == hits
+
+
+def test_the_proxy_takes_one_markup_part(proxy, fake):
+    hits = fake.hits
+    markup = ("markup", ("m.png", markup_png(), "image/png"))
+    answer = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        data={"model": MODEL, "prompt": PROMPT},
+        files=[("image", ("in.png", make_png(), "image/png")), markup, markup],
+        timeout=60,
+    )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["param"] == "markup" and "only one markup" in error["message"]
+    assert fake.hits == hits
