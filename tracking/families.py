@@ -128,6 +128,10 @@ class Family:
     animation_params: frozenset[str] = frozenset()
     #: output formats only a generation of one image can have (``svg``)
     single_generation_formats: frozenset[str] = frozenset()
+    #: what a ``markup`` file (a transparent PNG drawn over the first image to guide the edit;
+    #: never with a mask) must be; None: the family takes none (an ``UnsupportedParamsError``,
+    #: dropped with drop_params)
+    markup: ImageRule | None = None
 
     @property
     def takes_response_format(self) -> bool:
@@ -257,8 +261,19 @@ _GPT_IMAGE_2 = dataclasses.replace(
     ),
 )
 
+# ``markup``: "A transparent PNG overlaid on the first image to guide the edit. Must match that
+# image's dimensions after orientation and contain transparent pixels. Supports GPT Image 2.5.
+# Cannot be combined with mask." (OpenAI's images.edit reference as openai-python 3.63's
+# ImageEditParams carries it, read 2026-12-07; sent as a multipart file). The 2.6 models take it
+# too: OpenRouter's image API reference ("honored by models with markup-guided editing (OpenAI
+# gpt-image-2.6)", openrouter.ai/docs/client-sdks/python/components/markup, read 2026-12-07);
+# OpenAI's own pages found that day are silent on 2.6, so 2.6 inherits 2.5's rule (the upstream
+# decides). No byte limit is documented: the image's 50 MB is kept.
+_MARKUP = ImageRule(formats=frozenset({"png"}), max_bytes=50 * MB, needs_alpha=True)
+
 _GPT_IMAGE_2_5 = dataclasses.replace(
     _GPT_IMAGE_2,
+    markup=_MARKUP,
     name="gpt-image-2.5",
     models=frozenset(
         {
@@ -422,7 +437,7 @@ def _generating(family: Family) -> Family | None:
         return None
     choices = {k: v for k, v in family.choices.items() if k not in rule.edit_only}
     return dataclasses.replace(
-        family, choices=MappingProxyType({**choices, **rule.choices}), mask=None
+        family, choices=MappingProxyType({**choices, **rule.choices}), mask=None, markup=None
     )
 
 

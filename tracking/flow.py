@@ -452,8 +452,9 @@ def _images_read_once(params: dict[str, Any]) -> dict[str, Any]:
     if params.get("image") is not None:
         images = list(read_images(params["image"]))
         read["image"] = images if isinstance(params["image"], list) else images[0]
-    if params.get("mask") is not None:
-        read["mask"] = read_image(params["mask"], param="mask")
+    for name in ("mask", "markup"):
+        if params.get(name) is not None:
+            read[name] = read_image(params[name], param=name)
     return read
 
 
@@ -823,7 +824,7 @@ def _make_event(
         output_format=(response.output_format if response else None)
         or (request.output_format if request else None),
         response_format=request.requested_response_format if request else None,
-        input_images=len(request.images) if request else 0,
+        input_images=request.input_images if request else 0,
         input_bytes=request.input_bytes if request else 0,
         has_mask=bool(request and request.mask),
         prompt_chars=len(prompt) if isinstance(prompt, str) else 0,

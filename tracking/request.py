@@ -114,6 +114,8 @@ class ImageEditRequest:
     prompt: str
     images: tuple[ImageFile, ...] = ()
     mask: ImageFile | None = None
+    #: a transparent PNG drawn over the first image to guide the edit (GPT Image 2.5 and 2.6)
+    markup: ImageFile | None = None
     n: int | None = None
     size: str | None = None
     quality: str | None = None
@@ -144,9 +146,13 @@ class ImageEditRequest:
 
     @property
     def input_bytes(self) -> int:
-        return sum(len(i.content) for i in self.images) + (
-            len(self.mask.content) if self.mask else 0
-        )
+        files = (*self.images, *filter(None, (self.mask, self.markup)))
+        return sum(len(file.content) for file in files)
+
+    @property
+    def input_images(self) -> int:
+        """The input images the upstream bills: the images, and the markup as one more."""
+        return len(self.images) + (self.markup is not None)
 
     def form_fields(self) -> list[tuple[str, str]]:
         """The non-file multipart fields, in a stable order, only those the caller set."""
@@ -264,6 +270,7 @@ def image_edit_params(
     response_format: str | None = None,
     user: str | None = None,
     *,
+    markup: ImageInput | None = None,
     quality: str | None = None,
     background: str | None = None,
     output_format: str | None = None,
@@ -290,8 +297,10 @@ def image_edit_params(
 
     Edit an image (or several) with a prompt, as OpenAI's ``images.edit``, tracked.
 
-    ``image`` and ``mask`` may be bytes, a path, an open binary file, an ``(filename, bytes)``
-    tuple, or (``image`` only) a list of these. ``model`` is required unless
+    ``image``, ``mask`` and ``markup`` may be bytes, a path, an open binary file, an
+    ``(filename, bytes)`` tuple, or (``image`` only) a list of these. ``markup`` (GPT Image 2.5
+    and 2.6) is a transparent PNG of the first image's size drawn over it to guide the edit,
+    never given with a ``mask``; it is billed as one more input image. ``model`` is required unless
     ``TRACKING_DEFAULT_MODEL`` is set; prefix it with a provider (``azure/<deployment>``) to
     choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
     (default 2) retries 408, 409, 429, 5xx, timeouts and dropped connections with backoff.
@@ -362,7 +371,7 @@ GENERATION_PARAMETERS: tuple[str, ...] = tuple(
 _ACCEPTED = frozenset((*PARAMETERS, *GENERATION_PARAMETERS, "operation", "base_model"))
 #: Parameters only an edit takes (a generation's are all an edit's too: ``moderation`` is
 #: both operations' in OpenAI's images reference).
-_EDIT_ONLY = ("image", "mask", "input_fidelity")
+_EDIT_ONLY = ("image", "mask", "markup", "input_fidelity")
 
 
 def call_params(
@@ -423,6 +432,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     prompt: str | None = get("prompt")
     model: str | None = get("model")
     mask: ImageInput | None = get("mask")
+    markup: ImageInput | None = get("markup")
     n: int | None = get("n")
     size: str | None = get("size")
     response_format: str | None = get("response_format")
@@ -538,6 +548,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
 
     images = read_images(image, param="image") if image is not None else ()
     mask_file = read_image(mask, param="mask") if mask is not None else None
+    markup_file = read_image(markup, param="markup") if markup is not None else None
     optional: dict[str, str | int | None] = {
         "quality": quality,
         "background": background,
@@ -556,6 +567,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             prompt=prompt,
             images=images,
             mask=mask_file,
+            markup=markup_file,
             n=n,
             size=size,
             options={
@@ -582,6 +594,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         sent_format = None if "response_format" in dropped else response_format
         partial_images = None if "partial_images" in dropped else partial_images
         mask_file = None if "mask" in dropped else mask_file
+        markup_file = None if "markup" in dropped else markup_file
     request = ImageEditRequest(
         model=model,
         provider=provider,
@@ -589,6 +602,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         prompt=prompt,
         images=images,
         mask=mask_file,
+        markup=markup_file,
         n=n,
         size=size,
         quality=quality,
@@ -661,7 +675,8 @@ def _checked(
 
 def _parameter_key(call: Call, drop_params: bool) -> tuple[Any, ...]:
     """Everything the parameter rules read: the model and operation (so the family), ``n``,
-    ``size``, ``stream``, whether a mask was given, the options, and ``drop_params``."""
+    ``size``, ``stream``, whether a mask or a markup was given, the options, and
+    ``drop_params``."""
     return (
         call.model,
         call.operation,
@@ -670,6 +685,7 @@ def _parameter_key(call: Call, drop_params: bool) -> tuple[Any, ...]:
         call.stream,
         bool(drop_params),
         call.mask is not None,
+        call.markup is not None,
         *call.options.items(),
     )
 
@@ -963,6 +979,7 @@ _OWN_PARAMETERS = frozenset(
         "image",
         "image[]",
         "mask",
+        "markup",
         "n",
         "size",
         "quality",

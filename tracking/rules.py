@@ -49,6 +49,8 @@ class Call:
     stream: bool = False
     #: ``image_edit`` or ``image_generation``
     operation: str = "image_edit"
+    #: the ``markup`` file drawn over the first image (GPT Image 2.5 and 2.6)
+    markup: ImageFile | None = None
 
 
 Rule = Callable[[Call, Family], Iterator[Violation]]
@@ -199,11 +201,15 @@ def _file_problems(file: ImageFile, rule: ImageRule, param: str, model: str) -> 
         )
     if rule.needs_alpha and not file.has_alpha:
         yield Violation(
-            param,
-            "alpha",
-            f"{param}: the mask needs an alpha channel (its fully transparent pixels mark where "
-            f"to edit); {file.filename!r} has none",
+            param, "alpha", f"{param}: {_NEEDS_ALPHA[param]}; {file.filename!r} has none"
         )
+
+
+#: Why a file needs an alpha channel, by parameter.
+_NEEDS_ALPHA = {
+    "mask": "the mask needs an alpha channel (its fully transparent pixels mark where to edit)",
+    "markup": "the markup needs an alpha channel (a transparent PNG drawn over the first image)",
+}
 
 
 def image_files(call: Call, family: Family) -> Iterator[Violation]:
@@ -234,19 +240,48 @@ def mask_file(call: Call, family: Family) -> Iterator[Violation]:
         )
         return
     yield from _file_problems(mask, family.mask, "mask", call.model)
+    yield from _first_image_size(call, mask, "mask")
+
+
+def _first_image_size(call: Call, file: ImageFile, param: str) -> Iterator[Violation]:
     first = call.images[0] if call.images else None
     if (
         first is not None
         and first.width is not None
-        and mask.width is not None
-        and (mask.width, mask.height) != (first.width, first.height)
+        and file.width is not None
+        and (file.width, file.height) != (first.width, first.height)
     ):
         yield Violation(
-            "mask",
+            param,
             "dimensions",
-            f"mask: must have the image's dimensions ({first.dimensions}); "
-            f"{mask.filename!r} is {mask.dimensions}",
+            f"{param}: must have the image's dimensions ({first.dimensions}); "
+            f"{file.filename!r} is {file.dimensions}",
         )
+
+
+def markup_file(call: Call, family: Family) -> Iterator[Violation]:
+    """A ``markup`` (a transparent PNG drawn over the first image): only for the families that
+    take one, never with a mask, a PNG with an alpha channel of the first image's size."""
+    markup = call.markup
+    if markup is None:
+        return
+    if family.markup is None:
+        yield Violation(
+            "markup",
+            "unsupported",
+            f"markup: {call.model} does not take a markup (GPT Image 2.5 and 2.6 do); remove "
+            "it, or pass drop_params=True to drop it",
+            unsupported=True,
+        )
+        return
+    if call.mask is not None:
+        yield Violation(
+            "markup",
+            "exclusive",
+            "markup: cannot be combined with mask; send one or the other",
+        )
+    yield from _file_problems(markup, family.markup, "markup", call.model)
+    yield from _first_image_size(call, markup, "markup")
 
 
 def _output_format(call: Call, family: Family) -> str | None:
@@ -359,11 +394,17 @@ def single_generation_format(call: Call, family: Family) -> Iterator[Violation]:
         )
 
 
-#: The rules that read the call's prompt, images or mask file, run on every call.
-CALL_RULES: tuple[Rule, ...] = (prompt_length, image_count, image_files, mask_file)
+#: The rules that read the call's prompt, images, mask or markup file, run on every call.
+CALL_RULES: tuple[Rule, ...] = (
+    prompt_length,
+    image_count,
+    image_files,
+    mask_file,
+    markup_file,
+)
 #: The rules that read only the call's parameters (model, operation, ``n``, ``size``, the
-#: options, ``stream``, whether a mask was given): the same answer for the same parameters, so
-#: :func:`tracking.request.parse_call` remembers which parameter sets pass them.
+#: options, ``stream``, whether a mask or markup was given): the same answer for the same
+#: parameters, so :func:`tracking.request.parse_call` remembers which parameter sets pass them.
 PARAMETER_RULES: tuple[Rule, ...] = (
     n_images,
     size,
@@ -401,6 +442,8 @@ def check_parameters(
     }
     if drop_params and call.mask is not None and family.mask is None:
         dropped.add("mask")
+    if drop_params and call.markup is not None and family.markup is None:
+        dropped.add("markup")
     found = [v for rule in PARAMETER_RULES for v in rule(call, family)]
     return [v for v in found if not (v.unsupported and v.param in dropped)], frozenset(dropped)
 

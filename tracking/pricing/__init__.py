@@ -821,7 +821,7 @@ def _input_estimate(entry: PriceEntry, request: ImageEditRequest) -> Cost:
     400 or 500: https://ai.google.dev/gemini-api/docs/billing, read 2026-12-04)."""
     from .estimate import input_estimate
 
-    inputs = len(request.images) + (request.mask is not None)
+    inputs = request.input_images + (request.mask is not None)
     total = input_estimate(entry, len(request.prompt), inputs)
     return Cost(total, None, "estimate", entry.ref)
 

@@ -57,6 +57,7 @@ __all__ = [
     "estimate_max_cost",
     "estimate_unknown_outcomes",
     "input_estimate",
+    "input_image_count",
     "max_expected_cost",
     "partial_images_cost",
     "reference_tokens",
@@ -245,16 +246,18 @@ def search_allowance(entry: PriceEntry, extra_body: Any) -> Decimal:
     return fee.usd if fee is not None and asks_google_search(extra_body) else Decimal(0)
 
 
-def _image_count(image: Any) -> int:
-    if image is None:
-        return 0
-    return len(image) if isinstance(image, list) else 1
+def input_image_count(params: Mapping[str, Any]) -> int:
+    """The input images a call's ``params`` send: its images, and a ``markup`` as one more (the
+    upstream bills it as an input image)."""
+    image = params.get("image")
+    images = 0 if image is None else len(image) if isinstance(image, list) else 1
+    return images + (params.get("markup") is not None)
 
 
 def estimate_max_cost(
     model: str, params: Mapping[str, Any], day: date | None = None
 ) -> Decimal | None:
-    """The most one call with ``params`` (n, size, quality, prompt, image; a stream's
+    """The most one call with ``params`` (n, size, quality, prompt, image, markup; a stream's
     ``partial_images``) may cost on ``model``, found as billing finds it
     (:func:`~tracking.pricing.billing_entry`); None when its calls are unpriced."""
     entry = billing_entry(model, None, day)
@@ -273,7 +276,7 @@ def entry_max_cost(entry: PriceEntry, params: Mapping[str, Any]) -> Decimal | No
         quality if isinstance(quality, str) else None,
         size if isinstance(size, str) else None,
         len(prompt) if isinstance(prompt, str) else 0,
-        _image_count(params.get("image")),
+        input_image_count(params),
     )
     partials = params.get("partial_images")
     if total is not None and params.get("stream") is True and type(partials) is int:
@@ -333,7 +336,7 @@ def _request_estimate(entry: PriceEntry | None, request: ImageEditRequest) -> De
         request.quality,
         request.size,
         len(request.prompt),
-        len(request.images),
+        request.input_images,
     )
 
 
@@ -357,7 +360,7 @@ def estimate_unknown_outcomes(
         request.quality,
         request.n or 1,
         prompt_chars=len(request.prompt),
-        input_images=len(request.images),
+        input_images=request.input_images,
         day=day,
         searches=asks_google_search(request.extra_body),
     )

@@ -211,8 +211,9 @@ def refuse_several_images(request: ImageEditRequest, makes: str, advice: str = "
 
 
 #: OpenAI's GPT image options that providers with no such fields (Gemini, xAI, Recraft)
-#: refuse before sending (dropped with ``drop_params=True``).
+#: refuse before sending (dropped with ``drop_params=True``); ``markup`` is a file.
 GPT_IMAGE_OPTIONS = (
+    "markup",
     "quality",
     "background",
     "output_format",

@@ -180,6 +180,7 @@ class _Job:
 
 #: OpenAI parameters BFL's API has no field for.
 _NOT_TAKEN = (
+    "markup",
     "quality",
     "background",
     "input_fidelity",

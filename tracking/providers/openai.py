@@ -24,9 +24,12 @@ __all__ = ["OpenAIProvider", "encoded_body", "multipart_files"]
 
 
 def multipart_files(request: ImageEditRequest) -> list[tuple[str, ImageFile]]:
-    """The file parts as the official client names them: ``image``, or ``image[]`` for several."""
+    """The file parts as the official client names them: ``image``, or ``image[]`` for several,
+    then ``markup`` and ``mask`` when given."""
     name = "image" if len(request.images) == 1 else "image[]"
     files = [(name, image) for image in request.images]
+    if request.markup is not None:
+        files.append(("markup", request.markup))
     if request.mask is not None:
         files.append(("mask", request.mask))
     return files

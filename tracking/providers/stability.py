@@ -52,6 +52,7 @@ _MASKED = frozenset({"inpaint", "erase"})
 
 #: OpenAI parameters Stability's edit endpoints have no field for (its answer is always base64)
 _NOT_TAKEN = (
+    "markup",
     "size",
     "quality",
     "background",

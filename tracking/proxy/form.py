@@ -57,6 +57,9 @@ TEXT_FIELDS = frozenset(
     }
 )
 _IMAGE_FIELDS = ("image", "image[]")
+#: The file parts given at most once each: the ``mask``, and the ``markup`` drawn over the first
+#: image (GPT Image 2.5 and 2.6)
+_SINGLE_FILES = ("mask", "markup")
 _MAX_PARTS = 64  # more parts than any real edit has: a cheap guard against part floods
 _MAX_BOUNDARY = 200  # RFC 2046 allows 70 characters; anything far longer is not a client
 _MAX_CACHED_HEADER = 512  # header values longer than this are parsed each time, never cached
@@ -299,16 +302,18 @@ def form_params(parts: list[FormPart]) -> dict[str, Any]:
     seen: set[str] = set()
     for part in parts:
         name = part.name
-        if part.filename is not None or name in (*_IMAGE_FIELDS, "mask"):
+        if part.filename is not None or name in (*_IMAGE_FIELDS, *_SINGLE_FILES):
             if name in _IMAGE_FIELDS:
                 several = several or name == "image[]" or bool(images)
                 images.append(_file(part))
-            elif name == "mask":
-                if "mask" in params:
-                    raise _bad_form("mask: only one mask may be given", "mask")
-                params["mask"] = _file(part)
+            elif name in _SINGLE_FILES:
+                if name in params:
+                    raise _bad_form(f"{name}: only one {name} may be given", name)
+                params[name] = _file(part)
             else:
-                raise _bad_form(f"{name}: file uploads are only accepted for image and mask", name)
+                raise _bad_form(
+                    f"{name}: file uploads are only accepted for image, mask and markup", name
+                )
             continue
         if name in seen and not name.endswith("[]"):  # a list's items repeat its name
             raise _bad_form(f"{name}: given more than once", name)

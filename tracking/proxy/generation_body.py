@@ -95,7 +95,7 @@ def generation_params(payload: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, str):
                 raise _bad(f"{name}: expected a string", name, "invalid_type")
             params[name] = bounded_text(value, name)
-        elif name in ("operation", "base_model", "image", "mask", "input_fidelity"):
+        elif name in ("operation", "base_model", "image", "mask", "markup", "input_fidelity"):
             # our own call parameters and an edit's inputs are not a generation's JSON
             raise _bad(f"{name}: not a parameter of images.generate", name, "unknown_parameter")
         else:

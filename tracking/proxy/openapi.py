@@ -110,6 +110,12 @@ _EDIT_FIELDS: dict[str, Any] = {
     "prompt": {"type": "string"},
     "model": {"type": "string", "description": "A model name from GET /v1/models"},
     "mask": {"type": "string", "format": "binary"},
+    "markup": {
+        "description": "A transparent PNG of the first image's size drawn over it to guide the "
+        "edit (GPT Image 2.5 and 2.6; never with mask)",
+        "type": "string",
+        "format": "binary",
+    },
     "n": {"type": "integer"},
     "size": {"type": "string"},
     "quality": {"type": "string"},
@@ -139,7 +145,7 @@ _EDIT = {
         504,
     ),
 }
-_EDIT_ONLY = frozenset({"image", "mask", "input_fidelity"})
+_EDIT_ONLY = frozenset({"image", "mask", "markup", "input_fidelity"})
 _GENERATION_BODY = {
     "type": "object",
     "required": ["prompt"],

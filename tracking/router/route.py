@@ -52,6 +52,7 @@ from ..errors import (
     UnsupportedOperationError,
     ValidationError,
 )
+from ..pricing.estimate import input_image_count
 from ..targets import Steps
 from .deployments import Deployment
 from .protocol import Routing, Target
@@ -117,13 +118,12 @@ class CallRoute:
         self.stream = bool(params.get("stream"))
         operation = params.get("operation")
         self.operation = operation if isinstance(operation, str) else "image_edit"
-        images = params.get("image")
         self.shape = CallShape(
             model_group=self.asked or "",
             n=params["n"] if isinstance(params.get("n"), int) else 1,
             size=params.get("size") if isinstance(params.get("size"), str) else None,
             quality=params.get("quality") if isinstance(params.get("quality"), str) else None,
-            input_images=len(images) if isinstance(images, list) else int(images is not None),
+            input_images=input_image_count(params),
         )
         self.group_index = 0
         self.group_attempts = 0

@@ -19,7 +19,8 @@ gets gpt-image-2, a live model.
 Token counts are a documented, deterministic estimate (no tokenizer download):
 
 * input text tokens: ``ceil(len(prompt) / 4)``;
-* input image tokens: 323 per input image (and mask is not counted);
+* input image tokens: 323 per input image, a ``markup`` counted as one more input image (the
+  mask is not counted);
 * output image tokens per image, by quality and size, as OpenAI publishes for gpt-image-1
   (``OUTPUT_TOKENS``); for gpt-image-2 and the 2.5 / 2.6 models, the counts behind gpt-image-2's
   published per-image prices at $30 per 1M tokens (``OUTPUT_TOKENS_2``; ``xhigh`` and ``max``,
@@ -511,16 +512,26 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Stre
     )
     model = fields.get("model") or deployment or DEFAULT_MODEL
     images = [f for f in files if f[0] in ("image", "image[]")]
-    masks = [f for f in files if f[0] == "mask"]
-    mask = masks[0] if masks else None
+    mask = next((f for f in files if f[0] == "mask"), None)
+    markup = next((f for f in files if f[0] == "markup"), None)
     problem = check_edit(
-        model, fields, images, mask, extra_models=state.extra_models, deployment=deployment
+        model,
+        fields,
+        images,
+        mask,
+        markup=markup,
+        extra_models=state.extra_models,
+        deployment=deployment,
     )
     if problem is not None:
         status, message, param, code = problem
         return _error(status, message, param=param, code=code)
-    answer = _dall_e_2_answer if _is_dall_e_2(model, deployment) else _gpt_image_answer
-    body = answer(state, request, fields, images, mask)
+    if _is_dall_e_2(model, deployment):
+        body = _dall_e_2_answer(state, request, fields, images, mask)
+    else:  # the markup is billed as one more input image
+        body = _gpt_image_answer(
+            state, request, fields, images, mask, extra_inputs=int(bool(markup))
+        )
     return _answered(state, model, fields, body, "image_edit")
 
 
@@ -559,6 +570,8 @@ def _gpt_image_answer(
     fields: dict[str, str],
     images: list[tuple[str, str, str, bytes]],
     mask: tuple[str, str, str, bytes] | None,
+    *,
+    extra_inputs: int = 0,
 ) -> dict[str, Any]:
     prompt = fields["prompt"]
     n = 1 if _streams(fields) else int(fields.get("n", "1"))  # a stream is one image (above)
@@ -590,7 +603,7 @@ def _gpt_image_answer(
         dims,
     )
     text_tokens = math.ceil(len(prompt) / 4)
-    image_tokens = IMAGE_INPUT_TOKENS * len(images)
+    image_tokens = IMAGE_INPUT_TOKENS * (len(images) + extra_inputs)
     encoded = base64.b64encode(picture).decode()
     return {
         "created": int(time.time()),

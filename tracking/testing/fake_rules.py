@@ -22,6 +22,7 @@ __all__ = [
     "FLEXIBLE_SIZE_MODELS",
     "GIF_SVG_MODELS",
     "GPT_IMAGE_MODELS",
+    "MARKUP_MODELS",
     "Problem",
     "check_edit",
     "check_generation",
@@ -52,6 +53,12 @@ GPT_IMAGE_MODELS = (
     frozenset({"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest"})
     | FLEXIBLE_SIZE_MODELS
 )
+#: The models that take a ``markup`` file: "A transparent PNG overlaid on the first image to
+#: guide the edit. Must match that image's dimensions after orientation and contain transparent
+#: pixels. Supports GPT Image 2.5. Cannot be combined with mask." (OpenAI's images.edit
+#: reference as openai-python 3.63 carries it, read 2026-12-07); 2.6 too (OpenRouter's image
+#: API reference: "OpenAI gpt-image-2.6", read 2026-12-07).
+MARKUP_MODELS = EXTRA_QUALITY_MODELS
 MB = 1024 * 1024
 
 
@@ -267,12 +274,41 @@ def _check_mask(images: list[Upload], mask: Upload | None, limit: int) -> Proble
     return None
 
 
+def _check_markup(
+    model: str, images: list[Upload], mask: Upload | None, markup: Upload | None
+) -> Problem | None:
+    if markup is None:
+        return None
+    if model not in MARKUP_MODELS:
+        return _invalid("Unknown parameter: 'markup'.", "markup", "unknown_parameter")
+    if mask is not None:
+        return _invalid("markup cannot be combined with mask.", "markup")
+    header = inspect(markup[3])
+    if header is None or header[0] != "png":
+        return _invalid("Invalid markup: must be a PNG image.", "markup", "invalid_image")
+    if len(markup[3]) >= 50 * MB:
+        return _invalid("Invalid markup: must be less than 50 MB.", "markup", "image_too_large")
+    if not header[3]:
+        return _invalid(
+            "Invalid markup: must contain transparent pixels.", "markup", "invalid_image"
+        )
+    first = inspect(images[0][3])
+    if first is not None and first[1:3] != header[1:3]:
+        return _invalid(
+            "Invalid markup: must have the same dimensions as the first image.",
+            "markup",
+            "invalid_image",
+        )
+    return None
+
+
 def check_edit(
     model: str,
     fields: dict[str, str],
     images: list[Upload],
     mask: Upload | None,
     *,
+    markup: Upload | None = None,
     extra_models: Collection[str] = (),
     deployment: str | None = None,
 ) -> Problem | None:
@@ -281,9 +317,11 @@ def check_edit(
     if problem is not None:
         return problem
     if model == DALL_E_2:
-        return _check_dall_e_2(fields, images, mask)
+        return _check_dall_e_2(fields, images, mask) or _check_markup(model, images, mask, markup)
     if model in GPT_IMAGE_MODELS:
-        return _check_gpt_image(model, fields, images, mask)
+        return _check_gpt_image(model, fields, images, mask) or _check_markup(
+            model, images, mask, markup
+        )
     if model in extra_models or deployment is not None:
         return None
     return 404, f"The model '{model}' does not exist.", "model", "model_not_found"
