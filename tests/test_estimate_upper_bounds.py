@@ -22,7 +22,7 @@ import tracking
 from tests.accounts_support import accounts_config, edit, generate, ledger_env
 from tests.conftest import make_png
 from tests.proxy_support import ProxyProcess
-from tracking.pricing import estimate_call_cost
+from tracking.pricing import estimate_call_cost, reset_prices
 from tracking.pricing.estimate import estimate_max_cost
 from tracking.testing import FakeOpenAI, recording
 
@@ -141,6 +141,6 @@ def test_a_quality_a_per_image_table_leaves_out_is_estimated_by_its_tokens(
         listed = estimate_call_cost(model, "1024x1024", "low")
         asked = estimate_call_cost(model, "1024x1024", quality)
     finally:
-        tracking.reset_prices()
+        reset_prices()
     assert listed.usd == Decimal("0.006")
     assert asked.usd == _tokens(tokens)

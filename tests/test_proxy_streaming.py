@@ -308,6 +308,7 @@ def test_an_upstream_that_breaks_mid_stream_ends_with_an_error_event(proxy, imag
         prompt="p",
         stream=True,
         partial_images=1,
+        quality="medium",  # asked for auto: the quality its partial image said (the fake's)
         api_key=API_KEY,
     )
     assert Decimal(row["cost_usd"]) == estimate_incomplete_stream(request)

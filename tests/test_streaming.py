@@ -204,7 +204,9 @@ def test_an_upstream_that_breaks_mid_stream_ends_with_an_estimated_failure(upstr
     (event,) = recorder.events
     assert event.status == "failure" and event.error_type == "stream_interrupted"
     assert caught.value.request_id == event.request_id
-    request, _ = parse_call(**call(upstream), stream=True, partial_images=3)
+    # asked for auto quality: estimated at the quality its partial images said (the fake's
+    # medium), not at auto's dearest
+    request, _ = parse_call(**call(upstream), stream=True, partial_images=3, quality="medium")
     assert event.cost_source == "estimate" and event.price_ref == "estimate:stream-incomplete"
     # the 2 partial images received, not the 3 asked for
     assert event.cost_usd == estimate_incomplete_stream(request, partials=2) and event.cost_usd > 0
