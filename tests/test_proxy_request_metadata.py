@@ -108,6 +108,30 @@ def test_a_metadata_field_holding_json_is_recorded_as_curl_sends_it(served, fake
     assert tags == ["c"]
 
 
+@pytest.mark.parametrize(
+    ("body", "recorded"),
+    [
+        ({}, ["team-a", "exp 7"]),
+        ({"metadata": '{"tags": ["own", "team-a"]}'}, ["own", "team-a", "exp 7"]),
+    ],
+)
+def test_litellm_s_tags_header_adds_to_the_recorded_tags(served, fake, body, recorded):
+    """LiteLLM's ``x-litellm-tags: a,b`` (spend tags): recorded after the body's own, each once,
+    stripped, empty ones left out; read nowhere before, so its calls had no tags."""
+    proxy, database = served
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers={**bearer(MASTER_KEY), "x-litellm-tags": "team-a,,exp 7 , team-a"},
+        data={"model": "gpt-image-2", "prompt": "a hat", **body},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert "metadata" not in fake.requests[-1].fields
+    tags, _ = _row(database, response.headers["x-tracking-request-id"])
+    assert tags == recorded
+
+
 def test_a_generations_metadata_is_recorded(served, fake):
     proxy, database = served
     with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY) as client:

@@ -51,6 +51,7 @@ from .access_log import ACCESS_SCOPE_KEY, AccessEntry
 from .accounts import Accounts
 from .answer_cost import NOT_BILLED_HEADERS, cost_headers, failure_cost
 from .auth import Authenticator, KeyCheck, Principal, request_headers
+from .client_metadata import take_tags_header
 from .concurrency import ParallelLimit, UploadBytes, UploadHold
 from .end_user_headers import take_end_user_headers
 from .errors import ProxyError, from_exception
@@ -410,6 +411,7 @@ class ProxyApp:
         params = await read(receive, headers, upload)
         # LiteLLM's x-litellm-customer-id & co, then the config's user_header_mappings
         take_end_user_headers(headers, params, self.config.general_settings.end_user_headers)
+        take_tags_header(headers, params)  # LiteLLM's x-litellm-tags
         model = params.get("model")
         entry.model = model if isinstance(model, str) else None
         if not model:

@@ -15,14 +15,38 @@ attribute spend to another key, and a virtual key's ``team`` is its own (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import ProxyError
 
-__all__ = ["RESERVED_PREFIX", "take_metadata"]
+__all__ = ["RESERVED_PREFIX", "TAGS_HEADER", "take_metadata", "take_tags_header"]
 
 #: Metadata keys the proxy fills in from the caller's virtual key.
 RESERVED_PREFIX = "user_api_key_"
+#: LiteLLM's header of spend tags, comma-separated (docs.litellm.ai/docs/proxy/request_headers,
+#: read 2026-12-07: "tags to use for tag-based routing OR spend-tracking").
+TAGS_HEADER = "x-litellm-tags"
+
+
+def take_tags_header(headers: Mapping[str, str], params: dict[str, Any]) -> None:
+    """Add the tags of LiteLLM's ``x-litellm-tags`` header (``a,b``: each stripped, empty ones
+    left out) to the call's ``metadata.tags``, after the body's own, each once: they are
+    recorded as the body's are (the event's ``tags``, the ledger row). Tag-based routing, the
+    header's other use in LiteLLM, is not done here. A body whose ``tags`` are no list keeps
+    them, for :func:`tracking.request.metadata_tags` to refuse."""
+    given = headers.get(TAGS_HEADER)
+    tags = [tag.strip() for tag in given.split(",") if tag.strip()] if given else []
+    if not tags:
+        return
+    metadata = params.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = params["metadata"] = {}
+    own = metadata.get("tags")
+    if own is None:
+        metadata["tags"] = list(dict.fromkeys(tags))
+    elif isinstance(own, list):
+        metadata["tags"] = list(dict.fromkeys([*own, *tags]))
 
 
 def _not_an_object() -> ProxyError:
