@@ -47,6 +47,13 @@ def _edit(client: httpx.Client, proxy: ProxyProcess, headers: dict[str, str], **
     )
 
 
+def _block(client: httpx.Client, proxy: ProxyProcess, user: str) -> None:
+    made = client.post(
+        f"{proxy.url}/customer/new", headers=AUTH, json={"user_id": user, "blocked": True}
+    )
+    assert made.status_code == 200, made.text
+
+
 @pytest.mark.parametrize("header", ["x-litellm-customer-id", "x-litellm-end-user-id"])
 def test_a_header_names_the_end_user_billed(
     proxy: ProxyProcess, upstream: FakeOpenAI, header: str
@@ -66,12 +73,7 @@ def test_a_blocked_end_user_named_by_a_header_is_refused(
     proxy: ProxyProcess, upstream: FakeOpenAI
 ) -> None:
     with httpx.Client(timeout=60) as client:
-        made = client.post(
-            f"{proxy.url}/customer/new",
-            headers=AUTH,
-            json={"user_id": "hdr-blocked", "blocked": True},
-        )
-        assert made.status_code == 200, made.text
+        _block(client, proxy, "hdr-blocked")
         hits = upstream.hits
         response = _edit(client, proxy, {"x-litellm-customer-id": "hdr-blocked"})
         generation = client.post(
@@ -221,12 +223,7 @@ def test_a_configured_customer_header_names_the_end_user_billed_and_blocked(
         assert upstream.requests[-1].fields["user"] == "ann@example.com"
         rows = spend_rows(client, mapped.url, user="ann@example.com")["data"]
         assert [r["request_id"] for r in rows] == [billed.headers["x-tracking-request-id"]]
-        made = client.post(
-            f"{mapped.url}/customer/new",
-            headers=AUTH,
-            json={"user_id": "bob@example.com", "blocked": True},
-        )
-        assert made.status_code == 200, made.text
+        _block(client, mapped, "bob@example.com")
         hits = upstream.hits
         refused = _edit(client, mapped, {"x-openwebui-user-email": "bob@example.com"})
         assert refused.status_code == 403, refused.text
