@@ -420,7 +420,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
             rule="enum",
         )
     generating = operation == "image_generation"
-    for name in _EDIT_ONLY if generating else ():
+    for name in _EDIT_ONLY if generating else ():  # an edit takes every generation parameter
         if params.get(name) is not None:
             raise ValidationError(
                 f"{name}: only an edit takes this parameter ({operation} does not)",

@@ -39,7 +39,7 @@ reservations. A model without a known price is refused (400, before any upstream
 end user with a budget, since its spend could not be counted;
 ``general_settings.allow_unpriced_with_budgets: true`` lets it through, reserving nothing. With
 Redis down budgets are computed from the ledger (plus this instance's calls in flight) and the
-counters are merged back on recovery (:mod:`tracking.proxy.shared_counters`).
+holds taken and ended meanwhile are replayed on recovery (:mod:`tracking.proxy.shared_counters`).
 
 With the budget store (the database) away, a call naming an end user is served as any other when
 that user has no budget and no block: the proxy keeps the list of the end users that have one
@@ -319,7 +319,9 @@ class Budgets:
             for _, entry in deployment.served_routes(day)
             if entry is not None and (cost := entry_max_cost(entry, params)) is not None
         ]
-        return max([*costs, *([] if expected is None else [expected])], default=None)
+        if expected is not None:
+            costs.append(expected)
+        return max(costs, default=None)
 
     async def reserve(
         self,

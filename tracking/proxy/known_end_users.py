@@ -27,7 +27,7 @@ routes call these through ``asyncio.to_thread``); a listing is one page, paged b
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,8 @@ __all__ = [
 _RANKED = 100
 
 
-def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+def chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    """``ids`` in lists of ``LOOKUP_CHUNK``, an ``IN`` list every dialect takes."""
     from tracking.integrations.sql import LOOKUP_CHUNK
 
     for first in range(0, len(ids), LOOKUP_CHUNK):
@@ -78,8 +79,23 @@ def counted_calls() -> tuple[Any, sa.ColumnElement[bool]]:
     return joined, sa.and_(calls.end_user.is_not(None), since_deleted)
 
 
-def _after(call: QuarantinedCall, since: datetime | None) -> bool:
-    return since is None or (call.start_time is not None and call.start_time >= since)
+def _counted_locally(
+    local: Sequence[QuarantinedCall],
+    records: Mapping[str, EndUserRecord],
+    deleted: Mapping[str, datetime],
+) -> set[str]:
+    """The end users without a record that ``local`` calls make known: calls started at or after
+    their last deletion (all of them, never deleted)."""
+    return {
+        c.end_user
+        for c in local
+        if c.end_user is not None
+        and c.end_user not in records
+        and (
+            (since := deleted.get(c.end_user)) is None
+            or (c.start_time is not None and c.start_time >= since)
+        )
+    }
 
 
 def _records_and_deletions(
@@ -89,7 +105,7 @@ def _records_and_deletions(
     records: dict[str, EndUserRecord] = {}
     deleted: dict[str, datetime] = {}
     table = end_user_deletions
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for row in conn.execute(sa.select(end_users).where(end_users.c.end_user_id.in_(chunk))):
             records[row.end_user_id] = end_user_record(row)
         found = sa.select(table.c.end_user_id, table.c.deleted_at)
@@ -113,17 +129,10 @@ def _known_from_calls(store: AccountStore, ids: Sequence[str]) -> set[str]:
     with store.engine.connect() as conn:
         records, deleted = _records_and_deletions(conn, wanted)
         candidates = [u for u in wanted if u not in records]
-        for chunk in _chunks(candidates):
+        for chunk in chunks(candidates):
             statement = sa.select(user).select_from(joined).where(counts, user.in_(chunk))
             found.update(conn.execute(statement.distinct()).scalars())
-    unrecorded = set(candidates)
-    found.update(
-        c.end_user
-        for c in local
-        if c.end_user is not None
-        and c.end_user in unrecorded
-        and _after(c, deleted.get(c.end_user))
-    )
+    found.update(_counted_locally(local, records, deleted).intersection(candidates))
     return found
 
 
@@ -220,16 +229,9 @@ def _known_locally_alone(
     users = sorted({c.end_user for c in local if c.end_user is not None})
     if not users:
         return []
-    records, deleted = _records_and_deletions(conn, users)
-    counted = {
-        c.end_user
-        for c in local
-        if c.end_user is not None
-        and c.end_user not in records
-        and _after(c, deleted.get(c.end_user))
-    }
+    counted = _counted_locally(local, *_records_and_deletions(conn, users))
     in_database: set[str] = set()
-    for chunk in _chunks(sorted(counted)):
+    for chunk in chunks(sorted(counted)):
         found = sa.select(known.c.id).where(known.c.id.in_(chunk))
         in_database.update(conn.execute(found).scalars())
     return sorted(counted - in_database)
@@ -260,7 +262,7 @@ def delete_end_users(store: AccountStore, ids: Sequence[str]) -> list[str]:
     recorded: set[str] = set()
     with store.engine.begin() as conn:
         column = end_users.c.end_user_id
-        for chunk in _chunks(wanted):
+        for chunk in chunks(wanted):
             recorded.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
             conn.execute(sa.delete(end_users).where(column.in_(chunk)))
         found = [u for u in wanted if u in recorded or u in called]

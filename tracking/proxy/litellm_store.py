@@ -273,9 +273,9 @@ def end_user_spend(
     ``/customer/info`` counted). An end user without calls is not in the answer."""
     if store.nothing_stored() or not ids:
         return {}
-    from tracking.integrations.sql import LOOKUP_CHUNK, spend_calls
+    from tracking.integrations.sql import spend_calls
 
-    from .known_end_users import counted_calls
+    from .known_end_users import chunks, counted_calls
 
     column = spend_calls.c.end_user
     engine = store.engine
@@ -285,8 +285,7 @@ def end_user_spend(
     joined, counts = counted_calls()
     spend: dict[str, tuple[str, dict[str, Any]]] = {}
     with engine.connect() as conn:
-        for first in range(0, len(wanted), LOOKUP_CHUNK):
-            chunk = wanted[first : first + LOOKUP_CHUNK]
+        for chunk in chunks(wanted):
             statement = (
                 _per_value(engine, column).select_from(joined).where(counts, column.in_(chunk))
             )
