@@ -491,3 +491,15 @@ def test_the_longest_end_user_id_is_a_row_of_spend_logs(
         assert ledger.quarantined_rows == 0
     finally:
         ledger.shutdown(10)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(("n", "recorded"), [(3, 3), (10, 10), (11, 1), (0, 1), (True, 1)])
+def test_a_refused_calls_event_says_the_n_it_asked_for(
+    fake, upstream, monkeypatch, use_async, n, recorded
+):
+    """A call refused for another parameter (a size in full-width digits) asking for 3 images:
+    its failure event said n=1; it says 3, and 1 only when the asked ``n`` is no valid one."""
+    recorder = record_events(monkeypatch)
+    _refused(fake, upstream, use_async, size="\uff11\uff10\uff12\uff14x1024", n=n)
+    assert [(e.status, e.n) for e in recorder.events] == [("failure", recorded)]

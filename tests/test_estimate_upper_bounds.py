@@ -144,3 +144,46 @@ def test_a_quality_a_per_image_table_leaves_out_is_estimated_by_its_tokens(
         reset_prices()
     assert listed.usd == Decimal("0.006")
     assert asked.usd == _tokens(tokens)
+
+
+@pytest.mark.parametrize("quality", ["auto", None])
+def test_auto_with_a_partial_per_image_table_is_bounded_by_the_dearest_quality(
+    quality: str | None,
+) -> None:
+    """``auto`` (or no quality) with per-image prices for ``low`` alone: the call may be made at
+    ``high``, so its estimate was ``low``'s $0.006, 35 times too low; it is the dearer of the
+    listed price and ``high``'s tokens, as for a model with token prices only."""
+    model = "house-image-partial-auto"
+    tracking.register_prices(
+        model,
+        tokens_per_million={"input_text": "5", "input_image": "8", "output_image": "30"},
+        per_image={"low": {"1024x1024": "0.006"}},
+    )
+    try:
+        auto = estimate_call_cost(model, "1024x1024", quality)
+        listed = estimate_call_cost(model, "1024x1024", "low")
+    finally:
+        reset_prices()
+    assert listed.usd == Decimal("0.006")
+    assert auto.usd == _tokens(7024)
+    assert auto.source == "estimate"
+
+
+def test_auto_with_every_quality_listed_keeps_the_listed_maximum() -> None:
+    """A per-image table listing each quality the family takes prices ``auto`` at its dearest
+    listed price, not at the tokens' bound."""
+    model = "house-image-full-table"
+    tracking.register_prices(
+        model,
+        tokens_per_million={"input_text": "5", "input_image": "8", "output_image": "30"},
+        per_image={
+            "low": {"1024x1024": "0.006"},
+            "medium": {"1024x1024": "0.05"},
+            "high": {"1024x1024": "0.19"},
+        },
+    )
+    try:
+        auto = estimate_call_cost(model, "1024x1024", "auto")
+    finally:
+        reset_prices()
+    assert auto.usd == Decimal("0.19")

@@ -217,6 +217,7 @@ class ImageEditEvent:
     base_model: str | None = None
     api_base: str | None = None  #: host[:port] only, never a credential
     server_port: int | None = None  #: the upstream's port (its scheme's default if not named)
+    #: The images asked for (1 when a call refused before parsing asked for no valid ``n``)
     n: int = 1
     size: str | None = None
     quality: str | None = None

@@ -50,6 +50,7 @@ from .pricing import price_call, price_day
 from .providers import Poll, PreparedRequest, Provider, prepare_call, prepares_heavily
 from .request import (
     DEFAULT_MAX_RETRIES,
+    MAX_N,
     CallOptions,
     CallType,
     ImageEditRequest,
@@ -738,6 +739,14 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
     return delay * (1 - 0.25 * random.random())
 
 
+def _asked_n(value: Any) -> int:
+    """A call refused before parsing: the ``n`` it asked for when that is a valid one (the
+    refusal was for something else), else 1 (its event cannot hold an ``n`` no call may ask)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_N:
+        return value
+    return 1
+
+
 def _make_event(
     request_id: str,
     call_type: CallType,
@@ -816,7 +825,7 @@ def _make_event(
         base_model=(request.served_as or request.base_model) if request else None,
         api_base=progress.api_base,
         server_port=progress.server_port,
-        n=(request.n or 1) if request else 1,
+        n=(request.n or 1) if request else _asked_n(params.get("n")),
         size=(response.size if response else None) or (request.size if request else None),
         quality=(response.quality if response else None) or (request.quality if request else None),
         background=(response.background if response else None)

@@ -152,6 +152,19 @@ def _listed_price(entry: PriceEntry, quality: str | None, size: str | None) -> D
     return max(price for sizes in chosen for price in sizes.values())
 
 
+def _leaves_out_taken(entry: PriceEntry, quality: str | None) -> bool:
+    """Whether a call not naming one of ``entry``'s listed qualities (``auto``, none) may be
+    made at a quality its per-image table leaves out, which its token prices then price."""
+    tables = entry.per_image
+    if quality in tables or "output_image" not in entry.tokens:
+        return False
+    if tables.keys().isdisjoint(REFERENCE_OUTPUT_TOKENS):
+        return False  # not a table by quality (one price for every call)
+    family = family_of(entry.key)
+    taken = family.choices.get("quality", _PUBLISHED_QUALITIES) if family else _PUBLISHED_QUALITIES
+    return any(q in REFERENCE_OUTPUT_TOKENS and q not in tables for q in taken)
+
+
 def reference_tokens(model: str, quality: str | None) -> int:
     """The output tokens an estimate allows one 1024x1024 image of ``model`` at ``quality``; an
     ``auto``, unknown or missing quality takes the dearest one the model's family takes."""
@@ -190,6 +203,10 @@ def entry_estimate(
     each = _listed_price(entry, quality, size)
     if each is None:
         each = _token_price(entry, quality, size)
+    elif _leaves_out_taken(entry, quality) and (tokens := _token_price(entry, quality, size)):
+        # ``auto`` (or no quality) with per-image prices for some qualities only: the call may
+        # be made at one the table leaves out, so the dearer of the listed and the tokens' price
+        each = max(each, tokens)
     if each is None:
         return None
     return each * n + input_estimate(entry, prompt_chars, input_images)
