@@ -124,13 +124,17 @@ def test_a_budget_refuses_a_max_call_it_could_not_pay_before_sending(proxy, fake
     assert edit(client, proxy.url, key, model=FLARE_25, quality="low").status_code == 200
 
 
-@pytest.mark.parametrize(("quality", "tokens"), [("medium", 1767), ("high", 7024)])
+@pytest.mark.parametrize(
+    ("quality", "tokens"), [("medium", 1767), ("high", 7024), ("auto", 7024), (None, 7024)]
+)
 def test_a_quality_a_per_image_table_leaves_out_is_estimated_by_its_tokens(
-    quality: str, tokens: int
+    quality: str | None, tokens: int
 ) -> None:
     """Per-image prices registered for ``low`` alone beside token prices: a ``high`` call was
     estimated at ``low``'s listed price (the listed qualities' dearest), 35 times too low; it is
-    estimated by its output tokens at 1024x1024, as if no table listed any quality."""
+    estimated by its output tokens at 1024x1024, as if no table listed any quality. ``auto`` (or
+    no quality) may be made at ``high``: it is the dearer of the listed price and ``high``'s
+    tokens (it was ``low``'s $0.006 until 2026-12-07)."""
     model = "house-image-partial-table"
     tracking.register_prices(
         model,
@@ -143,30 +147,7 @@ def test_a_quality_a_per_image_table_leaves_out_is_estimated_by_its_tokens(
     finally:
         reset_prices()
     assert listed.usd == Decimal("0.006")
-    assert asked.usd == _tokens(tokens)
-
-
-@pytest.mark.parametrize("quality", ["auto", None])
-def test_auto_with_a_partial_per_image_table_is_bounded_by_the_dearest_quality(
-    quality: str | None,
-) -> None:
-    """``auto`` (or no quality) with per-image prices for ``low`` alone: the call may be made at
-    ``high``, so its estimate was ``low``'s $0.006, 35 times too low; it is the dearer of the
-    listed price and ``high``'s tokens, as for a model with token prices only."""
-    model = "house-image-partial-auto"
-    tracking.register_prices(
-        model,
-        tokens_per_million={"input_text": "5", "input_image": "8", "output_image": "30"},
-        per_image={"low": {"1024x1024": "0.006"}},
-    )
-    try:
-        auto = estimate_call_cost(model, "1024x1024", quality)
-        listed = estimate_call_cost(model, "1024x1024", "low")
-    finally:
-        reset_prices()
-    assert listed.usd == Decimal("0.006")
-    assert auto.usd == _tokens(7024)
-    assert auto.source == "estimate"
+    assert asked.usd == _tokens(tokens) and asked.source == "estimate"
 
 
 def test_auto_with_every_quality_listed_keeps_the_listed_maximum() -> None:
