@@ -281,6 +281,7 @@ class OtelLogger:
             "image_edit.cost_usd": _float(event.cost_usd),
             "image_edit.cost_per_image_usd": _float(event.cost_per_image_usd),
             "image_edit.upstream_latency_ms": event.upstream_latency_ms,
+            "image_edit.has_markup": True if event.has_markup else None,  # set only when sent
             "enduser.id": self._enduser(event.end_user),
             # the model that answered: OpenAI-style image answers do not name it, so the one
             # the successful attempt was sent to

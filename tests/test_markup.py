@@ -73,7 +73,7 @@ def test_the_sdk_sends_a_markup_and_bills_it_as_an_input_image(fake, upstream, r
     (event,) = recorder.events
     assert event.status == "success" and event.usage is not None
     assert event.usage.input_image_tokens == 2 * FAKE_IMAGE_TOKENS  # the image and the markup
-    assert event.input_images == 2
+    assert event.input_images == 2 and event.has_markup and not event.has_mask
     assert response.cost_usd == event.cost_usd == priced(event.usage)
 
 

@@ -89,6 +89,19 @@ def test_choice_count_is_set_only_when_the_request_asks_for_other_than_one(
     assert attributes.get("gen_ai.request.choice.count") == expected
 
 
+def test_a_markup_is_said_on_the_span_only_when_sent(otel, spans, fake, upstream):
+    """``image_edit.has_markup`` is set (true) on a call that sent a ``markup`` image; a call
+    without one carries no such attribute (as the exact attributes below show)."""
+    from tests.test_markup import MODEL, markup_png
+
+    tracking.image_edit(
+        image=make_png(), prompt="hello", model=MODEL, markup=markup_png(), **upstream
+    )
+    attributes = dict(only_span(spans).attributes or {})
+    assert attributes["image_edit.has_markup"] is True
+    assert attributes["image_edit.has_mask"] is False
+
+
 def test_successful_call_has_one_client_span_with_the_genai_attributes(otel, spans, fake, upstream):
     response = tracking.image_edit(
         image=make_png(), prompt="hello", model="gpt-image-1", user="user-7", **upstream

@@ -227,6 +227,7 @@ class ImageEditEvent:
     input_images: int = 0
     input_bytes: int = 0
     has_mask: bool = False
+    has_markup: bool = False  #: the call sent a ``markup`` image (GPT Image 2.5 and 2.6)
     prompt_chars: int = 0
     # result
     images_returned: int = 0

@@ -836,6 +836,7 @@ def _make_event(
         input_images=request.input_images if request else 0,
         input_bytes=request.input_bytes if request else 0,
         has_mask=bool(request and request.mask),
+        has_markup=bool(request and request.markup),
         prompt_chars=len(prompt) if isinstance(prompt, str) else 0,
         images_returned=images_returned,
         usage=(
