@@ -250,13 +250,39 @@ async def test_the_async_generation_takes_them_too(gemini, env_project):
     assert gemini.requests[-1].path == path("123456789012", "us-east5")
 
 
-def test_another_providers_model_with_a_project_is_refused_before_sending(gemini, env_project):
+def test_the_sdk_call_takes_litellms_other_names(gemini, env_project):
+    """``vertex_ai_project`` / ``vertex_ai_location``, LiteLLM's other names, were a TypeError
+    (unexpected keyword arguments) in an SDK call; they are the same settings."""
+    sdk_edit(gemini, vertex_ai_project="alias-project", vertex_ai_location="europe-west4")
+    assert gemini.requests[-1].path == path("alias-project", "europe-west4")
+    sdk_edit(gemini, vertex_ai_project="same-project", vertex_project="same-project")
+    assert gemini.requests[-1].path == path("same-project", "us-east5")
+
+
+def refused_before_sending(gemini: FakeGemini, **params: Any) -> ConfigurationError:
+    """The ConfigurationError of an SDK edit with ``params``, which sent nothing."""
     before = gemini.hits
     with pytest.raises(ConfigurationError) as caught:
-        sdk_edit(gemini, model="gemini/gemini-3.1-flash-image", vertex_project="proj-a")
-    assert caught.value.param == "vertex_project"
-    assert "vertex_ai/" in caught.value.message
+        sdk_edit(gemini, **params)
     assert gemini.hits == before
+    return caught.value
+
+
+def test_both_names_with_different_values_are_refused_before_sending(gemini, env_project):
+    error = refused_before_sending(
+        gemini, vertex_ai_location="europe-west4", vertex_location="us-central1"
+    )
+    assert error.param == "vertex_location"
+    assert "two names for one setting" in error.message
+    assert refused_before_sending(gemini, vertex_ai_project="../evil").param == "vertex_project"
+
+
+def test_another_providers_model_with_a_project_is_refused_before_sending(gemini, env_project):
+    error = refused_before_sending(
+        gemini, model="gemini/gemini-3.1-flash-image", vertex_project="proj-a"
+    )
+    assert error.param == "vertex_project"
+    assert "vertex_ai/" in error.message
 
 
 def test_another_providers_deployment_with_a_location_is_refused_at_load(gemini):

@@ -29,7 +29,7 @@ from .endpoint import (
     header_value_problem,
     is_header_name,
 )
-from .errors import ValidationError, Violation, range_code
+from .errors import ConfigurationError, ValidationError, Violation, range_code
 from .events import MetadataTooLarge, freeze_metadata
 from .families import Family, family_for
 from .frozen import fast_init
@@ -287,6 +287,8 @@ def image_edit_params(
     api_version: str | None = None,
     vertex_project: str | None = None,
     vertex_location: str | None = None,
+    vertex_ai_project: str | None = None,
+    vertex_ai_location: str | None = None,
     extra_headers: Mapping[str, str] | None = None,
     extra_body: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -308,7 +310,9 @@ def image_edit_params(
     ``user`` when both are given (the other is kept in the event's metadata).
     ``vertex_project`` and ``vertex_location`` (LiteLLM's names; a ``vertex_ai/`` model only)
     choose the Google Cloud project and location the call is sent to, else the environment's
-    (``VERTEXAI_PROJECT``, ``VERTEXAI_LOCATION``). ``metadata``
+    (``VERTEXAI_PROJECT``, ``VERTEXAI_LOCATION``); LiteLLM's other names for them,
+    ``vertex_ai_project`` and ``vertex_ai_location``, are read as the same settings (both names
+    with different values are a ``ConfigurationError``). ``metadata``
     is recorded on the call's event (``team`` and ``tags`` are read from it). Returns an
     :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
     ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's stream events
@@ -340,6 +344,8 @@ def image_generation_params(
     api_version: str | None = None,
     vertex_project: str | None = None,
     vertex_location: str | None = None,
+    vertex_ai_project: str | None = None,
+    vertex_ai_location: str | None = None,
     extra_headers: Mapping[str, str] | None = None,
     extra_body: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -451,8 +457,8 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     api_key: str | None = get("api_key")
     api_base: str | None = get("api_base")
     api_version: str | None = get("api_version")
-    vertex_project: str | None = get("vertex_project")
-    vertex_location: str | None = get("vertex_location")
+    vertex_project = _vertex_alias(get("vertex_project"), get("vertex_ai_project"), "project")
+    vertex_location = _vertex_alias(get("vertex_location"), get("vertex_ai_location"), "location")
     extra_headers: Mapping[str, str] | None = get("extra_headers")
     extra_body: Mapping[str, Any] | None = get("extra_body")
     metadata: Mapping[str, Any] | None = get("metadata")
@@ -792,6 +798,20 @@ def _require_id(name: str, value: str) -> None:
             param=name,
             rule="format",
         )
+
+
+def _vertex_alias(given: Any, alias: Any, what: str) -> Any:
+    """``vertex_{what}``, or LiteLLM's other name for it, ``vertex_ai_{what}``: one setting
+    (checked with the other Vertex AI settings); both with different values is a mistake."""
+    if alias is None:
+        return given
+    if given is not None and str(given) != str(alias):  # a project number as int or text
+        raise ConfigurationError(
+            f"vertex_ai_{what} {alias!r} and vertex_{what} {given!r} differ; they are two names "
+            f"for one setting: give vertex_{what} alone",
+            param=f"vertex_{what}",
+        )
+    return alias
 
 
 def _int_param(name: str, value: Any, *, low: int, high: int) -> int | None:
