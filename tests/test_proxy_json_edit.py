@@ -29,7 +29,6 @@ import tracking
 from tests.conftest import API_KEY, make_png
 from tests.gemini_support import GEMINI_KEY
 from tests.proxy_support import MASTER_KEY, ProxyProcess, ledger_row, write_config
-from tracking.images import ImageReference
 from tracking.testing import FakeOpenAI
 from tracking.testing.fake_gemini import FakeGemini
 
@@ -196,6 +195,8 @@ def test_a_reference_for_a_deployment_that_needs_the_bytes_is_refused_by_name(
 
 
 def test_the_sdk_refuses_a_reference_for_a_provider_that_needs_the_bytes(upstreams):
+    from tracking.images import ImageReference
+
     _, gemini = upstreams
     before = gemini.hits
     with pytest.raises(tracking.UnsupportedParamsError) as caught:
@@ -308,6 +309,8 @@ def test_the_openapi_document_lists_the_json_body(proxy):
 
 
 def test_the_sdk_sends_references_in_openai_s_json_body(upstreams):
+    from tracking.images import ImageReference
+
     own, _ = upstreams
     response = tracking.image_edit(
         image=[ImageReference.of(image_url="https://example.com/a.png"), PNG], prompt="x",
@@ -342,3 +345,38 @@ def test_the_fake_upstream_refuses_what_openai_s_reference_refuses(upstreams, bo
         timeout=30,
     )
     assert answer.status_code == 400 and answer.json()["error"]["message"]
+
+
+def test_the_fake_upstream_takes_openai_s_json_edit_body(upstreams):
+    own, _ = upstreams
+    answer = httpx.post(
+        f"{own.url}/images/edits",
+        json={
+            "model": "gpt-image-2", "prompt": "x", "quality": "low", "size": "1024x1024",
+            "images": [{"image_url": DATA_URL}, {"file_id": "file-1"}], "n": 1, "stream": False,
+        },
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=30,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    usage = answer.json()["usage"]
+    assert usage["input_tokens_details"]["image_tokens"] > 0 and usage["output_tokens"] > 0
+    assert own.requests[-1].references == [
+        ("image[]", "image_url", DATA_URL[:40]),
+        ("image[]", "file_id", "file-1"),
+    ]
+
+
+def test_a_budget_hold_counts_a_referenced_image_as_an_uploaded_one():
+    """The hold's estimate counts input images, not their size: images of unknown size (URLs,
+    file ids) are held exactly as the same number of uploads, never less."""
+    from tracking.pricing.estimate import estimate_max_cost
+    from tracking.proxy.edit_body import json_edit_params
+
+    def held(*images: dict[str, str]) -> Decimal | None:
+        body = {"model": "gpt-image-2", "prompt": "a hat", "quality": "high", "images": images}
+        return estimate_max_cost("gpt-image-2", json_edit_params(json.dumps(body).encode()))
+
+    uploaded = held({"image_url": DATA_URL}, {"image_url": DATA_URL})
+    assert uploaded is not None and uploaded > held({"image_url": DATA_URL})  # per image
+    assert held({"image_url": "https://e.com/a.png"}, {"file_id": "file-1"}) == uploaded
