@@ -456,10 +456,17 @@ def test_400_validation_errors(proxy, client, images):
     assert error["param"] == "image"
     not_multipart = httpx.post(
         f"{proxy.url}/v1/images/edits",
+        content=b'{"model": "gpt-image-1", "prompt": "x"}',
+        headers={"Authorization": f"Bearer {MASTER_KEY}", "content-type": "text/plain"},
+    )
+    assert_openai_error(not_multipart, 400, "invalid_content_type")
+    # OpenAI's JSON edit body is read (tests/test_proxy_json_edit.py): without images, a 400
+    no_images = httpx.post(
+        f"{proxy.url}/v1/images/edits",
         json={"model": "gpt-image-1", "prompt": "x"},
         headers={"Authorization": f"Bearer {MASTER_KEY}"},
     )
-    assert_openai_error(not_multipart, 400, "invalid_content_type")
+    assert assert_openai_error(no_images, 400)["param"] == "images"
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.edit(model="gpt-image-1", image=images["original_image"], prompt="x", n=0)
     assert caught.value.status_code == 400

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "ImageFile",
     "ImageInput",
+    "ImageReference",
     "encodes_image",
     "encodes_image_or_svg",
     "encodes_svg",
@@ -158,6 +159,42 @@ class ImageFile:
     @property
     def dimensions(self) -> str:
         return f"{self.width}x{self.height}" if self.width is not None else "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference(ImageFile):
+    """An input image named, not sent: an ``https://`` URL (``image_url``) or an uploaded file
+    (``file_id``), as OpenAI's JSON edit body takes it (``{"image_url": ...}`` or
+    ``{"file_id": ...}``). Nothing here fetches it: only a provider whose upstream speaks
+    OpenAI's images API (``takes_image_references``: OpenAI, Azure, OpenAI-compatible servers)
+    can send it, unchanged, in a JSON edit body; every other provider refuses the call before
+    anything is sent (:func:`tracking.providers.prepare_call`). Its bytes, format and size are
+    unknown (``content`` is empty): the rules that read a file's header pass it, the upstream
+    checks what it fetches.
+    """
+
+    image_url: str | None = None
+    file_id: str | None = None
+
+    def __repr__(self) -> str:  # never a whole URL (it may carry a signature) in logs
+        if self.file_id is not None:
+            return f"ImageReference(file_id={self.file_id[:40]!r})"
+        return f"ImageReference(image_url={(self.image_url or '')[:40]!r}...)"
+
+    @classmethod
+    def of(cls, image_url: str | None = None, file_id: str | None = None) -> ImageReference:
+        """A reference to exactly one of ``image_url`` and ``file_id``."""
+        if (image_url is None) == (file_id is None):
+            raise ValueError("an image reference names exactly one of image_url and file_id")
+        label = file_id if file_id is not None else "image-url"
+        return cls(label, b"", "application/octet-stream", image_url=image_url, file_id=file_id)
+
+    def to_json(self) -> dict[str, str]:
+        """The reference as OpenAI's JSON edit body writes it."""
+        if self.file_id is not None:
+            return {"file_id": self.file_id}
+        assert self.image_url is not None
+        return {"image_url": self.image_url}
 
 
 def read_image(value: ImageInput, *, param: str = "image") -> ImageFile:

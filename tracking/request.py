@@ -14,6 +14,7 @@ image arguments.
 
 from __future__ import annotations
 
+import base64
 import inspect
 import math
 import os
@@ -33,7 +34,7 @@ from .errors import ConfigurationError, ValidationError, Violation, range_code
 from .events import MetadataTooLarge, freeze_metadata
 from .families import Family, family_for
 from .frozen import fast_init
-from .images import ImageFile, ImageInput, read_image, read_images
+from .images import ImageFile, ImageInput, ImageReference, read_image, read_images
 from .providers import is_provider
 from .rules import Call, check_call, check_parameters, streaming
 
@@ -100,6 +101,15 @@ def openai_api_base(given: str | None = None) -> str:
 MAX_RETRIES = 100
 
 
+def _image_ref(file: ImageFile) -> dict[str, str]:
+    """One image as OpenAI's JSON edit body names it: a reference as it came, bytes as a
+    ``data:`` URL of their own type."""
+    if isinstance(file, ImageReference):
+        return file.to_json()
+    encoded = base64.b64encode(file.content).decode("ascii")
+    return {"image_url": f"data:{file.content_type};base64,{encoded}"}
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ImageEditRequest:
@@ -153,6 +163,31 @@ class ImageEditRequest:
     def input_images(self) -> int:
         """The input images the upstream bills: the images, and the markup as one more."""
         return len(self.images) + (self.markup is not None)
+
+    @property
+    def references(self) -> bool:
+        """Whether an input image (or the mask, or the markup) is an
+        :class:`~tracking.images.ImageReference` (a URL or a file id, not bytes): the call is
+        then sent as OpenAI's JSON edit body (:meth:`edit_json_body`)."""
+        files = (*self.images, self.mask, self.markup)
+        return any(isinstance(file, ImageReference) for file in files)
+
+    def edit_json_body(self) -> dict[str, Any]:
+        """An edit as OpenAI's JSON edit body: ``images`` (a list of ``{"image_url": ...}`` or
+        ``{"file_id": ...}``), ``mask`` and ``markup`` the same way, then the fields
+        :meth:`json_body` writes and ``input_fidelity``. A reference is sent as it came; an
+        image held as bytes goes as a ``data:`` URL."""
+        body = self.json_body()
+        extra = {name: body.pop(name) for name in self.extra_body if name in body}
+        body["images"] = [_image_ref(image) for image in self.images]
+        if self.mask is not None:
+            body["mask"] = _image_ref(self.mask)
+        if self.markup is not None:
+            body["markup"] = _image_ref(self.markup)
+        if self.input_fidelity is not None:
+            body["input_fidelity"] = self.input_fidelity
+        body.update(extra)
+        return body
 
     def form_fields(self) -> list[tuple[str, str]]:
         """The non-file multipart fields, in a stable order, only those the caller set."""

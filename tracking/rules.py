@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .errors import Violation, range_code
 from .families import Family, ImageRule, SizeRule, pixel_size
 from .frozen import fast_init
-from .images import ImageFile
+from .images import ImageFile, ImageReference
 
 __all__ = [
     "CALL_RULES",
@@ -177,6 +177,8 @@ def image_count(call: Call, family: Family) -> Iterator[Violation]:
 
 
 def _file_problems(file: ImageFile, rule: ImageRule, param: str, model: str) -> Iterator[Violation]:
+    if isinstance(file, ImageReference):
+        return  # a URL or file id: its bytes are the upstream's to fetch and check
     if file.format not in rule.formats:
         shown = file.format.upper() if file.format else "not a recognised image"
         yield Violation(

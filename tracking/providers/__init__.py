@@ -32,7 +32,11 @@ False (every one but OpenAI, Azure and OpenAI-compatible servers), whatever its 
 ``stream=True`` with ``n`` above 1 with a :class:`~tracking.errors.ValidationError` on ``n``,
 also for a model the family table does not know (a stream ends at its first image).
 OpenAI, Azure, OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit
-them.
+them. An edit naming its images by reference (:class:`~tracking.images.ImageReference`: a URL or
+a ``file_id``, from OpenAI's JSON edit body) goes only to a provider whose
+``takes_image_references`` is True (OpenAI, Azure, OpenAI-compatible servers: it is sent on
+unchanged); any other refuses it with an :class:`~tracking.errors.UnsupportedParamsError` on
+``image`` before anything is sent, since nothing here fetches a URL (:func:`takes_references`).
 """
 
 from __future__ import annotations
@@ -64,7 +68,9 @@ __all__ = [
     "prepare_call",
     "prepares_heavily",
     "provider_names",
+    "references_refused",
     "register_provider",
+    "takes_references",
 ]
 
 #: name -> "module:attribute"; imported on first use so unused providers cost nothing.
@@ -170,6 +176,28 @@ def check_deployment(
             raise ConfigurationError(f"{exc.message} (from {found})") from None
 
 
+def takes_references(provider_name: str) -> bool:
+    """Whether the provider ``provider_name`` sends image references (URLs, file ids) on to its
+    upstream (its ``takes_image_references``); False for an unknown one."""
+    try:
+        provider = get_provider(provider_name)
+    except ConfigurationError:
+        return False
+    return getattr(provider, "takes_image_references", False) is True
+
+
+def references_refused(provider_name: str, where: str) -> UnsupportedParamsError:
+    """The refusal of an edit naming its images by URL or file id, for a provider that needs
+    their bytes; ``where`` names the model or deployment."""
+    return UnsupportedParamsError(
+        f"image: {where} (provider {provider_name}) needs the image bytes, and this proxy and "
+        "SDK never fetch an image URL nor a file_id; send the images themselves (multipart "
+        "image uploads, or data: URLs in the JSON body's images)",
+        param="image",
+        rule="image_reference",
+    )
+
+
 def prepare_call(
     request: ImageEditRequest, options: CallOptions
 ) -> tuple[Provider, PreparedRequest]:
@@ -201,6 +229,8 @@ def prepare_call(
         # a model the family table does not know (an Azure deployment, an OpenAI-compatible
         # server's): its stream would end at its first image, the others billed unseen
         raise ValidationError.from_violations([several_streamed_images(request.n)])
+    if request.references and getattr(provider, "takes_image_references", False) is not True:
+        raise references_refused(request.provider, f"model {request.model!r}")
     prepared = provider.prepare(request, options)
     # A key or URL from the environment is held to the rules the call's own were (request.py).
     check_prepared(prepared.url, prepared.headers, prepared.secrets)

@@ -37,6 +37,7 @@ class AzureProvider(OpenAIAnswers):
     name = "azure"
     key_variables = ("AZURE_API_KEY",)
     operations = EDITS_AND_GENERATIONS
+    takes_image_references = True  #: as OpenAI's (:mod:`.openai`)
 
     def check_settings(self, model: str, api_base: str | None, api_version: str | None) -> None:
         """A deployment needs its resource's URL and an API version, given or in the

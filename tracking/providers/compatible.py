@@ -26,6 +26,7 @@ __all__ = ["CompatibleProvider"]
 class CompatibleProvider(OpenAIAnswers):
     name = "openai_compatible"
     operations = EDITS_AND_GENERATIONS
+    takes_image_references = True  #: as OpenAI's (:mod:`.openai`)
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         api_base = options.api_base or os.environ.get("OPENAI_COMPATIBLE_API_BASE")

@@ -1,5 +1,11 @@
 """OpenAI's ``POST {api_base}/images/edits`` (multipart out) and
-``POST {api_base}/images/generations`` (JSON out): bearer auth, JSON in."""
+``POST {api_base}/images/generations`` (JSON out): bearer auth, JSON in.
+
+An edit whose images (or mask, or markup) include an
+:class:`~tracking.images.ImageReference` (an ``https://`` URL or a ``file_id`` a client sent in
+OpenAI's JSON edit body) goes to ``images/edits`` as that JSON body instead of multipart: the
+references unchanged, any image held as bytes as a ``data:`` URL. The upstream fetches the
+URLs; nothing here does."""
 
 from __future__ import annotations
 
@@ -41,6 +47,9 @@ def encoded_body(request: ImageEditRequest) -> tuple[bytes, str, str]:
     if request.operation == "image_generation":
         body = json.dumps(request.json_body(), separators=(",", ":")).encode()
         return body, "application/json", "images/generations"
+    if request.references:
+        body = json.dumps(request.edit_json_body(), separators=(",", ":")).encode()
+        return body, "application/json", "images/edits"
     form, content_type = encode_multipart(request.form_fields(), multipart_files(request))
     return form, content_type, "images/edits"
 
@@ -49,6 +58,8 @@ class OpenAIProvider(OpenAIAnswers):
     name = "openai"
     key_variables = ("OPENAI_API_KEY",)
     operations = EDITS_AND_GENERATIONS
+    #: it sends image references (URLs, file ids) on, in OpenAI's JSON edit body
+    takes_image_references = True
 
     def api_base(self, options: CallOptions) -> str:
         return openai_api_base(options.api_base).rstrip("/")

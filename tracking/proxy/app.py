@@ -53,9 +53,10 @@ from .answer_cost import NOT_BILLED_HEADERS, cost_headers, failure_cost
 from .auth import Authenticator, KeyCheck, Principal, request_headers
 from .client_metadata import take_tags_header
 from .concurrency import ParallelLimit, UploadBytes, UploadHold
+from .edit_body import check_references, json_edit_params
 from .end_user_headers import take_end_user_headers
 from .errors import ProxyError, from_exception
-from .form import ClientDisconnected, form_params, read_multipart, too_large
+from .form import ClientDisconnected, form_params, read_body, read_multipart, too_large
 from .generation_body import read_generation
 from .health import HealthReport
 from .image_store import STORED_PREFIX, build_image_store, parse_store_settings, sweep_forever
@@ -347,14 +348,29 @@ class ProxyApp:
     async def _edit_params(
         self, receive: Receive, headers: dict[str, str], upload: UploadHold
     ) -> dict[str, Any]:
+        content_type = headers.get("content-type", "")
+        if content_type.split(";", 1)[0].strip().lower() == "application/json":
+            # OpenAI's JSON edit body: data: URLs decoded, URLs and file ids passed on
+            body = await read_body(receive, self.max_body, self.body_timeout, upload.grow_to)
+            params = json_edit_params(body, upload.grow_to)
+            del body  # the decoded images now live only in the params
+            model = params.get("model")
+            if isinstance(model, str):
+                check_references(params, model, self._deployments_of(model))
+            return params
         parts = await read_multipart(
-            receive,
-            headers.get("content-type", ""),
-            self.max_body,
-            self.body_timeout,
-            upload.grow_to,
+            receive, content_type, self.max_body, self.body_timeout, upload.grow_to
         )
         return form_params(parts)  # the parts go: the images now live only in the params
+
+    def _deployments_of(self, model: str) -> list[tuple[str, str]]:
+        """``(id, model sent)`` of each deployment serving ``model``."""
+        if isinstance(self.dispatcher, RoutedModels):
+            deployments = self.dispatcher.router.deployments
+            return [(d.id, d.model) for d in deployments if d.model_name == model]
+        return [
+            (str(d.model_info.get("id", d.model)), d.model) for d in self.config.deployments(model)
+        ]
 
     async def _generation_params(
         self, receive: Receive, headers: dict[str, str], upload: UploadHold

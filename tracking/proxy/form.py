@@ -212,7 +212,8 @@ async def read_multipart(
     if kind != b"multipart/form-data":
         raise ProxyError(
             400,
-            "expected a multipart/form-data body (as the openai client and curl -F send)",
+            "expected a multipart/form-data body (as the openai client and curl -F send) or "
+            "OpenAI's application/json edit body (images as image_url or file_id references)",
             code="invalid_content_type",
         )
     boundary = options.get(b"boundary")

@@ -20,7 +20,7 @@ from .form import BOOL_FIELDS, INT_FIELDS, TEXT_FIELDS, read_body
 from .json_io import load_json_object
 from .limits import bounded_text, end_user_id
 
-__all__ = ["generation_params", "read_generation"]
+__all__ = ["generation_params", "read_field", "read_generation"]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -64,6 +64,34 @@ async def read_generation(
     return generation_params(load_json_object(body))
 
 
+def read_field(params: dict[str, Any], name: str, value: Any, text_fields: frozenset[str]) -> bool:
+    """Put one field of a JSON body that the form also has in ``params``, checked for its JSON
+    type (a 400 naming it): an integer, a boolean, the ``prompt``, the ``user`` (the end-user id
+    rule) or one of ``text_fields`` (short words the ledger records, bounded). False for a name
+    that is none of these."""
+    if name in INT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(f"{name}: expected an integer", name, "invalid_type")
+        params[name] = value
+    elif name in BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise _bad(f"{name}: expected true or false", name, "invalid_type")
+        params[name] = value
+    elif name in ("prompt", "user") or name in text_fields:
+        if not isinstance(value, str):
+            raise _bad(f"{name}: expected a string", name, "invalid_type")
+        if name == "user":  # the one end-user id rule; an empty one names nobody
+            if (user := end_user_id(value)) is not None:
+                params["user"] = user
+        elif name == "prompt":  # never stored (only its length is): the SDK bounds it
+            params[name] = value
+        else:
+            params[name] = bounded_text(value, name)
+    else:
+        return False
+    return True
+
+
 def generation_params(payload: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of ``tracking.aimage_generation`` that a JSON body spells."""
     if len(payload) > _MAX_KEYS:
@@ -74,28 +102,9 @@ def generation_params(payload: dict[str, Any]) -> dict[str, Any]:
     for name, value in payload.items():
         if value is None:  # JSON null: not given, as the official clients mean it
             continue
-        if name in INT_FIELDS:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise _bad(f"{name}: expected an integer", name, "invalid_type")
-            params[name] = value
-        elif name in BOOL_FIELDS:
-            if not isinstance(value, bool):
-                raise _bad(f"{name}: expected true or false", name, "invalid_type")
-            params[name] = value
-        elif name == "prompt":
-            if not isinstance(value, str):
-                raise _bad("prompt: expected a string", name, "invalid_type")
-            params[name] = value
-        elif name == "user":  # the one end-user id rule; an empty one names nobody
-            if not isinstance(value, str):
-                raise _bad("user: expected a string", name, "invalid_type")
-            if (user := end_user_id(value)) is not None:
-                params["user"] = user
-        elif name in _TEXT_FIELDS:
-            if not isinstance(value, str):
-                raise _bad(f"{name}: expected a string", name, "invalid_type")
-            params[name] = bounded_text(value, name)
-        elif name in ("operation", "base_model", "image", "mask", "markup", "input_fidelity"):
+        if read_field(params, name, value, _TEXT_FIELDS):
+            continue
+        if name in ("operation", "base_model", "image", "mask", "markup", "input_fidelity"):
             # our own call parameters and an edit's inputs are not a generation's JSON
             raise _bad(f"{name}: not a parameter of images.generate", name, "unknown_parameter")
         else:

@@ -129,9 +129,43 @@ _EDIT_FIELDS: dict[str, Any] = {
     "user": {"type": "string", "description": "The end user (deprecated by OpenAI)"},
 }
 _EDIT_FORM = {"type": "object", "required": ["image", "prompt"], "properties": _EDIT_FIELDS}
+#: OpenAI's ImageRefParam: exactly one of ``image_url`` and ``file_id``.
+_IMAGE_REF = {
+    "type": "object",
+    "description": "An http(s) URL or base64 data: URL (image_url), or an uploaded file's id "
+    "(file_id): exactly one. data: URLs are decoded by the proxy and work for every provider; "
+    "URLs and file ids are passed on unchanged (never fetched), so only to deployments of "
+    "OpenAI, Azure and OpenAI-compatible servers",
+    "properties": {"image_url": {"type": "string"}, "file_id": {"type": "string"}},
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+}
+#: OpenAI's JSON edit body (EditImageBodyJsonParam): the form's fields as JSON values, the
+#: images as references.
+_EDIT_JSON = {
+    "type": "object",
+    "required": ["images", "prompt"],
+    "additionalProperties": False,
+    "properties": {
+        "images": {"type": "array", "items": _IMAGE_REF, "minItems": 1, "maxItems": 16},
+        "mask": _IMAGE_REF,
+        "markup": _IMAGE_REF,
+        **{k: v for k, v in _EDIT_FIELDS.items() if k not in ("image", "mask", "markup")},
+        "stream": {"type": "boolean"},
+        "partial_images": {"type": "integer"},
+        "metadata": {"type": "object", "description": "Recorded with the call, never sent on"},
+    },
+}
 _EDIT = {
     "summary": "Edit images (OpenAI's images.edit), tracked and billed",
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _EDIT_FORM}}},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _EDIT_FORM},
+            "application/json": {"schema": _EDIT_JSON},
+        },
+    },
     "responses": _answers(
         "The upstream's JSON, byte for byte",
         400,

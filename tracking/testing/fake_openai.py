@@ -30,6 +30,14 @@ Token counts are a documented, deterministic estimate (no tokenizer download):
 * a 2.6 model's gif (``frame_count`` frames drawn on one sheet) or svg answer counts as one image
   of its size and quality: the usage is an image's, whatever the format.
 
+An edit may also come as OpenAI's JSON edit body (``Content-Type: application/json``, after the
+API reference's ``EditImageBodyJsonParam``: ``images`` a list of 1 to 16 objects holding exactly
+one of ``image_url``, an http(s) or base64 ``data:`` URL, and ``file_id``; ``mask`` one such
+object; ``prompt`` required; the form's other fields as JSON values of their type). A ``data:``
+URL is decoded into the image it holds; the fake fetches no URL nor file: it stands for the
+image OpenAI would fetch with a 1024x1024 PNG of its own, and records every reference as it came
+(:attr:`ReceivedRequest.references`).
+
 ``canned=True`` reads each body but does no multipart or image work and answers a pre-built
 response: for benchmarks, where the fake must cost as little as possible (faults still apply).
 
@@ -48,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import itertools
 import json
 import math
@@ -65,7 +74,13 @@ from .app_thread import ServedApp
 from .fake_admin import Billing, add_admin_routes
 from .fake_images import inspect, render, solid_png
 from .fake_models import models_body
-from .fake_rules import DALL_E_2, FLEXIBLE_SIZE_MODELS, GPT_IMAGE_MODELS, check_edit
+from .fake_rules import (
+    DALL_E_2,
+    FLEXIBLE_SIZE_MODELS,
+    GPT_IMAGE_MODELS,
+    check_edit,
+    json_edit_fields,
+)
 from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 
 __all__ = [
@@ -136,6 +151,11 @@ class ReceivedRequest:
     peer: tuple[str, int] | None = None  #: the client's address: tells connections apart
     #: Every text field in order, repeats included (``fields`` keeps the last of a name).
     form: list[tuple[str, str]] = field(default_factory=list)
+    #: A JSON edit's image references as sent: (key, "image_url" or "file_id", value), a
+    #: data: URL's value cut to its first 40 characters; empty for a multipart edit.
+    references: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Whether the edit came as OpenAI's JSON edit body.
+    json_body: bool = False
 
 
 def _error(
@@ -495,8 +515,14 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Stre
     deployment = request.match_info.get("deployment")
     if deployment is not None and not request.query.get("api-version"):
         return _error(404, "Resource not found: the api-version query parameter is required.")
+    references: list[tuple[str, str, str]] = []
+    as_json = request.content_type == "application/json"
     try:
-        fields, files, form = await _read_form(request)
+        if as_json:
+            fields, files, references = _read_json_edit(await request.read())
+            form = list(fields.items())
+        else:
+            fields, files, form = await _read_form(request)
     except ValueError as exc:
         return _error(400, str(exc))
     state.requests.append(
@@ -508,6 +534,8 @@ async def _edit(state: _FakeState, request: web.Request) -> web.Response | _Stre
             query=dict(request.query),
             peer=_peer(request),
             form=form,
+            references=references,
+            json_body=as_json,
         )
     )
     model = fields.get("model") or deployment or DEFAULT_MODEL
@@ -659,6 +687,72 @@ async def _read_form(
             fields[part.name] = bytes(data).decode("utf-8")
             form.append((part.name, fields[part.name]))
     return fields, files, form
+
+
+def _read_json_edit(
+    raw: bytes,
+) -> tuple[dict[str, str], list[tuple[str, str, str, bytes]], list[tuple[str, str, str]]]:
+    """A JSON edit body as the form's text fields, its images as uploads, and its references."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ValueError("We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise ValueError("The JSON body must be an object.")
+    fields = json_edit_fields(body)
+    if isinstance(fields, tuple):  # a field of an unknown name or of the wrong type
+        raise ValueError(fields[1])
+    if "prompt" not in fields:
+        raise ValueError("Missing required parameter: 'prompt'.")
+    images = body.get("images")
+    if not isinstance(images, list) or not 1 <= len(images) <= 16:
+        raise ValueError("Invalid 'images': expected an array of 1 to 16 image references.")
+    name = "image" if len(images) == 1 else "image[]"
+    refs = [(name, item) for item in images]
+    refs.extend((key, body[key]) for key in ("mask", "markup") if body.get(key) is not None)
+    files: list[tuple[str, str, str, bytes]] = []
+    references: list[tuple[str, str, str]] = []
+    for key, item in refs:
+        kind, value, data = _json_image(key, item)
+        references.append((key, kind, value[:40] if value.startswith("data:") else value))
+        files.append((key, f"{key.rstrip('[]')}.png", "image/png", data))
+    return fields, files, references
+
+
+def _json_image(key: str, item: object) -> tuple[str, str, bytes]:
+    """One ImageRefParam: exactly one of ``image_url`` and ``file_id``; its bytes (a data: URL
+    decoded; the fake's stand-in PNG for what OpenAI would fetch)."""
+    if not isinstance(item, dict) or set(item) - {"image_url", "file_id"}:
+        raise ValueError(f"Invalid '{key}': expected an object with image_url or file_id.")
+    given = [k for k in ("image_url", "file_id") if item.get(k) is not None]
+    if len(given) != 1 or not isinstance(item[given[0]], str):
+        raise ValueError(f"Invalid '{key}': provide exactly one of image_url or file_id.")
+    kind, value = given[0], item[given[0]]
+    if kind == "file_id":
+        return kind, value, _stand_in(key)
+    if value.startswith("data:"):
+        header, _, encoded = value.partition(",")
+        if not header.endswith(";base64"):
+            raise ValueError(f"Invalid '{key}': a data URL must be base64-encoded.")
+        try:
+            return kind, value, base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise ValueError(f"Invalid '{key}': the data URL is not valid base64.") from None
+    if not value.startswith(("https://", "http://")):
+        raise ValueError(f"Invalid '{key}': image_url must be a URL or a data URL.")
+    return kind, value, _stand_in(key)
+
+
+def _stand_in(key: str) -> bytes:
+    """What the fake takes a fetched image to be: a 1024x1024 PNG, with an alpha channel for a
+    mask or a markup (whose transparent pixels say where to edit)."""
+    if key not in ("mask", "markup"):
+        return solid_png(1024, 1024, (150, 120, 90))
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGBA", (1024, 1024), (0, 0, 0, 0)).save(out, format="PNG")
+    return out.getvalue()
 
 
 def _dimensions(size: str) -> tuple[int, int] | None:

@@ -26,6 +26,7 @@ __all__ = [
     "Problem",
     "check_edit",
     "check_generation",
+    "json_edit_fields",
 ]
 
 Problem = tuple[int, str, str | None, str | None]
@@ -350,13 +351,34 @@ _GENERATION_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+#: The JSON type of each field of an edit's JSON body (OpenAI's ``EditImageBodyJsonParam``):
+#: the generation's, less its own ``style``, plus ``input_fidelity``; the images are read apart.
+_EDIT_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    **{name: types for name, types in _GENERATION_TYPES.items() if name != "style"},
+    "input_fidelity": (str,),
+}
+
+
 def generation_fields(body: dict[str, object]) -> dict[str, str] | Problem:
     """A generation's JSON body as the text fields the edit checks read, or its type problem."""
+    return _typed_fields(body, _GENERATION_TYPES)
+
+
+def json_edit_fields(body: dict[str, object]) -> dict[str, str] | Problem:
+    """An edit's JSON body, but its ``images``, ``mask`` and ``markup``, as the text fields the
+    edit checks read, or its type problem."""
+    rest = {k: v for k, v in body.items() if k not in ("images", "mask", "markup")}
+    return _typed_fields(rest, _EDIT_JSON_TYPES)
+
+
+def _typed_fields(
+    body: dict[str, object], types: dict[str, tuple[type, ...]]
+) -> dict[str, str] | Problem:
     fields: dict[str, str] = {}
     for name, value in body.items():
         if value is None:
             continue
-        allowed = _GENERATION_TYPES.get(name)
+        allowed = types.get(name)
         if allowed is None:
             return _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
         if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
