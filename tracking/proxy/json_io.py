@@ -32,6 +32,7 @@ __all__ = [
     "date_window",
     "known_fields",
     "load_json_object",
+    "one_value",
     "optional_date",
     "optional_int",
     "optional_money",
@@ -250,6 +251,14 @@ def optional_int(
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(name, "expected an integer")
     return bounded_int(value, name, low=low, high=high)
+
+
+def one_value(document: Mapping[str, Any], name: str, other: str) -> None:
+    """A 400 when a field given under both its names (ours and LiteLLM's: ``team`` and
+    ``team_id``, ``user_id`` and ``end_user_id``) has two values: neither is dropped without a
+    word (until 2026-12-07 one was, and which differed between routes)."""
+    if name in document and other in document and document[name] != document[other]:
+        raise _bad(other, f"another value than {name} (two names of one field); give one of them")
 
 
 def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:

@@ -44,6 +44,7 @@ from .json_io import (
     Send,
     date_window,
     known_fields,
+    one_value,
     optional_int,
     optional_money,
     optional_str,
@@ -120,6 +121,7 @@ def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]
     changes: dict[str, Any] = {}
     if "key_alias" in document:
         changes["key_alias"] = optional_str(document, "key_alias")
+    one_value(document, "team", "team_id")
     if "team_id" in document or "team" in document:
         changes["team"] = optional_str(document, "team_id") or optional_str(document, "team")
     if "models" in document:
