@@ -291,6 +291,29 @@ def write_config(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
+#: An upstream no test calls: a proxy whose tests use only its management routes points here.
+NO_UPSTREAM = "http://127.0.0.1:9/v1"
+
+
+def managed_proxy(
+    folder: Path, api_base: str = NO_UPSTREAM, **general_settings: Any
+) -> ProxyProcess:
+    """A proxy (not started) serving ``gpt-image-2`` at ``api_base``, with ``MASTER_KEY`` and a
+    SQLite ledger in ``folder``; ``general_settings`` add to or replace those (``master_key=None``
+    leaves it open, ``database_url=...`` another ledger)."""
+    settings = {
+        "master_key": MASTER_KEY,
+        "database_url": f"sqlite:///{folder / 'ledger.db'}",
+        **general_settings,
+    }
+    document = one_deployment_config(
+        api_base,
+        model_name="gpt-image-2",
+        general_settings={name: value for name, value in settings.items() if value is not None},
+    )
+    return ProxyProcess(write_config(folder / "config.yaml", document))
+
+
 def same_name_config(
     folder: Path, names: tuple[str, ...], api_base: str, master_key: str = MASTER_KEY
 ) -> Path:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
+from .proxy_support import MASTER_KEY, ProxyProcess, managed_proxy
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 #: Amounts a float cannot hold, as JSON numbers (not strings), and what they are.
@@ -32,19 +32,7 @@ def proxy(
     tmp_path_factory: pytest.TempPathFactory, module_postgres_url: str
 ) -> Iterator[ProxyProcess]:
     folder = tmp_path_factory.mktemp("budget-json-numbers")
-    config = write_config(
-        folder / "config.yaml",
-        one_deployment_config(
-            "http://127.0.0.1:9/v1",  # no call is made
-            model_name="gpt-image-2",
-            general_settings={
-                "master_key": MASTER_KEY,
-                "database_url": module_postgres_url,
-                "auto_migrate": True,
-            },
-        ),
-    )
-    with ProxyProcess(config) as running:
+    with managed_proxy(folder, database_url=module_postgres_url, auto_migrate=True) as running:
         yield running
 
 

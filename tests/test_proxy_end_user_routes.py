@@ -9,7 +9,6 @@ same routes, with the same rules (the master key; an open proxy answers 403).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from tracking.testing import FakeOpenAI
 
 from .conftest import API_KEY, make_png
-from .proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
+from .proxy_support import MASTER_KEY, ProxyProcess, managed_proxy
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
@@ -28,26 +27,9 @@ def upstream() -> Iterator[FakeOpenAI]:
         yield fake
 
 
-def _proxy(folder: Path, upstream: FakeOpenAI, **general_settings: str) -> ProxyProcess:
-    config = write_config(
-        folder / "config.yaml",
-        one_deployment_config(
-            upstream.url,
-            model_name="gpt-image-2",
-            general_settings={
-                "database_url": f"sqlite:///{folder / 'ledger.db'}",
-                **general_settings,
-            },
-        ),
-    )
-    return ProxyProcess(config)
-
-
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> Iterator[ProxyProcess]:
-    with _proxy(
-        tmp_path_factory.mktemp("end-user-routes"), upstream, master_key=MASTER_KEY
-    ) as running:
+    with managed_proxy(tmp_path_factory.mktemp("end-user-routes"), upstream.url) as running:
         yield running
 
 
@@ -127,7 +109,8 @@ def test_the_openapi_document_lists_them_as_deprecated_names(proxy: ProxyProcess
 def test_an_open_proxy_refuses_them_as_it_refuses_the_customer_routes(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI
 ) -> None:
-    with _proxy(tmp_path_factory.mktemp("end-user-routes-open"), upstream) as running:
+    folder = tmp_path_factory.mktemp("end-user-routes-open")
+    with managed_proxy(folder, upstream.url, master_key=None) as running:
         for path in ("/end_user/new", "/customer/new"):
             answer = httpx.post(f"{running.url}{path}", json={"user_id": "x"}, timeout=60)
             assert answer.status_code == 403, (path, answer.text)

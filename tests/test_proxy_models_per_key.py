@@ -15,10 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tracking.testing import FakeOpenAI
-
-from .conftest import API_KEY
-from .proxy_support import MASTER_KEY, ProxyProcess, write_config
+from .proxy_support import MASTER_KEY, NO_UPSTREAM, ProxyProcess, same_name_config
 
 NAMES = ["gpt-image-1", "gpt-image-2"]
 
@@ -26,29 +23,8 @@ NAMES = ["gpt-image-1", "gpt-image-2"]
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     folder = tmp_path_factory.mktemp("models-per-key")
-    with FakeOpenAI(api_keys=[API_KEY]) as upstream:
-        config = write_config(
-            folder / "config.yaml",
-            {
-                "model_list": [
-                    {
-                        "model_name": name,
-                        "litellm_params": {
-                            "model": name,
-                            "api_key": API_KEY,
-                            "api_base": upstream.url,
-                        },
-                    }
-                    for name in NAMES
-                ],
-                "general_settings": {
-                    "master_key": MASTER_KEY,
-                    "database_url": f"sqlite:///{folder / 'ledger.db'}",
-                },
-            },
-        )
-        with ProxyProcess(config) as running:
-            yield running
+    with ProxyProcess(same_name_config(folder, tuple(NAMES), NO_UPSTREAM)) as running:
+        yield running  # no call is made: the routes read the config
 
 
 def _key(proxy: ProxyProcess, **fields: object) -> str:

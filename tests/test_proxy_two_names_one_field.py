@@ -15,27 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
-from .proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
+from .proxy_support import MASTER_KEY, managed_proxy
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    folder = tmp_path_factory.mktemp("two-names")
-    config = write_config(
-        folder / "config.yaml",
-        one_deployment_config(
-            "http://127.0.0.1:9/v1",  # no call is made
-            model_name="gpt-image-2",
-            general_settings={
-                "master_key": MASTER_KEY,
-                "database_url": f"sqlite:///{folder / 'ledger.db'}",
-            },
-        ),
-    )
     with (
-        ProxyProcess(config) as proxy,
+        managed_proxy(tmp_path_factory.mktemp("two-names")) as proxy,
         httpx.Client(base_url=proxy.url, headers=AUTH, timeout=60) as http,
     ):
         yield http
