@@ -10,6 +10,7 @@ not JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +314,18 @@ def managed_proxy(
         general_settings={name: value for name, value in settings.items() if value is not None},
     )
     return ProxyProcess(write_config(folder / "config.yaml", document))
+
+
+@contextlib.contextmanager
+def managed_client(folder: Path, **general_settings: Any) -> Iterator[httpx.Client]:
+    """An HTTP client holding ``MASTER_KEY``, on a started :func:`managed_proxy`."""
+    with (
+        managed_proxy(folder, **general_settings) as proxy,
+        httpx.Client(
+            base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=60
+        ) as client,
+    ):
+        yield client
 
 
 def same_name_config(

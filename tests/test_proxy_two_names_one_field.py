@@ -15,17 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from .proxy_support import MASTER_KEY, managed_proxy
-
-AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+from .proxy_support import managed_client
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with (
-        managed_proxy(tmp_path_factory.mktemp("two-names")) as proxy,
-        httpx.Client(base_url=proxy.url, headers=AUTH, timeout=60) as http,
-    ):
+    with managed_client(tmp_path_factory.mktemp("two-names")) as http:
         yield http
 
 
