@@ -10,6 +10,7 @@ not JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +291,41 @@ def write_config(path: Path, document: dict[str, Any]) -> Path:
     """Config files are YAML; JSON is YAML, and keeps the tests free of formatting details."""
     path.write_text(json.dumps(document, indent=2))
     return path
+
+
+#: An upstream no test calls: a proxy whose tests use only its management routes points here.
+NO_UPSTREAM = "http://127.0.0.1:9/v1"
+
+
+def managed_proxy(
+    folder: Path, api_base: str = NO_UPSTREAM, **general_settings: Any
+) -> ProxyProcess:
+    """A proxy (not started) serving ``gpt-image-2`` at ``api_base``, with ``MASTER_KEY`` and a
+    SQLite ledger in ``folder``; ``general_settings`` add to or replace those (``master_key=None``
+    leaves it open, ``database_url=...`` another ledger)."""
+    settings = {
+        "master_key": MASTER_KEY,
+        "database_url": f"sqlite:///{folder / 'ledger.db'}",
+        **general_settings,
+    }
+    document = one_deployment_config(
+        api_base,
+        model_name="gpt-image-2",
+        general_settings={name: value for name, value in settings.items() if value is not None},
+    )
+    return ProxyProcess(write_config(folder / "config.yaml", document))
+
+
+@contextlib.contextmanager
+def managed_client(folder: Path, **general_settings: Any) -> Iterator[httpx.Client]:
+    """An HTTP client holding ``MASTER_KEY``, on a started :func:`managed_proxy`."""
+    with (
+        managed_proxy(folder, **general_settings) as proxy,
+        httpx.Client(
+            base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=60
+        ) as client,
+    ):
+        yield client
 
 
 def same_name_config(

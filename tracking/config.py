@@ -244,6 +244,19 @@ def _is_str_list(value: Any) -> str | None:
     return None
 
 
+def _is_names_or_one(value: Any) -> str | None:
+    """``callbacks``: a list of names, or one name alone, as LiteLLM's proxy docs write it
+    (``callbacks: custom_callbacks.proxy_handler_instance``) and its proxy reads it."""
+    if isinstance(value, str) and value:
+        return None
+    return _is_str_list(value)
+
+
+def _names(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The names a checked ``callbacks`` value gives: one alone is one."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def _is_list(value: Any) -> str | None:
     return None if isinstance(value, list) else "expected a list"
 
@@ -315,7 +328,7 @@ _DEPLOYMENT: dict[str, Check] = {
 _LITELLM_SETTINGS: dict[str, Check] = {
     "success_callback": _is_str_list,
     "failure_callback": _is_str_list,
-    "callbacks": _is_str_list,
+    "callbacks": _is_names_or_one,
     "fallbacks": _is_list,
     "drop_params": _is_bool,
     "num_retries": _is_int(0, MAX_RETRIES),
@@ -719,7 +732,7 @@ def parse_config(
         litellm_settings=LitellmSettings(
             success_callback=tuple(litellm.get("success_callback", ())),
             failure_callback=tuple(litellm.get("failure_callback", ())),
-            callbacks=tuple(litellm.get("callbacks", ())),
+            callbacks=_names(litellm.get("callbacks", ())),
             fallbacks=tuple(litellm.get("fallbacks", ())),
             drop_params=litellm.get("drop_params", False),
             num_retries=litellm.get("num_retries"),

@@ -11,7 +11,15 @@ image entries (``mode`` ``image_generation`` or ``image_edit``) are read, in thr
   files the *output* image's price under the misleading name ``input_cost_per_image`` (some
   entries use ``output_cost_per_image``); either is read as the price of one output image;
 * ``1024-x-1024/dall-e-2`` (optionally ``hd/...``): priced per pixel (``input_cost_per_pixel``),
-  turned into a per-image price for that size.
+  turned into a per-image price for that size;
+* ``recraft/recraftv3`` (a model's name alone) with ``output_cost_per_image`` and no token
+  price: one image of any size and quality, ``{"standard": {"any": ...}}`` as the packaged
+  table prices such models (until 2026-12-07 it was dropped, and the import said "imported 0
+  model(s)"). Beside token prices (LiteLLM's Gemini entries) the tokens bill the call and the
+  per-image price is left out with a warning.
+
+An image entry of none of these shapes, with no price the import reads, is named in a warning,
+never dropped without a word.
 
 Grounding with Google Search's fee (``search_context_cost_per_query``, its medium size, or
 ``web_search_cost_per_request``, with ``web_search_billing_unit``: ``per_query`` or
@@ -39,7 +47,7 @@ from typing import Any
 from ..decimals import strict_decimal
 from ..errors import ConfigurationError
 from .model_info import SEARCH_COST_KEY, SEARCH_FLAT_KEY, SEARCH_UNIT_KEY, search_fee
-from .table import MIN_PRICE
+from .table import ANY, MIN_PRICE
 
 __all__ = ["IMAGE_MODES", "from_litellm", "is_litellm_document"]
 
@@ -62,11 +70,18 @@ _SMALLEST = MIN_PRICE / _MILLION
 _DEFAULT_QUALITY = "standard"
 
 
+def _is_image_entry(info: Any) -> bool:
+    """An entry of LiteLLM's map with an image ``mode`` (one of another type is not: a list or
+    an object there is no mode, never a ``TypeError``)."""
+    if not isinstance(info, Mapping):
+        return False
+    mode = info.get("mode")
+    return isinstance(mode, str) and mode in IMAGE_MODES
+
+
 def is_litellm_document(data: Any) -> bool:
     """A LiteLLM price map: an object of objects, at least one with an image ``mode``."""
-    return isinstance(data, Mapping) and any(
-        isinstance(v, Mapping) and v.get("mode") in IMAGE_MODES for v in data.values()
-    )
+    return isinstance(data, Mapping) and any(_is_image_entry(v) for v in data.values())
 
 
 def _amount(raw: Any, where: str) -> Decimal | None:
@@ -153,7 +168,7 @@ def from_litellm(
         }
 
     for key, info in data.items():
-        if not isinstance(info, Mapping) or info.get("mode") not in IMAGE_MODES:
+        if not _is_image_entry(info):
             continue
         where = f"{source}: {key}"
         model, quality, size = _parse_key(str(key))
@@ -190,10 +205,21 @@ def from_litellm(
         if fee is not None:
             _add_search_fee(entry, fee["google_search"], figure, where)
         if size is None:
+            tokens = entry["tokens_per_million"]
             for litellm_key, kind in _PER_TOKEN.items():
                 per_token = _amount(info.get(litellm_key), f"{where}.{litellm_key}")
                 if per_token is not None:
-                    entry["tokens_per_million"][kind] = figure(per_token * _MILLION)
+                    tokens[kind] = figure(per_token * _MILLION)
+            each = _amount(info.get(_PER_IMAGE[0]), f"{where}.{_PER_IMAGE[0]}") or None
+            if each is not None and not tokens:
+                # a model priced per image whatever its size (Recraft, Grok Imagine, FLUX...):
+                # the packaged table's {"standard": {"any": ...}}
+                entry["per_image"].setdefault(_DEFAULT_QUALITY, {})[ANY] = figure(each)
+            elif each is not None and warnings is not None:
+                warnings.append(
+                    f"{where}: its per-image price is not imported beside its token prices "
+                    "(the tokens bill its calls)"
+                )
             continue
         each = next(
             (
@@ -212,6 +238,12 @@ def from_litellm(
             tier = entry["per_image"].setdefault(quality or _DEFAULT_QUALITY, {})
             tier[size] = figure(each)
     priced = [e for e in entries.values() if e["tokens_per_million"] or e["per_image"]]
+    if warnings is not None:
+        warnings.extend(
+            f"{source}: {model}: an image model with no price this import reads; not imported"
+            for model, e in entries.items()
+            if not (e["tokens_per_million"] or e["per_image"])
+        )
     return {
         "schema": 1,
         "currency": "USD",

@@ -46,7 +46,16 @@ if TYPE_CHECKING:
     from .auth import Authenticator, KeyCheck, Principal
     from .json_io import Receive, Scope, Send
 
-__all__ = ["PREFIX_ENV", "REDIS_ENV", "RETRY_ENV", "Accounts", "redis_url_of"]
+__all__ = [
+    "CUSTOMER_PREFIX",
+    "END_USER_PREFIX",
+    "PREFIX_ENV",
+    "REDIS_ENV",
+    "RETRY_ENV",
+    "Accounts",
+    "end_user_aliases",
+    "redis_url_of",
+]
 
 log = logging.getLogger("tracking.proxy")
 
@@ -115,6 +124,7 @@ class Accounts:
         routes: dict[tuple[str, str], Handler] = {}
         routes.update(spend_routes(auth, self.store, open_reads=self.open_spend_reads))
         managed = {**management_routes(self, auth), **litellm_routes(self, auth)}
+        managed.update(end_user_aliases(managed))
         if self.enabled:
             routes.update(managed)
         else:
@@ -218,6 +228,23 @@ def refuse_missing_params(enforced: tuple[str, ...], params: Mapping[str, Any]) 
                 code="missing_required_parameter",
                 reason="validation",
             )
+
+
+#: LiteLLM serves each ``/customer/*`` route under its older name too, ``/end_user/*``
+#: (``customer_endpoints.py``, out of its schema); scripts written against either name work here.
+END_USER_PREFIX = "/end_user/"
+CUSTOMER_PREFIX = "/customer/"
+
+
+def end_user_aliases(
+    routes: Mapping[tuple[str, str], Handler],
+) -> dict[tuple[str, str], Handler]:
+    """``routes``' ``/customer/*`` routes again under LiteLLM's ``/end_user/*`` names."""
+    return {
+        (method, END_USER_PREFIX + path.removeprefix(CUSTOMER_PREFIX)): handler
+        for (method, path), handler in routes.items()
+        if path.startswith(CUSTOMER_PREFIX)
+    }
 
 
 async def _needs_master_key(scope: Scope, receive: Receive, send: Send) -> None:

@@ -38,7 +38,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -146,15 +146,7 @@ class ProxyApp:
         )
         self.url_models = base64_only_models(config) if self.image_store else frozenset()
         self._sweeper: asyncio.Task[None] | None = None
-        self._models_body = json.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": name, "object": "model", "created": 0, "owned_by": "tracking"}
-                    for name in config.model_names()
-                ],
-            }
-        ).encode()
+        self._models_body = _model_list(config.model_names())
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("GET", "/health/liveliness"): self._liveliness,
             ("GET", "/health/liveness"): self._liveliness,
@@ -569,8 +561,14 @@ class ProxyApp:
         await _send_json(send, 200 if ready else 503, json.dumps(body).encode())
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.auth.authenticate(request_headers(scope))
-        await _send_json(send, 200, self._models_body)
+        """The config's model names; a virtual key with ``models`` sees those it may call, as
+        LiteLLM's ``/v1/models`` lists a key's own models (until 2026-12-07 it saw all)."""
+        principal = await self.auth.authenticate(request_headers(scope))
+        if principal.models is None:
+            await _send_json(send, 200, self._models_body)
+            return
+        own = [name for name in self.config.model_names() if principal.may_call(name)]
+        await _send_json(send, 200, _model_list(own))
 
     def _model_route(self, path: str) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
         """``GET /v1/models/{id}`` (``client.models.retrieve``); None for other paths."""
@@ -581,8 +579,8 @@ class ProxyApp:
         return None
 
     async def _model(self, name: str, scope: Scope, send: Send) -> None:
-        await self.auth.authenticate(request_headers(scope))
-        if name not in self.model_names:
+        principal = await self.auth.authenticate(request_headers(scope))
+        if name not in self.model_names or not principal.may_call(name):
             raise ProxyError(
                 404,
                 f"The model {name[:200]!r} does not exist on this proxy",
@@ -767,6 +765,12 @@ def _answer_headers(response: Any, entry: AccessEntry) -> list[tuple[bytes, byte
     overhead = max(0.0, total_ms - upstream_ms) if isinstance(upstream_ms, float) else total_ms
     headers.append((b"x-litellm-overhead-duration-ms", f"{overhead:.3f}".encode()))
     return headers
+
+
+def _model_list(names: Iterable[str]) -> bytes:
+    """``GET /v1/models``' answer for ``names``, OpenAI's list shape."""
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "tracking"} for name in names]
+    return json.dumps({"object": "list", "data": data}).encode()
 
 
 async def _send_json(

@@ -28,9 +28,11 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "WrittenFloat",
     "date_window",
     "known_fields",
     "load_json_object",
+    "one_value",
     "optional_date",
     "optional_int",
     "optional_money",
@@ -128,13 +130,35 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Fault:
     return result
 
 
-def load_json_object(body: bytes) -> dict[str, Any]:
+class WrittenFloat(float):
+    """A JSON number with a fraction or an exponent: the float, and the text it was written as.
+
+    :func:`optional_money` reads an amount from that text, so ``999999999.9999999999`` is that
+    many dollars, never the nearest binary float (1000000000: until 2026-12-07 a management
+    route's amount went through one, and a 19-digit budget was stored rounded)."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> WrittenFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def load_json_object(body: bytes, *, written_floats: bool = False) -> dict[str, Any]:
     """``body`` as a JSON object, read strictly: not JSON, not an object, a key given twice,
     ``NaN`` or ``Infinity``, or nesting deeper than the parser goes is a 400 (``invalid_json``,
     naming the key where there is one); so is a lone surrogate in a key or string
-    (``invalid_value``)."""
+    (``invalid_value``). With ``written_floats`` a number with a fraction or an exponent is a
+    :class:`WrittenFloat`, which keeps its text."""
     try:
-        document = json.loads(body, object_pairs_hook=_strict_object, parse_constant=_Constant)
+        document = json.loads(
+            body,
+            object_pairs_hook=_strict_object,
+            parse_constant=_Constant,
+            parse_float=WrittenFloat if written_floats else None,
+        )
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProxyError(400, "the request body is not valid JSON", code="invalid_json") from None
     if isinstance(document, _Fault):
@@ -152,7 +176,7 @@ async def read_json(receive: Receive, within: float | None = None) -> dict[str, 
     body = await read_body(receive, _MAX_JSON_BYTES, within, too_big=_too_large)
     if not body.strip():
         return {}
-    return load_json_object(body)
+    return load_json_object(body, written_floats=True)  # amounts read from their text
 
 
 def _too_large(limit: int) -> ProxyError:
@@ -229,6 +253,14 @@ def optional_int(
     return bounded_int(value, name, low=low, high=high)
 
 
+def one_value(document: Mapping[str, Any], name: str, other: str) -> None:
+    """A 400 when a field given under both its names (ours and LiteLLM's: ``team`` and
+    ``team_id``, ``user_id`` and ``end_user_id``) has two values: neither is dropped without a
+    word (until 2026-12-07 one was, and which differed between routes)."""
+    if name in document and other in document and document[name] != document[other]:
+        raise _bad(other, f"another value than {name} (two names of one field); give one of them")
+
+
 def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
     """A non-negative USD amount given as a number or a decimal string."""
     value = document.get(name)
@@ -237,7 +269,7 @@ def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _bad(name, "expected an amount in USD")
     try:
-        amount = strict_decimal(str(value))
+        amount = strict_decimal(value.text if isinstance(value, WrittenFloat) else str(value))
     except InvalidOperation:
         raise _bad(name, "expected an amount in USD") from None
     return money_limit(amount, name)

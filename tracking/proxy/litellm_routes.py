@@ -44,6 +44,7 @@ from .json_io import (
     Send,
     date_window,
     known_fields,
+    one_value,
     optional_int,
     optional_money,
     optional_str,
@@ -120,6 +121,7 @@ def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]
     changes: dict[str, Any] = {}
     if "key_alias" in document:
         changes["key_alias"] = optional_str(document, "key_alias")
+    one_value(document, "team", "team_id")
     if "team_id" in document or "team" in document:
         changes["team"] = optional_str(document, "team_id") or optional_str(document, "team")
     if "models" in document:
@@ -163,6 +165,24 @@ def _filter(query: dict[str, str], param: str) -> str | None:
     return bounded_text(value, param) if value else None
 
 
+#: The spellings of a boolean query parameter LiteLLM's proxy (FastAPI, pydantic) takes.
+_QUERY_BOOLS = {
+    **dict.fromkeys(("true", "t", "1", "yes", "y", "on"), True),
+    **dict.fromkeys(("false", "f", "0", "no", "n", "off"), False),
+}
+
+
+def _query_bool(query: dict[str, str], param: str) -> bool:
+    """A boolean query parameter (absent or empty: false), spelled as LiteLLM's proxy takes it
+    (``true``, ``1``, ``yes``, ``on``...); anything else is a 400, never read as false (until
+    2026-12-07 ``return_full_object=1`` answered hashes where LiteLLM answers the keys)."""
+    raw = query.get(param, "")
+    value = _QUERY_BOOLS.get(raw.strip().lower()) if raw else False
+    if value is None:
+        raise ProxyError(400, f"{param}: expected true or false", param=param, code="invalid_value")
+    return value
+
+
 def _customer(
     record: EndUserRecord, spend: tuple[str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -200,7 +220,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
             key_alias=_filter(query, "key_alias"),
             team=_filter(query, "team_id"),
         )
-        full = query.get("return_full_object", "").lower() == "true"
+        full = _query_bool(query, "return_full_object")
         await send_json(
             send,
             200,

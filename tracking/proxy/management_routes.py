@@ -25,6 +25,7 @@ from .json_io import (
     Scope,
     Send,
     known_fields,
+    one_value,
     optional_int,
     optional_money,
     optional_str,
@@ -178,6 +179,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         document = await read_json(receive, accounts.body_timeout)
         # a chosen ``key`` too: every key is generated here (keys.generate_key)
         known_fields(document, KEY_FIELDS, "/key/generate")
+        one_value(document, "team", "team_id")
         now = datetime.now(UTC)
         key = generate_key()
         record = KeyRecord(
@@ -261,6 +263,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         require_master(await auth.authenticate(request_headers(scope)))
         document = await read_json(receive, accounts.body_timeout)
         known_fields(document, END_USER_FIELDS, "/customer/new")
+        one_value(document, "user_id", "end_user_id")
         user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
         budget = optional_money(document, "max_budget")
         now = datetime.now(UTC)
@@ -280,6 +283,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         require_master(await auth.authenticate(request_headers(scope)))
         document = await read_json(receive, accounts.body_timeout)
         known_fields(document, END_USER_FIELDS, "/customer/update")
+        one_value(document, "user_id", "end_user_id")
         user_id = _user_id(document.get("user_id") or document.get("end_user_id"), "user_id")
         changes: dict[str, Any] = {}
         if "max_budget" in document:

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .accounts import CUSTOMER_PREFIX, END_USER_PREFIX
 from .image_store import MAX_EXPIRES, STORED_PREFIX
 from .limits import MAX_PAGE, MAX_PAGE_SIZE
 from .litellm_routes import REPORT_PARAMETERS
@@ -413,6 +414,18 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
     },
 }
+# LiteLLM's older names of the /customer/* routes, served alike (accounts.end_user_aliases)
+OPERATIONS.update(
+    {
+        END_USER_PREFIX + path.removeprefix(CUSTOMER_PREFIX): {
+            **operation,
+            "summary": f"{operation['summary']}; LiteLLM's older name of {path}",
+            "deprecated": True,
+        }
+        for path, operation in list(OPERATIONS.items())
+        if path.startswith(CUSTOMER_PREFIX)
+    }
+)
 
 
 def openapi_document(routes: Iterable[tuple[str, str]], version: str) -> dict[str, Any]:
