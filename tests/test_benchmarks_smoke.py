@@ -208,6 +208,12 @@ def test_proxy_against_a_revision_runs_that_revision_in_the_same_rounds(tmp_path
             assert figures["rps"] > 0 and figures["errors"] == 0
         against = document[f"against c{connections}"]
         assert against["rps_ratio"] > 0 and against["cpu_ratio"] > 0
+        # the p99 ratio round by round, and its part beyond the req/s ratio (closed loop)
+        ratio = document[f"ratio c{connections}"]
+        assert len(ratio["p99_runs"]) == len(ratio["runs"]) == 1
+        assert ratio["p99_over_mean_ratio"] == pytest.approx(
+            ratio["p99_runs"][0] * ratio["runs"][0]
+        )
     assert "this tree / HEAD at c64" in result.stdout
 
 
