@@ -360,7 +360,7 @@ class Budgets:
                     principal.max_budget_usd,
                     (f"this key ({principal.key_alias or principal.key_hash[:12]})", "budget"),
                     {"key_hashes": principal.spend_key_hashes, "since": None},
-                    None,
+                    _changed(principal.updated_at),
                 )
             )
         if record is not None and record.budget_usd is not None:
