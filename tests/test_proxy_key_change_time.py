@@ -76,7 +76,7 @@ class _Recorded(LocalCounters):
         super().__init__()
         self.since: list[int | None] = []
 
-    async def reserve(self, name, amount, limit, seed, hold=None, calls=None, since=None):  # type: ignore[no-untyped-def]
+    async def reserve(self, name, amount, limit, seed, hold=None, calls=None, since=None):
         self.since.append(since)
         return await super().reserve(name, amount, limit, seed, hold, calls, since)
 

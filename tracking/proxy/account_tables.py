@@ -1,11 +1,11 @@
 """The proxy's own tables: virtual keys (``proxy_keys``), end-user budgets (``proxy_end_users``)
 and the end users ``/customer/delete`` deleted (``proxy_end_user_deletions``).
 
-They live in the ledger's database and are created by the ledger's Alembic chain (revisions 0003, 0005,
-0010 and 0011), so one ``tracking migrate`` prepares everything a proxy needs; a test proves these objects
-and the migrations agree. A key is stored only as the SHA-256 hex digest of its text: the key itself
-is shown once, by ``POST /key/generate``, and never kept. Money is ``NUMERIC(20, 10)`` as in
-``spend_logs``; timestamps are UTC.
+They live in the ledger's database and are created by the ledger's Alembic chain (revisions
+0003, 0005, 0010 and 0011), so one ``tracking migrate`` prepares everything a proxy needs; a test
+proves these objects and the migrations agree. A key is stored only as the SHA-256 hex digest of
+its text: the key itself is shown once, by ``POST /key/generate``, and never kept. Money is
+``NUMERIC(20, 10)`` as in ``spend_logs``; timestamps are UTC.
 """
 
 from __future__ import annotations

@@ -322,4 +322,3 @@ def _calls_on(conn: sqlite3.Connection, name: str, now: float) -> frozenset[str]
         (name, now),
     )
     return frozenset(str(request_id) for (request_id,) in rows)
-
