@@ -31,13 +31,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.accounts_support import accounts_config, edit, generate, ledger_env, spend_rows, wait_for
+from tests.accounts_support import accounts_config, edit, ledger_env, spend_rows, wait_for
 from tests.proxy_support import ProxyProcess
-from tests.test_proxy_budget_redis_inflight import (  # noqa: F401 - slow_fake: a fixture
-    ONE_CALL,
-    HeldFake,
-    slow_fake,
-)
+from tests.test_proxy_budget_dead_worker_proxies import admitted_again, one_call_held
+from tests.test_proxy_budget_redis_inflight import HeldFake, slow_fake  # noqa: F401 - a fixture
 from tracking.proxy.machine_counters import COUNTERS_FILE_ENV, DEAD_HOLD_ENV, MachineCounters
 from tracking.proxy.shared_counters import to_units
 from tracking.proxy.worker_locks import lock_path
@@ -164,8 +161,6 @@ def test_a_worker_that_stops_cleanly_removes_its_lock(tmp_path: Path):
     assert not os.path.exists(lock_path(path, counters.worker))
 
 
-#: Room for one call's reservation, not two.
-BUDGET = (ONE_CALL * Decimal("1.5")).quantize(Decimal("0.00001"))
 #: A short grace, so the test waits seconds (the default is 40 s).
 SHORT_GRACE = 2
 
@@ -203,25 +198,14 @@ def _counter(counters_file: Path, key_hash: str) -> int | None:
 def test_a_killed_workers_hold_is_released_and_the_budget_counts_exactly(two_workers):
     first, second, fake, counters_file = two_workers
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(1) as pool:
-        made = generate(client, first.url, max_budget=str(BUDGET))
-        fake.hold(1)
-        killed = pool.submit(edit, client, first.url, made["key"])
-        wait_for(lambda: fake.held == 1)  # reserved, and at the upstream
+        made, killed = one_call_held(client, first, fake, pool)
         assert edit(client, second.url, made["key"]).status_code == 429  # the budget is held
         assert first.process is not None
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(30)
-        answers: list[int] = []
-
-        def admitted() -> bool:
-            answers.append(edit(client, second.url, made["key"]).status_code)
-            if answers[-1] != 200:
-                time.sleep(0.2)
-            return answers[-1] == 200
-
-        # Admitted again once the killed worker has been known dead for the grace (2 s; 90 s
-        # is a bound for "never"; before, an hour).
-        wait_for(admitted, timeout=90)
+        # Admitted again once the killed worker has been known dead for the grace (2 s;
+        # before, an hour).
+        answers = admitted_again(client, second, made["key"])
         fake.release()
         with pytest.raises(httpx.TransportError):
             killed.result()
@@ -238,10 +222,7 @@ def test_a_killed_workers_hold_is_released_and_the_budget_counts_exactly(two_wor
 def test_a_worker_whose_call_is_slow_keeps_its_hold(two_workers):
     first, second, fake, _ = two_workers
     with httpx.Client(timeout=120) as client, ThreadPoolExecutor(1) as pool:
-        made = generate(client, first.url, max_budget=str(BUDGET))
-        fake.hold(1)
-        slow = pool.submit(edit, client, first.url, made["key"])
-        wait_for(lambda: fake.held == 1)
+        made, slow = one_call_held(client, first, fake, pool)
         # Four graces go by while the call is at the upstream; the other worker refuses the
         # key's calls throughout (the slow worker's lock is held).
         answers: list[int] = []
