@@ -3,7 +3,7 @@ as an end user's does: its budget counter in Redis seeded before it starts again
 
 Each dialect's database is migrated for real: a key made before revision 0011 has no time
 (null: unknown, its counter trusted as before) until it next changes; a key generated, updated
-or regenerated is stamped, and a reservation passes that time to the counters as ``since``.
+or regenerated is stamped, and a reservation stamps the key's counter in Redis with that time.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from tests.services import REDIS_TIMEOUT
 from tracking.config import parse_config
 from tracking.integrations.sql import create_ledger_engine, downgrade, upgrade
 from tracking.proxy.account_store import AccountStore, KeyRecord
 from tracking.proxy.budgets import Budgets, _changed
 from tracking.proxy.keys import principal_of
 from tracking.proxy.litellm_store import update_key
-from tracking.proxy.shared_counters import LocalCounters
+from tracking.proxy.shared_counters import RedisCounters
 
 
 @pytest.fixture
@@ -69,30 +70,31 @@ def test_a_key_is_stamped_when_generated_updated_and_regenerated(store):
     assert regenerated.max_budget_usd == Decimal(9)
 
 
-class _Recorded(LocalCounters):
-    """Counters that note the ``since`` each reservation passes."""
+@pytest.mark.redis
+async def test_a_keys_counter_in_redis_is_stamped_with_its_change_time(
+    store, redis_url, redis_prefix
+):
+    """The counter a reservation seeds carries the key's ``updated_at`` (what a reservation on
+    another instance compares with its own reading of the record)."""
+    import redis.asyncio as aioredis
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.since: list[int | None] = []
-
-    async def reserve(self, name, amount, limit, seed, hold=None, calls=None, since=None):
-        self.since.append(since)
-        return await super().reserve(name, amount, limit, seed, hold, calls, since)
-
-
-async def test_a_reservation_passes_the_keys_change_time_as_since(store, tmp_path):
     update_key(store, "old", {"max_budget_usd": Decimal(7)})
     record = store.get_key("old")
     assert record is not None and record.updated_at is not None
-    config = parse_config({"model_list": []})
-    counters = _Recorded()
-    budgets = Budgets(config, store, counters, cache_seconds=5)
-    params = {"prompt": "p", "quality": "low", "size": "1024x1024", "model": "gpt-image-1"}
-    reservation = await budgets.reserve(principal_of(record), params, "gpt-image-1")
-    await reservation.release()
-    assert counters.since and set(counters.since) == {_changed(record.updated_at)}
-    assert _changed(record.updated_at) is not None
+    counters = RedisCounters(redis_url, prefix=redis_prefix, socket_timeout=REDIS_TIMEOUT)
+    try:
+        budgets = Budgets(parse_config({"model_list": []}), store, counters, cache_seconds=5)
+        params = {"prompt": "p", "quality": "low", "size": "1024x1024", "model": "gpt-image-1"}
+        reservation = await budgets.reserve(principal_of(record), params, "gpt-image-1")
+        await reservation.release()
+    finally:
+        await counters.aclose()
+    client = aioredis.from_url(redis_url)
+    try:
+        stamp = await client.get(f"{redis_prefix}budget-changed:key:old:total")
+    finally:
+        await client.aclose()
+    assert stamp is not None and int(stamp) == _changed(record.updated_at)
 
 
 def test_the_column_goes_with_a_downgrade(store, ledger_url):
