@@ -192,6 +192,7 @@ def test_migrations_ship_inside_the_wheel():
         "0008_spend_daily_flags.py",
         "0009_spend_daily_cost_bound.py",
         "0010_end_user_deletions.py",
+        "0011_proxy_keys_updated_at.py",
     ]
 
 

@@ -57,16 +57,25 @@ def _one_call_cost(client: httpx.Client, base: str) -> Decimal:
     return cost
 
 
-def test_a_key_budget_switched_off_and_on_counts_the_calls_made_meanwhile(proxy, client):
+@pytest.mark.parametrize("route", ["update", "regenerate"])
+def test_a_key_budget_switched_off_and_on_counts_the_calls_made_meanwhile(proxy, client, route):
+    """Switched off and on again by ``/key/update`` or by ``/key/regenerate`` (until 2026-12-07
+    the latter kept the counter from before, which missed the calls made meanwhile)."""
     base = proxy.url
     budget = _one_call_cost(client, base) * 10
     made = generate(client, base, max_budget=str(budget))
     key = made["key"]
     assert edit(client, base, key).status_code == 200  # its counter now holds one call
-    assert _master(client, f"{base}/key/update", {"key": key, "max_budget": None}).is_success
+
+    def switch(key: str, max_budget: str | None) -> str:
+        switched = _master(client, f"{base}/key/{route}", {"key": key, "max_budget": max_budget})
+        assert switched.is_success, switched.text
+        return str(switched.json().get("key", key))  # regenerated: its new secret
+
+    key = switch(key, None)
     for _ in range(10):  # 11 calls in all, past the budget of 10, while it is off
         assert edit(client, base, key).status_code == 200
-    assert _master(client, f"{base}/key/update", {"key": key, "max_budget": str(budget)}).is_success
+    key = switch(key, str(budget))
     refused = edit(client, base, key)
     assert refused.status_code == 429, refused.text  # not the one call its old counter held
     assert refused.json()["error"]["code"] == "budget_exceeded"

@@ -81,7 +81,7 @@ def two_proxies(
         yield Scene(first, second, slow_fake, (redis_url, redis_prefix))
 
 
-def _one_call_held(
+def one_call_held(
     client: httpx.Client, proxy: ProxyProcess, fake: HeldFake, pool: ThreadPoolExecutor
 ) -> tuple[dict[str, Any], Future[httpx.Response]]:
     """A key with room for one call, and a call of it through ``proxy``, held by the upstream."""
@@ -90,6 +90,21 @@ def _one_call_held(
     call = pool.submit(edit, client, proxy.url, made["key"])
     wait_for(lambda: fake.held == 1)  # reserved, and at the upstream
     return made, call
+
+
+def admitted_again(client: httpx.Client, proxy: ProxyProcess, key: str) -> list[int]:
+    """The statuses of the key's calls through ``proxy`` until one is admitted (90 s: a bound
+    for "never" on a loaded machine)."""
+    answers: list[int] = []
+
+    def admitted() -> bool:
+        answers.append(edit(client, proxy.url, key).status_code)
+        if answers[-1] != 200:
+            time.sleep(0.2)
+        return answers[-1] == 200
+
+    wait_for(admitted, timeout=90)
+    return answers
 
 
 def _counts_what_the_ledger_says(
@@ -105,22 +120,14 @@ def _counts_what_the_ledger_says(
 def test_a_killed_proxys_hold_is_released_and_the_budget_counts_exactly(two_proxies):
     first, second = two_proxies.first, two_proxies.second
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(1) as pool:
-        made, killed = _one_call_held(client, first, two_proxies.fake, pool)
+        made, killed = one_call_held(client, first, two_proxies.fake, pool)
         assert edit(client, second.url, made["key"]).status_code == 429  # the budget is held
         assert first.process is not None
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(30)
         # Admitted again once the killed proxy's lease is over (a bound for "never": the lease
         # is 3 s; before, an hour).
-        answers: list[int] = []
-
-        def admitted() -> bool:
-            answers.append(edit(client, second.url, made["key"]).status_code)
-            if answers[-1] != 200:
-                time.sleep(0.2)
-            return answers[-1] == 200
-
-        wait_for(admitted, timeout=90)
+        answers = admitted_again(client, second, made["key"])
         two_proxies.fake.release()
         with pytest.raises(httpx.TransportError):
             killed.result()
@@ -135,7 +142,7 @@ def test_a_killed_proxys_hold_is_released_and_the_budget_counts_exactly(two_prox
 def test_a_proxy_whose_call_is_slow_keeps_its_hold(two_proxies):
     first, second = two_proxies.first, two_proxies.second
     with httpx.Client(timeout=120) as client, ThreadPoolExecutor(1) as pool:
-        made, slow = _one_call_held(client, first, two_proxies.fake, pool)
+        made, slow = one_call_held(client, first, two_proxies.fake, pool)
         # Four leases go by while the call is at the upstream; the other proxy refuses the
         # key's calls throughout (its heartbeat finds the slow proxy's lease renewed).
         answers: list[int] = []
@@ -157,7 +164,7 @@ def test_a_killed_proxys_call_counts_as_its_incomplete_row(two_proxies):
     again from the ledger counts it, exactly as the ledger does."""
     first, second = two_proxies.first, two_proxies.second
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(1) as pool:
-        made, killed = _one_call_held(client, first, two_proxies.fake, pool)
+        made, killed = one_call_held(client, first, two_proxies.fake, pool)
         assert edit(client, second.url, made["key"]).status_code == 429
         assert first.process is not None
         first.process.send_signal(signal.SIGKILL)

@@ -210,8 +210,7 @@ def test_a_key_budget_switched_on_again_while_redis_is_away_counts_the_calls_mad
     outage, client
 ):
     """A key's budget switched off and on while Redis is away: its calls meanwhile count once
-    Redis is back (a key's record carries no time of change: the reset this instance remembered
-    is what starts its counter again)."""
+    Redis is back (the reset this instance remembered starts its counter again)."""
     base = outage.proxy.url
     made = generate(client, base, max_budget="5")
     key, digest = made["key"], made["key_hash"]
@@ -303,6 +302,45 @@ def test_an_end_user_made_again_on_an_instance_that_dies_cut_off_from_redis(two_
     assert again.status_code == 200, again.text  # room for three calls since the deletion
     wait_for(lambda: _counter(redis_url, user) == to_units(_cost(again)))  # started from the ledger
     assert edit(client, direct.url, MASTER_KEY, user=user).status_code == 200
+    assert "Traceback" not in direct.log()
+
+
+def test_a_key_budget_changed_on_an_instance_that_dies_cut_off_from_redis(two_instances, client):
+    """A key's budget switched off and on again on an instance cut off from Redis, which dies
+    before it could reset the counter: the other instance, once it reads the key's record again
+    (every TRACKING_KEY_CACHE_SECONDS), finds the counter in Redis older than the record's last
+    change (``proxy_keys.updated_at``) and starts it again from the ledger, which has the calls
+    made while the budget was off. Until 2026-12-07 a key's record had no time of change: the
+    counter that missed those calls was trusted until idle for an hour, admitting calls past
+    the budget."""
+    cut_off, direct, relay, redis_url = two_instances
+    made = generate(client, cut_off.url, max_budget="5")
+    key, digest = made["key"], made["key_hash"]
+    costs = [_cost(edit(client, proxy.url, key)) for proxy in [cut_off, direct] * 2]
+    wait_for(lambda: _counter(redis_url, digest, "key") == sum(map(to_units, costs)))
+    one = costs[0]
+    assert all(cost == one for cost in costs), costs
+
+    relay.cut()  # the first instance alone loses Redis
+    _cost(edit(client, cut_off.url, key))  # judged from the ledger: Redis taken as away
+    wait_for(lambda: "Redis unavailable" in cut_off.log())
+    _master(client, f"{cut_off.url}/key/update", {"key": key, "max_budget": None})
+    for _ in range(6):  # 11 calls in all; Redis's counter has 4 of them
+        _cost(edit(client, cut_off.url, key))
+    budget = one * 8  # room for the counter's 4 and more, not for the ledger's 11
+    _master(client, f"{cut_off.url}/key/update", {"key": key, "max_budget": str(budget)})
+    assert cut_off.process is not None
+    cut_off.process.kill()  # dies with the reset it could not make
+    cut_off.process.wait(10)
+    # Past the other instance's cache of the key's record (it last read it before the change):
+    # its next call reads the record again.
+    time.sleep(CACHE_SECONDS + 0.5)
+
+    refused = edit(client, direct.url, key)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "budget_exceeded"
+    counted = _counter(redis_url, digest, "key")  # started from the ledger: all 11 calls
+    assert counted is not None and counted == to_units(one * 11), (counted, one)
     assert "Traceback" not in direct.log()
 
 

@@ -73,6 +73,8 @@ class KeyRecord:
     created_at: datetime
     #: The hashes the key had before it was regenerated, oldest first.
     prior_key_hashes: tuple[str, ...] = ()
+    #: When the record last changed (None: before revision 0011, and not changed since).
+    updated_at: datetime | None = None
 
     @property
     def spend_key_hashes(self) -> tuple[str, ...]:
@@ -211,6 +213,7 @@ class AccountStore:
                     rpm_limit=record.rpm_limit,
                     expires_at=record.expires_at,
                     created_at=record.created_at,
+                    updated_at=record.updated_at or record.created_at,
                 )
             )
 
@@ -237,6 +240,7 @@ class AccountStore:
             expires_at=row.expires_at,
             created_at=row.created_at,
             prior_key_hashes=tuple(str(h) for h in row.prior_key_hashes or ()),
+            updated_at=row.updated_at,
         )
 
     def key_hashes(self, limit: int) -> frozenset[str] | None:

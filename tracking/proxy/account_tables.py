@@ -1,11 +1,11 @@
 """The proxy's own tables: virtual keys (``proxy_keys``), end-user budgets (``proxy_end_users``)
 and the end users ``/customer/delete`` deleted (``proxy_end_user_deletions``).
 
-They live in the ledger's database and are created by the ledger's Alembic chain (revisions 0003 and
-0010), so one ``tracking migrate`` prepares everything a proxy needs; a test proves these objects
-and the migrations agree. A key is stored only as the SHA-256 hex digest of its text: the key itself
-is shown once, by ``POST /key/generate``, and never kept. Money is ``NUMERIC(20, 10)`` as in
-``spend_logs``; timestamps are UTC.
+They live in the ledger's database and are created by the ledger's Alembic chain (revisions
+0003, 0005, 0010 and 0011), so one ``tracking migrate`` prepares everything a proxy needs; a test
+proves these objects and the migrations agree. A key is stored only as the SHA-256 hex digest of
+its text: the key itself is shown once, by ``POST /key/generate``, and never kept. Money is
+``NUMERIC(20, 10)`` as in ``spend_logs``; timestamps are UTC.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ keys = sa.Table(
     #: The hashes the key had before ``/key/regenerate`` (oldest first): its spend is summed
     #: over these and ``key_hash``; null when it was never regenerated (revision 0005).
     sa.Column("prior_key_hashes", _json()),
+    #: When the key's record last changed (generated, updated, regenerated; revision 0011): its
+    #: budget counter in Redis seeded before it starts again from the ledger. Null for the keys
+    #: older than revision 0011 until they next change: their counters are trusted until idle.
+    sa.Column("updated_at", UTCDateTime()),
 )
 
 end_users = sa.Table(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
@@ -38,6 +39,9 @@ class Principal:
     max_budget_usd: Decimal | None = None
     #: The hashes the virtual key had before it was regenerated, oldest first.
     prior_key_hashes: tuple[str, ...] = ()
+    #: When the virtual key's record last changed (None: unknown, or not a virtual key): its
+    #: budget counter seeded before that starts again (:mod:`.budgets`).
+    updated_at: datetime | None = None
 
     @property
     def spend_key_hashes(self) -> tuple[str, ...]:

@@ -27,10 +27,15 @@ starts, not per call): an end user deleted and given a budget again is not refus
 spent before, as LiteLLM's customer row made again starts from $0 (until 2026-12-07 they were). The
 deletion and the new budget both drop the end user's counters (:meth:`Budgets.reset_end_user`), in
 Redis for every instance, so the next call starts them from the ledger again; with Redis away,
-once it is back (:meth:`~.shared_counters.RedisCounters.drop`). An end user's counters in Redis
-are also started again when they were seeded before the end user's record last changed (its
-``updated_at``, read with the cached record, never per call): the change holds on every
-instance even if the one that took it died before reaching Redis. Overshoot bound:
+once it is back (:meth:`~.shared_counters.RedisCounters.drop`). A key's or an end user's
+counters in Redis are also started again when they were seeded before the record last changed
+(its ``updated_at``, read with the cached record, never per call; a key made before 2026-12-07
+and not changed since has none, and its counter is trusted until idle): the change holds on
+every instance even if the one that took it died before reaching Redis. A call in flight when
+its end user is deleted keeps its hold, which the counter started again counts (its cost, once
+settled), though the end user's spend from the deletion leaves it out: until that counter next
+starts from the ledger, the budget errs toward refusing by at most what such calls cost.
+Overshoot bound:
 while the reservation covers the real cost (it does whenever the upstream bills at most the table's
 price for the requested size and quality and at most :data:`INPUT_IMAGE_TOKENS` tokens per input
 image, retries and fallbacks included) a budget is never exceeded, whatever the concurrency;
@@ -295,7 +300,8 @@ class Budgets:
 
     async def reset_key(self, budget_key: str) -> None:
         """After a key's budget was changed: its counter is forgotten (see
-        :meth:`reset_end_user`)."""
+        :meth:`reset_end_user`; the other instances also start it again once they read the key's
+        new ``updated_at``)."""
         await self.counters.drop([_key_counter(budget_key)])
 
     def _most_rerouted(
@@ -360,7 +366,7 @@ class Budgets:
                     principal.max_budget_usd,
                     (f"this key ({principal.key_alias or principal.key_hash[:12]})", "budget"),
                     {"key_hashes": principal.spend_key_hashes, "since": None},
-                    None,
+                    _changed(principal.updated_at),
                 )
             )
         if record is not None and record.budget_usd is not None:

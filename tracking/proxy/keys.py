@@ -138,6 +138,7 @@ def principal_of(record: KeyRecord) -> Principal:
         rpm_limit=record.rpm_limit,
         max_budget_usd=record.max_budget_usd,
         prior_key_hashes=record.prior_key_hashes,
+        updated_at=record.updated_at,
     )
 
 

@@ -136,6 +136,15 @@ def _key_changes(document: dict[str, Any], accounts: Accounts) -> dict[str, Any]
     return changes
 
 
+async def _budget_changed(accounts: Accounts, record: KeyRecord, changes: dict[str, Any]) -> None:
+    """A key's ``max_budget`` given to ``/key/update`` or ``/key/regenerate`` drops its counter
+    here, in Redis (or the machine's file) for every instance: the calls made while it was off
+    never reached it (until 2026-12-07 ``/key/regenerate`` kept it). The record's new
+    ``updated_at`` starts it again on every instance too, should this one die first."""
+    if "max_budget_usd" in changes:
+        await accounts.budgets.reset_key(record.spend_key_hashes[0])
+
+
 def _user_ids(document: dict[str, Any], what: str) -> list[str]:
     """The end users a body of ``what`` names, each by the one rule calls use (exact text, never
     stripped: ``" mallory"`` is not ``"mallory"``; bounded; no control characters); any other
@@ -239,8 +248,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         key_hash = _key_hash_of(document)
         changes = _key_changes(document, accounts)
         record = await asyncio.to_thread(litellm_store.update_key, store, key_hash, changes)
-        if "max_budget_usd" in changes:  # calls made while it was off never reached its counter
-            await accounts.budgets.reset_key(record.spend_key_hashes[0])
+        await _budget_changed(accounts, record, changes)
         accounts.virtual_keys.forget(key_hash)  # its cached settings are stale
         await accounts.virtual_keys.learn(key_hash)  # still a known key, with the new settings
         await send_json(send, 200, _key(record))
@@ -260,6 +268,7 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         # budget) is summed over every hash it had
         changes["prior_key_hashes"] = [*old.prior_key_hashes, old_hash]
         record = await asyncio.to_thread(litellm_store.update_key, store, old_hash, changes)
+        await _budget_changed(accounts, record, changes)
         accounts.virtual_keys.forget(old_hash)  # the old secret stops here at once
         await accounts.virtual_keys.learn(record.key_hash)  # the new one works at once
         await send_json(send, 200, {"key": key, **_key(record)})

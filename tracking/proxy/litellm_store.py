@@ -92,10 +92,12 @@ def list_keys(
 
 def update_key(store: AccountStore, key_hash: str, changes: Mapping[str, Any]) -> KeyRecord:
     """Change some of a key's fields (``keys`` column names; a new ``key_hash`` re-keys it: its
-    alias, limits and spend history stay); 404 for an unknown key."""
+    alias, limits and spend history stay), stamping ``updated_at``; 404 for an unknown key."""
     from .account_tables import keys
 
     values = dict(changes)
+    if values:  # its budget counters seeded before this start again (budgets._changed)
+        values["updated_at"] = datetime.now(UTC)
     if values.get("models") is not None:
         values["models"] = list(values["models"])
     if values:

@@ -10,10 +10,23 @@ budget. The semantics are those of :class:`~tracking.proxy.shared_counters.Local
 looking for them once every ``IDLE_TTL``); operations run off the event loop.
 
 Every worker's reservations in flight are in the file too (``holds``, each named by its worker's
-process id and the reservation, with its call's request id), so a counter seeded again (dropped
-when its budget changed) starts from the ledger without those calls plus every worker's calls in
-flight on it, as Redis's does; a hold that was never settled (its worker died) stops counting
-after ``IDLE_TTL``.
+id and the reservation, with its call's request id), so a counter seeded again (dropped when its
+budget changed) starts from the ledger without those calls plus every worker's calls in flight on
+it, as Redis's does.
+
+A worker that dies mid-call (``kill -9``, out of memory) never settles its holds. Each worker
+holds a lock of its own beside the file for as long as it lives (:mod:`.worker_locks`), so the
+others know it dead at once, and never take a live one, however slow, for dead. A worker looks
+for dead ones (those with holds in the file) at most once a second, in the transaction of a
+reservation or of a reading of the calls in flight; once it has known one dead for
+:data:`DEFAULT_DEAD_HOLD_SECONDS` (``TRACKING_DEAD_WORKER_HOLD_SECONDS``) it removes the dead
+worker's holds and deletes each counter they were on, so the next reservation starts it again
+from the ledger, as Redis's heartbeat does (:mod:`.redis_holds`): by then the proxies of the
+machine have claimed the dead worker's intents (at a successor's start, else within
+``RESCAN_SECONDS``, 30 s), and the counter counts its calls' ``incomplete`` rows. Until
+2026-12-07 a dead worker's holds stayed counted until they had been an hour in the file, and in a
+counter still in use until it was idle for an hour. A hold without a worker (written by a version
+before that) still stops counting after ``IDLE_TTL``.
 
 The file also counts the keys' changes (:class:`~tracking.proxy.keys.KeyChanges`, as Redis
 does for instances sharing it): a key generated on one worker is known at once to the others,
@@ -24,18 +37,29 @@ until their sets are a second old.
 from __future__ import annotations
 
 import asyncio
-import os
+import logging
+import math
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from ..environment_numbers import seconds_from_environment
 from .shared_counters import IDLE_TTL, minute_and_wait
+from .worker_locks import WorkerLock, is_dead, remove_lock
 
-__all__ = ["COUNTERS_FILE_ENV", "MachineCounters"]
+__all__ = ["COUNTERS_FILE_ENV", "DEAD_HOLD_ENV", "DEFAULT_DEAD_HOLD_SECONDS", "MachineCounters"]
+
+log = logging.getLogger("tracking.proxy")
 
 COUNTERS_FILE_ENV = "TRACKING_PROXY_COUNTERS_FILE"
+#: How long a worker known dead keeps its holds counted: past the 30 s within which the
+#: machine's proxies claim its intents, so the counters started again count them.
+DEAD_HOLD_ENV = "TRACKING_DEAD_WORKER_HOLD_SECONDS"
+DEFAULT_DEAD_HOLD_SECONDS = 40.0
+#: A worker looks for dead ones at most this often.
+_LOOK_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -46,7 +70,7 @@ CREATE TABLE IF NOT EXISTS money (name TEXT PRIMARY KEY, units INTEGER NOT NULL,
                                   expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS holds (name TEXT NOT NULL, holder TEXT NOT NULL,
                                   units INTEGER NOT NULL, expires REAL NOT NULL,
-                                  request_id TEXT, PRIMARY KEY (name, holder));
+                                  request_id TEXT, worker TEXT, PRIMARY KEY (name, holder));
 CREATE TABLE IF NOT EXISTS versions (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -54,9 +78,21 @@ CREATE TABLE IF NOT EXISTS versions (name TEXT PRIMARY KEY, value INTEGER NOT NU
 class MachineCounters:
     """The :class:`~tracking.proxy.shared_counters.Counters` of one machine's workers."""
 
-    def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        dead_hold_seconds: float | None = None,
+    ) -> None:
         self.path = path
         self._clock = clock
+        if dead_hold_seconds is None:
+            dead_hold_seconds = seconds_from_environment(DEAD_HOLD_ENV, DEFAULT_DEAD_HOLD_SECONDS)
+        self.dead_hold_seconds = dead_hold_seconds
+        #: dead workers with holds in the file -> when this worker first found them dead
+        self._dead: dict[str, float] = {}
+        self._looked = -math.inf
         #: when this worker last deleted the expired budget counters (once every IDLE_TTL)
         self._swept = clock()
         self._lock = threading.Lock()  # one connection, used by one thread at a time
@@ -67,8 +103,11 @@ class MachineCounters:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(_SCHEMA)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(holds)")}
-            if "request_id" not in columns:  # a file made by a version before 2026-12-06
-                self._conn.execute("ALTER TABLE holds ADD COLUMN request_id TEXT")
+            for column in ("request_id", "worker"):  # a file made before 2026-12-06, 2026-12-07
+                if column not in columns:
+                    self._conn.execute(f"ALTER TABLE holds ADD COLUMN {column} TEXT")
+        self._own = WorkerLock(path)  # held while this process lives: the others know it dead
+        self.worker = self._own.worker
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         def transaction() -> T:
@@ -119,6 +158,7 @@ class MachineCounters:
                 self._swept = now
                 conn.execute("DELETE FROM money WHERE expires <= ?", (now,))
                 conn.execute("DELETE FROM holds WHERE expires <= ?", (now,))
+            self._release_dead(conn, now)
             row = conn.execute(
                 "SELECT units FROM money WHERE name = ? AND expires > ?", (name, now)
             ).fetchone()
@@ -145,16 +185,17 @@ class MachineCounters:
             if admitted and amount and hold is not None:
                 request_id = getattr(hold, "request_id", None)
                 conn.execute(
-                    "INSERT INTO holds (name, holder, units, expires, request_id) "
-                    "VALUES (?, ?, ?, ?, ?) "
+                    "INSERT INTO holds (name, holder, units, expires, request_id, worker) "
+                    "VALUES (?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (name, holder) DO UPDATE SET units = units + excluded.units, "
                     "expires = excluded.expires",
                     (
                         name,
-                        _holder(hold),
+                        self._holder(hold),
                         amount,
                         now + IDLE_TTL,
                         request_id if isinstance(request_id, str) else None,
+                        self.worker,
                     ),
                 )
             return after if admitted else -current - 1
@@ -162,8 +203,51 @@ class MachineCounters:
         return await self._run(reserve)
 
     async def calls_in_flight(self, name: str) -> frozenset[str]:
-        """Every worker's calls in flight on ``name`` (a dead worker's until its holds expire)."""
-        return await self._run(lambda conn: _calls_on(conn, name, self._clock()))
+        """Every worker's calls in flight on ``name`` (a dead worker's until its holds are
+        released)."""
+
+        def read(conn: sqlite3.Connection) -> frozenset[str]:
+            now = self._clock()
+            self._release_dead(conn, now)
+            return _calls_on(conn, name, now)
+
+        return await self._run(read)
+
+    def _release_dead(self, conn: sqlite3.Connection, now: float) -> None:
+        """(In the caller's transaction.) Release the holds of the workers known dead for
+        ``dead_hold_seconds``, deleting the counters they were on (module docstring)."""
+        if now - self._looked < _LOOK_SECONDS:
+            return
+        self._looked = now
+        holding = conn.execute(
+            "SELECT DISTINCT worker FROM holds WHERE worker IS NOT NULL AND worker != ?",
+            (self.worker,),
+        )
+        found = {str(worker) for (worker,) in holding}
+        self._dead = {w: at for w, at in self._dead.items() if w in found}
+        released = counters = 0
+        for worker in sorted(found):
+            if not is_dead(self.path, worker):
+                self._dead.pop(worker, None)
+                continue
+            if now - self._dead.setdefault(worker, now) < self.dead_hold_seconds:
+                continue
+            names = conn.execute("SELECT DISTINCT name FROM holds WHERE worker = ?", (worker,))
+            dropped = [(str(name),) for (name,) in names]
+            conn.execute("DELETE FROM holds WHERE worker = ?", (worker,))
+            counters += conn.executemany("DELETE FROM money WHERE name = ?", dropped).rowcount
+            del self._dead[worker]
+            remove_lock(self.path, worker)  # its holds are gone: nothing to know it by
+            released += 1
+        if released:
+            log.warning(
+                "proxy counters: released the budget holds of %d dead worker(s) in the "
+                "machine's file, %g s after their death was found (%d counter(s) start again "
+                "from the ledger)",
+                released,
+                self.dead_hold_seconds,
+                counters,
+            )
 
     async def adjust(self, name: str, delta: int, hold: object = None) -> None:
         def adjust(conn: sqlite3.Connection) -> None:
@@ -176,7 +260,7 @@ class MachineCounters:
                 )
             if hold is not None:  # over: its real cost is in the ledger now
                 conn.execute(
-                    "DELETE FROM holds WHERE name = ? AND holder = ?", (name, _holder(hold))
+                    "DELETE FROM holds WHERE name = ? AND holder = ?", (name, self._holder(hold))
                 )
 
         if delta or hold is not None:
@@ -215,8 +299,20 @@ class MachineCounters:
             return None  # the other workers fall back to their sets' age
 
     async def aclose(self) -> None:
+        """Close the file and let go of this worker's lock (its file removed unless holds of
+        it are left, which the others then release)."""
         with self._lock:
+            try:
+                query = "SELECT count(*) FROM holds WHERE worker = ?"
+                (left,) = self._conn.execute(query, (self.worker,)).fetchone()
+            except sqlite3.Error:
+                left = 1
             self._conn.close()
+        self._own.release(remove=not left)
+
+    def _holder(self, hold: object) -> str:
+        """A reservation's name in the file: its worker's id and its own."""
+        return f"{self.worker}:{id(hold)}"
 
 
 def _calls_on(conn: sqlite3.Connection, name: str, now: float) -> frozenset[str]:
@@ -226,8 +322,3 @@ def _calls_on(conn: sqlite3.Connection, name: str, now: float) -> frozenset[str]
         (name, now),
     )
     return frozenset(str(request_id) for (request_id,) in rows)
-
-
-def _holder(hold: object) -> str:
-    """A reservation's name in the file: its worker's process id and its own."""
-    return f"{os.getpid()}:{id(hold)}"

@@ -54,8 +54,10 @@ put back), so the holds of calls still in flight stay recorded beside the counte
 its next seed, while what the old counter was given meanwhile is discarded (the ledger has it).
 Until 2026-12-07 such a reset was only logged, and the counter kept from before the change was
 trusted until it idled out. A budget counter may also carry the time its budget last changed
-(``since``, from the end user's record): a counter seeded before it is seeded again, so the
-change holds on every instance even if the one that took it dies before reaching Redis.
+(``since``, from the key's or the end user's record, its ``updated_at``): a counter seeded
+before it is seeded again, so the change holds on every instance even if the one that took it
+dies before reaching Redis (a key's record has had that time since 2026-12-07; None, for a key
+made before and not changed since, checks nothing: its counter is trusted until idle).
 """
 
 from __future__ import annotations
