@@ -55,6 +55,9 @@ def test_a_key_older_than_the_column_has_no_time_until_it_changes(store):
     assert changed.updated_at is not None and changed.updated_at >= before
     assert principal_of(changed).updated_at == changed.updated_at
     assert update_key(store, "old", {}).updated_at == changed.updated_at  # nothing changed
+    # /key/info, /key/list and /key/generate show it as LiteLLM's key objects do
+    assert old.to_dict()["updated_at"] is None
+    assert changed.to_dict()["updated_at"] == changed.updated_at.isoformat()
 
 
 def test_a_key_is_stamped_when_generated_updated_and_regenerated(store):

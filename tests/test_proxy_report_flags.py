@@ -267,7 +267,7 @@ def test_spend_report_entries_per_model_and_key_are_flagged(proxy: Proxy, ledger
 
 
 KEY_INFO_FIELDS = {"key_hash", "key_alias", "team", "models", "max_budget", "rpm_limit",
-                   "expires", "created_at", "spend"}  # fmt: skip
+                   "expires", "created_at", "updated_at", "spend"}  # fmt: skip
 KEY_FLAGS = {"estimated_requests", "estimated_usd", "quarantined_requests", "quarantined_usd",
              "unpriced_requests"}  # fmt: skip
 

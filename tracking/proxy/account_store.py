@@ -94,6 +94,8 @@ class KeyRecord:
             "rpm_limit": self.rpm_limit,
             "expires": self.expires_at.isoformat() if self.expires_at else None,
             "created_at": self.created_at.isoformat(),
+            # when the record last changed (None: made before revision 0011, unchanged since)
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
 
 

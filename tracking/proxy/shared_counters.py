@@ -140,11 +140,12 @@ class Counters(Protocol):
     async def drop(self, names: Sequence[str]) -> None:
         """Forget these budget counters: the next reservation seeds them from the ledger. For a
         budget changed by the management API: calls made while it was off never reached its
-        counter, which must not be trusted again. (In Redis the new counter starts with every
-        instance's calls in flight on it, recorded there, as any seeded counter does; in
-        :class:`LocalCounters` and the workers' file the holds of calls in flight elsewhere are
-        left out of it: the count can stay below the truth by what those calls reserved, until
-        the counter is next idle for :data:`IDLE_TTL`. With Redis away, the reset is
+        counter, which must not be trusted again. (In Redis and in the workers' file the new
+        counter starts with every instance's or worker's calls in flight on it, recorded there
+        beside it, as any seeded counter does; in :class:`LocalCounters`, one instance's, the
+        calls in flight of other instances sharing its ledger are left out of it: the count can
+        stay below the truth by what those calls reserved, until the counter is next idle for
+        :data:`IDLE_TTL`. With Redis away, the reset is
         remembered and done before Redis is used again; the holds recorded beside the counter,
         every worker's, are kept.)"""
         ...
