@@ -73,3 +73,34 @@ def test_submodules_are_still_bound_when_imported(monkeypatch):
     monkeypatch.delattr(tracking, "demo", raising=False)
     module = importlib.import_module("tracking.demo")
     assert tracking.demo is module  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("num_retries", "max_retries"),  # LiteLLM's per-call name
+        ("base_url", "api_base"),  # OpenAI's client's and LiteLLM's alias
+        ("request_timeout", "timeout"),
+        ("custom_llm_provider", "the provider as the model's prefix"),
+        ("promt", "prompt"),  # a near miss
+    ],
+)
+def test_an_unknown_call_parameter_names_the_function_and_what_was_meant(given, meant, upstream):
+    """The ``TypeError`` named the builder behind the call (``image_edit_params()``) and left a
+    LiteLLM user to guess the name used here."""
+    calls = [
+        (tracking.image_edit, "image_edit", {"image": make_png()}),
+        (tracking.image_generation, "image_generation", {}),
+    ]
+    for call, entry, image in calls:
+        with pytest.raises(TypeError) as caught:
+            call(model="gpt-image-1", prompt="p", **image, **{given: 1}, **upstream)
+        message = str(caught.value)
+        assert message.startswith(f"{entry}() got an unexpected keyword argument {given!r}; ")
+        assert f"; use {meant}" in message
+
+
+def test_an_unknown_name_with_no_known_meaning_is_the_plain_type_error(upstream):
+    with pytest.raises(TypeError) as caught:
+        tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", colour=1, **upstream)
+    assert str(caught.value) == "image_edit() got an unexpected keyword argument 'colour'"
