@@ -7,8 +7,10 @@ trace context into the headers sent upstream; ``on_end`` sets the attributes of 
 semantic conventions (v1.41, Development) plus our ``image_edit.*`` ones, marks failures
 (status ERROR and ``error.type``), adds retries and fallbacks as span events (and the attempts
 resent as ``http.request.resend_count``), ends the span at
-the call's end time, and records ``gen_ai.client.operation.duration`` and
-``gen_ai.client.token.usage``. A call refused before it started gets its span in ``on_end``.
+the call's end time, and records ``gen_ai.client.operation.duration``,
+``gen_ai.client.token.usage`` and, for a streamed call that had a first image,
+``gen_ai.client.operation.time_to_first_chunk``. A call refused before it started gets its span
+in ``on_end``.
 
 The span is not made the current span while the request is sent (the call flow is a generator
 driven by sync and async runners; a context attached there could not be detached safely), so
@@ -151,6 +153,13 @@ class OtelLogger:
             unit="{token}",
             description="Number of input and output tokens used.",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        # Streamed calls only, as the conventions ask (recommended, with the duration's buckets)
+        self._time_to_first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time to receive the first chunk of a streamed response.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         #: open spans by request id, with the model and upstream they were opened for
         self._spans: dict[str, tuple[Span, str, str]] = {}
@@ -335,6 +344,9 @@ class OtelLogger:
             event.server_port,
         )
         self._duration.record(event.latency_ms / 1000, attributes)
+        if event.time_to_first_image_ms is not None:  # a streamed call that had a first image
+            first_chunk = {k: v for k, v in attributes.items() if k != "error.type"}
+            self._time_to_first_chunk.record(event.time_to_first_image_ms / 1000, first_chunk)
         usage = event.usage
         if usage is not None:
             self._tokens.record(_input_tokens(event), input_attributes)

@@ -8,16 +8,18 @@ span). API keys and image bytes are never part of an event; the prompt is added 
 content capture is on, truncated.
 
 Where the line goes: when the host application has configured structlog, its configuration
-applies (processors, renderer, output). Otherwise, and in the proxy, the line is JSON on stdout
-from a private logger: the library never calls ``structlog.configure`` nor touches stdlib
-logging's handlers. The integration's own failures (a line that could not be written, a full
-queue) go to the bus's one failure reporter, which counts them
-(``tracking_integration_errors_total``, ``tracking_events_dropped_total``) and logs them on the
-stdlib ``tracking`` logger.
+applies (processors, renderer, output), run in a copy of the caller's context taken at the
+call's end, so ``merge_contextvars`` adds what the caller bound. Otherwise, and in the proxy,
+the line is JSON on stdout from a private logger: the library never calls
+``structlog.configure`` nor touches stdlib logging's handlers. The integration's own failures
+(a line that could not be written, a full queue) go to the bus's one failure reporter, which
+counts them (``tracking_integration_errors_total``, ``tracking_events_dropped_total``) and logs
+them on the stdlib ``tracking`` logger.
 """
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import os
@@ -44,6 +46,8 @@ DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_LINGER = 0.05
 _MAX_IN_FLIGHT = 100_000
 _LOG_EVENT = "image_edit"
+#: A queued line: the event, its trace id, its prompt (content capture) and the caller's context.
+_Line = tuple["ImageEditEvent", str | None, str | None, contextvars.Context | None]
 
 
 def json_line_logger(stream: TextIO | None = None) -> Any:
@@ -98,7 +102,7 @@ class StructlogLogger:
         # Per call in flight: the headers dict sent upstream (read at the end, when every
         # integration's on_start has added to it) and the prompt when content capture is on.
         self._started: dict[str, tuple[dict[str, str], str | None]] = {}
-        self._queue: deque[tuple[ImageEditEvent, str | None, str | None]] = deque()
+        self._queue: deque[_Line] = deque()
         self._queue_size = queue_size
         self._cond = threading.Condition()
         self._busy = 0
@@ -132,7 +136,11 @@ class StructlogLogger:
             trace_id = _trace_id_from(headers) if headers else None
             if trace_id is None:
                 trace_id = _current_trace_id()
-            self._enqueue((event, trace_id, prompt))
+            # The caller's context, so that a host configuration's processors
+            # (structlog.contextvars.merge_contextvars) see what the caller bound, not the
+            # writer thread's empty context. A copy is O(1) and later bindings do not reach it.
+            context = contextvars.copy_context() if self._stream is None else None
+            self._enqueue((event, trace_id, prompt, context))
         except Exception as exc:
             bus.report_failure("structlog", "queueing a call's log line failed", exc)
 
@@ -176,13 +184,18 @@ class StructlogLogger:
             self._own_logger = _JsonLines(self._stream)
         return self._own_logger
 
-    def _write(self, item: tuple[ImageEditEvent, str | None, str | None]) -> None:
-        event, trace_id, prompt = item
-        self._target().info(_LOG_EVENT, **self.fields(event, trace_id, prompt))
+    def _write(self, item: _Line) -> None:
+        event, trace_id, prompt, context = item
+        target = self._target()
+        fields = self.fields(event, trace_id, prompt)
+        if context is None or isinstance(target, _JsonLines):  # no processor reads a context
+            target.info(_LOG_EVENT, **fields)
+        else:
+            context.run(target.info, _LOG_EVENT, **fields)
 
     # -- the writer thread: a bounded queue, drained off the call path --------------------------
 
-    def _enqueue(self, item: tuple[ImageEditEvent, str | None, str | None]) -> None:
+    def _enqueue(self, item: _Line) -> None:
         with self._cond:
             if self._closed:  # after shutdown, write inline: late lines are still worth having
                 self._write_safely(item)
@@ -232,7 +245,7 @@ class StructlogLogger:
                 self._busy = 0
                 self._cond.notify_all()
 
-    def _write_safely(self, item: tuple[ImageEditEvent, str | None, str | None]) -> None:
+    def _write_safely(self, item: _Line) -> None:
         try:
             self._write(item)
         except Exception as exc:

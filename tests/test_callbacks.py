@@ -79,6 +79,10 @@ def test_sync_function_gets_litellm_arguments_on_the_worker_thread(upstream):
     assert logged["cost_usd"] == str(response.cost_usd)
     assert logged["id"] == response.request_id and logged["status"] == "success"
     assert logged["startTime"] == start.timestamp() and logged["endTime"] == end.timestamp()
+    # not streamed: the answer's first chunk is its end, as LiteLLM sets them
+    assert logged["completionStartTime"] == end.timestamp()
+    assert logged["response_time"] == end.timestamp() - start.timestamp() > 0
+    assert logged["cache_hit"] is False
     usage = event.usage
     assert logged["prompt_tokens"] == usage.input_text_tokens + usage.input_image_tokens > 0
     assert logged["completion_tokens"] == usage.output_tokens > 0
@@ -87,6 +91,26 @@ def test_sync_function_gets_litellm_arguments_on_the_worker_thread(upstream):
     assert kwargs["tracking_event"].end_user == "end-user-7"
     assert kwargs["tracking_event"].team == "design"
     assert "exception" not in kwargs
+
+
+def test_a_streamed_calls_payload_has_litellms_time_to_first_chunk(upstream):
+    """LiteLLM's ``completionStartTime`` and ``response_time`` (docs.litellm.ai/docs/proxy/
+    logging_spec, read 2026-12-07): for a streamed call the first chunk, which callbacks
+    written for LiteLLM read for time to first token; they were missing (a ``KeyError``)."""
+    seen = []
+    tracking.success_callback.append(lambda kwargs, *rest: seen.append(kwargs))
+    stream = tracking.image_edit(
+        image=make_png(), prompt="p", model="gpt-image-1", stream=True, partial_images=1, **upstream
+    )
+    list(stream)
+    assert tracking.flush(10)
+    (kwargs,) = seen
+    logged, event = kwargs["standard_logging_object"], kwargs["tracking_event"]
+    assert event.time_to_first_image_ms is not None
+    first = event.time_to_first_image_ms / 1000
+    assert logged["completionStartTime"] == event.start_time.timestamp() + first
+    assert logged["response_time"] == logged["completionStartTime"] - logged["startTime"]
+    assert logged["startTime"] < logged["completionStartTime"] <= logged["endTime"]
 
 
 def test_async_function_on_a_sync_call_runs_on_the_bus_loop(upstream):

@@ -264,3 +264,61 @@ def test_opening_a_current_ledger_does_not_import_alembic(tmp_path):
         for _ in range(2)
     )
     assert (first, second) == ("True", "False")  # the first start migrated the new file
+
+
+def _offline_config(url: str):
+    import io
+
+    from alembic.config import Config
+
+    config = Config(output_buffer=io.StringIO())
+    config.set_main_option("script_location", str(migrations_path()))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("sqlalchemy.url", url)
+    return config
+
+
+# Offline runs connect to nothing: the URLs only name the dialect whose SQL is written.
+OFFLINE_URLS = {
+    "sqlite": "sqlite:///offline-never-opened.db",
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/offline_never_opened",
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(OFFLINE_URLS))
+@pytest.mark.parametrize(
+    ("revisions", "check"),
+    [
+        ("0010:0009", "proxy_end_user_deletions holds no rows"),
+        ("0005:0004", "no regenerated key has earlier hashes"),
+        ("0004:0003", "ledger_quarantine holds no rows"),
+        ("0003:0002", "proxy_end_users holds no rows"),
+        ("0001:base", "spend_logs holds no rows"),
+    ],
+)
+def test_an_offline_downgrade_past_a_guard_is_alembics_clear_refusal(dialect, revisions, check):
+    """``alembic downgrade ... --sql`` writes SQL without a database: the guards that refuse
+    to drop rows queried it and failed with an ``AttributeError`` (a ``TypeError`` for 0005)
+    from the query's missing result. Now Alembic's own ``FAILED: ...`` says why, and no
+    script that could drop those rows is written."""
+    from alembic import command
+    from alembic.util import CommandError
+
+    config = _offline_config(OFFLINE_URLS[dialect])
+    with pytest.raises(
+        CommandError, match=f"offline \\(--sql\\) downgrade cannot check that {check}"
+    ):
+        command.downgrade(config, revisions, sql=True)
+    assert not Path("offline-never-opened.db").exists()  # nothing was opened
+
+
+@pytest.mark.parametrize("dialect", sorted(OFFLINE_URLS))
+def test_offline_upgrades_and_unguarded_downgrades_still_write_their_sql(dialect):
+    from alembic import command
+
+    config = _offline_config(OFFLINE_URLS[dialect])
+    command.upgrade(config, "head", sql=True)
+    command.downgrade(config, "0009:0005", sql=True)
+    written = config.output_buffer.getvalue()  # type: ignore[union-attr]
+    assert "CREATE TABLE spend_logs" in written
+    assert "version_num='0010'" in written and "version_num='0005'" in written

@@ -377,6 +377,42 @@ def test_genai_metrics_have_the_conventions_units_buckets_and_values(
     assert (by_type["output"].count, by_type["output"].sum) == (2, 544)
 
 
+def test_streamed_calls_record_time_to_first_chunk_and_others_do_not(otel, reader, fake, upstream):
+    """The conventions' ``gen_ai.client.operation.time_to_first_chunk`` metric: recorded for
+    streamed calls (SHOULD), never for the others (SHOULD NOT); it was missing."""
+    tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
+    assert "gen_ai.client.operation.time_to_first_chunk" not in metric_points(reader)
+    stream = tracking.image_edit(
+        image=make_png(), prompt="p", model="gpt-image-1", stream=True, partial_images=1, **upstream
+    )
+    list(stream)
+    assert stream.event is not None and stream.event.time_to_first_image_ms is not None
+    metric = metric_points(reader)["gen_ai.client.operation.time_to_first_chunk"]
+    assert metric.unit == "s"
+    (point,) = metric.data.data_points
+    assert point.count == 1 and point.sum == stream.event.time_to_first_image_ms / 1000
+    assert tuple(point.explicit_bounds) == DURATION_BUCKETS
+    host, port = upstream["api_base"].split("//")[1].split("/")[0].split(":")
+    assert dict(point.attributes) == {
+        "gen_ai.operation.name": "image_edit",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-image-1",
+        "server.address": host,
+        "server.port": int(port),
+    }
+
+
+def test_a_stream_broken_after_its_first_image_has_a_first_chunk_without_error_type(
+    tracer_provider, meter_provider, reader
+):
+    logger = OtelLogger(tracer_provider, meter_provider)
+    logger.on_end(failed_event(time_to_first_image_ms=1500.0))
+    logger.on_end(failed_event())  # no first image: nothing to record
+    (point,) = metric_points(reader)["gen_ai.client.operation.time_to_first_chunk"].data.data_points
+    assert (point.count, point.sum) == (1, 1.5)
+    assert "error.type" not in point.attributes
+
+
 def test_library_uses_global_providers_and_never_sets_them(monkeypatch, fake, upstream):
     before = trace.get_tracer_provider()
     monkeypatch.setattr(tracking, "success_callback", ["otel"])

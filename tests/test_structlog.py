@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import io
@@ -193,6 +194,52 @@ def test_the_hosts_structlog_configuration_applies(monkeypatch, upstream):
     assert entry["event"] == "image_edit" and entry["request_id"] == response.request_id
 
 
+def test_the_hosts_bound_context_reaches_the_line_written_off_the_call_path(upstream):
+    """A host's structlog configuration merges the context its code bound
+    (``structlog.contextvars.bind_contextvars``, structlog's default first processor): the
+    line is written by the integration's thread, whose context was empty, so the request's
+    bound fields never reached the call's line. A sync call, an async one and two threads at
+    once each keep their own."""
+    logs = StructlogLogger()
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as captured:
+
+        def call(request: str) -> str:
+            structlog.contextvars.bind_contextvars(http_request=request)
+            try:
+                response = tracking.image_edit(
+                    image=make_png(), prompt="p", model="gpt-image-1", **upstream
+                )
+            finally:
+                structlog.contextvars.unbind_contextvars("http_request")
+            return response.request_id
+
+        async def acall() -> str:
+            structlog.contextvars.bind_contextvars(http_request="async")
+            response = await tracking.aimage_edit(
+                image=make_png(), prompt="p", model="gpt-image-1", **upstream
+            )
+            return response.request_id
+
+        expected: dict[str, str] = {}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tracking, "success_callback", [logs])
+            expected[call("sync")] = "sync"
+            expected[asyncio.run(acall())] = "async"
+            threads = [
+                threading.Thread(target=lambda r=r: expected.__setitem__(call(r), r))
+                for r in ("thread-1", "thread-2")
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert logs.flush(10)
+    assert {entry["request_id"]: entry.get("http_request") for entry in captured} == expected
+    assert structlog.contextvars.get_contextvars() == {}  # nothing leaked into this thread
+
+
 def test_default_lines_go_to_stdout_as_json(monkeypatch, capsys, upstream):
     monkeypatch.setattr(tracking, "success_callback", ["structlog"])
     response = tracking.image_edit(image=make_png(), prompt="p", model="gpt-image-1", **upstream)
@@ -326,8 +373,8 @@ def test_the_private_lines_are_byte_for_byte_structlogs_json_renderer(stream):
         (events[0], "0af7651916cd43dd8448eb211c80319c", "a prompt\nwith a newline"),
         (events[1], None, None),
     ]
-    for item in items:
-        integration._write(item)
+    for event, trace_id, prompt in items:
+        integration._write((event, trace_id, prompt, None))
     reference = io.StringIO()
     structlog_logger = json_line_logger(reference)
     for item in items:

@@ -161,6 +161,45 @@ def __dir__() -> list[str]:
 
 _CALLBACK_LISTS = frozenset({"success_callback", "failure_callback", "callbacks"})
 
+#: LiteLLM's module-wide settings (``litellm.max_budget = 10``, docs.litellm.ai/docs/budget_manager
+#: and /docs/completion/reliable_completions, read 2026-12-07) that this module does not read,
+#: with what does their work here. Set on ``tracking`` they were kept as plain attributes and
+#: ignored: a spending cap that capped nothing, retries or a timeout never applied.
+_LITELLM_SETTINGS = {
+    "max_budget": "this library enforces no process-wide spending cap (nothing would stop the "
+    "spend); budgets are the proxy's (max_budget of a key, an end user or litellm_settings)",
+    "num_retries": "pass max_retries= to each call, or num_retries= to tracking.Router",
+    "request_timeout": "pass timeout= (seconds) to each call",
+    "drop_params": "pass drop_params=True to each call",
+    "api_key": "pass api_key= to each call, or set OPENAI_API_KEY",
+    "openai_key": "pass api_key= to each call, or set OPENAI_API_KEY",
+    "api_base": "pass api_base= to each call, or set OPENAI_BASE_URL",
+    "input_callback": "an integration's on_start sees each call before it is sent "
+    "(docs: The integration protocol)",
+    "_async_success_callback": "put async functions in tracking.success_callback",
+    "_async_failure_callback": "put async functions in tracking.failure_callback",
+    "set_verbose": "configure the standard 'tracking' logger "
+    "(logging.getLogger('tracking').setLevel(logging.DEBUG))",
+}
+
+
+def _refuse_unread_setting(name: str, value: Any) -> None:
+    """A LiteLLM setting, or a misspelt callback list, set on this module: never read, so
+    refused (a ``ConfigurationError``) rather than kept and silently ignored."""
+    hint = _LITELLM_SETTINGS.get(name)
+    if hint is not None:
+        raise ConfigurationError(f"tracking.{name}: LiteLLM's setting is not read here; {hint}")
+    if isinstance(value, types.ModuleType) or name in globals():
+        return  # a submodule being bound by its import, or a name this module already has
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(_CALLBACK_LISTS), n=1, cutoff=0.8)
+    if close:
+        raise ConfigurationError(
+            f"tracking.{name}: no such setting (calls would never read it); "
+            f"did you mean tracking.{close[0]}?"
+        )
+
 
 class _Tracking(types.ModuleType):
     """This module, whose callback lists are checked when set: ``tracking.success_callback =
@@ -168,11 +207,15 @@ class _Tracking(types.ModuleType):
     is a checked copy, a :class:`~tracking.callback_list.CallbackList` (None is an empty one, a
     lone entry a list of it), so that ``.append`` and the rest check what they add too.
     Deleting one (``del tracking.success_callback``) leaves it empty: every call reads the three
-    lists, and a missing one failed the next call with an ``AttributeError``."""
+    lists, and a missing one failed the next call with an ``AttributeError``. LiteLLM's
+    module-wide settings this library does not read (``max_budget``, ``num_retries``, ...) and
+    near misses of the three lists' names (``success_callbacks``) are refused when set."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _CALLBACK_LISTS:
             value = _stored(name, value)
+        else:
+            _refuse_unread_setting(name, value)
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:

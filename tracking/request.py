@@ -415,6 +415,30 @@ _ACCEPTED = frozenset((*PARAMETERS, *GENERATION_PARAMETERS, "operation", "base_m
 _EDIT_ONLY = ("image", "mask", "markup", "input_fidelity")
 
 
+#: Names LiteLLM's calls (and OpenAI's client) take for what a parameter here does.
+_OTHER_NAMES = {
+    "num_retries": "max_retries",
+    "base_url": "api_base",
+    "request_timeout": "timeout",
+    "custom_llm_provider": "the provider as the model's prefix (model='azure/...')",
+}
+
+
+def _unknown_parameter(build: Callable[..., Any], name: str) -> str:
+    """The ``TypeError`` of a name neither operation takes, naming the public function (not the
+    builder behind it) and what was meant when that is known: LiteLLM's name for a parameter,
+    else a near miss of one (``promt``)."""
+    entry = "image_edit" if build is image_edit_params else "image_generation"
+    message = f"{entry}() got an unexpected keyword argument {name!r}"
+    meant = _OTHER_NAMES.get(name)
+    if meant is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, PARAMETERS, n=1, cutoff=0.8)
+        meant = close[0] if close else None
+    return message if meant is None else f"{message}; use {meant}"
+
+
 def call_params(
     build: Callable[..., dict[str, Any]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -425,6 +449,9 @@ def call_params(
     and as the proxy answers it, not a ``TypeError`` before the call starts. A name neither
     operation has stays a ``TypeError``, as for any function."""
     taken = PARAMETERS if build is image_edit_params else GENERATION_PARAMETERS
+    for name in kwargs:
+        if name not in PARAMETERS and name not in GENERATION_PARAMETERS:
+            raise TypeError(_unknown_parameter(build, name))
     other = {k: v for k, v in kwargs.items() if k in _EDIT_ONLY}
     foreign = {k: v for k, v in other.items() if k not in taken}
     return {**build(*args, **{k: v for k, v in kwargs.items() if k not in foreign}), **foreign}

@@ -111,17 +111,25 @@ def receivers_for(entry: Any, outcome: str) -> Receiver | None:
 def _standard_logging_object(event: ImageEditEvent) -> dict[str, Any]:
     """The event as a JSON-safe dict, with the fields LiteLLM's ``StandardLoggingPayload``
     names that a callback written for LiteLLM reads (``response_cost`` as a float, ``id``,
-    ``model_id``, ``request_tags``, ``startTime`` / ``endTime`` as epoch seconds, the token
-    counts, ``error_str``), beside our own names (``cost_usd`` as a decimal string...)."""
+    ``model_id``, ``request_tags``, ``startTime`` / ``endTime`` / ``completionStartTime`` as
+    epoch seconds, ``response_time`` in seconds, ``cache_hit``, the token counts, ``error_str``),
+    beside our own names (``cost_usd`` as a decimal string...)."""
     payload = event.to_dict()
     cost, usage = event.cost_usd, event.usage
+    start, end = event.start_time.timestamp(), event.end_time.timestamp()
+    # LiteLLM's: a streamed call's first chunk, else the call's end (its answer came whole)
+    first = event.time_to_first_image_ms
+    first_at = end if first is None else start + first / 1000
     payload.update(
         id=event.request_id,
         response_cost=float(cost) if cost is not None else None,
         model_id=event.deployment_id,
         request_tags=list(event.tags),
-        startTime=event.start_time.timestamp(),
-        endTime=event.end_time.timestamp(),
+        startTime=start,
+        endTime=end,
+        completionStartTime=first_at,
+        response_time=first_at - start,
+        cache_hit=False,  # no call is answered from a cache
         prompt_tokens=usage.input_text_tokens + usage.input_image_tokens if usage else 0,
         completion_tokens=usage.output_tokens if usage else 0,
         total_tokens=usage.total_tokens if usage else 0,

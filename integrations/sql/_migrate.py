@@ -55,9 +55,26 @@ def refuse_dropping_rows(
     """For a migration's way down: refuse (the whole downgrade, in its one transaction) to drop
     ``table`` while it holds rows (``rows_are`` what they are: billed calls, keys and budgets).
     ``advice`` says what to do first."""
+    refuse_offline(f"{table} holds no rows ({rows_are})")
     held = connection.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
     if held:
         raise SchemaVersionError(f"{table} holds {held} row(s), {rows_are}: {advice}")
+
+
+def refuse_offline(check: str) -> None:
+    """For a migration's way down: an offline run (``alembic downgrade ... --sql``) writes SQL
+    without a database to look at, so the check that ``check`` cannot be made; refuse with
+    Alembic's own error (``FAILED: ...``) rather than a traceback from a query that returned
+    nothing, and never write a script that could drop what the check protects."""
+    from alembic import context
+
+    if context.is_offline_mode():
+        from alembic.util import CommandError
+
+        raise CommandError(
+            f"an offline (--sql) downgrade cannot check that {check}: run the downgrade on "
+            "the database (alembic without --sql, or tracking.integrations.sql.downgrade)"
+        )
 
 
 def migrations_path() -> Path:

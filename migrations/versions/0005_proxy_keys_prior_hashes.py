@@ -32,8 +32,9 @@ def downgrade() -> None:
     # (and its budget) would start again from $0.
     import json as json_text
 
-    from tracking.integrations.sql._migrate import SchemaVersionError
+    from tracking.integrations.sql._migrate import SchemaVersionError, refuse_offline
 
+    refuse_offline("no regenerated key has earlier hashes its spend is summed over")
     held = 0
     for (value,) in op.get_bind().execute(sa.text("SELECT prior_key_hashes FROM proxy_keys")):
         if isinstance(value, str):
