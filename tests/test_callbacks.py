@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 from datetime import datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -982,3 +983,34 @@ def test_lost_attempts_reach_the_integrations_the_call_started_with(monkeypatch)
             api_base=fake.url, api_key=API_KEY, max_retries=1,
         )  # fmt: skip
     assert lost == [1] and len(first.events) == 1
+
+
+def test_a_litellm_logger_is_told_which_of_its_hooks_never_run(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    """A CustomLogger written for LiteLLM with ``log_pre_api_call`` and ``log_stream_event``
+    was accepted without a word, and those never ran; a warning names them, once per class."""
+
+    class LiteLLMStyle(tracking.CustomLogger):
+        def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+            pass
+
+        async def async_log_stream_event(self, *args: Any) -> None:
+            pass
+
+        def log_success_event(self, *args: Any) -> None:
+            pass
+
+    class Plain(tracking.CustomLogger):
+        def log_success_event(self, *args: Any) -> None:
+            pass
+
+    monkeypatch.setattr(tracking, "success_callback", [])  # put back after the test
+    with caplog.at_level(logging.WARNING, logger="tracking"):
+        tracking.register(LiteLLMStyle(), on="success")
+        tracking.register(LiteLLMStyle(), on="success")
+        tracking.register(Plain(), on="success")
+    said = [r.getMessage() for r in caplog.records if "never called here" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "log_pre_api_call, async_log_stream_event" in said[0]
+    assert "LiteLLMStyle" in said[0]

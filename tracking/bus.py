@@ -60,7 +60,14 @@ from .callback_list import CallbackList
 from .errors import ConfigurationError
 from .integration import Integration
 from .process_exit import Terminated, exit_on_sigterm, on_exit
-from .user_callbacks import CustomLogger, Receiver, callback_kwargs, callback_name, receivers_for
+from .user_callbacks import (
+    CustomLogger,
+    Receiver,
+    callback_kwargs,
+    callback_name,
+    receivers_for,
+    unread_hooks,
+)
 
 if TYPE_CHECKING:
     from .events import ImageEditEvent
@@ -339,6 +346,7 @@ def _validate(entry: Any) -> Integration | None:
     if integration is not None:
         return integration
     if isinstance(entry, CustomLogger):
+        _warn_unread_hooks(entry)
         return None
     if callable(entry):
         try:
@@ -352,6 +360,27 @@ def _validate(entry: Any) -> Integration | None:
             pass
         return None
     raise ConfigurationError(f"not a callback: {_given(entry)}; {ACCEPTED}")
+
+
+#: The logger classes already warned about (:func:`_warn_unread_hooks`): once per class.
+_WARNED_CLASSES: set[type] = set()
+
+
+def _warn_unread_hooks(logger: CustomLogger) -> None:
+    """A logger written for LiteLLM may define hooks this library never calls (before the API
+    call, per stream chunk, the proxy's call hooks): said once per class, not silently ignored."""
+    cls = type(logger)
+    if cls in _WARNED_CLASSES:
+        return
+    _WARNED_CLASSES.add(cls)
+    unread = unread_hooks(logger)
+    if unread:
+        log.warning(
+            "tracking: callback %s defines %s, LiteLLM hooks never called here; each call runs "
+            "log_success_event / log_failure_event or their async_ twins, once, after it ends",
+            callback_name(logger),
+            ", ".join(unread),
+        )
 
 
 #: What a callback list takes, said by every error about an entry that is none of it.

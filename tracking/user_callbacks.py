@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from .events import ImageEditEvent
     from .response import ImageResponse
 
-__all__ = ["CustomLogger", "Receiver", "callback_kwargs", "callback_name", "receivers_for"]
+__all__ = [
+    "LITELLM_ONLY_HOOKS",
+    "CustomLogger",
+    "Receiver",
+    "callback_kwargs",
+    "callback_name",
+    "receivers_for",
+    "unread_hooks",
+]
 
 
 class CustomLogger:
@@ -82,6 +90,27 @@ def _is_async(fn: Any) -> bool:
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+#: LiteLLM's other ``CustomLogger`` hooks (its ``litellm/integrations/custom_logger.py``: calls
+#: before and after the API request, stream chunks, the proxy's call hooks), never called here.
+LITELLM_ONLY_HOOKS = (
+    "log_pre_api_call",
+    "log_post_api_call",
+    "log_stream_event",
+    "async_log_pre_api_call",
+    "async_log_stream_event",
+    "async_pre_call_hook",
+    "async_post_call_success_hook",
+    "async_post_call_failure_hook",
+    "async_post_call_streaming_hook",
+    "async_moderation_hook",
+)
+
+
+def unread_hooks(logger: CustomLogger) -> list[str]:
+    """The LiteLLM hooks ``logger``'s class defines that no call here runs."""
+    return [name for name in LITELLM_ONLY_HOOKS if callable(getattr(type(logger), name, None))]
 
 
 def _overrides(logger: CustomLogger, method: str) -> bool:
