@@ -88,6 +88,27 @@ def test_config_errors_are_clear_and_name_the_entry(monkeypatch):
     assert "sk-from-env" not in repr(router.deployments[0]) + repr(router)
 
 
+def test_a_duplicate_deployment_names_the_entry_it_repeats_and_why():
+    """Two deployments differing only by ``rpm`` (or ``order``) were refused as "duplicate
+    deployment id '3f9c...'", naming neither the other entry nor why their ids are one."""
+    same_place = [
+        deployment("a", "http://h/v1", id="x", rpm=5),
+        deployment("a", "http://h/v1", id="x"),
+    ]
+    for entry in same_place:
+        del entry["model_info"]
+    same_place[1]["litellm_params"]["rpm"] = 50
+    with pytest.raises(tracking.ConfigurationError) as caught:
+        Router(same_place)
+    assert caught.value.message.startswith("model_list[1]: duplicate deployment id ")
+    assert "as model_list[0]" in caught.value.message and "model_info.id" in caught.value.message
+    given = [deployment("a", "http://h/v1", id="x"), deployment("b", "http://g/v1", id="x")]
+    with pytest.raises(
+        tracking.ConfigurationError, match=r"model_list\[0\] has the same model_info.id"
+    ):
+        Router(given)
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

@@ -164,17 +164,32 @@ def parse_model_list(model_list: Iterable[Mapping[str, Any]]) -> tuple[Deploymen
     if isinstance(entries, str | bytes | Mapping) or not isinstance(entries, Iterable):
         raise ConfigurationError("model_list: expected a list of deployments")
     deployments: list[Deployment] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
         where = f"model_list[{index}]"
         deployment = _deployment(entry, where)
-        if deployment.id in seen:
-            raise ConfigurationError(f"{where}: duplicate deployment id {deployment.id!r}")
-        seen.add(deployment.id)
+        if (first := seen.get(deployment.id)) is not None:
+            raise ConfigurationError(f"{where}: {_clash(deployment.id, first, entry)}")
+        seen[deployment.id] = index
         deployments.append(deployment)
     if not deployments:
         raise ConfigurationError("model_list: at least one deployment is required")
     return tuple(deployments)
+
+
+def _clash(given_id: str, first: int, entry: Any) -> str:
+    """Why a deployment's id is ``model_list[first]``'s too: given so, or the same place."""
+    info = entry.get("model_info") if isinstance(entry, Mapping) else None
+    if isinstance(info, Mapping) and info.get("id"):
+        return (
+            f"duplicate deployment id {given_id!r}: model_list[{first}] has the same model_info.id"
+        )
+    return (
+        f"duplicate deployment id {given_id!r}: the same model_name, model, api_base, api_version, "
+        f"api_key (and Vertex AI project and location) as model_list[{first}], so its calls go "
+        "to the same place (settings such as rpm, weight or order do not make another "
+        "deployment); give each a model_info.id to keep both"
+    )
 
 
 def parse_fallbacks(
