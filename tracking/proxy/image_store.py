@@ -60,6 +60,7 @@ __all__ = [
     "StoreSettings",
     "UrlSigner",
     "build_image_store",
+    "origin_host",
     "parse_store_settings",
 ]
 
@@ -212,6 +213,24 @@ def _base_url(value: Any) -> bool:
         and value.isprintable()
         and " " not in value
     )
+
+
+#: A ``Host`` header's value an image URL may start with: a name or an IPv4 address (letters,
+#: digits, ``.``, ``-``, ``_``, ``~``) or an IPv6 address in brackets, and perhaps a port.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?")
+
+
+def origin_host(value: str) -> bool:
+    """Whether a request's ``Host`` header is a host and perhaps a port, which an image's URL
+    can start with; not a path, a query, a fragment, a user name, a space or an empty value,
+    which would make every URL of a paid answer unusable (or point it elsewhere)."""
+    if _HOST.fullmatch(value) is None:
+        return False
+    try:
+        urlsplit(f"http://{value}").port  # noqa: B018 - raises for a port past 65535
+    except ValueError:
+        return False
+    return True
 
 
 def _previous_secrets(value: Any, where: str) -> tuple[bytes, ...]:
