@@ -55,24 +55,22 @@ def test_external_base_url_needs_no_host(fake: FakeOpenAI, tmp_path):
     assert app._url_base({"host": ""}, "http") == "https://images.example.com"
 
 
+def _ask_urls(proxy: ProxyProcess, prompt: str, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        data={"model": "gpt-image-2", "prompt": prompt, "response_format": "url"},
+        files={"image": ("a.png", make_png(), "image/png")},
+        headers={"Authorization": f"Bearer {MASTER_KEY}", **headers},
+        timeout=60,
+    )
+
+
 def test_a_hostile_host_is_refused_before_the_upstream_is_called(fake: FakeOpenAI, tmp_path):
     config = write_config(tmp_path / "config.yaml", _config(fake, tmp_path))
     prompt = f"a hat {uuid.uuid4()}"
     with ProxyProcess(config) as proxy:
-        refused = httpx.post(
-            f"{proxy.url}/v1/images/edits",
-            data={"model": "gpt-image-2", "prompt": prompt, "response_format": "url"},
-            files={"image": ("a.png", make_png(), "image/png")},
-            headers={"Authorization": f"Bearer {MASTER_KEY}", "Host": "evil.test/x?q=1#"},
-            timeout=60,
-        )
-        answered = httpx.post(
-            f"{proxy.url}/v1/images/edits",
-            data={"model": "gpt-image-2", "prompt": "a hat", "response_format": "url"},
-            files={"image": ("a.png", make_png(), "image/png")},
-            headers={"Authorization": f"Bearer {MASTER_KEY}"},
-            timeout=60,
-        )
+        refused = _ask_urls(proxy, prompt, Host="evil.test/x?q=1#")
+        answered = _ask_urls(proxy, "a hat")
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
     assert error["code"] == "invalid_host"
