@@ -594,6 +594,11 @@ class S3ImageStore(_ByteCount):
             endpoint_url=settings.endpoint_url,
             region_name=settings.region,
             config=Config(
+                # botocore presigns S3 URLs with signature version 2 unless told otherwise
+                # (boto/botocore#3791), which S3 refuses in most regions and for every bucket
+                # made since 2020-06-24 (AWS's docs, read 2026-12-07): a presigned URL of a
+                # paid answer answered 403
+                signature_version="s3v4",
                 connect_timeout=S3_CONNECT_SECONDS,
                 read_timeout=S3_READ_SECONDS,
                 # total_max_attempts: boto3's max_attempts counts the retries (three attempts)
