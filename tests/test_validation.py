@@ -582,3 +582,11 @@ def test_a_validation_failure_still_yields_one_failure_event(monkeypatch, upstre
         400,
         0,
     )
+
+
+@pytest.mark.parametrize("model", ["gemini-3-pro-image", "gemini-3.1-flash-image"])
+def test_too_many_images_names_the_most_and_the_n_asked(model):
+    # until 2026-12-07: "makes 1 to 1 images", and the n asked was not named
+    error = refused(model=f"gemini/{model}", n=2)
+    assert (error.param, error.rule) == ("n", "range")
+    assert str(error) == f"n: {model} makes 1 image per call, got 2"

@@ -148,10 +148,11 @@ def _custom_size_problem(value: str, rule: SizeRule) -> tuple[str, str] | None:
 
 def n_images(call: Call, family: Family) -> Iterator[Violation]:
     if call.n is not None and call.n > family.max_n:
+        most = "1 image per call" if family.max_n == 1 else f"1 to {family.max_n} images"
         yield Violation(
             "n",
             "range",
-            f"n: {call.model} makes 1 to {family.max_n} images",
+            f"n: {call.model} makes {most}, got {call.n}",
             openai_code="integer_above_max_value",
         )
 

@@ -59,7 +59,13 @@ from .errors import ProxyError, from_exception
 from .form import ClientDisconnected, form_params, read_body, read_multipart, too_large
 from .generation_body import read_generation
 from .health import HealthReport
-from .image_store import STORED_PREFIX, build_image_store, parse_store_settings, sweep_forever
+from .image_store import (
+    STORED_PREFIX,
+    build_image_store,
+    origin_host,
+    parse_store_settings,
+    sweep_forever,
+)
 from .ledger import make_ledger_folder
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
@@ -498,11 +504,23 @@ class ProxyApp:
         origin (a load balancer's x-forwarded-proto, if it is one: never "javascript:...";
         of a chain of them, "https, http", the first's, which the client reached)."""
         assert self.image_store is not None
+        if self.image_store.settings.external_base_url:
+            return self.image_store.settings.external_base_url
         proto = headers.get("x-forwarded-proto", scheme).split(",", 1)[0].strip().lower()
-        return self.image_store.settings.external_base_url or (
-            f"{proto if proto in ('http', 'https') else scheme}://"
-            f"{headers.get('host', 'localhost')}"
-        )
+        host = headers.get("host", "localhost")
+        if not origin_host(host):
+            # refused before the upstream is called: a URL made with it could not be opened
+            # (or would lead elsewhere), and the images behind it would be paid for all the same
+            shown = host if len(host) <= 100 else f"{host[:100]}..."
+            raise ProxyError(
+                400,
+                f"response_format=url: the request's Host header {shown!r} is not a host and "
+                "port, so no image URL can be made with it; send the proxy's address as Host, "
+                "or set general_settings.image_store.external_base_url",
+                param="response_format",
+                code="invalid_host",
+            )
+        return f"{proto if proto in ('http', 'https') else scheme}://{host}"
 
     async def _cover(
         self, reservation: Reservation, lost: Sequence[ImageEditRequest], upcoming: ImageEditRequest

@@ -60,6 +60,7 @@ __all__ = [
     "StoreSettings",
     "UrlSigner",
     "build_image_store",
+    "origin_host",
     "parse_store_settings",
 ]
 
@@ -212,6 +213,24 @@ def _base_url(value: Any) -> bool:
         and value.isprintable()
         and " " not in value
     )
+
+
+#: A ``Host`` header's value an image URL may start with: a name or an IPv4 address (letters,
+#: digits, ``.``, ``-``, ``_``, ``~``) or an IPv6 address in brackets, and perhaps a port.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?")
+
+
+def origin_host(value: str) -> bool:
+    """Whether a request's ``Host`` header is a host and perhaps a port, which an image's URL
+    can start with; not a path, a query, a fragment, a user name, a space or an empty value,
+    which would make every URL of a paid answer unusable (or point it elsewhere)."""
+    if _HOST.fullmatch(value) is None:
+        return False
+    try:
+        urlsplit(f"http://{value}").port  # noqa: B018 - raises for a port past 65535
+    except ValueError:
+        return False
+    return True
 
 
 def _previous_secrets(value: Any, where: str) -> tuple[bytes, ...]:
@@ -575,6 +594,11 @@ class S3ImageStore(_ByteCount):
             endpoint_url=settings.endpoint_url,
             region_name=settings.region,
             config=Config(
+                # botocore presigns S3 URLs with signature version 2 unless told otherwise
+                # (boto/botocore#3791), which S3 refuses in most regions and for every bucket
+                # made since 2020-06-24 (AWS's docs, read 2026-12-07): a presigned URL of a
+                # paid answer answered 403
+                signature_version="s3v4",
                 connect_timeout=S3_CONNECT_SECONDS,
                 read_timeout=S3_READ_SECONDS,
                 # total_max_attempts: boto3's max_attempts counts the retries (three attempts)
