@@ -503,3 +503,21 @@ def test_a_refused_calls_event_says_the_n_it_asked_for(
     recorder = record_events(monkeypatch)
     _refused(fake, upstream, use_async, size="\uff11\uff10\uff12\uff14x1024", n=n)
     assert [(e.status, e.n) for e in recorder.events] == [("failure", recorded)]
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("xai/grok-imagine-image", "xai"),
+        ("gemini/gemini-3-pro-image", "gemini"),
+        ("gpt-image-2", None),
+    ],
+)
+def test_a_refused_calls_event_names_the_provider_its_model_prefix_names(
+    fake, upstream, monkeypatch, model, provider
+):
+    """A call refused before parsing (a size in full-width digits) left ``provider`` empty
+    though its model's prefix named it; a bare name (maybe a router's group) names none."""
+    recorder = record_events(monkeypatch)
+    _refused(fake, upstream, False, model=model, size="\uff11\uff10\uff12\uff14x1024")
+    assert [(e.status, e.provider) for e in recorder.events] == [("failure", provider)]

@@ -47,7 +47,14 @@ from .ids import new_request_id
 from .images import read_image, read_images
 from .integration import CallStart
 from .pricing import price_call, price_day
-from .providers import Poll, PreparedRequest, Provider, prepare_call, prepares_heavily
+from .providers import (
+    Poll,
+    PreparedRequest,
+    Provider,
+    is_provider,
+    prepare_call,
+    prepares_heavily,
+)
 from .request import (
     DEFAULT_MAX_RETRIES,
     MAX_N,
@@ -739,6 +746,15 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
     return delay * (1 - 0.25 * random.random())
 
 
+def _named_provider(model: Any) -> str | None:
+    """A call refused before parsing: the provider its model's prefix names (``xai/...``),
+    else None (a bare name may be a router's group, whose deployment was never chosen)."""
+    if not isinstance(model, str):
+        return None
+    prefix, sep, _ = model.partition("/")
+    return prefix if sep and is_provider(prefix) else None
+
+
 def _asked_n(value: Any) -> int:
     """A call refused before parsing: the ``n`` it asked for when that is a valid one (the
     refusal was for something else), else 1 (its event cannot hold an ``n`` no call may ask)."""
@@ -821,7 +837,7 @@ def _make_event(
         deployment_id=routing.deployment_id,
         fallback_from=routing.fallback_from,
         resolved_model=request.upstream_model if request else None,
-        provider=request.provider if request else None,
+        provider=request.provider if request else _named_provider(asked),
         base_model=(request.served_as or request.base_model) if request else None,
         api_base=progress.api_base,
         server_port=progress.server_port,
