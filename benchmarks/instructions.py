@@ -338,8 +338,7 @@ def _serve_counted(
 def _with_fields(body: bytes, boundary: str, fields: dict[str, str]) -> bytes:
     """``body`` (a multipart form) with ``fields`` added before its first part."""
     added = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-        f"{value}\r\n".encode()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
         for name, value in fields.items()
     )
     return added + body

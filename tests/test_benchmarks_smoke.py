@@ -295,9 +295,7 @@ def test_instructions_counts_a_streamed_call_through_the_proxy_against_the_forwa
     minimal forwarder posting the same form, each server's instructions per call under
     callgrind (quick: 10 calls), the forwarder the baseline; no other part runs."""
     require_tool("valgrind", "valgrind")
-    document = _run(
-        "instructions", tmp_path / "instructions.json", "--part", "stream", timeout=400
-    )
+    document = _run("instructions", tmp_path / "instructions.json", "--part", "stream", timeout=400)
     figures = document["stream"]
     assert list(figures) == ["minimal forwarder", "tracking serve"]
     forwarder, serve = figures["minimal forwarder"], figures["tracking serve"]
