@@ -17,6 +17,13 @@ best judged here first, then confirmed by the timing benchmarks. Two parts, each
 * ``proxy``: ``tracking serve`` (full tracking, as ``benchmarks/proxy/run.py``) and the minimal
   durable forwarder, each under callgrind with the counters off until a warm-up is done; then a
   client outside Valgrind posts the same 143 KB image ``--requests`` times at concurrency 8.
+* ``stream``: the same two servers, the same image posted with ``stream=true`` and
+  ``partial_images=1`` (the canned fake streams one partial image and the completed event) one
+  call at a time, ``--stream-requests`` times, each answer read whole: the streamed path of
+  ``benchmarks/streaming_first_event.py``. The forwarder reads the upstream's event stream and
+  answers its bytes in one body after its ledger row (it does not parse events); ``tracking
+  serve`` relays each event as it arrives, the completed one with the call's cost. The count is
+  the whole call's, what comes after the first event included.
 
 ``--against REV`` measures the same parts with ``tracking`` from git revision ``REV`` (extracted
 with ``git archive``) in the same run and reports this tree / ``REV``.
@@ -67,6 +74,7 @@ ALL_ON = "tracking, all integrations"
 FORWARDER = "minimal forwarder"
 SERVE = "tracking serve"
 PROXY_CONCURRENCY = 8
+STREAM_FIELDS = {"stream": "true", "partial_images": "1"}
 ASYNC_CONCURRENCY = 32
 ASYNC_BASELINE = "raw aiohttp (same bytes)"
 WARMUP_CALLS = 30
@@ -273,14 +281,16 @@ def sdk_part(
 # -- the proxy part -------------------------------------------------------------------------
 
 
-async def _post(url: str, body: bytes, boundary: str, requests: int) -> None:
+async def _post(
+    url: str, body: bytes, boundary: str, requests: int, concurrency: int = PROXY_CONCURRENCY
+) -> None:
     import httpx
 
     headers = {
         "content-type": f"multipart/form-data; boundary={boundary}",
         "authorization": f"Bearer {proxy_run.MASTER_KEY}",
     }
-    gate = asyncio.Semaphore(PROXY_CONCURRENCY)
+    gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=600) as client:
 
         async def one() -> None:
@@ -299,9 +309,10 @@ def _serve_counted(
     folder: Path,
     post: tuple[bytes, str],
     requests: int,
+    concurrency: int = PROXY_CONCURRENCY,
 ) -> float:
     """Instructions per request of the server ``command`` starts, for ``post`` (body and
-    multipart boundary) sent ``requests`` times after a warm-up."""
+    multipart boundary) sent ``requests`` times after a warm-up, ``concurrency`` at a time."""
     body, boundary = post
     port = proxy_run.free_port()
     out = folder / name.replace(" ", "_").replace("@", "at_")
@@ -315,18 +326,33 @@ def _serve_counted(
     )
     url = f"http://127.0.0.1:{port}/v1/images/edits"
     try:
-        asyncio.run(_post(url, body, boundary, WARMUP_CALLS))
+        asyncio.run(_post(url, body, boundary, WARMUP_CALLS, concurrency))
         _control(process.pid, "--instr=on")
-        asyncio.run(_post(url, body, boundary, requests))
+        asyncio.run(_post(url, body, boundary, requests, concurrency))
         _control(process.pid, "--dump")
         return _dumped(Path(f"{out}.{process.pid}.1")) / requests
     finally:
         proxy_run.stop(process)
 
 
-def proxy_part(requests: int, folder: Path, tree: Path | None, label: str) -> dict[str, float]:
+def _with_fields(body: bytes, boundary: str, fields: dict[str, str]) -> bytes:
+    """``body`` (a multipart form) with ``fields`` added before its first part."""
+    added = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    )
+    return added + body
+
+
+def proxy_part(
+    requests: int, folder: Path, tree: Path | None, label: str, stream: bool = False
+) -> dict[str, float]:
+    """Instructions per request of each server (see the module docstring: ``proxy`` and, with
+    ``stream``, ``stream``)."""
     _, boundary = proxy_run.make_body(folder)
-    post = ((folder / "body.bin").read_bytes(), boundary)
+    body = (folder / "body.bin").read_bytes()
+    post = (_with_fields(body, boundary, STREAM_FIELDS) if stream else body, boundary)
+    concurrency = 1 if stream else PROXY_CONCURRENCY
     fake_port = proxy_run.free_port()
     fake, _ = proxy_run.start(
         [*proxy_run.tracking(), "fake-openai", "--canned", "--port", str(fake_port)],
@@ -344,7 +370,7 @@ def proxy_part(requests: int, folder: Path, tree: Path | None, label: str) -> di
         plan[label] = proxy_run.revision_serve(tree, folder, upstream)
     try:
         return {
-            name: _serve_counted(name, argv, environment, folder, post, requests)
+            name: _serve_counted(name, argv, environment, folder, post, requests, concurrency)
             for name, (argv, environment) in plan.items()
         }
     finally:
@@ -400,9 +426,14 @@ def main() -> None:
         return
 
     def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--part", choices=("sdk", "async", "proxy", "all"), default="all")
+        parser.add_argument(
+            "--part", choices=("sdk", "async", "proxy", "stream", "all"), default="all"
+        )
         parser.add_argument("--calls", type=int, default=200, help="sync calls per variant")
         parser.add_argument("--requests", type=int, default=300, help="proxy requests per server")
+        parser.add_argument(
+            "--stream-requests", type=int, default=100, help="streamed calls per server"
+        )
         parser.add_argument("--against", metavar="REV", help="also measure this git revision")
 
     args = parse_args("instructions", __doc__.splitlines()[0], extra=options)
@@ -410,8 +441,14 @@ def main() -> None:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install -y valgrind)")
     calls, requests = (5, 10) if args.quick else (args.calls, args.requests)
+    streamed = 10 if args.quick else args.stream_requests
     variants = [BASELINE, NO_INTEGRATIONS] if args.quick else []
-    payload: dict[str, Any] = {"calls": calls, "requests": requests, "against": args.against}
+    payload: dict[str, Any] = {
+        "calls": calls,
+        "requests": requests,
+        "stream_requests": streamed,
+        "against": args.against,
+    }
     with tempfile.TemporaryDirectory(prefix="tracking-instructions-") as scratch:
         folder = Path(scratch)
         tree = proxy_run.extract_revision(args.against, folder) if args.against else None
@@ -446,6 +483,17 @@ def main() -> None:
             payload["proxy"] = report(
                 f"proxy: instructions per request ({requests} requests, concurrency "
                 f"{PROXY_CONCURRENCY}, every thread of the server)",
+                figures,
+                FORWARDER,
+                against,
+            )
+        if args.part in ("stream", "all"):
+            (folder / "stream").mkdir()
+            figures = proxy_part(streamed, folder / "stream", tree, label, stream=True)
+            against = {SERVE: figures.pop(label)} if tree else None
+            payload["stream"] = report(
+                f"stream: instructions per streamed call ({streamed} calls one at a time, "
+                "every thread of the server)",
                 figures,
                 FORWARDER,
                 against,

@@ -289,6 +289,24 @@ def test_instructions_counts_the_sdk_against_its_raw_client_under_callgrind(
     assert set(document) & {"sdk", "async", "proxy"} == {part}
 
 
+@pytest.mark.timeout(420)  # two servers under valgrind, one streamed call at a time
+def test_instructions_counts_a_streamed_call_through_the_proxy_against_the_forwarder(tmp_path):
+    """The streamed path's A/B figure: ``tracking serve`` relaying a stream=true edit, and the
+    minimal forwarder posting the same form, each server's instructions per call under
+    callgrind (quick: 10 calls), the forwarder the baseline; no other part runs."""
+    require_tool("valgrind", "valgrind")
+    document = _run("instructions", tmp_path / "instructions.json", "--part", "stream", timeout=400)
+    figures = document["stream"]
+    assert list(figures) == ["minimal forwarder", "tracking serve"]
+    forwarder, serve = figures["minimal forwarder"], figures["tracking serve"]
+    assert forwarder["ratio_to_baseline"] == 1.0 and forwarder["over_baseline"] == 0
+    # whole calls served (a server that refused them would not have come this far)
+    assert forwarder["instructions"] > 100_000 and serve["instructions"] > 100_000
+    assert serve["over_baseline"] == serve["instructions"] - forwarder["instructions"]
+    assert document["stream_requests"] == 10
+    assert set(document) & {"sdk", "async", "proxy", "stream"} == {"stream"}
+
+
 def test_against_extracts_the_whole_revision_and_imports_tracking_from_it(tmp_path):
     """--against REV runs REV's code: the archive holds the package (not only the benchmark's
     folder), and the interpreter it starts imports tracking from it, not from the repository

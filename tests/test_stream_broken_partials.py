@@ -160,3 +160,37 @@ def test_a_broken_stream_that_asked_for_a_quality_keeps_it_whatever_its_event_sa
             _read(params, False, seen)
     (event,) = recorder.events
     assert event.cost_usd == _asking_for(params, 1)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_stream_closed_after_its_first_partial_image_is_estimated_at_the_quality_it_said(
+    recorder: EventRecorder, use_async: bool
+) -> None:
+    """The quality a partial image says is written into the attempt's request once the event is
+    delivered (not before: the time to the first event): a caller that closes the stream right
+    after that first event still has the call estimated at the quality it said."""
+    reset_prices()  # the bundled prices, which list every quality
+    with FakeOpenAI(api_keys=[API_KEY]) as fake:
+        params = _params(fake.url)
+        params.pop("quality")  # auto
+        if use_async:
+
+            async def first_then_close() -> tracking.ImageEditStreamEvent:
+                stream = await tracking.aimage_edit(**params)
+                try:
+                    return await anext(stream)
+                finally:
+                    await stream.aclose()
+
+            first = asyncio.run(first_then_close())
+        else:
+            stream = tracking.image_edit(**params)
+            first = next(stream)
+            stream.close()
+    assert isinstance(first, tracking.ImageEditPartialImageEvent)
+    assert first.quality == "medium"  # the fake makes auto at medium, and says so
+    (event,) = recorder.events
+    assert event.status == "failure"
+    at_medium = _asking_for({**params, "quality": "medium"}, 1)
+    assert (event.cost_usd, event.cost_source) == (at_medium, "estimate")
+    assert at_medium < _asking_for(params, 1)
