@@ -33,9 +33,10 @@ def accounts_config(
     models: tuple[str, ...] = ("gpt-image-1", "dall-e-2"),
     general: dict[str, Any] | None = None,
     model_list: list[dict[str, Any]] | None = None,
+    router_settings: dict[str, Any] | None = None,
 ) -> Path:
     """The config (``model_list``: these deployments instead of one per name of ``models`` at
-    ``fake_url``)."""
+    ``fake_url``; ``router_settings`` instead of ``redis_url``'s)."""
     document: dict[str, Any] = {
         "model_list": model_list
         or [
@@ -60,6 +61,8 @@ def accounts_config(
     }
     if redis_url:
         document["router_settings"] = {"redis_url": redis_url}
+    if router_settings is not None:
+        document["router_settings"] = router_settings
     return write_config(folder / name, document)
 
 

@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-import redis
 
 from tests.services import REDIS_TIMEOUT
 from tracking.proxy.shared_counters import RedisCounters
+from tracking.redis_outage import is_cluster_url, redis_client
 
 pytestmark = pytest.mark.redis
 
@@ -70,11 +70,17 @@ async def _die(counters: RedisCounters) -> None:
     counters.stopping = False  # (its next reservation starts a heartbeat again)
 
 
+def _keys_start(redis_url: str, prefix: str) -> str:
+    """What the counters' keys start with: on a cluster the prefix is a hash tag."""
+    return "{" + prefix + "}" if is_cluster_url(redis_url) else prefix
+
+
 def counter_value(redis_url: str, prefix: str, name: str) -> int | None:
-    """The budget counter ``name`` under ``prefix`` in Redis (None: missing)."""
-    client = redis.Redis.from_url(redis_url)
+    """The budget counter ``name`` under ``prefix`` in Redis (None: missing); a Redis Cluster's
+    too (``tests/test_proxy_budget_redis_cluster.py`` runs these tests on one)."""
+    client = redis_client(redis_url, REDIS_TIMEOUT)
     try:
-        value = client.get(f"{prefix}budget:{name}")
+        value = client.get(f"{_keys_start(redis_url, prefix)}budget:{name}")
     finally:
         client.close()
     return int(value) if value is not None else None
@@ -206,9 +212,10 @@ async def test_a_worker_stopping_cleanly_leaves_nothing_behind(workers, redis_ur
     assert await counters.reserve("b", 100, LIMIT, 0, held) == 100
     await counters.adjust("b", 80 - 100, held)
     await counters.aclose()
-    client = redis.Redis.from_url(redis_url)
-    try:
-        left = sorted(k.decode() for k in client.scan_iter(match=f"{redis_prefix}*"))
+    start = _keys_start(redis_url, redis_prefix)
+    client = redis_client(redis_url, REDIS_TIMEOUT)
+    try:  # (a cluster's client scans each of its masters)
+        left = sorted(k.decode() for k in client.scan_iter(match=f"{start}*"))
     finally:
         client.close()
-    assert left == [f"{redis_prefix}budget:b"], left
+    assert left == [f"{start}budget:b"], left

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -37,13 +38,24 @@ BUDGET = Decimal("0.1")
 
 
 @contextlib.contextmanager
-def _pair(folder: Path, fake_url: str, database: str, redis_url: str, prefix: str):
+def _pair(
+    folder: Path,
+    fake_url: str,
+    database: str,
+    redis_url: str | None,
+    prefix: str,
+    router_settings: dict[str, Any] | None = None,
+):
+    """Two instances sharing ``database`` and the Redis of ``redis_url`` (or of
+    ``router_settings``: ``tests/test_proxy_budget_redis_cluster.py`` names a cluster so)."""
     engine = create_ledger_engine(database)
     try:
         upgrade(engine)  # `tracking migrate`, once, before the instances start
     finally:
         engine.dispose()
-    config = accounts_config(folder, fake_url, database, redis_url=redis_url)
+    config = accounts_config(
+        folder, fake_url, database, redis_url=redis_url, router_settings=router_settings
+    )
     env = {
         **ledger_env(database),
         "TRACKING_REDIS_PREFIX": prefix,

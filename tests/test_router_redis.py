@@ -213,8 +213,11 @@ def test_a_redis_outage_degrades_to_local_state_and_never_fails_a_call(
             assert "bad-key" in router.cooling()
 
 
-def test_an_unreachable_redis_from_the_start_still_routes(recorder, caplog):
-    url = f"redis://127.0.0.1:{closed_port()}/0"
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+def test_an_unreachable_redis_from_the_start_still_routes(recorder, caplog, scheme):
+    """A cluster too: its client, which asks the nodes for the slots when made, is made at its
+    first use, so a cluster away at start is an outage like any other, not an error at start."""
+    url = f"{scheme}://127.0.0.1:{closed_port()}"
     with (
         StubUpstream() as good,
         Router([deployment("images", good.url, id="g")], redis_url=url) as r,

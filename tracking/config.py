@@ -261,6 +261,17 @@ def _is_list(value: Any) -> str | None:
     return None if isinstance(value, list) else "expected a list"
 
 
+def _is_startup_nodes(value: Any) -> str | None:
+    """LiteLLM's ``redis_startup_nodes``: a Redis Cluster's nodes, a list of ``{host, port}``."""
+    from .redis_outage import cluster_url
+
+    try:
+        cluster_url(value)
+    except ConfigurationError as exc:
+        return str(exc).removeprefix("redis_startup_nodes: ")
+    return None
+
+
 def _is_mapping(value: Any) -> str | None:
     return None if isinstance(value, Mapping) else "expected a mapping"
 
@@ -354,6 +365,7 @@ _ROUTER_SETTINGS: dict[str, Check] = {
     "redis_port": _is_int(1),
     "redis_password": _is_str,
     "redis_url": _is_str,
+    "redis_startup_nodes": _is_startup_nodes,
 }
 #: router_settings keys a LiteLLM config may hold that are checked but have no effect here.
 #: litellm_params LiteLLM knows that the router does not use, and why (a warning at start).

@@ -9,15 +9,24 @@ by the client (it is an outage, which :class:`RedisOutage` handles).
 
 How long Redis is left alone after an error is ``TRACKING_REDIS_RETRY_SECONDS`` (default 5 s),
 for the proxy's counters and the router's state alike (:func:`retry_interval_from_environment`).
+
+A Redis Cluster is named by a URL whose scheme is ``redis+cluster://`` (``rediss+cluster://``
+with TLS) and whose host part lists one or more of its nodes, comma-separated
+(``redis+cluster://:password@10.0.0.1:7000,10.0.0.2:7000``; the rest are discovered): both clients
+are then redis-py's ``RedisCluster``. LiteLLM names a cluster by its startup nodes
+(``redis_startup_nodes``, a list of ``{host, port}``), which the proxy turns into such a URL
+(:func:`cluster_url`); LiteLLM has no URL of its own for a cluster.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 from .environment_numbers import seconds_from_environment
 from .errors import ConfigurationError
@@ -27,7 +36,9 @@ __all__ = [
     "RETRY_ENV",
     "RedisOutage",
     "async_redis_client",
+    "cluster_url",
     "import_redis",
+    "is_cluster_url",
     "redis_client",
     "retry_interval_from_environment",
     "seconds_from_environment",
@@ -83,17 +94,106 @@ def _settings(timeout: float) -> dict[str, Any]:
     }
 
 
+#: The schemes of a URL naming a Redis Cluster by some of its nodes.
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
+    return urlsplit(url).scheme.lower() in CLUSTER_SCHEMES
+
+
+def cluster_url(nodes: object, password: str | None = None) -> str:
+    """The ``redis+cluster://`` URL of LiteLLM's ``redis_startup_nodes`` (a list of mappings with
+    ``host`` and ``port``); a clear error for anything else."""
+    if not isinstance(nodes, list) or not nodes:
+        raise ConfigurationError("redis_startup_nodes: expected a list of {host, port}")
+    hosts = []
+    for node in nodes:
+        host = node.get("host") if isinstance(node, dict) else None
+        port = node.get("port", 6379) if isinstance(node, dict) else None
+        if not isinstance(host, str) or not host or not str(port).isdigit():
+            raise ConfigurationError(
+                f"redis_startup_nodes: each node is {{host, port}}, got {node!r}"
+            )
+        hosts.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis+cluster://{auth}{','.join(hosts)}"
+
+
+def _cluster_settings(url: str) -> dict[str, Any]:
+    """``RedisCluster``'s arguments for a ``redis+cluster://`` URL: its startup nodes, the
+    credentials and TLS."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    nodes = []
+    for address in netloc.split(","):
+        found = re.fullmatch(r"\[?([^\[\]]*?)\]?(?::(\d+))?", address.strip())
+        if found is None or not found.group(1):
+            raise ConfigurationError(f"redis_url: no cluster node in {address!r}")
+        nodes.append((found.group(1), int(found.group(2) or 6379)))
+    return {
+        "startup_nodes": nodes,
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "ssl": parts.scheme.lower() == "rediss+cluster",
+    }
+
+
+class _LazyCluster:
+    """A blocking ``RedisCluster`` made at its first use, not at once: its constructor asks the
+    nodes for the slots, and a cluster away at start is an outage like any other, met by the
+    first exchange (and tried again by the next), never an error at start."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._client is None:
+                import redis.cluster
+
+                found = _cluster_settings(self._url)
+                cluster: Any = redis.cluster
+                nodes = [cluster.ClusterNode(host, port) for host, port in found["startup_nodes"]]
+                settings = {**found, "startup_nodes": nodes, **_settings(self._timeout)}
+                self._client = cluster.RedisCluster(**settings)
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+
+
 def redis_client(url: str, timeout: float) -> Any:
-    """A blocking client for ``url`` (for sync callers only, never on an event loop)."""
+    """A blocking client for ``url`` (for sync callers only, never on an event loop); a
+    ``RedisCluster`` for a ``redis+cluster://`` URL (made at its first use)."""
     redis = import_redis()
+    if is_cluster_url(url):
+        _cluster_settings(url)  # (a URL naming no node is an error at once)
+        return _LazyCluster(url, timeout)
     return redis.Redis.from_url(url, **_settings(timeout))
 
 
 def async_redis_client(url: str, timeout: float) -> Any:
-    """A ``redis.asyncio`` client for ``url``; it belongs to the event loop that first uses it."""
+    """A ``redis.asyncio`` client for ``url``; it belongs to the event loop that first uses it.
+    A ``redis.asyncio.cluster.RedisCluster`` for a ``redis+cluster://`` URL."""
     import_redis()
     import redis.asyncio
 
+    if is_cluster_url(url):
+        import redis.asyncio.cluster
+
+        found = _cluster_settings(url)
+        cluster = redis.asyncio.cluster
+        nodes = [cluster.ClusterNode(host, port) for host, port in found["startup_nodes"]]
+        settings = _settings(timeout)
+        del settings["retry_on_timeout"]  # (not an argument of the asyncio cluster client)
+        return cluster.RedisCluster(**{**found, "startup_nodes": nodes}, **settings)
     return redis.asyncio.Redis.from_url(url, **_settings(timeout))
 
 
@@ -102,8 +202,13 @@ class RedisOutage:
 
     def __init__(self, log: logging.Logger, warning: str, retry_interval: float) -> None:
         redis = import_redis()
-        #: What counts as Redis being unavailable.
-        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        #: What counts as Redis being unavailable (a cluster's client also raises
+        #: ``RedisClusterException``: no node reachable, a slot not covered).
+        self.errors: tuple[type[BaseException], ...] = (
+            redis.RedisError,
+            OSError,
+            redis.exceptions.RedisClusterException,
+        )
         self.retry_interval = retry_interval
         self._log = log
         self._warning = warning  # formatted with the error's type name and the interval

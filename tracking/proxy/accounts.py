@@ -9,6 +9,7 @@ management endpoints answer 403.
 
 Shared state: keys and end users live in the ledger's database (``database_url``), counters in
 Redis (``router_settings.redis_url``, or ``redis_host`` / ``redis_port`` / ``redis_password``, or
+a Redis Cluster's ``redis_startup_nodes``, or
 ``TRACKING_REDIS_URL``), under the key prefix ``TRACKING_REDIS_PREFIX`` (default
 ``tracking:proxy:``); after a Redis error they are kept by the instance and Redis is tried again
 ``TRACKING_REDIS_RETRY_SECONDS`` later (default 5); a worker's budget holds are released
@@ -29,7 +30,12 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..redis_outage import RETRY_ENV, retry_interval_from_environment, timeout_from_environment
+from ..redis_outage import (
+    RETRY_ENV,
+    cluster_url,
+    retry_interval_from_environment,
+    timeout_from_environment,
+)
 from ..request import end_user_of
 from .budgets import Budgets, Reservation, settlings_done
 from .errors import ProxyError
@@ -66,11 +72,15 @@ Handler = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
 
 
 def redis_url_of(config: ProxyConfig) -> str | None:
-    """The Redis the instances share, as the router's settings name it (LiteLLM's keys)."""
+    """The Redis the instances share, as the router's settings name it (LiteLLM's keys): a
+    Redis Cluster by its ``redis_startup_nodes`` (a ``redis+cluster://`` URL)."""
     settings = config.router_settings
     url = settings.get("redis_url")
     if url:
         return str(url)
+    nodes = settings.get("redis_startup_nodes")
+    if nodes:
+        return cluster_url(nodes, settings.get("redis_password"))
     host = settings.get("redis_host")
     if host:
         password = settings.get("redis_password")

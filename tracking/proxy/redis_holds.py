@@ -29,8 +29,14 @@ holds of its calls still in flight whose fields are gone (:data:`ADD_HOLDS`), an
 that ended meanwhile started its counters again from the ledger, which has its row. Between the
 two its calls in flight are not counted, so the lease is much longer than the heartbeat.
 
-The scripts name the keys of other counters and workers themselves (a dead worker's counters
-are only known from Redis): the counters need one Redis server, not a Redis Cluster.
+Every script is given each key it touches (``KEYS``), as a Redis Cluster requires: a dead
+worker's counters, only known from Redis, are read first and then given to :data:`RELEASE`,
+which does nothing (and is called again) when the worker holds on a counter it was not given.
+On a Redis Cluster every key of the counters carries their prefix as a hash tag
+(``{tracking:proxy:}budget:<counter>``), so that all of them, which one script may touch
+together, are in one hash slot: on one of the cluster's masters (and its replicas). Before
+2026-12-07 the heartbeat's script named the keys of other counters and workers itself, and
+the counters needed one Redis server.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ __all__ = [
     "BEAT",
     "DEFAULT_LEASE_SECONDS",
     "LEASE_ENV",
+    "RELEASE",
     "RESERVE",
     "lease_from_environment",
 ]
@@ -163,27 +170,27 @@ return 1
 """
 
 #: Puts holds (back) into the counters, all at once: after Redis restarted, an outage's holds,
-#: or a worker taken for dead putting back its calls in flight. KEYS: the registry of workers.
-#: ARGV: prefix, worker, lease ms, ttl, then (counter, field, units) for each hold. A hold whose
-#: field has its units already is left alone (one with fewer gets the rest); a missing counter
-#: is left missing (seeded from the ledger plus the holds). Returns how many were put back.
+#: or a worker taken for dead putting back its calls in flight. KEYS: the registry of workers,
+#: the worker's lease, its counters, then each hold's counter's holds and the counter. ARGV:
+#: worker, lease ms, ttl, then (counter, field, units) for each hold, in the order of KEYS. A
+#: hold whose field has its units already is left alone (one with fewer gets the rest); a missing
+#: counter is left missing (seeded from the ledger plus the holds). Returns how many were put
+#: back.
 ADD_HOLDS = (
     _RENEW
     + """
-local p = ARGV[1]
-renew(p .. 'lease:' .. ARGV[2], KEYS[1], ARGV[2], ARGV[3])
+renew(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
 local added = 0
-for i = 5, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local name, field, want = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local holds = p .. 'holds:' .. name
+  local holds, counter = KEYS[4 + 2 * (i - 4) / 3], KEYS[5 + 2 * (i - 4) / 3]
   local have = tonumber(redis.call('HGET', holds, field) or '0')
   if have < want then  -- (a hold grown since it was taken for dead has only the growth)
     local more = string.format('%d', want - have)
-    record(holds, p .. 'holder:' .. ARGV[2], field, name, more, tonumber(ARGV[4]))
-    local counter = p .. 'budget:' .. name
+    record(holds, KEYS[3], field, name, more, tonumber(ARGV[3]))
     if redis.call('EXISTS', counter) == 1 then
       redis.call('INCRBY', counter, more)
-      redis.call('EXPIRE', counter, ARGV[4])
+      redis.call('EXPIRE', counter, ARGV[3])
     end
     added = added + 1
   end
@@ -192,47 +199,66 @@ return added
 """
 )
 
-#: The heartbeat: renews this worker's lease (ARGV[4] == 'leave': gives it up, at a clean stop),
-#: then takes each worker whose lease is over for dead (this one too, when leaving): its holds'
-#: fields are removed and each counter they were on deleted (started again from the ledger).
-#: KEYS: the registry of workers. ARGV: prefix, worker, lease ms, 'beat' or 'leave'.
-#: Result: {lapsed (this worker's lease had lapsed), workers taken for dead, counters deleted}.
+#: The heartbeat's first step: renews this worker's lease (ARGV[3] == 'leave': gives it up, at
+#: a clean stop), then tells which of the workers named (read from the registry just before)
+#: have no lease: each is taken for dead by :data:`RELEASE`. KEYS: the registry of workers,
+#: this worker's lease, then each named worker's lease. ARGV: worker, lease ms, 'beat' or
+#: 'leave', then the workers named, in the order of KEYS. Result: {lapsed (this worker's lease
+#: had lapsed), the workers without a lease (this one too, when leaving)}.
 BEAT = (
     _RENEW
     + """
-local p = ARGV[1]
 local lapsed = 0
-if ARGV[4] == 'leave' then
-  redis.call('DEL', p .. 'lease:' .. ARGV[2])
+if ARGV[3] == 'leave' then
+  redis.call('DEL', KEYS[2])
 else
-  lapsed = renew(p .. 'lease:' .. ARGV[2], KEYS[1], ARGV[2], ARGV[3])
+  lapsed = renew(KEYS[2], KEYS[1], ARGV[1], ARGV[2])
 end
-local dead, dropped = 0, 0
-for _, worker in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', p .. 'lease:' .. worker) == 0 then
-    local holder = p .. 'holder:' .. worker
-    local mark = worker .. '|'
-    for _, name in ipairs(redis.call('HKEYS', holder)) do
-      local holds = p .. 'holds:' .. name
-      local removed = false
-      for _, field in ipairs(redis.call('HKEYS', holds)) do
-        if string.sub(field, 1, #mark) == mark then
-          redis.call('HDEL', holds, field)
-          removed = true
-        end
-      end
-      if removed and redis.call('DEL', p .. 'budget:' .. name) == 1 then
-        dropped = dropped + 1
-      end
-    end
-    redis.call('DEL', holder)
-    redis.call('SREM', KEYS[1], worker)
-    dead = dead + 1
+local dead = {}
+for i = 4, #ARGV do
+  if redis.call('EXISTS', KEYS[i - 1]) == 0 and redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
+    dead[#dead + 1] = ARGV[i]
   end
 end
-return {lapsed, dead, dropped}
+return {lapsed, dead}
 """
 )
+
+#: The heartbeat's second step, for each worker :data:`BEAT` found without a lease: its holds'
+#: fields are removed and each counter they were on deleted (started again from the ledger).
+#: KEYS: the registry of workers, the worker's lease, its counters, then each of its counters'
+#: holds and the counter. ARGV: the worker, then the counters' names (read from its counters
+#: just before), in the order of KEYS. Result: {status, counters deleted}: status 1 released,
+#: 0 nothing to do (it renewed its lease, or another worker released it first), -1 it holds on
+#: a counter not named (read its counters again).
+RELEASE = """
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  return {0, 0}
+end
+local named = {}
+for i = 2, #ARGV do named[ARGV[i]] = i end
+for _, name in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if not named[name] then return {-1, 0} end
+end
+local mark = ARGV[1] .. '|'
+local dropped = 0
+for i = 2, #ARGV do
+  local holds, counter = KEYS[2 * i], KEYS[2 * i + 1]
+  local removed = false
+  for _, field in ipairs(redis.call('HKEYS', holds)) do
+    if string.sub(field, 1, #mark) == mark then
+      redis.call('HDEL', holds, field)
+      removed = true
+    end
+  end
+  if removed and redis.call('DEL', counter) == 1 then
+    dropped = dropped + 1
+  end
+end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[1], ARGV[1])
+return {1, dropped}
+"""
 
 
 def lease_from_environment() -> float:

@@ -290,7 +290,11 @@ def _reported(fault: StartFault | None) -> int:
 def _unshared_limits(config: ProxyConfig) -> str | None:
     """Why N workers would enforce the deployments' rpm/tpm each alone, or None."""
     settings = config.router_settings
-    if settings.get("redis_url") or settings.get("redis_host"):
+    if (
+        settings.get("redis_url")
+        or settings.get("redis_host")
+        or settings.get("redis_startup_nodes")
+    ):
         return None
     limited = [
         d.model_name

@@ -72,8 +72,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol, TypeVar
 
-from ..redis_outage import RedisOutage, async_redis_client
-from .redis_holds import ADD_HOLDS, ADJUST, BEAT, DEFAULT_LEASE_SECONDS, RESERVE
+from ..redis_outage import RedisOutage, async_redis_client, is_cluster_url
+from .redis_holds import ADD_HOLDS, ADJUST, BEAT, DEFAULT_LEASE_SECONDS, RELEASE, RESERVE
 
 __all__ = [
     "IDLE_TTL",
@@ -428,6 +428,11 @@ class RedisCounters:
             retry_interval,
         )
         self.prefix = prefix
+        #: Whether the Redis is a Redis Cluster (a ``redis+cluster://`` URL).
+        self.cluster = is_cluster_url(url)
+        #: What each key starts with: on a cluster the prefix is a hash tag, so that every key
+        #: (a script may touch a counter's, a worker's and the registry together) is in one slot.
+        self.key_prefix = "{" + prefix + "}" if self.cluster else prefix
         self.socket_timeout = socket_timeout
         self.lease = lease
         #: This process's name among the workers sharing the counters.
@@ -453,6 +458,7 @@ class RedisCounters:
         self._adjust: Any = self._client.register_script(ADJUST)
         self._add_holds: Any = self._client.register_script(ADD_HOLDS)
         self._beat: Any = self._client.register_script(BEAT)
+        self._release: Any = self._client.register_script(RELEASE)
 
     @property
     def degraded(self) -> bool:
@@ -461,8 +467,11 @@ class RedisCounters:
 
     def _keys(self, name: str) -> list[str]:
         """A counter's key, its holds' and this worker's list of counters it holds on."""
-        p = self.prefix
-        return [f"{p}budget:{name}", f"{p}holds:{name}", f"{p}holder:{self.worker}"]
+        return [self.key("budget", name), self.key("holds", name), self.key("holder", self.worker)]
+
+    def key(self, kind: str, name: str) -> str:
+        """The Redis key of ``kind`` (budget, holds, holder, lease, ...) for ``name``."""
+        return f"{self.key_prefix}{kind}:{name}"
 
     def _field(self, key: str) -> str:
         """A hold's field in its counter's holds ('' for a hold without a key)."""
@@ -489,7 +498,7 @@ class RedisCounters:
     async def hit_rpm(self, name: str, limit: int) -> float | None:
         async def remote() -> float | None:
             minute, wait = minute_and_wait()
-            key = f"{self.prefix}rpm:{name}:{minute}"
+            key = self.key("rpm", f"{name}:{minute}")
             pipe = self._client.pipeline(transaction=False)
             pipe.incr(key)
             pipe.expire(key, _RPM_TTL)
@@ -521,9 +530,9 @@ class RedisCounters:
             status, value, lapsed = await self._reserve(
                 keys=[
                     *self._keys(name),
-                    f"{self.prefix}lease:{self.worker}",
+                    self.key("lease", self.worker),
                     self._registry,
-                    f"{self.prefix}budget-changed:{name}",
+                    self.key("budget-changed", name),
                 ],
                 args=[
                     amount,
@@ -557,7 +566,7 @@ class RedisCounters:
         away)."""
 
         async def remote() -> frozenset[str]:
-            fields = await self._client.hkeys(f"{self.prefix}holds:{name}")
+            fields = await self._client.hkeys(self.key("holds", name))
             ids = (str(field, "utf-8", "replace").split("|", 2) for field in fields)
             return frozenset(parts[2] for parts in ids if len(parts) == 3 and parts[2])
 
@@ -586,7 +595,7 @@ class RedisCounters:
 
     async def drop(self, names: Sequence[str]) -> None:
         async def remote() -> None:
-            await self._client.delete(*(f"{self.prefix}budget:{name}" for name in names))
+            await self._client.delete(*(self.key("budget", name) for name in names))
 
         async def unreachable() -> None:  # the outage's budgets read the ledger anyway
             self._outage.reset_missed(names)
@@ -599,7 +608,7 @@ class RedisCounters:
 
     @property
     def _registry(self) -> str:
-        return f"{self.prefix}workers"
+        return f"{self.key_prefix}workers"
 
     @property
     def _lease_ms(self) -> int:
@@ -623,17 +632,28 @@ class RedisCounters:
         worker whose lease is over; put this worker's holds back if it was taken for dead."""
 
         async def remote() -> None:
-            lapsed, dead, dropped = await self._beat(
-                keys=[self._registry],
-                args=[self.prefix, self.worker, self._lease_ms, "leave" if leave else "beat"],
+            workers = sorted(str(w, "utf-8") for w in await self._client.smembers(self._registry))
+            lapsed, found = await self._beat(
+                keys=[
+                    self._registry,
+                    self.key("lease", self.worker),
+                    *(self.key("lease", w) for w in workers),
+                ],
+                args=[self.worker, self._lease_ms, "leave" if leave else "beat", *workers],
             )
-            if int(dead) and not leave:
+            dead = dropped = 0
+            for worker in found:
+                released = await self._release_dead(str(worker, "utf-8"))
+                if released is not None:
+                    dead += 1
+                    dropped += released
+            if dead and not leave:
                 log.warning(
                     "proxy counters: released the budget holds of %d worker(s) whose lease "
                     "(%g s) was over; %d counter(s) start again from the ledger",
-                    int(dead),
+                    dead,
                     self.lease,
-                    int(dropped),
+                    dropped,
                 )
             await self._renewed(int(lapsed) and not leave)
 
@@ -641,6 +661,19 @@ class RedisCounters:
             return None
 
         await self._guarded(remote, away)
+
+    async def _release_dead(self, worker: str) -> int | None:
+        """Release the holds of ``worker``, found without a lease: how many counters were
+        deleted, or None when it had renewed its lease or another worker released it first."""
+        holder = self.key("holder", worker)
+        while True:  # (again only when the worker placed a hold since its counters were read)
+            names = sorted(str(n, "utf-8") for n in await self._client.hkeys(holder))
+            keys = [self._registry, self.key("lease", worker), holder]
+            for name in names:
+                keys += [self.key("holds", name), self.key("budget", name)]
+            status, dropped = await self._release(keys=keys, args=[worker, *names])
+            if int(status) >= 0:
+                return int(dropped) if int(status) else None
 
     def _renew_due(self) -> bool:
         """Whether a reservation renews the lease: not renewed for half a lease (two commands
@@ -660,10 +693,9 @@ class RedisCounters:
         holds = self._outage.each_hold()
         if not holds:
             return 0
-        args: list[Any] = [self.prefix, self.worker, self._lease_ms, IDLE_TTL]
-        for name, key, units in holds:
-            args += [name, self._field(key), units]
-        added = int(await self._add_holds(keys=[self._registry], args=args))
+        added = await self._add_held(
+            [(name, self._field(key), units) for name, key, units in holds]
+        )
         if added:
             log.warning(
                 "proxy counters: this worker's lease had lapsed; put back %d hold(s) of its "
@@ -671,6 +703,16 @@ class RedisCounters:
                 added,
             )
         return added
+
+    async def _add_held(self, holds: Sequence[tuple[str, str, int | str]]) -> int:
+        """Put (counter, field, units) holds into Redis (:data:`.redis_holds.ADD_HOLDS`), renewing
+        this worker's lease; how many were put back."""
+        keys = [self._registry, self.key("lease", self.worker), self.key("holder", self.worker)]
+        args: list[Any] = [self.worker, self._lease_ms, IDLE_TTL]
+        for name, field, units in holds:
+            keys += [self.key("holds", name), self.key("budget", name)]
+            args += [name, field, units]
+        return int(await self._add_holds(keys=keys, args=args))
 
     async def _merge_outage(self) -> None:
         """Apply what budget counters missed while Redis was away (before any other use)."""
@@ -698,8 +740,7 @@ class RedisCounters:
             for kind, name, key, first, second in self._outage.missed():
                 field = self._field(key)
                 if kind == "took" and field:  # the hold's field brought to its units then
-                    args = [self.prefix, self.worker, self._lease_ms, IDLE_TTL, name, field, second]
-                    await self._add_holds(keys=[self._registry], args=args)
+                    await self._add_held([(name, field, second)])
                 else:  # an end, or a hold without a key: a plain change
                     args = [first, second, IDLE_TTL, field if kind == "ended" else "", name]
                     await self._adjust(keys=self._keys(name), args=args)
@@ -726,7 +767,7 @@ class RedisCounters:
         names = self._outage.resets()
         if not names:
             return
-        await self._client.delete(*(f"{self.prefix}budget:{name}" for name in names))
+        await self._client.delete(*(self.key("budget", name) for name in names))
         self._outage.reset_done(names)
         log.warning(
             "proxy counters: Redis is back; reset %d budget counter(s) changed while it was "
@@ -739,7 +780,7 @@ class RedisCounters:
         """How many times keys changed (any instance); None while Redis is away."""
 
         async def remote() -> int | None:
-            value = await self._client.get(f"{self.prefix}keys:version")
+            value = await self._client.get(self.key("keys", "version"))
             return int(value) if value is not None else 0
 
         async def unknown() -> int | None:
@@ -749,7 +790,7 @@ class RedisCounters:
 
     async def keys_changed(self) -> None:
         async def remote() -> None:
-            await self._client.incr(f"{self.prefix}keys:version")
+            await self._client.incr(self.key("keys", "version"))
 
         async def lost() -> None:  # the other instances fall back to their sets' age
             return None
@@ -758,13 +799,21 @@ class RedisCounters:
 
     async def _server_run_id(self) -> str:
         """The Redis server's run id: it changes when the server restarts."""
-        info = await self._client.info("server")
+        if self.cluster:  # the master of the counters' slot: a failover is taken as a restart
+            await self._client.initialize()  # (learns the slots at its first use)
+            node = self._client.get_node_from_key(self._registry)
+            info = await self._client.info("server", target_nodes=node)
+        else:
+            info = await self._client.info("server")
         return str(info.get("run_id", ""))
 
     async def aclose(self) -> None:
         self.stopping = True
         if self._beating is not None:
             self._beating.cancel()
+            # Its exchange cut short is over before the last one is sent (the connection it
+            # was reading from is closed, and must not be used again meanwhile).
+            await asyncio.wait([self._beating], timeout=self.socket_timeout)
             await self.beat(leave=True)  # a clean stop: nothing of this worker's is left held
         await self._client.aclose()
 

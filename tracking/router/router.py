@@ -57,6 +57,7 @@ _SETTINGS = (
     "redis_host",
     "redis_port",
     "redis_password",
+    "redis_startup_nodes",
 )
 
 
@@ -135,10 +136,15 @@ def lone_redis_settings(settings: Mapping[str, Any]) -> list[str]:
     names no Redis (no ``redis_host``, no ``redis_url``): whoever wrote one believes the
     processes share Redis (routing state, the proxy's budgets and rate limits), and they
     would not. The proxy's config check and :meth:`Router.from_config` both use it."""
-    if settings.get("redis_host") or settings.get("redis_url"):
+    if (
+        settings.get("redis_host")
+        or settings.get("redis_url")
+        or settings.get("redis_startup_nodes")
+    ):
         return []
     return [
-        f"router_settings.{key}: has no effect without redis_host (or give redis_url)"
+        f"router_settings.{key}: has no effect without redis_host (or give redis_url, or "
+        "redis_startup_nodes)"
         for key in ("redis_port", "redis_password")
         if settings.get(key) is not None
     ]
@@ -321,12 +327,23 @@ class Router:
                 f"router_settings.redis_port: expected a port from 1 to 65535, got {port!r}"
             )
         password = settings.pop("redis_password", None)
+        nodes = settings.pop("redis_startup_nodes", None)
         lone = lone_redis_settings(
-            {**settings, "redis_host": host, "redis_port": port, "redis_password": password}
+            {
+                **settings,
+                "redis_host": host,
+                "redis_port": port,
+                "redis_password": password,
+                "redis_startup_nodes": nodes,
+            }
         )
         if lone:
             raise ConfigurationError(lone[0])
-        if host and not settings.get("redis_url"):
+        if nodes and not settings.get("redis_url"):  # a Redis Cluster, as LiteLLM names one
+            from ..redis_outage import cluster_url
+
+            settings["redis_url"] = cluster_url(nodes, password)
+        elif host and not settings.get("redis_url"):
             from urllib.parse import quote
 
             auth = f":{quote(str(password), safe='')}@" if password else ""
