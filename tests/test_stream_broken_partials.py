@@ -191,6 +191,7 @@ def test_a_stream_closed_after_its_first_partial_image_is_estimated_at_the_quali
     assert first.quality == "medium"  # the fake makes auto at medium, and says so
     (event,) = recorder.events
     assert event.status == "failure"
-    at_medium = _asking_for({**params, "quality": "medium"}, 1)
-    assert (event.cost_usd, event.cost_source) == (at_medium, "estimate")
-    assert at_medium < _asking_for(params, 1)
+    # the partial images read before the close count (1 to 3: a loaded machine reads on)
+    at_medium = {_asking_for({**params, "quality": "medium"}, k): k for k in (1, 2, 3)}
+    assert event.cost_source == "estimate" and event.cost_usd in at_medium, event.cost_usd
+    assert event.cost_usd < _asking_for(params, at_medium[event.cost_usd])  # auto: the dearest
