@@ -163,6 +163,16 @@ def test_redis_startup_nodes_are_checked_and_name_the_cluster():
         parse_config({**base, "router_settings": {"redis_startup_nodes": "10.0.0.1:7000"}})
 
 
+def test_the_proxys_counters_and_the_router_read_one_redis_url_from_the_settings():
+    """One reading of ``router_settings`` for both: the proxy's counters put a
+    ``redis_password`` into their URL unquoted (``p@ss/1`` made another host), the router
+    quoted it."""
+    base = {"model_list": [{"model_name": "m", "litellm_params": {"model": "gpt-image-2"}}]}
+    settings = {"redis_host": "10.0.0.3", "redis_port": 6380, "redis_password": "p@ss/1"}
+    config = parse_config({**base, "router_settings": settings})
+    assert redis_url_of(config) == "redis://:p%40ss%2F1@10.0.0.3:6380/0"
+
+
 def _startup_nodes(url: str) -> list[dict[str, object]]:
     """LiteLLM's ``redis_startup_nodes`` for the cluster's ``redis+cluster://`` URL."""
     return [

@@ -24,6 +24,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -119,6 +120,25 @@ def cluster_url(nodes: object, password: str | None = None) -> str:
         hosts.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis+cluster://{auth}{','.join(hosts)}"
+
+
+def settings_redis_url(settings: Mapping[str, Any]) -> str | None:
+    """The Redis a config's ``router_settings`` name, as LiteLLM's keys do: ``redis_url``, else
+    a Redis Cluster's ``redis_startup_nodes``, else ``redis_host`` / ``redis_port`` (6379) with
+    ``redis_password`` (quoted into the URL); None when they name none. The router and the
+    proxy's counters both read it here, so they always share one Redis."""
+    url = settings.get("redis_url")
+    if url:
+        return str(url)
+    password = settings.get("redis_password")
+    nodes = settings.get("redis_startup_nodes")
+    if nodes:
+        return cluster_url(nodes, password)
+    host = settings.get("redis_host")
+    if not host:
+        return None
+    auth = f":{quote(str(password), safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{settings.get('redis_port') or 6379}/0"
 
 
 def _cluster_settings(url: str) -> dict[str, Any]:

@@ -410,6 +410,8 @@ GENERATION_PARAMETERS: tuple[str, ...] = tuple(
 #: What :func:`parse_call` accepts: both operations' parameters, the ``operation`` and the
 #: router's ``base_model`` (the model whose prices apply to a deployment).
 _ACCEPTED = frozenset((*PARAMETERS, *GENERATION_PARAMETERS, "operation", "base_model"))
+#: What a caller may pass to either operation's function.
+_CALL_NAMES = frozenset((*PARAMETERS, *GENERATION_PARAMETERS))
 #: Parameters only an edit takes (a generation's are all an edit's too: ``moderation`` is
 #: both operations' in OpenAI's images reference).
 _EDIT_ONLY = ("image", "mask", "markup", "input_fidelity")
@@ -449,9 +451,9 @@ def call_params(
     and as the proxy answers it, not a ``TypeError`` before the call starts. A name neither
     operation has stays a ``TypeError``, as for any function."""
     taken = PARAMETERS if build is image_edit_params else GENERATION_PARAMETERS
-    for name in kwargs:
-        if name not in PARAMETERS and name not in GENERATION_PARAMETERS:
-            raise TypeError(_unknown_parameter(build, name))
+    if not _CALL_NAMES.issuperset(kwargs):  # one set test per call; the name found only then
+        unknown = next(name for name in kwargs if name not in _CALL_NAMES)
+        raise TypeError(_unknown_parameter(build, unknown))
     other = {k: v for k, v in kwargs.items() if k in _EDIT_ONLY}
     foreign = {k: v for k, v in other.items() if k not in taken}
     return {**build(*args, **{k: v for k, v in kwargs.items() if k not in foreign}), **foreign}

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..redis_outage import (
     RETRY_ENV,
-    cluster_url,
     retry_interval_from_environment,
+    settings_redis_url,
     timeout_from_environment,
 )
 from ..request import end_user_of
@@ -74,19 +74,7 @@ Handler = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
 def redis_url_of(config: ProxyConfig) -> str | None:
     """The Redis the instances share, as the router's settings name it (LiteLLM's keys): a
     Redis Cluster by its ``redis_startup_nodes`` (a ``redis+cluster://`` URL)."""
-    settings = config.router_settings
-    url = settings.get("redis_url")
-    if url:
-        return str(url)
-    nodes = settings.get("redis_startup_nodes")
-    if nodes:
-        return cluster_url(nodes, settings.get("redis_password"))
-    host = settings.get("redis_host")
-    if host:
-        password = settings.get("redis_password")
-        auth = f":{password}@" if password else ""
-        return f"redis://{auth}{host}:{settings.get('redis_port') or 6379}/0"
-    return os.environ.get(REDIS_ENV) or None
+    return settings_redis_url(config.router_settings) or os.environ.get(REDIS_ENV) or None
 
 
 class Accounts:

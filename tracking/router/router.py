@@ -339,15 +339,17 @@ class Router:
         )
         if lone:
             raise ConfigurationError(lone[0])
-        if nodes and not settings.get("redis_url"):  # a Redis Cluster, as LiteLLM names one
-            from ..redis_outage import cluster_url
+        if (nodes or host) and not settings.get("redis_url"):
+            from ..redis_outage import settings_redis_url
 
-            settings["redis_url"] = cluster_url(nodes, password)
-        elif host and not settings.get("redis_url"):
-            from urllib.parse import quote
-
-            auth = f":{quote(str(password), safe='')}@" if password else ""
-            settings["redis_url"] = f"redis://{auth}{host}:{port or 6379}/0"
+            settings["redis_url"] = settings_redis_url(
+                {
+                    "redis_startup_nodes": nodes,
+                    "redis_host": host,
+                    "redis_port": port,
+                    "redis_password": password,
+                }
+            )
         settings.update(overrides)
         model_list = config.get("model_list") or []
         seconds(router_settings.get("timeout"), "router_settings.timeout")
