@@ -696,3 +696,46 @@ def test_the_json_and_the_csv_name_the_group_alike_and_hold_it_as_it_is(capsys, 
     groups = [row["model"] for row in json.loads(outputs["json"])]
     assert odd in groups
     assert [line[0] for line in list(csv.reader(io.StringIO(outputs["csv"])))[1:]] == groups
+
+
+def test_calls_to_another_openai_style_host_are_left_out_and_named(capsys, fake, ledger):
+    # A reseller (or any OpenAI-compatible API) reached as provider "openai" with its own
+    # api_base is not on OpenAI's bill: its calls were counted as the ledger's, a false drift.
+    edit(fake, model="gpt-image-2")
+    with FakeOpenAI(api_keys=[KEY]) as reseller:
+        # another host name for the same loopback (the ledger's hosts are compared by name)
+        api_base = reseller.url.replace("127.0.0.1", "localhost")
+        for _ in range(2):
+            tracking.image_edit(
+                image=make_png(), prompt="a hat", model="gpt-image-2", quality="low",
+                size="1024x1024", api_base=api_base, api_key=KEY,
+            )  # fmt: skip
+        assert tracking.flush(10)
+        reseller_host = api_base.split("://", 1)[1].split("/", 1)[0]
+    code, out, err = run(capsys, ledger, fake, "--format", "json")
+    assert code == 0, (out, err)
+    (row,) = json.loads(out)
+    assert (row["model"], row["our_images"], row["their_images"]) == ("gpt-image-2", 1, 1)
+    assert row["note"] == "agrees"
+    assert (
+        f"not counted: 2 OpenAI call(s) of the ledger sent to {reseller_host}, not the admin "
+        f"API's host (--include-host {reseller_host} counts them)"
+    ) in err
+    # A gateway billed to the same organization is counted when named.
+    code, out, err = run(
+        capsys, ledger, fake, "--format", "json", "--include-host", reseller_host.upper()
+    )
+    assert code == 1 and "not counted" not in err
+    (row,) = json.loads(out)
+    assert (row["our_images"], row["their_images"]) == (3, 1)
+
+
+def test_the_admin_apis_host_is_matched_by_name_on_any_port():
+    from tracking.reconcile import billed_hosts
+
+    assert billed_hosts("https://api.openai.com/v1") == {"api.openai.com"}
+    assert billed_hosts("https://API.openai.com:443/v1", ["gw.example:8443 ", " "]) == {
+        "api.openai.com",
+        "gw.example",
+    }
+    assert billed_hosts("http://[::1]:9000/v1", ["[fe80::1]"]) == {"[::1]", "[fe80::1]"}

@@ -187,7 +187,8 @@ _EPOCH_DAY = date(1970, 1, 1)
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from .reconcile import reconcile, render
+    from .reconcile import other_hosts, reconcile, render
+    from .terminal import shown
 
     until = args.until or datetime.now(UTC).date()
     fault = None
@@ -214,11 +215,25 @@ def _reconcile(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             api_base=args.api_base,
             admin_key=args.admin_key,
+            include_hosts=args.include_host,
+        )
+        left_out = other_hosts(
+            database_url=args.database_url,
+            since=args.since,
+            until=until,
+            api_base=args.api_base,
+            include_hosts=args.include_host,
         )
     except TrackingError as exc:  # the provider's figures or the ledger's could not be read
         print(f"tracking reconcile: error: {exc.message}", file=sys.stderr)
         return 2
     render(rows, by=args.by, fmt=args.format, out=sys.stdout)
+    for host, calls in left_out:  # on standard error: the JSON and CSV stay one document
+        print(
+            f"tracking reconcile: not counted: {calls} OpenAI call(s) of the ledger sent to "
+            f"{shown(host)}, not the admin API's host (--include-host {shown(host)} counts them)",
+            file=sys.stderr,
+        )
     return 1 if any(row.drift for row in rows) else 0
 
 
@@ -512,6 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--admin-key", help="an organization admin key (or OPENAI_ADMIN_KEY)")
     reconcile.add_argument(
         "--api-base", help="the provider's API base (default: OPENAI_BASE_URL or OpenAI's)"
+    )
+    reconcile.add_argument(
+        "--include-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="count the ledger's OpenAI calls sent to this host too (a gateway billed to the same "
+        "organization); repeatable",
     )
     _database_url_option(reconcile)
     reconcile.set_defaults(handler=_reconcile)

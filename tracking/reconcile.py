@@ -498,7 +498,12 @@ def reconcile(
     threshold: Decimal,
     api_base: str | None,
     admin_key: str | None,
+    include_hosts: Sequence[str] = (),
 ) -> list[ReconcileRow]:
+    """The ledger's OpenAI calls against OpenAI's bill, group by group. The ledger's side counts
+    the calls sent to the admin API's host (``api.openai.com`` unless ``api_base`` says
+    otherwise) and to ``include_hosts`` (a gateway in front of the same organization), not a
+    reseller's or another OpenAI-compatible host's (:func:`other_hosts` lists those)."""
     from tracking.integrations.sql import read_billed
 
     key = admin_key or os.environ.get("OPENAI_ADMIN_KEY")
@@ -507,12 +512,14 @@ def reconcile(
     if not (key.isascii() and key.isprintable()):  # it goes in a header (never echoed)
         raise ReconcileError("the admin key has characters no key has (non-ASCII or control)")
     base = openai_api_base(api_base)
+    hosts = billed_hosts(base, include_hosts)
     billed = read_billed(  # never creates a ledger; its schema checked
         database_url,
         provider="openai",
         since=since,
         until=until + timedelta(days=1),
         by="model" if by == "project" else by,
+        hosts=hosts,
     )
     ours = {row.key: row for row in billed} if by != "project" else {}
     # the models the ledger holds, whose line items are counted (by day, its keys are days)
@@ -525,6 +532,7 @@ def reconcile(
             since=since,
             until=until + timedelta(days=1),
             by="model",
+            hosts=hosts,
         )
     )
     theirs = fetch_provider(
@@ -543,6 +551,41 @@ def reconcile(
         window=(since, until),
         day=datetime.now(UTC).date(),
         api_base=base,
+    )
+
+
+def billed_hosts(api_base: str, include: Sequence[str] = ()) -> frozenset[str]:
+    """The host names (any port: the ledger's ``api_base`` column holds ``host[:port]``) whose
+    calls the admin API at ``api_base`` bills: its own and ``include``'s."""
+    return frozenset(name for name in (_host_name(api_base), *map(_host_name, include)) if name)
+
+
+def _host_name(text: str) -> str:
+    """The host name of a URL or a ``host[:port]``, lower-cased, without its port."""
+    host = text.strip().split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1].lower()
+    if host.startswith("["):  # an IPv6 address: [::1]:8080
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
+
+
+def other_hosts(
+    *,
+    database_url: str | None,
+    since: date,
+    until: date,
+    api_base: str | None,
+    include_hosts: Sequence[str] = (),
+) -> list[tuple[str, int]]:
+    """The ledger's OpenAI calls in the window that :func:`reconcile` left out: each other host
+    they were sent to (a reseller, another OpenAI-compatible API) with its number of calls."""
+    from tracking.integrations.sql import read_other_hosts
+
+    return read_other_hosts(
+        database_url,
+        provider="openai",
+        since=since,
+        until=until + timedelta(days=1),
+        hosts=billed_hosts(openai_api_base(api_base), include_hosts),
     )
 
 

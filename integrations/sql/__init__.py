@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._billing import BilledRow, query_billed
 from ._columns import UTCDateTime
-from ._commands import migrate_command, read_billed, spend_command
+from ._commands import migrate_command, read_billed, read_other_hosts, spend_command
 from ._engine import DEFAULT_URL, DatabaseUnreachableError, create_ledger_engine, resolve_url
 from ._ledger import LedgerMode, ReplayHook, SqlLedger
 from ._migrate import (
@@ -111,6 +111,7 @@ __all__ = [
     "query_billed",
     "query_spend",
     "read_billed",
+    "read_other_hosts",
     "resolve_url",
     "spend_and_flags_with_outboxes",
     "spend_calls",

@@ -5,6 +5,7 @@ once by its own row (the ``spend_calls`` view)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -13,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 
 from ._queries import cost_sum, summed_cost, to_utc_bound, unpriced_count, utc_day
-from ._schema import spend_calls
+from ._schema import spend_calls, spend_logs
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ["BilledRow", "query_billed"]
+__all__ = ["BilledRow", "query_billed", "query_other_hosts"]
 
 
 #: A failed call recorded with an estimate: maybe billed, so not a price the provider confirmed.
@@ -56,8 +57,11 @@ def query_billed(
     since: date | datetime,
     until: date | datetime,
     by: Literal["day", "model"],
+    hosts: Collection[str] | None = None,
 ) -> list[BilledRow]:
-    """The ledger's calls to ``provider`` from ``since`` (inclusive) to ``until`` (exclusive)."""
+    """The ledger's calls to ``provider`` from ``since`` (inclusive) to ``until`` (exclusive);
+    with ``hosts``, only those sent to one of them (host names, any case, any port) or to no
+    recorded host."""
     calls = spend_calls
     key: sa.ColumnElement[Any] = (
         utc_day(engine, calls) if by == "day" else sa.func.coalesce(calls.c.served_model, "")
@@ -81,6 +85,7 @@ def query_billed(
         .where(calls.c.provider == provider)
         .where(calls.c.start_time >= to_utc_bound(since, "since"))
         .where(calls.c.start_time < to_utc_bound(until, "until"))
+        .where(sa.true() if hosts is None else _to(hosts))
         .group_by(key)
         .order_by(key)
     )
@@ -100,3 +105,53 @@ def query_billed(
         )
         for record in result
     ]
+
+
+def query_other_hosts(
+    engine: Engine,
+    *,
+    provider: str,
+    since: date | datetime,
+    until: date | datetime,
+    hosts: Collection[str],
+) -> list[tuple[str, int]]:
+    """The hosts other than ``hosts`` that the ledger's calls to ``provider`` in the window were
+    sent to (a reseller's or a gateway's ``api_base``), each with its number of calls, most
+    first: what :func:`query_billed` with ``hosts`` left out."""
+    logs = spend_logs
+    count = sa.func.count(sa.distinct(logs.c.request_id)).label("calls")
+    statement = (
+        sa.select(logs.c.api_base, count)
+        .where(logs.c.provider == provider)
+        .where(logs.c.start_time >= to_utc_bound(since, "since"))
+        .where(logs.c.start_time < to_utc_bound(until, "until"))
+        .where(_elsewhere(logs, hosts))
+        .group_by(logs.c.api_base)
+        .order_by(count.desc(), logs.c.api_base)
+    )
+    with engine.connect() as conn:
+        return [(str(host), int(n)) for host, n in conn.execute(statement).all()]
+
+
+def _elsewhere(logs: sa.FromClause, hosts: Collection[str]) -> sa.ColumnElement[bool]:
+    """A row sent to a recorded ``host[:port]`` whose host is none of ``hosts`` (names,
+    compared without case, on any port)."""
+    sent_to = sa.func.lower(logs.c.api_base)
+    named = [
+        sa.or_(sent_to == host, sent_to.startswith(f"{host}:", autoescape=True))
+        for host in sorted({host.lower() for host in hosts})
+    ]
+    return sa.and_(logs.c.api_base.is_not(None), sa.not_(sa.or_(sa.false(), *named)))
+
+
+def _to(hosts: Collection[str]) -> sa.ColumnElement[bool]:
+    """A call none of whose rows in ``spend_logs`` went to a host other than ``hosts``: sent to
+    one of them, to no recorded host, or known only from the quarantine (whose host the
+    ``spend_calls`` view does not hold: counted)."""
+    logs = spend_logs.alias("elsewhere")
+    return ~sa.exists(
+        sa.select(1)
+        .select_from(logs)
+        .where(logs.c.request_id == spend_calls.c.request_id)
+        .where(_elsewhere(logs, hosts))
+    )

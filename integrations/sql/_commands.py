@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO, TypeVar
 
 import sqlalchemy as sa
 
 from tracking.errors import ConfigurationError
 from tracking.terminal import shown, spreadsheet_safe
 
-from ._billing import BilledRow, query_billed
+from ._billing import BilledRow, query_billed, query_other_hosts
 from ._engine import create_ledger_engine, redact, resolve_url, unreachable
 from ._migrate import _has_spend_logs, check_schema, current_revision
 from ._queries import FIGURES, FLAGGED, GroupBy, SpendRow, query_spend
@@ -30,11 +30,13 @@ __all__ = [
     "migrate_command",
     "open_existing_ledger",
     "read_billed",
+    "read_other_hosts",
     "render_spend",
     "spend_command",
 ]
 
 FORMATS = ("table", "json", "csv")
+_T = TypeVar("_T")
 
 
 def migrate_command(url: str | None, out: TextIO) -> int:
@@ -98,12 +100,39 @@ def read_billed(
     since: date | datetime,
     until: date | datetime,
     by: Literal["day", "model"],
+    hosts: Collection[str] | None = None,
 ) -> list[BilledRow]:
     """:func:`query_billed` on a ledger that must already exist (never created); a database
     that cannot be read is a :class:`~tracking.errors.ConfigurationError`."""
+    return _reading(
+        url,
+        lambda engine: query_billed(
+            engine, provider=provider, since=since, until=until, by=by, hosts=hosts
+        ),
+    )
+
+
+def read_other_hosts(
+    url: str | None,
+    *,
+    provider: str,
+    since: date | datetime,
+    until: date | datetime,
+    hosts: Collection[str],
+) -> list[tuple[str, int]]:
+    """:func:`query_other_hosts` on a ledger that must already exist, as :func:`read_billed`."""
+    return _reading(
+        url,
+        lambda engine: query_other_hosts(
+            engine, provider=provider, since=since, until=until, hosts=hosts
+        ),
+    )
+
+
+def _reading(url: str | None, query: Callable[[Engine], _T]) -> _T:
     engine = open_existing_ledger(url)
     try:
-        return query_billed(engine, provider=provider, since=since, until=until, by=by)
+        return query(engine)
     except sa.exc.DatabaseError as exc:
         raise unreachable(engine.url, exc) from None
     finally:
