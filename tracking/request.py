@@ -1006,11 +1006,12 @@ def metadata_team(metadata: Mapping[str, Any]) -> str | None:
 
 
 def metadata_tags(metadata: Mapping[str, Any]) -> tuple[str, ...]:
-    """``metadata["tags"]`` as the event records them: a list (or tuple) whose tags are each
-    text, or an integer recorded as its decimal text; none when absent or None. A bare string,
-    a set or anything else, or a tag of another type, is a
-    :class:`~tracking.errors.ValidationError` naming ``metadata.tags``: they were recorded as
-    no tags (or a tag's ``repr``) without a word."""
+    """``metadata["tags"]`` as the event records them: a list (or tuple) of strings, as
+    LiteLLM's tags are (its ``request_tags``, the ``x-litellm-tags`` header's); none when
+    absent or None. A bare string, a set or anything else, or a tag that is no string (an
+    integer included: it was recorded as its text, while the error said strings), is a
+    :class:`~tracking.errors.ValidationError` on ``metadata.tags`` whose message names the
+    first such tag by its place (``metadata.tags[1]``)."""
     tags = metadata.get("tags")
     if tags is None:
         return ()
@@ -1020,7 +1021,22 @@ def metadata_tags(metadata: Mapping[str, Any]) -> tuple[str, ...]:
             param="metadata.tags",
             rule="type",
         )
-    return tuple(_label(tag, "metadata.tags", "each tag must be") for tag in tags)
+    for place, tag in enumerate(tags):
+        if not isinstance(tag, str):
+            raise ValidationError(
+                f"metadata.tags[{place}]: each tag must be a string, got {_tag_kind(tag)}",
+                param="metadata.tags",
+                rule="type",
+            )
+    return tuple(tags)
+
+
+def _tag_kind(tag: Any) -> str:
+    """A tag that is no string, for its error: a short integer with its value and the text to
+    write instead (``int 7; write it as "7"``), anything else by its type alone."""
+    if type(tag) is int and abs(tag) <= _MAX_ID_INT:
+        return f'int {tag}; write it as "{tag}"'
+    return _kind(tag)
 
 
 def _label(value: Any, param: str, expected: str) -> str:
@@ -1045,6 +1061,8 @@ def _kind(value: Any) -> str:
     (``mappingproxy``) and a list as a tuple, which are no names the caller ever used."""
     if isinstance(value, Mapping):
         return "an object (dict)"
+    if isinstance(value, tuple):
+        return "a list"
     return type(value).__name__
 
 
