@@ -353,6 +353,12 @@ def _validate(entry: Any) -> Integration | None:
         _warn_unread_hooks(entry)
         return None
     if callable(entry):
+        if inspect.isgeneratorfunction(entry) or inspect.isasyncgenfunction(entry):
+            # calling one makes a generator and runs none of its body: never a delivery
+            raise ConfigurationError(
+                f"callback {callback_name(entry)} is a generator function (it has a yield), "
+                "so calling it would run none of its body; write it without yield"
+            )
         try:
             inspect.signature(entry).bind(None, None, None, None)
         except TypeError:
@@ -363,7 +369,28 @@ def _validate(entry: Any) -> Integration | None:
         except ValueError:  # no signature to inspect (some builtins): trust it
             pass
         return None
-    raise ConfigurationError(f"not a callback: {_given(entry)}; {ACCEPTED}")
+    raise ConfigurationError(f"not a callback: {_given(entry)}; {ACCEPTED}{_logger_hint(entry)}")
+
+
+#: The methods of LiteLLM's ``CustomLogger`` that a logger here runs.
+_LOGGER_METHODS = (
+    "log_success_event",
+    "log_failure_event",
+    "async_log_success_event",
+    "async_log_failure_event",
+)
+
+
+def _logger_hint(entry: Any) -> str:
+    """For an object with a logger's methods that is no :class:`CustomLogger` (a class written
+    for LiteLLM's ``litellm.integrations.custom_logger.CustomLogger``): what to change."""
+    if not any(callable(getattr(entry, name, None)) for name in _LOGGER_METHODS):
+        return ""
+    return (
+        f"; {type(entry).__qualname__} has a logger's methods (LiteLLM's CustomLogger's): "
+        f"make it a subclass of tracking.CustomLogger (class {type(entry).__qualname__}"
+        "(tracking.CustomLogger): ...)"
+    )
 
 
 #: The logger classes already warned about (:func:`_warn_unread_hooks`): once per class.
