@@ -26,13 +26,7 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 WAIT = 30.0  # seconds: generous under CI load, never reached when things work
 
 
-@pytest.fixture(autouse=True)
-def _clean_bus(monkeypatch):
-    monkeypatch.setattr(tracking, "success_callback", [])
-    monkeypatch.setattr(tracking, "failure_callback", [])
-    monkeypatch.setattr(tracking, "callbacks", [])
-    yield
-    assert tracking.flush(WAIT)
+pytestmark = pytest.mark.usefixtures("clean_callbacks")
 
 
 def _params(upstream: dict[str, str], ok: bool) -> dict[str, Any]:

@@ -22,14 +22,7 @@ import tracking
 from tests.conftest import make_png
 from tracking import bus
 
-
-@pytest.fixture(autouse=True)
-def _clean_bus(monkeypatch):
-    monkeypatch.setattr(tracking, "success_callback", [])
-    monkeypatch.setattr(tracking, "failure_callback", [])
-    monkeypatch.setattr(tracking, "callbacks", [])
-    yield
-    assert tracking.flush(30)
+pytestmark = pytest.mark.usefixtures("clean_callbacks")
 
 
 def _call(upstream):
