@@ -62,6 +62,15 @@ def upstream(fake: FakeOpenAI) -> dict[str, str]:
 
 
 @pytest.fixture
+def clean_callbacks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The three callback lists empty for the test; what it queued is delivered at its end."""
+    for name in ("success_callback", "failure_callback", "callbacks"):
+        monkeypatch.setattr(tracking, name, [])
+    yield
+    assert tracking.flush(30)
+
+
+@pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> EventRecorder:
     """Every finished call's event, in order (a module may define its own ``recorder``)."""
     return record_events(monkeypatch)

@@ -316,7 +316,8 @@ def test_the_parameters_are_defined_once_for_both_entry_points_and_the_parser():
         assert (
             inspect.signature(entry).parameters == inspect.signature(image_edit_params).parameters
         )
-    assert len(PARAMETERS) == 31  # safety_identifier, moderation, markup, vertex_* (4) included
+    # safety_identifier, moderation, markup, vertex_* (4), num_retries included
+    assert len(PARAMETERS) == 32
     with pytest.raises(TypeError, match="colour"):
         parse_call(image=PNG, prompt="p", model="gpt-image-1", colour="red")
 

@@ -211,13 +211,13 @@ def _refused_with_row(fake, upstream, use_async, tmp_path, metadata):
 
 
 @pytest.mark.parametrize("use_async", [False, True])
-def test_an_integer_team_id_and_integer_tags_are_recorded_as_their_text(
+def test_an_integer_team_id_is_recorded_as_its_text(
     fake, upstream, monkeypatch, tmp_path, use_async
 ):
     # metadata={"team": 5} was recorded as no team (NULL in the ledger) without a word.
     recorder = record_events(monkeypatch)
     with _ledger(tmp_path) as ledger:
-        response = _call(use_async, **upstream, metadata={"team": 5, "tags": ["prod", 7]})
+        response = _call(use_async, **upstream, metadata={"team": 5, "tags": ["prod", "7"]})
         with ledger.engine.connect() as conn:
             row = conn.execute(
                 sa.select(spend_logs.c.team, spend_logs.c.tags).where(
@@ -242,8 +242,9 @@ def test_an_integer_team_id_and_integer_tags_are_recorded_as_their_text(
         ({"tags": ["prod", None]}, "metadata.tags", "type"),
         ({"tags": [{"env": "prod"}]}, "metadata.tags", "type"),
         ({"tags": {"env": "prod"}}, "metadata.tags", "type"),
+        ({"tags": ["prod", 7]}, "metadata.tags", "type"),
     ],
-    ids=["bool", "float", "list", "huge", "text", "set", "none", "dict", "object"],
+    ids=["bool", "float", "list", "huge", "text", "set", "none", "dict", "object", "int-tag"],
 )
 def test_a_team_or_tags_that_cannot_be_recorded_are_refused_with_the_failure_event(
     fake, upstream, monkeypatch, use_async, metadata, param, rule
@@ -256,6 +257,33 @@ def test_a_team_or_tags_that_cannot_be_recorded_are_refused_with_the_failure_eve
     assert "mappingproxy" not in error.message  # the frozen copy's type is no name of the caller's
     assert [(e.status, e.error_type) for e in recorder.events] == [("failure", "validation_error")]
     assert recorder.last.metadata["team_name"] == "x"  # the rest of the metadata is kept
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("tags", "named"),
+    [
+        ([1, 2], 'metadata.tags[0]: each tag must be a string, got int 1; write it as "1"'),
+        (["prod", 7], 'metadata.tags[1]: each tag must be a string, got int 7; write it as "7"'),
+        (("prod", "eu", True), "metadata.tags[2]: each tag must be a string, got bool"),
+        (["prod", 2**70], "metadata.tags[1]: each tag must be a string, got int"),
+        (["prod", ["eu"]], "metadata.tags[1]: each tag must be a string, got a list"),
+    ],
+    ids=["ints", "one-int", "bool", "huge-int", "nested-list"],
+)
+def test_a_tag_that_is_no_string_is_refused_naming_it(
+    fake, upstream, monkeypatch, use_async, tags, named
+):
+    """LiteLLM's tags are strings (its ``request_tags``, the ``x-litellm-tags`` header's):
+    ``tags=[1, 2]`` was recorded as ``["1", "2"]`` while the error for a bad tag said strings.
+    Refused, the message naming the first tag that is none by its place."""
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, metadata={"tags": tags})
+    assert (error.param, error.rule, error.code) == ("metadata.tags", "type", "invalid_type")
+    assert error.message == named
+    assert [(e.status, e.error_type, e.tags) for e in recorder.events] == [
+        ("failure", "validation_error", ())
+    ]
 
 
 _LIMIT = MAX_METADATA_SIZE

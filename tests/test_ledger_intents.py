@@ -194,7 +194,7 @@ def test_an_intent_is_written_as_its_values_and_recovered_as_the_whole_row(tmp_p
             "user_api_key_hash": "h" * 64,
             "user_api_key_alias": "team-key",
             "team": "design",
-            "tags": ["a", 7],
+            "tags": ["a", "7"],
             "budget": Decimal("1.50"),
             "nested": {"when": datetime(2026, 12, 4, tzinfo=UTC)},
         },
@@ -220,7 +220,7 @@ def test_an_intents_team_and_tags_are_read_as_the_calls_event_reads_them() -> No
         prompt="a hat",
         image=PNG,
         api_key="sk-x",
-        metadata={"team": 5, "tags": ["a", 7]},
+        metadata={"team": 5, "tags": ["a", "7"]},
     )
     call = CallStart("req-team", "image_edit", request, options, "h", datetime.now(UTC))
     row = intent_line_row(intent_line(call))

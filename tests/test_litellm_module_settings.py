@@ -78,7 +78,6 @@ def test_submodules_are_still_bound_when_imported(monkeypatch):
 @pytest.mark.parametrize(
     ("given", "meant"),
     [
-        ("num_retries", "max_retries"),  # LiteLLM's per-call name
         ("base_url", "api_base"),  # OpenAI's client's and LiteLLM's alias
         ("request_timeout", "timeout"),
         ("custom_llm_provider", "the provider as the model's prefix"),

@@ -165,6 +165,67 @@ def test_metadata_or_nested_fields_that_cannot_be_read_are_a_400(served, fields,
     assert response.json()["error"]["param"] == param
 
 
+@pytest.mark.parametrize(
+    ("fields", "headers"),
+    [
+        ({"metadata": '{"tags": ["own", 7]}'}, {}),
+        ({"metadata": '{"tags": ["own", 7]}'}, {"x-litellm-tags": "team-a"}),
+    ],
+    ids=["body", "body-and-header"],
+)
+def test_an_edits_tag_that_is_no_string_is_a_400_naming_it(served, fake, fields, headers):
+    """LiteLLM's tags are strings: a JSON metadata's ``7`` was recorded as ``"7"``. Tags from
+    ``x-litellm-tags`` (always text) go after the body's, so the place named is the body's."""
+    proxy, _ = served
+    before = len(fake.requests)
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers={**bearer(MASTER_KEY), **headers},
+        data={"model": "gpt-image-2", "prompt": "a hat", **fields},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"], error["type"]) == (
+        "metadata.tags",
+        "invalid_type",
+        "invalid_request_error",
+    )
+    assert error["message"].startswith("metadata.tags[1]: each tag must be a string, got int 7")
+    assert len(fake.requests) == before  # nothing was sent
+
+
+def test_a_generations_tag_that_is_no_string_is_a_400_naming_it(served, fake):
+    proxy, _ = served
+    before = len(fake.requests)
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    with client, pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(
+            model="gpt-image-2", prompt="a hat", extra_body={"metadata": {"tags": [1, 2]}}
+        )
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "metadata.tags" and error["code"] == "invalid_type"
+    assert error["message"].startswith("metadata.tags[0]: each tag must be a string, got int 1")
+    assert len(fake.requests) == before
+
+
+def test_tags_that_are_strings_from_the_body_and_the_header_are_recorded_as_given(served):
+    """The header's tags and the body's are both text: each recorded once, body first."""
+    proxy, database = served
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers={**bearer(MASTER_KEY), "x-litellm-tags": "7,b"},
+        data={"model": "gpt-image-2", "prompt": "a hat", "metadata": '{"tags": ["7", "a"]}'},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    tags, _ = _row(database, response.headers["x-tracking-request-id"])
+    assert tags == ["7", "a", "b"]
+
+
 def test_a_virtual_keys_request_cannot_name_its_team(served):
     proxy, _ = served
     with httpx.Client(timeout=30) as client:

@@ -168,7 +168,8 @@ _CALLBACK_LISTS = frozenset({"success_callback", "failure_callback", "callbacks"
 _LITELLM_SETTINGS = {
     "max_budget": "this library enforces no process-wide spending cap (nothing would stop the "
     "spend); budgets are the proxy's (max_budget of a key, an end user or litellm_settings)",
-    "num_retries": "pass max_retries= to each call, or num_retries= to tracking.Router",
+    "num_retries": "pass max_retries= (or num_retries=) to each call, or num_retries= to "
+    "tracking.Router",
     "request_timeout": "pass timeout= (seconds) to each call",
     "drop_params": "pass drop_params=True to each call",
     "api_key": "pass api_key= to each call, or set OPENAI_API_KEY",

@@ -30,9 +30,11 @@ User callbacks never run in the call: sync handlers run on one worker thread fed
 queue (when full the oldest item is dropped, counted and warned about); async handlers run on
 the bus's own event loop thread, for sync and async calls alike, so a callback still running
 when the caller's loop ends (``asyncio.run`` returning) is not cancelled: it runs exactly once,
-whatever the caller's loop does. A callback that raises (anything, ``SystemExit`` included) is
-logged once per callback (then at most once a minute) and counted; one that runs past the
-callback timeout is abandoned (a replacement worker takes over the queue) and counted. A plain
+whatever the caller's loop does. Each runs in its own copy of the caller's context, taken when
+the call ended, so it reads the caller's context variables. A callback that raises (anything,
+``SystemExit`` included) is logged once per callback (then at most once a minute) and counted;
+one that runs past the callback timeout is abandoned (a replacement worker takes over the
+queue) and counted. A plain
 function that returns an awaitable (a lambda calling an async function) has it awaited on the
 bus's loop, as an async callback. :func:`flush` and :func:`shutdown` deliver everything queued
 and run at interpreter exit; :func:`flush` called from a callback does not wait for the queue.
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import importlib
 import inspect
 import logging
@@ -56,6 +59,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .call_control import caller_context
 from .callback_list import CallbackList
 from .errors import ConfigurationError
 from .integration import Integration
@@ -349,6 +353,12 @@ def _validate(entry: Any) -> Integration | None:
         _warn_unread_hooks(entry)
         return None
     if callable(entry):
+        if inspect.isgeneratorfunction(entry) or inspect.isasyncgenfunction(entry):
+            # calling one makes a generator and runs none of its body: never a delivery
+            raise ConfigurationError(
+                f"callback {callback_name(entry)} is a generator function (it has a yield), "
+                "so calling it would run none of its body; write it without yield"
+            )
         try:
             inspect.signature(entry).bind(None, None, None, None)
         except TypeError:
@@ -359,7 +369,28 @@ def _validate(entry: Any) -> Integration | None:
         except ValueError:  # no signature to inspect (some builtins): trust it
             pass
         return None
-    raise ConfigurationError(f"not a callback: {_given(entry)}; {ACCEPTED}")
+    raise ConfigurationError(f"not a callback: {_given(entry)}; {ACCEPTED}{_logger_hint(entry)}")
+
+
+#: The methods of LiteLLM's ``CustomLogger`` that a logger here runs.
+_LOGGER_METHODS = (
+    "log_success_event",
+    "log_failure_event",
+    "async_log_success_event",
+    "async_log_failure_event",
+)
+
+
+def _logger_hint(entry: Any) -> str:
+    """For an object with a logger's methods that is no :class:`CustomLogger` (a class written
+    for LiteLLM's ``litellm.integrations.custom_logger.CustomLogger``): what to change."""
+    if not any(callable(getattr(entry, name, None)) for name in _LOGGER_METHODS):
+        return ""
+    return (
+        f"; {type(entry).__qualname__} has a logger's methods (LiteLLM's CustomLogger's): "
+        f"make it a subclass of tracking.CustomLogger (class {type(entry).__qualname__}"
+        "(tracking.CustomLogger): ...)"
+    )
 
 
 #: The logger classes already warned about (:func:`_warn_unread_hooks`): once per class.
@@ -557,6 +588,10 @@ class _Job:
     event: ImageEditEvent
     response: ImageResponse | None
     exception: BaseException | None
+    #: A copy of the caller's context, taken in the call: the callback runs in it, so it reads
+    #: the context variables the caller had set (a request id bound by a web framework). Each
+    #: callback has its own copy: what one sets is seen by none other, nor by the caller.
+    context: contextvars.Context
 
 
 #: ``on_bus`` is True on the bus's own threads (the worker and the loop thread): a callback
@@ -648,7 +683,9 @@ class _Delivery:
     def _call_sync(self, job: _Job) -> None:
         try:
             kwargs = callback_kwargs(job.event, job.response, job.exception)
-            result = job.handler(kwargs, job.response, job.event.start_time, job.event.end_time)
+            result = job.context.run(
+                job.handler, kwargs, job.response, job.event.start_time, job.event.end_time
+            )
         except BaseException as exc:  # SystemExit too: it would end the worker, stalling the queue
             _callback_failed(job.name, exc)
             return
@@ -678,13 +715,14 @@ class _Delivery:
         try:
             if started is None:
                 kwargs = callback_kwargs(job.event, job.response, job.exception)
-                started = job.handler(
-                    kwargs, job.response, job.event.start_time, job.event.end_time
+                started = job.context.run(
+                    job.handler, kwargs, job.response, job.event.start_time, job.event.end_time
                 )
             # Its own task, waited for up to the timeout: a callback that ignores its
             # cancellation (``except BaseException: pass`` around an await) is then abandoned,
             # as the watchdog abandons a stuck thread, instead of holding ``flush()`` forever.
-            task = asyncio.ensure_future(_outcome(started))
+            # It runs in the caller's context (its copy), not the loop's.
+            task = asyncio.get_running_loop().create_task(_outcome(started), context=job.context)
             await asyncio.wait((task,), timeout=self.timeout)
             if not task.done():
                 task.cancel()
@@ -940,19 +978,26 @@ def _submit_callbacks(
     *,
     asynchronous: bool,
 ) -> None:
-    """Queue the user callbacks for a finished call, each with its own copy of the response.
+    """Queue the user callbacks for a finished call, each with its own copy of the response
+    and of the caller's context.
 
-    The copy is made here, in the call, before the caller gets its response back: a callback
-    may change its copy freely (it runs on another thread, while the caller uses its own) and
-    sees the response as it was when the call ended. Nothing is copied without callbacks.
+    The copies are made here, in the call, before the caller gets its response back: a
+    callback may change its copy freely (it runs on another thread, while the caller uses its
+    own), sees the response as it was when the call ended, and runs in the context the caller
+    had (:func:`~tracking.call_control.caller_context`: its context variables, a request id a
+    web framework bound; ``copy_context()`` is O(1), and what a callback sets reaches neither
+    the caller nor another callback). Nothing is copied without callbacks.
     """
+    context: contextvars.Context | None = None
     for receiver in plan.success if event.status == "success" else plan.failure:
         chosen = receiver.for_async if asynchronous else receiver.for_sync
         if chosen is None:
             continue
         handler, is_async = chosen
         copied = response.copy() if response is not None else None
-        job = _Job(receiver.name, handler, event, copied, exception)
+        if context is None:
+            context = caller_context()
+        job = _Job(receiver.name, handler, event, copied, exception, context.copy())
         if is_async:
             DELIVERY.submit_loop(job)
         else:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,6 +38,7 @@ __all__ = [
     "Finish",
     "NotCovered",
     "Withheld",
+    "caller_context",
     "claim",
     "controlled",
     "current_control",
@@ -184,3 +185,14 @@ def claim() -> tuple[CallControl | None, str | None, datetime]:
 
 def current_control() -> CallControl | None:
     return _CURRENT.get()
+
+
+def caller_context() -> Context:
+    """A copy of the current context for code that runs later, elsewhere, on the caller's
+    behalf (a user callback): the caller's context variables, without the control of the call
+    that just ended, which a call made from there (a callback calling ``image_edit``) would
+    otherwise claim: its budget cover, its cost as the proxy's request's."""
+    context = copy_context()
+    if _CURRENT.get() is not None:
+        context.run(_CURRENT.set, None)
+    return context

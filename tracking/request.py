@@ -317,6 +317,7 @@ def image_edit_params(
     partial_images: int | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,
+    num_retries: int | None = None,
     api_key: str | None = None,
     api_base: str | None = None,
     api_version: str | None = None,
@@ -340,7 +341,9 @@ def image_edit_params(
     never given with a ``mask``; it is billed as one more input image. ``model`` is required unless
     ``TRACKING_DEFAULT_MODEL`` is set; prefix it with a provider (``azure/<deployment>``) to
     choose one. ``timeout`` (seconds, default 600) applies to each attempt; ``max_retries``
-    (default 2) retries 408, 409, 429, 5xx, timeouts and dropped connections with backoff.
+    (default 2) retries 408, 409, 429, 5xx, timeouts and dropped connections with backoff
+    (``num_retries``, LiteLLM's name for it, is the same setting: both with different values is
+    a ``TypeError``).
     ``safety_identifier`` (OpenAI's successor of ``user``) names the end user, and wins over
     ``user`` when both are given (the other is kept in the event's metadata).
     ``vertex_project`` and ``vertex_location`` (LiteLLM's names; a ``vertex_ai/`` model only)
@@ -374,6 +377,7 @@ def image_generation_params(
     partial_images: int | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,
+    num_retries: int | None = None,
     api_key: str | None = None,
     api_base: str | None = None,
     api_version: str | None = None,
@@ -392,8 +396,8 @@ def image_generation_params(
     Generate images from a prompt, as OpenAI's ``images.generate``, tracked. The parameters
     are OpenAI's (``moderation`` is ``"low"`` or ``"auto"``; ``response_format`` only where the
     model takes it) and the tracking ones are those of ``image_edit``: ``timeout``,
-    ``max_retries``, ``api_key``, ``api_base``, ``vertex_project``, ``vertex_location``,
-    ``metadata``, ``drop_params``... Returns an
+    ``max_retries`` (or LiteLLM's ``num_retries``), ``api_key``, ``api_base``,
+    ``vertex_project``, ``vertex_location``, ``metadata``, ``drop_params``... Returns an
     :class:`~tracking.ImageResponse` whose ``cost_usd`` is the call's cost; with
     ``stream=True`` (and ``partial_images`` 0 to 3) an iterator of OpenAI's
     ``image_generation.*`` stream events instead.
@@ -419,7 +423,6 @@ _EDIT_ONLY = ("image", "mask", "markup", "input_fidelity")
 
 #: Names LiteLLM's calls (and OpenAI's client) take for what a parameter here does.
 _OTHER_NAMES = {
-    "num_retries": "max_retries",
     "base_url": "api_base",
     "request_timeout": "timeout",
     "custom_llm_provider": "the provider as the model's prefix (model='azure/...')",
@@ -449,14 +452,27 @@ def call_params(
     (``input_fidelity`` given to a generation) is passed on for
     :func:`parse_call` to refuse as a ``ValidationError`` naming it, recorded as any refused call
     and as the proxy answers it, not a ``TypeError`` before the call starts. A name neither
-    operation has stays a ``TypeError``, as for any function."""
+    operation has stays a ``TypeError``, as for any function. ``num_retries`` (LiteLLM's name)
+    becomes ``max_retries``; both given with different values is a ``TypeError`` naming both."""
     taken = PARAMETERS if build is image_edit_params else GENERATION_PARAMETERS
     if not _CALL_NAMES.issuperset(kwargs):  # one set test per call; the name found only then
         unknown = next(name for name in kwargs if name not in _CALL_NAMES)
         raise TypeError(_unknown_parameter(build, unknown))
     other = {k: v for k, v in kwargs.items() if k in _EDIT_ONLY}
     foreign = {k: v for k, v in other.items() if k not in taken}
-    return {**build(*args, **{k: v for k, v in kwargs.items() if k not in foreign}), **foreign}
+    params = {**build(*args, **{k: v for k, v in kwargs.items() if k not in foreign}), **foreign}
+    retries = params["num_retries"]
+    if retries is not None:
+        given = params["max_retries"]
+        if given is None:
+            params["max_retries"] = retries
+        elif type(given) is not type(retries) or given != retries:
+            entry = "image_edit" if build is image_edit_params else "image_generation"
+            raise TypeError(
+                f"{entry}() got max_retries={given!r} and num_retries={retries!r}, two names "
+                "for one setting (num_retries is LiteLLM's): give one"
+            )
+    return params
 
 
 def operation_of(params: Mapping[str, Any]) -> Operation:
@@ -518,6 +534,10 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
     partial_images: int | None = get("partial_images")
     timeout: float | None = get("timeout")
     max_retries: int | None = get("max_retries")
+    retries_name = "max_retries"  # the name an error about it gives: the one the caller wrote
+    if get("num_retries") is not None:  # LiteLLM's name (call_params made it max_retries)
+        retries_name = "num_retries"
+        max_retries = get("num_retries") if max_retries is None else max_retries
     api_key: str | None = get("api_key")
     api_base: str | None = get("api_base")
     api_version: str | None = get("api_version")
@@ -701,7 +721,7 @@ def parse_call(**params: Any) -> tuple[ImageEditRequest, CallOptions]:
         timeout=_timeout(timeout),
         max_retries=DEFAULT_MAX_RETRIES
         if max_retries is None
-        else _int_param("max_retries", max_retries, low=0, high=MAX_RETRIES) or 0,
+        else _int_param(retries_name, max_retries, low=0, high=MAX_RETRIES) or 0,
         extra_headers=_headers(extra_headers),
         metadata=frozen_metadata,
         drop_params=drop_params,
@@ -1006,11 +1026,12 @@ def metadata_team(metadata: Mapping[str, Any]) -> str | None:
 
 
 def metadata_tags(metadata: Mapping[str, Any]) -> tuple[str, ...]:
-    """``metadata["tags"]`` as the event records them: a list (or tuple) whose tags are each
-    text, or an integer recorded as its decimal text; none when absent or None. A bare string,
-    a set or anything else, or a tag of another type, is a
-    :class:`~tracking.errors.ValidationError` naming ``metadata.tags``: they were recorded as
-    no tags (or a tag's ``repr``) without a word."""
+    """``metadata["tags"]`` as the event records them: a list (or tuple) of strings, as
+    LiteLLM's tags are (its ``request_tags``, the ``x-litellm-tags`` header's); none when
+    absent or None. A bare string, a set or anything else, or a tag that is no string (an
+    integer included: it was recorded as its text, while the error said strings), is a
+    :class:`~tracking.errors.ValidationError` on ``metadata.tags`` whose message names the
+    first such tag by its place (``metadata.tags[1]``)."""
     tags = metadata.get("tags")
     if tags is None:
         return ()
@@ -1020,7 +1041,22 @@ def metadata_tags(metadata: Mapping[str, Any]) -> tuple[str, ...]:
             param="metadata.tags",
             rule="type",
         )
-    return tuple(_label(tag, "metadata.tags", "each tag must be") for tag in tags)
+    for place, tag in enumerate(tags):
+        if not isinstance(tag, str):
+            raise ValidationError(
+                f"metadata.tags[{place}]: each tag must be a string, got {_tag_kind(tag)}",
+                param="metadata.tags",
+                rule="type",
+            )
+    return tuple(tags)
+
+
+def _tag_kind(tag: Any) -> str:
+    """A tag that is no string, for its error: a short integer with its value and the text to
+    write instead (``int 7; write it as "7"``), anything else by its type alone."""
+    if type(tag) is int and abs(tag) <= _MAX_ID_INT:
+        return f'int {tag}; write it as "{tag}"'
+    return _kind(tag)
 
 
 def _label(value: Any, param: str, expected: str) -> str:
@@ -1045,6 +1081,8 @@ def _kind(value: Any) -> str:
     (``mappingproxy``) and a list as a tuple, which are no names the caller ever used."""
     if isinstance(value, Mapping):
         return "an object (dict)"
+    if isinstance(value, tuple):
+        return "a list"
     return type(value).__name__
 
 

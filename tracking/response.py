@@ -436,6 +436,14 @@ class ImageResponse:
     def __getitem__(self, key: str) -> Any:  # dict-style access, as LiteLLM responses allow
         return self.raw[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """``response.get("usage")``, as LiteLLM's responses allow (callbacks written for it
+        read their ``response_obj`` so): the answer's field, else ``default``."""
+        return self.raw.get(key, default)
+
+    def __contains__(self, key: object) -> bool:  # ``"usage" in response``, as LiteLLM's
+        return key in self.raw
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, ImageResponse):
             return self.raw == other.raw

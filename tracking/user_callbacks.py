@@ -9,6 +9,7 @@ knows shapes. :func:`callback_kwargs` builds the LiteLLM-style ``kwargs`` dict f
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,7 +78,11 @@ class Receiver:
 
 
 def callback_name(entry: Any) -> str:
-    """A stable, low-cardinality name for counters and log lines."""
+    """A stable, low-cardinality name for counters and log lines: a ``functools.partial``'s is
+    its function's (every partial was ``functools.partial``, one count and one log line for
+    them all)."""
+    while isinstance(entry, functools.partial):
+        entry = entry.func
     named = inspect.isfunction(entry) or inspect.ismethod(entry) or inspect.isclass(entry)
     target = entry if named else type(entry)
     module = getattr(target, "__module__", None) or "?"

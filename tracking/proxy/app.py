@@ -80,7 +80,9 @@ from .url_answers import (
     NOTHING_ANSWERED,
     UrlAnswer,
     base64_only_models,
+    recorded_as_url,
     serve_stored,
+    upstream_answer_format,
 )
 
 if TYPE_CHECKING:
@@ -450,6 +452,11 @@ class ProxyApp:
             url_answer = UrlAnswer(self.image_store, self._url_base(headers, scheme))
             control.finish = url_answer.finish
             control.finish_cancelled = NOTHING_ANSWERED
+        elif control is not None and self._url_passed_on(params):
+            # the upstream answers URLs itself (xAI, an OpenAI-compatible server): the row says
+            # how its answer went out, as a URL answer's row does
+            control.finish = upstream_answer_format
+            control.finish_cancelled = NOTHING_ANSWERED
         # The call's one start instant: its budgets' periods (a UTC day, a month) and its
         # ledger row's start_time, so a call at midnight is one day's on both.
         started = self.clock()
@@ -557,10 +564,17 @@ class ProxyApp:
                 code="image_store_full",
             )
         params.pop("response_format")
-        # how the answer went out is the proxy's to record (UrlAnswer.finish), never the
-        # caller's: a request's own url_fallback would contradict a URL answer's row
-        metadata = {k: v for k, v in (params.get("metadata") or {}).items() if k != "url_fallback"}
-        params["metadata"] = {**metadata, "response_format": "url"}
+        recorded_as_url(params)
+        return True
+
+    @staticmethod
+    def _url_passed_on(params: dict[str, Any]) -> bool:
+        """Whether this call asks for URLs from an upstream that makes them itself (a model
+        that takes ``response_format``: xAI's, an OpenAI-compatible server's); if so its
+        metadata records ``response_format`` as a URL answer's does."""
+        if params.get("response_format") != "url" or params.get("stream"):
+            return False
+        recorded_as_url(params)
         return True
 
     async def _liveliness(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,8 +4,10 @@ See :mod:`.image_store` for the stores and the signed URLs. A public model name 
 from the proxy when every deployment behind it is of a family that returns base64 only (the GPT
 image models, Gemini): for those, ``response_format=url`` is taken off the upstream request, the
 call's ``metadata`` records ``"response_format": "url"`` (so the event and the ledger row say how
-the answer was served), and the answer's ``b64_json`` items become ``url`` items. Models of
-unknown families (an OpenAI-compatible server) get ``response_format`` passed through as sent.
+the answer was served), and the answer's ``b64_json`` items become ``url`` items. Models that
+take ``response_format`` (xAI's, an OpenAI-compatible server's) get it passed through as sent;
+their call's ``metadata`` records ``response_format`` all the same, from the answer
+(:func:`upstream_answer_format`), so every row of a URL request says how it was answered.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ __all__ = [
     "NOTHING_ANSWERED",
     "UrlAnswer",
     "base64_only_models",
+    "recorded_as_url",
     "serve_stored",
     "store_answer",
     "to_url_answer",
+    "upstream_answer_format",
 ]
 
 log = logging.getLogger("tracking.proxy")
@@ -111,6 +115,25 @@ class UrlAnswer:
         if self.fallback is None:
             return {"response_format": "url"}
         return {"response_format": "b64_json", "url_fallback": self.fallback}
+
+
+def recorded_as_url(params: dict[str, Any]) -> None:
+    """Record ``"response_format": "url"`` in a URL request's metadata, as it was asked (a
+    failed call's row keeps it; a finished one's says how the answer went out). How the answer
+    went out is the proxy's to record, never the caller's: a request's own ``url_fallback``
+    would contradict the row, so it is left out."""
+    metadata = {k: v for k, v in (params.get("metadata") or {}).items() if k != "url_fallback"}
+    params["metadata"] = {**metadata, "response_format": "url"}
+
+
+def upstream_answer_format(response: ImageResponse, request_id: str) -> dict[str, Any]:
+    """A URL request's answer made by its upstream (xAI's, an OpenAI-compatible server's), as
+    its row records it (the call's ``CallControl.finish``): ``url`` when its images are URLs,
+    ``b64_json`` when the upstream answered base64 all the same. Its images are not stored:
+    the URLs are the upstream's."""
+    items = response.data
+    as_urls = bool(items) and all(item.url and not item.b64_json for item in items)
+    return {"response_format": "url" if as_urls else "b64_json"}
 
 
 async def to_url_answer(
