@@ -18,11 +18,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from .bounded_read import read_at_most
+from .decimals import WrittenFloat, budget_fault, written_decimal
 from .endpoint import vertex_setting_problem
 from .errors import ConfigurationError
 from .request import MAX_RETRIES, MAX_TIMEOUT  # a config's bounds are a call's
@@ -139,11 +140,32 @@ def _is_non_negative_number(value: Any) -> str | None:
 
 
 def _is_price_text(value: Any) -> str | None:
-    """A price as YAML gives it: a number or a decimal string (read exactly at start, see
-    :mod:`tracking.proxy.prices`)."""
+    """A price as YAML gives it: a number or a decimal string (read exactly, as written, at
+    start: see :mod:`tracking.proxy.prices`)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return "expected a price in USD per token (a number)"
     return None
+
+
+def _budget(value: Any) -> Decimal | None:
+    """A checked budget (:func:`_is_budget`) as the Decimal written; -0 is 0."""
+    return None if value is None else written_decimal(value).copy_abs()
+
+
+def _is_budget(value: Any) -> str | None:
+    """A budget in USD (``litellm_settings.max_budget``): a number or a decimal string, read as
+    written (:func:`~tracking.decimals.written_decimal`: ``999999999.9999999999`` is not the
+    float 1000000000.0), within the bounds of every budget (:func:`~tracking.decimals.budget_fault`:
+    finite, 0 to $1,000,000,000, at most 10 decimal places)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return "expected an amount in USD (a number)"
+    try:
+        amount = written_decimal(value)
+    except InvalidOperation:
+        return f"expected an amount in USD (a number), got {value!r}"
+    if amount.is_finite() and amount < 0:
+        return f"must be at least 0, got {getattr(value, 'text', value)}"
+    return budget_fault(amount)
 
 
 #: ``litellm_settings.budget_duration`` as LiteLLM writes it -> the proxy's budget period (UTC
@@ -347,7 +369,7 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "set_verbose": _is_bool,
     "json_logs": _is_bool,
     "enable_end_user_cost_tracking_prometheus_only": _is_bool,
-    "max_budget": _is_non_negative_number,
+    "max_budget": _is_budget,
     "budget_duration": _is_budget_duration,
 }
 _ROUTER_SETTINGS: dict[str, Check] = {
@@ -750,7 +772,7 @@ def parse_config(
             num_retries=litellm.get("num_retries"),
             request_timeout=litellm.get("request_timeout"),
             end_user_metric=litellm.get("enable_end_user_cost_tracking_prometheus_only", False),
-            max_budget=(Decimal(repr(litellm["max_budget"])) if "max_budget" in litellm else None),
+            max_budget=_budget(litellm.get("max_budget")),
             budget_period=BUDGET_DURATIONS[litellm.get("budget_duration", "total")],
         ),
         router_settings=router,
@@ -873,7 +895,22 @@ def _bounded_loader() -> type[Any]:
                 self._anchor_sizes[anchor] = self._expanded - before
             return node
 
+    BoundedLoader.add_constructor("tag:yaml.org,2002:float", _written_float)
     return BoundedLoader
+
+
+def _written_float(loader: Any, node: Any) -> float:
+    """A YAML float as the float PyYAML makes, kept with the decimal text written (a
+    :class:`~tracking.decimals.WrittenFloat`): money (a budget, a price) is read from the text,
+    anything else (a timeout, a size in MB) is the float it always was. ``.inf``, ``.nan`` and
+    base-60 numbers (``1:30.5``) stay plain floats: no amount is written so."""
+    import yaml
+
+    value: float = yaml.SafeLoader.construct_yaml_float(loader, node)
+    text = str(node.value).replace("_", "")  # YAML 1.1 groups digits with _, as 1_000.5
+    if ":" in text or not any(char.isdigit() for char in text):
+        return value
+    return WrittenFloat(text, value)
 
 
 def _read_bounded(source: Path) -> bytes:
