@@ -298,6 +298,29 @@ def _is_mapping(value: Any) -> str | None:
     return None if isinstance(value, Mapping) else "expected a mapping"
 
 
+#: ``litellm_settings.cache_params`` keys that name LiteLLM's cache's Redis, read for the
+#: proxy's shared counters (:func:`tracking.redis_outage.cache_redis_url`); the others
+#: configure a response cache this proxy does not have, and a warning names them.
+_CACHE_REDIS_KEYS = ("type", "host", "port", "password", "redis_startup_nodes")
+
+
+def _is_cache_params(value: Any) -> str | None:
+    """LiteLLM's ``cache_params``: a mapping, whose Redis keys are checked."""
+    if not isinstance(value, Mapping):
+        return "expected a mapping"
+    checks: dict[str, Check] = {
+        "type": _is_str,
+        "host": _is_str,
+        "port": _is_int(1, 65535),
+        "password": _is_str,
+        "redis_startup_nodes": _is_startup_nodes,
+    }
+    for key, check in checks.items():
+        if value.get(key) is not None and (fault := check(value[key])) is not None:
+            return f"{key}: {fault}"
+    return None
+
+
 def _one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
@@ -371,6 +394,8 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "enable_end_user_cost_tracking_prometheus_only": _is_bool,
     "max_budget": _is_budget,
     "budget_duration": _is_budget_duration,
+    "cache": _is_bool,
+    "cache_params": _is_cache_params,
 }
 _ROUTER_SETTINGS: dict[str, Check] = {
     "routing_strategy": _is_strategy,
@@ -493,6 +518,11 @@ class LitellmSettings:
     max_budget: Decimal | None = None
     #: Its period (``budget_duration``: ``daily``, ``monthly`` or ``total``).
     budget_period: str = "total"
+    #: The Redis LiteLLM's response cache would use (``cache: true`` with ``cache_params``'
+    #: ``redis_startup_nodes`` or ``host``, or the ``REDIS_CLUSTER_NODES`` environment
+    #: variable), as a URL: the proxy's shared counters use it when ``router_settings`` names
+    #: no Redis (:func:`tracking.redis_outage.cache_redis_url`). May hold a password.
+    redis_url: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,6 +755,7 @@ def parse_config(
     from .router.router import lone_redis_settings
 
     faults.errors.extend(lone_redis_settings(router))
+    cache_redis = _cache_redis(litellm, router, environ, faults)
     for section, keys in (
         ("litellm_settings", _LITELLM_SETTINGS_NOT_USED & litellm.keys()),
         ("router_settings", _ROUTER_SETTINGS_NOT_USED & router.keys()),
@@ -774,6 +805,7 @@ def parse_config(
             end_user_metric=litellm.get("enable_end_user_cost_tracking_prometheus_only", False),
             max_budget=_budget(litellm.get("max_budget")),
             budget_period=BUDGET_DURATIONS[litellm.get("budget_duration", "total")],
+            redis_url=cache_redis,
         ),
         router_settings=router,
         general_settings=GeneralSettings(
@@ -816,6 +848,54 @@ def parse_config(
         warnings=tuple(faults.warnings),
         environment_variables=exported,
     )
+
+
+def _cache_redis(
+    litellm: Mapping[str, Any],
+    router: Mapping[str, Any],
+    environ: Mapping[str, str],
+    faults: _Faults,
+) -> str | None:
+    """The URL of the Redis ``litellm_settings.cache_params`` or ``REDIS_CLUSTER_NODES`` name
+    (:func:`~tracking.redis_outage.cache_redis_url`), with a fault or a warning for what is
+    not used; None when they name none."""
+    from .redis_outage import CLUSTER_NODES_ENV, cache_redis_url, settings_redis_url
+
+    params: Mapping[str, Any] = litellm.get("cache_params") or {}
+    cache = bool(litellm.get("cache"))
+    unused = sorted(str(key) for key in params if key not in _CACHE_REDIS_KEYS)
+    if unused or (params and not cache):
+        faults.warnings.append(
+            "litellm_settings.cache_params: "
+            + (
+                f"{', '.join(unused)} not used: this proxy caches no responses"
+                if cache
+                else "not used without cache: true (as in LiteLLM)"
+            )
+        )
+    if cache:
+        faults.warnings.append(
+            "litellm_settings.cache: this proxy caches no responses; the Redis of cache_params "
+            "(if it names one) holds the proxy's shared counters (rate limits, budgets)"
+        )
+    try:
+        url, named_by = cache_redis_url(cache, params, environ)
+    except ConfigurationError as exc:
+        faults.errors.append(exc.message)
+        return None
+    try:
+        router_redis = settings_redis_url(router)
+    except ConfigurationError:  # (its fault is reported by its own check)
+        router_redis = None
+    if (environ.get(CLUSTER_NODES_ENV) or "").strip() and (
+        router_redis or named_by != CLUSTER_NODES_ENV
+    ):
+        faults.warnings.append(
+            f"{CLUSTER_NODES_ENV}: not used, the config names the Redis "
+            f"({'router_settings' if router_redis else named_by}); LiteLLM's clients would "
+            "connect to the variable's cluster instead"
+        )
+    return url
 
 
 def export_environment(config: ProxyConfig) -> list[str]:
