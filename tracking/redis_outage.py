@@ -132,7 +132,7 @@ def cluster_url(nodes: object, password: str | None = None) -> str:
             or not host
             or isinstance(port, bool)
             or not str(port).isdigit()
-            or not 1 <= int(port) <= 65535
+            or not 1 <= int(str(port)) <= 65535
         ):
             raise ConfigurationError(
                 "redis_startup_nodes: each node is {host, port} (a port from 1 to 65535), "
