@@ -90,6 +90,8 @@ def test_the_environment_variable_names_the_cluster() -> None:
         '[{"port": 7000}]',
         '[{"host": "a", "port": 99999}]',
         '[{"host": "a", "port": true}]',
+        '[{"host": "a", "port": "\u00b2"}]',
+        '[{"host": "a", "port": "' + "9" * 5000 + '"}]',
         '["a"]',
         "[" * 100_000 + "]" * 100_000,
     ],

@@ -131,7 +131,7 @@ def cluster_url(nodes: object, password: str | None = None) -> str:
             not isinstance(host, str)
             or not host
             or isinstance(port, bool)
-            or not str(port).isdigit()
+            or re.fullmatch(r"[0-9]{1,5}", str(port)) is None  # ("²".isdigit() is true)
             or not 1 <= int(str(port)) <= 65535
         ):
             raise ConfigurationError(
