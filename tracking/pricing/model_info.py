@@ -77,8 +77,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("tracking.pricing")
-#: What :func:`_note` has logged in this process: a config's prices are read several times as
-#: a proxy starts (checked, then loaded by the app, its router and each reload), and said once.
+#: What :func:`_note` has logged in this process: the proxy reads its config's prices once per
+#: process (:mod:`tracking.proxy.prices`), but another config (a reload) or an SDK ``Router`` of
+#: the same model_list reads them again, and a note is said once.
 _noted: set[str] = set()
 _noted_lock = threading.Lock()
 
