@@ -40,16 +40,13 @@ def _config(folder: Path, api_base: str) -> Path:
                     "api_base": api_base,
                 },
             },
-            {
-                "model_name": "house",
-                "litellm_params": house,
-                "model_info": {"id": "a", "output_cost_per_image": "0.02"},
-            },
-            {
-                "model_name": "house",
-                "litellm_params": house,
-                "model_info": {"id": "b", "output_cost_per_image": "0.03"},
-            },
+            *(
+                {"model_name": "house", "litellm_params": house, "model_info": info}
+                for info in (
+                    {"id": "a", "output_cost_per_image": "0.02"},
+                    {"id": "b", "output_cost_per_image": "0.03"},
+                )
+            ),
         ],
         "general_settings": {"prices_file": str(prices)},
     }
