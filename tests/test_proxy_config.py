@@ -119,7 +119,8 @@ def test_unknown_keys_warn_and_are_ignored(caplog):
         "whatever: unknown key, ignored",
         "model_list[0].extra: unknown key, ignored",
         "model_list[0].litellm_params.mystery: unknown key, ignored",
-        "litellm_settings.cache: unknown key, ignored",
+        "litellm_settings.cache: this proxy caches no responses; the Redis of cache_params (if "
+        "it names one) holds the proxy's shared counters (rate limits, budgets)",
     }
     assert "whatever: unknown key, ignored" in caplog.text
 
@@ -141,7 +142,8 @@ def test_a_misspelt_key_is_warned_about_with_the_key_it_is_close_to():
         "general_settings.master_kye: unknown key, ignored (did you mean master_key?)",
         "general_settings.database_ur: unknown key, ignored (did you mean database_url?)",
         "litellm_settings.sucess_callback: unknown key, ignored (did you mean success_callback?)",
-        "litellm_settings.cache: unknown key, ignored",
+        "litellm_settings.cache: this proxy caches no responses; the Redis of cache_params (if "
+        "it names one) holds the proxy's shared counters (rate limits, budgets)",
     }
     assert config.general_settings.master_key is None
 

@@ -18,11 +18,12 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from .bounded_read import read_at_most
+from .decimals import WrittenFloat, budget_fault, written_decimal
 from .endpoint import vertex_setting_problem
 from .errors import ConfigurationError
 from .request import MAX_RETRIES, MAX_TIMEOUT  # a config's bounds are a call's
@@ -139,11 +140,32 @@ def _is_non_negative_number(value: Any) -> str | None:
 
 
 def _is_price_text(value: Any) -> str | None:
-    """A price as YAML gives it: a number or a decimal string (read exactly at start, see
-    :mod:`tracking.proxy.prices`)."""
+    """A price as YAML gives it: a number or a decimal string (read exactly, as written, at
+    start: see :mod:`tracking.proxy.prices`)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return "expected a price in USD per token (a number)"
     return None
+
+
+def _budget(value: Any) -> Decimal | None:
+    """A checked budget (:func:`_is_budget`) as the Decimal written; -0 is 0."""
+    return None if value is None else written_decimal(value).copy_abs()
+
+
+def _is_budget(value: Any) -> str | None:
+    """A budget in USD (``litellm_settings.max_budget``): a number or a decimal string, read as
+    written (:func:`~tracking.decimals.written_decimal`: ``999999999.9999999999`` is not the
+    float 1000000000.0), within the bounds of every budget (:func:`~tracking.decimals.budget_fault`:
+    finite, 0 to $1,000,000,000, at most 10 decimal places)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return "expected an amount in USD (a number)"
+    try:
+        amount = written_decimal(value)
+    except InvalidOperation:
+        return f"expected an amount in USD (a number), got {value!r}"
+    if amount.is_finite() and amount < 0:
+        return f"must be at least 0, got {getattr(value, 'text', value)}"
+    return budget_fault(amount)
 
 
 #: ``litellm_settings.budget_duration`` as LiteLLM writes it -> the proxy's budget period (UTC
@@ -276,6 +298,29 @@ def _is_mapping(value: Any) -> str | None:
     return None if isinstance(value, Mapping) else "expected a mapping"
 
 
+#: ``litellm_settings.cache_params`` keys that name LiteLLM's cache's Redis, read for the
+#: proxy's shared counters (:func:`tracking.redis_outage.cache_redis_url`); the others
+#: configure a response cache this proxy does not have, and a warning names them.
+_CACHE_REDIS_KEYS = ("type", "host", "port", "password", "redis_startup_nodes")
+
+
+def _is_cache_params(value: Any) -> str | None:
+    """LiteLLM's ``cache_params``: a mapping, whose Redis keys are checked."""
+    if not isinstance(value, Mapping):
+        return "expected a mapping"
+    checks: dict[str, Check] = {
+        "type": _is_str,
+        "host": _is_str,
+        "port": _is_int(1, 65535),
+        "password": _is_str,
+        "redis_startup_nodes": _is_startup_nodes,
+    }
+    for key, check in checks.items():
+        if value.get(key) is not None and (fault := check(value[key])) is not None:
+            return f"{key}: {fault}"
+    return None
+
+
 def _one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
@@ -347,8 +392,10 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "set_verbose": _is_bool,
     "json_logs": _is_bool,
     "enable_end_user_cost_tracking_prometheus_only": _is_bool,
-    "max_budget": _is_non_negative_number,
+    "max_budget": _is_budget,
     "budget_duration": _is_budget_duration,
+    "cache": _is_bool,
+    "cache_params": _is_cache_params,
 }
 _ROUTER_SETTINGS: dict[str, Check] = {
     "routing_strategy": _is_strategy,
@@ -471,6 +518,11 @@ class LitellmSettings:
     max_budget: Decimal | None = None
     #: Its period (``budget_duration``: ``daily``, ``monthly`` or ``total``).
     budget_period: str = "total"
+    #: The Redis LiteLLM's response cache would use (``cache: true`` with ``cache_params``'
+    #: ``redis_startup_nodes`` or ``host``, or the ``REDIS_CLUSTER_NODES`` environment
+    #: variable), as a URL: the proxy's shared counters use it when ``router_settings`` names
+    #: no Redis (:func:`tracking.redis_outage.cache_redis_url`). May hold a password.
+    redis_url: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,6 +755,7 @@ def parse_config(
     from .router.router import lone_redis_settings
 
     faults.errors.extend(lone_redis_settings(router))
+    cache_redis = _cache_redis(litellm, router, environ, faults)
     for section, keys in (
         ("litellm_settings", _LITELLM_SETTINGS_NOT_USED & litellm.keys()),
         ("router_settings", _ROUTER_SETTINGS_NOT_USED & router.keys()),
@@ -750,8 +803,9 @@ def parse_config(
             num_retries=litellm.get("num_retries"),
             request_timeout=litellm.get("request_timeout"),
             end_user_metric=litellm.get("enable_end_user_cost_tracking_prometheus_only", False),
-            max_budget=(Decimal(repr(litellm["max_budget"])) if "max_budget" in litellm else None),
+            max_budget=_budget(litellm.get("max_budget")),
             budget_period=BUDGET_DURATIONS[litellm.get("budget_duration", "total")],
+            redis_url=cache_redis,
         ),
         router_settings=router,
         general_settings=GeneralSettings(
@@ -794,6 +848,54 @@ def parse_config(
         warnings=tuple(faults.warnings),
         environment_variables=exported,
     )
+
+
+def _cache_redis(
+    litellm: Mapping[str, Any],
+    router: Mapping[str, Any],
+    environ: Mapping[str, str],
+    faults: _Faults,
+) -> str | None:
+    """The URL of the Redis ``litellm_settings.cache_params`` or ``REDIS_CLUSTER_NODES`` name
+    (:func:`~tracking.redis_outage.cache_redis_url`), with a fault or a warning for what is
+    not used; None when they name none."""
+    from .redis_outage import CLUSTER_NODES_ENV, cache_redis_url, settings_redis_url
+
+    params: Mapping[str, Any] = litellm.get("cache_params") or {}
+    cache = bool(litellm.get("cache"))
+    unused = sorted(str(key) for key in params if key not in _CACHE_REDIS_KEYS)
+    if unused or (params and not cache):
+        faults.warnings.append(
+            "litellm_settings.cache_params: "
+            + (
+                f"{', '.join(unused)} not used: this proxy caches no responses"
+                if cache
+                else "not used without cache: true (as in LiteLLM)"
+            )
+        )
+    if cache:
+        faults.warnings.append(
+            "litellm_settings.cache: this proxy caches no responses; the Redis of cache_params "
+            "(if it names one) holds the proxy's shared counters (rate limits, budgets)"
+        )
+    try:
+        url, named_by = cache_redis_url(cache, params, environ)
+    except ConfigurationError as exc:
+        faults.errors.append(exc.message)
+        return None
+    try:
+        router_redis = settings_redis_url(router)
+    except ConfigurationError:  # (its fault is reported by its own check)
+        router_redis = None
+    if (environ.get(CLUSTER_NODES_ENV) or "").strip() and (
+        router_redis or named_by != CLUSTER_NODES_ENV
+    ):
+        faults.warnings.append(
+            f"{CLUSTER_NODES_ENV}: not used, the config names the Redis "
+            f"({'router_settings' if router_redis else named_by}); LiteLLM's clients would "
+            "connect to the variable's cluster instead"
+        )
+    return url
 
 
 def export_environment(config: ProxyConfig) -> list[str]:
@@ -873,7 +975,22 @@ def _bounded_loader() -> type[Any]:
                 self._anchor_sizes[anchor] = self._expanded - before
             return node
 
+    BoundedLoader.add_constructor("tag:yaml.org,2002:float", _written_float)
     return BoundedLoader
+
+
+def _written_float(loader: Any, node: Any) -> float:
+    """A YAML float as the float PyYAML makes, kept with the decimal text written (a
+    :class:`~tracking.decimals.WrittenFloat`): money (a budget, a price) is read from the text,
+    anything else (a timeout, a size in MB) is the float it always was. ``.inf``, ``.nan`` and
+    base-60 numbers (``1:30.5``) stay plain floats: no amount is written so."""
+    import yaml
+
+    value: float = yaml.SafeLoader.construct_yaml_float(loader, node)
+    text = str(node.value).replace("_", "")  # YAML 1.1 groups digits with _, as 1_000.5
+    if ":" in text or not any(char.isdigit() for char in text):
+        return value
+    return WrittenFloat(text, value)
 
 
 def _read_bounded(source: Path) -> bytes:

@@ -16,10 +16,22 @@ with TLS) and whose host part lists one or more of its nodes, comma-separated
 are then redis-py's ``RedisCluster``. LiteLLM names a cluster by its startup nodes
 (``redis_startup_nodes``, a list of ``{host, port}``), which the proxy turns into such a URL
 (:func:`cluster_url`); LiteLLM has no URL of its own for a cluster.
+
+LiteLLM names a cluster in two more places, read here too (:func:`cache_redis_url`): its
+response cache's ``litellm_settings.cache_params.redis_startup_nodes`` (with ``cache: true``;
+https://docs.litellm.ai/docs/proxy/caching, "Redis Cluster", read 2026-12-07), and the
+``REDIS_CLUSTER_NODES`` environment variable, a JSON list of ``{"host", "port"}`` that
+LiteLLM's every Redis client reads (``litellm/_redis.py``, ``_get_redis_client_logic`` and
+``init_redis_cluster``: ``json.loads`` of the variable, each item a ``ClusterNode(**item)``,
+``REDIS_PASSWORD`` as the password; BerriAI/litellm at 009e7bc0985219e25d93d15d70924c85315ea119,
+read 2026-12-07). This proxy has no response cache: the Redis that ``cache_params`` or
+``REDIS_CLUSTER_NODES`` names holds its shared counters, as LiteLLM's proxy keeps its counters
+in its cache's Redis.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -33,10 +45,12 @@ from .environment_numbers import seconds_from_environment
 from .errors import ConfigurationError
 
 __all__ = [
+    "CLUSTER_NODES_ENV",
     "DEFAULT_RETRY_SECONDS",
     "RETRY_ENV",
     "RedisOutage",
     "async_redis_client",
+    "cache_redis_url",
     "cluster_url",
     "import_redis",
     "is_cluster_url",
@@ -113,9 +127,16 @@ def cluster_url(nodes: object, password: str | None = None) -> str:
     for node in nodes:
         host = node.get("host") if isinstance(node, dict) else None
         port = node.get("port", 6379) if isinstance(node, dict) else None
-        if not isinstance(host, str) or not host or not str(port).isdigit():
+        if (
+            not isinstance(host, str)
+            or not host
+            or isinstance(port, bool)
+            or re.fullmatch(r"[0-9]{1,5}", str(port)) is None  # ("²".isdigit() is true)
+            or not 1 <= int(str(port)) <= 65535
+        ):
             raise ConfigurationError(
-                f"redis_startup_nodes: each node is {{host, port}}, got {node!r}"
+                "redis_startup_nodes: each node is {host, port} (a port from 1 to 65535), "
+                f"got {node!r:.200}"
             )
         hosts.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     auth = f":{quote(password, safe='')}@" if password else ""
@@ -139,6 +160,62 @@ def settings_redis_url(settings: Mapping[str, Any]) -> str | None:
         return None
     auth = f":{quote(str(password), safe='')}@" if password else ""
     return f"redis://{auth}{host}:{settings.get('redis_port') or 6379}/0"
+
+
+#: LiteLLM's environment variable naming a Redis Cluster: a JSON list of ``{"host", "port"}``.
+CLUSTER_NODES_ENV = "REDIS_CLUSTER_NODES"
+#: The password LiteLLM's Redis clients take from the environment (``REDIS_PASSWORD``).
+PASSWORD_ENV = "REDIS_PASSWORD"  # noqa: S105 - a variable's name
+
+
+def _environment_cluster_url(environ: Mapping[str, str]) -> str | None:
+    """The ``redis+cluster://`` URL ``REDIS_CLUSTER_NODES`` names (None when unset or empty),
+    with ``REDIS_PASSWORD``; a :class:`~tracking.errors.ConfigurationError` naming the variable
+    for anything but a JSON list of ``{"host", "port"}``."""
+    text = environ.get(CLUSTER_NODES_ENV)
+    if not text or not text.strip():
+        return None
+    try:
+        nodes = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ConfigurationError(
+            f'{CLUSTER_NODES_ENV}: not JSON; expected a list of {{"host": ..., "port": ...}}, '
+            'as LiteLLM reads it (e.g. [{"host": "10.0.0.1", "port": 7000}])'
+        ) from None
+    try:
+        return cluster_url(nodes, environ.get(PASSWORD_ENV) or None)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            exc.message.replace("redis_startup_nodes:", f"{CLUSTER_NODES_ENV}:", 1)
+        ) from None
+
+
+def cache_redis_url(
+    cache: bool, cache_params: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    """The Redis LiteLLM's response cache would use, and which setting names it: with
+    ``cache: true`` (and ``cache_params.type`` ``redis``, LiteLLM's default), its
+    ``cache_params``' ``redis_startup_nodes`` (a cluster), else its ``host`` / ``port`` /
+    ``password``; else, whatever ``cache`` says, the cluster of ``REDIS_CLUSTER_NODES``. A
+    password not given beside them is ``REDIS_PASSWORD``, as LiteLLM reads it. (None, None)
+    when none is named. The proxy's counters use it when ``router_settings`` names no Redis.
+
+    LiteLLM lets ``REDIS_CLUSTER_NODES`` replace the nodes a config names (its clients read
+    the variable last); here the config wins, and the start warns that the variable is not
+    used (:mod:`tracking.config`)."""
+    if cache and cache_params.get("type", "redis") == "redis":
+        password = cache_params.get("password") or environ.get(PASSWORD_ENV) or None
+        nodes = cache_params.get("redis_startup_nodes")
+        if nodes:
+            return cluster_url(nodes, password), "litellm_settings.cache_params"
+        host = cache_params.get("host")
+        if host:
+            settings = {"redis_host": host, "redis_port": cache_params.get("port")}
+            return settings_redis_url({**settings, "redis_password": password}), (
+                "litellm_settings.cache_params"
+            )
+    url = _environment_cluster_url(environ)
+    return url, (CLUSTER_NODES_ENV if url else None)
 
 
 def _cluster_settings(url: str) -> dict[str, Any]:

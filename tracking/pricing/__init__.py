@@ -71,6 +71,7 @@ __all__ = [
     "price_call",
     "price_day",
     "price_table",
+    "prices_version",
     "register_prices",
     "request_entry",
     "reset_prices",
@@ -126,6 +127,21 @@ _warned: set[str] = set()
 _warned_retired: set[str] = set()
 #: the user's prices file, once read (None: not read yet; read from the environment on first use)
 _override: dict[str, list[PriceEntry]] | None = None
+#: Counts the changes of the registered prices and the prices file (:func:`prices_version`).
+_version = 0
+
+
+def prices_version() -> int:
+    """A number that changes whenever prices are registered or reset, or a prices file is
+    used: a reader of prices that depend on them (the proxy's config's, read once per start:
+    :mod:`tracking.proxy.prices`) knows whether what it read still holds."""
+    return _version
+
+
+def _changed() -> None:
+    global _version
+    with _lock:
+        _version += 1
 
 
 def _packaged_table() -> dict[str, list[PriceEntry]]:
@@ -159,6 +175,7 @@ def use_prices_file(path: str | Path | None) -> int:
     table = _warn_dropped(load_price_file(path)) if path is not None else None
     with _lock:
         _override = table
+        _changed()
     return len(table) if table is not None else 0
 
 
@@ -237,6 +254,7 @@ def _register(parsed: list[tuple[str, _Registered]], *, check: bool) -> tuple[st
     when one names none, nothing is registered and (its key, its base model) is returned."""
     _override_table(), _packaged_table()  # read before the lock is taken (each takes it once)
     with _lock:
+        _changed()
         before = {key: _custom.get(key) for key, _ in parsed}
         for key, value in parsed:
             _custom[key] = value
@@ -265,6 +283,7 @@ def reset_prices() -> None:
         _warned.clear()
         _warned_retired.clear()
         _override = None
+        _changed()
 
 
 class _Registered(NamedTuple):

@@ -59,9 +59,9 @@ from collections.abc import Iterable, Mapping
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
-from ..decimals import strict_decimal
+from ..decimals import WrittenFloat, written_decimal
 from ..errors import ConfigurationError
-from .table import ANY, per_image_price, to_price
+from .table import ANY, MAX_PRICE, MIN_PRICE, per_image_price, to_price
 
 __all__ = [
     "PER_IMAGE_KEYS",
@@ -77,8 +77,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("tracking.pricing")
-#: What :func:`_note` has logged in this process: a config's prices are read several times as
-#: a proxy starts (checked, then loaded by the app, its router and each reload), and said once.
+#: What :func:`_note` has logged in this process: the proxy reads its config's prices once per
+#: process (:mod:`tracking.proxy.prices`), but another config (a reload) or an SDK ``Router`` of
+#: the same model_list reads them again, and a note is said once.
 _noted: set[str] = set()
 _noted_lock = threading.Lock()
 
@@ -202,22 +203,45 @@ _PER_TOKEN = {
     "output_cost_per_token": ("output_image",),
     "cache_read_input_token_cost": ("cached_input_text", "cached_input_image"),
 }
-_MILLION = Decimal(1_000_000)
+#: Places a price per token moves to be a price per million tokens.
+_MILLION_PLACES = 6
 #: LiteLLM's keys that price the output image's tokens.
 _OUTPUT_TOKEN_KEYS = tuple(key for key, kinds in _PER_TOKEN.items() if "output_image" in kinds)
 
 
 def _per_million(value: Any, where: str) -> Decimal:
+    """A price in USD per token as USD per million tokens, exactly: the number as written in
+    ``config.yaml`` (:func:`~tracking.decimals.written_decimal`), its decimal point moved, never
+    rounded; bounded as every price is (:func:`~tracking.pricing.table.to_price`)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise ConfigurationError(f"{where}: expected a price in USD per token")
     try:
-        # A float from YAML is read through its repr: 5e-06 is exactly 0.000005, not its binary.
-        price = strict_decimal(repr(value) if isinstance(value, float) else value)
+        price = written_decimal(value)
     except InvalidOperation:
         raise ConfigurationError(f"{where}: expected a price in USD per token") from None
     if not price.is_finite() or price < 0:
         raise ConfigurationError(f"{where}: expected a price >= 0")
-    return price * _MILLION
+    if price > MAX_PRICE:  # before it is scaled: 1e999999 would overflow the arithmetic
+        raise ConfigurationError(f"{where}: above the ${MAX_PRICE:,} a price may be")
+    sign, digits, exponent = price.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    per_million = Decimal((sign, digits, exponent + _MILLION_PLACES))
+    if 0 < per_million < MIN_PRICE:
+        raise ConfigurationError(
+            f"{where}: below the ${MIN_PRICE} per million tokens a price other than 0 may be"
+        )
+    return per_million
+
+
+def _exact(value: Any) -> Any:
+    """``value`` with every number written in ``config.yaml`` as the Decimal written: two
+    deployments' prices are the same only when their amounts are (as floats,
+    0.10000000000000000001 and 0.1 are one)."""
+    if isinstance(value, WrittenFloat):
+        return written_decimal(value)
+    if isinstance(value, Mapping):
+        return {key: _exact(item) for key, item in value.items()}
+    return value
 
 
 def search_fee(info: Mapping[str, Any], where: str) -> dict[str, Any] | None:
@@ -284,7 +308,7 @@ def deployment_prices(
     """The ``register_prices`` fields of one deployment of ``model`` (``litellm_params.model``):
     its ``model_info``'s own fields and LiteLLM's per-token keys from ``litellm_params`` or
     ``model_info`` (the same key in both must give the same price)."""
-    spec: dict[str, Any] = {key: info[key] for key in _NATIVE if info.get(key) is not None}
+    spec: dict[str, Any] = {key: _exact(info[key]) for key in _NATIVE if info.get(key) is not None}
     tools = search_fee(info, f"{where}.model_info")
     if tools is not None:
         if "tools" in spec:
@@ -295,7 +319,7 @@ def deployment_prices(
         spec["tools"] = tools
     tokens: dict[str, Any] = dict(spec.get("tokens_per_million") or {})
     image_output = "output_image" in tokens or _given(info, params, "output_cost_per_image_token")
-    per_image = model_info_per_image(info, model)
+    per_image = _exact(model_info_per_image(info, model))
     token_priced_images = _token_priced_images(model)
     if (
         token_priced_images

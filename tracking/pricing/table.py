@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bounded_read import read_at_most
-from ..decimals import strict_decimal
+from ..decimals import WrittenFloat, strict_decimal
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -376,11 +376,15 @@ MIN_PRICE = Decimal("1E-18")
 
 
 def to_price(raw: Any, where: str) -> Decimal:
-    """A Decimal from 0 to :data:`MAX_PRICE` from a str, int or Decimal (floats go through
-    their repr; digits grouped with ``_`` are refused: ``"1_0"`` is not obviously 10)."""
+    """A Decimal from 0 to :data:`MAX_PRICE` from a str, int, float or Decimal, read as written
+    (:func:`~tracking.decimals.written_decimal`: a config's ``0.0000000123456789012345`` is that
+    amount, not the nearest float; digits grouped with ``_`` are refused: ``"1_0"`` is not
+    obviously 10)."""
     if isinstance(raw, bool):
         raise ConfigurationError(f"{where}: expected a price, got {raw!r}")
-    if isinstance(raw, float):
+    if isinstance(raw, WrittenFloat):
+        raw = raw.text
+    elif isinstance(raw, float):
         raw = repr(raw)
     if not isinstance(raw, str | int | Decimal):
         raise ConfigurationError(f"{where}: expected a price, got {type(raw).__name__}")
@@ -391,10 +395,12 @@ def to_price(raw: Any, where: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise ConfigurationError(f"{where}: must be a finite, non-negative amount")
     if value > MAX_PRICE:
-        raise ConfigurationError(f"{where}: {raw!r} is above the ${MAX_PRICE:,} a price may be")
+        raise ConfigurationError(
+            f"{where}: {str(raw)!r} is above the ${MAX_PRICE:,} a price may be"
+        )
     if 0 < value < MIN_PRICE:
         raise ConfigurationError(
-            f"{where}: {raw!r} is below the ${MIN_PRICE} a price other than 0 may be"
+            f"{where}: {str(raw)!r} is below the ${MIN_PRICE} a price other than 0 may be"
         )
     return value
 

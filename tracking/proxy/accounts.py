@@ -8,13 +8,14 @@ by ``general_settings.master_key``: without one the proxy is open, keys cannot e
 management endpoints answer 403.
 
 Shared state: keys and end users live in the ledger's database (``database_url``), counters in
-Redis (``router_settings.redis_url``, or ``redis_host`` / ``redis_port`` / ``redis_password``, or
-a Redis Cluster's ``redis_startup_nodes``, or
-``TRACKING_REDIS_URL``), under the key prefix ``TRACKING_REDIS_PREFIX`` (default
-``tracking:proxy:``); after a Redis error they are kept by the instance and Redis is tried again
-``TRACKING_REDIS_RETRY_SECONDS`` later (default 5); a worker's budget holds are released
-``TRACKING_REDIS_LEASE_SECONDS`` (default 48) after it stopped renewing its lease, dead
-(:mod:`.redis_holds`). Without Redis the counters live in the
+Redis (``router_settings.redis_url``, or ``redis_host`` / ``redis_port`` / ``redis_password``,
+or a Redis Cluster's ``redis_startup_nodes``; else LiteLLM's cache's Redis:
+``litellm_settings.cache_params`` with ``cache: true``, or the ``REDIS_CLUSTER_NODES``
+environment variable; else ``TRACKING_REDIS_URL``), under the key prefix
+``TRACKING_REDIS_PREFIX`` (default ``tracking:proxy:``); after a Redis error they are kept by
+the instance and Redis is tried again ``TRACKING_REDIS_RETRY_SECONDS`` later (default 5); a
+worker's budget holds are released ``TRACKING_REDIS_LEASE_SECONDS`` (default 48) after it
+stopped renewing its lease, dead (:mod:`.redis_holds`). Without Redis the counters live in the
 process (one instance), or in a SQLite file the workers of ``tracking serve --workers N`` share
 (:mod:`.machine_counters`).
 
@@ -72,9 +73,16 @@ Handler = Callable[["Scope", "Receive", "Send"], Awaitable[None]]
 
 
 def redis_url_of(config: ProxyConfig) -> str | None:
-    """The Redis the instances share, as the router's settings name it (LiteLLM's keys): a
-    Redis Cluster by its ``redis_startup_nodes`` (a ``redis+cluster://`` URL)."""
-    return settings_redis_url(config.router_settings) or os.environ.get(REDIS_ENV) or None
+    """The Redis the instances share, as the router's settings name it (LiteLLM's keys: a
+    Redis Cluster by its ``redis_startup_nodes``, a ``redis+cluster://`` URL), else as
+    LiteLLM's cache's settings do (``litellm_settings.cache_params``, ``REDIS_CLUSTER_NODES``:
+    :func:`~tracking.redis_outage.cache_redis_url`), else ``TRACKING_REDIS_URL``."""
+    return (
+        settings_redis_url(config.router_settings)
+        or config.litellm_settings.redis_url
+        or os.environ.get(REDIS_ENV)
+        or None
+    )
 
 
 class Accounts:

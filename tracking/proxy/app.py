@@ -71,7 +71,7 @@ from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_si
 from .metrics import MetricsExposition
 from .models import Dispatcher, RoutedModels, build_dispatcher, router_deployments
 from .openapi import MODEL_PATHS, STORED_PATH, docs_page, openapi_document
-from .prices import register_config_prices
+from .prices import model_list_prices_of, register_config_prices
 from .start_faults import STARTUP_FAILURE, StartFault, report
 from .stream_relay import relay_stream
 from .trace_context import callers_trace
@@ -126,6 +126,9 @@ class ProxyApp:
     ) -> None:
         self.config = config
         export_environment(config)  # as LiteLLM: before any provider reads OPENAI_BASE_URL & co
+        # before the router, which is given the prices read (the prices file's tiers first);
+        # ``tracking serve`` registered them already in its one process (not read again)
+        register_config_prices(config)
         self.dispatcher = dispatcher if dispatcher is not None else build_dispatcher(config)
         self.accounts = Accounts(config)
         self.auth = Authenticator(
@@ -920,7 +923,11 @@ def check_startable(config: ProxyConfig) -> tuple[Deployment, ...]:
     from .models import router_config
 
     export_environment(config)  # as the app does: a provider reads OPENAI_API_KEY & co
-    with Router.from_config(router_config(config), register_prices=False) as router:
+    with Router.from_config(
+        router_config(config),
+        register_prices=False,
+        model_list_prices=model_list_prices_of(config),  # as read once for the process
+    ) as router:
         deployments = router.deployments
     make_ledger_folder(config)  # before the image store, which may live inside it
     general = config.general_settings

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..decimals import strict_decimal
+from ..decimals import WrittenFloat, written_decimal
 from ..request import is_text
 from .errors import ProxyError
 from .form import read_body
@@ -128,22 +128,6 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Fault:
             return _Fault(f"{key}.{fault.path}" if fault.path else key, fault.message, fault.code)
         result[key] = value
     return result
-
-
-class WrittenFloat(float):
-    """A JSON number with a fraction or an exponent: the float, and the text it was written as.
-
-    :func:`optional_money` reads an amount from that text, so ``999999999.9999999999`` is that
-    many dollars, never the nearest binary float (1000000000: until 2026-12-07 a management
-    route's amount went through one, and a 19-digit budget was stored rounded)."""
-
-    __slots__ = ("text",)
-    text: str
-
-    def __new__(cls, text: str) -> WrittenFloat:
-        number = super().__new__(cls, text)
-        number.text = text
-        return number
 
 
 def load_json_object(body: bytes, *, written_floats: bool = False) -> dict[str, Any]:
@@ -269,7 +253,7 @@ def optional_money(document: Mapping[str, Any], name: str) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _bad(name, "expected an amount in USD")
     try:
-        amount = strict_decimal(value.text if isinstance(value, WrittenFloat) else str(value))
+        amount = written_decimal(value if isinstance(value, WrittenFloat) else str(value))
     except InvalidOperation:
         raise _bad(name, "expected an amount in USD") from None
     return money_limit(amount, name)

@@ -18,10 +18,12 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from ..decimals import MAX_BUDGET_PLACES, MAX_BUDGET_USD, budget_fault
 from ..request import is_text
 from .errors import ProxyError
 
 __all__ = [
+    "MAX_BUDGET_PLACES",
     "MAX_BUDGET_USD",
     "MAX_ID_CHARS",
     "MAX_KEY_LIFETIME",
@@ -37,10 +39,6 @@ __all__ = [
 #: End-user ids, key aliases, teams and customer ids: characters at most. PostgreSQL refuses
 #: an index entry above about 2,700 bytes; 256 characters of 4-byte UTF-8 stay well below.
 MAX_ID_CHARS = 256
-#: Budgets in USD: below ``NUMERIC(20, 10)``'s 1e10, and small enough for 64-bit counters.
-MAX_BUDGET_USD = Decimal(1_000_000_000)
-#: Decimal places a budget may carry (the column's scale).
-MAX_BUDGET_PLACES = 10
 #: A key's ``rpm_limit`` at most (the column is a 32-bit integer).
 MAX_RPM_LIMIT = 1_000_000
 #: A key's ``duration`` / ``expires`` at most this far ahead.
@@ -111,11 +109,9 @@ def bounded_int(value: int, param: str, *, low: int, high: int) -> int:
 def money_limit(amount: Decimal, param: str) -> Decimal:
     """A finite, non-negative budget of at most :data:`MAX_BUDGET_USD` with at most
     :data:`MAX_BUDGET_PLACES` decimal places."""
-    if not amount.is_finite() or amount < 0 or amount > MAX_BUDGET_USD:
-        raise _bad(param, f"must be a finite amount from 0 to {MAX_BUDGET_USD} USD")
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_BUDGET_PLACES:
-        raise _bad(param, f"at most {MAX_BUDGET_PLACES} decimal places")
+    fault = budget_fault(amount)
+    if fault is not None:
+        raise _bad(param, fault)
     return amount.copy_abs() if amount.is_zero() else amount  # -0 is 0
 
 

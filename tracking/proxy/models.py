@@ -74,8 +74,9 @@ def router_deployments(config: ProxyConfig) -> tuple[Deployment, ...]:
     """The config's deployments as the proxy's router routes and prices their calls, in the
     model_list's order (``/health`` and the warning at start read them), without a router."""
     from ..router.router import load_deployments
+    from .prices import model_list_prices_of
 
-    return load_deployments(router_config(config)["model_list"])[0]
+    return load_deployments(router_config(config)["model_list"], model_list_prices_of(config))[0]
 
 
 class RoutedModels:
@@ -113,6 +114,7 @@ def build_dispatcher(config: ProxyConfig) -> RoutedModels:
     """The object every proxied call is handed to: a router over the config's model_list."""
     from ..router import Router
     from .accounts import PREFIX_ENV
+    from .prices import model_list_prices_of
 
     # TRACKING_REDIS_PREFIX namespaces the routing state too, as it does the budgets: proxies
     # of different deployments sharing one Redis must not share cooldowns and rpm windows
@@ -120,6 +122,8 @@ def build_dispatcher(config: ProxyConfig) -> RoutedModels:
     overrides: dict[str, Any] = {"redis_prefix": f"{prefix}router:"} if prefix else {}
     # the proxy registers its config's prices itself, its prices: section over the deployments'
     overrides["register_prices"] = False
+    # the prices of its model_list as the process read them, once (tracking.proxy.prices)
+    overrides["model_list_prices"] = model_list_prices_of(config)
     router = Router.from_config(router_config(config), **overrides)
     for name in config.model_names():
         if len(router.groups.get(name, ())) > 1:

@@ -12,12 +12,19 @@ the same model. A bad entry
 fails the start with the path of the key in the config, and so does a ``base_model`` that names
 no known price (:func:`check_base_models`). ``general_settings.prices_file`` names a user's
 prices file (as ``tracking prices import`` writes it), loaded at start too.
+
+A process reads a config's prices once (:func:`model_list_prices_of`): ``tracking serve``'s
+check registers them, and the routers it and the app build are given what it read, and the
+app's start finds them registered already (:func:`register_config_prices`). They were read four
+times in one start, and the prices file's warnings said twice. They are read again only when
+the price table changed since (:func:`tracking.pricing.prices_version`), or for another config.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import ConfigurationError
 
@@ -28,9 +35,60 @@ __all__ = [
     "check_base_models",
     "config_prices",
     "deployment_ids",
+    "model_list_prices_of",
     "priced_models",
     "register_config_prices",
 ]
+
+
+class _Read(NamedTuple):
+    """A config's prices as this process last read them."""
+
+    config: ProxyConfig
+    #: :func:`tracking.pricing.prices_version` when they were read (or registered)
+    version: int
+    #: :func:`~tracking.pricing.model_info.model_list_prices` of its model_list
+    model_list: dict[str, tuple[str, dict[str, Any]]]
+    #: how many models :func:`register_config_prices` registered, None: not registered
+    registered: int | None
+
+
+_last: _Read | None = None
+_last_lock = threading.Lock()
+
+
+def _current(config: ProxyConfig) -> _Read | None:
+    """What this process read of ``config``'s prices, while the price table is unchanged."""
+    from ..pricing import prices_version
+
+    last = _last
+    if last is not None and last.config is config and last.version == prices_version():
+        return last
+    return None
+
+
+def model_list_prices_of(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The prices ``config``'s model_list writes
+    (:func:`~tracking.pricing.model_info.model_list_prices`, with the router's deployment ids),
+    read once for the process: what it read last, while the price table has not changed since.
+    The proxy's routers are given them (``Router(model_list_prices=...)``)."""
+    global _last
+    from ..pricing import prices_version
+    from ..pricing.model_info import model_list_prices
+
+    last = _current(config)
+    if last is not None:
+        return last.model_list
+    version = prices_version()
+    found = model_list_prices(
+        (f"model_list[{index}]", d.model, d.model_info, d.litellm_params, deployment_id)
+        for index, (d, deployment_id) in enumerate(
+            zip(config.model_list, deployment_ids(config), strict=True)
+        )
+    )
+    with _last_lock:
+        _last = _Read(config, version, found, None)
+    return found
 
 
 def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -41,13 +99,10 @@ def config_prices(config: ProxyConfig) -> dict[str, tuple[str, dict[str, Any]]]:
     (:func:`~tracking.pricing.model_info.own_price_key`, with the router's deployment ids),
     and the model's name none of them; a model the ``prices:`` section names is priced by it
     alone, every deployment's calls included."""
-    from ..pricing.model_info import model_list_prices, own_price_key
+    from ..pricing.model_info import own_price_key
 
     deployments = list(zip(config.model_list, deployment_ids(config), strict=True))
-    found = model_list_prices(
-        (f"model_list[{index}]", d.model, d.model_info, d.litellm_params, deployment_id)
-        for index, (d, deployment_id) in enumerate(deployments)
-    )
+    found = dict(model_list_prices_of(config))
     for model, spec in config.prices.items():
         where = f"prices.{model}"
         if not isinstance(spec, Mapping):
@@ -82,10 +137,16 @@ def priced_models(config: ProxyConfig, model_name: str) -> list[str]:
 
 
 def register_config_prices(config: ProxyConfig) -> int:
-    """Register every price of the config; returns how many models got one."""
-    from ..pricing import use_prices_file
+    """Register every price of the config; returns how many models got one. Once per process:
+    when this process registered this config's prices and nothing changed the price table
+    since, they are registered already, and the config is not read again."""
+    global _last
+    from ..pricing import prices_version, use_prices_file
     from ..pricing.model_info import register_found
 
+    last = _current(config)
+    if last is not None and last.registered is not None:
+        return last.registered
     prices_file = config.general_settings.prices_file
     if prices_file is not None:
         try:
@@ -94,8 +155,11 @@ def register_config_prices(config: ProxyConfig) -> int:
             raise ConfigurationError(
                 f"{_source(config)}general_settings.prices_file: {exc.message}"
             ) from None
+    model_list = model_list_prices_of(config)  # (the prices file's tiers read first)
     count = register_found(config_prices(config), _source(config))
     check_base_models(config)
+    with _last_lock:  # (registering changed the version: what was read holds still)
+        _last = _Read(config, prices_version(), model_list, count)
     return count
 
 

@@ -164,6 +164,7 @@ def _price_params(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def load_deployments(
     model_list: Iterable[Mapping[str, Any]],
+    prices: Mapping[str, tuple[str, dict[str, Any]]] | None = None,
 ) -> tuple[tuple[Deployment, ...], dict[str, tuple[str, dict[str, Any]]]]:
     """A ``model_list``'s deployments as a router routes and prices their calls, and the prices
     written in it (:func:`tracking.pricing.model_info.model_list_prices`). A deployment priced
@@ -176,16 +177,19 @@ def load_deployments(
     if isinstance(entries, Iterable) and not isinstance(entries, str | bytes | Mapping):
         entries = list(entries)  # read twice: the deployments, then their prices
     deployments = parse_model_list(entries)
-    prices = model_list_prices(
-        (
-            f"model_list[{index}]",
-            deployment.model,
-            deployment.model_info,
-            _price_params(entry, f"model_list[{index}]"),
-            deployment.id,
+    if prices is None:
+        prices = model_list_prices(
+            (
+                f"model_list[{index}]",
+                deployment.model,
+                deployment.model_info,
+                _price_params(entry, f"model_list[{index}]"),
+                deployment.id,
+            )
+            for index, (deployment, entry) in enumerate(zip(deployments, entries, strict=True))
         )
-        for index, (deployment, entry) in enumerate(zip(deployments, entries, strict=True))
-    )
+    else:
+        prices = dict(prices)
     priced = tuple(
         dataclasses.replace(d, price_key=key)
         if (own := prices.get(key := own_price_key(d.model, d.id))) is not None
@@ -214,7 +218,11 @@ class Router:
     deployment's own name when another deployment of its model is priced otherwise or not at
     all), as the proxy registers its config's, so calls are billed at the prices they are
     routed by;
-    ``register_prices=False`` leaves the price table alone.
+    ``register_prices=False`` leaves the price table alone. ``model_list_prices`` are those
+    prices when the caller has read them already
+    (:func:`~tracking.pricing.model_info.model_list_prices` of this ``model_list``, with these
+    deployments' ids: the proxy reads its config's once per process,
+    :func:`tracking.proxy.prices.model_list_prices_of`).
     """
 
     image_edit = _routed_sync(image_edit_params, "image_edit")
@@ -236,8 +244,9 @@ class Router:
         latency_window: int = 10,
         state: RouterState | None = None,
         register_prices: bool = True,
+        model_list_prices: Mapping[str, tuple[str, dict[str, Any]]] | None = None,
     ) -> None:
-        deployments, prices = load_deployments(model_list)
+        deployments, prices = load_deployments(model_list, model_list_prices)
         self.deployments: tuple[Deployment, ...] = deployments
         groups: dict[str, list[Deployment]] = {}
         for deployment in self.deployments:
