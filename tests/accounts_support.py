@@ -7,6 +7,7 @@ and JSON calls to the management endpoints.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -18,7 +19,9 @@ from typing import Any
 import httpx
 
 from tests.conftest import API_KEY, make_png
-from tests.proxy_support import MASTER_KEY, ProxyProcess, write_config
+from tests.proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
+from tracking.config import parse_config
+from tracking.proxy.app import ProxyApp, create_app
 
 PNG = make_png(32, 32)
 
@@ -149,3 +152,35 @@ def _listening(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def in_process_proxy(
+    document: dict[str, Any] | None = None, *, ledger: str = ""
+) -> Iterator[ProxyApp]:
+    """The proxy's app of the config ``document`` (else one deployment, never called, with the
+    master key and the ledger at ``ledger``), to call in-process (:func:`asgi_request`)."""
+    if document is None:
+        document = one_deployment_config(
+            "http://127.0.0.1:9",  # never called
+            general_settings={"master_key": MASTER_KEY, "database_url": ledger},
+        )
+    proxy = create_app(parse_config(document))
+    try:
+        yield proxy
+    finally:
+        proxy.accounts.store.close()
+        proxy.dispatcher.close()  # type: ignore[attr-defined]
+
+
+def asgi_request(
+    app: ProxyApp, method: str, path: str, key: str | None = MASTER_KEY, **kwargs: Any
+) -> httpx.Response:
+    """One request to ``app`` over ASGI (httpx), with ``key`` as the bearer (None: no key)."""
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            return await client.request(method, path, headers=bearer(key), **kwargs)
+
+    return asyncio.run(send())

@@ -16,7 +16,6 @@ PostgreSQL database; its store's engine is the one the statements are read from.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,19 +25,17 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.accounts_support import bearer
+from tests.accounts_support import asgi_request, in_process_proxy
 from tests.ledger_support import (  # noqa: F401
     ledger_url,
     make_event,
     quarantine_event,
     record_events,
 )
-from tests.proxy_support import MASTER_KEY, one_deployment_config
-from tracking.config import parse_config
 from tracking.integrations.sql._quarantined_calls import LOOKUP_CHUNK
 from tracking.proxy import litellm_store
 from tracking.proxy.account_tables import end_users
-from tracking.proxy.app import ProxyApp, create_app
+from tracking.proxy.app import ProxyApp
 from tracking.proxy.keys import hash_key
 
 DAY = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
@@ -49,27 +46,12 @@ USERS = [f"user-{n:03d}" for n in range(60)]
 
 @pytest.fixture
 def app(ledger_url: str) -> Iterator[ProxyApp]:  # noqa: F811
-    config = parse_config(
-        one_deployment_config(
-            "http://127.0.0.1:9",  # never called
-            general_settings={"master_key": MASTER_KEY, "database_url": ledger_url},
-        )
-    )
-    proxy = create_app(config)
-    try:
+    with in_process_proxy(ledger=ledger_url) as proxy:
         yield proxy
-    finally:
-        proxy.accounts.store.close()
-        proxy.dispatcher.close()  # type: ignore[attr-defined]
 
 
 def _call(app: ProxyApp, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async def send() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
-            return await client.request(method, path, headers=bearer(MASTER_KEY), **kwargs)
-
-    return asyncio.run(send())
+    return asgi_request(app, method, path, **kwargs)
 
 
 def _spend_calls_statements(engine: sa.Engine) -> list[tuple[str, set[Any]]]:

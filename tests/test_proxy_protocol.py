@@ -489,6 +489,8 @@ WHOLE_NUMBERS = {
     "/key/list": ("page", "size"),
     "/global/spend/keys": ("limit",),
     "/global/spend/teams": ("limit",),
+    "/global/spend/tags": ("limit",),
+    "/spend/tags": ("limit",),
 }
 
 
@@ -528,7 +530,7 @@ def test_openapi_types_each_query_parameter_as_its_route_reads_it(proxy):
     assert untyped == {
         "key_hash", "key", "end_user_id", "api_key_hash", "user", "key_alias", "team_id",
         "group_by", "signature", "start_date", "end_date", "api_key", "request_id",
-        "customer_id",
+        "customer_id", "tags", "litellm_model_id", "model_group",
     }  # fmt: skip
 
 

@@ -69,6 +69,7 @@ from .image_store import (
 from .ledger import make_ledger_folder
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
 from .metrics import MetricsExposition
+from .model_info_routes import model_info_routes
 from .models import Dispatcher, RoutedModels, build_dispatcher, router_deployments
 from .openapi import MODEL_PATHS, STORED_PATH, docs_page, openapi_document
 from .prices import model_list_prices_of, register_config_prices
@@ -174,6 +175,7 @@ class ProxyApp:
         for path in _GENERATION_PATHS:
             self._routes["POST", path] = self._generate
         self._routes.update(self.accounts.routes(self.auth))  # keys, customers, spend
+        self._routes.update(model_info_routes(self.auth, self._deployments))
         self._allowed: dict[str, str] = {}  # path -> its methods, for 405's Allow
         for method, path in self._routes:
             known = self._allowed.get(path)
@@ -625,15 +627,16 @@ class ProxyApp:
         body = {"id": name, "object": "model", "created": 0, "owned_by": "tracking"}
         await _send_json(send, 200, json.dumps(body).encode())
 
+    def _deployments(self) -> Sequence[Deployment]:
+        """The deployments calls are routed to (the router's; the config's without one)."""
+        if isinstance(self.dispatcher, RoutedModels):
+            return self.dispatcher.router.deployments
+        return router_deployments(self.config)
+
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM's ``GET /health``, from the configuration alone: no paid upstream call."""
         await self.auth.authenticate(request_headers(scope))
-        deployments = (
-            self.dispatcher.router.deployments
-            if isinstance(self.dispatcher, RoutedModels)
-            else router_deployments(self.config)
-        )
-        report = HealthReport.of(deployments)
+        report = HealthReport.of(self._deployments())
         await _send_json(send, 200, json.dumps(report.to_dict()).encode())
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:

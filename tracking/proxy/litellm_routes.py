@@ -5,7 +5,9 @@
 ``/global/spend/models``, ``/global/spend/end_users``, ``/global/spend/teams`` and
 ``/global/spend/report`` (the ledger's ``spend_logs`` summed per key, model, end user, team or
 day; the report keeps one key's, end user's or team's calls with LiteLLM's ``api_key`` (by the
-key's digest), ``customer_id`` and ``team_id``). All of them take the master key. Keys are
+key's digest), ``customer_id`` and ``team_id``), and ``/spend/tags`` and ``/global/spend/tags``
+(summed per request tag: each call once in each of its tags, :func:`.litellm_store.spend_by_tag`).
+All of them take the master key. Keys are
 still never echoed, except the new one that ``/key/regenerate`` makes (once, like
 ``/key/generate``); a listing names keys by hash.
 
@@ -14,7 +16,14 @@ Shapes follow LiteLLM's proxy docs (docs.litellm.ai/docs/proxy/virtual_keys, /cu
 and ``total_pages``; ``/customer/*`` name end users by ``user_id`` (lists of ``user_ids``), and know
 those who called as well as those with a record (:mod:`.known_end_users`; ``/customer/list`` a page
 at a time, ``page`` and ``size``, where LiteLLM's lists all at once); ``/global/spend/keys`` answers
-``api_key`` + ``total_spend`` rows. Where LiteLLM returns a float we return the amount as a decimal
+``api_key`` + ``total_spend`` rows. The tag routes' shapes (read 2026-12-07): ``/spend/tags``
+answers ``[{"individual_request_tag", "log_count", "total_spend"}]`` (LiteLLM's release notes of
+v1.24.6, github.com/BerriAI/litellm/releases/tag/v1.24.6, "View spend per tag"), and
+``/global/spend/tags`` ``{"spend_per_tag": [{"name", "spend", "log_count"}]}`` with its ``tags``
+filter (comma-separated; ``all-tags`` is every tag), what LiteLLM's
+``spend_management_endpoints.py`` (``global_view_spend_tags``, ``ui_get_spend_by_tags``) answers
+its admin UI; LiteLLM requires both dates there, here they are optional as on every spend route.
+Where LiteLLM returns a float we return the amount as a decimal
 string at the ledger's scale, as every spend figure is (money is never a float here); a figure of
 ours beside LiteLLM's has the name it has in every report: ``/global/spend`` and its per-key, model,
 end-user and team rows, ``/customer/list``'s end users and ``/global/spend/report``'s entries (and
@@ -192,6 +201,23 @@ def _query_bool(query: dict[str, str], param: str) -> bool:
     return value
 
 
+def _tags(query: dict[str, str]) -> list[str] | None:
+    """``/global/spend/tags``' ``tags``: LiteLLM's comma-separated tags to keep (each exact
+    text, bounded; at most ``_MAX_IDS``); None (every tag) when absent, empty, or naming
+    LiteLLM's ``all-tags``."""
+    raw = query.get("tags")
+    if not raw:
+        return None
+    wanted = [t for t in raw.split(",") if t]
+    if len(wanted) > _MAX_IDS:
+        raise ProxyError(
+            400, f"tags: at most {_MAX_IDS} at once", param="tags", code="array_above_max_length"
+        )
+    if not wanted or "all-tags" in wanted:
+        return None
+    return list(dict.fromkeys(bounded_text(t, "tags") for t in wanted))
+
+
 def _customer(
     record: EndUserRecord, spend: tuple[str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -339,6 +365,26 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
 
         return handler
 
+    def spend_tags(route: str) -> Handler:
+        async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+            await master(scope)
+            more = ("limit", "tags") if route == "/global/spend/tags" else ("limit",)
+            query, start, end = window(scope, f"GET {route}", *more)
+            limit = query_int(query, "limit", 100, MAX_PAGE_SIZE)
+            listing = functools.partial(litellm_store.spend_by_tag, store, start=start, end=end)
+            rows = await asyncio.to_thread(listing, limit=limit, tags=_tags(query))
+            if route == "/spend/tags":
+                body: Any = [
+                    {"individual_request_tag": t, "log_count": n, "total_spend": s, **f}
+                    for t, s, n, f in rows
+                ]
+            else:
+                tagged = [{"name": t, "spend": s, "log_count": n, **f} for t, s, n, f in rows]
+                body = {"spend_per_tag": tagged}
+            await send_json(send, 200, body)
+
+        return handler
+
     async def spend_report(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
         query, start, end = window(
@@ -387,4 +433,6 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         ),
         ("GET", "/global/spend/teams"): spend_per("team", "team", "/global/spend/teams"),
         ("GET", "/global/spend/report"): spend_report,
+        ("GET", "/global/spend/tags"): spend_tags("/global/spend/tags"),
+        ("GET", "/spend/tags"): spend_tags("/spend/tags"),
     }

@@ -35,6 +35,7 @@ __all__ = [
     "money",
     "set_blocked",
     "spend_by",
+    "spend_by_tag",
     "spend_report",
     "total_spend",
     "update_key",
@@ -254,6 +255,87 @@ def spend_by(
     statement = (
         _per_value(engine, column).order_by(*cost_order(engine, spend_calls), column).limit(limit)
     )
+    statement = _window(statement, spend_calls.c.start_time, start, end)
+    with engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    return _value_rows(engine, rows)
+
+
+#: Each call's request tags (``spend_logs.tags`` and a quarantined row's ``tags``: a JSON array,
+#: JSON on SQLite and JSONB on PostgreSQL), one row per (call, tag) however often a call's rows
+#: name it; an element that is not text, or a value that is no array, names none. Only constants
+#: of this module are interpolated; the window's bounds are bound parameters.
+_TAGS_SQL = {
+    "sqlite": (
+        "SELECT s.request_id AS request_id, j.value AS tag FROM spend_logs AS s, "
+        "json_each(COALESCE(CASE WHEN json_valid(s.tags) THEN CASE WHEN json_type(s.tags) = "
+        "'array' THEN s.tags END END, '[]')) AS j WHERE j.type = 'text'{logged} "
+        "UNION SELECT q.request_id, j.value FROM ledger_quarantine AS q, "
+        "json_each(COALESCE(CASE WHEN json_valid(q.line) THEN CASE WHEN json_type(q.line, "
+        "'$.tags') = 'array' THEN json_extract(q.line, '$.tags') END END, '[]')) AS j "
+        "WHERE j.type = 'text' AND q.request_id IS NOT NULL"
+    ),
+    "postgresql": (
+        "SELECT s.request_id AS request_id, e.value #>> '{{}}' AS tag FROM spend_logs AS s "
+        "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(s.tags) = 'array' "
+        "THEN s.tags ELSE '[]'::jsonb END) AS e(value) "
+        "WHERE jsonb_typeof(e.value) = 'string'{logged} "
+        "UNION SELECT q.request_id, e.value #>> '{{}}' FROM ledger_quarantine AS q "
+        "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof("
+        "tracking_json_object(q.line) -> 'tags') = 'array' THEN tracking_json_object(q.line) "
+        "-> 'tags' ELSE '[]'::jsonb END) AS e(value) "
+        "WHERE jsonb_typeof(e.value) = 'string' AND q.request_id IS NOT NULL"
+    ),
+}
+
+
+def _call_tags(engine: Any, start: datetime | None, end: datetime | None) -> Any:
+    """``(request_id, tag)`` of every call's tags (:data:`_TAGS_SQL`); the logged rows read in
+    the window alone (a call's ``spend_calls`` row starts when its logged row does), the
+    quarantined ones all (few, and a quarantined call's time is read from its JSON)."""
+    import sqlalchemy as sa
+
+    from tracking.integrations.sql import UTCDateTime
+
+    logged = ""
+    bounds = []
+    if start is not None:
+        logged += " AND s.start_time >= :start"
+        bounds.append(sa.bindparam("start", start, type_=UTCDateTime()))
+    if end is not None:
+        logged += " AND s.start_time < :end"
+        bounds.append(sa.bindparam("end", end, type_=UTCDateTime()))
+    dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
+    text = sa.text(_TAGS_SQL[dialect].format(logged=logged)).bindparams(*bounds)
+    return text.columns(sa.column("request_id", sa.String), sa.column("tag", sa.String)).subquery(
+        "call_tags"
+    )
+
+
+def spend_by_tag(
+    store: AccountStore,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+    tags: Sequence[str] | None = None,
+) -> list[ValueSpend]:
+    """``(tag, spend, requests, flags)`` per request tag (of ``tags`` alone, when given), dearest
+    first, then by tag: each call counts once in each of its tags (a call of two tags in both,
+    as LiteLLM's ``/spend/tags`` counts it), a call without tags in none; the quarantined calls
+    included, as every ``/global/spend/*`` sum."""
+    if store.nothing_stored():
+        return []
+    from tracking.integrations.sql import cost_order, spend_calls
+
+    engine = store.engine
+    tagged = _call_tags(engine, start, end)
+    column = tagged.c.tag
+    joined = spend_calls.join(tagged, tagged.c.request_id == spend_calls.c.request_id)
+    statement = _per_value(engine, column).select_from(joined)
+    if tags is not None:
+        statement = statement.where(column.in_(list(tags)))
+    statement = statement.order_by(*cost_order(engine, spend_calls), column).limit(limit)
     statement = _window(statement, spend_calls.c.start_time, start, end)
     with engine.connect() as conn:
         rows = conn.execute(statement).all()

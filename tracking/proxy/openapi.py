@@ -244,6 +244,12 @@ _MODEL = {
     "responses": _answers("The model", 401, 404),
 }
 
+_MODEL_INFO = {
+    "summary": "Each deployment's parameters (no secret) and prices (LiteLLM's shape)",
+    "parameters": _query("litellm_model_id"),
+    "responses": _answers("The deployments", 400, 401),
+}
+
 #: Each route's OpenAPI operation, by path (every method of a path shares it).
 OPERATIONS: dict[str, dict[str, Any]] = {
     "/v1/images/edits": _EDIT,
@@ -402,6 +408,23 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "summary": "Spend per day by team or customer, or per key (master key only)",
         "parameters": _query("start_date", "end_date", *REPORT_PARAMETERS),
         "responses": _answers("Daily spend", 400, 401, 403, 503),
+    },
+    "/global/spend/tags": {
+        "summary": "Spend per request tag, as {spend_per_tag: [...]} (master key only)",
+        "parameters": _query("start_date", "end_date", "tags", "limit"),
+        "responses": _answers("Tags with their spend", 400, 401, 403, 503),
+    },
+    "/spend/tags": {
+        "summary": "Spend per request tag (master key only)",
+        "parameters": _query("start_date", "end_date", "limit"),
+        "responses": _answers("Tags with their spend", 400, 401, 403, 503),
+    },
+    "/model/info": _MODEL_INFO,
+    "/v1/model/info": _MODEL_INFO,
+    "/model_group/info": {
+        "summary": "Each model name's providers, limits and dearest prices (LiteLLM's shape)",
+        "parameters": _query("model_group"),
+        "responses": _answers("The model groups", 400, 401),
     },
     "/openapi.json": {
         "summary": "This document",
