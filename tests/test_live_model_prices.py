@@ -290,7 +290,7 @@ def test_models_check_reads_shutdown_dates_from_the_upstream(fake, tmp_path, cap
     out = capsys.readouterr().out
     assert "gpt-image-1  " in out and "retired 2026-10-23" in out
     assert "gpt-image-2.6-sunburst" in out and "live" in out
-    assert "6 retired; 0 the price table does not know of" in out
+    assert "7 retired; 0 the price table does not know of" in out  # dall-e-3 since 2026-12-07
     # A table that does not know a retirement is out of date: that fails.
     tracking.register_prices("gpt-image-1", tokens_per_million={"output_image": "40"})
     try:
@@ -444,7 +444,7 @@ def test_the_price_dates_are_today_or_earlier():
     for entry in raw["entries"]:
         for sizes in entry["per_image"].values():
             for figure in sizes.values():
-                assert date.fromisoformat(figure["retrieved"]) <= date(2026, 12, 5)
+                assert date.fromisoformat(figure["retrieved"]) <= date(2026, 12, 7)
 
 
 def test_the_2_5_and_2_6_qualities_are_accepted_and_others_refused(upstream):
