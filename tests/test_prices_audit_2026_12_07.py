@@ -21,20 +21,18 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import make_png
 from tests.gemini_support import GEMINI_KEY
+from tests.recorder import watch_prometheus
 from tests.test_pricing import answer
 from tracking.errors import NotFoundError
-from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import (
     billing_entry,
     estimate_call_cost,
     price_call,
     price_table,
-    reset_prices,
     shutdown_date,
 )
 from tracking.request import parse_call
@@ -45,12 +43,7 @@ NANO = "gemini-nano-banana-2.1"
 RETIRED_METRIC = "image_edit_retired_model_requests_total"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_prices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("TRACKING_PRICES_FILE", raising=False)
-    reset_prices()
-    yield
-    reset_prices()
+pytestmark = pytest.mark.usefixtures("fresh_prices")
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +142,7 @@ def test_a_dall_e_3_image_is_priced_from_its_published_per_image_price(size, qua
 
 def test_a_dall_e_3_call_is_warned_of_and_counted_as_retired(upstream, monkeypatch, caplog):
     caplog.set_level(logging.WARNING, logger="tracking")
-    registry = CollectorRegistry()
-    logger = PrometheusLogger(registry)
-    monkeypatch.setattr(tracking, "success_callback", [logger])
-    monkeypatch.setattr(tracking, "failure_callback", [logger])
+    registry = watch_prometheus(monkeypatch)
     with pytest.raises(NotFoundError):  # the upstream's own answer reaches the caller
         tracking.image_generation(prompt="a red hat", model="dall-e-3", **upstream)
     assert tracking.flush(10)
