@@ -6,6 +6,9 @@ retired-model policy checked for every retired entry.
   $0.1134 per 4K image (sources in ``tracking/pricing/prices.json``). The fake Gemini upstream
   reports ``ceil(len(prompt) / 4)`` text tokens, 258 tokens per input image and 1,120 / 1,680 /
   3,780 image output tokens at 1K / 2K / 4K.
+- ``gemini-3.1-flash-lite-image`` (Nano Banana 2 Lite, generally available since 2026-06-30):
+  $0.25 per 1M text and image input tokens, $1.50 text output, $30 image output; 1K output
+  alone, $0.0336 per image (1,120 tokens).
 - ``dall-e-3``, shut down on 2026-05-12 and never in the table: a call naming it was neither
   warned of nor counted as a call to a retired model. Its per-image prices are OpenAI's published
   ones ($0.040 / $0.080 standard, $0.080 / $0.120 hd, square / tall or wide).
@@ -40,6 +43,7 @@ from tracking.testing.fake_gemini import FakeGemini
 
 AUDIT_DAY = date(2026, 12, 7)
 NANO = "gemini-nano-banana-2.1"
+LITE = "gemini-3.1-flash-lite-image"
 RETIRED_METRIC = "image_edit_retired_model_requests_total"
 
 
@@ -121,6 +125,32 @@ def test_a_grounded_nano_banana_2_1_call_pays_the_gemini_3_search_fee(gemini_ups
     assert billing_entry(f"gemini/{NANO}", None, AUDIT_DAY).shutdown is None  # live
 
 
+# -- gemini-3.1-flash-lite-image ---------------------------------------------------------------
+
+
+def test_a_nano_banana_2_lite_edit_is_priced_from_its_tokens_at_1k_whatever_the_size(
+    gemini, gemini_upstream
+):
+    response = tracking.image_edit(
+        image=make_png(),
+        prompt="a red hat",
+        model=f"gemini/{LITE}",
+        size="2048x1152",
+        **gemini_upstream,
+    )
+    # the model makes 1K alone: the aspect is sent, no imageSize
+    assert gemini.requests[-1].body["generationConfig"]["imageConfig"] == {"aspectRatio": "16:9"}
+    # 3 text tokens x $0.25 + 258 image tokens x $0.25 + 1,120 x $30 = 0.75 + 64.5 + 33,600
+    # = 33,665.25 per 1M
+    assert response.cost_usd == Decimal("0.03366525")
+
+
+def test_a_nano_banana_2_lite_estimate_is_its_1k_price():
+    cost = estimate_call_cost(LITE, "2048x2048")
+    assert cost.usd == Decimal("0.0336")  # 1,120 tokens x $30 / 1M: the only tier it makes
+    assert cost.price_ref == f"packaged:{LITE}#secondary"
+
+
 # -- dall-e-3: retired, now known as such ------------------------------------------------------
 
 
@@ -178,7 +208,7 @@ def test_every_retirement_the_audit_confirmed_is_in_the_table():
         "gemini-3-pro-image-preview",
         "gemini-2.5-flash-image",
     } <= names
-    for live in ("gpt-image-2", "gpt-image-2.6-flare", "gemini-3.1-flash-image", NANO):
+    for live in ("gpt-image-2", "gpt-image-2.6-flare", "gemini-3.1-flash-image", NANO, LITE):
         assert shutdown_date(live, AUDIT_DAY) is None
 
 

@@ -370,6 +370,13 @@ _GEMINI_NANO_BANANA_21 = dataclasses.replace(
     name="gemini-nano-banana-2.1",
     models=frozenset({"gemini-nano-banana-2.1"}),
 )
+# Nano Banana 2 Lite (generally available 2026-06-30, Google's changelog): up to 14 images, the
+# wide ratios, 1K output alone (Google's Vertex AI model page, read 2026-12-07)
+_GEMINI_FLASH_LITE = dataclasses.replace(
+    _GEMINI_FLASH,
+    name="gemini-3.1-flash-lite-image",
+    models=frozenset({"gemini-3.1-flash-lite-image"}),
+)
 _GEMINI_25_FLASH = dataclasses.replace(
     _GEMINI_PRO,
     name="gemini-2.5-flash-image",
@@ -429,6 +436,7 @@ FAMILIES: tuple[Family, ...] = (
     _GEMINI_FLASH,
     _GEMINI_PRO,
     _GEMINI_NANO_BANANA_21,
+    _GEMINI_FLASH_LITE,
     _GEMINI_25_FLASH,
 )
 

@@ -167,6 +167,9 @@ GEMINI_IMAGE_MODELS: Mapping[str, GeminiImageModel] = {
     "gemini-nano-banana-2.1": GeminiImageModel(
         (*_RATIOS, "1:4", "4:1", "1:8", "8:1"), ("1K", "2K", "4K")
     ),
+    # Nano Banana 2 Lite: the same ratios, 1K alone (Google's Vertex AI model page, read
+    # 2026-12-07: "Supported resolutions: 1K")
+    "gemini-3.1-flash-lite-image": GeminiImageModel((*_RATIOS, "1:4", "4:1", "1:8", "8:1")),
 }
 _DEFAULT_MODEL = GeminiImageModel(_RATIOS)
 
