@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -61,6 +62,16 @@ def gemini_upstream(gemini: FakeGemini) -> dict[str, str]:
     return {"api_base": gemini.url, "api_key": GEMINI_KEY}
 
 
+def _edit_at_size(
+    gemini: FakeGemini, upstream: dict[str, str], model: str, size: str
+) -> tuple[Any, dict[str, str]]:
+    """An edit of ``model`` at ``size`` through the fake: its answer, and the imageConfig sent."""
+    response = tracking.image_edit(
+        image=make_png(), prompt="a red hat", model=f"gemini/{model}", size=size, **upstream
+    )
+    return response, gemini.requests[-1].body["generationConfig"]["imageConfig"]
+
+
 # -- gemini-nano-banana-2.1 ------------------------------------------------------------------
 
 
@@ -84,14 +95,7 @@ def test_a_nano_banana_2_1_generation_is_priced_from_its_tokens(gemini_upstream)
 def test_a_2k_nano_banana_2_1_image_is_asked_at_2k_and_priced_from_its_tokens(
     gemini, gemini_upstream
 ):
-    response = tracking.image_edit(
-        image=make_png(),
-        prompt="a red hat",
-        model=f"gemini/{NANO}",
-        size="2048x2048",
-        **gemini_upstream,
-    )
-    config = gemini.requests[-1].body["generationConfig"]["imageConfig"]
+    response, config = _edit_at_size(gemini, gemini_upstream, NANO, "2048x2048")
     assert config == {"aspectRatio": "1:1", "imageSize": "2K"}  # not left at Google's 1K
     # 3 x $1.50 + 258 x $1.50 + 1,680 x $30 = 4.5 + 387 + 50,400 = 50,791.5 per 1M
     assert response.cost_usd == Decimal("0.0507915")
@@ -131,15 +135,8 @@ def test_a_grounded_nano_banana_2_1_call_pays_the_gemini_3_search_fee(gemini_ups
 def test_a_nano_banana_2_lite_edit_is_priced_from_its_tokens_at_1k_whatever_the_size(
     gemini, gemini_upstream
 ):
-    response = tracking.image_edit(
-        image=make_png(),
-        prompt="a red hat",
-        model=f"gemini/{LITE}",
-        size="2048x1152",
-        **gemini_upstream,
-    )
-    # the model makes 1K alone: the aspect is sent, no imageSize
-    assert gemini.requests[-1].body["generationConfig"]["imageConfig"] == {"aspectRatio": "16:9"}
+    response, config = _edit_at_size(gemini, gemini_upstream, LITE, "2048x1152")
+    assert config == {"aspectRatio": "16:9"}  # the model makes 1K alone: no imageSize is sent
     # 3 text tokens x $0.25 + 258 image tokens x $0.25 + 1,120 x $30 = 0.75 + 64.5 + 33,600
     # = 33,665.25 per 1M
     assert response.cost_usd == Decimal("0.03366525")
