@@ -217,6 +217,18 @@ def _registered_prices_kept_to_their_test() -> Iterator[None]:
 
 
 @pytest.fixture
+def fresh_prices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The packaged price table alone for the test: no prices file, nothing registered, and no
+    warning given yet (:func:`tracking.pricing.reset_prices`), before and after it."""
+    from tracking.pricing import reset_prices
+
+    monkeypatch.delenv("TRACKING_PRICES_FILE", raising=False)
+    reset_prices()
+    yield
+    reset_prices()
+
+
+@pytest.fixture
 def vertex(monkeypatch: pytest.MonkeyPatch) -> None:
     """Vertex AI's project, location and access token (the fake Gemini upstream's key, which
     the Gemini tests' fakes accept), as the ``vertex_ai`` provider reads them."""

@@ -17,13 +17,12 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.conftest import API_KEY, make_png
+from tests.recorder import watch_prometheus
 from tests.test_pricing import answer, request_for
 from tracking.cli import main as cli
-from tracking.integrations.prometheus import PrometheusLogger
 from tracking.pricing import estimate_call_cost, price_call, reset_prices, use_prices_file
 from tracking.pricing.commands import prices_import
 from tracking.request import parse_call
@@ -45,12 +44,7 @@ LIVE_MODELS = [
 BY_QUALITY = {"low": "0.008599", "medium": "0.055609", "high": "0.213319"}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_prices(monkeypatch):
-    monkeypatch.delenv("TRACKING_PRICES_FILE", raising=False)
-    reset_prices()
-    yield
-    reset_prices()
+pytestmark = pytest.mark.usefixtures("fresh_prices")
 
 
 # -- every live model, priced exactly from the usage the fake reports ---------------------------
@@ -264,10 +258,7 @@ def test_estimate_call_cost_for_other_billed_outcomes():
 
 def test_a_retired_model_warns_once_and_is_counted(upstream, monkeypatch, caplog):
     caplog.set_level(logging.WARNING, logger="tracking")
-    registry = CollectorRegistry()
-    logger = PrometheusLogger(registry)
-    monkeypatch.setattr(tracking, "success_callback", [logger])
-    monkeypatch.setattr(tracking, "failure_callback", [logger])
+    registry = watch_prometheus(monkeypatch)
     for _ in range(3):
         response = tracking.image_edit(
             image=make_png(), prompt="x", model="gpt-image-1", quality="low", **upstream
@@ -290,7 +281,7 @@ def test_models_check_reads_shutdown_dates_from_the_upstream(fake, tmp_path, cap
     out = capsys.readouterr().out
     assert "gpt-image-1  " in out and "retired 2026-10-23" in out
     assert "gpt-image-2.6-sunburst" in out and "live" in out
-    assert "6 retired; 0 the price table does not know of" in out
+    assert "7 retired; 0 the price table does not know of" in out  # dall-e-3 since 2026-12-07
     # A table that does not know a retirement is out of date: that fails.
     tracking.register_prices("gpt-image-1", tokens_per_million={"output_image": "40"})
     try:
@@ -444,7 +435,7 @@ def test_the_price_dates_are_today_or_earlier():
     for entry in raw["entries"]:
         for sizes in entry["per_image"].values():
             for figure in sizes.values():
-                assert date.fromisoformat(figure["retrieved"]) <= date(2026, 12, 5)
+                assert date.fromisoformat(figure["retrieved"]) <= date(2026, 12, 7)
 
 
 def test_the_2_5_and_2_6_qualities_are_accepted_and_others_refused(upstream):

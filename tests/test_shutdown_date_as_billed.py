@@ -26,26 +26,20 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 import tracking
 from tests.accounts_support import edit
 from tests.conftest import API_KEY, make_png
 from tests.proxy_support import MASTER_KEY, ProxyProcess
-from tracking.integrations.prometheus import PrometheusLogger
-from tracking.pricing import billing_entry, reset_prices, shutdown_date
+from tests.recorder import watch_prometheus
+from tracking.pricing import billing_entry, shutdown_date
 from tracking.testing import FakeOpenAI
 
 RETIRED = "image_edit_retired_model_requests_total"
 SLASHED = "tenant-7/gpt-image-1"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_prices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("TRACKING_PRICES_FILE", raising=False)
-    reset_prices()
-    yield
-    reset_prices()
+pytestmark = pytest.mark.usefixtures("fresh_prices")
 
 
 @pytest.fixture
@@ -53,14 +47,6 @@ def compatible() -> Iterator[dict[str, str]]:
     """A fake OpenAI-compatible upstream that also serves the slashed name."""
     with FakeOpenAI(api_keys=[API_KEY], extra_models=[SLASHED]) as server:
         yield {"api_base": server.url, "api_key": API_KEY}
-
-
-def _prometheus(monkeypatch: pytest.MonkeyPatch) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    logger = PrometheusLogger(registry)
-    monkeypatch.setattr(tracking, "success_callback", [logger])
-    monkeypatch.setattr(tracking, "failure_callback", [logger])
-    return registry
 
 
 def test_a_slashed_compatible_name_is_not_the_retired_model_it_ends_with() -> None:
@@ -82,7 +68,7 @@ def test_calls_to_a_slashed_compatible_name_are_not_counted_retired(
     compatible: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tracking")
-    registry = _prometheus(monkeypatch)
+    registry = watch_prometheus(monkeypatch)
     for _ in range(2):
         response = tracking.image_edit(
             image=make_png(), prompt="x", model=SLASHED, quality="low", **compatible
@@ -99,7 +85,7 @@ def test_a_registered_openai_price_is_not_counted_retired(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tracking")
     tracking.register_prices("openai/gpt-image-1", tokens_per_million={"output_image": "40"})
-    registry = _prometheus(monkeypatch)
+    registry = watch_prometheus(monkeypatch)
     response = tracking.image_edit(
         image=make_png(), prompt="x", model="gpt-image-1", quality="low", **compatible
     )
@@ -173,7 +159,7 @@ def test_an_sdk_routers_deployment_billed_as_a_retired_base_model_is_counted_fro
     its calls carry the base model, which bills them. The counter looked the served model's
     name up, which the price table does not know: such calls to the retired ``gpt-image-1``
     were never counted, nor was the series started by ``watch_router``."""
-    registry = _prometheus(monkeypatch)
+    registry = watch_prometheus(monkeypatch)
     logger = tracking.success_callback[0]
     with FakeOpenAI(api_keys=[API_KEY], extra_models=[HOUSE]) as fake:
         router = tracking.Router(model_list=[_deployment("house-retired", fake.url)])
@@ -235,7 +221,7 @@ def test_an_unwatched_routers_call_is_counted_retired_as_it_is_billed(
     ``base_model``, which the counter now reads (and names) as billing does. It read the served
     model's entry and name: a call billed as the retired ``gpt-image-1`` went uncounted, one
     served by it but billed as ``gpt-image-2`` was counted under ``gpt-image-1``."""
-    registry = _prometheus(monkeypatch)
+    registry = watch_prometheus(monkeypatch)
     with FakeOpenAI(api_keys=[API_KEY], extra_models=[HOUSE]) as fake:
         deployment = {
             "model_name": "based",

@@ -362,6 +362,21 @@ _GEMINI_PRO = dataclasses.replace(
     models=frozenset({"gemini-3-pro-image", "gemini-3-pro-image-preview"}),
     custom_size=dataclasses.replace(_GEMINI_ANY_SIZE, max_aspect=2.4),  # 21:9
 )
+# Nano Banana 2.1 (Google's changelog of 2026-10-06, read 2026-12-07: the update of
+# gemini-3.1-flash-image, with its wide ratios), up to 14 reference images (LiteLLM's day-0
+# announcement, github.com/BerriAI/litellm/discussions/44983, read 2026-12-07)
+_GEMINI_NANO_BANANA_21 = dataclasses.replace(
+    _GEMINI_FLASH,
+    name="gemini-nano-banana-2.1",
+    models=frozenset({"gemini-nano-banana-2.1"}),
+)
+# Nano Banana 2 Lite (generally available 2026-06-30, Google's changelog): up to 14 images, the
+# wide ratios, 1K output alone (Google's Vertex AI model page, read 2026-12-07)
+_GEMINI_FLASH_LITE = dataclasses.replace(
+    _GEMINI_FLASH,
+    name="gemini-3.1-flash-lite-image",
+    models=frozenset({"gemini-3.1-flash-lite-image"}),
+)
 _GEMINI_25_FLASH = dataclasses.replace(
     _GEMINI_PRO,
     name="gemini-2.5-flash-image",
@@ -420,6 +435,8 @@ FAMILIES: tuple[Family, ...] = (
     _GPT_IMAGE_2_6,
     _GEMINI_FLASH,
     _GEMINI_PRO,
+    _GEMINI_NANO_BANANA_21,
+    _GEMINI_FLASH_LITE,
     _GEMINI_25_FLASH,
 )
 

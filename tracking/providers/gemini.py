@@ -161,6 +161,15 @@ GEMINI_IMAGE_MODELS: Mapping[str, GeminiImageModel] = {
     ),
     "gemini-3-pro-image-preview": GeminiImageModel(_RATIOS, ("1K", "2K", "4K")),
     "gemini-2.5-flash-image": GeminiImageModel(_RATIOS),
+    # Nano Banana 2.1: the wide ratios and 1K / 2K / 4K from Google's changelog of 2026-10-06
+    # (ai.google.dev/gemini-api/docs/changelog, read 2026-12-07); no 512 tier, which the API
+    # refuses for it (TanStack AI's Gemini adapter 0.36.0 release notes, read 2026-12-07)
+    "gemini-nano-banana-2.1": GeminiImageModel(
+        (*_RATIOS, "1:4", "4:1", "1:8", "8:1"), ("1K", "2K", "4K")
+    ),
+    # Nano Banana 2 Lite: the same ratios, 1K alone (Google's Vertex AI model page, read
+    # 2026-12-07: "Supported resolutions: 1K")
+    "gemini-3.1-flash-lite-image": GeminiImageModel((*_RATIOS, "1:4", "4:1", "1:8", "8:1")),
 }
 _DEFAULT_MODEL = GeminiImageModel(_RATIOS)
 

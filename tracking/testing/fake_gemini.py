@@ -102,9 +102,18 @@ OUTPUT_IMAGE_TOKENS: dict[str, dict[str, int]] = {
     "gemini-3.1-flash-image": {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
     "gemini-3-pro-image": {"1K": 1120, "2K": 1120, "4K": 2000},
     "gemini-2.5-flash-image": {"1K": 1290},
+    # 1K / 4K: the published $0.0336 / $0.1134 per image at $30 per 1M tokens (read 2026-12-07);
+    # 2K: no page read states it, gemini-3.1-flash-image's count stands in
+    "gemini-nano-banana-2.1": {"1K": 1120, "2K": 1680, "4K": 3780},
+    # 1K alone: Google's Vertex AI model page, "1120 output image tokens for 1K" (2026-12-07)
+    "gemini-3.1-flash-lite-image": {"1K": 1120},
 }
 _RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"}
 _WIDE = {"1:4", "4:1", "1:8", "8:1"}
+#: the models that take the wide ratios (Google's image guide and model pages)
+_WIDE_MODELS = frozenset(
+    {"gemini-3.1-flash-image", "gemini-nano-banana-2.1", "gemini-3.1-flash-lite-image"}
+)
 _MIME_TYPES = {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -417,7 +426,7 @@ def _read_body(body: Any, model: str) -> tuple[str, list[bytes], dict[str, str]]
         raise ValueError("responseModalities must include IMAGE for an image model.")
     config = generation.get("imageConfig") or {}
     ratio = config.get("aspectRatio")
-    allowed = _RATIOS | (_WIDE if model == "gemini-3.1-flash-image" else set())
+    allowed = _RATIOS | (_WIDE if model in _WIDE_MODELS else set())
     if ratio is not None and ratio not in allowed:
         raise ValueError(f"Unsupported aspect ratio: {ratio}")
     size = config.get("imageSize")
