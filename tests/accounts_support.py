@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -159,18 +160,23 @@ def in_process_proxy(
     document: dict[str, Any] | None = None, *, ledger: str = ""
 ) -> Iterator[ProxyApp]:
     """The proxy's app of the config ``document`` (else one deployment, never called, with the
-    master key and the ledger at ``ledger``), to call in-process (:func:`asgi_request`)."""
+    master key and the ledger at ``ledger``), to call in-process (:func:`asgi_request`). Its
+    image store is a temporary folder unless the config names one: the default is beside an
+    SQLite ledger, or ``./tracking-images`` in the working directory, the repository's."""
     if document is None:
         document = one_deployment_config(
             "http://127.0.0.1:9",  # never called
             general_settings={"master_key": MASTER_KEY, "database_url": ledger},
         )
-    proxy = create_app(parse_config(document))
-    try:
-        yield proxy
-    finally:
-        proxy.accounts.store.close()
-        proxy.dispatcher.close()  # type: ignore[attr-defined]
+    with tempfile.TemporaryDirectory() as images:
+        general = dict(document.get("general_settings") or {})
+        general.setdefault("image_store", {"path": images})
+        proxy = create_app(parse_config({**document, "general_settings": general}))
+        try:
+            yield proxy
+        finally:
+            proxy.accounts.store.close()
+            proxy.dispatcher.close()  # type: ignore[attr-defined]
 
 
 def asgi_request(
