@@ -53,53 +53,14 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
 
 
 class _Exchange:
-    """One :meth:`AiohttpSender.post` under way: whether its connection was made yet, the
-    status and headers of an error answer once they are in, and, as a context manager, the
-    whole exchange's deadline.
+    """One :meth:`AiohttpSender.post` under way: whether its connection was made yet, and the
+    status and headers of an error answer once they are in."""
 
-    The deadline is what ``asyncio.timeout(seconds)`` does (the task cancelled when it passes,
-    that cancellation alone turned into ``TimeoutError`` when the block is left, any other one
-    passed on, the task's count of cancellation requests restored), without its state machine:
-    on Python 3.11 entering and leaving one costs about 27,000 instructions (its state is an
-    ``Enum``, its methods coroutines), a timer about a third of that, once per call.
-    """
+    __slots__ = ("connected", "error_answer")
 
-    __slots__ = ("_cancelling", "_seconds", "_task", "_timer", "connected", "error_answer")
-
-    def __init__(self, seconds: float) -> None:
+    def __init__(self) -> None:
         self.connected = False
         self.error_answer: tuple[int, Mapping[str, str]] | None = None
-        self._seconds = seconds
-        self._task: asyncio.Task[object] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._cancelling = 0
-
-    def __enter__(self) -> None:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("Timeout should be used inside a task")  # asyncio.timeout's
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._timer = asyncio.get_running_loop().call_later(self._seconds, self._expire)
-
-    def _expire(self) -> None:
-        assert self._task is not None
-        self._timer = None  # expired: the task's cancellation is requested
-        self._task.cancel()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        elif self._task is not None:  # expired: its cancellation is ours to take back
-            task, self._task = self._task, None
-            if task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
-                raise TimeoutError from exc
 
 
 #: The post() under way in this task, told by :class:`_Connector` once it has its connection.
@@ -208,27 +169,28 @@ class AiohttpSender:
         ``limit`` bytes (:class:`~tracking.http.CappedBody`): ``(status, headers, body)``, or an
         httpx error, or :class:`~tracking.http.AnswerTooLarge`. ``timeout`` bounds the whole
         exchange (see the module docstring)."""
-        exchange = _Exchange(timeout)
+        exchange = _Exchange()
         token = _EXCHANGE.set(exchange)
         try:
-            with exchange, as_httpx_errors():  # the exchange is the whole one's deadline
-                async with self.session.request(
-                    method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=_timeout(timeout),
-                    allow_redirects=False,
-                    proxy=self._settings.proxy,
-                    ssl=self._ssl,
-                ) as answer:
-                    if answer.status >= 400:
-                        exchange.error_answer = answer.status, answer.headers
-                    try:
-                        return answer.status, answer.headers, await aread_capped(answer, limit)
-                    except AnswerTooLarge:
-                        answer.close()
-                        raise
+            async with asyncio.timeout(timeout):
+                with as_httpx_errors():
+                    async with self.session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=_timeout(timeout),
+                        allow_redirects=False,
+                        proxy=self._settings.proxy,
+                        ssl=self._ssl,
+                    ) as answer:
+                        if answer.status >= 400:
+                            exchange.error_answer = answer.status, answer.headers
+                        try:
+                            return answer.status, answer.headers, await aread_capped(answer, limit)
+                        except AnswerTooLarge:
+                            answer.close()
+                            raise
         except (TimeoutError, httpx.TransportError) as exc:
             if exchange.error_answer is not None:
                 # an error answer whose body broke off or stalled: the status said it all (not
