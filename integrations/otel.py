@@ -33,7 +33,6 @@ import secrets
 import threading
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import metrics, propagate, trace
@@ -278,25 +277,38 @@ class OtelLogger:
             "image_edit.attempts": event.attempts,
             "image_edit.retries": event.retries,
         }
-        optional: Mapping[str, AttributeValue | None] = {
-            "image_edit.model_group": event.model_group,
-            "image_edit.deployment_id": event.deployment_id,
-            "image_edit.size": event.size,
-            "image_edit.quality": event.quality,
-            "image_edit.output_format": event.output_format,
-            "image_edit.upstream_request_id": event.upstream_request_id,
-            "image_edit.http_status": event.http_status,
-            "image_edit.price_ref": event.price_ref,
-            "image_edit.cost_usd": _float(event.cost_usd),
-            "image_edit.cost_per_image_usd": _float(event.cost_per_image_usd),
-            "image_edit.upstream_latency_ms": event.upstream_latency_ms,
-            "image_edit.has_markup": True if event.has_markup else None,  # set only when sent
-            "enduser.id": self._enduser(event.end_user),
+        # Each set only when the event has it (one test each: no dict of them filtered after)
+        if event.model_group is not None:
+            attributes["image_edit.model_group"] = event.model_group
+        if event.deployment_id is not None:
+            attributes["image_edit.deployment_id"] = event.deployment_id
+        if event.size is not None:
+            attributes["image_edit.size"] = event.size
+        if event.quality is not None:
+            attributes["image_edit.quality"] = event.quality
+        if event.output_format is not None:
+            attributes["image_edit.output_format"] = event.output_format
+        if event.upstream_request_id is not None:
+            attributes["image_edit.upstream_request_id"] = event.upstream_request_id
+        if event.http_status is not None:
+            attributes["image_edit.http_status"] = event.http_status
+        if event.price_ref is not None:
+            attributes["image_edit.price_ref"] = event.price_ref
+        if event.cost_usd is not None:
+            attributes["image_edit.cost_usd"] = float(event.cost_usd)  # span attributes: floats
+        if event.cost_per_image_usd is not None:
+            attributes["image_edit.cost_per_image_usd"] = float(event.cost_per_image_usd)
+        if event.upstream_latency_ms is not None:
+            attributes["image_edit.upstream_latency_ms"] = event.upstream_latency_ms
+        if event.has_markup:  # set only when sent
+            attributes["image_edit.has_markup"] = True
+        end_user = self._enduser(event.end_user)
+        if end_user is not None:
+            attributes["enduser.id"] = end_user
+        if event.status == "success" and event.resolved_model is not None:
             # the model that answered: OpenAI-style image answers do not name it, so the one
             # the successful attempt was sent to
-            "gen_ai.response.model": event.resolved_model if event.status == "success" else None,
-        }
-        attributes.update({k: v for k, v in optional.items() if v is not None})
+            attributes["gen_ai.response.model"] = event.resolved_model
         if event.time_to_first_image_ms is not None:  # a streamed call (semconv: seconds)
             attributes["gen_ai.response.time_to_first_chunk"] = event.time_to_first_image_ms / 1000
         if event.fallback_from:
@@ -455,10 +467,6 @@ def _input_tokens(event: ImageEditEvent) -> int:
 
 def _fallback_hops(event: ImageEditEvent) -> list[tuple[str, str]]:
     return list(itertools.pairwise(event.fallback_chain))
-
-
-def _float(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)  # span attributes are floats
 
 
 def _nanos(moment: datetime) -> int:

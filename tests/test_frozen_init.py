@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from tracking.events import ImageEditEvent, TokenUsage
-from tracking.frozen import fast_init
+from tracking.frozen import fast_init, replacing
 from tracking.images import ImageFile
+from tracking.providers.base import PreparedRequest
 from tracking.request import CallOptions, ImageEditRequest
 
 
@@ -114,3 +115,46 @@ def test_the_call_path_classes_keep_every_default(cls: type) -> None:
             assert value == f.default
         else:
             assert value == f.default_factory()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["name", "size", "tags", "note", "weight"])
+def test_replacing_makes_what_dataclasses_replace_makes(name: str) -> None:
+    """Positional and keyword-only fields alike, with fast_init's __init__ and dataclasses'."""
+    values = {"name": "b", "size": 9, "tags": ["y"], "note": None, "weight": 7.5}
+    for cls in _twins():
+        thing = cls("a", 7, ["x"], weight=2.0, note="n")
+        got = replacing(cls, name)(thing, values[name])
+        assert dataclasses.astuple(got) == dataclasses.astuple(
+            dataclasses.replace(thing, **{name: values[name]})
+        )
+        assert got is not thing and dataclasses.astuple(thing) == ("a", 7, ["x"], "n", 2.0)
+
+
+def test_replacing_the_prepared_requests_headers_keeps_every_other_field() -> None:
+    prepared = PreparedRequest(
+        url="http://up.test/v1/x",
+        headers={"a": "1"},
+        body=b"body",
+        secrets=("s",),
+        price_size="1K",
+        price_model="m",
+        method="GET",
+        read=print,
+        result=True,
+    )
+    got = replacing(PreparedRequest, "headers")(prepared, {"b": "2"})
+    assert got == dataclasses.replace(prepared, headers={"b": "2"}) and got.read is print
+
+
+def test_replacing_refuses_what_replace_cannot_do() -> None:
+    plain, _ = _twins()
+    with pytest.raises(TypeError, match="no field"):
+        replacing(plain, "colour")
+
+    @dataclass(frozen=True)
+    class Derived:
+        x: int
+        y: int = field(init=False, default=0)
+
+    with pytest.raises(TypeError, match="every field"):
+        replacing(Derived, "x")

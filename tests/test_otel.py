@@ -545,3 +545,54 @@ def test_server_port_is_the_schemes_default_when_the_base_names_none(
     assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", port)
     (point,) = metric_points(reader)["gen_ai.client.operation.duration"].data.data_points
     assert point.attributes["server.port"] == port
+
+
+def test_end_attributes_are_set_in_one_order_each_only_when_the_event_has_it(
+    tracer_provider, meter_provider
+):
+    """The optional ones after the eleven every call has, in the order exporters then send them:
+    each present value, and none of an event that has none (a refused call's)."""
+    logger = OtelLogger(tracer_provider, meter_provider, enduser_salt=SALT)
+    event = make_event(has_markup=True, output_format="png", http_status=200)
+    always = [
+        "image_edit.model",
+        "image_edit.status",
+        "image_edit.call_type",
+        "image_edit.images_returned",
+        "image_edit.input_images",
+        "image_edit.input_bytes",
+        "image_edit.has_mask",
+        "image_edit.prompt_chars",
+        "image_edit.cost_source",
+        "image_edit.attempts",
+        "image_edit.retries",
+    ]
+    assert list(logger._end_attributes(event)) == [
+        *always,
+        "image_edit.model_group",
+        "image_edit.deployment_id",
+        "image_edit.size",
+        "image_edit.quality",
+        "image_edit.output_format",
+        "image_edit.upstream_request_id",
+        "image_edit.http_status",
+        "image_edit.price_ref",
+        "image_edit.cost_usd",
+        "image_edit.cost_per_image_usd",
+        "image_edit.upstream_latency_ms",
+        "image_edit.has_markup",
+        "enduser.id",
+        "gen_ai.response.model",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+    ]
+    bare = failed_event(
+        model_group=None,
+        deployment_id=None,
+        upstream_request_id=None,
+        http_status=None,
+        price_ref=None,
+        upstream_latency_ms=None,
+        end_user=None,
+    )
+    assert list(logger._end_attributes(bare)) == always

@@ -9,7 +9,7 @@ import io
 import json
 import logging
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import tracking
 from tests.conftest import API_KEY, make_png
-from tests.observability_events import failed_event, make_event
+from tests.observability_events import START, failed_event, make_event
 from tracking import bus
-from tracking.events import ImageEditEvent
+from tracking.events import NO_METADATA, ImageEditEvent, freeze_metadata
 from tracking.integrations.otel import OtelLogger
 from tracking.integrations.prometheus import PrometheusLogger
 from tracking.integrations.structlog import StructlogLogger
@@ -356,6 +356,48 @@ def test_to_dict_converts_a_value_of_another_type_in_any_field():
     assert out["error_message"] == {"k": ["v"]}
     assert json.loads(json.dumps(out)) == out
     assert list(out) == [f.name for f in dataclasses.fields(ImageEditEvent)]
+
+
+def test_to_dict_converts_the_events_own_kinds_as_any_value_of_theirs():
+    """The kinds the event's own fields hold (datetimes, Decimals, tuples, frozen metadata, the
+    usage) are converted by their exact types first, without the general tests: each gives what
+    the general conversion gives, inside metadata too, and a subclass goes the general way."""
+
+    class Label(str):
+        pass
+
+    class Stamp(datetime):
+        def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+            return "stamped"
+
+    when = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    metadata = freeze_metadata(
+        {"d": Decimal("0.5"), "when": when, "nested": {"t": (1, "x", None, 2.5)}, "e": {}}
+    )
+    event = make_event(metadata=metadata, tags=("a", Label("b")), fallback_from=())
+    out = event.to_dict()
+    assert out["metadata"] == {
+        "d": "0.5",
+        "when": "2026-01-02T03:04:05.000006+00:00",
+        "nested": {"t": [1, "x", None, 2.5]},
+        "e": {},
+    }
+    assert out["tags"] == ["a", "b"] and type(out["tags"][1]) is Label
+    assert out["fallback_from"] == [] and out["usage"] == dataclasses.asdict(event.usage)
+    assert out["cost_usd"] == "0.011" and out["start_time"] == START.isoformat()
+    assert event.replace(start_time=Stamp(2026, 1, 1, tzinfo=UTC)).to_dict()["start_time"] == (
+        "stamped"
+    )
+    assert event.replace(metadata=NO_METADATA).to_dict()["metadata"] == {}
+
+
+def test_the_lines_timestamp_is_the_calls_end_in_utc(stream):
+    """A UTC end (every call's) is reused as ``to_dict`` wrote it; any other is converted."""
+    integration = StructlogLogger(stream=stream)
+    utc = make_event()
+    assert integration.fields(utc)["timestamp"] == "2026-03-01T12:00:02.500000Z"
+    paris = datetime(2026, 3, 1, 13, 0, 2, tzinfo=timezone(timedelta(hours=1)))
+    assert integration.fields(utc.replace(end_time=paris))["timestamp"] == "2026-03-01T12:00:02Z"
 
 
 def test_the_private_lines_are_byte_for_byte_structlogs_json_renderer(stream):

@@ -286,6 +286,25 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _json_safe(value: Any) -> Any:
+    # The event's own kinds first, by their exact type: the general tests below cost an
+    # empty tuple 6,400 instructions and empty metadata 12,400 (its ``Mapping`` test is an ABC's).
+    kind = type(value)
+    if kind is datetime:
+        return value.isoformat()
+    if kind is Decimal:
+        return str(value)
+    if kind is tuple:  # tags, the fallback chain, a list in metadata
+        return [v if type(v) in _PLAIN else _json_safe(v) for v in value] if value else []
+    if kind is MappingProxyType:  # metadata
+        if not value:
+            return {}
+        return {str(k): v if type(v) in _PLAIN else _json_safe(v) for k, v in value.items()}
+    if kind is TokenUsage:
+        return {name: getattr(value, name) for name in _USAGE_FIELDS}
+    return _json_safe_value(value)
+
+
+def _json_safe_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):

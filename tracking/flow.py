@@ -41,7 +41,7 @@ from .errors import (
     status_error_class,
 )
 from .events import NO_METADATA, ImageEditEvent, TokenUsage, freeze_metadata
-from .frozen import fast_init
+from .frozen import fast_init, replacing
 from .http import POOL, AnswerTooLarge, max_response_bytes, origin_of, send_sync
 from .ids import new_request_id
 from .images import read_image, read_images
@@ -126,6 +126,9 @@ R = TypeVar("R")
 #: One attempt: (prepared request, timeout, provider, progress) -> its effects and result
 #: (:func:`send_once`, or a streamed call's opening in :mod:`tracking.stream_flow`).
 Attempt = Callable[[PreparedRequest, float, Provider, "_Progress"], Generator[Any, Any, R]]
+#: ``dataclasses.replace(prepared, headers=...)``: the integrations' headers (``traceparent``)
+#: added to every call's request, for 40% of ``replace``'s instructions
+_with_headers = replacing(PreparedRequest, "headers")
 
 
 def edit_flow(
@@ -363,7 +366,7 @@ def _attempts(
                 progress.plan = bus.dispatch_start(start)
                 headers = start.headers
             if headers:
-                prepared = dataclasses.replace(prepared, headers={**prepared.headers, **headers})
+                prepared = _with_headers(prepared, {**prepared.headers, **headers})
         latency_ms: float | None = None
         sent: float | None = None
         progress.outcome = None

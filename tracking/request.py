@@ -419,6 +419,7 @@ _CALL_NAMES = frozenset((*PARAMETERS, *GENERATION_PARAMETERS))
 #: Parameters only an edit takes (a generation's are all an edit's too: ``moderation`` is
 #: both operations' in OpenAI's images reference).
 _EDIT_ONLY = ("image", "mask", "markup", "input_fidelity")
+_EDIT_ONLY_NAMES = frozenset(_EDIT_ONLY)
 
 
 #: Names LiteLLM's calls (and OpenAI's client) take for what a parameter here does.
@@ -458,6 +459,8 @@ def call_params(
     if not _CALL_NAMES.issuperset(kwargs):  # one set test per call; the name found only then
         unknown = next(name for name in kwargs if name not in _CALL_NAMES)
         raise TypeError(_unknown_parameter(build, unknown))
+    if taken is PARAMETERS or _EDIT_ONLY_NAMES.isdisjoint(kwargs):  # every edit: none foreign
+        return build(*args, **kwargs)
     other = {k: v for k, v in kwargs.items() if k in _EDIT_ONLY}
     foreign = {k: v for k, v in other.items() if k not in taken}
     params = {**build(*args, **{k: v for k, v in kwargs.items() if k not in foreign}), **foreign}

@@ -6,6 +6,7 @@ built, with the sync or the async client, and hands the answer to :meth:`Provide
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -71,19 +72,26 @@ class PreparedRequest:
     @property
     def host(self) -> str:
         """``host[:port]`` of the upstream: safe to log, never a credential."""
-        rest = self.url.split("://", 1)[-1]
-        return rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        return _upstream_of(self.url)[0]
 
     @property
     def port(self) -> int | None:
         """The upstream's port: the URL's own, else its scheme's (443, 80)."""
-        host = self.host
-        tail = host.rpartition("]")[2] if host.startswith("[") else host
-        _, colon, port = tail.rpartition(":")
-        if colon and port.isdigit():
-            return int(port)
-        scheme = self.url.partition("://")[0].lower()
-        return 443 if scheme == "https" else 80 if scheme == "http" else None
+        return _upstream_of(self.url)[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _upstream_of(url: str) -> tuple[str, int | None]:
+    """``url``'s ``host[:port]`` and port (:attr:`PreparedRequest.host` and ``port``): read
+    four times per call, and a call's URL is its deployment's, again and again."""
+    rest = url.split("://", 1)[-1]
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    tail = host.rpartition("]")[2] if host.startswith("[") else host
+    _, colon, port = tail.rpartition(":")
+    if colon and port.isdigit():
+        return host, int(port)
+    scheme = url.partition("://")[0].lower()
+    return host, 443 if scheme == "https" else 80 if scheme == "http" else None
 
 
 @dataclass(frozen=True, slots=True)
