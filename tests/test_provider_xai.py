@@ -1,19 +1,35 @@
-"""xAI (Grok Imagine) edits against the fake: the JSON request, sizes mapped to xAI's aspect
-ratios and resolutions, costs from the ticks xAI reports, the table price when it reports none,
-errors and retries, the proxy with the official client, and a router fallback to OpenAI."""
+"""xAI (Grok Imagine) edits and generations against the fake: the JSON request, sizes mapped to
+xAI's aspect ratios and resolutions, costs from the ticks xAI reports, the table price when it
+reports none, errors and retries, the proxy with the official client, and a router fallback to
+OpenAI.
+
+The fake bills 200,000,000 ticks per output image (xAI's $0.02; 10^10 ticks per USD) and
+20,000,000 per input image; a generation has none. Generations go to ``images/generations``
+(the proxy's ``/v1/images/generations`` driven by the official ``openai`` client, with its
+ledger rows); xAI answers whole, so no stream."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
+import httpx
+import openai
 import pytest
 
 import tracking
 from tests.conftest import API_KEY, make_half_mask, make_png
-from tests.proxy_support import edit_through_proxy
+from tests.proxy_support import (
+    ProxyProcess,
+    edit_through_proxy,
+    ledger_row,
+    one_deployment_config,
+    write_config,
+)
 from tests.recorder import record_events
 from tests.router_support import deployment
 from tracking.errors import (
@@ -37,6 +53,8 @@ from tracking.testing.fake_xai import INPUT_TICKS, OUTPUT_TICKS, FakeXAI
 KEY = "xai-test-key-0123456789"
 MODEL = "xai/grok-imagine-image"
 PNG = make_png(64, 64)
+MASTER_KEY = "sk-master-xai-generations-0123456789"
+PNG_SIGNATURE = b"\x89PNG"
 
 
 @pytest.fixture(scope="module")
@@ -342,8 +360,6 @@ def test_the_official_client_through_the_proxy(xai, tmp_path):
 
 
 def test_the_proxy_answers_a_size_xai_cannot_make_with_a_400(xai, tmp_path):
-    import openai
-
     image = tmp_path / "in.png"
     image.write_bytes(PNG)
     params = {"model": "xai/grok-imagine-next", "api_key": KEY, "api_base": xai.url}
@@ -399,3 +415,263 @@ def test_an_absurd_reported_charge_is_not_the_cost():
         XAIProvider().parse(200, {}, empty)
     cost = price_call(request, None, failure=raised.value)
     assert cost.source == "estimate" and cost.usd is not None and 0 < cost.usd < 1
+
+
+# -- generations: the SDK --------------------------------------------------------------------------
+
+
+def test_a_generation_sends_xais_json_without_images_and_costs_the_reported_ticks(
+    monkeypatch, xai, upstream
+):
+    events = record_events(monkeypatch)
+    response = tracking.image_generation(
+        prompt="a red fox on snow", model=MODEL, n=2, size="1536x1024", user="alice", **upstream
+    )
+    sent = xai.requests[-1]
+    assert sent.path == "/v1/images/generations"
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert sent.headers["Content-Type"] == "application/json"
+    assert sent.body == {
+        "model": "grok-imagine-image",
+        "prompt": "a red fox on snow",
+        "response_format": "b64_json",
+        "n": 2,
+        "user": "alice",
+        "aspect_ratio": "3:2",  # 1536x1024 is 3:2, its long side within 1k's 1536
+        "resolution": "1k",
+    }
+    assert response.images_returned == 2
+    assert base64.b64decode(response.data[0].b64_json or "").startswith(PNG_SIGNATURE)
+    # 2 output images x 200,000,000 ticks = 400,000,000 ticks / 10^10 per USD = $0.04
+    assert response.cost_usd == Decimal("0.04")
+    event = events.last
+    assert (event.call_type, event.operation, event.provider) == (
+        "image_generation",
+        "image_generation",
+        "xai",
+    )
+    assert (event.status, event.cost_usd, event.cost_source, event.price_ref) == (
+        "success",
+        Decimal("0.04"),
+        "usage",
+        "provider:xai",
+    )
+    assert event.end_user == "alice"
+
+
+async def test_an_async_generation_answered_with_a_url(monkeypatch, xai, upstream):
+    events = record_events(monkeypatch)
+    response = await tracking.aimage_generation(
+        prompt="a lighthouse at dusk", model=MODEL, response_format="url", **upstream
+    )
+    sent = xai.requests[-1]
+    assert sent.path == "/v1/images/generations" and sent.body["response_format"] == "url"
+    assert "aspect_ratio" not in sent.body and "resolution" not in sent.body  # xAI's own choice
+    url = response.data[0].url or ""
+    assert url.startswith(f"http://{xai.host}:{xai.port}/imgen/") and not response.data[0].b64_json
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.get(url)).content.startswith(PNG_SIGNATURE)
+    assert response.cost_usd == Decimal("0.02")  # 1 x 200,000,000 ticks
+    assert events.last.call_type == "aimage_generation"
+
+
+def test_without_reported_ticks_the_table_prices_a_generation_as_an_edit():
+    """An answer in xAI's shape without ``usage``: $0.02 per output image from the price table,
+    as an edit's output images are priced."""
+    image = {"b64_json": base64.b64encode(make_png(8, 8)).decode(), "mime_type": "image/png"}
+    body = json.dumps({"created": 1, "data": [image] * 3, "block_reason": None}).encode()
+    provider = XAIProvider()
+    response = provider.parse(200, {}, body)
+    assert response.billed_usd is None
+    request, options = parse_call(
+        prompt="p", model=MODEL, n=3, api_key=KEY, operation="image_generation"
+    )
+    prepared = provider.prepare(request, options)
+    assert prepared.url.endswith("/images/generations")
+    response.price_size = prepared.price_size
+    cost = price_call(request, response)
+    # 3 output images x $0.02 (xAI's per-image price) = $0.06
+    assert (cost.usd, cost.source) == (Decimal("0.06"), "table")
+
+
+@pytest.mark.parametrize(
+    ("fault", "charged"),
+    [
+        ("code=moderation", Decimal(0)),  # an error answer: nothing billed
+        ("code=blocked", Decimal(OUTPUT_TICKS) / 10**10),  # withheld, but xAI reports a charge
+    ],
+)
+def test_a_moderated_generation_is_a_content_policy_error(
+    monkeypatch, xai, upstream, fault, charged
+):
+    events = record_events(monkeypatch)
+    with pytest.raises(ContentPolicyError):
+        tracking.image_generation(
+            prompt="p", model=MODEL, extra_headers={"x-fake-fault": fault}, **upstream
+        )
+    assert xai.requests[-1].path == "/v1/images/generations"
+    assert (events.last.call_type, events.last.error_type) == ("image_generation", "content_policy")
+    assert (events.last.status, events.last.cost_usd) == ("failure", charged)
+
+
+# -- refused before sending ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "param", "rule"),
+    [
+        ({"quality": "high"}, UnsupportedParamsError, "quality", "unsupported"),
+        ({"background": "transparent"}, UnsupportedParamsError, "background", "unsupported"),
+        ({"output_format": "png"}, UnsupportedParamsError, "output_format", "unsupported"),
+        ({"output_compression": 50}, UnsupportedParamsError, "output_compression", "unsupported"),
+        ({"moderation": "low"}, UnsupportedParamsError, "moderation", "unsupported"),
+        ({"n": 11}, ValidationError, "n", "range"),
+        ({"size": "3000x1000"}, ValidationError, "size", "aspect"),
+        ({"size": "3072x3072"}, ValidationError, "size", "pixels"),
+        ({"response_format": "png"}, ValidationError, "response_format", "enum"),
+        ({"stream": True}, UnsupportedParamsError, "stream", "unsupported"),
+        ({"stream": True, "drop_params": True}, UnsupportedParamsError, "stream", "unsupported"),
+        ({"extra_body": {"aspect_ratio": "1:1"}, "size": "1024x1024"}, ValidationError,
+         "extra_body", "unsupported"),
+    ],
+    ids=lambda value: json.dumps(value) if isinstance(value, dict) else None,
+)  # fmt: skip
+def test_parameters_xai_cannot_take_are_refused_before_sending(
+    monkeypatch, xai, upstream, params, error, param, rule
+):
+    events = record_events(monkeypatch)
+    before = len(xai.requests)
+    with pytest.raises(error) as raised:
+        tracking.image_generation(prompt="a fox", model=MODEL, **params, **upstream)
+    assert (raised.value.param, raised.value.rule) == (param, rule)
+    assert param in str(raised.value)
+    assert len(xai.requests) == before
+    assert (events.last.status, events.last.cost_usd) == ("failure", 0)
+    assert events.last.call_type == "image_generation"
+
+
+def test_edit_only_parameters_and_streams_of_unlisted_models_are_refused(xai, upstream):
+    before = len(xai.requests)
+    edit_only: dict[str, Any] = {"mask": make_half_mask()}
+    with pytest.raises(ValidationError) as raised:
+        tracking.image_generation(prompt="p", model=MODEL, **edit_only, **upstream)
+    assert raised.value.param == "mask"
+    # a model the rule table does not list: the provider itself refuses a stream (xAI answers
+    # whole), so nothing is made and billed unseen
+    with pytest.raises(UnsupportedParamsError, match="does not stream") as streamed:
+        tracking.image_generation(
+            prompt="p", model="xai/grok-imagine-next", stream=True, **upstream
+        )
+    assert streamed.value.param == "stream"
+    assert len(xai.requests) == before
+
+
+def test_extra_body_adds_xais_other_fields(xai, upstream):
+    tracking.image_generation(
+        prompt="p", model=MODEL, extra_body={"aspect_ratio": "16:9", "resolution": "2k"}, **upstream
+    )
+    sent = xai.requests[-1].body
+    assert (sent["aspect_ratio"], sent["resolution"]) == ("16:9", "2k")
+
+
+def test_the_fake_checks_a_generation_as_xai_documents_it(xai):
+    """The fake's own rules, from xAI's reference: ``size`` and ``style`` are "Argument not
+    supported", a generation takes no input image, ``quality`` is low, medium or high."""
+    url = f"{xai.url}/images/generations"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    cases = [
+        ({"prompt": "p", "size": "1024x1024"}, 400, "Argument not supported: size"),
+        ({"prompt": "p", "style": "vivid"}, 400, "Argument not supported: style"),
+        ({"prompt": "p", "image": {"url": "data:"}}, 400, "no input image"),
+        ({"prompt": "p", "quality": "ultra"}, 400, "quality"),
+        ({"prompt": "p", "n": 0}, 400, "n:"),
+        ({"model": "grok-imagine-image"}, 422, "prompt"),
+    ]
+    with httpx.Client(timeout=30) as client:
+        for body, status, message in cases:
+            answer = client.post(url, json=body, headers=headers)
+            assert answer.status_code == status and message in answer.json()["error"], body
+        assert client.post(url, json={"prompt": "p"}).status_code == 401
+        good = client.post(url, json={"prompt": "p", "quality": "high", "n": 3}, headers=headers)
+    assert good.status_code == 200
+    assert len(good.json()["data"]) == 3
+    assert good.json()["usage"] == {"cost_in_usd_ticks": 3 * OUTPUT_TICKS}
+
+
+# -- the proxy, with the official openai client -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def proxy(xai: FakeXAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    folder = tmp_path_factory.mktemp("xai-generations-proxy")
+    ledger = {"master_key": MASTER_KEY, "database_url": f"sqlite:///{folder / 'ledger.db'}"}
+    config = one_deployment_config(
+        xai.url, model_name="grok", model=MODEL, api_key=KEY, general_settings=ledger
+    )
+    with ProxyProcess(write_config(folder / "config.yaml", config)) as process:
+        yield process
+
+
+def _client(proxy: ProxyProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+def test_openai_client_generates_with_xai_through_the_proxy(proxy, xai):
+    with _client(proxy) as client:
+        raw = client.images.with_raw_response.generate(
+            model="grok", prompt="a red fox", n=2, size="1024x1536", user="carol"
+        )
+    result = raw.parse()
+    assert len(result.data) == 2
+    assert base64.b64decode(result.data[0].b64_json or "").startswith(PNG_SIGNATURE)
+    sent = xai.requests[-1]
+    assert sent.path == "/v1/images/generations"
+    assert (sent.body["aspect_ratio"], sent.body["resolution"], sent.body["n"]) == ("2:3", "1k", 2)
+    assert "size" not in sent.body and "image" not in sent.body
+    # 2 x 200,000,000 ticks = $0.04
+    assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.04")
+    row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
+    assert (row["call_type"], row["status"], row["end_user"]) == (
+        "aimage_generation",
+        "success",
+        "carol",
+    )
+    assert row["model"] == MODEL or row["model_group"] == "grok"
+    assert Decimal(str(row["cost_usd"])) == Decimal("0.04")
+
+
+def test_async_openai_client_gets_xais_urls_through_the_proxy(proxy, xai):
+    async def main() -> Any:
+        async with openai.AsyncOpenAI(
+            base_url=f"{proxy.url}/v1", api_key=MASTER_KEY, max_retries=0
+        ) as client:
+            return await client.images.with_raw_response.generate(
+                model="grok", prompt="a lighthouse", response_format="url"
+            )
+
+    raw = asyncio.run(main())
+    assert xai.requests[-1].body["response_format"] == "url"  # xAI takes it: passed on
+    url = raw.parse().data[0].url or ""
+    assert url.startswith(f"http://{xai.host}:{xai.port}/imgen/")
+    assert httpx.get(url, timeout=30).content.startswith(PNG_SIGNATURE)
+    row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
+    assert row["call_type"] == "aimage_generation"
+    assert Decimal(str(row["cost_usd"])) == Decimal("0.02")
+    metadata = row["metadata"] if isinstance(row["metadata"], dict) else json.loads(row["metadata"])
+    assert metadata["response_format"] == "url"
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"quality": "high"}, "quality"),
+        ({"size": "3000x1000"}, "aspect ratio"),
+        ({"stream": True}, "stream"),
+    ],
+)
+def test_the_proxy_refuses_what_xai_cannot_make_with_a_400(proxy, xai, params, words):
+    before = len(xai.requests)
+    with _client(proxy) as client, pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(model="grok", prompt="p", **params)
+    assert raised.value.status_code == 400 and words in raised.value.message
+    assert len(xai.requests) == before

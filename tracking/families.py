@@ -407,6 +407,9 @@ _FLUX_KONTEXT = Family(
 # JSON with the image(s) as URLs or base64 data URIs, up to three references, 1 to 10 outputs, no
 # mask in xAI's own guides (so none is sent), no ``size`` (xAI refuses it): a size is mapped to
 # the nearest of xAI's aspect ratios, 1:2 to 2:1 or wider (20:9), and to its 1k or 2k resolution.
+# Generations (``POST /v1/images/generations``, xAI's image generation guide and API reference,
+# read 2026-12-07) take the same JSON without images: the same ``n``, aspect ratios, resolutions
+# and ``response_format``, no mask.
 _GROK_IMAGINE = Family(
     name="grok-imagine-image",
     models=frozenset({"grok-imagine-image"}),
@@ -422,6 +425,7 @@ _GROK_IMAGINE = Family(
         multiple_of=1, max_side=3072, min_pixels=1, max_pixels=2048 * 2048, max_aspect=20 / 9
     ),
     max_n=10,
+    generation=GenerationRule(),  # the same JSON to images/generations, without images
 )
 
 FAMILIES: tuple[Family, ...] = (

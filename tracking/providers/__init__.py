@@ -21,8 +21,8 @@ nothing; :func:`register_provider` adds or replaces one at run time.
   search-and-replace, outpaint), multipart out, JSON in;
 * ``recraft`` (:mod:`.recraft`): Recraft's image-to-image and inpainting, priced from the
   credits each answer reports;
-* ``xai`` (:mod:`.xai`): xAI's Grok Imagine edits, JSON with the images as data URIs, priced
-  from the cost each answer reports.
+* ``xai`` (:mod:`.xai`): xAI's Grok Imagine edits and generations, JSON with an edit's images
+  as data URIs, priced from the cost each answer reports.
 
 Each provider says which operations it serves in its ``operations`` attribute (edits only when
 it has none); :func:`prepare_call` refuses any other with an
@@ -31,9 +31,9 @@ with an :class:`~tracking.errors.UnsupportedParamsError` for a provider whose ``
 False (every one but OpenAI, Azure and OpenAI-compatible servers), whatever its model, and
 ``stream=True`` with ``n`` above 1 with a :class:`~tracking.errors.ValidationError` on ``n``,
 also for a model the family table does not know (a stream ends at its first image).
-OpenAI, Azure, OpenAI-compatible servers, Gemini and Vertex AI generate images as well as edit
-them. An edit naming its images by reference (:class:`~tracking.images.ImageReference`: a URL or
-a ``file_id``, from OpenAI's JSON edit body) goes only to a provider whose
+OpenAI, Azure, OpenAI-compatible servers, Gemini, Vertex AI and xAI generate images as well as
+edit them. An edit naming its images by reference (:class:`~tracking.images.ImageReference`: a
+URL or a ``file_id``, from OpenAI's JSON edit body) goes only to a provider whose
 ``takes_image_references`` is True (OpenAI, Azure, OpenAI-compatible servers: it is sent on
 unchanged); any other refuses it with an :class:`~tracking.errors.UnsupportedParamsError` on
 ``image`` before anything is sent, since nothing here fetches a URL (:func:`takes_references`).

@@ -1,25 +1,42 @@
-"""xAI (Grok Imagine): ``POST {api_base}/images/edits`` with a JSON body.
+"""xAI (Grok Imagine): ``POST {api_base}/images/edits`` and ``POST {api_base}/images/generations``,
+each with a JSON body.
 
-``model="xai/grok-imagine-image"`` edits with xAI's Grok Imagine. The key is a bearer token from
-``api_key`` or ``XAI_API_KEY``; ``api_base`` defaults to ``https://api.x.ai/v1``
-(``XAI_API_BASE`` overrides it).
+``model="xai/grok-imagine-image"`` edits and generates with xAI's Grok Imagine. The key is a
+bearer token from ``api_key`` or ``XAI_API_KEY``; ``api_base`` defaults to
+``https://api.x.ai/v1`` (``XAI_API_BASE`` overrides it).
 
-xAI takes JSON, not OpenAI's multipart form: each input image goes as a base64 data URI, one as
-``image: {"url"}``, two or three as ``images: [{"url"}, ...]`` (the prompt may name them
-``<IMAGE_0>``, ``<IMAGE_1>``...). xAI refuses OpenAI's ``size``, so a ``WIDTHxHEIGHT`` becomes
-the nearest of its :data:`ASPECT_RATIOS` and the smallest of its :data:`RESOLUTIONS` that covers
-the long side; wider than 20:9 or larger than 2k is a :class:`~tracking.errors.ValidationError`
-before anything is sent. xAI's guides document no mask, so a mask is an
-:class:`~tracking.errors.UnsupportedParamsError` (``drop_params=True`` drops it). The answer is
-asked for as ``b64_json`` unless the caller asked for ``url`` (xAI's URLs are temporary).
+xAI takes JSON, not OpenAI's multipart form: each input image of an edit goes as a base64 data
+URI, one as ``image: {"url"}``, two or three as ``images: [{"url"}, ...]`` (the prompt may name
+them ``<IMAGE_0>``, ``<IMAGE_1>``...). A generation sends the same JSON without images to
+``images/generations``: ``model``, ``prompt``, ``n`` (1 to 10), ``response_format``,
+``aspect_ratio``, ``resolution``, ``user``. xAI refuses OpenAI's ``size``, so a
+``WIDTHxHEIGHT`` becomes the nearest of its :data:`ASPECT_RATIOS` and the smallest of its
+:data:`RESOLUTIONS` that covers the long side; wider than 20:9 or larger than 2k is a
+:class:`~tracking.errors.ValidationError` before anything is sent. xAI's guides document no
+mask, so a mask is an :class:`~tracking.errors.UnsupportedParamsError` (``drop_params=True``
+drops it). The answer is asked for as ``b64_json`` unless the caller asked for ``url`` (xAI's
+URLs are temporary). xAI documents no streamed image answer: ``stream=True`` is refused before
+sending.
 
-The answer has OpenAI's shape plus ``usage.cost_in_usd_ticks``, what xAI charged for the call
-(input and output images together; 10^10 ticks = 1 USD, xAI's cost-tracking page): that is the
-call's cost. A ``block_reason`` with no image, or an error that names xAI's content moderation,
-is a :class:`~tracking.errors.ContentPolicyError`; a withheld image whose answer still reports
+The answer, an edit's or a generation's, has OpenAI's shape plus ``usage.cost_in_usd_ticks``,
+what xAI charged for the call (an edit's input and output images together, a generation's
+output images; 10^10 ticks = 1 USD, xAI's cost-tracking page): that is the call's cost. A
+``block_reason`` with no image, or an error that names xAI's content moderation, is a
+:class:`~tracking.errors.ContentPolicyError`; a withheld image whose answer still reports
 ``cost_in_usd_ticks`` costs what it reports (xAI says it charged it). Errors come as
 ``{"code", "error"}``; xAI answers an incorrect key with HTTP 400, which is read as the
 authentication failure it is.
+
+Sources for generations, read 2026-12-07: xAI's image generation guide
+(https://docs.x.ai/developers/model-capabilities/images/generation: URLs by default and
+temporary, base64 on request, up to 10 images a request, aspect ratio and resolution), its image
+overview (https://docs.x.ai/developers/model-capabilities/images: flat per-image pricing for a
+generation, edits billed for input and output images) and its Imagine overview
+(https://docs.x.ai/docs/guides/video-generation: image generation $0.02 an image, 1K and 2K),
+and xAI's API reference for ``POST /v1/images/generations`` as mirrored at
+https://www.withone.ai/knowledge/x-ai/conn_mod_def%3A%3AGJ8XVhsvjYc%3A%3AT3TwNw-URASa97MrOR63IQ
+(the body's fields, ``size`` and ``style`` "not supported", the answer with ``block_reason``,
+``data[].url | b64_json``, ``mime_type``, ``revised_prompt`` and ``usage.cost_in_usd_ticks``).
 """
 
 from __future__ import annotations
@@ -41,6 +58,7 @@ from ..errors import (
 from ..families import pixel_size
 from ..response import ImageResponse, check_b64_images, plausible_charge, upstream_json
 from .base import (
+    EDITS_AND_GENERATIONS,
     GPT_IMAGE_OPTIONS,
     PreparedRequest,
     UpstreamError,
@@ -83,7 +101,9 @@ RESOLUTIONS = (("1k", 1024), ("2k", 2048))
 _WIDEST = 20 / 9
 _MODERATION_WORDS = ("moderation", "content policy", "safety")
 #: OpenAI parameters xAI's image edits have no field for (its guide and reference, read
-#: 2026-12-03): refused for every model, also one the family table does not list.
+#: 2026-12-03), nor its generations for grok-imagine-image (read 2026-12-07; the reference
+#: lists a generation ``quality`` its guides never tie to that model, see docs/xai.md): refused
+#: for every model, also one the family table does not list.
 _NOT_TAKEN = GPT_IMAGE_OPTIONS
 _BAD_KEY_WORDS = ("incorrect api key", "invalid api key")
 
@@ -127,6 +147,7 @@ def _data_uri(image: ImageFile) -> dict[str, str]:
 
 class XAIProvider:
     name = "xai"
+    operations = EDITS_AND_GENERATIONS
     #: answers whole: ``stream=True`` is refused before sending (:func:`.prepare_call`)
     streams = False
     #: images are sent as base64 in JSON: large ones are prepared off the event loop
@@ -149,11 +170,13 @@ class XAIProvider:
             "prompt": request.prompt,
             "response_format": "url" if request.requested_response_format == "url" else "b64_json",
         }
-        images = [_data_uri(image) for image in request.images]
-        if len(images) == 1:
-            body["image"] = images[0]
-        else:
-            body["images"] = images
+        generating = request.operation == "image_generation"
+        if not generating:
+            images = [_data_uri(image) for image in request.images]
+            if len(images) == 1:
+                body["image"] = images[0]
+            else:
+                body["images"] = images
         if request.n is not None:
             body["n"] = request.n
         if request.user is not None:
@@ -161,7 +184,7 @@ class XAIProvider:
         body.update(output_shape(request.size))
         add_extra_members(body, request.extra_body, "xAI")
         return PreparedRequest(
-            url=f"{api_base}/images/edits",
+            url=f"{api_base}/images/{'generations' if generating else 'edits'}",
             headers=request_headers(
                 {
                     "Authorization": f"Bearer {api_key}",

@@ -1,4 +1,5 @@
-"""A fake xAI image edit API on loopback, written from xAI's image guides and API reference.
+"""A fake xAI image API on loopback (edits and generations), written from xAI's image guides and
+API reference.
 
 ``POST /v1/images/edits`` takes JSON (``Content-Type: application/json``; anything else is 415)
 with ``Authorization: Bearer``: ``prompt``, the input as ``image: {"url"}`` or as ``images:
@@ -14,6 +15,15 @@ bills for an edit, the output images and the input images both: :data:`OUTPUT_TI
 image (xAI's $0.02) and :data:`INPUT_TICKS` per input image (a stand-in figure: xAI says input
 images are billed but the fake cannot confirm their price). Errors are xAI's flat ``{"code",
 "error"}``; a missing key is 401, an incorrect one 400, as xAI answers them.
+
+``POST /v1/images/generations`` (xAI's image generation guide and API reference, read
+2026-12-07) takes the same JSON without images: ``prompt``, ``model``, ``n``, ``aspect_ratio``,
+``resolution``, ``response_format``, ``user`` and ``quality`` (``low``, ``medium``, ``high``,
+which the reference lists for generations); ``size`` and ``style`` are refused the same way, and
+an ``image`` or ``images`` is refused too (the fake's choice: the reference lists no input image
+for a generation, and an edit has its own endpoint). ``aspect_ratio`` ``auto`` makes a square
+image. Its answer has the edit's shape; the ticks are :data:`OUTPUT_TICKS` per output image (a
+generation has no input image to bill).
 
 Faults (:mod:`.faults` syntax) come from the ``x-fake-fault`` header or the server's queue
 (``faults=[...]``, :meth:`FakeXAI.inject`): ``status=N`` (with ``retry_after``, ``message``)
@@ -56,6 +66,7 @@ _SIDES = {"1k": 1024, "2k": 2048}
 class XAIRequest:
     body: dict[str, Any]
     headers: dict[str, str]
+    path: str = "/v1/images/edits"  #: which endpoint it was sent to
 
 
 @dataclass
@@ -94,10 +105,10 @@ def _read_image(item: object) -> bytes | str:
     return data if inspect(data) is not None else "an input image is not a PNG, JPEG or WebP"
 
 
-def _output_size(ratio: str, resolution: str, first: bytes) -> tuple[int, int]:
+def _output_size(ratio: str, resolution: str, first: bytes | None) -> tuple[int, int]:
     side = _SIDES[resolution]
     if ratio == "auto":
-        shape = inspect(first)
+        shape = inspect(first) if first is not None else None
         value = shape[1] / shape[2] if shape else 1.0
     else:
         width, _, height = ratio.partition(":")
@@ -105,18 +116,58 @@ def _output_size(ratio: str, resolution: str, first: bytes) -> tuple[int, int]:
     return round(side * math.sqrt(value)), round(side / math.sqrt(value))
 
 
-def _check(body: dict[str, Any]) -> tuple[int, str, str] | list[bytes]:
-    """The input images, or the first problem as (status, code, message)."""
-    invalid = "Client specified an invalid argument"
+_INVALID = "Client specified an invalid argument"
+_QUALITIES = frozenset({"low", "medium", "high"})
+
+
+def _check_common(body: dict[str, Any]) -> tuple[int, str, str] | None:
+    """What edits and generations check alike, before their own fields: the first problem."""
     for name in ("size", "style"):
         if name in body:
-            return 400, invalid, f"Argument not supported: {name}"
+            return 400, _INVALID, f"Argument not supported: {name}"
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return 422, "Unprocessable Entity", "prompt: field required"
     model = body.get("model", "grok-imagine-image")
     if model not in _MODELS:
         return 404, "Some requested entity was not found", f"The model {model} does not exist"
+    return None
+
+
+def _check_output(body: dict[str, Any]) -> tuple[int, str, str] | None:
+    """The output fields both endpoints take: the first problem."""
+    invalid = _INVALID
+    n = body.get("n", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
+        return 400, invalid, "n: must be between 1 and 10"
+    if body.get("aspect_ratio", "auto") not in _RATIOS:
+        return 400, invalid, f"aspect_ratio: unsupported value {body.get('aspect_ratio')!r}"
+    if body.get("resolution", "1k") not in _SIDES:
+        return 400, invalid, "resolution: must be 1k or 2k"
+    if body.get("response_format", "url") not in ("url", "b64_json"):
+        return 400, invalid, "response_format: must be url or b64_json"
+    return None
+
+
+def _check_generation(body: dict[str, Any]) -> tuple[int, str, str] | None:
+    """A generation's body: the first problem, or None."""
+    problem = _check_common(body)
+    if problem is not None:
+        return problem
+    for name in ("image", "images"):
+        if name in body:
+            return 400, _INVALID, f"{name}: a generation takes no input image (edit it instead)"
+    if body.get("quality", "low") not in _QUALITIES:
+        return 400, _INVALID, "quality: must be low, medium or high"
+    return _check_output(body)
+
+
+def _check(body: dict[str, Any]) -> tuple[int, str, str] | list[bytes]:
+    """The input images, or the first problem as (status, code, message)."""
+    invalid = _INVALID
+    problem = _check_common(body)
+    if problem is not None:
+        return problem
     if ("image" in body) == ("images" in body):
         return 400, invalid, "Exactly one of image or images must be given"
     items = [body["image"]] if "image" in body else body["images"]
@@ -128,16 +179,8 @@ def _check(body: dict[str, Any]) -> tuple[int, str, str] | list[bytes]:
         if isinstance(read, str):
             return 400, invalid, read
         images.append(read)
-    n = body.get("n", 1)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
-        return 400, invalid, "n: must be between 1 and 10"
-    if body.get("aspect_ratio", "auto") not in _RATIOS:
-        return 400, invalid, f"aspect_ratio: unsupported value {body.get('aspect_ratio')!r}"
-    if body.get("resolution", "1k") not in _SIDES:
-        return 400, invalid, "resolution: must be 1k or 2k"
-    if body.get("response_format", "url") not in ("url", "b64_json"):
-        return 400, invalid, "response_format: must be url or b64_json"
-    return images
+    problem = _check_output(body)
+    return images if problem is None else problem
 
 
 def build_app(
@@ -150,7 +193,8 @@ def build_app(
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = state
 
-    async def edit(request: web.Request) -> web.Response:
+    async def admitted(request: web.Request) -> tuple[dict[str, Any], Fault | None] | web.Response:
+        """The request's JSON body (recorded) and its fault, or the answer refusing it."""
         auth = request.headers.get("Authorization", "")
         key = auth[7:] if auth.startswith("Bearer ") else ""
         if not key:
@@ -158,7 +202,7 @@ def build_app(
         if state.api_keys is not None and key not in state.api_keys:
             return _error(
                 400,
-                "Client specified an invalid argument",
+                _INVALID,
                 f"Incorrect API key provided: {key[:2]}***. You can obtain an API key from the "
                 "xAI console.",
             )
@@ -167,10 +211,10 @@ def build_app(
         try:
             body = await request.json()
         except ValueError:
-            return _error(400, "Client specified an invalid argument", "malformed JSON body")
+            return _error(400, _INVALID, "malformed JSON body")
         if not isinstance(body, dict):
             return _error(422, "Unprocessable Entity", "the body must be a JSON object")
-        state.requests.append(XAIRequest(body, dict(request.headers)))
+        state.requests.append(XAIRequest(body, dict(request.headers), request.path))
         fault = next_fault(request.headers, state.faults, state.lock)
         if fault is not None and fault.latency:
             await asyncio.sleep(fault.latency)
@@ -179,23 +223,31 @@ def build_app(
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(math.ceil(fault.retry_after))
             return _error(fault.status, fault.code or "Error", fault.message or "injected", headers)
-        checked = _check(body)
-        if isinstance(checked, tuple):
-            return _error(*checked)
+        return body, fault
+
+    async def serve(request: web.Request) -> web.Response:
+        """An edit or a generation (by the path): its images, or its error."""
+        admission = await admitted(request)
+        if isinstance(admission, web.Response):
+            return admission
+        body, fault = admission
+        images: list[bytes] = []
+        if request.path.endswith("/generations"):
+            problem = _check_generation(body)
+        else:
+            checked = _check(body)
+            problem, images = (checked, []) if isinstance(checked, tuple) else (None, checked)
+        if problem is not None:
+            return _error(*problem)
         if fault is not None and fault.code == "moderation":
-            return _error(
-                400,
-                "Client specified an invalid argument",
-                "Generated image rejected by content moderation.",
-            )
+            return _error(400, _INVALID, "Generated image rejected by content moderation.")
         n = body.get("n", 1)
-        usage = {"cost_in_usd_ticks": OUTPUT_TICKS * n + INPUT_TICKS * len(checked)}
+        usage = {"cost_in_usd_ticks": OUTPUT_TICKS * n + INPUT_TICKS * len(images)}
         if fault is not None and fault.code == "blocked":
             return web.json_response({"data": [], "block_reason": "moderation", "usage": usage})
-        size = _output_size(
-            body.get("aspect_ratio", "auto"), body.get("resolution", "1k"), checked[0]
-        )
-        picture = render(image=checked[0], mask=None, size=size, prompt=body["prompt"])
+        first = images[0] if images else None
+        size = _output_size(body.get("aspect_ratio", "auto"), body.get("resolution", "1k"), first)
+        picture = render(image=first, mask=None, size=size, prompt=body["prompt"])
         data = []
         for _ in range(n):
             item: dict[str, Any] = {"mime_type": "image/png", "revised_prompt": ""}
@@ -216,7 +268,8 @@ def build_app(
             return web.Response(status=404)
         return web.Response(body=picture, content_type="image/png")
 
-    app.router.add_post("/v1/images/edits", edit)
+    app.router.add_post("/v1/images/edits", serve)
+    app.router.add_post("/v1/images/generations", serve)
     app.router.add_get("/imgen/{name}", download)
     return app
 
