@@ -1,5 +1,5 @@
-"""The ``tracking`` command: ``demo``, ``fake-openai``, ``migrate``, ``spend``, ``prices``,
-``models``, ``reconcile`` and the proxy's ``serve`` and ``quickstart``.
+"""The ``tracking`` command: ``demo``, ``fake-openai``, ``migrate``, ``spend``, ``ledger``,
+``prices``, ``models``, ``reconcile`` and the proxy's ``serve`` and ``quickstart``.
 
 A mistake on the command line (an unknown option, a port out of range, a fault that cannot be
 read, a busy port, a missing optional package, a name the output's encoding cannot write, an

@@ -2,7 +2,8 @@
 callers.
 
 :func:`edit_flow` is a generator that does no I/O: it yields *effects* (:class:`Send` one HTTP
-request, :class:`Sleep` before a retry, :class:`Emit` the finished event) and receives the
+request, :class:`Sleep` before a retry, :class:`~tracking.targets.Consult` a router's shared
+state or work kept off the event loop, :class:`Emit` the finished event) and receives the
 results. :func:`run_sync` and :func:`run_async` drive it; they are the only places where the two
 worlds differ. Parsing, provider choice, retries, error mapping, pricing and the event are here,
 once.

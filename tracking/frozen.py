@@ -3,7 +3,7 @@
 A frozen dataclass's generated ``__init__`` sets each field with
 ``object.__setattr__(self, name, value)``, looking the method up and binding it again for every
 field: about 0.1 µs a field, and a proxied call builds some 130 fields of frozen objects (its
-event alone has 42). :func:`fast_init` replaces that ``__init__`` with one that calls each slot's
+event alone has 46). :func:`fast_init` replaces that ``__init__`` with one that calls each slot's
 own setter, bound once when the class is decorated: the same fields, defaults, keyword-only
 rules and error messages for missing arguments, and the instances stay exactly as frozen
 (assignment after construction still raises ``FrozenInstanceError``). It halves the cost of
