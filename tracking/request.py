@@ -460,10 +460,12 @@ def call_params(
         unknown = next(name for name in kwargs if name not in _CALL_NAMES)
         raise TypeError(_unknown_parameter(build, unknown))
     if taken is PARAMETERS or _EDIT_ONLY_NAMES.isdisjoint(kwargs):  # every edit: none foreign
-        return build(*args, **kwargs)
-    other = {k: v for k, v in kwargs.items() if k in _EDIT_ONLY}
-    foreign = {k: v for k, v in other.items() if k not in taken}
-    params = {**build(*args, **{k: v for k, v in kwargs.items() if k not in foreign}), **foreign}
+        params = build(*args, **kwargs)
+    else:
+        other = {k: v for k, v in kwargs.items() if k in _EDIT_ONLY}
+        foreign = {k: v for k, v in other.items() if k not in taken}
+        kept = {k: v for k, v in kwargs.items() if k not in foreign}
+        params = {**build(*args, **kept), **foreign}
     retries = params["num_retries"]
     if retries is not None:
         given = params["max_retries"]
