@@ -433,9 +433,10 @@ def test_the_price_dates_are_today_or_earlier():
         (__import__("pathlib").Path(tracking.__file__).parent / "pricing/prices.json").read_text()
     )
     for entry in raw["entries"]:
-        for sizes in entry["per_image"].values():
-            for figure in sizes.values():
-                assert date.fromisoformat(figure["retrieved"]) <= date(2026, 12, 7)
+        figures = [f for sizes in entry.get("per_image", {}).values() for f in sizes.values()]
+        figures += entry.get("per_megapixel", {}).values()  # FLUX.2
+        for figure in figures:
+            assert date.fromisoformat(figure["retrieved"]) <= date(2026, 12, 7)
 
 
 def test_the_2_5_and_2_6_qualities_are_accepted_and_others_refused(upstream):

@@ -1,8 +1,9 @@
 """A FLUX or Gemini model the family table does not know gets its provider's rules (a QA pass's
 findings).
 
-The family table knows FLUX.1 Kontext and today's Gemini image models; a newer model of either
-provider (``black_forest_labs/flux-2-pro``, ``gemini/gemini-4-image``) got only the generic
+The family table knows FLUX.1 Kontext, FLUX.2 and today's Gemini image models; a newer model of
+either provider (``black_forest_labs/flux-kontext-next``, a name no FLUX model has yet: until
+2026-12-07 this was ``flux-2-pro``, now known; ``gemini/gemini-4-image``) got only the generic
 checks. A size such as ``0x0`` or ``wide`` then raised ``ZeroDivisionError`` / ``ValueError``
 out of the provider (the proxy answered 500), and ``n > 1`` or a mask were sent and ignored
 upstream (one unmasked image for the price of what was asked). Now the size is a
@@ -33,7 +34,9 @@ from tests.scripted_upstream import (
 )
 from tracking.errors import APIResponseError, UnsupportedParamsError, ValidationError
 
-UNKNOWN = ["black_forest_labs/flux-2-pro", "gemini/gemini-4-image", "vertex_ai/gemini-4-image"]
+#: a FLUX name the tables do not know (FLUX.2's ``flux-2-...`` names are FLUX.2's, with their rules)
+FLUX_UNKNOWN = "black_forest_labs/flux-kontext-next"
+UNKNOWN = [FLUX_UNKNOWN, "gemini/gemini-4-image", "vertex_ai/gemini-4-image"]
 BAD_SIZES = ["0x0", "0x1024", "1024x0", "1024x", "x1024", "wide", "big", "1024x1024x2", "-1x5"]
 
 
@@ -73,7 +76,7 @@ def test_a_size_the_provider_cannot_take_is_refused_before_sending(upstream, mod
 
 
 def test_a_flux_size_becomes_its_aspect_ratio(upstream):
-    _edit(upstream, "black_forest_labs/flux-2-pro", size="1536x1024")
+    _edit(upstream, FLUX_UNKNOWN, size="1536x1024")
     assert upstream.received[-1]["aspect_ratio"] == "3:2"
 
 
@@ -107,8 +110,8 @@ def test_one_image_is_sent(upstream, model):
         ("vertex_ai/gemini-4-image", "mask", make_half_mask(64)),
         ("gemini/gemini-4-image", "quality", "high"),
         ("gemini/gemini-4-image", "output_format", "webp"),
-        ("black_forest_labs/flux-2-pro", "quality", "high"),
-        ("black_forest_labs/flux-2-pro", "background", "transparent"),
+        (FLUX_UNKNOWN, "quality", "high"),
+        (FLUX_UNKNOWN, "background", "transparent"),
     ],
 )
 def test_a_parameter_the_provider_has_no_field_for_is_refused_or_dropped(
@@ -128,7 +131,7 @@ def test_a_parameter_the_provider_has_no_field_for_is_refused_or_dropped(
 def proxy(upstream: ScriptedUpstream, tmp_path_factory) -> Iterator[ProxyProcess]:
     folder: Path = tmp_path_factory.mktemp("unknown-models-proxy")
     deployments = {
-        "flux2": ("black_forest_labs/flux-2-pro", upstream.base("flux")),
+        "flux2": (FLUX_UNKNOWN, upstream.base("flux")),
         "gem4": ("gemini/gemini-4-image", upstream.base("gemini")),
     }
     with proxy_in_front(folder, deployments) as process:

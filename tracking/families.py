@@ -403,6 +403,34 @@ _FLUX_KONTEXT = Family(
     default_output_format="png",
 )
 
+# Black Forest Labs' FLUX.2 (``black_forest_labs/flux-2-...``), from BFL's API reference and
+# editing guide and its own integration guide (github.com/black-forest-labs/skills, read
+# 2026-12-07): the image and up to seven more references (three for [klein]) as base64, a size as
+# width and height (at least 64, multiples of 16, at most 4 MP), PNG, JPEG or WebP out (the
+# OpenAPI's OutputFormat), one image per job, no mask; prompts of up to 32K tokens (a bound in
+# characters four times that). BFL states no byte limit for FLUX.2 inputs: Kontext's 20 MB.
+_FLUX_2 = Family(
+    name="flux-2",
+    models=frozenset({"flux-2-pro", "flux-2-max", "flux-2-flex"}),
+    max_images=8,
+    max_prompt_chars=128_000,
+    image=ImageRule(formats=frozenset({"png", "jpeg", "webp"}), max_bytes=20 * MB),
+    mask=None,
+    sizes=frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"}),
+    choices=_choices(output_format=("png", "jpeg", "webp")),
+    custom_size=SizeRule(
+        multiple_of=16, max_side=4096, min_pixels=64 * 64, max_pixels=2048 * 2048, max_aspect=64
+    ),
+    max_n=1,
+    default_output_format="png",
+)
+_FLUX_2_KLEIN = dataclasses.replace(
+    _FLUX_2,
+    name="flux-2-klein",
+    models=frozenset({"flux-2-klein-4b", "flux-2-klein-9b"}),
+    max_images=4,
+)
+
 # xAI's Grok Imagine (``xai/``), from xAI's image guides and API reference (read 2026-12-03):
 # JSON with the image(s) as URLs or base64 data URIs, up to three references, 1 to 10 outputs, no
 # mask in xAI's own guides (so none is sent), no ``size`` (xAI refuses it): a size is mapped to
@@ -430,6 +458,8 @@ _GROK_IMAGINE = Family(
 
 FAMILIES: tuple[Family, ...] = (
     _FLUX_KONTEXT,
+    _FLUX_2,
+    _FLUX_2_KLEIN,
     _GROK_IMAGINE,
     _DALL_E_2,
     _GPT_IMAGE,

@@ -398,8 +398,11 @@ def _attempts(
                 latency_ms = (time.perf_counter() - sent) * 1000
             if outcome_unknown(progress.outcome, exc) or (  # sent whole, answer lost: maybe billed
                 # an accepted job whose result never came (its polls failed, it timed out, its
-                # result could not be downloaded) is billed all the same; a moderated one is not
-                progress.job_accepted and not isinstance(exc, ContentPolicyError)
+                # result could not be downloaded) is billed all the same; a moderated one is not,
+                # and one whose failure says what it was billed (FLUX.2's cost) is known
+                progress.job_accepted
+                and not isinstance(exc, ContentPolicyError)
+                and getattr(exc, "billed_usd", None) is None
             ):
                 progress.unknown_outcomes.append(request)  # priced as what this attempt asked
                 progress.last_lost = True

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .decimals import strict_decimal
 from .errors import APIResponseError
 from .frozen import fast_init
 from .images import encodes_image, encodes_image_or_svg
@@ -464,6 +465,21 @@ def reported_usage(raw: Any) -> Usage | None:
     (:meth:`Usage.from_json`), or no tokens at all: the call is then priced by estimate."""
     usage = Usage.from_json(raw)
     return usage if usage is not None and usage.total_tokens > 0 else None
+
+
+def reported_charge(amount: object, units_per_usd: Decimal, provider: str) -> Decimal | None:
+    """What an answer says a call was charged (``amount`` of the provider's units: Recraft's
+    ``credits``, BFL's ``cost``) in USD; None when absent, not a plain positive amount (a bool,
+    an object, NaN), or not plausible (:func:`plausible_charge`)."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float | str):
+        return None
+    try:
+        units = strict_decimal(str(amount))
+    except ArithmeticError:
+        return None
+    if not units.is_finite() or units <= 0:
+        return None
+    return plausible_charge(units, units_per_usd, provider)
 
 
 def plausible_charge(units: Decimal, units_per_usd: Decimal, provider: str) -> Decimal | None:

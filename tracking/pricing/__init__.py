@@ -522,6 +522,7 @@ def _scaled(
         shutdown=base.shutdown,
         custom=True,
         tools={tool: ToolFee(fee.per, fee.usd * factor) for tool, fee in tools.items()},
+        per_megapixel={kind: price * factor for kind, price in base.per_megapixel.items()},
     )
 
 
@@ -745,6 +746,11 @@ def _answer_cost(entry: PriceEntry, request: ImageEditRequest, response: ImageRe
         if total is None:
             return _estimate(entry, request, response, images or request.n or 1)
         source: CostSource = "usage"
+    elif entry.per_megapixel:  # billed by the megapixel: the sizes made and sent
+        table_total = _megapixel_cost(entry, request, response, images)
+        if table_total is None:
+            return _estimate(entry, request, response, images or request.n or 1)
+        total, source = table_total, "table"
     else:  # billed per image
         table_total = _table_cost(entry, request, response, images)
         if table_total is None:
@@ -848,11 +854,12 @@ def _input_estimate(entry: PriceEntry, request: ImageEditRequest) -> Cost:
 def _estimate(
     entry: PriceEntry, request: ImageEditRequest, response: ImageResponse | None, images: int
 ) -> Cost:
-    from .estimate import entry_estimate, partial_images_cost, plausible_size
+    from .estimate import entry_estimate, input_pixels, partial_images_cost, plausible_size
 
     size = plausible_size(response.price_size or response.size if response else None, request)
     quality = (response.quality if response else None) or request.quality
-    total = entry_estimate(entry, images, quality, size)  # the output: what a price list states
+    # the output: what a price list states (and a per-megapixel model's inputs, by their size)
+    total = entry_estimate(entry, images, quality, size, input_pixels=input_pixels(request))
     if total is None:
         _warn_unpriced(request.model, f"no price for size={size} quality={quality}")
         return UNPRICED
@@ -911,6 +918,21 @@ def _table_cost(
     quality = response.quality or _explicit(request.quality)
     price = per_image_price(entry.per_image, size, quality)
     return None if price is None else price * images
+
+
+def _megapixel_cost(
+    entry: PriceEntry, request: ImageEditRequest, response: ImageResponse, images: int
+) -> Decimal | None:
+    """A per-megapixel model's answer at its prices: the size it made (else asked) and the
+    inputs' sizes; None (an estimate) when one of them is unknown."""
+    from .estimate import _pixels, input_pixels
+    from .megapixels import megapixel_cost
+
+    made = _pixels(response.size or _explicit(request.size))
+    inputs = input_pixels(request)
+    if images <= 0 or made is None or None in inputs:
+        return None
+    return megapixel_cost(entry.per_megapixel, made, [p for p in inputs if p]) * images
 
 
 def _explicit(value: str | None) -> str | None:

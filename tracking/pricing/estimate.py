@@ -39,6 +39,7 @@ from . import (
     request_entry,
     with_search_fee,
 )
+from .megapixels import megapixel_estimate
 from .table import PriceEntry
 
 if TYPE_CHECKING:
@@ -198,8 +199,15 @@ def entry_estimate(
     size: str | None,
     prompt_chars: int = 0,
     input_images: int = 0,
+    *,
+    input_pixels: Sequence[int | None] | None = None,
 ) -> Decimal | None:
-    """The estimated cost of ``n`` images of ``size`` and ``quality`` priced by ``entry``."""
+    """The estimated cost of ``n`` images of ``size`` and ``quality`` priced by ``entry``; a
+    per-megapixel model's (:mod:`.megapixels`) also counts its inputs, by ``input_pixels`` (each
+    input's pixels, None when unknown) or, not given, ``input_images`` of unknown size."""
+    if entry.per_megapixel:
+        sizes = [None] * input_images if input_pixels is None else list(input_pixels)
+        return megapixel_estimate(entry.per_megapixel, n, _pixels(_explicit(size)), sizes)
     each = _listed_price(entry, quality, size)
     if each is None:
         each = _token_price(entry, quality, size)
@@ -210,6 +218,15 @@ def entry_estimate(
     if each is None:
         return None
     return each * n + input_estimate(entry, prompt_chars, input_images)
+
+
+def _explicit(size: str | None) -> str | None:
+    return None if size in (None, "auto") else size
+
+
+def input_pixels(request: ImageEditRequest) -> list[int | None]:
+    """The pixels of each input image of ``request`` (None for one whose size is unknown)."""
+    return [i.width * i.height if i.width and i.height else None for i in request.images]
 
 
 def input_estimate(entry: PriceEntry, prompt_chars: int, input_images: int) -> Decimal:
@@ -232,6 +249,7 @@ def estimate_call_cost(
     input_images: int = 0,
     day: date | None = None,
     searches: bool = False,
+    input_pixels: Sequence[int | None] | None = None,
 ) -> Cost:
     """An estimated :class:`~tracking.pricing.Cost` (``source="estimate"``) of a billed call
     whose real cost is unknown; ``source="unpriced"`` (cost None) when the model has no price.
@@ -244,7 +262,13 @@ def estimate_call_cost(
     server is never priced as the name after its slash).
     """
     entry = billing_entry(model, None, day)
-    total = entry_estimate(entry, n, quality, size, prompt_chars, input_images) if entry else None
+    total = (
+        entry_estimate(
+            entry, n, quality, size, prompt_chars, input_images, input_pixels=input_pixels
+        )
+        if entry
+        else None
+    )
     if entry is None or total is None:
         return UNPRICED
     cost = Cost(total, _per_image(total, n), "estimate", entry.ref)
@@ -354,6 +378,7 @@ def _request_estimate(entry: PriceEntry | None, request: ImageEditRequest) -> De
         request.size,
         len(request.prompt),
         request.input_images,
+        input_pixels=input_pixels(request),
     )
 
 
@@ -380,6 +405,7 @@ def estimate_unknown_outcomes(
         input_images=request.input_images,
         day=day,
         searches=asks_google_search(request.extra_body),
+        input_pixels=input_pixels(request),
     )
     if each is None or each.usd is None:
         return UNPRICED
@@ -396,6 +422,7 @@ def estimate_first_priced(
     input_images: int,
     day: date | None = None,
     searches: bool = False,
+    input_pixels: Sequence[int | None] | None = None,
 ) -> Cost | None:
     """:func:`estimate_call_cost` of the first of ``models`` with a price (the names a request's
     model goes by, most specific first) on ``day`` (None: today); None when none has one."""
@@ -409,6 +436,7 @@ def estimate_first_priced(
             input_images=input_images,
             day=day,
             searches=searches,
+            input_pixels=input_pixels,
         )
         if estimate.usd is not None:
             return estimate

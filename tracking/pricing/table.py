@@ -78,6 +78,7 @@ _ENTRY_KEYS = frozenset(
         "shutdown",
         "tokens_per_million",
         "per_image",
+        "per_megapixel",
         "notes",
         "operations",
         "tools",
@@ -120,6 +121,9 @@ class PriceEntry:
     operations: frozenset[str] = frozenset()
     #: fees of server-side tools (:data:`TOOLS`) by tool: charged per use, besides the tokens
     tools: Mapping[str, ToolFee] = field(default_factory=dict)
+    #: USD per megapixel (:mod:`tracking.pricing.megapixels`): ``first_output``, ``output``,
+    #: ``input``; empty for a model not billed by the megapixel
+    per_megapixel: Mapping[str, Decimal] = field(default_factory=dict)
 
     def covers(self, day: date) -> bool:
         if self.effective_from is not None and day < self.effective_from:
@@ -132,6 +136,7 @@ class PriceEntry:
         for quality, sizes in self.per_image.items():
             flat.update({f"per_image.{quality}.{size}": price for size, price in sizes.items()})
         flat.update({f"tools.{tool}": fee.usd for tool, fee in self.tools.items()})
+        flat.update({f"per_megapixel.{kind}": p for kind, p in self.per_megapixel.items()})
         return flat
 
     @property
@@ -237,8 +242,12 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
             for size, figure in sizes.items()
         }
         provenance.extend(("per_image", figure) for figure in sizes.values())
-    if not tokens and not per_image:
-        raise ConfigurationError(f"{where}: needs tokens_per_million or per_image prices")
+    per_megapixel = _per_megapixel(raw.get("per_megapixel"), f"{where}.per_megapixel")
+    provenance.extend(("per_megapixel", f) for f in (raw.get("per_megapixel") or {}).values())
+    if not tokens and not per_image and not per_megapixel:
+        raise ConfigurationError(
+            f"{where}: needs tokens_per_million, per_image or per_megapixel prices"
+        )
     tools = _tools(raw.get("tools"), f"{where}.tools")
     provenance.extend(("tools", figure) for figure in (raw.get("tools") or {}).values())
     operations = _operations(raw.get("operations"), f"{where}.operations")
@@ -262,7 +271,22 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
         origin=origin,
         operations=operations,
         tools=tools,
+        per_megapixel=per_megapixel,
     )
+
+
+def _per_megapixel(raw: Any, where: str) -> dict[str, Decimal]:
+    """A price file entry's ``per_megapixel`` (none: empty): each of
+    :data:`~tracking.pricing.megapixels.PER_MEGAPIXEL_KINDS` a figure with its page."""
+    from .megapixels import PER_MEGAPIXEL_KINDS
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) != set(PER_MEGAPIXEL_KINDS):
+        raise ConfigurationError(
+            f"{where}: expected exactly {', '.join(PER_MEGAPIXEL_KINDS)}, each a figure"
+        )
+    return {kind: _figure(raw[kind], f"{where}.{kind}") for kind in PER_MEGAPIXEL_KINDS}
 
 
 def check_per_image_key(name: Any, where: str) -> str:

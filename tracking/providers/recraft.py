@@ -23,7 +23,7 @@ from ..decimals import strict_decimal
 from ..errors import APIResponseError, ValidationError
 from ..images import encodes_image_or_svg
 from ..request import form_items
-from ..response import ImageResponse, check_b64_images, plausible_charge, upstream_json
+from ..response import ImageResponse, check_b64_images, reported_charge, upstream_json
 from .base import (
     GPT_IMAGE_OPTIONS,
     OpenAIAnswers,
@@ -170,12 +170,4 @@ def _charged(credits: object) -> Decimal | None:
     """USD from the answer's ``credits``; None when absent, not a plain amount, or below
     :data:`~tracking.response.MIN_REPORTED_USD` (the price table then applies, so a malformed or
     implausible figure never zeroes a billed call)."""
-    if isinstance(credits, bool) or not isinstance(credits, int | float | str):
-        return None
-    try:
-        units = strict_decimal(str(credits))
-    except ArithmeticError:
-        return None
-    if not units.is_finite() or units <= 0:
-        return None
-    return plausible_charge(units, API_UNITS_PER_USD, "recraft")
+    return reported_charge(credits, API_UNITS_PER_USD, "recraft")

@@ -7,6 +7,18 @@ answers ``{"id", "polling_url"}``; ``GET /v1/get_result?id=...`` answers ``{"id"
 ``result.sample``, a URL on the fake that serves the PNG for ``sample_ttl`` seconds and then
 404s, as BFL's signed delivery URLs expire. Errors are FastAPI-shaped (``{"detail": ...}``).
 
+FLUX.2 (``flux-2-pro``, ``flux-2-max``, ``flux-2-flex``, ``flux-2-klein-4b``,
+``flux-2-klein-9b``), from BFL's API reference and its own integration guide (read
+2026-12-07): ``prompt``, ``input_image`` and up to seven more references (``input_image_2``...
+``input_image_8``; three more for [klein]), ``width`` / ``height`` (at least 64, multiples of 16,
+at most 4 MP together; left out, the first input image's), ``seed``, ``safety_tolerance`` (0 to
+5), ``output_format`` (``jpeg``, ``png``, ``webp``), and for [flex] ``steps`` (1 to 50) and
+``guidance`` (1.5 to 10); anything else is refused with a 422. The submission answers ``cost``
+(credits, 1 credit = $0.01), ``input_mp`` and ``output_mp``: BFL's guide prices a job at the
+first output megapixel's price, each further output megapixel's and each input megapixel's
+(:data:`FLUX2_CENTS`), every image's megapixels (of 1024x1024 pixels) rounded up to a whole
+one. ``code=no_cost`` answers the submission without those three members.
+
 Per job, the submission's ``x-fake-fault`` header (else the next of the server's queued
 ``faults``) chooses trouble (:mod:`.faults` syntax): ``code=never`` (Pending forever),
 ``code=moderated`` (``Content Moderated``: the output was flagged), ``code=request_moderated``
@@ -31,6 +43,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -41,7 +54,24 @@ from .faults import FAULT_HEADER, Fault, next_fault, parse_fault
 
 __all__ = ["FakeBFL", "FluxJob"]
 
-MODELS = frozenset({"flux-kontext-pro", "flux-kontext-max", "flux-pro-1.0-fill"})
+#: FLUX.2 models -> (cents for the first output megapixel, for each further megapixel, output
+#: or input; the most input images), from BFL's integration guide's price table
+#: (github.com/black-forest-labs/skills, skills/bfl-api/SKILL.md, read 2026-12-07)
+FLUX2_CENTS = {
+    "flux-2-pro": ("3", "1.5", 8),
+    "flux-2-max": ("7", "3", 8),
+    "flux-2-flex": ("5", "5", 8),
+    "flux-2-klein-4b": ("1.4", "0.1", 4),
+    "flux-2-klein-9b": ("1.5", "0.2", 4),
+}
+MODELS = frozenset({"flux-kontext-pro", "flux-kontext-max", "flux-pro-1.0-fill", *FLUX2_CENTS})
+_MEGAPIXEL = 1024 * 1024
+_FLUX2_FIELDS = frozenset(
+    {"prompt", "seed", "width", "height", "safety_tolerance", "output_format", "input_image"}
+    | {"webhook_url", "webhook_secret", "disable_pup"}
+    | {f"input_image_{n}" for n in range(2, 9)}
+)
+_FLEX_FIELDS = frozenset({"steps", "guidance", "prompt_upsampling"})
 #: faults -> the status BFL's error reference gives a job its moderation refused
 _MODERATED = {"moderated": "Content Moderated", "request_moderated": "Request Moderated"}
 
@@ -58,6 +88,10 @@ class FluxJob:
     polls: int = 0
     downloads: int = 0  #: requests for its result
     ready_at: float | None = None
+    #: the result's width and height
+    size: tuple[int, int] = (1024, 1024)
+    #: FLUX.2: the credits its submission answered it cost (None: no cost answered)
+    cost: Decimal | None = None
 
 
 @dataclass
@@ -89,6 +123,77 @@ def _busy(status: int, retry_after: float | None) -> web.Response:
         headers["retry-after"] = str(math.ceil(retry_after))
         headers["retry-after-ms"] = str(round(retry_after * 1000))
     return web.Response(status=status, text="Too busy, try again later", headers=headers)
+
+
+def _flux2_problem(model: str, body: dict[str, Any]) -> str | None:
+    """What BFL's FLUX.2 reference refuses with a 422, or None."""
+    fields = _FLUX2_FIELDS | (_FLEX_FIELDS if model == "flux-2-flex" else frozenset())
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        return f"{unknown[0]}: not a field of {model}"
+    most = FLUX2_CENTS[model][2]
+    images = [k for k in body if k.startswith("input_image")]
+    if len(images) > most:
+        return f"{model} takes at most {most} input images, got {len(images)}"
+    for side in ("width", "height"):
+        value = body.get(side)
+        if value is not None and (type(value) is not int or value < 64 or value % 16):
+            return f"{side}: an integer of at least 64, a multiple of 16"
+    width, height = body.get("width"), body.get("height")
+    if width is not None and height is not None and width * height > 4 * _MEGAPIXEL:
+        return "width x height: at most 4 megapixels"
+    if body.get("output_format", "jpeg") not in ("jpeg", "png", "webp"):
+        return "output_format: jpeg, png or webp"
+    tolerance = _lax(body.get("safety_tolerance", 2), int)
+    if tolerance is None or not 0 <= tolerance <= 5:
+        return "safety_tolerance: an integer from 0 to 5"
+    steps = _lax(body.get("steps", 50), int)
+    if steps is None or not 1 <= steps <= 50:
+        return "steps: an integer from 1 to 50"
+    guidance = _lax(body.get("guidance", 4.5), float)
+    if guidance is None or not 1.5 <= guidance <= 10:
+        return "guidance: a number from 1.5 to 10"
+    return None
+
+
+def _lax(value: Any, kind: type[int] | type[float]) -> float | None:
+    """``value`` read as BFL's FastAPI schema reads a number in lax mode: the number, or its
+    text (``"20"``); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = kind(value)
+        except ValueError:
+            return None
+    if kind is int and not isinstance(value, int):
+        return None
+    return value if isinstance(value, int | float) else None
+
+
+def _flux2_bill(
+    model: str, body: dict[str, Any], first: tuple[int, int]
+) -> tuple[dict[str, Any], tuple[int, int], Decimal]:
+    """The submission's ``cost``, ``input_mp`` and ``output_mp``, the result's size and the
+    credits, by BFL's guide: ``first + (output MP - 1) * per MP + input MP * per MP`` cents, each
+    image's megapixels rounded up to a whole one."""
+    width, height = body.get("width"), body.get("height")
+    size = (width, height) if width and height else first
+    inputs = []
+    for name, value in body.items():
+        if name.startswith("input_image"):
+            header = inspect(base64.b64decode(value))
+            inputs.append(header[1] * header[2] if header else 0)
+    output_mp = math.ceil(size[0] * size[1] / _MEGAPIXEL)
+    input_mp = sum(math.ceil(pixels / _MEGAPIXEL) for pixels in inputs)
+    first_cents, more_cents, _ = FLUX2_CENTS[model]
+    credits = Decimal(first_cents) + (output_mp - 1 + input_mp) * Decimal(more_cents)
+    answer = {
+        "cost": float(credits),
+        "input_mp": round(sum(inputs) / _MEGAPIXEL, 2),
+        "output_mp": round(size[0] * size[1] / _MEGAPIXEL, 2),
+    }
+    return answer, size, credits
 
 
 def build_app(
@@ -140,7 +245,8 @@ def build_app(
             picture = base64.b64decode(source, validate=True)
         except (ValueError, KeyError, TypeError):
             return _detail(422, "input_image (image for fill) must be a base64 image")
-        if inspect(picture) is None or not isinstance(body.get("prompt"), str):
+        header = inspect(picture)
+        if header is None or not isinstance(body.get("prompt"), str):
             return _detail(422, "a prompt and a readable image are required")
         if model == "flux-pro-1.0-fill" and "mask" not in body:
             return _detail(422, "mask is required for flux-pro-1.0-fill")
@@ -152,9 +258,18 @@ def build_app(
             trouble=fault.code if fault is not None else None,
             retry_after=fault.retry_after if fault is not None else None,
         )
+        answer: dict[str, Any] = {}
+        if model in FLUX2_CENTS:
+            problem = _flux2_problem(model, body)
+            if problem is not None:
+                return _detail(422, problem)
+            answer, job.size, job.cost = _flux2_bill(model, body, (header[1], header[2]))
+            if job.trouble == "no_cost":
+                answer = {}
         state.jobs[job.id] = job
         base = f"{request.scheme}://{request.host}"
-        return web.json_response({"id": job.id, "polling_url": f"{base}/v1/get_result?id={job.id}"})
+        polling_url = f"{base}/v1/get_result?id={job.id}"
+        return web.json_response({"id": job.id, "polling_url": polling_url, **answer})
 
     async def get_result(request: web.Request) -> web.Response:
         if not authorized(request):
@@ -202,7 +317,7 @@ def build_app(
             return web.Response(text="<html>Bad gateway</html>", content_type="text/html")
         source = job.body.get("image") or job.body.get("input_image") or ""
         png = render(
-            image=base64.b64decode(source), mask=None, size=(1024, 1024), prompt=job.body["prompt"]
+            image=base64.b64decode(source), mask=None, size=job.size, prompt=job.body["prompt"]
         )
         return web.Response(body=png, content_type="image/png")
 
