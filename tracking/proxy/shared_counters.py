@@ -625,7 +625,9 @@ class RedisCounters:
                 await self.beat()
             except Exception:  # a heartbeat never ends on a fault: the next one tries again
                 log.warning("proxy counters: heartbeat failed", exc_info=True)
-            await asyncio.sleep(self.lease / 4)
+            # Stopped meanwhile, its cancellation swallowed by the beat: no quarter lease (12 s
+            # by default) more before the loop sees it, which held a clean stop that long.
+            await asyncio.sleep(0 if self.stopping else self.lease / 4)
 
     async def beat(self, *, leave: bool = False) -> None:
         """Renew this worker's lease (``leave``: give it up) and release the holds of every
