@@ -676,9 +676,12 @@ class EnvironmentText(str):
         return (EnvironmentText, (str(self), self.name))
 
 
-def _resolve_env(value: Any, path: str, environ: Mapping[str, str], faults: _Faults) -> Any:
-    """Replace every ``os.environ/NAME`` string with the variable's value
-    (:class:`EnvironmentText`), recursively."""
+def _resolve_env(
+    value: Any, path: str, environ: Mapping[str, str], faults: _Faults, *, shown: bool = False
+) -> Any:
+    """Replace every ``os.environ/NAME`` string with the variable's value, recursively; in a
+    ``model_info`` (``shown``: what ``GET /model/info`` answers) as an
+    :class:`EnvironmentText`, which that route writes as its reference."""
     if isinstance(value, str) and value.startswith(_ENV_PREFIX):
         name = value[len(_ENV_PREFIX) :].strip()
         resolved = environ.get(name)
@@ -687,14 +690,23 @@ def _resolve_env(value: Any, path: str, environ: Mapping[str, str], faults: _Fau
                 f"{path}: environment variable {name or '(empty name)'} is not set"
             )
             return None
-        return EnvironmentText(resolved, name)
+        return EnvironmentText(resolved, name) if shown else resolved
     if isinstance(value, Mapping):
         return {
-            key: _resolve_env(item, f"{path}.{key}" if path else str(key), environ, faults)
+            key: _resolve_env(
+                item,
+                f"{path}.{key}" if path else str(key),
+                environ,
+                faults,
+                shown=shown or key == "model_info",
+            )
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [_resolve_env(item, f"{path}[{i}]", environ, faults) for i, item in enumerate(value)]
+        return [
+            _resolve_env(item, f"{path}[{i}]", environ, faults, shown=shown)
+            for i, item in enumerate(value)
+        ]
     return value
 
 
