@@ -65,6 +65,9 @@ def _config(database: Path) -> dict[str, Any]:
                 },
                 "model_info": {
                     "id": "cheap-1",
+                    # the config reads os.environ/ anywhere: its value is never shown
+                    "contact": "os.environ/L19_UPSTREAM_KEY",
+                    "notes": {"owners": ["os.environ/L19_UPSTREAM_KEY", "ops"]},
                     "input_cost_per_token": 0.0000001,
                     "output_cost_per_image_by_size": {"1024x1024": "0.01", "1024x1536/high": 0.02},
                 },
@@ -135,6 +138,9 @@ def test_model_info_lists_each_deployment_without_secrets(app, path):
     own = second["model_info"]
     assert (own["input_cost_per_token"], own["output_cost_per_image"]) == ("0.000009", "0.3")
     assert cheap["model_info"]["input_cost_per_token"] == "0.0000001"
+    # a model_info value read from the environment: its reference, never its value
+    assert cheap["model_info"]["contact"] == "os.environ/L19_UPSTREAM_KEY"
+    assert cheap["model_info"]["notes"] == {"owners": ["os.environ/L19_UPSTREAM_KEY", "ops"]}
     assert cheap["model_info"]["output_cost_per_image_by_size"] == {
         "1024x1024": "0.01",
         "1024x1536/high": "0.02",

@@ -212,3 +212,25 @@ def test_hostile_tags_in_the_ledger_are_read_not_a_500(app, ledger_url):  # noqa
         "ok\u2603": 1,
     }
     assert _call(app, "/global/spend").json()["spend"] == "15.0500000001"
+
+
+def test_a_huge_tag_in_the_ledger_is_listed_cut_not_whole(app, ledger_url):  # noqa: F811
+    """A tag of megabytes in an old row (or another writer's) is listed by its first 256
+    characters and ``…``: a listing of ``limit`` rows stays small. Two such tags alike in those
+    characters are one row; a call tagged with both counts once; a short tag is as it was."""
+    huge = "x" * 256
+    record_events(
+        ledger_url,
+        make_event(cost=Decimal("1"), start=DAY, tags=(huge + "a" * 300_000, "short")),
+        make_event(cost=Decimal("2"), start=DAY, tags=(huge + "b" * 200_000,)),
+    )
+    for path in PATHS:
+        answer = _call(app, path)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.content) < 5_000
+        rows = _rows(app, path)
+        assert [(r["individual_request_tag"], r["log_count"]) for r in rows] == [
+            (huge + "\u2026", 2),
+            ("short", 1),
+        ]
+        assert rows[0]["total_spend"] == "3.0000000000"

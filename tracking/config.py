@@ -36,6 +36,7 @@ __all__ = [
     "MAX_CONFIG_DEPTH",
     "MAX_CONFIG_NODES",
     "Deployment",
+    "EnvironmentText",
     "GeneralSettings",
     "LitellmSettings",
     "ProxyConfig",
@@ -659,8 +660,28 @@ def _near(key: object, known: Mapping[str, Check]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _resolve_env(value: Any, path: str, environ: Mapping[str, str], faults: _Faults) -> Any:
-    """Replace every ``os.environ/NAME`` string with the variable's value, recursively."""
+class EnvironmentText(str):
+    """A config string read from the environment (``os.environ/NAME``): the variable's value,
+    which knows the ``name`` it came from, so that what shows the configuration (``GET
+    /model/info``'s ``model_info``) writes the reference, never the value (a secret, often)."""
+
+    name: str
+
+    def __new__(cls, value: str, name: str) -> EnvironmentText:
+        text = super().__new__(cls, value)
+        text.name = name
+        return text
+
+    def __reduce__(self) -> tuple[type[EnvironmentText], tuple[str, str]]:
+        return (EnvironmentText, (str(self), self.name))
+
+
+def _resolve_env(
+    value: Any, path: str, environ: Mapping[str, str], faults: _Faults, *, shown: bool = False
+) -> Any:
+    """Replace every ``os.environ/NAME`` string with the variable's value, recursively; in a
+    ``model_info`` (``shown``: what ``GET /model/info`` answers) as an
+    :class:`EnvironmentText`, which that route writes as its reference."""
     if isinstance(value, str) and value.startswith(_ENV_PREFIX):
         name = value[len(_ENV_PREFIX) :].strip()
         resolved = environ.get(name)
@@ -669,14 +690,23 @@ def _resolve_env(value: Any, path: str, environ: Mapping[str, str], faults: _Fau
                 f"{path}: environment variable {name or '(empty name)'} is not set"
             )
             return None
-        return resolved
+        return EnvironmentText(resolved, name) if shown else resolved
     if isinstance(value, Mapping):
         return {
-            key: _resolve_env(item, f"{path}.{key}" if path else str(key), environ, faults)
+            key: _resolve_env(
+                item,
+                f"{path}.{key}" if path else str(key),
+                environ,
+                faults,
+                shown=shown or key == "model_info",
+            )
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [_resolve_env(item, f"{path}[{i}]", environ, faults) for i, item in enumerate(value)]
+        return [
+            _resolve_env(item, f"{path}[{i}]", environ, faults, shown=shown)
+            for i, item in enumerate(value)
+        ]
     return value
 
 

@@ -47,6 +47,7 @@ from .table import (
     load_packaged,
     load_price_file,
     per_image_price,
+    per_megapixel_prices,
     to_price,
     tool_fees,
 )
@@ -314,6 +315,7 @@ def _custom_entry(key: Any, spec: Any) -> _Registered:
     allowed = {
         "tokens_per_million",
         "per_image",
+        "per_megapixel",
         "base_model",
         "discount",
         "effective_from",
@@ -354,6 +356,10 @@ def _custom_entry(key: Any, spec: Any) -> _Registered:
             )
             for size, value in sizes.items()
         }
+    # FLUX.2's (until 2026-12-07 a price file alone took them)
+    per_megapixel = per_megapixel_prices(
+        spec.get("per_megapixel"), f"{where}.per_megapixel", to_price
+    )
     start = _day(spec.get("effective_from"), f"{where}.effective_from")
     end = _day(spec.get("effective_to"), f"{where}.effective_to")
     if start is not None and end is not None and end < start:
@@ -361,13 +367,14 @@ def _custom_entry(key: Any, spec: Any) -> _Registered:
     raw_tools = spec.get("tools")
     tools = None if raw_tools is None else tool_fees(raw_tools, f"{where}.tools")
     own = None
-    if tokens or per_image:
+    if tokens or per_image or per_megapixel:
         if base is not None:
             raise ConfigurationError(f"{where}: give prices or a base_model, not both")
         own = PriceEntry(
             key=key,
             tokens=tokens,
             per_image=per_image,
+            per_megapixel=per_megapixel,
             effective_from=start,
             effective_to=end,
             custom=True,

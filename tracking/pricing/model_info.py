@@ -178,7 +178,7 @@ def model_info_price(
 
 
 #: model_info keys that are ``register_prices`` fields as they are.
-_NATIVE = ("tokens_per_million", "per_image", "base_model", "discount", "tools")
+_NATIVE = ("tokens_per_million", "per_image", "per_megapixel", "base_model", "discount", "tools")
 #: LiteLLM's ``model_info`` keys of a web search fee: its amount per unit, and the unit.
 SEARCH_COST_KEY = "search_context_cost_per_query"
 SEARCH_UNIT_KEY = "web_search_billing_unit"

@@ -11,7 +11,7 @@ Prices are strings in the file and :class:`~decimal.Decimal` in memory: never fl
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -242,7 +242,7 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
             for size, figure in sizes.items()
         }
         provenance.extend(("per_image", figure) for figure in sizes.values())
-    per_megapixel = _per_megapixel(raw.get("per_megapixel"), f"{where}.per_megapixel")
+    per_megapixel = per_megapixel_prices(raw.get("per_megapixel"), f"{where}.per_megapixel")
     provenance.extend(("per_megapixel", f) for f in (raw.get("per_megapixel") or {}).values())
     if not tokens and not per_image and not per_megapixel:
         raise ConfigurationError(
@@ -275,18 +275,23 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
     )
 
 
-def _per_megapixel(raw: Any, where: str) -> dict[str, Decimal]:
-    """A price file entry's ``per_megapixel`` (none: empty): each of
-    :data:`~tracking.pricing.megapixels.PER_MEGAPIXEL_KINDS` a figure with its page."""
+def per_megapixel_prices(
+    raw: Any, where: str, read: Callable[[Any, str], Decimal] | None = None
+) -> dict[str, Decimal]:
+    """An entry's ``per_megapixel`` (none: empty): each of
+    :data:`~tracking.pricing.megapixels.PER_MEGAPIXEL_KINDS` read by ``read``: a price file's
+    figure with its page (the default), or ``register_prices``' price (:func:`to_price`)."""
     from .megapixels import PER_MEGAPIXEL_KINDS
 
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or set(raw) != set(PER_MEGAPIXEL_KINDS):
+    what = "a figure" if read is None else "a price"
+    if not isinstance(raw, Mapping) or set(raw) != set(PER_MEGAPIXEL_KINDS):
         raise ConfigurationError(
-            f"{where}: expected exactly {', '.join(PER_MEGAPIXEL_KINDS)}, each a figure"
+            f"{where}: expected exactly {', '.join(PER_MEGAPIXEL_KINDS)}, each {what}"
         )
-    return {kind: _figure(raw[kind], f"{where}.{kind}") for kind in PER_MEGAPIXEL_KINDS}
+    read = read or _figure
+    return {kind: read(raw[kind], f"{where}.{kind}") for kind in PER_MEGAPIXEL_KINDS}
 
 
 def check_per_image_key(name: Any, where: str) -> str:

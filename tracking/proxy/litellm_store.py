@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProxyError
+from .limits import MAX_ID_CHARS
 
 if TYPE_CHECKING:
     from .account_store import AccountStore, EndUserRecord, KeyRecord
@@ -263,24 +264,36 @@ def spend_by(
 
 #: Each call's request tags (``spend_logs.tags`` and a quarantined row's ``tags``: a JSON array,
 #: JSON on SQLite and JSONB on PostgreSQL), one row per (call, tag) however often a call's rows
-#: name it; an element that is not text, or a value that is no array, names none. Only constants
-#: of this module are interpolated; the window's bounds are bound parameters.
+#: name it; an element that is not text, or a value that is no array, names none; a tag longer
+#: than ``MAX_ID_CHARS`` is its first ``MAX_ID_CHARS`` characters and ``…``, one tag with every
+#: other alike in them (only an old row or another writer's holds one: until 2026-12-07 a listing
+#: wrote each whole, megabytes ``limit`` times over; a ``tags`` filter names none). Only
+#: constants of this module are interpolated; the window's bounds are bound parameters.
+_SQLITE_TAG = (
+    f"CASE WHEN length(j.value) > {MAX_ID_CHARS} THEN substr(j.value, 1, {MAX_ID_CHARS}) || "
+    "'\u2026' ELSE j.value END"
+)
+_PG_TAG = (
+    f"CASE WHEN length(e.value #>> '{{}}') > {MAX_ID_CHARS} THEN left(e.value #>> "
+    f"'{{}}', {MAX_ID_CHARS}) || '\u2026' ELSE e.value #>> '{{}}' END"
+)
 _TAGS_SQL = {
     "sqlite": (
-        "SELECT s.request_id AS request_id, j.value AS tag FROM spend_logs AS s, "
+        "SELECT s.request_id AS request_id, {sqlite_tag} AS tag FROM spend_logs AS s, "
         "json_each(COALESCE(CASE WHEN json_valid(s.tags) THEN CASE WHEN json_type(s.tags) = "
         "'array' THEN s.tags END END, '[]')) AS j WHERE j.type = 'text'{logged} "
-        "UNION SELECT q.request_id, j.value FROM ledger_quarantine AS q, "
+        "UNION SELECT q.request_id, {sqlite_tag} FROM ledger_quarantine AS q, "
         "json_each(COALESCE(CASE WHEN json_valid(q.line) THEN CASE WHEN json_type(q.line, "
         "'$.tags') = 'array' THEN json_extract(q.line, '$.tags') END END, '[]')) AS j "
         "WHERE j.type = 'text' AND q.request_id IS NOT NULL"
     ),
     "postgresql": (
-        "SELECT s.request_id AS request_id, e.value #>> '{{}}' AS tag FROM spend_logs AS s "
+        "SELECT s.request_id AS request_id, {pg_tag} AS tag "
+        "FROM spend_logs AS s "
         "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(s.tags) = 'array' "
         "THEN s.tags ELSE '[]'::jsonb END) AS e(value) "
         "WHERE jsonb_typeof(e.value) = 'string'{logged} "
-        "UNION SELECT q.request_id, e.value #>> '{{}}' FROM ledger_quarantine AS q "
+        "UNION SELECT q.request_id, {pg_tag} FROM ledger_quarantine AS q "
         "CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof("
         "tracking_json_object(q.line) -> 'tags') = 'array' THEN tracking_json_object(q.line) "
         "-> 'tags' ELSE '[]'::jsonb END) AS e(value) "
@@ -306,7 +319,8 @@ def _call_tags(engine: Any, start: datetime | None, end: datetime | None) -> Any
         logged += " AND s.start_time < :end"
         bounds.append(sa.bindparam("end", end, type_=UTCDateTime()))
     dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
-    text = sa.text(_TAGS_SQL[dialect].format(logged=logged)).bindparams(*bounds)
+    sql = _TAGS_SQL[dialect].format(logged=logged, sqlite_tag=_SQLITE_TAG, pg_tag=_PG_TAG)
+    text = sa.text(sql).bindparams(*bounds)
     return text.columns(sa.column("request_id", sa.String), sa.column("tag", sa.String)).subquery(
         "call_tags"
     )

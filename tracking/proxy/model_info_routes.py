@@ -18,8 +18,9 @@ deployment as the router loaded it, never copied from the config, so no secret c
 ``model``, ``api_base`` as ``scheme://host[:port]`` (no user, path or query, where a credential
 may sit), ``api_version``, a Vertex AI deployment's project and location, and the limits and
 timeouts it has (``rpm``, ``tpm``, ``weight``, ``order``, ``timeout``, ``stream_timeout``); never
-``api_key`` nor any other credential. ``model_info`` is the config's own (its prices left out),
-then ``id`` (the router's deployment id, what ``x-litellm-model-id`` names), ``db_model: false``,
+``api_key`` nor any other credential. ``model_info`` is the config's own (its prices left out; a
+value read from the environment as its ``os.environ/NAME``, never the value), then ``id`` (the
+router's deployment id, what ``x-litellm-model-id`` names), ``db_model: false``,
 ``litellm_provider``, ``mode`` (``image_generation`` when the deployment's provider generates
 images, else ``image_edit``) and the prices its calls are billed from today, found as billing
 finds them (its own prices, its ``base_model``, the price table): token prices in LiteLLM's
@@ -27,11 +28,12 @@ names, USD per token (``input_cost_per_token``, ``input_cost_per_image_token``,
 ``output_cost_per_image_token``, ``output_cost_per_token``, ``cache_read_input_token_cost``,
 ``cache_read_input_image_token_cost``), per-image prices as ``output_cost_per_image`` (one price
 for every size and quality) and ``output_cost_per_image_by_size`` (``"1024x1024"`` or
-``"1024x1024/high"``, as a deployment's ``model_info`` gives them). Where LiteLLM writes a float,
-every price here is the exact decimal text (``"0.000005"``), as every amount the proxy answers
-(money is never a float here); a price the entry does not give is absent, never a guessed 0. Beside
-them, ours: ``priced`` (whether its calls are priced today, as ``/health`` says) and ``price_ref``
-(the entry that prices them, as the ledger's rows name it).
+``"1024x1024/high"``, as a deployment's ``model_info`` gives them), and a FLUX.2 model's as our
+``per_megapixel`` (``first_output``, ``output``, ``input``: LiteLLM has no name for them).
+Where LiteLLM writes a float, every price here is the exact decimal text (``"0.000005"``), as
+every amount the proxy answers (money is never a float here); a price the entry does not give is
+absent, never a guessed 0. Beside them, ours: ``priced`` (whether its calls are priced today, as
+``/health`` says) and ``price_ref`` (the entry that prices them, as the ledger's rows name it).
 
 ``/model_group/info`` answers ``{"data": [...]}``, one entry per model name: ``model_group``,
 ``providers`` (its deployments' providers), ``mode`` (``image_generation`` when one of its
@@ -54,7 +56,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..config import LITELLM_PRICE_KEYS
+from ..config import LITELLM_PRICE_KEYS, EnvironmentText
 from ..pricing.model_info import PER_IMAGE_KEYS
 from ..pricing.table import ANY
 from ..request import split_provider
@@ -83,7 +85,14 @@ TOKEN_PRICE_NAMES = {
 }
 #: A deployment's ``model_info`` keys that price it: replaced by the prices it is billed at.
 _PRICE_KEYS = frozenset(
-    {*LITELLM_PRICE_KEYS, *PER_IMAGE_KEYS, "tokens_per_million", "per_image", "discount"}
+    {
+        *LITELLM_PRICE_KEYS,
+        *PER_IMAGE_KEYS,
+        "tokens_per_million",
+        "per_image",
+        "per_megapixel",
+        "discount",
+    }
 )
 #: The group's prices: the deployments' flat ones (a per-size table has no one dearest).
 _GROUP_PRICES = (*TOKEN_PRICE_NAMES.values(), "output_cost_per_image")
@@ -91,7 +100,10 @@ _GROUP_PRICES = (*TOKEN_PRICE_NAMES.values(), "output_cost_per_image")
 
 def _json_safe(value: Any) -> Any:
     """A config value as JSON (a date as ISO text, a non-finite number or other object as
-    text), never a failed answer."""
+    text), never a failed answer; a value read from the environment as its ``os.environ/NAME``
+    reference, never the value (until 2026-12-07 ``model_info`` showed it: a secret, often)."""
+    if isinstance(value, EnvironmentText):
+        return f"os.environ/{value.name}"
     if value is None or isinstance(value, str | bool | int):
         return value
     if isinstance(value, float):
@@ -128,6 +140,8 @@ def _prices(entry: PriceEntry | None) -> dict[str, Decimal | dict[str, Decimal]]
                 by_size[size if quality == ANY else f"{size}/{quality}"] = price
     if by_size:
         found["output_cost_per_image_by_size"] = by_size
+    if entry.per_megapixel:  # FLUX.2's: LiteLLM has no name for them, so ours
+        found["per_megapixel"] = dict(entry.per_megapixel)
     return found
 
 

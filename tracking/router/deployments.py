@@ -268,7 +268,8 @@ def _deployment(entry: Any, where: str) -> Deployment:
     project, location = _check_reachable(model, params, where)
     _check_prices(info, where)
     return Deployment(
-        id=deployment_id or _digest(model_name, params),
+        # plain text (an id or base model read from os.environ/ comes as the config's marked text)
+        id=str(deployment_id) if deployment_id else _digest(model_name, params),
         model_name=model_name,
         model=model,
         api_key=params.get("api_key"),
@@ -283,7 +284,7 @@ def _deployment(entry: Any, where: str) -> Deployment:
         timeout=_timeout(params.get("timeout"), where),
         stream_timeout=_timeout(params.get("stream_timeout"), where, "stream_timeout"),
         order=_positive_int(params.get("order"), f"{where}: litellm_params.order"),
-        base_model=base_model,
+        base_model=None if base_model is None else str(base_model),
         model_info=dict(info),
     )
 
