@@ -231,3 +231,28 @@ def test_the_routes_are_in_the_openapi_document(app):
     for path in [*PATHS, "/model_group/info", "/spend/tags", "/global/spend/tags"]:
         assert "get" in document["paths"][path], path
         assert document["paths"][path]["get"]["summary"] != path  # described, not a bare path
+
+
+def test_one_price_for_any_size_of_the_only_quality_is_output_cost_per_image(tmp_path):
+    # xAI's packaged entry is {"standard": {"any": "0.02"}}: it was shown as
+    # output_cost_per_image_by_size {"any/standard": "0.02"}, our wildcard in LiteLLM's field.
+    config = {
+        "model_list": [
+            {
+                "model_name": "grok",
+                "litellm_params": {
+                    "model": "xai/grok-imagine-image",
+                    "api_key": SECRET,
+                    "api_base": "http://127.0.0.1:9/v1",
+                },
+            }
+        ],
+        "general_settings": {
+            "master_key": MASTER_KEY,
+            "database_url": f"sqlite:///{tmp_path / 'ledger.db'}",
+        },
+    }
+    with in_process_proxy(config) as app:
+        (entry,) = _get(app, "/model/info").json()["data"]
+    assert entry["model_info"]["output_cost_per_image"] == "0.02"
+    assert "output_cost_per_image_by_size" not in entry["model_info"]

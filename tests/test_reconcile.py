@@ -734,6 +734,10 @@ def test_the_admin_apis_host_is_matched_by_name_on_any_port():
     from tracking.reconcile import billed_hosts
 
     assert billed_hosts("https://api.openai.com/v1") == {"api.openai.com"}
+    assert billed_hosts("https://api.openai.com./v1", ["gw.example."]) == {
+        "api.openai.com",
+        "gw.example",
+    }
     assert billed_hosts("https://API.openai.com:443/v1", ["gw.example:8443 ", " "]) == {
         "api.openai.com",
         "gw.example",

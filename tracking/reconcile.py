@@ -565,7 +565,7 @@ def _host_name(text: str) -> str:
     host = text.strip().split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1].lower()
     if host.startswith("["):  # an IPv6 address: [::1]:8080
         return host.partition("]")[0] + "]"
-    return host.partition(":")[0]
+    return host.partition(":")[0].rstrip(".")  # api.openai.com. is api.openai.com
 
 
 def other_hosts(

@@ -134,7 +134,9 @@ def _prices(entry: PriceEntry | None) -> dict[str, Decimal | dict[str, Decimal]]
     by_size: dict[str, Decimal] = {}
     for quality, sizes in entry.per_image.items():
         for size, price in sizes.items():
-            if quality == ANY and size == ANY:
+            # one price for any size, under the table's only quality (xAI's {"standard":
+            # {"any": ...}}, a model with no quality to choose): one price per image
+            if size == ANY and (quality == ANY or len(entry.per_image) == 1 == len(sizes)):
                 found["output_cost_per_image"] = price
             else:
                 by_size[size if quality == ANY else f"{size}/{quality}"] = price
