@@ -331,25 +331,18 @@ class CallRoute:
     def _pick(self, group: str) -> Steps[tuple[Deployment, Place] | None]:
         """A free deployment of ``group`` and the place its begin took there."""
         router = self.router
-        if not (self.misconfigured or self.unserved or self.invalid):  # a call's first pick
-            candidates = list(router.groups[group])
-        else:
-            candidates = [
-                d
-                for d in router.groups[group]
-                if d.id not in self.misconfigured
-                and d.id not in self.unserved
-                and d.id not in self.invalid
-            ]
+        candidates = [
+            d
+            for d in router.groups[group]
+            if d.id not in self.misconfigured
+            and d.id not in self.unserved
+            and d.id not in self.invalid
+        ]
         # a deployment that cannot do the call's operation is left to the end: picked, it
         # takes a turn (and a Redis exchange) for a request never sent
         capable = [d for d in candidates if d.serves(self.operation)]
         candidates = capable or candidates
-        invalid = (
-            [self.invalid[d.id] for d in router.groups[group] if d.id in self.invalid]
-            if self.invalid
-            else []
-        )
+        invalid = [self.invalid[d.id] for d in router.groups[group] if d.id in self.invalid]
         if not candidates and invalid:  # the request fits none of those left
             if self.group_index == 0:
                 failure = invalid[0]
@@ -358,11 +351,7 @@ class CallRoute:
             self.skipped.append((group, str(invalid[0])))
             log.warning("router: fallback %r skipped: %s", group, invalid[0])
             return None
-        unserved = (
-            [self.unserved[d.id] for d in router.groups[group] if d.id in self.unserved]
-            if self.unserved
-            else []
-        )
+        unserved = [self.unserved[d.id] for d in router.groups[group] if d.id in self.unserved]
         if not candidates and unserved and len(unserved) == len(router.groups[group]):
             if self.group_index > 0:  # a fallback none of whose providers can do the call
                 self.skipped.append((group, str(unserved[0])))

@@ -229,35 +229,18 @@ class MemoryState:
     def snapshot(self, ids: Sequence[str]) -> Snapshot:
         now = self.monotonic()
         minute = _minute(self.clock)
-        cooling: dict[str, float] = {}
-        in_flight: dict[str, int] = {}
-        rpm: dict[str, int] = {}
-        tpm: dict[str, int] = {}
-        latency_ms: dict[str, tuple[float, ...]] = {}
-        failures: dict[str, int] = {}
-        # One pass over the ids, not a comprehension per mapping (seven function calls: a
-        # sixth of this snapshot's cost, on every routed call).
         with self._lock:
-            for i in ids:
-                until = self._cooling.get(i, 0)
-                if until > now:
-                    cooling[i] = until - now
-                in_flight[i] = self._in_flight.get(i, 0)
-                usage = self._usage.get(i)
-                if usage and usage[0] == minute:
-                    rpm[i], tpm[i] = usage[1], usage[2]
-                else:
-                    rpm[i] = tpm[i] = 0
-                latency_ms[i] = tuple(reversed(self._latency.get(i, ())))
-                failed = self._failures.get(i)
-                if failed and failed[0] and failed[1] > now:
-                    failures[i] = failed[0]
+            cooling = {i: self._cooling[i] - now for i in ids if self._cooling.get(i, 0) > now}
+            usage = {i: u for i in ids if (u := self._usage.get(i)) and u[0] == minute}
+            failures = {
+                i: f[0] for i in ids if (f := self._failures.get(i)) and f[0] and f[1] > now
+            }
             return Snapshot(
                 cooling=cooling,
-                in_flight=in_flight,
-                rpm=rpm,
-                tpm=tpm,
-                latency_ms=latency_ms,
+                in_flight={i: self._in_flight.get(i, 0) for i in ids},
+                rpm={i: usage[i][1] if i in usage else 0 for i in ids},
+                tpm={i: usage[i][2] if i in usage else 0 for i in ids},
+                latency_ms={i: tuple(reversed(self._latency.get(i, ()))) for i in ids},
                 window_left=_window_left(self.clock),
                 failures=failures,
             )
