@@ -206,6 +206,9 @@ def tracking_config(
                 "general_settings": {
                     "master_key": MASTER_KEY,
                     "database_url": database_url or f"sqlite:///{folder / 'ledger.db'}",
+                    # beside the ledger by default; with another database it would be
+                    # ./tracking-images in the working directory (the repository)
+                    "image_store": {"path": str(folder / "images")},
                 },
                 "router_settings": router_settings or {},
             }
