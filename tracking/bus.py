@@ -65,6 +65,7 @@ from .errors import ConfigurationError
 from .integration import Integration
 from .process_exit import Terminated, exit_on_sigterm, on_exit
 from .user_callbacks import (
+    LOGGER_METHODS,
     CustomLogger,
     Receiver,
     callback_kwargs,
@@ -372,19 +373,10 @@ def _validate(entry: Any) -> Integration | None:
     raise ConfigurationError(f"not a callback: {_given(entry)}; {ACCEPTED}{_logger_hint(entry)}")
 
 
-#: The methods of LiteLLM's ``CustomLogger`` that a logger here runs.
-_LOGGER_METHODS = (
-    "log_success_event",
-    "log_failure_event",
-    "async_log_success_event",
-    "async_log_failure_event",
-)
-
-
 def _logger_hint(entry: Any) -> str:
     """For an object with a logger's methods that is no :class:`CustomLogger` (a class written
     for LiteLLM's ``litellm.integrations.custom_logger.CustomLogger``): what to change."""
-    if not any(callable(getattr(entry, name, None)) for name in _LOGGER_METHODS):
+    if not any(callable(getattr(entry, name, None)) for name in LOGGER_METHODS):
         return ""
     return (
         f"; {type(entry).__qualname__} has a logger's methods (LiteLLM's CustomLogger's): "

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LITELLM_ONLY_HOOKS",
+    "LOGGER_METHODS",
     "CustomLogger",
     "Receiver",
     "callback_kwargs",
@@ -97,6 +98,13 @@ def _is_async(fn: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+#: The methods of LiteLLM's ``CustomLogger`` that a logger here runs (:func:`receivers_for`).
+LOGGER_METHODS = (
+    "log_success_event",
+    "log_failure_event",
+    "async_log_success_event",
+    "async_log_failure_event",
+)
 #: LiteLLM's other ``CustomLogger`` hooks (its ``litellm/integrations/custom_logger.py``: calls
 #: before and after the API request, stream chunks, the proxy's call hooks), never called here.
 LITELLM_ONLY_HOOKS = (

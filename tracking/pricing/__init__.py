@@ -935,7 +935,7 @@ def _megapixel_cost(
     from .estimate import _pixels, input_pixels
     from .megapixels import megapixel_cost
 
-    made = _pixels(response.size or _explicit(request.size))
+    made = _pixels(response.size or request.size)  # "auto" has no pixels: None
     inputs = input_pixels(request)
     if images <= 0 or made is None or None in inputs:
         return None

@@ -207,7 +207,7 @@ def entry_estimate(
     input's pixels, None when unknown) or, not given, ``input_images`` of unknown size."""
     if entry.per_megapixel:
         sizes = [None] * input_images if input_pixels is None else list(input_pixels)
-        return megapixel_estimate(entry.per_megapixel, n, _pixels(_explicit(size)), sizes)
+        return megapixel_estimate(entry.per_megapixel, n, _pixels(size), sizes)  # auto: None
     each = _listed_price(entry, quality, size)
     if each is None:
         each = _token_price(entry, quality, size)
@@ -218,10 +218,6 @@ def entry_estimate(
     if each is None:
         return None
     return each * n + input_estimate(entry, prompt_chars, input_images)
-
-
-def _explicit(size: str | None) -> str | None:
-    return None if size in (None, "auto") else size
 
 
 def input_pixels(request: ImageEditRequest) -> list[int | None]:

@@ -10,8 +10,10 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..decimals import strict_decimal
 from ..errors import ConfigurationError, UnsupportedParamsError, ValidationError
 from ..families import pixel_size
 from ..frozen import fast_init
@@ -33,6 +35,7 @@ __all__ = [
     "api_base_for",
     "api_key_for",
     "error_object",
+    "extra_number",
     "openai_error",
     "text_field",
 ]
@@ -188,6 +191,29 @@ def request_headers(own: Mapping[str, str], extra: Mapping[str, str]) -> dict[st
     headers = {name: value for name, value in own.items() if name.lower() not in given}
     headers.update(extra)
     return headers
+
+
+def extra_number(value: object, whole: bool = False) -> Decimal | None:
+    """An ``extra_body`` member as a finite number (an integer when ``whole``): an int or float,
+    or its decimal text (a form field through the proxy is text, ``"20"``, which the providers'
+    schemas read as the number); None for anything else (a bool, NaN, infinity, ``" 20"``,
+    which Decimal would take and a provider may not)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if value != value.strip():
+            return None
+        try:
+            number = strict_decimal(value)
+        except ArithmeticError:
+            return None
+    elif isinstance(value, int | float):
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    else:
+        return None
+    if not number.is_finite() or (whole and number != number.to_integral_value()):
+        return None
+    return number
 
 
 def sides_of(size: str, provider: str) -> tuple[int, int]:

@@ -68,7 +68,6 @@ from math import gcd
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..decimals import strict_decimal
 from ..errors import APIResponseError, ContentPolicyError, ValidationError
 from ..images import is_image, read_image
 from ..response import ImageResponse, reported_charge, upstream_json
@@ -80,6 +79,7 @@ from .base import (
     api_base_for,
     api_key_for,
     error_object,
+    extra_number,
     refuse_several_images,
     refuse_unsupported,
     request_headers,
@@ -297,7 +297,7 @@ def _check_flux2_extras(model: str, extra: Mapping[str, Any]) -> None:
         if name not in extra:
             continue
         value = extra[name]
-        number = _number(value, whole)
+        number = extra_number(value, whole)
         if (
             number is None
             or (low is not None and number < low)
@@ -310,28 +310,6 @@ def _check_flux2_extras(model: str, extra: Mapping[str, Any]) -> None:
                 param="extra_body",
                 rule="range",
             )
-
-
-def _number(value: object, whole: bool) -> Decimal | None:
-    """``value`` as a finite number (an integer when ``whole``): an int or float, or its decimal
-    text (an extra form field through the proxy is text, ``"20"``, which BFL's schema reads as
-    the number); None for anything else (a bool, NaN, ``" 20"``)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        if value != value.strip():
-            return None
-        try:
-            number = strict_decimal(value)
-        except ArithmeticError:
-            return None
-    elif isinstance(value, int | float):
-        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
-    else:
-        return None
-    if not number.is_finite() or (whole and number != number.to_integral_value()):
-        return None
-    return number
 
 
 def _flux2_size(size: str | None) -> dict[str, int]:

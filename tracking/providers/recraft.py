@@ -19,7 +19,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from ..decimals import strict_decimal
 from ..errors import APIResponseError, ValidationError
 from ..images import encodes_image_or_svg
 from ..request import form_items
@@ -31,6 +30,7 @@ from .base import (
     UpstreamError,
     api_base_for,
     api_key_for,
+    extra_number,
     openai_error,
     refuse_unsupported,
     text_field,
@@ -145,17 +145,8 @@ def _is_strength(value: object) -> bool:
     """A number from 0 to 1: an int or float, or its decimal text (a form field through the
     proxy is text, ``"0.3"``, as the official clients send ``extra_body``); not a bool, NaN or
     infinity."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, str):
-        if value != value.strip():  # Decimal would take " 0.3", Recraft may not
-            return False
-        try:
-            number = strict_decimal(value)
-        except ArithmeticError:
-            return False
-        return number.is_finite() and 0 <= number <= 1
-    return isinstance(value, int | float) and 0 <= value <= 1  # also False for NaN
+    number = extra_number(value)
+    return number is not None and 0 <= number <= 1
 
 
 def _credits_of(body: bytes) -> object:
