@@ -231,3 +231,30 @@ def test_the_proxy_budget_is_enforced_to_the_amount_written_on_postgresql(
     if status == 429:
         message = answer.json()["error"]["message"]
         assert "$0.0400 does not fit in the $0.03999999 left (of $999999999.99999999)" in message
+
+
+def test_the_sdk_router_reads_a_config_file_to_the_amount_written(
+    tmp_path: Path, fake: Any
+) -> None:
+    """``Router.from_config`` takes the path of a ``config.yaml`` and reads it as ``tracking
+    serve`` does: a price of 20 significant digits is the amount written, where the mapping
+    of ``yaml.safe_load`` would hold the nearest binary float."""
+    per_image = "0.012345678901234567891"
+    path = _written(
+        tmp_path / "config.yaml",
+        _deployment(info=f"output_cost_per_image: {per_image}", api_base=fake.url),
+    )
+    router = tracking.Router.from_config(path)
+    recorder = EventRecorder()
+    tracking.success_callback = [recorder]
+    try:
+        router.image_edit(model="acme", prompt="a hat", image=make_png(16, 16))
+    finally:
+        tracking.success_callback = []
+    (event,) = recorder.events
+    assert (event.cost_usd, event.cost_source) == (Decimal(per_image), "custom")
+    # a str path is read too, and a fault in the file names the file
+    assert tracking.Router.from_config(str(path)).groups["acme"]
+    broken = _written(tmp_path / "broken.yaml", "model_list: [\n")
+    with pytest.raises(ConfigurationError, match=r"broken\.yaml"):
+        tracking.Router.from_config(broken)

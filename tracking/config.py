@@ -1048,6 +1048,14 @@ def load_config(
     of ordinary size are fine; an alias bomb is refused after composing at most that many nodes,
     before any of it is built.
     """
+    source = Path(path)
+    return parse_config(read_yaml(source), source=source.resolve(), environ=environ)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """A YAML file's data as :func:`load_config` reads it: bounded, safe, and every float kept
+    with its written text (a :class:`~tracking.decimals.WrittenFloat`), so that a price or a
+    budget is the exact amount written; every fault is a ``ConfigurationError``."""
     import yaml
 
     source = Path(path)
@@ -1072,7 +1080,7 @@ def load_config(
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigurationError(f"{os.fspath(source)}: {problem}{where}") from None
-    return parse_config(data, source=source.resolve(), environ=environ)
+    return data
 
 
 def _where(source: Path | None) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, Protocol, cast
 
@@ -302,12 +303,23 @@ class Router:
             register_model_list_prices(prices)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Router:
+    def from_config(
+        cls, config: Mapping[str, Any] | str | os.PathLike[str], **overrides: Any
+    ) -> Router:
         """A router from a LiteLLM-style proxy config: ``model_list``, ``router_settings``
         (and ``fallbacks`` / ``num_retries`` under ``litellm_settings``, where LiteLLM also
         reads them). ``redis_host`` / ``redis_port`` / ``redis_password`` become a URL;
         ``router_settings.timeout`` is the timeout of every deployment that sets none in its
-        ``litellm_params``."""
+        ``litellm_params``.
+
+        ``config`` is the parsed mapping or the path of a ``config.yaml``. A path is read as
+        ``tracking serve`` reads it (:func:`tracking.config.read_yaml`: bounded, and every price
+        the exact decimal written); a mapping from ``yaml.safe_load`` holds binary floats, and a
+        price written with more than 15 significant digits is then the float's amount."""
+        if isinstance(config, (str, os.PathLike)):
+            from ..config import read_yaml
+
+            config = read_yaml(config)
         if not isinstance(config, Mapping):
             raise ConfigurationError("config: expected a mapping")
         settings: dict[str, Any] = {}
