@@ -317,14 +317,21 @@ def managed_proxy(
 
 
 @contextlib.contextmanager
-def managed_client(folder: Path, **general_settings: Any) -> Iterator[httpx.Client]:
-    """An HTTP client holding ``MASTER_KEY``, on a started :func:`managed_proxy`."""
+def master_client(proxy: ProxyProcess) -> Iterator[httpx.Client]:
+    """``proxy`` started, and an HTTP client on it holding ``MASTER_KEY``."""
     with (
-        managed_proxy(folder, **general_settings) as proxy,
+        proxy,
         httpx.Client(
             base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=60
         ) as client,
     ):
+        yield client
+
+
+@contextlib.contextmanager
+def managed_client(folder: Path, **general_settings: Any) -> Iterator[httpx.Client]:
+    """An HTTP client holding ``MASTER_KEY``, on a started :func:`managed_proxy`."""
+    with master_client(managed_proxy(folder, **general_settings)) as client:
         yield client
 
 

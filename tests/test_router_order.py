@@ -103,6 +103,7 @@ def test_litellm_params_the_router_does_not_use_are_named_at_start():
         }
     )
     warned = "\n".join(config.warnings)
-    assert "model_list[0].litellm_params.max_retries: accepted for LiteLLM compatibility" in warned
     assert "model_list[0].litellm_params.organization: accepted" in warned
-    assert "order" not in warned and "stream_timeout" not in warned  # both are used
+    # all three are used (max_retries since 2026-12-07: tests/test_deployment_max_retries.py)
+    assert "order" not in warned and "stream_timeout" not in warned
+    assert "max_retries" not in warned

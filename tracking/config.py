@@ -382,6 +382,74 @@ _DEPLOYMENT: dict[str, Check] = {
     "rpm": _is_int(1),
     "tpm": _is_int(1),
 }
+
+
+def _is_key_duration(value: Any) -> str | None:
+    """A key's lifetime as ``/key/generate``'s ``duration`` takes it (``30d``, ``12h``...)."""
+    from .proxy.errors import ProxyError
+    from .proxy.keys import parse_duration
+
+    if not isinstance(value, str):
+        return "expected a duration such as 30s, 15m, 12h or 30d"
+    try:
+        parse_duration(value)
+    except ProxyError as error:
+        return error.message.removeprefix("duration: ")
+    return None
+
+
+def _is_rpm_limit(value: Any) -> str | None:
+    from .proxy.limits import MAX_RPM_LIMIT
+
+    return _is_int(1, MAX_RPM_LIMIT)(value)
+
+
+#: ``litellm_settings.default_key_generate_params``: LiteLLM's defaults for ``/key/generate``
+#: (copied onto a key when it is made; a field the request gives wins), for the fields this
+#: proxy's keys have. Any other LiteLLM field is an error at start naming it, never ignored:
+#: whoever wrote a default budget period or token limit believes new keys are capped by it.
+_KEY_DEFAULTS: dict[str, Check] = {
+    "max_budget": _is_budget,
+    "models": _is_str_list,
+    "duration": _is_key_duration,
+    "rpm_limit": _is_rpm_limit,
+    "team_id": _is_str,
+}
+_KEY_DEFAULTS_REFUSED = {
+    "budget_duration": "this proxy's keys have no budget period: a key's max_budget counts "
+    "over its whole life (use the whole proxy's budget_duration, or end users' budget_period)",
+    "tpm_limit": "this proxy's keys have no token limit (rpm_limit is one)",
+    "max_parallel_requests": "set general_settings.max_parallel_requests_per_key instead",
+}
+
+
+def key_defaults_faults(value: Mapping[str, Any], served: Mapping[str, Any]) -> list[str]:
+    """What is wrong with ``default_key_generate_params`` (``served``: the model names)."""
+    where = "litellm_settings.default_key_generate_params"
+    faults: list[str] = []
+    for key, item in value.items():
+        check = _KEY_DEFAULTS.get(key) if isinstance(key, str) else None
+        if check is None:
+            why = _KEY_DEFAULTS_REFUSED.get(key) if isinstance(key, str) else None
+            faults.append(
+                f"{where}.{key}: "
+                + (why or "not a field of this proxy's keys")
+                + f" (the defaults it takes: {', '.join(_KEY_DEFAULTS)})"
+            )
+            continue
+        fault = None if item is None else check(item)
+        if fault:
+            faults.append(f"{where}.{key}: {fault}")
+    models = value.get("models")
+    if isinstance(models, list):
+        unknown = [m for m in models if isinstance(m, str) and m not in served]
+        if unknown:
+            faults.append(
+                f"{where}.models: this proxy serves no model {', '.join(map(repr, unknown))}"
+            )
+    return faults
+
+
 _LITELLM_SETTINGS: dict[str, Check] = {
     "success_callback": _is_str_list,
     "failure_callback": _is_str_list,
@@ -397,6 +465,7 @@ _LITELLM_SETTINGS: dict[str, Check] = {
     "budget_duration": _is_budget_duration,
     "cache": _is_bool,
     "cache_params": _is_cache_params,
+    "default_key_generate_params": _is_mapping,
 }
 _ROUTER_SETTINGS: dict[str, Check] = {
     "routing_strategy": _is_strategy,
@@ -418,8 +487,6 @@ _ROUTER_SETTINGS: dict[str, Check] = {
 #: router_settings keys a LiteLLM config may hold that are checked but have no effect here.
 #: litellm_params LiteLLM knows that the router does not use, and why (a warning at start).
 _LITELLM_PARAMS_NOT_USED = {
-    "max_retries": "the router makes every retry itself (router_settings.num_retries, or the "
-    "call's max_retries), never multiplied by a client's",
     "organization": "no OpenAI-Organization header is sent; use a key of that organization",
     "vertex_credentials": "no access token is made from a service account's key; give the "
     "deployment an access token as api_key (os.environ/NAME), or set VERTEX_ACCESS_TOKEN",
@@ -435,6 +502,20 @@ _ACCESS = (
     "an access control this proxy does not enforce; put the proxy behind a gateway or network "
     "policy that does, and remove the key"
 )
+#: Why LiteLLM's ``input_cost_per_image`` is refused rather than priced: LiteLLM's cost map
+#: uses the name for two prices (read 2026-12-07): per input image of a vision chat model
+#: (Gemini's), and the *output* image's price of some image-generation entries
+#: (``low/1024-x-1024/gpt-image-1``; :mod:`tracking.pricing.litellm_import`). Priced either way,
+#: a config meaning the other would bill every call wrong without a word.
+INPUT_PER_IMAGE = (
+    "not priced by this proxy, and refused rather than ignored: LiteLLM uses the name both "
+    "for a price per input image and for the output image's price. Write the price it is: "
+    "output_cost_per_image (or output_cost_per_image_by_size) per output image, "
+    "input_cost_per_image_token for input images priced by their tokens, or per_megapixel "
+    "(its input) for a model billed per input megapixel"
+)
+
+
 #: LiteLLM spending caps and access controls this proxy does not enforce: an error, never an
 #: ignored key (whoever wrote one believes spend, or access, is limited).
 _CAPS_NOT_ENFORCED = {
@@ -447,6 +528,7 @@ _CAPS_NOT_ENFORCED = {
     "router_settings.provider_budget_config": _PER_SCOPE,
     "model_list.litellm_params.max_budget": _PER_SCOPE,
     "model_list.litellm_params.budget_duration": _PER_SCOPE,
+    "model_list.litellm_params.input_cost_per_image": INPUT_PER_IMAGE,
 }
 #: litellm_settings keys checked and without effect (logging is ``tracking serve --log-level``'s).
 _LITELLM_SETTINGS_NOT_USED = frozenset({"set_verbose", "json_logs"})
@@ -519,6 +601,10 @@ class LitellmSettings:
     max_budget: Decimal | None = None
     #: Its period (``budget_duration``: ``daily``, ``monthly`` or ``total``).
     budget_period: str = "total"
+    #: LiteLLM's ``default_key_generate_params``: what ``/key/generate`` gives a key whose
+    #: request leaves that field out (``max_budget`` a Decimal, as written; ``models``,
+    #: ``duration``, ``rpm_limit``, ``team_id`` as written).
+    key_defaults: Mapping[str, Any] = field(default_factory=dict)
     #: The Redis LiteLLM's response cache would use (``cache: true`` with ``cache_params``'
     #: ``redis_startup_nodes`` or ``host``, or the ``REDIS_CLUSTER_NODES`` environment
     #: variable), as a URL: the proxy's shared counters use it when ``router_settings`` names
@@ -755,6 +841,9 @@ def parse_config(
         if not isinstance(params, Mapping):
             continue
         checked = faults.check_section(params, _LITELLM_PARAMS, f"{path}.litellm_params")
+        info = entry.get("model_info")
+        if isinstance(info, Mapping) and info.get("input_cost_per_image") is not None:
+            faults.errors.append(f"{path}.model_info.input_cost_per_image: {INPUT_PER_IMAGE}")
         for key in sorted(_LITELLM_PARAMS_NOT_USED.keys() & checked.keys()):
             faults.warnings.append(
                 f"{path}.litellm_params.{key}: accepted for LiteLLM compatibility, not used: "
@@ -777,6 +866,8 @@ def parse_config(
     litellm = faults.check_section(
         top.get("litellm_settings", {}), _LITELLM_SETTINGS, "litellm_settings"
     )
+    key_defaults = litellm.get("default_key_generate_params", {})
+    faults.errors.extend(key_defaults_faults(key_defaults, {d.model_name: d for d in deployments}))
     if "budget_duration" in litellm and "max_budget" not in litellm:
         faults.warnings.append("litellm_settings.budget_duration: no effect without max_budget")
     router = faults.check_section(
@@ -835,6 +926,11 @@ def parse_config(
             end_user_metric=litellm.get("enable_end_user_cost_tracking_prometheus_only", False),
             max_budget=_budget(litellm.get("max_budget")),
             budget_period=BUDGET_DURATIONS[litellm.get("budget_duration", "total")],
+            key_defaults={
+                key: _budget(value) if key == "max_budget" else value
+                for key, value in key_defaults.items()
+                if value is not None
+            },
             redis_url=cache_redis,
         ),
         router_settings=router,

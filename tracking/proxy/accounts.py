@@ -99,6 +99,8 @@ class Accounts:
         #: how long a management request's JSON body may take to arrive (a 408 past it)
         self.body_timeout = settings.request_read_timeout
         self.model_names = frozenset(config.model_names())
+        #: LiteLLM's default_key_generate_params: what /key/generate gives a key that names none
+        self.key_defaults = config.litellm_settings.key_defaults
         self.store = AccountStore(
             settings.database_url, auto_migrate=True if settings.auto_migrate else None
         )

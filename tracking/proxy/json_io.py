@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
@@ -274,12 +274,24 @@ def optional_date(query: Mapping[str, str], name: str) -> datetime | None:
         raise _bad(name, DATE_RANGE) from None
 
 
-def date_window(query: Mapping[str, str]) -> tuple[datetime | None, datetime | None]:
+def date_window(
+    query: Mapping[str, str], *, whole_end_day: bool = False
+) -> tuple[datetime | None, datetime | None]:
     """``start_date`` and ``end_date`` (:func:`optional_date`); a start after the end is a 400
-    naming ``start_date``, not an empty answer that reads as "nothing was spent"."""
+    naming ``start_date``, not an empty answer that reads as "nothing was spent". With
+    ``whole_end_day``, an ``end_date`` given as a date (``YYYY-MM-DD``) covers that whole day
+    (the window ends at the next midnight, UTC), as LiteLLM's routes that sum spend per day
+    read it; a datetime is the window's end as given, on every route."""
     start, end = optional_date(query, "start_date"), optional_date(query, "end_date")
+    whole_day = whole_end_day and end is not None and len(query["end_date"]) == 10
     if start is not None and end is not None and start > end:
         raise _bad("start_date", "after end_date; swap them")
+    if whole_day:
+        assert end is not None
+        try:
+            end += timedelta(days=1)
+        except OverflowError:
+            raise _bad("end_date", DATE_RANGE) from None
     return start, end
 
 

@@ -23,6 +23,12 @@ v1.24.6, github.com/BerriAI/litellm/releases/tag/v1.24.6, "View spend per tag"),
 filter (comma-separated; ``all-tags`` is every tag), what LiteLLM's
 ``spend_management_endpoints.py`` (``global_view_spend_tags``, ``ui_get_spend_by_tags``) answers
 its admin UI; LiteLLM requires both dates there, here they are optional as on every spend route.
+LiteLLM's tag routes take ``start_date``, ``end_date`` and (``/global/spend/tags``) ``tags``, no
+paging: ``offset``, ``page``, ``page_size`` and the like are a 400 saying so (``limit``, ours,
+keeps the dearest tags). LiteLLM sums tags per day, both dates' days included
+(``spend_date <= end_date``), so on these two routes an ``end_date`` given as a date covers that
+whole day (``start_date=2026-12-07&end_date=2026-12-07`` is that day's spend; until 2026-12-07
+it was nothing); a datetime is an exact end, left out, as on every route.
 Where LiteLLM returns a float we return the amount as a decimal
 string at the ledger's scale, as every spend figure is (money is never a float here); a figure of
 ours beside LiteLLM's has the name it has in every report: ``/global/spend`` and its per-key, model,
@@ -93,6 +99,16 @@ _DATES = frozenset({"start_date", "end_date"})
 #: ``/global/spend/report``'s: LiteLLM's grouping and filters (its ``internal_user_id`` aside).
 REPORT_PARAMETERS = ("group_by", "api_key", "api_key_hash", "customer_id", "team_id")
 _REPORT_HINTS = {"internal_user_id": f"{INTERNAL_USER_HINT} (customer_id)"}
+#: The tag routes' paging words: LiteLLM's routes take none (their parameters are start_date,
+#: end_date and, on /global/spend/tags, tags) and answer every tag at once; one given here is
+#: a 400 saying what keeps an answer small, never ignored (a second "page" would repeat the
+#: first, read as more spend).
+_TAG_PAGING = (
+    "the tag routes answer every tag at once, dearest first, as LiteLLM's do (no paging); "
+    f"limit keeps the dearest (1 to {MAX_PAGE_SIZE}, default 100), tags (on "
+    "/global/spend/tags) the ones named, and start_date / end_date a window"
+)
+_TAG_HINTS = dict.fromkeys(("offset", "page", "page_size", "size", "skip", "cursor"), _TAG_PAGING)
 
 
 #: ``/key/update`` and ``/key/regenerate``: the key (by secret or hash) and the fields to change.
@@ -338,10 +354,14 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         return handler
 
     def window(
-        scope: Scope, what: str, *more: str, hints: dict[str, str] | None = None
+        scope: Scope,
+        what: str,
+        *more: str,
+        hints: dict[str, str] | None = None,
+        whole_end_day: bool = False,
     ) -> tuple[dict[str, str], datetime | None, datetime | None]:
         query = query_of(scope, _DATES.union(more), what, hints)
-        return (query, *date_window(query))
+        return (query, *date_window(query, whole_end_day=whole_end_day))
 
     async def spend_total(scope: Scope, receive: Receive, send: Send) -> None:
         await master(scope)
@@ -369,7 +389,10 @@ def litellm_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, s
         async def handler(scope: Scope, receive: Receive, send: Send) -> None:
             await master(scope)
             more = ("limit", "tags") if route == "/global/spend/tags" else ("limit",)
-            query, start, end = window(scope, f"GET {route}", *more)
+            # LiteLLM sums tags per day, both dates' days included: so is a date here
+            query, start, end = window(
+                scope, f"GET {route}", *more, hints=_TAG_HINTS, whole_end_day=True
+            )
             limit = query_int(query, "limit", 100, MAX_PAGE_SIZE)
             listing = functools.partial(litellm_store.spend_by_tag, store, start=start, end=end)
             rows = await asyncio.to_thread(listing, limit=limit, tags=_tags(query))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .account_store import EndUserRecord, KeyRecord
@@ -171,6 +172,20 @@ END_USER_FIELDS = frozenset({"user_id", "end_user_id", "max_budget", "budget_per
 KEY_DELETE_FIELDS = frozenset({"keys", "key_hashes"})
 
 
+def _with_key_defaults(document: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``/key/generate`` request with LiteLLM's ``default_key_generate_params`` filled in: a
+    default for each field the request leaves out (absent or null); a request naming a team
+    (``team`` or ``team_id``) or an expiry (``duration`` or ``expires``) keeps its own. A
+    default budget is its exact decimal text, read as a request's is."""
+    given = {name for name, value in document.items() if value is not None}
+    crossed = {"team_id": "team", "duration": "expires"}
+    filled = dict(document)
+    for name, value in defaults.items():
+        if name not in given and crossed.get(name) not in given:
+            filled[name] = f"{value:f}" if isinstance(value, Decimal) else value
+    return filled
+
+
 def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str, str], Handler]:
     store = accounts.store
 
@@ -179,6 +194,7 @@ def management_routes(accounts: Accounts, auth: Authenticator) -> dict[tuple[str
         document = await read_json(receive, accounts.body_timeout)
         # a chosen ``key`` too: every key is generated here (keys.generate_key)
         known_fields(document, KEY_FIELDS, "/key/generate")
+        document = _with_key_defaults(document, accounts.key_defaults)
         one_value(document, "team", "team_id")
         now = datetime.now(UTC)
         key = generate_key()

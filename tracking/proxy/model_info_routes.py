@@ -30,6 +30,16 @@ names, USD per token (``input_cost_per_token``, ``input_cost_per_image_token``,
 for every size and quality) and ``output_cost_per_image_by_size`` (``"1024x1024"`` or
 ``"1024x1024/high"``, as a deployment's ``model_info`` gives them), and a FLUX.2 model's as our
 ``per_megapixel`` (``first_output``, ``output``, ``input``: LiteLLM has no name for them).
+What the deployment does, in the names of LiteLLM's ``ModelInfo`` (``litellm/types/utils.py``;
+its model cost map gives them per model, read 2026-12-07), each true of every deployment here:
+``supported_endpoints`` (``/v1/images/edits``, and ``/v1/images/generations`` when its provider
+generates), ``supported_modalities`` ``["text", "image"]`` (a prompt and images in),
+``supported_output_modalities`` ``["image"]`` and ``supports_vision: true`` (it reads input
+images: LiteLLM's ``supports_vision`` is image input). LiteLLM's other ``supports_*`` flags
+(function calling, tool choice, response schema, system messages, prompt caching, reasoning,
+audio, PDF input, web search) are chat-completion features, true of some providers' models on
+their chat routes and of no route this proxy serves: none is given, never a guessed false. A
+config's own ``model_info`` value of any of these names is shown as written instead.
 Where LiteLLM writes a float, every price here is the exact decimal text (``"0.000005"``), as
 every amount the proxy answers (money is never a float here); a price the entry does not give is
 absent, never a guessed 0. Beside them, ours: ``priced`` (whether its calls are priced today, as
@@ -39,8 +49,12 @@ absent, never a guessed 0. Beside them, ours: ``priced`` (whether its calls are 
 ``providers`` (its deployments' providers), ``mode`` (``image_generation`` when one of its
 deployments generates images), ``tpm`` and ``rpm`` (the sum of its deployments' limits, as LiteLLM
 adds them up; null when none has one), each token price and ``output_cost_per_image`` at the
-dearest of its deployments (what a call may cost), ``max_input_tokens`` / ``max_output_tokens``
-null (no image model's limit is known here), and ``priced`` (every deployment priced).
+dearest of its deployments (what a call may cost), a FLUX.2 group's ``per_megapixel`` as
+``/model/info`` gives it, each of its three prices at the dearest of the deployments priced per
+megapixel (until 2026-12-07 a FLUX.2 group answered no price at all), ``max_input_tokens`` /
+``max_output_tokens`` null (no image model's limit is known here), ``supports_vision``
+(LiteLLM's group flag: each deployment's, as ``/model/info`` gives it) and ``priced`` (every
+deployment priced).
 
 Both take any key, as LiteLLM's do and as ``/v1/models`` does: a virtual key made with ``models``
 sees only those model names' deployments and groups (another model's deployment id is as unknown
@@ -197,10 +211,26 @@ def _params(deployment: Deployment) -> dict[str, Any]:
     return {name: value for name, value in params.items() if value is not None}
 
 
+def _capabilities(deployment: Deployment) -> dict[str, Any]:
+    """What the deployment does, in LiteLLM's ``model_info`` names: the routes it serves here,
+    what it reads (a prompt and images: LiteLLM's ``supports_vision``, image input) and what it
+    answers (images)."""
+    endpoints = ["/v1/images/edits"]
+    if deployment.serves("image_generation"):
+        endpoints.append("/v1/images/generations")
+    return {
+        "supported_endpoints": endpoints,
+        "supported_modalities": ["text", "image"],
+        "supported_output_modalities": ["image"],
+        "supports_vision": True,
+    }
+
+
 def _deployment_info(deployment: Deployment) -> dict[str, Any]:
     entry = deployment.price_entry()
     own = {k: v for k, v in deployment.model_info.items() if k not in _PRICE_KEYS}
     info: dict[str, Any] = {
+        **_capabilities(deployment),  # the config's own model_info says otherwise: it wins
         **_json_safe(own),
         "id": deployment.id,
         "db_model": False,
@@ -224,10 +254,14 @@ def _summed(values: Iterable[int | None]) -> int | None:
 
 def _group_info(name: str, deployments: Sequence[Deployment]) -> dict[str, Any]:
     dearest: dict[str, Decimal] = {}
+    per_megapixel: dict[str, Decimal] = {}
     for deployment in deployments:
         for price_name, price in _prices(deployment.price_entry()).items():
             if price_name in _GROUP_PRICES and isinstance(price, Decimal):
                 dearest[price_name] = max(price, dearest.get(price_name, price))
+            elif price_name == "per_megapixel" and isinstance(price, dict):
+                for kind, each in price.items():  # each kind at its dearest, as the others
+                    per_megapixel[kind] = max(each, per_megapixel.get(kind, each))
     return {
         "model_group": name,
         "providers": sorted({split_provider(d.model)[0] for d in deployments}),
@@ -235,10 +269,18 @@ def _group_info(name: str, deployments: Sequence[Deployment]) -> dict[str, Any]:
         "max_input_tokens": None,
         "max_output_tokens": None,
         **{price_name: _text(price) for price_name, price in dearest.items()},
+        **_written({"per_megapixel": per_megapixel} if per_megapixel else {}),
         "tpm": _summed(d.tpm for d in deployments),
         "rpm": _summed(d.rpm for d in deployments),
+        # LiteLLM's ModelGroupInfo flag: every deployment of the group reads input images
+        "supports_vision": all(_vision(d) for d in deployments),
         "priced": all(d.priced() for d in deployments),
     }
+
+
+def _vision(deployment: Deployment) -> bool:
+    """``supports_vision`` as ``/model/info`` gives it: true unless its config says not."""
+    return deployment.model_info.get("supports_vision", True) is True
 
 
 def model_info_routes(

@@ -3,7 +3,8 @@
 Each entry names a model group (``model_name``, what callers ask for) and how to reach one
 upstream serving it (``litellm_params``: ``model`` with an optional provider prefix,
 ``api_key``, ``api_base``, ``api_version``, ``rpm``, ``tpm``, ``weight``, ``timeout``,
-``stream_timeout``, LiteLLM's ``order``: a priority, 1 first, and a ``vertex_ai/`` deployment's
+``stream_timeout``, LiteLLM's ``order``: a priority, 1 first, ``max_retries``: how often one
+call may go back to it after it failed there, and a ``vertex_ai/`` deployment's
 ``vertex_project`` and ``vertex_location``, or LiteLLM's other names for them,
 ``vertex_ai_project`` and ``vertex_ai_location``: each deployment its own Google Cloud project
 and location, else the environment's), with
@@ -34,7 +35,7 @@ from ..endpoint import (
 )
 from ..errors import ConfigurationError
 from ..providers import check_deployment, get_provider, is_provider, operations_of, provider_names
-from ..request import MAX_TIMEOUT, model_without_name, split_provider
+from ..request import MAX_RETRIES, MAX_TIMEOUT, model_without_name, split_provider
 
 if TYPE_CHECKING:
     from ..pricing import PriceEntry
@@ -80,6 +81,10 @@ class Deployment:
     #: order only once none of those is free (cooling down, at its limit, failed in this
     #: call); deployments without one come after every ordered one
     order: int | None = None
+    #: LiteLLM's per-deployment ``max_retries``: how many times one call may be sent to this
+    #: deployment again after it failed there (0: never; the group's other deployments and its
+    #: fallbacks may still serve the call); None: as many as the call's retries allow
+    max_retries: int | None = None
     base_model: str | None = None  #: the priced model behind an arbitrary deployment name
     model_info: Mapping[str, Any] = field(default_factory=dict)
     #: the name its own prices are registered under, when another deployment of its model
@@ -244,6 +249,10 @@ def _deployment(entry: Any, where: str) -> Deployment:
         key: resolve_env(value, f"{where}.litellm_params.{key}") for key, value in params.items()
     }
     params = _unaliased(params, where)
+    if params.get("input_cost_per_image") is not None:  # LiteLLM reads prices here too
+        from ..config import INPUT_PER_IMAGE
+
+        raise ConfigurationError(f"{where}: litellm_params.input_cost_per_image: {INPUT_PER_IMAGE}")
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigurationError(f"{where}: litellm_params.model is required")
@@ -284,6 +293,7 @@ def _deployment(entry: Any, where: str) -> Deployment:
         timeout=_timeout(params.get("timeout"), where),
         stream_timeout=_timeout(params.get("stream_timeout"), where, "stream_timeout"),
         order=_positive_int(params.get("order"), f"{where}: litellm_params.order"),
+        max_retries=_retry_count(params.get("max_retries"), where),
         base_model=None if base_model is None else str(base_model),
         model_info=dict(info),
     )
@@ -332,8 +342,11 @@ _PRICE_SHAPE = re.compile(r"(?:[0-9]+x[0-9]+|[a-z][a-z0-9_]*)(?:/[a-z][a-z0-9_]*
 
 def _check_prices(info: Mapping[str, Any], where: str) -> None:
     """``model_info``'s prices as a price file's are held: finite, from 0 to ``MAX_PRICE``."""
+    from ..config import INPUT_PER_IMAGE
     from ..pricing.table import check_per_image_key, to_price
 
+    if info.get("input_cost_per_image") is not None:
+        raise ConfigurationError(f"{where}: model_info.input_cost_per_image: {INPUT_PER_IMAGE}")
     price = info.get("output_cost_per_image")
     if price is not None:
         to_price(price, f"{where}: model_info.output_cost_per_image")
@@ -430,6 +443,17 @@ def _positive_int(value: Any, where: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigurationError(f"{where} must be a positive integer, got {value!r}")
+    return value
+
+
+def _retry_count(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
+        raise ConfigurationError(
+            f"{where}: litellm_params.max_retries must be an integer from 0 to {MAX_RETRIES}, "
+            f"got {value!r}"
+        )
     return value
 
 

@@ -3,11 +3,12 @@
 A :class:`CallRoute` implements :class:`~tracking.router.protocol.Route` for a single call.
 The call's model group comes first, then its fallbacks in order. Within a group the call gets
 ``1 + num_retries`` attempts (the router's count governs, the client's own retries
-are not added on top); each retry goes to a deployment that has not failed this call while one
-is available, and only waits (backoff, or the upstream's ``Retry-After``) when it must go back
-to one that has. Deployments with LiteLLM's ``order`` are tried by it: the routing strategy
-chooses among the free deployments of the lowest order (a deployment that failed this call is
-not free while another is).
+are not added on top; a deployment's LiteLLM ``max_retries`` bounds how often the call goes
+back to that deployment after it failed there, 0: never); each retry goes to a deployment that
+has not failed this call while one is available, and only waits (backoff, or the upstream's
+``Retry-After``) when it must go back to one that has. Deployments with LiteLLM's ``order``
+are tried by it: the routing strategy chooses among the free deployments of the lowest order (a
+deployment that failed this call is not free while another is).
 
 What an error means for routing:
 
@@ -129,6 +130,9 @@ class CallRoute:
         self.group_attempts = 0
         self.retries = 0  # attempts that repeated one in their group (not a fallback's first)
         self.failed: dict[str, APIError] = {}  # this group's deployments that failed this call
+        #: how many times each of this group's deployments failed this call: one whose
+        #: ``max_retries`` they exceed is not sent the call again
+        self.failures: dict[str, int] = {}
         self.unavailable: list[str] = []  # why groups had nothing to offer
         #: a deployment was passed over for being busy (cooling down, at its rpm/tpm): the
         #: call may be served later, so that is the error, not the provider's refusal
@@ -316,6 +320,7 @@ class CallRoute:
         self.last_error = failure
         if self.deployment is not None:
             self.failed[self.deployment.id] = failure
+            self.failures[self.deployment.id] = self.failures.get(self.deployment.id, 0) + 1
 
     def _not_sent(self) -> None:
         """The last target was never sent: no attempt, and no retry."""
@@ -327,6 +332,7 @@ class CallRoute:
         self.group_index += 1
         self.group_attempts = 0
         self.failed = {}
+        self.failures = {}
 
     def _pick(self, group: str) -> Steps[tuple[Deployment, Place] | None]:
         """A free deployment of ``group`` and the place its begin took there."""
@@ -338,6 +344,13 @@ class CallRoute:
             and d.id not in self.unserved
             and d.id not in self.invalid
         ]
+        # LiteLLM's per-deployment max_retries: one that failed this call more often than
+        # that is not sent it again (max_retries: 0, once)
+        spent = [d for d in candidates if self._retries_spent(d)]
+        if spent and len(spent) == len(candidates):
+            self.unavailable.append(f"{group!r}: every deployment used its max_retries")
+            return None
+        candidates = [d for d in candidates if d not in spent]
         # a deployment that cannot do the call's operation is left to the end: picked, it
         # takes a turn (and a Redis exchange) for a request never sent
         capable = [d for d in candidates if d.serves(self.operation)]
@@ -406,6 +419,11 @@ class CallRoute:
         self._free_at_the_minutes_end(snapshot.window_left)
         self.unavailable.append(f"{group!r}: every deployment at its rpm limit")
         return None
+
+    def _retries_spent(self, deployment: Deployment) -> bool:
+        """Whether ``deployment`` failed this call more often than its ``max_retries``."""
+        most = deployment.max_retries
+        return most is not None and self.failures.get(deployment.id, 0) > most
 
     def _free_at_the_minutes_end(self, left: float) -> None:
         """A deployment at its rpm/tpm limit is free again when this minute's window ends."""
