@@ -128,6 +128,42 @@ def test_a_header_naming_the_body_s_end_user_is_no_conflict(proxy: ProxyProcess)
     assert len(rows) == 1
 
 
+@pytest.mark.parametrize(
+    ("sent", "user"),
+    [
+        ("josé-8".encode(), "josé-8"),  # UTF-8, as curl -H and most clients send it
+        ("josé-1".encode("latin-1"), "josé-1"),  # ISO-8859-1, one byte (Node's fetch)
+        ("李-8".encode(), "李-8"),
+    ],
+)
+def test_a_non_ascii_end_user_named_by_a_header_is_the_body_s_end_user(
+    proxy: ProxyProcess, upstream: FakeOpenAI, sent: bytes, user: str
+) -> None:
+    """A header's bytes were read as ISO-8859-1 alone, so ``x-litellm-customer-id: josé`` in
+    UTF-8 named the end user ``josÃ©``: billed apart from ``josé`` (the body's ``user``, the
+    ``/customer/*`` routes), out of reach of their budget, and a 400 beside ``user=josé``."""
+    with httpx.Client(timeout=60) as client:
+        made = client.post(
+            f"{proxy.url}/customer/new", headers=AUTH, json={"user_id": user, "max_budget": 0}
+        )
+        assert made.status_code == 200, made.text
+        refused = _edit(client, proxy, {"x-litellm-customer-id": sent})  # type: ignore[dict-item]
+        assert refused.status_code == 429, refused.text  # the budget of the end user named
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+        updated = client.post(
+            f"{proxy.url}/customer/update", headers=AUTH, json={"user_id": user, "max_budget": 5}
+        )
+        assert updated.status_code == 200, updated.text
+        both = _edit(client, proxy, {"x-litellm-end-user-id": sent}, user=user)  # type: ignore[dict-item]
+        assert both.status_code == 200, both.text  # one end user, named twice: no conflict
+        alone = _edit(client, proxy, {"x-litellm-customer-id": sent})  # type: ignore[dict-item]
+        assert alone.status_code == 200, alone.text
+        assert upstream.requests[-1].fields["user"] == user
+        rows = spend_rows(client, proxy.url, user=user)["data"]
+    billed = {both.headers["x-tracking-request-id"], alone.headers["x-tracking-request-id"]}
+    assert billed <= {row["request_id"] for row in rows}
+
+
 def test_a_header_with_a_control_character_is_refused(proxy: ProxyProcess) -> None:
     with httpx.Client(timeout=60) as client:
         response = _edit(client, proxy, {"x-litellm-customer-id": "a\tb"})

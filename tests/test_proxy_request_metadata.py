@@ -132,6 +132,22 @@ def test_litellm_s_tags_header_adds_to_the_recorded_tags(served, fake, body, rec
     assert tags == recorded
 
 
+def test_litellm_s_tags_header_reads_utf_8_tags_as_written(served, fake):
+    """A UTF-8 ``x-litellm-tags`` was read as ISO-8859-1: ``équipe`` was recorded as
+    ``Ã©quipe``, so ``/spend/tags?tags=équipe`` never found the calls it tagged."""
+    proxy, database = served
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers={**bearer(MASTER_KEY), "x-litellm-tags": "équipe,画像".encode()},  # type: ignore[dict-item]
+        data={"model": "gpt-image-2", "prompt": "a hat"},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    tags, _ = _row(database, response.headers["x-tracking-request-id"])
+    assert tags == ["équipe", "画像"]
+
+
 def test_a_generations_metadata_is_recorded(served, fake):
     proxy, database = served
     with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY) as client:

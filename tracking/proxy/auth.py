@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from .errors import ProxyError
 
-__all__ = ["OPEN", "Authenticator", "KeyCheck", "Principal", "bearer_token"]
+__all__ = ["OPEN", "Authenticator", "KeyCheck", "Principal", "bearer_token", "header_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,20 @@ def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
             if name in _CREDENTIAL_HEADERS and seen.setdefault(name, value) != value:
                 headers[_AMBIGUOUS] = name.decode("latin-1")
     return headers
+
+
+def header_text(value: str | None) -> str | None:
+    """A header value :func:`request_headers` holds (ISO-8859-1, as ASGI decodes it) as the text
+    its client meant: UTF-8 when its bytes are UTF-8, as curl and most clients send non-ASCII
+    text, else ISO-8859-1's characters (one byte each, as Node's fetch sends them). So an end
+    user ``josé`` named by a header is the end user ``josé`` of a body's ``user`` and of
+    ``/customer/new``, not ``josÃ©`` (until 2026-12-07 it was: billed and budgeted apart)."""
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8 (or not from request_headers): ISO-8859-1's reading
+        return value
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

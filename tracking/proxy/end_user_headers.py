@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..request import end_user_of
+from .auth import header_text
 from .errors import ProxyError
 from .limits import end_user_id
 
@@ -37,7 +38,9 @@ def take_end_user_headers(
     docstring; ``configured``: the config's own headers, lowercase, read after LiteLLM's); a 400
     when two names differ."""
     named = [
-        (h, u) for h in (*END_USER_HEADERS, *configured) if (u := end_user_id(headers.get(h), h))
+        (h, u)
+        for h in (*END_USER_HEADERS, *configured)
+        if (u := end_user_id(header_text(headers.get(h)), h))  # UTF-8 names as the body's
     ]
     if not named:
         return
