@@ -500,6 +500,10 @@ class ProxyApp:
                 await relay_stream(response, receive, send, self.body_timeout)
             finally:  # however the relay ended (even cancelled as it closed the stream)
                 await _settle_ended(reservation, control)
+                ended = response.event  # its cost, in the access line (its headers had none)
+                if ended is not None:
+                    costs = cost_headers(ended.cost_usd, ended.cost_source)
+                    entry.cost = costs["x-tracking-response-cost"]
             return
         await reservation.settle(response.cost_usd)
         answer_headers = _answer_headers(response, entry)
