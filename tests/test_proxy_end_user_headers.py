@@ -164,6 +164,37 @@ def test_a_non_ascii_end_user_named_by_a_header_is_the_body_s_end_user(
     assert billed <= {row["request_id"] for row in rows}
 
 
+def test_one_end_user_header_sent_twice_naming_two_end_users_is_refused(
+    proxy: ProxyProcess, upstream: FakeOpenAI
+) -> None:
+    """The header's last line won: a front proxy adding ``x-litellm-customer-id: mallory``
+    after the client's ``alice`` billed mallory (or the client's line, added after the
+    front proxy's, picked whom to bill) without a word. Two names are refused, as two headers
+    that differ are; the same name twice is one end user."""
+    hits = upstream.hits
+    twice = [("x-litellm-customer-id", "hdr-alice"), ("x-litellm-customer-id", "hdr-mallory")]
+    with httpx.Client(timeout=60) as client:
+        refused = client.post(
+            f"{proxy.url}/v1/images/edits",
+            headers=[*AUTH.items(), *twice],
+            data={"model": "gpt-image-2", "prompt": "a hat", "quality": "low"},
+            files={"image": ("a.png", PNG, "image/png")},
+        )
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "x-litellm-customer-id" and "hdr-mallory" in error["message"]
+        assert upstream.hits == hits
+        same = [("x-litellm-end-user-id", "hdr-same"), ("x-litellm-end-user-id", "hdr-same")]
+        served = client.post(
+            f"{proxy.url}/v1/images/edits",
+            headers=[*AUTH.items(), *same],
+            data={"model": "gpt-image-2", "prompt": "a hat", "quality": "low"},
+            files={"image": ("a.png", PNG, "image/png")},
+        )
+        assert served.status_code == 200, served.text
+        assert upstream.requests[-1].fields["user"] == "hdr-same"
+
+
 def test_a_header_with_a_control_character_is_refused(proxy: ProxyProcess) -> None:
     with httpx.Client(timeout=60) as client:
         response = _edit(client, proxy, {"x-litellm-customer-id": "a\tb"})

@@ -148,6 +148,22 @@ def test_litellm_s_tags_header_reads_utf_8_tags_as_written(served, fake):
     assert tags == ["équipe", "画像"]
 
 
+def test_litellm_s_tags_header_sent_twice_records_the_tags_of_both(served):
+    """Two ``x-litellm-tags`` lines (a front proxy's and the client's) are one list, as HTTP
+    reads a repeated list header; the last line alone was recorded."""
+    proxy, database = served
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers=[*bearer(MASTER_KEY).items(), ("x-litellm-tags", "gw"), ("x-litellm-tags", "app")],
+        data={"model": "gpt-image-2", "prompt": "a hat"},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    tags, _ = _row(database, response.headers["x-tracking-request-id"])
+    assert tags == ["gw", "app"]
+
+
 def test_a_generations_metadata_is_recorded(served, fake):
     proxy, database = served
     with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY) as client:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..request import end_user_of
-from .auth import header_text
+from .auth import header_text, header_values
 from .errors import ProxyError
 from .limits import end_user_id
 
@@ -40,7 +40,8 @@ def take_end_user_headers(
     named = [
         (h, u)
         for h in (*END_USER_HEADERS, *configured)
-        if (u := end_user_id(header_text(headers.get(h)), h))  # UTF-8 names as the body's
+        for u in dict.fromkeys(end_user_id(header_text(v), h) for v in header_values(headers, h))
+        if u  # UTF-8 names as the body's; one header sent twice naming two users: two names
     ]
     if not named:
         return
