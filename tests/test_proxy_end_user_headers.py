@@ -38,10 +38,14 @@ def proxy(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield process
 
 
-def _edit(client: httpx.Client, proxy: ProxyProcess, headers: dict[str, str], **fields: str):
+Headers = dict[str, str] | dict[str, bytes] | list[tuple[str, str]]
+
+
+def _edit(client: httpx.Client, proxy: ProxyProcess, headers: Headers, **fields: str):
+    lines = list(headers.items()) if isinstance(headers, dict) else headers  # (a line twice)
     return client.post(
         f"{proxy.url}/v1/images/edits",
-        headers={**AUTH, **headers},
+        headers=[*AUTH.items(), *lines],
         data={"model": "gpt-image-2", "prompt": "a hat", "quality": "low", **fields},
         files={"image": ("a.png", PNG, "image/png")},
     )
@@ -147,16 +151,16 @@ def test_a_non_ascii_end_user_named_by_a_header_is_the_body_s_end_user(
             f"{proxy.url}/customer/new", headers=AUTH, json={"user_id": user, "max_budget": 0}
         )
         assert made.status_code == 200, made.text
-        refused = _edit(client, proxy, {"x-litellm-customer-id": sent})  # type: ignore[dict-item]
+        refused = _edit(client, proxy, {"x-litellm-customer-id": sent})
         assert refused.status_code == 429, refused.text  # the budget of the end user named
         assert refused.json()["error"]["code"] == "budget_exceeded"
         updated = client.post(
             f"{proxy.url}/customer/update", headers=AUTH, json={"user_id": user, "max_budget": 5}
         )
         assert updated.status_code == 200, updated.text
-        both = _edit(client, proxy, {"x-litellm-end-user-id": sent}, user=user)  # type: ignore[dict-item]
+        both = _edit(client, proxy, {"x-litellm-end-user-id": sent}, user=user)
         assert both.status_code == 200, both.text  # one end user, named twice: no conflict
-        alone = _edit(client, proxy, {"x-litellm-customer-id": sent})  # type: ignore[dict-item]
+        alone = _edit(client, proxy, {"x-litellm-customer-id": sent})
         assert alone.status_code == 200, alone.text
         assert upstream.requests[-1].fields["user"] == user
         rows = spend_rows(client, proxy.url, user=user)["data"]
@@ -173,24 +177,14 @@ def test_one_end_user_header_sent_twice_naming_two_end_users_is_refused(
     that differ are; the same name twice is one end user."""
     hits = upstream.hits
     twice = [("x-litellm-customer-id", "hdr-alice"), ("x-litellm-customer-id", "hdr-mallory")]
+    same = [("x-litellm-end-user-id", "hdr-same"), ("x-litellm-end-user-id", "hdr-same")]
     with httpx.Client(timeout=60) as client:
-        refused = client.post(
-            f"{proxy.url}/v1/images/edits",
-            headers=[*AUTH.items(), *twice],
-            data={"model": "gpt-image-2", "prompt": "a hat", "quality": "low"},
-            files={"image": ("a.png", PNG, "image/png")},
-        )
+        refused = _edit(client, proxy, twice)
         assert refused.status_code == 400, refused.text
         error = refused.json()["error"]
         assert error["param"] == "x-litellm-customer-id" and "hdr-mallory" in error["message"]
         assert upstream.hits == hits
-        same = [("x-litellm-end-user-id", "hdr-same"), ("x-litellm-end-user-id", "hdr-same")]
-        served = client.post(
-            f"{proxy.url}/v1/images/edits",
-            headers=[*AUTH.items(), *same],
-            data={"model": "gpt-image-2", "prompt": "a hat", "quality": "low"},
-            files={"image": ("a.png", PNG, "image/png")},
-        )
+        served = _edit(client, proxy, same)
         assert served.status_code == 200, served.text
         assert upstream.requests[-1].fields["user"] == "hdr-same"
 
