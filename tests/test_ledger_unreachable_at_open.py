@@ -160,6 +160,24 @@ def test_an_unreachable_database_is_the_public_database_unreachable_error(postgr
     assert info.value.error_type == "ledger_unreachable"
 
 
+def test_a_password_in_the_url_s_query_is_never_shown(postgres_url):
+    """libpq takes the password as a query parameter too (``?password=...``, ``sslpassword``):
+    ``tracking spend`` and ``tracking migrate`` printed it in their one-line error, where a CI
+    log keeps it; the password before the host was hidden, this one was not."""
+    import io
+
+    from tracking.integrations import sql
+
+    url = sa.make_url(postgres_url).set(port=free_port(), password=None)
+    url = url.update_query_dict({"password": "s3cret-q", "sslpassword": "s3cret-k"})
+    text = url.render_as_string(hide_password=False)
+    with pytest.raises(sql.DatabaseUnreachableError) as info:
+        sql.migrate_command(text, io.StringIO())
+    message = str(info.value)
+    assert "s3cret" not in message
+    assert "password=***" in message and "sslpassword=***" in message
+
+
 def test_a_database_that_accepts_but_never_answers_is_unreachable_not_a_hang(
     postgres_url, relay, tmp_path, monkeypatch
 ):

@@ -38,10 +38,14 @@ def proxy(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield process
 
 
-def _edit(client: httpx.Client, proxy: ProxyProcess, headers: dict[str, str], **fields: str):
+Headers = dict[str, str] | dict[str, bytes] | list[tuple[str, str]]
+
+
+def _edit(client: httpx.Client, proxy: ProxyProcess, headers: Headers, **fields: str):
+    lines = list(headers.items()) if isinstance(headers, dict) else headers  # (a line twice)
     return client.post(
         f"{proxy.url}/v1/images/edits",
-        headers={**AUTH, **headers},
+        headers=[*AUTH.items(), *lines],
         data={"model": "gpt-image-2", "prompt": "a hat", "quality": "low", **fields},
         files={"image": ("a.png", PNG, "image/png")},
     )
@@ -126,6 +130,63 @@ def test_a_header_naming_the_body_s_end_user_is_no_conflict(proxy: ProxyProcess)
         assert response.status_code == 200, response.text
         rows = spend_rows(client, proxy.url, user="same")["data"]
     assert len(rows) == 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "user"),
+    [
+        ("josé-8".encode(), "josé-8"),  # UTF-8, as curl -H and most clients send it
+        ("josé-1".encode("latin-1"), "josé-1"),  # ISO-8859-1, one byte (Node's fetch)
+        ("李-8".encode(), "李-8"),
+    ],
+)
+def test_a_non_ascii_end_user_named_by_a_header_is_the_body_s_end_user(
+    proxy: ProxyProcess, upstream: FakeOpenAI, sent: bytes, user: str
+) -> None:
+    """A header's bytes were read as ISO-8859-1 alone, so ``x-litellm-customer-id: josé`` in
+    UTF-8 named the end user ``josÃ©``: billed apart from ``josé`` (the body's ``user``, the
+    ``/customer/*`` routes), out of reach of their budget, and a 400 beside ``user=josé``."""
+    with httpx.Client(timeout=60) as client:
+        made = client.post(
+            f"{proxy.url}/customer/new", headers=AUTH, json={"user_id": user, "max_budget": 0}
+        )
+        assert made.status_code == 200, made.text
+        refused = _edit(client, proxy, {"x-litellm-customer-id": sent})
+        assert refused.status_code == 429, refused.text  # the budget of the end user named
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+        updated = client.post(
+            f"{proxy.url}/customer/update", headers=AUTH, json={"user_id": user, "max_budget": 5}
+        )
+        assert updated.status_code == 200, updated.text
+        both = _edit(client, proxy, {"x-litellm-end-user-id": sent}, user=user)
+        assert both.status_code == 200, both.text  # one end user, named twice: no conflict
+        alone = _edit(client, proxy, {"x-litellm-customer-id": sent})
+        assert alone.status_code == 200, alone.text
+        assert upstream.requests[-1].fields["user"] == user
+        rows = spend_rows(client, proxy.url, user=user)["data"]
+    billed = {both.headers["x-tracking-request-id"], alone.headers["x-tracking-request-id"]}
+    assert billed <= {row["request_id"] for row in rows}
+
+
+def test_one_end_user_header_sent_twice_naming_two_end_users_is_refused(
+    proxy: ProxyProcess, upstream: FakeOpenAI
+) -> None:
+    """The header's last line won: a front proxy adding ``x-litellm-customer-id: mallory``
+    after the client's ``alice`` billed mallory (or the client's line, added after the
+    front proxy's, picked whom to bill) without a word. Two names are refused, as two headers
+    that differ are; the same name twice is one end user."""
+    hits = upstream.hits
+    twice = [("x-litellm-customer-id", "hdr-alice"), ("x-litellm-customer-id", "hdr-mallory")]
+    same = [("x-litellm-end-user-id", "hdr-same"), ("x-litellm-end-user-id", "hdr-same")]
+    with httpx.Client(timeout=60) as client:
+        refused = _edit(client, proxy, twice)
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "x-litellm-customer-id" and "hdr-mallory" in error["message"]
+        assert upstream.hits == hits
+        served = _edit(client, proxy, same)
+        assert served.status_code == 200, served.text
+        assert upstream.requests[-1].fields["user"] == "hdr-same"
 
 
 def test_a_header_with_a_control_character_is_refused(proxy: ProxyProcess) -> None:

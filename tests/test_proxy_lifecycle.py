@@ -286,3 +286,29 @@ def test_two_workers_report_the_same_totals(tmp_path, fake):
         assert sum(per_worker.values()) == refused, per_worker
         assert all(count > 0 for count in per_worker.values()), per_worker
         assert sum(per_worker.values()) == refused
+
+
+@pytest.mark.slow
+def test_workers_log_as_one_process_does(tmp_path, fake):
+    """Each ``--workers`` process is a process of its own, which inherited none of ``tracking
+    serve``'s logging: no access line was ever written under ``--workers N``, no INFO line of
+    ours, and a warning came out bare (no level, no logger), through Python's last-resort
+    handler, as did each worker's copy of the config's warnings."""
+    from tests.accounts_support import wait_for
+
+    document = one_deployment_config(fake.url, general_settings={"master_key": MASTER_KEY})
+    document["general_settings"]["master_kye"] = "misspelt"
+    config = write_config(tmp_path / "config.yaml", document)
+    with ProxyProcess(config, workers=2) as proxy:
+        response = _edit(proxy.url)  # gpt-image-1, shut down: a warning from the worker
+        assert response.status_code == 200, response.text
+        request_id = response.headers["x-tracking-request-id"]
+        wait_for(lambda: request_id in proxy.log())
+        log = proxy.log().splitlines()
+    (access,) = [line for line in log if request_id in line]
+    assert access.startswith("INFO:     tracking.proxy.access: method=POST")
+    assert "status=200" in access and "model=gpt-image-1" in access
+    retired = [line for line in log if "was shut down by its provider" in line]
+    assert retired and all(line.startswith("WARNING:     tracking:") for line in retired)
+    misspelt = [line for line in log if "master_kye" in line]  # said once, by tracking serve
+    assert len(misspelt) == 1 and misspelt[0].startswith("WARNING:     tracking.config:")

@@ -315,6 +315,23 @@ def test_access_log_line_per_request_and_start_up_summary(proxy, client):
     assert "auth: on" in log
 
 
+def test_a_streamed_call_s_access_line_says_what_it_cost(proxy, client):
+    """A streamed answer's headers go out before its cost is known, and the access line took
+    the cost from them alone: a streamed call's line had no ``cost_usd``. It has the cost its
+    completed event carries."""
+    import json
+
+    response = edit(client, proxy.url, MASTER_KEY, stream="true", partial_images="1")
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-tracking-request-id"]
+    events = [json.loads(x[6:]) for x in response.text.splitlines() if x.startswith("data: ")]
+    cost = events[-1]["tracking"]["response_cost"]
+    assert Decimal(cost) > 0
+    wait_for(lambda: request_id in proxy.log())
+    line = next(x for x in proxy.log().splitlines() if request_id in x)
+    assert f"cost_usd={cost} " in line and "status=200" in line
+
+
 # -- environment_variables and open proxies -----------------------------------------------------
 
 

@@ -132,6 +132,28 @@ def test_litellm_s_tags_header_adds_to_the_recorded_tags(served, fake, body, rec
     assert tags == recorded
 
 
+@pytest.mark.parametrize(
+    ("lines", "recorded"),
+    [  # UTF-8 was read as ISO-8859-1 (``Ã©quipe``: /spend/tags?tags=équipe found nothing)
+        ([("x-litellm-tags", "équipe,画像".encode())], ["équipe", "画像"]),
+        # two lines (a front proxy's, the client's) are one list: the last alone was recorded
+        ([("x-litellm-tags", b"gw"), ("x-litellm-tags", b"app")], ["gw", "app"]),
+    ],
+)
+def test_litellm_s_tags_header_is_read_as_sent(served, lines, recorded):
+    proxy, database = served
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers=[*bearer(MASTER_KEY).items(), *lines],
+        data={"model": "gpt-image-2", "prompt": "a hat"},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    tags, _ = _row(database, response.headers["x-tracking-request-id"])
+    assert tags == recorded
+
+
 def test_a_generations_metadata_is_recorded(served, fake):
     proxy, database = served
     with openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=MASTER_KEY) as client:

@@ -70,9 +70,19 @@ def resolve_url(url: str | URL | None = None) -> URL:
     return parsed
 
 
+#: Words naming a database URL's query parameter that holds a secret: libpq takes
+#: ``?password=...`` (and ``sslpassword``) as it takes the password before the host.
+_SECRET_QUERY_WORDS = ("password", "secret", "token")
+
+
 def redact(url: URL) -> str:
-    """The URL as text with any password hidden, for messages."""
-    return url.render_as_string(hide_password=True)
+    """The URL as text with any password hidden, for messages: the one before the host and a
+    query parameter's (``?password=...``, which every message showed until 2026-12-07)."""
+    secret = [name for name in url.query if any(w in name.lower() for w in _SECRET_QUERY_WORDS)]
+    if not secret:
+        return url.render_as_string(hide_password=True)
+    hidden = url.update_query_dict(dict.fromkeys(secret, "***"))
+    return hidden.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
 
 
 def outbox_target(url: URL) -> str:
@@ -87,7 +97,8 @@ def outbox_target(url: URL) -> str:
     database = url.database or ""
     if url.get_backend_name() == "sqlite" and database and not url.query.get("uri"):
         url = url.set(database=os.path.realpath(database))
-    return redact(url)
+    # not redact(): the folder's name must stay what it was, or a kept outbox is left behind
+    return url.render_as_string(hide_password=True)
 
 
 def _dumps(value: Any) -> str:

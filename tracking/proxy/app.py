@@ -500,6 +500,10 @@ class ProxyApp:
                 await relay_stream(response, receive, send, self.body_timeout)
             finally:  # however the relay ended (even cancelled as it closed the stream)
                 await _settle_ended(reservation, control)
+                ended = response.event  # its cost, in the access line (its headers had none)
+                if ended is not None:
+                    costs = cost_headers(ended.cost_usd, ended.cost_source)
+                    entry.cost = costs["x-tracking-response-cost"]
             return
         await reservation.settle(response.cost_usd)
         answer_headers = _answer_headers(response, entry)
@@ -943,10 +947,16 @@ def check_startable(config: ProxyConfig) -> tuple[Deployment, ...]:
 
 def app_from_environment() -> ProxyApp:
     """The app of a worker process: the config path comes from ``TRACKING_PROXY_CONFIG``."""
-    from .server import header_deadline_protocol
+    from .server import LOG_LEVEL_ENV, configure_logging, header_deadline_protocol
 
+    configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
     try:
-        config = load_config(os.environ[CONFIG_ENV])
+        config_log = logging.getLogger("tracking.config")
+        config_log.disabled = True  # its warnings were said once, by tracking serve, not by each
+        try:
+            config = load_config(os.environ[CONFIG_ENV])
+        finally:
+            config_log.disabled = False
         header_deadline_protocol(config)  # this worker's protocol class gets the deadline
         return create_app(config)
     except Exception as exc:  # one line and a start failure, never a traceback in each worker

@@ -19,7 +19,15 @@ from typing import Any, Literal, Protocol
 
 from .errors import ProxyError
 
-__all__ = ["OPEN", "Authenticator", "KeyCheck", "Principal", "bearer_token"]
+__all__ = [
+    "OPEN",
+    "Authenticator",
+    "KeyCheck",
+    "Principal",
+    "bearer_token",
+    "header_text",
+    "header_values",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +83,57 @@ _CREDENTIAL_HEADERS = (b"authorization", b"api-key", b"x-api-key")
 _AMBIGUOUS = "\x00ambiguous-credential"
 
 
+#: Prefixes the name of a header sent more than once with different values, in the dict of
+#: :func:`request_headers`: its values, one a line (no header value holds a line break).
+_REPEATED = "\x00repeated:"
+
+
 def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
     """The request's headers as a dict (ASGI's names, lower-cased; the last value of a repeated
     header wins), marked when a credential header came twice with different values: a front
     proxy appending its own ``Authorization`` would otherwise see the caller's win or lose by
-    the order of the lines. :meth:`Authenticator.authenticate` refuses such a request."""
+    the order of the lines. :meth:`Authenticator.authenticate` refuses such a request. Another
+    header sent more than once with different values keeps them all, for
+    :func:`header_values`."""
     raw = scope["headers"]
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
-    if len(headers) < len(raw):  # some header repeated (rare): were credentials among them?
-        seen: dict[bytes, bytes] = {}
+    if len(headers) < len(raw):  # some header repeated (rare): with different values?
+        seen: dict[bytes, list[bytes]] = {}
         for name, value in raw:
-            if name in _CREDENTIAL_HEADERS and seen.setdefault(name, value) != value:
+            seen.setdefault(name, []).append(value)
+        for name, values in seen.items():
+            if len(set(values)) < 2:
+                continue
+            if name in _CREDENTIAL_HEADERS:
                 headers[_AMBIGUOUS] = name.decode("latin-1")
+            else:
+                kept = "\n".join(value.decode("latin-1") for value in values)
+                headers[_REPEATED + name.decode("latin-1")] = kept
     return headers
+
+
+def header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value the request sent for the header ``name`` (lower-case), in order: one, or
+    none, unless it came more than once with different values (see :func:`request_headers`)."""
+    repeated = headers.get(_REPEATED + name)
+    if repeated is not None:
+        return repeated.split("\n")
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def header_text(value: str | None) -> str | None:
+    """A header value :func:`request_headers` holds (ISO-8859-1, as ASGI decodes it) as the text
+    its client meant: UTF-8 when its bytes are UTF-8, as curl and most clients send non-ASCII
+    text, else ISO-8859-1's characters (one byte each, as Node's fetch sends them). So an end
+    user ``josé`` named by a header is the end user ``josé`` of a body's ``user`` and of
+    ``/customer/new``, not ``josÃ©`` (until 2026-12-07 it was: billed and budgeted apart)."""
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8 (or not from request_headers): ISO-8859-1's reading
+        return value
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

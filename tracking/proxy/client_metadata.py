@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .auth import header_text, header_values
 from .errors import ProxyError
 
 __all__ = ["RESERVED_PREFIX", "TAGS_HEADER", "take_metadata", "take_tags_header"]
@@ -35,8 +36,9 @@ def take_tags_header(headers: Mapping[str, str], params: dict[str, Any]) -> None
     recorded as the body's are (the event's ``tags``, the ledger row). Tag-based routing, the
     header's other use in LiteLLM, is not done here. A body whose ``tags`` are no list keeps
     them, for :func:`tracking.request.metadata_tags` to refuse."""
-    given = headers.get(TAGS_HEADER)
-    tags = [tag.strip() for tag in given.split(",") if tag.strip()] if given else []
+    # UTF-8 tags as such (``ñ``, not ``Ã±``); the header sent twice: the tags of both lines
+    given = ",".join(filter(None, map(header_text, header_values(headers, TAGS_HEADER))))
+    tags = [tag.strip() for tag in given.split(",") if tag.strip()]
     if not tags:
         return
     metadata = params.get("metadata")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..request import end_user_of
+from .auth import header_text, header_values
 from .errors import ProxyError
 from .limits import end_user_id
 
@@ -37,7 +38,10 @@ def take_end_user_headers(
     docstring; ``configured``: the config's own headers, lowercase, read after LiteLLM's); a 400
     when two names differ."""
     named = [
-        (h, u) for h in (*END_USER_HEADERS, *configured) if (u := end_user_id(headers.get(h), h))
+        (h, u)
+        for h in (*END_USER_HEADERS, *configured)
+        for u in dict.fromkeys(end_user_id(header_text(v), h) for v in header_values(headers, h))
+        if u  # UTF-8 names as the body's; one header sent twice naming two users: two names
     ]
     if not named:
         return

@@ -105,6 +105,20 @@ def header_deadline_protocol(config: ProxyConfig) -> Any:
     return HeaderDeadlineProtocol
 
 
+#: The ``--log-level`` worker processes log at (set by ``tracking serve --workers N``).
+LOG_LEVEL_ENV = "TRACKING_PROXY_LOG_LEVEL"
+
+
+def configure_logging(log_level: str) -> None:
+    """The proxy's logging, in ``tracking serve`` and in each ``--workers`` process (a process
+    of its own, which inherits none of it: until 2026-12-07 a worker logged no INFO line, the
+    access log's included, and its warnings bare, through Python's last-resort handler)."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    # httpx logs every upstream request at INFO, alembic each migration step: noise here.
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def one_model_config(model: str) -> dict[str, Any]:
     """The config ``tracking serve --model NAME`` serves: that model under its own name, its key
     and upstream from the environment (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``), as a file
@@ -127,10 +141,7 @@ def serve(
     from .lifecycle import check_callbacks
     from .prices import register_config_prices
 
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    # httpx logs every upstream request at INFO, alembic each migration step: noise here.
-    for noisy in ("httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(log_level)
     try:
         if config_path is None:
             if not model:
@@ -197,6 +208,7 @@ def _serve_workers(
     folder, ours = _multiprocess_dir()
     os.environ[MULTIPROC_ENV] = folder
     os.environ[CONFIG_ENV] = os.fspath(config_path.resolve())
+    os.environ[LOG_LEVEL_ENV] = str(options["log_level"])
     counters_folder = _machine_counters(config)
     faults = FaultWatch()
     try:
