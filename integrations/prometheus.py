@@ -321,6 +321,8 @@ class PrometheusLogger:
             counts.append((images, event.images_returned))
         if event.cost_usd is not None:
             cost = float(event.cost_usd)  # metrics are floats; the ledger keeps Decimal
+            if cost < 0:  # refused as inc refuses it (the only amount not tested above 0 here)
+                raise ValueError("Counters can only be incremented by non-negative amounts.")
             counts.append((series.cost, cost))
             if self.end_user_metric and event.end_user:
                 self._charge_end_user(event.end_user, cost)
@@ -485,8 +487,6 @@ class _Metrics:
         with self._pending_lock:
             pending = self._pending
             for child, amount in counts:
-                if amount < 0:  # refused as inc refuses it, and the counts after it not made
-                    raise ValueError("Counters can only be incremented by non-negative amounts.")
                 pending[child] = pending.get(child, 0) + amount
 
     def flush(self) -> None:
@@ -653,19 +653,18 @@ class _ModelSeries:
         if search_fee is not None:  # a model whose price bills Grounding with Google Search
             self.search_grounding(search_fee.per)
 
-    def _child(self, metric: str, *labels: str) -> Any:
-        """The child of the per-call metric ``metric`` (an attribute of the metrics) with this
-        series' model labels and ``labels`` after them, found once and kept."""
-        key = (metric, *labels)
+    def _child(self, key: tuple[str, ...]) -> Any:
+        """The child of the per-call metric ``key[0]`` (an attribute of the metrics) with this
+        series' model labels and ``key[1:]`` after them, found once and kept."""
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = getattr(self._metrics, metric).labels(
-                self.model, self.served, self.provider, self.operation, *labels
+            child = self._children[key] = getattr(self._metrics, key[0]).labels(
+                self.model, self.served, self.provider, self.operation, *key[1:]
             )
         return child
 
     def requests(self, status: str, error_type: str) -> Any:
-        return self._child("requests", status, error_type)
+        return self._child(("requests", status, error_type))
 
     def duration(self, status: str) -> Any:
         key = ("duration", status)
@@ -677,13 +676,13 @@ class _ModelSeries:
         return child
 
     def images(self, size: str, quality: str) -> Any:
-        return self._child("images", size, quality)
+        return self._child(("images", size, quality))
 
     def search_grounding(self, unit: str) -> Any:
-        return self._child("search_grounding", unit)
+        return self._child(("search_grounding", unit))
 
     def tokens(self, token_type: str) -> Any:
-        return self._child("tokens", token_type)
+        return self._child(("tokens", token_type))
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
