@@ -3,7 +3,9 @@
 :class:`PrometheusLogger` is the ``"prometheus"`` built-in integration. It registers the metrics
 of the contract in a registry (``prometheus_client.REGISTRY`` unless one is injected; loggers that
 share a registry share one set of metrics) and updates them in ``on_end``, on the caller's
-thread: a handful of counter increments, no I/O. The router's cooldowns and the proxy's
+thread, with no I/O: the histograms are observed there, and the counters' increments are summed
+under one lock and handed to the counters when they are collected (a scrape), or written at once
+in multiprocess mode. The router's cooldowns and the proxy's
 rejections are fed through small public methods; the ledger's figures (``tracking_ledger_*``)
 are read from the live ledgers at scrape time (:mod:`tracking.ledger_stats`), as are the bus's
 counters. Label values are bounded: ``operation`` is ``image_edit`` or ``image_generation``,
@@ -292,6 +294,14 @@ class PrometheusLogger:
     # -- recording ------------------------------------------------------------------------------
 
     def _record(self, event: ImageEditEvent) -> None:
+        counts: list[tuple[Any, float]] = []  # the counters' increments, handed over together
+        try:
+            self._update(event, counts)
+        finally:  # a fault midway keeps the counts before it, as separate increments would
+            self.metrics.count(counts)
+
+    def _update(self, event: ImageEditEvent, counts: list[tuple[Any, float]]) -> None:
+        """Observe ``event``'s histograms; its counters' increments are appended to ``counts``."""
         m = self.metrics
         model = event.model
         served = event.resolved_model or ""
@@ -300,31 +310,32 @@ class PrometheusLogger:
         series = m.series_for(model, served, provider, event.operation, event.base_model)
         status = event.status
         error_type = _error_type_label(event.error_type) if status == "failure" else ""
-        series.requests(status, error_type).inc()
+        counts.append((series.requests(status, error_type), 1))
         series.duration(status).observe(event.latency_ms / 1000)
         if event.time_to_first_image_ms is not None:  # a streamed call's first image arrived
             m.time_to_first_image.labels(series.model, series.provider, series.operation).observe(
                 event.time_to_first_image_ms / 1000
             )
         if event.images_returned > 0:
-            series.images(_size_label(event.size), _quality_label(event.quality)).inc(
-                event.images_returned
-            )
+            images = series.images(_size_label(event.size), _quality_label(event.quality))
+            counts.append((images, event.images_returned))
         if event.cost_usd is not None:
             cost = float(event.cost_usd)  # metrics are floats; the ledger keeps Decimal
-            series.cost.inc(cost)
+            if cost < 0:  # refused as inc refuses it (the only amount not tested above 0 here)
+                raise ValueError("Counters can only be incremented by non-negative amounts.")
+            counts.append((series.cost, cost))
             if self.end_user_metric and event.end_user:
                 self._charge_end_user(event.end_user, cost)
         elif status == "success" and event.cost_source == "unpriced":
-            m.unpriced.labels(series.model).inc()
+            counts.append((m.unpriced.labels(series.model), 1))
         searched = search_uses(event.price_ref)
         if searched is not None and searched[0] > 0:
-            series.search_grounding(searched[1]).inc(searched[0])
+            counts.append((series.search_grounding(searched[1]), searched[0]))
         retired = series.retired
         if event.deployment_id is not None:  # a watched router's: as its calls are billed
             retired = m.deployment_shutdowns.get(event.deployment_id, retired)
         if retired is not None and event.start_time.date() >= retired[0]:
-            m.retired.labels(m.model_label(retired[1])).inc()
+            counts.append((m.retired.labels(m.model_label(retired[1])), 1))
         usage = event.usage
         if usage is not None:
             for token_type, count in (
@@ -334,16 +345,17 @@ class PrometheusLogger:
                 ("output_image", usage.output_tokens),
             ):
                 if count > 0:
-                    series.tokens(token_type).inc(count)
+                    counts.append((series.tokens(token_type), count))
         if event.retries > 0:
-            m.retries.labels(series.model, _bounded(event.deployment_id or "")).inc(event.retries)
+            deployment = _bounded(event.deployment_id or "")
+            counts.append((m.retries.labels(series.model, deployment), event.retries))
         if event.fallback_from:
             chain = event.fallback_chain
             last_hop = len(chain) - 2
             for hop, (source, target) in enumerate(itertools.pairwise(chain)):
                 # Every hop but the last led to another failure, or there would be no next hop.
                 outcome = event.status if hop == last_hop else "failure"
-                m.fallbacks.labels(_bounded(source), _bounded(target), outcome).inc()
+                counts.append((m.fallbacks.labels(_bounded(source), _bounded(target), outcome), 1))
 
     def _charge_end_user(self, end_user: str, cost: float) -> None:
         m = self.metrics
@@ -363,8 +375,16 @@ class _Metrics:
     """One registry's metric objects: created once, shared by every logger on that registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        directory = _multiprocess_dir()
+        #: label child -> its increments since the last scrape (:meth:`count`); None in
+        #: multiprocess mode, where every worker's values live in its files
+        self._pending: dict[Any, float] | None = None if directory else {}
+        self._pending_lock = threading.Lock()
+
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-            return Counter(name, doc, list(labels), registry=registry)
+            made = _FlushedCounter(name, doc, list(labels), registry=registry)
+            made.before_collect = self.flush
+            return made
 
         # operation: image_edit or image_generation (the event's), on every per-call metric
         model_labels = ("model", "served_model", "provider", "operation")
@@ -449,11 +469,33 @@ class _Metrics:
         registry.register(BusCountersCollector())
         # what this integration reports, itself and reading the ledgers, counts from 0
         bus.expect("integration_errors", "prometheus", "ledger")
-        directory = _multiprocess_dir()
         if directory:  # the scraped worker reads the others' figures from the shared folder
             ledger_stats.start_sharing(directory)
         else:
             registry.register(LedgerCollector())
+
+    def count(self, counts: Iterable[tuple[Any, float]]) -> None:
+        """Add each amount to its counter child. In one process they are summed here, under one
+        lock, and handed to the children when a counter is collected (:meth:`flush`): a
+        child's ``inc`` runs several of the client's calls and takes a lock of its own each
+        time. In multiprocess mode each is added at once (another worker's scrape reads them
+        from this one's files)."""
+        if self._pending is None:
+            for child, amount in counts:
+                child.inc(amount)
+            return
+        with self._pending_lock:
+            pending = self._pending
+            for child, amount in counts:
+                pending[child] = pending.get(child, 0) + amount
+
+    def flush(self) -> None:
+        """Hand the sums :meth:`count` kept to their counter children (before a scrape)."""
+        with self._pending_lock:
+            if self._pending:
+                for child, amount in self._pending.items():
+                    child.inc(amount)
+                self._pending.clear()
 
     def series_for(
         self,
@@ -532,6 +574,18 @@ def _priced_by_name(name: str) -> bool:
     return is_priced(name)
 
 
+class _FlushedCounter(Counter):
+    """A counter that runs ``before_collect`` (its metrics' :meth:`_Metrics.flush`) first
+    whenever it is collected, so a scrape reads every count :meth:`_Metrics.count` kept."""
+
+    before_collect: Callable[[], None] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.before_collect is not None:
+            self.before_collect()
+        return super().collect()
+
+
 class _ModelSeries:
     """The label children of one (model, served model, provider, operation), created as they
     are used."""
@@ -599,19 +653,18 @@ class _ModelSeries:
         if search_fee is not None:  # a model whose price bills Grounding with Google Search
             self.search_grounding(search_fee.per)
 
-    def _child(self, metric: str, *labels: str) -> Any:
-        """The child of the per-call metric ``metric`` (an attribute of the metrics) with this
-        series' model labels and ``labels`` after them, found once and kept."""
-        key = (metric, *labels)
+    def _child(self, key: tuple[str, ...]) -> Any:
+        """The child of the per-call metric ``key[0]`` (an attribute of the metrics) with this
+        series' model labels and ``key[1:]`` after them, found once and kept."""
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = getattr(self._metrics, metric).labels(
-                self.model, self.served, self.provider, self.operation, *labels
+            child = self._children[key] = getattr(self._metrics, key[0]).labels(
+                self.model, self.served, self.provider, self.operation, *key[1:]
             )
         return child
 
     def requests(self, status: str, error_type: str) -> Any:
-        return self._child("requests", status, error_type)
+        return self._child(("requests", status, error_type))
 
     def duration(self, status: str) -> Any:
         key = ("duration", status)
@@ -623,13 +676,13 @@ class _ModelSeries:
         return child
 
     def images(self, size: str, quality: str) -> Any:
-        return self._child("images", size, quality)
+        return self._child(("images", size, quality))
 
     def search_grounding(self, unit: str) -> Any:
-        return self._child("search_grounding", unit)
+        return self._child(("search_grounding", unit))
 
     def tokens(self, token_type: str) -> Any:
-        return self._child("tokens", token_type)
+        return self._child(("tokens", token_type))
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()

@@ -330,6 +330,21 @@ def test_a_malformed_event_never_reaches_the_caller(registry):
                  error_type="") == 2  # fmt: skip
 
 
+def test_a_negative_count_is_refused_in_its_call_and_never_breaks_a_scrape(registry):
+    """A counter never goes down: the call whose cost is negative has that cost and the counts
+    after it refused (reported, not raised), and the next scrapes still read every other call."""
+    logger = PrometheusLogger(registry)
+    logger.on_end(make_event())
+    logger.on_end(make_event(cost_usd=Decimal("-0.5")))
+    logger.on_end(make_event())
+    ok = {**OPENAI, "status": "success", "error_type": ""}
+    assert value(registry, "image_edit_requests_total", **ok) == 3
+    assert value(registry, "image_edit_cost_usd_total", **OPENAI) == pytest.approx(0.022)
+    series = {**OPENAI, "token_type": "output_image"}
+    assert value(registry, "image_edit_tokens_total", **series) == 2 * 272
+    assert b"image_edit_requests_total{" in generate_latest(registry)
+
+
 def test_one_line_registration_uses_the_global_registry(monkeypatch, upstream):
     monkeypatch.setattr(tracking, "success_callback", ["prometheus"])
     ok = {**OPENAI, "status": "success", "error_type": ""}

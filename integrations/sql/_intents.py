@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from tracking.pricing import price_day
@@ -101,7 +102,9 @@ _COMPACT = "[1,"
 def _intent_values(call: CallStart) -> list[Any]:
     """What varies from one call's intent to the next, in the order of ``_row_of_values``."""
     request, options = call.request, call.options
-    metadata: Any = options.metadata if isinstance(options.metadata, Mapping) else {}
+    metadata: Any = options.metadata
+    if type(metadata) is not MappingProxyType and not isinstance(metadata, Mapping):
+        metadata = {}  # a frozen call's is a MappingProxyType: no ABC test (see plain_json)
     return [
         call.request_id,
         call.call_type,
