@@ -423,6 +423,9 @@ _FLUX_2 = Family(
     ),
     max_n=1,
     default_output_format="png",
+    # generations: the same endpoint and sizes without an input image (BFL's integration guide,
+    # references/endpoints.md, "FLUX.2 Text-to-Image Endpoints", read 2026-12-07)
+    generation=GenerationRule(),
 )
 _FLUX_2_KLEIN = dataclasses.replace(
     _FLUX_2,
