@@ -42,7 +42,6 @@ https://www.withone.ai/knowledge/x-ai/conn_mod_def%3A%3AGJ8XVhsvjYc%3A%3AT3TwNw-
 from __future__ import annotations
 
 import base64
-import json
 import math
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -65,9 +64,9 @@ from .base import (
     add_extra_members,
     api_base_for,
     api_key_for,
+    bearer_json,
     error_object,
     refuse_unsupported,
-    request_headers,
     text_field,
 )
 
@@ -203,18 +202,11 @@ class XAIProvider:
             body["quality"] = request.quality
         body.update(output_shape(request.size))
         add_extra_members(body, request.extra_body, "xAI")
-        return PreparedRequest(
-            url=f"{api_base}/images/{'generations' if generating else 'edits'}",
-            headers=request_headers(
-                {
-                    "Authorization": f"Bearer {api_key}",
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                },
-                options.extra_headers,
-            ),
-            body=json.dumps(body).encode(),
-            secrets=(api_key,),
+        return bearer_json(
+            f"{api_base}/images/{'generations' if generating else 'edits'}",
+            api_key,
+            body,
+            options,
             price_size=_price_tier(body) if takes_quality else "any",
         )
 
