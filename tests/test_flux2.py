@@ -14,12 +14,19 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import openai
 import pytest
 import sqlalchemy as sa
 
 import tracking
 from tests.conftest import make_half_mask, make_png
-from tests.proxy_support import edit_through_proxy
+from tests.proxy_support import (
+    ProxyProcess,
+    edit_through_proxy,
+    ledger_row,
+    one_deployment_config,
+    write_config,
+)
 from tests.recorder import record_events
 from tracking.errors import APIResponseError, ConfigurationError, ValidationError
 from tracking.integrations.sql import spend_logs
@@ -253,3 +260,115 @@ def test_a_per_megapixel_entry_needs_its_three_prices_with_their_sources():
     }
     with pytest.raises(ConfigurationError, match="per_megapixel"):
         parse_price_data({"schema": 1, "currency": "USD", "entries": [entry]}, origin="test")
+
+
+# -- FLUX.2 generations: the same endpoints without an input image -------------------------------
+
+
+def test_a_flux2_generation_sends_no_image_and_is_billed_what_bfl_answered(
+    monkeypatch, bfl, upstream
+):
+    events = record_events(monkeypatch)
+    before = len(bfl.jobs)
+    response = tracking.image_generation(
+        prompt="a fox in snow", model="black_forest_labs/flux-2-pro", size="1920x1088", **upstream
+    )
+    job = _new_job(bfl, before)
+    assert job.model == "flux-2-pro"
+    assert job.body == {
+        "prompt": "a fox in snow",
+        "output_format": "png",
+        "width": 1920,
+        "height": 1088,
+    }
+    assert base64.b64decode(response.data[0].b64_json or "").startswith(b"\x89PNG")
+    # 1920 x 1088 = 2,088,960 pixels = 1.99 MP, rounded up to 2; no input.
+    # [pro]: 3 credits + (2 - 1) x 1.5 = 4.5 credits = $0.045
+    assert response.cost_usd == Decimal("0.045")
+    event = events.last
+    assert (event.operation, event.call_type) == ("image_generation", "image_generation")
+    assert (event.cost_usd, event.cost_source) == (Decimal("0.045"), "usage")
+
+
+async def test_an_async_klein_generation_without_a_size_is_made_at_1024(bfl, upstream):
+    before = len(bfl.jobs)
+    response = await tracking.aimage_generation(
+        prompt="a lamp", model="black_forest_labs/flux-2-klein-4b", **upstream
+    )
+    job = _new_job(bfl, before)
+    assert (job.body["width"], job.body["height"]) == (1024, 1024)
+    assert "input_image" not in job.body
+    # [klein] 4B: 1.4 credits for the first (and only) output MP = $0.014
+    assert response.cost_usd == Decimal("0.014")
+
+
+def test_a_generation_without_a_cost_is_priced_by_its_output_megapixels(monkeypatch, bfl, upstream):
+    events = record_events(monkeypatch)
+    response = tracking.image_generation(
+        prompt="p",
+        model="black_forest_labs/flux-2-max",
+        size="1024x1024",
+        extra_headers={"x-fake-fault": "code=no_cost"},
+        **upstream,
+    )
+    # the table, from the result as downloaded (the fake's small preview: at least one whole
+    # MP) and no input: [max] $0.07 for the first output MP, nothing for inputs
+    assert response.cost_usd == Decimal("0.07")
+    assert (events.last.cost_source, events.last.price_ref) == (
+        "table",
+        "packaged:flux-2-max#official",
+    )
+
+
+@pytest.mark.parametrize("model", ["flux-kontext-pro", "flux-kontext-max", "flux-pro-1.0-fill"])
+def test_flux1_models_are_refused_a_generation_before_sending(monkeypatch, bfl, upstream, model):
+    events = record_events(monkeypatch)
+    before = len(bfl.jobs)
+    with pytest.raises(tracking.UnsupportedOperationError) as refused:
+        tracking.image_generation(prompt="p", model=f"black_forest_labs/{model}", **upstream)
+    assert (refused.value.operation, refused.value.provider) == (
+        "image_generation",
+        "black_forest_labs",
+    )
+    assert f"with {model!r}" in str(refused.value)  # the provider generates, not this model
+    assert len(bfl.jobs) == before
+    assert (events.last.status, events.last.cost_usd) == ("failure", 0)
+
+
+def test_a_router_generates_only_on_its_flux2_deployment(bfl, upstream):
+    models = ("black_forest_labs/flux-kontext-pro", "black_forest_labs/flux-2-klein-9b")
+    router = tracking.Router(
+        [{"model_name": "flux", "litellm_params": {"model": m, **upstream}} for m in models]
+    )
+    with router:
+        for _ in range(3):
+            before = len(bfl.jobs)
+            response = router.image_generation(prompt="p", model="flux", size="1024x1024")
+            assert _new_job(bfl, before).model == "flux-2-klein-9b"
+            assert response.cost_usd == Decimal("0.015")  # [klein] 9B: 1.5 credits, 1 MP
+
+
+def test_the_official_client_generates_with_flux2_through_the_proxy(bfl, tmp_path: Path):
+    ledger = {"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    config = one_deployment_config(
+        bfl.url,
+        model_name="flux2",
+        model="black_forest_labs/flux-2-flex",
+        api_key=BFL_KEY,
+        general_settings=ledger,
+    )
+    with (
+        ProxyProcess(write_config(tmp_path / "config.yaml", config)) as proxy,
+        openai.OpenAI(base_url=proxy.url, api_key="sk-any", max_retries=0) as client,
+    ):
+        before = len(bfl.jobs)
+        raw = client.images.with_raw_response.generate(
+            model="flux2", prompt="a poster", size="1024x1536"
+        )
+        assert raw.parse().data[0].b64_json
+        assert _new_job(bfl, before).body["height"] == 1536
+        # [flex]: 1024 x 1536 = 1.5 MP, rounded up to 2: 5 + 1 x 5 = 10 credits = $0.10
+        assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.10")
+        row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
+    assert (row["call_type"], row["status"]) == ("aimage_generation", "success")
+    assert Decimal(str(row["cost_usd"])) == Decimal("0.10")

@@ -6,14 +6,24 @@ OpenAI.
 The fake bills 200,000,000 ticks per output image (xAI's $0.02; 10^10 ticks per USD) and
 20,000,000 per input image; a generation has none. Generations go to ``images/generations``
 (the proxy's ``/v1/images/generations`` driven by the official ``openai`` client, with its
-ledger rows); xAI answers whole, so no stream."""
+ledger rows); xAI answers whole, so no stream.
+
+Grok Imagine Image 2.0 (``xai/grok-imagine-image-2.0``; xAI's release notes and its migration
+guide, read 2026-12-07) takes ``quality`` (``low``, ``medium`` or ``auto``, the default, served
+at ``low`` for a generation and ``medium`` for an edit), up to five source images for an edit,
+and bills each image at the quality served and its resolution. The fake bills, per output image,
+400,000,000 ticks at low 1k ($0.04), 600,000,000 at medium 1k or low 2k ($0.06), 800,000,000 at
+medium 2k ($0.08); the price table's own figures are the same four. ``grok-imagine-image-quality``
+was retired on 2026-11-02."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +53,7 @@ from tracking.errors import (
     UnsupportedParamsError,
     ValidationError,
 )
-from tracking.pricing import price_call
+from tracking.pricing import price_call, shutdown_date
 from tracking.providers.xai import XAIProvider, _charged, output_shape
 from tracking.request import parse_call
 from tracking.router import Router
@@ -52,6 +62,8 @@ from tracking.testing.fake_xai import INPUT_TICKS, OUTPUT_TICKS, FakeXAI
 
 KEY = "xai-test-key-0123456789"
 MODEL = "xai/grok-imagine-image"
+MODEL_2 = "xai/grok-imagine-image-2.0"
+AUDIT_DAY = date(2026, 12, 7)
 PNG = make_png(64, 64)
 MASTER_KEY = "sk-master-xai-generations-0123456789"
 PNG_SIGNATURE = b"\x89PNG"
@@ -608,6 +620,8 @@ def proxy(xai: FakeXAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
     config = one_deployment_config(
         xai.url, model_name="grok", model=MODEL, api_key=KEY, general_settings=ledger
     )
+    grok_2 = {"model": MODEL_2, "api_base": xai.url, "api_key": KEY}
+    config["model_list"].append({"model_name": "grok-2", "litellm_params": grok_2})
     with ProxyProcess(write_config(folder / "config.yaml", config)) as process:
         yield process
 
@@ -674,4 +688,140 @@ def test_the_proxy_refuses_what_xai_cannot_make_with_a_400(proxy, xai, params, w
     with _client(proxy) as client, pytest.raises(openai.BadRequestError) as raised:
         client.images.generate(model="grok", prompt="p", **params)
     assert raised.value.status_code == 400 and words in raised.value.message
+    assert len(xai.requests) == before
+
+
+# -- Grok Imagine Image 2.0 ------------------------------------------------------------------------
+
+
+def test_a_generation_sends_its_quality_and_costs_the_ticks_xai_reports(monkeypatch, xai, upstream):
+    events = record_events(monkeypatch)
+    response = tracking.image_generation(
+        prompt="a poster", model=MODEL_2, quality="medium", size="2048x2048", n=2, **upstream
+    )
+    sent = xai.requests[-1]
+    assert sent.path == "/v1/images/generations"
+    assert sent.body == {
+        "model": "grok-imagine-image-2.0",
+        "prompt": "a poster",
+        "response_format": "b64_json",
+        "n": 2,
+        "quality": "medium",
+        "aspect_ratio": "1:1",
+        "resolution": "2k",
+    }
+    assert response.images_returned == 2
+    # 2 outputs x 800,000,000 ticks (medium, 2k) = 1,600,000,000 / 10^10 = $0.16
+    assert response.cost_usd == Decimal("0.16")
+    assert (events.last.cost_usd, events.last.cost_source) == (Decimal("0.16"), "usage")
+
+
+def test_an_edit_takes_five_references_at_xais_default_quality(monkeypatch, xai, upstream):
+    refs = [make_png(64, 64), make_png(32, 32), make_png(48, 16), make_png(16, 48), PNG]
+    response = tracking.image_edit(
+        image=refs, prompt="<IMAGE_0> in a room", model=MODEL_2, **upstream
+    )
+    sent = xai.requests[-1]
+    assert sent.path == "/v1/images/edits" and len(sent.body["images"]) == 5
+    assert "quality" not in sent.body  # xAI's auto: an edit is served at medium
+    # 1 output x 600,000,000 (medium, 1k) + 5 inputs x 20,000,000 = 700,000,000 ticks = $0.07
+    assert response.cost_usd == Decimal("0.07")
+
+
+def test_six_references_and_a_quality_2_0_lacks_are_refused_before_sending(xai, upstream):
+    before = len(xai.requests)
+    with pytest.raises(ValidationError, match="at most 5"):
+        tracking.image_edit(image=[PNG] * 6, prompt="p", model=MODEL_2, **upstream)
+    with pytest.raises(ValidationError) as raised:
+        tracking.image_generation(prompt="p", model=MODEL_2, quality="high", **upstream)
+    assert raised.value.param == "quality"
+    assert len(xai.requests) == before
+
+
+@pytest.mark.parametrize(
+    ("quality", "size", "n", "expected"),
+    [
+        ("low", "1024x1024", 3, "0.12"),  # 3 x $0.04 (low, 1K)
+        ("low", "1536x1024", 1, "0.04"),  # 1536 wide is xAI's 1k: $0.04
+        ("low", "2048x2048", 1, "0.06"),  # low, 2K
+        ("medium", None, 1, "0.06"),  # no size: xAI's default 1k, medium
+        ("medium", "1920x1080", 2, "0.16"),  # 2 x $0.08 (medium, 2K)
+        # auto: the dearer of low and medium at 1K, an estimate (the quality served is xAI's)
+        (None, "1024x1024", 1, "0.06"),
+    ],
+)
+def test_without_reported_ticks_the_table_prices_quality_and_resolution(quality, size, n, expected):
+    image = {"b64_json": base64.b64encode(make_png(8, 8)).decode(), "mime_type": "image/png"}
+    body = json.dumps({"created": 1, "data": [image] * n, "block_reason": None}).encode()
+    provider = XAIProvider()
+    response = provider.parse(200, {}, body)
+    assert response.billed_usd is None
+    request, options = parse_call(
+        prompt="p",
+        model=MODEL_2,
+        n=n,
+        size=size,
+        quality=quality,
+        api_key=KEY,
+        operation="image_generation",
+    )
+    response.price_size = provider.prepare(request, options).price_size
+    cost = price_call(request, response, day=AUDIT_DAY)
+    source = "table" if quality else "estimate"
+    assert (cost.usd, cost.source) == (Decimal(expected), source)
+
+
+def test_a_resolution_from_extra_body_sets_the_tier_priced():
+    request, options = parse_call(
+        prompt="p",
+        model=MODEL_2,
+        quality="low",
+        extra_body={"resolution": "1.5k"},
+        api_key=KEY,
+        operation="image_generation",
+    )
+    # 1.5k is priced at 2K's $0.06 (an upper bound; xAI's own charge comes in its answer)
+    assert XAIProvider().prepare(request, options).price_size == "2K"
+
+
+def test_grok_imagine_image_quality_is_retired_on_2026_11_02(monkeypatch, xai, caplog):
+    for name in ("xai/grok-imagine-image-quality", "xai/grok-imagine-image-pro"):
+        assert shutdown_date(name, AUDIT_DAY) == date(2026, 11, 2)
+    assert shutdown_date(MODEL_2, AUDIT_DAY) is None
+    caplog.set_level(logging.WARNING, logger="tracking")
+    request, _ = parse_call(
+        prompt="p", model="xai/grok-imagine-image-quality", operation="image_generation"
+    )
+    before = price_call(request, None, day=date(2026, 11, 1))
+    assert before.usd == 0  # an answer refused upstream is not billed, before or after
+    price_call(request, None, day=AUDIT_DAY)
+    warnings = [r.getMessage() for r in caplog.records if "shut down" in r.getMessage()]
+    assert len(warnings) == 1 and "on 2026-11-02" in warnings[0]
+
+
+def test_an_aspect_ratio_only_2_0_takes_goes_in_extra_body(xai, upstream):
+    response = tracking.image_generation(
+        prompt="a wide banner", model=MODEL_2, extra_body={"aspect_ratio": "21:9"}, **upstream
+    )
+    assert xai.requests[-1].body["aspect_ratio"] == "21:9"
+    # no quality: xAI's auto serves a generation at low, 1k: 400,000,000 ticks = $0.04
+    assert response.cost_usd == Decimal("0.04")
+
+
+def test_the_official_client_sends_a_quality_through_the_proxy(proxy, xai):
+    with _client(proxy) as client:
+        raw = client.images.with_raw_response.generate(
+            model="grok-2", prompt="a red fox", quality="low", size="1920x1080", n=3
+        )
+        assert len(raw.parse().data) == 3
+        sent = xai.requests[-1]
+        assert (sent.body["quality"], sent.body["resolution"]) == ("low", "2k")
+        # 3 x 600,000,000 ticks (low, 2k) = 1,800,000,000 / 10^10 = $0.18
+        assert Decimal(raw.headers["x-tracking-response-cost"]) == Decimal("0.18")
+        row = ledger_row(proxy, raw.headers["x-tracking-request-id"])
+        assert Decimal(str(row["cost_usd"])) == Decimal("0.18")
+        before = len(xai.requests)
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.images.generate(model="grok-2", prompt="a red fox", quality="high")
+    assert "quality" in str(raised.value)
     assert len(xai.requests) == before

@@ -1,5 +1,6 @@
-"""Recraft edits against the fake: image-to-image and inpainting, costs from the credits Recraft
-reports, the table price when it reports none, errors, and the proxy."""
+"""Recraft edits and generations against the fake: image-to-image, inpainting and JSON
+generations, costs from the credits Recraft reports, the table price when it reports none
+(V4 and V4.1 generations at the prices of Recraft's model pages), errors, and the proxy."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PIL import Image
 import tracking
 from tests.conftest import make_half_mask, make_png
 from tests.proxy_support import edit_through_proxy
+from tests.recorder import record_events
 from tracking.errors import APIResponseError, AuthenticationError, BadRequestError
 from tracking.pricing import price_call
 from tracking.providers.recraft import RecraftProvider, _charged
@@ -170,4 +172,86 @@ def test_what_recraft_cannot_take_is_refused_before_sending(recraft, upstream, p
             **{"image": PNG, "prompt": "a hat", "model": "recraft/recraftv3", **params}, **upstream
         )
     assert caught.value.param == param
+    assert len(recraft.requests) == before
+
+
+# -- generations: POST /images/generations with JSON (Recraft's endpoint reference) -------------
+
+
+def test_a_v4_1_generation_sends_json_and_costs_the_credits_recraft_reports(
+    monkeypatch, recraft, upstream
+):
+    events = record_events(monkeypatch)
+    response = tracking.image_generation(
+        prompt="a fox logo",
+        model="recraft/recraftv4_1",
+        n=2,
+        size="1024x1024",
+        extra_body={"style": "vector_illustration"},
+        **upstream,
+    )
+    sent = recraft.requests[-1]
+    assert sent.endpoint == "generations" and not sent.files
+    assert sent.fields == {
+        "prompt": "a fox logo",
+        "model": "recraftv4_1",
+        "response_format": "b64_json",
+        "n": "2",
+        "size": "1024x1024",
+        "style": "vector_illustration",
+    }
+    assert response.images_returned == 2
+    # 2 images x 35 units (V4.1's $0.035) = 70 units / 1,000 per USD = $0.07
+    assert response.cost_usd == Decimal("0.07")
+    assert (events.last.operation, events.last.cost_source) == ("image_generation", "usage")
+
+
+@pytest.mark.parametrize(
+    ("model", "n", "usd"),
+    [
+        ("recraftv4", 1, "0.04"),
+        ("recraftv4_vector", 2, "0.16"),  # 2 x $0.08
+        ("recraftv4_pro", 1, "0.25"),
+        ("recraftv4_pro_vector", 1, "0.30"),
+        ("recraftv4_1", 3, "0.105"),  # 3 x $0.035
+        ("recraftv4_1_utility", 1, "0.035"),  # billed as recraftv4_1
+        ("recraftv4_1_vector", 1, "0.08"),
+        ("recraftv4_1_pro", 2, "0.42"),  # 2 x $0.21
+        ("recraftv4_pro_raster", 1, "0.25"),  # the raster alias of recraftv4_pro
+    ],
+)
+def test_without_credits_a_v4_generation_is_priced_from_recrafts_list(model, n, usd):
+    image = {"b64_json": base64.b64encode(PNG).decode()}
+    body = json.dumps({"created": 1, "data": [image] * n}).encode()
+    response = RecraftProvider().parse(200, {}, body)
+    assert response.billed_usd is None
+    request, options = parse_call(
+        prompt="p", model=f"recraft/{model}", n=n, api_key=KEY, operation="image_generation"
+    )
+    response.price_size = RecraftProvider().prepare(request, options).price_size
+    cost = price_call(request, response)
+    assert (cost.usd, cost.source) == (Decimal(usd), "table")
+
+
+def test_a_v4_edit_without_credits_is_priced_at_its_generation_price(recraft, upstream):
+    """Recraft's pages give V4's generation price alone; as its pricing page bills V3's edits
+    at V3's generation prices, an edit answer without credits is priced at V4's $0.04."""
+    request, _ = parse_call(image=PNG, prompt="p", model="recraft/recraftv4", n=2, api_key=KEY)
+    image = {"b64_json": base64.b64encode(PNG).decode()}
+    response = RecraftProvider().parse(200, {}, json.dumps({"data": [image] * 2}).encode())
+    response.price_size = "any"
+    cost = price_call(request, response)
+    assert (cost.usd, cost.price_ref) == (Decimal("0.08"), "packaged:recraft/recraftv4#official")
+
+
+def test_a_generation_refuses_what_recraft_cannot_take(recraft, upstream):
+    before = len(recraft.requests)
+    with pytest.raises(tracking.UnsupportedParamsError) as refused:
+        tracking.image_generation(
+            prompt="p", model="recraft/recraftv4_1", quality="high", **upstream
+        )
+    assert refused.value.param == "quality"
+    with pytest.raises(tracking.ValidationError) as refused:
+        tracking.image_generation(prompt="p", model="recraft/recraftv4_1", n=7, **upstream)
+    assert refused.value.param == "n"
     assert len(recraft.requests) == before

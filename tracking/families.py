@@ -423,6 +423,9 @@ _FLUX_2 = Family(
     ),
     max_n=1,
     default_output_format="png",
+    # generations: the same endpoint and sizes without an input image (BFL's integration guide,
+    # references/endpoints.md, "FLUX.2 Text-to-Image Endpoints", read 2026-12-07)
+    generation=GenerationRule(),
 )
 _FLUX_2_KLEIN = dataclasses.replace(
     _FLUX_2,
@@ -455,12 +458,27 @@ _GROK_IMAGINE = Family(
     max_n=10,
     generation=GenerationRule(),  # the same JSON to images/generations, without images
 )
+# Grok Imagine Image 2.0 (``xai/grok-imagine-image-2.0``), from xAI's release notes and its
+# migration guide for grok-imagine-image-quality (https://docs.x.ai/release-notes.md,
+# https://docs.x.ai/developers/migration/imagine-image-quality-nov-2, read 2026-12-07): the same
+# endpoints and JSON, up to five source images for an edit, and ``quality`` (``low``,
+# ``medium`` or ``auto``, the default: ``low`` for a generation, ``medium`` for an edit), which
+# sets the price. Its 21:9 and 5:2 aspect ratios are not mapped from a size (a size stays within
+# 20:9 as for 1.0).
+_GROK_IMAGINE_2 = dataclasses.replace(
+    _GROK_IMAGINE,
+    name="grok-imagine-image-2.0",
+    models=frozenset({"grok-imagine-image-2.0"}),
+    max_images=5,
+    choices=_choices(response_format=("url", "b64_json"), quality=("low", "medium", "auto")),
+)
 
 FAMILIES: tuple[Family, ...] = (
     _FLUX_KONTEXT,
     _FLUX_2,
     _FLUX_2_KLEIN,
     _GROK_IMAGINE,
+    _GROK_IMAGINE_2,
     _DALL_E_2,
     _GPT_IMAGE,
     _GPT_IMAGE_MINI,

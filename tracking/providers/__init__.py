@@ -70,6 +70,7 @@ __all__ = [
     "provider_names",
     "references_refused",
     "register_provider",
+    "serves",
     "takes_references",
 ]
 
@@ -147,6 +148,16 @@ def operations_of(provider: Provider) -> frozenset[str]:
     return operations if isinstance(operations, frozenset) else EDITS_ONLY
 
 
+def serves(provider: Provider, model: str, operation: str) -> bool:
+    """Whether ``provider`` does ``operation`` for ``model`` (its upstream name): one of its
+    :func:`operations_of`, narrowed by its ``serves_model(model, operation)`` where it has one
+    (Black Forest Labs generates with FLUX.2 alone)."""
+    if operation not in operations_of(provider):
+        return False
+    narrowed = getattr(provider, "serves_model", None)
+    return narrowed is None or bool(narrowed(model, operation))
+
+
 def check_deployment(
     model: str, api_base: str | None, api_version: str | None, api_key: str | None = None
 ) -> None:
@@ -212,6 +223,13 @@ def prepare_call(
         raise UnsupportedOperationError(
             f"model: the {request.provider} provider does not serve {request.operation} "
             f"(it serves {served}); choose a model of a provider that does",
+            operation=request.operation,
+            provider=request.provider,
+        )
+    if not serves(provider, request.upstream_model, request.operation):
+        raise UnsupportedOperationError(
+            f"model: the {request.provider} provider does not serve {request.operation} with "
+            f"{request.upstream_model!r}; choose a model that does",
             operation=request.operation,
             provider=request.provider,
         )

@@ -7,6 +7,7 @@ built, with the sync or the async client, and hands the answer to :meth:`Provide
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ __all__ = [
     "add_extra_members",
     "api_base_for",
     "api_key_for",
+    "bearer_json",
     "error_object",
     "extra_number",
     "openai_error",
@@ -191,6 +193,26 @@ def request_headers(own: Mapping[str, str], extra: Mapping[str, str]) -> dict[st
     headers = {name: value for name, value in own.items() if name.lower() not in given}
     headers.update(extra)
     return headers
+
+
+def bearer_json(
+    url: str, api_key: str, body: Mapping[str, Any], options: CallOptions, **prepared: Any
+) -> PreparedRequest:
+    """A JSON POST with a bearer key that asks for JSON (xAI, Recraft's generations)."""
+    return PreparedRequest(
+        url=url,
+        headers=request_headers(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            options.extra_headers,
+        ),
+        body=json.dumps(body).encode(),
+        secrets=(api_key,),
+        **prepared,
+    )
 
 
 def extra_number(value: object, whole: bool = False) -> Decimal | None:

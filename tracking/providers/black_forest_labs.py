@@ -47,6 +47,14 @@ refused before sending), and from ``extra_body`` ``seed``, ``safety_tolerance`` 
 (which BFL's schema would ignore without a word), is a
 :class:`~tracking.errors.ValidationError` on ``extra_body`` before anything is sent.
 
+FLUX.2 also generates (``tracking.image_generation``, the proxy's ``/v1/images/generations``):
+the same endpoint without an input image, from BFL's integration guide
+(``references/endpoints.md``, "FLUX.2 Text-to-Image Endpoints", read 2026-12-07): ``prompt``,
+``width`` and ``height`` (the size asked; 1024x1024, the guide's example, when none is, since the
+guide states no default), ``output_format`` and the same ``extra_body`` members. FLUX.1 Kontext
+and Fill are served for edits alone: a generation naming them is an
+:class:`~tracking.errors.UnsupportedOperationError` before anything is sent.
+
 FLUX.2 is priced per megapixel, and the submission answers what the job costs: ``cost`` in
 credits (1 credit = $0.01, BFL's pricing page, https://docs.bfl.ai/quick_start/pricing, read
 2026-12-07), beside ``input_mp`` and ``output_mp``. That figure is the call's cost
@@ -72,6 +80,7 @@ from ..errors import APIResponseError, ContentPolicyError, ValidationError
 from ..images import is_image, read_image
 from ..response import ImageResponse, reported_charge, upstream_json
 from .base import (
+    EDITS_AND_GENERATIONS,
     Poll,
     PreparedRequest,
     UpstreamError,
@@ -362,15 +371,25 @@ class BlackForestLabsProvider:
     #: images are sent as base64 in JSON
     encodes_images = True
     key_variables = ("BFL_API_KEY",)
+    operations = EDITS_AND_GENERATIONS
+
+    def serves_model(self, model: str, operation: str) -> bool:
+        """Edits with every FLUX model; generations with FLUX.2 alone."""
+        return operation == "image_edit" or is_flux2(model)
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         _check_request(request, options)
         api_key = api_key_for(options, "Black Forest Labs", *self.key_variables)
         api_base = api_base_for(options, "BFL_API_BASE", DEFAULT_BFL_API_BASE)
         output_format = request.output_format or "png"
-        if request.mask is not None:
+        body: dict[str, Any]
+        if request.operation == "image_generation":  # FLUX.2 (serves_model): no input image
+            model = request.upstream_model
+            body = {"prompt": request.prompt, "output_format": output_format}
+            body.update(_flux2_size(request.size) or {"width": 1024, "height": 1024})
+        elif request.mask is not None:
             model = FILL_MODEL
-            body: dict[str, Any] = {
+            body = {
                 "prompt": request.prompt,
                 "image": _b64(request.images[0]),
                 "mask": base64.b64encode(white_means_edit(request.mask)).decode("ascii"),

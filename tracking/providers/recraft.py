@@ -12,24 +12,35 @@ OpenAI's convention (transparent = edit) to Recraft's (white = edit). Other Recr
 (``style``, ``negative_prompt``...) go in ``extra_body``. The answer already has OpenAI's shape
 (``data[].b64_json``); its ``credits`` are the API units charged (1,000 units = 1 USD, Recraft's
 pricing page), so the call's cost is what Recraft says it charged, not an estimate from a table.
+
+A generation (``tracking.image_generation``) goes to ``POST {api_base}/images/generations`` as
+JSON (Recraft's endpoint reference, https://www.recraft.ai/docs/api-reference/endpoints.md, and
+its page for agents, https://www.recraft.ai/docs/api-reference/agents.md, both read
+2026-12-07): ``prompt``, ``model``, ``n`` (1 to 6), ``response_format=b64_json``, ``size`` as
+asked (Recraft takes a ``WxH`` or ``w:h`` from each model's own list and judges it), and
+``extra_body`` members (``style``, ``negative_prompt``, ``controls``...), which may not replace
+the call's own. Its answer and ``credits`` are read as an edit's.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import APIResponseError, ValidationError
 from ..images import encodes_image_or_svg
 from ..request import form_items
 from ..response import ImageResponse, check_b64_images, reported_charge, upstream_json
 from .base import (
+    EDITS_AND_GENERATIONS,
     GPT_IMAGE_OPTIONS,
     OpenAIAnswers,
     PreparedRequest,
     UpstreamError,
+    add_extra_members,
     api_base_for,
     api_key_for,
+    bearer_json,
     extra_number,
     openai_error,
     refuse_unsupported,
@@ -53,11 +64,14 @@ class RecraftProvider(OpenAIAnswers):
     #: a mask is decoded and converted (white means edit) while the request is prepared
     converts_masks = True
     key_variables = ("RECRAFT_API_TOKEN", "RECRAFT_API_KEY")
+    operations = EDITS_AND_GENERATIONS
 
     def prepare(self, request: ImageEditRequest, options: CallOptions) -> PreparedRequest:
         _check_fields(request, options)
         api_key = api_key_for(options, "Recraft", *self.key_variables)
         api_base = api_base_for(options, "RECRAFT_API_BASE", DEFAULT_RECRAFT_API_BASE)
+        if request.operation == "image_generation":
+            return _generation(request, options, api_key, api_base)
         fields = [
             ("prompt", request.prompt),
             ("model", request.upstream_model),
@@ -110,9 +124,25 @@ class RecraftProvider(OpenAIAnswers):
 
 
 #: OpenAI parameters Recraft's image-to-image and inpaint have no field for (its answers are
-#: asked for as base64)
+#: asked for as base64); a generation takes ``size``
 _NOT_TAKEN = ("size", *GPT_IMAGE_OPTIONS, "response_format")
 MAX_N = 6
+
+
+def _generation(
+    request: ImageEditRequest, options: CallOptions, api_key: str, api_base: str
+) -> PreparedRequest:
+    body: dict[str, Any] = {
+        "prompt": request.prompt,
+        "model": request.upstream_model,
+        "response_format": "b64_json",
+    }
+    if request.n is not None:
+        body["n"] = request.n
+    if request.size and request.size != "auto":
+        body["size"] = request.size
+    add_extra_members(body, request.extra_body, "Recraft")
+    return bearer_json(f"{api_base}/images/generations", api_key, body, options, price_size="any")
 
 
 def _check_fields(request: ImageEditRequest, options: CallOptions) -> None:
@@ -138,7 +168,9 @@ def _check_fields(request: ImageEditRequest, options: CallOptions) -> None:
             param="strength",
             rule="range",
         )
-    refuse_unsupported(request, options, "Recraft", _NOT_TAKEN)
+    generating = request.operation == "image_generation"
+    names = _NOT_TAKEN[1:] if generating else _NOT_TAKEN
+    refuse_unsupported(request, options, "Recraft", names)
 
 
 def _is_strength(value: object) -> bool:

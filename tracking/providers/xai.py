@@ -42,7 +42,6 @@ https://www.withone.ai/knowledge/x-ai/conn_mod_def%3A%3AGJ8XVhsvjYc%3A%3AT3TwNw-
 from __future__ import annotations
 
 import base64
-import json
 import math
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -65,9 +64,9 @@ from .base import (
     add_extra_members,
     api_base_for,
     api_key_for,
+    bearer_json,
     error_object,
     refuse_unsupported,
-    request_headers,
     text_field,
 )
 
@@ -75,7 +74,14 @@ if TYPE_CHECKING:
     from ..images import ImageFile
     from ..request import CallOptions, ImageEditRequest
 
-__all__ = ["ASPECT_RATIOS", "RESOLUTIONS", "TICKS_PER_USD", "XAIProvider", "output_shape"]
+__all__ = [
+    "ASPECT_RATIOS",
+    "QUALITY_MODELS",
+    "RESOLUTIONS",
+    "TICKS_PER_USD",
+    "XAIProvider",
+    "output_shape",
+]
 
 DEFAULT_XAI_API_BASE = "https://api.x.ai/v1"
 TICKS_PER_USD = Decimal(10) ** 10
@@ -105,6 +111,9 @@ _MODERATION_WORDS = ("moderation", "content policy", "safety")
 #: lists a generation ``quality`` its guides never tie to that model, see docs/xai.md): refused
 #: for every model, also one the family table does not list.
 _NOT_TAKEN = GPT_IMAGE_OPTIONS
+#: The models that take ``quality`` (``low``, ``medium``, ``auto``), which sets their price: xAI's
+#: release notes and migration guide for grok-imagine-image-quality (read 2026-12-07).
+QUALITY_MODELS = frozenset({"grok-imagine-image-2.0"})
 _BAD_KEY_WORDS = ("incorrect api key", "invalid api key")
 
 
@@ -140,6 +149,12 @@ def output_shape(size: str | None) -> dict[str, str]:
     return {"aspect_ratio": ratio, "resolution": tier}
 
 
+def _price_tier(body: dict[str, Any]) -> str:
+    """The price table's tier for 2.0's ``resolution`` (xAI's default 1k when none is sent); a
+    1.5k from ``extra_body`` is priced at 2K's, an upper bound."""
+    return "1K" if body.get("resolution", "1k") == "1k" else "2K"
+
+
 def _data_uri(image: ImageFile) -> dict[str, str]:
     encoded = base64.b64encode(image.content).decode("ascii")
     return {"url": f"data:{image.content_type};base64,{encoded}"}
@@ -162,7 +177,9 @@ class XAIProvider:
                 param="mask",
                 rule="unsupported",
             )
-        refuse_unsupported(request, options, "xAI", _NOT_TAKEN)
+        takes_quality = request.upstream_model in QUALITY_MODELS
+        not_taken = [name for name in _NOT_TAKEN if not (takes_quality and name == "quality")]
+        refuse_unsupported(request, options, "xAI", not_taken)
         api_key = api_key_for(options, "xAI", *self.key_variables)
         api_base = api_base_for(options, "XAI_API_BASE", DEFAULT_XAI_API_BASE)
         body: dict[str, Any] = {
@@ -181,21 +198,16 @@ class XAIProvider:
             body["n"] = request.n
         if request.user is not None:
             body["user"] = request.user
+        if takes_quality and request.quality is not None:
+            body["quality"] = request.quality
         body.update(output_shape(request.size))
         add_extra_members(body, request.extra_body, "xAI")
-        return PreparedRequest(
-            url=f"{api_base}/images/{'generations' if generating else 'edits'}",
-            headers=request_headers(
-                {
-                    "Authorization": f"Bearer {api_key}",
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                },
-                options.extra_headers,
-            ),
-            body=json.dumps(body).encode(),
-            secrets=(api_key,),
-            price_size="any",
+        return bearer_json(
+            f"{api_base}/images/{'generations' if generating else 'edits'}",
+            api_key,
+            body,
+            options,
+            price_size=_price_tier(body) if takes_quality else "any",
         )
 
     def parse(self, status: int, headers: dict[str, str], body: bytes) -> ImageResponse:

@@ -34,7 +34,7 @@ from ..endpoint import (
     vertex_setting_problem,
 )
 from ..errors import ConfigurationError
-from ..providers import check_deployment, get_provider, is_provider, operations_of, provider_names
+from ..providers import check_deployment, get_provider, is_provider, provider_names, serves
 from ..request import MAX_RETRIES, MAX_TIMEOUT, model_without_name, split_provider
 
 if TYPE_CHECKING:
@@ -141,10 +141,11 @@ class Deployment:
         """Whether its provider does ``operation`` (``image_edit``, ``image_generation``;
         when in doubt, yes: the attempt's preparation says what is wrong)."""
         try:
-            provider = get_provider(split_provider(self.model)[0])
+            name, model = split_provider(self.model)
+            provider = get_provider(name)
         except Exception:
             return True
-        return operation in operations_of(provider)
+        return serves(provider, model, operation)
 
     def overrides(self, call_timeout: Any, stream: bool = False) -> dict[str, Any]:
         """The call parameters this deployment sets; the call's own timeout wins if it set one,

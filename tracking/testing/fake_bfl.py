@@ -13,11 +13,13 @@ FLUX.2 (``flux-2-pro``, ``flux-2-max``, ``flux-2-flex``, ``flux-2-klein-4b``,
 ``input_image_8``; three more for [klein]), ``width`` / ``height`` (at least 64, multiples of 16,
 at most 4 MP together; left out, the first input image's), ``seed``, ``safety_tolerance`` (0 to
 5), ``output_format`` (``jpeg``, ``png``, ``webp``), and for [flex] ``steps`` (1 to 50) and
-``guidance`` (1.5 to 10); anything else is refused with a 422. The submission answers ``cost``
-(credits, 1 credit = $0.01), ``input_mp`` and ``output_mp``: BFL's guide prices a job at the
-first output megapixel's price, each further output megapixel's and each input megapixel's
-(:data:`FLUX2_CENTS`), every image's megapixels (of 1024x1024 pixels) rounded up to a whole
-one. ``code=no_cost`` answers the submission without those three members.
+``guidance`` (1.5 to 10); anything else is refused with a 422. Without ``input_image`` a
+FLUX.2 job is a text-to-image generation (the guide's "FLUX.2 Text-to-Image Endpoints": the same
+paths, ``prompt``, ``width``, ``height``...), billed for its output alone. The submission
+answers ``cost`` (credits, 1 credit = $0.01), ``input_mp`` and ``output_mp``: BFL's guide
+prices a job at the first output megapixel's price, each further output megapixel's and each
+input megapixel's (:data:`FLUX2_CENTS`), every image's megapixels (of 1024x1024 pixels) rounded
+up to a whole one. ``code=no_cost`` answers the submission without those three members.
 
 Per job, the submission's ``x-fake-fault`` header (else the next of the server's queued
 ``faults``) chooses trouble (:mod:`.faults` syntax): ``code=never`` (Pending forever),
@@ -123,6 +125,12 @@ def _busy(status: int, retry_after: float | None) -> web.Response:
         headers["retry-after"] = str(math.ceil(retry_after))
         headers["retry-after-ms"] = str(round(retry_after * 1000))
     return web.Response(status=status, text="Too busy, try again later", headers=headers)
+
+
+#: a FLUX.2 generation's size when it sends no width and height: the integration guide states no
+#: default, so the fake takes its example's 1024x1024
+_GENERATED = (1024, 1024)
+FILL = "flux-pro-1.0-fill"
 
 
 def _flux2_problem(model: str, body: dict[str, Any]) -> str | None:
@@ -241,11 +249,12 @@ def build_app(
             return _detail(fault.status, fault.message or "Injected fault")
         try:
             body = json.loads(await request.read())
-            source = body["image" if model == "flux-pro-1.0-fill" else "input_image"]
+            generating = model in FLUX2_CENTS and "input_image" not in body
+            source = "" if generating else body["image" if model == FILL else "input_image"]
             picture = base64.b64decode(source, validate=True)
         except (ValueError, KeyError, TypeError):
             return _detail(422, "input_image (image for fill) must be a base64 image")
-        header = inspect(picture)
+        header = ("png", *_GENERATED) if generating else inspect(picture)
         if header is None or not isinstance(body.get("prompt"), str):
             return _detail(422, "a prompt and a readable image are required")
         if model == "flux-pro-1.0-fill" and "mask" not in body:
@@ -315,9 +324,12 @@ def build_app(
             return web.Response(status=404, text="the signed URL has expired")
         if job.trouble == "html_result":
             return web.Response(text="<html>Bad gateway</html>", content_type="text/html")
-        source = job.body.get("image") or job.body.get("input_image") or ""
+        source = job.body.get("image") or job.body.get("input_image")
         png = render(
-            image=base64.b64decode(source), mask=None, size=job.size, prompt=job.body["prompt"]
+            image=base64.b64decode(source) if source else None,
+            mask=None,
+            size=job.size,
+            prompt=job.body["prompt"],
         )
         return web.Response(body=png, content_type="image/png")
 

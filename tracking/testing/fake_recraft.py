@@ -6,6 +6,11 @@ pixels, ``prompt``...) with ``Authorization: Bearer``; the answer is OpenAI-shap
 (``{"created", "credits", "data": [{"b64_json"} | {"url"}]}``) where ``credits`` are the API units
 charged: :data:`UNITS` per image of the model (Recraft's pricing page). Errors are
 ``{"code", "message"}``.
+
+``POST /v1/images/generations`` takes JSON (Recraft's endpoint reference, read 2026-12-07):
+``prompt`` (required), ``model``, ``n`` (1 to 6), ``size``, ``style`` and the like, and
+``response_format``; it answers the same shape, :data:`UNITS` per image of the model (the V4 and
+V4.1 models' prices from their pages in Recraft's API reference).
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from .forms import read_form
 __all__ = ["UNITS", "FakeRecraft", "RecraftRequest"]
 
 #: API units per image (1,000 units = 1 USD).
-UNITS = {"recraftv3": 40, "recraftv3_vector": 80, "recraftv4": 40}
+UNITS = {
+    "recraftv3": 40,
+    "recraftv3_vector": 80,
+    "recraftv4": 40,
+    "recraftv4_vector": 80,
+    "recraftv4_pro": 250,
+    "recraftv4_pro_vector": 300,
+    "recraftv4_1": 35,
+    "recraftv4_1_vector": 80,
+    "recraftv4_1_pro": 210,
+}
 
 
 @dataclass
@@ -95,6 +110,40 @@ def build_app(*, api_keys: Iterable[str] | None = None) -> web.Application:
             }
         )
 
+    async def generate(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        key = auth[7:] if auth.startswith("Bearer ") else ""
+        if not key or (state.api_keys is not None and key not in state.api_keys):
+            return _error(401, "not_authenticated", "Invalid API token")
+        if not request.content_type.startswith("application/json"):
+            return _error(400, "invalid_request", "the body must be JSON")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "invalid_request", "malformed JSON body")
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request", "the body must be a JSON object")
+        fields = {name: str(value) for name, value in body.items()}
+        state.requests.append(RecraftRequest("generations", fields, {}))
+        model = body.get("model", "recraftv4_1")  # the API's default model
+        if model not in UNITS:
+            return _error(400, "invalid_model", f"unknown model {model}")
+        prompt, n = body.get("prompt"), body.get("n", 1)
+        if not isinstance(prompt, str) or not prompt:
+            return _error(400, "invalid_request", "prompt is required")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 6:
+            return _error(400, "invalid_request", "n must be between 1 and 6")
+        picture = render(image=None, mask=None, size=(1024, 1024), prompt=prompt)
+        encoded = base64.b64encode(picture).decode()
+        return web.json_response(
+            {
+                "created": int(time.time()),
+                "credits": UNITS[model] * n,
+                "data": [{"b64_json": encoded} for _ in range(n)],
+            }
+        )
+
+    app.router.add_post("/v1/images/generations", generate)
     app.router.add_post("/v1/images/{endpoint}", edit)
     return app
 

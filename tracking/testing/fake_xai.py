@@ -25,6 +25,15 @@ for a generation, and an edit has its own endpoint). ``aspect_ratio`` ``auto`` m
 image. Its answer has the edit's shape; the ticks are :data:`OUTPUT_TICKS` per output image (a
 generation has no input image to bill).
 
+``grok-imagine-image-2.0`` (xAI's release notes and its migration guide for
+grok-imagine-image-quality, read 2026-12-07) takes the same requests plus ``quality`` on both
+endpoints (``low``, ``medium`` or ``auto``, the default, served at ``low`` for a generation and
+``medium`` for an edit; ``high`` is refused), up to five source images for an edit and the 21:9
+and 5:2 aspect ratios. Its ticks are :data:`OUTPUT_TICKS_2` per output image by the quality served
+and the resolution (``low`` at 1k is xAI's $0.05 for grok-imagine-image-quality less the $0.01
+the migration guide states; the other three are stand-ins in the ratio resellers quote), plus
+:data:`INPUT_TICKS` per input image of an edit.
+
 Faults (:mod:`.faults` syntax) come from the ``x-fake-fault`` header or the server's queue
 (``faults=[...]``, :meth:`FakeXAI.inject`): ``status=N`` (with ``retry_after``, ``message``)
 answers that error, ``code=moderation`` a 400 naming the content moderation, ``code=blocked`` a
@@ -50,11 +59,21 @@ from .app_thread import ServedApp
 from .fake_images import inspect, render
 from .faults import Fault, next_fault, parse_fault
 
-__all__ = ["INPUT_TICKS", "OUTPUT_TICKS", "FakeXAI", "XAIRequest"]
+__all__ = ["INPUT_TICKS", "OUTPUT_TICKS", "OUTPUT_TICKS_2", "FakeXAI", "XAIRequest"]
 
 OUTPUT_TICKS = 200_000_000  # $0.02 per output image
 INPUT_TICKS = 20_000_000  # $0.002 per input image (stand-in)
-_MODELS = frozenset({"grok-imagine-image"})
+#: grok-imagine-image-2.0's ticks per output image by (quality served, resolution)
+OUTPUT_TICKS_2 = {
+    ("low", "1k"): 400_000_000,  # $0.04
+    ("medium", "1k"): 600_000_000,  # $0.06
+    ("low", "2k"): 600_000_000,  # $0.06
+    ("medium", "2k"): 800_000_000,  # $0.08
+}
+_MODEL_2 = "grok-imagine-image-2.0"
+_MODELS = frozenset({"grok-imagine-image", _MODEL_2})
+_RATIOS_2 = frozenset({"21:9", "5:2"})
+_QUALITIES_2 = frozenset({"low", "medium", "auto"})
 _RATIOS = frozenset(
     {"1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9", "1:2"}
     | {"2:1", "auto"}
@@ -140,7 +159,8 @@ def _check_output(body: dict[str, Any]) -> tuple[int, str, str] | None:
     n = body.get("n", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
         return 400, invalid, "n: must be between 1 and 10"
-    if body.get("aspect_ratio", "auto") not in _RATIOS:
+    ratios = _RATIOS | _RATIOS_2 if body.get("model") == _MODEL_2 else _RATIOS
+    if body.get("aspect_ratio", "auto") not in ratios:
         return 400, invalid, f"aspect_ratio: unsupported value {body.get('aspect_ratio')!r}"
     if body.get("resolution", "1k") not in _SIDES:
         return 400, invalid, "resolution: must be 1k or 2k"
@@ -157,9 +177,17 @@ def _check_generation(body: dict[str, Any]) -> tuple[int, str, str] | None:
     for name in ("image", "images"):
         if name in body:
             return 400, _INVALID, f"{name}: a generation takes no input image (edit it instead)"
-    if body.get("quality", "low") not in _QUALITIES:
-        return 400, _INVALID, "quality: must be low, medium or high"
-    return _check_output(body)
+    if body.get("model") == _MODEL_2:
+        problem = _check_quality_2(body)
+    elif body.get("quality", "low") not in _QUALITIES:
+        problem = 400, _INVALID, "quality: must be low, medium or high"
+    return problem or _check_output(body)
+
+
+def _check_quality_2(body: dict[str, Any]) -> tuple[int, str, str] | None:
+    if body.get("quality", "auto") not in _QUALITIES_2:
+        return 400, _INVALID, "quality: must be low, medium or auto"
+    return None
 
 
 def _check(body: dict[str, Any]) -> tuple[int, str, str] | list[bytes]:
@@ -171,8 +199,11 @@ def _check(body: dict[str, Any]) -> tuple[int, str, str] | list[bytes]:
     if ("image" in body) == ("images" in body):
         return 400, invalid, "Exactly one of image or images must be given"
     items = [body["image"]] if "image" in body else body["images"]
-    if not isinstance(items, list) or not 1 <= len(items) <= 3:
-        return 400, invalid, "images: between 1 and 3 input images"
+    most = 5 if body.get("model") == _MODEL_2 else 3
+    if not isinstance(items, list) or not 1 <= len(items) <= most:
+        return 400, invalid, f"images: between 1 and {most} input images"
+    if body.get("model") == _MODEL_2 and (problem := _check_quality_2(body)) is not None:
+        return problem
     images = []
     for item in items:
         read = _read_image(item)
@@ -181,6 +212,16 @@ def _check(body: dict[str, Any]) -> tuple[int, str, str] | list[bytes]:
         images.append(read)
     problem = _check_output(body)
     return images if problem is None else problem
+
+
+def _output_ticks(body: dict[str, Any], editing: bool) -> int:
+    """The ticks one output image of ``body`` is billed."""
+    if body.get("model") != _MODEL_2:
+        return OUTPUT_TICKS
+    quality = body.get("quality", "auto")
+    if quality == "auto":
+        quality = "medium" if editing else "low"
+    return OUTPUT_TICKS_2[quality, body.get("resolution", "1k")]
 
 
 def build_app(
@@ -242,7 +283,8 @@ def build_app(
         if fault is not None and fault.code == "moderation":
             return _error(400, _INVALID, "Generated image rejected by content moderation.")
         n = body.get("n", 1)
-        usage = {"cost_in_usd_ticks": OUTPUT_TICKS * n + INPUT_TICKS * len(images)}
+        usage = {"cost_in_usd_ticks": _output_ticks(body, bool(images)) * n}
+        usage["cost_in_usd_ticks"] += INPUT_TICKS * len(images)
         if fault is not None and fault.code == "blocked":
             return web.json_response({"data": [], "block_reason": "moderation", "usage": usage})
         first = images[0] if images else None
