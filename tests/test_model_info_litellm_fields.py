@@ -42,6 +42,11 @@ def _config(folder: Path) -> dict[str, Any]:
                 "model_info": {"id": "flux-pro"},
             },
             {
+                "model_name": "kontext",
+                "litellm_params": {"model": "black_forest_labs/flux-kontext-pro", **_NOWHERE},
+                "model_info": {"id": "kontext"},
+            },
+            {
                 "model_name": "flux",
                 "litellm_params": {"model": "black_forest_labs/flux-2-klein-4b", **_NOWHERE},
                 "model_info": {
@@ -90,10 +95,15 @@ def _groups(client: httpx.Client) -> dict[str, dict[str, Any]]:
 
 def test_each_deployment_says_what_it_serves_in_litellm_names(client):
     info = _deployments(client)
-    openai, flux = info["openai-1"], info["flux-pro"]
-    assert openai["supported_endpoints"] == ["/v1/images/edits", "/v1/images/generations"]
-    assert flux["supported_endpoints"] == ["/v1/images/edits"]  # BFL: edits only here
-    assert (openai["mode"], flux["mode"]) == ("image_generation", "image_edit")
+    openai, flux, kontext = info["openai-1"], info["flux-pro"], info["kontext"]
+    both = ["/v1/images/edits", "/v1/images/generations"]
+    assert openai["supported_endpoints"] == flux["supported_endpoints"] == both
+    assert kontext["supported_endpoints"] == ["/v1/images/edits"]  # FLUX.1 Kontext: edits only
+    assert (openai["mode"], flux["mode"], kontext["mode"]) == (
+        "image_generation",
+        "image_generation",
+        "image_edit",
+    )
     for each in info.values():
         assert each["supported_modalities"] == ["text", "image"]
         assert each["supported_output_modalities"] == ["image"]
