@@ -21,7 +21,7 @@ timeouts it has (``rpm``, ``tpm``, ``weight``, ``order``, ``timeout``, ``stream_
 ``api_key`` nor any other credential. ``model_info`` is the config's own (its prices left out; a
 value read from the environment as its ``os.environ/NAME``, never the value), then ``id`` (the
 router's deployment id, what ``x-litellm-model-id`` names), ``db_model: false``,
-``litellm_provider``, ``mode`` (``image_generation`` when the deployment's provider generates
+``litellm_provider``, ``mode`` (``image_generation`` when the deployment's model generates
 images, else ``image_edit``) and the prices its calls are billed from today, found as billing
 finds them (its own prices, its ``base_model``, the price table): token prices in LiteLLM's
 names, USD per token (``input_cost_per_token``, ``input_cost_per_image_token``,
@@ -32,7 +32,7 @@ for every size and quality) and ``output_cost_per_image_by_size`` (``"1024x1024"
 ``per_megapixel`` (``first_output``, ``output``, ``input``: LiteLLM has no name for them).
 What the deployment does, in the names of LiteLLM's ``ModelInfo`` (``litellm/types/utils.py``;
 its model cost map gives them per model, read 2026-12-07), each true of every deployment here:
-``supported_endpoints`` (``/v1/images/edits``, and ``/v1/images/generations`` when its provider
+``supported_endpoints`` (``/v1/images/edits``, and ``/v1/images/generations`` when its model
 generates), ``supported_modalities`` ``["text", "image"]`` (a prompt and images in),
 ``supported_output_modalities`` ``["image"]`` and ``supports_vision: true`` (it reads input
 images: LiteLLM's ``supports_vision`` is image input). LiteLLM's other ``supports_*`` flags
