@@ -116,8 +116,8 @@ class PriceEntry:
     aliases: tuple[str, ...] = ()
     #: where the entry came from: ``packaged``, ``override`` (a prices file) or ``custom``
     origin: str = "packaged"
-    #: the operations the prices were read for (each with its source in the file); empty when
-    #: the file does not say (the prices then apply to every operation)
+    #: the operations the source page says the prices bill (each with its source in the file);
+    #: a record only: billing never reads it, and every entry prices every operation
     operations: frozenset[str] = frozenset()
     #: fees of server-side tools (:data:`TOOLS`) by tool: charged per use, besides the tokens
     tools: Mapping[str, ToolFee] = field(default_factory=dict)
@@ -345,7 +345,8 @@ def tool_fees(raw: Any, where: str, *, from_file: bool = False) -> dict[str, Too
 
 def _operations(raw: Any, where: str) -> frozenset[str]:
     """``{"image_generation": {source, retrieved, confidence}, ...}``: the operations the
-    page says these prices bill, each with the page it was read from."""
+    page says these prices bill, each with the page it was read from (checked and kept as a
+    record; pricing does not read it)."""
     if raw is None:
         return frozenset()
     if not isinstance(raw, dict) or not raw:

@@ -1,8 +1,9 @@
-"""Recraft: ``POST {api_base}/images/imageToImage``, or ``/images/inpaint`` with a mask.
+"""Recraft: ``POST {api_base}/images/imageToImage``, or ``/images/inpaint`` with a mask; a
+generation: ``POST {api_base}/images/generations``.
 
 ``model="recraft/recraftv3"`` (or another Recraft model: ``recraftv3_vector``, ``recraftv4``...)
-edits with Recraft. The key is a bearer token from ``api_key`` or ``RECRAFT_API_TOKEN`` (also
-``RECRAFT_API_KEY``); ``api_base`` defaults to ``https://external.api.recraft.ai/v1``
+edits and generates with Recraft. The key is a bearer token from ``api_key`` or
+``RECRAFT_API_TOKEN`` (also ``RECRAFT_API_KEY``); ``api_base`` defaults to ``https://external.api.recraft.ai/v1``
 (``RECRAFT_API_BASE`` overrides it).
 
 The request is multipart: ``image``, ``prompt``, ``model``, ``n`` (1 to 6) and

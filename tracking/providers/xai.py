@@ -18,6 +18,10 @@ drops it). The answer is asked for as ``b64_json`` unless the caller asked for `
 URLs are temporary). xAI documents no streamed image answer: ``stream=True`` is refused before
 sending.
 
+``model="xai/grok-imagine-image-2.0"`` takes the same endpoints and JSON, up to five images for
+an edit (``tracking/families.py``), and ``quality`` (``low``, ``medium`` or ``auto``), sent as
+asked (:data:`QUALITY_MODELS`); its table prices go by quality and resolution tier.
+
 The answer, an edit's or a generation's, has OpenAI's shape plus ``usage.cost_in_usd_ticks``,
 what xAI charged for the call (an edit's input and output images together, a generation's
 output images; 10^10 ticks = 1 USD, xAI's cost-tracking page): that is the call's cost. A
@@ -109,7 +113,8 @@ _MODERATION_WORDS = ("moderation", "content policy", "safety")
 #: OpenAI parameters xAI's image edits have no field for (its guide and reference, read
 #: 2026-12-03), nor its generations for grok-imagine-image (read 2026-12-07; the reference
 #: lists a generation ``quality`` its guides never tie to that model, see docs/xai.md): refused
-#: for every model, also one the family table does not list.
+#: for every model, also one the family table does not list, except ``quality`` for
+#: :data:`QUALITY_MODELS`.
 _NOT_TAKEN = GPT_IMAGE_OPTIONS
 #: The models that take ``quality`` (``low``, ``medium``, ``auto``), which sets their price: xAI's
 #: release notes and migration guide for grok-imagine-image-quality (read 2026-12-07).

@@ -53,8 +53,8 @@ dearest of its deployments (what a call may cost), a FLUX.2 group's ``per_megapi
 ``/model/info`` gives it, each of its three prices at the dearest of the deployments priced per
 megapixel (until 2026-12-07 a FLUX.2 group answered no price at all), ``max_input_tokens`` /
 ``max_output_tokens`` null (no image model's limit is known here), ``supports_vision``
-(LiteLLM's group flag: each deployment's, as ``/model/info`` gives it) and ``priced`` (every
-deployment priced).
+(LiteLLM's group flag: true when every deployment's is, as ``/model/info`` gives it) and
+``priced`` (every deployment priced).
 
 Both take any key, as LiteLLM's do and as ``/v1/models`` does: a virtual key made with ``models``
 sees only those model names' deployments and groups (another model's deployment id is as unknown
