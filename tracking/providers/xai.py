@@ -6,7 +6,7 @@ bearer token from ``api_key`` or ``XAI_API_KEY``; ``api_base`` defaults to
 ``https://api.x.ai/v1`` (``XAI_API_BASE`` overrides it).
 
 xAI takes JSON, not OpenAI's multipart form: each input image of an edit goes as a base64 data
-URI, one as ``image: {"url"}``, two or three as ``images: [{"url"}, ...]`` (the prompt may name
+URI, one as ``image: {"url"}``, two or more as ``images: [{"url"}, ...]`` (the prompt may name
 them ``<IMAGE_0>``, ``<IMAGE_1>``...). A generation sends the same JSON without images to
 ``images/generations``: ``model``, ``prompt``, ``n`` (1 to 10), ``response_format``,
 ``aspect_ratio``, ``resolution``, ``user``. xAI refuses OpenAI's ``size``, so a
