@@ -52,6 +52,7 @@ def _config(database: Path) -> dict[str, Any]:
                     "api_key": "os.environ/L19_UPSTREAM_KEY",
                     "api_base": "http://127.0.0.1:9",
                     "rpm": 5,
+                    "max_retries": 0,  # honoured since 2026-12-07, so shown as LiteLLM shows it
                     "input_cost_per_token": "0.000009",  # dearer text input than the table's
                 },
                 "model_info": {"id": "own-prices", "output_cost_per_image": 0.3},
@@ -135,6 +136,7 @@ def test_model_info_lists_each_deployment_without_secrets(app, path):
     assert (info["description"], info["priced"]) == ("packaged prices", True)
     assert info["price_ref"].startswith("packaged:gpt-image-1")
     # a deployment's own prices, as written, never through a float
+    assert second["litellm_params"]["max_retries"] == 0
     own = second["model_info"]
     assert (own["input_cost_per_token"], own["output_cost_per_image"]) == ("0.000009", "0.3")
     assert cheap["model_info"]["input_cost_per_token"] == "0.0000001"
