@@ -41,6 +41,7 @@ __all__ = [
     "LitellmSettings",
     "ProxyConfig",
     "export_environment",
+    "file_environment",
     "load_config",
     "parse_config",
 ]
@@ -1090,6 +1091,26 @@ def export_environment(config: ProxyConfig) -> list[str]:
     for name, value in config.environment_variables.items():
         os.environ[name] = value
     return sorted(config.environment_variables)
+
+
+def file_environment(document: Mapping[str, Any]) -> dict[str, str]:
+    """A config document's ``environment_variables`` as :func:`export_environment` exports
+    them (values as text, an ``os.environ/NAME`` value resolved, the file's own names first),
+    for a reader of the file other than ``tracking serve`` (``Router.from_config``); a fault is
+    a ``ConfigurationError`` naming it."""
+    section = document.get("environment_variables") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigurationError("environment_variables: expected a mapping")
+    faults = _Faults()
+    for name, value in section.items():
+        fault = _environment_fault(name, value)
+        if fault:
+            faults.errors.append(fault)
+    raw = {str(k): str(v) for k, v in section.items() if v is not None}
+    resolved = _resolve_env(raw, "environment_variables", {**os.environ, **raw}, faults)
+    if faults.errors:
+        raise ConfigurationError("; ".join(faults.errors))
+    return {name: value for name, value in resolved.items() if value}
 
 
 def _beside(source: Path | None, path: str | None) -> Path | None:
