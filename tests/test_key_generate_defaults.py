@@ -83,9 +83,27 @@ def test_what_the_request_gives_wins_and_the_rest_is_defaulted(client):
     expires = datetime.fromisoformat(str(made["expires"]))
     assert expires < datetime.now().astimezone() + timedelta(days=3)  # not the default 30d
     assert (made["models"], made["rpm_limit"]) == (["gpt-image-2"], 7)  # the defaults
-    every = _generate(client, models=[], rpm_limit=3)  # LiteLLM's "every model", given
-    assert (every["models"], every["rpm_limit"]) == (None, 3)
-    assert every["max_budget"] == "999999999.9999999999"
+    given = _generate(client, models=["gpt-image-1"], rpm_limit=3)
+    assert (given["models"], given["rpm_limit"]) == (["gpt-image-1"], 3)
+    assert given["max_budget"] == "999999999.9999999999"
+
+
+def test_an_empty_models_list_gets_the_default_models_as_in_litellm(client):
+    # LiteLLM's clients send models: [] when they name none, and LiteLLM gives that key the
+    # default's models; here it had every model, the configured restriction dropped
+    made = _generate(client, models=[])
+    assert made["models"] == ["gpt-image-2"]
+    stored = client.get("/key/info", params={"key_hash": made["key_hash"]})
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["info"]["models"] == ["gpt-image-2"]
+    refused = httpx.post(
+        f"{client.base_url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {made['key']}"},
+        json={"model": "gpt-image-1", "prompt": "a cat"},
+        timeout=60,
+    )
+    assert refused.status_code in (401, 403), refused.text
+    assert refused.json()["error"]["type"]
 
 
 def _document(**defaults: object) -> dict[str, object]:

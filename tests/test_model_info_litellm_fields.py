@@ -43,7 +43,11 @@ def _config(folder: Path) -> dict[str, Any]:
             },
             {
                 "model_name": "kontext",
-                "litellm_params": {"model": "black_forest_labs/flux-kontext-pro", **_NOWHERE},
+                "litellm_params": {
+                    "model": "black_forest_labs/flux-kontext-pro",
+                    "max_retries": 0,
+                    **_NOWHERE,
+                },
                 "model_info": {"id": "kontext"},
             },
             {
@@ -136,3 +140,13 @@ def test_a_per_megapixel_group_gives_each_price_at_its_dearest(client):
     assert "per_megapixel" not in _groups(client)["images"]  # no guessed price
     one = client.get("/model_group/info", params={"model_group": "flux"}).json()["data"]
     assert [g["per_megapixel"]["first_output"] for g in one] == ["0.0800000000000000001"]
+
+
+def test_a_deployments_own_max_retries_is_in_its_litellm_params(client):
+    # LiteLLM shows it there; 0 (never back to that deployment) is a value, not left out
+    answer = client.get("/model/info")
+    assert answer.status_code == 200, answer.text
+    params = {d["model_info"]["id"]: d["litellm_params"] for d in answer.json()["data"]}
+    assert params["kontext"]["max_retries"] == 0
+    assert "max_retries" not in params["openai-1"]  # none written: the call's retries
+    assert "api_key" not in params["kontext"]

@@ -80,3 +80,20 @@ def test_the_last_day_storable_is_a_400_not_a_500(client, path):
     answer = client.get(path, params={"end_date": "9999-12-31"})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["param"] == "end_date"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_start_later_on_the_whole_end_day_is_inside_the_window(client, path):
+    # the day's spend from 09:00 on: the end day's midnight was compared before it was moved
+    # to the next one, and the request was a 400 "start_date after end_date"
+    day = DAY.date().isoformat()
+    later = (DAY + timedelta(hours=9)).isoformat()
+    assert _spend(client, path, start_date=later, end_date=day) == [("t", 2, "0.3000000000")]
+    # the basic ISO form of that date is a date too, not its first instant
+    assert _spend(client, path, start_date=day, end_date=day.replace("-", "")) == [
+        ("t", 2, "0.3000000000")
+    ]
+    # a start on the day after is still after the end
+    after = client.get(path, params={"start_date": "2026-06-02", "end_date": day})
+    assert after.status_code == 400, after.text
+    assert after.json()["error"]["param"] == "start_date"

@@ -41,6 +41,7 @@ __all__ = [
     "LitellmSettings",
     "ProxyConfig",
     "export_environment",
+    "file_environment",
     "load_config",
     "parse_config",
 ]
@@ -515,6 +516,58 @@ INPUT_PER_IMAGE = (
     "(its input) for a model billed per input megapixel"
 )
 
+#: LiteLLM's price names (its cost map's, which its configs also write in ``litellm_params`` or
+#: ``model_info``): ``input_cost_per_pixel``, ``output_cost_per_second``,
+#: ``cache_creation_input_token_cost``...
+_LITELLM_PRICE_NAME = re.compile(r"[a-z0-9_]*(?:cost_per_|_token_cost)[a-z0-9_]*")
+#: The price names a deployment's ``model_info`` is billed by (``litellm_params``: the token
+#: prices of :data:`LITELLM_PRICE_KEYS` alone).
+MODEL_INFO_PRICES = frozenset(
+    {
+        *LITELLM_PRICE_KEYS,
+        "output_cost_per_image",
+        "output_cost_per_image_by_size",
+        "search_context_cost_per_query",
+        "web_search_cost_per_request",
+    }
+)
+
+
+def unread_prices(values: Mapping[str, Any], section: str) -> list[tuple[str, str]]:
+    """LiteLLM price names in a deployment's ``section`` (``litellm_params`` or ``model_info``)
+    that no call here is billed by, each with why it is refused: ignored (until 2026-12-07 with
+    no word in ``model_info``, a warning in ``litellm_params``), the calls were billed at the
+    price table's price, not the one written (``input_cost_per_pixel``, dall-e-2's in LiteLLM's
+    cost map; ``output_cost_per_image`` in ``litellm_params``). ``input_cost_per_image`` has
+    its own refusal (:data:`INPUT_PER_IMAGE`)."""
+    read = LITELLM_PRICE_KEYS if section == "litellm_params" else MODEL_INFO_PRICES
+    refused = []
+    for key, value in values.items():
+        if (
+            not isinstance(key, str)
+            or value is None
+            or key == "input_cost_per_image"
+            or key in read
+            or not _LITELLM_PRICE_NAME.fullmatch(key)
+        ):
+            continue
+        if key in MODEL_INFO_PRICES:
+            why = "read from model_info only: move it there"
+        elif "pixel" in key:
+            why = (
+                "a price per pixel is not read here: write output_cost_per_image_by_size, each "
+                "size's price per output image (its pixels times the price)"
+            )
+        else:
+            why = (
+                "not a price this proxy bills image calls by: write output_cost_per_image, "
+                "output_cost_per_image_by_size or the token prices ("
+                + ", ".join(LITELLM_PRICE_KEYS)
+                + ")"
+            )
+        refused.append((key, f"LiteLLM's price name, refused rather than ignored: {why}"))
+    return refused
+
 
 #: LiteLLM spending caps and access controls this proxy does not enforce: an error, never an
 #: ignored key (whoever wrote one believes spend, or access, is limited).
@@ -840,10 +893,17 @@ def parse_config(
         params = entry.get("litellm_params")
         if not isinstance(params, Mapping):
             continue
+        refused = unread_prices(params, "litellm_params")
+        faults.errors.extend(f"{path}.litellm_params.{key}: {why}" for key, why in refused)
+        params = {k: v for k, v in params.items() if k not in dict(refused)}
         checked = faults.check_section(params, _LITELLM_PARAMS, f"{path}.litellm_params")
         info = entry.get("model_info")
-        if isinstance(info, Mapping) and info.get("input_cost_per_image") is not None:
-            faults.errors.append(f"{path}.model_info.input_cost_per_image: {INPUT_PER_IMAGE}")
+        if isinstance(info, Mapping):
+            if info.get("input_cost_per_image") is not None:
+                faults.errors.append(f"{path}.model_info.input_cost_per_image: {INPUT_PER_IMAGE}")
+            faults.errors.extend(
+                f"{path}.model_info.{key}: {why}" for key, why in unread_prices(info, "model_info")
+            )
         for key in sorted(_LITELLM_PARAMS_NOT_USED.keys() & checked.keys()):
             faults.warnings.append(
                 f"{path}.litellm_params.{key}: accepted for LiteLLM compatibility, not used: "
@@ -1031,6 +1091,26 @@ def export_environment(config: ProxyConfig) -> list[str]:
     for name, value in config.environment_variables.items():
         os.environ[name] = value
     return sorted(config.environment_variables)
+
+
+def file_environment(document: Mapping[str, Any]) -> dict[str, str]:
+    """A config document's ``environment_variables`` as :func:`export_environment` exports
+    them (values as text, an ``os.environ/NAME`` value resolved, the file's own names first),
+    for a reader of the file other than ``tracking serve`` (``Router.from_config``); a fault is
+    a ``ConfigurationError`` naming it."""
+    section = document.get("environment_variables") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigurationError("environment_variables: expected a mapping")
+    faults = _Faults()
+    for name, value in section.items():
+        fault = _environment_fault(name, value)
+        if fault:
+            faults.errors.append(fault)
+    raw = {str(k): str(v) for k, v in section.items() if v is not None}
+    resolved = _resolve_env(raw, "environment_variables", {**os.environ, **raw}, faults)
+    if faults.errors:
+        raise ConfigurationError("; ".join(faults.errors))
+    return {name: value for name, value in resolved.items() if value}
 
 
 def _beside(source: Path | None, path: str | None) -> Path | None:

@@ -283,16 +283,27 @@ def date_window(
     (the window ends at the next midnight, UTC), as LiteLLM's routes that sum spend per day
     read it; a datetime is the window's end as given, on every route."""
     start, end = optional_date(query, "start_date"), optional_date(query, "end_date")
-    whole_day = whole_end_day and end is not None and len(query["end_date"]) == 10
-    if start is not None and end is not None and start > end:
-        raise _bad("start_date", "after end_date; swap them")
+    whole_day = whole_end_day and end is not None and _is_date(query["end_date"])
     if whole_day:
         assert end is not None
         try:
             end += timedelta(days=1)
         except OverflowError:
             raise _bad("end_date", DATE_RANGE) from None
+    # compared once the end is where the window ends: a start later on a whole end day is in
+    # it (until 2026-12-07, start_date=D T10:00 with end_date=D was a 400 "after end_date")
+    if start is not None and end is not None and (start >= end if whole_day else start > end):
+        raise _bad("start_date", "after end_date; swap them")
     return start, end
+
+
+def _is_date(value: str) -> bool:
+    """Whether ``value`` is an ISO-8601 date without a time (``2026-12-07``, ``20261207``)."""
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def utc_datetime(value: str) -> datetime:

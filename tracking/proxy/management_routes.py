@@ -174,10 +174,16 @@ KEY_DELETE_FIELDS = frozenset({"keys", "key_hashes"})
 
 def _with_key_defaults(document: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """A ``/key/generate`` request with LiteLLM's ``default_key_generate_params`` filled in: a
-    default for each field the request leaves out (absent or null); a request naming a team
+    default for each field the request leaves out (absent or null; ``models`` also an empty
+    list, as in LiteLLM, whose clients send ``[]`` when they name no model: until 2026-12-07
+    that key had every model, the default's restriction dropped); a request naming a team
     (``team`` or ``team_id``) or an expiry (``duration`` or ``expires``) keeps its own. A
     default budget is its exact decimal text, read as a request's is."""
-    given = {name for name, value in document.items() if value is not None}
+    given = {
+        name
+        for name, value in document.items()
+        if value is not None and not (name == "models" and value == [])
+    }
     crossed = {"team_id": "team", "duration": "expires"}
     filled = dict(document)
     for name, value in defaults.items():

@@ -17,9 +17,9 @@ of ``model_group_info`` (``/model_group/info``, ``?model_group=``; each group's 
 deployment as the router loaded it, never copied from the config, so no secret can pass: the
 ``model``, ``api_base`` as ``scheme://host[:port]`` (no user, path or query, where a credential
 may sit), ``api_version``, a Vertex AI deployment's project and location, and the limits and
-timeouts it has (``rpm``, ``tpm``, ``weight``, ``order``, ``timeout``, ``stream_timeout``,
-``max_retries``); never ``api_key`` nor any other credential. ``model_info`` is the config's
-own (its prices left out; a
+timeouts it has (``rpm``, ``tpm``, ``weight``, ``order``, ``max_retries``, ``timeout``,
+``stream_timeout``); never
+``api_key`` nor any other credential. ``model_info`` is the config's own (its prices left out; a
 value read from the environment as its ``os.environ/NAME``, never the value), then ``id`` (the
 router's deployment id, what ``x-litellm-model-id`` names), ``db_model: false``,
 ``litellm_provider``, ``mode`` (``image_generation`` when the deployment's model generates
@@ -204,9 +204,10 @@ def _params(deployment: Deployment) -> dict[str, Any]:
         "rpm": deployment.rpm,
         "tpm": deployment.tpm,
         "order": deployment.order,
+        # LiteLLM's litellm_params show it; until 2026-12-07 a deployment's own was left out
+        "max_retries": deployment.max_retries,
         "timeout": deployment.timeout,
         "stream_timeout": deployment.stream_timeout,
-        "max_retries": deployment.max_retries,
     }
     if deployment.weight != 1:
         params["weight"] = deployment.weight

@@ -254,6 +254,7 @@ def _deployment(entry: Any, where: str) -> Deployment:
         from ..config import INPUT_PER_IMAGE
 
         raise ConfigurationError(f"{where}: litellm_params.input_cost_per_image: {INPUT_PER_IMAGE}")
+    _refuse_unread_prices(params, "litellm_params", where)
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigurationError(f"{where}: litellm_params.model is required")
@@ -348,6 +349,7 @@ def _check_prices(info: Mapping[str, Any], where: str) -> None:
 
     if info.get("input_cost_per_image") is not None:
         raise ConfigurationError(f"{where}: model_info.input_cost_per_image: {INPUT_PER_IMAGE}")
+    _refuse_unread_prices(info, "model_info", where)
     price = info.get("output_cost_per_image")
     if price is not None:
         to_price(price, f"{where}: model_info.output_cost_per_image")
@@ -370,6 +372,17 @@ def _check_prices(info: Mapping[str, Any], where: str) -> None:
         for name in shape.split("/"):
             check_per_image_key(name, named)
         to_price(value, named)
+
+
+def _refuse_unread_prices(values: Mapping[str, Any], section: str, where: str) -> None:
+    """A LiteLLM price name no call is billed by is a :class:`ConfigurationError` naming it
+    (:func:`tracking.config.unread_prices`), never a price silently not charged."""
+    from ..config import unread_prices
+
+    refused = unread_prices(values, section)
+    if refused:
+        key, why = refused[0]
+        raise ConfigurationError(f"{where}: {section}.{key}: {why}", param=key)
 
 
 def _unaliased(params: Mapping[str, Any], where: str | None) -> dict[str, Any]:

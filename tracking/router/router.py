@@ -315,11 +315,16 @@ class Router:
         ``config`` is the parsed mapping or the path of a ``config.yaml``. A path is read as
         ``tracking serve`` reads it (:func:`tracking.config.read_yaml`: bounded, and every price
         the exact decimal written); a mapping from ``yaml.safe_load`` holds binary floats, and a
-        price written with more than 15 significant digits is then the float's amount."""
+        price written with more than 15 significant digits is then the float's amount. As
+        ``tracking serve`` (and LiteLLM's proxy) does, a file's ``environment_variables`` are put
+        into ``os.environ`` first, the file winning over the process's own, so that its
+        ``os.environ/NAME`` references and the providers' own variables find them."""
         if isinstance(config, (str, os.PathLike)):
-            from ..config import read_yaml
+            from ..config import file_environment, read_yaml
 
             config = read_yaml(config)
+            if isinstance(config, Mapping):
+                os.environ.update(file_environment(config))
         if not isinstance(config, Mapping):
             raise ConfigurationError("config: expected a mapping")
         settings: dict[str, Any] = {}
