@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 
 def write_prices_file(
-    folder: Path, model: str, per_image: dict[str, dict[str, str]], provider: str | None = None
+    folder: Path,
+    model: str,
+    per_image: dict[str, dict[str, str]],
+    provider: str | None = None,
+    defaults: Any = None,
 ) -> Path:
     """``folder``/prices.json pricing ``model`` per image (quality -> size -> USD), each figure
-    with a made-up contract as its source."""
+    with a made-up contract as its source; ``defaults`` is the entry's, as given."""
     figures = {
         quality: {
             size: {
@@ -32,6 +37,8 @@ def write_prices_file(
     }
     if provider is not None:
         entry["provider"] = provider
+    if defaults is not None:
+        entry["defaults"] = defaults
     path = folder / "prices.json"
     path.write_text(json.dumps({"schema": 1, "currency": "USD", "entries": [entry]}))
     return path

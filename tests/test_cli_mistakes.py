@@ -91,9 +91,10 @@ def _mistakes(tmp: Path, busy: int) -> list[tuple[list[str], str | None, tuple[s
         # migrate and spend
         (["migrate", "--database-url", "bogus://x"], None, ("SQLite and PostgreSQL",)),
         (
-            ["migrate", "--database-url", f"sqlite:///{tmp}/no/such/dir/x.db"],
+            # a missing folder is created (as the proxy creates it); one that cannot be is named
+            ["migrate", "--database-url", "sqlite:////proc/no/such/dir/x.db"],
             None,
-            ("cannot open",),
+            ("cannot create /proc/no/such/dir, the folder of the SQLite ledger",),
         ),
         (["spend", "--since", "yesterday"], None, ("--since",)),
         (["spend", "--database-url", "bogus://x"], None, ("SQLite and PostgreSQL",)),

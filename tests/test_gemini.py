@@ -42,6 +42,12 @@ PROMPT = "add a red hat"  # 13 characters: 4 text tokens in the fake's conventio
 MILLION = Decimal(1_000_000)
 
 
+def input_allowance(text_and_image_price: str) -> Decimal:
+    """What an estimate adds for one edit's input (the prompt's 13 characters, one input image
+    allowed 1,000 tokens) at one price per 1M tokens for text and image alike (Gemini's)."""
+    return (len(PROMPT) + 1000) * Decimal(text_and_image_price) / MILLION
+
+
 @pytest.fixture(scope="module")
 def gemini() -> Iterator[FakeGemini]:
     with FakeGemini(api_keys=[GEMINI_KEY]) as server:
@@ -164,7 +170,8 @@ def test_without_usage_metadata_the_per_image_price_of_the_tier_applies(
         **upstream,
     )
     assert response.usage is None
-    assert response.cost_usd == Decimal("0.134")  # the 2K per-image price, not None, not 0
+    # the 2K per-image price and the input at $2 per 1M tokens, not None, not 0
+    assert response.cost_usd == Decimal("0.134") + input_allowance("2")
     assert events.last.cost_source != "unpriced"
 
 
@@ -490,7 +497,7 @@ def test_a_512_answer_without_usage_is_estimated_at_the_512_price(gemini, upstre
             **upstream,
         )
     assert response.usage is None
-    assert response.cost_usd == PRICE_512  # not the 1K price, $0.067
+    assert response.cost_usd == PRICE_512 + input_allowance("0.5")  # not the 1K price, $0.067
     assert events.last.cost_source == "estimate"
 
 
@@ -503,6 +510,7 @@ def test_without_a_size_the_estimate_stays_at_1k(gemini, upstream):
         **upstream,
     )
     assert "imageConfig" not in gemini.requests[-1].body["generationConfig"]
-    assert response.cost_usd == Decimal("0.067")  # Gemini's default tier, not the smallest
+    # Gemini's default tier, not the smallest (and the input at $0.50 per 1M tokens)
+    assert response.cost_usd == Decimal("0.067") + input_allowance("0.5")
     assert estimate_call_cost(FLASH).usd == Decimal("0.067")
     assert estimate_call_cost(FLASH, "512x512").usd == PRICE_512

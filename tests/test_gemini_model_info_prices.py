@@ -101,7 +101,8 @@ def test_an_answer_without_usage_is_estimated_at_the_per_image_price(gemini):
     with _router(gemini, LITELLM_GEMINI) as router:
         event = _edit(router, "code=no_usage")
     assert event.cost_source == "estimate"
-    assert event.cost_usd == Decimal("0.056")
+    # and the input: the prompt's characters and 1,000 tokens for the image, at $1 per 1M
+    assert event.cost_usd == Decimal("0.056") + (len(PROMPT) + 1000) * Decimal(1) / MILLION
 
 
 def test_thinking_tokens_are_billed_at_the_text_output_price(gemini):
@@ -170,7 +171,9 @@ def test_an_answer_without_usage_is_estimated_at_its_tiers_price(gemini):
     info = {**FLAT, "input_cost_per_token": "0.0000005", "output_cost_per_image_token": "0.00006"}
     with _router(gemini, info) as router:
         event = _edit(router, "code=no_usage", "4096x4096")
-    assert (event.cost_usd, event.cost_source) == (Decimal("0.1208"), "estimate")
+    # and the input: the prompt's characters and 1,000 tokens for the image, at $0.50 per 1M
+    inputs = (len(PROMPT) + 1000) * Decimal("0.5") / MILLION
+    assert (event.cost_usd, event.cost_source) == (Decimal("0.1208") + inputs, "estimate")
 
 
 def test_cost_based_ranking_prices_the_tier_as_billed(gemini):

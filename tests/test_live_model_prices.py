@@ -21,7 +21,7 @@ import pytest
 import tracking
 from tests.conftest import API_KEY, make_png
 from tests.recorder import watch_prometheus
-from tests.test_pricing import answer, request_for
+from tests.test_pricing import INPUT_ALLOWANCE, answer, request_for
 from tracking.cli import main as cli
 from tracking.pricing import estimate_call_cost, price_call, reset_prices, use_prices_file
 from tracking.pricing.commands import prices_import
@@ -152,7 +152,8 @@ def test_details_above_their_total_are_not_trusted(usage):
         request_for("gpt-image-2", size="1024x1024", quality="high"),
         answer(1, usage, size="1024x1024", quality="high"),
     )
-    assert cost.source == "estimate" and cost.usd == Decimal("0.211")
+    assert cost.source == "estimate"
+    assert cost.usd == Decimal("0.211") + INPUT_ALLOWANCE["gpt-image-2"]  # the image and input
 
 
 def test_an_image_answered_with_no_image_output_tokens_is_estimated():
@@ -168,7 +169,8 @@ def test_an_image_answered_with_no_image_output_tokens_is_estimated():
         request_for("gpt-image-2", size="1024x1024", quality="high"),
         answer(1, usage, size="1024x1024", quality="high"),
     )
-    assert cost.source == "estimate" and cost.usd == Decimal("0.211")
+    assert cost.source == "estimate"
+    assert cost.usd == Decimal("0.211") + INPUT_ALLOWANCE["gpt-image-2"]  # the image and input
 
 
 # -- usage we cannot read: an estimate, never $0 or None ----------------------------------------
@@ -191,8 +193,9 @@ def test_odd_usage_on_a_model_with_per_image_prices_is_that_price_estimated(usag
         request_for("gpt-image-2", size="1024x1024", quality="high"),
         answer(2, usage, size="1024x1024", quality="high"),
     )
-    assert cost.usd == Decimal("0.422")  # 2 x $0.211, gpt-image-2's per-image price
-    assert cost.per_image_usd == Decimal("0.211")
+    # 2 x $0.211, gpt-image-2's per-image price, and the input
+    assert cost.usd == Decimal("0.422") + INPUT_ALLOWANCE["gpt-image-2"]
+    assert cost.per_image_usd == cost.usd / 2
     assert cost.source == "estimate"
     assert cost.price_ref == "packaged:gpt-image-2#secondary"
 
@@ -203,7 +206,8 @@ def test_odd_usage_on_a_token_only_model_is_a_token_estimate(usage):
         request_for("gpt-image-2.6-flare", size="1024x1024", quality="medium"),
         answer(1, usage, size="1024x1024", quality="medium"),
     )
-    assert cost.usd == Decimal("0.05301")  # 1767 reference tokens x $30 per 1M
+    # 1767 reference tokens x $30 per 1M, and the input
+    assert cost.usd == Decimal("0.05301") + INPUT_ALLOWANCE["gpt-image-2.6-flare"]
     assert cost.source == "estimate"
 
 

@@ -152,31 +152,46 @@ TABLE_CASES = [
 ]
 
 
+#: What an estimate adds for :func:`request_for`'s input (9 prompt characters, one image
+#: allowed 1,000 tokens) at the model's input prices per 1M tokens, as an attempt whose outcome
+#: is unknown counts it: gpt-image-1 $5 text / $10 image, gpt-image-1-mini $2 / $2.50,
+#: gpt-image-2 and 2.6 Flare $5 / $8; nothing for a model priced per image (dall-e-2).
+INPUT_ALLOWANCE = {
+    "gpt-image-1": Decimal("0.000045") + Decimal("0.010"),
+    "gpt-image-1-mini": Decimal("0.000018") + Decimal("0.0025"),
+    "gpt-image-2": Decimal("0.000045") + Decimal("0.008"),
+    "gpt-image-2.6-flare": Decimal("0.000045") + Decimal("0.008"),
+    "dall-e-2": Decimal(0),
+}
+
+
 @pytest.mark.parametrize(("model", "quality", "size", "each"), TABLE_CASES)
 def test_per_image_table_when_usage_is_absent(model, quality, size, each):
     fields = {"size": size} if quality is None else {"size": size, "quality": quality}
     cost = price_call(request_for(model, size=size), answer(1, **fields))
-    assert cost.usd == Decimal(each)
-    assert cost.per_image_usd == Decimal(each)
+    assert cost.usd == Decimal(each) + INPUT_ALLOWANCE[model]
+    assert cost.per_image_usd == cost.usd
     assert cost.source == ("table" if model == "dall-e-2" else "estimate")
 
 
 def test_table_bills_the_size_and_quality_the_response_resolved_not_auto():
     request = request_for("gpt-image-1", size="auto", quality="auto")
     cost = price_call(request, answer(3, size="1024x1536", quality="high"))
-    assert cost.usd == Decimal("0.75")  # 3 x $0.25
-    assert cost.per_image_usd == Decimal("0.25")
+    assert cost.usd == Decimal("0.75") + INPUT_ALLOWANCE["gpt-image-1"]  # 3 x $0.25, the input
+    assert cost.per_image_usd == Decimal("0.253348333333")  # a third of it, to 12 places
 
 
 def test_table_counts_images_returned_not_requested():
     request = request_for("gpt-image-1", size="1024x1024", quality="low", n=4)
-    assert price_call(request, answer(2, size="1024x1024", quality="low")).usd == Decimal("0.022")
+    cost = price_call(request, answer(2, size="1024x1024", quality="low"))
+    assert cost.usd == Decimal("0.022") + INPUT_ALLOWANCE["gpt-image-1"]
 
 
 def test_auto_without_a_resolved_value_is_estimated_at_the_dearest_price_never_zero():
     request = request_for("gpt-image-1", size="auto", quality="auto")
     cost = price_call(request, answer(1))
-    assert cost.usd == Decimal("0.25")  # the dearest listed: high, 1024x1536 / 1536x1024
+    # the dearest listed (high, 1024x1536 / 1536x1024) and the input
+    assert cost.usd == Decimal("0.25") + INPUT_ALLOWANCE["gpt-image-1"]
     assert cost.source == "estimate"
 
 
@@ -258,7 +273,8 @@ def test_azure_deployment_maps_to_a_base_model_with_a_discount():
     register_prices("azure/images-prod", base_model="gpt-image-1", discount="0.2")
     request = request_for("azure/images-prod")
     cost = price_call(request, answer(1, size="1024x1024", quality="high"))
-    assert cost.usd == Decimal("0.1336")  # 0.167 x 0.8 (no usage in the answer: an estimate)
+    # (0.167 and the input) x 0.8 (no usage in the answer: an estimate)
+    assert cost.usd == (Decimal("0.167") + INPUT_ALLOWANCE["gpt-image-1"]) * Decimal("0.8")
     assert cost.source == "estimate"
     assert cost.price_ref == "custom:azure/images-prod->gpt-image-1"
 
@@ -266,7 +282,7 @@ def test_azure_deployment_maps_to_a_base_model_with_a_discount():
 def test_a_discount_alone_applies_to_the_packaged_prices_of_that_model():
     register_prices({"gpt-image-1-mini": {"discount": "0.5"}})
     cost = price_call(request_for("gpt-image-1-mini"), answer(1, size="1536x1024", quality="low"))
-    assert cost.usd == Decimal("0.003")
+    assert cost.usd == (Decimal("0.006") + INPUT_ALLOWANCE["gpt-image-1-mini"]) / 2
 
 
 def test_the_most_specific_registered_name_wins():
@@ -285,7 +301,7 @@ def test_registered_prices_outside_their_window_do_not_apply():
     before = price_call(request, answer(1, size="1024x1024", quality="low"), day=date(2026, 1, 1))
     after = price_call(request, answer(1, size="1024x1024", quality="low"), day=date(2026, 2, 1))
     assert before.usd == Decimal("9")
-    assert after.usd == Decimal("0.011")
+    assert after.usd == Decimal("0.011") + INPUT_ALLOWANCE["gpt-image-1"]  # no usage: estimated
 
 
 def test_a_discount_or_base_model_outside_its_window_does_not_apply():

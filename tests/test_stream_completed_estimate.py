@@ -65,6 +65,11 @@ def upstream() -> Iterator[str]:
         yield api_base
 
 
+#: The input allowance of an estimate: the prompt ("a hat", 5 characters) at the registered
+#: $5 per 1M input text tokens (no input image price is registered: the image adds nothing).
+INPUT = 5 * Decimal(5) / Decimal(1_000_000)
+
+
 @pytest.fixture(autouse=True)
 def prices() -> Iterator[None]:
     tracking.register_prices(MODEL, tokens_per_million={"output_image": "30", "input_text": "5"})
@@ -98,8 +103,8 @@ def test_a_completed_stream_without_usable_usage_is_estimated_with_its_partial_i
     (event,) = recorder.events
     assert event.status == "success" and event.cost_source == "estimate"
     # 1024x1024 low: 200 output tokens (gpt-image-2's $0.006 at $30 per 1M), plus 100 output
-    # tokens for each of the two partial images the upstream sent and billed
-    assert event.cost_usd == Decimal(200 + 2 * 100) * Decimal(30) / Decimal(1_000_000)
+    # tokens for each of the two partial images the upstream sent and billed, and the input
+    assert event.cost_usd == Decimal(200 + 2 * 100) * Decimal(30) / Decimal(1_000_000) + INPUT
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
@@ -112,4 +117,4 @@ def test_the_estimate_counts_the_partial_images_received_not_asked_for(
     assert seen == ["image_edit.partial_image"] * sent + ["image_edit.completed"]
     (event,) = recorder.events
     assert event.status == "success" and event.cost_source == "estimate"
-    assert event.cost_usd == Decimal(200 + sent * 100) * Decimal(30) / Decimal(1_000_000)
+    assert event.cost_usd == Decimal(200 + sent * 100) * Decimal(30) / Decimal(1_000_000) + INPUT

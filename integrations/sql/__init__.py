@@ -13,7 +13,13 @@ from __future__ import annotations
 from ._billing import BilledRow, query_billed
 from ._columns import UTCDateTime
 from ._commands import migrate_command, read_billed, read_other_hosts, spend_command
-from ._engine import DEFAULT_URL, DatabaseUnreachableError, create_ledger_engine, resolve_url
+from ._engine import (
+    DEFAULT_URL,
+    DatabaseUnreachableError,
+    create_ledger_engine,
+    make_sqlite_folder,
+    resolve_url,
+)
 from ._ledger import LedgerMode, ReplayHook, SqlLedger
 from ._migrate import (
     SchemaVersionError,
@@ -99,6 +105,7 @@ __all__ = [
     "head_revision",
     "include_object",
     "local_calls",
+    "make_sqlite_folder",
     "metadata",
     "migrate_command",
     "migrations_path",

@@ -19,7 +19,7 @@ from tracking.errors import ConfigurationError
 from tracking.terminal import shown, spreadsheet_safe
 
 from ._billing import BilledRow, query_billed, query_other_hosts
-from ._engine import create_ledger_engine, redact, resolve_url, unreachable
+from ._engine import create_ledger_engine, make_sqlite_folder, redact, resolve_url, unreachable
 from ._migrate import _has_spend_logs, check_schema, current_revision
 from ._queries import FIGURES, FLAGGED, GroupBy, SpendRow, query_spend
 
@@ -40,7 +40,9 @@ _T = TypeVar("_T")
 
 
 def migrate_command(url: str | None, out: TextIO) -> int:
-    """Bring the ledger database to the newest schema revision."""
+    """Bring the ledger database to the newest schema revision (an SQLite file's missing
+    folder created first, as the proxy creates it)."""
+    make_sqlite_folder(url, lambda line: out.write(f"{line}\n"))
     engine = create_ledger_engine(url)
     try:
         # Refuses a newer or foreign schema before touching anything, else migrates to the head;

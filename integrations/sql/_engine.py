@@ -20,6 +20,8 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +34,7 @@ __all__ = [
     "DatabaseUnreachableError",
     "connection_failed",
     "create_ledger_engine",
+    "make_sqlite_folder",
     "outbox_target",
     "redact",
     "resolve_url",
@@ -48,6 +51,36 @@ _ENV = "TRACKING_DATABASE_URL"
 CONNECT_TIMEOUT = 10
 #: Pages of WAL after which a commit checkpoints them into the database file.
 _WAL_CHECKPOINT_PAGES = 10_000
+
+
+def make_sqlite_folder(
+    url: str | URL | None = None, say: Callable[[str], object] | None = None
+) -> Path | None:
+    """Create the folder of an SQLite ledger file when it is missing, and ``say`` so in one line
+    (``created the folder /data/ledger for tracking.db (it did not exist)``): the folder created,
+    else None (another database, an in-memory one, a ``file:`` URI, a folder already there). The
+    proxy's start and ``tracking migrate`` both call it, so either may be the first to touch a
+    new ledger. A folder that cannot be created is a
+    :class:`~tracking.errors.ConfigurationError` naming it."""
+    parsed = resolve_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if parsed.query.get("uri"):  # a file: URI names its file its own way: left to SQLite
+        return None
+    folder = Path(database).absolute().parent
+    if folder.exists():
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create {folder}, the folder of the SQLite ledger: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from None
+    if say is not None:
+        say(f"created the folder {folder} for {Path(database).name} (it did not exist)")
+    return folder
 
 
 def resolve_url(url: str | URL | None = None) -> URL:

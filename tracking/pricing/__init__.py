@@ -530,6 +530,7 @@ def _scaled(
         custom=True,
         tools={tool: ToolFee(fee.per, fee.usd * factor) for tool, fee in tools.items()},
         per_megapixel={kind: price * factor for kind, price in base.per_megapixel.items()},
+        defaults=base.defaults,
     )
 
 
@@ -861,12 +862,16 @@ def _input_estimate(entry: PriceEntry, request: ImageEditRequest) -> Cost:
 def _estimate(
     entry: PriceEntry, request: ImageEditRequest, response: ImageResponse | None, images: int
 ) -> Cost:
-    from .estimate import entry_estimate, input_pixels, partial_images_cost, plausible_size
+    """A billed call whose cost its answer does not give (no usage, or one we cannot read or
+    price; images made but none usable): ``images`` at the size and quality the answer reports
+    (else the request's) plus the input allowance, by the one estimator an attempt whose
+    outcome is unknown is priced by (:func:`.estimate.request_estimate`), so it never comes in
+    under that attempt's estimate."""
+    from .estimate import partial_images_cost, plausible_size, request_estimate
 
     size = plausible_size(response.price_size or response.size if response else None, request)
     quality = (response.quality if response else None) or request.quality
-    # the output: what a price list states (and a per-megapixel model's inputs, by their size)
-    total = entry_estimate(entry, images, quality, size, input_pixels=input_pixels(request))
+    total = request_estimate(entry, request, n=images, size=size, quality=quality)
     if total is None:
         _warn_unpriced(request.model, f"no price for size={size} quality={quality}")
         return UNPRICED
@@ -921,8 +926,8 @@ def _table_cost(
 ) -> Decimal | None:
     if not entry.per_image or images <= 0:
         return None
-    size = response.price_size or response.size or _explicit(request.size)
-    quality = response.quality or _explicit(request.quality)
+    size = response.price_size or response.size or _asked(request.size, entry, "size")
+    quality = response.quality or _asked(request.quality, entry, "quality")
     price = per_image_price(entry.per_image, size, quality)
     return None if price is None else price * images
 
@@ -942,8 +947,13 @@ def _megapixel_cost(
     return megapixel_cost(entry.per_megapixel, made, [p for p in inputs if p]) * images
 
 
-def _explicit(value: str | None) -> str | None:
-    return None if value in (None, "auto") else value
+def _asked(value: str | None, entry: PriceEntry, parameter: str) -> str | None:
+    """The ``parameter`` (size or quality) a call asked, as billed: the model's documented
+    default (``entry.defaults``: dall-e-2's 1024x1024) when it asked none; None for ``auto``
+    (billed at what the answer reports, which this answer did not)."""
+    if value is None:
+        return entry.defaults.get(parameter)
+    return None if value == "auto" else value
 
 
 def _per_image(total: Decimal, images: int) -> Decimal | None:

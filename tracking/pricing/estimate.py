@@ -9,11 +9,12 @@ tier it is made at (:func:`tracking.families.resolution_tier`), and no size or `
 Gemini's default (the smallest listed when there is no 1K). A ``WIDTHxHEIGHT`` the table does
 not list (gpt-image-2's free sizes), or a model priced only by tokens, is estimated from the
 output token price and :func:`reference_tokens` (an upper bound of one 1024x1024 image's output
-tokens for its quality), scaled by the image's area and never below that image's. Before a
-call, models billed by tokens add an allowance for the input: one token per prompt character and
-:data:`INPUT_IMAGE_TOKENS` per input image; an estimate after a billed call counts the output
-(what a price list states) unless given the prompt's length and the number of input images.
-Everything is Decimal; None only when the table has nothing to go on.
+tokens for its quality), scaled by the image's area and never below that image's. Models
+billed by tokens add an allowance for the input: one token per prompt character and
+:data:`INPUT_IMAGE_TOKENS` per input image, before a call and after a billed one alike
+(:func:`request_estimate`: an attempt whose outcome is unknown and a success answered without a
+usage we can read are priced by the same estimate, the answer's size and quality when it gives
+them). Everything is Decimal; None only when the table has nothing to go on.
 
 :func:`estimate_call_cost` is the public entry point: a :class:`~tracking.pricing.Cost` with
 ``source="estimate"`` for a model, size, quality and ``n``, for any code that must record a
@@ -62,6 +63,7 @@ __all__ = [
     "max_expected_cost",
     "partial_images_cost",
     "reference_tokens",
+    "request_estimate",
     "search_allowance",
 ]
 
@@ -204,7 +206,10 @@ def entry_estimate(
 ) -> Decimal | None:
     """The estimated cost of ``n`` images of ``size`` and ``quality`` priced by ``entry``; a
     per-megapixel model's (:mod:`.megapixels`) also counts its inputs, by ``input_pixels`` (each
-    input's pixels, None when unknown) or, not given, ``input_images`` of unknown size."""
+    input's pixels, None when unknown) or, not given, ``input_images`` of unknown size. A size
+    or quality not given is the model's documented default (``entry.defaults``), if any."""
+    size = size or entry.defaults.get("size")
+    quality = quality or entry.defaults.get("quality")
     if entry.per_megapixel:
         sizes = [None] * input_images if input_pixels is None else list(input_pixels)
         return megapixel_estimate(entry.per_megapixel, n, _pixels(size), sizes)  # auto: None
@@ -356,22 +361,31 @@ def estimate_incomplete_stream(
     it): the ones the request asks for. None when no price is known for the model.
     """
     entry, _ = request_entry(request, day or datetime.now(UTC).date())
-    total = _request_estimate(entry, request)
+    total = None if entry is None else request_estimate(entry, request)
     if entry is None or total is None:
         return None
     made = (request.partial_images or 0) if partials is None else partials
     return total + partial_images_cost(entry, made)
 
 
-def _request_estimate(entry: PriceEntry | None, request: ImageEditRequest) -> Decimal | None:
-    """What ``request``'s output may cost at ``entry`` (:func:`entry_estimate`); None unpriced."""
-    if entry is None:
-        return None
+def request_estimate(
+    entry: PriceEntry,
+    request: ImageEditRequest,
+    *,
+    n: int | None = None,
+    size: str | None = None,
+    quality: str | None = None,
+) -> Decimal | None:
+    """What ``request`` may cost at ``entry`` (:func:`entry_estimate`): its output (``n``
+    images of ``size`` and ``quality``, each the request's when not given: an answer may say
+    what it made) and its input allowance (the prompt and the input images). The one estimate
+    of a billed call whose cost is not known: an attempt whose outcome is unknown and a success
+    answered without a usage we can read are priced alike. None when ``entry`` cannot price it."""
     return entry_estimate(
         entry,
-        request.n or 1,
-        request.quality,
-        request.size,
+        n or request.n or 1,
+        quality or request.quality,
+        size or request.size,
         len(request.prompt),
         request.input_images,
         input_pixels=input_pixels(request),
@@ -387,7 +401,7 @@ def estimate_unknown_outcomes(
         return UNPRICED
     if request.served_as is not None:  # served by another model: by the deployment's terms
         entry, _ = request_entry(request, day or datetime.now(UTC).date())
-        total = _request_estimate(entry, request)
+        total = None if entry is None else request_estimate(entry, request)
         if entry is None or total is None:
             return UNPRICED
         return Cost(total * attempts, None, "estimate", f"{ESTIMATE_REF}:{entry.ref}")

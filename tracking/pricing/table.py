@@ -27,6 +27,7 @@ __all__ = [
     "ANY",
     "AUTO",
     "CONFIDENCE",
+    "DEFAULT_PARAMETERS",
     "TOKEN_KINDS",
     "TOOLS",
     "TOOL_FEE_UNITS",
@@ -82,8 +83,12 @@ _ENTRY_KEYS = frozenset(
         "notes",
         "operations",
         "tools",
+        "defaults",
     }
 )
+#: The parameters an entry's ``defaults`` may give: what the provider documents a call that
+#: leaves them out is made (and billed) at.
+DEFAULT_PARAMETERS = ("size", "quality")
 #: The operations an entry's ``operations`` may name.
 OPERATION_NAMES = ("image_edit", "image_generation")
 
@@ -124,6 +129,10 @@ class PriceEntry:
     #: USD per megapixel (:mod:`tracking.pricing.megapixels`): ``first_output``, ``output``,
     #: ``input``; empty for a model not billed by the megapixel
     per_megapixel: Mapping[str, Decimal] = field(default_factory=dict)
+    #: what the provider documents a call that leaves a parameter out is made at, by parameter
+    #: (:data:`DEFAULT_PARAMETERS`): dall-e-2's ``size`` is ``1024x1024``. A call that names no
+    #: size is billed at it, from the table, not estimated.
+    defaults: Mapping[str, str] = field(default_factory=dict)
 
     def covers(self, day: date) -> bool:
         if self.effective_from is not None and day < self.effective_from:
@@ -251,6 +260,7 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
     tools = _tools(raw.get("tools"), f"{where}.tools")
     provenance.extend(("tools", figure) for figure in (raw.get("tools") or {}).values())
     operations = _operations(raw.get("operations"), f"{where}.operations")
+    defaults = _defaults(raw.get("defaults"), f"{where}.defaults", per_image)
     effective_from = _date(raw["effective_from"], f"{where}.effective_from", optional=True)
     effective_to = _date(raw["effective_to"], f"{where}.effective_to", optional=True)
     if effective_from and effective_to and effective_to < effective_from:
@@ -272,7 +282,28 @@ def _entry(raw: Any, where: str, origin: str) -> PriceEntry:
         operations=operations,
         tools=tools,
         per_megapixel=per_megapixel,
+        defaults=defaults,
     )
+
+
+def _defaults(
+    raw: Any, where: str, per_image: Mapping[str, Mapping[str, Decimal]]
+) -> dict[str, str]:
+    """``{"size": {"value": "1024x1024", source, retrieved, confidence}}``: the value the
+    provider documents for a parameter a call leaves out, with the page it was read from; each
+    one a size (or quality) the entry's ``per_image`` table prices, so a call made at it is
+    billed from the table."""
+    defaults: dict[str, str] = {}
+    for name, figure in _sourced(raw, where, DEFAULT_PARAMETERS, "parameter", "value, ").items():
+        value = figure.get("value")
+        priced = set(per_image) if name == "quality" else {s for t in per_image.values() for s in t}
+        if not isinstance(value, str) or value not in priced:
+            known = ", ".join(sorted(priced)) or "none: no per_image prices"
+            raise ConfigurationError(
+                f"{where}.{name}.value: a {name} the entry's per_image prices ({known})"
+            )
+        defaults[name] = value
+    return defaults
 
 
 def per_megapixel_prices(
@@ -347,17 +378,26 @@ def _operations(raw: Any, where: str) -> frozenset[str]:
     """``{"image_generation": {source, retrieved, confidence}, ...}``: the operations the
     page says these prices bill, each with the page it was read from (checked and kept as a
     record; pricing does not read it)."""
+    return frozenset(_sourced(raw, where, OPERATION_NAMES, "operation", ""))
+
+
+def _sourced(
+    raw: Any, where: str, names: tuple[str, ...], kind: str, fields: str
+) -> dict[str, dict[str, Any]]:
+    """An entry's ``{name: {fields..., source, retrieved, confidence}}`` object (None: empty),
+    each name one of ``names`` and each value an object with the page it was read from."""
     if raw is None:
-        return frozenset()
+        return {}
+    shape = f"{{{fields}source, retrieved, confidence}}"
     if not isinstance(raw, dict) or not raw:
-        raise ConfigurationError(f"{where}: expected operation -> {{source, retrieved, ...}}")
-    for name, provenance in raw.items():
-        if name not in OPERATION_NAMES:
-            raise ConfigurationError(f"{where}.{name}: one of {', '.join(OPERATION_NAMES)}")
-        if not isinstance(provenance, dict):
-            raise ConfigurationError(f"{where}.{name}: expected {{source, retrieved, confidence}}")
-        _provenance(provenance, f"{where}.{name}")
-    return frozenset(raw)
+        raise ConfigurationError(f"{where}: expected {kind} -> {shape}")
+    for name, figure in raw.items():
+        if name not in names:
+            raise ConfigurationError(f"{where}.{name}: one of {', '.join(names)}")
+        if not isinstance(figure, dict):
+            raise ConfigurationError(f"{where}.{name}: expected {shape}")
+        _provenance(figure, f"{where}.{name}")
+    return raw
 
 
 def _figure(raw: Any, where: str) -> Decimal:

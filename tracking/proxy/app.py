@@ -68,10 +68,11 @@ from .image_store import (
 )
 from .ledger import make_ledger_folder
 from .lifecycle import ProxySinks, check_ledger, install_callbacks, shut_down_sinks
+from .limits import refuse_encoded_body
 from .metrics import MetricsExposition
 from .model_info_routes import model_info_routes
 from .models import Dispatcher, RoutedModels, build_dispatcher, router_deployments
-from .openapi import MODEL_PATHS, STORED_PATH, docs_page, openapi_document
+from .openapi import AZURE_PATHS, MODEL_PATHS, STORED_PATH, docs_page, openapi_document
 from .prices import model_list_prices_of, register_config_prices
 from .start_faults import STARTUP_FAILURE, StartFault, report
 from .stream_relay import relay_stream
@@ -112,6 +113,10 @@ _JSON = (b"content-type", b"application/json")
 _EDIT_PATHS = frozenset({"/v1/images/edits", "/images/edits"})
 _GENERATION_PATHS = frozenset({"/v1/images/generations", "/images/generations"})
 _IMAGE_PATHS = _EDIT_PATHS | _GENERATION_PATHS
+#: LiteLLM's Azure-compatible image routes, ``/openai/deployments/{deployment}/images/edits``
+#: and ``.../images/generations`` (an ``AzureOpenAI`` client's paths): the deployment names the
+#: model, its ``api-version`` query is ignored.
+_AZURE_PREFIX = "/openai/deployments/"
 
 
 class ProxyApp:
@@ -183,7 +188,11 @@ class ProxyApp:
             self._allowed[path] = f"{known}, {methods}" if known else methods
         self._cors = _Cors(config.general_settings.cors_allow_origins)
         # the routes found by prefix are described too: the model route, the stored images
-        described = [*self._routes, *(("GET", path) for path in MODEL_PATHS)]
+        described = [
+            *self._routes,
+            *(("GET", path) for path in MODEL_PATHS),
+            *(("POST", path) for path in AZURE_PATHS),
+        ]
         if self.image_store is not None:
             described.append(("GET", STORED_PATH))
         self._openapi_body = json.dumps(
@@ -274,6 +283,8 @@ class ProxyApp:
         handler = self._routes.get((route_method, path))
         if handler is None and route_method == "GET":
             handler = self._model_route(path)
+        elif handler is None and route_method == "POST" and path.startswith(_AZURE_PREFIX):
+            handler = self._azure_route(path)
         control = CallControl(request_id=request_id)  # an edit's call takes this id
         try:
             if handler is None:
@@ -303,6 +314,8 @@ class ProxyApp:
                     await self._preflight(path, headers, send)
                     return
                 raise self._no_route(method, path)
+            if route_method != "GET":  # a body to read: never one in a Content-Encoding
+                refuse_encoded_body(scope["headers"])
             with controlled(control):
                 await handler(scope, receive, send)
         except ProxyError as error:
@@ -619,6 +632,23 @@ class ProxyApp:
                 return lambda scope, receive, send: self._model(name, scope, send)
         return None
 
+    def _azure_route(self, path: str) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        """``POST /openai/deployments/{deployment}/images/edits`` (or ``/images/generations``),
+        as LiteLLM serves them: the call's model is the deployment named in the path, whatever
+        the body says; None for other paths."""
+        name = path[len(_AZURE_PREFIX) :]
+        for suffix, read, dispatch in (
+            ("/images/edits", self._edit_params, "aimage_edit"),
+            ("/images/generations", self._generation_params, "aimage_generation"),
+        ):
+            if name.endswith(suffix) and len(name) > len(suffix):
+                deployment = name[: -len(suffix)]
+                named = functools.partial(_as_deployment, read, deployment)
+                return lambda scope, receive, send: self._image_call(
+                    scope, receive, send, named, dispatch
+                )
+        return None
+
     async def _model(self, name: str, scope: Scope, send: Send) -> None:
         principal = await self.auth.authenticate(request_headers(scope))
         if name not in self.model_names or not principal.may_call(name):
@@ -769,6 +799,19 @@ def _without_body(send: Send) -> Send:
         await send(message)
 
     return headless
+
+
+async def _as_deployment(
+    read: ParamsReader,
+    deployment: str,
+    receive: Receive,
+    headers: dict[str, str],
+    upload: UploadHold,
+) -> dict[str, Any]:
+    """An Azure-style route's body read by ``read``, its model the path's ``deployment``."""
+    params = await read(receive, headers, upload)
+    params["model"] = deployment
+    return params
 
 
 def _utc_now() -> datetime:

@@ -15,6 +15,7 @@ import contextlib
 
 from .auth import Principal
 from .errors import ProxyError
+from .limits import mebibytes
 from .memory import release_free_memory
 
 __all__ = ["ParallelLimit", "UploadBytes", "UploadHold"]
@@ -120,7 +121,7 @@ class UploadBytes:
     def _take(self, amount: int) -> None:
         limit = self.limit
         if limit is not None and self.in_flight + amount > limit:
-            megabytes = f"{limit / (1024 * 1024):g} MB"
+            megabytes = mebibytes(limit)
             if amount > limit:
                 raise ProxyError(
                     413,

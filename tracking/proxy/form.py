@@ -22,7 +22,7 @@ from typing import Any
 
 from .client_metadata import take_metadata
 from .errors import ProxyError
-from .limits import bounded_text, end_user_id
+from .limits import bounded_text, end_user_id, mebibytes
 
 __all__ = [
     "BOOL_FIELDS",
@@ -79,10 +79,9 @@ class FormPart:
 
 
 def too_large(limit: int) -> ProxyError:
-    megabytes = limit / (1024 * 1024)
     return ProxyError(
         413,
-        f"request body too large: the limit is {megabytes:g} MB (general_settings."
+        f"request body too large: the limit is {mebibytes(limit)} (general_settings."
         "max_request_size_mb)",
         code="request_too_large",
         reason="size",

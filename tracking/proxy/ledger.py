@@ -21,8 +21,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError
-
 if TYPE_CHECKING:
     from tracking.integrations.sql import SqlLedger
 
@@ -55,25 +53,9 @@ def open_ledger(config: ProxyConfig) -> SqlLedger:
 
 
 def make_ledger_folder(config: ProxyConfig) -> Path | None:
-    """Create the folder of an SQLite ledger file when it is missing, and say so in one line;
-    the folder created, else None. A folder that cannot be created is a configuration fault."""
-    from tracking.integrations.sql import resolve_url
+    """Create the folder of an SQLite ledger file when it is missing, and say so in one line
+    (:func:`~tracking.integrations.sql.make_sqlite_folder`, as ``tracking migrate`` does); the
+    folder created, else None. A folder that cannot be created is a configuration fault."""
+    from tracking.integrations.sql import make_sqlite_folder
 
-    url = resolve_url(ledger_url(config))
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if url.query.get("uri"):  # a file: URI names its file its own way: left to SQLite
-        return None
-    folder = Path(database).absolute().parent
-    if folder.exists():
-        return None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot create {folder}, the folder of the SQLite ledger: "
-            f"{exc.strerror or type(exc).__name__}"
-        ) from None
-    log.info("ledger: created the folder %s for %s (it did not exist)", folder, Path(database).name)
-    return folder
+    return make_sqlite_folder(ledger_url(config), lambda line: log.info("ledger: %s", line))

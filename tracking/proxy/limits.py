@@ -23,6 +23,7 @@ from ..request import is_text
 from .errors import ProxyError
 
 __all__ = [
+    "ACCEPTED_ENCODINGS",
     "MAX_BUDGET_PLACES",
     "MAX_BUDGET_USD",
     "MAX_ID_CHARS",
@@ -33,7 +34,9 @@ __all__ = [
     "bounded_text",
     "end_user_id",
     "key_hash",
+    "mebibytes",
     "money_limit",
+    "refuse_encoded_body",
 ]
 
 #: End-user ids, key aliases, teams and customer ids: characters at most. PostgreSQL refuses
@@ -127,3 +130,33 @@ def query_int(query: dict[str, str], name: str, default: int, high: int) -> int:
             400, f"{name}: expected an integer from 1 to {high}", param=name, code="invalid_value"
         )
     return bounded_int(int(raw), name, low=1, high=high)
+
+
+def mebibytes(limit: int) -> str:
+    """``limit`` bytes as the ``*_mb`` settings count them, in MiB (1,048,576 bytes):
+    ``64 MiB``, the unit a 413's message names."""
+    return f"{limit / (1024 * 1024):g} MiB"
+
+
+#: The ``Content-Encoding`` a request body may come in: none, or ``identity`` (not encoded).
+ACCEPTED_ENCODINGS = frozenset({"", "identity"})
+
+
+def refuse_encoded_body(raw_headers: list[tuple[bytes, bytes]]) -> None:
+    """Refuse (415 ``unsupported_content_encoding``) a request whose body is sent in a
+    ``Content-Encoding`` (gzip, deflate, br, ...): the proxy reads bodies as they come, so an
+    encoded one could only fail later as JSON or a form it is not, with a misleading message.
+    OpenAI's clients never compress a request body. Only the header is read."""
+    for name, value in raw_headers:
+        if name != b"content-encoding":
+            continue
+        codings = [c.strip().lower() for c in value.decode("latin-1").split(",")]
+        unsupported = [c for c in codings if c not in ACCEPTED_ENCODINGS]
+        if unsupported:
+            raise ProxyError(
+                415,
+                f"Content-Encoding {', '.join(unsupported)[:60]!r} is not "
+                "supported: send the request body uncompressed (identity)",
+                param="content-encoding",
+                code="unsupported_content_encoding",
+            )

@@ -20,7 +20,14 @@ from .limits import MAX_PAGE, MAX_PAGE_SIZE
 from .litellm_routes import REPORT_PARAMETERS
 from .spend_routes import LOGS_PARAMETERS
 
-__all__ = ["MODEL_PATHS", "OPERATIONS", "STORED_PATH", "docs_page", "openapi_document"]
+__all__ = [
+    "AZURE_PATHS",
+    "MODEL_PATHS",
+    "OPERATIONS",
+    "STORED_PATH",
+    "docs_page",
+    "openapi_document",
+]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JSON_OBJECT = {"type": "object", "additionalProperties": True}
@@ -100,6 +107,12 @@ def _path_name(name: str) -> dict[str, Any]:
 #: The routes whose path holds a name (the app finds them by prefix, not in its route table).
 MODEL_PATHS = ("/v1/models/{model}", "/models/{model}")
 STORED_PATH = f"{STORED_PREFIX}{{name}}"
+#: LiteLLM's Azure-compatible image routes (an ``AzureOpenAI`` client's): the deployment is the
+#: model; ``api-version`` is accepted and ignored.
+AZURE_PATHS = (
+    "/openai/deployments/{deployment}/images/edits",
+    "/openai/deployments/{deployment}/images/generations",
+)
 
 
 _EDIT_FIELDS: dict[str, Any] = {
@@ -260,6 +273,16 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "/models": _MODELS,
     MODEL_PATHS[0]: _MODEL,
     MODEL_PATHS[1]: _MODEL,
+    AZURE_PATHS[0]: {
+        **_EDIT,
+        "summary": "Edit images, Azure-style: the deployment is the model (as LiteLLM serves it)",
+        "parameters": [_path_name("deployment"), *_query("api-version")],
+    },
+    AZURE_PATHS[1]: {
+        **_GENERATION,
+        "summary": "Generate images, Azure-style: the deployment is the model (as LiteLLM)",
+        "parameters": [_path_name("deployment"), *_query("api-version")],
+    },
     STORED_PATH: {
         "summary": "An image a URL answer named (no key: the URL's signature is its credential)",
         "security": [],

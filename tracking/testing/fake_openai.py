@@ -11,8 +11,9 @@ the prompt where the mask allows. It also serves Azure's deployment route
 
 Faults (:mod:`.faults`) are injected per request with the ``x-fake-fault`` header or per server
 with ``faults=[...]`` / :meth:`FakeOpenAI.inject`: a status code, latency, Retry-After,
-malformed JSON, a dropped connection, a slow body. :attr:`FakeOpenAI.hits` counts every image
-request that arrived, faulted or not, so tests can count attempts. ``GET /v1/models`` lists the
+malformed JSON, a dropped connection, a slow body, an answer without its usage.
+:attr:`FakeOpenAI.hits` counts every image request that arrived, faulted or not, so tests can
+count attempts. ``GET /v1/models`` lists the
 image models with their ``shutdown_date`` (:mod:`.fake_models`). A request without ``model``
 gets gpt-image-2, a live model.
 
@@ -260,6 +261,8 @@ def build_app(
                 return _gone()
             if isinstance(response, _Streamed):
                 return await _send_events(request, response, fault)
+            if fault is not None and fault.no_usage and response.status == 200:
+                response = _without_usage(response)
             if fault is not None and fault.slow_body:
                 return await _send_slowly(request, response, fault.slow_body)
             return response
@@ -328,6 +331,14 @@ async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse
     if fault.big_body is not None:
         return await _send_big(request, fault.big_body)
     return None
+
+
+def _without_usage(response: web.Response) -> web.Response:
+    """``response`` (a JSON answer) with its ``usage`` left out: the ``no_usage`` fault."""
+    body = json.loads(response.body if isinstance(response.body, bytes) else b"{}")
+    body.pop("usage", None)
+    request_id = response.headers.get("x-request-id")
+    return web.json_response(body, headers={"x-request-id": request_id} if request_id else None)
 
 
 #: Base64 of a PNG's signature and four more bytes: 16 characters, no padding, so the ``A``s that

@@ -19,6 +19,8 @@ A fault is written as ``key=value`` items joined by ``;`` (or ``,``), for exampl
 ``event_delay=S``  a streamed answer: wait S seconds before each event after the first
 ``big_body=N``     answer 200 with a JSON body of N bytes (one huge ``b64_json``), sent in
                    chunks without a Content-Length and generated as it goes
+``no_usage``       a plain (not streamed) answer as usual, but without its ``usage``: the
+                   call is made and billed (the fake's billing counts it), its cost unsaid
 ``times=N``        (server faults only) apply to the next N requests; ``always`` (or
                    ``times=always``): every one
 =================  =========================================================================
@@ -60,6 +62,8 @@ class Fault:
     event_delay: float = 0.0
     #: answer 200 with a JSON body of this many bytes, chunked (None: a normal answer)
     big_body: int | None = None
+    #: answer as usual, but leave the ``usage`` out of a plain answer's JSON
+    no_usage: bool = False
     #: how many requests a server fault applies to; None: every request until cleared
     times: int | None = 1
 
@@ -95,7 +99,7 @@ _NUMBERS = {
     "big_body": int,
 }
 _TEXTS = ("message", "code", "type")
-_FLAGS = ("malformed", "drop")
+_FLAGS = ("malformed", "drop", "no_usage")
 
 
 def parse_fault(spec: str) -> Fault:
