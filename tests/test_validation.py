@@ -497,7 +497,7 @@ def test_an_oversized_file_is_refused_from_its_size_without_reading_it(tmp_path)
     finally:
         tracemalloc.stop()
     assert (error.param, error.rule) == ("image", "max_bytes")
-    assert str(error) == f"image: {str(path)!r} is larger, more than the 64 MB any image may be"
+    assert str(error) == f"image: {str(path)!r} is larger, more than the 64 MiB any image may be"
     assert peak < 5 * MB
 
 

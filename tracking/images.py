@@ -317,7 +317,7 @@ def read_images(
 
 def _too_large(param: str, size: str) -> ValidationError:
     return ValidationError(
-        f"{param}: {size}, more than the {MAX_IMAGE_BYTES // (1024 * 1024)} MB any image may be",
+        f"{param}: {size}, more than the {MAX_IMAGE_BYTES // (1024 * 1024)} MiB any image may be",
         param=param,
         rule="max_bytes",
     )

@@ -217,7 +217,7 @@ def _decode_data_url(where: str, value: str) -> tuple[str | None, bytes, str | N
     if _decoded_size(value) > MAX_IMAGE_BYTES:
         raise _bad(
             f"{where}.image_url: the data: URL holds more than the "
-            f"{MAX_IMAGE_BYTES // (1024 * 1024)} MB any image may be",
+            f"{MAX_IMAGE_BYTES // (1024 * 1024)} MiB any image may be",
             where,
             "image_too_large",
         )
