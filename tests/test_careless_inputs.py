@@ -286,6 +286,36 @@ def test_a_tag_that_is_no_string_is_refused_naming_it(
     ]
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    ("tags", "named"),
+    [
+        (["prod", "x" * 5000], "metadata.tags[1]: at most 256 characters, got 5,000"),
+        ([f"t{n}" for n in range(65)], "metadata.tags: at most 64 tags, got 65"),
+    ],
+    ids=["long-tag", "too-many"],
+)
+def test_tags_past_their_bounds_are_refused_naming_them(
+    fake, upstream, monkeypatch, use_async, tags, named
+):
+    """A 5,000-character tag was stored in the ledger (and 10,000 tags would have been): at
+    most 64 tags of at most 256 characters each, as ``/global/spend/tags`` bounds a tag."""
+    recorder = record_events(monkeypatch)
+    error = _refused(fake, upstream, use_async, metadata={"tags": tags})
+    assert (error.param, error.rule) == ("metadata.tags", "max_length")
+    assert error.message == named
+    assert [(e.status, e.error_type, e.tags) for e in recorder.events] == [
+        ("failure", "validation_error", ())
+    ]
+
+
+def test_tags_at_their_bounds_are_recorded(fake, upstream, monkeypatch):
+    recorder = record_events(monkeypatch)
+    tags = ["x" * 256, *(f"t{n}" for n in range(63))]
+    _call(False, **upstream, metadata={"tags": tags})
+    assert recorder.last.tags == tuple(tags)
+
+
 _LIMIT = MAX_METADATA_SIZE
 
 

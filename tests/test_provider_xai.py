@@ -784,6 +784,24 @@ def test_a_resolution_from_extra_body_sets_the_tier_priced():
     assert XAIProvider().prepare(request, options).price_size == "2K"
 
 
+@pytest.mark.parametrize("resolution", ["4k", "3k", "2K", 2048, None])
+def test_a_resolution_xai_does_not_list_is_refused_before_sending(xai, upstream, resolution):
+    """A ``4k`` (or any value without a price tier) was priced at 2K's and recorded as a table
+    price: refused before sending instead, naming the values taken."""
+    before = len(xai.requests)
+    with pytest.raises(ValidationError) as caught:
+        tracking.image_generation(
+            prompt="p",
+            model=MODEL_2,
+            quality="low",
+            extra_body={"resolution": resolution},
+            **upstream,
+        )
+    assert (caught.value.param, caught.value.rule) == ("extra_body", "enum")
+    assert "1k, 1.5k, 2k" in caught.value.message
+    assert len(xai.requests) == before
+
+
 def test_grok_imagine_image_quality_is_retired_on_2026_11_02(monkeypatch, xai, caplog):
     for name in ("xai/grok-imagine-image-quality", "xai/grok-imagine-image-pro"):
         assert shutdown_date(name, AUDIT_DAY) == date(2026, 11, 2)

@@ -233,6 +233,39 @@ def test_a_generations_tag_that_is_no_string_is_a_400_naming_it(served, fake):
     assert len(fake.requests) == before
 
 
+@pytest.mark.parametrize(
+    ("fields", "headers", "named"),
+    [
+        ({"metadata[tags][]": "x" * 5000}, {}, "metadata.tags[0]: at most 256 characters"),
+        ({"metadata": '{"tags": ["a", "%s"]}' % ("x" * 5000)}, {}, "metadata.tags[1]: at most"),
+        ({}, {"x-litellm-tags": "a," + "x" * 5000}, "metadata.tags[1]: at most 256 characters"),
+        ({}, {"x-litellm-tags": ",".join(f"t{n}" for n in range(65))}, "metadata.tags: at most 64"),
+        (
+            {"metadata": '{"tags": [%s]}' % ",".join(f'"b{n}"' for n in range(40))},
+            {"x-litellm-tags": ",".join(f"h{n}" for n in range(40))},
+            "metadata.tags: at most 64 tags, got 80",
+        ),
+    ],
+    ids=["form-field", "json-field", "header", "header-many", "body-and-header-many"],
+)
+def test_tags_past_their_bounds_are_a_400_naming_them(served, fake, fields, headers, named):
+    """A 5,000-character tag was stored in the ledger, from a form field or the header alike."""
+    proxy, _ = served
+    before = len(fake.requests)
+    response = httpx.post(
+        f"{proxy.url}/v1/images/edits",
+        headers={**bearer(MASTER_KEY), **headers},
+        data={"model": "gpt-image-2", "prompt": "a hat", **fields},
+        files={"image": ("a.png", PNG, "image/png")},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["type"]) == ("metadata.tags", "invalid_request_error")
+    assert error["message"].startswith(named)
+    assert len(fake.requests) == before  # nothing was sent
+
+
 def test_tags_that_are_strings_from_the_body_and_the_header_are_recorded_as_given(served):
     """The header's tags and the body's are both text: each recorded once, body first."""
     proxy, database = served

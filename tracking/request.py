@@ -869,6 +869,11 @@ def require_text(name: str, value: str) -> None:
 #: billed call's row refused, set aside in quarantine, out of ``spend_logs``.
 MAX_ID_CHARS = 256
 
+#: Tags a call may carry (``metadata.tags``, with the proxy's ``x-litellm-tags``), each of at
+#: most :data:`MAX_ID_CHARS` characters, as ``/global/spend/tags`` bounds the tags it is asked
+#: for: LiteLLM documents no bound, and a 5,000-character tag was stored in the ledger.
+MAX_TAGS = 64
+
 
 def _require_id(name: str, value: str) -> None:
     """An end-user id or model name: at most :data:`MAX_ID_CHARS` characters, no control
@@ -1036,7 +1041,8 @@ def metadata_tags(metadata: Mapping[str, Any]) -> tuple[str, ...]:
     absent or None. A bare string, a set or anything else, or a tag that is no string (an
     integer included: it was recorded as its text, while the error said strings), is a
     :class:`~tracking.errors.ValidationError` on ``metadata.tags`` whose message names the
-    first such tag by its place (``metadata.tags[1]``)."""
+    first such tag by its place (``metadata.tags[1]``); so is one of more than
+    :data:`MAX_ID_CHARS` characters, or more than :data:`MAX_TAGS` tags."""
     tags = metadata.get("tags")
     if tags is None:
         return ()
@@ -1046,12 +1052,25 @@ def metadata_tags(metadata: Mapping[str, Any]) -> tuple[str, ...]:
             param="metadata.tags",
             rule="type",
         )
+    if len(tags) > MAX_TAGS:
+        raise ValidationError(
+            f"metadata.tags: at most {MAX_TAGS} tags, got {len(tags):,}",
+            param="metadata.tags",
+            rule="max_length",
+            code="array_above_max_length",
+        )
     for place, tag in enumerate(tags):
         if not isinstance(tag, str):
             raise ValidationError(
                 f"metadata.tags[{place}]: each tag must be a string, got {_tag_kind(tag)}",
                 param="metadata.tags",
                 rule="type",
+            )
+        if len(tag) > MAX_ID_CHARS:
+            raise ValidationError(
+                f"metadata.tags[{place}]: at most {MAX_ID_CHARS} characters, got {len(tag):,}",
+                param="metadata.tags",
+                rule="max_length",
             )
     return tuple(tags)
 

@@ -154,10 +154,26 @@ def output_shape(size: str | None) -> dict[str, str]:
     return {"aspect_ratio": ratio, "resolution": tier}
 
 
+#: The ``resolution`` values a priced-by-tier model may be sent (xAI's reference lists 1k and
+#: 2k, read 2026-12-07; 1.5k is served at 2k's tier), and the price table's tier of each.
+PRICE_TIERS = {"1k": "1K", "1.5k": "2K", "2k": "2K"}
+
+
 def _price_tier(body: dict[str, Any]) -> str:
     """The price table's tier for 2.0's ``resolution`` (xAI's default 1k when none is sent); a
-    1.5k from ``extra_body`` is priced at 2K's, an upper bound."""
-    return "1K" if body.get("resolution", "1k") == "1k" else "2K"
+    1.5k from ``extra_body`` is priced at 2K's, an upper bound. Any other value (``4k``, a
+    number) has no price, so it is a :class:`~tracking.errors.ValidationError` on
+    ``extra_body`` before sending: it was priced at 2K's as if the table had it."""
+    resolution = body.get("resolution", "1k")
+    tier = PRICE_TIERS.get(resolution) if isinstance(resolution, str) else None
+    if tier is None:
+        raise ValidationError(
+            f"extra_body: xAI's resolution is one of {', '.join(PRICE_TIERS)}; "
+            f"got {resolution!r}",
+            param="extra_body",
+            rule="enum",
+        )
+    return tier
 
 
 def _data_uri(image: ImageFile) -> dict[str, str]:
