@@ -11,8 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.accounts_support import wait_for
-from tests.conftest import make_png
+from tests.accounts_support import edit, wait_for
 from tests.proxy_support import MASTER_KEY, ProxyProcess, one_deployment_config, write_config
 
 _SUCCESS = (
@@ -23,13 +22,8 @@ _SUCCESS = (
 
 def _edit(url: str) -> httpx.Response:
     # A new connection per call, so that both workers take calls.
-    return httpx.post(
-        f"{url}/v1/images/edits",
-        data={"model": "gpt-image-1", "prompt": "a hat"},
-        files={"image": ("a.png", make_png(), "image/png")},
-        headers={"Authorization": f"Bearer {MASTER_KEY}"},
-        timeout=60,
-    )
+    with httpx.Client(timeout=60) as client:
+        return edit(client, url, MASTER_KEY)
 
 
 def _sample(text: str, prefix: str) -> Decimal:
@@ -46,14 +40,10 @@ def _scrape(url: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("given_folder", [True, False], ids=["multiproc-dir", "server-made"])
-def test_two_workers_metrics_count_every_call_through_the_proxy_once(
-    tmp_path, fake, given_folder
-):
+def test_two_workers_metrics_count_every_call_through_the_proxy_once(tmp_path, fake, given_folder):
     config = write_config(
         tmp_path / "config.yaml",
-        one_deployment_config(
-            fake.url, general_settings={"master_key": MASTER_KEY}, max_retries=0
-        ),
+        one_deployment_config(fake.url, general_settings={"master_key": MASTER_KEY}, max_retries=0),
     )
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")} if given_folder else {}
     calls = 24

@@ -168,8 +168,7 @@ def _price_tier(body: dict[str, Any]) -> str:
     tier = PRICE_TIERS.get(resolution) if isinstance(resolution, str) else None
     if tier is None:
         raise ValidationError(
-            f"extra_body: xAI's resolution is one of {', '.join(PRICE_TIERS)}; "
-            f"got {resolution!r}",
+            f"extra_body: xAI's resolution is one of {', '.join(PRICE_TIERS)}; got {resolution!r}",
             param="extra_body",
             rule="enum",
         )
