@@ -538,18 +538,20 @@ def unread_prices(values: Mapping[str, Any], section: str) -> list[tuple[str, st
     that no call here is billed by, each with why it is refused: ignored (until 2026-12-07 with
     no word in ``model_info``, a warning in ``litellm_params``), the calls were billed at the
     price table's price, not the one written (``input_cost_per_pixel``, dall-e-2's in LiteLLM's
-    cost map; ``output_cost_per_image`` in ``litellm_params``). ``input_cost_per_image`` has
-    its own refusal (:data:`INPUT_PER_IMAGE`)."""
+    cost map; ``output_cost_per_image`` in ``litellm_params``). ``input_cost_per_image``, in
+    either section, is refused with :data:`INPUT_PER_IMAGE` as its whole reason."""
     read = LITELLM_PRICE_KEYS if section == "litellm_params" else MODEL_INFO_PRICES
     refused = []
     for key, value in values.items():
         if (
             not isinstance(key, str)
             or value is None
-            or key == "input_cost_per_image"
             or key in read
             or not _LITELLM_PRICE_NAME.fullmatch(key)
         ):
+            continue
+        if key == "input_cost_per_image":
+            refused.append((key, INPUT_PER_IMAGE))
             continue
         if key in MODEL_INFO_PRICES:
             why = "read from model_info only: move it there"
@@ -581,7 +583,6 @@ _CAPS_NOT_ENFORCED = {
     "router_settings.provider_budget_config": _PER_SCOPE,
     "model_list.litellm_params.max_budget": _PER_SCOPE,
     "model_list.litellm_params.budget_duration": _PER_SCOPE,
-    "model_list.litellm_params.input_cost_per_image": INPUT_PER_IMAGE,
 }
 #: litellm_settings keys checked and without effect (logging is ``tracking serve --log-level``'s).
 _LITELLM_SETTINGS_NOT_USED = frozenset({"set_verbose", "json_logs"})
@@ -895,12 +896,11 @@ def parse_config(
             continue
         refused = unread_prices(params, "litellm_params")
         faults.errors.extend(f"{path}.litellm_params.{key}: {why}" for key, why in refused)
-        params = {k: v for k, v in params.items() if k not in dict(refused)}
+        refused_names = {key for key, _ in refused}
+        params = {k: v for k, v in params.items() if k not in refused_names}
         checked = faults.check_section(params, _LITELLM_PARAMS, f"{path}.litellm_params")
         info = entry.get("model_info")
         if isinstance(info, Mapping):
-            if info.get("input_cost_per_image") is not None:
-                faults.errors.append(f"{path}.model_info.input_cost_per_image: {INPUT_PER_IMAGE}")
             faults.errors.extend(
                 f"{path}.model_info.{key}: {why}" for key, why in unread_prices(info, "model_info")
             )

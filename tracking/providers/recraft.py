@@ -124,9 +124,10 @@ class RecraftProvider(OpenAIAnswers):
         return response
 
 
-#: OpenAI parameters Recraft's image-to-image and inpaint have no field for (its answers are
-#: asked for as base64); a generation takes ``size``
-_NOT_TAKEN = ("size", *GPT_IMAGE_OPTIONS, "response_format")
+#: OpenAI parameters Recraft's generations have no field for (its answers are asked for as
+#: base64); its image-to-image and inpaint have no ``size`` either
+_GENERATION_NOT_TAKEN = (*GPT_IMAGE_OPTIONS, "response_format")
+_NOT_TAKEN = ("size", *_GENERATION_NOT_TAKEN)
 MAX_N = 6
 
 
@@ -170,7 +171,7 @@ def _check_fields(request: ImageEditRequest, options: CallOptions) -> None:
             rule="range",
         )
     generating = request.operation == "image_generation"
-    names = _NOT_TAKEN[1:] if generating else _NOT_TAKEN
+    names = _GENERATION_NOT_TAKEN if generating else _NOT_TAKEN
     refuse_unsupported(request, options, "Recraft", names)
 
 

@@ -45,6 +45,7 @@ from .errors import ProxyError
 from .form import BOOL_FIELDS, INT_FIELDS, TEXT_FIELDS
 from .generation_body import read_field
 from .json_io import load_json_object
+from .limits import mebibytes
 
 __all__ = ["MAX_JSON_IMAGES", "check_references", "json_edit_params"]
 
@@ -217,7 +218,7 @@ def _decode_data_url(where: str, value: str) -> tuple[str | None, bytes, str | N
     if _decoded_size(value) > MAX_IMAGE_BYTES:
         raise _bad(
             f"{where}.image_url: the data: URL holds more than the "
-            f"{MAX_IMAGE_BYTES // (1024 * 1024)} MiB any image may be",
+            f"{mebibytes(MAX_IMAGE_BYTES)} any image may be",
             where,
             "image_too_large",
         )

@@ -250,10 +250,6 @@ def _deployment(entry: Any, where: str) -> Deployment:
         key: resolve_env(value, f"{where}.litellm_params.{key}") for key, value in params.items()
     }
     params = _unaliased(params, where)
-    if params.get("input_cost_per_image") is not None:  # LiteLLM reads prices here too
-        from ..config import INPUT_PER_IMAGE
-
-        raise ConfigurationError(f"{where}: litellm_params.input_cost_per_image: {INPUT_PER_IMAGE}")
     _refuse_unread_prices(params, "litellm_params", where)
     model = params.get("model")
     if not isinstance(model, str) or not model:
@@ -344,11 +340,8 @@ _PRICE_SHAPE = re.compile(r"(?:[0-9]+x[0-9]+|[a-z][a-z0-9_]*)(?:/[a-z][a-z0-9_]*
 
 def _check_prices(info: Mapping[str, Any], where: str) -> None:
     """``model_info``'s prices as a price file's are held: finite, from 0 to ``MAX_PRICE``."""
-    from ..config import INPUT_PER_IMAGE
     from ..pricing.table import check_per_image_key, to_price
 
-    if info.get("input_cost_per_image") is not None:
-        raise ConfigurationError(f"{where}: model_info.input_cost_per_image: {INPUT_PER_IMAGE}")
     _refuse_unread_prices(info, "model_info", where)
     price = info.get("output_cost_per_image")
     if price is not None:
